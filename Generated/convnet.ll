@@ -7,149 +7,181 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt285 = alloca float, align 4
-  %adam.step_size284 = alloca float, align 4
-  %conv1_weight_grad.t277_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t277_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t273_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt317 = alloca float, align 4
+  %adam.step_size316 = alloca float, align 4
+  %conv1_bias_grad.sum315 = alloca float, align 4
+  %conv1_bias_grad.sum314 = alloca float, align 4
+  %conv1_bias_grad.sum313 = alloca float, align 4
+  %conv1_bias_grad.sum312 = alloca float, align 4
+  %conv1_bias_grad.sum311 = alloca float, align 4
+  %conv1_bias_grad.sum310 = alloca float, align 4
+  %conv1_bias_grad.sum309 = alloca float, align 4
+  %conv1_bias_grad.sum308 = alloca float, align 4
+  %conv1_bias_grad.sum307 = alloca float, align 4
+  %conv1_bias_grad.sum306 = alloca float, align 4
+  %conv1_bias_grad.sum305 = alloca float, align 4
+  %conv1_bias_grad.sum304 = alloca float, align 4
+  %conv1_bias_grad.sum303 = alloca float, align 4
+  %conv1_bias_grad.sum302 = alloca float, align 4
+  %conv1_bias_grad.sum301 = alloca float, align 4
+  %conv1_bias_grad.acc298 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t293_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t289_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.sum265 = alloca float, align 4
+  %relu1_grad.sum264 = alloca float, align 4
+  %relu1_grad.sum263 = alloca float, align 4
+  %relu1_grad.sum262 = alloca float, align 4
+  %relu1_grad.sum259 = alloca float, align 4
+  %relu1_grad.sum258 = alloca float, align 4
+  %relu1_grad.sum257 = alloca float, align 4
+  %relu1_grad.sum256 = alloca float, align 4
+  %relu1_grad.sum255 = alloca float, align 4
+  %relu1_grad.sum254 = alloca float, align 4
+  %relu1_grad.sum251 = alloca float, align 4
+  %relu1_grad.sum250 = alloca float, align 4
   %relu1_grad.sum249 = alloca float, align 4
   %relu1_grad.sum248 = alloca float, align 4
-  %relu1_grad.sum247 = alloca float, align 4
-  %relu1_grad.sum246 = alloca float, align 4
+  %relu1_grad.sum245 = alloca float, align 4
+  %relu1_grad.sum244 = alloca float, align 4
   %relu1_grad.sum243 = alloca float, align 4
   %relu1_grad.sum242 = alloca float, align 4
   %relu1_grad.sum241 = alloca float, align 4
   %relu1_grad.sum240 = alloca float, align 4
-  %relu1_grad.sum239 = alloca float, align 4
-  %relu1_grad.sum238 = alloca float, align 4
+  %relu1_grad.sum237 = alloca float, align 4
+  %relu1_grad.sum236 = alloca float, align 4
   %relu1_grad.sum235 = alloca float, align 4
   %relu1_grad.sum234 = alloca float, align 4
   %relu1_grad.sum233 = alloca float, align 4
   %relu1_grad.sum232 = alloca float, align 4
+  %relu1_grad.sum231 = alloca float, align 4
+  %relu1_grad.sum230 = alloca float, align 4
   %relu1_grad.sum229 = alloca float, align 4
-  %relu1_grad.sum228 = alloca float, align 4
-  %relu1_grad.sum227 = alloca float, align 4
   %relu1_grad.sum226 = alloca float, align 4
   %relu1_grad.sum225 = alloca float, align 4
   %relu1_grad.sum224 = alloca float, align 4
+  %relu1_grad.sum223 = alloca float, align 4
+  %relu1_grad.sum222 = alloca float, align 4
   %relu1_grad.sum221 = alloca float, align 4
-  %relu1_grad.sum220 = alloca float, align 4
-  %relu1_grad.sum219 = alloca float, align 4
   %relu1_grad.sum218 = alloca float, align 4
   %relu1_grad.sum217 = alloca float, align 4
   %relu1_grad.sum216 = alloca float, align 4
   %relu1_grad.sum215 = alloca float, align 4
-  %relu1_grad.sum214 = alloca float, align 4
-  %relu1_grad.sum213 = alloca float, align 4
+  %relu1_grad.sum212 = alloca float, align 4
+  %relu1_grad.sum211 = alloca float, align 4
   %relu1_grad.sum210 = alloca float, align 4
   %relu1_grad.sum209 = alloca float, align 4
   %relu1_grad.sum208 = alloca float, align 4
   %relu1_grad.sum207 = alloca float, align 4
-  %relu1_grad.sum206 = alloca float, align 4
-  %relu1_grad.sum205 = alloca float, align 4
+  %relu1_grad.sum204 = alloca float, align 4
+  %relu1_grad.sum203 = alloca float, align 4
   %relu1_grad.sum202 = alloca float, align 4
   %relu1_grad.sum201 = alloca float, align 4
-  %relu1_grad.sum200 = alloca float, align 4
-  %relu1_grad.sum199 = alloca float, align 4
-  %relu1_grad.sum196 = alloca float, align 4
-  %relu1_grad.sum195 = alloca float, align 4
-  %relu1_grad.sum194 = alloca float, align 4
-  %relu1_grad.sum193 = alloca float, align 4
-  %relu1_grad.sum192 = alloca float, align 4
-  %relu1_grad.sum191 = alloca float, align 4
-  %relu1_grad.sum188 = alloca float, align 4
-  %relu1_grad.sum187 = alloca float, align 4
-  %relu1_grad.sum186 = alloca float, align 4
-  %relu1_grad.sum185 = alloca float, align 4
-  %relu1_grad.t179_a5 = alloca <16 x float>, align 64
-  %relu1_grad.t179_a4 = alloca <16 x float>, align 64
-  %relu1_grad.t179_a3 = alloca <16 x float>, align 64
-  %relu1_grad.t179_a2 = alloca <16 x float>, align 64
-  %relu1_grad.t179_a1 = alloca <16 x float>, align 64
-  %relu1_grad.t179_a0 = alloca <16 x float>, align 64
-  %relu1_grad.t179_b3 = alloca <16 x float>, align 64
-  %relu1_grad.t179_b2 = alloca <16 x float>, align 64
-  %relu1_grad.t179_b1 = alloca <16 x float>, align 64
-  %relu1_grad.t179_b0 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c5_3 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c5_2 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c5_1 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c5_0 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c4_3 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c4_2 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c4_1 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c4_0 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c3_3 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c3_2 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c3_1 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c3_0 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c2_3 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c2_2 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c2_1 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c2_0 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c1_3 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c1_2 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c1_1 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c1_0 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c0_3 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c0_2 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c0_1 = alloca <16 x float>, align 64
-  %relu1_grad.t179_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.t195_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t195_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t195_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t195_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t195_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t195_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t195_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t195_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t195_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t195_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t195_c0_0 = alloca <16 x float>, align 64
+  %conv2_bias_grad.sum188 = alloca float, align 4
+  %conv2_bias_grad.sum187 = alloca float, align 4
+  %conv2_bias_grad.sum186 = alloca float, align 4
+  %conv2_bias_grad.sum185 = alloca float, align 4
+  %conv2_bias_grad.sum184 = alloca float, align 4
+  %conv2_bias_grad.sum183 = alloca float, align 4
+  %conv2_bias_grad.sum182 = alloca float, align 4
+  %conv2_bias_grad.sum181 = alloca float, align 4
+  %conv2_bias_grad.sum180 = alloca float, align 4
+  %conv2_bias_grad.sum179 = alloca float, align 4
+  %conv2_bias_grad.sum178 = alloca float, align 4
+  %conv2_bias_grad.sum177 = alloca float, align 4
+  %conv2_bias_grad.sum176 = alloca float, align 4
+  %conv2_bias_grad.sum175 = alloca float, align 4
+  %conv2_bias_grad.sum174 = alloca float, align 4
+  %conv2_bias_grad.acc171 = alloca <16 x float>, align 64
   %conv2_weight_grad.t166_a5 = alloca <16 x float>, align 64
   %conv2_weight_grad.t166_a4 = alloca <16 x float>, align 64
   %conv2_weight_grad.t166_a3 = alloca <16 x float>, align 64
@@ -9462,7 +9494,7 @@ conv2_weight_grad.f168:                           ; preds = %conv2_weight_grad.r
   br label %conv2_weight_grad.r169
 
 conv2_weight_grad.f168.end:                       ; preds = %conv2_weight_grad.r169.end
-  br label %conv2_bias_grad.i170
+  br label %conv2_bias_grad.f170
 
 conv2_weight_grad.r169:                           ; preds = %conv2_weight_grad.r169, %conv2_weight_grad.f168
   %conv2_weight_grad.r1691612 = phi i64 [ 0, %conv2_weight_grad.f168 ], [ %r169.next, %conv2_weight_grad.r169 ]
@@ -9485,3417 +9517,3584 @@ conv2_weight_grad.r169.end:                       ; preds = %conv2_weight_grad.r
   %4586 = icmp slt i64 %f168.next, 64
   br i1 %4586, label %conv2_weight_grad.f168, label %conv2_weight_grad.f168.end
 
-conv2_bias_grad.i170:                             ; preds = %conv2_bias_grad.i170, %conv2_weight_grad.f168.end
-  %conv2_bias_grad.i1701615 = phi i64 [ 0, %conv2_weight_grad.f168.end ], [ %i170.next, %conv2_bias_grad.i170 ]
-  %4587 = add nsw i64 1605632, %conv2_bias_grad.i1701615
-  %arena1616 = getelementptr inbounds float, ptr %arena, i64 %4587
-  store float 1.000000e+00, ptr %arena1616, align 4
-  %i170.next = add nsw i64 %conv2_bias_grad.i1701615, 1
-  %4588 = icmp slt i64 %i170.next, 784
-  br i1 %4588, label %conv2_bias_grad.i170, label %conv2_bias_grad.i170.end
-
-conv2_bias_grad.i170.end:                         ; preds = %conv2_bias_grad.i170
-  br label %conv2_bias_grad.i171
-
-conv2_bias_grad.i171:                             ; preds = %conv2_bias_grad.i171, %conv2_bias_grad.i170.end
-  %conv2_bias_grad.i1711617 = phi i64 [ 0, %conv2_bias_grad.i170.end ], [ %i171.next, %conv2_bias_grad.i171 ]
-  %4589 = add nsw i64 18752, %conv2_bias_grad.i1711617
-  %grads1618 = getelementptr inbounds float, ptr %grads, i64 %4589
-  store float 0.000000e+00, ptr %grads1618, align 4
-  %i171.next = add nsw i64 %conv2_bias_grad.i1711617, 1
-  %4590 = icmp slt i64 %i171.next, 64
-  br i1 %4590, label %conv2_bias_grad.i171, label %conv2_bias_grad.i171.end
-
-conv2_bias_grad.i171.end:                         ; preds = %conv2_bias_grad.i171
+conv2_bias_grad.f170:                             ; preds = %conv2_bias_grad.img172.end, %conv2_weight_grad.f168.end
+  %conv2_bias_grad.f1701615 = phi i64 [ 0, %conv2_weight_grad.f168.end ], [ %f170.next, %conv2_bias_grad.img172.end ]
+  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc171, align 64
   br label %conv2_bias_grad.img172
 
-conv2_bias_grad.img172:                           ; preds = %conv2_bias_grad.img172, %conv2_bias_grad.i171.end
-  %conv2_bias_grad.img1721619 = phi i64 [ 0, %conv2_bias_grad.i171.end ], [ %img172.next, %conv2_bias_grad.img172 ]
-  %4591 = mul nsw i64 %conv2_bias_grad.img1721619, 50176
-  %4592 = add nsw i64 4039952, %4591
-  %arena1620 = getelementptr inbounds float, ptr %arena, i64 %4592
+conv2_bias_grad.f170.end:                         ; preds = %conv2_bias_grad.img172.end
+  br label %relu1_grad.g189
+
+conv2_bias_grad.img172:                           ; preds = %conv2_bias_grad.i173.end, %conv2_bias_grad.f170
+  %conv2_bias_grad.img1721616 = phi i64 [ 0, %conv2_bias_grad.f170 ], [ %img172.next, %conv2_bias_grad.i173.end ]
+  br label %conv2_bias_grad.i173
+
+conv2_bias_grad.img172.end:                       ; preds = %conv2_bias_grad.i173.end
+  %acc1711619 = load <16 x float>, ptr %conv2_bias_grad.acc171, align 64
+  %arena1620 = getelementptr inbounds float, ptr %arena, i64 1605632
+  store <16 x float> %acc1711619, ptr %arena1620, align 4
   %arena1621 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %grads1622 = getelementptr inbounds float, ptr %grads, i64 18752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 784, float 1.000000e+00, ptr %arena1620, i32 784, ptr %arena1621, i32 1, float 1.000000e+00, ptr %grads1622, i32 1)
-  %img172.next = add nsw i64 %conv2_bias_grad.img1721619, 1
-  %4593 = icmp slt i64 %img172.next, 64
-  br i1 %4593, label %conv2_bias_grad.img172, label %conv2_bias_grad.img172.end
+  %4587 = load float, ptr %arena1621, align 4
+  %arena1622 = getelementptr inbounds float, ptr %arena, i64 1605633
+  %4588 = load float, ptr %arena1622, align 4
+  %4589 = fadd float %4587, %4588
+  store float %4589, ptr %conv2_bias_grad.sum174, align 4
+  %sum174 = load float, ptr %conv2_bias_grad.sum174, align 4
+  %arena1623 = getelementptr inbounds float, ptr %arena, i64 1605634
+  %4590 = load float, ptr %arena1623, align 4
+  %4591 = fadd float %sum174, %4590
+  store float %4591, ptr %conv2_bias_grad.sum175, align 4
+  %sum175 = load float, ptr %conv2_bias_grad.sum175, align 4
+  %arena1624 = getelementptr inbounds float, ptr %arena, i64 1605635
+  %4592 = load float, ptr %arena1624, align 4
+  %4593 = fadd float %sum175, %4592
+  store float %4593, ptr %conv2_bias_grad.sum176, align 4
+  %sum176 = load float, ptr %conv2_bias_grad.sum176, align 4
+  %arena1625 = getelementptr inbounds float, ptr %arena, i64 1605636
+  %4594 = load float, ptr %arena1625, align 4
+  %4595 = fadd float %sum176, %4594
+  store float %4595, ptr %conv2_bias_grad.sum177, align 4
+  %sum177 = load float, ptr %conv2_bias_grad.sum177, align 4
+  %arena1626 = getelementptr inbounds float, ptr %arena, i64 1605637
+  %4596 = load float, ptr %arena1626, align 4
+  %4597 = fadd float %sum177, %4596
+  store float %4597, ptr %conv2_bias_grad.sum178, align 4
+  %sum178 = load float, ptr %conv2_bias_grad.sum178, align 4
+  %arena1627 = getelementptr inbounds float, ptr %arena, i64 1605638
+  %4598 = load float, ptr %arena1627, align 4
+  %4599 = fadd float %sum178, %4598
+  store float %4599, ptr %conv2_bias_grad.sum179, align 4
+  %sum179 = load float, ptr %conv2_bias_grad.sum179, align 4
+  %arena1628 = getelementptr inbounds float, ptr %arena, i64 1605639
+  %4600 = load float, ptr %arena1628, align 4
+  %4601 = fadd float %sum179, %4600
+  store float %4601, ptr %conv2_bias_grad.sum180, align 4
+  %sum180 = load float, ptr %conv2_bias_grad.sum180, align 4
+  %arena1629 = getelementptr inbounds float, ptr %arena, i64 1605640
+  %4602 = load float, ptr %arena1629, align 4
+  %4603 = fadd float %sum180, %4602
+  store float %4603, ptr %conv2_bias_grad.sum181, align 4
+  %sum181 = load float, ptr %conv2_bias_grad.sum181, align 4
+  %arena1630 = getelementptr inbounds float, ptr %arena, i64 1605641
+  %4604 = load float, ptr %arena1630, align 4
+  %4605 = fadd float %sum181, %4604
+  store float %4605, ptr %conv2_bias_grad.sum182, align 4
+  %sum182 = load float, ptr %conv2_bias_grad.sum182, align 4
+  %arena1631 = getelementptr inbounds float, ptr %arena, i64 1605642
+  %4606 = load float, ptr %arena1631, align 4
+  %4607 = fadd float %sum182, %4606
+  store float %4607, ptr %conv2_bias_grad.sum183, align 4
+  %sum183 = load float, ptr %conv2_bias_grad.sum183, align 4
+  %arena1632 = getelementptr inbounds float, ptr %arena, i64 1605643
+  %4608 = load float, ptr %arena1632, align 4
+  %4609 = fadd float %sum183, %4608
+  store float %4609, ptr %conv2_bias_grad.sum184, align 4
+  %sum184 = load float, ptr %conv2_bias_grad.sum184, align 4
+  %arena1633 = getelementptr inbounds float, ptr %arena, i64 1605644
+  %4610 = load float, ptr %arena1633, align 4
+  %4611 = fadd float %sum184, %4610
+  store float %4611, ptr %conv2_bias_grad.sum185, align 4
+  %sum185 = load float, ptr %conv2_bias_grad.sum185, align 4
+  %arena1634 = getelementptr inbounds float, ptr %arena, i64 1605645
+  %4612 = load float, ptr %arena1634, align 4
+  %4613 = fadd float %sum185, %4612
+  store float %4613, ptr %conv2_bias_grad.sum186, align 4
+  %sum186 = load float, ptr %conv2_bias_grad.sum186, align 4
+  %arena1635 = getelementptr inbounds float, ptr %arena, i64 1605646
+  %4614 = load float, ptr %arena1635, align 4
+  %4615 = fadd float %sum186, %4614
+  store float %4615, ptr %conv2_bias_grad.sum187, align 4
+  %sum187 = load float, ptr %conv2_bias_grad.sum187, align 4
+  %arena1636 = getelementptr inbounds float, ptr %arena, i64 1605647
+  %4616 = load float, ptr %arena1636, align 4
+  %4617 = fadd float %sum187, %4616
+  store float %4617, ptr %conv2_bias_grad.sum188, align 4
+  %sum188 = load float, ptr %conv2_bias_grad.sum188, align 4
+  %4618 = add nsw i64 18752, %conv2_bias_grad.f1701615
+  %grads1637 = getelementptr inbounds float, ptr %grads, i64 %4618
+  store float %sum188, ptr %grads1637, align 4
+  %f170.next = add nsw i64 %conv2_bias_grad.f1701615, 1
+  %4619 = icmp slt i64 %f170.next, 64
+  br i1 %4619, label %conv2_bias_grad.f170, label %conv2_bias_grad.f170.end
 
-conv2_bias_grad.img172.end:                       ; preds = %conv2_bias_grad.img172
-  br label %relu1_grad.g173
-
-relu1_grad.g173:                                  ; preds = %relu1_grad.j181.end, %conv2_bias_grad.img172.end
-  %relu1_grad.g1731623 = phi i64 [ 0, %conv2_bias_grad.img172.end ], [ %g173.next, %relu1_grad.j181.end ]
-  br label %relu1_grad.j174
-
-relu1_grad.g173.end:                              ; preds = %relu1_grad.j181.end
-  br label %conv1_grad.i250
-
-relu1_grad.j174:                                  ; preds = %relu1_grad.f175.end, %relu1_grad.g173
-  %relu1_grad.j1741624 = phi i64 [ 0, %relu1_grad.g173 ], [ %j174.next, %relu1_grad.f175.end ]
-  br label %relu1_grad.f175
-
-relu1_grad.j174.end:                              ; preds = %relu1_grad.f175.end
-  br label %relu1_grad.nb177
-
-relu1_grad.f175:                                  ; preds = %relu1_grad.i176.end, %relu1_grad.j174
-  %relu1_grad.f1751625 = phi i64 [ 0, %relu1_grad.j174 ], [ %f175.next, %relu1_grad.i176.end ]
-  br label %relu1_grad.i176
-
-relu1_grad.f175.end:                              ; preds = %relu1_grad.i176.end
-  %j174.next = add nsw i64 %relu1_grad.j1741624, 1
-  %4594 = icmp slt i64 %j174.next, 16
-  br i1 %4594, label %relu1_grad.j174, label %relu1_grad.j174.end
-
-relu1_grad.i176:                                  ; preds = %relu1_grad.i176, %relu1_grad.f175
-  %relu1_grad.i1761626 = phi i64 [ 0, %relu1_grad.f175 ], [ %i176.next, %relu1_grad.i176 ]
-  %4595 = mul nsw i64 %relu1_grad.g1731623, 16
-  %4596 = add nsw i64 %4595, %relu1_grad.j1741624
-  %4597 = mul nsw i64 %4596, 50176
-  %4598 = add nsw i64 4039952, %4597
-  %4599 = mul nsw i64 %relu1_grad.f1751625, 784
-  %4600 = add nsw i64 %4598, %4599
-  %4601 = add nsw i64 %4600, %relu1_grad.i1761626
-  %arena1627 = getelementptr inbounds float, ptr %arena, i64 %4601
-  %4602 = load float, ptr %arena1627, align 4
-  %4603 = mul nsw i64 %relu1_grad.f1751625, 12544
-  %4604 = add nsw i64 10863888, %4603
-  %4605 = mul nsw i64 %relu1_grad.j1741624, 784
-  %4606 = add nsw i64 %4604, %4605
-  %4607 = add nsw i64 %4606, %relu1_grad.i1761626
-  %arena1628 = getelementptr inbounds float, ptr %arena, i64 %4607
-  store float %4602, ptr %arena1628, align 4
-  %i176.next = add nsw i64 %relu1_grad.i1761626, 1
-  %4608 = icmp slt i64 %i176.next, 784
-  br i1 %4608, label %relu1_grad.i176, label %relu1_grad.i176.end
-
-relu1_grad.i176.end:                              ; preds = %relu1_grad.i176
-  %f175.next = add nsw i64 %relu1_grad.f1751625, 1
-  %4609 = icmp slt i64 %f175.next, 64
-  br i1 %4609, label %relu1_grad.f175, label %relu1_grad.f175.end
-
-relu1_grad.nb177:                                 ; preds = %relu1_grad.mb178.end, %relu1_grad.j174.end
-  %relu1_grad.nb1771629 = phi i64 [ 0, %relu1_grad.j174.end ], [ %nb177.next, %relu1_grad.mb178.end ]
-  br label %relu1_grad.mb178
-
-relu1_grad.nb177.end:                             ; preds = %relu1_grad.mb178.end
-  br label %relu1_grad.j181
-
-relu1_grad.mb178:                                 ; preds = %relu1_grad.k180.end, %relu1_grad.nb177
-  %relu1_grad.mb1781630 = phi i64 [ 0, %relu1_grad.nb177 ], [ %mb178.next, %relu1_grad.k180.end ]
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c5_3, align 64
-  br label %relu1_grad.k180
-
-relu1_grad.mb178.end:                             ; preds = %relu1_grad.k180.end
-  %nb177.next = add nsw i64 %relu1_grad.nb1771629, 1
-  %4610 = icmp slt i64 %nb177.next, 196
-  br i1 %4610, label %relu1_grad.nb177, label %relu1_grad.nb177.end
-
-relu1_grad.k180:                                  ; preds = %relu1_grad.k180, %relu1_grad.mb178
-  %relu1_grad.k1801631 = phi i64 [ 0, %relu1_grad.mb178 ], [ %k180.next, %relu1_grad.k180 ]
-  %4611 = mul nsw i64 %relu1_grad.k1801631, 12544
-  %4612 = add nsw i64 10863888, %4611
-  %4613 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4614 = add nsw i64 %4612, %4613
-  %arena1632 = getelementptr inbounds float, ptr %arena, i64 %4614
-  %4615 = load <16 x float>, ptr %arena1632, align 4
-  store <16 x float> %4615, ptr %relu1_grad.t179_b0, align 64
-  %4616 = mul nsw i64 %relu1_grad.k1801631, 12544
-  %4617 = add nsw i64 10863888, %4616
-  %4618 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4619 = add nsw i64 %4617, %4618
-  %4620 = add nsw i64 %4619, 16
-  %arena1633 = getelementptr inbounds float, ptr %arena, i64 %4620
-  %4621 = load <16 x float>, ptr %arena1633, align 4
-  store <16 x float> %4621, ptr %relu1_grad.t179_b1, align 64
-  %4622 = mul nsw i64 %relu1_grad.k1801631, 12544
-  %4623 = add nsw i64 10863888, %4622
-  %4624 = mul nsw i64 %relu1_grad.nb1771629, 64
+conv2_bias_grad.i173:                             ; preds = %conv2_bias_grad.i173, %conv2_bias_grad.img172
+  %conv2_bias_grad.i1731617 = phi i64 [ 0, %conv2_bias_grad.img172 ], [ %i173.next, %conv2_bias_grad.i173 ]
+  %4620 = mul nsw i64 %conv2_bias_grad.img1721616, 50176
+  %4621 = add nsw i64 4039952, %4620
+  %4622 = mul nsw i64 %conv2_bias_grad.f1701615, 784
+  %4623 = add nsw i64 %4621, %4622
+  %4624 = mul nsw i64 %conv2_bias_grad.i1731617, 16
   %4625 = add nsw i64 %4623, %4624
-  %4626 = add nsw i64 %4625, 32
-  %arena1634 = getelementptr inbounds float, ptr %arena, i64 %4626
-  %4627 = load <16 x float>, ptr %arena1634, align 4
-  store <16 x float> %4627, ptr %relu1_grad.t179_b2, align 64
-  %4628 = mul nsw i64 %relu1_grad.k1801631, 12544
-  %4629 = add nsw i64 10863888, %4628
-  %4630 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4631 = add nsw i64 %4629, %4630
-  %4632 = add nsw i64 %4631, 48
-  %arena1635 = getelementptr inbounds float, ptr %arena, i64 %4632
-  %4633 = load <16 x float>, ptr %arena1635, align 4
-  store <16 x float> %4633, ptr %relu1_grad.t179_b3, align 64
-  %4634 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4635 = add nsw i64 320, %4634
-  %4636 = mul nsw i64 %relu1_grad.k1801631, 288
-  %4637 = add nsw i64 %4635, %4636
-  %params1636 = getelementptr inbounds float, ptr %params, i64 %4637
-  %4638 = load float, ptr %params1636, align 4
-  %4639 = insertelement <16 x float> undef, float %4638, i32 0
-  %4640 = shufflevector <16 x float> %4639, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4640, ptr %relu1_grad.t179_a0, align 64
-  %t179_a0 = load <16 x float>, ptr %relu1_grad.t179_a0, align 64
-  %t179_b0 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
-  %t179_c0_0 = load <16 x float>, ptr %relu1_grad.t179_c0_0, align 64
-  %4641 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a0, <16 x float> %t179_b0, <16 x float> %t179_c0_0)
-  store <16 x float> %4641, ptr %relu1_grad.t179_c0_0, align 64
-  %t179_a01637 = load <16 x float>, ptr %relu1_grad.t179_a0, align 64
-  %t179_b1 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
-  %t179_c0_1 = load <16 x float>, ptr %relu1_grad.t179_c0_1, align 64
-  %4642 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a01637, <16 x float> %t179_b1, <16 x float> %t179_c0_1)
-  store <16 x float> %4642, ptr %relu1_grad.t179_c0_1, align 64
-  %t179_a01638 = load <16 x float>, ptr %relu1_grad.t179_a0, align 64
-  %t179_b2 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
-  %t179_c0_2 = load <16 x float>, ptr %relu1_grad.t179_c0_2, align 64
-  %4643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a01638, <16 x float> %t179_b2, <16 x float> %t179_c0_2)
-  store <16 x float> %4643, ptr %relu1_grad.t179_c0_2, align 64
-  %t179_a01639 = load <16 x float>, ptr %relu1_grad.t179_a0, align 64
-  %t179_b3 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
-  %t179_c0_3 = load <16 x float>, ptr %relu1_grad.t179_c0_3, align 64
-  %4644 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a01639, <16 x float> %t179_b3, <16 x float> %t179_c0_3)
-  store <16 x float> %4644, ptr %relu1_grad.t179_c0_3, align 64
-  %4645 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4646 = add nsw i64 %4645, 1
-  %4647 = add nsw i64 320, %4646
-  %4648 = mul nsw i64 %relu1_grad.k1801631, 288
-  %4649 = add nsw i64 %4647, %4648
-  %params1640 = getelementptr inbounds float, ptr %params, i64 %4649
-  %4650 = load float, ptr %params1640, align 4
-  %4651 = insertelement <16 x float> undef, float %4650, i32 0
-  %4652 = shufflevector <16 x float> %4651, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4652, ptr %relu1_grad.t179_a1, align 64
-  %t179_a1 = load <16 x float>, ptr %relu1_grad.t179_a1, align 64
-  %t179_b01641 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
-  %t179_c1_0 = load <16 x float>, ptr %relu1_grad.t179_c1_0, align 64
-  %4653 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a1, <16 x float> %t179_b01641, <16 x float> %t179_c1_0)
-  store <16 x float> %4653, ptr %relu1_grad.t179_c1_0, align 64
-  %t179_a11642 = load <16 x float>, ptr %relu1_grad.t179_a1, align 64
-  %t179_b11643 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
-  %t179_c1_1 = load <16 x float>, ptr %relu1_grad.t179_c1_1, align 64
-  %4654 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a11642, <16 x float> %t179_b11643, <16 x float> %t179_c1_1)
-  store <16 x float> %4654, ptr %relu1_grad.t179_c1_1, align 64
-  %t179_a11644 = load <16 x float>, ptr %relu1_grad.t179_a1, align 64
-  %t179_b21645 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
-  %t179_c1_2 = load <16 x float>, ptr %relu1_grad.t179_c1_2, align 64
-  %4655 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a11644, <16 x float> %t179_b21645, <16 x float> %t179_c1_2)
-  store <16 x float> %4655, ptr %relu1_grad.t179_c1_2, align 64
-  %t179_a11646 = load <16 x float>, ptr %relu1_grad.t179_a1, align 64
-  %t179_b31647 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
-  %t179_c1_3 = load <16 x float>, ptr %relu1_grad.t179_c1_3, align 64
-  %4656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a11646, <16 x float> %t179_b31647, <16 x float> %t179_c1_3)
-  store <16 x float> %4656, ptr %relu1_grad.t179_c1_3, align 64
-  %4657 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4658 = add nsw i64 %4657, 2
-  %4659 = add nsw i64 320, %4658
-  %4660 = mul nsw i64 %relu1_grad.k1801631, 288
+  %arena1618 = getelementptr inbounds float, ptr %arena, i64 %4625
+  %4626 = load <16 x float>, ptr %arena1618, align 4
+  %acc171 = load <16 x float>, ptr %conv2_bias_grad.acc171, align 64
+  %4627 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %4626, <16 x float> %acc171)
+  store <16 x float> %4627, ptr %conv2_bias_grad.acc171, align 64
+  %i173.next = add nsw i64 %conv2_bias_grad.i1731617, 1
+  %4628 = icmp slt i64 %i173.next, 49
+  br i1 %4628, label %conv2_bias_grad.i173, label %conv2_bias_grad.i173.end
+
+conv2_bias_grad.i173.end:                         ; preds = %conv2_bias_grad.i173
+  %img172.next = add nsw i64 %conv2_bias_grad.img1721616, 1
+  %4629 = icmp slt i64 %img172.next, 64
+  br i1 %4629, label %conv2_bias_grad.img172, label %conv2_bias_grad.img172.end
+
+relu1_grad.g189:                                  ; preds = %relu1_grad.j197.end, %conv2_bias_grad.f170.end
+  %relu1_grad.g1891638 = phi i64 [ 0, %conv2_bias_grad.f170.end ], [ %g189.next, %relu1_grad.j197.end ]
+  br label %relu1_grad.j190
+
+relu1_grad.g189.end:                              ; preds = %relu1_grad.j197.end
+  br label %conv1_grad.i266
+
+relu1_grad.j190:                                  ; preds = %relu1_grad.f191.end, %relu1_grad.g189
+  %relu1_grad.j1901639 = phi i64 [ 0, %relu1_grad.g189 ], [ %j190.next, %relu1_grad.f191.end ]
+  br label %relu1_grad.f191
+
+relu1_grad.j190.end:                              ; preds = %relu1_grad.f191.end
+  br label %relu1_grad.nb193
+
+relu1_grad.f191:                                  ; preds = %relu1_grad.i192.end, %relu1_grad.j190
+  %relu1_grad.f1911640 = phi i64 [ 0, %relu1_grad.j190 ], [ %f191.next, %relu1_grad.i192.end ]
+  br label %relu1_grad.i192
+
+relu1_grad.f191.end:                              ; preds = %relu1_grad.i192.end
+  %j190.next = add nsw i64 %relu1_grad.j1901639, 1
+  %4630 = icmp slt i64 %j190.next, 16
+  br i1 %4630, label %relu1_grad.j190, label %relu1_grad.j190.end
+
+relu1_grad.i192:                                  ; preds = %relu1_grad.i192, %relu1_grad.f191
+  %relu1_grad.i1921641 = phi i64 [ 0, %relu1_grad.f191 ], [ %i192.next, %relu1_grad.i192 ]
+  %4631 = mul nsw i64 %relu1_grad.g1891638, 16
+  %4632 = add nsw i64 %4631, %relu1_grad.j1901639
+  %4633 = mul nsw i64 %4632, 50176
+  %4634 = add nsw i64 4039952, %4633
+  %4635 = mul nsw i64 %relu1_grad.f1911640, 784
+  %4636 = add nsw i64 %4634, %4635
+  %4637 = add nsw i64 %4636, %relu1_grad.i1921641
+  %arena1642 = getelementptr inbounds float, ptr %arena, i64 %4637
+  %4638 = load float, ptr %arena1642, align 4
+  %4639 = mul nsw i64 %relu1_grad.f1911640, 12544
+  %4640 = add nsw i64 10863888, %4639
+  %4641 = mul nsw i64 %relu1_grad.j1901639, 784
+  %4642 = add nsw i64 %4640, %4641
+  %4643 = add nsw i64 %4642, %relu1_grad.i1921641
+  %arena1643 = getelementptr inbounds float, ptr %arena, i64 %4643
+  store float %4638, ptr %arena1643, align 4
+  %i192.next = add nsw i64 %relu1_grad.i1921641, 1
+  %4644 = icmp slt i64 %i192.next, 784
+  br i1 %4644, label %relu1_grad.i192, label %relu1_grad.i192.end
+
+relu1_grad.i192.end:                              ; preds = %relu1_grad.i192
+  %f191.next = add nsw i64 %relu1_grad.f1911640, 1
+  %4645 = icmp slt i64 %f191.next, 64
+  br i1 %4645, label %relu1_grad.f191, label %relu1_grad.f191.end
+
+relu1_grad.nb193:                                 ; preds = %relu1_grad.mb194.end, %relu1_grad.j190.end
+  %relu1_grad.nb1931644 = phi i64 [ 0, %relu1_grad.j190.end ], [ %nb193.next, %relu1_grad.mb194.end ]
+  br label %relu1_grad.mb194
+
+relu1_grad.nb193.end:                             ; preds = %relu1_grad.mb194.end
+  br label %relu1_grad.j197
+
+relu1_grad.mb194:                                 ; preds = %relu1_grad.k196.end, %relu1_grad.nb193
+  %relu1_grad.mb1941645 = phi i64 [ 0, %relu1_grad.nb193 ], [ %mb194.next, %relu1_grad.k196.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t195_c5_3, align 64
+  br label %relu1_grad.k196
+
+relu1_grad.mb194.end:                             ; preds = %relu1_grad.k196.end
+  %nb193.next = add nsw i64 %relu1_grad.nb1931644, 1
+  %4646 = icmp slt i64 %nb193.next, 196
+  br i1 %4646, label %relu1_grad.nb193, label %relu1_grad.nb193.end
+
+relu1_grad.k196:                                  ; preds = %relu1_grad.k196, %relu1_grad.mb194
+  %relu1_grad.k1961646 = phi i64 [ 0, %relu1_grad.mb194 ], [ %k196.next, %relu1_grad.k196 ]
+  %4647 = mul nsw i64 %relu1_grad.k1961646, 12544
+  %4648 = add nsw i64 10863888, %4647
+  %4649 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4650 = add nsw i64 %4648, %4649
+  %arena1647 = getelementptr inbounds float, ptr %arena, i64 %4650
+  %4651 = load <16 x float>, ptr %arena1647, align 4
+  store <16 x float> %4651, ptr %relu1_grad.t195_b0, align 64
+  %4652 = mul nsw i64 %relu1_grad.k1961646, 12544
+  %4653 = add nsw i64 10863888, %4652
+  %4654 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4655 = add nsw i64 %4653, %4654
+  %4656 = add nsw i64 %4655, 16
+  %arena1648 = getelementptr inbounds float, ptr %arena, i64 %4656
+  %4657 = load <16 x float>, ptr %arena1648, align 4
+  store <16 x float> %4657, ptr %relu1_grad.t195_b1, align 64
+  %4658 = mul nsw i64 %relu1_grad.k1961646, 12544
+  %4659 = add nsw i64 10863888, %4658
+  %4660 = mul nsw i64 %relu1_grad.nb1931644, 64
   %4661 = add nsw i64 %4659, %4660
-  %params1648 = getelementptr inbounds float, ptr %params, i64 %4661
-  %4662 = load float, ptr %params1648, align 4
-  %4663 = insertelement <16 x float> undef, float %4662, i32 0
-  %4664 = shufflevector <16 x float> %4663, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4664, ptr %relu1_grad.t179_a2, align 64
-  %t179_a2 = load <16 x float>, ptr %relu1_grad.t179_a2, align 64
-  %t179_b01649 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
-  %t179_c2_0 = load <16 x float>, ptr %relu1_grad.t179_c2_0, align 64
-  %4665 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a2, <16 x float> %t179_b01649, <16 x float> %t179_c2_0)
-  store <16 x float> %4665, ptr %relu1_grad.t179_c2_0, align 64
-  %t179_a21650 = load <16 x float>, ptr %relu1_grad.t179_a2, align 64
-  %t179_b11651 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
-  %t179_c2_1 = load <16 x float>, ptr %relu1_grad.t179_c2_1, align 64
-  %4666 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a21650, <16 x float> %t179_b11651, <16 x float> %t179_c2_1)
-  store <16 x float> %4666, ptr %relu1_grad.t179_c2_1, align 64
-  %t179_a21652 = load <16 x float>, ptr %relu1_grad.t179_a2, align 64
-  %t179_b21653 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
-  %t179_c2_2 = load <16 x float>, ptr %relu1_grad.t179_c2_2, align 64
-  %4667 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a21652, <16 x float> %t179_b21653, <16 x float> %t179_c2_2)
-  store <16 x float> %4667, ptr %relu1_grad.t179_c2_2, align 64
-  %t179_a21654 = load <16 x float>, ptr %relu1_grad.t179_a2, align 64
-  %t179_b31655 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
-  %t179_c2_3 = load <16 x float>, ptr %relu1_grad.t179_c2_3, align 64
-  %4668 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a21654, <16 x float> %t179_b31655, <16 x float> %t179_c2_3)
-  store <16 x float> %4668, ptr %relu1_grad.t179_c2_3, align 64
-  %4669 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4670 = add nsw i64 %4669, 3
+  %4662 = add nsw i64 %4661, 32
+  %arena1649 = getelementptr inbounds float, ptr %arena, i64 %4662
+  %4663 = load <16 x float>, ptr %arena1649, align 4
+  store <16 x float> %4663, ptr %relu1_grad.t195_b2, align 64
+  %4664 = mul nsw i64 %relu1_grad.k1961646, 12544
+  %4665 = add nsw i64 10863888, %4664
+  %4666 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4667 = add nsw i64 %4665, %4666
+  %4668 = add nsw i64 %4667, 48
+  %arena1650 = getelementptr inbounds float, ptr %arena, i64 %4668
+  %4669 = load <16 x float>, ptr %arena1650, align 4
+  store <16 x float> %4669, ptr %relu1_grad.t195_b3, align 64
+  %4670 = mul nsw i64 %relu1_grad.mb1941645, 6
   %4671 = add nsw i64 320, %4670
-  %4672 = mul nsw i64 %relu1_grad.k1801631, 288
+  %4672 = mul nsw i64 %relu1_grad.k1961646, 288
   %4673 = add nsw i64 %4671, %4672
-  %params1656 = getelementptr inbounds float, ptr %params, i64 %4673
-  %4674 = load float, ptr %params1656, align 4
+  %params1651 = getelementptr inbounds float, ptr %params, i64 %4673
+  %4674 = load float, ptr %params1651, align 4
   %4675 = insertelement <16 x float> undef, float %4674, i32 0
   %4676 = shufflevector <16 x float> %4675, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4676, ptr %relu1_grad.t179_a3, align 64
-  %t179_a3 = load <16 x float>, ptr %relu1_grad.t179_a3, align 64
-  %t179_b01657 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
-  %t179_c3_0 = load <16 x float>, ptr %relu1_grad.t179_c3_0, align 64
-  %4677 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a3, <16 x float> %t179_b01657, <16 x float> %t179_c3_0)
-  store <16 x float> %4677, ptr %relu1_grad.t179_c3_0, align 64
-  %t179_a31658 = load <16 x float>, ptr %relu1_grad.t179_a3, align 64
-  %t179_b11659 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
-  %t179_c3_1 = load <16 x float>, ptr %relu1_grad.t179_c3_1, align 64
-  %4678 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a31658, <16 x float> %t179_b11659, <16 x float> %t179_c3_1)
-  store <16 x float> %4678, ptr %relu1_grad.t179_c3_1, align 64
-  %t179_a31660 = load <16 x float>, ptr %relu1_grad.t179_a3, align 64
-  %t179_b21661 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
-  %t179_c3_2 = load <16 x float>, ptr %relu1_grad.t179_c3_2, align 64
-  %4679 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a31660, <16 x float> %t179_b21661, <16 x float> %t179_c3_2)
-  store <16 x float> %4679, ptr %relu1_grad.t179_c3_2, align 64
-  %t179_a31662 = load <16 x float>, ptr %relu1_grad.t179_a3, align 64
-  %t179_b31663 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
-  %t179_c3_3 = load <16 x float>, ptr %relu1_grad.t179_c3_3, align 64
-  %4680 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a31662, <16 x float> %t179_b31663, <16 x float> %t179_c3_3)
-  store <16 x float> %4680, ptr %relu1_grad.t179_c3_3, align 64
-  %4681 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4682 = add nsw i64 %4681, 4
+  store <16 x float> %4676, ptr %relu1_grad.t195_a0, align 64
+  %t195_a0 = load <16 x float>, ptr %relu1_grad.t195_a0, align 64
+  %t195_b0 = load <16 x float>, ptr %relu1_grad.t195_b0, align 64
+  %t195_c0_0 = load <16 x float>, ptr %relu1_grad.t195_c0_0, align 64
+  %4677 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a0, <16 x float> %t195_b0, <16 x float> %t195_c0_0)
+  store <16 x float> %4677, ptr %relu1_grad.t195_c0_0, align 64
+  %t195_a01652 = load <16 x float>, ptr %relu1_grad.t195_a0, align 64
+  %t195_b1 = load <16 x float>, ptr %relu1_grad.t195_b1, align 64
+  %t195_c0_1 = load <16 x float>, ptr %relu1_grad.t195_c0_1, align 64
+  %4678 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a01652, <16 x float> %t195_b1, <16 x float> %t195_c0_1)
+  store <16 x float> %4678, ptr %relu1_grad.t195_c0_1, align 64
+  %t195_a01653 = load <16 x float>, ptr %relu1_grad.t195_a0, align 64
+  %t195_b2 = load <16 x float>, ptr %relu1_grad.t195_b2, align 64
+  %t195_c0_2 = load <16 x float>, ptr %relu1_grad.t195_c0_2, align 64
+  %4679 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a01653, <16 x float> %t195_b2, <16 x float> %t195_c0_2)
+  store <16 x float> %4679, ptr %relu1_grad.t195_c0_2, align 64
+  %t195_a01654 = load <16 x float>, ptr %relu1_grad.t195_a0, align 64
+  %t195_b3 = load <16 x float>, ptr %relu1_grad.t195_b3, align 64
+  %t195_c0_3 = load <16 x float>, ptr %relu1_grad.t195_c0_3, align 64
+  %4680 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a01654, <16 x float> %t195_b3, <16 x float> %t195_c0_3)
+  store <16 x float> %4680, ptr %relu1_grad.t195_c0_3, align 64
+  %4681 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4682 = add nsw i64 %4681, 1
   %4683 = add nsw i64 320, %4682
-  %4684 = mul nsw i64 %relu1_grad.k1801631, 288
+  %4684 = mul nsw i64 %relu1_grad.k1961646, 288
   %4685 = add nsw i64 %4683, %4684
-  %params1664 = getelementptr inbounds float, ptr %params, i64 %4685
-  %4686 = load float, ptr %params1664, align 4
+  %params1655 = getelementptr inbounds float, ptr %params, i64 %4685
+  %4686 = load float, ptr %params1655, align 4
   %4687 = insertelement <16 x float> undef, float %4686, i32 0
   %4688 = shufflevector <16 x float> %4687, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4688, ptr %relu1_grad.t179_a4, align 64
-  %t179_a4 = load <16 x float>, ptr %relu1_grad.t179_a4, align 64
-  %t179_b01665 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
-  %t179_c4_0 = load <16 x float>, ptr %relu1_grad.t179_c4_0, align 64
-  %4689 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a4, <16 x float> %t179_b01665, <16 x float> %t179_c4_0)
-  store <16 x float> %4689, ptr %relu1_grad.t179_c4_0, align 64
-  %t179_a41666 = load <16 x float>, ptr %relu1_grad.t179_a4, align 64
-  %t179_b11667 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
-  %t179_c4_1 = load <16 x float>, ptr %relu1_grad.t179_c4_1, align 64
-  %4690 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a41666, <16 x float> %t179_b11667, <16 x float> %t179_c4_1)
-  store <16 x float> %4690, ptr %relu1_grad.t179_c4_1, align 64
-  %t179_a41668 = load <16 x float>, ptr %relu1_grad.t179_a4, align 64
-  %t179_b21669 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
-  %t179_c4_2 = load <16 x float>, ptr %relu1_grad.t179_c4_2, align 64
-  %4691 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a41668, <16 x float> %t179_b21669, <16 x float> %t179_c4_2)
-  store <16 x float> %4691, ptr %relu1_grad.t179_c4_2, align 64
-  %t179_a41670 = load <16 x float>, ptr %relu1_grad.t179_a4, align 64
-  %t179_b31671 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
-  %t179_c4_3 = load <16 x float>, ptr %relu1_grad.t179_c4_3, align 64
-  %4692 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a41670, <16 x float> %t179_b31671, <16 x float> %t179_c4_3)
-  store <16 x float> %4692, ptr %relu1_grad.t179_c4_3, align 64
-  %4693 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4694 = add nsw i64 %4693, 5
+  store <16 x float> %4688, ptr %relu1_grad.t195_a1, align 64
+  %t195_a1 = load <16 x float>, ptr %relu1_grad.t195_a1, align 64
+  %t195_b01656 = load <16 x float>, ptr %relu1_grad.t195_b0, align 64
+  %t195_c1_0 = load <16 x float>, ptr %relu1_grad.t195_c1_0, align 64
+  %4689 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a1, <16 x float> %t195_b01656, <16 x float> %t195_c1_0)
+  store <16 x float> %4689, ptr %relu1_grad.t195_c1_0, align 64
+  %t195_a11657 = load <16 x float>, ptr %relu1_grad.t195_a1, align 64
+  %t195_b11658 = load <16 x float>, ptr %relu1_grad.t195_b1, align 64
+  %t195_c1_1 = load <16 x float>, ptr %relu1_grad.t195_c1_1, align 64
+  %4690 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a11657, <16 x float> %t195_b11658, <16 x float> %t195_c1_1)
+  store <16 x float> %4690, ptr %relu1_grad.t195_c1_1, align 64
+  %t195_a11659 = load <16 x float>, ptr %relu1_grad.t195_a1, align 64
+  %t195_b21660 = load <16 x float>, ptr %relu1_grad.t195_b2, align 64
+  %t195_c1_2 = load <16 x float>, ptr %relu1_grad.t195_c1_2, align 64
+  %4691 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a11659, <16 x float> %t195_b21660, <16 x float> %t195_c1_2)
+  store <16 x float> %4691, ptr %relu1_grad.t195_c1_2, align 64
+  %t195_a11661 = load <16 x float>, ptr %relu1_grad.t195_a1, align 64
+  %t195_b31662 = load <16 x float>, ptr %relu1_grad.t195_b3, align 64
+  %t195_c1_3 = load <16 x float>, ptr %relu1_grad.t195_c1_3, align 64
+  %4692 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a11661, <16 x float> %t195_b31662, <16 x float> %t195_c1_3)
+  store <16 x float> %4692, ptr %relu1_grad.t195_c1_3, align 64
+  %4693 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4694 = add nsw i64 %4693, 2
   %4695 = add nsw i64 320, %4694
-  %4696 = mul nsw i64 %relu1_grad.k1801631, 288
+  %4696 = mul nsw i64 %relu1_grad.k1961646, 288
   %4697 = add nsw i64 %4695, %4696
-  %params1672 = getelementptr inbounds float, ptr %params, i64 %4697
-  %4698 = load float, ptr %params1672, align 4
+  %params1663 = getelementptr inbounds float, ptr %params, i64 %4697
+  %4698 = load float, ptr %params1663, align 4
   %4699 = insertelement <16 x float> undef, float %4698, i32 0
   %4700 = shufflevector <16 x float> %4699, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4700, ptr %relu1_grad.t179_a5, align 64
-  %t179_a5 = load <16 x float>, ptr %relu1_grad.t179_a5, align 64
-  %t179_b01673 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
-  %t179_c5_0 = load <16 x float>, ptr %relu1_grad.t179_c5_0, align 64
-  %4701 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a5, <16 x float> %t179_b01673, <16 x float> %t179_c5_0)
-  store <16 x float> %4701, ptr %relu1_grad.t179_c5_0, align 64
-  %t179_a51674 = load <16 x float>, ptr %relu1_grad.t179_a5, align 64
-  %t179_b11675 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
-  %t179_c5_1 = load <16 x float>, ptr %relu1_grad.t179_c5_1, align 64
-  %4702 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a51674, <16 x float> %t179_b11675, <16 x float> %t179_c5_1)
-  store <16 x float> %4702, ptr %relu1_grad.t179_c5_1, align 64
-  %t179_a51676 = load <16 x float>, ptr %relu1_grad.t179_a5, align 64
-  %t179_b21677 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
-  %t179_c5_2 = load <16 x float>, ptr %relu1_grad.t179_c5_2, align 64
-  %4703 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a51676, <16 x float> %t179_b21677, <16 x float> %t179_c5_2)
-  store <16 x float> %4703, ptr %relu1_grad.t179_c5_2, align 64
-  %t179_a51678 = load <16 x float>, ptr %relu1_grad.t179_a5, align 64
-  %t179_b31679 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
-  %t179_c5_3 = load <16 x float>, ptr %relu1_grad.t179_c5_3, align 64
-  %4704 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a51678, <16 x float> %t179_b31679, <16 x float> %t179_c5_3)
-  store <16 x float> %4704, ptr %relu1_grad.t179_c5_3, align 64
-  %k180.next = add nsw i64 %relu1_grad.k1801631, 1
-  %4705 = icmp slt i64 %k180.next, 64
-  br i1 %4705, label %relu1_grad.k180, label %relu1_grad.k180.end
-
-relu1_grad.k180.end:                              ; preds = %relu1_grad.k180
-  %t179_c0_01680 = load <16 x float>, ptr %relu1_grad.t179_c0_0, align 64
-  %4706 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4707 = mul nsw i64 %4706, 12544
-  %4708 = add nsw i64 7251216, %4707
-  %4709 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4710 = add nsw i64 %4708, %4709
-  %arena1681 = getelementptr inbounds float, ptr %arena, i64 %4710
-  store <16 x float> %t179_c0_01680, ptr %arena1681, align 4
-  %t179_c0_11682 = load <16 x float>, ptr %relu1_grad.t179_c0_1, align 64
-  %4711 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4712 = mul nsw i64 %4711, 12544
-  %4713 = add nsw i64 7251216, %4712
-  %4714 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4715 = add nsw i64 %4713, %4714
-  %4716 = add nsw i64 %4715, 16
-  %arena1683 = getelementptr inbounds float, ptr %arena, i64 %4716
-  store <16 x float> %t179_c0_11682, ptr %arena1683, align 4
-  %t179_c0_21684 = load <16 x float>, ptr %relu1_grad.t179_c0_2, align 64
-  %4717 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4718 = mul nsw i64 %4717, 12544
-  %4719 = add nsw i64 7251216, %4718
-  %4720 = mul nsw i64 %relu1_grad.nb1771629, 64
+  store <16 x float> %4700, ptr %relu1_grad.t195_a2, align 64
+  %t195_a2 = load <16 x float>, ptr %relu1_grad.t195_a2, align 64
+  %t195_b01664 = load <16 x float>, ptr %relu1_grad.t195_b0, align 64
+  %t195_c2_0 = load <16 x float>, ptr %relu1_grad.t195_c2_0, align 64
+  %4701 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a2, <16 x float> %t195_b01664, <16 x float> %t195_c2_0)
+  store <16 x float> %4701, ptr %relu1_grad.t195_c2_0, align 64
+  %t195_a21665 = load <16 x float>, ptr %relu1_grad.t195_a2, align 64
+  %t195_b11666 = load <16 x float>, ptr %relu1_grad.t195_b1, align 64
+  %t195_c2_1 = load <16 x float>, ptr %relu1_grad.t195_c2_1, align 64
+  %4702 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a21665, <16 x float> %t195_b11666, <16 x float> %t195_c2_1)
+  store <16 x float> %4702, ptr %relu1_grad.t195_c2_1, align 64
+  %t195_a21667 = load <16 x float>, ptr %relu1_grad.t195_a2, align 64
+  %t195_b21668 = load <16 x float>, ptr %relu1_grad.t195_b2, align 64
+  %t195_c2_2 = load <16 x float>, ptr %relu1_grad.t195_c2_2, align 64
+  %4703 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a21667, <16 x float> %t195_b21668, <16 x float> %t195_c2_2)
+  store <16 x float> %4703, ptr %relu1_grad.t195_c2_2, align 64
+  %t195_a21669 = load <16 x float>, ptr %relu1_grad.t195_a2, align 64
+  %t195_b31670 = load <16 x float>, ptr %relu1_grad.t195_b3, align 64
+  %t195_c2_3 = load <16 x float>, ptr %relu1_grad.t195_c2_3, align 64
+  %4704 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a21669, <16 x float> %t195_b31670, <16 x float> %t195_c2_3)
+  store <16 x float> %4704, ptr %relu1_grad.t195_c2_3, align 64
+  %4705 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4706 = add nsw i64 %4705, 3
+  %4707 = add nsw i64 320, %4706
+  %4708 = mul nsw i64 %relu1_grad.k1961646, 288
+  %4709 = add nsw i64 %4707, %4708
+  %params1671 = getelementptr inbounds float, ptr %params, i64 %4709
+  %4710 = load float, ptr %params1671, align 4
+  %4711 = insertelement <16 x float> undef, float %4710, i32 0
+  %4712 = shufflevector <16 x float> %4711, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4712, ptr %relu1_grad.t195_a3, align 64
+  %t195_a3 = load <16 x float>, ptr %relu1_grad.t195_a3, align 64
+  %t195_b01672 = load <16 x float>, ptr %relu1_grad.t195_b0, align 64
+  %t195_c3_0 = load <16 x float>, ptr %relu1_grad.t195_c3_0, align 64
+  %4713 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a3, <16 x float> %t195_b01672, <16 x float> %t195_c3_0)
+  store <16 x float> %4713, ptr %relu1_grad.t195_c3_0, align 64
+  %t195_a31673 = load <16 x float>, ptr %relu1_grad.t195_a3, align 64
+  %t195_b11674 = load <16 x float>, ptr %relu1_grad.t195_b1, align 64
+  %t195_c3_1 = load <16 x float>, ptr %relu1_grad.t195_c3_1, align 64
+  %4714 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a31673, <16 x float> %t195_b11674, <16 x float> %t195_c3_1)
+  store <16 x float> %4714, ptr %relu1_grad.t195_c3_1, align 64
+  %t195_a31675 = load <16 x float>, ptr %relu1_grad.t195_a3, align 64
+  %t195_b21676 = load <16 x float>, ptr %relu1_grad.t195_b2, align 64
+  %t195_c3_2 = load <16 x float>, ptr %relu1_grad.t195_c3_2, align 64
+  %4715 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a31675, <16 x float> %t195_b21676, <16 x float> %t195_c3_2)
+  store <16 x float> %4715, ptr %relu1_grad.t195_c3_2, align 64
+  %t195_a31677 = load <16 x float>, ptr %relu1_grad.t195_a3, align 64
+  %t195_b31678 = load <16 x float>, ptr %relu1_grad.t195_b3, align 64
+  %t195_c3_3 = load <16 x float>, ptr %relu1_grad.t195_c3_3, align 64
+  %4716 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a31677, <16 x float> %t195_b31678, <16 x float> %t195_c3_3)
+  store <16 x float> %4716, ptr %relu1_grad.t195_c3_3, align 64
+  %4717 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4718 = add nsw i64 %4717, 4
+  %4719 = add nsw i64 320, %4718
+  %4720 = mul nsw i64 %relu1_grad.k1961646, 288
   %4721 = add nsw i64 %4719, %4720
-  %4722 = add nsw i64 %4721, 32
-  %arena1685 = getelementptr inbounds float, ptr %arena, i64 %4722
-  store <16 x float> %t179_c0_21684, ptr %arena1685, align 4
-  %t179_c0_31686 = load <16 x float>, ptr %relu1_grad.t179_c0_3, align 64
-  %4723 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4724 = mul nsw i64 %4723, 12544
-  %4725 = add nsw i64 7251216, %4724
-  %4726 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4727 = add nsw i64 %4725, %4726
-  %4728 = add nsw i64 %4727, 48
-  %arena1687 = getelementptr inbounds float, ptr %arena, i64 %4728
-  store <16 x float> %t179_c0_31686, ptr %arena1687, align 4
-  %t179_c1_01688 = load <16 x float>, ptr %relu1_grad.t179_c1_0, align 64
-  %4729 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4730 = add nsw i64 %4729, 1
-  %4731 = mul nsw i64 %4730, 12544
-  %4732 = add nsw i64 7251216, %4731
-  %4733 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4734 = add nsw i64 %4732, %4733
-  %arena1689 = getelementptr inbounds float, ptr %arena, i64 %4734
-  store <16 x float> %t179_c1_01688, ptr %arena1689, align 4
-  %t179_c1_11690 = load <16 x float>, ptr %relu1_grad.t179_c1_1, align 64
-  %4735 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4736 = add nsw i64 %4735, 1
-  %4737 = mul nsw i64 %4736, 12544
-  %4738 = add nsw i64 7251216, %4737
-  %4739 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4740 = add nsw i64 %4738, %4739
-  %4741 = add nsw i64 %4740, 16
-  %arena1691 = getelementptr inbounds float, ptr %arena, i64 %4741
-  store <16 x float> %t179_c1_11690, ptr %arena1691, align 4
-  %t179_c1_21692 = load <16 x float>, ptr %relu1_grad.t179_c1_2, align 64
-  %4742 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4743 = add nsw i64 %4742, 1
-  %4744 = mul nsw i64 %4743, 12544
-  %4745 = add nsw i64 7251216, %4744
-  %4746 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4747 = add nsw i64 %4745, %4746
-  %4748 = add nsw i64 %4747, 32
-  %arena1693 = getelementptr inbounds float, ptr %arena, i64 %4748
-  store <16 x float> %t179_c1_21692, ptr %arena1693, align 4
-  %t179_c1_31694 = load <16 x float>, ptr %relu1_grad.t179_c1_3, align 64
-  %4749 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4750 = add nsw i64 %4749, 1
-  %4751 = mul nsw i64 %4750, 12544
-  %4752 = add nsw i64 7251216, %4751
-  %4753 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4754 = add nsw i64 %4752, %4753
-  %4755 = add nsw i64 %4754, 48
-  %arena1695 = getelementptr inbounds float, ptr %arena, i64 %4755
-  store <16 x float> %t179_c1_31694, ptr %arena1695, align 4
-  %t179_c2_01696 = load <16 x float>, ptr %relu1_grad.t179_c2_0, align 64
-  %4756 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4757 = add nsw i64 %4756, 2
-  %4758 = mul nsw i64 %4757, 12544
-  %4759 = add nsw i64 7251216, %4758
-  %4760 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4761 = add nsw i64 %4759, %4760
-  %arena1697 = getelementptr inbounds float, ptr %arena, i64 %4761
-  store <16 x float> %t179_c2_01696, ptr %arena1697, align 4
-  %t179_c2_11698 = load <16 x float>, ptr %relu1_grad.t179_c2_1, align 64
-  %4762 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4763 = add nsw i64 %4762, 2
-  %4764 = mul nsw i64 %4763, 12544
-  %4765 = add nsw i64 7251216, %4764
-  %4766 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4767 = add nsw i64 %4765, %4766
-  %4768 = add nsw i64 %4767, 16
-  %arena1699 = getelementptr inbounds float, ptr %arena, i64 %4768
-  store <16 x float> %t179_c2_11698, ptr %arena1699, align 4
-  %t179_c2_21700 = load <16 x float>, ptr %relu1_grad.t179_c2_2, align 64
-  %4769 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4770 = add nsw i64 %4769, 2
-  %4771 = mul nsw i64 %4770, 12544
-  %4772 = add nsw i64 7251216, %4771
-  %4773 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4774 = add nsw i64 %4772, %4773
-  %4775 = add nsw i64 %4774, 32
-  %arena1701 = getelementptr inbounds float, ptr %arena, i64 %4775
-  store <16 x float> %t179_c2_21700, ptr %arena1701, align 4
-  %t179_c2_31702 = load <16 x float>, ptr %relu1_grad.t179_c2_3, align 64
-  %4776 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4777 = add nsw i64 %4776, 2
-  %4778 = mul nsw i64 %4777, 12544
-  %4779 = add nsw i64 7251216, %4778
-  %4780 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4781 = add nsw i64 %4779, %4780
-  %4782 = add nsw i64 %4781, 48
-  %arena1703 = getelementptr inbounds float, ptr %arena, i64 %4782
-  store <16 x float> %t179_c2_31702, ptr %arena1703, align 4
-  %t179_c3_01704 = load <16 x float>, ptr %relu1_grad.t179_c3_0, align 64
-  %4783 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4784 = add nsw i64 %4783, 3
-  %4785 = mul nsw i64 %4784, 12544
-  %4786 = add nsw i64 7251216, %4785
-  %4787 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4788 = add nsw i64 %4786, %4787
-  %arena1705 = getelementptr inbounds float, ptr %arena, i64 %4788
-  store <16 x float> %t179_c3_01704, ptr %arena1705, align 4
-  %t179_c3_11706 = load <16 x float>, ptr %relu1_grad.t179_c3_1, align 64
-  %4789 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4790 = add nsw i64 %4789, 3
-  %4791 = mul nsw i64 %4790, 12544
-  %4792 = add nsw i64 7251216, %4791
-  %4793 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4794 = add nsw i64 %4792, %4793
-  %4795 = add nsw i64 %4794, 16
-  %arena1707 = getelementptr inbounds float, ptr %arena, i64 %4795
-  store <16 x float> %t179_c3_11706, ptr %arena1707, align 4
-  %t179_c3_21708 = load <16 x float>, ptr %relu1_grad.t179_c3_2, align 64
-  %4796 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4797 = add nsw i64 %4796, 3
-  %4798 = mul nsw i64 %4797, 12544
-  %4799 = add nsw i64 7251216, %4798
-  %4800 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4801 = add nsw i64 %4799, %4800
-  %4802 = add nsw i64 %4801, 32
-  %arena1709 = getelementptr inbounds float, ptr %arena, i64 %4802
-  store <16 x float> %t179_c3_21708, ptr %arena1709, align 4
-  %t179_c3_31710 = load <16 x float>, ptr %relu1_grad.t179_c3_3, align 64
-  %4803 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4804 = add nsw i64 %4803, 3
-  %4805 = mul nsw i64 %4804, 12544
-  %4806 = add nsw i64 7251216, %4805
-  %4807 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4808 = add nsw i64 %4806, %4807
-  %4809 = add nsw i64 %4808, 48
-  %arena1711 = getelementptr inbounds float, ptr %arena, i64 %4809
-  store <16 x float> %t179_c3_31710, ptr %arena1711, align 4
-  %t179_c4_01712 = load <16 x float>, ptr %relu1_grad.t179_c4_0, align 64
-  %4810 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4811 = add nsw i64 %4810, 4
-  %4812 = mul nsw i64 %4811, 12544
-  %4813 = add nsw i64 7251216, %4812
-  %4814 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4815 = add nsw i64 %4813, %4814
-  %arena1713 = getelementptr inbounds float, ptr %arena, i64 %4815
-  store <16 x float> %t179_c4_01712, ptr %arena1713, align 4
-  %t179_c4_11714 = load <16 x float>, ptr %relu1_grad.t179_c4_1, align 64
-  %4816 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4817 = add nsw i64 %4816, 4
-  %4818 = mul nsw i64 %4817, 12544
-  %4819 = add nsw i64 7251216, %4818
-  %4820 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4821 = add nsw i64 %4819, %4820
-  %4822 = add nsw i64 %4821, 16
-  %arena1715 = getelementptr inbounds float, ptr %arena, i64 %4822
-  store <16 x float> %t179_c4_11714, ptr %arena1715, align 4
-  %t179_c4_21716 = load <16 x float>, ptr %relu1_grad.t179_c4_2, align 64
-  %4823 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4824 = add nsw i64 %4823, 4
-  %4825 = mul nsw i64 %4824, 12544
-  %4826 = add nsw i64 7251216, %4825
-  %4827 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4828 = add nsw i64 %4826, %4827
-  %4829 = add nsw i64 %4828, 32
-  %arena1717 = getelementptr inbounds float, ptr %arena, i64 %4829
-  store <16 x float> %t179_c4_21716, ptr %arena1717, align 4
-  %t179_c4_31718 = load <16 x float>, ptr %relu1_grad.t179_c4_3, align 64
-  %4830 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4831 = add nsw i64 %4830, 4
-  %4832 = mul nsw i64 %4831, 12544
-  %4833 = add nsw i64 7251216, %4832
-  %4834 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4835 = add nsw i64 %4833, %4834
-  %4836 = add nsw i64 %4835, 48
-  %arena1719 = getelementptr inbounds float, ptr %arena, i64 %4836
-  store <16 x float> %t179_c4_31718, ptr %arena1719, align 4
-  %t179_c5_01720 = load <16 x float>, ptr %relu1_grad.t179_c5_0, align 64
-  %4837 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4838 = add nsw i64 %4837, 5
-  %4839 = mul nsw i64 %4838, 12544
-  %4840 = add nsw i64 7251216, %4839
-  %4841 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4842 = add nsw i64 %4840, %4841
-  %arena1721 = getelementptr inbounds float, ptr %arena, i64 %4842
-  store <16 x float> %t179_c5_01720, ptr %arena1721, align 4
-  %t179_c5_11722 = load <16 x float>, ptr %relu1_grad.t179_c5_1, align 64
-  %4843 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4844 = add nsw i64 %4843, 5
-  %4845 = mul nsw i64 %4844, 12544
-  %4846 = add nsw i64 7251216, %4845
-  %4847 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4848 = add nsw i64 %4846, %4847
-  %4849 = add nsw i64 %4848, 16
-  %arena1723 = getelementptr inbounds float, ptr %arena, i64 %4849
-  store <16 x float> %t179_c5_11722, ptr %arena1723, align 4
-  %t179_c5_21724 = load <16 x float>, ptr %relu1_grad.t179_c5_2, align 64
-  %4850 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4851 = add nsw i64 %4850, 5
-  %4852 = mul nsw i64 %4851, 12544
-  %4853 = add nsw i64 7251216, %4852
-  %4854 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4855 = add nsw i64 %4853, %4854
-  %4856 = add nsw i64 %4855, 32
-  %arena1725 = getelementptr inbounds float, ptr %arena, i64 %4856
-  store <16 x float> %t179_c5_21724, ptr %arena1725, align 4
-  %t179_c5_31726 = load <16 x float>, ptr %relu1_grad.t179_c5_3, align 64
-  %4857 = mul nsw i64 %relu1_grad.mb1781630, 6
-  %4858 = add nsw i64 %4857, 5
-  %4859 = mul nsw i64 %4858, 12544
-  %4860 = add nsw i64 7251216, %4859
-  %4861 = mul nsw i64 %relu1_grad.nb1771629, 64
-  %4862 = add nsw i64 %4860, %4861
-  %4863 = add nsw i64 %4862, 48
-  %arena1727 = getelementptr inbounds float, ptr %arena, i64 %4863
-  store <16 x float> %t179_c5_31726, ptr %arena1727, align 4
-  %mb178.next = add nsw i64 %relu1_grad.mb1781630, 1
-  %4864 = icmp slt i64 %mb178.next, 48
-  br i1 %4864, label %relu1_grad.mb178, label %relu1_grad.mb178.end
+  %params1679 = getelementptr inbounds float, ptr %params, i64 %4721
+  %4722 = load float, ptr %params1679, align 4
+  %4723 = insertelement <16 x float> undef, float %4722, i32 0
+  %4724 = shufflevector <16 x float> %4723, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4724, ptr %relu1_grad.t195_a4, align 64
+  %t195_a4 = load <16 x float>, ptr %relu1_grad.t195_a4, align 64
+  %t195_b01680 = load <16 x float>, ptr %relu1_grad.t195_b0, align 64
+  %t195_c4_0 = load <16 x float>, ptr %relu1_grad.t195_c4_0, align 64
+  %4725 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a4, <16 x float> %t195_b01680, <16 x float> %t195_c4_0)
+  store <16 x float> %4725, ptr %relu1_grad.t195_c4_0, align 64
+  %t195_a41681 = load <16 x float>, ptr %relu1_grad.t195_a4, align 64
+  %t195_b11682 = load <16 x float>, ptr %relu1_grad.t195_b1, align 64
+  %t195_c4_1 = load <16 x float>, ptr %relu1_grad.t195_c4_1, align 64
+  %4726 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a41681, <16 x float> %t195_b11682, <16 x float> %t195_c4_1)
+  store <16 x float> %4726, ptr %relu1_grad.t195_c4_1, align 64
+  %t195_a41683 = load <16 x float>, ptr %relu1_grad.t195_a4, align 64
+  %t195_b21684 = load <16 x float>, ptr %relu1_grad.t195_b2, align 64
+  %t195_c4_2 = load <16 x float>, ptr %relu1_grad.t195_c4_2, align 64
+  %4727 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a41683, <16 x float> %t195_b21684, <16 x float> %t195_c4_2)
+  store <16 x float> %4727, ptr %relu1_grad.t195_c4_2, align 64
+  %t195_a41685 = load <16 x float>, ptr %relu1_grad.t195_a4, align 64
+  %t195_b31686 = load <16 x float>, ptr %relu1_grad.t195_b3, align 64
+  %t195_c4_3 = load <16 x float>, ptr %relu1_grad.t195_c4_3, align 64
+  %4728 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a41685, <16 x float> %t195_b31686, <16 x float> %t195_c4_3)
+  store <16 x float> %4728, ptr %relu1_grad.t195_c4_3, align 64
+  %4729 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4730 = add nsw i64 %4729, 5
+  %4731 = add nsw i64 320, %4730
+  %4732 = mul nsw i64 %relu1_grad.k1961646, 288
+  %4733 = add nsw i64 %4731, %4732
+  %params1687 = getelementptr inbounds float, ptr %params, i64 %4733
+  %4734 = load float, ptr %params1687, align 4
+  %4735 = insertelement <16 x float> undef, float %4734, i32 0
+  %4736 = shufflevector <16 x float> %4735, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4736, ptr %relu1_grad.t195_a5, align 64
+  %t195_a5 = load <16 x float>, ptr %relu1_grad.t195_a5, align 64
+  %t195_b01688 = load <16 x float>, ptr %relu1_grad.t195_b0, align 64
+  %t195_c5_0 = load <16 x float>, ptr %relu1_grad.t195_c5_0, align 64
+  %4737 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a5, <16 x float> %t195_b01688, <16 x float> %t195_c5_0)
+  store <16 x float> %4737, ptr %relu1_grad.t195_c5_0, align 64
+  %t195_a51689 = load <16 x float>, ptr %relu1_grad.t195_a5, align 64
+  %t195_b11690 = load <16 x float>, ptr %relu1_grad.t195_b1, align 64
+  %t195_c5_1 = load <16 x float>, ptr %relu1_grad.t195_c5_1, align 64
+  %4738 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a51689, <16 x float> %t195_b11690, <16 x float> %t195_c5_1)
+  store <16 x float> %4738, ptr %relu1_grad.t195_c5_1, align 64
+  %t195_a51691 = load <16 x float>, ptr %relu1_grad.t195_a5, align 64
+  %t195_b21692 = load <16 x float>, ptr %relu1_grad.t195_b2, align 64
+  %t195_c5_2 = load <16 x float>, ptr %relu1_grad.t195_c5_2, align 64
+  %4739 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a51691, <16 x float> %t195_b21692, <16 x float> %t195_c5_2)
+  store <16 x float> %4739, ptr %relu1_grad.t195_c5_2, align 64
+  %t195_a51693 = load <16 x float>, ptr %relu1_grad.t195_a5, align 64
+  %t195_b31694 = load <16 x float>, ptr %relu1_grad.t195_b3, align 64
+  %t195_c5_3 = load <16 x float>, ptr %relu1_grad.t195_c5_3, align 64
+  %4740 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a51693, <16 x float> %t195_b31694, <16 x float> %t195_c5_3)
+  store <16 x float> %4740, ptr %relu1_grad.t195_c5_3, align 64
+  %k196.next = add nsw i64 %relu1_grad.k1961646, 1
+  %4741 = icmp slt i64 %k196.next, 64
+  br i1 %4741, label %relu1_grad.k196, label %relu1_grad.k196.end
 
-relu1_grad.j181:                                  ; preds = %relu1_grad.c182.end, %relu1_grad.nb177.end
-  %relu1_grad.j1811728 = phi i64 [ 0, %relu1_grad.nb177.end ], [ %j181.next, %relu1_grad.c182.end ]
-  br label %relu1_grad.c182
-
-relu1_grad.j181.end:                              ; preds = %relu1_grad.c182.end
-  %g173.next = add nsw i64 %relu1_grad.g1731623, 1
-  %4865 = icmp slt i64 %g173.next, 4
-  br i1 %4865, label %relu1_grad.g173, label %relu1_grad.g173.end
-
-relu1_grad.c182:                                  ; preds = %relu1_grad.iy244.end, %relu1_grad.j181
-  %relu1_grad.c1821729 = phi i64 [ 0, %relu1_grad.j181 ], [ %c182.next, %relu1_grad.iy244.end ]
-  br label %relu1_grad.iy183
-
-relu1_grad.c182.end:                              ; preds = %relu1_grad.iy244.end
-  %j181.next = add nsw i64 %relu1_grad.j1811728, 1
-  %4866 = icmp slt i64 %j181.next, 16
-  br i1 %4866, label %relu1_grad.j181, label %relu1_grad.j181.end
-
-relu1_grad.iy183:                                 ; preds = %relu1_grad.ix184.end, %relu1_grad.c182
-  %relu1_grad.iy1831730 = phi i64 [ 0, %relu1_grad.c182 ], [ %iy183.next, %relu1_grad.ix184.end ]
-  br label %relu1_grad.ix184
-
-relu1_grad.iy183.end:                             ; preds = %relu1_grad.ix184.end
-  br label %relu1_grad.iy189
-
-relu1_grad.ix184:                                 ; preds = %relu1_grad.ix184, %relu1_grad.iy183
-  %relu1_grad.ix1841731 = phi i64 [ 0, %relu1_grad.iy183 ], [ %ix184.next, %relu1_grad.ix184 ]
-  %4867 = mul nsw i64 %relu1_grad.c1821729, 9
+relu1_grad.k196.end:                              ; preds = %relu1_grad.k196
+  %t195_c0_01695 = load <16 x float>, ptr %relu1_grad.t195_c0_0, align 64
+  %4742 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4743 = mul nsw i64 %4742, 12544
+  %4744 = add nsw i64 7251216, %4743
+  %4745 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4746 = add nsw i64 %4744, %4745
+  %arena1696 = getelementptr inbounds float, ptr %arena, i64 %4746
+  store <16 x float> %t195_c0_01695, ptr %arena1696, align 4
+  %t195_c0_11697 = load <16 x float>, ptr %relu1_grad.t195_c0_1, align 64
+  %4747 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4748 = mul nsw i64 %4747, 12544
+  %4749 = add nsw i64 7251216, %4748
+  %4750 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4751 = add nsw i64 %4749, %4750
+  %4752 = add nsw i64 %4751, 16
+  %arena1698 = getelementptr inbounds float, ptr %arena, i64 %4752
+  store <16 x float> %t195_c0_11697, ptr %arena1698, align 4
+  %t195_c0_21699 = load <16 x float>, ptr %relu1_grad.t195_c0_2, align 64
+  %4753 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4754 = mul nsw i64 %4753, 12544
+  %4755 = add nsw i64 7251216, %4754
+  %4756 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4757 = add nsw i64 %4755, %4756
+  %4758 = add nsw i64 %4757, 32
+  %arena1700 = getelementptr inbounds float, ptr %arena, i64 %4758
+  store <16 x float> %t195_c0_21699, ptr %arena1700, align 4
+  %t195_c0_31701 = load <16 x float>, ptr %relu1_grad.t195_c0_3, align 64
+  %4759 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4760 = mul nsw i64 %4759, 12544
+  %4761 = add nsw i64 7251216, %4760
+  %4762 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4763 = add nsw i64 %4761, %4762
+  %4764 = add nsw i64 %4763, 48
+  %arena1702 = getelementptr inbounds float, ptr %arena, i64 %4764
+  store <16 x float> %t195_c0_31701, ptr %arena1702, align 4
+  %t195_c1_01703 = load <16 x float>, ptr %relu1_grad.t195_c1_0, align 64
+  %4765 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4766 = add nsw i64 %4765, 1
+  %4767 = mul nsw i64 %4766, 12544
+  %4768 = add nsw i64 7251216, %4767
+  %4769 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4770 = add nsw i64 %4768, %4769
+  %arena1704 = getelementptr inbounds float, ptr %arena, i64 %4770
+  store <16 x float> %t195_c1_01703, ptr %arena1704, align 4
+  %t195_c1_11705 = load <16 x float>, ptr %relu1_grad.t195_c1_1, align 64
+  %4771 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4772 = add nsw i64 %4771, 1
+  %4773 = mul nsw i64 %4772, 12544
+  %4774 = add nsw i64 7251216, %4773
+  %4775 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4776 = add nsw i64 %4774, %4775
+  %4777 = add nsw i64 %4776, 16
+  %arena1706 = getelementptr inbounds float, ptr %arena, i64 %4777
+  store <16 x float> %t195_c1_11705, ptr %arena1706, align 4
+  %t195_c1_21707 = load <16 x float>, ptr %relu1_grad.t195_c1_2, align 64
+  %4778 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4779 = add nsw i64 %4778, 1
+  %4780 = mul nsw i64 %4779, 12544
+  %4781 = add nsw i64 7251216, %4780
+  %4782 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4783 = add nsw i64 %4781, %4782
+  %4784 = add nsw i64 %4783, 32
+  %arena1708 = getelementptr inbounds float, ptr %arena, i64 %4784
+  store <16 x float> %t195_c1_21707, ptr %arena1708, align 4
+  %t195_c1_31709 = load <16 x float>, ptr %relu1_grad.t195_c1_3, align 64
+  %4785 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4786 = add nsw i64 %4785, 1
+  %4787 = mul nsw i64 %4786, 12544
+  %4788 = add nsw i64 7251216, %4787
+  %4789 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4790 = add nsw i64 %4788, %4789
+  %4791 = add nsw i64 %4790, 48
+  %arena1710 = getelementptr inbounds float, ptr %arena, i64 %4791
+  store <16 x float> %t195_c1_31709, ptr %arena1710, align 4
+  %t195_c2_01711 = load <16 x float>, ptr %relu1_grad.t195_c2_0, align 64
+  %4792 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4793 = add nsw i64 %4792, 2
+  %4794 = mul nsw i64 %4793, 12544
+  %4795 = add nsw i64 7251216, %4794
+  %4796 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4797 = add nsw i64 %4795, %4796
+  %arena1712 = getelementptr inbounds float, ptr %arena, i64 %4797
+  store <16 x float> %t195_c2_01711, ptr %arena1712, align 4
+  %t195_c2_11713 = load <16 x float>, ptr %relu1_grad.t195_c2_1, align 64
+  %4798 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4799 = add nsw i64 %4798, 2
+  %4800 = mul nsw i64 %4799, 12544
+  %4801 = add nsw i64 7251216, %4800
+  %4802 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4803 = add nsw i64 %4801, %4802
+  %4804 = add nsw i64 %4803, 16
+  %arena1714 = getelementptr inbounds float, ptr %arena, i64 %4804
+  store <16 x float> %t195_c2_11713, ptr %arena1714, align 4
+  %t195_c2_21715 = load <16 x float>, ptr %relu1_grad.t195_c2_2, align 64
+  %4805 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4806 = add nsw i64 %4805, 2
+  %4807 = mul nsw i64 %4806, 12544
+  %4808 = add nsw i64 7251216, %4807
+  %4809 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4810 = add nsw i64 %4808, %4809
+  %4811 = add nsw i64 %4810, 32
+  %arena1716 = getelementptr inbounds float, ptr %arena, i64 %4811
+  store <16 x float> %t195_c2_21715, ptr %arena1716, align 4
+  %t195_c2_31717 = load <16 x float>, ptr %relu1_grad.t195_c2_3, align 64
+  %4812 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4813 = add nsw i64 %4812, 2
+  %4814 = mul nsw i64 %4813, 12544
+  %4815 = add nsw i64 7251216, %4814
+  %4816 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4817 = add nsw i64 %4815, %4816
+  %4818 = add nsw i64 %4817, 48
+  %arena1718 = getelementptr inbounds float, ptr %arena, i64 %4818
+  store <16 x float> %t195_c2_31717, ptr %arena1718, align 4
+  %t195_c3_01719 = load <16 x float>, ptr %relu1_grad.t195_c3_0, align 64
+  %4819 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4820 = add nsw i64 %4819, 3
+  %4821 = mul nsw i64 %4820, 12544
+  %4822 = add nsw i64 7251216, %4821
+  %4823 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4824 = add nsw i64 %4822, %4823
+  %arena1720 = getelementptr inbounds float, ptr %arena, i64 %4824
+  store <16 x float> %t195_c3_01719, ptr %arena1720, align 4
+  %t195_c3_11721 = load <16 x float>, ptr %relu1_grad.t195_c3_1, align 64
+  %4825 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4826 = add nsw i64 %4825, 3
+  %4827 = mul nsw i64 %4826, 12544
+  %4828 = add nsw i64 7251216, %4827
+  %4829 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4830 = add nsw i64 %4828, %4829
+  %4831 = add nsw i64 %4830, 16
+  %arena1722 = getelementptr inbounds float, ptr %arena, i64 %4831
+  store <16 x float> %t195_c3_11721, ptr %arena1722, align 4
+  %t195_c3_21723 = load <16 x float>, ptr %relu1_grad.t195_c3_2, align 64
+  %4832 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4833 = add nsw i64 %4832, 3
+  %4834 = mul nsw i64 %4833, 12544
+  %4835 = add nsw i64 7251216, %4834
+  %4836 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4837 = add nsw i64 %4835, %4836
+  %4838 = add nsw i64 %4837, 32
+  %arena1724 = getelementptr inbounds float, ptr %arena, i64 %4838
+  store <16 x float> %t195_c3_21723, ptr %arena1724, align 4
+  %t195_c3_31725 = load <16 x float>, ptr %relu1_grad.t195_c3_3, align 64
+  %4839 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4840 = add nsw i64 %4839, 3
+  %4841 = mul nsw i64 %4840, 12544
+  %4842 = add nsw i64 7251216, %4841
+  %4843 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4844 = add nsw i64 %4842, %4843
+  %4845 = add nsw i64 %4844, 48
+  %arena1726 = getelementptr inbounds float, ptr %arena, i64 %4845
+  store <16 x float> %t195_c3_31725, ptr %arena1726, align 4
+  %t195_c4_01727 = load <16 x float>, ptr %relu1_grad.t195_c4_0, align 64
+  %4846 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4847 = add nsw i64 %4846, 4
+  %4848 = mul nsw i64 %4847, 12544
+  %4849 = add nsw i64 7251216, %4848
+  %4850 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4851 = add nsw i64 %4849, %4850
+  %arena1728 = getelementptr inbounds float, ptr %arena, i64 %4851
+  store <16 x float> %t195_c4_01727, ptr %arena1728, align 4
+  %t195_c4_11729 = load <16 x float>, ptr %relu1_grad.t195_c4_1, align 64
+  %4852 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4853 = add nsw i64 %4852, 4
+  %4854 = mul nsw i64 %4853, 12544
+  %4855 = add nsw i64 7251216, %4854
+  %4856 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4857 = add nsw i64 %4855, %4856
+  %4858 = add nsw i64 %4857, 16
+  %arena1730 = getelementptr inbounds float, ptr %arena, i64 %4858
+  store <16 x float> %t195_c4_11729, ptr %arena1730, align 4
+  %t195_c4_21731 = load <16 x float>, ptr %relu1_grad.t195_c4_2, align 64
+  %4859 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4860 = add nsw i64 %4859, 4
+  %4861 = mul nsw i64 %4860, 12544
+  %4862 = add nsw i64 7251216, %4861
+  %4863 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4864 = add nsw i64 %4862, %4863
+  %4865 = add nsw i64 %4864, 32
+  %arena1732 = getelementptr inbounds float, ptr %arena, i64 %4865
+  store <16 x float> %t195_c4_21731, ptr %arena1732, align 4
+  %t195_c4_31733 = load <16 x float>, ptr %relu1_grad.t195_c4_3, align 64
+  %4866 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4867 = add nsw i64 %4866, 4
   %4868 = mul nsw i64 %4867, 12544
   %4869 = add nsw i64 7251216, %4868
-  %4870 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4870 = mul nsw i64 %relu1_grad.nb1931644, 64
   %4871 = add nsw i64 %4869, %4870
-  %4872 = add nsw i64 %relu1_grad.iy1831730, 1
-  %4873 = mul nsw i64 %4872, 28
-  %4874 = add nsw i64 %4871, %4873
-  %4875 = add nsw i64 %4874, 1
-  %4876 = add nsw i64 %4875, %relu1_grad.ix1841731
-  %arena1732 = getelementptr inbounds float, ptr %arena, i64 %4876
-  %4877 = load float, ptr %arena1732, align 4
-  store float %4877, ptr %relu1_grad.sum185, align 4
-  %sum185 = load float, ptr %relu1_grad.sum185, align 4
-  %4878 = mul nsw i64 %relu1_grad.c1821729, 9
-  %4879 = add nsw i64 %4878, 1
-  %4880 = mul nsw i64 %4879, 12544
-  %4881 = add nsw i64 7251216, %4880
-  %4882 = mul nsw i64 %relu1_grad.j1811728, 784
-  %4883 = add nsw i64 %4881, %4882
-  %4884 = add nsw i64 %relu1_grad.iy1831730, 1
-  %4885 = mul nsw i64 %4884, 28
-  %4886 = add nsw i64 %4883, %4885
-  %4887 = add nsw i64 %4886, %relu1_grad.ix1841731
-  %arena1733 = getelementptr inbounds float, ptr %arena, i64 %4887
-  %4888 = load float, ptr %arena1733, align 4
-  %4889 = fadd float %sum185, %4888
-  store float %4889, ptr %relu1_grad.sum186, align 4
-  %sum186 = load float, ptr %relu1_grad.sum186, align 4
-  %4890 = mul nsw i64 %relu1_grad.c1821729, 9
-  %4891 = add nsw i64 %4890, 3
-  %4892 = mul nsw i64 %4891, 12544
-  %4893 = add nsw i64 7251216, %4892
-  %4894 = mul nsw i64 %relu1_grad.j1811728, 784
-  %4895 = add nsw i64 %4893, %4894
-  %4896 = mul nsw i64 %relu1_grad.iy1831730, 28
-  %4897 = add nsw i64 %4895, %4896
-  %4898 = add nsw i64 %4897, 1
-  %4899 = add nsw i64 %4898, %relu1_grad.ix1841731
-  %arena1734 = getelementptr inbounds float, ptr %arena, i64 %4899
-  %4900 = load float, ptr %arena1734, align 4
-  %4901 = fadd float %sum186, %4900
-  store float %4901, ptr %relu1_grad.sum187, align 4
-  %sum187 = load float, ptr %relu1_grad.sum187, align 4
-  %4902 = mul nsw i64 %relu1_grad.c1821729, 9
-  %4903 = add nsw i64 %4902, 4
+  %4872 = add nsw i64 %4871, 48
+  %arena1734 = getelementptr inbounds float, ptr %arena, i64 %4872
+  store <16 x float> %t195_c4_31733, ptr %arena1734, align 4
+  %t195_c5_01735 = load <16 x float>, ptr %relu1_grad.t195_c5_0, align 64
+  %4873 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4874 = add nsw i64 %4873, 5
+  %4875 = mul nsw i64 %4874, 12544
+  %4876 = add nsw i64 7251216, %4875
+  %4877 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4878 = add nsw i64 %4876, %4877
+  %arena1736 = getelementptr inbounds float, ptr %arena, i64 %4878
+  store <16 x float> %t195_c5_01735, ptr %arena1736, align 4
+  %t195_c5_11737 = load <16 x float>, ptr %relu1_grad.t195_c5_1, align 64
+  %4879 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4880 = add nsw i64 %4879, 5
+  %4881 = mul nsw i64 %4880, 12544
+  %4882 = add nsw i64 7251216, %4881
+  %4883 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4884 = add nsw i64 %4882, %4883
+  %4885 = add nsw i64 %4884, 16
+  %arena1738 = getelementptr inbounds float, ptr %arena, i64 %4885
+  store <16 x float> %t195_c5_11737, ptr %arena1738, align 4
+  %t195_c5_21739 = load <16 x float>, ptr %relu1_grad.t195_c5_2, align 64
+  %4886 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4887 = add nsw i64 %4886, 5
+  %4888 = mul nsw i64 %4887, 12544
+  %4889 = add nsw i64 7251216, %4888
+  %4890 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4891 = add nsw i64 %4889, %4890
+  %4892 = add nsw i64 %4891, 32
+  %arena1740 = getelementptr inbounds float, ptr %arena, i64 %4892
+  store <16 x float> %t195_c5_21739, ptr %arena1740, align 4
+  %t195_c5_31741 = load <16 x float>, ptr %relu1_grad.t195_c5_3, align 64
+  %4893 = mul nsw i64 %relu1_grad.mb1941645, 6
+  %4894 = add nsw i64 %4893, 5
+  %4895 = mul nsw i64 %4894, 12544
+  %4896 = add nsw i64 7251216, %4895
+  %4897 = mul nsw i64 %relu1_grad.nb1931644, 64
+  %4898 = add nsw i64 %4896, %4897
+  %4899 = add nsw i64 %4898, 48
+  %arena1742 = getelementptr inbounds float, ptr %arena, i64 %4899
+  store <16 x float> %t195_c5_31741, ptr %arena1742, align 4
+  %mb194.next = add nsw i64 %relu1_grad.mb1941645, 1
+  %4900 = icmp slt i64 %mb194.next, 48
+  br i1 %4900, label %relu1_grad.mb194, label %relu1_grad.mb194.end
+
+relu1_grad.j197:                                  ; preds = %relu1_grad.c198.end, %relu1_grad.nb193.end
+  %relu1_grad.j1971743 = phi i64 [ 0, %relu1_grad.nb193.end ], [ %j197.next, %relu1_grad.c198.end ]
+  br label %relu1_grad.c198
+
+relu1_grad.j197.end:                              ; preds = %relu1_grad.c198.end
+  %g189.next = add nsw i64 %relu1_grad.g1891638, 1
+  %4901 = icmp slt i64 %g189.next, 4
+  br i1 %4901, label %relu1_grad.g189, label %relu1_grad.g189.end
+
+relu1_grad.c198:                                  ; preds = %relu1_grad.iy260.end, %relu1_grad.j197
+  %relu1_grad.c1981744 = phi i64 [ 0, %relu1_grad.j197 ], [ %c198.next, %relu1_grad.iy260.end ]
+  br label %relu1_grad.iy199
+
+relu1_grad.c198.end:                              ; preds = %relu1_grad.iy260.end
+  %j197.next = add nsw i64 %relu1_grad.j1971743, 1
+  %4902 = icmp slt i64 %j197.next, 16
+  br i1 %4902, label %relu1_grad.j197, label %relu1_grad.j197.end
+
+relu1_grad.iy199:                                 ; preds = %relu1_grad.ix200.end, %relu1_grad.c198
+  %relu1_grad.iy1991745 = phi i64 [ 0, %relu1_grad.c198 ], [ %iy199.next, %relu1_grad.ix200.end ]
+  br label %relu1_grad.ix200
+
+relu1_grad.iy199.end:                             ; preds = %relu1_grad.ix200.end
+  br label %relu1_grad.iy205
+
+relu1_grad.ix200:                                 ; preds = %relu1_grad.ix200, %relu1_grad.iy199
+  %relu1_grad.ix2001746 = phi i64 [ 0, %relu1_grad.iy199 ], [ %ix200.next, %relu1_grad.ix200 ]
+  %4903 = mul nsw i64 %relu1_grad.c1981744, 9
   %4904 = mul nsw i64 %4903, 12544
   %4905 = add nsw i64 7251216, %4904
-  %4906 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4906 = mul nsw i64 %relu1_grad.j1971743, 784
   %4907 = add nsw i64 %4905, %4906
-  %4908 = mul nsw i64 %relu1_grad.iy1831730, 28
-  %4909 = add nsw i64 %4907, %4908
-  %4910 = add nsw i64 %4909, %relu1_grad.ix1841731
-  %arena1735 = getelementptr inbounds float, ptr %arena, i64 %4910
-  %4911 = load float, ptr %arena1735, align 4
-  %4912 = fadd float %sum187, %4911
-  store float %4912, ptr %relu1_grad.sum188, align 4
-  %sum188 = load float, ptr %relu1_grad.sum188, align 4
-  %4913 = mul nsw i64 %relu1_grad.g1731623, 16
-  %4914 = add nsw i64 %4913, %relu1_grad.j1811728
-  %4915 = mul nsw i64 %4914, 25088
-  %4916 = add nsw i64 1605632, %4915
-  %4917 = mul nsw i64 %relu1_grad.c1821729, 784
-  %4918 = add nsw i64 %4916, %4917
-  %4919 = mul nsw i64 %relu1_grad.iy1831730, 28
-  %4920 = add nsw i64 %4918, %4919
-  %4921 = add nsw i64 %4920, %relu1_grad.ix1841731
-  %arena1736 = getelementptr inbounds float, ptr %arena, i64 %4921
-  store float %sum188, ptr %arena1736, align 4
-  %ix184.next = add nsw i64 %relu1_grad.ix1841731, 1
-  %4922 = icmp slt i64 %ix184.next, 1
-  br i1 %4922, label %relu1_grad.ix184, label %relu1_grad.ix184.end
+  %4908 = add nsw i64 %relu1_grad.iy1991745, 1
+  %4909 = mul nsw i64 %4908, 28
+  %4910 = add nsw i64 %4907, %4909
+  %4911 = add nsw i64 %4910, 1
+  %4912 = add nsw i64 %4911, %relu1_grad.ix2001746
+  %arena1747 = getelementptr inbounds float, ptr %arena, i64 %4912
+  %4913 = load float, ptr %arena1747, align 4
+  store float %4913, ptr %relu1_grad.sum201, align 4
+  %sum201 = load float, ptr %relu1_grad.sum201, align 4
+  %4914 = mul nsw i64 %relu1_grad.c1981744, 9
+  %4915 = add nsw i64 %4914, 1
+  %4916 = mul nsw i64 %4915, 12544
+  %4917 = add nsw i64 7251216, %4916
+  %4918 = mul nsw i64 %relu1_grad.j1971743, 784
+  %4919 = add nsw i64 %4917, %4918
+  %4920 = add nsw i64 %relu1_grad.iy1991745, 1
+  %4921 = mul nsw i64 %4920, 28
+  %4922 = add nsw i64 %4919, %4921
+  %4923 = add nsw i64 %4922, %relu1_grad.ix2001746
+  %arena1748 = getelementptr inbounds float, ptr %arena, i64 %4923
+  %4924 = load float, ptr %arena1748, align 4
+  %4925 = fadd float %sum201, %4924
+  store float %4925, ptr %relu1_grad.sum202, align 4
+  %sum202 = load float, ptr %relu1_grad.sum202, align 4
+  %4926 = mul nsw i64 %relu1_grad.c1981744, 9
+  %4927 = add nsw i64 %4926, 3
+  %4928 = mul nsw i64 %4927, 12544
+  %4929 = add nsw i64 7251216, %4928
+  %4930 = mul nsw i64 %relu1_grad.j1971743, 784
+  %4931 = add nsw i64 %4929, %4930
+  %4932 = mul nsw i64 %relu1_grad.iy1991745, 28
+  %4933 = add nsw i64 %4931, %4932
+  %4934 = add nsw i64 %4933, 1
+  %4935 = add nsw i64 %4934, %relu1_grad.ix2001746
+  %arena1749 = getelementptr inbounds float, ptr %arena, i64 %4935
+  %4936 = load float, ptr %arena1749, align 4
+  %4937 = fadd float %sum202, %4936
+  store float %4937, ptr %relu1_grad.sum203, align 4
+  %sum203 = load float, ptr %relu1_grad.sum203, align 4
+  %4938 = mul nsw i64 %relu1_grad.c1981744, 9
+  %4939 = add nsw i64 %4938, 4
+  %4940 = mul nsw i64 %4939, 12544
+  %4941 = add nsw i64 7251216, %4940
+  %4942 = mul nsw i64 %relu1_grad.j1971743, 784
+  %4943 = add nsw i64 %4941, %4942
+  %4944 = mul nsw i64 %relu1_grad.iy1991745, 28
+  %4945 = add nsw i64 %4943, %4944
+  %4946 = add nsw i64 %4945, %relu1_grad.ix2001746
+  %arena1750 = getelementptr inbounds float, ptr %arena, i64 %4946
+  %4947 = load float, ptr %arena1750, align 4
+  %4948 = fadd float %sum203, %4947
+  store float %4948, ptr %relu1_grad.sum204, align 4
+  %sum204 = load float, ptr %relu1_grad.sum204, align 4
+  %4949 = mul nsw i64 %relu1_grad.g1891638, 16
+  %4950 = add nsw i64 %4949, %relu1_grad.j1971743
+  %4951 = mul nsw i64 %4950, 25088
+  %4952 = add nsw i64 1605632, %4951
+  %4953 = mul nsw i64 %relu1_grad.c1981744, 784
+  %4954 = add nsw i64 %4952, %4953
+  %4955 = mul nsw i64 %relu1_grad.iy1991745, 28
+  %4956 = add nsw i64 %4954, %4955
+  %4957 = add nsw i64 %4956, %relu1_grad.ix2001746
+  %arena1751 = getelementptr inbounds float, ptr %arena, i64 %4957
+  store float %sum204, ptr %arena1751, align 4
+  %ix200.next = add nsw i64 %relu1_grad.ix2001746, 1
+  %4958 = icmp slt i64 %ix200.next, 1
+  br i1 %4958, label %relu1_grad.ix200, label %relu1_grad.ix200.end
 
-relu1_grad.ix184.end:                             ; preds = %relu1_grad.ix184
-  %iy183.next = add nsw i64 %relu1_grad.iy1831730, 1
-  %4923 = icmp slt i64 %iy183.next, 1
-  br i1 %4923, label %relu1_grad.iy183, label %relu1_grad.iy183.end
+relu1_grad.ix200.end:                             ; preds = %relu1_grad.ix200
+  %iy199.next = add nsw i64 %relu1_grad.iy1991745, 1
+  %4959 = icmp slt i64 %iy199.next, 1
+  br i1 %4959, label %relu1_grad.iy199, label %relu1_grad.iy199.end
 
-relu1_grad.iy189:                                 ; preds = %relu1_grad.ix190.end, %relu1_grad.iy183.end
-  %relu1_grad.iy1891737 = phi i64 [ 0, %relu1_grad.iy183.end ], [ %iy189.next, %relu1_grad.ix190.end ]
-  br label %relu1_grad.ix190
+relu1_grad.iy205:                                 ; preds = %relu1_grad.ix206.end, %relu1_grad.iy199.end
+  %relu1_grad.iy2051752 = phi i64 [ 0, %relu1_grad.iy199.end ], [ %iy205.next, %relu1_grad.ix206.end ]
+  br label %relu1_grad.ix206
 
-relu1_grad.iy189.end:                             ; preds = %relu1_grad.ix190.end
-  br label %relu1_grad.iy197
+relu1_grad.iy205.end:                             ; preds = %relu1_grad.ix206.end
+  br label %relu1_grad.iy213
 
-relu1_grad.ix190:                                 ; preds = %relu1_grad.ix190, %relu1_grad.iy189
-  %relu1_grad.ix1901738 = phi i64 [ 0, %relu1_grad.iy189 ], [ %ix190.next, %relu1_grad.ix190 ]
-  %4924 = mul nsw i64 %relu1_grad.c1821729, 9
-  %4925 = mul nsw i64 %4924, 12544
-  %4926 = add nsw i64 7251216, %4925
-  %4927 = mul nsw i64 %relu1_grad.j1811728, 784
-  %4928 = add nsw i64 %4926, %4927
-  %4929 = add nsw i64 %relu1_grad.iy1891737, 1
-  %4930 = mul nsw i64 %4929, 28
-  %4931 = add nsw i64 %4928, %4930
-  %4932 = add nsw i64 %4931, 2
-  %4933 = add nsw i64 %4932, %relu1_grad.ix1901738
-  %arena1739 = getelementptr inbounds float, ptr %arena, i64 %4933
-  %4934 = load float, ptr %arena1739, align 4
-  store float %4934, ptr %relu1_grad.sum191, align 4
-  %sum191 = load float, ptr %relu1_grad.sum191, align 4
-  %4935 = mul nsw i64 %relu1_grad.c1821729, 9
-  %4936 = add nsw i64 %4935, 1
-  %4937 = mul nsw i64 %4936, 12544
-  %4938 = add nsw i64 7251216, %4937
-  %4939 = mul nsw i64 %relu1_grad.j1811728, 784
-  %4940 = add nsw i64 %4938, %4939
-  %4941 = add nsw i64 %relu1_grad.iy1891737, 1
-  %4942 = mul nsw i64 %4941, 28
-  %4943 = add nsw i64 %4940, %4942
-  %4944 = add nsw i64 %4943, 1
-  %4945 = add nsw i64 %4944, %relu1_grad.ix1901738
-  %arena1740 = getelementptr inbounds float, ptr %arena, i64 %4945
-  %4946 = load float, ptr %arena1740, align 4
-  %4947 = fadd float %sum191, %4946
-  store float %4947, ptr %relu1_grad.sum192, align 4
-  %sum192 = load float, ptr %relu1_grad.sum192, align 4
-  %4948 = mul nsw i64 %relu1_grad.c1821729, 9
-  %4949 = add nsw i64 %4948, 2
-  %4950 = mul nsw i64 %4949, 12544
-  %4951 = add nsw i64 7251216, %4950
-  %4952 = mul nsw i64 %relu1_grad.j1811728, 784
-  %4953 = add nsw i64 %4951, %4952
-  %4954 = add nsw i64 %relu1_grad.iy1891737, 1
-  %4955 = mul nsw i64 %4954, 28
-  %4956 = add nsw i64 %4953, %4955
-  %4957 = add nsw i64 %4956, %relu1_grad.ix1901738
-  %arena1741 = getelementptr inbounds float, ptr %arena, i64 %4957
-  %4958 = load float, ptr %arena1741, align 4
-  %4959 = fadd float %sum192, %4958
-  store float %4959, ptr %relu1_grad.sum193, align 4
-  %sum193 = load float, ptr %relu1_grad.sum193, align 4
-  %4960 = mul nsw i64 %relu1_grad.c1821729, 9
-  %4961 = add nsw i64 %4960, 3
-  %4962 = mul nsw i64 %4961, 12544
-  %4963 = add nsw i64 7251216, %4962
-  %4964 = mul nsw i64 %relu1_grad.j1811728, 784
-  %4965 = add nsw i64 %4963, %4964
-  %4966 = mul nsw i64 %relu1_grad.iy1891737, 28
-  %4967 = add nsw i64 %4965, %4966
+relu1_grad.ix206:                                 ; preds = %relu1_grad.ix206, %relu1_grad.iy205
+  %relu1_grad.ix2061753 = phi i64 [ 0, %relu1_grad.iy205 ], [ %ix206.next, %relu1_grad.ix206 ]
+  %4960 = mul nsw i64 %relu1_grad.c1981744, 9
+  %4961 = mul nsw i64 %4960, 12544
+  %4962 = add nsw i64 7251216, %4961
+  %4963 = mul nsw i64 %relu1_grad.j1971743, 784
+  %4964 = add nsw i64 %4962, %4963
+  %4965 = add nsw i64 %relu1_grad.iy2051752, 1
+  %4966 = mul nsw i64 %4965, 28
+  %4967 = add nsw i64 %4964, %4966
   %4968 = add nsw i64 %4967, 2
-  %4969 = add nsw i64 %4968, %relu1_grad.ix1901738
-  %arena1742 = getelementptr inbounds float, ptr %arena, i64 %4969
-  %4970 = load float, ptr %arena1742, align 4
-  %4971 = fadd float %sum193, %4970
-  store float %4971, ptr %relu1_grad.sum194, align 4
-  %sum194 = load float, ptr %relu1_grad.sum194, align 4
-  %4972 = mul nsw i64 %relu1_grad.c1821729, 9
-  %4973 = add nsw i64 %4972, 4
-  %4974 = mul nsw i64 %4973, 12544
-  %4975 = add nsw i64 7251216, %4974
-  %4976 = mul nsw i64 %relu1_grad.j1811728, 784
-  %4977 = add nsw i64 %4975, %4976
-  %4978 = mul nsw i64 %relu1_grad.iy1891737, 28
-  %4979 = add nsw i64 %4977, %4978
+  %4969 = add nsw i64 %4968, %relu1_grad.ix2061753
+  %arena1754 = getelementptr inbounds float, ptr %arena, i64 %4969
+  %4970 = load float, ptr %arena1754, align 4
+  store float %4970, ptr %relu1_grad.sum207, align 4
+  %sum207 = load float, ptr %relu1_grad.sum207, align 4
+  %4971 = mul nsw i64 %relu1_grad.c1981744, 9
+  %4972 = add nsw i64 %4971, 1
+  %4973 = mul nsw i64 %4972, 12544
+  %4974 = add nsw i64 7251216, %4973
+  %4975 = mul nsw i64 %relu1_grad.j1971743, 784
+  %4976 = add nsw i64 %4974, %4975
+  %4977 = add nsw i64 %relu1_grad.iy2051752, 1
+  %4978 = mul nsw i64 %4977, 28
+  %4979 = add nsw i64 %4976, %4978
   %4980 = add nsw i64 %4979, 1
-  %4981 = add nsw i64 %4980, %relu1_grad.ix1901738
-  %arena1743 = getelementptr inbounds float, ptr %arena, i64 %4981
-  %4982 = load float, ptr %arena1743, align 4
-  %4983 = fadd float %sum194, %4982
-  store float %4983, ptr %relu1_grad.sum195, align 4
-  %sum195 = load float, ptr %relu1_grad.sum195, align 4
-  %4984 = mul nsw i64 %relu1_grad.c1821729, 9
-  %4985 = add nsw i64 %4984, 5
+  %4981 = add nsw i64 %4980, %relu1_grad.ix2061753
+  %arena1755 = getelementptr inbounds float, ptr %arena, i64 %4981
+  %4982 = load float, ptr %arena1755, align 4
+  %4983 = fadd float %sum207, %4982
+  store float %4983, ptr %relu1_grad.sum208, align 4
+  %sum208 = load float, ptr %relu1_grad.sum208, align 4
+  %4984 = mul nsw i64 %relu1_grad.c1981744, 9
+  %4985 = add nsw i64 %4984, 2
   %4986 = mul nsw i64 %4985, 12544
   %4987 = add nsw i64 7251216, %4986
-  %4988 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4988 = mul nsw i64 %relu1_grad.j1971743, 784
   %4989 = add nsw i64 %4987, %4988
-  %4990 = mul nsw i64 %relu1_grad.iy1891737, 28
-  %4991 = add nsw i64 %4989, %4990
-  %4992 = add nsw i64 %4991, %relu1_grad.ix1901738
-  %arena1744 = getelementptr inbounds float, ptr %arena, i64 %4992
-  %4993 = load float, ptr %arena1744, align 4
-  %4994 = fadd float %sum195, %4993
-  store float %4994, ptr %relu1_grad.sum196, align 4
-  %sum196 = load float, ptr %relu1_grad.sum196, align 4
-  %4995 = mul nsw i64 %relu1_grad.g1731623, 16
-  %4996 = add nsw i64 %4995, %relu1_grad.j1811728
-  %4997 = mul nsw i64 %4996, 25088
-  %4998 = add nsw i64 1605632, %4997
-  %4999 = mul nsw i64 %relu1_grad.c1821729, 784
-  %5000 = add nsw i64 %4998, %4999
-  %5001 = mul nsw i64 %relu1_grad.iy1891737, 28
-  %5002 = add nsw i64 %5000, %5001
-  %5003 = add nsw i64 %5002, 1
-  %5004 = add nsw i64 %5003, %relu1_grad.ix1901738
-  %arena1745 = getelementptr inbounds float, ptr %arena, i64 %5004
-  store float %sum196, ptr %arena1745, align 4
-  %ix190.next = add nsw i64 %relu1_grad.ix1901738, 1
-  %5005 = icmp slt i64 %ix190.next, 26
-  br i1 %5005, label %relu1_grad.ix190, label %relu1_grad.ix190.end
+  %4990 = add nsw i64 %relu1_grad.iy2051752, 1
+  %4991 = mul nsw i64 %4990, 28
+  %4992 = add nsw i64 %4989, %4991
+  %4993 = add nsw i64 %4992, %relu1_grad.ix2061753
+  %arena1756 = getelementptr inbounds float, ptr %arena, i64 %4993
+  %4994 = load float, ptr %arena1756, align 4
+  %4995 = fadd float %sum208, %4994
+  store float %4995, ptr %relu1_grad.sum209, align 4
+  %sum209 = load float, ptr %relu1_grad.sum209, align 4
+  %4996 = mul nsw i64 %relu1_grad.c1981744, 9
+  %4997 = add nsw i64 %4996, 3
+  %4998 = mul nsw i64 %4997, 12544
+  %4999 = add nsw i64 7251216, %4998
+  %5000 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5001 = add nsw i64 %4999, %5000
+  %5002 = mul nsw i64 %relu1_grad.iy2051752, 28
+  %5003 = add nsw i64 %5001, %5002
+  %5004 = add nsw i64 %5003, 2
+  %5005 = add nsw i64 %5004, %relu1_grad.ix2061753
+  %arena1757 = getelementptr inbounds float, ptr %arena, i64 %5005
+  %5006 = load float, ptr %arena1757, align 4
+  %5007 = fadd float %sum209, %5006
+  store float %5007, ptr %relu1_grad.sum210, align 4
+  %sum210 = load float, ptr %relu1_grad.sum210, align 4
+  %5008 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5009 = add nsw i64 %5008, 4
+  %5010 = mul nsw i64 %5009, 12544
+  %5011 = add nsw i64 7251216, %5010
+  %5012 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5013 = add nsw i64 %5011, %5012
+  %5014 = mul nsw i64 %relu1_grad.iy2051752, 28
+  %5015 = add nsw i64 %5013, %5014
+  %5016 = add nsw i64 %5015, 1
+  %5017 = add nsw i64 %5016, %relu1_grad.ix2061753
+  %arena1758 = getelementptr inbounds float, ptr %arena, i64 %5017
+  %5018 = load float, ptr %arena1758, align 4
+  %5019 = fadd float %sum210, %5018
+  store float %5019, ptr %relu1_grad.sum211, align 4
+  %sum211 = load float, ptr %relu1_grad.sum211, align 4
+  %5020 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5021 = add nsw i64 %5020, 5
+  %5022 = mul nsw i64 %5021, 12544
+  %5023 = add nsw i64 7251216, %5022
+  %5024 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5025 = add nsw i64 %5023, %5024
+  %5026 = mul nsw i64 %relu1_grad.iy2051752, 28
+  %5027 = add nsw i64 %5025, %5026
+  %5028 = add nsw i64 %5027, %relu1_grad.ix2061753
+  %arena1759 = getelementptr inbounds float, ptr %arena, i64 %5028
+  %5029 = load float, ptr %arena1759, align 4
+  %5030 = fadd float %sum211, %5029
+  store float %5030, ptr %relu1_grad.sum212, align 4
+  %sum212 = load float, ptr %relu1_grad.sum212, align 4
+  %5031 = mul nsw i64 %relu1_grad.g1891638, 16
+  %5032 = add nsw i64 %5031, %relu1_grad.j1971743
+  %5033 = mul nsw i64 %5032, 25088
+  %5034 = add nsw i64 1605632, %5033
+  %5035 = mul nsw i64 %relu1_grad.c1981744, 784
+  %5036 = add nsw i64 %5034, %5035
+  %5037 = mul nsw i64 %relu1_grad.iy2051752, 28
+  %5038 = add nsw i64 %5036, %5037
+  %5039 = add nsw i64 %5038, 1
+  %5040 = add nsw i64 %5039, %relu1_grad.ix2061753
+  %arena1760 = getelementptr inbounds float, ptr %arena, i64 %5040
+  store float %sum212, ptr %arena1760, align 4
+  %ix206.next = add nsw i64 %relu1_grad.ix2061753, 1
+  %5041 = icmp slt i64 %ix206.next, 26
+  br i1 %5041, label %relu1_grad.ix206, label %relu1_grad.ix206.end
 
-relu1_grad.ix190.end:                             ; preds = %relu1_grad.ix190
-  %iy189.next = add nsw i64 %relu1_grad.iy1891737, 1
-  %5006 = icmp slt i64 %iy189.next, 1
-  br i1 %5006, label %relu1_grad.iy189, label %relu1_grad.iy189.end
+relu1_grad.ix206.end:                             ; preds = %relu1_grad.ix206
+  %iy205.next = add nsw i64 %relu1_grad.iy2051752, 1
+  %5042 = icmp slt i64 %iy205.next, 1
+  br i1 %5042, label %relu1_grad.iy205, label %relu1_grad.iy205.end
 
-relu1_grad.iy197:                                 ; preds = %relu1_grad.ix198.end, %relu1_grad.iy189.end
-  %relu1_grad.iy1971746 = phi i64 [ 0, %relu1_grad.iy189.end ], [ %iy197.next, %relu1_grad.ix198.end ]
-  br label %relu1_grad.ix198
+relu1_grad.iy213:                                 ; preds = %relu1_grad.ix214.end, %relu1_grad.iy205.end
+  %relu1_grad.iy2131761 = phi i64 [ 0, %relu1_grad.iy205.end ], [ %iy213.next, %relu1_grad.ix214.end ]
+  br label %relu1_grad.ix214
 
-relu1_grad.iy197.end:                             ; preds = %relu1_grad.ix198.end
-  br label %relu1_grad.iy203
+relu1_grad.iy213.end:                             ; preds = %relu1_grad.ix214.end
+  br label %relu1_grad.iy219
 
-relu1_grad.ix198:                                 ; preds = %relu1_grad.ix198, %relu1_grad.iy197
-  %relu1_grad.ix1981747 = phi i64 [ 0, %relu1_grad.iy197 ], [ %ix198.next, %relu1_grad.ix198 ]
-  %5007 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5008 = add nsw i64 %5007, 1
-  %5009 = mul nsw i64 %5008, 12544
-  %5010 = add nsw i64 7251216, %5009
-  %5011 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5012 = add nsw i64 %5010, %5011
-  %5013 = add nsw i64 %relu1_grad.iy1971746, 1
-  %5014 = mul nsw i64 %5013, 28
-  %5015 = add nsw i64 %5012, %5014
-  %5016 = add nsw i64 %5015, 27
-  %5017 = add nsw i64 %5016, %relu1_grad.ix1981747
-  %arena1748 = getelementptr inbounds float, ptr %arena, i64 %5017
-  %5018 = load float, ptr %arena1748, align 4
-  store float %5018, ptr %relu1_grad.sum199, align 4
-  %sum199 = load float, ptr %relu1_grad.sum199, align 4
-  %5019 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5020 = add nsw i64 %5019, 2
-  %5021 = mul nsw i64 %5020, 12544
-  %5022 = add nsw i64 7251216, %5021
-  %5023 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5024 = add nsw i64 %5022, %5023
-  %5025 = add nsw i64 %relu1_grad.iy1971746, 1
-  %5026 = mul nsw i64 %5025, 28
-  %5027 = add nsw i64 %5024, %5026
-  %5028 = add nsw i64 %5027, 26
-  %5029 = add nsw i64 %5028, %relu1_grad.ix1981747
-  %arena1749 = getelementptr inbounds float, ptr %arena, i64 %5029
-  %5030 = load float, ptr %arena1749, align 4
-  %5031 = fadd float %sum199, %5030
-  store float %5031, ptr %relu1_grad.sum200, align 4
-  %sum200 = load float, ptr %relu1_grad.sum200, align 4
-  %5032 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5033 = add nsw i64 %5032, 4
-  %5034 = mul nsw i64 %5033, 12544
-  %5035 = add nsw i64 7251216, %5034
-  %5036 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5037 = add nsw i64 %5035, %5036
-  %5038 = mul nsw i64 %relu1_grad.iy1971746, 28
-  %5039 = add nsw i64 %5037, %5038
-  %5040 = add nsw i64 %5039, 27
-  %5041 = add nsw i64 %5040, %relu1_grad.ix1981747
-  %arena1750 = getelementptr inbounds float, ptr %arena, i64 %5041
-  %5042 = load float, ptr %arena1750, align 4
-  %5043 = fadd float %sum200, %5042
-  store float %5043, ptr %relu1_grad.sum201, align 4
-  %sum201 = load float, ptr %relu1_grad.sum201, align 4
-  %5044 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5045 = add nsw i64 %5044, 5
-  %5046 = mul nsw i64 %5045, 12544
-  %5047 = add nsw i64 7251216, %5046
-  %5048 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5049 = add nsw i64 %5047, %5048
-  %5050 = mul nsw i64 %relu1_grad.iy1971746, 28
-  %5051 = add nsw i64 %5049, %5050
-  %5052 = add nsw i64 %5051, 26
-  %5053 = add nsw i64 %5052, %relu1_grad.ix1981747
-  %arena1751 = getelementptr inbounds float, ptr %arena, i64 %5053
-  %5054 = load float, ptr %arena1751, align 4
-  %5055 = fadd float %sum201, %5054
-  store float %5055, ptr %relu1_grad.sum202, align 4
-  %sum202 = load float, ptr %relu1_grad.sum202, align 4
-  %5056 = mul nsw i64 %relu1_grad.g1731623, 16
-  %5057 = add nsw i64 %5056, %relu1_grad.j1811728
-  %5058 = mul nsw i64 %5057, 25088
-  %5059 = add nsw i64 1605632, %5058
-  %5060 = mul nsw i64 %relu1_grad.c1821729, 784
-  %5061 = add nsw i64 %5059, %5060
-  %5062 = mul nsw i64 %relu1_grad.iy1971746, 28
-  %5063 = add nsw i64 %5061, %5062
-  %5064 = add nsw i64 %5063, 27
-  %5065 = add nsw i64 %5064, %relu1_grad.ix1981747
-  %arena1752 = getelementptr inbounds float, ptr %arena, i64 %5065
-  store float %sum202, ptr %arena1752, align 4
-  %ix198.next = add nsw i64 %relu1_grad.ix1981747, 1
-  %5066 = icmp slt i64 %ix198.next, 1
-  br i1 %5066, label %relu1_grad.ix198, label %relu1_grad.ix198.end
-
-relu1_grad.ix198.end:                             ; preds = %relu1_grad.ix198
-  %iy197.next = add nsw i64 %relu1_grad.iy1971746, 1
-  %5067 = icmp slt i64 %iy197.next, 1
-  br i1 %5067, label %relu1_grad.iy197, label %relu1_grad.iy197.end
-
-relu1_grad.iy203:                                 ; preds = %relu1_grad.ix204.end, %relu1_grad.iy197.end
-  %relu1_grad.iy2031753 = phi i64 [ 0, %relu1_grad.iy197.end ], [ %iy203.next, %relu1_grad.ix204.end ]
-  br label %relu1_grad.ix204
-
-relu1_grad.iy203.end:                             ; preds = %relu1_grad.ix204.end
-  br label %relu1_grad.iy211
-
-relu1_grad.ix204:                                 ; preds = %relu1_grad.ix204, %relu1_grad.iy203
-  %relu1_grad.ix2041754 = phi i64 [ 0, %relu1_grad.iy203 ], [ %ix204.next, %relu1_grad.ix204 ]
-  %5068 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5069 = mul nsw i64 %5068, 12544
-  %5070 = add nsw i64 7251216, %5069
-  %5071 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5072 = add nsw i64 %5070, %5071
-  %5073 = add nsw i64 %relu1_grad.iy2031753, 1
-  %5074 = add nsw i64 %5073, 1
-  %5075 = mul nsw i64 %5074, 28
-  %5076 = add nsw i64 %5072, %5075
-  %5077 = add nsw i64 %5076, 1
-  %5078 = add nsw i64 %5077, %relu1_grad.ix2041754
-  %arena1755 = getelementptr inbounds float, ptr %arena, i64 %5078
-  %5079 = load float, ptr %arena1755, align 4
-  store float %5079, ptr %relu1_grad.sum205, align 4
-  %sum205 = load float, ptr %relu1_grad.sum205, align 4
-  %5080 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5081 = add nsw i64 %5080, 1
+relu1_grad.ix214:                                 ; preds = %relu1_grad.ix214, %relu1_grad.iy213
+  %relu1_grad.ix2141762 = phi i64 [ 0, %relu1_grad.iy213 ], [ %ix214.next, %relu1_grad.ix214 ]
+  %5043 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5044 = add nsw i64 %5043, 1
+  %5045 = mul nsw i64 %5044, 12544
+  %5046 = add nsw i64 7251216, %5045
+  %5047 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5048 = add nsw i64 %5046, %5047
+  %5049 = add nsw i64 %relu1_grad.iy2131761, 1
+  %5050 = mul nsw i64 %5049, 28
+  %5051 = add nsw i64 %5048, %5050
+  %5052 = add nsw i64 %5051, 27
+  %5053 = add nsw i64 %5052, %relu1_grad.ix2141762
+  %arena1763 = getelementptr inbounds float, ptr %arena, i64 %5053
+  %5054 = load float, ptr %arena1763, align 4
+  store float %5054, ptr %relu1_grad.sum215, align 4
+  %sum215 = load float, ptr %relu1_grad.sum215, align 4
+  %5055 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5056 = add nsw i64 %5055, 2
+  %5057 = mul nsw i64 %5056, 12544
+  %5058 = add nsw i64 7251216, %5057
+  %5059 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5060 = add nsw i64 %5058, %5059
+  %5061 = add nsw i64 %relu1_grad.iy2131761, 1
+  %5062 = mul nsw i64 %5061, 28
+  %5063 = add nsw i64 %5060, %5062
+  %5064 = add nsw i64 %5063, 26
+  %5065 = add nsw i64 %5064, %relu1_grad.ix2141762
+  %arena1764 = getelementptr inbounds float, ptr %arena, i64 %5065
+  %5066 = load float, ptr %arena1764, align 4
+  %5067 = fadd float %sum215, %5066
+  store float %5067, ptr %relu1_grad.sum216, align 4
+  %sum216 = load float, ptr %relu1_grad.sum216, align 4
+  %5068 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5069 = add nsw i64 %5068, 4
+  %5070 = mul nsw i64 %5069, 12544
+  %5071 = add nsw i64 7251216, %5070
+  %5072 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5073 = add nsw i64 %5071, %5072
+  %5074 = mul nsw i64 %relu1_grad.iy2131761, 28
+  %5075 = add nsw i64 %5073, %5074
+  %5076 = add nsw i64 %5075, 27
+  %5077 = add nsw i64 %5076, %relu1_grad.ix2141762
+  %arena1765 = getelementptr inbounds float, ptr %arena, i64 %5077
+  %5078 = load float, ptr %arena1765, align 4
+  %5079 = fadd float %sum216, %5078
+  store float %5079, ptr %relu1_grad.sum217, align 4
+  %sum217 = load float, ptr %relu1_grad.sum217, align 4
+  %5080 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5081 = add nsw i64 %5080, 5
   %5082 = mul nsw i64 %5081, 12544
   %5083 = add nsw i64 7251216, %5082
-  %5084 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5084 = mul nsw i64 %relu1_grad.j1971743, 784
   %5085 = add nsw i64 %5083, %5084
-  %5086 = add nsw i64 %relu1_grad.iy2031753, 1
-  %5087 = add nsw i64 %5086, 1
-  %5088 = mul nsw i64 %5087, 28
-  %5089 = add nsw i64 %5085, %5088
-  %5090 = add nsw i64 %5089, %relu1_grad.ix2041754
-  %arena1756 = getelementptr inbounds float, ptr %arena, i64 %5090
-  %5091 = load float, ptr %arena1756, align 4
-  %5092 = fadd float %sum205, %5091
-  store float %5092, ptr %relu1_grad.sum206, align 4
-  %sum206 = load float, ptr %relu1_grad.sum206, align 4
-  %5093 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5094 = add nsw i64 %5093, 3
-  %5095 = mul nsw i64 %5094, 12544
-  %5096 = add nsw i64 7251216, %5095
-  %5097 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5098 = add nsw i64 %5096, %5097
-  %5099 = add nsw i64 %relu1_grad.iy2031753, 1
-  %5100 = mul nsw i64 %5099, 28
-  %5101 = add nsw i64 %5098, %5100
-  %5102 = add nsw i64 %5101, 1
-  %5103 = add nsw i64 %5102, %relu1_grad.ix2041754
-  %arena1757 = getelementptr inbounds float, ptr %arena, i64 %5103
-  %5104 = load float, ptr %arena1757, align 4
-  %5105 = fadd float %sum206, %5104
-  store float %5105, ptr %relu1_grad.sum207, align 4
-  %sum207 = load float, ptr %relu1_grad.sum207, align 4
-  %5106 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5107 = add nsw i64 %5106, 4
-  %5108 = mul nsw i64 %5107, 12544
-  %5109 = add nsw i64 7251216, %5108
-  %5110 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5111 = add nsw i64 %5109, %5110
-  %5112 = add nsw i64 %relu1_grad.iy2031753, 1
-  %5113 = mul nsw i64 %5112, 28
-  %5114 = add nsw i64 %5111, %5113
-  %5115 = add nsw i64 %5114, %relu1_grad.ix2041754
-  %arena1758 = getelementptr inbounds float, ptr %arena, i64 %5115
-  %5116 = load float, ptr %arena1758, align 4
-  %5117 = fadd float %sum207, %5116
-  store float %5117, ptr %relu1_grad.sum208, align 4
-  %sum208 = load float, ptr %relu1_grad.sum208, align 4
-  %5118 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5119 = add nsw i64 %5118, 6
-  %5120 = mul nsw i64 %5119, 12544
-  %5121 = add nsw i64 7251216, %5120
-  %5122 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5123 = add nsw i64 %5121, %5122
-  %5124 = add nsw i64 %relu1_grad.iy2031753, 1
-  %5125 = add nsw i64 %5124, -1
-  %5126 = mul nsw i64 %5125, 28
-  %5127 = add nsw i64 %5123, %5126
-  %5128 = add nsw i64 %5127, 1
-  %5129 = add nsw i64 %5128, %relu1_grad.ix2041754
-  %arena1759 = getelementptr inbounds float, ptr %arena, i64 %5129
-  %5130 = load float, ptr %arena1759, align 4
-  %5131 = fadd float %sum208, %5130
-  store float %5131, ptr %relu1_grad.sum209, align 4
-  %sum209 = load float, ptr %relu1_grad.sum209, align 4
-  %5132 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5133 = add nsw i64 %5132, 7
-  %5134 = mul nsw i64 %5133, 12544
-  %5135 = add nsw i64 7251216, %5134
-  %5136 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5137 = add nsw i64 %5135, %5136
-  %5138 = add nsw i64 %relu1_grad.iy2031753, 1
-  %5139 = add nsw i64 %5138, -1
-  %5140 = mul nsw i64 %5139, 28
-  %5141 = add nsw i64 %5137, %5140
-  %5142 = add nsw i64 %5141, %relu1_grad.ix2041754
-  %arena1760 = getelementptr inbounds float, ptr %arena, i64 %5142
-  %5143 = load float, ptr %arena1760, align 4
-  %5144 = fadd float %sum209, %5143
-  store float %5144, ptr %relu1_grad.sum210, align 4
-  %sum210 = load float, ptr %relu1_grad.sum210, align 4
-  %5145 = mul nsw i64 %relu1_grad.g1731623, 16
-  %5146 = add nsw i64 %5145, %relu1_grad.j1811728
-  %5147 = mul nsw i64 %5146, 25088
-  %5148 = add nsw i64 1605632, %5147
-  %5149 = mul nsw i64 %relu1_grad.c1821729, 784
-  %5150 = add nsw i64 %5148, %5149
-  %5151 = add nsw i64 %relu1_grad.iy2031753, 1
-  %5152 = mul nsw i64 %5151, 28
-  %5153 = add nsw i64 %5150, %5152
-  %5154 = add nsw i64 %5153, %relu1_grad.ix2041754
-  %arena1761 = getelementptr inbounds float, ptr %arena, i64 %5154
-  store float %sum210, ptr %arena1761, align 4
-  %ix204.next = add nsw i64 %relu1_grad.ix2041754, 1
-  %5155 = icmp slt i64 %ix204.next, 1
-  br i1 %5155, label %relu1_grad.ix204, label %relu1_grad.ix204.end
-
-relu1_grad.ix204.end:                             ; preds = %relu1_grad.ix204
-  %iy203.next = add nsw i64 %relu1_grad.iy2031753, 1
-  %5156 = icmp slt i64 %iy203.next, 26
-  br i1 %5156, label %relu1_grad.iy203, label %relu1_grad.iy203.end
-
-relu1_grad.iy211:                                 ; preds = %relu1_grad.ix212.end, %relu1_grad.iy203.end
-  %relu1_grad.iy2111762 = phi i64 [ 0, %relu1_grad.iy203.end ], [ %iy211.next, %relu1_grad.ix212.end ]
-  br label %relu1_grad.ix212
-
-relu1_grad.iy211.end:                             ; preds = %relu1_grad.ix212.end
-  br label %relu1_grad.iy222
-
-relu1_grad.ix212:                                 ; preds = %relu1_grad.ix212, %relu1_grad.iy211
-  %relu1_grad.ix2121763 = phi i64 [ 0, %relu1_grad.iy211 ], [ %ix212.next, %relu1_grad.ix212 ]
-  %5157 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5158 = mul nsw i64 %5157, 12544
-  %5159 = add nsw i64 7251216, %5158
-  %5160 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5161 = add nsw i64 %5159, %5160
-  %5162 = add nsw i64 %relu1_grad.iy2111762, 1
-  %5163 = add nsw i64 %5162, 1
-  %5164 = mul nsw i64 %5163, 28
-  %5165 = add nsw i64 %5161, %5164
-  %5166 = add nsw i64 %5165, 2
-  %5167 = add nsw i64 %5166, %relu1_grad.ix2121763
-  %arena1764 = getelementptr inbounds float, ptr %arena, i64 %5167
-  %5168 = load float, ptr %arena1764, align 4
-  store float %5168, ptr %relu1_grad.sum213, align 4
-  %sum213 = load float, ptr %relu1_grad.sum213, align 4
-  %5169 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5170 = add nsw i64 %5169, 1
-  %5171 = mul nsw i64 %5170, 12544
-  %5172 = add nsw i64 7251216, %5171
-  %5173 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5174 = add nsw i64 %5172, %5173
-  %5175 = add nsw i64 %relu1_grad.iy2111762, 1
-  %5176 = add nsw i64 %5175, 1
-  %5177 = mul nsw i64 %5176, 28
-  %5178 = add nsw i64 %5174, %5177
-  %5179 = add nsw i64 %5178, 1
-  %5180 = add nsw i64 %5179, %relu1_grad.ix2121763
-  %arena1765 = getelementptr inbounds float, ptr %arena, i64 %5180
-  %5181 = load float, ptr %arena1765, align 4
-  %5182 = fadd float %sum213, %5181
-  store float %5182, ptr %relu1_grad.sum214, align 4
-  %sum214 = load float, ptr %relu1_grad.sum214, align 4
-  %5183 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5184 = add nsw i64 %5183, 2
-  %5185 = mul nsw i64 %5184, 12544
-  %5186 = add nsw i64 7251216, %5185
-  %5187 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5188 = add nsw i64 %5186, %5187
-  %5189 = add nsw i64 %relu1_grad.iy2111762, 1
-  %5190 = add nsw i64 %5189, 1
-  %5191 = mul nsw i64 %5190, 28
-  %5192 = add nsw i64 %5188, %5191
-  %5193 = add nsw i64 %5192, %relu1_grad.ix2121763
-  %arena1766 = getelementptr inbounds float, ptr %arena, i64 %5193
-  %5194 = load float, ptr %arena1766, align 4
-  %5195 = fadd float %sum214, %5194
-  store float %5195, ptr %relu1_grad.sum215, align 4
-  %sum215 = load float, ptr %relu1_grad.sum215, align 4
-  %5196 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5197 = add nsw i64 %5196, 3
-  %5198 = mul nsw i64 %5197, 12544
-  %5199 = add nsw i64 7251216, %5198
-  %5200 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5201 = add nsw i64 %5199, %5200
-  %5202 = add nsw i64 %relu1_grad.iy2111762, 1
-  %5203 = mul nsw i64 %5202, 28
-  %5204 = add nsw i64 %5201, %5203
-  %5205 = add nsw i64 %5204, 2
-  %5206 = add nsw i64 %5205, %relu1_grad.ix2121763
-  %arena1767 = getelementptr inbounds float, ptr %arena, i64 %5206
-  %5207 = load float, ptr %arena1767, align 4
-  %5208 = fadd float %sum215, %5207
-  store float %5208, ptr %relu1_grad.sum216, align 4
-  %sum216 = load float, ptr %relu1_grad.sum216, align 4
-  %5209 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5210 = add nsw i64 %5209, 4
-  %5211 = mul nsw i64 %5210, 12544
-  %5212 = add nsw i64 7251216, %5211
-  %5213 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5214 = add nsw i64 %5212, %5213
-  %5215 = add nsw i64 %relu1_grad.iy2111762, 1
-  %5216 = mul nsw i64 %5215, 28
-  %5217 = add nsw i64 %5214, %5216
-  %5218 = add nsw i64 %5217, 1
-  %5219 = add nsw i64 %5218, %relu1_grad.ix2121763
-  %arena1768 = getelementptr inbounds float, ptr %arena, i64 %5219
-  %5220 = load float, ptr %arena1768, align 4
-  %5221 = fadd float %sum216, %5220
-  store float %5221, ptr %relu1_grad.sum217, align 4
-  %sum217 = load float, ptr %relu1_grad.sum217, align 4
-  %5222 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5223 = add nsw i64 %5222, 5
-  %5224 = mul nsw i64 %5223, 12544
-  %5225 = add nsw i64 7251216, %5224
-  %5226 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5227 = add nsw i64 %5225, %5226
-  %5228 = add nsw i64 %relu1_grad.iy2111762, 1
-  %5229 = mul nsw i64 %5228, 28
-  %5230 = add nsw i64 %5227, %5229
-  %5231 = add nsw i64 %5230, %relu1_grad.ix2121763
-  %arena1769 = getelementptr inbounds float, ptr %arena, i64 %5231
-  %5232 = load float, ptr %arena1769, align 4
-  %5233 = fadd float %sum217, %5232
-  store float %5233, ptr %relu1_grad.sum218, align 4
+  %5086 = mul nsw i64 %relu1_grad.iy2131761, 28
+  %5087 = add nsw i64 %5085, %5086
+  %5088 = add nsw i64 %5087, 26
+  %5089 = add nsw i64 %5088, %relu1_grad.ix2141762
+  %arena1766 = getelementptr inbounds float, ptr %arena, i64 %5089
+  %5090 = load float, ptr %arena1766, align 4
+  %5091 = fadd float %sum217, %5090
+  store float %5091, ptr %relu1_grad.sum218, align 4
   %sum218 = load float, ptr %relu1_grad.sum218, align 4
-  %5234 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5235 = add nsw i64 %5234, 6
-  %5236 = mul nsw i64 %5235, 12544
-  %5237 = add nsw i64 7251216, %5236
-  %5238 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5239 = add nsw i64 %5237, %5238
-  %5240 = add nsw i64 %relu1_grad.iy2111762, 1
-  %5241 = add nsw i64 %5240, -1
-  %5242 = mul nsw i64 %5241, 28
-  %5243 = add nsw i64 %5239, %5242
-  %5244 = add nsw i64 %5243, 2
-  %5245 = add nsw i64 %5244, %relu1_grad.ix2121763
-  %arena1770 = getelementptr inbounds float, ptr %arena, i64 %5245
-  %5246 = load float, ptr %arena1770, align 4
-  %5247 = fadd float %sum218, %5246
-  store float %5247, ptr %relu1_grad.sum219, align 4
-  %sum219 = load float, ptr %relu1_grad.sum219, align 4
-  %5248 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5249 = add nsw i64 %5248, 7
-  %5250 = mul nsw i64 %5249, 12544
-  %5251 = add nsw i64 7251216, %5250
-  %5252 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5253 = add nsw i64 %5251, %5252
-  %5254 = add nsw i64 %relu1_grad.iy2111762, 1
-  %5255 = add nsw i64 %5254, -1
-  %5256 = mul nsw i64 %5255, 28
-  %5257 = add nsw i64 %5253, %5256
-  %5258 = add nsw i64 %5257, 1
-  %5259 = add nsw i64 %5258, %relu1_grad.ix2121763
-  %arena1771 = getelementptr inbounds float, ptr %arena, i64 %5259
-  %5260 = load float, ptr %arena1771, align 4
-  %5261 = fadd float %sum219, %5260
-  store float %5261, ptr %relu1_grad.sum220, align 4
-  %sum220 = load float, ptr %relu1_grad.sum220, align 4
-  %5262 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5263 = add nsw i64 %5262, 8
-  %5264 = mul nsw i64 %5263, 12544
-  %5265 = add nsw i64 7251216, %5264
-  %5266 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5267 = add nsw i64 %5265, %5266
-  %5268 = add nsw i64 %relu1_grad.iy2111762, 1
-  %5269 = add nsw i64 %5268, -1
-  %5270 = mul nsw i64 %5269, 28
-  %5271 = add nsw i64 %5267, %5270
-  %5272 = add nsw i64 %5271, %relu1_grad.ix2121763
-  %arena1772 = getelementptr inbounds float, ptr %arena, i64 %5272
-  %5273 = load float, ptr %arena1772, align 4
-  %5274 = fadd float %sum220, %5273
-  store float %5274, ptr %relu1_grad.sum221, align 4
+  %5092 = mul nsw i64 %relu1_grad.g1891638, 16
+  %5093 = add nsw i64 %5092, %relu1_grad.j1971743
+  %5094 = mul nsw i64 %5093, 25088
+  %5095 = add nsw i64 1605632, %5094
+  %5096 = mul nsw i64 %relu1_grad.c1981744, 784
+  %5097 = add nsw i64 %5095, %5096
+  %5098 = mul nsw i64 %relu1_grad.iy2131761, 28
+  %5099 = add nsw i64 %5097, %5098
+  %5100 = add nsw i64 %5099, 27
+  %5101 = add nsw i64 %5100, %relu1_grad.ix2141762
+  %arena1767 = getelementptr inbounds float, ptr %arena, i64 %5101
+  store float %sum218, ptr %arena1767, align 4
+  %ix214.next = add nsw i64 %relu1_grad.ix2141762, 1
+  %5102 = icmp slt i64 %ix214.next, 1
+  br i1 %5102, label %relu1_grad.ix214, label %relu1_grad.ix214.end
+
+relu1_grad.ix214.end:                             ; preds = %relu1_grad.ix214
+  %iy213.next = add nsw i64 %relu1_grad.iy2131761, 1
+  %5103 = icmp slt i64 %iy213.next, 1
+  br i1 %5103, label %relu1_grad.iy213, label %relu1_grad.iy213.end
+
+relu1_grad.iy219:                                 ; preds = %relu1_grad.ix220.end, %relu1_grad.iy213.end
+  %relu1_grad.iy2191768 = phi i64 [ 0, %relu1_grad.iy213.end ], [ %iy219.next, %relu1_grad.ix220.end ]
+  br label %relu1_grad.ix220
+
+relu1_grad.iy219.end:                             ; preds = %relu1_grad.ix220.end
+  br label %relu1_grad.iy227
+
+relu1_grad.ix220:                                 ; preds = %relu1_grad.ix220, %relu1_grad.iy219
+  %relu1_grad.ix2201769 = phi i64 [ 0, %relu1_grad.iy219 ], [ %ix220.next, %relu1_grad.ix220 ]
+  %5104 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5105 = mul nsw i64 %5104, 12544
+  %5106 = add nsw i64 7251216, %5105
+  %5107 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5108 = add nsw i64 %5106, %5107
+  %5109 = add nsw i64 %relu1_grad.iy2191768, 1
+  %5110 = add nsw i64 %5109, 1
+  %5111 = mul nsw i64 %5110, 28
+  %5112 = add nsw i64 %5108, %5111
+  %5113 = add nsw i64 %5112, 1
+  %5114 = add nsw i64 %5113, %relu1_grad.ix2201769
+  %arena1770 = getelementptr inbounds float, ptr %arena, i64 %5114
+  %5115 = load float, ptr %arena1770, align 4
+  store float %5115, ptr %relu1_grad.sum221, align 4
   %sum221 = load float, ptr %relu1_grad.sum221, align 4
-  %5275 = mul nsw i64 %relu1_grad.g1731623, 16
-  %5276 = add nsw i64 %5275, %relu1_grad.j1811728
-  %5277 = mul nsw i64 %5276, 25088
-  %5278 = add nsw i64 1605632, %5277
-  %5279 = mul nsw i64 %relu1_grad.c1821729, 784
-  %5280 = add nsw i64 %5278, %5279
-  %5281 = add nsw i64 %relu1_grad.iy2111762, 1
-  %5282 = mul nsw i64 %5281, 28
-  %5283 = add nsw i64 %5280, %5282
-  %5284 = add nsw i64 %5283, 1
-  %5285 = add nsw i64 %5284, %relu1_grad.ix2121763
-  %arena1773 = getelementptr inbounds float, ptr %arena, i64 %5285
-  store float %sum221, ptr %arena1773, align 4
-  %ix212.next = add nsw i64 %relu1_grad.ix2121763, 1
-  %5286 = icmp slt i64 %ix212.next, 26
-  br i1 %5286, label %relu1_grad.ix212, label %relu1_grad.ix212.end
-
-relu1_grad.ix212.end:                             ; preds = %relu1_grad.ix212
-  %iy211.next = add nsw i64 %relu1_grad.iy2111762, 1
-  %5287 = icmp slt i64 %iy211.next, 26
-  br i1 %5287, label %relu1_grad.iy211, label %relu1_grad.iy211.end
-
-relu1_grad.iy222:                                 ; preds = %relu1_grad.ix223.end, %relu1_grad.iy211.end
-  %relu1_grad.iy2221774 = phi i64 [ 0, %relu1_grad.iy211.end ], [ %iy222.next, %relu1_grad.ix223.end ]
-  br label %relu1_grad.ix223
-
-relu1_grad.iy222.end:                             ; preds = %relu1_grad.ix223.end
-  br label %relu1_grad.iy230
-
-relu1_grad.ix223:                                 ; preds = %relu1_grad.ix223, %relu1_grad.iy222
-  %relu1_grad.ix2231775 = phi i64 [ 0, %relu1_grad.iy222 ], [ %ix223.next, %relu1_grad.ix223 ]
-  %5288 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5289 = add nsw i64 %5288, 1
-  %5290 = mul nsw i64 %5289, 12544
-  %5291 = add nsw i64 7251216, %5290
-  %5292 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5293 = add nsw i64 %5291, %5292
-  %5294 = add nsw i64 %relu1_grad.iy2221774, 1
-  %5295 = add nsw i64 %5294, 1
-  %5296 = mul nsw i64 %5295, 28
-  %5297 = add nsw i64 %5293, %5296
-  %5298 = add nsw i64 %5297, 27
-  %5299 = add nsw i64 %5298, %relu1_grad.ix2231775
-  %arena1776 = getelementptr inbounds float, ptr %arena, i64 %5299
-  %5300 = load float, ptr %arena1776, align 4
-  store float %5300, ptr %relu1_grad.sum224, align 4
+  %5116 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5117 = add nsw i64 %5116, 1
+  %5118 = mul nsw i64 %5117, 12544
+  %5119 = add nsw i64 7251216, %5118
+  %5120 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5121 = add nsw i64 %5119, %5120
+  %5122 = add nsw i64 %relu1_grad.iy2191768, 1
+  %5123 = add nsw i64 %5122, 1
+  %5124 = mul nsw i64 %5123, 28
+  %5125 = add nsw i64 %5121, %5124
+  %5126 = add nsw i64 %5125, %relu1_grad.ix2201769
+  %arena1771 = getelementptr inbounds float, ptr %arena, i64 %5126
+  %5127 = load float, ptr %arena1771, align 4
+  %5128 = fadd float %sum221, %5127
+  store float %5128, ptr %relu1_grad.sum222, align 4
+  %sum222 = load float, ptr %relu1_grad.sum222, align 4
+  %5129 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5130 = add nsw i64 %5129, 3
+  %5131 = mul nsw i64 %5130, 12544
+  %5132 = add nsw i64 7251216, %5131
+  %5133 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5134 = add nsw i64 %5132, %5133
+  %5135 = add nsw i64 %relu1_grad.iy2191768, 1
+  %5136 = mul nsw i64 %5135, 28
+  %5137 = add nsw i64 %5134, %5136
+  %5138 = add nsw i64 %5137, 1
+  %5139 = add nsw i64 %5138, %relu1_grad.ix2201769
+  %arena1772 = getelementptr inbounds float, ptr %arena, i64 %5139
+  %5140 = load float, ptr %arena1772, align 4
+  %5141 = fadd float %sum222, %5140
+  store float %5141, ptr %relu1_grad.sum223, align 4
+  %sum223 = load float, ptr %relu1_grad.sum223, align 4
+  %5142 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5143 = add nsw i64 %5142, 4
+  %5144 = mul nsw i64 %5143, 12544
+  %5145 = add nsw i64 7251216, %5144
+  %5146 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5147 = add nsw i64 %5145, %5146
+  %5148 = add nsw i64 %relu1_grad.iy2191768, 1
+  %5149 = mul nsw i64 %5148, 28
+  %5150 = add nsw i64 %5147, %5149
+  %5151 = add nsw i64 %5150, %relu1_grad.ix2201769
+  %arena1773 = getelementptr inbounds float, ptr %arena, i64 %5151
+  %5152 = load float, ptr %arena1773, align 4
+  %5153 = fadd float %sum223, %5152
+  store float %5153, ptr %relu1_grad.sum224, align 4
   %sum224 = load float, ptr %relu1_grad.sum224, align 4
-  %5301 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5302 = add nsw i64 %5301, 2
-  %5303 = mul nsw i64 %5302, 12544
-  %5304 = add nsw i64 7251216, %5303
-  %5305 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5306 = add nsw i64 %5304, %5305
-  %5307 = add nsw i64 %relu1_grad.iy2221774, 1
-  %5308 = add nsw i64 %5307, 1
-  %5309 = mul nsw i64 %5308, 28
-  %5310 = add nsw i64 %5306, %5309
-  %5311 = add nsw i64 %5310, 26
-  %5312 = add nsw i64 %5311, %relu1_grad.ix2231775
-  %arena1777 = getelementptr inbounds float, ptr %arena, i64 %5312
-  %5313 = load float, ptr %arena1777, align 4
-  %5314 = fadd float %sum224, %5313
-  store float %5314, ptr %relu1_grad.sum225, align 4
+  %5154 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5155 = add nsw i64 %5154, 6
+  %5156 = mul nsw i64 %5155, 12544
+  %5157 = add nsw i64 7251216, %5156
+  %5158 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5159 = add nsw i64 %5157, %5158
+  %5160 = add nsw i64 %relu1_grad.iy2191768, 1
+  %5161 = add nsw i64 %5160, -1
+  %5162 = mul nsw i64 %5161, 28
+  %5163 = add nsw i64 %5159, %5162
+  %5164 = add nsw i64 %5163, 1
+  %5165 = add nsw i64 %5164, %relu1_grad.ix2201769
+  %arena1774 = getelementptr inbounds float, ptr %arena, i64 %5165
+  %5166 = load float, ptr %arena1774, align 4
+  %5167 = fadd float %sum224, %5166
+  store float %5167, ptr %relu1_grad.sum225, align 4
   %sum225 = load float, ptr %relu1_grad.sum225, align 4
-  %5315 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5316 = add nsw i64 %5315, 4
-  %5317 = mul nsw i64 %5316, 12544
-  %5318 = add nsw i64 7251216, %5317
-  %5319 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5320 = add nsw i64 %5318, %5319
-  %5321 = add nsw i64 %relu1_grad.iy2221774, 1
-  %5322 = mul nsw i64 %5321, 28
-  %5323 = add nsw i64 %5320, %5322
-  %5324 = add nsw i64 %5323, 27
-  %5325 = add nsw i64 %5324, %relu1_grad.ix2231775
-  %arena1778 = getelementptr inbounds float, ptr %arena, i64 %5325
-  %5326 = load float, ptr %arena1778, align 4
-  %5327 = fadd float %sum225, %5326
-  store float %5327, ptr %relu1_grad.sum226, align 4
+  %5168 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5169 = add nsw i64 %5168, 7
+  %5170 = mul nsw i64 %5169, 12544
+  %5171 = add nsw i64 7251216, %5170
+  %5172 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5173 = add nsw i64 %5171, %5172
+  %5174 = add nsw i64 %relu1_grad.iy2191768, 1
+  %5175 = add nsw i64 %5174, -1
+  %5176 = mul nsw i64 %5175, 28
+  %5177 = add nsw i64 %5173, %5176
+  %5178 = add nsw i64 %5177, %relu1_grad.ix2201769
+  %arena1775 = getelementptr inbounds float, ptr %arena, i64 %5178
+  %5179 = load float, ptr %arena1775, align 4
+  %5180 = fadd float %sum225, %5179
+  store float %5180, ptr %relu1_grad.sum226, align 4
   %sum226 = load float, ptr %relu1_grad.sum226, align 4
-  %5328 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5329 = add nsw i64 %5328, 5
-  %5330 = mul nsw i64 %5329, 12544
-  %5331 = add nsw i64 7251216, %5330
-  %5332 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5333 = add nsw i64 %5331, %5332
-  %5334 = add nsw i64 %relu1_grad.iy2221774, 1
-  %5335 = mul nsw i64 %5334, 28
-  %5336 = add nsw i64 %5333, %5335
-  %5337 = add nsw i64 %5336, 26
-  %5338 = add nsw i64 %5337, %relu1_grad.ix2231775
-  %arena1779 = getelementptr inbounds float, ptr %arena, i64 %5338
-  %5339 = load float, ptr %arena1779, align 4
-  %5340 = fadd float %sum226, %5339
-  store float %5340, ptr %relu1_grad.sum227, align 4
-  %sum227 = load float, ptr %relu1_grad.sum227, align 4
-  %5341 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5342 = add nsw i64 %5341, 7
-  %5343 = mul nsw i64 %5342, 12544
-  %5344 = add nsw i64 7251216, %5343
-  %5345 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5346 = add nsw i64 %5344, %5345
-  %5347 = add nsw i64 %relu1_grad.iy2221774, 1
-  %5348 = add nsw i64 %5347, -1
-  %5349 = mul nsw i64 %5348, 28
-  %5350 = add nsw i64 %5346, %5349
-  %5351 = add nsw i64 %5350, 27
-  %5352 = add nsw i64 %5351, %relu1_grad.ix2231775
-  %arena1780 = getelementptr inbounds float, ptr %arena, i64 %5352
-  %5353 = load float, ptr %arena1780, align 4
-  %5354 = fadd float %sum227, %5353
-  store float %5354, ptr %relu1_grad.sum228, align 4
-  %sum228 = load float, ptr %relu1_grad.sum228, align 4
-  %5355 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5356 = add nsw i64 %5355, 8
-  %5357 = mul nsw i64 %5356, 12544
-  %5358 = add nsw i64 7251216, %5357
-  %5359 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5360 = add nsw i64 %5358, %5359
-  %5361 = add nsw i64 %relu1_grad.iy2221774, 1
-  %5362 = add nsw i64 %5361, -1
-  %5363 = mul nsw i64 %5362, 28
-  %5364 = add nsw i64 %5360, %5363
-  %5365 = add nsw i64 %5364, 26
-  %5366 = add nsw i64 %5365, %relu1_grad.ix2231775
-  %arena1781 = getelementptr inbounds float, ptr %arena, i64 %5366
-  %5367 = load float, ptr %arena1781, align 4
-  %5368 = fadd float %sum228, %5367
-  store float %5368, ptr %relu1_grad.sum229, align 4
+  %5181 = mul nsw i64 %relu1_grad.g1891638, 16
+  %5182 = add nsw i64 %5181, %relu1_grad.j1971743
+  %5183 = mul nsw i64 %5182, 25088
+  %5184 = add nsw i64 1605632, %5183
+  %5185 = mul nsw i64 %relu1_grad.c1981744, 784
+  %5186 = add nsw i64 %5184, %5185
+  %5187 = add nsw i64 %relu1_grad.iy2191768, 1
+  %5188 = mul nsw i64 %5187, 28
+  %5189 = add nsw i64 %5186, %5188
+  %5190 = add nsw i64 %5189, %relu1_grad.ix2201769
+  %arena1776 = getelementptr inbounds float, ptr %arena, i64 %5190
+  store float %sum226, ptr %arena1776, align 4
+  %ix220.next = add nsw i64 %relu1_grad.ix2201769, 1
+  %5191 = icmp slt i64 %ix220.next, 1
+  br i1 %5191, label %relu1_grad.ix220, label %relu1_grad.ix220.end
+
+relu1_grad.ix220.end:                             ; preds = %relu1_grad.ix220
+  %iy219.next = add nsw i64 %relu1_grad.iy2191768, 1
+  %5192 = icmp slt i64 %iy219.next, 26
+  br i1 %5192, label %relu1_grad.iy219, label %relu1_grad.iy219.end
+
+relu1_grad.iy227:                                 ; preds = %relu1_grad.ix228.end, %relu1_grad.iy219.end
+  %relu1_grad.iy2271777 = phi i64 [ 0, %relu1_grad.iy219.end ], [ %iy227.next, %relu1_grad.ix228.end ]
+  br label %relu1_grad.ix228
+
+relu1_grad.iy227.end:                             ; preds = %relu1_grad.ix228.end
+  br label %relu1_grad.iy238
+
+relu1_grad.ix228:                                 ; preds = %relu1_grad.ix228, %relu1_grad.iy227
+  %relu1_grad.ix2281778 = phi i64 [ 0, %relu1_grad.iy227 ], [ %ix228.next, %relu1_grad.ix228 ]
+  %5193 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5194 = mul nsw i64 %5193, 12544
+  %5195 = add nsw i64 7251216, %5194
+  %5196 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5197 = add nsw i64 %5195, %5196
+  %5198 = add nsw i64 %relu1_grad.iy2271777, 1
+  %5199 = add nsw i64 %5198, 1
+  %5200 = mul nsw i64 %5199, 28
+  %5201 = add nsw i64 %5197, %5200
+  %5202 = add nsw i64 %5201, 2
+  %5203 = add nsw i64 %5202, %relu1_grad.ix2281778
+  %arena1779 = getelementptr inbounds float, ptr %arena, i64 %5203
+  %5204 = load float, ptr %arena1779, align 4
+  store float %5204, ptr %relu1_grad.sum229, align 4
   %sum229 = load float, ptr %relu1_grad.sum229, align 4
-  %5369 = mul nsw i64 %relu1_grad.g1731623, 16
-  %5370 = add nsw i64 %5369, %relu1_grad.j1811728
-  %5371 = mul nsw i64 %5370, 25088
-  %5372 = add nsw i64 1605632, %5371
-  %5373 = mul nsw i64 %relu1_grad.c1821729, 784
-  %5374 = add nsw i64 %5372, %5373
-  %5375 = add nsw i64 %relu1_grad.iy2221774, 1
-  %5376 = mul nsw i64 %5375, 28
-  %5377 = add nsw i64 %5374, %5376
-  %5378 = add nsw i64 %5377, 27
-  %5379 = add nsw i64 %5378, %relu1_grad.ix2231775
-  %arena1782 = getelementptr inbounds float, ptr %arena, i64 %5379
-  store float %sum229, ptr %arena1782, align 4
-  %ix223.next = add nsw i64 %relu1_grad.ix2231775, 1
-  %5380 = icmp slt i64 %ix223.next, 1
-  br i1 %5380, label %relu1_grad.ix223, label %relu1_grad.ix223.end
-
-relu1_grad.ix223.end:                             ; preds = %relu1_grad.ix223
-  %iy222.next = add nsw i64 %relu1_grad.iy2221774, 1
-  %5381 = icmp slt i64 %iy222.next, 26
-  br i1 %5381, label %relu1_grad.iy222, label %relu1_grad.iy222.end
-
-relu1_grad.iy230:                                 ; preds = %relu1_grad.ix231.end, %relu1_grad.iy222.end
-  %relu1_grad.iy2301783 = phi i64 [ 0, %relu1_grad.iy222.end ], [ %iy230.next, %relu1_grad.ix231.end ]
-  br label %relu1_grad.ix231
-
-relu1_grad.iy230.end:                             ; preds = %relu1_grad.ix231.end
-  br label %relu1_grad.iy236
-
-relu1_grad.ix231:                                 ; preds = %relu1_grad.ix231, %relu1_grad.iy230
-  %relu1_grad.ix2311784 = phi i64 [ 0, %relu1_grad.iy230 ], [ %ix231.next, %relu1_grad.ix231 ]
-  %5382 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5383 = add nsw i64 %5382, 3
-  %5384 = mul nsw i64 %5383, 12544
-  %5385 = add nsw i64 7251216, %5384
-  %5386 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5387 = add nsw i64 %5385, %5386
-  %5388 = add nsw i64 %relu1_grad.iy2301783, 27
-  %5389 = mul nsw i64 %5388, 28
-  %5390 = add nsw i64 %5387, %5389
-  %5391 = add nsw i64 %5390, 1
-  %5392 = add nsw i64 %5391, %relu1_grad.ix2311784
-  %arena1785 = getelementptr inbounds float, ptr %arena, i64 %5392
-  %5393 = load float, ptr %arena1785, align 4
-  store float %5393, ptr %relu1_grad.sum232, align 4
+  %5205 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5206 = add nsw i64 %5205, 1
+  %5207 = mul nsw i64 %5206, 12544
+  %5208 = add nsw i64 7251216, %5207
+  %5209 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5210 = add nsw i64 %5208, %5209
+  %5211 = add nsw i64 %relu1_grad.iy2271777, 1
+  %5212 = add nsw i64 %5211, 1
+  %5213 = mul nsw i64 %5212, 28
+  %5214 = add nsw i64 %5210, %5213
+  %5215 = add nsw i64 %5214, 1
+  %5216 = add nsw i64 %5215, %relu1_grad.ix2281778
+  %arena1780 = getelementptr inbounds float, ptr %arena, i64 %5216
+  %5217 = load float, ptr %arena1780, align 4
+  %5218 = fadd float %sum229, %5217
+  store float %5218, ptr %relu1_grad.sum230, align 4
+  %sum230 = load float, ptr %relu1_grad.sum230, align 4
+  %5219 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5220 = add nsw i64 %5219, 2
+  %5221 = mul nsw i64 %5220, 12544
+  %5222 = add nsw i64 7251216, %5221
+  %5223 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5224 = add nsw i64 %5222, %5223
+  %5225 = add nsw i64 %relu1_grad.iy2271777, 1
+  %5226 = add nsw i64 %5225, 1
+  %5227 = mul nsw i64 %5226, 28
+  %5228 = add nsw i64 %5224, %5227
+  %5229 = add nsw i64 %5228, %relu1_grad.ix2281778
+  %arena1781 = getelementptr inbounds float, ptr %arena, i64 %5229
+  %5230 = load float, ptr %arena1781, align 4
+  %5231 = fadd float %sum230, %5230
+  store float %5231, ptr %relu1_grad.sum231, align 4
+  %sum231 = load float, ptr %relu1_grad.sum231, align 4
+  %5232 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5233 = add nsw i64 %5232, 3
+  %5234 = mul nsw i64 %5233, 12544
+  %5235 = add nsw i64 7251216, %5234
+  %5236 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5237 = add nsw i64 %5235, %5236
+  %5238 = add nsw i64 %relu1_grad.iy2271777, 1
+  %5239 = mul nsw i64 %5238, 28
+  %5240 = add nsw i64 %5237, %5239
+  %5241 = add nsw i64 %5240, 2
+  %5242 = add nsw i64 %5241, %relu1_grad.ix2281778
+  %arena1782 = getelementptr inbounds float, ptr %arena, i64 %5242
+  %5243 = load float, ptr %arena1782, align 4
+  %5244 = fadd float %sum231, %5243
+  store float %5244, ptr %relu1_grad.sum232, align 4
   %sum232 = load float, ptr %relu1_grad.sum232, align 4
-  %5394 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5395 = add nsw i64 %5394, 4
-  %5396 = mul nsw i64 %5395, 12544
-  %5397 = add nsw i64 7251216, %5396
-  %5398 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5399 = add nsw i64 %5397, %5398
-  %5400 = add nsw i64 %relu1_grad.iy2301783, 27
-  %5401 = mul nsw i64 %5400, 28
-  %5402 = add nsw i64 %5399, %5401
-  %5403 = add nsw i64 %5402, %relu1_grad.ix2311784
-  %arena1786 = getelementptr inbounds float, ptr %arena, i64 %5403
-  %5404 = load float, ptr %arena1786, align 4
-  %5405 = fadd float %sum232, %5404
-  store float %5405, ptr %relu1_grad.sum233, align 4
+  %5245 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5246 = add nsw i64 %5245, 4
+  %5247 = mul nsw i64 %5246, 12544
+  %5248 = add nsw i64 7251216, %5247
+  %5249 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5250 = add nsw i64 %5248, %5249
+  %5251 = add nsw i64 %relu1_grad.iy2271777, 1
+  %5252 = mul nsw i64 %5251, 28
+  %5253 = add nsw i64 %5250, %5252
+  %5254 = add nsw i64 %5253, 1
+  %5255 = add nsw i64 %5254, %relu1_grad.ix2281778
+  %arena1783 = getelementptr inbounds float, ptr %arena, i64 %5255
+  %5256 = load float, ptr %arena1783, align 4
+  %5257 = fadd float %sum232, %5256
+  store float %5257, ptr %relu1_grad.sum233, align 4
   %sum233 = load float, ptr %relu1_grad.sum233, align 4
-  %5406 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5407 = add nsw i64 %5406, 6
-  %5408 = mul nsw i64 %5407, 12544
-  %5409 = add nsw i64 7251216, %5408
-  %5410 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5411 = add nsw i64 %5409, %5410
-  %5412 = add nsw i64 %relu1_grad.iy2301783, 27
-  %5413 = add nsw i64 %5412, -1
-  %5414 = mul nsw i64 %5413, 28
-  %5415 = add nsw i64 %5411, %5414
-  %5416 = add nsw i64 %5415, 1
-  %5417 = add nsw i64 %5416, %relu1_grad.ix2311784
-  %arena1787 = getelementptr inbounds float, ptr %arena, i64 %5417
-  %5418 = load float, ptr %arena1787, align 4
-  %5419 = fadd float %sum233, %5418
-  store float %5419, ptr %relu1_grad.sum234, align 4
+  %5258 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5259 = add nsw i64 %5258, 5
+  %5260 = mul nsw i64 %5259, 12544
+  %5261 = add nsw i64 7251216, %5260
+  %5262 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5263 = add nsw i64 %5261, %5262
+  %5264 = add nsw i64 %relu1_grad.iy2271777, 1
+  %5265 = mul nsw i64 %5264, 28
+  %5266 = add nsw i64 %5263, %5265
+  %5267 = add nsw i64 %5266, %relu1_grad.ix2281778
+  %arena1784 = getelementptr inbounds float, ptr %arena, i64 %5267
+  %5268 = load float, ptr %arena1784, align 4
+  %5269 = fadd float %sum233, %5268
+  store float %5269, ptr %relu1_grad.sum234, align 4
   %sum234 = load float, ptr %relu1_grad.sum234, align 4
-  %5420 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5421 = add nsw i64 %5420, 7
-  %5422 = mul nsw i64 %5421, 12544
-  %5423 = add nsw i64 7251216, %5422
-  %5424 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5425 = add nsw i64 %5423, %5424
-  %5426 = add nsw i64 %relu1_grad.iy2301783, 27
-  %5427 = add nsw i64 %5426, -1
-  %5428 = mul nsw i64 %5427, 28
-  %5429 = add nsw i64 %5425, %5428
-  %5430 = add nsw i64 %5429, %relu1_grad.ix2311784
-  %arena1788 = getelementptr inbounds float, ptr %arena, i64 %5430
-  %5431 = load float, ptr %arena1788, align 4
-  %5432 = fadd float %sum234, %5431
-  store float %5432, ptr %relu1_grad.sum235, align 4
+  %5270 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5271 = add nsw i64 %5270, 6
+  %5272 = mul nsw i64 %5271, 12544
+  %5273 = add nsw i64 7251216, %5272
+  %5274 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5275 = add nsw i64 %5273, %5274
+  %5276 = add nsw i64 %relu1_grad.iy2271777, 1
+  %5277 = add nsw i64 %5276, -1
+  %5278 = mul nsw i64 %5277, 28
+  %5279 = add nsw i64 %5275, %5278
+  %5280 = add nsw i64 %5279, 2
+  %5281 = add nsw i64 %5280, %relu1_grad.ix2281778
+  %arena1785 = getelementptr inbounds float, ptr %arena, i64 %5281
+  %5282 = load float, ptr %arena1785, align 4
+  %5283 = fadd float %sum234, %5282
+  store float %5283, ptr %relu1_grad.sum235, align 4
   %sum235 = load float, ptr %relu1_grad.sum235, align 4
-  %5433 = mul nsw i64 %relu1_grad.g1731623, 16
-  %5434 = add nsw i64 %5433, %relu1_grad.j1811728
-  %5435 = mul nsw i64 %5434, 25088
-  %5436 = add nsw i64 1605632, %5435
-  %5437 = mul nsw i64 %relu1_grad.c1821729, 784
-  %5438 = add nsw i64 %5436, %5437
-  %5439 = add nsw i64 %relu1_grad.iy2301783, 27
-  %5440 = mul nsw i64 %5439, 28
-  %5441 = add nsw i64 %5438, %5440
-  %5442 = add nsw i64 %5441, %relu1_grad.ix2311784
-  %arena1789 = getelementptr inbounds float, ptr %arena, i64 %5442
-  store float %sum235, ptr %arena1789, align 4
-  %ix231.next = add nsw i64 %relu1_grad.ix2311784, 1
-  %5443 = icmp slt i64 %ix231.next, 1
-  br i1 %5443, label %relu1_grad.ix231, label %relu1_grad.ix231.end
+  %5284 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5285 = add nsw i64 %5284, 7
+  %5286 = mul nsw i64 %5285, 12544
+  %5287 = add nsw i64 7251216, %5286
+  %5288 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5289 = add nsw i64 %5287, %5288
+  %5290 = add nsw i64 %relu1_grad.iy2271777, 1
+  %5291 = add nsw i64 %5290, -1
+  %5292 = mul nsw i64 %5291, 28
+  %5293 = add nsw i64 %5289, %5292
+  %5294 = add nsw i64 %5293, 1
+  %5295 = add nsw i64 %5294, %relu1_grad.ix2281778
+  %arena1786 = getelementptr inbounds float, ptr %arena, i64 %5295
+  %5296 = load float, ptr %arena1786, align 4
+  %5297 = fadd float %sum235, %5296
+  store float %5297, ptr %relu1_grad.sum236, align 4
+  %sum236 = load float, ptr %relu1_grad.sum236, align 4
+  %5298 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5299 = add nsw i64 %5298, 8
+  %5300 = mul nsw i64 %5299, 12544
+  %5301 = add nsw i64 7251216, %5300
+  %5302 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5303 = add nsw i64 %5301, %5302
+  %5304 = add nsw i64 %relu1_grad.iy2271777, 1
+  %5305 = add nsw i64 %5304, -1
+  %5306 = mul nsw i64 %5305, 28
+  %5307 = add nsw i64 %5303, %5306
+  %5308 = add nsw i64 %5307, %relu1_grad.ix2281778
+  %arena1787 = getelementptr inbounds float, ptr %arena, i64 %5308
+  %5309 = load float, ptr %arena1787, align 4
+  %5310 = fadd float %sum236, %5309
+  store float %5310, ptr %relu1_grad.sum237, align 4
+  %sum237 = load float, ptr %relu1_grad.sum237, align 4
+  %5311 = mul nsw i64 %relu1_grad.g1891638, 16
+  %5312 = add nsw i64 %5311, %relu1_grad.j1971743
+  %5313 = mul nsw i64 %5312, 25088
+  %5314 = add nsw i64 1605632, %5313
+  %5315 = mul nsw i64 %relu1_grad.c1981744, 784
+  %5316 = add nsw i64 %5314, %5315
+  %5317 = add nsw i64 %relu1_grad.iy2271777, 1
+  %5318 = mul nsw i64 %5317, 28
+  %5319 = add nsw i64 %5316, %5318
+  %5320 = add nsw i64 %5319, 1
+  %5321 = add nsw i64 %5320, %relu1_grad.ix2281778
+  %arena1788 = getelementptr inbounds float, ptr %arena, i64 %5321
+  store float %sum237, ptr %arena1788, align 4
+  %ix228.next = add nsw i64 %relu1_grad.ix2281778, 1
+  %5322 = icmp slt i64 %ix228.next, 26
+  br i1 %5322, label %relu1_grad.ix228, label %relu1_grad.ix228.end
 
-relu1_grad.ix231.end:                             ; preds = %relu1_grad.ix231
-  %iy230.next = add nsw i64 %relu1_grad.iy2301783, 1
-  %5444 = icmp slt i64 %iy230.next, 1
-  br i1 %5444, label %relu1_grad.iy230, label %relu1_grad.iy230.end
+relu1_grad.ix228.end:                             ; preds = %relu1_grad.ix228
+  %iy227.next = add nsw i64 %relu1_grad.iy2271777, 1
+  %5323 = icmp slt i64 %iy227.next, 26
+  br i1 %5323, label %relu1_grad.iy227, label %relu1_grad.iy227.end
 
-relu1_grad.iy236:                                 ; preds = %relu1_grad.ix237.end, %relu1_grad.iy230.end
-  %relu1_grad.iy2361790 = phi i64 [ 0, %relu1_grad.iy230.end ], [ %iy236.next, %relu1_grad.ix237.end ]
-  br label %relu1_grad.ix237
+relu1_grad.iy238:                                 ; preds = %relu1_grad.ix239.end, %relu1_grad.iy227.end
+  %relu1_grad.iy2381789 = phi i64 [ 0, %relu1_grad.iy227.end ], [ %iy238.next, %relu1_grad.ix239.end ]
+  br label %relu1_grad.ix239
 
-relu1_grad.iy236.end:                             ; preds = %relu1_grad.ix237.end
-  br label %relu1_grad.iy244
+relu1_grad.iy238.end:                             ; preds = %relu1_grad.ix239.end
+  br label %relu1_grad.iy246
 
-relu1_grad.ix237:                                 ; preds = %relu1_grad.ix237, %relu1_grad.iy236
-  %relu1_grad.ix2371791 = phi i64 [ 0, %relu1_grad.iy236 ], [ %ix237.next, %relu1_grad.ix237 ]
-  %5445 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5446 = add nsw i64 %5445, 3
-  %5447 = mul nsw i64 %5446, 12544
-  %5448 = add nsw i64 7251216, %5447
-  %5449 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5450 = add nsw i64 %5448, %5449
-  %5451 = add nsw i64 %relu1_grad.iy2361790, 27
-  %5452 = mul nsw i64 %5451, 28
-  %5453 = add nsw i64 %5450, %5452
-  %5454 = add nsw i64 %5453, 2
-  %5455 = add nsw i64 %5454, %relu1_grad.ix2371791
-  %arena1792 = getelementptr inbounds float, ptr %arena, i64 %5455
-  %5456 = load float, ptr %arena1792, align 4
-  store float %5456, ptr %relu1_grad.sum238, align 4
-  %sum238 = load float, ptr %relu1_grad.sum238, align 4
-  %5457 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5458 = add nsw i64 %5457, 4
-  %5459 = mul nsw i64 %5458, 12544
-  %5460 = add nsw i64 7251216, %5459
-  %5461 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5462 = add nsw i64 %5460, %5461
-  %5463 = add nsw i64 %relu1_grad.iy2361790, 27
-  %5464 = mul nsw i64 %5463, 28
-  %5465 = add nsw i64 %5462, %5464
-  %5466 = add nsw i64 %5465, 1
-  %5467 = add nsw i64 %5466, %relu1_grad.ix2371791
-  %arena1793 = getelementptr inbounds float, ptr %arena, i64 %5467
-  %5468 = load float, ptr %arena1793, align 4
-  %5469 = fadd float %sum238, %5468
-  store float %5469, ptr %relu1_grad.sum239, align 4
-  %sum239 = load float, ptr %relu1_grad.sum239, align 4
-  %5470 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5471 = add nsw i64 %5470, 5
-  %5472 = mul nsw i64 %5471, 12544
-  %5473 = add nsw i64 7251216, %5472
-  %5474 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5475 = add nsw i64 %5473, %5474
-  %5476 = add nsw i64 %relu1_grad.iy2361790, 27
-  %5477 = mul nsw i64 %5476, 28
-  %5478 = add nsw i64 %5475, %5477
-  %5479 = add nsw i64 %5478, %relu1_grad.ix2371791
-  %arena1794 = getelementptr inbounds float, ptr %arena, i64 %5479
-  %5480 = load float, ptr %arena1794, align 4
-  %5481 = fadd float %sum239, %5480
-  store float %5481, ptr %relu1_grad.sum240, align 4
+relu1_grad.ix239:                                 ; preds = %relu1_grad.ix239, %relu1_grad.iy238
+  %relu1_grad.ix2391790 = phi i64 [ 0, %relu1_grad.iy238 ], [ %ix239.next, %relu1_grad.ix239 ]
+  %5324 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5325 = add nsw i64 %5324, 1
+  %5326 = mul nsw i64 %5325, 12544
+  %5327 = add nsw i64 7251216, %5326
+  %5328 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5329 = add nsw i64 %5327, %5328
+  %5330 = add nsw i64 %relu1_grad.iy2381789, 1
+  %5331 = add nsw i64 %5330, 1
+  %5332 = mul nsw i64 %5331, 28
+  %5333 = add nsw i64 %5329, %5332
+  %5334 = add nsw i64 %5333, 27
+  %5335 = add nsw i64 %5334, %relu1_grad.ix2391790
+  %arena1791 = getelementptr inbounds float, ptr %arena, i64 %5335
+  %5336 = load float, ptr %arena1791, align 4
+  store float %5336, ptr %relu1_grad.sum240, align 4
   %sum240 = load float, ptr %relu1_grad.sum240, align 4
-  %5482 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5483 = add nsw i64 %5482, 6
-  %5484 = mul nsw i64 %5483, 12544
-  %5485 = add nsw i64 7251216, %5484
-  %5486 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5487 = add nsw i64 %5485, %5486
-  %5488 = add nsw i64 %relu1_grad.iy2361790, 27
-  %5489 = add nsw i64 %5488, -1
-  %5490 = mul nsw i64 %5489, 28
-  %5491 = add nsw i64 %5487, %5490
-  %5492 = add nsw i64 %5491, 2
-  %5493 = add nsw i64 %5492, %relu1_grad.ix2371791
-  %arena1795 = getelementptr inbounds float, ptr %arena, i64 %5493
-  %5494 = load float, ptr %arena1795, align 4
-  %5495 = fadd float %sum240, %5494
-  store float %5495, ptr %relu1_grad.sum241, align 4
+  %5337 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5338 = add nsw i64 %5337, 2
+  %5339 = mul nsw i64 %5338, 12544
+  %5340 = add nsw i64 7251216, %5339
+  %5341 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5342 = add nsw i64 %5340, %5341
+  %5343 = add nsw i64 %relu1_grad.iy2381789, 1
+  %5344 = add nsw i64 %5343, 1
+  %5345 = mul nsw i64 %5344, 28
+  %5346 = add nsw i64 %5342, %5345
+  %5347 = add nsw i64 %5346, 26
+  %5348 = add nsw i64 %5347, %relu1_grad.ix2391790
+  %arena1792 = getelementptr inbounds float, ptr %arena, i64 %5348
+  %5349 = load float, ptr %arena1792, align 4
+  %5350 = fadd float %sum240, %5349
+  store float %5350, ptr %relu1_grad.sum241, align 4
   %sum241 = load float, ptr %relu1_grad.sum241, align 4
-  %5496 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5497 = add nsw i64 %5496, 7
-  %5498 = mul nsw i64 %5497, 12544
-  %5499 = add nsw i64 7251216, %5498
-  %5500 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5501 = add nsw i64 %5499, %5500
-  %5502 = add nsw i64 %relu1_grad.iy2361790, 27
-  %5503 = add nsw i64 %5502, -1
-  %5504 = mul nsw i64 %5503, 28
-  %5505 = add nsw i64 %5501, %5504
-  %5506 = add nsw i64 %5505, 1
-  %5507 = add nsw i64 %5506, %relu1_grad.ix2371791
-  %arena1796 = getelementptr inbounds float, ptr %arena, i64 %5507
-  %5508 = load float, ptr %arena1796, align 4
-  %5509 = fadd float %sum241, %5508
-  store float %5509, ptr %relu1_grad.sum242, align 4
+  %5351 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5352 = add nsw i64 %5351, 4
+  %5353 = mul nsw i64 %5352, 12544
+  %5354 = add nsw i64 7251216, %5353
+  %5355 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5356 = add nsw i64 %5354, %5355
+  %5357 = add nsw i64 %relu1_grad.iy2381789, 1
+  %5358 = mul nsw i64 %5357, 28
+  %5359 = add nsw i64 %5356, %5358
+  %5360 = add nsw i64 %5359, 27
+  %5361 = add nsw i64 %5360, %relu1_grad.ix2391790
+  %arena1793 = getelementptr inbounds float, ptr %arena, i64 %5361
+  %5362 = load float, ptr %arena1793, align 4
+  %5363 = fadd float %sum241, %5362
+  store float %5363, ptr %relu1_grad.sum242, align 4
   %sum242 = load float, ptr %relu1_grad.sum242, align 4
-  %5510 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5511 = add nsw i64 %5510, 8
-  %5512 = mul nsw i64 %5511, 12544
-  %5513 = add nsw i64 7251216, %5512
-  %5514 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5515 = add nsw i64 %5513, %5514
-  %5516 = add nsw i64 %relu1_grad.iy2361790, 27
-  %5517 = add nsw i64 %5516, -1
-  %5518 = mul nsw i64 %5517, 28
-  %5519 = add nsw i64 %5515, %5518
-  %5520 = add nsw i64 %5519, %relu1_grad.ix2371791
-  %arena1797 = getelementptr inbounds float, ptr %arena, i64 %5520
-  %5521 = load float, ptr %arena1797, align 4
-  %5522 = fadd float %sum242, %5521
-  store float %5522, ptr %relu1_grad.sum243, align 4
+  %5364 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5365 = add nsw i64 %5364, 5
+  %5366 = mul nsw i64 %5365, 12544
+  %5367 = add nsw i64 7251216, %5366
+  %5368 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5369 = add nsw i64 %5367, %5368
+  %5370 = add nsw i64 %relu1_grad.iy2381789, 1
+  %5371 = mul nsw i64 %5370, 28
+  %5372 = add nsw i64 %5369, %5371
+  %5373 = add nsw i64 %5372, 26
+  %5374 = add nsw i64 %5373, %relu1_grad.ix2391790
+  %arena1794 = getelementptr inbounds float, ptr %arena, i64 %5374
+  %5375 = load float, ptr %arena1794, align 4
+  %5376 = fadd float %sum242, %5375
+  store float %5376, ptr %relu1_grad.sum243, align 4
   %sum243 = load float, ptr %relu1_grad.sum243, align 4
-  %5523 = mul nsw i64 %relu1_grad.g1731623, 16
-  %5524 = add nsw i64 %5523, %relu1_grad.j1811728
-  %5525 = mul nsw i64 %5524, 25088
-  %5526 = add nsw i64 1605632, %5525
-  %5527 = mul nsw i64 %relu1_grad.c1821729, 784
-  %5528 = add nsw i64 %5526, %5527
-  %5529 = add nsw i64 %relu1_grad.iy2361790, 27
-  %5530 = mul nsw i64 %5529, 28
-  %5531 = add nsw i64 %5528, %5530
-  %5532 = add nsw i64 %5531, 1
-  %5533 = add nsw i64 %5532, %relu1_grad.ix2371791
-  %arena1798 = getelementptr inbounds float, ptr %arena, i64 %5533
-  store float %sum243, ptr %arena1798, align 4
-  %ix237.next = add nsw i64 %relu1_grad.ix2371791, 1
-  %5534 = icmp slt i64 %ix237.next, 26
-  br i1 %5534, label %relu1_grad.ix237, label %relu1_grad.ix237.end
+  %5377 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5378 = add nsw i64 %5377, 7
+  %5379 = mul nsw i64 %5378, 12544
+  %5380 = add nsw i64 7251216, %5379
+  %5381 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5382 = add nsw i64 %5380, %5381
+  %5383 = add nsw i64 %relu1_grad.iy2381789, 1
+  %5384 = add nsw i64 %5383, -1
+  %5385 = mul nsw i64 %5384, 28
+  %5386 = add nsw i64 %5382, %5385
+  %5387 = add nsw i64 %5386, 27
+  %5388 = add nsw i64 %5387, %relu1_grad.ix2391790
+  %arena1795 = getelementptr inbounds float, ptr %arena, i64 %5388
+  %5389 = load float, ptr %arena1795, align 4
+  %5390 = fadd float %sum243, %5389
+  store float %5390, ptr %relu1_grad.sum244, align 4
+  %sum244 = load float, ptr %relu1_grad.sum244, align 4
+  %5391 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5392 = add nsw i64 %5391, 8
+  %5393 = mul nsw i64 %5392, 12544
+  %5394 = add nsw i64 7251216, %5393
+  %5395 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5396 = add nsw i64 %5394, %5395
+  %5397 = add nsw i64 %relu1_grad.iy2381789, 1
+  %5398 = add nsw i64 %5397, -1
+  %5399 = mul nsw i64 %5398, 28
+  %5400 = add nsw i64 %5396, %5399
+  %5401 = add nsw i64 %5400, 26
+  %5402 = add nsw i64 %5401, %relu1_grad.ix2391790
+  %arena1796 = getelementptr inbounds float, ptr %arena, i64 %5402
+  %5403 = load float, ptr %arena1796, align 4
+  %5404 = fadd float %sum244, %5403
+  store float %5404, ptr %relu1_grad.sum245, align 4
+  %sum245 = load float, ptr %relu1_grad.sum245, align 4
+  %5405 = mul nsw i64 %relu1_grad.g1891638, 16
+  %5406 = add nsw i64 %5405, %relu1_grad.j1971743
+  %5407 = mul nsw i64 %5406, 25088
+  %5408 = add nsw i64 1605632, %5407
+  %5409 = mul nsw i64 %relu1_grad.c1981744, 784
+  %5410 = add nsw i64 %5408, %5409
+  %5411 = add nsw i64 %relu1_grad.iy2381789, 1
+  %5412 = mul nsw i64 %5411, 28
+  %5413 = add nsw i64 %5410, %5412
+  %5414 = add nsw i64 %5413, 27
+  %5415 = add nsw i64 %5414, %relu1_grad.ix2391790
+  %arena1797 = getelementptr inbounds float, ptr %arena, i64 %5415
+  store float %sum245, ptr %arena1797, align 4
+  %ix239.next = add nsw i64 %relu1_grad.ix2391790, 1
+  %5416 = icmp slt i64 %ix239.next, 1
+  br i1 %5416, label %relu1_grad.ix239, label %relu1_grad.ix239.end
 
-relu1_grad.ix237.end:                             ; preds = %relu1_grad.ix237
-  %iy236.next = add nsw i64 %relu1_grad.iy2361790, 1
-  %5535 = icmp slt i64 %iy236.next, 1
-  br i1 %5535, label %relu1_grad.iy236, label %relu1_grad.iy236.end
+relu1_grad.ix239.end:                             ; preds = %relu1_grad.ix239
+  %iy238.next = add nsw i64 %relu1_grad.iy2381789, 1
+  %5417 = icmp slt i64 %iy238.next, 26
+  br i1 %5417, label %relu1_grad.iy238, label %relu1_grad.iy238.end
 
-relu1_grad.iy244:                                 ; preds = %relu1_grad.ix245.end, %relu1_grad.iy236.end
-  %relu1_grad.iy2441799 = phi i64 [ 0, %relu1_grad.iy236.end ], [ %iy244.next, %relu1_grad.ix245.end ]
-  br label %relu1_grad.ix245
+relu1_grad.iy246:                                 ; preds = %relu1_grad.ix247.end, %relu1_grad.iy238.end
+  %relu1_grad.iy2461798 = phi i64 [ 0, %relu1_grad.iy238.end ], [ %iy246.next, %relu1_grad.ix247.end ]
+  br label %relu1_grad.ix247
 
-relu1_grad.iy244.end:                             ; preds = %relu1_grad.ix245.end
-  %c182.next = add nsw i64 %relu1_grad.c1821729, 1
-  %5536 = icmp slt i64 %c182.next, 32
-  br i1 %5536, label %relu1_grad.c182, label %relu1_grad.c182.end
+relu1_grad.iy246.end:                             ; preds = %relu1_grad.ix247.end
+  br label %relu1_grad.iy252
 
-relu1_grad.ix245:                                 ; preds = %relu1_grad.ix245, %relu1_grad.iy244
-  %relu1_grad.ix2451800 = phi i64 [ 0, %relu1_grad.iy244 ], [ %ix245.next, %relu1_grad.ix245 ]
-  %5537 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5538 = add nsw i64 %5537, 4
-  %5539 = mul nsw i64 %5538, 12544
-  %5540 = add nsw i64 7251216, %5539
-  %5541 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5542 = add nsw i64 %5540, %5541
-  %5543 = add nsw i64 %relu1_grad.iy2441799, 27
-  %5544 = mul nsw i64 %5543, 28
-  %5545 = add nsw i64 %5542, %5544
-  %5546 = add nsw i64 %5545, 27
-  %5547 = add nsw i64 %5546, %relu1_grad.ix2451800
-  %arena1801 = getelementptr inbounds float, ptr %arena, i64 %5547
-  %5548 = load float, ptr %arena1801, align 4
-  store float %5548, ptr %relu1_grad.sum246, align 4
-  %sum246 = load float, ptr %relu1_grad.sum246, align 4
-  %5549 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5550 = add nsw i64 %5549, 5
-  %5551 = mul nsw i64 %5550, 12544
-  %5552 = add nsw i64 7251216, %5551
-  %5553 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5554 = add nsw i64 %5552, %5553
-  %5555 = add nsw i64 %relu1_grad.iy2441799, 27
-  %5556 = mul nsw i64 %5555, 28
-  %5557 = add nsw i64 %5554, %5556
-  %5558 = add nsw i64 %5557, 26
-  %5559 = add nsw i64 %5558, %relu1_grad.ix2451800
-  %arena1802 = getelementptr inbounds float, ptr %arena, i64 %5559
-  %5560 = load float, ptr %arena1802, align 4
-  %5561 = fadd float %sum246, %5560
-  store float %5561, ptr %relu1_grad.sum247, align 4
-  %sum247 = load float, ptr %relu1_grad.sum247, align 4
-  %5562 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5563 = add nsw i64 %5562, 7
-  %5564 = mul nsw i64 %5563, 12544
-  %5565 = add nsw i64 7251216, %5564
-  %5566 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5567 = add nsw i64 %5565, %5566
-  %5568 = add nsw i64 %relu1_grad.iy2441799, 27
-  %5569 = add nsw i64 %5568, -1
-  %5570 = mul nsw i64 %5569, 28
-  %5571 = add nsw i64 %5567, %5570
-  %5572 = add nsw i64 %5571, 27
-  %5573 = add nsw i64 %5572, %relu1_grad.ix2451800
-  %arena1803 = getelementptr inbounds float, ptr %arena, i64 %5573
-  %5574 = load float, ptr %arena1803, align 4
-  %5575 = fadd float %sum247, %5574
-  store float %5575, ptr %relu1_grad.sum248, align 4
+relu1_grad.ix247:                                 ; preds = %relu1_grad.ix247, %relu1_grad.iy246
+  %relu1_grad.ix2471799 = phi i64 [ 0, %relu1_grad.iy246 ], [ %ix247.next, %relu1_grad.ix247 ]
+  %5418 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5419 = add nsw i64 %5418, 3
+  %5420 = mul nsw i64 %5419, 12544
+  %5421 = add nsw i64 7251216, %5420
+  %5422 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5423 = add nsw i64 %5421, %5422
+  %5424 = add nsw i64 %relu1_grad.iy2461798, 27
+  %5425 = mul nsw i64 %5424, 28
+  %5426 = add nsw i64 %5423, %5425
+  %5427 = add nsw i64 %5426, 1
+  %5428 = add nsw i64 %5427, %relu1_grad.ix2471799
+  %arena1800 = getelementptr inbounds float, ptr %arena, i64 %5428
+  %5429 = load float, ptr %arena1800, align 4
+  store float %5429, ptr %relu1_grad.sum248, align 4
   %sum248 = load float, ptr %relu1_grad.sum248, align 4
-  %5576 = mul nsw i64 %relu1_grad.c1821729, 9
-  %5577 = add nsw i64 %5576, 8
-  %5578 = mul nsw i64 %5577, 12544
-  %5579 = add nsw i64 7251216, %5578
-  %5580 = mul nsw i64 %relu1_grad.j1811728, 784
-  %5581 = add nsw i64 %5579, %5580
-  %5582 = add nsw i64 %relu1_grad.iy2441799, 27
-  %5583 = add nsw i64 %5582, -1
-  %5584 = mul nsw i64 %5583, 28
-  %5585 = add nsw i64 %5581, %5584
-  %5586 = add nsw i64 %5585, 26
-  %5587 = add nsw i64 %5586, %relu1_grad.ix2451800
-  %arena1804 = getelementptr inbounds float, ptr %arena, i64 %5587
-  %5588 = load float, ptr %arena1804, align 4
-  %5589 = fadd float %sum248, %5588
-  store float %5589, ptr %relu1_grad.sum249, align 4
+  %5430 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5431 = add nsw i64 %5430, 4
+  %5432 = mul nsw i64 %5431, 12544
+  %5433 = add nsw i64 7251216, %5432
+  %5434 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5435 = add nsw i64 %5433, %5434
+  %5436 = add nsw i64 %relu1_grad.iy2461798, 27
+  %5437 = mul nsw i64 %5436, 28
+  %5438 = add nsw i64 %5435, %5437
+  %5439 = add nsw i64 %5438, %relu1_grad.ix2471799
+  %arena1801 = getelementptr inbounds float, ptr %arena, i64 %5439
+  %5440 = load float, ptr %arena1801, align 4
+  %5441 = fadd float %sum248, %5440
+  store float %5441, ptr %relu1_grad.sum249, align 4
   %sum249 = load float, ptr %relu1_grad.sum249, align 4
-  %5590 = mul nsw i64 %relu1_grad.g1731623, 16
-  %5591 = add nsw i64 %5590, %relu1_grad.j1811728
-  %5592 = mul nsw i64 %5591, 25088
-  %5593 = add nsw i64 1605632, %5592
-  %5594 = mul nsw i64 %relu1_grad.c1821729, 784
-  %5595 = add nsw i64 %5593, %5594
-  %5596 = add nsw i64 %relu1_grad.iy2441799, 27
-  %5597 = mul nsw i64 %5596, 28
-  %5598 = add nsw i64 %5595, %5597
-  %5599 = add nsw i64 %5598, 27
-  %5600 = add nsw i64 %5599, %relu1_grad.ix2451800
-  %arena1805 = getelementptr inbounds float, ptr %arena, i64 %5600
-  store float %sum249, ptr %arena1805, align 4
-  %ix245.next = add nsw i64 %relu1_grad.ix2451800, 1
-  %5601 = icmp slt i64 %ix245.next, 1
-  br i1 %5601, label %relu1_grad.ix245, label %relu1_grad.ix245.end
+  %5442 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5443 = add nsw i64 %5442, 6
+  %5444 = mul nsw i64 %5443, 12544
+  %5445 = add nsw i64 7251216, %5444
+  %5446 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5447 = add nsw i64 %5445, %5446
+  %5448 = add nsw i64 %relu1_grad.iy2461798, 27
+  %5449 = add nsw i64 %5448, -1
+  %5450 = mul nsw i64 %5449, 28
+  %5451 = add nsw i64 %5447, %5450
+  %5452 = add nsw i64 %5451, 1
+  %5453 = add nsw i64 %5452, %relu1_grad.ix2471799
+  %arena1802 = getelementptr inbounds float, ptr %arena, i64 %5453
+  %5454 = load float, ptr %arena1802, align 4
+  %5455 = fadd float %sum249, %5454
+  store float %5455, ptr %relu1_grad.sum250, align 4
+  %sum250 = load float, ptr %relu1_grad.sum250, align 4
+  %5456 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5457 = add nsw i64 %5456, 7
+  %5458 = mul nsw i64 %5457, 12544
+  %5459 = add nsw i64 7251216, %5458
+  %5460 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5461 = add nsw i64 %5459, %5460
+  %5462 = add nsw i64 %relu1_grad.iy2461798, 27
+  %5463 = add nsw i64 %5462, -1
+  %5464 = mul nsw i64 %5463, 28
+  %5465 = add nsw i64 %5461, %5464
+  %5466 = add nsw i64 %5465, %relu1_grad.ix2471799
+  %arena1803 = getelementptr inbounds float, ptr %arena, i64 %5466
+  %5467 = load float, ptr %arena1803, align 4
+  %5468 = fadd float %sum250, %5467
+  store float %5468, ptr %relu1_grad.sum251, align 4
+  %sum251 = load float, ptr %relu1_grad.sum251, align 4
+  %5469 = mul nsw i64 %relu1_grad.g1891638, 16
+  %5470 = add nsw i64 %5469, %relu1_grad.j1971743
+  %5471 = mul nsw i64 %5470, 25088
+  %5472 = add nsw i64 1605632, %5471
+  %5473 = mul nsw i64 %relu1_grad.c1981744, 784
+  %5474 = add nsw i64 %5472, %5473
+  %5475 = add nsw i64 %relu1_grad.iy2461798, 27
+  %5476 = mul nsw i64 %5475, 28
+  %5477 = add nsw i64 %5474, %5476
+  %5478 = add nsw i64 %5477, %relu1_grad.ix2471799
+  %arena1804 = getelementptr inbounds float, ptr %arena, i64 %5478
+  store float %sum251, ptr %arena1804, align 4
+  %ix247.next = add nsw i64 %relu1_grad.ix2471799, 1
+  %5479 = icmp slt i64 %ix247.next, 1
+  br i1 %5479, label %relu1_grad.ix247, label %relu1_grad.ix247.end
 
-relu1_grad.ix245.end:                             ; preds = %relu1_grad.ix245
-  %iy244.next = add nsw i64 %relu1_grad.iy2441799, 1
-  %5602 = icmp slt i64 %iy244.next, 1
-  br i1 %5602, label %relu1_grad.iy244, label %relu1_grad.iy244.end
+relu1_grad.ix247.end:                             ; preds = %relu1_grad.ix247
+  %iy246.next = add nsw i64 %relu1_grad.iy2461798, 1
+  %5480 = icmp slt i64 %iy246.next, 1
+  br i1 %5480, label %relu1_grad.iy246, label %relu1_grad.iy246.end
 
-conv1_grad.i250:                                  ; preds = %conv1_grad.i250, %relu1_grad.g173.end
-  %conv1_grad.i2501806 = phi i64 [ 0, %relu1_grad.g173.end ], [ %i250.next, %conv1_grad.i250 ]
-  %arena1807 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i2501806
-  %5603 = load float, ptr %arena1807, align 4
-  %5604 = fcmp ogt float %5603, 0.000000e+00
-  %5605 = add nsw i64 1605632, %conv1_grad.i2501806
-  %arena1808 = getelementptr inbounds float, ptr %arena, i64 %5605
-  %5606 = load float, ptr %arena1808, align 4
-  %5607 = select i1 %5604, float %5606, float 0.000000e+00
-  %5608 = add nsw i64 3220112, %conv1_grad.i2501806
-  %arena1809 = getelementptr inbounds float, ptr %arena, i64 %5608
-  store float %5607, ptr %arena1809, align 4
-  %i250.next = add nsw i64 %conv1_grad.i2501806, 1
-  %5609 = icmp slt i64 %i250.next, 1605632
-  br i1 %5609, label %conv1_grad.i250, label %conv1_grad.i250.end
+relu1_grad.iy252:                                 ; preds = %relu1_grad.ix253.end, %relu1_grad.iy246.end
+  %relu1_grad.iy2521805 = phi i64 [ 0, %relu1_grad.iy246.end ], [ %iy252.next, %relu1_grad.ix253.end ]
+  br label %relu1_grad.ix253
 
-conv1_grad.i250.end:                              ; preds = %conv1_grad.i250
-  br label %conv1_weight_grad.i251
+relu1_grad.iy252.end:                             ; preds = %relu1_grad.ix253.end
+  br label %relu1_grad.iy260
 
-conv1_weight_grad.i251:                           ; preds = %conv1_weight_grad.i251, %conv1_grad.i250.end
-  %conv1_weight_grad.i2511810 = phi i64 [ 0, %conv1_grad.i250.end ], [ %i251.next, %conv1_weight_grad.i251 ]
-  %5610 = add nsw i64 514304, %conv1_weight_grad.i2511810
-  %arena1811 = getelementptr inbounds float, ptr %arena, i64 %5610
-  store float 0.000000e+00, ptr %arena1811, align 4
-  %i251.next = add nsw i64 %conv1_weight_grad.i2511810, 1
-  %5611 = icmp slt i64 %i251.next, 288
-  br i1 %5611, label %conv1_weight_grad.i251, label %conv1_weight_grad.i251.end
+relu1_grad.ix253:                                 ; preds = %relu1_grad.ix253, %relu1_grad.iy252
+  %relu1_grad.ix2531806 = phi i64 [ 0, %relu1_grad.iy252 ], [ %ix253.next, %relu1_grad.ix253 ]
+  %5481 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5482 = add nsw i64 %5481, 3
+  %5483 = mul nsw i64 %5482, 12544
+  %5484 = add nsw i64 7251216, %5483
+  %5485 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5486 = add nsw i64 %5484, %5485
+  %5487 = add nsw i64 %relu1_grad.iy2521805, 27
+  %5488 = mul nsw i64 %5487, 28
+  %5489 = add nsw i64 %5486, %5488
+  %5490 = add nsw i64 %5489, 2
+  %5491 = add nsw i64 %5490, %relu1_grad.ix2531806
+  %arena1807 = getelementptr inbounds float, ptr %arena, i64 %5491
+  %5492 = load float, ptr %arena1807, align 4
+  store float %5492, ptr %relu1_grad.sum254, align 4
+  %sum254 = load float, ptr %relu1_grad.sum254, align 4
+  %5493 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5494 = add nsw i64 %5493, 4
+  %5495 = mul nsw i64 %5494, 12544
+  %5496 = add nsw i64 7251216, %5495
+  %5497 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5498 = add nsw i64 %5496, %5497
+  %5499 = add nsw i64 %relu1_grad.iy2521805, 27
+  %5500 = mul nsw i64 %5499, 28
+  %5501 = add nsw i64 %5498, %5500
+  %5502 = add nsw i64 %5501, 1
+  %5503 = add nsw i64 %5502, %relu1_grad.ix2531806
+  %arena1808 = getelementptr inbounds float, ptr %arena, i64 %5503
+  %5504 = load float, ptr %arena1808, align 4
+  %5505 = fadd float %sum254, %5504
+  store float %5505, ptr %relu1_grad.sum255, align 4
+  %sum255 = load float, ptr %relu1_grad.sum255, align 4
+  %5506 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5507 = add nsw i64 %5506, 5
+  %5508 = mul nsw i64 %5507, 12544
+  %5509 = add nsw i64 7251216, %5508
+  %5510 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5511 = add nsw i64 %5509, %5510
+  %5512 = add nsw i64 %relu1_grad.iy2521805, 27
+  %5513 = mul nsw i64 %5512, 28
+  %5514 = add nsw i64 %5511, %5513
+  %5515 = add nsw i64 %5514, %relu1_grad.ix2531806
+  %arena1809 = getelementptr inbounds float, ptr %arena, i64 %5515
+  %5516 = load float, ptr %arena1809, align 4
+  %5517 = fadd float %sum255, %5516
+  store float %5517, ptr %relu1_grad.sum256, align 4
+  %sum256 = load float, ptr %relu1_grad.sum256, align 4
+  %5518 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5519 = add nsw i64 %5518, 6
+  %5520 = mul nsw i64 %5519, 12544
+  %5521 = add nsw i64 7251216, %5520
+  %5522 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5523 = add nsw i64 %5521, %5522
+  %5524 = add nsw i64 %relu1_grad.iy2521805, 27
+  %5525 = add nsw i64 %5524, -1
+  %5526 = mul nsw i64 %5525, 28
+  %5527 = add nsw i64 %5523, %5526
+  %5528 = add nsw i64 %5527, 2
+  %5529 = add nsw i64 %5528, %relu1_grad.ix2531806
+  %arena1810 = getelementptr inbounds float, ptr %arena, i64 %5529
+  %5530 = load float, ptr %arena1810, align 4
+  %5531 = fadd float %sum256, %5530
+  store float %5531, ptr %relu1_grad.sum257, align 4
+  %sum257 = load float, ptr %relu1_grad.sum257, align 4
+  %5532 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5533 = add nsw i64 %5532, 7
+  %5534 = mul nsw i64 %5533, 12544
+  %5535 = add nsw i64 7251216, %5534
+  %5536 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5537 = add nsw i64 %5535, %5536
+  %5538 = add nsw i64 %relu1_grad.iy2521805, 27
+  %5539 = add nsw i64 %5538, -1
+  %5540 = mul nsw i64 %5539, 28
+  %5541 = add nsw i64 %5537, %5540
+  %5542 = add nsw i64 %5541, 1
+  %5543 = add nsw i64 %5542, %relu1_grad.ix2531806
+  %arena1811 = getelementptr inbounds float, ptr %arena, i64 %5543
+  %5544 = load float, ptr %arena1811, align 4
+  %5545 = fadd float %sum257, %5544
+  store float %5545, ptr %relu1_grad.sum258, align 4
+  %sum258 = load float, ptr %relu1_grad.sum258, align 4
+  %5546 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5547 = add nsw i64 %5546, 8
+  %5548 = mul nsw i64 %5547, 12544
+  %5549 = add nsw i64 7251216, %5548
+  %5550 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5551 = add nsw i64 %5549, %5550
+  %5552 = add nsw i64 %relu1_grad.iy2521805, 27
+  %5553 = add nsw i64 %5552, -1
+  %5554 = mul nsw i64 %5553, 28
+  %5555 = add nsw i64 %5551, %5554
+  %5556 = add nsw i64 %5555, %relu1_grad.ix2531806
+  %arena1812 = getelementptr inbounds float, ptr %arena, i64 %5556
+  %5557 = load float, ptr %arena1812, align 4
+  %5558 = fadd float %sum258, %5557
+  store float %5558, ptr %relu1_grad.sum259, align 4
+  %sum259 = load float, ptr %relu1_grad.sum259, align 4
+  %5559 = mul nsw i64 %relu1_grad.g1891638, 16
+  %5560 = add nsw i64 %5559, %relu1_grad.j1971743
+  %5561 = mul nsw i64 %5560, 25088
+  %5562 = add nsw i64 1605632, %5561
+  %5563 = mul nsw i64 %relu1_grad.c1981744, 784
+  %5564 = add nsw i64 %5562, %5563
+  %5565 = add nsw i64 %relu1_grad.iy2521805, 27
+  %5566 = mul nsw i64 %5565, 28
+  %5567 = add nsw i64 %5564, %5566
+  %5568 = add nsw i64 %5567, 1
+  %5569 = add nsw i64 %5568, %relu1_grad.ix2531806
+  %arena1813 = getelementptr inbounds float, ptr %arena, i64 %5569
+  store float %sum259, ptr %arena1813, align 4
+  %ix253.next = add nsw i64 %relu1_grad.ix2531806, 1
+  %5570 = icmp slt i64 %ix253.next, 26
+  br i1 %5570, label %relu1_grad.ix253, label %relu1_grad.ix253.end
 
-conv1_weight_grad.i251.end:                       ; preds = %conv1_weight_grad.i251
-  br label %conv1_weight_grad.g252
+relu1_grad.ix253.end:                             ; preds = %relu1_grad.ix253
+  %iy252.next = add nsw i64 %relu1_grad.iy2521805, 1
+  %5571 = icmp slt i64 %iy252.next, 1
+  br i1 %5571, label %relu1_grad.iy252, label %relu1_grad.iy252.end
 
-conv1_weight_grad.g252:                           ; preds = %conv1_weight_grad.nb275.end, %conv1_weight_grad.i251.end
-  %conv1_weight_grad.g2521812 = phi i64 [ 0, %conv1_weight_grad.i251.end ], [ %g252.next, %conv1_weight_grad.nb275.end ]
-  br label %conv1_weight_grad.j253
+relu1_grad.iy260:                                 ; preds = %relu1_grad.ix261.end, %relu1_grad.iy252.end
+  %relu1_grad.iy2601814 = phi i64 [ 0, %relu1_grad.iy252.end ], [ %iy260.next, %relu1_grad.ix261.end ]
+  br label %relu1_grad.ix261
 
-conv1_weight_grad.g252.end:                       ; preds = %conv1_weight_grad.nb275.end
-  br label %conv1_weight_grad.f279
+relu1_grad.iy260.end:                             ; preds = %relu1_grad.ix261.end
+  %c198.next = add nsw i64 %relu1_grad.c1981744, 1
+  %5572 = icmp slt i64 %c198.next, 32
+  br i1 %5572, label %relu1_grad.c198, label %relu1_grad.c198.end
 
-conv1_weight_grad.j253:                           ; preds = %conv1_weight_grad.c254.end, %conv1_weight_grad.g252
-  %conv1_weight_grad.j2531813 = phi i64 [ 0, %conv1_weight_grad.g252 ], [ %j253.next, %conv1_weight_grad.c254.end ]
-  br label %conv1_weight_grad.c254
+relu1_grad.ix261:                                 ; preds = %relu1_grad.ix261, %relu1_grad.iy260
+  %relu1_grad.ix2611815 = phi i64 [ 0, %relu1_grad.iy260 ], [ %ix261.next, %relu1_grad.ix261 ]
+  %5573 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5574 = add nsw i64 %5573, 4
+  %5575 = mul nsw i64 %5574, 12544
+  %5576 = add nsw i64 7251216, %5575
+  %5577 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5578 = add nsw i64 %5576, %5577
+  %5579 = add nsw i64 %relu1_grad.iy2601814, 27
+  %5580 = mul nsw i64 %5579, 28
+  %5581 = add nsw i64 %5578, %5580
+  %5582 = add nsw i64 %5581, 27
+  %5583 = add nsw i64 %5582, %relu1_grad.ix2611815
+  %arena1816 = getelementptr inbounds float, ptr %arena, i64 %5583
+  %5584 = load float, ptr %arena1816, align 4
+  store float %5584, ptr %relu1_grad.sum262, align 4
+  %sum262 = load float, ptr %relu1_grad.sum262, align 4
+  %5585 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5586 = add nsw i64 %5585, 5
+  %5587 = mul nsw i64 %5586, 12544
+  %5588 = add nsw i64 7251216, %5587
+  %5589 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5590 = add nsw i64 %5588, %5589
+  %5591 = add nsw i64 %relu1_grad.iy2601814, 27
+  %5592 = mul nsw i64 %5591, 28
+  %5593 = add nsw i64 %5590, %5592
+  %5594 = add nsw i64 %5593, 26
+  %5595 = add nsw i64 %5594, %relu1_grad.ix2611815
+  %arena1817 = getelementptr inbounds float, ptr %arena, i64 %5595
+  %5596 = load float, ptr %arena1817, align 4
+  %5597 = fadd float %sum262, %5596
+  store float %5597, ptr %relu1_grad.sum263, align 4
+  %sum263 = load float, ptr %relu1_grad.sum263, align 4
+  %5598 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5599 = add nsw i64 %5598, 7
+  %5600 = mul nsw i64 %5599, 12544
+  %5601 = add nsw i64 7251216, %5600
+  %5602 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5603 = add nsw i64 %5601, %5602
+  %5604 = add nsw i64 %relu1_grad.iy2601814, 27
+  %5605 = add nsw i64 %5604, -1
+  %5606 = mul nsw i64 %5605, 28
+  %5607 = add nsw i64 %5603, %5606
+  %5608 = add nsw i64 %5607, 27
+  %5609 = add nsw i64 %5608, %relu1_grad.ix2611815
+  %arena1818 = getelementptr inbounds float, ptr %arena, i64 %5609
+  %5610 = load float, ptr %arena1818, align 4
+  %5611 = fadd float %sum263, %5610
+  store float %5611, ptr %relu1_grad.sum264, align 4
+  %sum264 = load float, ptr %relu1_grad.sum264, align 4
+  %5612 = mul nsw i64 %relu1_grad.c1981744, 9
+  %5613 = add nsw i64 %5612, 8
+  %5614 = mul nsw i64 %5613, 12544
+  %5615 = add nsw i64 7251216, %5614
+  %5616 = mul nsw i64 %relu1_grad.j1971743, 784
+  %5617 = add nsw i64 %5615, %5616
+  %5618 = add nsw i64 %relu1_grad.iy2601814, 27
+  %5619 = add nsw i64 %5618, -1
+  %5620 = mul nsw i64 %5619, 28
+  %5621 = add nsw i64 %5617, %5620
+  %5622 = add nsw i64 %5621, 26
+  %5623 = add nsw i64 %5622, %relu1_grad.ix2611815
+  %arena1819 = getelementptr inbounds float, ptr %arena, i64 %5623
+  %5624 = load float, ptr %arena1819, align 4
+  %5625 = fadd float %sum264, %5624
+  store float %5625, ptr %relu1_grad.sum265, align 4
+  %sum265 = load float, ptr %relu1_grad.sum265, align 4
+  %5626 = mul nsw i64 %relu1_grad.g1891638, 16
+  %5627 = add nsw i64 %5626, %relu1_grad.j1971743
+  %5628 = mul nsw i64 %5627, 25088
+  %5629 = add nsw i64 1605632, %5628
+  %5630 = mul nsw i64 %relu1_grad.c1981744, 784
+  %5631 = add nsw i64 %5629, %5630
+  %5632 = add nsw i64 %relu1_grad.iy2601814, 27
+  %5633 = mul nsw i64 %5632, 28
+  %5634 = add nsw i64 %5631, %5633
+  %5635 = add nsw i64 %5634, 27
+  %5636 = add nsw i64 %5635, %relu1_grad.ix2611815
+  %arena1820 = getelementptr inbounds float, ptr %arena, i64 %5636
+  store float %sum265, ptr %arena1820, align 4
+  %ix261.next = add nsw i64 %relu1_grad.ix2611815, 1
+  %5637 = icmp slt i64 %ix261.next, 1
+  br i1 %5637, label %relu1_grad.ix261, label %relu1_grad.ix261.end
 
-conv1_weight_grad.j253.end:                       ; preds = %conv1_weight_grad.c254.end
-  br label %conv1_weight_grad.j267
+relu1_grad.ix261.end:                             ; preds = %relu1_grad.ix261
+  %iy260.next = add nsw i64 %relu1_grad.iy2601814, 1
+  %5638 = icmp slt i64 %iy260.next, 1
+  br i1 %5638, label %relu1_grad.iy260, label %relu1_grad.iy260.end
 
-conv1_weight_grad.c254:                           ; preds = %conv1_weight_grad.ky255.end, %conv1_weight_grad.j253
-  %conv1_weight_grad.c2541814 = phi i64 [ 0, %conv1_weight_grad.j253 ], [ %c254.next, %conv1_weight_grad.ky255.end ]
-  br label %conv1_weight_grad.ky255
+conv1_grad.i266:                                  ; preds = %conv1_grad.i266, %relu1_grad.g189.end
+  %conv1_grad.i2661821 = phi i64 [ 0, %relu1_grad.g189.end ], [ %i266.next, %conv1_grad.i266 ]
+  %arena1822 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i2661821
+  %5639 = load float, ptr %arena1822, align 4
+  %5640 = fcmp ogt float %5639, 0.000000e+00
+  %5641 = add nsw i64 1605632, %conv1_grad.i2661821
+  %arena1823 = getelementptr inbounds float, ptr %arena, i64 %5641
+  %5642 = load float, ptr %arena1823, align 4
+  %5643 = select i1 %5640, float %5642, float 0.000000e+00
+  %5644 = add nsw i64 3220112, %conv1_grad.i2661821
+  %arena1824 = getelementptr inbounds float, ptr %arena, i64 %5644
+  store float %5643, ptr %arena1824, align 4
+  %i266.next = add nsw i64 %conv1_grad.i2661821, 1
+  %5645 = icmp slt i64 %i266.next, 1605632
+  br i1 %5645, label %conv1_grad.i266, label %conv1_grad.i266.end
 
-conv1_weight_grad.c254.end:                       ; preds = %conv1_weight_grad.ky255.end
-  %j253.next = add nsw i64 %conv1_weight_grad.j2531813, 1
-  %5612 = icmp slt i64 %j253.next, 16
-  br i1 %5612, label %conv1_weight_grad.j253, label %conv1_weight_grad.j253.end
+conv1_grad.i266.end:                              ; preds = %conv1_grad.i266
+  br label %conv1_weight_grad.i267
 
-conv1_weight_grad.ky255:                          ; preds = %conv1_weight_grad.oy263.end, %conv1_weight_grad.c254
-  %conv1_weight_grad.ky2551815 = phi i64 [ 0, %conv1_weight_grad.c254 ], [ %ky255.next, %conv1_weight_grad.oy263.end ]
-  br label %conv1_weight_grad.oy256
+conv1_weight_grad.i267:                           ; preds = %conv1_weight_grad.i267, %conv1_grad.i266.end
+  %conv1_weight_grad.i2671825 = phi i64 [ 0, %conv1_grad.i266.end ], [ %i267.next, %conv1_weight_grad.i267 ]
+  %5646 = add nsw i64 514304, %conv1_weight_grad.i2671825
+  %arena1826 = getelementptr inbounds float, ptr %arena, i64 %5646
+  store float 0.000000e+00, ptr %arena1826, align 4
+  %i267.next = add nsw i64 %conv1_weight_grad.i2671825, 1
+  %5647 = icmp slt i64 %i267.next, 288
+  br i1 %5647, label %conv1_weight_grad.i267, label %conv1_weight_grad.i267.end
 
-conv1_weight_grad.ky255.end:                      ; preds = %conv1_weight_grad.oy263.end
-  %c254.next = add nsw i64 %conv1_weight_grad.c2541814, 1
-  %5613 = icmp slt i64 %c254.next, 1
-  br i1 %5613, label %conv1_weight_grad.c254, label %conv1_weight_grad.c254.end
+conv1_weight_grad.i267.end:                       ; preds = %conv1_weight_grad.i267
+  br label %conv1_weight_grad.g268
 
-conv1_weight_grad.oy256:                          ; preds = %conv1_weight_grad.endif1827, %conv1_weight_grad.ky255
-  %conv1_weight_grad.oy2561816 = phi i64 [ 0, %conv1_weight_grad.ky255 ], [ %oy256.next, %conv1_weight_grad.endif1827 ]
-  %5614 = add nsw i64 %conv1_weight_grad.oy2561816, %conv1_weight_grad.ky2551815
-  %5615 = add nsw i64 %5614, -1
-  %5616 = icmp slt i64 -1, %5615
-  %5617 = add nsw i64 %conv1_weight_grad.oy2561816, %conv1_weight_grad.ky2551815
-  %5618 = add nsw i64 %5617, -1
-  %5619 = icmp slt i64 %5618, 28
-  %5620 = and i1 %5616, %5619
-  br i1 %5620, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.g268:                           ; preds = %conv1_weight_grad.nb291.end, %conv1_weight_grad.i267.end
+  %conv1_weight_grad.g2681827 = phi i64 [ 0, %conv1_weight_grad.i267.end ], [ %g268.next, %conv1_weight_grad.nb291.end ]
+  br label %conv1_weight_grad.j269
 
-conv1_weight_grad.oy256.end:                      ; preds = %conv1_weight_grad.endif1827
-  br label %conv1_weight_grad.oy260
+conv1_weight_grad.g268.end:                       ; preds = %conv1_weight_grad.nb291.end
+  br label %conv1_weight_grad.f295
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy256
-  br label %conv1_weight_grad.ox257
+conv1_weight_grad.j269:                           ; preds = %conv1_weight_grad.c270.end, %conv1_weight_grad.g268
+  %conv1_weight_grad.j2691828 = phi i64 [ 0, %conv1_weight_grad.g268 ], [ %j269.next, %conv1_weight_grad.c270.end ]
+  br label %conv1_weight_grad.c270
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox258.end, %conv1_weight_grad.oy256
-  %5621 = add nsw i64 %conv1_weight_grad.oy2561816, %conv1_weight_grad.ky2551815
-  %5622 = add nsw i64 %5621, -1
-  %5623 = icmp slt i64 %5622, 0
-  br i1 %5623, label %conv1_weight_grad.then1822, label %conv1_weight_grad.endif1823
+conv1_weight_grad.j269.end:                       ; preds = %conv1_weight_grad.c270.end
+  br label %conv1_weight_grad.j283
 
-conv1_weight_grad.ox257:                          ; preds = %conv1_weight_grad.ox257, %conv1_weight_grad.then
-  %conv1_weight_grad.ox2571817 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox257.next, %conv1_weight_grad.ox257 ]
-  %5624 = mul nsw i64 %conv1_weight_grad.g2521812, 16
-  %5625 = add nsw i64 %5624, %conv1_weight_grad.j2531813
-  %5626 = mul nsw i64 %5625, 784
-  %5627 = mul nsw i64 %conv1_weight_grad.c2541814, 784
-  %5628 = add nsw i64 %5626, %5627
-  %5629 = add nsw i64 %conv1_weight_grad.oy2561816, %conv1_weight_grad.ky2551815
-  %5630 = add nsw i64 %5629, -1
-  %5631 = mul nsw i64 %5630, 28
-  %5632 = add nsw i64 %5628, %5631
-  %5633 = add nsw i64 %conv1_weight_grad.ox2571817, 1
-  %5634 = add nsw i64 %5633, -1
-  %5635 = add nsw i64 %5632, %5634
-  %images1818 = getelementptr inbounds float, ptr %images, i64 %5635
-  %5636 = load float, ptr %images1818, align 4
-  %5637 = mul nsw i64 %conv1_weight_grad.c2541814, 3
-  %5638 = add nsw i64 %5637, %conv1_weight_grad.ky2551815
-  %5639 = mul nsw i64 %5638, 3
-  %5640 = mul nsw i64 %5639, 12544
-  %5641 = mul nsw i64 %conv1_weight_grad.j2531813, 784
-  %5642 = add nsw i64 %5640, %5641
-  %5643 = mul nsw i64 %conv1_weight_grad.oy2561816, 28
-  %5644 = add nsw i64 %conv1_weight_grad.ox2571817, 1
-  %5645 = add nsw i64 %5643, %5644
-  %5646 = add nsw i64 %5642, %5645
-  %arena1819 = getelementptr inbounds float, ptr %arena, i64 %5646
-  store float %5636, ptr %arena1819, align 4
-  %ox257.next = add nsw i64 %conv1_weight_grad.ox2571817, 1
-  %5647 = icmp slt i64 %ox257.next, 27
-  br i1 %5647, label %conv1_weight_grad.ox257, label %conv1_weight_grad.ox257.end
+conv1_weight_grad.c270:                           ; preds = %conv1_weight_grad.ky271.end, %conv1_weight_grad.j269
+  %conv1_weight_grad.c2701829 = phi i64 [ 0, %conv1_weight_grad.j269 ], [ %c270.next, %conv1_weight_grad.ky271.end ]
+  br label %conv1_weight_grad.ky271
 
-conv1_weight_grad.ox257.end:                      ; preds = %conv1_weight_grad.ox257
-  br label %conv1_weight_grad.ox258
+conv1_weight_grad.c270.end:                       ; preds = %conv1_weight_grad.ky271.end
+  %j269.next = add nsw i64 %conv1_weight_grad.j2691828, 1
+  %5648 = icmp slt i64 %j269.next, 16
+  br i1 %5648, label %conv1_weight_grad.j269, label %conv1_weight_grad.j269.end
 
-conv1_weight_grad.ox258:                          ; preds = %conv1_weight_grad.ox258, %conv1_weight_grad.ox257.end
-  %conv1_weight_grad.ox2581820 = phi i64 [ 0, %conv1_weight_grad.ox257.end ], [ %ox258.next, %conv1_weight_grad.ox258 ]
-  %5648 = mul nsw i64 %conv1_weight_grad.c2541814, 3
-  %5649 = add nsw i64 %5648, %conv1_weight_grad.ky2551815
-  %5650 = mul nsw i64 %5649, 3
-  %5651 = mul nsw i64 %5650, 12544
-  %5652 = mul nsw i64 %conv1_weight_grad.j2531813, 784
-  %5653 = add nsw i64 %5651, %5652
-  %5654 = mul nsw i64 %conv1_weight_grad.oy2561816, 28
-  %5655 = add nsw i64 %5654, %conv1_weight_grad.ox2581820
-  %5656 = add nsw i64 %5653, %5655
-  %arena1821 = getelementptr inbounds float, ptr %arena, i64 %5656
-  store float 0.000000e+00, ptr %arena1821, align 4
-  %ox258.next = add nsw i64 %conv1_weight_grad.ox2581820, 1
-  %5657 = icmp slt i64 %ox258.next, 1
-  br i1 %5657, label %conv1_weight_grad.ox258, label %conv1_weight_grad.ox258.end
+conv1_weight_grad.ky271:                          ; preds = %conv1_weight_grad.oy279.end, %conv1_weight_grad.c270
+  %conv1_weight_grad.ky2711830 = phi i64 [ 0, %conv1_weight_grad.c270 ], [ %ky271.next, %conv1_weight_grad.oy279.end ]
+  br label %conv1_weight_grad.oy272
 
-conv1_weight_grad.ox258.end:                      ; preds = %conv1_weight_grad.ox258
+conv1_weight_grad.ky271.end:                      ; preds = %conv1_weight_grad.oy279.end
+  %c270.next = add nsw i64 %conv1_weight_grad.c2701829, 1
+  %5649 = icmp slt i64 %c270.next, 1
+  br i1 %5649, label %conv1_weight_grad.c270, label %conv1_weight_grad.c270.end
+
+conv1_weight_grad.oy272:                          ; preds = %conv1_weight_grad.endif1842, %conv1_weight_grad.ky271
+  %conv1_weight_grad.oy2721831 = phi i64 [ 0, %conv1_weight_grad.ky271 ], [ %oy272.next, %conv1_weight_grad.endif1842 ]
+  %5650 = add nsw i64 %conv1_weight_grad.oy2721831, %conv1_weight_grad.ky2711830
+  %5651 = add nsw i64 %5650, -1
+  %5652 = icmp slt i64 -1, %5651
+  %5653 = add nsw i64 %conv1_weight_grad.oy2721831, %conv1_weight_grad.ky2711830
+  %5654 = add nsw i64 %5653, -1
+  %5655 = icmp slt i64 %5654, 28
+  %5656 = and i1 %5652, %5655
+  br i1 %5656, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+
+conv1_weight_grad.oy272.end:                      ; preds = %conv1_weight_grad.endif1842
+  br label %conv1_weight_grad.oy276
+
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy272
+  br label %conv1_weight_grad.ox273
+
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox274.end, %conv1_weight_grad.oy272
+  %5657 = add nsw i64 %conv1_weight_grad.oy2721831, %conv1_weight_grad.ky2711830
+  %5658 = add nsw i64 %5657, -1
+  %5659 = icmp slt i64 %5658, 0
+  br i1 %5659, label %conv1_weight_grad.then1837, label %conv1_weight_grad.endif1838
+
+conv1_weight_grad.ox273:                          ; preds = %conv1_weight_grad.ox273, %conv1_weight_grad.then
+  %conv1_weight_grad.ox2731832 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox273.next, %conv1_weight_grad.ox273 ]
+  %5660 = mul nsw i64 %conv1_weight_grad.g2681827, 16
+  %5661 = add nsw i64 %5660, %conv1_weight_grad.j2691828
+  %5662 = mul nsw i64 %5661, 784
+  %5663 = mul nsw i64 %conv1_weight_grad.c2701829, 784
+  %5664 = add nsw i64 %5662, %5663
+  %5665 = add nsw i64 %conv1_weight_grad.oy2721831, %conv1_weight_grad.ky2711830
+  %5666 = add nsw i64 %5665, -1
+  %5667 = mul nsw i64 %5666, 28
+  %5668 = add nsw i64 %5664, %5667
+  %5669 = add nsw i64 %conv1_weight_grad.ox2731832, 1
+  %5670 = add nsw i64 %5669, -1
+  %5671 = add nsw i64 %5668, %5670
+  %images1833 = getelementptr inbounds float, ptr %images, i64 %5671
+  %5672 = load float, ptr %images1833, align 4
+  %5673 = mul nsw i64 %conv1_weight_grad.c2701829, 3
+  %5674 = add nsw i64 %5673, %conv1_weight_grad.ky2711830
+  %5675 = mul nsw i64 %5674, 3
+  %5676 = mul nsw i64 %5675, 12544
+  %5677 = mul nsw i64 %conv1_weight_grad.j2691828, 784
+  %5678 = add nsw i64 %5676, %5677
+  %5679 = mul nsw i64 %conv1_weight_grad.oy2721831, 28
+  %5680 = add nsw i64 %conv1_weight_grad.ox2731832, 1
+  %5681 = add nsw i64 %5679, %5680
+  %5682 = add nsw i64 %5678, %5681
+  %arena1834 = getelementptr inbounds float, ptr %arena, i64 %5682
+  store float %5672, ptr %arena1834, align 4
+  %ox273.next = add nsw i64 %conv1_weight_grad.ox2731832, 1
+  %5683 = icmp slt i64 %ox273.next, 27
+  br i1 %5683, label %conv1_weight_grad.ox273, label %conv1_weight_grad.ox273.end
+
+conv1_weight_grad.ox273.end:                      ; preds = %conv1_weight_grad.ox273
+  br label %conv1_weight_grad.ox274
+
+conv1_weight_grad.ox274:                          ; preds = %conv1_weight_grad.ox274, %conv1_weight_grad.ox273.end
+  %conv1_weight_grad.ox2741835 = phi i64 [ 0, %conv1_weight_grad.ox273.end ], [ %ox274.next, %conv1_weight_grad.ox274 ]
+  %5684 = mul nsw i64 %conv1_weight_grad.c2701829, 3
+  %5685 = add nsw i64 %5684, %conv1_weight_grad.ky2711830
+  %5686 = mul nsw i64 %5685, 3
+  %5687 = mul nsw i64 %5686, 12544
+  %5688 = mul nsw i64 %conv1_weight_grad.j2691828, 784
+  %5689 = add nsw i64 %5687, %5688
+  %5690 = mul nsw i64 %conv1_weight_grad.oy2721831, 28
+  %5691 = add nsw i64 %5690, %conv1_weight_grad.ox2741835
+  %5692 = add nsw i64 %5689, %5691
+  %arena1836 = getelementptr inbounds float, ptr %arena, i64 %5692
+  store float 0.000000e+00, ptr %arena1836, align 4
+  %ox274.next = add nsw i64 %conv1_weight_grad.ox2741835, 1
+  %5693 = icmp slt i64 %ox274.next, 1
+  br i1 %5693, label %conv1_weight_grad.ox274, label %conv1_weight_grad.ox274.end
+
+conv1_weight_grad.ox274.end:                      ; preds = %conv1_weight_grad.ox274
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.then1822:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox259
+conv1_weight_grad.then1837:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox275
 
-conv1_weight_grad.endif1823:                      ; preds = %conv1_weight_grad.ox259.end, %conv1_weight_grad.endif
-  %5658 = add nsw i64 %conv1_weight_grad.oy2561816, %conv1_weight_grad.ky2551815
-  %5659 = add nsw i64 %5658, -1
-  %5660 = icmp slt i64 27, %5659
-  br i1 %5660, label %conv1_weight_grad.then1826, label %conv1_weight_grad.endif1827
+conv1_weight_grad.endif1838:                      ; preds = %conv1_weight_grad.ox275.end, %conv1_weight_grad.endif
+  %5694 = add nsw i64 %conv1_weight_grad.oy2721831, %conv1_weight_grad.ky2711830
+  %5695 = add nsw i64 %5694, -1
+  %5696 = icmp slt i64 27, %5695
+  br i1 %5696, label %conv1_weight_grad.then1841, label %conv1_weight_grad.endif1842
 
-conv1_weight_grad.ox259:                          ; preds = %conv1_weight_grad.ox259, %conv1_weight_grad.then1822
-  %conv1_weight_grad.ox2591824 = phi i64 [ 0, %conv1_weight_grad.then1822 ], [ %ox259.next, %conv1_weight_grad.ox259 ]
-  %5661 = mul nsw i64 %conv1_weight_grad.c2541814, 3
-  %5662 = add nsw i64 %5661, %conv1_weight_grad.ky2551815
-  %5663 = mul nsw i64 %5662, 3
-  %5664 = mul nsw i64 %5663, 12544
-  %5665 = mul nsw i64 %conv1_weight_grad.j2531813, 784
-  %5666 = add nsw i64 %5664, %5665
-  %5667 = mul nsw i64 %conv1_weight_grad.oy2561816, 28
-  %5668 = add nsw i64 %5667, %conv1_weight_grad.ox2591824
-  %5669 = add nsw i64 %5666, %5668
-  %arena1825 = getelementptr inbounds float, ptr %arena, i64 %5669
-  store float 0.000000e+00, ptr %arena1825, align 4
-  %ox259.next = add nsw i64 %conv1_weight_grad.ox2591824, 1
-  %5670 = icmp slt i64 %ox259.next, 28
-  br i1 %5670, label %conv1_weight_grad.ox259, label %conv1_weight_grad.ox259.end
+conv1_weight_grad.ox275:                          ; preds = %conv1_weight_grad.ox275, %conv1_weight_grad.then1837
+  %conv1_weight_grad.ox2751839 = phi i64 [ 0, %conv1_weight_grad.then1837 ], [ %ox275.next, %conv1_weight_grad.ox275 ]
+  %5697 = mul nsw i64 %conv1_weight_grad.c2701829, 3
+  %5698 = add nsw i64 %5697, %conv1_weight_grad.ky2711830
+  %5699 = mul nsw i64 %5698, 3
+  %5700 = mul nsw i64 %5699, 12544
+  %5701 = mul nsw i64 %conv1_weight_grad.j2691828, 784
+  %5702 = add nsw i64 %5700, %5701
+  %5703 = mul nsw i64 %conv1_weight_grad.oy2721831, 28
+  %5704 = add nsw i64 %5703, %conv1_weight_grad.ox2751839
+  %5705 = add nsw i64 %5702, %5704
+  %arena1840 = getelementptr inbounds float, ptr %arena, i64 %5705
+  store float 0.000000e+00, ptr %arena1840, align 4
+  %ox275.next = add nsw i64 %conv1_weight_grad.ox2751839, 1
+  %5706 = icmp slt i64 %ox275.next, 28
+  br i1 %5706, label %conv1_weight_grad.ox275, label %conv1_weight_grad.ox275.end
 
-conv1_weight_grad.ox259.end:                      ; preds = %conv1_weight_grad.ox259
-  br label %conv1_weight_grad.endif1823
+conv1_weight_grad.ox275.end:                      ; preds = %conv1_weight_grad.ox275
+  br label %conv1_weight_grad.endif1838
 
-conv1_weight_grad.then1826:                       ; preds = %conv1_weight_grad.endif1823
-  br label %conv1_weight_grad.ox2591828
+conv1_weight_grad.then1841:                       ; preds = %conv1_weight_grad.endif1838
+  br label %conv1_weight_grad.ox2751843
 
-conv1_weight_grad.endif1827:                      ; preds = %conv1_weight_grad.ox259.end1829, %conv1_weight_grad.endif1823
-  %oy256.next = add nsw i64 %conv1_weight_grad.oy2561816, 1
-  %5671 = icmp slt i64 %oy256.next, 28
-  br i1 %5671, label %conv1_weight_grad.oy256, label %conv1_weight_grad.oy256.end
+conv1_weight_grad.endif1842:                      ; preds = %conv1_weight_grad.ox275.end1844, %conv1_weight_grad.endif1838
+  %oy272.next = add nsw i64 %conv1_weight_grad.oy2721831, 1
+  %5707 = icmp slt i64 %oy272.next, 28
+  br i1 %5707, label %conv1_weight_grad.oy272, label %conv1_weight_grad.oy272.end
 
-conv1_weight_grad.ox2591828:                      ; preds = %conv1_weight_grad.ox2591828, %conv1_weight_grad.then1826
-  %conv1_weight_grad.ox2591830 = phi i64 [ 0, %conv1_weight_grad.then1826 ], [ %ox259.next1832, %conv1_weight_grad.ox2591828 ]
-  %5672 = mul nsw i64 %conv1_weight_grad.c2541814, 3
-  %5673 = add nsw i64 %5672, %conv1_weight_grad.ky2551815
-  %5674 = mul nsw i64 %5673, 3
-  %5675 = mul nsw i64 %5674, 12544
-  %5676 = mul nsw i64 %conv1_weight_grad.j2531813, 784
-  %5677 = add nsw i64 %5675, %5676
-  %5678 = mul nsw i64 %conv1_weight_grad.oy2561816, 28
-  %5679 = add nsw i64 %5678, %conv1_weight_grad.ox2591830
-  %5680 = add nsw i64 %5677, %5679
-  %arena1831 = getelementptr inbounds float, ptr %arena, i64 %5680
-  store float 0.000000e+00, ptr %arena1831, align 4
-  %ox259.next1832 = add nsw i64 %conv1_weight_grad.ox2591830, 1
-  %5681 = icmp slt i64 %ox259.next1832, 28
-  br i1 %5681, label %conv1_weight_grad.ox2591828, label %conv1_weight_grad.ox259.end1829
+conv1_weight_grad.ox2751843:                      ; preds = %conv1_weight_grad.ox2751843, %conv1_weight_grad.then1841
+  %conv1_weight_grad.ox2751845 = phi i64 [ 0, %conv1_weight_grad.then1841 ], [ %ox275.next1847, %conv1_weight_grad.ox2751843 ]
+  %5708 = mul nsw i64 %conv1_weight_grad.c2701829, 3
+  %5709 = add nsw i64 %5708, %conv1_weight_grad.ky2711830
+  %5710 = mul nsw i64 %5709, 3
+  %5711 = mul nsw i64 %5710, 12544
+  %5712 = mul nsw i64 %conv1_weight_grad.j2691828, 784
+  %5713 = add nsw i64 %5711, %5712
+  %5714 = mul nsw i64 %conv1_weight_grad.oy2721831, 28
+  %5715 = add nsw i64 %5714, %conv1_weight_grad.ox2751845
+  %5716 = add nsw i64 %5713, %5715
+  %arena1846 = getelementptr inbounds float, ptr %arena, i64 %5716
+  store float 0.000000e+00, ptr %arena1846, align 4
+  %ox275.next1847 = add nsw i64 %conv1_weight_grad.ox2751845, 1
+  %5717 = icmp slt i64 %ox275.next1847, 28
+  br i1 %5717, label %conv1_weight_grad.ox2751843, label %conv1_weight_grad.ox275.end1844
 
-conv1_weight_grad.ox259.end1829:                  ; preds = %conv1_weight_grad.ox2591828
-  br label %conv1_weight_grad.endif1827
+conv1_weight_grad.ox275.end1844:                  ; preds = %conv1_weight_grad.ox2751843
+  br label %conv1_weight_grad.endif1842
 
-conv1_weight_grad.oy260:                          ; preds = %conv1_weight_grad.endif1844, %conv1_weight_grad.oy256.end
-  %conv1_weight_grad.oy2601833 = phi i64 [ 0, %conv1_weight_grad.oy256.end ], [ %oy260.next, %conv1_weight_grad.endif1844 ]
-  %5682 = add nsw i64 %conv1_weight_grad.oy2601833, %conv1_weight_grad.ky2551815
-  %5683 = add nsw i64 %5682, -1
-  %5684 = icmp slt i64 -1, %5683
-  %5685 = add nsw i64 %conv1_weight_grad.oy2601833, %conv1_weight_grad.ky2551815
-  %5686 = add nsw i64 %5685, -1
-  %5687 = icmp slt i64 %5686, 28
-  %5688 = and i1 %5684, %5687
-  br i1 %5688, label %conv1_weight_grad.then1834, label %conv1_weight_grad.endif1835
+conv1_weight_grad.oy276:                          ; preds = %conv1_weight_grad.endif1859, %conv1_weight_grad.oy272.end
+  %conv1_weight_grad.oy2761848 = phi i64 [ 0, %conv1_weight_grad.oy272.end ], [ %oy276.next, %conv1_weight_grad.endif1859 ]
+  %5718 = add nsw i64 %conv1_weight_grad.oy2761848, %conv1_weight_grad.ky2711830
+  %5719 = add nsw i64 %5718, -1
+  %5720 = icmp slt i64 -1, %5719
+  %5721 = add nsw i64 %conv1_weight_grad.oy2761848, %conv1_weight_grad.ky2711830
+  %5722 = add nsw i64 %5721, -1
+  %5723 = icmp slt i64 %5722, 28
+  %5724 = and i1 %5720, %5723
+  br i1 %5724, label %conv1_weight_grad.then1849, label %conv1_weight_grad.endif1850
 
-conv1_weight_grad.oy260.end:                      ; preds = %conv1_weight_grad.endif1844
-  br label %conv1_weight_grad.oy263
+conv1_weight_grad.oy276.end:                      ; preds = %conv1_weight_grad.endif1859
+  br label %conv1_weight_grad.oy279
 
-conv1_weight_grad.then1834:                       ; preds = %conv1_weight_grad.oy260
-  br label %conv1_weight_grad.ox261
+conv1_weight_grad.then1849:                       ; preds = %conv1_weight_grad.oy276
+  br label %conv1_weight_grad.ox277
 
-conv1_weight_grad.endif1835:                      ; preds = %conv1_weight_grad.ox261.end, %conv1_weight_grad.oy260
-  %5689 = add nsw i64 %conv1_weight_grad.oy2601833, %conv1_weight_grad.ky2551815
-  %5690 = add nsw i64 %5689, -1
-  %5691 = icmp slt i64 %5690, 0
-  br i1 %5691, label %conv1_weight_grad.then1839, label %conv1_weight_grad.endif1840
+conv1_weight_grad.endif1850:                      ; preds = %conv1_weight_grad.ox277.end, %conv1_weight_grad.oy276
+  %5725 = add nsw i64 %conv1_weight_grad.oy2761848, %conv1_weight_grad.ky2711830
+  %5726 = add nsw i64 %5725, -1
+  %5727 = icmp slt i64 %5726, 0
+  br i1 %5727, label %conv1_weight_grad.then1854, label %conv1_weight_grad.endif1855
 
-conv1_weight_grad.ox261:                          ; preds = %conv1_weight_grad.ox261, %conv1_weight_grad.then1834
-  %conv1_weight_grad.ox2611836 = phi i64 [ 0, %conv1_weight_grad.then1834 ], [ %ox261.next, %conv1_weight_grad.ox261 ]
-  %5692 = mul nsw i64 %conv1_weight_grad.g2521812, 16
-  %5693 = add nsw i64 %5692, %conv1_weight_grad.j2531813
-  %5694 = mul nsw i64 %5693, 784
-  %5695 = mul nsw i64 %conv1_weight_grad.c2541814, 784
-  %5696 = add nsw i64 %5694, %5695
-  %5697 = add nsw i64 %conv1_weight_grad.oy2601833, %conv1_weight_grad.ky2551815
-  %5698 = add nsw i64 %5697, -1
-  %5699 = mul nsw i64 %5698, 28
-  %5700 = add nsw i64 %5696, %5699
-  %5701 = add nsw i64 %5700, %conv1_weight_grad.ox2611836
-  %images1837 = getelementptr inbounds float, ptr %images, i64 %5701
-  %5702 = load float, ptr %images1837, align 4
-  %5703 = mul nsw i64 %conv1_weight_grad.c2541814, 3
-  %5704 = add nsw i64 %5703, %conv1_weight_grad.ky2551815
-  %5705 = mul nsw i64 %5704, 3
-  %5706 = add nsw i64 %5705, 1
-  %5707 = mul nsw i64 %5706, 12544
-  %5708 = mul nsw i64 %conv1_weight_grad.j2531813, 784
-  %5709 = add nsw i64 %5707, %5708
-  %5710 = mul nsw i64 %conv1_weight_grad.oy2601833, 28
-  %5711 = add nsw i64 %5710, %conv1_weight_grad.ox2611836
-  %5712 = add nsw i64 %5709, %5711
-  %arena1838 = getelementptr inbounds float, ptr %arena, i64 %5712
-  store float %5702, ptr %arena1838, align 4
-  %ox261.next = add nsw i64 %conv1_weight_grad.ox2611836, 1
-  %5713 = icmp slt i64 %ox261.next, 28
-  br i1 %5713, label %conv1_weight_grad.ox261, label %conv1_weight_grad.ox261.end
+conv1_weight_grad.ox277:                          ; preds = %conv1_weight_grad.ox277, %conv1_weight_grad.then1849
+  %conv1_weight_grad.ox2771851 = phi i64 [ 0, %conv1_weight_grad.then1849 ], [ %ox277.next, %conv1_weight_grad.ox277 ]
+  %5728 = mul nsw i64 %conv1_weight_grad.g2681827, 16
+  %5729 = add nsw i64 %5728, %conv1_weight_grad.j2691828
+  %5730 = mul nsw i64 %5729, 784
+  %5731 = mul nsw i64 %conv1_weight_grad.c2701829, 784
+  %5732 = add nsw i64 %5730, %5731
+  %5733 = add nsw i64 %conv1_weight_grad.oy2761848, %conv1_weight_grad.ky2711830
+  %5734 = add nsw i64 %5733, -1
+  %5735 = mul nsw i64 %5734, 28
+  %5736 = add nsw i64 %5732, %5735
+  %5737 = add nsw i64 %5736, %conv1_weight_grad.ox2771851
+  %images1852 = getelementptr inbounds float, ptr %images, i64 %5737
+  %5738 = load float, ptr %images1852, align 4
+  %5739 = mul nsw i64 %conv1_weight_grad.c2701829, 3
+  %5740 = add nsw i64 %5739, %conv1_weight_grad.ky2711830
+  %5741 = mul nsw i64 %5740, 3
+  %5742 = add nsw i64 %5741, 1
+  %5743 = mul nsw i64 %5742, 12544
+  %5744 = mul nsw i64 %conv1_weight_grad.j2691828, 784
+  %5745 = add nsw i64 %5743, %5744
+  %5746 = mul nsw i64 %conv1_weight_grad.oy2761848, 28
+  %5747 = add nsw i64 %5746, %conv1_weight_grad.ox2771851
+  %5748 = add nsw i64 %5745, %5747
+  %arena1853 = getelementptr inbounds float, ptr %arena, i64 %5748
+  store float %5738, ptr %arena1853, align 4
+  %ox277.next = add nsw i64 %conv1_weight_grad.ox2771851, 1
+  %5749 = icmp slt i64 %ox277.next, 28
+  br i1 %5749, label %conv1_weight_grad.ox277, label %conv1_weight_grad.ox277.end
 
-conv1_weight_grad.ox261.end:                      ; preds = %conv1_weight_grad.ox261
-  br label %conv1_weight_grad.endif1835
+conv1_weight_grad.ox277.end:                      ; preds = %conv1_weight_grad.ox277
+  br label %conv1_weight_grad.endif1850
 
-conv1_weight_grad.then1839:                       ; preds = %conv1_weight_grad.endif1835
-  br label %conv1_weight_grad.ox262
+conv1_weight_grad.then1854:                       ; preds = %conv1_weight_grad.endif1850
+  br label %conv1_weight_grad.ox278
 
-conv1_weight_grad.endif1840:                      ; preds = %conv1_weight_grad.ox262.end, %conv1_weight_grad.endif1835
-  %5714 = add nsw i64 %conv1_weight_grad.oy2601833, %conv1_weight_grad.ky2551815
-  %5715 = add nsw i64 %5714, -1
-  %5716 = icmp slt i64 27, %5715
-  br i1 %5716, label %conv1_weight_grad.then1843, label %conv1_weight_grad.endif1844
+conv1_weight_grad.endif1855:                      ; preds = %conv1_weight_grad.ox278.end, %conv1_weight_grad.endif1850
+  %5750 = add nsw i64 %conv1_weight_grad.oy2761848, %conv1_weight_grad.ky2711830
+  %5751 = add nsw i64 %5750, -1
+  %5752 = icmp slt i64 27, %5751
+  br i1 %5752, label %conv1_weight_grad.then1858, label %conv1_weight_grad.endif1859
 
-conv1_weight_grad.ox262:                          ; preds = %conv1_weight_grad.ox262, %conv1_weight_grad.then1839
-  %conv1_weight_grad.ox2621841 = phi i64 [ 0, %conv1_weight_grad.then1839 ], [ %ox262.next, %conv1_weight_grad.ox262 ]
-  %5717 = mul nsw i64 %conv1_weight_grad.c2541814, 3
-  %5718 = add nsw i64 %5717, %conv1_weight_grad.ky2551815
-  %5719 = mul nsw i64 %5718, 3
-  %5720 = add nsw i64 %5719, 1
-  %5721 = mul nsw i64 %5720, 12544
-  %5722 = mul nsw i64 %conv1_weight_grad.j2531813, 784
-  %5723 = add nsw i64 %5721, %5722
-  %5724 = mul nsw i64 %conv1_weight_grad.oy2601833, 28
-  %5725 = add nsw i64 %5724, %conv1_weight_grad.ox2621841
-  %5726 = add nsw i64 %5723, %5725
-  %arena1842 = getelementptr inbounds float, ptr %arena, i64 %5726
-  store float 0.000000e+00, ptr %arena1842, align 4
-  %ox262.next = add nsw i64 %conv1_weight_grad.ox2621841, 1
-  %5727 = icmp slt i64 %ox262.next, 28
-  br i1 %5727, label %conv1_weight_grad.ox262, label %conv1_weight_grad.ox262.end
-
-conv1_weight_grad.ox262.end:                      ; preds = %conv1_weight_grad.ox262
-  br label %conv1_weight_grad.endif1840
-
-conv1_weight_grad.then1843:                       ; preds = %conv1_weight_grad.endif1840
-  br label %conv1_weight_grad.ox2621845
-
-conv1_weight_grad.endif1844:                      ; preds = %conv1_weight_grad.ox262.end1846, %conv1_weight_grad.endif1840
-  %oy260.next = add nsw i64 %conv1_weight_grad.oy2601833, 1
-  %5728 = icmp slt i64 %oy260.next, 28
-  br i1 %5728, label %conv1_weight_grad.oy260, label %conv1_weight_grad.oy260.end
-
-conv1_weight_grad.ox2621845:                      ; preds = %conv1_weight_grad.ox2621845, %conv1_weight_grad.then1843
-  %conv1_weight_grad.ox2621847 = phi i64 [ 0, %conv1_weight_grad.then1843 ], [ %ox262.next1849, %conv1_weight_grad.ox2621845 ]
-  %5729 = mul nsw i64 %conv1_weight_grad.c2541814, 3
-  %5730 = add nsw i64 %5729, %conv1_weight_grad.ky2551815
-  %5731 = mul nsw i64 %5730, 3
-  %5732 = add nsw i64 %5731, 1
-  %5733 = mul nsw i64 %5732, 12544
-  %5734 = mul nsw i64 %conv1_weight_grad.j2531813, 784
-  %5735 = add nsw i64 %5733, %5734
-  %5736 = mul nsw i64 %conv1_weight_grad.oy2601833, 28
-  %5737 = add nsw i64 %5736, %conv1_weight_grad.ox2621847
-  %5738 = add nsw i64 %5735, %5737
-  %arena1848 = getelementptr inbounds float, ptr %arena, i64 %5738
-  store float 0.000000e+00, ptr %arena1848, align 4
-  %ox262.next1849 = add nsw i64 %conv1_weight_grad.ox2621847, 1
-  %5739 = icmp slt i64 %ox262.next1849, 28
-  br i1 %5739, label %conv1_weight_grad.ox2621845, label %conv1_weight_grad.ox262.end1846
-
-conv1_weight_grad.ox262.end1846:                  ; preds = %conv1_weight_grad.ox2621845
-  br label %conv1_weight_grad.endif1844
-
-conv1_weight_grad.oy263:                          ; preds = %conv1_weight_grad.endif1863, %conv1_weight_grad.oy260.end
-  %conv1_weight_grad.oy2631850 = phi i64 [ 0, %conv1_weight_grad.oy260.end ], [ %oy263.next, %conv1_weight_grad.endif1863 ]
-  %5740 = add nsw i64 %conv1_weight_grad.oy2631850, %conv1_weight_grad.ky2551815
-  %5741 = add nsw i64 %5740, -1
-  %5742 = icmp slt i64 -1, %5741
-  %5743 = add nsw i64 %conv1_weight_grad.oy2631850, %conv1_weight_grad.ky2551815
-  %5744 = add nsw i64 %5743, -1
-  %5745 = icmp slt i64 %5744, 28
-  %5746 = and i1 %5742, %5745
-  br i1 %5746, label %conv1_weight_grad.then1851, label %conv1_weight_grad.endif1852
-
-conv1_weight_grad.oy263.end:                      ; preds = %conv1_weight_grad.endif1863
-  %ky255.next = add nsw i64 %conv1_weight_grad.ky2551815, 1
-  %5747 = icmp slt i64 %ky255.next, 3
-  br i1 %5747, label %conv1_weight_grad.ky255, label %conv1_weight_grad.ky255.end
-
-conv1_weight_grad.then1851:                       ; preds = %conv1_weight_grad.oy263
-  br label %conv1_weight_grad.ox264
-
-conv1_weight_grad.endif1852:                      ; preds = %conv1_weight_grad.ox265.end, %conv1_weight_grad.oy263
-  %5748 = add nsw i64 %conv1_weight_grad.oy2631850, %conv1_weight_grad.ky2551815
-  %5749 = add nsw i64 %5748, -1
-  %5750 = icmp slt i64 %5749, 0
-  br i1 %5750, label %conv1_weight_grad.then1858, label %conv1_weight_grad.endif1859
-
-conv1_weight_grad.ox264:                          ; preds = %conv1_weight_grad.ox264, %conv1_weight_grad.then1851
-  %conv1_weight_grad.ox2641853 = phi i64 [ 0, %conv1_weight_grad.then1851 ], [ %ox264.next, %conv1_weight_grad.ox264 ]
-  %5751 = mul nsw i64 %conv1_weight_grad.g2521812, 16
-  %5752 = add nsw i64 %5751, %conv1_weight_grad.j2531813
-  %5753 = mul nsw i64 %5752, 784
-  %5754 = mul nsw i64 %conv1_weight_grad.c2541814, 784
-  %5755 = add nsw i64 %5753, %5754
-  %5756 = add nsw i64 %conv1_weight_grad.oy2631850, %conv1_weight_grad.ky2551815
-  %5757 = add nsw i64 %5756, -1
-  %5758 = mul nsw i64 %5757, 28
-  %5759 = add nsw i64 %5755, %5758
-  %5760 = add nsw i64 %conv1_weight_grad.ox2641853, 1
-  %5761 = add nsw i64 %5759, %5760
-  %images1854 = getelementptr inbounds float, ptr %images, i64 %5761
-  %5762 = load float, ptr %images1854, align 4
-  %5763 = mul nsw i64 %conv1_weight_grad.c2541814, 3
-  %5764 = add nsw i64 %5763, %conv1_weight_grad.ky2551815
-  %5765 = mul nsw i64 %5764, 3
-  %5766 = add nsw i64 %5765, 2
-  %5767 = mul nsw i64 %5766, 12544
-  %5768 = mul nsw i64 %conv1_weight_grad.j2531813, 784
-  %5769 = add nsw i64 %5767, %5768
-  %5770 = mul nsw i64 %conv1_weight_grad.oy2631850, 28
-  %5771 = add nsw i64 %5770, %conv1_weight_grad.ox2641853
-  %5772 = add nsw i64 %5769, %5771
-  %arena1855 = getelementptr inbounds float, ptr %arena, i64 %5772
-  store float %5762, ptr %arena1855, align 4
-  %ox264.next = add nsw i64 %conv1_weight_grad.ox2641853, 1
-  %5773 = icmp slt i64 %ox264.next, 27
-  br i1 %5773, label %conv1_weight_grad.ox264, label %conv1_weight_grad.ox264.end
-
-conv1_weight_grad.ox264.end:                      ; preds = %conv1_weight_grad.ox264
-  br label %conv1_weight_grad.ox265
-
-conv1_weight_grad.ox265:                          ; preds = %conv1_weight_grad.ox265, %conv1_weight_grad.ox264.end
-  %conv1_weight_grad.ox2651856 = phi i64 [ 0, %conv1_weight_grad.ox264.end ], [ %ox265.next, %conv1_weight_grad.ox265 ]
-  %5774 = mul nsw i64 %conv1_weight_grad.c2541814, 3
-  %5775 = add nsw i64 %5774, %conv1_weight_grad.ky2551815
-  %5776 = mul nsw i64 %5775, 3
-  %5777 = add nsw i64 %5776, 2
-  %5778 = mul nsw i64 %5777, 12544
-  %5779 = mul nsw i64 %conv1_weight_grad.j2531813, 784
-  %5780 = add nsw i64 %5778, %5779
-  %5781 = mul nsw i64 %conv1_weight_grad.oy2631850, 28
-  %5782 = add nsw i64 %conv1_weight_grad.ox2651856, 27
-  %5783 = add nsw i64 %5781, %5782
-  %5784 = add nsw i64 %5780, %5783
-  %arena1857 = getelementptr inbounds float, ptr %arena, i64 %5784
+conv1_weight_grad.ox278:                          ; preds = %conv1_weight_grad.ox278, %conv1_weight_grad.then1854
+  %conv1_weight_grad.ox2781856 = phi i64 [ 0, %conv1_weight_grad.then1854 ], [ %ox278.next, %conv1_weight_grad.ox278 ]
+  %5753 = mul nsw i64 %conv1_weight_grad.c2701829, 3
+  %5754 = add nsw i64 %5753, %conv1_weight_grad.ky2711830
+  %5755 = mul nsw i64 %5754, 3
+  %5756 = add nsw i64 %5755, 1
+  %5757 = mul nsw i64 %5756, 12544
+  %5758 = mul nsw i64 %conv1_weight_grad.j2691828, 784
+  %5759 = add nsw i64 %5757, %5758
+  %5760 = mul nsw i64 %conv1_weight_grad.oy2761848, 28
+  %5761 = add nsw i64 %5760, %conv1_weight_grad.ox2781856
+  %5762 = add nsw i64 %5759, %5761
+  %arena1857 = getelementptr inbounds float, ptr %arena, i64 %5762
   store float 0.000000e+00, ptr %arena1857, align 4
-  %ox265.next = add nsw i64 %conv1_weight_grad.ox2651856, 1
-  %5785 = icmp slt i64 %ox265.next, 1
-  br i1 %5785, label %conv1_weight_grad.ox265, label %conv1_weight_grad.ox265.end
+  %ox278.next = add nsw i64 %conv1_weight_grad.ox2781856, 1
+  %5763 = icmp slt i64 %ox278.next, 28
+  br i1 %5763, label %conv1_weight_grad.ox278, label %conv1_weight_grad.ox278.end
 
-conv1_weight_grad.ox265.end:                      ; preds = %conv1_weight_grad.ox265
-  br label %conv1_weight_grad.endif1852
+conv1_weight_grad.ox278.end:                      ; preds = %conv1_weight_grad.ox278
+  br label %conv1_weight_grad.endif1855
 
-conv1_weight_grad.then1858:                       ; preds = %conv1_weight_grad.endif1852
-  br label %conv1_weight_grad.ox266
+conv1_weight_grad.then1858:                       ; preds = %conv1_weight_grad.endif1855
+  br label %conv1_weight_grad.ox2781860
 
-conv1_weight_grad.endif1859:                      ; preds = %conv1_weight_grad.ox266.end, %conv1_weight_grad.endif1852
-  %5786 = add nsw i64 %conv1_weight_grad.oy2631850, %conv1_weight_grad.ky2551815
-  %5787 = add nsw i64 %5786, -1
-  %5788 = icmp slt i64 27, %5787
-  br i1 %5788, label %conv1_weight_grad.then1862, label %conv1_weight_grad.endif1863
+conv1_weight_grad.endif1859:                      ; preds = %conv1_weight_grad.ox278.end1861, %conv1_weight_grad.endif1855
+  %oy276.next = add nsw i64 %conv1_weight_grad.oy2761848, 1
+  %5764 = icmp slt i64 %oy276.next, 28
+  br i1 %5764, label %conv1_weight_grad.oy276, label %conv1_weight_grad.oy276.end
 
-conv1_weight_grad.ox266:                          ; preds = %conv1_weight_grad.ox266, %conv1_weight_grad.then1858
-  %conv1_weight_grad.ox2661860 = phi i64 [ 0, %conv1_weight_grad.then1858 ], [ %ox266.next, %conv1_weight_grad.ox266 ]
-  %5789 = mul nsw i64 %conv1_weight_grad.c2541814, 3
-  %5790 = add nsw i64 %5789, %conv1_weight_grad.ky2551815
-  %5791 = mul nsw i64 %5790, 3
-  %5792 = add nsw i64 %5791, 2
-  %5793 = mul nsw i64 %5792, 12544
-  %5794 = mul nsw i64 %conv1_weight_grad.j2531813, 784
-  %5795 = add nsw i64 %5793, %5794
-  %5796 = mul nsw i64 %conv1_weight_grad.oy2631850, 28
-  %5797 = add nsw i64 %5796, %conv1_weight_grad.ox2661860
-  %5798 = add nsw i64 %5795, %5797
-  %arena1861 = getelementptr inbounds float, ptr %arena, i64 %5798
-  store float 0.000000e+00, ptr %arena1861, align 4
-  %ox266.next = add nsw i64 %conv1_weight_grad.ox2661860, 1
-  %5799 = icmp slt i64 %ox266.next, 28
-  br i1 %5799, label %conv1_weight_grad.ox266, label %conv1_weight_grad.ox266.end
+conv1_weight_grad.ox2781860:                      ; preds = %conv1_weight_grad.ox2781860, %conv1_weight_grad.then1858
+  %conv1_weight_grad.ox2781862 = phi i64 [ 0, %conv1_weight_grad.then1858 ], [ %ox278.next1864, %conv1_weight_grad.ox2781860 ]
+  %5765 = mul nsw i64 %conv1_weight_grad.c2701829, 3
+  %5766 = add nsw i64 %5765, %conv1_weight_grad.ky2711830
+  %5767 = mul nsw i64 %5766, 3
+  %5768 = add nsw i64 %5767, 1
+  %5769 = mul nsw i64 %5768, 12544
+  %5770 = mul nsw i64 %conv1_weight_grad.j2691828, 784
+  %5771 = add nsw i64 %5769, %5770
+  %5772 = mul nsw i64 %conv1_weight_grad.oy2761848, 28
+  %5773 = add nsw i64 %5772, %conv1_weight_grad.ox2781862
+  %5774 = add nsw i64 %5771, %5773
+  %arena1863 = getelementptr inbounds float, ptr %arena, i64 %5774
+  store float 0.000000e+00, ptr %arena1863, align 4
+  %ox278.next1864 = add nsw i64 %conv1_weight_grad.ox2781862, 1
+  %5775 = icmp slt i64 %ox278.next1864, 28
+  br i1 %5775, label %conv1_weight_grad.ox2781860, label %conv1_weight_grad.ox278.end1861
 
-conv1_weight_grad.ox266.end:                      ; preds = %conv1_weight_grad.ox266
+conv1_weight_grad.ox278.end1861:                  ; preds = %conv1_weight_grad.ox2781860
   br label %conv1_weight_grad.endif1859
 
-conv1_weight_grad.then1862:                       ; preds = %conv1_weight_grad.endif1859
-  br label %conv1_weight_grad.ox2661864
+conv1_weight_grad.oy279:                          ; preds = %conv1_weight_grad.endif1878, %conv1_weight_grad.oy276.end
+  %conv1_weight_grad.oy2791865 = phi i64 [ 0, %conv1_weight_grad.oy276.end ], [ %oy279.next, %conv1_weight_grad.endif1878 ]
+  %5776 = add nsw i64 %conv1_weight_grad.oy2791865, %conv1_weight_grad.ky2711830
+  %5777 = add nsw i64 %5776, -1
+  %5778 = icmp slt i64 -1, %5777
+  %5779 = add nsw i64 %conv1_weight_grad.oy2791865, %conv1_weight_grad.ky2711830
+  %5780 = add nsw i64 %5779, -1
+  %5781 = icmp slt i64 %5780, 28
+  %5782 = and i1 %5778, %5781
+  br i1 %5782, label %conv1_weight_grad.then1866, label %conv1_weight_grad.endif1867
 
-conv1_weight_grad.endif1863:                      ; preds = %conv1_weight_grad.ox266.end1865, %conv1_weight_grad.endif1859
-  %oy263.next = add nsw i64 %conv1_weight_grad.oy2631850, 1
-  %5800 = icmp slt i64 %oy263.next, 28
-  br i1 %5800, label %conv1_weight_grad.oy263, label %conv1_weight_grad.oy263.end
+conv1_weight_grad.oy279.end:                      ; preds = %conv1_weight_grad.endif1878
+  %ky271.next = add nsw i64 %conv1_weight_grad.ky2711830, 1
+  %5783 = icmp slt i64 %ky271.next, 3
+  br i1 %5783, label %conv1_weight_grad.ky271, label %conv1_weight_grad.ky271.end
 
-conv1_weight_grad.ox2661864:                      ; preds = %conv1_weight_grad.ox2661864, %conv1_weight_grad.then1862
-  %conv1_weight_grad.ox2661866 = phi i64 [ 0, %conv1_weight_grad.then1862 ], [ %ox266.next1868, %conv1_weight_grad.ox2661864 ]
-  %5801 = mul nsw i64 %conv1_weight_grad.c2541814, 3
-  %5802 = add nsw i64 %5801, %conv1_weight_grad.ky2551815
-  %5803 = mul nsw i64 %5802, 3
-  %5804 = add nsw i64 %5803, 2
-  %5805 = mul nsw i64 %5804, 12544
-  %5806 = mul nsw i64 %conv1_weight_grad.j2531813, 784
-  %5807 = add nsw i64 %5805, %5806
-  %5808 = mul nsw i64 %conv1_weight_grad.oy2631850, 28
-  %5809 = add nsw i64 %5808, %conv1_weight_grad.ox2661866
-  %5810 = add nsw i64 %5807, %5809
-  %arena1867 = getelementptr inbounds float, ptr %arena, i64 %5810
-  store float 0.000000e+00, ptr %arena1867, align 4
-  %ox266.next1868 = add nsw i64 %conv1_weight_grad.ox2661866, 1
-  %5811 = icmp slt i64 %ox266.next1868, 28
-  br i1 %5811, label %conv1_weight_grad.ox2661864, label %conv1_weight_grad.ox266.end1865
+conv1_weight_grad.then1866:                       ; preds = %conv1_weight_grad.oy279
+  br label %conv1_weight_grad.ox280
 
-conv1_weight_grad.ox266.end1865:                  ; preds = %conv1_weight_grad.ox2661864
-  br label %conv1_weight_grad.endif1863
+conv1_weight_grad.endif1867:                      ; preds = %conv1_weight_grad.ox281.end, %conv1_weight_grad.oy279
+  %5784 = add nsw i64 %conv1_weight_grad.oy2791865, %conv1_weight_grad.ky2711830
+  %5785 = add nsw i64 %5784, -1
+  %5786 = icmp slt i64 %5785, 0
+  br i1 %5786, label %conv1_weight_grad.then1873, label %conv1_weight_grad.endif1874
 
-conv1_weight_grad.j267:                           ; preds = %conv1_weight_grad.i268.end, %conv1_weight_grad.j253.end
-  %conv1_weight_grad.j2671869 = phi i64 [ 0, %conv1_weight_grad.j253.end ], [ %j267.next, %conv1_weight_grad.i268.end ]
-  br label %conv1_weight_grad.i268
+conv1_weight_grad.ox280:                          ; preds = %conv1_weight_grad.ox280, %conv1_weight_grad.then1866
+  %conv1_weight_grad.ox2801868 = phi i64 [ 0, %conv1_weight_grad.then1866 ], [ %ox280.next, %conv1_weight_grad.ox280 ]
+  %5787 = mul nsw i64 %conv1_weight_grad.g2681827, 16
+  %5788 = add nsw i64 %5787, %conv1_weight_grad.j2691828
+  %5789 = mul nsw i64 %5788, 784
+  %5790 = mul nsw i64 %conv1_weight_grad.c2701829, 784
+  %5791 = add nsw i64 %5789, %5790
+  %5792 = add nsw i64 %conv1_weight_grad.oy2791865, %conv1_weight_grad.ky2711830
+  %5793 = add nsw i64 %5792, -1
+  %5794 = mul nsw i64 %5793, 28
+  %5795 = add nsw i64 %5791, %5794
+  %5796 = add nsw i64 %conv1_weight_grad.ox2801868, 1
+  %5797 = add nsw i64 %5795, %5796
+  %images1869 = getelementptr inbounds float, ptr %images, i64 %5797
+  %5798 = load float, ptr %images1869, align 4
+  %5799 = mul nsw i64 %conv1_weight_grad.c2701829, 3
+  %5800 = add nsw i64 %5799, %conv1_weight_grad.ky2711830
+  %5801 = mul nsw i64 %5800, 3
+  %5802 = add nsw i64 %5801, 2
+  %5803 = mul nsw i64 %5802, 12544
+  %5804 = mul nsw i64 %conv1_weight_grad.j2691828, 784
+  %5805 = add nsw i64 %5803, %5804
+  %5806 = mul nsw i64 %conv1_weight_grad.oy2791865, 28
+  %5807 = add nsw i64 %5806, %conv1_weight_grad.ox2801868
+  %5808 = add nsw i64 %5805, %5807
+  %arena1870 = getelementptr inbounds float, ptr %arena, i64 %5808
+  store float %5798, ptr %arena1870, align 4
+  %ox280.next = add nsw i64 %conv1_weight_grad.ox2801868, 1
+  %5809 = icmp slt i64 %ox280.next, 27
+  br i1 %5809, label %conv1_weight_grad.ox280, label %conv1_weight_grad.ox280.end
 
-conv1_weight_grad.j267.end:                       ; preds = %conv1_weight_grad.i268.end
-  br label %conv1_weight_grad.kp270
+conv1_weight_grad.ox280.end:                      ; preds = %conv1_weight_grad.ox280
+  br label %conv1_weight_grad.ox281
 
-conv1_weight_grad.i268:                           ; preds = %conv1_weight_grad.f269.end, %conv1_weight_grad.j267
-  %conv1_weight_grad.i2681870 = phi i64 [ 0, %conv1_weight_grad.j267 ], [ %i268.next, %conv1_weight_grad.f269.end ]
-  br label %conv1_weight_grad.f269
+conv1_weight_grad.ox281:                          ; preds = %conv1_weight_grad.ox281, %conv1_weight_grad.ox280.end
+  %conv1_weight_grad.ox2811871 = phi i64 [ 0, %conv1_weight_grad.ox280.end ], [ %ox281.next, %conv1_weight_grad.ox281 ]
+  %5810 = mul nsw i64 %conv1_weight_grad.c2701829, 3
+  %5811 = add nsw i64 %5810, %conv1_weight_grad.ky2711830
+  %5812 = mul nsw i64 %5811, 3
+  %5813 = add nsw i64 %5812, 2
+  %5814 = mul nsw i64 %5813, 12544
+  %5815 = mul nsw i64 %conv1_weight_grad.j2691828, 784
+  %5816 = add nsw i64 %5814, %5815
+  %5817 = mul nsw i64 %conv1_weight_grad.oy2791865, 28
+  %5818 = add nsw i64 %conv1_weight_grad.ox2811871, 27
+  %5819 = add nsw i64 %5817, %5818
+  %5820 = add nsw i64 %5816, %5819
+  %arena1872 = getelementptr inbounds float, ptr %arena, i64 %5820
+  store float 0.000000e+00, ptr %arena1872, align 4
+  %ox281.next = add nsw i64 %conv1_weight_grad.ox2811871, 1
+  %5821 = icmp slt i64 %ox281.next, 1
+  br i1 %5821, label %conv1_weight_grad.ox281, label %conv1_weight_grad.ox281.end
 
-conv1_weight_grad.i268.end:                       ; preds = %conv1_weight_grad.f269.end
-  %j267.next = add nsw i64 %conv1_weight_grad.j2671869, 1
-  %5812 = icmp slt i64 %j267.next, 16
-  br i1 %5812, label %conv1_weight_grad.j267, label %conv1_weight_grad.j267.end
+conv1_weight_grad.ox281.end:                      ; preds = %conv1_weight_grad.ox281
+  br label %conv1_weight_grad.endif1867
 
-conv1_weight_grad.f269:                           ; preds = %conv1_weight_grad.f269, %conv1_weight_grad.i268
-  %conv1_weight_grad.f2691871 = phi i64 [ 0, %conv1_weight_grad.i268 ], [ %f269.next, %conv1_weight_grad.f269 ]
-  %5813 = mul nsw i64 %conv1_weight_grad.g2521812, 16
-  %5814 = add nsw i64 %5813, %conv1_weight_grad.j2671869
-  %5815 = mul nsw i64 %5814, 25088
-  %5816 = add nsw i64 3220112, %5815
-  %5817 = mul nsw i64 %conv1_weight_grad.f2691871, 784
-  %5818 = add nsw i64 %5816, %5817
-  %5819 = add nsw i64 %5818, %conv1_weight_grad.i2681870
-  %arena1872 = getelementptr inbounds float, ptr %arena, i64 %5819
-  %5820 = load float, ptr %arena1872, align 4
-  %5821 = mul nsw i64 %conv1_weight_grad.j2671869, 784
-  %5822 = add nsw i64 %5821, %conv1_weight_grad.i2681870
-  %5823 = mul nsw i64 %5822, 32
-  %5824 = add nsw i64 112896, %5823
-  %5825 = add nsw i64 %5824, %conv1_weight_grad.f2691871
-  %arena1873 = getelementptr inbounds float, ptr %arena, i64 %5825
-  store float %5820, ptr %arena1873, align 4
-  %f269.next = add nsw i64 %conv1_weight_grad.f2691871, 1
-  %5826 = icmp slt i64 %f269.next, 32
-  br i1 %5826, label %conv1_weight_grad.f269, label %conv1_weight_grad.f269.end
+conv1_weight_grad.then1873:                       ; preds = %conv1_weight_grad.endif1867
+  br label %conv1_weight_grad.ox282
 
-conv1_weight_grad.f269.end:                       ; preds = %conv1_weight_grad.f269
-  %i268.next = add nsw i64 %conv1_weight_grad.i2681870, 1
-  %5827 = icmp slt i64 %i268.next, 784
-  br i1 %5827, label %conv1_weight_grad.i268, label %conv1_weight_grad.i268.end
+conv1_weight_grad.endif1874:                      ; preds = %conv1_weight_grad.ox282.end, %conv1_weight_grad.endif1867
+  %5822 = add nsw i64 %conv1_weight_grad.oy2791865, %conv1_weight_grad.ky2711830
+  %5823 = add nsw i64 %5822, -1
+  %5824 = icmp slt i64 27, %5823
+  br i1 %5824, label %conv1_weight_grad.then1877, label %conv1_weight_grad.endif1878
 
-conv1_weight_grad.kp270:                          ; preds = %conv1_weight_grad.nb271.end, %conv1_weight_grad.j267.end
-  %conv1_weight_grad.kp2701874 = phi i64 [ 0, %conv1_weight_grad.j267.end ], [ %kp270.next, %conv1_weight_grad.nb271.end ]
-  br label %conv1_weight_grad.nb271
+conv1_weight_grad.ox282:                          ; preds = %conv1_weight_grad.ox282, %conv1_weight_grad.then1873
+  %conv1_weight_grad.ox2821875 = phi i64 [ 0, %conv1_weight_grad.then1873 ], [ %ox282.next, %conv1_weight_grad.ox282 ]
+  %5825 = mul nsw i64 %conv1_weight_grad.c2701829, 3
+  %5826 = add nsw i64 %5825, %conv1_weight_grad.ky2711830
+  %5827 = mul nsw i64 %5826, 3
+  %5828 = add nsw i64 %5827, 2
+  %5829 = mul nsw i64 %5828, 12544
+  %5830 = mul nsw i64 %conv1_weight_grad.j2691828, 784
+  %5831 = add nsw i64 %5829, %5830
+  %5832 = mul nsw i64 %conv1_weight_grad.oy2791865, 28
+  %5833 = add nsw i64 %5832, %conv1_weight_grad.ox2821875
+  %5834 = add nsw i64 %5831, %5833
+  %arena1876 = getelementptr inbounds float, ptr %arena, i64 %5834
+  store float 0.000000e+00, ptr %arena1876, align 4
+  %ox282.next = add nsw i64 %conv1_weight_grad.ox2821875, 1
+  %5835 = icmp slt i64 %ox282.next, 28
+  br i1 %5835, label %conv1_weight_grad.ox282, label %conv1_weight_grad.ox282.end
 
-conv1_weight_grad.kp270.end:                      ; preds = %conv1_weight_grad.nb271.end
-  br label %conv1_weight_grad.nb275
+conv1_weight_grad.ox282.end:                      ; preds = %conv1_weight_grad.ox282
+  br label %conv1_weight_grad.endif1874
 
-conv1_weight_grad.nb271:                          ; preds = %conv1_weight_grad.mb272.end, %conv1_weight_grad.kp270
-  %conv1_weight_grad.nb2711875 = phi i64 [ 0, %conv1_weight_grad.kp270 ], [ %nb271.next, %conv1_weight_grad.mb272.end ]
-  br label %conv1_weight_grad.mb272
+conv1_weight_grad.then1877:                       ; preds = %conv1_weight_grad.endif1874
+  br label %conv1_weight_grad.ox2821879
 
-conv1_weight_grad.nb271.end:                      ; preds = %conv1_weight_grad.mb272.end
-  %kp270.next = add nsw i64 %conv1_weight_grad.kp2701874, 1
-  %5828 = icmp slt i64 %kp270.next, 32
-  br i1 %5828, label %conv1_weight_grad.kp270, label %conv1_weight_grad.kp270.end
+conv1_weight_grad.endif1878:                      ; preds = %conv1_weight_grad.ox282.end1880, %conv1_weight_grad.endif1874
+  %oy279.next = add nsw i64 %conv1_weight_grad.oy2791865, 1
+  %5836 = icmp slt i64 %oy279.next, 28
+  br i1 %5836, label %conv1_weight_grad.oy279, label %conv1_weight_grad.oy279.end
 
-conv1_weight_grad.mb272:                          ; preds = %conv1_weight_grad.k274.end, %conv1_weight_grad.nb271
-  %conv1_weight_grad.mb2721876 = phi i64 [ 0, %conv1_weight_grad.nb271 ], [ %mb272.next, %conv1_weight_grad.k274.end ]
-  %5829 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5830 = mul nsw i64 %5829, 32
-  %5831 = add nsw i64 514304, %5830
-  %5832 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5833 = add nsw i64 %5831, %5832
-  %arena1877 = getelementptr inbounds float, ptr %arena, i64 %5833
-  %5834 = load <16 x float>, ptr %arena1877, align 4
-  store <16 x float> %5834, ptr %conv1_weight_grad.t273_c0_0, align 64
-  %5835 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5836 = mul nsw i64 %5835, 32
-  %5837 = add nsw i64 514304, %5836
-  %5838 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5839 = add nsw i64 %5837, %5838
-  %5840 = add nsw i64 %5839, 16
-  %arena1878 = getelementptr inbounds float, ptr %arena, i64 %5840
-  %5841 = load <16 x float>, ptr %arena1878, align 4
-  store <16 x float> %5841, ptr %conv1_weight_grad.t273_c0_1, align 64
-  %5842 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5843 = add nsw i64 %5842, 1
-  %5844 = mul nsw i64 %5843, 32
-  %5845 = add nsw i64 514304, %5844
-  %5846 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5847 = add nsw i64 %5845, %5846
-  %arena1879 = getelementptr inbounds float, ptr %arena, i64 %5847
-  %5848 = load <16 x float>, ptr %arena1879, align 4
-  store <16 x float> %5848, ptr %conv1_weight_grad.t273_c1_0, align 64
-  %5849 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5850 = add nsw i64 %5849, 1
-  %5851 = mul nsw i64 %5850, 32
-  %5852 = add nsw i64 514304, %5851
-  %5853 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+conv1_weight_grad.ox2821879:                      ; preds = %conv1_weight_grad.ox2821879, %conv1_weight_grad.then1877
+  %conv1_weight_grad.ox2821881 = phi i64 [ 0, %conv1_weight_grad.then1877 ], [ %ox282.next1883, %conv1_weight_grad.ox2821879 ]
+  %5837 = mul nsw i64 %conv1_weight_grad.c2701829, 3
+  %5838 = add nsw i64 %5837, %conv1_weight_grad.ky2711830
+  %5839 = mul nsw i64 %5838, 3
+  %5840 = add nsw i64 %5839, 2
+  %5841 = mul nsw i64 %5840, 12544
+  %5842 = mul nsw i64 %conv1_weight_grad.j2691828, 784
+  %5843 = add nsw i64 %5841, %5842
+  %5844 = mul nsw i64 %conv1_weight_grad.oy2791865, 28
+  %5845 = add nsw i64 %5844, %conv1_weight_grad.ox2821881
+  %5846 = add nsw i64 %5843, %5845
+  %arena1882 = getelementptr inbounds float, ptr %arena, i64 %5846
+  store float 0.000000e+00, ptr %arena1882, align 4
+  %ox282.next1883 = add nsw i64 %conv1_weight_grad.ox2821881, 1
+  %5847 = icmp slt i64 %ox282.next1883, 28
+  br i1 %5847, label %conv1_weight_grad.ox2821879, label %conv1_weight_grad.ox282.end1880
+
+conv1_weight_grad.ox282.end1880:                  ; preds = %conv1_weight_grad.ox2821879
+  br label %conv1_weight_grad.endif1878
+
+conv1_weight_grad.j283:                           ; preds = %conv1_weight_grad.i284.end, %conv1_weight_grad.j269.end
+  %conv1_weight_grad.j2831884 = phi i64 [ 0, %conv1_weight_grad.j269.end ], [ %j283.next, %conv1_weight_grad.i284.end ]
+  br label %conv1_weight_grad.i284
+
+conv1_weight_grad.j283.end:                       ; preds = %conv1_weight_grad.i284.end
+  br label %conv1_weight_grad.kp286
+
+conv1_weight_grad.i284:                           ; preds = %conv1_weight_grad.f285.end, %conv1_weight_grad.j283
+  %conv1_weight_grad.i2841885 = phi i64 [ 0, %conv1_weight_grad.j283 ], [ %i284.next, %conv1_weight_grad.f285.end ]
+  br label %conv1_weight_grad.f285
+
+conv1_weight_grad.i284.end:                       ; preds = %conv1_weight_grad.f285.end
+  %j283.next = add nsw i64 %conv1_weight_grad.j2831884, 1
+  %5848 = icmp slt i64 %j283.next, 16
+  br i1 %5848, label %conv1_weight_grad.j283, label %conv1_weight_grad.j283.end
+
+conv1_weight_grad.f285:                           ; preds = %conv1_weight_grad.f285, %conv1_weight_grad.i284
+  %conv1_weight_grad.f2851886 = phi i64 [ 0, %conv1_weight_grad.i284 ], [ %f285.next, %conv1_weight_grad.f285 ]
+  %5849 = mul nsw i64 %conv1_weight_grad.g2681827, 16
+  %5850 = add nsw i64 %5849, %conv1_weight_grad.j2831884
+  %5851 = mul nsw i64 %5850, 25088
+  %5852 = add nsw i64 3220112, %5851
+  %5853 = mul nsw i64 %conv1_weight_grad.f2851886, 784
   %5854 = add nsw i64 %5852, %5853
-  %5855 = add nsw i64 %5854, 16
-  %arena1880 = getelementptr inbounds float, ptr %arena, i64 %5855
-  %5856 = load <16 x float>, ptr %arena1880, align 4
-  store <16 x float> %5856, ptr %conv1_weight_grad.t273_c1_1, align 64
-  %5857 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5858 = add nsw i64 %5857, 2
+  %5855 = add nsw i64 %5854, %conv1_weight_grad.i2841885
+  %arena1887 = getelementptr inbounds float, ptr %arena, i64 %5855
+  %5856 = load float, ptr %arena1887, align 4
+  %5857 = mul nsw i64 %conv1_weight_grad.j2831884, 784
+  %5858 = add nsw i64 %5857, %conv1_weight_grad.i2841885
   %5859 = mul nsw i64 %5858, 32
-  %5860 = add nsw i64 514304, %5859
-  %5861 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5862 = add nsw i64 %5860, %5861
-  %arena1881 = getelementptr inbounds float, ptr %arena, i64 %5862
-  %5863 = load <16 x float>, ptr %arena1881, align 4
-  store <16 x float> %5863, ptr %conv1_weight_grad.t273_c2_0, align 64
-  %5864 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5865 = add nsw i64 %5864, 2
+  %5860 = add nsw i64 112896, %5859
+  %5861 = add nsw i64 %5860, %conv1_weight_grad.f2851886
+  %arena1888 = getelementptr inbounds float, ptr %arena, i64 %5861
+  store float %5856, ptr %arena1888, align 4
+  %f285.next = add nsw i64 %conv1_weight_grad.f2851886, 1
+  %5862 = icmp slt i64 %f285.next, 32
+  br i1 %5862, label %conv1_weight_grad.f285, label %conv1_weight_grad.f285.end
+
+conv1_weight_grad.f285.end:                       ; preds = %conv1_weight_grad.f285
+  %i284.next = add nsw i64 %conv1_weight_grad.i2841885, 1
+  %5863 = icmp slt i64 %i284.next, 784
+  br i1 %5863, label %conv1_weight_grad.i284, label %conv1_weight_grad.i284.end
+
+conv1_weight_grad.kp286:                          ; preds = %conv1_weight_grad.nb287.end, %conv1_weight_grad.j283.end
+  %conv1_weight_grad.kp2861889 = phi i64 [ 0, %conv1_weight_grad.j283.end ], [ %kp286.next, %conv1_weight_grad.nb287.end ]
+  br label %conv1_weight_grad.nb287
+
+conv1_weight_grad.kp286.end:                      ; preds = %conv1_weight_grad.nb287.end
+  br label %conv1_weight_grad.nb291
+
+conv1_weight_grad.nb287:                          ; preds = %conv1_weight_grad.mb288.end, %conv1_weight_grad.kp286
+  %conv1_weight_grad.nb2871890 = phi i64 [ 0, %conv1_weight_grad.kp286 ], [ %nb287.next, %conv1_weight_grad.mb288.end ]
+  br label %conv1_weight_grad.mb288
+
+conv1_weight_grad.nb287.end:                      ; preds = %conv1_weight_grad.mb288.end
+  %kp286.next = add nsw i64 %conv1_weight_grad.kp2861889, 1
+  %5864 = icmp slt i64 %kp286.next, 32
+  br i1 %5864, label %conv1_weight_grad.kp286, label %conv1_weight_grad.kp286.end
+
+conv1_weight_grad.mb288:                          ; preds = %conv1_weight_grad.k290.end, %conv1_weight_grad.nb287
+  %conv1_weight_grad.mb2881891 = phi i64 [ 0, %conv1_weight_grad.nb287 ], [ %mb288.next, %conv1_weight_grad.k290.end ]
+  %5865 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
   %5866 = mul nsw i64 %5865, 32
   %5867 = add nsw i64 514304, %5866
-  %5868 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5868 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
   %5869 = add nsw i64 %5867, %5868
-  %5870 = add nsw i64 %5869, 16
-  %arena1882 = getelementptr inbounds float, ptr %arena, i64 %5870
-  %5871 = load <16 x float>, ptr %arena1882, align 4
-  store <16 x float> %5871, ptr %conv1_weight_grad.t273_c2_1, align 64
-  %5872 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5873 = add nsw i64 %5872, 3
-  %5874 = mul nsw i64 %5873, 32
-  %5875 = add nsw i64 514304, %5874
-  %5876 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5877 = add nsw i64 %5875, %5876
-  %arena1883 = getelementptr inbounds float, ptr %arena, i64 %5877
-  %5878 = load <16 x float>, ptr %arena1883, align 4
-  store <16 x float> %5878, ptr %conv1_weight_grad.t273_c3_0, align 64
-  %5879 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5880 = add nsw i64 %5879, 3
-  %5881 = mul nsw i64 %5880, 32
-  %5882 = add nsw i64 514304, %5881
-  %5883 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5884 = add nsw i64 %5882, %5883
-  %5885 = add nsw i64 %5884, 16
-  %arena1884 = getelementptr inbounds float, ptr %arena, i64 %5885
-  %5886 = load <16 x float>, ptr %arena1884, align 4
-  store <16 x float> %5886, ptr %conv1_weight_grad.t273_c3_1, align 64
-  %5887 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5888 = add nsw i64 %5887, 4
-  %5889 = mul nsw i64 %5888, 32
-  %5890 = add nsw i64 514304, %5889
-  %5891 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5892 = add nsw i64 %5890, %5891
-  %arena1885 = getelementptr inbounds float, ptr %arena, i64 %5892
-  %5893 = load <16 x float>, ptr %arena1885, align 4
-  store <16 x float> %5893, ptr %conv1_weight_grad.t273_c4_0, align 64
-  %5894 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5895 = add nsw i64 %5894, 4
-  %5896 = mul nsw i64 %5895, 32
-  %5897 = add nsw i64 514304, %5896
-  %5898 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5899 = add nsw i64 %5897, %5898
-  %5900 = add nsw i64 %5899, 16
-  %arena1886 = getelementptr inbounds float, ptr %arena, i64 %5900
-  %5901 = load <16 x float>, ptr %arena1886, align 4
-  store <16 x float> %5901, ptr %conv1_weight_grad.t273_c4_1, align 64
-  %5902 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5903 = add nsw i64 %5902, 5
-  %5904 = mul nsw i64 %5903, 32
-  %5905 = add nsw i64 514304, %5904
-  %5906 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5907 = add nsw i64 %5905, %5906
-  %arena1887 = getelementptr inbounds float, ptr %arena, i64 %5907
-  %5908 = load <16 x float>, ptr %arena1887, align 4
-  store <16 x float> %5908, ptr %conv1_weight_grad.t273_c5_0, align 64
-  %5909 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5910 = add nsw i64 %5909, 5
-  %5911 = mul nsw i64 %5910, 32
-  %5912 = add nsw i64 514304, %5911
-  %5913 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5914 = add nsw i64 %5912, %5913
-  %5915 = add nsw i64 %5914, 16
-  %arena1888 = getelementptr inbounds float, ptr %arena, i64 %5915
-  %5916 = load <16 x float>, ptr %arena1888, align 4
-  store <16 x float> %5916, ptr %conv1_weight_grad.t273_c5_1, align 64
-  %5917 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5918 = add nsw i64 %5917, 6
-  %5919 = mul nsw i64 %5918, 32
-  %5920 = add nsw i64 514304, %5919
-  %5921 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5922 = add nsw i64 %5920, %5921
-  %arena1889 = getelementptr inbounds float, ptr %arena, i64 %5922
-  %5923 = load <16 x float>, ptr %arena1889, align 4
-  store <16 x float> %5923, ptr %conv1_weight_grad.t273_c6_0, align 64
-  %5924 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5925 = add nsw i64 %5924, 6
-  %5926 = mul nsw i64 %5925, 32
-  %5927 = add nsw i64 514304, %5926
-  %5928 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5929 = add nsw i64 %5927, %5928
-  %5930 = add nsw i64 %5929, 16
-  %arena1890 = getelementptr inbounds float, ptr %arena, i64 %5930
-  %5931 = load <16 x float>, ptr %arena1890, align 4
-  store <16 x float> %5931, ptr %conv1_weight_grad.t273_c6_1, align 64
-  %5932 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5933 = add nsw i64 %5932, 7
-  %5934 = mul nsw i64 %5933, 32
-  %5935 = add nsw i64 514304, %5934
-  %5936 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5937 = add nsw i64 %5935, %5936
-  %arena1891 = getelementptr inbounds float, ptr %arena, i64 %5937
-  %5938 = load <16 x float>, ptr %arena1891, align 4
-  store <16 x float> %5938, ptr %conv1_weight_grad.t273_c7_0, align 64
-  %5939 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5940 = add nsw i64 %5939, 7
-  %5941 = mul nsw i64 %5940, 32
-  %5942 = add nsw i64 514304, %5941
-  %5943 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5944 = add nsw i64 %5942, %5943
-  %5945 = add nsw i64 %5944, 16
-  %arena1892 = getelementptr inbounds float, ptr %arena, i64 %5945
-  %5946 = load <16 x float>, ptr %arena1892, align 4
-  store <16 x float> %5946, ptr %conv1_weight_grad.t273_c7_1, align 64
-  %5947 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5948 = add nsw i64 %5947, 8
-  %5949 = mul nsw i64 %5948, 32
-  %5950 = add nsw i64 514304, %5949
-  %5951 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5952 = add nsw i64 %5950, %5951
-  %arena1893 = getelementptr inbounds float, ptr %arena, i64 %5952
-  %5953 = load <16 x float>, ptr %arena1893, align 4
-  store <16 x float> %5953, ptr %conv1_weight_grad.t273_c8_0, align 64
-  %5954 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5955 = add nsw i64 %5954, 8
-  %5956 = mul nsw i64 %5955, 32
-  %5957 = add nsw i64 514304, %5956
-  %5958 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5959 = add nsw i64 %5957, %5958
-  %5960 = add nsw i64 %5959, 16
-  %arena1894 = getelementptr inbounds float, ptr %arena, i64 %5960
-  %5961 = load <16 x float>, ptr %arena1894, align 4
-  store <16 x float> %5961, ptr %conv1_weight_grad.t273_c8_1, align 64
-  br label %conv1_weight_grad.k274
+  %arena1892 = getelementptr inbounds float, ptr %arena, i64 %5869
+  %5870 = load <16 x float>, ptr %arena1892, align 4
+  store <16 x float> %5870, ptr %conv1_weight_grad.t289_c0_0, align 64
+  %5871 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5872 = mul nsw i64 %5871, 32
+  %5873 = add nsw i64 514304, %5872
+  %5874 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5875 = add nsw i64 %5873, %5874
+  %5876 = add nsw i64 %5875, 16
+  %arena1893 = getelementptr inbounds float, ptr %arena, i64 %5876
+  %5877 = load <16 x float>, ptr %arena1893, align 4
+  store <16 x float> %5877, ptr %conv1_weight_grad.t289_c0_1, align 64
+  %5878 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5879 = add nsw i64 %5878, 1
+  %5880 = mul nsw i64 %5879, 32
+  %5881 = add nsw i64 514304, %5880
+  %5882 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5883 = add nsw i64 %5881, %5882
+  %arena1894 = getelementptr inbounds float, ptr %arena, i64 %5883
+  %5884 = load <16 x float>, ptr %arena1894, align 4
+  store <16 x float> %5884, ptr %conv1_weight_grad.t289_c1_0, align 64
+  %5885 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5886 = add nsw i64 %5885, 1
+  %5887 = mul nsw i64 %5886, 32
+  %5888 = add nsw i64 514304, %5887
+  %5889 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5890 = add nsw i64 %5888, %5889
+  %5891 = add nsw i64 %5890, 16
+  %arena1895 = getelementptr inbounds float, ptr %arena, i64 %5891
+  %5892 = load <16 x float>, ptr %arena1895, align 4
+  store <16 x float> %5892, ptr %conv1_weight_grad.t289_c1_1, align 64
+  %5893 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5894 = add nsw i64 %5893, 2
+  %5895 = mul nsw i64 %5894, 32
+  %5896 = add nsw i64 514304, %5895
+  %5897 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5898 = add nsw i64 %5896, %5897
+  %arena1896 = getelementptr inbounds float, ptr %arena, i64 %5898
+  %5899 = load <16 x float>, ptr %arena1896, align 4
+  store <16 x float> %5899, ptr %conv1_weight_grad.t289_c2_0, align 64
+  %5900 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5901 = add nsw i64 %5900, 2
+  %5902 = mul nsw i64 %5901, 32
+  %5903 = add nsw i64 514304, %5902
+  %5904 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5905 = add nsw i64 %5903, %5904
+  %5906 = add nsw i64 %5905, 16
+  %arena1897 = getelementptr inbounds float, ptr %arena, i64 %5906
+  %5907 = load <16 x float>, ptr %arena1897, align 4
+  store <16 x float> %5907, ptr %conv1_weight_grad.t289_c2_1, align 64
+  %5908 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5909 = add nsw i64 %5908, 3
+  %5910 = mul nsw i64 %5909, 32
+  %5911 = add nsw i64 514304, %5910
+  %5912 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5913 = add nsw i64 %5911, %5912
+  %arena1898 = getelementptr inbounds float, ptr %arena, i64 %5913
+  %5914 = load <16 x float>, ptr %arena1898, align 4
+  store <16 x float> %5914, ptr %conv1_weight_grad.t289_c3_0, align 64
+  %5915 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5916 = add nsw i64 %5915, 3
+  %5917 = mul nsw i64 %5916, 32
+  %5918 = add nsw i64 514304, %5917
+  %5919 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5920 = add nsw i64 %5918, %5919
+  %5921 = add nsw i64 %5920, 16
+  %arena1899 = getelementptr inbounds float, ptr %arena, i64 %5921
+  %5922 = load <16 x float>, ptr %arena1899, align 4
+  store <16 x float> %5922, ptr %conv1_weight_grad.t289_c3_1, align 64
+  %5923 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5924 = add nsw i64 %5923, 4
+  %5925 = mul nsw i64 %5924, 32
+  %5926 = add nsw i64 514304, %5925
+  %5927 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5928 = add nsw i64 %5926, %5927
+  %arena1900 = getelementptr inbounds float, ptr %arena, i64 %5928
+  %5929 = load <16 x float>, ptr %arena1900, align 4
+  store <16 x float> %5929, ptr %conv1_weight_grad.t289_c4_0, align 64
+  %5930 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5931 = add nsw i64 %5930, 4
+  %5932 = mul nsw i64 %5931, 32
+  %5933 = add nsw i64 514304, %5932
+  %5934 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5935 = add nsw i64 %5933, %5934
+  %5936 = add nsw i64 %5935, 16
+  %arena1901 = getelementptr inbounds float, ptr %arena, i64 %5936
+  %5937 = load <16 x float>, ptr %arena1901, align 4
+  store <16 x float> %5937, ptr %conv1_weight_grad.t289_c4_1, align 64
+  %5938 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5939 = add nsw i64 %5938, 5
+  %5940 = mul nsw i64 %5939, 32
+  %5941 = add nsw i64 514304, %5940
+  %5942 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5943 = add nsw i64 %5941, %5942
+  %arena1902 = getelementptr inbounds float, ptr %arena, i64 %5943
+  %5944 = load <16 x float>, ptr %arena1902, align 4
+  store <16 x float> %5944, ptr %conv1_weight_grad.t289_c5_0, align 64
+  %5945 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5946 = add nsw i64 %5945, 5
+  %5947 = mul nsw i64 %5946, 32
+  %5948 = add nsw i64 514304, %5947
+  %5949 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5950 = add nsw i64 %5948, %5949
+  %5951 = add nsw i64 %5950, 16
+  %arena1903 = getelementptr inbounds float, ptr %arena, i64 %5951
+  %5952 = load <16 x float>, ptr %arena1903, align 4
+  store <16 x float> %5952, ptr %conv1_weight_grad.t289_c5_1, align 64
+  %5953 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5954 = add nsw i64 %5953, 6
+  %5955 = mul nsw i64 %5954, 32
+  %5956 = add nsw i64 514304, %5955
+  %5957 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5958 = add nsw i64 %5956, %5957
+  %arena1904 = getelementptr inbounds float, ptr %arena, i64 %5958
+  %5959 = load <16 x float>, ptr %arena1904, align 4
+  store <16 x float> %5959, ptr %conv1_weight_grad.t289_c6_0, align 64
+  %5960 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5961 = add nsw i64 %5960, 6
+  %5962 = mul nsw i64 %5961, 32
+  %5963 = add nsw i64 514304, %5962
+  %5964 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5965 = add nsw i64 %5963, %5964
+  %5966 = add nsw i64 %5965, 16
+  %arena1905 = getelementptr inbounds float, ptr %arena, i64 %5966
+  %5967 = load <16 x float>, ptr %arena1905, align 4
+  store <16 x float> %5967, ptr %conv1_weight_grad.t289_c6_1, align 64
+  %5968 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5969 = add nsw i64 %5968, 7
+  %5970 = mul nsw i64 %5969, 32
+  %5971 = add nsw i64 514304, %5970
+  %5972 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5973 = add nsw i64 %5971, %5972
+  %arena1906 = getelementptr inbounds float, ptr %arena, i64 %5973
+  %5974 = load <16 x float>, ptr %arena1906, align 4
+  store <16 x float> %5974, ptr %conv1_weight_grad.t289_c7_0, align 64
+  %5975 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5976 = add nsw i64 %5975, 7
+  %5977 = mul nsw i64 %5976, 32
+  %5978 = add nsw i64 514304, %5977
+  %5979 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5980 = add nsw i64 %5978, %5979
+  %5981 = add nsw i64 %5980, 16
+  %arena1907 = getelementptr inbounds float, ptr %arena, i64 %5981
+  %5982 = load <16 x float>, ptr %arena1907, align 4
+  store <16 x float> %5982, ptr %conv1_weight_grad.t289_c7_1, align 64
+  %5983 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5984 = add nsw i64 %5983, 8
+  %5985 = mul nsw i64 %5984, 32
+  %5986 = add nsw i64 514304, %5985
+  %5987 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5988 = add nsw i64 %5986, %5987
+  %arena1908 = getelementptr inbounds float, ptr %arena, i64 %5988
+  %5989 = load <16 x float>, ptr %arena1908, align 4
+  store <16 x float> %5989, ptr %conv1_weight_grad.t289_c8_0, align 64
+  %5990 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %5991 = add nsw i64 %5990, 8
+  %5992 = mul nsw i64 %5991, 32
+  %5993 = add nsw i64 514304, %5992
+  %5994 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %5995 = add nsw i64 %5993, %5994
+  %5996 = add nsw i64 %5995, 16
+  %arena1909 = getelementptr inbounds float, ptr %arena, i64 %5996
+  %5997 = load <16 x float>, ptr %arena1909, align 4
+  store <16 x float> %5997, ptr %conv1_weight_grad.t289_c8_1, align 64
+  br label %conv1_weight_grad.k290
 
-conv1_weight_grad.mb272.end:                      ; preds = %conv1_weight_grad.k274.end
-  %nb271.next = add nsw i64 %conv1_weight_grad.nb2711875, 1
-  %5962 = icmp slt i64 %nb271.next, 1
-  br i1 %5962, label %conv1_weight_grad.nb271, label %conv1_weight_grad.nb271.end
+conv1_weight_grad.mb288.end:                      ; preds = %conv1_weight_grad.k290.end
+  %nb287.next = add nsw i64 %conv1_weight_grad.nb2871890, 1
+  %5998 = icmp slt i64 %nb287.next, 1
+  br i1 %5998, label %conv1_weight_grad.nb287, label %conv1_weight_grad.nb287.end
 
-conv1_weight_grad.k274:                           ; preds = %conv1_weight_grad.k274, %conv1_weight_grad.mb272
-  %conv1_weight_grad.k2741895 = phi i64 [ 0, %conv1_weight_grad.mb272 ], [ %k274.next, %conv1_weight_grad.k274 ]
-  %5963 = mul nsw i64 %conv1_weight_grad.kp2701874, 381
-  %5964 = add nsw i64 %conv1_weight_grad.k2741895, %5963
-  %5965 = mul nsw i64 %5964, 32
-  %5966 = add nsw i64 112896, %5965
-  %5967 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5968 = add nsw i64 %5966, %5967
-  %arena1896 = getelementptr inbounds float, ptr %arena, i64 %5968
-  %5969 = load <16 x float>, ptr %arena1896, align 4
-  store <16 x float> %5969, ptr %conv1_weight_grad.t273_b0, align 64
-  %5970 = mul nsw i64 %conv1_weight_grad.kp2701874, 381
-  %5971 = add nsw i64 %conv1_weight_grad.k2741895, %5970
-  %5972 = mul nsw i64 %5971, 32
-  %5973 = add nsw i64 112896, %5972
-  %5974 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %5975 = add nsw i64 %5973, %5974
-  %5976 = add nsw i64 %5975, 16
-  %arena1897 = getelementptr inbounds float, ptr %arena, i64 %5976
-  %5977 = load <16 x float>, ptr %arena1897, align 4
-  store <16 x float> %5977, ptr %conv1_weight_grad.t273_b1, align 64
-  %5978 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5979 = mul nsw i64 %5978, 12544
-  %5980 = mul nsw i64 %conv1_weight_grad.kp2701874, 381
-  %5981 = add nsw i64 %conv1_weight_grad.k2741895, %5980
-  %5982 = add nsw i64 %5979, %5981
-  %arena1898 = getelementptr inbounds float, ptr %arena, i64 %5982
-  %5983 = load float, ptr %arena1898, align 4
-  %5984 = insertelement <16 x float> undef, float %5983, i32 0
-  %5985 = shufflevector <16 x float> %5984, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5985, ptr %conv1_weight_grad.t273_a0, align 64
-  %t273_a0 = load <16 x float>, ptr %conv1_weight_grad.t273_a0, align 64
-  %t273_b0 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
-  %t273_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c0_0, align 64
-  %5986 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a0, <16 x float> %t273_b0, <16 x float> %t273_c0_0)
-  store <16 x float> %5986, ptr %conv1_weight_grad.t273_c0_0, align 64
-  %t273_a01899 = load <16 x float>, ptr %conv1_weight_grad.t273_a0, align 64
-  %t273_b1 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
-  %t273_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c0_1, align 64
-  %5987 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a01899, <16 x float> %t273_b1, <16 x float> %t273_c0_1)
-  store <16 x float> %5987, ptr %conv1_weight_grad.t273_c0_1, align 64
-  %5988 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %5989 = add nsw i64 %5988, 1
-  %5990 = mul nsw i64 %5989, 12544
-  %5991 = mul nsw i64 %conv1_weight_grad.kp2701874, 381
-  %5992 = add nsw i64 %conv1_weight_grad.k2741895, %5991
-  %5993 = add nsw i64 %5990, %5992
-  %arena1900 = getelementptr inbounds float, ptr %arena, i64 %5993
-  %5994 = load float, ptr %arena1900, align 4
-  %5995 = insertelement <16 x float> undef, float %5994, i32 0
-  %5996 = shufflevector <16 x float> %5995, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5996, ptr %conv1_weight_grad.t273_a1, align 64
-  %t273_a1 = load <16 x float>, ptr %conv1_weight_grad.t273_a1, align 64
-  %t273_b01901 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
-  %t273_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c1_0, align 64
-  %5997 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a1, <16 x float> %t273_b01901, <16 x float> %t273_c1_0)
-  store <16 x float> %5997, ptr %conv1_weight_grad.t273_c1_0, align 64
-  %t273_a11902 = load <16 x float>, ptr %conv1_weight_grad.t273_a1, align 64
-  %t273_b11903 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
-  %t273_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c1_1, align 64
-  %5998 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a11902, <16 x float> %t273_b11903, <16 x float> %t273_c1_1)
-  store <16 x float> %5998, ptr %conv1_weight_grad.t273_c1_1, align 64
-  %5999 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6000 = add nsw i64 %5999, 2
-  %6001 = mul nsw i64 %6000, 12544
-  %6002 = mul nsw i64 %conv1_weight_grad.kp2701874, 381
-  %6003 = add nsw i64 %conv1_weight_grad.k2741895, %6002
-  %6004 = add nsw i64 %6001, %6003
-  %arena1904 = getelementptr inbounds float, ptr %arena, i64 %6004
-  %6005 = load float, ptr %arena1904, align 4
-  %6006 = insertelement <16 x float> undef, float %6005, i32 0
-  %6007 = shufflevector <16 x float> %6006, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6007, ptr %conv1_weight_grad.t273_a2, align 64
-  %t273_a2 = load <16 x float>, ptr %conv1_weight_grad.t273_a2, align 64
-  %t273_b01905 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
-  %t273_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c2_0, align 64
-  %6008 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a2, <16 x float> %t273_b01905, <16 x float> %t273_c2_0)
-  store <16 x float> %6008, ptr %conv1_weight_grad.t273_c2_0, align 64
-  %t273_a21906 = load <16 x float>, ptr %conv1_weight_grad.t273_a2, align 64
-  %t273_b11907 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
-  %t273_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c2_1, align 64
-  %6009 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a21906, <16 x float> %t273_b11907, <16 x float> %t273_c2_1)
-  store <16 x float> %6009, ptr %conv1_weight_grad.t273_c2_1, align 64
-  %6010 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6011 = add nsw i64 %6010, 3
-  %6012 = mul nsw i64 %6011, 12544
-  %6013 = mul nsw i64 %conv1_weight_grad.kp2701874, 381
-  %6014 = add nsw i64 %conv1_weight_grad.k2741895, %6013
-  %6015 = add nsw i64 %6012, %6014
-  %arena1908 = getelementptr inbounds float, ptr %arena, i64 %6015
-  %6016 = load float, ptr %arena1908, align 4
-  %6017 = insertelement <16 x float> undef, float %6016, i32 0
-  %6018 = shufflevector <16 x float> %6017, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6018, ptr %conv1_weight_grad.t273_a3, align 64
-  %t273_a3 = load <16 x float>, ptr %conv1_weight_grad.t273_a3, align 64
-  %t273_b01909 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
-  %t273_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c3_0, align 64
-  %6019 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a3, <16 x float> %t273_b01909, <16 x float> %t273_c3_0)
-  store <16 x float> %6019, ptr %conv1_weight_grad.t273_c3_0, align 64
-  %t273_a31910 = load <16 x float>, ptr %conv1_weight_grad.t273_a3, align 64
-  %t273_b11911 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
-  %t273_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c3_1, align 64
-  %6020 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a31910, <16 x float> %t273_b11911, <16 x float> %t273_c3_1)
-  store <16 x float> %6020, ptr %conv1_weight_grad.t273_c3_1, align 64
-  %6021 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6022 = add nsw i64 %6021, 4
-  %6023 = mul nsw i64 %6022, 12544
-  %6024 = mul nsw i64 %conv1_weight_grad.kp2701874, 381
-  %6025 = add nsw i64 %conv1_weight_grad.k2741895, %6024
-  %6026 = add nsw i64 %6023, %6025
-  %arena1912 = getelementptr inbounds float, ptr %arena, i64 %6026
-  %6027 = load float, ptr %arena1912, align 4
-  %6028 = insertelement <16 x float> undef, float %6027, i32 0
-  %6029 = shufflevector <16 x float> %6028, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6029, ptr %conv1_weight_grad.t273_a4, align 64
-  %t273_a4 = load <16 x float>, ptr %conv1_weight_grad.t273_a4, align 64
-  %t273_b01913 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
-  %t273_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c4_0, align 64
-  %6030 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a4, <16 x float> %t273_b01913, <16 x float> %t273_c4_0)
-  store <16 x float> %6030, ptr %conv1_weight_grad.t273_c4_0, align 64
-  %t273_a41914 = load <16 x float>, ptr %conv1_weight_grad.t273_a4, align 64
-  %t273_b11915 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
-  %t273_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c4_1, align 64
-  %6031 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a41914, <16 x float> %t273_b11915, <16 x float> %t273_c4_1)
-  store <16 x float> %6031, ptr %conv1_weight_grad.t273_c4_1, align 64
-  %6032 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6033 = add nsw i64 %6032, 5
-  %6034 = mul nsw i64 %6033, 12544
-  %6035 = mul nsw i64 %conv1_weight_grad.kp2701874, 381
-  %6036 = add nsw i64 %conv1_weight_grad.k2741895, %6035
-  %6037 = add nsw i64 %6034, %6036
-  %arena1916 = getelementptr inbounds float, ptr %arena, i64 %6037
-  %6038 = load float, ptr %arena1916, align 4
-  %6039 = insertelement <16 x float> undef, float %6038, i32 0
-  %6040 = shufflevector <16 x float> %6039, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6040, ptr %conv1_weight_grad.t273_a5, align 64
-  %t273_a5 = load <16 x float>, ptr %conv1_weight_grad.t273_a5, align 64
-  %t273_b01917 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
-  %t273_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c5_0, align 64
-  %6041 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a5, <16 x float> %t273_b01917, <16 x float> %t273_c5_0)
-  store <16 x float> %6041, ptr %conv1_weight_grad.t273_c5_0, align 64
-  %t273_a51918 = load <16 x float>, ptr %conv1_weight_grad.t273_a5, align 64
-  %t273_b11919 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
-  %t273_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c5_1, align 64
-  %6042 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a51918, <16 x float> %t273_b11919, <16 x float> %t273_c5_1)
-  store <16 x float> %6042, ptr %conv1_weight_grad.t273_c5_1, align 64
-  %6043 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6044 = add nsw i64 %6043, 6
-  %6045 = mul nsw i64 %6044, 12544
-  %6046 = mul nsw i64 %conv1_weight_grad.kp2701874, 381
-  %6047 = add nsw i64 %conv1_weight_grad.k2741895, %6046
-  %6048 = add nsw i64 %6045, %6047
-  %arena1920 = getelementptr inbounds float, ptr %arena, i64 %6048
-  %6049 = load float, ptr %arena1920, align 4
-  %6050 = insertelement <16 x float> undef, float %6049, i32 0
-  %6051 = shufflevector <16 x float> %6050, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6051, ptr %conv1_weight_grad.t273_a6, align 64
-  %t273_a6 = load <16 x float>, ptr %conv1_weight_grad.t273_a6, align 64
-  %t273_b01921 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
-  %t273_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c6_0, align 64
-  %6052 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a6, <16 x float> %t273_b01921, <16 x float> %t273_c6_0)
-  store <16 x float> %6052, ptr %conv1_weight_grad.t273_c6_0, align 64
-  %t273_a61922 = load <16 x float>, ptr %conv1_weight_grad.t273_a6, align 64
-  %t273_b11923 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
-  %t273_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c6_1, align 64
-  %6053 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a61922, <16 x float> %t273_b11923, <16 x float> %t273_c6_1)
-  store <16 x float> %6053, ptr %conv1_weight_grad.t273_c6_1, align 64
-  %6054 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6055 = add nsw i64 %6054, 7
-  %6056 = mul nsw i64 %6055, 12544
-  %6057 = mul nsw i64 %conv1_weight_grad.kp2701874, 381
-  %6058 = add nsw i64 %conv1_weight_grad.k2741895, %6057
-  %6059 = add nsw i64 %6056, %6058
-  %arena1924 = getelementptr inbounds float, ptr %arena, i64 %6059
-  %6060 = load float, ptr %arena1924, align 4
-  %6061 = insertelement <16 x float> undef, float %6060, i32 0
-  %6062 = shufflevector <16 x float> %6061, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6062, ptr %conv1_weight_grad.t273_a7, align 64
-  %t273_a7 = load <16 x float>, ptr %conv1_weight_grad.t273_a7, align 64
-  %t273_b01925 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
-  %t273_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c7_0, align 64
-  %6063 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a7, <16 x float> %t273_b01925, <16 x float> %t273_c7_0)
-  store <16 x float> %6063, ptr %conv1_weight_grad.t273_c7_0, align 64
-  %t273_a71926 = load <16 x float>, ptr %conv1_weight_grad.t273_a7, align 64
-  %t273_b11927 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
-  %t273_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c7_1, align 64
-  %6064 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a71926, <16 x float> %t273_b11927, <16 x float> %t273_c7_1)
-  store <16 x float> %6064, ptr %conv1_weight_grad.t273_c7_1, align 64
-  %6065 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6066 = add nsw i64 %6065, 8
-  %6067 = mul nsw i64 %6066, 12544
-  %6068 = mul nsw i64 %conv1_weight_grad.kp2701874, 381
-  %6069 = add nsw i64 %conv1_weight_grad.k2741895, %6068
-  %6070 = add nsw i64 %6067, %6069
-  %arena1928 = getelementptr inbounds float, ptr %arena, i64 %6070
-  %6071 = load float, ptr %arena1928, align 4
-  %6072 = insertelement <16 x float> undef, float %6071, i32 0
-  %6073 = shufflevector <16 x float> %6072, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6073, ptr %conv1_weight_grad.t273_a8, align 64
-  %t273_a8 = load <16 x float>, ptr %conv1_weight_grad.t273_a8, align 64
-  %t273_b01929 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
-  %t273_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c8_0, align 64
-  %6074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a8, <16 x float> %t273_b01929, <16 x float> %t273_c8_0)
-  store <16 x float> %6074, ptr %conv1_weight_grad.t273_c8_0, align 64
-  %t273_a81930 = load <16 x float>, ptr %conv1_weight_grad.t273_a8, align 64
-  %t273_b11931 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
-  %t273_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c8_1, align 64
-  %6075 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a81930, <16 x float> %t273_b11931, <16 x float> %t273_c8_1)
-  store <16 x float> %6075, ptr %conv1_weight_grad.t273_c8_1, align 64
-  %k274.next = add nsw i64 %conv1_weight_grad.k2741895, 1
-  %6076 = icmp slt i64 %k274.next, 381
-  br i1 %6076, label %conv1_weight_grad.k274, label %conv1_weight_grad.k274.end
+conv1_weight_grad.k290:                           ; preds = %conv1_weight_grad.k290, %conv1_weight_grad.mb288
+  %conv1_weight_grad.k2901910 = phi i64 [ 0, %conv1_weight_grad.mb288 ], [ %k290.next, %conv1_weight_grad.k290 ]
+  %5999 = mul nsw i64 %conv1_weight_grad.kp2861889, 381
+  %6000 = add nsw i64 %conv1_weight_grad.k2901910, %5999
+  %6001 = mul nsw i64 %6000, 32
+  %6002 = add nsw i64 112896, %6001
+  %6003 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6004 = add nsw i64 %6002, %6003
+  %arena1911 = getelementptr inbounds float, ptr %arena, i64 %6004
+  %6005 = load <16 x float>, ptr %arena1911, align 4
+  store <16 x float> %6005, ptr %conv1_weight_grad.t289_b0, align 64
+  %6006 = mul nsw i64 %conv1_weight_grad.kp2861889, 381
+  %6007 = add nsw i64 %conv1_weight_grad.k2901910, %6006
+  %6008 = mul nsw i64 %6007, 32
+  %6009 = add nsw i64 112896, %6008
+  %6010 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6011 = add nsw i64 %6009, %6010
+  %6012 = add nsw i64 %6011, 16
+  %arena1912 = getelementptr inbounds float, ptr %arena, i64 %6012
+  %6013 = load <16 x float>, ptr %arena1912, align 4
+  store <16 x float> %6013, ptr %conv1_weight_grad.t289_b1, align 64
+  %6014 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6015 = mul nsw i64 %6014, 12544
+  %6016 = mul nsw i64 %conv1_weight_grad.kp2861889, 381
+  %6017 = add nsw i64 %conv1_weight_grad.k2901910, %6016
+  %6018 = add nsw i64 %6015, %6017
+  %arena1913 = getelementptr inbounds float, ptr %arena, i64 %6018
+  %6019 = load float, ptr %arena1913, align 4
+  %6020 = insertelement <16 x float> undef, float %6019, i32 0
+  %6021 = shufflevector <16 x float> %6020, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6021, ptr %conv1_weight_grad.t289_a0, align 64
+  %t289_a0 = load <16 x float>, ptr %conv1_weight_grad.t289_a0, align 64
+  %t289_b0 = load <16 x float>, ptr %conv1_weight_grad.t289_b0, align 64
+  %t289_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t289_c0_0, align 64
+  %6022 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a0, <16 x float> %t289_b0, <16 x float> %t289_c0_0)
+  store <16 x float> %6022, ptr %conv1_weight_grad.t289_c0_0, align 64
+  %t289_a01914 = load <16 x float>, ptr %conv1_weight_grad.t289_a0, align 64
+  %t289_b1 = load <16 x float>, ptr %conv1_weight_grad.t289_b1, align 64
+  %t289_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t289_c0_1, align 64
+  %6023 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a01914, <16 x float> %t289_b1, <16 x float> %t289_c0_1)
+  store <16 x float> %6023, ptr %conv1_weight_grad.t289_c0_1, align 64
+  %6024 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6025 = add nsw i64 %6024, 1
+  %6026 = mul nsw i64 %6025, 12544
+  %6027 = mul nsw i64 %conv1_weight_grad.kp2861889, 381
+  %6028 = add nsw i64 %conv1_weight_grad.k2901910, %6027
+  %6029 = add nsw i64 %6026, %6028
+  %arena1915 = getelementptr inbounds float, ptr %arena, i64 %6029
+  %6030 = load float, ptr %arena1915, align 4
+  %6031 = insertelement <16 x float> undef, float %6030, i32 0
+  %6032 = shufflevector <16 x float> %6031, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6032, ptr %conv1_weight_grad.t289_a1, align 64
+  %t289_a1 = load <16 x float>, ptr %conv1_weight_grad.t289_a1, align 64
+  %t289_b01916 = load <16 x float>, ptr %conv1_weight_grad.t289_b0, align 64
+  %t289_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t289_c1_0, align 64
+  %6033 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a1, <16 x float> %t289_b01916, <16 x float> %t289_c1_0)
+  store <16 x float> %6033, ptr %conv1_weight_grad.t289_c1_0, align 64
+  %t289_a11917 = load <16 x float>, ptr %conv1_weight_grad.t289_a1, align 64
+  %t289_b11918 = load <16 x float>, ptr %conv1_weight_grad.t289_b1, align 64
+  %t289_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t289_c1_1, align 64
+  %6034 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a11917, <16 x float> %t289_b11918, <16 x float> %t289_c1_1)
+  store <16 x float> %6034, ptr %conv1_weight_grad.t289_c1_1, align 64
+  %6035 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6036 = add nsw i64 %6035, 2
+  %6037 = mul nsw i64 %6036, 12544
+  %6038 = mul nsw i64 %conv1_weight_grad.kp2861889, 381
+  %6039 = add nsw i64 %conv1_weight_grad.k2901910, %6038
+  %6040 = add nsw i64 %6037, %6039
+  %arena1919 = getelementptr inbounds float, ptr %arena, i64 %6040
+  %6041 = load float, ptr %arena1919, align 4
+  %6042 = insertelement <16 x float> undef, float %6041, i32 0
+  %6043 = shufflevector <16 x float> %6042, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6043, ptr %conv1_weight_grad.t289_a2, align 64
+  %t289_a2 = load <16 x float>, ptr %conv1_weight_grad.t289_a2, align 64
+  %t289_b01920 = load <16 x float>, ptr %conv1_weight_grad.t289_b0, align 64
+  %t289_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t289_c2_0, align 64
+  %6044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a2, <16 x float> %t289_b01920, <16 x float> %t289_c2_0)
+  store <16 x float> %6044, ptr %conv1_weight_grad.t289_c2_0, align 64
+  %t289_a21921 = load <16 x float>, ptr %conv1_weight_grad.t289_a2, align 64
+  %t289_b11922 = load <16 x float>, ptr %conv1_weight_grad.t289_b1, align 64
+  %t289_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t289_c2_1, align 64
+  %6045 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a21921, <16 x float> %t289_b11922, <16 x float> %t289_c2_1)
+  store <16 x float> %6045, ptr %conv1_weight_grad.t289_c2_1, align 64
+  %6046 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6047 = add nsw i64 %6046, 3
+  %6048 = mul nsw i64 %6047, 12544
+  %6049 = mul nsw i64 %conv1_weight_grad.kp2861889, 381
+  %6050 = add nsw i64 %conv1_weight_grad.k2901910, %6049
+  %6051 = add nsw i64 %6048, %6050
+  %arena1923 = getelementptr inbounds float, ptr %arena, i64 %6051
+  %6052 = load float, ptr %arena1923, align 4
+  %6053 = insertelement <16 x float> undef, float %6052, i32 0
+  %6054 = shufflevector <16 x float> %6053, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6054, ptr %conv1_weight_grad.t289_a3, align 64
+  %t289_a3 = load <16 x float>, ptr %conv1_weight_grad.t289_a3, align 64
+  %t289_b01924 = load <16 x float>, ptr %conv1_weight_grad.t289_b0, align 64
+  %t289_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t289_c3_0, align 64
+  %6055 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a3, <16 x float> %t289_b01924, <16 x float> %t289_c3_0)
+  store <16 x float> %6055, ptr %conv1_weight_grad.t289_c3_0, align 64
+  %t289_a31925 = load <16 x float>, ptr %conv1_weight_grad.t289_a3, align 64
+  %t289_b11926 = load <16 x float>, ptr %conv1_weight_grad.t289_b1, align 64
+  %t289_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t289_c3_1, align 64
+  %6056 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a31925, <16 x float> %t289_b11926, <16 x float> %t289_c3_1)
+  store <16 x float> %6056, ptr %conv1_weight_grad.t289_c3_1, align 64
+  %6057 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6058 = add nsw i64 %6057, 4
+  %6059 = mul nsw i64 %6058, 12544
+  %6060 = mul nsw i64 %conv1_weight_grad.kp2861889, 381
+  %6061 = add nsw i64 %conv1_weight_grad.k2901910, %6060
+  %6062 = add nsw i64 %6059, %6061
+  %arena1927 = getelementptr inbounds float, ptr %arena, i64 %6062
+  %6063 = load float, ptr %arena1927, align 4
+  %6064 = insertelement <16 x float> undef, float %6063, i32 0
+  %6065 = shufflevector <16 x float> %6064, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6065, ptr %conv1_weight_grad.t289_a4, align 64
+  %t289_a4 = load <16 x float>, ptr %conv1_weight_grad.t289_a4, align 64
+  %t289_b01928 = load <16 x float>, ptr %conv1_weight_grad.t289_b0, align 64
+  %t289_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t289_c4_0, align 64
+  %6066 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a4, <16 x float> %t289_b01928, <16 x float> %t289_c4_0)
+  store <16 x float> %6066, ptr %conv1_weight_grad.t289_c4_0, align 64
+  %t289_a41929 = load <16 x float>, ptr %conv1_weight_grad.t289_a4, align 64
+  %t289_b11930 = load <16 x float>, ptr %conv1_weight_grad.t289_b1, align 64
+  %t289_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t289_c4_1, align 64
+  %6067 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a41929, <16 x float> %t289_b11930, <16 x float> %t289_c4_1)
+  store <16 x float> %6067, ptr %conv1_weight_grad.t289_c4_1, align 64
+  %6068 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6069 = add nsw i64 %6068, 5
+  %6070 = mul nsw i64 %6069, 12544
+  %6071 = mul nsw i64 %conv1_weight_grad.kp2861889, 381
+  %6072 = add nsw i64 %conv1_weight_grad.k2901910, %6071
+  %6073 = add nsw i64 %6070, %6072
+  %arena1931 = getelementptr inbounds float, ptr %arena, i64 %6073
+  %6074 = load float, ptr %arena1931, align 4
+  %6075 = insertelement <16 x float> undef, float %6074, i32 0
+  %6076 = shufflevector <16 x float> %6075, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6076, ptr %conv1_weight_grad.t289_a5, align 64
+  %t289_a5 = load <16 x float>, ptr %conv1_weight_grad.t289_a5, align 64
+  %t289_b01932 = load <16 x float>, ptr %conv1_weight_grad.t289_b0, align 64
+  %t289_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t289_c5_0, align 64
+  %6077 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a5, <16 x float> %t289_b01932, <16 x float> %t289_c5_0)
+  store <16 x float> %6077, ptr %conv1_weight_grad.t289_c5_0, align 64
+  %t289_a51933 = load <16 x float>, ptr %conv1_weight_grad.t289_a5, align 64
+  %t289_b11934 = load <16 x float>, ptr %conv1_weight_grad.t289_b1, align 64
+  %t289_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t289_c5_1, align 64
+  %6078 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a51933, <16 x float> %t289_b11934, <16 x float> %t289_c5_1)
+  store <16 x float> %6078, ptr %conv1_weight_grad.t289_c5_1, align 64
+  %6079 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6080 = add nsw i64 %6079, 6
+  %6081 = mul nsw i64 %6080, 12544
+  %6082 = mul nsw i64 %conv1_weight_grad.kp2861889, 381
+  %6083 = add nsw i64 %conv1_weight_grad.k2901910, %6082
+  %6084 = add nsw i64 %6081, %6083
+  %arena1935 = getelementptr inbounds float, ptr %arena, i64 %6084
+  %6085 = load float, ptr %arena1935, align 4
+  %6086 = insertelement <16 x float> undef, float %6085, i32 0
+  %6087 = shufflevector <16 x float> %6086, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6087, ptr %conv1_weight_grad.t289_a6, align 64
+  %t289_a6 = load <16 x float>, ptr %conv1_weight_grad.t289_a6, align 64
+  %t289_b01936 = load <16 x float>, ptr %conv1_weight_grad.t289_b0, align 64
+  %t289_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t289_c6_0, align 64
+  %6088 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a6, <16 x float> %t289_b01936, <16 x float> %t289_c6_0)
+  store <16 x float> %6088, ptr %conv1_weight_grad.t289_c6_0, align 64
+  %t289_a61937 = load <16 x float>, ptr %conv1_weight_grad.t289_a6, align 64
+  %t289_b11938 = load <16 x float>, ptr %conv1_weight_grad.t289_b1, align 64
+  %t289_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t289_c6_1, align 64
+  %6089 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a61937, <16 x float> %t289_b11938, <16 x float> %t289_c6_1)
+  store <16 x float> %6089, ptr %conv1_weight_grad.t289_c6_1, align 64
+  %6090 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6091 = add nsw i64 %6090, 7
+  %6092 = mul nsw i64 %6091, 12544
+  %6093 = mul nsw i64 %conv1_weight_grad.kp2861889, 381
+  %6094 = add nsw i64 %conv1_weight_grad.k2901910, %6093
+  %6095 = add nsw i64 %6092, %6094
+  %arena1939 = getelementptr inbounds float, ptr %arena, i64 %6095
+  %6096 = load float, ptr %arena1939, align 4
+  %6097 = insertelement <16 x float> undef, float %6096, i32 0
+  %6098 = shufflevector <16 x float> %6097, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6098, ptr %conv1_weight_grad.t289_a7, align 64
+  %t289_a7 = load <16 x float>, ptr %conv1_weight_grad.t289_a7, align 64
+  %t289_b01940 = load <16 x float>, ptr %conv1_weight_grad.t289_b0, align 64
+  %t289_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t289_c7_0, align 64
+  %6099 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a7, <16 x float> %t289_b01940, <16 x float> %t289_c7_0)
+  store <16 x float> %6099, ptr %conv1_weight_grad.t289_c7_0, align 64
+  %t289_a71941 = load <16 x float>, ptr %conv1_weight_grad.t289_a7, align 64
+  %t289_b11942 = load <16 x float>, ptr %conv1_weight_grad.t289_b1, align 64
+  %t289_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t289_c7_1, align 64
+  %6100 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a71941, <16 x float> %t289_b11942, <16 x float> %t289_c7_1)
+  store <16 x float> %6100, ptr %conv1_weight_grad.t289_c7_1, align 64
+  %6101 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6102 = add nsw i64 %6101, 8
+  %6103 = mul nsw i64 %6102, 12544
+  %6104 = mul nsw i64 %conv1_weight_grad.kp2861889, 381
+  %6105 = add nsw i64 %conv1_weight_grad.k2901910, %6104
+  %6106 = add nsw i64 %6103, %6105
+  %arena1943 = getelementptr inbounds float, ptr %arena, i64 %6106
+  %6107 = load float, ptr %arena1943, align 4
+  %6108 = insertelement <16 x float> undef, float %6107, i32 0
+  %6109 = shufflevector <16 x float> %6108, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6109, ptr %conv1_weight_grad.t289_a8, align 64
+  %t289_a8 = load <16 x float>, ptr %conv1_weight_grad.t289_a8, align 64
+  %t289_b01944 = load <16 x float>, ptr %conv1_weight_grad.t289_b0, align 64
+  %t289_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t289_c8_0, align 64
+  %6110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a8, <16 x float> %t289_b01944, <16 x float> %t289_c8_0)
+  store <16 x float> %6110, ptr %conv1_weight_grad.t289_c8_0, align 64
+  %t289_a81945 = load <16 x float>, ptr %conv1_weight_grad.t289_a8, align 64
+  %t289_b11946 = load <16 x float>, ptr %conv1_weight_grad.t289_b1, align 64
+  %t289_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t289_c8_1, align 64
+  %6111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t289_a81945, <16 x float> %t289_b11946, <16 x float> %t289_c8_1)
+  store <16 x float> %6111, ptr %conv1_weight_grad.t289_c8_1, align 64
+  %k290.next = add nsw i64 %conv1_weight_grad.k2901910, 1
+  %6112 = icmp slt i64 %k290.next, 381
+  br i1 %6112, label %conv1_weight_grad.k290, label %conv1_weight_grad.k290.end
 
-conv1_weight_grad.k274.end:                       ; preds = %conv1_weight_grad.k274
-  %t273_c0_01932 = load <16 x float>, ptr %conv1_weight_grad.t273_c0_0, align 64
-  %6077 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6078 = mul nsw i64 %6077, 32
-  %6079 = add nsw i64 514304, %6078
-  %6080 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6081 = add nsw i64 %6079, %6080
-  %arena1933 = getelementptr inbounds float, ptr %arena, i64 %6081
-  store <16 x float> %t273_c0_01932, ptr %arena1933, align 4
-  %t273_c0_11934 = load <16 x float>, ptr %conv1_weight_grad.t273_c0_1, align 64
-  %6082 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6083 = mul nsw i64 %6082, 32
-  %6084 = add nsw i64 514304, %6083
-  %6085 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6086 = add nsw i64 %6084, %6085
-  %6087 = add nsw i64 %6086, 16
-  %arena1935 = getelementptr inbounds float, ptr %arena, i64 %6087
-  store <16 x float> %t273_c0_11934, ptr %arena1935, align 4
-  %t273_c1_01936 = load <16 x float>, ptr %conv1_weight_grad.t273_c1_0, align 64
-  %6088 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6089 = add nsw i64 %6088, 1
-  %6090 = mul nsw i64 %6089, 32
-  %6091 = add nsw i64 514304, %6090
-  %6092 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6093 = add nsw i64 %6091, %6092
-  %arena1937 = getelementptr inbounds float, ptr %arena, i64 %6093
-  store <16 x float> %t273_c1_01936, ptr %arena1937, align 4
-  %t273_c1_11938 = load <16 x float>, ptr %conv1_weight_grad.t273_c1_1, align 64
-  %6094 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6095 = add nsw i64 %6094, 1
-  %6096 = mul nsw i64 %6095, 32
-  %6097 = add nsw i64 514304, %6096
-  %6098 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6099 = add nsw i64 %6097, %6098
-  %6100 = add nsw i64 %6099, 16
-  %arena1939 = getelementptr inbounds float, ptr %arena, i64 %6100
-  store <16 x float> %t273_c1_11938, ptr %arena1939, align 4
-  %t273_c2_01940 = load <16 x float>, ptr %conv1_weight_grad.t273_c2_0, align 64
-  %6101 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6102 = add nsw i64 %6101, 2
-  %6103 = mul nsw i64 %6102, 32
-  %6104 = add nsw i64 514304, %6103
-  %6105 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6106 = add nsw i64 %6104, %6105
-  %arena1941 = getelementptr inbounds float, ptr %arena, i64 %6106
-  store <16 x float> %t273_c2_01940, ptr %arena1941, align 4
-  %t273_c2_11942 = load <16 x float>, ptr %conv1_weight_grad.t273_c2_1, align 64
-  %6107 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6108 = add nsw i64 %6107, 2
-  %6109 = mul nsw i64 %6108, 32
-  %6110 = add nsw i64 514304, %6109
-  %6111 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6112 = add nsw i64 %6110, %6111
-  %6113 = add nsw i64 %6112, 16
-  %arena1943 = getelementptr inbounds float, ptr %arena, i64 %6113
-  store <16 x float> %t273_c2_11942, ptr %arena1943, align 4
-  %t273_c3_01944 = load <16 x float>, ptr %conv1_weight_grad.t273_c3_0, align 64
-  %6114 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6115 = add nsw i64 %6114, 3
-  %6116 = mul nsw i64 %6115, 32
-  %6117 = add nsw i64 514304, %6116
-  %6118 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6119 = add nsw i64 %6117, %6118
-  %arena1945 = getelementptr inbounds float, ptr %arena, i64 %6119
-  store <16 x float> %t273_c3_01944, ptr %arena1945, align 4
-  %t273_c3_11946 = load <16 x float>, ptr %conv1_weight_grad.t273_c3_1, align 64
-  %6120 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6121 = add nsw i64 %6120, 3
-  %6122 = mul nsw i64 %6121, 32
-  %6123 = add nsw i64 514304, %6122
-  %6124 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6125 = add nsw i64 %6123, %6124
-  %6126 = add nsw i64 %6125, 16
-  %arena1947 = getelementptr inbounds float, ptr %arena, i64 %6126
-  store <16 x float> %t273_c3_11946, ptr %arena1947, align 4
-  %t273_c4_01948 = load <16 x float>, ptr %conv1_weight_grad.t273_c4_0, align 64
-  %6127 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6128 = add nsw i64 %6127, 4
-  %6129 = mul nsw i64 %6128, 32
-  %6130 = add nsw i64 514304, %6129
-  %6131 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6132 = add nsw i64 %6130, %6131
-  %arena1949 = getelementptr inbounds float, ptr %arena, i64 %6132
-  store <16 x float> %t273_c4_01948, ptr %arena1949, align 4
-  %t273_c4_11950 = load <16 x float>, ptr %conv1_weight_grad.t273_c4_1, align 64
-  %6133 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6134 = add nsw i64 %6133, 4
-  %6135 = mul nsw i64 %6134, 32
-  %6136 = add nsw i64 514304, %6135
-  %6137 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6138 = add nsw i64 %6136, %6137
-  %6139 = add nsw i64 %6138, 16
-  %arena1951 = getelementptr inbounds float, ptr %arena, i64 %6139
-  store <16 x float> %t273_c4_11950, ptr %arena1951, align 4
-  %t273_c5_01952 = load <16 x float>, ptr %conv1_weight_grad.t273_c5_0, align 64
-  %6140 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6141 = add nsw i64 %6140, 5
-  %6142 = mul nsw i64 %6141, 32
-  %6143 = add nsw i64 514304, %6142
-  %6144 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6145 = add nsw i64 %6143, %6144
-  %arena1953 = getelementptr inbounds float, ptr %arena, i64 %6145
-  store <16 x float> %t273_c5_01952, ptr %arena1953, align 4
-  %t273_c5_11954 = load <16 x float>, ptr %conv1_weight_grad.t273_c5_1, align 64
-  %6146 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6147 = add nsw i64 %6146, 5
-  %6148 = mul nsw i64 %6147, 32
-  %6149 = add nsw i64 514304, %6148
-  %6150 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6151 = add nsw i64 %6149, %6150
-  %6152 = add nsw i64 %6151, 16
-  %arena1955 = getelementptr inbounds float, ptr %arena, i64 %6152
-  store <16 x float> %t273_c5_11954, ptr %arena1955, align 4
-  %t273_c6_01956 = load <16 x float>, ptr %conv1_weight_grad.t273_c6_0, align 64
-  %6153 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6154 = add nsw i64 %6153, 6
-  %6155 = mul nsw i64 %6154, 32
-  %6156 = add nsw i64 514304, %6155
-  %6157 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6158 = add nsw i64 %6156, %6157
-  %arena1957 = getelementptr inbounds float, ptr %arena, i64 %6158
-  store <16 x float> %t273_c6_01956, ptr %arena1957, align 4
-  %t273_c6_11958 = load <16 x float>, ptr %conv1_weight_grad.t273_c6_1, align 64
-  %6159 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6160 = add nsw i64 %6159, 6
-  %6161 = mul nsw i64 %6160, 32
-  %6162 = add nsw i64 514304, %6161
-  %6163 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6164 = add nsw i64 %6162, %6163
-  %6165 = add nsw i64 %6164, 16
-  %arena1959 = getelementptr inbounds float, ptr %arena, i64 %6165
-  store <16 x float> %t273_c6_11958, ptr %arena1959, align 4
-  %t273_c7_01960 = load <16 x float>, ptr %conv1_weight_grad.t273_c7_0, align 64
-  %6166 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6167 = add nsw i64 %6166, 7
-  %6168 = mul nsw i64 %6167, 32
-  %6169 = add nsw i64 514304, %6168
-  %6170 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6171 = add nsw i64 %6169, %6170
-  %arena1961 = getelementptr inbounds float, ptr %arena, i64 %6171
-  store <16 x float> %t273_c7_01960, ptr %arena1961, align 4
-  %t273_c7_11962 = load <16 x float>, ptr %conv1_weight_grad.t273_c7_1, align 64
-  %6172 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6173 = add nsw i64 %6172, 7
-  %6174 = mul nsw i64 %6173, 32
-  %6175 = add nsw i64 514304, %6174
-  %6176 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6177 = add nsw i64 %6175, %6176
-  %6178 = add nsw i64 %6177, 16
-  %arena1963 = getelementptr inbounds float, ptr %arena, i64 %6178
-  store <16 x float> %t273_c7_11962, ptr %arena1963, align 4
-  %t273_c8_01964 = load <16 x float>, ptr %conv1_weight_grad.t273_c8_0, align 64
-  %6179 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6180 = add nsw i64 %6179, 8
-  %6181 = mul nsw i64 %6180, 32
-  %6182 = add nsw i64 514304, %6181
-  %6183 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6184 = add nsw i64 %6182, %6183
-  %arena1965 = getelementptr inbounds float, ptr %arena, i64 %6184
-  store <16 x float> %t273_c8_01964, ptr %arena1965, align 4
-  %t273_c8_11966 = load <16 x float>, ptr %conv1_weight_grad.t273_c8_1, align 64
-  %6185 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
-  %6186 = add nsw i64 %6185, 8
-  %6187 = mul nsw i64 %6186, 32
-  %6188 = add nsw i64 514304, %6187
-  %6189 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
-  %6190 = add nsw i64 %6188, %6189
-  %6191 = add nsw i64 %6190, 16
-  %arena1967 = getelementptr inbounds float, ptr %arena, i64 %6191
-  store <16 x float> %t273_c8_11966, ptr %arena1967, align 4
-  %mb272.next = add nsw i64 %conv1_weight_grad.mb2721876, 1
-  %6192 = icmp slt i64 %mb272.next, 1
-  br i1 %6192, label %conv1_weight_grad.mb272, label %conv1_weight_grad.mb272.end
+conv1_weight_grad.k290.end:                       ; preds = %conv1_weight_grad.k290
+  %t289_c0_01947 = load <16 x float>, ptr %conv1_weight_grad.t289_c0_0, align 64
+  %6113 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6114 = mul nsw i64 %6113, 32
+  %6115 = add nsw i64 514304, %6114
+  %6116 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6117 = add nsw i64 %6115, %6116
+  %arena1948 = getelementptr inbounds float, ptr %arena, i64 %6117
+  store <16 x float> %t289_c0_01947, ptr %arena1948, align 4
+  %t289_c0_11949 = load <16 x float>, ptr %conv1_weight_grad.t289_c0_1, align 64
+  %6118 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6119 = mul nsw i64 %6118, 32
+  %6120 = add nsw i64 514304, %6119
+  %6121 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6122 = add nsw i64 %6120, %6121
+  %6123 = add nsw i64 %6122, 16
+  %arena1950 = getelementptr inbounds float, ptr %arena, i64 %6123
+  store <16 x float> %t289_c0_11949, ptr %arena1950, align 4
+  %t289_c1_01951 = load <16 x float>, ptr %conv1_weight_grad.t289_c1_0, align 64
+  %6124 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6125 = add nsw i64 %6124, 1
+  %6126 = mul nsw i64 %6125, 32
+  %6127 = add nsw i64 514304, %6126
+  %6128 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6129 = add nsw i64 %6127, %6128
+  %arena1952 = getelementptr inbounds float, ptr %arena, i64 %6129
+  store <16 x float> %t289_c1_01951, ptr %arena1952, align 4
+  %t289_c1_11953 = load <16 x float>, ptr %conv1_weight_grad.t289_c1_1, align 64
+  %6130 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6131 = add nsw i64 %6130, 1
+  %6132 = mul nsw i64 %6131, 32
+  %6133 = add nsw i64 514304, %6132
+  %6134 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6135 = add nsw i64 %6133, %6134
+  %6136 = add nsw i64 %6135, 16
+  %arena1954 = getelementptr inbounds float, ptr %arena, i64 %6136
+  store <16 x float> %t289_c1_11953, ptr %arena1954, align 4
+  %t289_c2_01955 = load <16 x float>, ptr %conv1_weight_grad.t289_c2_0, align 64
+  %6137 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6138 = add nsw i64 %6137, 2
+  %6139 = mul nsw i64 %6138, 32
+  %6140 = add nsw i64 514304, %6139
+  %6141 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6142 = add nsw i64 %6140, %6141
+  %arena1956 = getelementptr inbounds float, ptr %arena, i64 %6142
+  store <16 x float> %t289_c2_01955, ptr %arena1956, align 4
+  %t289_c2_11957 = load <16 x float>, ptr %conv1_weight_grad.t289_c2_1, align 64
+  %6143 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6144 = add nsw i64 %6143, 2
+  %6145 = mul nsw i64 %6144, 32
+  %6146 = add nsw i64 514304, %6145
+  %6147 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6148 = add nsw i64 %6146, %6147
+  %6149 = add nsw i64 %6148, 16
+  %arena1958 = getelementptr inbounds float, ptr %arena, i64 %6149
+  store <16 x float> %t289_c2_11957, ptr %arena1958, align 4
+  %t289_c3_01959 = load <16 x float>, ptr %conv1_weight_grad.t289_c3_0, align 64
+  %6150 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6151 = add nsw i64 %6150, 3
+  %6152 = mul nsw i64 %6151, 32
+  %6153 = add nsw i64 514304, %6152
+  %6154 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6155 = add nsw i64 %6153, %6154
+  %arena1960 = getelementptr inbounds float, ptr %arena, i64 %6155
+  store <16 x float> %t289_c3_01959, ptr %arena1960, align 4
+  %t289_c3_11961 = load <16 x float>, ptr %conv1_weight_grad.t289_c3_1, align 64
+  %6156 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6157 = add nsw i64 %6156, 3
+  %6158 = mul nsw i64 %6157, 32
+  %6159 = add nsw i64 514304, %6158
+  %6160 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6161 = add nsw i64 %6159, %6160
+  %6162 = add nsw i64 %6161, 16
+  %arena1962 = getelementptr inbounds float, ptr %arena, i64 %6162
+  store <16 x float> %t289_c3_11961, ptr %arena1962, align 4
+  %t289_c4_01963 = load <16 x float>, ptr %conv1_weight_grad.t289_c4_0, align 64
+  %6163 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6164 = add nsw i64 %6163, 4
+  %6165 = mul nsw i64 %6164, 32
+  %6166 = add nsw i64 514304, %6165
+  %6167 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6168 = add nsw i64 %6166, %6167
+  %arena1964 = getelementptr inbounds float, ptr %arena, i64 %6168
+  store <16 x float> %t289_c4_01963, ptr %arena1964, align 4
+  %t289_c4_11965 = load <16 x float>, ptr %conv1_weight_grad.t289_c4_1, align 64
+  %6169 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6170 = add nsw i64 %6169, 4
+  %6171 = mul nsw i64 %6170, 32
+  %6172 = add nsw i64 514304, %6171
+  %6173 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6174 = add nsw i64 %6172, %6173
+  %6175 = add nsw i64 %6174, 16
+  %arena1966 = getelementptr inbounds float, ptr %arena, i64 %6175
+  store <16 x float> %t289_c4_11965, ptr %arena1966, align 4
+  %t289_c5_01967 = load <16 x float>, ptr %conv1_weight_grad.t289_c5_0, align 64
+  %6176 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6177 = add nsw i64 %6176, 5
+  %6178 = mul nsw i64 %6177, 32
+  %6179 = add nsw i64 514304, %6178
+  %6180 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6181 = add nsw i64 %6179, %6180
+  %arena1968 = getelementptr inbounds float, ptr %arena, i64 %6181
+  store <16 x float> %t289_c5_01967, ptr %arena1968, align 4
+  %t289_c5_11969 = load <16 x float>, ptr %conv1_weight_grad.t289_c5_1, align 64
+  %6182 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6183 = add nsw i64 %6182, 5
+  %6184 = mul nsw i64 %6183, 32
+  %6185 = add nsw i64 514304, %6184
+  %6186 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6187 = add nsw i64 %6185, %6186
+  %6188 = add nsw i64 %6187, 16
+  %arena1970 = getelementptr inbounds float, ptr %arena, i64 %6188
+  store <16 x float> %t289_c5_11969, ptr %arena1970, align 4
+  %t289_c6_01971 = load <16 x float>, ptr %conv1_weight_grad.t289_c6_0, align 64
+  %6189 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6190 = add nsw i64 %6189, 6
+  %6191 = mul nsw i64 %6190, 32
+  %6192 = add nsw i64 514304, %6191
+  %6193 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6194 = add nsw i64 %6192, %6193
+  %arena1972 = getelementptr inbounds float, ptr %arena, i64 %6194
+  store <16 x float> %t289_c6_01971, ptr %arena1972, align 4
+  %t289_c6_11973 = load <16 x float>, ptr %conv1_weight_grad.t289_c6_1, align 64
+  %6195 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6196 = add nsw i64 %6195, 6
+  %6197 = mul nsw i64 %6196, 32
+  %6198 = add nsw i64 514304, %6197
+  %6199 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6200 = add nsw i64 %6198, %6199
+  %6201 = add nsw i64 %6200, 16
+  %arena1974 = getelementptr inbounds float, ptr %arena, i64 %6201
+  store <16 x float> %t289_c6_11973, ptr %arena1974, align 4
+  %t289_c7_01975 = load <16 x float>, ptr %conv1_weight_grad.t289_c7_0, align 64
+  %6202 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6203 = add nsw i64 %6202, 7
+  %6204 = mul nsw i64 %6203, 32
+  %6205 = add nsw i64 514304, %6204
+  %6206 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6207 = add nsw i64 %6205, %6206
+  %arena1976 = getelementptr inbounds float, ptr %arena, i64 %6207
+  store <16 x float> %t289_c7_01975, ptr %arena1976, align 4
+  %t289_c7_11977 = load <16 x float>, ptr %conv1_weight_grad.t289_c7_1, align 64
+  %6208 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6209 = add nsw i64 %6208, 7
+  %6210 = mul nsw i64 %6209, 32
+  %6211 = add nsw i64 514304, %6210
+  %6212 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6213 = add nsw i64 %6211, %6212
+  %6214 = add nsw i64 %6213, 16
+  %arena1978 = getelementptr inbounds float, ptr %arena, i64 %6214
+  store <16 x float> %t289_c7_11977, ptr %arena1978, align 4
+  %t289_c8_01979 = load <16 x float>, ptr %conv1_weight_grad.t289_c8_0, align 64
+  %6215 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6216 = add nsw i64 %6215, 8
+  %6217 = mul nsw i64 %6216, 32
+  %6218 = add nsw i64 514304, %6217
+  %6219 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6220 = add nsw i64 %6218, %6219
+  %arena1980 = getelementptr inbounds float, ptr %arena, i64 %6220
+  store <16 x float> %t289_c8_01979, ptr %arena1980, align 4
+  %t289_c8_11981 = load <16 x float>, ptr %conv1_weight_grad.t289_c8_1, align 64
+  %6221 = mul nsw i64 %conv1_weight_grad.mb2881891, 9
+  %6222 = add nsw i64 %6221, 8
+  %6223 = mul nsw i64 %6222, 32
+  %6224 = add nsw i64 514304, %6223
+  %6225 = mul nsw i64 %conv1_weight_grad.nb2871890, 32
+  %6226 = add nsw i64 %6224, %6225
+  %6227 = add nsw i64 %6226, 16
+  %arena1982 = getelementptr inbounds float, ptr %arena, i64 %6227
+  store <16 x float> %t289_c8_11981, ptr %arena1982, align 4
+  %mb288.next = add nsw i64 %conv1_weight_grad.mb2881891, 1
+  %6228 = icmp slt i64 %mb288.next, 1
+  br i1 %6228, label %conv1_weight_grad.mb288, label %conv1_weight_grad.mb288.end
 
-conv1_weight_grad.nb275:                          ; preds = %conv1_weight_grad.mb276.end, %conv1_weight_grad.kp270.end
-  %conv1_weight_grad.nb2751968 = phi i64 [ 0, %conv1_weight_grad.kp270.end ], [ %nb275.next, %conv1_weight_grad.mb276.end ]
-  br label %conv1_weight_grad.mb276
+conv1_weight_grad.nb291:                          ; preds = %conv1_weight_grad.mb292.end, %conv1_weight_grad.kp286.end
+  %conv1_weight_grad.nb2911983 = phi i64 [ 0, %conv1_weight_grad.kp286.end ], [ %nb291.next, %conv1_weight_grad.mb292.end ]
+  br label %conv1_weight_grad.mb292
 
-conv1_weight_grad.nb275.end:                      ; preds = %conv1_weight_grad.mb276.end
-  %g252.next = add nsw i64 %conv1_weight_grad.g2521812, 1
-  %6193 = icmp slt i64 %g252.next, 4
-  br i1 %6193, label %conv1_weight_grad.g252, label %conv1_weight_grad.g252.end
+conv1_weight_grad.nb291.end:                      ; preds = %conv1_weight_grad.mb292.end
+  %g268.next = add nsw i64 %conv1_weight_grad.g2681827, 1
+  %6229 = icmp slt i64 %g268.next, 4
+  br i1 %6229, label %conv1_weight_grad.g268, label %conv1_weight_grad.g268.end
 
-conv1_weight_grad.mb276:                          ; preds = %conv1_weight_grad.k278.end, %conv1_weight_grad.nb275
-  %conv1_weight_grad.mb2761969 = phi i64 [ 0, %conv1_weight_grad.nb275 ], [ %mb276.next, %conv1_weight_grad.k278.end ]
-  %6194 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6195 = mul nsw i64 %6194, 32
-  %6196 = add nsw i64 514304, %6195
-  %6197 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6198 = add nsw i64 %6196, %6197
-  %arena1970 = getelementptr inbounds float, ptr %arena, i64 %6198
-  %6199 = load <16 x float>, ptr %arena1970, align 4
-  store <16 x float> %6199, ptr %conv1_weight_grad.t277_c0_0, align 64
-  %6200 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6201 = mul nsw i64 %6200, 32
-  %6202 = add nsw i64 514304, %6201
-  %6203 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6204 = add nsw i64 %6202, %6203
-  %6205 = add nsw i64 %6204, 16
-  %arena1971 = getelementptr inbounds float, ptr %arena, i64 %6205
-  %6206 = load <16 x float>, ptr %arena1971, align 4
-  store <16 x float> %6206, ptr %conv1_weight_grad.t277_c0_1, align 64
-  %6207 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6208 = add nsw i64 %6207, 1
-  %6209 = mul nsw i64 %6208, 32
-  %6210 = add nsw i64 514304, %6209
-  %6211 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6212 = add nsw i64 %6210, %6211
-  %arena1972 = getelementptr inbounds float, ptr %arena, i64 %6212
-  %6213 = load <16 x float>, ptr %arena1972, align 4
-  store <16 x float> %6213, ptr %conv1_weight_grad.t277_c1_0, align 64
-  %6214 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6215 = add nsw i64 %6214, 1
-  %6216 = mul nsw i64 %6215, 32
-  %6217 = add nsw i64 514304, %6216
-  %6218 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6219 = add nsw i64 %6217, %6218
-  %6220 = add nsw i64 %6219, 16
-  %arena1973 = getelementptr inbounds float, ptr %arena, i64 %6220
-  %6221 = load <16 x float>, ptr %arena1973, align 4
-  store <16 x float> %6221, ptr %conv1_weight_grad.t277_c1_1, align 64
-  %6222 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6223 = add nsw i64 %6222, 2
-  %6224 = mul nsw i64 %6223, 32
-  %6225 = add nsw i64 514304, %6224
-  %6226 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6227 = add nsw i64 %6225, %6226
-  %arena1974 = getelementptr inbounds float, ptr %arena, i64 %6227
-  %6228 = load <16 x float>, ptr %arena1974, align 4
-  store <16 x float> %6228, ptr %conv1_weight_grad.t277_c2_0, align 64
-  %6229 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6230 = add nsw i64 %6229, 2
+conv1_weight_grad.mb292:                          ; preds = %conv1_weight_grad.k294.end, %conv1_weight_grad.nb291
+  %conv1_weight_grad.mb2921984 = phi i64 [ 0, %conv1_weight_grad.nb291 ], [ %mb292.next, %conv1_weight_grad.k294.end ]
+  %6230 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
   %6231 = mul nsw i64 %6230, 32
   %6232 = add nsw i64 514304, %6231
-  %6233 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6233 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
   %6234 = add nsw i64 %6232, %6233
-  %6235 = add nsw i64 %6234, 16
-  %arena1975 = getelementptr inbounds float, ptr %arena, i64 %6235
-  %6236 = load <16 x float>, ptr %arena1975, align 4
-  store <16 x float> %6236, ptr %conv1_weight_grad.t277_c2_1, align 64
-  %6237 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6238 = add nsw i64 %6237, 3
-  %6239 = mul nsw i64 %6238, 32
-  %6240 = add nsw i64 514304, %6239
-  %6241 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6242 = add nsw i64 %6240, %6241
-  %arena1976 = getelementptr inbounds float, ptr %arena, i64 %6242
-  %6243 = load <16 x float>, ptr %arena1976, align 4
-  store <16 x float> %6243, ptr %conv1_weight_grad.t277_c3_0, align 64
-  %6244 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6245 = add nsw i64 %6244, 3
-  %6246 = mul nsw i64 %6245, 32
-  %6247 = add nsw i64 514304, %6246
-  %6248 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6249 = add nsw i64 %6247, %6248
-  %6250 = add nsw i64 %6249, 16
-  %arena1977 = getelementptr inbounds float, ptr %arena, i64 %6250
-  %6251 = load <16 x float>, ptr %arena1977, align 4
-  store <16 x float> %6251, ptr %conv1_weight_grad.t277_c3_1, align 64
-  %6252 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6253 = add nsw i64 %6252, 4
-  %6254 = mul nsw i64 %6253, 32
-  %6255 = add nsw i64 514304, %6254
-  %6256 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6257 = add nsw i64 %6255, %6256
-  %arena1978 = getelementptr inbounds float, ptr %arena, i64 %6257
-  %6258 = load <16 x float>, ptr %arena1978, align 4
-  store <16 x float> %6258, ptr %conv1_weight_grad.t277_c4_0, align 64
-  %6259 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6260 = add nsw i64 %6259, 4
-  %6261 = mul nsw i64 %6260, 32
-  %6262 = add nsw i64 514304, %6261
-  %6263 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6264 = add nsw i64 %6262, %6263
-  %6265 = add nsw i64 %6264, 16
-  %arena1979 = getelementptr inbounds float, ptr %arena, i64 %6265
-  %6266 = load <16 x float>, ptr %arena1979, align 4
-  store <16 x float> %6266, ptr %conv1_weight_grad.t277_c4_1, align 64
-  %6267 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6268 = add nsw i64 %6267, 5
-  %6269 = mul nsw i64 %6268, 32
-  %6270 = add nsw i64 514304, %6269
-  %6271 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6272 = add nsw i64 %6270, %6271
-  %arena1980 = getelementptr inbounds float, ptr %arena, i64 %6272
-  %6273 = load <16 x float>, ptr %arena1980, align 4
-  store <16 x float> %6273, ptr %conv1_weight_grad.t277_c5_0, align 64
-  %6274 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6275 = add nsw i64 %6274, 5
-  %6276 = mul nsw i64 %6275, 32
-  %6277 = add nsw i64 514304, %6276
-  %6278 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6279 = add nsw i64 %6277, %6278
-  %6280 = add nsw i64 %6279, 16
-  %arena1981 = getelementptr inbounds float, ptr %arena, i64 %6280
-  %6281 = load <16 x float>, ptr %arena1981, align 4
-  store <16 x float> %6281, ptr %conv1_weight_grad.t277_c5_1, align 64
-  %6282 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6283 = add nsw i64 %6282, 6
-  %6284 = mul nsw i64 %6283, 32
-  %6285 = add nsw i64 514304, %6284
-  %6286 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6287 = add nsw i64 %6285, %6286
-  %arena1982 = getelementptr inbounds float, ptr %arena, i64 %6287
-  %6288 = load <16 x float>, ptr %arena1982, align 4
-  store <16 x float> %6288, ptr %conv1_weight_grad.t277_c6_0, align 64
-  %6289 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6290 = add nsw i64 %6289, 6
-  %6291 = mul nsw i64 %6290, 32
-  %6292 = add nsw i64 514304, %6291
-  %6293 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6294 = add nsw i64 %6292, %6293
-  %6295 = add nsw i64 %6294, 16
-  %arena1983 = getelementptr inbounds float, ptr %arena, i64 %6295
-  %6296 = load <16 x float>, ptr %arena1983, align 4
-  store <16 x float> %6296, ptr %conv1_weight_grad.t277_c6_1, align 64
-  %6297 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6298 = add nsw i64 %6297, 7
-  %6299 = mul nsw i64 %6298, 32
-  %6300 = add nsw i64 514304, %6299
-  %6301 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6302 = add nsw i64 %6300, %6301
-  %arena1984 = getelementptr inbounds float, ptr %arena, i64 %6302
-  %6303 = load <16 x float>, ptr %arena1984, align 4
-  store <16 x float> %6303, ptr %conv1_weight_grad.t277_c7_0, align 64
-  %6304 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6305 = add nsw i64 %6304, 7
-  %6306 = mul nsw i64 %6305, 32
-  %6307 = add nsw i64 514304, %6306
-  %6308 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6309 = add nsw i64 %6307, %6308
-  %6310 = add nsw i64 %6309, 16
-  %arena1985 = getelementptr inbounds float, ptr %arena, i64 %6310
-  %6311 = load <16 x float>, ptr %arena1985, align 4
-  store <16 x float> %6311, ptr %conv1_weight_grad.t277_c7_1, align 64
-  %6312 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6313 = add nsw i64 %6312, 8
-  %6314 = mul nsw i64 %6313, 32
-  %6315 = add nsw i64 514304, %6314
-  %6316 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6317 = add nsw i64 %6315, %6316
-  %arena1986 = getelementptr inbounds float, ptr %arena, i64 %6317
-  %6318 = load <16 x float>, ptr %arena1986, align 4
-  store <16 x float> %6318, ptr %conv1_weight_grad.t277_c8_0, align 64
-  %6319 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6320 = add nsw i64 %6319, 8
-  %6321 = mul nsw i64 %6320, 32
-  %6322 = add nsw i64 514304, %6321
-  %6323 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6324 = add nsw i64 %6322, %6323
-  %6325 = add nsw i64 %6324, 16
-  %arena1987 = getelementptr inbounds float, ptr %arena, i64 %6325
-  %6326 = load <16 x float>, ptr %arena1987, align 4
-  store <16 x float> %6326, ptr %conv1_weight_grad.t277_c8_1, align 64
-  br label %conv1_weight_grad.k278
-
-conv1_weight_grad.mb276.end:                      ; preds = %conv1_weight_grad.k278.end
-  %nb275.next = add nsw i64 %conv1_weight_grad.nb2751968, 1
-  %6327 = icmp slt i64 %nb275.next, 1
-  br i1 %6327, label %conv1_weight_grad.nb275, label %conv1_weight_grad.nb275.end
-
-conv1_weight_grad.k278:                           ; preds = %conv1_weight_grad.k278, %conv1_weight_grad.mb276
-  %conv1_weight_grad.k2781988 = phi i64 [ 0, %conv1_weight_grad.mb276 ], [ %k278.next, %conv1_weight_grad.k278 ]
-  %6328 = add nsw i64 %conv1_weight_grad.k2781988, 12192
-  %6329 = mul nsw i64 %6328, 32
-  %6330 = add nsw i64 112896, %6329
-  %6331 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6332 = add nsw i64 %6330, %6331
-  %arena1989 = getelementptr inbounds float, ptr %arena, i64 %6332
-  %6333 = load <16 x float>, ptr %arena1989, align 4
-  store <16 x float> %6333, ptr %conv1_weight_grad.t277_b0, align 64
-  %6334 = add nsw i64 %conv1_weight_grad.k2781988, 12192
+  %arena1985 = getelementptr inbounds float, ptr %arena, i64 %6234
+  %6235 = load <16 x float>, ptr %arena1985, align 4
+  store <16 x float> %6235, ptr %conv1_weight_grad.t293_c0_0, align 64
+  %6236 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6237 = mul nsw i64 %6236, 32
+  %6238 = add nsw i64 514304, %6237
+  %6239 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6240 = add nsw i64 %6238, %6239
+  %6241 = add nsw i64 %6240, 16
+  %arena1986 = getelementptr inbounds float, ptr %arena, i64 %6241
+  %6242 = load <16 x float>, ptr %arena1986, align 4
+  store <16 x float> %6242, ptr %conv1_weight_grad.t293_c0_1, align 64
+  %6243 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6244 = add nsw i64 %6243, 1
+  %6245 = mul nsw i64 %6244, 32
+  %6246 = add nsw i64 514304, %6245
+  %6247 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6248 = add nsw i64 %6246, %6247
+  %arena1987 = getelementptr inbounds float, ptr %arena, i64 %6248
+  %6249 = load <16 x float>, ptr %arena1987, align 4
+  store <16 x float> %6249, ptr %conv1_weight_grad.t293_c1_0, align 64
+  %6250 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6251 = add nsw i64 %6250, 1
+  %6252 = mul nsw i64 %6251, 32
+  %6253 = add nsw i64 514304, %6252
+  %6254 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6255 = add nsw i64 %6253, %6254
+  %6256 = add nsw i64 %6255, 16
+  %arena1988 = getelementptr inbounds float, ptr %arena, i64 %6256
+  %6257 = load <16 x float>, ptr %arena1988, align 4
+  store <16 x float> %6257, ptr %conv1_weight_grad.t293_c1_1, align 64
+  %6258 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6259 = add nsw i64 %6258, 2
+  %6260 = mul nsw i64 %6259, 32
+  %6261 = add nsw i64 514304, %6260
+  %6262 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6263 = add nsw i64 %6261, %6262
+  %arena1989 = getelementptr inbounds float, ptr %arena, i64 %6263
+  %6264 = load <16 x float>, ptr %arena1989, align 4
+  store <16 x float> %6264, ptr %conv1_weight_grad.t293_c2_0, align 64
+  %6265 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6266 = add nsw i64 %6265, 2
+  %6267 = mul nsw i64 %6266, 32
+  %6268 = add nsw i64 514304, %6267
+  %6269 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6270 = add nsw i64 %6268, %6269
+  %6271 = add nsw i64 %6270, 16
+  %arena1990 = getelementptr inbounds float, ptr %arena, i64 %6271
+  %6272 = load <16 x float>, ptr %arena1990, align 4
+  store <16 x float> %6272, ptr %conv1_weight_grad.t293_c2_1, align 64
+  %6273 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6274 = add nsw i64 %6273, 3
+  %6275 = mul nsw i64 %6274, 32
+  %6276 = add nsw i64 514304, %6275
+  %6277 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6278 = add nsw i64 %6276, %6277
+  %arena1991 = getelementptr inbounds float, ptr %arena, i64 %6278
+  %6279 = load <16 x float>, ptr %arena1991, align 4
+  store <16 x float> %6279, ptr %conv1_weight_grad.t293_c3_0, align 64
+  %6280 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6281 = add nsw i64 %6280, 3
+  %6282 = mul nsw i64 %6281, 32
+  %6283 = add nsw i64 514304, %6282
+  %6284 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6285 = add nsw i64 %6283, %6284
+  %6286 = add nsw i64 %6285, 16
+  %arena1992 = getelementptr inbounds float, ptr %arena, i64 %6286
+  %6287 = load <16 x float>, ptr %arena1992, align 4
+  store <16 x float> %6287, ptr %conv1_weight_grad.t293_c3_1, align 64
+  %6288 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6289 = add nsw i64 %6288, 4
+  %6290 = mul nsw i64 %6289, 32
+  %6291 = add nsw i64 514304, %6290
+  %6292 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6293 = add nsw i64 %6291, %6292
+  %arena1993 = getelementptr inbounds float, ptr %arena, i64 %6293
+  %6294 = load <16 x float>, ptr %arena1993, align 4
+  store <16 x float> %6294, ptr %conv1_weight_grad.t293_c4_0, align 64
+  %6295 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6296 = add nsw i64 %6295, 4
+  %6297 = mul nsw i64 %6296, 32
+  %6298 = add nsw i64 514304, %6297
+  %6299 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6300 = add nsw i64 %6298, %6299
+  %6301 = add nsw i64 %6300, 16
+  %arena1994 = getelementptr inbounds float, ptr %arena, i64 %6301
+  %6302 = load <16 x float>, ptr %arena1994, align 4
+  store <16 x float> %6302, ptr %conv1_weight_grad.t293_c4_1, align 64
+  %6303 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6304 = add nsw i64 %6303, 5
+  %6305 = mul nsw i64 %6304, 32
+  %6306 = add nsw i64 514304, %6305
+  %6307 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6308 = add nsw i64 %6306, %6307
+  %arena1995 = getelementptr inbounds float, ptr %arena, i64 %6308
+  %6309 = load <16 x float>, ptr %arena1995, align 4
+  store <16 x float> %6309, ptr %conv1_weight_grad.t293_c5_0, align 64
+  %6310 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6311 = add nsw i64 %6310, 5
+  %6312 = mul nsw i64 %6311, 32
+  %6313 = add nsw i64 514304, %6312
+  %6314 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6315 = add nsw i64 %6313, %6314
+  %6316 = add nsw i64 %6315, 16
+  %arena1996 = getelementptr inbounds float, ptr %arena, i64 %6316
+  %6317 = load <16 x float>, ptr %arena1996, align 4
+  store <16 x float> %6317, ptr %conv1_weight_grad.t293_c5_1, align 64
+  %6318 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6319 = add nsw i64 %6318, 6
+  %6320 = mul nsw i64 %6319, 32
+  %6321 = add nsw i64 514304, %6320
+  %6322 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6323 = add nsw i64 %6321, %6322
+  %arena1997 = getelementptr inbounds float, ptr %arena, i64 %6323
+  %6324 = load <16 x float>, ptr %arena1997, align 4
+  store <16 x float> %6324, ptr %conv1_weight_grad.t293_c6_0, align 64
+  %6325 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6326 = add nsw i64 %6325, 6
+  %6327 = mul nsw i64 %6326, 32
+  %6328 = add nsw i64 514304, %6327
+  %6329 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6330 = add nsw i64 %6328, %6329
+  %6331 = add nsw i64 %6330, 16
+  %arena1998 = getelementptr inbounds float, ptr %arena, i64 %6331
+  %6332 = load <16 x float>, ptr %arena1998, align 4
+  store <16 x float> %6332, ptr %conv1_weight_grad.t293_c6_1, align 64
+  %6333 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6334 = add nsw i64 %6333, 7
   %6335 = mul nsw i64 %6334, 32
-  %6336 = add nsw i64 112896, %6335
-  %6337 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6336 = add nsw i64 514304, %6335
+  %6337 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
   %6338 = add nsw i64 %6336, %6337
-  %6339 = add nsw i64 %6338, 16
-  %arena1990 = getelementptr inbounds float, ptr %arena, i64 %6339
-  %6340 = load <16 x float>, ptr %arena1990, align 4
-  store <16 x float> %6340, ptr %conv1_weight_grad.t277_b1, align 64
-  %6341 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6342 = mul nsw i64 %6341, 12544
-  %6343 = add nsw i64 %conv1_weight_grad.k2781988, 12192
-  %6344 = add nsw i64 %6342, %6343
-  %arena1991 = getelementptr inbounds float, ptr %arena, i64 %6344
-  %6345 = load float, ptr %arena1991, align 4
-  %6346 = insertelement <16 x float> undef, float %6345, i32 0
-  %6347 = shufflevector <16 x float> %6346, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6347, ptr %conv1_weight_grad.t277_a0, align 64
-  %t277_a0 = load <16 x float>, ptr %conv1_weight_grad.t277_a0, align 64
-  %t277_b0 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
-  %t277_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c0_0, align 64
-  %6348 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a0, <16 x float> %t277_b0, <16 x float> %t277_c0_0)
-  store <16 x float> %6348, ptr %conv1_weight_grad.t277_c0_0, align 64
-  %t277_a01992 = load <16 x float>, ptr %conv1_weight_grad.t277_a0, align 64
-  %t277_b1 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
-  %t277_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c0_1, align 64
-  %6349 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a01992, <16 x float> %t277_b1, <16 x float> %t277_c0_1)
-  store <16 x float> %6349, ptr %conv1_weight_grad.t277_c0_1, align 64
-  %6350 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6351 = add nsw i64 %6350, 1
-  %6352 = mul nsw i64 %6351, 12544
-  %6353 = add nsw i64 %conv1_weight_grad.k2781988, 12192
-  %6354 = add nsw i64 %6352, %6353
-  %arena1993 = getelementptr inbounds float, ptr %arena, i64 %6354
-  %6355 = load float, ptr %arena1993, align 4
-  %6356 = insertelement <16 x float> undef, float %6355, i32 0
-  %6357 = shufflevector <16 x float> %6356, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6357, ptr %conv1_weight_grad.t277_a1, align 64
-  %t277_a1 = load <16 x float>, ptr %conv1_weight_grad.t277_a1, align 64
-  %t277_b01994 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
-  %t277_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c1_0, align 64
-  %6358 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a1, <16 x float> %t277_b01994, <16 x float> %t277_c1_0)
-  store <16 x float> %6358, ptr %conv1_weight_grad.t277_c1_0, align 64
-  %t277_a11995 = load <16 x float>, ptr %conv1_weight_grad.t277_a1, align 64
-  %t277_b11996 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
-  %t277_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c1_1, align 64
-  %6359 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a11995, <16 x float> %t277_b11996, <16 x float> %t277_c1_1)
-  store <16 x float> %6359, ptr %conv1_weight_grad.t277_c1_1, align 64
-  %6360 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6361 = add nsw i64 %6360, 2
-  %6362 = mul nsw i64 %6361, 12544
-  %6363 = add nsw i64 %conv1_weight_grad.k2781988, 12192
-  %6364 = add nsw i64 %6362, %6363
-  %arena1997 = getelementptr inbounds float, ptr %arena, i64 %6364
-  %6365 = load float, ptr %arena1997, align 4
-  %6366 = insertelement <16 x float> undef, float %6365, i32 0
-  %6367 = shufflevector <16 x float> %6366, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6367, ptr %conv1_weight_grad.t277_a2, align 64
-  %t277_a2 = load <16 x float>, ptr %conv1_weight_grad.t277_a2, align 64
-  %t277_b01998 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
-  %t277_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c2_0, align 64
-  %6368 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a2, <16 x float> %t277_b01998, <16 x float> %t277_c2_0)
-  store <16 x float> %6368, ptr %conv1_weight_grad.t277_c2_0, align 64
-  %t277_a21999 = load <16 x float>, ptr %conv1_weight_grad.t277_a2, align 64
-  %t277_b12000 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
-  %t277_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c2_1, align 64
-  %6369 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a21999, <16 x float> %t277_b12000, <16 x float> %t277_c2_1)
-  store <16 x float> %6369, ptr %conv1_weight_grad.t277_c2_1, align 64
-  %6370 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6371 = add nsw i64 %6370, 3
-  %6372 = mul nsw i64 %6371, 12544
-  %6373 = add nsw i64 %conv1_weight_grad.k2781988, 12192
+  %arena1999 = getelementptr inbounds float, ptr %arena, i64 %6338
+  %6339 = load <16 x float>, ptr %arena1999, align 4
+  store <16 x float> %6339, ptr %conv1_weight_grad.t293_c7_0, align 64
+  %6340 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6341 = add nsw i64 %6340, 7
+  %6342 = mul nsw i64 %6341, 32
+  %6343 = add nsw i64 514304, %6342
+  %6344 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6345 = add nsw i64 %6343, %6344
+  %6346 = add nsw i64 %6345, 16
+  %arena2000 = getelementptr inbounds float, ptr %arena, i64 %6346
+  %6347 = load <16 x float>, ptr %arena2000, align 4
+  store <16 x float> %6347, ptr %conv1_weight_grad.t293_c7_1, align 64
+  %6348 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6349 = add nsw i64 %6348, 8
+  %6350 = mul nsw i64 %6349, 32
+  %6351 = add nsw i64 514304, %6350
+  %6352 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6353 = add nsw i64 %6351, %6352
+  %arena2001 = getelementptr inbounds float, ptr %arena, i64 %6353
+  %6354 = load <16 x float>, ptr %arena2001, align 4
+  store <16 x float> %6354, ptr %conv1_weight_grad.t293_c8_0, align 64
+  %6355 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6356 = add nsw i64 %6355, 8
+  %6357 = mul nsw i64 %6356, 32
+  %6358 = add nsw i64 514304, %6357
+  %6359 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6360 = add nsw i64 %6358, %6359
+  %6361 = add nsw i64 %6360, 16
+  %arena2002 = getelementptr inbounds float, ptr %arena, i64 %6361
+  %6362 = load <16 x float>, ptr %arena2002, align 4
+  store <16 x float> %6362, ptr %conv1_weight_grad.t293_c8_1, align 64
+  br label %conv1_weight_grad.k294
+
+conv1_weight_grad.mb292.end:                      ; preds = %conv1_weight_grad.k294.end
+  %nb291.next = add nsw i64 %conv1_weight_grad.nb2911983, 1
+  %6363 = icmp slt i64 %nb291.next, 1
+  br i1 %6363, label %conv1_weight_grad.nb291, label %conv1_weight_grad.nb291.end
+
+conv1_weight_grad.k294:                           ; preds = %conv1_weight_grad.k294, %conv1_weight_grad.mb292
+  %conv1_weight_grad.k2942003 = phi i64 [ 0, %conv1_weight_grad.mb292 ], [ %k294.next, %conv1_weight_grad.k294 ]
+  %6364 = add nsw i64 %conv1_weight_grad.k2942003, 12192
+  %6365 = mul nsw i64 %6364, 32
+  %6366 = add nsw i64 112896, %6365
+  %6367 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6368 = add nsw i64 %6366, %6367
+  %arena2004 = getelementptr inbounds float, ptr %arena, i64 %6368
+  %6369 = load <16 x float>, ptr %arena2004, align 4
+  store <16 x float> %6369, ptr %conv1_weight_grad.t293_b0, align 64
+  %6370 = add nsw i64 %conv1_weight_grad.k2942003, 12192
+  %6371 = mul nsw i64 %6370, 32
+  %6372 = add nsw i64 112896, %6371
+  %6373 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
   %6374 = add nsw i64 %6372, %6373
-  %arena2001 = getelementptr inbounds float, ptr %arena, i64 %6374
-  %6375 = load float, ptr %arena2001, align 4
-  %6376 = insertelement <16 x float> undef, float %6375, i32 0
-  %6377 = shufflevector <16 x float> %6376, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6377, ptr %conv1_weight_grad.t277_a3, align 64
-  %t277_a3 = load <16 x float>, ptr %conv1_weight_grad.t277_a3, align 64
-  %t277_b02002 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
-  %t277_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c3_0, align 64
-  %6378 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a3, <16 x float> %t277_b02002, <16 x float> %t277_c3_0)
-  store <16 x float> %6378, ptr %conv1_weight_grad.t277_c3_0, align 64
-  %t277_a32003 = load <16 x float>, ptr %conv1_weight_grad.t277_a3, align 64
-  %t277_b12004 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
-  %t277_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c3_1, align 64
-  %6379 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a32003, <16 x float> %t277_b12004, <16 x float> %t277_c3_1)
-  store <16 x float> %6379, ptr %conv1_weight_grad.t277_c3_1, align 64
-  %6380 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6381 = add nsw i64 %6380, 4
-  %6382 = mul nsw i64 %6381, 12544
-  %6383 = add nsw i64 %conv1_weight_grad.k2781988, 12192
-  %6384 = add nsw i64 %6382, %6383
-  %arena2005 = getelementptr inbounds float, ptr %arena, i64 %6384
-  %6385 = load float, ptr %arena2005, align 4
-  %6386 = insertelement <16 x float> undef, float %6385, i32 0
-  %6387 = shufflevector <16 x float> %6386, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6387, ptr %conv1_weight_grad.t277_a4, align 64
-  %t277_a4 = load <16 x float>, ptr %conv1_weight_grad.t277_a4, align 64
-  %t277_b02006 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
-  %t277_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c4_0, align 64
-  %6388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a4, <16 x float> %t277_b02006, <16 x float> %t277_c4_0)
-  store <16 x float> %6388, ptr %conv1_weight_grad.t277_c4_0, align 64
-  %t277_a42007 = load <16 x float>, ptr %conv1_weight_grad.t277_a4, align 64
-  %t277_b12008 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
-  %t277_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c4_1, align 64
-  %6389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a42007, <16 x float> %t277_b12008, <16 x float> %t277_c4_1)
-  store <16 x float> %6389, ptr %conv1_weight_grad.t277_c4_1, align 64
-  %6390 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6391 = add nsw i64 %6390, 5
-  %6392 = mul nsw i64 %6391, 12544
-  %6393 = add nsw i64 %conv1_weight_grad.k2781988, 12192
-  %6394 = add nsw i64 %6392, %6393
-  %arena2009 = getelementptr inbounds float, ptr %arena, i64 %6394
-  %6395 = load float, ptr %arena2009, align 4
-  %6396 = insertelement <16 x float> undef, float %6395, i32 0
-  %6397 = shufflevector <16 x float> %6396, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6397, ptr %conv1_weight_grad.t277_a5, align 64
-  %t277_a5 = load <16 x float>, ptr %conv1_weight_grad.t277_a5, align 64
-  %t277_b02010 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
-  %t277_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c5_0, align 64
-  %6398 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a5, <16 x float> %t277_b02010, <16 x float> %t277_c5_0)
-  store <16 x float> %6398, ptr %conv1_weight_grad.t277_c5_0, align 64
-  %t277_a52011 = load <16 x float>, ptr %conv1_weight_grad.t277_a5, align 64
-  %t277_b12012 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
-  %t277_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c5_1, align 64
-  %6399 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a52011, <16 x float> %t277_b12012, <16 x float> %t277_c5_1)
-  store <16 x float> %6399, ptr %conv1_weight_grad.t277_c5_1, align 64
-  %6400 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6401 = add nsw i64 %6400, 6
-  %6402 = mul nsw i64 %6401, 12544
-  %6403 = add nsw i64 %conv1_weight_grad.k2781988, 12192
-  %6404 = add nsw i64 %6402, %6403
-  %arena2013 = getelementptr inbounds float, ptr %arena, i64 %6404
-  %6405 = load float, ptr %arena2013, align 4
-  %6406 = insertelement <16 x float> undef, float %6405, i32 0
-  %6407 = shufflevector <16 x float> %6406, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6407, ptr %conv1_weight_grad.t277_a6, align 64
-  %t277_a6 = load <16 x float>, ptr %conv1_weight_grad.t277_a6, align 64
-  %t277_b02014 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
-  %t277_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c6_0, align 64
-  %6408 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a6, <16 x float> %t277_b02014, <16 x float> %t277_c6_0)
-  store <16 x float> %6408, ptr %conv1_weight_grad.t277_c6_0, align 64
-  %t277_a62015 = load <16 x float>, ptr %conv1_weight_grad.t277_a6, align 64
-  %t277_b12016 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
-  %t277_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c6_1, align 64
-  %6409 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a62015, <16 x float> %t277_b12016, <16 x float> %t277_c6_1)
-  store <16 x float> %6409, ptr %conv1_weight_grad.t277_c6_1, align 64
-  %6410 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6411 = add nsw i64 %6410, 7
-  %6412 = mul nsw i64 %6411, 12544
-  %6413 = add nsw i64 %conv1_weight_grad.k2781988, 12192
-  %6414 = add nsw i64 %6412, %6413
-  %arena2017 = getelementptr inbounds float, ptr %arena, i64 %6414
-  %6415 = load float, ptr %arena2017, align 4
-  %6416 = insertelement <16 x float> undef, float %6415, i32 0
-  %6417 = shufflevector <16 x float> %6416, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6417, ptr %conv1_weight_grad.t277_a7, align 64
-  %t277_a7 = load <16 x float>, ptr %conv1_weight_grad.t277_a7, align 64
-  %t277_b02018 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
-  %t277_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c7_0, align 64
-  %6418 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a7, <16 x float> %t277_b02018, <16 x float> %t277_c7_0)
-  store <16 x float> %6418, ptr %conv1_weight_grad.t277_c7_0, align 64
-  %t277_a72019 = load <16 x float>, ptr %conv1_weight_grad.t277_a7, align 64
-  %t277_b12020 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
-  %t277_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c7_1, align 64
-  %6419 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a72019, <16 x float> %t277_b12020, <16 x float> %t277_c7_1)
-  store <16 x float> %6419, ptr %conv1_weight_grad.t277_c7_1, align 64
-  %6420 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6421 = add nsw i64 %6420, 8
-  %6422 = mul nsw i64 %6421, 12544
-  %6423 = add nsw i64 %conv1_weight_grad.k2781988, 12192
-  %6424 = add nsw i64 %6422, %6423
-  %arena2021 = getelementptr inbounds float, ptr %arena, i64 %6424
-  %6425 = load float, ptr %arena2021, align 4
-  %6426 = insertelement <16 x float> undef, float %6425, i32 0
-  %6427 = shufflevector <16 x float> %6426, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6427, ptr %conv1_weight_grad.t277_a8, align 64
-  %t277_a8 = load <16 x float>, ptr %conv1_weight_grad.t277_a8, align 64
-  %t277_b02022 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
-  %t277_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c8_0, align 64
-  %6428 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a8, <16 x float> %t277_b02022, <16 x float> %t277_c8_0)
-  store <16 x float> %6428, ptr %conv1_weight_grad.t277_c8_0, align 64
-  %t277_a82023 = load <16 x float>, ptr %conv1_weight_grad.t277_a8, align 64
-  %t277_b12024 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
-  %t277_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c8_1, align 64
-  %6429 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a82023, <16 x float> %t277_b12024, <16 x float> %t277_c8_1)
-  store <16 x float> %6429, ptr %conv1_weight_grad.t277_c8_1, align 64
-  %k278.next = add nsw i64 %conv1_weight_grad.k2781988, 1
-  %6430 = icmp slt i64 %k278.next, 352
-  br i1 %6430, label %conv1_weight_grad.k278, label %conv1_weight_grad.k278.end
-
-conv1_weight_grad.k278.end:                       ; preds = %conv1_weight_grad.k278
-  %t277_c0_02025 = load <16 x float>, ptr %conv1_weight_grad.t277_c0_0, align 64
-  %6431 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6432 = mul nsw i64 %6431, 32
-  %6433 = add nsw i64 514304, %6432
-  %6434 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6435 = add nsw i64 %6433, %6434
-  %arena2026 = getelementptr inbounds float, ptr %arena, i64 %6435
-  store <16 x float> %t277_c0_02025, ptr %arena2026, align 4
-  %t277_c0_12027 = load <16 x float>, ptr %conv1_weight_grad.t277_c0_1, align 64
-  %6436 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6437 = mul nsw i64 %6436, 32
-  %6438 = add nsw i64 514304, %6437
-  %6439 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6375 = add nsw i64 %6374, 16
+  %arena2005 = getelementptr inbounds float, ptr %arena, i64 %6375
+  %6376 = load <16 x float>, ptr %arena2005, align 4
+  store <16 x float> %6376, ptr %conv1_weight_grad.t293_b1, align 64
+  %6377 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6378 = mul nsw i64 %6377, 12544
+  %6379 = add nsw i64 %conv1_weight_grad.k2942003, 12192
+  %6380 = add nsw i64 %6378, %6379
+  %arena2006 = getelementptr inbounds float, ptr %arena, i64 %6380
+  %6381 = load float, ptr %arena2006, align 4
+  %6382 = insertelement <16 x float> undef, float %6381, i32 0
+  %6383 = shufflevector <16 x float> %6382, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6383, ptr %conv1_weight_grad.t293_a0, align 64
+  %t293_a0 = load <16 x float>, ptr %conv1_weight_grad.t293_a0, align 64
+  %t293_b0 = load <16 x float>, ptr %conv1_weight_grad.t293_b0, align 64
+  %t293_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t293_c0_0, align 64
+  %6384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a0, <16 x float> %t293_b0, <16 x float> %t293_c0_0)
+  store <16 x float> %6384, ptr %conv1_weight_grad.t293_c0_0, align 64
+  %t293_a02007 = load <16 x float>, ptr %conv1_weight_grad.t293_a0, align 64
+  %t293_b1 = load <16 x float>, ptr %conv1_weight_grad.t293_b1, align 64
+  %t293_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t293_c0_1, align 64
+  %6385 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a02007, <16 x float> %t293_b1, <16 x float> %t293_c0_1)
+  store <16 x float> %6385, ptr %conv1_weight_grad.t293_c0_1, align 64
+  %6386 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6387 = add nsw i64 %6386, 1
+  %6388 = mul nsw i64 %6387, 12544
+  %6389 = add nsw i64 %conv1_weight_grad.k2942003, 12192
+  %6390 = add nsw i64 %6388, %6389
+  %arena2008 = getelementptr inbounds float, ptr %arena, i64 %6390
+  %6391 = load float, ptr %arena2008, align 4
+  %6392 = insertelement <16 x float> undef, float %6391, i32 0
+  %6393 = shufflevector <16 x float> %6392, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6393, ptr %conv1_weight_grad.t293_a1, align 64
+  %t293_a1 = load <16 x float>, ptr %conv1_weight_grad.t293_a1, align 64
+  %t293_b02009 = load <16 x float>, ptr %conv1_weight_grad.t293_b0, align 64
+  %t293_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t293_c1_0, align 64
+  %6394 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a1, <16 x float> %t293_b02009, <16 x float> %t293_c1_0)
+  store <16 x float> %6394, ptr %conv1_weight_grad.t293_c1_0, align 64
+  %t293_a12010 = load <16 x float>, ptr %conv1_weight_grad.t293_a1, align 64
+  %t293_b12011 = load <16 x float>, ptr %conv1_weight_grad.t293_b1, align 64
+  %t293_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t293_c1_1, align 64
+  %6395 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a12010, <16 x float> %t293_b12011, <16 x float> %t293_c1_1)
+  store <16 x float> %6395, ptr %conv1_weight_grad.t293_c1_1, align 64
+  %6396 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6397 = add nsw i64 %6396, 2
+  %6398 = mul nsw i64 %6397, 12544
+  %6399 = add nsw i64 %conv1_weight_grad.k2942003, 12192
+  %6400 = add nsw i64 %6398, %6399
+  %arena2012 = getelementptr inbounds float, ptr %arena, i64 %6400
+  %6401 = load float, ptr %arena2012, align 4
+  %6402 = insertelement <16 x float> undef, float %6401, i32 0
+  %6403 = shufflevector <16 x float> %6402, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6403, ptr %conv1_weight_grad.t293_a2, align 64
+  %t293_a2 = load <16 x float>, ptr %conv1_weight_grad.t293_a2, align 64
+  %t293_b02013 = load <16 x float>, ptr %conv1_weight_grad.t293_b0, align 64
+  %t293_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t293_c2_0, align 64
+  %6404 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a2, <16 x float> %t293_b02013, <16 x float> %t293_c2_0)
+  store <16 x float> %6404, ptr %conv1_weight_grad.t293_c2_0, align 64
+  %t293_a22014 = load <16 x float>, ptr %conv1_weight_grad.t293_a2, align 64
+  %t293_b12015 = load <16 x float>, ptr %conv1_weight_grad.t293_b1, align 64
+  %t293_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t293_c2_1, align 64
+  %6405 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a22014, <16 x float> %t293_b12015, <16 x float> %t293_c2_1)
+  store <16 x float> %6405, ptr %conv1_weight_grad.t293_c2_1, align 64
+  %6406 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6407 = add nsw i64 %6406, 3
+  %6408 = mul nsw i64 %6407, 12544
+  %6409 = add nsw i64 %conv1_weight_grad.k2942003, 12192
+  %6410 = add nsw i64 %6408, %6409
+  %arena2016 = getelementptr inbounds float, ptr %arena, i64 %6410
+  %6411 = load float, ptr %arena2016, align 4
+  %6412 = insertelement <16 x float> undef, float %6411, i32 0
+  %6413 = shufflevector <16 x float> %6412, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6413, ptr %conv1_weight_grad.t293_a3, align 64
+  %t293_a3 = load <16 x float>, ptr %conv1_weight_grad.t293_a3, align 64
+  %t293_b02017 = load <16 x float>, ptr %conv1_weight_grad.t293_b0, align 64
+  %t293_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t293_c3_0, align 64
+  %6414 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a3, <16 x float> %t293_b02017, <16 x float> %t293_c3_0)
+  store <16 x float> %6414, ptr %conv1_weight_grad.t293_c3_0, align 64
+  %t293_a32018 = load <16 x float>, ptr %conv1_weight_grad.t293_a3, align 64
+  %t293_b12019 = load <16 x float>, ptr %conv1_weight_grad.t293_b1, align 64
+  %t293_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t293_c3_1, align 64
+  %6415 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a32018, <16 x float> %t293_b12019, <16 x float> %t293_c3_1)
+  store <16 x float> %6415, ptr %conv1_weight_grad.t293_c3_1, align 64
+  %6416 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6417 = add nsw i64 %6416, 4
+  %6418 = mul nsw i64 %6417, 12544
+  %6419 = add nsw i64 %conv1_weight_grad.k2942003, 12192
+  %6420 = add nsw i64 %6418, %6419
+  %arena2020 = getelementptr inbounds float, ptr %arena, i64 %6420
+  %6421 = load float, ptr %arena2020, align 4
+  %6422 = insertelement <16 x float> undef, float %6421, i32 0
+  %6423 = shufflevector <16 x float> %6422, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6423, ptr %conv1_weight_grad.t293_a4, align 64
+  %t293_a4 = load <16 x float>, ptr %conv1_weight_grad.t293_a4, align 64
+  %t293_b02021 = load <16 x float>, ptr %conv1_weight_grad.t293_b0, align 64
+  %t293_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t293_c4_0, align 64
+  %6424 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a4, <16 x float> %t293_b02021, <16 x float> %t293_c4_0)
+  store <16 x float> %6424, ptr %conv1_weight_grad.t293_c4_0, align 64
+  %t293_a42022 = load <16 x float>, ptr %conv1_weight_grad.t293_a4, align 64
+  %t293_b12023 = load <16 x float>, ptr %conv1_weight_grad.t293_b1, align 64
+  %t293_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t293_c4_1, align 64
+  %6425 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a42022, <16 x float> %t293_b12023, <16 x float> %t293_c4_1)
+  store <16 x float> %6425, ptr %conv1_weight_grad.t293_c4_1, align 64
+  %6426 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6427 = add nsw i64 %6426, 5
+  %6428 = mul nsw i64 %6427, 12544
+  %6429 = add nsw i64 %conv1_weight_grad.k2942003, 12192
+  %6430 = add nsw i64 %6428, %6429
+  %arena2024 = getelementptr inbounds float, ptr %arena, i64 %6430
+  %6431 = load float, ptr %arena2024, align 4
+  %6432 = insertelement <16 x float> undef, float %6431, i32 0
+  %6433 = shufflevector <16 x float> %6432, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6433, ptr %conv1_weight_grad.t293_a5, align 64
+  %t293_a5 = load <16 x float>, ptr %conv1_weight_grad.t293_a5, align 64
+  %t293_b02025 = load <16 x float>, ptr %conv1_weight_grad.t293_b0, align 64
+  %t293_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t293_c5_0, align 64
+  %6434 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a5, <16 x float> %t293_b02025, <16 x float> %t293_c5_0)
+  store <16 x float> %6434, ptr %conv1_weight_grad.t293_c5_0, align 64
+  %t293_a52026 = load <16 x float>, ptr %conv1_weight_grad.t293_a5, align 64
+  %t293_b12027 = load <16 x float>, ptr %conv1_weight_grad.t293_b1, align 64
+  %t293_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t293_c5_1, align 64
+  %6435 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a52026, <16 x float> %t293_b12027, <16 x float> %t293_c5_1)
+  store <16 x float> %6435, ptr %conv1_weight_grad.t293_c5_1, align 64
+  %6436 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6437 = add nsw i64 %6436, 6
+  %6438 = mul nsw i64 %6437, 12544
+  %6439 = add nsw i64 %conv1_weight_grad.k2942003, 12192
   %6440 = add nsw i64 %6438, %6439
-  %6441 = add nsw i64 %6440, 16
-  %arena2028 = getelementptr inbounds float, ptr %arena, i64 %6441
-  store <16 x float> %t277_c0_12027, ptr %arena2028, align 4
-  %t277_c1_02029 = load <16 x float>, ptr %conv1_weight_grad.t277_c1_0, align 64
-  %6442 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6443 = add nsw i64 %6442, 1
-  %6444 = mul nsw i64 %6443, 32
-  %6445 = add nsw i64 514304, %6444
-  %6446 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6447 = add nsw i64 %6445, %6446
-  %arena2030 = getelementptr inbounds float, ptr %arena, i64 %6447
-  store <16 x float> %t277_c1_02029, ptr %arena2030, align 4
-  %t277_c1_12031 = load <16 x float>, ptr %conv1_weight_grad.t277_c1_1, align 64
-  %6448 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6449 = add nsw i64 %6448, 1
-  %6450 = mul nsw i64 %6449, 32
-  %6451 = add nsw i64 514304, %6450
-  %6452 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6453 = add nsw i64 %6451, %6452
-  %6454 = add nsw i64 %6453, 16
-  %arena2032 = getelementptr inbounds float, ptr %arena, i64 %6454
-  store <16 x float> %t277_c1_12031, ptr %arena2032, align 4
-  %t277_c2_02033 = load <16 x float>, ptr %conv1_weight_grad.t277_c2_0, align 64
-  %6455 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6456 = add nsw i64 %6455, 2
-  %6457 = mul nsw i64 %6456, 32
-  %6458 = add nsw i64 514304, %6457
-  %6459 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %arena2028 = getelementptr inbounds float, ptr %arena, i64 %6440
+  %6441 = load float, ptr %arena2028, align 4
+  %6442 = insertelement <16 x float> undef, float %6441, i32 0
+  %6443 = shufflevector <16 x float> %6442, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6443, ptr %conv1_weight_grad.t293_a6, align 64
+  %t293_a6 = load <16 x float>, ptr %conv1_weight_grad.t293_a6, align 64
+  %t293_b02029 = load <16 x float>, ptr %conv1_weight_grad.t293_b0, align 64
+  %t293_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t293_c6_0, align 64
+  %6444 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a6, <16 x float> %t293_b02029, <16 x float> %t293_c6_0)
+  store <16 x float> %6444, ptr %conv1_weight_grad.t293_c6_0, align 64
+  %t293_a62030 = load <16 x float>, ptr %conv1_weight_grad.t293_a6, align 64
+  %t293_b12031 = load <16 x float>, ptr %conv1_weight_grad.t293_b1, align 64
+  %t293_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t293_c6_1, align 64
+  %6445 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a62030, <16 x float> %t293_b12031, <16 x float> %t293_c6_1)
+  store <16 x float> %6445, ptr %conv1_weight_grad.t293_c6_1, align 64
+  %6446 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6447 = add nsw i64 %6446, 7
+  %6448 = mul nsw i64 %6447, 12544
+  %6449 = add nsw i64 %conv1_weight_grad.k2942003, 12192
+  %6450 = add nsw i64 %6448, %6449
+  %arena2032 = getelementptr inbounds float, ptr %arena, i64 %6450
+  %6451 = load float, ptr %arena2032, align 4
+  %6452 = insertelement <16 x float> undef, float %6451, i32 0
+  %6453 = shufflevector <16 x float> %6452, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6453, ptr %conv1_weight_grad.t293_a7, align 64
+  %t293_a7 = load <16 x float>, ptr %conv1_weight_grad.t293_a7, align 64
+  %t293_b02033 = load <16 x float>, ptr %conv1_weight_grad.t293_b0, align 64
+  %t293_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t293_c7_0, align 64
+  %6454 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a7, <16 x float> %t293_b02033, <16 x float> %t293_c7_0)
+  store <16 x float> %6454, ptr %conv1_weight_grad.t293_c7_0, align 64
+  %t293_a72034 = load <16 x float>, ptr %conv1_weight_grad.t293_a7, align 64
+  %t293_b12035 = load <16 x float>, ptr %conv1_weight_grad.t293_b1, align 64
+  %t293_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t293_c7_1, align 64
+  %6455 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a72034, <16 x float> %t293_b12035, <16 x float> %t293_c7_1)
+  store <16 x float> %6455, ptr %conv1_weight_grad.t293_c7_1, align 64
+  %6456 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6457 = add nsw i64 %6456, 8
+  %6458 = mul nsw i64 %6457, 12544
+  %6459 = add nsw i64 %conv1_weight_grad.k2942003, 12192
   %6460 = add nsw i64 %6458, %6459
-  %arena2034 = getelementptr inbounds float, ptr %arena, i64 %6460
-  store <16 x float> %t277_c2_02033, ptr %arena2034, align 4
-  %t277_c2_12035 = load <16 x float>, ptr %conv1_weight_grad.t277_c2_1, align 64
-  %6461 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6462 = add nsw i64 %6461, 2
-  %6463 = mul nsw i64 %6462, 32
-  %6464 = add nsw i64 514304, %6463
-  %6465 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6466 = add nsw i64 %6464, %6465
-  %6467 = add nsw i64 %6466, 16
-  %arena2036 = getelementptr inbounds float, ptr %arena, i64 %6467
-  store <16 x float> %t277_c2_12035, ptr %arena2036, align 4
-  %t277_c3_02037 = load <16 x float>, ptr %conv1_weight_grad.t277_c3_0, align 64
-  %6468 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6469 = add nsw i64 %6468, 3
-  %6470 = mul nsw i64 %6469, 32
-  %6471 = add nsw i64 514304, %6470
-  %6472 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6473 = add nsw i64 %6471, %6472
-  %arena2038 = getelementptr inbounds float, ptr %arena, i64 %6473
-  store <16 x float> %t277_c3_02037, ptr %arena2038, align 4
-  %t277_c3_12039 = load <16 x float>, ptr %conv1_weight_grad.t277_c3_1, align 64
-  %6474 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6475 = add nsw i64 %6474, 3
-  %6476 = mul nsw i64 %6475, 32
-  %6477 = add nsw i64 514304, %6476
-  %6478 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6479 = add nsw i64 %6477, %6478
-  %6480 = add nsw i64 %6479, 16
-  %arena2040 = getelementptr inbounds float, ptr %arena, i64 %6480
-  store <16 x float> %t277_c3_12039, ptr %arena2040, align 4
-  %t277_c4_02041 = load <16 x float>, ptr %conv1_weight_grad.t277_c4_0, align 64
-  %6481 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6482 = add nsw i64 %6481, 4
-  %6483 = mul nsw i64 %6482, 32
-  %6484 = add nsw i64 514304, %6483
-  %6485 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6486 = add nsw i64 %6484, %6485
-  %arena2042 = getelementptr inbounds float, ptr %arena, i64 %6486
-  store <16 x float> %t277_c4_02041, ptr %arena2042, align 4
-  %t277_c4_12043 = load <16 x float>, ptr %conv1_weight_grad.t277_c4_1, align 64
-  %6487 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6488 = add nsw i64 %6487, 4
-  %6489 = mul nsw i64 %6488, 32
-  %6490 = add nsw i64 514304, %6489
-  %6491 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6492 = add nsw i64 %6490, %6491
-  %6493 = add nsw i64 %6492, 16
-  %arena2044 = getelementptr inbounds float, ptr %arena, i64 %6493
-  store <16 x float> %t277_c4_12043, ptr %arena2044, align 4
-  %t277_c5_02045 = load <16 x float>, ptr %conv1_weight_grad.t277_c5_0, align 64
-  %6494 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6495 = add nsw i64 %6494, 5
-  %6496 = mul nsw i64 %6495, 32
-  %6497 = add nsw i64 514304, %6496
-  %6498 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6499 = add nsw i64 %6497, %6498
-  %arena2046 = getelementptr inbounds float, ptr %arena, i64 %6499
-  store <16 x float> %t277_c5_02045, ptr %arena2046, align 4
-  %t277_c5_12047 = load <16 x float>, ptr %conv1_weight_grad.t277_c5_1, align 64
-  %6500 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6501 = add nsw i64 %6500, 5
-  %6502 = mul nsw i64 %6501, 32
-  %6503 = add nsw i64 514304, %6502
-  %6504 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6505 = add nsw i64 %6503, %6504
-  %6506 = add nsw i64 %6505, 16
-  %arena2048 = getelementptr inbounds float, ptr %arena, i64 %6506
-  store <16 x float> %t277_c5_12047, ptr %arena2048, align 4
-  %t277_c6_02049 = load <16 x float>, ptr %conv1_weight_grad.t277_c6_0, align 64
-  %6507 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6508 = add nsw i64 %6507, 6
-  %6509 = mul nsw i64 %6508, 32
-  %6510 = add nsw i64 514304, %6509
-  %6511 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6512 = add nsw i64 %6510, %6511
-  %arena2050 = getelementptr inbounds float, ptr %arena, i64 %6512
-  store <16 x float> %t277_c6_02049, ptr %arena2050, align 4
-  %t277_c6_12051 = load <16 x float>, ptr %conv1_weight_grad.t277_c6_1, align 64
-  %6513 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6514 = add nsw i64 %6513, 6
-  %6515 = mul nsw i64 %6514, 32
-  %6516 = add nsw i64 514304, %6515
-  %6517 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6518 = add nsw i64 %6516, %6517
-  %6519 = add nsw i64 %6518, 16
-  %arena2052 = getelementptr inbounds float, ptr %arena, i64 %6519
-  store <16 x float> %t277_c6_12051, ptr %arena2052, align 4
-  %t277_c7_02053 = load <16 x float>, ptr %conv1_weight_grad.t277_c7_0, align 64
-  %6520 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6521 = add nsw i64 %6520, 7
-  %6522 = mul nsw i64 %6521, 32
-  %6523 = add nsw i64 514304, %6522
-  %6524 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6525 = add nsw i64 %6523, %6524
-  %arena2054 = getelementptr inbounds float, ptr %arena, i64 %6525
-  store <16 x float> %t277_c7_02053, ptr %arena2054, align 4
-  %t277_c7_12055 = load <16 x float>, ptr %conv1_weight_grad.t277_c7_1, align 64
-  %6526 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6527 = add nsw i64 %6526, 7
-  %6528 = mul nsw i64 %6527, 32
-  %6529 = add nsw i64 514304, %6528
-  %6530 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6531 = add nsw i64 %6529, %6530
-  %6532 = add nsw i64 %6531, 16
-  %arena2056 = getelementptr inbounds float, ptr %arena, i64 %6532
-  store <16 x float> %t277_c7_12055, ptr %arena2056, align 4
-  %t277_c8_02057 = load <16 x float>, ptr %conv1_weight_grad.t277_c8_0, align 64
-  %6533 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6534 = add nsw i64 %6533, 8
-  %6535 = mul nsw i64 %6534, 32
-  %6536 = add nsw i64 514304, %6535
-  %6537 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6538 = add nsw i64 %6536, %6537
-  %arena2058 = getelementptr inbounds float, ptr %arena, i64 %6538
-  store <16 x float> %t277_c8_02057, ptr %arena2058, align 4
-  %t277_c8_12059 = load <16 x float>, ptr %conv1_weight_grad.t277_c8_1, align 64
-  %6539 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
-  %6540 = add nsw i64 %6539, 8
-  %6541 = mul nsw i64 %6540, 32
-  %6542 = add nsw i64 514304, %6541
-  %6543 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
-  %6544 = add nsw i64 %6542, %6543
-  %6545 = add nsw i64 %6544, 16
-  %arena2060 = getelementptr inbounds float, ptr %arena, i64 %6545
-  store <16 x float> %t277_c8_12059, ptr %arena2060, align 4
-  %mb276.next = add nsw i64 %conv1_weight_grad.mb2761969, 1
-  %6546 = icmp slt i64 %mb276.next, 1
-  br i1 %6546, label %conv1_weight_grad.mb276, label %conv1_weight_grad.mb276.end
+  %arena2036 = getelementptr inbounds float, ptr %arena, i64 %6460
+  %6461 = load float, ptr %arena2036, align 4
+  %6462 = insertelement <16 x float> undef, float %6461, i32 0
+  %6463 = shufflevector <16 x float> %6462, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6463, ptr %conv1_weight_grad.t293_a8, align 64
+  %t293_a8 = load <16 x float>, ptr %conv1_weight_grad.t293_a8, align 64
+  %t293_b02037 = load <16 x float>, ptr %conv1_weight_grad.t293_b0, align 64
+  %t293_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t293_c8_0, align 64
+  %6464 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a8, <16 x float> %t293_b02037, <16 x float> %t293_c8_0)
+  store <16 x float> %6464, ptr %conv1_weight_grad.t293_c8_0, align 64
+  %t293_a82038 = load <16 x float>, ptr %conv1_weight_grad.t293_a8, align 64
+  %t293_b12039 = load <16 x float>, ptr %conv1_weight_grad.t293_b1, align 64
+  %t293_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t293_c8_1, align 64
+  %6465 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t293_a82038, <16 x float> %t293_b12039, <16 x float> %t293_c8_1)
+  store <16 x float> %6465, ptr %conv1_weight_grad.t293_c8_1, align 64
+  %k294.next = add nsw i64 %conv1_weight_grad.k2942003, 1
+  %6466 = icmp slt i64 %k294.next, 352
+  br i1 %6466, label %conv1_weight_grad.k294, label %conv1_weight_grad.k294.end
 
-conv1_weight_grad.f279:                           ; preds = %conv1_weight_grad.r280.end, %conv1_weight_grad.g252.end
-  %conv1_weight_grad.f2792061 = phi i64 [ 0, %conv1_weight_grad.g252.end ], [ %f279.next, %conv1_weight_grad.r280.end ]
-  br label %conv1_weight_grad.r280
+conv1_weight_grad.k294.end:                       ; preds = %conv1_weight_grad.k294
+  %t293_c0_02040 = load <16 x float>, ptr %conv1_weight_grad.t293_c0_0, align 64
+  %6467 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6468 = mul nsw i64 %6467, 32
+  %6469 = add nsw i64 514304, %6468
+  %6470 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6471 = add nsw i64 %6469, %6470
+  %arena2041 = getelementptr inbounds float, ptr %arena, i64 %6471
+  store <16 x float> %t293_c0_02040, ptr %arena2041, align 4
+  %t293_c0_12042 = load <16 x float>, ptr %conv1_weight_grad.t293_c0_1, align 64
+  %6472 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6473 = mul nsw i64 %6472, 32
+  %6474 = add nsw i64 514304, %6473
+  %6475 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6476 = add nsw i64 %6474, %6475
+  %6477 = add nsw i64 %6476, 16
+  %arena2043 = getelementptr inbounds float, ptr %arena, i64 %6477
+  store <16 x float> %t293_c0_12042, ptr %arena2043, align 4
+  %t293_c1_02044 = load <16 x float>, ptr %conv1_weight_grad.t293_c1_0, align 64
+  %6478 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6479 = add nsw i64 %6478, 1
+  %6480 = mul nsw i64 %6479, 32
+  %6481 = add nsw i64 514304, %6480
+  %6482 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6483 = add nsw i64 %6481, %6482
+  %arena2045 = getelementptr inbounds float, ptr %arena, i64 %6483
+  store <16 x float> %t293_c1_02044, ptr %arena2045, align 4
+  %t293_c1_12046 = load <16 x float>, ptr %conv1_weight_grad.t293_c1_1, align 64
+  %6484 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6485 = add nsw i64 %6484, 1
+  %6486 = mul nsw i64 %6485, 32
+  %6487 = add nsw i64 514304, %6486
+  %6488 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6489 = add nsw i64 %6487, %6488
+  %6490 = add nsw i64 %6489, 16
+  %arena2047 = getelementptr inbounds float, ptr %arena, i64 %6490
+  store <16 x float> %t293_c1_12046, ptr %arena2047, align 4
+  %t293_c2_02048 = load <16 x float>, ptr %conv1_weight_grad.t293_c2_0, align 64
+  %6491 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6492 = add nsw i64 %6491, 2
+  %6493 = mul nsw i64 %6492, 32
+  %6494 = add nsw i64 514304, %6493
+  %6495 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6496 = add nsw i64 %6494, %6495
+  %arena2049 = getelementptr inbounds float, ptr %arena, i64 %6496
+  store <16 x float> %t293_c2_02048, ptr %arena2049, align 4
+  %t293_c2_12050 = load <16 x float>, ptr %conv1_weight_grad.t293_c2_1, align 64
+  %6497 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6498 = add nsw i64 %6497, 2
+  %6499 = mul nsw i64 %6498, 32
+  %6500 = add nsw i64 514304, %6499
+  %6501 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6502 = add nsw i64 %6500, %6501
+  %6503 = add nsw i64 %6502, 16
+  %arena2051 = getelementptr inbounds float, ptr %arena, i64 %6503
+  store <16 x float> %t293_c2_12050, ptr %arena2051, align 4
+  %t293_c3_02052 = load <16 x float>, ptr %conv1_weight_grad.t293_c3_0, align 64
+  %6504 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6505 = add nsw i64 %6504, 3
+  %6506 = mul nsw i64 %6505, 32
+  %6507 = add nsw i64 514304, %6506
+  %6508 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6509 = add nsw i64 %6507, %6508
+  %arena2053 = getelementptr inbounds float, ptr %arena, i64 %6509
+  store <16 x float> %t293_c3_02052, ptr %arena2053, align 4
+  %t293_c3_12054 = load <16 x float>, ptr %conv1_weight_grad.t293_c3_1, align 64
+  %6510 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6511 = add nsw i64 %6510, 3
+  %6512 = mul nsw i64 %6511, 32
+  %6513 = add nsw i64 514304, %6512
+  %6514 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6515 = add nsw i64 %6513, %6514
+  %6516 = add nsw i64 %6515, 16
+  %arena2055 = getelementptr inbounds float, ptr %arena, i64 %6516
+  store <16 x float> %t293_c3_12054, ptr %arena2055, align 4
+  %t293_c4_02056 = load <16 x float>, ptr %conv1_weight_grad.t293_c4_0, align 64
+  %6517 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6518 = add nsw i64 %6517, 4
+  %6519 = mul nsw i64 %6518, 32
+  %6520 = add nsw i64 514304, %6519
+  %6521 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6522 = add nsw i64 %6520, %6521
+  %arena2057 = getelementptr inbounds float, ptr %arena, i64 %6522
+  store <16 x float> %t293_c4_02056, ptr %arena2057, align 4
+  %t293_c4_12058 = load <16 x float>, ptr %conv1_weight_grad.t293_c4_1, align 64
+  %6523 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6524 = add nsw i64 %6523, 4
+  %6525 = mul nsw i64 %6524, 32
+  %6526 = add nsw i64 514304, %6525
+  %6527 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6528 = add nsw i64 %6526, %6527
+  %6529 = add nsw i64 %6528, 16
+  %arena2059 = getelementptr inbounds float, ptr %arena, i64 %6529
+  store <16 x float> %t293_c4_12058, ptr %arena2059, align 4
+  %t293_c5_02060 = load <16 x float>, ptr %conv1_weight_grad.t293_c5_0, align 64
+  %6530 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6531 = add nsw i64 %6530, 5
+  %6532 = mul nsw i64 %6531, 32
+  %6533 = add nsw i64 514304, %6532
+  %6534 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6535 = add nsw i64 %6533, %6534
+  %arena2061 = getelementptr inbounds float, ptr %arena, i64 %6535
+  store <16 x float> %t293_c5_02060, ptr %arena2061, align 4
+  %t293_c5_12062 = load <16 x float>, ptr %conv1_weight_grad.t293_c5_1, align 64
+  %6536 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6537 = add nsw i64 %6536, 5
+  %6538 = mul nsw i64 %6537, 32
+  %6539 = add nsw i64 514304, %6538
+  %6540 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6541 = add nsw i64 %6539, %6540
+  %6542 = add nsw i64 %6541, 16
+  %arena2063 = getelementptr inbounds float, ptr %arena, i64 %6542
+  store <16 x float> %t293_c5_12062, ptr %arena2063, align 4
+  %t293_c6_02064 = load <16 x float>, ptr %conv1_weight_grad.t293_c6_0, align 64
+  %6543 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6544 = add nsw i64 %6543, 6
+  %6545 = mul nsw i64 %6544, 32
+  %6546 = add nsw i64 514304, %6545
+  %6547 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6548 = add nsw i64 %6546, %6547
+  %arena2065 = getelementptr inbounds float, ptr %arena, i64 %6548
+  store <16 x float> %t293_c6_02064, ptr %arena2065, align 4
+  %t293_c6_12066 = load <16 x float>, ptr %conv1_weight_grad.t293_c6_1, align 64
+  %6549 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6550 = add nsw i64 %6549, 6
+  %6551 = mul nsw i64 %6550, 32
+  %6552 = add nsw i64 514304, %6551
+  %6553 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6554 = add nsw i64 %6552, %6553
+  %6555 = add nsw i64 %6554, 16
+  %arena2067 = getelementptr inbounds float, ptr %arena, i64 %6555
+  store <16 x float> %t293_c6_12066, ptr %arena2067, align 4
+  %t293_c7_02068 = load <16 x float>, ptr %conv1_weight_grad.t293_c7_0, align 64
+  %6556 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6557 = add nsw i64 %6556, 7
+  %6558 = mul nsw i64 %6557, 32
+  %6559 = add nsw i64 514304, %6558
+  %6560 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6561 = add nsw i64 %6559, %6560
+  %arena2069 = getelementptr inbounds float, ptr %arena, i64 %6561
+  store <16 x float> %t293_c7_02068, ptr %arena2069, align 4
+  %t293_c7_12070 = load <16 x float>, ptr %conv1_weight_grad.t293_c7_1, align 64
+  %6562 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6563 = add nsw i64 %6562, 7
+  %6564 = mul nsw i64 %6563, 32
+  %6565 = add nsw i64 514304, %6564
+  %6566 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6567 = add nsw i64 %6565, %6566
+  %6568 = add nsw i64 %6567, 16
+  %arena2071 = getelementptr inbounds float, ptr %arena, i64 %6568
+  store <16 x float> %t293_c7_12070, ptr %arena2071, align 4
+  %t293_c8_02072 = load <16 x float>, ptr %conv1_weight_grad.t293_c8_0, align 64
+  %6569 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6570 = add nsw i64 %6569, 8
+  %6571 = mul nsw i64 %6570, 32
+  %6572 = add nsw i64 514304, %6571
+  %6573 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6574 = add nsw i64 %6572, %6573
+  %arena2073 = getelementptr inbounds float, ptr %arena, i64 %6574
+  store <16 x float> %t293_c8_02072, ptr %arena2073, align 4
+  %t293_c8_12074 = load <16 x float>, ptr %conv1_weight_grad.t293_c8_1, align 64
+  %6575 = mul nsw i64 %conv1_weight_grad.mb2921984, 9
+  %6576 = add nsw i64 %6575, 8
+  %6577 = mul nsw i64 %6576, 32
+  %6578 = add nsw i64 514304, %6577
+  %6579 = mul nsw i64 %conv1_weight_grad.nb2911983, 32
+  %6580 = add nsw i64 %6578, %6579
+  %6581 = add nsw i64 %6580, 16
+  %arena2075 = getelementptr inbounds float, ptr %arena, i64 %6581
+  store <16 x float> %t293_c8_12074, ptr %arena2075, align 4
+  %mb292.next = add nsw i64 %conv1_weight_grad.mb2921984, 1
+  %6582 = icmp slt i64 %mb292.next, 1
+  br i1 %6582, label %conv1_weight_grad.mb292, label %conv1_weight_grad.mb292.end
 
-conv1_weight_grad.f279.end:                       ; preds = %conv1_weight_grad.r280.end
-  br label %conv1_bias_grad.i281
+conv1_weight_grad.f295:                           ; preds = %conv1_weight_grad.r296.end, %conv1_weight_grad.g268.end
+  %conv1_weight_grad.f2952076 = phi i64 [ 0, %conv1_weight_grad.g268.end ], [ %f295.next, %conv1_weight_grad.r296.end ]
+  br label %conv1_weight_grad.r296
 
-conv1_weight_grad.r280:                           ; preds = %conv1_weight_grad.r280, %conv1_weight_grad.f279
-  %conv1_weight_grad.r2802062 = phi i64 [ 0, %conv1_weight_grad.f279 ], [ %r280.next, %conv1_weight_grad.r280 ]
-  %6547 = mul nsw i64 %conv1_weight_grad.r2802062, 32
-  %6548 = add nsw i64 514304, %6547
-  %6549 = add nsw i64 %6548, %conv1_weight_grad.f2792061
-  %arena2063 = getelementptr inbounds float, ptr %arena, i64 %6549
-  %6550 = load float, ptr %arena2063, align 4
-  %6551 = mul nsw i64 %conv1_weight_grad.f2792061, 9
-  %6552 = add nsw i64 %6551, %conv1_weight_grad.r2802062
-  %grads2064 = getelementptr inbounds float, ptr %grads, i64 %6552
-  store float %6550, ptr %grads2064, align 4
-  %r280.next = add nsw i64 %conv1_weight_grad.r2802062, 1
-  %6553 = icmp slt i64 %r280.next, 9
-  br i1 %6553, label %conv1_weight_grad.r280, label %conv1_weight_grad.r280.end
+conv1_weight_grad.f295.end:                       ; preds = %conv1_weight_grad.r296.end
+  br label %conv1_bias_grad.f297
 
-conv1_weight_grad.r280.end:                       ; preds = %conv1_weight_grad.r280
-  %f279.next = add nsw i64 %conv1_weight_grad.f2792061, 1
-  %6554 = icmp slt i64 %f279.next, 32
-  br i1 %6554, label %conv1_weight_grad.f279, label %conv1_weight_grad.f279.end
+conv1_weight_grad.r296:                           ; preds = %conv1_weight_grad.r296, %conv1_weight_grad.f295
+  %conv1_weight_grad.r2962077 = phi i64 [ 0, %conv1_weight_grad.f295 ], [ %r296.next, %conv1_weight_grad.r296 ]
+  %6583 = mul nsw i64 %conv1_weight_grad.r2962077, 32
+  %6584 = add nsw i64 514304, %6583
+  %6585 = add nsw i64 %6584, %conv1_weight_grad.f2952076
+  %arena2078 = getelementptr inbounds float, ptr %arena, i64 %6585
+  %6586 = load float, ptr %arena2078, align 4
+  %6587 = mul nsw i64 %conv1_weight_grad.f2952076, 9
+  %6588 = add nsw i64 %6587, %conv1_weight_grad.r2962077
+  %grads2079 = getelementptr inbounds float, ptr %grads, i64 %6588
+  store float %6586, ptr %grads2079, align 4
+  %r296.next = add nsw i64 %conv1_weight_grad.r2962077, 1
+  %6589 = icmp slt i64 %r296.next, 9
+  br i1 %6589, label %conv1_weight_grad.r296, label %conv1_weight_grad.r296.end
 
-conv1_bias_grad.i281:                             ; preds = %conv1_bias_grad.i281, %conv1_weight_grad.f279.end
-  %conv1_bias_grad.i2812065 = phi i64 [ 0, %conv1_weight_grad.f279.end ], [ %i281.next, %conv1_bias_grad.i281 ]
-  %arena2066 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i2812065
-  store float 1.000000e+00, ptr %arena2066, align 4
-  %i281.next = add nsw i64 %conv1_bias_grad.i2812065, 1
-  %6555 = icmp slt i64 %i281.next, 784
-  br i1 %6555, label %conv1_bias_grad.i281, label %conv1_bias_grad.i281.end
+conv1_weight_grad.r296.end:                       ; preds = %conv1_weight_grad.r296
+  %f295.next = add nsw i64 %conv1_weight_grad.f2952076, 1
+  %6590 = icmp slt i64 %f295.next, 32
+  br i1 %6590, label %conv1_weight_grad.f295, label %conv1_weight_grad.f295.end
 
-conv1_bias_grad.i281.end:                         ; preds = %conv1_bias_grad.i281
-  br label %conv1_bias_grad.i282
+conv1_bias_grad.f297:                             ; preds = %conv1_bias_grad.img299.end, %conv1_weight_grad.f295.end
+  %conv1_bias_grad.f2972080 = phi i64 [ 0, %conv1_weight_grad.f295.end ], [ %f297.next, %conv1_bias_grad.img299.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc298, align 64
+  br label %conv1_bias_grad.img299
 
-conv1_bias_grad.i282:                             ; preds = %conv1_bias_grad.i282, %conv1_bias_grad.i281.end
-  %conv1_bias_grad.i2822067 = phi i64 [ 0, %conv1_bias_grad.i281.end ], [ %i282.next, %conv1_bias_grad.i282 ]
-  %6556 = add nsw i64 288, %conv1_bias_grad.i2822067
-  %grads2068 = getelementptr inbounds float, ptr %grads, i64 %6556
-  store float 0.000000e+00, ptr %grads2068, align 4
-  %i282.next = add nsw i64 %conv1_bias_grad.i2822067, 1
-  %6557 = icmp slt i64 %i282.next, 32
-  br i1 %6557, label %conv1_bias_grad.i282, label %conv1_bias_grad.i282.end
+conv1_bias_grad.f297.end:                         ; preds = %conv1_bias_grad.img299.end
+  %6591 = sitofp i64 %step to float
+  %6592 = fmul float %6591, 0xBFBAF8E8A0000000
+  %6593 = call float @llvm.exp.f32(float %6592)
+  %6594 = fsub float 1.000000e+00, %6593
+  %6595 = fdiv float %lr, %6594
+  store float %6595, ptr %adam.step_size316, align 4
+  %6596 = sitofp i64 %step to float
+  %6597 = fmul float %6596, 0xBF50645940000000
+  %6598 = call float @llvm.exp.f32(float %6597)
+  %6599 = fsub float 1.000000e+00, %6598
+  %6600 = call float @llvm.sqrt.f32(float %6599)
+  store float %6600, ptr %adam.bc2_sqrt317, align 4
+  br label %adam.i318
 
-conv1_bias_grad.i282.end:                         ; preds = %conv1_bias_grad.i282
-  br label %conv1_bias_grad.img283
+conv1_bias_grad.img299:                           ; preds = %conv1_bias_grad.i300.end, %conv1_bias_grad.f297
+  %conv1_bias_grad.img2992081 = phi i64 [ 0, %conv1_bias_grad.f297 ], [ %img299.next, %conv1_bias_grad.i300.end ]
+  br label %conv1_bias_grad.i300
 
-conv1_bias_grad.img283:                           ; preds = %conv1_bias_grad.img283, %conv1_bias_grad.i282.end
-  %conv1_bias_grad.img2832069 = phi i64 [ 0, %conv1_bias_grad.i282.end ], [ %img283.next, %conv1_bias_grad.img283 ]
-  %6558 = mul nsw i64 %conv1_bias_grad.img2832069, 25088
-  %6559 = add nsw i64 3220112, %6558
-  %arena2070 = getelementptr inbounds float, ptr %arena, i64 %6559
-  %arena2071 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads2072 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena2070, i32 784, ptr %arena2071, i32 1, float 1.000000e+00, ptr %grads2072, i32 1)
-  %img283.next = add nsw i64 %conv1_bias_grad.img2832069, 1
-  %6560 = icmp slt i64 %img283.next, 64
-  br i1 %6560, label %conv1_bias_grad.img283, label %conv1_bias_grad.img283.end
+conv1_bias_grad.img299.end:                       ; preds = %conv1_bias_grad.i300.end
+  %acc2982084 = load <16 x float>, ptr %conv1_bias_grad.acc298, align 64
+  %arena2085 = getelementptr inbounds float, ptr %arena, i64 0
+  store <16 x float> %acc2982084, ptr %arena2085, align 4
+  %arena2086 = getelementptr inbounds float, ptr %arena, i64 0
+  %6601 = load float, ptr %arena2086, align 4
+  %arena2087 = getelementptr inbounds float, ptr %arena, i64 1
+  %6602 = load float, ptr %arena2087, align 4
+  %6603 = fadd float %6601, %6602
+  store float %6603, ptr %conv1_bias_grad.sum301, align 4
+  %sum301 = load float, ptr %conv1_bias_grad.sum301, align 4
+  %arena2088 = getelementptr inbounds float, ptr %arena, i64 2
+  %6604 = load float, ptr %arena2088, align 4
+  %6605 = fadd float %sum301, %6604
+  store float %6605, ptr %conv1_bias_grad.sum302, align 4
+  %sum302 = load float, ptr %conv1_bias_grad.sum302, align 4
+  %arena2089 = getelementptr inbounds float, ptr %arena, i64 3
+  %6606 = load float, ptr %arena2089, align 4
+  %6607 = fadd float %sum302, %6606
+  store float %6607, ptr %conv1_bias_grad.sum303, align 4
+  %sum303 = load float, ptr %conv1_bias_grad.sum303, align 4
+  %arena2090 = getelementptr inbounds float, ptr %arena, i64 4
+  %6608 = load float, ptr %arena2090, align 4
+  %6609 = fadd float %sum303, %6608
+  store float %6609, ptr %conv1_bias_grad.sum304, align 4
+  %sum304 = load float, ptr %conv1_bias_grad.sum304, align 4
+  %arena2091 = getelementptr inbounds float, ptr %arena, i64 5
+  %6610 = load float, ptr %arena2091, align 4
+  %6611 = fadd float %sum304, %6610
+  store float %6611, ptr %conv1_bias_grad.sum305, align 4
+  %sum305 = load float, ptr %conv1_bias_grad.sum305, align 4
+  %arena2092 = getelementptr inbounds float, ptr %arena, i64 6
+  %6612 = load float, ptr %arena2092, align 4
+  %6613 = fadd float %sum305, %6612
+  store float %6613, ptr %conv1_bias_grad.sum306, align 4
+  %sum306 = load float, ptr %conv1_bias_grad.sum306, align 4
+  %arena2093 = getelementptr inbounds float, ptr %arena, i64 7
+  %6614 = load float, ptr %arena2093, align 4
+  %6615 = fadd float %sum306, %6614
+  store float %6615, ptr %conv1_bias_grad.sum307, align 4
+  %sum307 = load float, ptr %conv1_bias_grad.sum307, align 4
+  %arena2094 = getelementptr inbounds float, ptr %arena, i64 8
+  %6616 = load float, ptr %arena2094, align 4
+  %6617 = fadd float %sum307, %6616
+  store float %6617, ptr %conv1_bias_grad.sum308, align 4
+  %sum308 = load float, ptr %conv1_bias_grad.sum308, align 4
+  %arena2095 = getelementptr inbounds float, ptr %arena, i64 9
+  %6618 = load float, ptr %arena2095, align 4
+  %6619 = fadd float %sum308, %6618
+  store float %6619, ptr %conv1_bias_grad.sum309, align 4
+  %sum309 = load float, ptr %conv1_bias_grad.sum309, align 4
+  %arena2096 = getelementptr inbounds float, ptr %arena, i64 10
+  %6620 = load float, ptr %arena2096, align 4
+  %6621 = fadd float %sum309, %6620
+  store float %6621, ptr %conv1_bias_grad.sum310, align 4
+  %sum310 = load float, ptr %conv1_bias_grad.sum310, align 4
+  %arena2097 = getelementptr inbounds float, ptr %arena, i64 11
+  %6622 = load float, ptr %arena2097, align 4
+  %6623 = fadd float %sum310, %6622
+  store float %6623, ptr %conv1_bias_grad.sum311, align 4
+  %sum311 = load float, ptr %conv1_bias_grad.sum311, align 4
+  %arena2098 = getelementptr inbounds float, ptr %arena, i64 12
+  %6624 = load float, ptr %arena2098, align 4
+  %6625 = fadd float %sum311, %6624
+  store float %6625, ptr %conv1_bias_grad.sum312, align 4
+  %sum312 = load float, ptr %conv1_bias_grad.sum312, align 4
+  %arena2099 = getelementptr inbounds float, ptr %arena, i64 13
+  %6626 = load float, ptr %arena2099, align 4
+  %6627 = fadd float %sum312, %6626
+  store float %6627, ptr %conv1_bias_grad.sum313, align 4
+  %sum313 = load float, ptr %conv1_bias_grad.sum313, align 4
+  %arena2100 = getelementptr inbounds float, ptr %arena, i64 14
+  %6628 = load float, ptr %arena2100, align 4
+  %6629 = fadd float %sum313, %6628
+  store float %6629, ptr %conv1_bias_grad.sum314, align 4
+  %sum314 = load float, ptr %conv1_bias_grad.sum314, align 4
+  %arena2101 = getelementptr inbounds float, ptr %arena, i64 15
+  %6630 = load float, ptr %arena2101, align 4
+  %6631 = fadd float %sum314, %6630
+  store float %6631, ptr %conv1_bias_grad.sum315, align 4
+  %sum315 = load float, ptr %conv1_bias_grad.sum315, align 4
+  %6632 = add nsw i64 288, %conv1_bias_grad.f2972080
+  %grads2102 = getelementptr inbounds float, ptr %grads, i64 %6632
+  store float %sum315, ptr %grads2102, align 4
+  %f297.next = add nsw i64 %conv1_bias_grad.f2972080, 1
+  %6633 = icmp slt i64 %f297.next, 32
+  br i1 %6633, label %conv1_bias_grad.f297, label %conv1_bias_grad.f297.end
 
-conv1_bias_grad.img283.end:                       ; preds = %conv1_bias_grad.img283
-  %6561 = sitofp i64 %step to float
-  %6562 = fmul float %6561, 0xBFBAF8E8A0000000
-  %6563 = call float @llvm.exp.f32(float %6562)
-  %6564 = fsub float 1.000000e+00, %6563
-  %6565 = fdiv float %lr, %6564
-  store float %6565, ptr %adam.step_size284, align 4
-  %6566 = sitofp i64 %step to float
-  %6567 = fmul float %6566, 0xBF50645940000000
-  %6568 = call float @llvm.exp.f32(float %6567)
-  %6569 = fsub float 1.000000e+00, %6568
-  %6570 = call float @llvm.sqrt.f32(float %6569)
-  store float %6570, ptr %adam.bc2_sqrt285, align 4
-  br label %adam.i286
+conv1_bias_grad.i300:                             ; preds = %conv1_bias_grad.i300, %conv1_bias_grad.img299
+  %conv1_bias_grad.i3002082 = phi i64 [ 0, %conv1_bias_grad.img299 ], [ %i300.next, %conv1_bias_grad.i300 ]
+  %6634 = mul nsw i64 %conv1_bias_grad.img2992081, 25088
+  %6635 = add nsw i64 3220112, %6634
+  %6636 = mul nsw i64 %conv1_bias_grad.f2972080, 784
+  %6637 = add nsw i64 %6635, %6636
+  %6638 = mul nsw i64 %conv1_bias_grad.i3002082, 16
+  %6639 = add nsw i64 %6637, %6638
+  %arena2083 = getelementptr inbounds float, ptr %arena, i64 %6639
+  %6640 = load <16 x float>, ptr %arena2083, align 4
+  %acc298 = load <16 x float>, ptr %conv1_bias_grad.acc298, align 64
+  %6641 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %6640, <16 x float> %acc298)
+  store <16 x float> %6641, ptr %conv1_bias_grad.acc298, align 64
+  %i300.next = add nsw i64 %conv1_bias_grad.i3002082, 1
+  %6642 = icmp slt i64 %i300.next, 49
+  br i1 %6642, label %conv1_bias_grad.i300, label %conv1_bias_grad.i300.end
 
-adam.i286:                                        ; preds = %adam.i286, %conv1_bias_grad.img283.end
-  %adam.i2862073 = phi i64 [ 0, %conv1_bias_grad.img283.end ], [ %i286.next, %adam.i286 ]
-  %grads2074 = getelementptr inbounds float, ptr %grads, i64 %adam.i2862073
-  %6571 = load float, ptr %grads2074, align 4
-  %params2075 = getelementptr inbounds float, ptr %params, i64 %adam.i2862073
-  %6572 = load float, ptr %params2075, align 4
-  %6573 = fmul float 0.000000e+00, %6572
-  %6574 = fadd float %6571, %6573
-  store float %6574, ptr %adam.g, align 4
-  %m2076 = getelementptr inbounds float, ptr %m, i64 %adam.i2862073
-  %6575 = load float, ptr %m2076, align 4
-  %6576 = fmul float 0x3FECCCCCC0000000, %6575
+conv1_bias_grad.i300.end:                         ; preds = %conv1_bias_grad.i300
+  %img299.next = add nsw i64 %conv1_bias_grad.img2992081, 1
+  %6643 = icmp slt i64 %img299.next, 64
+  br i1 %6643, label %conv1_bias_grad.img299, label %conv1_bias_grad.img299.end
+
+adam.i318:                                        ; preds = %adam.i318, %conv1_bias_grad.f297.end
+  %adam.i3182103 = phi i64 [ 0, %conv1_bias_grad.f297.end ], [ %i318.next, %adam.i318 ]
+  %grads2104 = getelementptr inbounds float, ptr %grads, i64 %adam.i3182103
+  %6644 = load float, ptr %grads2104, align 4
+  %params2105 = getelementptr inbounds float, ptr %params, i64 %adam.i3182103
+  %6645 = load float, ptr %params2105, align 4
+  %6646 = fmul float 0.000000e+00, %6645
+  %6647 = fadd float %6644, %6646
+  store float %6647, ptr %adam.g, align 4
+  %m2106 = getelementptr inbounds float, ptr %m, i64 %adam.i3182103
+  %6648 = load float, ptr %m2106, align 4
+  %6649 = fmul float 0x3FECCCCCC0000000, %6648
   %g = load float, ptr %adam.g, align 4
-  %6577 = fmul float 0x3FB9999A00000000, %g
-  %6578 = fadd float %6576, %6577
-  store float %6578, ptr %adam.m_new, align 4
-  %v2077 = getelementptr inbounds float, ptr %v, i64 %adam.i2862073
-  %6579 = load float, ptr %v2077, align 4
-  %6580 = fmul float 0x3FEFF7CEE0000000, %6579
-  %g2078 = load float, ptr %adam.g, align 4
-  %6581 = fmul float 0x3F50624000000000, %g2078
-  %g2079 = load float, ptr %adam.g, align 4
-  %6582 = fmul float %6581, %g2079
-  %6583 = fadd float %6580, %6582
-  store float %6583, ptr %adam.v_new, align 4
+  %6650 = fmul float 0x3FB9999A00000000, %g
+  %6651 = fadd float %6649, %6650
+  store float %6651, ptr %adam.m_new, align 4
+  %v2107 = getelementptr inbounds float, ptr %v, i64 %adam.i3182103
+  %6652 = load float, ptr %v2107, align 4
+  %6653 = fmul float 0x3FEFF7CEE0000000, %6652
+  %g2108 = load float, ptr %adam.g, align 4
+  %6654 = fmul float 0x3F50624000000000, %g2108
+  %g2109 = load float, ptr %adam.g, align 4
+  %6655 = fmul float %6654, %g2109
+  %6656 = fadd float %6653, %6655
+  store float %6656, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m2080 = getelementptr inbounds float, ptr %m, i64 %adam.i2862073
-  store float %m_new, ptr %m2080, align 4
+  %m2110 = getelementptr inbounds float, ptr %m, i64 %adam.i3182103
+  store float %m_new, ptr %m2110, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v2081 = getelementptr inbounds float, ptr %v, i64 %adam.i2862073
-  store float %v_new, ptr %v2081, align 4
-  %params2082 = getelementptr inbounds float, ptr %params, i64 %adam.i2862073
-  %6584 = load float, ptr %params2082, align 4
-  %step_size284 = load float, ptr %adam.step_size284, align 4
-  %m_new2083 = load float, ptr %adam.m_new, align 4
-  %6585 = fmul float %step_size284, %m_new2083
-  %v_new2084 = load float, ptr %adam.v_new, align 4
-  %6586 = call float @llvm.sqrt.f32(float %v_new2084)
-  %bc2_sqrt285 = load float, ptr %adam.bc2_sqrt285, align 4
-  %6587 = fdiv float %6586, %bc2_sqrt285
-  %6588 = fadd float %6587, 0x3E45798EE0000000
-  %6589 = fdiv float %6585, %6588
-  %6590 = fsub float %6584, %6589
-  %params2085 = getelementptr inbounds float, ptr %params, i64 %adam.i2862073
-  store float %6590, ptr %params2085, align 4
-  %i286.next = add nsw i64 %adam.i2862073, 1
-  %6591 = icmp slt i64 %i286.next, 1625866
-  br i1 %6591, label %adam.i286, label %adam.i286.end
+  %v2111 = getelementptr inbounds float, ptr %v, i64 %adam.i3182103
+  store float %v_new, ptr %v2111, align 4
+  %params2112 = getelementptr inbounds float, ptr %params, i64 %adam.i3182103
+  %6657 = load float, ptr %params2112, align 4
+  %step_size316 = load float, ptr %adam.step_size316, align 4
+  %m_new2113 = load float, ptr %adam.m_new, align 4
+  %6658 = fmul float %step_size316, %m_new2113
+  %v_new2114 = load float, ptr %adam.v_new, align 4
+  %6659 = call float @llvm.sqrt.f32(float %v_new2114)
+  %bc2_sqrt317 = load float, ptr %adam.bc2_sqrt317, align 4
+  %6660 = fdiv float %6659, %bc2_sqrt317
+  %6661 = fadd float %6660, 0x3E45798EE0000000
+  %6662 = fdiv float %6658, %6661
+  %6663 = fsub float %6657, %6662
+  %params2115 = getelementptr inbounds float, ptr %params, i64 %adam.i3182103
+  store float %6663, ptr %params2115, align 4
+  %i318.next = add nsw i64 %adam.i3182103, 1
+  %6664 = icmp slt i64 %i318.next, 1625866
+  br i1 %6664, label %adam.i318, label %adam.i318.end
 
-adam.i286.end:                                    ; preds = %adam.i286
+adam.i318.end:                                    ; preds = %adam.i318
   ret void
 }
 

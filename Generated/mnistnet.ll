@@ -7,181 +7,213 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt324 = alloca float, align 4
-  %adam.step_size323 = alloca float, align 4
-  %conv1_weight_grad.t316_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t316_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t312_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt356 = alloca float, align 4
+  %adam.step_size355 = alloca float, align 4
+  %conv1_bias_grad.sum354 = alloca float, align 4
+  %conv1_bias_grad.sum353 = alloca float, align 4
+  %conv1_bias_grad.sum352 = alloca float, align 4
+  %conv1_bias_grad.sum351 = alloca float, align 4
+  %conv1_bias_grad.sum350 = alloca float, align 4
+  %conv1_bias_grad.sum349 = alloca float, align 4
+  %conv1_bias_grad.sum348 = alloca float, align 4
+  %conv1_bias_grad.sum347 = alloca float, align 4
+  %conv1_bias_grad.sum346 = alloca float, align 4
+  %conv1_bias_grad.sum345 = alloca float, align 4
+  %conv1_bias_grad.sum344 = alloca float, align 4
+  %conv1_bias_grad.sum343 = alloca float, align 4
+  %conv1_bias_grad.sum342 = alloca float, align 4
+  %conv1_bias_grad.sum341 = alloca float, align 4
+  %conv1_bias_grad.sum340 = alloca float, align 4
+  %conv1_bias_grad.acc337 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t332_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t328_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.sum309 = alloca float, align 4
+  %relu1_grad.sum306 = alloca float, align 4
+  %relu1_grad.sum305 = alloca float, align 4
+  %relu1_grad.sum302 = alloca float, align 4
+  %relu1_grad.sum301 = alloca float, align 4
+  %relu1_grad.sum300 = alloca float, align 4
+  %relu1_grad.sum297 = alloca float, align 4
+  %relu1_grad.sum296 = alloca float, align 4
   %relu1_grad.sum293 = alloca float, align 4
   %relu1_grad.sum290 = alloca float, align 4
   %relu1_grad.sum289 = alloca float, align 4
   %relu1_grad.sum286 = alloca float, align 4
   %relu1_grad.sum285 = alloca float, align 4
   %relu1_grad.sum284 = alloca float, align 4
-  %relu1_grad.sum281 = alloca float, align 4
+  %relu1_grad.sum283 = alloca float, align 4
   %relu1_grad.sum280 = alloca float, align 4
+  %relu1_grad.sum279 = alloca float, align 4
+  %relu1_grad.sum278 = alloca float, align 4
   %relu1_grad.sum277 = alloca float, align 4
-  %relu1_grad.sum274 = alloca float, align 4
-  %relu1_grad.sum273 = alloca float, align 4
+  %relu1_grad.sum276 = alloca float, align 4
+  %relu1_grad.sum275 = alloca float, align 4
+  %relu1_grad.sum272 = alloca float, align 4
+  %relu1_grad.sum271 = alloca float, align 4
   %relu1_grad.sum270 = alloca float, align 4
   %relu1_grad.sum269 = alloca float, align 4
-  %relu1_grad.sum268 = alloca float, align 4
-  %relu1_grad.sum267 = alloca float, align 4
-  %relu1_grad.sum264 = alloca float, align 4
-  %relu1_grad.sum263 = alloca float, align 4
+  %relu1_grad.sum266 = alloca float, align 4
+  %relu1_grad.sum265 = alloca float, align 4
   %relu1_grad.sum262 = alloca float, align 4
   %relu1_grad.sum261 = alloca float, align 4
   %relu1_grad.sum260 = alloca float, align 4
-  %relu1_grad.sum259 = alloca float, align 4
+  %relu1_grad.sum257 = alloca float, align 4
   %relu1_grad.sum256 = alloca float, align 4
   %relu1_grad.sum255 = alloca float, align 4
   %relu1_grad.sum254 = alloca float, align 4
   %relu1_grad.sum253 = alloca float, align 4
-  %relu1_grad.sum250 = alloca float, align 4
+  %relu1_grad.sum252 = alloca float, align 4
   %relu1_grad.sum249 = alloca float, align 4
+  %relu1_grad.sum248 = alloca float, align 4
+  %relu1_grad.sum247 = alloca float, align 4
   %relu1_grad.sum246 = alloca float, align 4
   %relu1_grad.sum245 = alloca float, align 4
   %relu1_grad.sum244 = alloca float, align 4
+  %relu1_grad.sum243 = alloca float, align 4
+  %relu1_grad.sum242 = alloca float, align 4
   %relu1_grad.sum241 = alloca float, align 4
-  %relu1_grad.sum240 = alloca float, align 4
-  %relu1_grad.sum239 = alloca float, align 4
   %relu1_grad.sum238 = alloca float, align 4
   %relu1_grad.sum237 = alloca float, align 4
   %relu1_grad.sum236 = alloca float, align 4
+  %relu1_grad.sum235 = alloca float, align 4
+  %relu1_grad.sum234 = alloca float, align 4
   %relu1_grad.sum233 = alloca float, align 4
-  %relu1_grad.sum232 = alloca float, align 4
-  %relu1_grad.sum231 = alloca float, align 4
   %relu1_grad.sum230 = alloca float, align 4
   %relu1_grad.sum229 = alloca float, align 4
   %relu1_grad.sum228 = alloca float, align 4
-  %relu1_grad.sum227 = alloca float, align 4
-  %relu1_grad.sum226 = alloca float, align 4
   %relu1_grad.sum225 = alloca float, align 4
-  %relu1_grad.sum222 = alloca float, align 4
+  %relu1_grad.sum224 = alloca float, align 4
   %relu1_grad.sum221 = alloca float, align 4
   %relu1_grad.sum220 = alloca float, align 4
   %relu1_grad.sum219 = alloca float, align 4
   %relu1_grad.sum218 = alloca float, align 4
-  %relu1_grad.sum217 = alloca float, align 4
+  %relu1_grad.sum215 = alloca float, align 4
   %relu1_grad.sum214 = alloca float, align 4
   %relu1_grad.sum213 = alloca float, align 4
   %relu1_grad.sum212 = alloca float, align 4
-  %relu1_grad.sum209 = alloca float, align 4
-  %relu1_grad.sum208 = alloca float, align 4
+  %relu1_grad.sum211 = alloca float, align 4
+  %relu1_grad.sum210 = alloca float, align 4
+  %relu1_grad.sum207 = alloca float, align 4
+  %relu1_grad.sum206 = alloca float, align 4
   %relu1_grad.sum205 = alloca float, align 4
   %relu1_grad.sum204 = alloca float, align 4
-  %relu1_grad.sum203 = alloca float, align 4
-  %relu1_grad.sum202 = alloca float, align 4
-  %relu1_grad.sum199 = alloca float, align 4
-  %relu1_grad.sum198 = alloca float, align 4
+  %relu1_grad.sum201 = alloca float, align 4
+  %relu1_grad.sum200 = alloca float, align 4
   %relu1_grad.sum197 = alloca float, align 4
-  %relu1_grad.sum196 = alloca float, align 4
-  %relu1_grad.sum195 = alloca float, align 4
   %relu1_grad.sum194 = alloca float, align 4
-  %relu1_grad.sum191 = alloca float, align 4
+  %relu1_grad.sum193 = alloca float, align 4
   %relu1_grad.sum190 = alloca float, align 4
   %relu1_grad.sum189 = alloca float, align 4
   %relu1_grad.sum188 = alloca float, align 4
   %relu1_grad.sum185 = alloca float, align 4
   %relu1_grad.sum184 = alloca float, align 4
   %relu1_grad.sum181 = alloca float, align 4
-  %relu1_grad.sum178 = alloca float, align 4
-  %relu1_grad.sum177 = alloca float, align 4
-  %relu1_grad.sum174 = alloca float, align 4
-  %relu1_grad.sum173 = alloca float, align 4
-  %relu1_grad.sum172 = alloca float, align 4
-  %relu1_grad.sum169 = alloca float, align 4
-  %relu1_grad.sum168 = alloca float, align 4
-  %relu1_grad.sum165 = alloca float, align 4
-  %relu1_grad.t159_a5 = alloca <16 x float>, align 64
-  %relu1_grad.t159_a4 = alloca <16 x float>, align 64
-  %relu1_grad.t159_a3 = alloca <16 x float>, align 64
-  %relu1_grad.t159_a2 = alloca <16 x float>, align 64
-  %relu1_grad.t159_a1 = alloca <16 x float>, align 64
-  %relu1_grad.t159_a0 = alloca <16 x float>, align 64
-  %relu1_grad.t159_b3 = alloca <16 x float>, align 64
-  %relu1_grad.t159_b2 = alloca <16 x float>, align 64
-  %relu1_grad.t159_b1 = alloca <16 x float>, align 64
-  %relu1_grad.t159_b0 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c5_3 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c5_2 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c5_1 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c5_0 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c4_3 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c4_2 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c4_1 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c4_0 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c3_3 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c3_2 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c3_1 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c3_0 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c2_3 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c2_2 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c2_1 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c2_0 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c1_3 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c1_2 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c1_1 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c1_0 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c0_3 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c0_2 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c0_1 = alloca <16 x float>, align 64
-  %relu1_grad.t159_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.t175_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t175_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t175_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t175_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t175_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t175_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t175_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t175_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t175_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t175_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t175_c0_0 = alloca <16 x float>, align 64
+  %conv2_bias_grad.sum168 = alloca float, align 4
+  %conv2_bias_grad.sum167 = alloca float, align 4
+  %conv2_bias_grad.sum166 = alloca float, align 4
+  %conv2_bias_grad.sum165 = alloca float, align 4
+  %conv2_bias_grad.sum164 = alloca float, align 4
+  %conv2_bias_grad.sum163 = alloca float, align 4
+  %conv2_bias_grad.sum162 = alloca float, align 4
+  %conv2_bias_grad.sum161 = alloca float, align 4
+  %conv2_bias_grad.sum160 = alloca float, align 4
+  %conv2_bias_grad.sum159 = alloca float, align 4
+  %conv2_bias_grad.sum158 = alloca float, align 4
+  %conv2_bias_grad.sum157 = alloca float, align 4
+  %conv2_bias_grad.sum156 = alloca float, align 4
+  %conv2_bias_grad.sum155 = alloca float, align 4
+  %conv2_bias_grad.sum154 = alloca float, align 4
+  %conv2_bias_grad.acc151 = alloca <16 x float>, align 64
   %conv2_weight_grad.t146_a5 = alloca <16 x float>, align 64
   %conv2_weight_grad.t146_a4 = alloca <16 x float>, align 64
   %conv2_weight_grad.t146_a3 = alloca <16 x float>, align 64
@@ -7389,7 +7421,7 @@ conv2_weight_grad.f148:                           ; preds = %conv2_weight_grad.r
   br label %conv2_weight_grad.r149
 
 conv2_weight_grad.f148.end:                       ; preds = %conv2_weight_grad.r149.end
-  br label %conv2_bias_grad.i150
+  br label %conv2_bias_grad.f150
 
 conv2_weight_grad.r149:                           ; preds = %conv2_weight_grad.r149, %conv2_weight_grad.f148
   %conv2_weight_grad.r1491271 = phi i64 [ 0, %conv2_weight_grad.f148 ], [ %r149.next, %conv2_weight_grad.r149 ]
@@ -7412,4154 +7444,4331 @@ conv2_weight_grad.r149.end:                       ; preds = %conv2_weight_grad.r
   %3442 = icmp slt i64 %f148.next, 64
   br i1 %3442, label %conv2_weight_grad.f148, label %conv2_weight_grad.f148.end
 
-conv2_bias_grad.i150:                             ; preds = %conv2_bias_grad.i150, %conv2_weight_grad.f148.end
-  %conv2_bias_grad.i1501274 = phi i64 [ 0, %conv2_weight_grad.f148.end ], [ %i150.next, %conv2_bias_grad.i150 ]
-  %3443 = add nsw i64 1384448, %conv2_bias_grad.i1501274
-  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %3443
-  store float 1.000000e+00, ptr %arena1275, align 4
-  %i150.next = add nsw i64 %conv2_bias_grad.i1501274, 1
-  %3444 = icmp slt i64 %i150.next, 576
-  br i1 %3444, label %conv2_bias_grad.i150, label %conv2_bias_grad.i150.end
-
-conv2_bias_grad.i150.end:                         ; preds = %conv2_bias_grad.i150
-  br label %conv2_bias_grad.i151
-
-conv2_bias_grad.i151:                             ; preds = %conv2_bias_grad.i151, %conv2_bias_grad.i150.end
-  %conv2_bias_grad.i1511276 = phi i64 [ 0, %conv2_bias_grad.i150.end ], [ %i151.next, %conv2_bias_grad.i151 ]
-  %3445 = add nsw i64 18752, %conv2_bias_grad.i1511276
-  %grads1277 = getelementptr inbounds float, ptr %grads, i64 %3445
-  store float 0.000000e+00, ptr %grads1277, align 4
-  %i151.next = add nsw i64 %conv2_bias_grad.i1511276, 1
-  %3446 = icmp slt i64 %i151.next, 64
-  br i1 %3446, label %conv2_bias_grad.i151, label %conv2_bias_grad.i151.end
-
-conv2_bias_grad.i151.end:                         ; preds = %conv2_bias_grad.i151
+conv2_bias_grad.f150:                             ; preds = %conv2_bias_grad.img152.end, %conv2_weight_grad.f148.end
+  %conv2_bias_grad.f1501274 = phi i64 [ 0, %conv2_weight_grad.f148.end ], [ %f150.next, %conv2_bias_grad.img152.end ]
+  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc151, align 64
   br label %conv2_bias_grad.img152
 
-conv2_bias_grad.img152:                           ; preds = %conv2_bias_grad.img152, %conv2_bias_grad.i151.end
-  %conv2_bias_grad.img1521278 = phi i64 [ 0, %conv2_bias_grad.i151.end ], [ %img152.next, %conv2_bias_grad.img152 ]
-  %3447 = mul nsw i64 %conv2_bias_grad.img1521278, 36864
-  %3448 = add nsw i64 4351248, %3447
-  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %3448
+conv2_bias_grad.f150.end:                         ; preds = %conv2_bias_grad.img152.end
+  br label %relu1_grad.g169
+
+conv2_bias_grad.img152:                           ; preds = %conv2_bias_grad.i153.end, %conv2_bias_grad.f150
+  %conv2_bias_grad.img1521275 = phi i64 [ 0, %conv2_bias_grad.f150 ], [ %img152.next, %conv2_bias_grad.i153.end ]
+  br label %conv2_bias_grad.i153
+
+conv2_bias_grad.img152.end:                       ; preds = %conv2_bias_grad.i153.end
+  %acc1511278 = load <16 x float>, ptr %conv2_bias_grad.acc151, align 64
+  %arena1279 = getelementptr inbounds float, ptr %arena, i64 1384448
+  store <16 x float> %acc1511278, ptr %arena1279, align 4
   %arena1280 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %grads1281 = getelementptr inbounds float, ptr %grads, i64 18752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 576, float 1.000000e+00, ptr %arena1279, i32 576, ptr %arena1280, i32 1, float 1.000000e+00, ptr %grads1281, i32 1)
-  %img152.next = add nsw i64 %conv2_bias_grad.img1521278, 1
-  %3449 = icmp slt i64 %img152.next, 64
-  br i1 %3449, label %conv2_bias_grad.img152, label %conv2_bias_grad.img152.end
+  %3443 = load float, ptr %arena1280, align 4
+  %arena1281 = getelementptr inbounds float, ptr %arena, i64 1384449
+  %3444 = load float, ptr %arena1281, align 4
+  %3445 = fadd float %3443, %3444
+  store float %3445, ptr %conv2_bias_grad.sum154, align 4
+  %sum154 = load float, ptr %conv2_bias_grad.sum154, align 4
+  %arena1282 = getelementptr inbounds float, ptr %arena, i64 1384450
+  %3446 = load float, ptr %arena1282, align 4
+  %3447 = fadd float %sum154, %3446
+  store float %3447, ptr %conv2_bias_grad.sum155, align 4
+  %sum155 = load float, ptr %conv2_bias_grad.sum155, align 4
+  %arena1283 = getelementptr inbounds float, ptr %arena, i64 1384451
+  %3448 = load float, ptr %arena1283, align 4
+  %3449 = fadd float %sum155, %3448
+  store float %3449, ptr %conv2_bias_grad.sum156, align 4
+  %sum156 = load float, ptr %conv2_bias_grad.sum156, align 4
+  %arena1284 = getelementptr inbounds float, ptr %arena, i64 1384452
+  %3450 = load float, ptr %arena1284, align 4
+  %3451 = fadd float %sum156, %3450
+  store float %3451, ptr %conv2_bias_grad.sum157, align 4
+  %sum157 = load float, ptr %conv2_bias_grad.sum157, align 4
+  %arena1285 = getelementptr inbounds float, ptr %arena, i64 1384453
+  %3452 = load float, ptr %arena1285, align 4
+  %3453 = fadd float %sum157, %3452
+  store float %3453, ptr %conv2_bias_grad.sum158, align 4
+  %sum158 = load float, ptr %conv2_bias_grad.sum158, align 4
+  %arena1286 = getelementptr inbounds float, ptr %arena, i64 1384454
+  %3454 = load float, ptr %arena1286, align 4
+  %3455 = fadd float %sum158, %3454
+  store float %3455, ptr %conv2_bias_grad.sum159, align 4
+  %sum159 = load float, ptr %conv2_bias_grad.sum159, align 4
+  %arena1287 = getelementptr inbounds float, ptr %arena, i64 1384455
+  %3456 = load float, ptr %arena1287, align 4
+  %3457 = fadd float %sum159, %3456
+  store float %3457, ptr %conv2_bias_grad.sum160, align 4
+  %sum160 = load float, ptr %conv2_bias_grad.sum160, align 4
+  %arena1288 = getelementptr inbounds float, ptr %arena, i64 1384456
+  %3458 = load float, ptr %arena1288, align 4
+  %3459 = fadd float %sum160, %3458
+  store float %3459, ptr %conv2_bias_grad.sum161, align 4
+  %sum161 = load float, ptr %conv2_bias_grad.sum161, align 4
+  %arena1289 = getelementptr inbounds float, ptr %arena, i64 1384457
+  %3460 = load float, ptr %arena1289, align 4
+  %3461 = fadd float %sum161, %3460
+  store float %3461, ptr %conv2_bias_grad.sum162, align 4
+  %sum162 = load float, ptr %conv2_bias_grad.sum162, align 4
+  %arena1290 = getelementptr inbounds float, ptr %arena, i64 1384458
+  %3462 = load float, ptr %arena1290, align 4
+  %3463 = fadd float %sum162, %3462
+  store float %3463, ptr %conv2_bias_grad.sum163, align 4
+  %sum163 = load float, ptr %conv2_bias_grad.sum163, align 4
+  %arena1291 = getelementptr inbounds float, ptr %arena, i64 1384459
+  %3464 = load float, ptr %arena1291, align 4
+  %3465 = fadd float %sum163, %3464
+  store float %3465, ptr %conv2_bias_grad.sum164, align 4
+  %sum164 = load float, ptr %conv2_bias_grad.sum164, align 4
+  %arena1292 = getelementptr inbounds float, ptr %arena, i64 1384460
+  %3466 = load float, ptr %arena1292, align 4
+  %3467 = fadd float %sum164, %3466
+  store float %3467, ptr %conv2_bias_grad.sum165, align 4
+  %sum165 = load float, ptr %conv2_bias_grad.sum165, align 4
+  %arena1293 = getelementptr inbounds float, ptr %arena, i64 1384461
+  %3468 = load float, ptr %arena1293, align 4
+  %3469 = fadd float %sum165, %3468
+  store float %3469, ptr %conv2_bias_grad.sum166, align 4
+  %sum166 = load float, ptr %conv2_bias_grad.sum166, align 4
+  %arena1294 = getelementptr inbounds float, ptr %arena, i64 1384462
+  %3470 = load float, ptr %arena1294, align 4
+  %3471 = fadd float %sum166, %3470
+  store float %3471, ptr %conv2_bias_grad.sum167, align 4
+  %sum167 = load float, ptr %conv2_bias_grad.sum167, align 4
+  %arena1295 = getelementptr inbounds float, ptr %arena, i64 1384463
+  %3472 = load float, ptr %arena1295, align 4
+  %3473 = fadd float %sum167, %3472
+  store float %3473, ptr %conv2_bias_grad.sum168, align 4
+  %sum168 = load float, ptr %conv2_bias_grad.sum168, align 4
+  %3474 = add nsw i64 18752, %conv2_bias_grad.f1501274
+  %grads1296 = getelementptr inbounds float, ptr %grads, i64 %3474
+  store float %sum168, ptr %grads1296, align 4
+  %f150.next = add nsw i64 %conv2_bias_grad.f1501274, 1
+  %3475 = icmp slt i64 %f150.next, 64
+  br i1 %3475, label %conv2_bias_grad.f150, label %conv2_bias_grad.f150.end
 
-conv2_bias_grad.img152.end:                       ; preds = %conv2_bias_grad.img152
-  br label %relu1_grad.g153
-
-relu1_grad.g153:                                  ; preds = %relu1_grad.j161.end, %conv2_bias_grad.img152.end
-  %relu1_grad.g1531282 = phi i64 [ 0, %conv2_bias_grad.img152.end ], [ %g153.next, %relu1_grad.j161.end ]
-  br label %relu1_grad.j154
-
-relu1_grad.g153.end:                              ; preds = %relu1_grad.j161.end
-  br label %conv1_grad.i294
-
-relu1_grad.j154:                                  ; preds = %relu1_grad.f155.end, %relu1_grad.g153
-  %relu1_grad.j1541283 = phi i64 [ 0, %relu1_grad.g153 ], [ %j154.next, %relu1_grad.f155.end ]
-  br label %relu1_grad.f155
-
-relu1_grad.j154.end:                              ; preds = %relu1_grad.f155.end
-  br label %relu1_grad.nb157
-
-relu1_grad.f155:                                  ; preds = %relu1_grad.i156.end, %relu1_grad.j154
-  %relu1_grad.f1551284 = phi i64 [ 0, %relu1_grad.j154 ], [ %f155.next, %relu1_grad.i156.end ]
-  br label %relu1_grad.i156
-
-relu1_grad.f155.end:                              ; preds = %relu1_grad.i156.end
-  %j154.next = add nsw i64 %relu1_grad.j1541283, 1
-  %3450 = icmp slt i64 %j154.next, 16
-  br i1 %3450, label %relu1_grad.j154, label %relu1_grad.j154.end
-
-relu1_grad.i156:                                  ; preds = %relu1_grad.i156, %relu1_grad.f155
-  %relu1_grad.i1561285 = phi i64 [ 0, %relu1_grad.f155 ], [ %i156.next, %relu1_grad.i156 ]
-  %3451 = mul nsw i64 %relu1_grad.g1531282, 16
-  %3452 = add nsw i64 %3451, %relu1_grad.j1541283
-  %3453 = mul nsw i64 %3452, 36864
-  %3454 = add nsw i64 4351248, %3453
-  %3455 = mul nsw i64 %relu1_grad.f1551284, 576
-  %3456 = add nsw i64 %3454, %3455
-  %3457 = add nsw i64 %3456, %relu1_grad.i1561285
-  %arena1286 = getelementptr inbounds float, ptr %arena, i64 %3457
-  %3458 = load float, ptr %arena1286, align 4
-  %3459 = mul nsw i64 %relu1_grad.f1551284, 9216
-  %3460 = add nsw i64 9364752, %3459
-  %3461 = mul nsw i64 %relu1_grad.j1541283, 576
-  %3462 = add nsw i64 %3460, %3461
-  %3463 = add nsw i64 %3462, %relu1_grad.i1561285
-  %arena1287 = getelementptr inbounds float, ptr %arena, i64 %3463
-  store float %3458, ptr %arena1287, align 4
-  %i156.next = add nsw i64 %relu1_grad.i1561285, 1
-  %3464 = icmp slt i64 %i156.next, 576
-  br i1 %3464, label %relu1_grad.i156, label %relu1_grad.i156.end
-
-relu1_grad.i156.end:                              ; preds = %relu1_grad.i156
-  %f155.next = add nsw i64 %relu1_grad.f1551284, 1
-  %3465 = icmp slt i64 %f155.next, 64
-  br i1 %3465, label %relu1_grad.f155, label %relu1_grad.f155.end
-
-relu1_grad.nb157:                                 ; preds = %relu1_grad.mb158.end, %relu1_grad.j154.end
-  %relu1_grad.nb1571288 = phi i64 [ 0, %relu1_grad.j154.end ], [ %nb157.next, %relu1_grad.mb158.end ]
-  br label %relu1_grad.mb158
-
-relu1_grad.nb157.end:                             ; preds = %relu1_grad.mb158.end
-  br label %relu1_grad.j161
-
-relu1_grad.mb158:                                 ; preds = %relu1_grad.k160.end, %relu1_grad.nb157
-  %relu1_grad.mb1581289 = phi i64 [ 0, %relu1_grad.nb157 ], [ %mb158.next, %relu1_grad.k160.end ]
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c5_3, align 64
-  br label %relu1_grad.k160
-
-relu1_grad.mb158.end:                             ; preds = %relu1_grad.k160.end
-  %nb157.next = add nsw i64 %relu1_grad.nb1571288, 1
-  %3466 = icmp slt i64 %nb157.next, 144
-  br i1 %3466, label %relu1_grad.nb157, label %relu1_grad.nb157.end
-
-relu1_grad.k160:                                  ; preds = %relu1_grad.k160, %relu1_grad.mb158
-  %relu1_grad.k1601290 = phi i64 [ 0, %relu1_grad.mb158 ], [ %k160.next, %relu1_grad.k160 ]
-  %3467 = mul nsw i64 %relu1_grad.k1601290, 9216
-  %3468 = add nsw i64 9364752, %3467
-  %3469 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3470 = add nsw i64 %3468, %3469
-  %arena1291 = getelementptr inbounds float, ptr %arena, i64 %3470
-  %3471 = load <16 x float>, ptr %arena1291, align 4
-  store <16 x float> %3471, ptr %relu1_grad.t159_b0, align 64
-  %3472 = mul nsw i64 %relu1_grad.k1601290, 9216
-  %3473 = add nsw i64 9364752, %3472
-  %3474 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3475 = add nsw i64 %3473, %3474
-  %3476 = add nsw i64 %3475, 16
-  %arena1292 = getelementptr inbounds float, ptr %arena, i64 %3476
-  %3477 = load <16 x float>, ptr %arena1292, align 4
-  store <16 x float> %3477, ptr %relu1_grad.t159_b1, align 64
-  %3478 = mul nsw i64 %relu1_grad.k1601290, 9216
-  %3479 = add nsw i64 9364752, %3478
-  %3480 = mul nsw i64 %relu1_grad.nb1571288, 64
+conv2_bias_grad.i153:                             ; preds = %conv2_bias_grad.i153, %conv2_bias_grad.img152
+  %conv2_bias_grad.i1531276 = phi i64 [ 0, %conv2_bias_grad.img152 ], [ %i153.next, %conv2_bias_grad.i153 ]
+  %3476 = mul nsw i64 %conv2_bias_grad.img1521275, 36864
+  %3477 = add nsw i64 4351248, %3476
+  %3478 = mul nsw i64 %conv2_bias_grad.f1501274, 576
+  %3479 = add nsw i64 %3477, %3478
+  %3480 = mul nsw i64 %conv2_bias_grad.i1531276, 16
   %3481 = add nsw i64 %3479, %3480
-  %3482 = add nsw i64 %3481, 32
-  %arena1293 = getelementptr inbounds float, ptr %arena, i64 %3482
-  %3483 = load <16 x float>, ptr %arena1293, align 4
-  store <16 x float> %3483, ptr %relu1_grad.t159_b2, align 64
-  %3484 = mul nsw i64 %relu1_grad.k1601290, 9216
-  %3485 = add nsw i64 9364752, %3484
-  %3486 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3487 = add nsw i64 %3485, %3486
-  %3488 = add nsw i64 %3487, 48
-  %arena1294 = getelementptr inbounds float, ptr %arena, i64 %3488
-  %3489 = load <16 x float>, ptr %arena1294, align 4
-  store <16 x float> %3489, ptr %relu1_grad.t159_b3, align 64
-  %3490 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3491 = add nsw i64 320, %3490
-  %3492 = mul nsw i64 %relu1_grad.k1601290, 288
-  %3493 = add nsw i64 %3491, %3492
-  %params1295 = getelementptr inbounds float, ptr %params, i64 %3493
-  %3494 = load float, ptr %params1295, align 4
-  %3495 = insertelement <16 x float> undef, float %3494, i32 0
-  %3496 = shufflevector <16 x float> %3495, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3496, ptr %relu1_grad.t159_a0, align 64
-  %t159_a0 = load <16 x float>, ptr %relu1_grad.t159_a0, align 64
-  %t159_b0 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
-  %t159_c0_0 = load <16 x float>, ptr %relu1_grad.t159_c0_0, align 64
-  %3497 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a0, <16 x float> %t159_b0, <16 x float> %t159_c0_0)
-  store <16 x float> %3497, ptr %relu1_grad.t159_c0_0, align 64
-  %t159_a01296 = load <16 x float>, ptr %relu1_grad.t159_a0, align 64
-  %t159_b1 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
-  %t159_c0_1 = load <16 x float>, ptr %relu1_grad.t159_c0_1, align 64
-  %3498 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a01296, <16 x float> %t159_b1, <16 x float> %t159_c0_1)
-  store <16 x float> %3498, ptr %relu1_grad.t159_c0_1, align 64
-  %t159_a01297 = load <16 x float>, ptr %relu1_grad.t159_a0, align 64
-  %t159_b2 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
-  %t159_c0_2 = load <16 x float>, ptr %relu1_grad.t159_c0_2, align 64
-  %3499 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a01297, <16 x float> %t159_b2, <16 x float> %t159_c0_2)
-  store <16 x float> %3499, ptr %relu1_grad.t159_c0_2, align 64
-  %t159_a01298 = load <16 x float>, ptr %relu1_grad.t159_a0, align 64
-  %t159_b3 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
-  %t159_c0_3 = load <16 x float>, ptr %relu1_grad.t159_c0_3, align 64
-  %3500 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a01298, <16 x float> %t159_b3, <16 x float> %t159_c0_3)
-  store <16 x float> %3500, ptr %relu1_grad.t159_c0_3, align 64
-  %3501 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3502 = add nsw i64 %3501, 1
-  %3503 = add nsw i64 320, %3502
-  %3504 = mul nsw i64 %relu1_grad.k1601290, 288
-  %3505 = add nsw i64 %3503, %3504
-  %params1299 = getelementptr inbounds float, ptr %params, i64 %3505
-  %3506 = load float, ptr %params1299, align 4
-  %3507 = insertelement <16 x float> undef, float %3506, i32 0
-  %3508 = shufflevector <16 x float> %3507, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3508, ptr %relu1_grad.t159_a1, align 64
-  %t159_a1 = load <16 x float>, ptr %relu1_grad.t159_a1, align 64
-  %t159_b01300 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
-  %t159_c1_0 = load <16 x float>, ptr %relu1_grad.t159_c1_0, align 64
-  %3509 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a1, <16 x float> %t159_b01300, <16 x float> %t159_c1_0)
-  store <16 x float> %3509, ptr %relu1_grad.t159_c1_0, align 64
-  %t159_a11301 = load <16 x float>, ptr %relu1_grad.t159_a1, align 64
-  %t159_b11302 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
-  %t159_c1_1 = load <16 x float>, ptr %relu1_grad.t159_c1_1, align 64
-  %3510 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a11301, <16 x float> %t159_b11302, <16 x float> %t159_c1_1)
-  store <16 x float> %3510, ptr %relu1_grad.t159_c1_1, align 64
-  %t159_a11303 = load <16 x float>, ptr %relu1_grad.t159_a1, align 64
-  %t159_b21304 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
-  %t159_c1_2 = load <16 x float>, ptr %relu1_grad.t159_c1_2, align 64
-  %3511 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a11303, <16 x float> %t159_b21304, <16 x float> %t159_c1_2)
-  store <16 x float> %3511, ptr %relu1_grad.t159_c1_2, align 64
-  %t159_a11305 = load <16 x float>, ptr %relu1_grad.t159_a1, align 64
-  %t159_b31306 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
-  %t159_c1_3 = load <16 x float>, ptr %relu1_grad.t159_c1_3, align 64
-  %3512 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a11305, <16 x float> %t159_b31306, <16 x float> %t159_c1_3)
-  store <16 x float> %3512, ptr %relu1_grad.t159_c1_3, align 64
-  %3513 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3514 = add nsw i64 %3513, 2
-  %3515 = add nsw i64 320, %3514
-  %3516 = mul nsw i64 %relu1_grad.k1601290, 288
+  %arena1277 = getelementptr inbounds float, ptr %arena, i64 %3481
+  %3482 = load <16 x float>, ptr %arena1277, align 4
+  %acc151 = load <16 x float>, ptr %conv2_bias_grad.acc151, align 64
+  %3483 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %3482, <16 x float> %acc151)
+  store <16 x float> %3483, ptr %conv2_bias_grad.acc151, align 64
+  %i153.next = add nsw i64 %conv2_bias_grad.i1531276, 1
+  %3484 = icmp slt i64 %i153.next, 36
+  br i1 %3484, label %conv2_bias_grad.i153, label %conv2_bias_grad.i153.end
+
+conv2_bias_grad.i153.end:                         ; preds = %conv2_bias_grad.i153
+  %img152.next = add nsw i64 %conv2_bias_grad.img1521275, 1
+  %3485 = icmp slt i64 %img152.next, 64
+  br i1 %3485, label %conv2_bias_grad.img152, label %conv2_bias_grad.img152.end
+
+relu1_grad.g169:                                  ; preds = %relu1_grad.j177.end, %conv2_bias_grad.f150.end
+  %relu1_grad.g1691297 = phi i64 [ 0, %conv2_bias_grad.f150.end ], [ %g169.next, %relu1_grad.j177.end ]
+  br label %relu1_grad.j170
+
+relu1_grad.g169.end:                              ; preds = %relu1_grad.j177.end
+  br label %conv1_grad.i310
+
+relu1_grad.j170:                                  ; preds = %relu1_grad.f171.end, %relu1_grad.g169
+  %relu1_grad.j1701298 = phi i64 [ 0, %relu1_grad.g169 ], [ %j170.next, %relu1_grad.f171.end ]
+  br label %relu1_grad.f171
+
+relu1_grad.j170.end:                              ; preds = %relu1_grad.f171.end
+  br label %relu1_grad.nb173
+
+relu1_grad.f171:                                  ; preds = %relu1_grad.i172.end, %relu1_grad.j170
+  %relu1_grad.f1711299 = phi i64 [ 0, %relu1_grad.j170 ], [ %f171.next, %relu1_grad.i172.end ]
+  br label %relu1_grad.i172
+
+relu1_grad.f171.end:                              ; preds = %relu1_grad.i172.end
+  %j170.next = add nsw i64 %relu1_grad.j1701298, 1
+  %3486 = icmp slt i64 %j170.next, 16
+  br i1 %3486, label %relu1_grad.j170, label %relu1_grad.j170.end
+
+relu1_grad.i172:                                  ; preds = %relu1_grad.i172, %relu1_grad.f171
+  %relu1_grad.i1721300 = phi i64 [ 0, %relu1_grad.f171 ], [ %i172.next, %relu1_grad.i172 ]
+  %3487 = mul nsw i64 %relu1_grad.g1691297, 16
+  %3488 = add nsw i64 %3487, %relu1_grad.j1701298
+  %3489 = mul nsw i64 %3488, 36864
+  %3490 = add nsw i64 4351248, %3489
+  %3491 = mul nsw i64 %relu1_grad.f1711299, 576
+  %3492 = add nsw i64 %3490, %3491
+  %3493 = add nsw i64 %3492, %relu1_grad.i1721300
+  %arena1301 = getelementptr inbounds float, ptr %arena, i64 %3493
+  %3494 = load float, ptr %arena1301, align 4
+  %3495 = mul nsw i64 %relu1_grad.f1711299, 9216
+  %3496 = add nsw i64 9364752, %3495
+  %3497 = mul nsw i64 %relu1_grad.j1701298, 576
+  %3498 = add nsw i64 %3496, %3497
+  %3499 = add nsw i64 %3498, %relu1_grad.i1721300
+  %arena1302 = getelementptr inbounds float, ptr %arena, i64 %3499
+  store float %3494, ptr %arena1302, align 4
+  %i172.next = add nsw i64 %relu1_grad.i1721300, 1
+  %3500 = icmp slt i64 %i172.next, 576
+  br i1 %3500, label %relu1_grad.i172, label %relu1_grad.i172.end
+
+relu1_grad.i172.end:                              ; preds = %relu1_grad.i172
+  %f171.next = add nsw i64 %relu1_grad.f1711299, 1
+  %3501 = icmp slt i64 %f171.next, 64
+  br i1 %3501, label %relu1_grad.f171, label %relu1_grad.f171.end
+
+relu1_grad.nb173:                                 ; preds = %relu1_grad.mb174.end, %relu1_grad.j170.end
+  %relu1_grad.nb1731303 = phi i64 [ 0, %relu1_grad.j170.end ], [ %nb173.next, %relu1_grad.mb174.end ]
+  br label %relu1_grad.mb174
+
+relu1_grad.nb173.end:                             ; preds = %relu1_grad.mb174.end
+  br label %relu1_grad.j177
+
+relu1_grad.mb174:                                 ; preds = %relu1_grad.k176.end, %relu1_grad.nb173
+  %relu1_grad.mb1741304 = phi i64 [ 0, %relu1_grad.nb173 ], [ %mb174.next, %relu1_grad.k176.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t175_c5_3, align 64
+  br label %relu1_grad.k176
+
+relu1_grad.mb174.end:                             ; preds = %relu1_grad.k176.end
+  %nb173.next = add nsw i64 %relu1_grad.nb1731303, 1
+  %3502 = icmp slt i64 %nb173.next, 144
+  br i1 %3502, label %relu1_grad.nb173, label %relu1_grad.nb173.end
+
+relu1_grad.k176:                                  ; preds = %relu1_grad.k176, %relu1_grad.mb174
+  %relu1_grad.k1761305 = phi i64 [ 0, %relu1_grad.mb174 ], [ %k176.next, %relu1_grad.k176 ]
+  %3503 = mul nsw i64 %relu1_grad.k1761305, 9216
+  %3504 = add nsw i64 9364752, %3503
+  %3505 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3506 = add nsw i64 %3504, %3505
+  %arena1306 = getelementptr inbounds float, ptr %arena, i64 %3506
+  %3507 = load <16 x float>, ptr %arena1306, align 4
+  store <16 x float> %3507, ptr %relu1_grad.t175_b0, align 64
+  %3508 = mul nsw i64 %relu1_grad.k1761305, 9216
+  %3509 = add nsw i64 9364752, %3508
+  %3510 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3511 = add nsw i64 %3509, %3510
+  %3512 = add nsw i64 %3511, 16
+  %arena1307 = getelementptr inbounds float, ptr %arena, i64 %3512
+  %3513 = load <16 x float>, ptr %arena1307, align 4
+  store <16 x float> %3513, ptr %relu1_grad.t175_b1, align 64
+  %3514 = mul nsw i64 %relu1_grad.k1761305, 9216
+  %3515 = add nsw i64 9364752, %3514
+  %3516 = mul nsw i64 %relu1_grad.nb1731303, 64
   %3517 = add nsw i64 %3515, %3516
-  %params1307 = getelementptr inbounds float, ptr %params, i64 %3517
-  %3518 = load float, ptr %params1307, align 4
-  %3519 = insertelement <16 x float> undef, float %3518, i32 0
-  %3520 = shufflevector <16 x float> %3519, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3520, ptr %relu1_grad.t159_a2, align 64
-  %t159_a2 = load <16 x float>, ptr %relu1_grad.t159_a2, align 64
-  %t159_b01308 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
-  %t159_c2_0 = load <16 x float>, ptr %relu1_grad.t159_c2_0, align 64
-  %3521 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a2, <16 x float> %t159_b01308, <16 x float> %t159_c2_0)
-  store <16 x float> %3521, ptr %relu1_grad.t159_c2_0, align 64
-  %t159_a21309 = load <16 x float>, ptr %relu1_grad.t159_a2, align 64
-  %t159_b11310 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
-  %t159_c2_1 = load <16 x float>, ptr %relu1_grad.t159_c2_1, align 64
-  %3522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a21309, <16 x float> %t159_b11310, <16 x float> %t159_c2_1)
-  store <16 x float> %3522, ptr %relu1_grad.t159_c2_1, align 64
-  %t159_a21311 = load <16 x float>, ptr %relu1_grad.t159_a2, align 64
-  %t159_b21312 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
-  %t159_c2_2 = load <16 x float>, ptr %relu1_grad.t159_c2_2, align 64
-  %3523 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a21311, <16 x float> %t159_b21312, <16 x float> %t159_c2_2)
-  store <16 x float> %3523, ptr %relu1_grad.t159_c2_2, align 64
-  %t159_a21313 = load <16 x float>, ptr %relu1_grad.t159_a2, align 64
-  %t159_b31314 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
-  %t159_c2_3 = load <16 x float>, ptr %relu1_grad.t159_c2_3, align 64
-  %3524 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a21313, <16 x float> %t159_b31314, <16 x float> %t159_c2_3)
-  store <16 x float> %3524, ptr %relu1_grad.t159_c2_3, align 64
-  %3525 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3526 = add nsw i64 %3525, 3
+  %3518 = add nsw i64 %3517, 32
+  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %3518
+  %3519 = load <16 x float>, ptr %arena1308, align 4
+  store <16 x float> %3519, ptr %relu1_grad.t175_b2, align 64
+  %3520 = mul nsw i64 %relu1_grad.k1761305, 9216
+  %3521 = add nsw i64 9364752, %3520
+  %3522 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3523 = add nsw i64 %3521, %3522
+  %3524 = add nsw i64 %3523, 48
+  %arena1309 = getelementptr inbounds float, ptr %arena, i64 %3524
+  %3525 = load <16 x float>, ptr %arena1309, align 4
+  store <16 x float> %3525, ptr %relu1_grad.t175_b3, align 64
+  %3526 = mul nsw i64 %relu1_grad.mb1741304, 6
   %3527 = add nsw i64 320, %3526
-  %3528 = mul nsw i64 %relu1_grad.k1601290, 288
+  %3528 = mul nsw i64 %relu1_grad.k1761305, 288
   %3529 = add nsw i64 %3527, %3528
-  %params1315 = getelementptr inbounds float, ptr %params, i64 %3529
-  %3530 = load float, ptr %params1315, align 4
+  %params1310 = getelementptr inbounds float, ptr %params, i64 %3529
+  %3530 = load float, ptr %params1310, align 4
   %3531 = insertelement <16 x float> undef, float %3530, i32 0
   %3532 = shufflevector <16 x float> %3531, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3532, ptr %relu1_grad.t159_a3, align 64
-  %t159_a3 = load <16 x float>, ptr %relu1_grad.t159_a3, align 64
-  %t159_b01316 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
-  %t159_c3_0 = load <16 x float>, ptr %relu1_grad.t159_c3_0, align 64
-  %3533 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a3, <16 x float> %t159_b01316, <16 x float> %t159_c3_0)
-  store <16 x float> %3533, ptr %relu1_grad.t159_c3_0, align 64
-  %t159_a31317 = load <16 x float>, ptr %relu1_grad.t159_a3, align 64
-  %t159_b11318 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
-  %t159_c3_1 = load <16 x float>, ptr %relu1_grad.t159_c3_1, align 64
-  %3534 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a31317, <16 x float> %t159_b11318, <16 x float> %t159_c3_1)
-  store <16 x float> %3534, ptr %relu1_grad.t159_c3_1, align 64
-  %t159_a31319 = load <16 x float>, ptr %relu1_grad.t159_a3, align 64
-  %t159_b21320 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
-  %t159_c3_2 = load <16 x float>, ptr %relu1_grad.t159_c3_2, align 64
-  %3535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a31319, <16 x float> %t159_b21320, <16 x float> %t159_c3_2)
-  store <16 x float> %3535, ptr %relu1_grad.t159_c3_2, align 64
-  %t159_a31321 = load <16 x float>, ptr %relu1_grad.t159_a3, align 64
-  %t159_b31322 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
-  %t159_c3_3 = load <16 x float>, ptr %relu1_grad.t159_c3_3, align 64
-  %3536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a31321, <16 x float> %t159_b31322, <16 x float> %t159_c3_3)
-  store <16 x float> %3536, ptr %relu1_grad.t159_c3_3, align 64
-  %3537 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3538 = add nsw i64 %3537, 4
+  store <16 x float> %3532, ptr %relu1_grad.t175_a0, align 64
+  %t175_a0 = load <16 x float>, ptr %relu1_grad.t175_a0, align 64
+  %t175_b0 = load <16 x float>, ptr %relu1_grad.t175_b0, align 64
+  %t175_c0_0 = load <16 x float>, ptr %relu1_grad.t175_c0_0, align 64
+  %3533 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a0, <16 x float> %t175_b0, <16 x float> %t175_c0_0)
+  store <16 x float> %3533, ptr %relu1_grad.t175_c0_0, align 64
+  %t175_a01311 = load <16 x float>, ptr %relu1_grad.t175_a0, align 64
+  %t175_b1 = load <16 x float>, ptr %relu1_grad.t175_b1, align 64
+  %t175_c0_1 = load <16 x float>, ptr %relu1_grad.t175_c0_1, align 64
+  %3534 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a01311, <16 x float> %t175_b1, <16 x float> %t175_c0_1)
+  store <16 x float> %3534, ptr %relu1_grad.t175_c0_1, align 64
+  %t175_a01312 = load <16 x float>, ptr %relu1_grad.t175_a0, align 64
+  %t175_b2 = load <16 x float>, ptr %relu1_grad.t175_b2, align 64
+  %t175_c0_2 = load <16 x float>, ptr %relu1_grad.t175_c0_2, align 64
+  %3535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a01312, <16 x float> %t175_b2, <16 x float> %t175_c0_2)
+  store <16 x float> %3535, ptr %relu1_grad.t175_c0_2, align 64
+  %t175_a01313 = load <16 x float>, ptr %relu1_grad.t175_a0, align 64
+  %t175_b3 = load <16 x float>, ptr %relu1_grad.t175_b3, align 64
+  %t175_c0_3 = load <16 x float>, ptr %relu1_grad.t175_c0_3, align 64
+  %3536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a01313, <16 x float> %t175_b3, <16 x float> %t175_c0_3)
+  store <16 x float> %3536, ptr %relu1_grad.t175_c0_3, align 64
+  %3537 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3538 = add nsw i64 %3537, 1
   %3539 = add nsw i64 320, %3538
-  %3540 = mul nsw i64 %relu1_grad.k1601290, 288
+  %3540 = mul nsw i64 %relu1_grad.k1761305, 288
   %3541 = add nsw i64 %3539, %3540
-  %params1323 = getelementptr inbounds float, ptr %params, i64 %3541
-  %3542 = load float, ptr %params1323, align 4
+  %params1314 = getelementptr inbounds float, ptr %params, i64 %3541
+  %3542 = load float, ptr %params1314, align 4
   %3543 = insertelement <16 x float> undef, float %3542, i32 0
   %3544 = shufflevector <16 x float> %3543, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3544, ptr %relu1_grad.t159_a4, align 64
-  %t159_a4 = load <16 x float>, ptr %relu1_grad.t159_a4, align 64
-  %t159_b01324 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
-  %t159_c4_0 = load <16 x float>, ptr %relu1_grad.t159_c4_0, align 64
-  %3545 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a4, <16 x float> %t159_b01324, <16 x float> %t159_c4_0)
-  store <16 x float> %3545, ptr %relu1_grad.t159_c4_0, align 64
-  %t159_a41325 = load <16 x float>, ptr %relu1_grad.t159_a4, align 64
-  %t159_b11326 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
-  %t159_c4_1 = load <16 x float>, ptr %relu1_grad.t159_c4_1, align 64
-  %3546 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a41325, <16 x float> %t159_b11326, <16 x float> %t159_c4_1)
-  store <16 x float> %3546, ptr %relu1_grad.t159_c4_1, align 64
-  %t159_a41327 = load <16 x float>, ptr %relu1_grad.t159_a4, align 64
-  %t159_b21328 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
-  %t159_c4_2 = load <16 x float>, ptr %relu1_grad.t159_c4_2, align 64
-  %3547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a41327, <16 x float> %t159_b21328, <16 x float> %t159_c4_2)
-  store <16 x float> %3547, ptr %relu1_grad.t159_c4_2, align 64
-  %t159_a41329 = load <16 x float>, ptr %relu1_grad.t159_a4, align 64
-  %t159_b31330 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
-  %t159_c4_3 = load <16 x float>, ptr %relu1_grad.t159_c4_3, align 64
-  %3548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a41329, <16 x float> %t159_b31330, <16 x float> %t159_c4_3)
-  store <16 x float> %3548, ptr %relu1_grad.t159_c4_3, align 64
-  %3549 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3550 = add nsw i64 %3549, 5
+  store <16 x float> %3544, ptr %relu1_grad.t175_a1, align 64
+  %t175_a1 = load <16 x float>, ptr %relu1_grad.t175_a1, align 64
+  %t175_b01315 = load <16 x float>, ptr %relu1_grad.t175_b0, align 64
+  %t175_c1_0 = load <16 x float>, ptr %relu1_grad.t175_c1_0, align 64
+  %3545 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a1, <16 x float> %t175_b01315, <16 x float> %t175_c1_0)
+  store <16 x float> %3545, ptr %relu1_grad.t175_c1_0, align 64
+  %t175_a11316 = load <16 x float>, ptr %relu1_grad.t175_a1, align 64
+  %t175_b11317 = load <16 x float>, ptr %relu1_grad.t175_b1, align 64
+  %t175_c1_1 = load <16 x float>, ptr %relu1_grad.t175_c1_1, align 64
+  %3546 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a11316, <16 x float> %t175_b11317, <16 x float> %t175_c1_1)
+  store <16 x float> %3546, ptr %relu1_grad.t175_c1_1, align 64
+  %t175_a11318 = load <16 x float>, ptr %relu1_grad.t175_a1, align 64
+  %t175_b21319 = load <16 x float>, ptr %relu1_grad.t175_b2, align 64
+  %t175_c1_2 = load <16 x float>, ptr %relu1_grad.t175_c1_2, align 64
+  %3547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a11318, <16 x float> %t175_b21319, <16 x float> %t175_c1_2)
+  store <16 x float> %3547, ptr %relu1_grad.t175_c1_2, align 64
+  %t175_a11320 = load <16 x float>, ptr %relu1_grad.t175_a1, align 64
+  %t175_b31321 = load <16 x float>, ptr %relu1_grad.t175_b3, align 64
+  %t175_c1_3 = load <16 x float>, ptr %relu1_grad.t175_c1_3, align 64
+  %3548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a11320, <16 x float> %t175_b31321, <16 x float> %t175_c1_3)
+  store <16 x float> %3548, ptr %relu1_grad.t175_c1_3, align 64
+  %3549 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3550 = add nsw i64 %3549, 2
   %3551 = add nsw i64 320, %3550
-  %3552 = mul nsw i64 %relu1_grad.k1601290, 288
+  %3552 = mul nsw i64 %relu1_grad.k1761305, 288
   %3553 = add nsw i64 %3551, %3552
-  %params1331 = getelementptr inbounds float, ptr %params, i64 %3553
-  %3554 = load float, ptr %params1331, align 4
+  %params1322 = getelementptr inbounds float, ptr %params, i64 %3553
+  %3554 = load float, ptr %params1322, align 4
   %3555 = insertelement <16 x float> undef, float %3554, i32 0
   %3556 = shufflevector <16 x float> %3555, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3556, ptr %relu1_grad.t159_a5, align 64
-  %t159_a5 = load <16 x float>, ptr %relu1_grad.t159_a5, align 64
-  %t159_b01332 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
-  %t159_c5_0 = load <16 x float>, ptr %relu1_grad.t159_c5_0, align 64
-  %3557 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a5, <16 x float> %t159_b01332, <16 x float> %t159_c5_0)
-  store <16 x float> %3557, ptr %relu1_grad.t159_c5_0, align 64
-  %t159_a51333 = load <16 x float>, ptr %relu1_grad.t159_a5, align 64
-  %t159_b11334 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
-  %t159_c5_1 = load <16 x float>, ptr %relu1_grad.t159_c5_1, align 64
-  %3558 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a51333, <16 x float> %t159_b11334, <16 x float> %t159_c5_1)
-  store <16 x float> %3558, ptr %relu1_grad.t159_c5_1, align 64
-  %t159_a51335 = load <16 x float>, ptr %relu1_grad.t159_a5, align 64
-  %t159_b21336 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
-  %t159_c5_2 = load <16 x float>, ptr %relu1_grad.t159_c5_2, align 64
-  %3559 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a51335, <16 x float> %t159_b21336, <16 x float> %t159_c5_2)
-  store <16 x float> %3559, ptr %relu1_grad.t159_c5_2, align 64
-  %t159_a51337 = load <16 x float>, ptr %relu1_grad.t159_a5, align 64
-  %t159_b31338 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
-  %t159_c5_3 = load <16 x float>, ptr %relu1_grad.t159_c5_3, align 64
-  %3560 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a51337, <16 x float> %t159_b31338, <16 x float> %t159_c5_3)
-  store <16 x float> %3560, ptr %relu1_grad.t159_c5_3, align 64
-  %k160.next = add nsw i64 %relu1_grad.k1601290, 1
-  %3561 = icmp slt i64 %k160.next, 64
-  br i1 %3561, label %relu1_grad.k160, label %relu1_grad.k160.end
-
-relu1_grad.k160.end:                              ; preds = %relu1_grad.k160
-  %t159_c0_01339 = load <16 x float>, ptr %relu1_grad.t159_c0_0, align 64
-  %3562 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3563 = mul nsw i64 %3562, 9216
-  %3564 = add nsw i64 6710544, %3563
-  %3565 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3566 = add nsw i64 %3564, %3565
-  %arena1340 = getelementptr inbounds float, ptr %arena, i64 %3566
-  store <16 x float> %t159_c0_01339, ptr %arena1340, align 4
-  %t159_c0_11341 = load <16 x float>, ptr %relu1_grad.t159_c0_1, align 64
-  %3567 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3568 = mul nsw i64 %3567, 9216
-  %3569 = add nsw i64 6710544, %3568
-  %3570 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3571 = add nsw i64 %3569, %3570
-  %3572 = add nsw i64 %3571, 16
-  %arena1342 = getelementptr inbounds float, ptr %arena, i64 %3572
-  store <16 x float> %t159_c0_11341, ptr %arena1342, align 4
-  %t159_c0_21343 = load <16 x float>, ptr %relu1_grad.t159_c0_2, align 64
-  %3573 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3574 = mul nsw i64 %3573, 9216
-  %3575 = add nsw i64 6710544, %3574
-  %3576 = mul nsw i64 %relu1_grad.nb1571288, 64
+  store <16 x float> %3556, ptr %relu1_grad.t175_a2, align 64
+  %t175_a2 = load <16 x float>, ptr %relu1_grad.t175_a2, align 64
+  %t175_b01323 = load <16 x float>, ptr %relu1_grad.t175_b0, align 64
+  %t175_c2_0 = load <16 x float>, ptr %relu1_grad.t175_c2_0, align 64
+  %3557 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a2, <16 x float> %t175_b01323, <16 x float> %t175_c2_0)
+  store <16 x float> %3557, ptr %relu1_grad.t175_c2_0, align 64
+  %t175_a21324 = load <16 x float>, ptr %relu1_grad.t175_a2, align 64
+  %t175_b11325 = load <16 x float>, ptr %relu1_grad.t175_b1, align 64
+  %t175_c2_1 = load <16 x float>, ptr %relu1_grad.t175_c2_1, align 64
+  %3558 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a21324, <16 x float> %t175_b11325, <16 x float> %t175_c2_1)
+  store <16 x float> %3558, ptr %relu1_grad.t175_c2_1, align 64
+  %t175_a21326 = load <16 x float>, ptr %relu1_grad.t175_a2, align 64
+  %t175_b21327 = load <16 x float>, ptr %relu1_grad.t175_b2, align 64
+  %t175_c2_2 = load <16 x float>, ptr %relu1_grad.t175_c2_2, align 64
+  %3559 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a21326, <16 x float> %t175_b21327, <16 x float> %t175_c2_2)
+  store <16 x float> %3559, ptr %relu1_grad.t175_c2_2, align 64
+  %t175_a21328 = load <16 x float>, ptr %relu1_grad.t175_a2, align 64
+  %t175_b31329 = load <16 x float>, ptr %relu1_grad.t175_b3, align 64
+  %t175_c2_3 = load <16 x float>, ptr %relu1_grad.t175_c2_3, align 64
+  %3560 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a21328, <16 x float> %t175_b31329, <16 x float> %t175_c2_3)
+  store <16 x float> %3560, ptr %relu1_grad.t175_c2_3, align 64
+  %3561 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3562 = add nsw i64 %3561, 3
+  %3563 = add nsw i64 320, %3562
+  %3564 = mul nsw i64 %relu1_grad.k1761305, 288
+  %3565 = add nsw i64 %3563, %3564
+  %params1330 = getelementptr inbounds float, ptr %params, i64 %3565
+  %3566 = load float, ptr %params1330, align 4
+  %3567 = insertelement <16 x float> undef, float %3566, i32 0
+  %3568 = shufflevector <16 x float> %3567, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3568, ptr %relu1_grad.t175_a3, align 64
+  %t175_a3 = load <16 x float>, ptr %relu1_grad.t175_a3, align 64
+  %t175_b01331 = load <16 x float>, ptr %relu1_grad.t175_b0, align 64
+  %t175_c3_0 = load <16 x float>, ptr %relu1_grad.t175_c3_0, align 64
+  %3569 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a3, <16 x float> %t175_b01331, <16 x float> %t175_c3_0)
+  store <16 x float> %3569, ptr %relu1_grad.t175_c3_0, align 64
+  %t175_a31332 = load <16 x float>, ptr %relu1_grad.t175_a3, align 64
+  %t175_b11333 = load <16 x float>, ptr %relu1_grad.t175_b1, align 64
+  %t175_c3_1 = load <16 x float>, ptr %relu1_grad.t175_c3_1, align 64
+  %3570 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a31332, <16 x float> %t175_b11333, <16 x float> %t175_c3_1)
+  store <16 x float> %3570, ptr %relu1_grad.t175_c3_1, align 64
+  %t175_a31334 = load <16 x float>, ptr %relu1_grad.t175_a3, align 64
+  %t175_b21335 = load <16 x float>, ptr %relu1_grad.t175_b2, align 64
+  %t175_c3_2 = load <16 x float>, ptr %relu1_grad.t175_c3_2, align 64
+  %3571 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a31334, <16 x float> %t175_b21335, <16 x float> %t175_c3_2)
+  store <16 x float> %3571, ptr %relu1_grad.t175_c3_2, align 64
+  %t175_a31336 = load <16 x float>, ptr %relu1_grad.t175_a3, align 64
+  %t175_b31337 = load <16 x float>, ptr %relu1_grad.t175_b3, align 64
+  %t175_c3_3 = load <16 x float>, ptr %relu1_grad.t175_c3_3, align 64
+  %3572 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a31336, <16 x float> %t175_b31337, <16 x float> %t175_c3_3)
+  store <16 x float> %3572, ptr %relu1_grad.t175_c3_3, align 64
+  %3573 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3574 = add nsw i64 %3573, 4
+  %3575 = add nsw i64 320, %3574
+  %3576 = mul nsw i64 %relu1_grad.k1761305, 288
   %3577 = add nsw i64 %3575, %3576
-  %3578 = add nsw i64 %3577, 32
-  %arena1344 = getelementptr inbounds float, ptr %arena, i64 %3578
-  store <16 x float> %t159_c0_21343, ptr %arena1344, align 4
-  %t159_c0_31345 = load <16 x float>, ptr %relu1_grad.t159_c0_3, align 64
-  %3579 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3580 = mul nsw i64 %3579, 9216
-  %3581 = add nsw i64 6710544, %3580
-  %3582 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3583 = add nsw i64 %3581, %3582
-  %3584 = add nsw i64 %3583, 48
-  %arena1346 = getelementptr inbounds float, ptr %arena, i64 %3584
-  store <16 x float> %t159_c0_31345, ptr %arena1346, align 4
-  %t159_c1_01347 = load <16 x float>, ptr %relu1_grad.t159_c1_0, align 64
-  %3585 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3586 = add nsw i64 %3585, 1
-  %3587 = mul nsw i64 %3586, 9216
-  %3588 = add nsw i64 6710544, %3587
-  %3589 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3590 = add nsw i64 %3588, %3589
-  %arena1348 = getelementptr inbounds float, ptr %arena, i64 %3590
-  store <16 x float> %t159_c1_01347, ptr %arena1348, align 4
-  %t159_c1_11349 = load <16 x float>, ptr %relu1_grad.t159_c1_1, align 64
-  %3591 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3592 = add nsw i64 %3591, 1
-  %3593 = mul nsw i64 %3592, 9216
-  %3594 = add nsw i64 6710544, %3593
-  %3595 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3596 = add nsw i64 %3594, %3595
-  %3597 = add nsw i64 %3596, 16
-  %arena1350 = getelementptr inbounds float, ptr %arena, i64 %3597
-  store <16 x float> %t159_c1_11349, ptr %arena1350, align 4
-  %t159_c1_21351 = load <16 x float>, ptr %relu1_grad.t159_c1_2, align 64
-  %3598 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3599 = add nsw i64 %3598, 1
-  %3600 = mul nsw i64 %3599, 9216
-  %3601 = add nsw i64 6710544, %3600
-  %3602 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3603 = add nsw i64 %3601, %3602
-  %3604 = add nsw i64 %3603, 32
-  %arena1352 = getelementptr inbounds float, ptr %arena, i64 %3604
-  store <16 x float> %t159_c1_21351, ptr %arena1352, align 4
-  %t159_c1_31353 = load <16 x float>, ptr %relu1_grad.t159_c1_3, align 64
-  %3605 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3606 = add nsw i64 %3605, 1
-  %3607 = mul nsw i64 %3606, 9216
-  %3608 = add nsw i64 6710544, %3607
-  %3609 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3610 = add nsw i64 %3608, %3609
-  %3611 = add nsw i64 %3610, 48
-  %arena1354 = getelementptr inbounds float, ptr %arena, i64 %3611
-  store <16 x float> %t159_c1_31353, ptr %arena1354, align 4
-  %t159_c2_01355 = load <16 x float>, ptr %relu1_grad.t159_c2_0, align 64
-  %3612 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3613 = add nsw i64 %3612, 2
-  %3614 = mul nsw i64 %3613, 9216
-  %3615 = add nsw i64 6710544, %3614
-  %3616 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3617 = add nsw i64 %3615, %3616
-  %arena1356 = getelementptr inbounds float, ptr %arena, i64 %3617
-  store <16 x float> %t159_c2_01355, ptr %arena1356, align 4
-  %t159_c2_11357 = load <16 x float>, ptr %relu1_grad.t159_c2_1, align 64
-  %3618 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3619 = add nsw i64 %3618, 2
-  %3620 = mul nsw i64 %3619, 9216
-  %3621 = add nsw i64 6710544, %3620
-  %3622 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3623 = add nsw i64 %3621, %3622
-  %3624 = add nsw i64 %3623, 16
-  %arena1358 = getelementptr inbounds float, ptr %arena, i64 %3624
-  store <16 x float> %t159_c2_11357, ptr %arena1358, align 4
-  %t159_c2_21359 = load <16 x float>, ptr %relu1_grad.t159_c2_2, align 64
-  %3625 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3626 = add nsw i64 %3625, 2
-  %3627 = mul nsw i64 %3626, 9216
-  %3628 = add nsw i64 6710544, %3627
-  %3629 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3630 = add nsw i64 %3628, %3629
-  %3631 = add nsw i64 %3630, 32
-  %arena1360 = getelementptr inbounds float, ptr %arena, i64 %3631
-  store <16 x float> %t159_c2_21359, ptr %arena1360, align 4
-  %t159_c2_31361 = load <16 x float>, ptr %relu1_grad.t159_c2_3, align 64
-  %3632 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3633 = add nsw i64 %3632, 2
-  %3634 = mul nsw i64 %3633, 9216
-  %3635 = add nsw i64 6710544, %3634
-  %3636 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3637 = add nsw i64 %3635, %3636
-  %3638 = add nsw i64 %3637, 48
-  %arena1362 = getelementptr inbounds float, ptr %arena, i64 %3638
-  store <16 x float> %t159_c2_31361, ptr %arena1362, align 4
-  %t159_c3_01363 = load <16 x float>, ptr %relu1_grad.t159_c3_0, align 64
-  %3639 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3640 = add nsw i64 %3639, 3
-  %3641 = mul nsw i64 %3640, 9216
-  %3642 = add nsw i64 6710544, %3641
-  %3643 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3644 = add nsw i64 %3642, %3643
-  %arena1364 = getelementptr inbounds float, ptr %arena, i64 %3644
-  store <16 x float> %t159_c3_01363, ptr %arena1364, align 4
-  %t159_c3_11365 = load <16 x float>, ptr %relu1_grad.t159_c3_1, align 64
-  %3645 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3646 = add nsw i64 %3645, 3
-  %3647 = mul nsw i64 %3646, 9216
-  %3648 = add nsw i64 6710544, %3647
-  %3649 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3650 = add nsw i64 %3648, %3649
-  %3651 = add nsw i64 %3650, 16
-  %arena1366 = getelementptr inbounds float, ptr %arena, i64 %3651
-  store <16 x float> %t159_c3_11365, ptr %arena1366, align 4
-  %t159_c3_21367 = load <16 x float>, ptr %relu1_grad.t159_c3_2, align 64
-  %3652 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3653 = add nsw i64 %3652, 3
-  %3654 = mul nsw i64 %3653, 9216
-  %3655 = add nsw i64 6710544, %3654
-  %3656 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3657 = add nsw i64 %3655, %3656
-  %3658 = add nsw i64 %3657, 32
-  %arena1368 = getelementptr inbounds float, ptr %arena, i64 %3658
-  store <16 x float> %t159_c3_21367, ptr %arena1368, align 4
-  %t159_c3_31369 = load <16 x float>, ptr %relu1_grad.t159_c3_3, align 64
-  %3659 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3660 = add nsw i64 %3659, 3
-  %3661 = mul nsw i64 %3660, 9216
-  %3662 = add nsw i64 6710544, %3661
-  %3663 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3664 = add nsw i64 %3662, %3663
-  %3665 = add nsw i64 %3664, 48
-  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %3665
-  store <16 x float> %t159_c3_31369, ptr %arena1370, align 4
-  %t159_c4_01371 = load <16 x float>, ptr %relu1_grad.t159_c4_0, align 64
-  %3666 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3667 = add nsw i64 %3666, 4
-  %3668 = mul nsw i64 %3667, 9216
-  %3669 = add nsw i64 6710544, %3668
-  %3670 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3671 = add nsw i64 %3669, %3670
-  %arena1372 = getelementptr inbounds float, ptr %arena, i64 %3671
-  store <16 x float> %t159_c4_01371, ptr %arena1372, align 4
-  %t159_c4_11373 = load <16 x float>, ptr %relu1_grad.t159_c4_1, align 64
-  %3672 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3673 = add nsw i64 %3672, 4
-  %3674 = mul nsw i64 %3673, 9216
-  %3675 = add nsw i64 6710544, %3674
-  %3676 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3677 = add nsw i64 %3675, %3676
-  %3678 = add nsw i64 %3677, 16
-  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %3678
-  store <16 x float> %t159_c4_11373, ptr %arena1374, align 4
-  %t159_c4_21375 = load <16 x float>, ptr %relu1_grad.t159_c4_2, align 64
-  %3679 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3680 = add nsw i64 %3679, 4
-  %3681 = mul nsw i64 %3680, 9216
-  %3682 = add nsw i64 6710544, %3681
-  %3683 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3684 = add nsw i64 %3682, %3683
-  %3685 = add nsw i64 %3684, 32
-  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %3685
-  store <16 x float> %t159_c4_21375, ptr %arena1376, align 4
-  %t159_c4_31377 = load <16 x float>, ptr %relu1_grad.t159_c4_3, align 64
-  %3686 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3687 = add nsw i64 %3686, 4
-  %3688 = mul nsw i64 %3687, 9216
-  %3689 = add nsw i64 6710544, %3688
-  %3690 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3691 = add nsw i64 %3689, %3690
-  %3692 = add nsw i64 %3691, 48
-  %arena1378 = getelementptr inbounds float, ptr %arena, i64 %3692
-  store <16 x float> %t159_c4_31377, ptr %arena1378, align 4
-  %t159_c5_01379 = load <16 x float>, ptr %relu1_grad.t159_c5_0, align 64
-  %3693 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3694 = add nsw i64 %3693, 5
-  %3695 = mul nsw i64 %3694, 9216
-  %3696 = add nsw i64 6710544, %3695
-  %3697 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3698 = add nsw i64 %3696, %3697
-  %arena1380 = getelementptr inbounds float, ptr %arena, i64 %3698
-  store <16 x float> %t159_c5_01379, ptr %arena1380, align 4
-  %t159_c5_11381 = load <16 x float>, ptr %relu1_grad.t159_c5_1, align 64
-  %3699 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3700 = add nsw i64 %3699, 5
-  %3701 = mul nsw i64 %3700, 9216
-  %3702 = add nsw i64 6710544, %3701
-  %3703 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3704 = add nsw i64 %3702, %3703
-  %3705 = add nsw i64 %3704, 16
-  %arena1382 = getelementptr inbounds float, ptr %arena, i64 %3705
-  store <16 x float> %t159_c5_11381, ptr %arena1382, align 4
-  %t159_c5_21383 = load <16 x float>, ptr %relu1_grad.t159_c5_2, align 64
-  %3706 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3707 = add nsw i64 %3706, 5
-  %3708 = mul nsw i64 %3707, 9216
-  %3709 = add nsw i64 6710544, %3708
-  %3710 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3711 = add nsw i64 %3709, %3710
-  %3712 = add nsw i64 %3711, 32
-  %arena1384 = getelementptr inbounds float, ptr %arena, i64 %3712
-  store <16 x float> %t159_c5_21383, ptr %arena1384, align 4
-  %t159_c5_31385 = load <16 x float>, ptr %relu1_grad.t159_c5_3, align 64
-  %3713 = mul nsw i64 %relu1_grad.mb1581289, 6
-  %3714 = add nsw i64 %3713, 5
-  %3715 = mul nsw i64 %3714, 9216
-  %3716 = add nsw i64 6710544, %3715
-  %3717 = mul nsw i64 %relu1_grad.nb1571288, 64
-  %3718 = add nsw i64 %3716, %3717
-  %3719 = add nsw i64 %3718, 48
-  %arena1386 = getelementptr inbounds float, ptr %arena, i64 %3719
-  store <16 x float> %t159_c5_31385, ptr %arena1386, align 4
-  %mb158.next = add nsw i64 %relu1_grad.mb1581289, 1
-  %3720 = icmp slt i64 %mb158.next, 48
-  br i1 %3720, label %relu1_grad.mb158, label %relu1_grad.mb158.end
+  %params1338 = getelementptr inbounds float, ptr %params, i64 %3577
+  %3578 = load float, ptr %params1338, align 4
+  %3579 = insertelement <16 x float> undef, float %3578, i32 0
+  %3580 = shufflevector <16 x float> %3579, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3580, ptr %relu1_grad.t175_a4, align 64
+  %t175_a4 = load <16 x float>, ptr %relu1_grad.t175_a4, align 64
+  %t175_b01339 = load <16 x float>, ptr %relu1_grad.t175_b0, align 64
+  %t175_c4_0 = load <16 x float>, ptr %relu1_grad.t175_c4_0, align 64
+  %3581 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a4, <16 x float> %t175_b01339, <16 x float> %t175_c4_0)
+  store <16 x float> %3581, ptr %relu1_grad.t175_c4_0, align 64
+  %t175_a41340 = load <16 x float>, ptr %relu1_grad.t175_a4, align 64
+  %t175_b11341 = load <16 x float>, ptr %relu1_grad.t175_b1, align 64
+  %t175_c4_1 = load <16 x float>, ptr %relu1_grad.t175_c4_1, align 64
+  %3582 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a41340, <16 x float> %t175_b11341, <16 x float> %t175_c4_1)
+  store <16 x float> %3582, ptr %relu1_grad.t175_c4_1, align 64
+  %t175_a41342 = load <16 x float>, ptr %relu1_grad.t175_a4, align 64
+  %t175_b21343 = load <16 x float>, ptr %relu1_grad.t175_b2, align 64
+  %t175_c4_2 = load <16 x float>, ptr %relu1_grad.t175_c4_2, align 64
+  %3583 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a41342, <16 x float> %t175_b21343, <16 x float> %t175_c4_2)
+  store <16 x float> %3583, ptr %relu1_grad.t175_c4_2, align 64
+  %t175_a41344 = load <16 x float>, ptr %relu1_grad.t175_a4, align 64
+  %t175_b31345 = load <16 x float>, ptr %relu1_grad.t175_b3, align 64
+  %t175_c4_3 = load <16 x float>, ptr %relu1_grad.t175_c4_3, align 64
+  %3584 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a41344, <16 x float> %t175_b31345, <16 x float> %t175_c4_3)
+  store <16 x float> %3584, ptr %relu1_grad.t175_c4_3, align 64
+  %3585 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3586 = add nsw i64 %3585, 5
+  %3587 = add nsw i64 320, %3586
+  %3588 = mul nsw i64 %relu1_grad.k1761305, 288
+  %3589 = add nsw i64 %3587, %3588
+  %params1346 = getelementptr inbounds float, ptr %params, i64 %3589
+  %3590 = load float, ptr %params1346, align 4
+  %3591 = insertelement <16 x float> undef, float %3590, i32 0
+  %3592 = shufflevector <16 x float> %3591, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3592, ptr %relu1_grad.t175_a5, align 64
+  %t175_a5 = load <16 x float>, ptr %relu1_grad.t175_a5, align 64
+  %t175_b01347 = load <16 x float>, ptr %relu1_grad.t175_b0, align 64
+  %t175_c5_0 = load <16 x float>, ptr %relu1_grad.t175_c5_0, align 64
+  %3593 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a5, <16 x float> %t175_b01347, <16 x float> %t175_c5_0)
+  store <16 x float> %3593, ptr %relu1_grad.t175_c5_0, align 64
+  %t175_a51348 = load <16 x float>, ptr %relu1_grad.t175_a5, align 64
+  %t175_b11349 = load <16 x float>, ptr %relu1_grad.t175_b1, align 64
+  %t175_c5_1 = load <16 x float>, ptr %relu1_grad.t175_c5_1, align 64
+  %3594 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a51348, <16 x float> %t175_b11349, <16 x float> %t175_c5_1)
+  store <16 x float> %3594, ptr %relu1_grad.t175_c5_1, align 64
+  %t175_a51350 = load <16 x float>, ptr %relu1_grad.t175_a5, align 64
+  %t175_b21351 = load <16 x float>, ptr %relu1_grad.t175_b2, align 64
+  %t175_c5_2 = load <16 x float>, ptr %relu1_grad.t175_c5_2, align 64
+  %3595 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a51350, <16 x float> %t175_b21351, <16 x float> %t175_c5_2)
+  store <16 x float> %3595, ptr %relu1_grad.t175_c5_2, align 64
+  %t175_a51352 = load <16 x float>, ptr %relu1_grad.t175_a5, align 64
+  %t175_b31353 = load <16 x float>, ptr %relu1_grad.t175_b3, align 64
+  %t175_c5_3 = load <16 x float>, ptr %relu1_grad.t175_c5_3, align 64
+  %3596 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t175_a51352, <16 x float> %t175_b31353, <16 x float> %t175_c5_3)
+  store <16 x float> %3596, ptr %relu1_grad.t175_c5_3, align 64
+  %k176.next = add nsw i64 %relu1_grad.k1761305, 1
+  %3597 = icmp slt i64 %k176.next, 64
+  br i1 %3597, label %relu1_grad.k176, label %relu1_grad.k176.end
 
-relu1_grad.j161:                                  ; preds = %relu1_grad.c162.end, %relu1_grad.nb157.end
-  %relu1_grad.j1611387 = phi i64 [ 0, %relu1_grad.nb157.end ], [ %j161.next, %relu1_grad.c162.end ]
-  br label %relu1_grad.c162
-
-relu1_grad.j161.end:                              ; preds = %relu1_grad.c162.end
-  %g153.next = add nsw i64 %relu1_grad.g1531282, 1
-  %3721 = icmp slt i64 %g153.next, 4
-  br i1 %3721, label %relu1_grad.g153, label %relu1_grad.g153.end
-
-relu1_grad.c162:                                  ; preds = %relu1_grad.iy291.end, %relu1_grad.j161
-  %relu1_grad.c1621388 = phi i64 [ 0, %relu1_grad.j161 ], [ %c162.next, %relu1_grad.iy291.end ]
-  br label %relu1_grad.iy163
-
-relu1_grad.c162.end:                              ; preds = %relu1_grad.iy291.end
-  %j161.next = add nsw i64 %relu1_grad.j1611387, 1
-  %3722 = icmp slt i64 %j161.next, 16
-  br i1 %3722, label %relu1_grad.j161, label %relu1_grad.j161.end
-
-relu1_grad.iy163:                                 ; preds = %relu1_grad.ix164.end, %relu1_grad.c162
-  %relu1_grad.iy1631389 = phi i64 [ 0, %relu1_grad.c162 ], [ %iy163.next, %relu1_grad.ix164.end ]
-  br label %relu1_grad.ix164
-
-relu1_grad.iy163.end:                             ; preds = %relu1_grad.ix164.end
-  br label %relu1_grad.iy166
-
-relu1_grad.ix164:                                 ; preds = %relu1_grad.ix164, %relu1_grad.iy163
-  %relu1_grad.ix1641390 = phi i64 [ 0, %relu1_grad.iy163 ], [ %ix164.next, %relu1_grad.ix164 ]
-  %3723 = mul nsw i64 %relu1_grad.c1621388, 9
+relu1_grad.k176.end:                              ; preds = %relu1_grad.k176
+  %t175_c0_01354 = load <16 x float>, ptr %relu1_grad.t175_c0_0, align 64
+  %3598 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3599 = mul nsw i64 %3598, 9216
+  %3600 = add nsw i64 6710544, %3599
+  %3601 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3602 = add nsw i64 %3600, %3601
+  %arena1355 = getelementptr inbounds float, ptr %arena, i64 %3602
+  store <16 x float> %t175_c0_01354, ptr %arena1355, align 4
+  %t175_c0_11356 = load <16 x float>, ptr %relu1_grad.t175_c0_1, align 64
+  %3603 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3604 = mul nsw i64 %3603, 9216
+  %3605 = add nsw i64 6710544, %3604
+  %3606 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3607 = add nsw i64 %3605, %3606
+  %3608 = add nsw i64 %3607, 16
+  %arena1357 = getelementptr inbounds float, ptr %arena, i64 %3608
+  store <16 x float> %t175_c0_11356, ptr %arena1357, align 4
+  %t175_c0_21358 = load <16 x float>, ptr %relu1_grad.t175_c0_2, align 64
+  %3609 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3610 = mul nsw i64 %3609, 9216
+  %3611 = add nsw i64 6710544, %3610
+  %3612 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3613 = add nsw i64 %3611, %3612
+  %3614 = add nsw i64 %3613, 32
+  %arena1359 = getelementptr inbounds float, ptr %arena, i64 %3614
+  store <16 x float> %t175_c0_21358, ptr %arena1359, align 4
+  %t175_c0_31360 = load <16 x float>, ptr %relu1_grad.t175_c0_3, align 64
+  %3615 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3616 = mul nsw i64 %3615, 9216
+  %3617 = add nsw i64 6710544, %3616
+  %3618 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3619 = add nsw i64 %3617, %3618
+  %3620 = add nsw i64 %3619, 48
+  %arena1361 = getelementptr inbounds float, ptr %arena, i64 %3620
+  store <16 x float> %t175_c0_31360, ptr %arena1361, align 4
+  %t175_c1_01362 = load <16 x float>, ptr %relu1_grad.t175_c1_0, align 64
+  %3621 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3622 = add nsw i64 %3621, 1
+  %3623 = mul nsw i64 %3622, 9216
+  %3624 = add nsw i64 6710544, %3623
+  %3625 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3626 = add nsw i64 %3624, %3625
+  %arena1363 = getelementptr inbounds float, ptr %arena, i64 %3626
+  store <16 x float> %t175_c1_01362, ptr %arena1363, align 4
+  %t175_c1_11364 = load <16 x float>, ptr %relu1_grad.t175_c1_1, align 64
+  %3627 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3628 = add nsw i64 %3627, 1
+  %3629 = mul nsw i64 %3628, 9216
+  %3630 = add nsw i64 6710544, %3629
+  %3631 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3632 = add nsw i64 %3630, %3631
+  %3633 = add nsw i64 %3632, 16
+  %arena1365 = getelementptr inbounds float, ptr %arena, i64 %3633
+  store <16 x float> %t175_c1_11364, ptr %arena1365, align 4
+  %t175_c1_21366 = load <16 x float>, ptr %relu1_grad.t175_c1_2, align 64
+  %3634 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3635 = add nsw i64 %3634, 1
+  %3636 = mul nsw i64 %3635, 9216
+  %3637 = add nsw i64 6710544, %3636
+  %3638 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3639 = add nsw i64 %3637, %3638
+  %3640 = add nsw i64 %3639, 32
+  %arena1367 = getelementptr inbounds float, ptr %arena, i64 %3640
+  store <16 x float> %t175_c1_21366, ptr %arena1367, align 4
+  %t175_c1_31368 = load <16 x float>, ptr %relu1_grad.t175_c1_3, align 64
+  %3641 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3642 = add nsw i64 %3641, 1
+  %3643 = mul nsw i64 %3642, 9216
+  %3644 = add nsw i64 6710544, %3643
+  %3645 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3646 = add nsw i64 %3644, %3645
+  %3647 = add nsw i64 %3646, 48
+  %arena1369 = getelementptr inbounds float, ptr %arena, i64 %3647
+  store <16 x float> %t175_c1_31368, ptr %arena1369, align 4
+  %t175_c2_01370 = load <16 x float>, ptr %relu1_grad.t175_c2_0, align 64
+  %3648 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3649 = add nsw i64 %3648, 2
+  %3650 = mul nsw i64 %3649, 9216
+  %3651 = add nsw i64 6710544, %3650
+  %3652 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3653 = add nsw i64 %3651, %3652
+  %arena1371 = getelementptr inbounds float, ptr %arena, i64 %3653
+  store <16 x float> %t175_c2_01370, ptr %arena1371, align 4
+  %t175_c2_11372 = load <16 x float>, ptr %relu1_grad.t175_c2_1, align 64
+  %3654 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3655 = add nsw i64 %3654, 2
+  %3656 = mul nsw i64 %3655, 9216
+  %3657 = add nsw i64 6710544, %3656
+  %3658 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3659 = add nsw i64 %3657, %3658
+  %3660 = add nsw i64 %3659, 16
+  %arena1373 = getelementptr inbounds float, ptr %arena, i64 %3660
+  store <16 x float> %t175_c2_11372, ptr %arena1373, align 4
+  %t175_c2_21374 = load <16 x float>, ptr %relu1_grad.t175_c2_2, align 64
+  %3661 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3662 = add nsw i64 %3661, 2
+  %3663 = mul nsw i64 %3662, 9216
+  %3664 = add nsw i64 6710544, %3663
+  %3665 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3666 = add nsw i64 %3664, %3665
+  %3667 = add nsw i64 %3666, 32
+  %arena1375 = getelementptr inbounds float, ptr %arena, i64 %3667
+  store <16 x float> %t175_c2_21374, ptr %arena1375, align 4
+  %t175_c2_31376 = load <16 x float>, ptr %relu1_grad.t175_c2_3, align 64
+  %3668 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3669 = add nsw i64 %3668, 2
+  %3670 = mul nsw i64 %3669, 9216
+  %3671 = add nsw i64 6710544, %3670
+  %3672 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3673 = add nsw i64 %3671, %3672
+  %3674 = add nsw i64 %3673, 48
+  %arena1377 = getelementptr inbounds float, ptr %arena, i64 %3674
+  store <16 x float> %t175_c2_31376, ptr %arena1377, align 4
+  %t175_c3_01378 = load <16 x float>, ptr %relu1_grad.t175_c3_0, align 64
+  %3675 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3676 = add nsw i64 %3675, 3
+  %3677 = mul nsw i64 %3676, 9216
+  %3678 = add nsw i64 6710544, %3677
+  %3679 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3680 = add nsw i64 %3678, %3679
+  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %3680
+  store <16 x float> %t175_c3_01378, ptr %arena1379, align 4
+  %t175_c3_11380 = load <16 x float>, ptr %relu1_grad.t175_c3_1, align 64
+  %3681 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3682 = add nsw i64 %3681, 3
+  %3683 = mul nsw i64 %3682, 9216
+  %3684 = add nsw i64 6710544, %3683
+  %3685 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3686 = add nsw i64 %3684, %3685
+  %3687 = add nsw i64 %3686, 16
+  %arena1381 = getelementptr inbounds float, ptr %arena, i64 %3687
+  store <16 x float> %t175_c3_11380, ptr %arena1381, align 4
+  %t175_c3_21382 = load <16 x float>, ptr %relu1_grad.t175_c3_2, align 64
+  %3688 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3689 = add nsw i64 %3688, 3
+  %3690 = mul nsw i64 %3689, 9216
+  %3691 = add nsw i64 6710544, %3690
+  %3692 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3693 = add nsw i64 %3691, %3692
+  %3694 = add nsw i64 %3693, 32
+  %arena1383 = getelementptr inbounds float, ptr %arena, i64 %3694
+  store <16 x float> %t175_c3_21382, ptr %arena1383, align 4
+  %t175_c3_31384 = load <16 x float>, ptr %relu1_grad.t175_c3_3, align 64
+  %3695 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3696 = add nsw i64 %3695, 3
+  %3697 = mul nsw i64 %3696, 9216
+  %3698 = add nsw i64 6710544, %3697
+  %3699 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3700 = add nsw i64 %3698, %3699
+  %3701 = add nsw i64 %3700, 48
+  %arena1385 = getelementptr inbounds float, ptr %arena, i64 %3701
+  store <16 x float> %t175_c3_31384, ptr %arena1385, align 4
+  %t175_c4_01386 = load <16 x float>, ptr %relu1_grad.t175_c4_0, align 64
+  %3702 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3703 = add nsw i64 %3702, 4
+  %3704 = mul nsw i64 %3703, 9216
+  %3705 = add nsw i64 6710544, %3704
+  %3706 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3707 = add nsw i64 %3705, %3706
+  %arena1387 = getelementptr inbounds float, ptr %arena, i64 %3707
+  store <16 x float> %t175_c4_01386, ptr %arena1387, align 4
+  %t175_c4_11388 = load <16 x float>, ptr %relu1_grad.t175_c4_1, align 64
+  %3708 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3709 = add nsw i64 %3708, 4
+  %3710 = mul nsw i64 %3709, 9216
+  %3711 = add nsw i64 6710544, %3710
+  %3712 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3713 = add nsw i64 %3711, %3712
+  %3714 = add nsw i64 %3713, 16
+  %arena1389 = getelementptr inbounds float, ptr %arena, i64 %3714
+  store <16 x float> %t175_c4_11388, ptr %arena1389, align 4
+  %t175_c4_21390 = load <16 x float>, ptr %relu1_grad.t175_c4_2, align 64
+  %3715 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3716 = add nsw i64 %3715, 4
+  %3717 = mul nsw i64 %3716, 9216
+  %3718 = add nsw i64 6710544, %3717
+  %3719 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3720 = add nsw i64 %3718, %3719
+  %3721 = add nsw i64 %3720, 32
+  %arena1391 = getelementptr inbounds float, ptr %arena, i64 %3721
+  store <16 x float> %t175_c4_21390, ptr %arena1391, align 4
+  %t175_c4_31392 = load <16 x float>, ptr %relu1_grad.t175_c4_3, align 64
+  %3722 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3723 = add nsw i64 %3722, 4
   %3724 = mul nsw i64 %3723, 9216
   %3725 = add nsw i64 6710544, %3724
-  %3726 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3726 = mul nsw i64 %relu1_grad.nb1731303, 64
   %3727 = add nsw i64 %3725, %3726
-  %3728 = mul nsw i64 %relu1_grad.iy1631389, 24
-  %3729 = add nsw i64 %3727, %3728
-  %3730 = add nsw i64 %3729, %relu1_grad.ix1641390
-  %arena1391 = getelementptr inbounds float, ptr %arena, i64 %3730
-  %3731 = load float, ptr %arena1391, align 4
-  store float %3731, ptr %relu1_grad.sum165, align 4
-  %sum165 = load float, ptr %relu1_grad.sum165, align 4
-  %3732 = mul nsw i64 %relu1_grad.g1531282, 16
-  %3733 = add nsw i64 %3732, %relu1_grad.j1611387
-  %3734 = mul nsw i64 %3733, 21632
-  %3735 = add nsw i64 1384448, %3734
-  %3736 = mul nsw i64 %relu1_grad.c1621388, 676
-  %3737 = add nsw i64 %3735, %3736
-  %3738 = mul nsw i64 %relu1_grad.iy1631389, 26
-  %3739 = add nsw i64 %3737, %3738
-  %3740 = add nsw i64 %3739, %relu1_grad.ix1641390
-  %arena1392 = getelementptr inbounds float, ptr %arena, i64 %3740
-  store float %sum165, ptr %arena1392, align 4
-  %ix164.next = add nsw i64 %relu1_grad.ix1641390, 1
-  %3741 = icmp slt i64 %ix164.next, 1
-  br i1 %3741, label %relu1_grad.ix164, label %relu1_grad.ix164.end
-
-relu1_grad.ix164.end:                             ; preds = %relu1_grad.ix164
-  %iy163.next = add nsw i64 %relu1_grad.iy1631389, 1
-  %3742 = icmp slt i64 %iy163.next, 1
-  br i1 %3742, label %relu1_grad.iy163, label %relu1_grad.iy163.end
-
-relu1_grad.iy166:                                 ; preds = %relu1_grad.ix167.end, %relu1_grad.iy163.end
-  %relu1_grad.iy1661393 = phi i64 [ 0, %relu1_grad.iy163.end ], [ %iy166.next, %relu1_grad.ix167.end ]
-  br label %relu1_grad.ix167
-
-relu1_grad.iy166.end:                             ; preds = %relu1_grad.ix167.end
-  br label %relu1_grad.iy170
-
-relu1_grad.ix167:                                 ; preds = %relu1_grad.ix167, %relu1_grad.iy166
-  %relu1_grad.ix1671394 = phi i64 [ 0, %relu1_grad.iy166 ], [ %ix167.next, %relu1_grad.ix167 ]
-  %3743 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3728 = add nsw i64 %3727, 48
+  %arena1393 = getelementptr inbounds float, ptr %arena, i64 %3728
+  store <16 x float> %t175_c4_31392, ptr %arena1393, align 4
+  %t175_c5_01394 = load <16 x float>, ptr %relu1_grad.t175_c5_0, align 64
+  %3729 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3730 = add nsw i64 %3729, 5
+  %3731 = mul nsw i64 %3730, 9216
+  %3732 = add nsw i64 6710544, %3731
+  %3733 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3734 = add nsw i64 %3732, %3733
+  %arena1395 = getelementptr inbounds float, ptr %arena, i64 %3734
+  store <16 x float> %t175_c5_01394, ptr %arena1395, align 4
+  %t175_c5_11396 = load <16 x float>, ptr %relu1_grad.t175_c5_1, align 64
+  %3735 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3736 = add nsw i64 %3735, 5
+  %3737 = mul nsw i64 %3736, 9216
+  %3738 = add nsw i64 6710544, %3737
+  %3739 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3740 = add nsw i64 %3738, %3739
+  %3741 = add nsw i64 %3740, 16
+  %arena1397 = getelementptr inbounds float, ptr %arena, i64 %3741
+  store <16 x float> %t175_c5_11396, ptr %arena1397, align 4
+  %t175_c5_21398 = load <16 x float>, ptr %relu1_grad.t175_c5_2, align 64
+  %3742 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3743 = add nsw i64 %3742, 5
   %3744 = mul nsw i64 %3743, 9216
   %3745 = add nsw i64 6710544, %3744
-  %3746 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3746 = mul nsw i64 %relu1_grad.nb1731303, 64
   %3747 = add nsw i64 %3745, %3746
-  %3748 = mul nsw i64 %relu1_grad.iy1661393, 24
-  %3749 = add nsw i64 %3747, %3748
-  %3750 = add nsw i64 %3749, 1
-  %3751 = add nsw i64 %3750, %relu1_grad.ix1671394
-  %arena1395 = getelementptr inbounds float, ptr %arena, i64 %3751
-  %3752 = load float, ptr %arena1395, align 4
-  store float %3752, ptr %relu1_grad.sum168, align 4
-  %sum168 = load float, ptr %relu1_grad.sum168, align 4
-  %3753 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3754 = add nsw i64 %3753, 1
-  %3755 = mul nsw i64 %3754, 9216
-  %3756 = add nsw i64 6710544, %3755
-  %3757 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3758 = add nsw i64 %3756, %3757
-  %3759 = mul nsw i64 %relu1_grad.iy1661393, 24
-  %3760 = add nsw i64 %3758, %3759
-  %3761 = add nsw i64 %3760, %relu1_grad.ix1671394
-  %arena1396 = getelementptr inbounds float, ptr %arena, i64 %3761
-  %3762 = load float, ptr %arena1396, align 4
-  %3763 = fadd float %sum168, %3762
-  store float %3763, ptr %relu1_grad.sum169, align 4
-  %sum169 = load float, ptr %relu1_grad.sum169, align 4
-  %3764 = mul nsw i64 %relu1_grad.g1531282, 16
-  %3765 = add nsw i64 %3764, %relu1_grad.j1611387
-  %3766 = mul nsw i64 %3765, 21632
-  %3767 = add nsw i64 1384448, %3766
-  %3768 = mul nsw i64 %relu1_grad.c1621388, 676
-  %3769 = add nsw i64 %3767, %3768
-  %3770 = mul nsw i64 %relu1_grad.iy1661393, 26
-  %3771 = add nsw i64 %3769, %3770
-  %3772 = add nsw i64 %3771, 1
-  %3773 = add nsw i64 %3772, %relu1_grad.ix1671394
-  %arena1397 = getelementptr inbounds float, ptr %arena, i64 %3773
-  store float %sum169, ptr %arena1397, align 4
-  %ix167.next = add nsw i64 %relu1_grad.ix1671394, 1
-  %3774 = icmp slt i64 %ix167.next, 1
-  br i1 %3774, label %relu1_grad.ix167, label %relu1_grad.ix167.end
+  %3748 = add nsw i64 %3747, 32
+  %arena1399 = getelementptr inbounds float, ptr %arena, i64 %3748
+  store <16 x float> %t175_c5_21398, ptr %arena1399, align 4
+  %t175_c5_31400 = load <16 x float>, ptr %relu1_grad.t175_c5_3, align 64
+  %3749 = mul nsw i64 %relu1_grad.mb1741304, 6
+  %3750 = add nsw i64 %3749, 5
+  %3751 = mul nsw i64 %3750, 9216
+  %3752 = add nsw i64 6710544, %3751
+  %3753 = mul nsw i64 %relu1_grad.nb1731303, 64
+  %3754 = add nsw i64 %3752, %3753
+  %3755 = add nsw i64 %3754, 48
+  %arena1401 = getelementptr inbounds float, ptr %arena, i64 %3755
+  store <16 x float> %t175_c5_31400, ptr %arena1401, align 4
+  %mb174.next = add nsw i64 %relu1_grad.mb1741304, 1
+  %3756 = icmp slt i64 %mb174.next, 48
+  br i1 %3756, label %relu1_grad.mb174, label %relu1_grad.mb174.end
 
-relu1_grad.ix167.end:                             ; preds = %relu1_grad.ix167
-  %iy166.next = add nsw i64 %relu1_grad.iy1661393, 1
-  %3775 = icmp slt i64 %iy166.next, 1
-  br i1 %3775, label %relu1_grad.iy166, label %relu1_grad.iy166.end
+relu1_grad.j177:                                  ; preds = %relu1_grad.c178.end, %relu1_grad.nb173.end
+  %relu1_grad.j1771402 = phi i64 [ 0, %relu1_grad.nb173.end ], [ %j177.next, %relu1_grad.c178.end ]
+  br label %relu1_grad.c178
 
-relu1_grad.iy170:                                 ; preds = %relu1_grad.ix171.end, %relu1_grad.iy166.end
-  %relu1_grad.iy1701398 = phi i64 [ 0, %relu1_grad.iy166.end ], [ %iy170.next, %relu1_grad.ix171.end ]
-  br label %relu1_grad.ix171
+relu1_grad.j177.end:                              ; preds = %relu1_grad.c178.end
+  %g169.next = add nsw i64 %relu1_grad.g1691297, 1
+  %3757 = icmp slt i64 %g169.next, 4
+  br i1 %3757, label %relu1_grad.g169, label %relu1_grad.g169.end
 
-relu1_grad.iy170.end:                             ; preds = %relu1_grad.ix171.end
-  br label %relu1_grad.iy175
-
-relu1_grad.ix171:                                 ; preds = %relu1_grad.ix171, %relu1_grad.iy170
-  %relu1_grad.ix1711399 = phi i64 [ 0, %relu1_grad.iy170 ], [ %ix171.next, %relu1_grad.ix171 ]
-  %3776 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3777 = mul nsw i64 %3776, 9216
-  %3778 = add nsw i64 6710544, %3777
-  %3779 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3780 = add nsw i64 %3778, %3779
-  %3781 = mul nsw i64 %relu1_grad.iy1701398, 24
-  %3782 = add nsw i64 %3780, %3781
-  %3783 = add nsw i64 %3782, 2
-  %3784 = add nsw i64 %3783, %relu1_grad.ix1711399
-  %arena1400 = getelementptr inbounds float, ptr %arena, i64 %3784
-  %3785 = load float, ptr %arena1400, align 4
-  store float %3785, ptr %relu1_grad.sum172, align 4
-  %sum172 = load float, ptr %relu1_grad.sum172, align 4
-  %3786 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3787 = add nsw i64 %3786, 1
-  %3788 = mul nsw i64 %3787, 9216
-  %3789 = add nsw i64 6710544, %3788
-  %3790 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3791 = add nsw i64 %3789, %3790
-  %3792 = mul nsw i64 %relu1_grad.iy1701398, 24
-  %3793 = add nsw i64 %3791, %3792
-  %3794 = add nsw i64 %3793, 1
-  %3795 = add nsw i64 %3794, %relu1_grad.ix1711399
-  %arena1401 = getelementptr inbounds float, ptr %arena, i64 %3795
-  %3796 = load float, ptr %arena1401, align 4
-  %3797 = fadd float %sum172, %3796
-  store float %3797, ptr %relu1_grad.sum173, align 4
-  %sum173 = load float, ptr %relu1_grad.sum173, align 4
-  %3798 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3799 = add nsw i64 %3798, 2
-  %3800 = mul nsw i64 %3799, 9216
-  %3801 = add nsw i64 6710544, %3800
-  %3802 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3803 = add nsw i64 %3801, %3802
-  %3804 = mul nsw i64 %relu1_grad.iy1701398, 24
-  %3805 = add nsw i64 %3803, %3804
-  %3806 = add nsw i64 %3805, %relu1_grad.ix1711399
-  %arena1402 = getelementptr inbounds float, ptr %arena, i64 %3806
-  %3807 = load float, ptr %arena1402, align 4
-  %3808 = fadd float %sum173, %3807
-  store float %3808, ptr %relu1_grad.sum174, align 4
-  %sum174 = load float, ptr %relu1_grad.sum174, align 4
-  %3809 = mul nsw i64 %relu1_grad.g1531282, 16
-  %3810 = add nsw i64 %3809, %relu1_grad.j1611387
-  %3811 = mul nsw i64 %3810, 21632
-  %3812 = add nsw i64 1384448, %3811
-  %3813 = mul nsw i64 %relu1_grad.c1621388, 676
-  %3814 = add nsw i64 %3812, %3813
-  %3815 = mul nsw i64 %relu1_grad.iy1701398, 26
-  %3816 = add nsw i64 %3814, %3815
-  %3817 = add nsw i64 %3816, 2
-  %3818 = add nsw i64 %3817, %relu1_grad.ix1711399
-  %arena1403 = getelementptr inbounds float, ptr %arena, i64 %3818
-  store float %sum174, ptr %arena1403, align 4
-  %ix171.next = add nsw i64 %relu1_grad.ix1711399, 1
-  %3819 = icmp slt i64 %ix171.next, 22
-  br i1 %3819, label %relu1_grad.ix171, label %relu1_grad.ix171.end
-
-relu1_grad.ix171.end:                             ; preds = %relu1_grad.ix171
-  %iy170.next = add nsw i64 %relu1_grad.iy1701398, 1
-  %3820 = icmp slt i64 %iy170.next, 1
-  br i1 %3820, label %relu1_grad.iy170, label %relu1_grad.iy170.end
-
-relu1_grad.iy175:                                 ; preds = %relu1_grad.ix176.end, %relu1_grad.iy170.end
-  %relu1_grad.iy1751404 = phi i64 [ 0, %relu1_grad.iy170.end ], [ %iy175.next, %relu1_grad.ix176.end ]
-  br label %relu1_grad.ix176
-
-relu1_grad.iy175.end:                             ; preds = %relu1_grad.ix176.end
+relu1_grad.c178:                                  ; preds = %relu1_grad.iy307.end, %relu1_grad.j177
+  %relu1_grad.c1781403 = phi i64 [ 0, %relu1_grad.j177 ], [ %c178.next, %relu1_grad.iy307.end ]
   br label %relu1_grad.iy179
 
-relu1_grad.ix176:                                 ; preds = %relu1_grad.ix176, %relu1_grad.iy175
-  %relu1_grad.ix1761405 = phi i64 [ 0, %relu1_grad.iy175 ], [ %ix176.next, %relu1_grad.ix176 ]
-  %3821 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3822 = add nsw i64 %3821, 1
-  %3823 = mul nsw i64 %3822, 9216
-  %3824 = add nsw i64 6710544, %3823
-  %3825 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3826 = add nsw i64 %3824, %3825
-  %3827 = mul nsw i64 %relu1_grad.iy1751404, 24
-  %3828 = add nsw i64 %3826, %3827
-  %3829 = add nsw i64 %3828, 23
-  %3830 = add nsw i64 %3829, %relu1_grad.ix1761405
-  %arena1406 = getelementptr inbounds float, ptr %arena, i64 %3830
-  %3831 = load float, ptr %arena1406, align 4
-  store float %3831, ptr %relu1_grad.sum177, align 4
-  %sum177 = load float, ptr %relu1_grad.sum177, align 4
-  %3832 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3833 = add nsw i64 %3832, 2
-  %3834 = mul nsw i64 %3833, 9216
-  %3835 = add nsw i64 6710544, %3834
-  %3836 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3837 = add nsw i64 %3835, %3836
-  %3838 = mul nsw i64 %relu1_grad.iy1751404, 24
-  %3839 = add nsw i64 %3837, %3838
-  %3840 = add nsw i64 %3839, 22
-  %3841 = add nsw i64 %3840, %relu1_grad.ix1761405
-  %arena1407 = getelementptr inbounds float, ptr %arena, i64 %3841
-  %3842 = load float, ptr %arena1407, align 4
-  %3843 = fadd float %sum177, %3842
-  store float %3843, ptr %relu1_grad.sum178, align 4
-  %sum178 = load float, ptr %relu1_grad.sum178, align 4
-  %3844 = mul nsw i64 %relu1_grad.g1531282, 16
-  %3845 = add nsw i64 %3844, %relu1_grad.j1611387
-  %3846 = mul nsw i64 %3845, 21632
-  %3847 = add nsw i64 1384448, %3846
-  %3848 = mul nsw i64 %relu1_grad.c1621388, 676
-  %3849 = add nsw i64 %3847, %3848
-  %3850 = mul nsw i64 %relu1_grad.iy1751404, 26
-  %3851 = add nsw i64 %3849, %3850
-  %3852 = add nsw i64 %3851, 24
-  %3853 = add nsw i64 %3852, %relu1_grad.ix1761405
-  %arena1408 = getelementptr inbounds float, ptr %arena, i64 %3853
-  store float %sum178, ptr %arena1408, align 4
-  %ix176.next = add nsw i64 %relu1_grad.ix1761405, 1
-  %3854 = icmp slt i64 %ix176.next, 1
-  br i1 %3854, label %relu1_grad.ix176, label %relu1_grad.ix176.end
+relu1_grad.c178.end:                              ; preds = %relu1_grad.iy307.end
+  %j177.next = add nsw i64 %relu1_grad.j1771402, 1
+  %3758 = icmp slt i64 %j177.next, 16
+  br i1 %3758, label %relu1_grad.j177, label %relu1_grad.j177.end
 
-relu1_grad.ix176.end:                             ; preds = %relu1_grad.ix176
-  %iy175.next = add nsw i64 %relu1_grad.iy1751404, 1
-  %3855 = icmp slt i64 %iy175.next, 1
-  br i1 %3855, label %relu1_grad.iy175, label %relu1_grad.iy175.end
-
-relu1_grad.iy179:                                 ; preds = %relu1_grad.ix180.end, %relu1_grad.iy175.end
-  %relu1_grad.iy1791409 = phi i64 [ 0, %relu1_grad.iy175.end ], [ %iy179.next, %relu1_grad.ix180.end ]
+relu1_grad.iy179:                                 ; preds = %relu1_grad.ix180.end, %relu1_grad.c178
+  %relu1_grad.iy1791404 = phi i64 [ 0, %relu1_grad.c178 ], [ %iy179.next, %relu1_grad.ix180.end ]
   br label %relu1_grad.ix180
 
 relu1_grad.iy179.end:                             ; preds = %relu1_grad.ix180.end
   br label %relu1_grad.iy182
 
 relu1_grad.ix180:                                 ; preds = %relu1_grad.ix180, %relu1_grad.iy179
-  %relu1_grad.ix1801410 = phi i64 [ 0, %relu1_grad.iy179 ], [ %ix180.next, %relu1_grad.ix180 ]
-  %3856 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3857 = add nsw i64 %3856, 2
-  %3858 = mul nsw i64 %3857, 9216
-  %3859 = add nsw i64 6710544, %3858
-  %3860 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3861 = add nsw i64 %3859, %3860
-  %3862 = mul nsw i64 %relu1_grad.iy1791409, 24
-  %3863 = add nsw i64 %3861, %3862
-  %3864 = add nsw i64 %3863, 23
-  %3865 = add nsw i64 %3864, %relu1_grad.ix1801410
-  %arena1411 = getelementptr inbounds float, ptr %arena, i64 %3865
-  %3866 = load float, ptr %arena1411, align 4
-  store float %3866, ptr %relu1_grad.sum181, align 4
+  %relu1_grad.ix1801405 = phi i64 [ 0, %relu1_grad.iy179 ], [ %ix180.next, %relu1_grad.ix180 ]
+  %3759 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3760 = mul nsw i64 %3759, 9216
+  %3761 = add nsw i64 6710544, %3760
+  %3762 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3763 = add nsw i64 %3761, %3762
+  %3764 = mul nsw i64 %relu1_grad.iy1791404, 24
+  %3765 = add nsw i64 %3763, %3764
+  %3766 = add nsw i64 %3765, %relu1_grad.ix1801405
+  %arena1406 = getelementptr inbounds float, ptr %arena, i64 %3766
+  %3767 = load float, ptr %arena1406, align 4
+  store float %3767, ptr %relu1_grad.sum181, align 4
   %sum181 = load float, ptr %relu1_grad.sum181, align 4
-  %3867 = mul nsw i64 %relu1_grad.g1531282, 16
-  %3868 = add nsw i64 %3867, %relu1_grad.j1611387
-  %3869 = mul nsw i64 %3868, 21632
-  %3870 = add nsw i64 1384448, %3869
-  %3871 = mul nsw i64 %relu1_grad.c1621388, 676
-  %3872 = add nsw i64 %3870, %3871
-  %3873 = mul nsw i64 %relu1_grad.iy1791409, 26
-  %3874 = add nsw i64 %3872, %3873
-  %3875 = add nsw i64 %3874, 25
-  %3876 = add nsw i64 %3875, %relu1_grad.ix1801410
-  %arena1412 = getelementptr inbounds float, ptr %arena, i64 %3876
-  store float %sum181, ptr %arena1412, align 4
-  %ix180.next = add nsw i64 %relu1_grad.ix1801410, 1
-  %3877 = icmp slt i64 %ix180.next, 1
-  br i1 %3877, label %relu1_grad.ix180, label %relu1_grad.ix180.end
+  %3768 = mul nsw i64 %relu1_grad.g1691297, 16
+  %3769 = add nsw i64 %3768, %relu1_grad.j1771402
+  %3770 = mul nsw i64 %3769, 21632
+  %3771 = add nsw i64 1384448, %3770
+  %3772 = mul nsw i64 %relu1_grad.c1781403, 676
+  %3773 = add nsw i64 %3771, %3772
+  %3774 = mul nsw i64 %relu1_grad.iy1791404, 26
+  %3775 = add nsw i64 %3773, %3774
+  %3776 = add nsw i64 %3775, %relu1_grad.ix1801405
+  %arena1407 = getelementptr inbounds float, ptr %arena, i64 %3776
+  store float %sum181, ptr %arena1407, align 4
+  %ix180.next = add nsw i64 %relu1_grad.ix1801405, 1
+  %3777 = icmp slt i64 %ix180.next, 1
+  br i1 %3777, label %relu1_grad.ix180, label %relu1_grad.ix180.end
 
 relu1_grad.ix180.end:                             ; preds = %relu1_grad.ix180
-  %iy179.next = add nsw i64 %relu1_grad.iy1791409, 1
-  %3878 = icmp slt i64 %iy179.next, 1
-  br i1 %3878, label %relu1_grad.iy179, label %relu1_grad.iy179.end
+  %iy179.next = add nsw i64 %relu1_grad.iy1791404, 1
+  %3778 = icmp slt i64 %iy179.next, 1
+  br i1 %3778, label %relu1_grad.iy179, label %relu1_grad.iy179.end
 
 relu1_grad.iy182:                                 ; preds = %relu1_grad.ix183.end, %relu1_grad.iy179.end
-  %relu1_grad.iy1821413 = phi i64 [ 0, %relu1_grad.iy179.end ], [ %iy182.next, %relu1_grad.ix183.end ]
+  %relu1_grad.iy1821408 = phi i64 [ 0, %relu1_grad.iy179.end ], [ %iy182.next, %relu1_grad.ix183.end ]
   br label %relu1_grad.ix183
 
 relu1_grad.iy182.end:                             ; preds = %relu1_grad.ix183.end
   br label %relu1_grad.iy186
 
 relu1_grad.ix183:                                 ; preds = %relu1_grad.ix183, %relu1_grad.iy182
-  %relu1_grad.ix1831414 = phi i64 [ 0, %relu1_grad.iy182 ], [ %ix183.next, %relu1_grad.ix183 ]
-  %3879 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3880 = mul nsw i64 %3879, 9216
-  %3881 = add nsw i64 6710544, %3880
-  %3882 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3883 = add nsw i64 %3881, %3882
-  %3884 = add nsw i64 %relu1_grad.iy1821413, 1
-  %3885 = mul nsw i64 %3884, 24
-  %3886 = add nsw i64 %3883, %3885
-  %3887 = add nsw i64 %3886, %relu1_grad.ix1831414
-  %arena1415 = getelementptr inbounds float, ptr %arena, i64 %3887
-  %3888 = load float, ptr %arena1415, align 4
-  store float %3888, ptr %relu1_grad.sum184, align 4
+  %relu1_grad.ix1831409 = phi i64 [ 0, %relu1_grad.iy182 ], [ %ix183.next, %relu1_grad.ix183 ]
+  %3779 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3780 = mul nsw i64 %3779, 9216
+  %3781 = add nsw i64 6710544, %3780
+  %3782 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3783 = add nsw i64 %3781, %3782
+  %3784 = mul nsw i64 %relu1_grad.iy1821408, 24
+  %3785 = add nsw i64 %3783, %3784
+  %3786 = add nsw i64 %3785, 1
+  %3787 = add nsw i64 %3786, %relu1_grad.ix1831409
+  %arena1410 = getelementptr inbounds float, ptr %arena, i64 %3787
+  %3788 = load float, ptr %arena1410, align 4
+  store float %3788, ptr %relu1_grad.sum184, align 4
   %sum184 = load float, ptr %relu1_grad.sum184, align 4
-  %3889 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3890 = add nsw i64 %3889, 3
-  %3891 = mul nsw i64 %3890, 9216
-  %3892 = add nsw i64 6710544, %3891
-  %3893 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3894 = add nsw i64 %3892, %3893
-  %3895 = add nsw i64 %relu1_grad.iy1821413, 1
-  %3896 = add nsw i64 %3895, -1
-  %3897 = mul nsw i64 %3896, 24
-  %3898 = add nsw i64 %3894, %3897
-  %3899 = add nsw i64 %3898, %relu1_grad.ix1831414
-  %arena1416 = getelementptr inbounds float, ptr %arena, i64 %3899
-  %3900 = load float, ptr %arena1416, align 4
-  %3901 = fadd float %sum184, %3900
-  store float %3901, ptr %relu1_grad.sum185, align 4
+  %3789 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3790 = add nsw i64 %3789, 1
+  %3791 = mul nsw i64 %3790, 9216
+  %3792 = add nsw i64 6710544, %3791
+  %3793 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3794 = add nsw i64 %3792, %3793
+  %3795 = mul nsw i64 %relu1_grad.iy1821408, 24
+  %3796 = add nsw i64 %3794, %3795
+  %3797 = add nsw i64 %3796, %relu1_grad.ix1831409
+  %arena1411 = getelementptr inbounds float, ptr %arena, i64 %3797
+  %3798 = load float, ptr %arena1411, align 4
+  %3799 = fadd float %sum184, %3798
+  store float %3799, ptr %relu1_grad.sum185, align 4
   %sum185 = load float, ptr %relu1_grad.sum185, align 4
-  %3902 = mul nsw i64 %relu1_grad.g1531282, 16
-  %3903 = add nsw i64 %3902, %relu1_grad.j1611387
-  %3904 = mul nsw i64 %3903, 21632
-  %3905 = add nsw i64 1384448, %3904
-  %3906 = mul nsw i64 %relu1_grad.c1621388, 676
-  %3907 = add nsw i64 %3905, %3906
-  %3908 = add nsw i64 %relu1_grad.iy1821413, 1
-  %3909 = mul nsw i64 %3908, 26
-  %3910 = add nsw i64 %3907, %3909
-  %3911 = add nsw i64 %3910, %relu1_grad.ix1831414
-  %arena1417 = getelementptr inbounds float, ptr %arena, i64 %3911
-  store float %sum185, ptr %arena1417, align 4
-  %ix183.next = add nsw i64 %relu1_grad.ix1831414, 1
-  %3912 = icmp slt i64 %ix183.next, 1
-  br i1 %3912, label %relu1_grad.ix183, label %relu1_grad.ix183.end
+  %3800 = mul nsw i64 %relu1_grad.g1691297, 16
+  %3801 = add nsw i64 %3800, %relu1_grad.j1771402
+  %3802 = mul nsw i64 %3801, 21632
+  %3803 = add nsw i64 1384448, %3802
+  %3804 = mul nsw i64 %relu1_grad.c1781403, 676
+  %3805 = add nsw i64 %3803, %3804
+  %3806 = mul nsw i64 %relu1_grad.iy1821408, 26
+  %3807 = add nsw i64 %3805, %3806
+  %3808 = add nsw i64 %3807, 1
+  %3809 = add nsw i64 %3808, %relu1_grad.ix1831409
+  %arena1412 = getelementptr inbounds float, ptr %arena, i64 %3809
+  store float %sum185, ptr %arena1412, align 4
+  %ix183.next = add nsw i64 %relu1_grad.ix1831409, 1
+  %3810 = icmp slt i64 %ix183.next, 1
+  br i1 %3810, label %relu1_grad.ix183, label %relu1_grad.ix183.end
 
 relu1_grad.ix183.end:                             ; preds = %relu1_grad.ix183
-  %iy182.next = add nsw i64 %relu1_grad.iy1821413, 1
-  %3913 = icmp slt i64 %iy182.next, 1
-  br i1 %3913, label %relu1_grad.iy182, label %relu1_grad.iy182.end
+  %iy182.next = add nsw i64 %relu1_grad.iy1821408, 1
+  %3811 = icmp slt i64 %iy182.next, 1
+  br i1 %3811, label %relu1_grad.iy182, label %relu1_grad.iy182.end
 
 relu1_grad.iy186:                                 ; preds = %relu1_grad.ix187.end, %relu1_grad.iy182.end
-  %relu1_grad.iy1861418 = phi i64 [ 0, %relu1_grad.iy182.end ], [ %iy186.next, %relu1_grad.ix187.end ]
+  %relu1_grad.iy1861413 = phi i64 [ 0, %relu1_grad.iy182.end ], [ %iy186.next, %relu1_grad.ix187.end ]
   br label %relu1_grad.ix187
 
 relu1_grad.iy186.end:                             ; preds = %relu1_grad.ix187.end
-  br label %relu1_grad.iy192
+  br label %relu1_grad.iy191
 
 relu1_grad.ix187:                                 ; preds = %relu1_grad.ix187, %relu1_grad.iy186
-  %relu1_grad.ix1871419 = phi i64 [ 0, %relu1_grad.iy186 ], [ %ix187.next, %relu1_grad.ix187 ]
-  %3914 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3915 = mul nsw i64 %3914, 9216
-  %3916 = add nsw i64 6710544, %3915
-  %3917 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3918 = add nsw i64 %3916, %3917
-  %3919 = add nsw i64 %relu1_grad.iy1861418, 1
-  %3920 = mul nsw i64 %3919, 24
-  %3921 = add nsw i64 %3918, %3920
-  %3922 = add nsw i64 %3921, 1
-  %3923 = add nsw i64 %3922, %relu1_grad.ix1871419
-  %arena1420 = getelementptr inbounds float, ptr %arena, i64 %3923
-  %3924 = load float, ptr %arena1420, align 4
-  store float %3924, ptr %relu1_grad.sum188, align 4
+  %relu1_grad.ix1871414 = phi i64 [ 0, %relu1_grad.iy186 ], [ %ix187.next, %relu1_grad.ix187 ]
+  %3812 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3813 = mul nsw i64 %3812, 9216
+  %3814 = add nsw i64 6710544, %3813
+  %3815 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3816 = add nsw i64 %3814, %3815
+  %3817 = mul nsw i64 %relu1_grad.iy1861413, 24
+  %3818 = add nsw i64 %3816, %3817
+  %3819 = add nsw i64 %3818, 2
+  %3820 = add nsw i64 %3819, %relu1_grad.ix1871414
+  %arena1415 = getelementptr inbounds float, ptr %arena, i64 %3820
+  %3821 = load float, ptr %arena1415, align 4
+  store float %3821, ptr %relu1_grad.sum188, align 4
   %sum188 = load float, ptr %relu1_grad.sum188, align 4
-  %3925 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3926 = add nsw i64 %3925, 1
-  %3927 = mul nsw i64 %3926, 9216
-  %3928 = add nsw i64 6710544, %3927
-  %3929 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3930 = add nsw i64 %3928, %3929
-  %3931 = add nsw i64 %relu1_grad.iy1861418, 1
-  %3932 = mul nsw i64 %3931, 24
-  %3933 = add nsw i64 %3930, %3932
-  %3934 = add nsw i64 %3933, %relu1_grad.ix1871419
-  %arena1421 = getelementptr inbounds float, ptr %arena, i64 %3934
-  %3935 = load float, ptr %arena1421, align 4
-  %3936 = fadd float %sum188, %3935
-  store float %3936, ptr %relu1_grad.sum189, align 4
+  %3822 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3823 = add nsw i64 %3822, 1
+  %3824 = mul nsw i64 %3823, 9216
+  %3825 = add nsw i64 6710544, %3824
+  %3826 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3827 = add nsw i64 %3825, %3826
+  %3828 = mul nsw i64 %relu1_grad.iy1861413, 24
+  %3829 = add nsw i64 %3827, %3828
+  %3830 = add nsw i64 %3829, 1
+  %3831 = add nsw i64 %3830, %relu1_grad.ix1871414
+  %arena1416 = getelementptr inbounds float, ptr %arena, i64 %3831
+  %3832 = load float, ptr %arena1416, align 4
+  %3833 = fadd float %sum188, %3832
+  store float %3833, ptr %relu1_grad.sum189, align 4
   %sum189 = load float, ptr %relu1_grad.sum189, align 4
-  %3937 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3938 = add nsw i64 %3937, 3
-  %3939 = mul nsw i64 %3938, 9216
-  %3940 = add nsw i64 6710544, %3939
-  %3941 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3942 = add nsw i64 %3940, %3941
-  %3943 = add nsw i64 %relu1_grad.iy1861418, 1
-  %3944 = add nsw i64 %3943, -1
-  %3945 = mul nsw i64 %3944, 24
-  %3946 = add nsw i64 %3942, %3945
-  %3947 = add nsw i64 %3946, 1
-  %3948 = add nsw i64 %3947, %relu1_grad.ix1871419
-  %arena1422 = getelementptr inbounds float, ptr %arena, i64 %3948
-  %3949 = load float, ptr %arena1422, align 4
-  %3950 = fadd float %sum189, %3949
-  store float %3950, ptr %relu1_grad.sum190, align 4
+  %3834 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3835 = add nsw i64 %3834, 2
+  %3836 = mul nsw i64 %3835, 9216
+  %3837 = add nsw i64 6710544, %3836
+  %3838 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3839 = add nsw i64 %3837, %3838
+  %3840 = mul nsw i64 %relu1_grad.iy1861413, 24
+  %3841 = add nsw i64 %3839, %3840
+  %3842 = add nsw i64 %3841, %relu1_grad.ix1871414
+  %arena1417 = getelementptr inbounds float, ptr %arena, i64 %3842
+  %3843 = load float, ptr %arena1417, align 4
+  %3844 = fadd float %sum189, %3843
+  store float %3844, ptr %relu1_grad.sum190, align 4
   %sum190 = load float, ptr %relu1_grad.sum190, align 4
-  %3951 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3952 = add nsw i64 %3951, 4
-  %3953 = mul nsw i64 %3952, 9216
-  %3954 = add nsw i64 6710544, %3953
-  %3955 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3956 = add nsw i64 %3954, %3955
-  %3957 = add nsw i64 %relu1_grad.iy1861418, 1
-  %3958 = add nsw i64 %3957, -1
-  %3959 = mul nsw i64 %3958, 24
-  %3960 = add nsw i64 %3956, %3959
-  %3961 = add nsw i64 %3960, %relu1_grad.ix1871419
-  %arena1423 = getelementptr inbounds float, ptr %arena, i64 %3961
-  %3962 = load float, ptr %arena1423, align 4
-  %3963 = fadd float %sum190, %3962
-  store float %3963, ptr %relu1_grad.sum191, align 4
-  %sum191 = load float, ptr %relu1_grad.sum191, align 4
-  %3964 = mul nsw i64 %relu1_grad.g1531282, 16
-  %3965 = add nsw i64 %3964, %relu1_grad.j1611387
-  %3966 = mul nsw i64 %3965, 21632
-  %3967 = add nsw i64 1384448, %3966
-  %3968 = mul nsw i64 %relu1_grad.c1621388, 676
-  %3969 = add nsw i64 %3967, %3968
-  %3970 = add nsw i64 %relu1_grad.iy1861418, 1
-  %3971 = mul nsw i64 %3970, 26
-  %3972 = add nsw i64 %3969, %3971
-  %3973 = add nsw i64 %3972, 1
-  %3974 = add nsw i64 %3973, %relu1_grad.ix1871419
-  %arena1424 = getelementptr inbounds float, ptr %arena, i64 %3974
-  store float %sum191, ptr %arena1424, align 4
-  %ix187.next = add nsw i64 %relu1_grad.ix1871419, 1
-  %3975 = icmp slt i64 %ix187.next, 1
-  br i1 %3975, label %relu1_grad.ix187, label %relu1_grad.ix187.end
+  %3845 = mul nsw i64 %relu1_grad.g1691297, 16
+  %3846 = add nsw i64 %3845, %relu1_grad.j1771402
+  %3847 = mul nsw i64 %3846, 21632
+  %3848 = add nsw i64 1384448, %3847
+  %3849 = mul nsw i64 %relu1_grad.c1781403, 676
+  %3850 = add nsw i64 %3848, %3849
+  %3851 = mul nsw i64 %relu1_grad.iy1861413, 26
+  %3852 = add nsw i64 %3850, %3851
+  %3853 = add nsw i64 %3852, 2
+  %3854 = add nsw i64 %3853, %relu1_grad.ix1871414
+  %arena1418 = getelementptr inbounds float, ptr %arena, i64 %3854
+  store float %sum190, ptr %arena1418, align 4
+  %ix187.next = add nsw i64 %relu1_grad.ix1871414, 1
+  %3855 = icmp slt i64 %ix187.next, 22
+  br i1 %3855, label %relu1_grad.ix187, label %relu1_grad.ix187.end
 
 relu1_grad.ix187.end:                             ; preds = %relu1_grad.ix187
-  %iy186.next = add nsw i64 %relu1_grad.iy1861418, 1
-  %3976 = icmp slt i64 %iy186.next, 1
-  br i1 %3976, label %relu1_grad.iy186, label %relu1_grad.iy186.end
+  %iy186.next = add nsw i64 %relu1_grad.iy1861413, 1
+  %3856 = icmp slt i64 %iy186.next, 1
+  br i1 %3856, label %relu1_grad.iy186, label %relu1_grad.iy186.end
 
-relu1_grad.iy192:                                 ; preds = %relu1_grad.ix193.end, %relu1_grad.iy186.end
-  %relu1_grad.iy1921425 = phi i64 [ 0, %relu1_grad.iy186.end ], [ %iy192.next, %relu1_grad.ix193.end ]
-  br label %relu1_grad.ix193
+relu1_grad.iy191:                                 ; preds = %relu1_grad.ix192.end, %relu1_grad.iy186.end
+  %relu1_grad.iy1911419 = phi i64 [ 0, %relu1_grad.iy186.end ], [ %iy191.next, %relu1_grad.ix192.end ]
+  br label %relu1_grad.ix192
 
-relu1_grad.iy192.end:                             ; preds = %relu1_grad.ix193.end
-  br label %relu1_grad.iy200
+relu1_grad.iy191.end:                             ; preds = %relu1_grad.ix192.end
+  br label %relu1_grad.iy195
 
-relu1_grad.ix193:                                 ; preds = %relu1_grad.ix193, %relu1_grad.iy192
-  %relu1_grad.ix1931426 = phi i64 [ 0, %relu1_grad.iy192 ], [ %ix193.next, %relu1_grad.ix193 ]
-  %3977 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3978 = mul nsw i64 %3977, 9216
-  %3979 = add nsw i64 6710544, %3978
-  %3980 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3981 = add nsw i64 %3979, %3980
-  %3982 = add nsw i64 %relu1_grad.iy1921425, 1
-  %3983 = mul nsw i64 %3982, 24
-  %3984 = add nsw i64 %3981, %3983
-  %3985 = add nsw i64 %3984, 2
-  %3986 = add nsw i64 %3985, %relu1_grad.ix1931426
-  %arena1427 = getelementptr inbounds float, ptr %arena, i64 %3986
-  %3987 = load float, ptr %arena1427, align 4
-  store float %3987, ptr %relu1_grad.sum194, align 4
+relu1_grad.ix192:                                 ; preds = %relu1_grad.ix192, %relu1_grad.iy191
+  %relu1_grad.ix1921420 = phi i64 [ 0, %relu1_grad.iy191 ], [ %ix192.next, %relu1_grad.ix192 ]
+  %3857 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3858 = add nsw i64 %3857, 1
+  %3859 = mul nsw i64 %3858, 9216
+  %3860 = add nsw i64 6710544, %3859
+  %3861 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3862 = add nsw i64 %3860, %3861
+  %3863 = mul nsw i64 %relu1_grad.iy1911419, 24
+  %3864 = add nsw i64 %3862, %3863
+  %3865 = add nsw i64 %3864, 23
+  %3866 = add nsw i64 %3865, %relu1_grad.ix1921420
+  %arena1421 = getelementptr inbounds float, ptr %arena, i64 %3866
+  %3867 = load float, ptr %arena1421, align 4
+  store float %3867, ptr %relu1_grad.sum193, align 4
+  %sum193 = load float, ptr %relu1_grad.sum193, align 4
+  %3868 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3869 = add nsw i64 %3868, 2
+  %3870 = mul nsw i64 %3869, 9216
+  %3871 = add nsw i64 6710544, %3870
+  %3872 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3873 = add nsw i64 %3871, %3872
+  %3874 = mul nsw i64 %relu1_grad.iy1911419, 24
+  %3875 = add nsw i64 %3873, %3874
+  %3876 = add nsw i64 %3875, 22
+  %3877 = add nsw i64 %3876, %relu1_grad.ix1921420
+  %arena1422 = getelementptr inbounds float, ptr %arena, i64 %3877
+  %3878 = load float, ptr %arena1422, align 4
+  %3879 = fadd float %sum193, %3878
+  store float %3879, ptr %relu1_grad.sum194, align 4
   %sum194 = load float, ptr %relu1_grad.sum194, align 4
-  %3988 = mul nsw i64 %relu1_grad.c1621388, 9
-  %3989 = add nsw i64 %3988, 1
-  %3990 = mul nsw i64 %3989, 9216
-  %3991 = add nsw i64 6710544, %3990
-  %3992 = mul nsw i64 %relu1_grad.j1611387, 576
-  %3993 = add nsw i64 %3991, %3992
-  %3994 = add nsw i64 %relu1_grad.iy1921425, 1
-  %3995 = mul nsw i64 %3994, 24
-  %3996 = add nsw i64 %3993, %3995
-  %3997 = add nsw i64 %3996, 1
-  %3998 = add nsw i64 %3997, %relu1_grad.ix1931426
-  %arena1428 = getelementptr inbounds float, ptr %arena, i64 %3998
-  %3999 = load float, ptr %arena1428, align 4
-  %4000 = fadd float %sum194, %3999
-  store float %4000, ptr %relu1_grad.sum195, align 4
-  %sum195 = load float, ptr %relu1_grad.sum195, align 4
-  %4001 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4002 = add nsw i64 %4001, 2
-  %4003 = mul nsw i64 %4002, 9216
-  %4004 = add nsw i64 6710544, %4003
-  %4005 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4006 = add nsw i64 %4004, %4005
-  %4007 = add nsw i64 %relu1_grad.iy1921425, 1
-  %4008 = mul nsw i64 %4007, 24
-  %4009 = add nsw i64 %4006, %4008
-  %4010 = add nsw i64 %4009, %relu1_grad.ix1931426
-  %arena1429 = getelementptr inbounds float, ptr %arena, i64 %4010
-  %4011 = load float, ptr %arena1429, align 4
-  %4012 = fadd float %sum195, %4011
-  store float %4012, ptr %relu1_grad.sum196, align 4
-  %sum196 = load float, ptr %relu1_grad.sum196, align 4
-  %4013 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4014 = add nsw i64 %4013, 3
-  %4015 = mul nsw i64 %4014, 9216
-  %4016 = add nsw i64 6710544, %4015
-  %4017 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4018 = add nsw i64 %4016, %4017
-  %4019 = add nsw i64 %relu1_grad.iy1921425, 1
-  %4020 = add nsw i64 %4019, -1
-  %4021 = mul nsw i64 %4020, 24
-  %4022 = add nsw i64 %4018, %4021
-  %4023 = add nsw i64 %4022, 2
-  %4024 = add nsw i64 %4023, %relu1_grad.ix1931426
-  %arena1430 = getelementptr inbounds float, ptr %arena, i64 %4024
-  %4025 = load float, ptr %arena1430, align 4
-  %4026 = fadd float %sum196, %4025
-  store float %4026, ptr %relu1_grad.sum197, align 4
+  %3880 = mul nsw i64 %relu1_grad.g1691297, 16
+  %3881 = add nsw i64 %3880, %relu1_grad.j1771402
+  %3882 = mul nsw i64 %3881, 21632
+  %3883 = add nsw i64 1384448, %3882
+  %3884 = mul nsw i64 %relu1_grad.c1781403, 676
+  %3885 = add nsw i64 %3883, %3884
+  %3886 = mul nsw i64 %relu1_grad.iy1911419, 26
+  %3887 = add nsw i64 %3885, %3886
+  %3888 = add nsw i64 %3887, 24
+  %3889 = add nsw i64 %3888, %relu1_grad.ix1921420
+  %arena1423 = getelementptr inbounds float, ptr %arena, i64 %3889
+  store float %sum194, ptr %arena1423, align 4
+  %ix192.next = add nsw i64 %relu1_grad.ix1921420, 1
+  %3890 = icmp slt i64 %ix192.next, 1
+  br i1 %3890, label %relu1_grad.ix192, label %relu1_grad.ix192.end
+
+relu1_grad.ix192.end:                             ; preds = %relu1_grad.ix192
+  %iy191.next = add nsw i64 %relu1_grad.iy1911419, 1
+  %3891 = icmp slt i64 %iy191.next, 1
+  br i1 %3891, label %relu1_grad.iy191, label %relu1_grad.iy191.end
+
+relu1_grad.iy195:                                 ; preds = %relu1_grad.ix196.end, %relu1_grad.iy191.end
+  %relu1_grad.iy1951424 = phi i64 [ 0, %relu1_grad.iy191.end ], [ %iy195.next, %relu1_grad.ix196.end ]
+  br label %relu1_grad.ix196
+
+relu1_grad.iy195.end:                             ; preds = %relu1_grad.ix196.end
+  br label %relu1_grad.iy198
+
+relu1_grad.ix196:                                 ; preds = %relu1_grad.ix196, %relu1_grad.iy195
+  %relu1_grad.ix1961425 = phi i64 [ 0, %relu1_grad.iy195 ], [ %ix196.next, %relu1_grad.ix196 ]
+  %3892 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3893 = add nsw i64 %3892, 2
+  %3894 = mul nsw i64 %3893, 9216
+  %3895 = add nsw i64 6710544, %3894
+  %3896 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3897 = add nsw i64 %3895, %3896
+  %3898 = mul nsw i64 %relu1_grad.iy1951424, 24
+  %3899 = add nsw i64 %3897, %3898
+  %3900 = add nsw i64 %3899, 23
+  %3901 = add nsw i64 %3900, %relu1_grad.ix1961425
+  %arena1426 = getelementptr inbounds float, ptr %arena, i64 %3901
+  %3902 = load float, ptr %arena1426, align 4
+  store float %3902, ptr %relu1_grad.sum197, align 4
   %sum197 = load float, ptr %relu1_grad.sum197, align 4
-  %4027 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4028 = add nsw i64 %4027, 4
-  %4029 = mul nsw i64 %4028, 9216
-  %4030 = add nsw i64 6710544, %4029
-  %4031 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4032 = add nsw i64 %4030, %4031
-  %4033 = add nsw i64 %relu1_grad.iy1921425, 1
-  %4034 = add nsw i64 %4033, -1
-  %4035 = mul nsw i64 %4034, 24
-  %4036 = add nsw i64 %4032, %4035
-  %4037 = add nsw i64 %4036, 1
-  %4038 = add nsw i64 %4037, %relu1_grad.ix1931426
-  %arena1431 = getelementptr inbounds float, ptr %arena, i64 %4038
-  %4039 = load float, ptr %arena1431, align 4
-  %4040 = fadd float %sum197, %4039
-  store float %4040, ptr %relu1_grad.sum198, align 4
-  %sum198 = load float, ptr %relu1_grad.sum198, align 4
-  %4041 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4042 = add nsw i64 %4041, 5
-  %4043 = mul nsw i64 %4042, 9216
-  %4044 = add nsw i64 6710544, %4043
-  %4045 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4046 = add nsw i64 %4044, %4045
-  %4047 = add nsw i64 %relu1_grad.iy1921425, 1
-  %4048 = add nsw i64 %4047, -1
-  %4049 = mul nsw i64 %4048, 24
-  %4050 = add nsw i64 %4046, %4049
-  %4051 = add nsw i64 %4050, %relu1_grad.ix1931426
-  %arena1432 = getelementptr inbounds float, ptr %arena, i64 %4051
-  %4052 = load float, ptr %arena1432, align 4
-  %4053 = fadd float %sum198, %4052
-  store float %4053, ptr %relu1_grad.sum199, align 4
-  %sum199 = load float, ptr %relu1_grad.sum199, align 4
-  %4054 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4055 = add nsw i64 %4054, %relu1_grad.j1611387
-  %4056 = mul nsw i64 %4055, 21632
-  %4057 = add nsw i64 1384448, %4056
-  %4058 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4059 = add nsw i64 %4057, %4058
-  %4060 = add nsw i64 %relu1_grad.iy1921425, 1
-  %4061 = mul nsw i64 %4060, 26
-  %4062 = add nsw i64 %4059, %4061
-  %4063 = add nsw i64 %4062, 2
-  %4064 = add nsw i64 %4063, %relu1_grad.ix1931426
-  %arena1433 = getelementptr inbounds float, ptr %arena, i64 %4064
-  store float %sum199, ptr %arena1433, align 4
-  %ix193.next = add nsw i64 %relu1_grad.ix1931426, 1
-  %4065 = icmp slt i64 %ix193.next, 22
-  br i1 %4065, label %relu1_grad.ix193, label %relu1_grad.ix193.end
+  %3903 = mul nsw i64 %relu1_grad.g1691297, 16
+  %3904 = add nsw i64 %3903, %relu1_grad.j1771402
+  %3905 = mul nsw i64 %3904, 21632
+  %3906 = add nsw i64 1384448, %3905
+  %3907 = mul nsw i64 %relu1_grad.c1781403, 676
+  %3908 = add nsw i64 %3906, %3907
+  %3909 = mul nsw i64 %relu1_grad.iy1951424, 26
+  %3910 = add nsw i64 %3908, %3909
+  %3911 = add nsw i64 %3910, 25
+  %3912 = add nsw i64 %3911, %relu1_grad.ix1961425
+  %arena1427 = getelementptr inbounds float, ptr %arena, i64 %3912
+  store float %sum197, ptr %arena1427, align 4
+  %ix196.next = add nsw i64 %relu1_grad.ix1961425, 1
+  %3913 = icmp slt i64 %ix196.next, 1
+  br i1 %3913, label %relu1_grad.ix196, label %relu1_grad.ix196.end
 
-relu1_grad.ix193.end:                             ; preds = %relu1_grad.ix193
-  %iy192.next = add nsw i64 %relu1_grad.iy1921425, 1
-  %4066 = icmp slt i64 %iy192.next, 1
-  br i1 %4066, label %relu1_grad.iy192, label %relu1_grad.iy192.end
+relu1_grad.ix196.end:                             ; preds = %relu1_grad.ix196
+  %iy195.next = add nsw i64 %relu1_grad.iy1951424, 1
+  %3914 = icmp slt i64 %iy195.next, 1
+  br i1 %3914, label %relu1_grad.iy195, label %relu1_grad.iy195.end
 
-relu1_grad.iy200:                                 ; preds = %relu1_grad.ix201.end, %relu1_grad.iy192.end
-  %relu1_grad.iy2001434 = phi i64 [ 0, %relu1_grad.iy192.end ], [ %iy200.next, %relu1_grad.ix201.end ]
-  br label %relu1_grad.ix201
+relu1_grad.iy198:                                 ; preds = %relu1_grad.ix199.end, %relu1_grad.iy195.end
+  %relu1_grad.iy1981428 = phi i64 [ 0, %relu1_grad.iy195.end ], [ %iy198.next, %relu1_grad.ix199.end ]
+  br label %relu1_grad.ix199
 
-relu1_grad.iy200.end:                             ; preds = %relu1_grad.ix201.end
-  br label %relu1_grad.iy206
+relu1_grad.iy198.end:                             ; preds = %relu1_grad.ix199.end
+  br label %relu1_grad.iy202
 
-relu1_grad.ix201:                                 ; preds = %relu1_grad.ix201, %relu1_grad.iy200
-  %relu1_grad.ix2011435 = phi i64 [ 0, %relu1_grad.iy200 ], [ %ix201.next, %relu1_grad.ix201 ]
-  %4067 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4068 = add nsw i64 %4067, 1
-  %4069 = mul nsw i64 %4068, 9216
-  %4070 = add nsw i64 6710544, %4069
-  %4071 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4072 = add nsw i64 %4070, %4071
-  %4073 = add nsw i64 %relu1_grad.iy2001434, 1
-  %4074 = mul nsw i64 %4073, 24
-  %4075 = add nsw i64 %4072, %4074
-  %4076 = add nsw i64 %4075, 23
-  %4077 = add nsw i64 %4076, %relu1_grad.ix2011435
-  %arena1436 = getelementptr inbounds float, ptr %arena, i64 %4077
-  %4078 = load float, ptr %arena1436, align 4
-  store float %4078, ptr %relu1_grad.sum202, align 4
-  %sum202 = load float, ptr %relu1_grad.sum202, align 4
-  %4079 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4080 = add nsw i64 %4079, 2
-  %4081 = mul nsw i64 %4080, 9216
-  %4082 = add nsw i64 6710544, %4081
-  %4083 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4084 = add nsw i64 %4082, %4083
-  %4085 = add nsw i64 %relu1_grad.iy2001434, 1
-  %4086 = mul nsw i64 %4085, 24
-  %4087 = add nsw i64 %4084, %4086
-  %4088 = add nsw i64 %4087, 22
-  %4089 = add nsw i64 %4088, %relu1_grad.ix2011435
-  %arena1437 = getelementptr inbounds float, ptr %arena, i64 %4089
-  %4090 = load float, ptr %arena1437, align 4
-  %4091 = fadd float %sum202, %4090
-  store float %4091, ptr %relu1_grad.sum203, align 4
-  %sum203 = load float, ptr %relu1_grad.sum203, align 4
-  %4092 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4093 = add nsw i64 %4092, 4
-  %4094 = mul nsw i64 %4093, 9216
-  %4095 = add nsw i64 6710544, %4094
-  %4096 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4097 = add nsw i64 %4095, %4096
-  %4098 = add nsw i64 %relu1_grad.iy2001434, 1
-  %4099 = add nsw i64 %4098, -1
-  %4100 = mul nsw i64 %4099, 24
-  %4101 = add nsw i64 %4097, %4100
-  %4102 = add nsw i64 %4101, 23
-  %4103 = add nsw i64 %4102, %relu1_grad.ix2011435
-  %arena1438 = getelementptr inbounds float, ptr %arena, i64 %4103
-  %4104 = load float, ptr %arena1438, align 4
-  %4105 = fadd float %sum203, %4104
-  store float %4105, ptr %relu1_grad.sum204, align 4
+relu1_grad.ix199:                                 ; preds = %relu1_grad.ix199, %relu1_grad.iy198
+  %relu1_grad.ix1991429 = phi i64 [ 0, %relu1_grad.iy198 ], [ %ix199.next, %relu1_grad.ix199 ]
+  %3915 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3916 = mul nsw i64 %3915, 9216
+  %3917 = add nsw i64 6710544, %3916
+  %3918 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3919 = add nsw i64 %3917, %3918
+  %3920 = add nsw i64 %relu1_grad.iy1981428, 1
+  %3921 = mul nsw i64 %3920, 24
+  %3922 = add nsw i64 %3919, %3921
+  %3923 = add nsw i64 %3922, %relu1_grad.ix1991429
+  %arena1430 = getelementptr inbounds float, ptr %arena, i64 %3923
+  %3924 = load float, ptr %arena1430, align 4
+  store float %3924, ptr %relu1_grad.sum200, align 4
+  %sum200 = load float, ptr %relu1_grad.sum200, align 4
+  %3925 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3926 = add nsw i64 %3925, 3
+  %3927 = mul nsw i64 %3926, 9216
+  %3928 = add nsw i64 6710544, %3927
+  %3929 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3930 = add nsw i64 %3928, %3929
+  %3931 = add nsw i64 %relu1_grad.iy1981428, 1
+  %3932 = add nsw i64 %3931, -1
+  %3933 = mul nsw i64 %3932, 24
+  %3934 = add nsw i64 %3930, %3933
+  %3935 = add nsw i64 %3934, %relu1_grad.ix1991429
+  %arena1431 = getelementptr inbounds float, ptr %arena, i64 %3935
+  %3936 = load float, ptr %arena1431, align 4
+  %3937 = fadd float %sum200, %3936
+  store float %3937, ptr %relu1_grad.sum201, align 4
+  %sum201 = load float, ptr %relu1_grad.sum201, align 4
+  %3938 = mul nsw i64 %relu1_grad.g1691297, 16
+  %3939 = add nsw i64 %3938, %relu1_grad.j1771402
+  %3940 = mul nsw i64 %3939, 21632
+  %3941 = add nsw i64 1384448, %3940
+  %3942 = mul nsw i64 %relu1_grad.c1781403, 676
+  %3943 = add nsw i64 %3941, %3942
+  %3944 = add nsw i64 %relu1_grad.iy1981428, 1
+  %3945 = mul nsw i64 %3944, 26
+  %3946 = add nsw i64 %3943, %3945
+  %3947 = add nsw i64 %3946, %relu1_grad.ix1991429
+  %arena1432 = getelementptr inbounds float, ptr %arena, i64 %3947
+  store float %sum201, ptr %arena1432, align 4
+  %ix199.next = add nsw i64 %relu1_grad.ix1991429, 1
+  %3948 = icmp slt i64 %ix199.next, 1
+  br i1 %3948, label %relu1_grad.ix199, label %relu1_grad.ix199.end
+
+relu1_grad.ix199.end:                             ; preds = %relu1_grad.ix199
+  %iy198.next = add nsw i64 %relu1_grad.iy1981428, 1
+  %3949 = icmp slt i64 %iy198.next, 1
+  br i1 %3949, label %relu1_grad.iy198, label %relu1_grad.iy198.end
+
+relu1_grad.iy202:                                 ; preds = %relu1_grad.ix203.end, %relu1_grad.iy198.end
+  %relu1_grad.iy2021433 = phi i64 [ 0, %relu1_grad.iy198.end ], [ %iy202.next, %relu1_grad.ix203.end ]
+  br label %relu1_grad.ix203
+
+relu1_grad.iy202.end:                             ; preds = %relu1_grad.ix203.end
+  br label %relu1_grad.iy208
+
+relu1_grad.ix203:                                 ; preds = %relu1_grad.ix203, %relu1_grad.iy202
+  %relu1_grad.ix2031434 = phi i64 [ 0, %relu1_grad.iy202 ], [ %ix203.next, %relu1_grad.ix203 ]
+  %3950 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3951 = mul nsw i64 %3950, 9216
+  %3952 = add nsw i64 6710544, %3951
+  %3953 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3954 = add nsw i64 %3952, %3953
+  %3955 = add nsw i64 %relu1_grad.iy2021433, 1
+  %3956 = mul nsw i64 %3955, 24
+  %3957 = add nsw i64 %3954, %3956
+  %3958 = add nsw i64 %3957, 1
+  %3959 = add nsw i64 %3958, %relu1_grad.ix2031434
+  %arena1435 = getelementptr inbounds float, ptr %arena, i64 %3959
+  %3960 = load float, ptr %arena1435, align 4
+  store float %3960, ptr %relu1_grad.sum204, align 4
   %sum204 = load float, ptr %relu1_grad.sum204, align 4
-  %4106 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4107 = add nsw i64 %4106, 5
-  %4108 = mul nsw i64 %4107, 9216
-  %4109 = add nsw i64 6710544, %4108
-  %4110 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4111 = add nsw i64 %4109, %4110
-  %4112 = add nsw i64 %relu1_grad.iy2001434, 1
-  %4113 = add nsw i64 %4112, -1
-  %4114 = mul nsw i64 %4113, 24
-  %4115 = add nsw i64 %4111, %4114
-  %4116 = add nsw i64 %4115, 22
-  %4117 = add nsw i64 %4116, %relu1_grad.ix2011435
-  %arena1439 = getelementptr inbounds float, ptr %arena, i64 %4117
-  %4118 = load float, ptr %arena1439, align 4
-  %4119 = fadd float %sum204, %4118
-  store float %4119, ptr %relu1_grad.sum205, align 4
+  %3961 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3962 = add nsw i64 %3961, 1
+  %3963 = mul nsw i64 %3962, 9216
+  %3964 = add nsw i64 6710544, %3963
+  %3965 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3966 = add nsw i64 %3964, %3965
+  %3967 = add nsw i64 %relu1_grad.iy2021433, 1
+  %3968 = mul nsw i64 %3967, 24
+  %3969 = add nsw i64 %3966, %3968
+  %3970 = add nsw i64 %3969, %relu1_grad.ix2031434
+  %arena1436 = getelementptr inbounds float, ptr %arena, i64 %3970
+  %3971 = load float, ptr %arena1436, align 4
+  %3972 = fadd float %sum204, %3971
+  store float %3972, ptr %relu1_grad.sum205, align 4
   %sum205 = load float, ptr %relu1_grad.sum205, align 4
-  %4120 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4121 = add nsw i64 %4120, %relu1_grad.j1611387
-  %4122 = mul nsw i64 %4121, 21632
-  %4123 = add nsw i64 1384448, %4122
-  %4124 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4125 = add nsw i64 %4123, %4124
-  %4126 = add nsw i64 %relu1_grad.iy2001434, 1
-  %4127 = mul nsw i64 %4126, 26
-  %4128 = add nsw i64 %4125, %4127
-  %4129 = add nsw i64 %4128, 24
-  %4130 = add nsw i64 %4129, %relu1_grad.ix2011435
-  %arena1440 = getelementptr inbounds float, ptr %arena, i64 %4130
-  store float %sum205, ptr %arena1440, align 4
-  %ix201.next = add nsw i64 %relu1_grad.ix2011435, 1
-  %4131 = icmp slt i64 %ix201.next, 1
-  br i1 %4131, label %relu1_grad.ix201, label %relu1_grad.ix201.end
+  %3973 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3974 = add nsw i64 %3973, 3
+  %3975 = mul nsw i64 %3974, 9216
+  %3976 = add nsw i64 6710544, %3975
+  %3977 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3978 = add nsw i64 %3976, %3977
+  %3979 = add nsw i64 %relu1_grad.iy2021433, 1
+  %3980 = add nsw i64 %3979, -1
+  %3981 = mul nsw i64 %3980, 24
+  %3982 = add nsw i64 %3978, %3981
+  %3983 = add nsw i64 %3982, 1
+  %3984 = add nsw i64 %3983, %relu1_grad.ix2031434
+  %arena1437 = getelementptr inbounds float, ptr %arena, i64 %3984
+  %3985 = load float, ptr %arena1437, align 4
+  %3986 = fadd float %sum205, %3985
+  store float %3986, ptr %relu1_grad.sum206, align 4
+  %sum206 = load float, ptr %relu1_grad.sum206, align 4
+  %3987 = mul nsw i64 %relu1_grad.c1781403, 9
+  %3988 = add nsw i64 %3987, 4
+  %3989 = mul nsw i64 %3988, 9216
+  %3990 = add nsw i64 6710544, %3989
+  %3991 = mul nsw i64 %relu1_grad.j1771402, 576
+  %3992 = add nsw i64 %3990, %3991
+  %3993 = add nsw i64 %relu1_grad.iy2021433, 1
+  %3994 = add nsw i64 %3993, -1
+  %3995 = mul nsw i64 %3994, 24
+  %3996 = add nsw i64 %3992, %3995
+  %3997 = add nsw i64 %3996, %relu1_grad.ix2031434
+  %arena1438 = getelementptr inbounds float, ptr %arena, i64 %3997
+  %3998 = load float, ptr %arena1438, align 4
+  %3999 = fadd float %sum206, %3998
+  store float %3999, ptr %relu1_grad.sum207, align 4
+  %sum207 = load float, ptr %relu1_grad.sum207, align 4
+  %4000 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4001 = add nsw i64 %4000, %relu1_grad.j1771402
+  %4002 = mul nsw i64 %4001, 21632
+  %4003 = add nsw i64 1384448, %4002
+  %4004 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4005 = add nsw i64 %4003, %4004
+  %4006 = add nsw i64 %relu1_grad.iy2021433, 1
+  %4007 = mul nsw i64 %4006, 26
+  %4008 = add nsw i64 %4005, %4007
+  %4009 = add nsw i64 %4008, 1
+  %4010 = add nsw i64 %4009, %relu1_grad.ix2031434
+  %arena1439 = getelementptr inbounds float, ptr %arena, i64 %4010
+  store float %sum207, ptr %arena1439, align 4
+  %ix203.next = add nsw i64 %relu1_grad.ix2031434, 1
+  %4011 = icmp slt i64 %ix203.next, 1
+  br i1 %4011, label %relu1_grad.ix203, label %relu1_grad.ix203.end
 
-relu1_grad.ix201.end:                             ; preds = %relu1_grad.ix201
-  %iy200.next = add nsw i64 %relu1_grad.iy2001434, 1
-  %4132 = icmp slt i64 %iy200.next, 1
-  br i1 %4132, label %relu1_grad.iy200, label %relu1_grad.iy200.end
+relu1_grad.ix203.end:                             ; preds = %relu1_grad.ix203
+  %iy202.next = add nsw i64 %relu1_grad.iy2021433, 1
+  %4012 = icmp slt i64 %iy202.next, 1
+  br i1 %4012, label %relu1_grad.iy202, label %relu1_grad.iy202.end
 
-relu1_grad.iy206:                                 ; preds = %relu1_grad.ix207.end, %relu1_grad.iy200.end
-  %relu1_grad.iy2061441 = phi i64 [ 0, %relu1_grad.iy200.end ], [ %iy206.next, %relu1_grad.ix207.end ]
-  br label %relu1_grad.ix207
+relu1_grad.iy208:                                 ; preds = %relu1_grad.ix209.end, %relu1_grad.iy202.end
+  %relu1_grad.iy2081440 = phi i64 [ 0, %relu1_grad.iy202.end ], [ %iy208.next, %relu1_grad.ix209.end ]
+  br label %relu1_grad.ix209
 
-relu1_grad.iy206.end:                             ; preds = %relu1_grad.ix207.end
-  br label %relu1_grad.iy210
+relu1_grad.iy208.end:                             ; preds = %relu1_grad.ix209.end
+  br label %relu1_grad.iy216
 
-relu1_grad.ix207:                                 ; preds = %relu1_grad.ix207, %relu1_grad.iy206
-  %relu1_grad.ix2071442 = phi i64 [ 0, %relu1_grad.iy206 ], [ %ix207.next, %relu1_grad.ix207 ]
-  %4133 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4134 = add nsw i64 %4133, 2
-  %4135 = mul nsw i64 %4134, 9216
-  %4136 = add nsw i64 6710544, %4135
-  %4137 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4138 = add nsw i64 %4136, %4137
-  %4139 = add nsw i64 %relu1_grad.iy2061441, 1
-  %4140 = mul nsw i64 %4139, 24
-  %4141 = add nsw i64 %4138, %4140
-  %4142 = add nsw i64 %4141, 23
-  %4143 = add nsw i64 %4142, %relu1_grad.ix2071442
-  %arena1443 = getelementptr inbounds float, ptr %arena, i64 %4143
-  %4144 = load float, ptr %arena1443, align 4
-  store float %4144, ptr %relu1_grad.sum208, align 4
-  %sum208 = load float, ptr %relu1_grad.sum208, align 4
-  %4145 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4146 = add nsw i64 %4145, 5
-  %4147 = mul nsw i64 %4146, 9216
-  %4148 = add nsw i64 6710544, %4147
-  %4149 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4150 = add nsw i64 %4148, %4149
-  %4151 = add nsw i64 %relu1_grad.iy2061441, 1
-  %4152 = add nsw i64 %4151, -1
-  %4153 = mul nsw i64 %4152, 24
-  %4154 = add nsw i64 %4150, %4153
-  %4155 = add nsw i64 %4154, 23
-  %4156 = add nsw i64 %4155, %relu1_grad.ix2071442
-  %arena1444 = getelementptr inbounds float, ptr %arena, i64 %4156
-  %4157 = load float, ptr %arena1444, align 4
-  %4158 = fadd float %sum208, %4157
-  store float %4158, ptr %relu1_grad.sum209, align 4
-  %sum209 = load float, ptr %relu1_grad.sum209, align 4
-  %4159 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4160 = add nsw i64 %4159, %relu1_grad.j1611387
-  %4161 = mul nsw i64 %4160, 21632
-  %4162 = add nsw i64 1384448, %4161
-  %4163 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4164 = add nsw i64 %4162, %4163
-  %4165 = add nsw i64 %relu1_grad.iy2061441, 1
-  %4166 = mul nsw i64 %4165, 26
-  %4167 = add nsw i64 %4164, %4166
-  %4168 = add nsw i64 %4167, 25
-  %4169 = add nsw i64 %4168, %relu1_grad.ix2071442
-  %arena1445 = getelementptr inbounds float, ptr %arena, i64 %4169
-  store float %sum209, ptr %arena1445, align 4
-  %ix207.next = add nsw i64 %relu1_grad.ix2071442, 1
-  %4170 = icmp slt i64 %ix207.next, 1
-  br i1 %4170, label %relu1_grad.ix207, label %relu1_grad.ix207.end
-
-relu1_grad.ix207.end:                             ; preds = %relu1_grad.ix207
-  %iy206.next = add nsw i64 %relu1_grad.iy2061441, 1
-  %4171 = icmp slt i64 %iy206.next, 1
-  br i1 %4171, label %relu1_grad.iy206, label %relu1_grad.iy206.end
-
-relu1_grad.iy210:                                 ; preds = %relu1_grad.ix211.end, %relu1_grad.iy206.end
-  %relu1_grad.iy2101446 = phi i64 [ 0, %relu1_grad.iy206.end ], [ %iy210.next, %relu1_grad.ix211.end ]
-  br label %relu1_grad.ix211
-
-relu1_grad.iy210.end:                             ; preds = %relu1_grad.ix211.end
-  br label %relu1_grad.iy215
-
-relu1_grad.ix211:                                 ; preds = %relu1_grad.ix211, %relu1_grad.iy210
-  %relu1_grad.ix2111447 = phi i64 [ 0, %relu1_grad.iy210 ], [ %ix211.next, %relu1_grad.ix211 ]
-  %4172 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4173 = mul nsw i64 %4172, 9216
-  %4174 = add nsw i64 6710544, %4173
-  %4175 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4176 = add nsw i64 %4174, %4175
-  %4177 = add nsw i64 %relu1_grad.iy2101446, 2
-  %4178 = mul nsw i64 %4177, 24
-  %4179 = add nsw i64 %4176, %4178
-  %4180 = add nsw i64 %4179, %relu1_grad.ix2111447
-  %arena1448 = getelementptr inbounds float, ptr %arena, i64 %4180
-  %4181 = load float, ptr %arena1448, align 4
-  store float %4181, ptr %relu1_grad.sum212, align 4
+relu1_grad.ix209:                                 ; preds = %relu1_grad.ix209, %relu1_grad.iy208
+  %relu1_grad.ix2091441 = phi i64 [ 0, %relu1_grad.iy208 ], [ %ix209.next, %relu1_grad.ix209 ]
+  %4013 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4014 = mul nsw i64 %4013, 9216
+  %4015 = add nsw i64 6710544, %4014
+  %4016 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4017 = add nsw i64 %4015, %4016
+  %4018 = add nsw i64 %relu1_grad.iy2081440, 1
+  %4019 = mul nsw i64 %4018, 24
+  %4020 = add nsw i64 %4017, %4019
+  %4021 = add nsw i64 %4020, 2
+  %4022 = add nsw i64 %4021, %relu1_grad.ix2091441
+  %arena1442 = getelementptr inbounds float, ptr %arena, i64 %4022
+  %4023 = load float, ptr %arena1442, align 4
+  store float %4023, ptr %relu1_grad.sum210, align 4
+  %sum210 = load float, ptr %relu1_grad.sum210, align 4
+  %4024 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4025 = add nsw i64 %4024, 1
+  %4026 = mul nsw i64 %4025, 9216
+  %4027 = add nsw i64 6710544, %4026
+  %4028 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4029 = add nsw i64 %4027, %4028
+  %4030 = add nsw i64 %relu1_grad.iy2081440, 1
+  %4031 = mul nsw i64 %4030, 24
+  %4032 = add nsw i64 %4029, %4031
+  %4033 = add nsw i64 %4032, 1
+  %4034 = add nsw i64 %4033, %relu1_grad.ix2091441
+  %arena1443 = getelementptr inbounds float, ptr %arena, i64 %4034
+  %4035 = load float, ptr %arena1443, align 4
+  %4036 = fadd float %sum210, %4035
+  store float %4036, ptr %relu1_grad.sum211, align 4
+  %sum211 = load float, ptr %relu1_grad.sum211, align 4
+  %4037 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4038 = add nsw i64 %4037, 2
+  %4039 = mul nsw i64 %4038, 9216
+  %4040 = add nsw i64 6710544, %4039
+  %4041 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4042 = add nsw i64 %4040, %4041
+  %4043 = add nsw i64 %relu1_grad.iy2081440, 1
+  %4044 = mul nsw i64 %4043, 24
+  %4045 = add nsw i64 %4042, %4044
+  %4046 = add nsw i64 %4045, %relu1_grad.ix2091441
+  %arena1444 = getelementptr inbounds float, ptr %arena, i64 %4046
+  %4047 = load float, ptr %arena1444, align 4
+  %4048 = fadd float %sum211, %4047
+  store float %4048, ptr %relu1_grad.sum212, align 4
   %sum212 = load float, ptr %relu1_grad.sum212, align 4
-  %4182 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4183 = add nsw i64 %4182, 3
-  %4184 = mul nsw i64 %4183, 9216
-  %4185 = add nsw i64 6710544, %4184
-  %4186 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4187 = add nsw i64 %4185, %4186
-  %4188 = add nsw i64 %relu1_grad.iy2101446, 2
-  %4189 = add nsw i64 %4188, -1
-  %4190 = mul nsw i64 %4189, 24
-  %4191 = add nsw i64 %4187, %4190
-  %4192 = add nsw i64 %4191, %relu1_grad.ix2111447
-  %arena1449 = getelementptr inbounds float, ptr %arena, i64 %4192
-  %4193 = load float, ptr %arena1449, align 4
-  %4194 = fadd float %sum212, %4193
-  store float %4194, ptr %relu1_grad.sum213, align 4
+  %4049 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4050 = add nsw i64 %4049, 3
+  %4051 = mul nsw i64 %4050, 9216
+  %4052 = add nsw i64 6710544, %4051
+  %4053 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4054 = add nsw i64 %4052, %4053
+  %4055 = add nsw i64 %relu1_grad.iy2081440, 1
+  %4056 = add nsw i64 %4055, -1
+  %4057 = mul nsw i64 %4056, 24
+  %4058 = add nsw i64 %4054, %4057
+  %4059 = add nsw i64 %4058, 2
+  %4060 = add nsw i64 %4059, %relu1_grad.ix2091441
+  %arena1445 = getelementptr inbounds float, ptr %arena, i64 %4060
+  %4061 = load float, ptr %arena1445, align 4
+  %4062 = fadd float %sum212, %4061
+  store float %4062, ptr %relu1_grad.sum213, align 4
   %sum213 = load float, ptr %relu1_grad.sum213, align 4
-  %4195 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4196 = add nsw i64 %4195, 6
-  %4197 = mul nsw i64 %4196, 9216
-  %4198 = add nsw i64 6710544, %4197
-  %4199 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4200 = add nsw i64 %4198, %4199
-  %4201 = add nsw i64 %relu1_grad.iy2101446, 2
-  %4202 = add nsw i64 %4201, -2
-  %4203 = mul nsw i64 %4202, 24
-  %4204 = add nsw i64 %4200, %4203
-  %4205 = add nsw i64 %4204, %relu1_grad.ix2111447
-  %arena1450 = getelementptr inbounds float, ptr %arena, i64 %4205
-  %4206 = load float, ptr %arena1450, align 4
-  %4207 = fadd float %sum213, %4206
-  store float %4207, ptr %relu1_grad.sum214, align 4
+  %4063 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4064 = add nsw i64 %4063, 4
+  %4065 = mul nsw i64 %4064, 9216
+  %4066 = add nsw i64 6710544, %4065
+  %4067 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4068 = add nsw i64 %4066, %4067
+  %4069 = add nsw i64 %relu1_grad.iy2081440, 1
+  %4070 = add nsw i64 %4069, -1
+  %4071 = mul nsw i64 %4070, 24
+  %4072 = add nsw i64 %4068, %4071
+  %4073 = add nsw i64 %4072, 1
+  %4074 = add nsw i64 %4073, %relu1_grad.ix2091441
+  %arena1446 = getelementptr inbounds float, ptr %arena, i64 %4074
+  %4075 = load float, ptr %arena1446, align 4
+  %4076 = fadd float %sum213, %4075
+  store float %4076, ptr %relu1_grad.sum214, align 4
   %sum214 = load float, ptr %relu1_grad.sum214, align 4
-  %4208 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4209 = add nsw i64 %4208, %relu1_grad.j1611387
-  %4210 = mul nsw i64 %4209, 21632
-  %4211 = add nsw i64 1384448, %4210
-  %4212 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4213 = add nsw i64 %4211, %4212
-  %4214 = add nsw i64 %relu1_grad.iy2101446, 2
-  %4215 = mul nsw i64 %4214, 26
-  %4216 = add nsw i64 %4213, %4215
-  %4217 = add nsw i64 %4216, %relu1_grad.ix2111447
-  %arena1451 = getelementptr inbounds float, ptr %arena, i64 %4217
-  store float %sum214, ptr %arena1451, align 4
-  %ix211.next = add nsw i64 %relu1_grad.ix2111447, 1
-  %4218 = icmp slt i64 %ix211.next, 1
-  br i1 %4218, label %relu1_grad.ix211, label %relu1_grad.ix211.end
+  %4077 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4078 = add nsw i64 %4077, 5
+  %4079 = mul nsw i64 %4078, 9216
+  %4080 = add nsw i64 6710544, %4079
+  %4081 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4082 = add nsw i64 %4080, %4081
+  %4083 = add nsw i64 %relu1_grad.iy2081440, 1
+  %4084 = add nsw i64 %4083, -1
+  %4085 = mul nsw i64 %4084, 24
+  %4086 = add nsw i64 %4082, %4085
+  %4087 = add nsw i64 %4086, %relu1_grad.ix2091441
+  %arena1447 = getelementptr inbounds float, ptr %arena, i64 %4087
+  %4088 = load float, ptr %arena1447, align 4
+  %4089 = fadd float %sum214, %4088
+  store float %4089, ptr %relu1_grad.sum215, align 4
+  %sum215 = load float, ptr %relu1_grad.sum215, align 4
+  %4090 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4091 = add nsw i64 %4090, %relu1_grad.j1771402
+  %4092 = mul nsw i64 %4091, 21632
+  %4093 = add nsw i64 1384448, %4092
+  %4094 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4095 = add nsw i64 %4093, %4094
+  %4096 = add nsw i64 %relu1_grad.iy2081440, 1
+  %4097 = mul nsw i64 %4096, 26
+  %4098 = add nsw i64 %4095, %4097
+  %4099 = add nsw i64 %4098, 2
+  %4100 = add nsw i64 %4099, %relu1_grad.ix2091441
+  %arena1448 = getelementptr inbounds float, ptr %arena, i64 %4100
+  store float %sum215, ptr %arena1448, align 4
+  %ix209.next = add nsw i64 %relu1_grad.ix2091441, 1
+  %4101 = icmp slt i64 %ix209.next, 22
+  br i1 %4101, label %relu1_grad.ix209, label %relu1_grad.ix209.end
 
-relu1_grad.ix211.end:                             ; preds = %relu1_grad.ix211
-  %iy210.next = add nsw i64 %relu1_grad.iy2101446, 1
-  %4219 = icmp slt i64 %iy210.next, 22
-  br i1 %4219, label %relu1_grad.iy210, label %relu1_grad.iy210.end
+relu1_grad.ix209.end:                             ; preds = %relu1_grad.ix209
+  %iy208.next = add nsw i64 %relu1_grad.iy2081440, 1
+  %4102 = icmp slt i64 %iy208.next, 1
+  br i1 %4102, label %relu1_grad.iy208, label %relu1_grad.iy208.end
 
-relu1_grad.iy215:                                 ; preds = %relu1_grad.ix216.end, %relu1_grad.iy210.end
-  %relu1_grad.iy2151452 = phi i64 [ 0, %relu1_grad.iy210.end ], [ %iy215.next, %relu1_grad.ix216.end ]
-  br label %relu1_grad.ix216
+relu1_grad.iy216:                                 ; preds = %relu1_grad.ix217.end, %relu1_grad.iy208.end
+  %relu1_grad.iy2161449 = phi i64 [ 0, %relu1_grad.iy208.end ], [ %iy216.next, %relu1_grad.ix217.end ]
+  br label %relu1_grad.ix217
 
-relu1_grad.iy215.end:                             ; preds = %relu1_grad.ix216.end
-  br label %relu1_grad.iy223
+relu1_grad.iy216.end:                             ; preds = %relu1_grad.ix217.end
+  br label %relu1_grad.iy222
 
-relu1_grad.ix216:                                 ; preds = %relu1_grad.ix216, %relu1_grad.iy215
-  %relu1_grad.ix2161453 = phi i64 [ 0, %relu1_grad.iy215 ], [ %ix216.next, %relu1_grad.ix216 ]
-  %4220 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4221 = mul nsw i64 %4220, 9216
-  %4222 = add nsw i64 6710544, %4221
-  %4223 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4224 = add nsw i64 %4222, %4223
-  %4225 = add nsw i64 %relu1_grad.iy2151452, 2
+relu1_grad.ix217:                                 ; preds = %relu1_grad.ix217, %relu1_grad.iy216
+  %relu1_grad.ix2171450 = phi i64 [ 0, %relu1_grad.iy216 ], [ %ix217.next, %relu1_grad.ix217 ]
+  %4103 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4104 = add nsw i64 %4103, 1
+  %4105 = mul nsw i64 %4104, 9216
+  %4106 = add nsw i64 6710544, %4105
+  %4107 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4108 = add nsw i64 %4106, %4107
+  %4109 = add nsw i64 %relu1_grad.iy2161449, 1
+  %4110 = mul nsw i64 %4109, 24
+  %4111 = add nsw i64 %4108, %4110
+  %4112 = add nsw i64 %4111, 23
+  %4113 = add nsw i64 %4112, %relu1_grad.ix2171450
+  %arena1451 = getelementptr inbounds float, ptr %arena, i64 %4113
+  %4114 = load float, ptr %arena1451, align 4
+  store float %4114, ptr %relu1_grad.sum218, align 4
+  %sum218 = load float, ptr %relu1_grad.sum218, align 4
+  %4115 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4116 = add nsw i64 %4115, 2
+  %4117 = mul nsw i64 %4116, 9216
+  %4118 = add nsw i64 6710544, %4117
+  %4119 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4120 = add nsw i64 %4118, %4119
+  %4121 = add nsw i64 %relu1_grad.iy2161449, 1
+  %4122 = mul nsw i64 %4121, 24
+  %4123 = add nsw i64 %4120, %4122
+  %4124 = add nsw i64 %4123, 22
+  %4125 = add nsw i64 %4124, %relu1_grad.ix2171450
+  %arena1452 = getelementptr inbounds float, ptr %arena, i64 %4125
+  %4126 = load float, ptr %arena1452, align 4
+  %4127 = fadd float %sum218, %4126
+  store float %4127, ptr %relu1_grad.sum219, align 4
+  %sum219 = load float, ptr %relu1_grad.sum219, align 4
+  %4128 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4129 = add nsw i64 %4128, 4
+  %4130 = mul nsw i64 %4129, 9216
+  %4131 = add nsw i64 6710544, %4130
+  %4132 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4133 = add nsw i64 %4131, %4132
+  %4134 = add nsw i64 %relu1_grad.iy2161449, 1
+  %4135 = add nsw i64 %4134, -1
+  %4136 = mul nsw i64 %4135, 24
+  %4137 = add nsw i64 %4133, %4136
+  %4138 = add nsw i64 %4137, 23
+  %4139 = add nsw i64 %4138, %relu1_grad.ix2171450
+  %arena1453 = getelementptr inbounds float, ptr %arena, i64 %4139
+  %4140 = load float, ptr %arena1453, align 4
+  %4141 = fadd float %sum219, %4140
+  store float %4141, ptr %relu1_grad.sum220, align 4
+  %sum220 = load float, ptr %relu1_grad.sum220, align 4
+  %4142 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4143 = add nsw i64 %4142, 5
+  %4144 = mul nsw i64 %4143, 9216
+  %4145 = add nsw i64 6710544, %4144
+  %4146 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4147 = add nsw i64 %4145, %4146
+  %4148 = add nsw i64 %relu1_grad.iy2161449, 1
+  %4149 = add nsw i64 %4148, -1
+  %4150 = mul nsw i64 %4149, 24
+  %4151 = add nsw i64 %4147, %4150
+  %4152 = add nsw i64 %4151, 22
+  %4153 = add nsw i64 %4152, %relu1_grad.ix2171450
+  %arena1454 = getelementptr inbounds float, ptr %arena, i64 %4153
+  %4154 = load float, ptr %arena1454, align 4
+  %4155 = fadd float %sum220, %4154
+  store float %4155, ptr %relu1_grad.sum221, align 4
+  %sum221 = load float, ptr %relu1_grad.sum221, align 4
+  %4156 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4157 = add nsw i64 %4156, %relu1_grad.j1771402
+  %4158 = mul nsw i64 %4157, 21632
+  %4159 = add nsw i64 1384448, %4158
+  %4160 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4161 = add nsw i64 %4159, %4160
+  %4162 = add nsw i64 %relu1_grad.iy2161449, 1
+  %4163 = mul nsw i64 %4162, 26
+  %4164 = add nsw i64 %4161, %4163
+  %4165 = add nsw i64 %4164, 24
+  %4166 = add nsw i64 %4165, %relu1_grad.ix2171450
+  %arena1455 = getelementptr inbounds float, ptr %arena, i64 %4166
+  store float %sum221, ptr %arena1455, align 4
+  %ix217.next = add nsw i64 %relu1_grad.ix2171450, 1
+  %4167 = icmp slt i64 %ix217.next, 1
+  br i1 %4167, label %relu1_grad.ix217, label %relu1_grad.ix217.end
+
+relu1_grad.ix217.end:                             ; preds = %relu1_grad.ix217
+  %iy216.next = add nsw i64 %relu1_grad.iy2161449, 1
+  %4168 = icmp slt i64 %iy216.next, 1
+  br i1 %4168, label %relu1_grad.iy216, label %relu1_grad.iy216.end
+
+relu1_grad.iy222:                                 ; preds = %relu1_grad.ix223.end, %relu1_grad.iy216.end
+  %relu1_grad.iy2221456 = phi i64 [ 0, %relu1_grad.iy216.end ], [ %iy222.next, %relu1_grad.ix223.end ]
+  br label %relu1_grad.ix223
+
+relu1_grad.iy222.end:                             ; preds = %relu1_grad.ix223.end
+  br label %relu1_grad.iy226
+
+relu1_grad.ix223:                                 ; preds = %relu1_grad.ix223, %relu1_grad.iy222
+  %relu1_grad.ix2231457 = phi i64 [ 0, %relu1_grad.iy222 ], [ %ix223.next, %relu1_grad.ix223 ]
+  %4169 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4170 = add nsw i64 %4169, 2
+  %4171 = mul nsw i64 %4170, 9216
+  %4172 = add nsw i64 6710544, %4171
+  %4173 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4174 = add nsw i64 %4172, %4173
+  %4175 = add nsw i64 %relu1_grad.iy2221456, 1
+  %4176 = mul nsw i64 %4175, 24
+  %4177 = add nsw i64 %4174, %4176
+  %4178 = add nsw i64 %4177, 23
+  %4179 = add nsw i64 %4178, %relu1_grad.ix2231457
+  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %4179
+  %4180 = load float, ptr %arena1458, align 4
+  store float %4180, ptr %relu1_grad.sum224, align 4
+  %sum224 = load float, ptr %relu1_grad.sum224, align 4
+  %4181 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4182 = add nsw i64 %4181, 5
+  %4183 = mul nsw i64 %4182, 9216
+  %4184 = add nsw i64 6710544, %4183
+  %4185 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4186 = add nsw i64 %4184, %4185
+  %4187 = add nsw i64 %relu1_grad.iy2221456, 1
+  %4188 = add nsw i64 %4187, -1
+  %4189 = mul nsw i64 %4188, 24
+  %4190 = add nsw i64 %4186, %4189
+  %4191 = add nsw i64 %4190, 23
+  %4192 = add nsw i64 %4191, %relu1_grad.ix2231457
+  %arena1459 = getelementptr inbounds float, ptr %arena, i64 %4192
+  %4193 = load float, ptr %arena1459, align 4
+  %4194 = fadd float %sum224, %4193
+  store float %4194, ptr %relu1_grad.sum225, align 4
+  %sum225 = load float, ptr %relu1_grad.sum225, align 4
+  %4195 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4196 = add nsw i64 %4195, %relu1_grad.j1771402
+  %4197 = mul nsw i64 %4196, 21632
+  %4198 = add nsw i64 1384448, %4197
+  %4199 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4200 = add nsw i64 %4198, %4199
+  %4201 = add nsw i64 %relu1_grad.iy2221456, 1
+  %4202 = mul nsw i64 %4201, 26
+  %4203 = add nsw i64 %4200, %4202
+  %4204 = add nsw i64 %4203, 25
+  %4205 = add nsw i64 %4204, %relu1_grad.ix2231457
+  %arena1460 = getelementptr inbounds float, ptr %arena, i64 %4205
+  store float %sum225, ptr %arena1460, align 4
+  %ix223.next = add nsw i64 %relu1_grad.ix2231457, 1
+  %4206 = icmp slt i64 %ix223.next, 1
+  br i1 %4206, label %relu1_grad.ix223, label %relu1_grad.ix223.end
+
+relu1_grad.ix223.end:                             ; preds = %relu1_grad.ix223
+  %iy222.next = add nsw i64 %relu1_grad.iy2221456, 1
+  %4207 = icmp slt i64 %iy222.next, 1
+  br i1 %4207, label %relu1_grad.iy222, label %relu1_grad.iy222.end
+
+relu1_grad.iy226:                                 ; preds = %relu1_grad.ix227.end, %relu1_grad.iy222.end
+  %relu1_grad.iy2261461 = phi i64 [ 0, %relu1_grad.iy222.end ], [ %iy226.next, %relu1_grad.ix227.end ]
+  br label %relu1_grad.ix227
+
+relu1_grad.iy226.end:                             ; preds = %relu1_grad.ix227.end
+  br label %relu1_grad.iy231
+
+relu1_grad.ix227:                                 ; preds = %relu1_grad.ix227, %relu1_grad.iy226
+  %relu1_grad.ix2271462 = phi i64 [ 0, %relu1_grad.iy226 ], [ %ix227.next, %relu1_grad.ix227 ]
+  %4208 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4209 = mul nsw i64 %4208, 9216
+  %4210 = add nsw i64 6710544, %4209
+  %4211 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4212 = add nsw i64 %4210, %4211
+  %4213 = add nsw i64 %relu1_grad.iy2261461, 2
+  %4214 = mul nsw i64 %4213, 24
+  %4215 = add nsw i64 %4212, %4214
+  %4216 = add nsw i64 %4215, %relu1_grad.ix2271462
+  %arena1463 = getelementptr inbounds float, ptr %arena, i64 %4216
+  %4217 = load float, ptr %arena1463, align 4
+  store float %4217, ptr %relu1_grad.sum228, align 4
+  %sum228 = load float, ptr %relu1_grad.sum228, align 4
+  %4218 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4219 = add nsw i64 %4218, 3
+  %4220 = mul nsw i64 %4219, 9216
+  %4221 = add nsw i64 6710544, %4220
+  %4222 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4223 = add nsw i64 %4221, %4222
+  %4224 = add nsw i64 %relu1_grad.iy2261461, 2
+  %4225 = add nsw i64 %4224, -1
   %4226 = mul nsw i64 %4225, 24
-  %4227 = add nsw i64 %4224, %4226
-  %4228 = add nsw i64 %4227, 1
-  %4229 = add nsw i64 %4228, %relu1_grad.ix2161453
-  %arena1454 = getelementptr inbounds float, ptr %arena, i64 %4229
-  %4230 = load float, ptr %arena1454, align 4
-  store float %4230, ptr %relu1_grad.sum217, align 4
-  %sum217 = load float, ptr %relu1_grad.sum217, align 4
-  %4231 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4232 = add nsw i64 %4231, 1
+  %4227 = add nsw i64 %4223, %4226
+  %4228 = add nsw i64 %4227, %relu1_grad.ix2271462
+  %arena1464 = getelementptr inbounds float, ptr %arena, i64 %4228
+  %4229 = load float, ptr %arena1464, align 4
+  %4230 = fadd float %sum228, %4229
+  store float %4230, ptr %relu1_grad.sum229, align 4
+  %sum229 = load float, ptr %relu1_grad.sum229, align 4
+  %4231 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4232 = add nsw i64 %4231, 6
   %4233 = mul nsw i64 %4232, 9216
   %4234 = add nsw i64 6710544, %4233
-  %4235 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4235 = mul nsw i64 %relu1_grad.j1771402, 576
   %4236 = add nsw i64 %4234, %4235
-  %4237 = add nsw i64 %relu1_grad.iy2151452, 2
-  %4238 = mul nsw i64 %4237, 24
-  %4239 = add nsw i64 %4236, %4238
-  %4240 = add nsw i64 %4239, %relu1_grad.ix2161453
-  %arena1455 = getelementptr inbounds float, ptr %arena, i64 %4240
-  %4241 = load float, ptr %arena1455, align 4
-  %4242 = fadd float %sum217, %4241
-  store float %4242, ptr %relu1_grad.sum218, align 4
-  %sum218 = load float, ptr %relu1_grad.sum218, align 4
-  %4243 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4244 = add nsw i64 %4243, 3
-  %4245 = mul nsw i64 %4244, 9216
-  %4246 = add nsw i64 6710544, %4245
-  %4247 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4248 = add nsw i64 %4246, %4247
-  %4249 = add nsw i64 %relu1_grad.iy2151452, 2
-  %4250 = add nsw i64 %4249, -1
-  %4251 = mul nsw i64 %4250, 24
-  %4252 = add nsw i64 %4248, %4251
-  %4253 = add nsw i64 %4252, 1
-  %4254 = add nsw i64 %4253, %relu1_grad.ix2161453
-  %arena1456 = getelementptr inbounds float, ptr %arena, i64 %4254
-  %4255 = load float, ptr %arena1456, align 4
-  %4256 = fadd float %sum218, %4255
-  store float %4256, ptr %relu1_grad.sum219, align 4
-  %sum219 = load float, ptr %relu1_grad.sum219, align 4
-  %4257 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4258 = add nsw i64 %4257, 4
-  %4259 = mul nsw i64 %4258, 9216
-  %4260 = add nsw i64 6710544, %4259
-  %4261 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4262 = add nsw i64 %4260, %4261
-  %4263 = add nsw i64 %relu1_grad.iy2151452, 2
-  %4264 = add nsw i64 %4263, -1
-  %4265 = mul nsw i64 %4264, 24
-  %4266 = add nsw i64 %4262, %4265
-  %4267 = add nsw i64 %4266, %relu1_grad.ix2161453
-  %arena1457 = getelementptr inbounds float, ptr %arena, i64 %4267
-  %4268 = load float, ptr %arena1457, align 4
-  %4269 = fadd float %sum219, %4268
-  store float %4269, ptr %relu1_grad.sum220, align 4
-  %sum220 = load float, ptr %relu1_grad.sum220, align 4
-  %4270 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4271 = add nsw i64 %4270, 6
-  %4272 = mul nsw i64 %4271, 9216
-  %4273 = add nsw i64 6710544, %4272
-  %4274 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4275 = add nsw i64 %4273, %4274
-  %4276 = add nsw i64 %relu1_grad.iy2151452, 2
-  %4277 = add nsw i64 %4276, -2
-  %4278 = mul nsw i64 %4277, 24
-  %4279 = add nsw i64 %4275, %4278
-  %4280 = add nsw i64 %4279, 1
-  %4281 = add nsw i64 %4280, %relu1_grad.ix2161453
-  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %4281
-  %4282 = load float, ptr %arena1458, align 4
-  %4283 = fadd float %sum220, %4282
-  store float %4283, ptr %relu1_grad.sum221, align 4
-  %sum221 = load float, ptr %relu1_grad.sum221, align 4
-  %4284 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4285 = add nsw i64 %4284, 7
-  %4286 = mul nsw i64 %4285, 9216
-  %4287 = add nsw i64 6710544, %4286
-  %4288 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4289 = add nsw i64 %4287, %4288
-  %4290 = add nsw i64 %relu1_grad.iy2151452, 2
-  %4291 = add nsw i64 %4290, -2
-  %4292 = mul nsw i64 %4291, 24
-  %4293 = add nsw i64 %4289, %4292
-  %4294 = add nsw i64 %4293, %relu1_grad.ix2161453
-  %arena1459 = getelementptr inbounds float, ptr %arena, i64 %4294
-  %4295 = load float, ptr %arena1459, align 4
-  %4296 = fadd float %sum221, %4295
-  store float %4296, ptr %relu1_grad.sum222, align 4
-  %sum222 = load float, ptr %relu1_grad.sum222, align 4
-  %4297 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4298 = add nsw i64 %4297, %relu1_grad.j1611387
-  %4299 = mul nsw i64 %4298, 21632
-  %4300 = add nsw i64 1384448, %4299
-  %4301 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4302 = add nsw i64 %4300, %4301
-  %4303 = add nsw i64 %relu1_grad.iy2151452, 2
-  %4304 = mul nsw i64 %4303, 26
-  %4305 = add nsw i64 %4302, %4304
-  %4306 = add nsw i64 %4305, 1
-  %4307 = add nsw i64 %4306, %relu1_grad.ix2161453
-  %arena1460 = getelementptr inbounds float, ptr %arena, i64 %4307
-  store float %sum222, ptr %arena1460, align 4
-  %ix216.next = add nsw i64 %relu1_grad.ix2161453, 1
-  %4308 = icmp slt i64 %ix216.next, 1
-  br i1 %4308, label %relu1_grad.ix216, label %relu1_grad.ix216.end
-
-relu1_grad.ix216.end:                             ; preds = %relu1_grad.ix216
-  %iy215.next = add nsw i64 %relu1_grad.iy2151452, 1
-  %4309 = icmp slt i64 %iy215.next, 22
-  br i1 %4309, label %relu1_grad.iy215, label %relu1_grad.iy215.end
-
-relu1_grad.iy223:                                 ; preds = %relu1_grad.ix224.end, %relu1_grad.iy215.end
-  %relu1_grad.iy2231461 = phi i64 [ 0, %relu1_grad.iy215.end ], [ %iy223.next, %relu1_grad.ix224.end ]
-  br label %relu1_grad.ix224
-
-relu1_grad.iy223.end:                             ; preds = %relu1_grad.ix224.end
-  br label %relu1_grad.iy234
-
-relu1_grad.ix224:                                 ; preds = %relu1_grad.ix224, %relu1_grad.iy223
-  %relu1_grad.ix2241462 = phi i64 [ 0, %relu1_grad.iy223 ], [ %ix224.next, %relu1_grad.ix224 ]
-  %4310 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4311 = mul nsw i64 %4310, 9216
-  %4312 = add nsw i64 6710544, %4311
-  %4313 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4314 = add nsw i64 %4312, %4313
-  %4315 = add nsw i64 %relu1_grad.iy2231461, 2
-  %4316 = mul nsw i64 %4315, 24
-  %4317 = add nsw i64 %4314, %4316
-  %4318 = add nsw i64 %4317, 2
-  %4319 = add nsw i64 %4318, %relu1_grad.ix2241462
-  %arena1463 = getelementptr inbounds float, ptr %arena, i64 %4319
-  %4320 = load float, ptr %arena1463, align 4
-  store float %4320, ptr %relu1_grad.sum225, align 4
-  %sum225 = load float, ptr %relu1_grad.sum225, align 4
-  %4321 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4322 = add nsw i64 %4321, 1
-  %4323 = mul nsw i64 %4322, 9216
-  %4324 = add nsw i64 6710544, %4323
-  %4325 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4326 = add nsw i64 %4324, %4325
-  %4327 = add nsw i64 %relu1_grad.iy2231461, 2
-  %4328 = mul nsw i64 %4327, 24
-  %4329 = add nsw i64 %4326, %4328
-  %4330 = add nsw i64 %4329, 1
-  %4331 = add nsw i64 %4330, %relu1_grad.ix2241462
-  %arena1464 = getelementptr inbounds float, ptr %arena, i64 %4331
-  %4332 = load float, ptr %arena1464, align 4
-  %4333 = fadd float %sum225, %4332
-  store float %4333, ptr %relu1_grad.sum226, align 4
-  %sum226 = load float, ptr %relu1_grad.sum226, align 4
-  %4334 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4335 = add nsw i64 %4334, 2
-  %4336 = mul nsw i64 %4335, 9216
-  %4337 = add nsw i64 6710544, %4336
-  %4338 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4339 = add nsw i64 %4337, %4338
-  %4340 = add nsw i64 %relu1_grad.iy2231461, 2
-  %4341 = mul nsw i64 %4340, 24
-  %4342 = add nsw i64 %4339, %4341
-  %4343 = add nsw i64 %4342, %relu1_grad.ix2241462
-  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %4343
-  %4344 = load float, ptr %arena1465, align 4
-  %4345 = fadd float %sum226, %4344
-  store float %4345, ptr %relu1_grad.sum227, align 4
-  %sum227 = load float, ptr %relu1_grad.sum227, align 4
-  %4346 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4347 = add nsw i64 %4346, 3
-  %4348 = mul nsw i64 %4347, 9216
-  %4349 = add nsw i64 6710544, %4348
-  %4350 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4351 = add nsw i64 %4349, %4350
-  %4352 = add nsw i64 %relu1_grad.iy2231461, 2
-  %4353 = add nsw i64 %4352, -1
-  %4354 = mul nsw i64 %4353, 24
-  %4355 = add nsw i64 %4351, %4354
-  %4356 = add nsw i64 %4355, 2
-  %4357 = add nsw i64 %4356, %relu1_grad.ix2241462
-  %arena1466 = getelementptr inbounds float, ptr %arena, i64 %4357
-  %4358 = load float, ptr %arena1466, align 4
-  %4359 = fadd float %sum227, %4358
-  store float %4359, ptr %relu1_grad.sum228, align 4
-  %sum228 = load float, ptr %relu1_grad.sum228, align 4
-  %4360 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4361 = add nsw i64 %4360, 4
-  %4362 = mul nsw i64 %4361, 9216
-  %4363 = add nsw i64 6710544, %4362
-  %4364 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4365 = add nsw i64 %4363, %4364
-  %4366 = add nsw i64 %relu1_grad.iy2231461, 2
-  %4367 = add nsw i64 %4366, -1
-  %4368 = mul nsw i64 %4367, 24
-  %4369 = add nsw i64 %4365, %4368
-  %4370 = add nsw i64 %4369, 1
-  %4371 = add nsw i64 %4370, %relu1_grad.ix2241462
-  %arena1467 = getelementptr inbounds float, ptr %arena, i64 %4371
-  %4372 = load float, ptr %arena1467, align 4
-  %4373 = fadd float %sum228, %4372
-  store float %4373, ptr %relu1_grad.sum229, align 4
-  %sum229 = load float, ptr %relu1_grad.sum229, align 4
-  %4374 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4375 = add nsw i64 %4374, 5
-  %4376 = mul nsw i64 %4375, 9216
-  %4377 = add nsw i64 6710544, %4376
-  %4378 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4379 = add nsw i64 %4377, %4378
-  %4380 = add nsw i64 %relu1_grad.iy2231461, 2
-  %4381 = add nsw i64 %4380, -1
-  %4382 = mul nsw i64 %4381, 24
-  %4383 = add nsw i64 %4379, %4382
-  %4384 = add nsw i64 %4383, %relu1_grad.ix2241462
-  %arena1468 = getelementptr inbounds float, ptr %arena, i64 %4384
-  %4385 = load float, ptr %arena1468, align 4
-  %4386 = fadd float %sum229, %4385
-  store float %4386, ptr %relu1_grad.sum230, align 4
+  %4237 = add nsw i64 %relu1_grad.iy2261461, 2
+  %4238 = add nsw i64 %4237, -2
+  %4239 = mul nsw i64 %4238, 24
+  %4240 = add nsw i64 %4236, %4239
+  %4241 = add nsw i64 %4240, %relu1_grad.ix2271462
+  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %4241
+  %4242 = load float, ptr %arena1465, align 4
+  %4243 = fadd float %sum229, %4242
+  store float %4243, ptr %relu1_grad.sum230, align 4
   %sum230 = load float, ptr %relu1_grad.sum230, align 4
-  %4387 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4388 = add nsw i64 %4387, 6
-  %4389 = mul nsw i64 %4388, 9216
-  %4390 = add nsw i64 6710544, %4389
-  %4391 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4392 = add nsw i64 %4390, %4391
-  %4393 = add nsw i64 %relu1_grad.iy2231461, 2
-  %4394 = add nsw i64 %4393, -2
-  %4395 = mul nsw i64 %4394, 24
-  %4396 = add nsw i64 %4392, %4395
-  %4397 = add nsw i64 %4396, 2
-  %4398 = add nsw i64 %4397, %relu1_grad.ix2241462
-  %arena1469 = getelementptr inbounds float, ptr %arena, i64 %4398
-  %4399 = load float, ptr %arena1469, align 4
-  %4400 = fadd float %sum230, %4399
-  store float %4400, ptr %relu1_grad.sum231, align 4
-  %sum231 = load float, ptr %relu1_grad.sum231, align 4
-  %4401 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4402 = add nsw i64 %4401, 7
-  %4403 = mul nsw i64 %4402, 9216
-  %4404 = add nsw i64 6710544, %4403
-  %4405 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4406 = add nsw i64 %4404, %4405
-  %4407 = add nsw i64 %relu1_grad.iy2231461, 2
-  %4408 = add nsw i64 %4407, -2
-  %4409 = mul nsw i64 %4408, 24
-  %4410 = add nsw i64 %4406, %4409
-  %4411 = add nsw i64 %4410, 1
-  %4412 = add nsw i64 %4411, %relu1_grad.ix2241462
-  %arena1470 = getelementptr inbounds float, ptr %arena, i64 %4412
-  %4413 = load float, ptr %arena1470, align 4
-  %4414 = fadd float %sum231, %4413
-  store float %4414, ptr %relu1_grad.sum232, align 4
-  %sum232 = load float, ptr %relu1_grad.sum232, align 4
-  %4415 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4416 = add nsw i64 %4415, 8
-  %4417 = mul nsw i64 %4416, 9216
-  %4418 = add nsw i64 6710544, %4417
-  %4419 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4420 = add nsw i64 %4418, %4419
-  %4421 = add nsw i64 %relu1_grad.iy2231461, 2
-  %4422 = add nsw i64 %4421, -2
-  %4423 = mul nsw i64 %4422, 24
-  %4424 = add nsw i64 %4420, %4423
-  %4425 = add nsw i64 %4424, %relu1_grad.ix2241462
-  %arena1471 = getelementptr inbounds float, ptr %arena, i64 %4425
-  %4426 = load float, ptr %arena1471, align 4
-  %4427 = fadd float %sum232, %4426
-  store float %4427, ptr %relu1_grad.sum233, align 4
+  %4244 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4245 = add nsw i64 %4244, %relu1_grad.j1771402
+  %4246 = mul nsw i64 %4245, 21632
+  %4247 = add nsw i64 1384448, %4246
+  %4248 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4249 = add nsw i64 %4247, %4248
+  %4250 = add nsw i64 %relu1_grad.iy2261461, 2
+  %4251 = mul nsw i64 %4250, 26
+  %4252 = add nsw i64 %4249, %4251
+  %4253 = add nsw i64 %4252, %relu1_grad.ix2271462
+  %arena1466 = getelementptr inbounds float, ptr %arena, i64 %4253
+  store float %sum230, ptr %arena1466, align 4
+  %ix227.next = add nsw i64 %relu1_grad.ix2271462, 1
+  %4254 = icmp slt i64 %ix227.next, 1
+  br i1 %4254, label %relu1_grad.ix227, label %relu1_grad.ix227.end
+
+relu1_grad.ix227.end:                             ; preds = %relu1_grad.ix227
+  %iy226.next = add nsw i64 %relu1_grad.iy2261461, 1
+  %4255 = icmp slt i64 %iy226.next, 22
+  br i1 %4255, label %relu1_grad.iy226, label %relu1_grad.iy226.end
+
+relu1_grad.iy231:                                 ; preds = %relu1_grad.ix232.end, %relu1_grad.iy226.end
+  %relu1_grad.iy2311467 = phi i64 [ 0, %relu1_grad.iy226.end ], [ %iy231.next, %relu1_grad.ix232.end ]
+  br label %relu1_grad.ix232
+
+relu1_grad.iy231.end:                             ; preds = %relu1_grad.ix232.end
+  br label %relu1_grad.iy239
+
+relu1_grad.ix232:                                 ; preds = %relu1_grad.ix232, %relu1_grad.iy231
+  %relu1_grad.ix2321468 = phi i64 [ 0, %relu1_grad.iy231 ], [ %ix232.next, %relu1_grad.ix232 ]
+  %4256 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4257 = mul nsw i64 %4256, 9216
+  %4258 = add nsw i64 6710544, %4257
+  %4259 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4260 = add nsw i64 %4258, %4259
+  %4261 = add nsw i64 %relu1_grad.iy2311467, 2
+  %4262 = mul nsw i64 %4261, 24
+  %4263 = add nsw i64 %4260, %4262
+  %4264 = add nsw i64 %4263, 1
+  %4265 = add nsw i64 %4264, %relu1_grad.ix2321468
+  %arena1469 = getelementptr inbounds float, ptr %arena, i64 %4265
+  %4266 = load float, ptr %arena1469, align 4
+  store float %4266, ptr %relu1_grad.sum233, align 4
   %sum233 = load float, ptr %relu1_grad.sum233, align 4
-  %4428 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4429 = add nsw i64 %4428, %relu1_grad.j1611387
-  %4430 = mul nsw i64 %4429, 21632
-  %4431 = add nsw i64 1384448, %4430
-  %4432 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4433 = add nsw i64 %4431, %4432
-  %4434 = add nsw i64 %relu1_grad.iy2231461, 2
-  %4435 = mul nsw i64 %4434, 26
-  %4436 = add nsw i64 %4433, %4435
-  %4437 = add nsw i64 %4436, 2
-  %4438 = add nsw i64 %4437, %relu1_grad.ix2241462
-  %arena1472 = getelementptr inbounds float, ptr %arena, i64 %4438
-  store float %sum233, ptr %arena1472, align 4
-  %ix224.next = add nsw i64 %relu1_grad.ix2241462, 1
-  %4439 = icmp slt i64 %ix224.next, 22
-  br i1 %4439, label %relu1_grad.ix224, label %relu1_grad.ix224.end
-
-relu1_grad.ix224.end:                             ; preds = %relu1_grad.ix224
-  %iy223.next = add nsw i64 %relu1_grad.iy2231461, 1
-  %4440 = icmp slt i64 %iy223.next, 22
-  br i1 %4440, label %relu1_grad.iy223, label %relu1_grad.iy223.end
-
-relu1_grad.iy234:                                 ; preds = %relu1_grad.ix235.end, %relu1_grad.iy223.end
-  %relu1_grad.iy2341473 = phi i64 [ 0, %relu1_grad.iy223.end ], [ %iy234.next, %relu1_grad.ix235.end ]
-  br label %relu1_grad.ix235
-
-relu1_grad.iy234.end:                             ; preds = %relu1_grad.ix235.end
-  br label %relu1_grad.iy242
-
-relu1_grad.ix235:                                 ; preds = %relu1_grad.ix235, %relu1_grad.iy234
-  %relu1_grad.ix2351474 = phi i64 [ 0, %relu1_grad.iy234 ], [ %ix235.next, %relu1_grad.ix235 ]
-  %4441 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4442 = add nsw i64 %4441, 1
-  %4443 = mul nsw i64 %4442, 9216
-  %4444 = add nsw i64 6710544, %4443
-  %4445 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4446 = add nsw i64 %4444, %4445
-  %4447 = add nsw i64 %relu1_grad.iy2341473, 2
-  %4448 = mul nsw i64 %4447, 24
-  %4449 = add nsw i64 %4446, %4448
-  %4450 = add nsw i64 %4449, 23
-  %4451 = add nsw i64 %4450, %relu1_grad.ix2351474
-  %arena1475 = getelementptr inbounds float, ptr %arena, i64 %4451
-  %4452 = load float, ptr %arena1475, align 4
-  store float %4452, ptr %relu1_grad.sum236, align 4
+  %4267 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4268 = add nsw i64 %4267, 1
+  %4269 = mul nsw i64 %4268, 9216
+  %4270 = add nsw i64 6710544, %4269
+  %4271 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4272 = add nsw i64 %4270, %4271
+  %4273 = add nsw i64 %relu1_grad.iy2311467, 2
+  %4274 = mul nsw i64 %4273, 24
+  %4275 = add nsw i64 %4272, %4274
+  %4276 = add nsw i64 %4275, %relu1_grad.ix2321468
+  %arena1470 = getelementptr inbounds float, ptr %arena, i64 %4276
+  %4277 = load float, ptr %arena1470, align 4
+  %4278 = fadd float %sum233, %4277
+  store float %4278, ptr %relu1_grad.sum234, align 4
+  %sum234 = load float, ptr %relu1_grad.sum234, align 4
+  %4279 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4280 = add nsw i64 %4279, 3
+  %4281 = mul nsw i64 %4280, 9216
+  %4282 = add nsw i64 6710544, %4281
+  %4283 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4284 = add nsw i64 %4282, %4283
+  %4285 = add nsw i64 %relu1_grad.iy2311467, 2
+  %4286 = add nsw i64 %4285, -1
+  %4287 = mul nsw i64 %4286, 24
+  %4288 = add nsw i64 %4284, %4287
+  %4289 = add nsw i64 %4288, 1
+  %4290 = add nsw i64 %4289, %relu1_grad.ix2321468
+  %arena1471 = getelementptr inbounds float, ptr %arena, i64 %4290
+  %4291 = load float, ptr %arena1471, align 4
+  %4292 = fadd float %sum234, %4291
+  store float %4292, ptr %relu1_grad.sum235, align 4
+  %sum235 = load float, ptr %relu1_grad.sum235, align 4
+  %4293 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4294 = add nsw i64 %4293, 4
+  %4295 = mul nsw i64 %4294, 9216
+  %4296 = add nsw i64 6710544, %4295
+  %4297 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4298 = add nsw i64 %4296, %4297
+  %4299 = add nsw i64 %relu1_grad.iy2311467, 2
+  %4300 = add nsw i64 %4299, -1
+  %4301 = mul nsw i64 %4300, 24
+  %4302 = add nsw i64 %4298, %4301
+  %4303 = add nsw i64 %4302, %relu1_grad.ix2321468
+  %arena1472 = getelementptr inbounds float, ptr %arena, i64 %4303
+  %4304 = load float, ptr %arena1472, align 4
+  %4305 = fadd float %sum235, %4304
+  store float %4305, ptr %relu1_grad.sum236, align 4
   %sum236 = load float, ptr %relu1_grad.sum236, align 4
-  %4453 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4454 = add nsw i64 %4453, 2
-  %4455 = mul nsw i64 %4454, 9216
-  %4456 = add nsw i64 6710544, %4455
-  %4457 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4458 = add nsw i64 %4456, %4457
-  %4459 = add nsw i64 %relu1_grad.iy2341473, 2
-  %4460 = mul nsw i64 %4459, 24
-  %4461 = add nsw i64 %4458, %4460
-  %4462 = add nsw i64 %4461, 22
-  %4463 = add nsw i64 %4462, %relu1_grad.ix2351474
-  %arena1476 = getelementptr inbounds float, ptr %arena, i64 %4463
-  %4464 = load float, ptr %arena1476, align 4
-  %4465 = fadd float %sum236, %4464
-  store float %4465, ptr %relu1_grad.sum237, align 4
+  %4306 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4307 = add nsw i64 %4306, 6
+  %4308 = mul nsw i64 %4307, 9216
+  %4309 = add nsw i64 6710544, %4308
+  %4310 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4311 = add nsw i64 %4309, %4310
+  %4312 = add nsw i64 %relu1_grad.iy2311467, 2
+  %4313 = add nsw i64 %4312, -2
+  %4314 = mul nsw i64 %4313, 24
+  %4315 = add nsw i64 %4311, %4314
+  %4316 = add nsw i64 %4315, 1
+  %4317 = add nsw i64 %4316, %relu1_grad.ix2321468
+  %arena1473 = getelementptr inbounds float, ptr %arena, i64 %4317
+  %4318 = load float, ptr %arena1473, align 4
+  %4319 = fadd float %sum236, %4318
+  store float %4319, ptr %relu1_grad.sum237, align 4
   %sum237 = load float, ptr %relu1_grad.sum237, align 4
-  %4466 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4467 = add nsw i64 %4466, 4
-  %4468 = mul nsw i64 %4467, 9216
-  %4469 = add nsw i64 6710544, %4468
-  %4470 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4471 = add nsw i64 %4469, %4470
-  %4472 = add nsw i64 %relu1_grad.iy2341473, 2
-  %4473 = add nsw i64 %4472, -1
-  %4474 = mul nsw i64 %4473, 24
-  %4475 = add nsw i64 %4471, %4474
-  %4476 = add nsw i64 %4475, 23
-  %4477 = add nsw i64 %4476, %relu1_grad.ix2351474
-  %arena1477 = getelementptr inbounds float, ptr %arena, i64 %4477
-  %4478 = load float, ptr %arena1477, align 4
-  %4479 = fadd float %sum237, %4478
-  store float %4479, ptr %relu1_grad.sum238, align 4
+  %4320 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4321 = add nsw i64 %4320, 7
+  %4322 = mul nsw i64 %4321, 9216
+  %4323 = add nsw i64 6710544, %4322
+  %4324 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4325 = add nsw i64 %4323, %4324
+  %4326 = add nsw i64 %relu1_grad.iy2311467, 2
+  %4327 = add nsw i64 %4326, -2
+  %4328 = mul nsw i64 %4327, 24
+  %4329 = add nsw i64 %4325, %4328
+  %4330 = add nsw i64 %4329, %relu1_grad.ix2321468
+  %arena1474 = getelementptr inbounds float, ptr %arena, i64 %4330
+  %4331 = load float, ptr %arena1474, align 4
+  %4332 = fadd float %sum237, %4331
+  store float %4332, ptr %relu1_grad.sum238, align 4
   %sum238 = load float, ptr %relu1_grad.sum238, align 4
-  %4480 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4481 = add nsw i64 %4480, 5
-  %4482 = mul nsw i64 %4481, 9216
-  %4483 = add nsw i64 6710544, %4482
-  %4484 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4485 = add nsw i64 %4483, %4484
-  %4486 = add nsw i64 %relu1_grad.iy2341473, 2
-  %4487 = add nsw i64 %4486, -1
-  %4488 = mul nsw i64 %4487, 24
-  %4489 = add nsw i64 %4485, %4488
-  %4490 = add nsw i64 %4489, 22
-  %4491 = add nsw i64 %4490, %relu1_grad.ix2351474
-  %arena1478 = getelementptr inbounds float, ptr %arena, i64 %4491
-  %4492 = load float, ptr %arena1478, align 4
-  %4493 = fadd float %sum238, %4492
-  store float %4493, ptr %relu1_grad.sum239, align 4
-  %sum239 = load float, ptr %relu1_grad.sum239, align 4
-  %4494 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4495 = add nsw i64 %4494, 7
-  %4496 = mul nsw i64 %4495, 9216
-  %4497 = add nsw i64 6710544, %4496
-  %4498 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4499 = add nsw i64 %4497, %4498
-  %4500 = add nsw i64 %relu1_grad.iy2341473, 2
-  %4501 = add nsw i64 %4500, -2
-  %4502 = mul nsw i64 %4501, 24
-  %4503 = add nsw i64 %4499, %4502
-  %4504 = add nsw i64 %4503, 23
-  %4505 = add nsw i64 %4504, %relu1_grad.ix2351474
-  %arena1479 = getelementptr inbounds float, ptr %arena, i64 %4505
-  %4506 = load float, ptr %arena1479, align 4
-  %4507 = fadd float %sum239, %4506
-  store float %4507, ptr %relu1_grad.sum240, align 4
-  %sum240 = load float, ptr %relu1_grad.sum240, align 4
-  %4508 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4509 = add nsw i64 %4508, 8
-  %4510 = mul nsw i64 %4509, 9216
-  %4511 = add nsw i64 6710544, %4510
-  %4512 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4513 = add nsw i64 %4511, %4512
-  %4514 = add nsw i64 %relu1_grad.iy2341473, 2
-  %4515 = add nsw i64 %4514, -2
-  %4516 = mul nsw i64 %4515, 24
-  %4517 = add nsw i64 %4513, %4516
-  %4518 = add nsw i64 %4517, 22
-  %4519 = add nsw i64 %4518, %relu1_grad.ix2351474
-  %arena1480 = getelementptr inbounds float, ptr %arena, i64 %4519
-  %4520 = load float, ptr %arena1480, align 4
-  %4521 = fadd float %sum240, %4520
-  store float %4521, ptr %relu1_grad.sum241, align 4
+  %4333 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4334 = add nsw i64 %4333, %relu1_grad.j1771402
+  %4335 = mul nsw i64 %4334, 21632
+  %4336 = add nsw i64 1384448, %4335
+  %4337 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4338 = add nsw i64 %4336, %4337
+  %4339 = add nsw i64 %relu1_grad.iy2311467, 2
+  %4340 = mul nsw i64 %4339, 26
+  %4341 = add nsw i64 %4338, %4340
+  %4342 = add nsw i64 %4341, 1
+  %4343 = add nsw i64 %4342, %relu1_grad.ix2321468
+  %arena1475 = getelementptr inbounds float, ptr %arena, i64 %4343
+  store float %sum238, ptr %arena1475, align 4
+  %ix232.next = add nsw i64 %relu1_grad.ix2321468, 1
+  %4344 = icmp slt i64 %ix232.next, 1
+  br i1 %4344, label %relu1_grad.ix232, label %relu1_grad.ix232.end
+
+relu1_grad.ix232.end:                             ; preds = %relu1_grad.ix232
+  %iy231.next = add nsw i64 %relu1_grad.iy2311467, 1
+  %4345 = icmp slt i64 %iy231.next, 22
+  br i1 %4345, label %relu1_grad.iy231, label %relu1_grad.iy231.end
+
+relu1_grad.iy239:                                 ; preds = %relu1_grad.ix240.end, %relu1_grad.iy231.end
+  %relu1_grad.iy2391476 = phi i64 [ 0, %relu1_grad.iy231.end ], [ %iy239.next, %relu1_grad.ix240.end ]
+  br label %relu1_grad.ix240
+
+relu1_grad.iy239.end:                             ; preds = %relu1_grad.ix240.end
+  br label %relu1_grad.iy250
+
+relu1_grad.ix240:                                 ; preds = %relu1_grad.ix240, %relu1_grad.iy239
+  %relu1_grad.ix2401477 = phi i64 [ 0, %relu1_grad.iy239 ], [ %ix240.next, %relu1_grad.ix240 ]
+  %4346 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4347 = mul nsw i64 %4346, 9216
+  %4348 = add nsw i64 6710544, %4347
+  %4349 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4350 = add nsw i64 %4348, %4349
+  %4351 = add nsw i64 %relu1_grad.iy2391476, 2
+  %4352 = mul nsw i64 %4351, 24
+  %4353 = add nsw i64 %4350, %4352
+  %4354 = add nsw i64 %4353, 2
+  %4355 = add nsw i64 %4354, %relu1_grad.ix2401477
+  %arena1478 = getelementptr inbounds float, ptr %arena, i64 %4355
+  %4356 = load float, ptr %arena1478, align 4
+  store float %4356, ptr %relu1_grad.sum241, align 4
   %sum241 = load float, ptr %relu1_grad.sum241, align 4
-  %4522 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4523 = add nsw i64 %4522, %relu1_grad.j1611387
-  %4524 = mul nsw i64 %4523, 21632
-  %4525 = add nsw i64 1384448, %4524
-  %4526 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4527 = add nsw i64 %4525, %4526
-  %4528 = add nsw i64 %relu1_grad.iy2341473, 2
-  %4529 = mul nsw i64 %4528, 26
-  %4530 = add nsw i64 %4527, %4529
-  %4531 = add nsw i64 %4530, 24
-  %4532 = add nsw i64 %4531, %relu1_grad.ix2351474
-  %arena1481 = getelementptr inbounds float, ptr %arena, i64 %4532
-  store float %sum241, ptr %arena1481, align 4
-  %ix235.next = add nsw i64 %relu1_grad.ix2351474, 1
-  %4533 = icmp slt i64 %ix235.next, 1
-  br i1 %4533, label %relu1_grad.ix235, label %relu1_grad.ix235.end
-
-relu1_grad.ix235.end:                             ; preds = %relu1_grad.ix235
-  %iy234.next = add nsw i64 %relu1_grad.iy2341473, 1
-  %4534 = icmp slt i64 %iy234.next, 22
-  br i1 %4534, label %relu1_grad.iy234, label %relu1_grad.iy234.end
-
-relu1_grad.iy242:                                 ; preds = %relu1_grad.ix243.end, %relu1_grad.iy234.end
-  %relu1_grad.iy2421482 = phi i64 [ 0, %relu1_grad.iy234.end ], [ %iy242.next, %relu1_grad.ix243.end ]
-  br label %relu1_grad.ix243
-
-relu1_grad.iy242.end:                             ; preds = %relu1_grad.ix243.end
-  br label %relu1_grad.iy247
-
-relu1_grad.ix243:                                 ; preds = %relu1_grad.ix243, %relu1_grad.iy242
-  %relu1_grad.ix2431483 = phi i64 [ 0, %relu1_grad.iy242 ], [ %ix243.next, %relu1_grad.ix243 ]
-  %4535 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4536 = add nsw i64 %4535, 2
-  %4537 = mul nsw i64 %4536, 9216
-  %4538 = add nsw i64 6710544, %4537
-  %4539 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4540 = add nsw i64 %4538, %4539
-  %4541 = add nsw i64 %relu1_grad.iy2421482, 2
-  %4542 = mul nsw i64 %4541, 24
-  %4543 = add nsw i64 %4540, %4542
-  %4544 = add nsw i64 %4543, 23
-  %4545 = add nsw i64 %4544, %relu1_grad.ix2431483
-  %arena1484 = getelementptr inbounds float, ptr %arena, i64 %4545
-  %4546 = load float, ptr %arena1484, align 4
-  store float %4546, ptr %relu1_grad.sum244, align 4
+  %4357 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4358 = add nsw i64 %4357, 1
+  %4359 = mul nsw i64 %4358, 9216
+  %4360 = add nsw i64 6710544, %4359
+  %4361 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4362 = add nsw i64 %4360, %4361
+  %4363 = add nsw i64 %relu1_grad.iy2391476, 2
+  %4364 = mul nsw i64 %4363, 24
+  %4365 = add nsw i64 %4362, %4364
+  %4366 = add nsw i64 %4365, 1
+  %4367 = add nsw i64 %4366, %relu1_grad.ix2401477
+  %arena1479 = getelementptr inbounds float, ptr %arena, i64 %4367
+  %4368 = load float, ptr %arena1479, align 4
+  %4369 = fadd float %sum241, %4368
+  store float %4369, ptr %relu1_grad.sum242, align 4
+  %sum242 = load float, ptr %relu1_grad.sum242, align 4
+  %4370 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4371 = add nsw i64 %4370, 2
+  %4372 = mul nsw i64 %4371, 9216
+  %4373 = add nsw i64 6710544, %4372
+  %4374 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4375 = add nsw i64 %4373, %4374
+  %4376 = add nsw i64 %relu1_grad.iy2391476, 2
+  %4377 = mul nsw i64 %4376, 24
+  %4378 = add nsw i64 %4375, %4377
+  %4379 = add nsw i64 %4378, %relu1_grad.ix2401477
+  %arena1480 = getelementptr inbounds float, ptr %arena, i64 %4379
+  %4380 = load float, ptr %arena1480, align 4
+  %4381 = fadd float %sum242, %4380
+  store float %4381, ptr %relu1_grad.sum243, align 4
+  %sum243 = load float, ptr %relu1_grad.sum243, align 4
+  %4382 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4383 = add nsw i64 %4382, 3
+  %4384 = mul nsw i64 %4383, 9216
+  %4385 = add nsw i64 6710544, %4384
+  %4386 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4387 = add nsw i64 %4385, %4386
+  %4388 = add nsw i64 %relu1_grad.iy2391476, 2
+  %4389 = add nsw i64 %4388, -1
+  %4390 = mul nsw i64 %4389, 24
+  %4391 = add nsw i64 %4387, %4390
+  %4392 = add nsw i64 %4391, 2
+  %4393 = add nsw i64 %4392, %relu1_grad.ix2401477
+  %arena1481 = getelementptr inbounds float, ptr %arena, i64 %4393
+  %4394 = load float, ptr %arena1481, align 4
+  %4395 = fadd float %sum243, %4394
+  store float %4395, ptr %relu1_grad.sum244, align 4
   %sum244 = load float, ptr %relu1_grad.sum244, align 4
-  %4547 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4548 = add nsw i64 %4547, 5
-  %4549 = mul nsw i64 %4548, 9216
-  %4550 = add nsw i64 6710544, %4549
-  %4551 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4552 = add nsw i64 %4550, %4551
-  %4553 = add nsw i64 %relu1_grad.iy2421482, 2
-  %4554 = add nsw i64 %4553, -1
-  %4555 = mul nsw i64 %4554, 24
-  %4556 = add nsw i64 %4552, %4555
-  %4557 = add nsw i64 %4556, 23
-  %4558 = add nsw i64 %4557, %relu1_grad.ix2431483
-  %arena1485 = getelementptr inbounds float, ptr %arena, i64 %4558
-  %4559 = load float, ptr %arena1485, align 4
-  %4560 = fadd float %sum244, %4559
-  store float %4560, ptr %relu1_grad.sum245, align 4
+  %4396 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4397 = add nsw i64 %4396, 4
+  %4398 = mul nsw i64 %4397, 9216
+  %4399 = add nsw i64 6710544, %4398
+  %4400 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4401 = add nsw i64 %4399, %4400
+  %4402 = add nsw i64 %relu1_grad.iy2391476, 2
+  %4403 = add nsw i64 %4402, -1
+  %4404 = mul nsw i64 %4403, 24
+  %4405 = add nsw i64 %4401, %4404
+  %4406 = add nsw i64 %4405, 1
+  %4407 = add nsw i64 %4406, %relu1_grad.ix2401477
+  %arena1482 = getelementptr inbounds float, ptr %arena, i64 %4407
+  %4408 = load float, ptr %arena1482, align 4
+  %4409 = fadd float %sum244, %4408
+  store float %4409, ptr %relu1_grad.sum245, align 4
   %sum245 = load float, ptr %relu1_grad.sum245, align 4
-  %4561 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4562 = add nsw i64 %4561, 8
-  %4563 = mul nsw i64 %4562, 9216
-  %4564 = add nsw i64 6710544, %4563
-  %4565 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4566 = add nsw i64 %4564, %4565
-  %4567 = add nsw i64 %relu1_grad.iy2421482, 2
-  %4568 = add nsw i64 %4567, -2
-  %4569 = mul nsw i64 %4568, 24
-  %4570 = add nsw i64 %4566, %4569
-  %4571 = add nsw i64 %4570, 23
-  %4572 = add nsw i64 %4571, %relu1_grad.ix2431483
-  %arena1486 = getelementptr inbounds float, ptr %arena, i64 %4572
-  %4573 = load float, ptr %arena1486, align 4
-  %4574 = fadd float %sum245, %4573
-  store float %4574, ptr %relu1_grad.sum246, align 4
+  %4410 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4411 = add nsw i64 %4410, 5
+  %4412 = mul nsw i64 %4411, 9216
+  %4413 = add nsw i64 6710544, %4412
+  %4414 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4415 = add nsw i64 %4413, %4414
+  %4416 = add nsw i64 %relu1_grad.iy2391476, 2
+  %4417 = add nsw i64 %4416, -1
+  %4418 = mul nsw i64 %4417, 24
+  %4419 = add nsw i64 %4415, %4418
+  %4420 = add nsw i64 %4419, %relu1_grad.ix2401477
+  %arena1483 = getelementptr inbounds float, ptr %arena, i64 %4420
+  %4421 = load float, ptr %arena1483, align 4
+  %4422 = fadd float %sum245, %4421
+  store float %4422, ptr %relu1_grad.sum246, align 4
   %sum246 = load float, ptr %relu1_grad.sum246, align 4
-  %4575 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4576 = add nsw i64 %4575, %relu1_grad.j1611387
-  %4577 = mul nsw i64 %4576, 21632
-  %4578 = add nsw i64 1384448, %4577
-  %4579 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4580 = add nsw i64 %4578, %4579
-  %4581 = add nsw i64 %relu1_grad.iy2421482, 2
-  %4582 = mul nsw i64 %4581, 26
-  %4583 = add nsw i64 %4580, %4582
-  %4584 = add nsw i64 %4583, 25
-  %4585 = add nsw i64 %4584, %relu1_grad.ix2431483
-  %arena1487 = getelementptr inbounds float, ptr %arena, i64 %4585
-  store float %sum246, ptr %arena1487, align 4
-  %ix243.next = add nsw i64 %relu1_grad.ix2431483, 1
-  %4586 = icmp slt i64 %ix243.next, 1
-  br i1 %4586, label %relu1_grad.ix243, label %relu1_grad.ix243.end
-
-relu1_grad.ix243.end:                             ; preds = %relu1_grad.ix243
-  %iy242.next = add nsw i64 %relu1_grad.iy2421482, 1
-  %4587 = icmp slt i64 %iy242.next, 22
-  br i1 %4587, label %relu1_grad.iy242, label %relu1_grad.iy242.end
-
-relu1_grad.iy247:                                 ; preds = %relu1_grad.ix248.end, %relu1_grad.iy242.end
-  %relu1_grad.iy2471488 = phi i64 [ 0, %relu1_grad.iy242.end ], [ %iy247.next, %relu1_grad.ix248.end ]
-  br label %relu1_grad.ix248
-
-relu1_grad.iy247.end:                             ; preds = %relu1_grad.ix248.end
-  br label %relu1_grad.iy251
-
-relu1_grad.ix248:                                 ; preds = %relu1_grad.ix248, %relu1_grad.iy247
-  %relu1_grad.ix2481489 = phi i64 [ 0, %relu1_grad.iy247 ], [ %ix248.next, %relu1_grad.ix248 ]
-  %4588 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4589 = add nsw i64 %4588, 3
-  %4590 = mul nsw i64 %4589, 9216
-  %4591 = add nsw i64 6710544, %4590
-  %4592 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4593 = add nsw i64 %4591, %4592
-  %4594 = add nsw i64 %relu1_grad.iy2471488, 24
-  %4595 = add nsw i64 %4594, -1
-  %4596 = mul nsw i64 %4595, 24
-  %4597 = add nsw i64 %4593, %4596
-  %4598 = add nsw i64 %4597, %relu1_grad.ix2481489
-  %arena1490 = getelementptr inbounds float, ptr %arena, i64 %4598
-  %4599 = load float, ptr %arena1490, align 4
-  store float %4599, ptr %relu1_grad.sum249, align 4
+  %4423 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4424 = add nsw i64 %4423, 6
+  %4425 = mul nsw i64 %4424, 9216
+  %4426 = add nsw i64 6710544, %4425
+  %4427 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4428 = add nsw i64 %4426, %4427
+  %4429 = add nsw i64 %relu1_grad.iy2391476, 2
+  %4430 = add nsw i64 %4429, -2
+  %4431 = mul nsw i64 %4430, 24
+  %4432 = add nsw i64 %4428, %4431
+  %4433 = add nsw i64 %4432, 2
+  %4434 = add nsw i64 %4433, %relu1_grad.ix2401477
+  %arena1484 = getelementptr inbounds float, ptr %arena, i64 %4434
+  %4435 = load float, ptr %arena1484, align 4
+  %4436 = fadd float %sum246, %4435
+  store float %4436, ptr %relu1_grad.sum247, align 4
+  %sum247 = load float, ptr %relu1_grad.sum247, align 4
+  %4437 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4438 = add nsw i64 %4437, 7
+  %4439 = mul nsw i64 %4438, 9216
+  %4440 = add nsw i64 6710544, %4439
+  %4441 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4442 = add nsw i64 %4440, %4441
+  %4443 = add nsw i64 %relu1_grad.iy2391476, 2
+  %4444 = add nsw i64 %4443, -2
+  %4445 = mul nsw i64 %4444, 24
+  %4446 = add nsw i64 %4442, %4445
+  %4447 = add nsw i64 %4446, 1
+  %4448 = add nsw i64 %4447, %relu1_grad.ix2401477
+  %arena1485 = getelementptr inbounds float, ptr %arena, i64 %4448
+  %4449 = load float, ptr %arena1485, align 4
+  %4450 = fadd float %sum247, %4449
+  store float %4450, ptr %relu1_grad.sum248, align 4
+  %sum248 = load float, ptr %relu1_grad.sum248, align 4
+  %4451 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4452 = add nsw i64 %4451, 8
+  %4453 = mul nsw i64 %4452, 9216
+  %4454 = add nsw i64 6710544, %4453
+  %4455 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4456 = add nsw i64 %4454, %4455
+  %4457 = add nsw i64 %relu1_grad.iy2391476, 2
+  %4458 = add nsw i64 %4457, -2
+  %4459 = mul nsw i64 %4458, 24
+  %4460 = add nsw i64 %4456, %4459
+  %4461 = add nsw i64 %4460, %relu1_grad.ix2401477
+  %arena1486 = getelementptr inbounds float, ptr %arena, i64 %4461
+  %4462 = load float, ptr %arena1486, align 4
+  %4463 = fadd float %sum248, %4462
+  store float %4463, ptr %relu1_grad.sum249, align 4
   %sum249 = load float, ptr %relu1_grad.sum249, align 4
-  %4600 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4601 = add nsw i64 %4600, 6
-  %4602 = mul nsw i64 %4601, 9216
-  %4603 = add nsw i64 6710544, %4602
-  %4604 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4605 = add nsw i64 %4603, %4604
-  %4606 = add nsw i64 %relu1_grad.iy2471488, 24
-  %4607 = add nsw i64 %4606, -2
-  %4608 = mul nsw i64 %4607, 24
-  %4609 = add nsw i64 %4605, %4608
-  %4610 = add nsw i64 %4609, %relu1_grad.ix2481489
-  %arena1491 = getelementptr inbounds float, ptr %arena, i64 %4610
-  %4611 = load float, ptr %arena1491, align 4
-  %4612 = fadd float %sum249, %4611
-  store float %4612, ptr %relu1_grad.sum250, align 4
-  %sum250 = load float, ptr %relu1_grad.sum250, align 4
-  %4613 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4614 = add nsw i64 %4613, %relu1_grad.j1611387
-  %4615 = mul nsw i64 %4614, 21632
-  %4616 = add nsw i64 1384448, %4615
-  %4617 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4618 = add nsw i64 %4616, %4617
-  %4619 = add nsw i64 %relu1_grad.iy2471488, 24
-  %4620 = mul nsw i64 %4619, 26
-  %4621 = add nsw i64 %4618, %4620
-  %4622 = add nsw i64 %4621, %relu1_grad.ix2481489
-  %arena1492 = getelementptr inbounds float, ptr %arena, i64 %4622
-  store float %sum250, ptr %arena1492, align 4
-  %ix248.next = add nsw i64 %relu1_grad.ix2481489, 1
-  %4623 = icmp slt i64 %ix248.next, 1
-  br i1 %4623, label %relu1_grad.ix248, label %relu1_grad.ix248.end
+  %4464 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4465 = add nsw i64 %4464, %relu1_grad.j1771402
+  %4466 = mul nsw i64 %4465, 21632
+  %4467 = add nsw i64 1384448, %4466
+  %4468 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4469 = add nsw i64 %4467, %4468
+  %4470 = add nsw i64 %relu1_grad.iy2391476, 2
+  %4471 = mul nsw i64 %4470, 26
+  %4472 = add nsw i64 %4469, %4471
+  %4473 = add nsw i64 %4472, 2
+  %4474 = add nsw i64 %4473, %relu1_grad.ix2401477
+  %arena1487 = getelementptr inbounds float, ptr %arena, i64 %4474
+  store float %sum249, ptr %arena1487, align 4
+  %ix240.next = add nsw i64 %relu1_grad.ix2401477, 1
+  %4475 = icmp slt i64 %ix240.next, 22
+  br i1 %4475, label %relu1_grad.ix240, label %relu1_grad.ix240.end
 
-relu1_grad.ix248.end:                             ; preds = %relu1_grad.ix248
-  %iy247.next = add nsw i64 %relu1_grad.iy2471488, 1
-  %4624 = icmp slt i64 %iy247.next, 1
-  br i1 %4624, label %relu1_grad.iy247, label %relu1_grad.iy247.end
+relu1_grad.ix240.end:                             ; preds = %relu1_grad.ix240
+  %iy239.next = add nsw i64 %relu1_grad.iy2391476, 1
+  %4476 = icmp slt i64 %iy239.next, 22
+  br i1 %4476, label %relu1_grad.iy239, label %relu1_grad.iy239.end
 
-relu1_grad.iy251:                                 ; preds = %relu1_grad.ix252.end, %relu1_grad.iy247.end
-  %relu1_grad.iy2511493 = phi i64 [ 0, %relu1_grad.iy247.end ], [ %iy251.next, %relu1_grad.ix252.end ]
-  br label %relu1_grad.ix252
+relu1_grad.iy250:                                 ; preds = %relu1_grad.ix251.end, %relu1_grad.iy239.end
+  %relu1_grad.iy2501488 = phi i64 [ 0, %relu1_grad.iy239.end ], [ %iy250.next, %relu1_grad.ix251.end ]
+  br label %relu1_grad.ix251
 
-relu1_grad.iy251.end:                             ; preds = %relu1_grad.ix252.end
-  br label %relu1_grad.iy257
+relu1_grad.iy250.end:                             ; preds = %relu1_grad.ix251.end
+  br label %relu1_grad.iy258
 
-relu1_grad.ix252:                                 ; preds = %relu1_grad.ix252, %relu1_grad.iy251
-  %relu1_grad.ix2521494 = phi i64 [ 0, %relu1_grad.iy251 ], [ %ix252.next, %relu1_grad.ix252 ]
-  %4625 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4626 = add nsw i64 %4625, 3
-  %4627 = mul nsw i64 %4626, 9216
-  %4628 = add nsw i64 6710544, %4627
-  %4629 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4630 = add nsw i64 %4628, %4629
-  %4631 = add nsw i64 %relu1_grad.iy2511493, 24
-  %4632 = add nsw i64 %4631, -1
-  %4633 = mul nsw i64 %4632, 24
-  %4634 = add nsw i64 %4630, %4633
-  %4635 = add nsw i64 %4634, 1
-  %4636 = add nsw i64 %4635, %relu1_grad.ix2521494
-  %arena1495 = getelementptr inbounds float, ptr %arena, i64 %4636
-  %4637 = load float, ptr %arena1495, align 4
-  store float %4637, ptr %relu1_grad.sum253, align 4
+relu1_grad.ix251:                                 ; preds = %relu1_grad.ix251, %relu1_grad.iy250
+  %relu1_grad.ix2511489 = phi i64 [ 0, %relu1_grad.iy250 ], [ %ix251.next, %relu1_grad.ix251 ]
+  %4477 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4478 = add nsw i64 %4477, 1
+  %4479 = mul nsw i64 %4478, 9216
+  %4480 = add nsw i64 6710544, %4479
+  %4481 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4482 = add nsw i64 %4480, %4481
+  %4483 = add nsw i64 %relu1_grad.iy2501488, 2
+  %4484 = mul nsw i64 %4483, 24
+  %4485 = add nsw i64 %4482, %4484
+  %4486 = add nsw i64 %4485, 23
+  %4487 = add nsw i64 %4486, %relu1_grad.ix2511489
+  %arena1490 = getelementptr inbounds float, ptr %arena, i64 %4487
+  %4488 = load float, ptr %arena1490, align 4
+  store float %4488, ptr %relu1_grad.sum252, align 4
+  %sum252 = load float, ptr %relu1_grad.sum252, align 4
+  %4489 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4490 = add nsw i64 %4489, 2
+  %4491 = mul nsw i64 %4490, 9216
+  %4492 = add nsw i64 6710544, %4491
+  %4493 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4494 = add nsw i64 %4492, %4493
+  %4495 = add nsw i64 %relu1_grad.iy2501488, 2
+  %4496 = mul nsw i64 %4495, 24
+  %4497 = add nsw i64 %4494, %4496
+  %4498 = add nsw i64 %4497, 22
+  %4499 = add nsw i64 %4498, %relu1_grad.ix2511489
+  %arena1491 = getelementptr inbounds float, ptr %arena, i64 %4499
+  %4500 = load float, ptr %arena1491, align 4
+  %4501 = fadd float %sum252, %4500
+  store float %4501, ptr %relu1_grad.sum253, align 4
   %sum253 = load float, ptr %relu1_grad.sum253, align 4
-  %4638 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4639 = add nsw i64 %4638, 4
-  %4640 = mul nsw i64 %4639, 9216
-  %4641 = add nsw i64 6710544, %4640
-  %4642 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4643 = add nsw i64 %4641, %4642
-  %4644 = add nsw i64 %relu1_grad.iy2511493, 24
-  %4645 = add nsw i64 %4644, -1
-  %4646 = mul nsw i64 %4645, 24
-  %4647 = add nsw i64 %4643, %4646
-  %4648 = add nsw i64 %4647, %relu1_grad.ix2521494
-  %arena1496 = getelementptr inbounds float, ptr %arena, i64 %4648
-  %4649 = load float, ptr %arena1496, align 4
-  %4650 = fadd float %sum253, %4649
-  store float %4650, ptr %relu1_grad.sum254, align 4
+  %4502 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4503 = add nsw i64 %4502, 4
+  %4504 = mul nsw i64 %4503, 9216
+  %4505 = add nsw i64 6710544, %4504
+  %4506 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4507 = add nsw i64 %4505, %4506
+  %4508 = add nsw i64 %relu1_grad.iy2501488, 2
+  %4509 = add nsw i64 %4508, -1
+  %4510 = mul nsw i64 %4509, 24
+  %4511 = add nsw i64 %4507, %4510
+  %4512 = add nsw i64 %4511, 23
+  %4513 = add nsw i64 %4512, %relu1_grad.ix2511489
+  %arena1492 = getelementptr inbounds float, ptr %arena, i64 %4513
+  %4514 = load float, ptr %arena1492, align 4
+  %4515 = fadd float %sum253, %4514
+  store float %4515, ptr %relu1_grad.sum254, align 4
   %sum254 = load float, ptr %relu1_grad.sum254, align 4
-  %4651 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4652 = add nsw i64 %4651, 6
-  %4653 = mul nsw i64 %4652, 9216
-  %4654 = add nsw i64 6710544, %4653
-  %4655 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4656 = add nsw i64 %4654, %4655
-  %4657 = add nsw i64 %relu1_grad.iy2511493, 24
-  %4658 = add nsw i64 %4657, -2
-  %4659 = mul nsw i64 %4658, 24
-  %4660 = add nsw i64 %4656, %4659
-  %4661 = add nsw i64 %4660, 1
-  %4662 = add nsw i64 %4661, %relu1_grad.ix2521494
-  %arena1497 = getelementptr inbounds float, ptr %arena, i64 %4662
-  %4663 = load float, ptr %arena1497, align 4
-  %4664 = fadd float %sum254, %4663
-  store float %4664, ptr %relu1_grad.sum255, align 4
+  %4516 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4517 = add nsw i64 %4516, 5
+  %4518 = mul nsw i64 %4517, 9216
+  %4519 = add nsw i64 6710544, %4518
+  %4520 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4521 = add nsw i64 %4519, %4520
+  %4522 = add nsw i64 %relu1_grad.iy2501488, 2
+  %4523 = add nsw i64 %4522, -1
+  %4524 = mul nsw i64 %4523, 24
+  %4525 = add nsw i64 %4521, %4524
+  %4526 = add nsw i64 %4525, 22
+  %4527 = add nsw i64 %4526, %relu1_grad.ix2511489
+  %arena1493 = getelementptr inbounds float, ptr %arena, i64 %4527
+  %4528 = load float, ptr %arena1493, align 4
+  %4529 = fadd float %sum254, %4528
+  store float %4529, ptr %relu1_grad.sum255, align 4
   %sum255 = load float, ptr %relu1_grad.sum255, align 4
-  %4665 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4666 = add nsw i64 %4665, 7
-  %4667 = mul nsw i64 %4666, 9216
-  %4668 = add nsw i64 6710544, %4667
-  %4669 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4670 = add nsw i64 %4668, %4669
-  %4671 = add nsw i64 %relu1_grad.iy2511493, 24
-  %4672 = add nsw i64 %4671, -2
-  %4673 = mul nsw i64 %4672, 24
-  %4674 = add nsw i64 %4670, %4673
-  %4675 = add nsw i64 %4674, %relu1_grad.ix2521494
-  %arena1498 = getelementptr inbounds float, ptr %arena, i64 %4675
-  %4676 = load float, ptr %arena1498, align 4
-  %4677 = fadd float %sum255, %4676
-  store float %4677, ptr %relu1_grad.sum256, align 4
+  %4530 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4531 = add nsw i64 %4530, 7
+  %4532 = mul nsw i64 %4531, 9216
+  %4533 = add nsw i64 6710544, %4532
+  %4534 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4535 = add nsw i64 %4533, %4534
+  %4536 = add nsw i64 %relu1_grad.iy2501488, 2
+  %4537 = add nsw i64 %4536, -2
+  %4538 = mul nsw i64 %4537, 24
+  %4539 = add nsw i64 %4535, %4538
+  %4540 = add nsw i64 %4539, 23
+  %4541 = add nsw i64 %4540, %relu1_grad.ix2511489
+  %arena1494 = getelementptr inbounds float, ptr %arena, i64 %4541
+  %4542 = load float, ptr %arena1494, align 4
+  %4543 = fadd float %sum255, %4542
+  store float %4543, ptr %relu1_grad.sum256, align 4
   %sum256 = load float, ptr %relu1_grad.sum256, align 4
-  %4678 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4679 = add nsw i64 %4678, %relu1_grad.j1611387
-  %4680 = mul nsw i64 %4679, 21632
-  %4681 = add nsw i64 1384448, %4680
-  %4682 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4683 = add nsw i64 %4681, %4682
-  %4684 = add nsw i64 %relu1_grad.iy2511493, 24
-  %4685 = mul nsw i64 %4684, 26
-  %4686 = add nsw i64 %4683, %4685
-  %4687 = add nsw i64 %4686, 1
-  %4688 = add nsw i64 %4687, %relu1_grad.ix2521494
-  %arena1499 = getelementptr inbounds float, ptr %arena, i64 %4688
-  store float %sum256, ptr %arena1499, align 4
-  %ix252.next = add nsw i64 %relu1_grad.ix2521494, 1
-  %4689 = icmp slt i64 %ix252.next, 1
-  br i1 %4689, label %relu1_grad.ix252, label %relu1_grad.ix252.end
+  %4544 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4545 = add nsw i64 %4544, 8
+  %4546 = mul nsw i64 %4545, 9216
+  %4547 = add nsw i64 6710544, %4546
+  %4548 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4549 = add nsw i64 %4547, %4548
+  %4550 = add nsw i64 %relu1_grad.iy2501488, 2
+  %4551 = add nsw i64 %4550, -2
+  %4552 = mul nsw i64 %4551, 24
+  %4553 = add nsw i64 %4549, %4552
+  %4554 = add nsw i64 %4553, 22
+  %4555 = add nsw i64 %4554, %relu1_grad.ix2511489
+  %arena1495 = getelementptr inbounds float, ptr %arena, i64 %4555
+  %4556 = load float, ptr %arena1495, align 4
+  %4557 = fadd float %sum256, %4556
+  store float %4557, ptr %relu1_grad.sum257, align 4
+  %sum257 = load float, ptr %relu1_grad.sum257, align 4
+  %4558 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4559 = add nsw i64 %4558, %relu1_grad.j1771402
+  %4560 = mul nsw i64 %4559, 21632
+  %4561 = add nsw i64 1384448, %4560
+  %4562 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4563 = add nsw i64 %4561, %4562
+  %4564 = add nsw i64 %relu1_grad.iy2501488, 2
+  %4565 = mul nsw i64 %4564, 26
+  %4566 = add nsw i64 %4563, %4565
+  %4567 = add nsw i64 %4566, 24
+  %4568 = add nsw i64 %4567, %relu1_grad.ix2511489
+  %arena1496 = getelementptr inbounds float, ptr %arena, i64 %4568
+  store float %sum257, ptr %arena1496, align 4
+  %ix251.next = add nsw i64 %relu1_grad.ix2511489, 1
+  %4569 = icmp slt i64 %ix251.next, 1
+  br i1 %4569, label %relu1_grad.ix251, label %relu1_grad.ix251.end
 
-relu1_grad.ix252.end:                             ; preds = %relu1_grad.ix252
-  %iy251.next = add nsw i64 %relu1_grad.iy2511493, 1
-  %4690 = icmp slt i64 %iy251.next, 1
-  br i1 %4690, label %relu1_grad.iy251, label %relu1_grad.iy251.end
+relu1_grad.ix251.end:                             ; preds = %relu1_grad.ix251
+  %iy250.next = add nsw i64 %relu1_grad.iy2501488, 1
+  %4570 = icmp slt i64 %iy250.next, 22
+  br i1 %4570, label %relu1_grad.iy250, label %relu1_grad.iy250.end
 
-relu1_grad.iy257:                                 ; preds = %relu1_grad.ix258.end, %relu1_grad.iy251.end
-  %relu1_grad.iy2571500 = phi i64 [ 0, %relu1_grad.iy251.end ], [ %iy257.next, %relu1_grad.ix258.end ]
-  br label %relu1_grad.ix258
+relu1_grad.iy258:                                 ; preds = %relu1_grad.ix259.end, %relu1_grad.iy250.end
+  %relu1_grad.iy2581497 = phi i64 [ 0, %relu1_grad.iy250.end ], [ %iy258.next, %relu1_grad.ix259.end ]
+  br label %relu1_grad.ix259
 
-relu1_grad.iy257.end:                             ; preds = %relu1_grad.ix258.end
-  br label %relu1_grad.iy265
+relu1_grad.iy258.end:                             ; preds = %relu1_grad.ix259.end
+  br label %relu1_grad.iy263
 
-relu1_grad.ix258:                                 ; preds = %relu1_grad.ix258, %relu1_grad.iy257
-  %relu1_grad.ix2581501 = phi i64 [ 0, %relu1_grad.iy257 ], [ %ix258.next, %relu1_grad.ix258 ]
-  %4691 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4692 = add nsw i64 %4691, 3
-  %4693 = mul nsw i64 %4692, 9216
-  %4694 = add nsw i64 6710544, %4693
-  %4695 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4696 = add nsw i64 %4694, %4695
-  %4697 = add nsw i64 %relu1_grad.iy2571500, 24
-  %4698 = add nsw i64 %4697, -1
-  %4699 = mul nsw i64 %4698, 24
-  %4700 = add nsw i64 %4696, %4699
-  %4701 = add nsw i64 %4700, 2
-  %4702 = add nsw i64 %4701, %relu1_grad.ix2581501
-  %arena1502 = getelementptr inbounds float, ptr %arena, i64 %4702
-  %4703 = load float, ptr %arena1502, align 4
-  store float %4703, ptr %relu1_grad.sum259, align 4
-  %sum259 = load float, ptr %relu1_grad.sum259, align 4
-  %4704 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4705 = add nsw i64 %4704, 4
-  %4706 = mul nsw i64 %4705, 9216
-  %4707 = add nsw i64 6710544, %4706
-  %4708 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4709 = add nsw i64 %4707, %4708
-  %4710 = add nsw i64 %relu1_grad.iy2571500, 24
-  %4711 = add nsw i64 %4710, -1
-  %4712 = mul nsw i64 %4711, 24
-  %4713 = add nsw i64 %4709, %4712
-  %4714 = add nsw i64 %4713, 1
-  %4715 = add nsw i64 %4714, %relu1_grad.ix2581501
-  %arena1503 = getelementptr inbounds float, ptr %arena, i64 %4715
-  %4716 = load float, ptr %arena1503, align 4
-  %4717 = fadd float %sum259, %4716
-  store float %4717, ptr %relu1_grad.sum260, align 4
+relu1_grad.ix259:                                 ; preds = %relu1_grad.ix259, %relu1_grad.iy258
+  %relu1_grad.ix2591498 = phi i64 [ 0, %relu1_grad.iy258 ], [ %ix259.next, %relu1_grad.ix259 ]
+  %4571 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4572 = add nsw i64 %4571, 2
+  %4573 = mul nsw i64 %4572, 9216
+  %4574 = add nsw i64 6710544, %4573
+  %4575 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4576 = add nsw i64 %4574, %4575
+  %4577 = add nsw i64 %relu1_grad.iy2581497, 2
+  %4578 = mul nsw i64 %4577, 24
+  %4579 = add nsw i64 %4576, %4578
+  %4580 = add nsw i64 %4579, 23
+  %4581 = add nsw i64 %4580, %relu1_grad.ix2591498
+  %arena1499 = getelementptr inbounds float, ptr %arena, i64 %4581
+  %4582 = load float, ptr %arena1499, align 4
+  store float %4582, ptr %relu1_grad.sum260, align 4
   %sum260 = load float, ptr %relu1_grad.sum260, align 4
-  %4718 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4719 = add nsw i64 %4718, 5
-  %4720 = mul nsw i64 %4719, 9216
-  %4721 = add nsw i64 6710544, %4720
-  %4722 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4723 = add nsw i64 %4721, %4722
-  %4724 = add nsw i64 %relu1_grad.iy2571500, 24
-  %4725 = add nsw i64 %4724, -1
-  %4726 = mul nsw i64 %4725, 24
-  %4727 = add nsw i64 %4723, %4726
-  %4728 = add nsw i64 %4727, %relu1_grad.ix2581501
-  %arena1504 = getelementptr inbounds float, ptr %arena, i64 %4728
-  %4729 = load float, ptr %arena1504, align 4
-  %4730 = fadd float %sum260, %4729
-  store float %4730, ptr %relu1_grad.sum261, align 4
+  %4583 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4584 = add nsw i64 %4583, 5
+  %4585 = mul nsw i64 %4584, 9216
+  %4586 = add nsw i64 6710544, %4585
+  %4587 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4588 = add nsw i64 %4586, %4587
+  %4589 = add nsw i64 %relu1_grad.iy2581497, 2
+  %4590 = add nsw i64 %4589, -1
+  %4591 = mul nsw i64 %4590, 24
+  %4592 = add nsw i64 %4588, %4591
+  %4593 = add nsw i64 %4592, 23
+  %4594 = add nsw i64 %4593, %relu1_grad.ix2591498
+  %arena1500 = getelementptr inbounds float, ptr %arena, i64 %4594
+  %4595 = load float, ptr %arena1500, align 4
+  %4596 = fadd float %sum260, %4595
+  store float %4596, ptr %relu1_grad.sum261, align 4
   %sum261 = load float, ptr %relu1_grad.sum261, align 4
-  %4731 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4732 = add nsw i64 %4731, 6
-  %4733 = mul nsw i64 %4732, 9216
-  %4734 = add nsw i64 6710544, %4733
-  %4735 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4736 = add nsw i64 %4734, %4735
-  %4737 = add nsw i64 %relu1_grad.iy2571500, 24
-  %4738 = add nsw i64 %4737, -2
-  %4739 = mul nsw i64 %4738, 24
-  %4740 = add nsw i64 %4736, %4739
-  %4741 = add nsw i64 %4740, 2
-  %4742 = add nsw i64 %4741, %relu1_grad.ix2581501
-  %arena1505 = getelementptr inbounds float, ptr %arena, i64 %4742
-  %4743 = load float, ptr %arena1505, align 4
-  %4744 = fadd float %sum261, %4743
-  store float %4744, ptr %relu1_grad.sum262, align 4
+  %4597 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4598 = add nsw i64 %4597, 8
+  %4599 = mul nsw i64 %4598, 9216
+  %4600 = add nsw i64 6710544, %4599
+  %4601 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4602 = add nsw i64 %4600, %4601
+  %4603 = add nsw i64 %relu1_grad.iy2581497, 2
+  %4604 = add nsw i64 %4603, -2
+  %4605 = mul nsw i64 %4604, 24
+  %4606 = add nsw i64 %4602, %4605
+  %4607 = add nsw i64 %4606, 23
+  %4608 = add nsw i64 %4607, %relu1_grad.ix2591498
+  %arena1501 = getelementptr inbounds float, ptr %arena, i64 %4608
+  %4609 = load float, ptr %arena1501, align 4
+  %4610 = fadd float %sum261, %4609
+  store float %4610, ptr %relu1_grad.sum262, align 4
   %sum262 = load float, ptr %relu1_grad.sum262, align 4
-  %4745 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4746 = add nsw i64 %4745, 7
-  %4747 = mul nsw i64 %4746, 9216
-  %4748 = add nsw i64 6710544, %4747
-  %4749 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4750 = add nsw i64 %4748, %4749
-  %4751 = add nsw i64 %relu1_grad.iy2571500, 24
-  %4752 = add nsw i64 %4751, -2
-  %4753 = mul nsw i64 %4752, 24
-  %4754 = add nsw i64 %4750, %4753
-  %4755 = add nsw i64 %4754, 1
-  %4756 = add nsw i64 %4755, %relu1_grad.ix2581501
-  %arena1506 = getelementptr inbounds float, ptr %arena, i64 %4756
-  %4757 = load float, ptr %arena1506, align 4
-  %4758 = fadd float %sum262, %4757
-  store float %4758, ptr %relu1_grad.sum263, align 4
-  %sum263 = load float, ptr %relu1_grad.sum263, align 4
-  %4759 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4760 = add nsw i64 %4759, 8
-  %4761 = mul nsw i64 %4760, 9216
-  %4762 = add nsw i64 6710544, %4761
-  %4763 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4764 = add nsw i64 %4762, %4763
-  %4765 = add nsw i64 %relu1_grad.iy2571500, 24
-  %4766 = add nsw i64 %4765, -2
-  %4767 = mul nsw i64 %4766, 24
-  %4768 = add nsw i64 %4764, %4767
-  %4769 = add nsw i64 %4768, %relu1_grad.ix2581501
-  %arena1507 = getelementptr inbounds float, ptr %arena, i64 %4769
-  %4770 = load float, ptr %arena1507, align 4
-  %4771 = fadd float %sum263, %4770
-  store float %4771, ptr %relu1_grad.sum264, align 4
-  %sum264 = load float, ptr %relu1_grad.sum264, align 4
-  %4772 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4773 = add nsw i64 %4772, %relu1_grad.j1611387
-  %4774 = mul nsw i64 %4773, 21632
-  %4775 = add nsw i64 1384448, %4774
-  %4776 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4777 = add nsw i64 %4775, %4776
-  %4778 = add nsw i64 %relu1_grad.iy2571500, 24
-  %4779 = mul nsw i64 %4778, 26
-  %4780 = add nsw i64 %4777, %4779
-  %4781 = add nsw i64 %4780, 2
-  %4782 = add nsw i64 %4781, %relu1_grad.ix2581501
-  %arena1508 = getelementptr inbounds float, ptr %arena, i64 %4782
-  store float %sum264, ptr %arena1508, align 4
-  %ix258.next = add nsw i64 %relu1_grad.ix2581501, 1
-  %4783 = icmp slt i64 %ix258.next, 22
-  br i1 %4783, label %relu1_grad.ix258, label %relu1_grad.ix258.end
+  %4611 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4612 = add nsw i64 %4611, %relu1_grad.j1771402
+  %4613 = mul nsw i64 %4612, 21632
+  %4614 = add nsw i64 1384448, %4613
+  %4615 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4616 = add nsw i64 %4614, %4615
+  %4617 = add nsw i64 %relu1_grad.iy2581497, 2
+  %4618 = mul nsw i64 %4617, 26
+  %4619 = add nsw i64 %4616, %4618
+  %4620 = add nsw i64 %4619, 25
+  %4621 = add nsw i64 %4620, %relu1_grad.ix2591498
+  %arena1502 = getelementptr inbounds float, ptr %arena, i64 %4621
+  store float %sum262, ptr %arena1502, align 4
+  %ix259.next = add nsw i64 %relu1_grad.ix2591498, 1
+  %4622 = icmp slt i64 %ix259.next, 1
+  br i1 %4622, label %relu1_grad.ix259, label %relu1_grad.ix259.end
 
-relu1_grad.ix258.end:                             ; preds = %relu1_grad.ix258
-  %iy257.next = add nsw i64 %relu1_grad.iy2571500, 1
-  %4784 = icmp slt i64 %iy257.next, 1
-  br i1 %4784, label %relu1_grad.iy257, label %relu1_grad.iy257.end
+relu1_grad.ix259.end:                             ; preds = %relu1_grad.ix259
+  %iy258.next = add nsw i64 %relu1_grad.iy2581497, 1
+  %4623 = icmp slt i64 %iy258.next, 22
+  br i1 %4623, label %relu1_grad.iy258, label %relu1_grad.iy258.end
 
-relu1_grad.iy265:                                 ; preds = %relu1_grad.ix266.end, %relu1_grad.iy257.end
-  %relu1_grad.iy2651509 = phi i64 [ 0, %relu1_grad.iy257.end ], [ %iy265.next, %relu1_grad.ix266.end ]
-  br label %relu1_grad.ix266
+relu1_grad.iy263:                                 ; preds = %relu1_grad.ix264.end, %relu1_grad.iy258.end
+  %relu1_grad.iy2631503 = phi i64 [ 0, %relu1_grad.iy258.end ], [ %iy263.next, %relu1_grad.ix264.end ]
+  br label %relu1_grad.ix264
 
-relu1_grad.iy265.end:                             ; preds = %relu1_grad.ix266.end
-  br label %relu1_grad.iy271
+relu1_grad.iy263.end:                             ; preds = %relu1_grad.ix264.end
+  br label %relu1_grad.iy267
 
-relu1_grad.ix266:                                 ; preds = %relu1_grad.ix266, %relu1_grad.iy265
-  %relu1_grad.ix2661510 = phi i64 [ 0, %relu1_grad.iy265 ], [ %ix266.next, %relu1_grad.ix266 ]
-  %4785 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4786 = add nsw i64 %4785, 4
-  %4787 = mul nsw i64 %4786, 9216
-  %4788 = add nsw i64 6710544, %4787
-  %4789 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4790 = add nsw i64 %4788, %4789
-  %4791 = add nsw i64 %relu1_grad.iy2651509, 24
-  %4792 = add nsw i64 %4791, -1
-  %4793 = mul nsw i64 %4792, 24
-  %4794 = add nsw i64 %4790, %4793
-  %4795 = add nsw i64 %4794, 23
-  %4796 = add nsw i64 %4795, %relu1_grad.ix2661510
-  %arena1511 = getelementptr inbounds float, ptr %arena, i64 %4796
-  %4797 = load float, ptr %arena1511, align 4
-  store float %4797, ptr %relu1_grad.sum267, align 4
-  %sum267 = load float, ptr %relu1_grad.sum267, align 4
-  %4798 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4799 = add nsw i64 %4798, 5
-  %4800 = mul nsw i64 %4799, 9216
-  %4801 = add nsw i64 6710544, %4800
-  %4802 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4803 = add nsw i64 %4801, %4802
-  %4804 = add nsw i64 %relu1_grad.iy2651509, 24
-  %4805 = add nsw i64 %4804, -1
-  %4806 = mul nsw i64 %4805, 24
-  %4807 = add nsw i64 %4803, %4806
-  %4808 = add nsw i64 %4807, 22
-  %4809 = add nsw i64 %4808, %relu1_grad.ix2661510
-  %arena1512 = getelementptr inbounds float, ptr %arena, i64 %4809
-  %4810 = load float, ptr %arena1512, align 4
-  %4811 = fadd float %sum267, %4810
-  store float %4811, ptr %relu1_grad.sum268, align 4
-  %sum268 = load float, ptr %relu1_grad.sum268, align 4
-  %4812 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4813 = add nsw i64 %4812, 7
-  %4814 = mul nsw i64 %4813, 9216
-  %4815 = add nsw i64 6710544, %4814
-  %4816 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4817 = add nsw i64 %4815, %4816
-  %4818 = add nsw i64 %relu1_grad.iy2651509, 24
-  %4819 = add nsw i64 %4818, -2
-  %4820 = mul nsw i64 %4819, 24
-  %4821 = add nsw i64 %4817, %4820
-  %4822 = add nsw i64 %4821, 23
-  %4823 = add nsw i64 %4822, %relu1_grad.ix2661510
-  %arena1513 = getelementptr inbounds float, ptr %arena, i64 %4823
-  %4824 = load float, ptr %arena1513, align 4
-  %4825 = fadd float %sum268, %4824
-  store float %4825, ptr %relu1_grad.sum269, align 4
+relu1_grad.ix264:                                 ; preds = %relu1_grad.ix264, %relu1_grad.iy263
+  %relu1_grad.ix2641504 = phi i64 [ 0, %relu1_grad.iy263 ], [ %ix264.next, %relu1_grad.ix264 ]
+  %4624 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4625 = add nsw i64 %4624, 3
+  %4626 = mul nsw i64 %4625, 9216
+  %4627 = add nsw i64 6710544, %4626
+  %4628 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4629 = add nsw i64 %4627, %4628
+  %4630 = add nsw i64 %relu1_grad.iy2631503, 24
+  %4631 = add nsw i64 %4630, -1
+  %4632 = mul nsw i64 %4631, 24
+  %4633 = add nsw i64 %4629, %4632
+  %4634 = add nsw i64 %4633, %relu1_grad.ix2641504
+  %arena1505 = getelementptr inbounds float, ptr %arena, i64 %4634
+  %4635 = load float, ptr %arena1505, align 4
+  store float %4635, ptr %relu1_grad.sum265, align 4
+  %sum265 = load float, ptr %relu1_grad.sum265, align 4
+  %4636 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4637 = add nsw i64 %4636, 6
+  %4638 = mul nsw i64 %4637, 9216
+  %4639 = add nsw i64 6710544, %4638
+  %4640 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4641 = add nsw i64 %4639, %4640
+  %4642 = add nsw i64 %relu1_grad.iy2631503, 24
+  %4643 = add nsw i64 %4642, -2
+  %4644 = mul nsw i64 %4643, 24
+  %4645 = add nsw i64 %4641, %4644
+  %4646 = add nsw i64 %4645, %relu1_grad.ix2641504
+  %arena1506 = getelementptr inbounds float, ptr %arena, i64 %4646
+  %4647 = load float, ptr %arena1506, align 4
+  %4648 = fadd float %sum265, %4647
+  store float %4648, ptr %relu1_grad.sum266, align 4
+  %sum266 = load float, ptr %relu1_grad.sum266, align 4
+  %4649 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4650 = add nsw i64 %4649, %relu1_grad.j1771402
+  %4651 = mul nsw i64 %4650, 21632
+  %4652 = add nsw i64 1384448, %4651
+  %4653 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4654 = add nsw i64 %4652, %4653
+  %4655 = add nsw i64 %relu1_grad.iy2631503, 24
+  %4656 = mul nsw i64 %4655, 26
+  %4657 = add nsw i64 %4654, %4656
+  %4658 = add nsw i64 %4657, %relu1_grad.ix2641504
+  %arena1507 = getelementptr inbounds float, ptr %arena, i64 %4658
+  store float %sum266, ptr %arena1507, align 4
+  %ix264.next = add nsw i64 %relu1_grad.ix2641504, 1
+  %4659 = icmp slt i64 %ix264.next, 1
+  br i1 %4659, label %relu1_grad.ix264, label %relu1_grad.ix264.end
+
+relu1_grad.ix264.end:                             ; preds = %relu1_grad.ix264
+  %iy263.next = add nsw i64 %relu1_grad.iy2631503, 1
+  %4660 = icmp slt i64 %iy263.next, 1
+  br i1 %4660, label %relu1_grad.iy263, label %relu1_grad.iy263.end
+
+relu1_grad.iy267:                                 ; preds = %relu1_grad.ix268.end, %relu1_grad.iy263.end
+  %relu1_grad.iy2671508 = phi i64 [ 0, %relu1_grad.iy263.end ], [ %iy267.next, %relu1_grad.ix268.end ]
+  br label %relu1_grad.ix268
+
+relu1_grad.iy267.end:                             ; preds = %relu1_grad.ix268.end
+  br label %relu1_grad.iy273
+
+relu1_grad.ix268:                                 ; preds = %relu1_grad.ix268, %relu1_grad.iy267
+  %relu1_grad.ix2681509 = phi i64 [ 0, %relu1_grad.iy267 ], [ %ix268.next, %relu1_grad.ix268 ]
+  %4661 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4662 = add nsw i64 %4661, 3
+  %4663 = mul nsw i64 %4662, 9216
+  %4664 = add nsw i64 6710544, %4663
+  %4665 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4666 = add nsw i64 %4664, %4665
+  %4667 = add nsw i64 %relu1_grad.iy2671508, 24
+  %4668 = add nsw i64 %4667, -1
+  %4669 = mul nsw i64 %4668, 24
+  %4670 = add nsw i64 %4666, %4669
+  %4671 = add nsw i64 %4670, 1
+  %4672 = add nsw i64 %4671, %relu1_grad.ix2681509
+  %arena1510 = getelementptr inbounds float, ptr %arena, i64 %4672
+  %4673 = load float, ptr %arena1510, align 4
+  store float %4673, ptr %relu1_grad.sum269, align 4
   %sum269 = load float, ptr %relu1_grad.sum269, align 4
-  %4826 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4827 = add nsw i64 %4826, 8
-  %4828 = mul nsw i64 %4827, 9216
-  %4829 = add nsw i64 6710544, %4828
-  %4830 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4831 = add nsw i64 %4829, %4830
-  %4832 = add nsw i64 %relu1_grad.iy2651509, 24
-  %4833 = add nsw i64 %4832, -2
-  %4834 = mul nsw i64 %4833, 24
-  %4835 = add nsw i64 %4831, %4834
-  %4836 = add nsw i64 %4835, 22
-  %4837 = add nsw i64 %4836, %relu1_grad.ix2661510
-  %arena1514 = getelementptr inbounds float, ptr %arena, i64 %4837
-  %4838 = load float, ptr %arena1514, align 4
-  %4839 = fadd float %sum269, %4838
-  store float %4839, ptr %relu1_grad.sum270, align 4
+  %4674 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4675 = add nsw i64 %4674, 4
+  %4676 = mul nsw i64 %4675, 9216
+  %4677 = add nsw i64 6710544, %4676
+  %4678 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4679 = add nsw i64 %4677, %4678
+  %4680 = add nsw i64 %relu1_grad.iy2671508, 24
+  %4681 = add nsw i64 %4680, -1
+  %4682 = mul nsw i64 %4681, 24
+  %4683 = add nsw i64 %4679, %4682
+  %4684 = add nsw i64 %4683, %relu1_grad.ix2681509
+  %arena1511 = getelementptr inbounds float, ptr %arena, i64 %4684
+  %4685 = load float, ptr %arena1511, align 4
+  %4686 = fadd float %sum269, %4685
+  store float %4686, ptr %relu1_grad.sum270, align 4
   %sum270 = load float, ptr %relu1_grad.sum270, align 4
-  %4840 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4841 = add nsw i64 %4840, %relu1_grad.j1611387
-  %4842 = mul nsw i64 %4841, 21632
-  %4843 = add nsw i64 1384448, %4842
-  %4844 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4845 = add nsw i64 %4843, %4844
-  %4846 = add nsw i64 %relu1_grad.iy2651509, 24
-  %4847 = mul nsw i64 %4846, 26
-  %4848 = add nsw i64 %4845, %4847
-  %4849 = add nsw i64 %4848, 24
-  %4850 = add nsw i64 %4849, %relu1_grad.ix2661510
-  %arena1515 = getelementptr inbounds float, ptr %arena, i64 %4850
-  store float %sum270, ptr %arena1515, align 4
-  %ix266.next = add nsw i64 %relu1_grad.ix2661510, 1
-  %4851 = icmp slt i64 %ix266.next, 1
-  br i1 %4851, label %relu1_grad.ix266, label %relu1_grad.ix266.end
+  %4687 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4688 = add nsw i64 %4687, 6
+  %4689 = mul nsw i64 %4688, 9216
+  %4690 = add nsw i64 6710544, %4689
+  %4691 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4692 = add nsw i64 %4690, %4691
+  %4693 = add nsw i64 %relu1_grad.iy2671508, 24
+  %4694 = add nsw i64 %4693, -2
+  %4695 = mul nsw i64 %4694, 24
+  %4696 = add nsw i64 %4692, %4695
+  %4697 = add nsw i64 %4696, 1
+  %4698 = add nsw i64 %4697, %relu1_grad.ix2681509
+  %arena1512 = getelementptr inbounds float, ptr %arena, i64 %4698
+  %4699 = load float, ptr %arena1512, align 4
+  %4700 = fadd float %sum270, %4699
+  store float %4700, ptr %relu1_grad.sum271, align 4
+  %sum271 = load float, ptr %relu1_grad.sum271, align 4
+  %4701 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4702 = add nsw i64 %4701, 7
+  %4703 = mul nsw i64 %4702, 9216
+  %4704 = add nsw i64 6710544, %4703
+  %4705 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4706 = add nsw i64 %4704, %4705
+  %4707 = add nsw i64 %relu1_grad.iy2671508, 24
+  %4708 = add nsw i64 %4707, -2
+  %4709 = mul nsw i64 %4708, 24
+  %4710 = add nsw i64 %4706, %4709
+  %4711 = add nsw i64 %4710, %relu1_grad.ix2681509
+  %arena1513 = getelementptr inbounds float, ptr %arena, i64 %4711
+  %4712 = load float, ptr %arena1513, align 4
+  %4713 = fadd float %sum271, %4712
+  store float %4713, ptr %relu1_grad.sum272, align 4
+  %sum272 = load float, ptr %relu1_grad.sum272, align 4
+  %4714 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4715 = add nsw i64 %4714, %relu1_grad.j1771402
+  %4716 = mul nsw i64 %4715, 21632
+  %4717 = add nsw i64 1384448, %4716
+  %4718 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4719 = add nsw i64 %4717, %4718
+  %4720 = add nsw i64 %relu1_grad.iy2671508, 24
+  %4721 = mul nsw i64 %4720, 26
+  %4722 = add nsw i64 %4719, %4721
+  %4723 = add nsw i64 %4722, 1
+  %4724 = add nsw i64 %4723, %relu1_grad.ix2681509
+  %arena1514 = getelementptr inbounds float, ptr %arena, i64 %4724
+  store float %sum272, ptr %arena1514, align 4
+  %ix268.next = add nsw i64 %relu1_grad.ix2681509, 1
+  %4725 = icmp slt i64 %ix268.next, 1
+  br i1 %4725, label %relu1_grad.ix268, label %relu1_grad.ix268.end
 
-relu1_grad.ix266.end:                             ; preds = %relu1_grad.ix266
-  %iy265.next = add nsw i64 %relu1_grad.iy2651509, 1
-  %4852 = icmp slt i64 %iy265.next, 1
-  br i1 %4852, label %relu1_grad.iy265, label %relu1_grad.iy265.end
+relu1_grad.ix268.end:                             ; preds = %relu1_grad.ix268
+  %iy267.next = add nsw i64 %relu1_grad.iy2671508, 1
+  %4726 = icmp slt i64 %iy267.next, 1
+  br i1 %4726, label %relu1_grad.iy267, label %relu1_grad.iy267.end
 
-relu1_grad.iy271:                                 ; preds = %relu1_grad.ix272.end, %relu1_grad.iy265.end
-  %relu1_grad.iy2711516 = phi i64 [ 0, %relu1_grad.iy265.end ], [ %iy271.next, %relu1_grad.ix272.end ]
-  br label %relu1_grad.ix272
+relu1_grad.iy273:                                 ; preds = %relu1_grad.ix274.end, %relu1_grad.iy267.end
+  %relu1_grad.iy2731515 = phi i64 [ 0, %relu1_grad.iy267.end ], [ %iy273.next, %relu1_grad.ix274.end ]
+  br label %relu1_grad.ix274
 
-relu1_grad.iy271.end:                             ; preds = %relu1_grad.ix272.end
-  br label %relu1_grad.iy275
+relu1_grad.iy273.end:                             ; preds = %relu1_grad.ix274.end
+  br label %relu1_grad.iy281
 
-relu1_grad.ix272:                                 ; preds = %relu1_grad.ix272, %relu1_grad.iy271
-  %relu1_grad.ix2721517 = phi i64 [ 0, %relu1_grad.iy271 ], [ %ix272.next, %relu1_grad.ix272 ]
-  %4853 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4854 = add nsw i64 %4853, 5
-  %4855 = mul nsw i64 %4854, 9216
-  %4856 = add nsw i64 6710544, %4855
-  %4857 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4858 = add nsw i64 %4856, %4857
-  %4859 = add nsw i64 %relu1_grad.iy2711516, 24
-  %4860 = add nsw i64 %4859, -1
-  %4861 = mul nsw i64 %4860, 24
-  %4862 = add nsw i64 %4858, %4861
-  %4863 = add nsw i64 %4862, 23
-  %4864 = add nsw i64 %4863, %relu1_grad.ix2721517
-  %arena1518 = getelementptr inbounds float, ptr %arena, i64 %4864
-  %4865 = load float, ptr %arena1518, align 4
-  store float %4865, ptr %relu1_grad.sum273, align 4
-  %sum273 = load float, ptr %relu1_grad.sum273, align 4
-  %4866 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4867 = add nsw i64 %4866, 8
-  %4868 = mul nsw i64 %4867, 9216
-  %4869 = add nsw i64 6710544, %4868
-  %4870 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4871 = add nsw i64 %4869, %4870
-  %4872 = add nsw i64 %relu1_grad.iy2711516, 24
-  %4873 = add nsw i64 %4872, -2
-  %4874 = mul nsw i64 %4873, 24
-  %4875 = add nsw i64 %4871, %4874
-  %4876 = add nsw i64 %4875, 23
-  %4877 = add nsw i64 %4876, %relu1_grad.ix2721517
-  %arena1519 = getelementptr inbounds float, ptr %arena, i64 %4877
-  %4878 = load float, ptr %arena1519, align 4
-  %4879 = fadd float %sum273, %4878
-  store float %4879, ptr %relu1_grad.sum274, align 4
-  %sum274 = load float, ptr %relu1_grad.sum274, align 4
-  %4880 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4881 = add nsw i64 %4880, %relu1_grad.j1611387
-  %4882 = mul nsw i64 %4881, 21632
-  %4883 = add nsw i64 1384448, %4882
-  %4884 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4885 = add nsw i64 %4883, %4884
-  %4886 = add nsw i64 %relu1_grad.iy2711516, 24
-  %4887 = mul nsw i64 %4886, 26
-  %4888 = add nsw i64 %4885, %4887
-  %4889 = add nsw i64 %4888, 25
-  %4890 = add nsw i64 %4889, %relu1_grad.ix2721517
-  %arena1520 = getelementptr inbounds float, ptr %arena, i64 %4890
-  store float %sum274, ptr %arena1520, align 4
-  %ix272.next = add nsw i64 %relu1_grad.ix2721517, 1
-  %4891 = icmp slt i64 %ix272.next, 1
-  br i1 %4891, label %relu1_grad.ix272, label %relu1_grad.ix272.end
-
-relu1_grad.ix272.end:                             ; preds = %relu1_grad.ix272
-  %iy271.next = add nsw i64 %relu1_grad.iy2711516, 1
-  %4892 = icmp slt i64 %iy271.next, 1
-  br i1 %4892, label %relu1_grad.iy271, label %relu1_grad.iy271.end
-
-relu1_grad.iy275:                                 ; preds = %relu1_grad.ix276.end, %relu1_grad.iy271.end
-  %relu1_grad.iy2751521 = phi i64 [ 0, %relu1_grad.iy271.end ], [ %iy275.next, %relu1_grad.ix276.end ]
-  br label %relu1_grad.ix276
-
-relu1_grad.iy275.end:                             ; preds = %relu1_grad.ix276.end
-  br label %relu1_grad.iy278
-
-relu1_grad.ix276:                                 ; preds = %relu1_grad.ix276, %relu1_grad.iy275
-  %relu1_grad.ix2761522 = phi i64 [ 0, %relu1_grad.iy275 ], [ %ix276.next, %relu1_grad.ix276 ]
-  %4893 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4894 = add nsw i64 %4893, 6
-  %4895 = mul nsw i64 %4894, 9216
-  %4896 = add nsw i64 6710544, %4895
-  %4897 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4898 = add nsw i64 %4896, %4897
-  %4899 = add nsw i64 %relu1_grad.iy2751521, 25
-  %4900 = add nsw i64 %4899, -2
-  %4901 = mul nsw i64 %4900, 24
-  %4902 = add nsw i64 %4898, %4901
-  %4903 = add nsw i64 %4902, %relu1_grad.ix2761522
-  %arena1523 = getelementptr inbounds float, ptr %arena, i64 %4903
-  %4904 = load float, ptr %arena1523, align 4
-  store float %4904, ptr %relu1_grad.sum277, align 4
+relu1_grad.ix274:                                 ; preds = %relu1_grad.ix274, %relu1_grad.iy273
+  %relu1_grad.ix2741516 = phi i64 [ 0, %relu1_grad.iy273 ], [ %ix274.next, %relu1_grad.ix274 ]
+  %4727 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4728 = add nsw i64 %4727, 3
+  %4729 = mul nsw i64 %4728, 9216
+  %4730 = add nsw i64 6710544, %4729
+  %4731 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4732 = add nsw i64 %4730, %4731
+  %4733 = add nsw i64 %relu1_grad.iy2731515, 24
+  %4734 = add nsw i64 %4733, -1
+  %4735 = mul nsw i64 %4734, 24
+  %4736 = add nsw i64 %4732, %4735
+  %4737 = add nsw i64 %4736, 2
+  %4738 = add nsw i64 %4737, %relu1_grad.ix2741516
+  %arena1517 = getelementptr inbounds float, ptr %arena, i64 %4738
+  %4739 = load float, ptr %arena1517, align 4
+  store float %4739, ptr %relu1_grad.sum275, align 4
+  %sum275 = load float, ptr %relu1_grad.sum275, align 4
+  %4740 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4741 = add nsw i64 %4740, 4
+  %4742 = mul nsw i64 %4741, 9216
+  %4743 = add nsw i64 6710544, %4742
+  %4744 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4745 = add nsw i64 %4743, %4744
+  %4746 = add nsw i64 %relu1_grad.iy2731515, 24
+  %4747 = add nsw i64 %4746, -1
+  %4748 = mul nsw i64 %4747, 24
+  %4749 = add nsw i64 %4745, %4748
+  %4750 = add nsw i64 %4749, 1
+  %4751 = add nsw i64 %4750, %relu1_grad.ix2741516
+  %arena1518 = getelementptr inbounds float, ptr %arena, i64 %4751
+  %4752 = load float, ptr %arena1518, align 4
+  %4753 = fadd float %sum275, %4752
+  store float %4753, ptr %relu1_grad.sum276, align 4
+  %sum276 = load float, ptr %relu1_grad.sum276, align 4
+  %4754 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4755 = add nsw i64 %4754, 5
+  %4756 = mul nsw i64 %4755, 9216
+  %4757 = add nsw i64 6710544, %4756
+  %4758 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4759 = add nsw i64 %4757, %4758
+  %4760 = add nsw i64 %relu1_grad.iy2731515, 24
+  %4761 = add nsw i64 %4760, -1
+  %4762 = mul nsw i64 %4761, 24
+  %4763 = add nsw i64 %4759, %4762
+  %4764 = add nsw i64 %4763, %relu1_grad.ix2741516
+  %arena1519 = getelementptr inbounds float, ptr %arena, i64 %4764
+  %4765 = load float, ptr %arena1519, align 4
+  %4766 = fadd float %sum276, %4765
+  store float %4766, ptr %relu1_grad.sum277, align 4
   %sum277 = load float, ptr %relu1_grad.sum277, align 4
-  %4905 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4906 = add nsw i64 %4905, %relu1_grad.j1611387
-  %4907 = mul nsw i64 %4906, 21632
-  %4908 = add nsw i64 1384448, %4907
-  %4909 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4910 = add nsw i64 %4908, %4909
-  %4911 = add nsw i64 %relu1_grad.iy2751521, 25
-  %4912 = mul nsw i64 %4911, 26
-  %4913 = add nsw i64 %4910, %4912
-  %4914 = add nsw i64 %4913, %relu1_grad.ix2761522
-  %arena1524 = getelementptr inbounds float, ptr %arena, i64 %4914
-  store float %sum277, ptr %arena1524, align 4
-  %ix276.next = add nsw i64 %relu1_grad.ix2761522, 1
-  %4915 = icmp slt i64 %ix276.next, 1
-  br i1 %4915, label %relu1_grad.ix276, label %relu1_grad.ix276.end
-
-relu1_grad.ix276.end:                             ; preds = %relu1_grad.ix276
-  %iy275.next = add nsw i64 %relu1_grad.iy2751521, 1
-  %4916 = icmp slt i64 %iy275.next, 1
-  br i1 %4916, label %relu1_grad.iy275, label %relu1_grad.iy275.end
-
-relu1_grad.iy278:                                 ; preds = %relu1_grad.ix279.end, %relu1_grad.iy275.end
-  %relu1_grad.iy2781525 = phi i64 [ 0, %relu1_grad.iy275.end ], [ %iy278.next, %relu1_grad.ix279.end ]
-  br label %relu1_grad.ix279
-
-relu1_grad.iy278.end:                             ; preds = %relu1_grad.ix279.end
-  br label %relu1_grad.iy282
-
-relu1_grad.ix279:                                 ; preds = %relu1_grad.ix279, %relu1_grad.iy278
-  %relu1_grad.ix2791526 = phi i64 [ 0, %relu1_grad.iy278 ], [ %ix279.next, %relu1_grad.ix279 ]
-  %4917 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4918 = add nsw i64 %4917, 6
-  %4919 = mul nsw i64 %4918, 9216
-  %4920 = add nsw i64 6710544, %4919
-  %4921 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4922 = add nsw i64 %4920, %4921
-  %4923 = add nsw i64 %relu1_grad.iy2781525, 25
-  %4924 = add nsw i64 %4923, -2
-  %4925 = mul nsw i64 %4924, 24
-  %4926 = add nsw i64 %4922, %4925
-  %4927 = add nsw i64 %4926, 1
-  %4928 = add nsw i64 %4927, %relu1_grad.ix2791526
-  %arena1527 = getelementptr inbounds float, ptr %arena, i64 %4928
-  %4929 = load float, ptr %arena1527, align 4
-  store float %4929, ptr %relu1_grad.sum280, align 4
+  %4767 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4768 = add nsw i64 %4767, 6
+  %4769 = mul nsw i64 %4768, 9216
+  %4770 = add nsw i64 6710544, %4769
+  %4771 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4772 = add nsw i64 %4770, %4771
+  %4773 = add nsw i64 %relu1_grad.iy2731515, 24
+  %4774 = add nsw i64 %4773, -2
+  %4775 = mul nsw i64 %4774, 24
+  %4776 = add nsw i64 %4772, %4775
+  %4777 = add nsw i64 %4776, 2
+  %4778 = add nsw i64 %4777, %relu1_grad.ix2741516
+  %arena1520 = getelementptr inbounds float, ptr %arena, i64 %4778
+  %4779 = load float, ptr %arena1520, align 4
+  %4780 = fadd float %sum277, %4779
+  store float %4780, ptr %relu1_grad.sum278, align 4
+  %sum278 = load float, ptr %relu1_grad.sum278, align 4
+  %4781 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4782 = add nsw i64 %4781, 7
+  %4783 = mul nsw i64 %4782, 9216
+  %4784 = add nsw i64 6710544, %4783
+  %4785 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4786 = add nsw i64 %4784, %4785
+  %4787 = add nsw i64 %relu1_grad.iy2731515, 24
+  %4788 = add nsw i64 %4787, -2
+  %4789 = mul nsw i64 %4788, 24
+  %4790 = add nsw i64 %4786, %4789
+  %4791 = add nsw i64 %4790, 1
+  %4792 = add nsw i64 %4791, %relu1_grad.ix2741516
+  %arena1521 = getelementptr inbounds float, ptr %arena, i64 %4792
+  %4793 = load float, ptr %arena1521, align 4
+  %4794 = fadd float %sum278, %4793
+  store float %4794, ptr %relu1_grad.sum279, align 4
+  %sum279 = load float, ptr %relu1_grad.sum279, align 4
+  %4795 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4796 = add nsw i64 %4795, 8
+  %4797 = mul nsw i64 %4796, 9216
+  %4798 = add nsw i64 6710544, %4797
+  %4799 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4800 = add nsw i64 %4798, %4799
+  %4801 = add nsw i64 %relu1_grad.iy2731515, 24
+  %4802 = add nsw i64 %4801, -2
+  %4803 = mul nsw i64 %4802, 24
+  %4804 = add nsw i64 %4800, %4803
+  %4805 = add nsw i64 %4804, %relu1_grad.ix2741516
+  %arena1522 = getelementptr inbounds float, ptr %arena, i64 %4805
+  %4806 = load float, ptr %arena1522, align 4
+  %4807 = fadd float %sum279, %4806
+  store float %4807, ptr %relu1_grad.sum280, align 4
   %sum280 = load float, ptr %relu1_grad.sum280, align 4
-  %4930 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4931 = add nsw i64 %4930, 7
-  %4932 = mul nsw i64 %4931, 9216
-  %4933 = add nsw i64 6710544, %4932
-  %4934 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4935 = add nsw i64 %4933, %4934
-  %4936 = add nsw i64 %relu1_grad.iy2781525, 25
-  %4937 = add nsw i64 %4936, -2
-  %4938 = mul nsw i64 %4937, 24
-  %4939 = add nsw i64 %4935, %4938
-  %4940 = add nsw i64 %4939, %relu1_grad.ix2791526
-  %arena1528 = getelementptr inbounds float, ptr %arena, i64 %4940
-  %4941 = load float, ptr %arena1528, align 4
-  %4942 = fadd float %sum280, %4941
-  store float %4942, ptr %relu1_grad.sum281, align 4
-  %sum281 = load float, ptr %relu1_grad.sum281, align 4
-  %4943 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4944 = add nsw i64 %4943, %relu1_grad.j1611387
-  %4945 = mul nsw i64 %4944, 21632
-  %4946 = add nsw i64 1384448, %4945
-  %4947 = mul nsw i64 %relu1_grad.c1621388, 676
-  %4948 = add nsw i64 %4946, %4947
-  %4949 = add nsw i64 %relu1_grad.iy2781525, 25
-  %4950 = mul nsw i64 %4949, 26
-  %4951 = add nsw i64 %4948, %4950
-  %4952 = add nsw i64 %4951, 1
-  %4953 = add nsw i64 %4952, %relu1_grad.ix2791526
-  %arena1529 = getelementptr inbounds float, ptr %arena, i64 %4953
-  store float %sum281, ptr %arena1529, align 4
-  %ix279.next = add nsw i64 %relu1_grad.ix2791526, 1
-  %4954 = icmp slt i64 %ix279.next, 1
-  br i1 %4954, label %relu1_grad.ix279, label %relu1_grad.ix279.end
+  %4808 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4809 = add nsw i64 %4808, %relu1_grad.j1771402
+  %4810 = mul nsw i64 %4809, 21632
+  %4811 = add nsw i64 1384448, %4810
+  %4812 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4813 = add nsw i64 %4811, %4812
+  %4814 = add nsw i64 %relu1_grad.iy2731515, 24
+  %4815 = mul nsw i64 %4814, 26
+  %4816 = add nsw i64 %4813, %4815
+  %4817 = add nsw i64 %4816, 2
+  %4818 = add nsw i64 %4817, %relu1_grad.ix2741516
+  %arena1523 = getelementptr inbounds float, ptr %arena, i64 %4818
+  store float %sum280, ptr %arena1523, align 4
+  %ix274.next = add nsw i64 %relu1_grad.ix2741516, 1
+  %4819 = icmp slt i64 %ix274.next, 22
+  br i1 %4819, label %relu1_grad.ix274, label %relu1_grad.ix274.end
 
-relu1_grad.ix279.end:                             ; preds = %relu1_grad.ix279
-  %iy278.next = add nsw i64 %relu1_grad.iy2781525, 1
-  %4955 = icmp slt i64 %iy278.next, 1
-  br i1 %4955, label %relu1_grad.iy278, label %relu1_grad.iy278.end
+relu1_grad.ix274.end:                             ; preds = %relu1_grad.ix274
+  %iy273.next = add nsw i64 %relu1_grad.iy2731515, 1
+  %4820 = icmp slt i64 %iy273.next, 1
+  br i1 %4820, label %relu1_grad.iy273, label %relu1_grad.iy273.end
 
-relu1_grad.iy282:                                 ; preds = %relu1_grad.ix283.end, %relu1_grad.iy278.end
-  %relu1_grad.iy2821530 = phi i64 [ 0, %relu1_grad.iy278.end ], [ %iy282.next, %relu1_grad.ix283.end ]
-  br label %relu1_grad.ix283
+relu1_grad.iy281:                                 ; preds = %relu1_grad.ix282.end, %relu1_grad.iy273.end
+  %relu1_grad.iy2811524 = phi i64 [ 0, %relu1_grad.iy273.end ], [ %iy281.next, %relu1_grad.ix282.end ]
+  br label %relu1_grad.ix282
 
-relu1_grad.iy282.end:                             ; preds = %relu1_grad.ix283.end
+relu1_grad.iy281.end:                             ; preds = %relu1_grad.ix282.end
   br label %relu1_grad.iy287
 
-relu1_grad.ix283:                                 ; preds = %relu1_grad.ix283, %relu1_grad.iy282
-  %relu1_grad.ix2831531 = phi i64 [ 0, %relu1_grad.iy282 ], [ %ix283.next, %relu1_grad.ix283 ]
-  %4956 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4957 = add nsw i64 %4956, 6
-  %4958 = mul nsw i64 %4957, 9216
-  %4959 = add nsw i64 6710544, %4958
-  %4960 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4961 = add nsw i64 %4959, %4960
-  %4962 = add nsw i64 %relu1_grad.iy2821530, 25
-  %4963 = add nsw i64 %4962, -2
-  %4964 = mul nsw i64 %4963, 24
-  %4965 = add nsw i64 %4961, %4964
-  %4966 = add nsw i64 %4965, 2
-  %4967 = add nsw i64 %4966, %relu1_grad.ix2831531
-  %arena1532 = getelementptr inbounds float, ptr %arena, i64 %4967
-  %4968 = load float, ptr %arena1532, align 4
-  store float %4968, ptr %relu1_grad.sum284, align 4
+relu1_grad.ix282:                                 ; preds = %relu1_grad.ix282, %relu1_grad.iy281
+  %relu1_grad.ix2821525 = phi i64 [ 0, %relu1_grad.iy281 ], [ %ix282.next, %relu1_grad.ix282 ]
+  %4821 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4822 = add nsw i64 %4821, 4
+  %4823 = mul nsw i64 %4822, 9216
+  %4824 = add nsw i64 6710544, %4823
+  %4825 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4826 = add nsw i64 %4824, %4825
+  %4827 = add nsw i64 %relu1_grad.iy2811524, 24
+  %4828 = add nsw i64 %4827, -1
+  %4829 = mul nsw i64 %4828, 24
+  %4830 = add nsw i64 %4826, %4829
+  %4831 = add nsw i64 %4830, 23
+  %4832 = add nsw i64 %4831, %relu1_grad.ix2821525
+  %arena1526 = getelementptr inbounds float, ptr %arena, i64 %4832
+  %4833 = load float, ptr %arena1526, align 4
+  store float %4833, ptr %relu1_grad.sum283, align 4
+  %sum283 = load float, ptr %relu1_grad.sum283, align 4
+  %4834 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4835 = add nsw i64 %4834, 5
+  %4836 = mul nsw i64 %4835, 9216
+  %4837 = add nsw i64 6710544, %4836
+  %4838 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4839 = add nsw i64 %4837, %4838
+  %4840 = add nsw i64 %relu1_grad.iy2811524, 24
+  %4841 = add nsw i64 %4840, -1
+  %4842 = mul nsw i64 %4841, 24
+  %4843 = add nsw i64 %4839, %4842
+  %4844 = add nsw i64 %4843, 22
+  %4845 = add nsw i64 %4844, %relu1_grad.ix2821525
+  %arena1527 = getelementptr inbounds float, ptr %arena, i64 %4845
+  %4846 = load float, ptr %arena1527, align 4
+  %4847 = fadd float %sum283, %4846
+  store float %4847, ptr %relu1_grad.sum284, align 4
   %sum284 = load float, ptr %relu1_grad.sum284, align 4
-  %4969 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4970 = add nsw i64 %4969, 7
-  %4971 = mul nsw i64 %4970, 9216
-  %4972 = add nsw i64 6710544, %4971
-  %4973 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4974 = add nsw i64 %4972, %4973
-  %4975 = add nsw i64 %relu1_grad.iy2821530, 25
-  %4976 = add nsw i64 %4975, -2
-  %4977 = mul nsw i64 %4976, 24
-  %4978 = add nsw i64 %4974, %4977
-  %4979 = add nsw i64 %4978, 1
-  %4980 = add nsw i64 %4979, %relu1_grad.ix2831531
-  %arena1533 = getelementptr inbounds float, ptr %arena, i64 %4980
-  %4981 = load float, ptr %arena1533, align 4
-  %4982 = fadd float %sum284, %4981
-  store float %4982, ptr %relu1_grad.sum285, align 4
+  %4848 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4849 = add nsw i64 %4848, 7
+  %4850 = mul nsw i64 %4849, 9216
+  %4851 = add nsw i64 6710544, %4850
+  %4852 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4853 = add nsw i64 %4851, %4852
+  %4854 = add nsw i64 %relu1_grad.iy2811524, 24
+  %4855 = add nsw i64 %4854, -2
+  %4856 = mul nsw i64 %4855, 24
+  %4857 = add nsw i64 %4853, %4856
+  %4858 = add nsw i64 %4857, 23
+  %4859 = add nsw i64 %4858, %relu1_grad.ix2821525
+  %arena1528 = getelementptr inbounds float, ptr %arena, i64 %4859
+  %4860 = load float, ptr %arena1528, align 4
+  %4861 = fadd float %sum284, %4860
+  store float %4861, ptr %relu1_grad.sum285, align 4
   %sum285 = load float, ptr %relu1_grad.sum285, align 4
-  %4983 = mul nsw i64 %relu1_grad.c1621388, 9
-  %4984 = add nsw i64 %4983, 8
-  %4985 = mul nsw i64 %4984, 9216
-  %4986 = add nsw i64 6710544, %4985
-  %4987 = mul nsw i64 %relu1_grad.j1611387, 576
-  %4988 = add nsw i64 %4986, %4987
-  %4989 = add nsw i64 %relu1_grad.iy2821530, 25
-  %4990 = add nsw i64 %4989, -2
-  %4991 = mul nsw i64 %4990, 24
-  %4992 = add nsw i64 %4988, %4991
-  %4993 = add nsw i64 %4992, %relu1_grad.ix2831531
-  %arena1534 = getelementptr inbounds float, ptr %arena, i64 %4993
-  %4994 = load float, ptr %arena1534, align 4
-  %4995 = fadd float %sum285, %4994
-  store float %4995, ptr %relu1_grad.sum286, align 4
+  %4862 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4863 = add nsw i64 %4862, 8
+  %4864 = mul nsw i64 %4863, 9216
+  %4865 = add nsw i64 6710544, %4864
+  %4866 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4867 = add nsw i64 %4865, %4866
+  %4868 = add nsw i64 %relu1_grad.iy2811524, 24
+  %4869 = add nsw i64 %4868, -2
+  %4870 = mul nsw i64 %4869, 24
+  %4871 = add nsw i64 %4867, %4870
+  %4872 = add nsw i64 %4871, 22
+  %4873 = add nsw i64 %4872, %relu1_grad.ix2821525
+  %arena1529 = getelementptr inbounds float, ptr %arena, i64 %4873
+  %4874 = load float, ptr %arena1529, align 4
+  %4875 = fadd float %sum285, %4874
+  store float %4875, ptr %relu1_grad.sum286, align 4
   %sum286 = load float, ptr %relu1_grad.sum286, align 4
-  %4996 = mul nsw i64 %relu1_grad.g1531282, 16
-  %4997 = add nsw i64 %4996, %relu1_grad.j1611387
-  %4998 = mul nsw i64 %4997, 21632
-  %4999 = add nsw i64 1384448, %4998
-  %5000 = mul nsw i64 %relu1_grad.c1621388, 676
-  %5001 = add nsw i64 %4999, %5000
-  %5002 = add nsw i64 %relu1_grad.iy2821530, 25
-  %5003 = mul nsw i64 %5002, 26
-  %5004 = add nsw i64 %5001, %5003
-  %5005 = add nsw i64 %5004, 2
-  %5006 = add nsw i64 %5005, %relu1_grad.ix2831531
-  %arena1535 = getelementptr inbounds float, ptr %arena, i64 %5006
-  store float %sum286, ptr %arena1535, align 4
-  %ix283.next = add nsw i64 %relu1_grad.ix2831531, 1
-  %5007 = icmp slt i64 %ix283.next, 22
-  br i1 %5007, label %relu1_grad.ix283, label %relu1_grad.ix283.end
+  %4876 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4877 = add nsw i64 %4876, %relu1_grad.j1771402
+  %4878 = mul nsw i64 %4877, 21632
+  %4879 = add nsw i64 1384448, %4878
+  %4880 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4881 = add nsw i64 %4879, %4880
+  %4882 = add nsw i64 %relu1_grad.iy2811524, 24
+  %4883 = mul nsw i64 %4882, 26
+  %4884 = add nsw i64 %4881, %4883
+  %4885 = add nsw i64 %4884, 24
+  %4886 = add nsw i64 %4885, %relu1_grad.ix2821525
+  %arena1530 = getelementptr inbounds float, ptr %arena, i64 %4886
+  store float %sum286, ptr %arena1530, align 4
+  %ix282.next = add nsw i64 %relu1_grad.ix2821525, 1
+  %4887 = icmp slt i64 %ix282.next, 1
+  br i1 %4887, label %relu1_grad.ix282, label %relu1_grad.ix282.end
 
-relu1_grad.ix283.end:                             ; preds = %relu1_grad.ix283
-  %iy282.next = add nsw i64 %relu1_grad.iy2821530, 1
-  %5008 = icmp slt i64 %iy282.next, 1
-  br i1 %5008, label %relu1_grad.iy282, label %relu1_grad.iy282.end
+relu1_grad.ix282.end:                             ; preds = %relu1_grad.ix282
+  %iy281.next = add nsw i64 %relu1_grad.iy2811524, 1
+  %4888 = icmp slt i64 %iy281.next, 1
+  br i1 %4888, label %relu1_grad.iy281, label %relu1_grad.iy281.end
 
-relu1_grad.iy287:                                 ; preds = %relu1_grad.ix288.end, %relu1_grad.iy282.end
-  %relu1_grad.iy2871536 = phi i64 [ 0, %relu1_grad.iy282.end ], [ %iy287.next, %relu1_grad.ix288.end ]
+relu1_grad.iy287:                                 ; preds = %relu1_grad.ix288.end, %relu1_grad.iy281.end
+  %relu1_grad.iy2871531 = phi i64 [ 0, %relu1_grad.iy281.end ], [ %iy287.next, %relu1_grad.ix288.end ]
   br label %relu1_grad.ix288
 
 relu1_grad.iy287.end:                             ; preds = %relu1_grad.ix288.end
   br label %relu1_grad.iy291
 
 relu1_grad.ix288:                                 ; preds = %relu1_grad.ix288, %relu1_grad.iy287
-  %relu1_grad.ix2881537 = phi i64 [ 0, %relu1_grad.iy287 ], [ %ix288.next, %relu1_grad.ix288 ]
-  %5009 = mul nsw i64 %relu1_grad.c1621388, 9
-  %5010 = add nsw i64 %5009, 7
-  %5011 = mul nsw i64 %5010, 9216
-  %5012 = add nsw i64 6710544, %5011
-  %5013 = mul nsw i64 %relu1_grad.j1611387, 576
-  %5014 = add nsw i64 %5012, %5013
-  %5015 = add nsw i64 %relu1_grad.iy2871536, 25
-  %5016 = add nsw i64 %5015, -2
-  %5017 = mul nsw i64 %5016, 24
-  %5018 = add nsw i64 %5014, %5017
-  %5019 = add nsw i64 %5018, 23
-  %5020 = add nsw i64 %5019, %relu1_grad.ix2881537
-  %arena1538 = getelementptr inbounds float, ptr %arena, i64 %5020
-  %5021 = load float, ptr %arena1538, align 4
-  store float %5021, ptr %relu1_grad.sum289, align 4
+  %relu1_grad.ix2881532 = phi i64 [ 0, %relu1_grad.iy287 ], [ %ix288.next, %relu1_grad.ix288 ]
+  %4889 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4890 = add nsw i64 %4889, 5
+  %4891 = mul nsw i64 %4890, 9216
+  %4892 = add nsw i64 6710544, %4891
+  %4893 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4894 = add nsw i64 %4892, %4893
+  %4895 = add nsw i64 %relu1_grad.iy2871531, 24
+  %4896 = add nsw i64 %4895, -1
+  %4897 = mul nsw i64 %4896, 24
+  %4898 = add nsw i64 %4894, %4897
+  %4899 = add nsw i64 %4898, 23
+  %4900 = add nsw i64 %4899, %relu1_grad.ix2881532
+  %arena1533 = getelementptr inbounds float, ptr %arena, i64 %4900
+  %4901 = load float, ptr %arena1533, align 4
+  store float %4901, ptr %relu1_grad.sum289, align 4
   %sum289 = load float, ptr %relu1_grad.sum289, align 4
-  %5022 = mul nsw i64 %relu1_grad.c1621388, 9
-  %5023 = add nsw i64 %5022, 8
-  %5024 = mul nsw i64 %5023, 9216
-  %5025 = add nsw i64 6710544, %5024
-  %5026 = mul nsw i64 %relu1_grad.j1611387, 576
-  %5027 = add nsw i64 %5025, %5026
-  %5028 = add nsw i64 %relu1_grad.iy2871536, 25
-  %5029 = add nsw i64 %5028, -2
-  %5030 = mul nsw i64 %5029, 24
-  %5031 = add nsw i64 %5027, %5030
-  %5032 = add nsw i64 %5031, 22
-  %5033 = add nsw i64 %5032, %relu1_grad.ix2881537
-  %arena1539 = getelementptr inbounds float, ptr %arena, i64 %5033
-  %5034 = load float, ptr %arena1539, align 4
-  %5035 = fadd float %sum289, %5034
-  store float %5035, ptr %relu1_grad.sum290, align 4
+  %4902 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4903 = add nsw i64 %4902, 8
+  %4904 = mul nsw i64 %4903, 9216
+  %4905 = add nsw i64 6710544, %4904
+  %4906 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4907 = add nsw i64 %4905, %4906
+  %4908 = add nsw i64 %relu1_grad.iy2871531, 24
+  %4909 = add nsw i64 %4908, -2
+  %4910 = mul nsw i64 %4909, 24
+  %4911 = add nsw i64 %4907, %4910
+  %4912 = add nsw i64 %4911, 23
+  %4913 = add nsw i64 %4912, %relu1_grad.ix2881532
+  %arena1534 = getelementptr inbounds float, ptr %arena, i64 %4913
+  %4914 = load float, ptr %arena1534, align 4
+  %4915 = fadd float %sum289, %4914
+  store float %4915, ptr %relu1_grad.sum290, align 4
   %sum290 = load float, ptr %relu1_grad.sum290, align 4
-  %5036 = mul nsw i64 %relu1_grad.g1531282, 16
-  %5037 = add nsw i64 %5036, %relu1_grad.j1611387
-  %5038 = mul nsw i64 %5037, 21632
-  %5039 = add nsw i64 1384448, %5038
-  %5040 = mul nsw i64 %relu1_grad.c1621388, 676
-  %5041 = add nsw i64 %5039, %5040
-  %5042 = add nsw i64 %relu1_grad.iy2871536, 25
-  %5043 = mul nsw i64 %5042, 26
-  %5044 = add nsw i64 %5041, %5043
-  %5045 = add nsw i64 %5044, 24
-  %5046 = add nsw i64 %5045, %relu1_grad.ix2881537
-  %arena1540 = getelementptr inbounds float, ptr %arena, i64 %5046
-  store float %sum290, ptr %arena1540, align 4
-  %ix288.next = add nsw i64 %relu1_grad.ix2881537, 1
-  %5047 = icmp slt i64 %ix288.next, 1
-  br i1 %5047, label %relu1_grad.ix288, label %relu1_grad.ix288.end
+  %4916 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4917 = add nsw i64 %4916, %relu1_grad.j1771402
+  %4918 = mul nsw i64 %4917, 21632
+  %4919 = add nsw i64 1384448, %4918
+  %4920 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4921 = add nsw i64 %4919, %4920
+  %4922 = add nsw i64 %relu1_grad.iy2871531, 24
+  %4923 = mul nsw i64 %4922, 26
+  %4924 = add nsw i64 %4921, %4923
+  %4925 = add nsw i64 %4924, 25
+  %4926 = add nsw i64 %4925, %relu1_grad.ix2881532
+  %arena1535 = getelementptr inbounds float, ptr %arena, i64 %4926
+  store float %sum290, ptr %arena1535, align 4
+  %ix288.next = add nsw i64 %relu1_grad.ix2881532, 1
+  %4927 = icmp slt i64 %ix288.next, 1
+  br i1 %4927, label %relu1_grad.ix288, label %relu1_grad.ix288.end
 
 relu1_grad.ix288.end:                             ; preds = %relu1_grad.ix288
-  %iy287.next = add nsw i64 %relu1_grad.iy2871536, 1
-  %5048 = icmp slt i64 %iy287.next, 1
-  br i1 %5048, label %relu1_grad.iy287, label %relu1_grad.iy287.end
+  %iy287.next = add nsw i64 %relu1_grad.iy2871531, 1
+  %4928 = icmp slt i64 %iy287.next, 1
+  br i1 %4928, label %relu1_grad.iy287, label %relu1_grad.iy287.end
 
 relu1_grad.iy291:                                 ; preds = %relu1_grad.ix292.end, %relu1_grad.iy287.end
-  %relu1_grad.iy2911541 = phi i64 [ 0, %relu1_grad.iy287.end ], [ %iy291.next, %relu1_grad.ix292.end ]
+  %relu1_grad.iy2911536 = phi i64 [ 0, %relu1_grad.iy287.end ], [ %iy291.next, %relu1_grad.ix292.end ]
   br label %relu1_grad.ix292
 
 relu1_grad.iy291.end:                             ; preds = %relu1_grad.ix292.end
-  %c162.next = add nsw i64 %relu1_grad.c1621388, 1
-  %5049 = icmp slt i64 %c162.next, 32
-  br i1 %5049, label %relu1_grad.c162, label %relu1_grad.c162.end
+  br label %relu1_grad.iy294
 
 relu1_grad.ix292:                                 ; preds = %relu1_grad.ix292, %relu1_grad.iy291
-  %relu1_grad.ix2921542 = phi i64 [ 0, %relu1_grad.iy291 ], [ %ix292.next, %relu1_grad.ix292 ]
-  %5050 = mul nsw i64 %relu1_grad.c1621388, 9
-  %5051 = add nsw i64 %5050, 8
-  %5052 = mul nsw i64 %5051, 9216
-  %5053 = add nsw i64 6710544, %5052
-  %5054 = mul nsw i64 %relu1_grad.j1611387, 576
-  %5055 = add nsw i64 %5053, %5054
-  %5056 = add nsw i64 %relu1_grad.iy2911541, 25
-  %5057 = add nsw i64 %5056, -2
-  %5058 = mul nsw i64 %5057, 24
-  %5059 = add nsw i64 %5055, %5058
-  %5060 = add nsw i64 %5059, 23
-  %5061 = add nsw i64 %5060, %relu1_grad.ix2921542
-  %arena1543 = getelementptr inbounds float, ptr %arena, i64 %5061
-  %5062 = load float, ptr %arena1543, align 4
-  store float %5062, ptr %relu1_grad.sum293, align 4
+  %relu1_grad.ix2921537 = phi i64 [ 0, %relu1_grad.iy291 ], [ %ix292.next, %relu1_grad.ix292 ]
+  %4929 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4930 = add nsw i64 %4929, 6
+  %4931 = mul nsw i64 %4930, 9216
+  %4932 = add nsw i64 6710544, %4931
+  %4933 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4934 = add nsw i64 %4932, %4933
+  %4935 = add nsw i64 %relu1_grad.iy2911536, 25
+  %4936 = add nsw i64 %4935, -2
+  %4937 = mul nsw i64 %4936, 24
+  %4938 = add nsw i64 %4934, %4937
+  %4939 = add nsw i64 %4938, %relu1_grad.ix2921537
+  %arena1538 = getelementptr inbounds float, ptr %arena, i64 %4939
+  %4940 = load float, ptr %arena1538, align 4
+  store float %4940, ptr %relu1_grad.sum293, align 4
   %sum293 = load float, ptr %relu1_grad.sum293, align 4
-  %5063 = mul nsw i64 %relu1_grad.g1531282, 16
-  %5064 = add nsw i64 %5063, %relu1_grad.j1611387
-  %5065 = mul nsw i64 %5064, 21632
-  %5066 = add nsw i64 1384448, %5065
-  %5067 = mul nsw i64 %relu1_grad.c1621388, 676
-  %5068 = add nsw i64 %5066, %5067
-  %5069 = add nsw i64 %relu1_grad.iy2911541, 25
-  %5070 = mul nsw i64 %5069, 26
-  %5071 = add nsw i64 %5068, %5070
-  %5072 = add nsw i64 %5071, 25
-  %5073 = add nsw i64 %5072, %relu1_grad.ix2921542
-  %arena1544 = getelementptr inbounds float, ptr %arena, i64 %5073
-  store float %sum293, ptr %arena1544, align 4
-  %ix292.next = add nsw i64 %relu1_grad.ix2921542, 1
-  %5074 = icmp slt i64 %ix292.next, 1
-  br i1 %5074, label %relu1_grad.ix292, label %relu1_grad.ix292.end
+  %4941 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4942 = add nsw i64 %4941, %relu1_grad.j1771402
+  %4943 = mul nsw i64 %4942, 21632
+  %4944 = add nsw i64 1384448, %4943
+  %4945 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4946 = add nsw i64 %4944, %4945
+  %4947 = add nsw i64 %relu1_grad.iy2911536, 25
+  %4948 = mul nsw i64 %4947, 26
+  %4949 = add nsw i64 %4946, %4948
+  %4950 = add nsw i64 %4949, %relu1_grad.ix2921537
+  %arena1539 = getelementptr inbounds float, ptr %arena, i64 %4950
+  store float %sum293, ptr %arena1539, align 4
+  %ix292.next = add nsw i64 %relu1_grad.ix2921537, 1
+  %4951 = icmp slt i64 %ix292.next, 1
+  br i1 %4951, label %relu1_grad.ix292, label %relu1_grad.ix292.end
 
 relu1_grad.ix292.end:                             ; preds = %relu1_grad.ix292
-  %iy291.next = add nsw i64 %relu1_grad.iy2911541, 1
-  %5075 = icmp slt i64 %iy291.next, 1
-  br i1 %5075, label %relu1_grad.iy291, label %relu1_grad.iy291.end
+  %iy291.next = add nsw i64 %relu1_grad.iy2911536, 1
+  %4952 = icmp slt i64 %iy291.next, 1
+  br i1 %4952, label %relu1_grad.iy291, label %relu1_grad.iy291.end
 
-conv1_grad.i294:                                  ; preds = %conv1_grad.i294, %relu1_grad.g153.end
-  %conv1_grad.i2941545 = phi i64 [ 0, %relu1_grad.g153.end ], [ %i294.next, %conv1_grad.i294 ]
-  %arena1546 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i2941545
-  %5076 = load float, ptr %arena1546, align 4
-  %5077 = fcmp ogt float %5076, 0.000000e+00
-  %5078 = add nsw i64 1384448, %conv1_grad.i2941545
-  %arena1547 = getelementptr inbounds float, ptr %arena, i64 %5078
-  %5079 = load float, ptr %arena1547, align 4
-  %5080 = select i1 %5077, float %5079, float 0.000000e+00
-  %5081 = add nsw i64 3171600, %conv1_grad.i2941545
-  %arena1548 = getelementptr inbounds float, ptr %arena, i64 %5081
-  store float %5080, ptr %arena1548, align 4
-  %i294.next = add nsw i64 %conv1_grad.i2941545, 1
-  %5082 = icmp slt i64 %i294.next, 1384448
-  br i1 %5082, label %conv1_grad.i294, label %conv1_grad.i294.end
+relu1_grad.iy294:                                 ; preds = %relu1_grad.ix295.end, %relu1_grad.iy291.end
+  %relu1_grad.iy2941540 = phi i64 [ 0, %relu1_grad.iy291.end ], [ %iy294.next, %relu1_grad.ix295.end ]
+  br label %relu1_grad.ix295
 
-conv1_grad.i294.end:                              ; preds = %conv1_grad.i294
-  br label %conv1_weight_grad.i295
+relu1_grad.iy294.end:                             ; preds = %relu1_grad.ix295.end
+  br label %relu1_grad.iy298
 
-conv1_weight_grad.i295:                           ; preds = %conv1_weight_grad.i295, %conv1_grad.i294.end
-  %conv1_weight_grad.i2951549 = phi i64 [ 0, %conv1_grad.i294.end ], [ %i295.next, %conv1_weight_grad.i295 ]
-  %5083 = add nsw i64 443456, %conv1_weight_grad.i2951549
-  %arena1550 = getelementptr inbounds float, ptr %arena, i64 %5083
-  store float 0.000000e+00, ptr %arena1550, align 4
-  %i295.next = add nsw i64 %conv1_weight_grad.i2951549, 1
-  %5084 = icmp slt i64 %i295.next, 288
-  br i1 %5084, label %conv1_weight_grad.i295, label %conv1_weight_grad.i295.end
+relu1_grad.ix295:                                 ; preds = %relu1_grad.ix295, %relu1_grad.iy294
+  %relu1_grad.ix2951541 = phi i64 [ 0, %relu1_grad.iy294 ], [ %ix295.next, %relu1_grad.ix295 ]
+  %4953 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4954 = add nsw i64 %4953, 6
+  %4955 = mul nsw i64 %4954, 9216
+  %4956 = add nsw i64 6710544, %4955
+  %4957 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4958 = add nsw i64 %4956, %4957
+  %4959 = add nsw i64 %relu1_grad.iy2941540, 25
+  %4960 = add nsw i64 %4959, -2
+  %4961 = mul nsw i64 %4960, 24
+  %4962 = add nsw i64 %4958, %4961
+  %4963 = add nsw i64 %4962, 1
+  %4964 = add nsw i64 %4963, %relu1_grad.ix2951541
+  %arena1542 = getelementptr inbounds float, ptr %arena, i64 %4964
+  %4965 = load float, ptr %arena1542, align 4
+  store float %4965, ptr %relu1_grad.sum296, align 4
+  %sum296 = load float, ptr %relu1_grad.sum296, align 4
+  %4966 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4967 = add nsw i64 %4966, 7
+  %4968 = mul nsw i64 %4967, 9216
+  %4969 = add nsw i64 6710544, %4968
+  %4970 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4971 = add nsw i64 %4969, %4970
+  %4972 = add nsw i64 %relu1_grad.iy2941540, 25
+  %4973 = add nsw i64 %4972, -2
+  %4974 = mul nsw i64 %4973, 24
+  %4975 = add nsw i64 %4971, %4974
+  %4976 = add nsw i64 %4975, %relu1_grad.ix2951541
+  %arena1543 = getelementptr inbounds float, ptr %arena, i64 %4976
+  %4977 = load float, ptr %arena1543, align 4
+  %4978 = fadd float %sum296, %4977
+  store float %4978, ptr %relu1_grad.sum297, align 4
+  %sum297 = load float, ptr %relu1_grad.sum297, align 4
+  %4979 = mul nsw i64 %relu1_grad.g1691297, 16
+  %4980 = add nsw i64 %4979, %relu1_grad.j1771402
+  %4981 = mul nsw i64 %4980, 21632
+  %4982 = add nsw i64 1384448, %4981
+  %4983 = mul nsw i64 %relu1_grad.c1781403, 676
+  %4984 = add nsw i64 %4982, %4983
+  %4985 = add nsw i64 %relu1_grad.iy2941540, 25
+  %4986 = mul nsw i64 %4985, 26
+  %4987 = add nsw i64 %4984, %4986
+  %4988 = add nsw i64 %4987, 1
+  %4989 = add nsw i64 %4988, %relu1_grad.ix2951541
+  %arena1544 = getelementptr inbounds float, ptr %arena, i64 %4989
+  store float %sum297, ptr %arena1544, align 4
+  %ix295.next = add nsw i64 %relu1_grad.ix2951541, 1
+  %4990 = icmp slt i64 %ix295.next, 1
+  br i1 %4990, label %relu1_grad.ix295, label %relu1_grad.ix295.end
 
-conv1_weight_grad.i295.end:                       ; preds = %conv1_weight_grad.i295
-  br label %conv1_weight_grad.g296
+relu1_grad.ix295.end:                             ; preds = %relu1_grad.ix295
+  %iy294.next = add nsw i64 %relu1_grad.iy2941540, 1
+  %4991 = icmp slt i64 %iy294.next, 1
+  br i1 %4991, label %relu1_grad.iy294, label %relu1_grad.iy294.end
 
-conv1_weight_grad.g296:                           ; preds = %conv1_weight_grad.nb314.end, %conv1_weight_grad.i295.end
-  %conv1_weight_grad.g2961551 = phi i64 [ 0, %conv1_weight_grad.i295.end ], [ %g296.next, %conv1_weight_grad.nb314.end ]
-  br label %conv1_weight_grad.j297
+relu1_grad.iy298:                                 ; preds = %relu1_grad.ix299.end, %relu1_grad.iy294.end
+  %relu1_grad.iy2981545 = phi i64 [ 0, %relu1_grad.iy294.end ], [ %iy298.next, %relu1_grad.ix299.end ]
+  br label %relu1_grad.ix299
 
-conv1_weight_grad.g296.end:                       ; preds = %conv1_weight_grad.nb314.end
-  br label %conv1_weight_grad.f318
+relu1_grad.iy298.end:                             ; preds = %relu1_grad.ix299.end
+  br label %relu1_grad.iy303
 
-conv1_weight_grad.j297:                           ; preds = %conv1_weight_grad.c298.end, %conv1_weight_grad.g296
-  %conv1_weight_grad.j2971552 = phi i64 [ 0, %conv1_weight_grad.g296 ], [ %j297.next, %conv1_weight_grad.c298.end ]
-  br label %conv1_weight_grad.c298
+relu1_grad.ix299:                                 ; preds = %relu1_grad.ix299, %relu1_grad.iy298
+  %relu1_grad.ix2991546 = phi i64 [ 0, %relu1_grad.iy298 ], [ %ix299.next, %relu1_grad.ix299 ]
+  %4992 = mul nsw i64 %relu1_grad.c1781403, 9
+  %4993 = add nsw i64 %4992, 6
+  %4994 = mul nsw i64 %4993, 9216
+  %4995 = add nsw i64 6710544, %4994
+  %4996 = mul nsw i64 %relu1_grad.j1771402, 576
+  %4997 = add nsw i64 %4995, %4996
+  %4998 = add nsw i64 %relu1_grad.iy2981545, 25
+  %4999 = add nsw i64 %4998, -2
+  %5000 = mul nsw i64 %4999, 24
+  %5001 = add nsw i64 %4997, %5000
+  %5002 = add nsw i64 %5001, 2
+  %5003 = add nsw i64 %5002, %relu1_grad.ix2991546
+  %arena1547 = getelementptr inbounds float, ptr %arena, i64 %5003
+  %5004 = load float, ptr %arena1547, align 4
+  store float %5004, ptr %relu1_grad.sum300, align 4
+  %sum300 = load float, ptr %relu1_grad.sum300, align 4
+  %5005 = mul nsw i64 %relu1_grad.c1781403, 9
+  %5006 = add nsw i64 %5005, 7
+  %5007 = mul nsw i64 %5006, 9216
+  %5008 = add nsw i64 6710544, %5007
+  %5009 = mul nsw i64 %relu1_grad.j1771402, 576
+  %5010 = add nsw i64 %5008, %5009
+  %5011 = add nsw i64 %relu1_grad.iy2981545, 25
+  %5012 = add nsw i64 %5011, -2
+  %5013 = mul nsw i64 %5012, 24
+  %5014 = add nsw i64 %5010, %5013
+  %5015 = add nsw i64 %5014, 1
+  %5016 = add nsw i64 %5015, %relu1_grad.ix2991546
+  %arena1548 = getelementptr inbounds float, ptr %arena, i64 %5016
+  %5017 = load float, ptr %arena1548, align 4
+  %5018 = fadd float %sum300, %5017
+  store float %5018, ptr %relu1_grad.sum301, align 4
+  %sum301 = load float, ptr %relu1_grad.sum301, align 4
+  %5019 = mul nsw i64 %relu1_grad.c1781403, 9
+  %5020 = add nsw i64 %5019, 8
+  %5021 = mul nsw i64 %5020, 9216
+  %5022 = add nsw i64 6710544, %5021
+  %5023 = mul nsw i64 %relu1_grad.j1771402, 576
+  %5024 = add nsw i64 %5022, %5023
+  %5025 = add nsw i64 %relu1_grad.iy2981545, 25
+  %5026 = add nsw i64 %5025, -2
+  %5027 = mul nsw i64 %5026, 24
+  %5028 = add nsw i64 %5024, %5027
+  %5029 = add nsw i64 %5028, %relu1_grad.ix2991546
+  %arena1549 = getelementptr inbounds float, ptr %arena, i64 %5029
+  %5030 = load float, ptr %arena1549, align 4
+  %5031 = fadd float %sum301, %5030
+  store float %5031, ptr %relu1_grad.sum302, align 4
+  %sum302 = load float, ptr %relu1_grad.sum302, align 4
+  %5032 = mul nsw i64 %relu1_grad.g1691297, 16
+  %5033 = add nsw i64 %5032, %relu1_grad.j1771402
+  %5034 = mul nsw i64 %5033, 21632
+  %5035 = add nsw i64 1384448, %5034
+  %5036 = mul nsw i64 %relu1_grad.c1781403, 676
+  %5037 = add nsw i64 %5035, %5036
+  %5038 = add nsw i64 %relu1_grad.iy2981545, 25
+  %5039 = mul nsw i64 %5038, 26
+  %5040 = add nsw i64 %5037, %5039
+  %5041 = add nsw i64 %5040, 2
+  %5042 = add nsw i64 %5041, %relu1_grad.ix2991546
+  %arena1550 = getelementptr inbounds float, ptr %arena, i64 %5042
+  store float %sum302, ptr %arena1550, align 4
+  %ix299.next = add nsw i64 %relu1_grad.ix2991546, 1
+  %5043 = icmp slt i64 %ix299.next, 22
+  br i1 %5043, label %relu1_grad.ix299, label %relu1_grad.ix299.end
 
-conv1_weight_grad.j297.end:                       ; preds = %conv1_weight_grad.c298.end
-  br label %conv1_weight_grad.j306
+relu1_grad.ix299.end:                             ; preds = %relu1_grad.ix299
+  %iy298.next = add nsw i64 %relu1_grad.iy2981545, 1
+  %5044 = icmp slt i64 %iy298.next, 1
+  br i1 %5044, label %relu1_grad.iy298, label %relu1_grad.iy298.end
 
-conv1_weight_grad.c298:                           ; preds = %conv1_weight_grad.ky299.end, %conv1_weight_grad.j297
-  %conv1_weight_grad.c2981553 = phi i64 [ 0, %conv1_weight_grad.j297 ], [ %c298.next, %conv1_weight_grad.ky299.end ]
-  br label %conv1_weight_grad.ky299
+relu1_grad.iy303:                                 ; preds = %relu1_grad.ix304.end, %relu1_grad.iy298.end
+  %relu1_grad.iy3031551 = phi i64 [ 0, %relu1_grad.iy298.end ], [ %iy303.next, %relu1_grad.ix304.end ]
+  br label %relu1_grad.ix304
 
-conv1_weight_grad.c298.end:                       ; preds = %conv1_weight_grad.ky299.end
-  %j297.next = add nsw i64 %conv1_weight_grad.j2971552, 1
-  %5085 = icmp slt i64 %j297.next, 16
-  br i1 %5085, label %conv1_weight_grad.j297, label %conv1_weight_grad.j297.end
+relu1_grad.iy303.end:                             ; preds = %relu1_grad.ix304.end
+  br label %relu1_grad.iy307
 
-conv1_weight_grad.ky299:                          ; preds = %conv1_weight_grad.oy304.end, %conv1_weight_grad.c298
-  %conv1_weight_grad.ky2991554 = phi i64 [ 0, %conv1_weight_grad.c298 ], [ %ky299.next, %conv1_weight_grad.oy304.end ]
-  br label %conv1_weight_grad.oy300
+relu1_grad.ix304:                                 ; preds = %relu1_grad.ix304, %relu1_grad.iy303
+  %relu1_grad.ix3041552 = phi i64 [ 0, %relu1_grad.iy303 ], [ %ix304.next, %relu1_grad.ix304 ]
+  %5045 = mul nsw i64 %relu1_grad.c1781403, 9
+  %5046 = add nsw i64 %5045, 7
+  %5047 = mul nsw i64 %5046, 9216
+  %5048 = add nsw i64 6710544, %5047
+  %5049 = mul nsw i64 %relu1_grad.j1771402, 576
+  %5050 = add nsw i64 %5048, %5049
+  %5051 = add nsw i64 %relu1_grad.iy3031551, 25
+  %5052 = add nsw i64 %5051, -2
+  %5053 = mul nsw i64 %5052, 24
+  %5054 = add nsw i64 %5050, %5053
+  %5055 = add nsw i64 %5054, 23
+  %5056 = add nsw i64 %5055, %relu1_grad.ix3041552
+  %arena1553 = getelementptr inbounds float, ptr %arena, i64 %5056
+  %5057 = load float, ptr %arena1553, align 4
+  store float %5057, ptr %relu1_grad.sum305, align 4
+  %sum305 = load float, ptr %relu1_grad.sum305, align 4
+  %5058 = mul nsw i64 %relu1_grad.c1781403, 9
+  %5059 = add nsw i64 %5058, 8
+  %5060 = mul nsw i64 %5059, 9216
+  %5061 = add nsw i64 6710544, %5060
+  %5062 = mul nsw i64 %relu1_grad.j1771402, 576
+  %5063 = add nsw i64 %5061, %5062
+  %5064 = add nsw i64 %relu1_grad.iy3031551, 25
+  %5065 = add nsw i64 %5064, -2
+  %5066 = mul nsw i64 %5065, 24
+  %5067 = add nsw i64 %5063, %5066
+  %5068 = add nsw i64 %5067, 22
+  %5069 = add nsw i64 %5068, %relu1_grad.ix3041552
+  %arena1554 = getelementptr inbounds float, ptr %arena, i64 %5069
+  %5070 = load float, ptr %arena1554, align 4
+  %5071 = fadd float %sum305, %5070
+  store float %5071, ptr %relu1_grad.sum306, align 4
+  %sum306 = load float, ptr %relu1_grad.sum306, align 4
+  %5072 = mul nsw i64 %relu1_grad.g1691297, 16
+  %5073 = add nsw i64 %5072, %relu1_grad.j1771402
+  %5074 = mul nsw i64 %5073, 21632
+  %5075 = add nsw i64 1384448, %5074
+  %5076 = mul nsw i64 %relu1_grad.c1781403, 676
+  %5077 = add nsw i64 %5075, %5076
+  %5078 = add nsw i64 %relu1_grad.iy3031551, 25
+  %5079 = mul nsw i64 %5078, 26
+  %5080 = add nsw i64 %5077, %5079
+  %5081 = add nsw i64 %5080, 24
+  %5082 = add nsw i64 %5081, %relu1_grad.ix3041552
+  %arena1555 = getelementptr inbounds float, ptr %arena, i64 %5082
+  store float %sum306, ptr %arena1555, align 4
+  %ix304.next = add nsw i64 %relu1_grad.ix3041552, 1
+  %5083 = icmp slt i64 %ix304.next, 1
+  br i1 %5083, label %relu1_grad.ix304, label %relu1_grad.ix304.end
 
-conv1_weight_grad.ky299.end:                      ; preds = %conv1_weight_grad.oy304.end
-  %c298.next = add nsw i64 %conv1_weight_grad.c2981553, 1
-  %5086 = icmp slt i64 %c298.next, 1
-  br i1 %5086, label %conv1_weight_grad.c298, label %conv1_weight_grad.c298.end
+relu1_grad.ix304.end:                             ; preds = %relu1_grad.ix304
+  %iy303.next = add nsw i64 %relu1_grad.iy3031551, 1
+  %5084 = icmp slt i64 %iy303.next, 1
+  br i1 %5084, label %relu1_grad.iy303, label %relu1_grad.iy303.end
 
-conv1_weight_grad.oy300:                          ; preds = %conv1_weight_grad.ox301.end, %conv1_weight_grad.ky299
-  %conv1_weight_grad.oy3001555 = phi i64 [ 0, %conv1_weight_grad.ky299 ], [ %oy300.next, %conv1_weight_grad.ox301.end ]
-  br label %conv1_weight_grad.ox301
+relu1_grad.iy307:                                 ; preds = %relu1_grad.ix308.end, %relu1_grad.iy303.end
+  %relu1_grad.iy3071556 = phi i64 [ 0, %relu1_grad.iy303.end ], [ %iy307.next, %relu1_grad.ix308.end ]
+  br label %relu1_grad.ix308
 
-conv1_weight_grad.oy300.end:                      ; preds = %conv1_weight_grad.ox301.end
-  br label %conv1_weight_grad.oy302
+relu1_grad.iy307.end:                             ; preds = %relu1_grad.ix308.end
+  %c178.next = add nsw i64 %relu1_grad.c1781403, 1
+  %5085 = icmp slt i64 %c178.next, 32
+  br i1 %5085, label %relu1_grad.c178, label %relu1_grad.c178.end
 
-conv1_weight_grad.ox301:                          ; preds = %conv1_weight_grad.ox301, %conv1_weight_grad.oy300
-  %conv1_weight_grad.ox3011556 = phi i64 [ 0, %conv1_weight_grad.oy300 ], [ %ox301.next, %conv1_weight_grad.ox301 ]
-  %5087 = mul nsw i64 %conv1_weight_grad.g2961551, 16
-  %5088 = add nsw i64 %5087, %conv1_weight_grad.j2971552
-  %5089 = mul nsw i64 %5088, 784
-  %5090 = mul nsw i64 %conv1_weight_grad.c2981553, 784
+relu1_grad.ix308:                                 ; preds = %relu1_grad.ix308, %relu1_grad.iy307
+  %relu1_grad.ix3081557 = phi i64 [ 0, %relu1_grad.iy307 ], [ %ix308.next, %relu1_grad.ix308 ]
+  %5086 = mul nsw i64 %relu1_grad.c1781403, 9
+  %5087 = add nsw i64 %5086, 8
+  %5088 = mul nsw i64 %5087, 9216
+  %5089 = add nsw i64 6710544, %5088
+  %5090 = mul nsw i64 %relu1_grad.j1771402, 576
   %5091 = add nsw i64 %5089, %5090
-  %5092 = add nsw i64 %conv1_weight_grad.oy3001555, %conv1_weight_grad.ky2991554
-  %5093 = mul nsw i64 %5092, 28
-  %5094 = add nsw i64 %5091, %5093
-  %5095 = add nsw i64 %5094, %conv1_weight_grad.ox3011556
-  %images1557 = getelementptr inbounds float, ptr %images, i64 %5095
-  %5096 = load float, ptr %images1557, align 4
-  %5097 = mul nsw i64 %conv1_weight_grad.c2981553, 3
-  %5098 = add nsw i64 %5097, %conv1_weight_grad.ky2991554
-  %5099 = mul nsw i64 %5098, 3
-  %5100 = mul nsw i64 %5099, 10816
-  %5101 = mul nsw i64 %conv1_weight_grad.j2971552, 676
-  %5102 = add nsw i64 %5100, %5101
-  %5103 = mul nsw i64 %conv1_weight_grad.oy3001555, 26
-  %5104 = add nsw i64 %5103, %conv1_weight_grad.ox3011556
-  %5105 = add nsw i64 %5102, %5104
-  %arena1558 = getelementptr inbounds float, ptr %arena, i64 %5105
-  store float %5096, ptr %arena1558, align 4
-  %ox301.next = add nsw i64 %conv1_weight_grad.ox3011556, 1
-  %5106 = icmp slt i64 %ox301.next, 26
-  br i1 %5106, label %conv1_weight_grad.ox301, label %conv1_weight_grad.ox301.end
+  %5092 = add nsw i64 %relu1_grad.iy3071556, 25
+  %5093 = add nsw i64 %5092, -2
+  %5094 = mul nsw i64 %5093, 24
+  %5095 = add nsw i64 %5091, %5094
+  %5096 = add nsw i64 %5095, 23
+  %5097 = add nsw i64 %5096, %relu1_grad.ix3081557
+  %arena1558 = getelementptr inbounds float, ptr %arena, i64 %5097
+  %5098 = load float, ptr %arena1558, align 4
+  store float %5098, ptr %relu1_grad.sum309, align 4
+  %sum309 = load float, ptr %relu1_grad.sum309, align 4
+  %5099 = mul nsw i64 %relu1_grad.g1691297, 16
+  %5100 = add nsw i64 %5099, %relu1_grad.j1771402
+  %5101 = mul nsw i64 %5100, 21632
+  %5102 = add nsw i64 1384448, %5101
+  %5103 = mul nsw i64 %relu1_grad.c1781403, 676
+  %5104 = add nsw i64 %5102, %5103
+  %5105 = add nsw i64 %relu1_grad.iy3071556, 25
+  %5106 = mul nsw i64 %5105, 26
+  %5107 = add nsw i64 %5104, %5106
+  %5108 = add nsw i64 %5107, 25
+  %5109 = add nsw i64 %5108, %relu1_grad.ix3081557
+  %arena1559 = getelementptr inbounds float, ptr %arena, i64 %5109
+  store float %sum309, ptr %arena1559, align 4
+  %ix308.next = add nsw i64 %relu1_grad.ix3081557, 1
+  %5110 = icmp slt i64 %ix308.next, 1
+  br i1 %5110, label %relu1_grad.ix308, label %relu1_grad.ix308.end
 
-conv1_weight_grad.ox301.end:                      ; preds = %conv1_weight_grad.ox301
-  %oy300.next = add nsw i64 %conv1_weight_grad.oy3001555, 1
-  %5107 = icmp slt i64 %oy300.next, 26
-  br i1 %5107, label %conv1_weight_grad.oy300, label %conv1_weight_grad.oy300.end
+relu1_grad.ix308.end:                             ; preds = %relu1_grad.ix308
+  %iy307.next = add nsw i64 %relu1_grad.iy3071556, 1
+  %5111 = icmp slt i64 %iy307.next, 1
+  br i1 %5111, label %relu1_grad.iy307, label %relu1_grad.iy307.end
 
-conv1_weight_grad.oy302:                          ; preds = %conv1_weight_grad.ox303.end, %conv1_weight_grad.oy300.end
-  %conv1_weight_grad.oy3021559 = phi i64 [ 0, %conv1_weight_grad.oy300.end ], [ %oy302.next, %conv1_weight_grad.ox303.end ]
-  br label %conv1_weight_grad.ox303
+conv1_grad.i310:                                  ; preds = %conv1_grad.i310, %relu1_grad.g169.end
+  %conv1_grad.i3101560 = phi i64 [ 0, %relu1_grad.g169.end ], [ %i310.next, %conv1_grad.i310 ]
+  %arena1561 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i3101560
+  %5112 = load float, ptr %arena1561, align 4
+  %5113 = fcmp ogt float %5112, 0.000000e+00
+  %5114 = add nsw i64 1384448, %conv1_grad.i3101560
+  %arena1562 = getelementptr inbounds float, ptr %arena, i64 %5114
+  %5115 = load float, ptr %arena1562, align 4
+  %5116 = select i1 %5113, float %5115, float 0.000000e+00
+  %5117 = add nsw i64 3171600, %conv1_grad.i3101560
+  %arena1563 = getelementptr inbounds float, ptr %arena, i64 %5117
+  store float %5116, ptr %arena1563, align 4
+  %i310.next = add nsw i64 %conv1_grad.i3101560, 1
+  %5118 = icmp slt i64 %i310.next, 1384448
+  br i1 %5118, label %conv1_grad.i310, label %conv1_grad.i310.end
 
-conv1_weight_grad.oy302.end:                      ; preds = %conv1_weight_grad.ox303.end
-  br label %conv1_weight_grad.oy304
+conv1_grad.i310.end:                              ; preds = %conv1_grad.i310
+  br label %conv1_weight_grad.i311
 
-conv1_weight_grad.ox303:                          ; preds = %conv1_weight_grad.ox303, %conv1_weight_grad.oy302
-  %conv1_weight_grad.ox3031560 = phi i64 [ 0, %conv1_weight_grad.oy302 ], [ %ox303.next, %conv1_weight_grad.ox303 ]
-  %5108 = mul nsw i64 %conv1_weight_grad.g2961551, 16
-  %5109 = add nsw i64 %5108, %conv1_weight_grad.j2971552
-  %5110 = mul nsw i64 %5109, 784
-  %5111 = mul nsw i64 %conv1_weight_grad.c2981553, 784
-  %5112 = add nsw i64 %5110, %5111
-  %5113 = add nsw i64 %conv1_weight_grad.oy3021559, %conv1_weight_grad.ky2991554
-  %5114 = mul nsw i64 %5113, 28
-  %5115 = add nsw i64 %5112, %5114
-  %5116 = add nsw i64 %conv1_weight_grad.ox3031560, 1
-  %5117 = add nsw i64 %5115, %5116
-  %images1561 = getelementptr inbounds float, ptr %images, i64 %5117
-  %5118 = load float, ptr %images1561, align 4
-  %5119 = mul nsw i64 %conv1_weight_grad.c2981553, 3
-  %5120 = add nsw i64 %5119, %conv1_weight_grad.ky2991554
-  %5121 = mul nsw i64 %5120, 3
-  %5122 = add nsw i64 %5121, 1
-  %5123 = mul nsw i64 %5122, 10816
-  %5124 = mul nsw i64 %conv1_weight_grad.j2971552, 676
-  %5125 = add nsw i64 %5123, %5124
-  %5126 = mul nsw i64 %conv1_weight_grad.oy3021559, 26
-  %5127 = add nsw i64 %5126, %conv1_weight_grad.ox3031560
-  %5128 = add nsw i64 %5125, %5127
-  %arena1562 = getelementptr inbounds float, ptr %arena, i64 %5128
-  store float %5118, ptr %arena1562, align 4
-  %ox303.next = add nsw i64 %conv1_weight_grad.ox3031560, 1
-  %5129 = icmp slt i64 %ox303.next, 26
-  br i1 %5129, label %conv1_weight_grad.ox303, label %conv1_weight_grad.ox303.end
+conv1_weight_grad.i311:                           ; preds = %conv1_weight_grad.i311, %conv1_grad.i310.end
+  %conv1_weight_grad.i3111564 = phi i64 [ 0, %conv1_grad.i310.end ], [ %i311.next, %conv1_weight_grad.i311 ]
+  %5119 = add nsw i64 443456, %conv1_weight_grad.i3111564
+  %arena1565 = getelementptr inbounds float, ptr %arena, i64 %5119
+  store float 0.000000e+00, ptr %arena1565, align 4
+  %i311.next = add nsw i64 %conv1_weight_grad.i3111564, 1
+  %5120 = icmp slt i64 %i311.next, 288
+  br i1 %5120, label %conv1_weight_grad.i311, label %conv1_weight_grad.i311.end
 
-conv1_weight_grad.ox303.end:                      ; preds = %conv1_weight_grad.ox303
-  %oy302.next = add nsw i64 %conv1_weight_grad.oy3021559, 1
-  %5130 = icmp slt i64 %oy302.next, 26
-  br i1 %5130, label %conv1_weight_grad.oy302, label %conv1_weight_grad.oy302.end
+conv1_weight_grad.i311.end:                       ; preds = %conv1_weight_grad.i311
+  br label %conv1_weight_grad.g312
 
-conv1_weight_grad.oy304:                          ; preds = %conv1_weight_grad.ox305.end, %conv1_weight_grad.oy302.end
-  %conv1_weight_grad.oy3041563 = phi i64 [ 0, %conv1_weight_grad.oy302.end ], [ %oy304.next, %conv1_weight_grad.ox305.end ]
-  br label %conv1_weight_grad.ox305
+conv1_weight_grad.g312:                           ; preds = %conv1_weight_grad.nb330.end, %conv1_weight_grad.i311.end
+  %conv1_weight_grad.g3121566 = phi i64 [ 0, %conv1_weight_grad.i311.end ], [ %g312.next, %conv1_weight_grad.nb330.end ]
+  br label %conv1_weight_grad.j313
 
-conv1_weight_grad.oy304.end:                      ; preds = %conv1_weight_grad.ox305.end
-  %ky299.next = add nsw i64 %conv1_weight_grad.ky2991554, 1
-  %5131 = icmp slt i64 %ky299.next, 3
-  br i1 %5131, label %conv1_weight_grad.ky299, label %conv1_weight_grad.ky299.end
+conv1_weight_grad.g312.end:                       ; preds = %conv1_weight_grad.nb330.end
+  br label %conv1_weight_grad.f334
 
-conv1_weight_grad.ox305:                          ; preds = %conv1_weight_grad.ox305, %conv1_weight_grad.oy304
-  %conv1_weight_grad.ox3051564 = phi i64 [ 0, %conv1_weight_grad.oy304 ], [ %ox305.next, %conv1_weight_grad.ox305 ]
-  %5132 = mul nsw i64 %conv1_weight_grad.g2961551, 16
-  %5133 = add nsw i64 %5132, %conv1_weight_grad.j2971552
-  %5134 = mul nsw i64 %5133, 784
-  %5135 = mul nsw i64 %conv1_weight_grad.c2981553, 784
-  %5136 = add nsw i64 %5134, %5135
-  %5137 = add nsw i64 %conv1_weight_grad.oy3041563, %conv1_weight_grad.ky2991554
-  %5138 = mul nsw i64 %5137, 28
-  %5139 = add nsw i64 %5136, %5138
-  %5140 = add nsw i64 %conv1_weight_grad.ox3051564, 2
-  %5141 = add nsw i64 %5139, %5140
-  %images1565 = getelementptr inbounds float, ptr %images, i64 %5141
-  %5142 = load float, ptr %images1565, align 4
-  %5143 = mul nsw i64 %conv1_weight_grad.c2981553, 3
-  %5144 = add nsw i64 %5143, %conv1_weight_grad.ky2991554
-  %5145 = mul nsw i64 %5144, 3
-  %5146 = add nsw i64 %5145, 2
-  %5147 = mul nsw i64 %5146, 10816
-  %5148 = mul nsw i64 %conv1_weight_grad.j2971552, 676
-  %5149 = add nsw i64 %5147, %5148
-  %5150 = mul nsw i64 %conv1_weight_grad.oy3041563, 26
-  %5151 = add nsw i64 %5150, %conv1_weight_grad.ox3051564
-  %5152 = add nsw i64 %5149, %5151
-  %arena1566 = getelementptr inbounds float, ptr %arena, i64 %5152
-  store float %5142, ptr %arena1566, align 4
-  %ox305.next = add nsw i64 %conv1_weight_grad.ox3051564, 1
-  %5153 = icmp slt i64 %ox305.next, 26
-  br i1 %5153, label %conv1_weight_grad.ox305, label %conv1_weight_grad.ox305.end
+conv1_weight_grad.j313:                           ; preds = %conv1_weight_grad.c314.end, %conv1_weight_grad.g312
+  %conv1_weight_grad.j3131567 = phi i64 [ 0, %conv1_weight_grad.g312 ], [ %j313.next, %conv1_weight_grad.c314.end ]
+  br label %conv1_weight_grad.c314
 
-conv1_weight_grad.ox305.end:                      ; preds = %conv1_weight_grad.ox305
-  %oy304.next = add nsw i64 %conv1_weight_grad.oy3041563, 1
-  %5154 = icmp slt i64 %oy304.next, 26
-  br i1 %5154, label %conv1_weight_grad.oy304, label %conv1_weight_grad.oy304.end
+conv1_weight_grad.j313.end:                       ; preds = %conv1_weight_grad.c314.end
+  br label %conv1_weight_grad.j322
 
-conv1_weight_grad.j306:                           ; preds = %conv1_weight_grad.i307.end, %conv1_weight_grad.j297.end
-  %conv1_weight_grad.j3061567 = phi i64 [ 0, %conv1_weight_grad.j297.end ], [ %j306.next, %conv1_weight_grad.i307.end ]
-  br label %conv1_weight_grad.i307
+conv1_weight_grad.c314:                           ; preds = %conv1_weight_grad.ky315.end, %conv1_weight_grad.j313
+  %conv1_weight_grad.c3141568 = phi i64 [ 0, %conv1_weight_grad.j313 ], [ %c314.next, %conv1_weight_grad.ky315.end ]
+  br label %conv1_weight_grad.ky315
 
-conv1_weight_grad.j306.end:                       ; preds = %conv1_weight_grad.i307.end
-  br label %conv1_weight_grad.kp309
+conv1_weight_grad.c314.end:                       ; preds = %conv1_weight_grad.ky315.end
+  %j313.next = add nsw i64 %conv1_weight_grad.j3131567, 1
+  %5121 = icmp slt i64 %j313.next, 16
+  br i1 %5121, label %conv1_weight_grad.j313, label %conv1_weight_grad.j313.end
 
-conv1_weight_grad.i307:                           ; preds = %conv1_weight_grad.f308.end, %conv1_weight_grad.j306
-  %conv1_weight_grad.i3071568 = phi i64 [ 0, %conv1_weight_grad.j306 ], [ %i307.next, %conv1_weight_grad.f308.end ]
-  br label %conv1_weight_grad.f308
+conv1_weight_grad.ky315:                          ; preds = %conv1_weight_grad.oy320.end, %conv1_weight_grad.c314
+  %conv1_weight_grad.ky3151569 = phi i64 [ 0, %conv1_weight_grad.c314 ], [ %ky315.next, %conv1_weight_grad.oy320.end ]
+  br label %conv1_weight_grad.oy316
 
-conv1_weight_grad.i307.end:                       ; preds = %conv1_weight_grad.f308.end
-  %j306.next = add nsw i64 %conv1_weight_grad.j3061567, 1
-  %5155 = icmp slt i64 %j306.next, 16
-  br i1 %5155, label %conv1_weight_grad.j306, label %conv1_weight_grad.j306.end
+conv1_weight_grad.ky315.end:                      ; preds = %conv1_weight_grad.oy320.end
+  %c314.next = add nsw i64 %conv1_weight_grad.c3141568, 1
+  %5122 = icmp slt i64 %c314.next, 1
+  br i1 %5122, label %conv1_weight_grad.c314, label %conv1_weight_grad.c314.end
 
-conv1_weight_grad.f308:                           ; preds = %conv1_weight_grad.f308, %conv1_weight_grad.i307
-  %conv1_weight_grad.f3081569 = phi i64 [ 0, %conv1_weight_grad.i307 ], [ %f308.next, %conv1_weight_grad.f308 ]
-  %5156 = mul nsw i64 %conv1_weight_grad.g2961551, 16
-  %5157 = add nsw i64 %5156, %conv1_weight_grad.j3061567
-  %5158 = mul nsw i64 %5157, 21632
-  %5159 = add nsw i64 3171600, %5158
-  %5160 = mul nsw i64 %conv1_weight_grad.f3081569, 676
+conv1_weight_grad.oy316:                          ; preds = %conv1_weight_grad.ox317.end, %conv1_weight_grad.ky315
+  %conv1_weight_grad.oy3161570 = phi i64 [ 0, %conv1_weight_grad.ky315 ], [ %oy316.next, %conv1_weight_grad.ox317.end ]
+  br label %conv1_weight_grad.ox317
+
+conv1_weight_grad.oy316.end:                      ; preds = %conv1_weight_grad.ox317.end
+  br label %conv1_weight_grad.oy318
+
+conv1_weight_grad.ox317:                          ; preds = %conv1_weight_grad.ox317, %conv1_weight_grad.oy316
+  %conv1_weight_grad.ox3171571 = phi i64 [ 0, %conv1_weight_grad.oy316 ], [ %ox317.next, %conv1_weight_grad.ox317 ]
+  %5123 = mul nsw i64 %conv1_weight_grad.g3121566, 16
+  %5124 = add nsw i64 %5123, %conv1_weight_grad.j3131567
+  %5125 = mul nsw i64 %5124, 784
+  %5126 = mul nsw i64 %conv1_weight_grad.c3141568, 784
+  %5127 = add nsw i64 %5125, %5126
+  %5128 = add nsw i64 %conv1_weight_grad.oy3161570, %conv1_weight_grad.ky3151569
+  %5129 = mul nsw i64 %5128, 28
+  %5130 = add nsw i64 %5127, %5129
+  %5131 = add nsw i64 %5130, %conv1_weight_grad.ox3171571
+  %images1572 = getelementptr inbounds float, ptr %images, i64 %5131
+  %5132 = load float, ptr %images1572, align 4
+  %5133 = mul nsw i64 %conv1_weight_grad.c3141568, 3
+  %5134 = add nsw i64 %5133, %conv1_weight_grad.ky3151569
+  %5135 = mul nsw i64 %5134, 3
+  %5136 = mul nsw i64 %5135, 10816
+  %5137 = mul nsw i64 %conv1_weight_grad.j3131567, 676
+  %5138 = add nsw i64 %5136, %5137
+  %5139 = mul nsw i64 %conv1_weight_grad.oy3161570, 26
+  %5140 = add nsw i64 %5139, %conv1_weight_grad.ox3171571
+  %5141 = add nsw i64 %5138, %5140
+  %arena1573 = getelementptr inbounds float, ptr %arena, i64 %5141
+  store float %5132, ptr %arena1573, align 4
+  %ox317.next = add nsw i64 %conv1_weight_grad.ox3171571, 1
+  %5142 = icmp slt i64 %ox317.next, 26
+  br i1 %5142, label %conv1_weight_grad.ox317, label %conv1_weight_grad.ox317.end
+
+conv1_weight_grad.ox317.end:                      ; preds = %conv1_weight_grad.ox317
+  %oy316.next = add nsw i64 %conv1_weight_grad.oy3161570, 1
+  %5143 = icmp slt i64 %oy316.next, 26
+  br i1 %5143, label %conv1_weight_grad.oy316, label %conv1_weight_grad.oy316.end
+
+conv1_weight_grad.oy318:                          ; preds = %conv1_weight_grad.ox319.end, %conv1_weight_grad.oy316.end
+  %conv1_weight_grad.oy3181574 = phi i64 [ 0, %conv1_weight_grad.oy316.end ], [ %oy318.next, %conv1_weight_grad.ox319.end ]
+  br label %conv1_weight_grad.ox319
+
+conv1_weight_grad.oy318.end:                      ; preds = %conv1_weight_grad.ox319.end
+  br label %conv1_weight_grad.oy320
+
+conv1_weight_grad.ox319:                          ; preds = %conv1_weight_grad.ox319, %conv1_weight_grad.oy318
+  %conv1_weight_grad.ox3191575 = phi i64 [ 0, %conv1_weight_grad.oy318 ], [ %ox319.next, %conv1_weight_grad.ox319 ]
+  %5144 = mul nsw i64 %conv1_weight_grad.g3121566, 16
+  %5145 = add nsw i64 %5144, %conv1_weight_grad.j3131567
+  %5146 = mul nsw i64 %5145, 784
+  %5147 = mul nsw i64 %conv1_weight_grad.c3141568, 784
+  %5148 = add nsw i64 %5146, %5147
+  %5149 = add nsw i64 %conv1_weight_grad.oy3181574, %conv1_weight_grad.ky3151569
+  %5150 = mul nsw i64 %5149, 28
+  %5151 = add nsw i64 %5148, %5150
+  %5152 = add nsw i64 %conv1_weight_grad.ox3191575, 1
+  %5153 = add nsw i64 %5151, %5152
+  %images1576 = getelementptr inbounds float, ptr %images, i64 %5153
+  %5154 = load float, ptr %images1576, align 4
+  %5155 = mul nsw i64 %conv1_weight_grad.c3141568, 3
+  %5156 = add nsw i64 %5155, %conv1_weight_grad.ky3151569
+  %5157 = mul nsw i64 %5156, 3
+  %5158 = add nsw i64 %5157, 1
+  %5159 = mul nsw i64 %5158, 10816
+  %5160 = mul nsw i64 %conv1_weight_grad.j3131567, 676
   %5161 = add nsw i64 %5159, %5160
-  %5162 = add nsw i64 %5161, %conv1_weight_grad.i3071568
-  %arena1570 = getelementptr inbounds float, ptr %arena, i64 %5162
-  %5163 = load float, ptr %arena1570, align 4
-  %5164 = mul nsw i64 %conv1_weight_grad.j3061567, 676
-  %5165 = add nsw i64 %5164, %conv1_weight_grad.i3071568
-  %5166 = mul nsw i64 %5165, 32
-  %5167 = add nsw i64 97344, %5166
-  %5168 = add nsw i64 %5167, %conv1_weight_grad.f3081569
-  %arena1571 = getelementptr inbounds float, ptr %arena, i64 %5168
-  store float %5163, ptr %arena1571, align 4
-  %f308.next = add nsw i64 %conv1_weight_grad.f3081569, 1
-  %5169 = icmp slt i64 %f308.next, 32
-  br i1 %5169, label %conv1_weight_grad.f308, label %conv1_weight_grad.f308.end
+  %5162 = mul nsw i64 %conv1_weight_grad.oy3181574, 26
+  %5163 = add nsw i64 %5162, %conv1_weight_grad.ox3191575
+  %5164 = add nsw i64 %5161, %5163
+  %arena1577 = getelementptr inbounds float, ptr %arena, i64 %5164
+  store float %5154, ptr %arena1577, align 4
+  %ox319.next = add nsw i64 %conv1_weight_grad.ox3191575, 1
+  %5165 = icmp slt i64 %ox319.next, 26
+  br i1 %5165, label %conv1_weight_grad.ox319, label %conv1_weight_grad.ox319.end
 
-conv1_weight_grad.f308.end:                       ; preds = %conv1_weight_grad.f308
-  %i307.next = add nsw i64 %conv1_weight_grad.i3071568, 1
-  %5170 = icmp slt i64 %i307.next, 676
-  br i1 %5170, label %conv1_weight_grad.i307, label %conv1_weight_grad.i307.end
+conv1_weight_grad.ox319.end:                      ; preds = %conv1_weight_grad.ox319
+  %oy318.next = add nsw i64 %conv1_weight_grad.oy3181574, 1
+  %5166 = icmp slt i64 %oy318.next, 26
+  br i1 %5166, label %conv1_weight_grad.oy318, label %conv1_weight_grad.oy318.end
 
-conv1_weight_grad.kp309:                          ; preds = %conv1_weight_grad.nb310.end, %conv1_weight_grad.j306.end
-  %conv1_weight_grad.kp3091572 = phi i64 [ 0, %conv1_weight_grad.j306.end ], [ %kp309.next, %conv1_weight_grad.nb310.end ]
-  br label %conv1_weight_grad.nb310
+conv1_weight_grad.oy320:                          ; preds = %conv1_weight_grad.ox321.end, %conv1_weight_grad.oy318.end
+  %conv1_weight_grad.oy3201578 = phi i64 [ 0, %conv1_weight_grad.oy318.end ], [ %oy320.next, %conv1_weight_grad.ox321.end ]
+  br label %conv1_weight_grad.ox321
 
-conv1_weight_grad.kp309.end:                      ; preds = %conv1_weight_grad.nb310.end
-  br label %conv1_weight_grad.nb314
+conv1_weight_grad.oy320.end:                      ; preds = %conv1_weight_grad.ox321.end
+  %ky315.next = add nsw i64 %conv1_weight_grad.ky3151569, 1
+  %5167 = icmp slt i64 %ky315.next, 3
+  br i1 %5167, label %conv1_weight_grad.ky315, label %conv1_weight_grad.ky315.end
 
-conv1_weight_grad.nb310:                          ; preds = %conv1_weight_grad.mb311.end, %conv1_weight_grad.kp309
-  %conv1_weight_grad.nb3101573 = phi i64 [ 0, %conv1_weight_grad.kp309 ], [ %nb310.next, %conv1_weight_grad.mb311.end ]
-  br label %conv1_weight_grad.mb311
+conv1_weight_grad.ox321:                          ; preds = %conv1_weight_grad.ox321, %conv1_weight_grad.oy320
+  %conv1_weight_grad.ox3211579 = phi i64 [ 0, %conv1_weight_grad.oy320 ], [ %ox321.next, %conv1_weight_grad.ox321 ]
+  %5168 = mul nsw i64 %conv1_weight_grad.g3121566, 16
+  %5169 = add nsw i64 %5168, %conv1_weight_grad.j3131567
+  %5170 = mul nsw i64 %5169, 784
+  %5171 = mul nsw i64 %conv1_weight_grad.c3141568, 784
+  %5172 = add nsw i64 %5170, %5171
+  %5173 = add nsw i64 %conv1_weight_grad.oy3201578, %conv1_weight_grad.ky3151569
+  %5174 = mul nsw i64 %5173, 28
+  %5175 = add nsw i64 %5172, %5174
+  %5176 = add nsw i64 %conv1_weight_grad.ox3211579, 2
+  %5177 = add nsw i64 %5175, %5176
+  %images1580 = getelementptr inbounds float, ptr %images, i64 %5177
+  %5178 = load float, ptr %images1580, align 4
+  %5179 = mul nsw i64 %conv1_weight_grad.c3141568, 3
+  %5180 = add nsw i64 %5179, %conv1_weight_grad.ky3151569
+  %5181 = mul nsw i64 %5180, 3
+  %5182 = add nsw i64 %5181, 2
+  %5183 = mul nsw i64 %5182, 10816
+  %5184 = mul nsw i64 %conv1_weight_grad.j3131567, 676
+  %5185 = add nsw i64 %5183, %5184
+  %5186 = mul nsw i64 %conv1_weight_grad.oy3201578, 26
+  %5187 = add nsw i64 %5186, %conv1_weight_grad.ox3211579
+  %5188 = add nsw i64 %5185, %5187
+  %arena1581 = getelementptr inbounds float, ptr %arena, i64 %5188
+  store float %5178, ptr %arena1581, align 4
+  %ox321.next = add nsw i64 %conv1_weight_grad.ox3211579, 1
+  %5189 = icmp slt i64 %ox321.next, 26
+  br i1 %5189, label %conv1_weight_grad.ox321, label %conv1_weight_grad.ox321.end
 
-conv1_weight_grad.nb310.end:                      ; preds = %conv1_weight_grad.mb311.end
-  %kp309.next = add nsw i64 %conv1_weight_grad.kp3091572, 1
-  %5171 = icmp slt i64 %kp309.next, 28
-  br i1 %5171, label %conv1_weight_grad.kp309, label %conv1_weight_grad.kp309.end
+conv1_weight_grad.ox321.end:                      ; preds = %conv1_weight_grad.ox321
+  %oy320.next = add nsw i64 %conv1_weight_grad.oy3201578, 1
+  %5190 = icmp slt i64 %oy320.next, 26
+  br i1 %5190, label %conv1_weight_grad.oy320, label %conv1_weight_grad.oy320.end
 
-conv1_weight_grad.mb311:                          ; preds = %conv1_weight_grad.k313.end, %conv1_weight_grad.nb310
-  %conv1_weight_grad.mb3111574 = phi i64 [ 0, %conv1_weight_grad.nb310 ], [ %mb311.next, %conv1_weight_grad.k313.end ]
-  %5172 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5173 = mul nsw i64 %5172, 32
-  %5174 = add nsw i64 443456, %5173
-  %5175 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5176 = add nsw i64 %5174, %5175
-  %arena1575 = getelementptr inbounds float, ptr %arena, i64 %5176
-  %5177 = load <16 x float>, ptr %arena1575, align 4
-  store <16 x float> %5177, ptr %conv1_weight_grad.t312_c0_0, align 64
-  %5178 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5179 = mul nsw i64 %5178, 32
-  %5180 = add nsw i64 443456, %5179
-  %5181 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5182 = add nsw i64 %5180, %5181
-  %5183 = add nsw i64 %5182, 16
-  %arena1576 = getelementptr inbounds float, ptr %arena, i64 %5183
-  %5184 = load <16 x float>, ptr %arena1576, align 4
-  store <16 x float> %5184, ptr %conv1_weight_grad.t312_c0_1, align 64
-  %5185 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5186 = add nsw i64 %5185, 1
-  %5187 = mul nsw i64 %5186, 32
-  %5188 = add nsw i64 443456, %5187
-  %5189 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5190 = add nsw i64 %5188, %5189
-  %arena1577 = getelementptr inbounds float, ptr %arena, i64 %5190
-  %5191 = load <16 x float>, ptr %arena1577, align 4
-  store <16 x float> %5191, ptr %conv1_weight_grad.t312_c1_0, align 64
-  %5192 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5193 = add nsw i64 %5192, 1
-  %5194 = mul nsw i64 %5193, 32
-  %5195 = add nsw i64 443456, %5194
-  %5196 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+conv1_weight_grad.j322:                           ; preds = %conv1_weight_grad.i323.end, %conv1_weight_grad.j313.end
+  %conv1_weight_grad.j3221582 = phi i64 [ 0, %conv1_weight_grad.j313.end ], [ %j322.next, %conv1_weight_grad.i323.end ]
+  br label %conv1_weight_grad.i323
+
+conv1_weight_grad.j322.end:                       ; preds = %conv1_weight_grad.i323.end
+  br label %conv1_weight_grad.kp325
+
+conv1_weight_grad.i323:                           ; preds = %conv1_weight_grad.f324.end, %conv1_weight_grad.j322
+  %conv1_weight_grad.i3231583 = phi i64 [ 0, %conv1_weight_grad.j322 ], [ %i323.next, %conv1_weight_grad.f324.end ]
+  br label %conv1_weight_grad.f324
+
+conv1_weight_grad.i323.end:                       ; preds = %conv1_weight_grad.f324.end
+  %j322.next = add nsw i64 %conv1_weight_grad.j3221582, 1
+  %5191 = icmp slt i64 %j322.next, 16
+  br i1 %5191, label %conv1_weight_grad.j322, label %conv1_weight_grad.j322.end
+
+conv1_weight_grad.f324:                           ; preds = %conv1_weight_grad.f324, %conv1_weight_grad.i323
+  %conv1_weight_grad.f3241584 = phi i64 [ 0, %conv1_weight_grad.i323 ], [ %f324.next, %conv1_weight_grad.f324 ]
+  %5192 = mul nsw i64 %conv1_weight_grad.g3121566, 16
+  %5193 = add nsw i64 %5192, %conv1_weight_grad.j3221582
+  %5194 = mul nsw i64 %5193, 21632
+  %5195 = add nsw i64 3171600, %5194
+  %5196 = mul nsw i64 %conv1_weight_grad.f3241584, 676
   %5197 = add nsw i64 %5195, %5196
-  %5198 = add nsw i64 %5197, 16
-  %arena1578 = getelementptr inbounds float, ptr %arena, i64 %5198
-  %5199 = load <16 x float>, ptr %arena1578, align 4
-  store <16 x float> %5199, ptr %conv1_weight_grad.t312_c1_1, align 64
-  %5200 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5201 = add nsw i64 %5200, 2
+  %5198 = add nsw i64 %5197, %conv1_weight_grad.i3231583
+  %arena1585 = getelementptr inbounds float, ptr %arena, i64 %5198
+  %5199 = load float, ptr %arena1585, align 4
+  %5200 = mul nsw i64 %conv1_weight_grad.j3221582, 676
+  %5201 = add nsw i64 %5200, %conv1_weight_grad.i3231583
   %5202 = mul nsw i64 %5201, 32
-  %5203 = add nsw i64 443456, %5202
-  %5204 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5205 = add nsw i64 %5203, %5204
-  %arena1579 = getelementptr inbounds float, ptr %arena, i64 %5205
-  %5206 = load <16 x float>, ptr %arena1579, align 4
-  store <16 x float> %5206, ptr %conv1_weight_grad.t312_c2_0, align 64
-  %5207 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5208 = add nsw i64 %5207, 2
+  %5203 = add nsw i64 97344, %5202
+  %5204 = add nsw i64 %5203, %conv1_weight_grad.f3241584
+  %arena1586 = getelementptr inbounds float, ptr %arena, i64 %5204
+  store float %5199, ptr %arena1586, align 4
+  %f324.next = add nsw i64 %conv1_weight_grad.f3241584, 1
+  %5205 = icmp slt i64 %f324.next, 32
+  br i1 %5205, label %conv1_weight_grad.f324, label %conv1_weight_grad.f324.end
+
+conv1_weight_grad.f324.end:                       ; preds = %conv1_weight_grad.f324
+  %i323.next = add nsw i64 %conv1_weight_grad.i3231583, 1
+  %5206 = icmp slt i64 %i323.next, 676
+  br i1 %5206, label %conv1_weight_grad.i323, label %conv1_weight_grad.i323.end
+
+conv1_weight_grad.kp325:                          ; preds = %conv1_weight_grad.nb326.end, %conv1_weight_grad.j322.end
+  %conv1_weight_grad.kp3251587 = phi i64 [ 0, %conv1_weight_grad.j322.end ], [ %kp325.next, %conv1_weight_grad.nb326.end ]
+  br label %conv1_weight_grad.nb326
+
+conv1_weight_grad.kp325.end:                      ; preds = %conv1_weight_grad.nb326.end
+  br label %conv1_weight_grad.nb330
+
+conv1_weight_grad.nb326:                          ; preds = %conv1_weight_grad.mb327.end, %conv1_weight_grad.kp325
+  %conv1_weight_grad.nb3261588 = phi i64 [ 0, %conv1_weight_grad.kp325 ], [ %nb326.next, %conv1_weight_grad.mb327.end ]
+  br label %conv1_weight_grad.mb327
+
+conv1_weight_grad.nb326.end:                      ; preds = %conv1_weight_grad.mb327.end
+  %kp325.next = add nsw i64 %conv1_weight_grad.kp3251587, 1
+  %5207 = icmp slt i64 %kp325.next, 28
+  br i1 %5207, label %conv1_weight_grad.kp325, label %conv1_weight_grad.kp325.end
+
+conv1_weight_grad.mb327:                          ; preds = %conv1_weight_grad.k329.end, %conv1_weight_grad.nb326
+  %conv1_weight_grad.mb3271589 = phi i64 [ 0, %conv1_weight_grad.nb326 ], [ %mb327.next, %conv1_weight_grad.k329.end ]
+  %5208 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
   %5209 = mul nsw i64 %5208, 32
   %5210 = add nsw i64 443456, %5209
-  %5211 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5211 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
   %5212 = add nsw i64 %5210, %5211
-  %5213 = add nsw i64 %5212, 16
-  %arena1580 = getelementptr inbounds float, ptr %arena, i64 %5213
-  %5214 = load <16 x float>, ptr %arena1580, align 4
-  store <16 x float> %5214, ptr %conv1_weight_grad.t312_c2_1, align 64
-  %5215 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5216 = add nsw i64 %5215, 3
-  %5217 = mul nsw i64 %5216, 32
-  %5218 = add nsw i64 443456, %5217
-  %5219 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5220 = add nsw i64 %5218, %5219
-  %arena1581 = getelementptr inbounds float, ptr %arena, i64 %5220
-  %5221 = load <16 x float>, ptr %arena1581, align 4
-  store <16 x float> %5221, ptr %conv1_weight_grad.t312_c3_0, align 64
-  %5222 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5223 = add nsw i64 %5222, 3
-  %5224 = mul nsw i64 %5223, 32
-  %5225 = add nsw i64 443456, %5224
-  %5226 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5227 = add nsw i64 %5225, %5226
-  %5228 = add nsw i64 %5227, 16
-  %arena1582 = getelementptr inbounds float, ptr %arena, i64 %5228
-  %5229 = load <16 x float>, ptr %arena1582, align 4
-  store <16 x float> %5229, ptr %conv1_weight_grad.t312_c3_1, align 64
-  %5230 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5231 = add nsw i64 %5230, 4
-  %5232 = mul nsw i64 %5231, 32
-  %5233 = add nsw i64 443456, %5232
-  %5234 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5235 = add nsw i64 %5233, %5234
-  %arena1583 = getelementptr inbounds float, ptr %arena, i64 %5235
-  %5236 = load <16 x float>, ptr %arena1583, align 4
-  store <16 x float> %5236, ptr %conv1_weight_grad.t312_c4_0, align 64
-  %5237 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5238 = add nsw i64 %5237, 4
-  %5239 = mul nsw i64 %5238, 32
-  %5240 = add nsw i64 443456, %5239
-  %5241 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5242 = add nsw i64 %5240, %5241
-  %5243 = add nsw i64 %5242, 16
-  %arena1584 = getelementptr inbounds float, ptr %arena, i64 %5243
-  %5244 = load <16 x float>, ptr %arena1584, align 4
-  store <16 x float> %5244, ptr %conv1_weight_grad.t312_c4_1, align 64
-  %5245 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5246 = add nsw i64 %5245, 5
-  %5247 = mul nsw i64 %5246, 32
-  %5248 = add nsw i64 443456, %5247
-  %5249 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5250 = add nsw i64 %5248, %5249
-  %arena1585 = getelementptr inbounds float, ptr %arena, i64 %5250
-  %5251 = load <16 x float>, ptr %arena1585, align 4
-  store <16 x float> %5251, ptr %conv1_weight_grad.t312_c5_0, align 64
-  %5252 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5253 = add nsw i64 %5252, 5
-  %5254 = mul nsw i64 %5253, 32
-  %5255 = add nsw i64 443456, %5254
-  %5256 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5257 = add nsw i64 %5255, %5256
-  %5258 = add nsw i64 %5257, 16
-  %arena1586 = getelementptr inbounds float, ptr %arena, i64 %5258
-  %5259 = load <16 x float>, ptr %arena1586, align 4
-  store <16 x float> %5259, ptr %conv1_weight_grad.t312_c5_1, align 64
-  %5260 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5261 = add nsw i64 %5260, 6
-  %5262 = mul nsw i64 %5261, 32
-  %5263 = add nsw i64 443456, %5262
-  %5264 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5265 = add nsw i64 %5263, %5264
-  %arena1587 = getelementptr inbounds float, ptr %arena, i64 %5265
-  %5266 = load <16 x float>, ptr %arena1587, align 4
-  store <16 x float> %5266, ptr %conv1_weight_grad.t312_c6_0, align 64
-  %5267 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5268 = add nsw i64 %5267, 6
-  %5269 = mul nsw i64 %5268, 32
-  %5270 = add nsw i64 443456, %5269
-  %5271 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5272 = add nsw i64 %5270, %5271
-  %5273 = add nsw i64 %5272, 16
-  %arena1588 = getelementptr inbounds float, ptr %arena, i64 %5273
-  %5274 = load <16 x float>, ptr %arena1588, align 4
-  store <16 x float> %5274, ptr %conv1_weight_grad.t312_c6_1, align 64
-  %5275 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5276 = add nsw i64 %5275, 7
-  %5277 = mul nsw i64 %5276, 32
-  %5278 = add nsw i64 443456, %5277
-  %5279 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5280 = add nsw i64 %5278, %5279
-  %arena1589 = getelementptr inbounds float, ptr %arena, i64 %5280
-  %5281 = load <16 x float>, ptr %arena1589, align 4
-  store <16 x float> %5281, ptr %conv1_weight_grad.t312_c7_0, align 64
-  %5282 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5283 = add nsw i64 %5282, 7
-  %5284 = mul nsw i64 %5283, 32
-  %5285 = add nsw i64 443456, %5284
-  %5286 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5287 = add nsw i64 %5285, %5286
-  %5288 = add nsw i64 %5287, 16
-  %arena1590 = getelementptr inbounds float, ptr %arena, i64 %5288
-  %5289 = load <16 x float>, ptr %arena1590, align 4
-  store <16 x float> %5289, ptr %conv1_weight_grad.t312_c7_1, align 64
-  %5290 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5291 = add nsw i64 %5290, 8
-  %5292 = mul nsw i64 %5291, 32
-  %5293 = add nsw i64 443456, %5292
-  %5294 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5295 = add nsw i64 %5293, %5294
-  %arena1591 = getelementptr inbounds float, ptr %arena, i64 %5295
-  %5296 = load <16 x float>, ptr %arena1591, align 4
-  store <16 x float> %5296, ptr %conv1_weight_grad.t312_c8_0, align 64
-  %5297 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5298 = add nsw i64 %5297, 8
-  %5299 = mul nsw i64 %5298, 32
-  %5300 = add nsw i64 443456, %5299
-  %5301 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5302 = add nsw i64 %5300, %5301
-  %5303 = add nsw i64 %5302, 16
-  %arena1592 = getelementptr inbounds float, ptr %arena, i64 %5303
-  %5304 = load <16 x float>, ptr %arena1592, align 4
-  store <16 x float> %5304, ptr %conv1_weight_grad.t312_c8_1, align 64
-  br label %conv1_weight_grad.k313
+  %arena1590 = getelementptr inbounds float, ptr %arena, i64 %5212
+  %5213 = load <16 x float>, ptr %arena1590, align 4
+  store <16 x float> %5213, ptr %conv1_weight_grad.t328_c0_0, align 64
+  %5214 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5215 = mul nsw i64 %5214, 32
+  %5216 = add nsw i64 443456, %5215
+  %5217 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5218 = add nsw i64 %5216, %5217
+  %5219 = add nsw i64 %5218, 16
+  %arena1591 = getelementptr inbounds float, ptr %arena, i64 %5219
+  %5220 = load <16 x float>, ptr %arena1591, align 4
+  store <16 x float> %5220, ptr %conv1_weight_grad.t328_c0_1, align 64
+  %5221 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5222 = add nsw i64 %5221, 1
+  %5223 = mul nsw i64 %5222, 32
+  %5224 = add nsw i64 443456, %5223
+  %5225 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5226 = add nsw i64 %5224, %5225
+  %arena1592 = getelementptr inbounds float, ptr %arena, i64 %5226
+  %5227 = load <16 x float>, ptr %arena1592, align 4
+  store <16 x float> %5227, ptr %conv1_weight_grad.t328_c1_0, align 64
+  %5228 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5229 = add nsw i64 %5228, 1
+  %5230 = mul nsw i64 %5229, 32
+  %5231 = add nsw i64 443456, %5230
+  %5232 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5233 = add nsw i64 %5231, %5232
+  %5234 = add nsw i64 %5233, 16
+  %arena1593 = getelementptr inbounds float, ptr %arena, i64 %5234
+  %5235 = load <16 x float>, ptr %arena1593, align 4
+  store <16 x float> %5235, ptr %conv1_weight_grad.t328_c1_1, align 64
+  %5236 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5237 = add nsw i64 %5236, 2
+  %5238 = mul nsw i64 %5237, 32
+  %5239 = add nsw i64 443456, %5238
+  %5240 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5241 = add nsw i64 %5239, %5240
+  %arena1594 = getelementptr inbounds float, ptr %arena, i64 %5241
+  %5242 = load <16 x float>, ptr %arena1594, align 4
+  store <16 x float> %5242, ptr %conv1_weight_grad.t328_c2_0, align 64
+  %5243 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5244 = add nsw i64 %5243, 2
+  %5245 = mul nsw i64 %5244, 32
+  %5246 = add nsw i64 443456, %5245
+  %5247 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5248 = add nsw i64 %5246, %5247
+  %5249 = add nsw i64 %5248, 16
+  %arena1595 = getelementptr inbounds float, ptr %arena, i64 %5249
+  %5250 = load <16 x float>, ptr %arena1595, align 4
+  store <16 x float> %5250, ptr %conv1_weight_grad.t328_c2_1, align 64
+  %5251 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5252 = add nsw i64 %5251, 3
+  %5253 = mul nsw i64 %5252, 32
+  %5254 = add nsw i64 443456, %5253
+  %5255 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5256 = add nsw i64 %5254, %5255
+  %arena1596 = getelementptr inbounds float, ptr %arena, i64 %5256
+  %5257 = load <16 x float>, ptr %arena1596, align 4
+  store <16 x float> %5257, ptr %conv1_weight_grad.t328_c3_0, align 64
+  %5258 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5259 = add nsw i64 %5258, 3
+  %5260 = mul nsw i64 %5259, 32
+  %5261 = add nsw i64 443456, %5260
+  %5262 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5263 = add nsw i64 %5261, %5262
+  %5264 = add nsw i64 %5263, 16
+  %arena1597 = getelementptr inbounds float, ptr %arena, i64 %5264
+  %5265 = load <16 x float>, ptr %arena1597, align 4
+  store <16 x float> %5265, ptr %conv1_weight_grad.t328_c3_1, align 64
+  %5266 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5267 = add nsw i64 %5266, 4
+  %5268 = mul nsw i64 %5267, 32
+  %5269 = add nsw i64 443456, %5268
+  %5270 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5271 = add nsw i64 %5269, %5270
+  %arena1598 = getelementptr inbounds float, ptr %arena, i64 %5271
+  %5272 = load <16 x float>, ptr %arena1598, align 4
+  store <16 x float> %5272, ptr %conv1_weight_grad.t328_c4_0, align 64
+  %5273 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5274 = add nsw i64 %5273, 4
+  %5275 = mul nsw i64 %5274, 32
+  %5276 = add nsw i64 443456, %5275
+  %5277 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5278 = add nsw i64 %5276, %5277
+  %5279 = add nsw i64 %5278, 16
+  %arena1599 = getelementptr inbounds float, ptr %arena, i64 %5279
+  %5280 = load <16 x float>, ptr %arena1599, align 4
+  store <16 x float> %5280, ptr %conv1_weight_grad.t328_c4_1, align 64
+  %5281 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5282 = add nsw i64 %5281, 5
+  %5283 = mul nsw i64 %5282, 32
+  %5284 = add nsw i64 443456, %5283
+  %5285 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5286 = add nsw i64 %5284, %5285
+  %arena1600 = getelementptr inbounds float, ptr %arena, i64 %5286
+  %5287 = load <16 x float>, ptr %arena1600, align 4
+  store <16 x float> %5287, ptr %conv1_weight_grad.t328_c5_0, align 64
+  %5288 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5289 = add nsw i64 %5288, 5
+  %5290 = mul nsw i64 %5289, 32
+  %5291 = add nsw i64 443456, %5290
+  %5292 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5293 = add nsw i64 %5291, %5292
+  %5294 = add nsw i64 %5293, 16
+  %arena1601 = getelementptr inbounds float, ptr %arena, i64 %5294
+  %5295 = load <16 x float>, ptr %arena1601, align 4
+  store <16 x float> %5295, ptr %conv1_weight_grad.t328_c5_1, align 64
+  %5296 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5297 = add nsw i64 %5296, 6
+  %5298 = mul nsw i64 %5297, 32
+  %5299 = add nsw i64 443456, %5298
+  %5300 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5301 = add nsw i64 %5299, %5300
+  %arena1602 = getelementptr inbounds float, ptr %arena, i64 %5301
+  %5302 = load <16 x float>, ptr %arena1602, align 4
+  store <16 x float> %5302, ptr %conv1_weight_grad.t328_c6_0, align 64
+  %5303 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5304 = add nsw i64 %5303, 6
+  %5305 = mul nsw i64 %5304, 32
+  %5306 = add nsw i64 443456, %5305
+  %5307 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5308 = add nsw i64 %5306, %5307
+  %5309 = add nsw i64 %5308, 16
+  %arena1603 = getelementptr inbounds float, ptr %arena, i64 %5309
+  %5310 = load <16 x float>, ptr %arena1603, align 4
+  store <16 x float> %5310, ptr %conv1_weight_grad.t328_c6_1, align 64
+  %5311 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5312 = add nsw i64 %5311, 7
+  %5313 = mul nsw i64 %5312, 32
+  %5314 = add nsw i64 443456, %5313
+  %5315 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5316 = add nsw i64 %5314, %5315
+  %arena1604 = getelementptr inbounds float, ptr %arena, i64 %5316
+  %5317 = load <16 x float>, ptr %arena1604, align 4
+  store <16 x float> %5317, ptr %conv1_weight_grad.t328_c7_0, align 64
+  %5318 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5319 = add nsw i64 %5318, 7
+  %5320 = mul nsw i64 %5319, 32
+  %5321 = add nsw i64 443456, %5320
+  %5322 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5323 = add nsw i64 %5321, %5322
+  %5324 = add nsw i64 %5323, 16
+  %arena1605 = getelementptr inbounds float, ptr %arena, i64 %5324
+  %5325 = load <16 x float>, ptr %arena1605, align 4
+  store <16 x float> %5325, ptr %conv1_weight_grad.t328_c7_1, align 64
+  %5326 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5327 = add nsw i64 %5326, 8
+  %5328 = mul nsw i64 %5327, 32
+  %5329 = add nsw i64 443456, %5328
+  %5330 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5331 = add nsw i64 %5329, %5330
+  %arena1606 = getelementptr inbounds float, ptr %arena, i64 %5331
+  %5332 = load <16 x float>, ptr %arena1606, align 4
+  store <16 x float> %5332, ptr %conv1_weight_grad.t328_c8_0, align 64
+  %5333 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5334 = add nsw i64 %5333, 8
+  %5335 = mul nsw i64 %5334, 32
+  %5336 = add nsw i64 443456, %5335
+  %5337 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5338 = add nsw i64 %5336, %5337
+  %5339 = add nsw i64 %5338, 16
+  %arena1607 = getelementptr inbounds float, ptr %arena, i64 %5339
+  %5340 = load <16 x float>, ptr %arena1607, align 4
+  store <16 x float> %5340, ptr %conv1_weight_grad.t328_c8_1, align 64
+  br label %conv1_weight_grad.k329
 
-conv1_weight_grad.mb311.end:                      ; preds = %conv1_weight_grad.k313.end
-  %nb310.next = add nsw i64 %conv1_weight_grad.nb3101573, 1
-  %5305 = icmp slt i64 %nb310.next, 1
-  br i1 %5305, label %conv1_weight_grad.nb310, label %conv1_weight_grad.nb310.end
+conv1_weight_grad.mb327.end:                      ; preds = %conv1_weight_grad.k329.end
+  %nb326.next = add nsw i64 %conv1_weight_grad.nb3261588, 1
+  %5341 = icmp slt i64 %nb326.next, 1
+  br i1 %5341, label %conv1_weight_grad.nb326, label %conv1_weight_grad.nb326.end
 
-conv1_weight_grad.k313:                           ; preds = %conv1_weight_grad.k313, %conv1_weight_grad.mb311
-  %conv1_weight_grad.k3131593 = phi i64 [ 0, %conv1_weight_grad.mb311 ], [ %k313.next, %conv1_weight_grad.k313 ]
-  %5306 = mul nsw i64 %conv1_weight_grad.kp3091572, 373
-  %5307 = add nsw i64 %conv1_weight_grad.k3131593, %5306
-  %5308 = mul nsw i64 %5307, 32
-  %5309 = add nsw i64 97344, %5308
-  %5310 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5311 = add nsw i64 %5309, %5310
-  %arena1594 = getelementptr inbounds float, ptr %arena, i64 %5311
-  %5312 = load <16 x float>, ptr %arena1594, align 4
-  store <16 x float> %5312, ptr %conv1_weight_grad.t312_b0, align 64
-  %5313 = mul nsw i64 %conv1_weight_grad.kp3091572, 373
-  %5314 = add nsw i64 %conv1_weight_grad.k3131593, %5313
-  %5315 = mul nsw i64 %5314, 32
-  %5316 = add nsw i64 97344, %5315
-  %5317 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5318 = add nsw i64 %5316, %5317
-  %5319 = add nsw i64 %5318, 16
-  %arena1595 = getelementptr inbounds float, ptr %arena, i64 %5319
-  %5320 = load <16 x float>, ptr %arena1595, align 4
-  store <16 x float> %5320, ptr %conv1_weight_grad.t312_b1, align 64
-  %5321 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5322 = mul nsw i64 %5321, 10816
-  %5323 = mul nsw i64 %conv1_weight_grad.kp3091572, 373
-  %5324 = add nsw i64 %conv1_weight_grad.k3131593, %5323
-  %5325 = add nsw i64 %5322, %5324
-  %arena1596 = getelementptr inbounds float, ptr %arena, i64 %5325
-  %5326 = load float, ptr %arena1596, align 4
-  %5327 = insertelement <16 x float> undef, float %5326, i32 0
-  %5328 = shufflevector <16 x float> %5327, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5328, ptr %conv1_weight_grad.t312_a0, align 64
-  %t312_a0 = load <16 x float>, ptr %conv1_weight_grad.t312_a0, align 64
-  %t312_b0 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
-  %t312_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c0_0, align 64
-  %5329 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a0, <16 x float> %t312_b0, <16 x float> %t312_c0_0)
-  store <16 x float> %5329, ptr %conv1_weight_grad.t312_c0_0, align 64
-  %t312_a01597 = load <16 x float>, ptr %conv1_weight_grad.t312_a0, align 64
-  %t312_b1 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
-  %t312_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c0_1, align 64
-  %5330 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a01597, <16 x float> %t312_b1, <16 x float> %t312_c0_1)
-  store <16 x float> %5330, ptr %conv1_weight_grad.t312_c0_1, align 64
-  %5331 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5332 = add nsw i64 %5331, 1
-  %5333 = mul nsw i64 %5332, 10816
-  %5334 = mul nsw i64 %conv1_weight_grad.kp3091572, 373
-  %5335 = add nsw i64 %conv1_weight_grad.k3131593, %5334
-  %5336 = add nsw i64 %5333, %5335
-  %arena1598 = getelementptr inbounds float, ptr %arena, i64 %5336
-  %5337 = load float, ptr %arena1598, align 4
-  %5338 = insertelement <16 x float> undef, float %5337, i32 0
-  %5339 = shufflevector <16 x float> %5338, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5339, ptr %conv1_weight_grad.t312_a1, align 64
-  %t312_a1 = load <16 x float>, ptr %conv1_weight_grad.t312_a1, align 64
-  %t312_b01599 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
-  %t312_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c1_0, align 64
-  %5340 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a1, <16 x float> %t312_b01599, <16 x float> %t312_c1_0)
-  store <16 x float> %5340, ptr %conv1_weight_grad.t312_c1_0, align 64
-  %t312_a11600 = load <16 x float>, ptr %conv1_weight_grad.t312_a1, align 64
-  %t312_b11601 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
-  %t312_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c1_1, align 64
-  %5341 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a11600, <16 x float> %t312_b11601, <16 x float> %t312_c1_1)
-  store <16 x float> %5341, ptr %conv1_weight_grad.t312_c1_1, align 64
-  %5342 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5343 = add nsw i64 %5342, 2
-  %5344 = mul nsw i64 %5343, 10816
-  %5345 = mul nsw i64 %conv1_weight_grad.kp3091572, 373
-  %5346 = add nsw i64 %conv1_weight_grad.k3131593, %5345
-  %5347 = add nsw i64 %5344, %5346
-  %arena1602 = getelementptr inbounds float, ptr %arena, i64 %5347
-  %5348 = load float, ptr %arena1602, align 4
-  %5349 = insertelement <16 x float> undef, float %5348, i32 0
-  %5350 = shufflevector <16 x float> %5349, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5350, ptr %conv1_weight_grad.t312_a2, align 64
-  %t312_a2 = load <16 x float>, ptr %conv1_weight_grad.t312_a2, align 64
-  %t312_b01603 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
-  %t312_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c2_0, align 64
-  %5351 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a2, <16 x float> %t312_b01603, <16 x float> %t312_c2_0)
-  store <16 x float> %5351, ptr %conv1_weight_grad.t312_c2_0, align 64
-  %t312_a21604 = load <16 x float>, ptr %conv1_weight_grad.t312_a2, align 64
-  %t312_b11605 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
-  %t312_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c2_1, align 64
-  %5352 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a21604, <16 x float> %t312_b11605, <16 x float> %t312_c2_1)
-  store <16 x float> %5352, ptr %conv1_weight_grad.t312_c2_1, align 64
-  %5353 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5354 = add nsw i64 %5353, 3
-  %5355 = mul nsw i64 %5354, 10816
-  %5356 = mul nsw i64 %conv1_weight_grad.kp3091572, 373
-  %5357 = add nsw i64 %conv1_weight_grad.k3131593, %5356
-  %5358 = add nsw i64 %5355, %5357
-  %arena1606 = getelementptr inbounds float, ptr %arena, i64 %5358
-  %5359 = load float, ptr %arena1606, align 4
-  %5360 = insertelement <16 x float> undef, float %5359, i32 0
-  %5361 = shufflevector <16 x float> %5360, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5361, ptr %conv1_weight_grad.t312_a3, align 64
-  %t312_a3 = load <16 x float>, ptr %conv1_weight_grad.t312_a3, align 64
-  %t312_b01607 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
-  %t312_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c3_0, align 64
-  %5362 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a3, <16 x float> %t312_b01607, <16 x float> %t312_c3_0)
-  store <16 x float> %5362, ptr %conv1_weight_grad.t312_c3_0, align 64
-  %t312_a31608 = load <16 x float>, ptr %conv1_weight_grad.t312_a3, align 64
-  %t312_b11609 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
-  %t312_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c3_1, align 64
-  %5363 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a31608, <16 x float> %t312_b11609, <16 x float> %t312_c3_1)
-  store <16 x float> %5363, ptr %conv1_weight_grad.t312_c3_1, align 64
-  %5364 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5365 = add nsw i64 %5364, 4
-  %5366 = mul nsw i64 %5365, 10816
-  %5367 = mul nsw i64 %conv1_weight_grad.kp3091572, 373
-  %5368 = add nsw i64 %conv1_weight_grad.k3131593, %5367
-  %5369 = add nsw i64 %5366, %5368
-  %arena1610 = getelementptr inbounds float, ptr %arena, i64 %5369
-  %5370 = load float, ptr %arena1610, align 4
-  %5371 = insertelement <16 x float> undef, float %5370, i32 0
-  %5372 = shufflevector <16 x float> %5371, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5372, ptr %conv1_weight_grad.t312_a4, align 64
-  %t312_a4 = load <16 x float>, ptr %conv1_weight_grad.t312_a4, align 64
-  %t312_b01611 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
-  %t312_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c4_0, align 64
-  %5373 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a4, <16 x float> %t312_b01611, <16 x float> %t312_c4_0)
-  store <16 x float> %5373, ptr %conv1_weight_grad.t312_c4_0, align 64
-  %t312_a41612 = load <16 x float>, ptr %conv1_weight_grad.t312_a4, align 64
-  %t312_b11613 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
-  %t312_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c4_1, align 64
-  %5374 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a41612, <16 x float> %t312_b11613, <16 x float> %t312_c4_1)
-  store <16 x float> %5374, ptr %conv1_weight_grad.t312_c4_1, align 64
-  %5375 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5376 = add nsw i64 %5375, 5
-  %5377 = mul nsw i64 %5376, 10816
-  %5378 = mul nsw i64 %conv1_weight_grad.kp3091572, 373
-  %5379 = add nsw i64 %conv1_weight_grad.k3131593, %5378
-  %5380 = add nsw i64 %5377, %5379
-  %arena1614 = getelementptr inbounds float, ptr %arena, i64 %5380
-  %5381 = load float, ptr %arena1614, align 4
-  %5382 = insertelement <16 x float> undef, float %5381, i32 0
-  %5383 = shufflevector <16 x float> %5382, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5383, ptr %conv1_weight_grad.t312_a5, align 64
-  %t312_a5 = load <16 x float>, ptr %conv1_weight_grad.t312_a5, align 64
-  %t312_b01615 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
-  %t312_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c5_0, align 64
-  %5384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a5, <16 x float> %t312_b01615, <16 x float> %t312_c5_0)
-  store <16 x float> %5384, ptr %conv1_weight_grad.t312_c5_0, align 64
-  %t312_a51616 = load <16 x float>, ptr %conv1_weight_grad.t312_a5, align 64
-  %t312_b11617 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
-  %t312_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c5_1, align 64
-  %5385 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a51616, <16 x float> %t312_b11617, <16 x float> %t312_c5_1)
-  store <16 x float> %5385, ptr %conv1_weight_grad.t312_c5_1, align 64
-  %5386 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5387 = add nsw i64 %5386, 6
-  %5388 = mul nsw i64 %5387, 10816
-  %5389 = mul nsw i64 %conv1_weight_grad.kp3091572, 373
-  %5390 = add nsw i64 %conv1_weight_grad.k3131593, %5389
-  %5391 = add nsw i64 %5388, %5390
-  %arena1618 = getelementptr inbounds float, ptr %arena, i64 %5391
-  %5392 = load float, ptr %arena1618, align 4
-  %5393 = insertelement <16 x float> undef, float %5392, i32 0
-  %5394 = shufflevector <16 x float> %5393, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5394, ptr %conv1_weight_grad.t312_a6, align 64
-  %t312_a6 = load <16 x float>, ptr %conv1_weight_grad.t312_a6, align 64
-  %t312_b01619 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
-  %t312_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c6_0, align 64
-  %5395 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a6, <16 x float> %t312_b01619, <16 x float> %t312_c6_0)
-  store <16 x float> %5395, ptr %conv1_weight_grad.t312_c6_0, align 64
-  %t312_a61620 = load <16 x float>, ptr %conv1_weight_grad.t312_a6, align 64
-  %t312_b11621 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
-  %t312_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c6_1, align 64
-  %5396 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a61620, <16 x float> %t312_b11621, <16 x float> %t312_c6_1)
-  store <16 x float> %5396, ptr %conv1_weight_grad.t312_c6_1, align 64
-  %5397 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5398 = add nsw i64 %5397, 7
-  %5399 = mul nsw i64 %5398, 10816
-  %5400 = mul nsw i64 %conv1_weight_grad.kp3091572, 373
-  %5401 = add nsw i64 %conv1_weight_grad.k3131593, %5400
-  %5402 = add nsw i64 %5399, %5401
-  %arena1622 = getelementptr inbounds float, ptr %arena, i64 %5402
-  %5403 = load float, ptr %arena1622, align 4
-  %5404 = insertelement <16 x float> undef, float %5403, i32 0
-  %5405 = shufflevector <16 x float> %5404, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5405, ptr %conv1_weight_grad.t312_a7, align 64
-  %t312_a7 = load <16 x float>, ptr %conv1_weight_grad.t312_a7, align 64
-  %t312_b01623 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
-  %t312_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c7_0, align 64
-  %5406 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a7, <16 x float> %t312_b01623, <16 x float> %t312_c7_0)
-  store <16 x float> %5406, ptr %conv1_weight_grad.t312_c7_0, align 64
-  %t312_a71624 = load <16 x float>, ptr %conv1_weight_grad.t312_a7, align 64
-  %t312_b11625 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
-  %t312_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c7_1, align 64
-  %5407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a71624, <16 x float> %t312_b11625, <16 x float> %t312_c7_1)
-  store <16 x float> %5407, ptr %conv1_weight_grad.t312_c7_1, align 64
-  %5408 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5409 = add nsw i64 %5408, 8
-  %5410 = mul nsw i64 %5409, 10816
-  %5411 = mul nsw i64 %conv1_weight_grad.kp3091572, 373
-  %5412 = add nsw i64 %conv1_weight_grad.k3131593, %5411
-  %5413 = add nsw i64 %5410, %5412
-  %arena1626 = getelementptr inbounds float, ptr %arena, i64 %5413
-  %5414 = load float, ptr %arena1626, align 4
-  %5415 = insertelement <16 x float> undef, float %5414, i32 0
-  %5416 = shufflevector <16 x float> %5415, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5416, ptr %conv1_weight_grad.t312_a8, align 64
-  %t312_a8 = load <16 x float>, ptr %conv1_weight_grad.t312_a8, align 64
-  %t312_b01627 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
-  %t312_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c8_0, align 64
-  %5417 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a8, <16 x float> %t312_b01627, <16 x float> %t312_c8_0)
-  store <16 x float> %5417, ptr %conv1_weight_grad.t312_c8_0, align 64
-  %t312_a81628 = load <16 x float>, ptr %conv1_weight_grad.t312_a8, align 64
-  %t312_b11629 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
-  %t312_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c8_1, align 64
-  %5418 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a81628, <16 x float> %t312_b11629, <16 x float> %t312_c8_1)
-  store <16 x float> %5418, ptr %conv1_weight_grad.t312_c8_1, align 64
-  %k313.next = add nsw i64 %conv1_weight_grad.k3131593, 1
-  %5419 = icmp slt i64 %k313.next, 373
-  br i1 %5419, label %conv1_weight_grad.k313, label %conv1_weight_grad.k313.end
+conv1_weight_grad.k329:                           ; preds = %conv1_weight_grad.k329, %conv1_weight_grad.mb327
+  %conv1_weight_grad.k3291608 = phi i64 [ 0, %conv1_weight_grad.mb327 ], [ %k329.next, %conv1_weight_grad.k329 ]
+  %5342 = mul nsw i64 %conv1_weight_grad.kp3251587, 373
+  %5343 = add nsw i64 %conv1_weight_grad.k3291608, %5342
+  %5344 = mul nsw i64 %5343, 32
+  %5345 = add nsw i64 97344, %5344
+  %5346 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5347 = add nsw i64 %5345, %5346
+  %arena1609 = getelementptr inbounds float, ptr %arena, i64 %5347
+  %5348 = load <16 x float>, ptr %arena1609, align 4
+  store <16 x float> %5348, ptr %conv1_weight_grad.t328_b0, align 64
+  %5349 = mul nsw i64 %conv1_weight_grad.kp3251587, 373
+  %5350 = add nsw i64 %conv1_weight_grad.k3291608, %5349
+  %5351 = mul nsw i64 %5350, 32
+  %5352 = add nsw i64 97344, %5351
+  %5353 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5354 = add nsw i64 %5352, %5353
+  %5355 = add nsw i64 %5354, 16
+  %arena1610 = getelementptr inbounds float, ptr %arena, i64 %5355
+  %5356 = load <16 x float>, ptr %arena1610, align 4
+  store <16 x float> %5356, ptr %conv1_weight_grad.t328_b1, align 64
+  %5357 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5358 = mul nsw i64 %5357, 10816
+  %5359 = mul nsw i64 %conv1_weight_grad.kp3251587, 373
+  %5360 = add nsw i64 %conv1_weight_grad.k3291608, %5359
+  %5361 = add nsw i64 %5358, %5360
+  %arena1611 = getelementptr inbounds float, ptr %arena, i64 %5361
+  %5362 = load float, ptr %arena1611, align 4
+  %5363 = insertelement <16 x float> undef, float %5362, i32 0
+  %5364 = shufflevector <16 x float> %5363, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5364, ptr %conv1_weight_grad.t328_a0, align 64
+  %t328_a0 = load <16 x float>, ptr %conv1_weight_grad.t328_a0, align 64
+  %t328_b0 = load <16 x float>, ptr %conv1_weight_grad.t328_b0, align 64
+  %t328_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t328_c0_0, align 64
+  %5365 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a0, <16 x float> %t328_b0, <16 x float> %t328_c0_0)
+  store <16 x float> %5365, ptr %conv1_weight_grad.t328_c0_0, align 64
+  %t328_a01612 = load <16 x float>, ptr %conv1_weight_grad.t328_a0, align 64
+  %t328_b1 = load <16 x float>, ptr %conv1_weight_grad.t328_b1, align 64
+  %t328_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t328_c0_1, align 64
+  %5366 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a01612, <16 x float> %t328_b1, <16 x float> %t328_c0_1)
+  store <16 x float> %5366, ptr %conv1_weight_grad.t328_c0_1, align 64
+  %5367 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5368 = add nsw i64 %5367, 1
+  %5369 = mul nsw i64 %5368, 10816
+  %5370 = mul nsw i64 %conv1_weight_grad.kp3251587, 373
+  %5371 = add nsw i64 %conv1_weight_grad.k3291608, %5370
+  %5372 = add nsw i64 %5369, %5371
+  %arena1613 = getelementptr inbounds float, ptr %arena, i64 %5372
+  %5373 = load float, ptr %arena1613, align 4
+  %5374 = insertelement <16 x float> undef, float %5373, i32 0
+  %5375 = shufflevector <16 x float> %5374, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5375, ptr %conv1_weight_grad.t328_a1, align 64
+  %t328_a1 = load <16 x float>, ptr %conv1_weight_grad.t328_a1, align 64
+  %t328_b01614 = load <16 x float>, ptr %conv1_weight_grad.t328_b0, align 64
+  %t328_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t328_c1_0, align 64
+  %5376 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a1, <16 x float> %t328_b01614, <16 x float> %t328_c1_0)
+  store <16 x float> %5376, ptr %conv1_weight_grad.t328_c1_0, align 64
+  %t328_a11615 = load <16 x float>, ptr %conv1_weight_grad.t328_a1, align 64
+  %t328_b11616 = load <16 x float>, ptr %conv1_weight_grad.t328_b1, align 64
+  %t328_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t328_c1_1, align 64
+  %5377 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a11615, <16 x float> %t328_b11616, <16 x float> %t328_c1_1)
+  store <16 x float> %5377, ptr %conv1_weight_grad.t328_c1_1, align 64
+  %5378 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5379 = add nsw i64 %5378, 2
+  %5380 = mul nsw i64 %5379, 10816
+  %5381 = mul nsw i64 %conv1_weight_grad.kp3251587, 373
+  %5382 = add nsw i64 %conv1_weight_grad.k3291608, %5381
+  %5383 = add nsw i64 %5380, %5382
+  %arena1617 = getelementptr inbounds float, ptr %arena, i64 %5383
+  %5384 = load float, ptr %arena1617, align 4
+  %5385 = insertelement <16 x float> undef, float %5384, i32 0
+  %5386 = shufflevector <16 x float> %5385, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5386, ptr %conv1_weight_grad.t328_a2, align 64
+  %t328_a2 = load <16 x float>, ptr %conv1_weight_grad.t328_a2, align 64
+  %t328_b01618 = load <16 x float>, ptr %conv1_weight_grad.t328_b0, align 64
+  %t328_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t328_c2_0, align 64
+  %5387 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a2, <16 x float> %t328_b01618, <16 x float> %t328_c2_0)
+  store <16 x float> %5387, ptr %conv1_weight_grad.t328_c2_0, align 64
+  %t328_a21619 = load <16 x float>, ptr %conv1_weight_grad.t328_a2, align 64
+  %t328_b11620 = load <16 x float>, ptr %conv1_weight_grad.t328_b1, align 64
+  %t328_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t328_c2_1, align 64
+  %5388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a21619, <16 x float> %t328_b11620, <16 x float> %t328_c2_1)
+  store <16 x float> %5388, ptr %conv1_weight_grad.t328_c2_1, align 64
+  %5389 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5390 = add nsw i64 %5389, 3
+  %5391 = mul nsw i64 %5390, 10816
+  %5392 = mul nsw i64 %conv1_weight_grad.kp3251587, 373
+  %5393 = add nsw i64 %conv1_weight_grad.k3291608, %5392
+  %5394 = add nsw i64 %5391, %5393
+  %arena1621 = getelementptr inbounds float, ptr %arena, i64 %5394
+  %5395 = load float, ptr %arena1621, align 4
+  %5396 = insertelement <16 x float> undef, float %5395, i32 0
+  %5397 = shufflevector <16 x float> %5396, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5397, ptr %conv1_weight_grad.t328_a3, align 64
+  %t328_a3 = load <16 x float>, ptr %conv1_weight_grad.t328_a3, align 64
+  %t328_b01622 = load <16 x float>, ptr %conv1_weight_grad.t328_b0, align 64
+  %t328_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t328_c3_0, align 64
+  %5398 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a3, <16 x float> %t328_b01622, <16 x float> %t328_c3_0)
+  store <16 x float> %5398, ptr %conv1_weight_grad.t328_c3_0, align 64
+  %t328_a31623 = load <16 x float>, ptr %conv1_weight_grad.t328_a3, align 64
+  %t328_b11624 = load <16 x float>, ptr %conv1_weight_grad.t328_b1, align 64
+  %t328_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t328_c3_1, align 64
+  %5399 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a31623, <16 x float> %t328_b11624, <16 x float> %t328_c3_1)
+  store <16 x float> %5399, ptr %conv1_weight_grad.t328_c3_1, align 64
+  %5400 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5401 = add nsw i64 %5400, 4
+  %5402 = mul nsw i64 %5401, 10816
+  %5403 = mul nsw i64 %conv1_weight_grad.kp3251587, 373
+  %5404 = add nsw i64 %conv1_weight_grad.k3291608, %5403
+  %5405 = add nsw i64 %5402, %5404
+  %arena1625 = getelementptr inbounds float, ptr %arena, i64 %5405
+  %5406 = load float, ptr %arena1625, align 4
+  %5407 = insertelement <16 x float> undef, float %5406, i32 0
+  %5408 = shufflevector <16 x float> %5407, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5408, ptr %conv1_weight_grad.t328_a4, align 64
+  %t328_a4 = load <16 x float>, ptr %conv1_weight_grad.t328_a4, align 64
+  %t328_b01626 = load <16 x float>, ptr %conv1_weight_grad.t328_b0, align 64
+  %t328_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t328_c4_0, align 64
+  %5409 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a4, <16 x float> %t328_b01626, <16 x float> %t328_c4_0)
+  store <16 x float> %5409, ptr %conv1_weight_grad.t328_c4_0, align 64
+  %t328_a41627 = load <16 x float>, ptr %conv1_weight_grad.t328_a4, align 64
+  %t328_b11628 = load <16 x float>, ptr %conv1_weight_grad.t328_b1, align 64
+  %t328_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t328_c4_1, align 64
+  %5410 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a41627, <16 x float> %t328_b11628, <16 x float> %t328_c4_1)
+  store <16 x float> %5410, ptr %conv1_weight_grad.t328_c4_1, align 64
+  %5411 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5412 = add nsw i64 %5411, 5
+  %5413 = mul nsw i64 %5412, 10816
+  %5414 = mul nsw i64 %conv1_weight_grad.kp3251587, 373
+  %5415 = add nsw i64 %conv1_weight_grad.k3291608, %5414
+  %5416 = add nsw i64 %5413, %5415
+  %arena1629 = getelementptr inbounds float, ptr %arena, i64 %5416
+  %5417 = load float, ptr %arena1629, align 4
+  %5418 = insertelement <16 x float> undef, float %5417, i32 0
+  %5419 = shufflevector <16 x float> %5418, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5419, ptr %conv1_weight_grad.t328_a5, align 64
+  %t328_a5 = load <16 x float>, ptr %conv1_weight_grad.t328_a5, align 64
+  %t328_b01630 = load <16 x float>, ptr %conv1_weight_grad.t328_b0, align 64
+  %t328_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t328_c5_0, align 64
+  %5420 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a5, <16 x float> %t328_b01630, <16 x float> %t328_c5_0)
+  store <16 x float> %5420, ptr %conv1_weight_grad.t328_c5_0, align 64
+  %t328_a51631 = load <16 x float>, ptr %conv1_weight_grad.t328_a5, align 64
+  %t328_b11632 = load <16 x float>, ptr %conv1_weight_grad.t328_b1, align 64
+  %t328_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t328_c5_1, align 64
+  %5421 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a51631, <16 x float> %t328_b11632, <16 x float> %t328_c5_1)
+  store <16 x float> %5421, ptr %conv1_weight_grad.t328_c5_1, align 64
+  %5422 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5423 = add nsw i64 %5422, 6
+  %5424 = mul nsw i64 %5423, 10816
+  %5425 = mul nsw i64 %conv1_weight_grad.kp3251587, 373
+  %5426 = add nsw i64 %conv1_weight_grad.k3291608, %5425
+  %5427 = add nsw i64 %5424, %5426
+  %arena1633 = getelementptr inbounds float, ptr %arena, i64 %5427
+  %5428 = load float, ptr %arena1633, align 4
+  %5429 = insertelement <16 x float> undef, float %5428, i32 0
+  %5430 = shufflevector <16 x float> %5429, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5430, ptr %conv1_weight_grad.t328_a6, align 64
+  %t328_a6 = load <16 x float>, ptr %conv1_weight_grad.t328_a6, align 64
+  %t328_b01634 = load <16 x float>, ptr %conv1_weight_grad.t328_b0, align 64
+  %t328_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t328_c6_0, align 64
+  %5431 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a6, <16 x float> %t328_b01634, <16 x float> %t328_c6_0)
+  store <16 x float> %5431, ptr %conv1_weight_grad.t328_c6_0, align 64
+  %t328_a61635 = load <16 x float>, ptr %conv1_weight_grad.t328_a6, align 64
+  %t328_b11636 = load <16 x float>, ptr %conv1_weight_grad.t328_b1, align 64
+  %t328_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t328_c6_1, align 64
+  %5432 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a61635, <16 x float> %t328_b11636, <16 x float> %t328_c6_1)
+  store <16 x float> %5432, ptr %conv1_weight_grad.t328_c6_1, align 64
+  %5433 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5434 = add nsw i64 %5433, 7
+  %5435 = mul nsw i64 %5434, 10816
+  %5436 = mul nsw i64 %conv1_weight_grad.kp3251587, 373
+  %5437 = add nsw i64 %conv1_weight_grad.k3291608, %5436
+  %5438 = add nsw i64 %5435, %5437
+  %arena1637 = getelementptr inbounds float, ptr %arena, i64 %5438
+  %5439 = load float, ptr %arena1637, align 4
+  %5440 = insertelement <16 x float> undef, float %5439, i32 0
+  %5441 = shufflevector <16 x float> %5440, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5441, ptr %conv1_weight_grad.t328_a7, align 64
+  %t328_a7 = load <16 x float>, ptr %conv1_weight_grad.t328_a7, align 64
+  %t328_b01638 = load <16 x float>, ptr %conv1_weight_grad.t328_b0, align 64
+  %t328_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t328_c7_0, align 64
+  %5442 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a7, <16 x float> %t328_b01638, <16 x float> %t328_c7_0)
+  store <16 x float> %5442, ptr %conv1_weight_grad.t328_c7_0, align 64
+  %t328_a71639 = load <16 x float>, ptr %conv1_weight_grad.t328_a7, align 64
+  %t328_b11640 = load <16 x float>, ptr %conv1_weight_grad.t328_b1, align 64
+  %t328_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t328_c7_1, align 64
+  %5443 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a71639, <16 x float> %t328_b11640, <16 x float> %t328_c7_1)
+  store <16 x float> %5443, ptr %conv1_weight_grad.t328_c7_1, align 64
+  %5444 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5445 = add nsw i64 %5444, 8
+  %5446 = mul nsw i64 %5445, 10816
+  %5447 = mul nsw i64 %conv1_weight_grad.kp3251587, 373
+  %5448 = add nsw i64 %conv1_weight_grad.k3291608, %5447
+  %5449 = add nsw i64 %5446, %5448
+  %arena1641 = getelementptr inbounds float, ptr %arena, i64 %5449
+  %5450 = load float, ptr %arena1641, align 4
+  %5451 = insertelement <16 x float> undef, float %5450, i32 0
+  %5452 = shufflevector <16 x float> %5451, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5452, ptr %conv1_weight_grad.t328_a8, align 64
+  %t328_a8 = load <16 x float>, ptr %conv1_weight_grad.t328_a8, align 64
+  %t328_b01642 = load <16 x float>, ptr %conv1_weight_grad.t328_b0, align 64
+  %t328_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t328_c8_0, align 64
+  %5453 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a8, <16 x float> %t328_b01642, <16 x float> %t328_c8_0)
+  store <16 x float> %5453, ptr %conv1_weight_grad.t328_c8_0, align 64
+  %t328_a81643 = load <16 x float>, ptr %conv1_weight_grad.t328_a8, align 64
+  %t328_b11644 = load <16 x float>, ptr %conv1_weight_grad.t328_b1, align 64
+  %t328_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t328_c8_1, align 64
+  %5454 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t328_a81643, <16 x float> %t328_b11644, <16 x float> %t328_c8_1)
+  store <16 x float> %5454, ptr %conv1_weight_grad.t328_c8_1, align 64
+  %k329.next = add nsw i64 %conv1_weight_grad.k3291608, 1
+  %5455 = icmp slt i64 %k329.next, 373
+  br i1 %5455, label %conv1_weight_grad.k329, label %conv1_weight_grad.k329.end
 
-conv1_weight_grad.k313.end:                       ; preds = %conv1_weight_grad.k313
-  %t312_c0_01630 = load <16 x float>, ptr %conv1_weight_grad.t312_c0_0, align 64
-  %5420 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5421 = mul nsw i64 %5420, 32
-  %5422 = add nsw i64 443456, %5421
-  %5423 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5424 = add nsw i64 %5422, %5423
-  %arena1631 = getelementptr inbounds float, ptr %arena, i64 %5424
-  store <16 x float> %t312_c0_01630, ptr %arena1631, align 4
-  %t312_c0_11632 = load <16 x float>, ptr %conv1_weight_grad.t312_c0_1, align 64
-  %5425 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5426 = mul nsw i64 %5425, 32
-  %5427 = add nsw i64 443456, %5426
-  %5428 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5429 = add nsw i64 %5427, %5428
-  %5430 = add nsw i64 %5429, 16
-  %arena1633 = getelementptr inbounds float, ptr %arena, i64 %5430
-  store <16 x float> %t312_c0_11632, ptr %arena1633, align 4
-  %t312_c1_01634 = load <16 x float>, ptr %conv1_weight_grad.t312_c1_0, align 64
-  %5431 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5432 = add nsw i64 %5431, 1
-  %5433 = mul nsw i64 %5432, 32
-  %5434 = add nsw i64 443456, %5433
-  %5435 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5436 = add nsw i64 %5434, %5435
-  %arena1635 = getelementptr inbounds float, ptr %arena, i64 %5436
-  store <16 x float> %t312_c1_01634, ptr %arena1635, align 4
-  %t312_c1_11636 = load <16 x float>, ptr %conv1_weight_grad.t312_c1_1, align 64
-  %5437 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5438 = add nsw i64 %5437, 1
-  %5439 = mul nsw i64 %5438, 32
-  %5440 = add nsw i64 443456, %5439
-  %5441 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5442 = add nsw i64 %5440, %5441
-  %5443 = add nsw i64 %5442, 16
-  %arena1637 = getelementptr inbounds float, ptr %arena, i64 %5443
-  store <16 x float> %t312_c1_11636, ptr %arena1637, align 4
-  %t312_c2_01638 = load <16 x float>, ptr %conv1_weight_grad.t312_c2_0, align 64
-  %5444 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5445 = add nsw i64 %5444, 2
-  %5446 = mul nsw i64 %5445, 32
-  %5447 = add nsw i64 443456, %5446
-  %5448 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5449 = add nsw i64 %5447, %5448
-  %arena1639 = getelementptr inbounds float, ptr %arena, i64 %5449
-  store <16 x float> %t312_c2_01638, ptr %arena1639, align 4
-  %t312_c2_11640 = load <16 x float>, ptr %conv1_weight_grad.t312_c2_1, align 64
-  %5450 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5451 = add nsw i64 %5450, 2
-  %5452 = mul nsw i64 %5451, 32
-  %5453 = add nsw i64 443456, %5452
-  %5454 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5455 = add nsw i64 %5453, %5454
-  %5456 = add nsw i64 %5455, 16
-  %arena1641 = getelementptr inbounds float, ptr %arena, i64 %5456
-  store <16 x float> %t312_c2_11640, ptr %arena1641, align 4
-  %t312_c3_01642 = load <16 x float>, ptr %conv1_weight_grad.t312_c3_0, align 64
-  %5457 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5458 = add nsw i64 %5457, 3
-  %5459 = mul nsw i64 %5458, 32
-  %5460 = add nsw i64 443456, %5459
-  %5461 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5462 = add nsw i64 %5460, %5461
-  %arena1643 = getelementptr inbounds float, ptr %arena, i64 %5462
-  store <16 x float> %t312_c3_01642, ptr %arena1643, align 4
-  %t312_c3_11644 = load <16 x float>, ptr %conv1_weight_grad.t312_c3_1, align 64
-  %5463 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5464 = add nsw i64 %5463, 3
-  %5465 = mul nsw i64 %5464, 32
-  %5466 = add nsw i64 443456, %5465
-  %5467 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5468 = add nsw i64 %5466, %5467
-  %5469 = add nsw i64 %5468, 16
-  %arena1645 = getelementptr inbounds float, ptr %arena, i64 %5469
-  store <16 x float> %t312_c3_11644, ptr %arena1645, align 4
-  %t312_c4_01646 = load <16 x float>, ptr %conv1_weight_grad.t312_c4_0, align 64
-  %5470 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5471 = add nsw i64 %5470, 4
-  %5472 = mul nsw i64 %5471, 32
-  %5473 = add nsw i64 443456, %5472
-  %5474 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5475 = add nsw i64 %5473, %5474
-  %arena1647 = getelementptr inbounds float, ptr %arena, i64 %5475
-  store <16 x float> %t312_c4_01646, ptr %arena1647, align 4
-  %t312_c4_11648 = load <16 x float>, ptr %conv1_weight_grad.t312_c4_1, align 64
-  %5476 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5477 = add nsw i64 %5476, 4
-  %5478 = mul nsw i64 %5477, 32
-  %5479 = add nsw i64 443456, %5478
-  %5480 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5481 = add nsw i64 %5479, %5480
-  %5482 = add nsw i64 %5481, 16
-  %arena1649 = getelementptr inbounds float, ptr %arena, i64 %5482
-  store <16 x float> %t312_c4_11648, ptr %arena1649, align 4
-  %t312_c5_01650 = load <16 x float>, ptr %conv1_weight_grad.t312_c5_0, align 64
-  %5483 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5484 = add nsw i64 %5483, 5
-  %5485 = mul nsw i64 %5484, 32
-  %5486 = add nsw i64 443456, %5485
-  %5487 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5488 = add nsw i64 %5486, %5487
-  %arena1651 = getelementptr inbounds float, ptr %arena, i64 %5488
-  store <16 x float> %t312_c5_01650, ptr %arena1651, align 4
-  %t312_c5_11652 = load <16 x float>, ptr %conv1_weight_grad.t312_c5_1, align 64
-  %5489 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5490 = add nsw i64 %5489, 5
-  %5491 = mul nsw i64 %5490, 32
-  %5492 = add nsw i64 443456, %5491
-  %5493 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5494 = add nsw i64 %5492, %5493
-  %5495 = add nsw i64 %5494, 16
-  %arena1653 = getelementptr inbounds float, ptr %arena, i64 %5495
-  store <16 x float> %t312_c5_11652, ptr %arena1653, align 4
-  %t312_c6_01654 = load <16 x float>, ptr %conv1_weight_grad.t312_c6_0, align 64
-  %5496 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5497 = add nsw i64 %5496, 6
-  %5498 = mul nsw i64 %5497, 32
-  %5499 = add nsw i64 443456, %5498
-  %5500 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5501 = add nsw i64 %5499, %5500
-  %arena1655 = getelementptr inbounds float, ptr %arena, i64 %5501
-  store <16 x float> %t312_c6_01654, ptr %arena1655, align 4
-  %t312_c6_11656 = load <16 x float>, ptr %conv1_weight_grad.t312_c6_1, align 64
-  %5502 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5503 = add nsw i64 %5502, 6
-  %5504 = mul nsw i64 %5503, 32
-  %5505 = add nsw i64 443456, %5504
-  %5506 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5507 = add nsw i64 %5505, %5506
-  %5508 = add nsw i64 %5507, 16
-  %arena1657 = getelementptr inbounds float, ptr %arena, i64 %5508
-  store <16 x float> %t312_c6_11656, ptr %arena1657, align 4
-  %t312_c7_01658 = load <16 x float>, ptr %conv1_weight_grad.t312_c7_0, align 64
-  %5509 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5510 = add nsw i64 %5509, 7
-  %5511 = mul nsw i64 %5510, 32
-  %5512 = add nsw i64 443456, %5511
-  %5513 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5514 = add nsw i64 %5512, %5513
-  %arena1659 = getelementptr inbounds float, ptr %arena, i64 %5514
-  store <16 x float> %t312_c7_01658, ptr %arena1659, align 4
-  %t312_c7_11660 = load <16 x float>, ptr %conv1_weight_grad.t312_c7_1, align 64
-  %5515 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5516 = add nsw i64 %5515, 7
-  %5517 = mul nsw i64 %5516, 32
-  %5518 = add nsw i64 443456, %5517
-  %5519 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5520 = add nsw i64 %5518, %5519
-  %5521 = add nsw i64 %5520, 16
-  %arena1661 = getelementptr inbounds float, ptr %arena, i64 %5521
-  store <16 x float> %t312_c7_11660, ptr %arena1661, align 4
-  %t312_c8_01662 = load <16 x float>, ptr %conv1_weight_grad.t312_c8_0, align 64
-  %5522 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5523 = add nsw i64 %5522, 8
-  %5524 = mul nsw i64 %5523, 32
-  %5525 = add nsw i64 443456, %5524
-  %5526 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5527 = add nsw i64 %5525, %5526
-  %arena1663 = getelementptr inbounds float, ptr %arena, i64 %5527
-  store <16 x float> %t312_c8_01662, ptr %arena1663, align 4
-  %t312_c8_11664 = load <16 x float>, ptr %conv1_weight_grad.t312_c8_1, align 64
-  %5528 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
-  %5529 = add nsw i64 %5528, 8
-  %5530 = mul nsw i64 %5529, 32
-  %5531 = add nsw i64 443456, %5530
-  %5532 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
-  %5533 = add nsw i64 %5531, %5532
-  %5534 = add nsw i64 %5533, 16
-  %arena1665 = getelementptr inbounds float, ptr %arena, i64 %5534
-  store <16 x float> %t312_c8_11664, ptr %arena1665, align 4
-  %mb311.next = add nsw i64 %conv1_weight_grad.mb3111574, 1
-  %5535 = icmp slt i64 %mb311.next, 1
-  br i1 %5535, label %conv1_weight_grad.mb311, label %conv1_weight_grad.mb311.end
+conv1_weight_grad.k329.end:                       ; preds = %conv1_weight_grad.k329
+  %t328_c0_01645 = load <16 x float>, ptr %conv1_weight_grad.t328_c0_0, align 64
+  %5456 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5457 = mul nsw i64 %5456, 32
+  %5458 = add nsw i64 443456, %5457
+  %5459 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5460 = add nsw i64 %5458, %5459
+  %arena1646 = getelementptr inbounds float, ptr %arena, i64 %5460
+  store <16 x float> %t328_c0_01645, ptr %arena1646, align 4
+  %t328_c0_11647 = load <16 x float>, ptr %conv1_weight_grad.t328_c0_1, align 64
+  %5461 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5462 = mul nsw i64 %5461, 32
+  %5463 = add nsw i64 443456, %5462
+  %5464 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5465 = add nsw i64 %5463, %5464
+  %5466 = add nsw i64 %5465, 16
+  %arena1648 = getelementptr inbounds float, ptr %arena, i64 %5466
+  store <16 x float> %t328_c0_11647, ptr %arena1648, align 4
+  %t328_c1_01649 = load <16 x float>, ptr %conv1_weight_grad.t328_c1_0, align 64
+  %5467 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5468 = add nsw i64 %5467, 1
+  %5469 = mul nsw i64 %5468, 32
+  %5470 = add nsw i64 443456, %5469
+  %5471 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5472 = add nsw i64 %5470, %5471
+  %arena1650 = getelementptr inbounds float, ptr %arena, i64 %5472
+  store <16 x float> %t328_c1_01649, ptr %arena1650, align 4
+  %t328_c1_11651 = load <16 x float>, ptr %conv1_weight_grad.t328_c1_1, align 64
+  %5473 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5474 = add nsw i64 %5473, 1
+  %5475 = mul nsw i64 %5474, 32
+  %5476 = add nsw i64 443456, %5475
+  %5477 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5478 = add nsw i64 %5476, %5477
+  %5479 = add nsw i64 %5478, 16
+  %arena1652 = getelementptr inbounds float, ptr %arena, i64 %5479
+  store <16 x float> %t328_c1_11651, ptr %arena1652, align 4
+  %t328_c2_01653 = load <16 x float>, ptr %conv1_weight_grad.t328_c2_0, align 64
+  %5480 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5481 = add nsw i64 %5480, 2
+  %5482 = mul nsw i64 %5481, 32
+  %5483 = add nsw i64 443456, %5482
+  %5484 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5485 = add nsw i64 %5483, %5484
+  %arena1654 = getelementptr inbounds float, ptr %arena, i64 %5485
+  store <16 x float> %t328_c2_01653, ptr %arena1654, align 4
+  %t328_c2_11655 = load <16 x float>, ptr %conv1_weight_grad.t328_c2_1, align 64
+  %5486 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5487 = add nsw i64 %5486, 2
+  %5488 = mul nsw i64 %5487, 32
+  %5489 = add nsw i64 443456, %5488
+  %5490 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5491 = add nsw i64 %5489, %5490
+  %5492 = add nsw i64 %5491, 16
+  %arena1656 = getelementptr inbounds float, ptr %arena, i64 %5492
+  store <16 x float> %t328_c2_11655, ptr %arena1656, align 4
+  %t328_c3_01657 = load <16 x float>, ptr %conv1_weight_grad.t328_c3_0, align 64
+  %5493 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5494 = add nsw i64 %5493, 3
+  %5495 = mul nsw i64 %5494, 32
+  %5496 = add nsw i64 443456, %5495
+  %5497 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5498 = add nsw i64 %5496, %5497
+  %arena1658 = getelementptr inbounds float, ptr %arena, i64 %5498
+  store <16 x float> %t328_c3_01657, ptr %arena1658, align 4
+  %t328_c3_11659 = load <16 x float>, ptr %conv1_weight_grad.t328_c3_1, align 64
+  %5499 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5500 = add nsw i64 %5499, 3
+  %5501 = mul nsw i64 %5500, 32
+  %5502 = add nsw i64 443456, %5501
+  %5503 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5504 = add nsw i64 %5502, %5503
+  %5505 = add nsw i64 %5504, 16
+  %arena1660 = getelementptr inbounds float, ptr %arena, i64 %5505
+  store <16 x float> %t328_c3_11659, ptr %arena1660, align 4
+  %t328_c4_01661 = load <16 x float>, ptr %conv1_weight_grad.t328_c4_0, align 64
+  %5506 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5507 = add nsw i64 %5506, 4
+  %5508 = mul nsw i64 %5507, 32
+  %5509 = add nsw i64 443456, %5508
+  %5510 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5511 = add nsw i64 %5509, %5510
+  %arena1662 = getelementptr inbounds float, ptr %arena, i64 %5511
+  store <16 x float> %t328_c4_01661, ptr %arena1662, align 4
+  %t328_c4_11663 = load <16 x float>, ptr %conv1_weight_grad.t328_c4_1, align 64
+  %5512 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5513 = add nsw i64 %5512, 4
+  %5514 = mul nsw i64 %5513, 32
+  %5515 = add nsw i64 443456, %5514
+  %5516 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5517 = add nsw i64 %5515, %5516
+  %5518 = add nsw i64 %5517, 16
+  %arena1664 = getelementptr inbounds float, ptr %arena, i64 %5518
+  store <16 x float> %t328_c4_11663, ptr %arena1664, align 4
+  %t328_c5_01665 = load <16 x float>, ptr %conv1_weight_grad.t328_c5_0, align 64
+  %5519 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5520 = add nsw i64 %5519, 5
+  %5521 = mul nsw i64 %5520, 32
+  %5522 = add nsw i64 443456, %5521
+  %5523 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5524 = add nsw i64 %5522, %5523
+  %arena1666 = getelementptr inbounds float, ptr %arena, i64 %5524
+  store <16 x float> %t328_c5_01665, ptr %arena1666, align 4
+  %t328_c5_11667 = load <16 x float>, ptr %conv1_weight_grad.t328_c5_1, align 64
+  %5525 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5526 = add nsw i64 %5525, 5
+  %5527 = mul nsw i64 %5526, 32
+  %5528 = add nsw i64 443456, %5527
+  %5529 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5530 = add nsw i64 %5528, %5529
+  %5531 = add nsw i64 %5530, 16
+  %arena1668 = getelementptr inbounds float, ptr %arena, i64 %5531
+  store <16 x float> %t328_c5_11667, ptr %arena1668, align 4
+  %t328_c6_01669 = load <16 x float>, ptr %conv1_weight_grad.t328_c6_0, align 64
+  %5532 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5533 = add nsw i64 %5532, 6
+  %5534 = mul nsw i64 %5533, 32
+  %5535 = add nsw i64 443456, %5534
+  %5536 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5537 = add nsw i64 %5535, %5536
+  %arena1670 = getelementptr inbounds float, ptr %arena, i64 %5537
+  store <16 x float> %t328_c6_01669, ptr %arena1670, align 4
+  %t328_c6_11671 = load <16 x float>, ptr %conv1_weight_grad.t328_c6_1, align 64
+  %5538 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5539 = add nsw i64 %5538, 6
+  %5540 = mul nsw i64 %5539, 32
+  %5541 = add nsw i64 443456, %5540
+  %5542 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5543 = add nsw i64 %5541, %5542
+  %5544 = add nsw i64 %5543, 16
+  %arena1672 = getelementptr inbounds float, ptr %arena, i64 %5544
+  store <16 x float> %t328_c6_11671, ptr %arena1672, align 4
+  %t328_c7_01673 = load <16 x float>, ptr %conv1_weight_grad.t328_c7_0, align 64
+  %5545 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5546 = add nsw i64 %5545, 7
+  %5547 = mul nsw i64 %5546, 32
+  %5548 = add nsw i64 443456, %5547
+  %5549 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5550 = add nsw i64 %5548, %5549
+  %arena1674 = getelementptr inbounds float, ptr %arena, i64 %5550
+  store <16 x float> %t328_c7_01673, ptr %arena1674, align 4
+  %t328_c7_11675 = load <16 x float>, ptr %conv1_weight_grad.t328_c7_1, align 64
+  %5551 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5552 = add nsw i64 %5551, 7
+  %5553 = mul nsw i64 %5552, 32
+  %5554 = add nsw i64 443456, %5553
+  %5555 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5556 = add nsw i64 %5554, %5555
+  %5557 = add nsw i64 %5556, 16
+  %arena1676 = getelementptr inbounds float, ptr %arena, i64 %5557
+  store <16 x float> %t328_c7_11675, ptr %arena1676, align 4
+  %t328_c8_01677 = load <16 x float>, ptr %conv1_weight_grad.t328_c8_0, align 64
+  %5558 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5559 = add nsw i64 %5558, 8
+  %5560 = mul nsw i64 %5559, 32
+  %5561 = add nsw i64 443456, %5560
+  %5562 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5563 = add nsw i64 %5561, %5562
+  %arena1678 = getelementptr inbounds float, ptr %arena, i64 %5563
+  store <16 x float> %t328_c8_01677, ptr %arena1678, align 4
+  %t328_c8_11679 = load <16 x float>, ptr %conv1_weight_grad.t328_c8_1, align 64
+  %5564 = mul nsw i64 %conv1_weight_grad.mb3271589, 9
+  %5565 = add nsw i64 %5564, 8
+  %5566 = mul nsw i64 %5565, 32
+  %5567 = add nsw i64 443456, %5566
+  %5568 = mul nsw i64 %conv1_weight_grad.nb3261588, 32
+  %5569 = add nsw i64 %5567, %5568
+  %5570 = add nsw i64 %5569, 16
+  %arena1680 = getelementptr inbounds float, ptr %arena, i64 %5570
+  store <16 x float> %t328_c8_11679, ptr %arena1680, align 4
+  %mb327.next = add nsw i64 %conv1_weight_grad.mb3271589, 1
+  %5571 = icmp slt i64 %mb327.next, 1
+  br i1 %5571, label %conv1_weight_grad.mb327, label %conv1_weight_grad.mb327.end
 
-conv1_weight_grad.nb314:                          ; preds = %conv1_weight_grad.mb315.end, %conv1_weight_grad.kp309.end
-  %conv1_weight_grad.nb3141666 = phi i64 [ 0, %conv1_weight_grad.kp309.end ], [ %nb314.next, %conv1_weight_grad.mb315.end ]
-  br label %conv1_weight_grad.mb315
+conv1_weight_grad.nb330:                          ; preds = %conv1_weight_grad.mb331.end, %conv1_weight_grad.kp325.end
+  %conv1_weight_grad.nb3301681 = phi i64 [ 0, %conv1_weight_grad.kp325.end ], [ %nb330.next, %conv1_weight_grad.mb331.end ]
+  br label %conv1_weight_grad.mb331
 
-conv1_weight_grad.nb314.end:                      ; preds = %conv1_weight_grad.mb315.end
-  %g296.next = add nsw i64 %conv1_weight_grad.g2961551, 1
-  %5536 = icmp slt i64 %g296.next, 4
-  br i1 %5536, label %conv1_weight_grad.g296, label %conv1_weight_grad.g296.end
+conv1_weight_grad.nb330.end:                      ; preds = %conv1_weight_grad.mb331.end
+  %g312.next = add nsw i64 %conv1_weight_grad.g3121566, 1
+  %5572 = icmp slt i64 %g312.next, 4
+  br i1 %5572, label %conv1_weight_grad.g312, label %conv1_weight_grad.g312.end
 
-conv1_weight_grad.mb315:                          ; preds = %conv1_weight_grad.k317.end, %conv1_weight_grad.nb314
-  %conv1_weight_grad.mb3151667 = phi i64 [ 0, %conv1_weight_grad.nb314 ], [ %mb315.next, %conv1_weight_grad.k317.end ]
-  %5537 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5538 = mul nsw i64 %5537, 32
-  %5539 = add nsw i64 443456, %5538
-  %5540 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5541 = add nsw i64 %5539, %5540
-  %arena1668 = getelementptr inbounds float, ptr %arena, i64 %5541
-  %5542 = load <16 x float>, ptr %arena1668, align 4
-  store <16 x float> %5542, ptr %conv1_weight_grad.t316_c0_0, align 64
-  %5543 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5544 = mul nsw i64 %5543, 32
-  %5545 = add nsw i64 443456, %5544
-  %5546 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5547 = add nsw i64 %5545, %5546
-  %5548 = add nsw i64 %5547, 16
-  %arena1669 = getelementptr inbounds float, ptr %arena, i64 %5548
-  %5549 = load <16 x float>, ptr %arena1669, align 4
-  store <16 x float> %5549, ptr %conv1_weight_grad.t316_c0_1, align 64
-  %5550 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5551 = add nsw i64 %5550, 1
-  %5552 = mul nsw i64 %5551, 32
-  %5553 = add nsw i64 443456, %5552
-  %5554 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5555 = add nsw i64 %5553, %5554
-  %arena1670 = getelementptr inbounds float, ptr %arena, i64 %5555
-  %5556 = load <16 x float>, ptr %arena1670, align 4
-  store <16 x float> %5556, ptr %conv1_weight_grad.t316_c1_0, align 64
-  %5557 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5558 = add nsw i64 %5557, 1
-  %5559 = mul nsw i64 %5558, 32
-  %5560 = add nsw i64 443456, %5559
-  %5561 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5562 = add nsw i64 %5560, %5561
-  %5563 = add nsw i64 %5562, 16
-  %arena1671 = getelementptr inbounds float, ptr %arena, i64 %5563
-  %5564 = load <16 x float>, ptr %arena1671, align 4
-  store <16 x float> %5564, ptr %conv1_weight_grad.t316_c1_1, align 64
-  %5565 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5566 = add nsw i64 %5565, 2
-  %5567 = mul nsw i64 %5566, 32
-  %5568 = add nsw i64 443456, %5567
-  %5569 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5570 = add nsw i64 %5568, %5569
-  %arena1672 = getelementptr inbounds float, ptr %arena, i64 %5570
-  %5571 = load <16 x float>, ptr %arena1672, align 4
-  store <16 x float> %5571, ptr %conv1_weight_grad.t316_c2_0, align 64
-  %5572 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5573 = add nsw i64 %5572, 2
+conv1_weight_grad.mb331:                          ; preds = %conv1_weight_grad.k333.end, %conv1_weight_grad.nb330
+  %conv1_weight_grad.mb3311682 = phi i64 [ 0, %conv1_weight_grad.nb330 ], [ %mb331.next, %conv1_weight_grad.k333.end ]
+  %5573 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
   %5574 = mul nsw i64 %5573, 32
   %5575 = add nsw i64 443456, %5574
-  %5576 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5576 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
   %5577 = add nsw i64 %5575, %5576
-  %5578 = add nsw i64 %5577, 16
-  %arena1673 = getelementptr inbounds float, ptr %arena, i64 %5578
-  %5579 = load <16 x float>, ptr %arena1673, align 4
-  store <16 x float> %5579, ptr %conv1_weight_grad.t316_c2_1, align 64
-  %5580 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5581 = add nsw i64 %5580, 3
-  %5582 = mul nsw i64 %5581, 32
-  %5583 = add nsw i64 443456, %5582
-  %5584 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5585 = add nsw i64 %5583, %5584
-  %arena1674 = getelementptr inbounds float, ptr %arena, i64 %5585
-  %5586 = load <16 x float>, ptr %arena1674, align 4
-  store <16 x float> %5586, ptr %conv1_weight_grad.t316_c3_0, align 64
-  %5587 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5588 = add nsw i64 %5587, 3
-  %5589 = mul nsw i64 %5588, 32
-  %5590 = add nsw i64 443456, %5589
-  %5591 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5592 = add nsw i64 %5590, %5591
-  %5593 = add nsw i64 %5592, 16
-  %arena1675 = getelementptr inbounds float, ptr %arena, i64 %5593
-  %5594 = load <16 x float>, ptr %arena1675, align 4
-  store <16 x float> %5594, ptr %conv1_weight_grad.t316_c3_1, align 64
-  %5595 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5596 = add nsw i64 %5595, 4
-  %5597 = mul nsw i64 %5596, 32
-  %5598 = add nsw i64 443456, %5597
-  %5599 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5600 = add nsw i64 %5598, %5599
-  %arena1676 = getelementptr inbounds float, ptr %arena, i64 %5600
-  %5601 = load <16 x float>, ptr %arena1676, align 4
-  store <16 x float> %5601, ptr %conv1_weight_grad.t316_c4_0, align 64
-  %5602 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5603 = add nsw i64 %5602, 4
-  %5604 = mul nsw i64 %5603, 32
-  %5605 = add nsw i64 443456, %5604
-  %5606 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5607 = add nsw i64 %5605, %5606
-  %5608 = add nsw i64 %5607, 16
-  %arena1677 = getelementptr inbounds float, ptr %arena, i64 %5608
-  %5609 = load <16 x float>, ptr %arena1677, align 4
-  store <16 x float> %5609, ptr %conv1_weight_grad.t316_c4_1, align 64
-  %5610 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5611 = add nsw i64 %5610, 5
-  %5612 = mul nsw i64 %5611, 32
-  %5613 = add nsw i64 443456, %5612
-  %5614 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5615 = add nsw i64 %5613, %5614
-  %arena1678 = getelementptr inbounds float, ptr %arena, i64 %5615
-  %5616 = load <16 x float>, ptr %arena1678, align 4
-  store <16 x float> %5616, ptr %conv1_weight_grad.t316_c5_0, align 64
-  %5617 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5618 = add nsw i64 %5617, 5
-  %5619 = mul nsw i64 %5618, 32
-  %5620 = add nsw i64 443456, %5619
-  %5621 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5622 = add nsw i64 %5620, %5621
-  %5623 = add nsw i64 %5622, 16
-  %arena1679 = getelementptr inbounds float, ptr %arena, i64 %5623
-  %5624 = load <16 x float>, ptr %arena1679, align 4
-  store <16 x float> %5624, ptr %conv1_weight_grad.t316_c5_1, align 64
-  %5625 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5626 = add nsw i64 %5625, 6
-  %5627 = mul nsw i64 %5626, 32
-  %5628 = add nsw i64 443456, %5627
-  %5629 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5630 = add nsw i64 %5628, %5629
-  %arena1680 = getelementptr inbounds float, ptr %arena, i64 %5630
-  %5631 = load <16 x float>, ptr %arena1680, align 4
-  store <16 x float> %5631, ptr %conv1_weight_grad.t316_c6_0, align 64
-  %5632 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5633 = add nsw i64 %5632, 6
-  %5634 = mul nsw i64 %5633, 32
-  %5635 = add nsw i64 443456, %5634
-  %5636 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5637 = add nsw i64 %5635, %5636
-  %5638 = add nsw i64 %5637, 16
-  %arena1681 = getelementptr inbounds float, ptr %arena, i64 %5638
-  %5639 = load <16 x float>, ptr %arena1681, align 4
-  store <16 x float> %5639, ptr %conv1_weight_grad.t316_c6_1, align 64
-  %5640 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5641 = add nsw i64 %5640, 7
-  %5642 = mul nsw i64 %5641, 32
-  %5643 = add nsw i64 443456, %5642
-  %5644 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5645 = add nsw i64 %5643, %5644
-  %arena1682 = getelementptr inbounds float, ptr %arena, i64 %5645
-  %5646 = load <16 x float>, ptr %arena1682, align 4
-  store <16 x float> %5646, ptr %conv1_weight_grad.t316_c7_0, align 64
-  %5647 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5648 = add nsw i64 %5647, 7
-  %5649 = mul nsw i64 %5648, 32
-  %5650 = add nsw i64 443456, %5649
-  %5651 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5652 = add nsw i64 %5650, %5651
-  %5653 = add nsw i64 %5652, 16
-  %arena1683 = getelementptr inbounds float, ptr %arena, i64 %5653
-  %5654 = load <16 x float>, ptr %arena1683, align 4
-  store <16 x float> %5654, ptr %conv1_weight_grad.t316_c7_1, align 64
-  %5655 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5656 = add nsw i64 %5655, 8
-  %5657 = mul nsw i64 %5656, 32
-  %5658 = add nsw i64 443456, %5657
-  %5659 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5660 = add nsw i64 %5658, %5659
-  %arena1684 = getelementptr inbounds float, ptr %arena, i64 %5660
-  %5661 = load <16 x float>, ptr %arena1684, align 4
-  store <16 x float> %5661, ptr %conv1_weight_grad.t316_c8_0, align 64
-  %5662 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5663 = add nsw i64 %5662, 8
-  %5664 = mul nsw i64 %5663, 32
-  %5665 = add nsw i64 443456, %5664
-  %5666 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5667 = add nsw i64 %5665, %5666
-  %5668 = add nsw i64 %5667, 16
-  %arena1685 = getelementptr inbounds float, ptr %arena, i64 %5668
-  %5669 = load <16 x float>, ptr %arena1685, align 4
-  store <16 x float> %5669, ptr %conv1_weight_grad.t316_c8_1, align 64
-  br label %conv1_weight_grad.k317
-
-conv1_weight_grad.mb315.end:                      ; preds = %conv1_weight_grad.k317.end
-  %nb314.next = add nsw i64 %conv1_weight_grad.nb3141666, 1
-  %5670 = icmp slt i64 %nb314.next, 1
-  br i1 %5670, label %conv1_weight_grad.nb314, label %conv1_weight_grad.nb314.end
-
-conv1_weight_grad.k317:                           ; preds = %conv1_weight_grad.k317, %conv1_weight_grad.mb315
-  %conv1_weight_grad.k3171686 = phi i64 [ 0, %conv1_weight_grad.mb315 ], [ %k317.next, %conv1_weight_grad.k317 ]
-  %5671 = add nsw i64 %conv1_weight_grad.k3171686, 10444
-  %5672 = mul nsw i64 %5671, 32
-  %5673 = add nsw i64 97344, %5672
-  %5674 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5675 = add nsw i64 %5673, %5674
-  %arena1687 = getelementptr inbounds float, ptr %arena, i64 %5675
-  %5676 = load <16 x float>, ptr %arena1687, align 4
-  store <16 x float> %5676, ptr %conv1_weight_grad.t316_b0, align 64
-  %5677 = add nsw i64 %conv1_weight_grad.k3171686, 10444
+  %arena1683 = getelementptr inbounds float, ptr %arena, i64 %5577
+  %5578 = load <16 x float>, ptr %arena1683, align 4
+  store <16 x float> %5578, ptr %conv1_weight_grad.t332_c0_0, align 64
+  %5579 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5580 = mul nsw i64 %5579, 32
+  %5581 = add nsw i64 443456, %5580
+  %5582 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5583 = add nsw i64 %5581, %5582
+  %5584 = add nsw i64 %5583, 16
+  %arena1684 = getelementptr inbounds float, ptr %arena, i64 %5584
+  %5585 = load <16 x float>, ptr %arena1684, align 4
+  store <16 x float> %5585, ptr %conv1_weight_grad.t332_c0_1, align 64
+  %5586 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5587 = add nsw i64 %5586, 1
+  %5588 = mul nsw i64 %5587, 32
+  %5589 = add nsw i64 443456, %5588
+  %5590 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5591 = add nsw i64 %5589, %5590
+  %arena1685 = getelementptr inbounds float, ptr %arena, i64 %5591
+  %5592 = load <16 x float>, ptr %arena1685, align 4
+  store <16 x float> %5592, ptr %conv1_weight_grad.t332_c1_0, align 64
+  %5593 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5594 = add nsw i64 %5593, 1
+  %5595 = mul nsw i64 %5594, 32
+  %5596 = add nsw i64 443456, %5595
+  %5597 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5598 = add nsw i64 %5596, %5597
+  %5599 = add nsw i64 %5598, 16
+  %arena1686 = getelementptr inbounds float, ptr %arena, i64 %5599
+  %5600 = load <16 x float>, ptr %arena1686, align 4
+  store <16 x float> %5600, ptr %conv1_weight_grad.t332_c1_1, align 64
+  %5601 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5602 = add nsw i64 %5601, 2
+  %5603 = mul nsw i64 %5602, 32
+  %5604 = add nsw i64 443456, %5603
+  %5605 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5606 = add nsw i64 %5604, %5605
+  %arena1687 = getelementptr inbounds float, ptr %arena, i64 %5606
+  %5607 = load <16 x float>, ptr %arena1687, align 4
+  store <16 x float> %5607, ptr %conv1_weight_grad.t332_c2_0, align 64
+  %5608 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5609 = add nsw i64 %5608, 2
+  %5610 = mul nsw i64 %5609, 32
+  %5611 = add nsw i64 443456, %5610
+  %5612 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5613 = add nsw i64 %5611, %5612
+  %5614 = add nsw i64 %5613, 16
+  %arena1688 = getelementptr inbounds float, ptr %arena, i64 %5614
+  %5615 = load <16 x float>, ptr %arena1688, align 4
+  store <16 x float> %5615, ptr %conv1_weight_grad.t332_c2_1, align 64
+  %5616 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5617 = add nsw i64 %5616, 3
+  %5618 = mul nsw i64 %5617, 32
+  %5619 = add nsw i64 443456, %5618
+  %5620 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5621 = add nsw i64 %5619, %5620
+  %arena1689 = getelementptr inbounds float, ptr %arena, i64 %5621
+  %5622 = load <16 x float>, ptr %arena1689, align 4
+  store <16 x float> %5622, ptr %conv1_weight_grad.t332_c3_0, align 64
+  %5623 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5624 = add nsw i64 %5623, 3
+  %5625 = mul nsw i64 %5624, 32
+  %5626 = add nsw i64 443456, %5625
+  %5627 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5628 = add nsw i64 %5626, %5627
+  %5629 = add nsw i64 %5628, 16
+  %arena1690 = getelementptr inbounds float, ptr %arena, i64 %5629
+  %5630 = load <16 x float>, ptr %arena1690, align 4
+  store <16 x float> %5630, ptr %conv1_weight_grad.t332_c3_1, align 64
+  %5631 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5632 = add nsw i64 %5631, 4
+  %5633 = mul nsw i64 %5632, 32
+  %5634 = add nsw i64 443456, %5633
+  %5635 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5636 = add nsw i64 %5634, %5635
+  %arena1691 = getelementptr inbounds float, ptr %arena, i64 %5636
+  %5637 = load <16 x float>, ptr %arena1691, align 4
+  store <16 x float> %5637, ptr %conv1_weight_grad.t332_c4_0, align 64
+  %5638 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5639 = add nsw i64 %5638, 4
+  %5640 = mul nsw i64 %5639, 32
+  %5641 = add nsw i64 443456, %5640
+  %5642 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5643 = add nsw i64 %5641, %5642
+  %5644 = add nsw i64 %5643, 16
+  %arena1692 = getelementptr inbounds float, ptr %arena, i64 %5644
+  %5645 = load <16 x float>, ptr %arena1692, align 4
+  store <16 x float> %5645, ptr %conv1_weight_grad.t332_c4_1, align 64
+  %5646 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5647 = add nsw i64 %5646, 5
+  %5648 = mul nsw i64 %5647, 32
+  %5649 = add nsw i64 443456, %5648
+  %5650 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5651 = add nsw i64 %5649, %5650
+  %arena1693 = getelementptr inbounds float, ptr %arena, i64 %5651
+  %5652 = load <16 x float>, ptr %arena1693, align 4
+  store <16 x float> %5652, ptr %conv1_weight_grad.t332_c5_0, align 64
+  %5653 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5654 = add nsw i64 %5653, 5
+  %5655 = mul nsw i64 %5654, 32
+  %5656 = add nsw i64 443456, %5655
+  %5657 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5658 = add nsw i64 %5656, %5657
+  %5659 = add nsw i64 %5658, 16
+  %arena1694 = getelementptr inbounds float, ptr %arena, i64 %5659
+  %5660 = load <16 x float>, ptr %arena1694, align 4
+  store <16 x float> %5660, ptr %conv1_weight_grad.t332_c5_1, align 64
+  %5661 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5662 = add nsw i64 %5661, 6
+  %5663 = mul nsw i64 %5662, 32
+  %5664 = add nsw i64 443456, %5663
+  %5665 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5666 = add nsw i64 %5664, %5665
+  %arena1695 = getelementptr inbounds float, ptr %arena, i64 %5666
+  %5667 = load <16 x float>, ptr %arena1695, align 4
+  store <16 x float> %5667, ptr %conv1_weight_grad.t332_c6_0, align 64
+  %5668 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5669 = add nsw i64 %5668, 6
+  %5670 = mul nsw i64 %5669, 32
+  %5671 = add nsw i64 443456, %5670
+  %5672 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5673 = add nsw i64 %5671, %5672
+  %5674 = add nsw i64 %5673, 16
+  %arena1696 = getelementptr inbounds float, ptr %arena, i64 %5674
+  %5675 = load <16 x float>, ptr %arena1696, align 4
+  store <16 x float> %5675, ptr %conv1_weight_grad.t332_c6_1, align 64
+  %5676 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5677 = add nsw i64 %5676, 7
   %5678 = mul nsw i64 %5677, 32
-  %5679 = add nsw i64 97344, %5678
-  %5680 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5679 = add nsw i64 443456, %5678
+  %5680 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
   %5681 = add nsw i64 %5679, %5680
-  %5682 = add nsw i64 %5681, 16
-  %arena1688 = getelementptr inbounds float, ptr %arena, i64 %5682
-  %5683 = load <16 x float>, ptr %arena1688, align 4
-  store <16 x float> %5683, ptr %conv1_weight_grad.t316_b1, align 64
-  %5684 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5685 = mul nsw i64 %5684, 10816
-  %5686 = add nsw i64 %conv1_weight_grad.k3171686, 10444
-  %5687 = add nsw i64 %5685, %5686
-  %arena1689 = getelementptr inbounds float, ptr %arena, i64 %5687
-  %5688 = load float, ptr %arena1689, align 4
-  %5689 = insertelement <16 x float> undef, float %5688, i32 0
-  %5690 = shufflevector <16 x float> %5689, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5690, ptr %conv1_weight_grad.t316_a0, align 64
-  %t316_a0 = load <16 x float>, ptr %conv1_weight_grad.t316_a0, align 64
-  %t316_b0 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
-  %t316_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c0_0, align 64
-  %5691 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a0, <16 x float> %t316_b0, <16 x float> %t316_c0_0)
-  store <16 x float> %5691, ptr %conv1_weight_grad.t316_c0_0, align 64
-  %t316_a01690 = load <16 x float>, ptr %conv1_weight_grad.t316_a0, align 64
-  %t316_b1 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
-  %t316_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c0_1, align 64
-  %5692 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a01690, <16 x float> %t316_b1, <16 x float> %t316_c0_1)
-  store <16 x float> %5692, ptr %conv1_weight_grad.t316_c0_1, align 64
-  %5693 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5694 = add nsw i64 %5693, 1
-  %5695 = mul nsw i64 %5694, 10816
-  %5696 = add nsw i64 %conv1_weight_grad.k3171686, 10444
-  %5697 = add nsw i64 %5695, %5696
-  %arena1691 = getelementptr inbounds float, ptr %arena, i64 %5697
-  %5698 = load float, ptr %arena1691, align 4
-  %5699 = insertelement <16 x float> undef, float %5698, i32 0
-  %5700 = shufflevector <16 x float> %5699, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5700, ptr %conv1_weight_grad.t316_a1, align 64
-  %t316_a1 = load <16 x float>, ptr %conv1_weight_grad.t316_a1, align 64
-  %t316_b01692 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
-  %t316_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c1_0, align 64
-  %5701 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a1, <16 x float> %t316_b01692, <16 x float> %t316_c1_0)
-  store <16 x float> %5701, ptr %conv1_weight_grad.t316_c1_0, align 64
-  %t316_a11693 = load <16 x float>, ptr %conv1_weight_grad.t316_a1, align 64
-  %t316_b11694 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
-  %t316_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c1_1, align 64
-  %5702 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a11693, <16 x float> %t316_b11694, <16 x float> %t316_c1_1)
-  store <16 x float> %5702, ptr %conv1_weight_grad.t316_c1_1, align 64
-  %5703 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5704 = add nsw i64 %5703, 2
-  %5705 = mul nsw i64 %5704, 10816
-  %5706 = add nsw i64 %conv1_weight_grad.k3171686, 10444
-  %5707 = add nsw i64 %5705, %5706
-  %arena1695 = getelementptr inbounds float, ptr %arena, i64 %5707
-  %5708 = load float, ptr %arena1695, align 4
-  %5709 = insertelement <16 x float> undef, float %5708, i32 0
-  %5710 = shufflevector <16 x float> %5709, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5710, ptr %conv1_weight_grad.t316_a2, align 64
-  %t316_a2 = load <16 x float>, ptr %conv1_weight_grad.t316_a2, align 64
-  %t316_b01696 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
-  %t316_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c2_0, align 64
-  %5711 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a2, <16 x float> %t316_b01696, <16 x float> %t316_c2_0)
-  store <16 x float> %5711, ptr %conv1_weight_grad.t316_c2_0, align 64
-  %t316_a21697 = load <16 x float>, ptr %conv1_weight_grad.t316_a2, align 64
-  %t316_b11698 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
-  %t316_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c2_1, align 64
-  %5712 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a21697, <16 x float> %t316_b11698, <16 x float> %t316_c2_1)
-  store <16 x float> %5712, ptr %conv1_weight_grad.t316_c2_1, align 64
-  %5713 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5714 = add nsw i64 %5713, 3
-  %5715 = mul nsw i64 %5714, 10816
-  %5716 = add nsw i64 %conv1_weight_grad.k3171686, 10444
+  %arena1697 = getelementptr inbounds float, ptr %arena, i64 %5681
+  %5682 = load <16 x float>, ptr %arena1697, align 4
+  store <16 x float> %5682, ptr %conv1_weight_grad.t332_c7_0, align 64
+  %5683 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5684 = add nsw i64 %5683, 7
+  %5685 = mul nsw i64 %5684, 32
+  %5686 = add nsw i64 443456, %5685
+  %5687 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5688 = add nsw i64 %5686, %5687
+  %5689 = add nsw i64 %5688, 16
+  %arena1698 = getelementptr inbounds float, ptr %arena, i64 %5689
+  %5690 = load <16 x float>, ptr %arena1698, align 4
+  store <16 x float> %5690, ptr %conv1_weight_grad.t332_c7_1, align 64
+  %5691 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5692 = add nsw i64 %5691, 8
+  %5693 = mul nsw i64 %5692, 32
+  %5694 = add nsw i64 443456, %5693
+  %5695 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5696 = add nsw i64 %5694, %5695
+  %arena1699 = getelementptr inbounds float, ptr %arena, i64 %5696
+  %5697 = load <16 x float>, ptr %arena1699, align 4
+  store <16 x float> %5697, ptr %conv1_weight_grad.t332_c8_0, align 64
+  %5698 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5699 = add nsw i64 %5698, 8
+  %5700 = mul nsw i64 %5699, 32
+  %5701 = add nsw i64 443456, %5700
+  %5702 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5703 = add nsw i64 %5701, %5702
+  %5704 = add nsw i64 %5703, 16
+  %arena1700 = getelementptr inbounds float, ptr %arena, i64 %5704
+  %5705 = load <16 x float>, ptr %arena1700, align 4
+  store <16 x float> %5705, ptr %conv1_weight_grad.t332_c8_1, align 64
+  br label %conv1_weight_grad.k333
+
+conv1_weight_grad.mb331.end:                      ; preds = %conv1_weight_grad.k333.end
+  %nb330.next = add nsw i64 %conv1_weight_grad.nb3301681, 1
+  %5706 = icmp slt i64 %nb330.next, 1
+  br i1 %5706, label %conv1_weight_grad.nb330, label %conv1_weight_grad.nb330.end
+
+conv1_weight_grad.k333:                           ; preds = %conv1_weight_grad.k333, %conv1_weight_grad.mb331
+  %conv1_weight_grad.k3331701 = phi i64 [ 0, %conv1_weight_grad.mb331 ], [ %k333.next, %conv1_weight_grad.k333 ]
+  %5707 = add nsw i64 %conv1_weight_grad.k3331701, 10444
+  %5708 = mul nsw i64 %5707, 32
+  %5709 = add nsw i64 97344, %5708
+  %5710 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5711 = add nsw i64 %5709, %5710
+  %arena1702 = getelementptr inbounds float, ptr %arena, i64 %5711
+  %5712 = load <16 x float>, ptr %arena1702, align 4
+  store <16 x float> %5712, ptr %conv1_weight_grad.t332_b0, align 64
+  %5713 = add nsw i64 %conv1_weight_grad.k3331701, 10444
+  %5714 = mul nsw i64 %5713, 32
+  %5715 = add nsw i64 97344, %5714
+  %5716 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
   %5717 = add nsw i64 %5715, %5716
-  %arena1699 = getelementptr inbounds float, ptr %arena, i64 %5717
-  %5718 = load float, ptr %arena1699, align 4
-  %5719 = insertelement <16 x float> undef, float %5718, i32 0
-  %5720 = shufflevector <16 x float> %5719, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5720, ptr %conv1_weight_grad.t316_a3, align 64
-  %t316_a3 = load <16 x float>, ptr %conv1_weight_grad.t316_a3, align 64
-  %t316_b01700 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
-  %t316_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c3_0, align 64
-  %5721 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a3, <16 x float> %t316_b01700, <16 x float> %t316_c3_0)
-  store <16 x float> %5721, ptr %conv1_weight_grad.t316_c3_0, align 64
-  %t316_a31701 = load <16 x float>, ptr %conv1_weight_grad.t316_a3, align 64
-  %t316_b11702 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
-  %t316_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c3_1, align 64
-  %5722 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a31701, <16 x float> %t316_b11702, <16 x float> %t316_c3_1)
-  store <16 x float> %5722, ptr %conv1_weight_grad.t316_c3_1, align 64
-  %5723 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5724 = add nsw i64 %5723, 4
-  %5725 = mul nsw i64 %5724, 10816
-  %5726 = add nsw i64 %conv1_weight_grad.k3171686, 10444
-  %5727 = add nsw i64 %5725, %5726
-  %arena1703 = getelementptr inbounds float, ptr %arena, i64 %5727
-  %5728 = load float, ptr %arena1703, align 4
-  %5729 = insertelement <16 x float> undef, float %5728, i32 0
-  %5730 = shufflevector <16 x float> %5729, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5730, ptr %conv1_weight_grad.t316_a4, align 64
-  %t316_a4 = load <16 x float>, ptr %conv1_weight_grad.t316_a4, align 64
-  %t316_b01704 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
-  %t316_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c4_0, align 64
-  %5731 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a4, <16 x float> %t316_b01704, <16 x float> %t316_c4_0)
-  store <16 x float> %5731, ptr %conv1_weight_grad.t316_c4_0, align 64
-  %t316_a41705 = load <16 x float>, ptr %conv1_weight_grad.t316_a4, align 64
-  %t316_b11706 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
-  %t316_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c4_1, align 64
-  %5732 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a41705, <16 x float> %t316_b11706, <16 x float> %t316_c4_1)
-  store <16 x float> %5732, ptr %conv1_weight_grad.t316_c4_1, align 64
-  %5733 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5734 = add nsw i64 %5733, 5
-  %5735 = mul nsw i64 %5734, 10816
-  %5736 = add nsw i64 %conv1_weight_grad.k3171686, 10444
-  %5737 = add nsw i64 %5735, %5736
-  %arena1707 = getelementptr inbounds float, ptr %arena, i64 %5737
-  %5738 = load float, ptr %arena1707, align 4
-  %5739 = insertelement <16 x float> undef, float %5738, i32 0
-  %5740 = shufflevector <16 x float> %5739, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5740, ptr %conv1_weight_grad.t316_a5, align 64
-  %t316_a5 = load <16 x float>, ptr %conv1_weight_grad.t316_a5, align 64
-  %t316_b01708 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
-  %t316_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c5_0, align 64
-  %5741 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a5, <16 x float> %t316_b01708, <16 x float> %t316_c5_0)
-  store <16 x float> %5741, ptr %conv1_weight_grad.t316_c5_0, align 64
-  %t316_a51709 = load <16 x float>, ptr %conv1_weight_grad.t316_a5, align 64
-  %t316_b11710 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
-  %t316_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c5_1, align 64
-  %5742 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a51709, <16 x float> %t316_b11710, <16 x float> %t316_c5_1)
-  store <16 x float> %5742, ptr %conv1_weight_grad.t316_c5_1, align 64
-  %5743 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5744 = add nsw i64 %5743, 6
-  %5745 = mul nsw i64 %5744, 10816
-  %5746 = add nsw i64 %conv1_weight_grad.k3171686, 10444
-  %5747 = add nsw i64 %5745, %5746
-  %arena1711 = getelementptr inbounds float, ptr %arena, i64 %5747
-  %5748 = load float, ptr %arena1711, align 4
-  %5749 = insertelement <16 x float> undef, float %5748, i32 0
-  %5750 = shufflevector <16 x float> %5749, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5750, ptr %conv1_weight_grad.t316_a6, align 64
-  %t316_a6 = load <16 x float>, ptr %conv1_weight_grad.t316_a6, align 64
-  %t316_b01712 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
-  %t316_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c6_0, align 64
-  %5751 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a6, <16 x float> %t316_b01712, <16 x float> %t316_c6_0)
-  store <16 x float> %5751, ptr %conv1_weight_grad.t316_c6_0, align 64
-  %t316_a61713 = load <16 x float>, ptr %conv1_weight_grad.t316_a6, align 64
-  %t316_b11714 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
-  %t316_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c6_1, align 64
-  %5752 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a61713, <16 x float> %t316_b11714, <16 x float> %t316_c6_1)
-  store <16 x float> %5752, ptr %conv1_weight_grad.t316_c6_1, align 64
-  %5753 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5754 = add nsw i64 %5753, 7
-  %5755 = mul nsw i64 %5754, 10816
-  %5756 = add nsw i64 %conv1_weight_grad.k3171686, 10444
-  %5757 = add nsw i64 %5755, %5756
-  %arena1715 = getelementptr inbounds float, ptr %arena, i64 %5757
-  %5758 = load float, ptr %arena1715, align 4
-  %5759 = insertelement <16 x float> undef, float %5758, i32 0
-  %5760 = shufflevector <16 x float> %5759, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5760, ptr %conv1_weight_grad.t316_a7, align 64
-  %t316_a7 = load <16 x float>, ptr %conv1_weight_grad.t316_a7, align 64
-  %t316_b01716 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
-  %t316_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c7_0, align 64
-  %5761 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a7, <16 x float> %t316_b01716, <16 x float> %t316_c7_0)
-  store <16 x float> %5761, ptr %conv1_weight_grad.t316_c7_0, align 64
-  %t316_a71717 = load <16 x float>, ptr %conv1_weight_grad.t316_a7, align 64
-  %t316_b11718 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
-  %t316_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c7_1, align 64
-  %5762 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a71717, <16 x float> %t316_b11718, <16 x float> %t316_c7_1)
-  store <16 x float> %5762, ptr %conv1_weight_grad.t316_c7_1, align 64
-  %5763 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5764 = add nsw i64 %5763, 8
-  %5765 = mul nsw i64 %5764, 10816
-  %5766 = add nsw i64 %conv1_weight_grad.k3171686, 10444
-  %5767 = add nsw i64 %5765, %5766
-  %arena1719 = getelementptr inbounds float, ptr %arena, i64 %5767
-  %5768 = load float, ptr %arena1719, align 4
-  %5769 = insertelement <16 x float> undef, float %5768, i32 0
-  %5770 = shufflevector <16 x float> %5769, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5770, ptr %conv1_weight_grad.t316_a8, align 64
-  %t316_a8 = load <16 x float>, ptr %conv1_weight_grad.t316_a8, align 64
-  %t316_b01720 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
-  %t316_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c8_0, align 64
-  %5771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a8, <16 x float> %t316_b01720, <16 x float> %t316_c8_0)
-  store <16 x float> %5771, ptr %conv1_weight_grad.t316_c8_0, align 64
-  %t316_a81721 = load <16 x float>, ptr %conv1_weight_grad.t316_a8, align 64
-  %t316_b11722 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
-  %t316_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c8_1, align 64
-  %5772 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a81721, <16 x float> %t316_b11722, <16 x float> %t316_c8_1)
-  store <16 x float> %5772, ptr %conv1_weight_grad.t316_c8_1, align 64
-  %k317.next = add nsw i64 %conv1_weight_grad.k3171686, 1
-  %5773 = icmp slt i64 %k317.next, 372
-  br i1 %5773, label %conv1_weight_grad.k317, label %conv1_weight_grad.k317.end
-
-conv1_weight_grad.k317.end:                       ; preds = %conv1_weight_grad.k317
-  %t316_c0_01723 = load <16 x float>, ptr %conv1_weight_grad.t316_c0_0, align 64
-  %5774 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5775 = mul nsw i64 %5774, 32
-  %5776 = add nsw i64 443456, %5775
-  %5777 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5778 = add nsw i64 %5776, %5777
-  %arena1724 = getelementptr inbounds float, ptr %arena, i64 %5778
-  store <16 x float> %t316_c0_01723, ptr %arena1724, align 4
-  %t316_c0_11725 = load <16 x float>, ptr %conv1_weight_grad.t316_c0_1, align 64
-  %5779 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5780 = mul nsw i64 %5779, 32
-  %5781 = add nsw i64 443456, %5780
-  %5782 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5718 = add nsw i64 %5717, 16
+  %arena1703 = getelementptr inbounds float, ptr %arena, i64 %5718
+  %5719 = load <16 x float>, ptr %arena1703, align 4
+  store <16 x float> %5719, ptr %conv1_weight_grad.t332_b1, align 64
+  %5720 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5721 = mul nsw i64 %5720, 10816
+  %5722 = add nsw i64 %conv1_weight_grad.k3331701, 10444
+  %5723 = add nsw i64 %5721, %5722
+  %arena1704 = getelementptr inbounds float, ptr %arena, i64 %5723
+  %5724 = load float, ptr %arena1704, align 4
+  %5725 = insertelement <16 x float> undef, float %5724, i32 0
+  %5726 = shufflevector <16 x float> %5725, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5726, ptr %conv1_weight_grad.t332_a0, align 64
+  %t332_a0 = load <16 x float>, ptr %conv1_weight_grad.t332_a0, align 64
+  %t332_b0 = load <16 x float>, ptr %conv1_weight_grad.t332_b0, align 64
+  %t332_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t332_c0_0, align 64
+  %5727 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a0, <16 x float> %t332_b0, <16 x float> %t332_c0_0)
+  store <16 x float> %5727, ptr %conv1_weight_grad.t332_c0_0, align 64
+  %t332_a01705 = load <16 x float>, ptr %conv1_weight_grad.t332_a0, align 64
+  %t332_b1 = load <16 x float>, ptr %conv1_weight_grad.t332_b1, align 64
+  %t332_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t332_c0_1, align 64
+  %5728 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a01705, <16 x float> %t332_b1, <16 x float> %t332_c0_1)
+  store <16 x float> %5728, ptr %conv1_weight_grad.t332_c0_1, align 64
+  %5729 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5730 = add nsw i64 %5729, 1
+  %5731 = mul nsw i64 %5730, 10816
+  %5732 = add nsw i64 %conv1_weight_grad.k3331701, 10444
+  %5733 = add nsw i64 %5731, %5732
+  %arena1706 = getelementptr inbounds float, ptr %arena, i64 %5733
+  %5734 = load float, ptr %arena1706, align 4
+  %5735 = insertelement <16 x float> undef, float %5734, i32 0
+  %5736 = shufflevector <16 x float> %5735, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5736, ptr %conv1_weight_grad.t332_a1, align 64
+  %t332_a1 = load <16 x float>, ptr %conv1_weight_grad.t332_a1, align 64
+  %t332_b01707 = load <16 x float>, ptr %conv1_weight_grad.t332_b0, align 64
+  %t332_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t332_c1_0, align 64
+  %5737 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a1, <16 x float> %t332_b01707, <16 x float> %t332_c1_0)
+  store <16 x float> %5737, ptr %conv1_weight_grad.t332_c1_0, align 64
+  %t332_a11708 = load <16 x float>, ptr %conv1_weight_grad.t332_a1, align 64
+  %t332_b11709 = load <16 x float>, ptr %conv1_weight_grad.t332_b1, align 64
+  %t332_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t332_c1_1, align 64
+  %5738 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a11708, <16 x float> %t332_b11709, <16 x float> %t332_c1_1)
+  store <16 x float> %5738, ptr %conv1_weight_grad.t332_c1_1, align 64
+  %5739 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5740 = add nsw i64 %5739, 2
+  %5741 = mul nsw i64 %5740, 10816
+  %5742 = add nsw i64 %conv1_weight_grad.k3331701, 10444
+  %5743 = add nsw i64 %5741, %5742
+  %arena1710 = getelementptr inbounds float, ptr %arena, i64 %5743
+  %5744 = load float, ptr %arena1710, align 4
+  %5745 = insertelement <16 x float> undef, float %5744, i32 0
+  %5746 = shufflevector <16 x float> %5745, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5746, ptr %conv1_weight_grad.t332_a2, align 64
+  %t332_a2 = load <16 x float>, ptr %conv1_weight_grad.t332_a2, align 64
+  %t332_b01711 = load <16 x float>, ptr %conv1_weight_grad.t332_b0, align 64
+  %t332_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t332_c2_0, align 64
+  %5747 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a2, <16 x float> %t332_b01711, <16 x float> %t332_c2_0)
+  store <16 x float> %5747, ptr %conv1_weight_grad.t332_c2_0, align 64
+  %t332_a21712 = load <16 x float>, ptr %conv1_weight_grad.t332_a2, align 64
+  %t332_b11713 = load <16 x float>, ptr %conv1_weight_grad.t332_b1, align 64
+  %t332_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t332_c2_1, align 64
+  %5748 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a21712, <16 x float> %t332_b11713, <16 x float> %t332_c2_1)
+  store <16 x float> %5748, ptr %conv1_weight_grad.t332_c2_1, align 64
+  %5749 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5750 = add nsw i64 %5749, 3
+  %5751 = mul nsw i64 %5750, 10816
+  %5752 = add nsw i64 %conv1_weight_grad.k3331701, 10444
+  %5753 = add nsw i64 %5751, %5752
+  %arena1714 = getelementptr inbounds float, ptr %arena, i64 %5753
+  %5754 = load float, ptr %arena1714, align 4
+  %5755 = insertelement <16 x float> undef, float %5754, i32 0
+  %5756 = shufflevector <16 x float> %5755, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5756, ptr %conv1_weight_grad.t332_a3, align 64
+  %t332_a3 = load <16 x float>, ptr %conv1_weight_grad.t332_a3, align 64
+  %t332_b01715 = load <16 x float>, ptr %conv1_weight_grad.t332_b0, align 64
+  %t332_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t332_c3_0, align 64
+  %5757 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a3, <16 x float> %t332_b01715, <16 x float> %t332_c3_0)
+  store <16 x float> %5757, ptr %conv1_weight_grad.t332_c3_0, align 64
+  %t332_a31716 = load <16 x float>, ptr %conv1_weight_grad.t332_a3, align 64
+  %t332_b11717 = load <16 x float>, ptr %conv1_weight_grad.t332_b1, align 64
+  %t332_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t332_c3_1, align 64
+  %5758 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a31716, <16 x float> %t332_b11717, <16 x float> %t332_c3_1)
+  store <16 x float> %5758, ptr %conv1_weight_grad.t332_c3_1, align 64
+  %5759 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5760 = add nsw i64 %5759, 4
+  %5761 = mul nsw i64 %5760, 10816
+  %5762 = add nsw i64 %conv1_weight_grad.k3331701, 10444
+  %5763 = add nsw i64 %5761, %5762
+  %arena1718 = getelementptr inbounds float, ptr %arena, i64 %5763
+  %5764 = load float, ptr %arena1718, align 4
+  %5765 = insertelement <16 x float> undef, float %5764, i32 0
+  %5766 = shufflevector <16 x float> %5765, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5766, ptr %conv1_weight_grad.t332_a4, align 64
+  %t332_a4 = load <16 x float>, ptr %conv1_weight_grad.t332_a4, align 64
+  %t332_b01719 = load <16 x float>, ptr %conv1_weight_grad.t332_b0, align 64
+  %t332_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t332_c4_0, align 64
+  %5767 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a4, <16 x float> %t332_b01719, <16 x float> %t332_c4_0)
+  store <16 x float> %5767, ptr %conv1_weight_grad.t332_c4_0, align 64
+  %t332_a41720 = load <16 x float>, ptr %conv1_weight_grad.t332_a4, align 64
+  %t332_b11721 = load <16 x float>, ptr %conv1_weight_grad.t332_b1, align 64
+  %t332_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t332_c4_1, align 64
+  %5768 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a41720, <16 x float> %t332_b11721, <16 x float> %t332_c4_1)
+  store <16 x float> %5768, ptr %conv1_weight_grad.t332_c4_1, align 64
+  %5769 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5770 = add nsw i64 %5769, 5
+  %5771 = mul nsw i64 %5770, 10816
+  %5772 = add nsw i64 %conv1_weight_grad.k3331701, 10444
+  %5773 = add nsw i64 %5771, %5772
+  %arena1722 = getelementptr inbounds float, ptr %arena, i64 %5773
+  %5774 = load float, ptr %arena1722, align 4
+  %5775 = insertelement <16 x float> undef, float %5774, i32 0
+  %5776 = shufflevector <16 x float> %5775, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5776, ptr %conv1_weight_grad.t332_a5, align 64
+  %t332_a5 = load <16 x float>, ptr %conv1_weight_grad.t332_a5, align 64
+  %t332_b01723 = load <16 x float>, ptr %conv1_weight_grad.t332_b0, align 64
+  %t332_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t332_c5_0, align 64
+  %5777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a5, <16 x float> %t332_b01723, <16 x float> %t332_c5_0)
+  store <16 x float> %5777, ptr %conv1_weight_grad.t332_c5_0, align 64
+  %t332_a51724 = load <16 x float>, ptr %conv1_weight_grad.t332_a5, align 64
+  %t332_b11725 = load <16 x float>, ptr %conv1_weight_grad.t332_b1, align 64
+  %t332_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t332_c5_1, align 64
+  %5778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a51724, <16 x float> %t332_b11725, <16 x float> %t332_c5_1)
+  store <16 x float> %5778, ptr %conv1_weight_grad.t332_c5_1, align 64
+  %5779 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5780 = add nsw i64 %5779, 6
+  %5781 = mul nsw i64 %5780, 10816
+  %5782 = add nsw i64 %conv1_weight_grad.k3331701, 10444
   %5783 = add nsw i64 %5781, %5782
-  %5784 = add nsw i64 %5783, 16
-  %arena1726 = getelementptr inbounds float, ptr %arena, i64 %5784
-  store <16 x float> %t316_c0_11725, ptr %arena1726, align 4
-  %t316_c1_01727 = load <16 x float>, ptr %conv1_weight_grad.t316_c1_0, align 64
-  %5785 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5786 = add nsw i64 %5785, 1
-  %5787 = mul nsw i64 %5786, 32
-  %5788 = add nsw i64 443456, %5787
-  %5789 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5790 = add nsw i64 %5788, %5789
-  %arena1728 = getelementptr inbounds float, ptr %arena, i64 %5790
-  store <16 x float> %t316_c1_01727, ptr %arena1728, align 4
-  %t316_c1_11729 = load <16 x float>, ptr %conv1_weight_grad.t316_c1_1, align 64
-  %5791 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5792 = add nsw i64 %5791, 1
-  %5793 = mul nsw i64 %5792, 32
-  %5794 = add nsw i64 443456, %5793
-  %5795 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5796 = add nsw i64 %5794, %5795
-  %5797 = add nsw i64 %5796, 16
-  %arena1730 = getelementptr inbounds float, ptr %arena, i64 %5797
-  store <16 x float> %t316_c1_11729, ptr %arena1730, align 4
-  %t316_c2_01731 = load <16 x float>, ptr %conv1_weight_grad.t316_c2_0, align 64
-  %5798 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5799 = add nsw i64 %5798, 2
-  %5800 = mul nsw i64 %5799, 32
-  %5801 = add nsw i64 443456, %5800
-  %5802 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %arena1726 = getelementptr inbounds float, ptr %arena, i64 %5783
+  %5784 = load float, ptr %arena1726, align 4
+  %5785 = insertelement <16 x float> undef, float %5784, i32 0
+  %5786 = shufflevector <16 x float> %5785, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5786, ptr %conv1_weight_grad.t332_a6, align 64
+  %t332_a6 = load <16 x float>, ptr %conv1_weight_grad.t332_a6, align 64
+  %t332_b01727 = load <16 x float>, ptr %conv1_weight_grad.t332_b0, align 64
+  %t332_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t332_c6_0, align 64
+  %5787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a6, <16 x float> %t332_b01727, <16 x float> %t332_c6_0)
+  store <16 x float> %5787, ptr %conv1_weight_grad.t332_c6_0, align 64
+  %t332_a61728 = load <16 x float>, ptr %conv1_weight_grad.t332_a6, align 64
+  %t332_b11729 = load <16 x float>, ptr %conv1_weight_grad.t332_b1, align 64
+  %t332_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t332_c6_1, align 64
+  %5788 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a61728, <16 x float> %t332_b11729, <16 x float> %t332_c6_1)
+  store <16 x float> %5788, ptr %conv1_weight_grad.t332_c6_1, align 64
+  %5789 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5790 = add nsw i64 %5789, 7
+  %5791 = mul nsw i64 %5790, 10816
+  %5792 = add nsw i64 %conv1_weight_grad.k3331701, 10444
+  %5793 = add nsw i64 %5791, %5792
+  %arena1730 = getelementptr inbounds float, ptr %arena, i64 %5793
+  %5794 = load float, ptr %arena1730, align 4
+  %5795 = insertelement <16 x float> undef, float %5794, i32 0
+  %5796 = shufflevector <16 x float> %5795, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5796, ptr %conv1_weight_grad.t332_a7, align 64
+  %t332_a7 = load <16 x float>, ptr %conv1_weight_grad.t332_a7, align 64
+  %t332_b01731 = load <16 x float>, ptr %conv1_weight_grad.t332_b0, align 64
+  %t332_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t332_c7_0, align 64
+  %5797 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a7, <16 x float> %t332_b01731, <16 x float> %t332_c7_0)
+  store <16 x float> %5797, ptr %conv1_weight_grad.t332_c7_0, align 64
+  %t332_a71732 = load <16 x float>, ptr %conv1_weight_grad.t332_a7, align 64
+  %t332_b11733 = load <16 x float>, ptr %conv1_weight_grad.t332_b1, align 64
+  %t332_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t332_c7_1, align 64
+  %5798 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a71732, <16 x float> %t332_b11733, <16 x float> %t332_c7_1)
+  store <16 x float> %5798, ptr %conv1_weight_grad.t332_c7_1, align 64
+  %5799 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5800 = add nsw i64 %5799, 8
+  %5801 = mul nsw i64 %5800, 10816
+  %5802 = add nsw i64 %conv1_weight_grad.k3331701, 10444
   %5803 = add nsw i64 %5801, %5802
-  %arena1732 = getelementptr inbounds float, ptr %arena, i64 %5803
-  store <16 x float> %t316_c2_01731, ptr %arena1732, align 4
-  %t316_c2_11733 = load <16 x float>, ptr %conv1_weight_grad.t316_c2_1, align 64
-  %5804 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5805 = add nsw i64 %5804, 2
-  %5806 = mul nsw i64 %5805, 32
-  %5807 = add nsw i64 443456, %5806
-  %5808 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5809 = add nsw i64 %5807, %5808
-  %5810 = add nsw i64 %5809, 16
-  %arena1734 = getelementptr inbounds float, ptr %arena, i64 %5810
-  store <16 x float> %t316_c2_11733, ptr %arena1734, align 4
-  %t316_c3_01735 = load <16 x float>, ptr %conv1_weight_grad.t316_c3_0, align 64
-  %5811 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5812 = add nsw i64 %5811, 3
-  %5813 = mul nsw i64 %5812, 32
-  %5814 = add nsw i64 443456, %5813
-  %5815 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5816 = add nsw i64 %5814, %5815
-  %arena1736 = getelementptr inbounds float, ptr %arena, i64 %5816
-  store <16 x float> %t316_c3_01735, ptr %arena1736, align 4
-  %t316_c3_11737 = load <16 x float>, ptr %conv1_weight_grad.t316_c3_1, align 64
-  %5817 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5818 = add nsw i64 %5817, 3
-  %5819 = mul nsw i64 %5818, 32
-  %5820 = add nsw i64 443456, %5819
-  %5821 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5822 = add nsw i64 %5820, %5821
-  %5823 = add nsw i64 %5822, 16
-  %arena1738 = getelementptr inbounds float, ptr %arena, i64 %5823
-  store <16 x float> %t316_c3_11737, ptr %arena1738, align 4
-  %t316_c4_01739 = load <16 x float>, ptr %conv1_weight_grad.t316_c4_0, align 64
-  %5824 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5825 = add nsw i64 %5824, 4
-  %5826 = mul nsw i64 %5825, 32
-  %5827 = add nsw i64 443456, %5826
-  %5828 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5829 = add nsw i64 %5827, %5828
-  %arena1740 = getelementptr inbounds float, ptr %arena, i64 %5829
-  store <16 x float> %t316_c4_01739, ptr %arena1740, align 4
-  %t316_c4_11741 = load <16 x float>, ptr %conv1_weight_grad.t316_c4_1, align 64
-  %5830 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5831 = add nsw i64 %5830, 4
-  %5832 = mul nsw i64 %5831, 32
-  %5833 = add nsw i64 443456, %5832
-  %5834 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5835 = add nsw i64 %5833, %5834
-  %5836 = add nsw i64 %5835, 16
-  %arena1742 = getelementptr inbounds float, ptr %arena, i64 %5836
-  store <16 x float> %t316_c4_11741, ptr %arena1742, align 4
-  %t316_c5_01743 = load <16 x float>, ptr %conv1_weight_grad.t316_c5_0, align 64
-  %5837 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5838 = add nsw i64 %5837, 5
-  %5839 = mul nsw i64 %5838, 32
-  %5840 = add nsw i64 443456, %5839
-  %5841 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5842 = add nsw i64 %5840, %5841
-  %arena1744 = getelementptr inbounds float, ptr %arena, i64 %5842
-  store <16 x float> %t316_c5_01743, ptr %arena1744, align 4
-  %t316_c5_11745 = load <16 x float>, ptr %conv1_weight_grad.t316_c5_1, align 64
-  %5843 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5844 = add nsw i64 %5843, 5
-  %5845 = mul nsw i64 %5844, 32
-  %5846 = add nsw i64 443456, %5845
-  %5847 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5848 = add nsw i64 %5846, %5847
-  %5849 = add nsw i64 %5848, 16
-  %arena1746 = getelementptr inbounds float, ptr %arena, i64 %5849
-  store <16 x float> %t316_c5_11745, ptr %arena1746, align 4
-  %t316_c6_01747 = load <16 x float>, ptr %conv1_weight_grad.t316_c6_0, align 64
-  %5850 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5851 = add nsw i64 %5850, 6
-  %5852 = mul nsw i64 %5851, 32
-  %5853 = add nsw i64 443456, %5852
-  %5854 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5855 = add nsw i64 %5853, %5854
-  %arena1748 = getelementptr inbounds float, ptr %arena, i64 %5855
-  store <16 x float> %t316_c6_01747, ptr %arena1748, align 4
-  %t316_c6_11749 = load <16 x float>, ptr %conv1_weight_grad.t316_c6_1, align 64
-  %5856 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5857 = add nsw i64 %5856, 6
-  %5858 = mul nsw i64 %5857, 32
-  %5859 = add nsw i64 443456, %5858
-  %5860 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5861 = add nsw i64 %5859, %5860
-  %5862 = add nsw i64 %5861, 16
-  %arena1750 = getelementptr inbounds float, ptr %arena, i64 %5862
-  store <16 x float> %t316_c6_11749, ptr %arena1750, align 4
-  %t316_c7_01751 = load <16 x float>, ptr %conv1_weight_grad.t316_c7_0, align 64
-  %5863 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5864 = add nsw i64 %5863, 7
-  %5865 = mul nsw i64 %5864, 32
-  %5866 = add nsw i64 443456, %5865
-  %5867 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5868 = add nsw i64 %5866, %5867
-  %arena1752 = getelementptr inbounds float, ptr %arena, i64 %5868
-  store <16 x float> %t316_c7_01751, ptr %arena1752, align 4
-  %t316_c7_11753 = load <16 x float>, ptr %conv1_weight_grad.t316_c7_1, align 64
-  %5869 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5870 = add nsw i64 %5869, 7
-  %5871 = mul nsw i64 %5870, 32
-  %5872 = add nsw i64 443456, %5871
-  %5873 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5874 = add nsw i64 %5872, %5873
-  %5875 = add nsw i64 %5874, 16
-  %arena1754 = getelementptr inbounds float, ptr %arena, i64 %5875
-  store <16 x float> %t316_c7_11753, ptr %arena1754, align 4
-  %t316_c8_01755 = load <16 x float>, ptr %conv1_weight_grad.t316_c8_0, align 64
-  %5876 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5877 = add nsw i64 %5876, 8
-  %5878 = mul nsw i64 %5877, 32
-  %5879 = add nsw i64 443456, %5878
-  %5880 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5881 = add nsw i64 %5879, %5880
-  %arena1756 = getelementptr inbounds float, ptr %arena, i64 %5881
-  store <16 x float> %t316_c8_01755, ptr %arena1756, align 4
-  %t316_c8_11757 = load <16 x float>, ptr %conv1_weight_grad.t316_c8_1, align 64
-  %5882 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
-  %5883 = add nsw i64 %5882, 8
-  %5884 = mul nsw i64 %5883, 32
-  %5885 = add nsw i64 443456, %5884
-  %5886 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
-  %5887 = add nsw i64 %5885, %5886
-  %5888 = add nsw i64 %5887, 16
-  %arena1758 = getelementptr inbounds float, ptr %arena, i64 %5888
-  store <16 x float> %t316_c8_11757, ptr %arena1758, align 4
-  %mb315.next = add nsw i64 %conv1_weight_grad.mb3151667, 1
-  %5889 = icmp slt i64 %mb315.next, 1
-  br i1 %5889, label %conv1_weight_grad.mb315, label %conv1_weight_grad.mb315.end
+  %arena1734 = getelementptr inbounds float, ptr %arena, i64 %5803
+  %5804 = load float, ptr %arena1734, align 4
+  %5805 = insertelement <16 x float> undef, float %5804, i32 0
+  %5806 = shufflevector <16 x float> %5805, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5806, ptr %conv1_weight_grad.t332_a8, align 64
+  %t332_a8 = load <16 x float>, ptr %conv1_weight_grad.t332_a8, align 64
+  %t332_b01735 = load <16 x float>, ptr %conv1_weight_grad.t332_b0, align 64
+  %t332_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t332_c8_0, align 64
+  %5807 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a8, <16 x float> %t332_b01735, <16 x float> %t332_c8_0)
+  store <16 x float> %5807, ptr %conv1_weight_grad.t332_c8_0, align 64
+  %t332_a81736 = load <16 x float>, ptr %conv1_weight_grad.t332_a8, align 64
+  %t332_b11737 = load <16 x float>, ptr %conv1_weight_grad.t332_b1, align 64
+  %t332_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t332_c8_1, align 64
+  %5808 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t332_a81736, <16 x float> %t332_b11737, <16 x float> %t332_c8_1)
+  store <16 x float> %5808, ptr %conv1_weight_grad.t332_c8_1, align 64
+  %k333.next = add nsw i64 %conv1_weight_grad.k3331701, 1
+  %5809 = icmp slt i64 %k333.next, 372
+  br i1 %5809, label %conv1_weight_grad.k333, label %conv1_weight_grad.k333.end
 
-conv1_weight_grad.f318:                           ; preds = %conv1_weight_grad.r319.end, %conv1_weight_grad.g296.end
-  %conv1_weight_grad.f3181759 = phi i64 [ 0, %conv1_weight_grad.g296.end ], [ %f318.next, %conv1_weight_grad.r319.end ]
-  br label %conv1_weight_grad.r319
+conv1_weight_grad.k333.end:                       ; preds = %conv1_weight_grad.k333
+  %t332_c0_01738 = load <16 x float>, ptr %conv1_weight_grad.t332_c0_0, align 64
+  %5810 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5811 = mul nsw i64 %5810, 32
+  %5812 = add nsw i64 443456, %5811
+  %5813 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5814 = add nsw i64 %5812, %5813
+  %arena1739 = getelementptr inbounds float, ptr %arena, i64 %5814
+  store <16 x float> %t332_c0_01738, ptr %arena1739, align 4
+  %t332_c0_11740 = load <16 x float>, ptr %conv1_weight_grad.t332_c0_1, align 64
+  %5815 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5816 = mul nsw i64 %5815, 32
+  %5817 = add nsw i64 443456, %5816
+  %5818 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5819 = add nsw i64 %5817, %5818
+  %5820 = add nsw i64 %5819, 16
+  %arena1741 = getelementptr inbounds float, ptr %arena, i64 %5820
+  store <16 x float> %t332_c0_11740, ptr %arena1741, align 4
+  %t332_c1_01742 = load <16 x float>, ptr %conv1_weight_grad.t332_c1_0, align 64
+  %5821 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5822 = add nsw i64 %5821, 1
+  %5823 = mul nsw i64 %5822, 32
+  %5824 = add nsw i64 443456, %5823
+  %5825 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5826 = add nsw i64 %5824, %5825
+  %arena1743 = getelementptr inbounds float, ptr %arena, i64 %5826
+  store <16 x float> %t332_c1_01742, ptr %arena1743, align 4
+  %t332_c1_11744 = load <16 x float>, ptr %conv1_weight_grad.t332_c1_1, align 64
+  %5827 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5828 = add nsw i64 %5827, 1
+  %5829 = mul nsw i64 %5828, 32
+  %5830 = add nsw i64 443456, %5829
+  %5831 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5832 = add nsw i64 %5830, %5831
+  %5833 = add nsw i64 %5832, 16
+  %arena1745 = getelementptr inbounds float, ptr %arena, i64 %5833
+  store <16 x float> %t332_c1_11744, ptr %arena1745, align 4
+  %t332_c2_01746 = load <16 x float>, ptr %conv1_weight_grad.t332_c2_0, align 64
+  %5834 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5835 = add nsw i64 %5834, 2
+  %5836 = mul nsw i64 %5835, 32
+  %5837 = add nsw i64 443456, %5836
+  %5838 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5839 = add nsw i64 %5837, %5838
+  %arena1747 = getelementptr inbounds float, ptr %arena, i64 %5839
+  store <16 x float> %t332_c2_01746, ptr %arena1747, align 4
+  %t332_c2_11748 = load <16 x float>, ptr %conv1_weight_grad.t332_c2_1, align 64
+  %5840 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5841 = add nsw i64 %5840, 2
+  %5842 = mul nsw i64 %5841, 32
+  %5843 = add nsw i64 443456, %5842
+  %5844 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5845 = add nsw i64 %5843, %5844
+  %5846 = add nsw i64 %5845, 16
+  %arena1749 = getelementptr inbounds float, ptr %arena, i64 %5846
+  store <16 x float> %t332_c2_11748, ptr %arena1749, align 4
+  %t332_c3_01750 = load <16 x float>, ptr %conv1_weight_grad.t332_c3_0, align 64
+  %5847 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5848 = add nsw i64 %5847, 3
+  %5849 = mul nsw i64 %5848, 32
+  %5850 = add nsw i64 443456, %5849
+  %5851 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5852 = add nsw i64 %5850, %5851
+  %arena1751 = getelementptr inbounds float, ptr %arena, i64 %5852
+  store <16 x float> %t332_c3_01750, ptr %arena1751, align 4
+  %t332_c3_11752 = load <16 x float>, ptr %conv1_weight_grad.t332_c3_1, align 64
+  %5853 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5854 = add nsw i64 %5853, 3
+  %5855 = mul nsw i64 %5854, 32
+  %5856 = add nsw i64 443456, %5855
+  %5857 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5858 = add nsw i64 %5856, %5857
+  %5859 = add nsw i64 %5858, 16
+  %arena1753 = getelementptr inbounds float, ptr %arena, i64 %5859
+  store <16 x float> %t332_c3_11752, ptr %arena1753, align 4
+  %t332_c4_01754 = load <16 x float>, ptr %conv1_weight_grad.t332_c4_0, align 64
+  %5860 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5861 = add nsw i64 %5860, 4
+  %5862 = mul nsw i64 %5861, 32
+  %5863 = add nsw i64 443456, %5862
+  %5864 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5865 = add nsw i64 %5863, %5864
+  %arena1755 = getelementptr inbounds float, ptr %arena, i64 %5865
+  store <16 x float> %t332_c4_01754, ptr %arena1755, align 4
+  %t332_c4_11756 = load <16 x float>, ptr %conv1_weight_grad.t332_c4_1, align 64
+  %5866 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5867 = add nsw i64 %5866, 4
+  %5868 = mul nsw i64 %5867, 32
+  %5869 = add nsw i64 443456, %5868
+  %5870 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5871 = add nsw i64 %5869, %5870
+  %5872 = add nsw i64 %5871, 16
+  %arena1757 = getelementptr inbounds float, ptr %arena, i64 %5872
+  store <16 x float> %t332_c4_11756, ptr %arena1757, align 4
+  %t332_c5_01758 = load <16 x float>, ptr %conv1_weight_grad.t332_c5_0, align 64
+  %5873 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5874 = add nsw i64 %5873, 5
+  %5875 = mul nsw i64 %5874, 32
+  %5876 = add nsw i64 443456, %5875
+  %5877 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5878 = add nsw i64 %5876, %5877
+  %arena1759 = getelementptr inbounds float, ptr %arena, i64 %5878
+  store <16 x float> %t332_c5_01758, ptr %arena1759, align 4
+  %t332_c5_11760 = load <16 x float>, ptr %conv1_weight_grad.t332_c5_1, align 64
+  %5879 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5880 = add nsw i64 %5879, 5
+  %5881 = mul nsw i64 %5880, 32
+  %5882 = add nsw i64 443456, %5881
+  %5883 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5884 = add nsw i64 %5882, %5883
+  %5885 = add nsw i64 %5884, 16
+  %arena1761 = getelementptr inbounds float, ptr %arena, i64 %5885
+  store <16 x float> %t332_c5_11760, ptr %arena1761, align 4
+  %t332_c6_01762 = load <16 x float>, ptr %conv1_weight_grad.t332_c6_0, align 64
+  %5886 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5887 = add nsw i64 %5886, 6
+  %5888 = mul nsw i64 %5887, 32
+  %5889 = add nsw i64 443456, %5888
+  %5890 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5891 = add nsw i64 %5889, %5890
+  %arena1763 = getelementptr inbounds float, ptr %arena, i64 %5891
+  store <16 x float> %t332_c6_01762, ptr %arena1763, align 4
+  %t332_c6_11764 = load <16 x float>, ptr %conv1_weight_grad.t332_c6_1, align 64
+  %5892 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5893 = add nsw i64 %5892, 6
+  %5894 = mul nsw i64 %5893, 32
+  %5895 = add nsw i64 443456, %5894
+  %5896 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5897 = add nsw i64 %5895, %5896
+  %5898 = add nsw i64 %5897, 16
+  %arena1765 = getelementptr inbounds float, ptr %arena, i64 %5898
+  store <16 x float> %t332_c6_11764, ptr %arena1765, align 4
+  %t332_c7_01766 = load <16 x float>, ptr %conv1_weight_grad.t332_c7_0, align 64
+  %5899 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5900 = add nsw i64 %5899, 7
+  %5901 = mul nsw i64 %5900, 32
+  %5902 = add nsw i64 443456, %5901
+  %5903 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5904 = add nsw i64 %5902, %5903
+  %arena1767 = getelementptr inbounds float, ptr %arena, i64 %5904
+  store <16 x float> %t332_c7_01766, ptr %arena1767, align 4
+  %t332_c7_11768 = load <16 x float>, ptr %conv1_weight_grad.t332_c7_1, align 64
+  %5905 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5906 = add nsw i64 %5905, 7
+  %5907 = mul nsw i64 %5906, 32
+  %5908 = add nsw i64 443456, %5907
+  %5909 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5910 = add nsw i64 %5908, %5909
+  %5911 = add nsw i64 %5910, 16
+  %arena1769 = getelementptr inbounds float, ptr %arena, i64 %5911
+  store <16 x float> %t332_c7_11768, ptr %arena1769, align 4
+  %t332_c8_01770 = load <16 x float>, ptr %conv1_weight_grad.t332_c8_0, align 64
+  %5912 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5913 = add nsw i64 %5912, 8
+  %5914 = mul nsw i64 %5913, 32
+  %5915 = add nsw i64 443456, %5914
+  %5916 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5917 = add nsw i64 %5915, %5916
+  %arena1771 = getelementptr inbounds float, ptr %arena, i64 %5917
+  store <16 x float> %t332_c8_01770, ptr %arena1771, align 4
+  %t332_c8_11772 = load <16 x float>, ptr %conv1_weight_grad.t332_c8_1, align 64
+  %5918 = mul nsw i64 %conv1_weight_grad.mb3311682, 9
+  %5919 = add nsw i64 %5918, 8
+  %5920 = mul nsw i64 %5919, 32
+  %5921 = add nsw i64 443456, %5920
+  %5922 = mul nsw i64 %conv1_weight_grad.nb3301681, 32
+  %5923 = add nsw i64 %5921, %5922
+  %5924 = add nsw i64 %5923, 16
+  %arena1773 = getelementptr inbounds float, ptr %arena, i64 %5924
+  store <16 x float> %t332_c8_11772, ptr %arena1773, align 4
+  %mb331.next = add nsw i64 %conv1_weight_grad.mb3311682, 1
+  %5925 = icmp slt i64 %mb331.next, 1
+  br i1 %5925, label %conv1_weight_grad.mb331, label %conv1_weight_grad.mb331.end
 
-conv1_weight_grad.f318.end:                       ; preds = %conv1_weight_grad.r319.end
-  br label %conv1_bias_grad.i320
+conv1_weight_grad.f334:                           ; preds = %conv1_weight_grad.r335.end, %conv1_weight_grad.g312.end
+  %conv1_weight_grad.f3341774 = phi i64 [ 0, %conv1_weight_grad.g312.end ], [ %f334.next, %conv1_weight_grad.r335.end ]
+  br label %conv1_weight_grad.r335
 
-conv1_weight_grad.r319:                           ; preds = %conv1_weight_grad.r319, %conv1_weight_grad.f318
-  %conv1_weight_grad.r3191760 = phi i64 [ 0, %conv1_weight_grad.f318 ], [ %r319.next, %conv1_weight_grad.r319 ]
-  %5890 = mul nsw i64 %conv1_weight_grad.r3191760, 32
-  %5891 = add nsw i64 443456, %5890
-  %5892 = add nsw i64 %5891, %conv1_weight_grad.f3181759
-  %arena1761 = getelementptr inbounds float, ptr %arena, i64 %5892
-  %5893 = load float, ptr %arena1761, align 4
-  %5894 = mul nsw i64 %conv1_weight_grad.f3181759, 9
-  %5895 = add nsw i64 %5894, %conv1_weight_grad.r3191760
-  %grads1762 = getelementptr inbounds float, ptr %grads, i64 %5895
-  store float %5893, ptr %grads1762, align 4
-  %r319.next = add nsw i64 %conv1_weight_grad.r3191760, 1
-  %5896 = icmp slt i64 %r319.next, 9
-  br i1 %5896, label %conv1_weight_grad.r319, label %conv1_weight_grad.r319.end
+conv1_weight_grad.f334.end:                       ; preds = %conv1_weight_grad.r335.end
+  br label %conv1_bias_grad.f336
 
-conv1_weight_grad.r319.end:                       ; preds = %conv1_weight_grad.r319
-  %f318.next = add nsw i64 %conv1_weight_grad.f3181759, 1
-  %5897 = icmp slt i64 %f318.next, 32
-  br i1 %5897, label %conv1_weight_grad.f318, label %conv1_weight_grad.f318.end
+conv1_weight_grad.r335:                           ; preds = %conv1_weight_grad.r335, %conv1_weight_grad.f334
+  %conv1_weight_grad.r3351775 = phi i64 [ 0, %conv1_weight_grad.f334 ], [ %r335.next, %conv1_weight_grad.r335 ]
+  %5926 = mul nsw i64 %conv1_weight_grad.r3351775, 32
+  %5927 = add nsw i64 443456, %5926
+  %5928 = add nsw i64 %5927, %conv1_weight_grad.f3341774
+  %arena1776 = getelementptr inbounds float, ptr %arena, i64 %5928
+  %5929 = load float, ptr %arena1776, align 4
+  %5930 = mul nsw i64 %conv1_weight_grad.f3341774, 9
+  %5931 = add nsw i64 %5930, %conv1_weight_grad.r3351775
+  %grads1777 = getelementptr inbounds float, ptr %grads, i64 %5931
+  store float %5929, ptr %grads1777, align 4
+  %r335.next = add nsw i64 %conv1_weight_grad.r3351775, 1
+  %5932 = icmp slt i64 %r335.next, 9
+  br i1 %5932, label %conv1_weight_grad.r335, label %conv1_weight_grad.r335.end
 
-conv1_bias_grad.i320:                             ; preds = %conv1_bias_grad.i320, %conv1_weight_grad.f318.end
-  %conv1_bias_grad.i3201763 = phi i64 [ 0, %conv1_weight_grad.f318.end ], [ %i320.next, %conv1_bias_grad.i320 ]
-  %arena1764 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i3201763
-  store float 1.000000e+00, ptr %arena1764, align 4
-  %i320.next = add nsw i64 %conv1_bias_grad.i3201763, 1
-  %5898 = icmp slt i64 %i320.next, 676
-  br i1 %5898, label %conv1_bias_grad.i320, label %conv1_bias_grad.i320.end
+conv1_weight_grad.r335.end:                       ; preds = %conv1_weight_grad.r335
+  %f334.next = add nsw i64 %conv1_weight_grad.f3341774, 1
+  %5933 = icmp slt i64 %f334.next, 32
+  br i1 %5933, label %conv1_weight_grad.f334, label %conv1_weight_grad.f334.end
 
-conv1_bias_grad.i320.end:                         ; preds = %conv1_bias_grad.i320
-  br label %conv1_bias_grad.i321
+conv1_bias_grad.f336:                             ; preds = %conv1_bias_grad.img338.end, %conv1_weight_grad.f334.end
+  %conv1_bias_grad.f3361778 = phi i64 [ 0, %conv1_weight_grad.f334.end ], [ %f336.next, %conv1_bias_grad.img338.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc337, align 64
+  br label %conv1_bias_grad.img338
 
-conv1_bias_grad.i321:                             ; preds = %conv1_bias_grad.i321, %conv1_bias_grad.i320.end
-  %conv1_bias_grad.i3211765 = phi i64 [ 0, %conv1_bias_grad.i320.end ], [ %i321.next, %conv1_bias_grad.i321 ]
-  %5899 = add nsw i64 288, %conv1_bias_grad.i3211765
-  %grads1766 = getelementptr inbounds float, ptr %grads, i64 %5899
-  store float 0.000000e+00, ptr %grads1766, align 4
-  %i321.next = add nsw i64 %conv1_bias_grad.i3211765, 1
-  %5900 = icmp slt i64 %i321.next, 32
-  br i1 %5900, label %conv1_bias_grad.i321, label %conv1_bias_grad.i321.end
+conv1_bias_grad.f336.end:                         ; preds = %conv1_bias_grad.img338.end
+  %5934 = sitofp i64 %step to float
+  %5935 = fmul float %5934, 0xBFBAF8E8A0000000
+  %5936 = call float @llvm.exp.f32(float %5935)
+  %5937 = fsub float 1.000000e+00, %5936
+  %5938 = fdiv float %lr, %5937
+  store float %5938, ptr %adam.step_size355, align 4
+  %5939 = sitofp i64 %step to float
+  %5940 = fmul float %5939, 0xBF50645940000000
+  %5941 = call float @llvm.exp.f32(float %5940)
+  %5942 = fsub float 1.000000e+00, %5941
+  %5943 = call float @llvm.sqrt.f32(float %5942)
+  store float %5943, ptr %adam.bc2_sqrt356, align 4
+  br label %adam.i357
 
-conv1_bias_grad.i321.end:                         ; preds = %conv1_bias_grad.i321
-  br label %conv1_bias_grad.img322
+conv1_bias_grad.img338:                           ; preds = %conv1_bias_grad.i339.end, %conv1_bias_grad.f336
+  %conv1_bias_grad.img3381779 = phi i64 [ 0, %conv1_bias_grad.f336 ], [ %img338.next, %conv1_bias_grad.i339.end ]
+  br label %conv1_bias_grad.i339
 
-conv1_bias_grad.img322:                           ; preds = %conv1_bias_grad.img322, %conv1_bias_grad.i321.end
-  %conv1_bias_grad.img3221767 = phi i64 [ 0, %conv1_bias_grad.i321.end ], [ %img322.next, %conv1_bias_grad.img322 ]
-  %5901 = mul nsw i64 %conv1_bias_grad.img3221767, 21632
-  %5902 = add nsw i64 3171600, %5901
-  %arena1768 = getelementptr inbounds float, ptr %arena, i64 %5902
-  %arena1769 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads1770 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 676, float 1.000000e+00, ptr %arena1768, i32 676, ptr %arena1769, i32 1, float 1.000000e+00, ptr %grads1770, i32 1)
-  %img322.next = add nsw i64 %conv1_bias_grad.img3221767, 1
-  %5903 = icmp slt i64 %img322.next, 64
-  br i1 %5903, label %conv1_bias_grad.img322, label %conv1_bias_grad.img322.end
+conv1_bias_grad.img338.end:                       ; preds = %conv1_bias_grad.i339.end
+  %acc3371784 = load <16 x float>, ptr %conv1_bias_grad.acc337, align 64
+  %arena1785 = getelementptr inbounds float, ptr %arena, i64 0
+  store <16 x float> %acc3371784, ptr %arena1785, align 4
+  %arena1786 = getelementptr inbounds float, ptr %arena, i64 0
+  %5944 = load float, ptr %arena1786, align 4
+  %arena1787 = getelementptr inbounds float, ptr %arena, i64 1
+  %5945 = load float, ptr %arena1787, align 4
+  %5946 = fadd float %5944, %5945
+  store float %5946, ptr %conv1_bias_grad.sum340, align 4
+  %sum340 = load float, ptr %conv1_bias_grad.sum340, align 4
+  %arena1788 = getelementptr inbounds float, ptr %arena, i64 2
+  %5947 = load float, ptr %arena1788, align 4
+  %5948 = fadd float %sum340, %5947
+  store float %5948, ptr %conv1_bias_grad.sum341, align 4
+  %sum341 = load float, ptr %conv1_bias_grad.sum341, align 4
+  %arena1789 = getelementptr inbounds float, ptr %arena, i64 3
+  %5949 = load float, ptr %arena1789, align 4
+  %5950 = fadd float %sum341, %5949
+  store float %5950, ptr %conv1_bias_grad.sum342, align 4
+  %sum342 = load float, ptr %conv1_bias_grad.sum342, align 4
+  %arena1790 = getelementptr inbounds float, ptr %arena, i64 4
+  %5951 = load float, ptr %arena1790, align 4
+  %5952 = fadd float %sum342, %5951
+  store float %5952, ptr %conv1_bias_grad.sum343, align 4
+  %sum343 = load float, ptr %conv1_bias_grad.sum343, align 4
+  %arena1791 = getelementptr inbounds float, ptr %arena, i64 5
+  %5953 = load float, ptr %arena1791, align 4
+  %5954 = fadd float %sum343, %5953
+  store float %5954, ptr %conv1_bias_grad.sum344, align 4
+  %sum344 = load float, ptr %conv1_bias_grad.sum344, align 4
+  %arena1792 = getelementptr inbounds float, ptr %arena, i64 6
+  %5955 = load float, ptr %arena1792, align 4
+  %5956 = fadd float %sum344, %5955
+  store float %5956, ptr %conv1_bias_grad.sum345, align 4
+  %sum345 = load float, ptr %conv1_bias_grad.sum345, align 4
+  %arena1793 = getelementptr inbounds float, ptr %arena, i64 7
+  %5957 = load float, ptr %arena1793, align 4
+  %5958 = fadd float %sum345, %5957
+  store float %5958, ptr %conv1_bias_grad.sum346, align 4
+  %sum346 = load float, ptr %conv1_bias_grad.sum346, align 4
+  %arena1794 = getelementptr inbounds float, ptr %arena, i64 8
+  %5959 = load float, ptr %arena1794, align 4
+  %5960 = fadd float %sum346, %5959
+  store float %5960, ptr %conv1_bias_grad.sum347, align 4
+  %sum347 = load float, ptr %conv1_bias_grad.sum347, align 4
+  %arena1795 = getelementptr inbounds float, ptr %arena, i64 9
+  %5961 = load float, ptr %arena1795, align 4
+  %5962 = fadd float %sum347, %5961
+  store float %5962, ptr %conv1_bias_grad.sum348, align 4
+  %sum348 = load float, ptr %conv1_bias_grad.sum348, align 4
+  %arena1796 = getelementptr inbounds float, ptr %arena, i64 10
+  %5963 = load float, ptr %arena1796, align 4
+  %5964 = fadd float %sum348, %5963
+  store float %5964, ptr %conv1_bias_grad.sum349, align 4
+  %sum349 = load float, ptr %conv1_bias_grad.sum349, align 4
+  %arena1797 = getelementptr inbounds float, ptr %arena, i64 11
+  %5965 = load float, ptr %arena1797, align 4
+  %5966 = fadd float %sum349, %5965
+  store float %5966, ptr %conv1_bias_grad.sum350, align 4
+  %sum350 = load float, ptr %conv1_bias_grad.sum350, align 4
+  %arena1798 = getelementptr inbounds float, ptr %arena, i64 12
+  %5967 = load float, ptr %arena1798, align 4
+  %5968 = fadd float %sum350, %5967
+  store float %5968, ptr %conv1_bias_grad.sum351, align 4
+  %sum351 = load float, ptr %conv1_bias_grad.sum351, align 4
+  %arena1799 = getelementptr inbounds float, ptr %arena, i64 13
+  %5969 = load float, ptr %arena1799, align 4
+  %5970 = fadd float %sum351, %5969
+  store float %5970, ptr %conv1_bias_grad.sum352, align 4
+  %sum352 = load float, ptr %conv1_bias_grad.sum352, align 4
+  %arena1800 = getelementptr inbounds float, ptr %arena, i64 14
+  %5971 = load float, ptr %arena1800, align 4
+  %5972 = fadd float %sum352, %5971
+  store float %5972, ptr %conv1_bias_grad.sum353, align 4
+  %sum353 = load float, ptr %conv1_bias_grad.sum353, align 4
+  %arena1801 = getelementptr inbounds float, ptr %arena, i64 15
+  %5973 = load float, ptr %arena1801, align 4
+  %5974 = fadd float %sum353, %5973
+  store float %5974, ptr %conv1_bias_grad.sum354, align 4
+  %sum354 = load float, ptr %conv1_bias_grad.sum354, align 4
+  %5975 = add nsw i64 288, %conv1_bias_grad.f3361778
+  %grads1802 = getelementptr inbounds float, ptr %grads, i64 %5975
+  store float %sum354, ptr %grads1802, align 4
+  %f336.next = add nsw i64 %conv1_bias_grad.f3361778, 1
+  %5976 = icmp slt i64 %f336.next, 32
+  br i1 %5976, label %conv1_bias_grad.f336, label %conv1_bias_grad.f336.end
 
-conv1_bias_grad.img322.end:                       ; preds = %conv1_bias_grad.img322
-  %5904 = sitofp i64 %step to float
-  %5905 = fmul float %5904, 0xBFBAF8E8A0000000
-  %5906 = call float @llvm.exp.f32(float %5905)
-  %5907 = fsub float 1.000000e+00, %5906
-  %5908 = fdiv float %lr, %5907
-  store float %5908, ptr %adam.step_size323, align 4
-  %5909 = sitofp i64 %step to float
-  %5910 = fmul float %5909, 0xBF50645940000000
-  %5911 = call float @llvm.exp.f32(float %5910)
-  %5912 = fsub float 1.000000e+00, %5911
-  %5913 = call float @llvm.sqrt.f32(float %5912)
-  store float %5913, ptr %adam.bc2_sqrt324, align 4
-  br label %adam.i325
+conv1_bias_grad.i339:                             ; preds = %conv1_bias_grad.i339, %conv1_bias_grad.img338
+  %conv1_bias_grad.i3391780 = phi i64 [ 0, %conv1_bias_grad.img338 ], [ %i339.next, %conv1_bias_grad.i339 ]
+  %5977 = mul nsw i64 %conv1_bias_grad.img3381779, 21632
+  %5978 = add nsw i64 3171600, %5977
+  %5979 = mul nsw i64 %conv1_bias_grad.f3361778, 676
+  %5980 = add nsw i64 %5978, %5979
+  %5981 = mul nsw i64 %conv1_bias_grad.i3391780, 16
+  %5982 = add nsw i64 %5980, %5981
+  %arena1781 = getelementptr inbounds float, ptr %arena, i64 %5982
+  %5983 = load <16 x float>, ptr %arena1781, align 4
+  %acc337 = load <16 x float>, ptr %conv1_bias_grad.acc337, align 64
+  %5984 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %5983, <16 x float> %acc337)
+  store <16 x float> %5984, ptr %conv1_bias_grad.acc337, align 64
+  %i339.next = add nsw i64 %conv1_bias_grad.i3391780, 1
+  %5985 = icmp slt i64 %i339.next, 42
+  br i1 %5985, label %conv1_bias_grad.i339, label %conv1_bias_grad.i339.end
 
-adam.i325:                                        ; preds = %adam.i325, %conv1_bias_grad.img322.end
-  %adam.i3251771 = phi i64 [ 0, %conv1_bias_grad.img322.end ], [ %i325.next, %adam.i325 ]
-  %grads1772 = getelementptr inbounds float, ptr %grads, i64 %adam.i3251771
-  %5914 = load float, ptr %grads1772, align 4
-  %params1773 = getelementptr inbounds float, ptr %params, i64 %adam.i3251771
-  %5915 = load float, ptr %params1773, align 4
-  %5916 = fmul float 0.000000e+00, %5915
-  %5917 = fadd float %5914, %5916
-  store float %5917, ptr %adam.g, align 4
-  %m1774 = getelementptr inbounds float, ptr %m, i64 %adam.i3251771
-  %5918 = load float, ptr %m1774, align 4
-  %5919 = fmul float 0x3FECCCCCC0000000, %5918
+conv1_bias_grad.i339.end:                         ; preds = %conv1_bias_grad.i339
+  %5986 = mul nsw i64 %conv1_bias_grad.img3381779, 21632
+  %5987 = add nsw i64 3171600, %5986
+  %5988 = mul nsw i64 %conv1_bias_grad.f3361778, 676
+  %5989 = add nsw i64 %5987, %5988
+  %5990 = add nsw i64 %5989, 672
+  %arena1782 = getelementptr inbounds float, ptr %arena, i64 %5990
+  %5991 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1782, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  %acc3371783 = load <16 x float>, ptr %conv1_bias_grad.acc337, align 64
+  %5992 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %5991, <16 x float> %acc3371783)
+  store <16 x float> %5992, ptr %conv1_bias_grad.acc337, align 64
+  %img338.next = add nsw i64 %conv1_bias_grad.img3381779, 1
+  %5993 = icmp slt i64 %img338.next, 64
+  br i1 %5993, label %conv1_bias_grad.img338, label %conv1_bias_grad.img338.end
+
+adam.i357:                                        ; preds = %adam.i357, %conv1_bias_grad.f336.end
+  %adam.i3571803 = phi i64 [ 0, %conv1_bias_grad.f336.end ], [ %i357.next, %adam.i357 ]
+  %grads1804 = getelementptr inbounds float, ptr %grads, i64 %adam.i3571803
+  %5994 = load float, ptr %grads1804, align 4
+  %params1805 = getelementptr inbounds float, ptr %params, i64 %adam.i3571803
+  %5995 = load float, ptr %params1805, align 4
+  %5996 = fmul float 0.000000e+00, %5995
+  %5997 = fadd float %5994, %5996
+  store float %5997, ptr %adam.g, align 4
+  %m1806 = getelementptr inbounds float, ptr %m, i64 %adam.i3571803
+  %5998 = load float, ptr %m1806, align 4
+  %5999 = fmul float 0x3FECCCCCC0000000, %5998
   %g = load float, ptr %adam.g, align 4
-  %5920 = fmul float 0x3FB9999A00000000, %g
-  %5921 = fadd float %5919, %5920
-  store float %5921, ptr %adam.m_new, align 4
-  %v1775 = getelementptr inbounds float, ptr %v, i64 %adam.i3251771
-  %5922 = load float, ptr %v1775, align 4
-  %5923 = fmul float 0x3FEFF7CEE0000000, %5922
-  %g1776 = load float, ptr %adam.g, align 4
-  %5924 = fmul float 0x3F50624000000000, %g1776
-  %g1777 = load float, ptr %adam.g, align 4
-  %5925 = fmul float %5924, %g1777
-  %5926 = fadd float %5923, %5925
-  store float %5926, ptr %adam.v_new, align 4
+  %6000 = fmul float 0x3FB9999A00000000, %g
+  %6001 = fadd float %5999, %6000
+  store float %6001, ptr %adam.m_new, align 4
+  %v1807 = getelementptr inbounds float, ptr %v, i64 %adam.i3571803
+  %6002 = load float, ptr %v1807, align 4
+  %6003 = fmul float 0x3FEFF7CEE0000000, %6002
+  %g1808 = load float, ptr %adam.g, align 4
+  %6004 = fmul float 0x3F50624000000000, %g1808
+  %g1809 = load float, ptr %adam.g, align 4
+  %6005 = fmul float %6004, %g1809
+  %6006 = fadd float %6003, %6005
+  store float %6006, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1778 = getelementptr inbounds float, ptr %m, i64 %adam.i3251771
-  store float %m_new, ptr %m1778, align 4
+  %m1810 = getelementptr inbounds float, ptr %m, i64 %adam.i3571803
+  store float %m_new, ptr %m1810, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1779 = getelementptr inbounds float, ptr %v, i64 %adam.i3251771
-  store float %v_new, ptr %v1779, align 4
-  %params1780 = getelementptr inbounds float, ptr %params, i64 %adam.i3251771
-  %5927 = load float, ptr %params1780, align 4
-  %step_size323 = load float, ptr %adam.step_size323, align 4
-  %m_new1781 = load float, ptr %adam.m_new, align 4
-  %5928 = fmul float %step_size323, %m_new1781
-  %v_new1782 = load float, ptr %adam.v_new, align 4
-  %5929 = call float @llvm.sqrt.f32(float %v_new1782)
-  %bc2_sqrt324 = load float, ptr %adam.bc2_sqrt324, align 4
-  %5930 = fdiv float %5929, %bc2_sqrt324
-  %5931 = fadd float %5930, 0x3E45798EE0000000
-  %5932 = fdiv float %5928, %5931
-  %5933 = fsub float %5927, %5932
-  %params1783 = getelementptr inbounds float, ptr %params, i64 %adam.i3251771
-  store float %5933, ptr %params1783, align 4
-  %i325.next = add nsw i64 %adam.i3251771, 1
-  %5934 = icmp slt i64 %i325.next, 1199882
-  br i1 %5934, label %adam.i325, label %adam.i325.end
+  %v1811 = getelementptr inbounds float, ptr %v, i64 %adam.i3571803
+  store float %v_new, ptr %v1811, align 4
+  %params1812 = getelementptr inbounds float, ptr %params, i64 %adam.i3571803
+  %6007 = load float, ptr %params1812, align 4
+  %step_size355 = load float, ptr %adam.step_size355, align 4
+  %m_new1813 = load float, ptr %adam.m_new, align 4
+  %6008 = fmul float %step_size355, %m_new1813
+  %v_new1814 = load float, ptr %adam.v_new, align 4
+  %6009 = call float @llvm.sqrt.f32(float %v_new1814)
+  %bc2_sqrt356 = load float, ptr %adam.bc2_sqrt356, align 4
+  %6010 = fdiv float %6009, %bc2_sqrt356
+  %6011 = fadd float %6010, 0x3E45798EE0000000
+  %6012 = fdiv float %6008, %6011
+  %6013 = fsub float %6007, %6012
+  %params1815 = getelementptr inbounds float, ptr %params, i64 %adam.i3571803
+  store float %6013, ptr %params1815, align 4
+  %i357.next = add nsw i64 %adam.i3571803, 1
+  %6014 = icmp slt i64 %i357.next, 1199882
+  br i1 %6014, label %adam.i357, label %adam.i357.end
 
-adam.i325.end:                                    ; preds = %adam.i325
+adam.i357.end:                                    ; preds = %adam.i357
   ret void
 }
 
@@ -11573,6 +11782,9 @@ declare float @llvm.exp.f32(float) #0
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.log.f32(float) #0
+
+; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
+declare <16 x float> @llvm.masked.load.v16f32.p0(ptr nocapture, i32 immarg, <16 x i1>, <16 x float>) #1
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #0
@@ -14202,3 +14414,4 @@ probs.k78.end:                                    ; preds = %probs.k78
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
+attributes #1 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }

@@ -7,149 +7,181 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt330 = alloca float, align 4
-  %adam.step_size329 = alloca float, align 4
-  %conv1_weight_grad.t322_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t322_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t318_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt362 = alloca float, align 4
+  %adam.step_size361 = alloca float, align 4
+  %conv1_bias_grad.sum360 = alloca float, align 4
+  %conv1_bias_grad.sum359 = alloca float, align 4
+  %conv1_bias_grad.sum358 = alloca float, align 4
+  %conv1_bias_grad.sum357 = alloca float, align 4
+  %conv1_bias_grad.sum356 = alloca float, align 4
+  %conv1_bias_grad.sum355 = alloca float, align 4
+  %conv1_bias_grad.sum354 = alloca float, align 4
+  %conv1_bias_grad.sum353 = alloca float, align 4
+  %conv1_bias_grad.sum352 = alloca float, align 4
+  %conv1_bias_grad.sum351 = alloca float, align 4
+  %conv1_bias_grad.sum350 = alloca float, align 4
+  %conv1_bias_grad.sum349 = alloca float, align 4
+  %conv1_bias_grad.sum348 = alloca float, align 4
+  %conv1_bias_grad.sum347 = alloca float, align 4
+  %conv1_bias_grad.sum346 = alloca float, align 4
+  %conv1_bias_grad.acc343 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t338_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.sum308 = alloca float, align 4
+  %pool1_grad.sum307 = alloca float, align 4
+  %pool1_grad.sum306 = alloca float, align 4
+  %pool1_grad.sum305 = alloca float, align 4
+  %pool1_grad.sum302 = alloca float, align 4
+  %pool1_grad.sum301 = alloca float, align 4
+  %pool1_grad.sum300 = alloca float, align 4
+  %pool1_grad.sum299 = alloca float, align 4
+  %pool1_grad.sum298 = alloca float, align 4
+  %pool1_grad.sum297 = alloca float, align 4
+  %pool1_grad.sum294 = alloca float, align 4
+  %pool1_grad.sum293 = alloca float, align 4
   %pool1_grad.sum292 = alloca float, align 4
   %pool1_grad.sum291 = alloca float, align 4
-  %pool1_grad.sum290 = alloca float, align 4
-  %pool1_grad.sum289 = alloca float, align 4
+  %pool1_grad.sum288 = alloca float, align 4
+  %pool1_grad.sum287 = alloca float, align 4
   %pool1_grad.sum286 = alloca float, align 4
   %pool1_grad.sum285 = alloca float, align 4
   %pool1_grad.sum284 = alloca float, align 4
   %pool1_grad.sum283 = alloca float, align 4
-  %pool1_grad.sum282 = alloca float, align 4
-  %pool1_grad.sum281 = alloca float, align 4
+  %pool1_grad.sum280 = alloca float, align 4
+  %pool1_grad.sum279 = alloca float, align 4
   %pool1_grad.sum278 = alloca float, align 4
   %pool1_grad.sum277 = alloca float, align 4
   %pool1_grad.sum276 = alloca float, align 4
   %pool1_grad.sum275 = alloca float, align 4
+  %pool1_grad.sum274 = alloca float, align 4
+  %pool1_grad.sum273 = alloca float, align 4
   %pool1_grad.sum272 = alloca float, align 4
-  %pool1_grad.sum271 = alloca float, align 4
-  %pool1_grad.sum270 = alloca float, align 4
   %pool1_grad.sum269 = alloca float, align 4
   %pool1_grad.sum268 = alloca float, align 4
   %pool1_grad.sum267 = alloca float, align 4
+  %pool1_grad.sum266 = alloca float, align 4
+  %pool1_grad.sum265 = alloca float, align 4
   %pool1_grad.sum264 = alloca float, align 4
-  %pool1_grad.sum263 = alloca float, align 4
-  %pool1_grad.sum262 = alloca float, align 4
   %pool1_grad.sum261 = alloca float, align 4
   %pool1_grad.sum260 = alloca float, align 4
   %pool1_grad.sum259 = alloca float, align 4
   %pool1_grad.sum258 = alloca float, align 4
-  %pool1_grad.sum257 = alloca float, align 4
-  %pool1_grad.sum256 = alloca float, align 4
+  %pool1_grad.sum255 = alloca float, align 4
+  %pool1_grad.sum254 = alloca float, align 4
   %pool1_grad.sum253 = alloca float, align 4
   %pool1_grad.sum252 = alloca float, align 4
   %pool1_grad.sum251 = alloca float, align 4
   %pool1_grad.sum250 = alloca float, align 4
-  %pool1_grad.sum249 = alloca float, align 4
-  %pool1_grad.sum248 = alloca float, align 4
+  %pool1_grad.sum247 = alloca float, align 4
+  %pool1_grad.sum246 = alloca float, align 4
   %pool1_grad.sum245 = alloca float, align 4
   %pool1_grad.sum244 = alloca float, align 4
-  %pool1_grad.sum243 = alloca float, align 4
-  %pool1_grad.sum242 = alloca float, align 4
-  %pool1_grad.sum239 = alloca float, align 4
-  %pool1_grad.sum238 = alloca float, align 4
-  %pool1_grad.sum237 = alloca float, align 4
-  %pool1_grad.sum236 = alloca float, align 4
-  %pool1_grad.sum235 = alloca float, align 4
-  %pool1_grad.sum234 = alloca float, align 4
-  %pool1_grad.sum231 = alloca float, align 4
-  %pool1_grad.sum230 = alloca float, align 4
-  %pool1_grad.sum229 = alloca float, align 4
-  %pool1_grad.sum228 = alloca float, align 4
-  %pool1_grad.t222_a5 = alloca <16 x float>, align 64
-  %pool1_grad.t222_a4 = alloca <16 x float>, align 64
-  %pool1_grad.t222_a3 = alloca <16 x float>, align 64
-  %pool1_grad.t222_a2 = alloca <16 x float>, align 64
-  %pool1_grad.t222_a1 = alloca <16 x float>, align 64
-  %pool1_grad.t222_a0 = alloca <16 x float>, align 64
-  %pool1_grad.t222_b3 = alloca <16 x float>, align 64
-  %pool1_grad.t222_b2 = alloca <16 x float>, align 64
-  %pool1_grad.t222_b1 = alloca <16 x float>, align 64
-  %pool1_grad.t222_b0 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c5_3 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c5_2 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c5_1 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c5_0 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c4_3 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c4_2 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c4_1 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c4_0 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c3_3 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c3_2 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c3_1 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c3_0 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c2_3 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c2_2 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c2_1 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c2_0 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c1_3 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c1_2 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c1_1 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c1_0 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c0_3 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c0_2 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c0_1 = alloca <16 x float>, align 64
-  %pool1_grad.t222_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.t238_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t238_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t238_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t238_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t238_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t238_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t238_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t238_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t238_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t238_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t238_c0_0 = alloca <16 x float>, align 64
+  %conv2_bias_grad.sum231 = alloca float, align 4
+  %conv2_bias_grad.sum230 = alloca float, align 4
+  %conv2_bias_grad.sum229 = alloca float, align 4
+  %conv2_bias_grad.sum228 = alloca float, align 4
+  %conv2_bias_grad.sum227 = alloca float, align 4
+  %conv2_bias_grad.sum226 = alloca float, align 4
+  %conv2_bias_grad.sum225 = alloca float, align 4
+  %conv2_bias_grad.sum224 = alloca float, align 4
+  %conv2_bias_grad.sum223 = alloca float, align 4
+  %conv2_bias_grad.sum222 = alloca float, align 4
+  %conv2_bias_grad.sum221 = alloca float, align 4
+  %conv2_bias_grad.sum220 = alloca float, align 4
+  %conv2_bias_grad.sum219 = alloca float, align 4
+  %conv2_bias_grad.sum218 = alloca float, align 4
+  %conv2_bias_grad.sum217 = alloca float, align 4
+  %conv2_bias_grad.acc214 = alloca <16 x float>, align 64
   %conv2_weight_grad.t209_a5 = alloca <16 x float>, align 64
   %conv2_weight_grad.t209_a4 = alloca <16 x float>, align 64
   %conv2_weight_grad.t209_a3 = alloca <16 x float>, align 64
@@ -10907,7 +10939,7 @@ conv2_weight_grad.f211:                           ; preds = %conv2_weight_grad.r
   br label %conv2_weight_grad.r212
 
 conv2_weight_grad.f211.end:                       ; preds = %conv2_weight_grad.r212.end
-  br label %conv2_bias_grad.i213
+  br label %conv2_bias_grad.f213
 
 conv2_weight_grad.r212:                           ; preds = %conv2_weight_grad.r212, %conv2_weight_grad.f211
   %conv2_weight_grad.r2121796 = phi i64 [ 0, %conv2_weight_grad.f211 ], [ %r212.next, %conv2_weight_grad.r212 ]
@@ -10930,3457 +10962,3634 @@ conv2_weight_grad.r212.end:                       ; preds = %conv2_weight_grad.r
   %5411 = icmp slt i64 %f211.next, 64
   br i1 %5411, label %conv2_weight_grad.f211, label %conv2_weight_grad.f211.end
 
-conv2_bias_grad.i213:                             ; preds = %conv2_bias_grad.i213, %conv2_weight_grad.f211.end
-  %conv2_bias_grad.i2131799 = phi i64 [ 0, %conv2_weight_grad.f211.end ], [ %i213.next, %conv2_bias_grad.i213 ]
-  %5412 = add nsw i64 802816, %conv2_bias_grad.i2131799
-  %arena1800 = getelementptr inbounds float, ptr %arena, i64 %5412
-  store float 1.000000e+00, ptr %arena1800, align 4
-  %i213.next = add nsw i64 %conv2_bias_grad.i2131799, 1
-  %5413 = icmp slt i64 %i213.next, 196
-  br i1 %5413, label %conv2_bias_grad.i213, label %conv2_bias_grad.i213.end
-
-conv2_bias_grad.i213.end:                         ; preds = %conv2_bias_grad.i213
-  br label %conv2_bias_grad.i214
-
-conv2_bias_grad.i214:                             ; preds = %conv2_bias_grad.i214, %conv2_bias_grad.i213.end
-  %conv2_bias_grad.i2141801 = phi i64 [ 0, %conv2_bias_grad.i213.end ], [ %i214.next, %conv2_bias_grad.i214 ]
-  %5414 = add nsw i64 18752, %conv2_bias_grad.i2141801
-  %grads1802 = getelementptr inbounds float, ptr %grads, i64 %5414
-  store float 0.000000e+00, ptr %grads1802, align 4
-  %i214.next = add nsw i64 %conv2_bias_grad.i2141801, 1
-  %5415 = icmp slt i64 %i214.next, 64
-  br i1 %5415, label %conv2_bias_grad.i214, label %conv2_bias_grad.i214.end
-
-conv2_bias_grad.i214.end:                         ; preds = %conv2_bias_grad.i214
+conv2_bias_grad.f213:                             ; preds = %conv2_bias_grad.img215.end, %conv2_weight_grad.f211.end
+  %conv2_bias_grad.f2131799 = phi i64 [ 0, %conv2_weight_grad.f211.end ], [ %f213.next, %conv2_bias_grad.img215.end ]
+  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc214, align 64
   br label %conv2_bias_grad.img215
 
-conv2_bias_grad.img215:                           ; preds = %conv2_bias_grad.img215, %conv2_bias_grad.i214.end
-  %conv2_bias_grad.img2151803 = phi i64 [ 0, %conv2_bias_grad.i214.end ], [ %img215.next, %conv2_bias_grad.img215 ]
-  %5416 = mul nsw i64 %conv2_bias_grad.img2151803, 12544
-  %5417 = add nsw i64 1421968, %5416
-  %arena1804 = getelementptr inbounds float, ptr %arena, i64 %5417
-  %arena1805 = getelementptr inbounds float, ptr %arena, i64 802816
-  %grads1806 = getelementptr inbounds float, ptr %grads, i64 18752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 196, float 1.000000e+00, ptr %arena1804, i32 196, ptr %arena1805, i32 1, float 1.000000e+00, ptr %grads1806, i32 1)
-  %img215.next = add nsw i64 %conv2_bias_grad.img2151803, 1
-  %5418 = icmp slt i64 %img215.next, 64
-  br i1 %5418, label %conv2_bias_grad.img215, label %conv2_bias_grad.img215.end
+conv2_bias_grad.f213.end:                         ; preds = %conv2_bias_grad.img215.end
+  br label %pool1_grad.g232
 
-conv2_bias_grad.img215.end:                       ; preds = %conv2_bias_grad.img215
-  br label %pool1_grad.g216
+conv2_bias_grad.img215:                           ; preds = %conv2_bias_grad.i216.end, %conv2_bias_grad.f213
+  %conv2_bias_grad.img2151800 = phi i64 [ 0, %conv2_bias_grad.f213 ], [ %img215.next, %conv2_bias_grad.i216.end ]
+  br label %conv2_bias_grad.i216
 
-pool1_grad.g216:                                  ; preds = %pool1_grad.j224.end, %conv2_bias_grad.img215.end
-  %pool1_grad.g2161807 = phi i64 [ 0, %conv2_bias_grad.img215.end ], [ %g216.next, %pool1_grad.j224.end ]
-  br label %pool1_grad.j217
+conv2_bias_grad.img215.end:                       ; preds = %conv2_bias_grad.i216.end
+  %acc2141805 = load <16 x float>, ptr %conv2_bias_grad.acc214, align 64
+  %arena1806 = getelementptr inbounds float, ptr %arena, i64 802816
+  store <16 x float> %acc2141805, ptr %arena1806, align 4
+  %arena1807 = getelementptr inbounds float, ptr %arena, i64 802816
+  %5412 = load float, ptr %arena1807, align 4
+  %arena1808 = getelementptr inbounds float, ptr %arena, i64 802817
+  %5413 = load float, ptr %arena1808, align 4
+  %5414 = fadd float %5412, %5413
+  store float %5414, ptr %conv2_bias_grad.sum217, align 4
+  %sum217 = load float, ptr %conv2_bias_grad.sum217, align 4
+  %arena1809 = getelementptr inbounds float, ptr %arena, i64 802818
+  %5415 = load float, ptr %arena1809, align 4
+  %5416 = fadd float %sum217, %5415
+  store float %5416, ptr %conv2_bias_grad.sum218, align 4
+  %sum218 = load float, ptr %conv2_bias_grad.sum218, align 4
+  %arena1810 = getelementptr inbounds float, ptr %arena, i64 802819
+  %5417 = load float, ptr %arena1810, align 4
+  %5418 = fadd float %sum218, %5417
+  store float %5418, ptr %conv2_bias_grad.sum219, align 4
+  %sum219 = load float, ptr %conv2_bias_grad.sum219, align 4
+  %arena1811 = getelementptr inbounds float, ptr %arena, i64 802820
+  %5419 = load float, ptr %arena1811, align 4
+  %5420 = fadd float %sum219, %5419
+  store float %5420, ptr %conv2_bias_grad.sum220, align 4
+  %sum220 = load float, ptr %conv2_bias_grad.sum220, align 4
+  %arena1812 = getelementptr inbounds float, ptr %arena, i64 802821
+  %5421 = load float, ptr %arena1812, align 4
+  %5422 = fadd float %sum220, %5421
+  store float %5422, ptr %conv2_bias_grad.sum221, align 4
+  %sum221 = load float, ptr %conv2_bias_grad.sum221, align 4
+  %arena1813 = getelementptr inbounds float, ptr %arena, i64 802822
+  %5423 = load float, ptr %arena1813, align 4
+  %5424 = fadd float %sum221, %5423
+  store float %5424, ptr %conv2_bias_grad.sum222, align 4
+  %sum222 = load float, ptr %conv2_bias_grad.sum222, align 4
+  %arena1814 = getelementptr inbounds float, ptr %arena, i64 802823
+  %5425 = load float, ptr %arena1814, align 4
+  %5426 = fadd float %sum222, %5425
+  store float %5426, ptr %conv2_bias_grad.sum223, align 4
+  %sum223 = load float, ptr %conv2_bias_grad.sum223, align 4
+  %arena1815 = getelementptr inbounds float, ptr %arena, i64 802824
+  %5427 = load float, ptr %arena1815, align 4
+  %5428 = fadd float %sum223, %5427
+  store float %5428, ptr %conv2_bias_grad.sum224, align 4
+  %sum224 = load float, ptr %conv2_bias_grad.sum224, align 4
+  %arena1816 = getelementptr inbounds float, ptr %arena, i64 802825
+  %5429 = load float, ptr %arena1816, align 4
+  %5430 = fadd float %sum224, %5429
+  store float %5430, ptr %conv2_bias_grad.sum225, align 4
+  %sum225 = load float, ptr %conv2_bias_grad.sum225, align 4
+  %arena1817 = getelementptr inbounds float, ptr %arena, i64 802826
+  %5431 = load float, ptr %arena1817, align 4
+  %5432 = fadd float %sum225, %5431
+  store float %5432, ptr %conv2_bias_grad.sum226, align 4
+  %sum226 = load float, ptr %conv2_bias_grad.sum226, align 4
+  %arena1818 = getelementptr inbounds float, ptr %arena, i64 802827
+  %5433 = load float, ptr %arena1818, align 4
+  %5434 = fadd float %sum226, %5433
+  store float %5434, ptr %conv2_bias_grad.sum227, align 4
+  %sum227 = load float, ptr %conv2_bias_grad.sum227, align 4
+  %arena1819 = getelementptr inbounds float, ptr %arena, i64 802828
+  %5435 = load float, ptr %arena1819, align 4
+  %5436 = fadd float %sum227, %5435
+  store float %5436, ptr %conv2_bias_grad.sum228, align 4
+  %sum228 = load float, ptr %conv2_bias_grad.sum228, align 4
+  %arena1820 = getelementptr inbounds float, ptr %arena, i64 802829
+  %5437 = load float, ptr %arena1820, align 4
+  %5438 = fadd float %sum228, %5437
+  store float %5438, ptr %conv2_bias_grad.sum229, align 4
+  %sum229 = load float, ptr %conv2_bias_grad.sum229, align 4
+  %arena1821 = getelementptr inbounds float, ptr %arena, i64 802830
+  %5439 = load float, ptr %arena1821, align 4
+  %5440 = fadd float %sum229, %5439
+  store float %5440, ptr %conv2_bias_grad.sum230, align 4
+  %sum230 = load float, ptr %conv2_bias_grad.sum230, align 4
+  %arena1822 = getelementptr inbounds float, ptr %arena, i64 802831
+  %5441 = load float, ptr %arena1822, align 4
+  %5442 = fadd float %sum230, %5441
+  store float %5442, ptr %conv2_bias_grad.sum231, align 4
+  %sum231 = load float, ptr %conv2_bias_grad.sum231, align 4
+  %5443 = add nsw i64 18752, %conv2_bias_grad.f2131799
+  %grads1823 = getelementptr inbounds float, ptr %grads, i64 %5443
+  store float %sum231, ptr %grads1823, align 4
+  %f213.next = add nsw i64 %conv2_bias_grad.f2131799, 1
+  %5444 = icmp slt i64 %f213.next, 64
+  br i1 %5444, label %conv2_bias_grad.f213, label %conv2_bias_grad.f213.end
 
-pool1_grad.g216.end:                              ; preds = %pool1_grad.j224.end
-  br label %conv1_grad.i293
-
-pool1_grad.j217:                                  ; preds = %pool1_grad.f218.end, %pool1_grad.g216
-  %pool1_grad.j2171808 = phi i64 [ 0, %pool1_grad.g216 ], [ %j217.next, %pool1_grad.f218.end ]
-  br label %pool1_grad.f218
-
-pool1_grad.j217.end:                              ; preds = %pool1_grad.f218.end
-  br label %pool1_grad.nb220
-
-pool1_grad.f218:                                  ; preds = %pool1_grad.i219.end, %pool1_grad.j217
-  %pool1_grad.f2181809 = phi i64 [ 0, %pool1_grad.j217 ], [ %f218.next, %pool1_grad.i219.end ]
-  br label %pool1_grad.i219
-
-pool1_grad.f218.end:                              ; preds = %pool1_grad.i219.end
-  %j217.next = add nsw i64 %pool1_grad.j2171808, 1
-  %5419 = icmp slt i64 %j217.next, 16
-  br i1 %5419, label %pool1_grad.j217, label %pool1_grad.j217.end
-
-pool1_grad.i219:                                  ; preds = %pool1_grad.i219, %pool1_grad.f218
-  %pool1_grad.i2191810 = phi i64 [ 0, %pool1_grad.f218 ], [ %i219.next, %pool1_grad.i219 ]
-  %5420 = mul nsw i64 %pool1_grad.g2161807, 16
-  %5421 = add nsw i64 %5420, %pool1_grad.j2171808
-  %5422 = mul nsw i64 %5421, 12544
-  %5423 = add nsw i64 1421968, %5422
-  %5424 = mul nsw i64 %pool1_grad.f2181809, 196
-  %5425 = add nsw i64 %5423, %5424
-  %5426 = add nsw i64 %5425, %pool1_grad.i2191810
-  %arena1811 = getelementptr inbounds float, ptr %arena, i64 %5426
-  %5427 = load float, ptr %arena1811, align 4
-  %5428 = mul nsw i64 %pool1_grad.f2181809, 3136
-  %5429 = add nsw i64 3127952, %5428
-  %5430 = mul nsw i64 %pool1_grad.j2171808, 196
-  %5431 = add nsw i64 %5429, %5430
-  %5432 = add nsw i64 %5431, %pool1_grad.i2191810
-  %arena1812 = getelementptr inbounds float, ptr %arena, i64 %5432
-  store float %5427, ptr %arena1812, align 4
-  %i219.next = add nsw i64 %pool1_grad.i2191810, 1
-  %5433 = icmp slt i64 %i219.next, 196
-  br i1 %5433, label %pool1_grad.i219, label %pool1_grad.i219.end
-
-pool1_grad.i219.end:                              ; preds = %pool1_grad.i219
-  %f218.next = add nsw i64 %pool1_grad.f2181809, 1
-  %5434 = icmp slt i64 %f218.next, 64
-  br i1 %5434, label %pool1_grad.f218, label %pool1_grad.f218.end
-
-pool1_grad.nb220:                                 ; preds = %pool1_grad.mb221.end, %pool1_grad.j217.end
-  %pool1_grad.nb2201813 = phi i64 [ 0, %pool1_grad.j217.end ], [ %nb220.next, %pool1_grad.mb221.end ]
-  br label %pool1_grad.mb221
-
-pool1_grad.nb220.end:                             ; preds = %pool1_grad.mb221.end
-  br label %pool1_grad.j224
-
-pool1_grad.mb221:                                 ; preds = %pool1_grad.k223.end, %pool1_grad.nb220
-  %pool1_grad.mb2211814 = phi i64 [ 0, %pool1_grad.nb220 ], [ %mb221.next, %pool1_grad.k223.end ]
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c5_3, align 64
-  br label %pool1_grad.k223
-
-pool1_grad.mb221.end:                             ; preds = %pool1_grad.k223.end
-  %nb220.next = add nsw i64 %pool1_grad.nb2201813, 1
-  %5435 = icmp slt i64 %nb220.next, 49
-  br i1 %5435, label %pool1_grad.nb220, label %pool1_grad.nb220.end
-
-pool1_grad.k223:                                  ; preds = %pool1_grad.k223, %pool1_grad.mb221
-  %pool1_grad.k2231815 = phi i64 [ 0, %pool1_grad.mb221 ], [ %k223.next, %pool1_grad.k223 ]
-  %5436 = mul nsw i64 %pool1_grad.k2231815, 3136
-  %5437 = add nsw i64 3127952, %5436
-  %5438 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5439 = add nsw i64 %5437, %5438
-  %arena1816 = getelementptr inbounds float, ptr %arena, i64 %5439
-  %5440 = load <16 x float>, ptr %arena1816, align 4
-  store <16 x float> %5440, ptr %pool1_grad.t222_b0, align 64
-  %5441 = mul nsw i64 %pool1_grad.k2231815, 3136
-  %5442 = add nsw i64 3127952, %5441
-  %5443 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5444 = add nsw i64 %5442, %5443
-  %5445 = add nsw i64 %5444, 16
-  %arena1817 = getelementptr inbounds float, ptr %arena, i64 %5445
-  %5446 = load <16 x float>, ptr %arena1817, align 4
-  store <16 x float> %5446, ptr %pool1_grad.t222_b1, align 64
-  %5447 = mul nsw i64 %pool1_grad.k2231815, 3136
-  %5448 = add nsw i64 3127952, %5447
-  %5449 = mul nsw i64 %pool1_grad.nb2201813, 64
+conv2_bias_grad.i216:                             ; preds = %conv2_bias_grad.i216, %conv2_bias_grad.img215
+  %conv2_bias_grad.i2161801 = phi i64 [ 0, %conv2_bias_grad.img215 ], [ %i216.next, %conv2_bias_grad.i216 ]
+  %5445 = mul nsw i64 %conv2_bias_grad.img2151800, 12544
+  %5446 = add nsw i64 1421968, %5445
+  %5447 = mul nsw i64 %conv2_bias_grad.f2131799, 196
+  %5448 = add nsw i64 %5446, %5447
+  %5449 = mul nsw i64 %conv2_bias_grad.i2161801, 16
   %5450 = add nsw i64 %5448, %5449
-  %5451 = add nsw i64 %5450, 32
-  %arena1818 = getelementptr inbounds float, ptr %arena, i64 %5451
-  %5452 = load <16 x float>, ptr %arena1818, align 4
-  store <16 x float> %5452, ptr %pool1_grad.t222_b2, align 64
-  %5453 = mul nsw i64 %pool1_grad.k2231815, 3136
-  %5454 = add nsw i64 3127952, %5453
-  %5455 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5456 = add nsw i64 %5454, %5455
-  %5457 = add nsw i64 %5456, 48
-  %arena1819 = getelementptr inbounds float, ptr %arena, i64 %5457
-  %5458 = load <16 x float>, ptr %arena1819, align 4
-  store <16 x float> %5458, ptr %pool1_grad.t222_b3, align 64
-  %5459 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5460 = add nsw i64 320, %5459
-  %5461 = mul nsw i64 %pool1_grad.k2231815, 288
-  %5462 = add nsw i64 %5460, %5461
-  %params1820 = getelementptr inbounds float, ptr %params, i64 %5462
-  %5463 = load float, ptr %params1820, align 4
-  %5464 = insertelement <16 x float> undef, float %5463, i32 0
-  %5465 = shufflevector <16 x float> %5464, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5465, ptr %pool1_grad.t222_a0, align 64
-  %t222_a0 = load <16 x float>, ptr %pool1_grad.t222_a0, align 64
-  %t222_b0 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
-  %t222_c0_0 = load <16 x float>, ptr %pool1_grad.t222_c0_0, align 64
-  %5466 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a0, <16 x float> %t222_b0, <16 x float> %t222_c0_0)
-  store <16 x float> %5466, ptr %pool1_grad.t222_c0_0, align 64
-  %t222_a01821 = load <16 x float>, ptr %pool1_grad.t222_a0, align 64
-  %t222_b1 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
-  %t222_c0_1 = load <16 x float>, ptr %pool1_grad.t222_c0_1, align 64
-  %5467 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a01821, <16 x float> %t222_b1, <16 x float> %t222_c0_1)
-  store <16 x float> %5467, ptr %pool1_grad.t222_c0_1, align 64
-  %t222_a01822 = load <16 x float>, ptr %pool1_grad.t222_a0, align 64
-  %t222_b2 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
-  %t222_c0_2 = load <16 x float>, ptr %pool1_grad.t222_c0_2, align 64
-  %5468 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a01822, <16 x float> %t222_b2, <16 x float> %t222_c0_2)
-  store <16 x float> %5468, ptr %pool1_grad.t222_c0_2, align 64
-  %t222_a01823 = load <16 x float>, ptr %pool1_grad.t222_a0, align 64
-  %t222_b3 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
-  %t222_c0_3 = load <16 x float>, ptr %pool1_grad.t222_c0_3, align 64
-  %5469 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a01823, <16 x float> %t222_b3, <16 x float> %t222_c0_3)
-  store <16 x float> %5469, ptr %pool1_grad.t222_c0_3, align 64
-  %5470 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5471 = add nsw i64 %5470, 1
-  %5472 = add nsw i64 320, %5471
-  %5473 = mul nsw i64 %pool1_grad.k2231815, 288
+  %arena1802 = getelementptr inbounds float, ptr %arena, i64 %5450
+  %5451 = load <16 x float>, ptr %arena1802, align 4
+  %acc214 = load <16 x float>, ptr %conv2_bias_grad.acc214, align 64
+  %5452 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %5451, <16 x float> %acc214)
+  store <16 x float> %5452, ptr %conv2_bias_grad.acc214, align 64
+  %i216.next = add nsw i64 %conv2_bias_grad.i2161801, 1
+  %5453 = icmp slt i64 %i216.next, 12
+  br i1 %5453, label %conv2_bias_grad.i216, label %conv2_bias_grad.i216.end
+
+conv2_bias_grad.i216.end:                         ; preds = %conv2_bias_grad.i216
+  %5454 = mul nsw i64 %conv2_bias_grad.img2151800, 12544
+  %5455 = add nsw i64 1421968, %5454
+  %5456 = mul nsw i64 %conv2_bias_grad.f2131799, 196
+  %5457 = add nsw i64 %5455, %5456
+  %5458 = add nsw i64 %5457, 192
+  %arena1803 = getelementptr inbounds float, ptr %arena, i64 %5458
+  %5459 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1803, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  %acc2141804 = load <16 x float>, ptr %conv2_bias_grad.acc214, align 64
+  %5460 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %5459, <16 x float> %acc2141804)
+  store <16 x float> %5460, ptr %conv2_bias_grad.acc214, align 64
+  %img215.next = add nsw i64 %conv2_bias_grad.img2151800, 1
+  %5461 = icmp slt i64 %img215.next, 64
+  br i1 %5461, label %conv2_bias_grad.img215, label %conv2_bias_grad.img215.end
+
+pool1_grad.g232:                                  ; preds = %pool1_grad.j240.end, %conv2_bias_grad.f213.end
+  %pool1_grad.g2321824 = phi i64 [ 0, %conv2_bias_grad.f213.end ], [ %g232.next, %pool1_grad.j240.end ]
+  br label %pool1_grad.j233
+
+pool1_grad.g232.end:                              ; preds = %pool1_grad.j240.end
+  br label %conv1_grad.i309
+
+pool1_grad.j233:                                  ; preds = %pool1_grad.f234.end, %pool1_grad.g232
+  %pool1_grad.j2331825 = phi i64 [ 0, %pool1_grad.g232 ], [ %j233.next, %pool1_grad.f234.end ]
+  br label %pool1_grad.f234
+
+pool1_grad.j233.end:                              ; preds = %pool1_grad.f234.end
+  br label %pool1_grad.nb236
+
+pool1_grad.f234:                                  ; preds = %pool1_grad.i235.end, %pool1_grad.j233
+  %pool1_grad.f2341826 = phi i64 [ 0, %pool1_grad.j233 ], [ %f234.next, %pool1_grad.i235.end ]
+  br label %pool1_grad.i235
+
+pool1_grad.f234.end:                              ; preds = %pool1_grad.i235.end
+  %j233.next = add nsw i64 %pool1_grad.j2331825, 1
+  %5462 = icmp slt i64 %j233.next, 16
+  br i1 %5462, label %pool1_grad.j233, label %pool1_grad.j233.end
+
+pool1_grad.i235:                                  ; preds = %pool1_grad.i235, %pool1_grad.f234
+  %pool1_grad.i2351827 = phi i64 [ 0, %pool1_grad.f234 ], [ %i235.next, %pool1_grad.i235 ]
+  %5463 = mul nsw i64 %pool1_grad.g2321824, 16
+  %5464 = add nsw i64 %5463, %pool1_grad.j2331825
+  %5465 = mul nsw i64 %5464, 12544
+  %5466 = add nsw i64 1421968, %5465
+  %5467 = mul nsw i64 %pool1_grad.f2341826, 196
+  %5468 = add nsw i64 %5466, %5467
+  %5469 = add nsw i64 %5468, %pool1_grad.i2351827
+  %arena1828 = getelementptr inbounds float, ptr %arena, i64 %5469
+  %5470 = load float, ptr %arena1828, align 4
+  %5471 = mul nsw i64 %pool1_grad.f2341826, 3136
+  %5472 = add nsw i64 3127952, %5471
+  %5473 = mul nsw i64 %pool1_grad.j2331825, 196
   %5474 = add nsw i64 %5472, %5473
-  %params1824 = getelementptr inbounds float, ptr %params, i64 %5474
-  %5475 = load float, ptr %params1824, align 4
-  %5476 = insertelement <16 x float> undef, float %5475, i32 0
-  %5477 = shufflevector <16 x float> %5476, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5477, ptr %pool1_grad.t222_a1, align 64
-  %t222_a1 = load <16 x float>, ptr %pool1_grad.t222_a1, align 64
-  %t222_b01825 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
-  %t222_c1_0 = load <16 x float>, ptr %pool1_grad.t222_c1_0, align 64
-  %5478 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a1, <16 x float> %t222_b01825, <16 x float> %t222_c1_0)
-  store <16 x float> %5478, ptr %pool1_grad.t222_c1_0, align 64
-  %t222_a11826 = load <16 x float>, ptr %pool1_grad.t222_a1, align 64
-  %t222_b11827 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
-  %t222_c1_1 = load <16 x float>, ptr %pool1_grad.t222_c1_1, align 64
-  %5479 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a11826, <16 x float> %t222_b11827, <16 x float> %t222_c1_1)
-  store <16 x float> %5479, ptr %pool1_grad.t222_c1_1, align 64
-  %t222_a11828 = load <16 x float>, ptr %pool1_grad.t222_a1, align 64
-  %t222_b21829 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
-  %t222_c1_2 = load <16 x float>, ptr %pool1_grad.t222_c1_2, align 64
-  %5480 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a11828, <16 x float> %t222_b21829, <16 x float> %t222_c1_2)
-  store <16 x float> %5480, ptr %pool1_grad.t222_c1_2, align 64
-  %t222_a11830 = load <16 x float>, ptr %pool1_grad.t222_a1, align 64
-  %t222_b31831 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
-  %t222_c1_3 = load <16 x float>, ptr %pool1_grad.t222_c1_3, align 64
-  %5481 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a11830, <16 x float> %t222_b31831, <16 x float> %t222_c1_3)
-  store <16 x float> %5481, ptr %pool1_grad.t222_c1_3, align 64
-  %5482 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5483 = add nsw i64 %5482, 2
-  %5484 = add nsw i64 320, %5483
-  %5485 = mul nsw i64 %pool1_grad.k2231815, 288
-  %5486 = add nsw i64 %5484, %5485
-  %params1832 = getelementptr inbounds float, ptr %params, i64 %5486
-  %5487 = load float, ptr %params1832, align 4
-  %5488 = insertelement <16 x float> undef, float %5487, i32 0
-  %5489 = shufflevector <16 x float> %5488, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5489, ptr %pool1_grad.t222_a2, align 64
-  %t222_a2 = load <16 x float>, ptr %pool1_grad.t222_a2, align 64
-  %t222_b01833 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
-  %t222_c2_0 = load <16 x float>, ptr %pool1_grad.t222_c2_0, align 64
-  %5490 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a2, <16 x float> %t222_b01833, <16 x float> %t222_c2_0)
-  store <16 x float> %5490, ptr %pool1_grad.t222_c2_0, align 64
-  %t222_a21834 = load <16 x float>, ptr %pool1_grad.t222_a2, align 64
-  %t222_b11835 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
-  %t222_c2_1 = load <16 x float>, ptr %pool1_grad.t222_c2_1, align 64
-  %5491 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a21834, <16 x float> %t222_b11835, <16 x float> %t222_c2_1)
-  store <16 x float> %5491, ptr %pool1_grad.t222_c2_1, align 64
-  %t222_a21836 = load <16 x float>, ptr %pool1_grad.t222_a2, align 64
-  %t222_b21837 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
-  %t222_c2_2 = load <16 x float>, ptr %pool1_grad.t222_c2_2, align 64
-  %5492 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a21836, <16 x float> %t222_b21837, <16 x float> %t222_c2_2)
-  store <16 x float> %5492, ptr %pool1_grad.t222_c2_2, align 64
-  %t222_a21838 = load <16 x float>, ptr %pool1_grad.t222_a2, align 64
-  %t222_b31839 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
-  %t222_c2_3 = load <16 x float>, ptr %pool1_grad.t222_c2_3, align 64
-  %5493 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a21838, <16 x float> %t222_b31839, <16 x float> %t222_c2_3)
-  store <16 x float> %5493, ptr %pool1_grad.t222_c2_3, align 64
-  %5494 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5495 = add nsw i64 %5494, 3
-  %5496 = add nsw i64 320, %5495
-  %5497 = mul nsw i64 %pool1_grad.k2231815, 288
-  %5498 = add nsw i64 %5496, %5497
-  %params1840 = getelementptr inbounds float, ptr %params, i64 %5498
-  %5499 = load float, ptr %params1840, align 4
-  %5500 = insertelement <16 x float> undef, float %5499, i32 0
-  %5501 = shufflevector <16 x float> %5500, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5501, ptr %pool1_grad.t222_a3, align 64
-  %t222_a3 = load <16 x float>, ptr %pool1_grad.t222_a3, align 64
-  %t222_b01841 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
-  %t222_c3_0 = load <16 x float>, ptr %pool1_grad.t222_c3_0, align 64
-  %5502 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a3, <16 x float> %t222_b01841, <16 x float> %t222_c3_0)
-  store <16 x float> %5502, ptr %pool1_grad.t222_c3_0, align 64
-  %t222_a31842 = load <16 x float>, ptr %pool1_grad.t222_a3, align 64
-  %t222_b11843 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
-  %t222_c3_1 = load <16 x float>, ptr %pool1_grad.t222_c3_1, align 64
-  %5503 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a31842, <16 x float> %t222_b11843, <16 x float> %t222_c3_1)
-  store <16 x float> %5503, ptr %pool1_grad.t222_c3_1, align 64
-  %t222_a31844 = load <16 x float>, ptr %pool1_grad.t222_a3, align 64
-  %t222_b21845 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
-  %t222_c3_2 = load <16 x float>, ptr %pool1_grad.t222_c3_2, align 64
-  %5504 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a31844, <16 x float> %t222_b21845, <16 x float> %t222_c3_2)
-  store <16 x float> %5504, ptr %pool1_grad.t222_c3_2, align 64
-  %t222_a31846 = load <16 x float>, ptr %pool1_grad.t222_a3, align 64
-  %t222_b31847 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
-  %t222_c3_3 = load <16 x float>, ptr %pool1_grad.t222_c3_3, align 64
-  %5505 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a31846, <16 x float> %t222_b31847, <16 x float> %t222_c3_3)
-  store <16 x float> %5505, ptr %pool1_grad.t222_c3_3, align 64
-  %5506 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5507 = add nsw i64 %5506, 4
-  %5508 = add nsw i64 320, %5507
-  %5509 = mul nsw i64 %pool1_grad.k2231815, 288
-  %5510 = add nsw i64 %5508, %5509
-  %params1848 = getelementptr inbounds float, ptr %params, i64 %5510
-  %5511 = load float, ptr %params1848, align 4
-  %5512 = insertelement <16 x float> undef, float %5511, i32 0
-  %5513 = shufflevector <16 x float> %5512, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5513, ptr %pool1_grad.t222_a4, align 64
-  %t222_a4 = load <16 x float>, ptr %pool1_grad.t222_a4, align 64
-  %t222_b01849 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
-  %t222_c4_0 = load <16 x float>, ptr %pool1_grad.t222_c4_0, align 64
-  %5514 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a4, <16 x float> %t222_b01849, <16 x float> %t222_c4_0)
-  store <16 x float> %5514, ptr %pool1_grad.t222_c4_0, align 64
-  %t222_a41850 = load <16 x float>, ptr %pool1_grad.t222_a4, align 64
-  %t222_b11851 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
-  %t222_c4_1 = load <16 x float>, ptr %pool1_grad.t222_c4_1, align 64
-  %5515 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a41850, <16 x float> %t222_b11851, <16 x float> %t222_c4_1)
-  store <16 x float> %5515, ptr %pool1_grad.t222_c4_1, align 64
-  %t222_a41852 = load <16 x float>, ptr %pool1_grad.t222_a4, align 64
-  %t222_b21853 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
-  %t222_c4_2 = load <16 x float>, ptr %pool1_grad.t222_c4_2, align 64
-  %5516 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a41852, <16 x float> %t222_b21853, <16 x float> %t222_c4_2)
-  store <16 x float> %5516, ptr %pool1_grad.t222_c4_2, align 64
-  %t222_a41854 = load <16 x float>, ptr %pool1_grad.t222_a4, align 64
-  %t222_b31855 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
-  %t222_c4_3 = load <16 x float>, ptr %pool1_grad.t222_c4_3, align 64
-  %5517 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a41854, <16 x float> %t222_b31855, <16 x float> %t222_c4_3)
-  store <16 x float> %5517, ptr %pool1_grad.t222_c4_3, align 64
-  %5518 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5519 = add nsw i64 %5518, 5
-  %5520 = add nsw i64 320, %5519
-  %5521 = mul nsw i64 %pool1_grad.k2231815, 288
-  %5522 = add nsw i64 %5520, %5521
-  %params1856 = getelementptr inbounds float, ptr %params, i64 %5522
-  %5523 = load float, ptr %params1856, align 4
-  %5524 = insertelement <16 x float> undef, float %5523, i32 0
-  %5525 = shufflevector <16 x float> %5524, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5525, ptr %pool1_grad.t222_a5, align 64
-  %t222_a5 = load <16 x float>, ptr %pool1_grad.t222_a5, align 64
-  %t222_b01857 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
-  %t222_c5_0 = load <16 x float>, ptr %pool1_grad.t222_c5_0, align 64
-  %5526 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a5, <16 x float> %t222_b01857, <16 x float> %t222_c5_0)
-  store <16 x float> %5526, ptr %pool1_grad.t222_c5_0, align 64
-  %t222_a51858 = load <16 x float>, ptr %pool1_grad.t222_a5, align 64
-  %t222_b11859 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
-  %t222_c5_1 = load <16 x float>, ptr %pool1_grad.t222_c5_1, align 64
-  %5527 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a51858, <16 x float> %t222_b11859, <16 x float> %t222_c5_1)
-  store <16 x float> %5527, ptr %pool1_grad.t222_c5_1, align 64
-  %t222_a51860 = load <16 x float>, ptr %pool1_grad.t222_a5, align 64
-  %t222_b21861 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
-  %t222_c5_2 = load <16 x float>, ptr %pool1_grad.t222_c5_2, align 64
-  %5528 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a51860, <16 x float> %t222_b21861, <16 x float> %t222_c5_2)
-  store <16 x float> %5528, ptr %pool1_grad.t222_c5_2, align 64
-  %t222_a51862 = load <16 x float>, ptr %pool1_grad.t222_a5, align 64
-  %t222_b31863 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
-  %t222_c5_3 = load <16 x float>, ptr %pool1_grad.t222_c5_3, align 64
-  %5529 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a51862, <16 x float> %t222_b31863, <16 x float> %t222_c5_3)
-  store <16 x float> %5529, ptr %pool1_grad.t222_c5_3, align 64
-  %k223.next = add nsw i64 %pool1_grad.k2231815, 1
-  %5530 = icmp slt i64 %k223.next, 64
-  br i1 %5530, label %pool1_grad.k223, label %pool1_grad.k223.end
+  %5475 = add nsw i64 %5474, %pool1_grad.i2351827
+  %arena1829 = getelementptr inbounds float, ptr %arena, i64 %5475
+  store float %5470, ptr %arena1829, align 4
+  %i235.next = add nsw i64 %pool1_grad.i2351827, 1
+  %5476 = icmp slt i64 %i235.next, 196
+  br i1 %5476, label %pool1_grad.i235, label %pool1_grad.i235.end
 
-pool1_grad.k223.end:                              ; preds = %pool1_grad.k223
-  %t222_c0_01864 = load <16 x float>, ptr %pool1_grad.t222_c0_0, align 64
-  %5531 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5532 = mul nsw i64 %5531, 3136
-  %5533 = add nsw i64 2224784, %5532
-  %5534 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5535 = add nsw i64 %5533, %5534
-  %arena1865 = getelementptr inbounds float, ptr %arena, i64 %5535
-  store <16 x float> %t222_c0_01864, ptr %arena1865, align 4
-  %t222_c0_11866 = load <16 x float>, ptr %pool1_grad.t222_c0_1, align 64
-  %5536 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5537 = mul nsw i64 %5536, 3136
-  %5538 = add nsw i64 2224784, %5537
-  %5539 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5540 = add nsw i64 %5538, %5539
-  %5541 = add nsw i64 %5540, 16
-  %arena1867 = getelementptr inbounds float, ptr %arena, i64 %5541
-  store <16 x float> %t222_c0_11866, ptr %arena1867, align 4
-  %t222_c0_21868 = load <16 x float>, ptr %pool1_grad.t222_c0_2, align 64
-  %5542 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5543 = mul nsw i64 %5542, 3136
-  %5544 = add nsw i64 2224784, %5543
-  %5545 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5546 = add nsw i64 %5544, %5545
-  %5547 = add nsw i64 %5546, 32
-  %arena1869 = getelementptr inbounds float, ptr %arena, i64 %5547
-  store <16 x float> %t222_c0_21868, ptr %arena1869, align 4
-  %t222_c0_31870 = load <16 x float>, ptr %pool1_grad.t222_c0_3, align 64
-  %5548 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5549 = mul nsw i64 %5548, 3136
-  %5550 = add nsw i64 2224784, %5549
-  %5551 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5552 = add nsw i64 %5550, %5551
-  %5553 = add nsw i64 %5552, 48
-  %arena1871 = getelementptr inbounds float, ptr %arena, i64 %5553
-  store <16 x float> %t222_c0_31870, ptr %arena1871, align 4
-  %t222_c1_01872 = load <16 x float>, ptr %pool1_grad.t222_c1_0, align 64
-  %5554 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5555 = add nsw i64 %5554, 1
-  %5556 = mul nsw i64 %5555, 3136
-  %5557 = add nsw i64 2224784, %5556
-  %5558 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5559 = add nsw i64 %5557, %5558
-  %arena1873 = getelementptr inbounds float, ptr %arena, i64 %5559
-  store <16 x float> %t222_c1_01872, ptr %arena1873, align 4
-  %t222_c1_11874 = load <16 x float>, ptr %pool1_grad.t222_c1_1, align 64
-  %5560 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5561 = add nsw i64 %5560, 1
-  %5562 = mul nsw i64 %5561, 3136
-  %5563 = add nsw i64 2224784, %5562
-  %5564 = mul nsw i64 %pool1_grad.nb2201813, 64
+pool1_grad.i235.end:                              ; preds = %pool1_grad.i235
+  %f234.next = add nsw i64 %pool1_grad.f2341826, 1
+  %5477 = icmp slt i64 %f234.next, 64
+  br i1 %5477, label %pool1_grad.f234, label %pool1_grad.f234.end
+
+pool1_grad.nb236:                                 ; preds = %pool1_grad.mb237.end, %pool1_grad.j233.end
+  %pool1_grad.nb2361830 = phi i64 [ 0, %pool1_grad.j233.end ], [ %nb236.next, %pool1_grad.mb237.end ]
+  br label %pool1_grad.mb237
+
+pool1_grad.nb236.end:                             ; preds = %pool1_grad.mb237.end
+  br label %pool1_grad.j240
+
+pool1_grad.mb237:                                 ; preds = %pool1_grad.k239.end, %pool1_grad.nb236
+  %pool1_grad.mb2371831 = phi i64 [ 0, %pool1_grad.nb236 ], [ %mb237.next, %pool1_grad.k239.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t238_c5_3, align 64
+  br label %pool1_grad.k239
+
+pool1_grad.mb237.end:                             ; preds = %pool1_grad.k239.end
+  %nb236.next = add nsw i64 %pool1_grad.nb2361830, 1
+  %5478 = icmp slt i64 %nb236.next, 49
+  br i1 %5478, label %pool1_grad.nb236, label %pool1_grad.nb236.end
+
+pool1_grad.k239:                                  ; preds = %pool1_grad.k239, %pool1_grad.mb237
+  %pool1_grad.k2391832 = phi i64 [ 0, %pool1_grad.mb237 ], [ %k239.next, %pool1_grad.k239 ]
+  %5479 = mul nsw i64 %pool1_grad.k2391832, 3136
+  %5480 = add nsw i64 3127952, %5479
+  %5481 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5482 = add nsw i64 %5480, %5481
+  %arena1833 = getelementptr inbounds float, ptr %arena, i64 %5482
+  %5483 = load <16 x float>, ptr %arena1833, align 4
+  store <16 x float> %5483, ptr %pool1_grad.t238_b0, align 64
+  %5484 = mul nsw i64 %pool1_grad.k2391832, 3136
+  %5485 = add nsw i64 3127952, %5484
+  %5486 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5487 = add nsw i64 %5485, %5486
+  %5488 = add nsw i64 %5487, 16
+  %arena1834 = getelementptr inbounds float, ptr %arena, i64 %5488
+  %5489 = load <16 x float>, ptr %arena1834, align 4
+  store <16 x float> %5489, ptr %pool1_grad.t238_b1, align 64
+  %5490 = mul nsw i64 %pool1_grad.k2391832, 3136
+  %5491 = add nsw i64 3127952, %5490
+  %5492 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5493 = add nsw i64 %5491, %5492
+  %5494 = add nsw i64 %5493, 32
+  %arena1835 = getelementptr inbounds float, ptr %arena, i64 %5494
+  %5495 = load <16 x float>, ptr %arena1835, align 4
+  store <16 x float> %5495, ptr %pool1_grad.t238_b2, align 64
+  %5496 = mul nsw i64 %pool1_grad.k2391832, 3136
+  %5497 = add nsw i64 3127952, %5496
+  %5498 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5499 = add nsw i64 %5497, %5498
+  %5500 = add nsw i64 %5499, 48
+  %arena1836 = getelementptr inbounds float, ptr %arena, i64 %5500
+  %5501 = load <16 x float>, ptr %arena1836, align 4
+  store <16 x float> %5501, ptr %pool1_grad.t238_b3, align 64
+  %5502 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5503 = add nsw i64 320, %5502
+  %5504 = mul nsw i64 %pool1_grad.k2391832, 288
+  %5505 = add nsw i64 %5503, %5504
+  %params1837 = getelementptr inbounds float, ptr %params, i64 %5505
+  %5506 = load float, ptr %params1837, align 4
+  %5507 = insertelement <16 x float> undef, float %5506, i32 0
+  %5508 = shufflevector <16 x float> %5507, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5508, ptr %pool1_grad.t238_a0, align 64
+  %t238_a0 = load <16 x float>, ptr %pool1_grad.t238_a0, align 64
+  %t238_b0 = load <16 x float>, ptr %pool1_grad.t238_b0, align 64
+  %t238_c0_0 = load <16 x float>, ptr %pool1_grad.t238_c0_0, align 64
+  %5509 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a0, <16 x float> %t238_b0, <16 x float> %t238_c0_0)
+  store <16 x float> %5509, ptr %pool1_grad.t238_c0_0, align 64
+  %t238_a01838 = load <16 x float>, ptr %pool1_grad.t238_a0, align 64
+  %t238_b1 = load <16 x float>, ptr %pool1_grad.t238_b1, align 64
+  %t238_c0_1 = load <16 x float>, ptr %pool1_grad.t238_c0_1, align 64
+  %5510 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a01838, <16 x float> %t238_b1, <16 x float> %t238_c0_1)
+  store <16 x float> %5510, ptr %pool1_grad.t238_c0_1, align 64
+  %t238_a01839 = load <16 x float>, ptr %pool1_grad.t238_a0, align 64
+  %t238_b2 = load <16 x float>, ptr %pool1_grad.t238_b2, align 64
+  %t238_c0_2 = load <16 x float>, ptr %pool1_grad.t238_c0_2, align 64
+  %5511 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a01839, <16 x float> %t238_b2, <16 x float> %t238_c0_2)
+  store <16 x float> %5511, ptr %pool1_grad.t238_c0_2, align 64
+  %t238_a01840 = load <16 x float>, ptr %pool1_grad.t238_a0, align 64
+  %t238_b3 = load <16 x float>, ptr %pool1_grad.t238_b3, align 64
+  %t238_c0_3 = load <16 x float>, ptr %pool1_grad.t238_c0_3, align 64
+  %5512 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a01840, <16 x float> %t238_b3, <16 x float> %t238_c0_3)
+  store <16 x float> %5512, ptr %pool1_grad.t238_c0_3, align 64
+  %5513 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5514 = add nsw i64 %5513, 1
+  %5515 = add nsw i64 320, %5514
+  %5516 = mul nsw i64 %pool1_grad.k2391832, 288
+  %5517 = add nsw i64 %5515, %5516
+  %params1841 = getelementptr inbounds float, ptr %params, i64 %5517
+  %5518 = load float, ptr %params1841, align 4
+  %5519 = insertelement <16 x float> undef, float %5518, i32 0
+  %5520 = shufflevector <16 x float> %5519, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5520, ptr %pool1_grad.t238_a1, align 64
+  %t238_a1 = load <16 x float>, ptr %pool1_grad.t238_a1, align 64
+  %t238_b01842 = load <16 x float>, ptr %pool1_grad.t238_b0, align 64
+  %t238_c1_0 = load <16 x float>, ptr %pool1_grad.t238_c1_0, align 64
+  %5521 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a1, <16 x float> %t238_b01842, <16 x float> %t238_c1_0)
+  store <16 x float> %5521, ptr %pool1_grad.t238_c1_0, align 64
+  %t238_a11843 = load <16 x float>, ptr %pool1_grad.t238_a1, align 64
+  %t238_b11844 = load <16 x float>, ptr %pool1_grad.t238_b1, align 64
+  %t238_c1_1 = load <16 x float>, ptr %pool1_grad.t238_c1_1, align 64
+  %5522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a11843, <16 x float> %t238_b11844, <16 x float> %t238_c1_1)
+  store <16 x float> %5522, ptr %pool1_grad.t238_c1_1, align 64
+  %t238_a11845 = load <16 x float>, ptr %pool1_grad.t238_a1, align 64
+  %t238_b21846 = load <16 x float>, ptr %pool1_grad.t238_b2, align 64
+  %t238_c1_2 = load <16 x float>, ptr %pool1_grad.t238_c1_2, align 64
+  %5523 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a11845, <16 x float> %t238_b21846, <16 x float> %t238_c1_2)
+  store <16 x float> %5523, ptr %pool1_grad.t238_c1_2, align 64
+  %t238_a11847 = load <16 x float>, ptr %pool1_grad.t238_a1, align 64
+  %t238_b31848 = load <16 x float>, ptr %pool1_grad.t238_b3, align 64
+  %t238_c1_3 = load <16 x float>, ptr %pool1_grad.t238_c1_3, align 64
+  %5524 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a11847, <16 x float> %t238_b31848, <16 x float> %t238_c1_3)
+  store <16 x float> %5524, ptr %pool1_grad.t238_c1_3, align 64
+  %5525 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5526 = add nsw i64 %5525, 2
+  %5527 = add nsw i64 320, %5526
+  %5528 = mul nsw i64 %pool1_grad.k2391832, 288
+  %5529 = add nsw i64 %5527, %5528
+  %params1849 = getelementptr inbounds float, ptr %params, i64 %5529
+  %5530 = load float, ptr %params1849, align 4
+  %5531 = insertelement <16 x float> undef, float %5530, i32 0
+  %5532 = shufflevector <16 x float> %5531, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5532, ptr %pool1_grad.t238_a2, align 64
+  %t238_a2 = load <16 x float>, ptr %pool1_grad.t238_a2, align 64
+  %t238_b01850 = load <16 x float>, ptr %pool1_grad.t238_b0, align 64
+  %t238_c2_0 = load <16 x float>, ptr %pool1_grad.t238_c2_0, align 64
+  %5533 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a2, <16 x float> %t238_b01850, <16 x float> %t238_c2_0)
+  store <16 x float> %5533, ptr %pool1_grad.t238_c2_0, align 64
+  %t238_a21851 = load <16 x float>, ptr %pool1_grad.t238_a2, align 64
+  %t238_b11852 = load <16 x float>, ptr %pool1_grad.t238_b1, align 64
+  %t238_c2_1 = load <16 x float>, ptr %pool1_grad.t238_c2_1, align 64
+  %5534 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a21851, <16 x float> %t238_b11852, <16 x float> %t238_c2_1)
+  store <16 x float> %5534, ptr %pool1_grad.t238_c2_1, align 64
+  %t238_a21853 = load <16 x float>, ptr %pool1_grad.t238_a2, align 64
+  %t238_b21854 = load <16 x float>, ptr %pool1_grad.t238_b2, align 64
+  %t238_c2_2 = load <16 x float>, ptr %pool1_grad.t238_c2_2, align 64
+  %5535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a21853, <16 x float> %t238_b21854, <16 x float> %t238_c2_2)
+  store <16 x float> %5535, ptr %pool1_grad.t238_c2_2, align 64
+  %t238_a21855 = load <16 x float>, ptr %pool1_grad.t238_a2, align 64
+  %t238_b31856 = load <16 x float>, ptr %pool1_grad.t238_b3, align 64
+  %t238_c2_3 = load <16 x float>, ptr %pool1_grad.t238_c2_3, align 64
+  %5536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a21855, <16 x float> %t238_b31856, <16 x float> %t238_c2_3)
+  store <16 x float> %5536, ptr %pool1_grad.t238_c2_3, align 64
+  %5537 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5538 = add nsw i64 %5537, 3
+  %5539 = add nsw i64 320, %5538
+  %5540 = mul nsw i64 %pool1_grad.k2391832, 288
+  %5541 = add nsw i64 %5539, %5540
+  %params1857 = getelementptr inbounds float, ptr %params, i64 %5541
+  %5542 = load float, ptr %params1857, align 4
+  %5543 = insertelement <16 x float> undef, float %5542, i32 0
+  %5544 = shufflevector <16 x float> %5543, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5544, ptr %pool1_grad.t238_a3, align 64
+  %t238_a3 = load <16 x float>, ptr %pool1_grad.t238_a3, align 64
+  %t238_b01858 = load <16 x float>, ptr %pool1_grad.t238_b0, align 64
+  %t238_c3_0 = load <16 x float>, ptr %pool1_grad.t238_c3_0, align 64
+  %5545 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a3, <16 x float> %t238_b01858, <16 x float> %t238_c3_0)
+  store <16 x float> %5545, ptr %pool1_grad.t238_c3_0, align 64
+  %t238_a31859 = load <16 x float>, ptr %pool1_grad.t238_a3, align 64
+  %t238_b11860 = load <16 x float>, ptr %pool1_grad.t238_b1, align 64
+  %t238_c3_1 = load <16 x float>, ptr %pool1_grad.t238_c3_1, align 64
+  %5546 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a31859, <16 x float> %t238_b11860, <16 x float> %t238_c3_1)
+  store <16 x float> %5546, ptr %pool1_grad.t238_c3_1, align 64
+  %t238_a31861 = load <16 x float>, ptr %pool1_grad.t238_a3, align 64
+  %t238_b21862 = load <16 x float>, ptr %pool1_grad.t238_b2, align 64
+  %t238_c3_2 = load <16 x float>, ptr %pool1_grad.t238_c3_2, align 64
+  %5547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a31861, <16 x float> %t238_b21862, <16 x float> %t238_c3_2)
+  store <16 x float> %5547, ptr %pool1_grad.t238_c3_2, align 64
+  %t238_a31863 = load <16 x float>, ptr %pool1_grad.t238_a3, align 64
+  %t238_b31864 = load <16 x float>, ptr %pool1_grad.t238_b3, align 64
+  %t238_c3_3 = load <16 x float>, ptr %pool1_grad.t238_c3_3, align 64
+  %5548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a31863, <16 x float> %t238_b31864, <16 x float> %t238_c3_3)
+  store <16 x float> %5548, ptr %pool1_grad.t238_c3_3, align 64
+  %5549 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5550 = add nsw i64 %5549, 4
+  %5551 = add nsw i64 320, %5550
+  %5552 = mul nsw i64 %pool1_grad.k2391832, 288
+  %5553 = add nsw i64 %5551, %5552
+  %params1865 = getelementptr inbounds float, ptr %params, i64 %5553
+  %5554 = load float, ptr %params1865, align 4
+  %5555 = insertelement <16 x float> undef, float %5554, i32 0
+  %5556 = shufflevector <16 x float> %5555, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5556, ptr %pool1_grad.t238_a4, align 64
+  %t238_a4 = load <16 x float>, ptr %pool1_grad.t238_a4, align 64
+  %t238_b01866 = load <16 x float>, ptr %pool1_grad.t238_b0, align 64
+  %t238_c4_0 = load <16 x float>, ptr %pool1_grad.t238_c4_0, align 64
+  %5557 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a4, <16 x float> %t238_b01866, <16 x float> %t238_c4_0)
+  store <16 x float> %5557, ptr %pool1_grad.t238_c4_0, align 64
+  %t238_a41867 = load <16 x float>, ptr %pool1_grad.t238_a4, align 64
+  %t238_b11868 = load <16 x float>, ptr %pool1_grad.t238_b1, align 64
+  %t238_c4_1 = load <16 x float>, ptr %pool1_grad.t238_c4_1, align 64
+  %5558 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a41867, <16 x float> %t238_b11868, <16 x float> %t238_c4_1)
+  store <16 x float> %5558, ptr %pool1_grad.t238_c4_1, align 64
+  %t238_a41869 = load <16 x float>, ptr %pool1_grad.t238_a4, align 64
+  %t238_b21870 = load <16 x float>, ptr %pool1_grad.t238_b2, align 64
+  %t238_c4_2 = load <16 x float>, ptr %pool1_grad.t238_c4_2, align 64
+  %5559 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a41869, <16 x float> %t238_b21870, <16 x float> %t238_c4_2)
+  store <16 x float> %5559, ptr %pool1_grad.t238_c4_2, align 64
+  %t238_a41871 = load <16 x float>, ptr %pool1_grad.t238_a4, align 64
+  %t238_b31872 = load <16 x float>, ptr %pool1_grad.t238_b3, align 64
+  %t238_c4_3 = load <16 x float>, ptr %pool1_grad.t238_c4_3, align 64
+  %5560 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a41871, <16 x float> %t238_b31872, <16 x float> %t238_c4_3)
+  store <16 x float> %5560, ptr %pool1_grad.t238_c4_3, align 64
+  %5561 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5562 = add nsw i64 %5561, 5
+  %5563 = add nsw i64 320, %5562
+  %5564 = mul nsw i64 %pool1_grad.k2391832, 288
   %5565 = add nsw i64 %5563, %5564
-  %5566 = add nsw i64 %5565, 16
-  %arena1875 = getelementptr inbounds float, ptr %arena, i64 %5566
-  store <16 x float> %t222_c1_11874, ptr %arena1875, align 4
-  %t222_c1_21876 = load <16 x float>, ptr %pool1_grad.t222_c1_2, align 64
-  %5567 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5568 = add nsw i64 %5567, 1
-  %5569 = mul nsw i64 %5568, 3136
-  %5570 = add nsw i64 2224784, %5569
-  %5571 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5572 = add nsw i64 %5570, %5571
-  %5573 = add nsw i64 %5572, 32
-  %arena1877 = getelementptr inbounds float, ptr %arena, i64 %5573
-  store <16 x float> %t222_c1_21876, ptr %arena1877, align 4
-  %t222_c1_31878 = load <16 x float>, ptr %pool1_grad.t222_c1_3, align 64
-  %5574 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5575 = add nsw i64 %5574, 1
-  %5576 = mul nsw i64 %5575, 3136
-  %5577 = add nsw i64 2224784, %5576
-  %5578 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5579 = add nsw i64 %5577, %5578
-  %5580 = add nsw i64 %5579, 48
-  %arena1879 = getelementptr inbounds float, ptr %arena, i64 %5580
-  store <16 x float> %t222_c1_31878, ptr %arena1879, align 4
-  %t222_c2_01880 = load <16 x float>, ptr %pool1_grad.t222_c2_0, align 64
-  %5581 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5582 = add nsw i64 %5581, 2
-  %5583 = mul nsw i64 %5582, 3136
-  %5584 = add nsw i64 2224784, %5583
-  %5585 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5586 = add nsw i64 %5584, %5585
-  %arena1881 = getelementptr inbounds float, ptr %arena, i64 %5586
-  store <16 x float> %t222_c2_01880, ptr %arena1881, align 4
-  %t222_c2_11882 = load <16 x float>, ptr %pool1_grad.t222_c2_1, align 64
-  %5587 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5588 = add nsw i64 %5587, 2
-  %5589 = mul nsw i64 %5588, 3136
-  %5590 = add nsw i64 2224784, %5589
-  %5591 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5592 = add nsw i64 %5590, %5591
-  %5593 = add nsw i64 %5592, 16
-  %arena1883 = getelementptr inbounds float, ptr %arena, i64 %5593
-  store <16 x float> %t222_c2_11882, ptr %arena1883, align 4
-  %t222_c2_21884 = load <16 x float>, ptr %pool1_grad.t222_c2_2, align 64
-  %5594 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5595 = add nsw i64 %5594, 2
-  %5596 = mul nsw i64 %5595, 3136
-  %5597 = add nsw i64 2224784, %5596
-  %5598 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5599 = add nsw i64 %5597, %5598
-  %5600 = add nsw i64 %5599, 32
-  %arena1885 = getelementptr inbounds float, ptr %arena, i64 %5600
-  store <16 x float> %t222_c2_21884, ptr %arena1885, align 4
-  %t222_c2_31886 = load <16 x float>, ptr %pool1_grad.t222_c2_3, align 64
-  %5601 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5602 = add nsw i64 %5601, 2
-  %5603 = mul nsw i64 %5602, 3136
-  %5604 = add nsw i64 2224784, %5603
-  %5605 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5606 = add nsw i64 %5604, %5605
-  %5607 = add nsw i64 %5606, 48
-  %arena1887 = getelementptr inbounds float, ptr %arena, i64 %5607
-  store <16 x float> %t222_c2_31886, ptr %arena1887, align 4
-  %t222_c3_01888 = load <16 x float>, ptr %pool1_grad.t222_c3_0, align 64
-  %5608 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5609 = add nsw i64 %5608, 3
-  %5610 = mul nsw i64 %5609, 3136
-  %5611 = add nsw i64 2224784, %5610
-  %5612 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5613 = add nsw i64 %5611, %5612
-  %arena1889 = getelementptr inbounds float, ptr %arena, i64 %5613
-  store <16 x float> %t222_c3_01888, ptr %arena1889, align 4
-  %t222_c3_11890 = load <16 x float>, ptr %pool1_grad.t222_c3_1, align 64
-  %5614 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5615 = add nsw i64 %5614, 3
-  %5616 = mul nsw i64 %5615, 3136
-  %5617 = add nsw i64 2224784, %5616
-  %5618 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5619 = add nsw i64 %5617, %5618
-  %5620 = add nsw i64 %5619, 16
-  %arena1891 = getelementptr inbounds float, ptr %arena, i64 %5620
-  store <16 x float> %t222_c3_11890, ptr %arena1891, align 4
-  %t222_c3_21892 = load <16 x float>, ptr %pool1_grad.t222_c3_2, align 64
-  %5621 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5622 = add nsw i64 %5621, 3
-  %5623 = mul nsw i64 %5622, 3136
-  %5624 = add nsw i64 2224784, %5623
-  %5625 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5626 = add nsw i64 %5624, %5625
-  %5627 = add nsw i64 %5626, 32
-  %arena1893 = getelementptr inbounds float, ptr %arena, i64 %5627
-  store <16 x float> %t222_c3_21892, ptr %arena1893, align 4
-  %t222_c3_31894 = load <16 x float>, ptr %pool1_grad.t222_c3_3, align 64
-  %5628 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5629 = add nsw i64 %5628, 3
-  %5630 = mul nsw i64 %5629, 3136
-  %5631 = add nsw i64 2224784, %5630
-  %5632 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5633 = add nsw i64 %5631, %5632
-  %5634 = add nsw i64 %5633, 48
-  %arena1895 = getelementptr inbounds float, ptr %arena, i64 %5634
-  store <16 x float> %t222_c3_31894, ptr %arena1895, align 4
-  %t222_c4_01896 = load <16 x float>, ptr %pool1_grad.t222_c4_0, align 64
-  %5635 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5636 = add nsw i64 %5635, 4
-  %5637 = mul nsw i64 %5636, 3136
-  %5638 = add nsw i64 2224784, %5637
-  %5639 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5640 = add nsw i64 %5638, %5639
-  %arena1897 = getelementptr inbounds float, ptr %arena, i64 %5640
-  store <16 x float> %t222_c4_01896, ptr %arena1897, align 4
-  %t222_c4_11898 = load <16 x float>, ptr %pool1_grad.t222_c4_1, align 64
-  %5641 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5642 = add nsw i64 %5641, 4
-  %5643 = mul nsw i64 %5642, 3136
-  %5644 = add nsw i64 2224784, %5643
-  %5645 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5646 = add nsw i64 %5644, %5645
-  %5647 = add nsw i64 %5646, 16
-  %arena1899 = getelementptr inbounds float, ptr %arena, i64 %5647
-  store <16 x float> %t222_c4_11898, ptr %arena1899, align 4
-  %t222_c4_21900 = load <16 x float>, ptr %pool1_grad.t222_c4_2, align 64
-  %5648 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5649 = add nsw i64 %5648, 4
-  %5650 = mul nsw i64 %5649, 3136
-  %5651 = add nsw i64 2224784, %5650
-  %5652 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5653 = add nsw i64 %5651, %5652
-  %5654 = add nsw i64 %5653, 32
-  %arena1901 = getelementptr inbounds float, ptr %arena, i64 %5654
-  store <16 x float> %t222_c4_21900, ptr %arena1901, align 4
-  %t222_c4_31902 = load <16 x float>, ptr %pool1_grad.t222_c4_3, align 64
-  %5655 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5656 = add nsw i64 %5655, 4
-  %5657 = mul nsw i64 %5656, 3136
-  %5658 = add nsw i64 2224784, %5657
-  %5659 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5660 = add nsw i64 %5658, %5659
-  %5661 = add nsw i64 %5660, 48
-  %arena1903 = getelementptr inbounds float, ptr %arena, i64 %5661
-  store <16 x float> %t222_c4_31902, ptr %arena1903, align 4
-  %t222_c5_01904 = load <16 x float>, ptr %pool1_grad.t222_c5_0, align 64
-  %5662 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5663 = add nsw i64 %5662, 5
-  %5664 = mul nsw i64 %5663, 3136
-  %5665 = add nsw i64 2224784, %5664
-  %5666 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5667 = add nsw i64 %5665, %5666
-  %arena1905 = getelementptr inbounds float, ptr %arena, i64 %5667
-  store <16 x float> %t222_c5_01904, ptr %arena1905, align 4
-  %t222_c5_11906 = load <16 x float>, ptr %pool1_grad.t222_c5_1, align 64
-  %5668 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5669 = add nsw i64 %5668, 5
-  %5670 = mul nsw i64 %5669, 3136
-  %5671 = add nsw i64 2224784, %5670
-  %5672 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5673 = add nsw i64 %5671, %5672
-  %5674 = add nsw i64 %5673, 16
-  %arena1907 = getelementptr inbounds float, ptr %arena, i64 %5674
-  store <16 x float> %t222_c5_11906, ptr %arena1907, align 4
-  %t222_c5_21908 = load <16 x float>, ptr %pool1_grad.t222_c5_2, align 64
-  %5675 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5676 = add nsw i64 %5675, 5
-  %5677 = mul nsw i64 %5676, 3136
-  %5678 = add nsw i64 2224784, %5677
-  %5679 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5680 = add nsw i64 %5678, %5679
-  %5681 = add nsw i64 %5680, 32
-  %arena1909 = getelementptr inbounds float, ptr %arena, i64 %5681
-  store <16 x float> %t222_c5_21908, ptr %arena1909, align 4
-  %t222_c5_31910 = load <16 x float>, ptr %pool1_grad.t222_c5_3, align 64
-  %5682 = mul nsw i64 %pool1_grad.mb2211814, 6
-  %5683 = add nsw i64 %5682, 5
-  %5684 = mul nsw i64 %5683, 3136
-  %5685 = add nsw i64 2224784, %5684
-  %5686 = mul nsw i64 %pool1_grad.nb2201813, 64
-  %5687 = add nsw i64 %5685, %5686
-  %5688 = add nsw i64 %5687, 48
-  %arena1911 = getelementptr inbounds float, ptr %arena, i64 %5688
-  store <16 x float> %t222_c5_31910, ptr %arena1911, align 4
-  %mb221.next = add nsw i64 %pool1_grad.mb2211814, 1
-  %5689 = icmp slt i64 %mb221.next, 48
-  br i1 %5689, label %pool1_grad.mb221, label %pool1_grad.mb221.end
+  %params1873 = getelementptr inbounds float, ptr %params, i64 %5565
+  %5566 = load float, ptr %params1873, align 4
+  %5567 = insertelement <16 x float> undef, float %5566, i32 0
+  %5568 = shufflevector <16 x float> %5567, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5568, ptr %pool1_grad.t238_a5, align 64
+  %t238_a5 = load <16 x float>, ptr %pool1_grad.t238_a5, align 64
+  %t238_b01874 = load <16 x float>, ptr %pool1_grad.t238_b0, align 64
+  %t238_c5_0 = load <16 x float>, ptr %pool1_grad.t238_c5_0, align 64
+  %5569 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a5, <16 x float> %t238_b01874, <16 x float> %t238_c5_0)
+  store <16 x float> %5569, ptr %pool1_grad.t238_c5_0, align 64
+  %t238_a51875 = load <16 x float>, ptr %pool1_grad.t238_a5, align 64
+  %t238_b11876 = load <16 x float>, ptr %pool1_grad.t238_b1, align 64
+  %t238_c5_1 = load <16 x float>, ptr %pool1_grad.t238_c5_1, align 64
+  %5570 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a51875, <16 x float> %t238_b11876, <16 x float> %t238_c5_1)
+  store <16 x float> %5570, ptr %pool1_grad.t238_c5_1, align 64
+  %t238_a51877 = load <16 x float>, ptr %pool1_grad.t238_a5, align 64
+  %t238_b21878 = load <16 x float>, ptr %pool1_grad.t238_b2, align 64
+  %t238_c5_2 = load <16 x float>, ptr %pool1_grad.t238_c5_2, align 64
+  %5571 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a51877, <16 x float> %t238_b21878, <16 x float> %t238_c5_2)
+  store <16 x float> %5571, ptr %pool1_grad.t238_c5_2, align 64
+  %t238_a51879 = load <16 x float>, ptr %pool1_grad.t238_a5, align 64
+  %t238_b31880 = load <16 x float>, ptr %pool1_grad.t238_b3, align 64
+  %t238_c5_3 = load <16 x float>, ptr %pool1_grad.t238_c5_3, align 64
+  %5572 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t238_a51879, <16 x float> %t238_b31880, <16 x float> %t238_c5_3)
+  store <16 x float> %5572, ptr %pool1_grad.t238_c5_3, align 64
+  %k239.next = add nsw i64 %pool1_grad.k2391832, 1
+  %5573 = icmp slt i64 %k239.next, 64
+  br i1 %5573, label %pool1_grad.k239, label %pool1_grad.k239.end
 
-pool1_grad.j224:                                  ; preds = %pool1_grad.c225.end, %pool1_grad.nb220.end
-  %pool1_grad.j2241912 = phi i64 [ 0, %pool1_grad.nb220.end ], [ %j224.next, %pool1_grad.c225.end ]
-  br label %pool1_grad.c225
-
-pool1_grad.j224.end:                              ; preds = %pool1_grad.c225.end
-  %g216.next = add nsw i64 %pool1_grad.g2161807, 1
-  %5690 = icmp slt i64 %g216.next, 4
-  br i1 %5690, label %pool1_grad.g216, label %pool1_grad.g216.end
-
-pool1_grad.c225:                                  ; preds = %pool1_grad.iy287.end, %pool1_grad.j224
-  %pool1_grad.c2251913 = phi i64 [ 0, %pool1_grad.j224 ], [ %c225.next, %pool1_grad.iy287.end ]
-  br label %pool1_grad.iy226
-
-pool1_grad.c225.end:                              ; preds = %pool1_grad.iy287.end
-  %j224.next = add nsw i64 %pool1_grad.j2241912, 1
-  %5691 = icmp slt i64 %j224.next, 16
-  br i1 %5691, label %pool1_grad.j224, label %pool1_grad.j224.end
-
-pool1_grad.iy226:                                 ; preds = %pool1_grad.ix227.end, %pool1_grad.c225
-  %pool1_grad.iy2261914 = phi i64 [ 0, %pool1_grad.c225 ], [ %iy226.next, %pool1_grad.ix227.end ]
-  br label %pool1_grad.ix227
-
-pool1_grad.iy226.end:                             ; preds = %pool1_grad.ix227.end
-  br label %pool1_grad.iy232
-
-pool1_grad.ix227:                                 ; preds = %pool1_grad.ix227, %pool1_grad.iy226
-  %pool1_grad.ix2271915 = phi i64 [ 0, %pool1_grad.iy226 ], [ %ix227.next, %pool1_grad.ix227 ]
-  %5692 = mul nsw i64 %pool1_grad.c2251913, 9
+pool1_grad.k239.end:                              ; preds = %pool1_grad.k239
+  %t238_c0_01881 = load <16 x float>, ptr %pool1_grad.t238_c0_0, align 64
+  %5574 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5575 = mul nsw i64 %5574, 3136
+  %5576 = add nsw i64 2224784, %5575
+  %5577 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5578 = add nsw i64 %5576, %5577
+  %arena1882 = getelementptr inbounds float, ptr %arena, i64 %5578
+  store <16 x float> %t238_c0_01881, ptr %arena1882, align 4
+  %t238_c0_11883 = load <16 x float>, ptr %pool1_grad.t238_c0_1, align 64
+  %5579 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5580 = mul nsw i64 %5579, 3136
+  %5581 = add nsw i64 2224784, %5580
+  %5582 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5583 = add nsw i64 %5581, %5582
+  %5584 = add nsw i64 %5583, 16
+  %arena1884 = getelementptr inbounds float, ptr %arena, i64 %5584
+  store <16 x float> %t238_c0_11883, ptr %arena1884, align 4
+  %t238_c0_21885 = load <16 x float>, ptr %pool1_grad.t238_c0_2, align 64
+  %5585 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5586 = mul nsw i64 %5585, 3136
+  %5587 = add nsw i64 2224784, %5586
+  %5588 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5589 = add nsw i64 %5587, %5588
+  %5590 = add nsw i64 %5589, 32
+  %arena1886 = getelementptr inbounds float, ptr %arena, i64 %5590
+  store <16 x float> %t238_c0_21885, ptr %arena1886, align 4
+  %t238_c0_31887 = load <16 x float>, ptr %pool1_grad.t238_c0_3, align 64
+  %5591 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5592 = mul nsw i64 %5591, 3136
+  %5593 = add nsw i64 2224784, %5592
+  %5594 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5595 = add nsw i64 %5593, %5594
+  %5596 = add nsw i64 %5595, 48
+  %arena1888 = getelementptr inbounds float, ptr %arena, i64 %5596
+  store <16 x float> %t238_c0_31887, ptr %arena1888, align 4
+  %t238_c1_01889 = load <16 x float>, ptr %pool1_grad.t238_c1_0, align 64
+  %5597 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5598 = add nsw i64 %5597, 1
+  %5599 = mul nsw i64 %5598, 3136
+  %5600 = add nsw i64 2224784, %5599
+  %5601 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5602 = add nsw i64 %5600, %5601
+  %arena1890 = getelementptr inbounds float, ptr %arena, i64 %5602
+  store <16 x float> %t238_c1_01889, ptr %arena1890, align 4
+  %t238_c1_11891 = load <16 x float>, ptr %pool1_grad.t238_c1_1, align 64
+  %5603 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5604 = add nsw i64 %5603, 1
+  %5605 = mul nsw i64 %5604, 3136
+  %5606 = add nsw i64 2224784, %5605
+  %5607 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5608 = add nsw i64 %5606, %5607
+  %5609 = add nsw i64 %5608, 16
+  %arena1892 = getelementptr inbounds float, ptr %arena, i64 %5609
+  store <16 x float> %t238_c1_11891, ptr %arena1892, align 4
+  %t238_c1_21893 = load <16 x float>, ptr %pool1_grad.t238_c1_2, align 64
+  %5610 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5611 = add nsw i64 %5610, 1
+  %5612 = mul nsw i64 %5611, 3136
+  %5613 = add nsw i64 2224784, %5612
+  %5614 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5615 = add nsw i64 %5613, %5614
+  %5616 = add nsw i64 %5615, 32
+  %arena1894 = getelementptr inbounds float, ptr %arena, i64 %5616
+  store <16 x float> %t238_c1_21893, ptr %arena1894, align 4
+  %t238_c1_31895 = load <16 x float>, ptr %pool1_grad.t238_c1_3, align 64
+  %5617 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5618 = add nsw i64 %5617, 1
+  %5619 = mul nsw i64 %5618, 3136
+  %5620 = add nsw i64 2224784, %5619
+  %5621 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5622 = add nsw i64 %5620, %5621
+  %5623 = add nsw i64 %5622, 48
+  %arena1896 = getelementptr inbounds float, ptr %arena, i64 %5623
+  store <16 x float> %t238_c1_31895, ptr %arena1896, align 4
+  %t238_c2_01897 = load <16 x float>, ptr %pool1_grad.t238_c2_0, align 64
+  %5624 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5625 = add nsw i64 %5624, 2
+  %5626 = mul nsw i64 %5625, 3136
+  %5627 = add nsw i64 2224784, %5626
+  %5628 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5629 = add nsw i64 %5627, %5628
+  %arena1898 = getelementptr inbounds float, ptr %arena, i64 %5629
+  store <16 x float> %t238_c2_01897, ptr %arena1898, align 4
+  %t238_c2_11899 = load <16 x float>, ptr %pool1_grad.t238_c2_1, align 64
+  %5630 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5631 = add nsw i64 %5630, 2
+  %5632 = mul nsw i64 %5631, 3136
+  %5633 = add nsw i64 2224784, %5632
+  %5634 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5635 = add nsw i64 %5633, %5634
+  %5636 = add nsw i64 %5635, 16
+  %arena1900 = getelementptr inbounds float, ptr %arena, i64 %5636
+  store <16 x float> %t238_c2_11899, ptr %arena1900, align 4
+  %t238_c2_21901 = load <16 x float>, ptr %pool1_grad.t238_c2_2, align 64
+  %5637 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5638 = add nsw i64 %5637, 2
+  %5639 = mul nsw i64 %5638, 3136
+  %5640 = add nsw i64 2224784, %5639
+  %5641 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5642 = add nsw i64 %5640, %5641
+  %5643 = add nsw i64 %5642, 32
+  %arena1902 = getelementptr inbounds float, ptr %arena, i64 %5643
+  store <16 x float> %t238_c2_21901, ptr %arena1902, align 4
+  %t238_c2_31903 = load <16 x float>, ptr %pool1_grad.t238_c2_3, align 64
+  %5644 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5645 = add nsw i64 %5644, 2
+  %5646 = mul nsw i64 %5645, 3136
+  %5647 = add nsw i64 2224784, %5646
+  %5648 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5649 = add nsw i64 %5647, %5648
+  %5650 = add nsw i64 %5649, 48
+  %arena1904 = getelementptr inbounds float, ptr %arena, i64 %5650
+  store <16 x float> %t238_c2_31903, ptr %arena1904, align 4
+  %t238_c3_01905 = load <16 x float>, ptr %pool1_grad.t238_c3_0, align 64
+  %5651 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5652 = add nsw i64 %5651, 3
+  %5653 = mul nsw i64 %5652, 3136
+  %5654 = add nsw i64 2224784, %5653
+  %5655 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5656 = add nsw i64 %5654, %5655
+  %arena1906 = getelementptr inbounds float, ptr %arena, i64 %5656
+  store <16 x float> %t238_c3_01905, ptr %arena1906, align 4
+  %t238_c3_11907 = load <16 x float>, ptr %pool1_grad.t238_c3_1, align 64
+  %5657 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5658 = add nsw i64 %5657, 3
+  %5659 = mul nsw i64 %5658, 3136
+  %5660 = add nsw i64 2224784, %5659
+  %5661 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5662 = add nsw i64 %5660, %5661
+  %5663 = add nsw i64 %5662, 16
+  %arena1908 = getelementptr inbounds float, ptr %arena, i64 %5663
+  store <16 x float> %t238_c3_11907, ptr %arena1908, align 4
+  %t238_c3_21909 = load <16 x float>, ptr %pool1_grad.t238_c3_2, align 64
+  %5664 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5665 = add nsw i64 %5664, 3
+  %5666 = mul nsw i64 %5665, 3136
+  %5667 = add nsw i64 2224784, %5666
+  %5668 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5669 = add nsw i64 %5667, %5668
+  %5670 = add nsw i64 %5669, 32
+  %arena1910 = getelementptr inbounds float, ptr %arena, i64 %5670
+  store <16 x float> %t238_c3_21909, ptr %arena1910, align 4
+  %t238_c3_31911 = load <16 x float>, ptr %pool1_grad.t238_c3_3, align 64
+  %5671 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5672 = add nsw i64 %5671, 3
+  %5673 = mul nsw i64 %5672, 3136
+  %5674 = add nsw i64 2224784, %5673
+  %5675 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5676 = add nsw i64 %5674, %5675
+  %5677 = add nsw i64 %5676, 48
+  %arena1912 = getelementptr inbounds float, ptr %arena, i64 %5677
+  store <16 x float> %t238_c3_31911, ptr %arena1912, align 4
+  %t238_c4_01913 = load <16 x float>, ptr %pool1_grad.t238_c4_0, align 64
+  %5678 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5679 = add nsw i64 %5678, 4
+  %5680 = mul nsw i64 %5679, 3136
+  %5681 = add nsw i64 2224784, %5680
+  %5682 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5683 = add nsw i64 %5681, %5682
+  %arena1914 = getelementptr inbounds float, ptr %arena, i64 %5683
+  store <16 x float> %t238_c4_01913, ptr %arena1914, align 4
+  %t238_c4_11915 = load <16 x float>, ptr %pool1_grad.t238_c4_1, align 64
+  %5684 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5685 = add nsw i64 %5684, 4
+  %5686 = mul nsw i64 %5685, 3136
+  %5687 = add nsw i64 2224784, %5686
+  %5688 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5689 = add nsw i64 %5687, %5688
+  %5690 = add nsw i64 %5689, 16
+  %arena1916 = getelementptr inbounds float, ptr %arena, i64 %5690
+  store <16 x float> %t238_c4_11915, ptr %arena1916, align 4
+  %t238_c4_21917 = load <16 x float>, ptr %pool1_grad.t238_c4_2, align 64
+  %5691 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5692 = add nsw i64 %5691, 4
   %5693 = mul nsw i64 %5692, 3136
   %5694 = add nsw i64 2224784, %5693
-  %5695 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5695 = mul nsw i64 %pool1_grad.nb2361830, 64
   %5696 = add nsw i64 %5694, %5695
-  %5697 = add nsw i64 %pool1_grad.iy2261914, 1
-  %5698 = mul nsw i64 %5697, 14
-  %5699 = add nsw i64 %5696, %5698
-  %5700 = add nsw i64 %5699, 1
-  %5701 = add nsw i64 %5700, %pool1_grad.ix2271915
-  %arena1916 = getelementptr inbounds float, ptr %arena, i64 %5701
-  %5702 = load float, ptr %arena1916, align 4
-  store float %5702, ptr %pool1_grad.sum228, align 4
-  %sum228 = load float, ptr %pool1_grad.sum228, align 4
-  %5703 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5704 = add nsw i64 %5703, 1
-  %5705 = mul nsw i64 %5704, 3136
-  %5706 = add nsw i64 2224784, %5705
-  %5707 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5708 = add nsw i64 %5706, %5707
-  %5709 = add nsw i64 %pool1_grad.iy2261914, 1
-  %5710 = mul nsw i64 %5709, 14
-  %5711 = add nsw i64 %5708, %5710
-  %5712 = add nsw i64 %5711, %pool1_grad.ix2271915
-  %arena1917 = getelementptr inbounds float, ptr %arena, i64 %5712
-  %5713 = load float, ptr %arena1917, align 4
-  %5714 = fadd float %sum228, %5713
-  store float %5714, ptr %pool1_grad.sum229, align 4
-  %sum229 = load float, ptr %pool1_grad.sum229, align 4
-  %5715 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5716 = add nsw i64 %5715, 3
-  %5717 = mul nsw i64 %5716, 3136
-  %5718 = add nsw i64 2224784, %5717
-  %5719 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5720 = add nsw i64 %5718, %5719
-  %5721 = mul nsw i64 %pool1_grad.iy2261914, 14
-  %5722 = add nsw i64 %5720, %5721
-  %5723 = add nsw i64 %5722, 1
-  %5724 = add nsw i64 %5723, %pool1_grad.ix2271915
-  %arena1918 = getelementptr inbounds float, ptr %arena, i64 %5724
-  %5725 = load float, ptr %arena1918, align 4
-  %5726 = fadd float %sum229, %5725
-  store float %5726, ptr %pool1_grad.sum230, align 4
-  %sum230 = load float, ptr %pool1_grad.sum230, align 4
-  %5727 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5728 = add nsw i64 %5727, 4
-  %5729 = mul nsw i64 %5728, 3136
-  %5730 = add nsw i64 2224784, %5729
-  %5731 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5732 = add nsw i64 %5730, %5731
-  %5733 = mul nsw i64 %pool1_grad.iy2261914, 14
-  %5734 = add nsw i64 %5732, %5733
-  %5735 = add nsw i64 %5734, %pool1_grad.ix2271915
-  %arena1919 = getelementptr inbounds float, ptr %arena, i64 %5735
-  %5736 = load float, ptr %arena1919, align 4
-  %5737 = fadd float %sum230, %5736
-  store float %5737, ptr %pool1_grad.sum231, align 4
-  %sum231 = load float, ptr %pool1_grad.sum231, align 4
-  %5738 = mul nsw i64 %pool1_grad.g2161807, 16
-  %5739 = add nsw i64 %5738, %pool1_grad.j2241912
-  %5740 = mul nsw i64 %5739, 6272
-  %5741 = add nsw i64 802816, %5740
-  %5742 = mul nsw i64 %pool1_grad.c2251913, 196
-  %5743 = add nsw i64 %5741, %5742
-  %5744 = mul nsw i64 %pool1_grad.iy2261914, 14
-  %5745 = add nsw i64 %5743, %5744
-  %5746 = add nsw i64 %5745, %pool1_grad.ix2271915
-  %arena1920 = getelementptr inbounds float, ptr %arena, i64 %5746
-  store float %sum231, ptr %arena1920, align 4
-  %ix227.next = add nsw i64 %pool1_grad.ix2271915, 1
-  %5747 = icmp slt i64 %ix227.next, 1
-  br i1 %5747, label %pool1_grad.ix227, label %pool1_grad.ix227.end
+  %5697 = add nsw i64 %5696, 32
+  %arena1918 = getelementptr inbounds float, ptr %arena, i64 %5697
+  store <16 x float> %t238_c4_21917, ptr %arena1918, align 4
+  %t238_c4_31919 = load <16 x float>, ptr %pool1_grad.t238_c4_3, align 64
+  %5698 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5699 = add nsw i64 %5698, 4
+  %5700 = mul nsw i64 %5699, 3136
+  %5701 = add nsw i64 2224784, %5700
+  %5702 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5703 = add nsw i64 %5701, %5702
+  %5704 = add nsw i64 %5703, 48
+  %arena1920 = getelementptr inbounds float, ptr %arena, i64 %5704
+  store <16 x float> %t238_c4_31919, ptr %arena1920, align 4
+  %t238_c5_01921 = load <16 x float>, ptr %pool1_grad.t238_c5_0, align 64
+  %5705 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5706 = add nsw i64 %5705, 5
+  %5707 = mul nsw i64 %5706, 3136
+  %5708 = add nsw i64 2224784, %5707
+  %5709 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5710 = add nsw i64 %5708, %5709
+  %arena1922 = getelementptr inbounds float, ptr %arena, i64 %5710
+  store <16 x float> %t238_c5_01921, ptr %arena1922, align 4
+  %t238_c5_11923 = load <16 x float>, ptr %pool1_grad.t238_c5_1, align 64
+  %5711 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5712 = add nsw i64 %5711, 5
+  %5713 = mul nsw i64 %5712, 3136
+  %5714 = add nsw i64 2224784, %5713
+  %5715 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5716 = add nsw i64 %5714, %5715
+  %5717 = add nsw i64 %5716, 16
+  %arena1924 = getelementptr inbounds float, ptr %arena, i64 %5717
+  store <16 x float> %t238_c5_11923, ptr %arena1924, align 4
+  %t238_c5_21925 = load <16 x float>, ptr %pool1_grad.t238_c5_2, align 64
+  %5718 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5719 = add nsw i64 %5718, 5
+  %5720 = mul nsw i64 %5719, 3136
+  %5721 = add nsw i64 2224784, %5720
+  %5722 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5723 = add nsw i64 %5721, %5722
+  %5724 = add nsw i64 %5723, 32
+  %arena1926 = getelementptr inbounds float, ptr %arena, i64 %5724
+  store <16 x float> %t238_c5_21925, ptr %arena1926, align 4
+  %t238_c5_31927 = load <16 x float>, ptr %pool1_grad.t238_c5_3, align 64
+  %5725 = mul nsw i64 %pool1_grad.mb2371831, 6
+  %5726 = add nsw i64 %5725, 5
+  %5727 = mul nsw i64 %5726, 3136
+  %5728 = add nsw i64 2224784, %5727
+  %5729 = mul nsw i64 %pool1_grad.nb2361830, 64
+  %5730 = add nsw i64 %5728, %5729
+  %5731 = add nsw i64 %5730, 48
+  %arena1928 = getelementptr inbounds float, ptr %arena, i64 %5731
+  store <16 x float> %t238_c5_31927, ptr %arena1928, align 4
+  %mb237.next = add nsw i64 %pool1_grad.mb2371831, 1
+  %5732 = icmp slt i64 %mb237.next, 48
+  br i1 %5732, label %pool1_grad.mb237, label %pool1_grad.mb237.end
 
-pool1_grad.ix227.end:                             ; preds = %pool1_grad.ix227
-  %iy226.next = add nsw i64 %pool1_grad.iy2261914, 1
-  %5748 = icmp slt i64 %iy226.next, 1
-  br i1 %5748, label %pool1_grad.iy226, label %pool1_grad.iy226.end
+pool1_grad.j240:                                  ; preds = %pool1_grad.c241.end, %pool1_grad.nb236.end
+  %pool1_grad.j2401929 = phi i64 [ 0, %pool1_grad.nb236.end ], [ %j240.next, %pool1_grad.c241.end ]
+  br label %pool1_grad.c241
 
-pool1_grad.iy232:                                 ; preds = %pool1_grad.ix233.end, %pool1_grad.iy226.end
-  %pool1_grad.iy2321921 = phi i64 [ 0, %pool1_grad.iy226.end ], [ %iy232.next, %pool1_grad.ix233.end ]
-  br label %pool1_grad.ix233
+pool1_grad.j240.end:                              ; preds = %pool1_grad.c241.end
+  %g232.next = add nsw i64 %pool1_grad.g2321824, 1
+  %5733 = icmp slt i64 %g232.next, 4
+  br i1 %5733, label %pool1_grad.g232, label %pool1_grad.g232.end
 
-pool1_grad.iy232.end:                             ; preds = %pool1_grad.ix233.end
-  br label %pool1_grad.iy240
+pool1_grad.c241:                                  ; preds = %pool1_grad.iy303.end, %pool1_grad.j240
+  %pool1_grad.c2411930 = phi i64 [ 0, %pool1_grad.j240 ], [ %c241.next, %pool1_grad.iy303.end ]
+  br label %pool1_grad.iy242
 
-pool1_grad.ix233:                                 ; preds = %pool1_grad.ix233, %pool1_grad.iy232
-  %pool1_grad.ix2331922 = phi i64 [ 0, %pool1_grad.iy232 ], [ %ix233.next, %pool1_grad.ix233 ]
-  %5749 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5750 = mul nsw i64 %5749, 3136
-  %5751 = add nsw i64 2224784, %5750
-  %5752 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5753 = add nsw i64 %5751, %5752
-  %5754 = add nsw i64 %pool1_grad.iy2321921, 1
-  %5755 = mul nsw i64 %5754, 14
-  %5756 = add nsw i64 %5753, %5755
-  %5757 = add nsw i64 %5756, 2
-  %5758 = add nsw i64 %5757, %pool1_grad.ix2331922
-  %arena1923 = getelementptr inbounds float, ptr %arena, i64 %5758
-  %5759 = load float, ptr %arena1923, align 4
-  store float %5759, ptr %pool1_grad.sum234, align 4
-  %sum234 = load float, ptr %pool1_grad.sum234, align 4
-  %5760 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5761 = add nsw i64 %5760, 1
-  %5762 = mul nsw i64 %5761, 3136
-  %5763 = add nsw i64 2224784, %5762
-  %5764 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5765 = add nsw i64 %5763, %5764
-  %5766 = add nsw i64 %pool1_grad.iy2321921, 1
-  %5767 = mul nsw i64 %5766, 14
-  %5768 = add nsw i64 %5765, %5767
-  %5769 = add nsw i64 %5768, 1
-  %5770 = add nsw i64 %5769, %pool1_grad.ix2331922
-  %arena1924 = getelementptr inbounds float, ptr %arena, i64 %5770
-  %5771 = load float, ptr %arena1924, align 4
-  %5772 = fadd float %sum234, %5771
-  store float %5772, ptr %pool1_grad.sum235, align 4
-  %sum235 = load float, ptr %pool1_grad.sum235, align 4
-  %5773 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5774 = add nsw i64 %5773, 2
-  %5775 = mul nsw i64 %5774, 3136
-  %5776 = add nsw i64 2224784, %5775
-  %5777 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5778 = add nsw i64 %5776, %5777
-  %5779 = add nsw i64 %pool1_grad.iy2321921, 1
-  %5780 = mul nsw i64 %5779, 14
-  %5781 = add nsw i64 %5778, %5780
-  %5782 = add nsw i64 %5781, %pool1_grad.ix2331922
-  %arena1925 = getelementptr inbounds float, ptr %arena, i64 %5782
-  %5783 = load float, ptr %arena1925, align 4
-  %5784 = fadd float %sum235, %5783
-  store float %5784, ptr %pool1_grad.sum236, align 4
-  %sum236 = load float, ptr %pool1_grad.sum236, align 4
-  %5785 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5786 = add nsw i64 %5785, 3
-  %5787 = mul nsw i64 %5786, 3136
-  %5788 = add nsw i64 2224784, %5787
-  %5789 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5790 = add nsw i64 %5788, %5789
-  %5791 = mul nsw i64 %pool1_grad.iy2321921, 14
-  %5792 = add nsw i64 %5790, %5791
-  %5793 = add nsw i64 %5792, 2
-  %5794 = add nsw i64 %5793, %pool1_grad.ix2331922
-  %arena1926 = getelementptr inbounds float, ptr %arena, i64 %5794
-  %5795 = load float, ptr %arena1926, align 4
-  %5796 = fadd float %sum236, %5795
-  store float %5796, ptr %pool1_grad.sum237, align 4
-  %sum237 = load float, ptr %pool1_grad.sum237, align 4
-  %5797 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5798 = add nsw i64 %5797, 4
-  %5799 = mul nsw i64 %5798, 3136
-  %5800 = add nsw i64 2224784, %5799
-  %5801 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5802 = add nsw i64 %5800, %5801
-  %5803 = mul nsw i64 %pool1_grad.iy2321921, 14
-  %5804 = add nsw i64 %5802, %5803
-  %5805 = add nsw i64 %5804, 1
-  %5806 = add nsw i64 %5805, %pool1_grad.ix2331922
-  %arena1927 = getelementptr inbounds float, ptr %arena, i64 %5806
-  %5807 = load float, ptr %arena1927, align 4
-  %5808 = fadd float %sum237, %5807
-  store float %5808, ptr %pool1_grad.sum238, align 4
-  %sum238 = load float, ptr %pool1_grad.sum238, align 4
-  %5809 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5810 = add nsw i64 %5809, 5
-  %5811 = mul nsw i64 %5810, 3136
-  %5812 = add nsw i64 2224784, %5811
-  %5813 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5814 = add nsw i64 %5812, %5813
-  %5815 = mul nsw i64 %pool1_grad.iy2321921, 14
-  %5816 = add nsw i64 %5814, %5815
-  %5817 = add nsw i64 %5816, %pool1_grad.ix2331922
-  %arena1928 = getelementptr inbounds float, ptr %arena, i64 %5817
-  %5818 = load float, ptr %arena1928, align 4
-  %5819 = fadd float %sum238, %5818
-  store float %5819, ptr %pool1_grad.sum239, align 4
-  %sum239 = load float, ptr %pool1_grad.sum239, align 4
-  %5820 = mul nsw i64 %pool1_grad.g2161807, 16
-  %5821 = add nsw i64 %5820, %pool1_grad.j2241912
-  %5822 = mul nsw i64 %5821, 6272
-  %5823 = add nsw i64 802816, %5822
-  %5824 = mul nsw i64 %pool1_grad.c2251913, 196
-  %5825 = add nsw i64 %5823, %5824
-  %5826 = mul nsw i64 %pool1_grad.iy2321921, 14
-  %5827 = add nsw i64 %5825, %5826
-  %5828 = add nsw i64 %5827, 1
-  %5829 = add nsw i64 %5828, %pool1_grad.ix2331922
-  %arena1929 = getelementptr inbounds float, ptr %arena, i64 %5829
-  store float %sum239, ptr %arena1929, align 4
-  %ix233.next = add nsw i64 %pool1_grad.ix2331922, 1
-  %5830 = icmp slt i64 %ix233.next, 12
-  br i1 %5830, label %pool1_grad.ix233, label %pool1_grad.ix233.end
+pool1_grad.c241.end:                              ; preds = %pool1_grad.iy303.end
+  %j240.next = add nsw i64 %pool1_grad.j2401929, 1
+  %5734 = icmp slt i64 %j240.next, 16
+  br i1 %5734, label %pool1_grad.j240, label %pool1_grad.j240.end
 
-pool1_grad.ix233.end:                             ; preds = %pool1_grad.ix233
-  %iy232.next = add nsw i64 %pool1_grad.iy2321921, 1
-  %5831 = icmp slt i64 %iy232.next, 1
-  br i1 %5831, label %pool1_grad.iy232, label %pool1_grad.iy232.end
+pool1_grad.iy242:                                 ; preds = %pool1_grad.ix243.end, %pool1_grad.c241
+  %pool1_grad.iy2421931 = phi i64 [ 0, %pool1_grad.c241 ], [ %iy242.next, %pool1_grad.ix243.end ]
+  br label %pool1_grad.ix243
 
-pool1_grad.iy240:                                 ; preds = %pool1_grad.ix241.end, %pool1_grad.iy232.end
-  %pool1_grad.iy2401930 = phi i64 [ 0, %pool1_grad.iy232.end ], [ %iy240.next, %pool1_grad.ix241.end ]
-  br label %pool1_grad.ix241
+pool1_grad.iy242.end:                             ; preds = %pool1_grad.ix243.end
+  br label %pool1_grad.iy248
 
-pool1_grad.iy240.end:                             ; preds = %pool1_grad.ix241.end
-  br label %pool1_grad.iy246
-
-pool1_grad.ix241:                                 ; preds = %pool1_grad.ix241, %pool1_grad.iy240
-  %pool1_grad.ix2411931 = phi i64 [ 0, %pool1_grad.iy240 ], [ %ix241.next, %pool1_grad.ix241 ]
-  %5832 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5833 = add nsw i64 %5832, 1
-  %5834 = mul nsw i64 %5833, 3136
-  %5835 = add nsw i64 2224784, %5834
-  %5836 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5837 = add nsw i64 %5835, %5836
-  %5838 = add nsw i64 %pool1_grad.iy2401930, 1
-  %5839 = mul nsw i64 %5838, 14
-  %5840 = add nsw i64 %5837, %5839
-  %5841 = add nsw i64 %5840, 13
-  %5842 = add nsw i64 %5841, %pool1_grad.ix2411931
-  %arena1932 = getelementptr inbounds float, ptr %arena, i64 %5842
-  %5843 = load float, ptr %arena1932, align 4
-  store float %5843, ptr %pool1_grad.sum242, align 4
-  %sum242 = load float, ptr %pool1_grad.sum242, align 4
-  %5844 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5845 = add nsw i64 %5844, 2
-  %5846 = mul nsw i64 %5845, 3136
-  %5847 = add nsw i64 2224784, %5846
-  %5848 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5849 = add nsw i64 %5847, %5848
-  %5850 = add nsw i64 %pool1_grad.iy2401930, 1
-  %5851 = mul nsw i64 %5850, 14
-  %5852 = add nsw i64 %5849, %5851
-  %5853 = add nsw i64 %5852, 12
-  %5854 = add nsw i64 %5853, %pool1_grad.ix2411931
-  %arena1933 = getelementptr inbounds float, ptr %arena, i64 %5854
-  %5855 = load float, ptr %arena1933, align 4
-  %5856 = fadd float %sum242, %5855
-  store float %5856, ptr %pool1_grad.sum243, align 4
-  %sum243 = load float, ptr %pool1_grad.sum243, align 4
-  %5857 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5858 = add nsw i64 %5857, 4
-  %5859 = mul nsw i64 %5858, 3136
-  %5860 = add nsw i64 2224784, %5859
-  %5861 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5862 = add nsw i64 %5860, %5861
-  %5863 = mul nsw i64 %pool1_grad.iy2401930, 14
-  %5864 = add nsw i64 %5862, %5863
-  %5865 = add nsw i64 %5864, 13
-  %5866 = add nsw i64 %5865, %pool1_grad.ix2411931
-  %arena1934 = getelementptr inbounds float, ptr %arena, i64 %5866
-  %5867 = load float, ptr %arena1934, align 4
-  %5868 = fadd float %sum243, %5867
-  store float %5868, ptr %pool1_grad.sum244, align 4
+pool1_grad.ix243:                                 ; preds = %pool1_grad.ix243, %pool1_grad.iy242
+  %pool1_grad.ix2431932 = phi i64 [ 0, %pool1_grad.iy242 ], [ %ix243.next, %pool1_grad.ix243 ]
+  %5735 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5736 = mul nsw i64 %5735, 3136
+  %5737 = add nsw i64 2224784, %5736
+  %5738 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5739 = add nsw i64 %5737, %5738
+  %5740 = add nsw i64 %pool1_grad.iy2421931, 1
+  %5741 = mul nsw i64 %5740, 14
+  %5742 = add nsw i64 %5739, %5741
+  %5743 = add nsw i64 %5742, 1
+  %5744 = add nsw i64 %5743, %pool1_grad.ix2431932
+  %arena1933 = getelementptr inbounds float, ptr %arena, i64 %5744
+  %5745 = load float, ptr %arena1933, align 4
+  store float %5745, ptr %pool1_grad.sum244, align 4
   %sum244 = load float, ptr %pool1_grad.sum244, align 4
-  %5869 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5870 = add nsw i64 %5869, 5
-  %5871 = mul nsw i64 %5870, 3136
-  %5872 = add nsw i64 2224784, %5871
-  %5873 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5874 = add nsw i64 %5872, %5873
-  %5875 = mul nsw i64 %pool1_grad.iy2401930, 14
-  %5876 = add nsw i64 %5874, %5875
-  %5877 = add nsw i64 %5876, 12
-  %5878 = add nsw i64 %5877, %pool1_grad.ix2411931
-  %arena1935 = getelementptr inbounds float, ptr %arena, i64 %5878
-  %5879 = load float, ptr %arena1935, align 4
-  %5880 = fadd float %sum244, %5879
-  store float %5880, ptr %pool1_grad.sum245, align 4
+  %5746 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5747 = add nsw i64 %5746, 1
+  %5748 = mul nsw i64 %5747, 3136
+  %5749 = add nsw i64 2224784, %5748
+  %5750 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5751 = add nsw i64 %5749, %5750
+  %5752 = add nsw i64 %pool1_grad.iy2421931, 1
+  %5753 = mul nsw i64 %5752, 14
+  %5754 = add nsw i64 %5751, %5753
+  %5755 = add nsw i64 %5754, %pool1_grad.ix2431932
+  %arena1934 = getelementptr inbounds float, ptr %arena, i64 %5755
+  %5756 = load float, ptr %arena1934, align 4
+  %5757 = fadd float %sum244, %5756
+  store float %5757, ptr %pool1_grad.sum245, align 4
   %sum245 = load float, ptr %pool1_grad.sum245, align 4
-  %5881 = mul nsw i64 %pool1_grad.g2161807, 16
-  %5882 = add nsw i64 %5881, %pool1_grad.j2241912
-  %5883 = mul nsw i64 %5882, 6272
-  %5884 = add nsw i64 802816, %5883
-  %5885 = mul nsw i64 %pool1_grad.c2251913, 196
-  %5886 = add nsw i64 %5884, %5885
-  %5887 = mul nsw i64 %pool1_grad.iy2401930, 14
-  %5888 = add nsw i64 %5886, %5887
-  %5889 = add nsw i64 %5888, 13
-  %5890 = add nsw i64 %5889, %pool1_grad.ix2411931
-  %arena1936 = getelementptr inbounds float, ptr %arena, i64 %5890
-  store float %sum245, ptr %arena1936, align 4
-  %ix241.next = add nsw i64 %pool1_grad.ix2411931, 1
-  %5891 = icmp slt i64 %ix241.next, 1
-  br i1 %5891, label %pool1_grad.ix241, label %pool1_grad.ix241.end
+  %5758 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5759 = add nsw i64 %5758, 3
+  %5760 = mul nsw i64 %5759, 3136
+  %5761 = add nsw i64 2224784, %5760
+  %5762 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5763 = add nsw i64 %5761, %5762
+  %5764 = mul nsw i64 %pool1_grad.iy2421931, 14
+  %5765 = add nsw i64 %5763, %5764
+  %5766 = add nsw i64 %5765, 1
+  %5767 = add nsw i64 %5766, %pool1_grad.ix2431932
+  %arena1935 = getelementptr inbounds float, ptr %arena, i64 %5767
+  %5768 = load float, ptr %arena1935, align 4
+  %5769 = fadd float %sum245, %5768
+  store float %5769, ptr %pool1_grad.sum246, align 4
+  %sum246 = load float, ptr %pool1_grad.sum246, align 4
+  %5770 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5771 = add nsw i64 %5770, 4
+  %5772 = mul nsw i64 %5771, 3136
+  %5773 = add nsw i64 2224784, %5772
+  %5774 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5775 = add nsw i64 %5773, %5774
+  %5776 = mul nsw i64 %pool1_grad.iy2421931, 14
+  %5777 = add nsw i64 %5775, %5776
+  %5778 = add nsw i64 %5777, %pool1_grad.ix2431932
+  %arena1936 = getelementptr inbounds float, ptr %arena, i64 %5778
+  %5779 = load float, ptr %arena1936, align 4
+  %5780 = fadd float %sum246, %5779
+  store float %5780, ptr %pool1_grad.sum247, align 4
+  %sum247 = load float, ptr %pool1_grad.sum247, align 4
+  %5781 = mul nsw i64 %pool1_grad.g2321824, 16
+  %5782 = add nsw i64 %5781, %pool1_grad.j2401929
+  %5783 = mul nsw i64 %5782, 6272
+  %5784 = add nsw i64 802816, %5783
+  %5785 = mul nsw i64 %pool1_grad.c2411930, 196
+  %5786 = add nsw i64 %5784, %5785
+  %5787 = mul nsw i64 %pool1_grad.iy2421931, 14
+  %5788 = add nsw i64 %5786, %5787
+  %5789 = add nsw i64 %5788, %pool1_grad.ix2431932
+  %arena1937 = getelementptr inbounds float, ptr %arena, i64 %5789
+  store float %sum247, ptr %arena1937, align 4
+  %ix243.next = add nsw i64 %pool1_grad.ix2431932, 1
+  %5790 = icmp slt i64 %ix243.next, 1
+  br i1 %5790, label %pool1_grad.ix243, label %pool1_grad.ix243.end
 
-pool1_grad.ix241.end:                             ; preds = %pool1_grad.ix241
-  %iy240.next = add nsw i64 %pool1_grad.iy2401930, 1
-  %5892 = icmp slt i64 %iy240.next, 1
-  br i1 %5892, label %pool1_grad.iy240, label %pool1_grad.iy240.end
+pool1_grad.ix243.end:                             ; preds = %pool1_grad.ix243
+  %iy242.next = add nsw i64 %pool1_grad.iy2421931, 1
+  %5791 = icmp slt i64 %iy242.next, 1
+  br i1 %5791, label %pool1_grad.iy242, label %pool1_grad.iy242.end
 
-pool1_grad.iy246:                                 ; preds = %pool1_grad.ix247.end, %pool1_grad.iy240.end
-  %pool1_grad.iy2461937 = phi i64 [ 0, %pool1_grad.iy240.end ], [ %iy246.next, %pool1_grad.ix247.end ]
-  br label %pool1_grad.ix247
+pool1_grad.iy248:                                 ; preds = %pool1_grad.ix249.end, %pool1_grad.iy242.end
+  %pool1_grad.iy2481938 = phi i64 [ 0, %pool1_grad.iy242.end ], [ %iy248.next, %pool1_grad.ix249.end ]
+  br label %pool1_grad.ix249
 
-pool1_grad.iy246.end:                             ; preds = %pool1_grad.ix247.end
-  br label %pool1_grad.iy254
+pool1_grad.iy248.end:                             ; preds = %pool1_grad.ix249.end
+  br label %pool1_grad.iy256
 
-pool1_grad.ix247:                                 ; preds = %pool1_grad.ix247, %pool1_grad.iy246
-  %pool1_grad.ix2471938 = phi i64 [ 0, %pool1_grad.iy246 ], [ %ix247.next, %pool1_grad.ix247 ]
-  %5893 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5894 = mul nsw i64 %5893, 3136
-  %5895 = add nsw i64 2224784, %5894
-  %5896 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5897 = add nsw i64 %5895, %5896
-  %5898 = add nsw i64 %pool1_grad.iy2461937, 1
-  %5899 = add nsw i64 %5898, 1
-  %5900 = mul nsw i64 %5899, 14
-  %5901 = add nsw i64 %5897, %5900
-  %5902 = add nsw i64 %5901, 1
-  %5903 = add nsw i64 %5902, %pool1_grad.ix2471938
-  %arena1939 = getelementptr inbounds float, ptr %arena, i64 %5903
-  %5904 = load float, ptr %arena1939, align 4
-  store float %5904, ptr %pool1_grad.sum248, align 4
-  %sum248 = load float, ptr %pool1_grad.sum248, align 4
-  %5905 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5906 = add nsw i64 %5905, 1
-  %5907 = mul nsw i64 %5906, 3136
-  %5908 = add nsw i64 2224784, %5907
-  %5909 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5910 = add nsw i64 %5908, %5909
-  %5911 = add nsw i64 %pool1_grad.iy2461937, 1
-  %5912 = add nsw i64 %5911, 1
-  %5913 = mul nsw i64 %5912, 14
-  %5914 = add nsw i64 %5910, %5913
-  %5915 = add nsw i64 %5914, %pool1_grad.ix2471938
-  %arena1940 = getelementptr inbounds float, ptr %arena, i64 %5915
-  %5916 = load float, ptr %arena1940, align 4
-  %5917 = fadd float %sum248, %5916
-  store float %5917, ptr %pool1_grad.sum249, align 4
-  %sum249 = load float, ptr %pool1_grad.sum249, align 4
-  %5918 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5919 = add nsw i64 %5918, 3
-  %5920 = mul nsw i64 %5919, 3136
-  %5921 = add nsw i64 2224784, %5920
-  %5922 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5923 = add nsw i64 %5921, %5922
-  %5924 = add nsw i64 %pool1_grad.iy2461937, 1
-  %5925 = mul nsw i64 %5924, 14
-  %5926 = add nsw i64 %5923, %5925
-  %5927 = add nsw i64 %5926, 1
-  %5928 = add nsw i64 %5927, %pool1_grad.ix2471938
-  %arena1941 = getelementptr inbounds float, ptr %arena, i64 %5928
-  %5929 = load float, ptr %arena1941, align 4
-  %5930 = fadd float %sum249, %5929
-  store float %5930, ptr %pool1_grad.sum250, align 4
+pool1_grad.ix249:                                 ; preds = %pool1_grad.ix249, %pool1_grad.iy248
+  %pool1_grad.ix2491939 = phi i64 [ 0, %pool1_grad.iy248 ], [ %ix249.next, %pool1_grad.ix249 ]
+  %5792 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5793 = mul nsw i64 %5792, 3136
+  %5794 = add nsw i64 2224784, %5793
+  %5795 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5796 = add nsw i64 %5794, %5795
+  %5797 = add nsw i64 %pool1_grad.iy2481938, 1
+  %5798 = mul nsw i64 %5797, 14
+  %5799 = add nsw i64 %5796, %5798
+  %5800 = add nsw i64 %5799, 2
+  %5801 = add nsw i64 %5800, %pool1_grad.ix2491939
+  %arena1940 = getelementptr inbounds float, ptr %arena, i64 %5801
+  %5802 = load float, ptr %arena1940, align 4
+  store float %5802, ptr %pool1_grad.sum250, align 4
   %sum250 = load float, ptr %pool1_grad.sum250, align 4
-  %5931 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5932 = add nsw i64 %5931, 4
-  %5933 = mul nsw i64 %5932, 3136
-  %5934 = add nsw i64 2224784, %5933
-  %5935 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5936 = add nsw i64 %5934, %5935
-  %5937 = add nsw i64 %pool1_grad.iy2461937, 1
-  %5938 = mul nsw i64 %5937, 14
-  %5939 = add nsw i64 %5936, %5938
-  %5940 = add nsw i64 %5939, %pool1_grad.ix2471938
-  %arena1942 = getelementptr inbounds float, ptr %arena, i64 %5940
-  %5941 = load float, ptr %arena1942, align 4
-  %5942 = fadd float %sum250, %5941
-  store float %5942, ptr %pool1_grad.sum251, align 4
+  %5803 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5804 = add nsw i64 %5803, 1
+  %5805 = mul nsw i64 %5804, 3136
+  %5806 = add nsw i64 2224784, %5805
+  %5807 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5808 = add nsw i64 %5806, %5807
+  %5809 = add nsw i64 %pool1_grad.iy2481938, 1
+  %5810 = mul nsw i64 %5809, 14
+  %5811 = add nsw i64 %5808, %5810
+  %5812 = add nsw i64 %5811, 1
+  %5813 = add nsw i64 %5812, %pool1_grad.ix2491939
+  %arena1941 = getelementptr inbounds float, ptr %arena, i64 %5813
+  %5814 = load float, ptr %arena1941, align 4
+  %5815 = fadd float %sum250, %5814
+  store float %5815, ptr %pool1_grad.sum251, align 4
   %sum251 = load float, ptr %pool1_grad.sum251, align 4
-  %5943 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5944 = add nsw i64 %5943, 6
-  %5945 = mul nsw i64 %5944, 3136
-  %5946 = add nsw i64 2224784, %5945
-  %5947 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5948 = add nsw i64 %5946, %5947
-  %5949 = add nsw i64 %pool1_grad.iy2461937, 1
-  %5950 = add nsw i64 %5949, -1
-  %5951 = mul nsw i64 %5950, 14
-  %5952 = add nsw i64 %5948, %5951
-  %5953 = add nsw i64 %5952, 1
-  %5954 = add nsw i64 %5953, %pool1_grad.ix2471938
-  %arena1943 = getelementptr inbounds float, ptr %arena, i64 %5954
-  %5955 = load float, ptr %arena1943, align 4
-  %5956 = fadd float %sum251, %5955
-  store float %5956, ptr %pool1_grad.sum252, align 4
+  %5816 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5817 = add nsw i64 %5816, 2
+  %5818 = mul nsw i64 %5817, 3136
+  %5819 = add nsw i64 2224784, %5818
+  %5820 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5821 = add nsw i64 %5819, %5820
+  %5822 = add nsw i64 %pool1_grad.iy2481938, 1
+  %5823 = mul nsw i64 %5822, 14
+  %5824 = add nsw i64 %5821, %5823
+  %5825 = add nsw i64 %5824, %pool1_grad.ix2491939
+  %arena1942 = getelementptr inbounds float, ptr %arena, i64 %5825
+  %5826 = load float, ptr %arena1942, align 4
+  %5827 = fadd float %sum251, %5826
+  store float %5827, ptr %pool1_grad.sum252, align 4
   %sum252 = load float, ptr %pool1_grad.sum252, align 4
-  %5957 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5958 = add nsw i64 %5957, 7
-  %5959 = mul nsw i64 %5958, 3136
-  %5960 = add nsw i64 2224784, %5959
-  %5961 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5962 = add nsw i64 %5960, %5961
-  %5963 = add nsw i64 %pool1_grad.iy2461937, 1
-  %5964 = add nsw i64 %5963, -1
-  %5965 = mul nsw i64 %5964, 14
-  %5966 = add nsw i64 %5962, %5965
-  %5967 = add nsw i64 %5966, %pool1_grad.ix2471938
-  %arena1944 = getelementptr inbounds float, ptr %arena, i64 %5967
-  %5968 = load float, ptr %arena1944, align 4
-  %5969 = fadd float %sum252, %5968
-  store float %5969, ptr %pool1_grad.sum253, align 4
+  %5828 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5829 = add nsw i64 %5828, 3
+  %5830 = mul nsw i64 %5829, 3136
+  %5831 = add nsw i64 2224784, %5830
+  %5832 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5833 = add nsw i64 %5831, %5832
+  %5834 = mul nsw i64 %pool1_grad.iy2481938, 14
+  %5835 = add nsw i64 %5833, %5834
+  %5836 = add nsw i64 %5835, 2
+  %5837 = add nsw i64 %5836, %pool1_grad.ix2491939
+  %arena1943 = getelementptr inbounds float, ptr %arena, i64 %5837
+  %5838 = load float, ptr %arena1943, align 4
+  %5839 = fadd float %sum252, %5838
+  store float %5839, ptr %pool1_grad.sum253, align 4
   %sum253 = load float, ptr %pool1_grad.sum253, align 4
-  %5970 = mul nsw i64 %pool1_grad.g2161807, 16
-  %5971 = add nsw i64 %5970, %pool1_grad.j2241912
-  %5972 = mul nsw i64 %5971, 6272
-  %5973 = add nsw i64 802816, %5972
-  %5974 = mul nsw i64 %pool1_grad.c2251913, 196
-  %5975 = add nsw i64 %5973, %5974
-  %5976 = add nsw i64 %pool1_grad.iy2461937, 1
-  %5977 = mul nsw i64 %5976, 14
-  %5978 = add nsw i64 %5975, %5977
-  %5979 = add nsw i64 %5978, %pool1_grad.ix2471938
-  %arena1945 = getelementptr inbounds float, ptr %arena, i64 %5979
-  store float %sum253, ptr %arena1945, align 4
-  %ix247.next = add nsw i64 %pool1_grad.ix2471938, 1
-  %5980 = icmp slt i64 %ix247.next, 1
-  br i1 %5980, label %pool1_grad.ix247, label %pool1_grad.ix247.end
+  %5840 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5841 = add nsw i64 %5840, 4
+  %5842 = mul nsw i64 %5841, 3136
+  %5843 = add nsw i64 2224784, %5842
+  %5844 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5845 = add nsw i64 %5843, %5844
+  %5846 = mul nsw i64 %pool1_grad.iy2481938, 14
+  %5847 = add nsw i64 %5845, %5846
+  %5848 = add nsw i64 %5847, 1
+  %5849 = add nsw i64 %5848, %pool1_grad.ix2491939
+  %arena1944 = getelementptr inbounds float, ptr %arena, i64 %5849
+  %5850 = load float, ptr %arena1944, align 4
+  %5851 = fadd float %sum253, %5850
+  store float %5851, ptr %pool1_grad.sum254, align 4
+  %sum254 = load float, ptr %pool1_grad.sum254, align 4
+  %5852 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5853 = add nsw i64 %5852, 5
+  %5854 = mul nsw i64 %5853, 3136
+  %5855 = add nsw i64 2224784, %5854
+  %5856 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5857 = add nsw i64 %5855, %5856
+  %5858 = mul nsw i64 %pool1_grad.iy2481938, 14
+  %5859 = add nsw i64 %5857, %5858
+  %5860 = add nsw i64 %5859, %pool1_grad.ix2491939
+  %arena1945 = getelementptr inbounds float, ptr %arena, i64 %5860
+  %5861 = load float, ptr %arena1945, align 4
+  %5862 = fadd float %sum254, %5861
+  store float %5862, ptr %pool1_grad.sum255, align 4
+  %sum255 = load float, ptr %pool1_grad.sum255, align 4
+  %5863 = mul nsw i64 %pool1_grad.g2321824, 16
+  %5864 = add nsw i64 %5863, %pool1_grad.j2401929
+  %5865 = mul nsw i64 %5864, 6272
+  %5866 = add nsw i64 802816, %5865
+  %5867 = mul nsw i64 %pool1_grad.c2411930, 196
+  %5868 = add nsw i64 %5866, %5867
+  %5869 = mul nsw i64 %pool1_grad.iy2481938, 14
+  %5870 = add nsw i64 %5868, %5869
+  %5871 = add nsw i64 %5870, 1
+  %5872 = add nsw i64 %5871, %pool1_grad.ix2491939
+  %arena1946 = getelementptr inbounds float, ptr %arena, i64 %5872
+  store float %sum255, ptr %arena1946, align 4
+  %ix249.next = add nsw i64 %pool1_grad.ix2491939, 1
+  %5873 = icmp slt i64 %ix249.next, 12
+  br i1 %5873, label %pool1_grad.ix249, label %pool1_grad.ix249.end
 
-pool1_grad.ix247.end:                             ; preds = %pool1_grad.ix247
-  %iy246.next = add nsw i64 %pool1_grad.iy2461937, 1
-  %5981 = icmp slt i64 %iy246.next, 12
-  br i1 %5981, label %pool1_grad.iy246, label %pool1_grad.iy246.end
+pool1_grad.ix249.end:                             ; preds = %pool1_grad.ix249
+  %iy248.next = add nsw i64 %pool1_grad.iy2481938, 1
+  %5874 = icmp slt i64 %iy248.next, 1
+  br i1 %5874, label %pool1_grad.iy248, label %pool1_grad.iy248.end
 
-pool1_grad.iy254:                                 ; preds = %pool1_grad.ix255.end, %pool1_grad.iy246.end
-  %pool1_grad.iy2541946 = phi i64 [ 0, %pool1_grad.iy246.end ], [ %iy254.next, %pool1_grad.ix255.end ]
-  br label %pool1_grad.ix255
+pool1_grad.iy256:                                 ; preds = %pool1_grad.ix257.end, %pool1_grad.iy248.end
+  %pool1_grad.iy2561947 = phi i64 [ 0, %pool1_grad.iy248.end ], [ %iy256.next, %pool1_grad.ix257.end ]
+  br label %pool1_grad.ix257
 
-pool1_grad.iy254.end:                             ; preds = %pool1_grad.ix255.end
-  br label %pool1_grad.iy265
+pool1_grad.iy256.end:                             ; preds = %pool1_grad.ix257.end
+  br label %pool1_grad.iy262
 
-pool1_grad.ix255:                                 ; preds = %pool1_grad.ix255, %pool1_grad.iy254
-  %pool1_grad.ix2551947 = phi i64 [ 0, %pool1_grad.iy254 ], [ %ix255.next, %pool1_grad.ix255 ]
-  %5982 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5983 = mul nsw i64 %5982, 3136
-  %5984 = add nsw i64 2224784, %5983
-  %5985 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5986 = add nsw i64 %5984, %5985
-  %5987 = add nsw i64 %pool1_grad.iy2541946, 1
-  %5988 = add nsw i64 %5987, 1
-  %5989 = mul nsw i64 %5988, 14
-  %5990 = add nsw i64 %5986, %5989
-  %5991 = add nsw i64 %5990, 2
-  %5992 = add nsw i64 %5991, %pool1_grad.ix2551947
-  %arena1948 = getelementptr inbounds float, ptr %arena, i64 %5992
-  %5993 = load float, ptr %arena1948, align 4
-  store float %5993, ptr %pool1_grad.sum256, align 4
-  %sum256 = load float, ptr %pool1_grad.sum256, align 4
-  %5994 = mul nsw i64 %pool1_grad.c2251913, 9
-  %5995 = add nsw i64 %5994, 1
-  %5996 = mul nsw i64 %5995, 3136
-  %5997 = add nsw i64 2224784, %5996
-  %5998 = mul nsw i64 %pool1_grad.j2241912, 196
-  %5999 = add nsw i64 %5997, %5998
-  %6000 = add nsw i64 %pool1_grad.iy2541946, 1
-  %6001 = add nsw i64 %6000, 1
-  %6002 = mul nsw i64 %6001, 14
-  %6003 = add nsw i64 %5999, %6002
-  %6004 = add nsw i64 %6003, 1
-  %6005 = add nsw i64 %6004, %pool1_grad.ix2551947
-  %arena1949 = getelementptr inbounds float, ptr %arena, i64 %6005
-  %6006 = load float, ptr %arena1949, align 4
-  %6007 = fadd float %sum256, %6006
-  store float %6007, ptr %pool1_grad.sum257, align 4
-  %sum257 = load float, ptr %pool1_grad.sum257, align 4
-  %6008 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6009 = add nsw i64 %6008, 2
-  %6010 = mul nsw i64 %6009, 3136
-  %6011 = add nsw i64 2224784, %6010
-  %6012 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6013 = add nsw i64 %6011, %6012
-  %6014 = add nsw i64 %pool1_grad.iy2541946, 1
-  %6015 = add nsw i64 %6014, 1
-  %6016 = mul nsw i64 %6015, 14
-  %6017 = add nsw i64 %6013, %6016
-  %6018 = add nsw i64 %6017, %pool1_grad.ix2551947
-  %arena1950 = getelementptr inbounds float, ptr %arena, i64 %6018
-  %6019 = load float, ptr %arena1950, align 4
-  %6020 = fadd float %sum257, %6019
-  store float %6020, ptr %pool1_grad.sum258, align 4
+pool1_grad.ix257:                                 ; preds = %pool1_grad.ix257, %pool1_grad.iy256
+  %pool1_grad.ix2571948 = phi i64 [ 0, %pool1_grad.iy256 ], [ %ix257.next, %pool1_grad.ix257 ]
+  %5875 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5876 = add nsw i64 %5875, 1
+  %5877 = mul nsw i64 %5876, 3136
+  %5878 = add nsw i64 2224784, %5877
+  %5879 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5880 = add nsw i64 %5878, %5879
+  %5881 = add nsw i64 %pool1_grad.iy2561947, 1
+  %5882 = mul nsw i64 %5881, 14
+  %5883 = add nsw i64 %5880, %5882
+  %5884 = add nsw i64 %5883, 13
+  %5885 = add nsw i64 %5884, %pool1_grad.ix2571948
+  %arena1949 = getelementptr inbounds float, ptr %arena, i64 %5885
+  %5886 = load float, ptr %arena1949, align 4
+  store float %5886, ptr %pool1_grad.sum258, align 4
   %sum258 = load float, ptr %pool1_grad.sum258, align 4
-  %6021 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6022 = add nsw i64 %6021, 3
-  %6023 = mul nsw i64 %6022, 3136
-  %6024 = add nsw i64 2224784, %6023
-  %6025 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6026 = add nsw i64 %6024, %6025
-  %6027 = add nsw i64 %pool1_grad.iy2541946, 1
-  %6028 = mul nsw i64 %6027, 14
-  %6029 = add nsw i64 %6026, %6028
-  %6030 = add nsw i64 %6029, 2
-  %6031 = add nsw i64 %6030, %pool1_grad.ix2551947
-  %arena1951 = getelementptr inbounds float, ptr %arena, i64 %6031
-  %6032 = load float, ptr %arena1951, align 4
-  %6033 = fadd float %sum258, %6032
-  store float %6033, ptr %pool1_grad.sum259, align 4
+  %5887 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5888 = add nsw i64 %5887, 2
+  %5889 = mul nsw i64 %5888, 3136
+  %5890 = add nsw i64 2224784, %5889
+  %5891 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5892 = add nsw i64 %5890, %5891
+  %5893 = add nsw i64 %pool1_grad.iy2561947, 1
+  %5894 = mul nsw i64 %5893, 14
+  %5895 = add nsw i64 %5892, %5894
+  %5896 = add nsw i64 %5895, 12
+  %5897 = add nsw i64 %5896, %pool1_grad.ix2571948
+  %arena1950 = getelementptr inbounds float, ptr %arena, i64 %5897
+  %5898 = load float, ptr %arena1950, align 4
+  %5899 = fadd float %sum258, %5898
+  store float %5899, ptr %pool1_grad.sum259, align 4
   %sum259 = load float, ptr %pool1_grad.sum259, align 4
-  %6034 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6035 = add nsw i64 %6034, 4
-  %6036 = mul nsw i64 %6035, 3136
-  %6037 = add nsw i64 2224784, %6036
-  %6038 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6039 = add nsw i64 %6037, %6038
-  %6040 = add nsw i64 %pool1_grad.iy2541946, 1
-  %6041 = mul nsw i64 %6040, 14
-  %6042 = add nsw i64 %6039, %6041
-  %6043 = add nsw i64 %6042, 1
-  %6044 = add nsw i64 %6043, %pool1_grad.ix2551947
-  %arena1952 = getelementptr inbounds float, ptr %arena, i64 %6044
-  %6045 = load float, ptr %arena1952, align 4
-  %6046 = fadd float %sum259, %6045
-  store float %6046, ptr %pool1_grad.sum260, align 4
+  %5900 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5901 = add nsw i64 %5900, 4
+  %5902 = mul nsw i64 %5901, 3136
+  %5903 = add nsw i64 2224784, %5902
+  %5904 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5905 = add nsw i64 %5903, %5904
+  %5906 = mul nsw i64 %pool1_grad.iy2561947, 14
+  %5907 = add nsw i64 %5905, %5906
+  %5908 = add nsw i64 %5907, 13
+  %5909 = add nsw i64 %5908, %pool1_grad.ix2571948
+  %arena1951 = getelementptr inbounds float, ptr %arena, i64 %5909
+  %5910 = load float, ptr %arena1951, align 4
+  %5911 = fadd float %sum259, %5910
+  store float %5911, ptr %pool1_grad.sum260, align 4
   %sum260 = load float, ptr %pool1_grad.sum260, align 4
-  %6047 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6048 = add nsw i64 %6047, 5
-  %6049 = mul nsw i64 %6048, 3136
-  %6050 = add nsw i64 2224784, %6049
-  %6051 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6052 = add nsw i64 %6050, %6051
-  %6053 = add nsw i64 %pool1_grad.iy2541946, 1
-  %6054 = mul nsw i64 %6053, 14
-  %6055 = add nsw i64 %6052, %6054
-  %6056 = add nsw i64 %6055, %pool1_grad.ix2551947
-  %arena1953 = getelementptr inbounds float, ptr %arena, i64 %6056
-  %6057 = load float, ptr %arena1953, align 4
-  %6058 = fadd float %sum260, %6057
-  store float %6058, ptr %pool1_grad.sum261, align 4
+  %5912 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5913 = add nsw i64 %5912, 5
+  %5914 = mul nsw i64 %5913, 3136
+  %5915 = add nsw i64 2224784, %5914
+  %5916 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5917 = add nsw i64 %5915, %5916
+  %5918 = mul nsw i64 %pool1_grad.iy2561947, 14
+  %5919 = add nsw i64 %5917, %5918
+  %5920 = add nsw i64 %5919, 12
+  %5921 = add nsw i64 %5920, %pool1_grad.ix2571948
+  %arena1952 = getelementptr inbounds float, ptr %arena, i64 %5921
+  %5922 = load float, ptr %arena1952, align 4
+  %5923 = fadd float %sum260, %5922
+  store float %5923, ptr %pool1_grad.sum261, align 4
   %sum261 = load float, ptr %pool1_grad.sum261, align 4
-  %6059 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6060 = add nsw i64 %6059, 6
-  %6061 = mul nsw i64 %6060, 3136
-  %6062 = add nsw i64 2224784, %6061
-  %6063 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6064 = add nsw i64 %6062, %6063
-  %6065 = add nsw i64 %pool1_grad.iy2541946, 1
-  %6066 = add nsw i64 %6065, -1
-  %6067 = mul nsw i64 %6066, 14
-  %6068 = add nsw i64 %6064, %6067
-  %6069 = add nsw i64 %6068, 2
-  %6070 = add nsw i64 %6069, %pool1_grad.ix2551947
-  %arena1954 = getelementptr inbounds float, ptr %arena, i64 %6070
-  %6071 = load float, ptr %arena1954, align 4
-  %6072 = fadd float %sum261, %6071
-  store float %6072, ptr %pool1_grad.sum262, align 4
-  %sum262 = load float, ptr %pool1_grad.sum262, align 4
-  %6073 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6074 = add nsw i64 %6073, 7
-  %6075 = mul nsw i64 %6074, 3136
-  %6076 = add nsw i64 2224784, %6075
-  %6077 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6078 = add nsw i64 %6076, %6077
-  %6079 = add nsw i64 %pool1_grad.iy2541946, 1
-  %6080 = add nsw i64 %6079, -1
-  %6081 = mul nsw i64 %6080, 14
-  %6082 = add nsw i64 %6078, %6081
-  %6083 = add nsw i64 %6082, 1
-  %6084 = add nsw i64 %6083, %pool1_grad.ix2551947
-  %arena1955 = getelementptr inbounds float, ptr %arena, i64 %6084
-  %6085 = load float, ptr %arena1955, align 4
-  %6086 = fadd float %sum262, %6085
-  store float %6086, ptr %pool1_grad.sum263, align 4
-  %sum263 = load float, ptr %pool1_grad.sum263, align 4
-  %6087 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6088 = add nsw i64 %6087, 8
-  %6089 = mul nsw i64 %6088, 3136
-  %6090 = add nsw i64 2224784, %6089
-  %6091 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6092 = add nsw i64 %6090, %6091
-  %6093 = add nsw i64 %pool1_grad.iy2541946, 1
-  %6094 = add nsw i64 %6093, -1
-  %6095 = mul nsw i64 %6094, 14
-  %6096 = add nsw i64 %6092, %6095
-  %6097 = add nsw i64 %6096, %pool1_grad.ix2551947
-  %arena1956 = getelementptr inbounds float, ptr %arena, i64 %6097
-  %6098 = load float, ptr %arena1956, align 4
-  %6099 = fadd float %sum263, %6098
-  store float %6099, ptr %pool1_grad.sum264, align 4
+  %5924 = mul nsw i64 %pool1_grad.g2321824, 16
+  %5925 = add nsw i64 %5924, %pool1_grad.j2401929
+  %5926 = mul nsw i64 %5925, 6272
+  %5927 = add nsw i64 802816, %5926
+  %5928 = mul nsw i64 %pool1_grad.c2411930, 196
+  %5929 = add nsw i64 %5927, %5928
+  %5930 = mul nsw i64 %pool1_grad.iy2561947, 14
+  %5931 = add nsw i64 %5929, %5930
+  %5932 = add nsw i64 %5931, 13
+  %5933 = add nsw i64 %5932, %pool1_grad.ix2571948
+  %arena1953 = getelementptr inbounds float, ptr %arena, i64 %5933
+  store float %sum261, ptr %arena1953, align 4
+  %ix257.next = add nsw i64 %pool1_grad.ix2571948, 1
+  %5934 = icmp slt i64 %ix257.next, 1
+  br i1 %5934, label %pool1_grad.ix257, label %pool1_grad.ix257.end
+
+pool1_grad.ix257.end:                             ; preds = %pool1_grad.ix257
+  %iy256.next = add nsw i64 %pool1_grad.iy2561947, 1
+  %5935 = icmp slt i64 %iy256.next, 1
+  br i1 %5935, label %pool1_grad.iy256, label %pool1_grad.iy256.end
+
+pool1_grad.iy262:                                 ; preds = %pool1_grad.ix263.end, %pool1_grad.iy256.end
+  %pool1_grad.iy2621954 = phi i64 [ 0, %pool1_grad.iy256.end ], [ %iy262.next, %pool1_grad.ix263.end ]
+  br label %pool1_grad.ix263
+
+pool1_grad.iy262.end:                             ; preds = %pool1_grad.ix263.end
+  br label %pool1_grad.iy270
+
+pool1_grad.ix263:                                 ; preds = %pool1_grad.ix263, %pool1_grad.iy262
+  %pool1_grad.ix2631955 = phi i64 [ 0, %pool1_grad.iy262 ], [ %ix263.next, %pool1_grad.ix263 ]
+  %5936 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5937 = mul nsw i64 %5936, 3136
+  %5938 = add nsw i64 2224784, %5937
+  %5939 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5940 = add nsw i64 %5938, %5939
+  %5941 = add nsw i64 %pool1_grad.iy2621954, 1
+  %5942 = add nsw i64 %5941, 1
+  %5943 = mul nsw i64 %5942, 14
+  %5944 = add nsw i64 %5940, %5943
+  %5945 = add nsw i64 %5944, 1
+  %5946 = add nsw i64 %5945, %pool1_grad.ix2631955
+  %arena1956 = getelementptr inbounds float, ptr %arena, i64 %5946
+  %5947 = load float, ptr %arena1956, align 4
+  store float %5947, ptr %pool1_grad.sum264, align 4
   %sum264 = load float, ptr %pool1_grad.sum264, align 4
-  %6100 = mul nsw i64 %pool1_grad.g2161807, 16
-  %6101 = add nsw i64 %6100, %pool1_grad.j2241912
-  %6102 = mul nsw i64 %6101, 6272
-  %6103 = add nsw i64 802816, %6102
-  %6104 = mul nsw i64 %pool1_grad.c2251913, 196
-  %6105 = add nsw i64 %6103, %6104
-  %6106 = add nsw i64 %pool1_grad.iy2541946, 1
-  %6107 = mul nsw i64 %6106, 14
-  %6108 = add nsw i64 %6105, %6107
-  %6109 = add nsw i64 %6108, 1
-  %6110 = add nsw i64 %6109, %pool1_grad.ix2551947
-  %arena1957 = getelementptr inbounds float, ptr %arena, i64 %6110
-  store float %sum264, ptr %arena1957, align 4
-  %ix255.next = add nsw i64 %pool1_grad.ix2551947, 1
-  %6111 = icmp slt i64 %ix255.next, 12
-  br i1 %6111, label %pool1_grad.ix255, label %pool1_grad.ix255.end
-
-pool1_grad.ix255.end:                             ; preds = %pool1_grad.ix255
-  %iy254.next = add nsw i64 %pool1_grad.iy2541946, 1
-  %6112 = icmp slt i64 %iy254.next, 12
-  br i1 %6112, label %pool1_grad.iy254, label %pool1_grad.iy254.end
-
-pool1_grad.iy265:                                 ; preds = %pool1_grad.ix266.end, %pool1_grad.iy254.end
-  %pool1_grad.iy2651958 = phi i64 [ 0, %pool1_grad.iy254.end ], [ %iy265.next, %pool1_grad.ix266.end ]
-  br label %pool1_grad.ix266
-
-pool1_grad.iy265.end:                             ; preds = %pool1_grad.ix266.end
-  br label %pool1_grad.iy273
-
-pool1_grad.ix266:                                 ; preds = %pool1_grad.ix266, %pool1_grad.iy265
-  %pool1_grad.ix2661959 = phi i64 [ 0, %pool1_grad.iy265 ], [ %ix266.next, %pool1_grad.ix266 ]
-  %6113 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6114 = add nsw i64 %6113, 1
-  %6115 = mul nsw i64 %6114, 3136
-  %6116 = add nsw i64 2224784, %6115
-  %6117 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6118 = add nsw i64 %6116, %6117
-  %6119 = add nsw i64 %pool1_grad.iy2651958, 1
-  %6120 = add nsw i64 %6119, 1
-  %6121 = mul nsw i64 %6120, 14
-  %6122 = add nsw i64 %6118, %6121
-  %6123 = add nsw i64 %6122, 13
-  %6124 = add nsw i64 %6123, %pool1_grad.ix2661959
-  %arena1960 = getelementptr inbounds float, ptr %arena, i64 %6124
-  %6125 = load float, ptr %arena1960, align 4
-  store float %6125, ptr %pool1_grad.sum267, align 4
+  %5948 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5949 = add nsw i64 %5948, 1
+  %5950 = mul nsw i64 %5949, 3136
+  %5951 = add nsw i64 2224784, %5950
+  %5952 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5953 = add nsw i64 %5951, %5952
+  %5954 = add nsw i64 %pool1_grad.iy2621954, 1
+  %5955 = add nsw i64 %5954, 1
+  %5956 = mul nsw i64 %5955, 14
+  %5957 = add nsw i64 %5953, %5956
+  %5958 = add nsw i64 %5957, %pool1_grad.ix2631955
+  %arena1957 = getelementptr inbounds float, ptr %arena, i64 %5958
+  %5959 = load float, ptr %arena1957, align 4
+  %5960 = fadd float %sum264, %5959
+  store float %5960, ptr %pool1_grad.sum265, align 4
+  %sum265 = load float, ptr %pool1_grad.sum265, align 4
+  %5961 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5962 = add nsw i64 %5961, 3
+  %5963 = mul nsw i64 %5962, 3136
+  %5964 = add nsw i64 2224784, %5963
+  %5965 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5966 = add nsw i64 %5964, %5965
+  %5967 = add nsw i64 %pool1_grad.iy2621954, 1
+  %5968 = mul nsw i64 %5967, 14
+  %5969 = add nsw i64 %5966, %5968
+  %5970 = add nsw i64 %5969, 1
+  %5971 = add nsw i64 %5970, %pool1_grad.ix2631955
+  %arena1958 = getelementptr inbounds float, ptr %arena, i64 %5971
+  %5972 = load float, ptr %arena1958, align 4
+  %5973 = fadd float %sum265, %5972
+  store float %5973, ptr %pool1_grad.sum266, align 4
+  %sum266 = load float, ptr %pool1_grad.sum266, align 4
+  %5974 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5975 = add nsw i64 %5974, 4
+  %5976 = mul nsw i64 %5975, 3136
+  %5977 = add nsw i64 2224784, %5976
+  %5978 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5979 = add nsw i64 %5977, %5978
+  %5980 = add nsw i64 %pool1_grad.iy2621954, 1
+  %5981 = mul nsw i64 %5980, 14
+  %5982 = add nsw i64 %5979, %5981
+  %5983 = add nsw i64 %5982, %pool1_grad.ix2631955
+  %arena1959 = getelementptr inbounds float, ptr %arena, i64 %5983
+  %5984 = load float, ptr %arena1959, align 4
+  %5985 = fadd float %sum266, %5984
+  store float %5985, ptr %pool1_grad.sum267, align 4
   %sum267 = load float, ptr %pool1_grad.sum267, align 4
-  %6126 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6127 = add nsw i64 %6126, 2
-  %6128 = mul nsw i64 %6127, 3136
-  %6129 = add nsw i64 2224784, %6128
-  %6130 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6131 = add nsw i64 %6129, %6130
-  %6132 = add nsw i64 %pool1_grad.iy2651958, 1
-  %6133 = add nsw i64 %6132, 1
-  %6134 = mul nsw i64 %6133, 14
-  %6135 = add nsw i64 %6131, %6134
-  %6136 = add nsw i64 %6135, 12
-  %6137 = add nsw i64 %6136, %pool1_grad.ix2661959
-  %arena1961 = getelementptr inbounds float, ptr %arena, i64 %6137
-  %6138 = load float, ptr %arena1961, align 4
-  %6139 = fadd float %sum267, %6138
-  store float %6139, ptr %pool1_grad.sum268, align 4
+  %5986 = mul nsw i64 %pool1_grad.c2411930, 9
+  %5987 = add nsw i64 %5986, 6
+  %5988 = mul nsw i64 %5987, 3136
+  %5989 = add nsw i64 2224784, %5988
+  %5990 = mul nsw i64 %pool1_grad.j2401929, 196
+  %5991 = add nsw i64 %5989, %5990
+  %5992 = add nsw i64 %pool1_grad.iy2621954, 1
+  %5993 = add nsw i64 %5992, -1
+  %5994 = mul nsw i64 %5993, 14
+  %5995 = add nsw i64 %5991, %5994
+  %5996 = add nsw i64 %5995, 1
+  %5997 = add nsw i64 %5996, %pool1_grad.ix2631955
+  %arena1960 = getelementptr inbounds float, ptr %arena, i64 %5997
+  %5998 = load float, ptr %arena1960, align 4
+  %5999 = fadd float %sum267, %5998
+  store float %5999, ptr %pool1_grad.sum268, align 4
   %sum268 = load float, ptr %pool1_grad.sum268, align 4
-  %6140 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6141 = add nsw i64 %6140, 4
-  %6142 = mul nsw i64 %6141, 3136
-  %6143 = add nsw i64 2224784, %6142
-  %6144 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6145 = add nsw i64 %6143, %6144
-  %6146 = add nsw i64 %pool1_grad.iy2651958, 1
-  %6147 = mul nsw i64 %6146, 14
-  %6148 = add nsw i64 %6145, %6147
-  %6149 = add nsw i64 %6148, 13
-  %6150 = add nsw i64 %6149, %pool1_grad.ix2661959
-  %arena1962 = getelementptr inbounds float, ptr %arena, i64 %6150
-  %6151 = load float, ptr %arena1962, align 4
-  %6152 = fadd float %sum268, %6151
-  store float %6152, ptr %pool1_grad.sum269, align 4
+  %6000 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6001 = add nsw i64 %6000, 7
+  %6002 = mul nsw i64 %6001, 3136
+  %6003 = add nsw i64 2224784, %6002
+  %6004 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6005 = add nsw i64 %6003, %6004
+  %6006 = add nsw i64 %pool1_grad.iy2621954, 1
+  %6007 = add nsw i64 %6006, -1
+  %6008 = mul nsw i64 %6007, 14
+  %6009 = add nsw i64 %6005, %6008
+  %6010 = add nsw i64 %6009, %pool1_grad.ix2631955
+  %arena1961 = getelementptr inbounds float, ptr %arena, i64 %6010
+  %6011 = load float, ptr %arena1961, align 4
+  %6012 = fadd float %sum268, %6011
+  store float %6012, ptr %pool1_grad.sum269, align 4
   %sum269 = load float, ptr %pool1_grad.sum269, align 4
-  %6153 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6154 = add nsw i64 %6153, 5
-  %6155 = mul nsw i64 %6154, 3136
-  %6156 = add nsw i64 2224784, %6155
-  %6157 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6158 = add nsw i64 %6156, %6157
-  %6159 = add nsw i64 %pool1_grad.iy2651958, 1
-  %6160 = mul nsw i64 %6159, 14
-  %6161 = add nsw i64 %6158, %6160
-  %6162 = add nsw i64 %6161, 12
-  %6163 = add nsw i64 %6162, %pool1_grad.ix2661959
-  %arena1963 = getelementptr inbounds float, ptr %arena, i64 %6163
-  %6164 = load float, ptr %arena1963, align 4
-  %6165 = fadd float %sum269, %6164
-  store float %6165, ptr %pool1_grad.sum270, align 4
-  %sum270 = load float, ptr %pool1_grad.sum270, align 4
-  %6166 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6167 = add nsw i64 %6166, 7
-  %6168 = mul nsw i64 %6167, 3136
-  %6169 = add nsw i64 2224784, %6168
-  %6170 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6171 = add nsw i64 %6169, %6170
-  %6172 = add nsw i64 %pool1_grad.iy2651958, 1
-  %6173 = add nsw i64 %6172, -1
-  %6174 = mul nsw i64 %6173, 14
-  %6175 = add nsw i64 %6171, %6174
-  %6176 = add nsw i64 %6175, 13
-  %6177 = add nsw i64 %6176, %pool1_grad.ix2661959
-  %arena1964 = getelementptr inbounds float, ptr %arena, i64 %6177
-  %6178 = load float, ptr %arena1964, align 4
-  %6179 = fadd float %sum270, %6178
-  store float %6179, ptr %pool1_grad.sum271, align 4
-  %sum271 = load float, ptr %pool1_grad.sum271, align 4
-  %6180 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6181 = add nsw i64 %6180, 8
-  %6182 = mul nsw i64 %6181, 3136
-  %6183 = add nsw i64 2224784, %6182
-  %6184 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6185 = add nsw i64 %6183, %6184
-  %6186 = add nsw i64 %pool1_grad.iy2651958, 1
-  %6187 = add nsw i64 %6186, -1
-  %6188 = mul nsw i64 %6187, 14
-  %6189 = add nsw i64 %6185, %6188
-  %6190 = add nsw i64 %6189, 12
-  %6191 = add nsw i64 %6190, %pool1_grad.ix2661959
-  %arena1965 = getelementptr inbounds float, ptr %arena, i64 %6191
-  %6192 = load float, ptr %arena1965, align 4
-  %6193 = fadd float %sum271, %6192
-  store float %6193, ptr %pool1_grad.sum272, align 4
+  %6013 = mul nsw i64 %pool1_grad.g2321824, 16
+  %6014 = add nsw i64 %6013, %pool1_grad.j2401929
+  %6015 = mul nsw i64 %6014, 6272
+  %6016 = add nsw i64 802816, %6015
+  %6017 = mul nsw i64 %pool1_grad.c2411930, 196
+  %6018 = add nsw i64 %6016, %6017
+  %6019 = add nsw i64 %pool1_grad.iy2621954, 1
+  %6020 = mul nsw i64 %6019, 14
+  %6021 = add nsw i64 %6018, %6020
+  %6022 = add nsw i64 %6021, %pool1_grad.ix2631955
+  %arena1962 = getelementptr inbounds float, ptr %arena, i64 %6022
+  store float %sum269, ptr %arena1962, align 4
+  %ix263.next = add nsw i64 %pool1_grad.ix2631955, 1
+  %6023 = icmp slt i64 %ix263.next, 1
+  br i1 %6023, label %pool1_grad.ix263, label %pool1_grad.ix263.end
+
+pool1_grad.ix263.end:                             ; preds = %pool1_grad.ix263
+  %iy262.next = add nsw i64 %pool1_grad.iy2621954, 1
+  %6024 = icmp slt i64 %iy262.next, 12
+  br i1 %6024, label %pool1_grad.iy262, label %pool1_grad.iy262.end
+
+pool1_grad.iy270:                                 ; preds = %pool1_grad.ix271.end, %pool1_grad.iy262.end
+  %pool1_grad.iy2701963 = phi i64 [ 0, %pool1_grad.iy262.end ], [ %iy270.next, %pool1_grad.ix271.end ]
+  br label %pool1_grad.ix271
+
+pool1_grad.iy270.end:                             ; preds = %pool1_grad.ix271.end
+  br label %pool1_grad.iy281
+
+pool1_grad.ix271:                                 ; preds = %pool1_grad.ix271, %pool1_grad.iy270
+  %pool1_grad.ix2711964 = phi i64 [ 0, %pool1_grad.iy270 ], [ %ix271.next, %pool1_grad.ix271 ]
+  %6025 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6026 = mul nsw i64 %6025, 3136
+  %6027 = add nsw i64 2224784, %6026
+  %6028 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6029 = add nsw i64 %6027, %6028
+  %6030 = add nsw i64 %pool1_grad.iy2701963, 1
+  %6031 = add nsw i64 %6030, 1
+  %6032 = mul nsw i64 %6031, 14
+  %6033 = add nsw i64 %6029, %6032
+  %6034 = add nsw i64 %6033, 2
+  %6035 = add nsw i64 %6034, %pool1_grad.ix2711964
+  %arena1965 = getelementptr inbounds float, ptr %arena, i64 %6035
+  %6036 = load float, ptr %arena1965, align 4
+  store float %6036, ptr %pool1_grad.sum272, align 4
   %sum272 = load float, ptr %pool1_grad.sum272, align 4
-  %6194 = mul nsw i64 %pool1_grad.g2161807, 16
-  %6195 = add nsw i64 %6194, %pool1_grad.j2241912
-  %6196 = mul nsw i64 %6195, 6272
-  %6197 = add nsw i64 802816, %6196
-  %6198 = mul nsw i64 %pool1_grad.c2251913, 196
-  %6199 = add nsw i64 %6197, %6198
-  %6200 = add nsw i64 %pool1_grad.iy2651958, 1
-  %6201 = mul nsw i64 %6200, 14
-  %6202 = add nsw i64 %6199, %6201
-  %6203 = add nsw i64 %6202, 13
-  %6204 = add nsw i64 %6203, %pool1_grad.ix2661959
-  %arena1966 = getelementptr inbounds float, ptr %arena, i64 %6204
-  store float %sum272, ptr %arena1966, align 4
-  %ix266.next = add nsw i64 %pool1_grad.ix2661959, 1
-  %6205 = icmp slt i64 %ix266.next, 1
-  br i1 %6205, label %pool1_grad.ix266, label %pool1_grad.ix266.end
-
-pool1_grad.ix266.end:                             ; preds = %pool1_grad.ix266
-  %iy265.next = add nsw i64 %pool1_grad.iy2651958, 1
-  %6206 = icmp slt i64 %iy265.next, 12
-  br i1 %6206, label %pool1_grad.iy265, label %pool1_grad.iy265.end
-
-pool1_grad.iy273:                                 ; preds = %pool1_grad.ix274.end, %pool1_grad.iy265.end
-  %pool1_grad.iy2731967 = phi i64 [ 0, %pool1_grad.iy265.end ], [ %iy273.next, %pool1_grad.ix274.end ]
-  br label %pool1_grad.ix274
-
-pool1_grad.iy273.end:                             ; preds = %pool1_grad.ix274.end
-  br label %pool1_grad.iy279
-
-pool1_grad.ix274:                                 ; preds = %pool1_grad.ix274, %pool1_grad.iy273
-  %pool1_grad.ix2741968 = phi i64 [ 0, %pool1_grad.iy273 ], [ %ix274.next, %pool1_grad.ix274 ]
-  %6207 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6208 = add nsw i64 %6207, 3
-  %6209 = mul nsw i64 %6208, 3136
-  %6210 = add nsw i64 2224784, %6209
-  %6211 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6212 = add nsw i64 %6210, %6211
-  %6213 = add nsw i64 %pool1_grad.iy2731967, 13
-  %6214 = mul nsw i64 %6213, 14
-  %6215 = add nsw i64 %6212, %6214
-  %6216 = add nsw i64 %6215, 1
-  %6217 = add nsw i64 %6216, %pool1_grad.ix2741968
-  %arena1969 = getelementptr inbounds float, ptr %arena, i64 %6217
-  %6218 = load float, ptr %arena1969, align 4
-  store float %6218, ptr %pool1_grad.sum275, align 4
+  %6037 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6038 = add nsw i64 %6037, 1
+  %6039 = mul nsw i64 %6038, 3136
+  %6040 = add nsw i64 2224784, %6039
+  %6041 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6042 = add nsw i64 %6040, %6041
+  %6043 = add nsw i64 %pool1_grad.iy2701963, 1
+  %6044 = add nsw i64 %6043, 1
+  %6045 = mul nsw i64 %6044, 14
+  %6046 = add nsw i64 %6042, %6045
+  %6047 = add nsw i64 %6046, 1
+  %6048 = add nsw i64 %6047, %pool1_grad.ix2711964
+  %arena1966 = getelementptr inbounds float, ptr %arena, i64 %6048
+  %6049 = load float, ptr %arena1966, align 4
+  %6050 = fadd float %sum272, %6049
+  store float %6050, ptr %pool1_grad.sum273, align 4
+  %sum273 = load float, ptr %pool1_grad.sum273, align 4
+  %6051 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6052 = add nsw i64 %6051, 2
+  %6053 = mul nsw i64 %6052, 3136
+  %6054 = add nsw i64 2224784, %6053
+  %6055 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6056 = add nsw i64 %6054, %6055
+  %6057 = add nsw i64 %pool1_grad.iy2701963, 1
+  %6058 = add nsw i64 %6057, 1
+  %6059 = mul nsw i64 %6058, 14
+  %6060 = add nsw i64 %6056, %6059
+  %6061 = add nsw i64 %6060, %pool1_grad.ix2711964
+  %arena1967 = getelementptr inbounds float, ptr %arena, i64 %6061
+  %6062 = load float, ptr %arena1967, align 4
+  %6063 = fadd float %sum273, %6062
+  store float %6063, ptr %pool1_grad.sum274, align 4
+  %sum274 = load float, ptr %pool1_grad.sum274, align 4
+  %6064 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6065 = add nsw i64 %6064, 3
+  %6066 = mul nsw i64 %6065, 3136
+  %6067 = add nsw i64 2224784, %6066
+  %6068 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6069 = add nsw i64 %6067, %6068
+  %6070 = add nsw i64 %pool1_grad.iy2701963, 1
+  %6071 = mul nsw i64 %6070, 14
+  %6072 = add nsw i64 %6069, %6071
+  %6073 = add nsw i64 %6072, 2
+  %6074 = add nsw i64 %6073, %pool1_grad.ix2711964
+  %arena1968 = getelementptr inbounds float, ptr %arena, i64 %6074
+  %6075 = load float, ptr %arena1968, align 4
+  %6076 = fadd float %sum274, %6075
+  store float %6076, ptr %pool1_grad.sum275, align 4
   %sum275 = load float, ptr %pool1_grad.sum275, align 4
-  %6219 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6220 = add nsw i64 %6219, 4
-  %6221 = mul nsw i64 %6220, 3136
-  %6222 = add nsw i64 2224784, %6221
-  %6223 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6224 = add nsw i64 %6222, %6223
-  %6225 = add nsw i64 %pool1_grad.iy2731967, 13
-  %6226 = mul nsw i64 %6225, 14
-  %6227 = add nsw i64 %6224, %6226
-  %6228 = add nsw i64 %6227, %pool1_grad.ix2741968
-  %arena1970 = getelementptr inbounds float, ptr %arena, i64 %6228
-  %6229 = load float, ptr %arena1970, align 4
-  %6230 = fadd float %sum275, %6229
-  store float %6230, ptr %pool1_grad.sum276, align 4
+  %6077 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6078 = add nsw i64 %6077, 4
+  %6079 = mul nsw i64 %6078, 3136
+  %6080 = add nsw i64 2224784, %6079
+  %6081 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6082 = add nsw i64 %6080, %6081
+  %6083 = add nsw i64 %pool1_grad.iy2701963, 1
+  %6084 = mul nsw i64 %6083, 14
+  %6085 = add nsw i64 %6082, %6084
+  %6086 = add nsw i64 %6085, 1
+  %6087 = add nsw i64 %6086, %pool1_grad.ix2711964
+  %arena1969 = getelementptr inbounds float, ptr %arena, i64 %6087
+  %6088 = load float, ptr %arena1969, align 4
+  %6089 = fadd float %sum275, %6088
+  store float %6089, ptr %pool1_grad.sum276, align 4
   %sum276 = load float, ptr %pool1_grad.sum276, align 4
-  %6231 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6232 = add nsw i64 %6231, 6
-  %6233 = mul nsw i64 %6232, 3136
-  %6234 = add nsw i64 2224784, %6233
-  %6235 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6236 = add nsw i64 %6234, %6235
-  %6237 = add nsw i64 %pool1_grad.iy2731967, 13
-  %6238 = add nsw i64 %6237, -1
-  %6239 = mul nsw i64 %6238, 14
-  %6240 = add nsw i64 %6236, %6239
-  %6241 = add nsw i64 %6240, 1
-  %6242 = add nsw i64 %6241, %pool1_grad.ix2741968
-  %arena1971 = getelementptr inbounds float, ptr %arena, i64 %6242
-  %6243 = load float, ptr %arena1971, align 4
-  %6244 = fadd float %sum276, %6243
-  store float %6244, ptr %pool1_grad.sum277, align 4
+  %6090 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6091 = add nsw i64 %6090, 5
+  %6092 = mul nsw i64 %6091, 3136
+  %6093 = add nsw i64 2224784, %6092
+  %6094 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6095 = add nsw i64 %6093, %6094
+  %6096 = add nsw i64 %pool1_grad.iy2701963, 1
+  %6097 = mul nsw i64 %6096, 14
+  %6098 = add nsw i64 %6095, %6097
+  %6099 = add nsw i64 %6098, %pool1_grad.ix2711964
+  %arena1970 = getelementptr inbounds float, ptr %arena, i64 %6099
+  %6100 = load float, ptr %arena1970, align 4
+  %6101 = fadd float %sum276, %6100
+  store float %6101, ptr %pool1_grad.sum277, align 4
   %sum277 = load float, ptr %pool1_grad.sum277, align 4
-  %6245 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6246 = add nsw i64 %6245, 7
-  %6247 = mul nsw i64 %6246, 3136
-  %6248 = add nsw i64 2224784, %6247
-  %6249 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6250 = add nsw i64 %6248, %6249
-  %6251 = add nsw i64 %pool1_grad.iy2731967, 13
-  %6252 = add nsw i64 %6251, -1
-  %6253 = mul nsw i64 %6252, 14
-  %6254 = add nsw i64 %6250, %6253
-  %6255 = add nsw i64 %6254, %pool1_grad.ix2741968
-  %arena1972 = getelementptr inbounds float, ptr %arena, i64 %6255
-  %6256 = load float, ptr %arena1972, align 4
-  %6257 = fadd float %sum277, %6256
-  store float %6257, ptr %pool1_grad.sum278, align 4
+  %6102 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6103 = add nsw i64 %6102, 6
+  %6104 = mul nsw i64 %6103, 3136
+  %6105 = add nsw i64 2224784, %6104
+  %6106 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6107 = add nsw i64 %6105, %6106
+  %6108 = add nsw i64 %pool1_grad.iy2701963, 1
+  %6109 = add nsw i64 %6108, -1
+  %6110 = mul nsw i64 %6109, 14
+  %6111 = add nsw i64 %6107, %6110
+  %6112 = add nsw i64 %6111, 2
+  %6113 = add nsw i64 %6112, %pool1_grad.ix2711964
+  %arena1971 = getelementptr inbounds float, ptr %arena, i64 %6113
+  %6114 = load float, ptr %arena1971, align 4
+  %6115 = fadd float %sum277, %6114
+  store float %6115, ptr %pool1_grad.sum278, align 4
   %sum278 = load float, ptr %pool1_grad.sum278, align 4
-  %6258 = mul nsw i64 %pool1_grad.g2161807, 16
-  %6259 = add nsw i64 %6258, %pool1_grad.j2241912
-  %6260 = mul nsw i64 %6259, 6272
-  %6261 = add nsw i64 802816, %6260
-  %6262 = mul nsw i64 %pool1_grad.c2251913, 196
-  %6263 = add nsw i64 %6261, %6262
-  %6264 = add nsw i64 %pool1_grad.iy2731967, 13
-  %6265 = mul nsw i64 %6264, 14
-  %6266 = add nsw i64 %6263, %6265
-  %6267 = add nsw i64 %6266, %pool1_grad.ix2741968
-  %arena1973 = getelementptr inbounds float, ptr %arena, i64 %6267
-  store float %sum278, ptr %arena1973, align 4
-  %ix274.next = add nsw i64 %pool1_grad.ix2741968, 1
-  %6268 = icmp slt i64 %ix274.next, 1
-  br i1 %6268, label %pool1_grad.ix274, label %pool1_grad.ix274.end
+  %6116 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6117 = add nsw i64 %6116, 7
+  %6118 = mul nsw i64 %6117, 3136
+  %6119 = add nsw i64 2224784, %6118
+  %6120 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6121 = add nsw i64 %6119, %6120
+  %6122 = add nsw i64 %pool1_grad.iy2701963, 1
+  %6123 = add nsw i64 %6122, -1
+  %6124 = mul nsw i64 %6123, 14
+  %6125 = add nsw i64 %6121, %6124
+  %6126 = add nsw i64 %6125, 1
+  %6127 = add nsw i64 %6126, %pool1_grad.ix2711964
+  %arena1972 = getelementptr inbounds float, ptr %arena, i64 %6127
+  %6128 = load float, ptr %arena1972, align 4
+  %6129 = fadd float %sum278, %6128
+  store float %6129, ptr %pool1_grad.sum279, align 4
+  %sum279 = load float, ptr %pool1_grad.sum279, align 4
+  %6130 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6131 = add nsw i64 %6130, 8
+  %6132 = mul nsw i64 %6131, 3136
+  %6133 = add nsw i64 2224784, %6132
+  %6134 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6135 = add nsw i64 %6133, %6134
+  %6136 = add nsw i64 %pool1_grad.iy2701963, 1
+  %6137 = add nsw i64 %6136, -1
+  %6138 = mul nsw i64 %6137, 14
+  %6139 = add nsw i64 %6135, %6138
+  %6140 = add nsw i64 %6139, %pool1_grad.ix2711964
+  %arena1973 = getelementptr inbounds float, ptr %arena, i64 %6140
+  %6141 = load float, ptr %arena1973, align 4
+  %6142 = fadd float %sum279, %6141
+  store float %6142, ptr %pool1_grad.sum280, align 4
+  %sum280 = load float, ptr %pool1_grad.sum280, align 4
+  %6143 = mul nsw i64 %pool1_grad.g2321824, 16
+  %6144 = add nsw i64 %6143, %pool1_grad.j2401929
+  %6145 = mul nsw i64 %6144, 6272
+  %6146 = add nsw i64 802816, %6145
+  %6147 = mul nsw i64 %pool1_grad.c2411930, 196
+  %6148 = add nsw i64 %6146, %6147
+  %6149 = add nsw i64 %pool1_grad.iy2701963, 1
+  %6150 = mul nsw i64 %6149, 14
+  %6151 = add nsw i64 %6148, %6150
+  %6152 = add nsw i64 %6151, 1
+  %6153 = add nsw i64 %6152, %pool1_grad.ix2711964
+  %arena1974 = getelementptr inbounds float, ptr %arena, i64 %6153
+  store float %sum280, ptr %arena1974, align 4
+  %ix271.next = add nsw i64 %pool1_grad.ix2711964, 1
+  %6154 = icmp slt i64 %ix271.next, 12
+  br i1 %6154, label %pool1_grad.ix271, label %pool1_grad.ix271.end
 
-pool1_grad.ix274.end:                             ; preds = %pool1_grad.ix274
-  %iy273.next = add nsw i64 %pool1_grad.iy2731967, 1
-  %6269 = icmp slt i64 %iy273.next, 1
-  br i1 %6269, label %pool1_grad.iy273, label %pool1_grad.iy273.end
+pool1_grad.ix271.end:                             ; preds = %pool1_grad.ix271
+  %iy270.next = add nsw i64 %pool1_grad.iy2701963, 1
+  %6155 = icmp slt i64 %iy270.next, 12
+  br i1 %6155, label %pool1_grad.iy270, label %pool1_grad.iy270.end
 
-pool1_grad.iy279:                                 ; preds = %pool1_grad.ix280.end, %pool1_grad.iy273.end
-  %pool1_grad.iy2791974 = phi i64 [ 0, %pool1_grad.iy273.end ], [ %iy279.next, %pool1_grad.ix280.end ]
-  br label %pool1_grad.ix280
+pool1_grad.iy281:                                 ; preds = %pool1_grad.ix282.end, %pool1_grad.iy270.end
+  %pool1_grad.iy2811975 = phi i64 [ 0, %pool1_grad.iy270.end ], [ %iy281.next, %pool1_grad.ix282.end ]
+  br label %pool1_grad.ix282
 
-pool1_grad.iy279.end:                             ; preds = %pool1_grad.ix280.end
-  br label %pool1_grad.iy287
+pool1_grad.iy281.end:                             ; preds = %pool1_grad.ix282.end
+  br label %pool1_grad.iy289
 
-pool1_grad.ix280:                                 ; preds = %pool1_grad.ix280, %pool1_grad.iy279
-  %pool1_grad.ix2801975 = phi i64 [ 0, %pool1_grad.iy279 ], [ %ix280.next, %pool1_grad.ix280 ]
-  %6270 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6271 = add nsw i64 %6270, 3
-  %6272 = mul nsw i64 %6271, 3136
-  %6273 = add nsw i64 2224784, %6272
-  %6274 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6275 = add nsw i64 %6273, %6274
-  %6276 = add nsw i64 %pool1_grad.iy2791974, 13
-  %6277 = mul nsw i64 %6276, 14
-  %6278 = add nsw i64 %6275, %6277
-  %6279 = add nsw i64 %6278, 2
-  %6280 = add nsw i64 %6279, %pool1_grad.ix2801975
-  %arena1976 = getelementptr inbounds float, ptr %arena, i64 %6280
-  %6281 = load float, ptr %arena1976, align 4
-  store float %6281, ptr %pool1_grad.sum281, align 4
-  %sum281 = load float, ptr %pool1_grad.sum281, align 4
-  %6282 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6283 = add nsw i64 %6282, 4
-  %6284 = mul nsw i64 %6283, 3136
-  %6285 = add nsw i64 2224784, %6284
-  %6286 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6287 = add nsw i64 %6285, %6286
-  %6288 = add nsw i64 %pool1_grad.iy2791974, 13
-  %6289 = mul nsw i64 %6288, 14
-  %6290 = add nsw i64 %6287, %6289
-  %6291 = add nsw i64 %6290, 1
-  %6292 = add nsw i64 %6291, %pool1_grad.ix2801975
-  %arena1977 = getelementptr inbounds float, ptr %arena, i64 %6292
-  %6293 = load float, ptr %arena1977, align 4
-  %6294 = fadd float %sum281, %6293
-  store float %6294, ptr %pool1_grad.sum282, align 4
-  %sum282 = load float, ptr %pool1_grad.sum282, align 4
-  %6295 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6296 = add nsw i64 %6295, 5
-  %6297 = mul nsw i64 %6296, 3136
-  %6298 = add nsw i64 2224784, %6297
-  %6299 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6300 = add nsw i64 %6298, %6299
-  %6301 = add nsw i64 %pool1_grad.iy2791974, 13
-  %6302 = mul nsw i64 %6301, 14
-  %6303 = add nsw i64 %6300, %6302
-  %6304 = add nsw i64 %6303, %pool1_grad.ix2801975
-  %arena1978 = getelementptr inbounds float, ptr %arena, i64 %6304
-  %6305 = load float, ptr %arena1978, align 4
-  %6306 = fadd float %sum282, %6305
-  store float %6306, ptr %pool1_grad.sum283, align 4
+pool1_grad.ix282:                                 ; preds = %pool1_grad.ix282, %pool1_grad.iy281
+  %pool1_grad.ix2821976 = phi i64 [ 0, %pool1_grad.iy281 ], [ %ix282.next, %pool1_grad.ix282 ]
+  %6156 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6157 = add nsw i64 %6156, 1
+  %6158 = mul nsw i64 %6157, 3136
+  %6159 = add nsw i64 2224784, %6158
+  %6160 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6161 = add nsw i64 %6159, %6160
+  %6162 = add nsw i64 %pool1_grad.iy2811975, 1
+  %6163 = add nsw i64 %6162, 1
+  %6164 = mul nsw i64 %6163, 14
+  %6165 = add nsw i64 %6161, %6164
+  %6166 = add nsw i64 %6165, 13
+  %6167 = add nsw i64 %6166, %pool1_grad.ix2821976
+  %arena1977 = getelementptr inbounds float, ptr %arena, i64 %6167
+  %6168 = load float, ptr %arena1977, align 4
+  store float %6168, ptr %pool1_grad.sum283, align 4
   %sum283 = load float, ptr %pool1_grad.sum283, align 4
-  %6307 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6308 = add nsw i64 %6307, 6
-  %6309 = mul nsw i64 %6308, 3136
-  %6310 = add nsw i64 2224784, %6309
-  %6311 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6312 = add nsw i64 %6310, %6311
-  %6313 = add nsw i64 %pool1_grad.iy2791974, 13
-  %6314 = add nsw i64 %6313, -1
-  %6315 = mul nsw i64 %6314, 14
-  %6316 = add nsw i64 %6312, %6315
-  %6317 = add nsw i64 %6316, 2
-  %6318 = add nsw i64 %6317, %pool1_grad.ix2801975
-  %arena1979 = getelementptr inbounds float, ptr %arena, i64 %6318
-  %6319 = load float, ptr %arena1979, align 4
-  %6320 = fadd float %sum283, %6319
-  store float %6320, ptr %pool1_grad.sum284, align 4
+  %6169 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6170 = add nsw i64 %6169, 2
+  %6171 = mul nsw i64 %6170, 3136
+  %6172 = add nsw i64 2224784, %6171
+  %6173 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6174 = add nsw i64 %6172, %6173
+  %6175 = add nsw i64 %pool1_grad.iy2811975, 1
+  %6176 = add nsw i64 %6175, 1
+  %6177 = mul nsw i64 %6176, 14
+  %6178 = add nsw i64 %6174, %6177
+  %6179 = add nsw i64 %6178, 12
+  %6180 = add nsw i64 %6179, %pool1_grad.ix2821976
+  %arena1978 = getelementptr inbounds float, ptr %arena, i64 %6180
+  %6181 = load float, ptr %arena1978, align 4
+  %6182 = fadd float %sum283, %6181
+  store float %6182, ptr %pool1_grad.sum284, align 4
   %sum284 = load float, ptr %pool1_grad.sum284, align 4
-  %6321 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6322 = add nsw i64 %6321, 7
-  %6323 = mul nsw i64 %6322, 3136
-  %6324 = add nsw i64 2224784, %6323
-  %6325 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6326 = add nsw i64 %6324, %6325
-  %6327 = add nsw i64 %pool1_grad.iy2791974, 13
-  %6328 = add nsw i64 %6327, -1
-  %6329 = mul nsw i64 %6328, 14
-  %6330 = add nsw i64 %6326, %6329
-  %6331 = add nsw i64 %6330, 1
-  %6332 = add nsw i64 %6331, %pool1_grad.ix2801975
-  %arena1980 = getelementptr inbounds float, ptr %arena, i64 %6332
-  %6333 = load float, ptr %arena1980, align 4
-  %6334 = fadd float %sum284, %6333
-  store float %6334, ptr %pool1_grad.sum285, align 4
+  %6183 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6184 = add nsw i64 %6183, 4
+  %6185 = mul nsw i64 %6184, 3136
+  %6186 = add nsw i64 2224784, %6185
+  %6187 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6188 = add nsw i64 %6186, %6187
+  %6189 = add nsw i64 %pool1_grad.iy2811975, 1
+  %6190 = mul nsw i64 %6189, 14
+  %6191 = add nsw i64 %6188, %6190
+  %6192 = add nsw i64 %6191, 13
+  %6193 = add nsw i64 %6192, %pool1_grad.ix2821976
+  %arena1979 = getelementptr inbounds float, ptr %arena, i64 %6193
+  %6194 = load float, ptr %arena1979, align 4
+  %6195 = fadd float %sum284, %6194
+  store float %6195, ptr %pool1_grad.sum285, align 4
   %sum285 = load float, ptr %pool1_grad.sum285, align 4
-  %6335 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6336 = add nsw i64 %6335, 8
-  %6337 = mul nsw i64 %6336, 3136
-  %6338 = add nsw i64 2224784, %6337
-  %6339 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6340 = add nsw i64 %6338, %6339
-  %6341 = add nsw i64 %pool1_grad.iy2791974, 13
-  %6342 = add nsw i64 %6341, -1
-  %6343 = mul nsw i64 %6342, 14
-  %6344 = add nsw i64 %6340, %6343
-  %6345 = add nsw i64 %6344, %pool1_grad.ix2801975
-  %arena1981 = getelementptr inbounds float, ptr %arena, i64 %6345
-  %6346 = load float, ptr %arena1981, align 4
-  %6347 = fadd float %sum285, %6346
-  store float %6347, ptr %pool1_grad.sum286, align 4
+  %6196 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6197 = add nsw i64 %6196, 5
+  %6198 = mul nsw i64 %6197, 3136
+  %6199 = add nsw i64 2224784, %6198
+  %6200 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6201 = add nsw i64 %6199, %6200
+  %6202 = add nsw i64 %pool1_grad.iy2811975, 1
+  %6203 = mul nsw i64 %6202, 14
+  %6204 = add nsw i64 %6201, %6203
+  %6205 = add nsw i64 %6204, 12
+  %6206 = add nsw i64 %6205, %pool1_grad.ix2821976
+  %arena1980 = getelementptr inbounds float, ptr %arena, i64 %6206
+  %6207 = load float, ptr %arena1980, align 4
+  %6208 = fadd float %sum285, %6207
+  store float %6208, ptr %pool1_grad.sum286, align 4
   %sum286 = load float, ptr %pool1_grad.sum286, align 4
-  %6348 = mul nsw i64 %pool1_grad.g2161807, 16
-  %6349 = add nsw i64 %6348, %pool1_grad.j2241912
-  %6350 = mul nsw i64 %6349, 6272
-  %6351 = add nsw i64 802816, %6350
-  %6352 = mul nsw i64 %pool1_grad.c2251913, 196
-  %6353 = add nsw i64 %6351, %6352
-  %6354 = add nsw i64 %pool1_grad.iy2791974, 13
-  %6355 = mul nsw i64 %6354, 14
-  %6356 = add nsw i64 %6353, %6355
-  %6357 = add nsw i64 %6356, 1
-  %6358 = add nsw i64 %6357, %pool1_grad.ix2801975
-  %arena1982 = getelementptr inbounds float, ptr %arena, i64 %6358
-  store float %sum286, ptr %arena1982, align 4
-  %ix280.next = add nsw i64 %pool1_grad.ix2801975, 1
-  %6359 = icmp slt i64 %ix280.next, 12
-  br i1 %6359, label %pool1_grad.ix280, label %pool1_grad.ix280.end
+  %6209 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6210 = add nsw i64 %6209, 7
+  %6211 = mul nsw i64 %6210, 3136
+  %6212 = add nsw i64 2224784, %6211
+  %6213 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6214 = add nsw i64 %6212, %6213
+  %6215 = add nsw i64 %pool1_grad.iy2811975, 1
+  %6216 = add nsw i64 %6215, -1
+  %6217 = mul nsw i64 %6216, 14
+  %6218 = add nsw i64 %6214, %6217
+  %6219 = add nsw i64 %6218, 13
+  %6220 = add nsw i64 %6219, %pool1_grad.ix2821976
+  %arena1981 = getelementptr inbounds float, ptr %arena, i64 %6220
+  %6221 = load float, ptr %arena1981, align 4
+  %6222 = fadd float %sum286, %6221
+  store float %6222, ptr %pool1_grad.sum287, align 4
+  %sum287 = load float, ptr %pool1_grad.sum287, align 4
+  %6223 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6224 = add nsw i64 %6223, 8
+  %6225 = mul nsw i64 %6224, 3136
+  %6226 = add nsw i64 2224784, %6225
+  %6227 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6228 = add nsw i64 %6226, %6227
+  %6229 = add nsw i64 %pool1_grad.iy2811975, 1
+  %6230 = add nsw i64 %6229, -1
+  %6231 = mul nsw i64 %6230, 14
+  %6232 = add nsw i64 %6228, %6231
+  %6233 = add nsw i64 %6232, 12
+  %6234 = add nsw i64 %6233, %pool1_grad.ix2821976
+  %arena1982 = getelementptr inbounds float, ptr %arena, i64 %6234
+  %6235 = load float, ptr %arena1982, align 4
+  %6236 = fadd float %sum287, %6235
+  store float %6236, ptr %pool1_grad.sum288, align 4
+  %sum288 = load float, ptr %pool1_grad.sum288, align 4
+  %6237 = mul nsw i64 %pool1_grad.g2321824, 16
+  %6238 = add nsw i64 %6237, %pool1_grad.j2401929
+  %6239 = mul nsw i64 %6238, 6272
+  %6240 = add nsw i64 802816, %6239
+  %6241 = mul nsw i64 %pool1_grad.c2411930, 196
+  %6242 = add nsw i64 %6240, %6241
+  %6243 = add nsw i64 %pool1_grad.iy2811975, 1
+  %6244 = mul nsw i64 %6243, 14
+  %6245 = add nsw i64 %6242, %6244
+  %6246 = add nsw i64 %6245, 13
+  %6247 = add nsw i64 %6246, %pool1_grad.ix2821976
+  %arena1983 = getelementptr inbounds float, ptr %arena, i64 %6247
+  store float %sum288, ptr %arena1983, align 4
+  %ix282.next = add nsw i64 %pool1_grad.ix2821976, 1
+  %6248 = icmp slt i64 %ix282.next, 1
+  br i1 %6248, label %pool1_grad.ix282, label %pool1_grad.ix282.end
 
-pool1_grad.ix280.end:                             ; preds = %pool1_grad.ix280
-  %iy279.next = add nsw i64 %pool1_grad.iy2791974, 1
-  %6360 = icmp slt i64 %iy279.next, 1
-  br i1 %6360, label %pool1_grad.iy279, label %pool1_grad.iy279.end
+pool1_grad.ix282.end:                             ; preds = %pool1_grad.ix282
+  %iy281.next = add nsw i64 %pool1_grad.iy2811975, 1
+  %6249 = icmp slt i64 %iy281.next, 12
+  br i1 %6249, label %pool1_grad.iy281, label %pool1_grad.iy281.end
 
-pool1_grad.iy287:                                 ; preds = %pool1_grad.ix288.end, %pool1_grad.iy279.end
-  %pool1_grad.iy2871983 = phi i64 [ 0, %pool1_grad.iy279.end ], [ %iy287.next, %pool1_grad.ix288.end ]
-  br label %pool1_grad.ix288
+pool1_grad.iy289:                                 ; preds = %pool1_grad.ix290.end, %pool1_grad.iy281.end
+  %pool1_grad.iy2891984 = phi i64 [ 0, %pool1_grad.iy281.end ], [ %iy289.next, %pool1_grad.ix290.end ]
+  br label %pool1_grad.ix290
 
-pool1_grad.iy287.end:                             ; preds = %pool1_grad.ix288.end
-  %c225.next = add nsw i64 %pool1_grad.c2251913, 1
-  %6361 = icmp slt i64 %c225.next, 32
-  br i1 %6361, label %pool1_grad.c225, label %pool1_grad.c225.end
+pool1_grad.iy289.end:                             ; preds = %pool1_grad.ix290.end
+  br label %pool1_grad.iy295
 
-pool1_grad.ix288:                                 ; preds = %pool1_grad.ix288, %pool1_grad.iy287
-  %pool1_grad.ix2881984 = phi i64 [ 0, %pool1_grad.iy287 ], [ %ix288.next, %pool1_grad.ix288 ]
-  %6362 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6363 = add nsw i64 %6362, 4
-  %6364 = mul nsw i64 %6363, 3136
-  %6365 = add nsw i64 2224784, %6364
-  %6366 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6367 = add nsw i64 %6365, %6366
-  %6368 = add nsw i64 %pool1_grad.iy2871983, 13
-  %6369 = mul nsw i64 %6368, 14
-  %6370 = add nsw i64 %6367, %6369
-  %6371 = add nsw i64 %6370, 13
-  %6372 = add nsw i64 %6371, %pool1_grad.ix2881984
-  %arena1985 = getelementptr inbounds float, ptr %arena, i64 %6372
-  %6373 = load float, ptr %arena1985, align 4
-  store float %6373, ptr %pool1_grad.sum289, align 4
-  %sum289 = load float, ptr %pool1_grad.sum289, align 4
-  %6374 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6375 = add nsw i64 %6374, 5
-  %6376 = mul nsw i64 %6375, 3136
-  %6377 = add nsw i64 2224784, %6376
-  %6378 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6379 = add nsw i64 %6377, %6378
-  %6380 = add nsw i64 %pool1_grad.iy2871983, 13
-  %6381 = mul nsw i64 %6380, 14
-  %6382 = add nsw i64 %6379, %6381
-  %6383 = add nsw i64 %6382, 12
-  %6384 = add nsw i64 %6383, %pool1_grad.ix2881984
-  %arena1986 = getelementptr inbounds float, ptr %arena, i64 %6384
-  %6385 = load float, ptr %arena1986, align 4
-  %6386 = fadd float %sum289, %6385
-  store float %6386, ptr %pool1_grad.sum290, align 4
-  %sum290 = load float, ptr %pool1_grad.sum290, align 4
-  %6387 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6388 = add nsw i64 %6387, 7
-  %6389 = mul nsw i64 %6388, 3136
-  %6390 = add nsw i64 2224784, %6389
-  %6391 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6392 = add nsw i64 %6390, %6391
-  %6393 = add nsw i64 %pool1_grad.iy2871983, 13
-  %6394 = add nsw i64 %6393, -1
-  %6395 = mul nsw i64 %6394, 14
-  %6396 = add nsw i64 %6392, %6395
-  %6397 = add nsw i64 %6396, 13
-  %6398 = add nsw i64 %6397, %pool1_grad.ix2881984
-  %arena1987 = getelementptr inbounds float, ptr %arena, i64 %6398
-  %6399 = load float, ptr %arena1987, align 4
-  %6400 = fadd float %sum290, %6399
-  store float %6400, ptr %pool1_grad.sum291, align 4
+pool1_grad.ix290:                                 ; preds = %pool1_grad.ix290, %pool1_grad.iy289
+  %pool1_grad.ix2901985 = phi i64 [ 0, %pool1_grad.iy289 ], [ %ix290.next, %pool1_grad.ix290 ]
+  %6250 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6251 = add nsw i64 %6250, 3
+  %6252 = mul nsw i64 %6251, 3136
+  %6253 = add nsw i64 2224784, %6252
+  %6254 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6255 = add nsw i64 %6253, %6254
+  %6256 = add nsw i64 %pool1_grad.iy2891984, 13
+  %6257 = mul nsw i64 %6256, 14
+  %6258 = add nsw i64 %6255, %6257
+  %6259 = add nsw i64 %6258, 1
+  %6260 = add nsw i64 %6259, %pool1_grad.ix2901985
+  %arena1986 = getelementptr inbounds float, ptr %arena, i64 %6260
+  %6261 = load float, ptr %arena1986, align 4
+  store float %6261, ptr %pool1_grad.sum291, align 4
   %sum291 = load float, ptr %pool1_grad.sum291, align 4
-  %6401 = mul nsw i64 %pool1_grad.c2251913, 9
-  %6402 = add nsw i64 %6401, 8
-  %6403 = mul nsw i64 %6402, 3136
-  %6404 = add nsw i64 2224784, %6403
-  %6405 = mul nsw i64 %pool1_grad.j2241912, 196
-  %6406 = add nsw i64 %6404, %6405
-  %6407 = add nsw i64 %pool1_grad.iy2871983, 13
-  %6408 = add nsw i64 %6407, -1
-  %6409 = mul nsw i64 %6408, 14
-  %6410 = add nsw i64 %6406, %6409
-  %6411 = add nsw i64 %6410, 12
-  %6412 = add nsw i64 %6411, %pool1_grad.ix2881984
-  %arena1988 = getelementptr inbounds float, ptr %arena, i64 %6412
-  %6413 = load float, ptr %arena1988, align 4
-  %6414 = fadd float %sum291, %6413
-  store float %6414, ptr %pool1_grad.sum292, align 4
+  %6262 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6263 = add nsw i64 %6262, 4
+  %6264 = mul nsw i64 %6263, 3136
+  %6265 = add nsw i64 2224784, %6264
+  %6266 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6267 = add nsw i64 %6265, %6266
+  %6268 = add nsw i64 %pool1_grad.iy2891984, 13
+  %6269 = mul nsw i64 %6268, 14
+  %6270 = add nsw i64 %6267, %6269
+  %6271 = add nsw i64 %6270, %pool1_grad.ix2901985
+  %arena1987 = getelementptr inbounds float, ptr %arena, i64 %6271
+  %6272 = load float, ptr %arena1987, align 4
+  %6273 = fadd float %sum291, %6272
+  store float %6273, ptr %pool1_grad.sum292, align 4
   %sum292 = load float, ptr %pool1_grad.sum292, align 4
-  %6415 = mul nsw i64 %pool1_grad.g2161807, 16
-  %6416 = add nsw i64 %6415, %pool1_grad.j2241912
-  %6417 = mul nsw i64 %6416, 6272
-  %6418 = add nsw i64 802816, %6417
-  %6419 = mul nsw i64 %pool1_grad.c2251913, 196
-  %6420 = add nsw i64 %6418, %6419
-  %6421 = add nsw i64 %pool1_grad.iy2871983, 13
-  %6422 = mul nsw i64 %6421, 14
-  %6423 = add nsw i64 %6420, %6422
-  %6424 = add nsw i64 %6423, 13
-  %6425 = add nsw i64 %6424, %pool1_grad.ix2881984
-  %arena1989 = getelementptr inbounds float, ptr %arena, i64 %6425
-  store float %sum292, ptr %arena1989, align 4
-  %ix288.next = add nsw i64 %pool1_grad.ix2881984, 1
-  %6426 = icmp slt i64 %ix288.next, 1
-  br i1 %6426, label %pool1_grad.ix288, label %pool1_grad.ix288.end
+  %6274 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6275 = add nsw i64 %6274, 6
+  %6276 = mul nsw i64 %6275, 3136
+  %6277 = add nsw i64 2224784, %6276
+  %6278 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6279 = add nsw i64 %6277, %6278
+  %6280 = add nsw i64 %pool1_grad.iy2891984, 13
+  %6281 = add nsw i64 %6280, -1
+  %6282 = mul nsw i64 %6281, 14
+  %6283 = add nsw i64 %6279, %6282
+  %6284 = add nsw i64 %6283, 1
+  %6285 = add nsw i64 %6284, %pool1_grad.ix2901985
+  %arena1988 = getelementptr inbounds float, ptr %arena, i64 %6285
+  %6286 = load float, ptr %arena1988, align 4
+  %6287 = fadd float %sum292, %6286
+  store float %6287, ptr %pool1_grad.sum293, align 4
+  %sum293 = load float, ptr %pool1_grad.sum293, align 4
+  %6288 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6289 = add nsw i64 %6288, 7
+  %6290 = mul nsw i64 %6289, 3136
+  %6291 = add nsw i64 2224784, %6290
+  %6292 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6293 = add nsw i64 %6291, %6292
+  %6294 = add nsw i64 %pool1_grad.iy2891984, 13
+  %6295 = add nsw i64 %6294, -1
+  %6296 = mul nsw i64 %6295, 14
+  %6297 = add nsw i64 %6293, %6296
+  %6298 = add nsw i64 %6297, %pool1_grad.ix2901985
+  %arena1989 = getelementptr inbounds float, ptr %arena, i64 %6298
+  %6299 = load float, ptr %arena1989, align 4
+  %6300 = fadd float %sum293, %6299
+  store float %6300, ptr %pool1_grad.sum294, align 4
+  %sum294 = load float, ptr %pool1_grad.sum294, align 4
+  %6301 = mul nsw i64 %pool1_grad.g2321824, 16
+  %6302 = add nsw i64 %6301, %pool1_grad.j2401929
+  %6303 = mul nsw i64 %6302, 6272
+  %6304 = add nsw i64 802816, %6303
+  %6305 = mul nsw i64 %pool1_grad.c2411930, 196
+  %6306 = add nsw i64 %6304, %6305
+  %6307 = add nsw i64 %pool1_grad.iy2891984, 13
+  %6308 = mul nsw i64 %6307, 14
+  %6309 = add nsw i64 %6306, %6308
+  %6310 = add nsw i64 %6309, %pool1_grad.ix2901985
+  %arena1990 = getelementptr inbounds float, ptr %arena, i64 %6310
+  store float %sum294, ptr %arena1990, align 4
+  %ix290.next = add nsw i64 %pool1_grad.ix2901985, 1
+  %6311 = icmp slt i64 %ix290.next, 1
+  br i1 %6311, label %pool1_grad.ix290, label %pool1_grad.ix290.end
 
-pool1_grad.ix288.end:                             ; preds = %pool1_grad.ix288
-  %iy287.next = add nsw i64 %pool1_grad.iy2871983, 1
-  %6427 = icmp slt i64 %iy287.next, 1
-  br i1 %6427, label %pool1_grad.iy287, label %pool1_grad.iy287.end
+pool1_grad.ix290.end:                             ; preds = %pool1_grad.ix290
+  %iy289.next = add nsw i64 %pool1_grad.iy2891984, 1
+  %6312 = icmp slt i64 %iy289.next, 1
+  br i1 %6312, label %pool1_grad.iy289, label %pool1_grad.iy289.end
 
-conv1_grad.i293:                                  ; preds = %conv1_grad.i293, %pool1_grad.g216.end
-  %conv1_grad.i2931990 = phi i64 [ 0, %pool1_grad.g216.end ], [ %i293.next, %conv1_grad.i293 ]
-  %6428 = add nsw i64 1221264, %conv1_grad.i2931990
-  %arena1991 = getelementptr inbounds float, ptr %arena, i64 %6428
-  store float 0.000000e+00, ptr %arena1991, align 4
-  %i293.next = add nsw i64 %conv1_grad.i2931990, 1
-  %6429 = icmp slt i64 %i293.next, 1605632
-  br i1 %6429, label %conv1_grad.i293, label %conv1_grad.i293.end
+pool1_grad.iy295:                                 ; preds = %pool1_grad.ix296.end, %pool1_grad.iy289.end
+  %pool1_grad.iy2951991 = phi i64 [ 0, %pool1_grad.iy289.end ], [ %iy295.next, %pool1_grad.ix296.end ]
+  br label %pool1_grad.ix296
 
-conv1_grad.i293.end:                              ; preds = %conv1_grad.i293
-  br label %conv1_grad.q294
+pool1_grad.iy295.end:                             ; preds = %pool1_grad.ix296.end
+  br label %pool1_grad.iy303
 
-conv1_grad.q294:                                  ; preds = %conv1_grad.i295.end, %conv1_grad.i293.end
-  %conv1_grad.q2941992 = phi i64 [ 0, %conv1_grad.i293.end ], [ %q294.next, %conv1_grad.i295.end ]
-  br label %conv1_grad.i295
+pool1_grad.ix296:                                 ; preds = %pool1_grad.ix296, %pool1_grad.iy295
+  %pool1_grad.ix2961992 = phi i64 [ 0, %pool1_grad.iy295 ], [ %ix296.next, %pool1_grad.ix296 ]
+  %6313 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6314 = add nsw i64 %6313, 3
+  %6315 = mul nsw i64 %6314, 3136
+  %6316 = add nsw i64 2224784, %6315
+  %6317 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6318 = add nsw i64 %6316, %6317
+  %6319 = add nsw i64 %pool1_grad.iy2951991, 13
+  %6320 = mul nsw i64 %6319, 14
+  %6321 = add nsw i64 %6318, %6320
+  %6322 = add nsw i64 %6321, 2
+  %6323 = add nsw i64 %6322, %pool1_grad.ix2961992
+  %arena1993 = getelementptr inbounds float, ptr %arena, i64 %6323
+  %6324 = load float, ptr %arena1993, align 4
+  store float %6324, ptr %pool1_grad.sum297, align 4
+  %sum297 = load float, ptr %pool1_grad.sum297, align 4
+  %6325 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6326 = add nsw i64 %6325, 4
+  %6327 = mul nsw i64 %6326, 3136
+  %6328 = add nsw i64 2224784, %6327
+  %6329 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6330 = add nsw i64 %6328, %6329
+  %6331 = add nsw i64 %pool1_grad.iy2951991, 13
+  %6332 = mul nsw i64 %6331, 14
+  %6333 = add nsw i64 %6330, %6332
+  %6334 = add nsw i64 %6333, 1
+  %6335 = add nsw i64 %6334, %pool1_grad.ix2961992
+  %arena1994 = getelementptr inbounds float, ptr %arena, i64 %6335
+  %6336 = load float, ptr %arena1994, align 4
+  %6337 = fadd float %sum297, %6336
+  store float %6337, ptr %pool1_grad.sum298, align 4
+  %sum298 = load float, ptr %pool1_grad.sum298, align 4
+  %6338 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6339 = add nsw i64 %6338, 5
+  %6340 = mul nsw i64 %6339, 3136
+  %6341 = add nsw i64 2224784, %6340
+  %6342 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6343 = add nsw i64 %6341, %6342
+  %6344 = add nsw i64 %pool1_grad.iy2951991, 13
+  %6345 = mul nsw i64 %6344, 14
+  %6346 = add nsw i64 %6343, %6345
+  %6347 = add nsw i64 %6346, %pool1_grad.ix2961992
+  %arena1995 = getelementptr inbounds float, ptr %arena, i64 %6347
+  %6348 = load float, ptr %arena1995, align 4
+  %6349 = fadd float %sum298, %6348
+  store float %6349, ptr %pool1_grad.sum299, align 4
+  %sum299 = load float, ptr %pool1_grad.sum299, align 4
+  %6350 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6351 = add nsw i64 %6350, 6
+  %6352 = mul nsw i64 %6351, 3136
+  %6353 = add nsw i64 2224784, %6352
+  %6354 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6355 = add nsw i64 %6353, %6354
+  %6356 = add nsw i64 %pool1_grad.iy2951991, 13
+  %6357 = add nsw i64 %6356, -1
+  %6358 = mul nsw i64 %6357, 14
+  %6359 = add nsw i64 %6355, %6358
+  %6360 = add nsw i64 %6359, 2
+  %6361 = add nsw i64 %6360, %pool1_grad.ix2961992
+  %arena1996 = getelementptr inbounds float, ptr %arena, i64 %6361
+  %6362 = load float, ptr %arena1996, align 4
+  %6363 = fadd float %sum299, %6362
+  store float %6363, ptr %pool1_grad.sum300, align 4
+  %sum300 = load float, ptr %pool1_grad.sum300, align 4
+  %6364 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6365 = add nsw i64 %6364, 7
+  %6366 = mul nsw i64 %6365, 3136
+  %6367 = add nsw i64 2224784, %6366
+  %6368 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6369 = add nsw i64 %6367, %6368
+  %6370 = add nsw i64 %pool1_grad.iy2951991, 13
+  %6371 = add nsw i64 %6370, -1
+  %6372 = mul nsw i64 %6371, 14
+  %6373 = add nsw i64 %6369, %6372
+  %6374 = add nsw i64 %6373, 1
+  %6375 = add nsw i64 %6374, %pool1_grad.ix2961992
+  %arena1997 = getelementptr inbounds float, ptr %arena, i64 %6375
+  %6376 = load float, ptr %arena1997, align 4
+  %6377 = fadd float %sum300, %6376
+  store float %6377, ptr %pool1_grad.sum301, align 4
+  %sum301 = load float, ptr %pool1_grad.sum301, align 4
+  %6378 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6379 = add nsw i64 %6378, 8
+  %6380 = mul nsw i64 %6379, 3136
+  %6381 = add nsw i64 2224784, %6380
+  %6382 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6383 = add nsw i64 %6381, %6382
+  %6384 = add nsw i64 %pool1_grad.iy2951991, 13
+  %6385 = add nsw i64 %6384, -1
+  %6386 = mul nsw i64 %6385, 14
+  %6387 = add nsw i64 %6383, %6386
+  %6388 = add nsw i64 %6387, %pool1_grad.ix2961992
+  %arena1998 = getelementptr inbounds float, ptr %arena, i64 %6388
+  %6389 = load float, ptr %arena1998, align 4
+  %6390 = fadd float %sum301, %6389
+  store float %6390, ptr %pool1_grad.sum302, align 4
+  %sum302 = load float, ptr %pool1_grad.sum302, align 4
+  %6391 = mul nsw i64 %pool1_grad.g2321824, 16
+  %6392 = add nsw i64 %6391, %pool1_grad.j2401929
+  %6393 = mul nsw i64 %6392, 6272
+  %6394 = add nsw i64 802816, %6393
+  %6395 = mul nsw i64 %pool1_grad.c2411930, 196
+  %6396 = add nsw i64 %6394, %6395
+  %6397 = add nsw i64 %pool1_grad.iy2951991, 13
+  %6398 = mul nsw i64 %6397, 14
+  %6399 = add nsw i64 %6396, %6398
+  %6400 = add nsw i64 %6399, 1
+  %6401 = add nsw i64 %6400, %pool1_grad.ix2961992
+  %arena1999 = getelementptr inbounds float, ptr %arena, i64 %6401
+  store float %sum302, ptr %arena1999, align 4
+  %ix296.next = add nsw i64 %pool1_grad.ix2961992, 1
+  %6402 = icmp slt i64 %ix296.next, 12
+  br i1 %6402, label %pool1_grad.ix296, label %pool1_grad.ix296.end
 
-conv1_grad.q294.end:                              ; preds = %conv1_grad.i295.end
-  br label %conv1_weight_grad.i296
+pool1_grad.ix296.end:                             ; preds = %pool1_grad.ix296
+  %iy295.next = add nsw i64 %pool1_grad.iy2951991, 1
+  %6403 = icmp slt i64 %iy295.next, 1
+  br i1 %6403, label %pool1_grad.iy295, label %pool1_grad.iy295.end
 
-conv1_grad.i295:                                  ; preds = %conv1_grad.endif, %conv1_grad.q294
-  %conv1_grad.i2951993 = phi i64 [ 0, %conv1_grad.q294 ], [ %i295.next, %conv1_grad.endif ]
-  %6430 = mul nsw i64 %conv1_grad.q2941992, 196
-  %6431 = add nsw i64 %6430, %conv1_grad.i2951993
-  %arena1994 = getelementptr inbounds float, ptr %arena, i64 %6431
-  %6432 = load float, ptr %arena1994, align 4
-  %6433 = fcmp ogt float %6432, 0.000000e+00
-  br i1 %6433, label %conv1_grad.then, label %conv1_grad.endif
+pool1_grad.iy303:                                 ; preds = %pool1_grad.ix304.end, %pool1_grad.iy295.end
+  %pool1_grad.iy3032000 = phi i64 [ 0, %pool1_grad.iy295.end ], [ %iy303.next, %pool1_grad.ix304.end ]
+  br label %pool1_grad.ix304
 
-conv1_grad.i295.end:                              ; preds = %conv1_grad.endif
-  %q294.next = add nsw i64 %conv1_grad.q2941992, 1
-  %6434 = icmp slt i64 %q294.next, 2048
-  br i1 %6434, label %conv1_grad.q294, label %conv1_grad.q294.end
+pool1_grad.iy303.end:                             ; preds = %pool1_grad.ix304.end
+  %c241.next = add nsw i64 %pool1_grad.c2411930, 1
+  %6404 = icmp slt i64 %c241.next, 32
+  br i1 %6404, label %pool1_grad.c241, label %pool1_grad.c241.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i295
-  %6435 = mul nsw i64 %conv1_grad.q2941992, 784
-  %6436 = add nsw i64 1221264, %6435
-  %6437 = mul nsw i64 %conv1_grad.q2941992, 196
-  %6438 = add nsw i64 %6437, %conv1_grad.i2951993
-  %6439 = add nsw i64 401408, %6438
-  %arena1995 = getelementptr inbounds float, ptr %arena, i64 %6439
-  %6440 = load float, ptr %arena1995, align 4
-  %6441 = fptosi float %6440 to i64
-  %6442 = add nsw i64 %6436, %6441
-  %arena1996 = getelementptr inbounds float, ptr %arena, i64 %6442
-  %6443 = load float, ptr %arena1996, align 4
-  %6444 = mul nsw i64 %conv1_grad.q2941992, 196
-  %6445 = add nsw i64 %6444, %conv1_grad.i2951993
-  %6446 = add nsw i64 802816, %6445
-  %arena1997 = getelementptr inbounds float, ptr %arena, i64 %6446
-  %6447 = load float, ptr %arena1997, align 4
-  %6448 = fadd float %6443, %6447
-  store float %6448, ptr %arena1996, align 4
+pool1_grad.ix304:                                 ; preds = %pool1_grad.ix304, %pool1_grad.iy303
+  %pool1_grad.ix3042001 = phi i64 [ 0, %pool1_grad.iy303 ], [ %ix304.next, %pool1_grad.ix304 ]
+  %6405 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6406 = add nsw i64 %6405, 4
+  %6407 = mul nsw i64 %6406, 3136
+  %6408 = add nsw i64 2224784, %6407
+  %6409 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6410 = add nsw i64 %6408, %6409
+  %6411 = add nsw i64 %pool1_grad.iy3032000, 13
+  %6412 = mul nsw i64 %6411, 14
+  %6413 = add nsw i64 %6410, %6412
+  %6414 = add nsw i64 %6413, 13
+  %6415 = add nsw i64 %6414, %pool1_grad.ix3042001
+  %arena2002 = getelementptr inbounds float, ptr %arena, i64 %6415
+  %6416 = load float, ptr %arena2002, align 4
+  store float %6416, ptr %pool1_grad.sum305, align 4
+  %sum305 = load float, ptr %pool1_grad.sum305, align 4
+  %6417 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6418 = add nsw i64 %6417, 5
+  %6419 = mul nsw i64 %6418, 3136
+  %6420 = add nsw i64 2224784, %6419
+  %6421 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6422 = add nsw i64 %6420, %6421
+  %6423 = add nsw i64 %pool1_grad.iy3032000, 13
+  %6424 = mul nsw i64 %6423, 14
+  %6425 = add nsw i64 %6422, %6424
+  %6426 = add nsw i64 %6425, 12
+  %6427 = add nsw i64 %6426, %pool1_grad.ix3042001
+  %arena2003 = getelementptr inbounds float, ptr %arena, i64 %6427
+  %6428 = load float, ptr %arena2003, align 4
+  %6429 = fadd float %sum305, %6428
+  store float %6429, ptr %pool1_grad.sum306, align 4
+  %sum306 = load float, ptr %pool1_grad.sum306, align 4
+  %6430 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6431 = add nsw i64 %6430, 7
+  %6432 = mul nsw i64 %6431, 3136
+  %6433 = add nsw i64 2224784, %6432
+  %6434 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6435 = add nsw i64 %6433, %6434
+  %6436 = add nsw i64 %pool1_grad.iy3032000, 13
+  %6437 = add nsw i64 %6436, -1
+  %6438 = mul nsw i64 %6437, 14
+  %6439 = add nsw i64 %6435, %6438
+  %6440 = add nsw i64 %6439, 13
+  %6441 = add nsw i64 %6440, %pool1_grad.ix3042001
+  %arena2004 = getelementptr inbounds float, ptr %arena, i64 %6441
+  %6442 = load float, ptr %arena2004, align 4
+  %6443 = fadd float %sum306, %6442
+  store float %6443, ptr %pool1_grad.sum307, align 4
+  %sum307 = load float, ptr %pool1_grad.sum307, align 4
+  %6444 = mul nsw i64 %pool1_grad.c2411930, 9
+  %6445 = add nsw i64 %6444, 8
+  %6446 = mul nsw i64 %6445, 3136
+  %6447 = add nsw i64 2224784, %6446
+  %6448 = mul nsw i64 %pool1_grad.j2401929, 196
+  %6449 = add nsw i64 %6447, %6448
+  %6450 = add nsw i64 %pool1_grad.iy3032000, 13
+  %6451 = add nsw i64 %6450, -1
+  %6452 = mul nsw i64 %6451, 14
+  %6453 = add nsw i64 %6449, %6452
+  %6454 = add nsw i64 %6453, 12
+  %6455 = add nsw i64 %6454, %pool1_grad.ix3042001
+  %arena2005 = getelementptr inbounds float, ptr %arena, i64 %6455
+  %6456 = load float, ptr %arena2005, align 4
+  %6457 = fadd float %sum307, %6456
+  store float %6457, ptr %pool1_grad.sum308, align 4
+  %sum308 = load float, ptr %pool1_grad.sum308, align 4
+  %6458 = mul nsw i64 %pool1_grad.g2321824, 16
+  %6459 = add nsw i64 %6458, %pool1_grad.j2401929
+  %6460 = mul nsw i64 %6459, 6272
+  %6461 = add nsw i64 802816, %6460
+  %6462 = mul nsw i64 %pool1_grad.c2411930, 196
+  %6463 = add nsw i64 %6461, %6462
+  %6464 = add nsw i64 %pool1_grad.iy3032000, 13
+  %6465 = mul nsw i64 %6464, 14
+  %6466 = add nsw i64 %6463, %6465
+  %6467 = add nsw i64 %6466, 13
+  %6468 = add nsw i64 %6467, %pool1_grad.ix3042001
+  %arena2006 = getelementptr inbounds float, ptr %arena, i64 %6468
+  store float %sum308, ptr %arena2006, align 4
+  %ix304.next = add nsw i64 %pool1_grad.ix3042001, 1
+  %6469 = icmp slt i64 %ix304.next, 1
+  br i1 %6469, label %pool1_grad.ix304, label %pool1_grad.ix304.end
+
+pool1_grad.ix304.end:                             ; preds = %pool1_grad.ix304
+  %iy303.next = add nsw i64 %pool1_grad.iy3032000, 1
+  %6470 = icmp slt i64 %iy303.next, 1
+  br i1 %6470, label %pool1_grad.iy303, label %pool1_grad.iy303.end
+
+conv1_grad.i309:                                  ; preds = %conv1_grad.i309, %pool1_grad.g232.end
+  %conv1_grad.i3092007 = phi i64 [ 0, %pool1_grad.g232.end ], [ %i309.next, %conv1_grad.i309 ]
+  %6471 = add nsw i64 1221264, %conv1_grad.i3092007
+  %arena2008 = getelementptr inbounds float, ptr %arena, i64 %6471
+  store float 0.000000e+00, ptr %arena2008, align 4
+  %i309.next = add nsw i64 %conv1_grad.i3092007, 1
+  %6472 = icmp slt i64 %i309.next, 1605632
+  br i1 %6472, label %conv1_grad.i309, label %conv1_grad.i309.end
+
+conv1_grad.i309.end:                              ; preds = %conv1_grad.i309
+  br label %conv1_grad.q310
+
+conv1_grad.q310:                                  ; preds = %conv1_grad.i311.end, %conv1_grad.i309.end
+  %conv1_grad.q3102009 = phi i64 [ 0, %conv1_grad.i309.end ], [ %q310.next, %conv1_grad.i311.end ]
+  br label %conv1_grad.i311
+
+conv1_grad.q310.end:                              ; preds = %conv1_grad.i311.end
+  br label %conv1_weight_grad.i312
+
+conv1_grad.i311:                                  ; preds = %conv1_grad.endif, %conv1_grad.q310
+  %conv1_grad.i3112010 = phi i64 [ 0, %conv1_grad.q310 ], [ %i311.next, %conv1_grad.endif ]
+  %6473 = mul nsw i64 %conv1_grad.q3102009, 196
+  %6474 = add nsw i64 %6473, %conv1_grad.i3112010
+  %arena2011 = getelementptr inbounds float, ptr %arena, i64 %6474
+  %6475 = load float, ptr %arena2011, align 4
+  %6476 = fcmp ogt float %6475, 0.000000e+00
+  br i1 %6476, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i311.end:                              ; preds = %conv1_grad.endif
+  %q310.next = add nsw i64 %conv1_grad.q3102009, 1
+  %6477 = icmp slt i64 %q310.next, 2048
+  br i1 %6477, label %conv1_grad.q310, label %conv1_grad.q310.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i311
+  %6478 = mul nsw i64 %conv1_grad.q3102009, 784
+  %6479 = add nsw i64 1221264, %6478
+  %6480 = mul nsw i64 %conv1_grad.q3102009, 196
+  %6481 = add nsw i64 %6480, %conv1_grad.i3112010
+  %6482 = add nsw i64 401408, %6481
+  %arena2012 = getelementptr inbounds float, ptr %arena, i64 %6482
+  %6483 = load float, ptr %arena2012, align 4
+  %6484 = fptosi float %6483 to i64
+  %6485 = add nsw i64 %6479, %6484
+  %arena2013 = getelementptr inbounds float, ptr %arena, i64 %6485
+  %6486 = load float, ptr %arena2013, align 4
+  %6487 = mul nsw i64 %conv1_grad.q3102009, 196
+  %6488 = add nsw i64 %6487, %conv1_grad.i3112010
+  %6489 = add nsw i64 802816, %6488
+  %arena2014 = getelementptr inbounds float, ptr %arena, i64 %6489
+  %6490 = load float, ptr %arena2014, align 4
+  %6491 = fadd float %6486, %6490
+  store float %6491, ptr %arena2013, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i295
-  %i295.next = add nsw i64 %conv1_grad.i2951993, 1
-  %6449 = icmp slt i64 %i295.next, 196
-  br i1 %6449, label %conv1_grad.i295, label %conv1_grad.i295.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i311
+  %i311.next = add nsw i64 %conv1_grad.i3112010, 1
+  %6492 = icmp slt i64 %i311.next, 196
+  br i1 %6492, label %conv1_grad.i311, label %conv1_grad.i311.end
 
-conv1_weight_grad.i296:                           ; preds = %conv1_weight_grad.i296, %conv1_grad.q294.end
-  %conv1_weight_grad.i2961998 = phi i64 [ 0, %conv1_grad.q294.end ], [ %i296.next, %conv1_weight_grad.i296 ]
-  %6450 = add nsw i64 514304, %conv1_weight_grad.i2961998
-  %arena1999 = getelementptr inbounds float, ptr %arena, i64 %6450
-  store float 0.000000e+00, ptr %arena1999, align 4
-  %i296.next = add nsw i64 %conv1_weight_grad.i2961998, 1
-  %6451 = icmp slt i64 %i296.next, 288
-  br i1 %6451, label %conv1_weight_grad.i296, label %conv1_weight_grad.i296.end
+conv1_weight_grad.i312:                           ; preds = %conv1_weight_grad.i312, %conv1_grad.q310.end
+  %conv1_weight_grad.i3122015 = phi i64 [ 0, %conv1_grad.q310.end ], [ %i312.next, %conv1_weight_grad.i312 ]
+  %6493 = add nsw i64 514304, %conv1_weight_grad.i3122015
+  %arena2016 = getelementptr inbounds float, ptr %arena, i64 %6493
+  store float 0.000000e+00, ptr %arena2016, align 4
+  %i312.next = add nsw i64 %conv1_weight_grad.i3122015, 1
+  %6494 = icmp slt i64 %i312.next, 288
+  br i1 %6494, label %conv1_weight_grad.i312, label %conv1_weight_grad.i312.end
 
-conv1_weight_grad.i296.end:                       ; preds = %conv1_weight_grad.i296
-  br label %conv1_weight_grad.g297
+conv1_weight_grad.i312.end:                       ; preds = %conv1_weight_grad.i312
+  br label %conv1_weight_grad.g313
 
-conv1_weight_grad.g297:                           ; preds = %conv1_weight_grad.nb320.end, %conv1_weight_grad.i296.end
-  %conv1_weight_grad.g2972000 = phi i64 [ 0, %conv1_weight_grad.i296.end ], [ %g297.next, %conv1_weight_grad.nb320.end ]
-  br label %conv1_weight_grad.j298
+conv1_weight_grad.g313:                           ; preds = %conv1_weight_grad.nb336.end, %conv1_weight_grad.i312.end
+  %conv1_weight_grad.g3132017 = phi i64 [ 0, %conv1_weight_grad.i312.end ], [ %g313.next, %conv1_weight_grad.nb336.end ]
+  br label %conv1_weight_grad.j314
 
-conv1_weight_grad.g297.end:                       ; preds = %conv1_weight_grad.nb320.end
-  br label %conv1_weight_grad.f324
+conv1_weight_grad.g313.end:                       ; preds = %conv1_weight_grad.nb336.end
+  br label %conv1_weight_grad.f340
 
-conv1_weight_grad.j298:                           ; preds = %conv1_weight_grad.c299.end, %conv1_weight_grad.g297
-  %conv1_weight_grad.j2982001 = phi i64 [ 0, %conv1_weight_grad.g297 ], [ %j298.next, %conv1_weight_grad.c299.end ]
-  br label %conv1_weight_grad.c299
+conv1_weight_grad.j314:                           ; preds = %conv1_weight_grad.c315.end, %conv1_weight_grad.g313
+  %conv1_weight_grad.j3142018 = phi i64 [ 0, %conv1_weight_grad.g313 ], [ %j314.next, %conv1_weight_grad.c315.end ]
+  br label %conv1_weight_grad.c315
 
-conv1_weight_grad.j298.end:                       ; preds = %conv1_weight_grad.c299.end
-  br label %conv1_weight_grad.j312
+conv1_weight_grad.j314.end:                       ; preds = %conv1_weight_grad.c315.end
+  br label %conv1_weight_grad.j328
 
-conv1_weight_grad.c299:                           ; preds = %conv1_weight_grad.ky300.end, %conv1_weight_grad.j298
-  %conv1_weight_grad.c2992002 = phi i64 [ 0, %conv1_weight_grad.j298 ], [ %c299.next, %conv1_weight_grad.ky300.end ]
-  br label %conv1_weight_grad.ky300
+conv1_weight_grad.c315:                           ; preds = %conv1_weight_grad.ky316.end, %conv1_weight_grad.j314
+  %conv1_weight_grad.c3152019 = phi i64 [ 0, %conv1_weight_grad.j314 ], [ %c315.next, %conv1_weight_grad.ky316.end ]
+  br label %conv1_weight_grad.ky316
 
-conv1_weight_grad.c299.end:                       ; preds = %conv1_weight_grad.ky300.end
-  %j298.next = add nsw i64 %conv1_weight_grad.j2982001, 1
-  %6452 = icmp slt i64 %j298.next, 16
-  br i1 %6452, label %conv1_weight_grad.j298, label %conv1_weight_grad.j298.end
+conv1_weight_grad.c315.end:                       ; preds = %conv1_weight_grad.ky316.end
+  %j314.next = add nsw i64 %conv1_weight_grad.j3142018, 1
+  %6495 = icmp slt i64 %j314.next, 16
+  br i1 %6495, label %conv1_weight_grad.j314, label %conv1_weight_grad.j314.end
 
-conv1_weight_grad.ky300:                          ; preds = %conv1_weight_grad.oy308.end, %conv1_weight_grad.c299
-  %conv1_weight_grad.ky3002003 = phi i64 [ 0, %conv1_weight_grad.c299 ], [ %ky300.next, %conv1_weight_grad.oy308.end ]
-  br label %conv1_weight_grad.oy301
+conv1_weight_grad.ky316:                          ; preds = %conv1_weight_grad.oy324.end, %conv1_weight_grad.c315
+  %conv1_weight_grad.ky3162020 = phi i64 [ 0, %conv1_weight_grad.c315 ], [ %ky316.next, %conv1_weight_grad.oy324.end ]
+  br label %conv1_weight_grad.oy317
 
-conv1_weight_grad.ky300.end:                      ; preds = %conv1_weight_grad.oy308.end
-  %c299.next = add nsw i64 %conv1_weight_grad.c2992002, 1
-  %6453 = icmp slt i64 %c299.next, 1
-  br i1 %6453, label %conv1_weight_grad.c299, label %conv1_weight_grad.c299.end
+conv1_weight_grad.ky316.end:                      ; preds = %conv1_weight_grad.oy324.end
+  %c315.next = add nsw i64 %conv1_weight_grad.c3152019, 1
+  %6496 = icmp slt i64 %c315.next, 1
+  br i1 %6496, label %conv1_weight_grad.c315, label %conv1_weight_grad.c315.end
 
-conv1_weight_grad.oy301:                          ; preds = %conv1_weight_grad.endif2015, %conv1_weight_grad.ky300
-  %conv1_weight_grad.oy3012004 = phi i64 [ 0, %conv1_weight_grad.ky300 ], [ %oy301.next, %conv1_weight_grad.endif2015 ]
-  %6454 = add nsw i64 %conv1_weight_grad.oy3012004, %conv1_weight_grad.ky3002003
-  %6455 = add nsw i64 %6454, -1
-  %6456 = icmp slt i64 -1, %6455
-  %6457 = add nsw i64 %conv1_weight_grad.oy3012004, %conv1_weight_grad.ky3002003
-  %6458 = add nsw i64 %6457, -1
-  %6459 = icmp slt i64 %6458, 28
-  %6460 = and i1 %6456, %6459
-  br i1 %6460, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy317:                          ; preds = %conv1_weight_grad.endif2032, %conv1_weight_grad.ky316
+  %conv1_weight_grad.oy3172021 = phi i64 [ 0, %conv1_weight_grad.ky316 ], [ %oy317.next, %conv1_weight_grad.endif2032 ]
+  %6497 = add nsw i64 %conv1_weight_grad.oy3172021, %conv1_weight_grad.ky3162020
+  %6498 = add nsw i64 %6497, -1
+  %6499 = icmp slt i64 -1, %6498
+  %6500 = add nsw i64 %conv1_weight_grad.oy3172021, %conv1_weight_grad.ky3162020
+  %6501 = add nsw i64 %6500, -1
+  %6502 = icmp slt i64 %6501, 28
+  %6503 = and i1 %6499, %6502
+  br i1 %6503, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy301.end:                      ; preds = %conv1_weight_grad.endif2015
-  br label %conv1_weight_grad.oy305
+conv1_weight_grad.oy317.end:                      ; preds = %conv1_weight_grad.endif2032
+  br label %conv1_weight_grad.oy321
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy301
-  br label %conv1_weight_grad.ox302
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy317
+  br label %conv1_weight_grad.ox318
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox303.end, %conv1_weight_grad.oy301
-  %6461 = add nsw i64 %conv1_weight_grad.oy3012004, %conv1_weight_grad.ky3002003
-  %6462 = add nsw i64 %6461, -1
-  %6463 = icmp slt i64 %6462, 0
-  br i1 %6463, label %conv1_weight_grad.then2010, label %conv1_weight_grad.endif2011
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox319.end, %conv1_weight_grad.oy317
+  %6504 = add nsw i64 %conv1_weight_grad.oy3172021, %conv1_weight_grad.ky3162020
+  %6505 = add nsw i64 %6504, -1
+  %6506 = icmp slt i64 %6505, 0
+  br i1 %6506, label %conv1_weight_grad.then2027, label %conv1_weight_grad.endif2028
 
-conv1_weight_grad.ox302:                          ; preds = %conv1_weight_grad.ox302, %conv1_weight_grad.then
-  %conv1_weight_grad.ox3022005 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox302.next, %conv1_weight_grad.ox302 ]
-  %6464 = mul nsw i64 %conv1_weight_grad.g2972000, 16
-  %6465 = add nsw i64 %6464, %conv1_weight_grad.j2982001
-  %6466 = mul nsw i64 %6465, 784
-  %6467 = mul nsw i64 %conv1_weight_grad.c2992002, 784
-  %6468 = add nsw i64 %6466, %6467
-  %6469 = add nsw i64 %conv1_weight_grad.oy3012004, %conv1_weight_grad.ky3002003
-  %6470 = add nsw i64 %6469, -1
-  %6471 = mul nsw i64 %6470, 28
-  %6472 = add nsw i64 %6468, %6471
-  %6473 = add nsw i64 %conv1_weight_grad.ox3022005, 1
-  %6474 = add nsw i64 %6473, -1
-  %6475 = add nsw i64 %6472, %6474
-  %images2006 = getelementptr inbounds float, ptr %images, i64 %6475
-  %6476 = load float, ptr %images2006, align 4
-  %6477 = mul nsw i64 %conv1_weight_grad.c2992002, 3
-  %6478 = add nsw i64 %6477, %conv1_weight_grad.ky3002003
-  %6479 = mul nsw i64 %6478, 3
-  %6480 = mul nsw i64 %6479, 12544
-  %6481 = mul nsw i64 %conv1_weight_grad.j2982001, 784
-  %6482 = add nsw i64 %6480, %6481
-  %6483 = mul nsw i64 %conv1_weight_grad.oy3012004, 28
-  %6484 = add nsw i64 %conv1_weight_grad.ox3022005, 1
-  %6485 = add nsw i64 %6483, %6484
-  %6486 = add nsw i64 %6482, %6485
-  %arena2007 = getelementptr inbounds float, ptr %arena, i64 %6486
-  store float %6476, ptr %arena2007, align 4
-  %ox302.next = add nsw i64 %conv1_weight_grad.ox3022005, 1
-  %6487 = icmp slt i64 %ox302.next, 27
-  br i1 %6487, label %conv1_weight_grad.ox302, label %conv1_weight_grad.ox302.end
+conv1_weight_grad.ox318:                          ; preds = %conv1_weight_grad.ox318, %conv1_weight_grad.then
+  %conv1_weight_grad.ox3182022 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox318.next, %conv1_weight_grad.ox318 ]
+  %6507 = mul nsw i64 %conv1_weight_grad.g3132017, 16
+  %6508 = add nsw i64 %6507, %conv1_weight_grad.j3142018
+  %6509 = mul nsw i64 %6508, 784
+  %6510 = mul nsw i64 %conv1_weight_grad.c3152019, 784
+  %6511 = add nsw i64 %6509, %6510
+  %6512 = add nsw i64 %conv1_weight_grad.oy3172021, %conv1_weight_grad.ky3162020
+  %6513 = add nsw i64 %6512, -1
+  %6514 = mul nsw i64 %6513, 28
+  %6515 = add nsw i64 %6511, %6514
+  %6516 = add nsw i64 %conv1_weight_grad.ox3182022, 1
+  %6517 = add nsw i64 %6516, -1
+  %6518 = add nsw i64 %6515, %6517
+  %images2023 = getelementptr inbounds float, ptr %images, i64 %6518
+  %6519 = load float, ptr %images2023, align 4
+  %6520 = mul nsw i64 %conv1_weight_grad.c3152019, 3
+  %6521 = add nsw i64 %6520, %conv1_weight_grad.ky3162020
+  %6522 = mul nsw i64 %6521, 3
+  %6523 = mul nsw i64 %6522, 12544
+  %6524 = mul nsw i64 %conv1_weight_grad.j3142018, 784
+  %6525 = add nsw i64 %6523, %6524
+  %6526 = mul nsw i64 %conv1_weight_grad.oy3172021, 28
+  %6527 = add nsw i64 %conv1_weight_grad.ox3182022, 1
+  %6528 = add nsw i64 %6526, %6527
+  %6529 = add nsw i64 %6525, %6528
+  %arena2024 = getelementptr inbounds float, ptr %arena, i64 %6529
+  store float %6519, ptr %arena2024, align 4
+  %ox318.next = add nsw i64 %conv1_weight_grad.ox3182022, 1
+  %6530 = icmp slt i64 %ox318.next, 27
+  br i1 %6530, label %conv1_weight_grad.ox318, label %conv1_weight_grad.ox318.end
 
-conv1_weight_grad.ox302.end:                      ; preds = %conv1_weight_grad.ox302
-  br label %conv1_weight_grad.ox303
+conv1_weight_grad.ox318.end:                      ; preds = %conv1_weight_grad.ox318
+  br label %conv1_weight_grad.ox319
 
-conv1_weight_grad.ox303:                          ; preds = %conv1_weight_grad.ox303, %conv1_weight_grad.ox302.end
-  %conv1_weight_grad.ox3032008 = phi i64 [ 0, %conv1_weight_grad.ox302.end ], [ %ox303.next, %conv1_weight_grad.ox303 ]
-  %6488 = mul nsw i64 %conv1_weight_grad.c2992002, 3
-  %6489 = add nsw i64 %6488, %conv1_weight_grad.ky3002003
-  %6490 = mul nsw i64 %6489, 3
-  %6491 = mul nsw i64 %6490, 12544
-  %6492 = mul nsw i64 %conv1_weight_grad.j2982001, 784
-  %6493 = add nsw i64 %6491, %6492
-  %6494 = mul nsw i64 %conv1_weight_grad.oy3012004, 28
-  %6495 = add nsw i64 %6494, %conv1_weight_grad.ox3032008
-  %6496 = add nsw i64 %6493, %6495
-  %arena2009 = getelementptr inbounds float, ptr %arena, i64 %6496
-  store float 0.000000e+00, ptr %arena2009, align 4
-  %ox303.next = add nsw i64 %conv1_weight_grad.ox3032008, 1
-  %6497 = icmp slt i64 %ox303.next, 1
-  br i1 %6497, label %conv1_weight_grad.ox303, label %conv1_weight_grad.ox303.end
+conv1_weight_grad.ox319:                          ; preds = %conv1_weight_grad.ox319, %conv1_weight_grad.ox318.end
+  %conv1_weight_grad.ox3192025 = phi i64 [ 0, %conv1_weight_grad.ox318.end ], [ %ox319.next, %conv1_weight_grad.ox319 ]
+  %6531 = mul nsw i64 %conv1_weight_grad.c3152019, 3
+  %6532 = add nsw i64 %6531, %conv1_weight_grad.ky3162020
+  %6533 = mul nsw i64 %6532, 3
+  %6534 = mul nsw i64 %6533, 12544
+  %6535 = mul nsw i64 %conv1_weight_grad.j3142018, 784
+  %6536 = add nsw i64 %6534, %6535
+  %6537 = mul nsw i64 %conv1_weight_grad.oy3172021, 28
+  %6538 = add nsw i64 %6537, %conv1_weight_grad.ox3192025
+  %6539 = add nsw i64 %6536, %6538
+  %arena2026 = getelementptr inbounds float, ptr %arena, i64 %6539
+  store float 0.000000e+00, ptr %arena2026, align 4
+  %ox319.next = add nsw i64 %conv1_weight_grad.ox3192025, 1
+  %6540 = icmp slt i64 %ox319.next, 1
+  br i1 %6540, label %conv1_weight_grad.ox319, label %conv1_weight_grad.ox319.end
 
-conv1_weight_grad.ox303.end:                      ; preds = %conv1_weight_grad.ox303
+conv1_weight_grad.ox319.end:                      ; preds = %conv1_weight_grad.ox319
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.then2010:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox304
+conv1_weight_grad.then2027:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox320
 
-conv1_weight_grad.endif2011:                      ; preds = %conv1_weight_grad.ox304.end, %conv1_weight_grad.endif
-  %6498 = add nsw i64 %conv1_weight_grad.oy3012004, %conv1_weight_grad.ky3002003
-  %6499 = add nsw i64 %6498, -1
-  %6500 = icmp slt i64 27, %6499
-  br i1 %6500, label %conv1_weight_grad.then2014, label %conv1_weight_grad.endif2015
+conv1_weight_grad.endif2028:                      ; preds = %conv1_weight_grad.ox320.end, %conv1_weight_grad.endif
+  %6541 = add nsw i64 %conv1_weight_grad.oy3172021, %conv1_weight_grad.ky3162020
+  %6542 = add nsw i64 %6541, -1
+  %6543 = icmp slt i64 27, %6542
+  br i1 %6543, label %conv1_weight_grad.then2031, label %conv1_weight_grad.endif2032
 
-conv1_weight_grad.ox304:                          ; preds = %conv1_weight_grad.ox304, %conv1_weight_grad.then2010
-  %conv1_weight_grad.ox3042012 = phi i64 [ 0, %conv1_weight_grad.then2010 ], [ %ox304.next, %conv1_weight_grad.ox304 ]
-  %6501 = mul nsw i64 %conv1_weight_grad.c2992002, 3
-  %6502 = add nsw i64 %6501, %conv1_weight_grad.ky3002003
-  %6503 = mul nsw i64 %6502, 3
-  %6504 = mul nsw i64 %6503, 12544
-  %6505 = mul nsw i64 %conv1_weight_grad.j2982001, 784
-  %6506 = add nsw i64 %6504, %6505
-  %6507 = mul nsw i64 %conv1_weight_grad.oy3012004, 28
-  %6508 = add nsw i64 %6507, %conv1_weight_grad.ox3042012
-  %6509 = add nsw i64 %6506, %6508
-  %arena2013 = getelementptr inbounds float, ptr %arena, i64 %6509
-  store float 0.000000e+00, ptr %arena2013, align 4
-  %ox304.next = add nsw i64 %conv1_weight_grad.ox3042012, 1
-  %6510 = icmp slt i64 %ox304.next, 28
-  br i1 %6510, label %conv1_weight_grad.ox304, label %conv1_weight_grad.ox304.end
-
-conv1_weight_grad.ox304.end:                      ; preds = %conv1_weight_grad.ox304
-  br label %conv1_weight_grad.endif2011
-
-conv1_weight_grad.then2014:                       ; preds = %conv1_weight_grad.endif2011
-  br label %conv1_weight_grad.ox3042016
-
-conv1_weight_grad.endif2015:                      ; preds = %conv1_weight_grad.ox304.end2017, %conv1_weight_grad.endif2011
-  %oy301.next = add nsw i64 %conv1_weight_grad.oy3012004, 1
-  %6511 = icmp slt i64 %oy301.next, 28
-  br i1 %6511, label %conv1_weight_grad.oy301, label %conv1_weight_grad.oy301.end
-
-conv1_weight_grad.ox3042016:                      ; preds = %conv1_weight_grad.ox3042016, %conv1_weight_grad.then2014
-  %conv1_weight_grad.ox3042018 = phi i64 [ 0, %conv1_weight_grad.then2014 ], [ %ox304.next2020, %conv1_weight_grad.ox3042016 ]
-  %6512 = mul nsw i64 %conv1_weight_grad.c2992002, 3
-  %6513 = add nsw i64 %6512, %conv1_weight_grad.ky3002003
-  %6514 = mul nsw i64 %6513, 3
-  %6515 = mul nsw i64 %6514, 12544
-  %6516 = mul nsw i64 %conv1_weight_grad.j2982001, 784
-  %6517 = add nsw i64 %6515, %6516
-  %6518 = mul nsw i64 %conv1_weight_grad.oy3012004, 28
-  %6519 = add nsw i64 %6518, %conv1_weight_grad.ox3042018
-  %6520 = add nsw i64 %6517, %6519
-  %arena2019 = getelementptr inbounds float, ptr %arena, i64 %6520
-  store float 0.000000e+00, ptr %arena2019, align 4
-  %ox304.next2020 = add nsw i64 %conv1_weight_grad.ox3042018, 1
-  %6521 = icmp slt i64 %ox304.next2020, 28
-  br i1 %6521, label %conv1_weight_grad.ox3042016, label %conv1_weight_grad.ox304.end2017
-
-conv1_weight_grad.ox304.end2017:                  ; preds = %conv1_weight_grad.ox3042016
-  br label %conv1_weight_grad.endif2015
-
-conv1_weight_grad.oy305:                          ; preds = %conv1_weight_grad.endif2032, %conv1_weight_grad.oy301.end
-  %conv1_weight_grad.oy3052021 = phi i64 [ 0, %conv1_weight_grad.oy301.end ], [ %oy305.next, %conv1_weight_grad.endif2032 ]
-  %6522 = add nsw i64 %conv1_weight_grad.oy3052021, %conv1_weight_grad.ky3002003
-  %6523 = add nsw i64 %6522, -1
-  %6524 = icmp slt i64 -1, %6523
-  %6525 = add nsw i64 %conv1_weight_grad.oy3052021, %conv1_weight_grad.ky3002003
-  %6526 = add nsw i64 %6525, -1
-  %6527 = icmp slt i64 %6526, 28
-  %6528 = and i1 %6524, %6527
-  br i1 %6528, label %conv1_weight_grad.then2022, label %conv1_weight_grad.endif2023
-
-conv1_weight_grad.oy305.end:                      ; preds = %conv1_weight_grad.endif2032
-  br label %conv1_weight_grad.oy308
-
-conv1_weight_grad.then2022:                       ; preds = %conv1_weight_grad.oy305
-  br label %conv1_weight_grad.ox306
-
-conv1_weight_grad.endif2023:                      ; preds = %conv1_weight_grad.ox306.end, %conv1_weight_grad.oy305
-  %6529 = add nsw i64 %conv1_weight_grad.oy3052021, %conv1_weight_grad.ky3002003
-  %6530 = add nsw i64 %6529, -1
-  %6531 = icmp slt i64 %6530, 0
-  br i1 %6531, label %conv1_weight_grad.then2027, label %conv1_weight_grad.endif2028
-
-conv1_weight_grad.ox306:                          ; preds = %conv1_weight_grad.ox306, %conv1_weight_grad.then2022
-  %conv1_weight_grad.ox3062024 = phi i64 [ 0, %conv1_weight_grad.then2022 ], [ %ox306.next, %conv1_weight_grad.ox306 ]
-  %6532 = mul nsw i64 %conv1_weight_grad.g2972000, 16
-  %6533 = add nsw i64 %6532, %conv1_weight_grad.j2982001
-  %6534 = mul nsw i64 %6533, 784
-  %6535 = mul nsw i64 %conv1_weight_grad.c2992002, 784
-  %6536 = add nsw i64 %6534, %6535
-  %6537 = add nsw i64 %conv1_weight_grad.oy3052021, %conv1_weight_grad.ky3002003
-  %6538 = add nsw i64 %6537, -1
-  %6539 = mul nsw i64 %6538, 28
-  %6540 = add nsw i64 %6536, %6539
-  %6541 = add nsw i64 %6540, %conv1_weight_grad.ox3062024
-  %images2025 = getelementptr inbounds float, ptr %images, i64 %6541
-  %6542 = load float, ptr %images2025, align 4
-  %6543 = mul nsw i64 %conv1_weight_grad.c2992002, 3
-  %6544 = add nsw i64 %6543, %conv1_weight_grad.ky3002003
-  %6545 = mul nsw i64 %6544, 3
-  %6546 = add nsw i64 %6545, 1
+conv1_weight_grad.ox320:                          ; preds = %conv1_weight_grad.ox320, %conv1_weight_grad.then2027
+  %conv1_weight_grad.ox3202029 = phi i64 [ 0, %conv1_weight_grad.then2027 ], [ %ox320.next, %conv1_weight_grad.ox320 ]
+  %6544 = mul nsw i64 %conv1_weight_grad.c3152019, 3
+  %6545 = add nsw i64 %6544, %conv1_weight_grad.ky3162020
+  %6546 = mul nsw i64 %6545, 3
   %6547 = mul nsw i64 %6546, 12544
-  %6548 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6548 = mul nsw i64 %conv1_weight_grad.j3142018, 784
   %6549 = add nsw i64 %6547, %6548
-  %6550 = mul nsw i64 %conv1_weight_grad.oy3052021, 28
-  %6551 = add nsw i64 %6550, %conv1_weight_grad.ox3062024
+  %6550 = mul nsw i64 %conv1_weight_grad.oy3172021, 28
+  %6551 = add nsw i64 %6550, %conv1_weight_grad.ox3202029
   %6552 = add nsw i64 %6549, %6551
-  %arena2026 = getelementptr inbounds float, ptr %arena, i64 %6552
-  store float %6542, ptr %arena2026, align 4
-  %ox306.next = add nsw i64 %conv1_weight_grad.ox3062024, 1
-  %6553 = icmp slt i64 %ox306.next, 28
-  br i1 %6553, label %conv1_weight_grad.ox306, label %conv1_weight_grad.ox306.end
-
-conv1_weight_grad.ox306.end:                      ; preds = %conv1_weight_grad.ox306
-  br label %conv1_weight_grad.endif2023
-
-conv1_weight_grad.then2027:                       ; preds = %conv1_weight_grad.endif2023
-  br label %conv1_weight_grad.ox307
-
-conv1_weight_grad.endif2028:                      ; preds = %conv1_weight_grad.ox307.end, %conv1_weight_grad.endif2023
-  %6554 = add nsw i64 %conv1_weight_grad.oy3052021, %conv1_weight_grad.ky3002003
-  %6555 = add nsw i64 %6554, -1
-  %6556 = icmp slt i64 27, %6555
-  br i1 %6556, label %conv1_weight_grad.then2031, label %conv1_weight_grad.endif2032
-
-conv1_weight_grad.ox307:                          ; preds = %conv1_weight_grad.ox307, %conv1_weight_grad.then2027
-  %conv1_weight_grad.ox3072029 = phi i64 [ 0, %conv1_weight_grad.then2027 ], [ %ox307.next, %conv1_weight_grad.ox307 ]
-  %6557 = mul nsw i64 %conv1_weight_grad.c2992002, 3
-  %6558 = add nsw i64 %6557, %conv1_weight_grad.ky3002003
-  %6559 = mul nsw i64 %6558, 3
-  %6560 = add nsw i64 %6559, 1
-  %6561 = mul nsw i64 %6560, 12544
-  %6562 = mul nsw i64 %conv1_weight_grad.j2982001, 784
-  %6563 = add nsw i64 %6561, %6562
-  %6564 = mul nsw i64 %conv1_weight_grad.oy3052021, 28
-  %6565 = add nsw i64 %6564, %conv1_weight_grad.ox3072029
-  %6566 = add nsw i64 %6563, %6565
-  %arena2030 = getelementptr inbounds float, ptr %arena, i64 %6566
+  %arena2030 = getelementptr inbounds float, ptr %arena, i64 %6552
   store float 0.000000e+00, ptr %arena2030, align 4
-  %ox307.next = add nsw i64 %conv1_weight_grad.ox3072029, 1
-  %6567 = icmp slt i64 %ox307.next, 28
-  br i1 %6567, label %conv1_weight_grad.ox307, label %conv1_weight_grad.ox307.end
+  %ox320.next = add nsw i64 %conv1_weight_grad.ox3202029, 1
+  %6553 = icmp slt i64 %ox320.next, 28
+  br i1 %6553, label %conv1_weight_grad.ox320, label %conv1_weight_grad.ox320.end
 
-conv1_weight_grad.ox307.end:                      ; preds = %conv1_weight_grad.ox307
+conv1_weight_grad.ox320.end:                      ; preds = %conv1_weight_grad.ox320
   br label %conv1_weight_grad.endif2028
 
 conv1_weight_grad.then2031:                       ; preds = %conv1_weight_grad.endif2028
-  br label %conv1_weight_grad.ox3072033
+  br label %conv1_weight_grad.ox3202033
 
-conv1_weight_grad.endif2032:                      ; preds = %conv1_weight_grad.ox307.end2034, %conv1_weight_grad.endif2028
-  %oy305.next = add nsw i64 %conv1_weight_grad.oy3052021, 1
-  %6568 = icmp slt i64 %oy305.next, 28
-  br i1 %6568, label %conv1_weight_grad.oy305, label %conv1_weight_grad.oy305.end
+conv1_weight_grad.endif2032:                      ; preds = %conv1_weight_grad.ox320.end2034, %conv1_weight_grad.endif2028
+  %oy317.next = add nsw i64 %conv1_weight_grad.oy3172021, 1
+  %6554 = icmp slt i64 %oy317.next, 28
+  br i1 %6554, label %conv1_weight_grad.oy317, label %conv1_weight_grad.oy317.end
 
-conv1_weight_grad.ox3072033:                      ; preds = %conv1_weight_grad.ox3072033, %conv1_weight_grad.then2031
-  %conv1_weight_grad.ox3072035 = phi i64 [ 0, %conv1_weight_grad.then2031 ], [ %ox307.next2037, %conv1_weight_grad.ox3072033 ]
-  %6569 = mul nsw i64 %conv1_weight_grad.c2992002, 3
-  %6570 = add nsw i64 %6569, %conv1_weight_grad.ky3002003
-  %6571 = mul nsw i64 %6570, 3
-  %6572 = add nsw i64 %6571, 1
-  %6573 = mul nsw i64 %6572, 12544
-  %6574 = mul nsw i64 %conv1_weight_grad.j2982001, 784
-  %6575 = add nsw i64 %6573, %6574
-  %6576 = mul nsw i64 %conv1_weight_grad.oy3052021, 28
-  %6577 = add nsw i64 %6576, %conv1_weight_grad.ox3072035
-  %6578 = add nsw i64 %6575, %6577
-  %arena2036 = getelementptr inbounds float, ptr %arena, i64 %6578
+conv1_weight_grad.ox3202033:                      ; preds = %conv1_weight_grad.ox3202033, %conv1_weight_grad.then2031
+  %conv1_weight_grad.ox3202035 = phi i64 [ 0, %conv1_weight_grad.then2031 ], [ %ox320.next2037, %conv1_weight_grad.ox3202033 ]
+  %6555 = mul nsw i64 %conv1_weight_grad.c3152019, 3
+  %6556 = add nsw i64 %6555, %conv1_weight_grad.ky3162020
+  %6557 = mul nsw i64 %6556, 3
+  %6558 = mul nsw i64 %6557, 12544
+  %6559 = mul nsw i64 %conv1_weight_grad.j3142018, 784
+  %6560 = add nsw i64 %6558, %6559
+  %6561 = mul nsw i64 %conv1_weight_grad.oy3172021, 28
+  %6562 = add nsw i64 %6561, %conv1_weight_grad.ox3202035
+  %6563 = add nsw i64 %6560, %6562
+  %arena2036 = getelementptr inbounds float, ptr %arena, i64 %6563
   store float 0.000000e+00, ptr %arena2036, align 4
-  %ox307.next2037 = add nsw i64 %conv1_weight_grad.ox3072035, 1
-  %6579 = icmp slt i64 %ox307.next2037, 28
-  br i1 %6579, label %conv1_weight_grad.ox3072033, label %conv1_weight_grad.ox307.end2034
+  %ox320.next2037 = add nsw i64 %conv1_weight_grad.ox3202035, 1
+  %6564 = icmp slt i64 %ox320.next2037, 28
+  br i1 %6564, label %conv1_weight_grad.ox3202033, label %conv1_weight_grad.ox320.end2034
 
-conv1_weight_grad.ox307.end2034:                  ; preds = %conv1_weight_grad.ox3072033
+conv1_weight_grad.ox320.end2034:                  ; preds = %conv1_weight_grad.ox3202033
   br label %conv1_weight_grad.endif2032
 
-conv1_weight_grad.oy308:                          ; preds = %conv1_weight_grad.endif2051, %conv1_weight_grad.oy305.end
-  %conv1_weight_grad.oy3082038 = phi i64 [ 0, %conv1_weight_grad.oy305.end ], [ %oy308.next, %conv1_weight_grad.endif2051 ]
-  %6580 = add nsw i64 %conv1_weight_grad.oy3082038, %conv1_weight_grad.ky3002003
+conv1_weight_grad.oy321:                          ; preds = %conv1_weight_grad.endif2049, %conv1_weight_grad.oy317.end
+  %conv1_weight_grad.oy3212038 = phi i64 [ 0, %conv1_weight_grad.oy317.end ], [ %oy321.next, %conv1_weight_grad.endif2049 ]
+  %6565 = add nsw i64 %conv1_weight_grad.oy3212038, %conv1_weight_grad.ky3162020
+  %6566 = add nsw i64 %6565, -1
+  %6567 = icmp slt i64 -1, %6566
+  %6568 = add nsw i64 %conv1_weight_grad.oy3212038, %conv1_weight_grad.ky3162020
+  %6569 = add nsw i64 %6568, -1
+  %6570 = icmp slt i64 %6569, 28
+  %6571 = and i1 %6567, %6570
+  br i1 %6571, label %conv1_weight_grad.then2039, label %conv1_weight_grad.endif2040
+
+conv1_weight_grad.oy321.end:                      ; preds = %conv1_weight_grad.endif2049
+  br label %conv1_weight_grad.oy324
+
+conv1_weight_grad.then2039:                       ; preds = %conv1_weight_grad.oy321
+  br label %conv1_weight_grad.ox322
+
+conv1_weight_grad.endif2040:                      ; preds = %conv1_weight_grad.ox322.end, %conv1_weight_grad.oy321
+  %6572 = add nsw i64 %conv1_weight_grad.oy3212038, %conv1_weight_grad.ky3162020
+  %6573 = add nsw i64 %6572, -1
+  %6574 = icmp slt i64 %6573, 0
+  br i1 %6574, label %conv1_weight_grad.then2044, label %conv1_weight_grad.endif2045
+
+conv1_weight_grad.ox322:                          ; preds = %conv1_weight_grad.ox322, %conv1_weight_grad.then2039
+  %conv1_weight_grad.ox3222041 = phi i64 [ 0, %conv1_weight_grad.then2039 ], [ %ox322.next, %conv1_weight_grad.ox322 ]
+  %6575 = mul nsw i64 %conv1_weight_grad.g3132017, 16
+  %6576 = add nsw i64 %6575, %conv1_weight_grad.j3142018
+  %6577 = mul nsw i64 %6576, 784
+  %6578 = mul nsw i64 %conv1_weight_grad.c3152019, 784
+  %6579 = add nsw i64 %6577, %6578
+  %6580 = add nsw i64 %conv1_weight_grad.oy3212038, %conv1_weight_grad.ky3162020
   %6581 = add nsw i64 %6580, -1
-  %6582 = icmp slt i64 -1, %6581
-  %6583 = add nsw i64 %conv1_weight_grad.oy3082038, %conv1_weight_grad.ky3002003
-  %6584 = add nsw i64 %6583, -1
-  %6585 = icmp slt i64 %6584, 28
-  %6586 = and i1 %6582, %6585
-  br i1 %6586, label %conv1_weight_grad.then2039, label %conv1_weight_grad.endif2040
+  %6582 = mul nsw i64 %6581, 28
+  %6583 = add nsw i64 %6579, %6582
+  %6584 = add nsw i64 %6583, %conv1_weight_grad.ox3222041
+  %images2042 = getelementptr inbounds float, ptr %images, i64 %6584
+  %6585 = load float, ptr %images2042, align 4
+  %6586 = mul nsw i64 %conv1_weight_grad.c3152019, 3
+  %6587 = add nsw i64 %6586, %conv1_weight_grad.ky3162020
+  %6588 = mul nsw i64 %6587, 3
+  %6589 = add nsw i64 %6588, 1
+  %6590 = mul nsw i64 %6589, 12544
+  %6591 = mul nsw i64 %conv1_weight_grad.j3142018, 784
+  %6592 = add nsw i64 %6590, %6591
+  %6593 = mul nsw i64 %conv1_weight_grad.oy3212038, 28
+  %6594 = add nsw i64 %6593, %conv1_weight_grad.ox3222041
+  %6595 = add nsw i64 %6592, %6594
+  %arena2043 = getelementptr inbounds float, ptr %arena, i64 %6595
+  store float %6585, ptr %arena2043, align 4
+  %ox322.next = add nsw i64 %conv1_weight_grad.ox3222041, 1
+  %6596 = icmp slt i64 %ox322.next, 28
+  br i1 %6596, label %conv1_weight_grad.ox322, label %conv1_weight_grad.ox322.end
 
-conv1_weight_grad.oy308.end:                      ; preds = %conv1_weight_grad.endif2051
-  %ky300.next = add nsw i64 %conv1_weight_grad.ky3002003, 1
-  %6587 = icmp slt i64 %ky300.next, 3
-  br i1 %6587, label %conv1_weight_grad.ky300, label %conv1_weight_grad.ky300.end
-
-conv1_weight_grad.then2039:                       ; preds = %conv1_weight_grad.oy308
-  br label %conv1_weight_grad.ox309
-
-conv1_weight_grad.endif2040:                      ; preds = %conv1_weight_grad.ox310.end, %conv1_weight_grad.oy308
-  %6588 = add nsw i64 %conv1_weight_grad.oy3082038, %conv1_weight_grad.ky3002003
-  %6589 = add nsw i64 %6588, -1
-  %6590 = icmp slt i64 %6589, 0
-  br i1 %6590, label %conv1_weight_grad.then2046, label %conv1_weight_grad.endif2047
-
-conv1_weight_grad.ox309:                          ; preds = %conv1_weight_grad.ox309, %conv1_weight_grad.then2039
-  %conv1_weight_grad.ox3092041 = phi i64 [ 0, %conv1_weight_grad.then2039 ], [ %ox309.next, %conv1_weight_grad.ox309 ]
-  %6591 = mul nsw i64 %conv1_weight_grad.g2972000, 16
-  %6592 = add nsw i64 %6591, %conv1_weight_grad.j2982001
-  %6593 = mul nsw i64 %6592, 784
-  %6594 = mul nsw i64 %conv1_weight_grad.c2992002, 784
-  %6595 = add nsw i64 %6593, %6594
-  %6596 = add nsw i64 %conv1_weight_grad.oy3082038, %conv1_weight_grad.ky3002003
-  %6597 = add nsw i64 %6596, -1
-  %6598 = mul nsw i64 %6597, 28
-  %6599 = add nsw i64 %6595, %6598
-  %6600 = add nsw i64 %conv1_weight_grad.ox3092041, 1
-  %6601 = add nsw i64 %6599, %6600
-  %images2042 = getelementptr inbounds float, ptr %images, i64 %6601
-  %6602 = load float, ptr %images2042, align 4
-  %6603 = mul nsw i64 %conv1_weight_grad.c2992002, 3
-  %6604 = add nsw i64 %6603, %conv1_weight_grad.ky3002003
-  %6605 = mul nsw i64 %6604, 3
-  %6606 = add nsw i64 %6605, 2
-  %6607 = mul nsw i64 %6606, 12544
-  %6608 = mul nsw i64 %conv1_weight_grad.j2982001, 784
-  %6609 = add nsw i64 %6607, %6608
-  %6610 = mul nsw i64 %conv1_weight_grad.oy3082038, 28
-  %6611 = add nsw i64 %6610, %conv1_weight_grad.ox3092041
-  %6612 = add nsw i64 %6609, %6611
-  %arena2043 = getelementptr inbounds float, ptr %arena, i64 %6612
-  store float %6602, ptr %arena2043, align 4
-  %ox309.next = add nsw i64 %conv1_weight_grad.ox3092041, 1
-  %6613 = icmp slt i64 %ox309.next, 27
-  br i1 %6613, label %conv1_weight_grad.ox309, label %conv1_weight_grad.ox309.end
-
-conv1_weight_grad.ox309.end:                      ; preds = %conv1_weight_grad.ox309
-  br label %conv1_weight_grad.ox310
-
-conv1_weight_grad.ox310:                          ; preds = %conv1_weight_grad.ox310, %conv1_weight_grad.ox309.end
-  %conv1_weight_grad.ox3102044 = phi i64 [ 0, %conv1_weight_grad.ox309.end ], [ %ox310.next, %conv1_weight_grad.ox310 ]
-  %6614 = mul nsw i64 %conv1_weight_grad.c2992002, 3
-  %6615 = add nsw i64 %6614, %conv1_weight_grad.ky3002003
-  %6616 = mul nsw i64 %6615, 3
-  %6617 = add nsw i64 %6616, 2
-  %6618 = mul nsw i64 %6617, 12544
-  %6619 = mul nsw i64 %conv1_weight_grad.j2982001, 784
-  %6620 = add nsw i64 %6618, %6619
-  %6621 = mul nsw i64 %conv1_weight_grad.oy3082038, 28
-  %6622 = add nsw i64 %conv1_weight_grad.ox3102044, 27
-  %6623 = add nsw i64 %6621, %6622
-  %6624 = add nsw i64 %6620, %6623
-  %arena2045 = getelementptr inbounds float, ptr %arena, i64 %6624
-  store float 0.000000e+00, ptr %arena2045, align 4
-  %ox310.next = add nsw i64 %conv1_weight_grad.ox3102044, 1
-  %6625 = icmp slt i64 %ox310.next, 1
-  br i1 %6625, label %conv1_weight_grad.ox310, label %conv1_weight_grad.ox310.end
-
-conv1_weight_grad.ox310.end:                      ; preds = %conv1_weight_grad.ox310
+conv1_weight_grad.ox322.end:                      ; preds = %conv1_weight_grad.ox322
   br label %conv1_weight_grad.endif2040
 
-conv1_weight_grad.then2046:                       ; preds = %conv1_weight_grad.endif2040
-  br label %conv1_weight_grad.ox311
+conv1_weight_grad.then2044:                       ; preds = %conv1_weight_grad.endif2040
+  br label %conv1_weight_grad.ox323
 
-conv1_weight_grad.endif2047:                      ; preds = %conv1_weight_grad.ox311.end, %conv1_weight_grad.endif2040
-  %6626 = add nsw i64 %conv1_weight_grad.oy3082038, %conv1_weight_grad.ky3002003
+conv1_weight_grad.endif2045:                      ; preds = %conv1_weight_grad.ox323.end, %conv1_weight_grad.endif2040
+  %6597 = add nsw i64 %conv1_weight_grad.oy3212038, %conv1_weight_grad.ky3162020
+  %6598 = add nsw i64 %6597, -1
+  %6599 = icmp slt i64 27, %6598
+  br i1 %6599, label %conv1_weight_grad.then2048, label %conv1_weight_grad.endif2049
+
+conv1_weight_grad.ox323:                          ; preds = %conv1_weight_grad.ox323, %conv1_weight_grad.then2044
+  %conv1_weight_grad.ox3232046 = phi i64 [ 0, %conv1_weight_grad.then2044 ], [ %ox323.next, %conv1_weight_grad.ox323 ]
+  %6600 = mul nsw i64 %conv1_weight_grad.c3152019, 3
+  %6601 = add nsw i64 %6600, %conv1_weight_grad.ky3162020
+  %6602 = mul nsw i64 %6601, 3
+  %6603 = add nsw i64 %6602, 1
+  %6604 = mul nsw i64 %6603, 12544
+  %6605 = mul nsw i64 %conv1_weight_grad.j3142018, 784
+  %6606 = add nsw i64 %6604, %6605
+  %6607 = mul nsw i64 %conv1_weight_grad.oy3212038, 28
+  %6608 = add nsw i64 %6607, %conv1_weight_grad.ox3232046
+  %6609 = add nsw i64 %6606, %6608
+  %arena2047 = getelementptr inbounds float, ptr %arena, i64 %6609
+  store float 0.000000e+00, ptr %arena2047, align 4
+  %ox323.next = add nsw i64 %conv1_weight_grad.ox3232046, 1
+  %6610 = icmp slt i64 %ox323.next, 28
+  br i1 %6610, label %conv1_weight_grad.ox323, label %conv1_weight_grad.ox323.end
+
+conv1_weight_grad.ox323.end:                      ; preds = %conv1_weight_grad.ox323
+  br label %conv1_weight_grad.endif2045
+
+conv1_weight_grad.then2048:                       ; preds = %conv1_weight_grad.endif2045
+  br label %conv1_weight_grad.ox3232050
+
+conv1_weight_grad.endif2049:                      ; preds = %conv1_weight_grad.ox323.end2051, %conv1_weight_grad.endif2045
+  %oy321.next = add nsw i64 %conv1_weight_grad.oy3212038, 1
+  %6611 = icmp slt i64 %oy321.next, 28
+  br i1 %6611, label %conv1_weight_grad.oy321, label %conv1_weight_grad.oy321.end
+
+conv1_weight_grad.ox3232050:                      ; preds = %conv1_weight_grad.ox3232050, %conv1_weight_grad.then2048
+  %conv1_weight_grad.ox3232052 = phi i64 [ 0, %conv1_weight_grad.then2048 ], [ %ox323.next2054, %conv1_weight_grad.ox3232050 ]
+  %6612 = mul nsw i64 %conv1_weight_grad.c3152019, 3
+  %6613 = add nsw i64 %6612, %conv1_weight_grad.ky3162020
+  %6614 = mul nsw i64 %6613, 3
+  %6615 = add nsw i64 %6614, 1
+  %6616 = mul nsw i64 %6615, 12544
+  %6617 = mul nsw i64 %conv1_weight_grad.j3142018, 784
+  %6618 = add nsw i64 %6616, %6617
+  %6619 = mul nsw i64 %conv1_weight_grad.oy3212038, 28
+  %6620 = add nsw i64 %6619, %conv1_weight_grad.ox3232052
+  %6621 = add nsw i64 %6618, %6620
+  %arena2053 = getelementptr inbounds float, ptr %arena, i64 %6621
+  store float 0.000000e+00, ptr %arena2053, align 4
+  %ox323.next2054 = add nsw i64 %conv1_weight_grad.ox3232052, 1
+  %6622 = icmp slt i64 %ox323.next2054, 28
+  br i1 %6622, label %conv1_weight_grad.ox3232050, label %conv1_weight_grad.ox323.end2051
+
+conv1_weight_grad.ox323.end2051:                  ; preds = %conv1_weight_grad.ox3232050
+  br label %conv1_weight_grad.endif2049
+
+conv1_weight_grad.oy324:                          ; preds = %conv1_weight_grad.endif2068, %conv1_weight_grad.oy321.end
+  %conv1_weight_grad.oy3242055 = phi i64 [ 0, %conv1_weight_grad.oy321.end ], [ %oy324.next, %conv1_weight_grad.endif2068 ]
+  %6623 = add nsw i64 %conv1_weight_grad.oy3242055, %conv1_weight_grad.ky3162020
+  %6624 = add nsw i64 %6623, -1
+  %6625 = icmp slt i64 -1, %6624
+  %6626 = add nsw i64 %conv1_weight_grad.oy3242055, %conv1_weight_grad.ky3162020
   %6627 = add nsw i64 %6626, -1
-  %6628 = icmp slt i64 27, %6627
-  br i1 %6628, label %conv1_weight_grad.then2050, label %conv1_weight_grad.endif2051
+  %6628 = icmp slt i64 %6627, 28
+  %6629 = and i1 %6625, %6628
+  br i1 %6629, label %conv1_weight_grad.then2056, label %conv1_weight_grad.endif2057
 
-conv1_weight_grad.ox311:                          ; preds = %conv1_weight_grad.ox311, %conv1_weight_grad.then2046
-  %conv1_weight_grad.ox3112048 = phi i64 [ 0, %conv1_weight_grad.then2046 ], [ %ox311.next, %conv1_weight_grad.ox311 ]
-  %6629 = mul nsw i64 %conv1_weight_grad.c2992002, 3
-  %6630 = add nsw i64 %6629, %conv1_weight_grad.ky3002003
-  %6631 = mul nsw i64 %6630, 3
-  %6632 = add nsw i64 %6631, 2
-  %6633 = mul nsw i64 %6632, 12544
-  %6634 = mul nsw i64 %conv1_weight_grad.j2982001, 784
-  %6635 = add nsw i64 %6633, %6634
-  %6636 = mul nsw i64 %conv1_weight_grad.oy3082038, 28
-  %6637 = add nsw i64 %6636, %conv1_weight_grad.ox3112048
-  %6638 = add nsw i64 %6635, %6637
-  %arena2049 = getelementptr inbounds float, ptr %arena, i64 %6638
-  store float 0.000000e+00, ptr %arena2049, align 4
-  %ox311.next = add nsw i64 %conv1_weight_grad.ox3112048, 1
-  %6639 = icmp slt i64 %ox311.next, 28
-  br i1 %6639, label %conv1_weight_grad.ox311, label %conv1_weight_grad.ox311.end
+conv1_weight_grad.oy324.end:                      ; preds = %conv1_weight_grad.endif2068
+  %ky316.next = add nsw i64 %conv1_weight_grad.ky3162020, 1
+  %6630 = icmp slt i64 %ky316.next, 3
+  br i1 %6630, label %conv1_weight_grad.ky316, label %conv1_weight_grad.ky316.end
 
-conv1_weight_grad.ox311.end:                      ; preds = %conv1_weight_grad.ox311
-  br label %conv1_weight_grad.endif2047
+conv1_weight_grad.then2056:                       ; preds = %conv1_weight_grad.oy324
+  br label %conv1_weight_grad.ox325
 
-conv1_weight_grad.then2050:                       ; preds = %conv1_weight_grad.endif2047
-  br label %conv1_weight_grad.ox3112052
+conv1_weight_grad.endif2057:                      ; preds = %conv1_weight_grad.ox326.end, %conv1_weight_grad.oy324
+  %6631 = add nsw i64 %conv1_weight_grad.oy3242055, %conv1_weight_grad.ky3162020
+  %6632 = add nsw i64 %6631, -1
+  %6633 = icmp slt i64 %6632, 0
+  br i1 %6633, label %conv1_weight_grad.then2063, label %conv1_weight_grad.endif2064
 
-conv1_weight_grad.endif2051:                      ; preds = %conv1_weight_grad.ox311.end2053, %conv1_weight_grad.endif2047
-  %oy308.next = add nsw i64 %conv1_weight_grad.oy3082038, 1
-  %6640 = icmp slt i64 %oy308.next, 28
-  br i1 %6640, label %conv1_weight_grad.oy308, label %conv1_weight_grad.oy308.end
+conv1_weight_grad.ox325:                          ; preds = %conv1_weight_grad.ox325, %conv1_weight_grad.then2056
+  %conv1_weight_grad.ox3252058 = phi i64 [ 0, %conv1_weight_grad.then2056 ], [ %ox325.next, %conv1_weight_grad.ox325 ]
+  %6634 = mul nsw i64 %conv1_weight_grad.g3132017, 16
+  %6635 = add nsw i64 %6634, %conv1_weight_grad.j3142018
+  %6636 = mul nsw i64 %6635, 784
+  %6637 = mul nsw i64 %conv1_weight_grad.c3152019, 784
+  %6638 = add nsw i64 %6636, %6637
+  %6639 = add nsw i64 %conv1_weight_grad.oy3242055, %conv1_weight_grad.ky3162020
+  %6640 = add nsw i64 %6639, -1
+  %6641 = mul nsw i64 %6640, 28
+  %6642 = add nsw i64 %6638, %6641
+  %6643 = add nsw i64 %conv1_weight_grad.ox3252058, 1
+  %6644 = add nsw i64 %6642, %6643
+  %images2059 = getelementptr inbounds float, ptr %images, i64 %6644
+  %6645 = load float, ptr %images2059, align 4
+  %6646 = mul nsw i64 %conv1_weight_grad.c3152019, 3
+  %6647 = add nsw i64 %6646, %conv1_weight_grad.ky3162020
+  %6648 = mul nsw i64 %6647, 3
+  %6649 = add nsw i64 %6648, 2
+  %6650 = mul nsw i64 %6649, 12544
+  %6651 = mul nsw i64 %conv1_weight_grad.j3142018, 784
+  %6652 = add nsw i64 %6650, %6651
+  %6653 = mul nsw i64 %conv1_weight_grad.oy3242055, 28
+  %6654 = add nsw i64 %6653, %conv1_weight_grad.ox3252058
+  %6655 = add nsw i64 %6652, %6654
+  %arena2060 = getelementptr inbounds float, ptr %arena, i64 %6655
+  store float %6645, ptr %arena2060, align 4
+  %ox325.next = add nsw i64 %conv1_weight_grad.ox3252058, 1
+  %6656 = icmp slt i64 %ox325.next, 27
+  br i1 %6656, label %conv1_weight_grad.ox325, label %conv1_weight_grad.ox325.end
 
-conv1_weight_grad.ox3112052:                      ; preds = %conv1_weight_grad.ox3112052, %conv1_weight_grad.then2050
-  %conv1_weight_grad.ox3112054 = phi i64 [ 0, %conv1_weight_grad.then2050 ], [ %ox311.next2056, %conv1_weight_grad.ox3112052 ]
-  %6641 = mul nsw i64 %conv1_weight_grad.c2992002, 3
-  %6642 = add nsw i64 %6641, %conv1_weight_grad.ky3002003
-  %6643 = mul nsw i64 %6642, 3
-  %6644 = add nsw i64 %6643, 2
-  %6645 = mul nsw i64 %6644, 12544
-  %6646 = mul nsw i64 %conv1_weight_grad.j2982001, 784
-  %6647 = add nsw i64 %6645, %6646
-  %6648 = mul nsw i64 %conv1_weight_grad.oy3082038, 28
-  %6649 = add nsw i64 %6648, %conv1_weight_grad.ox3112054
-  %6650 = add nsw i64 %6647, %6649
-  %arena2055 = getelementptr inbounds float, ptr %arena, i64 %6650
-  store float 0.000000e+00, ptr %arena2055, align 4
-  %ox311.next2056 = add nsw i64 %conv1_weight_grad.ox3112054, 1
-  %6651 = icmp slt i64 %ox311.next2056, 28
-  br i1 %6651, label %conv1_weight_grad.ox3112052, label %conv1_weight_grad.ox311.end2053
+conv1_weight_grad.ox325.end:                      ; preds = %conv1_weight_grad.ox325
+  br label %conv1_weight_grad.ox326
 
-conv1_weight_grad.ox311.end2053:                  ; preds = %conv1_weight_grad.ox3112052
-  br label %conv1_weight_grad.endif2051
+conv1_weight_grad.ox326:                          ; preds = %conv1_weight_grad.ox326, %conv1_weight_grad.ox325.end
+  %conv1_weight_grad.ox3262061 = phi i64 [ 0, %conv1_weight_grad.ox325.end ], [ %ox326.next, %conv1_weight_grad.ox326 ]
+  %6657 = mul nsw i64 %conv1_weight_grad.c3152019, 3
+  %6658 = add nsw i64 %6657, %conv1_weight_grad.ky3162020
+  %6659 = mul nsw i64 %6658, 3
+  %6660 = add nsw i64 %6659, 2
+  %6661 = mul nsw i64 %6660, 12544
+  %6662 = mul nsw i64 %conv1_weight_grad.j3142018, 784
+  %6663 = add nsw i64 %6661, %6662
+  %6664 = mul nsw i64 %conv1_weight_grad.oy3242055, 28
+  %6665 = add nsw i64 %conv1_weight_grad.ox3262061, 27
+  %6666 = add nsw i64 %6664, %6665
+  %6667 = add nsw i64 %6663, %6666
+  %arena2062 = getelementptr inbounds float, ptr %arena, i64 %6667
+  store float 0.000000e+00, ptr %arena2062, align 4
+  %ox326.next = add nsw i64 %conv1_weight_grad.ox3262061, 1
+  %6668 = icmp slt i64 %ox326.next, 1
+  br i1 %6668, label %conv1_weight_grad.ox326, label %conv1_weight_grad.ox326.end
 
-conv1_weight_grad.j312:                           ; preds = %conv1_weight_grad.i313.end, %conv1_weight_grad.j298.end
-  %conv1_weight_grad.j3122057 = phi i64 [ 0, %conv1_weight_grad.j298.end ], [ %j312.next, %conv1_weight_grad.i313.end ]
-  br label %conv1_weight_grad.i313
+conv1_weight_grad.ox326.end:                      ; preds = %conv1_weight_grad.ox326
+  br label %conv1_weight_grad.endif2057
 
-conv1_weight_grad.j312.end:                       ; preds = %conv1_weight_grad.i313.end
-  br label %conv1_weight_grad.kp315
+conv1_weight_grad.then2063:                       ; preds = %conv1_weight_grad.endif2057
+  br label %conv1_weight_grad.ox327
 
-conv1_weight_grad.i313:                           ; preds = %conv1_weight_grad.f314.end, %conv1_weight_grad.j312
-  %conv1_weight_grad.i3132058 = phi i64 [ 0, %conv1_weight_grad.j312 ], [ %i313.next, %conv1_weight_grad.f314.end ]
-  br label %conv1_weight_grad.f314
+conv1_weight_grad.endif2064:                      ; preds = %conv1_weight_grad.ox327.end, %conv1_weight_grad.endif2057
+  %6669 = add nsw i64 %conv1_weight_grad.oy3242055, %conv1_weight_grad.ky3162020
+  %6670 = add nsw i64 %6669, -1
+  %6671 = icmp slt i64 27, %6670
+  br i1 %6671, label %conv1_weight_grad.then2067, label %conv1_weight_grad.endif2068
 
-conv1_weight_grad.i313.end:                       ; preds = %conv1_weight_grad.f314.end
-  %j312.next = add nsw i64 %conv1_weight_grad.j3122057, 1
-  %6652 = icmp slt i64 %j312.next, 16
-  br i1 %6652, label %conv1_weight_grad.j312, label %conv1_weight_grad.j312.end
+conv1_weight_grad.ox327:                          ; preds = %conv1_weight_grad.ox327, %conv1_weight_grad.then2063
+  %conv1_weight_grad.ox3272065 = phi i64 [ 0, %conv1_weight_grad.then2063 ], [ %ox327.next, %conv1_weight_grad.ox327 ]
+  %6672 = mul nsw i64 %conv1_weight_grad.c3152019, 3
+  %6673 = add nsw i64 %6672, %conv1_weight_grad.ky3162020
+  %6674 = mul nsw i64 %6673, 3
+  %6675 = add nsw i64 %6674, 2
+  %6676 = mul nsw i64 %6675, 12544
+  %6677 = mul nsw i64 %conv1_weight_grad.j3142018, 784
+  %6678 = add nsw i64 %6676, %6677
+  %6679 = mul nsw i64 %conv1_weight_grad.oy3242055, 28
+  %6680 = add nsw i64 %6679, %conv1_weight_grad.ox3272065
+  %6681 = add nsw i64 %6678, %6680
+  %arena2066 = getelementptr inbounds float, ptr %arena, i64 %6681
+  store float 0.000000e+00, ptr %arena2066, align 4
+  %ox327.next = add nsw i64 %conv1_weight_grad.ox3272065, 1
+  %6682 = icmp slt i64 %ox327.next, 28
+  br i1 %6682, label %conv1_weight_grad.ox327, label %conv1_weight_grad.ox327.end
 
-conv1_weight_grad.f314:                           ; preds = %conv1_weight_grad.f314, %conv1_weight_grad.i313
-  %conv1_weight_grad.f3142059 = phi i64 [ 0, %conv1_weight_grad.i313 ], [ %f314.next, %conv1_weight_grad.f314 ]
-  %6653 = mul nsw i64 %conv1_weight_grad.g2972000, 16
-  %6654 = add nsw i64 %6653, %conv1_weight_grad.j3122057
-  %6655 = mul nsw i64 %6654, 25088
-  %6656 = add nsw i64 1221264, %6655
-  %6657 = mul nsw i64 %conv1_weight_grad.f3142059, 784
-  %6658 = add nsw i64 %6656, %6657
-  %6659 = add nsw i64 %6658, %conv1_weight_grad.i3132058
-  %arena2060 = getelementptr inbounds float, ptr %arena, i64 %6659
-  %6660 = load float, ptr %arena2060, align 4
-  %6661 = mul nsw i64 %conv1_weight_grad.j3122057, 784
-  %6662 = add nsw i64 %6661, %conv1_weight_grad.i3132058
-  %6663 = mul nsw i64 %6662, 32
-  %6664 = add nsw i64 112896, %6663
-  %6665 = add nsw i64 %6664, %conv1_weight_grad.f3142059
-  %arena2061 = getelementptr inbounds float, ptr %arena, i64 %6665
-  store float %6660, ptr %arena2061, align 4
-  %f314.next = add nsw i64 %conv1_weight_grad.f3142059, 1
-  %6666 = icmp slt i64 %f314.next, 32
-  br i1 %6666, label %conv1_weight_grad.f314, label %conv1_weight_grad.f314.end
+conv1_weight_grad.ox327.end:                      ; preds = %conv1_weight_grad.ox327
+  br label %conv1_weight_grad.endif2064
 
-conv1_weight_grad.f314.end:                       ; preds = %conv1_weight_grad.f314
-  %i313.next = add nsw i64 %conv1_weight_grad.i3132058, 1
-  %6667 = icmp slt i64 %i313.next, 784
-  br i1 %6667, label %conv1_weight_grad.i313, label %conv1_weight_grad.i313.end
+conv1_weight_grad.then2067:                       ; preds = %conv1_weight_grad.endif2064
+  br label %conv1_weight_grad.ox3272069
 
-conv1_weight_grad.kp315:                          ; preds = %conv1_weight_grad.nb316.end, %conv1_weight_grad.j312.end
-  %conv1_weight_grad.kp3152062 = phi i64 [ 0, %conv1_weight_grad.j312.end ], [ %kp315.next, %conv1_weight_grad.nb316.end ]
-  br label %conv1_weight_grad.nb316
+conv1_weight_grad.endif2068:                      ; preds = %conv1_weight_grad.ox327.end2070, %conv1_weight_grad.endif2064
+  %oy324.next = add nsw i64 %conv1_weight_grad.oy3242055, 1
+  %6683 = icmp slt i64 %oy324.next, 28
+  br i1 %6683, label %conv1_weight_grad.oy324, label %conv1_weight_grad.oy324.end
 
-conv1_weight_grad.kp315.end:                      ; preds = %conv1_weight_grad.nb316.end
-  br label %conv1_weight_grad.nb320
+conv1_weight_grad.ox3272069:                      ; preds = %conv1_weight_grad.ox3272069, %conv1_weight_grad.then2067
+  %conv1_weight_grad.ox3272071 = phi i64 [ 0, %conv1_weight_grad.then2067 ], [ %ox327.next2073, %conv1_weight_grad.ox3272069 ]
+  %6684 = mul nsw i64 %conv1_weight_grad.c3152019, 3
+  %6685 = add nsw i64 %6684, %conv1_weight_grad.ky3162020
+  %6686 = mul nsw i64 %6685, 3
+  %6687 = add nsw i64 %6686, 2
+  %6688 = mul nsw i64 %6687, 12544
+  %6689 = mul nsw i64 %conv1_weight_grad.j3142018, 784
+  %6690 = add nsw i64 %6688, %6689
+  %6691 = mul nsw i64 %conv1_weight_grad.oy3242055, 28
+  %6692 = add nsw i64 %6691, %conv1_weight_grad.ox3272071
+  %6693 = add nsw i64 %6690, %6692
+  %arena2072 = getelementptr inbounds float, ptr %arena, i64 %6693
+  store float 0.000000e+00, ptr %arena2072, align 4
+  %ox327.next2073 = add nsw i64 %conv1_weight_grad.ox3272071, 1
+  %6694 = icmp slt i64 %ox327.next2073, 28
+  br i1 %6694, label %conv1_weight_grad.ox3272069, label %conv1_weight_grad.ox327.end2070
 
-conv1_weight_grad.nb316:                          ; preds = %conv1_weight_grad.mb317.end, %conv1_weight_grad.kp315
-  %conv1_weight_grad.nb3162063 = phi i64 [ 0, %conv1_weight_grad.kp315 ], [ %nb316.next, %conv1_weight_grad.mb317.end ]
-  br label %conv1_weight_grad.mb317
+conv1_weight_grad.ox327.end2070:                  ; preds = %conv1_weight_grad.ox3272069
+  br label %conv1_weight_grad.endif2068
 
-conv1_weight_grad.nb316.end:                      ; preds = %conv1_weight_grad.mb317.end
-  %kp315.next = add nsw i64 %conv1_weight_grad.kp3152062, 1
-  %6668 = icmp slt i64 %kp315.next, 32
-  br i1 %6668, label %conv1_weight_grad.kp315, label %conv1_weight_grad.kp315.end
+conv1_weight_grad.j328:                           ; preds = %conv1_weight_grad.i329.end, %conv1_weight_grad.j314.end
+  %conv1_weight_grad.j3282074 = phi i64 [ 0, %conv1_weight_grad.j314.end ], [ %j328.next, %conv1_weight_grad.i329.end ]
+  br label %conv1_weight_grad.i329
 
-conv1_weight_grad.mb317:                          ; preds = %conv1_weight_grad.k319.end, %conv1_weight_grad.nb316
-  %conv1_weight_grad.mb3172064 = phi i64 [ 0, %conv1_weight_grad.nb316 ], [ %mb317.next, %conv1_weight_grad.k319.end ]
-  %6669 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6670 = mul nsw i64 %6669, 32
-  %6671 = add nsw i64 514304, %6670
-  %6672 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6673 = add nsw i64 %6671, %6672
-  %arena2065 = getelementptr inbounds float, ptr %arena, i64 %6673
-  %6674 = load <16 x float>, ptr %arena2065, align 4
-  store <16 x float> %6674, ptr %conv1_weight_grad.t318_c0_0, align 64
-  %6675 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6676 = mul nsw i64 %6675, 32
-  %6677 = add nsw i64 514304, %6676
-  %6678 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6679 = add nsw i64 %6677, %6678
-  %6680 = add nsw i64 %6679, 16
-  %arena2066 = getelementptr inbounds float, ptr %arena, i64 %6680
-  %6681 = load <16 x float>, ptr %arena2066, align 4
-  store <16 x float> %6681, ptr %conv1_weight_grad.t318_c0_1, align 64
-  %6682 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6683 = add nsw i64 %6682, 1
-  %6684 = mul nsw i64 %6683, 32
-  %6685 = add nsw i64 514304, %6684
-  %6686 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6687 = add nsw i64 %6685, %6686
-  %arena2067 = getelementptr inbounds float, ptr %arena, i64 %6687
-  %6688 = load <16 x float>, ptr %arena2067, align 4
-  store <16 x float> %6688, ptr %conv1_weight_grad.t318_c1_0, align 64
-  %6689 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6690 = add nsw i64 %6689, 1
-  %6691 = mul nsw i64 %6690, 32
-  %6692 = add nsw i64 514304, %6691
-  %6693 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6694 = add nsw i64 %6692, %6693
-  %6695 = add nsw i64 %6694, 16
-  %arena2068 = getelementptr inbounds float, ptr %arena, i64 %6695
-  %6696 = load <16 x float>, ptr %arena2068, align 4
-  store <16 x float> %6696, ptr %conv1_weight_grad.t318_c1_1, align 64
-  %6697 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6698 = add nsw i64 %6697, 2
-  %6699 = mul nsw i64 %6698, 32
-  %6700 = add nsw i64 514304, %6699
-  %6701 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6702 = add nsw i64 %6700, %6701
-  %arena2069 = getelementptr inbounds float, ptr %arena, i64 %6702
-  %6703 = load <16 x float>, ptr %arena2069, align 4
-  store <16 x float> %6703, ptr %conv1_weight_grad.t318_c2_0, align 64
-  %6704 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6705 = add nsw i64 %6704, 2
+conv1_weight_grad.j328.end:                       ; preds = %conv1_weight_grad.i329.end
+  br label %conv1_weight_grad.kp331
+
+conv1_weight_grad.i329:                           ; preds = %conv1_weight_grad.f330.end, %conv1_weight_grad.j328
+  %conv1_weight_grad.i3292075 = phi i64 [ 0, %conv1_weight_grad.j328 ], [ %i329.next, %conv1_weight_grad.f330.end ]
+  br label %conv1_weight_grad.f330
+
+conv1_weight_grad.i329.end:                       ; preds = %conv1_weight_grad.f330.end
+  %j328.next = add nsw i64 %conv1_weight_grad.j3282074, 1
+  %6695 = icmp slt i64 %j328.next, 16
+  br i1 %6695, label %conv1_weight_grad.j328, label %conv1_weight_grad.j328.end
+
+conv1_weight_grad.f330:                           ; preds = %conv1_weight_grad.f330, %conv1_weight_grad.i329
+  %conv1_weight_grad.f3302076 = phi i64 [ 0, %conv1_weight_grad.i329 ], [ %f330.next, %conv1_weight_grad.f330 ]
+  %6696 = mul nsw i64 %conv1_weight_grad.g3132017, 16
+  %6697 = add nsw i64 %6696, %conv1_weight_grad.j3282074
+  %6698 = mul nsw i64 %6697, 25088
+  %6699 = add nsw i64 1221264, %6698
+  %6700 = mul nsw i64 %conv1_weight_grad.f3302076, 784
+  %6701 = add nsw i64 %6699, %6700
+  %6702 = add nsw i64 %6701, %conv1_weight_grad.i3292075
+  %arena2077 = getelementptr inbounds float, ptr %arena, i64 %6702
+  %6703 = load float, ptr %arena2077, align 4
+  %6704 = mul nsw i64 %conv1_weight_grad.j3282074, 784
+  %6705 = add nsw i64 %6704, %conv1_weight_grad.i3292075
   %6706 = mul nsw i64 %6705, 32
-  %6707 = add nsw i64 514304, %6706
-  %6708 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6709 = add nsw i64 %6707, %6708
-  %6710 = add nsw i64 %6709, 16
-  %arena2070 = getelementptr inbounds float, ptr %arena, i64 %6710
-  %6711 = load <16 x float>, ptr %arena2070, align 4
-  store <16 x float> %6711, ptr %conv1_weight_grad.t318_c2_1, align 64
-  %6712 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6713 = add nsw i64 %6712, 3
-  %6714 = mul nsw i64 %6713, 32
-  %6715 = add nsw i64 514304, %6714
-  %6716 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6717 = add nsw i64 %6715, %6716
-  %arena2071 = getelementptr inbounds float, ptr %arena, i64 %6717
-  %6718 = load <16 x float>, ptr %arena2071, align 4
-  store <16 x float> %6718, ptr %conv1_weight_grad.t318_c3_0, align 64
-  %6719 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6720 = add nsw i64 %6719, 3
-  %6721 = mul nsw i64 %6720, 32
-  %6722 = add nsw i64 514304, %6721
-  %6723 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6724 = add nsw i64 %6722, %6723
-  %6725 = add nsw i64 %6724, 16
-  %arena2072 = getelementptr inbounds float, ptr %arena, i64 %6725
-  %6726 = load <16 x float>, ptr %arena2072, align 4
-  store <16 x float> %6726, ptr %conv1_weight_grad.t318_c3_1, align 64
-  %6727 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6728 = add nsw i64 %6727, 4
-  %6729 = mul nsw i64 %6728, 32
-  %6730 = add nsw i64 514304, %6729
-  %6731 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6732 = add nsw i64 %6730, %6731
-  %arena2073 = getelementptr inbounds float, ptr %arena, i64 %6732
-  %6733 = load <16 x float>, ptr %arena2073, align 4
-  store <16 x float> %6733, ptr %conv1_weight_grad.t318_c4_0, align 64
-  %6734 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6735 = add nsw i64 %6734, 4
-  %6736 = mul nsw i64 %6735, 32
-  %6737 = add nsw i64 514304, %6736
-  %6738 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6739 = add nsw i64 %6737, %6738
-  %6740 = add nsw i64 %6739, 16
-  %arena2074 = getelementptr inbounds float, ptr %arena, i64 %6740
-  %6741 = load <16 x float>, ptr %arena2074, align 4
-  store <16 x float> %6741, ptr %conv1_weight_grad.t318_c4_1, align 64
-  %6742 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6743 = add nsw i64 %6742, 5
-  %6744 = mul nsw i64 %6743, 32
-  %6745 = add nsw i64 514304, %6744
-  %6746 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6747 = add nsw i64 %6745, %6746
-  %arena2075 = getelementptr inbounds float, ptr %arena, i64 %6747
-  %6748 = load <16 x float>, ptr %arena2075, align 4
-  store <16 x float> %6748, ptr %conv1_weight_grad.t318_c5_0, align 64
-  %6749 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6750 = add nsw i64 %6749, 5
-  %6751 = mul nsw i64 %6750, 32
-  %6752 = add nsw i64 514304, %6751
-  %6753 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6754 = add nsw i64 %6752, %6753
-  %6755 = add nsw i64 %6754, 16
-  %arena2076 = getelementptr inbounds float, ptr %arena, i64 %6755
-  %6756 = load <16 x float>, ptr %arena2076, align 4
-  store <16 x float> %6756, ptr %conv1_weight_grad.t318_c5_1, align 64
-  %6757 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6758 = add nsw i64 %6757, 6
-  %6759 = mul nsw i64 %6758, 32
-  %6760 = add nsw i64 514304, %6759
-  %6761 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6762 = add nsw i64 %6760, %6761
-  %arena2077 = getelementptr inbounds float, ptr %arena, i64 %6762
-  %6763 = load <16 x float>, ptr %arena2077, align 4
-  store <16 x float> %6763, ptr %conv1_weight_grad.t318_c6_0, align 64
-  %6764 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6765 = add nsw i64 %6764, 6
-  %6766 = mul nsw i64 %6765, 32
-  %6767 = add nsw i64 514304, %6766
-  %6768 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6769 = add nsw i64 %6767, %6768
-  %6770 = add nsw i64 %6769, 16
-  %arena2078 = getelementptr inbounds float, ptr %arena, i64 %6770
-  %6771 = load <16 x float>, ptr %arena2078, align 4
-  store <16 x float> %6771, ptr %conv1_weight_grad.t318_c6_1, align 64
-  %6772 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6773 = add nsw i64 %6772, 7
-  %6774 = mul nsw i64 %6773, 32
-  %6775 = add nsw i64 514304, %6774
-  %6776 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6777 = add nsw i64 %6775, %6776
-  %arena2079 = getelementptr inbounds float, ptr %arena, i64 %6777
-  %6778 = load <16 x float>, ptr %arena2079, align 4
-  store <16 x float> %6778, ptr %conv1_weight_grad.t318_c7_0, align 64
-  %6779 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6780 = add nsw i64 %6779, 7
-  %6781 = mul nsw i64 %6780, 32
-  %6782 = add nsw i64 514304, %6781
-  %6783 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6784 = add nsw i64 %6782, %6783
-  %6785 = add nsw i64 %6784, 16
-  %arena2080 = getelementptr inbounds float, ptr %arena, i64 %6785
-  %6786 = load <16 x float>, ptr %arena2080, align 4
-  store <16 x float> %6786, ptr %conv1_weight_grad.t318_c7_1, align 64
-  %6787 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6788 = add nsw i64 %6787, 8
-  %6789 = mul nsw i64 %6788, 32
-  %6790 = add nsw i64 514304, %6789
-  %6791 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6792 = add nsw i64 %6790, %6791
-  %arena2081 = getelementptr inbounds float, ptr %arena, i64 %6792
-  %6793 = load <16 x float>, ptr %arena2081, align 4
-  store <16 x float> %6793, ptr %conv1_weight_grad.t318_c8_0, align 64
-  %6794 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6795 = add nsw i64 %6794, 8
-  %6796 = mul nsw i64 %6795, 32
-  %6797 = add nsw i64 514304, %6796
-  %6798 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6799 = add nsw i64 %6797, %6798
-  %6800 = add nsw i64 %6799, 16
-  %arena2082 = getelementptr inbounds float, ptr %arena, i64 %6800
-  %6801 = load <16 x float>, ptr %arena2082, align 4
-  store <16 x float> %6801, ptr %conv1_weight_grad.t318_c8_1, align 64
-  br label %conv1_weight_grad.k319
+  %6707 = add nsw i64 112896, %6706
+  %6708 = add nsw i64 %6707, %conv1_weight_grad.f3302076
+  %arena2078 = getelementptr inbounds float, ptr %arena, i64 %6708
+  store float %6703, ptr %arena2078, align 4
+  %f330.next = add nsw i64 %conv1_weight_grad.f3302076, 1
+  %6709 = icmp slt i64 %f330.next, 32
+  br i1 %6709, label %conv1_weight_grad.f330, label %conv1_weight_grad.f330.end
 
-conv1_weight_grad.mb317.end:                      ; preds = %conv1_weight_grad.k319.end
-  %nb316.next = add nsw i64 %conv1_weight_grad.nb3162063, 1
-  %6802 = icmp slt i64 %nb316.next, 1
-  br i1 %6802, label %conv1_weight_grad.nb316, label %conv1_weight_grad.nb316.end
+conv1_weight_grad.f330.end:                       ; preds = %conv1_weight_grad.f330
+  %i329.next = add nsw i64 %conv1_weight_grad.i3292075, 1
+  %6710 = icmp slt i64 %i329.next, 784
+  br i1 %6710, label %conv1_weight_grad.i329, label %conv1_weight_grad.i329.end
 
-conv1_weight_grad.k319:                           ; preds = %conv1_weight_grad.k319, %conv1_weight_grad.mb317
-  %conv1_weight_grad.k3192083 = phi i64 [ 0, %conv1_weight_grad.mb317 ], [ %k319.next, %conv1_weight_grad.k319 ]
-  %6803 = mul nsw i64 %conv1_weight_grad.kp3152062, 381
-  %6804 = add nsw i64 %conv1_weight_grad.k3192083, %6803
-  %6805 = mul nsw i64 %6804, 32
-  %6806 = add nsw i64 112896, %6805
-  %6807 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6808 = add nsw i64 %6806, %6807
-  %arena2084 = getelementptr inbounds float, ptr %arena, i64 %6808
-  %6809 = load <16 x float>, ptr %arena2084, align 4
-  store <16 x float> %6809, ptr %conv1_weight_grad.t318_b0, align 64
-  %6810 = mul nsw i64 %conv1_weight_grad.kp3152062, 381
-  %6811 = add nsw i64 %conv1_weight_grad.k3192083, %6810
-  %6812 = mul nsw i64 %6811, 32
-  %6813 = add nsw i64 112896, %6812
-  %6814 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6815 = add nsw i64 %6813, %6814
-  %6816 = add nsw i64 %6815, 16
-  %arena2085 = getelementptr inbounds float, ptr %arena, i64 %6816
-  %6817 = load <16 x float>, ptr %arena2085, align 4
-  store <16 x float> %6817, ptr %conv1_weight_grad.t318_b1, align 64
-  %6818 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6819 = mul nsw i64 %6818, 12544
-  %6820 = mul nsw i64 %conv1_weight_grad.kp3152062, 381
-  %6821 = add nsw i64 %conv1_weight_grad.k3192083, %6820
-  %6822 = add nsw i64 %6819, %6821
-  %arena2086 = getelementptr inbounds float, ptr %arena, i64 %6822
-  %6823 = load float, ptr %arena2086, align 4
-  %6824 = insertelement <16 x float> undef, float %6823, i32 0
-  %6825 = shufflevector <16 x float> %6824, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6825, ptr %conv1_weight_grad.t318_a0, align 64
-  %t318_a0 = load <16 x float>, ptr %conv1_weight_grad.t318_a0, align 64
-  %t318_b0 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
-  %t318_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c0_0, align 64
-  %6826 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a0, <16 x float> %t318_b0, <16 x float> %t318_c0_0)
-  store <16 x float> %6826, ptr %conv1_weight_grad.t318_c0_0, align 64
-  %t318_a02087 = load <16 x float>, ptr %conv1_weight_grad.t318_a0, align 64
-  %t318_b1 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
-  %t318_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c0_1, align 64
-  %6827 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a02087, <16 x float> %t318_b1, <16 x float> %t318_c0_1)
-  store <16 x float> %6827, ptr %conv1_weight_grad.t318_c0_1, align 64
-  %6828 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6829 = add nsw i64 %6828, 1
-  %6830 = mul nsw i64 %6829, 12544
-  %6831 = mul nsw i64 %conv1_weight_grad.kp3152062, 381
-  %6832 = add nsw i64 %conv1_weight_grad.k3192083, %6831
-  %6833 = add nsw i64 %6830, %6832
-  %arena2088 = getelementptr inbounds float, ptr %arena, i64 %6833
-  %6834 = load float, ptr %arena2088, align 4
-  %6835 = insertelement <16 x float> undef, float %6834, i32 0
-  %6836 = shufflevector <16 x float> %6835, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6836, ptr %conv1_weight_grad.t318_a1, align 64
-  %t318_a1 = load <16 x float>, ptr %conv1_weight_grad.t318_a1, align 64
-  %t318_b02089 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
-  %t318_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c1_0, align 64
-  %6837 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a1, <16 x float> %t318_b02089, <16 x float> %t318_c1_0)
-  store <16 x float> %6837, ptr %conv1_weight_grad.t318_c1_0, align 64
-  %t318_a12090 = load <16 x float>, ptr %conv1_weight_grad.t318_a1, align 64
-  %t318_b12091 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
-  %t318_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c1_1, align 64
-  %6838 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a12090, <16 x float> %t318_b12091, <16 x float> %t318_c1_1)
-  store <16 x float> %6838, ptr %conv1_weight_grad.t318_c1_1, align 64
-  %6839 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6840 = add nsw i64 %6839, 2
-  %6841 = mul nsw i64 %6840, 12544
-  %6842 = mul nsw i64 %conv1_weight_grad.kp3152062, 381
-  %6843 = add nsw i64 %conv1_weight_grad.k3192083, %6842
-  %6844 = add nsw i64 %6841, %6843
-  %arena2092 = getelementptr inbounds float, ptr %arena, i64 %6844
-  %6845 = load float, ptr %arena2092, align 4
-  %6846 = insertelement <16 x float> undef, float %6845, i32 0
-  %6847 = shufflevector <16 x float> %6846, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6847, ptr %conv1_weight_grad.t318_a2, align 64
-  %t318_a2 = load <16 x float>, ptr %conv1_weight_grad.t318_a2, align 64
-  %t318_b02093 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
-  %t318_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c2_0, align 64
-  %6848 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a2, <16 x float> %t318_b02093, <16 x float> %t318_c2_0)
-  store <16 x float> %6848, ptr %conv1_weight_grad.t318_c2_0, align 64
-  %t318_a22094 = load <16 x float>, ptr %conv1_weight_grad.t318_a2, align 64
-  %t318_b12095 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
-  %t318_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c2_1, align 64
-  %6849 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a22094, <16 x float> %t318_b12095, <16 x float> %t318_c2_1)
-  store <16 x float> %6849, ptr %conv1_weight_grad.t318_c2_1, align 64
-  %6850 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6851 = add nsw i64 %6850, 3
-  %6852 = mul nsw i64 %6851, 12544
-  %6853 = mul nsw i64 %conv1_weight_grad.kp3152062, 381
-  %6854 = add nsw i64 %conv1_weight_grad.k3192083, %6853
-  %6855 = add nsw i64 %6852, %6854
-  %arena2096 = getelementptr inbounds float, ptr %arena, i64 %6855
-  %6856 = load float, ptr %arena2096, align 4
-  %6857 = insertelement <16 x float> undef, float %6856, i32 0
-  %6858 = shufflevector <16 x float> %6857, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6858, ptr %conv1_weight_grad.t318_a3, align 64
-  %t318_a3 = load <16 x float>, ptr %conv1_weight_grad.t318_a3, align 64
-  %t318_b02097 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
-  %t318_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c3_0, align 64
-  %6859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a3, <16 x float> %t318_b02097, <16 x float> %t318_c3_0)
-  store <16 x float> %6859, ptr %conv1_weight_grad.t318_c3_0, align 64
-  %t318_a32098 = load <16 x float>, ptr %conv1_weight_grad.t318_a3, align 64
-  %t318_b12099 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
-  %t318_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c3_1, align 64
-  %6860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a32098, <16 x float> %t318_b12099, <16 x float> %t318_c3_1)
-  store <16 x float> %6860, ptr %conv1_weight_grad.t318_c3_1, align 64
-  %6861 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6862 = add nsw i64 %6861, 4
-  %6863 = mul nsw i64 %6862, 12544
-  %6864 = mul nsw i64 %conv1_weight_grad.kp3152062, 381
-  %6865 = add nsw i64 %conv1_weight_grad.k3192083, %6864
-  %6866 = add nsw i64 %6863, %6865
-  %arena2100 = getelementptr inbounds float, ptr %arena, i64 %6866
-  %6867 = load float, ptr %arena2100, align 4
-  %6868 = insertelement <16 x float> undef, float %6867, i32 0
-  %6869 = shufflevector <16 x float> %6868, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6869, ptr %conv1_weight_grad.t318_a4, align 64
-  %t318_a4 = load <16 x float>, ptr %conv1_weight_grad.t318_a4, align 64
-  %t318_b02101 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
-  %t318_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c4_0, align 64
-  %6870 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a4, <16 x float> %t318_b02101, <16 x float> %t318_c4_0)
-  store <16 x float> %6870, ptr %conv1_weight_grad.t318_c4_0, align 64
-  %t318_a42102 = load <16 x float>, ptr %conv1_weight_grad.t318_a4, align 64
-  %t318_b12103 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
-  %t318_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c4_1, align 64
-  %6871 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a42102, <16 x float> %t318_b12103, <16 x float> %t318_c4_1)
-  store <16 x float> %6871, ptr %conv1_weight_grad.t318_c4_1, align 64
-  %6872 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6873 = add nsw i64 %6872, 5
-  %6874 = mul nsw i64 %6873, 12544
-  %6875 = mul nsw i64 %conv1_weight_grad.kp3152062, 381
-  %6876 = add nsw i64 %conv1_weight_grad.k3192083, %6875
-  %6877 = add nsw i64 %6874, %6876
-  %arena2104 = getelementptr inbounds float, ptr %arena, i64 %6877
-  %6878 = load float, ptr %arena2104, align 4
-  %6879 = insertelement <16 x float> undef, float %6878, i32 0
-  %6880 = shufflevector <16 x float> %6879, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6880, ptr %conv1_weight_grad.t318_a5, align 64
-  %t318_a5 = load <16 x float>, ptr %conv1_weight_grad.t318_a5, align 64
-  %t318_b02105 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
-  %t318_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c5_0, align 64
-  %6881 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a5, <16 x float> %t318_b02105, <16 x float> %t318_c5_0)
-  store <16 x float> %6881, ptr %conv1_weight_grad.t318_c5_0, align 64
-  %t318_a52106 = load <16 x float>, ptr %conv1_weight_grad.t318_a5, align 64
-  %t318_b12107 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
-  %t318_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c5_1, align 64
-  %6882 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a52106, <16 x float> %t318_b12107, <16 x float> %t318_c5_1)
-  store <16 x float> %6882, ptr %conv1_weight_grad.t318_c5_1, align 64
-  %6883 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6884 = add nsw i64 %6883, 6
-  %6885 = mul nsw i64 %6884, 12544
-  %6886 = mul nsw i64 %conv1_weight_grad.kp3152062, 381
-  %6887 = add nsw i64 %conv1_weight_grad.k3192083, %6886
-  %6888 = add nsw i64 %6885, %6887
-  %arena2108 = getelementptr inbounds float, ptr %arena, i64 %6888
-  %6889 = load float, ptr %arena2108, align 4
-  %6890 = insertelement <16 x float> undef, float %6889, i32 0
-  %6891 = shufflevector <16 x float> %6890, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6891, ptr %conv1_weight_grad.t318_a6, align 64
-  %t318_a6 = load <16 x float>, ptr %conv1_weight_grad.t318_a6, align 64
-  %t318_b02109 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
-  %t318_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c6_0, align 64
-  %6892 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a6, <16 x float> %t318_b02109, <16 x float> %t318_c6_0)
-  store <16 x float> %6892, ptr %conv1_weight_grad.t318_c6_0, align 64
-  %t318_a62110 = load <16 x float>, ptr %conv1_weight_grad.t318_a6, align 64
-  %t318_b12111 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
-  %t318_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c6_1, align 64
-  %6893 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a62110, <16 x float> %t318_b12111, <16 x float> %t318_c6_1)
-  store <16 x float> %6893, ptr %conv1_weight_grad.t318_c6_1, align 64
-  %6894 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6895 = add nsw i64 %6894, 7
-  %6896 = mul nsw i64 %6895, 12544
-  %6897 = mul nsw i64 %conv1_weight_grad.kp3152062, 381
-  %6898 = add nsw i64 %conv1_weight_grad.k3192083, %6897
-  %6899 = add nsw i64 %6896, %6898
-  %arena2112 = getelementptr inbounds float, ptr %arena, i64 %6899
-  %6900 = load float, ptr %arena2112, align 4
-  %6901 = insertelement <16 x float> undef, float %6900, i32 0
-  %6902 = shufflevector <16 x float> %6901, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6902, ptr %conv1_weight_grad.t318_a7, align 64
-  %t318_a7 = load <16 x float>, ptr %conv1_weight_grad.t318_a7, align 64
-  %t318_b02113 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
-  %t318_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c7_0, align 64
-  %6903 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a7, <16 x float> %t318_b02113, <16 x float> %t318_c7_0)
-  store <16 x float> %6903, ptr %conv1_weight_grad.t318_c7_0, align 64
-  %t318_a72114 = load <16 x float>, ptr %conv1_weight_grad.t318_a7, align 64
-  %t318_b12115 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
-  %t318_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c7_1, align 64
-  %6904 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a72114, <16 x float> %t318_b12115, <16 x float> %t318_c7_1)
-  store <16 x float> %6904, ptr %conv1_weight_grad.t318_c7_1, align 64
-  %6905 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6906 = add nsw i64 %6905, 8
-  %6907 = mul nsw i64 %6906, 12544
-  %6908 = mul nsw i64 %conv1_weight_grad.kp3152062, 381
-  %6909 = add nsw i64 %conv1_weight_grad.k3192083, %6908
-  %6910 = add nsw i64 %6907, %6909
-  %arena2116 = getelementptr inbounds float, ptr %arena, i64 %6910
-  %6911 = load float, ptr %arena2116, align 4
-  %6912 = insertelement <16 x float> undef, float %6911, i32 0
-  %6913 = shufflevector <16 x float> %6912, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6913, ptr %conv1_weight_grad.t318_a8, align 64
-  %t318_a8 = load <16 x float>, ptr %conv1_weight_grad.t318_a8, align 64
-  %t318_b02117 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
-  %t318_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c8_0, align 64
-  %6914 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a8, <16 x float> %t318_b02117, <16 x float> %t318_c8_0)
-  store <16 x float> %6914, ptr %conv1_weight_grad.t318_c8_0, align 64
-  %t318_a82118 = load <16 x float>, ptr %conv1_weight_grad.t318_a8, align 64
-  %t318_b12119 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
-  %t318_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c8_1, align 64
-  %6915 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a82118, <16 x float> %t318_b12119, <16 x float> %t318_c8_1)
-  store <16 x float> %6915, ptr %conv1_weight_grad.t318_c8_1, align 64
-  %k319.next = add nsw i64 %conv1_weight_grad.k3192083, 1
-  %6916 = icmp slt i64 %k319.next, 381
-  br i1 %6916, label %conv1_weight_grad.k319, label %conv1_weight_grad.k319.end
+conv1_weight_grad.kp331:                          ; preds = %conv1_weight_grad.nb332.end, %conv1_weight_grad.j328.end
+  %conv1_weight_grad.kp3312079 = phi i64 [ 0, %conv1_weight_grad.j328.end ], [ %kp331.next, %conv1_weight_grad.nb332.end ]
+  br label %conv1_weight_grad.nb332
 
-conv1_weight_grad.k319.end:                       ; preds = %conv1_weight_grad.k319
-  %t318_c0_02120 = load <16 x float>, ptr %conv1_weight_grad.t318_c0_0, align 64
-  %6917 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6918 = mul nsw i64 %6917, 32
-  %6919 = add nsw i64 514304, %6918
-  %6920 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6921 = add nsw i64 %6919, %6920
-  %arena2121 = getelementptr inbounds float, ptr %arena, i64 %6921
-  store <16 x float> %t318_c0_02120, ptr %arena2121, align 4
-  %t318_c0_12122 = load <16 x float>, ptr %conv1_weight_grad.t318_c0_1, align 64
-  %6922 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6923 = mul nsw i64 %6922, 32
-  %6924 = add nsw i64 514304, %6923
-  %6925 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6926 = add nsw i64 %6924, %6925
-  %6927 = add nsw i64 %6926, 16
-  %arena2123 = getelementptr inbounds float, ptr %arena, i64 %6927
-  store <16 x float> %t318_c0_12122, ptr %arena2123, align 4
-  %t318_c1_02124 = load <16 x float>, ptr %conv1_weight_grad.t318_c1_0, align 64
-  %6928 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6929 = add nsw i64 %6928, 1
-  %6930 = mul nsw i64 %6929, 32
-  %6931 = add nsw i64 514304, %6930
-  %6932 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6933 = add nsw i64 %6931, %6932
-  %arena2125 = getelementptr inbounds float, ptr %arena, i64 %6933
-  store <16 x float> %t318_c1_02124, ptr %arena2125, align 4
-  %t318_c1_12126 = load <16 x float>, ptr %conv1_weight_grad.t318_c1_1, align 64
-  %6934 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6935 = add nsw i64 %6934, 1
-  %6936 = mul nsw i64 %6935, 32
-  %6937 = add nsw i64 514304, %6936
-  %6938 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6939 = add nsw i64 %6937, %6938
-  %6940 = add nsw i64 %6939, 16
-  %arena2127 = getelementptr inbounds float, ptr %arena, i64 %6940
-  store <16 x float> %t318_c1_12126, ptr %arena2127, align 4
-  %t318_c2_02128 = load <16 x float>, ptr %conv1_weight_grad.t318_c2_0, align 64
-  %6941 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6942 = add nsw i64 %6941, 2
-  %6943 = mul nsw i64 %6942, 32
-  %6944 = add nsw i64 514304, %6943
-  %6945 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6946 = add nsw i64 %6944, %6945
-  %arena2129 = getelementptr inbounds float, ptr %arena, i64 %6946
-  store <16 x float> %t318_c2_02128, ptr %arena2129, align 4
-  %t318_c2_12130 = load <16 x float>, ptr %conv1_weight_grad.t318_c2_1, align 64
-  %6947 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6948 = add nsw i64 %6947, 2
-  %6949 = mul nsw i64 %6948, 32
-  %6950 = add nsw i64 514304, %6949
-  %6951 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6952 = add nsw i64 %6950, %6951
-  %6953 = add nsw i64 %6952, 16
-  %arena2131 = getelementptr inbounds float, ptr %arena, i64 %6953
-  store <16 x float> %t318_c2_12130, ptr %arena2131, align 4
-  %t318_c3_02132 = load <16 x float>, ptr %conv1_weight_grad.t318_c3_0, align 64
-  %6954 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6955 = add nsw i64 %6954, 3
-  %6956 = mul nsw i64 %6955, 32
-  %6957 = add nsw i64 514304, %6956
-  %6958 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6959 = add nsw i64 %6957, %6958
-  %arena2133 = getelementptr inbounds float, ptr %arena, i64 %6959
-  store <16 x float> %t318_c3_02132, ptr %arena2133, align 4
-  %t318_c3_12134 = load <16 x float>, ptr %conv1_weight_grad.t318_c3_1, align 64
-  %6960 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6961 = add nsw i64 %6960, 3
-  %6962 = mul nsw i64 %6961, 32
-  %6963 = add nsw i64 514304, %6962
-  %6964 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6965 = add nsw i64 %6963, %6964
-  %6966 = add nsw i64 %6965, 16
-  %arena2135 = getelementptr inbounds float, ptr %arena, i64 %6966
-  store <16 x float> %t318_c3_12134, ptr %arena2135, align 4
-  %t318_c4_02136 = load <16 x float>, ptr %conv1_weight_grad.t318_c4_0, align 64
-  %6967 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6968 = add nsw i64 %6967, 4
-  %6969 = mul nsw i64 %6968, 32
-  %6970 = add nsw i64 514304, %6969
-  %6971 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6972 = add nsw i64 %6970, %6971
-  %arena2137 = getelementptr inbounds float, ptr %arena, i64 %6972
-  store <16 x float> %t318_c4_02136, ptr %arena2137, align 4
-  %t318_c4_12138 = load <16 x float>, ptr %conv1_weight_grad.t318_c4_1, align 64
-  %6973 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6974 = add nsw i64 %6973, 4
-  %6975 = mul nsw i64 %6974, 32
-  %6976 = add nsw i64 514304, %6975
-  %6977 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6978 = add nsw i64 %6976, %6977
-  %6979 = add nsw i64 %6978, 16
-  %arena2139 = getelementptr inbounds float, ptr %arena, i64 %6979
-  store <16 x float> %t318_c4_12138, ptr %arena2139, align 4
-  %t318_c5_02140 = load <16 x float>, ptr %conv1_weight_grad.t318_c5_0, align 64
-  %6980 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6981 = add nsw i64 %6980, 5
-  %6982 = mul nsw i64 %6981, 32
-  %6983 = add nsw i64 514304, %6982
-  %6984 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6985 = add nsw i64 %6983, %6984
-  %arena2141 = getelementptr inbounds float, ptr %arena, i64 %6985
-  store <16 x float> %t318_c5_02140, ptr %arena2141, align 4
-  %t318_c5_12142 = load <16 x float>, ptr %conv1_weight_grad.t318_c5_1, align 64
-  %6986 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6987 = add nsw i64 %6986, 5
-  %6988 = mul nsw i64 %6987, 32
-  %6989 = add nsw i64 514304, %6988
-  %6990 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6991 = add nsw i64 %6989, %6990
-  %6992 = add nsw i64 %6991, 16
-  %arena2143 = getelementptr inbounds float, ptr %arena, i64 %6992
-  store <16 x float> %t318_c5_12142, ptr %arena2143, align 4
-  %t318_c6_02144 = load <16 x float>, ptr %conv1_weight_grad.t318_c6_0, align 64
-  %6993 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %6994 = add nsw i64 %6993, 6
-  %6995 = mul nsw i64 %6994, 32
-  %6996 = add nsw i64 514304, %6995
-  %6997 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %6998 = add nsw i64 %6996, %6997
-  %arena2145 = getelementptr inbounds float, ptr %arena, i64 %6998
-  store <16 x float> %t318_c6_02144, ptr %arena2145, align 4
-  %t318_c6_12146 = load <16 x float>, ptr %conv1_weight_grad.t318_c6_1, align 64
-  %6999 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %7000 = add nsw i64 %6999, 6
-  %7001 = mul nsw i64 %7000, 32
-  %7002 = add nsw i64 514304, %7001
-  %7003 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %7004 = add nsw i64 %7002, %7003
-  %7005 = add nsw i64 %7004, 16
-  %arena2147 = getelementptr inbounds float, ptr %arena, i64 %7005
-  store <16 x float> %t318_c6_12146, ptr %arena2147, align 4
-  %t318_c7_02148 = load <16 x float>, ptr %conv1_weight_grad.t318_c7_0, align 64
-  %7006 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %7007 = add nsw i64 %7006, 7
-  %7008 = mul nsw i64 %7007, 32
-  %7009 = add nsw i64 514304, %7008
-  %7010 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %7011 = add nsw i64 %7009, %7010
-  %arena2149 = getelementptr inbounds float, ptr %arena, i64 %7011
-  store <16 x float> %t318_c7_02148, ptr %arena2149, align 4
-  %t318_c7_12150 = load <16 x float>, ptr %conv1_weight_grad.t318_c7_1, align 64
-  %7012 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %7013 = add nsw i64 %7012, 7
-  %7014 = mul nsw i64 %7013, 32
-  %7015 = add nsw i64 514304, %7014
-  %7016 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %7017 = add nsw i64 %7015, %7016
-  %7018 = add nsw i64 %7017, 16
-  %arena2151 = getelementptr inbounds float, ptr %arena, i64 %7018
-  store <16 x float> %t318_c7_12150, ptr %arena2151, align 4
-  %t318_c8_02152 = load <16 x float>, ptr %conv1_weight_grad.t318_c8_0, align 64
-  %7019 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %7020 = add nsw i64 %7019, 8
-  %7021 = mul nsw i64 %7020, 32
-  %7022 = add nsw i64 514304, %7021
-  %7023 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %7024 = add nsw i64 %7022, %7023
-  %arena2153 = getelementptr inbounds float, ptr %arena, i64 %7024
-  store <16 x float> %t318_c8_02152, ptr %arena2153, align 4
-  %t318_c8_12154 = load <16 x float>, ptr %conv1_weight_grad.t318_c8_1, align 64
-  %7025 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
-  %7026 = add nsw i64 %7025, 8
-  %7027 = mul nsw i64 %7026, 32
-  %7028 = add nsw i64 514304, %7027
-  %7029 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
-  %7030 = add nsw i64 %7028, %7029
-  %7031 = add nsw i64 %7030, 16
-  %arena2155 = getelementptr inbounds float, ptr %arena, i64 %7031
-  store <16 x float> %t318_c8_12154, ptr %arena2155, align 4
-  %mb317.next = add nsw i64 %conv1_weight_grad.mb3172064, 1
-  %7032 = icmp slt i64 %mb317.next, 1
-  br i1 %7032, label %conv1_weight_grad.mb317, label %conv1_weight_grad.mb317.end
+conv1_weight_grad.kp331.end:                      ; preds = %conv1_weight_grad.nb332.end
+  br label %conv1_weight_grad.nb336
 
-conv1_weight_grad.nb320:                          ; preds = %conv1_weight_grad.mb321.end, %conv1_weight_grad.kp315.end
-  %conv1_weight_grad.nb3202156 = phi i64 [ 0, %conv1_weight_grad.kp315.end ], [ %nb320.next, %conv1_weight_grad.mb321.end ]
-  br label %conv1_weight_grad.mb321
+conv1_weight_grad.nb332:                          ; preds = %conv1_weight_grad.mb333.end, %conv1_weight_grad.kp331
+  %conv1_weight_grad.nb3322080 = phi i64 [ 0, %conv1_weight_grad.kp331 ], [ %nb332.next, %conv1_weight_grad.mb333.end ]
+  br label %conv1_weight_grad.mb333
 
-conv1_weight_grad.nb320.end:                      ; preds = %conv1_weight_grad.mb321.end
-  %g297.next = add nsw i64 %conv1_weight_grad.g2972000, 1
-  %7033 = icmp slt i64 %g297.next, 4
-  br i1 %7033, label %conv1_weight_grad.g297, label %conv1_weight_grad.g297.end
+conv1_weight_grad.nb332.end:                      ; preds = %conv1_weight_grad.mb333.end
+  %kp331.next = add nsw i64 %conv1_weight_grad.kp3312079, 1
+  %6711 = icmp slt i64 %kp331.next, 32
+  br i1 %6711, label %conv1_weight_grad.kp331, label %conv1_weight_grad.kp331.end
 
-conv1_weight_grad.mb321:                          ; preds = %conv1_weight_grad.k323.end, %conv1_weight_grad.nb320
-  %conv1_weight_grad.mb3212157 = phi i64 [ 0, %conv1_weight_grad.nb320 ], [ %mb321.next, %conv1_weight_grad.k323.end ]
-  %7034 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7035 = mul nsw i64 %7034, 32
-  %7036 = add nsw i64 514304, %7035
-  %7037 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7038 = add nsw i64 %7036, %7037
-  %arena2158 = getelementptr inbounds float, ptr %arena, i64 %7038
-  %7039 = load <16 x float>, ptr %arena2158, align 4
-  store <16 x float> %7039, ptr %conv1_weight_grad.t322_c0_0, align 64
-  %7040 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7041 = mul nsw i64 %7040, 32
-  %7042 = add nsw i64 514304, %7041
-  %7043 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7044 = add nsw i64 %7042, %7043
-  %7045 = add nsw i64 %7044, 16
-  %arena2159 = getelementptr inbounds float, ptr %arena, i64 %7045
-  %7046 = load <16 x float>, ptr %arena2159, align 4
-  store <16 x float> %7046, ptr %conv1_weight_grad.t322_c0_1, align 64
-  %7047 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7048 = add nsw i64 %7047, 1
-  %7049 = mul nsw i64 %7048, 32
-  %7050 = add nsw i64 514304, %7049
-  %7051 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7052 = add nsw i64 %7050, %7051
-  %arena2160 = getelementptr inbounds float, ptr %arena, i64 %7052
-  %7053 = load <16 x float>, ptr %arena2160, align 4
-  store <16 x float> %7053, ptr %conv1_weight_grad.t322_c1_0, align 64
-  %7054 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7055 = add nsw i64 %7054, 1
-  %7056 = mul nsw i64 %7055, 32
-  %7057 = add nsw i64 514304, %7056
-  %7058 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7059 = add nsw i64 %7057, %7058
-  %7060 = add nsw i64 %7059, 16
-  %arena2161 = getelementptr inbounds float, ptr %arena, i64 %7060
-  %7061 = load <16 x float>, ptr %arena2161, align 4
-  store <16 x float> %7061, ptr %conv1_weight_grad.t322_c1_1, align 64
-  %7062 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7063 = add nsw i64 %7062, 2
+conv1_weight_grad.mb333:                          ; preds = %conv1_weight_grad.k335.end, %conv1_weight_grad.nb332
+  %conv1_weight_grad.mb3332081 = phi i64 [ 0, %conv1_weight_grad.nb332 ], [ %mb333.next, %conv1_weight_grad.k335.end ]
+  %6712 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6713 = mul nsw i64 %6712, 32
+  %6714 = add nsw i64 514304, %6713
+  %6715 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6716 = add nsw i64 %6714, %6715
+  %arena2082 = getelementptr inbounds float, ptr %arena, i64 %6716
+  %6717 = load <16 x float>, ptr %arena2082, align 4
+  store <16 x float> %6717, ptr %conv1_weight_grad.t334_c0_0, align 64
+  %6718 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6719 = mul nsw i64 %6718, 32
+  %6720 = add nsw i64 514304, %6719
+  %6721 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6722 = add nsw i64 %6720, %6721
+  %6723 = add nsw i64 %6722, 16
+  %arena2083 = getelementptr inbounds float, ptr %arena, i64 %6723
+  %6724 = load <16 x float>, ptr %arena2083, align 4
+  store <16 x float> %6724, ptr %conv1_weight_grad.t334_c0_1, align 64
+  %6725 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6726 = add nsw i64 %6725, 1
+  %6727 = mul nsw i64 %6726, 32
+  %6728 = add nsw i64 514304, %6727
+  %6729 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6730 = add nsw i64 %6728, %6729
+  %arena2084 = getelementptr inbounds float, ptr %arena, i64 %6730
+  %6731 = load <16 x float>, ptr %arena2084, align 4
+  store <16 x float> %6731, ptr %conv1_weight_grad.t334_c1_0, align 64
+  %6732 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6733 = add nsw i64 %6732, 1
+  %6734 = mul nsw i64 %6733, 32
+  %6735 = add nsw i64 514304, %6734
+  %6736 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6737 = add nsw i64 %6735, %6736
+  %6738 = add nsw i64 %6737, 16
+  %arena2085 = getelementptr inbounds float, ptr %arena, i64 %6738
+  %6739 = load <16 x float>, ptr %arena2085, align 4
+  store <16 x float> %6739, ptr %conv1_weight_grad.t334_c1_1, align 64
+  %6740 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6741 = add nsw i64 %6740, 2
+  %6742 = mul nsw i64 %6741, 32
+  %6743 = add nsw i64 514304, %6742
+  %6744 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6745 = add nsw i64 %6743, %6744
+  %arena2086 = getelementptr inbounds float, ptr %arena, i64 %6745
+  %6746 = load <16 x float>, ptr %arena2086, align 4
+  store <16 x float> %6746, ptr %conv1_weight_grad.t334_c2_0, align 64
+  %6747 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6748 = add nsw i64 %6747, 2
+  %6749 = mul nsw i64 %6748, 32
+  %6750 = add nsw i64 514304, %6749
+  %6751 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6752 = add nsw i64 %6750, %6751
+  %6753 = add nsw i64 %6752, 16
+  %arena2087 = getelementptr inbounds float, ptr %arena, i64 %6753
+  %6754 = load <16 x float>, ptr %arena2087, align 4
+  store <16 x float> %6754, ptr %conv1_weight_grad.t334_c2_1, align 64
+  %6755 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6756 = add nsw i64 %6755, 3
+  %6757 = mul nsw i64 %6756, 32
+  %6758 = add nsw i64 514304, %6757
+  %6759 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6760 = add nsw i64 %6758, %6759
+  %arena2088 = getelementptr inbounds float, ptr %arena, i64 %6760
+  %6761 = load <16 x float>, ptr %arena2088, align 4
+  store <16 x float> %6761, ptr %conv1_weight_grad.t334_c3_0, align 64
+  %6762 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6763 = add nsw i64 %6762, 3
+  %6764 = mul nsw i64 %6763, 32
+  %6765 = add nsw i64 514304, %6764
+  %6766 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6767 = add nsw i64 %6765, %6766
+  %6768 = add nsw i64 %6767, 16
+  %arena2089 = getelementptr inbounds float, ptr %arena, i64 %6768
+  %6769 = load <16 x float>, ptr %arena2089, align 4
+  store <16 x float> %6769, ptr %conv1_weight_grad.t334_c3_1, align 64
+  %6770 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6771 = add nsw i64 %6770, 4
+  %6772 = mul nsw i64 %6771, 32
+  %6773 = add nsw i64 514304, %6772
+  %6774 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6775 = add nsw i64 %6773, %6774
+  %arena2090 = getelementptr inbounds float, ptr %arena, i64 %6775
+  %6776 = load <16 x float>, ptr %arena2090, align 4
+  store <16 x float> %6776, ptr %conv1_weight_grad.t334_c4_0, align 64
+  %6777 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6778 = add nsw i64 %6777, 4
+  %6779 = mul nsw i64 %6778, 32
+  %6780 = add nsw i64 514304, %6779
+  %6781 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6782 = add nsw i64 %6780, %6781
+  %6783 = add nsw i64 %6782, 16
+  %arena2091 = getelementptr inbounds float, ptr %arena, i64 %6783
+  %6784 = load <16 x float>, ptr %arena2091, align 4
+  store <16 x float> %6784, ptr %conv1_weight_grad.t334_c4_1, align 64
+  %6785 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6786 = add nsw i64 %6785, 5
+  %6787 = mul nsw i64 %6786, 32
+  %6788 = add nsw i64 514304, %6787
+  %6789 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6790 = add nsw i64 %6788, %6789
+  %arena2092 = getelementptr inbounds float, ptr %arena, i64 %6790
+  %6791 = load <16 x float>, ptr %arena2092, align 4
+  store <16 x float> %6791, ptr %conv1_weight_grad.t334_c5_0, align 64
+  %6792 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6793 = add nsw i64 %6792, 5
+  %6794 = mul nsw i64 %6793, 32
+  %6795 = add nsw i64 514304, %6794
+  %6796 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6797 = add nsw i64 %6795, %6796
+  %6798 = add nsw i64 %6797, 16
+  %arena2093 = getelementptr inbounds float, ptr %arena, i64 %6798
+  %6799 = load <16 x float>, ptr %arena2093, align 4
+  store <16 x float> %6799, ptr %conv1_weight_grad.t334_c5_1, align 64
+  %6800 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6801 = add nsw i64 %6800, 6
+  %6802 = mul nsw i64 %6801, 32
+  %6803 = add nsw i64 514304, %6802
+  %6804 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6805 = add nsw i64 %6803, %6804
+  %arena2094 = getelementptr inbounds float, ptr %arena, i64 %6805
+  %6806 = load <16 x float>, ptr %arena2094, align 4
+  store <16 x float> %6806, ptr %conv1_weight_grad.t334_c6_0, align 64
+  %6807 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6808 = add nsw i64 %6807, 6
+  %6809 = mul nsw i64 %6808, 32
+  %6810 = add nsw i64 514304, %6809
+  %6811 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6812 = add nsw i64 %6810, %6811
+  %6813 = add nsw i64 %6812, 16
+  %arena2095 = getelementptr inbounds float, ptr %arena, i64 %6813
+  %6814 = load <16 x float>, ptr %arena2095, align 4
+  store <16 x float> %6814, ptr %conv1_weight_grad.t334_c6_1, align 64
+  %6815 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6816 = add nsw i64 %6815, 7
+  %6817 = mul nsw i64 %6816, 32
+  %6818 = add nsw i64 514304, %6817
+  %6819 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6820 = add nsw i64 %6818, %6819
+  %arena2096 = getelementptr inbounds float, ptr %arena, i64 %6820
+  %6821 = load <16 x float>, ptr %arena2096, align 4
+  store <16 x float> %6821, ptr %conv1_weight_grad.t334_c7_0, align 64
+  %6822 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6823 = add nsw i64 %6822, 7
+  %6824 = mul nsw i64 %6823, 32
+  %6825 = add nsw i64 514304, %6824
+  %6826 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6827 = add nsw i64 %6825, %6826
+  %6828 = add nsw i64 %6827, 16
+  %arena2097 = getelementptr inbounds float, ptr %arena, i64 %6828
+  %6829 = load <16 x float>, ptr %arena2097, align 4
+  store <16 x float> %6829, ptr %conv1_weight_grad.t334_c7_1, align 64
+  %6830 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6831 = add nsw i64 %6830, 8
+  %6832 = mul nsw i64 %6831, 32
+  %6833 = add nsw i64 514304, %6832
+  %6834 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6835 = add nsw i64 %6833, %6834
+  %arena2098 = getelementptr inbounds float, ptr %arena, i64 %6835
+  %6836 = load <16 x float>, ptr %arena2098, align 4
+  store <16 x float> %6836, ptr %conv1_weight_grad.t334_c8_0, align 64
+  %6837 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6838 = add nsw i64 %6837, 8
+  %6839 = mul nsw i64 %6838, 32
+  %6840 = add nsw i64 514304, %6839
+  %6841 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6842 = add nsw i64 %6840, %6841
+  %6843 = add nsw i64 %6842, 16
+  %arena2099 = getelementptr inbounds float, ptr %arena, i64 %6843
+  %6844 = load <16 x float>, ptr %arena2099, align 4
+  store <16 x float> %6844, ptr %conv1_weight_grad.t334_c8_1, align 64
+  br label %conv1_weight_grad.k335
+
+conv1_weight_grad.mb333.end:                      ; preds = %conv1_weight_grad.k335.end
+  %nb332.next = add nsw i64 %conv1_weight_grad.nb3322080, 1
+  %6845 = icmp slt i64 %nb332.next, 1
+  br i1 %6845, label %conv1_weight_grad.nb332, label %conv1_weight_grad.nb332.end
+
+conv1_weight_grad.k335:                           ; preds = %conv1_weight_grad.k335, %conv1_weight_grad.mb333
+  %conv1_weight_grad.k3352100 = phi i64 [ 0, %conv1_weight_grad.mb333 ], [ %k335.next, %conv1_weight_grad.k335 ]
+  %6846 = mul nsw i64 %conv1_weight_grad.kp3312079, 381
+  %6847 = add nsw i64 %conv1_weight_grad.k3352100, %6846
+  %6848 = mul nsw i64 %6847, 32
+  %6849 = add nsw i64 112896, %6848
+  %6850 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6851 = add nsw i64 %6849, %6850
+  %arena2101 = getelementptr inbounds float, ptr %arena, i64 %6851
+  %6852 = load <16 x float>, ptr %arena2101, align 4
+  store <16 x float> %6852, ptr %conv1_weight_grad.t334_b0, align 64
+  %6853 = mul nsw i64 %conv1_weight_grad.kp3312079, 381
+  %6854 = add nsw i64 %conv1_weight_grad.k3352100, %6853
+  %6855 = mul nsw i64 %6854, 32
+  %6856 = add nsw i64 112896, %6855
+  %6857 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6858 = add nsw i64 %6856, %6857
+  %6859 = add nsw i64 %6858, 16
+  %arena2102 = getelementptr inbounds float, ptr %arena, i64 %6859
+  %6860 = load <16 x float>, ptr %arena2102, align 4
+  store <16 x float> %6860, ptr %conv1_weight_grad.t334_b1, align 64
+  %6861 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6862 = mul nsw i64 %6861, 12544
+  %6863 = mul nsw i64 %conv1_weight_grad.kp3312079, 381
+  %6864 = add nsw i64 %conv1_weight_grad.k3352100, %6863
+  %6865 = add nsw i64 %6862, %6864
+  %arena2103 = getelementptr inbounds float, ptr %arena, i64 %6865
+  %6866 = load float, ptr %arena2103, align 4
+  %6867 = insertelement <16 x float> undef, float %6866, i32 0
+  %6868 = shufflevector <16 x float> %6867, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6868, ptr %conv1_weight_grad.t334_a0, align 64
+  %t334_a0 = load <16 x float>, ptr %conv1_weight_grad.t334_a0, align 64
+  %t334_b0 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c0_0, align 64
+  %6869 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a0, <16 x float> %t334_b0, <16 x float> %t334_c0_0)
+  store <16 x float> %6869, ptr %conv1_weight_grad.t334_c0_0, align 64
+  %t334_a02104 = load <16 x float>, ptr %conv1_weight_grad.t334_a0, align 64
+  %t334_b1 = load <16 x float>, ptr %conv1_weight_grad.t334_b1, align 64
+  %t334_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t334_c0_1, align 64
+  %6870 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a02104, <16 x float> %t334_b1, <16 x float> %t334_c0_1)
+  store <16 x float> %6870, ptr %conv1_weight_grad.t334_c0_1, align 64
+  %6871 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6872 = add nsw i64 %6871, 1
+  %6873 = mul nsw i64 %6872, 12544
+  %6874 = mul nsw i64 %conv1_weight_grad.kp3312079, 381
+  %6875 = add nsw i64 %conv1_weight_grad.k3352100, %6874
+  %6876 = add nsw i64 %6873, %6875
+  %arena2105 = getelementptr inbounds float, ptr %arena, i64 %6876
+  %6877 = load float, ptr %arena2105, align 4
+  %6878 = insertelement <16 x float> undef, float %6877, i32 0
+  %6879 = shufflevector <16 x float> %6878, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6879, ptr %conv1_weight_grad.t334_a1, align 64
+  %t334_a1 = load <16 x float>, ptr %conv1_weight_grad.t334_a1, align 64
+  %t334_b02106 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c1_0, align 64
+  %6880 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a1, <16 x float> %t334_b02106, <16 x float> %t334_c1_0)
+  store <16 x float> %6880, ptr %conv1_weight_grad.t334_c1_0, align 64
+  %t334_a12107 = load <16 x float>, ptr %conv1_weight_grad.t334_a1, align 64
+  %t334_b12108 = load <16 x float>, ptr %conv1_weight_grad.t334_b1, align 64
+  %t334_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t334_c1_1, align 64
+  %6881 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a12107, <16 x float> %t334_b12108, <16 x float> %t334_c1_1)
+  store <16 x float> %6881, ptr %conv1_weight_grad.t334_c1_1, align 64
+  %6882 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6883 = add nsw i64 %6882, 2
+  %6884 = mul nsw i64 %6883, 12544
+  %6885 = mul nsw i64 %conv1_weight_grad.kp3312079, 381
+  %6886 = add nsw i64 %conv1_weight_grad.k3352100, %6885
+  %6887 = add nsw i64 %6884, %6886
+  %arena2109 = getelementptr inbounds float, ptr %arena, i64 %6887
+  %6888 = load float, ptr %arena2109, align 4
+  %6889 = insertelement <16 x float> undef, float %6888, i32 0
+  %6890 = shufflevector <16 x float> %6889, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6890, ptr %conv1_weight_grad.t334_a2, align 64
+  %t334_a2 = load <16 x float>, ptr %conv1_weight_grad.t334_a2, align 64
+  %t334_b02110 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c2_0, align 64
+  %6891 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a2, <16 x float> %t334_b02110, <16 x float> %t334_c2_0)
+  store <16 x float> %6891, ptr %conv1_weight_grad.t334_c2_0, align 64
+  %t334_a22111 = load <16 x float>, ptr %conv1_weight_grad.t334_a2, align 64
+  %t334_b12112 = load <16 x float>, ptr %conv1_weight_grad.t334_b1, align 64
+  %t334_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t334_c2_1, align 64
+  %6892 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a22111, <16 x float> %t334_b12112, <16 x float> %t334_c2_1)
+  store <16 x float> %6892, ptr %conv1_weight_grad.t334_c2_1, align 64
+  %6893 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6894 = add nsw i64 %6893, 3
+  %6895 = mul nsw i64 %6894, 12544
+  %6896 = mul nsw i64 %conv1_weight_grad.kp3312079, 381
+  %6897 = add nsw i64 %conv1_weight_grad.k3352100, %6896
+  %6898 = add nsw i64 %6895, %6897
+  %arena2113 = getelementptr inbounds float, ptr %arena, i64 %6898
+  %6899 = load float, ptr %arena2113, align 4
+  %6900 = insertelement <16 x float> undef, float %6899, i32 0
+  %6901 = shufflevector <16 x float> %6900, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6901, ptr %conv1_weight_grad.t334_a3, align 64
+  %t334_a3 = load <16 x float>, ptr %conv1_weight_grad.t334_a3, align 64
+  %t334_b02114 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c3_0, align 64
+  %6902 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a3, <16 x float> %t334_b02114, <16 x float> %t334_c3_0)
+  store <16 x float> %6902, ptr %conv1_weight_grad.t334_c3_0, align 64
+  %t334_a32115 = load <16 x float>, ptr %conv1_weight_grad.t334_a3, align 64
+  %t334_b12116 = load <16 x float>, ptr %conv1_weight_grad.t334_b1, align 64
+  %t334_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t334_c3_1, align 64
+  %6903 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a32115, <16 x float> %t334_b12116, <16 x float> %t334_c3_1)
+  store <16 x float> %6903, ptr %conv1_weight_grad.t334_c3_1, align 64
+  %6904 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6905 = add nsw i64 %6904, 4
+  %6906 = mul nsw i64 %6905, 12544
+  %6907 = mul nsw i64 %conv1_weight_grad.kp3312079, 381
+  %6908 = add nsw i64 %conv1_weight_grad.k3352100, %6907
+  %6909 = add nsw i64 %6906, %6908
+  %arena2117 = getelementptr inbounds float, ptr %arena, i64 %6909
+  %6910 = load float, ptr %arena2117, align 4
+  %6911 = insertelement <16 x float> undef, float %6910, i32 0
+  %6912 = shufflevector <16 x float> %6911, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6912, ptr %conv1_weight_grad.t334_a4, align 64
+  %t334_a4 = load <16 x float>, ptr %conv1_weight_grad.t334_a4, align 64
+  %t334_b02118 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c4_0, align 64
+  %6913 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a4, <16 x float> %t334_b02118, <16 x float> %t334_c4_0)
+  store <16 x float> %6913, ptr %conv1_weight_grad.t334_c4_0, align 64
+  %t334_a42119 = load <16 x float>, ptr %conv1_weight_grad.t334_a4, align 64
+  %t334_b12120 = load <16 x float>, ptr %conv1_weight_grad.t334_b1, align 64
+  %t334_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t334_c4_1, align 64
+  %6914 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a42119, <16 x float> %t334_b12120, <16 x float> %t334_c4_1)
+  store <16 x float> %6914, ptr %conv1_weight_grad.t334_c4_1, align 64
+  %6915 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6916 = add nsw i64 %6915, 5
+  %6917 = mul nsw i64 %6916, 12544
+  %6918 = mul nsw i64 %conv1_weight_grad.kp3312079, 381
+  %6919 = add nsw i64 %conv1_weight_grad.k3352100, %6918
+  %6920 = add nsw i64 %6917, %6919
+  %arena2121 = getelementptr inbounds float, ptr %arena, i64 %6920
+  %6921 = load float, ptr %arena2121, align 4
+  %6922 = insertelement <16 x float> undef, float %6921, i32 0
+  %6923 = shufflevector <16 x float> %6922, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6923, ptr %conv1_weight_grad.t334_a5, align 64
+  %t334_a5 = load <16 x float>, ptr %conv1_weight_grad.t334_a5, align 64
+  %t334_b02122 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c5_0, align 64
+  %6924 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a5, <16 x float> %t334_b02122, <16 x float> %t334_c5_0)
+  store <16 x float> %6924, ptr %conv1_weight_grad.t334_c5_0, align 64
+  %t334_a52123 = load <16 x float>, ptr %conv1_weight_grad.t334_a5, align 64
+  %t334_b12124 = load <16 x float>, ptr %conv1_weight_grad.t334_b1, align 64
+  %t334_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t334_c5_1, align 64
+  %6925 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a52123, <16 x float> %t334_b12124, <16 x float> %t334_c5_1)
+  store <16 x float> %6925, ptr %conv1_weight_grad.t334_c5_1, align 64
+  %6926 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6927 = add nsw i64 %6926, 6
+  %6928 = mul nsw i64 %6927, 12544
+  %6929 = mul nsw i64 %conv1_weight_grad.kp3312079, 381
+  %6930 = add nsw i64 %conv1_weight_grad.k3352100, %6929
+  %6931 = add nsw i64 %6928, %6930
+  %arena2125 = getelementptr inbounds float, ptr %arena, i64 %6931
+  %6932 = load float, ptr %arena2125, align 4
+  %6933 = insertelement <16 x float> undef, float %6932, i32 0
+  %6934 = shufflevector <16 x float> %6933, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6934, ptr %conv1_weight_grad.t334_a6, align 64
+  %t334_a6 = load <16 x float>, ptr %conv1_weight_grad.t334_a6, align 64
+  %t334_b02126 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c6_0, align 64
+  %6935 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a6, <16 x float> %t334_b02126, <16 x float> %t334_c6_0)
+  store <16 x float> %6935, ptr %conv1_weight_grad.t334_c6_0, align 64
+  %t334_a62127 = load <16 x float>, ptr %conv1_weight_grad.t334_a6, align 64
+  %t334_b12128 = load <16 x float>, ptr %conv1_weight_grad.t334_b1, align 64
+  %t334_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t334_c6_1, align 64
+  %6936 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a62127, <16 x float> %t334_b12128, <16 x float> %t334_c6_1)
+  store <16 x float> %6936, ptr %conv1_weight_grad.t334_c6_1, align 64
+  %6937 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6938 = add nsw i64 %6937, 7
+  %6939 = mul nsw i64 %6938, 12544
+  %6940 = mul nsw i64 %conv1_weight_grad.kp3312079, 381
+  %6941 = add nsw i64 %conv1_weight_grad.k3352100, %6940
+  %6942 = add nsw i64 %6939, %6941
+  %arena2129 = getelementptr inbounds float, ptr %arena, i64 %6942
+  %6943 = load float, ptr %arena2129, align 4
+  %6944 = insertelement <16 x float> undef, float %6943, i32 0
+  %6945 = shufflevector <16 x float> %6944, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6945, ptr %conv1_weight_grad.t334_a7, align 64
+  %t334_a7 = load <16 x float>, ptr %conv1_weight_grad.t334_a7, align 64
+  %t334_b02130 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c7_0, align 64
+  %6946 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a7, <16 x float> %t334_b02130, <16 x float> %t334_c7_0)
+  store <16 x float> %6946, ptr %conv1_weight_grad.t334_c7_0, align 64
+  %t334_a72131 = load <16 x float>, ptr %conv1_weight_grad.t334_a7, align 64
+  %t334_b12132 = load <16 x float>, ptr %conv1_weight_grad.t334_b1, align 64
+  %t334_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t334_c7_1, align 64
+  %6947 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a72131, <16 x float> %t334_b12132, <16 x float> %t334_c7_1)
+  store <16 x float> %6947, ptr %conv1_weight_grad.t334_c7_1, align 64
+  %6948 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6949 = add nsw i64 %6948, 8
+  %6950 = mul nsw i64 %6949, 12544
+  %6951 = mul nsw i64 %conv1_weight_grad.kp3312079, 381
+  %6952 = add nsw i64 %conv1_weight_grad.k3352100, %6951
+  %6953 = add nsw i64 %6950, %6952
+  %arena2133 = getelementptr inbounds float, ptr %arena, i64 %6953
+  %6954 = load float, ptr %arena2133, align 4
+  %6955 = insertelement <16 x float> undef, float %6954, i32 0
+  %6956 = shufflevector <16 x float> %6955, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6956, ptr %conv1_weight_grad.t334_a8, align 64
+  %t334_a8 = load <16 x float>, ptr %conv1_weight_grad.t334_a8, align 64
+  %t334_b02134 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c8_0, align 64
+  %6957 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a8, <16 x float> %t334_b02134, <16 x float> %t334_c8_0)
+  store <16 x float> %6957, ptr %conv1_weight_grad.t334_c8_0, align 64
+  %t334_a82135 = load <16 x float>, ptr %conv1_weight_grad.t334_a8, align 64
+  %t334_b12136 = load <16 x float>, ptr %conv1_weight_grad.t334_b1, align 64
+  %t334_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t334_c8_1, align 64
+  %6958 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a82135, <16 x float> %t334_b12136, <16 x float> %t334_c8_1)
+  store <16 x float> %6958, ptr %conv1_weight_grad.t334_c8_1, align 64
+  %k335.next = add nsw i64 %conv1_weight_grad.k3352100, 1
+  %6959 = icmp slt i64 %k335.next, 381
+  br i1 %6959, label %conv1_weight_grad.k335, label %conv1_weight_grad.k335.end
+
+conv1_weight_grad.k335.end:                       ; preds = %conv1_weight_grad.k335
+  %t334_c0_02137 = load <16 x float>, ptr %conv1_weight_grad.t334_c0_0, align 64
+  %6960 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6961 = mul nsw i64 %6960, 32
+  %6962 = add nsw i64 514304, %6961
+  %6963 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6964 = add nsw i64 %6962, %6963
+  %arena2138 = getelementptr inbounds float, ptr %arena, i64 %6964
+  store <16 x float> %t334_c0_02137, ptr %arena2138, align 4
+  %t334_c0_12139 = load <16 x float>, ptr %conv1_weight_grad.t334_c0_1, align 64
+  %6965 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6966 = mul nsw i64 %6965, 32
+  %6967 = add nsw i64 514304, %6966
+  %6968 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6969 = add nsw i64 %6967, %6968
+  %6970 = add nsw i64 %6969, 16
+  %arena2140 = getelementptr inbounds float, ptr %arena, i64 %6970
+  store <16 x float> %t334_c0_12139, ptr %arena2140, align 4
+  %t334_c1_02141 = load <16 x float>, ptr %conv1_weight_grad.t334_c1_0, align 64
+  %6971 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6972 = add nsw i64 %6971, 1
+  %6973 = mul nsw i64 %6972, 32
+  %6974 = add nsw i64 514304, %6973
+  %6975 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6976 = add nsw i64 %6974, %6975
+  %arena2142 = getelementptr inbounds float, ptr %arena, i64 %6976
+  store <16 x float> %t334_c1_02141, ptr %arena2142, align 4
+  %t334_c1_12143 = load <16 x float>, ptr %conv1_weight_grad.t334_c1_1, align 64
+  %6977 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6978 = add nsw i64 %6977, 1
+  %6979 = mul nsw i64 %6978, 32
+  %6980 = add nsw i64 514304, %6979
+  %6981 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6982 = add nsw i64 %6980, %6981
+  %6983 = add nsw i64 %6982, 16
+  %arena2144 = getelementptr inbounds float, ptr %arena, i64 %6983
+  store <16 x float> %t334_c1_12143, ptr %arena2144, align 4
+  %t334_c2_02145 = load <16 x float>, ptr %conv1_weight_grad.t334_c2_0, align 64
+  %6984 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6985 = add nsw i64 %6984, 2
+  %6986 = mul nsw i64 %6985, 32
+  %6987 = add nsw i64 514304, %6986
+  %6988 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6989 = add nsw i64 %6987, %6988
+  %arena2146 = getelementptr inbounds float, ptr %arena, i64 %6989
+  store <16 x float> %t334_c2_02145, ptr %arena2146, align 4
+  %t334_c2_12147 = load <16 x float>, ptr %conv1_weight_grad.t334_c2_1, align 64
+  %6990 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6991 = add nsw i64 %6990, 2
+  %6992 = mul nsw i64 %6991, 32
+  %6993 = add nsw i64 514304, %6992
+  %6994 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %6995 = add nsw i64 %6993, %6994
+  %6996 = add nsw i64 %6995, 16
+  %arena2148 = getelementptr inbounds float, ptr %arena, i64 %6996
+  store <16 x float> %t334_c2_12147, ptr %arena2148, align 4
+  %t334_c3_02149 = load <16 x float>, ptr %conv1_weight_grad.t334_c3_0, align 64
+  %6997 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %6998 = add nsw i64 %6997, 3
+  %6999 = mul nsw i64 %6998, 32
+  %7000 = add nsw i64 514304, %6999
+  %7001 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %7002 = add nsw i64 %7000, %7001
+  %arena2150 = getelementptr inbounds float, ptr %arena, i64 %7002
+  store <16 x float> %t334_c3_02149, ptr %arena2150, align 4
+  %t334_c3_12151 = load <16 x float>, ptr %conv1_weight_grad.t334_c3_1, align 64
+  %7003 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %7004 = add nsw i64 %7003, 3
+  %7005 = mul nsw i64 %7004, 32
+  %7006 = add nsw i64 514304, %7005
+  %7007 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %7008 = add nsw i64 %7006, %7007
+  %7009 = add nsw i64 %7008, 16
+  %arena2152 = getelementptr inbounds float, ptr %arena, i64 %7009
+  store <16 x float> %t334_c3_12151, ptr %arena2152, align 4
+  %t334_c4_02153 = load <16 x float>, ptr %conv1_weight_grad.t334_c4_0, align 64
+  %7010 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %7011 = add nsw i64 %7010, 4
+  %7012 = mul nsw i64 %7011, 32
+  %7013 = add nsw i64 514304, %7012
+  %7014 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %7015 = add nsw i64 %7013, %7014
+  %arena2154 = getelementptr inbounds float, ptr %arena, i64 %7015
+  store <16 x float> %t334_c4_02153, ptr %arena2154, align 4
+  %t334_c4_12155 = load <16 x float>, ptr %conv1_weight_grad.t334_c4_1, align 64
+  %7016 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %7017 = add nsw i64 %7016, 4
+  %7018 = mul nsw i64 %7017, 32
+  %7019 = add nsw i64 514304, %7018
+  %7020 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %7021 = add nsw i64 %7019, %7020
+  %7022 = add nsw i64 %7021, 16
+  %arena2156 = getelementptr inbounds float, ptr %arena, i64 %7022
+  store <16 x float> %t334_c4_12155, ptr %arena2156, align 4
+  %t334_c5_02157 = load <16 x float>, ptr %conv1_weight_grad.t334_c5_0, align 64
+  %7023 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %7024 = add nsw i64 %7023, 5
+  %7025 = mul nsw i64 %7024, 32
+  %7026 = add nsw i64 514304, %7025
+  %7027 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %7028 = add nsw i64 %7026, %7027
+  %arena2158 = getelementptr inbounds float, ptr %arena, i64 %7028
+  store <16 x float> %t334_c5_02157, ptr %arena2158, align 4
+  %t334_c5_12159 = load <16 x float>, ptr %conv1_weight_grad.t334_c5_1, align 64
+  %7029 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %7030 = add nsw i64 %7029, 5
+  %7031 = mul nsw i64 %7030, 32
+  %7032 = add nsw i64 514304, %7031
+  %7033 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %7034 = add nsw i64 %7032, %7033
+  %7035 = add nsw i64 %7034, 16
+  %arena2160 = getelementptr inbounds float, ptr %arena, i64 %7035
+  store <16 x float> %t334_c5_12159, ptr %arena2160, align 4
+  %t334_c6_02161 = load <16 x float>, ptr %conv1_weight_grad.t334_c6_0, align 64
+  %7036 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %7037 = add nsw i64 %7036, 6
+  %7038 = mul nsw i64 %7037, 32
+  %7039 = add nsw i64 514304, %7038
+  %7040 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %7041 = add nsw i64 %7039, %7040
+  %arena2162 = getelementptr inbounds float, ptr %arena, i64 %7041
+  store <16 x float> %t334_c6_02161, ptr %arena2162, align 4
+  %t334_c6_12163 = load <16 x float>, ptr %conv1_weight_grad.t334_c6_1, align 64
+  %7042 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %7043 = add nsw i64 %7042, 6
+  %7044 = mul nsw i64 %7043, 32
+  %7045 = add nsw i64 514304, %7044
+  %7046 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %7047 = add nsw i64 %7045, %7046
+  %7048 = add nsw i64 %7047, 16
+  %arena2164 = getelementptr inbounds float, ptr %arena, i64 %7048
+  store <16 x float> %t334_c6_12163, ptr %arena2164, align 4
+  %t334_c7_02165 = load <16 x float>, ptr %conv1_weight_grad.t334_c7_0, align 64
+  %7049 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %7050 = add nsw i64 %7049, 7
+  %7051 = mul nsw i64 %7050, 32
+  %7052 = add nsw i64 514304, %7051
+  %7053 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %7054 = add nsw i64 %7052, %7053
+  %arena2166 = getelementptr inbounds float, ptr %arena, i64 %7054
+  store <16 x float> %t334_c7_02165, ptr %arena2166, align 4
+  %t334_c7_12167 = load <16 x float>, ptr %conv1_weight_grad.t334_c7_1, align 64
+  %7055 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %7056 = add nsw i64 %7055, 7
+  %7057 = mul nsw i64 %7056, 32
+  %7058 = add nsw i64 514304, %7057
+  %7059 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %7060 = add nsw i64 %7058, %7059
+  %7061 = add nsw i64 %7060, 16
+  %arena2168 = getelementptr inbounds float, ptr %arena, i64 %7061
+  store <16 x float> %t334_c7_12167, ptr %arena2168, align 4
+  %t334_c8_02169 = load <16 x float>, ptr %conv1_weight_grad.t334_c8_0, align 64
+  %7062 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %7063 = add nsw i64 %7062, 8
   %7064 = mul nsw i64 %7063, 32
   %7065 = add nsw i64 514304, %7064
-  %7066 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7066 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
   %7067 = add nsw i64 %7065, %7066
-  %arena2162 = getelementptr inbounds float, ptr %arena, i64 %7067
-  %7068 = load <16 x float>, ptr %arena2162, align 4
-  store <16 x float> %7068, ptr %conv1_weight_grad.t322_c2_0, align 64
-  %7069 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7070 = add nsw i64 %7069, 2
-  %7071 = mul nsw i64 %7070, 32
-  %7072 = add nsw i64 514304, %7071
-  %7073 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7074 = add nsw i64 %7072, %7073
-  %7075 = add nsw i64 %7074, 16
-  %arena2163 = getelementptr inbounds float, ptr %arena, i64 %7075
-  %7076 = load <16 x float>, ptr %arena2163, align 4
-  store <16 x float> %7076, ptr %conv1_weight_grad.t322_c2_1, align 64
-  %7077 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7078 = add nsw i64 %7077, 3
-  %7079 = mul nsw i64 %7078, 32
-  %7080 = add nsw i64 514304, %7079
-  %7081 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7082 = add nsw i64 %7080, %7081
-  %arena2164 = getelementptr inbounds float, ptr %arena, i64 %7082
-  %7083 = load <16 x float>, ptr %arena2164, align 4
-  store <16 x float> %7083, ptr %conv1_weight_grad.t322_c3_0, align 64
-  %7084 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7085 = add nsw i64 %7084, 3
-  %7086 = mul nsw i64 %7085, 32
-  %7087 = add nsw i64 514304, %7086
-  %7088 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7089 = add nsw i64 %7087, %7088
-  %7090 = add nsw i64 %7089, 16
-  %arena2165 = getelementptr inbounds float, ptr %arena, i64 %7090
-  %7091 = load <16 x float>, ptr %arena2165, align 4
-  store <16 x float> %7091, ptr %conv1_weight_grad.t322_c3_1, align 64
-  %7092 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7093 = add nsw i64 %7092, 4
-  %7094 = mul nsw i64 %7093, 32
-  %7095 = add nsw i64 514304, %7094
-  %7096 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7097 = add nsw i64 %7095, %7096
-  %arena2166 = getelementptr inbounds float, ptr %arena, i64 %7097
-  %7098 = load <16 x float>, ptr %arena2166, align 4
-  store <16 x float> %7098, ptr %conv1_weight_grad.t322_c4_0, align 64
-  %7099 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7100 = add nsw i64 %7099, 4
-  %7101 = mul nsw i64 %7100, 32
-  %7102 = add nsw i64 514304, %7101
-  %7103 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7104 = add nsw i64 %7102, %7103
-  %7105 = add nsw i64 %7104, 16
-  %arena2167 = getelementptr inbounds float, ptr %arena, i64 %7105
-  %7106 = load <16 x float>, ptr %arena2167, align 4
-  store <16 x float> %7106, ptr %conv1_weight_grad.t322_c4_1, align 64
-  %7107 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7108 = add nsw i64 %7107, 5
-  %7109 = mul nsw i64 %7108, 32
-  %7110 = add nsw i64 514304, %7109
-  %7111 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7112 = add nsw i64 %7110, %7111
-  %arena2168 = getelementptr inbounds float, ptr %arena, i64 %7112
-  %7113 = load <16 x float>, ptr %arena2168, align 4
-  store <16 x float> %7113, ptr %conv1_weight_grad.t322_c5_0, align 64
-  %7114 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7115 = add nsw i64 %7114, 5
-  %7116 = mul nsw i64 %7115, 32
-  %7117 = add nsw i64 514304, %7116
-  %7118 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7119 = add nsw i64 %7117, %7118
-  %7120 = add nsw i64 %7119, 16
-  %arena2169 = getelementptr inbounds float, ptr %arena, i64 %7120
-  %7121 = load <16 x float>, ptr %arena2169, align 4
-  store <16 x float> %7121, ptr %conv1_weight_grad.t322_c5_1, align 64
-  %7122 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7123 = add nsw i64 %7122, 6
-  %7124 = mul nsw i64 %7123, 32
-  %7125 = add nsw i64 514304, %7124
-  %7126 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7127 = add nsw i64 %7125, %7126
-  %arena2170 = getelementptr inbounds float, ptr %arena, i64 %7127
-  %7128 = load <16 x float>, ptr %arena2170, align 4
-  store <16 x float> %7128, ptr %conv1_weight_grad.t322_c6_0, align 64
-  %7129 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7130 = add nsw i64 %7129, 6
-  %7131 = mul nsw i64 %7130, 32
-  %7132 = add nsw i64 514304, %7131
-  %7133 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7134 = add nsw i64 %7132, %7133
-  %7135 = add nsw i64 %7134, 16
-  %arena2171 = getelementptr inbounds float, ptr %arena, i64 %7135
-  %7136 = load <16 x float>, ptr %arena2171, align 4
-  store <16 x float> %7136, ptr %conv1_weight_grad.t322_c6_1, align 64
-  %7137 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7138 = add nsw i64 %7137, 7
-  %7139 = mul nsw i64 %7138, 32
-  %7140 = add nsw i64 514304, %7139
-  %7141 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7142 = add nsw i64 %7140, %7141
-  %arena2172 = getelementptr inbounds float, ptr %arena, i64 %7142
-  %7143 = load <16 x float>, ptr %arena2172, align 4
-  store <16 x float> %7143, ptr %conv1_weight_grad.t322_c7_0, align 64
-  %7144 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7145 = add nsw i64 %7144, 7
-  %7146 = mul nsw i64 %7145, 32
-  %7147 = add nsw i64 514304, %7146
-  %7148 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7149 = add nsw i64 %7147, %7148
-  %7150 = add nsw i64 %7149, 16
-  %arena2173 = getelementptr inbounds float, ptr %arena, i64 %7150
-  %7151 = load <16 x float>, ptr %arena2173, align 4
-  store <16 x float> %7151, ptr %conv1_weight_grad.t322_c7_1, align 64
-  %7152 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7153 = add nsw i64 %7152, 8
-  %7154 = mul nsw i64 %7153, 32
-  %7155 = add nsw i64 514304, %7154
-  %7156 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7157 = add nsw i64 %7155, %7156
-  %arena2174 = getelementptr inbounds float, ptr %arena, i64 %7157
-  %7158 = load <16 x float>, ptr %arena2174, align 4
-  store <16 x float> %7158, ptr %conv1_weight_grad.t322_c8_0, align 64
-  %7159 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7160 = add nsw i64 %7159, 8
-  %7161 = mul nsw i64 %7160, 32
-  %7162 = add nsw i64 514304, %7161
-  %7163 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7164 = add nsw i64 %7162, %7163
-  %7165 = add nsw i64 %7164, 16
-  %arena2175 = getelementptr inbounds float, ptr %arena, i64 %7165
-  %7166 = load <16 x float>, ptr %arena2175, align 4
-  store <16 x float> %7166, ptr %conv1_weight_grad.t322_c8_1, align 64
-  br label %conv1_weight_grad.k323
+  %arena2170 = getelementptr inbounds float, ptr %arena, i64 %7067
+  store <16 x float> %t334_c8_02169, ptr %arena2170, align 4
+  %t334_c8_12171 = load <16 x float>, ptr %conv1_weight_grad.t334_c8_1, align 64
+  %7068 = mul nsw i64 %conv1_weight_grad.mb3332081, 9
+  %7069 = add nsw i64 %7068, 8
+  %7070 = mul nsw i64 %7069, 32
+  %7071 = add nsw i64 514304, %7070
+  %7072 = mul nsw i64 %conv1_weight_grad.nb3322080, 32
+  %7073 = add nsw i64 %7071, %7072
+  %7074 = add nsw i64 %7073, 16
+  %arena2172 = getelementptr inbounds float, ptr %arena, i64 %7074
+  store <16 x float> %t334_c8_12171, ptr %arena2172, align 4
+  %mb333.next = add nsw i64 %conv1_weight_grad.mb3332081, 1
+  %7075 = icmp slt i64 %mb333.next, 1
+  br i1 %7075, label %conv1_weight_grad.mb333, label %conv1_weight_grad.mb333.end
 
-conv1_weight_grad.mb321.end:                      ; preds = %conv1_weight_grad.k323.end
-  %nb320.next = add nsw i64 %conv1_weight_grad.nb3202156, 1
-  %7167 = icmp slt i64 %nb320.next, 1
-  br i1 %7167, label %conv1_weight_grad.nb320, label %conv1_weight_grad.nb320.end
+conv1_weight_grad.nb336:                          ; preds = %conv1_weight_grad.mb337.end, %conv1_weight_grad.kp331.end
+  %conv1_weight_grad.nb3362173 = phi i64 [ 0, %conv1_weight_grad.kp331.end ], [ %nb336.next, %conv1_weight_grad.mb337.end ]
+  br label %conv1_weight_grad.mb337
 
-conv1_weight_grad.k323:                           ; preds = %conv1_weight_grad.k323, %conv1_weight_grad.mb321
-  %conv1_weight_grad.k3232176 = phi i64 [ 0, %conv1_weight_grad.mb321 ], [ %k323.next, %conv1_weight_grad.k323 ]
-  %7168 = add nsw i64 %conv1_weight_grad.k3232176, 12192
-  %7169 = mul nsw i64 %7168, 32
-  %7170 = add nsw i64 112896, %7169
-  %7171 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7172 = add nsw i64 %7170, %7171
-  %arena2177 = getelementptr inbounds float, ptr %arena, i64 %7172
-  %7173 = load <16 x float>, ptr %arena2177, align 4
-  store <16 x float> %7173, ptr %conv1_weight_grad.t322_b0, align 64
-  %7174 = add nsw i64 %conv1_weight_grad.k3232176, 12192
-  %7175 = mul nsw i64 %7174, 32
-  %7176 = add nsw i64 112896, %7175
-  %7177 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7178 = add nsw i64 %7176, %7177
-  %7179 = add nsw i64 %7178, 16
-  %arena2178 = getelementptr inbounds float, ptr %arena, i64 %7179
-  %7180 = load <16 x float>, ptr %arena2178, align 4
-  store <16 x float> %7180, ptr %conv1_weight_grad.t322_b1, align 64
-  %7181 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7182 = mul nsw i64 %7181, 12544
-  %7183 = add nsw i64 %conv1_weight_grad.k3232176, 12192
-  %7184 = add nsw i64 %7182, %7183
-  %arena2179 = getelementptr inbounds float, ptr %arena, i64 %7184
-  %7185 = load float, ptr %arena2179, align 4
-  %7186 = insertelement <16 x float> undef, float %7185, i32 0
-  %7187 = shufflevector <16 x float> %7186, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7187, ptr %conv1_weight_grad.t322_a0, align 64
-  %t322_a0 = load <16 x float>, ptr %conv1_weight_grad.t322_a0, align 64
-  %t322_b0 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
-  %t322_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c0_0, align 64
-  %7188 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a0, <16 x float> %t322_b0, <16 x float> %t322_c0_0)
-  store <16 x float> %7188, ptr %conv1_weight_grad.t322_c0_0, align 64
-  %t322_a02180 = load <16 x float>, ptr %conv1_weight_grad.t322_a0, align 64
-  %t322_b1 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
-  %t322_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c0_1, align 64
-  %7189 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a02180, <16 x float> %t322_b1, <16 x float> %t322_c0_1)
-  store <16 x float> %7189, ptr %conv1_weight_grad.t322_c0_1, align 64
-  %7190 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7191 = add nsw i64 %7190, 1
-  %7192 = mul nsw i64 %7191, 12544
-  %7193 = add nsw i64 %conv1_weight_grad.k3232176, 12192
-  %7194 = add nsw i64 %7192, %7193
-  %arena2181 = getelementptr inbounds float, ptr %arena, i64 %7194
-  %7195 = load float, ptr %arena2181, align 4
-  %7196 = insertelement <16 x float> undef, float %7195, i32 0
-  %7197 = shufflevector <16 x float> %7196, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7197, ptr %conv1_weight_grad.t322_a1, align 64
-  %t322_a1 = load <16 x float>, ptr %conv1_weight_grad.t322_a1, align 64
-  %t322_b02182 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
-  %t322_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c1_0, align 64
-  %7198 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a1, <16 x float> %t322_b02182, <16 x float> %t322_c1_0)
-  store <16 x float> %7198, ptr %conv1_weight_grad.t322_c1_0, align 64
-  %t322_a12183 = load <16 x float>, ptr %conv1_weight_grad.t322_a1, align 64
-  %t322_b12184 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
-  %t322_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c1_1, align 64
-  %7199 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a12183, <16 x float> %t322_b12184, <16 x float> %t322_c1_1)
-  store <16 x float> %7199, ptr %conv1_weight_grad.t322_c1_1, align 64
-  %7200 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7201 = add nsw i64 %7200, 2
-  %7202 = mul nsw i64 %7201, 12544
-  %7203 = add nsw i64 %conv1_weight_grad.k3232176, 12192
-  %7204 = add nsw i64 %7202, %7203
-  %arena2185 = getelementptr inbounds float, ptr %arena, i64 %7204
-  %7205 = load float, ptr %arena2185, align 4
-  %7206 = insertelement <16 x float> undef, float %7205, i32 0
-  %7207 = shufflevector <16 x float> %7206, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7207, ptr %conv1_weight_grad.t322_a2, align 64
-  %t322_a2 = load <16 x float>, ptr %conv1_weight_grad.t322_a2, align 64
-  %t322_b02186 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
-  %t322_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c2_0, align 64
-  %7208 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a2, <16 x float> %t322_b02186, <16 x float> %t322_c2_0)
-  store <16 x float> %7208, ptr %conv1_weight_grad.t322_c2_0, align 64
-  %t322_a22187 = load <16 x float>, ptr %conv1_weight_grad.t322_a2, align 64
-  %t322_b12188 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
-  %t322_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c2_1, align 64
-  %7209 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a22187, <16 x float> %t322_b12188, <16 x float> %t322_c2_1)
-  store <16 x float> %7209, ptr %conv1_weight_grad.t322_c2_1, align 64
-  %7210 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7211 = add nsw i64 %7210, 3
-  %7212 = mul nsw i64 %7211, 12544
-  %7213 = add nsw i64 %conv1_weight_grad.k3232176, 12192
-  %7214 = add nsw i64 %7212, %7213
-  %arena2189 = getelementptr inbounds float, ptr %arena, i64 %7214
-  %7215 = load float, ptr %arena2189, align 4
-  %7216 = insertelement <16 x float> undef, float %7215, i32 0
-  %7217 = shufflevector <16 x float> %7216, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7217, ptr %conv1_weight_grad.t322_a3, align 64
-  %t322_a3 = load <16 x float>, ptr %conv1_weight_grad.t322_a3, align 64
-  %t322_b02190 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
-  %t322_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c3_0, align 64
-  %7218 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a3, <16 x float> %t322_b02190, <16 x float> %t322_c3_0)
-  store <16 x float> %7218, ptr %conv1_weight_grad.t322_c3_0, align 64
-  %t322_a32191 = load <16 x float>, ptr %conv1_weight_grad.t322_a3, align 64
-  %t322_b12192 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
-  %t322_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c3_1, align 64
-  %7219 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a32191, <16 x float> %t322_b12192, <16 x float> %t322_c3_1)
-  store <16 x float> %7219, ptr %conv1_weight_grad.t322_c3_1, align 64
-  %7220 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7221 = add nsw i64 %7220, 4
-  %7222 = mul nsw i64 %7221, 12544
-  %7223 = add nsw i64 %conv1_weight_grad.k3232176, 12192
-  %7224 = add nsw i64 %7222, %7223
-  %arena2193 = getelementptr inbounds float, ptr %arena, i64 %7224
-  %7225 = load float, ptr %arena2193, align 4
-  %7226 = insertelement <16 x float> undef, float %7225, i32 0
-  %7227 = shufflevector <16 x float> %7226, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7227, ptr %conv1_weight_grad.t322_a4, align 64
-  %t322_a4 = load <16 x float>, ptr %conv1_weight_grad.t322_a4, align 64
-  %t322_b02194 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
-  %t322_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c4_0, align 64
-  %7228 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a4, <16 x float> %t322_b02194, <16 x float> %t322_c4_0)
-  store <16 x float> %7228, ptr %conv1_weight_grad.t322_c4_0, align 64
-  %t322_a42195 = load <16 x float>, ptr %conv1_weight_grad.t322_a4, align 64
-  %t322_b12196 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
-  %t322_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c4_1, align 64
-  %7229 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a42195, <16 x float> %t322_b12196, <16 x float> %t322_c4_1)
-  store <16 x float> %7229, ptr %conv1_weight_grad.t322_c4_1, align 64
-  %7230 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7231 = add nsw i64 %7230, 5
-  %7232 = mul nsw i64 %7231, 12544
-  %7233 = add nsw i64 %conv1_weight_grad.k3232176, 12192
-  %7234 = add nsw i64 %7232, %7233
-  %arena2197 = getelementptr inbounds float, ptr %arena, i64 %7234
-  %7235 = load float, ptr %arena2197, align 4
-  %7236 = insertelement <16 x float> undef, float %7235, i32 0
-  %7237 = shufflevector <16 x float> %7236, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7237, ptr %conv1_weight_grad.t322_a5, align 64
-  %t322_a5 = load <16 x float>, ptr %conv1_weight_grad.t322_a5, align 64
-  %t322_b02198 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
-  %t322_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c5_0, align 64
-  %7238 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a5, <16 x float> %t322_b02198, <16 x float> %t322_c5_0)
-  store <16 x float> %7238, ptr %conv1_weight_grad.t322_c5_0, align 64
-  %t322_a52199 = load <16 x float>, ptr %conv1_weight_grad.t322_a5, align 64
-  %t322_b12200 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
-  %t322_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c5_1, align 64
-  %7239 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a52199, <16 x float> %t322_b12200, <16 x float> %t322_c5_1)
-  store <16 x float> %7239, ptr %conv1_weight_grad.t322_c5_1, align 64
-  %7240 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7241 = add nsw i64 %7240, 6
-  %7242 = mul nsw i64 %7241, 12544
-  %7243 = add nsw i64 %conv1_weight_grad.k3232176, 12192
-  %7244 = add nsw i64 %7242, %7243
-  %arena2201 = getelementptr inbounds float, ptr %arena, i64 %7244
-  %7245 = load float, ptr %arena2201, align 4
-  %7246 = insertelement <16 x float> undef, float %7245, i32 0
-  %7247 = shufflevector <16 x float> %7246, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7247, ptr %conv1_weight_grad.t322_a6, align 64
-  %t322_a6 = load <16 x float>, ptr %conv1_weight_grad.t322_a6, align 64
-  %t322_b02202 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
-  %t322_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c6_0, align 64
-  %7248 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a6, <16 x float> %t322_b02202, <16 x float> %t322_c6_0)
-  store <16 x float> %7248, ptr %conv1_weight_grad.t322_c6_0, align 64
-  %t322_a62203 = load <16 x float>, ptr %conv1_weight_grad.t322_a6, align 64
-  %t322_b12204 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
-  %t322_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c6_1, align 64
-  %7249 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a62203, <16 x float> %t322_b12204, <16 x float> %t322_c6_1)
-  store <16 x float> %7249, ptr %conv1_weight_grad.t322_c6_1, align 64
-  %7250 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7251 = add nsw i64 %7250, 7
-  %7252 = mul nsw i64 %7251, 12544
-  %7253 = add nsw i64 %conv1_weight_grad.k3232176, 12192
-  %7254 = add nsw i64 %7252, %7253
-  %arena2205 = getelementptr inbounds float, ptr %arena, i64 %7254
-  %7255 = load float, ptr %arena2205, align 4
-  %7256 = insertelement <16 x float> undef, float %7255, i32 0
-  %7257 = shufflevector <16 x float> %7256, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7257, ptr %conv1_weight_grad.t322_a7, align 64
-  %t322_a7 = load <16 x float>, ptr %conv1_weight_grad.t322_a7, align 64
-  %t322_b02206 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
-  %t322_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c7_0, align 64
-  %7258 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a7, <16 x float> %t322_b02206, <16 x float> %t322_c7_0)
-  store <16 x float> %7258, ptr %conv1_weight_grad.t322_c7_0, align 64
-  %t322_a72207 = load <16 x float>, ptr %conv1_weight_grad.t322_a7, align 64
-  %t322_b12208 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
-  %t322_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c7_1, align 64
-  %7259 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a72207, <16 x float> %t322_b12208, <16 x float> %t322_c7_1)
-  store <16 x float> %7259, ptr %conv1_weight_grad.t322_c7_1, align 64
-  %7260 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7261 = add nsw i64 %7260, 8
-  %7262 = mul nsw i64 %7261, 12544
-  %7263 = add nsw i64 %conv1_weight_grad.k3232176, 12192
-  %7264 = add nsw i64 %7262, %7263
-  %arena2209 = getelementptr inbounds float, ptr %arena, i64 %7264
-  %7265 = load float, ptr %arena2209, align 4
-  %7266 = insertelement <16 x float> undef, float %7265, i32 0
-  %7267 = shufflevector <16 x float> %7266, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7267, ptr %conv1_weight_grad.t322_a8, align 64
-  %t322_a8 = load <16 x float>, ptr %conv1_weight_grad.t322_a8, align 64
-  %t322_b02210 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
-  %t322_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c8_0, align 64
-  %7268 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a8, <16 x float> %t322_b02210, <16 x float> %t322_c8_0)
-  store <16 x float> %7268, ptr %conv1_weight_grad.t322_c8_0, align 64
-  %t322_a82211 = load <16 x float>, ptr %conv1_weight_grad.t322_a8, align 64
-  %t322_b12212 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
-  %t322_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c8_1, align 64
-  %7269 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a82211, <16 x float> %t322_b12212, <16 x float> %t322_c8_1)
-  store <16 x float> %7269, ptr %conv1_weight_grad.t322_c8_1, align 64
-  %k323.next = add nsw i64 %conv1_weight_grad.k3232176, 1
-  %7270 = icmp slt i64 %k323.next, 352
-  br i1 %7270, label %conv1_weight_grad.k323, label %conv1_weight_grad.k323.end
+conv1_weight_grad.nb336.end:                      ; preds = %conv1_weight_grad.mb337.end
+  %g313.next = add nsw i64 %conv1_weight_grad.g3132017, 1
+  %7076 = icmp slt i64 %g313.next, 4
+  br i1 %7076, label %conv1_weight_grad.g313, label %conv1_weight_grad.g313.end
 
-conv1_weight_grad.k323.end:                       ; preds = %conv1_weight_grad.k323
-  %t322_c0_02213 = load <16 x float>, ptr %conv1_weight_grad.t322_c0_0, align 64
-  %7271 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7272 = mul nsw i64 %7271, 32
-  %7273 = add nsw i64 514304, %7272
-  %7274 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7275 = add nsw i64 %7273, %7274
-  %arena2214 = getelementptr inbounds float, ptr %arena, i64 %7275
-  store <16 x float> %t322_c0_02213, ptr %arena2214, align 4
-  %t322_c0_12215 = load <16 x float>, ptr %conv1_weight_grad.t322_c0_1, align 64
-  %7276 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7277 = mul nsw i64 %7276, 32
-  %7278 = add nsw i64 514304, %7277
-  %7279 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7280 = add nsw i64 %7278, %7279
-  %7281 = add nsw i64 %7280, 16
-  %arena2216 = getelementptr inbounds float, ptr %arena, i64 %7281
-  store <16 x float> %t322_c0_12215, ptr %arena2216, align 4
-  %t322_c1_02217 = load <16 x float>, ptr %conv1_weight_grad.t322_c1_0, align 64
-  %7282 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7283 = add nsw i64 %7282, 1
-  %7284 = mul nsw i64 %7283, 32
-  %7285 = add nsw i64 514304, %7284
-  %7286 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+conv1_weight_grad.mb337:                          ; preds = %conv1_weight_grad.k339.end, %conv1_weight_grad.nb336
+  %conv1_weight_grad.mb3372174 = phi i64 [ 0, %conv1_weight_grad.nb336 ], [ %mb337.next, %conv1_weight_grad.k339.end ]
+  %7077 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7078 = mul nsw i64 %7077, 32
+  %7079 = add nsw i64 514304, %7078
+  %7080 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7081 = add nsw i64 %7079, %7080
+  %arena2175 = getelementptr inbounds float, ptr %arena, i64 %7081
+  %7082 = load <16 x float>, ptr %arena2175, align 4
+  store <16 x float> %7082, ptr %conv1_weight_grad.t338_c0_0, align 64
+  %7083 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7084 = mul nsw i64 %7083, 32
+  %7085 = add nsw i64 514304, %7084
+  %7086 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7087 = add nsw i64 %7085, %7086
+  %7088 = add nsw i64 %7087, 16
+  %arena2176 = getelementptr inbounds float, ptr %arena, i64 %7088
+  %7089 = load <16 x float>, ptr %arena2176, align 4
+  store <16 x float> %7089, ptr %conv1_weight_grad.t338_c0_1, align 64
+  %7090 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7091 = add nsw i64 %7090, 1
+  %7092 = mul nsw i64 %7091, 32
+  %7093 = add nsw i64 514304, %7092
+  %7094 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7095 = add nsw i64 %7093, %7094
+  %arena2177 = getelementptr inbounds float, ptr %arena, i64 %7095
+  %7096 = load <16 x float>, ptr %arena2177, align 4
+  store <16 x float> %7096, ptr %conv1_weight_grad.t338_c1_0, align 64
+  %7097 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7098 = add nsw i64 %7097, 1
+  %7099 = mul nsw i64 %7098, 32
+  %7100 = add nsw i64 514304, %7099
+  %7101 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7102 = add nsw i64 %7100, %7101
+  %7103 = add nsw i64 %7102, 16
+  %arena2178 = getelementptr inbounds float, ptr %arena, i64 %7103
+  %7104 = load <16 x float>, ptr %arena2178, align 4
+  store <16 x float> %7104, ptr %conv1_weight_grad.t338_c1_1, align 64
+  %7105 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7106 = add nsw i64 %7105, 2
+  %7107 = mul nsw i64 %7106, 32
+  %7108 = add nsw i64 514304, %7107
+  %7109 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7110 = add nsw i64 %7108, %7109
+  %arena2179 = getelementptr inbounds float, ptr %arena, i64 %7110
+  %7111 = load <16 x float>, ptr %arena2179, align 4
+  store <16 x float> %7111, ptr %conv1_weight_grad.t338_c2_0, align 64
+  %7112 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7113 = add nsw i64 %7112, 2
+  %7114 = mul nsw i64 %7113, 32
+  %7115 = add nsw i64 514304, %7114
+  %7116 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7117 = add nsw i64 %7115, %7116
+  %7118 = add nsw i64 %7117, 16
+  %arena2180 = getelementptr inbounds float, ptr %arena, i64 %7118
+  %7119 = load <16 x float>, ptr %arena2180, align 4
+  store <16 x float> %7119, ptr %conv1_weight_grad.t338_c2_1, align 64
+  %7120 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7121 = add nsw i64 %7120, 3
+  %7122 = mul nsw i64 %7121, 32
+  %7123 = add nsw i64 514304, %7122
+  %7124 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7125 = add nsw i64 %7123, %7124
+  %arena2181 = getelementptr inbounds float, ptr %arena, i64 %7125
+  %7126 = load <16 x float>, ptr %arena2181, align 4
+  store <16 x float> %7126, ptr %conv1_weight_grad.t338_c3_0, align 64
+  %7127 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7128 = add nsw i64 %7127, 3
+  %7129 = mul nsw i64 %7128, 32
+  %7130 = add nsw i64 514304, %7129
+  %7131 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7132 = add nsw i64 %7130, %7131
+  %7133 = add nsw i64 %7132, 16
+  %arena2182 = getelementptr inbounds float, ptr %arena, i64 %7133
+  %7134 = load <16 x float>, ptr %arena2182, align 4
+  store <16 x float> %7134, ptr %conv1_weight_grad.t338_c3_1, align 64
+  %7135 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7136 = add nsw i64 %7135, 4
+  %7137 = mul nsw i64 %7136, 32
+  %7138 = add nsw i64 514304, %7137
+  %7139 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7140 = add nsw i64 %7138, %7139
+  %arena2183 = getelementptr inbounds float, ptr %arena, i64 %7140
+  %7141 = load <16 x float>, ptr %arena2183, align 4
+  store <16 x float> %7141, ptr %conv1_weight_grad.t338_c4_0, align 64
+  %7142 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7143 = add nsw i64 %7142, 4
+  %7144 = mul nsw i64 %7143, 32
+  %7145 = add nsw i64 514304, %7144
+  %7146 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7147 = add nsw i64 %7145, %7146
+  %7148 = add nsw i64 %7147, 16
+  %arena2184 = getelementptr inbounds float, ptr %arena, i64 %7148
+  %7149 = load <16 x float>, ptr %arena2184, align 4
+  store <16 x float> %7149, ptr %conv1_weight_grad.t338_c4_1, align 64
+  %7150 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7151 = add nsw i64 %7150, 5
+  %7152 = mul nsw i64 %7151, 32
+  %7153 = add nsw i64 514304, %7152
+  %7154 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7155 = add nsw i64 %7153, %7154
+  %arena2185 = getelementptr inbounds float, ptr %arena, i64 %7155
+  %7156 = load <16 x float>, ptr %arena2185, align 4
+  store <16 x float> %7156, ptr %conv1_weight_grad.t338_c5_0, align 64
+  %7157 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7158 = add nsw i64 %7157, 5
+  %7159 = mul nsw i64 %7158, 32
+  %7160 = add nsw i64 514304, %7159
+  %7161 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7162 = add nsw i64 %7160, %7161
+  %7163 = add nsw i64 %7162, 16
+  %arena2186 = getelementptr inbounds float, ptr %arena, i64 %7163
+  %7164 = load <16 x float>, ptr %arena2186, align 4
+  store <16 x float> %7164, ptr %conv1_weight_grad.t338_c5_1, align 64
+  %7165 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7166 = add nsw i64 %7165, 6
+  %7167 = mul nsw i64 %7166, 32
+  %7168 = add nsw i64 514304, %7167
+  %7169 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7170 = add nsw i64 %7168, %7169
+  %arena2187 = getelementptr inbounds float, ptr %arena, i64 %7170
+  %7171 = load <16 x float>, ptr %arena2187, align 4
+  store <16 x float> %7171, ptr %conv1_weight_grad.t338_c6_0, align 64
+  %7172 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7173 = add nsw i64 %7172, 6
+  %7174 = mul nsw i64 %7173, 32
+  %7175 = add nsw i64 514304, %7174
+  %7176 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7177 = add nsw i64 %7175, %7176
+  %7178 = add nsw i64 %7177, 16
+  %arena2188 = getelementptr inbounds float, ptr %arena, i64 %7178
+  %7179 = load <16 x float>, ptr %arena2188, align 4
+  store <16 x float> %7179, ptr %conv1_weight_grad.t338_c6_1, align 64
+  %7180 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7181 = add nsw i64 %7180, 7
+  %7182 = mul nsw i64 %7181, 32
+  %7183 = add nsw i64 514304, %7182
+  %7184 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7185 = add nsw i64 %7183, %7184
+  %arena2189 = getelementptr inbounds float, ptr %arena, i64 %7185
+  %7186 = load <16 x float>, ptr %arena2189, align 4
+  store <16 x float> %7186, ptr %conv1_weight_grad.t338_c7_0, align 64
+  %7187 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7188 = add nsw i64 %7187, 7
+  %7189 = mul nsw i64 %7188, 32
+  %7190 = add nsw i64 514304, %7189
+  %7191 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7192 = add nsw i64 %7190, %7191
+  %7193 = add nsw i64 %7192, 16
+  %arena2190 = getelementptr inbounds float, ptr %arena, i64 %7193
+  %7194 = load <16 x float>, ptr %arena2190, align 4
+  store <16 x float> %7194, ptr %conv1_weight_grad.t338_c7_1, align 64
+  %7195 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7196 = add nsw i64 %7195, 8
+  %7197 = mul nsw i64 %7196, 32
+  %7198 = add nsw i64 514304, %7197
+  %7199 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7200 = add nsw i64 %7198, %7199
+  %arena2191 = getelementptr inbounds float, ptr %arena, i64 %7200
+  %7201 = load <16 x float>, ptr %arena2191, align 4
+  store <16 x float> %7201, ptr %conv1_weight_grad.t338_c8_0, align 64
+  %7202 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7203 = add nsw i64 %7202, 8
+  %7204 = mul nsw i64 %7203, 32
+  %7205 = add nsw i64 514304, %7204
+  %7206 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7207 = add nsw i64 %7205, %7206
+  %7208 = add nsw i64 %7207, 16
+  %arena2192 = getelementptr inbounds float, ptr %arena, i64 %7208
+  %7209 = load <16 x float>, ptr %arena2192, align 4
+  store <16 x float> %7209, ptr %conv1_weight_grad.t338_c8_1, align 64
+  br label %conv1_weight_grad.k339
+
+conv1_weight_grad.mb337.end:                      ; preds = %conv1_weight_grad.k339.end
+  %nb336.next = add nsw i64 %conv1_weight_grad.nb3362173, 1
+  %7210 = icmp slt i64 %nb336.next, 1
+  br i1 %7210, label %conv1_weight_grad.nb336, label %conv1_weight_grad.nb336.end
+
+conv1_weight_grad.k339:                           ; preds = %conv1_weight_grad.k339, %conv1_weight_grad.mb337
+  %conv1_weight_grad.k3392193 = phi i64 [ 0, %conv1_weight_grad.mb337 ], [ %k339.next, %conv1_weight_grad.k339 ]
+  %7211 = add nsw i64 %conv1_weight_grad.k3392193, 12192
+  %7212 = mul nsw i64 %7211, 32
+  %7213 = add nsw i64 112896, %7212
+  %7214 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7215 = add nsw i64 %7213, %7214
+  %arena2194 = getelementptr inbounds float, ptr %arena, i64 %7215
+  %7216 = load <16 x float>, ptr %arena2194, align 4
+  store <16 x float> %7216, ptr %conv1_weight_grad.t338_b0, align 64
+  %7217 = add nsw i64 %conv1_weight_grad.k3392193, 12192
+  %7218 = mul nsw i64 %7217, 32
+  %7219 = add nsw i64 112896, %7218
+  %7220 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7221 = add nsw i64 %7219, %7220
+  %7222 = add nsw i64 %7221, 16
+  %arena2195 = getelementptr inbounds float, ptr %arena, i64 %7222
+  %7223 = load <16 x float>, ptr %arena2195, align 4
+  store <16 x float> %7223, ptr %conv1_weight_grad.t338_b1, align 64
+  %7224 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7225 = mul nsw i64 %7224, 12544
+  %7226 = add nsw i64 %conv1_weight_grad.k3392193, 12192
+  %7227 = add nsw i64 %7225, %7226
+  %arena2196 = getelementptr inbounds float, ptr %arena, i64 %7227
+  %7228 = load float, ptr %arena2196, align 4
+  %7229 = insertelement <16 x float> undef, float %7228, i32 0
+  %7230 = shufflevector <16 x float> %7229, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7230, ptr %conv1_weight_grad.t338_a0, align 64
+  %t338_a0 = load <16 x float>, ptr %conv1_weight_grad.t338_a0, align 64
+  %t338_b0 = load <16 x float>, ptr %conv1_weight_grad.t338_b0, align 64
+  %t338_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t338_c0_0, align 64
+  %7231 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a0, <16 x float> %t338_b0, <16 x float> %t338_c0_0)
+  store <16 x float> %7231, ptr %conv1_weight_grad.t338_c0_0, align 64
+  %t338_a02197 = load <16 x float>, ptr %conv1_weight_grad.t338_a0, align 64
+  %t338_b1 = load <16 x float>, ptr %conv1_weight_grad.t338_b1, align 64
+  %t338_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t338_c0_1, align 64
+  %7232 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a02197, <16 x float> %t338_b1, <16 x float> %t338_c0_1)
+  store <16 x float> %7232, ptr %conv1_weight_grad.t338_c0_1, align 64
+  %7233 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7234 = add nsw i64 %7233, 1
+  %7235 = mul nsw i64 %7234, 12544
+  %7236 = add nsw i64 %conv1_weight_grad.k3392193, 12192
+  %7237 = add nsw i64 %7235, %7236
+  %arena2198 = getelementptr inbounds float, ptr %arena, i64 %7237
+  %7238 = load float, ptr %arena2198, align 4
+  %7239 = insertelement <16 x float> undef, float %7238, i32 0
+  %7240 = shufflevector <16 x float> %7239, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7240, ptr %conv1_weight_grad.t338_a1, align 64
+  %t338_a1 = load <16 x float>, ptr %conv1_weight_grad.t338_a1, align 64
+  %t338_b02199 = load <16 x float>, ptr %conv1_weight_grad.t338_b0, align 64
+  %t338_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t338_c1_0, align 64
+  %7241 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a1, <16 x float> %t338_b02199, <16 x float> %t338_c1_0)
+  store <16 x float> %7241, ptr %conv1_weight_grad.t338_c1_0, align 64
+  %t338_a12200 = load <16 x float>, ptr %conv1_weight_grad.t338_a1, align 64
+  %t338_b12201 = load <16 x float>, ptr %conv1_weight_grad.t338_b1, align 64
+  %t338_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t338_c1_1, align 64
+  %7242 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a12200, <16 x float> %t338_b12201, <16 x float> %t338_c1_1)
+  store <16 x float> %7242, ptr %conv1_weight_grad.t338_c1_1, align 64
+  %7243 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7244 = add nsw i64 %7243, 2
+  %7245 = mul nsw i64 %7244, 12544
+  %7246 = add nsw i64 %conv1_weight_grad.k3392193, 12192
+  %7247 = add nsw i64 %7245, %7246
+  %arena2202 = getelementptr inbounds float, ptr %arena, i64 %7247
+  %7248 = load float, ptr %arena2202, align 4
+  %7249 = insertelement <16 x float> undef, float %7248, i32 0
+  %7250 = shufflevector <16 x float> %7249, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7250, ptr %conv1_weight_grad.t338_a2, align 64
+  %t338_a2 = load <16 x float>, ptr %conv1_weight_grad.t338_a2, align 64
+  %t338_b02203 = load <16 x float>, ptr %conv1_weight_grad.t338_b0, align 64
+  %t338_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t338_c2_0, align 64
+  %7251 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a2, <16 x float> %t338_b02203, <16 x float> %t338_c2_0)
+  store <16 x float> %7251, ptr %conv1_weight_grad.t338_c2_0, align 64
+  %t338_a22204 = load <16 x float>, ptr %conv1_weight_grad.t338_a2, align 64
+  %t338_b12205 = load <16 x float>, ptr %conv1_weight_grad.t338_b1, align 64
+  %t338_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t338_c2_1, align 64
+  %7252 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a22204, <16 x float> %t338_b12205, <16 x float> %t338_c2_1)
+  store <16 x float> %7252, ptr %conv1_weight_grad.t338_c2_1, align 64
+  %7253 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7254 = add nsw i64 %7253, 3
+  %7255 = mul nsw i64 %7254, 12544
+  %7256 = add nsw i64 %conv1_weight_grad.k3392193, 12192
+  %7257 = add nsw i64 %7255, %7256
+  %arena2206 = getelementptr inbounds float, ptr %arena, i64 %7257
+  %7258 = load float, ptr %arena2206, align 4
+  %7259 = insertelement <16 x float> undef, float %7258, i32 0
+  %7260 = shufflevector <16 x float> %7259, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7260, ptr %conv1_weight_grad.t338_a3, align 64
+  %t338_a3 = load <16 x float>, ptr %conv1_weight_grad.t338_a3, align 64
+  %t338_b02207 = load <16 x float>, ptr %conv1_weight_grad.t338_b0, align 64
+  %t338_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t338_c3_0, align 64
+  %7261 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a3, <16 x float> %t338_b02207, <16 x float> %t338_c3_0)
+  store <16 x float> %7261, ptr %conv1_weight_grad.t338_c3_0, align 64
+  %t338_a32208 = load <16 x float>, ptr %conv1_weight_grad.t338_a3, align 64
+  %t338_b12209 = load <16 x float>, ptr %conv1_weight_grad.t338_b1, align 64
+  %t338_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t338_c3_1, align 64
+  %7262 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a32208, <16 x float> %t338_b12209, <16 x float> %t338_c3_1)
+  store <16 x float> %7262, ptr %conv1_weight_grad.t338_c3_1, align 64
+  %7263 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7264 = add nsw i64 %7263, 4
+  %7265 = mul nsw i64 %7264, 12544
+  %7266 = add nsw i64 %conv1_weight_grad.k3392193, 12192
+  %7267 = add nsw i64 %7265, %7266
+  %arena2210 = getelementptr inbounds float, ptr %arena, i64 %7267
+  %7268 = load float, ptr %arena2210, align 4
+  %7269 = insertelement <16 x float> undef, float %7268, i32 0
+  %7270 = shufflevector <16 x float> %7269, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7270, ptr %conv1_weight_grad.t338_a4, align 64
+  %t338_a4 = load <16 x float>, ptr %conv1_weight_grad.t338_a4, align 64
+  %t338_b02211 = load <16 x float>, ptr %conv1_weight_grad.t338_b0, align 64
+  %t338_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t338_c4_0, align 64
+  %7271 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a4, <16 x float> %t338_b02211, <16 x float> %t338_c4_0)
+  store <16 x float> %7271, ptr %conv1_weight_grad.t338_c4_0, align 64
+  %t338_a42212 = load <16 x float>, ptr %conv1_weight_grad.t338_a4, align 64
+  %t338_b12213 = load <16 x float>, ptr %conv1_weight_grad.t338_b1, align 64
+  %t338_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t338_c4_1, align 64
+  %7272 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a42212, <16 x float> %t338_b12213, <16 x float> %t338_c4_1)
+  store <16 x float> %7272, ptr %conv1_weight_grad.t338_c4_1, align 64
+  %7273 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7274 = add nsw i64 %7273, 5
+  %7275 = mul nsw i64 %7274, 12544
+  %7276 = add nsw i64 %conv1_weight_grad.k3392193, 12192
+  %7277 = add nsw i64 %7275, %7276
+  %arena2214 = getelementptr inbounds float, ptr %arena, i64 %7277
+  %7278 = load float, ptr %arena2214, align 4
+  %7279 = insertelement <16 x float> undef, float %7278, i32 0
+  %7280 = shufflevector <16 x float> %7279, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7280, ptr %conv1_weight_grad.t338_a5, align 64
+  %t338_a5 = load <16 x float>, ptr %conv1_weight_grad.t338_a5, align 64
+  %t338_b02215 = load <16 x float>, ptr %conv1_weight_grad.t338_b0, align 64
+  %t338_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t338_c5_0, align 64
+  %7281 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a5, <16 x float> %t338_b02215, <16 x float> %t338_c5_0)
+  store <16 x float> %7281, ptr %conv1_weight_grad.t338_c5_0, align 64
+  %t338_a52216 = load <16 x float>, ptr %conv1_weight_grad.t338_a5, align 64
+  %t338_b12217 = load <16 x float>, ptr %conv1_weight_grad.t338_b1, align 64
+  %t338_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t338_c5_1, align 64
+  %7282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a52216, <16 x float> %t338_b12217, <16 x float> %t338_c5_1)
+  store <16 x float> %7282, ptr %conv1_weight_grad.t338_c5_1, align 64
+  %7283 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7284 = add nsw i64 %7283, 6
+  %7285 = mul nsw i64 %7284, 12544
+  %7286 = add nsw i64 %conv1_weight_grad.k3392193, 12192
   %7287 = add nsw i64 %7285, %7286
   %arena2218 = getelementptr inbounds float, ptr %arena, i64 %7287
-  store <16 x float> %t322_c1_02217, ptr %arena2218, align 4
-  %t322_c1_12219 = load <16 x float>, ptr %conv1_weight_grad.t322_c1_1, align 64
-  %7288 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7289 = add nsw i64 %7288, 1
-  %7290 = mul nsw i64 %7289, 32
-  %7291 = add nsw i64 514304, %7290
-  %7292 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7293 = add nsw i64 %7291, %7292
-  %7294 = add nsw i64 %7293, 16
-  %arena2220 = getelementptr inbounds float, ptr %arena, i64 %7294
-  store <16 x float> %t322_c1_12219, ptr %arena2220, align 4
-  %t322_c2_02221 = load <16 x float>, ptr %conv1_weight_grad.t322_c2_0, align 64
-  %7295 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7296 = add nsw i64 %7295, 2
-  %7297 = mul nsw i64 %7296, 32
-  %7298 = add nsw i64 514304, %7297
-  %7299 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7300 = add nsw i64 %7298, %7299
-  %arena2222 = getelementptr inbounds float, ptr %arena, i64 %7300
-  store <16 x float> %t322_c2_02221, ptr %arena2222, align 4
-  %t322_c2_12223 = load <16 x float>, ptr %conv1_weight_grad.t322_c2_1, align 64
-  %7301 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7302 = add nsw i64 %7301, 2
-  %7303 = mul nsw i64 %7302, 32
-  %7304 = add nsw i64 514304, %7303
-  %7305 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7306 = add nsw i64 %7304, %7305
-  %7307 = add nsw i64 %7306, 16
-  %arena2224 = getelementptr inbounds float, ptr %arena, i64 %7307
-  store <16 x float> %t322_c2_12223, ptr %arena2224, align 4
-  %t322_c3_02225 = load <16 x float>, ptr %conv1_weight_grad.t322_c3_0, align 64
-  %7308 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7309 = add nsw i64 %7308, 3
-  %7310 = mul nsw i64 %7309, 32
-  %7311 = add nsw i64 514304, %7310
-  %7312 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7313 = add nsw i64 %7311, %7312
-  %arena2226 = getelementptr inbounds float, ptr %arena, i64 %7313
-  store <16 x float> %t322_c3_02225, ptr %arena2226, align 4
-  %t322_c3_12227 = load <16 x float>, ptr %conv1_weight_grad.t322_c3_1, align 64
-  %7314 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7315 = add nsw i64 %7314, 3
-  %7316 = mul nsw i64 %7315, 32
-  %7317 = add nsw i64 514304, %7316
-  %7318 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7319 = add nsw i64 %7317, %7318
-  %7320 = add nsw i64 %7319, 16
-  %arena2228 = getelementptr inbounds float, ptr %arena, i64 %7320
-  store <16 x float> %t322_c3_12227, ptr %arena2228, align 4
-  %t322_c4_02229 = load <16 x float>, ptr %conv1_weight_grad.t322_c4_0, align 64
-  %7321 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7322 = add nsw i64 %7321, 4
-  %7323 = mul nsw i64 %7322, 32
-  %7324 = add nsw i64 514304, %7323
-  %7325 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7326 = add nsw i64 %7324, %7325
-  %arena2230 = getelementptr inbounds float, ptr %arena, i64 %7326
-  store <16 x float> %t322_c4_02229, ptr %arena2230, align 4
-  %t322_c4_12231 = load <16 x float>, ptr %conv1_weight_grad.t322_c4_1, align 64
-  %7327 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7328 = add nsw i64 %7327, 4
-  %7329 = mul nsw i64 %7328, 32
-  %7330 = add nsw i64 514304, %7329
-  %7331 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7332 = add nsw i64 %7330, %7331
-  %7333 = add nsw i64 %7332, 16
-  %arena2232 = getelementptr inbounds float, ptr %arena, i64 %7333
-  store <16 x float> %t322_c4_12231, ptr %arena2232, align 4
-  %t322_c5_02233 = load <16 x float>, ptr %conv1_weight_grad.t322_c5_0, align 64
-  %7334 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7335 = add nsw i64 %7334, 5
-  %7336 = mul nsw i64 %7335, 32
-  %7337 = add nsw i64 514304, %7336
-  %7338 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7339 = add nsw i64 %7337, %7338
-  %arena2234 = getelementptr inbounds float, ptr %arena, i64 %7339
-  store <16 x float> %t322_c5_02233, ptr %arena2234, align 4
-  %t322_c5_12235 = load <16 x float>, ptr %conv1_weight_grad.t322_c5_1, align 64
-  %7340 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7341 = add nsw i64 %7340, 5
-  %7342 = mul nsw i64 %7341, 32
-  %7343 = add nsw i64 514304, %7342
-  %7344 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7345 = add nsw i64 %7343, %7344
-  %7346 = add nsw i64 %7345, 16
-  %arena2236 = getelementptr inbounds float, ptr %arena, i64 %7346
-  store <16 x float> %t322_c5_12235, ptr %arena2236, align 4
-  %t322_c6_02237 = load <16 x float>, ptr %conv1_weight_grad.t322_c6_0, align 64
-  %7347 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7348 = add nsw i64 %7347, 6
-  %7349 = mul nsw i64 %7348, 32
-  %7350 = add nsw i64 514304, %7349
-  %7351 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7352 = add nsw i64 %7350, %7351
-  %arena2238 = getelementptr inbounds float, ptr %arena, i64 %7352
-  store <16 x float> %t322_c6_02237, ptr %arena2238, align 4
-  %t322_c6_12239 = load <16 x float>, ptr %conv1_weight_grad.t322_c6_1, align 64
-  %7353 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7354 = add nsw i64 %7353, 6
-  %7355 = mul nsw i64 %7354, 32
-  %7356 = add nsw i64 514304, %7355
-  %7357 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7358 = add nsw i64 %7356, %7357
-  %7359 = add nsw i64 %7358, 16
-  %arena2240 = getelementptr inbounds float, ptr %arena, i64 %7359
-  store <16 x float> %t322_c6_12239, ptr %arena2240, align 4
-  %t322_c7_02241 = load <16 x float>, ptr %conv1_weight_grad.t322_c7_0, align 64
-  %7360 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7361 = add nsw i64 %7360, 7
-  %7362 = mul nsw i64 %7361, 32
-  %7363 = add nsw i64 514304, %7362
-  %7364 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7365 = add nsw i64 %7363, %7364
-  %arena2242 = getelementptr inbounds float, ptr %arena, i64 %7365
-  store <16 x float> %t322_c7_02241, ptr %arena2242, align 4
-  %t322_c7_12243 = load <16 x float>, ptr %conv1_weight_grad.t322_c7_1, align 64
-  %7366 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7367 = add nsw i64 %7366, 7
-  %7368 = mul nsw i64 %7367, 32
-  %7369 = add nsw i64 514304, %7368
-  %7370 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7371 = add nsw i64 %7369, %7370
-  %7372 = add nsw i64 %7371, 16
-  %arena2244 = getelementptr inbounds float, ptr %arena, i64 %7372
-  store <16 x float> %t322_c7_12243, ptr %arena2244, align 4
-  %t322_c8_02245 = load <16 x float>, ptr %conv1_weight_grad.t322_c8_0, align 64
-  %7373 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7374 = add nsw i64 %7373, 8
-  %7375 = mul nsw i64 %7374, 32
-  %7376 = add nsw i64 514304, %7375
-  %7377 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7378 = add nsw i64 %7376, %7377
-  %arena2246 = getelementptr inbounds float, ptr %arena, i64 %7378
-  store <16 x float> %t322_c8_02245, ptr %arena2246, align 4
-  %t322_c8_12247 = load <16 x float>, ptr %conv1_weight_grad.t322_c8_1, align 64
-  %7379 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
-  %7380 = add nsw i64 %7379, 8
-  %7381 = mul nsw i64 %7380, 32
-  %7382 = add nsw i64 514304, %7381
-  %7383 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
-  %7384 = add nsw i64 %7382, %7383
-  %7385 = add nsw i64 %7384, 16
-  %arena2248 = getelementptr inbounds float, ptr %arena, i64 %7385
-  store <16 x float> %t322_c8_12247, ptr %arena2248, align 4
-  %mb321.next = add nsw i64 %conv1_weight_grad.mb3212157, 1
-  %7386 = icmp slt i64 %mb321.next, 1
-  br i1 %7386, label %conv1_weight_grad.mb321, label %conv1_weight_grad.mb321.end
+  %7288 = load float, ptr %arena2218, align 4
+  %7289 = insertelement <16 x float> undef, float %7288, i32 0
+  %7290 = shufflevector <16 x float> %7289, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7290, ptr %conv1_weight_grad.t338_a6, align 64
+  %t338_a6 = load <16 x float>, ptr %conv1_weight_grad.t338_a6, align 64
+  %t338_b02219 = load <16 x float>, ptr %conv1_weight_grad.t338_b0, align 64
+  %t338_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t338_c6_0, align 64
+  %7291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a6, <16 x float> %t338_b02219, <16 x float> %t338_c6_0)
+  store <16 x float> %7291, ptr %conv1_weight_grad.t338_c6_0, align 64
+  %t338_a62220 = load <16 x float>, ptr %conv1_weight_grad.t338_a6, align 64
+  %t338_b12221 = load <16 x float>, ptr %conv1_weight_grad.t338_b1, align 64
+  %t338_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t338_c6_1, align 64
+  %7292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a62220, <16 x float> %t338_b12221, <16 x float> %t338_c6_1)
+  store <16 x float> %7292, ptr %conv1_weight_grad.t338_c6_1, align 64
+  %7293 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7294 = add nsw i64 %7293, 7
+  %7295 = mul nsw i64 %7294, 12544
+  %7296 = add nsw i64 %conv1_weight_grad.k3392193, 12192
+  %7297 = add nsw i64 %7295, %7296
+  %arena2222 = getelementptr inbounds float, ptr %arena, i64 %7297
+  %7298 = load float, ptr %arena2222, align 4
+  %7299 = insertelement <16 x float> undef, float %7298, i32 0
+  %7300 = shufflevector <16 x float> %7299, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7300, ptr %conv1_weight_grad.t338_a7, align 64
+  %t338_a7 = load <16 x float>, ptr %conv1_weight_grad.t338_a7, align 64
+  %t338_b02223 = load <16 x float>, ptr %conv1_weight_grad.t338_b0, align 64
+  %t338_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t338_c7_0, align 64
+  %7301 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a7, <16 x float> %t338_b02223, <16 x float> %t338_c7_0)
+  store <16 x float> %7301, ptr %conv1_weight_grad.t338_c7_0, align 64
+  %t338_a72224 = load <16 x float>, ptr %conv1_weight_grad.t338_a7, align 64
+  %t338_b12225 = load <16 x float>, ptr %conv1_weight_grad.t338_b1, align 64
+  %t338_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t338_c7_1, align 64
+  %7302 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a72224, <16 x float> %t338_b12225, <16 x float> %t338_c7_1)
+  store <16 x float> %7302, ptr %conv1_weight_grad.t338_c7_1, align 64
+  %7303 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7304 = add nsw i64 %7303, 8
+  %7305 = mul nsw i64 %7304, 12544
+  %7306 = add nsw i64 %conv1_weight_grad.k3392193, 12192
+  %7307 = add nsw i64 %7305, %7306
+  %arena2226 = getelementptr inbounds float, ptr %arena, i64 %7307
+  %7308 = load float, ptr %arena2226, align 4
+  %7309 = insertelement <16 x float> undef, float %7308, i32 0
+  %7310 = shufflevector <16 x float> %7309, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7310, ptr %conv1_weight_grad.t338_a8, align 64
+  %t338_a8 = load <16 x float>, ptr %conv1_weight_grad.t338_a8, align 64
+  %t338_b02227 = load <16 x float>, ptr %conv1_weight_grad.t338_b0, align 64
+  %t338_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t338_c8_0, align 64
+  %7311 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a8, <16 x float> %t338_b02227, <16 x float> %t338_c8_0)
+  store <16 x float> %7311, ptr %conv1_weight_grad.t338_c8_0, align 64
+  %t338_a82228 = load <16 x float>, ptr %conv1_weight_grad.t338_a8, align 64
+  %t338_b12229 = load <16 x float>, ptr %conv1_weight_grad.t338_b1, align 64
+  %t338_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t338_c8_1, align 64
+  %7312 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t338_a82228, <16 x float> %t338_b12229, <16 x float> %t338_c8_1)
+  store <16 x float> %7312, ptr %conv1_weight_grad.t338_c8_1, align 64
+  %k339.next = add nsw i64 %conv1_weight_grad.k3392193, 1
+  %7313 = icmp slt i64 %k339.next, 352
+  br i1 %7313, label %conv1_weight_grad.k339, label %conv1_weight_grad.k339.end
 
-conv1_weight_grad.f324:                           ; preds = %conv1_weight_grad.r325.end, %conv1_weight_grad.g297.end
-  %conv1_weight_grad.f3242249 = phi i64 [ 0, %conv1_weight_grad.g297.end ], [ %f324.next, %conv1_weight_grad.r325.end ]
-  br label %conv1_weight_grad.r325
+conv1_weight_grad.k339.end:                       ; preds = %conv1_weight_grad.k339
+  %t338_c0_02230 = load <16 x float>, ptr %conv1_weight_grad.t338_c0_0, align 64
+  %7314 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7315 = mul nsw i64 %7314, 32
+  %7316 = add nsw i64 514304, %7315
+  %7317 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7318 = add nsw i64 %7316, %7317
+  %arena2231 = getelementptr inbounds float, ptr %arena, i64 %7318
+  store <16 x float> %t338_c0_02230, ptr %arena2231, align 4
+  %t338_c0_12232 = load <16 x float>, ptr %conv1_weight_grad.t338_c0_1, align 64
+  %7319 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7320 = mul nsw i64 %7319, 32
+  %7321 = add nsw i64 514304, %7320
+  %7322 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7323 = add nsw i64 %7321, %7322
+  %7324 = add nsw i64 %7323, 16
+  %arena2233 = getelementptr inbounds float, ptr %arena, i64 %7324
+  store <16 x float> %t338_c0_12232, ptr %arena2233, align 4
+  %t338_c1_02234 = load <16 x float>, ptr %conv1_weight_grad.t338_c1_0, align 64
+  %7325 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7326 = add nsw i64 %7325, 1
+  %7327 = mul nsw i64 %7326, 32
+  %7328 = add nsw i64 514304, %7327
+  %7329 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7330 = add nsw i64 %7328, %7329
+  %arena2235 = getelementptr inbounds float, ptr %arena, i64 %7330
+  store <16 x float> %t338_c1_02234, ptr %arena2235, align 4
+  %t338_c1_12236 = load <16 x float>, ptr %conv1_weight_grad.t338_c1_1, align 64
+  %7331 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7332 = add nsw i64 %7331, 1
+  %7333 = mul nsw i64 %7332, 32
+  %7334 = add nsw i64 514304, %7333
+  %7335 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7336 = add nsw i64 %7334, %7335
+  %7337 = add nsw i64 %7336, 16
+  %arena2237 = getelementptr inbounds float, ptr %arena, i64 %7337
+  store <16 x float> %t338_c1_12236, ptr %arena2237, align 4
+  %t338_c2_02238 = load <16 x float>, ptr %conv1_weight_grad.t338_c2_0, align 64
+  %7338 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7339 = add nsw i64 %7338, 2
+  %7340 = mul nsw i64 %7339, 32
+  %7341 = add nsw i64 514304, %7340
+  %7342 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7343 = add nsw i64 %7341, %7342
+  %arena2239 = getelementptr inbounds float, ptr %arena, i64 %7343
+  store <16 x float> %t338_c2_02238, ptr %arena2239, align 4
+  %t338_c2_12240 = load <16 x float>, ptr %conv1_weight_grad.t338_c2_1, align 64
+  %7344 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7345 = add nsw i64 %7344, 2
+  %7346 = mul nsw i64 %7345, 32
+  %7347 = add nsw i64 514304, %7346
+  %7348 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7349 = add nsw i64 %7347, %7348
+  %7350 = add nsw i64 %7349, 16
+  %arena2241 = getelementptr inbounds float, ptr %arena, i64 %7350
+  store <16 x float> %t338_c2_12240, ptr %arena2241, align 4
+  %t338_c3_02242 = load <16 x float>, ptr %conv1_weight_grad.t338_c3_0, align 64
+  %7351 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7352 = add nsw i64 %7351, 3
+  %7353 = mul nsw i64 %7352, 32
+  %7354 = add nsw i64 514304, %7353
+  %7355 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7356 = add nsw i64 %7354, %7355
+  %arena2243 = getelementptr inbounds float, ptr %arena, i64 %7356
+  store <16 x float> %t338_c3_02242, ptr %arena2243, align 4
+  %t338_c3_12244 = load <16 x float>, ptr %conv1_weight_grad.t338_c3_1, align 64
+  %7357 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7358 = add nsw i64 %7357, 3
+  %7359 = mul nsw i64 %7358, 32
+  %7360 = add nsw i64 514304, %7359
+  %7361 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7362 = add nsw i64 %7360, %7361
+  %7363 = add nsw i64 %7362, 16
+  %arena2245 = getelementptr inbounds float, ptr %arena, i64 %7363
+  store <16 x float> %t338_c3_12244, ptr %arena2245, align 4
+  %t338_c4_02246 = load <16 x float>, ptr %conv1_weight_grad.t338_c4_0, align 64
+  %7364 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7365 = add nsw i64 %7364, 4
+  %7366 = mul nsw i64 %7365, 32
+  %7367 = add nsw i64 514304, %7366
+  %7368 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7369 = add nsw i64 %7367, %7368
+  %arena2247 = getelementptr inbounds float, ptr %arena, i64 %7369
+  store <16 x float> %t338_c4_02246, ptr %arena2247, align 4
+  %t338_c4_12248 = load <16 x float>, ptr %conv1_weight_grad.t338_c4_1, align 64
+  %7370 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7371 = add nsw i64 %7370, 4
+  %7372 = mul nsw i64 %7371, 32
+  %7373 = add nsw i64 514304, %7372
+  %7374 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7375 = add nsw i64 %7373, %7374
+  %7376 = add nsw i64 %7375, 16
+  %arena2249 = getelementptr inbounds float, ptr %arena, i64 %7376
+  store <16 x float> %t338_c4_12248, ptr %arena2249, align 4
+  %t338_c5_02250 = load <16 x float>, ptr %conv1_weight_grad.t338_c5_0, align 64
+  %7377 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7378 = add nsw i64 %7377, 5
+  %7379 = mul nsw i64 %7378, 32
+  %7380 = add nsw i64 514304, %7379
+  %7381 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7382 = add nsw i64 %7380, %7381
+  %arena2251 = getelementptr inbounds float, ptr %arena, i64 %7382
+  store <16 x float> %t338_c5_02250, ptr %arena2251, align 4
+  %t338_c5_12252 = load <16 x float>, ptr %conv1_weight_grad.t338_c5_1, align 64
+  %7383 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7384 = add nsw i64 %7383, 5
+  %7385 = mul nsw i64 %7384, 32
+  %7386 = add nsw i64 514304, %7385
+  %7387 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7388 = add nsw i64 %7386, %7387
+  %7389 = add nsw i64 %7388, 16
+  %arena2253 = getelementptr inbounds float, ptr %arena, i64 %7389
+  store <16 x float> %t338_c5_12252, ptr %arena2253, align 4
+  %t338_c6_02254 = load <16 x float>, ptr %conv1_weight_grad.t338_c6_0, align 64
+  %7390 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7391 = add nsw i64 %7390, 6
+  %7392 = mul nsw i64 %7391, 32
+  %7393 = add nsw i64 514304, %7392
+  %7394 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7395 = add nsw i64 %7393, %7394
+  %arena2255 = getelementptr inbounds float, ptr %arena, i64 %7395
+  store <16 x float> %t338_c6_02254, ptr %arena2255, align 4
+  %t338_c6_12256 = load <16 x float>, ptr %conv1_weight_grad.t338_c6_1, align 64
+  %7396 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7397 = add nsw i64 %7396, 6
+  %7398 = mul nsw i64 %7397, 32
+  %7399 = add nsw i64 514304, %7398
+  %7400 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7401 = add nsw i64 %7399, %7400
+  %7402 = add nsw i64 %7401, 16
+  %arena2257 = getelementptr inbounds float, ptr %arena, i64 %7402
+  store <16 x float> %t338_c6_12256, ptr %arena2257, align 4
+  %t338_c7_02258 = load <16 x float>, ptr %conv1_weight_grad.t338_c7_0, align 64
+  %7403 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7404 = add nsw i64 %7403, 7
+  %7405 = mul nsw i64 %7404, 32
+  %7406 = add nsw i64 514304, %7405
+  %7407 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7408 = add nsw i64 %7406, %7407
+  %arena2259 = getelementptr inbounds float, ptr %arena, i64 %7408
+  store <16 x float> %t338_c7_02258, ptr %arena2259, align 4
+  %t338_c7_12260 = load <16 x float>, ptr %conv1_weight_grad.t338_c7_1, align 64
+  %7409 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7410 = add nsw i64 %7409, 7
+  %7411 = mul nsw i64 %7410, 32
+  %7412 = add nsw i64 514304, %7411
+  %7413 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7414 = add nsw i64 %7412, %7413
+  %7415 = add nsw i64 %7414, 16
+  %arena2261 = getelementptr inbounds float, ptr %arena, i64 %7415
+  store <16 x float> %t338_c7_12260, ptr %arena2261, align 4
+  %t338_c8_02262 = load <16 x float>, ptr %conv1_weight_grad.t338_c8_0, align 64
+  %7416 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7417 = add nsw i64 %7416, 8
+  %7418 = mul nsw i64 %7417, 32
+  %7419 = add nsw i64 514304, %7418
+  %7420 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7421 = add nsw i64 %7419, %7420
+  %arena2263 = getelementptr inbounds float, ptr %arena, i64 %7421
+  store <16 x float> %t338_c8_02262, ptr %arena2263, align 4
+  %t338_c8_12264 = load <16 x float>, ptr %conv1_weight_grad.t338_c8_1, align 64
+  %7422 = mul nsw i64 %conv1_weight_grad.mb3372174, 9
+  %7423 = add nsw i64 %7422, 8
+  %7424 = mul nsw i64 %7423, 32
+  %7425 = add nsw i64 514304, %7424
+  %7426 = mul nsw i64 %conv1_weight_grad.nb3362173, 32
+  %7427 = add nsw i64 %7425, %7426
+  %7428 = add nsw i64 %7427, 16
+  %arena2265 = getelementptr inbounds float, ptr %arena, i64 %7428
+  store <16 x float> %t338_c8_12264, ptr %arena2265, align 4
+  %mb337.next = add nsw i64 %conv1_weight_grad.mb3372174, 1
+  %7429 = icmp slt i64 %mb337.next, 1
+  br i1 %7429, label %conv1_weight_grad.mb337, label %conv1_weight_grad.mb337.end
 
-conv1_weight_grad.f324.end:                       ; preds = %conv1_weight_grad.r325.end
-  br label %conv1_bias_grad.i326
+conv1_weight_grad.f340:                           ; preds = %conv1_weight_grad.r341.end, %conv1_weight_grad.g313.end
+  %conv1_weight_grad.f3402266 = phi i64 [ 0, %conv1_weight_grad.g313.end ], [ %f340.next, %conv1_weight_grad.r341.end ]
+  br label %conv1_weight_grad.r341
 
-conv1_weight_grad.r325:                           ; preds = %conv1_weight_grad.r325, %conv1_weight_grad.f324
-  %conv1_weight_grad.r3252250 = phi i64 [ 0, %conv1_weight_grad.f324 ], [ %r325.next, %conv1_weight_grad.r325 ]
-  %7387 = mul nsw i64 %conv1_weight_grad.r3252250, 32
-  %7388 = add nsw i64 514304, %7387
-  %7389 = add nsw i64 %7388, %conv1_weight_grad.f3242249
-  %arena2251 = getelementptr inbounds float, ptr %arena, i64 %7389
-  %7390 = load float, ptr %arena2251, align 4
-  %7391 = mul nsw i64 %conv1_weight_grad.f3242249, 9
-  %7392 = add nsw i64 %7391, %conv1_weight_grad.r3252250
-  %grads2252 = getelementptr inbounds float, ptr %grads, i64 %7392
-  store float %7390, ptr %grads2252, align 4
-  %r325.next = add nsw i64 %conv1_weight_grad.r3252250, 1
-  %7393 = icmp slt i64 %r325.next, 9
-  br i1 %7393, label %conv1_weight_grad.r325, label %conv1_weight_grad.r325.end
+conv1_weight_grad.f340.end:                       ; preds = %conv1_weight_grad.r341.end
+  br label %conv1_bias_grad.f342
 
-conv1_weight_grad.r325.end:                       ; preds = %conv1_weight_grad.r325
-  %f324.next = add nsw i64 %conv1_weight_grad.f3242249, 1
-  %7394 = icmp slt i64 %f324.next, 32
-  br i1 %7394, label %conv1_weight_grad.f324, label %conv1_weight_grad.f324.end
+conv1_weight_grad.r341:                           ; preds = %conv1_weight_grad.r341, %conv1_weight_grad.f340
+  %conv1_weight_grad.r3412267 = phi i64 [ 0, %conv1_weight_grad.f340 ], [ %r341.next, %conv1_weight_grad.r341 ]
+  %7430 = mul nsw i64 %conv1_weight_grad.r3412267, 32
+  %7431 = add nsw i64 514304, %7430
+  %7432 = add nsw i64 %7431, %conv1_weight_grad.f3402266
+  %arena2268 = getelementptr inbounds float, ptr %arena, i64 %7432
+  %7433 = load float, ptr %arena2268, align 4
+  %7434 = mul nsw i64 %conv1_weight_grad.f3402266, 9
+  %7435 = add nsw i64 %7434, %conv1_weight_grad.r3412267
+  %grads2269 = getelementptr inbounds float, ptr %grads, i64 %7435
+  store float %7433, ptr %grads2269, align 4
+  %r341.next = add nsw i64 %conv1_weight_grad.r3412267, 1
+  %7436 = icmp slt i64 %r341.next, 9
+  br i1 %7436, label %conv1_weight_grad.r341, label %conv1_weight_grad.r341.end
 
-conv1_bias_grad.i326:                             ; preds = %conv1_bias_grad.i326, %conv1_weight_grad.f324.end
-  %conv1_bias_grad.i3262253 = phi i64 [ 0, %conv1_weight_grad.f324.end ], [ %i326.next, %conv1_bias_grad.i326 ]
-  %arena2254 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i3262253
-  store float 1.000000e+00, ptr %arena2254, align 4
-  %i326.next = add nsw i64 %conv1_bias_grad.i3262253, 1
-  %7395 = icmp slt i64 %i326.next, 784
-  br i1 %7395, label %conv1_bias_grad.i326, label %conv1_bias_grad.i326.end
+conv1_weight_grad.r341.end:                       ; preds = %conv1_weight_grad.r341
+  %f340.next = add nsw i64 %conv1_weight_grad.f3402266, 1
+  %7437 = icmp slt i64 %f340.next, 32
+  br i1 %7437, label %conv1_weight_grad.f340, label %conv1_weight_grad.f340.end
 
-conv1_bias_grad.i326.end:                         ; preds = %conv1_bias_grad.i326
-  br label %conv1_bias_grad.i327
+conv1_bias_grad.f342:                             ; preds = %conv1_bias_grad.img344.end, %conv1_weight_grad.f340.end
+  %conv1_bias_grad.f3422270 = phi i64 [ 0, %conv1_weight_grad.f340.end ], [ %f342.next, %conv1_bias_grad.img344.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc343, align 64
+  br label %conv1_bias_grad.img344
 
-conv1_bias_grad.i327:                             ; preds = %conv1_bias_grad.i327, %conv1_bias_grad.i326.end
-  %conv1_bias_grad.i3272255 = phi i64 [ 0, %conv1_bias_grad.i326.end ], [ %i327.next, %conv1_bias_grad.i327 ]
-  %7396 = add nsw i64 288, %conv1_bias_grad.i3272255
-  %grads2256 = getelementptr inbounds float, ptr %grads, i64 %7396
-  store float 0.000000e+00, ptr %grads2256, align 4
-  %i327.next = add nsw i64 %conv1_bias_grad.i3272255, 1
-  %7397 = icmp slt i64 %i327.next, 32
-  br i1 %7397, label %conv1_bias_grad.i327, label %conv1_bias_grad.i327.end
+conv1_bias_grad.f342.end:                         ; preds = %conv1_bias_grad.img344.end
+  %7438 = sitofp i64 %step to float
+  %7439 = fmul float %7438, 0xBFBAF8E8A0000000
+  %7440 = call float @llvm.exp.f32(float %7439)
+  %7441 = fsub float 1.000000e+00, %7440
+  %7442 = fdiv float %lr, %7441
+  store float %7442, ptr %adam.step_size361, align 4
+  %7443 = sitofp i64 %step to float
+  %7444 = fmul float %7443, 0xBF50645940000000
+  %7445 = call float @llvm.exp.f32(float %7444)
+  %7446 = fsub float 1.000000e+00, %7445
+  %7447 = call float @llvm.sqrt.f32(float %7446)
+  store float %7447, ptr %adam.bc2_sqrt362, align 4
+  br label %adam.i363
 
-conv1_bias_grad.i327.end:                         ; preds = %conv1_bias_grad.i327
-  br label %conv1_bias_grad.img328
+conv1_bias_grad.img344:                           ; preds = %conv1_bias_grad.i345.end, %conv1_bias_grad.f342
+  %conv1_bias_grad.img3442271 = phi i64 [ 0, %conv1_bias_grad.f342 ], [ %img344.next, %conv1_bias_grad.i345.end ]
+  br label %conv1_bias_grad.i345
 
-conv1_bias_grad.img328:                           ; preds = %conv1_bias_grad.img328, %conv1_bias_grad.i327.end
-  %conv1_bias_grad.img3282257 = phi i64 [ 0, %conv1_bias_grad.i327.end ], [ %img328.next, %conv1_bias_grad.img328 ]
-  %7398 = mul nsw i64 %conv1_bias_grad.img3282257, 25088
-  %7399 = add nsw i64 1221264, %7398
-  %arena2258 = getelementptr inbounds float, ptr %arena, i64 %7399
-  %arena2259 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads2260 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena2258, i32 784, ptr %arena2259, i32 1, float 1.000000e+00, ptr %grads2260, i32 1)
-  %img328.next = add nsw i64 %conv1_bias_grad.img3282257, 1
-  %7400 = icmp slt i64 %img328.next, 64
-  br i1 %7400, label %conv1_bias_grad.img328, label %conv1_bias_grad.img328.end
+conv1_bias_grad.img344.end:                       ; preds = %conv1_bias_grad.i345.end
+  %acc3432274 = load <16 x float>, ptr %conv1_bias_grad.acc343, align 64
+  %arena2275 = getelementptr inbounds float, ptr %arena, i64 0
+  store <16 x float> %acc3432274, ptr %arena2275, align 4
+  %arena2276 = getelementptr inbounds float, ptr %arena, i64 0
+  %7448 = load float, ptr %arena2276, align 4
+  %arena2277 = getelementptr inbounds float, ptr %arena, i64 1
+  %7449 = load float, ptr %arena2277, align 4
+  %7450 = fadd float %7448, %7449
+  store float %7450, ptr %conv1_bias_grad.sum346, align 4
+  %sum346 = load float, ptr %conv1_bias_grad.sum346, align 4
+  %arena2278 = getelementptr inbounds float, ptr %arena, i64 2
+  %7451 = load float, ptr %arena2278, align 4
+  %7452 = fadd float %sum346, %7451
+  store float %7452, ptr %conv1_bias_grad.sum347, align 4
+  %sum347 = load float, ptr %conv1_bias_grad.sum347, align 4
+  %arena2279 = getelementptr inbounds float, ptr %arena, i64 3
+  %7453 = load float, ptr %arena2279, align 4
+  %7454 = fadd float %sum347, %7453
+  store float %7454, ptr %conv1_bias_grad.sum348, align 4
+  %sum348 = load float, ptr %conv1_bias_grad.sum348, align 4
+  %arena2280 = getelementptr inbounds float, ptr %arena, i64 4
+  %7455 = load float, ptr %arena2280, align 4
+  %7456 = fadd float %sum348, %7455
+  store float %7456, ptr %conv1_bias_grad.sum349, align 4
+  %sum349 = load float, ptr %conv1_bias_grad.sum349, align 4
+  %arena2281 = getelementptr inbounds float, ptr %arena, i64 5
+  %7457 = load float, ptr %arena2281, align 4
+  %7458 = fadd float %sum349, %7457
+  store float %7458, ptr %conv1_bias_grad.sum350, align 4
+  %sum350 = load float, ptr %conv1_bias_grad.sum350, align 4
+  %arena2282 = getelementptr inbounds float, ptr %arena, i64 6
+  %7459 = load float, ptr %arena2282, align 4
+  %7460 = fadd float %sum350, %7459
+  store float %7460, ptr %conv1_bias_grad.sum351, align 4
+  %sum351 = load float, ptr %conv1_bias_grad.sum351, align 4
+  %arena2283 = getelementptr inbounds float, ptr %arena, i64 7
+  %7461 = load float, ptr %arena2283, align 4
+  %7462 = fadd float %sum351, %7461
+  store float %7462, ptr %conv1_bias_grad.sum352, align 4
+  %sum352 = load float, ptr %conv1_bias_grad.sum352, align 4
+  %arena2284 = getelementptr inbounds float, ptr %arena, i64 8
+  %7463 = load float, ptr %arena2284, align 4
+  %7464 = fadd float %sum352, %7463
+  store float %7464, ptr %conv1_bias_grad.sum353, align 4
+  %sum353 = load float, ptr %conv1_bias_grad.sum353, align 4
+  %arena2285 = getelementptr inbounds float, ptr %arena, i64 9
+  %7465 = load float, ptr %arena2285, align 4
+  %7466 = fadd float %sum353, %7465
+  store float %7466, ptr %conv1_bias_grad.sum354, align 4
+  %sum354 = load float, ptr %conv1_bias_grad.sum354, align 4
+  %arena2286 = getelementptr inbounds float, ptr %arena, i64 10
+  %7467 = load float, ptr %arena2286, align 4
+  %7468 = fadd float %sum354, %7467
+  store float %7468, ptr %conv1_bias_grad.sum355, align 4
+  %sum355 = load float, ptr %conv1_bias_grad.sum355, align 4
+  %arena2287 = getelementptr inbounds float, ptr %arena, i64 11
+  %7469 = load float, ptr %arena2287, align 4
+  %7470 = fadd float %sum355, %7469
+  store float %7470, ptr %conv1_bias_grad.sum356, align 4
+  %sum356 = load float, ptr %conv1_bias_grad.sum356, align 4
+  %arena2288 = getelementptr inbounds float, ptr %arena, i64 12
+  %7471 = load float, ptr %arena2288, align 4
+  %7472 = fadd float %sum356, %7471
+  store float %7472, ptr %conv1_bias_grad.sum357, align 4
+  %sum357 = load float, ptr %conv1_bias_grad.sum357, align 4
+  %arena2289 = getelementptr inbounds float, ptr %arena, i64 13
+  %7473 = load float, ptr %arena2289, align 4
+  %7474 = fadd float %sum357, %7473
+  store float %7474, ptr %conv1_bias_grad.sum358, align 4
+  %sum358 = load float, ptr %conv1_bias_grad.sum358, align 4
+  %arena2290 = getelementptr inbounds float, ptr %arena, i64 14
+  %7475 = load float, ptr %arena2290, align 4
+  %7476 = fadd float %sum358, %7475
+  store float %7476, ptr %conv1_bias_grad.sum359, align 4
+  %sum359 = load float, ptr %conv1_bias_grad.sum359, align 4
+  %arena2291 = getelementptr inbounds float, ptr %arena, i64 15
+  %7477 = load float, ptr %arena2291, align 4
+  %7478 = fadd float %sum359, %7477
+  store float %7478, ptr %conv1_bias_grad.sum360, align 4
+  %sum360 = load float, ptr %conv1_bias_grad.sum360, align 4
+  %7479 = add nsw i64 288, %conv1_bias_grad.f3422270
+  %grads2292 = getelementptr inbounds float, ptr %grads, i64 %7479
+  store float %sum360, ptr %grads2292, align 4
+  %f342.next = add nsw i64 %conv1_bias_grad.f3422270, 1
+  %7480 = icmp slt i64 %f342.next, 32
+  br i1 %7480, label %conv1_bias_grad.f342, label %conv1_bias_grad.f342.end
 
-conv1_bias_grad.img328.end:                       ; preds = %conv1_bias_grad.img328
-  %7401 = sitofp i64 %step to float
-  %7402 = fmul float %7401, 0xBFBAF8E8A0000000
-  %7403 = call float @llvm.exp.f32(float %7402)
-  %7404 = fsub float 1.000000e+00, %7403
-  %7405 = fdiv float %lr, %7404
-  store float %7405, ptr %adam.step_size329, align 4
-  %7406 = sitofp i64 %step to float
-  %7407 = fmul float %7406, 0xBF50645940000000
-  %7408 = call float @llvm.exp.f32(float %7407)
-  %7409 = fsub float 1.000000e+00, %7408
-  %7410 = call float @llvm.sqrt.f32(float %7409)
-  store float %7410, ptr %adam.bc2_sqrt330, align 4
-  br label %adam.i331
+conv1_bias_grad.i345:                             ; preds = %conv1_bias_grad.i345, %conv1_bias_grad.img344
+  %conv1_bias_grad.i3452272 = phi i64 [ 0, %conv1_bias_grad.img344 ], [ %i345.next, %conv1_bias_grad.i345 ]
+  %7481 = mul nsw i64 %conv1_bias_grad.img3442271, 25088
+  %7482 = add nsw i64 1221264, %7481
+  %7483 = mul nsw i64 %conv1_bias_grad.f3422270, 784
+  %7484 = add nsw i64 %7482, %7483
+  %7485 = mul nsw i64 %conv1_bias_grad.i3452272, 16
+  %7486 = add nsw i64 %7484, %7485
+  %arena2273 = getelementptr inbounds float, ptr %arena, i64 %7486
+  %7487 = load <16 x float>, ptr %arena2273, align 4
+  %acc343 = load <16 x float>, ptr %conv1_bias_grad.acc343, align 64
+  %7488 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %7487, <16 x float> %acc343)
+  store <16 x float> %7488, ptr %conv1_bias_grad.acc343, align 64
+  %i345.next = add nsw i64 %conv1_bias_grad.i3452272, 1
+  %7489 = icmp slt i64 %i345.next, 49
+  br i1 %7489, label %conv1_bias_grad.i345, label %conv1_bias_grad.i345.end
 
-adam.i331:                                        ; preds = %adam.i331, %conv1_bias_grad.img328.end
-  %adam.i3312261 = phi i64 [ 0, %conv1_bias_grad.img328.end ], [ %i331.next, %adam.i331 ]
-  %grads2262 = getelementptr inbounds float, ptr %grads, i64 %adam.i3312261
-  %7411 = load float, ptr %grads2262, align 4
-  %params2263 = getelementptr inbounds float, ptr %params, i64 %adam.i3312261
-  %7412 = load float, ptr %params2263, align 4
-  %7413 = fmul float 0.000000e+00, %7412
-  %7414 = fadd float %7411, %7413
-  store float %7414, ptr %adam.g, align 4
-  %m2264 = getelementptr inbounds float, ptr %m, i64 %adam.i3312261
-  %7415 = load float, ptr %m2264, align 4
-  %7416 = fmul float 0x3FECCCCCC0000000, %7415
+conv1_bias_grad.i345.end:                         ; preds = %conv1_bias_grad.i345
+  %img344.next = add nsw i64 %conv1_bias_grad.img3442271, 1
+  %7490 = icmp slt i64 %img344.next, 64
+  br i1 %7490, label %conv1_bias_grad.img344, label %conv1_bias_grad.img344.end
+
+adam.i363:                                        ; preds = %adam.i363, %conv1_bias_grad.f342.end
+  %adam.i3632293 = phi i64 [ 0, %conv1_bias_grad.f342.end ], [ %i363.next, %adam.i363 ]
+  %grads2294 = getelementptr inbounds float, ptr %grads, i64 %adam.i3632293
+  %7491 = load float, ptr %grads2294, align 4
+  %params2295 = getelementptr inbounds float, ptr %params, i64 %adam.i3632293
+  %7492 = load float, ptr %params2295, align 4
+  %7493 = fmul float 0.000000e+00, %7492
+  %7494 = fadd float %7491, %7493
+  store float %7494, ptr %adam.g, align 4
+  %m2296 = getelementptr inbounds float, ptr %m, i64 %adam.i3632293
+  %7495 = load float, ptr %m2296, align 4
+  %7496 = fmul float 0x3FECCCCCC0000000, %7495
   %g = load float, ptr %adam.g, align 4
-  %7417 = fmul float 0x3FB9999A00000000, %g
-  %7418 = fadd float %7416, %7417
-  store float %7418, ptr %adam.m_new, align 4
-  %v2265 = getelementptr inbounds float, ptr %v, i64 %adam.i3312261
-  %7419 = load float, ptr %v2265, align 4
-  %7420 = fmul float 0x3FEFF7CEE0000000, %7419
-  %g2266 = load float, ptr %adam.g, align 4
-  %7421 = fmul float 0x3F50624000000000, %g2266
-  %g2267 = load float, ptr %adam.g, align 4
-  %7422 = fmul float %7421, %g2267
-  %7423 = fadd float %7420, %7422
-  store float %7423, ptr %adam.v_new, align 4
+  %7497 = fmul float 0x3FB9999A00000000, %g
+  %7498 = fadd float %7496, %7497
+  store float %7498, ptr %adam.m_new, align 4
+  %v2297 = getelementptr inbounds float, ptr %v, i64 %adam.i3632293
+  %7499 = load float, ptr %v2297, align 4
+  %7500 = fmul float 0x3FEFF7CEE0000000, %7499
+  %g2298 = load float, ptr %adam.g, align 4
+  %7501 = fmul float 0x3F50624000000000, %g2298
+  %g2299 = load float, ptr %adam.g, align 4
+  %7502 = fmul float %7501, %g2299
+  %7503 = fadd float %7500, %7502
+  store float %7503, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m2268 = getelementptr inbounds float, ptr %m, i64 %adam.i3312261
-  store float %m_new, ptr %m2268, align 4
+  %m2300 = getelementptr inbounds float, ptr %m, i64 %adam.i3632293
+  store float %m_new, ptr %m2300, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v2269 = getelementptr inbounds float, ptr %v, i64 %adam.i3312261
-  store float %v_new, ptr %v2269, align 4
-  %params2270 = getelementptr inbounds float, ptr %params, i64 %adam.i3312261
-  %7424 = load float, ptr %params2270, align 4
-  %step_size329 = load float, ptr %adam.step_size329, align 4
-  %m_new2271 = load float, ptr %adam.m_new, align 4
-  %7425 = fmul float %step_size329, %m_new2271
-  %v_new2272 = load float, ptr %adam.v_new, align 4
-  %7426 = call float @llvm.sqrt.f32(float %v_new2272)
-  %bc2_sqrt330 = load float, ptr %adam.bc2_sqrt330, align 4
-  %7427 = fdiv float %7426, %bc2_sqrt330
-  %7428 = fadd float %7427, 0x3E45798EE0000000
-  %7429 = fdiv float %7425, %7428
-  %7430 = fsub float %7424, %7429
-  %params2273 = getelementptr inbounds float, ptr %params, i64 %adam.i3312261
-  store float %7430, ptr %params2273, align 4
-  %i331.next = add nsw i64 %adam.i3312261, 1
-  %7431 = icmp slt i64 %i331.next, 421642
-  br i1 %7431, label %adam.i331, label %adam.i331.end
+  %v2301 = getelementptr inbounds float, ptr %v, i64 %adam.i3632293
+  store float %v_new, ptr %v2301, align 4
+  %params2302 = getelementptr inbounds float, ptr %params, i64 %adam.i3632293
+  %7504 = load float, ptr %params2302, align 4
+  %step_size361 = load float, ptr %adam.step_size361, align 4
+  %m_new2303 = load float, ptr %adam.m_new, align 4
+  %7505 = fmul float %step_size361, %m_new2303
+  %v_new2304 = load float, ptr %adam.v_new, align 4
+  %7506 = call float @llvm.sqrt.f32(float %v_new2304)
+  %bc2_sqrt362 = load float, ptr %adam.bc2_sqrt362, align 4
+  %7507 = fdiv float %7506, %bc2_sqrt362
+  %7508 = fadd float %7507, 0x3E45798EE0000000
+  %7509 = fdiv float %7505, %7508
+  %7510 = fsub float %7504, %7509
+  %params2305 = getelementptr inbounds float, ptr %params, i64 %adam.i3632293
+  store float %7510, ptr %params2305, align 4
+  %i363.next = add nsw i64 %adam.i3632293, 1
+  %7511 = icmp slt i64 %i363.next, 421642
+  br i1 %7511, label %adam.i363, label %adam.i363.end
 
-adam.i331.end:                                    ; preds = %adam.i331
+adam.i363.end:                                    ; preds = %adam.i363
   ret void
 }
 
@@ -14394,6 +14603,9 @@ declare float @llvm.exp.f32(float) #0
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.log.f32(float) #0
+
+; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
+declare <16 x float> @llvm.masked.load.v16f32.p0(ptr nocapture, i32 immarg, <16 x i1>, <16 x float>) #1
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #0
@@ -19655,3 +19867,4 @@ fc2.u134.end:                                     ; preds = %fc2.u134
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
+attributes #1 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }

@@ -7,129 +7,161 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt342 = alloca float, align 4
-  %adam.step_size341 = alloca float, align 4
-  %conv1_weight_grad.t334_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t334_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t330_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt374 = alloca float, align 4
+  %adam.step_size373 = alloca float, align 4
+  %conv1_bias_grad.sum372 = alloca float, align 4
+  %conv1_bias_grad.sum371 = alloca float, align 4
+  %conv1_bias_grad.sum370 = alloca float, align 4
+  %conv1_bias_grad.sum369 = alloca float, align 4
+  %conv1_bias_grad.sum368 = alloca float, align 4
+  %conv1_bias_grad.sum367 = alloca float, align 4
+  %conv1_bias_grad.sum366 = alloca float, align 4
+  %conv1_bias_grad.sum365 = alloca float, align 4
+  %conv1_bias_grad.sum364 = alloca float, align 4
+  %conv1_bias_grad.sum363 = alloca float, align 4
+  %conv1_bias_grad.sum362 = alloca float, align 4
+  %conv1_bias_grad.sum361 = alloca float, align 4
+  %conv1_bias_grad.sum360 = alloca float, align 4
+  %conv1_bias_grad.sum359 = alloca float, align 4
+  %conv1_bias_grad.sum358 = alloca float, align 4
+  %conv1_bias_grad.acc355 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t350_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t346_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.sum320 = alloca float, align 4
+  %pool1_grad.sum319 = alloca float, align 4
+  %pool1_grad.sum318 = alloca float, align 4
+  %pool1_grad.sum317 = alloca float, align 4
+  %pool1_grad.sum314 = alloca float, align 4
+  %pool1_grad.sum313 = alloca float, align 4
+  %pool1_grad.sum312 = alloca float, align 4
+  %pool1_grad.sum311 = alloca float, align 4
+  %pool1_grad.sum310 = alloca float, align 4
+  %pool1_grad.sum309 = alloca float, align 4
+  %pool1_grad.sum306 = alloca float, align 4
+  %pool1_grad.sum305 = alloca float, align 4
   %pool1_grad.sum304 = alloca float, align 4
   %pool1_grad.sum303 = alloca float, align 4
-  %pool1_grad.sum302 = alloca float, align 4
-  %pool1_grad.sum301 = alloca float, align 4
+  %pool1_grad.sum300 = alloca float, align 4
+  %pool1_grad.sum299 = alloca float, align 4
   %pool1_grad.sum298 = alloca float, align 4
   %pool1_grad.sum297 = alloca float, align 4
   %pool1_grad.sum296 = alloca float, align 4
   %pool1_grad.sum295 = alloca float, align 4
-  %pool1_grad.sum294 = alloca float, align 4
-  %pool1_grad.sum293 = alloca float, align 4
+  %pool1_grad.sum292 = alloca float, align 4
+  %pool1_grad.sum291 = alloca float, align 4
   %pool1_grad.sum290 = alloca float, align 4
   %pool1_grad.sum289 = alloca float, align 4
   %pool1_grad.sum288 = alloca float, align 4
   %pool1_grad.sum287 = alloca float, align 4
+  %pool1_grad.sum286 = alloca float, align 4
+  %pool1_grad.sum285 = alloca float, align 4
   %pool1_grad.sum284 = alloca float, align 4
-  %pool1_grad.sum283 = alloca float, align 4
-  %pool1_grad.sum282 = alloca float, align 4
   %pool1_grad.sum281 = alloca float, align 4
   %pool1_grad.sum280 = alloca float, align 4
   %pool1_grad.sum279 = alloca float, align 4
+  %pool1_grad.sum278 = alloca float, align 4
+  %pool1_grad.sum277 = alloca float, align 4
   %pool1_grad.sum276 = alloca float, align 4
-  %pool1_grad.sum275 = alloca float, align 4
-  %pool1_grad.sum274 = alloca float, align 4
   %pool1_grad.sum273 = alloca float, align 4
   %pool1_grad.sum272 = alloca float, align 4
   %pool1_grad.sum271 = alloca float, align 4
   %pool1_grad.sum270 = alloca float, align 4
-  %pool1_grad.sum269 = alloca float, align 4
-  %pool1_grad.sum268 = alloca float, align 4
+  %pool1_grad.sum267 = alloca float, align 4
+  %pool1_grad.sum266 = alloca float, align 4
   %pool1_grad.sum265 = alloca float, align 4
   %pool1_grad.sum264 = alloca float, align 4
   %pool1_grad.sum263 = alloca float, align 4
   %pool1_grad.sum262 = alloca float, align 4
-  %pool1_grad.sum261 = alloca float, align 4
-  %pool1_grad.sum260 = alloca float, align 4
+  %pool1_grad.sum259 = alloca float, align 4
+  %pool1_grad.sum258 = alloca float, align 4
   %pool1_grad.sum257 = alloca float, align 4
   %pool1_grad.sum256 = alloca float, align 4
-  %pool1_grad.sum255 = alloca float, align 4
-  %pool1_grad.sum254 = alloca float, align 4
-  %pool1_grad.sum251 = alloca float, align 4
-  %pool1_grad.sum250 = alloca float, align 4
-  %pool1_grad.sum249 = alloca float, align 4
-  %pool1_grad.sum248 = alloca float, align 4
-  %pool1_grad.sum247 = alloca float, align 4
-  %pool1_grad.sum246 = alloca float, align 4
-  %pool1_grad.sum243 = alloca float, align 4
-  %pool1_grad.sum242 = alloca float, align 4
-  %pool1_grad.sum241 = alloca float, align 4
-  %pool1_grad.sum240 = alloca float, align 4
-  %pool1_grad.t234_a5 = alloca <16 x float>, align 64
-  %pool1_grad.t234_a4 = alloca <16 x float>, align 64
-  %pool1_grad.t234_a3 = alloca <16 x float>, align 64
-  %pool1_grad.t234_a2 = alloca <16 x float>, align 64
-  %pool1_grad.t234_a1 = alloca <16 x float>, align 64
-  %pool1_grad.t234_a0 = alloca <16 x float>, align 64
-  %pool1_grad.t234_b3 = alloca <16 x float>, align 64
-  %pool1_grad.t234_b2 = alloca <16 x float>, align 64
-  %pool1_grad.t234_b1 = alloca <16 x float>, align 64
-  %pool1_grad.t234_b0 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c5_3 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c5_2 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c5_1 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c5_0 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c4_3 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c4_2 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c4_1 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c4_0 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c3_3 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c3_2 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c3_1 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c3_0 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c2_3 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c2_2 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c2_1 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c2_0 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c1_3 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c1_2 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c1_1 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c1_0 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c0_3 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c0_2 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c0_1 = alloca <16 x float>, align 64
-  %pool1_grad.t234_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.t250_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t250_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t250_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t250_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t250_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t250_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t250_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t250_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t250_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t250_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t250_c0_0 = alloca <16 x float>, align 64
+  %conv2_bias_grad.sum243 = alloca float, align 4
+  %conv2_bias_grad.sum242 = alloca float, align 4
+  %conv2_bias_grad.sum241 = alloca float, align 4
+  %conv2_bias_grad.sum240 = alloca float, align 4
+  %conv2_bias_grad.sum239 = alloca float, align 4
+  %conv2_bias_grad.sum238 = alloca float, align 4
+  %conv2_bias_grad.sum237 = alloca float, align 4
+  %conv2_bias_grad.sum236 = alloca float, align 4
+  %conv2_bias_grad.sum235 = alloca float, align 4
+  %conv2_bias_grad.sum234 = alloca float, align 4
+  %conv2_bias_grad.sum233 = alloca float, align 4
+  %conv2_bias_grad.sum232 = alloca float, align 4
+  %conv2_bias_grad.sum231 = alloca float, align 4
+  %conv2_bias_grad.sum230 = alloca float, align 4
+  %conv2_bias_grad.sum229 = alloca float, align 4
+  %conv2_bias_grad.acc226 = alloca <16 x float>, align 64
   %conv2_weight_grad.t221_a3 = alloca <16 x float>, align 64
   %conv2_weight_grad.t221_a2 = alloca <16 x float>, align 64
   %conv2_weight_grad.t221_a1 = alloca <16 x float>, align 64
@@ -12309,7 +12341,7 @@ conv2_weight_grad.f223:                           ; preds = %conv2_weight_grad.r
   br label %conv2_weight_grad.r224
 
 conv2_weight_grad.f223.end:                       ; preds = %conv2_weight_grad.r224.end
-  br label %conv2_bias_grad.i225
+  br label %conv2_bias_grad.f225
 
 conv2_weight_grad.r224:                           ; preds = %conv2_weight_grad.r224, %conv2_weight_grad.f223
   %conv2_weight_grad.r2242061 = phi i64 [ 0, %conv2_weight_grad.f223 ], [ %r224.next, %conv2_weight_grad.r224 ]
@@ -12332,2992 +12364,3169 @@ conv2_weight_grad.r224.end:                       ; preds = %conv2_weight_grad.r
   %6079 = icmp slt i64 %f223.next, 32
   br i1 %6079, label %conv2_weight_grad.f223, label %conv2_weight_grad.f223.end
 
-conv2_bias_grad.i225:                             ; preds = %conv2_bias_grad.i225, %conv2_weight_grad.f223.end
-  %conv2_bias_grad.i2252064 = phi i64 [ 0, %conv2_weight_grad.f223.end ], [ %i225.next, %conv2_bias_grad.i225 ]
-  %6080 = add nsw i64 401408, %conv2_bias_grad.i2252064
-  %arena2065 = getelementptr inbounds float, ptr %arena, i64 %6080
-  store float 1.000000e+00, ptr %arena2065, align 4
-  %i225.next = add nsw i64 %conv2_bias_grad.i2252064, 1
-  %6081 = icmp slt i64 %i225.next, 196
-  br i1 %6081, label %conv2_bias_grad.i225, label %conv2_bias_grad.i225.end
-
-conv2_bias_grad.i225.end:                         ; preds = %conv2_bias_grad.i225
-  br label %conv2_bias_grad.i226
-
-conv2_bias_grad.i226:                             ; preds = %conv2_bias_grad.i226, %conv2_bias_grad.i225.end
-  %conv2_bias_grad.i2262066 = phi i64 [ 0, %conv2_bias_grad.i225.end ], [ %i226.next, %conv2_bias_grad.i226 ]
-  %6082 = add nsw i64 4768, %conv2_bias_grad.i2262066
-  %grads2067 = getelementptr inbounds float, ptr %grads, i64 %6082
-  store float 0.000000e+00, ptr %grads2067, align 4
-  %i226.next = add nsw i64 %conv2_bias_grad.i2262066, 1
-  %6083 = icmp slt i64 %i226.next, 32
-  br i1 %6083, label %conv2_bias_grad.i226, label %conv2_bias_grad.i226.end
-
-conv2_bias_grad.i226.end:                         ; preds = %conv2_bias_grad.i226
+conv2_bias_grad.f225:                             ; preds = %conv2_bias_grad.img227.end, %conv2_weight_grad.f223.end
+  %conv2_bias_grad.f2252064 = phi i64 [ 0, %conv2_weight_grad.f223.end ], [ %f225.next, %conv2_bias_grad.img227.end ]
+  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc226, align 64
   br label %conv2_bias_grad.img227
 
-conv2_bias_grad.img227:                           ; preds = %conv2_bias_grad.img227, %conv2_bias_grad.i226.end
-  %conv2_bias_grad.img2272068 = phi i64 [ 0, %conv2_bias_grad.i226.end ], [ %img227.next, %conv2_bias_grad.img227 ]
-  %6084 = mul nsw i64 %conv2_bias_grad.img2272068, 6272
-  %6085 = add nsw i64 728336, %6084
-  %arena2069 = getelementptr inbounds float, ptr %arena, i64 %6085
-  %arena2070 = getelementptr inbounds float, ptr %arena, i64 401408
-  %grads2071 = getelementptr inbounds float, ptr %grads, i64 4768
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 196, float 1.000000e+00, ptr %arena2069, i32 196, ptr %arena2070, i32 1, float 1.000000e+00, ptr %grads2071, i32 1)
-  %img227.next = add nsw i64 %conv2_bias_grad.img2272068, 1
-  %6086 = icmp slt i64 %img227.next, 64
-  br i1 %6086, label %conv2_bias_grad.img227, label %conv2_bias_grad.img227.end
+conv2_bias_grad.f225.end:                         ; preds = %conv2_bias_grad.img227.end
+  br label %pool1_grad.g244
 
-conv2_bias_grad.img227.end:                       ; preds = %conv2_bias_grad.img227
-  br label %pool1_grad.g228
+conv2_bias_grad.img227:                           ; preds = %conv2_bias_grad.i228.end, %conv2_bias_grad.f225
+  %conv2_bias_grad.img2272065 = phi i64 [ 0, %conv2_bias_grad.f225 ], [ %img227.next, %conv2_bias_grad.i228.end ]
+  br label %conv2_bias_grad.i228
 
-pool1_grad.g228:                                  ; preds = %pool1_grad.j236.end, %conv2_bias_grad.img227.end
-  %pool1_grad.g2282072 = phi i64 [ 0, %conv2_bias_grad.img227.end ], [ %g228.next, %pool1_grad.j236.end ]
-  br label %pool1_grad.j229
+conv2_bias_grad.img227.end:                       ; preds = %conv2_bias_grad.i228.end
+  %acc2262070 = load <16 x float>, ptr %conv2_bias_grad.acc226, align 64
+  %arena2071 = getelementptr inbounds float, ptr %arena, i64 401408
+  store <16 x float> %acc2262070, ptr %arena2071, align 4
+  %arena2072 = getelementptr inbounds float, ptr %arena, i64 401408
+  %6080 = load float, ptr %arena2072, align 4
+  %arena2073 = getelementptr inbounds float, ptr %arena, i64 401409
+  %6081 = load float, ptr %arena2073, align 4
+  %6082 = fadd float %6080, %6081
+  store float %6082, ptr %conv2_bias_grad.sum229, align 4
+  %sum229 = load float, ptr %conv2_bias_grad.sum229, align 4
+  %arena2074 = getelementptr inbounds float, ptr %arena, i64 401410
+  %6083 = load float, ptr %arena2074, align 4
+  %6084 = fadd float %sum229, %6083
+  store float %6084, ptr %conv2_bias_grad.sum230, align 4
+  %sum230 = load float, ptr %conv2_bias_grad.sum230, align 4
+  %arena2075 = getelementptr inbounds float, ptr %arena, i64 401411
+  %6085 = load float, ptr %arena2075, align 4
+  %6086 = fadd float %sum230, %6085
+  store float %6086, ptr %conv2_bias_grad.sum231, align 4
+  %sum231 = load float, ptr %conv2_bias_grad.sum231, align 4
+  %arena2076 = getelementptr inbounds float, ptr %arena, i64 401412
+  %6087 = load float, ptr %arena2076, align 4
+  %6088 = fadd float %sum231, %6087
+  store float %6088, ptr %conv2_bias_grad.sum232, align 4
+  %sum232 = load float, ptr %conv2_bias_grad.sum232, align 4
+  %arena2077 = getelementptr inbounds float, ptr %arena, i64 401413
+  %6089 = load float, ptr %arena2077, align 4
+  %6090 = fadd float %sum232, %6089
+  store float %6090, ptr %conv2_bias_grad.sum233, align 4
+  %sum233 = load float, ptr %conv2_bias_grad.sum233, align 4
+  %arena2078 = getelementptr inbounds float, ptr %arena, i64 401414
+  %6091 = load float, ptr %arena2078, align 4
+  %6092 = fadd float %sum233, %6091
+  store float %6092, ptr %conv2_bias_grad.sum234, align 4
+  %sum234 = load float, ptr %conv2_bias_grad.sum234, align 4
+  %arena2079 = getelementptr inbounds float, ptr %arena, i64 401415
+  %6093 = load float, ptr %arena2079, align 4
+  %6094 = fadd float %sum234, %6093
+  store float %6094, ptr %conv2_bias_grad.sum235, align 4
+  %sum235 = load float, ptr %conv2_bias_grad.sum235, align 4
+  %arena2080 = getelementptr inbounds float, ptr %arena, i64 401416
+  %6095 = load float, ptr %arena2080, align 4
+  %6096 = fadd float %sum235, %6095
+  store float %6096, ptr %conv2_bias_grad.sum236, align 4
+  %sum236 = load float, ptr %conv2_bias_grad.sum236, align 4
+  %arena2081 = getelementptr inbounds float, ptr %arena, i64 401417
+  %6097 = load float, ptr %arena2081, align 4
+  %6098 = fadd float %sum236, %6097
+  store float %6098, ptr %conv2_bias_grad.sum237, align 4
+  %sum237 = load float, ptr %conv2_bias_grad.sum237, align 4
+  %arena2082 = getelementptr inbounds float, ptr %arena, i64 401418
+  %6099 = load float, ptr %arena2082, align 4
+  %6100 = fadd float %sum237, %6099
+  store float %6100, ptr %conv2_bias_grad.sum238, align 4
+  %sum238 = load float, ptr %conv2_bias_grad.sum238, align 4
+  %arena2083 = getelementptr inbounds float, ptr %arena, i64 401419
+  %6101 = load float, ptr %arena2083, align 4
+  %6102 = fadd float %sum238, %6101
+  store float %6102, ptr %conv2_bias_grad.sum239, align 4
+  %sum239 = load float, ptr %conv2_bias_grad.sum239, align 4
+  %arena2084 = getelementptr inbounds float, ptr %arena, i64 401420
+  %6103 = load float, ptr %arena2084, align 4
+  %6104 = fadd float %sum239, %6103
+  store float %6104, ptr %conv2_bias_grad.sum240, align 4
+  %sum240 = load float, ptr %conv2_bias_grad.sum240, align 4
+  %arena2085 = getelementptr inbounds float, ptr %arena, i64 401421
+  %6105 = load float, ptr %arena2085, align 4
+  %6106 = fadd float %sum240, %6105
+  store float %6106, ptr %conv2_bias_grad.sum241, align 4
+  %sum241 = load float, ptr %conv2_bias_grad.sum241, align 4
+  %arena2086 = getelementptr inbounds float, ptr %arena, i64 401422
+  %6107 = load float, ptr %arena2086, align 4
+  %6108 = fadd float %sum241, %6107
+  store float %6108, ptr %conv2_bias_grad.sum242, align 4
+  %sum242 = load float, ptr %conv2_bias_grad.sum242, align 4
+  %arena2087 = getelementptr inbounds float, ptr %arena, i64 401423
+  %6109 = load float, ptr %arena2087, align 4
+  %6110 = fadd float %sum242, %6109
+  store float %6110, ptr %conv2_bias_grad.sum243, align 4
+  %sum243 = load float, ptr %conv2_bias_grad.sum243, align 4
+  %6111 = add nsw i64 4768, %conv2_bias_grad.f2252064
+  %grads2088 = getelementptr inbounds float, ptr %grads, i64 %6111
+  store float %sum243, ptr %grads2088, align 4
+  %f225.next = add nsw i64 %conv2_bias_grad.f2252064, 1
+  %6112 = icmp slt i64 %f225.next, 32
+  br i1 %6112, label %conv2_bias_grad.f225, label %conv2_bias_grad.f225.end
 
-pool1_grad.g228.end:                              ; preds = %pool1_grad.j236.end
-  br label %conv1_grad.i305
-
-pool1_grad.j229:                                  ; preds = %pool1_grad.f230.end, %pool1_grad.g228
-  %pool1_grad.j2292073 = phi i64 [ 0, %pool1_grad.g228 ], [ %j229.next, %pool1_grad.f230.end ]
-  br label %pool1_grad.f230
-
-pool1_grad.j229.end:                              ; preds = %pool1_grad.f230.end
-  br label %pool1_grad.nb232
-
-pool1_grad.f230:                                  ; preds = %pool1_grad.i231.end, %pool1_grad.j229
-  %pool1_grad.f2302074 = phi i64 [ 0, %pool1_grad.j229 ], [ %f230.next, %pool1_grad.i231.end ]
-  br label %pool1_grad.i231
-
-pool1_grad.f230.end:                              ; preds = %pool1_grad.i231.end
-  %j229.next = add nsw i64 %pool1_grad.j2292073, 1
-  %6087 = icmp slt i64 %j229.next, 16
-  br i1 %6087, label %pool1_grad.j229, label %pool1_grad.j229.end
-
-pool1_grad.i231:                                  ; preds = %pool1_grad.i231, %pool1_grad.f230
-  %pool1_grad.i2312075 = phi i64 [ 0, %pool1_grad.f230 ], [ %i231.next, %pool1_grad.i231 ]
-  %6088 = mul nsw i64 %pool1_grad.g2282072, 16
-  %6089 = add nsw i64 %6088, %pool1_grad.j2292073
-  %6090 = mul nsw i64 %6089, 6272
-  %6091 = add nsw i64 728336, %6090
-  %6092 = mul nsw i64 %pool1_grad.f2302074, 196
-  %6093 = add nsw i64 %6091, %6092
-  %6094 = add nsw i64 %6093, %pool1_grad.i2312075
-  %arena2076 = getelementptr inbounds float, ptr %arena, i64 %6094
-  %6095 = load float, ptr %arena2076, align 4
-  %6096 = mul nsw i64 %pool1_grad.f2302074, 3136
-  %6097 = add nsw i64 1581328, %6096
-  %6098 = mul nsw i64 %pool1_grad.j2292073, 196
-  %6099 = add nsw i64 %6097, %6098
-  %6100 = add nsw i64 %6099, %pool1_grad.i2312075
-  %arena2077 = getelementptr inbounds float, ptr %arena, i64 %6100
-  store float %6095, ptr %arena2077, align 4
-  %i231.next = add nsw i64 %pool1_grad.i2312075, 1
-  %6101 = icmp slt i64 %i231.next, 196
-  br i1 %6101, label %pool1_grad.i231, label %pool1_grad.i231.end
-
-pool1_grad.i231.end:                              ; preds = %pool1_grad.i231
-  %f230.next = add nsw i64 %pool1_grad.f2302074, 1
-  %6102 = icmp slt i64 %f230.next, 32
-  br i1 %6102, label %pool1_grad.f230, label %pool1_grad.f230.end
-
-pool1_grad.nb232:                                 ; preds = %pool1_grad.mb233.end, %pool1_grad.j229.end
-  %pool1_grad.nb2322078 = phi i64 [ 0, %pool1_grad.j229.end ], [ %nb232.next, %pool1_grad.mb233.end ]
-  br label %pool1_grad.mb233
-
-pool1_grad.nb232.end:                             ; preds = %pool1_grad.mb233.end
-  br label %pool1_grad.j236
-
-pool1_grad.mb233:                                 ; preds = %pool1_grad.k235.end, %pool1_grad.nb232
-  %pool1_grad.mb2332079 = phi i64 [ 0, %pool1_grad.nb232 ], [ %mb233.next, %pool1_grad.k235.end ]
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c5_3, align 64
-  br label %pool1_grad.k235
-
-pool1_grad.mb233.end:                             ; preds = %pool1_grad.k235.end
-  %nb232.next = add nsw i64 %pool1_grad.nb2322078, 1
-  %6103 = icmp slt i64 %nb232.next, 49
-  br i1 %6103, label %pool1_grad.nb232, label %pool1_grad.nb232.end
-
-pool1_grad.k235:                                  ; preds = %pool1_grad.k235, %pool1_grad.mb233
-  %pool1_grad.k2352080 = phi i64 [ 0, %pool1_grad.mb233 ], [ %k235.next, %pool1_grad.k235 ]
-  %6104 = mul nsw i64 %pool1_grad.k2352080, 3136
-  %6105 = add nsw i64 1581328, %6104
-  %6106 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6107 = add nsw i64 %6105, %6106
-  %arena2081 = getelementptr inbounds float, ptr %arena, i64 %6107
-  %6108 = load <16 x float>, ptr %arena2081, align 4
-  store <16 x float> %6108, ptr %pool1_grad.t234_b0, align 64
-  %6109 = mul nsw i64 %pool1_grad.k2352080, 3136
-  %6110 = add nsw i64 1581328, %6109
-  %6111 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6112 = add nsw i64 %6110, %6111
-  %6113 = add nsw i64 %6112, 16
-  %arena2082 = getelementptr inbounds float, ptr %arena, i64 %6113
-  %6114 = load <16 x float>, ptr %arena2082, align 4
-  store <16 x float> %6114, ptr %pool1_grad.t234_b1, align 64
-  %6115 = mul nsw i64 %pool1_grad.k2352080, 3136
-  %6116 = add nsw i64 1581328, %6115
-  %6117 = mul nsw i64 %pool1_grad.nb2322078, 64
+conv2_bias_grad.i228:                             ; preds = %conv2_bias_grad.i228, %conv2_bias_grad.img227
+  %conv2_bias_grad.i2282066 = phi i64 [ 0, %conv2_bias_grad.img227 ], [ %i228.next, %conv2_bias_grad.i228 ]
+  %6113 = mul nsw i64 %conv2_bias_grad.img2272065, 6272
+  %6114 = add nsw i64 728336, %6113
+  %6115 = mul nsw i64 %conv2_bias_grad.f2252064, 196
+  %6116 = add nsw i64 %6114, %6115
+  %6117 = mul nsw i64 %conv2_bias_grad.i2282066, 16
   %6118 = add nsw i64 %6116, %6117
-  %6119 = add nsw i64 %6118, 32
-  %arena2083 = getelementptr inbounds float, ptr %arena, i64 %6119
-  %6120 = load <16 x float>, ptr %arena2083, align 4
-  store <16 x float> %6120, ptr %pool1_grad.t234_b2, align 64
-  %6121 = mul nsw i64 %pool1_grad.k2352080, 3136
-  %6122 = add nsw i64 1581328, %6121
-  %6123 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6124 = add nsw i64 %6122, %6123
-  %6125 = add nsw i64 %6124, 48
-  %arena2084 = getelementptr inbounds float, ptr %arena, i64 %6125
-  %6126 = load <16 x float>, ptr %arena2084, align 4
-  store <16 x float> %6126, ptr %pool1_grad.t234_b3, align 64
-  %6127 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6128 = add nsw i64 160, %6127
-  %6129 = mul nsw i64 %pool1_grad.k2352080, 144
-  %6130 = add nsw i64 %6128, %6129
-  %params2085 = getelementptr inbounds float, ptr %params, i64 %6130
-  %6131 = load float, ptr %params2085, align 4
-  %6132 = insertelement <16 x float> undef, float %6131, i32 0
-  %6133 = shufflevector <16 x float> %6132, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6133, ptr %pool1_grad.t234_a0, align 64
-  %t234_a0 = load <16 x float>, ptr %pool1_grad.t234_a0, align 64
-  %t234_b0 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
-  %t234_c0_0 = load <16 x float>, ptr %pool1_grad.t234_c0_0, align 64
-  %6134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a0, <16 x float> %t234_b0, <16 x float> %t234_c0_0)
-  store <16 x float> %6134, ptr %pool1_grad.t234_c0_0, align 64
-  %t234_a02086 = load <16 x float>, ptr %pool1_grad.t234_a0, align 64
-  %t234_b1 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
-  %t234_c0_1 = load <16 x float>, ptr %pool1_grad.t234_c0_1, align 64
-  %6135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a02086, <16 x float> %t234_b1, <16 x float> %t234_c0_1)
-  store <16 x float> %6135, ptr %pool1_grad.t234_c0_1, align 64
-  %t234_a02087 = load <16 x float>, ptr %pool1_grad.t234_a0, align 64
-  %t234_b2 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
-  %t234_c0_2 = load <16 x float>, ptr %pool1_grad.t234_c0_2, align 64
-  %6136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a02087, <16 x float> %t234_b2, <16 x float> %t234_c0_2)
-  store <16 x float> %6136, ptr %pool1_grad.t234_c0_2, align 64
-  %t234_a02088 = load <16 x float>, ptr %pool1_grad.t234_a0, align 64
-  %t234_b3 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
-  %t234_c0_3 = load <16 x float>, ptr %pool1_grad.t234_c0_3, align 64
-  %6137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a02088, <16 x float> %t234_b3, <16 x float> %t234_c0_3)
-  store <16 x float> %6137, ptr %pool1_grad.t234_c0_3, align 64
-  %6138 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6139 = add nsw i64 %6138, 1
-  %6140 = add nsw i64 160, %6139
-  %6141 = mul nsw i64 %pool1_grad.k2352080, 144
+  %arena2067 = getelementptr inbounds float, ptr %arena, i64 %6118
+  %6119 = load <16 x float>, ptr %arena2067, align 4
+  %acc226 = load <16 x float>, ptr %conv2_bias_grad.acc226, align 64
+  %6120 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %6119, <16 x float> %acc226)
+  store <16 x float> %6120, ptr %conv2_bias_grad.acc226, align 64
+  %i228.next = add nsw i64 %conv2_bias_grad.i2282066, 1
+  %6121 = icmp slt i64 %i228.next, 12
+  br i1 %6121, label %conv2_bias_grad.i228, label %conv2_bias_grad.i228.end
+
+conv2_bias_grad.i228.end:                         ; preds = %conv2_bias_grad.i228
+  %6122 = mul nsw i64 %conv2_bias_grad.img2272065, 6272
+  %6123 = add nsw i64 728336, %6122
+  %6124 = mul nsw i64 %conv2_bias_grad.f2252064, 196
+  %6125 = add nsw i64 %6123, %6124
+  %6126 = add nsw i64 %6125, 192
+  %arena2068 = getelementptr inbounds float, ptr %arena, i64 %6126
+  %6127 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena2068, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  %acc2262069 = load <16 x float>, ptr %conv2_bias_grad.acc226, align 64
+  %6128 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %6127, <16 x float> %acc2262069)
+  store <16 x float> %6128, ptr %conv2_bias_grad.acc226, align 64
+  %img227.next = add nsw i64 %conv2_bias_grad.img2272065, 1
+  %6129 = icmp slt i64 %img227.next, 64
+  br i1 %6129, label %conv2_bias_grad.img227, label %conv2_bias_grad.img227.end
+
+pool1_grad.g244:                                  ; preds = %pool1_grad.j252.end, %conv2_bias_grad.f225.end
+  %pool1_grad.g2442089 = phi i64 [ 0, %conv2_bias_grad.f225.end ], [ %g244.next, %pool1_grad.j252.end ]
+  br label %pool1_grad.j245
+
+pool1_grad.g244.end:                              ; preds = %pool1_grad.j252.end
+  br label %conv1_grad.i321
+
+pool1_grad.j245:                                  ; preds = %pool1_grad.f246.end, %pool1_grad.g244
+  %pool1_grad.j2452090 = phi i64 [ 0, %pool1_grad.g244 ], [ %j245.next, %pool1_grad.f246.end ]
+  br label %pool1_grad.f246
+
+pool1_grad.j245.end:                              ; preds = %pool1_grad.f246.end
+  br label %pool1_grad.nb248
+
+pool1_grad.f246:                                  ; preds = %pool1_grad.i247.end, %pool1_grad.j245
+  %pool1_grad.f2462091 = phi i64 [ 0, %pool1_grad.j245 ], [ %f246.next, %pool1_grad.i247.end ]
+  br label %pool1_grad.i247
+
+pool1_grad.f246.end:                              ; preds = %pool1_grad.i247.end
+  %j245.next = add nsw i64 %pool1_grad.j2452090, 1
+  %6130 = icmp slt i64 %j245.next, 16
+  br i1 %6130, label %pool1_grad.j245, label %pool1_grad.j245.end
+
+pool1_grad.i247:                                  ; preds = %pool1_grad.i247, %pool1_grad.f246
+  %pool1_grad.i2472092 = phi i64 [ 0, %pool1_grad.f246 ], [ %i247.next, %pool1_grad.i247 ]
+  %6131 = mul nsw i64 %pool1_grad.g2442089, 16
+  %6132 = add nsw i64 %6131, %pool1_grad.j2452090
+  %6133 = mul nsw i64 %6132, 6272
+  %6134 = add nsw i64 728336, %6133
+  %6135 = mul nsw i64 %pool1_grad.f2462091, 196
+  %6136 = add nsw i64 %6134, %6135
+  %6137 = add nsw i64 %6136, %pool1_grad.i2472092
+  %arena2093 = getelementptr inbounds float, ptr %arena, i64 %6137
+  %6138 = load float, ptr %arena2093, align 4
+  %6139 = mul nsw i64 %pool1_grad.f2462091, 3136
+  %6140 = add nsw i64 1581328, %6139
+  %6141 = mul nsw i64 %pool1_grad.j2452090, 196
   %6142 = add nsw i64 %6140, %6141
-  %params2089 = getelementptr inbounds float, ptr %params, i64 %6142
-  %6143 = load float, ptr %params2089, align 4
-  %6144 = insertelement <16 x float> undef, float %6143, i32 0
-  %6145 = shufflevector <16 x float> %6144, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6145, ptr %pool1_grad.t234_a1, align 64
-  %t234_a1 = load <16 x float>, ptr %pool1_grad.t234_a1, align 64
-  %t234_b02090 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
-  %t234_c1_0 = load <16 x float>, ptr %pool1_grad.t234_c1_0, align 64
-  %6146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a1, <16 x float> %t234_b02090, <16 x float> %t234_c1_0)
-  store <16 x float> %6146, ptr %pool1_grad.t234_c1_0, align 64
-  %t234_a12091 = load <16 x float>, ptr %pool1_grad.t234_a1, align 64
-  %t234_b12092 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
-  %t234_c1_1 = load <16 x float>, ptr %pool1_grad.t234_c1_1, align 64
-  %6147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a12091, <16 x float> %t234_b12092, <16 x float> %t234_c1_1)
-  store <16 x float> %6147, ptr %pool1_grad.t234_c1_1, align 64
-  %t234_a12093 = load <16 x float>, ptr %pool1_grad.t234_a1, align 64
-  %t234_b22094 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
-  %t234_c1_2 = load <16 x float>, ptr %pool1_grad.t234_c1_2, align 64
-  %6148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a12093, <16 x float> %t234_b22094, <16 x float> %t234_c1_2)
-  store <16 x float> %6148, ptr %pool1_grad.t234_c1_2, align 64
-  %t234_a12095 = load <16 x float>, ptr %pool1_grad.t234_a1, align 64
-  %t234_b32096 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
-  %t234_c1_3 = load <16 x float>, ptr %pool1_grad.t234_c1_3, align 64
-  %6149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a12095, <16 x float> %t234_b32096, <16 x float> %t234_c1_3)
-  store <16 x float> %6149, ptr %pool1_grad.t234_c1_3, align 64
-  %6150 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6151 = add nsw i64 %6150, 2
-  %6152 = add nsw i64 160, %6151
-  %6153 = mul nsw i64 %pool1_grad.k2352080, 144
-  %6154 = add nsw i64 %6152, %6153
-  %params2097 = getelementptr inbounds float, ptr %params, i64 %6154
-  %6155 = load float, ptr %params2097, align 4
-  %6156 = insertelement <16 x float> undef, float %6155, i32 0
-  %6157 = shufflevector <16 x float> %6156, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6157, ptr %pool1_grad.t234_a2, align 64
-  %t234_a2 = load <16 x float>, ptr %pool1_grad.t234_a2, align 64
-  %t234_b02098 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
-  %t234_c2_0 = load <16 x float>, ptr %pool1_grad.t234_c2_0, align 64
-  %6158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a2, <16 x float> %t234_b02098, <16 x float> %t234_c2_0)
-  store <16 x float> %6158, ptr %pool1_grad.t234_c2_0, align 64
-  %t234_a22099 = load <16 x float>, ptr %pool1_grad.t234_a2, align 64
-  %t234_b12100 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
-  %t234_c2_1 = load <16 x float>, ptr %pool1_grad.t234_c2_1, align 64
-  %6159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a22099, <16 x float> %t234_b12100, <16 x float> %t234_c2_1)
-  store <16 x float> %6159, ptr %pool1_grad.t234_c2_1, align 64
-  %t234_a22101 = load <16 x float>, ptr %pool1_grad.t234_a2, align 64
-  %t234_b22102 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
-  %t234_c2_2 = load <16 x float>, ptr %pool1_grad.t234_c2_2, align 64
-  %6160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a22101, <16 x float> %t234_b22102, <16 x float> %t234_c2_2)
-  store <16 x float> %6160, ptr %pool1_grad.t234_c2_2, align 64
-  %t234_a22103 = load <16 x float>, ptr %pool1_grad.t234_a2, align 64
-  %t234_b32104 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
-  %t234_c2_3 = load <16 x float>, ptr %pool1_grad.t234_c2_3, align 64
-  %6161 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a22103, <16 x float> %t234_b32104, <16 x float> %t234_c2_3)
-  store <16 x float> %6161, ptr %pool1_grad.t234_c2_3, align 64
-  %6162 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6163 = add nsw i64 %6162, 3
-  %6164 = add nsw i64 160, %6163
-  %6165 = mul nsw i64 %pool1_grad.k2352080, 144
-  %6166 = add nsw i64 %6164, %6165
-  %params2105 = getelementptr inbounds float, ptr %params, i64 %6166
-  %6167 = load float, ptr %params2105, align 4
-  %6168 = insertelement <16 x float> undef, float %6167, i32 0
-  %6169 = shufflevector <16 x float> %6168, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6169, ptr %pool1_grad.t234_a3, align 64
-  %t234_a3 = load <16 x float>, ptr %pool1_grad.t234_a3, align 64
-  %t234_b02106 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
-  %t234_c3_0 = load <16 x float>, ptr %pool1_grad.t234_c3_0, align 64
-  %6170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a3, <16 x float> %t234_b02106, <16 x float> %t234_c3_0)
-  store <16 x float> %6170, ptr %pool1_grad.t234_c3_0, align 64
-  %t234_a32107 = load <16 x float>, ptr %pool1_grad.t234_a3, align 64
-  %t234_b12108 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
-  %t234_c3_1 = load <16 x float>, ptr %pool1_grad.t234_c3_1, align 64
-  %6171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a32107, <16 x float> %t234_b12108, <16 x float> %t234_c3_1)
-  store <16 x float> %6171, ptr %pool1_grad.t234_c3_1, align 64
-  %t234_a32109 = load <16 x float>, ptr %pool1_grad.t234_a3, align 64
-  %t234_b22110 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
-  %t234_c3_2 = load <16 x float>, ptr %pool1_grad.t234_c3_2, align 64
-  %6172 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a32109, <16 x float> %t234_b22110, <16 x float> %t234_c3_2)
-  store <16 x float> %6172, ptr %pool1_grad.t234_c3_2, align 64
-  %t234_a32111 = load <16 x float>, ptr %pool1_grad.t234_a3, align 64
-  %t234_b32112 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
-  %t234_c3_3 = load <16 x float>, ptr %pool1_grad.t234_c3_3, align 64
-  %6173 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a32111, <16 x float> %t234_b32112, <16 x float> %t234_c3_3)
-  store <16 x float> %6173, ptr %pool1_grad.t234_c3_3, align 64
-  %6174 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6175 = add nsw i64 %6174, 4
-  %6176 = add nsw i64 160, %6175
-  %6177 = mul nsw i64 %pool1_grad.k2352080, 144
-  %6178 = add nsw i64 %6176, %6177
-  %params2113 = getelementptr inbounds float, ptr %params, i64 %6178
-  %6179 = load float, ptr %params2113, align 4
-  %6180 = insertelement <16 x float> undef, float %6179, i32 0
-  %6181 = shufflevector <16 x float> %6180, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6181, ptr %pool1_grad.t234_a4, align 64
-  %t234_a4 = load <16 x float>, ptr %pool1_grad.t234_a4, align 64
-  %t234_b02114 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
-  %t234_c4_0 = load <16 x float>, ptr %pool1_grad.t234_c4_0, align 64
-  %6182 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a4, <16 x float> %t234_b02114, <16 x float> %t234_c4_0)
-  store <16 x float> %6182, ptr %pool1_grad.t234_c4_0, align 64
-  %t234_a42115 = load <16 x float>, ptr %pool1_grad.t234_a4, align 64
-  %t234_b12116 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
-  %t234_c4_1 = load <16 x float>, ptr %pool1_grad.t234_c4_1, align 64
-  %6183 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a42115, <16 x float> %t234_b12116, <16 x float> %t234_c4_1)
-  store <16 x float> %6183, ptr %pool1_grad.t234_c4_1, align 64
-  %t234_a42117 = load <16 x float>, ptr %pool1_grad.t234_a4, align 64
-  %t234_b22118 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
-  %t234_c4_2 = load <16 x float>, ptr %pool1_grad.t234_c4_2, align 64
-  %6184 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a42117, <16 x float> %t234_b22118, <16 x float> %t234_c4_2)
-  store <16 x float> %6184, ptr %pool1_grad.t234_c4_2, align 64
-  %t234_a42119 = load <16 x float>, ptr %pool1_grad.t234_a4, align 64
-  %t234_b32120 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
-  %t234_c4_3 = load <16 x float>, ptr %pool1_grad.t234_c4_3, align 64
-  %6185 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a42119, <16 x float> %t234_b32120, <16 x float> %t234_c4_3)
-  store <16 x float> %6185, ptr %pool1_grad.t234_c4_3, align 64
-  %6186 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6187 = add nsw i64 %6186, 5
-  %6188 = add nsw i64 160, %6187
-  %6189 = mul nsw i64 %pool1_grad.k2352080, 144
-  %6190 = add nsw i64 %6188, %6189
-  %params2121 = getelementptr inbounds float, ptr %params, i64 %6190
-  %6191 = load float, ptr %params2121, align 4
-  %6192 = insertelement <16 x float> undef, float %6191, i32 0
-  %6193 = shufflevector <16 x float> %6192, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6193, ptr %pool1_grad.t234_a5, align 64
-  %t234_a5 = load <16 x float>, ptr %pool1_grad.t234_a5, align 64
-  %t234_b02122 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
-  %t234_c5_0 = load <16 x float>, ptr %pool1_grad.t234_c5_0, align 64
-  %6194 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a5, <16 x float> %t234_b02122, <16 x float> %t234_c5_0)
-  store <16 x float> %6194, ptr %pool1_grad.t234_c5_0, align 64
-  %t234_a52123 = load <16 x float>, ptr %pool1_grad.t234_a5, align 64
-  %t234_b12124 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
-  %t234_c5_1 = load <16 x float>, ptr %pool1_grad.t234_c5_1, align 64
-  %6195 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a52123, <16 x float> %t234_b12124, <16 x float> %t234_c5_1)
-  store <16 x float> %6195, ptr %pool1_grad.t234_c5_1, align 64
-  %t234_a52125 = load <16 x float>, ptr %pool1_grad.t234_a5, align 64
-  %t234_b22126 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
-  %t234_c5_2 = load <16 x float>, ptr %pool1_grad.t234_c5_2, align 64
-  %6196 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a52125, <16 x float> %t234_b22126, <16 x float> %t234_c5_2)
-  store <16 x float> %6196, ptr %pool1_grad.t234_c5_2, align 64
-  %t234_a52127 = load <16 x float>, ptr %pool1_grad.t234_a5, align 64
-  %t234_b32128 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
-  %t234_c5_3 = load <16 x float>, ptr %pool1_grad.t234_c5_3, align 64
-  %6197 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a52127, <16 x float> %t234_b32128, <16 x float> %t234_c5_3)
-  store <16 x float> %6197, ptr %pool1_grad.t234_c5_3, align 64
-  %k235.next = add nsw i64 %pool1_grad.k2352080, 1
-  %6198 = icmp slt i64 %k235.next, 32
-  br i1 %6198, label %pool1_grad.k235, label %pool1_grad.k235.end
+  %6143 = add nsw i64 %6142, %pool1_grad.i2472092
+  %arena2094 = getelementptr inbounds float, ptr %arena, i64 %6143
+  store float %6138, ptr %arena2094, align 4
+  %i247.next = add nsw i64 %pool1_grad.i2472092, 1
+  %6144 = icmp slt i64 %i247.next, 196
+  br i1 %6144, label %pool1_grad.i247, label %pool1_grad.i247.end
 
-pool1_grad.k235.end:                              ; preds = %pool1_grad.k235
-  %t234_c0_02129 = load <16 x float>, ptr %pool1_grad.t234_c0_0, align 64
-  %6199 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6200 = mul nsw i64 %6199, 3136
-  %6201 = add nsw i64 1129744, %6200
-  %6202 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6203 = add nsw i64 %6201, %6202
-  %arena2130 = getelementptr inbounds float, ptr %arena, i64 %6203
-  store <16 x float> %t234_c0_02129, ptr %arena2130, align 4
-  %t234_c0_12131 = load <16 x float>, ptr %pool1_grad.t234_c0_1, align 64
-  %6204 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6205 = mul nsw i64 %6204, 3136
-  %6206 = add nsw i64 1129744, %6205
-  %6207 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6208 = add nsw i64 %6206, %6207
-  %6209 = add nsw i64 %6208, 16
-  %arena2132 = getelementptr inbounds float, ptr %arena, i64 %6209
-  store <16 x float> %t234_c0_12131, ptr %arena2132, align 4
-  %t234_c0_22133 = load <16 x float>, ptr %pool1_grad.t234_c0_2, align 64
-  %6210 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6211 = mul nsw i64 %6210, 3136
-  %6212 = add nsw i64 1129744, %6211
-  %6213 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6214 = add nsw i64 %6212, %6213
-  %6215 = add nsw i64 %6214, 32
-  %arena2134 = getelementptr inbounds float, ptr %arena, i64 %6215
-  store <16 x float> %t234_c0_22133, ptr %arena2134, align 4
-  %t234_c0_32135 = load <16 x float>, ptr %pool1_grad.t234_c0_3, align 64
-  %6216 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6217 = mul nsw i64 %6216, 3136
-  %6218 = add nsw i64 1129744, %6217
-  %6219 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6220 = add nsw i64 %6218, %6219
-  %6221 = add nsw i64 %6220, 48
-  %arena2136 = getelementptr inbounds float, ptr %arena, i64 %6221
-  store <16 x float> %t234_c0_32135, ptr %arena2136, align 4
-  %t234_c1_02137 = load <16 x float>, ptr %pool1_grad.t234_c1_0, align 64
-  %6222 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6223 = add nsw i64 %6222, 1
-  %6224 = mul nsw i64 %6223, 3136
-  %6225 = add nsw i64 1129744, %6224
-  %6226 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6227 = add nsw i64 %6225, %6226
-  %arena2138 = getelementptr inbounds float, ptr %arena, i64 %6227
-  store <16 x float> %t234_c1_02137, ptr %arena2138, align 4
-  %t234_c1_12139 = load <16 x float>, ptr %pool1_grad.t234_c1_1, align 64
-  %6228 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6229 = add nsw i64 %6228, 1
-  %6230 = mul nsw i64 %6229, 3136
-  %6231 = add nsw i64 1129744, %6230
-  %6232 = mul nsw i64 %pool1_grad.nb2322078, 64
+pool1_grad.i247.end:                              ; preds = %pool1_grad.i247
+  %f246.next = add nsw i64 %pool1_grad.f2462091, 1
+  %6145 = icmp slt i64 %f246.next, 32
+  br i1 %6145, label %pool1_grad.f246, label %pool1_grad.f246.end
+
+pool1_grad.nb248:                                 ; preds = %pool1_grad.mb249.end, %pool1_grad.j245.end
+  %pool1_grad.nb2482095 = phi i64 [ 0, %pool1_grad.j245.end ], [ %nb248.next, %pool1_grad.mb249.end ]
+  br label %pool1_grad.mb249
+
+pool1_grad.nb248.end:                             ; preds = %pool1_grad.mb249.end
+  br label %pool1_grad.j252
+
+pool1_grad.mb249:                                 ; preds = %pool1_grad.k251.end, %pool1_grad.nb248
+  %pool1_grad.mb2492096 = phi i64 [ 0, %pool1_grad.nb248 ], [ %mb249.next, %pool1_grad.k251.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t250_c5_3, align 64
+  br label %pool1_grad.k251
+
+pool1_grad.mb249.end:                             ; preds = %pool1_grad.k251.end
+  %nb248.next = add nsw i64 %pool1_grad.nb2482095, 1
+  %6146 = icmp slt i64 %nb248.next, 49
+  br i1 %6146, label %pool1_grad.nb248, label %pool1_grad.nb248.end
+
+pool1_grad.k251:                                  ; preds = %pool1_grad.k251, %pool1_grad.mb249
+  %pool1_grad.k2512097 = phi i64 [ 0, %pool1_grad.mb249 ], [ %k251.next, %pool1_grad.k251 ]
+  %6147 = mul nsw i64 %pool1_grad.k2512097, 3136
+  %6148 = add nsw i64 1581328, %6147
+  %6149 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6150 = add nsw i64 %6148, %6149
+  %arena2098 = getelementptr inbounds float, ptr %arena, i64 %6150
+  %6151 = load <16 x float>, ptr %arena2098, align 4
+  store <16 x float> %6151, ptr %pool1_grad.t250_b0, align 64
+  %6152 = mul nsw i64 %pool1_grad.k2512097, 3136
+  %6153 = add nsw i64 1581328, %6152
+  %6154 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6155 = add nsw i64 %6153, %6154
+  %6156 = add nsw i64 %6155, 16
+  %arena2099 = getelementptr inbounds float, ptr %arena, i64 %6156
+  %6157 = load <16 x float>, ptr %arena2099, align 4
+  store <16 x float> %6157, ptr %pool1_grad.t250_b1, align 64
+  %6158 = mul nsw i64 %pool1_grad.k2512097, 3136
+  %6159 = add nsw i64 1581328, %6158
+  %6160 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6161 = add nsw i64 %6159, %6160
+  %6162 = add nsw i64 %6161, 32
+  %arena2100 = getelementptr inbounds float, ptr %arena, i64 %6162
+  %6163 = load <16 x float>, ptr %arena2100, align 4
+  store <16 x float> %6163, ptr %pool1_grad.t250_b2, align 64
+  %6164 = mul nsw i64 %pool1_grad.k2512097, 3136
+  %6165 = add nsw i64 1581328, %6164
+  %6166 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6167 = add nsw i64 %6165, %6166
+  %6168 = add nsw i64 %6167, 48
+  %arena2101 = getelementptr inbounds float, ptr %arena, i64 %6168
+  %6169 = load <16 x float>, ptr %arena2101, align 4
+  store <16 x float> %6169, ptr %pool1_grad.t250_b3, align 64
+  %6170 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6171 = add nsw i64 160, %6170
+  %6172 = mul nsw i64 %pool1_grad.k2512097, 144
+  %6173 = add nsw i64 %6171, %6172
+  %params2102 = getelementptr inbounds float, ptr %params, i64 %6173
+  %6174 = load float, ptr %params2102, align 4
+  %6175 = insertelement <16 x float> undef, float %6174, i32 0
+  %6176 = shufflevector <16 x float> %6175, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6176, ptr %pool1_grad.t250_a0, align 64
+  %t250_a0 = load <16 x float>, ptr %pool1_grad.t250_a0, align 64
+  %t250_b0 = load <16 x float>, ptr %pool1_grad.t250_b0, align 64
+  %t250_c0_0 = load <16 x float>, ptr %pool1_grad.t250_c0_0, align 64
+  %6177 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a0, <16 x float> %t250_b0, <16 x float> %t250_c0_0)
+  store <16 x float> %6177, ptr %pool1_grad.t250_c0_0, align 64
+  %t250_a02103 = load <16 x float>, ptr %pool1_grad.t250_a0, align 64
+  %t250_b1 = load <16 x float>, ptr %pool1_grad.t250_b1, align 64
+  %t250_c0_1 = load <16 x float>, ptr %pool1_grad.t250_c0_1, align 64
+  %6178 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a02103, <16 x float> %t250_b1, <16 x float> %t250_c0_1)
+  store <16 x float> %6178, ptr %pool1_grad.t250_c0_1, align 64
+  %t250_a02104 = load <16 x float>, ptr %pool1_grad.t250_a0, align 64
+  %t250_b2 = load <16 x float>, ptr %pool1_grad.t250_b2, align 64
+  %t250_c0_2 = load <16 x float>, ptr %pool1_grad.t250_c0_2, align 64
+  %6179 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a02104, <16 x float> %t250_b2, <16 x float> %t250_c0_2)
+  store <16 x float> %6179, ptr %pool1_grad.t250_c0_2, align 64
+  %t250_a02105 = load <16 x float>, ptr %pool1_grad.t250_a0, align 64
+  %t250_b3 = load <16 x float>, ptr %pool1_grad.t250_b3, align 64
+  %t250_c0_3 = load <16 x float>, ptr %pool1_grad.t250_c0_3, align 64
+  %6180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a02105, <16 x float> %t250_b3, <16 x float> %t250_c0_3)
+  store <16 x float> %6180, ptr %pool1_grad.t250_c0_3, align 64
+  %6181 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6182 = add nsw i64 %6181, 1
+  %6183 = add nsw i64 160, %6182
+  %6184 = mul nsw i64 %pool1_grad.k2512097, 144
+  %6185 = add nsw i64 %6183, %6184
+  %params2106 = getelementptr inbounds float, ptr %params, i64 %6185
+  %6186 = load float, ptr %params2106, align 4
+  %6187 = insertelement <16 x float> undef, float %6186, i32 0
+  %6188 = shufflevector <16 x float> %6187, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6188, ptr %pool1_grad.t250_a1, align 64
+  %t250_a1 = load <16 x float>, ptr %pool1_grad.t250_a1, align 64
+  %t250_b02107 = load <16 x float>, ptr %pool1_grad.t250_b0, align 64
+  %t250_c1_0 = load <16 x float>, ptr %pool1_grad.t250_c1_0, align 64
+  %6189 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a1, <16 x float> %t250_b02107, <16 x float> %t250_c1_0)
+  store <16 x float> %6189, ptr %pool1_grad.t250_c1_0, align 64
+  %t250_a12108 = load <16 x float>, ptr %pool1_grad.t250_a1, align 64
+  %t250_b12109 = load <16 x float>, ptr %pool1_grad.t250_b1, align 64
+  %t250_c1_1 = load <16 x float>, ptr %pool1_grad.t250_c1_1, align 64
+  %6190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a12108, <16 x float> %t250_b12109, <16 x float> %t250_c1_1)
+  store <16 x float> %6190, ptr %pool1_grad.t250_c1_1, align 64
+  %t250_a12110 = load <16 x float>, ptr %pool1_grad.t250_a1, align 64
+  %t250_b22111 = load <16 x float>, ptr %pool1_grad.t250_b2, align 64
+  %t250_c1_2 = load <16 x float>, ptr %pool1_grad.t250_c1_2, align 64
+  %6191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a12110, <16 x float> %t250_b22111, <16 x float> %t250_c1_2)
+  store <16 x float> %6191, ptr %pool1_grad.t250_c1_2, align 64
+  %t250_a12112 = load <16 x float>, ptr %pool1_grad.t250_a1, align 64
+  %t250_b32113 = load <16 x float>, ptr %pool1_grad.t250_b3, align 64
+  %t250_c1_3 = load <16 x float>, ptr %pool1_grad.t250_c1_3, align 64
+  %6192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a12112, <16 x float> %t250_b32113, <16 x float> %t250_c1_3)
+  store <16 x float> %6192, ptr %pool1_grad.t250_c1_3, align 64
+  %6193 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6194 = add nsw i64 %6193, 2
+  %6195 = add nsw i64 160, %6194
+  %6196 = mul nsw i64 %pool1_grad.k2512097, 144
+  %6197 = add nsw i64 %6195, %6196
+  %params2114 = getelementptr inbounds float, ptr %params, i64 %6197
+  %6198 = load float, ptr %params2114, align 4
+  %6199 = insertelement <16 x float> undef, float %6198, i32 0
+  %6200 = shufflevector <16 x float> %6199, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6200, ptr %pool1_grad.t250_a2, align 64
+  %t250_a2 = load <16 x float>, ptr %pool1_grad.t250_a2, align 64
+  %t250_b02115 = load <16 x float>, ptr %pool1_grad.t250_b0, align 64
+  %t250_c2_0 = load <16 x float>, ptr %pool1_grad.t250_c2_0, align 64
+  %6201 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a2, <16 x float> %t250_b02115, <16 x float> %t250_c2_0)
+  store <16 x float> %6201, ptr %pool1_grad.t250_c2_0, align 64
+  %t250_a22116 = load <16 x float>, ptr %pool1_grad.t250_a2, align 64
+  %t250_b12117 = load <16 x float>, ptr %pool1_grad.t250_b1, align 64
+  %t250_c2_1 = load <16 x float>, ptr %pool1_grad.t250_c2_1, align 64
+  %6202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a22116, <16 x float> %t250_b12117, <16 x float> %t250_c2_1)
+  store <16 x float> %6202, ptr %pool1_grad.t250_c2_1, align 64
+  %t250_a22118 = load <16 x float>, ptr %pool1_grad.t250_a2, align 64
+  %t250_b22119 = load <16 x float>, ptr %pool1_grad.t250_b2, align 64
+  %t250_c2_2 = load <16 x float>, ptr %pool1_grad.t250_c2_2, align 64
+  %6203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a22118, <16 x float> %t250_b22119, <16 x float> %t250_c2_2)
+  store <16 x float> %6203, ptr %pool1_grad.t250_c2_2, align 64
+  %t250_a22120 = load <16 x float>, ptr %pool1_grad.t250_a2, align 64
+  %t250_b32121 = load <16 x float>, ptr %pool1_grad.t250_b3, align 64
+  %t250_c2_3 = load <16 x float>, ptr %pool1_grad.t250_c2_3, align 64
+  %6204 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a22120, <16 x float> %t250_b32121, <16 x float> %t250_c2_3)
+  store <16 x float> %6204, ptr %pool1_grad.t250_c2_3, align 64
+  %6205 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6206 = add nsw i64 %6205, 3
+  %6207 = add nsw i64 160, %6206
+  %6208 = mul nsw i64 %pool1_grad.k2512097, 144
+  %6209 = add nsw i64 %6207, %6208
+  %params2122 = getelementptr inbounds float, ptr %params, i64 %6209
+  %6210 = load float, ptr %params2122, align 4
+  %6211 = insertelement <16 x float> undef, float %6210, i32 0
+  %6212 = shufflevector <16 x float> %6211, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6212, ptr %pool1_grad.t250_a3, align 64
+  %t250_a3 = load <16 x float>, ptr %pool1_grad.t250_a3, align 64
+  %t250_b02123 = load <16 x float>, ptr %pool1_grad.t250_b0, align 64
+  %t250_c3_0 = load <16 x float>, ptr %pool1_grad.t250_c3_0, align 64
+  %6213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a3, <16 x float> %t250_b02123, <16 x float> %t250_c3_0)
+  store <16 x float> %6213, ptr %pool1_grad.t250_c3_0, align 64
+  %t250_a32124 = load <16 x float>, ptr %pool1_grad.t250_a3, align 64
+  %t250_b12125 = load <16 x float>, ptr %pool1_grad.t250_b1, align 64
+  %t250_c3_1 = load <16 x float>, ptr %pool1_grad.t250_c3_1, align 64
+  %6214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a32124, <16 x float> %t250_b12125, <16 x float> %t250_c3_1)
+  store <16 x float> %6214, ptr %pool1_grad.t250_c3_1, align 64
+  %t250_a32126 = load <16 x float>, ptr %pool1_grad.t250_a3, align 64
+  %t250_b22127 = load <16 x float>, ptr %pool1_grad.t250_b2, align 64
+  %t250_c3_2 = load <16 x float>, ptr %pool1_grad.t250_c3_2, align 64
+  %6215 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a32126, <16 x float> %t250_b22127, <16 x float> %t250_c3_2)
+  store <16 x float> %6215, ptr %pool1_grad.t250_c3_2, align 64
+  %t250_a32128 = load <16 x float>, ptr %pool1_grad.t250_a3, align 64
+  %t250_b32129 = load <16 x float>, ptr %pool1_grad.t250_b3, align 64
+  %t250_c3_3 = load <16 x float>, ptr %pool1_grad.t250_c3_3, align 64
+  %6216 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a32128, <16 x float> %t250_b32129, <16 x float> %t250_c3_3)
+  store <16 x float> %6216, ptr %pool1_grad.t250_c3_3, align 64
+  %6217 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6218 = add nsw i64 %6217, 4
+  %6219 = add nsw i64 160, %6218
+  %6220 = mul nsw i64 %pool1_grad.k2512097, 144
+  %6221 = add nsw i64 %6219, %6220
+  %params2130 = getelementptr inbounds float, ptr %params, i64 %6221
+  %6222 = load float, ptr %params2130, align 4
+  %6223 = insertelement <16 x float> undef, float %6222, i32 0
+  %6224 = shufflevector <16 x float> %6223, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6224, ptr %pool1_grad.t250_a4, align 64
+  %t250_a4 = load <16 x float>, ptr %pool1_grad.t250_a4, align 64
+  %t250_b02131 = load <16 x float>, ptr %pool1_grad.t250_b0, align 64
+  %t250_c4_0 = load <16 x float>, ptr %pool1_grad.t250_c4_0, align 64
+  %6225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a4, <16 x float> %t250_b02131, <16 x float> %t250_c4_0)
+  store <16 x float> %6225, ptr %pool1_grad.t250_c4_0, align 64
+  %t250_a42132 = load <16 x float>, ptr %pool1_grad.t250_a4, align 64
+  %t250_b12133 = load <16 x float>, ptr %pool1_grad.t250_b1, align 64
+  %t250_c4_1 = load <16 x float>, ptr %pool1_grad.t250_c4_1, align 64
+  %6226 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a42132, <16 x float> %t250_b12133, <16 x float> %t250_c4_1)
+  store <16 x float> %6226, ptr %pool1_grad.t250_c4_1, align 64
+  %t250_a42134 = load <16 x float>, ptr %pool1_grad.t250_a4, align 64
+  %t250_b22135 = load <16 x float>, ptr %pool1_grad.t250_b2, align 64
+  %t250_c4_2 = load <16 x float>, ptr %pool1_grad.t250_c4_2, align 64
+  %6227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a42134, <16 x float> %t250_b22135, <16 x float> %t250_c4_2)
+  store <16 x float> %6227, ptr %pool1_grad.t250_c4_2, align 64
+  %t250_a42136 = load <16 x float>, ptr %pool1_grad.t250_a4, align 64
+  %t250_b32137 = load <16 x float>, ptr %pool1_grad.t250_b3, align 64
+  %t250_c4_3 = load <16 x float>, ptr %pool1_grad.t250_c4_3, align 64
+  %6228 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a42136, <16 x float> %t250_b32137, <16 x float> %t250_c4_3)
+  store <16 x float> %6228, ptr %pool1_grad.t250_c4_3, align 64
+  %6229 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6230 = add nsw i64 %6229, 5
+  %6231 = add nsw i64 160, %6230
+  %6232 = mul nsw i64 %pool1_grad.k2512097, 144
   %6233 = add nsw i64 %6231, %6232
-  %6234 = add nsw i64 %6233, 16
-  %arena2140 = getelementptr inbounds float, ptr %arena, i64 %6234
-  store <16 x float> %t234_c1_12139, ptr %arena2140, align 4
-  %t234_c1_22141 = load <16 x float>, ptr %pool1_grad.t234_c1_2, align 64
-  %6235 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6236 = add nsw i64 %6235, 1
-  %6237 = mul nsw i64 %6236, 3136
-  %6238 = add nsw i64 1129744, %6237
-  %6239 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6240 = add nsw i64 %6238, %6239
-  %6241 = add nsw i64 %6240, 32
-  %arena2142 = getelementptr inbounds float, ptr %arena, i64 %6241
-  store <16 x float> %t234_c1_22141, ptr %arena2142, align 4
-  %t234_c1_32143 = load <16 x float>, ptr %pool1_grad.t234_c1_3, align 64
-  %6242 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6243 = add nsw i64 %6242, 1
-  %6244 = mul nsw i64 %6243, 3136
-  %6245 = add nsw i64 1129744, %6244
-  %6246 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6247 = add nsw i64 %6245, %6246
-  %6248 = add nsw i64 %6247, 48
-  %arena2144 = getelementptr inbounds float, ptr %arena, i64 %6248
-  store <16 x float> %t234_c1_32143, ptr %arena2144, align 4
-  %t234_c2_02145 = load <16 x float>, ptr %pool1_grad.t234_c2_0, align 64
-  %6249 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6250 = add nsw i64 %6249, 2
-  %6251 = mul nsw i64 %6250, 3136
-  %6252 = add nsw i64 1129744, %6251
-  %6253 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6254 = add nsw i64 %6252, %6253
-  %arena2146 = getelementptr inbounds float, ptr %arena, i64 %6254
-  store <16 x float> %t234_c2_02145, ptr %arena2146, align 4
-  %t234_c2_12147 = load <16 x float>, ptr %pool1_grad.t234_c2_1, align 64
-  %6255 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6256 = add nsw i64 %6255, 2
-  %6257 = mul nsw i64 %6256, 3136
-  %6258 = add nsw i64 1129744, %6257
-  %6259 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6260 = add nsw i64 %6258, %6259
-  %6261 = add nsw i64 %6260, 16
-  %arena2148 = getelementptr inbounds float, ptr %arena, i64 %6261
-  store <16 x float> %t234_c2_12147, ptr %arena2148, align 4
-  %t234_c2_22149 = load <16 x float>, ptr %pool1_grad.t234_c2_2, align 64
-  %6262 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6263 = add nsw i64 %6262, 2
-  %6264 = mul nsw i64 %6263, 3136
-  %6265 = add nsw i64 1129744, %6264
-  %6266 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6267 = add nsw i64 %6265, %6266
-  %6268 = add nsw i64 %6267, 32
-  %arena2150 = getelementptr inbounds float, ptr %arena, i64 %6268
-  store <16 x float> %t234_c2_22149, ptr %arena2150, align 4
-  %t234_c2_32151 = load <16 x float>, ptr %pool1_grad.t234_c2_3, align 64
-  %6269 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6270 = add nsw i64 %6269, 2
-  %6271 = mul nsw i64 %6270, 3136
-  %6272 = add nsw i64 1129744, %6271
-  %6273 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6274 = add nsw i64 %6272, %6273
-  %6275 = add nsw i64 %6274, 48
-  %arena2152 = getelementptr inbounds float, ptr %arena, i64 %6275
-  store <16 x float> %t234_c2_32151, ptr %arena2152, align 4
-  %t234_c3_02153 = load <16 x float>, ptr %pool1_grad.t234_c3_0, align 64
-  %6276 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6277 = add nsw i64 %6276, 3
-  %6278 = mul nsw i64 %6277, 3136
-  %6279 = add nsw i64 1129744, %6278
-  %6280 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6281 = add nsw i64 %6279, %6280
-  %arena2154 = getelementptr inbounds float, ptr %arena, i64 %6281
-  store <16 x float> %t234_c3_02153, ptr %arena2154, align 4
-  %t234_c3_12155 = load <16 x float>, ptr %pool1_grad.t234_c3_1, align 64
-  %6282 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6283 = add nsw i64 %6282, 3
-  %6284 = mul nsw i64 %6283, 3136
-  %6285 = add nsw i64 1129744, %6284
-  %6286 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6287 = add nsw i64 %6285, %6286
-  %6288 = add nsw i64 %6287, 16
-  %arena2156 = getelementptr inbounds float, ptr %arena, i64 %6288
-  store <16 x float> %t234_c3_12155, ptr %arena2156, align 4
-  %t234_c3_22157 = load <16 x float>, ptr %pool1_grad.t234_c3_2, align 64
-  %6289 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6290 = add nsw i64 %6289, 3
-  %6291 = mul nsw i64 %6290, 3136
-  %6292 = add nsw i64 1129744, %6291
-  %6293 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6294 = add nsw i64 %6292, %6293
-  %6295 = add nsw i64 %6294, 32
-  %arena2158 = getelementptr inbounds float, ptr %arena, i64 %6295
-  store <16 x float> %t234_c3_22157, ptr %arena2158, align 4
-  %t234_c3_32159 = load <16 x float>, ptr %pool1_grad.t234_c3_3, align 64
-  %6296 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6297 = add nsw i64 %6296, 3
-  %6298 = mul nsw i64 %6297, 3136
-  %6299 = add nsw i64 1129744, %6298
-  %6300 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6301 = add nsw i64 %6299, %6300
-  %6302 = add nsw i64 %6301, 48
-  %arena2160 = getelementptr inbounds float, ptr %arena, i64 %6302
-  store <16 x float> %t234_c3_32159, ptr %arena2160, align 4
-  %t234_c4_02161 = load <16 x float>, ptr %pool1_grad.t234_c4_0, align 64
-  %6303 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6304 = add nsw i64 %6303, 4
-  %6305 = mul nsw i64 %6304, 3136
-  %6306 = add nsw i64 1129744, %6305
-  %6307 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6308 = add nsw i64 %6306, %6307
-  %arena2162 = getelementptr inbounds float, ptr %arena, i64 %6308
-  store <16 x float> %t234_c4_02161, ptr %arena2162, align 4
-  %t234_c4_12163 = load <16 x float>, ptr %pool1_grad.t234_c4_1, align 64
-  %6309 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6310 = add nsw i64 %6309, 4
-  %6311 = mul nsw i64 %6310, 3136
-  %6312 = add nsw i64 1129744, %6311
-  %6313 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6314 = add nsw i64 %6312, %6313
-  %6315 = add nsw i64 %6314, 16
-  %arena2164 = getelementptr inbounds float, ptr %arena, i64 %6315
-  store <16 x float> %t234_c4_12163, ptr %arena2164, align 4
-  %t234_c4_22165 = load <16 x float>, ptr %pool1_grad.t234_c4_2, align 64
-  %6316 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6317 = add nsw i64 %6316, 4
-  %6318 = mul nsw i64 %6317, 3136
-  %6319 = add nsw i64 1129744, %6318
-  %6320 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6321 = add nsw i64 %6319, %6320
-  %6322 = add nsw i64 %6321, 32
-  %arena2166 = getelementptr inbounds float, ptr %arena, i64 %6322
-  store <16 x float> %t234_c4_22165, ptr %arena2166, align 4
-  %t234_c4_32167 = load <16 x float>, ptr %pool1_grad.t234_c4_3, align 64
-  %6323 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6324 = add nsw i64 %6323, 4
-  %6325 = mul nsw i64 %6324, 3136
-  %6326 = add nsw i64 1129744, %6325
-  %6327 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6328 = add nsw i64 %6326, %6327
-  %6329 = add nsw i64 %6328, 48
-  %arena2168 = getelementptr inbounds float, ptr %arena, i64 %6329
-  store <16 x float> %t234_c4_32167, ptr %arena2168, align 4
-  %t234_c5_02169 = load <16 x float>, ptr %pool1_grad.t234_c5_0, align 64
-  %6330 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6331 = add nsw i64 %6330, 5
-  %6332 = mul nsw i64 %6331, 3136
-  %6333 = add nsw i64 1129744, %6332
-  %6334 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6335 = add nsw i64 %6333, %6334
-  %arena2170 = getelementptr inbounds float, ptr %arena, i64 %6335
-  store <16 x float> %t234_c5_02169, ptr %arena2170, align 4
-  %t234_c5_12171 = load <16 x float>, ptr %pool1_grad.t234_c5_1, align 64
-  %6336 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6337 = add nsw i64 %6336, 5
-  %6338 = mul nsw i64 %6337, 3136
-  %6339 = add nsw i64 1129744, %6338
-  %6340 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6341 = add nsw i64 %6339, %6340
-  %6342 = add nsw i64 %6341, 16
-  %arena2172 = getelementptr inbounds float, ptr %arena, i64 %6342
-  store <16 x float> %t234_c5_12171, ptr %arena2172, align 4
-  %t234_c5_22173 = load <16 x float>, ptr %pool1_grad.t234_c5_2, align 64
-  %6343 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6344 = add nsw i64 %6343, 5
-  %6345 = mul nsw i64 %6344, 3136
-  %6346 = add nsw i64 1129744, %6345
-  %6347 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6348 = add nsw i64 %6346, %6347
-  %6349 = add nsw i64 %6348, 32
-  %arena2174 = getelementptr inbounds float, ptr %arena, i64 %6349
-  store <16 x float> %t234_c5_22173, ptr %arena2174, align 4
-  %t234_c5_32175 = load <16 x float>, ptr %pool1_grad.t234_c5_3, align 64
-  %6350 = mul nsw i64 %pool1_grad.mb2332079, 6
-  %6351 = add nsw i64 %6350, 5
-  %6352 = mul nsw i64 %6351, 3136
-  %6353 = add nsw i64 1129744, %6352
-  %6354 = mul nsw i64 %pool1_grad.nb2322078, 64
-  %6355 = add nsw i64 %6353, %6354
-  %6356 = add nsw i64 %6355, 48
-  %arena2176 = getelementptr inbounds float, ptr %arena, i64 %6356
-  store <16 x float> %t234_c5_32175, ptr %arena2176, align 4
-  %mb233.next = add nsw i64 %pool1_grad.mb2332079, 1
-  %6357 = icmp slt i64 %mb233.next, 24
-  br i1 %6357, label %pool1_grad.mb233, label %pool1_grad.mb233.end
+  %params2138 = getelementptr inbounds float, ptr %params, i64 %6233
+  %6234 = load float, ptr %params2138, align 4
+  %6235 = insertelement <16 x float> undef, float %6234, i32 0
+  %6236 = shufflevector <16 x float> %6235, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6236, ptr %pool1_grad.t250_a5, align 64
+  %t250_a5 = load <16 x float>, ptr %pool1_grad.t250_a5, align 64
+  %t250_b02139 = load <16 x float>, ptr %pool1_grad.t250_b0, align 64
+  %t250_c5_0 = load <16 x float>, ptr %pool1_grad.t250_c5_0, align 64
+  %6237 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a5, <16 x float> %t250_b02139, <16 x float> %t250_c5_0)
+  store <16 x float> %6237, ptr %pool1_grad.t250_c5_0, align 64
+  %t250_a52140 = load <16 x float>, ptr %pool1_grad.t250_a5, align 64
+  %t250_b12141 = load <16 x float>, ptr %pool1_grad.t250_b1, align 64
+  %t250_c5_1 = load <16 x float>, ptr %pool1_grad.t250_c5_1, align 64
+  %6238 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a52140, <16 x float> %t250_b12141, <16 x float> %t250_c5_1)
+  store <16 x float> %6238, ptr %pool1_grad.t250_c5_1, align 64
+  %t250_a52142 = load <16 x float>, ptr %pool1_grad.t250_a5, align 64
+  %t250_b22143 = load <16 x float>, ptr %pool1_grad.t250_b2, align 64
+  %t250_c5_2 = load <16 x float>, ptr %pool1_grad.t250_c5_2, align 64
+  %6239 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a52142, <16 x float> %t250_b22143, <16 x float> %t250_c5_2)
+  store <16 x float> %6239, ptr %pool1_grad.t250_c5_2, align 64
+  %t250_a52144 = load <16 x float>, ptr %pool1_grad.t250_a5, align 64
+  %t250_b32145 = load <16 x float>, ptr %pool1_grad.t250_b3, align 64
+  %t250_c5_3 = load <16 x float>, ptr %pool1_grad.t250_c5_3, align 64
+  %6240 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t250_a52144, <16 x float> %t250_b32145, <16 x float> %t250_c5_3)
+  store <16 x float> %6240, ptr %pool1_grad.t250_c5_3, align 64
+  %k251.next = add nsw i64 %pool1_grad.k2512097, 1
+  %6241 = icmp slt i64 %k251.next, 32
+  br i1 %6241, label %pool1_grad.k251, label %pool1_grad.k251.end
 
-pool1_grad.j236:                                  ; preds = %pool1_grad.c237.end, %pool1_grad.nb232.end
-  %pool1_grad.j2362177 = phi i64 [ 0, %pool1_grad.nb232.end ], [ %j236.next, %pool1_grad.c237.end ]
-  br label %pool1_grad.c237
-
-pool1_grad.j236.end:                              ; preds = %pool1_grad.c237.end
-  %g228.next = add nsw i64 %pool1_grad.g2282072, 1
-  %6358 = icmp slt i64 %g228.next, 4
-  br i1 %6358, label %pool1_grad.g228, label %pool1_grad.g228.end
-
-pool1_grad.c237:                                  ; preds = %pool1_grad.iy299.end, %pool1_grad.j236
-  %pool1_grad.c2372178 = phi i64 [ 0, %pool1_grad.j236 ], [ %c237.next, %pool1_grad.iy299.end ]
-  br label %pool1_grad.iy238
-
-pool1_grad.c237.end:                              ; preds = %pool1_grad.iy299.end
-  %j236.next = add nsw i64 %pool1_grad.j2362177, 1
-  %6359 = icmp slt i64 %j236.next, 16
-  br i1 %6359, label %pool1_grad.j236, label %pool1_grad.j236.end
-
-pool1_grad.iy238:                                 ; preds = %pool1_grad.ix239.end, %pool1_grad.c237
-  %pool1_grad.iy2382179 = phi i64 [ 0, %pool1_grad.c237 ], [ %iy238.next, %pool1_grad.ix239.end ]
-  br label %pool1_grad.ix239
-
-pool1_grad.iy238.end:                             ; preds = %pool1_grad.ix239.end
-  br label %pool1_grad.iy244
-
-pool1_grad.ix239:                                 ; preds = %pool1_grad.ix239, %pool1_grad.iy238
-  %pool1_grad.ix2392180 = phi i64 [ 0, %pool1_grad.iy238 ], [ %ix239.next, %pool1_grad.ix239 ]
-  %6360 = mul nsw i64 %pool1_grad.c2372178, 9
+pool1_grad.k251.end:                              ; preds = %pool1_grad.k251
+  %t250_c0_02146 = load <16 x float>, ptr %pool1_grad.t250_c0_0, align 64
+  %6242 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6243 = mul nsw i64 %6242, 3136
+  %6244 = add nsw i64 1129744, %6243
+  %6245 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6246 = add nsw i64 %6244, %6245
+  %arena2147 = getelementptr inbounds float, ptr %arena, i64 %6246
+  store <16 x float> %t250_c0_02146, ptr %arena2147, align 4
+  %t250_c0_12148 = load <16 x float>, ptr %pool1_grad.t250_c0_1, align 64
+  %6247 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6248 = mul nsw i64 %6247, 3136
+  %6249 = add nsw i64 1129744, %6248
+  %6250 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6251 = add nsw i64 %6249, %6250
+  %6252 = add nsw i64 %6251, 16
+  %arena2149 = getelementptr inbounds float, ptr %arena, i64 %6252
+  store <16 x float> %t250_c0_12148, ptr %arena2149, align 4
+  %t250_c0_22150 = load <16 x float>, ptr %pool1_grad.t250_c0_2, align 64
+  %6253 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6254 = mul nsw i64 %6253, 3136
+  %6255 = add nsw i64 1129744, %6254
+  %6256 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6257 = add nsw i64 %6255, %6256
+  %6258 = add nsw i64 %6257, 32
+  %arena2151 = getelementptr inbounds float, ptr %arena, i64 %6258
+  store <16 x float> %t250_c0_22150, ptr %arena2151, align 4
+  %t250_c0_32152 = load <16 x float>, ptr %pool1_grad.t250_c0_3, align 64
+  %6259 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6260 = mul nsw i64 %6259, 3136
+  %6261 = add nsw i64 1129744, %6260
+  %6262 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6263 = add nsw i64 %6261, %6262
+  %6264 = add nsw i64 %6263, 48
+  %arena2153 = getelementptr inbounds float, ptr %arena, i64 %6264
+  store <16 x float> %t250_c0_32152, ptr %arena2153, align 4
+  %t250_c1_02154 = load <16 x float>, ptr %pool1_grad.t250_c1_0, align 64
+  %6265 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6266 = add nsw i64 %6265, 1
+  %6267 = mul nsw i64 %6266, 3136
+  %6268 = add nsw i64 1129744, %6267
+  %6269 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6270 = add nsw i64 %6268, %6269
+  %arena2155 = getelementptr inbounds float, ptr %arena, i64 %6270
+  store <16 x float> %t250_c1_02154, ptr %arena2155, align 4
+  %t250_c1_12156 = load <16 x float>, ptr %pool1_grad.t250_c1_1, align 64
+  %6271 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6272 = add nsw i64 %6271, 1
+  %6273 = mul nsw i64 %6272, 3136
+  %6274 = add nsw i64 1129744, %6273
+  %6275 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6276 = add nsw i64 %6274, %6275
+  %6277 = add nsw i64 %6276, 16
+  %arena2157 = getelementptr inbounds float, ptr %arena, i64 %6277
+  store <16 x float> %t250_c1_12156, ptr %arena2157, align 4
+  %t250_c1_22158 = load <16 x float>, ptr %pool1_grad.t250_c1_2, align 64
+  %6278 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6279 = add nsw i64 %6278, 1
+  %6280 = mul nsw i64 %6279, 3136
+  %6281 = add nsw i64 1129744, %6280
+  %6282 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6283 = add nsw i64 %6281, %6282
+  %6284 = add nsw i64 %6283, 32
+  %arena2159 = getelementptr inbounds float, ptr %arena, i64 %6284
+  store <16 x float> %t250_c1_22158, ptr %arena2159, align 4
+  %t250_c1_32160 = load <16 x float>, ptr %pool1_grad.t250_c1_3, align 64
+  %6285 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6286 = add nsw i64 %6285, 1
+  %6287 = mul nsw i64 %6286, 3136
+  %6288 = add nsw i64 1129744, %6287
+  %6289 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6290 = add nsw i64 %6288, %6289
+  %6291 = add nsw i64 %6290, 48
+  %arena2161 = getelementptr inbounds float, ptr %arena, i64 %6291
+  store <16 x float> %t250_c1_32160, ptr %arena2161, align 4
+  %t250_c2_02162 = load <16 x float>, ptr %pool1_grad.t250_c2_0, align 64
+  %6292 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6293 = add nsw i64 %6292, 2
+  %6294 = mul nsw i64 %6293, 3136
+  %6295 = add nsw i64 1129744, %6294
+  %6296 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6297 = add nsw i64 %6295, %6296
+  %arena2163 = getelementptr inbounds float, ptr %arena, i64 %6297
+  store <16 x float> %t250_c2_02162, ptr %arena2163, align 4
+  %t250_c2_12164 = load <16 x float>, ptr %pool1_grad.t250_c2_1, align 64
+  %6298 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6299 = add nsw i64 %6298, 2
+  %6300 = mul nsw i64 %6299, 3136
+  %6301 = add nsw i64 1129744, %6300
+  %6302 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6303 = add nsw i64 %6301, %6302
+  %6304 = add nsw i64 %6303, 16
+  %arena2165 = getelementptr inbounds float, ptr %arena, i64 %6304
+  store <16 x float> %t250_c2_12164, ptr %arena2165, align 4
+  %t250_c2_22166 = load <16 x float>, ptr %pool1_grad.t250_c2_2, align 64
+  %6305 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6306 = add nsw i64 %6305, 2
+  %6307 = mul nsw i64 %6306, 3136
+  %6308 = add nsw i64 1129744, %6307
+  %6309 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6310 = add nsw i64 %6308, %6309
+  %6311 = add nsw i64 %6310, 32
+  %arena2167 = getelementptr inbounds float, ptr %arena, i64 %6311
+  store <16 x float> %t250_c2_22166, ptr %arena2167, align 4
+  %t250_c2_32168 = load <16 x float>, ptr %pool1_grad.t250_c2_3, align 64
+  %6312 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6313 = add nsw i64 %6312, 2
+  %6314 = mul nsw i64 %6313, 3136
+  %6315 = add nsw i64 1129744, %6314
+  %6316 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6317 = add nsw i64 %6315, %6316
+  %6318 = add nsw i64 %6317, 48
+  %arena2169 = getelementptr inbounds float, ptr %arena, i64 %6318
+  store <16 x float> %t250_c2_32168, ptr %arena2169, align 4
+  %t250_c3_02170 = load <16 x float>, ptr %pool1_grad.t250_c3_0, align 64
+  %6319 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6320 = add nsw i64 %6319, 3
+  %6321 = mul nsw i64 %6320, 3136
+  %6322 = add nsw i64 1129744, %6321
+  %6323 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6324 = add nsw i64 %6322, %6323
+  %arena2171 = getelementptr inbounds float, ptr %arena, i64 %6324
+  store <16 x float> %t250_c3_02170, ptr %arena2171, align 4
+  %t250_c3_12172 = load <16 x float>, ptr %pool1_grad.t250_c3_1, align 64
+  %6325 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6326 = add nsw i64 %6325, 3
+  %6327 = mul nsw i64 %6326, 3136
+  %6328 = add nsw i64 1129744, %6327
+  %6329 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6330 = add nsw i64 %6328, %6329
+  %6331 = add nsw i64 %6330, 16
+  %arena2173 = getelementptr inbounds float, ptr %arena, i64 %6331
+  store <16 x float> %t250_c3_12172, ptr %arena2173, align 4
+  %t250_c3_22174 = load <16 x float>, ptr %pool1_grad.t250_c3_2, align 64
+  %6332 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6333 = add nsw i64 %6332, 3
+  %6334 = mul nsw i64 %6333, 3136
+  %6335 = add nsw i64 1129744, %6334
+  %6336 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6337 = add nsw i64 %6335, %6336
+  %6338 = add nsw i64 %6337, 32
+  %arena2175 = getelementptr inbounds float, ptr %arena, i64 %6338
+  store <16 x float> %t250_c3_22174, ptr %arena2175, align 4
+  %t250_c3_32176 = load <16 x float>, ptr %pool1_grad.t250_c3_3, align 64
+  %6339 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6340 = add nsw i64 %6339, 3
+  %6341 = mul nsw i64 %6340, 3136
+  %6342 = add nsw i64 1129744, %6341
+  %6343 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6344 = add nsw i64 %6342, %6343
+  %6345 = add nsw i64 %6344, 48
+  %arena2177 = getelementptr inbounds float, ptr %arena, i64 %6345
+  store <16 x float> %t250_c3_32176, ptr %arena2177, align 4
+  %t250_c4_02178 = load <16 x float>, ptr %pool1_grad.t250_c4_0, align 64
+  %6346 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6347 = add nsw i64 %6346, 4
+  %6348 = mul nsw i64 %6347, 3136
+  %6349 = add nsw i64 1129744, %6348
+  %6350 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6351 = add nsw i64 %6349, %6350
+  %arena2179 = getelementptr inbounds float, ptr %arena, i64 %6351
+  store <16 x float> %t250_c4_02178, ptr %arena2179, align 4
+  %t250_c4_12180 = load <16 x float>, ptr %pool1_grad.t250_c4_1, align 64
+  %6352 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6353 = add nsw i64 %6352, 4
+  %6354 = mul nsw i64 %6353, 3136
+  %6355 = add nsw i64 1129744, %6354
+  %6356 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6357 = add nsw i64 %6355, %6356
+  %6358 = add nsw i64 %6357, 16
+  %arena2181 = getelementptr inbounds float, ptr %arena, i64 %6358
+  store <16 x float> %t250_c4_12180, ptr %arena2181, align 4
+  %t250_c4_22182 = load <16 x float>, ptr %pool1_grad.t250_c4_2, align 64
+  %6359 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6360 = add nsw i64 %6359, 4
   %6361 = mul nsw i64 %6360, 3136
   %6362 = add nsw i64 1129744, %6361
-  %6363 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6363 = mul nsw i64 %pool1_grad.nb2482095, 64
   %6364 = add nsw i64 %6362, %6363
-  %6365 = add nsw i64 %pool1_grad.iy2382179, 1
-  %6366 = mul nsw i64 %6365, 14
-  %6367 = add nsw i64 %6364, %6366
-  %6368 = add nsw i64 %6367, 1
-  %6369 = add nsw i64 %6368, %pool1_grad.ix2392180
-  %arena2181 = getelementptr inbounds float, ptr %arena, i64 %6369
-  %6370 = load float, ptr %arena2181, align 4
-  store float %6370, ptr %pool1_grad.sum240, align 4
-  %sum240 = load float, ptr %pool1_grad.sum240, align 4
-  %6371 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6372 = add nsw i64 %6371, 1
-  %6373 = mul nsw i64 %6372, 3136
-  %6374 = add nsw i64 1129744, %6373
-  %6375 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6376 = add nsw i64 %6374, %6375
-  %6377 = add nsw i64 %pool1_grad.iy2382179, 1
-  %6378 = mul nsw i64 %6377, 14
-  %6379 = add nsw i64 %6376, %6378
-  %6380 = add nsw i64 %6379, %pool1_grad.ix2392180
-  %arena2182 = getelementptr inbounds float, ptr %arena, i64 %6380
-  %6381 = load float, ptr %arena2182, align 4
-  %6382 = fadd float %sum240, %6381
-  store float %6382, ptr %pool1_grad.sum241, align 4
-  %sum241 = load float, ptr %pool1_grad.sum241, align 4
-  %6383 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6384 = add nsw i64 %6383, 3
-  %6385 = mul nsw i64 %6384, 3136
-  %6386 = add nsw i64 1129744, %6385
-  %6387 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6388 = add nsw i64 %6386, %6387
-  %6389 = mul nsw i64 %pool1_grad.iy2382179, 14
-  %6390 = add nsw i64 %6388, %6389
-  %6391 = add nsw i64 %6390, 1
-  %6392 = add nsw i64 %6391, %pool1_grad.ix2392180
-  %arena2183 = getelementptr inbounds float, ptr %arena, i64 %6392
-  %6393 = load float, ptr %arena2183, align 4
-  %6394 = fadd float %sum241, %6393
-  store float %6394, ptr %pool1_grad.sum242, align 4
-  %sum242 = load float, ptr %pool1_grad.sum242, align 4
-  %6395 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6396 = add nsw i64 %6395, 4
-  %6397 = mul nsw i64 %6396, 3136
-  %6398 = add nsw i64 1129744, %6397
-  %6399 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6400 = add nsw i64 %6398, %6399
-  %6401 = mul nsw i64 %pool1_grad.iy2382179, 14
-  %6402 = add nsw i64 %6400, %6401
-  %6403 = add nsw i64 %6402, %pool1_grad.ix2392180
-  %arena2184 = getelementptr inbounds float, ptr %arena, i64 %6403
-  %6404 = load float, ptr %arena2184, align 4
-  %6405 = fadd float %sum242, %6404
-  store float %6405, ptr %pool1_grad.sum243, align 4
-  %sum243 = load float, ptr %pool1_grad.sum243, align 4
-  %6406 = mul nsw i64 %pool1_grad.g2282072, 16
-  %6407 = add nsw i64 %6406, %pool1_grad.j2362177
-  %6408 = mul nsw i64 %6407, 3136
-  %6409 = add nsw i64 401408, %6408
-  %6410 = mul nsw i64 %pool1_grad.c2372178, 196
-  %6411 = add nsw i64 %6409, %6410
-  %6412 = mul nsw i64 %pool1_grad.iy2382179, 14
-  %6413 = add nsw i64 %6411, %6412
-  %6414 = add nsw i64 %6413, %pool1_grad.ix2392180
-  %arena2185 = getelementptr inbounds float, ptr %arena, i64 %6414
-  store float %sum243, ptr %arena2185, align 4
-  %ix239.next = add nsw i64 %pool1_grad.ix2392180, 1
-  %6415 = icmp slt i64 %ix239.next, 1
-  br i1 %6415, label %pool1_grad.ix239, label %pool1_grad.ix239.end
+  %6365 = add nsw i64 %6364, 32
+  %arena2183 = getelementptr inbounds float, ptr %arena, i64 %6365
+  store <16 x float> %t250_c4_22182, ptr %arena2183, align 4
+  %t250_c4_32184 = load <16 x float>, ptr %pool1_grad.t250_c4_3, align 64
+  %6366 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6367 = add nsw i64 %6366, 4
+  %6368 = mul nsw i64 %6367, 3136
+  %6369 = add nsw i64 1129744, %6368
+  %6370 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6371 = add nsw i64 %6369, %6370
+  %6372 = add nsw i64 %6371, 48
+  %arena2185 = getelementptr inbounds float, ptr %arena, i64 %6372
+  store <16 x float> %t250_c4_32184, ptr %arena2185, align 4
+  %t250_c5_02186 = load <16 x float>, ptr %pool1_grad.t250_c5_0, align 64
+  %6373 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6374 = add nsw i64 %6373, 5
+  %6375 = mul nsw i64 %6374, 3136
+  %6376 = add nsw i64 1129744, %6375
+  %6377 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6378 = add nsw i64 %6376, %6377
+  %arena2187 = getelementptr inbounds float, ptr %arena, i64 %6378
+  store <16 x float> %t250_c5_02186, ptr %arena2187, align 4
+  %t250_c5_12188 = load <16 x float>, ptr %pool1_grad.t250_c5_1, align 64
+  %6379 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6380 = add nsw i64 %6379, 5
+  %6381 = mul nsw i64 %6380, 3136
+  %6382 = add nsw i64 1129744, %6381
+  %6383 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6384 = add nsw i64 %6382, %6383
+  %6385 = add nsw i64 %6384, 16
+  %arena2189 = getelementptr inbounds float, ptr %arena, i64 %6385
+  store <16 x float> %t250_c5_12188, ptr %arena2189, align 4
+  %t250_c5_22190 = load <16 x float>, ptr %pool1_grad.t250_c5_2, align 64
+  %6386 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6387 = add nsw i64 %6386, 5
+  %6388 = mul nsw i64 %6387, 3136
+  %6389 = add nsw i64 1129744, %6388
+  %6390 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6391 = add nsw i64 %6389, %6390
+  %6392 = add nsw i64 %6391, 32
+  %arena2191 = getelementptr inbounds float, ptr %arena, i64 %6392
+  store <16 x float> %t250_c5_22190, ptr %arena2191, align 4
+  %t250_c5_32192 = load <16 x float>, ptr %pool1_grad.t250_c5_3, align 64
+  %6393 = mul nsw i64 %pool1_grad.mb2492096, 6
+  %6394 = add nsw i64 %6393, 5
+  %6395 = mul nsw i64 %6394, 3136
+  %6396 = add nsw i64 1129744, %6395
+  %6397 = mul nsw i64 %pool1_grad.nb2482095, 64
+  %6398 = add nsw i64 %6396, %6397
+  %6399 = add nsw i64 %6398, 48
+  %arena2193 = getelementptr inbounds float, ptr %arena, i64 %6399
+  store <16 x float> %t250_c5_32192, ptr %arena2193, align 4
+  %mb249.next = add nsw i64 %pool1_grad.mb2492096, 1
+  %6400 = icmp slt i64 %mb249.next, 24
+  br i1 %6400, label %pool1_grad.mb249, label %pool1_grad.mb249.end
 
-pool1_grad.ix239.end:                             ; preds = %pool1_grad.ix239
-  %iy238.next = add nsw i64 %pool1_grad.iy2382179, 1
-  %6416 = icmp slt i64 %iy238.next, 1
-  br i1 %6416, label %pool1_grad.iy238, label %pool1_grad.iy238.end
+pool1_grad.j252:                                  ; preds = %pool1_grad.c253.end, %pool1_grad.nb248.end
+  %pool1_grad.j2522194 = phi i64 [ 0, %pool1_grad.nb248.end ], [ %j252.next, %pool1_grad.c253.end ]
+  br label %pool1_grad.c253
 
-pool1_grad.iy244:                                 ; preds = %pool1_grad.ix245.end, %pool1_grad.iy238.end
-  %pool1_grad.iy2442186 = phi i64 [ 0, %pool1_grad.iy238.end ], [ %iy244.next, %pool1_grad.ix245.end ]
-  br label %pool1_grad.ix245
+pool1_grad.j252.end:                              ; preds = %pool1_grad.c253.end
+  %g244.next = add nsw i64 %pool1_grad.g2442089, 1
+  %6401 = icmp slt i64 %g244.next, 4
+  br i1 %6401, label %pool1_grad.g244, label %pool1_grad.g244.end
 
-pool1_grad.iy244.end:                             ; preds = %pool1_grad.ix245.end
-  br label %pool1_grad.iy252
+pool1_grad.c253:                                  ; preds = %pool1_grad.iy315.end, %pool1_grad.j252
+  %pool1_grad.c2532195 = phi i64 [ 0, %pool1_grad.j252 ], [ %c253.next, %pool1_grad.iy315.end ]
+  br label %pool1_grad.iy254
 
-pool1_grad.ix245:                                 ; preds = %pool1_grad.ix245, %pool1_grad.iy244
-  %pool1_grad.ix2452187 = phi i64 [ 0, %pool1_grad.iy244 ], [ %ix245.next, %pool1_grad.ix245 ]
-  %6417 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6418 = mul nsw i64 %6417, 3136
-  %6419 = add nsw i64 1129744, %6418
-  %6420 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6421 = add nsw i64 %6419, %6420
-  %6422 = add nsw i64 %pool1_grad.iy2442186, 1
-  %6423 = mul nsw i64 %6422, 14
-  %6424 = add nsw i64 %6421, %6423
-  %6425 = add nsw i64 %6424, 2
-  %6426 = add nsw i64 %6425, %pool1_grad.ix2452187
-  %arena2188 = getelementptr inbounds float, ptr %arena, i64 %6426
-  %6427 = load float, ptr %arena2188, align 4
-  store float %6427, ptr %pool1_grad.sum246, align 4
-  %sum246 = load float, ptr %pool1_grad.sum246, align 4
-  %6428 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6429 = add nsw i64 %6428, 1
-  %6430 = mul nsw i64 %6429, 3136
-  %6431 = add nsw i64 1129744, %6430
-  %6432 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6433 = add nsw i64 %6431, %6432
-  %6434 = add nsw i64 %pool1_grad.iy2442186, 1
-  %6435 = mul nsw i64 %6434, 14
-  %6436 = add nsw i64 %6433, %6435
-  %6437 = add nsw i64 %6436, 1
-  %6438 = add nsw i64 %6437, %pool1_grad.ix2452187
-  %arena2189 = getelementptr inbounds float, ptr %arena, i64 %6438
-  %6439 = load float, ptr %arena2189, align 4
-  %6440 = fadd float %sum246, %6439
-  store float %6440, ptr %pool1_grad.sum247, align 4
-  %sum247 = load float, ptr %pool1_grad.sum247, align 4
-  %6441 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6442 = add nsw i64 %6441, 2
-  %6443 = mul nsw i64 %6442, 3136
-  %6444 = add nsw i64 1129744, %6443
-  %6445 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6446 = add nsw i64 %6444, %6445
-  %6447 = add nsw i64 %pool1_grad.iy2442186, 1
-  %6448 = mul nsw i64 %6447, 14
-  %6449 = add nsw i64 %6446, %6448
-  %6450 = add nsw i64 %6449, %pool1_grad.ix2452187
-  %arena2190 = getelementptr inbounds float, ptr %arena, i64 %6450
-  %6451 = load float, ptr %arena2190, align 4
-  %6452 = fadd float %sum247, %6451
-  store float %6452, ptr %pool1_grad.sum248, align 4
-  %sum248 = load float, ptr %pool1_grad.sum248, align 4
-  %6453 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6454 = add nsw i64 %6453, 3
-  %6455 = mul nsw i64 %6454, 3136
-  %6456 = add nsw i64 1129744, %6455
-  %6457 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6458 = add nsw i64 %6456, %6457
-  %6459 = mul nsw i64 %pool1_grad.iy2442186, 14
-  %6460 = add nsw i64 %6458, %6459
-  %6461 = add nsw i64 %6460, 2
-  %6462 = add nsw i64 %6461, %pool1_grad.ix2452187
-  %arena2191 = getelementptr inbounds float, ptr %arena, i64 %6462
-  %6463 = load float, ptr %arena2191, align 4
-  %6464 = fadd float %sum248, %6463
-  store float %6464, ptr %pool1_grad.sum249, align 4
-  %sum249 = load float, ptr %pool1_grad.sum249, align 4
-  %6465 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6466 = add nsw i64 %6465, 4
-  %6467 = mul nsw i64 %6466, 3136
-  %6468 = add nsw i64 1129744, %6467
-  %6469 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6470 = add nsw i64 %6468, %6469
-  %6471 = mul nsw i64 %pool1_grad.iy2442186, 14
-  %6472 = add nsw i64 %6470, %6471
-  %6473 = add nsw i64 %6472, 1
-  %6474 = add nsw i64 %6473, %pool1_grad.ix2452187
-  %arena2192 = getelementptr inbounds float, ptr %arena, i64 %6474
-  %6475 = load float, ptr %arena2192, align 4
-  %6476 = fadd float %sum249, %6475
-  store float %6476, ptr %pool1_grad.sum250, align 4
-  %sum250 = load float, ptr %pool1_grad.sum250, align 4
-  %6477 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6478 = add nsw i64 %6477, 5
-  %6479 = mul nsw i64 %6478, 3136
-  %6480 = add nsw i64 1129744, %6479
-  %6481 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6482 = add nsw i64 %6480, %6481
-  %6483 = mul nsw i64 %pool1_grad.iy2442186, 14
-  %6484 = add nsw i64 %6482, %6483
-  %6485 = add nsw i64 %6484, %pool1_grad.ix2452187
-  %arena2193 = getelementptr inbounds float, ptr %arena, i64 %6485
-  %6486 = load float, ptr %arena2193, align 4
-  %6487 = fadd float %sum250, %6486
-  store float %6487, ptr %pool1_grad.sum251, align 4
-  %sum251 = load float, ptr %pool1_grad.sum251, align 4
-  %6488 = mul nsw i64 %pool1_grad.g2282072, 16
-  %6489 = add nsw i64 %6488, %pool1_grad.j2362177
-  %6490 = mul nsw i64 %6489, 3136
-  %6491 = add nsw i64 401408, %6490
-  %6492 = mul nsw i64 %pool1_grad.c2372178, 196
-  %6493 = add nsw i64 %6491, %6492
-  %6494 = mul nsw i64 %pool1_grad.iy2442186, 14
-  %6495 = add nsw i64 %6493, %6494
-  %6496 = add nsw i64 %6495, 1
-  %6497 = add nsw i64 %6496, %pool1_grad.ix2452187
-  %arena2194 = getelementptr inbounds float, ptr %arena, i64 %6497
-  store float %sum251, ptr %arena2194, align 4
-  %ix245.next = add nsw i64 %pool1_grad.ix2452187, 1
-  %6498 = icmp slt i64 %ix245.next, 12
-  br i1 %6498, label %pool1_grad.ix245, label %pool1_grad.ix245.end
+pool1_grad.c253.end:                              ; preds = %pool1_grad.iy315.end
+  %j252.next = add nsw i64 %pool1_grad.j2522194, 1
+  %6402 = icmp slt i64 %j252.next, 16
+  br i1 %6402, label %pool1_grad.j252, label %pool1_grad.j252.end
 
-pool1_grad.ix245.end:                             ; preds = %pool1_grad.ix245
-  %iy244.next = add nsw i64 %pool1_grad.iy2442186, 1
-  %6499 = icmp slt i64 %iy244.next, 1
-  br i1 %6499, label %pool1_grad.iy244, label %pool1_grad.iy244.end
+pool1_grad.iy254:                                 ; preds = %pool1_grad.ix255.end, %pool1_grad.c253
+  %pool1_grad.iy2542196 = phi i64 [ 0, %pool1_grad.c253 ], [ %iy254.next, %pool1_grad.ix255.end ]
+  br label %pool1_grad.ix255
 
-pool1_grad.iy252:                                 ; preds = %pool1_grad.ix253.end, %pool1_grad.iy244.end
-  %pool1_grad.iy2522195 = phi i64 [ 0, %pool1_grad.iy244.end ], [ %iy252.next, %pool1_grad.ix253.end ]
-  br label %pool1_grad.ix253
+pool1_grad.iy254.end:                             ; preds = %pool1_grad.ix255.end
+  br label %pool1_grad.iy260
 
-pool1_grad.iy252.end:                             ; preds = %pool1_grad.ix253.end
-  br label %pool1_grad.iy258
-
-pool1_grad.ix253:                                 ; preds = %pool1_grad.ix253, %pool1_grad.iy252
-  %pool1_grad.ix2532196 = phi i64 [ 0, %pool1_grad.iy252 ], [ %ix253.next, %pool1_grad.ix253 ]
-  %6500 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6501 = add nsw i64 %6500, 1
-  %6502 = mul nsw i64 %6501, 3136
-  %6503 = add nsw i64 1129744, %6502
-  %6504 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6505 = add nsw i64 %6503, %6504
-  %6506 = add nsw i64 %pool1_grad.iy2522195, 1
-  %6507 = mul nsw i64 %6506, 14
-  %6508 = add nsw i64 %6505, %6507
-  %6509 = add nsw i64 %6508, 13
-  %6510 = add nsw i64 %6509, %pool1_grad.ix2532196
-  %arena2197 = getelementptr inbounds float, ptr %arena, i64 %6510
-  %6511 = load float, ptr %arena2197, align 4
-  store float %6511, ptr %pool1_grad.sum254, align 4
-  %sum254 = load float, ptr %pool1_grad.sum254, align 4
-  %6512 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6513 = add nsw i64 %6512, 2
-  %6514 = mul nsw i64 %6513, 3136
-  %6515 = add nsw i64 1129744, %6514
-  %6516 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6517 = add nsw i64 %6515, %6516
-  %6518 = add nsw i64 %pool1_grad.iy2522195, 1
-  %6519 = mul nsw i64 %6518, 14
-  %6520 = add nsw i64 %6517, %6519
-  %6521 = add nsw i64 %6520, 12
-  %6522 = add nsw i64 %6521, %pool1_grad.ix2532196
-  %arena2198 = getelementptr inbounds float, ptr %arena, i64 %6522
-  %6523 = load float, ptr %arena2198, align 4
-  %6524 = fadd float %sum254, %6523
-  store float %6524, ptr %pool1_grad.sum255, align 4
-  %sum255 = load float, ptr %pool1_grad.sum255, align 4
-  %6525 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6526 = add nsw i64 %6525, 4
-  %6527 = mul nsw i64 %6526, 3136
-  %6528 = add nsw i64 1129744, %6527
-  %6529 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6530 = add nsw i64 %6528, %6529
-  %6531 = mul nsw i64 %pool1_grad.iy2522195, 14
-  %6532 = add nsw i64 %6530, %6531
-  %6533 = add nsw i64 %6532, 13
-  %6534 = add nsw i64 %6533, %pool1_grad.ix2532196
-  %arena2199 = getelementptr inbounds float, ptr %arena, i64 %6534
-  %6535 = load float, ptr %arena2199, align 4
-  %6536 = fadd float %sum255, %6535
-  store float %6536, ptr %pool1_grad.sum256, align 4
+pool1_grad.ix255:                                 ; preds = %pool1_grad.ix255, %pool1_grad.iy254
+  %pool1_grad.ix2552197 = phi i64 [ 0, %pool1_grad.iy254 ], [ %ix255.next, %pool1_grad.ix255 ]
+  %6403 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6404 = mul nsw i64 %6403, 3136
+  %6405 = add nsw i64 1129744, %6404
+  %6406 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6407 = add nsw i64 %6405, %6406
+  %6408 = add nsw i64 %pool1_grad.iy2542196, 1
+  %6409 = mul nsw i64 %6408, 14
+  %6410 = add nsw i64 %6407, %6409
+  %6411 = add nsw i64 %6410, 1
+  %6412 = add nsw i64 %6411, %pool1_grad.ix2552197
+  %arena2198 = getelementptr inbounds float, ptr %arena, i64 %6412
+  %6413 = load float, ptr %arena2198, align 4
+  store float %6413, ptr %pool1_grad.sum256, align 4
   %sum256 = load float, ptr %pool1_grad.sum256, align 4
-  %6537 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6538 = add nsw i64 %6537, 5
-  %6539 = mul nsw i64 %6538, 3136
-  %6540 = add nsw i64 1129744, %6539
-  %6541 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6542 = add nsw i64 %6540, %6541
-  %6543 = mul nsw i64 %pool1_grad.iy2522195, 14
-  %6544 = add nsw i64 %6542, %6543
-  %6545 = add nsw i64 %6544, 12
-  %6546 = add nsw i64 %6545, %pool1_grad.ix2532196
-  %arena2200 = getelementptr inbounds float, ptr %arena, i64 %6546
-  %6547 = load float, ptr %arena2200, align 4
-  %6548 = fadd float %sum256, %6547
-  store float %6548, ptr %pool1_grad.sum257, align 4
+  %6414 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6415 = add nsw i64 %6414, 1
+  %6416 = mul nsw i64 %6415, 3136
+  %6417 = add nsw i64 1129744, %6416
+  %6418 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6419 = add nsw i64 %6417, %6418
+  %6420 = add nsw i64 %pool1_grad.iy2542196, 1
+  %6421 = mul nsw i64 %6420, 14
+  %6422 = add nsw i64 %6419, %6421
+  %6423 = add nsw i64 %6422, %pool1_grad.ix2552197
+  %arena2199 = getelementptr inbounds float, ptr %arena, i64 %6423
+  %6424 = load float, ptr %arena2199, align 4
+  %6425 = fadd float %sum256, %6424
+  store float %6425, ptr %pool1_grad.sum257, align 4
   %sum257 = load float, ptr %pool1_grad.sum257, align 4
-  %6549 = mul nsw i64 %pool1_grad.g2282072, 16
-  %6550 = add nsw i64 %6549, %pool1_grad.j2362177
-  %6551 = mul nsw i64 %6550, 3136
-  %6552 = add nsw i64 401408, %6551
-  %6553 = mul nsw i64 %pool1_grad.c2372178, 196
-  %6554 = add nsw i64 %6552, %6553
-  %6555 = mul nsw i64 %pool1_grad.iy2522195, 14
-  %6556 = add nsw i64 %6554, %6555
-  %6557 = add nsw i64 %6556, 13
-  %6558 = add nsw i64 %6557, %pool1_grad.ix2532196
-  %arena2201 = getelementptr inbounds float, ptr %arena, i64 %6558
-  store float %sum257, ptr %arena2201, align 4
-  %ix253.next = add nsw i64 %pool1_grad.ix2532196, 1
-  %6559 = icmp slt i64 %ix253.next, 1
-  br i1 %6559, label %pool1_grad.ix253, label %pool1_grad.ix253.end
+  %6426 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6427 = add nsw i64 %6426, 3
+  %6428 = mul nsw i64 %6427, 3136
+  %6429 = add nsw i64 1129744, %6428
+  %6430 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6431 = add nsw i64 %6429, %6430
+  %6432 = mul nsw i64 %pool1_grad.iy2542196, 14
+  %6433 = add nsw i64 %6431, %6432
+  %6434 = add nsw i64 %6433, 1
+  %6435 = add nsw i64 %6434, %pool1_grad.ix2552197
+  %arena2200 = getelementptr inbounds float, ptr %arena, i64 %6435
+  %6436 = load float, ptr %arena2200, align 4
+  %6437 = fadd float %sum257, %6436
+  store float %6437, ptr %pool1_grad.sum258, align 4
+  %sum258 = load float, ptr %pool1_grad.sum258, align 4
+  %6438 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6439 = add nsw i64 %6438, 4
+  %6440 = mul nsw i64 %6439, 3136
+  %6441 = add nsw i64 1129744, %6440
+  %6442 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6443 = add nsw i64 %6441, %6442
+  %6444 = mul nsw i64 %pool1_grad.iy2542196, 14
+  %6445 = add nsw i64 %6443, %6444
+  %6446 = add nsw i64 %6445, %pool1_grad.ix2552197
+  %arena2201 = getelementptr inbounds float, ptr %arena, i64 %6446
+  %6447 = load float, ptr %arena2201, align 4
+  %6448 = fadd float %sum258, %6447
+  store float %6448, ptr %pool1_grad.sum259, align 4
+  %sum259 = load float, ptr %pool1_grad.sum259, align 4
+  %6449 = mul nsw i64 %pool1_grad.g2442089, 16
+  %6450 = add nsw i64 %6449, %pool1_grad.j2522194
+  %6451 = mul nsw i64 %6450, 3136
+  %6452 = add nsw i64 401408, %6451
+  %6453 = mul nsw i64 %pool1_grad.c2532195, 196
+  %6454 = add nsw i64 %6452, %6453
+  %6455 = mul nsw i64 %pool1_grad.iy2542196, 14
+  %6456 = add nsw i64 %6454, %6455
+  %6457 = add nsw i64 %6456, %pool1_grad.ix2552197
+  %arena2202 = getelementptr inbounds float, ptr %arena, i64 %6457
+  store float %sum259, ptr %arena2202, align 4
+  %ix255.next = add nsw i64 %pool1_grad.ix2552197, 1
+  %6458 = icmp slt i64 %ix255.next, 1
+  br i1 %6458, label %pool1_grad.ix255, label %pool1_grad.ix255.end
 
-pool1_grad.ix253.end:                             ; preds = %pool1_grad.ix253
-  %iy252.next = add nsw i64 %pool1_grad.iy2522195, 1
-  %6560 = icmp slt i64 %iy252.next, 1
-  br i1 %6560, label %pool1_grad.iy252, label %pool1_grad.iy252.end
+pool1_grad.ix255.end:                             ; preds = %pool1_grad.ix255
+  %iy254.next = add nsw i64 %pool1_grad.iy2542196, 1
+  %6459 = icmp slt i64 %iy254.next, 1
+  br i1 %6459, label %pool1_grad.iy254, label %pool1_grad.iy254.end
 
-pool1_grad.iy258:                                 ; preds = %pool1_grad.ix259.end, %pool1_grad.iy252.end
-  %pool1_grad.iy2582202 = phi i64 [ 0, %pool1_grad.iy252.end ], [ %iy258.next, %pool1_grad.ix259.end ]
-  br label %pool1_grad.ix259
+pool1_grad.iy260:                                 ; preds = %pool1_grad.ix261.end, %pool1_grad.iy254.end
+  %pool1_grad.iy2602203 = phi i64 [ 0, %pool1_grad.iy254.end ], [ %iy260.next, %pool1_grad.ix261.end ]
+  br label %pool1_grad.ix261
 
-pool1_grad.iy258.end:                             ; preds = %pool1_grad.ix259.end
-  br label %pool1_grad.iy266
+pool1_grad.iy260.end:                             ; preds = %pool1_grad.ix261.end
+  br label %pool1_grad.iy268
 
-pool1_grad.ix259:                                 ; preds = %pool1_grad.ix259, %pool1_grad.iy258
-  %pool1_grad.ix2592203 = phi i64 [ 0, %pool1_grad.iy258 ], [ %ix259.next, %pool1_grad.ix259 ]
-  %6561 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6562 = mul nsw i64 %6561, 3136
-  %6563 = add nsw i64 1129744, %6562
-  %6564 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6565 = add nsw i64 %6563, %6564
-  %6566 = add nsw i64 %pool1_grad.iy2582202, 1
-  %6567 = add nsw i64 %6566, 1
-  %6568 = mul nsw i64 %6567, 14
-  %6569 = add nsw i64 %6565, %6568
-  %6570 = add nsw i64 %6569, 1
-  %6571 = add nsw i64 %6570, %pool1_grad.ix2592203
-  %arena2204 = getelementptr inbounds float, ptr %arena, i64 %6571
-  %6572 = load float, ptr %arena2204, align 4
-  store float %6572, ptr %pool1_grad.sum260, align 4
-  %sum260 = load float, ptr %pool1_grad.sum260, align 4
-  %6573 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6574 = add nsw i64 %6573, 1
-  %6575 = mul nsw i64 %6574, 3136
-  %6576 = add nsw i64 1129744, %6575
-  %6577 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6578 = add nsw i64 %6576, %6577
-  %6579 = add nsw i64 %pool1_grad.iy2582202, 1
-  %6580 = add nsw i64 %6579, 1
-  %6581 = mul nsw i64 %6580, 14
-  %6582 = add nsw i64 %6578, %6581
-  %6583 = add nsw i64 %6582, %pool1_grad.ix2592203
-  %arena2205 = getelementptr inbounds float, ptr %arena, i64 %6583
-  %6584 = load float, ptr %arena2205, align 4
-  %6585 = fadd float %sum260, %6584
-  store float %6585, ptr %pool1_grad.sum261, align 4
-  %sum261 = load float, ptr %pool1_grad.sum261, align 4
-  %6586 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6587 = add nsw i64 %6586, 3
-  %6588 = mul nsw i64 %6587, 3136
-  %6589 = add nsw i64 1129744, %6588
-  %6590 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6591 = add nsw i64 %6589, %6590
-  %6592 = add nsw i64 %pool1_grad.iy2582202, 1
-  %6593 = mul nsw i64 %6592, 14
-  %6594 = add nsw i64 %6591, %6593
-  %6595 = add nsw i64 %6594, 1
-  %6596 = add nsw i64 %6595, %pool1_grad.ix2592203
-  %arena2206 = getelementptr inbounds float, ptr %arena, i64 %6596
-  %6597 = load float, ptr %arena2206, align 4
-  %6598 = fadd float %sum261, %6597
-  store float %6598, ptr %pool1_grad.sum262, align 4
+pool1_grad.ix261:                                 ; preds = %pool1_grad.ix261, %pool1_grad.iy260
+  %pool1_grad.ix2612204 = phi i64 [ 0, %pool1_grad.iy260 ], [ %ix261.next, %pool1_grad.ix261 ]
+  %6460 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6461 = mul nsw i64 %6460, 3136
+  %6462 = add nsw i64 1129744, %6461
+  %6463 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6464 = add nsw i64 %6462, %6463
+  %6465 = add nsw i64 %pool1_grad.iy2602203, 1
+  %6466 = mul nsw i64 %6465, 14
+  %6467 = add nsw i64 %6464, %6466
+  %6468 = add nsw i64 %6467, 2
+  %6469 = add nsw i64 %6468, %pool1_grad.ix2612204
+  %arena2205 = getelementptr inbounds float, ptr %arena, i64 %6469
+  %6470 = load float, ptr %arena2205, align 4
+  store float %6470, ptr %pool1_grad.sum262, align 4
   %sum262 = load float, ptr %pool1_grad.sum262, align 4
-  %6599 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6600 = add nsw i64 %6599, 4
-  %6601 = mul nsw i64 %6600, 3136
-  %6602 = add nsw i64 1129744, %6601
-  %6603 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6604 = add nsw i64 %6602, %6603
-  %6605 = add nsw i64 %pool1_grad.iy2582202, 1
-  %6606 = mul nsw i64 %6605, 14
-  %6607 = add nsw i64 %6604, %6606
-  %6608 = add nsw i64 %6607, %pool1_grad.ix2592203
-  %arena2207 = getelementptr inbounds float, ptr %arena, i64 %6608
-  %6609 = load float, ptr %arena2207, align 4
-  %6610 = fadd float %sum262, %6609
-  store float %6610, ptr %pool1_grad.sum263, align 4
+  %6471 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6472 = add nsw i64 %6471, 1
+  %6473 = mul nsw i64 %6472, 3136
+  %6474 = add nsw i64 1129744, %6473
+  %6475 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6476 = add nsw i64 %6474, %6475
+  %6477 = add nsw i64 %pool1_grad.iy2602203, 1
+  %6478 = mul nsw i64 %6477, 14
+  %6479 = add nsw i64 %6476, %6478
+  %6480 = add nsw i64 %6479, 1
+  %6481 = add nsw i64 %6480, %pool1_grad.ix2612204
+  %arena2206 = getelementptr inbounds float, ptr %arena, i64 %6481
+  %6482 = load float, ptr %arena2206, align 4
+  %6483 = fadd float %sum262, %6482
+  store float %6483, ptr %pool1_grad.sum263, align 4
   %sum263 = load float, ptr %pool1_grad.sum263, align 4
-  %6611 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6612 = add nsw i64 %6611, 6
-  %6613 = mul nsw i64 %6612, 3136
-  %6614 = add nsw i64 1129744, %6613
-  %6615 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6616 = add nsw i64 %6614, %6615
-  %6617 = add nsw i64 %pool1_grad.iy2582202, 1
-  %6618 = add nsw i64 %6617, -1
-  %6619 = mul nsw i64 %6618, 14
-  %6620 = add nsw i64 %6616, %6619
-  %6621 = add nsw i64 %6620, 1
-  %6622 = add nsw i64 %6621, %pool1_grad.ix2592203
-  %arena2208 = getelementptr inbounds float, ptr %arena, i64 %6622
-  %6623 = load float, ptr %arena2208, align 4
-  %6624 = fadd float %sum263, %6623
-  store float %6624, ptr %pool1_grad.sum264, align 4
+  %6484 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6485 = add nsw i64 %6484, 2
+  %6486 = mul nsw i64 %6485, 3136
+  %6487 = add nsw i64 1129744, %6486
+  %6488 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6489 = add nsw i64 %6487, %6488
+  %6490 = add nsw i64 %pool1_grad.iy2602203, 1
+  %6491 = mul nsw i64 %6490, 14
+  %6492 = add nsw i64 %6489, %6491
+  %6493 = add nsw i64 %6492, %pool1_grad.ix2612204
+  %arena2207 = getelementptr inbounds float, ptr %arena, i64 %6493
+  %6494 = load float, ptr %arena2207, align 4
+  %6495 = fadd float %sum263, %6494
+  store float %6495, ptr %pool1_grad.sum264, align 4
   %sum264 = load float, ptr %pool1_grad.sum264, align 4
-  %6625 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6626 = add nsw i64 %6625, 7
-  %6627 = mul nsw i64 %6626, 3136
-  %6628 = add nsw i64 1129744, %6627
-  %6629 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6630 = add nsw i64 %6628, %6629
-  %6631 = add nsw i64 %pool1_grad.iy2582202, 1
-  %6632 = add nsw i64 %6631, -1
-  %6633 = mul nsw i64 %6632, 14
-  %6634 = add nsw i64 %6630, %6633
-  %6635 = add nsw i64 %6634, %pool1_grad.ix2592203
-  %arena2209 = getelementptr inbounds float, ptr %arena, i64 %6635
-  %6636 = load float, ptr %arena2209, align 4
-  %6637 = fadd float %sum264, %6636
-  store float %6637, ptr %pool1_grad.sum265, align 4
+  %6496 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6497 = add nsw i64 %6496, 3
+  %6498 = mul nsw i64 %6497, 3136
+  %6499 = add nsw i64 1129744, %6498
+  %6500 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6501 = add nsw i64 %6499, %6500
+  %6502 = mul nsw i64 %pool1_grad.iy2602203, 14
+  %6503 = add nsw i64 %6501, %6502
+  %6504 = add nsw i64 %6503, 2
+  %6505 = add nsw i64 %6504, %pool1_grad.ix2612204
+  %arena2208 = getelementptr inbounds float, ptr %arena, i64 %6505
+  %6506 = load float, ptr %arena2208, align 4
+  %6507 = fadd float %sum264, %6506
+  store float %6507, ptr %pool1_grad.sum265, align 4
   %sum265 = load float, ptr %pool1_grad.sum265, align 4
-  %6638 = mul nsw i64 %pool1_grad.g2282072, 16
-  %6639 = add nsw i64 %6638, %pool1_grad.j2362177
-  %6640 = mul nsw i64 %6639, 3136
-  %6641 = add nsw i64 401408, %6640
-  %6642 = mul nsw i64 %pool1_grad.c2372178, 196
-  %6643 = add nsw i64 %6641, %6642
-  %6644 = add nsw i64 %pool1_grad.iy2582202, 1
-  %6645 = mul nsw i64 %6644, 14
-  %6646 = add nsw i64 %6643, %6645
-  %6647 = add nsw i64 %6646, %pool1_grad.ix2592203
-  %arena2210 = getelementptr inbounds float, ptr %arena, i64 %6647
-  store float %sum265, ptr %arena2210, align 4
-  %ix259.next = add nsw i64 %pool1_grad.ix2592203, 1
-  %6648 = icmp slt i64 %ix259.next, 1
-  br i1 %6648, label %pool1_grad.ix259, label %pool1_grad.ix259.end
+  %6508 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6509 = add nsw i64 %6508, 4
+  %6510 = mul nsw i64 %6509, 3136
+  %6511 = add nsw i64 1129744, %6510
+  %6512 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6513 = add nsw i64 %6511, %6512
+  %6514 = mul nsw i64 %pool1_grad.iy2602203, 14
+  %6515 = add nsw i64 %6513, %6514
+  %6516 = add nsw i64 %6515, 1
+  %6517 = add nsw i64 %6516, %pool1_grad.ix2612204
+  %arena2209 = getelementptr inbounds float, ptr %arena, i64 %6517
+  %6518 = load float, ptr %arena2209, align 4
+  %6519 = fadd float %sum265, %6518
+  store float %6519, ptr %pool1_grad.sum266, align 4
+  %sum266 = load float, ptr %pool1_grad.sum266, align 4
+  %6520 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6521 = add nsw i64 %6520, 5
+  %6522 = mul nsw i64 %6521, 3136
+  %6523 = add nsw i64 1129744, %6522
+  %6524 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6525 = add nsw i64 %6523, %6524
+  %6526 = mul nsw i64 %pool1_grad.iy2602203, 14
+  %6527 = add nsw i64 %6525, %6526
+  %6528 = add nsw i64 %6527, %pool1_grad.ix2612204
+  %arena2210 = getelementptr inbounds float, ptr %arena, i64 %6528
+  %6529 = load float, ptr %arena2210, align 4
+  %6530 = fadd float %sum266, %6529
+  store float %6530, ptr %pool1_grad.sum267, align 4
+  %sum267 = load float, ptr %pool1_grad.sum267, align 4
+  %6531 = mul nsw i64 %pool1_grad.g2442089, 16
+  %6532 = add nsw i64 %6531, %pool1_grad.j2522194
+  %6533 = mul nsw i64 %6532, 3136
+  %6534 = add nsw i64 401408, %6533
+  %6535 = mul nsw i64 %pool1_grad.c2532195, 196
+  %6536 = add nsw i64 %6534, %6535
+  %6537 = mul nsw i64 %pool1_grad.iy2602203, 14
+  %6538 = add nsw i64 %6536, %6537
+  %6539 = add nsw i64 %6538, 1
+  %6540 = add nsw i64 %6539, %pool1_grad.ix2612204
+  %arena2211 = getelementptr inbounds float, ptr %arena, i64 %6540
+  store float %sum267, ptr %arena2211, align 4
+  %ix261.next = add nsw i64 %pool1_grad.ix2612204, 1
+  %6541 = icmp slt i64 %ix261.next, 12
+  br i1 %6541, label %pool1_grad.ix261, label %pool1_grad.ix261.end
 
-pool1_grad.ix259.end:                             ; preds = %pool1_grad.ix259
-  %iy258.next = add nsw i64 %pool1_grad.iy2582202, 1
-  %6649 = icmp slt i64 %iy258.next, 12
-  br i1 %6649, label %pool1_grad.iy258, label %pool1_grad.iy258.end
+pool1_grad.ix261.end:                             ; preds = %pool1_grad.ix261
+  %iy260.next = add nsw i64 %pool1_grad.iy2602203, 1
+  %6542 = icmp slt i64 %iy260.next, 1
+  br i1 %6542, label %pool1_grad.iy260, label %pool1_grad.iy260.end
 
-pool1_grad.iy266:                                 ; preds = %pool1_grad.ix267.end, %pool1_grad.iy258.end
-  %pool1_grad.iy2662211 = phi i64 [ 0, %pool1_grad.iy258.end ], [ %iy266.next, %pool1_grad.ix267.end ]
-  br label %pool1_grad.ix267
+pool1_grad.iy268:                                 ; preds = %pool1_grad.ix269.end, %pool1_grad.iy260.end
+  %pool1_grad.iy2682212 = phi i64 [ 0, %pool1_grad.iy260.end ], [ %iy268.next, %pool1_grad.ix269.end ]
+  br label %pool1_grad.ix269
 
-pool1_grad.iy266.end:                             ; preds = %pool1_grad.ix267.end
-  br label %pool1_grad.iy277
+pool1_grad.iy268.end:                             ; preds = %pool1_grad.ix269.end
+  br label %pool1_grad.iy274
 
-pool1_grad.ix267:                                 ; preds = %pool1_grad.ix267, %pool1_grad.iy266
-  %pool1_grad.ix2672212 = phi i64 [ 0, %pool1_grad.iy266 ], [ %ix267.next, %pool1_grad.ix267 ]
-  %6650 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6651 = mul nsw i64 %6650, 3136
-  %6652 = add nsw i64 1129744, %6651
-  %6653 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6654 = add nsw i64 %6652, %6653
-  %6655 = add nsw i64 %pool1_grad.iy2662211, 1
-  %6656 = add nsw i64 %6655, 1
-  %6657 = mul nsw i64 %6656, 14
-  %6658 = add nsw i64 %6654, %6657
-  %6659 = add nsw i64 %6658, 2
-  %6660 = add nsw i64 %6659, %pool1_grad.ix2672212
-  %arena2213 = getelementptr inbounds float, ptr %arena, i64 %6660
-  %6661 = load float, ptr %arena2213, align 4
-  store float %6661, ptr %pool1_grad.sum268, align 4
-  %sum268 = load float, ptr %pool1_grad.sum268, align 4
-  %6662 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6663 = add nsw i64 %6662, 1
-  %6664 = mul nsw i64 %6663, 3136
-  %6665 = add nsw i64 1129744, %6664
-  %6666 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6667 = add nsw i64 %6665, %6666
-  %6668 = add nsw i64 %pool1_grad.iy2662211, 1
-  %6669 = add nsw i64 %6668, 1
-  %6670 = mul nsw i64 %6669, 14
-  %6671 = add nsw i64 %6667, %6670
-  %6672 = add nsw i64 %6671, 1
-  %6673 = add nsw i64 %6672, %pool1_grad.ix2672212
-  %arena2214 = getelementptr inbounds float, ptr %arena, i64 %6673
-  %6674 = load float, ptr %arena2214, align 4
-  %6675 = fadd float %sum268, %6674
-  store float %6675, ptr %pool1_grad.sum269, align 4
-  %sum269 = load float, ptr %pool1_grad.sum269, align 4
-  %6676 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6677 = add nsw i64 %6676, 2
-  %6678 = mul nsw i64 %6677, 3136
-  %6679 = add nsw i64 1129744, %6678
-  %6680 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6681 = add nsw i64 %6679, %6680
-  %6682 = add nsw i64 %pool1_grad.iy2662211, 1
-  %6683 = add nsw i64 %6682, 1
-  %6684 = mul nsw i64 %6683, 14
-  %6685 = add nsw i64 %6681, %6684
-  %6686 = add nsw i64 %6685, %pool1_grad.ix2672212
-  %arena2215 = getelementptr inbounds float, ptr %arena, i64 %6686
-  %6687 = load float, ptr %arena2215, align 4
-  %6688 = fadd float %sum269, %6687
-  store float %6688, ptr %pool1_grad.sum270, align 4
+pool1_grad.ix269:                                 ; preds = %pool1_grad.ix269, %pool1_grad.iy268
+  %pool1_grad.ix2692213 = phi i64 [ 0, %pool1_grad.iy268 ], [ %ix269.next, %pool1_grad.ix269 ]
+  %6543 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6544 = add nsw i64 %6543, 1
+  %6545 = mul nsw i64 %6544, 3136
+  %6546 = add nsw i64 1129744, %6545
+  %6547 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6548 = add nsw i64 %6546, %6547
+  %6549 = add nsw i64 %pool1_grad.iy2682212, 1
+  %6550 = mul nsw i64 %6549, 14
+  %6551 = add nsw i64 %6548, %6550
+  %6552 = add nsw i64 %6551, 13
+  %6553 = add nsw i64 %6552, %pool1_grad.ix2692213
+  %arena2214 = getelementptr inbounds float, ptr %arena, i64 %6553
+  %6554 = load float, ptr %arena2214, align 4
+  store float %6554, ptr %pool1_grad.sum270, align 4
   %sum270 = load float, ptr %pool1_grad.sum270, align 4
-  %6689 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6690 = add nsw i64 %6689, 3
-  %6691 = mul nsw i64 %6690, 3136
-  %6692 = add nsw i64 1129744, %6691
-  %6693 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6694 = add nsw i64 %6692, %6693
-  %6695 = add nsw i64 %pool1_grad.iy2662211, 1
-  %6696 = mul nsw i64 %6695, 14
-  %6697 = add nsw i64 %6694, %6696
-  %6698 = add nsw i64 %6697, 2
-  %6699 = add nsw i64 %6698, %pool1_grad.ix2672212
-  %arena2216 = getelementptr inbounds float, ptr %arena, i64 %6699
-  %6700 = load float, ptr %arena2216, align 4
-  %6701 = fadd float %sum270, %6700
-  store float %6701, ptr %pool1_grad.sum271, align 4
+  %6555 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6556 = add nsw i64 %6555, 2
+  %6557 = mul nsw i64 %6556, 3136
+  %6558 = add nsw i64 1129744, %6557
+  %6559 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6560 = add nsw i64 %6558, %6559
+  %6561 = add nsw i64 %pool1_grad.iy2682212, 1
+  %6562 = mul nsw i64 %6561, 14
+  %6563 = add nsw i64 %6560, %6562
+  %6564 = add nsw i64 %6563, 12
+  %6565 = add nsw i64 %6564, %pool1_grad.ix2692213
+  %arena2215 = getelementptr inbounds float, ptr %arena, i64 %6565
+  %6566 = load float, ptr %arena2215, align 4
+  %6567 = fadd float %sum270, %6566
+  store float %6567, ptr %pool1_grad.sum271, align 4
   %sum271 = load float, ptr %pool1_grad.sum271, align 4
-  %6702 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6703 = add nsw i64 %6702, 4
-  %6704 = mul nsw i64 %6703, 3136
-  %6705 = add nsw i64 1129744, %6704
-  %6706 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6707 = add nsw i64 %6705, %6706
-  %6708 = add nsw i64 %pool1_grad.iy2662211, 1
-  %6709 = mul nsw i64 %6708, 14
-  %6710 = add nsw i64 %6707, %6709
-  %6711 = add nsw i64 %6710, 1
-  %6712 = add nsw i64 %6711, %pool1_grad.ix2672212
-  %arena2217 = getelementptr inbounds float, ptr %arena, i64 %6712
-  %6713 = load float, ptr %arena2217, align 4
-  %6714 = fadd float %sum271, %6713
-  store float %6714, ptr %pool1_grad.sum272, align 4
+  %6568 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6569 = add nsw i64 %6568, 4
+  %6570 = mul nsw i64 %6569, 3136
+  %6571 = add nsw i64 1129744, %6570
+  %6572 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6573 = add nsw i64 %6571, %6572
+  %6574 = mul nsw i64 %pool1_grad.iy2682212, 14
+  %6575 = add nsw i64 %6573, %6574
+  %6576 = add nsw i64 %6575, 13
+  %6577 = add nsw i64 %6576, %pool1_grad.ix2692213
+  %arena2216 = getelementptr inbounds float, ptr %arena, i64 %6577
+  %6578 = load float, ptr %arena2216, align 4
+  %6579 = fadd float %sum271, %6578
+  store float %6579, ptr %pool1_grad.sum272, align 4
   %sum272 = load float, ptr %pool1_grad.sum272, align 4
-  %6715 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6716 = add nsw i64 %6715, 5
-  %6717 = mul nsw i64 %6716, 3136
-  %6718 = add nsw i64 1129744, %6717
-  %6719 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6720 = add nsw i64 %6718, %6719
-  %6721 = add nsw i64 %pool1_grad.iy2662211, 1
-  %6722 = mul nsw i64 %6721, 14
-  %6723 = add nsw i64 %6720, %6722
-  %6724 = add nsw i64 %6723, %pool1_grad.ix2672212
-  %arena2218 = getelementptr inbounds float, ptr %arena, i64 %6724
-  %6725 = load float, ptr %arena2218, align 4
-  %6726 = fadd float %sum272, %6725
-  store float %6726, ptr %pool1_grad.sum273, align 4
+  %6580 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6581 = add nsw i64 %6580, 5
+  %6582 = mul nsw i64 %6581, 3136
+  %6583 = add nsw i64 1129744, %6582
+  %6584 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6585 = add nsw i64 %6583, %6584
+  %6586 = mul nsw i64 %pool1_grad.iy2682212, 14
+  %6587 = add nsw i64 %6585, %6586
+  %6588 = add nsw i64 %6587, 12
+  %6589 = add nsw i64 %6588, %pool1_grad.ix2692213
+  %arena2217 = getelementptr inbounds float, ptr %arena, i64 %6589
+  %6590 = load float, ptr %arena2217, align 4
+  %6591 = fadd float %sum272, %6590
+  store float %6591, ptr %pool1_grad.sum273, align 4
   %sum273 = load float, ptr %pool1_grad.sum273, align 4
-  %6727 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6728 = add nsw i64 %6727, 6
-  %6729 = mul nsw i64 %6728, 3136
-  %6730 = add nsw i64 1129744, %6729
-  %6731 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6732 = add nsw i64 %6730, %6731
-  %6733 = add nsw i64 %pool1_grad.iy2662211, 1
-  %6734 = add nsw i64 %6733, -1
-  %6735 = mul nsw i64 %6734, 14
-  %6736 = add nsw i64 %6732, %6735
-  %6737 = add nsw i64 %6736, 2
-  %6738 = add nsw i64 %6737, %pool1_grad.ix2672212
-  %arena2219 = getelementptr inbounds float, ptr %arena, i64 %6738
-  %6739 = load float, ptr %arena2219, align 4
-  %6740 = fadd float %sum273, %6739
-  store float %6740, ptr %pool1_grad.sum274, align 4
-  %sum274 = load float, ptr %pool1_grad.sum274, align 4
-  %6741 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6742 = add nsw i64 %6741, 7
-  %6743 = mul nsw i64 %6742, 3136
-  %6744 = add nsw i64 1129744, %6743
-  %6745 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6746 = add nsw i64 %6744, %6745
-  %6747 = add nsw i64 %pool1_grad.iy2662211, 1
-  %6748 = add nsw i64 %6747, -1
-  %6749 = mul nsw i64 %6748, 14
-  %6750 = add nsw i64 %6746, %6749
-  %6751 = add nsw i64 %6750, 1
-  %6752 = add nsw i64 %6751, %pool1_grad.ix2672212
-  %arena2220 = getelementptr inbounds float, ptr %arena, i64 %6752
-  %6753 = load float, ptr %arena2220, align 4
-  %6754 = fadd float %sum274, %6753
-  store float %6754, ptr %pool1_grad.sum275, align 4
-  %sum275 = load float, ptr %pool1_grad.sum275, align 4
-  %6755 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6756 = add nsw i64 %6755, 8
-  %6757 = mul nsw i64 %6756, 3136
-  %6758 = add nsw i64 1129744, %6757
-  %6759 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6760 = add nsw i64 %6758, %6759
-  %6761 = add nsw i64 %pool1_grad.iy2662211, 1
-  %6762 = add nsw i64 %6761, -1
-  %6763 = mul nsw i64 %6762, 14
-  %6764 = add nsw i64 %6760, %6763
-  %6765 = add nsw i64 %6764, %pool1_grad.ix2672212
-  %arena2221 = getelementptr inbounds float, ptr %arena, i64 %6765
-  %6766 = load float, ptr %arena2221, align 4
-  %6767 = fadd float %sum275, %6766
-  store float %6767, ptr %pool1_grad.sum276, align 4
+  %6592 = mul nsw i64 %pool1_grad.g2442089, 16
+  %6593 = add nsw i64 %6592, %pool1_grad.j2522194
+  %6594 = mul nsw i64 %6593, 3136
+  %6595 = add nsw i64 401408, %6594
+  %6596 = mul nsw i64 %pool1_grad.c2532195, 196
+  %6597 = add nsw i64 %6595, %6596
+  %6598 = mul nsw i64 %pool1_grad.iy2682212, 14
+  %6599 = add nsw i64 %6597, %6598
+  %6600 = add nsw i64 %6599, 13
+  %6601 = add nsw i64 %6600, %pool1_grad.ix2692213
+  %arena2218 = getelementptr inbounds float, ptr %arena, i64 %6601
+  store float %sum273, ptr %arena2218, align 4
+  %ix269.next = add nsw i64 %pool1_grad.ix2692213, 1
+  %6602 = icmp slt i64 %ix269.next, 1
+  br i1 %6602, label %pool1_grad.ix269, label %pool1_grad.ix269.end
+
+pool1_grad.ix269.end:                             ; preds = %pool1_grad.ix269
+  %iy268.next = add nsw i64 %pool1_grad.iy2682212, 1
+  %6603 = icmp slt i64 %iy268.next, 1
+  br i1 %6603, label %pool1_grad.iy268, label %pool1_grad.iy268.end
+
+pool1_grad.iy274:                                 ; preds = %pool1_grad.ix275.end, %pool1_grad.iy268.end
+  %pool1_grad.iy2742219 = phi i64 [ 0, %pool1_grad.iy268.end ], [ %iy274.next, %pool1_grad.ix275.end ]
+  br label %pool1_grad.ix275
+
+pool1_grad.iy274.end:                             ; preds = %pool1_grad.ix275.end
+  br label %pool1_grad.iy282
+
+pool1_grad.ix275:                                 ; preds = %pool1_grad.ix275, %pool1_grad.iy274
+  %pool1_grad.ix2752220 = phi i64 [ 0, %pool1_grad.iy274 ], [ %ix275.next, %pool1_grad.ix275 ]
+  %6604 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6605 = mul nsw i64 %6604, 3136
+  %6606 = add nsw i64 1129744, %6605
+  %6607 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6608 = add nsw i64 %6606, %6607
+  %6609 = add nsw i64 %pool1_grad.iy2742219, 1
+  %6610 = add nsw i64 %6609, 1
+  %6611 = mul nsw i64 %6610, 14
+  %6612 = add nsw i64 %6608, %6611
+  %6613 = add nsw i64 %6612, 1
+  %6614 = add nsw i64 %6613, %pool1_grad.ix2752220
+  %arena2221 = getelementptr inbounds float, ptr %arena, i64 %6614
+  %6615 = load float, ptr %arena2221, align 4
+  store float %6615, ptr %pool1_grad.sum276, align 4
   %sum276 = load float, ptr %pool1_grad.sum276, align 4
-  %6768 = mul nsw i64 %pool1_grad.g2282072, 16
-  %6769 = add nsw i64 %6768, %pool1_grad.j2362177
-  %6770 = mul nsw i64 %6769, 3136
-  %6771 = add nsw i64 401408, %6770
-  %6772 = mul nsw i64 %pool1_grad.c2372178, 196
-  %6773 = add nsw i64 %6771, %6772
-  %6774 = add nsw i64 %pool1_grad.iy2662211, 1
-  %6775 = mul nsw i64 %6774, 14
-  %6776 = add nsw i64 %6773, %6775
-  %6777 = add nsw i64 %6776, 1
-  %6778 = add nsw i64 %6777, %pool1_grad.ix2672212
-  %arena2222 = getelementptr inbounds float, ptr %arena, i64 %6778
-  store float %sum276, ptr %arena2222, align 4
-  %ix267.next = add nsw i64 %pool1_grad.ix2672212, 1
-  %6779 = icmp slt i64 %ix267.next, 12
-  br i1 %6779, label %pool1_grad.ix267, label %pool1_grad.ix267.end
-
-pool1_grad.ix267.end:                             ; preds = %pool1_grad.ix267
-  %iy266.next = add nsw i64 %pool1_grad.iy2662211, 1
-  %6780 = icmp slt i64 %iy266.next, 12
-  br i1 %6780, label %pool1_grad.iy266, label %pool1_grad.iy266.end
-
-pool1_grad.iy277:                                 ; preds = %pool1_grad.ix278.end, %pool1_grad.iy266.end
-  %pool1_grad.iy2772223 = phi i64 [ 0, %pool1_grad.iy266.end ], [ %iy277.next, %pool1_grad.ix278.end ]
-  br label %pool1_grad.ix278
-
-pool1_grad.iy277.end:                             ; preds = %pool1_grad.ix278.end
-  br label %pool1_grad.iy285
-
-pool1_grad.ix278:                                 ; preds = %pool1_grad.ix278, %pool1_grad.iy277
-  %pool1_grad.ix2782224 = phi i64 [ 0, %pool1_grad.iy277 ], [ %ix278.next, %pool1_grad.ix278 ]
-  %6781 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6782 = add nsw i64 %6781, 1
-  %6783 = mul nsw i64 %6782, 3136
-  %6784 = add nsw i64 1129744, %6783
-  %6785 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6786 = add nsw i64 %6784, %6785
-  %6787 = add nsw i64 %pool1_grad.iy2772223, 1
-  %6788 = add nsw i64 %6787, 1
-  %6789 = mul nsw i64 %6788, 14
-  %6790 = add nsw i64 %6786, %6789
-  %6791 = add nsw i64 %6790, 13
-  %6792 = add nsw i64 %6791, %pool1_grad.ix2782224
-  %arena2225 = getelementptr inbounds float, ptr %arena, i64 %6792
-  %6793 = load float, ptr %arena2225, align 4
-  store float %6793, ptr %pool1_grad.sum279, align 4
+  %6616 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6617 = add nsw i64 %6616, 1
+  %6618 = mul nsw i64 %6617, 3136
+  %6619 = add nsw i64 1129744, %6618
+  %6620 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6621 = add nsw i64 %6619, %6620
+  %6622 = add nsw i64 %pool1_grad.iy2742219, 1
+  %6623 = add nsw i64 %6622, 1
+  %6624 = mul nsw i64 %6623, 14
+  %6625 = add nsw i64 %6621, %6624
+  %6626 = add nsw i64 %6625, %pool1_grad.ix2752220
+  %arena2222 = getelementptr inbounds float, ptr %arena, i64 %6626
+  %6627 = load float, ptr %arena2222, align 4
+  %6628 = fadd float %sum276, %6627
+  store float %6628, ptr %pool1_grad.sum277, align 4
+  %sum277 = load float, ptr %pool1_grad.sum277, align 4
+  %6629 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6630 = add nsw i64 %6629, 3
+  %6631 = mul nsw i64 %6630, 3136
+  %6632 = add nsw i64 1129744, %6631
+  %6633 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6634 = add nsw i64 %6632, %6633
+  %6635 = add nsw i64 %pool1_grad.iy2742219, 1
+  %6636 = mul nsw i64 %6635, 14
+  %6637 = add nsw i64 %6634, %6636
+  %6638 = add nsw i64 %6637, 1
+  %6639 = add nsw i64 %6638, %pool1_grad.ix2752220
+  %arena2223 = getelementptr inbounds float, ptr %arena, i64 %6639
+  %6640 = load float, ptr %arena2223, align 4
+  %6641 = fadd float %sum277, %6640
+  store float %6641, ptr %pool1_grad.sum278, align 4
+  %sum278 = load float, ptr %pool1_grad.sum278, align 4
+  %6642 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6643 = add nsw i64 %6642, 4
+  %6644 = mul nsw i64 %6643, 3136
+  %6645 = add nsw i64 1129744, %6644
+  %6646 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6647 = add nsw i64 %6645, %6646
+  %6648 = add nsw i64 %pool1_grad.iy2742219, 1
+  %6649 = mul nsw i64 %6648, 14
+  %6650 = add nsw i64 %6647, %6649
+  %6651 = add nsw i64 %6650, %pool1_grad.ix2752220
+  %arena2224 = getelementptr inbounds float, ptr %arena, i64 %6651
+  %6652 = load float, ptr %arena2224, align 4
+  %6653 = fadd float %sum278, %6652
+  store float %6653, ptr %pool1_grad.sum279, align 4
   %sum279 = load float, ptr %pool1_grad.sum279, align 4
-  %6794 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6795 = add nsw i64 %6794, 2
-  %6796 = mul nsw i64 %6795, 3136
-  %6797 = add nsw i64 1129744, %6796
-  %6798 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6799 = add nsw i64 %6797, %6798
-  %6800 = add nsw i64 %pool1_grad.iy2772223, 1
-  %6801 = add nsw i64 %6800, 1
-  %6802 = mul nsw i64 %6801, 14
-  %6803 = add nsw i64 %6799, %6802
-  %6804 = add nsw i64 %6803, 12
-  %6805 = add nsw i64 %6804, %pool1_grad.ix2782224
-  %arena2226 = getelementptr inbounds float, ptr %arena, i64 %6805
-  %6806 = load float, ptr %arena2226, align 4
-  %6807 = fadd float %sum279, %6806
-  store float %6807, ptr %pool1_grad.sum280, align 4
+  %6654 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6655 = add nsw i64 %6654, 6
+  %6656 = mul nsw i64 %6655, 3136
+  %6657 = add nsw i64 1129744, %6656
+  %6658 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6659 = add nsw i64 %6657, %6658
+  %6660 = add nsw i64 %pool1_grad.iy2742219, 1
+  %6661 = add nsw i64 %6660, -1
+  %6662 = mul nsw i64 %6661, 14
+  %6663 = add nsw i64 %6659, %6662
+  %6664 = add nsw i64 %6663, 1
+  %6665 = add nsw i64 %6664, %pool1_grad.ix2752220
+  %arena2225 = getelementptr inbounds float, ptr %arena, i64 %6665
+  %6666 = load float, ptr %arena2225, align 4
+  %6667 = fadd float %sum279, %6666
+  store float %6667, ptr %pool1_grad.sum280, align 4
   %sum280 = load float, ptr %pool1_grad.sum280, align 4
-  %6808 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6809 = add nsw i64 %6808, 4
-  %6810 = mul nsw i64 %6809, 3136
-  %6811 = add nsw i64 1129744, %6810
-  %6812 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6813 = add nsw i64 %6811, %6812
-  %6814 = add nsw i64 %pool1_grad.iy2772223, 1
-  %6815 = mul nsw i64 %6814, 14
-  %6816 = add nsw i64 %6813, %6815
-  %6817 = add nsw i64 %6816, 13
-  %6818 = add nsw i64 %6817, %pool1_grad.ix2782224
-  %arena2227 = getelementptr inbounds float, ptr %arena, i64 %6818
-  %6819 = load float, ptr %arena2227, align 4
-  %6820 = fadd float %sum280, %6819
-  store float %6820, ptr %pool1_grad.sum281, align 4
+  %6668 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6669 = add nsw i64 %6668, 7
+  %6670 = mul nsw i64 %6669, 3136
+  %6671 = add nsw i64 1129744, %6670
+  %6672 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6673 = add nsw i64 %6671, %6672
+  %6674 = add nsw i64 %pool1_grad.iy2742219, 1
+  %6675 = add nsw i64 %6674, -1
+  %6676 = mul nsw i64 %6675, 14
+  %6677 = add nsw i64 %6673, %6676
+  %6678 = add nsw i64 %6677, %pool1_grad.ix2752220
+  %arena2226 = getelementptr inbounds float, ptr %arena, i64 %6678
+  %6679 = load float, ptr %arena2226, align 4
+  %6680 = fadd float %sum280, %6679
+  store float %6680, ptr %pool1_grad.sum281, align 4
   %sum281 = load float, ptr %pool1_grad.sum281, align 4
-  %6821 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6822 = add nsw i64 %6821, 5
-  %6823 = mul nsw i64 %6822, 3136
-  %6824 = add nsw i64 1129744, %6823
-  %6825 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6826 = add nsw i64 %6824, %6825
-  %6827 = add nsw i64 %pool1_grad.iy2772223, 1
-  %6828 = mul nsw i64 %6827, 14
-  %6829 = add nsw i64 %6826, %6828
-  %6830 = add nsw i64 %6829, 12
-  %6831 = add nsw i64 %6830, %pool1_grad.ix2782224
-  %arena2228 = getelementptr inbounds float, ptr %arena, i64 %6831
-  %6832 = load float, ptr %arena2228, align 4
-  %6833 = fadd float %sum281, %6832
-  store float %6833, ptr %pool1_grad.sum282, align 4
-  %sum282 = load float, ptr %pool1_grad.sum282, align 4
-  %6834 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6835 = add nsw i64 %6834, 7
-  %6836 = mul nsw i64 %6835, 3136
-  %6837 = add nsw i64 1129744, %6836
-  %6838 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6839 = add nsw i64 %6837, %6838
-  %6840 = add nsw i64 %pool1_grad.iy2772223, 1
-  %6841 = add nsw i64 %6840, -1
-  %6842 = mul nsw i64 %6841, 14
-  %6843 = add nsw i64 %6839, %6842
-  %6844 = add nsw i64 %6843, 13
-  %6845 = add nsw i64 %6844, %pool1_grad.ix2782224
-  %arena2229 = getelementptr inbounds float, ptr %arena, i64 %6845
-  %6846 = load float, ptr %arena2229, align 4
-  %6847 = fadd float %sum282, %6846
-  store float %6847, ptr %pool1_grad.sum283, align 4
-  %sum283 = load float, ptr %pool1_grad.sum283, align 4
-  %6848 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6849 = add nsw i64 %6848, 8
-  %6850 = mul nsw i64 %6849, 3136
-  %6851 = add nsw i64 1129744, %6850
-  %6852 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6853 = add nsw i64 %6851, %6852
-  %6854 = add nsw i64 %pool1_grad.iy2772223, 1
-  %6855 = add nsw i64 %6854, -1
-  %6856 = mul nsw i64 %6855, 14
-  %6857 = add nsw i64 %6853, %6856
-  %6858 = add nsw i64 %6857, 12
-  %6859 = add nsw i64 %6858, %pool1_grad.ix2782224
-  %arena2230 = getelementptr inbounds float, ptr %arena, i64 %6859
-  %6860 = load float, ptr %arena2230, align 4
-  %6861 = fadd float %sum283, %6860
-  store float %6861, ptr %pool1_grad.sum284, align 4
+  %6681 = mul nsw i64 %pool1_grad.g2442089, 16
+  %6682 = add nsw i64 %6681, %pool1_grad.j2522194
+  %6683 = mul nsw i64 %6682, 3136
+  %6684 = add nsw i64 401408, %6683
+  %6685 = mul nsw i64 %pool1_grad.c2532195, 196
+  %6686 = add nsw i64 %6684, %6685
+  %6687 = add nsw i64 %pool1_grad.iy2742219, 1
+  %6688 = mul nsw i64 %6687, 14
+  %6689 = add nsw i64 %6686, %6688
+  %6690 = add nsw i64 %6689, %pool1_grad.ix2752220
+  %arena2227 = getelementptr inbounds float, ptr %arena, i64 %6690
+  store float %sum281, ptr %arena2227, align 4
+  %ix275.next = add nsw i64 %pool1_grad.ix2752220, 1
+  %6691 = icmp slt i64 %ix275.next, 1
+  br i1 %6691, label %pool1_grad.ix275, label %pool1_grad.ix275.end
+
+pool1_grad.ix275.end:                             ; preds = %pool1_grad.ix275
+  %iy274.next = add nsw i64 %pool1_grad.iy2742219, 1
+  %6692 = icmp slt i64 %iy274.next, 12
+  br i1 %6692, label %pool1_grad.iy274, label %pool1_grad.iy274.end
+
+pool1_grad.iy282:                                 ; preds = %pool1_grad.ix283.end, %pool1_grad.iy274.end
+  %pool1_grad.iy2822228 = phi i64 [ 0, %pool1_grad.iy274.end ], [ %iy282.next, %pool1_grad.ix283.end ]
+  br label %pool1_grad.ix283
+
+pool1_grad.iy282.end:                             ; preds = %pool1_grad.ix283.end
+  br label %pool1_grad.iy293
+
+pool1_grad.ix283:                                 ; preds = %pool1_grad.ix283, %pool1_grad.iy282
+  %pool1_grad.ix2832229 = phi i64 [ 0, %pool1_grad.iy282 ], [ %ix283.next, %pool1_grad.ix283 ]
+  %6693 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6694 = mul nsw i64 %6693, 3136
+  %6695 = add nsw i64 1129744, %6694
+  %6696 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6697 = add nsw i64 %6695, %6696
+  %6698 = add nsw i64 %pool1_grad.iy2822228, 1
+  %6699 = add nsw i64 %6698, 1
+  %6700 = mul nsw i64 %6699, 14
+  %6701 = add nsw i64 %6697, %6700
+  %6702 = add nsw i64 %6701, 2
+  %6703 = add nsw i64 %6702, %pool1_grad.ix2832229
+  %arena2230 = getelementptr inbounds float, ptr %arena, i64 %6703
+  %6704 = load float, ptr %arena2230, align 4
+  store float %6704, ptr %pool1_grad.sum284, align 4
   %sum284 = load float, ptr %pool1_grad.sum284, align 4
-  %6862 = mul nsw i64 %pool1_grad.g2282072, 16
-  %6863 = add nsw i64 %6862, %pool1_grad.j2362177
-  %6864 = mul nsw i64 %6863, 3136
-  %6865 = add nsw i64 401408, %6864
-  %6866 = mul nsw i64 %pool1_grad.c2372178, 196
-  %6867 = add nsw i64 %6865, %6866
-  %6868 = add nsw i64 %pool1_grad.iy2772223, 1
-  %6869 = mul nsw i64 %6868, 14
-  %6870 = add nsw i64 %6867, %6869
-  %6871 = add nsw i64 %6870, 13
-  %6872 = add nsw i64 %6871, %pool1_grad.ix2782224
-  %arena2231 = getelementptr inbounds float, ptr %arena, i64 %6872
-  store float %sum284, ptr %arena2231, align 4
-  %ix278.next = add nsw i64 %pool1_grad.ix2782224, 1
-  %6873 = icmp slt i64 %ix278.next, 1
-  br i1 %6873, label %pool1_grad.ix278, label %pool1_grad.ix278.end
-
-pool1_grad.ix278.end:                             ; preds = %pool1_grad.ix278
-  %iy277.next = add nsw i64 %pool1_grad.iy2772223, 1
-  %6874 = icmp slt i64 %iy277.next, 12
-  br i1 %6874, label %pool1_grad.iy277, label %pool1_grad.iy277.end
-
-pool1_grad.iy285:                                 ; preds = %pool1_grad.ix286.end, %pool1_grad.iy277.end
-  %pool1_grad.iy2852232 = phi i64 [ 0, %pool1_grad.iy277.end ], [ %iy285.next, %pool1_grad.ix286.end ]
-  br label %pool1_grad.ix286
-
-pool1_grad.iy285.end:                             ; preds = %pool1_grad.ix286.end
-  br label %pool1_grad.iy291
-
-pool1_grad.ix286:                                 ; preds = %pool1_grad.ix286, %pool1_grad.iy285
-  %pool1_grad.ix2862233 = phi i64 [ 0, %pool1_grad.iy285 ], [ %ix286.next, %pool1_grad.ix286 ]
-  %6875 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6876 = add nsw i64 %6875, 3
-  %6877 = mul nsw i64 %6876, 3136
-  %6878 = add nsw i64 1129744, %6877
-  %6879 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6880 = add nsw i64 %6878, %6879
-  %6881 = add nsw i64 %pool1_grad.iy2852232, 13
-  %6882 = mul nsw i64 %6881, 14
-  %6883 = add nsw i64 %6880, %6882
-  %6884 = add nsw i64 %6883, 1
-  %6885 = add nsw i64 %6884, %pool1_grad.ix2862233
-  %arena2234 = getelementptr inbounds float, ptr %arena, i64 %6885
-  %6886 = load float, ptr %arena2234, align 4
-  store float %6886, ptr %pool1_grad.sum287, align 4
+  %6705 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6706 = add nsw i64 %6705, 1
+  %6707 = mul nsw i64 %6706, 3136
+  %6708 = add nsw i64 1129744, %6707
+  %6709 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6710 = add nsw i64 %6708, %6709
+  %6711 = add nsw i64 %pool1_grad.iy2822228, 1
+  %6712 = add nsw i64 %6711, 1
+  %6713 = mul nsw i64 %6712, 14
+  %6714 = add nsw i64 %6710, %6713
+  %6715 = add nsw i64 %6714, 1
+  %6716 = add nsw i64 %6715, %pool1_grad.ix2832229
+  %arena2231 = getelementptr inbounds float, ptr %arena, i64 %6716
+  %6717 = load float, ptr %arena2231, align 4
+  %6718 = fadd float %sum284, %6717
+  store float %6718, ptr %pool1_grad.sum285, align 4
+  %sum285 = load float, ptr %pool1_grad.sum285, align 4
+  %6719 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6720 = add nsw i64 %6719, 2
+  %6721 = mul nsw i64 %6720, 3136
+  %6722 = add nsw i64 1129744, %6721
+  %6723 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6724 = add nsw i64 %6722, %6723
+  %6725 = add nsw i64 %pool1_grad.iy2822228, 1
+  %6726 = add nsw i64 %6725, 1
+  %6727 = mul nsw i64 %6726, 14
+  %6728 = add nsw i64 %6724, %6727
+  %6729 = add nsw i64 %6728, %pool1_grad.ix2832229
+  %arena2232 = getelementptr inbounds float, ptr %arena, i64 %6729
+  %6730 = load float, ptr %arena2232, align 4
+  %6731 = fadd float %sum285, %6730
+  store float %6731, ptr %pool1_grad.sum286, align 4
+  %sum286 = load float, ptr %pool1_grad.sum286, align 4
+  %6732 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6733 = add nsw i64 %6732, 3
+  %6734 = mul nsw i64 %6733, 3136
+  %6735 = add nsw i64 1129744, %6734
+  %6736 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6737 = add nsw i64 %6735, %6736
+  %6738 = add nsw i64 %pool1_grad.iy2822228, 1
+  %6739 = mul nsw i64 %6738, 14
+  %6740 = add nsw i64 %6737, %6739
+  %6741 = add nsw i64 %6740, 2
+  %6742 = add nsw i64 %6741, %pool1_grad.ix2832229
+  %arena2233 = getelementptr inbounds float, ptr %arena, i64 %6742
+  %6743 = load float, ptr %arena2233, align 4
+  %6744 = fadd float %sum286, %6743
+  store float %6744, ptr %pool1_grad.sum287, align 4
   %sum287 = load float, ptr %pool1_grad.sum287, align 4
-  %6887 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6888 = add nsw i64 %6887, 4
-  %6889 = mul nsw i64 %6888, 3136
-  %6890 = add nsw i64 1129744, %6889
-  %6891 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6892 = add nsw i64 %6890, %6891
-  %6893 = add nsw i64 %pool1_grad.iy2852232, 13
-  %6894 = mul nsw i64 %6893, 14
-  %6895 = add nsw i64 %6892, %6894
-  %6896 = add nsw i64 %6895, %pool1_grad.ix2862233
-  %arena2235 = getelementptr inbounds float, ptr %arena, i64 %6896
-  %6897 = load float, ptr %arena2235, align 4
-  %6898 = fadd float %sum287, %6897
-  store float %6898, ptr %pool1_grad.sum288, align 4
+  %6745 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6746 = add nsw i64 %6745, 4
+  %6747 = mul nsw i64 %6746, 3136
+  %6748 = add nsw i64 1129744, %6747
+  %6749 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6750 = add nsw i64 %6748, %6749
+  %6751 = add nsw i64 %pool1_grad.iy2822228, 1
+  %6752 = mul nsw i64 %6751, 14
+  %6753 = add nsw i64 %6750, %6752
+  %6754 = add nsw i64 %6753, 1
+  %6755 = add nsw i64 %6754, %pool1_grad.ix2832229
+  %arena2234 = getelementptr inbounds float, ptr %arena, i64 %6755
+  %6756 = load float, ptr %arena2234, align 4
+  %6757 = fadd float %sum287, %6756
+  store float %6757, ptr %pool1_grad.sum288, align 4
   %sum288 = load float, ptr %pool1_grad.sum288, align 4
-  %6899 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6900 = add nsw i64 %6899, 6
-  %6901 = mul nsw i64 %6900, 3136
-  %6902 = add nsw i64 1129744, %6901
-  %6903 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6904 = add nsw i64 %6902, %6903
-  %6905 = add nsw i64 %pool1_grad.iy2852232, 13
-  %6906 = add nsw i64 %6905, -1
-  %6907 = mul nsw i64 %6906, 14
-  %6908 = add nsw i64 %6904, %6907
-  %6909 = add nsw i64 %6908, 1
-  %6910 = add nsw i64 %6909, %pool1_grad.ix2862233
-  %arena2236 = getelementptr inbounds float, ptr %arena, i64 %6910
-  %6911 = load float, ptr %arena2236, align 4
-  %6912 = fadd float %sum288, %6911
-  store float %6912, ptr %pool1_grad.sum289, align 4
+  %6758 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6759 = add nsw i64 %6758, 5
+  %6760 = mul nsw i64 %6759, 3136
+  %6761 = add nsw i64 1129744, %6760
+  %6762 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6763 = add nsw i64 %6761, %6762
+  %6764 = add nsw i64 %pool1_grad.iy2822228, 1
+  %6765 = mul nsw i64 %6764, 14
+  %6766 = add nsw i64 %6763, %6765
+  %6767 = add nsw i64 %6766, %pool1_grad.ix2832229
+  %arena2235 = getelementptr inbounds float, ptr %arena, i64 %6767
+  %6768 = load float, ptr %arena2235, align 4
+  %6769 = fadd float %sum288, %6768
+  store float %6769, ptr %pool1_grad.sum289, align 4
   %sum289 = load float, ptr %pool1_grad.sum289, align 4
-  %6913 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6914 = add nsw i64 %6913, 7
-  %6915 = mul nsw i64 %6914, 3136
-  %6916 = add nsw i64 1129744, %6915
-  %6917 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6918 = add nsw i64 %6916, %6917
-  %6919 = add nsw i64 %pool1_grad.iy2852232, 13
-  %6920 = add nsw i64 %6919, -1
-  %6921 = mul nsw i64 %6920, 14
-  %6922 = add nsw i64 %6918, %6921
-  %6923 = add nsw i64 %6922, %pool1_grad.ix2862233
-  %arena2237 = getelementptr inbounds float, ptr %arena, i64 %6923
-  %6924 = load float, ptr %arena2237, align 4
-  %6925 = fadd float %sum289, %6924
-  store float %6925, ptr %pool1_grad.sum290, align 4
+  %6770 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6771 = add nsw i64 %6770, 6
+  %6772 = mul nsw i64 %6771, 3136
+  %6773 = add nsw i64 1129744, %6772
+  %6774 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6775 = add nsw i64 %6773, %6774
+  %6776 = add nsw i64 %pool1_grad.iy2822228, 1
+  %6777 = add nsw i64 %6776, -1
+  %6778 = mul nsw i64 %6777, 14
+  %6779 = add nsw i64 %6775, %6778
+  %6780 = add nsw i64 %6779, 2
+  %6781 = add nsw i64 %6780, %pool1_grad.ix2832229
+  %arena2236 = getelementptr inbounds float, ptr %arena, i64 %6781
+  %6782 = load float, ptr %arena2236, align 4
+  %6783 = fadd float %sum289, %6782
+  store float %6783, ptr %pool1_grad.sum290, align 4
   %sum290 = load float, ptr %pool1_grad.sum290, align 4
-  %6926 = mul nsw i64 %pool1_grad.g2282072, 16
-  %6927 = add nsw i64 %6926, %pool1_grad.j2362177
-  %6928 = mul nsw i64 %6927, 3136
-  %6929 = add nsw i64 401408, %6928
-  %6930 = mul nsw i64 %pool1_grad.c2372178, 196
-  %6931 = add nsw i64 %6929, %6930
-  %6932 = add nsw i64 %pool1_grad.iy2852232, 13
-  %6933 = mul nsw i64 %6932, 14
-  %6934 = add nsw i64 %6931, %6933
-  %6935 = add nsw i64 %6934, %pool1_grad.ix2862233
-  %arena2238 = getelementptr inbounds float, ptr %arena, i64 %6935
-  store float %sum290, ptr %arena2238, align 4
-  %ix286.next = add nsw i64 %pool1_grad.ix2862233, 1
-  %6936 = icmp slt i64 %ix286.next, 1
-  br i1 %6936, label %pool1_grad.ix286, label %pool1_grad.ix286.end
+  %6784 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6785 = add nsw i64 %6784, 7
+  %6786 = mul nsw i64 %6785, 3136
+  %6787 = add nsw i64 1129744, %6786
+  %6788 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6789 = add nsw i64 %6787, %6788
+  %6790 = add nsw i64 %pool1_grad.iy2822228, 1
+  %6791 = add nsw i64 %6790, -1
+  %6792 = mul nsw i64 %6791, 14
+  %6793 = add nsw i64 %6789, %6792
+  %6794 = add nsw i64 %6793, 1
+  %6795 = add nsw i64 %6794, %pool1_grad.ix2832229
+  %arena2237 = getelementptr inbounds float, ptr %arena, i64 %6795
+  %6796 = load float, ptr %arena2237, align 4
+  %6797 = fadd float %sum290, %6796
+  store float %6797, ptr %pool1_grad.sum291, align 4
+  %sum291 = load float, ptr %pool1_grad.sum291, align 4
+  %6798 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6799 = add nsw i64 %6798, 8
+  %6800 = mul nsw i64 %6799, 3136
+  %6801 = add nsw i64 1129744, %6800
+  %6802 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6803 = add nsw i64 %6801, %6802
+  %6804 = add nsw i64 %pool1_grad.iy2822228, 1
+  %6805 = add nsw i64 %6804, -1
+  %6806 = mul nsw i64 %6805, 14
+  %6807 = add nsw i64 %6803, %6806
+  %6808 = add nsw i64 %6807, %pool1_grad.ix2832229
+  %arena2238 = getelementptr inbounds float, ptr %arena, i64 %6808
+  %6809 = load float, ptr %arena2238, align 4
+  %6810 = fadd float %sum291, %6809
+  store float %6810, ptr %pool1_grad.sum292, align 4
+  %sum292 = load float, ptr %pool1_grad.sum292, align 4
+  %6811 = mul nsw i64 %pool1_grad.g2442089, 16
+  %6812 = add nsw i64 %6811, %pool1_grad.j2522194
+  %6813 = mul nsw i64 %6812, 3136
+  %6814 = add nsw i64 401408, %6813
+  %6815 = mul nsw i64 %pool1_grad.c2532195, 196
+  %6816 = add nsw i64 %6814, %6815
+  %6817 = add nsw i64 %pool1_grad.iy2822228, 1
+  %6818 = mul nsw i64 %6817, 14
+  %6819 = add nsw i64 %6816, %6818
+  %6820 = add nsw i64 %6819, 1
+  %6821 = add nsw i64 %6820, %pool1_grad.ix2832229
+  %arena2239 = getelementptr inbounds float, ptr %arena, i64 %6821
+  store float %sum292, ptr %arena2239, align 4
+  %ix283.next = add nsw i64 %pool1_grad.ix2832229, 1
+  %6822 = icmp slt i64 %ix283.next, 12
+  br i1 %6822, label %pool1_grad.ix283, label %pool1_grad.ix283.end
 
-pool1_grad.ix286.end:                             ; preds = %pool1_grad.ix286
-  %iy285.next = add nsw i64 %pool1_grad.iy2852232, 1
-  %6937 = icmp slt i64 %iy285.next, 1
-  br i1 %6937, label %pool1_grad.iy285, label %pool1_grad.iy285.end
+pool1_grad.ix283.end:                             ; preds = %pool1_grad.ix283
+  %iy282.next = add nsw i64 %pool1_grad.iy2822228, 1
+  %6823 = icmp slt i64 %iy282.next, 12
+  br i1 %6823, label %pool1_grad.iy282, label %pool1_grad.iy282.end
 
-pool1_grad.iy291:                                 ; preds = %pool1_grad.ix292.end, %pool1_grad.iy285.end
-  %pool1_grad.iy2912239 = phi i64 [ 0, %pool1_grad.iy285.end ], [ %iy291.next, %pool1_grad.ix292.end ]
-  br label %pool1_grad.ix292
+pool1_grad.iy293:                                 ; preds = %pool1_grad.ix294.end, %pool1_grad.iy282.end
+  %pool1_grad.iy2932240 = phi i64 [ 0, %pool1_grad.iy282.end ], [ %iy293.next, %pool1_grad.ix294.end ]
+  br label %pool1_grad.ix294
 
-pool1_grad.iy291.end:                             ; preds = %pool1_grad.ix292.end
-  br label %pool1_grad.iy299
+pool1_grad.iy293.end:                             ; preds = %pool1_grad.ix294.end
+  br label %pool1_grad.iy301
 
-pool1_grad.ix292:                                 ; preds = %pool1_grad.ix292, %pool1_grad.iy291
-  %pool1_grad.ix2922240 = phi i64 [ 0, %pool1_grad.iy291 ], [ %ix292.next, %pool1_grad.ix292 ]
-  %6938 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6939 = add nsw i64 %6938, 3
-  %6940 = mul nsw i64 %6939, 3136
-  %6941 = add nsw i64 1129744, %6940
-  %6942 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6943 = add nsw i64 %6941, %6942
-  %6944 = add nsw i64 %pool1_grad.iy2912239, 13
-  %6945 = mul nsw i64 %6944, 14
-  %6946 = add nsw i64 %6943, %6945
-  %6947 = add nsw i64 %6946, 2
-  %6948 = add nsw i64 %6947, %pool1_grad.ix2922240
-  %arena2241 = getelementptr inbounds float, ptr %arena, i64 %6948
-  %6949 = load float, ptr %arena2241, align 4
-  store float %6949, ptr %pool1_grad.sum293, align 4
-  %sum293 = load float, ptr %pool1_grad.sum293, align 4
-  %6950 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6951 = add nsw i64 %6950, 4
-  %6952 = mul nsw i64 %6951, 3136
-  %6953 = add nsw i64 1129744, %6952
-  %6954 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6955 = add nsw i64 %6953, %6954
-  %6956 = add nsw i64 %pool1_grad.iy2912239, 13
-  %6957 = mul nsw i64 %6956, 14
-  %6958 = add nsw i64 %6955, %6957
-  %6959 = add nsw i64 %6958, 1
-  %6960 = add nsw i64 %6959, %pool1_grad.ix2922240
-  %arena2242 = getelementptr inbounds float, ptr %arena, i64 %6960
-  %6961 = load float, ptr %arena2242, align 4
-  %6962 = fadd float %sum293, %6961
-  store float %6962, ptr %pool1_grad.sum294, align 4
-  %sum294 = load float, ptr %pool1_grad.sum294, align 4
-  %6963 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6964 = add nsw i64 %6963, 5
-  %6965 = mul nsw i64 %6964, 3136
-  %6966 = add nsw i64 1129744, %6965
-  %6967 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6968 = add nsw i64 %6966, %6967
-  %6969 = add nsw i64 %pool1_grad.iy2912239, 13
-  %6970 = mul nsw i64 %6969, 14
-  %6971 = add nsw i64 %6968, %6970
-  %6972 = add nsw i64 %6971, %pool1_grad.ix2922240
-  %arena2243 = getelementptr inbounds float, ptr %arena, i64 %6972
-  %6973 = load float, ptr %arena2243, align 4
-  %6974 = fadd float %sum294, %6973
-  store float %6974, ptr %pool1_grad.sum295, align 4
+pool1_grad.ix294:                                 ; preds = %pool1_grad.ix294, %pool1_grad.iy293
+  %pool1_grad.ix2942241 = phi i64 [ 0, %pool1_grad.iy293 ], [ %ix294.next, %pool1_grad.ix294 ]
+  %6824 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6825 = add nsw i64 %6824, 1
+  %6826 = mul nsw i64 %6825, 3136
+  %6827 = add nsw i64 1129744, %6826
+  %6828 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6829 = add nsw i64 %6827, %6828
+  %6830 = add nsw i64 %pool1_grad.iy2932240, 1
+  %6831 = add nsw i64 %6830, 1
+  %6832 = mul nsw i64 %6831, 14
+  %6833 = add nsw i64 %6829, %6832
+  %6834 = add nsw i64 %6833, 13
+  %6835 = add nsw i64 %6834, %pool1_grad.ix2942241
+  %arena2242 = getelementptr inbounds float, ptr %arena, i64 %6835
+  %6836 = load float, ptr %arena2242, align 4
+  store float %6836, ptr %pool1_grad.sum295, align 4
   %sum295 = load float, ptr %pool1_grad.sum295, align 4
-  %6975 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6976 = add nsw i64 %6975, 6
-  %6977 = mul nsw i64 %6976, 3136
-  %6978 = add nsw i64 1129744, %6977
-  %6979 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6980 = add nsw i64 %6978, %6979
-  %6981 = add nsw i64 %pool1_grad.iy2912239, 13
-  %6982 = add nsw i64 %6981, -1
-  %6983 = mul nsw i64 %6982, 14
-  %6984 = add nsw i64 %6980, %6983
-  %6985 = add nsw i64 %6984, 2
-  %6986 = add nsw i64 %6985, %pool1_grad.ix2922240
-  %arena2244 = getelementptr inbounds float, ptr %arena, i64 %6986
-  %6987 = load float, ptr %arena2244, align 4
-  %6988 = fadd float %sum295, %6987
-  store float %6988, ptr %pool1_grad.sum296, align 4
+  %6837 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6838 = add nsw i64 %6837, 2
+  %6839 = mul nsw i64 %6838, 3136
+  %6840 = add nsw i64 1129744, %6839
+  %6841 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6842 = add nsw i64 %6840, %6841
+  %6843 = add nsw i64 %pool1_grad.iy2932240, 1
+  %6844 = add nsw i64 %6843, 1
+  %6845 = mul nsw i64 %6844, 14
+  %6846 = add nsw i64 %6842, %6845
+  %6847 = add nsw i64 %6846, 12
+  %6848 = add nsw i64 %6847, %pool1_grad.ix2942241
+  %arena2243 = getelementptr inbounds float, ptr %arena, i64 %6848
+  %6849 = load float, ptr %arena2243, align 4
+  %6850 = fadd float %sum295, %6849
+  store float %6850, ptr %pool1_grad.sum296, align 4
   %sum296 = load float, ptr %pool1_grad.sum296, align 4
-  %6989 = mul nsw i64 %pool1_grad.c2372178, 9
-  %6990 = add nsw i64 %6989, 7
-  %6991 = mul nsw i64 %6990, 3136
-  %6992 = add nsw i64 1129744, %6991
-  %6993 = mul nsw i64 %pool1_grad.j2362177, 196
-  %6994 = add nsw i64 %6992, %6993
-  %6995 = add nsw i64 %pool1_grad.iy2912239, 13
-  %6996 = add nsw i64 %6995, -1
-  %6997 = mul nsw i64 %6996, 14
-  %6998 = add nsw i64 %6994, %6997
-  %6999 = add nsw i64 %6998, 1
-  %7000 = add nsw i64 %6999, %pool1_grad.ix2922240
-  %arena2245 = getelementptr inbounds float, ptr %arena, i64 %7000
-  %7001 = load float, ptr %arena2245, align 4
-  %7002 = fadd float %sum296, %7001
-  store float %7002, ptr %pool1_grad.sum297, align 4
+  %6851 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6852 = add nsw i64 %6851, 4
+  %6853 = mul nsw i64 %6852, 3136
+  %6854 = add nsw i64 1129744, %6853
+  %6855 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6856 = add nsw i64 %6854, %6855
+  %6857 = add nsw i64 %pool1_grad.iy2932240, 1
+  %6858 = mul nsw i64 %6857, 14
+  %6859 = add nsw i64 %6856, %6858
+  %6860 = add nsw i64 %6859, 13
+  %6861 = add nsw i64 %6860, %pool1_grad.ix2942241
+  %arena2244 = getelementptr inbounds float, ptr %arena, i64 %6861
+  %6862 = load float, ptr %arena2244, align 4
+  %6863 = fadd float %sum296, %6862
+  store float %6863, ptr %pool1_grad.sum297, align 4
   %sum297 = load float, ptr %pool1_grad.sum297, align 4
-  %7003 = mul nsw i64 %pool1_grad.c2372178, 9
-  %7004 = add nsw i64 %7003, 8
-  %7005 = mul nsw i64 %7004, 3136
-  %7006 = add nsw i64 1129744, %7005
-  %7007 = mul nsw i64 %pool1_grad.j2362177, 196
-  %7008 = add nsw i64 %7006, %7007
-  %7009 = add nsw i64 %pool1_grad.iy2912239, 13
-  %7010 = add nsw i64 %7009, -1
-  %7011 = mul nsw i64 %7010, 14
-  %7012 = add nsw i64 %7008, %7011
-  %7013 = add nsw i64 %7012, %pool1_grad.ix2922240
-  %arena2246 = getelementptr inbounds float, ptr %arena, i64 %7013
-  %7014 = load float, ptr %arena2246, align 4
-  %7015 = fadd float %sum297, %7014
-  store float %7015, ptr %pool1_grad.sum298, align 4
+  %6864 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6865 = add nsw i64 %6864, 5
+  %6866 = mul nsw i64 %6865, 3136
+  %6867 = add nsw i64 1129744, %6866
+  %6868 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6869 = add nsw i64 %6867, %6868
+  %6870 = add nsw i64 %pool1_grad.iy2932240, 1
+  %6871 = mul nsw i64 %6870, 14
+  %6872 = add nsw i64 %6869, %6871
+  %6873 = add nsw i64 %6872, 12
+  %6874 = add nsw i64 %6873, %pool1_grad.ix2942241
+  %arena2245 = getelementptr inbounds float, ptr %arena, i64 %6874
+  %6875 = load float, ptr %arena2245, align 4
+  %6876 = fadd float %sum297, %6875
+  store float %6876, ptr %pool1_grad.sum298, align 4
   %sum298 = load float, ptr %pool1_grad.sum298, align 4
-  %7016 = mul nsw i64 %pool1_grad.g2282072, 16
-  %7017 = add nsw i64 %7016, %pool1_grad.j2362177
-  %7018 = mul nsw i64 %7017, 3136
-  %7019 = add nsw i64 401408, %7018
-  %7020 = mul nsw i64 %pool1_grad.c2372178, 196
-  %7021 = add nsw i64 %7019, %7020
-  %7022 = add nsw i64 %pool1_grad.iy2912239, 13
-  %7023 = mul nsw i64 %7022, 14
-  %7024 = add nsw i64 %7021, %7023
-  %7025 = add nsw i64 %7024, 1
-  %7026 = add nsw i64 %7025, %pool1_grad.ix2922240
-  %arena2247 = getelementptr inbounds float, ptr %arena, i64 %7026
-  store float %sum298, ptr %arena2247, align 4
-  %ix292.next = add nsw i64 %pool1_grad.ix2922240, 1
-  %7027 = icmp slt i64 %ix292.next, 12
-  br i1 %7027, label %pool1_grad.ix292, label %pool1_grad.ix292.end
+  %6877 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6878 = add nsw i64 %6877, 7
+  %6879 = mul nsw i64 %6878, 3136
+  %6880 = add nsw i64 1129744, %6879
+  %6881 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6882 = add nsw i64 %6880, %6881
+  %6883 = add nsw i64 %pool1_grad.iy2932240, 1
+  %6884 = add nsw i64 %6883, -1
+  %6885 = mul nsw i64 %6884, 14
+  %6886 = add nsw i64 %6882, %6885
+  %6887 = add nsw i64 %6886, 13
+  %6888 = add nsw i64 %6887, %pool1_grad.ix2942241
+  %arena2246 = getelementptr inbounds float, ptr %arena, i64 %6888
+  %6889 = load float, ptr %arena2246, align 4
+  %6890 = fadd float %sum298, %6889
+  store float %6890, ptr %pool1_grad.sum299, align 4
+  %sum299 = load float, ptr %pool1_grad.sum299, align 4
+  %6891 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6892 = add nsw i64 %6891, 8
+  %6893 = mul nsw i64 %6892, 3136
+  %6894 = add nsw i64 1129744, %6893
+  %6895 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6896 = add nsw i64 %6894, %6895
+  %6897 = add nsw i64 %pool1_grad.iy2932240, 1
+  %6898 = add nsw i64 %6897, -1
+  %6899 = mul nsw i64 %6898, 14
+  %6900 = add nsw i64 %6896, %6899
+  %6901 = add nsw i64 %6900, 12
+  %6902 = add nsw i64 %6901, %pool1_grad.ix2942241
+  %arena2247 = getelementptr inbounds float, ptr %arena, i64 %6902
+  %6903 = load float, ptr %arena2247, align 4
+  %6904 = fadd float %sum299, %6903
+  store float %6904, ptr %pool1_grad.sum300, align 4
+  %sum300 = load float, ptr %pool1_grad.sum300, align 4
+  %6905 = mul nsw i64 %pool1_grad.g2442089, 16
+  %6906 = add nsw i64 %6905, %pool1_grad.j2522194
+  %6907 = mul nsw i64 %6906, 3136
+  %6908 = add nsw i64 401408, %6907
+  %6909 = mul nsw i64 %pool1_grad.c2532195, 196
+  %6910 = add nsw i64 %6908, %6909
+  %6911 = add nsw i64 %pool1_grad.iy2932240, 1
+  %6912 = mul nsw i64 %6911, 14
+  %6913 = add nsw i64 %6910, %6912
+  %6914 = add nsw i64 %6913, 13
+  %6915 = add nsw i64 %6914, %pool1_grad.ix2942241
+  %arena2248 = getelementptr inbounds float, ptr %arena, i64 %6915
+  store float %sum300, ptr %arena2248, align 4
+  %ix294.next = add nsw i64 %pool1_grad.ix2942241, 1
+  %6916 = icmp slt i64 %ix294.next, 1
+  br i1 %6916, label %pool1_grad.ix294, label %pool1_grad.ix294.end
 
-pool1_grad.ix292.end:                             ; preds = %pool1_grad.ix292
-  %iy291.next = add nsw i64 %pool1_grad.iy2912239, 1
-  %7028 = icmp slt i64 %iy291.next, 1
-  br i1 %7028, label %pool1_grad.iy291, label %pool1_grad.iy291.end
+pool1_grad.ix294.end:                             ; preds = %pool1_grad.ix294
+  %iy293.next = add nsw i64 %pool1_grad.iy2932240, 1
+  %6917 = icmp slt i64 %iy293.next, 12
+  br i1 %6917, label %pool1_grad.iy293, label %pool1_grad.iy293.end
 
-pool1_grad.iy299:                                 ; preds = %pool1_grad.ix300.end, %pool1_grad.iy291.end
-  %pool1_grad.iy2992248 = phi i64 [ 0, %pool1_grad.iy291.end ], [ %iy299.next, %pool1_grad.ix300.end ]
-  br label %pool1_grad.ix300
+pool1_grad.iy301:                                 ; preds = %pool1_grad.ix302.end, %pool1_grad.iy293.end
+  %pool1_grad.iy3012249 = phi i64 [ 0, %pool1_grad.iy293.end ], [ %iy301.next, %pool1_grad.ix302.end ]
+  br label %pool1_grad.ix302
 
-pool1_grad.iy299.end:                             ; preds = %pool1_grad.ix300.end
-  %c237.next = add nsw i64 %pool1_grad.c2372178, 1
-  %7029 = icmp slt i64 %c237.next, 16
-  br i1 %7029, label %pool1_grad.c237, label %pool1_grad.c237.end
+pool1_grad.iy301.end:                             ; preds = %pool1_grad.ix302.end
+  br label %pool1_grad.iy307
 
-pool1_grad.ix300:                                 ; preds = %pool1_grad.ix300, %pool1_grad.iy299
-  %pool1_grad.ix3002249 = phi i64 [ 0, %pool1_grad.iy299 ], [ %ix300.next, %pool1_grad.ix300 ]
-  %7030 = mul nsw i64 %pool1_grad.c2372178, 9
-  %7031 = add nsw i64 %7030, 4
-  %7032 = mul nsw i64 %7031, 3136
-  %7033 = add nsw i64 1129744, %7032
-  %7034 = mul nsw i64 %pool1_grad.j2362177, 196
-  %7035 = add nsw i64 %7033, %7034
-  %7036 = add nsw i64 %pool1_grad.iy2992248, 13
-  %7037 = mul nsw i64 %7036, 14
-  %7038 = add nsw i64 %7035, %7037
-  %7039 = add nsw i64 %7038, 13
-  %7040 = add nsw i64 %7039, %pool1_grad.ix3002249
-  %arena2250 = getelementptr inbounds float, ptr %arena, i64 %7040
-  %7041 = load float, ptr %arena2250, align 4
-  store float %7041, ptr %pool1_grad.sum301, align 4
-  %sum301 = load float, ptr %pool1_grad.sum301, align 4
-  %7042 = mul nsw i64 %pool1_grad.c2372178, 9
-  %7043 = add nsw i64 %7042, 5
-  %7044 = mul nsw i64 %7043, 3136
-  %7045 = add nsw i64 1129744, %7044
-  %7046 = mul nsw i64 %pool1_grad.j2362177, 196
-  %7047 = add nsw i64 %7045, %7046
-  %7048 = add nsw i64 %pool1_grad.iy2992248, 13
-  %7049 = mul nsw i64 %7048, 14
-  %7050 = add nsw i64 %7047, %7049
-  %7051 = add nsw i64 %7050, 12
-  %7052 = add nsw i64 %7051, %pool1_grad.ix3002249
-  %arena2251 = getelementptr inbounds float, ptr %arena, i64 %7052
-  %7053 = load float, ptr %arena2251, align 4
-  %7054 = fadd float %sum301, %7053
-  store float %7054, ptr %pool1_grad.sum302, align 4
-  %sum302 = load float, ptr %pool1_grad.sum302, align 4
-  %7055 = mul nsw i64 %pool1_grad.c2372178, 9
-  %7056 = add nsw i64 %7055, 7
-  %7057 = mul nsw i64 %7056, 3136
-  %7058 = add nsw i64 1129744, %7057
-  %7059 = mul nsw i64 %pool1_grad.j2362177, 196
-  %7060 = add nsw i64 %7058, %7059
-  %7061 = add nsw i64 %pool1_grad.iy2992248, 13
-  %7062 = add nsw i64 %7061, -1
-  %7063 = mul nsw i64 %7062, 14
-  %7064 = add nsw i64 %7060, %7063
-  %7065 = add nsw i64 %7064, 13
-  %7066 = add nsw i64 %7065, %pool1_grad.ix3002249
-  %arena2252 = getelementptr inbounds float, ptr %arena, i64 %7066
-  %7067 = load float, ptr %arena2252, align 4
-  %7068 = fadd float %sum302, %7067
-  store float %7068, ptr %pool1_grad.sum303, align 4
+pool1_grad.ix302:                                 ; preds = %pool1_grad.ix302, %pool1_grad.iy301
+  %pool1_grad.ix3022250 = phi i64 [ 0, %pool1_grad.iy301 ], [ %ix302.next, %pool1_grad.ix302 ]
+  %6918 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6919 = add nsw i64 %6918, 3
+  %6920 = mul nsw i64 %6919, 3136
+  %6921 = add nsw i64 1129744, %6920
+  %6922 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6923 = add nsw i64 %6921, %6922
+  %6924 = add nsw i64 %pool1_grad.iy3012249, 13
+  %6925 = mul nsw i64 %6924, 14
+  %6926 = add nsw i64 %6923, %6925
+  %6927 = add nsw i64 %6926, 1
+  %6928 = add nsw i64 %6927, %pool1_grad.ix3022250
+  %arena2251 = getelementptr inbounds float, ptr %arena, i64 %6928
+  %6929 = load float, ptr %arena2251, align 4
+  store float %6929, ptr %pool1_grad.sum303, align 4
   %sum303 = load float, ptr %pool1_grad.sum303, align 4
-  %7069 = mul nsw i64 %pool1_grad.c2372178, 9
-  %7070 = add nsw i64 %7069, 8
-  %7071 = mul nsw i64 %7070, 3136
-  %7072 = add nsw i64 1129744, %7071
-  %7073 = mul nsw i64 %pool1_grad.j2362177, 196
-  %7074 = add nsw i64 %7072, %7073
-  %7075 = add nsw i64 %pool1_grad.iy2992248, 13
-  %7076 = add nsw i64 %7075, -1
-  %7077 = mul nsw i64 %7076, 14
-  %7078 = add nsw i64 %7074, %7077
-  %7079 = add nsw i64 %7078, 12
-  %7080 = add nsw i64 %7079, %pool1_grad.ix3002249
-  %arena2253 = getelementptr inbounds float, ptr %arena, i64 %7080
-  %7081 = load float, ptr %arena2253, align 4
-  %7082 = fadd float %sum303, %7081
-  store float %7082, ptr %pool1_grad.sum304, align 4
+  %6930 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6931 = add nsw i64 %6930, 4
+  %6932 = mul nsw i64 %6931, 3136
+  %6933 = add nsw i64 1129744, %6932
+  %6934 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6935 = add nsw i64 %6933, %6934
+  %6936 = add nsw i64 %pool1_grad.iy3012249, 13
+  %6937 = mul nsw i64 %6936, 14
+  %6938 = add nsw i64 %6935, %6937
+  %6939 = add nsw i64 %6938, %pool1_grad.ix3022250
+  %arena2252 = getelementptr inbounds float, ptr %arena, i64 %6939
+  %6940 = load float, ptr %arena2252, align 4
+  %6941 = fadd float %sum303, %6940
+  store float %6941, ptr %pool1_grad.sum304, align 4
   %sum304 = load float, ptr %pool1_grad.sum304, align 4
-  %7083 = mul nsw i64 %pool1_grad.g2282072, 16
-  %7084 = add nsw i64 %7083, %pool1_grad.j2362177
-  %7085 = mul nsw i64 %7084, 3136
-  %7086 = add nsw i64 401408, %7085
-  %7087 = mul nsw i64 %pool1_grad.c2372178, 196
-  %7088 = add nsw i64 %7086, %7087
-  %7089 = add nsw i64 %pool1_grad.iy2992248, 13
-  %7090 = mul nsw i64 %7089, 14
-  %7091 = add nsw i64 %7088, %7090
-  %7092 = add nsw i64 %7091, 13
-  %7093 = add nsw i64 %7092, %pool1_grad.ix3002249
-  %arena2254 = getelementptr inbounds float, ptr %arena, i64 %7093
-  store float %sum304, ptr %arena2254, align 4
-  %ix300.next = add nsw i64 %pool1_grad.ix3002249, 1
-  %7094 = icmp slt i64 %ix300.next, 1
-  br i1 %7094, label %pool1_grad.ix300, label %pool1_grad.ix300.end
+  %6942 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6943 = add nsw i64 %6942, 6
+  %6944 = mul nsw i64 %6943, 3136
+  %6945 = add nsw i64 1129744, %6944
+  %6946 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6947 = add nsw i64 %6945, %6946
+  %6948 = add nsw i64 %pool1_grad.iy3012249, 13
+  %6949 = add nsw i64 %6948, -1
+  %6950 = mul nsw i64 %6949, 14
+  %6951 = add nsw i64 %6947, %6950
+  %6952 = add nsw i64 %6951, 1
+  %6953 = add nsw i64 %6952, %pool1_grad.ix3022250
+  %arena2253 = getelementptr inbounds float, ptr %arena, i64 %6953
+  %6954 = load float, ptr %arena2253, align 4
+  %6955 = fadd float %sum304, %6954
+  store float %6955, ptr %pool1_grad.sum305, align 4
+  %sum305 = load float, ptr %pool1_grad.sum305, align 4
+  %6956 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6957 = add nsw i64 %6956, 7
+  %6958 = mul nsw i64 %6957, 3136
+  %6959 = add nsw i64 1129744, %6958
+  %6960 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6961 = add nsw i64 %6959, %6960
+  %6962 = add nsw i64 %pool1_grad.iy3012249, 13
+  %6963 = add nsw i64 %6962, -1
+  %6964 = mul nsw i64 %6963, 14
+  %6965 = add nsw i64 %6961, %6964
+  %6966 = add nsw i64 %6965, %pool1_grad.ix3022250
+  %arena2254 = getelementptr inbounds float, ptr %arena, i64 %6966
+  %6967 = load float, ptr %arena2254, align 4
+  %6968 = fadd float %sum305, %6967
+  store float %6968, ptr %pool1_grad.sum306, align 4
+  %sum306 = load float, ptr %pool1_grad.sum306, align 4
+  %6969 = mul nsw i64 %pool1_grad.g2442089, 16
+  %6970 = add nsw i64 %6969, %pool1_grad.j2522194
+  %6971 = mul nsw i64 %6970, 3136
+  %6972 = add nsw i64 401408, %6971
+  %6973 = mul nsw i64 %pool1_grad.c2532195, 196
+  %6974 = add nsw i64 %6972, %6973
+  %6975 = add nsw i64 %pool1_grad.iy3012249, 13
+  %6976 = mul nsw i64 %6975, 14
+  %6977 = add nsw i64 %6974, %6976
+  %6978 = add nsw i64 %6977, %pool1_grad.ix3022250
+  %arena2255 = getelementptr inbounds float, ptr %arena, i64 %6978
+  store float %sum306, ptr %arena2255, align 4
+  %ix302.next = add nsw i64 %pool1_grad.ix3022250, 1
+  %6979 = icmp slt i64 %ix302.next, 1
+  br i1 %6979, label %pool1_grad.ix302, label %pool1_grad.ix302.end
 
-pool1_grad.ix300.end:                             ; preds = %pool1_grad.ix300
-  %iy299.next = add nsw i64 %pool1_grad.iy2992248, 1
-  %7095 = icmp slt i64 %iy299.next, 1
-  br i1 %7095, label %pool1_grad.iy299, label %pool1_grad.iy299.end
+pool1_grad.ix302.end:                             ; preds = %pool1_grad.ix302
+  %iy301.next = add nsw i64 %pool1_grad.iy3012249, 1
+  %6980 = icmp slt i64 %iy301.next, 1
+  br i1 %6980, label %pool1_grad.iy301, label %pool1_grad.iy301.end
 
-conv1_grad.i305:                                  ; preds = %conv1_grad.i305, %pool1_grad.g228.end
-  %conv1_grad.i3052255 = phi i64 [ 0, %pool1_grad.g228.end ], [ %i305.next, %conv1_grad.i305 ]
-  %7096 = add nsw i64 610960, %conv1_grad.i3052255
-  %arena2256 = getelementptr inbounds float, ptr %arena, i64 %7096
-  store float 0.000000e+00, ptr %arena2256, align 4
-  %i305.next = add nsw i64 %conv1_grad.i3052255, 1
-  %7097 = icmp slt i64 %i305.next, 802816
-  br i1 %7097, label %conv1_grad.i305, label %conv1_grad.i305.end
+pool1_grad.iy307:                                 ; preds = %pool1_grad.ix308.end, %pool1_grad.iy301.end
+  %pool1_grad.iy3072256 = phi i64 [ 0, %pool1_grad.iy301.end ], [ %iy307.next, %pool1_grad.ix308.end ]
+  br label %pool1_grad.ix308
 
-conv1_grad.i305.end:                              ; preds = %conv1_grad.i305
-  br label %conv1_grad.q306
+pool1_grad.iy307.end:                             ; preds = %pool1_grad.ix308.end
+  br label %pool1_grad.iy315
 
-conv1_grad.q306:                                  ; preds = %conv1_grad.i307.end, %conv1_grad.i305.end
-  %conv1_grad.q3062257 = phi i64 [ 0, %conv1_grad.i305.end ], [ %q306.next, %conv1_grad.i307.end ]
-  br label %conv1_grad.i307
+pool1_grad.ix308:                                 ; preds = %pool1_grad.ix308, %pool1_grad.iy307
+  %pool1_grad.ix3082257 = phi i64 [ 0, %pool1_grad.iy307 ], [ %ix308.next, %pool1_grad.ix308 ]
+  %6981 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6982 = add nsw i64 %6981, 3
+  %6983 = mul nsw i64 %6982, 3136
+  %6984 = add nsw i64 1129744, %6983
+  %6985 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6986 = add nsw i64 %6984, %6985
+  %6987 = add nsw i64 %pool1_grad.iy3072256, 13
+  %6988 = mul nsw i64 %6987, 14
+  %6989 = add nsw i64 %6986, %6988
+  %6990 = add nsw i64 %6989, 2
+  %6991 = add nsw i64 %6990, %pool1_grad.ix3082257
+  %arena2258 = getelementptr inbounds float, ptr %arena, i64 %6991
+  %6992 = load float, ptr %arena2258, align 4
+  store float %6992, ptr %pool1_grad.sum309, align 4
+  %sum309 = load float, ptr %pool1_grad.sum309, align 4
+  %6993 = mul nsw i64 %pool1_grad.c2532195, 9
+  %6994 = add nsw i64 %6993, 4
+  %6995 = mul nsw i64 %6994, 3136
+  %6996 = add nsw i64 1129744, %6995
+  %6997 = mul nsw i64 %pool1_grad.j2522194, 196
+  %6998 = add nsw i64 %6996, %6997
+  %6999 = add nsw i64 %pool1_grad.iy3072256, 13
+  %7000 = mul nsw i64 %6999, 14
+  %7001 = add nsw i64 %6998, %7000
+  %7002 = add nsw i64 %7001, 1
+  %7003 = add nsw i64 %7002, %pool1_grad.ix3082257
+  %arena2259 = getelementptr inbounds float, ptr %arena, i64 %7003
+  %7004 = load float, ptr %arena2259, align 4
+  %7005 = fadd float %sum309, %7004
+  store float %7005, ptr %pool1_grad.sum310, align 4
+  %sum310 = load float, ptr %pool1_grad.sum310, align 4
+  %7006 = mul nsw i64 %pool1_grad.c2532195, 9
+  %7007 = add nsw i64 %7006, 5
+  %7008 = mul nsw i64 %7007, 3136
+  %7009 = add nsw i64 1129744, %7008
+  %7010 = mul nsw i64 %pool1_grad.j2522194, 196
+  %7011 = add nsw i64 %7009, %7010
+  %7012 = add nsw i64 %pool1_grad.iy3072256, 13
+  %7013 = mul nsw i64 %7012, 14
+  %7014 = add nsw i64 %7011, %7013
+  %7015 = add nsw i64 %7014, %pool1_grad.ix3082257
+  %arena2260 = getelementptr inbounds float, ptr %arena, i64 %7015
+  %7016 = load float, ptr %arena2260, align 4
+  %7017 = fadd float %sum310, %7016
+  store float %7017, ptr %pool1_grad.sum311, align 4
+  %sum311 = load float, ptr %pool1_grad.sum311, align 4
+  %7018 = mul nsw i64 %pool1_grad.c2532195, 9
+  %7019 = add nsw i64 %7018, 6
+  %7020 = mul nsw i64 %7019, 3136
+  %7021 = add nsw i64 1129744, %7020
+  %7022 = mul nsw i64 %pool1_grad.j2522194, 196
+  %7023 = add nsw i64 %7021, %7022
+  %7024 = add nsw i64 %pool1_grad.iy3072256, 13
+  %7025 = add nsw i64 %7024, -1
+  %7026 = mul nsw i64 %7025, 14
+  %7027 = add nsw i64 %7023, %7026
+  %7028 = add nsw i64 %7027, 2
+  %7029 = add nsw i64 %7028, %pool1_grad.ix3082257
+  %arena2261 = getelementptr inbounds float, ptr %arena, i64 %7029
+  %7030 = load float, ptr %arena2261, align 4
+  %7031 = fadd float %sum311, %7030
+  store float %7031, ptr %pool1_grad.sum312, align 4
+  %sum312 = load float, ptr %pool1_grad.sum312, align 4
+  %7032 = mul nsw i64 %pool1_grad.c2532195, 9
+  %7033 = add nsw i64 %7032, 7
+  %7034 = mul nsw i64 %7033, 3136
+  %7035 = add nsw i64 1129744, %7034
+  %7036 = mul nsw i64 %pool1_grad.j2522194, 196
+  %7037 = add nsw i64 %7035, %7036
+  %7038 = add nsw i64 %pool1_grad.iy3072256, 13
+  %7039 = add nsw i64 %7038, -1
+  %7040 = mul nsw i64 %7039, 14
+  %7041 = add nsw i64 %7037, %7040
+  %7042 = add nsw i64 %7041, 1
+  %7043 = add nsw i64 %7042, %pool1_grad.ix3082257
+  %arena2262 = getelementptr inbounds float, ptr %arena, i64 %7043
+  %7044 = load float, ptr %arena2262, align 4
+  %7045 = fadd float %sum312, %7044
+  store float %7045, ptr %pool1_grad.sum313, align 4
+  %sum313 = load float, ptr %pool1_grad.sum313, align 4
+  %7046 = mul nsw i64 %pool1_grad.c2532195, 9
+  %7047 = add nsw i64 %7046, 8
+  %7048 = mul nsw i64 %7047, 3136
+  %7049 = add nsw i64 1129744, %7048
+  %7050 = mul nsw i64 %pool1_grad.j2522194, 196
+  %7051 = add nsw i64 %7049, %7050
+  %7052 = add nsw i64 %pool1_grad.iy3072256, 13
+  %7053 = add nsw i64 %7052, -1
+  %7054 = mul nsw i64 %7053, 14
+  %7055 = add nsw i64 %7051, %7054
+  %7056 = add nsw i64 %7055, %pool1_grad.ix3082257
+  %arena2263 = getelementptr inbounds float, ptr %arena, i64 %7056
+  %7057 = load float, ptr %arena2263, align 4
+  %7058 = fadd float %sum313, %7057
+  store float %7058, ptr %pool1_grad.sum314, align 4
+  %sum314 = load float, ptr %pool1_grad.sum314, align 4
+  %7059 = mul nsw i64 %pool1_grad.g2442089, 16
+  %7060 = add nsw i64 %7059, %pool1_grad.j2522194
+  %7061 = mul nsw i64 %7060, 3136
+  %7062 = add nsw i64 401408, %7061
+  %7063 = mul nsw i64 %pool1_grad.c2532195, 196
+  %7064 = add nsw i64 %7062, %7063
+  %7065 = add nsw i64 %pool1_grad.iy3072256, 13
+  %7066 = mul nsw i64 %7065, 14
+  %7067 = add nsw i64 %7064, %7066
+  %7068 = add nsw i64 %7067, 1
+  %7069 = add nsw i64 %7068, %pool1_grad.ix3082257
+  %arena2264 = getelementptr inbounds float, ptr %arena, i64 %7069
+  store float %sum314, ptr %arena2264, align 4
+  %ix308.next = add nsw i64 %pool1_grad.ix3082257, 1
+  %7070 = icmp slt i64 %ix308.next, 12
+  br i1 %7070, label %pool1_grad.ix308, label %pool1_grad.ix308.end
 
-conv1_grad.q306.end:                              ; preds = %conv1_grad.i307.end
-  br label %conv1_weight_grad.i308
+pool1_grad.ix308.end:                             ; preds = %pool1_grad.ix308
+  %iy307.next = add nsw i64 %pool1_grad.iy3072256, 1
+  %7071 = icmp slt i64 %iy307.next, 1
+  br i1 %7071, label %pool1_grad.iy307, label %pool1_grad.iy307.end
 
-conv1_grad.i307:                                  ; preds = %conv1_grad.endif, %conv1_grad.q306
-  %conv1_grad.i3072258 = phi i64 [ 0, %conv1_grad.q306 ], [ %i307.next, %conv1_grad.endif ]
-  %7098 = mul nsw i64 %conv1_grad.q3062257, 196
-  %7099 = add nsw i64 %7098, %conv1_grad.i3072258
-  %arena2259 = getelementptr inbounds float, ptr %arena, i64 %7099
-  %7100 = load float, ptr %arena2259, align 4
-  %7101 = fcmp ogt float %7100, 0.000000e+00
-  br i1 %7101, label %conv1_grad.then, label %conv1_grad.endif
+pool1_grad.iy315:                                 ; preds = %pool1_grad.ix316.end, %pool1_grad.iy307.end
+  %pool1_grad.iy3152265 = phi i64 [ 0, %pool1_grad.iy307.end ], [ %iy315.next, %pool1_grad.ix316.end ]
+  br label %pool1_grad.ix316
 
-conv1_grad.i307.end:                              ; preds = %conv1_grad.endif
-  %q306.next = add nsw i64 %conv1_grad.q3062257, 1
-  %7102 = icmp slt i64 %q306.next, 1024
-  br i1 %7102, label %conv1_grad.q306, label %conv1_grad.q306.end
+pool1_grad.iy315.end:                             ; preds = %pool1_grad.ix316.end
+  %c253.next = add nsw i64 %pool1_grad.c2532195, 1
+  %7072 = icmp slt i64 %c253.next, 16
+  br i1 %7072, label %pool1_grad.c253, label %pool1_grad.c253.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i307
-  %7103 = mul nsw i64 %conv1_grad.q3062257, 784
-  %7104 = add nsw i64 610960, %7103
-  %7105 = mul nsw i64 %conv1_grad.q3062257, 196
-  %7106 = add nsw i64 %7105, %conv1_grad.i3072258
-  %7107 = add nsw i64 200704, %7106
-  %arena2260 = getelementptr inbounds float, ptr %arena, i64 %7107
-  %7108 = load float, ptr %arena2260, align 4
-  %7109 = fptosi float %7108 to i64
-  %7110 = add nsw i64 %7104, %7109
-  %arena2261 = getelementptr inbounds float, ptr %arena, i64 %7110
-  %7111 = load float, ptr %arena2261, align 4
-  %7112 = mul nsw i64 %conv1_grad.q3062257, 196
-  %7113 = add nsw i64 %7112, %conv1_grad.i3072258
-  %7114 = add nsw i64 401408, %7113
-  %arena2262 = getelementptr inbounds float, ptr %arena, i64 %7114
-  %7115 = load float, ptr %arena2262, align 4
-  %7116 = fadd float %7111, %7115
-  store float %7116, ptr %arena2261, align 4
+pool1_grad.ix316:                                 ; preds = %pool1_grad.ix316, %pool1_grad.iy315
+  %pool1_grad.ix3162266 = phi i64 [ 0, %pool1_grad.iy315 ], [ %ix316.next, %pool1_grad.ix316 ]
+  %7073 = mul nsw i64 %pool1_grad.c2532195, 9
+  %7074 = add nsw i64 %7073, 4
+  %7075 = mul nsw i64 %7074, 3136
+  %7076 = add nsw i64 1129744, %7075
+  %7077 = mul nsw i64 %pool1_grad.j2522194, 196
+  %7078 = add nsw i64 %7076, %7077
+  %7079 = add nsw i64 %pool1_grad.iy3152265, 13
+  %7080 = mul nsw i64 %7079, 14
+  %7081 = add nsw i64 %7078, %7080
+  %7082 = add nsw i64 %7081, 13
+  %7083 = add nsw i64 %7082, %pool1_grad.ix3162266
+  %arena2267 = getelementptr inbounds float, ptr %arena, i64 %7083
+  %7084 = load float, ptr %arena2267, align 4
+  store float %7084, ptr %pool1_grad.sum317, align 4
+  %sum317 = load float, ptr %pool1_grad.sum317, align 4
+  %7085 = mul nsw i64 %pool1_grad.c2532195, 9
+  %7086 = add nsw i64 %7085, 5
+  %7087 = mul nsw i64 %7086, 3136
+  %7088 = add nsw i64 1129744, %7087
+  %7089 = mul nsw i64 %pool1_grad.j2522194, 196
+  %7090 = add nsw i64 %7088, %7089
+  %7091 = add nsw i64 %pool1_grad.iy3152265, 13
+  %7092 = mul nsw i64 %7091, 14
+  %7093 = add nsw i64 %7090, %7092
+  %7094 = add nsw i64 %7093, 12
+  %7095 = add nsw i64 %7094, %pool1_grad.ix3162266
+  %arena2268 = getelementptr inbounds float, ptr %arena, i64 %7095
+  %7096 = load float, ptr %arena2268, align 4
+  %7097 = fadd float %sum317, %7096
+  store float %7097, ptr %pool1_grad.sum318, align 4
+  %sum318 = load float, ptr %pool1_grad.sum318, align 4
+  %7098 = mul nsw i64 %pool1_grad.c2532195, 9
+  %7099 = add nsw i64 %7098, 7
+  %7100 = mul nsw i64 %7099, 3136
+  %7101 = add nsw i64 1129744, %7100
+  %7102 = mul nsw i64 %pool1_grad.j2522194, 196
+  %7103 = add nsw i64 %7101, %7102
+  %7104 = add nsw i64 %pool1_grad.iy3152265, 13
+  %7105 = add nsw i64 %7104, -1
+  %7106 = mul nsw i64 %7105, 14
+  %7107 = add nsw i64 %7103, %7106
+  %7108 = add nsw i64 %7107, 13
+  %7109 = add nsw i64 %7108, %pool1_grad.ix3162266
+  %arena2269 = getelementptr inbounds float, ptr %arena, i64 %7109
+  %7110 = load float, ptr %arena2269, align 4
+  %7111 = fadd float %sum318, %7110
+  store float %7111, ptr %pool1_grad.sum319, align 4
+  %sum319 = load float, ptr %pool1_grad.sum319, align 4
+  %7112 = mul nsw i64 %pool1_grad.c2532195, 9
+  %7113 = add nsw i64 %7112, 8
+  %7114 = mul nsw i64 %7113, 3136
+  %7115 = add nsw i64 1129744, %7114
+  %7116 = mul nsw i64 %pool1_grad.j2522194, 196
+  %7117 = add nsw i64 %7115, %7116
+  %7118 = add nsw i64 %pool1_grad.iy3152265, 13
+  %7119 = add nsw i64 %7118, -1
+  %7120 = mul nsw i64 %7119, 14
+  %7121 = add nsw i64 %7117, %7120
+  %7122 = add nsw i64 %7121, 12
+  %7123 = add nsw i64 %7122, %pool1_grad.ix3162266
+  %arena2270 = getelementptr inbounds float, ptr %arena, i64 %7123
+  %7124 = load float, ptr %arena2270, align 4
+  %7125 = fadd float %sum319, %7124
+  store float %7125, ptr %pool1_grad.sum320, align 4
+  %sum320 = load float, ptr %pool1_grad.sum320, align 4
+  %7126 = mul nsw i64 %pool1_grad.g2442089, 16
+  %7127 = add nsw i64 %7126, %pool1_grad.j2522194
+  %7128 = mul nsw i64 %7127, 3136
+  %7129 = add nsw i64 401408, %7128
+  %7130 = mul nsw i64 %pool1_grad.c2532195, 196
+  %7131 = add nsw i64 %7129, %7130
+  %7132 = add nsw i64 %pool1_grad.iy3152265, 13
+  %7133 = mul nsw i64 %7132, 14
+  %7134 = add nsw i64 %7131, %7133
+  %7135 = add nsw i64 %7134, 13
+  %7136 = add nsw i64 %7135, %pool1_grad.ix3162266
+  %arena2271 = getelementptr inbounds float, ptr %arena, i64 %7136
+  store float %sum320, ptr %arena2271, align 4
+  %ix316.next = add nsw i64 %pool1_grad.ix3162266, 1
+  %7137 = icmp slt i64 %ix316.next, 1
+  br i1 %7137, label %pool1_grad.ix316, label %pool1_grad.ix316.end
+
+pool1_grad.ix316.end:                             ; preds = %pool1_grad.ix316
+  %iy315.next = add nsw i64 %pool1_grad.iy3152265, 1
+  %7138 = icmp slt i64 %iy315.next, 1
+  br i1 %7138, label %pool1_grad.iy315, label %pool1_grad.iy315.end
+
+conv1_grad.i321:                                  ; preds = %conv1_grad.i321, %pool1_grad.g244.end
+  %conv1_grad.i3212272 = phi i64 [ 0, %pool1_grad.g244.end ], [ %i321.next, %conv1_grad.i321 ]
+  %7139 = add nsw i64 610960, %conv1_grad.i3212272
+  %arena2273 = getelementptr inbounds float, ptr %arena, i64 %7139
+  store float 0.000000e+00, ptr %arena2273, align 4
+  %i321.next = add nsw i64 %conv1_grad.i3212272, 1
+  %7140 = icmp slt i64 %i321.next, 802816
+  br i1 %7140, label %conv1_grad.i321, label %conv1_grad.i321.end
+
+conv1_grad.i321.end:                              ; preds = %conv1_grad.i321
+  br label %conv1_grad.q322
+
+conv1_grad.q322:                                  ; preds = %conv1_grad.i323.end, %conv1_grad.i321.end
+  %conv1_grad.q3222274 = phi i64 [ 0, %conv1_grad.i321.end ], [ %q322.next, %conv1_grad.i323.end ]
+  br label %conv1_grad.i323
+
+conv1_grad.q322.end:                              ; preds = %conv1_grad.i323.end
+  br label %conv1_weight_grad.i324
+
+conv1_grad.i323:                                  ; preds = %conv1_grad.endif, %conv1_grad.q322
+  %conv1_grad.i3232275 = phi i64 [ 0, %conv1_grad.q322 ], [ %i323.next, %conv1_grad.endif ]
+  %7141 = mul nsw i64 %conv1_grad.q3222274, 196
+  %7142 = add nsw i64 %7141, %conv1_grad.i3232275
+  %arena2276 = getelementptr inbounds float, ptr %arena, i64 %7142
+  %7143 = load float, ptr %arena2276, align 4
+  %7144 = fcmp ogt float %7143, 0.000000e+00
+  br i1 %7144, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i323.end:                              ; preds = %conv1_grad.endif
+  %q322.next = add nsw i64 %conv1_grad.q3222274, 1
+  %7145 = icmp slt i64 %q322.next, 1024
+  br i1 %7145, label %conv1_grad.q322, label %conv1_grad.q322.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i323
+  %7146 = mul nsw i64 %conv1_grad.q3222274, 784
+  %7147 = add nsw i64 610960, %7146
+  %7148 = mul nsw i64 %conv1_grad.q3222274, 196
+  %7149 = add nsw i64 %7148, %conv1_grad.i3232275
+  %7150 = add nsw i64 200704, %7149
+  %arena2277 = getelementptr inbounds float, ptr %arena, i64 %7150
+  %7151 = load float, ptr %arena2277, align 4
+  %7152 = fptosi float %7151 to i64
+  %7153 = add nsw i64 %7147, %7152
+  %arena2278 = getelementptr inbounds float, ptr %arena, i64 %7153
+  %7154 = load float, ptr %arena2278, align 4
+  %7155 = mul nsw i64 %conv1_grad.q3222274, 196
+  %7156 = add nsw i64 %7155, %conv1_grad.i3232275
+  %7157 = add nsw i64 401408, %7156
+  %arena2279 = getelementptr inbounds float, ptr %arena, i64 %7157
+  %7158 = load float, ptr %arena2279, align 4
+  %7159 = fadd float %7154, %7158
+  store float %7159, ptr %arena2278, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i307
-  %i307.next = add nsw i64 %conv1_grad.i3072258, 1
-  %7117 = icmp slt i64 %i307.next, 196
-  br i1 %7117, label %conv1_grad.i307, label %conv1_grad.i307.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i323
+  %i323.next = add nsw i64 %conv1_grad.i3232275, 1
+  %7160 = icmp slt i64 %i323.next, 196
+  br i1 %7160, label %conv1_grad.i323, label %conv1_grad.i323.end
 
-conv1_weight_grad.i308:                           ; preds = %conv1_weight_grad.i308, %conv1_grad.q306.end
-  %conv1_weight_grad.i3082263 = phi i64 [ 0, %conv1_grad.q306.end ], [ %i308.next, %conv1_weight_grad.i308 ]
-  %7118 = add nsw i64 313600, %conv1_weight_grad.i3082263
-  %arena2264 = getelementptr inbounds float, ptr %arena, i64 %7118
-  store float 0.000000e+00, ptr %arena2264, align 4
-  %i308.next = add nsw i64 %conv1_weight_grad.i3082263, 1
-  %7119 = icmp slt i64 %i308.next, 144
-  br i1 %7119, label %conv1_weight_grad.i308, label %conv1_weight_grad.i308.end
+conv1_weight_grad.i324:                           ; preds = %conv1_weight_grad.i324, %conv1_grad.q322.end
+  %conv1_weight_grad.i3242280 = phi i64 [ 0, %conv1_grad.q322.end ], [ %i324.next, %conv1_weight_grad.i324 ]
+  %7161 = add nsw i64 313600, %conv1_weight_grad.i3242280
+  %arena2281 = getelementptr inbounds float, ptr %arena, i64 %7161
+  store float 0.000000e+00, ptr %arena2281, align 4
+  %i324.next = add nsw i64 %conv1_weight_grad.i3242280, 1
+  %7162 = icmp slt i64 %i324.next, 144
+  br i1 %7162, label %conv1_weight_grad.i324, label %conv1_weight_grad.i324.end
 
-conv1_weight_grad.i308.end:                       ; preds = %conv1_weight_grad.i308
-  br label %conv1_weight_grad.g309
+conv1_weight_grad.i324.end:                       ; preds = %conv1_weight_grad.i324
+  br label %conv1_weight_grad.g325
 
-conv1_weight_grad.g309:                           ; preds = %conv1_weight_grad.nb332.end, %conv1_weight_grad.i308.end
-  %conv1_weight_grad.g3092265 = phi i64 [ 0, %conv1_weight_grad.i308.end ], [ %g309.next, %conv1_weight_grad.nb332.end ]
-  br label %conv1_weight_grad.j310
+conv1_weight_grad.g325:                           ; preds = %conv1_weight_grad.nb348.end, %conv1_weight_grad.i324.end
+  %conv1_weight_grad.g3252282 = phi i64 [ 0, %conv1_weight_grad.i324.end ], [ %g325.next, %conv1_weight_grad.nb348.end ]
+  br label %conv1_weight_grad.j326
 
-conv1_weight_grad.g309.end:                       ; preds = %conv1_weight_grad.nb332.end
-  br label %conv1_weight_grad.f336
+conv1_weight_grad.g325.end:                       ; preds = %conv1_weight_grad.nb348.end
+  br label %conv1_weight_grad.f352
 
-conv1_weight_grad.j310:                           ; preds = %conv1_weight_grad.c311.end, %conv1_weight_grad.g309
-  %conv1_weight_grad.j3102266 = phi i64 [ 0, %conv1_weight_grad.g309 ], [ %j310.next, %conv1_weight_grad.c311.end ]
-  br label %conv1_weight_grad.c311
+conv1_weight_grad.j326:                           ; preds = %conv1_weight_grad.c327.end, %conv1_weight_grad.g325
+  %conv1_weight_grad.j3262283 = phi i64 [ 0, %conv1_weight_grad.g325 ], [ %j326.next, %conv1_weight_grad.c327.end ]
+  br label %conv1_weight_grad.c327
 
-conv1_weight_grad.j310.end:                       ; preds = %conv1_weight_grad.c311.end
-  br label %conv1_weight_grad.j324
+conv1_weight_grad.j326.end:                       ; preds = %conv1_weight_grad.c327.end
+  br label %conv1_weight_grad.j340
 
-conv1_weight_grad.c311:                           ; preds = %conv1_weight_grad.ky312.end, %conv1_weight_grad.j310
-  %conv1_weight_grad.c3112267 = phi i64 [ 0, %conv1_weight_grad.j310 ], [ %c311.next, %conv1_weight_grad.ky312.end ]
-  br label %conv1_weight_grad.ky312
+conv1_weight_grad.c327:                           ; preds = %conv1_weight_grad.ky328.end, %conv1_weight_grad.j326
+  %conv1_weight_grad.c3272284 = phi i64 [ 0, %conv1_weight_grad.j326 ], [ %c327.next, %conv1_weight_grad.ky328.end ]
+  br label %conv1_weight_grad.ky328
 
-conv1_weight_grad.c311.end:                       ; preds = %conv1_weight_grad.ky312.end
-  %j310.next = add nsw i64 %conv1_weight_grad.j3102266, 1
-  %7120 = icmp slt i64 %j310.next, 16
-  br i1 %7120, label %conv1_weight_grad.j310, label %conv1_weight_grad.j310.end
+conv1_weight_grad.c327.end:                       ; preds = %conv1_weight_grad.ky328.end
+  %j326.next = add nsw i64 %conv1_weight_grad.j3262283, 1
+  %7163 = icmp slt i64 %j326.next, 16
+  br i1 %7163, label %conv1_weight_grad.j326, label %conv1_weight_grad.j326.end
 
-conv1_weight_grad.ky312:                          ; preds = %conv1_weight_grad.oy320.end, %conv1_weight_grad.c311
-  %conv1_weight_grad.ky3122268 = phi i64 [ 0, %conv1_weight_grad.c311 ], [ %ky312.next, %conv1_weight_grad.oy320.end ]
-  br label %conv1_weight_grad.oy313
+conv1_weight_grad.ky328:                          ; preds = %conv1_weight_grad.oy336.end, %conv1_weight_grad.c327
+  %conv1_weight_grad.ky3282285 = phi i64 [ 0, %conv1_weight_grad.c327 ], [ %ky328.next, %conv1_weight_grad.oy336.end ]
+  br label %conv1_weight_grad.oy329
 
-conv1_weight_grad.ky312.end:                      ; preds = %conv1_weight_grad.oy320.end
-  %c311.next = add nsw i64 %conv1_weight_grad.c3112267, 1
-  %7121 = icmp slt i64 %c311.next, 1
-  br i1 %7121, label %conv1_weight_grad.c311, label %conv1_weight_grad.c311.end
+conv1_weight_grad.ky328.end:                      ; preds = %conv1_weight_grad.oy336.end
+  %c327.next = add nsw i64 %conv1_weight_grad.c3272284, 1
+  %7164 = icmp slt i64 %c327.next, 1
+  br i1 %7164, label %conv1_weight_grad.c327, label %conv1_weight_grad.c327.end
 
-conv1_weight_grad.oy313:                          ; preds = %conv1_weight_grad.endif2280, %conv1_weight_grad.ky312
-  %conv1_weight_grad.oy3132269 = phi i64 [ 0, %conv1_weight_grad.ky312 ], [ %oy313.next, %conv1_weight_grad.endif2280 ]
-  %7122 = add nsw i64 %conv1_weight_grad.oy3132269, %conv1_weight_grad.ky3122268
-  %7123 = add nsw i64 %7122, -1
-  %7124 = icmp slt i64 -1, %7123
-  %7125 = add nsw i64 %conv1_weight_grad.oy3132269, %conv1_weight_grad.ky3122268
-  %7126 = add nsw i64 %7125, -1
-  %7127 = icmp slt i64 %7126, 28
-  %7128 = and i1 %7124, %7127
-  br i1 %7128, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy329:                          ; preds = %conv1_weight_grad.endif2297, %conv1_weight_grad.ky328
+  %conv1_weight_grad.oy3292286 = phi i64 [ 0, %conv1_weight_grad.ky328 ], [ %oy329.next, %conv1_weight_grad.endif2297 ]
+  %7165 = add nsw i64 %conv1_weight_grad.oy3292286, %conv1_weight_grad.ky3282285
+  %7166 = add nsw i64 %7165, -1
+  %7167 = icmp slt i64 -1, %7166
+  %7168 = add nsw i64 %conv1_weight_grad.oy3292286, %conv1_weight_grad.ky3282285
+  %7169 = add nsw i64 %7168, -1
+  %7170 = icmp slt i64 %7169, 28
+  %7171 = and i1 %7167, %7170
+  br i1 %7171, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy313.end:                      ; preds = %conv1_weight_grad.endif2280
-  br label %conv1_weight_grad.oy317
+conv1_weight_grad.oy329.end:                      ; preds = %conv1_weight_grad.endif2297
+  br label %conv1_weight_grad.oy333
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy313
-  br label %conv1_weight_grad.ox314
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy329
+  br label %conv1_weight_grad.ox330
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox315.end, %conv1_weight_grad.oy313
-  %7129 = add nsw i64 %conv1_weight_grad.oy3132269, %conv1_weight_grad.ky3122268
-  %7130 = add nsw i64 %7129, -1
-  %7131 = icmp slt i64 %7130, 0
-  br i1 %7131, label %conv1_weight_grad.then2275, label %conv1_weight_grad.endif2276
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox331.end, %conv1_weight_grad.oy329
+  %7172 = add nsw i64 %conv1_weight_grad.oy3292286, %conv1_weight_grad.ky3282285
+  %7173 = add nsw i64 %7172, -1
+  %7174 = icmp slt i64 %7173, 0
+  br i1 %7174, label %conv1_weight_grad.then2292, label %conv1_weight_grad.endif2293
 
-conv1_weight_grad.ox314:                          ; preds = %conv1_weight_grad.ox314, %conv1_weight_grad.then
-  %conv1_weight_grad.ox3142270 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox314.next, %conv1_weight_grad.ox314 ]
-  %7132 = mul nsw i64 %conv1_weight_grad.g3092265, 16
-  %7133 = add nsw i64 %7132, %conv1_weight_grad.j3102266
-  %7134 = mul nsw i64 %7133, 784
-  %7135 = mul nsw i64 %conv1_weight_grad.c3112267, 784
-  %7136 = add nsw i64 %7134, %7135
-  %7137 = add nsw i64 %conv1_weight_grad.oy3132269, %conv1_weight_grad.ky3122268
-  %7138 = add nsw i64 %7137, -1
-  %7139 = mul nsw i64 %7138, 28
-  %7140 = add nsw i64 %7136, %7139
-  %7141 = add nsw i64 %conv1_weight_grad.ox3142270, 1
-  %7142 = add nsw i64 %7141, -1
-  %7143 = add nsw i64 %7140, %7142
-  %images2271 = getelementptr inbounds float, ptr %images, i64 %7143
-  %7144 = load float, ptr %images2271, align 4
-  %7145 = mul nsw i64 %conv1_weight_grad.c3112267, 3
-  %7146 = add nsw i64 %7145, %conv1_weight_grad.ky3122268
-  %7147 = mul nsw i64 %7146, 3
-  %7148 = mul nsw i64 %7147, 12544
-  %7149 = mul nsw i64 %conv1_weight_grad.j3102266, 784
-  %7150 = add nsw i64 %7148, %7149
-  %7151 = mul nsw i64 %conv1_weight_grad.oy3132269, 28
-  %7152 = add nsw i64 %conv1_weight_grad.ox3142270, 1
-  %7153 = add nsw i64 %7151, %7152
-  %7154 = add nsw i64 %7150, %7153
-  %arena2272 = getelementptr inbounds float, ptr %arena, i64 %7154
-  store float %7144, ptr %arena2272, align 4
-  %ox314.next = add nsw i64 %conv1_weight_grad.ox3142270, 1
-  %7155 = icmp slt i64 %ox314.next, 27
-  br i1 %7155, label %conv1_weight_grad.ox314, label %conv1_weight_grad.ox314.end
+conv1_weight_grad.ox330:                          ; preds = %conv1_weight_grad.ox330, %conv1_weight_grad.then
+  %conv1_weight_grad.ox3302287 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox330.next, %conv1_weight_grad.ox330 ]
+  %7175 = mul nsw i64 %conv1_weight_grad.g3252282, 16
+  %7176 = add nsw i64 %7175, %conv1_weight_grad.j3262283
+  %7177 = mul nsw i64 %7176, 784
+  %7178 = mul nsw i64 %conv1_weight_grad.c3272284, 784
+  %7179 = add nsw i64 %7177, %7178
+  %7180 = add nsw i64 %conv1_weight_grad.oy3292286, %conv1_weight_grad.ky3282285
+  %7181 = add nsw i64 %7180, -1
+  %7182 = mul nsw i64 %7181, 28
+  %7183 = add nsw i64 %7179, %7182
+  %7184 = add nsw i64 %conv1_weight_grad.ox3302287, 1
+  %7185 = add nsw i64 %7184, -1
+  %7186 = add nsw i64 %7183, %7185
+  %images2288 = getelementptr inbounds float, ptr %images, i64 %7186
+  %7187 = load float, ptr %images2288, align 4
+  %7188 = mul nsw i64 %conv1_weight_grad.c3272284, 3
+  %7189 = add nsw i64 %7188, %conv1_weight_grad.ky3282285
+  %7190 = mul nsw i64 %7189, 3
+  %7191 = mul nsw i64 %7190, 12544
+  %7192 = mul nsw i64 %conv1_weight_grad.j3262283, 784
+  %7193 = add nsw i64 %7191, %7192
+  %7194 = mul nsw i64 %conv1_weight_grad.oy3292286, 28
+  %7195 = add nsw i64 %conv1_weight_grad.ox3302287, 1
+  %7196 = add nsw i64 %7194, %7195
+  %7197 = add nsw i64 %7193, %7196
+  %arena2289 = getelementptr inbounds float, ptr %arena, i64 %7197
+  store float %7187, ptr %arena2289, align 4
+  %ox330.next = add nsw i64 %conv1_weight_grad.ox3302287, 1
+  %7198 = icmp slt i64 %ox330.next, 27
+  br i1 %7198, label %conv1_weight_grad.ox330, label %conv1_weight_grad.ox330.end
 
-conv1_weight_grad.ox314.end:                      ; preds = %conv1_weight_grad.ox314
-  br label %conv1_weight_grad.ox315
+conv1_weight_grad.ox330.end:                      ; preds = %conv1_weight_grad.ox330
+  br label %conv1_weight_grad.ox331
 
-conv1_weight_grad.ox315:                          ; preds = %conv1_weight_grad.ox315, %conv1_weight_grad.ox314.end
-  %conv1_weight_grad.ox3152273 = phi i64 [ 0, %conv1_weight_grad.ox314.end ], [ %ox315.next, %conv1_weight_grad.ox315 ]
-  %7156 = mul nsw i64 %conv1_weight_grad.c3112267, 3
-  %7157 = add nsw i64 %7156, %conv1_weight_grad.ky3122268
-  %7158 = mul nsw i64 %7157, 3
-  %7159 = mul nsw i64 %7158, 12544
-  %7160 = mul nsw i64 %conv1_weight_grad.j3102266, 784
-  %7161 = add nsw i64 %7159, %7160
-  %7162 = mul nsw i64 %conv1_weight_grad.oy3132269, 28
-  %7163 = add nsw i64 %7162, %conv1_weight_grad.ox3152273
-  %7164 = add nsw i64 %7161, %7163
-  %arena2274 = getelementptr inbounds float, ptr %arena, i64 %7164
-  store float 0.000000e+00, ptr %arena2274, align 4
-  %ox315.next = add nsw i64 %conv1_weight_grad.ox3152273, 1
-  %7165 = icmp slt i64 %ox315.next, 1
-  br i1 %7165, label %conv1_weight_grad.ox315, label %conv1_weight_grad.ox315.end
+conv1_weight_grad.ox331:                          ; preds = %conv1_weight_grad.ox331, %conv1_weight_grad.ox330.end
+  %conv1_weight_grad.ox3312290 = phi i64 [ 0, %conv1_weight_grad.ox330.end ], [ %ox331.next, %conv1_weight_grad.ox331 ]
+  %7199 = mul nsw i64 %conv1_weight_grad.c3272284, 3
+  %7200 = add nsw i64 %7199, %conv1_weight_grad.ky3282285
+  %7201 = mul nsw i64 %7200, 3
+  %7202 = mul nsw i64 %7201, 12544
+  %7203 = mul nsw i64 %conv1_weight_grad.j3262283, 784
+  %7204 = add nsw i64 %7202, %7203
+  %7205 = mul nsw i64 %conv1_weight_grad.oy3292286, 28
+  %7206 = add nsw i64 %7205, %conv1_weight_grad.ox3312290
+  %7207 = add nsw i64 %7204, %7206
+  %arena2291 = getelementptr inbounds float, ptr %arena, i64 %7207
+  store float 0.000000e+00, ptr %arena2291, align 4
+  %ox331.next = add nsw i64 %conv1_weight_grad.ox3312290, 1
+  %7208 = icmp slt i64 %ox331.next, 1
+  br i1 %7208, label %conv1_weight_grad.ox331, label %conv1_weight_grad.ox331.end
 
-conv1_weight_grad.ox315.end:                      ; preds = %conv1_weight_grad.ox315
+conv1_weight_grad.ox331.end:                      ; preds = %conv1_weight_grad.ox331
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.then2275:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox316
+conv1_weight_grad.then2292:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox332
 
-conv1_weight_grad.endif2276:                      ; preds = %conv1_weight_grad.ox316.end, %conv1_weight_grad.endif
-  %7166 = add nsw i64 %conv1_weight_grad.oy3132269, %conv1_weight_grad.ky3122268
-  %7167 = add nsw i64 %7166, -1
-  %7168 = icmp slt i64 27, %7167
-  br i1 %7168, label %conv1_weight_grad.then2279, label %conv1_weight_grad.endif2280
+conv1_weight_grad.endif2293:                      ; preds = %conv1_weight_grad.ox332.end, %conv1_weight_grad.endif
+  %7209 = add nsw i64 %conv1_weight_grad.oy3292286, %conv1_weight_grad.ky3282285
+  %7210 = add nsw i64 %7209, -1
+  %7211 = icmp slt i64 27, %7210
+  br i1 %7211, label %conv1_weight_grad.then2296, label %conv1_weight_grad.endif2297
 
-conv1_weight_grad.ox316:                          ; preds = %conv1_weight_grad.ox316, %conv1_weight_grad.then2275
-  %conv1_weight_grad.ox3162277 = phi i64 [ 0, %conv1_weight_grad.then2275 ], [ %ox316.next, %conv1_weight_grad.ox316 ]
-  %7169 = mul nsw i64 %conv1_weight_grad.c3112267, 3
-  %7170 = add nsw i64 %7169, %conv1_weight_grad.ky3122268
-  %7171 = mul nsw i64 %7170, 3
-  %7172 = mul nsw i64 %7171, 12544
-  %7173 = mul nsw i64 %conv1_weight_grad.j3102266, 784
-  %7174 = add nsw i64 %7172, %7173
-  %7175 = mul nsw i64 %conv1_weight_grad.oy3132269, 28
-  %7176 = add nsw i64 %7175, %conv1_weight_grad.ox3162277
-  %7177 = add nsw i64 %7174, %7176
-  %arena2278 = getelementptr inbounds float, ptr %arena, i64 %7177
-  store float 0.000000e+00, ptr %arena2278, align 4
-  %ox316.next = add nsw i64 %conv1_weight_grad.ox3162277, 1
-  %7178 = icmp slt i64 %ox316.next, 28
-  br i1 %7178, label %conv1_weight_grad.ox316, label %conv1_weight_grad.ox316.end
-
-conv1_weight_grad.ox316.end:                      ; preds = %conv1_weight_grad.ox316
-  br label %conv1_weight_grad.endif2276
-
-conv1_weight_grad.then2279:                       ; preds = %conv1_weight_grad.endif2276
-  br label %conv1_weight_grad.ox3162281
-
-conv1_weight_grad.endif2280:                      ; preds = %conv1_weight_grad.ox316.end2282, %conv1_weight_grad.endif2276
-  %oy313.next = add nsw i64 %conv1_weight_grad.oy3132269, 1
-  %7179 = icmp slt i64 %oy313.next, 28
-  br i1 %7179, label %conv1_weight_grad.oy313, label %conv1_weight_grad.oy313.end
-
-conv1_weight_grad.ox3162281:                      ; preds = %conv1_weight_grad.ox3162281, %conv1_weight_grad.then2279
-  %conv1_weight_grad.ox3162283 = phi i64 [ 0, %conv1_weight_grad.then2279 ], [ %ox316.next2285, %conv1_weight_grad.ox3162281 ]
-  %7180 = mul nsw i64 %conv1_weight_grad.c3112267, 3
-  %7181 = add nsw i64 %7180, %conv1_weight_grad.ky3122268
-  %7182 = mul nsw i64 %7181, 3
-  %7183 = mul nsw i64 %7182, 12544
-  %7184 = mul nsw i64 %conv1_weight_grad.j3102266, 784
-  %7185 = add nsw i64 %7183, %7184
-  %7186 = mul nsw i64 %conv1_weight_grad.oy3132269, 28
-  %7187 = add nsw i64 %7186, %conv1_weight_grad.ox3162283
-  %7188 = add nsw i64 %7185, %7187
-  %arena2284 = getelementptr inbounds float, ptr %arena, i64 %7188
-  store float 0.000000e+00, ptr %arena2284, align 4
-  %ox316.next2285 = add nsw i64 %conv1_weight_grad.ox3162283, 1
-  %7189 = icmp slt i64 %ox316.next2285, 28
-  br i1 %7189, label %conv1_weight_grad.ox3162281, label %conv1_weight_grad.ox316.end2282
-
-conv1_weight_grad.ox316.end2282:                  ; preds = %conv1_weight_grad.ox3162281
-  br label %conv1_weight_grad.endif2280
-
-conv1_weight_grad.oy317:                          ; preds = %conv1_weight_grad.endif2297, %conv1_weight_grad.oy313.end
-  %conv1_weight_grad.oy3172286 = phi i64 [ 0, %conv1_weight_grad.oy313.end ], [ %oy317.next, %conv1_weight_grad.endif2297 ]
-  %7190 = add nsw i64 %conv1_weight_grad.oy3172286, %conv1_weight_grad.ky3122268
-  %7191 = add nsw i64 %7190, -1
-  %7192 = icmp slt i64 -1, %7191
-  %7193 = add nsw i64 %conv1_weight_grad.oy3172286, %conv1_weight_grad.ky3122268
-  %7194 = add nsw i64 %7193, -1
-  %7195 = icmp slt i64 %7194, 28
-  %7196 = and i1 %7192, %7195
-  br i1 %7196, label %conv1_weight_grad.then2287, label %conv1_weight_grad.endif2288
-
-conv1_weight_grad.oy317.end:                      ; preds = %conv1_weight_grad.endif2297
-  br label %conv1_weight_grad.oy320
-
-conv1_weight_grad.then2287:                       ; preds = %conv1_weight_grad.oy317
-  br label %conv1_weight_grad.ox318
-
-conv1_weight_grad.endif2288:                      ; preds = %conv1_weight_grad.ox318.end, %conv1_weight_grad.oy317
-  %7197 = add nsw i64 %conv1_weight_grad.oy3172286, %conv1_weight_grad.ky3122268
-  %7198 = add nsw i64 %7197, -1
-  %7199 = icmp slt i64 %7198, 0
-  br i1 %7199, label %conv1_weight_grad.then2292, label %conv1_weight_grad.endif2293
-
-conv1_weight_grad.ox318:                          ; preds = %conv1_weight_grad.ox318, %conv1_weight_grad.then2287
-  %conv1_weight_grad.ox3182289 = phi i64 [ 0, %conv1_weight_grad.then2287 ], [ %ox318.next, %conv1_weight_grad.ox318 ]
-  %7200 = mul nsw i64 %conv1_weight_grad.g3092265, 16
-  %7201 = add nsw i64 %7200, %conv1_weight_grad.j3102266
-  %7202 = mul nsw i64 %7201, 784
-  %7203 = mul nsw i64 %conv1_weight_grad.c3112267, 784
-  %7204 = add nsw i64 %7202, %7203
-  %7205 = add nsw i64 %conv1_weight_grad.oy3172286, %conv1_weight_grad.ky3122268
-  %7206 = add nsw i64 %7205, -1
-  %7207 = mul nsw i64 %7206, 28
-  %7208 = add nsw i64 %7204, %7207
-  %7209 = add nsw i64 %7208, %conv1_weight_grad.ox3182289
-  %images2290 = getelementptr inbounds float, ptr %images, i64 %7209
-  %7210 = load float, ptr %images2290, align 4
-  %7211 = mul nsw i64 %conv1_weight_grad.c3112267, 3
-  %7212 = add nsw i64 %7211, %conv1_weight_grad.ky3122268
-  %7213 = mul nsw i64 %7212, 3
-  %7214 = add nsw i64 %7213, 1
+conv1_weight_grad.ox332:                          ; preds = %conv1_weight_grad.ox332, %conv1_weight_grad.then2292
+  %conv1_weight_grad.ox3322294 = phi i64 [ 0, %conv1_weight_grad.then2292 ], [ %ox332.next, %conv1_weight_grad.ox332 ]
+  %7212 = mul nsw i64 %conv1_weight_grad.c3272284, 3
+  %7213 = add nsw i64 %7212, %conv1_weight_grad.ky3282285
+  %7214 = mul nsw i64 %7213, 3
   %7215 = mul nsw i64 %7214, 12544
-  %7216 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7216 = mul nsw i64 %conv1_weight_grad.j3262283, 784
   %7217 = add nsw i64 %7215, %7216
-  %7218 = mul nsw i64 %conv1_weight_grad.oy3172286, 28
-  %7219 = add nsw i64 %7218, %conv1_weight_grad.ox3182289
+  %7218 = mul nsw i64 %conv1_weight_grad.oy3292286, 28
+  %7219 = add nsw i64 %7218, %conv1_weight_grad.ox3322294
   %7220 = add nsw i64 %7217, %7219
-  %arena2291 = getelementptr inbounds float, ptr %arena, i64 %7220
-  store float %7210, ptr %arena2291, align 4
-  %ox318.next = add nsw i64 %conv1_weight_grad.ox3182289, 1
-  %7221 = icmp slt i64 %ox318.next, 28
-  br i1 %7221, label %conv1_weight_grad.ox318, label %conv1_weight_grad.ox318.end
-
-conv1_weight_grad.ox318.end:                      ; preds = %conv1_weight_grad.ox318
-  br label %conv1_weight_grad.endif2288
-
-conv1_weight_grad.then2292:                       ; preds = %conv1_weight_grad.endif2288
-  br label %conv1_weight_grad.ox319
-
-conv1_weight_grad.endif2293:                      ; preds = %conv1_weight_grad.ox319.end, %conv1_weight_grad.endif2288
-  %7222 = add nsw i64 %conv1_weight_grad.oy3172286, %conv1_weight_grad.ky3122268
-  %7223 = add nsw i64 %7222, -1
-  %7224 = icmp slt i64 27, %7223
-  br i1 %7224, label %conv1_weight_grad.then2296, label %conv1_weight_grad.endif2297
-
-conv1_weight_grad.ox319:                          ; preds = %conv1_weight_grad.ox319, %conv1_weight_grad.then2292
-  %conv1_weight_grad.ox3192294 = phi i64 [ 0, %conv1_weight_grad.then2292 ], [ %ox319.next, %conv1_weight_grad.ox319 ]
-  %7225 = mul nsw i64 %conv1_weight_grad.c3112267, 3
-  %7226 = add nsw i64 %7225, %conv1_weight_grad.ky3122268
-  %7227 = mul nsw i64 %7226, 3
-  %7228 = add nsw i64 %7227, 1
-  %7229 = mul nsw i64 %7228, 12544
-  %7230 = mul nsw i64 %conv1_weight_grad.j3102266, 784
-  %7231 = add nsw i64 %7229, %7230
-  %7232 = mul nsw i64 %conv1_weight_grad.oy3172286, 28
-  %7233 = add nsw i64 %7232, %conv1_weight_grad.ox3192294
-  %7234 = add nsw i64 %7231, %7233
-  %arena2295 = getelementptr inbounds float, ptr %arena, i64 %7234
+  %arena2295 = getelementptr inbounds float, ptr %arena, i64 %7220
   store float 0.000000e+00, ptr %arena2295, align 4
-  %ox319.next = add nsw i64 %conv1_weight_grad.ox3192294, 1
-  %7235 = icmp slt i64 %ox319.next, 28
-  br i1 %7235, label %conv1_weight_grad.ox319, label %conv1_weight_grad.ox319.end
+  %ox332.next = add nsw i64 %conv1_weight_grad.ox3322294, 1
+  %7221 = icmp slt i64 %ox332.next, 28
+  br i1 %7221, label %conv1_weight_grad.ox332, label %conv1_weight_grad.ox332.end
 
-conv1_weight_grad.ox319.end:                      ; preds = %conv1_weight_grad.ox319
+conv1_weight_grad.ox332.end:                      ; preds = %conv1_weight_grad.ox332
   br label %conv1_weight_grad.endif2293
 
 conv1_weight_grad.then2296:                       ; preds = %conv1_weight_grad.endif2293
-  br label %conv1_weight_grad.ox3192298
+  br label %conv1_weight_grad.ox3322298
 
-conv1_weight_grad.endif2297:                      ; preds = %conv1_weight_grad.ox319.end2299, %conv1_weight_grad.endif2293
-  %oy317.next = add nsw i64 %conv1_weight_grad.oy3172286, 1
-  %7236 = icmp slt i64 %oy317.next, 28
-  br i1 %7236, label %conv1_weight_grad.oy317, label %conv1_weight_grad.oy317.end
+conv1_weight_grad.endif2297:                      ; preds = %conv1_weight_grad.ox332.end2299, %conv1_weight_grad.endif2293
+  %oy329.next = add nsw i64 %conv1_weight_grad.oy3292286, 1
+  %7222 = icmp slt i64 %oy329.next, 28
+  br i1 %7222, label %conv1_weight_grad.oy329, label %conv1_weight_grad.oy329.end
 
-conv1_weight_grad.ox3192298:                      ; preds = %conv1_weight_grad.ox3192298, %conv1_weight_grad.then2296
-  %conv1_weight_grad.ox3192300 = phi i64 [ 0, %conv1_weight_grad.then2296 ], [ %ox319.next2302, %conv1_weight_grad.ox3192298 ]
-  %7237 = mul nsw i64 %conv1_weight_grad.c3112267, 3
-  %7238 = add nsw i64 %7237, %conv1_weight_grad.ky3122268
-  %7239 = mul nsw i64 %7238, 3
-  %7240 = add nsw i64 %7239, 1
-  %7241 = mul nsw i64 %7240, 12544
-  %7242 = mul nsw i64 %conv1_weight_grad.j3102266, 784
-  %7243 = add nsw i64 %7241, %7242
-  %7244 = mul nsw i64 %conv1_weight_grad.oy3172286, 28
-  %7245 = add nsw i64 %7244, %conv1_weight_grad.ox3192300
-  %7246 = add nsw i64 %7243, %7245
-  %arena2301 = getelementptr inbounds float, ptr %arena, i64 %7246
+conv1_weight_grad.ox3322298:                      ; preds = %conv1_weight_grad.ox3322298, %conv1_weight_grad.then2296
+  %conv1_weight_grad.ox3322300 = phi i64 [ 0, %conv1_weight_grad.then2296 ], [ %ox332.next2302, %conv1_weight_grad.ox3322298 ]
+  %7223 = mul nsw i64 %conv1_weight_grad.c3272284, 3
+  %7224 = add nsw i64 %7223, %conv1_weight_grad.ky3282285
+  %7225 = mul nsw i64 %7224, 3
+  %7226 = mul nsw i64 %7225, 12544
+  %7227 = mul nsw i64 %conv1_weight_grad.j3262283, 784
+  %7228 = add nsw i64 %7226, %7227
+  %7229 = mul nsw i64 %conv1_weight_grad.oy3292286, 28
+  %7230 = add nsw i64 %7229, %conv1_weight_grad.ox3322300
+  %7231 = add nsw i64 %7228, %7230
+  %arena2301 = getelementptr inbounds float, ptr %arena, i64 %7231
   store float 0.000000e+00, ptr %arena2301, align 4
-  %ox319.next2302 = add nsw i64 %conv1_weight_grad.ox3192300, 1
-  %7247 = icmp slt i64 %ox319.next2302, 28
-  br i1 %7247, label %conv1_weight_grad.ox3192298, label %conv1_weight_grad.ox319.end2299
+  %ox332.next2302 = add nsw i64 %conv1_weight_grad.ox3322300, 1
+  %7232 = icmp slt i64 %ox332.next2302, 28
+  br i1 %7232, label %conv1_weight_grad.ox3322298, label %conv1_weight_grad.ox332.end2299
 
-conv1_weight_grad.ox319.end2299:                  ; preds = %conv1_weight_grad.ox3192298
+conv1_weight_grad.ox332.end2299:                  ; preds = %conv1_weight_grad.ox3322298
   br label %conv1_weight_grad.endif2297
 
-conv1_weight_grad.oy320:                          ; preds = %conv1_weight_grad.endif2316, %conv1_weight_grad.oy317.end
-  %conv1_weight_grad.oy3202303 = phi i64 [ 0, %conv1_weight_grad.oy317.end ], [ %oy320.next, %conv1_weight_grad.endif2316 ]
-  %7248 = add nsw i64 %conv1_weight_grad.oy3202303, %conv1_weight_grad.ky3122268
+conv1_weight_grad.oy333:                          ; preds = %conv1_weight_grad.endif2314, %conv1_weight_grad.oy329.end
+  %conv1_weight_grad.oy3332303 = phi i64 [ 0, %conv1_weight_grad.oy329.end ], [ %oy333.next, %conv1_weight_grad.endif2314 ]
+  %7233 = add nsw i64 %conv1_weight_grad.oy3332303, %conv1_weight_grad.ky3282285
+  %7234 = add nsw i64 %7233, -1
+  %7235 = icmp slt i64 -1, %7234
+  %7236 = add nsw i64 %conv1_weight_grad.oy3332303, %conv1_weight_grad.ky3282285
+  %7237 = add nsw i64 %7236, -1
+  %7238 = icmp slt i64 %7237, 28
+  %7239 = and i1 %7235, %7238
+  br i1 %7239, label %conv1_weight_grad.then2304, label %conv1_weight_grad.endif2305
+
+conv1_weight_grad.oy333.end:                      ; preds = %conv1_weight_grad.endif2314
+  br label %conv1_weight_grad.oy336
+
+conv1_weight_grad.then2304:                       ; preds = %conv1_weight_grad.oy333
+  br label %conv1_weight_grad.ox334
+
+conv1_weight_grad.endif2305:                      ; preds = %conv1_weight_grad.ox334.end, %conv1_weight_grad.oy333
+  %7240 = add nsw i64 %conv1_weight_grad.oy3332303, %conv1_weight_grad.ky3282285
+  %7241 = add nsw i64 %7240, -1
+  %7242 = icmp slt i64 %7241, 0
+  br i1 %7242, label %conv1_weight_grad.then2309, label %conv1_weight_grad.endif2310
+
+conv1_weight_grad.ox334:                          ; preds = %conv1_weight_grad.ox334, %conv1_weight_grad.then2304
+  %conv1_weight_grad.ox3342306 = phi i64 [ 0, %conv1_weight_grad.then2304 ], [ %ox334.next, %conv1_weight_grad.ox334 ]
+  %7243 = mul nsw i64 %conv1_weight_grad.g3252282, 16
+  %7244 = add nsw i64 %7243, %conv1_weight_grad.j3262283
+  %7245 = mul nsw i64 %7244, 784
+  %7246 = mul nsw i64 %conv1_weight_grad.c3272284, 784
+  %7247 = add nsw i64 %7245, %7246
+  %7248 = add nsw i64 %conv1_weight_grad.oy3332303, %conv1_weight_grad.ky3282285
   %7249 = add nsw i64 %7248, -1
-  %7250 = icmp slt i64 -1, %7249
-  %7251 = add nsw i64 %conv1_weight_grad.oy3202303, %conv1_weight_grad.ky3122268
-  %7252 = add nsw i64 %7251, -1
-  %7253 = icmp slt i64 %7252, 28
-  %7254 = and i1 %7250, %7253
-  br i1 %7254, label %conv1_weight_grad.then2304, label %conv1_weight_grad.endif2305
+  %7250 = mul nsw i64 %7249, 28
+  %7251 = add nsw i64 %7247, %7250
+  %7252 = add nsw i64 %7251, %conv1_weight_grad.ox3342306
+  %images2307 = getelementptr inbounds float, ptr %images, i64 %7252
+  %7253 = load float, ptr %images2307, align 4
+  %7254 = mul nsw i64 %conv1_weight_grad.c3272284, 3
+  %7255 = add nsw i64 %7254, %conv1_weight_grad.ky3282285
+  %7256 = mul nsw i64 %7255, 3
+  %7257 = add nsw i64 %7256, 1
+  %7258 = mul nsw i64 %7257, 12544
+  %7259 = mul nsw i64 %conv1_weight_grad.j3262283, 784
+  %7260 = add nsw i64 %7258, %7259
+  %7261 = mul nsw i64 %conv1_weight_grad.oy3332303, 28
+  %7262 = add nsw i64 %7261, %conv1_weight_grad.ox3342306
+  %7263 = add nsw i64 %7260, %7262
+  %arena2308 = getelementptr inbounds float, ptr %arena, i64 %7263
+  store float %7253, ptr %arena2308, align 4
+  %ox334.next = add nsw i64 %conv1_weight_grad.ox3342306, 1
+  %7264 = icmp slt i64 %ox334.next, 28
+  br i1 %7264, label %conv1_weight_grad.ox334, label %conv1_weight_grad.ox334.end
 
-conv1_weight_grad.oy320.end:                      ; preds = %conv1_weight_grad.endif2316
-  %ky312.next = add nsw i64 %conv1_weight_grad.ky3122268, 1
-  %7255 = icmp slt i64 %ky312.next, 3
-  br i1 %7255, label %conv1_weight_grad.ky312, label %conv1_weight_grad.ky312.end
-
-conv1_weight_grad.then2304:                       ; preds = %conv1_weight_grad.oy320
-  br label %conv1_weight_grad.ox321
-
-conv1_weight_grad.endif2305:                      ; preds = %conv1_weight_grad.ox322.end, %conv1_weight_grad.oy320
-  %7256 = add nsw i64 %conv1_weight_grad.oy3202303, %conv1_weight_grad.ky3122268
-  %7257 = add nsw i64 %7256, -1
-  %7258 = icmp slt i64 %7257, 0
-  br i1 %7258, label %conv1_weight_grad.then2311, label %conv1_weight_grad.endif2312
-
-conv1_weight_grad.ox321:                          ; preds = %conv1_weight_grad.ox321, %conv1_weight_grad.then2304
-  %conv1_weight_grad.ox3212306 = phi i64 [ 0, %conv1_weight_grad.then2304 ], [ %ox321.next, %conv1_weight_grad.ox321 ]
-  %7259 = mul nsw i64 %conv1_weight_grad.g3092265, 16
-  %7260 = add nsw i64 %7259, %conv1_weight_grad.j3102266
-  %7261 = mul nsw i64 %7260, 784
-  %7262 = mul nsw i64 %conv1_weight_grad.c3112267, 784
-  %7263 = add nsw i64 %7261, %7262
-  %7264 = add nsw i64 %conv1_weight_grad.oy3202303, %conv1_weight_grad.ky3122268
-  %7265 = add nsw i64 %7264, -1
-  %7266 = mul nsw i64 %7265, 28
-  %7267 = add nsw i64 %7263, %7266
-  %7268 = add nsw i64 %conv1_weight_grad.ox3212306, 1
-  %7269 = add nsw i64 %7267, %7268
-  %images2307 = getelementptr inbounds float, ptr %images, i64 %7269
-  %7270 = load float, ptr %images2307, align 4
-  %7271 = mul nsw i64 %conv1_weight_grad.c3112267, 3
-  %7272 = add nsw i64 %7271, %conv1_weight_grad.ky3122268
-  %7273 = mul nsw i64 %7272, 3
-  %7274 = add nsw i64 %7273, 2
-  %7275 = mul nsw i64 %7274, 12544
-  %7276 = mul nsw i64 %conv1_weight_grad.j3102266, 784
-  %7277 = add nsw i64 %7275, %7276
-  %7278 = mul nsw i64 %conv1_weight_grad.oy3202303, 28
-  %7279 = add nsw i64 %7278, %conv1_weight_grad.ox3212306
-  %7280 = add nsw i64 %7277, %7279
-  %arena2308 = getelementptr inbounds float, ptr %arena, i64 %7280
-  store float %7270, ptr %arena2308, align 4
-  %ox321.next = add nsw i64 %conv1_weight_grad.ox3212306, 1
-  %7281 = icmp slt i64 %ox321.next, 27
-  br i1 %7281, label %conv1_weight_grad.ox321, label %conv1_weight_grad.ox321.end
-
-conv1_weight_grad.ox321.end:                      ; preds = %conv1_weight_grad.ox321
-  br label %conv1_weight_grad.ox322
-
-conv1_weight_grad.ox322:                          ; preds = %conv1_weight_grad.ox322, %conv1_weight_grad.ox321.end
-  %conv1_weight_grad.ox3222309 = phi i64 [ 0, %conv1_weight_grad.ox321.end ], [ %ox322.next, %conv1_weight_grad.ox322 ]
-  %7282 = mul nsw i64 %conv1_weight_grad.c3112267, 3
-  %7283 = add nsw i64 %7282, %conv1_weight_grad.ky3122268
-  %7284 = mul nsw i64 %7283, 3
-  %7285 = add nsw i64 %7284, 2
-  %7286 = mul nsw i64 %7285, 12544
-  %7287 = mul nsw i64 %conv1_weight_grad.j3102266, 784
-  %7288 = add nsw i64 %7286, %7287
-  %7289 = mul nsw i64 %conv1_weight_grad.oy3202303, 28
-  %7290 = add nsw i64 %conv1_weight_grad.ox3222309, 27
-  %7291 = add nsw i64 %7289, %7290
-  %7292 = add nsw i64 %7288, %7291
-  %arena2310 = getelementptr inbounds float, ptr %arena, i64 %7292
-  store float 0.000000e+00, ptr %arena2310, align 4
-  %ox322.next = add nsw i64 %conv1_weight_grad.ox3222309, 1
-  %7293 = icmp slt i64 %ox322.next, 1
-  br i1 %7293, label %conv1_weight_grad.ox322, label %conv1_weight_grad.ox322.end
-
-conv1_weight_grad.ox322.end:                      ; preds = %conv1_weight_grad.ox322
+conv1_weight_grad.ox334.end:                      ; preds = %conv1_weight_grad.ox334
   br label %conv1_weight_grad.endif2305
 
-conv1_weight_grad.then2311:                       ; preds = %conv1_weight_grad.endif2305
-  br label %conv1_weight_grad.ox323
+conv1_weight_grad.then2309:                       ; preds = %conv1_weight_grad.endif2305
+  br label %conv1_weight_grad.ox335
 
-conv1_weight_grad.endif2312:                      ; preds = %conv1_weight_grad.ox323.end, %conv1_weight_grad.endif2305
-  %7294 = add nsw i64 %conv1_weight_grad.oy3202303, %conv1_weight_grad.ky3122268
+conv1_weight_grad.endif2310:                      ; preds = %conv1_weight_grad.ox335.end, %conv1_weight_grad.endif2305
+  %7265 = add nsw i64 %conv1_weight_grad.oy3332303, %conv1_weight_grad.ky3282285
+  %7266 = add nsw i64 %7265, -1
+  %7267 = icmp slt i64 27, %7266
+  br i1 %7267, label %conv1_weight_grad.then2313, label %conv1_weight_grad.endif2314
+
+conv1_weight_grad.ox335:                          ; preds = %conv1_weight_grad.ox335, %conv1_weight_grad.then2309
+  %conv1_weight_grad.ox3352311 = phi i64 [ 0, %conv1_weight_grad.then2309 ], [ %ox335.next, %conv1_weight_grad.ox335 ]
+  %7268 = mul nsw i64 %conv1_weight_grad.c3272284, 3
+  %7269 = add nsw i64 %7268, %conv1_weight_grad.ky3282285
+  %7270 = mul nsw i64 %7269, 3
+  %7271 = add nsw i64 %7270, 1
+  %7272 = mul nsw i64 %7271, 12544
+  %7273 = mul nsw i64 %conv1_weight_grad.j3262283, 784
+  %7274 = add nsw i64 %7272, %7273
+  %7275 = mul nsw i64 %conv1_weight_grad.oy3332303, 28
+  %7276 = add nsw i64 %7275, %conv1_weight_grad.ox3352311
+  %7277 = add nsw i64 %7274, %7276
+  %arena2312 = getelementptr inbounds float, ptr %arena, i64 %7277
+  store float 0.000000e+00, ptr %arena2312, align 4
+  %ox335.next = add nsw i64 %conv1_weight_grad.ox3352311, 1
+  %7278 = icmp slt i64 %ox335.next, 28
+  br i1 %7278, label %conv1_weight_grad.ox335, label %conv1_weight_grad.ox335.end
+
+conv1_weight_grad.ox335.end:                      ; preds = %conv1_weight_grad.ox335
+  br label %conv1_weight_grad.endif2310
+
+conv1_weight_grad.then2313:                       ; preds = %conv1_weight_grad.endif2310
+  br label %conv1_weight_grad.ox3352315
+
+conv1_weight_grad.endif2314:                      ; preds = %conv1_weight_grad.ox335.end2316, %conv1_weight_grad.endif2310
+  %oy333.next = add nsw i64 %conv1_weight_grad.oy3332303, 1
+  %7279 = icmp slt i64 %oy333.next, 28
+  br i1 %7279, label %conv1_weight_grad.oy333, label %conv1_weight_grad.oy333.end
+
+conv1_weight_grad.ox3352315:                      ; preds = %conv1_weight_grad.ox3352315, %conv1_weight_grad.then2313
+  %conv1_weight_grad.ox3352317 = phi i64 [ 0, %conv1_weight_grad.then2313 ], [ %ox335.next2319, %conv1_weight_grad.ox3352315 ]
+  %7280 = mul nsw i64 %conv1_weight_grad.c3272284, 3
+  %7281 = add nsw i64 %7280, %conv1_weight_grad.ky3282285
+  %7282 = mul nsw i64 %7281, 3
+  %7283 = add nsw i64 %7282, 1
+  %7284 = mul nsw i64 %7283, 12544
+  %7285 = mul nsw i64 %conv1_weight_grad.j3262283, 784
+  %7286 = add nsw i64 %7284, %7285
+  %7287 = mul nsw i64 %conv1_weight_grad.oy3332303, 28
+  %7288 = add nsw i64 %7287, %conv1_weight_grad.ox3352317
+  %7289 = add nsw i64 %7286, %7288
+  %arena2318 = getelementptr inbounds float, ptr %arena, i64 %7289
+  store float 0.000000e+00, ptr %arena2318, align 4
+  %ox335.next2319 = add nsw i64 %conv1_weight_grad.ox3352317, 1
+  %7290 = icmp slt i64 %ox335.next2319, 28
+  br i1 %7290, label %conv1_weight_grad.ox3352315, label %conv1_weight_grad.ox335.end2316
+
+conv1_weight_grad.ox335.end2316:                  ; preds = %conv1_weight_grad.ox3352315
+  br label %conv1_weight_grad.endif2314
+
+conv1_weight_grad.oy336:                          ; preds = %conv1_weight_grad.endif2333, %conv1_weight_grad.oy333.end
+  %conv1_weight_grad.oy3362320 = phi i64 [ 0, %conv1_weight_grad.oy333.end ], [ %oy336.next, %conv1_weight_grad.endif2333 ]
+  %7291 = add nsw i64 %conv1_weight_grad.oy3362320, %conv1_weight_grad.ky3282285
+  %7292 = add nsw i64 %7291, -1
+  %7293 = icmp slt i64 -1, %7292
+  %7294 = add nsw i64 %conv1_weight_grad.oy3362320, %conv1_weight_grad.ky3282285
   %7295 = add nsw i64 %7294, -1
-  %7296 = icmp slt i64 27, %7295
-  br i1 %7296, label %conv1_weight_grad.then2315, label %conv1_weight_grad.endif2316
+  %7296 = icmp slt i64 %7295, 28
+  %7297 = and i1 %7293, %7296
+  br i1 %7297, label %conv1_weight_grad.then2321, label %conv1_weight_grad.endif2322
 
-conv1_weight_grad.ox323:                          ; preds = %conv1_weight_grad.ox323, %conv1_weight_grad.then2311
-  %conv1_weight_grad.ox3232313 = phi i64 [ 0, %conv1_weight_grad.then2311 ], [ %ox323.next, %conv1_weight_grad.ox323 ]
-  %7297 = mul nsw i64 %conv1_weight_grad.c3112267, 3
-  %7298 = add nsw i64 %7297, %conv1_weight_grad.ky3122268
-  %7299 = mul nsw i64 %7298, 3
-  %7300 = add nsw i64 %7299, 2
-  %7301 = mul nsw i64 %7300, 12544
-  %7302 = mul nsw i64 %conv1_weight_grad.j3102266, 784
-  %7303 = add nsw i64 %7301, %7302
-  %7304 = mul nsw i64 %conv1_weight_grad.oy3202303, 28
-  %7305 = add nsw i64 %7304, %conv1_weight_grad.ox3232313
-  %7306 = add nsw i64 %7303, %7305
-  %arena2314 = getelementptr inbounds float, ptr %arena, i64 %7306
-  store float 0.000000e+00, ptr %arena2314, align 4
-  %ox323.next = add nsw i64 %conv1_weight_grad.ox3232313, 1
-  %7307 = icmp slt i64 %ox323.next, 28
-  br i1 %7307, label %conv1_weight_grad.ox323, label %conv1_weight_grad.ox323.end
+conv1_weight_grad.oy336.end:                      ; preds = %conv1_weight_grad.endif2333
+  %ky328.next = add nsw i64 %conv1_weight_grad.ky3282285, 1
+  %7298 = icmp slt i64 %ky328.next, 3
+  br i1 %7298, label %conv1_weight_grad.ky328, label %conv1_weight_grad.ky328.end
 
-conv1_weight_grad.ox323.end:                      ; preds = %conv1_weight_grad.ox323
-  br label %conv1_weight_grad.endif2312
+conv1_weight_grad.then2321:                       ; preds = %conv1_weight_grad.oy336
+  br label %conv1_weight_grad.ox337
 
-conv1_weight_grad.then2315:                       ; preds = %conv1_weight_grad.endif2312
-  br label %conv1_weight_grad.ox3232317
+conv1_weight_grad.endif2322:                      ; preds = %conv1_weight_grad.ox338.end, %conv1_weight_grad.oy336
+  %7299 = add nsw i64 %conv1_weight_grad.oy3362320, %conv1_weight_grad.ky3282285
+  %7300 = add nsw i64 %7299, -1
+  %7301 = icmp slt i64 %7300, 0
+  br i1 %7301, label %conv1_weight_grad.then2328, label %conv1_weight_grad.endif2329
 
-conv1_weight_grad.endif2316:                      ; preds = %conv1_weight_grad.ox323.end2318, %conv1_weight_grad.endif2312
-  %oy320.next = add nsw i64 %conv1_weight_grad.oy3202303, 1
-  %7308 = icmp slt i64 %oy320.next, 28
-  br i1 %7308, label %conv1_weight_grad.oy320, label %conv1_weight_grad.oy320.end
+conv1_weight_grad.ox337:                          ; preds = %conv1_weight_grad.ox337, %conv1_weight_grad.then2321
+  %conv1_weight_grad.ox3372323 = phi i64 [ 0, %conv1_weight_grad.then2321 ], [ %ox337.next, %conv1_weight_grad.ox337 ]
+  %7302 = mul nsw i64 %conv1_weight_grad.g3252282, 16
+  %7303 = add nsw i64 %7302, %conv1_weight_grad.j3262283
+  %7304 = mul nsw i64 %7303, 784
+  %7305 = mul nsw i64 %conv1_weight_grad.c3272284, 784
+  %7306 = add nsw i64 %7304, %7305
+  %7307 = add nsw i64 %conv1_weight_grad.oy3362320, %conv1_weight_grad.ky3282285
+  %7308 = add nsw i64 %7307, -1
+  %7309 = mul nsw i64 %7308, 28
+  %7310 = add nsw i64 %7306, %7309
+  %7311 = add nsw i64 %conv1_weight_grad.ox3372323, 1
+  %7312 = add nsw i64 %7310, %7311
+  %images2324 = getelementptr inbounds float, ptr %images, i64 %7312
+  %7313 = load float, ptr %images2324, align 4
+  %7314 = mul nsw i64 %conv1_weight_grad.c3272284, 3
+  %7315 = add nsw i64 %7314, %conv1_weight_grad.ky3282285
+  %7316 = mul nsw i64 %7315, 3
+  %7317 = add nsw i64 %7316, 2
+  %7318 = mul nsw i64 %7317, 12544
+  %7319 = mul nsw i64 %conv1_weight_grad.j3262283, 784
+  %7320 = add nsw i64 %7318, %7319
+  %7321 = mul nsw i64 %conv1_weight_grad.oy3362320, 28
+  %7322 = add nsw i64 %7321, %conv1_weight_grad.ox3372323
+  %7323 = add nsw i64 %7320, %7322
+  %arena2325 = getelementptr inbounds float, ptr %arena, i64 %7323
+  store float %7313, ptr %arena2325, align 4
+  %ox337.next = add nsw i64 %conv1_weight_grad.ox3372323, 1
+  %7324 = icmp slt i64 %ox337.next, 27
+  br i1 %7324, label %conv1_weight_grad.ox337, label %conv1_weight_grad.ox337.end
 
-conv1_weight_grad.ox3232317:                      ; preds = %conv1_weight_grad.ox3232317, %conv1_weight_grad.then2315
-  %conv1_weight_grad.ox3232319 = phi i64 [ 0, %conv1_weight_grad.then2315 ], [ %ox323.next2321, %conv1_weight_grad.ox3232317 ]
-  %7309 = mul nsw i64 %conv1_weight_grad.c3112267, 3
-  %7310 = add nsw i64 %7309, %conv1_weight_grad.ky3122268
-  %7311 = mul nsw i64 %7310, 3
-  %7312 = add nsw i64 %7311, 2
-  %7313 = mul nsw i64 %7312, 12544
-  %7314 = mul nsw i64 %conv1_weight_grad.j3102266, 784
-  %7315 = add nsw i64 %7313, %7314
-  %7316 = mul nsw i64 %conv1_weight_grad.oy3202303, 28
-  %7317 = add nsw i64 %7316, %conv1_weight_grad.ox3232319
-  %7318 = add nsw i64 %7315, %7317
-  %arena2320 = getelementptr inbounds float, ptr %arena, i64 %7318
-  store float 0.000000e+00, ptr %arena2320, align 4
-  %ox323.next2321 = add nsw i64 %conv1_weight_grad.ox3232319, 1
-  %7319 = icmp slt i64 %ox323.next2321, 28
-  br i1 %7319, label %conv1_weight_grad.ox3232317, label %conv1_weight_grad.ox323.end2318
+conv1_weight_grad.ox337.end:                      ; preds = %conv1_weight_grad.ox337
+  br label %conv1_weight_grad.ox338
 
-conv1_weight_grad.ox323.end2318:                  ; preds = %conv1_weight_grad.ox3232317
-  br label %conv1_weight_grad.endif2316
+conv1_weight_grad.ox338:                          ; preds = %conv1_weight_grad.ox338, %conv1_weight_grad.ox337.end
+  %conv1_weight_grad.ox3382326 = phi i64 [ 0, %conv1_weight_grad.ox337.end ], [ %ox338.next, %conv1_weight_grad.ox338 ]
+  %7325 = mul nsw i64 %conv1_weight_grad.c3272284, 3
+  %7326 = add nsw i64 %7325, %conv1_weight_grad.ky3282285
+  %7327 = mul nsw i64 %7326, 3
+  %7328 = add nsw i64 %7327, 2
+  %7329 = mul nsw i64 %7328, 12544
+  %7330 = mul nsw i64 %conv1_weight_grad.j3262283, 784
+  %7331 = add nsw i64 %7329, %7330
+  %7332 = mul nsw i64 %conv1_weight_grad.oy3362320, 28
+  %7333 = add nsw i64 %conv1_weight_grad.ox3382326, 27
+  %7334 = add nsw i64 %7332, %7333
+  %7335 = add nsw i64 %7331, %7334
+  %arena2327 = getelementptr inbounds float, ptr %arena, i64 %7335
+  store float 0.000000e+00, ptr %arena2327, align 4
+  %ox338.next = add nsw i64 %conv1_weight_grad.ox3382326, 1
+  %7336 = icmp slt i64 %ox338.next, 1
+  br i1 %7336, label %conv1_weight_grad.ox338, label %conv1_weight_grad.ox338.end
 
-conv1_weight_grad.j324:                           ; preds = %conv1_weight_grad.i325.end, %conv1_weight_grad.j310.end
-  %conv1_weight_grad.j3242322 = phi i64 [ 0, %conv1_weight_grad.j310.end ], [ %j324.next, %conv1_weight_grad.i325.end ]
-  br label %conv1_weight_grad.i325
+conv1_weight_grad.ox338.end:                      ; preds = %conv1_weight_grad.ox338
+  br label %conv1_weight_grad.endif2322
 
-conv1_weight_grad.j324.end:                       ; preds = %conv1_weight_grad.i325.end
-  br label %conv1_weight_grad.kp327
+conv1_weight_grad.then2328:                       ; preds = %conv1_weight_grad.endif2322
+  br label %conv1_weight_grad.ox339
 
-conv1_weight_grad.i325:                           ; preds = %conv1_weight_grad.f326.end, %conv1_weight_grad.j324
-  %conv1_weight_grad.i3252323 = phi i64 [ 0, %conv1_weight_grad.j324 ], [ %i325.next, %conv1_weight_grad.f326.end ]
-  br label %conv1_weight_grad.f326
+conv1_weight_grad.endif2329:                      ; preds = %conv1_weight_grad.ox339.end, %conv1_weight_grad.endif2322
+  %7337 = add nsw i64 %conv1_weight_grad.oy3362320, %conv1_weight_grad.ky3282285
+  %7338 = add nsw i64 %7337, -1
+  %7339 = icmp slt i64 27, %7338
+  br i1 %7339, label %conv1_weight_grad.then2332, label %conv1_weight_grad.endif2333
 
-conv1_weight_grad.i325.end:                       ; preds = %conv1_weight_grad.f326.end
-  %j324.next = add nsw i64 %conv1_weight_grad.j3242322, 1
-  %7320 = icmp slt i64 %j324.next, 16
-  br i1 %7320, label %conv1_weight_grad.j324, label %conv1_weight_grad.j324.end
+conv1_weight_grad.ox339:                          ; preds = %conv1_weight_grad.ox339, %conv1_weight_grad.then2328
+  %conv1_weight_grad.ox3392330 = phi i64 [ 0, %conv1_weight_grad.then2328 ], [ %ox339.next, %conv1_weight_grad.ox339 ]
+  %7340 = mul nsw i64 %conv1_weight_grad.c3272284, 3
+  %7341 = add nsw i64 %7340, %conv1_weight_grad.ky3282285
+  %7342 = mul nsw i64 %7341, 3
+  %7343 = add nsw i64 %7342, 2
+  %7344 = mul nsw i64 %7343, 12544
+  %7345 = mul nsw i64 %conv1_weight_grad.j3262283, 784
+  %7346 = add nsw i64 %7344, %7345
+  %7347 = mul nsw i64 %conv1_weight_grad.oy3362320, 28
+  %7348 = add nsw i64 %7347, %conv1_weight_grad.ox3392330
+  %7349 = add nsw i64 %7346, %7348
+  %arena2331 = getelementptr inbounds float, ptr %arena, i64 %7349
+  store float 0.000000e+00, ptr %arena2331, align 4
+  %ox339.next = add nsw i64 %conv1_weight_grad.ox3392330, 1
+  %7350 = icmp slt i64 %ox339.next, 28
+  br i1 %7350, label %conv1_weight_grad.ox339, label %conv1_weight_grad.ox339.end
 
-conv1_weight_grad.f326:                           ; preds = %conv1_weight_grad.f326, %conv1_weight_grad.i325
-  %conv1_weight_grad.f3262324 = phi i64 [ 0, %conv1_weight_grad.i325 ], [ %f326.next, %conv1_weight_grad.f326 ]
-  %7321 = mul nsw i64 %conv1_weight_grad.g3092265, 16
-  %7322 = add nsw i64 %7321, %conv1_weight_grad.j3242322
-  %7323 = mul nsw i64 %7322, 12544
-  %7324 = add nsw i64 610960, %7323
-  %7325 = mul nsw i64 %conv1_weight_grad.f3262324, 784
-  %7326 = add nsw i64 %7324, %7325
-  %7327 = add nsw i64 %7326, %conv1_weight_grad.i3252323
-  %arena2325 = getelementptr inbounds float, ptr %arena, i64 %7327
-  %7328 = load float, ptr %arena2325, align 4
-  %7329 = mul nsw i64 %conv1_weight_grad.j3242322, 784
-  %7330 = add nsw i64 %7329, %conv1_weight_grad.i3252323
-  %7331 = mul nsw i64 %7330, 16
-  %7332 = add nsw i64 112896, %7331
-  %7333 = add nsw i64 %7332, %conv1_weight_grad.f3262324
-  %arena2326 = getelementptr inbounds float, ptr %arena, i64 %7333
-  store float %7328, ptr %arena2326, align 4
-  %f326.next = add nsw i64 %conv1_weight_grad.f3262324, 1
-  %7334 = icmp slt i64 %f326.next, 16
-  br i1 %7334, label %conv1_weight_grad.f326, label %conv1_weight_grad.f326.end
+conv1_weight_grad.ox339.end:                      ; preds = %conv1_weight_grad.ox339
+  br label %conv1_weight_grad.endif2329
 
-conv1_weight_grad.f326.end:                       ; preds = %conv1_weight_grad.f326
-  %i325.next = add nsw i64 %conv1_weight_grad.i3252323, 1
-  %7335 = icmp slt i64 %i325.next, 784
-  br i1 %7335, label %conv1_weight_grad.i325, label %conv1_weight_grad.i325.end
+conv1_weight_grad.then2332:                       ; preds = %conv1_weight_grad.endif2329
+  br label %conv1_weight_grad.ox3392334
 
-conv1_weight_grad.kp327:                          ; preds = %conv1_weight_grad.nb328.end, %conv1_weight_grad.j324.end
-  %conv1_weight_grad.kp3272327 = phi i64 [ 0, %conv1_weight_grad.j324.end ], [ %kp327.next, %conv1_weight_grad.nb328.end ]
-  br label %conv1_weight_grad.nb328
+conv1_weight_grad.endif2333:                      ; preds = %conv1_weight_grad.ox339.end2335, %conv1_weight_grad.endif2329
+  %oy336.next = add nsw i64 %conv1_weight_grad.oy3362320, 1
+  %7351 = icmp slt i64 %oy336.next, 28
+  br i1 %7351, label %conv1_weight_grad.oy336, label %conv1_weight_grad.oy336.end
 
-conv1_weight_grad.kp327.end:                      ; preds = %conv1_weight_grad.nb328.end
-  br label %conv1_weight_grad.nb332
+conv1_weight_grad.ox3392334:                      ; preds = %conv1_weight_grad.ox3392334, %conv1_weight_grad.then2332
+  %conv1_weight_grad.ox3392336 = phi i64 [ 0, %conv1_weight_grad.then2332 ], [ %ox339.next2338, %conv1_weight_grad.ox3392334 ]
+  %7352 = mul nsw i64 %conv1_weight_grad.c3272284, 3
+  %7353 = add nsw i64 %7352, %conv1_weight_grad.ky3282285
+  %7354 = mul nsw i64 %7353, 3
+  %7355 = add nsw i64 %7354, 2
+  %7356 = mul nsw i64 %7355, 12544
+  %7357 = mul nsw i64 %conv1_weight_grad.j3262283, 784
+  %7358 = add nsw i64 %7356, %7357
+  %7359 = mul nsw i64 %conv1_weight_grad.oy3362320, 28
+  %7360 = add nsw i64 %7359, %conv1_weight_grad.ox3392336
+  %7361 = add nsw i64 %7358, %7360
+  %arena2337 = getelementptr inbounds float, ptr %arena, i64 %7361
+  store float 0.000000e+00, ptr %arena2337, align 4
+  %ox339.next2338 = add nsw i64 %conv1_weight_grad.ox3392336, 1
+  %7362 = icmp slt i64 %ox339.next2338, 28
+  br i1 %7362, label %conv1_weight_grad.ox3392334, label %conv1_weight_grad.ox339.end2335
 
-conv1_weight_grad.nb328:                          ; preds = %conv1_weight_grad.mb329.end, %conv1_weight_grad.kp327
-  %conv1_weight_grad.nb3282328 = phi i64 [ 0, %conv1_weight_grad.kp327 ], [ %nb328.next, %conv1_weight_grad.mb329.end ]
-  br label %conv1_weight_grad.mb329
+conv1_weight_grad.ox339.end2335:                  ; preds = %conv1_weight_grad.ox3392334
+  br label %conv1_weight_grad.endif2333
 
-conv1_weight_grad.nb328.end:                      ; preds = %conv1_weight_grad.mb329.end
-  %kp327.next = add nsw i64 %conv1_weight_grad.kp3272327, 1
-  %7336 = icmp slt i64 %kp327.next, 32
-  br i1 %7336, label %conv1_weight_grad.kp327, label %conv1_weight_grad.kp327.end
+conv1_weight_grad.j340:                           ; preds = %conv1_weight_grad.i341.end, %conv1_weight_grad.j326.end
+  %conv1_weight_grad.j3402339 = phi i64 [ 0, %conv1_weight_grad.j326.end ], [ %j340.next, %conv1_weight_grad.i341.end ]
+  br label %conv1_weight_grad.i341
 
-conv1_weight_grad.mb329:                          ; preds = %conv1_weight_grad.k331.end, %conv1_weight_grad.nb328
-  %conv1_weight_grad.mb3292329 = phi i64 [ 0, %conv1_weight_grad.nb328 ], [ %mb329.next, %conv1_weight_grad.k331.end ]
-  %7337 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7338 = mul nsw i64 %7337, 16
-  %7339 = add nsw i64 313600, %7338
-  %7340 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7341 = add nsw i64 %7339, %7340
-  %arena2330 = getelementptr inbounds float, ptr %arena, i64 %7341
-  %7342 = load <16 x float>, ptr %arena2330, align 4
-  store <16 x float> %7342, ptr %conv1_weight_grad.t330_c0_0, align 64
-  %7343 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7344 = add nsw i64 %7343, 1
-  %7345 = mul nsw i64 %7344, 16
-  %7346 = add nsw i64 313600, %7345
-  %7347 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7348 = add nsw i64 %7346, %7347
-  %arena2331 = getelementptr inbounds float, ptr %arena, i64 %7348
-  %7349 = load <16 x float>, ptr %arena2331, align 4
-  store <16 x float> %7349, ptr %conv1_weight_grad.t330_c1_0, align 64
-  %7350 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7351 = add nsw i64 %7350, 2
-  %7352 = mul nsw i64 %7351, 16
-  %7353 = add nsw i64 313600, %7352
-  %7354 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7355 = add nsw i64 %7353, %7354
-  %arena2332 = getelementptr inbounds float, ptr %arena, i64 %7355
-  %7356 = load <16 x float>, ptr %arena2332, align 4
-  store <16 x float> %7356, ptr %conv1_weight_grad.t330_c2_0, align 64
-  %7357 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7358 = add nsw i64 %7357, 3
-  %7359 = mul nsw i64 %7358, 16
-  %7360 = add nsw i64 313600, %7359
-  %7361 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7362 = add nsw i64 %7360, %7361
-  %arena2333 = getelementptr inbounds float, ptr %arena, i64 %7362
-  %7363 = load <16 x float>, ptr %arena2333, align 4
-  store <16 x float> %7363, ptr %conv1_weight_grad.t330_c3_0, align 64
-  %7364 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7365 = add nsw i64 %7364, 4
-  %7366 = mul nsw i64 %7365, 16
-  %7367 = add nsw i64 313600, %7366
-  %7368 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+conv1_weight_grad.j340.end:                       ; preds = %conv1_weight_grad.i341.end
+  br label %conv1_weight_grad.kp343
+
+conv1_weight_grad.i341:                           ; preds = %conv1_weight_grad.f342.end, %conv1_weight_grad.j340
+  %conv1_weight_grad.i3412340 = phi i64 [ 0, %conv1_weight_grad.j340 ], [ %i341.next, %conv1_weight_grad.f342.end ]
+  br label %conv1_weight_grad.f342
+
+conv1_weight_grad.i341.end:                       ; preds = %conv1_weight_grad.f342.end
+  %j340.next = add nsw i64 %conv1_weight_grad.j3402339, 1
+  %7363 = icmp slt i64 %j340.next, 16
+  br i1 %7363, label %conv1_weight_grad.j340, label %conv1_weight_grad.j340.end
+
+conv1_weight_grad.f342:                           ; preds = %conv1_weight_grad.f342, %conv1_weight_grad.i341
+  %conv1_weight_grad.f3422341 = phi i64 [ 0, %conv1_weight_grad.i341 ], [ %f342.next, %conv1_weight_grad.f342 ]
+  %7364 = mul nsw i64 %conv1_weight_grad.g3252282, 16
+  %7365 = add nsw i64 %7364, %conv1_weight_grad.j3402339
+  %7366 = mul nsw i64 %7365, 12544
+  %7367 = add nsw i64 610960, %7366
+  %7368 = mul nsw i64 %conv1_weight_grad.f3422341, 784
   %7369 = add nsw i64 %7367, %7368
-  %arena2334 = getelementptr inbounds float, ptr %arena, i64 %7369
-  %7370 = load <16 x float>, ptr %arena2334, align 4
-  store <16 x float> %7370, ptr %conv1_weight_grad.t330_c4_0, align 64
-  %7371 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7372 = add nsw i64 %7371, 5
-  %7373 = mul nsw i64 %7372, 16
-  %7374 = add nsw i64 313600, %7373
-  %7375 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7376 = add nsw i64 %7374, %7375
-  %arena2335 = getelementptr inbounds float, ptr %arena, i64 %7376
-  %7377 = load <16 x float>, ptr %arena2335, align 4
-  store <16 x float> %7377, ptr %conv1_weight_grad.t330_c5_0, align 64
-  %7378 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7379 = add nsw i64 %7378, 6
-  %7380 = mul nsw i64 %7379, 16
-  %7381 = add nsw i64 313600, %7380
-  %7382 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7383 = add nsw i64 %7381, %7382
-  %arena2336 = getelementptr inbounds float, ptr %arena, i64 %7383
-  %7384 = load <16 x float>, ptr %arena2336, align 4
-  store <16 x float> %7384, ptr %conv1_weight_grad.t330_c6_0, align 64
-  %7385 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7386 = add nsw i64 %7385, 7
-  %7387 = mul nsw i64 %7386, 16
-  %7388 = add nsw i64 313600, %7387
-  %7389 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7390 = add nsw i64 %7388, %7389
-  %arena2337 = getelementptr inbounds float, ptr %arena, i64 %7390
-  %7391 = load <16 x float>, ptr %arena2337, align 4
-  store <16 x float> %7391, ptr %conv1_weight_grad.t330_c7_0, align 64
-  %7392 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7393 = add nsw i64 %7392, 8
-  %7394 = mul nsw i64 %7393, 16
-  %7395 = add nsw i64 313600, %7394
-  %7396 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7397 = add nsw i64 %7395, %7396
-  %arena2338 = getelementptr inbounds float, ptr %arena, i64 %7397
-  %7398 = load <16 x float>, ptr %arena2338, align 4
-  store <16 x float> %7398, ptr %conv1_weight_grad.t330_c8_0, align 64
-  br label %conv1_weight_grad.k331
+  %7370 = add nsw i64 %7369, %conv1_weight_grad.i3412340
+  %arena2342 = getelementptr inbounds float, ptr %arena, i64 %7370
+  %7371 = load float, ptr %arena2342, align 4
+  %7372 = mul nsw i64 %conv1_weight_grad.j3402339, 784
+  %7373 = add nsw i64 %7372, %conv1_weight_grad.i3412340
+  %7374 = mul nsw i64 %7373, 16
+  %7375 = add nsw i64 112896, %7374
+  %7376 = add nsw i64 %7375, %conv1_weight_grad.f3422341
+  %arena2343 = getelementptr inbounds float, ptr %arena, i64 %7376
+  store float %7371, ptr %arena2343, align 4
+  %f342.next = add nsw i64 %conv1_weight_grad.f3422341, 1
+  %7377 = icmp slt i64 %f342.next, 16
+  br i1 %7377, label %conv1_weight_grad.f342, label %conv1_weight_grad.f342.end
 
-conv1_weight_grad.mb329.end:                      ; preds = %conv1_weight_grad.k331.end
-  %nb328.next = add nsw i64 %conv1_weight_grad.nb3282328, 1
-  %7399 = icmp slt i64 %nb328.next, 1
-  br i1 %7399, label %conv1_weight_grad.nb328, label %conv1_weight_grad.nb328.end
+conv1_weight_grad.f342.end:                       ; preds = %conv1_weight_grad.f342
+  %i341.next = add nsw i64 %conv1_weight_grad.i3412340, 1
+  %7378 = icmp slt i64 %i341.next, 784
+  br i1 %7378, label %conv1_weight_grad.i341, label %conv1_weight_grad.i341.end
 
-conv1_weight_grad.k331:                           ; preds = %conv1_weight_grad.k331, %conv1_weight_grad.mb329
-  %conv1_weight_grad.k3312339 = phi i64 [ 0, %conv1_weight_grad.mb329 ], [ %k331.next, %conv1_weight_grad.k331 ]
-  %7400 = mul nsw i64 %conv1_weight_grad.kp3272327, 381
-  %7401 = add nsw i64 %conv1_weight_grad.k3312339, %7400
+conv1_weight_grad.kp343:                          ; preds = %conv1_weight_grad.nb344.end, %conv1_weight_grad.j340.end
+  %conv1_weight_grad.kp3432344 = phi i64 [ 0, %conv1_weight_grad.j340.end ], [ %kp343.next, %conv1_weight_grad.nb344.end ]
+  br label %conv1_weight_grad.nb344
+
+conv1_weight_grad.kp343.end:                      ; preds = %conv1_weight_grad.nb344.end
+  br label %conv1_weight_grad.nb348
+
+conv1_weight_grad.nb344:                          ; preds = %conv1_weight_grad.mb345.end, %conv1_weight_grad.kp343
+  %conv1_weight_grad.nb3442345 = phi i64 [ 0, %conv1_weight_grad.kp343 ], [ %nb344.next, %conv1_weight_grad.mb345.end ]
+  br label %conv1_weight_grad.mb345
+
+conv1_weight_grad.nb344.end:                      ; preds = %conv1_weight_grad.mb345.end
+  %kp343.next = add nsw i64 %conv1_weight_grad.kp3432344, 1
+  %7379 = icmp slt i64 %kp343.next, 32
+  br i1 %7379, label %conv1_weight_grad.kp343, label %conv1_weight_grad.kp343.end
+
+conv1_weight_grad.mb345:                          ; preds = %conv1_weight_grad.k347.end, %conv1_weight_grad.nb344
+  %conv1_weight_grad.mb3452346 = phi i64 [ 0, %conv1_weight_grad.nb344 ], [ %mb345.next, %conv1_weight_grad.k347.end ]
+  %7380 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7381 = mul nsw i64 %7380, 16
+  %7382 = add nsw i64 313600, %7381
+  %7383 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7384 = add nsw i64 %7382, %7383
+  %arena2347 = getelementptr inbounds float, ptr %arena, i64 %7384
+  %7385 = load <16 x float>, ptr %arena2347, align 4
+  store <16 x float> %7385, ptr %conv1_weight_grad.t346_c0_0, align 64
+  %7386 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7387 = add nsw i64 %7386, 1
+  %7388 = mul nsw i64 %7387, 16
+  %7389 = add nsw i64 313600, %7388
+  %7390 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7391 = add nsw i64 %7389, %7390
+  %arena2348 = getelementptr inbounds float, ptr %arena, i64 %7391
+  %7392 = load <16 x float>, ptr %arena2348, align 4
+  store <16 x float> %7392, ptr %conv1_weight_grad.t346_c1_0, align 64
+  %7393 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7394 = add nsw i64 %7393, 2
+  %7395 = mul nsw i64 %7394, 16
+  %7396 = add nsw i64 313600, %7395
+  %7397 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7398 = add nsw i64 %7396, %7397
+  %arena2349 = getelementptr inbounds float, ptr %arena, i64 %7398
+  %7399 = load <16 x float>, ptr %arena2349, align 4
+  store <16 x float> %7399, ptr %conv1_weight_grad.t346_c2_0, align 64
+  %7400 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7401 = add nsw i64 %7400, 3
   %7402 = mul nsw i64 %7401, 16
-  %7403 = add nsw i64 112896, %7402
-  %7404 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7403 = add nsw i64 313600, %7402
+  %7404 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
   %7405 = add nsw i64 %7403, %7404
-  %arena2340 = getelementptr inbounds float, ptr %arena, i64 %7405
-  %7406 = load <16 x float>, ptr %arena2340, align 4
-  store <16 x float> %7406, ptr %conv1_weight_grad.t330_b0, align 64
-  %7407 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7408 = mul nsw i64 %7407, 12544
-  %7409 = mul nsw i64 %conv1_weight_grad.kp3272327, 381
-  %7410 = add nsw i64 %conv1_weight_grad.k3312339, %7409
-  %7411 = add nsw i64 %7408, %7410
-  %arena2341 = getelementptr inbounds float, ptr %arena, i64 %7411
-  %7412 = load float, ptr %arena2341, align 4
-  %7413 = insertelement <16 x float> undef, float %7412, i32 0
-  %7414 = shufflevector <16 x float> %7413, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7414, ptr %conv1_weight_grad.t330_a0, align 64
-  %t330_a0 = load <16 x float>, ptr %conv1_weight_grad.t330_a0, align 64
-  %t330_b0 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
-  %t330_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c0_0, align 64
-  %7415 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a0, <16 x float> %t330_b0, <16 x float> %t330_c0_0)
-  store <16 x float> %7415, ptr %conv1_weight_grad.t330_c0_0, align 64
-  %7416 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7417 = add nsw i64 %7416, 1
-  %7418 = mul nsw i64 %7417, 12544
-  %7419 = mul nsw i64 %conv1_weight_grad.kp3272327, 381
-  %7420 = add nsw i64 %conv1_weight_grad.k3312339, %7419
-  %7421 = add nsw i64 %7418, %7420
-  %arena2342 = getelementptr inbounds float, ptr %arena, i64 %7421
-  %7422 = load float, ptr %arena2342, align 4
-  %7423 = insertelement <16 x float> undef, float %7422, i32 0
-  %7424 = shufflevector <16 x float> %7423, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7424, ptr %conv1_weight_grad.t330_a1, align 64
-  %t330_a1 = load <16 x float>, ptr %conv1_weight_grad.t330_a1, align 64
-  %t330_b02343 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
-  %t330_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c1_0, align 64
-  %7425 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a1, <16 x float> %t330_b02343, <16 x float> %t330_c1_0)
-  store <16 x float> %7425, ptr %conv1_weight_grad.t330_c1_0, align 64
-  %7426 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7427 = add nsw i64 %7426, 2
-  %7428 = mul nsw i64 %7427, 12544
-  %7429 = mul nsw i64 %conv1_weight_grad.kp3272327, 381
-  %7430 = add nsw i64 %conv1_weight_grad.k3312339, %7429
-  %7431 = add nsw i64 %7428, %7430
-  %arena2344 = getelementptr inbounds float, ptr %arena, i64 %7431
-  %7432 = load float, ptr %arena2344, align 4
-  %7433 = insertelement <16 x float> undef, float %7432, i32 0
-  %7434 = shufflevector <16 x float> %7433, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7434, ptr %conv1_weight_grad.t330_a2, align 64
-  %t330_a2 = load <16 x float>, ptr %conv1_weight_grad.t330_a2, align 64
-  %t330_b02345 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
-  %t330_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c2_0, align 64
-  %7435 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a2, <16 x float> %t330_b02345, <16 x float> %t330_c2_0)
-  store <16 x float> %7435, ptr %conv1_weight_grad.t330_c2_0, align 64
-  %7436 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7437 = add nsw i64 %7436, 3
-  %7438 = mul nsw i64 %7437, 12544
-  %7439 = mul nsw i64 %conv1_weight_grad.kp3272327, 381
-  %7440 = add nsw i64 %conv1_weight_grad.k3312339, %7439
-  %7441 = add nsw i64 %7438, %7440
-  %arena2346 = getelementptr inbounds float, ptr %arena, i64 %7441
-  %7442 = load float, ptr %arena2346, align 4
-  %7443 = insertelement <16 x float> undef, float %7442, i32 0
-  %7444 = shufflevector <16 x float> %7443, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7444, ptr %conv1_weight_grad.t330_a3, align 64
-  %t330_a3 = load <16 x float>, ptr %conv1_weight_grad.t330_a3, align 64
-  %t330_b02347 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
-  %t330_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c3_0, align 64
-  %7445 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a3, <16 x float> %t330_b02347, <16 x float> %t330_c3_0)
-  store <16 x float> %7445, ptr %conv1_weight_grad.t330_c3_0, align 64
-  %7446 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7447 = add nsw i64 %7446, 4
-  %7448 = mul nsw i64 %7447, 12544
-  %7449 = mul nsw i64 %conv1_weight_grad.kp3272327, 381
-  %7450 = add nsw i64 %conv1_weight_grad.k3312339, %7449
-  %7451 = add nsw i64 %7448, %7450
-  %arena2348 = getelementptr inbounds float, ptr %arena, i64 %7451
-  %7452 = load float, ptr %arena2348, align 4
-  %7453 = insertelement <16 x float> undef, float %7452, i32 0
-  %7454 = shufflevector <16 x float> %7453, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7454, ptr %conv1_weight_grad.t330_a4, align 64
-  %t330_a4 = load <16 x float>, ptr %conv1_weight_grad.t330_a4, align 64
-  %t330_b02349 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
-  %t330_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c4_0, align 64
-  %7455 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a4, <16 x float> %t330_b02349, <16 x float> %t330_c4_0)
-  store <16 x float> %7455, ptr %conv1_weight_grad.t330_c4_0, align 64
-  %7456 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7457 = add nsw i64 %7456, 5
-  %7458 = mul nsw i64 %7457, 12544
-  %7459 = mul nsw i64 %conv1_weight_grad.kp3272327, 381
-  %7460 = add nsw i64 %conv1_weight_grad.k3312339, %7459
-  %7461 = add nsw i64 %7458, %7460
-  %arena2350 = getelementptr inbounds float, ptr %arena, i64 %7461
-  %7462 = load float, ptr %arena2350, align 4
-  %7463 = insertelement <16 x float> undef, float %7462, i32 0
-  %7464 = shufflevector <16 x float> %7463, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7464, ptr %conv1_weight_grad.t330_a5, align 64
-  %t330_a5 = load <16 x float>, ptr %conv1_weight_grad.t330_a5, align 64
-  %t330_b02351 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
-  %t330_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c5_0, align 64
-  %7465 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a5, <16 x float> %t330_b02351, <16 x float> %t330_c5_0)
-  store <16 x float> %7465, ptr %conv1_weight_grad.t330_c5_0, align 64
-  %7466 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7467 = add nsw i64 %7466, 6
-  %7468 = mul nsw i64 %7467, 12544
-  %7469 = mul nsw i64 %conv1_weight_grad.kp3272327, 381
-  %7470 = add nsw i64 %conv1_weight_grad.k3312339, %7469
-  %7471 = add nsw i64 %7468, %7470
-  %arena2352 = getelementptr inbounds float, ptr %arena, i64 %7471
-  %7472 = load float, ptr %arena2352, align 4
-  %7473 = insertelement <16 x float> undef, float %7472, i32 0
-  %7474 = shufflevector <16 x float> %7473, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7474, ptr %conv1_weight_grad.t330_a6, align 64
-  %t330_a6 = load <16 x float>, ptr %conv1_weight_grad.t330_a6, align 64
-  %t330_b02353 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
-  %t330_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c6_0, align 64
-  %7475 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a6, <16 x float> %t330_b02353, <16 x float> %t330_c6_0)
-  store <16 x float> %7475, ptr %conv1_weight_grad.t330_c6_0, align 64
-  %7476 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7477 = add nsw i64 %7476, 7
-  %7478 = mul nsw i64 %7477, 12544
-  %7479 = mul nsw i64 %conv1_weight_grad.kp3272327, 381
-  %7480 = add nsw i64 %conv1_weight_grad.k3312339, %7479
-  %7481 = add nsw i64 %7478, %7480
-  %arena2354 = getelementptr inbounds float, ptr %arena, i64 %7481
-  %7482 = load float, ptr %arena2354, align 4
-  %7483 = insertelement <16 x float> undef, float %7482, i32 0
-  %7484 = shufflevector <16 x float> %7483, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7484, ptr %conv1_weight_grad.t330_a7, align 64
-  %t330_a7 = load <16 x float>, ptr %conv1_weight_grad.t330_a7, align 64
-  %t330_b02355 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
-  %t330_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c7_0, align 64
-  %7485 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a7, <16 x float> %t330_b02355, <16 x float> %t330_c7_0)
-  store <16 x float> %7485, ptr %conv1_weight_grad.t330_c7_0, align 64
-  %7486 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7487 = add nsw i64 %7486, 8
-  %7488 = mul nsw i64 %7487, 12544
-  %7489 = mul nsw i64 %conv1_weight_grad.kp3272327, 381
-  %7490 = add nsw i64 %conv1_weight_grad.k3312339, %7489
-  %7491 = add nsw i64 %7488, %7490
-  %arena2356 = getelementptr inbounds float, ptr %arena, i64 %7491
-  %7492 = load float, ptr %arena2356, align 4
-  %7493 = insertelement <16 x float> undef, float %7492, i32 0
-  %7494 = shufflevector <16 x float> %7493, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7494, ptr %conv1_weight_grad.t330_a8, align 64
-  %t330_a8 = load <16 x float>, ptr %conv1_weight_grad.t330_a8, align 64
-  %t330_b02357 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
-  %t330_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c8_0, align 64
-  %7495 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a8, <16 x float> %t330_b02357, <16 x float> %t330_c8_0)
-  store <16 x float> %7495, ptr %conv1_weight_grad.t330_c8_0, align 64
-  %k331.next = add nsw i64 %conv1_weight_grad.k3312339, 1
-  %7496 = icmp slt i64 %k331.next, 381
-  br i1 %7496, label %conv1_weight_grad.k331, label %conv1_weight_grad.k331.end
+  %arena2350 = getelementptr inbounds float, ptr %arena, i64 %7405
+  %7406 = load <16 x float>, ptr %arena2350, align 4
+  store <16 x float> %7406, ptr %conv1_weight_grad.t346_c3_0, align 64
+  %7407 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7408 = add nsw i64 %7407, 4
+  %7409 = mul nsw i64 %7408, 16
+  %7410 = add nsw i64 313600, %7409
+  %7411 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7412 = add nsw i64 %7410, %7411
+  %arena2351 = getelementptr inbounds float, ptr %arena, i64 %7412
+  %7413 = load <16 x float>, ptr %arena2351, align 4
+  store <16 x float> %7413, ptr %conv1_weight_grad.t346_c4_0, align 64
+  %7414 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7415 = add nsw i64 %7414, 5
+  %7416 = mul nsw i64 %7415, 16
+  %7417 = add nsw i64 313600, %7416
+  %7418 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7419 = add nsw i64 %7417, %7418
+  %arena2352 = getelementptr inbounds float, ptr %arena, i64 %7419
+  %7420 = load <16 x float>, ptr %arena2352, align 4
+  store <16 x float> %7420, ptr %conv1_weight_grad.t346_c5_0, align 64
+  %7421 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7422 = add nsw i64 %7421, 6
+  %7423 = mul nsw i64 %7422, 16
+  %7424 = add nsw i64 313600, %7423
+  %7425 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7426 = add nsw i64 %7424, %7425
+  %arena2353 = getelementptr inbounds float, ptr %arena, i64 %7426
+  %7427 = load <16 x float>, ptr %arena2353, align 4
+  store <16 x float> %7427, ptr %conv1_weight_grad.t346_c6_0, align 64
+  %7428 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7429 = add nsw i64 %7428, 7
+  %7430 = mul nsw i64 %7429, 16
+  %7431 = add nsw i64 313600, %7430
+  %7432 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7433 = add nsw i64 %7431, %7432
+  %arena2354 = getelementptr inbounds float, ptr %arena, i64 %7433
+  %7434 = load <16 x float>, ptr %arena2354, align 4
+  store <16 x float> %7434, ptr %conv1_weight_grad.t346_c7_0, align 64
+  %7435 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7436 = add nsw i64 %7435, 8
+  %7437 = mul nsw i64 %7436, 16
+  %7438 = add nsw i64 313600, %7437
+  %7439 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7440 = add nsw i64 %7438, %7439
+  %arena2355 = getelementptr inbounds float, ptr %arena, i64 %7440
+  %7441 = load <16 x float>, ptr %arena2355, align 4
+  store <16 x float> %7441, ptr %conv1_weight_grad.t346_c8_0, align 64
+  br label %conv1_weight_grad.k347
 
-conv1_weight_grad.k331.end:                       ; preds = %conv1_weight_grad.k331
-  %t330_c0_02358 = load <16 x float>, ptr %conv1_weight_grad.t330_c0_0, align 64
-  %7497 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7498 = mul nsw i64 %7497, 16
-  %7499 = add nsw i64 313600, %7498
-  %7500 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7501 = add nsw i64 %7499, %7500
-  %arena2359 = getelementptr inbounds float, ptr %arena, i64 %7501
-  store <16 x float> %t330_c0_02358, ptr %arena2359, align 4
-  %t330_c1_02360 = load <16 x float>, ptr %conv1_weight_grad.t330_c1_0, align 64
-  %7502 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7503 = add nsw i64 %7502, 1
-  %7504 = mul nsw i64 %7503, 16
-  %7505 = add nsw i64 313600, %7504
-  %7506 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7507 = add nsw i64 %7505, %7506
-  %arena2361 = getelementptr inbounds float, ptr %arena, i64 %7507
-  store <16 x float> %t330_c1_02360, ptr %arena2361, align 4
-  %t330_c2_02362 = load <16 x float>, ptr %conv1_weight_grad.t330_c2_0, align 64
-  %7508 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7509 = add nsw i64 %7508, 2
-  %7510 = mul nsw i64 %7509, 16
-  %7511 = add nsw i64 313600, %7510
-  %7512 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7513 = add nsw i64 %7511, %7512
-  %arena2363 = getelementptr inbounds float, ptr %arena, i64 %7513
-  store <16 x float> %t330_c2_02362, ptr %arena2363, align 4
-  %t330_c3_02364 = load <16 x float>, ptr %conv1_weight_grad.t330_c3_0, align 64
-  %7514 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7515 = add nsw i64 %7514, 3
-  %7516 = mul nsw i64 %7515, 16
-  %7517 = add nsw i64 313600, %7516
-  %7518 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7519 = add nsw i64 %7517, %7518
-  %arena2365 = getelementptr inbounds float, ptr %arena, i64 %7519
-  store <16 x float> %t330_c3_02364, ptr %arena2365, align 4
-  %t330_c4_02366 = load <16 x float>, ptr %conv1_weight_grad.t330_c4_0, align 64
-  %7520 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7521 = add nsw i64 %7520, 4
-  %7522 = mul nsw i64 %7521, 16
-  %7523 = add nsw i64 313600, %7522
-  %7524 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7525 = add nsw i64 %7523, %7524
-  %arena2367 = getelementptr inbounds float, ptr %arena, i64 %7525
-  store <16 x float> %t330_c4_02366, ptr %arena2367, align 4
-  %t330_c5_02368 = load <16 x float>, ptr %conv1_weight_grad.t330_c5_0, align 64
-  %7526 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7527 = add nsw i64 %7526, 5
-  %7528 = mul nsw i64 %7527, 16
-  %7529 = add nsw i64 313600, %7528
-  %7530 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7531 = add nsw i64 %7529, %7530
-  %arena2369 = getelementptr inbounds float, ptr %arena, i64 %7531
-  store <16 x float> %t330_c5_02368, ptr %arena2369, align 4
-  %t330_c6_02370 = load <16 x float>, ptr %conv1_weight_grad.t330_c6_0, align 64
-  %7532 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7533 = add nsw i64 %7532, 6
-  %7534 = mul nsw i64 %7533, 16
-  %7535 = add nsw i64 313600, %7534
-  %7536 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7537 = add nsw i64 %7535, %7536
-  %arena2371 = getelementptr inbounds float, ptr %arena, i64 %7537
-  store <16 x float> %t330_c6_02370, ptr %arena2371, align 4
-  %t330_c7_02372 = load <16 x float>, ptr %conv1_weight_grad.t330_c7_0, align 64
-  %7538 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7539 = add nsw i64 %7538, 7
-  %7540 = mul nsw i64 %7539, 16
-  %7541 = add nsw i64 313600, %7540
-  %7542 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7543 = add nsw i64 %7541, %7542
-  %arena2373 = getelementptr inbounds float, ptr %arena, i64 %7543
-  store <16 x float> %t330_c7_02372, ptr %arena2373, align 4
-  %t330_c8_02374 = load <16 x float>, ptr %conv1_weight_grad.t330_c8_0, align 64
-  %7544 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
-  %7545 = add nsw i64 %7544, 8
-  %7546 = mul nsw i64 %7545, 16
-  %7547 = add nsw i64 313600, %7546
-  %7548 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
-  %7549 = add nsw i64 %7547, %7548
-  %arena2375 = getelementptr inbounds float, ptr %arena, i64 %7549
-  store <16 x float> %t330_c8_02374, ptr %arena2375, align 4
-  %mb329.next = add nsw i64 %conv1_weight_grad.mb3292329, 1
-  %7550 = icmp slt i64 %mb329.next, 1
-  br i1 %7550, label %conv1_weight_grad.mb329, label %conv1_weight_grad.mb329.end
+conv1_weight_grad.mb345.end:                      ; preds = %conv1_weight_grad.k347.end
+  %nb344.next = add nsw i64 %conv1_weight_grad.nb3442345, 1
+  %7442 = icmp slt i64 %nb344.next, 1
+  br i1 %7442, label %conv1_weight_grad.nb344, label %conv1_weight_grad.nb344.end
 
-conv1_weight_grad.nb332:                          ; preds = %conv1_weight_grad.mb333.end, %conv1_weight_grad.kp327.end
-  %conv1_weight_grad.nb3322376 = phi i64 [ 0, %conv1_weight_grad.kp327.end ], [ %nb332.next, %conv1_weight_grad.mb333.end ]
-  br label %conv1_weight_grad.mb333
+conv1_weight_grad.k347:                           ; preds = %conv1_weight_grad.k347, %conv1_weight_grad.mb345
+  %conv1_weight_grad.k3472356 = phi i64 [ 0, %conv1_weight_grad.mb345 ], [ %k347.next, %conv1_weight_grad.k347 ]
+  %7443 = mul nsw i64 %conv1_weight_grad.kp3432344, 381
+  %7444 = add nsw i64 %conv1_weight_grad.k3472356, %7443
+  %7445 = mul nsw i64 %7444, 16
+  %7446 = add nsw i64 112896, %7445
+  %7447 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7448 = add nsw i64 %7446, %7447
+  %arena2357 = getelementptr inbounds float, ptr %arena, i64 %7448
+  %7449 = load <16 x float>, ptr %arena2357, align 4
+  store <16 x float> %7449, ptr %conv1_weight_grad.t346_b0, align 64
+  %7450 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7451 = mul nsw i64 %7450, 12544
+  %7452 = mul nsw i64 %conv1_weight_grad.kp3432344, 381
+  %7453 = add nsw i64 %conv1_weight_grad.k3472356, %7452
+  %7454 = add nsw i64 %7451, %7453
+  %arena2358 = getelementptr inbounds float, ptr %arena, i64 %7454
+  %7455 = load float, ptr %arena2358, align 4
+  %7456 = insertelement <16 x float> undef, float %7455, i32 0
+  %7457 = shufflevector <16 x float> %7456, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7457, ptr %conv1_weight_grad.t346_a0, align 64
+  %t346_a0 = load <16 x float>, ptr %conv1_weight_grad.t346_a0, align 64
+  %t346_b0 = load <16 x float>, ptr %conv1_weight_grad.t346_b0, align 64
+  %t346_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t346_c0_0, align 64
+  %7458 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t346_a0, <16 x float> %t346_b0, <16 x float> %t346_c0_0)
+  store <16 x float> %7458, ptr %conv1_weight_grad.t346_c0_0, align 64
+  %7459 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7460 = add nsw i64 %7459, 1
+  %7461 = mul nsw i64 %7460, 12544
+  %7462 = mul nsw i64 %conv1_weight_grad.kp3432344, 381
+  %7463 = add nsw i64 %conv1_weight_grad.k3472356, %7462
+  %7464 = add nsw i64 %7461, %7463
+  %arena2359 = getelementptr inbounds float, ptr %arena, i64 %7464
+  %7465 = load float, ptr %arena2359, align 4
+  %7466 = insertelement <16 x float> undef, float %7465, i32 0
+  %7467 = shufflevector <16 x float> %7466, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7467, ptr %conv1_weight_grad.t346_a1, align 64
+  %t346_a1 = load <16 x float>, ptr %conv1_weight_grad.t346_a1, align 64
+  %t346_b02360 = load <16 x float>, ptr %conv1_weight_grad.t346_b0, align 64
+  %t346_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t346_c1_0, align 64
+  %7468 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t346_a1, <16 x float> %t346_b02360, <16 x float> %t346_c1_0)
+  store <16 x float> %7468, ptr %conv1_weight_grad.t346_c1_0, align 64
+  %7469 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7470 = add nsw i64 %7469, 2
+  %7471 = mul nsw i64 %7470, 12544
+  %7472 = mul nsw i64 %conv1_weight_grad.kp3432344, 381
+  %7473 = add nsw i64 %conv1_weight_grad.k3472356, %7472
+  %7474 = add nsw i64 %7471, %7473
+  %arena2361 = getelementptr inbounds float, ptr %arena, i64 %7474
+  %7475 = load float, ptr %arena2361, align 4
+  %7476 = insertelement <16 x float> undef, float %7475, i32 0
+  %7477 = shufflevector <16 x float> %7476, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7477, ptr %conv1_weight_grad.t346_a2, align 64
+  %t346_a2 = load <16 x float>, ptr %conv1_weight_grad.t346_a2, align 64
+  %t346_b02362 = load <16 x float>, ptr %conv1_weight_grad.t346_b0, align 64
+  %t346_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t346_c2_0, align 64
+  %7478 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t346_a2, <16 x float> %t346_b02362, <16 x float> %t346_c2_0)
+  store <16 x float> %7478, ptr %conv1_weight_grad.t346_c2_0, align 64
+  %7479 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7480 = add nsw i64 %7479, 3
+  %7481 = mul nsw i64 %7480, 12544
+  %7482 = mul nsw i64 %conv1_weight_grad.kp3432344, 381
+  %7483 = add nsw i64 %conv1_weight_grad.k3472356, %7482
+  %7484 = add nsw i64 %7481, %7483
+  %arena2363 = getelementptr inbounds float, ptr %arena, i64 %7484
+  %7485 = load float, ptr %arena2363, align 4
+  %7486 = insertelement <16 x float> undef, float %7485, i32 0
+  %7487 = shufflevector <16 x float> %7486, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7487, ptr %conv1_weight_grad.t346_a3, align 64
+  %t346_a3 = load <16 x float>, ptr %conv1_weight_grad.t346_a3, align 64
+  %t346_b02364 = load <16 x float>, ptr %conv1_weight_grad.t346_b0, align 64
+  %t346_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t346_c3_0, align 64
+  %7488 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t346_a3, <16 x float> %t346_b02364, <16 x float> %t346_c3_0)
+  store <16 x float> %7488, ptr %conv1_weight_grad.t346_c3_0, align 64
+  %7489 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7490 = add nsw i64 %7489, 4
+  %7491 = mul nsw i64 %7490, 12544
+  %7492 = mul nsw i64 %conv1_weight_grad.kp3432344, 381
+  %7493 = add nsw i64 %conv1_weight_grad.k3472356, %7492
+  %7494 = add nsw i64 %7491, %7493
+  %arena2365 = getelementptr inbounds float, ptr %arena, i64 %7494
+  %7495 = load float, ptr %arena2365, align 4
+  %7496 = insertelement <16 x float> undef, float %7495, i32 0
+  %7497 = shufflevector <16 x float> %7496, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7497, ptr %conv1_weight_grad.t346_a4, align 64
+  %t346_a4 = load <16 x float>, ptr %conv1_weight_grad.t346_a4, align 64
+  %t346_b02366 = load <16 x float>, ptr %conv1_weight_grad.t346_b0, align 64
+  %t346_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t346_c4_0, align 64
+  %7498 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t346_a4, <16 x float> %t346_b02366, <16 x float> %t346_c4_0)
+  store <16 x float> %7498, ptr %conv1_weight_grad.t346_c4_0, align 64
+  %7499 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7500 = add nsw i64 %7499, 5
+  %7501 = mul nsw i64 %7500, 12544
+  %7502 = mul nsw i64 %conv1_weight_grad.kp3432344, 381
+  %7503 = add nsw i64 %conv1_weight_grad.k3472356, %7502
+  %7504 = add nsw i64 %7501, %7503
+  %arena2367 = getelementptr inbounds float, ptr %arena, i64 %7504
+  %7505 = load float, ptr %arena2367, align 4
+  %7506 = insertelement <16 x float> undef, float %7505, i32 0
+  %7507 = shufflevector <16 x float> %7506, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7507, ptr %conv1_weight_grad.t346_a5, align 64
+  %t346_a5 = load <16 x float>, ptr %conv1_weight_grad.t346_a5, align 64
+  %t346_b02368 = load <16 x float>, ptr %conv1_weight_grad.t346_b0, align 64
+  %t346_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t346_c5_0, align 64
+  %7508 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t346_a5, <16 x float> %t346_b02368, <16 x float> %t346_c5_0)
+  store <16 x float> %7508, ptr %conv1_weight_grad.t346_c5_0, align 64
+  %7509 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7510 = add nsw i64 %7509, 6
+  %7511 = mul nsw i64 %7510, 12544
+  %7512 = mul nsw i64 %conv1_weight_grad.kp3432344, 381
+  %7513 = add nsw i64 %conv1_weight_grad.k3472356, %7512
+  %7514 = add nsw i64 %7511, %7513
+  %arena2369 = getelementptr inbounds float, ptr %arena, i64 %7514
+  %7515 = load float, ptr %arena2369, align 4
+  %7516 = insertelement <16 x float> undef, float %7515, i32 0
+  %7517 = shufflevector <16 x float> %7516, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7517, ptr %conv1_weight_grad.t346_a6, align 64
+  %t346_a6 = load <16 x float>, ptr %conv1_weight_grad.t346_a6, align 64
+  %t346_b02370 = load <16 x float>, ptr %conv1_weight_grad.t346_b0, align 64
+  %t346_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t346_c6_0, align 64
+  %7518 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t346_a6, <16 x float> %t346_b02370, <16 x float> %t346_c6_0)
+  store <16 x float> %7518, ptr %conv1_weight_grad.t346_c6_0, align 64
+  %7519 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7520 = add nsw i64 %7519, 7
+  %7521 = mul nsw i64 %7520, 12544
+  %7522 = mul nsw i64 %conv1_weight_grad.kp3432344, 381
+  %7523 = add nsw i64 %conv1_weight_grad.k3472356, %7522
+  %7524 = add nsw i64 %7521, %7523
+  %arena2371 = getelementptr inbounds float, ptr %arena, i64 %7524
+  %7525 = load float, ptr %arena2371, align 4
+  %7526 = insertelement <16 x float> undef, float %7525, i32 0
+  %7527 = shufflevector <16 x float> %7526, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7527, ptr %conv1_weight_grad.t346_a7, align 64
+  %t346_a7 = load <16 x float>, ptr %conv1_weight_grad.t346_a7, align 64
+  %t346_b02372 = load <16 x float>, ptr %conv1_weight_grad.t346_b0, align 64
+  %t346_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t346_c7_0, align 64
+  %7528 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t346_a7, <16 x float> %t346_b02372, <16 x float> %t346_c7_0)
+  store <16 x float> %7528, ptr %conv1_weight_grad.t346_c7_0, align 64
+  %7529 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7530 = add nsw i64 %7529, 8
+  %7531 = mul nsw i64 %7530, 12544
+  %7532 = mul nsw i64 %conv1_weight_grad.kp3432344, 381
+  %7533 = add nsw i64 %conv1_weight_grad.k3472356, %7532
+  %7534 = add nsw i64 %7531, %7533
+  %arena2373 = getelementptr inbounds float, ptr %arena, i64 %7534
+  %7535 = load float, ptr %arena2373, align 4
+  %7536 = insertelement <16 x float> undef, float %7535, i32 0
+  %7537 = shufflevector <16 x float> %7536, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7537, ptr %conv1_weight_grad.t346_a8, align 64
+  %t346_a8 = load <16 x float>, ptr %conv1_weight_grad.t346_a8, align 64
+  %t346_b02374 = load <16 x float>, ptr %conv1_weight_grad.t346_b0, align 64
+  %t346_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t346_c8_0, align 64
+  %7538 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t346_a8, <16 x float> %t346_b02374, <16 x float> %t346_c8_0)
+  store <16 x float> %7538, ptr %conv1_weight_grad.t346_c8_0, align 64
+  %k347.next = add nsw i64 %conv1_weight_grad.k3472356, 1
+  %7539 = icmp slt i64 %k347.next, 381
+  br i1 %7539, label %conv1_weight_grad.k347, label %conv1_weight_grad.k347.end
 
-conv1_weight_grad.nb332.end:                      ; preds = %conv1_weight_grad.mb333.end
-  %g309.next = add nsw i64 %conv1_weight_grad.g3092265, 1
-  %7551 = icmp slt i64 %g309.next, 4
-  br i1 %7551, label %conv1_weight_grad.g309, label %conv1_weight_grad.g309.end
-
-conv1_weight_grad.mb333:                          ; preds = %conv1_weight_grad.k335.end, %conv1_weight_grad.nb332
-  %conv1_weight_grad.mb3332377 = phi i64 [ 0, %conv1_weight_grad.nb332 ], [ %mb333.next, %conv1_weight_grad.k335.end ]
-  %7552 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+conv1_weight_grad.k347.end:                       ; preds = %conv1_weight_grad.k347
+  %t346_c0_02375 = load <16 x float>, ptr %conv1_weight_grad.t346_c0_0, align 64
+  %7540 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7541 = mul nsw i64 %7540, 16
+  %7542 = add nsw i64 313600, %7541
+  %7543 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7544 = add nsw i64 %7542, %7543
+  %arena2376 = getelementptr inbounds float, ptr %arena, i64 %7544
+  store <16 x float> %t346_c0_02375, ptr %arena2376, align 4
+  %t346_c1_02377 = load <16 x float>, ptr %conv1_weight_grad.t346_c1_0, align 64
+  %7545 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7546 = add nsw i64 %7545, 1
+  %7547 = mul nsw i64 %7546, 16
+  %7548 = add nsw i64 313600, %7547
+  %7549 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7550 = add nsw i64 %7548, %7549
+  %arena2378 = getelementptr inbounds float, ptr %arena, i64 %7550
+  store <16 x float> %t346_c1_02377, ptr %arena2378, align 4
+  %t346_c2_02379 = load <16 x float>, ptr %conv1_weight_grad.t346_c2_0, align 64
+  %7551 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7552 = add nsw i64 %7551, 2
   %7553 = mul nsw i64 %7552, 16
   %7554 = add nsw i64 313600, %7553
-  %7555 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7555 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
   %7556 = add nsw i64 %7554, %7555
-  %arena2378 = getelementptr inbounds float, ptr %arena, i64 %7556
-  %7557 = load <16 x float>, ptr %arena2378, align 4
-  store <16 x float> %7557, ptr %conv1_weight_grad.t334_c0_0, align 64
-  %7558 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7559 = add nsw i64 %7558, 1
-  %7560 = mul nsw i64 %7559, 16
-  %7561 = add nsw i64 313600, %7560
-  %7562 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7563 = add nsw i64 %7561, %7562
-  %arena2379 = getelementptr inbounds float, ptr %arena, i64 %7563
-  %7564 = load <16 x float>, ptr %arena2379, align 4
-  store <16 x float> %7564, ptr %conv1_weight_grad.t334_c1_0, align 64
-  %7565 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7566 = add nsw i64 %7565, 2
-  %7567 = mul nsw i64 %7566, 16
-  %7568 = add nsw i64 313600, %7567
-  %7569 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7570 = add nsw i64 %7568, %7569
-  %arena2380 = getelementptr inbounds float, ptr %arena, i64 %7570
-  %7571 = load <16 x float>, ptr %arena2380, align 4
-  store <16 x float> %7571, ptr %conv1_weight_grad.t334_c2_0, align 64
-  %7572 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7573 = add nsw i64 %7572, 3
-  %7574 = mul nsw i64 %7573, 16
-  %7575 = add nsw i64 313600, %7574
-  %7576 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7577 = add nsw i64 %7575, %7576
-  %arena2381 = getelementptr inbounds float, ptr %arena, i64 %7577
-  %7578 = load <16 x float>, ptr %arena2381, align 4
-  store <16 x float> %7578, ptr %conv1_weight_grad.t334_c3_0, align 64
-  %7579 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7580 = add nsw i64 %7579, 4
-  %7581 = mul nsw i64 %7580, 16
-  %7582 = add nsw i64 313600, %7581
-  %7583 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7584 = add nsw i64 %7582, %7583
-  %arena2382 = getelementptr inbounds float, ptr %arena, i64 %7584
-  %7585 = load <16 x float>, ptr %arena2382, align 4
-  store <16 x float> %7585, ptr %conv1_weight_grad.t334_c4_0, align 64
-  %7586 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7587 = add nsw i64 %7586, 5
-  %7588 = mul nsw i64 %7587, 16
-  %7589 = add nsw i64 313600, %7588
-  %7590 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7591 = add nsw i64 %7589, %7590
-  %arena2383 = getelementptr inbounds float, ptr %arena, i64 %7591
-  %7592 = load <16 x float>, ptr %arena2383, align 4
-  store <16 x float> %7592, ptr %conv1_weight_grad.t334_c5_0, align 64
-  %7593 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7594 = add nsw i64 %7593, 6
-  %7595 = mul nsw i64 %7594, 16
-  %7596 = add nsw i64 313600, %7595
-  %7597 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7598 = add nsw i64 %7596, %7597
-  %arena2384 = getelementptr inbounds float, ptr %arena, i64 %7598
-  %7599 = load <16 x float>, ptr %arena2384, align 4
-  store <16 x float> %7599, ptr %conv1_weight_grad.t334_c6_0, align 64
-  %7600 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7601 = add nsw i64 %7600, 7
-  %7602 = mul nsw i64 %7601, 16
-  %7603 = add nsw i64 313600, %7602
-  %7604 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7605 = add nsw i64 %7603, %7604
-  %arena2385 = getelementptr inbounds float, ptr %arena, i64 %7605
-  %7606 = load <16 x float>, ptr %arena2385, align 4
-  store <16 x float> %7606, ptr %conv1_weight_grad.t334_c7_0, align 64
-  %7607 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7608 = add nsw i64 %7607, 8
-  %7609 = mul nsw i64 %7608, 16
-  %7610 = add nsw i64 313600, %7609
-  %7611 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7612 = add nsw i64 %7610, %7611
-  %arena2386 = getelementptr inbounds float, ptr %arena, i64 %7612
-  %7613 = load <16 x float>, ptr %arena2386, align 4
-  store <16 x float> %7613, ptr %conv1_weight_grad.t334_c8_0, align 64
-  br label %conv1_weight_grad.k335
+  %arena2380 = getelementptr inbounds float, ptr %arena, i64 %7556
+  store <16 x float> %t346_c2_02379, ptr %arena2380, align 4
+  %t346_c3_02381 = load <16 x float>, ptr %conv1_weight_grad.t346_c3_0, align 64
+  %7557 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7558 = add nsw i64 %7557, 3
+  %7559 = mul nsw i64 %7558, 16
+  %7560 = add nsw i64 313600, %7559
+  %7561 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7562 = add nsw i64 %7560, %7561
+  %arena2382 = getelementptr inbounds float, ptr %arena, i64 %7562
+  store <16 x float> %t346_c3_02381, ptr %arena2382, align 4
+  %t346_c4_02383 = load <16 x float>, ptr %conv1_weight_grad.t346_c4_0, align 64
+  %7563 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7564 = add nsw i64 %7563, 4
+  %7565 = mul nsw i64 %7564, 16
+  %7566 = add nsw i64 313600, %7565
+  %7567 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7568 = add nsw i64 %7566, %7567
+  %arena2384 = getelementptr inbounds float, ptr %arena, i64 %7568
+  store <16 x float> %t346_c4_02383, ptr %arena2384, align 4
+  %t346_c5_02385 = load <16 x float>, ptr %conv1_weight_grad.t346_c5_0, align 64
+  %7569 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7570 = add nsw i64 %7569, 5
+  %7571 = mul nsw i64 %7570, 16
+  %7572 = add nsw i64 313600, %7571
+  %7573 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7574 = add nsw i64 %7572, %7573
+  %arena2386 = getelementptr inbounds float, ptr %arena, i64 %7574
+  store <16 x float> %t346_c5_02385, ptr %arena2386, align 4
+  %t346_c6_02387 = load <16 x float>, ptr %conv1_weight_grad.t346_c6_0, align 64
+  %7575 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7576 = add nsw i64 %7575, 6
+  %7577 = mul nsw i64 %7576, 16
+  %7578 = add nsw i64 313600, %7577
+  %7579 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7580 = add nsw i64 %7578, %7579
+  %arena2388 = getelementptr inbounds float, ptr %arena, i64 %7580
+  store <16 x float> %t346_c6_02387, ptr %arena2388, align 4
+  %t346_c7_02389 = load <16 x float>, ptr %conv1_weight_grad.t346_c7_0, align 64
+  %7581 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7582 = add nsw i64 %7581, 7
+  %7583 = mul nsw i64 %7582, 16
+  %7584 = add nsw i64 313600, %7583
+  %7585 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7586 = add nsw i64 %7584, %7585
+  %arena2390 = getelementptr inbounds float, ptr %arena, i64 %7586
+  store <16 x float> %t346_c7_02389, ptr %arena2390, align 4
+  %t346_c8_02391 = load <16 x float>, ptr %conv1_weight_grad.t346_c8_0, align 64
+  %7587 = mul nsw i64 %conv1_weight_grad.mb3452346, 9
+  %7588 = add nsw i64 %7587, 8
+  %7589 = mul nsw i64 %7588, 16
+  %7590 = add nsw i64 313600, %7589
+  %7591 = mul nsw i64 %conv1_weight_grad.nb3442345, 16
+  %7592 = add nsw i64 %7590, %7591
+  %arena2392 = getelementptr inbounds float, ptr %arena, i64 %7592
+  store <16 x float> %t346_c8_02391, ptr %arena2392, align 4
+  %mb345.next = add nsw i64 %conv1_weight_grad.mb3452346, 1
+  %7593 = icmp slt i64 %mb345.next, 1
+  br i1 %7593, label %conv1_weight_grad.mb345, label %conv1_weight_grad.mb345.end
 
-conv1_weight_grad.mb333.end:                      ; preds = %conv1_weight_grad.k335.end
-  %nb332.next = add nsw i64 %conv1_weight_grad.nb3322376, 1
-  %7614 = icmp slt i64 %nb332.next, 1
-  br i1 %7614, label %conv1_weight_grad.nb332, label %conv1_weight_grad.nb332.end
+conv1_weight_grad.nb348:                          ; preds = %conv1_weight_grad.mb349.end, %conv1_weight_grad.kp343.end
+  %conv1_weight_grad.nb3482393 = phi i64 [ 0, %conv1_weight_grad.kp343.end ], [ %nb348.next, %conv1_weight_grad.mb349.end ]
+  br label %conv1_weight_grad.mb349
 
-conv1_weight_grad.k335:                           ; preds = %conv1_weight_grad.k335, %conv1_weight_grad.mb333
-  %conv1_weight_grad.k3352387 = phi i64 [ 0, %conv1_weight_grad.mb333 ], [ %k335.next, %conv1_weight_grad.k335 ]
-  %7615 = add nsw i64 %conv1_weight_grad.k3352387, 12192
-  %7616 = mul nsw i64 %7615, 16
-  %7617 = add nsw i64 112896, %7616
-  %7618 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7619 = add nsw i64 %7617, %7618
-  %arena2388 = getelementptr inbounds float, ptr %arena, i64 %7619
-  %7620 = load <16 x float>, ptr %arena2388, align 4
-  store <16 x float> %7620, ptr %conv1_weight_grad.t334_b0, align 64
-  %7621 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7622 = mul nsw i64 %7621, 12544
-  %7623 = add nsw i64 %conv1_weight_grad.k3352387, 12192
-  %7624 = add nsw i64 %7622, %7623
-  %arena2389 = getelementptr inbounds float, ptr %arena, i64 %7624
-  %7625 = load float, ptr %arena2389, align 4
-  %7626 = insertelement <16 x float> undef, float %7625, i32 0
-  %7627 = shufflevector <16 x float> %7626, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7627, ptr %conv1_weight_grad.t334_a0, align 64
-  %t334_a0 = load <16 x float>, ptr %conv1_weight_grad.t334_a0, align 64
-  %t334_b0 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
-  %t334_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c0_0, align 64
-  %7628 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a0, <16 x float> %t334_b0, <16 x float> %t334_c0_0)
-  store <16 x float> %7628, ptr %conv1_weight_grad.t334_c0_0, align 64
-  %7629 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7630 = add nsw i64 %7629, 1
-  %7631 = mul nsw i64 %7630, 12544
-  %7632 = add nsw i64 %conv1_weight_grad.k3352387, 12192
-  %7633 = add nsw i64 %7631, %7632
-  %arena2390 = getelementptr inbounds float, ptr %arena, i64 %7633
-  %7634 = load float, ptr %arena2390, align 4
-  %7635 = insertelement <16 x float> undef, float %7634, i32 0
-  %7636 = shufflevector <16 x float> %7635, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7636, ptr %conv1_weight_grad.t334_a1, align 64
-  %t334_a1 = load <16 x float>, ptr %conv1_weight_grad.t334_a1, align 64
-  %t334_b02391 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
-  %t334_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c1_0, align 64
-  %7637 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a1, <16 x float> %t334_b02391, <16 x float> %t334_c1_0)
-  store <16 x float> %7637, ptr %conv1_weight_grad.t334_c1_0, align 64
-  %7638 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7639 = add nsw i64 %7638, 2
-  %7640 = mul nsw i64 %7639, 12544
-  %7641 = add nsw i64 %conv1_weight_grad.k3352387, 12192
-  %7642 = add nsw i64 %7640, %7641
-  %arena2392 = getelementptr inbounds float, ptr %arena, i64 %7642
-  %7643 = load float, ptr %arena2392, align 4
-  %7644 = insertelement <16 x float> undef, float %7643, i32 0
-  %7645 = shufflevector <16 x float> %7644, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7645, ptr %conv1_weight_grad.t334_a2, align 64
-  %t334_a2 = load <16 x float>, ptr %conv1_weight_grad.t334_a2, align 64
-  %t334_b02393 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
-  %t334_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c2_0, align 64
-  %7646 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a2, <16 x float> %t334_b02393, <16 x float> %t334_c2_0)
-  store <16 x float> %7646, ptr %conv1_weight_grad.t334_c2_0, align 64
-  %7647 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7648 = add nsw i64 %7647, 3
-  %7649 = mul nsw i64 %7648, 12544
-  %7650 = add nsw i64 %conv1_weight_grad.k3352387, 12192
-  %7651 = add nsw i64 %7649, %7650
-  %arena2394 = getelementptr inbounds float, ptr %arena, i64 %7651
-  %7652 = load float, ptr %arena2394, align 4
-  %7653 = insertelement <16 x float> undef, float %7652, i32 0
-  %7654 = shufflevector <16 x float> %7653, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7654, ptr %conv1_weight_grad.t334_a3, align 64
-  %t334_a3 = load <16 x float>, ptr %conv1_weight_grad.t334_a3, align 64
-  %t334_b02395 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
-  %t334_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c3_0, align 64
-  %7655 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a3, <16 x float> %t334_b02395, <16 x float> %t334_c3_0)
-  store <16 x float> %7655, ptr %conv1_weight_grad.t334_c3_0, align 64
-  %7656 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7657 = add nsw i64 %7656, 4
-  %7658 = mul nsw i64 %7657, 12544
-  %7659 = add nsw i64 %conv1_weight_grad.k3352387, 12192
-  %7660 = add nsw i64 %7658, %7659
-  %arena2396 = getelementptr inbounds float, ptr %arena, i64 %7660
-  %7661 = load float, ptr %arena2396, align 4
-  %7662 = insertelement <16 x float> undef, float %7661, i32 0
-  %7663 = shufflevector <16 x float> %7662, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7663, ptr %conv1_weight_grad.t334_a4, align 64
-  %t334_a4 = load <16 x float>, ptr %conv1_weight_grad.t334_a4, align 64
-  %t334_b02397 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
-  %t334_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c4_0, align 64
-  %7664 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a4, <16 x float> %t334_b02397, <16 x float> %t334_c4_0)
-  store <16 x float> %7664, ptr %conv1_weight_grad.t334_c4_0, align 64
-  %7665 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7666 = add nsw i64 %7665, 5
-  %7667 = mul nsw i64 %7666, 12544
-  %7668 = add nsw i64 %conv1_weight_grad.k3352387, 12192
-  %7669 = add nsw i64 %7667, %7668
-  %arena2398 = getelementptr inbounds float, ptr %arena, i64 %7669
-  %7670 = load float, ptr %arena2398, align 4
-  %7671 = insertelement <16 x float> undef, float %7670, i32 0
-  %7672 = shufflevector <16 x float> %7671, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7672, ptr %conv1_weight_grad.t334_a5, align 64
-  %t334_a5 = load <16 x float>, ptr %conv1_weight_grad.t334_a5, align 64
-  %t334_b02399 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
-  %t334_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c5_0, align 64
-  %7673 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a5, <16 x float> %t334_b02399, <16 x float> %t334_c5_0)
-  store <16 x float> %7673, ptr %conv1_weight_grad.t334_c5_0, align 64
-  %7674 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7675 = add nsw i64 %7674, 6
-  %7676 = mul nsw i64 %7675, 12544
-  %7677 = add nsw i64 %conv1_weight_grad.k3352387, 12192
-  %7678 = add nsw i64 %7676, %7677
-  %arena2400 = getelementptr inbounds float, ptr %arena, i64 %7678
-  %7679 = load float, ptr %arena2400, align 4
-  %7680 = insertelement <16 x float> undef, float %7679, i32 0
-  %7681 = shufflevector <16 x float> %7680, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7681, ptr %conv1_weight_grad.t334_a6, align 64
-  %t334_a6 = load <16 x float>, ptr %conv1_weight_grad.t334_a6, align 64
-  %t334_b02401 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
-  %t334_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c6_0, align 64
-  %7682 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a6, <16 x float> %t334_b02401, <16 x float> %t334_c6_0)
-  store <16 x float> %7682, ptr %conv1_weight_grad.t334_c6_0, align 64
-  %7683 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7684 = add nsw i64 %7683, 7
-  %7685 = mul nsw i64 %7684, 12544
-  %7686 = add nsw i64 %conv1_weight_grad.k3352387, 12192
-  %7687 = add nsw i64 %7685, %7686
-  %arena2402 = getelementptr inbounds float, ptr %arena, i64 %7687
-  %7688 = load float, ptr %arena2402, align 4
-  %7689 = insertelement <16 x float> undef, float %7688, i32 0
-  %7690 = shufflevector <16 x float> %7689, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7690, ptr %conv1_weight_grad.t334_a7, align 64
-  %t334_a7 = load <16 x float>, ptr %conv1_weight_grad.t334_a7, align 64
-  %t334_b02403 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
-  %t334_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c7_0, align 64
-  %7691 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a7, <16 x float> %t334_b02403, <16 x float> %t334_c7_0)
-  store <16 x float> %7691, ptr %conv1_weight_grad.t334_c7_0, align 64
-  %7692 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7693 = add nsw i64 %7692, 8
-  %7694 = mul nsw i64 %7693, 12544
-  %7695 = add nsw i64 %conv1_weight_grad.k3352387, 12192
-  %7696 = add nsw i64 %7694, %7695
-  %arena2404 = getelementptr inbounds float, ptr %arena, i64 %7696
-  %7697 = load float, ptr %arena2404, align 4
-  %7698 = insertelement <16 x float> undef, float %7697, i32 0
-  %7699 = shufflevector <16 x float> %7698, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %7699, ptr %conv1_weight_grad.t334_a8, align 64
-  %t334_a8 = load <16 x float>, ptr %conv1_weight_grad.t334_a8, align 64
-  %t334_b02405 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
-  %t334_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c8_0, align 64
-  %7700 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a8, <16 x float> %t334_b02405, <16 x float> %t334_c8_0)
-  store <16 x float> %7700, ptr %conv1_weight_grad.t334_c8_0, align 64
-  %k335.next = add nsw i64 %conv1_weight_grad.k3352387, 1
-  %7701 = icmp slt i64 %k335.next, 352
-  br i1 %7701, label %conv1_weight_grad.k335, label %conv1_weight_grad.k335.end
+conv1_weight_grad.nb348.end:                      ; preds = %conv1_weight_grad.mb349.end
+  %g325.next = add nsw i64 %conv1_weight_grad.g3252282, 1
+  %7594 = icmp slt i64 %g325.next, 4
+  br i1 %7594, label %conv1_weight_grad.g325, label %conv1_weight_grad.g325.end
 
-conv1_weight_grad.k335.end:                       ; preds = %conv1_weight_grad.k335
-  %t334_c0_02406 = load <16 x float>, ptr %conv1_weight_grad.t334_c0_0, align 64
-  %7702 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7703 = mul nsw i64 %7702, 16
-  %7704 = add nsw i64 313600, %7703
-  %7705 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7706 = add nsw i64 %7704, %7705
-  %arena2407 = getelementptr inbounds float, ptr %arena, i64 %7706
-  store <16 x float> %t334_c0_02406, ptr %arena2407, align 4
-  %t334_c1_02408 = load <16 x float>, ptr %conv1_weight_grad.t334_c1_0, align 64
-  %7707 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7708 = add nsw i64 %7707, 1
-  %7709 = mul nsw i64 %7708, 16
-  %7710 = add nsw i64 313600, %7709
-  %7711 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+conv1_weight_grad.mb349:                          ; preds = %conv1_weight_grad.k351.end, %conv1_weight_grad.nb348
+  %conv1_weight_grad.mb3492394 = phi i64 [ 0, %conv1_weight_grad.nb348 ], [ %mb349.next, %conv1_weight_grad.k351.end ]
+  %7595 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7596 = mul nsw i64 %7595, 16
+  %7597 = add nsw i64 313600, %7596
+  %7598 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7599 = add nsw i64 %7597, %7598
+  %arena2395 = getelementptr inbounds float, ptr %arena, i64 %7599
+  %7600 = load <16 x float>, ptr %arena2395, align 4
+  store <16 x float> %7600, ptr %conv1_weight_grad.t350_c0_0, align 64
+  %7601 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7602 = add nsw i64 %7601, 1
+  %7603 = mul nsw i64 %7602, 16
+  %7604 = add nsw i64 313600, %7603
+  %7605 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7606 = add nsw i64 %7604, %7605
+  %arena2396 = getelementptr inbounds float, ptr %arena, i64 %7606
+  %7607 = load <16 x float>, ptr %arena2396, align 4
+  store <16 x float> %7607, ptr %conv1_weight_grad.t350_c1_0, align 64
+  %7608 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7609 = add nsw i64 %7608, 2
+  %7610 = mul nsw i64 %7609, 16
+  %7611 = add nsw i64 313600, %7610
+  %7612 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7613 = add nsw i64 %7611, %7612
+  %arena2397 = getelementptr inbounds float, ptr %arena, i64 %7613
+  %7614 = load <16 x float>, ptr %arena2397, align 4
+  store <16 x float> %7614, ptr %conv1_weight_grad.t350_c2_0, align 64
+  %7615 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7616 = add nsw i64 %7615, 3
+  %7617 = mul nsw i64 %7616, 16
+  %7618 = add nsw i64 313600, %7617
+  %7619 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7620 = add nsw i64 %7618, %7619
+  %arena2398 = getelementptr inbounds float, ptr %arena, i64 %7620
+  %7621 = load <16 x float>, ptr %arena2398, align 4
+  store <16 x float> %7621, ptr %conv1_weight_grad.t350_c3_0, align 64
+  %7622 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7623 = add nsw i64 %7622, 4
+  %7624 = mul nsw i64 %7623, 16
+  %7625 = add nsw i64 313600, %7624
+  %7626 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7627 = add nsw i64 %7625, %7626
+  %arena2399 = getelementptr inbounds float, ptr %arena, i64 %7627
+  %7628 = load <16 x float>, ptr %arena2399, align 4
+  store <16 x float> %7628, ptr %conv1_weight_grad.t350_c4_0, align 64
+  %7629 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7630 = add nsw i64 %7629, 5
+  %7631 = mul nsw i64 %7630, 16
+  %7632 = add nsw i64 313600, %7631
+  %7633 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7634 = add nsw i64 %7632, %7633
+  %arena2400 = getelementptr inbounds float, ptr %arena, i64 %7634
+  %7635 = load <16 x float>, ptr %arena2400, align 4
+  store <16 x float> %7635, ptr %conv1_weight_grad.t350_c5_0, align 64
+  %7636 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7637 = add nsw i64 %7636, 6
+  %7638 = mul nsw i64 %7637, 16
+  %7639 = add nsw i64 313600, %7638
+  %7640 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7641 = add nsw i64 %7639, %7640
+  %arena2401 = getelementptr inbounds float, ptr %arena, i64 %7641
+  %7642 = load <16 x float>, ptr %arena2401, align 4
+  store <16 x float> %7642, ptr %conv1_weight_grad.t350_c6_0, align 64
+  %7643 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7644 = add nsw i64 %7643, 7
+  %7645 = mul nsw i64 %7644, 16
+  %7646 = add nsw i64 313600, %7645
+  %7647 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7648 = add nsw i64 %7646, %7647
+  %arena2402 = getelementptr inbounds float, ptr %arena, i64 %7648
+  %7649 = load <16 x float>, ptr %arena2402, align 4
+  store <16 x float> %7649, ptr %conv1_weight_grad.t350_c7_0, align 64
+  %7650 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7651 = add nsw i64 %7650, 8
+  %7652 = mul nsw i64 %7651, 16
+  %7653 = add nsw i64 313600, %7652
+  %7654 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7655 = add nsw i64 %7653, %7654
+  %arena2403 = getelementptr inbounds float, ptr %arena, i64 %7655
+  %7656 = load <16 x float>, ptr %arena2403, align 4
+  store <16 x float> %7656, ptr %conv1_weight_grad.t350_c8_0, align 64
+  br label %conv1_weight_grad.k351
+
+conv1_weight_grad.mb349.end:                      ; preds = %conv1_weight_grad.k351.end
+  %nb348.next = add nsw i64 %conv1_weight_grad.nb3482393, 1
+  %7657 = icmp slt i64 %nb348.next, 1
+  br i1 %7657, label %conv1_weight_grad.nb348, label %conv1_weight_grad.nb348.end
+
+conv1_weight_grad.k351:                           ; preds = %conv1_weight_grad.k351, %conv1_weight_grad.mb349
+  %conv1_weight_grad.k3512404 = phi i64 [ 0, %conv1_weight_grad.mb349 ], [ %k351.next, %conv1_weight_grad.k351 ]
+  %7658 = add nsw i64 %conv1_weight_grad.k3512404, 12192
+  %7659 = mul nsw i64 %7658, 16
+  %7660 = add nsw i64 112896, %7659
+  %7661 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7662 = add nsw i64 %7660, %7661
+  %arena2405 = getelementptr inbounds float, ptr %arena, i64 %7662
+  %7663 = load <16 x float>, ptr %arena2405, align 4
+  store <16 x float> %7663, ptr %conv1_weight_grad.t350_b0, align 64
+  %7664 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7665 = mul nsw i64 %7664, 12544
+  %7666 = add nsw i64 %conv1_weight_grad.k3512404, 12192
+  %7667 = add nsw i64 %7665, %7666
+  %arena2406 = getelementptr inbounds float, ptr %arena, i64 %7667
+  %7668 = load float, ptr %arena2406, align 4
+  %7669 = insertelement <16 x float> undef, float %7668, i32 0
+  %7670 = shufflevector <16 x float> %7669, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7670, ptr %conv1_weight_grad.t350_a0, align 64
+  %t350_a0 = load <16 x float>, ptr %conv1_weight_grad.t350_a0, align 64
+  %t350_b0 = load <16 x float>, ptr %conv1_weight_grad.t350_b0, align 64
+  %t350_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t350_c0_0, align 64
+  %7671 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t350_a0, <16 x float> %t350_b0, <16 x float> %t350_c0_0)
+  store <16 x float> %7671, ptr %conv1_weight_grad.t350_c0_0, align 64
+  %7672 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7673 = add nsw i64 %7672, 1
+  %7674 = mul nsw i64 %7673, 12544
+  %7675 = add nsw i64 %conv1_weight_grad.k3512404, 12192
+  %7676 = add nsw i64 %7674, %7675
+  %arena2407 = getelementptr inbounds float, ptr %arena, i64 %7676
+  %7677 = load float, ptr %arena2407, align 4
+  %7678 = insertelement <16 x float> undef, float %7677, i32 0
+  %7679 = shufflevector <16 x float> %7678, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7679, ptr %conv1_weight_grad.t350_a1, align 64
+  %t350_a1 = load <16 x float>, ptr %conv1_weight_grad.t350_a1, align 64
+  %t350_b02408 = load <16 x float>, ptr %conv1_weight_grad.t350_b0, align 64
+  %t350_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t350_c1_0, align 64
+  %7680 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t350_a1, <16 x float> %t350_b02408, <16 x float> %t350_c1_0)
+  store <16 x float> %7680, ptr %conv1_weight_grad.t350_c1_0, align 64
+  %7681 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7682 = add nsw i64 %7681, 2
+  %7683 = mul nsw i64 %7682, 12544
+  %7684 = add nsw i64 %conv1_weight_grad.k3512404, 12192
+  %7685 = add nsw i64 %7683, %7684
+  %arena2409 = getelementptr inbounds float, ptr %arena, i64 %7685
+  %7686 = load float, ptr %arena2409, align 4
+  %7687 = insertelement <16 x float> undef, float %7686, i32 0
+  %7688 = shufflevector <16 x float> %7687, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7688, ptr %conv1_weight_grad.t350_a2, align 64
+  %t350_a2 = load <16 x float>, ptr %conv1_weight_grad.t350_a2, align 64
+  %t350_b02410 = load <16 x float>, ptr %conv1_weight_grad.t350_b0, align 64
+  %t350_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t350_c2_0, align 64
+  %7689 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t350_a2, <16 x float> %t350_b02410, <16 x float> %t350_c2_0)
+  store <16 x float> %7689, ptr %conv1_weight_grad.t350_c2_0, align 64
+  %7690 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7691 = add nsw i64 %7690, 3
+  %7692 = mul nsw i64 %7691, 12544
+  %7693 = add nsw i64 %conv1_weight_grad.k3512404, 12192
+  %7694 = add nsw i64 %7692, %7693
+  %arena2411 = getelementptr inbounds float, ptr %arena, i64 %7694
+  %7695 = load float, ptr %arena2411, align 4
+  %7696 = insertelement <16 x float> undef, float %7695, i32 0
+  %7697 = shufflevector <16 x float> %7696, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7697, ptr %conv1_weight_grad.t350_a3, align 64
+  %t350_a3 = load <16 x float>, ptr %conv1_weight_grad.t350_a3, align 64
+  %t350_b02412 = load <16 x float>, ptr %conv1_weight_grad.t350_b0, align 64
+  %t350_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t350_c3_0, align 64
+  %7698 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t350_a3, <16 x float> %t350_b02412, <16 x float> %t350_c3_0)
+  store <16 x float> %7698, ptr %conv1_weight_grad.t350_c3_0, align 64
+  %7699 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7700 = add nsw i64 %7699, 4
+  %7701 = mul nsw i64 %7700, 12544
+  %7702 = add nsw i64 %conv1_weight_grad.k3512404, 12192
+  %7703 = add nsw i64 %7701, %7702
+  %arena2413 = getelementptr inbounds float, ptr %arena, i64 %7703
+  %7704 = load float, ptr %arena2413, align 4
+  %7705 = insertelement <16 x float> undef, float %7704, i32 0
+  %7706 = shufflevector <16 x float> %7705, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7706, ptr %conv1_weight_grad.t350_a4, align 64
+  %t350_a4 = load <16 x float>, ptr %conv1_weight_grad.t350_a4, align 64
+  %t350_b02414 = load <16 x float>, ptr %conv1_weight_grad.t350_b0, align 64
+  %t350_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t350_c4_0, align 64
+  %7707 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t350_a4, <16 x float> %t350_b02414, <16 x float> %t350_c4_0)
+  store <16 x float> %7707, ptr %conv1_weight_grad.t350_c4_0, align 64
+  %7708 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7709 = add nsw i64 %7708, 5
+  %7710 = mul nsw i64 %7709, 12544
+  %7711 = add nsw i64 %conv1_weight_grad.k3512404, 12192
   %7712 = add nsw i64 %7710, %7711
-  %arena2409 = getelementptr inbounds float, ptr %arena, i64 %7712
-  store <16 x float> %t334_c1_02408, ptr %arena2409, align 4
-  %t334_c2_02410 = load <16 x float>, ptr %conv1_weight_grad.t334_c2_0, align 64
-  %7713 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7714 = add nsw i64 %7713, 2
-  %7715 = mul nsw i64 %7714, 16
-  %7716 = add nsw i64 313600, %7715
-  %7717 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7718 = add nsw i64 %7716, %7717
-  %arena2411 = getelementptr inbounds float, ptr %arena, i64 %7718
-  store <16 x float> %t334_c2_02410, ptr %arena2411, align 4
-  %t334_c3_02412 = load <16 x float>, ptr %conv1_weight_grad.t334_c3_0, align 64
-  %7719 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7720 = add nsw i64 %7719, 3
-  %7721 = mul nsw i64 %7720, 16
-  %7722 = add nsw i64 313600, %7721
-  %7723 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7724 = add nsw i64 %7722, %7723
-  %arena2413 = getelementptr inbounds float, ptr %arena, i64 %7724
-  store <16 x float> %t334_c3_02412, ptr %arena2413, align 4
-  %t334_c4_02414 = load <16 x float>, ptr %conv1_weight_grad.t334_c4_0, align 64
-  %7725 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7726 = add nsw i64 %7725, 4
-  %7727 = mul nsw i64 %7726, 16
-  %7728 = add nsw i64 313600, %7727
-  %7729 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %arena2415 = getelementptr inbounds float, ptr %arena, i64 %7712
+  %7713 = load float, ptr %arena2415, align 4
+  %7714 = insertelement <16 x float> undef, float %7713, i32 0
+  %7715 = shufflevector <16 x float> %7714, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7715, ptr %conv1_weight_grad.t350_a5, align 64
+  %t350_a5 = load <16 x float>, ptr %conv1_weight_grad.t350_a5, align 64
+  %t350_b02416 = load <16 x float>, ptr %conv1_weight_grad.t350_b0, align 64
+  %t350_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t350_c5_0, align 64
+  %7716 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t350_a5, <16 x float> %t350_b02416, <16 x float> %t350_c5_0)
+  store <16 x float> %7716, ptr %conv1_weight_grad.t350_c5_0, align 64
+  %7717 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7718 = add nsw i64 %7717, 6
+  %7719 = mul nsw i64 %7718, 12544
+  %7720 = add nsw i64 %conv1_weight_grad.k3512404, 12192
+  %7721 = add nsw i64 %7719, %7720
+  %arena2417 = getelementptr inbounds float, ptr %arena, i64 %7721
+  %7722 = load float, ptr %arena2417, align 4
+  %7723 = insertelement <16 x float> undef, float %7722, i32 0
+  %7724 = shufflevector <16 x float> %7723, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7724, ptr %conv1_weight_grad.t350_a6, align 64
+  %t350_a6 = load <16 x float>, ptr %conv1_weight_grad.t350_a6, align 64
+  %t350_b02418 = load <16 x float>, ptr %conv1_weight_grad.t350_b0, align 64
+  %t350_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t350_c6_0, align 64
+  %7725 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t350_a6, <16 x float> %t350_b02418, <16 x float> %t350_c6_0)
+  store <16 x float> %7725, ptr %conv1_weight_grad.t350_c6_0, align 64
+  %7726 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7727 = add nsw i64 %7726, 7
+  %7728 = mul nsw i64 %7727, 12544
+  %7729 = add nsw i64 %conv1_weight_grad.k3512404, 12192
   %7730 = add nsw i64 %7728, %7729
-  %arena2415 = getelementptr inbounds float, ptr %arena, i64 %7730
-  store <16 x float> %t334_c4_02414, ptr %arena2415, align 4
-  %t334_c5_02416 = load <16 x float>, ptr %conv1_weight_grad.t334_c5_0, align 64
-  %7731 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7732 = add nsw i64 %7731, 5
-  %7733 = mul nsw i64 %7732, 16
-  %7734 = add nsw i64 313600, %7733
-  %7735 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7736 = add nsw i64 %7734, %7735
-  %arena2417 = getelementptr inbounds float, ptr %arena, i64 %7736
-  store <16 x float> %t334_c5_02416, ptr %arena2417, align 4
-  %t334_c6_02418 = load <16 x float>, ptr %conv1_weight_grad.t334_c6_0, align 64
-  %7737 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7738 = add nsw i64 %7737, 6
-  %7739 = mul nsw i64 %7738, 16
-  %7740 = add nsw i64 313600, %7739
-  %7741 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7742 = add nsw i64 %7740, %7741
-  %arena2419 = getelementptr inbounds float, ptr %arena, i64 %7742
-  store <16 x float> %t334_c6_02418, ptr %arena2419, align 4
-  %t334_c7_02420 = load <16 x float>, ptr %conv1_weight_grad.t334_c7_0, align 64
-  %7743 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7744 = add nsw i64 %7743, 7
-  %7745 = mul nsw i64 %7744, 16
-  %7746 = add nsw i64 313600, %7745
-  %7747 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7748 = add nsw i64 %7746, %7747
-  %arena2421 = getelementptr inbounds float, ptr %arena, i64 %7748
-  store <16 x float> %t334_c7_02420, ptr %arena2421, align 4
-  %t334_c8_02422 = load <16 x float>, ptr %conv1_weight_grad.t334_c8_0, align 64
-  %7749 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
-  %7750 = add nsw i64 %7749, 8
-  %7751 = mul nsw i64 %7750, 16
-  %7752 = add nsw i64 313600, %7751
-  %7753 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
-  %7754 = add nsw i64 %7752, %7753
-  %arena2423 = getelementptr inbounds float, ptr %arena, i64 %7754
-  store <16 x float> %t334_c8_02422, ptr %arena2423, align 4
-  %mb333.next = add nsw i64 %conv1_weight_grad.mb3332377, 1
-  %7755 = icmp slt i64 %mb333.next, 1
-  br i1 %7755, label %conv1_weight_grad.mb333, label %conv1_weight_grad.mb333.end
+  %arena2419 = getelementptr inbounds float, ptr %arena, i64 %7730
+  %7731 = load float, ptr %arena2419, align 4
+  %7732 = insertelement <16 x float> undef, float %7731, i32 0
+  %7733 = shufflevector <16 x float> %7732, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7733, ptr %conv1_weight_grad.t350_a7, align 64
+  %t350_a7 = load <16 x float>, ptr %conv1_weight_grad.t350_a7, align 64
+  %t350_b02420 = load <16 x float>, ptr %conv1_weight_grad.t350_b0, align 64
+  %t350_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t350_c7_0, align 64
+  %7734 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t350_a7, <16 x float> %t350_b02420, <16 x float> %t350_c7_0)
+  store <16 x float> %7734, ptr %conv1_weight_grad.t350_c7_0, align 64
+  %7735 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7736 = add nsw i64 %7735, 8
+  %7737 = mul nsw i64 %7736, 12544
+  %7738 = add nsw i64 %conv1_weight_grad.k3512404, 12192
+  %7739 = add nsw i64 %7737, %7738
+  %arena2421 = getelementptr inbounds float, ptr %arena, i64 %7739
+  %7740 = load float, ptr %arena2421, align 4
+  %7741 = insertelement <16 x float> undef, float %7740, i32 0
+  %7742 = shufflevector <16 x float> %7741, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7742, ptr %conv1_weight_grad.t350_a8, align 64
+  %t350_a8 = load <16 x float>, ptr %conv1_weight_grad.t350_a8, align 64
+  %t350_b02422 = load <16 x float>, ptr %conv1_weight_grad.t350_b0, align 64
+  %t350_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t350_c8_0, align 64
+  %7743 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t350_a8, <16 x float> %t350_b02422, <16 x float> %t350_c8_0)
+  store <16 x float> %7743, ptr %conv1_weight_grad.t350_c8_0, align 64
+  %k351.next = add nsw i64 %conv1_weight_grad.k3512404, 1
+  %7744 = icmp slt i64 %k351.next, 352
+  br i1 %7744, label %conv1_weight_grad.k351, label %conv1_weight_grad.k351.end
 
-conv1_weight_grad.f336:                           ; preds = %conv1_weight_grad.r337.end, %conv1_weight_grad.g309.end
-  %conv1_weight_grad.f3362424 = phi i64 [ 0, %conv1_weight_grad.g309.end ], [ %f336.next, %conv1_weight_grad.r337.end ]
-  br label %conv1_weight_grad.r337
+conv1_weight_grad.k351.end:                       ; preds = %conv1_weight_grad.k351
+  %t350_c0_02423 = load <16 x float>, ptr %conv1_weight_grad.t350_c0_0, align 64
+  %7745 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7746 = mul nsw i64 %7745, 16
+  %7747 = add nsw i64 313600, %7746
+  %7748 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7749 = add nsw i64 %7747, %7748
+  %arena2424 = getelementptr inbounds float, ptr %arena, i64 %7749
+  store <16 x float> %t350_c0_02423, ptr %arena2424, align 4
+  %t350_c1_02425 = load <16 x float>, ptr %conv1_weight_grad.t350_c1_0, align 64
+  %7750 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7751 = add nsw i64 %7750, 1
+  %7752 = mul nsw i64 %7751, 16
+  %7753 = add nsw i64 313600, %7752
+  %7754 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7755 = add nsw i64 %7753, %7754
+  %arena2426 = getelementptr inbounds float, ptr %arena, i64 %7755
+  store <16 x float> %t350_c1_02425, ptr %arena2426, align 4
+  %t350_c2_02427 = load <16 x float>, ptr %conv1_weight_grad.t350_c2_0, align 64
+  %7756 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7757 = add nsw i64 %7756, 2
+  %7758 = mul nsw i64 %7757, 16
+  %7759 = add nsw i64 313600, %7758
+  %7760 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7761 = add nsw i64 %7759, %7760
+  %arena2428 = getelementptr inbounds float, ptr %arena, i64 %7761
+  store <16 x float> %t350_c2_02427, ptr %arena2428, align 4
+  %t350_c3_02429 = load <16 x float>, ptr %conv1_weight_grad.t350_c3_0, align 64
+  %7762 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7763 = add nsw i64 %7762, 3
+  %7764 = mul nsw i64 %7763, 16
+  %7765 = add nsw i64 313600, %7764
+  %7766 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7767 = add nsw i64 %7765, %7766
+  %arena2430 = getelementptr inbounds float, ptr %arena, i64 %7767
+  store <16 x float> %t350_c3_02429, ptr %arena2430, align 4
+  %t350_c4_02431 = load <16 x float>, ptr %conv1_weight_grad.t350_c4_0, align 64
+  %7768 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7769 = add nsw i64 %7768, 4
+  %7770 = mul nsw i64 %7769, 16
+  %7771 = add nsw i64 313600, %7770
+  %7772 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7773 = add nsw i64 %7771, %7772
+  %arena2432 = getelementptr inbounds float, ptr %arena, i64 %7773
+  store <16 x float> %t350_c4_02431, ptr %arena2432, align 4
+  %t350_c5_02433 = load <16 x float>, ptr %conv1_weight_grad.t350_c5_0, align 64
+  %7774 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7775 = add nsw i64 %7774, 5
+  %7776 = mul nsw i64 %7775, 16
+  %7777 = add nsw i64 313600, %7776
+  %7778 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7779 = add nsw i64 %7777, %7778
+  %arena2434 = getelementptr inbounds float, ptr %arena, i64 %7779
+  store <16 x float> %t350_c5_02433, ptr %arena2434, align 4
+  %t350_c6_02435 = load <16 x float>, ptr %conv1_weight_grad.t350_c6_0, align 64
+  %7780 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7781 = add nsw i64 %7780, 6
+  %7782 = mul nsw i64 %7781, 16
+  %7783 = add nsw i64 313600, %7782
+  %7784 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7785 = add nsw i64 %7783, %7784
+  %arena2436 = getelementptr inbounds float, ptr %arena, i64 %7785
+  store <16 x float> %t350_c6_02435, ptr %arena2436, align 4
+  %t350_c7_02437 = load <16 x float>, ptr %conv1_weight_grad.t350_c7_0, align 64
+  %7786 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7787 = add nsw i64 %7786, 7
+  %7788 = mul nsw i64 %7787, 16
+  %7789 = add nsw i64 313600, %7788
+  %7790 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7791 = add nsw i64 %7789, %7790
+  %arena2438 = getelementptr inbounds float, ptr %arena, i64 %7791
+  store <16 x float> %t350_c7_02437, ptr %arena2438, align 4
+  %t350_c8_02439 = load <16 x float>, ptr %conv1_weight_grad.t350_c8_0, align 64
+  %7792 = mul nsw i64 %conv1_weight_grad.mb3492394, 9
+  %7793 = add nsw i64 %7792, 8
+  %7794 = mul nsw i64 %7793, 16
+  %7795 = add nsw i64 313600, %7794
+  %7796 = mul nsw i64 %conv1_weight_grad.nb3482393, 16
+  %7797 = add nsw i64 %7795, %7796
+  %arena2440 = getelementptr inbounds float, ptr %arena, i64 %7797
+  store <16 x float> %t350_c8_02439, ptr %arena2440, align 4
+  %mb349.next = add nsw i64 %conv1_weight_grad.mb3492394, 1
+  %7798 = icmp slt i64 %mb349.next, 1
+  br i1 %7798, label %conv1_weight_grad.mb349, label %conv1_weight_grad.mb349.end
 
-conv1_weight_grad.f336.end:                       ; preds = %conv1_weight_grad.r337.end
-  br label %conv1_bias_grad.i338
+conv1_weight_grad.f352:                           ; preds = %conv1_weight_grad.r353.end, %conv1_weight_grad.g325.end
+  %conv1_weight_grad.f3522441 = phi i64 [ 0, %conv1_weight_grad.g325.end ], [ %f352.next, %conv1_weight_grad.r353.end ]
+  br label %conv1_weight_grad.r353
 
-conv1_weight_grad.r337:                           ; preds = %conv1_weight_grad.r337, %conv1_weight_grad.f336
-  %conv1_weight_grad.r3372425 = phi i64 [ 0, %conv1_weight_grad.f336 ], [ %r337.next, %conv1_weight_grad.r337 ]
-  %7756 = mul nsw i64 %conv1_weight_grad.r3372425, 16
-  %7757 = add nsw i64 313600, %7756
-  %7758 = add nsw i64 %7757, %conv1_weight_grad.f3362424
-  %arena2426 = getelementptr inbounds float, ptr %arena, i64 %7758
-  %7759 = load float, ptr %arena2426, align 4
-  %7760 = mul nsw i64 %conv1_weight_grad.f3362424, 9
-  %7761 = add nsw i64 %7760, %conv1_weight_grad.r3372425
-  %grads2427 = getelementptr inbounds float, ptr %grads, i64 %7761
-  store float %7759, ptr %grads2427, align 4
-  %r337.next = add nsw i64 %conv1_weight_grad.r3372425, 1
-  %7762 = icmp slt i64 %r337.next, 9
-  br i1 %7762, label %conv1_weight_grad.r337, label %conv1_weight_grad.r337.end
+conv1_weight_grad.f352.end:                       ; preds = %conv1_weight_grad.r353.end
+  br label %conv1_bias_grad.f354
 
-conv1_weight_grad.r337.end:                       ; preds = %conv1_weight_grad.r337
-  %f336.next = add nsw i64 %conv1_weight_grad.f3362424, 1
-  %7763 = icmp slt i64 %f336.next, 16
-  br i1 %7763, label %conv1_weight_grad.f336, label %conv1_weight_grad.f336.end
+conv1_weight_grad.r353:                           ; preds = %conv1_weight_grad.r353, %conv1_weight_grad.f352
+  %conv1_weight_grad.r3532442 = phi i64 [ 0, %conv1_weight_grad.f352 ], [ %r353.next, %conv1_weight_grad.r353 ]
+  %7799 = mul nsw i64 %conv1_weight_grad.r3532442, 16
+  %7800 = add nsw i64 313600, %7799
+  %7801 = add nsw i64 %7800, %conv1_weight_grad.f3522441
+  %arena2443 = getelementptr inbounds float, ptr %arena, i64 %7801
+  %7802 = load float, ptr %arena2443, align 4
+  %7803 = mul nsw i64 %conv1_weight_grad.f3522441, 9
+  %7804 = add nsw i64 %7803, %conv1_weight_grad.r3532442
+  %grads2444 = getelementptr inbounds float, ptr %grads, i64 %7804
+  store float %7802, ptr %grads2444, align 4
+  %r353.next = add nsw i64 %conv1_weight_grad.r3532442, 1
+  %7805 = icmp slt i64 %r353.next, 9
+  br i1 %7805, label %conv1_weight_grad.r353, label %conv1_weight_grad.r353.end
 
-conv1_bias_grad.i338:                             ; preds = %conv1_bias_grad.i338, %conv1_weight_grad.f336.end
-  %conv1_bias_grad.i3382428 = phi i64 [ 0, %conv1_weight_grad.f336.end ], [ %i338.next, %conv1_bias_grad.i338 ]
-  %arena2429 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i3382428
-  store float 1.000000e+00, ptr %arena2429, align 4
-  %i338.next = add nsw i64 %conv1_bias_grad.i3382428, 1
-  %7764 = icmp slt i64 %i338.next, 784
-  br i1 %7764, label %conv1_bias_grad.i338, label %conv1_bias_grad.i338.end
+conv1_weight_grad.r353.end:                       ; preds = %conv1_weight_grad.r353
+  %f352.next = add nsw i64 %conv1_weight_grad.f3522441, 1
+  %7806 = icmp slt i64 %f352.next, 16
+  br i1 %7806, label %conv1_weight_grad.f352, label %conv1_weight_grad.f352.end
 
-conv1_bias_grad.i338.end:                         ; preds = %conv1_bias_grad.i338
-  br label %conv1_bias_grad.i339
+conv1_bias_grad.f354:                             ; preds = %conv1_bias_grad.img356.end, %conv1_weight_grad.f352.end
+  %conv1_bias_grad.f3542445 = phi i64 [ 0, %conv1_weight_grad.f352.end ], [ %f354.next, %conv1_bias_grad.img356.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc355, align 64
+  br label %conv1_bias_grad.img356
 
-conv1_bias_grad.i339:                             ; preds = %conv1_bias_grad.i339, %conv1_bias_grad.i338.end
-  %conv1_bias_grad.i3392430 = phi i64 [ 0, %conv1_bias_grad.i338.end ], [ %i339.next, %conv1_bias_grad.i339 ]
-  %7765 = add nsw i64 144, %conv1_bias_grad.i3392430
-  %grads2431 = getelementptr inbounds float, ptr %grads, i64 %7765
-  store float 0.000000e+00, ptr %grads2431, align 4
-  %i339.next = add nsw i64 %conv1_bias_grad.i3392430, 1
-  %7766 = icmp slt i64 %i339.next, 16
-  br i1 %7766, label %conv1_bias_grad.i339, label %conv1_bias_grad.i339.end
+conv1_bias_grad.f354.end:                         ; preds = %conv1_bias_grad.img356.end
+  %7807 = sitofp i64 %step to float
+  %7808 = fmul float %7807, 0xBFBAF8E8A0000000
+  %7809 = call float @llvm.exp.f32(float %7808)
+  %7810 = fsub float 1.000000e+00, %7809
+  %7811 = fdiv float %lr, %7810
+  store float %7811, ptr %adam.step_size373, align 4
+  %7812 = sitofp i64 %step to float
+  %7813 = fmul float %7812, 0xBF50645940000000
+  %7814 = call float @llvm.exp.f32(float %7813)
+  %7815 = fsub float 1.000000e+00, %7814
+  %7816 = call float @llvm.sqrt.f32(float %7815)
+  store float %7816, ptr %adam.bc2_sqrt374, align 4
+  br label %adam.i375
 
-conv1_bias_grad.i339.end:                         ; preds = %conv1_bias_grad.i339
-  br label %conv1_bias_grad.img340
+conv1_bias_grad.img356:                           ; preds = %conv1_bias_grad.i357.end, %conv1_bias_grad.f354
+  %conv1_bias_grad.img3562446 = phi i64 [ 0, %conv1_bias_grad.f354 ], [ %img356.next, %conv1_bias_grad.i357.end ]
+  br label %conv1_bias_grad.i357
 
-conv1_bias_grad.img340:                           ; preds = %conv1_bias_grad.img340, %conv1_bias_grad.i339.end
-  %conv1_bias_grad.img3402432 = phi i64 [ 0, %conv1_bias_grad.i339.end ], [ %img340.next, %conv1_bias_grad.img340 ]
-  %7767 = mul nsw i64 %conv1_bias_grad.img3402432, 12544
-  %7768 = add nsw i64 610960, %7767
-  %arena2433 = getelementptr inbounds float, ptr %arena, i64 %7768
-  %arena2434 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads2435 = getelementptr inbounds float, ptr %grads, i64 144
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 1, i32 784, float 1.000000e+00, ptr %arena2433, i32 784, ptr %arena2434, i32 1, float 1.000000e+00, ptr %grads2435, i32 1)
-  %img340.next = add nsw i64 %conv1_bias_grad.img3402432, 1
-  %7769 = icmp slt i64 %img340.next, 64
-  br i1 %7769, label %conv1_bias_grad.img340, label %conv1_bias_grad.img340.end
+conv1_bias_grad.img356.end:                       ; preds = %conv1_bias_grad.i357.end
+  %acc3552449 = load <16 x float>, ptr %conv1_bias_grad.acc355, align 64
+  %arena2450 = getelementptr inbounds float, ptr %arena, i64 0
+  store <16 x float> %acc3552449, ptr %arena2450, align 4
+  %arena2451 = getelementptr inbounds float, ptr %arena, i64 0
+  %7817 = load float, ptr %arena2451, align 4
+  %arena2452 = getelementptr inbounds float, ptr %arena, i64 1
+  %7818 = load float, ptr %arena2452, align 4
+  %7819 = fadd float %7817, %7818
+  store float %7819, ptr %conv1_bias_grad.sum358, align 4
+  %sum358 = load float, ptr %conv1_bias_grad.sum358, align 4
+  %arena2453 = getelementptr inbounds float, ptr %arena, i64 2
+  %7820 = load float, ptr %arena2453, align 4
+  %7821 = fadd float %sum358, %7820
+  store float %7821, ptr %conv1_bias_grad.sum359, align 4
+  %sum359 = load float, ptr %conv1_bias_grad.sum359, align 4
+  %arena2454 = getelementptr inbounds float, ptr %arena, i64 3
+  %7822 = load float, ptr %arena2454, align 4
+  %7823 = fadd float %sum359, %7822
+  store float %7823, ptr %conv1_bias_grad.sum360, align 4
+  %sum360 = load float, ptr %conv1_bias_grad.sum360, align 4
+  %arena2455 = getelementptr inbounds float, ptr %arena, i64 4
+  %7824 = load float, ptr %arena2455, align 4
+  %7825 = fadd float %sum360, %7824
+  store float %7825, ptr %conv1_bias_grad.sum361, align 4
+  %sum361 = load float, ptr %conv1_bias_grad.sum361, align 4
+  %arena2456 = getelementptr inbounds float, ptr %arena, i64 5
+  %7826 = load float, ptr %arena2456, align 4
+  %7827 = fadd float %sum361, %7826
+  store float %7827, ptr %conv1_bias_grad.sum362, align 4
+  %sum362 = load float, ptr %conv1_bias_grad.sum362, align 4
+  %arena2457 = getelementptr inbounds float, ptr %arena, i64 6
+  %7828 = load float, ptr %arena2457, align 4
+  %7829 = fadd float %sum362, %7828
+  store float %7829, ptr %conv1_bias_grad.sum363, align 4
+  %sum363 = load float, ptr %conv1_bias_grad.sum363, align 4
+  %arena2458 = getelementptr inbounds float, ptr %arena, i64 7
+  %7830 = load float, ptr %arena2458, align 4
+  %7831 = fadd float %sum363, %7830
+  store float %7831, ptr %conv1_bias_grad.sum364, align 4
+  %sum364 = load float, ptr %conv1_bias_grad.sum364, align 4
+  %arena2459 = getelementptr inbounds float, ptr %arena, i64 8
+  %7832 = load float, ptr %arena2459, align 4
+  %7833 = fadd float %sum364, %7832
+  store float %7833, ptr %conv1_bias_grad.sum365, align 4
+  %sum365 = load float, ptr %conv1_bias_grad.sum365, align 4
+  %arena2460 = getelementptr inbounds float, ptr %arena, i64 9
+  %7834 = load float, ptr %arena2460, align 4
+  %7835 = fadd float %sum365, %7834
+  store float %7835, ptr %conv1_bias_grad.sum366, align 4
+  %sum366 = load float, ptr %conv1_bias_grad.sum366, align 4
+  %arena2461 = getelementptr inbounds float, ptr %arena, i64 10
+  %7836 = load float, ptr %arena2461, align 4
+  %7837 = fadd float %sum366, %7836
+  store float %7837, ptr %conv1_bias_grad.sum367, align 4
+  %sum367 = load float, ptr %conv1_bias_grad.sum367, align 4
+  %arena2462 = getelementptr inbounds float, ptr %arena, i64 11
+  %7838 = load float, ptr %arena2462, align 4
+  %7839 = fadd float %sum367, %7838
+  store float %7839, ptr %conv1_bias_grad.sum368, align 4
+  %sum368 = load float, ptr %conv1_bias_grad.sum368, align 4
+  %arena2463 = getelementptr inbounds float, ptr %arena, i64 12
+  %7840 = load float, ptr %arena2463, align 4
+  %7841 = fadd float %sum368, %7840
+  store float %7841, ptr %conv1_bias_grad.sum369, align 4
+  %sum369 = load float, ptr %conv1_bias_grad.sum369, align 4
+  %arena2464 = getelementptr inbounds float, ptr %arena, i64 13
+  %7842 = load float, ptr %arena2464, align 4
+  %7843 = fadd float %sum369, %7842
+  store float %7843, ptr %conv1_bias_grad.sum370, align 4
+  %sum370 = load float, ptr %conv1_bias_grad.sum370, align 4
+  %arena2465 = getelementptr inbounds float, ptr %arena, i64 14
+  %7844 = load float, ptr %arena2465, align 4
+  %7845 = fadd float %sum370, %7844
+  store float %7845, ptr %conv1_bias_grad.sum371, align 4
+  %sum371 = load float, ptr %conv1_bias_grad.sum371, align 4
+  %arena2466 = getelementptr inbounds float, ptr %arena, i64 15
+  %7846 = load float, ptr %arena2466, align 4
+  %7847 = fadd float %sum371, %7846
+  store float %7847, ptr %conv1_bias_grad.sum372, align 4
+  %sum372 = load float, ptr %conv1_bias_grad.sum372, align 4
+  %7848 = add nsw i64 144, %conv1_bias_grad.f3542445
+  %grads2467 = getelementptr inbounds float, ptr %grads, i64 %7848
+  store float %sum372, ptr %grads2467, align 4
+  %f354.next = add nsw i64 %conv1_bias_grad.f3542445, 1
+  %7849 = icmp slt i64 %f354.next, 16
+  br i1 %7849, label %conv1_bias_grad.f354, label %conv1_bias_grad.f354.end
 
-conv1_bias_grad.img340.end:                       ; preds = %conv1_bias_grad.img340
-  %7770 = sitofp i64 %step to float
-  %7771 = fmul float %7770, 0xBFBAF8E8A0000000
-  %7772 = call float @llvm.exp.f32(float %7771)
-  %7773 = fsub float 1.000000e+00, %7772
-  %7774 = fdiv float %lr, %7773
-  store float %7774, ptr %adam.step_size341, align 4
-  %7775 = sitofp i64 %step to float
-  %7776 = fmul float %7775, 0xBF50645940000000
-  %7777 = call float @llvm.exp.f32(float %7776)
-  %7778 = fsub float 1.000000e+00, %7777
-  %7779 = call float @llvm.sqrt.f32(float %7778)
-  store float %7779, ptr %adam.bc2_sqrt342, align 4
-  br label %adam.i343
+conv1_bias_grad.i357:                             ; preds = %conv1_bias_grad.i357, %conv1_bias_grad.img356
+  %conv1_bias_grad.i3572447 = phi i64 [ 0, %conv1_bias_grad.img356 ], [ %i357.next, %conv1_bias_grad.i357 ]
+  %7850 = mul nsw i64 %conv1_bias_grad.img3562446, 12544
+  %7851 = add nsw i64 610960, %7850
+  %7852 = mul nsw i64 %conv1_bias_grad.f3542445, 784
+  %7853 = add nsw i64 %7851, %7852
+  %7854 = mul nsw i64 %conv1_bias_grad.i3572447, 16
+  %7855 = add nsw i64 %7853, %7854
+  %arena2448 = getelementptr inbounds float, ptr %arena, i64 %7855
+  %7856 = load <16 x float>, ptr %arena2448, align 4
+  %acc355 = load <16 x float>, ptr %conv1_bias_grad.acc355, align 64
+  %7857 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %7856, <16 x float> %acc355)
+  store <16 x float> %7857, ptr %conv1_bias_grad.acc355, align 64
+  %i357.next = add nsw i64 %conv1_bias_grad.i3572447, 1
+  %7858 = icmp slt i64 %i357.next, 49
+  br i1 %7858, label %conv1_bias_grad.i357, label %conv1_bias_grad.i357.end
 
-adam.i343:                                        ; preds = %adam.i343, %conv1_bias_grad.img340.end
-  %adam.i3432436 = phi i64 [ 0, %conv1_bias_grad.img340.end ], [ %i343.next, %adam.i343 ]
-  %grads2437 = getelementptr inbounds float, ptr %grads, i64 %adam.i3432436
-  %7780 = load float, ptr %grads2437, align 4
-  %params2438 = getelementptr inbounds float, ptr %params, i64 %adam.i3432436
-  %7781 = load float, ptr %params2438, align 4
-  %7782 = fmul float 0.000000e+00, %7781
-  %7783 = fadd float %7780, %7782
-  store float %7783, ptr %adam.g, align 4
-  %m2439 = getelementptr inbounds float, ptr %m, i64 %adam.i3432436
-  %7784 = load float, ptr %m2439, align 4
-  %7785 = fmul float 0x3FECCCCCC0000000, %7784
+conv1_bias_grad.i357.end:                         ; preds = %conv1_bias_grad.i357
+  %img356.next = add nsw i64 %conv1_bias_grad.img3562446, 1
+  %7859 = icmp slt i64 %img356.next, 64
+  br i1 %7859, label %conv1_bias_grad.img356, label %conv1_bias_grad.img356.end
+
+adam.i375:                                        ; preds = %adam.i375, %conv1_bias_grad.f354.end
+  %adam.i3752468 = phi i64 [ 0, %conv1_bias_grad.f354.end ], [ %i375.next, %adam.i375 ]
+  %grads2469 = getelementptr inbounds float, ptr %grads, i64 %adam.i3752468
+  %7860 = load float, ptr %grads2469, align 4
+  %params2470 = getelementptr inbounds float, ptr %params, i64 %adam.i3752468
+  %7861 = load float, ptr %params2470, align 4
+  %7862 = fmul float 0.000000e+00, %7861
+  %7863 = fadd float %7860, %7862
+  store float %7863, ptr %adam.g, align 4
+  %m2471 = getelementptr inbounds float, ptr %m, i64 %adam.i3752468
+  %7864 = load float, ptr %m2471, align 4
+  %7865 = fmul float 0x3FECCCCCC0000000, %7864
   %g = load float, ptr %adam.g, align 4
-  %7786 = fmul float 0x3FB9999A00000000, %g
-  %7787 = fadd float %7785, %7786
-  store float %7787, ptr %adam.m_new, align 4
-  %v2440 = getelementptr inbounds float, ptr %v, i64 %adam.i3432436
-  %7788 = load float, ptr %v2440, align 4
-  %7789 = fmul float 0x3FEFF7CEE0000000, %7788
-  %g2441 = load float, ptr %adam.g, align 4
-  %7790 = fmul float 0x3F50624000000000, %g2441
-  %g2442 = load float, ptr %adam.g, align 4
-  %7791 = fmul float %7790, %g2442
-  %7792 = fadd float %7789, %7791
-  store float %7792, ptr %adam.v_new, align 4
+  %7866 = fmul float 0x3FB9999A00000000, %g
+  %7867 = fadd float %7865, %7866
+  store float %7867, ptr %adam.m_new, align 4
+  %v2472 = getelementptr inbounds float, ptr %v, i64 %adam.i3752468
+  %7868 = load float, ptr %v2472, align 4
+  %7869 = fmul float 0x3FEFF7CEE0000000, %7868
+  %g2473 = load float, ptr %adam.g, align 4
+  %7870 = fmul float 0x3F50624000000000, %g2473
+  %g2474 = load float, ptr %adam.g, align 4
+  %7871 = fmul float %7870, %g2474
+  %7872 = fadd float %7869, %7871
+  store float %7872, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m2443 = getelementptr inbounds float, ptr %m, i64 %adam.i3432436
-  store float %m_new, ptr %m2443, align 4
+  %m2475 = getelementptr inbounds float, ptr %m, i64 %adam.i3752468
+  store float %m_new, ptr %m2475, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v2444 = getelementptr inbounds float, ptr %v, i64 %adam.i3432436
-  store float %v_new, ptr %v2444, align 4
-  %params2445 = getelementptr inbounds float, ptr %params, i64 %adam.i3432436
-  %7793 = load float, ptr %params2445, align 4
-  %step_size341 = load float, ptr %adam.step_size341, align 4
-  %m_new2446 = load float, ptr %adam.m_new, align 4
-  %7794 = fmul float %step_size341, %m_new2446
-  %v_new2447 = load float, ptr %adam.v_new, align 4
-  %7795 = call float @llvm.sqrt.f32(float %v_new2447)
-  %bc2_sqrt342 = load float, ptr %adam.bc2_sqrt342, align 4
-  %7796 = fdiv float %7795, %bc2_sqrt342
-  %7797 = fadd float %7796, 0x3E45798EE0000000
-  %7798 = fdiv float %7794, %7797
-  %7799 = fsub float %7793, %7798
-  %params2448 = getelementptr inbounds float, ptr %params, i64 %adam.i3432436
-  store float %7799, ptr %params2448, align 4
-  %i343.next = add nsw i64 %adam.i3432436, 1
-  %7800 = icmp slt i64 %i343.next, 206922
-  br i1 %7800, label %adam.i343, label %adam.i343.end
+  %v2476 = getelementptr inbounds float, ptr %v, i64 %adam.i3752468
+  store float %v_new, ptr %v2476, align 4
+  %params2477 = getelementptr inbounds float, ptr %params, i64 %adam.i3752468
+  %7873 = load float, ptr %params2477, align 4
+  %step_size373 = load float, ptr %adam.step_size373, align 4
+  %m_new2478 = load float, ptr %adam.m_new, align 4
+  %7874 = fmul float %step_size373, %m_new2478
+  %v_new2479 = load float, ptr %adam.v_new, align 4
+  %7875 = call float @llvm.sqrt.f32(float %v_new2479)
+  %bc2_sqrt374 = load float, ptr %adam.bc2_sqrt374, align 4
+  %7876 = fdiv float %7875, %bc2_sqrt374
+  %7877 = fadd float %7876, 0x3E45798EE0000000
+  %7878 = fdiv float %7874, %7877
+  %7879 = fsub float %7873, %7878
+  %params2480 = getelementptr inbounds float, ptr %params, i64 %adam.i3752468
+  store float %7879, ptr %params2480, align 4
+  %i375.next = add nsw i64 %adam.i3752468, 1
+  %7880 = icmp slt i64 %i375.next, 206922
+  br i1 %7880, label %adam.i375, label %adam.i375.end
 
-adam.i343.end:                                    ; preds = %adam.i343
+adam.i375.end:                                    ; preds = %adam.i375
   ret void
 }
 
@@ -15331,6 +15540,9 @@ declare float @llvm.exp.f32(float) #0
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.log.f32(float) #0
+
+; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
+declare <16 x float> @llvm.masked.load.v16f32.p0(ptr nocapture, i32 immarg, <16 x i1>, <16 x float>) #1
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #0
@@ -20592,3 +20804,4 @@ fc2.u134.end:                                     ; preds = %fc2.u134
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
+attributes #1 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }

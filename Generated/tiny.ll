@@ -7,8 +7,24 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt90 = alloca float, align 4
-  %adam.step_size89 = alloca float, align 4
+  %adam.bc2_sqrt106 = alloca float, align 4
+  %adam.step_size105 = alloca float, align 4
+  %conv1_bias_grad.sum104 = alloca float, align 4
+  %conv1_bias_grad.sum103 = alloca float, align 4
+  %conv1_bias_grad.sum102 = alloca float, align 4
+  %conv1_bias_grad.sum101 = alloca float, align 4
+  %conv1_bias_grad.sum100 = alloca float, align 4
+  %conv1_bias_grad.sum99 = alloca float, align 4
+  %conv1_bias_grad.sum98 = alloca float, align 4
+  %conv1_bias_grad.sum97 = alloca float, align 4
+  %conv1_bias_grad.sum96 = alloca float, align 4
+  %conv1_bias_grad.sum95 = alloca float, align 4
+  %conv1_bias_grad.sum94 = alloca float, align 4
+  %conv1_bias_grad.sum93 = alloca float, align 4
+  %conv1_bias_grad.sum92 = alloca float, align 4
+  %conv1_bias_grad.sum91 = alloca float, align 4
+  %conv1_bias_grad.sum90 = alloca float, align 4
+  %conv1_bias_grad.acc87 = alloca <16 x float>, align 64
   %conv1_weight_grad.t82_a8 = alloca <16 x float>, align 64
   %conv1_weight_grad.t82_a7 = alloca <16 x float>, align 64
   %conv1_weight_grad.t82_a6 = alloca <16 x float>, align 64
@@ -3976,7 +3992,7 @@ conv1_weight_grad.f84:                            ; preds = %conv1_weight_grad.r
   br label %conv1_weight_grad.r85
 
 conv1_weight_grad.f84.end:                        ; preds = %conv1_weight_grad.r85.end
-  br label %conv1_bias_grad.i86
+  br label %conv1_bias_grad.f86
 
 conv1_weight_grad.r85:                            ; preds = %conv1_weight_grad.r85, %conv1_weight_grad.f84
   %conv1_weight_grad.r85688 = phi i64 [ 0, %conv1_weight_grad.f84 ], [ %r85.next, %conv1_weight_grad.r85 ]
@@ -3998,106 +4014,200 @@ conv1_weight_grad.r85.end:                        ; preds = %conv1_weight_grad.r
   %1877 = icmp slt i64 %f84.next, 4
   br i1 %1877, label %conv1_weight_grad.f84, label %conv1_weight_grad.f84.end
 
-conv1_bias_grad.i86:                              ; preds = %conv1_bias_grad.i86, %conv1_weight_grad.f84.end
-  %conv1_bias_grad.i86691 = phi i64 [ 0, %conv1_weight_grad.f84.end ], [ %i86.next, %conv1_bias_grad.i86 ]
-  %arena692 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i86691
-  store float 1.000000e+00, ptr %arena692, align 4
-  %i86.next = add nsw i64 %conv1_bias_grad.i86691, 1
-  %1878 = icmp slt i64 %i86.next, 169
-  br i1 %1878, label %conv1_bias_grad.i86, label %conv1_bias_grad.i86.end
-
-conv1_bias_grad.i86.end:                          ; preds = %conv1_bias_grad.i86
-  br label %conv1_bias_grad.i87
-
-conv1_bias_grad.i87:                              ; preds = %conv1_bias_grad.i87, %conv1_bias_grad.i86.end
-  %conv1_bias_grad.i87693 = phi i64 [ 0, %conv1_bias_grad.i86.end ], [ %i87.next, %conv1_bias_grad.i87 ]
-  %1879 = add nsw i64 36, %conv1_bias_grad.i87693
-  %grads694 = getelementptr inbounds float, ptr %grads, i64 %1879
-  store float 0.000000e+00, ptr %grads694, align 4
-  %i87.next = add nsw i64 %conv1_bias_grad.i87693, 1
-  %1880 = icmp slt i64 %i87.next, 4
-  br i1 %1880, label %conv1_bias_grad.i87, label %conv1_bias_grad.i87.end
-
-conv1_bias_grad.i87.end:                          ; preds = %conv1_bias_grad.i87
+conv1_bias_grad.f86:                              ; preds = %conv1_bias_grad.img88.end, %conv1_weight_grad.f84.end
+  %conv1_bias_grad.f86691 = phi i64 [ 0, %conv1_weight_grad.f84.end ], [ %f86.next, %conv1_bias_grad.img88.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc87, align 64
   br label %conv1_bias_grad.img88
 
-conv1_bias_grad.img88:                            ; preds = %conv1_bias_grad.img88, %conv1_bias_grad.i87.end
-  %conv1_bias_grad.img88695 = phi i64 [ 0, %conv1_bias_grad.i87.end ], [ %img88.next, %conv1_bias_grad.img88 ]
-  %1881 = mul nsw i64 %conv1_bias_grad.img88695, 676
-  %1882 = add nsw i64 28944, %1881
-  %arena696 = getelementptr inbounds float, ptr %arena, i64 %1882
-  %arena697 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads698 = getelementptr inbounds float, ptr %grads, i64 36
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 1, i32 169, float 1.000000e+00, ptr %arena696, i32 169, ptr %arena697, i32 1, float 1.000000e+00, ptr %grads698, i32 1)
-  %img88.next = add nsw i64 %conv1_bias_grad.img88695, 1
-  %1883 = icmp slt i64 %img88.next, 64
-  br i1 %1883, label %conv1_bias_grad.img88, label %conv1_bias_grad.img88.end
+conv1_bias_grad.f86.end:                          ; preds = %conv1_bias_grad.img88.end
+  %1878 = sitofp i64 %step to float
+  %1879 = fmul float %1878, 0xBFBAF8E8A0000000
+  %1880 = call float @llvm.exp.f32(float %1879)
+  %1881 = fsub float 1.000000e+00, %1880
+  %1882 = fdiv float %lr, %1881
+  store float %1882, ptr %adam.step_size105, align 4
+  %1883 = sitofp i64 %step to float
+  %1884 = fmul float %1883, 0xBF50645940000000
+  %1885 = call float @llvm.exp.f32(float %1884)
+  %1886 = fsub float 1.000000e+00, %1885
+  %1887 = call float @llvm.sqrt.f32(float %1886)
+  store float %1887, ptr %adam.bc2_sqrt106, align 4
+  br label %adam.i107
 
-conv1_bias_grad.img88.end:                        ; preds = %conv1_bias_grad.img88
-  %1884 = sitofp i64 %step to float
-  %1885 = fmul float %1884, 0xBFBAF8E8A0000000
-  %1886 = call float @llvm.exp.f32(float %1885)
-  %1887 = fsub float 1.000000e+00, %1886
-  %1888 = fdiv float %lr, %1887
-  store float %1888, ptr %adam.step_size89, align 4
-  %1889 = sitofp i64 %step to float
-  %1890 = fmul float %1889, 0xBF50645940000000
-  %1891 = call float @llvm.exp.f32(float %1890)
-  %1892 = fsub float 1.000000e+00, %1891
-  %1893 = call float @llvm.sqrt.f32(float %1892)
-  store float %1893, ptr %adam.bc2_sqrt90, align 4
-  br label %adam.i91
+conv1_bias_grad.img88:                            ; preds = %conv1_bias_grad.i89.end, %conv1_bias_grad.f86
+  %conv1_bias_grad.img88692 = phi i64 [ 0, %conv1_bias_grad.f86 ], [ %img88.next, %conv1_bias_grad.i89.end ]
+  br label %conv1_bias_grad.i89
 
-adam.i91:                                         ; preds = %adam.i91, %conv1_bias_grad.img88.end
-  %adam.i91699 = phi i64 [ 0, %conv1_bias_grad.img88.end ], [ %i91.next, %adam.i91 ]
-  %grads700 = getelementptr inbounds float, ptr %grads, i64 %adam.i91699
-  %1894 = load float, ptr %grads700, align 4
-  %params701 = getelementptr inbounds float, ptr %params, i64 %adam.i91699
-  %1895 = load float, ptr %params701, align 4
-  %1896 = fmul float 0.000000e+00, %1895
-  %1897 = fadd float %1894, %1896
-  store float %1897, ptr %adam.g, align 4
-  %m702 = getelementptr inbounds float, ptr %m, i64 %adam.i91699
-  %1898 = load float, ptr %m702, align 4
-  %1899 = fmul float 0x3FECCCCCC0000000, %1898
+conv1_bias_grad.img88.end:                        ; preds = %conv1_bias_grad.i89.end
+  %acc87697 = load <16 x float>, ptr %conv1_bias_grad.acc87, align 64
+  %arena698 = getelementptr inbounds float, ptr %arena, i64 0
+  store <16 x float> %acc87697, ptr %arena698, align 4
+  %arena699 = getelementptr inbounds float, ptr %arena, i64 0
+  %1888 = load float, ptr %arena699, align 4
+  %arena700 = getelementptr inbounds float, ptr %arena, i64 1
+  %1889 = load float, ptr %arena700, align 4
+  %1890 = fadd float %1888, %1889
+  store float %1890, ptr %conv1_bias_grad.sum90, align 4
+  %sum90 = load float, ptr %conv1_bias_grad.sum90, align 4
+  %arena701 = getelementptr inbounds float, ptr %arena, i64 2
+  %1891 = load float, ptr %arena701, align 4
+  %1892 = fadd float %sum90, %1891
+  store float %1892, ptr %conv1_bias_grad.sum91, align 4
+  %sum91 = load float, ptr %conv1_bias_grad.sum91, align 4
+  %arena702 = getelementptr inbounds float, ptr %arena, i64 3
+  %1893 = load float, ptr %arena702, align 4
+  %1894 = fadd float %sum91, %1893
+  store float %1894, ptr %conv1_bias_grad.sum92, align 4
+  %sum92 = load float, ptr %conv1_bias_grad.sum92, align 4
+  %arena703 = getelementptr inbounds float, ptr %arena, i64 4
+  %1895 = load float, ptr %arena703, align 4
+  %1896 = fadd float %sum92, %1895
+  store float %1896, ptr %conv1_bias_grad.sum93, align 4
+  %sum93 = load float, ptr %conv1_bias_grad.sum93, align 4
+  %arena704 = getelementptr inbounds float, ptr %arena, i64 5
+  %1897 = load float, ptr %arena704, align 4
+  %1898 = fadd float %sum93, %1897
+  store float %1898, ptr %conv1_bias_grad.sum94, align 4
+  %sum94 = load float, ptr %conv1_bias_grad.sum94, align 4
+  %arena705 = getelementptr inbounds float, ptr %arena, i64 6
+  %1899 = load float, ptr %arena705, align 4
+  %1900 = fadd float %sum94, %1899
+  store float %1900, ptr %conv1_bias_grad.sum95, align 4
+  %sum95 = load float, ptr %conv1_bias_grad.sum95, align 4
+  %arena706 = getelementptr inbounds float, ptr %arena, i64 7
+  %1901 = load float, ptr %arena706, align 4
+  %1902 = fadd float %sum95, %1901
+  store float %1902, ptr %conv1_bias_grad.sum96, align 4
+  %sum96 = load float, ptr %conv1_bias_grad.sum96, align 4
+  %arena707 = getelementptr inbounds float, ptr %arena, i64 8
+  %1903 = load float, ptr %arena707, align 4
+  %1904 = fadd float %sum96, %1903
+  store float %1904, ptr %conv1_bias_grad.sum97, align 4
+  %sum97 = load float, ptr %conv1_bias_grad.sum97, align 4
+  %arena708 = getelementptr inbounds float, ptr %arena, i64 9
+  %1905 = load float, ptr %arena708, align 4
+  %1906 = fadd float %sum97, %1905
+  store float %1906, ptr %conv1_bias_grad.sum98, align 4
+  %sum98 = load float, ptr %conv1_bias_grad.sum98, align 4
+  %arena709 = getelementptr inbounds float, ptr %arena, i64 10
+  %1907 = load float, ptr %arena709, align 4
+  %1908 = fadd float %sum98, %1907
+  store float %1908, ptr %conv1_bias_grad.sum99, align 4
+  %sum99 = load float, ptr %conv1_bias_grad.sum99, align 4
+  %arena710 = getelementptr inbounds float, ptr %arena, i64 11
+  %1909 = load float, ptr %arena710, align 4
+  %1910 = fadd float %sum99, %1909
+  store float %1910, ptr %conv1_bias_grad.sum100, align 4
+  %sum100 = load float, ptr %conv1_bias_grad.sum100, align 4
+  %arena711 = getelementptr inbounds float, ptr %arena, i64 12
+  %1911 = load float, ptr %arena711, align 4
+  %1912 = fadd float %sum100, %1911
+  store float %1912, ptr %conv1_bias_grad.sum101, align 4
+  %sum101 = load float, ptr %conv1_bias_grad.sum101, align 4
+  %arena712 = getelementptr inbounds float, ptr %arena, i64 13
+  %1913 = load float, ptr %arena712, align 4
+  %1914 = fadd float %sum101, %1913
+  store float %1914, ptr %conv1_bias_grad.sum102, align 4
+  %sum102 = load float, ptr %conv1_bias_grad.sum102, align 4
+  %arena713 = getelementptr inbounds float, ptr %arena, i64 14
+  %1915 = load float, ptr %arena713, align 4
+  %1916 = fadd float %sum102, %1915
+  store float %1916, ptr %conv1_bias_grad.sum103, align 4
+  %sum103 = load float, ptr %conv1_bias_grad.sum103, align 4
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 15
+  %1917 = load float, ptr %arena714, align 4
+  %1918 = fadd float %sum103, %1917
+  store float %1918, ptr %conv1_bias_grad.sum104, align 4
+  %sum104 = load float, ptr %conv1_bias_grad.sum104, align 4
+  %1919 = add nsw i64 36, %conv1_bias_grad.f86691
+  %grads715 = getelementptr inbounds float, ptr %grads, i64 %1919
+  store float %sum104, ptr %grads715, align 4
+  %f86.next = add nsw i64 %conv1_bias_grad.f86691, 1
+  %1920 = icmp slt i64 %f86.next, 4
+  br i1 %1920, label %conv1_bias_grad.f86, label %conv1_bias_grad.f86.end
+
+conv1_bias_grad.i89:                              ; preds = %conv1_bias_grad.i89, %conv1_bias_grad.img88
+  %conv1_bias_grad.i89693 = phi i64 [ 0, %conv1_bias_grad.img88 ], [ %i89.next, %conv1_bias_grad.i89 ]
+  %1921 = mul nsw i64 %conv1_bias_grad.img88692, 676
+  %1922 = add nsw i64 28944, %1921
+  %1923 = mul nsw i64 %conv1_bias_grad.f86691, 169
+  %1924 = add nsw i64 %1922, %1923
+  %1925 = mul nsw i64 %conv1_bias_grad.i89693, 16
+  %1926 = add nsw i64 %1924, %1925
+  %arena694 = getelementptr inbounds float, ptr %arena, i64 %1926
+  %1927 = load <16 x float>, ptr %arena694, align 4
+  %acc87 = load <16 x float>, ptr %conv1_bias_grad.acc87, align 64
+  %1928 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %1927, <16 x float> %acc87)
+  store <16 x float> %1928, ptr %conv1_bias_grad.acc87, align 64
+  %i89.next = add nsw i64 %conv1_bias_grad.i89693, 1
+  %1929 = icmp slt i64 %i89.next, 10
+  br i1 %1929, label %conv1_bias_grad.i89, label %conv1_bias_grad.i89.end
+
+conv1_bias_grad.i89.end:                          ; preds = %conv1_bias_grad.i89
+  %1930 = mul nsw i64 %conv1_bias_grad.img88692, 676
+  %1931 = add nsw i64 28944, %1930
+  %1932 = mul nsw i64 %conv1_bias_grad.f86691, 169
+  %1933 = add nsw i64 %1931, %1932
+  %1934 = add nsw i64 %1933, 160
+  %arena695 = getelementptr inbounds float, ptr %arena, i64 %1934
+  %1935 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena695, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  %acc87696 = load <16 x float>, ptr %conv1_bias_grad.acc87, align 64
+  %1936 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %1935, <16 x float> %acc87696)
+  store <16 x float> %1936, ptr %conv1_bias_grad.acc87, align 64
+  %img88.next = add nsw i64 %conv1_bias_grad.img88692, 1
+  %1937 = icmp slt i64 %img88.next, 64
+  br i1 %1937, label %conv1_bias_grad.img88, label %conv1_bias_grad.img88.end
+
+adam.i107:                                        ; preds = %adam.i107, %conv1_bias_grad.f86.end
+  %adam.i107716 = phi i64 [ 0, %conv1_bias_grad.f86.end ], [ %i107.next, %adam.i107 ]
+  %grads717 = getelementptr inbounds float, ptr %grads, i64 %adam.i107716
+  %1938 = load float, ptr %grads717, align 4
+  %params718 = getelementptr inbounds float, ptr %params, i64 %adam.i107716
+  %1939 = load float, ptr %params718, align 4
+  %1940 = fmul float 0.000000e+00, %1939
+  %1941 = fadd float %1938, %1940
+  store float %1941, ptr %adam.g, align 4
+  %m719 = getelementptr inbounds float, ptr %m, i64 %adam.i107716
+  %1942 = load float, ptr %m719, align 4
+  %1943 = fmul float 0x3FECCCCCC0000000, %1942
   %g = load float, ptr %adam.g, align 4
-  %1900 = fmul float 0x3FB9999A00000000, %g
-  %1901 = fadd float %1899, %1900
-  store float %1901, ptr %adam.m_new, align 4
-  %v703 = getelementptr inbounds float, ptr %v, i64 %adam.i91699
-  %1902 = load float, ptr %v703, align 4
-  %1903 = fmul float 0x3FEFF7CEE0000000, %1902
-  %g704 = load float, ptr %adam.g, align 4
-  %1904 = fmul float 0x3F50624000000000, %g704
-  %g705 = load float, ptr %adam.g, align 4
-  %1905 = fmul float %1904, %g705
-  %1906 = fadd float %1903, %1905
-  store float %1906, ptr %adam.v_new, align 4
+  %1944 = fmul float 0x3FB9999A00000000, %g
+  %1945 = fadd float %1943, %1944
+  store float %1945, ptr %adam.m_new, align 4
+  %v720 = getelementptr inbounds float, ptr %v, i64 %adam.i107716
+  %1946 = load float, ptr %v720, align 4
+  %1947 = fmul float 0x3FEFF7CEE0000000, %1946
+  %g721 = load float, ptr %adam.g, align 4
+  %1948 = fmul float 0x3F50624000000000, %g721
+  %g722 = load float, ptr %adam.g, align 4
+  %1949 = fmul float %1948, %g722
+  %1950 = fadd float %1947, %1949
+  store float %1950, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m706 = getelementptr inbounds float, ptr %m, i64 %adam.i91699
-  store float %m_new, ptr %m706, align 4
+  %m723 = getelementptr inbounds float, ptr %m, i64 %adam.i107716
+  store float %m_new, ptr %m723, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v707 = getelementptr inbounds float, ptr %v, i64 %adam.i91699
-  store float %v_new, ptr %v707, align 4
-  %params708 = getelementptr inbounds float, ptr %params, i64 %adam.i91699
-  %1907 = load float, ptr %params708, align 4
-  %step_size89 = load float, ptr %adam.step_size89, align 4
-  %m_new709 = load float, ptr %adam.m_new, align 4
-  %1908 = fmul float %step_size89, %m_new709
-  %v_new710 = load float, ptr %adam.v_new, align 4
-  %1909 = call float @llvm.sqrt.f32(float %v_new710)
-  %bc2_sqrt90 = load float, ptr %adam.bc2_sqrt90, align 4
-  %1910 = fdiv float %1909, %bc2_sqrt90
-  %1911 = fadd float %1910, 0x3E45798EE0000000
-  %1912 = fdiv float %1908, %1911
-  %1913 = fsub float %1907, %1912
-  %params711 = getelementptr inbounds float, ptr %params, i64 %adam.i91699
-  store float %1913, ptr %params711, align 4
-  %i91.next = add nsw i64 %adam.i91699, 1
-  %1914 = icmp slt i64 %i91.next, 1490
-  br i1 %1914, label %adam.i91, label %adam.i91.end
+  %v724 = getelementptr inbounds float, ptr %v, i64 %adam.i107716
+  store float %v_new, ptr %v724, align 4
+  %params725 = getelementptr inbounds float, ptr %params, i64 %adam.i107716
+  %1951 = load float, ptr %params725, align 4
+  %step_size105 = load float, ptr %adam.step_size105, align 4
+  %m_new726 = load float, ptr %adam.m_new, align 4
+  %1952 = fmul float %step_size105, %m_new726
+  %v_new727 = load float, ptr %adam.v_new, align 4
+  %1953 = call float @llvm.sqrt.f32(float %v_new727)
+  %bc2_sqrt106 = load float, ptr %adam.bc2_sqrt106, align 4
+  %1954 = fdiv float %1953, %bc2_sqrt106
+  %1955 = fadd float %1954, 0x3E45798EE0000000
+  %1956 = fdiv float %1952, %1955
+  %1957 = fsub float %1951, %1956
+  %params728 = getelementptr inbounds float, ptr %params, i64 %adam.i107716
+  store float %1957, ptr %params728, align 4
+  %i107.next = add nsw i64 %adam.i107716, 1
+  %1958 = icmp slt i64 %i107.next, 1490
+  br i1 %1958, label %adam.i107, label %adam.i107.end
 
-adam.i91.end:                                     ; preds = %adam.i91
+adam.i107.end:                                    ; preds = %adam.i107
   ret void
 }
 

@@ -731,49 +731,54 @@ public func tiny_train_b64(
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i86
-    var i86 = 0
-    while i86 &+ 16 <= 169 {
-      store16(arena, 0 &+ i86, SIMD16<Float>(repeating: Float(1)))
-      i86 &+= 16
+  for f86 in 0..<4 {
+    var acc87 = SIMD16<Float>()
+    for img88 in 0..<64 {
+      for i89 in 0..<10 {
+        acc87 = acc87.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((28944 +% (img88 *% 676)) +% (f86 *% 169)) +% (i89 *% 16))))
+      }
+      acc87 = acc87.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((28944 +% (img88 *% 676)) +% (f86 *% 169)) +% 160), 9))
     }
-    while i86 < 169 {
-      arena[i86] = Float(1)
-      i86 &+= 1
-    }
-  }
-  do {  // SIMD16 over i87
-    var i87 = 0
-    while i87 < 4 {
-      grads[(36 +% i87)] = Float(0)
-      i87 &+= 1
-    }
-  }
-  for img88 in 0..<64 {
-    sgemm(101, 111, 111, 4, 1, 169, 1, arena + (28944 +% (img88 *% 676)), 169, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 36, 1)
+    store16(arena, 0, acc87)
+    var sum90: Float = (arena[0] + arena[1])
+    var sum91: Float = (sum90 + arena[2])
+    var sum92: Float = (sum91 + arena[3])
+    var sum93: Float = (sum92 + arena[4])
+    var sum94: Float = (sum93 + arena[5])
+    var sum95: Float = (sum94 + arena[6])
+    var sum96: Float = (sum95 + arena[7])
+    var sum97: Float = (sum96 + arena[8])
+    var sum98: Float = (sum97 + arena[9])
+    var sum99: Float = (sum98 + arena[10])
+    var sum100: Float = (sum99 + arena[11])
+    var sum101: Float = (sum100 + arena[12])
+    var sum102: Float = (sum101 + arena[13])
+    var sum103: Float = (sum102 + arena[14])
+    var sum104: Float = (sum103 + arena[15])
+    grads[(36 +% f86)] = sum104
   }
   // adam = update of 1490 parameters
-  var step_size89: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt90: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i91
-    var i91 = 0
-    while i91 &+ 16 <= 1490 {
-      let g_v = (load16(grads, 0 &+ i91) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i91)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i91)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i91)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i91, m_new_v)
-      store16(v, 0 &+ i91, v_new_v)
-      store16(params, 0 &+ i91, (load16(params, 0 &+ i91) - ((SIMD16<Float>(repeating: step_size89) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt90)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i91 &+= 16
+  var step_size105: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt106: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i107
+    var i107 = 0
+    while i107 &+ 16 <= 1490 {
+      let g_v = (load16(grads, 0 &+ i107) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i107)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i107)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i107)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i107, m_new_v)
+      store16(v, 0 &+ i107, v_new_v)
+      store16(params, 0 &+ i107, (load16(params, 0 &+ i107) - ((SIMD16<Float>(repeating: step_size105) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt106)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i107 &+= 16
     }
-    while i91 < 1490 {
-      var g: Float = (grads[i91] + (Float(0) * params[i91]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i91]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i91]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i91] = m_new
-      v[i91] = v_new
-      params[i91] = (params[i91] - ((step_size89 * m_new) / ((sqrtf(v_new) / bc2_sqrt90) + Float(bitPattern: 0x322bcc77))))
-      i91 &+= 1
+    while i107 < 1490 {
+      var g: Float = (grads[i107] + (Float(0) * params[i107]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i107]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i107]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i107] = m_new
+      v[i107] = v_new
+      params[i107] = (params[i107] - ((step_size105 * m_new) / ((sqrtf(v_new) / bc2_sqrt106) + Float(bitPattern: 0x322bcc77))))
+      i107 &+= 1
     }
   }
 }

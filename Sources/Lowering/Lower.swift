@@ -193,8 +193,7 @@ func scratchFloats(_ n: Node, _ shapes: ShapeTable) -> Int {
     let g = geometry(a, n.args[2])
     return (g.ckk + g.f) * g.cols
   case .conv2dGradBias:
-    let dy = shapes[n.args[0]]!.dims
-    return dy[2] * dy[3]  // a vector of ones
+    return vectorLanes  // the accumulator's lanes, summed in order
   default: return 0
   }
 }

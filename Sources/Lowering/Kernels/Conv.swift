@@ -269,19 +269,34 @@ extension Emitter {
     return out
   }
 
-  /// db[f] = sum over images and pixels of dy: one matrix-vector product per image against a vector of
-  /// ones, accumulated in image order (vectorised by BLAS, and the same order every run).
+  /// db[f] = sum over images and pixels of dy: a 16-lane accumulator per filter over every image's plane
+  /// (a masked load for the plane's tail), then its lanes summed in order. The same order every run.
   mutating func convGradBias(_ n: Node) {
     let dy = at(n.args[0]), d = dims(n.args[0])
     let db = at(n.name)
-    let plane = d[2] * d[3]
-    let ones = plan.scratch[n.name]!
-    body.append(elementwise(plane) { i in .store(.arena, .c(ones.offset) + i, .c(1)) })
-    body.append(zero(db))
-    body.append(loop("img", d[0]) { _, img in
-      [.gemm(Gemm(transA: false, transB: false, m: d[1], n: 1, k: plane, a: (dy.base, .c(dy.offset) + img * (d[1] * plane)), lda: plane,
-                  b: (.arena, .c(ones.offset)), ldb: 1, beta: 1, c: (db.base, .c(db.offset)), ldc: 1))]
+    let plane = d[2] * d[3], full = plane / vectorLanes, tail = plane % vectorLanes
+    let lanes = plan.scratch[n.name]!.offset
+    body.append(loop("f", d[1]) { e, fi in
+      let acc = e.fresh("acc")
+      // fma(1, x, acc) rounds once, exactly like acc + x.
+      func add(_ at: IExpr, _ count: Int) -> Stmt { .vset(acc, .fma(.broadcast(.c(1)), .load(dy.base, at, lanes: count), .local(acc))) }
+      var out: [Stmt] = [.vlocal(acc, .zero)]
+      out.append(e.loop("img", d[0]) { e, img in
+        let base = IExpr.c(dy.offset) + img * (d[1] * plane) + fi * plane
+        var inner: [Stmt] = []
+        if full > 0 { inner.append(e.loop("i", full) { _, i in [add(base + i * vectorLanes, vectorLanes)] }) }
+        if tail > 0 { inner.append(add(base + full * vectorLanes, tail)) }
+        return inner
+      })
+      out.append(.vstore(.arena, .c(lanes), .local(acc), lanes: vectorLanes))
+      var sum = FExpr.load(.arena, .c(lanes))
+      for l in 1..<vectorLanes {
+        let partial = e.fresh("sum")
+        out.append(.local(partial, sum + .load(.arena, .c(lanes + l))))
+        sum = .local(partial)
+      }
+      out.append(.store(db.base, .c(db.offset) + fi, sum))
+      return out
     })
   }
-
 }
