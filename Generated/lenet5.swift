@@ -311,7 +311,7 @@ public func lenet5_train_b64(
       }
     }
     for nb49 in 0..<25 {
-      for mb50 in 0..<2 {
+      for mb50 in 0..<4 {
         var t51_c0_0 = SIMD16<Float>()
         var t51_c0_1 = SIMD16<Float>()
         var t51_c0_2 = SIMD16<Float>()
@@ -328,2032 +328,953 @@ public func lenet5_train_b64(
         var t51_c3_1 = SIMD16<Float>()
         var t51_c3_2 = SIMD16<Float>()
         var t51_c3_3 = SIMD16<Float>()
-        var t51_c4_0 = SIMD16<Float>()
-        var t51_c4_1 = SIMD16<Float>()
-        var t51_c4_2 = SIMD16<Float>()
-        var t51_c4_3 = SIMD16<Float>()
-        var t51_c5_0 = SIMD16<Float>()
-        var t51_c5_1 = SIMD16<Float>()
-        var t51_c5_2 = SIMD16<Float>()
-        var t51_c5_3 = SIMD16<Float>()
         for k52 in 0..<150 {
           let t51_b0 = load16(arena, ((478720 +% (k52 *% 1600)) +% (nb49 *% 64)))
           let t51_b1 = load16(arena, (((478720 +% (k52 *% 1600)) +% (nb49 *% 64)) +% 16))
           let t51_b2 = load16(arena, (((478720 +% (k52 *% 1600)) +% (nb49 *% 64)) +% 32))
           let t51_b3 = load16(arena, (((478720 +% (k52 *% 1600)) +% (nb49 *% 64)) +% 48))
-          let t51_a0 = SIMD16<Float>(repeating: params[((156 +% ((mb50 *% 6) *% 150)) +% k52)])
+          let t51_a0 = SIMD16<Float>(repeating: params[((156 +% ((mb50 *% 4) *% 150)) +% k52)])
           t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
           t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
           t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
           t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
-          let t51_a1 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 6) +% 1) *% 150)) +% k52)])
+          let t51_a1 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 4) +% 1) *% 150)) +% k52)])
           t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
           t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
           t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
           t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
-          let t51_a2 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 6) +% 2) *% 150)) +% k52)])
+          let t51_a2 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 4) +% 2) *% 150)) +% k52)])
           t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
           t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
           t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
           t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
-          let t51_a3 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 6) +% 3) *% 150)) +% k52)])
+          let t51_a3 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 4) +% 3) *% 150)) +% k52)])
           t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
           t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
           t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
           t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
-          let t51_a4 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 6) +% 4) *% 150)) +% k52)])
-          t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
-          t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
-          t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
-          t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
-          let t51_a5 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 6) +% 5) *% 150)) +% k52)])
-          t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
-          t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
-          t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
-          t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
         }
-        store16(arena, ((718720 +% ((mb50 *% 6) *% 1600)) +% (nb49 *% 64)), t51_c0_0)
-        store16(arena, (((718720 +% ((mb50 *% 6) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c0_1)
-        store16(arena, (((718720 +% ((mb50 *% 6) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c0_2)
-        store16(arena, (((718720 +% ((mb50 *% 6) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c0_3)
-        store16(arena, ((718720 +% (((mb50 *% 6) +% 1) *% 1600)) +% (nb49 *% 64)), t51_c1_0)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 1) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c1_1)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 1) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c1_2)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 1) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c1_3)
-        store16(arena, ((718720 +% (((mb50 *% 6) +% 2) *% 1600)) +% (nb49 *% 64)), t51_c2_0)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 2) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c2_1)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 2) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c2_2)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 2) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c2_3)
-        store16(arena, ((718720 +% (((mb50 *% 6) +% 3) *% 1600)) +% (nb49 *% 64)), t51_c3_0)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 3) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c3_1)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 3) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c3_2)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 3) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c3_3)
-        store16(arena, ((718720 +% (((mb50 *% 6) +% 4) *% 1600)) +% (nb49 *% 64)), t51_c4_0)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 4) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c4_1)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 4) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c4_2)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 4) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c4_3)
-        store16(arena, ((718720 +% (((mb50 *% 6) +% 5) *% 1600)) +% (nb49 *% 64)), t51_c5_0)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 5) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c5_1)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 5) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c5_2)
-        store16(arena, (((718720 +% (((mb50 *% 6) +% 5) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c5_3)
+        store16(arena, ((718720 +% ((mb50 *% 4) *% 1600)) +% (nb49 *% 64)), t51_c0_0)
+        store16(arena, (((718720 +% ((mb50 *% 4) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c0_1)
+        store16(arena, (((718720 +% ((mb50 *% 4) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c0_2)
+        store16(arena, (((718720 +% ((mb50 *% 4) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c0_3)
+        store16(arena, ((718720 +% (((mb50 *% 4) +% 1) *% 1600)) +% (nb49 *% 64)), t51_c1_0)
+        store16(arena, (((718720 +% (((mb50 *% 4) +% 1) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c1_1)
+        store16(arena, (((718720 +% (((mb50 *% 4) +% 1) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c1_2)
+        store16(arena, (((718720 +% (((mb50 *% 4) +% 1) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c1_3)
+        store16(arena, ((718720 +% (((mb50 *% 4) +% 2) *% 1600)) +% (nb49 *% 64)), t51_c2_0)
+        store16(arena, (((718720 +% (((mb50 *% 4) +% 2) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c2_1)
+        store16(arena, (((718720 +% (((mb50 *% 4) +% 2) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c2_2)
+        store16(arena, (((718720 +% (((mb50 *% 4) +% 2) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c2_3)
+        store16(arena, ((718720 +% (((mb50 *% 4) +% 3) *% 1600)) +% (nb49 *% 64)), t51_c3_0)
+        store16(arena, (((718720 +% (((mb50 *% 4) +% 3) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c3_1)
+        store16(arena, (((718720 +% (((mb50 *% 4) +% 3) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c3_2)
+        store16(arena, (((718720 +% (((mb50 *% 4) +% 3) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c3_3)
       }
-      var t53_c0_0 = SIMD16<Float>()
-      var t53_c0_1 = SIMD16<Float>()
-      var t53_c0_2 = SIMD16<Float>()
-      var t53_c0_3 = SIMD16<Float>()
-      var t53_c1_0 = SIMD16<Float>()
-      var t53_c1_1 = SIMD16<Float>()
-      var t53_c1_2 = SIMD16<Float>()
-      var t53_c1_3 = SIMD16<Float>()
-      var t53_c2_0 = SIMD16<Float>()
-      var t53_c2_1 = SIMD16<Float>()
-      var t53_c2_2 = SIMD16<Float>()
-      var t53_c2_3 = SIMD16<Float>()
-      var t53_c3_0 = SIMD16<Float>()
-      var t53_c3_1 = SIMD16<Float>()
-      var t53_c3_2 = SIMD16<Float>()
-      var t53_c3_3 = SIMD16<Float>()
-      for k54 in 0..<150 {
-        let t53_b0 = load16(arena, ((478720 +% (k54 *% 1600)) +% (nb49 *% 64)))
-        let t53_b1 = load16(arena, (((478720 +% (k54 *% 1600)) +% (nb49 *% 64)) +% 16))
-        let t53_b2 = load16(arena, (((478720 +% (k54 *% 1600)) +% (nb49 *% 64)) +% 32))
-        let t53_b3 = load16(arena, (((478720 +% (k54 *% 1600)) +% (nb49 *% 64)) +% 48))
-        let t53_a0 = SIMD16<Float>(repeating: params[(1956 +% k54)])
-        t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
-        t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
-        t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
-        t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
-        let t53_a1 = SIMD16<Float>(repeating: params[(2106 +% k54)])
-        t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
-        t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
-        t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
-        t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
-        let t53_a2 = SIMD16<Float>(repeating: params[(2256 +% k54)])
-        t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
-        t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
-        t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
-        t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
-        let t53_a3 = SIMD16<Float>(repeating: params[(2406 +% k54)])
-        t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
-        t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
-        t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
-        t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
-      }
-      store16(arena, (737920 +% (nb49 *% 64)), t53_c0_0)
-      store16(arena, ((737920 +% (nb49 *% 64)) +% 16), t53_c0_1)
-      store16(arena, ((737920 +% (nb49 *% 64)) +% 32), t53_c0_2)
-      store16(arena, ((737920 +% (nb49 *% 64)) +% 48), t53_c0_3)
-      store16(arena, (739520 +% (nb49 *% 64)), t53_c1_0)
-      store16(arena, ((739520 +% (nb49 *% 64)) +% 16), t53_c1_1)
-      store16(arena, ((739520 +% (nb49 *% 64)) +% 32), t53_c1_2)
-      store16(arena, ((739520 +% (nb49 *% 64)) +% 48), t53_c1_3)
-      store16(arena, (741120 +% (nb49 *% 64)), t53_c2_0)
-      store16(arena, ((741120 +% (nb49 *% 64)) +% 16), t53_c2_1)
-      store16(arena, ((741120 +% (nb49 *% 64)) +% 32), t53_c2_2)
-      store16(arena, ((741120 +% (nb49 *% 64)) +% 48), t53_c2_3)
-      store16(arena, (742720 +% (nb49 *% 64)), t53_c3_0)
-      store16(arena, ((742720 +% (nb49 *% 64)) +% 16), t53_c3_1)
-      store16(arena, ((742720 +% (nb49 *% 64)) +% 32), t53_c3_2)
-      store16(arena, ((742720 +% (nb49 *% 64)) +% 48), t53_c3_3)
     }
-    for j55 in 0..<16 {
-      for f56 in 0..<16 {
-        do {  // SIMD16 over i57
-          var i57 = 0
-          while i57 &+ 16 <= 100 {
-            store16(arena, ((376320 +% (((g35 *% 16) +% j55) *% 1600)) +% (f56 *% 100)) &+ i57, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((718720 +% (f56 *% 1600)) +% (j55 *% 100)) &+ i57) + SIMD16<Float>(repeating: params[(2556 +% f56)])), where: (load16(arena, ((718720 +% (f56 *% 1600)) +% (j55 *% 100)) &+ i57) + SIMD16<Float>(repeating: params[(2556 +% f56)])) .> SIMD16<Float>(repeating: Float(0))))
-            i57 &+= 16
+    for j53 in 0..<16 {
+      for f54 in 0..<16 {
+        do {  // SIMD16 over i55
+          var i55 = 0
+          while i55 &+ 16 <= 100 {
+            store16(arena, ((376320 +% (((g35 *% 16) +% j53) *% 1600)) +% (f54 *% 100)) &+ i55, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((718720 +% (f54 *% 1600)) +% (j53 *% 100)) &+ i55) + SIMD16<Float>(repeating: params[(2556 +% f54)])), where: (load16(arena, ((718720 +% (f54 *% 1600)) +% (j53 *% 100)) &+ i55) + SIMD16<Float>(repeating: params[(2556 +% f54)])) .> SIMD16<Float>(repeating: Float(0))))
+            i55 &+= 16
           }
-          while i57 < 100 {
-            arena[(((376320 +% (((g35 *% 16) +% j55) *% 1600)) +% (f56 *% 100)) +% i57)] = ((arena[(((718720 +% (f56 *% 1600)) +% (j55 *% 100)) +% i57)] + params[(2556 +% f56)]) > Float(0) ? (arena[(((718720 +% (f56 *% 1600)) +% (j55 *% 100)) +% i57)] + params[(2556 +% f56)]) : Float(0))
-            i57 &+= 1
+          while i55 < 100 {
+            arena[(((376320 +% (((g35 *% 16) +% j53) *% 1600)) +% (f54 *% 100)) +% i55)] = ((arena[(((718720 +% (f54 *% 1600)) +% (j53 *% 100)) +% i55)] + params[(2556 +% f54)]) > Float(0) ? (arena[(((718720 +% (f54 *% 1600)) +% (j53 *% 100)) +% i55)] + params[(2556 +% f54)]) : Float(0))
+            i55 &+= 1
           }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q58 in 0..<1024 {
-    for py59 in 0..<5 {
-      for px60 in 0..<5 {
-        var acc61: Float = Float(0)
-        acc61 = (acc61 + arena[(376320 +% (((q58 *% 100) +% (py59 *% 20)) +% (px60 *% 2)))])
-        acc61 = (acc61 + arena[((376320 +% (((q58 *% 100) +% (py59 *% 20)) +% (px60 *% 2))) +% 1)])
-        acc61 = (acc61 + arena[((376320 +% (((q58 *% 100) +% (py59 *% 20)) +% (px60 *% 2))) +% 10)])
-        acc61 = (acc61 + arena[(((376320 +% (((q58 *% 100) +% (py59 *% 20)) +% (px60 *% 2))) +% 10) +% 1)])
-        arena[(((478720 +% (q58 *% 25)) +% (py59 *% 5)) +% px60)] = (acc61 * Float(bitPattern: 0x3e800000))
+  for q56 in 0..<1024 {
+    for py57 in 0..<5 {
+      for px58 in 0..<5 {
+        var acc59: Float = Float(0)
+        acc59 = (acc59 + arena[(376320 +% (((q56 *% 100) +% (py57 *% 20)) +% (px58 *% 2)))])
+        acc59 = (acc59 + arena[((376320 +% (((q56 *% 100) +% (py57 *% 20)) +% (px58 *% 2))) +% 1)])
+        acc59 = (acc59 + arena[((376320 +% (((q56 *% 100) +% (py57 *% 20)) +% (px58 *% 2))) +% 10)])
+        acc59 = (acc59 + arena[(((376320 +% (((q56 *% 100) +% (py57 *% 20)) +% (px58 *% 2))) +% 10) +% 1)])
+        arena[(((478720 +% (q56 *% 25)) +% (py57 *% 5)) +% px58)] = (acc59 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 120, 400, 1, arena + 478720, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 504320, 120)
-  for n62 in 0..<64 {
-    do {  // SIMD16 over u63
-      var u63 = 0
-      while u63 &+ 16 <= 120 {
-        store16(arena, (504320 +% (n62 *% 120)) &+ u63, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (504320 +% (n62 *% 120)) &+ u63) + load16(params, 50572 &+ u63)), where: (load16(arena, (504320 +% (n62 *% 120)) &+ u63) + load16(params, 50572 &+ u63)) .> SIMD16<Float>(repeating: Float(0))))
-        u63 &+= 16
+  for n60 in 0..<64 {
+    do {  // SIMD16 over u61
+      var u61 = 0
+      while u61 &+ 16 <= 120 {
+        store16(arena, (504320 +% (n60 *% 120)) &+ u61, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (504320 +% (n60 *% 120)) &+ u61) + load16(params, 50572 &+ u61)), where: (load16(arena, (504320 +% (n60 *% 120)) &+ u61) + load16(params, 50572 &+ u61)) .> SIMD16<Float>(repeating: Float(0))))
+        u61 &+= 16
       }
-      while u63 < 120 {
-        arena[((504320 +% (n62 *% 120)) +% u63)] = ((arena[((504320 +% (n62 *% 120)) +% u63)] + params[(50572 +% u63)]) > Float(0) ? (arena[((504320 +% (n62 *% 120)) +% u63)] + params[(50572 +% u63)]) : Float(0))
-        u63 &+= 1
+      while u61 < 120 {
+        arena[((504320 +% (n60 *% 120)) +% u61)] = ((arena[((504320 +% (n60 *% 120)) +% u61)] + params[(50572 +% u61)]) > Float(0) ? (arena[((504320 +% (n60 *% 120)) +% u61)] + params[(50572 +% u61)]) : Float(0))
+        u61 &+= 1
       }
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 504320, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 512000, 84)
-  for n64 in 0..<64 {
-    do {  // SIMD16 over u65
-      var u65 = 0
-      while u65 &+ 16 <= 84 {
-        store16(arena, (512000 +% (n64 *% 84)) &+ u65, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 +% (n64 *% 84)) &+ u65) + load16(params, 60772 &+ u65)), where: (load16(arena, (512000 +% (n64 *% 84)) &+ u65) + load16(params, 60772 &+ u65)) .> SIMD16<Float>(repeating: Float(0))))
-        u65 &+= 16
+  for n62 in 0..<64 {
+    do {  // SIMD16 over u63
+      var u63 = 0
+      while u63 &+ 16 <= 84 {
+        store16(arena, (512000 +% (n62 *% 84)) &+ u63, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 +% (n62 *% 84)) &+ u63) + load16(params, 60772 &+ u63)), where: (load16(arena, (512000 +% (n62 *% 84)) &+ u63) + load16(params, 60772 &+ u63)) .> SIMD16<Float>(repeating: Float(0))))
+        u63 &+= 16
       }
-      while u65 < 84 {
-        arena[((512000 +% (n64 *% 84)) +% u65)] = ((arena[((512000 +% (n64 *% 84)) +% u65)] + params[(60772 +% u65)]) > Float(0) ? (arena[((512000 +% (n64 *% 84)) +% u65)] + params[(60772 +% u65)]) : Float(0))
-        u65 &+= 1
+      while u63 < 84 {
+        arena[((512000 +% (n62 *% 84)) +% u63)] = ((arena[((512000 +% (n62 *% 84)) +% u63)] + params[(60772 +% u63)]) > Float(0) ? (arena[((512000 +% (n62 *% 84)) +% u63)] + params[(60772 +% u63)]) : Float(0))
+        u63 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 512000, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 517376, 10)
-  for n66 in 0..<64 {
-    do {  // SIMD16 over u67
-      var u67 = 0
-      while u67 < 10 {
-        arena[((517376 +% (n66 *% 10)) +% u67)] = (arena[((517376 +% (n66 *% 10)) +% u67)] + params[(61696 +% u67)])
-        u67 &+= 1
+  for n64 in 0..<64 {
+    do {  // SIMD16 over u65
+      var u65 = 0
+      while u65 < 10 {
+        arena[((517376 +% (n64 *% 10)) +% u65)] = (arena[((517376 +% (n64 *% 10)) +% u65)] + params[(61696 +% u65)])
+        u65 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc3, label)
-  var total68: Float = Float(0)
-  for n69 in 0..<64 {
-    var m70: Float = arena[(517376 +% (n69 *% 10))]
-    for k72 in 0..<10 {
-      m70 = { let x = m70, y = arena[((517376 +% (n69 *% 10)) +% k72)]; return y > x ? y : x }()
+  var total66: Float = Float(0)
+  for n67 in 0..<64 {
+    var m68: Float = arena[(517376 +% (n67 *% 10))]
+    for k70 in 0..<10 {
+      m68 = { let x = m68, y = arena[((517376 +% (n67 *% 10)) +% k70)]; return y > x ? y : x }()
     }
-    var s71: Float = Float(0)
-    for k73 in 0..<10 {
-      s71 = (s71 + expf((arena[((517376 +% (n69 *% 10)) +% k73)] - m70)))
+    var s69: Float = Float(0)
+    for k71 in 0..<10 {
+      s69 = (s69 + expf((arena[((517376 +% (n67 *% 10)) +% k71)] - m68)))
     }
-    total68 = (total68 + ((m70 + logf(s71)) - arena[((517376 +% (n69 *% 10)) +% Int(labels[n69]))]))
+    total66 = (total66 + ((m68 + logf(s69)) - arena[((517376 +% (n67 *% 10)) +% Int(labels[n67]))]))
   }
-  arena[518016] = (total68 / Float(64))
+  arena[518016] = (total66 / Float(64))
   // fc3_grad = cross_entropy_grad(fc3, label)
-  for n74 in 0..<64 {
-    var m75: Float = arena[(517376 +% (n74 *% 10))]
+  for n72 in 0..<64 {
+    var m73: Float = arena[(517376 +% (n72 *% 10))]
+    for k75 in 0..<10 {
+      m73 = { let x = m73, y = arena[((517376 +% (n72 *% 10)) +% k75)]; return y > x ? y : x }()
+    }
+    var s74: Float = Float(0)
+    for k76 in 0..<10 {
+      s74 = (s74 + expf((arena[((517376 +% (n72 *% 10)) +% k76)] - m73)))
+    }
     for k77 in 0..<10 {
-      m75 = { let x = m75, y = arena[((517376 +% (n74 *% 10)) +% k77)]; return y > x ? y : x }()
-    }
-    var s76: Float = Float(0)
-    for k78 in 0..<10 {
-      s76 = (s76 + expf((arena[((517376 +% (n74 *% 10)) +% k78)] - m75)))
-    }
-    for k79 in 0..<10 {
-      arena[((518032 +% (n74 *% 10)) +% k79)] = ((k79 == Int(labels[n74]) ? ((expf((arena[((517376 +% (n74 *% 10)) +% k79)] - m75)) / s76) - Float(1)) : (expf((arena[((517376 +% (n74 *% 10)) +% k79)] - m75)) / s76)) / Float(64))
+      arena[((518032 +% (n72 *% 10)) +% k77)] = ((k77 == Int(labels[n72]) ? ((expf((arena[((517376 +% (n72 *% 10)) +% k77)] - m73)) / s74) - Float(1)) : (expf((arena[((517376 +% (n72 *% 10)) +% k77)] - m73)) / s74)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
-  for nb80 in 0..<1 {
-    for mb81 in 0..<1 {
-      var t82_c0_0 = SIMD16<Float>()
-      var t82_c0_1 = SIMD16<Float>()
-      var t82_c0_2 = SIMD16<Float>()
-      var t82_c0_3 = SIMD16<Float>()
-      var t82_c1_0 = SIMD16<Float>()
-      var t82_c1_1 = SIMD16<Float>()
-      var t82_c1_2 = SIMD16<Float>()
-      var t82_c1_3 = SIMD16<Float>()
-      var t82_c2_0 = SIMD16<Float>()
-      var t82_c2_1 = SIMD16<Float>()
-      var t82_c2_2 = SIMD16<Float>()
-      var t82_c2_3 = SIMD16<Float>()
-      var t82_c3_0 = SIMD16<Float>()
-      var t82_c3_1 = SIMD16<Float>()
-      var t82_c3_2 = SIMD16<Float>()
-      var t82_c3_3 = SIMD16<Float>()
-      var t82_c4_0 = SIMD16<Float>()
-      var t82_c4_1 = SIMD16<Float>()
-      var t82_c4_2 = SIMD16<Float>()
-      var t82_c4_3 = SIMD16<Float>()
-      var t82_c5_0 = SIMD16<Float>()
-      var t82_c5_1 = SIMD16<Float>()
-      var t82_c5_2 = SIMD16<Float>()
-      var t82_c5_3 = SIMD16<Float>()
-      for k83 in 0..<64 {
-        let t82_b0 = load16(arena, ((512000 +% (k83 *% 84)) +% (nb80 *% 64)))
-        let t82_b1 = load16(arena, (((512000 +% (k83 *% 84)) +% (nb80 *% 64)) +% 16))
-        let t82_b2 = load16(arena, (((512000 +% (k83 *% 84)) +% (nb80 *% 64)) +% 32))
-        let t82_b3 = load16(arena, (((512000 +% (k83 *% 84)) +% (nb80 *% 64)) +% 48))
-        let t82_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb81 *% 6)) +% (k83 *% 10))])
-        t82_c0_0 = t82_c0_0.addingProduct(t82_a0, t82_b0)
-        t82_c0_1 = t82_c0_1.addingProduct(t82_a0, t82_b1)
-        t82_c0_2 = t82_c0_2.addingProduct(t82_a0, t82_b2)
-        t82_c0_3 = t82_c0_3.addingProduct(t82_a0, t82_b3)
-        let t82_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb81 *% 6) +% 1)) +% (k83 *% 10))])
-        t82_c1_0 = t82_c1_0.addingProduct(t82_a1, t82_b0)
-        t82_c1_1 = t82_c1_1.addingProduct(t82_a1, t82_b1)
-        t82_c1_2 = t82_c1_2.addingProduct(t82_a1, t82_b2)
-        t82_c1_3 = t82_c1_3.addingProduct(t82_a1, t82_b3)
-        let t82_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb81 *% 6) +% 2)) +% (k83 *% 10))])
-        t82_c2_0 = t82_c2_0.addingProduct(t82_a2, t82_b0)
-        t82_c2_1 = t82_c2_1.addingProduct(t82_a2, t82_b1)
-        t82_c2_2 = t82_c2_2.addingProduct(t82_a2, t82_b2)
-        t82_c2_3 = t82_c2_3.addingProduct(t82_a2, t82_b3)
-        let t82_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb81 *% 6) +% 3)) +% (k83 *% 10))])
-        t82_c3_0 = t82_c3_0.addingProduct(t82_a3, t82_b0)
-        t82_c3_1 = t82_c3_1.addingProduct(t82_a3, t82_b1)
-        t82_c3_2 = t82_c3_2.addingProduct(t82_a3, t82_b2)
-        t82_c3_3 = t82_c3_3.addingProduct(t82_a3, t82_b3)
-        let t82_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb81 *% 6) +% 4)) +% (k83 *% 10))])
-        t82_c4_0 = t82_c4_0.addingProduct(t82_a4, t82_b0)
-        t82_c4_1 = t82_c4_1.addingProduct(t82_a4, t82_b1)
-        t82_c4_2 = t82_c4_2.addingProduct(t82_a4, t82_b2)
-        t82_c4_3 = t82_c4_3.addingProduct(t82_a4, t82_b3)
-        let t82_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb81 *% 6) +% 5)) +% (k83 *% 10))])
-        t82_c5_0 = t82_c5_0.addingProduct(t82_a5, t82_b0)
-        t82_c5_1 = t82_c5_1.addingProduct(t82_a5, t82_b1)
-        t82_c5_2 = t82_c5_2.addingProduct(t82_a5, t82_b2)
-        t82_c5_3 = t82_c5_3.addingProduct(t82_a5, t82_b3)
-      }
-      store16(grads, ((60856 +% ((mb81 *% 6) *% 84)) +% (nb80 *% 64)), t82_c0_0)
-      store16(grads, (((60856 +% ((mb81 *% 6) *% 84)) +% (nb80 *% 64)) +% 16), t82_c0_1)
-      store16(grads, (((60856 +% ((mb81 *% 6) *% 84)) +% (nb80 *% 64)) +% 32), t82_c0_2)
-      store16(grads, (((60856 +% ((mb81 *% 6) *% 84)) +% (nb80 *% 64)) +% 48), t82_c0_3)
-      store16(grads, ((60856 +% (((mb81 *% 6) +% 1) *% 84)) +% (nb80 *% 64)), t82_c1_0)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 1) *% 84)) +% (nb80 *% 64)) +% 16), t82_c1_1)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 1) *% 84)) +% (nb80 *% 64)) +% 32), t82_c1_2)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 1) *% 84)) +% (nb80 *% 64)) +% 48), t82_c1_3)
-      store16(grads, ((60856 +% (((mb81 *% 6) +% 2) *% 84)) +% (nb80 *% 64)), t82_c2_0)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 2) *% 84)) +% (nb80 *% 64)) +% 16), t82_c2_1)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 2) *% 84)) +% (nb80 *% 64)) +% 32), t82_c2_2)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 2) *% 84)) +% (nb80 *% 64)) +% 48), t82_c2_3)
-      store16(grads, ((60856 +% (((mb81 *% 6) +% 3) *% 84)) +% (nb80 *% 64)), t82_c3_0)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 3) *% 84)) +% (nb80 *% 64)) +% 16), t82_c3_1)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 3) *% 84)) +% (nb80 *% 64)) +% 32), t82_c3_2)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 3) *% 84)) +% (nb80 *% 64)) +% 48), t82_c3_3)
-      store16(grads, ((60856 +% (((mb81 *% 6) +% 4) *% 84)) +% (nb80 *% 64)), t82_c4_0)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 4) *% 84)) +% (nb80 *% 64)) +% 16), t82_c4_1)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 4) *% 84)) +% (nb80 *% 64)) +% 32), t82_c4_2)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 4) *% 84)) +% (nb80 *% 64)) +% 48), t82_c4_3)
-      store16(grads, ((60856 +% (((mb81 *% 6) +% 5) *% 84)) +% (nb80 *% 64)), t82_c5_0)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 5) *% 84)) +% (nb80 *% 64)) +% 16), t82_c5_1)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 5) *% 84)) +% (nb80 *% 64)) +% 32), t82_c5_2)
-      store16(grads, (((60856 +% (((mb81 *% 6) +% 5) *% 84)) +% (nb80 *% 64)) +% 48), t82_c5_3)
-    }
-    var t84_c0_0 = SIMD16<Float>()
-    var t84_c0_1 = SIMD16<Float>()
-    var t84_c0_2 = SIMD16<Float>()
-    var t84_c0_3 = SIMD16<Float>()
-    var t84_c1_0 = SIMD16<Float>()
-    var t84_c1_1 = SIMD16<Float>()
-    var t84_c1_2 = SIMD16<Float>()
-    var t84_c1_3 = SIMD16<Float>()
-    var t84_c2_0 = SIMD16<Float>()
-    var t84_c2_1 = SIMD16<Float>()
-    var t84_c2_2 = SIMD16<Float>()
-    var t84_c2_3 = SIMD16<Float>()
-    var t84_c3_0 = SIMD16<Float>()
-    var t84_c3_1 = SIMD16<Float>()
-    var t84_c3_2 = SIMD16<Float>()
-    var t84_c3_3 = SIMD16<Float>()
-    for k85 in 0..<64 {
-      let t84_b0 = load16(arena, ((512000 +% (k85 *% 84)) +% (nb80 *% 64)))
-      let t84_b1 = load16(arena, (((512000 +% (k85 *% 84)) +% (nb80 *% 64)) +% 16))
-      let t84_b2 = load16(arena, (((512000 +% (k85 *% 84)) +% (nb80 *% 64)) +% 32))
-      let t84_b3 = load16(arena, (((512000 +% (k85 *% 84)) +% (nb80 *% 64)) +% 48))
-      let t84_a0 = SIMD16<Float>(repeating: arena[(518038 +% (k85 *% 10))])
-      t84_c0_0 = t84_c0_0.addingProduct(t84_a0, t84_b0)
-      t84_c0_1 = t84_c0_1.addingProduct(t84_a0, t84_b1)
-      t84_c0_2 = t84_c0_2.addingProduct(t84_a0, t84_b2)
-      t84_c0_3 = t84_c0_3.addingProduct(t84_a0, t84_b3)
-      let t84_a1 = SIMD16<Float>(repeating: arena[(518039 +% (k85 *% 10))])
-      t84_c1_0 = t84_c1_0.addingProduct(t84_a1, t84_b0)
-      t84_c1_1 = t84_c1_1.addingProduct(t84_a1, t84_b1)
-      t84_c1_2 = t84_c1_2.addingProduct(t84_a1, t84_b2)
-      t84_c1_3 = t84_c1_3.addingProduct(t84_a1, t84_b3)
-      let t84_a2 = SIMD16<Float>(repeating: arena[(518040 +% (k85 *% 10))])
-      t84_c2_0 = t84_c2_0.addingProduct(t84_a2, t84_b0)
-      t84_c2_1 = t84_c2_1.addingProduct(t84_a2, t84_b1)
-      t84_c2_2 = t84_c2_2.addingProduct(t84_a2, t84_b2)
-      t84_c2_3 = t84_c2_3.addingProduct(t84_a2, t84_b3)
-      let t84_a3 = SIMD16<Float>(repeating: arena[(518041 +% (k85 *% 10))])
-      t84_c3_0 = t84_c3_0.addingProduct(t84_a3, t84_b0)
-      t84_c3_1 = t84_c3_1.addingProduct(t84_a3, t84_b1)
-      t84_c3_2 = t84_c3_2.addingProduct(t84_a3, t84_b2)
-      t84_c3_3 = t84_c3_3.addingProduct(t84_a3, t84_b3)
-    }
-    store16(grads, (61360 +% (nb80 *% 64)), t84_c0_0)
-    store16(grads, ((61360 +% (nb80 *% 64)) +% 16), t84_c0_1)
-    store16(grads, ((61360 +% (nb80 *% 64)) +% 32), t84_c0_2)
-    store16(grads, ((61360 +% (nb80 *% 64)) +% 48), t84_c0_3)
-    store16(grads, (61444 +% (nb80 *% 64)), t84_c1_0)
-    store16(grads, ((61444 +% (nb80 *% 64)) +% 16), t84_c1_1)
-    store16(grads, ((61444 +% (nb80 *% 64)) +% 32), t84_c1_2)
-    store16(grads, ((61444 +% (nb80 *% 64)) +% 48), t84_c1_3)
-    store16(grads, (61528 +% (nb80 *% 64)), t84_c2_0)
-    store16(grads, ((61528 +% (nb80 *% 64)) +% 16), t84_c2_1)
-    store16(grads, ((61528 +% (nb80 *% 64)) +% 32), t84_c2_2)
-    store16(grads, ((61528 +% (nb80 *% 64)) +% 48), t84_c2_3)
-    store16(grads, (61612 +% (nb80 *% 64)), t84_c3_0)
-    store16(grads, ((61612 +% (nb80 *% 64)) +% 16), t84_c3_1)
-    store16(grads, ((61612 +% (nb80 *% 64)) +% 32), t84_c3_2)
-    store16(grads, ((61612 +% (nb80 *% 64)) +% 48), t84_c3_3)
-  }
-  for mb86 in 0..<1 {
-    var t87_c0_0 = SIMD16<Float>()
-    var t87_c0_1 = SIMD16<Float>()
-    var t87_c1_0 = SIMD16<Float>()
-    var t87_c1_1 = SIMD16<Float>()
-    var t87_c2_0 = SIMD16<Float>()
-    var t87_c2_1 = SIMD16<Float>()
-    var t87_c3_0 = SIMD16<Float>()
-    var t87_c3_1 = SIMD16<Float>()
-    var t87_c4_0 = SIMD16<Float>()
-    var t87_c4_1 = SIMD16<Float>()
-    var t87_c5_0 = SIMD16<Float>()
-    var t87_c5_1 = SIMD16<Float>()
-    for k88 in 0..<64 {
-      let t87_b0 = load16(arena, ((512000 +% (k88 *% 84)) +% 64))
-      let t87_b1 = loadPartial(arena, (((512000 +% (k88 *% 84)) +% 64) +% 16), 4)
-      let t87_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb86 *% 6)) +% (k88 *% 10))])
-      t87_c0_0 = t87_c0_0.addingProduct(t87_a0, t87_b0)
-      t87_c0_1 = t87_c0_1.addingProduct(t87_a0, t87_b1)
-      let t87_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb86 *% 6) +% 1)) +% (k88 *% 10))])
-      t87_c1_0 = t87_c1_0.addingProduct(t87_a1, t87_b0)
-      t87_c1_1 = t87_c1_1.addingProduct(t87_a1, t87_b1)
-      let t87_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb86 *% 6) +% 2)) +% (k88 *% 10))])
-      t87_c2_0 = t87_c2_0.addingProduct(t87_a2, t87_b0)
-      t87_c2_1 = t87_c2_1.addingProduct(t87_a2, t87_b1)
-      let t87_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb86 *% 6) +% 3)) +% (k88 *% 10))])
-      t87_c3_0 = t87_c3_0.addingProduct(t87_a3, t87_b0)
-      t87_c3_1 = t87_c3_1.addingProduct(t87_a3, t87_b1)
-      let t87_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb86 *% 6) +% 4)) +% (k88 *% 10))])
-      t87_c4_0 = t87_c4_0.addingProduct(t87_a4, t87_b0)
-      t87_c4_1 = t87_c4_1.addingProduct(t87_a4, t87_b1)
-      let t87_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb86 *% 6) +% 5)) +% (k88 *% 10))])
-      t87_c5_0 = t87_c5_0.addingProduct(t87_a5, t87_b0)
-      t87_c5_1 = t87_c5_1.addingProduct(t87_a5, t87_b1)
-    }
-    store16(grads, ((60856 +% ((mb86 *% 6) *% 84)) +% 64), t87_c0_0)
-    storePartial(grads, (((60856 +% ((mb86 *% 6) *% 84)) +% 64) +% 16), t87_c0_1, 4)
-    store16(grads, ((60856 +% (((mb86 *% 6) +% 1) *% 84)) +% 64), t87_c1_0)
-    storePartial(grads, (((60856 +% (((mb86 *% 6) +% 1) *% 84)) +% 64) +% 16), t87_c1_1, 4)
-    store16(grads, ((60856 +% (((mb86 *% 6) +% 2) *% 84)) +% 64), t87_c2_0)
-    storePartial(grads, (((60856 +% (((mb86 *% 6) +% 2) *% 84)) +% 64) +% 16), t87_c2_1, 4)
-    store16(grads, ((60856 +% (((mb86 *% 6) +% 3) *% 84)) +% 64), t87_c3_0)
-    storePartial(grads, (((60856 +% (((mb86 *% 6) +% 3) *% 84)) +% 64) +% 16), t87_c3_1, 4)
-    store16(grads, ((60856 +% (((mb86 *% 6) +% 4) *% 84)) +% 64), t87_c4_0)
-    storePartial(grads, (((60856 +% (((mb86 *% 6) +% 4) *% 84)) +% 64) +% 16), t87_c4_1, 4)
-    store16(grads, ((60856 +% (((mb86 *% 6) +% 5) *% 84)) +% 64), t87_c5_0)
-    storePartial(grads, (((60856 +% (((mb86 *% 6) +% 5) *% 84)) +% 64) +% 16), t87_c5_1, 4)
-  }
-  var t89_c0_0 = SIMD16<Float>()
-  var t89_c0_1 = SIMD16<Float>()
-  var t89_c1_0 = SIMD16<Float>()
-  var t89_c1_1 = SIMD16<Float>()
-  var t89_c2_0 = SIMD16<Float>()
-  var t89_c2_1 = SIMD16<Float>()
-  var t89_c3_0 = SIMD16<Float>()
-  var t89_c3_1 = SIMD16<Float>()
-  for k90 in 0..<64 {
-    let t89_b0 = load16(arena, ((512000 +% (k90 *% 84)) +% 64))
-    let t89_b1 = loadPartial(arena, (((512000 +% (k90 *% 84)) +% 64) +% 16), 4)
-    let t89_a0 = SIMD16<Float>(repeating: arena[(518038 +% (k90 *% 10))])
-    t89_c0_0 = t89_c0_0.addingProduct(t89_a0, t89_b0)
-    t89_c0_1 = t89_c0_1.addingProduct(t89_a0, t89_b1)
-    let t89_a1 = SIMD16<Float>(repeating: arena[(518039 +% (k90 *% 10))])
-    t89_c1_0 = t89_c1_0.addingProduct(t89_a1, t89_b0)
-    t89_c1_1 = t89_c1_1.addingProduct(t89_a1, t89_b1)
-    let t89_a2 = SIMD16<Float>(repeating: arena[(518040 +% (k90 *% 10))])
-    t89_c2_0 = t89_c2_0.addingProduct(t89_a2, t89_b0)
-    t89_c2_1 = t89_c2_1.addingProduct(t89_a2, t89_b1)
-    let t89_a3 = SIMD16<Float>(repeating: arena[(518041 +% (k90 *% 10))])
-    t89_c3_0 = t89_c3_0.addingProduct(t89_a3, t89_b0)
-    t89_c3_1 = t89_c3_1.addingProduct(t89_a3, t89_b1)
-  }
-  store16(grads, 61424, t89_c0_0)
-  storePartial(grads, 61440, t89_c0_1, 4)
-  store16(grads, 61508, t89_c1_0)
-  storePartial(grads, 61524, t89_c1_1, 4)
-  store16(grads, 61592, t89_c2_0)
-  storePartial(grads, 61608, t89_c2_1, 4)
-  store16(grads, 61676, t89_c3_0)
-  storePartial(grads, 61692, t89_c3_1, 4)
+  sgemm(101, 112, 111, 10, 84, 64, 1, arena + 518032, 10, arena + 512000, 84, Float(bitPattern: 0x0), grads + 60856, 84)
   // fc3_bias_grad = dense_grad_bias(fc3_grad)
-  for u91 in 0..<10 {
-    var acc92: Float = Float(0)
-    for n93 in 0..<64 {
-      acc92 = (acc92 + arena[((518032 +% (n93 *% 10)) +% u91)])
+  for u78 in 0..<10 {
+    var acc79: Float = Float(0)
+    for n80 in 0..<64 {
+      acc79 = (acc79 + arena[((518032 +% (n80 *% 10)) +% u78)])
     }
-    grads[(61696 +% u91)] = acc92
+    grads[(61696 +% u78)] = acc79
   }
   // relu4_grad = dense_grad_input(fc3_grad, fc3.weight)
-  for nb94 in 0..<1 {
-    for mb95 in 0..<10 {
-      var t96_c0_0 = SIMD16<Float>()
-      var t96_c0_1 = SIMD16<Float>()
-      var t96_c0_2 = SIMD16<Float>()
-      var t96_c0_3 = SIMD16<Float>()
-      var t96_c1_0 = SIMD16<Float>()
-      var t96_c1_1 = SIMD16<Float>()
-      var t96_c1_2 = SIMD16<Float>()
-      var t96_c1_3 = SIMD16<Float>()
-      var t96_c2_0 = SIMD16<Float>()
-      var t96_c2_1 = SIMD16<Float>()
-      var t96_c2_2 = SIMD16<Float>()
-      var t96_c2_3 = SIMD16<Float>()
-      var t96_c3_0 = SIMD16<Float>()
-      var t96_c3_1 = SIMD16<Float>()
-      var t96_c3_2 = SIMD16<Float>()
-      var t96_c3_3 = SIMD16<Float>()
-      var t96_c4_0 = SIMD16<Float>()
-      var t96_c4_1 = SIMD16<Float>()
-      var t96_c4_2 = SIMD16<Float>()
-      var t96_c4_3 = SIMD16<Float>()
-      var t96_c5_0 = SIMD16<Float>()
-      var t96_c5_1 = SIMD16<Float>()
-      var t96_c5_2 = SIMD16<Float>()
-      var t96_c5_3 = SIMD16<Float>()
-      for k97 in 0..<10 {
-        let t96_b0 = load16(params, ((60856 +% (k97 *% 84)) +% (nb94 *% 64)))
-        let t96_b1 = load16(params, (((60856 +% (k97 *% 84)) +% (nb94 *% 64)) +% 16))
-        let t96_b2 = load16(params, (((60856 +% (k97 *% 84)) +% (nb94 *% 64)) +% 32))
-        let t96_b3 = load16(params, (((60856 +% (k97 *% 84)) +% (nb94 *% 64)) +% 48))
-        let t96_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb95 *% 6) *% 10)) +% k97)])
-        t96_c0_0 = t96_c0_0.addingProduct(t96_a0, t96_b0)
-        t96_c0_1 = t96_c0_1.addingProduct(t96_a0, t96_b1)
-        t96_c0_2 = t96_c0_2.addingProduct(t96_a0, t96_b2)
-        t96_c0_3 = t96_c0_3.addingProduct(t96_a0, t96_b3)
-        let t96_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb95 *% 6) +% 1) *% 10)) +% k97)])
-        t96_c1_0 = t96_c1_0.addingProduct(t96_a1, t96_b0)
-        t96_c1_1 = t96_c1_1.addingProduct(t96_a1, t96_b1)
-        t96_c1_2 = t96_c1_2.addingProduct(t96_a1, t96_b2)
-        t96_c1_3 = t96_c1_3.addingProduct(t96_a1, t96_b3)
-        let t96_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb95 *% 6) +% 2) *% 10)) +% k97)])
-        t96_c2_0 = t96_c2_0.addingProduct(t96_a2, t96_b0)
-        t96_c2_1 = t96_c2_1.addingProduct(t96_a2, t96_b1)
-        t96_c2_2 = t96_c2_2.addingProduct(t96_a2, t96_b2)
-        t96_c2_3 = t96_c2_3.addingProduct(t96_a2, t96_b3)
-        let t96_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb95 *% 6) +% 3) *% 10)) +% k97)])
-        t96_c3_0 = t96_c3_0.addingProduct(t96_a3, t96_b0)
-        t96_c3_1 = t96_c3_1.addingProduct(t96_a3, t96_b1)
-        t96_c3_2 = t96_c3_2.addingProduct(t96_a3, t96_b2)
-        t96_c3_3 = t96_c3_3.addingProduct(t96_a3, t96_b3)
-        let t96_a4 = SIMD16<Float>(repeating: arena[((518032 +% (((mb95 *% 6) +% 4) *% 10)) +% k97)])
-        t96_c4_0 = t96_c4_0.addingProduct(t96_a4, t96_b0)
-        t96_c4_1 = t96_c4_1.addingProduct(t96_a4, t96_b1)
-        t96_c4_2 = t96_c4_2.addingProduct(t96_a4, t96_b2)
-        t96_c4_3 = t96_c4_3.addingProduct(t96_a4, t96_b3)
-        let t96_a5 = SIMD16<Float>(repeating: arena[((518032 +% (((mb95 *% 6) +% 5) *% 10)) +% k97)])
-        t96_c5_0 = t96_c5_0.addingProduct(t96_a5, t96_b0)
-        t96_c5_1 = t96_c5_1.addingProduct(t96_a5, t96_b1)
-        t96_c5_2 = t96_c5_2.addingProduct(t96_a5, t96_b2)
-        t96_c5_3 = t96_c5_3.addingProduct(t96_a5, t96_b3)
-      }
-      store16(arena, ((518672 +% ((mb95 *% 6) *% 84)) +% (nb94 *% 64)), t96_c0_0)
-      store16(arena, (((518672 +% ((mb95 *% 6) *% 84)) +% (nb94 *% 64)) +% 16), t96_c0_1)
-      store16(arena, (((518672 +% ((mb95 *% 6) *% 84)) +% (nb94 *% 64)) +% 32), t96_c0_2)
-      store16(arena, (((518672 +% ((mb95 *% 6) *% 84)) +% (nb94 *% 64)) +% 48), t96_c0_3)
-      store16(arena, ((518672 +% (((mb95 *% 6) +% 1) *% 84)) +% (nb94 *% 64)), t96_c1_0)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 1) *% 84)) +% (nb94 *% 64)) +% 16), t96_c1_1)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 1) *% 84)) +% (nb94 *% 64)) +% 32), t96_c1_2)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 1) *% 84)) +% (nb94 *% 64)) +% 48), t96_c1_3)
-      store16(arena, ((518672 +% (((mb95 *% 6) +% 2) *% 84)) +% (nb94 *% 64)), t96_c2_0)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 2) *% 84)) +% (nb94 *% 64)) +% 16), t96_c2_1)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 2) *% 84)) +% (nb94 *% 64)) +% 32), t96_c2_2)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 2) *% 84)) +% (nb94 *% 64)) +% 48), t96_c2_3)
-      store16(arena, ((518672 +% (((mb95 *% 6) +% 3) *% 84)) +% (nb94 *% 64)), t96_c3_0)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 3) *% 84)) +% (nb94 *% 64)) +% 16), t96_c3_1)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 3) *% 84)) +% (nb94 *% 64)) +% 32), t96_c3_2)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 3) *% 84)) +% (nb94 *% 64)) +% 48), t96_c3_3)
-      store16(arena, ((518672 +% (((mb95 *% 6) +% 4) *% 84)) +% (nb94 *% 64)), t96_c4_0)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 4) *% 84)) +% (nb94 *% 64)) +% 16), t96_c4_1)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 4) *% 84)) +% (nb94 *% 64)) +% 32), t96_c4_2)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 4) *% 84)) +% (nb94 *% 64)) +% 48), t96_c4_3)
-      store16(arena, ((518672 +% (((mb95 *% 6) +% 5) *% 84)) +% (nb94 *% 64)), t96_c5_0)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 5) *% 84)) +% (nb94 *% 64)) +% 16), t96_c5_1)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 5) *% 84)) +% (nb94 *% 64)) +% 32), t96_c5_2)
-      store16(arena, (((518672 +% (((mb95 *% 6) +% 5) *% 84)) +% (nb94 *% 64)) +% 48), t96_c5_3)
-    }
-    var t98_c0_0 = SIMD16<Float>()
-    var t98_c0_1 = SIMD16<Float>()
-    var t98_c0_2 = SIMD16<Float>()
-    var t98_c0_3 = SIMD16<Float>()
-    var t98_c1_0 = SIMD16<Float>()
-    var t98_c1_1 = SIMD16<Float>()
-    var t98_c1_2 = SIMD16<Float>()
-    var t98_c1_3 = SIMD16<Float>()
-    var t98_c2_0 = SIMD16<Float>()
-    var t98_c2_1 = SIMD16<Float>()
-    var t98_c2_2 = SIMD16<Float>()
-    var t98_c2_3 = SIMD16<Float>()
-    var t98_c3_0 = SIMD16<Float>()
-    var t98_c3_1 = SIMD16<Float>()
-    var t98_c3_2 = SIMD16<Float>()
-    var t98_c3_3 = SIMD16<Float>()
-    for k99 in 0..<10 {
-      let t98_b0 = load16(params, ((60856 +% (k99 *% 84)) +% (nb94 *% 64)))
-      let t98_b1 = load16(params, (((60856 +% (k99 *% 84)) +% (nb94 *% 64)) +% 16))
-      let t98_b2 = load16(params, (((60856 +% (k99 *% 84)) +% (nb94 *% 64)) +% 32))
-      let t98_b3 = load16(params, (((60856 +% (k99 *% 84)) +% (nb94 *% 64)) +% 48))
-      let t98_a0 = SIMD16<Float>(repeating: arena[(518632 +% k99)])
-      t98_c0_0 = t98_c0_0.addingProduct(t98_a0, t98_b0)
-      t98_c0_1 = t98_c0_1.addingProduct(t98_a0, t98_b1)
-      t98_c0_2 = t98_c0_2.addingProduct(t98_a0, t98_b2)
-      t98_c0_3 = t98_c0_3.addingProduct(t98_a0, t98_b3)
-      let t98_a1 = SIMD16<Float>(repeating: arena[(518642 +% k99)])
-      t98_c1_0 = t98_c1_0.addingProduct(t98_a1, t98_b0)
-      t98_c1_1 = t98_c1_1.addingProduct(t98_a1, t98_b1)
-      t98_c1_2 = t98_c1_2.addingProduct(t98_a1, t98_b2)
-      t98_c1_3 = t98_c1_3.addingProduct(t98_a1, t98_b3)
-      let t98_a2 = SIMD16<Float>(repeating: arena[(518652 +% k99)])
-      t98_c2_0 = t98_c2_0.addingProduct(t98_a2, t98_b0)
-      t98_c2_1 = t98_c2_1.addingProduct(t98_a2, t98_b1)
-      t98_c2_2 = t98_c2_2.addingProduct(t98_a2, t98_b2)
-      t98_c2_3 = t98_c2_3.addingProduct(t98_a2, t98_b3)
-      let t98_a3 = SIMD16<Float>(repeating: arena[(518662 +% k99)])
-      t98_c3_0 = t98_c3_0.addingProduct(t98_a3, t98_b0)
-      t98_c3_1 = t98_c3_1.addingProduct(t98_a3, t98_b1)
-      t98_c3_2 = t98_c3_2.addingProduct(t98_a3, t98_b2)
-      t98_c3_3 = t98_c3_3.addingProduct(t98_a3, t98_b3)
-    }
-    store16(arena, (523712 +% (nb94 *% 64)), t98_c0_0)
-    store16(arena, ((523712 +% (nb94 *% 64)) +% 16), t98_c0_1)
-    store16(arena, ((523712 +% (nb94 *% 64)) +% 32), t98_c0_2)
-    store16(arena, ((523712 +% (nb94 *% 64)) +% 48), t98_c0_3)
-    store16(arena, (523796 +% (nb94 *% 64)), t98_c1_0)
-    store16(arena, ((523796 +% (nb94 *% 64)) +% 16), t98_c1_1)
-    store16(arena, ((523796 +% (nb94 *% 64)) +% 32), t98_c1_2)
-    store16(arena, ((523796 +% (nb94 *% 64)) +% 48), t98_c1_3)
-    store16(arena, (523880 +% (nb94 *% 64)), t98_c2_0)
-    store16(arena, ((523880 +% (nb94 *% 64)) +% 16), t98_c2_1)
-    store16(arena, ((523880 +% (nb94 *% 64)) +% 32), t98_c2_2)
-    store16(arena, ((523880 +% (nb94 *% 64)) +% 48), t98_c2_3)
-    store16(arena, (523964 +% (nb94 *% 64)), t98_c3_0)
-    store16(arena, ((523964 +% (nb94 *% 64)) +% 16), t98_c3_1)
-    store16(arena, ((523964 +% (nb94 *% 64)) +% 32), t98_c3_2)
-    store16(arena, ((523964 +% (nb94 *% 64)) +% 48), t98_c3_3)
-  }
-  for mb100 in 0..<10 {
-    var t101_c0_0 = SIMD16<Float>()
-    var t101_c0_1 = SIMD16<Float>()
-    var t101_c1_0 = SIMD16<Float>()
-    var t101_c1_1 = SIMD16<Float>()
-    var t101_c2_0 = SIMD16<Float>()
-    var t101_c2_1 = SIMD16<Float>()
-    var t101_c3_0 = SIMD16<Float>()
-    var t101_c3_1 = SIMD16<Float>()
-    var t101_c4_0 = SIMD16<Float>()
-    var t101_c4_1 = SIMD16<Float>()
-    var t101_c5_0 = SIMD16<Float>()
-    var t101_c5_1 = SIMD16<Float>()
-    for k102 in 0..<10 {
-      let t101_b0 = load16(params, ((60856 +% (k102 *% 84)) +% 64))
-      let t101_b1 = loadPartial(params, (((60856 +% (k102 *% 84)) +% 64) +% 16), 4)
-      let t101_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb100 *% 6) *% 10)) +% k102)])
-      t101_c0_0 = t101_c0_0.addingProduct(t101_a0, t101_b0)
-      t101_c0_1 = t101_c0_1.addingProduct(t101_a0, t101_b1)
-      let t101_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 6) +% 1) *% 10)) +% k102)])
-      t101_c1_0 = t101_c1_0.addingProduct(t101_a1, t101_b0)
-      t101_c1_1 = t101_c1_1.addingProduct(t101_a1, t101_b1)
-      let t101_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 6) +% 2) *% 10)) +% k102)])
-      t101_c2_0 = t101_c2_0.addingProduct(t101_a2, t101_b0)
-      t101_c2_1 = t101_c2_1.addingProduct(t101_a2, t101_b1)
-      let t101_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 6) +% 3) *% 10)) +% k102)])
-      t101_c3_0 = t101_c3_0.addingProduct(t101_a3, t101_b0)
-      t101_c3_1 = t101_c3_1.addingProduct(t101_a3, t101_b1)
-      let t101_a4 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 6) +% 4) *% 10)) +% k102)])
-      t101_c4_0 = t101_c4_0.addingProduct(t101_a4, t101_b0)
-      t101_c4_1 = t101_c4_1.addingProduct(t101_a4, t101_b1)
-      let t101_a5 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 6) +% 5) *% 10)) +% k102)])
-      t101_c5_0 = t101_c5_0.addingProduct(t101_a5, t101_b0)
-      t101_c5_1 = t101_c5_1.addingProduct(t101_a5, t101_b1)
-    }
-    store16(arena, ((518672 +% ((mb100 *% 6) *% 84)) +% 64), t101_c0_0)
-    storePartial(arena, (((518672 +% ((mb100 *% 6) *% 84)) +% 64) +% 16), t101_c0_1, 4)
-    store16(arena, ((518672 +% (((mb100 *% 6) +% 1) *% 84)) +% 64), t101_c1_0)
-    storePartial(arena, (((518672 +% (((mb100 *% 6) +% 1) *% 84)) +% 64) +% 16), t101_c1_1, 4)
-    store16(arena, ((518672 +% (((mb100 *% 6) +% 2) *% 84)) +% 64), t101_c2_0)
-    storePartial(arena, (((518672 +% (((mb100 *% 6) +% 2) *% 84)) +% 64) +% 16), t101_c2_1, 4)
-    store16(arena, ((518672 +% (((mb100 *% 6) +% 3) *% 84)) +% 64), t101_c3_0)
-    storePartial(arena, (((518672 +% (((mb100 *% 6) +% 3) *% 84)) +% 64) +% 16), t101_c3_1, 4)
-    store16(arena, ((518672 +% (((mb100 *% 6) +% 4) *% 84)) +% 64), t101_c4_0)
-    storePartial(arena, (((518672 +% (((mb100 *% 6) +% 4) *% 84)) +% 64) +% 16), t101_c4_1, 4)
-    store16(arena, ((518672 +% (((mb100 *% 6) +% 5) *% 84)) +% 64), t101_c5_0)
-    storePartial(arena, (((518672 +% (((mb100 *% 6) +% 5) *% 84)) +% 64) +% 16), t101_c5_1, 4)
-  }
-  var t103_c0_0 = SIMD16<Float>()
-  var t103_c0_1 = SIMD16<Float>()
-  var t103_c1_0 = SIMD16<Float>()
-  var t103_c1_1 = SIMD16<Float>()
-  var t103_c2_0 = SIMD16<Float>()
-  var t103_c2_1 = SIMD16<Float>()
-  var t103_c3_0 = SIMD16<Float>()
-  var t103_c3_1 = SIMD16<Float>()
-  for k104 in 0..<10 {
-    let t103_b0 = load16(params, ((60856 +% (k104 *% 84)) +% 64))
-    let t103_b1 = loadPartial(params, (((60856 +% (k104 *% 84)) +% 64) +% 16), 4)
-    let t103_a0 = SIMD16<Float>(repeating: arena[(518632 +% k104)])
-    t103_c0_0 = t103_c0_0.addingProduct(t103_a0, t103_b0)
-    t103_c0_1 = t103_c0_1.addingProduct(t103_a0, t103_b1)
-    let t103_a1 = SIMD16<Float>(repeating: arena[(518642 +% k104)])
-    t103_c1_0 = t103_c1_0.addingProduct(t103_a1, t103_b0)
-    t103_c1_1 = t103_c1_1.addingProduct(t103_a1, t103_b1)
-    let t103_a2 = SIMD16<Float>(repeating: arena[(518652 +% k104)])
-    t103_c2_0 = t103_c2_0.addingProduct(t103_a2, t103_b0)
-    t103_c2_1 = t103_c2_1.addingProduct(t103_a2, t103_b1)
-    let t103_a3 = SIMD16<Float>(repeating: arena[(518662 +% k104)])
-    t103_c3_0 = t103_c3_0.addingProduct(t103_a3, t103_b0)
-    t103_c3_1 = t103_c3_1.addingProduct(t103_a3, t103_b1)
-  }
-  store16(arena, 523776, t103_c0_0)
-  storePartial(arena, 523792, t103_c0_1, 4)
-  store16(arena, 523860, t103_c1_0)
-  storePartial(arena, 523876, t103_c1_1, 4)
-  store16(arena, 523944, t103_c2_0)
-  storePartial(arena, 523960, t103_c2_1, 4)
-  store16(arena, 524028, t103_c3_0)
-  storePartial(arena, 524044, t103_c3_1, 4)
+  sgemm(101, 111, 111, 64, 84, 10, 1, arena + 518032, 10, params + 60856, 84, Float(bitPattern: 0x0), arena + 518672, 84)
   // fc2_grad = relu_grad(relu4_grad, fc2)
-  do {  // SIMD16 over i105
-    var i105 = 0
-    while i105 &+ 16 <= 5376 {
-      store16(arena, 524048 &+ i105, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i105), where: load16(arena, 512000 &+ i105) .> SIMD16<Float>(repeating: Float(0))))
-      i105 &+= 16
+  do {  // SIMD16 over i81
+    var i81 = 0
+    while i81 &+ 16 <= 5376 {
+      store16(arena, 524048 &+ i81, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i81), where: load16(arena, 512000 &+ i81) .> SIMD16<Float>(repeating: Float(0))))
+      i81 &+= 16
     }
-    while i105 < 5376 {
-      arena[(524048 +% i105)] = (arena[(512000 +% i105)] > Float(0) ? arena[(518672 +% i105)] : Float(0))
-      i105 &+= 1
+    while i81 < 5376 {
+      arena[(524048 +% i81)] = (arena[(512000 +% i81)] > Float(0) ? arena[(518672 +% i81)] : Float(0))
+      i81 &+= 1
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
-  for nb106 in 0..<1 {
-    for mb107 in 0..<14 {
-      var t108_c0_0 = SIMD16<Float>()
-      var t108_c0_1 = SIMD16<Float>()
-      var t108_c0_2 = SIMD16<Float>()
-      var t108_c0_3 = SIMD16<Float>()
-      var t108_c1_0 = SIMD16<Float>()
-      var t108_c1_1 = SIMD16<Float>()
-      var t108_c1_2 = SIMD16<Float>()
-      var t108_c1_3 = SIMD16<Float>()
-      var t108_c2_0 = SIMD16<Float>()
-      var t108_c2_1 = SIMD16<Float>()
-      var t108_c2_2 = SIMD16<Float>()
-      var t108_c2_3 = SIMD16<Float>()
-      var t108_c3_0 = SIMD16<Float>()
-      var t108_c3_1 = SIMD16<Float>()
-      var t108_c3_2 = SIMD16<Float>()
-      var t108_c3_3 = SIMD16<Float>()
-      var t108_c4_0 = SIMD16<Float>()
-      var t108_c4_1 = SIMD16<Float>()
-      var t108_c4_2 = SIMD16<Float>()
-      var t108_c4_3 = SIMD16<Float>()
-      var t108_c5_0 = SIMD16<Float>()
-      var t108_c5_1 = SIMD16<Float>()
-      var t108_c5_2 = SIMD16<Float>()
-      var t108_c5_3 = SIMD16<Float>()
-      for k109 in 0..<64 {
-        let t108_b0 = load16(arena, ((504320 +% (k109 *% 120)) +% (nb106 *% 64)))
-        let t108_b1 = load16(arena, (((504320 +% (k109 *% 120)) +% (nb106 *% 64)) +% 16))
-        let t108_b2 = load16(arena, (((504320 +% (k109 *% 120)) +% (nb106 *% 64)) +% 32))
-        let t108_b3 = load16(arena, (((504320 +% (k109 *% 120)) +% (nb106 *% 64)) +% 48))
-        let t108_a0 = SIMD16<Float>(repeating: arena[((524048 +% (mb107 *% 6)) +% (k109 *% 84))])
-        t108_c0_0 = t108_c0_0.addingProduct(t108_a0, t108_b0)
-        t108_c0_1 = t108_c0_1.addingProduct(t108_a0, t108_b1)
-        t108_c0_2 = t108_c0_2.addingProduct(t108_a0, t108_b2)
-        t108_c0_3 = t108_c0_3.addingProduct(t108_a0, t108_b3)
-        let t108_a1 = SIMD16<Float>(repeating: arena[((524048 +% ((mb107 *% 6) +% 1)) +% (k109 *% 84))])
-        t108_c1_0 = t108_c1_0.addingProduct(t108_a1, t108_b0)
-        t108_c1_1 = t108_c1_1.addingProduct(t108_a1, t108_b1)
-        t108_c1_2 = t108_c1_2.addingProduct(t108_a1, t108_b2)
-        t108_c1_3 = t108_c1_3.addingProduct(t108_a1, t108_b3)
-        let t108_a2 = SIMD16<Float>(repeating: arena[((524048 +% ((mb107 *% 6) +% 2)) +% (k109 *% 84))])
-        t108_c2_0 = t108_c2_0.addingProduct(t108_a2, t108_b0)
-        t108_c2_1 = t108_c2_1.addingProduct(t108_a2, t108_b1)
-        t108_c2_2 = t108_c2_2.addingProduct(t108_a2, t108_b2)
-        t108_c2_3 = t108_c2_3.addingProduct(t108_a2, t108_b3)
-        let t108_a3 = SIMD16<Float>(repeating: arena[((524048 +% ((mb107 *% 6) +% 3)) +% (k109 *% 84))])
-        t108_c3_0 = t108_c3_0.addingProduct(t108_a3, t108_b0)
-        t108_c3_1 = t108_c3_1.addingProduct(t108_a3, t108_b1)
-        t108_c3_2 = t108_c3_2.addingProduct(t108_a3, t108_b2)
-        t108_c3_3 = t108_c3_3.addingProduct(t108_a3, t108_b3)
-        let t108_a4 = SIMD16<Float>(repeating: arena[((524048 +% ((mb107 *% 6) +% 4)) +% (k109 *% 84))])
-        t108_c4_0 = t108_c4_0.addingProduct(t108_a4, t108_b0)
-        t108_c4_1 = t108_c4_1.addingProduct(t108_a4, t108_b1)
-        t108_c4_2 = t108_c4_2.addingProduct(t108_a4, t108_b2)
-        t108_c4_3 = t108_c4_3.addingProduct(t108_a4, t108_b3)
-        let t108_a5 = SIMD16<Float>(repeating: arena[((524048 +% ((mb107 *% 6) +% 5)) +% (k109 *% 84))])
-        t108_c5_0 = t108_c5_0.addingProduct(t108_a5, t108_b0)
-        t108_c5_1 = t108_c5_1.addingProduct(t108_a5, t108_b1)
-        t108_c5_2 = t108_c5_2.addingProduct(t108_a5, t108_b2)
-        t108_c5_3 = t108_c5_3.addingProduct(t108_a5, t108_b3)
-      }
-      store16(grads, ((50692 +% ((mb107 *% 6) *% 120)) +% (nb106 *% 64)), t108_c0_0)
-      store16(grads, (((50692 +% ((mb107 *% 6) *% 120)) +% (nb106 *% 64)) +% 16), t108_c0_1)
-      store16(grads, (((50692 +% ((mb107 *% 6) *% 120)) +% (nb106 *% 64)) +% 32), t108_c0_2)
-      store16(grads, (((50692 +% ((mb107 *% 6) *% 120)) +% (nb106 *% 64)) +% 48), t108_c0_3)
-      store16(grads, ((50692 +% (((mb107 *% 6) +% 1) *% 120)) +% (nb106 *% 64)), t108_c1_0)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 1) *% 120)) +% (nb106 *% 64)) +% 16), t108_c1_1)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 1) *% 120)) +% (nb106 *% 64)) +% 32), t108_c1_2)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 1) *% 120)) +% (nb106 *% 64)) +% 48), t108_c1_3)
-      store16(grads, ((50692 +% (((mb107 *% 6) +% 2) *% 120)) +% (nb106 *% 64)), t108_c2_0)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 2) *% 120)) +% (nb106 *% 64)) +% 16), t108_c2_1)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 2) *% 120)) +% (nb106 *% 64)) +% 32), t108_c2_2)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 2) *% 120)) +% (nb106 *% 64)) +% 48), t108_c2_3)
-      store16(grads, ((50692 +% (((mb107 *% 6) +% 3) *% 120)) +% (nb106 *% 64)), t108_c3_0)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 3) *% 120)) +% (nb106 *% 64)) +% 16), t108_c3_1)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 3) *% 120)) +% (nb106 *% 64)) +% 32), t108_c3_2)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 3) *% 120)) +% (nb106 *% 64)) +% 48), t108_c3_3)
-      store16(grads, ((50692 +% (((mb107 *% 6) +% 4) *% 120)) +% (nb106 *% 64)), t108_c4_0)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 4) *% 120)) +% (nb106 *% 64)) +% 16), t108_c4_1)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 4) *% 120)) +% (nb106 *% 64)) +% 32), t108_c4_2)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 4) *% 120)) +% (nb106 *% 64)) +% 48), t108_c4_3)
-      store16(grads, ((50692 +% (((mb107 *% 6) +% 5) *% 120)) +% (nb106 *% 64)), t108_c5_0)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 5) *% 120)) +% (nb106 *% 64)) +% 16), t108_c5_1)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 5) *% 120)) +% (nb106 *% 64)) +% 32), t108_c5_2)
-      store16(grads, (((50692 +% (((mb107 *% 6) +% 5) *% 120)) +% (nb106 *% 64)) +% 48), t108_c5_3)
-    }
-  }
-  for mb110 in 0..<14 {
-    var t111_c0_0 = SIMD16<Float>()
-    var t111_c0_1 = SIMD16<Float>()
-    var t111_c0_2 = SIMD16<Float>()
-    var t111_c0_3 = SIMD16<Float>()
-    var t111_c1_0 = SIMD16<Float>()
-    var t111_c1_1 = SIMD16<Float>()
-    var t111_c1_2 = SIMD16<Float>()
-    var t111_c1_3 = SIMD16<Float>()
-    var t111_c2_0 = SIMD16<Float>()
-    var t111_c2_1 = SIMD16<Float>()
-    var t111_c2_2 = SIMD16<Float>()
-    var t111_c2_3 = SIMD16<Float>()
-    var t111_c3_0 = SIMD16<Float>()
-    var t111_c3_1 = SIMD16<Float>()
-    var t111_c3_2 = SIMD16<Float>()
-    var t111_c3_3 = SIMD16<Float>()
-    var t111_c4_0 = SIMD16<Float>()
-    var t111_c4_1 = SIMD16<Float>()
-    var t111_c4_2 = SIMD16<Float>()
-    var t111_c4_3 = SIMD16<Float>()
-    var t111_c5_0 = SIMD16<Float>()
-    var t111_c5_1 = SIMD16<Float>()
-    var t111_c5_2 = SIMD16<Float>()
-    var t111_c5_3 = SIMD16<Float>()
-    for k112 in 0..<64 {
-      let t111_b0 = load16(arena, ((504320 +% (k112 *% 120)) +% 64))
-      let t111_b1 = load16(arena, (((504320 +% (k112 *% 120)) +% 64) +% 16))
-      let t111_b2 = load16(arena, (((504320 +% (k112 *% 120)) +% 64) +% 32))
-      let t111_b3 = loadPartial(arena, (((504320 +% (k112 *% 120)) +% 64) +% 48), 8)
-      let t111_a0 = SIMD16<Float>(repeating: arena[((524048 +% (mb110 *% 6)) +% (k112 *% 84))])
-      t111_c0_0 = t111_c0_0.addingProduct(t111_a0, t111_b0)
-      t111_c0_1 = t111_c0_1.addingProduct(t111_a0, t111_b1)
-      t111_c0_2 = t111_c0_2.addingProduct(t111_a0, t111_b2)
-      t111_c0_3 = t111_c0_3.addingProduct(t111_a0, t111_b3)
-      let t111_a1 = SIMD16<Float>(repeating: arena[((524048 +% ((mb110 *% 6) +% 1)) +% (k112 *% 84))])
-      t111_c1_0 = t111_c1_0.addingProduct(t111_a1, t111_b0)
-      t111_c1_1 = t111_c1_1.addingProduct(t111_a1, t111_b1)
-      t111_c1_2 = t111_c1_2.addingProduct(t111_a1, t111_b2)
-      t111_c1_3 = t111_c1_3.addingProduct(t111_a1, t111_b3)
-      let t111_a2 = SIMD16<Float>(repeating: arena[((524048 +% ((mb110 *% 6) +% 2)) +% (k112 *% 84))])
-      t111_c2_0 = t111_c2_0.addingProduct(t111_a2, t111_b0)
-      t111_c2_1 = t111_c2_1.addingProduct(t111_a2, t111_b1)
-      t111_c2_2 = t111_c2_2.addingProduct(t111_a2, t111_b2)
-      t111_c2_3 = t111_c2_3.addingProduct(t111_a2, t111_b3)
-      let t111_a3 = SIMD16<Float>(repeating: arena[((524048 +% ((mb110 *% 6) +% 3)) +% (k112 *% 84))])
-      t111_c3_0 = t111_c3_0.addingProduct(t111_a3, t111_b0)
-      t111_c3_1 = t111_c3_1.addingProduct(t111_a3, t111_b1)
-      t111_c3_2 = t111_c3_2.addingProduct(t111_a3, t111_b2)
-      t111_c3_3 = t111_c3_3.addingProduct(t111_a3, t111_b3)
-      let t111_a4 = SIMD16<Float>(repeating: arena[((524048 +% ((mb110 *% 6) +% 4)) +% (k112 *% 84))])
-      t111_c4_0 = t111_c4_0.addingProduct(t111_a4, t111_b0)
-      t111_c4_1 = t111_c4_1.addingProduct(t111_a4, t111_b1)
-      t111_c4_2 = t111_c4_2.addingProduct(t111_a4, t111_b2)
-      t111_c4_3 = t111_c4_3.addingProduct(t111_a4, t111_b3)
-      let t111_a5 = SIMD16<Float>(repeating: arena[((524048 +% ((mb110 *% 6) +% 5)) +% (k112 *% 84))])
-      t111_c5_0 = t111_c5_0.addingProduct(t111_a5, t111_b0)
-      t111_c5_1 = t111_c5_1.addingProduct(t111_a5, t111_b1)
-      t111_c5_2 = t111_c5_2.addingProduct(t111_a5, t111_b2)
-      t111_c5_3 = t111_c5_3.addingProduct(t111_a5, t111_b3)
-    }
-    store16(grads, ((50692 +% ((mb110 *% 6) *% 120)) +% 64), t111_c0_0)
-    store16(grads, (((50692 +% ((mb110 *% 6) *% 120)) +% 64) +% 16), t111_c0_1)
-    store16(grads, (((50692 +% ((mb110 *% 6) *% 120)) +% 64) +% 32), t111_c0_2)
-    storePartial(grads, (((50692 +% ((mb110 *% 6) *% 120)) +% 64) +% 48), t111_c0_3, 8)
-    store16(grads, ((50692 +% (((mb110 *% 6) +% 1) *% 120)) +% 64), t111_c1_0)
-    store16(grads, (((50692 +% (((mb110 *% 6) +% 1) *% 120)) +% 64) +% 16), t111_c1_1)
-    store16(grads, (((50692 +% (((mb110 *% 6) +% 1) *% 120)) +% 64) +% 32), t111_c1_2)
-    storePartial(grads, (((50692 +% (((mb110 *% 6) +% 1) *% 120)) +% 64) +% 48), t111_c1_3, 8)
-    store16(grads, ((50692 +% (((mb110 *% 6) +% 2) *% 120)) +% 64), t111_c2_0)
-    store16(grads, (((50692 +% (((mb110 *% 6) +% 2) *% 120)) +% 64) +% 16), t111_c2_1)
-    store16(grads, (((50692 +% (((mb110 *% 6) +% 2) *% 120)) +% 64) +% 32), t111_c2_2)
-    storePartial(grads, (((50692 +% (((mb110 *% 6) +% 2) *% 120)) +% 64) +% 48), t111_c2_3, 8)
-    store16(grads, ((50692 +% (((mb110 *% 6) +% 3) *% 120)) +% 64), t111_c3_0)
-    store16(grads, (((50692 +% (((mb110 *% 6) +% 3) *% 120)) +% 64) +% 16), t111_c3_1)
-    store16(grads, (((50692 +% (((mb110 *% 6) +% 3) *% 120)) +% 64) +% 32), t111_c3_2)
-    storePartial(grads, (((50692 +% (((mb110 *% 6) +% 3) *% 120)) +% 64) +% 48), t111_c3_3, 8)
-    store16(grads, ((50692 +% (((mb110 *% 6) +% 4) *% 120)) +% 64), t111_c4_0)
-    store16(grads, (((50692 +% (((mb110 *% 6) +% 4) *% 120)) +% 64) +% 16), t111_c4_1)
-    store16(grads, (((50692 +% (((mb110 *% 6) +% 4) *% 120)) +% 64) +% 32), t111_c4_2)
-    storePartial(grads, (((50692 +% (((mb110 *% 6) +% 4) *% 120)) +% 64) +% 48), t111_c4_3, 8)
-    store16(grads, ((50692 +% (((mb110 *% 6) +% 5) *% 120)) +% 64), t111_c5_0)
-    store16(grads, (((50692 +% (((mb110 *% 6) +% 5) *% 120)) +% 64) +% 16), t111_c5_1)
-    store16(grads, (((50692 +% (((mb110 *% 6) +% 5) *% 120)) +% 64) +% 32), t111_c5_2)
-    storePartial(grads, (((50692 +% (((mb110 *% 6) +% 5) *% 120)) +% 64) +% 48), t111_c5_3, 8)
-  }
+  sgemm(101, 112, 111, 84, 120, 64, 1, arena + 524048, 84, arena + 504320, 120, Float(bitPattern: 0x0), grads + 50692, 120)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u113 in 0..<84 {
-    var acc114: Float = Float(0)
-    for n115 in 0..<64 {
-      acc114 = (acc114 + arena[((524048 +% (n115 *% 84)) +% u113)])
+  for u82 in 0..<84 {
+    var acc83: Float = Float(0)
+    for n84 in 0..<64 {
+      acc83 = (acc83 + arena[((524048 +% (n84 *% 84)) +% u82)])
     }
-    grads[(60772 +% u113)] = acc114
+    grads[(60772 +% u82)] = acc83
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
-  for nb116 in 0..<1 {
-    for mb117 in 0..<10 {
-      var t118_c0_0 = SIMD16<Float>()
-      var t118_c0_1 = SIMD16<Float>()
-      var t118_c0_2 = SIMD16<Float>()
-      var t118_c0_3 = SIMD16<Float>()
-      var t118_c1_0 = SIMD16<Float>()
-      var t118_c1_1 = SIMD16<Float>()
-      var t118_c1_2 = SIMD16<Float>()
-      var t118_c1_3 = SIMD16<Float>()
-      var t118_c2_0 = SIMD16<Float>()
-      var t118_c2_1 = SIMD16<Float>()
-      var t118_c2_2 = SIMD16<Float>()
-      var t118_c2_3 = SIMD16<Float>()
-      var t118_c3_0 = SIMD16<Float>()
-      var t118_c3_1 = SIMD16<Float>()
-      var t118_c3_2 = SIMD16<Float>()
-      var t118_c3_3 = SIMD16<Float>()
-      var t118_c4_0 = SIMD16<Float>()
-      var t118_c4_1 = SIMD16<Float>()
-      var t118_c4_2 = SIMD16<Float>()
-      var t118_c4_3 = SIMD16<Float>()
-      var t118_c5_0 = SIMD16<Float>()
-      var t118_c5_1 = SIMD16<Float>()
-      var t118_c5_2 = SIMD16<Float>()
-      var t118_c5_3 = SIMD16<Float>()
-      for k119 in 0..<84 {
-        let t118_b0 = load16(params, ((50692 +% (k119 *% 120)) +% (nb116 *% 64)))
-        let t118_b1 = load16(params, (((50692 +% (k119 *% 120)) +% (nb116 *% 64)) +% 16))
-        let t118_b2 = load16(params, (((50692 +% (k119 *% 120)) +% (nb116 *% 64)) +% 32))
-        let t118_b3 = load16(params, (((50692 +% (k119 *% 120)) +% (nb116 *% 64)) +% 48))
-        let t118_a0 = SIMD16<Float>(repeating: arena[((524048 +% ((mb117 *% 6) *% 84)) +% k119)])
-        t118_c0_0 = t118_c0_0.addingProduct(t118_a0, t118_b0)
-        t118_c0_1 = t118_c0_1.addingProduct(t118_a0, t118_b1)
-        t118_c0_2 = t118_c0_2.addingProduct(t118_a0, t118_b2)
-        t118_c0_3 = t118_c0_3.addingProduct(t118_a0, t118_b3)
-        let t118_a1 = SIMD16<Float>(repeating: arena[((524048 +% (((mb117 *% 6) +% 1) *% 84)) +% k119)])
-        t118_c1_0 = t118_c1_0.addingProduct(t118_a1, t118_b0)
-        t118_c1_1 = t118_c1_1.addingProduct(t118_a1, t118_b1)
-        t118_c1_2 = t118_c1_2.addingProduct(t118_a1, t118_b2)
-        t118_c1_3 = t118_c1_3.addingProduct(t118_a1, t118_b3)
-        let t118_a2 = SIMD16<Float>(repeating: arena[((524048 +% (((mb117 *% 6) +% 2) *% 84)) +% k119)])
-        t118_c2_0 = t118_c2_0.addingProduct(t118_a2, t118_b0)
-        t118_c2_1 = t118_c2_1.addingProduct(t118_a2, t118_b1)
-        t118_c2_2 = t118_c2_2.addingProduct(t118_a2, t118_b2)
-        t118_c2_3 = t118_c2_3.addingProduct(t118_a2, t118_b3)
-        let t118_a3 = SIMD16<Float>(repeating: arena[((524048 +% (((mb117 *% 6) +% 3) *% 84)) +% k119)])
-        t118_c3_0 = t118_c3_0.addingProduct(t118_a3, t118_b0)
-        t118_c3_1 = t118_c3_1.addingProduct(t118_a3, t118_b1)
-        t118_c3_2 = t118_c3_2.addingProduct(t118_a3, t118_b2)
-        t118_c3_3 = t118_c3_3.addingProduct(t118_a3, t118_b3)
-        let t118_a4 = SIMD16<Float>(repeating: arena[((524048 +% (((mb117 *% 6) +% 4) *% 84)) +% k119)])
-        t118_c4_0 = t118_c4_0.addingProduct(t118_a4, t118_b0)
-        t118_c4_1 = t118_c4_1.addingProduct(t118_a4, t118_b1)
-        t118_c4_2 = t118_c4_2.addingProduct(t118_a4, t118_b2)
-        t118_c4_3 = t118_c4_3.addingProduct(t118_a4, t118_b3)
-        let t118_a5 = SIMD16<Float>(repeating: arena[((524048 +% (((mb117 *% 6) +% 5) *% 84)) +% k119)])
-        t118_c5_0 = t118_c5_0.addingProduct(t118_a5, t118_b0)
-        t118_c5_1 = t118_c5_1.addingProduct(t118_a5, t118_b1)
-        t118_c5_2 = t118_c5_2.addingProduct(t118_a5, t118_b2)
-        t118_c5_3 = t118_c5_3.addingProduct(t118_a5, t118_b3)
-      }
-      store16(arena, ((529424 +% ((mb117 *% 6) *% 120)) +% (nb116 *% 64)), t118_c0_0)
-      store16(arena, (((529424 +% ((mb117 *% 6) *% 120)) +% (nb116 *% 64)) +% 16), t118_c0_1)
-      store16(arena, (((529424 +% ((mb117 *% 6) *% 120)) +% (nb116 *% 64)) +% 32), t118_c0_2)
-      store16(arena, (((529424 +% ((mb117 *% 6) *% 120)) +% (nb116 *% 64)) +% 48), t118_c0_3)
-      store16(arena, ((529424 +% (((mb117 *% 6) +% 1) *% 120)) +% (nb116 *% 64)), t118_c1_0)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 1) *% 120)) +% (nb116 *% 64)) +% 16), t118_c1_1)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 1) *% 120)) +% (nb116 *% 64)) +% 32), t118_c1_2)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 1) *% 120)) +% (nb116 *% 64)) +% 48), t118_c1_3)
-      store16(arena, ((529424 +% (((mb117 *% 6) +% 2) *% 120)) +% (nb116 *% 64)), t118_c2_0)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 2) *% 120)) +% (nb116 *% 64)) +% 16), t118_c2_1)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 2) *% 120)) +% (nb116 *% 64)) +% 32), t118_c2_2)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 2) *% 120)) +% (nb116 *% 64)) +% 48), t118_c2_3)
-      store16(arena, ((529424 +% (((mb117 *% 6) +% 3) *% 120)) +% (nb116 *% 64)), t118_c3_0)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 3) *% 120)) +% (nb116 *% 64)) +% 16), t118_c3_1)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 3) *% 120)) +% (nb116 *% 64)) +% 32), t118_c3_2)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 3) *% 120)) +% (nb116 *% 64)) +% 48), t118_c3_3)
-      store16(arena, ((529424 +% (((mb117 *% 6) +% 4) *% 120)) +% (nb116 *% 64)), t118_c4_0)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 4) *% 120)) +% (nb116 *% 64)) +% 16), t118_c4_1)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 4) *% 120)) +% (nb116 *% 64)) +% 32), t118_c4_2)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 4) *% 120)) +% (nb116 *% 64)) +% 48), t118_c4_3)
-      store16(arena, ((529424 +% (((mb117 *% 6) +% 5) *% 120)) +% (nb116 *% 64)), t118_c5_0)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 5) *% 120)) +% (nb116 *% 64)) +% 16), t118_c5_1)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 5) *% 120)) +% (nb116 *% 64)) +% 32), t118_c5_2)
-      store16(arena, (((529424 +% (((mb117 *% 6) +% 5) *% 120)) +% (nb116 *% 64)) +% 48), t118_c5_3)
-    }
-    var t120_c0_0 = SIMD16<Float>()
-    var t120_c0_1 = SIMD16<Float>()
-    var t120_c0_2 = SIMD16<Float>()
-    var t120_c0_3 = SIMD16<Float>()
-    var t120_c1_0 = SIMD16<Float>()
-    var t120_c1_1 = SIMD16<Float>()
-    var t120_c1_2 = SIMD16<Float>()
-    var t120_c1_3 = SIMD16<Float>()
-    var t120_c2_0 = SIMD16<Float>()
-    var t120_c2_1 = SIMD16<Float>()
-    var t120_c2_2 = SIMD16<Float>()
-    var t120_c2_3 = SIMD16<Float>()
-    var t120_c3_0 = SIMD16<Float>()
-    var t120_c3_1 = SIMD16<Float>()
-    var t120_c3_2 = SIMD16<Float>()
-    var t120_c3_3 = SIMD16<Float>()
-    for k121 in 0..<84 {
-      let t120_b0 = load16(params, ((50692 +% (k121 *% 120)) +% (nb116 *% 64)))
-      let t120_b1 = load16(params, (((50692 +% (k121 *% 120)) +% (nb116 *% 64)) +% 16))
-      let t120_b2 = load16(params, (((50692 +% (k121 *% 120)) +% (nb116 *% 64)) +% 32))
-      let t120_b3 = load16(params, (((50692 +% (k121 *% 120)) +% (nb116 *% 64)) +% 48))
-      let t120_a0 = SIMD16<Float>(repeating: arena[(529088 +% k121)])
-      t120_c0_0 = t120_c0_0.addingProduct(t120_a0, t120_b0)
-      t120_c0_1 = t120_c0_1.addingProduct(t120_a0, t120_b1)
-      t120_c0_2 = t120_c0_2.addingProduct(t120_a0, t120_b2)
-      t120_c0_3 = t120_c0_3.addingProduct(t120_a0, t120_b3)
-      let t120_a1 = SIMD16<Float>(repeating: arena[(529172 +% k121)])
-      t120_c1_0 = t120_c1_0.addingProduct(t120_a1, t120_b0)
-      t120_c1_1 = t120_c1_1.addingProduct(t120_a1, t120_b1)
-      t120_c1_2 = t120_c1_2.addingProduct(t120_a1, t120_b2)
-      t120_c1_3 = t120_c1_3.addingProduct(t120_a1, t120_b3)
-      let t120_a2 = SIMD16<Float>(repeating: arena[(529256 +% k121)])
-      t120_c2_0 = t120_c2_0.addingProduct(t120_a2, t120_b0)
-      t120_c2_1 = t120_c2_1.addingProduct(t120_a2, t120_b1)
-      t120_c2_2 = t120_c2_2.addingProduct(t120_a2, t120_b2)
-      t120_c2_3 = t120_c2_3.addingProduct(t120_a2, t120_b3)
-      let t120_a3 = SIMD16<Float>(repeating: arena[(529340 +% k121)])
-      t120_c3_0 = t120_c3_0.addingProduct(t120_a3, t120_b0)
-      t120_c3_1 = t120_c3_1.addingProduct(t120_a3, t120_b1)
-      t120_c3_2 = t120_c3_2.addingProduct(t120_a3, t120_b2)
-      t120_c3_3 = t120_c3_3.addingProduct(t120_a3, t120_b3)
-    }
-    store16(arena, (536624 +% (nb116 *% 64)), t120_c0_0)
-    store16(arena, ((536624 +% (nb116 *% 64)) +% 16), t120_c0_1)
-    store16(arena, ((536624 +% (nb116 *% 64)) +% 32), t120_c0_2)
-    store16(arena, ((536624 +% (nb116 *% 64)) +% 48), t120_c0_3)
-    store16(arena, (536744 +% (nb116 *% 64)), t120_c1_0)
-    store16(arena, ((536744 +% (nb116 *% 64)) +% 16), t120_c1_1)
-    store16(arena, ((536744 +% (nb116 *% 64)) +% 32), t120_c1_2)
-    store16(arena, ((536744 +% (nb116 *% 64)) +% 48), t120_c1_3)
-    store16(arena, (536864 +% (nb116 *% 64)), t120_c2_0)
-    store16(arena, ((536864 +% (nb116 *% 64)) +% 16), t120_c2_1)
-    store16(arena, ((536864 +% (nb116 *% 64)) +% 32), t120_c2_2)
-    store16(arena, ((536864 +% (nb116 *% 64)) +% 48), t120_c2_3)
-    store16(arena, (536984 +% (nb116 *% 64)), t120_c3_0)
-    store16(arena, ((536984 +% (nb116 *% 64)) +% 16), t120_c3_1)
-    store16(arena, ((536984 +% (nb116 *% 64)) +% 32), t120_c3_2)
-    store16(arena, ((536984 +% (nb116 *% 64)) +% 48), t120_c3_3)
-  }
-  for mb122 in 0..<10 {
-    var t123_c0_0 = SIMD16<Float>()
-    var t123_c0_1 = SIMD16<Float>()
-    var t123_c0_2 = SIMD16<Float>()
-    var t123_c0_3 = SIMD16<Float>()
-    var t123_c1_0 = SIMD16<Float>()
-    var t123_c1_1 = SIMD16<Float>()
-    var t123_c1_2 = SIMD16<Float>()
-    var t123_c1_3 = SIMD16<Float>()
-    var t123_c2_0 = SIMD16<Float>()
-    var t123_c2_1 = SIMD16<Float>()
-    var t123_c2_2 = SIMD16<Float>()
-    var t123_c2_3 = SIMD16<Float>()
-    var t123_c3_0 = SIMD16<Float>()
-    var t123_c3_1 = SIMD16<Float>()
-    var t123_c3_2 = SIMD16<Float>()
-    var t123_c3_3 = SIMD16<Float>()
-    var t123_c4_0 = SIMD16<Float>()
-    var t123_c4_1 = SIMD16<Float>()
-    var t123_c4_2 = SIMD16<Float>()
-    var t123_c4_3 = SIMD16<Float>()
-    var t123_c5_0 = SIMD16<Float>()
-    var t123_c5_1 = SIMD16<Float>()
-    var t123_c5_2 = SIMD16<Float>()
-    var t123_c5_3 = SIMD16<Float>()
-    for k124 in 0..<84 {
-      let t123_b0 = load16(params, ((50692 +% (k124 *% 120)) +% 64))
-      let t123_b1 = load16(params, (((50692 +% (k124 *% 120)) +% 64) +% 16))
-      let t123_b2 = load16(params, (((50692 +% (k124 *% 120)) +% 64) +% 32))
-      let t123_b3 = loadPartial(params, (((50692 +% (k124 *% 120)) +% 64) +% 48), 8)
-      let t123_a0 = SIMD16<Float>(repeating: arena[((524048 +% ((mb122 *% 6) *% 84)) +% k124)])
-      t123_c0_0 = t123_c0_0.addingProduct(t123_a0, t123_b0)
-      t123_c0_1 = t123_c0_1.addingProduct(t123_a0, t123_b1)
-      t123_c0_2 = t123_c0_2.addingProduct(t123_a0, t123_b2)
-      t123_c0_3 = t123_c0_3.addingProduct(t123_a0, t123_b3)
-      let t123_a1 = SIMD16<Float>(repeating: arena[((524048 +% (((mb122 *% 6) +% 1) *% 84)) +% k124)])
-      t123_c1_0 = t123_c1_0.addingProduct(t123_a1, t123_b0)
-      t123_c1_1 = t123_c1_1.addingProduct(t123_a1, t123_b1)
-      t123_c1_2 = t123_c1_2.addingProduct(t123_a1, t123_b2)
-      t123_c1_3 = t123_c1_3.addingProduct(t123_a1, t123_b3)
-      let t123_a2 = SIMD16<Float>(repeating: arena[((524048 +% (((mb122 *% 6) +% 2) *% 84)) +% k124)])
-      t123_c2_0 = t123_c2_0.addingProduct(t123_a2, t123_b0)
-      t123_c2_1 = t123_c2_1.addingProduct(t123_a2, t123_b1)
-      t123_c2_2 = t123_c2_2.addingProduct(t123_a2, t123_b2)
-      t123_c2_3 = t123_c2_3.addingProduct(t123_a2, t123_b3)
-      let t123_a3 = SIMD16<Float>(repeating: arena[((524048 +% (((mb122 *% 6) +% 3) *% 84)) +% k124)])
-      t123_c3_0 = t123_c3_0.addingProduct(t123_a3, t123_b0)
-      t123_c3_1 = t123_c3_1.addingProduct(t123_a3, t123_b1)
-      t123_c3_2 = t123_c3_2.addingProduct(t123_a3, t123_b2)
-      t123_c3_3 = t123_c3_3.addingProduct(t123_a3, t123_b3)
-      let t123_a4 = SIMD16<Float>(repeating: arena[((524048 +% (((mb122 *% 6) +% 4) *% 84)) +% k124)])
-      t123_c4_0 = t123_c4_0.addingProduct(t123_a4, t123_b0)
-      t123_c4_1 = t123_c4_1.addingProduct(t123_a4, t123_b1)
-      t123_c4_2 = t123_c4_2.addingProduct(t123_a4, t123_b2)
-      t123_c4_3 = t123_c4_3.addingProduct(t123_a4, t123_b3)
-      let t123_a5 = SIMD16<Float>(repeating: arena[((524048 +% (((mb122 *% 6) +% 5) *% 84)) +% k124)])
-      t123_c5_0 = t123_c5_0.addingProduct(t123_a5, t123_b0)
-      t123_c5_1 = t123_c5_1.addingProduct(t123_a5, t123_b1)
-      t123_c5_2 = t123_c5_2.addingProduct(t123_a5, t123_b2)
-      t123_c5_3 = t123_c5_3.addingProduct(t123_a5, t123_b3)
-    }
-    store16(arena, ((529424 +% ((mb122 *% 6) *% 120)) +% 64), t123_c0_0)
-    store16(arena, (((529424 +% ((mb122 *% 6) *% 120)) +% 64) +% 16), t123_c0_1)
-    store16(arena, (((529424 +% ((mb122 *% 6) *% 120)) +% 64) +% 32), t123_c0_2)
-    storePartial(arena, (((529424 +% ((mb122 *% 6) *% 120)) +% 64) +% 48), t123_c0_3, 8)
-    store16(arena, ((529424 +% (((mb122 *% 6) +% 1) *% 120)) +% 64), t123_c1_0)
-    store16(arena, (((529424 +% (((mb122 *% 6) +% 1) *% 120)) +% 64) +% 16), t123_c1_1)
-    store16(arena, (((529424 +% (((mb122 *% 6) +% 1) *% 120)) +% 64) +% 32), t123_c1_2)
-    storePartial(arena, (((529424 +% (((mb122 *% 6) +% 1) *% 120)) +% 64) +% 48), t123_c1_3, 8)
-    store16(arena, ((529424 +% (((mb122 *% 6) +% 2) *% 120)) +% 64), t123_c2_0)
-    store16(arena, (((529424 +% (((mb122 *% 6) +% 2) *% 120)) +% 64) +% 16), t123_c2_1)
-    store16(arena, (((529424 +% (((mb122 *% 6) +% 2) *% 120)) +% 64) +% 32), t123_c2_2)
-    storePartial(arena, (((529424 +% (((mb122 *% 6) +% 2) *% 120)) +% 64) +% 48), t123_c2_3, 8)
-    store16(arena, ((529424 +% (((mb122 *% 6) +% 3) *% 120)) +% 64), t123_c3_0)
-    store16(arena, (((529424 +% (((mb122 *% 6) +% 3) *% 120)) +% 64) +% 16), t123_c3_1)
-    store16(arena, (((529424 +% (((mb122 *% 6) +% 3) *% 120)) +% 64) +% 32), t123_c3_2)
-    storePartial(arena, (((529424 +% (((mb122 *% 6) +% 3) *% 120)) +% 64) +% 48), t123_c3_3, 8)
-    store16(arena, ((529424 +% (((mb122 *% 6) +% 4) *% 120)) +% 64), t123_c4_0)
-    store16(arena, (((529424 +% (((mb122 *% 6) +% 4) *% 120)) +% 64) +% 16), t123_c4_1)
-    store16(arena, (((529424 +% (((mb122 *% 6) +% 4) *% 120)) +% 64) +% 32), t123_c4_2)
-    storePartial(arena, (((529424 +% (((mb122 *% 6) +% 4) *% 120)) +% 64) +% 48), t123_c4_3, 8)
-    store16(arena, ((529424 +% (((mb122 *% 6) +% 5) *% 120)) +% 64), t123_c5_0)
-    store16(arena, (((529424 +% (((mb122 *% 6) +% 5) *% 120)) +% 64) +% 16), t123_c5_1)
-    store16(arena, (((529424 +% (((mb122 *% 6) +% 5) *% 120)) +% 64) +% 32), t123_c5_2)
-    storePartial(arena, (((529424 +% (((mb122 *% 6) +% 5) *% 120)) +% 64) +% 48), t123_c5_3, 8)
-  }
-  var t125_c0_0 = SIMD16<Float>()
-  var t125_c0_1 = SIMD16<Float>()
-  var t125_c0_2 = SIMD16<Float>()
-  var t125_c0_3 = SIMD16<Float>()
-  var t125_c1_0 = SIMD16<Float>()
-  var t125_c1_1 = SIMD16<Float>()
-  var t125_c1_2 = SIMD16<Float>()
-  var t125_c1_3 = SIMD16<Float>()
-  var t125_c2_0 = SIMD16<Float>()
-  var t125_c2_1 = SIMD16<Float>()
-  var t125_c2_2 = SIMD16<Float>()
-  var t125_c2_3 = SIMD16<Float>()
-  var t125_c3_0 = SIMD16<Float>()
-  var t125_c3_1 = SIMD16<Float>()
-  var t125_c3_2 = SIMD16<Float>()
-  var t125_c3_3 = SIMD16<Float>()
-  for k126 in 0..<84 {
-    let t125_b0 = load16(params, ((50692 +% (k126 *% 120)) +% 64))
-    let t125_b1 = load16(params, (((50692 +% (k126 *% 120)) +% 64) +% 16))
-    let t125_b2 = load16(params, (((50692 +% (k126 *% 120)) +% 64) +% 32))
-    let t125_b3 = loadPartial(params, (((50692 +% (k126 *% 120)) +% 64) +% 48), 8)
-    let t125_a0 = SIMD16<Float>(repeating: arena[(529088 +% k126)])
-    t125_c0_0 = t125_c0_0.addingProduct(t125_a0, t125_b0)
-    t125_c0_1 = t125_c0_1.addingProduct(t125_a0, t125_b1)
-    t125_c0_2 = t125_c0_2.addingProduct(t125_a0, t125_b2)
-    t125_c0_3 = t125_c0_3.addingProduct(t125_a0, t125_b3)
-    let t125_a1 = SIMD16<Float>(repeating: arena[(529172 +% k126)])
-    t125_c1_0 = t125_c1_0.addingProduct(t125_a1, t125_b0)
-    t125_c1_1 = t125_c1_1.addingProduct(t125_a1, t125_b1)
-    t125_c1_2 = t125_c1_2.addingProduct(t125_a1, t125_b2)
-    t125_c1_3 = t125_c1_3.addingProduct(t125_a1, t125_b3)
-    let t125_a2 = SIMD16<Float>(repeating: arena[(529256 +% k126)])
-    t125_c2_0 = t125_c2_0.addingProduct(t125_a2, t125_b0)
-    t125_c2_1 = t125_c2_1.addingProduct(t125_a2, t125_b1)
-    t125_c2_2 = t125_c2_2.addingProduct(t125_a2, t125_b2)
-    t125_c2_3 = t125_c2_3.addingProduct(t125_a2, t125_b3)
-    let t125_a3 = SIMD16<Float>(repeating: arena[(529340 +% k126)])
-    t125_c3_0 = t125_c3_0.addingProduct(t125_a3, t125_b0)
-    t125_c3_1 = t125_c3_1.addingProduct(t125_a3, t125_b1)
-    t125_c3_2 = t125_c3_2.addingProduct(t125_a3, t125_b2)
-    t125_c3_3 = t125_c3_3.addingProduct(t125_a3, t125_b3)
-  }
-  store16(arena, 536688, t125_c0_0)
-  store16(arena, 536704, t125_c0_1)
-  store16(arena, 536720, t125_c0_2)
-  storePartial(arena, 536736, t125_c0_3, 8)
-  store16(arena, 536808, t125_c1_0)
-  store16(arena, 536824, t125_c1_1)
-  store16(arena, 536840, t125_c1_2)
-  storePartial(arena, 536856, t125_c1_3, 8)
-  store16(arena, 536928, t125_c2_0)
-  store16(arena, 536944, t125_c2_1)
-  store16(arena, 536960, t125_c2_2)
-  storePartial(arena, 536976, t125_c2_3, 8)
-  store16(arena, 537048, t125_c3_0)
-  store16(arena, 537064, t125_c3_1)
-  store16(arena, 537080, t125_c3_2)
-  storePartial(arena, 537096, t125_c3_3, 8)
+  sgemm(101, 111, 111, 64, 120, 84, 1, arena + 524048, 84, params + 50692, 120, Float(bitPattern: 0x0), arena + 529424, 120)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i127
-    var i127 = 0
-    while i127 &+ 16 <= 7680 {
-      store16(arena, 518032 &+ i127, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i127), where: load16(arena, 504320 &+ i127) .> SIMD16<Float>(repeating: Float(0))))
-      i127 &+= 16
+  do {  // SIMD16 over i85
+    var i85 = 0
+    while i85 &+ 16 <= 7680 {
+      store16(arena, 518032 &+ i85, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i85), where: load16(arena, 504320 &+ i85) .> SIMD16<Float>(repeating: Float(0))))
+      i85 &+= 16
     }
-    while i127 < 7680 {
-      arena[(518032 +% i127)] = (arena[(504320 +% i127)] > Float(0) ? arena[(529424 +% i127)] : Float(0))
-      i127 &+= 1
+    while i85 < 7680 {
+      arena[(518032 +% i85)] = (arena[(504320 +% i85)] > Float(0) ? arena[(529424 +% i85)] : Float(0))
+      i85 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  for nb128 in 0..<6 {
-    for mb129 in 0..<20 {
-      var t130_c0_0 = SIMD16<Float>()
-      var t130_c0_1 = SIMD16<Float>()
-      var t130_c0_2 = SIMD16<Float>()
-      var t130_c0_3 = SIMD16<Float>()
-      var t130_c1_0 = SIMD16<Float>()
-      var t130_c1_1 = SIMD16<Float>()
-      var t130_c1_2 = SIMD16<Float>()
-      var t130_c1_3 = SIMD16<Float>()
-      var t130_c2_0 = SIMD16<Float>()
-      var t130_c2_1 = SIMD16<Float>()
-      var t130_c2_2 = SIMD16<Float>()
-      var t130_c2_3 = SIMD16<Float>()
-      var t130_c3_0 = SIMD16<Float>()
-      var t130_c3_1 = SIMD16<Float>()
-      var t130_c3_2 = SIMD16<Float>()
-      var t130_c3_3 = SIMD16<Float>()
-      var t130_c4_0 = SIMD16<Float>()
-      var t130_c4_1 = SIMD16<Float>()
-      var t130_c4_2 = SIMD16<Float>()
-      var t130_c4_3 = SIMD16<Float>()
-      var t130_c5_0 = SIMD16<Float>()
-      var t130_c5_1 = SIMD16<Float>()
-      var t130_c5_2 = SIMD16<Float>()
-      var t130_c5_3 = SIMD16<Float>()
-      for k131 in 0..<64 {
-        let t130_b0 = load16(arena, ((478720 +% (k131 *% 400)) +% (nb128 *% 64)))
-        let t130_b1 = load16(arena, (((478720 +% (k131 *% 400)) +% (nb128 *% 64)) +% 16))
-        let t130_b2 = load16(arena, (((478720 +% (k131 *% 400)) +% (nb128 *% 64)) +% 32))
-        let t130_b3 = load16(arena, (((478720 +% (k131 *% 400)) +% (nb128 *% 64)) +% 48))
-        let t130_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb129 *% 6)) +% (k131 *% 120))])
-        t130_c0_0 = t130_c0_0.addingProduct(t130_a0, t130_b0)
-        t130_c0_1 = t130_c0_1.addingProduct(t130_a0, t130_b1)
-        t130_c0_2 = t130_c0_2.addingProduct(t130_a0, t130_b2)
-        t130_c0_3 = t130_c0_3.addingProduct(t130_a0, t130_b3)
-        let t130_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb129 *% 6) +% 1)) +% (k131 *% 120))])
-        t130_c1_0 = t130_c1_0.addingProduct(t130_a1, t130_b0)
-        t130_c1_1 = t130_c1_1.addingProduct(t130_a1, t130_b1)
-        t130_c1_2 = t130_c1_2.addingProduct(t130_a1, t130_b2)
-        t130_c1_3 = t130_c1_3.addingProduct(t130_a1, t130_b3)
-        let t130_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb129 *% 6) +% 2)) +% (k131 *% 120))])
-        t130_c2_0 = t130_c2_0.addingProduct(t130_a2, t130_b0)
-        t130_c2_1 = t130_c2_1.addingProduct(t130_a2, t130_b1)
-        t130_c2_2 = t130_c2_2.addingProduct(t130_a2, t130_b2)
-        t130_c2_3 = t130_c2_3.addingProduct(t130_a2, t130_b3)
-        let t130_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb129 *% 6) +% 3)) +% (k131 *% 120))])
-        t130_c3_0 = t130_c3_0.addingProduct(t130_a3, t130_b0)
-        t130_c3_1 = t130_c3_1.addingProduct(t130_a3, t130_b1)
-        t130_c3_2 = t130_c3_2.addingProduct(t130_a3, t130_b2)
-        t130_c3_3 = t130_c3_3.addingProduct(t130_a3, t130_b3)
-        let t130_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb129 *% 6) +% 4)) +% (k131 *% 120))])
-        t130_c4_0 = t130_c4_0.addingProduct(t130_a4, t130_b0)
-        t130_c4_1 = t130_c4_1.addingProduct(t130_a4, t130_b1)
-        t130_c4_2 = t130_c4_2.addingProduct(t130_a4, t130_b2)
-        t130_c4_3 = t130_c4_3.addingProduct(t130_a4, t130_b3)
-        let t130_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb129 *% 6) +% 5)) +% (k131 *% 120))])
-        t130_c5_0 = t130_c5_0.addingProduct(t130_a5, t130_b0)
-        t130_c5_1 = t130_c5_1.addingProduct(t130_a5, t130_b1)
-        t130_c5_2 = t130_c5_2.addingProduct(t130_a5, t130_b2)
-        t130_c5_3 = t130_c5_3.addingProduct(t130_a5, t130_b3)
+  for nb86 in 0..<6 {
+    for mb87 in 0..<20 {
+      var t88_c0_0 = SIMD16<Float>()
+      var t88_c0_1 = SIMD16<Float>()
+      var t88_c0_2 = SIMD16<Float>()
+      var t88_c0_3 = SIMD16<Float>()
+      var t88_c1_0 = SIMD16<Float>()
+      var t88_c1_1 = SIMD16<Float>()
+      var t88_c1_2 = SIMD16<Float>()
+      var t88_c1_3 = SIMD16<Float>()
+      var t88_c2_0 = SIMD16<Float>()
+      var t88_c2_1 = SIMD16<Float>()
+      var t88_c2_2 = SIMD16<Float>()
+      var t88_c2_3 = SIMD16<Float>()
+      var t88_c3_0 = SIMD16<Float>()
+      var t88_c3_1 = SIMD16<Float>()
+      var t88_c3_2 = SIMD16<Float>()
+      var t88_c3_3 = SIMD16<Float>()
+      var t88_c4_0 = SIMD16<Float>()
+      var t88_c4_1 = SIMD16<Float>()
+      var t88_c4_2 = SIMD16<Float>()
+      var t88_c4_3 = SIMD16<Float>()
+      var t88_c5_0 = SIMD16<Float>()
+      var t88_c5_1 = SIMD16<Float>()
+      var t88_c5_2 = SIMD16<Float>()
+      var t88_c5_3 = SIMD16<Float>()
+      for k89 in 0..<64 {
+        let t88_b0 = load16(arena, ((478720 +% (k89 *% 400)) +% (nb86 *% 64)))
+        let t88_b1 = load16(arena, (((478720 +% (k89 *% 400)) +% (nb86 *% 64)) +% 16))
+        let t88_b2 = load16(arena, (((478720 +% (k89 *% 400)) +% (nb86 *% 64)) +% 32))
+        let t88_b3 = load16(arena, (((478720 +% (k89 *% 400)) +% (nb86 *% 64)) +% 48))
+        let t88_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb87 *% 6)) +% (k89 *% 120))])
+        t88_c0_0 = t88_c0_0.addingProduct(t88_a0, t88_b0)
+        t88_c0_1 = t88_c0_1.addingProduct(t88_a0, t88_b1)
+        t88_c0_2 = t88_c0_2.addingProduct(t88_a0, t88_b2)
+        t88_c0_3 = t88_c0_3.addingProduct(t88_a0, t88_b3)
+        let t88_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb87 *% 6) +% 1)) +% (k89 *% 120))])
+        t88_c1_0 = t88_c1_0.addingProduct(t88_a1, t88_b0)
+        t88_c1_1 = t88_c1_1.addingProduct(t88_a1, t88_b1)
+        t88_c1_2 = t88_c1_2.addingProduct(t88_a1, t88_b2)
+        t88_c1_3 = t88_c1_3.addingProduct(t88_a1, t88_b3)
+        let t88_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb87 *% 6) +% 2)) +% (k89 *% 120))])
+        t88_c2_0 = t88_c2_0.addingProduct(t88_a2, t88_b0)
+        t88_c2_1 = t88_c2_1.addingProduct(t88_a2, t88_b1)
+        t88_c2_2 = t88_c2_2.addingProduct(t88_a2, t88_b2)
+        t88_c2_3 = t88_c2_3.addingProduct(t88_a2, t88_b3)
+        let t88_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb87 *% 6) +% 3)) +% (k89 *% 120))])
+        t88_c3_0 = t88_c3_0.addingProduct(t88_a3, t88_b0)
+        t88_c3_1 = t88_c3_1.addingProduct(t88_a3, t88_b1)
+        t88_c3_2 = t88_c3_2.addingProduct(t88_a3, t88_b2)
+        t88_c3_3 = t88_c3_3.addingProduct(t88_a3, t88_b3)
+        let t88_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb87 *% 6) +% 4)) +% (k89 *% 120))])
+        t88_c4_0 = t88_c4_0.addingProduct(t88_a4, t88_b0)
+        t88_c4_1 = t88_c4_1.addingProduct(t88_a4, t88_b1)
+        t88_c4_2 = t88_c4_2.addingProduct(t88_a4, t88_b2)
+        t88_c4_3 = t88_c4_3.addingProduct(t88_a4, t88_b3)
+        let t88_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb87 *% 6) +% 5)) +% (k89 *% 120))])
+        t88_c5_0 = t88_c5_0.addingProduct(t88_a5, t88_b0)
+        t88_c5_1 = t88_c5_1.addingProduct(t88_a5, t88_b1)
+        t88_c5_2 = t88_c5_2.addingProduct(t88_a5, t88_b2)
+        t88_c5_3 = t88_c5_3.addingProduct(t88_a5, t88_b3)
       }
-      store16(grads, ((2572 +% ((mb129 *% 6) *% 400)) +% (nb128 *% 64)), t130_c0_0)
-      store16(grads, (((2572 +% ((mb129 *% 6) *% 400)) +% (nb128 *% 64)) +% 16), t130_c0_1)
-      store16(grads, (((2572 +% ((mb129 *% 6) *% 400)) +% (nb128 *% 64)) +% 32), t130_c0_2)
-      store16(grads, (((2572 +% ((mb129 *% 6) *% 400)) +% (nb128 *% 64)) +% 48), t130_c0_3)
-      store16(grads, ((2572 +% (((mb129 *% 6) +% 1) *% 400)) +% (nb128 *% 64)), t130_c1_0)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 1) *% 400)) +% (nb128 *% 64)) +% 16), t130_c1_1)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 1) *% 400)) +% (nb128 *% 64)) +% 32), t130_c1_2)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 1) *% 400)) +% (nb128 *% 64)) +% 48), t130_c1_3)
-      store16(grads, ((2572 +% (((mb129 *% 6) +% 2) *% 400)) +% (nb128 *% 64)), t130_c2_0)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 2) *% 400)) +% (nb128 *% 64)) +% 16), t130_c2_1)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 2) *% 400)) +% (nb128 *% 64)) +% 32), t130_c2_2)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 2) *% 400)) +% (nb128 *% 64)) +% 48), t130_c2_3)
-      store16(grads, ((2572 +% (((mb129 *% 6) +% 3) *% 400)) +% (nb128 *% 64)), t130_c3_0)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 3) *% 400)) +% (nb128 *% 64)) +% 16), t130_c3_1)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 3) *% 400)) +% (nb128 *% 64)) +% 32), t130_c3_2)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 3) *% 400)) +% (nb128 *% 64)) +% 48), t130_c3_3)
-      store16(grads, ((2572 +% (((mb129 *% 6) +% 4) *% 400)) +% (nb128 *% 64)), t130_c4_0)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 4) *% 400)) +% (nb128 *% 64)) +% 16), t130_c4_1)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 4) *% 400)) +% (nb128 *% 64)) +% 32), t130_c4_2)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 4) *% 400)) +% (nb128 *% 64)) +% 48), t130_c4_3)
-      store16(grads, ((2572 +% (((mb129 *% 6) +% 5) *% 400)) +% (nb128 *% 64)), t130_c5_0)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 5) *% 400)) +% (nb128 *% 64)) +% 16), t130_c5_1)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 5) *% 400)) +% (nb128 *% 64)) +% 32), t130_c5_2)
-      store16(grads, (((2572 +% (((mb129 *% 6) +% 5) *% 400)) +% (nb128 *% 64)) +% 48), t130_c5_3)
+      store16(grads, ((2572 +% ((mb87 *% 6) *% 400)) +% (nb86 *% 64)), t88_c0_0)
+      store16(grads, (((2572 +% ((mb87 *% 6) *% 400)) +% (nb86 *% 64)) +% 16), t88_c0_1)
+      store16(grads, (((2572 +% ((mb87 *% 6) *% 400)) +% (nb86 *% 64)) +% 32), t88_c0_2)
+      store16(grads, (((2572 +% ((mb87 *% 6) *% 400)) +% (nb86 *% 64)) +% 48), t88_c0_3)
+      store16(grads, ((2572 +% (((mb87 *% 6) +% 1) *% 400)) +% (nb86 *% 64)), t88_c1_0)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 1) *% 400)) +% (nb86 *% 64)) +% 16), t88_c1_1)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 1) *% 400)) +% (nb86 *% 64)) +% 32), t88_c1_2)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 1) *% 400)) +% (nb86 *% 64)) +% 48), t88_c1_3)
+      store16(grads, ((2572 +% (((mb87 *% 6) +% 2) *% 400)) +% (nb86 *% 64)), t88_c2_0)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 2) *% 400)) +% (nb86 *% 64)) +% 16), t88_c2_1)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 2) *% 400)) +% (nb86 *% 64)) +% 32), t88_c2_2)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 2) *% 400)) +% (nb86 *% 64)) +% 48), t88_c2_3)
+      store16(grads, ((2572 +% (((mb87 *% 6) +% 3) *% 400)) +% (nb86 *% 64)), t88_c3_0)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 3) *% 400)) +% (nb86 *% 64)) +% 16), t88_c3_1)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 3) *% 400)) +% (nb86 *% 64)) +% 32), t88_c3_2)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 3) *% 400)) +% (nb86 *% 64)) +% 48), t88_c3_3)
+      store16(grads, ((2572 +% (((mb87 *% 6) +% 4) *% 400)) +% (nb86 *% 64)), t88_c4_0)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 4) *% 400)) +% (nb86 *% 64)) +% 16), t88_c4_1)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 4) *% 400)) +% (nb86 *% 64)) +% 32), t88_c4_2)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 4) *% 400)) +% (nb86 *% 64)) +% 48), t88_c4_3)
+      store16(grads, ((2572 +% (((mb87 *% 6) +% 5) *% 400)) +% (nb86 *% 64)), t88_c5_0)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 5) *% 400)) +% (nb86 *% 64)) +% 16), t88_c5_1)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 5) *% 400)) +% (nb86 *% 64)) +% 32), t88_c5_2)
+      store16(grads, (((2572 +% (((mb87 *% 6) +% 5) *% 400)) +% (nb86 *% 64)) +% 48), t88_c5_3)
     }
   }
-  for mb132 in 0..<20 {
-    var t133_c0_0 = SIMD16<Float>()
-    var t133_c1_0 = SIMD16<Float>()
-    var t133_c2_0 = SIMD16<Float>()
-    var t133_c3_0 = SIMD16<Float>()
-    var t133_c4_0 = SIMD16<Float>()
-    var t133_c5_0 = SIMD16<Float>()
-    for k134 in 0..<64 {
-      let t133_b0 = load16(arena, ((478720 +% (k134 *% 400)) +% 384))
-      let t133_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb132 *% 6)) +% (k134 *% 120))])
-      t133_c0_0 = t133_c0_0.addingProduct(t133_a0, t133_b0)
-      let t133_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb132 *% 6) +% 1)) +% (k134 *% 120))])
-      t133_c1_0 = t133_c1_0.addingProduct(t133_a1, t133_b0)
-      let t133_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb132 *% 6) +% 2)) +% (k134 *% 120))])
-      t133_c2_0 = t133_c2_0.addingProduct(t133_a2, t133_b0)
-      let t133_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb132 *% 6) +% 3)) +% (k134 *% 120))])
-      t133_c3_0 = t133_c3_0.addingProduct(t133_a3, t133_b0)
-      let t133_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb132 *% 6) +% 4)) +% (k134 *% 120))])
-      t133_c4_0 = t133_c4_0.addingProduct(t133_a4, t133_b0)
-      let t133_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb132 *% 6) +% 5)) +% (k134 *% 120))])
-      t133_c5_0 = t133_c5_0.addingProduct(t133_a5, t133_b0)
+  for mb90 in 0..<20 {
+    var t91_c0_0 = SIMD16<Float>()
+    var t91_c1_0 = SIMD16<Float>()
+    var t91_c2_0 = SIMD16<Float>()
+    var t91_c3_0 = SIMD16<Float>()
+    var t91_c4_0 = SIMD16<Float>()
+    var t91_c5_0 = SIMD16<Float>()
+    for k92 in 0..<64 {
+      let t91_b0 = load16(arena, ((478720 +% (k92 *% 400)) +% 384))
+      let t91_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb90 *% 6)) +% (k92 *% 120))])
+      t91_c0_0 = t91_c0_0.addingProduct(t91_a0, t91_b0)
+      let t91_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb90 *% 6) +% 1)) +% (k92 *% 120))])
+      t91_c1_0 = t91_c1_0.addingProduct(t91_a1, t91_b0)
+      let t91_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb90 *% 6) +% 2)) +% (k92 *% 120))])
+      t91_c2_0 = t91_c2_0.addingProduct(t91_a2, t91_b0)
+      let t91_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb90 *% 6) +% 3)) +% (k92 *% 120))])
+      t91_c3_0 = t91_c3_0.addingProduct(t91_a3, t91_b0)
+      let t91_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb90 *% 6) +% 4)) +% (k92 *% 120))])
+      t91_c4_0 = t91_c4_0.addingProduct(t91_a4, t91_b0)
+      let t91_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb90 *% 6) +% 5)) +% (k92 *% 120))])
+      t91_c5_0 = t91_c5_0.addingProduct(t91_a5, t91_b0)
     }
-    store16(grads, ((2572 +% ((mb132 *% 6) *% 400)) +% 384), t133_c0_0)
-    store16(grads, ((2572 +% (((mb132 *% 6) +% 1) *% 400)) +% 384), t133_c1_0)
-    store16(grads, ((2572 +% (((mb132 *% 6) +% 2) *% 400)) +% 384), t133_c2_0)
-    store16(grads, ((2572 +% (((mb132 *% 6) +% 3) *% 400)) +% 384), t133_c3_0)
-    store16(grads, ((2572 +% (((mb132 *% 6) +% 4) *% 400)) +% 384), t133_c4_0)
-    store16(grads, ((2572 +% (((mb132 *% 6) +% 5) *% 400)) +% 384), t133_c5_0)
+    store16(grads, ((2572 +% ((mb90 *% 6) *% 400)) +% 384), t91_c0_0)
+    store16(grads, ((2572 +% (((mb90 *% 6) +% 1) *% 400)) +% 384), t91_c1_0)
+    store16(grads, ((2572 +% (((mb90 *% 6) +% 2) *% 400)) +% 384), t91_c2_0)
+    store16(grads, ((2572 +% (((mb90 *% 6) +% 3) *% 400)) +% 384), t91_c3_0)
+    store16(grads, ((2572 +% (((mb90 *% 6) +% 4) *% 400)) +% 384), t91_c4_0)
+    store16(grads, ((2572 +% (((mb90 *% 6) +% 5) *% 400)) +% 384), t91_c5_0)
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u135 in 0..<120 {
-    var acc136: Float = Float(0)
-    for n137 in 0..<64 {
-      acc136 = (acc136 + arena[((518032 +% (n137 *% 120)) +% u135)])
+  for u93 in 0..<120 {
+    var acc94: Float = Float(0)
+    for n95 in 0..<64 {
+      acc94 = (acc94 + arena[((518032 +% (n95 *% 120)) +% u93)])
     }
-    grads[(50572 +% u135)] = acc136
+    grads[(50572 +% u93)] = acc94
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  for nb138 in 0..<6 {
-    for mb139 in 0..<10 {
-      var t140_c0_0 = SIMD16<Float>()
-      var t140_c0_1 = SIMD16<Float>()
-      var t140_c0_2 = SIMD16<Float>()
-      var t140_c0_3 = SIMD16<Float>()
-      var t140_c1_0 = SIMD16<Float>()
-      var t140_c1_1 = SIMD16<Float>()
-      var t140_c1_2 = SIMD16<Float>()
-      var t140_c1_3 = SIMD16<Float>()
-      var t140_c2_0 = SIMD16<Float>()
-      var t140_c2_1 = SIMD16<Float>()
-      var t140_c2_2 = SIMD16<Float>()
-      var t140_c2_3 = SIMD16<Float>()
-      var t140_c3_0 = SIMD16<Float>()
-      var t140_c3_1 = SIMD16<Float>()
-      var t140_c3_2 = SIMD16<Float>()
-      var t140_c3_3 = SIMD16<Float>()
-      var t140_c4_0 = SIMD16<Float>()
-      var t140_c4_1 = SIMD16<Float>()
-      var t140_c4_2 = SIMD16<Float>()
-      var t140_c4_3 = SIMD16<Float>()
-      var t140_c5_0 = SIMD16<Float>()
-      var t140_c5_1 = SIMD16<Float>()
-      var t140_c5_2 = SIMD16<Float>()
-      var t140_c5_3 = SIMD16<Float>()
-      for k141 in 0..<120 {
-        let t140_b0 = load16(params, ((2572 +% (k141 *% 400)) +% (nb138 *% 64)))
-        let t140_b1 = load16(params, (((2572 +% (k141 *% 400)) +% (nb138 *% 64)) +% 16))
-        let t140_b2 = load16(params, (((2572 +% (k141 *% 400)) +% (nb138 *% 64)) +% 32))
-        let t140_b3 = load16(params, (((2572 +% (k141 *% 400)) +% (nb138 *% 64)) +% 48))
-        let t140_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb139 *% 6) *% 120)) +% k141)])
-        t140_c0_0 = t140_c0_0.addingProduct(t140_a0, t140_b0)
-        t140_c0_1 = t140_c0_1.addingProduct(t140_a0, t140_b1)
-        t140_c0_2 = t140_c0_2.addingProduct(t140_a0, t140_b2)
-        t140_c0_3 = t140_c0_3.addingProduct(t140_a0, t140_b3)
-        let t140_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb139 *% 6) +% 1) *% 120)) +% k141)])
-        t140_c1_0 = t140_c1_0.addingProduct(t140_a1, t140_b0)
-        t140_c1_1 = t140_c1_1.addingProduct(t140_a1, t140_b1)
-        t140_c1_2 = t140_c1_2.addingProduct(t140_a1, t140_b2)
-        t140_c1_3 = t140_c1_3.addingProduct(t140_a1, t140_b3)
-        let t140_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb139 *% 6) +% 2) *% 120)) +% k141)])
-        t140_c2_0 = t140_c2_0.addingProduct(t140_a2, t140_b0)
-        t140_c2_1 = t140_c2_1.addingProduct(t140_a2, t140_b1)
-        t140_c2_2 = t140_c2_2.addingProduct(t140_a2, t140_b2)
-        t140_c2_3 = t140_c2_3.addingProduct(t140_a2, t140_b3)
-        let t140_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb139 *% 6) +% 3) *% 120)) +% k141)])
-        t140_c3_0 = t140_c3_0.addingProduct(t140_a3, t140_b0)
-        t140_c3_1 = t140_c3_1.addingProduct(t140_a3, t140_b1)
-        t140_c3_2 = t140_c3_2.addingProduct(t140_a3, t140_b2)
-        t140_c3_3 = t140_c3_3.addingProduct(t140_a3, t140_b3)
-        let t140_a4 = SIMD16<Float>(repeating: arena[((518032 +% (((mb139 *% 6) +% 4) *% 120)) +% k141)])
-        t140_c4_0 = t140_c4_0.addingProduct(t140_a4, t140_b0)
-        t140_c4_1 = t140_c4_1.addingProduct(t140_a4, t140_b1)
-        t140_c4_2 = t140_c4_2.addingProduct(t140_a4, t140_b2)
-        t140_c4_3 = t140_c4_3.addingProduct(t140_a4, t140_b3)
-        let t140_a5 = SIMD16<Float>(repeating: arena[((518032 +% (((mb139 *% 6) +% 5) *% 120)) +% k141)])
-        t140_c5_0 = t140_c5_0.addingProduct(t140_a5, t140_b0)
-        t140_c5_1 = t140_c5_1.addingProduct(t140_a5, t140_b1)
-        t140_c5_2 = t140_c5_2.addingProduct(t140_a5, t140_b2)
-        t140_c5_3 = t140_c5_3.addingProduct(t140_a5, t140_b3)
+  for nb96 in 0..<6 {
+    for mb97 in 0..<16 {
+      var t98_c0_0 = SIMD16<Float>()
+      var t98_c0_1 = SIMD16<Float>()
+      var t98_c0_2 = SIMD16<Float>()
+      var t98_c0_3 = SIMD16<Float>()
+      var t98_c1_0 = SIMD16<Float>()
+      var t98_c1_1 = SIMD16<Float>()
+      var t98_c1_2 = SIMD16<Float>()
+      var t98_c1_3 = SIMD16<Float>()
+      var t98_c2_0 = SIMD16<Float>()
+      var t98_c2_1 = SIMD16<Float>()
+      var t98_c2_2 = SIMD16<Float>()
+      var t98_c2_3 = SIMD16<Float>()
+      var t98_c3_0 = SIMD16<Float>()
+      var t98_c3_1 = SIMD16<Float>()
+      var t98_c3_2 = SIMD16<Float>()
+      var t98_c3_3 = SIMD16<Float>()
+      for k99 in 0..<120 {
+        let t98_b0 = load16(params, ((2572 +% (k99 *% 400)) +% (nb96 *% 64)))
+        let t98_b1 = load16(params, (((2572 +% (k99 *% 400)) +% (nb96 *% 64)) +% 16))
+        let t98_b2 = load16(params, (((2572 +% (k99 *% 400)) +% (nb96 *% 64)) +% 32))
+        let t98_b3 = load16(params, (((2572 +% (k99 *% 400)) +% (nb96 *% 64)) +% 48))
+        let t98_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb97 *% 4) *% 120)) +% k99)])
+        t98_c0_0 = t98_c0_0.addingProduct(t98_a0, t98_b0)
+        t98_c0_1 = t98_c0_1.addingProduct(t98_a0, t98_b1)
+        t98_c0_2 = t98_c0_2.addingProduct(t98_a0, t98_b2)
+        t98_c0_3 = t98_c0_3.addingProduct(t98_a0, t98_b3)
+        let t98_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb97 *% 4) +% 1) *% 120)) +% k99)])
+        t98_c1_0 = t98_c1_0.addingProduct(t98_a1, t98_b0)
+        t98_c1_1 = t98_c1_1.addingProduct(t98_a1, t98_b1)
+        t98_c1_2 = t98_c1_2.addingProduct(t98_a1, t98_b2)
+        t98_c1_3 = t98_c1_3.addingProduct(t98_a1, t98_b3)
+        let t98_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb97 *% 4) +% 2) *% 120)) +% k99)])
+        t98_c2_0 = t98_c2_0.addingProduct(t98_a2, t98_b0)
+        t98_c2_1 = t98_c2_1.addingProduct(t98_a2, t98_b1)
+        t98_c2_2 = t98_c2_2.addingProduct(t98_a2, t98_b2)
+        t98_c2_3 = t98_c2_3.addingProduct(t98_a2, t98_b3)
+        let t98_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb97 *% 4) +% 3) *% 120)) +% k99)])
+        t98_c3_0 = t98_c3_0.addingProduct(t98_a3, t98_b0)
+        t98_c3_1 = t98_c3_1.addingProduct(t98_a3, t98_b1)
+        t98_c3_2 = t98_c3_2.addingProduct(t98_a3, t98_b2)
+        t98_c3_3 = t98_c3_3.addingProduct(t98_a3, t98_b3)
       }
-      store16(arena, ((525712 +% ((mb139 *% 6) *% 400)) +% (nb138 *% 64)), t140_c0_0)
-      store16(arena, (((525712 +% ((mb139 *% 6) *% 400)) +% (nb138 *% 64)) +% 16), t140_c0_1)
-      store16(arena, (((525712 +% ((mb139 *% 6) *% 400)) +% (nb138 *% 64)) +% 32), t140_c0_2)
-      store16(arena, (((525712 +% ((mb139 *% 6) *% 400)) +% (nb138 *% 64)) +% 48), t140_c0_3)
-      store16(arena, ((525712 +% (((mb139 *% 6) +% 1) *% 400)) +% (nb138 *% 64)), t140_c1_0)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 1) *% 400)) +% (nb138 *% 64)) +% 16), t140_c1_1)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 1) *% 400)) +% (nb138 *% 64)) +% 32), t140_c1_2)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 1) *% 400)) +% (nb138 *% 64)) +% 48), t140_c1_3)
-      store16(arena, ((525712 +% (((mb139 *% 6) +% 2) *% 400)) +% (nb138 *% 64)), t140_c2_0)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 2) *% 400)) +% (nb138 *% 64)) +% 16), t140_c2_1)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 2) *% 400)) +% (nb138 *% 64)) +% 32), t140_c2_2)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 2) *% 400)) +% (nb138 *% 64)) +% 48), t140_c2_3)
-      store16(arena, ((525712 +% (((mb139 *% 6) +% 3) *% 400)) +% (nb138 *% 64)), t140_c3_0)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 3) *% 400)) +% (nb138 *% 64)) +% 16), t140_c3_1)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 3) *% 400)) +% (nb138 *% 64)) +% 32), t140_c3_2)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 3) *% 400)) +% (nb138 *% 64)) +% 48), t140_c3_3)
-      store16(arena, ((525712 +% (((mb139 *% 6) +% 4) *% 400)) +% (nb138 *% 64)), t140_c4_0)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 4) *% 400)) +% (nb138 *% 64)) +% 16), t140_c4_1)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 4) *% 400)) +% (nb138 *% 64)) +% 32), t140_c4_2)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 4) *% 400)) +% (nb138 *% 64)) +% 48), t140_c4_3)
-      store16(arena, ((525712 +% (((mb139 *% 6) +% 5) *% 400)) +% (nb138 *% 64)), t140_c5_0)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 5) *% 400)) +% (nb138 *% 64)) +% 16), t140_c5_1)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 5) *% 400)) +% (nb138 *% 64)) +% 32), t140_c5_2)
-      store16(arena, (((525712 +% (((mb139 *% 6) +% 5) *% 400)) +% (nb138 *% 64)) +% 48), t140_c5_3)
+      store16(arena, ((525712 +% ((mb97 *% 4) *% 400)) +% (nb96 *% 64)), t98_c0_0)
+      store16(arena, (((525712 +% ((mb97 *% 4) *% 400)) +% (nb96 *% 64)) +% 16), t98_c0_1)
+      store16(arena, (((525712 +% ((mb97 *% 4) *% 400)) +% (nb96 *% 64)) +% 32), t98_c0_2)
+      store16(arena, (((525712 +% ((mb97 *% 4) *% 400)) +% (nb96 *% 64)) +% 48), t98_c0_3)
+      store16(arena, ((525712 +% (((mb97 *% 4) +% 1) *% 400)) +% (nb96 *% 64)), t98_c1_0)
+      store16(arena, (((525712 +% (((mb97 *% 4) +% 1) *% 400)) +% (nb96 *% 64)) +% 16), t98_c1_1)
+      store16(arena, (((525712 +% (((mb97 *% 4) +% 1) *% 400)) +% (nb96 *% 64)) +% 32), t98_c1_2)
+      store16(arena, (((525712 +% (((mb97 *% 4) +% 1) *% 400)) +% (nb96 *% 64)) +% 48), t98_c1_3)
+      store16(arena, ((525712 +% (((mb97 *% 4) +% 2) *% 400)) +% (nb96 *% 64)), t98_c2_0)
+      store16(arena, (((525712 +% (((mb97 *% 4) +% 2) *% 400)) +% (nb96 *% 64)) +% 16), t98_c2_1)
+      store16(arena, (((525712 +% (((mb97 *% 4) +% 2) *% 400)) +% (nb96 *% 64)) +% 32), t98_c2_2)
+      store16(arena, (((525712 +% (((mb97 *% 4) +% 2) *% 400)) +% (nb96 *% 64)) +% 48), t98_c2_3)
+      store16(arena, ((525712 +% (((mb97 *% 4) +% 3) *% 400)) +% (nb96 *% 64)), t98_c3_0)
+      store16(arena, (((525712 +% (((mb97 *% 4) +% 3) *% 400)) +% (nb96 *% 64)) +% 16), t98_c3_1)
+      store16(arena, (((525712 +% (((mb97 *% 4) +% 3) *% 400)) +% (nb96 *% 64)) +% 32), t98_c3_2)
+      store16(arena, (((525712 +% (((mb97 *% 4) +% 3) *% 400)) +% (nb96 *% 64)) +% 48), t98_c3_3)
     }
-    var t142_c0_0 = SIMD16<Float>()
-    var t142_c0_1 = SIMD16<Float>()
-    var t142_c0_2 = SIMD16<Float>()
-    var t142_c0_3 = SIMD16<Float>()
-    var t142_c1_0 = SIMD16<Float>()
-    var t142_c1_1 = SIMD16<Float>()
-    var t142_c1_2 = SIMD16<Float>()
-    var t142_c1_3 = SIMD16<Float>()
-    var t142_c2_0 = SIMD16<Float>()
-    var t142_c2_1 = SIMD16<Float>()
-    var t142_c2_2 = SIMD16<Float>()
-    var t142_c2_3 = SIMD16<Float>()
-    var t142_c3_0 = SIMD16<Float>()
-    var t142_c3_1 = SIMD16<Float>()
-    var t142_c3_2 = SIMD16<Float>()
-    var t142_c3_3 = SIMD16<Float>()
-    for k143 in 0..<120 {
-      let t142_b0 = load16(params, ((2572 +% (k143 *% 400)) +% (nb138 *% 64)))
-      let t142_b1 = load16(params, (((2572 +% (k143 *% 400)) +% (nb138 *% 64)) +% 16))
-      let t142_b2 = load16(params, (((2572 +% (k143 *% 400)) +% (nb138 *% 64)) +% 32))
-      let t142_b3 = load16(params, (((2572 +% (k143 *% 400)) +% (nb138 *% 64)) +% 48))
-      let t142_a0 = SIMD16<Float>(repeating: arena[(525232 +% k143)])
-      t142_c0_0 = t142_c0_0.addingProduct(t142_a0, t142_b0)
-      t142_c0_1 = t142_c0_1.addingProduct(t142_a0, t142_b1)
-      t142_c0_2 = t142_c0_2.addingProduct(t142_a0, t142_b2)
-      t142_c0_3 = t142_c0_3.addingProduct(t142_a0, t142_b3)
-      let t142_a1 = SIMD16<Float>(repeating: arena[(525352 +% k143)])
-      t142_c1_0 = t142_c1_0.addingProduct(t142_a1, t142_b0)
-      t142_c1_1 = t142_c1_1.addingProduct(t142_a1, t142_b1)
-      t142_c1_2 = t142_c1_2.addingProduct(t142_a1, t142_b2)
-      t142_c1_3 = t142_c1_3.addingProduct(t142_a1, t142_b3)
-      let t142_a2 = SIMD16<Float>(repeating: arena[(525472 +% k143)])
-      t142_c2_0 = t142_c2_0.addingProduct(t142_a2, t142_b0)
-      t142_c2_1 = t142_c2_1.addingProduct(t142_a2, t142_b1)
-      t142_c2_2 = t142_c2_2.addingProduct(t142_a2, t142_b2)
-      t142_c2_3 = t142_c2_3.addingProduct(t142_a2, t142_b3)
-      let t142_a3 = SIMD16<Float>(repeating: arena[(525592 +% k143)])
-      t142_c3_0 = t142_c3_0.addingProduct(t142_a3, t142_b0)
-      t142_c3_1 = t142_c3_1.addingProduct(t142_a3, t142_b1)
-      t142_c3_2 = t142_c3_2.addingProduct(t142_a3, t142_b2)
-      t142_c3_3 = t142_c3_3.addingProduct(t142_a3, t142_b3)
+  }
+  for mb100 in 0..<16 {
+    var t101_c0_0 = SIMD16<Float>()
+    var t101_c1_0 = SIMD16<Float>()
+    var t101_c2_0 = SIMD16<Float>()
+    var t101_c3_0 = SIMD16<Float>()
+    for k102 in 0..<120 {
+      let t101_b0 = load16(params, ((2572 +% (k102 *% 400)) +% 384))
+      let t101_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb100 *% 4) *% 120)) +% k102)])
+      t101_c0_0 = t101_c0_0.addingProduct(t101_a0, t101_b0)
+      let t101_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 4) +% 1) *% 120)) +% k102)])
+      t101_c1_0 = t101_c1_0.addingProduct(t101_a1, t101_b0)
+      let t101_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 4) +% 2) *% 120)) +% k102)])
+      t101_c2_0 = t101_c2_0.addingProduct(t101_a2, t101_b0)
+      let t101_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 4) +% 3) *% 120)) +% k102)])
+      t101_c3_0 = t101_c3_0.addingProduct(t101_a3, t101_b0)
     }
-    store16(arena, (549712 +% (nb138 *% 64)), t142_c0_0)
-    store16(arena, ((549712 +% (nb138 *% 64)) +% 16), t142_c0_1)
-    store16(arena, ((549712 +% (nb138 *% 64)) +% 32), t142_c0_2)
-    store16(arena, ((549712 +% (nb138 *% 64)) +% 48), t142_c0_3)
-    store16(arena, (550112 +% (nb138 *% 64)), t142_c1_0)
-    store16(arena, ((550112 +% (nb138 *% 64)) +% 16), t142_c1_1)
-    store16(arena, ((550112 +% (nb138 *% 64)) +% 32), t142_c1_2)
-    store16(arena, ((550112 +% (nb138 *% 64)) +% 48), t142_c1_3)
-    store16(arena, (550512 +% (nb138 *% 64)), t142_c2_0)
-    store16(arena, ((550512 +% (nb138 *% 64)) +% 16), t142_c2_1)
-    store16(arena, ((550512 +% (nb138 *% 64)) +% 32), t142_c2_2)
-    store16(arena, ((550512 +% (nb138 *% 64)) +% 48), t142_c2_3)
-    store16(arena, (550912 +% (nb138 *% 64)), t142_c3_0)
-    store16(arena, ((550912 +% (nb138 *% 64)) +% 16), t142_c3_1)
-    store16(arena, ((550912 +% (nb138 *% 64)) +% 32), t142_c3_2)
-    store16(arena, ((550912 +% (nb138 *% 64)) +% 48), t142_c3_3)
+    store16(arena, ((525712 +% ((mb100 *% 4) *% 400)) +% 384), t101_c0_0)
+    store16(arena, ((525712 +% (((mb100 *% 4) +% 1) *% 400)) +% 384), t101_c1_0)
+    store16(arena, ((525712 +% (((mb100 *% 4) +% 2) *% 400)) +% 384), t101_c2_0)
+    store16(arena, ((525712 +% (((mb100 *% 4) +% 3) *% 400)) +% 384), t101_c3_0)
   }
-  for mb144 in 0..<10 {
-    var t145_c0_0 = SIMD16<Float>()
-    var t145_c1_0 = SIMD16<Float>()
-    var t145_c2_0 = SIMD16<Float>()
-    var t145_c3_0 = SIMD16<Float>()
-    var t145_c4_0 = SIMD16<Float>()
-    var t145_c5_0 = SIMD16<Float>()
-    for k146 in 0..<120 {
-      let t145_b0 = load16(params, ((2572 +% (k146 *% 400)) +% 384))
-      let t145_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb144 *% 6) *% 120)) +% k146)])
-      t145_c0_0 = t145_c0_0.addingProduct(t145_a0, t145_b0)
-      let t145_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb144 *% 6) +% 1) *% 120)) +% k146)])
-      t145_c1_0 = t145_c1_0.addingProduct(t145_a1, t145_b0)
-      let t145_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb144 *% 6) +% 2) *% 120)) +% k146)])
-      t145_c2_0 = t145_c2_0.addingProduct(t145_a2, t145_b0)
-      let t145_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb144 *% 6) +% 3) *% 120)) +% k146)])
-      t145_c3_0 = t145_c3_0.addingProduct(t145_a3, t145_b0)
-      let t145_a4 = SIMD16<Float>(repeating: arena[((518032 +% (((mb144 *% 6) +% 4) *% 120)) +% k146)])
-      t145_c4_0 = t145_c4_0.addingProduct(t145_a4, t145_b0)
-      let t145_a5 = SIMD16<Float>(repeating: arena[((518032 +% (((mb144 *% 6) +% 5) *% 120)) +% k146)])
-      t145_c5_0 = t145_c5_0.addingProduct(t145_a5, t145_b0)
-    }
-    store16(arena, ((525712 +% ((mb144 *% 6) *% 400)) +% 384), t145_c0_0)
-    store16(arena, ((525712 +% (((mb144 *% 6) +% 1) *% 400)) +% 384), t145_c1_0)
-    store16(arena, ((525712 +% (((mb144 *% 6) +% 2) *% 400)) +% 384), t145_c2_0)
-    store16(arena, ((525712 +% (((mb144 *% 6) +% 3) *% 400)) +% 384), t145_c3_0)
-    store16(arena, ((525712 +% (((mb144 *% 6) +% 4) *% 400)) +% 384), t145_c4_0)
-    store16(arena, ((525712 +% (((mb144 *% 6) +% 5) *% 400)) +% 384), t145_c5_0)
-  }
-  var t147_c0_0 = SIMD16<Float>()
-  var t147_c1_0 = SIMD16<Float>()
-  var t147_c2_0 = SIMD16<Float>()
-  var t147_c3_0 = SIMD16<Float>()
-  for k148 in 0..<120 {
-    let t147_b0 = load16(params, ((2572 +% (k148 *% 400)) +% 384))
-    let t147_a0 = SIMD16<Float>(repeating: arena[(525232 +% k148)])
-    t147_c0_0 = t147_c0_0.addingProduct(t147_a0, t147_b0)
-    let t147_a1 = SIMD16<Float>(repeating: arena[(525352 +% k148)])
-    t147_c1_0 = t147_c1_0.addingProduct(t147_a1, t147_b0)
-    let t147_a2 = SIMD16<Float>(repeating: arena[(525472 +% k148)])
-    t147_c2_0 = t147_c2_0.addingProduct(t147_a2, t147_b0)
-    let t147_a3 = SIMD16<Float>(repeating: arena[(525592 +% k148)])
-    t147_c3_0 = t147_c3_0.addingProduct(t147_a3, t147_b0)
-  }
-  store16(arena, 550096, t147_c0_0)
-  store16(arena, 550496, t147_c1_0)
-  store16(arena, 550896, t147_c2_0)
-  store16(arena, 551296, t147_c3_0)
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = avgpool_grad(pool2_grad, conv2)
-  do {  // SIMD16 over i149
-    var i149 = 0
-    while i149 &+ 16 <= 102400 {
-      store16(arena, 551312 &+ i149, SIMD16<Float>(repeating: Float(0)))
-      i149 &+= 16
+  do {  // SIMD16 over i103
+    var i103 = 0
+    while i103 &+ 16 <= 102400 {
+      store16(arena, 551312 &+ i103, SIMD16<Float>(repeating: Float(0)))
+      i103 &+= 16
     }
-    while i149 < 102400 {
-      arena[(551312 +% i149)] = Float(0)
-      i149 &+= 1
+    while i103 < 102400 {
+      arena[(551312 +% i103)] = Float(0)
+      i103 &+= 1
     }
   }
-  for q150 in 0..<1024 {
-    for py151 in 0..<5 {
-      for px152 in 0..<5 {
-        for ky153 in 0..<2 {
-          for kx154 in 0..<2 {
-            arena[(((551312 +% (((q150 *% 100) +% (py151 *% 20)) +% (px152 *% 2))) +% (ky153 *% 10)) +% kx154)] += (arena[(((525712 +% (q150 *% 25)) +% (py151 *% 5)) +% px152)] * Float(bitPattern: 0x3e800000))
+  for q104 in 0..<1024 {
+    for py105 in 0..<5 {
+      for px106 in 0..<5 {
+        for ky107 in 0..<2 {
+          for kx108 in 0..<2 {
+            arena[(((551312 +% (((q104 *% 100) +% (py105 *% 20)) +% (px106 *% 2))) +% (ky107 *% 10)) +% kx108)] += (arena[(((525712 +% (q104 *% 25)) +% (py105 *% 5)) +% px106)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv2_grad = relu_grad(relu2_grad, conv2)
-  do {  // SIMD16 over i155
-    var i155 = 0
-    while i155 &+ 16 <= 102400 {
-      store16(arena, 653712 &+ i155, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i155), where: load16(arena, 376320 &+ i155) .> SIMD16<Float>(repeating: Float(0))))
-      i155 &+= 16
+  do {  // SIMD16 over i109
+    var i109 = 0
+    while i109 &+ 16 <= 102400 {
+      store16(arena, 653712 &+ i109, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i109), where: load16(arena, 376320 &+ i109) .> SIMD16<Float>(repeating: Float(0))))
+      i109 &+= 16
     }
-    while i155 < 102400 {
-      arena[(653712 +% i155)] = (arena[(376320 +% i155)] > Float(0) ? arena[(551312 +% i155)] : Float(0))
-      i155 &+= 1
+    while i109 < 102400 {
+      arena[(653712 +% i109)] = (arena[(376320 +% i109)] > Float(0) ? arena[(551312 +% i109)] : Float(0))
+      i109 &+= 1
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  do {  // SIMD16 over i156
-    var i156 = 0
-    while i156 &+ 16 <= 2400 {
-      store16(arena, 1021712 &+ i156, SIMD16<Float>(repeating: Float(0)))
-      i156 &+= 16
+  do {  // SIMD16 over i110
+    var i110 = 0
+    while i110 &+ 16 <= 2400 {
+      store16(arena, 1021712 &+ i110, SIMD16<Float>(repeating: Float(0)))
+      i110 &+= 16
     }
-    while i156 < 2400 {
-      arena[(1021712 +% i156)] = Float(0)
-      i156 &+= 1
+    while i110 < 2400 {
+      arena[(1021712 +% i110)] = Float(0)
+      i110 &+= 1
     }
   }
-  for g157 in 0..<4 {
-    for j158 in 0..<16 {
-      for c159 in 0..<6 {
-        for ky160 in 0..<5 {
-          for oy161 in 0..<10 {
-            for ox162 in 0..<10 {
-              arena[(((756112 +% ((((c159 *% 5) +% ky160) *% 5) *% 1600)) +% (j158 *% 100)) +% ((oy161 *% 10) +% ox162))] = arena[((((301056 +% (((g157 *% 16) +% j158) *% 1176)) +% (c159 *% 196)) +% ((oy161 +% ky160) *% 14)) +% ox162)]
+  for g111 in 0..<4 {
+    for j112 in 0..<16 {
+      for c113 in 0..<6 {
+        for ky114 in 0..<5 {
+          for oy115 in 0..<10 {
+            for ox116 in 0..<10 {
+              arena[(((756112 +% ((((c113 *% 5) +% ky114) *% 5) *% 1600)) +% (j112 *% 100)) +% ((oy115 *% 10) +% ox116))] = arena[((((301056 +% (((g111 *% 16) +% j112) *% 1176)) +% (c113 *% 196)) +% ((oy115 +% ky114) *% 14)) +% ox116)]
             }
           }
-          for oy163 in 0..<10 {
-            for ox164 in 0..<10 {
-              arena[(((756112 +% (((((c159 *% 5) +% ky160) *% 5) +% 1) *% 1600)) +% (j158 *% 100)) +% ((oy163 *% 10) +% ox164))] = arena[((((301056 +% (((g157 *% 16) +% j158) *% 1176)) +% (c159 *% 196)) +% ((oy163 +% ky160) *% 14)) +% (ox164 +% 1))]
+          for oy117 in 0..<10 {
+            for ox118 in 0..<10 {
+              arena[(((756112 +% (((((c113 *% 5) +% ky114) *% 5) +% 1) *% 1600)) +% (j112 *% 100)) +% ((oy117 *% 10) +% ox118))] = arena[((((301056 +% (((g111 *% 16) +% j112) *% 1176)) +% (c113 *% 196)) +% ((oy117 +% ky114) *% 14)) +% (ox118 +% 1))]
             }
           }
-          for oy165 in 0..<10 {
-            for ox166 in 0..<10 {
-              arena[(((756112 +% (((((c159 *% 5) +% ky160) *% 5) +% 2) *% 1600)) +% (j158 *% 100)) +% ((oy165 *% 10) +% ox166))] = arena[((((301056 +% (((g157 *% 16) +% j158) *% 1176)) +% (c159 *% 196)) +% ((oy165 +% ky160) *% 14)) +% (ox166 +% 2))]
+          for oy119 in 0..<10 {
+            for ox120 in 0..<10 {
+              arena[(((756112 +% (((((c113 *% 5) +% ky114) *% 5) +% 2) *% 1600)) +% (j112 *% 100)) +% ((oy119 *% 10) +% ox120))] = arena[((((301056 +% (((g111 *% 16) +% j112) *% 1176)) +% (c113 *% 196)) +% ((oy119 +% ky114) *% 14)) +% (ox120 +% 2))]
             }
           }
-          for oy167 in 0..<10 {
-            for ox168 in 0..<10 {
-              arena[(((756112 +% (((((c159 *% 5) +% ky160) *% 5) +% 3) *% 1600)) +% (j158 *% 100)) +% ((oy167 *% 10) +% ox168))] = arena[((((301056 +% (((g157 *% 16) +% j158) *% 1176)) +% (c159 *% 196)) +% ((oy167 +% ky160) *% 14)) +% (ox168 +% 3))]
+          for oy121 in 0..<10 {
+            for ox122 in 0..<10 {
+              arena[(((756112 +% (((((c113 *% 5) +% ky114) *% 5) +% 3) *% 1600)) +% (j112 *% 100)) +% ((oy121 *% 10) +% ox122))] = arena[((((301056 +% (((g111 *% 16) +% j112) *% 1176)) +% (c113 *% 196)) +% ((oy121 +% ky114) *% 14)) +% (ox122 +% 3))]
             }
           }
-          for oy169 in 0..<10 {
-            for ox170 in 0..<10 {
-              arena[(((756112 +% (((((c159 *% 5) +% ky160) *% 5) +% 4) *% 1600)) +% (j158 *% 100)) +% ((oy169 *% 10) +% ox170))] = arena[((((301056 +% (((g157 *% 16) +% j158) *% 1176)) +% (c159 *% 196)) +% ((oy169 +% ky160) *% 14)) +% (ox170 +% 4))]
+          for oy123 in 0..<10 {
+            for ox124 in 0..<10 {
+              arena[(((756112 +% (((((c113 *% 5) +% ky114) *% 5) +% 4) *% 1600)) +% (j112 *% 100)) +% ((oy123 *% 10) +% ox124))] = arena[((((301056 +% (((g111 *% 16) +% j112) *% 1176)) +% (c113 *% 196)) +% ((oy123 +% ky114) *% 14)) +% (ox124 +% 4))]
             }
           }
         }
       }
     }
-    for j171 in 0..<16 {
-      for i172 in 0..<100 {
-        for f173 in 0..<16 {
-          arena[((996112 +% (((j171 *% 100) +% i172) *% 16)) +% f173)] = arena[(((653712 +% (((g157 *% 16) +% j171) *% 1600)) +% (f173 *% 100)) +% i172)]
+    for j125 in 0..<16 {
+      for i126 in 0..<100 {
+        for f127 in 0..<16 {
+          arena[((996112 +% (((j125 *% 100) +% i126) *% 16)) +% f127)] = arena[(((653712 +% (((g111 *% 16) +% j125) *% 1600)) +% (f127 *% 100)) +% i126)]
         }
       }
     }
-    for kp174 in 0..<5 {
-      for nb175 in 0..<1 {
-        for mb176 in 0..<5 {
-          var t177_c0_0 = load16(arena, ((1021712 +% ((mb176 *% 28) *% 16)) +% (nb175 *% 16)))
-          var t177_c1_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 1) *% 16)) +% (nb175 *% 16)))
-          var t177_c2_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 2) *% 16)) +% (nb175 *% 16)))
-          var t177_c3_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 3) *% 16)) +% (nb175 *% 16)))
-          var t177_c4_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 4) *% 16)) +% (nb175 *% 16)))
-          var t177_c5_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 5) *% 16)) +% (nb175 *% 16)))
-          var t177_c6_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 6) *% 16)) +% (nb175 *% 16)))
-          var t177_c7_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 7) *% 16)) +% (nb175 *% 16)))
-          var t177_c8_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 8) *% 16)) +% (nb175 *% 16)))
-          var t177_c9_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 9) *% 16)) +% (nb175 *% 16)))
-          var t177_c10_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 10) *% 16)) +% (nb175 *% 16)))
-          var t177_c11_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 11) *% 16)) +% (nb175 *% 16)))
-          var t177_c12_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 12) *% 16)) +% (nb175 *% 16)))
-          var t177_c13_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 13) *% 16)) +% (nb175 *% 16)))
-          var t177_c14_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 14) *% 16)) +% (nb175 *% 16)))
-          var t177_c15_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 15) *% 16)) +% (nb175 *% 16)))
-          var t177_c16_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 16) *% 16)) +% (nb175 *% 16)))
-          var t177_c17_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 17) *% 16)) +% (nb175 *% 16)))
-          var t177_c18_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 18) *% 16)) +% (nb175 *% 16)))
-          var t177_c19_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 19) *% 16)) +% (nb175 *% 16)))
-          var t177_c20_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 20) *% 16)) +% (nb175 *% 16)))
-          var t177_c21_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 21) *% 16)) +% (nb175 *% 16)))
-          var t177_c22_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 22) *% 16)) +% (nb175 *% 16)))
-          var t177_c23_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 23) *% 16)) +% (nb175 *% 16)))
-          var t177_c24_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 24) *% 16)) +% (nb175 *% 16)))
-          var t177_c25_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 25) *% 16)) +% (nb175 *% 16)))
-          var t177_c26_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 26) *% 16)) +% (nb175 *% 16)))
-          var t177_c27_0 = load16(arena, ((1021712 +% (((mb176 *% 28) +% 27) *% 16)) +% (nb175 *% 16)))
-          for k178 in 0..<320 {
-            let t177_b0 = load16(arena, ((996112 +% ((k178 +% (kp174 *% 320)) *% 16)) +% (nb175 *% 16)))
-            let t177_a0 = SIMD16<Float>(repeating: arena[((756112 +% ((mb176 *% 28) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c0_0 = t177_c0_0.addingProduct(t177_a0, t177_b0)
-            let t177_a1 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 1) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c1_0 = t177_c1_0.addingProduct(t177_a1, t177_b0)
-            let t177_a2 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 2) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c2_0 = t177_c2_0.addingProduct(t177_a2, t177_b0)
-            let t177_a3 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 3) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c3_0 = t177_c3_0.addingProduct(t177_a3, t177_b0)
-            let t177_a4 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 4) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c4_0 = t177_c4_0.addingProduct(t177_a4, t177_b0)
-            let t177_a5 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 5) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c5_0 = t177_c5_0.addingProduct(t177_a5, t177_b0)
-            let t177_a6 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 6) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c6_0 = t177_c6_0.addingProduct(t177_a6, t177_b0)
-            let t177_a7 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 7) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c7_0 = t177_c7_0.addingProduct(t177_a7, t177_b0)
-            let t177_a8 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 8) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c8_0 = t177_c8_0.addingProduct(t177_a8, t177_b0)
-            let t177_a9 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 9) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c9_0 = t177_c9_0.addingProduct(t177_a9, t177_b0)
-            let t177_a10 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 10) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c10_0 = t177_c10_0.addingProduct(t177_a10, t177_b0)
-            let t177_a11 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 11) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c11_0 = t177_c11_0.addingProduct(t177_a11, t177_b0)
-            let t177_a12 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 12) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c12_0 = t177_c12_0.addingProduct(t177_a12, t177_b0)
-            let t177_a13 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 13) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c13_0 = t177_c13_0.addingProduct(t177_a13, t177_b0)
-            let t177_a14 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 14) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c14_0 = t177_c14_0.addingProduct(t177_a14, t177_b0)
-            let t177_a15 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 15) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c15_0 = t177_c15_0.addingProduct(t177_a15, t177_b0)
-            let t177_a16 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 16) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c16_0 = t177_c16_0.addingProduct(t177_a16, t177_b0)
-            let t177_a17 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 17) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c17_0 = t177_c17_0.addingProduct(t177_a17, t177_b0)
-            let t177_a18 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 18) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c18_0 = t177_c18_0.addingProduct(t177_a18, t177_b0)
-            let t177_a19 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 19) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c19_0 = t177_c19_0.addingProduct(t177_a19, t177_b0)
-            let t177_a20 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 20) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c20_0 = t177_c20_0.addingProduct(t177_a20, t177_b0)
-            let t177_a21 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 21) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c21_0 = t177_c21_0.addingProduct(t177_a21, t177_b0)
-            let t177_a22 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 22) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c22_0 = t177_c22_0.addingProduct(t177_a22, t177_b0)
-            let t177_a23 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 23) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c23_0 = t177_c23_0.addingProduct(t177_a23, t177_b0)
-            let t177_a24 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 24) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c24_0 = t177_c24_0.addingProduct(t177_a24, t177_b0)
-            let t177_a25 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 25) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c25_0 = t177_c25_0.addingProduct(t177_a25, t177_b0)
-            let t177_a26 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 26) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c26_0 = t177_c26_0.addingProduct(t177_a26, t177_b0)
-            let t177_a27 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 27) *% 1600)) +% (k178 +% (kp174 *% 320)))])
-            t177_c27_0 = t177_c27_0.addingProduct(t177_a27, t177_b0)
+    for kp128 in 0..<5 {
+      for nb129 in 0..<1 {
+        for mb130 in 0..<6 {
+          var t131_c0_0 = load16(arena, ((1021712 +% ((mb130 *% 25) *% 16)) +% (nb129 *% 16)))
+          var t131_c1_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 1) *% 16)) +% (nb129 *% 16)))
+          var t131_c2_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 2) *% 16)) +% (nb129 *% 16)))
+          var t131_c3_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 3) *% 16)) +% (nb129 *% 16)))
+          var t131_c4_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 4) *% 16)) +% (nb129 *% 16)))
+          var t131_c5_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 5) *% 16)) +% (nb129 *% 16)))
+          var t131_c6_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 6) *% 16)) +% (nb129 *% 16)))
+          var t131_c7_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 7) *% 16)) +% (nb129 *% 16)))
+          var t131_c8_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 8) *% 16)) +% (nb129 *% 16)))
+          var t131_c9_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 9) *% 16)) +% (nb129 *% 16)))
+          var t131_c10_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 10) *% 16)) +% (nb129 *% 16)))
+          var t131_c11_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 11) *% 16)) +% (nb129 *% 16)))
+          var t131_c12_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 12) *% 16)) +% (nb129 *% 16)))
+          var t131_c13_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 13) *% 16)) +% (nb129 *% 16)))
+          var t131_c14_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 14) *% 16)) +% (nb129 *% 16)))
+          var t131_c15_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 15) *% 16)) +% (nb129 *% 16)))
+          var t131_c16_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 16) *% 16)) +% (nb129 *% 16)))
+          var t131_c17_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 17) *% 16)) +% (nb129 *% 16)))
+          var t131_c18_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 18) *% 16)) +% (nb129 *% 16)))
+          var t131_c19_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 19) *% 16)) +% (nb129 *% 16)))
+          var t131_c20_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 20) *% 16)) +% (nb129 *% 16)))
+          var t131_c21_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 21) *% 16)) +% (nb129 *% 16)))
+          var t131_c22_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 22) *% 16)) +% (nb129 *% 16)))
+          var t131_c23_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 23) *% 16)) +% (nb129 *% 16)))
+          var t131_c24_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 24) *% 16)) +% (nb129 *% 16)))
+          for k132 in 0..<320 {
+            let t131_b0 = load16(arena, ((996112 +% ((k132 +% (kp128 *% 320)) *% 16)) +% (nb129 *% 16)))
+            let t131_a0 = SIMD16<Float>(repeating: arena[((756112 +% ((mb130 *% 25) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c0_0 = t131_c0_0.addingProduct(t131_a0, t131_b0)
+            let t131_a1 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 1) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c1_0 = t131_c1_0.addingProduct(t131_a1, t131_b0)
+            let t131_a2 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 2) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c2_0 = t131_c2_0.addingProduct(t131_a2, t131_b0)
+            let t131_a3 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 3) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c3_0 = t131_c3_0.addingProduct(t131_a3, t131_b0)
+            let t131_a4 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 4) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c4_0 = t131_c4_0.addingProduct(t131_a4, t131_b0)
+            let t131_a5 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 5) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c5_0 = t131_c5_0.addingProduct(t131_a5, t131_b0)
+            let t131_a6 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 6) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c6_0 = t131_c6_0.addingProduct(t131_a6, t131_b0)
+            let t131_a7 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 7) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c7_0 = t131_c7_0.addingProduct(t131_a7, t131_b0)
+            let t131_a8 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 8) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c8_0 = t131_c8_0.addingProduct(t131_a8, t131_b0)
+            let t131_a9 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 9) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c9_0 = t131_c9_0.addingProduct(t131_a9, t131_b0)
+            let t131_a10 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 10) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c10_0 = t131_c10_0.addingProduct(t131_a10, t131_b0)
+            let t131_a11 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 11) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c11_0 = t131_c11_0.addingProduct(t131_a11, t131_b0)
+            let t131_a12 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 12) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c12_0 = t131_c12_0.addingProduct(t131_a12, t131_b0)
+            let t131_a13 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 13) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c13_0 = t131_c13_0.addingProduct(t131_a13, t131_b0)
+            let t131_a14 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 14) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c14_0 = t131_c14_0.addingProduct(t131_a14, t131_b0)
+            let t131_a15 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 15) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c15_0 = t131_c15_0.addingProduct(t131_a15, t131_b0)
+            let t131_a16 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 16) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c16_0 = t131_c16_0.addingProduct(t131_a16, t131_b0)
+            let t131_a17 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 17) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c17_0 = t131_c17_0.addingProduct(t131_a17, t131_b0)
+            let t131_a18 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 18) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c18_0 = t131_c18_0.addingProduct(t131_a18, t131_b0)
+            let t131_a19 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 19) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c19_0 = t131_c19_0.addingProduct(t131_a19, t131_b0)
+            let t131_a20 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 20) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c20_0 = t131_c20_0.addingProduct(t131_a20, t131_b0)
+            let t131_a21 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 21) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c21_0 = t131_c21_0.addingProduct(t131_a21, t131_b0)
+            let t131_a22 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 22) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c22_0 = t131_c22_0.addingProduct(t131_a22, t131_b0)
+            let t131_a23 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 23) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c23_0 = t131_c23_0.addingProduct(t131_a23, t131_b0)
+            let t131_a24 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 24) *% 1600)) +% (k132 +% (kp128 *% 320)))])
+            t131_c24_0 = t131_c24_0.addingProduct(t131_a24, t131_b0)
           }
-          store16(arena, ((1021712 +% ((mb176 *% 28) *% 16)) +% (nb175 *% 16)), t177_c0_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 1) *% 16)) +% (nb175 *% 16)), t177_c1_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 2) *% 16)) +% (nb175 *% 16)), t177_c2_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 3) *% 16)) +% (nb175 *% 16)), t177_c3_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 4) *% 16)) +% (nb175 *% 16)), t177_c4_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 5) *% 16)) +% (nb175 *% 16)), t177_c5_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 6) *% 16)) +% (nb175 *% 16)), t177_c6_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 7) *% 16)) +% (nb175 *% 16)), t177_c7_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 8) *% 16)) +% (nb175 *% 16)), t177_c8_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 9) *% 16)) +% (nb175 *% 16)), t177_c9_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 10) *% 16)) +% (nb175 *% 16)), t177_c10_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 11) *% 16)) +% (nb175 *% 16)), t177_c11_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 12) *% 16)) +% (nb175 *% 16)), t177_c12_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 13) *% 16)) +% (nb175 *% 16)), t177_c13_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 14) *% 16)) +% (nb175 *% 16)), t177_c14_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 15) *% 16)) +% (nb175 *% 16)), t177_c15_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 16) *% 16)) +% (nb175 *% 16)), t177_c16_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 17) *% 16)) +% (nb175 *% 16)), t177_c17_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 18) *% 16)) +% (nb175 *% 16)), t177_c18_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 19) *% 16)) +% (nb175 *% 16)), t177_c19_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 20) *% 16)) +% (nb175 *% 16)), t177_c20_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 21) *% 16)) +% (nb175 *% 16)), t177_c21_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 22) *% 16)) +% (nb175 *% 16)), t177_c22_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 23) *% 16)) +% (nb175 *% 16)), t177_c23_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 24) *% 16)) +% (nb175 *% 16)), t177_c24_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 25) *% 16)) +% (nb175 *% 16)), t177_c25_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 26) *% 16)) +% (nb175 *% 16)), t177_c26_0)
-          store16(arena, ((1021712 +% (((mb176 *% 28) +% 27) *% 16)) +% (nb175 *% 16)), t177_c27_0)
+          store16(arena, ((1021712 +% ((mb130 *% 25) *% 16)) +% (nb129 *% 16)), t131_c0_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 1) *% 16)) +% (nb129 *% 16)), t131_c1_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 2) *% 16)) +% (nb129 *% 16)), t131_c2_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 3) *% 16)) +% (nb129 *% 16)), t131_c3_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 4) *% 16)) +% (nb129 *% 16)), t131_c4_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 5) *% 16)) +% (nb129 *% 16)), t131_c5_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 6) *% 16)) +% (nb129 *% 16)), t131_c6_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 7) *% 16)) +% (nb129 *% 16)), t131_c7_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 8) *% 16)) +% (nb129 *% 16)), t131_c8_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 9) *% 16)) +% (nb129 *% 16)), t131_c9_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 10) *% 16)) +% (nb129 *% 16)), t131_c10_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 11) *% 16)) +% (nb129 *% 16)), t131_c11_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 12) *% 16)) +% (nb129 *% 16)), t131_c12_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 13) *% 16)) +% (nb129 *% 16)), t131_c13_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 14) *% 16)) +% (nb129 *% 16)), t131_c14_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 15) *% 16)) +% (nb129 *% 16)), t131_c15_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 16) *% 16)) +% (nb129 *% 16)), t131_c16_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 17) *% 16)) +% (nb129 *% 16)), t131_c17_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 18) *% 16)) +% (nb129 *% 16)), t131_c18_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 19) *% 16)) +% (nb129 *% 16)), t131_c19_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 20) *% 16)) +% (nb129 *% 16)), t131_c20_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 21) *% 16)) +% (nb129 *% 16)), t131_c21_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 22) *% 16)) +% (nb129 *% 16)), t131_c22_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 23) *% 16)) +% (nb129 *% 16)), t131_c23_0)
+          store16(arena, ((1021712 +% (((mb130 *% 25) +% 24) *% 16)) +% (nb129 *% 16)), t131_c24_0)
         }
-        var t179_c0_0 = load16(arena, (1023952 +% (nb175 *% 16)))
-        var t179_c1_0 = load16(arena, (1023968 +% (nb175 *% 16)))
-        var t179_c2_0 = load16(arena, (1023984 +% (nb175 *% 16)))
-        var t179_c3_0 = load16(arena, (1024000 +% (nb175 *% 16)))
-        var t179_c4_0 = load16(arena, (1024016 +% (nb175 *% 16)))
-        var t179_c5_0 = load16(arena, (1024032 +% (nb175 *% 16)))
-        var t179_c6_0 = load16(arena, (1024048 +% (nb175 *% 16)))
-        var t179_c7_0 = load16(arena, (1024064 +% (nb175 *% 16)))
-        var t179_c8_0 = load16(arena, (1024080 +% (nb175 *% 16)))
-        var t179_c9_0 = load16(arena, (1024096 +% (nb175 *% 16)))
-        for k180 in 0..<320 {
-          let t179_b0 = load16(arena, ((996112 +% ((k180 +% (kp174 *% 320)) *% 16)) +% (nb175 *% 16)))
-          let t179_a0 = SIMD16<Float>(repeating: arena[(980112 +% (k180 +% (kp174 *% 320)))])
-          t179_c0_0 = t179_c0_0.addingProduct(t179_a0, t179_b0)
-          let t179_a1 = SIMD16<Float>(repeating: arena[(981712 +% (k180 +% (kp174 *% 320)))])
-          t179_c1_0 = t179_c1_0.addingProduct(t179_a1, t179_b0)
-          let t179_a2 = SIMD16<Float>(repeating: arena[(983312 +% (k180 +% (kp174 *% 320)))])
-          t179_c2_0 = t179_c2_0.addingProduct(t179_a2, t179_b0)
-          let t179_a3 = SIMD16<Float>(repeating: arena[(984912 +% (k180 +% (kp174 *% 320)))])
-          t179_c3_0 = t179_c3_0.addingProduct(t179_a3, t179_b0)
-          let t179_a4 = SIMD16<Float>(repeating: arena[(986512 +% (k180 +% (kp174 *% 320)))])
-          t179_c4_0 = t179_c4_0.addingProduct(t179_a4, t179_b0)
-          let t179_a5 = SIMD16<Float>(repeating: arena[(988112 +% (k180 +% (kp174 *% 320)))])
-          t179_c5_0 = t179_c5_0.addingProduct(t179_a5, t179_b0)
-          let t179_a6 = SIMD16<Float>(repeating: arena[(989712 +% (k180 +% (kp174 *% 320)))])
-          t179_c6_0 = t179_c6_0.addingProduct(t179_a6, t179_b0)
-          let t179_a7 = SIMD16<Float>(repeating: arena[(991312 +% (k180 +% (kp174 *% 320)))])
-          t179_c7_0 = t179_c7_0.addingProduct(t179_a7, t179_b0)
-          let t179_a8 = SIMD16<Float>(repeating: arena[(992912 +% (k180 +% (kp174 *% 320)))])
-          t179_c8_0 = t179_c8_0.addingProduct(t179_a8, t179_b0)
-          let t179_a9 = SIMD16<Float>(repeating: arena[(994512 +% (k180 +% (kp174 *% 320)))])
-          t179_c9_0 = t179_c9_0.addingProduct(t179_a9, t179_b0)
-        }
-        store16(arena, (1023952 +% (nb175 *% 16)), t179_c0_0)
-        store16(arena, (1023968 +% (nb175 *% 16)), t179_c1_0)
-        store16(arena, (1023984 +% (nb175 *% 16)), t179_c2_0)
-        store16(arena, (1024000 +% (nb175 *% 16)), t179_c3_0)
-        store16(arena, (1024016 +% (nb175 *% 16)), t179_c4_0)
-        store16(arena, (1024032 +% (nb175 *% 16)), t179_c5_0)
-        store16(arena, (1024048 +% (nb175 *% 16)), t179_c6_0)
-        store16(arena, (1024064 +% (nb175 *% 16)), t179_c7_0)
-        store16(arena, (1024080 +% (nb175 *% 16)), t179_c8_0)
-        store16(arena, (1024096 +% (nb175 *% 16)), t179_c9_0)
       }
     }
   }
-  for f181 in 0..<16 {
-    for r182 in 0..<150 {
-      grads[((156 +% (f181 *% 150)) +% r182)] = arena[((1021712 +% (r182 *% 16)) +% f181)]
+  for f133 in 0..<16 {
+    for r134 in 0..<150 {
+      grads[((156 +% (f133 *% 150)) +% r134)] = arena[((1021712 +% (r134 *% 16)) +% f133)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f183 in 0..<16 {
-    var acc184 = SIMD16<Float>()
-    for img185 in 0..<64 {
-      for i186 in 0..<6 {
-        acc184 = acc184.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((653712 +% (img185 *% 1600)) +% (f183 *% 100)) +% (i186 *% 16))))
+  for f135 in 0..<16 {
+    var acc136 = SIMD16<Float>()
+    for img137 in 0..<64 {
+      for i138 in 0..<6 {
+        acc136 = acc136.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((653712 +% (img137 *% 1600)) +% (f135 *% 100)) +% (i138 *% 16))))
       }
-      acc184 = acc184.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((653712 +% (img185 *% 1600)) +% (f183 *% 100)) +% 96), 4))
+      acc136 = acc136.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((653712 +% (img137 *% 1600)) +% (f135 *% 100)) +% 96), 4))
     }
-    store16(arena, 376320, acc184)
-    var sum187: Float = (arena[376320] + arena[376321])
-    var sum188: Float = (sum187 + arena[376322])
-    var sum189: Float = (sum188 + arena[376323])
-    var sum190: Float = (sum189 + arena[376324])
-    var sum191: Float = (sum190 + arena[376325])
-    var sum192: Float = (sum191 + arena[376326])
-    var sum193: Float = (sum192 + arena[376327])
-    var sum194: Float = (sum193 + arena[376328])
-    var sum195: Float = (sum194 + arena[376329])
-    var sum196: Float = (sum195 + arena[376330])
-    var sum197: Float = (sum196 + arena[376331])
-    var sum198: Float = (sum197 + arena[376332])
-    var sum199: Float = (sum198 + arena[376333])
-    var sum200: Float = (sum199 + arena[376334])
-    var sum201: Float = (sum200 + arena[376335])
-    grads[(2556 +% f183)] = sum201
+    store16(arena, 376320, acc136)
+    var sum139: Float = (arena[376320] + arena[376321])
+    var sum140: Float = (sum139 + arena[376322])
+    var sum141: Float = (sum140 + arena[376323])
+    var sum142: Float = (sum141 + arena[376324])
+    var sum143: Float = (sum142 + arena[376325])
+    var sum144: Float = (sum143 + arena[376326])
+    var sum145: Float = (sum144 + arena[376327])
+    var sum146: Float = (sum145 + arena[376328])
+    var sum147: Float = (sum146 + arena[376329])
+    var sum148: Float = (sum147 + arena[376330])
+    var sum149: Float = (sum148 + arena[376331])
+    var sum150: Float = (sum149 + arena[376332])
+    var sum151: Float = (sum150 + arena[376333])
+    var sum152: Float = (sum151 + arena[376334])
+    var sum153: Float = (sum152 + arena[376335])
+    grads[(2556 +% f135)] = sum153
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  for g202 in 0..<4 {
-    for j203 in 0..<16 {
-      for f204 in 0..<16 {
-        do {  // SIMD16 over i205
-          var i205 = 0
-          while i205 &+ 16 <= 100 {
-            store16(arena, ((996112 +% (f204 *% 1600)) +% (j203 *% 100)) &+ i205, load16(arena, ((653712 +% (((g202 *% 16) +% j203) *% 1600)) +% (f204 *% 100)) &+ i205))
-            i205 &+= 16
+  for g154 in 0..<4 {
+    for j155 in 0..<16 {
+      for f156 in 0..<16 {
+        do {  // SIMD16 over i157
+          var i157 = 0
+          while i157 &+ 16 <= 100 {
+            store16(arena, ((996112 +% (f156 *% 1600)) +% (j155 *% 100)) &+ i157, load16(arena, ((653712 +% (((g154 *% 16) +% j155) *% 1600)) +% (f156 *% 100)) &+ i157))
+            i157 &+= 16
           }
-          while i205 < 100 {
-            arena[(((996112 +% (f204 *% 1600)) +% (j203 *% 100)) +% i205)] = arena[(((653712 +% (((g202 *% 16) +% j203) *% 1600)) +% (f204 *% 100)) +% i205)]
-            i205 &+= 1
+          while i157 < 100 {
+            arena[(((996112 +% (f156 *% 1600)) +% (j155 *% 100)) +% i157)] = arena[(((653712 +% (((g154 *% 16) +% j155) *% 1600)) +% (f156 *% 100)) +% i157)]
+            i157 &+= 1
           }
         }
       }
     }
-    for nb206 in 0..<25 {
-      for mb207 in 0..<25 {
-        var t208_c0_0 = SIMD16<Float>()
-        var t208_c0_1 = SIMD16<Float>()
-        var t208_c0_2 = SIMD16<Float>()
-        var t208_c0_3 = SIMD16<Float>()
-        var t208_c1_0 = SIMD16<Float>()
-        var t208_c1_1 = SIMD16<Float>()
-        var t208_c1_2 = SIMD16<Float>()
-        var t208_c1_3 = SIMD16<Float>()
-        var t208_c2_0 = SIMD16<Float>()
-        var t208_c2_1 = SIMD16<Float>()
-        var t208_c2_2 = SIMD16<Float>()
-        var t208_c2_3 = SIMD16<Float>()
-        var t208_c3_0 = SIMD16<Float>()
-        var t208_c3_1 = SIMD16<Float>()
-        var t208_c3_2 = SIMD16<Float>()
-        var t208_c3_3 = SIMD16<Float>()
-        var t208_c4_0 = SIMD16<Float>()
-        var t208_c4_1 = SIMD16<Float>()
-        var t208_c4_2 = SIMD16<Float>()
-        var t208_c4_3 = SIMD16<Float>()
-        var t208_c5_0 = SIMD16<Float>()
-        var t208_c5_1 = SIMD16<Float>()
-        var t208_c5_2 = SIMD16<Float>()
-        var t208_c5_3 = SIMD16<Float>()
-        for k209 in 0..<16 {
-          let t208_b0 = load16(arena, ((996112 +% (k209 *% 1600)) +% (nb206 *% 64)))
-          let t208_b1 = load16(arena, (((996112 +% (k209 *% 1600)) +% (nb206 *% 64)) +% 16))
-          let t208_b2 = load16(arena, (((996112 +% (k209 *% 1600)) +% (nb206 *% 64)) +% 32))
-          let t208_b3 = load16(arena, (((996112 +% (k209 *% 1600)) +% (nb206 *% 64)) +% 48))
-          let t208_a0 = SIMD16<Float>(repeating: params[((156 +% (mb207 *% 6)) +% (k209 *% 150))])
-          t208_c0_0 = t208_c0_0.addingProduct(t208_a0, t208_b0)
-          t208_c0_1 = t208_c0_1.addingProduct(t208_a0, t208_b1)
-          t208_c0_2 = t208_c0_2.addingProduct(t208_a0, t208_b2)
-          t208_c0_3 = t208_c0_3.addingProduct(t208_a0, t208_b3)
-          let t208_a1 = SIMD16<Float>(repeating: params[((156 +% ((mb207 *% 6) +% 1)) +% (k209 *% 150))])
-          t208_c1_0 = t208_c1_0.addingProduct(t208_a1, t208_b0)
-          t208_c1_1 = t208_c1_1.addingProduct(t208_a1, t208_b1)
-          t208_c1_2 = t208_c1_2.addingProduct(t208_a1, t208_b2)
-          t208_c1_3 = t208_c1_3.addingProduct(t208_a1, t208_b3)
-          let t208_a2 = SIMD16<Float>(repeating: params[((156 +% ((mb207 *% 6) +% 2)) +% (k209 *% 150))])
-          t208_c2_0 = t208_c2_0.addingProduct(t208_a2, t208_b0)
-          t208_c2_1 = t208_c2_1.addingProduct(t208_a2, t208_b1)
-          t208_c2_2 = t208_c2_2.addingProduct(t208_a2, t208_b2)
-          t208_c2_3 = t208_c2_3.addingProduct(t208_a2, t208_b3)
-          let t208_a3 = SIMD16<Float>(repeating: params[((156 +% ((mb207 *% 6) +% 3)) +% (k209 *% 150))])
-          t208_c3_0 = t208_c3_0.addingProduct(t208_a3, t208_b0)
-          t208_c3_1 = t208_c3_1.addingProduct(t208_a3, t208_b1)
-          t208_c3_2 = t208_c3_2.addingProduct(t208_a3, t208_b2)
-          t208_c3_3 = t208_c3_3.addingProduct(t208_a3, t208_b3)
-          let t208_a4 = SIMD16<Float>(repeating: params[((156 +% ((mb207 *% 6) +% 4)) +% (k209 *% 150))])
-          t208_c4_0 = t208_c4_0.addingProduct(t208_a4, t208_b0)
-          t208_c4_1 = t208_c4_1.addingProduct(t208_a4, t208_b1)
-          t208_c4_2 = t208_c4_2.addingProduct(t208_a4, t208_b2)
-          t208_c4_3 = t208_c4_3.addingProduct(t208_a4, t208_b3)
-          let t208_a5 = SIMD16<Float>(repeating: params[((156 +% ((mb207 *% 6) +% 5)) +% (k209 *% 150))])
-          t208_c5_0 = t208_c5_0.addingProduct(t208_a5, t208_b0)
-          t208_c5_1 = t208_c5_1.addingProduct(t208_a5, t208_b1)
-          t208_c5_2 = t208_c5_2.addingProduct(t208_a5, t208_b2)
-          t208_c5_3 = t208_c5_3.addingProduct(t208_a5, t208_b3)
+    for nb158 in 0..<25 {
+      for mb159 in 0..<25 {
+        var t160_c0_0 = SIMD16<Float>()
+        var t160_c0_1 = SIMD16<Float>()
+        var t160_c0_2 = SIMD16<Float>()
+        var t160_c0_3 = SIMD16<Float>()
+        var t160_c1_0 = SIMD16<Float>()
+        var t160_c1_1 = SIMD16<Float>()
+        var t160_c1_2 = SIMD16<Float>()
+        var t160_c1_3 = SIMD16<Float>()
+        var t160_c2_0 = SIMD16<Float>()
+        var t160_c2_1 = SIMD16<Float>()
+        var t160_c2_2 = SIMD16<Float>()
+        var t160_c2_3 = SIMD16<Float>()
+        var t160_c3_0 = SIMD16<Float>()
+        var t160_c3_1 = SIMD16<Float>()
+        var t160_c3_2 = SIMD16<Float>()
+        var t160_c3_3 = SIMD16<Float>()
+        var t160_c4_0 = SIMD16<Float>()
+        var t160_c4_1 = SIMD16<Float>()
+        var t160_c4_2 = SIMD16<Float>()
+        var t160_c4_3 = SIMD16<Float>()
+        var t160_c5_0 = SIMD16<Float>()
+        var t160_c5_1 = SIMD16<Float>()
+        var t160_c5_2 = SIMD16<Float>()
+        var t160_c5_3 = SIMD16<Float>()
+        for k161 in 0..<16 {
+          let t160_b0 = load16(arena, ((996112 +% (k161 *% 1600)) +% (nb158 *% 64)))
+          let t160_b1 = load16(arena, (((996112 +% (k161 *% 1600)) +% (nb158 *% 64)) +% 16))
+          let t160_b2 = load16(arena, (((996112 +% (k161 *% 1600)) +% (nb158 *% 64)) +% 32))
+          let t160_b3 = load16(arena, (((996112 +% (k161 *% 1600)) +% (nb158 *% 64)) +% 48))
+          let t160_a0 = SIMD16<Float>(repeating: params[((156 +% (mb159 *% 6)) +% (k161 *% 150))])
+          t160_c0_0 = t160_c0_0.addingProduct(t160_a0, t160_b0)
+          t160_c0_1 = t160_c0_1.addingProduct(t160_a0, t160_b1)
+          t160_c0_2 = t160_c0_2.addingProduct(t160_a0, t160_b2)
+          t160_c0_3 = t160_c0_3.addingProduct(t160_a0, t160_b3)
+          let t160_a1 = SIMD16<Float>(repeating: params[((156 +% ((mb159 *% 6) +% 1)) +% (k161 *% 150))])
+          t160_c1_0 = t160_c1_0.addingProduct(t160_a1, t160_b0)
+          t160_c1_1 = t160_c1_1.addingProduct(t160_a1, t160_b1)
+          t160_c1_2 = t160_c1_2.addingProduct(t160_a1, t160_b2)
+          t160_c1_3 = t160_c1_3.addingProduct(t160_a1, t160_b3)
+          let t160_a2 = SIMD16<Float>(repeating: params[((156 +% ((mb159 *% 6) +% 2)) +% (k161 *% 150))])
+          t160_c2_0 = t160_c2_0.addingProduct(t160_a2, t160_b0)
+          t160_c2_1 = t160_c2_1.addingProduct(t160_a2, t160_b1)
+          t160_c2_2 = t160_c2_2.addingProduct(t160_a2, t160_b2)
+          t160_c2_3 = t160_c2_3.addingProduct(t160_a2, t160_b3)
+          let t160_a3 = SIMD16<Float>(repeating: params[((156 +% ((mb159 *% 6) +% 3)) +% (k161 *% 150))])
+          t160_c3_0 = t160_c3_0.addingProduct(t160_a3, t160_b0)
+          t160_c3_1 = t160_c3_1.addingProduct(t160_a3, t160_b1)
+          t160_c3_2 = t160_c3_2.addingProduct(t160_a3, t160_b2)
+          t160_c3_3 = t160_c3_3.addingProduct(t160_a3, t160_b3)
+          let t160_a4 = SIMD16<Float>(repeating: params[((156 +% ((mb159 *% 6) +% 4)) +% (k161 *% 150))])
+          t160_c4_0 = t160_c4_0.addingProduct(t160_a4, t160_b0)
+          t160_c4_1 = t160_c4_1.addingProduct(t160_a4, t160_b1)
+          t160_c4_2 = t160_c4_2.addingProduct(t160_a4, t160_b2)
+          t160_c4_3 = t160_c4_3.addingProduct(t160_a4, t160_b3)
+          let t160_a5 = SIMD16<Float>(repeating: params[((156 +% ((mb159 *% 6) +% 5)) +% (k161 *% 150))])
+          t160_c5_0 = t160_c5_0.addingProduct(t160_a5, t160_b0)
+          t160_c5_1 = t160_c5_1.addingProduct(t160_a5, t160_b1)
+          t160_c5_2 = t160_c5_2.addingProduct(t160_a5, t160_b2)
+          t160_c5_3 = t160_c5_3.addingProduct(t160_a5, t160_b3)
         }
-        store16(arena, ((756112 +% ((mb207 *% 6) *% 1600)) +% (nb206 *% 64)), t208_c0_0)
-        store16(arena, (((756112 +% ((mb207 *% 6) *% 1600)) +% (nb206 *% 64)) +% 16), t208_c0_1)
-        store16(arena, (((756112 +% ((mb207 *% 6) *% 1600)) +% (nb206 *% 64)) +% 32), t208_c0_2)
-        store16(arena, (((756112 +% ((mb207 *% 6) *% 1600)) +% (nb206 *% 64)) +% 48), t208_c0_3)
-        store16(arena, ((756112 +% (((mb207 *% 6) +% 1) *% 1600)) +% (nb206 *% 64)), t208_c1_0)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 1) *% 1600)) +% (nb206 *% 64)) +% 16), t208_c1_1)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 1) *% 1600)) +% (nb206 *% 64)) +% 32), t208_c1_2)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 1) *% 1600)) +% (nb206 *% 64)) +% 48), t208_c1_3)
-        store16(arena, ((756112 +% (((mb207 *% 6) +% 2) *% 1600)) +% (nb206 *% 64)), t208_c2_0)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 2) *% 1600)) +% (nb206 *% 64)) +% 16), t208_c2_1)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 2) *% 1600)) +% (nb206 *% 64)) +% 32), t208_c2_2)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 2) *% 1600)) +% (nb206 *% 64)) +% 48), t208_c2_3)
-        store16(arena, ((756112 +% (((mb207 *% 6) +% 3) *% 1600)) +% (nb206 *% 64)), t208_c3_0)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 3) *% 1600)) +% (nb206 *% 64)) +% 16), t208_c3_1)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 3) *% 1600)) +% (nb206 *% 64)) +% 32), t208_c3_2)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 3) *% 1600)) +% (nb206 *% 64)) +% 48), t208_c3_3)
-        store16(arena, ((756112 +% (((mb207 *% 6) +% 4) *% 1600)) +% (nb206 *% 64)), t208_c4_0)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 4) *% 1600)) +% (nb206 *% 64)) +% 16), t208_c4_1)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 4) *% 1600)) +% (nb206 *% 64)) +% 32), t208_c4_2)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 4) *% 1600)) +% (nb206 *% 64)) +% 48), t208_c4_3)
-        store16(arena, ((756112 +% (((mb207 *% 6) +% 5) *% 1600)) +% (nb206 *% 64)), t208_c5_0)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 5) *% 1600)) +% (nb206 *% 64)) +% 16), t208_c5_1)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 5) *% 1600)) +% (nb206 *% 64)) +% 32), t208_c5_2)
-        store16(arena, (((756112 +% (((mb207 *% 6) +% 5) *% 1600)) +% (nb206 *% 64)) +% 48), t208_c5_3)
+        store16(arena, ((756112 +% ((mb159 *% 6) *% 1600)) +% (nb158 *% 64)), t160_c0_0)
+        store16(arena, (((756112 +% ((mb159 *% 6) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c0_1)
+        store16(arena, (((756112 +% ((mb159 *% 6) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c0_2)
+        store16(arena, (((756112 +% ((mb159 *% 6) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c0_3)
+        store16(arena, ((756112 +% (((mb159 *% 6) +% 1) *% 1600)) +% (nb158 *% 64)), t160_c1_0)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 1) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c1_1)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 1) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c1_2)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 1) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c1_3)
+        store16(arena, ((756112 +% (((mb159 *% 6) +% 2) *% 1600)) +% (nb158 *% 64)), t160_c2_0)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 2) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c2_1)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 2) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c2_2)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 2) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c2_3)
+        store16(arena, ((756112 +% (((mb159 *% 6) +% 3) *% 1600)) +% (nb158 *% 64)), t160_c3_0)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 3) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c3_1)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 3) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c3_2)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 3) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c3_3)
+        store16(arena, ((756112 +% (((mb159 *% 6) +% 4) *% 1600)) +% (nb158 *% 64)), t160_c4_0)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 4) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c4_1)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 4) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c4_2)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 4) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c4_3)
+        store16(arena, ((756112 +% (((mb159 *% 6) +% 5) *% 1600)) +% (nb158 *% 64)), t160_c5_0)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 5) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c5_1)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 5) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c5_2)
+        store16(arena, (((756112 +% (((mb159 *% 6) +% 5) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c5_3)
       }
     }
-    for j210 in 0..<16 {
-      for c211 in 0..<6 {
-        for iy212 in 0..<1 {
-          do {  // SIMD16 over ix213
-            var ix213 = 0
-            while ix213 < 1 {
-              var sum214: Float = arena[((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% (iy212 *% 10)) +% ix213)]
-              arena[((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% (iy212 *% 14)) +% ix213)] = sum214
-              ix213 &+= 1
+    for j162 in 0..<16 {
+      for c163 in 0..<6 {
+        for iy164 in 0..<1 {
+          do {  // SIMD16 over ix165
+            var ix165 = 0
+            while ix165 < 1 {
+              var sum166: Float = arena[((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% (iy164 *% 10)) +% ix165)]
+              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy164 *% 14)) +% ix165)] = sum166
+              ix165 &+= 1
             }
           }
         }
-        for iy215 in 0..<1 {
-          do {  // SIMD16 over ix216
-            var ix216 = 0
-            while ix216 < 1 {
-              var sum217: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% (iy215 *% 10)) +% 1) +% ix216)]
-              var sum218: Float = (sum217 + arena[((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% (iy215 *% 10)) +% ix216)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% (iy215 *% 14)) +% 1) +% ix216)] = sum218
-              ix216 &+= 1
+        for iy167 in 0..<1 {
+          do {  // SIMD16 over ix168
+            var ix168 = 0
+            while ix168 < 1 {
+              var sum169: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% (iy167 *% 10)) +% 1) +% ix168)]
+              var sum170: Float = (sum169 + arena[((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% (iy167 *% 10)) +% ix168)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy167 *% 14)) +% 1) +% ix168)] = sum170
+              ix168 &+= 1
             }
           }
         }
-        for iy219 in 0..<1 {
-          do {  // SIMD16 over ix220
-            var ix220 = 0
-            while ix220 < 1 {
-              var sum221: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% (iy219 *% 10)) +% 2) +% ix220)]
-              var sum222: Float = (sum221 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% (iy219 *% 10)) +% 1) +% ix220)])
-              var sum223: Float = (sum222 + arena[((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% (iy219 *% 10)) +% ix220)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% (iy219 *% 14)) +% 2) +% ix220)] = sum223
-              ix220 &+= 1
+        for iy171 in 0..<1 {
+          do {  // SIMD16 over ix172
+            var ix172 = 0
+            while ix172 < 1 {
+              var sum173: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% (iy171 *% 10)) +% 2) +% ix172)]
+              var sum174: Float = (sum173 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% (iy171 *% 10)) +% 1) +% ix172)])
+              var sum175: Float = (sum174 + arena[((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% (iy171 *% 10)) +% ix172)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy171 *% 14)) +% 2) +% ix172)] = sum175
+              ix172 &+= 1
             }
           }
         }
-        for iy224 in 0..<1 {
-          do {  // SIMD16 over ix225
-            var ix225 = 0
-            while ix225 < 1 {
-              var sum226: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% (iy224 *% 10)) +% 3) +% ix225)]
-              var sum227: Float = (sum226 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% (iy224 *% 10)) +% 2) +% ix225)])
-              var sum228: Float = (sum227 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% (iy224 *% 10)) +% 1) +% ix225)])
-              var sum229: Float = (sum228 + arena[((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% (iy224 *% 10)) +% ix225)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% (iy224 *% 14)) +% 3) +% ix225)] = sum229
-              ix225 &+= 1
+        for iy176 in 0..<1 {
+          do {  // SIMD16 over ix177
+            var ix177 = 0
+            while ix177 < 1 {
+              var sum178: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% (iy176 *% 10)) +% 3) +% ix177)]
+              var sum179: Float = (sum178 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% (iy176 *% 10)) +% 2) +% ix177)])
+              var sum180: Float = (sum179 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% (iy176 *% 10)) +% 1) +% ix177)])
+              var sum181: Float = (sum180 + arena[((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% (iy176 *% 10)) +% ix177)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy176 *% 14)) +% 3) +% ix177)] = sum181
+              ix177 &+= 1
             }
           }
         }
-        for iy230 in 0..<1 {
-          do {  // SIMD16 over ix231
-            var ix231 = 0
-            while ix231 < 6 {
-              var sum232: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% (iy230 *% 10)) +% 4) +% ix231)]
-              var sum233: Float = (sum232 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% (iy230 *% 10)) +% 3) +% ix231)])
-              var sum234: Float = (sum233 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% (iy230 *% 10)) +% 2) +% ix231)])
-              var sum235: Float = (sum234 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% (iy230 *% 10)) +% 1) +% ix231)])
-              var sum236: Float = (sum235 + arena[((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% (iy230 *% 10)) +% ix231)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% (iy230 *% 14)) +% 4) +% ix231)] = sum236
-              ix231 &+= 1
+        for iy182 in 0..<1 {
+          do {  // SIMD16 over ix183
+            var ix183 = 0
+            while ix183 < 6 {
+              var sum184: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% (iy182 *% 10)) +% 4) +% ix183)]
+              var sum185: Float = (sum184 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% (iy182 *% 10)) +% 3) +% ix183)])
+              var sum186: Float = (sum185 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% (iy182 *% 10)) +% 2) +% ix183)])
+              var sum187: Float = (sum186 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% (iy182 *% 10)) +% 1) +% ix183)])
+              var sum188: Float = (sum187 + arena[((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% (iy182 *% 10)) +% ix183)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy182 *% 14)) +% 4) +% ix183)] = sum188
+              ix183 &+= 1
             }
           }
         }
-        for iy237 in 0..<1 {
-          do {  // SIMD16 over ix238
-            var ix238 = 0
-            while ix238 < 1 {
-              var sum239: Float = arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% (iy237 *% 10)) +% 9) +% ix238)]
-              var sum240: Float = (sum239 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% (iy237 *% 10)) +% 8) +% ix238)])
-              var sum241: Float = (sum240 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% (iy237 *% 10)) +% 7) +% ix238)])
-              var sum242: Float = (sum241 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% (iy237 *% 10)) +% 6) +% ix238)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% (iy237 *% 14)) +% 10) +% ix238)] = sum242
-              ix238 &+= 1
+        for iy189 in 0..<1 {
+          do {  // SIMD16 over ix190
+            var ix190 = 0
+            while ix190 < 1 {
+              var sum191: Float = arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% (iy189 *% 10)) +% 9) +% ix190)]
+              var sum192: Float = (sum191 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% (iy189 *% 10)) +% 8) +% ix190)])
+              var sum193: Float = (sum192 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% (iy189 *% 10)) +% 7) +% ix190)])
+              var sum194: Float = (sum193 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% (iy189 *% 10)) +% 6) +% ix190)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy189 *% 14)) +% 10) +% ix190)] = sum194
+              ix190 &+= 1
             }
           }
         }
-        for iy243 in 0..<1 {
-          do {  // SIMD16 over ix244
-            var ix244 = 0
-            while ix244 < 1 {
-              var sum245: Float = arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% (iy243 *% 10)) +% 9) +% ix244)]
-              var sum246: Float = (sum245 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% (iy243 *% 10)) +% 8) +% ix244)])
-              var sum247: Float = (sum246 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% (iy243 *% 10)) +% 7) +% ix244)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% (iy243 *% 14)) +% 11) +% ix244)] = sum247
-              ix244 &+= 1
+        for iy195 in 0..<1 {
+          do {  // SIMD16 over ix196
+            var ix196 = 0
+            while ix196 < 1 {
+              var sum197: Float = arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% (iy195 *% 10)) +% 9) +% ix196)]
+              var sum198: Float = (sum197 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% (iy195 *% 10)) +% 8) +% ix196)])
+              var sum199: Float = (sum198 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% (iy195 *% 10)) +% 7) +% ix196)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy195 *% 14)) +% 11) +% ix196)] = sum199
+              ix196 &+= 1
             }
           }
         }
-        for iy248 in 0..<1 {
-          do {  // SIMD16 over ix249
-            var ix249 = 0
-            while ix249 < 1 {
-              var sum250: Float = arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% (iy248 *% 10)) +% 9) +% ix249)]
-              var sum251: Float = (sum250 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% (iy248 *% 10)) +% 8) +% ix249)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% (iy248 *% 14)) +% 12) +% ix249)] = sum251
-              ix249 &+= 1
+        for iy200 in 0..<1 {
+          do {  // SIMD16 over ix201
+            var ix201 = 0
+            while ix201 < 1 {
+              var sum202: Float = arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% (iy200 *% 10)) +% 9) +% ix201)]
+              var sum203: Float = (sum202 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% (iy200 *% 10)) +% 8) +% ix201)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy200 *% 14)) +% 12) +% ix201)] = sum203
+              ix201 &+= 1
             }
           }
         }
-        for iy252 in 0..<1 {
-          do {  // SIMD16 over ix253
-            var ix253 = 0
-            while ix253 < 1 {
-              var sum254: Float = arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% (iy252 *% 10)) +% 9) +% ix253)]
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% (iy252 *% 14)) +% 13) +% ix253)] = sum254
-              ix253 &+= 1
+        for iy204 in 0..<1 {
+          do {  // SIMD16 over ix205
+            var ix205 = 0
+            while ix205 < 1 {
+              var sum206: Float = arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% (iy204 *% 10)) +% 9) +% ix205)]
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy204 *% 14)) +% 13) +% ix205)] = sum206
+              ix205 &+= 1
             }
           }
         }
-        for iy255 in 0..<1 {
-          do {  // SIMD16 over ix256
-            var ix256 = 0
-            while ix256 < 1 {
-              var sum257: Float = arena[((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy255 +% 1) *% 10)) +% ix256)]
-              var sum258: Float = (sum257 + arena[((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy255 +% 1) +% -1) *% 10)) +% ix256)])
-              arena[((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy255 +% 1) *% 14)) +% ix256)] = sum258
-              ix256 &+= 1
+        for iy207 in 0..<1 {
+          do {  // SIMD16 over ix208
+            var ix208 = 0
+            while ix208 < 1 {
+              var sum209: Float = arena[((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy207 +% 1) *% 10)) +% ix208)]
+              var sum210: Float = (sum209 + arena[((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy207 +% 1) +% -1) *% 10)) +% ix208)])
+              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy207 +% 1) *% 14)) +% ix208)] = sum210
+              ix208 &+= 1
             }
           }
         }
-        for iy259 in 0..<1 {
-          do {  // SIMD16 over ix260
-            var ix260 = 0
-            while ix260 < 1 {
-              var sum261: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy259 +% 1) *% 10)) +% 1) +% ix260)]
-              var sum262: Float = (sum261 + arena[((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy259 +% 1) *% 10)) +% ix260)])
-              var sum263: Float = (sum262 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy259 +% 1) +% -1) *% 10)) +% 1) +% ix260)])
-              var sum264: Float = (sum263 + arena[((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy259 +% 1) +% -1) *% 10)) +% ix260)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy259 +% 1) *% 14)) +% 1) +% ix260)] = sum264
-              ix260 &+= 1
+        for iy211 in 0..<1 {
+          do {  // SIMD16 over ix212
+            var ix212 = 0
+            while ix212 < 1 {
+              var sum213: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy211 +% 1) *% 10)) +% 1) +% ix212)]
+              var sum214: Float = (sum213 + arena[((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy211 +% 1) *% 10)) +% ix212)])
+              var sum215: Float = (sum214 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy211 +% 1) +% -1) *% 10)) +% 1) +% ix212)])
+              var sum216: Float = (sum215 + arena[((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy211 +% 1) +% -1) *% 10)) +% ix212)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy211 +% 1) *% 14)) +% 1) +% ix212)] = sum216
+              ix212 &+= 1
+            }
+          }
+        }
+        for iy217 in 0..<1 {
+          do {  // SIMD16 over ix218
+            var ix218 = 0
+            while ix218 < 1 {
+              var sum219: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy217 +% 1) *% 10)) +% 2) +% ix218)]
+              var sum220: Float = (sum219 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy217 +% 1) *% 10)) +% 1) +% ix218)])
+              var sum221: Float = (sum220 + arena[((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy217 +% 1) *% 10)) +% ix218)])
+              var sum222: Float = (sum221 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy217 +% 1) +% -1) *% 10)) +% 2) +% ix218)])
+              var sum223: Float = (sum222 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy217 +% 1) +% -1) *% 10)) +% 1) +% ix218)])
+              var sum224: Float = (sum223 + arena[((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy217 +% 1) +% -1) *% 10)) +% ix218)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy217 +% 1) *% 14)) +% 2) +% ix218)] = sum224
+              ix218 &+= 1
+            }
+          }
+        }
+        for iy225 in 0..<1 {
+          do {  // SIMD16 over ix226
+            var ix226 = 0
+            while ix226 < 1 {
+              var sum227: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy225 +% 1) *% 10)) +% 3) +% ix226)]
+              var sum228: Float = (sum227 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy225 +% 1) *% 10)) +% 2) +% ix226)])
+              var sum229: Float = (sum228 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy225 +% 1) *% 10)) +% 1) +% ix226)])
+              var sum230: Float = (sum229 + arena[((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy225 +% 1) *% 10)) +% ix226)])
+              var sum231: Float = (sum230 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy225 +% 1) +% -1) *% 10)) +% 3) +% ix226)])
+              var sum232: Float = (sum231 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy225 +% 1) +% -1) *% 10)) +% 2) +% ix226)])
+              var sum233: Float = (sum232 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy225 +% 1) +% -1) *% 10)) +% 1) +% ix226)])
+              var sum234: Float = (sum233 + arena[((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy225 +% 1) +% -1) *% 10)) +% ix226)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy225 +% 1) *% 14)) +% 3) +% ix226)] = sum234
+              ix226 &+= 1
+            }
+          }
+        }
+        for iy235 in 0..<1 {
+          do {  // SIMD16 over ix236
+            var ix236 = 0
+            while ix236 < 6 {
+              var sum237: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy235 +% 1) *% 10)) +% 4) +% ix236)]
+              var sum238: Float = (sum237 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy235 +% 1) *% 10)) +% 3) +% ix236)])
+              var sum239: Float = (sum238 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy235 +% 1) *% 10)) +% 2) +% ix236)])
+              var sum240: Float = (sum239 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy235 +% 1) *% 10)) +% 1) +% ix236)])
+              var sum241: Float = (sum240 + arena[((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy235 +% 1) *% 10)) +% ix236)])
+              var sum242: Float = (sum241 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy235 +% 1) +% -1) *% 10)) +% 4) +% ix236)])
+              var sum243: Float = (sum242 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy235 +% 1) +% -1) *% 10)) +% 3) +% ix236)])
+              var sum244: Float = (sum243 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy235 +% 1) +% -1) *% 10)) +% 2) +% ix236)])
+              var sum245: Float = (sum244 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy235 +% 1) +% -1) *% 10)) +% 1) +% ix236)])
+              var sum246: Float = (sum245 + arena[((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy235 +% 1) +% -1) *% 10)) +% ix236)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy235 +% 1) *% 14)) +% 4) +% ix236)] = sum246
+              ix236 &+= 1
+            }
+          }
+        }
+        for iy247 in 0..<1 {
+          do {  // SIMD16 over ix248
+            var ix248 = 0
+            while ix248 < 1 {
+              var sum249: Float = arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy247 +% 1) *% 10)) +% 9) +% ix248)]
+              var sum250: Float = (sum249 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy247 +% 1) *% 10)) +% 8) +% ix248)])
+              var sum251: Float = (sum250 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy247 +% 1) *% 10)) +% 7) +% ix248)])
+              var sum252: Float = (sum251 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy247 +% 1) *% 10)) +% 6) +% ix248)])
+              var sum253: Float = (sum252 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy247 +% 1) +% -1) *% 10)) +% 9) +% ix248)])
+              var sum254: Float = (sum253 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy247 +% 1) +% -1) *% 10)) +% 8) +% ix248)])
+              var sum255: Float = (sum254 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy247 +% 1) +% -1) *% 10)) +% 7) +% ix248)])
+              var sum256: Float = (sum255 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy247 +% 1) +% -1) *% 10)) +% 6) +% ix248)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy247 +% 1) *% 14)) +% 10) +% ix248)] = sum256
+              ix248 &+= 1
+            }
+          }
+        }
+        for iy257 in 0..<1 {
+          do {  // SIMD16 over ix258
+            var ix258 = 0
+            while ix258 < 1 {
+              var sum259: Float = arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy257 +% 1) *% 10)) +% 9) +% ix258)]
+              var sum260: Float = (sum259 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy257 +% 1) *% 10)) +% 8) +% ix258)])
+              var sum261: Float = (sum260 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy257 +% 1) *% 10)) +% 7) +% ix258)])
+              var sum262: Float = (sum261 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy257 +% 1) +% -1) *% 10)) +% 9) +% ix258)])
+              var sum263: Float = (sum262 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy257 +% 1) +% -1) *% 10)) +% 8) +% ix258)])
+              var sum264: Float = (sum263 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy257 +% 1) +% -1) *% 10)) +% 7) +% ix258)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy257 +% 1) *% 14)) +% 11) +% ix258)] = sum264
+              ix258 &+= 1
             }
           }
         }
@@ -2361,754 +1282,747 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix266
             var ix266 = 0
             while ix266 < 1 {
-              var sum267: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy265 +% 1) *% 10)) +% 2) +% ix266)]
-              var sum268: Float = (sum267 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy265 +% 1) *% 10)) +% 1) +% ix266)])
-              var sum269: Float = (sum268 + arena[((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy265 +% 1) *% 10)) +% ix266)])
-              var sum270: Float = (sum269 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy265 +% 1) +% -1) *% 10)) +% 2) +% ix266)])
-              var sum271: Float = (sum270 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy265 +% 1) +% -1) *% 10)) +% 1) +% ix266)])
-              var sum272: Float = (sum271 + arena[((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy265 +% 1) +% -1) *% 10)) +% ix266)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy265 +% 1) *% 14)) +% 2) +% ix266)] = sum272
+              var sum267: Float = arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy265 +% 1) *% 10)) +% 9) +% ix266)]
+              var sum268: Float = (sum267 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy265 +% 1) *% 10)) +% 8) +% ix266)])
+              var sum269: Float = (sum268 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy265 +% 1) +% -1) *% 10)) +% 9) +% ix266)])
+              var sum270: Float = (sum269 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy265 +% 1) +% -1) *% 10)) +% 8) +% ix266)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy265 +% 1) *% 14)) +% 12) +% ix266)] = sum270
               ix266 &+= 1
             }
           }
         }
-        for iy273 in 0..<1 {
-          do {  // SIMD16 over ix274
-            var ix274 = 0
-            while ix274 < 1 {
-              var sum275: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy273 +% 1) *% 10)) +% 3) +% ix274)]
-              var sum276: Float = (sum275 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy273 +% 1) *% 10)) +% 2) +% ix274)])
-              var sum277: Float = (sum276 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy273 +% 1) *% 10)) +% 1) +% ix274)])
-              var sum278: Float = (sum277 + arena[((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy273 +% 1) *% 10)) +% ix274)])
-              var sum279: Float = (sum278 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy273 +% 1) +% -1) *% 10)) +% 3) +% ix274)])
-              var sum280: Float = (sum279 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy273 +% 1) +% -1) *% 10)) +% 2) +% ix274)])
-              var sum281: Float = (sum280 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy273 +% 1) +% -1) *% 10)) +% 1) +% ix274)])
-              var sum282: Float = (sum281 + arena[((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy273 +% 1) +% -1) *% 10)) +% ix274)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy273 +% 1) *% 14)) +% 3) +% ix274)] = sum282
-              ix274 &+= 1
+        for iy271 in 0..<1 {
+          do {  // SIMD16 over ix272
+            var ix272 = 0
+            while ix272 < 1 {
+              var sum273: Float = arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy271 +% 1) *% 10)) +% 9) +% ix272)]
+              var sum274: Float = (sum273 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy271 +% 1) +% -1) *% 10)) +% 9) +% ix272)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy271 +% 1) *% 14)) +% 13) +% ix272)] = sum274
+              ix272 &+= 1
             }
           }
         }
-        for iy283 in 0..<1 {
-          do {  // SIMD16 over ix284
-            var ix284 = 0
-            while ix284 < 6 {
-              var sum285: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy283 +% 1) *% 10)) +% 4) +% ix284)]
-              var sum286: Float = (sum285 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy283 +% 1) *% 10)) +% 3) +% ix284)])
-              var sum287: Float = (sum286 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy283 +% 1) *% 10)) +% 2) +% ix284)])
-              var sum288: Float = (sum287 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy283 +% 1) *% 10)) +% 1) +% ix284)])
-              var sum289: Float = (sum288 + arena[((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy283 +% 1) *% 10)) +% ix284)])
-              var sum290: Float = (sum289 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy283 +% 1) +% -1) *% 10)) +% 4) +% ix284)])
-              var sum291: Float = (sum290 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy283 +% 1) +% -1) *% 10)) +% 3) +% ix284)])
-              var sum292: Float = (sum291 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy283 +% 1) +% -1) *% 10)) +% 2) +% ix284)])
-              var sum293: Float = (sum292 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy283 +% 1) +% -1) *% 10)) +% 1) +% ix284)])
-              var sum294: Float = (sum293 + arena[((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy283 +% 1) +% -1) *% 10)) +% ix284)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy283 +% 1) *% 14)) +% 4) +% ix284)] = sum294
-              ix284 &+= 1
+        for iy275 in 0..<1 {
+          do {  // SIMD16 over ix276
+            var ix276 = 0
+            while ix276 < 1 {
+              var sum277: Float = arena[((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy275 +% 2) *% 10)) +% ix276)]
+              var sum278: Float = (sum277 + arena[((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy275 +% 2) +% -1) *% 10)) +% ix276)])
+              var sum279: Float = (sum278 + arena[((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy275 +% 2) +% -2) *% 10)) +% ix276)])
+              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy275 +% 2) *% 14)) +% ix276)] = sum279
+              ix276 &+= 1
             }
           }
         }
-        for iy295 in 0..<1 {
-          do {  // SIMD16 over ix296
-            var ix296 = 0
-            while ix296 < 1 {
-              var sum297: Float = arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy295 +% 1) *% 10)) +% 9) +% ix296)]
-              var sum298: Float = (sum297 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy295 +% 1) *% 10)) +% 8) +% ix296)])
-              var sum299: Float = (sum298 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy295 +% 1) *% 10)) +% 7) +% ix296)])
-              var sum300: Float = (sum299 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy295 +% 1) *% 10)) +% 6) +% ix296)])
-              var sum301: Float = (sum300 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy295 +% 1) +% -1) *% 10)) +% 9) +% ix296)])
-              var sum302: Float = (sum301 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy295 +% 1) +% -1) *% 10)) +% 8) +% ix296)])
-              var sum303: Float = (sum302 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy295 +% 1) +% -1) *% 10)) +% 7) +% ix296)])
-              var sum304: Float = (sum303 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy295 +% 1) +% -1) *% 10)) +% 6) +% ix296)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy295 +% 1) *% 14)) +% 10) +% ix296)] = sum304
-              ix296 &+= 1
+        for iy280 in 0..<1 {
+          do {  // SIMD16 over ix281
+            var ix281 = 0
+            while ix281 < 1 {
+              var sum282: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy280 +% 2) *% 10)) +% 1) +% ix281)]
+              var sum283: Float = (sum282 + arena[((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy280 +% 2) *% 10)) +% ix281)])
+              var sum284: Float = (sum283 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy280 +% 2) +% -1) *% 10)) +% 1) +% ix281)])
+              var sum285: Float = (sum284 + arena[((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy280 +% 2) +% -1) *% 10)) +% ix281)])
+              var sum286: Float = (sum285 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy280 +% 2) +% -2) *% 10)) +% 1) +% ix281)])
+              var sum287: Float = (sum286 + arena[((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy280 +% 2) +% -2) *% 10)) +% ix281)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy280 +% 2) *% 14)) +% 1) +% ix281)] = sum287
+              ix281 &+= 1
             }
           }
         }
-        for iy305 in 0..<1 {
-          do {  // SIMD16 over ix306
-            var ix306 = 0
-            while ix306 < 1 {
-              var sum307: Float = arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy305 +% 1) *% 10)) +% 9) +% ix306)]
-              var sum308: Float = (sum307 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy305 +% 1) *% 10)) +% 8) +% ix306)])
-              var sum309: Float = (sum308 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy305 +% 1) *% 10)) +% 7) +% ix306)])
-              var sum310: Float = (sum309 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy305 +% 1) +% -1) *% 10)) +% 9) +% ix306)])
-              var sum311: Float = (sum310 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy305 +% 1) +% -1) *% 10)) +% 8) +% ix306)])
-              var sum312: Float = (sum311 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy305 +% 1) +% -1) *% 10)) +% 7) +% ix306)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy305 +% 1) *% 14)) +% 11) +% ix306)] = sum312
-              ix306 &+= 1
+        for iy288 in 0..<1 {
+          do {  // SIMD16 over ix289
+            var ix289 = 0
+            while ix289 < 1 {
+              var sum290: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy288 +% 2) *% 10)) +% 2) +% ix289)]
+              var sum291: Float = (sum290 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy288 +% 2) *% 10)) +% 1) +% ix289)])
+              var sum292: Float = (sum291 + arena[((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy288 +% 2) *% 10)) +% ix289)])
+              var sum293: Float = (sum292 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -1) *% 10)) +% 2) +% ix289)])
+              var sum294: Float = (sum293 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -1) *% 10)) +% 1) +% ix289)])
+              var sum295: Float = (sum294 + arena[((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -1) *% 10)) +% ix289)])
+              var sum296: Float = (sum295 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -2) *% 10)) +% 2) +% ix289)])
+              var sum297: Float = (sum296 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -2) *% 10)) +% 1) +% ix289)])
+              var sum298: Float = (sum297 + arena[((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -2) *% 10)) +% ix289)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy288 +% 2) *% 14)) +% 2) +% ix289)] = sum298
+              ix289 &+= 1
+            }
+          }
+        }
+        for iy299 in 0..<1 {
+          do {  // SIMD16 over ix300
+            var ix300 = 0
+            while ix300 < 1 {
+              var sum301: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy299 +% 2) *% 10)) +% 3) +% ix300)]
+              var sum302: Float = (sum301 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy299 +% 2) *% 10)) +% 2) +% ix300)])
+              var sum303: Float = (sum302 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy299 +% 2) *% 10)) +% 1) +% ix300)])
+              var sum304: Float = (sum303 + arena[((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy299 +% 2) *% 10)) +% ix300)])
+              var sum305: Float = (sum304 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -1) *% 10)) +% 3) +% ix300)])
+              var sum306: Float = (sum305 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -1) *% 10)) +% 2) +% ix300)])
+              var sum307: Float = (sum306 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -1) *% 10)) +% 1) +% ix300)])
+              var sum308: Float = (sum307 + arena[((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -1) *% 10)) +% ix300)])
+              var sum309: Float = (sum308 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -2) *% 10)) +% 3) +% ix300)])
+              var sum310: Float = (sum309 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -2) *% 10)) +% 2) +% ix300)])
+              var sum311: Float = (sum310 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -2) *% 10)) +% 1) +% ix300)])
+              var sum312: Float = (sum311 + arena[((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -2) *% 10)) +% ix300)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy299 +% 2) *% 14)) +% 3) +% ix300)] = sum312
+              ix300 &+= 1
             }
           }
         }
         for iy313 in 0..<1 {
           do {  // SIMD16 over ix314
             var ix314 = 0
-            while ix314 < 1 {
-              var sum315: Float = arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy313 +% 1) *% 10)) +% 9) +% ix314)]
-              var sum316: Float = (sum315 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy313 +% 1) *% 10)) +% 8) +% ix314)])
-              var sum317: Float = (sum316 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy313 +% 1) +% -1) *% 10)) +% 9) +% ix314)])
-              var sum318: Float = (sum317 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy313 +% 1) +% -1) *% 10)) +% 8) +% ix314)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy313 +% 1) *% 14)) +% 12) +% ix314)] = sum318
+            while ix314 < 6 {
+              var sum315: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy313 +% 2) *% 10)) +% 4) +% ix314)]
+              var sum316: Float = (sum315 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy313 +% 2) *% 10)) +% 3) +% ix314)])
+              var sum317: Float = (sum316 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy313 +% 2) *% 10)) +% 2) +% ix314)])
+              var sum318: Float = (sum317 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy313 +% 2) *% 10)) +% 1) +% ix314)])
+              var sum319: Float = (sum318 + arena[((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy313 +% 2) *% 10)) +% ix314)])
+              var sum320: Float = (sum319 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -1) *% 10)) +% 4) +% ix314)])
+              var sum321: Float = (sum320 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -1) *% 10)) +% 3) +% ix314)])
+              var sum322: Float = (sum321 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -1) *% 10)) +% 2) +% ix314)])
+              var sum323: Float = (sum322 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -1) *% 10)) +% 1) +% ix314)])
+              var sum324: Float = (sum323 + arena[((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -1) *% 10)) +% ix314)])
+              var sum325: Float = (sum324 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -2) *% 10)) +% 4) +% ix314)])
+              var sum326: Float = (sum325 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -2) *% 10)) +% 3) +% ix314)])
+              var sum327: Float = (sum326 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -2) *% 10)) +% 2) +% ix314)])
+              var sum328: Float = (sum327 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -2) *% 10)) +% 1) +% ix314)])
+              var sum329: Float = (sum328 + arena[((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -2) *% 10)) +% ix314)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy313 +% 2) *% 14)) +% 4) +% ix314)] = sum329
               ix314 &+= 1
             }
           }
         }
-        for iy319 in 0..<1 {
-          do {  // SIMD16 over ix320
-            var ix320 = 0
-            while ix320 < 1 {
-              var sum321: Float = arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy319 +% 1) *% 10)) +% 9) +% ix320)]
-              var sum322: Float = (sum321 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy319 +% 1) +% -1) *% 10)) +% 9) +% ix320)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy319 +% 1) *% 14)) +% 13) +% ix320)] = sum322
-              ix320 &+= 1
+        for iy330 in 0..<1 {
+          do {  // SIMD16 over ix331
+            var ix331 = 0
+            while ix331 < 1 {
+              var sum332: Float = arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy330 +% 2) *% 10)) +% 9) +% ix331)]
+              var sum333: Float = (sum332 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy330 +% 2) *% 10)) +% 8) +% ix331)])
+              var sum334: Float = (sum333 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy330 +% 2) *% 10)) +% 7) +% ix331)])
+              var sum335: Float = (sum334 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy330 +% 2) *% 10)) +% 6) +% ix331)])
+              var sum336: Float = (sum335 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 9) +% ix331)])
+              var sum337: Float = (sum336 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 8) +% ix331)])
+              var sum338: Float = (sum337 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 7) +% ix331)])
+              var sum339: Float = (sum338 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 6) +% ix331)])
+              var sum340: Float = (sum339 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 9) +% ix331)])
+              var sum341: Float = (sum340 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 8) +% ix331)])
+              var sum342: Float = (sum341 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 7) +% ix331)])
+              var sum343: Float = (sum342 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 6) +% ix331)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy330 +% 2) *% 14)) +% 10) +% ix331)] = sum343
+              ix331 &+= 1
             }
           }
         }
-        for iy323 in 0..<1 {
-          do {  // SIMD16 over ix324
-            var ix324 = 0
-            while ix324 < 1 {
-              var sum325: Float = arena[((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy323 +% 2) *% 10)) +% ix324)]
-              var sum326: Float = (sum325 + arena[((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy323 +% 2) +% -1) *% 10)) +% ix324)])
-              var sum327: Float = (sum326 + arena[((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy323 +% 2) +% -2) *% 10)) +% ix324)])
-              arena[((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy323 +% 2) *% 14)) +% ix324)] = sum327
-              ix324 &+= 1
+        for iy344 in 0..<1 {
+          do {  // SIMD16 over ix345
+            var ix345 = 0
+            while ix345 < 1 {
+              var sum346: Float = arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy344 +% 2) *% 10)) +% 9) +% ix345)]
+              var sum347: Float = (sum346 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy344 +% 2) *% 10)) +% 8) +% ix345)])
+              var sum348: Float = (sum347 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy344 +% 2) *% 10)) +% 7) +% ix345)])
+              var sum349: Float = (sum348 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -1) *% 10)) +% 9) +% ix345)])
+              var sum350: Float = (sum349 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -1) *% 10)) +% 8) +% ix345)])
+              var sum351: Float = (sum350 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -1) *% 10)) +% 7) +% ix345)])
+              var sum352: Float = (sum351 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -2) *% 10)) +% 9) +% ix345)])
+              var sum353: Float = (sum352 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -2) *% 10)) +% 8) +% ix345)])
+              var sum354: Float = (sum353 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -2) *% 10)) +% 7) +% ix345)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy344 +% 2) *% 14)) +% 11) +% ix345)] = sum354
+              ix345 &+= 1
             }
           }
         }
-        for iy328 in 0..<1 {
-          do {  // SIMD16 over ix329
-            var ix329 = 0
-            while ix329 < 1 {
-              var sum330: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy328 +% 2) *% 10)) +% 1) +% ix329)]
-              var sum331: Float = (sum330 + arena[((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy328 +% 2) *% 10)) +% ix329)])
-              var sum332: Float = (sum331 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy328 +% 2) +% -1) *% 10)) +% 1) +% ix329)])
-              var sum333: Float = (sum332 + arena[((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy328 +% 2) +% -1) *% 10)) +% ix329)])
-              var sum334: Float = (sum333 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy328 +% 2) +% -2) *% 10)) +% 1) +% ix329)])
-              var sum335: Float = (sum334 + arena[((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy328 +% 2) +% -2) *% 10)) +% ix329)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy328 +% 2) *% 14)) +% 1) +% ix329)] = sum335
-              ix329 &+= 1
+        for iy355 in 0..<1 {
+          do {  // SIMD16 over ix356
+            var ix356 = 0
+            while ix356 < 1 {
+              var sum357: Float = arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy355 +% 2) *% 10)) +% 9) +% ix356)]
+              var sum358: Float = (sum357 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy355 +% 2) *% 10)) +% 8) +% ix356)])
+              var sum359: Float = (sum358 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy355 +% 2) +% -1) *% 10)) +% 9) +% ix356)])
+              var sum360: Float = (sum359 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy355 +% 2) +% -1) *% 10)) +% 8) +% ix356)])
+              var sum361: Float = (sum360 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy355 +% 2) +% -2) *% 10)) +% 9) +% ix356)])
+              var sum362: Float = (sum361 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy355 +% 2) +% -2) *% 10)) +% 8) +% ix356)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy355 +% 2) *% 14)) +% 12) +% ix356)] = sum362
+              ix356 &+= 1
             }
           }
         }
-        for iy336 in 0..<1 {
-          do {  // SIMD16 over ix337
-            var ix337 = 0
-            while ix337 < 1 {
-              var sum338: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy336 +% 2) *% 10)) +% 2) +% ix337)]
-              var sum339: Float = (sum338 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy336 +% 2) *% 10)) +% 1) +% ix337)])
-              var sum340: Float = (sum339 + arena[((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy336 +% 2) *% 10)) +% ix337)])
-              var sum341: Float = (sum340 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy336 +% 2) +% -1) *% 10)) +% 2) +% ix337)])
-              var sum342: Float = (sum341 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy336 +% 2) +% -1) *% 10)) +% 1) +% ix337)])
-              var sum343: Float = (sum342 + arena[((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy336 +% 2) +% -1) *% 10)) +% ix337)])
-              var sum344: Float = (sum343 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy336 +% 2) +% -2) *% 10)) +% 2) +% ix337)])
-              var sum345: Float = (sum344 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy336 +% 2) +% -2) *% 10)) +% 1) +% ix337)])
-              var sum346: Float = (sum345 + arena[((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy336 +% 2) +% -2) *% 10)) +% ix337)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy336 +% 2) *% 14)) +% 2) +% ix337)] = sum346
-              ix337 &+= 1
+        for iy363 in 0..<1 {
+          do {  // SIMD16 over ix364
+            var ix364 = 0
+            while ix364 < 1 {
+              var sum365: Float = arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy363 +% 2) *% 10)) +% 9) +% ix364)]
+              var sum366: Float = (sum365 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy363 +% 2) +% -1) *% 10)) +% 9) +% ix364)])
+              var sum367: Float = (sum366 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy363 +% 2) +% -2) *% 10)) +% 9) +% ix364)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy363 +% 2) *% 14)) +% 13) +% ix364)] = sum367
+              ix364 &+= 1
             }
           }
         }
-        for iy347 in 0..<1 {
-          do {  // SIMD16 over ix348
-            var ix348 = 0
-            while ix348 < 1 {
-              var sum349: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy347 +% 2) *% 10)) +% 3) +% ix348)]
-              var sum350: Float = (sum349 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy347 +% 2) *% 10)) +% 2) +% ix348)])
-              var sum351: Float = (sum350 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy347 +% 2) *% 10)) +% 1) +% ix348)])
-              var sum352: Float = (sum351 + arena[((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy347 +% 2) *% 10)) +% ix348)])
-              var sum353: Float = (sum352 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 3) +% ix348)])
-              var sum354: Float = (sum353 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 2) +% ix348)])
-              var sum355: Float = (sum354 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 1) +% ix348)])
-              var sum356: Float = (sum355 + arena[((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% ix348)])
-              var sum357: Float = (sum356 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 3) +% ix348)])
-              var sum358: Float = (sum357 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 2) +% ix348)])
-              var sum359: Float = (sum358 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 1) +% ix348)])
-              var sum360: Float = (sum359 + arena[((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% ix348)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy347 +% 2) *% 14)) +% 3) +% ix348)] = sum360
-              ix348 &+= 1
+        for iy368 in 0..<1 {
+          do {  // SIMD16 over ix369
+            var ix369 = 0
+            while ix369 < 1 {
+              var sum370: Float = arena[((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy368 +% 3) *% 10)) +% ix369)]
+              var sum371: Float = (sum370 + arena[((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy368 +% 3) +% -1) *% 10)) +% ix369)])
+              var sum372: Float = (sum371 + arena[((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy368 +% 3) +% -2) *% 10)) +% ix369)])
+              var sum373: Float = (sum372 + arena[((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy368 +% 3) +% -3) *% 10)) +% ix369)])
+              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy368 +% 3) *% 14)) +% ix369)] = sum373
+              ix369 &+= 1
             }
           }
         }
-        for iy361 in 0..<1 {
-          do {  // SIMD16 over ix362
-            var ix362 = 0
-            while ix362 < 6 {
-              var sum363: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy361 +% 2) *% 10)) +% 4) +% ix362)]
-              var sum364: Float = (sum363 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy361 +% 2) *% 10)) +% 3) +% ix362)])
-              var sum365: Float = (sum364 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy361 +% 2) *% 10)) +% 2) +% ix362)])
-              var sum366: Float = (sum365 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy361 +% 2) *% 10)) +% 1) +% ix362)])
-              var sum367: Float = (sum366 + arena[((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy361 +% 2) *% 10)) +% ix362)])
-              var sum368: Float = (sum367 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 4) +% ix362)])
-              var sum369: Float = (sum368 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 3) +% ix362)])
-              var sum370: Float = (sum369 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 2) +% ix362)])
-              var sum371: Float = (sum370 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 1) +% ix362)])
-              var sum372: Float = (sum371 + arena[((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% ix362)])
-              var sum373: Float = (sum372 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 4) +% ix362)])
-              var sum374: Float = (sum373 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 3) +% ix362)])
-              var sum375: Float = (sum374 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 2) +% ix362)])
-              var sum376: Float = (sum375 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 1) +% ix362)])
-              var sum377: Float = (sum376 + arena[((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% ix362)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy361 +% 2) *% 14)) +% 4) +% ix362)] = sum377
-              ix362 &+= 1
+        for iy374 in 0..<1 {
+          do {  // SIMD16 over ix375
+            var ix375 = 0
+            while ix375 < 1 {
+              var sum376: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy374 +% 3) *% 10)) +% 1) +% ix375)]
+              var sum377: Float = (sum376 + arena[((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy374 +% 3) *% 10)) +% ix375)])
+              var sum378: Float = (sum377 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -1) *% 10)) +% 1) +% ix375)])
+              var sum379: Float = (sum378 + arena[((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -1) *% 10)) +% ix375)])
+              var sum380: Float = (sum379 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -2) *% 10)) +% 1) +% ix375)])
+              var sum381: Float = (sum380 + arena[((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -2) *% 10)) +% ix375)])
+              var sum382: Float = (sum381 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -3) *% 10)) +% 1) +% ix375)])
+              var sum383: Float = (sum382 + arena[((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -3) *% 10)) +% ix375)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy374 +% 3) *% 14)) +% 1) +% ix375)] = sum383
+              ix375 &+= 1
             }
           }
         }
-        for iy378 in 0..<1 {
-          do {  // SIMD16 over ix379
-            var ix379 = 0
-            while ix379 < 1 {
-              var sum380: Float = arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy378 +% 2) *% 10)) +% 9) +% ix379)]
-              var sum381: Float = (sum380 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy378 +% 2) *% 10)) +% 8) +% ix379)])
-              var sum382: Float = (sum381 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy378 +% 2) *% 10)) +% 7) +% ix379)])
-              var sum383: Float = (sum382 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy378 +% 2) *% 10)) +% 6) +% ix379)])
-              var sum384: Float = (sum383 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy378 +% 2) +% -1) *% 10)) +% 9) +% ix379)])
-              var sum385: Float = (sum384 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy378 +% 2) +% -1) *% 10)) +% 8) +% ix379)])
-              var sum386: Float = (sum385 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy378 +% 2) +% -1) *% 10)) +% 7) +% ix379)])
-              var sum387: Float = (sum386 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy378 +% 2) +% -1) *% 10)) +% 6) +% ix379)])
-              var sum388: Float = (sum387 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy378 +% 2) +% -2) *% 10)) +% 9) +% ix379)])
-              var sum389: Float = (sum388 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy378 +% 2) +% -2) *% 10)) +% 8) +% ix379)])
-              var sum390: Float = (sum389 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy378 +% 2) +% -2) *% 10)) +% 7) +% ix379)])
-              var sum391: Float = (sum390 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy378 +% 2) +% -2) *% 10)) +% 6) +% ix379)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy378 +% 2) *% 14)) +% 10) +% ix379)] = sum391
-              ix379 &+= 1
+        for iy384 in 0..<1 {
+          do {  // SIMD16 over ix385
+            var ix385 = 0
+            while ix385 < 1 {
+              var sum386: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy384 +% 3) *% 10)) +% 2) +% ix385)]
+              var sum387: Float = (sum386 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy384 +% 3) *% 10)) +% 1) +% ix385)])
+              var sum388: Float = (sum387 + arena[((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy384 +% 3) *% 10)) +% ix385)])
+              var sum389: Float = (sum388 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -1) *% 10)) +% 2) +% ix385)])
+              var sum390: Float = (sum389 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -1) *% 10)) +% 1) +% ix385)])
+              var sum391: Float = (sum390 + arena[((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -1) *% 10)) +% ix385)])
+              var sum392: Float = (sum391 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -2) *% 10)) +% 2) +% ix385)])
+              var sum393: Float = (sum392 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -2) *% 10)) +% 1) +% ix385)])
+              var sum394: Float = (sum393 + arena[((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -2) *% 10)) +% ix385)])
+              var sum395: Float = (sum394 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -3) *% 10)) +% 2) +% ix385)])
+              var sum396: Float = (sum395 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -3) *% 10)) +% 1) +% ix385)])
+              var sum397: Float = (sum396 + arena[((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -3) *% 10)) +% ix385)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy384 +% 3) *% 14)) +% 2) +% ix385)] = sum397
+              ix385 &+= 1
             }
           }
         }
-        for iy392 in 0..<1 {
-          do {  // SIMD16 over ix393
-            var ix393 = 0
-            while ix393 < 1 {
-              var sum394: Float = arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy392 +% 2) *% 10)) +% 9) +% ix393)]
-              var sum395: Float = (sum394 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy392 +% 2) *% 10)) +% 8) +% ix393)])
-              var sum396: Float = (sum395 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy392 +% 2) *% 10)) +% 7) +% ix393)])
-              var sum397: Float = (sum396 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy392 +% 2) +% -1) *% 10)) +% 9) +% ix393)])
-              var sum398: Float = (sum397 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy392 +% 2) +% -1) *% 10)) +% 8) +% ix393)])
-              var sum399: Float = (sum398 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy392 +% 2) +% -1) *% 10)) +% 7) +% ix393)])
-              var sum400: Float = (sum399 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy392 +% 2) +% -2) *% 10)) +% 9) +% ix393)])
-              var sum401: Float = (sum400 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy392 +% 2) +% -2) *% 10)) +% 8) +% ix393)])
-              var sum402: Float = (sum401 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy392 +% 2) +% -2) *% 10)) +% 7) +% ix393)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy392 +% 2) *% 14)) +% 11) +% ix393)] = sum402
-              ix393 &+= 1
-            }
-          }
-        }
-        for iy403 in 0..<1 {
-          do {  // SIMD16 over ix404
-            var ix404 = 0
-            while ix404 < 1 {
-              var sum405: Float = arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy403 +% 2) *% 10)) +% 9) +% ix404)]
-              var sum406: Float = (sum405 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy403 +% 2) *% 10)) +% 8) +% ix404)])
-              var sum407: Float = (sum406 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy403 +% 2) +% -1) *% 10)) +% 9) +% ix404)])
-              var sum408: Float = (sum407 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy403 +% 2) +% -1) *% 10)) +% 8) +% ix404)])
-              var sum409: Float = (sum408 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy403 +% 2) +% -2) *% 10)) +% 9) +% ix404)])
-              var sum410: Float = (sum409 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy403 +% 2) +% -2) *% 10)) +% 8) +% ix404)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy403 +% 2) *% 14)) +% 12) +% ix404)] = sum410
-              ix404 &+= 1
-            }
-          }
-        }
-        for iy411 in 0..<1 {
-          do {  // SIMD16 over ix412
-            var ix412 = 0
-            while ix412 < 1 {
-              var sum413: Float = arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy411 +% 2) *% 10)) +% 9) +% ix412)]
-              var sum414: Float = (sum413 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy411 +% 2) +% -1) *% 10)) +% 9) +% ix412)])
-              var sum415: Float = (sum414 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy411 +% 2) +% -2) *% 10)) +% 9) +% ix412)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy411 +% 2) *% 14)) +% 13) +% ix412)] = sum415
-              ix412 &+= 1
+        for iy398 in 0..<1 {
+          do {  // SIMD16 over ix399
+            var ix399 = 0
+            while ix399 < 1 {
+              var sum400: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy398 +% 3) *% 10)) +% 3) +% ix399)]
+              var sum401: Float = (sum400 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy398 +% 3) *% 10)) +% 2) +% ix399)])
+              var sum402: Float = (sum401 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy398 +% 3) *% 10)) +% 1) +% ix399)])
+              var sum403: Float = (sum402 + arena[((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy398 +% 3) *% 10)) +% ix399)])
+              var sum404: Float = (sum403 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -1) *% 10)) +% 3) +% ix399)])
+              var sum405: Float = (sum404 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -1) *% 10)) +% 2) +% ix399)])
+              var sum406: Float = (sum405 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -1) *% 10)) +% 1) +% ix399)])
+              var sum407: Float = (sum406 + arena[((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -1) *% 10)) +% ix399)])
+              var sum408: Float = (sum407 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -2) *% 10)) +% 3) +% ix399)])
+              var sum409: Float = (sum408 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -2) *% 10)) +% 2) +% ix399)])
+              var sum410: Float = (sum409 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -2) *% 10)) +% 1) +% ix399)])
+              var sum411: Float = (sum410 + arena[((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -2) *% 10)) +% ix399)])
+              var sum412: Float = (sum411 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -3) *% 10)) +% 3) +% ix399)])
+              var sum413: Float = (sum412 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -3) *% 10)) +% 2) +% ix399)])
+              var sum414: Float = (sum413 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -3) *% 10)) +% 1) +% ix399)])
+              var sum415: Float = (sum414 + arena[((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -3) *% 10)) +% ix399)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy398 +% 3) *% 14)) +% 3) +% ix399)] = sum415
+              ix399 &+= 1
             }
           }
         }
         for iy416 in 0..<1 {
           do {  // SIMD16 over ix417
             var ix417 = 0
-            while ix417 < 1 {
-              var sum418: Float = arena[((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy416 +% 3) *% 10)) +% ix417)]
-              var sum419: Float = (sum418 + arena[((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% ix417)])
-              var sum420: Float = (sum419 + arena[((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% ix417)])
-              var sum421: Float = (sum420 + arena[((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% ix417)])
-              arena[((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy416 +% 3) *% 14)) +% ix417)] = sum421
+            while ix417 < 6 {
+              var sum418: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy416 +% 3) *% 10)) +% 4) +% ix417)]
+              var sum419: Float = (sum418 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy416 +% 3) *% 10)) +% 3) +% ix417)])
+              var sum420: Float = (sum419 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy416 +% 3) *% 10)) +% 2) +% ix417)])
+              var sum421: Float = (sum420 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy416 +% 3) *% 10)) +% 1) +% ix417)])
+              var sum422: Float = (sum421 + arena[((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy416 +% 3) *% 10)) +% ix417)])
+              var sum423: Float = (sum422 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% 4) +% ix417)])
+              var sum424: Float = (sum423 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% 3) +% ix417)])
+              var sum425: Float = (sum424 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% 2) +% ix417)])
+              var sum426: Float = (sum425 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% 1) +% ix417)])
+              var sum427: Float = (sum426 + arena[((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% ix417)])
+              var sum428: Float = (sum427 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% 4) +% ix417)])
+              var sum429: Float = (sum428 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% 3) +% ix417)])
+              var sum430: Float = (sum429 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% 2) +% ix417)])
+              var sum431: Float = (sum430 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% 1) +% ix417)])
+              var sum432: Float = (sum431 + arena[((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% ix417)])
+              var sum433: Float = (sum432 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% 4) +% ix417)])
+              var sum434: Float = (sum433 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% 3) +% ix417)])
+              var sum435: Float = (sum434 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% 2) +% ix417)])
+              var sum436: Float = (sum435 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% 1) +% ix417)])
+              var sum437: Float = (sum436 + arena[((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% ix417)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy416 +% 3) *% 14)) +% 4) +% ix417)] = sum437
               ix417 &+= 1
             }
           }
         }
-        for iy422 in 0..<1 {
-          do {  // SIMD16 over ix423
-            var ix423 = 0
-            while ix423 < 1 {
-              var sum424: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy422 +% 3) *% 10)) +% 1) +% ix423)]
-              var sum425: Float = (sum424 + arena[((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy422 +% 3) *% 10)) +% ix423)])
-              var sum426: Float = (sum425 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy422 +% 3) +% -1) *% 10)) +% 1) +% ix423)])
-              var sum427: Float = (sum426 + arena[((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy422 +% 3) +% -1) *% 10)) +% ix423)])
-              var sum428: Float = (sum427 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy422 +% 3) +% -2) *% 10)) +% 1) +% ix423)])
-              var sum429: Float = (sum428 + arena[((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy422 +% 3) +% -2) *% 10)) +% ix423)])
-              var sum430: Float = (sum429 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy422 +% 3) +% -3) *% 10)) +% 1) +% ix423)])
-              var sum431: Float = (sum430 + arena[((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy422 +% 3) +% -3) *% 10)) +% ix423)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy422 +% 3) *% 14)) +% 1) +% ix423)] = sum431
-              ix423 &+= 1
+        for iy438 in 0..<1 {
+          do {  // SIMD16 over ix439
+            var ix439 = 0
+            while ix439 < 1 {
+              var sum440: Float = arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy438 +% 3) *% 10)) +% 9) +% ix439)]
+              var sum441: Float = (sum440 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy438 +% 3) *% 10)) +% 8) +% ix439)])
+              var sum442: Float = (sum441 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy438 +% 3) *% 10)) +% 7) +% ix439)])
+              var sum443: Float = (sum442 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy438 +% 3) *% 10)) +% 6) +% ix439)])
+              var sum444: Float = (sum443 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -1) *% 10)) +% 9) +% ix439)])
+              var sum445: Float = (sum444 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -1) *% 10)) +% 8) +% ix439)])
+              var sum446: Float = (sum445 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -1) *% 10)) +% 7) +% ix439)])
+              var sum447: Float = (sum446 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -1) *% 10)) +% 6) +% ix439)])
+              var sum448: Float = (sum447 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -2) *% 10)) +% 9) +% ix439)])
+              var sum449: Float = (sum448 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -2) *% 10)) +% 8) +% ix439)])
+              var sum450: Float = (sum449 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -2) *% 10)) +% 7) +% ix439)])
+              var sum451: Float = (sum450 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -2) *% 10)) +% 6) +% ix439)])
+              var sum452: Float = (sum451 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -3) *% 10)) +% 9) +% ix439)])
+              var sum453: Float = (sum452 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -3) *% 10)) +% 8) +% ix439)])
+              var sum454: Float = (sum453 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -3) *% 10)) +% 7) +% ix439)])
+              var sum455: Float = (sum454 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -3) *% 10)) +% 6) +% ix439)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy438 +% 3) *% 14)) +% 10) +% ix439)] = sum455
+              ix439 &+= 1
             }
           }
         }
-        for iy432 in 0..<1 {
-          do {  // SIMD16 over ix433
-            var ix433 = 0
-            while ix433 < 1 {
-              var sum434: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy432 +% 3) *% 10)) +% 2) +% ix433)]
-              var sum435: Float = (sum434 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy432 +% 3) *% 10)) +% 1) +% ix433)])
-              var sum436: Float = (sum435 + arena[((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy432 +% 3) *% 10)) +% ix433)])
-              var sum437: Float = (sum436 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy432 +% 3) +% -1) *% 10)) +% 2) +% ix433)])
-              var sum438: Float = (sum437 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy432 +% 3) +% -1) *% 10)) +% 1) +% ix433)])
-              var sum439: Float = (sum438 + arena[((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy432 +% 3) +% -1) *% 10)) +% ix433)])
-              var sum440: Float = (sum439 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy432 +% 3) +% -2) *% 10)) +% 2) +% ix433)])
-              var sum441: Float = (sum440 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy432 +% 3) +% -2) *% 10)) +% 1) +% ix433)])
-              var sum442: Float = (sum441 + arena[((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy432 +% 3) +% -2) *% 10)) +% ix433)])
-              var sum443: Float = (sum442 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy432 +% 3) +% -3) *% 10)) +% 2) +% ix433)])
-              var sum444: Float = (sum443 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy432 +% 3) +% -3) *% 10)) +% 1) +% ix433)])
-              var sum445: Float = (sum444 + arena[((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy432 +% 3) +% -3) *% 10)) +% ix433)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy432 +% 3) *% 14)) +% 2) +% ix433)] = sum445
-              ix433 &+= 1
+        for iy456 in 0..<1 {
+          do {  // SIMD16 over ix457
+            var ix457 = 0
+            while ix457 < 1 {
+              var sum458: Float = arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy456 +% 3) *% 10)) +% 9) +% ix457)]
+              var sum459: Float = (sum458 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy456 +% 3) *% 10)) +% 8) +% ix457)])
+              var sum460: Float = (sum459 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy456 +% 3) *% 10)) +% 7) +% ix457)])
+              var sum461: Float = (sum460 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -1) *% 10)) +% 9) +% ix457)])
+              var sum462: Float = (sum461 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -1) *% 10)) +% 8) +% ix457)])
+              var sum463: Float = (sum462 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -1) *% 10)) +% 7) +% ix457)])
+              var sum464: Float = (sum463 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -2) *% 10)) +% 9) +% ix457)])
+              var sum465: Float = (sum464 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -2) *% 10)) +% 8) +% ix457)])
+              var sum466: Float = (sum465 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -2) *% 10)) +% 7) +% ix457)])
+              var sum467: Float = (sum466 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -3) *% 10)) +% 9) +% ix457)])
+              var sum468: Float = (sum467 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -3) *% 10)) +% 8) +% ix457)])
+              var sum469: Float = (sum468 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -3) *% 10)) +% 7) +% ix457)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy456 +% 3) *% 14)) +% 11) +% ix457)] = sum469
+              ix457 &+= 1
             }
           }
         }
-        for iy446 in 0..<1 {
-          do {  // SIMD16 over ix447
-            var ix447 = 0
-            while ix447 < 1 {
-              var sum448: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy446 +% 3) *% 10)) +% 3) +% ix447)]
-              var sum449: Float = (sum448 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy446 +% 3) *% 10)) +% 2) +% ix447)])
-              var sum450: Float = (sum449 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy446 +% 3) *% 10)) +% 1) +% ix447)])
-              var sum451: Float = (sum450 + arena[((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy446 +% 3) *% 10)) +% ix447)])
-              var sum452: Float = (sum451 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -1) *% 10)) +% 3) +% ix447)])
-              var sum453: Float = (sum452 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -1) *% 10)) +% 2) +% ix447)])
-              var sum454: Float = (sum453 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -1) *% 10)) +% 1) +% ix447)])
-              var sum455: Float = (sum454 + arena[((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -1) *% 10)) +% ix447)])
-              var sum456: Float = (sum455 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -2) *% 10)) +% 3) +% ix447)])
-              var sum457: Float = (sum456 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -2) *% 10)) +% 2) +% ix447)])
-              var sum458: Float = (sum457 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -2) *% 10)) +% 1) +% ix447)])
-              var sum459: Float = (sum458 + arena[((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -2) *% 10)) +% ix447)])
-              var sum460: Float = (sum459 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -3) *% 10)) +% 3) +% ix447)])
-              var sum461: Float = (sum460 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -3) *% 10)) +% 2) +% ix447)])
-              var sum462: Float = (sum461 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -3) *% 10)) +% 1) +% ix447)])
-              var sum463: Float = (sum462 + arena[((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy446 +% 3) +% -3) *% 10)) +% ix447)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy446 +% 3) *% 14)) +% 3) +% ix447)] = sum463
-              ix447 &+= 1
+        for iy470 in 0..<1 {
+          do {  // SIMD16 over ix471
+            var ix471 = 0
+            while ix471 < 1 {
+              var sum472: Float = arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy470 +% 3) *% 10)) +% 9) +% ix471)]
+              var sum473: Float = (sum472 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy470 +% 3) *% 10)) +% 8) +% ix471)])
+              var sum474: Float = (sum473 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -1) *% 10)) +% 9) +% ix471)])
+              var sum475: Float = (sum474 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -1) *% 10)) +% 8) +% ix471)])
+              var sum476: Float = (sum475 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -2) *% 10)) +% 9) +% ix471)])
+              var sum477: Float = (sum476 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -2) *% 10)) +% 8) +% ix471)])
+              var sum478: Float = (sum477 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -3) *% 10)) +% 9) +% ix471)])
+              var sum479: Float = (sum478 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -3) *% 10)) +% 8) +% ix471)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy470 +% 3) *% 14)) +% 12) +% ix471)] = sum479
+              ix471 &+= 1
             }
           }
         }
-        for iy464 in 0..<1 {
-          do {  // SIMD16 over ix465
-            var ix465 = 0
-            while ix465 < 6 {
-              var sum466: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy464 +% 3) *% 10)) +% 4) +% ix465)]
-              var sum467: Float = (sum466 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy464 +% 3) *% 10)) +% 3) +% ix465)])
-              var sum468: Float = (sum467 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy464 +% 3) *% 10)) +% 2) +% ix465)])
-              var sum469: Float = (sum468 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy464 +% 3) *% 10)) +% 1) +% ix465)])
-              var sum470: Float = (sum469 + arena[((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy464 +% 3) *% 10)) +% ix465)])
-              var sum471: Float = (sum470 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -1) *% 10)) +% 4) +% ix465)])
-              var sum472: Float = (sum471 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -1) *% 10)) +% 3) +% ix465)])
-              var sum473: Float = (sum472 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -1) *% 10)) +% 2) +% ix465)])
-              var sum474: Float = (sum473 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -1) *% 10)) +% 1) +% ix465)])
-              var sum475: Float = (sum474 + arena[((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -1) *% 10)) +% ix465)])
-              var sum476: Float = (sum475 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -2) *% 10)) +% 4) +% ix465)])
-              var sum477: Float = (sum476 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -2) *% 10)) +% 3) +% ix465)])
-              var sum478: Float = (sum477 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -2) *% 10)) +% 2) +% ix465)])
-              var sum479: Float = (sum478 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -2) *% 10)) +% 1) +% ix465)])
-              var sum480: Float = (sum479 + arena[((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -2) *% 10)) +% ix465)])
-              var sum481: Float = (sum480 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -3) *% 10)) +% 4) +% ix465)])
-              var sum482: Float = (sum481 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -3) *% 10)) +% 3) +% ix465)])
-              var sum483: Float = (sum482 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -3) *% 10)) +% 2) +% ix465)])
-              var sum484: Float = (sum483 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -3) *% 10)) +% 1) +% ix465)])
-              var sum485: Float = (sum484 + arena[((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy464 +% 3) +% -3) *% 10)) +% ix465)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy464 +% 3) *% 14)) +% 4) +% ix465)] = sum485
-              ix465 &+= 1
+        for iy480 in 0..<1 {
+          do {  // SIMD16 over ix481
+            var ix481 = 0
+            while ix481 < 1 {
+              var sum482: Float = arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy480 +% 3) *% 10)) +% 9) +% ix481)]
+              var sum483: Float = (sum482 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy480 +% 3) +% -1) *% 10)) +% 9) +% ix481)])
+              var sum484: Float = (sum483 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy480 +% 3) +% -2) *% 10)) +% 9) +% ix481)])
+              var sum485: Float = (sum484 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy480 +% 3) +% -3) *% 10)) +% 9) +% ix481)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy480 +% 3) *% 14)) +% 13) +% ix481)] = sum485
+              ix481 &+= 1
             }
           }
         }
-        for iy486 in 0..<1 {
+        for iy486 in 0..<6 {
           do {  // SIMD16 over ix487
             var ix487 = 0
             while ix487 < 1 {
-              var sum488: Float = arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy486 +% 3) *% 10)) +% 9) +% ix487)]
-              var sum489: Float = (sum488 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy486 +% 3) *% 10)) +% 8) +% ix487)])
-              var sum490: Float = (sum489 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy486 +% 3) *% 10)) +% 7) +% ix487)])
-              var sum491: Float = (sum490 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy486 +% 3) *% 10)) +% 6) +% ix487)])
-              var sum492: Float = (sum491 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -1) *% 10)) +% 9) +% ix487)])
-              var sum493: Float = (sum492 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -1) *% 10)) +% 8) +% ix487)])
-              var sum494: Float = (sum493 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -1) *% 10)) +% 7) +% ix487)])
-              var sum495: Float = (sum494 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -1) *% 10)) +% 6) +% ix487)])
-              var sum496: Float = (sum495 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -2) *% 10)) +% 9) +% ix487)])
-              var sum497: Float = (sum496 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -2) *% 10)) +% 8) +% ix487)])
-              var sum498: Float = (sum497 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -2) *% 10)) +% 7) +% ix487)])
-              var sum499: Float = (sum498 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -2) *% 10)) +% 6) +% ix487)])
-              var sum500: Float = (sum499 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -3) *% 10)) +% 9) +% ix487)])
-              var sum501: Float = (sum500 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -3) *% 10)) +% 8) +% ix487)])
-              var sum502: Float = (sum501 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -3) *% 10)) +% 7) +% ix487)])
-              var sum503: Float = (sum502 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy486 +% 3) +% -3) *% 10)) +% 6) +% ix487)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy486 +% 3) *% 14)) +% 10) +% ix487)] = sum503
+              var sum488: Float = arena[((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy486 +% 4) *% 10)) +% ix487)]
+              var sum489: Float = (sum488 + arena[((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy486 +% 4) +% -1) *% 10)) +% ix487)])
+              var sum490: Float = (sum489 + arena[((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy486 +% 4) +% -2) *% 10)) +% ix487)])
+              var sum491: Float = (sum490 + arena[((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy486 +% 4) +% -3) *% 10)) +% ix487)])
+              var sum492: Float = (sum491 + arena[((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy486 +% 4) +% -4) *% 10)) +% ix487)])
+              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy486 +% 4) *% 14)) +% ix487)] = sum492
               ix487 &+= 1
             }
           }
         }
-        for iy504 in 0..<1 {
-          do {  // SIMD16 over ix505
-            var ix505 = 0
-            while ix505 < 1 {
-              var sum506: Float = arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy504 +% 3) *% 10)) +% 9) +% ix505)]
-              var sum507: Float = (sum506 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy504 +% 3) *% 10)) +% 8) +% ix505)])
-              var sum508: Float = (sum507 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy504 +% 3) *% 10)) +% 7) +% ix505)])
-              var sum509: Float = (sum508 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy504 +% 3) +% -1) *% 10)) +% 9) +% ix505)])
-              var sum510: Float = (sum509 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy504 +% 3) +% -1) *% 10)) +% 8) +% ix505)])
-              var sum511: Float = (sum510 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy504 +% 3) +% -1) *% 10)) +% 7) +% ix505)])
-              var sum512: Float = (sum511 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy504 +% 3) +% -2) *% 10)) +% 9) +% ix505)])
-              var sum513: Float = (sum512 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy504 +% 3) +% -2) *% 10)) +% 8) +% ix505)])
-              var sum514: Float = (sum513 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy504 +% 3) +% -2) *% 10)) +% 7) +% ix505)])
-              var sum515: Float = (sum514 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy504 +% 3) +% -3) *% 10)) +% 9) +% ix505)])
-              var sum516: Float = (sum515 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy504 +% 3) +% -3) *% 10)) +% 8) +% ix505)])
-              var sum517: Float = (sum516 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy504 +% 3) +% -3) *% 10)) +% 7) +% ix505)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy504 +% 3) *% 14)) +% 11) +% ix505)] = sum517
-              ix505 &+= 1
+        for iy493 in 0..<6 {
+          do {  // SIMD16 over ix494
+            var ix494 = 0
+            while ix494 < 1 {
+              var sum495: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy493 +% 4) *% 10)) +% 1) +% ix494)]
+              var sum496: Float = (sum495 + arena[((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy493 +% 4) *% 10)) +% ix494)])
+              var sum497: Float = (sum496 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -1) *% 10)) +% 1) +% ix494)])
+              var sum498: Float = (sum497 + arena[((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -1) *% 10)) +% ix494)])
+              var sum499: Float = (sum498 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -2) *% 10)) +% 1) +% ix494)])
+              var sum500: Float = (sum499 + arena[((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -2) *% 10)) +% ix494)])
+              var sum501: Float = (sum500 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -3) *% 10)) +% 1) +% ix494)])
+              var sum502: Float = (sum501 + arena[((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -3) *% 10)) +% ix494)])
+              var sum503: Float = (sum502 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -4) *% 10)) +% 1) +% ix494)])
+              var sum504: Float = (sum503 + arena[((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -4) *% 10)) +% ix494)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy493 +% 4) *% 14)) +% 1) +% ix494)] = sum504
+              ix494 &+= 1
             }
           }
         }
-        for iy518 in 0..<1 {
-          do {  // SIMD16 over ix519
-            var ix519 = 0
-            while ix519 < 1 {
-              var sum520: Float = arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy518 +% 3) *% 10)) +% 9) +% ix519)]
-              var sum521: Float = (sum520 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy518 +% 3) *% 10)) +% 8) +% ix519)])
-              var sum522: Float = (sum521 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy518 +% 3) +% -1) *% 10)) +% 9) +% ix519)])
-              var sum523: Float = (sum522 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy518 +% 3) +% -1) *% 10)) +% 8) +% ix519)])
-              var sum524: Float = (sum523 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy518 +% 3) +% -2) *% 10)) +% 9) +% ix519)])
-              var sum525: Float = (sum524 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy518 +% 3) +% -2) *% 10)) +% 8) +% ix519)])
-              var sum526: Float = (sum525 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy518 +% 3) +% -3) *% 10)) +% 9) +% ix519)])
-              var sum527: Float = (sum526 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy518 +% 3) +% -3) *% 10)) +% 8) +% ix519)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy518 +% 3) *% 14)) +% 12) +% ix519)] = sum527
-              ix519 &+= 1
+        for iy505 in 0..<6 {
+          do {  // SIMD16 over ix506
+            var ix506 = 0
+            while ix506 < 1 {
+              var sum507: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy505 +% 4) *% 10)) +% 2) +% ix506)]
+              var sum508: Float = (sum507 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy505 +% 4) *% 10)) +% 1) +% ix506)])
+              var sum509: Float = (sum508 + arena[((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy505 +% 4) *% 10)) +% ix506)])
+              var sum510: Float = (sum509 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -1) *% 10)) +% 2) +% ix506)])
+              var sum511: Float = (sum510 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -1) *% 10)) +% 1) +% ix506)])
+              var sum512: Float = (sum511 + arena[((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -1) *% 10)) +% ix506)])
+              var sum513: Float = (sum512 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -2) *% 10)) +% 2) +% ix506)])
+              var sum514: Float = (sum513 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -2) *% 10)) +% 1) +% ix506)])
+              var sum515: Float = (sum514 + arena[((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -2) *% 10)) +% ix506)])
+              var sum516: Float = (sum515 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -3) *% 10)) +% 2) +% ix506)])
+              var sum517: Float = (sum516 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -3) *% 10)) +% 1) +% ix506)])
+              var sum518: Float = (sum517 + arena[((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -3) *% 10)) +% ix506)])
+              var sum519: Float = (sum518 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -4) *% 10)) +% 2) +% ix506)])
+              var sum520: Float = (sum519 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -4) *% 10)) +% 1) +% ix506)])
+              var sum521: Float = (sum520 + arena[((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -4) *% 10)) +% ix506)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy505 +% 4) *% 14)) +% 2) +% ix506)] = sum521
+              ix506 &+= 1
             }
           }
         }
-        for iy528 in 0..<1 {
-          do {  // SIMD16 over ix529
-            var ix529 = 0
-            while ix529 < 1 {
-              var sum530: Float = arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy528 +% 3) *% 10)) +% 9) +% ix529)]
-              var sum531: Float = (sum530 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy528 +% 3) +% -1) *% 10)) +% 9) +% ix529)])
-              var sum532: Float = (sum531 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy528 +% 3) +% -2) *% 10)) +% 9) +% ix529)])
-              var sum533: Float = (sum532 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy528 +% 3) +% -3) *% 10)) +% 9) +% ix529)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy528 +% 3) *% 14)) +% 13) +% ix529)] = sum533
-              ix529 &+= 1
+        for iy522 in 0..<6 {
+          do {  // SIMD16 over ix523
+            var ix523 = 0
+            while ix523 < 1 {
+              var sum524: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy522 +% 4) *% 10)) +% 3) +% ix523)]
+              var sum525: Float = (sum524 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy522 +% 4) *% 10)) +% 2) +% ix523)])
+              var sum526: Float = (sum525 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy522 +% 4) *% 10)) +% 1) +% ix523)])
+              var sum527: Float = (sum526 + arena[((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy522 +% 4) *% 10)) +% ix523)])
+              var sum528: Float = (sum527 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 3) +% ix523)])
+              var sum529: Float = (sum528 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 2) +% ix523)])
+              var sum530: Float = (sum529 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 1) +% ix523)])
+              var sum531: Float = (sum530 + arena[((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% ix523)])
+              var sum532: Float = (sum531 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 3) +% ix523)])
+              var sum533: Float = (sum532 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 2) +% ix523)])
+              var sum534: Float = (sum533 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 1) +% ix523)])
+              var sum535: Float = (sum534 + arena[((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% ix523)])
+              var sum536: Float = (sum535 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 3) +% ix523)])
+              var sum537: Float = (sum536 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 2) +% ix523)])
+              var sum538: Float = (sum537 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 1) +% ix523)])
+              var sum539: Float = (sum538 + arena[((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% ix523)])
+              var sum540: Float = (sum539 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 3) +% ix523)])
+              var sum541: Float = (sum540 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 2) +% ix523)])
+              var sum542: Float = (sum541 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 1) +% ix523)])
+              var sum543: Float = (sum542 + arena[((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% ix523)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy522 +% 4) *% 14)) +% 3) +% ix523)] = sum543
+              ix523 &+= 1
             }
           }
         }
-        for iy534 in 0..<6 {
-          do {  // SIMD16 over ix535
-            var ix535 = 0
-            while ix535 < 1 {
-              var sum536: Float = arena[((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy534 +% 4) *% 10)) +% ix535)]
-              var sum537: Float = (sum536 + arena[((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy534 +% 4) +% -1) *% 10)) +% ix535)])
-              var sum538: Float = (sum537 + arena[((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy534 +% 4) +% -2) *% 10)) +% ix535)])
-              var sum539: Float = (sum538 + arena[((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy534 +% 4) +% -3) *% 10)) +% ix535)])
-              var sum540: Float = (sum539 + arena[((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy534 +% 4) +% -4) *% 10)) +% ix535)])
-              arena[((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy534 +% 4) *% 14)) +% ix535)] = sum540
-              ix535 &+= 1
+        for iy544 in 0..<6 {
+          do {  // SIMD16 over ix545
+            var ix545 = 0
+            while ix545 < 6 {
+              var sum546: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy544 +% 4) *% 10)) +% 4) +% ix545)]
+              var sum547: Float = (sum546 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy544 +% 4) *% 10)) +% 3) +% ix545)])
+              var sum548: Float = (sum547 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy544 +% 4) *% 10)) +% 2) +% ix545)])
+              var sum549: Float = (sum548 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy544 +% 4) *% 10)) +% 1) +% ix545)])
+              var sum550: Float = (sum549 + arena[((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy544 +% 4) *% 10)) +% ix545)])
+              var sum551: Float = (sum550 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -1) *% 10)) +% 4) +% ix545)])
+              var sum552: Float = (sum551 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -1) *% 10)) +% 3) +% ix545)])
+              var sum553: Float = (sum552 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -1) *% 10)) +% 2) +% ix545)])
+              var sum554: Float = (sum553 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -1) *% 10)) +% 1) +% ix545)])
+              var sum555: Float = (sum554 + arena[((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -1) *% 10)) +% ix545)])
+              var sum556: Float = (sum555 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -2) *% 10)) +% 4) +% ix545)])
+              var sum557: Float = (sum556 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -2) *% 10)) +% 3) +% ix545)])
+              var sum558: Float = (sum557 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -2) *% 10)) +% 2) +% ix545)])
+              var sum559: Float = (sum558 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -2) *% 10)) +% 1) +% ix545)])
+              var sum560: Float = (sum559 + arena[((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -2) *% 10)) +% ix545)])
+              var sum561: Float = (sum560 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -3) *% 10)) +% 4) +% ix545)])
+              var sum562: Float = (sum561 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -3) *% 10)) +% 3) +% ix545)])
+              var sum563: Float = (sum562 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -3) *% 10)) +% 2) +% ix545)])
+              var sum564: Float = (sum563 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -3) *% 10)) +% 1) +% ix545)])
+              var sum565: Float = (sum564 + arena[((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -3) *% 10)) +% ix545)])
+              var sum566: Float = (sum565 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -4) *% 10)) +% 4) +% ix545)])
+              var sum567: Float = (sum566 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -4) *% 10)) +% 3) +% ix545)])
+              var sum568: Float = (sum567 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -4) *% 10)) +% 2) +% ix545)])
+              var sum569: Float = (sum568 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -4) *% 10)) +% 1) +% ix545)])
+              var sum570: Float = (sum569 + arena[((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -4) *% 10)) +% ix545)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy544 +% 4) *% 14)) +% 4) +% ix545)] = sum570
+              ix545 &+= 1
             }
           }
         }
-        for iy541 in 0..<6 {
-          do {  // SIMD16 over ix542
-            var ix542 = 0
-            while ix542 < 1 {
-              var sum543: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy541 +% 4) *% 10)) +% 1) +% ix542)]
-              var sum544: Float = (sum543 + arena[((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy541 +% 4) *% 10)) +% ix542)])
-              var sum545: Float = (sum544 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy541 +% 4) +% -1) *% 10)) +% 1) +% ix542)])
-              var sum546: Float = (sum545 + arena[((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy541 +% 4) +% -1) *% 10)) +% ix542)])
-              var sum547: Float = (sum546 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy541 +% 4) +% -2) *% 10)) +% 1) +% ix542)])
-              var sum548: Float = (sum547 + arena[((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy541 +% 4) +% -2) *% 10)) +% ix542)])
-              var sum549: Float = (sum548 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy541 +% 4) +% -3) *% 10)) +% 1) +% ix542)])
-              var sum550: Float = (sum549 + arena[((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy541 +% 4) +% -3) *% 10)) +% ix542)])
-              var sum551: Float = (sum550 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy541 +% 4) +% -4) *% 10)) +% 1) +% ix542)])
-              var sum552: Float = (sum551 + arena[((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy541 +% 4) +% -4) *% 10)) +% ix542)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy541 +% 4) *% 14)) +% 1) +% ix542)] = sum552
-              ix542 &+= 1
+        for iy571 in 0..<6 {
+          do {  // SIMD16 over ix572
+            var ix572 = 0
+            while ix572 < 1 {
+              var sum573: Float = arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy571 +% 4) *% 10)) +% 9) +% ix572)]
+              var sum574: Float = (sum573 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy571 +% 4) *% 10)) +% 8) +% ix572)])
+              var sum575: Float = (sum574 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy571 +% 4) *% 10)) +% 7) +% ix572)])
+              var sum576: Float = (sum575 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy571 +% 4) *% 10)) +% 6) +% ix572)])
+              var sum577: Float = (sum576 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -1) *% 10)) +% 9) +% ix572)])
+              var sum578: Float = (sum577 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -1) *% 10)) +% 8) +% ix572)])
+              var sum579: Float = (sum578 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -1) *% 10)) +% 7) +% ix572)])
+              var sum580: Float = (sum579 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -1) *% 10)) +% 6) +% ix572)])
+              var sum581: Float = (sum580 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -2) *% 10)) +% 9) +% ix572)])
+              var sum582: Float = (sum581 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -2) *% 10)) +% 8) +% ix572)])
+              var sum583: Float = (sum582 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -2) *% 10)) +% 7) +% ix572)])
+              var sum584: Float = (sum583 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -2) *% 10)) +% 6) +% ix572)])
+              var sum585: Float = (sum584 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -3) *% 10)) +% 9) +% ix572)])
+              var sum586: Float = (sum585 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -3) *% 10)) +% 8) +% ix572)])
+              var sum587: Float = (sum586 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -3) *% 10)) +% 7) +% ix572)])
+              var sum588: Float = (sum587 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -3) *% 10)) +% 6) +% ix572)])
+              var sum589: Float = (sum588 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -4) *% 10)) +% 9) +% ix572)])
+              var sum590: Float = (sum589 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -4) *% 10)) +% 8) +% ix572)])
+              var sum591: Float = (sum590 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -4) *% 10)) +% 7) +% ix572)])
+              var sum592: Float = (sum591 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -4) *% 10)) +% 6) +% ix572)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy571 +% 4) *% 14)) +% 10) +% ix572)] = sum592
+              ix572 &+= 1
             }
           }
         }
-        for iy553 in 0..<6 {
-          do {  // SIMD16 over ix554
-            var ix554 = 0
-            while ix554 < 1 {
-              var sum555: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy553 +% 4) *% 10)) +% 2) +% ix554)]
-              var sum556: Float = (sum555 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy553 +% 4) *% 10)) +% 1) +% ix554)])
-              var sum557: Float = (sum556 + arena[((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy553 +% 4) *% 10)) +% ix554)])
-              var sum558: Float = (sum557 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -1) *% 10)) +% 2) +% ix554)])
-              var sum559: Float = (sum558 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -1) *% 10)) +% 1) +% ix554)])
-              var sum560: Float = (sum559 + arena[((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -1) *% 10)) +% ix554)])
-              var sum561: Float = (sum560 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -2) *% 10)) +% 2) +% ix554)])
-              var sum562: Float = (sum561 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -2) *% 10)) +% 1) +% ix554)])
-              var sum563: Float = (sum562 + arena[((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -2) *% 10)) +% ix554)])
-              var sum564: Float = (sum563 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -3) *% 10)) +% 2) +% ix554)])
-              var sum565: Float = (sum564 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -3) *% 10)) +% 1) +% ix554)])
-              var sum566: Float = (sum565 + arena[((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -3) *% 10)) +% ix554)])
-              var sum567: Float = (sum566 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -4) *% 10)) +% 2) +% ix554)])
-              var sum568: Float = (sum567 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -4) *% 10)) +% 1) +% ix554)])
-              var sum569: Float = (sum568 + arena[((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy553 +% 4) +% -4) *% 10)) +% ix554)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy553 +% 4) *% 14)) +% 2) +% ix554)] = sum569
-              ix554 &+= 1
+        for iy593 in 0..<6 {
+          do {  // SIMD16 over ix594
+            var ix594 = 0
+            while ix594 < 1 {
+              var sum595: Float = arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy593 +% 4) *% 10)) +% 9) +% ix594)]
+              var sum596: Float = (sum595 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy593 +% 4) *% 10)) +% 8) +% ix594)])
+              var sum597: Float = (sum596 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy593 +% 4) *% 10)) +% 7) +% ix594)])
+              var sum598: Float = (sum597 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -1) *% 10)) +% 9) +% ix594)])
+              var sum599: Float = (sum598 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -1) *% 10)) +% 8) +% ix594)])
+              var sum600: Float = (sum599 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -1) *% 10)) +% 7) +% ix594)])
+              var sum601: Float = (sum600 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -2) *% 10)) +% 9) +% ix594)])
+              var sum602: Float = (sum601 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -2) *% 10)) +% 8) +% ix594)])
+              var sum603: Float = (sum602 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -2) *% 10)) +% 7) +% ix594)])
+              var sum604: Float = (sum603 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -3) *% 10)) +% 9) +% ix594)])
+              var sum605: Float = (sum604 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -3) *% 10)) +% 8) +% ix594)])
+              var sum606: Float = (sum605 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -3) *% 10)) +% 7) +% ix594)])
+              var sum607: Float = (sum606 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -4) *% 10)) +% 9) +% ix594)])
+              var sum608: Float = (sum607 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -4) *% 10)) +% 8) +% ix594)])
+              var sum609: Float = (sum608 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -4) *% 10)) +% 7) +% ix594)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy593 +% 4) *% 14)) +% 11) +% ix594)] = sum609
+              ix594 &+= 1
             }
           }
         }
-        for iy570 in 0..<6 {
-          do {  // SIMD16 over ix571
-            var ix571 = 0
-            while ix571 < 1 {
-              var sum572: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy570 +% 4) *% 10)) +% 3) +% ix571)]
-              var sum573: Float = (sum572 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy570 +% 4) *% 10)) +% 2) +% ix571)])
-              var sum574: Float = (sum573 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy570 +% 4) *% 10)) +% 1) +% ix571)])
-              var sum575: Float = (sum574 + arena[((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy570 +% 4) *% 10)) +% ix571)])
-              var sum576: Float = (sum575 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -1) *% 10)) +% 3) +% ix571)])
-              var sum577: Float = (sum576 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -1) *% 10)) +% 2) +% ix571)])
-              var sum578: Float = (sum577 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -1) *% 10)) +% 1) +% ix571)])
-              var sum579: Float = (sum578 + arena[((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -1) *% 10)) +% ix571)])
-              var sum580: Float = (sum579 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -2) *% 10)) +% 3) +% ix571)])
-              var sum581: Float = (sum580 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -2) *% 10)) +% 2) +% ix571)])
-              var sum582: Float = (sum581 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -2) *% 10)) +% 1) +% ix571)])
-              var sum583: Float = (sum582 + arena[((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -2) *% 10)) +% ix571)])
-              var sum584: Float = (sum583 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -3) *% 10)) +% 3) +% ix571)])
-              var sum585: Float = (sum584 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -3) *% 10)) +% 2) +% ix571)])
-              var sum586: Float = (sum585 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -3) *% 10)) +% 1) +% ix571)])
-              var sum587: Float = (sum586 + arena[((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -3) *% 10)) +% ix571)])
-              var sum588: Float = (sum587 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -4) *% 10)) +% 3) +% ix571)])
-              var sum589: Float = (sum588 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -4) *% 10)) +% 2) +% ix571)])
-              var sum590: Float = (sum589 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -4) *% 10)) +% 1) +% ix571)])
-              var sum591: Float = (sum590 + arena[((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy570 +% 4) +% -4) *% 10)) +% ix571)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy570 +% 4) *% 14)) +% 3) +% ix571)] = sum591
-              ix571 &+= 1
+        for iy610 in 0..<6 {
+          do {  // SIMD16 over ix611
+            var ix611 = 0
+            while ix611 < 1 {
+              var sum612: Float = arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy610 +% 4) *% 10)) +% 9) +% ix611)]
+              var sum613: Float = (sum612 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy610 +% 4) *% 10)) +% 8) +% ix611)])
+              var sum614: Float = (sum613 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 9) +% ix611)])
+              var sum615: Float = (sum614 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 8) +% ix611)])
+              var sum616: Float = (sum615 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 9) +% ix611)])
+              var sum617: Float = (sum616 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 8) +% ix611)])
+              var sum618: Float = (sum617 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 9) +% ix611)])
+              var sum619: Float = (sum618 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 8) +% ix611)])
+              var sum620: Float = (sum619 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 9) +% ix611)])
+              var sum621: Float = (sum620 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 8) +% ix611)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy610 +% 4) *% 14)) +% 12) +% ix611)] = sum621
+              ix611 &+= 1
             }
           }
         }
-        for iy592 in 0..<6 {
-          do {  // SIMD16 over ix593
-            var ix593 = 0
-            while ix593 < 6 {
-              var sum594: Float = arena[(((((756112 +% ((c211 *% 25) *% 1600)) +% (j210 *% 100)) +% ((iy592 +% 4) *% 10)) +% 4) +% ix593)]
-              var sum595: Float = (sum594 + arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy592 +% 4) *% 10)) +% 3) +% ix593)])
-              var sum596: Float = (sum595 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy592 +% 4) *% 10)) +% 2) +% ix593)])
-              var sum597: Float = (sum596 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy592 +% 4) *% 10)) +% 1) +% ix593)])
-              var sum598: Float = (sum597 + arena[((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy592 +% 4) *% 10)) +% ix593)])
-              var sum599: Float = (sum598 + arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -1) *% 10)) +% 4) +% ix593)])
-              var sum600: Float = (sum599 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -1) *% 10)) +% 3) +% ix593)])
-              var sum601: Float = (sum600 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -1) *% 10)) +% 2) +% ix593)])
-              var sum602: Float = (sum601 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -1) *% 10)) +% 1) +% ix593)])
-              var sum603: Float = (sum602 + arena[((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -1) *% 10)) +% ix593)])
-              var sum604: Float = (sum603 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -2) *% 10)) +% 4) +% ix593)])
-              var sum605: Float = (sum604 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -2) *% 10)) +% 3) +% ix593)])
-              var sum606: Float = (sum605 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -2) *% 10)) +% 2) +% ix593)])
-              var sum607: Float = (sum606 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -2) *% 10)) +% 1) +% ix593)])
-              var sum608: Float = (sum607 + arena[((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -2) *% 10)) +% ix593)])
-              var sum609: Float = (sum608 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -3) *% 10)) +% 4) +% ix593)])
-              var sum610: Float = (sum609 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -3) *% 10)) +% 3) +% ix593)])
-              var sum611: Float = (sum610 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -3) *% 10)) +% 2) +% ix593)])
-              var sum612: Float = (sum611 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -3) *% 10)) +% 1) +% ix593)])
-              var sum613: Float = (sum612 + arena[((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -3) *% 10)) +% ix593)])
-              var sum614: Float = (sum613 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -4) *% 10)) +% 4) +% ix593)])
-              var sum615: Float = (sum614 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -4) *% 10)) +% 3) +% ix593)])
-              var sum616: Float = (sum615 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -4) *% 10)) +% 2) +% ix593)])
-              var sum617: Float = (sum616 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -4) *% 10)) +% 1) +% ix593)])
-              var sum618: Float = (sum617 + arena[((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy592 +% 4) +% -4) *% 10)) +% ix593)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy592 +% 4) *% 14)) +% 4) +% ix593)] = sum618
-              ix593 &+= 1
+        for iy622 in 0..<6 {
+          do {  // SIMD16 over ix623
+            var ix623 = 0
+            while ix623 < 1 {
+              var sum624: Float = arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy622 +% 4) *% 10)) +% 9) +% ix623)]
+              var sum625: Float = (sum624 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy622 +% 4) +% -1) *% 10)) +% 9) +% ix623)])
+              var sum626: Float = (sum625 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy622 +% 4) +% -2) *% 10)) +% 9) +% ix623)])
+              var sum627: Float = (sum626 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy622 +% 4) +% -3) *% 10)) +% 9) +% ix623)])
+              var sum628: Float = (sum627 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy622 +% 4) +% -4) *% 10)) +% 9) +% ix623)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy622 +% 4) *% 14)) +% 13) +% ix623)] = sum628
+              ix623 &+= 1
             }
           }
         }
-        for iy619 in 0..<6 {
-          do {  // SIMD16 over ix620
-            var ix620 = 0
-            while ix620 < 1 {
-              var sum621: Float = arena[(((((756112 +% (((c211 *% 25) +% 1) *% 1600)) +% (j210 *% 100)) +% ((iy619 +% 4) *% 10)) +% 9) +% ix620)]
-              var sum622: Float = (sum621 + arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy619 +% 4) *% 10)) +% 8) +% ix620)])
-              var sum623: Float = (sum622 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy619 +% 4) *% 10)) +% 7) +% ix620)])
-              var sum624: Float = (sum623 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy619 +% 4) *% 10)) +% 6) +% ix620)])
-              var sum625: Float = (sum624 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -1) *% 10)) +% 9) +% ix620)])
-              var sum626: Float = (sum625 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -1) *% 10)) +% 8) +% ix620)])
-              var sum627: Float = (sum626 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -1) *% 10)) +% 7) +% ix620)])
-              var sum628: Float = (sum627 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -1) *% 10)) +% 6) +% ix620)])
-              var sum629: Float = (sum628 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -2) *% 10)) +% 9) +% ix620)])
-              var sum630: Float = (sum629 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -2) *% 10)) +% 8) +% ix620)])
-              var sum631: Float = (sum630 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -2) *% 10)) +% 7) +% ix620)])
-              var sum632: Float = (sum631 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -2) *% 10)) +% 6) +% ix620)])
-              var sum633: Float = (sum632 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -3) *% 10)) +% 9) +% ix620)])
-              var sum634: Float = (sum633 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -3) *% 10)) +% 8) +% ix620)])
-              var sum635: Float = (sum634 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -3) *% 10)) +% 7) +% ix620)])
-              var sum636: Float = (sum635 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -3) *% 10)) +% 6) +% ix620)])
-              var sum637: Float = (sum636 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -4) *% 10)) +% 9) +% ix620)])
-              var sum638: Float = (sum637 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -4) *% 10)) +% 8) +% ix620)])
-              var sum639: Float = (sum638 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -4) *% 10)) +% 7) +% ix620)])
-              var sum640: Float = (sum639 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy619 +% 4) +% -4) *% 10)) +% 6) +% ix620)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy619 +% 4) *% 14)) +% 10) +% ix620)] = sum640
-              ix620 &+= 1
+        for iy629 in 0..<1 {
+          do {  // SIMD16 over ix630
+            var ix630 = 0
+            while ix630 < 1 {
+              var sum631: Float = arena[((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy629 +% 10) +% -1) *% 10)) +% ix630)]
+              var sum632: Float = (sum631 + arena[((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy629 +% 10) +% -2) *% 10)) +% ix630)])
+              var sum633: Float = (sum632 + arena[((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy629 +% 10) +% -3) *% 10)) +% ix630)])
+              var sum634: Float = (sum633 + arena[((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy629 +% 10) +% -4) *% 10)) +% ix630)])
+              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy629 +% 10) *% 14)) +% ix630)] = sum634
+              ix630 &+= 1
             }
           }
         }
-        for iy641 in 0..<6 {
-          do {  // SIMD16 over ix642
-            var ix642 = 0
-            while ix642 < 1 {
-              var sum643: Float = arena[(((((756112 +% (((c211 *% 25) +% 2) *% 1600)) +% (j210 *% 100)) +% ((iy641 +% 4) *% 10)) +% 9) +% ix642)]
-              var sum644: Float = (sum643 + arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy641 +% 4) *% 10)) +% 8) +% ix642)])
-              var sum645: Float = (sum644 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy641 +% 4) *% 10)) +% 7) +% ix642)])
-              var sum646: Float = (sum645 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -1) *% 10)) +% 9) +% ix642)])
-              var sum647: Float = (sum646 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -1) *% 10)) +% 8) +% ix642)])
-              var sum648: Float = (sum647 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -1) *% 10)) +% 7) +% ix642)])
-              var sum649: Float = (sum648 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -2) *% 10)) +% 9) +% ix642)])
-              var sum650: Float = (sum649 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -2) *% 10)) +% 8) +% ix642)])
-              var sum651: Float = (sum650 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -2) *% 10)) +% 7) +% ix642)])
-              var sum652: Float = (sum651 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -3) *% 10)) +% 9) +% ix642)])
-              var sum653: Float = (sum652 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -3) *% 10)) +% 8) +% ix642)])
-              var sum654: Float = (sum653 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -3) *% 10)) +% 7) +% ix642)])
-              var sum655: Float = (sum654 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -4) *% 10)) +% 9) +% ix642)])
-              var sum656: Float = (sum655 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -4) *% 10)) +% 8) +% ix642)])
-              var sum657: Float = (sum656 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy641 +% 4) +% -4) *% 10)) +% 7) +% ix642)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy641 +% 4) *% 14)) +% 11) +% ix642)] = sum657
-              ix642 &+= 1
+        for iy635 in 0..<1 {
+          do {  // SIMD16 over ix636
+            var ix636 = 0
+            while ix636 < 1 {
+              var sum637: Float = arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -1) *% 10)) +% 1) +% ix636)]
+              var sum638: Float = (sum637 + arena[((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -1) *% 10)) +% ix636)])
+              var sum639: Float = (sum638 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -2) *% 10)) +% 1) +% ix636)])
+              var sum640: Float = (sum639 + arena[((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -2) *% 10)) +% ix636)])
+              var sum641: Float = (sum640 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -3) *% 10)) +% 1) +% ix636)])
+              var sum642: Float = (sum641 + arena[((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -3) *% 10)) +% ix636)])
+              var sum643: Float = (sum642 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -4) *% 10)) +% 1) +% ix636)])
+              var sum644: Float = (sum643 + arena[((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -4) *% 10)) +% ix636)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy635 +% 10) *% 14)) +% 1) +% ix636)] = sum644
+              ix636 &+= 1
             }
           }
         }
-        for iy658 in 0..<6 {
-          do {  // SIMD16 over ix659
-            var ix659 = 0
-            while ix659 < 1 {
-              var sum660: Float = arena[(((((756112 +% (((c211 *% 25) +% 3) *% 1600)) +% (j210 *% 100)) +% ((iy658 +% 4) *% 10)) +% 9) +% ix659)]
-              var sum661: Float = (sum660 + arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy658 +% 4) *% 10)) +% 8) +% ix659)])
-              var sum662: Float = (sum661 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy658 +% 4) +% -1) *% 10)) +% 9) +% ix659)])
-              var sum663: Float = (sum662 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy658 +% 4) +% -1) *% 10)) +% 8) +% ix659)])
-              var sum664: Float = (sum663 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy658 +% 4) +% -2) *% 10)) +% 9) +% ix659)])
-              var sum665: Float = (sum664 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy658 +% 4) +% -2) *% 10)) +% 8) +% ix659)])
-              var sum666: Float = (sum665 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy658 +% 4) +% -3) *% 10)) +% 9) +% ix659)])
-              var sum667: Float = (sum666 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy658 +% 4) +% -3) *% 10)) +% 8) +% ix659)])
-              var sum668: Float = (sum667 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy658 +% 4) +% -4) *% 10)) +% 9) +% ix659)])
-              var sum669: Float = (sum668 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy658 +% 4) +% -4) *% 10)) +% 8) +% ix659)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy658 +% 4) *% 14)) +% 12) +% ix659)] = sum669
-              ix659 &+= 1
+        for iy645 in 0..<1 {
+          do {  // SIMD16 over ix646
+            var ix646 = 0
+            while ix646 < 1 {
+              var sum647: Float = arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -1) *% 10)) +% 2) +% ix646)]
+              var sum648: Float = (sum647 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -1) *% 10)) +% 1) +% ix646)])
+              var sum649: Float = (sum648 + arena[((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -1) *% 10)) +% ix646)])
+              var sum650: Float = (sum649 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -2) *% 10)) +% 2) +% ix646)])
+              var sum651: Float = (sum650 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -2) *% 10)) +% 1) +% ix646)])
+              var sum652: Float = (sum651 + arena[((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -2) *% 10)) +% ix646)])
+              var sum653: Float = (sum652 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -3) *% 10)) +% 2) +% ix646)])
+              var sum654: Float = (sum653 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -3) *% 10)) +% 1) +% ix646)])
+              var sum655: Float = (sum654 + arena[((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -3) *% 10)) +% ix646)])
+              var sum656: Float = (sum655 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -4) *% 10)) +% 2) +% ix646)])
+              var sum657: Float = (sum656 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -4) *% 10)) +% 1) +% ix646)])
+              var sum658: Float = (sum657 + arena[((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -4) *% 10)) +% ix646)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy645 +% 10) *% 14)) +% 2) +% ix646)] = sum658
+              ix646 &+= 1
             }
           }
         }
-        for iy670 in 0..<6 {
-          do {  // SIMD16 over ix671
-            var ix671 = 0
-            while ix671 < 1 {
-              var sum672: Float = arena[(((((756112 +% (((c211 *% 25) +% 4) *% 1600)) +% (j210 *% 100)) +% ((iy670 +% 4) *% 10)) +% 9) +% ix671)]
-              var sum673: Float = (sum672 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy670 +% 4) +% -1) *% 10)) +% 9) +% ix671)])
-              var sum674: Float = (sum673 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy670 +% 4) +% -2) *% 10)) +% 9) +% ix671)])
-              var sum675: Float = (sum674 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy670 +% 4) +% -3) *% 10)) +% 9) +% ix671)])
-              var sum676: Float = (sum675 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy670 +% 4) +% -4) *% 10)) +% 9) +% ix671)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy670 +% 4) *% 14)) +% 13) +% ix671)] = sum676
-              ix671 &+= 1
+        for iy659 in 0..<1 {
+          do {  // SIMD16 over ix660
+            var ix660 = 0
+            while ix660 < 1 {
+              var sum661: Float = arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -1) *% 10)) +% 3) +% ix660)]
+              var sum662: Float = (sum661 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -1) *% 10)) +% 2) +% ix660)])
+              var sum663: Float = (sum662 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -1) *% 10)) +% 1) +% ix660)])
+              var sum664: Float = (sum663 + arena[((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -1) *% 10)) +% ix660)])
+              var sum665: Float = (sum664 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -2) *% 10)) +% 3) +% ix660)])
+              var sum666: Float = (sum665 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -2) *% 10)) +% 2) +% ix660)])
+              var sum667: Float = (sum666 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -2) *% 10)) +% 1) +% ix660)])
+              var sum668: Float = (sum667 + arena[((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -2) *% 10)) +% ix660)])
+              var sum669: Float = (sum668 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -3) *% 10)) +% 3) +% ix660)])
+              var sum670: Float = (sum669 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -3) *% 10)) +% 2) +% ix660)])
+              var sum671: Float = (sum670 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -3) *% 10)) +% 1) +% ix660)])
+              var sum672: Float = (sum671 + arena[((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -3) *% 10)) +% ix660)])
+              var sum673: Float = (sum672 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -4) *% 10)) +% 3) +% ix660)])
+              var sum674: Float = (sum673 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -4) *% 10)) +% 2) +% ix660)])
+              var sum675: Float = (sum674 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -4) *% 10)) +% 1) +% ix660)])
+              var sum676: Float = (sum675 + arena[((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -4) *% 10)) +% ix660)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy659 +% 10) *% 14)) +% 3) +% ix660)] = sum676
+              ix660 &+= 1
             }
           }
         }
         for iy677 in 0..<1 {
           do {  // SIMD16 over ix678
             var ix678 = 0
-            while ix678 < 1 {
-              var sum679: Float = arena[((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% ix678)]
-              var sum680: Float = (sum679 + arena[((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% ix678)])
-              var sum681: Float = (sum680 + arena[((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% ix678)])
-              var sum682: Float = (sum681 + arena[((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% ix678)])
-              arena[((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy677 +% 10) *% 14)) +% ix678)] = sum682
+            while ix678 < 6 {
+              var sum679: Float = arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% 4) +% ix678)]
+              var sum680: Float = (sum679 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% 3) +% ix678)])
+              var sum681: Float = (sum680 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% 2) +% ix678)])
+              var sum682: Float = (sum681 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% 1) +% ix678)])
+              var sum683: Float = (sum682 + arena[((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% ix678)])
+              var sum684: Float = (sum683 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% 4) +% ix678)])
+              var sum685: Float = (sum684 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% 3) +% ix678)])
+              var sum686: Float = (sum685 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% 2) +% ix678)])
+              var sum687: Float = (sum686 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% 1) +% ix678)])
+              var sum688: Float = (sum687 + arena[((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% ix678)])
+              var sum689: Float = (sum688 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% 4) +% ix678)])
+              var sum690: Float = (sum689 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% 3) +% ix678)])
+              var sum691: Float = (sum690 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% 2) +% ix678)])
+              var sum692: Float = (sum691 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% 1) +% ix678)])
+              var sum693: Float = (sum692 + arena[((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% ix678)])
+              var sum694: Float = (sum693 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% 4) +% ix678)])
+              var sum695: Float = (sum694 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% 3) +% ix678)])
+              var sum696: Float = (sum695 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% 2) +% ix678)])
+              var sum697: Float = (sum696 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% 1) +% ix678)])
+              var sum698: Float = (sum697 + arena[((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% ix678)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy677 +% 10) *% 14)) +% 4) +% ix678)] = sum698
               ix678 &+= 1
             }
           }
         }
-        for iy683 in 0..<1 {
-          do {  // SIMD16 over ix684
-            var ix684 = 0
-            while ix684 < 1 {
-              var sum685: Float = arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy683 +% 10) +% -1) *% 10)) +% 1) +% ix684)]
-              var sum686: Float = (sum685 + arena[((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy683 +% 10) +% -1) *% 10)) +% ix684)])
-              var sum687: Float = (sum686 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy683 +% 10) +% -2) *% 10)) +% 1) +% ix684)])
-              var sum688: Float = (sum687 + arena[((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy683 +% 10) +% -2) *% 10)) +% ix684)])
-              var sum689: Float = (sum688 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy683 +% 10) +% -3) *% 10)) +% 1) +% ix684)])
-              var sum690: Float = (sum689 + arena[((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy683 +% 10) +% -3) *% 10)) +% ix684)])
-              var sum691: Float = (sum690 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy683 +% 10) +% -4) *% 10)) +% 1) +% ix684)])
-              var sum692: Float = (sum691 + arena[((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy683 +% 10) +% -4) *% 10)) +% ix684)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy683 +% 10) *% 14)) +% 1) +% ix684)] = sum692
-              ix684 &+= 1
+        for iy699 in 0..<1 {
+          do {  // SIMD16 over ix700
+            var ix700 = 0
+            while ix700 < 1 {
+              var sum701: Float = arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -1) *% 10)) +% 9) +% ix700)]
+              var sum702: Float = (sum701 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -1) *% 10)) +% 8) +% ix700)])
+              var sum703: Float = (sum702 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -1) *% 10)) +% 7) +% ix700)])
+              var sum704: Float = (sum703 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -1) *% 10)) +% 6) +% ix700)])
+              var sum705: Float = (sum704 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -2) *% 10)) +% 9) +% ix700)])
+              var sum706: Float = (sum705 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -2) *% 10)) +% 8) +% ix700)])
+              var sum707: Float = (sum706 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -2) *% 10)) +% 7) +% ix700)])
+              var sum708: Float = (sum707 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -2) *% 10)) +% 6) +% ix700)])
+              var sum709: Float = (sum708 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -3) *% 10)) +% 9) +% ix700)])
+              var sum710: Float = (sum709 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -3) *% 10)) +% 8) +% ix700)])
+              var sum711: Float = (sum710 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -3) *% 10)) +% 7) +% ix700)])
+              var sum712: Float = (sum711 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -3) *% 10)) +% 6) +% ix700)])
+              var sum713: Float = (sum712 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -4) *% 10)) +% 9) +% ix700)])
+              var sum714: Float = (sum713 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -4) *% 10)) +% 8) +% ix700)])
+              var sum715: Float = (sum714 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -4) *% 10)) +% 7) +% ix700)])
+              var sum716: Float = (sum715 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -4) *% 10)) +% 6) +% ix700)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy699 +% 10) *% 14)) +% 10) +% ix700)] = sum716
+              ix700 &+= 1
             }
           }
         }
-        for iy693 in 0..<1 {
-          do {  // SIMD16 over ix694
-            var ix694 = 0
-            while ix694 < 1 {
-              var sum695: Float = arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -1) *% 10)) +% 2) +% ix694)]
-              var sum696: Float = (sum695 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -1) *% 10)) +% 1) +% ix694)])
-              var sum697: Float = (sum696 + arena[((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -1) *% 10)) +% ix694)])
-              var sum698: Float = (sum697 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -2) *% 10)) +% 2) +% ix694)])
-              var sum699: Float = (sum698 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -2) *% 10)) +% 1) +% ix694)])
-              var sum700: Float = (sum699 + arena[((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -2) *% 10)) +% ix694)])
-              var sum701: Float = (sum700 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -3) *% 10)) +% 2) +% ix694)])
-              var sum702: Float = (sum701 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -3) *% 10)) +% 1) +% ix694)])
-              var sum703: Float = (sum702 + arena[((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -3) *% 10)) +% ix694)])
-              var sum704: Float = (sum703 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -4) *% 10)) +% 2) +% ix694)])
-              var sum705: Float = (sum704 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -4) *% 10)) +% 1) +% ix694)])
-              var sum706: Float = (sum705 + arena[((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy693 +% 10) +% -4) *% 10)) +% ix694)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy693 +% 10) *% 14)) +% 2) +% ix694)] = sum706
-              ix694 &+= 1
+        for iy717 in 0..<1 {
+          do {  // SIMD16 over ix718
+            var ix718 = 0
+            while ix718 < 1 {
+              var sum719: Float = arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -1) *% 10)) +% 9) +% ix718)]
+              var sum720: Float = (sum719 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -1) *% 10)) +% 8) +% ix718)])
+              var sum721: Float = (sum720 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -1) *% 10)) +% 7) +% ix718)])
+              var sum722: Float = (sum721 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -2) *% 10)) +% 9) +% ix718)])
+              var sum723: Float = (sum722 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -2) *% 10)) +% 8) +% ix718)])
+              var sum724: Float = (sum723 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -2) *% 10)) +% 7) +% ix718)])
+              var sum725: Float = (sum724 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -3) *% 10)) +% 9) +% ix718)])
+              var sum726: Float = (sum725 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -3) *% 10)) +% 8) +% ix718)])
+              var sum727: Float = (sum726 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -3) *% 10)) +% 7) +% ix718)])
+              var sum728: Float = (sum727 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -4) *% 10)) +% 9) +% ix718)])
+              var sum729: Float = (sum728 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -4) *% 10)) +% 8) +% ix718)])
+              var sum730: Float = (sum729 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -4) *% 10)) +% 7) +% ix718)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy717 +% 10) *% 14)) +% 11) +% ix718)] = sum730
+              ix718 &+= 1
             }
           }
         }
-        for iy707 in 0..<1 {
-          do {  // SIMD16 over ix708
-            var ix708 = 0
-            while ix708 < 1 {
-              var sum709: Float = arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -1) *% 10)) +% 3) +% ix708)]
-              var sum710: Float = (sum709 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -1) *% 10)) +% 2) +% ix708)])
-              var sum711: Float = (sum710 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -1) *% 10)) +% 1) +% ix708)])
-              var sum712: Float = (sum711 + arena[((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -1) *% 10)) +% ix708)])
-              var sum713: Float = (sum712 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -2) *% 10)) +% 3) +% ix708)])
-              var sum714: Float = (sum713 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -2) *% 10)) +% 2) +% ix708)])
-              var sum715: Float = (sum714 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -2) *% 10)) +% 1) +% ix708)])
-              var sum716: Float = (sum715 + arena[((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -2) *% 10)) +% ix708)])
-              var sum717: Float = (sum716 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -3) *% 10)) +% 3) +% ix708)])
-              var sum718: Float = (sum717 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -3) *% 10)) +% 2) +% ix708)])
-              var sum719: Float = (sum718 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -3) *% 10)) +% 1) +% ix708)])
-              var sum720: Float = (sum719 + arena[((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -3) *% 10)) +% ix708)])
-              var sum721: Float = (sum720 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -4) *% 10)) +% 3) +% ix708)])
-              var sum722: Float = (sum721 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -4) *% 10)) +% 2) +% ix708)])
-              var sum723: Float = (sum722 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -4) *% 10)) +% 1) +% ix708)])
-              var sum724: Float = (sum723 + arena[((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy707 +% 10) +% -4) *% 10)) +% ix708)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy707 +% 10) *% 14)) +% 3) +% ix708)] = sum724
-              ix708 &+= 1
+        for iy731 in 0..<1 {
+          do {  // SIMD16 over ix732
+            var ix732 = 0
+            while ix732 < 1 {
+              var sum733: Float = arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -1) *% 10)) +% 9) +% ix732)]
+              var sum734: Float = (sum733 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -1) *% 10)) +% 8) +% ix732)])
+              var sum735: Float = (sum734 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -2) *% 10)) +% 9) +% ix732)])
+              var sum736: Float = (sum735 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -2) *% 10)) +% 8) +% ix732)])
+              var sum737: Float = (sum736 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -3) *% 10)) +% 9) +% ix732)])
+              var sum738: Float = (sum737 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -3) *% 10)) +% 8) +% ix732)])
+              var sum739: Float = (sum738 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -4) *% 10)) +% 9) +% ix732)])
+              var sum740: Float = (sum739 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -4) *% 10)) +% 8) +% ix732)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy731 +% 10) *% 14)) +% 12) +% ix732)] = sum740
+              ix732 &+= 1
             }
           }
         }
-        for iy725 in 0..<1 {
-          do {  // SIMD16 over ix726
-            var ix726 = 0
-            while ix726 < 6 {
-              var sum727: Float = arena[(((((756112 +% (((c211 *% 25) +% 5) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -1) *% 10)) +% 4) +% ix726)]
-              var sum728: Float = (sum727 + arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -1) *% 10)) +% 3) +% ix726)])
-              var sum729: Float = (sum728 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -1) *% 10)) +% 2) +% ix726)])
-              var sum730: Float = (sum729 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -1) *% 10)) +% 1) +% ix726)])
-              var sum731: Float = (sum730 + arena[((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -1) *% 10)) +% ix726)])
-              var sum732: Float = (sum731 + arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -2) *% 10)) +% 4) +% ix726)])
-              var sum733: Float = (sum732 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -2) *% 10)) +% 3) +% ix726)])
-              var sum734: Float = (sum733 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -2) *% 10)) +% 2) +% ix726)])
-              var sum735: Float = (sum734 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -2) *% 10)) +% 1) +% ix726)])
-              var sum736: Float = (sum735 + arena[((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -2) *% 10)) +% ix726)])
-              var sum737: Float = (sum736 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -3) *% 10)) +% 4) +% ix726)])
-              var sum738: Float = (sum737 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -3) *% 10)) +% 3) +% ix726)])
-              var sum739: Float = (sum738 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -3) *% 10)) +% 2) +% ix726)])
-              var sum740: Float = (sum739 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -3) *% 10)) +% 1) +% ix726)])
-              var sum741: Float = (sum740 + arena[((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -3) *% 10)) +% ix726)])
-              var sum742: Float = (sum741 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -4) *% 10)) +% 4) +% ix726)])
-              var sum743: Float = (sum742 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -4) *% 10)) +% 3) +% ix726)])
-              var sum744: Float = (sum743 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -4) *% 10)) +% 2) +% ix726)])
-              var sum745: Float = (sum744 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -4) *% 10)) +% 1) +% ix726)])
-              var sum746: Float = (sum745 + arena[((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy725 +% 10) +% -4) *% 10)) +% ix726)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy725 +% 10) *% 14)) +% 4) +% ix726)] = sum746
-              ix726 &+= 1
+        for iy741 in 0..<1 {
+          do {  // SIMD16 over ix742
+            var ix742 = 0
+            while ix742 < 1 {
+              var sum743: Float = arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy741 +% 10) +% -1) *% 10)) +% 9) +% ix742)]
+              var sum744: Float = (sum743 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy741 +% 10) +% -2) *% 10)) +% 9) +% ix742)])
+              var sum745: Float = (sum744 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy741 +% 10) +% -3) *% 10)) +% 9) +% ix742)])
+              var sum746: Float = (sum745 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy741 +% 10) +% -4) *% 10)) +% 9) +% ix742)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy741 +% 10) *% 14)) +% 13) +% ix742)] = sum746
+              ix742 &+= 1
             }
           }
         }
@@ -3116,165 +2030,179 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix748
             var ix748 = 0
             while ix748 < 1 {
-              var sum749: Float = arena[(((((756112 +% (((c211 *% 25) +% 6) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -1) *% 10)) +% 9) +% ix748)]
-              var sum750: Float = (sum749 + arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -1) *% 10)) +% 8) +% ix748)])
-              var sum751: Float = (sum750 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -1) *% 10)) +% 7) +% ix748)])
-              var sum752: Float = (sum751 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -1) *% 10)) +% 6) +% ix748)])
-              var sum753: Float = (sum752 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -2) *% 10)) +% 9) +% ix748)])
-              var sum754: Float = (sum753 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -2) *% 10)) +% 8) +% ix748)])
-              var sum755: Float = (sum754 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -2) *% 10)) +% 7) +% ix748)])
-              var sum756: Float = (sum755 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -2) *% 10)) +% 6) +% ix748)])
-              var sum757: Float = (sum756 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -3) *% 10)) +% 9) +% ix748)])
-              var sum758: Float = (sum757 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -3) *% 10)) +% 8) +% ix748)])
-              var sum759: Float = (sum758 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -3) *% 10)) +% 7) +% ix748)])
-              var sum760: Float = (sum759 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -3) *% 10)) +% 6) +% ix748)])
-              var sum761: Float = (sum760 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -4) *% 10)) +% 9) +% ix748)])
-              var sum762: Float = (sum761 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -4) *% 10)) +% 8) +% ix748)])
-              var sum763: Float = (sum762 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -4) *% 10)) +% 7) +% ix748)])
-              var sum764: Float = (sum763 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy747 +% 10) +% -4) *% 10)) +% 6) +% ix748)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy747 +% 10) *% 14)) +% 10) +% ix748)] = sum764
+              var sum749: Float = arena[((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy747 +% 11) +% -2) *% 10)) +% ix748)]
+              var sum750: Float = (sum749 + arena[((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy747 +% 11) +% -3) *% 10)) +% ix748)])
+              var sum751: Float = (sum750 + arena[((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy747 +% 11) +% -4) *% 10)) +% ix748)])
+              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy747 +% 11) *% 14)) +% ix748)] = sum751
               ix748 &+= 1
             }
           }
         }
-        for iy765 in 0..<1 {
-          do {  // SIMD16 over ix766
-            var ix766 = 0
-            while ix766 < 1 {
-              var sum767: Float = arena[(((((756112 +% (((c211 *% 25) +% 7) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -1) *% 10)) +% 9) +% ix766)]
-              var sum768: Float = (sum767 + arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -1) *% 10)) +% 8) +% ix766)])
-              var sum769: Float = (sum768 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -1) *% 10)) +% 7) +% ix766)])
-              var sum770: Float = (sum769 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -2) *% 10)) +% 9) +% ix766)])
-              var sum771: Float = (sum770 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -2) *% 10)) +% 8) +% ix766)])
-              var sum772: Float = (sum771 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -2) *% 10)) +% 7) +% ix766)])
-              var sum773: Float = (sum772 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -3) *% 10)) +% 9) +% ix766)])
-              var sum774: Float = (sum773 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -3) *% 10)) +% 8) +% ix766)])
-              var sum775: Float = (sum774 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -3) *% 10)) +% 7) +% ix766)])
-              var sum776: Float = (sum775 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -4) *% 10)) +% 9) +% ix766)])
-              var sum777: Float = (sum776 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -4) *% 10)) +% 8) +% ix766)])
-              var sum778: Float = (sum777 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy765 +% 10) +% -4) *% 10)) +% 7) +% ix766)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy765 +% 10) *% 14)) +% 11) +% ix766)] = sum778
-              ix766 &+= 1
+        for iy752 in 0..<1 {
+          do {  // SIMD16 over ix753
+            var ix753 = 0
+            while ix753 < 1 {
+              var sum754: Float = arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -2) *% 10)) +% 1) +% ix753)]
+              var sum755: Float = (sum754 + arena[((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -2) *% 10)) +% ix753)])
+              var sum756: Float = (sum755 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -3) *% 10)) +% 1) +% ix753)])
+              var sum757: Float = (sum756 + arena[((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -3) *% 10)) +% ix753)])
+              var sum758: Float = (sum757 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -4) *% 10)) +% 1) +% ix753)])
+              var sum759: Float = (sum758 + arena[((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -4) *% 10)) +% ix753)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy752 +% 11) *% 14)) +% 1) +% ix753)] = sum759
+              ix753 &+= 1
             }
           }
         }
-        for iy779 in 0..<1 {
-          do {  // SIMD16 over ix780
-            var ix780 = 0
-            while ix780 < 1 {
-              var sum781: Float = arena[(((((756112 +% (((c211 *% 25) +% 8) *% 1600)) +% (j210 *% 100)) +% (((iy779 +% 10) +% -1) *% 10)) +% 9) +% ix780)]
-              var sum782: Float = (sum781 + arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy779 +% 10) +% -1) *% 10)) +% 8) +% ix780)])
-              var sum783: Float = (sum782 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy779 +% 10) +% -2) *% 10)) +% 9) +% ix780)])
-              var sum784: Float = (sum783 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy779 +% 10) +% -2) *% 10)) +% 8) +% ix780)])
-              var sum785: Float = (sum784 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy779 +% 10) +% -3) *% 10)) +% 9) +% ix780)])
-              var sum786: Float = (sum785 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy779 +% 10) +% -3) *% 10)) +% 8) +% ix780)])
-              var sum787: Float = (sum786 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy779 +% 10) +% -4) *% 10)) +% 9) +% ix780)])
-              var sum788: Float = (sum787 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy779 +% 10) +% -4) *% 10)) +% 8) +% ix780)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy779 +% 10) *% 14)) +% 12) +% ix780)] = sum788
-              ix780 &+= 1
+        for iy760 in 0..<1 {
+          do {  // SIMD16 over ix761
+            var ix761 = 0
+            while ix761 < 1 {
+              var sum762: Float = arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -2) *% 10)) +% 2) +% ix761)]
+              var sum763: Float = (sum762 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -2) *% 10)) +% 1) +% ix761)])
+              var sum764: Float = (sum763 + arena[((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -2) *% 10)) +% ix761)])
+              var sum765: Float = (sum764 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -3) *% 10)) +% 2) +% ix761)])
+              var sum766: Float = (sum765 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -3) *% 10)) +% 1) +% ix761)])
+              var sum767: Float = (sum766 + arena[((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -3) *% 10)) +% ix761)])
+              var sum768: Float = (sum767 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -4) *% 10)) +% 2) +% ix761)])
+              var sum769: Float = (sum768 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -4) *% 10)) +% 1) +% ix761)])
+              var sum770: Float = (sum769 + arena[((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -4) *% 10)) +% ix761)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy760 +% 11) *% 14)) +% 2) +% ix761)] = sum770
+              ix761 &+= 1
             }
           }
         }
-        for iy789 in 0..<1 {
-          do {  // SIMD16 over ix790
-            var ix790 = 0
-            while ix790 < 1 {
-              var sum791: Float = arena[(((((756112 +% (((c211 *% 25) +% 9) *% 1600)) +% (j210 *% 100)) +% (((iy789 +% 10) +% -1) *% 10)) +% 9) +% ix790)]
-              var sum792: Float = (sum791 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy789 +% 10) +% -2) *% 10)) +% 9) +% ix790)])
-              var sum793: Float = (sum792 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy789 +% 10) +% -3) *% 10)) +% 9) +% ix790)])
-              var sum794: Float = (sum793 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy789 +% 10) +% -4) *% 10)) +% 9) +% ix790)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy789 +% 10) *% 14)) +% 13) +% ix790)] = sum794
-              ix790 &+= 1
+        for iy771 in 0..<1 {
+          do {  // SIMD16 over ix772
+            var ix772 = 0
+            while ix772 < 1 {
+              var sum773: Float = arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -2) *% 10)) +% 3) +% ix772)]
+              var sum774: Float = (sum773 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -2) *% 10)) +% 2) +% ix772)])
+              var sum775: Float = (sum774 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -2) *% 10)) +% 1) +% ix772)])
+              var sum776: Float = (sum775 + arena[((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -2) *% 10)) +% ix772)])
+              var sum777: Float = (sum776 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -3) *% 10)) +% 3) +% ix772)])
+              var sum778: Float = (sum777 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -3) *% 10)) +% 2) +% ix772)])
+              var sum779: Float = (sum778 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -3) *% 10)) +% 1) +% ix772)])
+              var sum780: Float = (sum779 + arena[((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -3) *% 10)) +% ix772)])
+              var sum781: Float = (sum780 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -4) *% 10)) +% 3) +% ix772)])
+              var sum782: Float = (sum781 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -4) *% 10)) +% 2) +% ix772)])
+              var sum783: Float = (sum782 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -4) *% 10)) +% 1) +% ix772)])
+              var sum784: Float = (sum783 + arena[((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -4) *% 10)) +% ix772)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy771 +% 11) *% 14)) +% 3) +% ix772)] = sum784
+              ix772 &+= 1
             }
           }
         }
-        for iy795 in 0..<1 {
-          do {  // SIMD16 over ix796
-            var ix796 = 0
-            while ix796 < 1 {
-              var sum797: Float = arena[((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy795 +% 11) +% -2) *% 10)) +% ix796)]
-              var sum798: Float = (sum797 + arena[((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy795 +% 11) +% -3) *% 10)) +% ix796)])
-              var sum799: Float = (sum798 + arena[((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy795 +% 11) +% -4) *% 10)) +% ix796)])
-              arena[((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy795 +% 11) *% 14)) +% ix796)] = sum799
-              ix796 &+= 1
+        for iy785 in 0..<1 {
+          do {  // SIMD16 over ix786
+            var ix786 = 0
+            while ix786 < 6 {
+              var sum787: Float = arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -2) *% 10)) +% 4) +% ix786)]
+              var sum788: Float = (sum787 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -2) *% 10)) +% 3) +% ix786)])
+              var sum789: Float = (sum788 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -2) *% 10)) +% 2) +% ix786)])
+              var sum790: Float = (sum789 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -2) *% 10)) +% 1) +% ix786)])
+              var sum791: Float = (sum790 + arena[((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -2) *% 10)) +% ix786)])
+              var sum792: Float = (sum791 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -3) *% 10)) +% 4) +% ix786)])
+              var sum793: Float = (sum792 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -3) *% 10)) +% 3) +% ix786)])
+              var sum794: Float = (sum793 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -3) *% 10)) +% 2) +% ix786)])
+              var sum795: Float = (sum794 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -3) *% 10)) +% 1) +% ix786)])
+              var sum796: Float = (sum795 + arena[((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -3) *% 10)) +% ix786)])
+              var sum797: Float = (sum796 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -4) *% 10)) +% 4) +% ix786)])
+              var sum798: Float = (sum797 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -4) *% 10)) +% 3) +% ix786)])
+              var sum799: Float = (sum798 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -4) *% 10)) +% 2) +% ix786)])
+              var sum800: Float = (sum799 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -4) *% 10)) +% 1) +% ix786)])
+              var sum801: Float = (sum800 + arena[((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -4) *% 10)) +% ix786)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy785 +% 11) *% 14)) +% 4) +% ix786)] = sum801
+              ix786 &+= 1
             }
           }
         }
-        for iy800 in 0..<1 {
-          do {  // SIMD16 over ix801
-            var ix801 = 0
-            while ix801 < 1 {
-              var sum802: Float = arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy800 +% 11) +% -2) *% 10)) +% 1) +% ix801)]
-              var sum803: Float = (sum802 + arena[((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy800 +% 11) +% -2) *% 10)) +% ix801)])
-              var sum804: Float = (sum803 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy800 +% 11) +% -3) *% 10)) +% 1) +% ix801)])
-              var sum805: Float = (sum804 + arena[((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy800 +% 11) +% -3) *% 10)) +% ix801)])
-              var sum806: Float = (sum805 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy800 +% 11) +% -4) *% 10)) +% 1) +% ix801)])
-              var sum807: Float = (sum806 + arena[((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy800 +% 11) +% -4) *% 10)) +% ix801)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy800 +% 11) *% 14)) +% 1) +% ix801)] = sum807
-              ix801 &+= 1
+        for iy802 in 0..<1 {
+          do {  // SIMD16 over ix803
+            var ix803 = 0
+            while ix803 < 1 {
+              var sum804: Float = arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 9) +% ix803)]
+              var sum805: Float = (sum804 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 8) +% ix803)])
+              var sum806: Float = (sum805 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 7) +% ix803)])
+              var sum807: Float = (sum806 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 6) +% ix803)])
+              var sum808: Float = (sum807 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 9) +% ix803)])
+              var sum809: Float = (sum808 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 8) +% ix803)])
+              var sum810: Float = (sum809 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 7) +% ix803)])
+              var sum811: Float = (sum810 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 6) +% ix803)])
+              var sum812: Float = (sum811 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 9) +% ix803)])
+              var sum813: Float = (sum812 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 8) +% ix803)])
+              var sum814: Float = (sum813 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 7) +% ix803)])
+              var sum815: Float = (sum814 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 6) +% ix803)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy802 +% 11) *% 14)) +% 10) +% ix803)] = sum815
+              ix803 &+= 1
             }
           }
         }
-        for iy808 in 0..<1 {
-          do {  // SIMD16 over ix809
-            var ix809 = 0
-            while ix809 < 1 {
-              var sum810: Float = arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy808 +% 11) +% -2) *% 10)) +% 2) +% ix809)]
-              var sum811: Float = (sum810 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy808 +% 11) +% -2) *% 10)) +% 1) +% ix809)])
-              var sum812: Float = (sum811 + arena[((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy808 +% 11) +% -2) *% 10)) +% ix809)])
-              var sum813: Float = (sum812 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy808 +% 11) +% -3) *% 10)) +% 2) +% ix809)])
-              var sum814: Float = (sum813 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy808 +% 11) +% -3) *% 10)) +% 1) +% ix809)])
-              var sum815: Float = (sum814 + arena[((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy808 +% 11) +% -3) *% 10)) +% ix809)])
-              var sum816: Float = (sum815 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy808 +% 11) +% -4) *% 10)) +% 2) +% ix809)])
-              var sum817: Float = (sum816 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy808 +% 11) +% -4) *% 10)) +% 1) +% ix809)])
-              var sum818: Float = (sum817 + arena[((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy808 +% 11) +% -4) *% 10)) +% ix809)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy808 +% 11) *% 14)) +% 2) +% ix809)] = sum818
-              ix809 &+= 1
+        for iy816 in 0..<1 {
+          do {  // SIMD16 over ix817
+            var ix817 = 0
+            while ix817 < 1 {
+              var sum818: Float = arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -2) *% 10)) +% 9) +% ix817)]
+              var sum819: Float = (sum818 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -2) *% 10)) +% 8) +% ix817)])
+              var sum820: Float = (sum819 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -2) *% 10)) +% 7) +% ix817)])
+              var sum821: Float = (sum820 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -3) *% 10)) +% 9) +% ix817)])
+              var sum822: Float = (sum821 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -3) *% 10)) +% 8) +% ix817)])
+              var sum823: Float = (sum822 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -3) *% 10)) +% 7) +% ix817)])
+              var sum824: Float = (sum823 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -4) *% 10)) +% 9) +% ix817)])
+              var sum825: Float = (sum824 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -4) *% 10)) +% 8) +% ix817)])
+              var sum826: Float = (sum825 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -4) *% 10)) +% 7) +% ix817)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy816 +% 11) *% 14)) +% 11) +% ix817)] = sum826
+              ix817 &+= 1
             }
           }
         }
-        for iy819 in 0..<1 {
-          do {  // SIMD16 over ix820
-            var ix820 = 0
-            while ix820 < 1 {
-              var sum821: Float = arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 3) +% ix820)]
-              var sum822: Float = (sum821 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 2) +% ix820)])
-              var sum823: Float = (sum822 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 1) +% ix820)])
-              var sum824: Float = (sum823 + arena[((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% ix820)])
-              var sum825: Float = (sum824 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 3) +% ix820)])
-              var sum826: Float = (sum825 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 2) +% ix820)])
-              var sum827: Float = (sum826 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 1) +% ix820)])
-              var sum828: Float = (sum827 + arena[((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% ix820)])
-              var sum829: Float = (sum828 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 3) +% ix820)])
-              var sum830: Float = (sum829 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 2) +% ix820)])
-              var sum831: Float = (sum830 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 1) +% ix820)])
-              var sum832: Float = (sum831 + arena[((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% ix820)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy819 +% 11) *% 14)) +% 3) +% ix820)] = sum832
-              ix820 &+= 1
+        for iy827 in 0..<1 {
+          do {  // SIMD16 over ix828
+            var ix828 = 0
+            while ix828 < 1 {
+              var sum829: Float = arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -2) *% 10)) +% 9) +% ix828)]
+              var sum830: Float = (sum829 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -2) *% 10)) +% 8) +% ix828)])
+              var sum831: Float = (sum830 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -3) *% 10)) +% 9) +% ix828)])
+              var sum832: Float = (sum831 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -3) *% 10)) +% 8) +% ix828)])
+              var sum833: Float = (sum832 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -4) *% 10)) +% 9) +% ix828)])
+              var sum834: Float = (sum833 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -4) *% 10)) +% 8) +% ix828)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy827 +% 11) *% 14)) +% 12) +% ix828)] = sum834
+              ix828 &+= 1
             }
           }
         }
-        for iy833 in 0..<1 {
-          do {  // SIMD16 over ix834
-            var ix834 = 0
-            while ix834 < 6 {
-              var sum835: Float = arena[(((((756112 +% (((c211 *% 25) +% 10) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 4) +% ix834)]
-              var sum836: Float = (sum835 + arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 3) +% ix834)])
-              var sum837: Float = (sum836 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 2) +% ix834)])
-              var sum838: Float = (sum837 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 1) +% ix834)])
-              var sum839: Float = (sum838 + arena[((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% ix834)])
-              var sum840: Float = (sum839 + arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 4) +% ix834)])
-              var sum841: Float = (sum840 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 3) +% ix834)])
-              var sum842: Float = (sum841 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 2) +% ix834)])
-              var sum843: Float = (sum842 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 1) +% ix834)])
-              var sum844: Float = (sum843 + arena[((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% ix834)])
-              var sum845: Float = (sum844 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 4) +% ix834)])
-              var sum846: Float = (sum845 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 3) +% ix834)])
-              var sum847: Float = (sum846 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 2) +% ix834)])
-              var sum848: Float = (sum847 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 1) +% ix834)])
-              var sum849: Float = (sum848 + arena[((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% ix834)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy833 +% 11) *% 14)) +% 4) +% ix834)] = sum849
-              ix834 &+= 1
+        for iy835 in 0..<1 {
+          do {  // SIMD16 over ix836
+            var ix836 = 0
+            while ix836 < 1 {
+              var sum837: Float = arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy835 +% 11) +% -2) *% 10)) +% 9) +% ix836)]
+              var sum838: Float = (sum837 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy835 +% 11) +% -3) *% 10)) +% 9) +% ix836)])
+              var sum839: Float = (sum838 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy835 +% 11) +% -4) *% 10)) +% 9) +% ix836)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy835 +% 11) *% 14)) +% 13) +% ix836)] = sum839
+              ix836 &+= 1
+            }
+          }
+        }
+        for iy840 in 0..<1 {
+          do {  // SIMD16 over ix841
+            var ix841 = 0
+            while ix841 < 1 {
+              var sum842: Float = arena[((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy840 +% 12) +% -3) *% 10)) +% ix841)]
+              var sum843: Float = (sum842 + arena[((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy840 +% 12) +% -4) *% 10)) +% ix841)])
+              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy840 +% 12) *% 14)) +% ix841)] = sum843
+              ix841 &+= 1
+            }
+          }
+        }
+        for iy844 in 0..<1 {
+          do {  // SIMD16 over ix845
+            var ix845 = 0
+            while ix845 < 1 {
+              var sum846: Float = arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy844 +% 12) +% -3) *% 10)) +% 1) +% ix845)]
+              var sum847: Float = (sum846 + arena[((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy844 +% 12) +% -3) *% 10)) +% ix845)])
+              var sum848: Float = (sum847 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy844 +% 12) +% -4) *% 10)) +% 1) +% ix845)])
+              var sum849: Float = (sum848 + arena[((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy844 +% 12) +% -4) *% 10)) +% ix845)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy844 +% 12) *% 14)) +% 1) +% ix845)] = sum849
+              ix845 &+= 1
             }
           }
         }
@@ -3282,89 +2210,82 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix851
             var ix851 = 0
             while ix851 < 1 {
-              var sum852: Float = arena[(((((756112 +% (((c211 *% 25) +% 11) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -2) *% 10)) +% 9) +% ix851)]
-              var sum853: Float = (sum852 + arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -2) *% 10)) +% 8) +% ix851)])
-              var sum854: Float = (sum853 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -2) *% 10)) +% 7) +% ix851)])
-              var sum855: Float = (sum854 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -2) *% 10)) +% 6) +% ix851)])
-              var sum856: Float = (sum855 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -3) *% 10)) +% 9) +% ix851)])
-              var sum857: Float = (sum856 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -3) *% 10)) +% 8) +% ix851)])
-              var sum858: Float = (sum857 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -3) *% 10)) +% 7) +% ix851)])
-              var sum859: Float = (sum858 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -3) *% 10)) +% 6) +% ix851)])
-              var sum860: Float = (sum859 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -4) *% 10)) +% 9) +% ix851)])
-              var sum861: Float = (sum860 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -4) *% 10)) +% 8) +% ix851)])
-              var sum862: Float = (sum861 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -4) *% 10)) +% 7) +% ix851)])
-              var sum863: Float = (sum862 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy850 +% 11) +% -4) *% 10)) +% 6) +% ix851)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy850 +% 11) *% 14)) +% 10) +% ix851)] = sum863
+              var sum852: Float = arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -3) *% 10)) +% 2) +% ix851)]
+              var sum853: Float = (sum852 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -3) *% 10)) +% 1) +% ix851)])
+              var sum854: Float = (sum853 + arena[((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -3) *% 10)) +% ix851)])
+              var sum855: Float = (sum854 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -4) *% 10)) +% 2) +% ix851)])
+              var sum856: Float = (sum855 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -4) *% 10)) +% 1) +% ix851)])
+              var sum857: Float = (sum856 + arena[((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -4) *% 10)) +% ix851)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy850 +% 12) *% 14)) +% 2) +% ix851)] = sum857
               ix851 &+= 1
             }
           }
         }
-        for iy864 in 0..<1 {
-          do {  // SIMD16 over ix865
-            var ix865 = 0
-            while ix865 < 1 {
-              var sum866: Float = arena[(((((756112 +% (((c211 *% 25) +% 12) *% 1600)) +% (j210 *% 100)) +% (((iy864 +% 11) +% -2) *% 10)) +% 9) +% ix865)]
-              var sum867: Float = (sum866 + arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy864 +% 11) +% -2) *% 10)) +% 8) +% ix865)])
-              var sum868: Float = (sum867 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy864 +% 11) +% -2) *% 10)) +% 7) +% ix865)])
-              var sum869: Float = (sum868 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy864 +% 11) +% -3) *% 10)) +% 9) +% ix865)])
-              var sum870: Float = (sum869 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy864 +% 11) +% -3) *% 10)) +% 8) +% ix865)])
-              var sum871: Float = (sum870 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy864 +% 11) +% -3) *% 10)) +% 7) +% ix865)])
-              var sum872: Float = (sum871 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy864 +% 11) +% -4) *% 10)) +% 9) +% ix865)])
-              var sum873: Float = (sum872 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy864 +% 11) +% -4) *% 10)) +% 8) +% ix865)])
-              var sum874: Float = (sum873 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy864 +% 11) +% -4) *% 10)) +% 7) +% ix865)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy864 +% 11) *% 14)) +% 11) +% ix865)] = sum874
-              ix865 &+= 1
+        for iy858 in 0..<1 {
+          do {  // SIMD16 over ix859
+            var ix859 = 0
+            while ix859 < 1 {
+              var sum860: Float = arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -3) *% 10)) +% 3) +% ix859)]
+              var sum861: Float = (sum860 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -3) *% 10)) +% 2) +% ix859)])
+              var sum862: Float = (sum861 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -3) *% 10)) +% 1) +% ix859)])
+              var sum863: Float = (sum862 + arena[((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -3) *% 10)) +% ix859)])
+              var sum864: Float = (sum863 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -4) *% 10)) +% 3) +% ix859)])
+              var sum865: Float = (sum864 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -4) *% 10)) +% 2) +% ix859)])
+              var sum866: Float = (sum865 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -4) *% 10)) +% 1) +% ix859)])
+              var sum867: Float = (sum866 + arena[((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -4) *% 10)) +% ix859)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy858 +% 12) *% 14)) +% 3) +% ix859)] = sum867
+              ix859 &+= 1
             }
           }
         }
-        for iy875 in 0..<1 {
-          do {  // SIMD16 over ix876
-            var ix876 = 0
-            while ix876 < 1 {
-              var sum877: Float = arena[(((((756112 +% (((c211 *% 25) +% 13) *% 1600)) +% (j210 *% 100)) +% (((iy875 +% 11) +% -2) *% 10)) +% 9) +% ix876)]
-              var sum878: Float = (sum877 + arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy875 +% 11) +% -2) *% 10)) +% 8) +% ix876)])
-              var sum879: Float = (sum878 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy875 +% 11) +% -3) *% 10)) +% 9) +% ix876)])
-              var sum880: Float = (sum879 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy875 +% 11) +% -3) *% 10)) +% 8) +% ix876)])
-              var sum881: Float = (sum880 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy875 +% 11) +% -4) *% 10)) +% 9) +% ix876)])
-              var sum882: Float = (sum881 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy875 +% 11) +% -4) *% 10)) +% 8) +% ix876)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy875 +% 11) *% 14)) +% 12) +% ix876)] = sum882
-              ix876 &+= 1
+        for iy868 in 0..<1 {
+          do {  // SIMD16 over ix869
+            var ix869 = 0
+            while ix869 < 6 {
+              var sum870: Float = arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -3) *% 10)) +% 4) +% ix869)]
+              var sum871: Float = (sum870 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -3) *% 10)) +% 3) +% ix869)])
+              var sum872: Float = (sum871 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -3) *% 10)) +% 2) +% ix869)])
+              var sum873: Float = (sum872 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -3) *% 10)) +% 1) +% ix869)])
+              var sum874: Float = (sum873 + arena[((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -3) *% 10)) +% ix869)])
+              var sum875: Float = (sum874 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -4) *% 10)) +% 4) +% ix869)])
+              var sum876: Float = (sum875 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -4) *% 10)) +% 3) +% ix869)])
+              var sum877: Float = (sum876 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -4) *% 10)) +% 2) +% ix869)])
+              var sum878: Float = (sum877 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -4) *% 10)) +% 1) +% ix869)])
+              var sum879: Float = (sum878 + arena[((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -4) *% 10)) +% ix869)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy868 +% 12) *% 14)) +% 4) +% ix869)] = sum879
+              ix869 &+= 1
             }
           }
         }
-        for iy883 in 0..<1 {
-          do {  // SIMD16 over ix884
-            var ix884 = 0
-            while ix884 < 1 {
-              var sum885: Float = arena[(((((756112 +% (((c211 *% 25) +% 14) *% 1600)) +% (j210 *% 100)) +% (((iy883 +% 11) +% -2) *% 10)) +% 9) +% ix884)]
-              var sum886: Float = (sum885 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy883 +% 11) +% -3) *% 10)) +% 9) +% ix884)])
-              var sum887: Float = (sum886 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy883 +% 11) +% -4) *% 10)) +% 9) +% ix884)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy883 +% 11) *% 14)) +% 13) +% ix884)] = sum887
-              ix884 &+= 1
+        for iy880 in 0..<1 {
+          do {  // SIMD16 over ix881
+            var ix881 = 0
+            while ix881 < 1 {
+              var sum882: Float = arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -3) *% 10)) +% 9) +% ix881)]
+              var sum883: Float = (sum882 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -3) *% 10)) +% 8) +% ix881)])
+              var sum884: Float = (sum883 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -3) *% 10)) +% 7) +% ix881)])
+              var sum885: Float = (sum884 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -3) *% 10)) +% 6) +% ix881)])
+              var sum886: Float = (sum885 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -4) *% 10)) +% 9) +% ix881)])
+              var sum887: Float = (sum886 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -4) *% 10)) +% 8) +% ix881)])
+              var sum888: Float = (sum887 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -4) *% 10)) +% 7) +% ix881)])
+              var sum889: Float = (sum888 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -4) *% 10)) +% 6) +% ix881)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy880 +% 12) *% 14)) +% 10) +% ix881)] = sum889
+              ix881 &+= 1
             }
           }
         }
-        for iy888 in 0..<1 {
-          do {  // SIMD16 over ix889
-            var ix889 = 0
-            while ix889 < 1 {
-              var sum890: Float = arena[((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy888 +% 12) +% -3) *% 10)) +% ix889)]
-              var sum891: Float = (sum890 + arena[((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy888 +% 12) +% -4) *% 10)) +% ix889)])
-              arena[((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy888 +% 12) *% 14)) +% ix889)] = sum891
-              ix889 &+= 1
-            }
-          }
-        }
-        for iy892 in 0..<1 {
-          do {  // SIMD16 over ix893
-            var ix893 = 0
-            while ix893 < 1 {
-              var sum894: Float = arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy892 +% 12) +% -3) *% 10)) +% 1) +% ix893)]
-              var sum895: Float = (sum894 + arena[((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy892 +% 12) +% -3) *% 10)) +% ix893)])
-              var sum896: Float = (sum895 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy892 +% 12) +% -4) *% 10)) +% 1) +% ix893)])
-              var sum897: Float = (sum896 + arena[((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy892 +% 12) +% -4) *% 10)) +% ix893)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy892 +% 12) *% 14)) +% 1) +% ix893)] = sum897
-              ix893 &+= 1
+        for iy890 in 0..<1 {
+          do {  // SIMD16 over ix891
+            var ix891 = 0
+            while ix891 < 1 {
+              var sum892: Float = arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -3) *% 10)) +% 9) +% ix891)]
+              var sum893: Float = (sum892 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -3) *% 10)) +% 8) +% ix891)])
+              var sum894: Float = (sum893 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -3) *% 10)) +% 7) +% ix891)])
+              var sum895: Float = (sum894 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -4) *% 10)) +% 9) +% ix891)])
+              var sum896: Float = (sum895 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -4) *% 10)) +% 8) +% ix891)])
+              var sum897: Float = (sum896 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -4) *% 10)) +% 7) +% ix891)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy890 +% 12) *% 14)) +% 11) +% ix891)] = sum897
+              ix891 &+= 1
             }
           }
         }
@@ -3372,212 +2293,129 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix899
             var ix899 = 0
             while ix899 < 1 {
-              var sum900: Float = arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy898 +% 12) +% -3) *% 10)) +% 2) +% ix899)]
-              var sum901: Float = (sum900 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy898 +% 12) +% -3) *% 10)) +% 1) +% ix899)])
-              var sum902: Float = (sum901 + arena[((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy898 +% 12) +% -3) *% 10)) +% ix899)])
-              var sum903: Float = (sum902 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy898 +% 12) +% -4) *% 10)) +% 2) +% ix899)])
-              var sum904: Float = (sum903 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy898 +% 12) +% -4) *% 10)) +% 1) +% ix899)])
-              var sum905: Float = (sum904 + arena[((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy898 +% 12) +% -4) *% 10)) +% ix899)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy898 +% 12) *% 14)) +% 2) +% ix899)] = sum905
+              var sum900: Float = arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy898 +% 12) +% -3) *% 10)) +% 9) +% ix899)]
+              var sum901: Float = (sum900 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy898 +% 12) +% -3) *% 10)) +% 8) +% ix899)])
+              var sum902: Float = (sum901 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy898 +% 12) +% -4) *% 10)) +% 9) +% ix899)])
+              var sum903: Float = (sum902 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy898 +% 12) +% -4) *% 10)) +% 8) +% ix899)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy898 +% 12) *% 14)) +% 12) +% ix899)] = sum903
               ix899 &+= 1
             }
           }
         }
-        for iy906 in 0..<1 {
-          do {  // SIMD16 over ix907
-            var ix907 = 0
-            while ix907 < 1 {
-              var sum908: Float = arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy906 +% 12) +% -3) *% 10)) +% 3) +% ix907)]
-              var sum909: Float = (sum908 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy906 +% 12) +% -3) *% 10)) +% 2) +% ix907)])
-              var sum910: Float = (sum909 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy906 +% 12) +% -3) *% 10)) +% 1) +% ix907)])
-              var sum911: Float = (sum910 + arena[((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy906 +% 12) +% -3) *% 10)) +% ix907)])
-              var sum912: Float = (sum911 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy906 +% 12) +% -4) *% 10)) +% 3) +% ix907)])
-              var sum913: Float = (sum912 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy906 +% 12) +% -4) *% 10)) +% 2) +% ix907)])
-              var sum914: Float = (sum913 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy906 +% 12) +% -4) *% 10)) +% 1) +% ix907)])
-              var sum915: Float = (sum914 + arena[((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy906 +% 12) +% -4) *% 10)) +% ix907)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy906 +% 12) *% 14)) +% 3) +% ix907)] = sum915
-              ix907 &+= 1
+        for iy904 in 0..<1 {
+          do {  // SIMD16 over ix905
+            var ix905 = 0
+            while ix905 < 1 {
+              var sum906: Float = arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy904 +% 12) +% -3) *% 10)) +% 9) +% ix905)]
+              var sum907: Float = (sum906 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy904 +% 12) +% -4) *% 10)) +% 9) +% ix905)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy904 +% 12) *% 14)) +% 13) +% ix905)] = sum907
+              ix905 &+= 1
             }
           }
         }
-        for iy916 in 0..<1 {
-          do {  // SIMD16 over ix917
-            var ix917 = 0
-            while ix917 < 6 {
-              var sum918: Float = arena[(((((756112 +% (((c211 *% 25) +% 15) *% 1600)) +% (j210 *% 100)) +% (((iy916 +% 12) +% -3) *% 10)) +% 4) +% ix917)]
-              var sum919: Float = (sum918 + arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy916 +% 12) +% -3) *% 10)) +% 3) +% ix917)])
-              var sum920: Float = (sum919 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy916 +% 12) +% -3) *% 10)) +% 2) +% ix917)])
-              var sum921: Float = (sum920 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy916 +% 12) +% -3) *% 10)) +% 1) +% ix917)])
-              var sum922: Float = (sum921 + arena[((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy916 +% 12) +% -3) *% 10)) +% ix917)])
-              var sum923: Float = (sum922 + arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy916 +% 12) +% -4) *% 10)) +% 4) +% ix917)])
-              var sum924: Float = (sum923 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy916 +% 12) +% -4) *% 10)) +% 3) +% ix917)])
-              var sum925: Float = (sum924 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy916 +% 12) +% -4) *% 10)) +% 2) +% ix917)])
-              var sum926: Float = (sum925 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy916 +% 12) +% -4) *% 10)) +% 1) +% ix917)])
-              var sum927: Float = (sum926 + arena[((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy916 +% 12) +% -4) *% 10)) +% ix917)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy916 +% 12) *% 14)) +% 4) +% ix917)] = sum927
-              ix917 &+= 1
+        for iy908 in 0..<1 {
+          do {  // SIMD16 over ix909
+            var ix909 = 0
+            while ix909 < 1 {
+              var sum910: Float = arena[((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy908 +% 13) +% -4) *% 10)) +% ix909)]
+              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy908 +% 13) *% 14)) +% ix909)] = sum910
+              ix909 &+= 1
             }
           }
         }
-        for iy928 in 0..<1 {
-          do {  // SIMD16 over ix929
-            var ix929 = 0
-            while ix929 < 1 {
-              var sum930: Float = arena[(((((756112 +% (((c211 *% 25) +% 16) *% 1600)) +% (j210 *% 100)) +% (((iy928 +% 12) +% -3) *% 10)) +% 9) +% ix929)]
-              var sum931: Float = (sum930 + arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy928 +% 12) +% -3) *% 10)) +% 8) +% ix929)])
-              var sum932: Float = (sum931 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy928 +% 12) +% -3) *% 10)) +% 7) +% ix929)])
-              var sum933: Float = (sum932 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy928 +% 12) +% -3) *% 10)) +% 6) +% ix929)])
-              var sum934: Float = (sum933 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy928 +% 12) +% -4) *% 10)) +% 9) +% ix929)])
-              var sum935: Float = (sum934 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy928 +% 12) +% -4) *% 10)) +% 8) +% ix929)])
-              var sum936: Float = (sum935 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy928 +% 12) +% -4) *% 10)) +% 7) +% ix929)])
-              var sum937: Float = (sum936 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy928 +% 12) +% -4) *% 10)) +% 6) +% ix929)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy928 +% 12) *% 14)) +% 10) +% ix929)] = sum937
-              ix929 &+= 1
+        for iy911 in 0..<1 {
+          do {  // SIMD16 over ix912
+            var ix912 = 0
+            while ix912 < 1 {
+              var sum913: Float = arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy911 +% 13) +% -4) *% 10)) +% 1) +% ix912)]
+              var sum914: Float = (sum913 + arena[((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy911 +% 13) +% -4) *% 10)) +% ix912)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy911 +% 13) *% 14)) +% 1) +% ix912)] = sum914
+              ix912 &+= 1
             }
           }
         }
-        for iy938 in 0..<1 {
-          do {  // SIMD16 over ix939
-            var ix939 = 0
-            while ix939 < 1 {
-              var sum940: Float = arena[(((((756112 +% (((c211 *% 25) +% 17) *% 1600)) +% (j210 *% 100)) +% (((iy938 +% 12) +% -3) *% 10)) +% 9) +% ix939)]
-              var sum941: Float = (sum940 + arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy938 +% 12) +% -3) *% 10)) +% 8) +% ix939)])
-              var sum942: Float = (sum941 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy938 +% 12) +% -3) *% 10)) +% 7) +% ix939)])
-              var sum943: Float = (sum942 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy938 +% 12) +% -4) *% 10)) +% 9) +% ix939)])
-              var sum944: Float = (sum943 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy938 +% 12) +% -4) *% 10)) +% 8) +% ix939)])
-              var sum945: Float = (sum944 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy938 +% 12) +% -4) *% 10)) +% 7) +% ix939)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy938 +% 12) *% 14)) +% 11) +% ix939)] = sum945
-              ix939 &+= 1
+        for iy915 in 0..<1 {
+          do {  // SIMD16 over ix916
+            var ix916 = 0
+            while ix916 < 1 {
+              var sum917: Float = arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy915 +% 13) +% -4) *% 10)) +% 2) +% ix916)]
+              var sum918: Float = (sum917 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy915 +% 13) +% -4) *% 10)) +% 1) +% ix916)])
+              var sum919: Float = (sum918 + arena[((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy915 +% 13) +% -4) *% 10)) +% ix916)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy915 +% 13) *% 14)) +% 2) +% ix916)] = sum919
+              ix916 &+= 1
             }
           }
         }
-        for iy946 in 0..<1 {
-          do {  // SIMD16 over ix947
-            var ix947 = 0
-            while ix947 < 1 {
-              var sum948: Float = arena[(((((756112 +% (((c211 *% 25) +% 18) *% 1600)) +% (j210 *% 100)) +% (((iy946 +% 12) +% -3) *% 10)) +% 9) +% ix947)]
-              var sum949: Float = (sum948 + arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy946 +% 12) +% -3) *% 10)) +% 8) +% ix947)])
-              var sum950: Float = (sum949 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy946 +% 12) +% -4) *% 10)) +% 9) +% ix947)])
-              var sum951: Float = (sum950 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy946 +% 12) +% -4) *% 10)) +% 8) +% ix947)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy946 +% 12) *% 14)) +% 12) +% ix947)] = sum951
-              ix947 &+= 1
+        for iy920 in 0..<1 {
+          do {  // SIMD16 over ix921
+            var ix921 = 0
+            while ix921 < 1 {
+              var sum922: Float = arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy920 +% 13) +% -4) *% 10)) +% 3) +% ix921)]
+              var sum923: Float = (sum922 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy920 +% 13) +% -4) *% 10)) +% 2) +% ix921)])
+              var sum924: Float = (sum923 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy920 +% 13) +% -4) *% 10)) +% 1) +% ix921)])
+              var sum925: Float = (sum924 + arena[((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy920 +% 13) +% -4) *% 10)) +% ix921)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy920 +% 13) *% 14)) +% 3) +% ix921)] = sum925
+              ix921 &+= 1
             }
           }
         }
-        for iy952 in 0..<1 {
-          do {  // SIMD16 over ix953
-            var ix953 = 0
-            while ix953 < 1 {
-              var sum954: Float = arena[(((((756112 +% (((c211 *% 25) +% 19) *% 1600)) +% (j210 *% 100)) +% (((iy952 +% 12) +% -3) *% 10)) +% 9) +% ix953)]
-              var sum955: Float = (sum954 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy952 +% 12) +% -4) *% 10)) +% 9) +% ix953)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy952 +% 12) *% 14)) +% 13) +% ix953)] = sum955
-              ix953 &+= 1
+        for iy926 in 0..<1 {
+          do {  // SIMD16 over ix927
+            var ix927 = 0
+            while ix927 < 6 {
+              var sum928: Float = arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy926 +% 13) +% -4) *% 10)) +% 4) +% ix927)]
+              var sum929: Float = (sum928 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy926 +% 13) +% -4) *% 10)) +% 3) +% ix927)])
+              var sum930: Float = (sum929 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy926 +% 13) +% -4) *% 10)) +% 2) +% ix927)])
+              var sum931: Float = (sum930 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy926 +% 13) +% -4) *% 10)) +% 1) +% ix927)])
+              var sum932: Float = (sum931 + arena[((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy926 +% 13) +% -4) *% 10)) +% ix927)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy926 +% 13) *% 14)) +% 4) +% ix927)] = sum932
+              ix927 &+= 1
             }
           }
         }
-        for iy956 in 0..<1 {
-          do {  // SIMD16 over ix957
-            var ix957 = 0
-            while ix957 < 1 {
-              var sum958: Float = arena[((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% ix957)]
-              arena[((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy956 +% 13) *% 14)) +% ix957)] = sum958
-              ix957 &+= 1
+        for iy933 in 0..<1 {
+          do {  // SIMD16 over ix934
+            var ix934 = 0
+            while ix934 < 1 {
+              var sum935: Float = arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy933 +% 13) +% -4) *% 10)) +% 9) +% ix934)]
+              var sum936: Float = (sum935 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy933 +% 13) +% -4) *% 10)) +% 8) +% ix934)])
+              var sum937: Float = (sum936 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy933 +% 13) +% -4) *% 10)) +% 7) +% ix934)])
+              var sum938: Float = (sum937 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy933 +% 13) +% -4) *% 10)) +% 6) +% ix934)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy933 +% 13) *% 14)) +% 10) +% ix934)] = sum938
+              ix934 &+= 1
             }
           }
         }
-        for iy959 in 0..<1 {
-          do {  // SIMD16 over ix960
-            var ix960 = 0
-            while ix960 < 1 {
-              var sum961: Float = arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy959 +% 13) +% -4) *% 10)) +% 1) +% ix960)]
-              var sum962: Float = (sum961 + arena[((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy959 +% 13) +% -4) *% 10)) +% ix960)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy959 +% 13) *% 14)) +% 1) +% ix960)] = sum962
-              ix960 &+= 1
+        for iy939 in 0..<1 {
+          do {  // SIMD16 over ix940
+            var ix940 = 0
+            while ix940 < 1 {
+              var sum941: Float = arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy939 +% 13) +% -4) *% 10)) +% 9) +% ix940)]
+              var sum942: Float = (sum941 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy939 +% 13) +% -4) *% 10)) +% 8) +% ix940)])
+              var sum943: Float = (sum942 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy939 +% 13) +% -4) *% 10)) +% 7) +% ix940)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy939 +% 13) *% 14)) +% 11) +% ix940)] = sum943
+              ix940 &+= 1
             }
           }
         }
-        for iy963 in 0..<1 {
-          do {  // SIMD16 over ix964
-            var ix964 = 0
-            while ix964 < 1 {
-              var sum965: Float = arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy963 +% 13) +% -4) *% 10)) +% 2) +% ix964)]
-              var sum966: Float = (sum965 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy963 +% 13) +% -4) *% 10)) +% 1) +% ix964)])
-              var sum967: Float = (sum966 + arena[((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy963 +% 13) +% -4) *% 10)) +% ix964)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy963 +% 13) *% 14)) +% 2) +% ix964)] = sum967
-              ix964 &+= 1
+        for iy944 in 0..<1 {
+          do {  // SIMD16 over ix945
+            var ix945 = 0
+            while ix945 < 1 {
+              var sum946: Float = arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy944 +% 13) +% -4) *% 10)) +% 9) +% ix945)]
+              var sum947: Float = (sum946 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy944 +% 13) +% -4) *% 10)) +% 8) +% ix945)])
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy944 +% 13) *% 14)) +% 12) +% ix945)] = sum947
+              ix945 &+= 1
             }
           }
         }
-        for iy968 in 0..<1 {
-          do {  // SIMD16 over ix969
-            var ix969 = 0
-            while ix969 < 1 {
-              var sum970: Float = arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy968 +% 13) +% -4) *% 10)) +% 3) +% ix969)]
-              var sum971: Float = (sum970 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy968 +% 13) +% -4) *% 10)) +% 2) +% ix969)])
-              var sum972: Float = (sum971 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy968 +% 13) +% -4) *% 10)) +% 1) +% ix969)])
-              var sum973: Float = (sum972 + arena[((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy968 +% 13) +% -4) *% 10)) +% ix969)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy968 +% 13) *% 14)) +% 3) +% ix969)] = sum973
-              ix969 &+= 1
-            }
-          }
-        }
-        for iy974 in 0..<1 {
-          do {  // SIMD16 over ix975
-            var ix975 = 0
-            while ix975 < 6 {
-              var sum976: Float = arena[(((((756112 +% (((c211 *% 25) +% 20) *% 1600)) +% (j210 *% 100)) +% (((iy974 +% 13) +% -4) *% 10)) +% 4) +% ix975)]
-              var sum977: Float = (sum976 + arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy974 +% 13) +% -4) *% 10)) +% 3) +% ix975)])
-              var sum978: Float = (sum977 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy974 +% 13) +% -4) *% 10)) +% 2) +% ix975)])
-              var sum979: Float = (sum978 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy974 +% 13) +% -4) *% 10)) +% 1) +% ix975)])
-              var sum980: Float = (sum979 + arena[((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy974 +% 13) +% -4) *% 10)) +% ix975)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy974 +% 13) *% 14)) +% 4) +% ix975)] = sum980
-              ix975 &+= 1
-            }
-          }
-        }
-        for iy981 in 0..<1 {
-          do {  // SIMD16 over ix982
-            var ix982 = 0
-            while ix982 < 1 {
-              var sum983: Float = arena[(((((756112 +% (((c211 *% 25) +% 21) *% 1600)) +% (j210 *% 100)) +% (((iy981 +% 13) +% -4) *% 10)) +% 9) +% ix982)]
-              var sum984: Float = (sum983 + arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy981 +% 13) +% -4) *% 10)) +% 8) +% ix982)])
-              var sum985: Float = (sum984 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy981 +% 13) +% -4) *% 10)) +% 7) +% ix982)])
-              var sum986: Float = (sum985 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy981 +% 13) +% -4) *% 10)) +% 6) +% ix982)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy981 +% 13) *% 14)) +% 10) +% ix982)] = sum986
-              ix982 &+= 1
-            }
-          }
-        }
-        for iy987 in 0..<1 {
-          do {  // SIMD16 over ix988
-            var ix988 = 0
-            while ix988 < 1 {
-              var sum989: Float = arena[(((((756112 +% (((c211 *% 25) +% 22) *% 1600)) +% (j210 *% 100)) +% (((iy987 +% 13) +% -4) *% 10)) +% 9) +% ix988)]
-              var sum990: Float = (sum989 + arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy987 +% 13) +% -4) *% 10)) +% 8) +% ix988)])
-              var sum991: Float = (sum990 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy987 +% 13) +% -4) *% 10)) +% 7) +% ix988)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy987 +% 13) *% 14)) +% 11) +% ix988)] = sum991
-              ix988 &+= 1
-            }
-          }
-        }
-        for iy992 in 0..<1 {
-          do {  // SIMD16 over ix993
-            var ix993 = 0
-            while ix993 < 1 {
-              var sum994: Float = arena[(((((756112 +% (((c211 *% 25) +% 23) *% 1600)) +% (j210 *% 100)) +% (((iy992 +% 13) +% -4) *% 10)) +% 9) +% ix993)]
-              var sum995: Float = (sum994 + arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy992 +% 13) +% -4) *% 10)) +% 8) +% ix993)])
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy992 +% 13) *% 14)) +% 12) +% ix993)] = sum995
-              ix993 &+= 1
-            }
-          }
-        }
-        for iy996 in 0..<1 {
-          do {  // SIMD16 over ix997
-            var ix997 = 0
-            while ix997 < 1 {
-              var sum998: Float = arena[(((((756112 +% (((c211 *% 25) +% 24) *% 1600)) +% (j210 *% 100)) +% (((iy996 +% 13) +% -4) *% 10)) +% 9) +% ix997)]
-              arena[(((((376320 +% (((g202 *% 16) +% j210) *% 1176)) +% (c211 *% 196)) +% ((iy996 +% 13) *% 14)) +% 13) +% ix997)] = sum998
-              ix997 &+= 1
+        for iy948 in 0..<1 {
+          do {  // SIMD16 over ix949
+            var ix949 = 0
+            while ix949 < 1 {
+              var sum950: Float = arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy948 +% 13) +% -4) *% 10)) +% 9) +% ix949)]
+              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy948 +% 13) *% 14)) +% 13) +% ix949)] = sum950
+              ix949 &+= 1
             }
           }
         }
@@ -3585,429 +2423,324 @@ public func lenet5_train_b64(
     }
   }
   // relu1_grad = avgpool_grad(pool1_grad, conv1)
-  do {  // SIMD16 over i999
-    var i999 = 0
-    while i999 &+ 16 <= 301056 {
-      store16(arena, 518032 &+ i999, SIMD16<Float>(repeating: Float(0)))
-      i999 &+= 16
+  do {  // SIMD16 over i951
+    var i951 = 0
+    while i951 &+ 16 <= 301056 {
+      store16(arena, 518032 &+ i951, SIMD16<Float>(repeating: Float(0)))
+      i951 &+= 16
     }
-    while i999 < 301056 {
-      arena[(518032 +% i999)] = Float(0)
-      i999 &+= 1
+    while i951 < 301056 {
+      arena[(518032 +% i951)] = Float(0)
+      i951 &+= 1
     }
   }
-  for q1000 in 0..<384 {
-    for py1001 in 0..<14 {
-      for px1002 in 0..<14 {
-        for ky1003 in 0..<2 {
-          for kx1004 in 0..<2 {
-            arena[(((518032 +% (((q1000 *% 784) +% (py1001 *% 56)) +% (px1002 *% 2))) +% (ky1003 *% 28)) +% kx1004)] += (arena[(((376320 +% (q1000 *% 196)) +% (py1001 *% 14)) +% px1002)] * Float(bitPattern: 0x3e800000))
+  for q952 in 0..<384 {
+    for py953 in 0..<14 {
+      for px954 in 0..<14 {
+        for ky955 in 0..<2 {
+          for kx956 in 0..<2 {
+            arena[(((518032 +% (((q952 *% 784) +% (py953 *% 56)) +% (px954 *% 2))) +% (ky955 *% 28)) +% kx956)] += (arena[(((376320 +% (q952 *% 196)) +% (py953 *% 14)) +% px954)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i1005
-    var i1005 = 0
-    while i1005 &+ 16 <= 301056 {
-      store16(arena, 819088 &+ i1005, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i1005), where: load16(arena, 0 &+ i1005) .> SIMD16<Float>(repeating: Float(0))))
-      i1005 &+= 16
+  do {  // SIMD16 over i957
+    var i957 = 0
+    while i957 &+ 16 <= 301056 {
+      store16(arena, 819088 &+ i957, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i957), where: load16(arena, 0 &+ i957) .> SIMD16<Float>(repeating: Float(0))))
+      i957 &+= 16
     }
-    while i1005 < 301056 {
-      arena[(819088 +% i1005)] = (arena[i1005] > Float(0) ? arena[(518032 +% i1005)] : Float(0))
-      i1005 &+= 1
+    while i957 < 301056 {
+      arena[(819088 +% i957)] = (arena[i957] > Float(0) ? arena[(518032 +% i957)] : Float(0))
+      i957 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i1006
-    var i1006 = 0
-    while i1006 &+ 16 <= 150 {
-      store16(arena, 388864 &+ i1006, SIMD16<Float>(repeating: Float(0)))
-      i1006 &+= 16
+  do {  // SIMD16 over i958
+    var i958 = 0
+    while i958 &+ 16 <= 150 {
+      store16(arena, 388864 &+ i958, SIMD16<Float>(repeating: Float(0)))
+      i958 &+= 16
     }
-    while i1006 < 150 {
-      arena[(388864 +% i1006)] = Float(0)
-      i1006 &+= 1
-    }
-  }
-  for g1007 in 0..<4 {
-    for j1008 in 0..<16 {
-      for c1009 in 0..<1 {
-        for ky1010 in 0..<5 {
-          for oy1011 in 0..<28 {
-            if (-1 < ((oy1011 +% ky1010) +% -2) && ((oy1011 +% ky1010) +% -2) < 28) {
-              for ox1012 in 0..<26 {
-                arena[((((((c1009 *% 5) +% ky1010) *% 5) *% 12544) +% (j1008 *% 784)) +% ((oy1011 *% 28) +% (ox1012 +% 2)))] = images[((((((g1007 *% 16) +% j1008) *% 784) +% (c1009 *% 784)) +% (((oy1011 +% ky1010) +% -2) *% 28)) +% ((ox1012 +% 2) +% -2))]
-              }
-              for ox1013 in 0..<2 {
-                arena[((((((c1009 *% 5) +% ky1010) *% 5) *% 12544) +% (j1008 *% 784)) +% ((oy1011 *% 28) +% ox1013))] = Float(0)
-              }
-            }
-            if ((oy1011 +% ky1010) +% -2) < 0 {
-              for ox1014 in 0..<28 {
-                arena[((((((c1009 *% 5) +% ky1010) *% 5) *% 12544) +% (j1008 *% 784)) +% ((oy1011 *% 28) +% ox1014))] = Float(0)
-              }
-            }
-            if 27 < ((oy1011 +% ky1010) +% -2) {
-              for ox1014 in 0..<28 {
-                arena[((((((c1009 *% 5) +% ky1010) *% 5) *% 12544) +% (j1008 *% 784)) +% ((oy1011 *% 28) +% ox1014))] = Float(0)
-              }
-            }
-          }
-          for oy1015 in 0..<28 {
-            if (-1 < ((oy1015 +% ky1010) +% -2) && ((oy1015 +% ky1010) +% -2) < 28) {
-              for ox1016 in 0..<27 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 1) *% 12544) +% (j1008 *% 784)) +% ((oy1015 *% 28) +% (ox1016 +% 1)))] = images[((((((g1007 *% 16) +% j1008) *% 784) +% (c1009 *% 784)) +% (((oy1015 +% ky1010) +% -2) *% 28)) +% ((ox1016 +% 1) +% -1))]
-              }
-              for ox1017 in 0..<1 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 1) *% 12544) +% (j1008 *% 784)) +% ((oy1015 *% 28) +% ox1017))] = Float(0)
-              }
-            }
-            if ((oy1015 +% ky1010) +% -2) < 0 {
-              for ox1018 in 0..<28 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 1) *% 12544) +% (j1008 *% 784)) +% ((oy1015 *% 28) +% ox1018))] = Float(0)
-              }
-            }
-            if 27 < ((oy1015 +% ky1010) +% -2) {
-              for ox1018 in 0..<28 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 1) *% 12544) +% (j1008 *% 784)) +% ((oy1015 *% 28) +% ox1018))] = Float(0)
-              }
-            }
-          }
-          for oy1019 in 0..<28 {
-            if (-1 < ((oy1019 +% ky1010) +% -2) && ((oy1019 +% ky1010) +% -2) < 28) {
-              for ox1020 in 0..<28 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 2) *% 12544) +% (j1008 *% 784)) +% ((oy1019 *% 28) +% ox1020))] = images[((((((g1007 *% 16) +% j1008) *% 784) +% (c1009 *% 784)) +% (((oy1019 +% ky1010) +% -2) *% 28)) +% ox1020)]
-              }
-            }
-            if ((oy1019 +% ky1010) +% -2) < 0 {
-              for ox1021 in 0..<28 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 2) *% 12544) +% (j1008 *% 784)) +% ((oy1019 *% 28) +% ox1021))] = Float(0)
-              }
-            }
-            if 27 < ((oy1019 +% ky1010) +% -2) {
-              for ox1021 in 0..<28 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 2) *% 12544) +% (j1008 *% 784)) +% ((oy1019 *% 28) +% ox1021))] = Float(0)
-              }
-            }
-          }
-          for oy1022 in 0..<28 {
-            if (-1 < ((oy1022 +% ky1010) +% -2) && ((oy1022 +% ky1010) +% -2) < 28) {
-              for ox1023 in 0..<27 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 3) *% 12544) +% (j1008 *% 784)) +% ((oy1022 *% 28) +% ox1023))] = images[((((((g1007 *% 16) +% j1008) *% 784) +% (c1009 *% 784)) +% (((oy1022 +% ky1010) +% -2) *% 28)) +% (ox1023 +% 1))]
-              }
-              for ox1024 in 0..<1 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 3) *% 12544) +% (j1008 *% 784)) +% ((oy1022 *% 28) +% (ox1024 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy1022 +% ky1010) +% -2) < 0 {
-              for ox1025 in 0..<28 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 3) *% 12544) +% (j1008 *% 784)) +% ((oy1022 *% 28) +% ox1025))] = Float(0)
-              }
-            }
-            if 27 < ((oy1022 +% ky1010) +% -2) {
-              for ox1025 in 0..<28 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 3) *% 12544) +% (j1008 *% 784)) +% ((oy1022 *% 28) +% ox1025))] = Float(0)
-              }
-            }
-          }
-          for oy1026 in 0..<28 {
-            if (-1 < ((oy1026 +% ky1010) +% -2) && ((oy1026 +% ky1010) +% -2) < 28) {
-              for ox1027 in 0..<26 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 4) *% 12544) +% (j1008 *% 784)) +% ((oy1026 *% 28) +% ox1027))] = images[((((((g1007 *% 16) +% j1008) *% 784) +% (c1009 *% 784)) +% (((oy1026 +% ky1010) +% -2) *% 28)) +% (ox1027 +% 2))]
-              }
-              for ox1028 in 0..<2 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 4) *% 12544) +% (j1008 *% 784)) +% ((oy1026 *% 28) +% (ox1028 +% 26)))] = Float(0)
-              }
-            }
-            if ((oy1026 +% ky1010) +% -2) < 0 {
-              for ox1029 in 0..<28 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 4) *% 12544) +% (j1008 *% 784)) +% ((oy1026 *% 28) +% ox1029))] = Float(0)
-              }
-            }
-            if 27 < ((oy1026 +% ky1010) +% -2) {
-              for ox1029 in 0..<28 {
-                arena[(((((((c1009 *% 5) +% ky1010) *% 5) +% 4) *% 12544) +% (j1008 *% 784)) +% ((oy1026 *% 28) +% ox1029))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j1030 in 0..<16 {
-      for i1031 in 0..<784 {
-        for f1032 in 0..<6 {
-          arena[((313600 +% (((j1030 *% 784) +% i1031) *% 6)) +% f1032)] = arena[(((819088 +% (((g1007 *% 16) +% j1030) *% 4704)) +% (f1032 *% 784)) +% i1031)]
-        }
-      }
-    }
-    for kp1033 in 0..<32 {
-      for mb1034 in 0..<1 {
-        var t1035_c0_0 = loadPartial(arena, (388864 +% ((mb1034 *% 25) *% 6)), 6)
-        var t1035_c1_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 1) *% 6)), 6)
-        var t1035_c2_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 2) *% 6)), 6)
-        var t1035_c3_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 3) *% 6)), 6)
-        var t1035_c4_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 4) *% 6)), 6)
-        var t1035_c5_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 5) *% 6)), 6)
-        var t1035_c6_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 6) *% 6)), 6)
-        var t1035_c7_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 7) *% 6)), 6)
-        var t1035_c8_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 8) *% 6)), 6)
-        var t1035_c9_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 9) *% 6)), 6)
-        var t1035_c10_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 10) *% 6)), 6)
-        var t1035_c11_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 11) *% 6)), 6)
-        var t1035_c12_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 12) *% 6)), 6)
-        var t1035_c13_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 13) *% 6)), 6)
-        var t1035_c14_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 14) *% 6)), 6)
-        var t1035_c15_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 15) *% 6)), 6)
-        var t1035_c16_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 16) *% 6)), 6)
-        var t1035_c17_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 17) *% 6)), 6)
-        var t1035_c18_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 18) *% 6)), 6)
-        var t1035_c19_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 19) *% 6)), 6)
-        var t1035_c20_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 20) *% 6)), 6)
-        var t1035_c21_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 21) *% 6)), 6)
-        var t1035_c22_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 22) *% 6)), 6)
-        var t1035_c23_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 23) *% 6)), 6)
-        var t1035_c24_0 = loadPartial(arena, (388864 +% (((mb1034 *% 25) +% 24) *% 6)), 6)
-        for k1036 in 0..<381 {
-          let t1035_b0 = loadPartial(arena, (313600 +% ((k1036 +% (kp1033 *% 381)) *% 6)), 6)
-          let t1035_a0 = SIMD16<Float>(repeating: arena[(((mb1034 *% 25) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c0_0 = t1035_c0_0.addingProduct(t1035_a0, t1035_b0)
-          let t1035_a1 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 1) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c1_0 = t1035_c1_0.addingProduct(t1035_a1, t1035_b0)
-          let t1035_a2 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 2) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c2_0 = t1035_c2_0.addingProduct(t1035_a2, t1035_b0)
-          let t1035_a3 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 3) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c3_0 = t1035_c3_0.addingProduct(t1035_a3, t1035_b0)
-          let t1035_a4 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 4) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c4_0 = t1035_c4_0.addingProduct(t1035_a4, t1035_b0)
-          let t1035_a5 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 5) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c5_0 = t1035_c5_0.addingProduct(t1035_a5, t1035_b0)
-          let t1035_a6 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 6) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c6_0 = t1035_c6_0.addingProduct(t1035_a6, t1035_b0)
-          let t1035_a7 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 7) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c7_0 = t1035_c7_0.addingProduct(t1035_a7, t1035_b0)
-          let t1035_a8 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 8) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c8_0 = t1035_c8_0.addingProduct(t1035_a8, t1035_b0)
-          let t1035_a9 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 9) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c9_0 = t1035_c9_0.addingProduct(t1035_a9, t1035_b0)
-          let t1035_a10 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 10) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c10_0 = t1035_c10_0.addingProduct(t1035_a10, t1035_b0)
-          let t1035_a11 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 11) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c11_0 = t1035_c11_0.addingProduct(t1035_a11, t1035_b0)
-          let t1035_a12 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 12) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c12_0 = t1035_c12_0.addingProduct(t1035_a12, t1035_b0)
-          let t1035_a13 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 13) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c13_0 = t1035_c13_0.addingProduct(t1035_a13, t1035_b0)
-          let t1035_a14 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 14) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c14_0 = t1035_c14_0.addingProduct(t1035_a14, t1035_b0)
-          let t1035_a15 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 15) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c15_0 = t1035_c15_0.addingProduct(t1035_a15, t1035_b0)
-          let t1035_a16 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 16) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c16_0 = t1035_c16_0.addingProduct(t1035_a16, t1035_b0)
-          let t1035_a17 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 17) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c17_0 = t1035_c17_0.addingProduct(t1035_a17, t1035_b0)
-          let t1035_a18 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 18) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c18_0 = t1035_c18_0.addingProduct(t1035_a18, t1035_b0)
-          let t1035_a19 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 19) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c19_0 = t1035_c19_0.addingProduct(t1035_a19, t1035_b0)
-          let t1035_a20 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 20) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c20_0 = t1035_c20_0.addingProduct(t1035_a20, t1035_b0)
-          let t1035_a21 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 21) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c21_0 = t1035_c21_0.addingProduct(t1035_a21, t1035_b0)
-          let t1035_a22 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 22) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c22_0 = t1035_c22_0.addingProduct(t1035_a22, t1035_b0)
-          let t1035_a23 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 23) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c23_0 = t1035_c23_0.addingProduct(t1035_a23, t1035_b0)
-          let t1035_a24 = SIMD16<Float>(repeating: arena[((((mb1034 *% 25) +% 24) *% 12544) +% (k1036 +% (kp1033 *% 381)))])
-          t1035_c24_0 = t1035_c24_0.addingProduct(t1035_a24, t1035_b0)
-        }
-        storePartial(arena, (388864 +% ((mb1034 *% 25) *% 6)), t1035_c0_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 1) *% 6)), t1035_c1_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 2) *% 6)), t1035_c2_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 3) *% 6)), t1035_c3_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 4) *% 6)), t1035_c4_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 5) *% 6)), t1035_c5_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 6) *% 6)), t1035_c6_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 7) *% 6)), t1035_c7_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 8) *% 6)), t1035_c8_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 9) *% 6)), t1035_c9_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 10) *% 6)), t1035_c10_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 11) *% 6)), t1035_c11_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 12) *% 6)), t1035_c12_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 13) *% 6)), t1035_c13_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 14) *% 6)), t1035_c14_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 15) *% 6)), t1035_c15_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 16) *% 6)), t1035_c16_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 17) *% 6)), t1035_c17_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 18) *% 6)), t1035_c18_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 19) *% 6)), t1035_c19_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 20) *% 6)), t1035_c20_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 21) *% 6)), t1035_c21_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 22) *% 6)), t1035_c22_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 23) *% 6)), t1035_c23_0, 6)
-        storePartial(arena, (388864 +% (((mb1034 *% 25) +% 24) *% 6)), t1035_c24_0, 6)
-      }
-    }
-    for mb1037 in 0..<1 {
-      var t1038_c0_0 = loadPartial(arena, (388864 +% ((mb1037 *% 25) *% 6)), 6)
-      var t1038_c1_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 1) *% 6)), 6)
-      var t1038_c2_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 2) *% 6)), 6)
-      var t1038_c3_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 3) *% 6)), 6)
-      var t1038_c4_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 4) *% 6)), 6)
-      var t1038_c5_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 5) *% 6)), 6)
-      var t1038_c6_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 6) *% 6)), 6)
-      var t1038_c7_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 7) *% 6)), 6)
-      var t1038_c8_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 8) *% 6)), 6)
-      var t1038_c9_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 9) *% 6)), 6)
-      var t1038_c10_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 10) *% 6)), 6)
-      var t1038_c11_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 11) *% 6)), 6)
-      var t1038_c12_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 12) *% 6)), 6)
-      var t1038_c13_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 13) *% 6)), 6)
-      var t1038_c14_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 14) *% 6)), 6)
-      var t1038_c15_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 15) *% 6)), 6)
-      var t1038_c16_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 16) *% 6)), 6)
-      var t1038_c17_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 17) *% 6)), 6)
-      var t1038_c18_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 18) *% 6)), 6)
-      var t1038_c19_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 19) *% 6)), 6)
-      var t1038_c20_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 20) *% 6)), 6)
-      var t1038_c21_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 21) *% 6)), 6)
-      var t1038_c22_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 22) *% 6)), 6)
-      var t1038_c23_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 23) *% 6)), 6)
-      var t1038_c24_0 = loadPartial(arena, (388864 +% (((mb1037 *% 25) +% 24) *% 6)), 6)
-      for k1039 in 0..<352 {
-        let t1038_b0 = loadPartial(arena, (313600 +% ((k1039 +% 12192) *% 6)), 6)
-        let t1038_a0 = SIMD16<Float>(repeating: arena[(((mb1037 *% 25) *% 12544) +% (k1039 +% 12192))])
-        t1038_c0_0 = t1038_c0_0.addingProduct(t1038_a0, t1038_b0)
-        let t1038_a1 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 1) *% 12544) +% (k1039 +% 12192))])
-        t1038_c1_0 = t1038_c1_0.addingProduct(t1038_a1, t1038_b0)
-        let t1038_a2 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 2) *% 12544) +% (k1039 +% 12192))])
-        t1038_c2_0 = t1038_c2_0.addingProduct(t1038_a2, t1038_b0)
-        let t1038_a3 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 3) *% 12544) +% (k1039 +% 12192))])
-        t1038_c3_0 = t1038_c3_0.addingProduct(t1038_a3, t1038_b0)
-        let t1038_a4 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 4) *% 12544) +% (k1039 +% 12192))])
-        t1038_c4_0 = t1038_c4_0.addingProduct(t1038_a4, t1038_b0)
-        let t1038_a5 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 5) *% 12544) +% (k1039 +% 12192))])
-        t1038_c5_0 = t1038_c5_0.addingProduct(t1038_a5, t1038_b0)
-        let t1038_a6 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 6) *% 12544) +% (k1039 +% 12192))])
-        t1038_c6_0 = t1038_c6_0.addingProduct(t1038_a6, t1038_b0)
-        let t1038_a7 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 7) *% 12544) +% (k1039 +% 12192))])
-        t1038_c7_0 = t1038_c7_0.addingProduct(t1038_a7, t1038_b0)
-        let t1038_a8 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 8) *% 12544) +% (k1039 +% 12192))])
-        t1038_c8_0 = t1038_c8_0.addingProduct(t1038_a8, t1038_b0)
-        let t1038_a9 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 9) *% 12544) +% (k1039 +% 12192))])
-        t1038_c9_0 = t1038_c9_0.addingProduct(t1038_a9, t1038_b0)
-        let t1038_a10 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 10) *% 12544) +% (k1039 +% 12192))])
-        t1038_c10_0 = t1038_c10_0.addingProduct(t1038_a10, t1038_b0)
-        let t1038_a11 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 11) *% 12544) +% (k1039 +% 12192))])
-        t1038_c11_0 = t1038_c11_0.addingProduct(t1038_a11, t1038_b0)
-        let t1038_a12 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 12) *% 12544) +% (k1039 +% 12192))])
-        t1038_c12_0 = t1038_c12_0.addingProduct(t1038_a12, t1038_b0)
-        let t1038_a13 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 13) *% 12544) +% (k1039 +% 12192))])
-        t1038_c13_0 = t1038_c13_0.addingProduct(t1038_a13, t1038_b0)
-        let t1038_a14 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 14) *% 12544) +% (k1039 +% 12192))])
-        t1038_c14_0 = t1038_c14_0.addingProduct(t1038_a14, t1038_b0)
-        let t1038_a15 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 15) *% 12544) +% (k1039 +% 12192))])
-        t1038_c15_0 = t1038_c15_0.addingProduct(t1038_a15, t1038_b0)
-        let t1038_a16 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 16) *% 12544) +% (k1039 +% 12192))])
-        t1038_c16_0 = t1038_c16_0.addingProduct(t1038_a16, t1038_b0)
-        let t1038_a17 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 17) *% 12544) +% (k1039 +% 12192))])
-        t1038_c17_0 = t1038_c17_0.addingProduct(t1038_a17, t1038_b0)
-        let t1038_a18 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 18) *% 12544) +% (k1039 +% 12192))])
-        t1038_c18_0 = t1038_c18_0.addingProduct(t1038_a18, t1038_b0)
-        let t1038_a19 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 19) *% 12544) +% (k1039 +% 12192))])
-        t1038_c19_0 = t1038_c19_0.addingProduct(t1038_a19, t1038_b0)
-        let t1038_a20 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 20) *% 12544) +% (k1039 +% 12192))])
-        t1038_c20_0 = t1038_c20_0.addingProduct(t1038_a20, t1038_b0)
-        let t1038_a21 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 21) *% 12544) +% (k1039 +% 12192))])
-        t1038_c21_0 = t1038_c21_0.addingProduct(t1038_a21, t1038_b0)
-        let t1038_a22 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 22) *% 12544) +% (k1039 +% 12192))])
-        t1038_c22_0 = t1038_c22_0.addingProduct(t1038_a22, t1038_b0)
-        let t1038_a23 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 23) *% 12544) +% (k1039 +% 12192))])
-        t1038_c23_0 = t1038_c23_0.addingProduct(t1038_a23, t1038_b0)
-        let t1038_a24 = SIMD16<Float>(repeating: arena[((((mb1037 *% 25) +% 24) *% 12544) +% (k1039 +% 12192))])
-        t1038_c24_0 = t1038_c24_0.addingProduct(t1038_a24, t1038_b0)
-      }
-      storePartial(arena, (388864 +% ((mb1037 *% 25) *% 6)), t1038_c0_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 1) *% 6)), t1038_c1_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 2) *% 6)), t1038_c2_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 3) *% 6)), t1038_c3_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 4) *% 6)), t1038_c4_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 5) *% 6)), t1038_c5_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 6) *% 6)), t1038_c6_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 7) *% 6)), t1038_c7_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 8) *% 6)), t1038_c8_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 9) *% 6)), t1038_c9_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 10) *% 6)), t1038_c10_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 11) *% 6)), t1038_c11_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 12) *% 6)), t1038_c12_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 13) *% 6)), t1038_c13_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 14) *% 6)), t1038_c14_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 15) *% 6)), t1038_c15_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 16) *% 6)), t1038_c16_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 17) *% 6)), t1038_c17_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 18) *% 6)), t1038_c18_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 19) *% 6)), t1038_c19_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 20) *% 6)), t1038_c20_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 21) *% 6)), t1038_c21_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 22) *% 6)), t1038_c22_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 23) *% 6)), t1038_c23_0, 6)
-      storePartial(arena, (388864 +% (((mb1037 *% 25) +% 24) *% 6)), t1038_c24_0, 6)
+    while i958 < 150 {
+      arena[(388864 +% i958)] = Float(0)
+      i958 &+= 1
     }
   }
-  for f1040 in 0..<6 {
-    for r1041 in 0..<25 {
-      grads[((f1040 *% 25) +% r1041)] = arena[((388864 +% (r1041 *% 6)) +% f1040)]
+  for g959 in 0..<4 {
+    for j960 in 0..<16 {
+      for c961 in 0..<1 {
+        for ky962 in 0..<5 {
+          for oy963 in 0..<28 {
+            if (-1 < ((oy963 +% ky962) +% -2) && ((oy963 +% ky962) +% -2) < 28) {
+              for ox964 in 0..<26 {
+                arena[((((((c961 *% 5) +% ky962) *% 5) *% 12544) +% (j960 *% 784)) +% ((oy963 *% 28) +% (ox964 +% 2)))] = images[((((((g959 *% 16) +% j960) *% 784) +% (c961 *% 784)) +% (((oy963 +% ky962) +% -2) *% 28)) +% ((ox964 +% 2) +% -2))]
+              }
+              for ox965 in 0..<2 {
+                arena[((((((c961 *% 5) +% ky962) *% 5) *% 12544) +% (j960 *% 784)) +% ((oy963 *% 28) +% ox965))] = Float(0)
+              }
+            }
+            if ((oy963 +% ky962) +% -2) < 0 {
+              for ox966 in 0..<28 {
+                arena[((((((c961 *% 5) +% ky962) *% 5) *% 12544) +% (j960 *% 784)) +% ((oy963 *% 28) +% ox966))] = Float(0)
+              }
+            }
+            if 27 < ((oy963 +% ky962) +% -2) {
+              for ox966 in 0..<28 {
+                arena[((((((c961 *% 5) +% ky962) *% 5) *% 12544) +% (j960 *% 784)) +% ((oy963 *% 28) +% ox966))] = Float(0)
+              }
+            }
+          }
+          for oy967 in 0..<28 {
+            if (-1 < ((oy967 +% ky962) +% -2) && ((oy967 +% ky962) +% -2) < 28) {
+              for ox968 in 0..<27 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 1) *% 12544) +% (j960 *% 784)) +% ((oy967 *% 28) +% (ox968 +% 1)))] = images[((((((g959 *% 16) +% j960) *% 784) +% (c961 *% 784)) +% (((oy967 +% ky962) +% -2) *% 28)) +% ((ox968 +% 1) +% -1))]
+              }
+              for ox969 in 0..<1 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 1) *% 12544) +% (j960 *% 784)) +% ((oy967 *% 28) +% ox969))] = Float(0)
+              }
+            }
+            if ((oy967 +% ky962) +% -2) < 0 {
+              for ox970 in 0..<28 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 1) *% 12544) +% (j960 *% 784)) +% ((oy967 *% 28) +% ox970))] = Float(0)
+              }
+            }
+            if 27 < ((oy967 +% ky962) +% -2) {
+              for ox970 in 0..<28 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 1) *% 12544) +% (j960 *% 784)) +% ((oy967 *% 28) +% ox970))] = Float(0)
+              }
+            }
+          }
+          for oy971 in 0..<28 {
+            if (-1 < ((oy971 +% ky962) +% -2) && ((oy971 +% ky962) +% -2) < 28) {
+              for ox972 in 0..<28 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 2) *% 12544) +% (j960 *% 784)) +% ((oy971 *% 28) +% ox972))] = images[((((((g959 *% 16) +% j960) *% 784) +% (c961 *% 784)) +% (((oy971 +% ky962) +% -2) *% 28)) +% ox972)]
+              }
+            }
+            if ((oy971 +% ky962) +% -2) < 0 {
+              for ox973 in 0..<28 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 2) *% 12544) +% (j960 *% 784)) +% ((oy971 *% 28) +% ox973))] = Float(0)
+              }
+            }
+            if 27 < ((oy971 +% ky962) +% -2) {
+              for ox973 in 0..<28 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 2) *% 12544) +% (j960 *% 784)) +% ((oy971 *% 28) +% ox973))] = Float(0)
+              }
+            }
+          }
+          for oy974 in 0..<28 {
+            if (-1 < ((oy974 +% ky962) +% -2) && ((oy974 +% ky962) +% -2) < 28) {
+              for ox975 in 0..<27 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 3) *% 12544) +% (j960 *% 784)) +% ((oy974 *% 28) +% ox975))] = images[((((((g959 *% 16) +% j960) *% 784) +% (c961 *% 784)) +% (((oy974 +% ky962) +% -2) *% 28)) +% (ox975 +% 1))]
+              }
+              for ox976 in 0..<1 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 3) *% 12544) +% (j960 *% 784)) +% ((oy974 *% 28) +% (ox976 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy974 +% ky962) +% -2) < 0 {
+              for ox977 in 0..<28 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 3) *% 12544) +% (j960 *% 784)) +% ((oy974 *% 28) +% ox977))] = Float(0)
+              }
+            }
+            if 27 < ((oy974 +% ky962) +% -2) {
+              for ox977 in 0..<28 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 3) *% 12544) +% (j960 *% 784)) +% ((oy974 *% 28) +% ox977))] = Float(0)
+              }
+            }
+          }
+          for oy978 in 0..<28 {
+            if (-1 < ((oy978 +% ky962) +% -2) && ((oy978 +% ky962) +% -2) < 28) {
+              for ox979 in 0..<26 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 4) *% 12544) +% (j960 *% 784)) +% ((oy978 *% 28) +% ox979))] = images[((((((g959 *% 16) +% j960) *% 784) +% (c961 *% 784)) +% (((oy978 +% ky962) +% -2) *% 28)) +% (ox979 +% 2))]
+              }
+              for ox980 in 0..<2 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 4) *% 12544) +% (j960 *% 784)) +% ((oy978 *% 28) +% (ox980 +% 26)))] = Float(0)
+              }
+            }
+            if ((oy978 +% ky962) +% -2) < 0 {
+              for ox981 in 0..<28 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 4) *% 12544) +% (j960 *% 784)) +% ((oy978 *% 28) +% ox981))] = Float(0)
+              }
+            }
+            if 27 < ((oy978 +% ky962) +% -2) {
+              for ox981 in 0..<28 {
+                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 4) *% 12544) +% (j960 *% 784)) +% ((oy978 *% 28) +% ox981))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j982 in 0..<16 {
+      for i983 in 0..<784 {
+        for f984 in 0..<6 {
+          arena[((313600 +% (((j982 *% 784) +% i983) *% 6)) +% f984)] = arena[(((819088 +% (((g959 *% 16) +% j982) *% 4704)) +% (f984 *% 784)) +% i983)]
+        }
+      }
+    }
+    for kp985 in 0..<49 {
+      for mb986 in 0..<1 {
+        var t987_c0_0 = loadPartial(arena, (388864 +% ((mb986 *% 25) *% 6)), 6)
+        var t987_c1_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 1) *% 6)), 6)
+        var t987_c2_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 2) *% 6)), 6)
+        var t987_c3_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 3) *% 6)), 6)
+        var t987_c4_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 4) *% 6)), 6)
+        var t987_c5_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 5) *% 6)), 6)
+        var t987_c6_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 6) *% 6)), 6)
+        var t987_c7_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 7) *% 6)), 6)
+        var t987_c8_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 8) *% 6)), 6)
+        var t987_c9_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 9) *% 6)), 6)
+        var t987_c10_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 10) *% 6)), 6)
+        var t987_c11_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 11) *% 6)), 6)
+        var t987_c12_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 12) *% 6)), 6)
+        var t987_c13_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 13) *% 6)), 6)
+        var t987_c14_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 14) *% 6)), 6)
+        var t987_c15_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 15) *% 6)), 6)
+        var t987_c16_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 16) *% 6)), 6)
+        var t987_c17_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 17) *% 6)), 6)
+        var t987_c18_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 18) *% 6)), 6)
+        var t987_c19_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 19) *% 6)), 6)
+        var t987_c20_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 20) *% 6)), 6)
+        var t987_c21_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 21) *% 6)), 6)
+        var t987_c22_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 22) *% 6)), 6)
+        var t987_c23_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 23) *% 6)), 6)
+        var t987_c24_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 24) *% 6)), 6)
+        for k988 in 0..<256 {
+          let t987_b0 = loadPartial(arena, (313600 +% ((k988 +% (kp985 *% 256)) *% 6)), 6)
+          let t987_a0 = SIMD16<Float>(repeating: arena[(((mb986 *% 25) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c0_0 = t987_c0_0.addingProduct(t987_a0, t987_b0)
+          let t987_a1 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 1) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c1_0 = t987_c1_0.addingProduct(t987_a1, t987_b0)
+          let t987_a2 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 2) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c2_0 = t987_c2_0.addingProduct(t987_a2, t987_b0)
+          let t987_a3 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 3) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c3_0 = t987_c3_0.addingProduct(t987_a3, t987_b0)
+          let t987_a4 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 4) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c4_0 = t987_c4_0.addingProduct(t987_a4, t987_b0)
+          let t987_a5 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 5) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c5_0 = t987_c5_0.addingProduct(t987_a5, t987_b0)
+          let t987_a6 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 6) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c6_0 = t987_c6_0.addingProduct(t987_a6, t987_b0)
+          let t987_a7 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 7) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c7_0 = t987_c7_0.addingProduct(t987_a7, t987_b0)
+          let t987_a8 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 8) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c8_0 = t987_c8_0.addingProduct(t987_a8, t987_b0)
+          let t987_a9 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 9) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c9_0 = t987_c9_0.addingProduct(t987_a9, t987_b0)
+          let t987_a10 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 10) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c10_0 = t987_c10_0.addingProduct(t987_a10, t987_b0)
+          let t987_a11 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 11) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c11_0 = t987_c11_0.addingProduct(t987_a11, t987_b0)
+          let t987_a12 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 12) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c12_0 = t987_c12_0.addingProduct(t987_a12, t987_b0)
+          let t987_a13 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 13) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c13_0 = t987_c13_0.addingProduct(t987_a13, t987_b0)
+          let t987_a14 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 14) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c14_0 = t987_c14_0.addingProduct(t987_a14, t987_b0)
+          let t987_a15 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 15) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c15_0 = t987_c15_0.addingProduct(t987_a15, t987_b0)
+          let t987_a16 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 16) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c16_0 = t987_c16_0.addingProduct(t987_a16, t987_b0)
+          let t987_a17 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 17) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c17_0 = t987_c17_0.addingProduct(t987_a17, t987_b0)
+          let t987_a18 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 18) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c18_0 = t987_c18_0.addingProduct(t987_a18, t987_b0)
+          let t987_a19 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 19) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c19_0 = t987_c19_0.addingProduct(t987_a19, t987_b0)
+          let t987_a20 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 20) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c20_0 = t987_c20_0.addingProduct(t987_a20, t987_b0)
+          let t987_a21 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 21) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c21_0 = t987_c21_0.addingProduct(t987_a21, t987_b0)
+          let t987_a22 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 22) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c22_0 = t987_c22_0.addingProduct(t987_a22, t987_b0)
+          let t987_a23 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 23) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c23_0 = t987_c23_0.addingProduct(t987_a23, t987_b0)
+          let t987_a24 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 24) *% 12544) +% (k988 +% (kp985 *% 256)))])
+          t987_c24_0 = t987_c24_0.addingProduct(t987_a24, t987_b0)
+        }
+        storePartial(arena, (388864 +% ((mb986 *% 25) *% 6)), t987_c0_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 1) *% 6)), t987_c1_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 2) *% 6)), t987_c2_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 3) *% 6)), t987_c3_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 4) *% 6)), t987_c4_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 5) *% 6)), t987_c5_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 6) *% 6)), t987_c6_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 7) *% 6)), t987_c7_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 8) *% 6)), t987_c8_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 9) *% 6)), t987_c9_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 10) *% 6)), t987_c10_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 11) *% 6)), t987_c11_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 12) *% 6)), t987_c12_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 13) *% 6)), t987_c13_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 14) *% 6)), t987_c14_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 15) *% 6)), t987_c15_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 16) *% 6)), t987_c16_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 17) *% 6)), t987_c17_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 18) *% 6)), t987_c18_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 19) *% 6)), t987_c19_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 20) *% 6)), t987_c20_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 21) *% 6)), t987_c21_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 22) *% 6)), t987_c22_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 23) *% 6)), t987_c23_0, 6)
+        storePartial(arena, (388864 +% (((mb986 *% 25) +% 24) *% 6)), t987_c24_0, 6)
+      }
+    }
+  }
+  for f989 in 0..<6 {
+    for r990 in 0..<25 {
+      grads[((f989 *% 25) +% r990)] = arena[((388864 +% (r990 *% 6)) +% f989)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f1042 in 0..<6 {
-    var acc1043 = SIMD16<Float>()
-    for img1044 in 0..<64 {
-      for i1045 in 0..<49 {
-        acc1043 = acc1043.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((819088 +% (img1044 *% 4704)) +% (f1042 *% 784)) +% (i1045 *% 16))))
+  for f991 in 0..<6 {
+    var acc992 = SIMD16<Float>()
+    for img993 in 0..<64 {
+      for i994 in 0..<49 {
+        acc992 = acc992.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((819088 +% (img993 *% 4704)) +% (f991 *% 784)) +% (i994 *% 16))))
       }
     }
-    store16(arena, 0, acc1043)
-    var sum1046: Float = (arena[0] + arena[1])
-    var sum1047: Float = (sum1046 + arena[2])
-    var sum1048: Float = (sum1047 + arena[3])
-    var sum1049: Float = (sum1048 + arena[4])
-    var sum1050: Float = (sum1049 + arena[5])
-    var sum1051: Float = (sum1050 + arena[6])
-    var sum1052: Float = (sum1051 + arena[7])
-    var sum1053: Float = (sum1052 + arena[8])
-    var sum1054: Float = (sum1053 + arena[9])
-    var sum1055: Float = (sum1054 + arena[10])
-    var sum1056: Float = (sum1055 + arena[11])
-    var sum1057: Float = (sum1056 + arena[12])
-    var sum1058: Float = (sum1057 + arena[13])
-    var sum1059: Float = (sum1058 + arena[14])
-    var sum1060: Float = (sum1059 + arena[15])
-    grads[(150 +% f1042)] = sum1060
+    store16(arena, 0, acc992)
+    var sum995: Float = (arena[0] + arena[1])
+    var sum996: Float = (sum995 + arena[2])
+    var sum997: Float = (sum996 + arena[3])
+    var sum998: Float = (sum997 + arena[4])
+    var sum999: Float = (sum998 + arena[5])
+    var sum1000: Float = (sum999 + arena[6])
+    var sum1001: Float = (sum1000 + arena[7])
+    var sum1002: Float = (sum1001 + arena[8])
+    var sum1003: Float = (sum1002 + arena[9])
+    var sum1004: Float = (sum1003 + arena[10])
+    var sum1005: Float = (sum1004 + arena[11])
+    var sum1006: Float = (sum1005 + arena[12])
+    var sum1007: Float = (sum1006 + arena[13])
+    var sum1008: Float = (sum1007 + arena[14])
+    var sum1009: Float = (sum1008 + arena[15])
+    grads[(150 +% f991)] = sum1009
   }
   // adam = update of 61706 parameters
-  var step_size1061: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt1062: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i1063
-    var i1063 = 0
-    while i1063 &+ 16 <= 61706 {
-      let g_v = (load16(grads, 0 &+ i1063) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i1063)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i1063)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i1063)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i1063, m_new_v)
-      store16(v, 0 &+ i1063, v_new_v)
-      store16(params, 0 &+ i1063, (load16(params, 0 &+ i1063) - ((SIMD16<Float>(repeating: step_size1061) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt1062)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i1063 &+= 16
+  var step_size1010: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt1011: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i1012
+    var i1012 = 0
+    while i1012 &+ 16 <= 61706 {
+      let g_v = (load16(grads, 0 &+ i1012) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i1012)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i1012)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i1012)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i1012, m_new_v)
+      store16(v, 0 &+ i1012, v_new_v)
+      store16(params, 0 &+ i1012, (load16(params, 0 &+ i1012) - ((SIMD16<Float>(repeating: step_size1010) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt1011)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i1012 &+= 16
     }
-    while i1063 < 61706 {
-      var g: Float = (grads[i1063] + (Float(0) * params[i1063]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i1063]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i1063]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i1063] = m_new
-      v[i1063] = v_new
-      params[i1063] = (params[i1063] - ((step_size1061 * m_new) / ((sqrtf(v_new) / bc2_sqrt1062) + Float(bitPattern: 0x322bcc77))))
-      i1063 &+= 1
+    while i1012 < 61706 {
+      var g: Float = (grads[i1012] + (Float(0) * params[i1012]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i1012]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i1012]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i1012] = m_new
+      v[i1012] = v_new
+      params[i1012] = (params[i1012] - ((step_size1010 * m_new) / ((sqrtf(v_new) / bc2_sqrt1011) + Float(bitPattern: 0x322bcc77))))
+      i1012 &+= 1
     }
   }
 }
@@ -4278,7 +3011,7 @@ public func lenet5_infer_b64(
       }
     }
     for nb49 in 0..<25 {
-      for mb50 in 0..<2 {
+      for mb50 in 0..<4 {
         var t51_c0_0 = SIMD16<Float>()
         var t51_c0_1 = SIMD16<Float>()
         var t51_c0_2 = SIMD16<Float>()
@@ -4295,202 +3028,118 @@ public func lenet5_infer_b64(
         var t51_c3_1 = SIMD16<Float>()
         var t51_c3_2 = SIMD16<Float>()
         var t51_c3_3 = SIMD16<Float>()
-        var t51_c4_0 = SIMD16<Float>()
-        var t51_c4_1 = SIMD16<Float>()
-        var t51_c4_2 = SIMD16<Float>()
-        var t51_c4_3 = SIMD16<Float>()
-        var t51_c5_0 = SIMD16<Float>()
-        var t51_c5_1 = SIMD16<Float>()
-        var t51_c5_2 = SIMD16<Float>()
-        var t51_c5_3 = SIMD16<Float>()
         for k52 in 0..<150 {
           let t51_b0 = load16(arena, ((376320 +% (k52 *% 1600)) +% (nb49 *% 64)))
           let t51_b1 = load16(arena, (((376320 +% (k52 *% 1600)) +% (nb49 *% 64)) +% 16))
           let t51_b2 = load16(arena, (((376320 +% (k52 *% 1600)) +% (nb49 *% 64)) +% 32))
           let t51_b3 = load16(arena, (((376320 +% (k52 *% 1600)) +% (nb49 *% 64)) +% 48))
-          let t51_a0 = SIMD16<Float>(repeating: params[((156 +% ((mb50 *% 6) *% 150)) +% k52)])
+          let t51_a0 = SIMD16<Float>(repeating: params[((156 +% ((mb50 *% 4) *% 150)) +% k52)])
           t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
           t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
           t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
           t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
-          let t51_a1 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 6) +% 1) *% 150)) +% k52)])
+          let t51_a1 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 4) +% 1) *% 150)) +% k52)])
           t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
           t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
           t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
           t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
-          let t51_a2 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 6) +% 2) *% 150)) +% k52)])
+          let t51_a2 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 4) +% 2) *% 150)) +% k52)])
           t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
           t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
           t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
           t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
-          let t51_a3 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 6) +% 3) *% 150)) +% k52)])
+          let t51_a3 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 4) +% 3) *% 150)) +% k52)])
           t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
           t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
           t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
           t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
-          let t51_a4 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 6) +% 4) *% 150)) +% k52)])
-          t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
-          t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
-          t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
-          t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
-          let t51_a5 = SIMD16<Float>(repeating: params[((156 +% (((mb50 *% 6) +% 5) *% 150)) +% k52)])
-          t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
-          t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
-          t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
-          t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
         }
-        store16(arena, ((616320 +% ((mb50 *% 6) *% 1600)) +% (nb49 *% 64)), t51_c0_0)
-        store16(arena, (((616320 +% ((mb50 *% 6) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c0_1)
-        store16(arena, (((616320 +% ((mb50 *% 6) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c0_2)
-        store16(arena, (((616320 +% ((mb50 *% 6) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c0_3)
-        store16(arena, ((616320 +% (((mb50 *% 6) +% 1) *% 1600)) +% (nb49 *% 64)), t51_c1_0)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 1) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c1_1)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 1) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c1_2)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 1) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c1_3)
-        store16(arena, ((616320 +% (((mb50 *% 6) +% 2) *% 1600)) +% (nb49 *% 64)), t51_c2_0)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 2) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c2_1)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 2) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c2_2)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 2) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c2_3)
-        store16(arena, ((616320 +% (((mb50 *% 6) +% 3) *% 1600)) +% (nb49 *% 64)), t51_c3_0)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 3) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c3_1)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 3) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c3_2)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 3) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c3_3)
-        store16(arena, ((616320 +% (((mb50 *% 6) +% 4) *% 1600)) +% (nb49 *% 64)), t51_c4_0)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 4) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c4_1)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 4) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c4_2)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 4) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c4_3)
-        store16(arena, ((616320 +% (((mb50 *% 6) +% 5) *% 1600)) +% (nb49 *% 64)), t51_c5_0)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 5) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c5_1)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 5) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c5_2)
-        store16(arena, (((616320 +% (((mb50 *% 6) +% 5) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c5_3)
+        store16(arena, ((616320 +% ((mb50 *% 4) *% 1600)) +% (nb49 *% 64)), t51_c0_0)
+        store16(arena, (((616320 +% ((mb50 *% 4) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c0_1)
+        store16(arena, (((616320 +% ((mb50 *% 4) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c0_2)
+        store16(arena, (((616320 +% ((mb50 *% 4) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c0_3)
+        store16(arena, ((616320 +% (((mb50 *% 4) +% 1) *% 1600)) +% (nb49 *% 64)), t51_c1_0)
+        store16(arena, (((616320 +% (((mb50 *% 4) +% 1) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c1_1)
+        store16(arena, (((616320 +% (((mb50 *% 4) +% 1) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c1_2)
+        store16(arena, (((616320 +% (((mb50 *% 4) +% 1) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c1_3)
+        store16(arena, ((616320 +% (((mb50 *% 4) +% 2) *% 1600)) +% (nb49 *% 64)), t51_c2_0)
+        store16(arena, (((616320 +% (((mb50 *% 4) +% 2) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c2_1)
+        store16(arena, (((616320 +% (((mb50 *% 4) +% 2) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c2_2)
+        store16(arena, (((616320 +% (((mb50 *% 4) +% 2) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c2_3)
+        store16(arena, ((616320 +% (((mb50 *% 4) +% 3) *% 1600)) +% (nb49 *% 64)), t51_c3_0)
+        store16(arena, (((616320 +% (((mb50 *% 4) +% 3) *% 1600)) +% (nb49 *% 64)) +% 16), t51_c3_1)
+        store16(arena, (((616320 +% (((mb50 *% 4) +% 3) *% 1600)) +% (nb49 *% 64)) +% 32), t51_c3_2)
+        store16(arena, (((616320 +% (((mb50 *% 4) +% 3) *% 1600)) +% (nb49 *% 64)) +% 48), t51_c3_3)
       }
-      var t53_c0_0 = SIMD16<Float>()
-      var t53_c0_1 = SIMD16<Float>()
-      var t53_c0_2 = SIMD16<Float>()
-      var t53_c0_3 = SIMD16<Float>()
-      var t53_c1_0 = SIMD16<Float>()
-      var t53_c1_1 = SIMD16<Float>()
-      var t53_c1_2 = SIMD16<Float>()
-      var t53_c1_3 = SIMD16<Float>()
-      var t53_c2_0 = SIMD16<Float>()
-      var t53_c2_1 = SIMD16<Float>()
-      var t53_c2_2 = SIMD16<Float>()
-      var t53_c2_3 = SIMD16<Float>()
-      var t53_c3_0 = SIMD16<Float>()
-      var t53_c3_1 = SIMD16<Float>()
-      var t53_c3_2 = SIMD16<Float>()
-      var t53_c3_3 = SIMD16<Float>()
-      for k54 in 0..<150 {
-        let t53_b0 = load16(arena, ((376320 +% (k54 *% 1600)) +% (nb49 *% 64)))
-        let t53_b1 = load16(arena, (((376320 +% (k54 *% 1600)) +% (nb49 *% 64)) +% 16))
-        let t53_b2 = load16(arena, (((376320 +% (k54 *% 1600)) +% (nb49 *% 64)) +% 32))
-        let t53_b3 = load16(arena, (((376320 +% (k54 *% 1600)) +% (nb49 *% 64)) +% 48))
-        let t53_a0 = SIMD16<Float>(repeating: params[(1956 +% k54)])
-        t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
-        t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
-        t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
-        t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
-        let t53_a1 = SIMD16<Float>(repeating: params[(2106 +% k54)])
-        t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
-        t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
-        t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
-        t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
-        let t53_a2 = SIMD16<Float>(repeating: params[(2256 +% k54)])
-        t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
-        t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
-        t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
-        t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
-        let t53_a3 = SIMD16<Float>(repeating: params[(2406 +% k54)])
-        t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
-        t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
-        t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
-        t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
-      }
-      store16(arena, (635520 +% (nb49 *% 64)), t53_c0_0)
-      store16(arena, ((635520 +% (nb49 *% 64)) +% 16), t53_c0_1)
-      store16(arena, ((635520 +% (nb49 *% 64)) +% 32), t53_c0_2)
-      store16(arena, ((635520 +% (nb49 *% 64)) +% 48), t53_c0_3)
-      store16(arena, (637120 +% (nb49 *% 64)), t53_c1_0)
-      store16(arena, ((637120 +% (nb49 *% 64)) +% 16), t53_c1_1)
-      store16(arena, ((637120 +% (nb49 *% 64)) +% 32), t53_c1_2)
-      store16(arena, ((637120 +% (nb49 *% 64)) +% 48), t53_c1_3)
-      store16(arena, (638720 +% (nb49 *% 64)), t53_c2_0)
-      store16(arena, ((638720 +% (nb49 *% 64)) +% 16), t53_c2_1)
-      store16(arena, ((638720 +% (nb49 *% 64)) +% 32), t53_c2_2)
-      store16(arena, ((638720 +% (nb49 *% 64)) +% 48), t53_c2_3)
-      store16(arena, (640320 +% (nb49 *% 64)), t53_c3_0)
-      store16(arena, ((640320 +% (nb49 *% 64)) +% 16), t53_c3_1)
-      store16(arena, ((640320 +% (nb49 *% 64)) +% 32), t53_c3_2)
-      store16(arena, ((640320 +% (nb49 *% 64)) +% 48), t53_c3_3)
     }
-    for j55 in 0..<16 {
-      for f56 in 0..<16 {
-        do {  // SIMD16 over i57
-          var i57 = 0
-          while i57 &+ 16 <= 100 {
-            store16(arena, ((((g35 *% 16) +% j55) *% 1600) +% (f56 *% 100)) &+ i57, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((616320 +% (f56 *% 1600)) +% (j55 *% 100)) &+ i57) + SIMD16<Float>(repeating: params[(2556 +% f56)])), where: (load16(arena, ((616320 +% (f56 *% 1600)) +% (j55 *% 100)) &+ i57) + SIMD16<Float>(repeating: params[(2556 +% f56)])) .> SIMD16<Float>(repeating: Float(0))))
-            i57 &+= 16
+    for j53 in 0..<16 {
+      for f54 in 0..<16 {
+        do {  // SIMD16 over i55
+          var i55 = 0
+          while i55 &+ 16 <= 100 {
+            store16(arena, ((((g35 *% 16) +% j53) *% 1600) +% (f54 *% 100)) &+ i55, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((616320 +% (f54 *% 1600)) +% (j53 *% 100)) &+ i55) + SIMD16<Float>(repeating: params[(2556 +% f54)])), where: (load16(arena, ((616320 +% (f54 *% 1600)) +% (j53 *% 100)) &+ i55) + SIMD16<Float>(repeating: params[(2556 +% f54)])) .> SIMD16<Float>(repeating: Float(0))))
+            i55 &+= 16
           }
-          while i57 < 100 {
-            arena[(((((g35 *% 16) +% j55) *% 1600) +% (f56 *% 100)) +% i57)] = ((arena[(((616320 +% (f56 *% 1600)) +% (j55 *% 100)) +% i57)] + params[(2556 +% f56)]) > Float(0) ? (arena[(((616320 +% (f56 *% 1600)) +% (j55 *% 100)) +% i57)] + params[(2556 +% f56)]) : Float(0))
-            i57 &+= 1
+          while i55 < 100 {
+            arena[(((((g35 *% 16) +% j53) *% 1600) +% (f54 *% 100)) +% i55)] = ((arena[(((616320 +% (f54 *% 1600)) +% (j53 *% 100)) +% i55)] + params[(2556 +% f54)]) > Float(0) ? (arena[(((616320 +% (f54 *% 1600)) +% (j53 *% 100)) +% i55)] + params[(2556 +% f54)]) : Float(0))
+            i55 &+= 1
           }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q58 in 0..<1024 {
-    for py59 in 0..<5 {
-      for px60 in 0..<5 {
-        var acc61: Float = Float(0)
-        acc61 = (acc61 + arena[(((q58 *% 100) +% (py59 *% 20)) +% (px60 *% 2))])
-        acc61 = (acc61 + arena[((((q58 *% 100) +% (py59 *% 20)) +% (px60 *% 2)) +% 1)])
-        acc61 = (acc61 + arena[((((q58 *% 100) +% (py59 *% 20)) +% (px60 *% 2)) +% 10)])
-        acc61 = (acc61 + arena[(((((q58 *% 100) +% (py59 *% 20)) +% (px60 *% 2)) +% 10) +% 1)])
-        arena[(((102400 +% (q58 *% 25)) +% (py59 *% 5)) +% px60)] = (acc61 * Float(bitPattern: 0x3e800000))
+  for q56 in 0..<1024 {
+    for py57 in 0..<5 {
+      for px58 in 0..<5 {
+        var acc59: Float = Float(0)
+        acc59 = (acc59 + arena[(((q56 *% 100) +% (py57 *% 20)) +% (px58 *% 2))])
+        acc59 = (acc59 + arena[((((q56 *% 100) +% (py57 *% 20)) +% (px58 *% 2)) +% 1)])
+        acc59 = (acc59 + arena[((((q56 *% 100) +% (py57 *% 20)) +% (px58 *% 2)) +% 10)])
+        acc59 = (acc59 + arena[(((((q56 *% 100) +% (py57 *% 20)) +% (px58 *% 2)) +% 10) +% 1)])
+        arena[(((102400 +% (q56 *% 25)) +% (py57 *% 5)) +% px58)] = (acc59 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 120, 400, 1, arena + 102400, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 0, 120)
-  for n62 in 0..<64 {
-    do {  // SIMD16 over u63
-      var u63 = 0
-      while u63 &+ 16 <= 120 {
-        store16(arena, (n62 *% 120) &+ u63, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n62 *% 120) &+ u63) + load16(params, 50572 &+ u63)), where: (load16(arena, (n62 *% 120) &+ u63) + load16(params, 50572 &+ u63)) .> SIMD16<Float>(repeating: Float(0))))
-        u63 &+= 16
+  for n60 in 0..<64 {
+    do {  // SIMD16 over u61
+      var u61 = 0
+      while u61 &+ 16 <= 120 {
+        store16(arena, (n60 *% 120) &+ u61, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n60 *% 120) &+ u61) + load16(params, 50572 &+ u61)), where: (load16(arena, (n60 *% 120) &+ u61) + load16(params, 50572 &+ u61)) .> SIMD16<Float>(repeating: Float(0))))
+        u61 &+= 16
       }
-      while u63 < 120 {
-        arena[((n62 *% 120) +% u63)] = ((arena[((n62 *% 120) +% u63)] + params[(50572 +% u63)]) > Float(0) ? (arena[((n62 *% 120) +% u63)] + params[(50572 +% u63)]) : Float(0))
-        u63 &+= 1
+      while u61 < 120 {
+        arena[((n60 *% 120) +% u61)] = ((arena[((n60 *% 120) +% u61)] + params[(50572 +% u61)]) > Float(0) ? (arena[((n60 *% 120) +% u61)] + params[(50572 +% u61)]) : Float(0))
+        u61 &+= 1
       }
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 0, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 7680, 84)
-  for n64 in 0..<64 {
-    do {  // SIMD16 over u65
-      var u65 = 0
-      while u65 &+ 16 <= 84 {
-        store16(arena, (7680 +% (n64 *% 84)) &+ u65, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 +% (n64 *% 84)) &+ u65) + load16(params, 60772 &+ u65)), where: (load16(arena, (7680 +% (n64 *% 84)) &+ u65) + load16(params, 60772 &+ u65)) .> SIMD16<Float>(repeating: Float(0))))
-        u65 &+= 16
+  for n62 in 0..<64 {
+    do {  // SIMD16 over u63
+      var u63 = 0
+      while u63 &+ 16 <= 84 {
+        store16(arena, (7680 +% (n62 *% 84)) &+ u63, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 +% (n62 *% 84)) &+ u63) + load16(params, 60772 &+ u63)), where: (load16(arena, (7680 +% (n62 *% 84)) &+ u63) + load16(params, 60772 &+ u63)) .> SIMD16<Float>(repeating: Float(0))))
+        u63 &+= 16
       }
-      while u65 < 84 {
-        arena[((7680 +% (n64 *% 84)) +% u65)] = ((arena[((7680 +% (n64 *% 84)) +% u65)] + params[(60772 +% u65)]) > Float(0) ? (arena[((7680 +% (n64 *% 84)) +% u65)] + params[(60772 +% u65)]) : Float(0))
-        u65 &+= 1
+      while u63 < 84 {
+        arena[((7680 +% (n62 *% 84)) +% u63)] = ((arena[((7680 +% (n62 *% 84)) +% u63)] + params[(60772 +% u63)]) > Float(0) ? (arena[((7680 +% (n62 *% 84)) +% u63)] + params[(60772 +% u63)]) : Float(0))
+        u63 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 7680, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 0, 10)
-  for n66 in 0..<64 {
-    do {  // SIMD16 over u67
-      var u67 = 0
-      while u67 < 10 {
-        arena[((n66 *% 10) +% u67)] = (arena[((n66 *% 10) +% u67)] + params[(61696 +% u67)])
-        u67 &+= 1
+  for n64 in 0..<64 {
+    do {  // SIMD16 over u65
+      var u65 = 0
+      while u65 < 10 {
+        arena[((n64 *% 10) +% u65)] = (arena[((n64 *% 10) +% u65)] + params[(61696 +% u65)])
+        u65 &+= 1
       }
     }
   }

@@ -7,313 +7,92 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt68 = alloca float, align 4
-  %adam.step_size67 = alloca float, align 4
-  %fc1_bias_grad.acc65 = alloca float, align 4
-  %fc1_weight_grad.t62_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t62_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t62_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t62_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t62_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t62_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t62_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t62_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t62_c0_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_a5 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_a4 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_c5_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_c4_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t60_c0_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c3_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c3_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c2_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c2_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t57_c0_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_a5 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_a4 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c5_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c5_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c5_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c5_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c4_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c4_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c4_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c4_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c3_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c3_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c2_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c2_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t55_c0_0 = alloca <16 x float>, align 64
-  %drop_grad.t49_a3 = alloca <16 x float>, align 64
-  %drop_grad.t49_a2 = alloca <16 x float>, align 64
-  %drop_grad.t49_a1 = alloca <16 x float>, align 64
-  %drop_grad.t49_a0 = alloca <16 x float>, align 64
-  %drop_grad.t49_b3 = alloca <16 x float>, align 64
-  %drop_grad.t49_b2 = alloca <16 x float>, align 64
-  %drop_grad.t49_b1 = alloca <16 x float>, align 64
-  %drop_grad.t49_b0 = alloca <16 x float>, align 64
-  %drop_grad.t49_c3_3 = alloca <16 x float>, align 64
-  %drop_grad.t49_c3_2 = alloca <16 x float>, align 64
-  %drop_grad.t49_c3_1 = alloca <16 x float>, align 64
-  %drop_grad.t49_c3_0 = alloca <16 x float>, align 64
-  %drop_grad.t49_c2_3 = alloca <16 x float>, align 64
-  %drop_grad.t49_c2_2 = alloca <16 x float>, align 64
-  %drop_grad.t49_c2_1 = alloca <16 x float>, align 64
-  %drop_grad.t49_c2_0 = alloca <16 x float>, align 64
-  %drop_grad.t49_c1_3 = alloca <16 x float>, align 64
-  %drop_grad.t49_c1_2 = alloca <16 x float>, align 64
-  %drop_grad.t49_c1_1 = alloca <16 x float>, align 64
-  %drop_grad.t49_c1_0 = alloca <16 x float>, align 64
-  %drop_grad.t49_c0_3 = alloca <16 x float>, align 64
-  %drop_grad.t49_c0_2 = alloca <16 x float>, align 64
-  %drop_grad.t49_c0_1 = alloca <16 x float>, align 64
-  %drop_grad.t49_c0_0 = alloca <16 x float>, align 64
-  %drop_grad.t47_a5 = alloca <16 x float>, align 64
-  %drop_grad.t47_a4 = alloca <16 x float>, align 64
-  %drop_grad.t47_a3 = alloca <16 x float>, align 64
-  %drop_grad.t47_a2 = alloca <16 x float>, align 64
-  %drop_grad.t47_a1 = alloca <16 x float>, align 64
-  %drop_grad.t47_a0 = alloca <16 x float>, align 64
-  %drop_grad.t47_b3 = alloca <16 x float>, align 64
-  %drop_grad.t47_b2 = alloca <16 x float>, align 64
-  %drop_grad.t47_b1 = alloca <16 x float>, align 64
-  %drop_grad.t47_b0 = alloca <16 x float>, align 64
-  %drop_grad.t47_c5_3 = alloca <16 x float>, align 64
-  %drop_grad.t47_c5_2 = alloca <16 x float>, align 64
-  %drop_grad.t47_c5_1 = alloca <16 x float>, align 64
-  %drop_grad.t47_c5_0 = alloca <16 x float>, align 64
-  %drop_grad.t47_c4_3 = alloca <16 x float>, align 64
-  %drop_grad.t47_c4_2 = alloca <16 x float>, align 64
-  %drop_grad.t47_c4_1 = alloca <16 x float>, align 64
-  %drop_grad.t47_c4_0 = alloca <16 x float>, align 64
-  %drop_grad.t47_c3_3 = alloca <16 x float>, align 64
-  %drop_grad.t47_c3_2 = alloca <16 x float>, align 64
-  %drop_grad.t47_c3_1 = alloca <16 x float>, align 64
-  %drop_grad.t47_c3_0 = alloca <16 x float>, align 64
-  %drop_grad.t47_c2_3 = alloca <16 x float>, align 64
-  %drop_grad.t47_c2_2 = alloca <16 x float>, align 64
-  %drop_grad.t47_c2_1 = alloca <16 x float>, align 64
-  %drop_grad.t47_c2_0 = alloca <16 x float>, align 64
-  %drop_grad.t47_c1_3 = alloca <16 x float>, align 64
-  %drop_grad.t47_c1_2 = alloca <16 x float>, align 64
-  %drop_grad.t47_c1_1 = alloca <16 x float>, align 64
-  %drop_grad.t47_c1_0 = alloca <16 x float>, align 64
-  %drop_grad.t47_c0_3 = alloca <16 x float>, align 64
-  %drop_grad.t47_c0_2 = alloca <16 x float>, align 64
-  %drop_grad.t47_c0_1 = alloca <16 x float>, align 64
-  %drop_grad.t47_c0_0 = alloca <16 x float>, align 64
-  %fc2_bias_grad.acc43 = alloca float, align 4
-  %fc2_weight_grad.t40_a1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_a0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_b3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_b2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_b1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_b0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_c1_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_c1_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_c1_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_c1_0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_c0_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_c0_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_c0_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t40_c0_0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_a5 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_a4 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_a3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_a2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_a1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_a0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_b3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_b2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_b1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_b0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c5_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c5_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c5_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c5_0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c4_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c4_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c4_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c4_0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c3_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c3_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c3_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c3_0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c2_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c2_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c2_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c2_0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c1_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c1_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c1_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c1_0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c0_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c0_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c0_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t38_c0_0 = alloca <16 x float>, align 64
-  %relu2_grad.t33_a3 = alloca <16 x float>, align 64
-  %relu2_grad.t33_a2 = alloca <16 x float>, align 64
-  %relu2_grad.t33_a1 = alloca <16 x float>, align 64
-  %relu2_grad.t33_a0 = alloca <16 x float>, align 64
-  %relu2_grad.t33_b3 = alloca <16 x float>, align 64
-  %relu2_grad.t33_b2 = alloca <16 x float>, align 64
-  %relu2_grad.t33_b1 = alloca <16 x float>, align 64
-  %relu2_grad.t33_b0 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c3_3 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c3_2 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c3_1 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c3_0 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c2_3 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c2_2 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c2_1 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c2_0 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c1_3 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c1_2 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c1_1 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c1_0 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c0_3 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c0_2 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c0_1 = alloca <16 x float>, align 64
-  %relu2_grad.t33_c0_0 = alloca <16 x float>, align 64
-  %relu2_grad.t31_a5 = alloca <16 x float>, align 64
-  %relu2_grad.t31_a4 = alloca <16 x float>, align 64
-  %relu2_grad.t31_a3 = alloca <16 x float>, align 64
-  %relu2_grad.t31_a2 = alloca <16 x float>, align 64
-  %relu2_grad.t31_a1 = alloca <16 x float>, align 64
-  %relu2_grad.t31_a0 = alloca <16 x float>, align 64
-  %relu2_grad.t31_b3 = alloca <16 x float>, align 64
-  %relu2_grad.t31_b2 = alloca <16 x float>, align 64
-  %relu2_grad.t31_b1 = alloca <16 x float>, align 64
-  %relu2_grad.t31_b0 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c5_3 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c5_2 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c5_1 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c5_0 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c4_3 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c4_2 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c4_1 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c4_0 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c3_3 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c3_2 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c3_1 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c3_0 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c2_3 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c2_2 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c2_1 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c2_0 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c1_3 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c1_2 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c1_1 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c1_0 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c0_3 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c0_2 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c0_1 = alloca <16 x float>, align 64
-  %relu2_grad.t31_c0_0 = alloca <16 x float>, align 64
-  %fc3_bias_grad.acc27 = alloca float, align 4
-  %fc3_weight_grad.t24_a3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_a2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_a1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_a0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_b3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_b2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_b1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_b0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c3_3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c3_2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c3_1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c3_0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c2_3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c2_2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c2_1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c2_0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c1_3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c1_2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c1_1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c1_0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c0_3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c0_2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c0_1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t24_c0_0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_a5 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_a4 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_a3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_a2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_a1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_a0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_b3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_b2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_b1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_b0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c5_3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c5_2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c5_1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c5_0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c4_3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c4_2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c4_1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c4_0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c3_3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c3_2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c3_1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c3_0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c2_3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c2_2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c2_1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c2_0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c1_3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c1_2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c1_1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c1_0 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c0_3 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c0_2 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c0_1 = alloca <16 x float>, align 64
-  %fc3_weight_grad.t22_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt48 = alloca float, align 4
+  %adam.step_size47 = alloca float, align 4
+  %fc1_bias_grad.acc45 = alloca float, align 4
+  %fc1_weight_grad.t42_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c0_0 = alloca <16 x float>, align 64
+  %drop_grad.t33_a3 = alloca <16 x float>, align 64
+  %drop_grad.t33_a2 = alloca <16 x float>, align 64
+  %drop_grad.t33_a1 = alloca <16 x float>, align 64
+  %drop_grad.t33_a0 = alloca <16 x float>, align 64
+  %drop_grad.t33_b3 = alloca <16 x float>, align 64
+  %drop_grad.t33_b2 = alloca <16 x float>, align 64
+  %drop_grad.t33_b1 = alloca <16 x float>, align 64
+  %drop_grad.t33_b0 = alloca <16 x float>, align 64
+  %drop_grad.t33_c3_3 = alloca <16 x float>, align 64
+  %drop_grad.t33_c3_2 = alloca <16 x float>, align 64
+  %drop_grad.t33_c3_1 = alloca <16 x float>, align 64
+  %drop_grad.t33_c3_0 = alloca <16 x float>, align 64
+  %drop_grad.t33_c2_3 = alloca <16 x float>, align 64
+  %drop_grad.t33_c2_2 = alloca <16 x float>, align 64
+  %drop_grad.t33_c2_1 = alloca <16 x float>, align 64
+  %drop_grad.t33_c2_0 = alloca <16 x float>, align 64
+  %drop_grad.t33_c1_3 = alloca <16 x float>, align 64
+  %drop_grad.t33_c1_2 = alloca <16 x float>, align 64
+  %drop_grad.t33_c1_1 = alloca <16 x float>, align 64
+  %drop_grad.t33_c1_0 = alloca <16 x float>, align 64
+  %drop_grad.t33_c0_3 = alloca <16 x float>, align 64
+  %drop_grad.t33_c0_2 = alloca <16 x float>, align 64
+  %drop_grad.t33_c0_1 = alloca <16 x float>, align 64
+  %drop_grad.t33_c0_0 = alloca <16 x float>, align 64
+  %fc2_bias_grad.acc29 = alloca float, align 4
+  %fc2_weight_grad.t26_a3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_a2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_a1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_a0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_b3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_b2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_b1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_b0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c3_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c3_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c3_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c3_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c2_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c2_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c2_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c2_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c1_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c1_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c1_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c1_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c0_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c0_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c0_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t26_c0_0 = alloca <16 x float>, align 64
+  %fc3_bias_grad.acc21 = alloca float, align 4
   %fc3_grad.s16 = alloca float, align 4
   %fc3_grad.m15 = alloca float, align 4
   %loss.s11 = alloca float, align 4
@@ -578,7 +357,11 @@ fc3_grad.n14:                                     ; preds = %fc3_grad.k19.end, %
   br label %fc3_grad.k17
 
 fc3_grad.n14.end:                                 ; preds = %fc3_grad.k19.end
-  br label %fc3_weight_grad.nb20
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 41616
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 32768
+  %grads64 = getelementptr inbounds float, ptr %grads, i64 233856
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena62, i32 10, ptr %arena63, i32 128, float 0.000000e+00, ptr %grads64, i32 128)
+  br label %fc3_bias_grad.u20
 
 fc3_grad.k17:                                     ; preds = %fc3_grad.k17, %fc3_grad.n14
   %fc3_grad.k1747 = phi i64 [ 0, %fc3_grad.n14 ], [ %k17.next, %fc3_grad.k17 ]
@@ -662,4071 +445,1379 @@ fc3_grad.k19.end:                                 ; preds = %fc3_grad.k19
   %155 = icmp slt i64 %n14.next, 64
   br i1 %155, label %fc3_grad.n14, label %fc3_grad.n14.end
 
-fc3_weight_grad.nb20:                             ; preds = %fc3_weight_grad.k25.end, %fc3_grad.n14.end
-  %fc3_weight_grad.nb2062 = phi i64 [ 0, %fc3_grad.n14.end ], [ %nb20.next, %fc3_weight_grad.k25.end ]
-  br label %fc3_weight_grad.mb21
+fc3_bias_grad.u20:                                ; preds = %fc3_bias_grad.n22.end, %fc3_grad.n14.end
+  %fc3_bias_grad.u2065 = phi i64 [ 0, %fc3_grad.n14.end ], [ %u20.next, %fc3_bias_grad.n22.end ]
+  store float 0.000000e+00, ptr %fc3_bias_grad.acc21, align 4
+  br label %fc3_bias_grad.n22
 
-fc3_weight_grad.nb20.end:                         ; preds = %fc3_weight_grad.k25.end
-  br label %fc3_bias_grad.u26
+fc3_bias_grad.u20.end:                            ; preds = %fc3_bias_grad.n22.end
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 41616
+  %params71 = getelementptr inbounds float, ptr %params, i64 233856
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 42256
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena70, i32 10, ptr %params71, i32 128, float 0.000000e+00, ptr %arena72, i32 128)
+  br label %fc2_grad.i23
 
-fc3_weight_grad.mb21:                             ; preds = %fc3_weight_grad.k23.end, %fc3_weight_grad.nb20
-  %fc3_weight_grad.mb2163 = phi i64 [ 0, %fc3_weight_grad.nb20 ], [ %mb21.next, %fc3_weight_grad.k23.end ]
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t22_c5_3, align 64
-  br label %fc3_weight_grad.k23
+fc3_bias_grad.n22:                                ; preds = %fc3_bias_grad.n22, %fc3_bias_grad.u20
+  %fc3_bias_grad.n2266 = phi i64 [ 0, %fc3_bias_grad.u20 ], [ %n22.next, %fc3_bias_grad.n22 ]
+  %acc21 = load float, ptr %fc3_bias_grad.acc21, align 4
+  %156 = mul nsw i64 %fc3_bias_grad.n2266, 10
+  %157 = add nsw i64 41616, %156
+  %158 = add nsw i64 %157, %fc3_bias_grad.u2065
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %158
+  %159 = load float, ptr %arena67, align 4
+  %160 = fadd float %acc21, %159
+  store float %160, ptr %fc3_bias_grad.acc21, align 4
+  %n22.next = add nsw i64 %fc3_bias_grad.n2266, 1
+  %161 = icmp slt i64 %n22.next, 64
+  br i1 %161, label %fc3_bias_grad.n22, label %fc3_bias_grad.n22.end
 
-fc3_weight_grad.mb21.end:                         ; preds = %fc3_weight_grad.k23.end
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc3_weight_grad.t24_c3_3, align 64
-  br label %fc3_weight_grad.k25
+fc3_bias_grad.n22.end:                            ; preds = %fc3_bias_grad.n22
+  %acc2168 = load float, ptr %fc3_bias_grad.acc21, align 4
+  %162 = add nsw i64 235136, %fc3_bias_grad.u2065
+  %grads69 = getelementptr inbounds float, ptr %grads, i64 %162
+  store float %acc2168, ptr %grads69, align 4
+  %u20.next = add nsw i64 %fc3_bias_grad.u2065, 1
+  %163 = icmp slt i64 %u20.next, 10
+  br i1 %163, label %fc3_bias_grad.u20, label %fc3_bias_grad.u20.end
 
-fc3_weight_grad.k23:                              ; preds = %fc3_weight_grad.k23, %fc3_weight_grad.mb21
-  %fc3_weight_grad.k2364 = phi i64 [ 0, %fc3_weight_grad.mb21 ], [ %k23.next, %fc3_weight_grad.k23 ]
-  %156 = mul nsw i64 %fc3_weight_grad.k2364, 128
-  %157 = add nsw i64 32768, %156
-  %158 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %159 = add nsw i64 %157, %158
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %159
-  %160 = load <16 x float>, ptr %arena65, align 4
-  store <16 x float> %160, ptr %fc3_weight_grad.t22_b0, align 64
-  %161 = mul nsw i64 %fc3_weight_grad.k2364, 128
-  %162 = add nsw i64 32768, %161
-  %163 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %164 = add nsw i64 %162, %163
-  %165 = add nsw i64 %164, 16
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %165
-  %166 = load <16 x float>, ptr %arena66, align 4
-  store <16 x float> %166, ptr %fc3_weight_grad.t22_b1, align 64
-  %167 = mul nsw i64 %fc3_weight_grad.k2364, 128
-  %168 = add nsw i64 32768, %167
-  %169 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %170 = add nsw i64 %168, %169
-  %171 = add nsw i64 %170, 32
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %171
-  %172 = load <16 x float>, ptr %arena67, align 4
-  store <16 x float> %172, ptr %fc3_weight_grad.t22_b2, align 64
-  %173 = mul nsw i64 %fc3_weight_grad.k2364, 128
-  %174 = add nsw i64 32768, %173
-  %175 = mul nsw i64 %fc3_weight_grad.nb2062, 64
+fc2_grad.i23:                                     ; preds = %fc2_grad.i23, %fc3_bias_grad.u20.end
+  %fc2_grad.i2373 = phi i64 [ 0, %fc3_bias_grad.u20.end ], [ %i23.next, %fc2_grad.i23 ]
+  %164 = add nsw i64 32768, %fc2_grad.i2373
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %164
+  %165 = load float, ptr %arena74, align 4
+  %166 = fcmp ogt float %165, 0.000000e+00
+  %167 = add nsw i64 42256, %fc2_grad.i2373
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %167
+  %168 = load float, ptr %arena75, align 4
+  %169 = select i1 %166, float %168, float 0.000000e+00
+  %170 = add nsw i64 50448, %fc2_grad.i2373
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %170
+  store float %169, ptr %arena76, align 4
+  %i23.next = add nsw i64 %fc2_grad.i2373, 1
+  %171 = icmp slt i64 %i23.next, 8192
+  br i1 %171, label %fc2_grad.i23, label %fc2_grad.i23.end
+
+fc2_grad.i23.end:                                 ; preds = %fc2_grad.i23
+  br label %fc2_weight_grad.nb24
+
+fc2_weight_grad.nb24:                             ; preds = %fc2_weight_grad.mb25.end, %fc2_grad.i23.end
+  %fc2_weight_grad.nb2477 = phi i64 [ 0, %fc2_grad.i23.end ], [ %nb24.next, %fc2_weight_grad.mb25.end ]
+  br label %fc2_weight_grad.mb25
+
+fc2_weight_grad.nb24.end:                         ; preds = %fc2_weight_grad.mb25.end
+  br label %fc2_bias_grad.u28
+
+fc2_weight_grad.mb25:                             ; preds = %fc2_weight_grad.k27.end, %fc2_weight_grad.nb24
+  %fc2_weight_grad.mb2578 = phi i64 [ 0, %fc2_weight_grad.nb24 ], [ %mb25.next, %fc2_weight_grad.k27.end ]
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t26_c3_3, align 64
+  br label %fc2_weight_grad.k27
+
+fc2_weight_grad.mb25.end:                         ; preds = %fc2_weight_grad.k27.end
+  %nb24.next = add nsw i64 %fc2_weight_grad.nb2477, 1
+  %172 = icmp slt i64 %nb24.next, 4
+  br i1 %172, label %fc2_weight_grad.nb24, label %fc2_weight_grad.nb24.end
+
+fc2_weight_grad.k27:                              ; preds = %fc2_weight_grad.k27, %fc2_weight_grad.mb25
+  %fc2_weight_grad.k2779 = phi i64 [ 0, %fc2_weight_grad.mb25 ], [ %k27.next, %fc2_weight_grad.k27 ]
+  %173 = mul nsw i64 %fc2_weight_grad.k2779, 256
+  %174 = add nsw i64 16384, %173
+  %175 = mul nsw i64 %fc2_weight_grad.nb2477, 64
   %176 = add nsw i64 %174, %175
-  %177 = add nsw i64 %176, 48
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %177
-  %178 = load <16 x float>, ptr %arena68, align 4
-  store <16 x float> %178, ptr %fc3_weight_grad.t22_b3, align 64
-  %179 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %180 = add nsw i64 41616, %179
-  %181 = mul nsw i64 %fc3_weight_grad.k2364, 10
-  %182 = add nsw i64 %180, %181
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %182
-  %183 = load float, ptr %arena69, align 4
-  %184 = insertelement <16 x float> undef, float %183, i32 0
-  %185 = shufflevector <16 x float> %184, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %185, ptr %fc3_weight_grad.t22_a0, align 64
-  %t22_a0 = load <16 x float>, ptr %fc3_weight_grad.t22_a0, align 64
-  %t22_b0 = load <16 x float>, ptr %fc3_weight_grad.t22_b0, align 64
-  %t22_c0_0 = load <16 x float>, ptr %fc3_weight_grad.t22_c0_0, align 64
-  %186 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a0, <16 x float> %t22_b0, <16 x float> %t22_c0_0)
-  store <16 x float> %186, ptr %fc3_weight_grad.t22_c0_0, align 64
-  %t22_a070 = load <16 x float>, ptr %fc3_weight_grad.t22_a0, align 64
-  %t22_b1 = load <16 x float>, ptr %fc3_weight_grad.t22_b1, align 64
-  %t22_c0_1 = load <16 x float>, ptr %fc3_weight_grad.t22_c0_1, align 64
-  %187 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a070, <16 x float> %t22_b1, <16 x float> %t22_c0_1)
-  store <16 x float> %187, ptr %fc3_weight_grad.t22_c0_1, align 64
-  %t22_a071 = load <16 x float>, ptr %fc3_weight_grad.t22_a0, align 64
-  %t22_b2 = load <16 x float>, ptr %fc3_weight_grad.t22_b2, align 64
-  %t22_c0_2 = load <16 x float>, ptr %fc3_weight_grad.t22_c0_2, align 64
-  %188 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a071, <16 x float> %t22_b2, <16 x float> %t22_c0_2)
-  store <16 x float> %188, ptr %fc3_weight_grad.t22_c0_2, align 64
-  %t22_a072 = load <16 x float>, ptr %fc3_weight_grad.t22_a0, align 64
-  %t22_b3 = load <16 x float>, ptr %fc3_weight_grad.t22_b3, align 64
-  %t22_c0_3 = load <16 x float>, ptr %fc3_weight_grad.t22_c0_3, align 64
-  %189 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a072, <16 x float> %t22_b3, <16 x float> %t22_c0_3)
-  store <16 x float> %189, ptr %fc3_weight_grad.t22_c0_3, align 64
-  %190 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %191 = add nsw i64 %190, 1
-  %192 = add nsw i64 41616, %191
-  %193 = mul nsw i64 %fc3_weight_grad.k2364, 10
-  %194 = add nsw i64 %192, %193
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %194
-  %195 = load float, ptr %arena73, align 4
-  %196 = insertelement <16 x float> undef, float %195, i32 0
-  %197 = shufflevector <16 x float> %196, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %197, ptr %fc3_weight_grad.t22_a1, align 64
-  %t22_a1 = load <16 x float>, ptr %fc3_weight_grad.t22_a1, align 64
-  %t22_b074 = load <16 x float>, ptr %fc3_weight_grad.t22_b0, align 64
-  %t22_c1_0 = load <16 x float>, ptr %fc3_weight_grad.t22_c1_0, align 64
-  %198 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a1, <16 x float> %t22_b074, <16 x float> %t22_c1_0)
-  store <16 x float> %198, ptr %fc3_weight_grad.t22_c1_0, align 64
-  %t22_a175 = load <16 x float>, ptr %fc3_weight_grad.t22_a1, align 64
-  %t22_b176 = load <16 x float>, ptr %fc3_weight_grad.t22_b1, align 64
-  %t22_c1_1 = load <16 x float>, ptr %fc3_weight_grad.t22_c1_1, align 64
-  %199 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a175, <16 x float> %t22_b176, <16 x float> %t22_c1_1)
-  store <16 x float> %199, ptr %fc3_weight_grad.t22_c1_1, align 64
-  %t22_a177 = load <16 x float>, ptr %fc3_weight_grad.t22_a1, align 64
-  %t22_b278 = load <16 x float>, ptr %fc3_weight_grad.t22_b2, align 64
-  %t22_c1_2 = load <16 x float>, ptr %fc3_weight_grad.t22_c1_2, align 64
-  %200 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a177, <16 x float> %t22_b278, <16 x float> %t22_c1_2)
-  store <16 x float> %200, ptr %fc3_weight_grad.t22_c1_2, align 64
-  %t22_a179 = load <16 x float>, ptr %fc3_weight_grad.t22_a1, align 64
-  %t22_b380 = load <16 x float>, ptr %fc3_weight_grad.t22_b3, align 64
-  %t22_c1_3 = load <16 x float>, ptr %fc3_weight_grad.t22_c1_3, align 64
-  %201 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a179, <16 x float> %t22_b380, <16 x float> %t22_c1_3)
-  store <16 x float> %201, ptr %fc3_weight_grad.t22_c1_3, align 64
-  %202 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %203 = add nsw i64 %202, 2
-  %204 = add nsw i64 41616, %203
-  %205 = mul nsw i64 %fc3_weight_grad.k2364, 10
-  %206 = add nsw i64 %204, %205
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %206
-  %207 = load float, ptr %arena81, align 4
-  %208 = insertelement <16 x float> undef, float %207, i32 0
-  %209 = shufflevector <16 x float> %208, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %209, ptr %fc3_weight_grad.t22_a2, align 64
-  %t22_a2 = load <16 x float>, ptr %fc3_weight_grad.t22_a2, align 64
-  %t22_b082 = load <16 x float>, ptr %fc3_weight_grad.t22_b0, align 64
-  %t22_c2_0 = load <16 x float>, ptr %fc3_weight_grad.t22_c2_0, align 64
-  %210 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a2, <16 x float> %t22_b082, <16 x float> %t22_c2_0)
-  store <16 x float> %210, ptr %fc3_weight_grad.t22_c2_0, align 64
-  %t22_a283 = load <16 x float>, ptr %fc3_weight_grad.t22_a2, align 64
-  %t22_b184 = load <16 x float>, ptr %fc3_weight_grad.t22_b1, align 64
-  %t22_c2_1 = load <16 x float>, ptr %fc3_weight_grad.t22_c2_1, align 64
-  %211 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a283, <16 x float> %t22_b184, <16 x float> %t22_c2_1)
-  store <16 x float> %211, ptr %fc3_weight_grad.t22_c2_1, align 64
-  %t22_a285 = load <16 x float>, ptr %fc3_weight_grad.t22_a2, align 64
-  %t22_b286 = load <16 x float>, ptr %fc3_weight_grad.t22_b2, align 64
-  %t22_c2_2 = load <16 x float>, ptr %fc3_weight_grad.t22_c2_2, align 64
-  %212 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a285, <16 x float> %t22_b286, <16 x float> %t22_c2_2)
-  store <16 x float> %212, ptr %fc3_weight_grad.t22_c2_2, align 64
-  %t22_a287 = load <16 x float>, ptr %fc3_weight_grad.t22_a2, align 64
-  %t22_b388 = load <16 x float>, ptr %fc3_weight_grad.t22_b3, align 64
-  %t22_c2_3 = load <16 x float>, ptr %fc3_weight_grad.t22_c2_3, align 64
-  %213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a287, <16 x float> %t22_b388, <16 x float> %t22_c2_3)
-  store <16 x float> %213, ptr %fc3_weight_grad.t22_c2_3, align 64
-  %214 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %215 = add nsw i64 %214, 3
-  %216 = add nsw i64 41616, %215
-  %217 = mul nsw i64 %fc3_weight_grad.k2364, 10
-  %218 = add nsw i64 %216, %217
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %218
-  %219 = load float, ptr %arena89, align 4
-  %220 = insertelement <16 x float> undef, float %219, i32 0
-  %221 = shufflevector <16 x float> %220, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %221, ptr %fc3_weight_grad.t22_a3, align 64
-  %t22_a3 = load <16 x float>, ptr %fc3_weight_grad.t22_a3, align 64
-  %t22_b090 = load <16 x float>, ptr %fc3_weight_grad.t22_b0, align 64
-  %t22_c3_0 = load <16 x float>, ptr %fc3_weight_grad.t22_c3_0, align 64
-  %222 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a3, <16 x float> %t22_b090, <16 x float> %t22_c3_0)
-  store <16 x float> %222, ptr %fc3_weight_grad.t22_c3_0, align 64
-  %t22_a391 = load <16 x float>, ptr %fc3_weight_grad.t22_a3, align 64
-  %t22_b192 = load <16 x float>, ptr %fc3_weight_grad.t22_b1, align 64
-  %t22_c3_1 = load <16 x float>, ptr %fc3_weight_grad.t22_c3_1, align 64
-  %223 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a391, <16 x float> %t22_b192, <16 x float> %t22_c3_1)
-  store <16 x float> %223, ptr %fc3_weight_grad.t22_c3_1, align 64
-  %t22_a393 = load <16 x float>, ptr %fc3_weight_grad.t22_a3, align 64
-  %t22_b294 = load <16 x float>, ptr %fc3_weight_grad.t22_b2, align 64
-  %t22_c3_2 = load <16 x float>, ptr %fc3_weight_grad.t22_c3_2, align 64
-  %224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a393, <16 x float> %t22_b294, <16 x float> %t22_c3_2)
-  store <16 x float> %224, ptr %fc3_weight_grad.t22_c3_2, align 64
-  %t22_a395 = load <16 x float>, ptr %fc3_weight_grad.t22_a3, align 64
-  %t22_b396 = load <16 x float>, ptr %fc3_weight_grad.t22_b3, align 64
-  %t22_c3_3 = load <16 x float>, ptr %fc3_weight_grad.t22_c3_3, align 64
-  %225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a395, <16 x float> %t22_b396, <16 x float> %t22_c3_3)
-  store <16 x float> %225, ptr %fc3_weight_grad.t22_c3_3, align 64
-  %226 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %227 = add nsw i64 %226, 4
-  %228 = add nsw i64 41616, %227
-  %229 = mul nsw i64 %fc3_weight_grad.k2364, 10
-  %230 = add nsw i64 %228, %229
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %230
-  %231 = load float, ptr %arena97, align 4
-  %232 = insertelement <16 x float> undef, float %231, i32 0
-  %233 = shufflevector <16 x float> %232, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %233, ptr %fc3_weight_grad.t22_a4, align 64
-  %t22_a4 = load <16 x float>, ptr %fc3_weight_grad.t22_a4, align 64
-  %t22_b098 = load <16 x float>, ptr %fc3_weight_grad.t22_b0, align 64
-  %t22_c4_0 = load <16 x float>, ptr %fc3_weight_grad.t22_c4_0, align 64
-  %234 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a4, <16 x float> %t22_b098, <16 x float> %t22_c4_0)
-  store <16 x float> %234, ptr %fc3_weight_grad.t22_c4_0, align 64
-  %t22_a499 = load <16 x float>, ptr %fc3_weight_grad.t22_a4, align 64
-  %t22_b1100 = load <16 x float>, ptr %fc3_weight_grad.t22_b1, align 64
-  %t22_c4_1 = load <16 x float>, ptr %fc3_weight_grad.t22_c4_1, align 64
-  %235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a499, <16 x float> %t22_b1100, <16 x float> %t22_c4_1)
-  store <16 x float> %235, ptr %fc3_weight_grad.t22_c4_1, align 64
-  %t22_a4101 = load <16 x float>, ptr %fc3_weight_grad.t22_a4, align 64
-  %t22_b2102 = load <16 x float>, ptr %fc3_weight_grad.t22_b2, align 64
-  %t22_c4_2 = load <16 x float>, ptr %fc3_weight_grad.t22_c4_2, align 64
-  %236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a4101, <16 x float> %t22_b2102, <16 x float> %t22_c4_2)
-  store <16 x float> %236, ptr %fc3_weight_grad.t22_c4_2, align 64
-  %t22_a4103 = load <16 x float>, ptr %fc3_weight_grad.t22_a4, align 64
-  %t22_b3104 = load <16 x float>, ptr %fc3_weight_grad.t22_b3, align 64
-  %t22_c4_3 = load <16 x float>, ptr %fc3_weight_grad.t22_c4_3, align 64
-  %237 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a4103, <16 x float> %t22_b3104, <16 x float> %t22_c4_3)
-  store <16 x float> %237, ptr %fc3_weight_grad.t22_c4_3, align 64
-  %238 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %239 = add nsw i64 %238, 5
-  %240 = add nsw i64 41616, %239
-  %241 = mul nsw i64 %fc3_weight_grad.k2364, 10
-  %242 = add nsw i64 %240, %241
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %242
-  %243 = load float, ptr %arena105, align 4
-  %244 = insertelement <16 x float> undef, float %243, i32 0
-  %245 = shufflevector <16 x float> %244, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %245, ptr %fc3_weight_grad.t22_a5, align 64
-  %t22_a5 = load <16 x float>, ptr %fc3_weight_grad.t22_a5, align 64
-  %t22_b0106 = load <16 x float>, ptr %fc3_weight_grad.t22_b0, align 64
-  %t22_c5_0 = load <16 x float>, ptr %fc3_weight_grad.t22_c5_0, align 64
-  %246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a5, <16 x float> %t22_b0106, <16 x float> %t22_c5_0)
-  store <16 x float> %246, ptr %fc3_weight_grad.t22_c5_0, align 64
-  %t22_a5107 = load <16 x float>, ptr %fc3_weight_grad.t22_a5, align 64
-  %t22_b1108 = load <16 x float>, ptr %fc3_weight_grad.t22_b1, align 64
-  %t22_c5_1 = load <16 x float>, ptr %fc3_weight_grad.t22_c5_1, align 64
-  %247 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a5107, <16 x float> %t22_b1108, <16 x float> %t22_c5_1)
-  store <16 x float> %247, ptr %fc3_weight_grad.t22_c5_1, align 64
-  %t22_a5109 = load <16 x float>, ptr %fc3_weight_grad.t22_a5, align 64
-  %t22_b2110 = load <16 x float>, ptr %fc3_weight_grad.t22_b2, align 64
-  %t22_c5_2 = load <16 x float>, ptr %fc3_weight_grad.t22_c5_2, align 64
-  %248 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a5109, <16 x float> %t22_b2110, <16 x float> %t22_c5_2)
-  store <16 x float> %248, ptr %fc3_weight_grad.t22_c5_2, align 64
-  %t22_a5111 = load <16 x float>, ptr %fc3_weight_grad.t22_a5, align 64
-  %t22_b3112 = load <16 x float>, ptr %fc3_weight_grad.t22_b3, align 64
-  %t22_c5_3 = load <16 x float>, ptr %fc3_weight_grad.t22_c5_3, align 64
-  %249 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t22_a5111, <16 x float> %t22_b3112, <16 x float> %t22_c5_3)
-  store <16 x float> %249, ptr %fc3_weight_grad.t22_c5_3, align 64
-  %k23.next = add nsw i64 %fc3_weight_grad.k2364, 1
-  %250 = icmp slt i64 %k23.next, 64
-  br i1 %250, label %fc3_weight_grad.k23, label %fc3_weight_grad.k23.end
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %176
+  %177 = load <16 x float>, ptr %arena80, align 4
+  store <16 x float> %177, ptr %fc2_weight_grad.t26_b0, align 64
+  %178 = mul nsw i64 %fc2_weight_grad.k2779, 256
+  %179 = add nsw i64 16384, %178
+  %180 = mul nsw i64 %fc2_weight_grad.nb2477, 64
+  %181 = add nsw i64 %179, %180
+  %182 = add nsw i64 %181, 16
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %182
+  %183 = load <16 x float>, ptr %arena81, align 4
+  store <16 x float> %183, ptr %fc2_weight_grad.t26_b1, align 64
+  %184 = mul nsw i64 %fc2_weight_grad.k2779, 256
+  %185 = add nsw i64 16384, %184
+  %186 = mul nsw i64 %fc2_weight_grad.nb2477, 64
+  %187 = add nsw i64 %185, %186
+  %188 = add nsw i64 %187, 32
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %188
+  %189 = load <16 x float>, ptr %arena82, align 4
+  store <16 x float> %189, ptr %fc2_weight_grad.t26_b2, align 64
+  %190 = mul nsw i64 %fc2_weight_grad.k2779, 256
+  %191 = add nsw i64 16384, %190
+  %192 = mul nsw i64 %fc2_weight_grad.nb2477, 64
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, 48
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %194
+  %195 = load <16 x float>, ptr %arena83, align 4
+  store <16 x float> %195, ptr %fc2_weight_grad.t26_b3, align 64
+  %196 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %197 = add nsw i64 50448, %196
+  %198 = mul nsw i64 %fc2_weight_grad.k2779, 128
+  %199 = add nsw i64 %197, %198
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %199
+  %200 = load float, ptr %arena84, align 4
+  %201 = insertelement <16 x float> undef, float %200, i32 0
+  %202 = shufflevector <16 x float> %201, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %202, ptr %fc2_weight_grad.t26_a0, align 64
+  %t26_a0 = load <16 x float>, ptr %fc2_weight_grad.t26_a0, align 64
+  %t26_b0 = load <16 x float>, ptr %fc2_weight_grad.t26_b0, align 64
+  %t26_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t26_c0_0, align 64
+  %203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a0, <16 x float> %t26_b0, <16 x float> %t26_c0_0)
+  store <16 x float> %203, ptr %fc2_weight_grad.t26_c0_0, align 64
+  %t26_a085 = load <16 x float>, ptr %fc2_weight_grad.t26_a0, align 64
+  %t26_b1 = load <16 x float>, ptr %fc2_weight_grad.t26_b1, align 64
+  %t26_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t26_c0_1, align 64
+  %204 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a085, <16 x float> %t26_b1, <16 x float> %t26_c0_1)
+  store <16 x float> %204, ptr %fc2_weight_grad.t26_c0_1, align 64
+  %t26_a086 = load <16 x float>, ptr %fc2_weight_grad.t26_a0, align 64
+  %t26_b2 = load <16 x float>, ptr %fc2_weight_grad.t26_b2, align 64
+  %t26_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t26_c0_2, align 64
+  %205 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a086, <16 x float> %t26_b2, <16 x float> %t26_c0_2)
+  store <16 x float> %205, ptr %fc2_weight_grad.t26_c0_2, align 64
+  %t26_a087 = load <16 x float>, ptr %fc2_weight_grad.t26_a0, align 64
+  %t26_b3 = load <16 x float>, ptr %fc2_weight_grad.t26_b3, align 64
+  %t26_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t26_c0_3, align 64
+  %206 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a087, <16 x float> %t26_b3, <16 x float> %t26_c0_3)
+  store <16 x float> %206, ptr %fc2_weight_grad.t26_c0_3, align 64
+  %207 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %208 = add nsw i64 %207, 1
+  %209 = add nsw i64 50448, %208
+  %210 = mul nsw i64 %fc2_weight_grad.k2779, 128
+  %211 = add nsw i64 %209, %210
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %211
+  %212 = load float, ptr %arena88, align 4
+  %213 = insertelement <16 x float> undef, float %212, i32 0
+  %214 = shufflevector <16 x float> %213, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %214, ptr %fc2_weight_grad.t26_a1, align 64
+  %t26_a1 = load <16 x float>, ptr %fc2_weight_grad.t26_a1, align 64
+  %t26_b089 = load <16 x float>, ptr %fc2_weight_grad.t26_b0, align 64
+  %t26_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t26_c1_0, align 64
+  %215 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a1, <16 x float> %t26_b089, <16 x float> %t26_c1_0)
+  store <16 x float> %215, ptr %fc2_weight_grad.t26_c1_0, align 64
+  %t26_a190 = load <16 x float>, ptr %fc2_weight_grad.t26_a1, align 64
+  %t26_b191 = load <16 x float>, ptr %fc2_weight_grad.t26_b1, align 64
+  %t26_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t26_c1_1, align 64
+  %216 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a190, <16 x float> %t26_b191, <16 x float> %t26_c1_1)
+  store <16 x float> %216, ptr %fc2_weight_grad.t26_c1_1, align 64
+  %t26_a192 = load <16 x float>, ptr %fc2_weight_grad.t26_a1, align 64
+  %t26_b293 = load <16 x float>, ptr %fc2_weight_grad.t26_b2, align 64
+  %t26_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t26_c1_2, align 64
+  %217 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a192, <16 x float> %t26_b293, <16 x float> %t26_c1_2)
+  store <16 x float> %217, ptr %fc2_weight_grad.t26_c1_2, align 64
+  %t26_a194 = load <16 x float>, ptr %fc2_weight_grad.t26_a1, align 64
+  %t26_b395 = load <16 x float>, ptr %fc2_weight_grad.t26_b3, align 64
+  %t26_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t26_c1_3, align 64
+  %218 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a194, <16 x float> %t26_b395, <16 x float> %t26_c1_3)
+  store <16 x float> %218, ptr %fc2_weight_grad.t26_c1_3, align 64
+  %219 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %220 = add nsw i64 %219, 2
+  %221 = add nsw i64 50448, %220
+  %222 = mul nsw i64 %fc2_weight_grad.k2779, 128
+  %223 = add nsw i64 %221, %222
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %223
+  %224 = load float, ptr %arena96, align 4
+  %225 = insertelement <16 x float> undef, float %224, i32 0
+  %226 = shufflevector <16 x float> %225, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %226, ptr %fc2_weight_grad.t26_a2, align 64
+  %t26_a2 = load <16 x float>, ptr %fc2_weight_grad.t26_a2, align 64
+  %t26_b097 = load <16 x float>, ptr %fc2_weight_grad.t26_b0, align 64
+  %t26_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t26_c2_0, align 64
+  %227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a2, <16 x float> %t26_b097, <16 x float> %t26_c2_0)
+  store <16 x float> %227, ptr %fc2_weight_grad.t26_c2_0, align 64
+  %t26_a298 = load <16 x float>, ptr %fc2_weight_grad.t26_a2, align 64
+  %t26_b199 = load <16 x float>, ptr %fc2_weight_grad.t26_b1, align 64
+  %t26_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t26_c2_1, align 64
+  %228 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a298, <16 x float> %t26_b199, <16 x float> %t26_c2_1)
+  store <16 x float> %228, ptr %fc2_weight_grad.t26_c2_1, align 64
+  %t26_a2100 = load <16 x float>, ptr %fc2_weight_grad.t26_a2, align 64
+  %t26_b2101 = load <16 x float>, ptr %fc2_weight_grad.t26_b2, align 64
+  %t26_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t26_c2_2, align 64
+  %229 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a2100, <16 x float> %t26_b2101, <16 x float> %t26_c2_2)
+  store <16 x float> %229, ptr %fc2_weight_grad.t26_c2_2, align 64
+  %t26_a2102 = load <16 x float>, ptr %fc2_weight_grad.t26_a2, align 64
+  %t26_b3103 = load <16 x float>, ptr %fc2_weight_grad.t26_b3, align 64
+  %t26_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t26_c2_3, align 64
+  %230 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a2102, <16 x float> %t26_b3103, <16 x float> %t26_c2_3)
+  store <16 x float> %230, ptr %fc2_weight_grad.t26_c2_3, align 64
+  %231 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %232 = add nsw i64 %231, 3
+  %233 = add nsw i64 50448, %232
+  %234 = mul nsw i64 %fc2_weight_grad.k2779, 128
+  %235 = add nsw i64 %233, %234
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load float, ptr %arena104, align 4
+  %237 = insertelement <16 x float> undef, float %236, i32 0
+  %238 = shufflevector <16 x float> %237, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %238, ptr %fc2_weight_grad.t26_a3, align 64
+  %t26_a3 = load <16 x float>, ptr %fc2_weight_grad.t26_a3, align 64
+  %t26_b0105 = load <16 x float>, ptr %fc2_weight_grad.t26_b0, align 64
+  %t26_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t26_c3_0, align 64
+  %239 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a3, <16 x float> %t26_b0105, <16 x float> %t26_c3_0)
+  store <16 x float> %239, ptr %fc2_weight_grad.t26_c3_0, align 64
+  %t26_a3106 = load <16 x float>, ptr %fc2_weight_grad.t26_a3, align 64
+  %t26_b1107 = load <16 x float>, ptr %fc2_weight_grad.t26_b1, align 64
+  %t26_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t26_c3_1, align 64
+  %240 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a3106, <16 x float> %t26_b1107, <16 x float> %t26_c3_1)
+  store <16 x float> %240, ptr %fc2_weight_grad.t26_c3_1, align 64
+  %t26_a3108 = load <16 x float>, ptr %fc2_weight_grad.t26_a3, align 64
+  %t26_b2109 = load <16 x float>, ptr %fc2_weight_grad.t26_b2, align 64
+  %t26_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t26_c3_2, align 64
+  %241 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a3108, <16 x float> %t26_b2109, <16 x float> %t26_c3_2)
+  store <16 x float> %241, ptr %fc2_weight_grad.t26_c3_2, align 64
+  %t26_a3110 = load <16 x float>, ptr %fc2_weight_grad.t26_a3, align 64
+  %t26_b3111 = load <16 x float>, ptr %fc2_weight_grad.t26_b3, align 64
+  %t26_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t26_c3_3, align 64
+  %242 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t26_a3110, <16 x float> %t26_b3111, <16 x float> %t26_c3_3)
+  store <16 x float> %242, ptr %fc2_weight_grad.t26_c3_3, align 64
+  %k27.next = add nsw i64 %fc2_weight_grad.k2779, 1
+  %243 = icmp slt i64 %k27.next, 64
+  br i1 %243, label %fc2_weight_grad.k27, label %fc2_weight_grad.k27.end
 
-fc3_weight_grad.k23.end:                          ; preds = %fc3_weight_grad.k23
-  %t22_c0_0113 = load <16 x float>, ptr %fc3_weight_grad.t22_c0_0, align 64
-  %251 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %252 = mul nsw i64 %251, 128
-  %253 = add nsw i64 233856, %252
-  %254 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %255 = add nsw i64 %253, %254
-  %grads114 = getelementptr inbounds float, ptr %grads, i64 %255
-  store <16 x float> %t22_c0_0113, ptr %grads114, align 4
-  %t22_c0_1115 = load <16 x float>, ptr %fc3_weight_grad.t22_c0_1, align 64
-  %256 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %257 = mul nsw i64 %256, 128
-  %258 = add nsw i64 233856, %257
-  %259 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %260 = add nsw i64 %258, %259
-  %261 = add nsw i64 %260, 16
-  %grads116 = getelementptr inbounds float, ptr %grads, i64 %261
-  store <16 x float> %t22_c0_1115, ptr %grads116, align 4
-  %t22_c0_2117 = load <16 x float>, ptr %fc3_weight_grad.t22_c0_2, align 64
-  %262 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %263 = mul nsw i64 %262, 128
-  %264 = add nsw i64 233856, %263
-  %265 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 %266, 32
-  %grads118 = getelementptr inbounds float, ptr %grads, i64 %267
-  store <16 x float> %t22_c0_2117, ptr %grads118, align 4
-  %t22_c0_3119 = load <16 x float>, ptr %fc3_weight_grad.t22_c0_3, align 64
-  %268 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %269 = mul nsw i64 %268, 128
-  %270 = add nsw i64 233856, %269
-  %271 = mul nsw i64 %fc3_weight_grad.nb2062, 64
+fc2_weight_grad.k27.end:                          ; preds = %fc2_weight_grad.k27
+  %t26_c0_0112 = load <16 x float>, ptr %fc2_weight_grad.t26_c0_0, align 64
+  %244 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %245 = mul nsw i64 %244, 256
+  %246 = add nsw i64 200960, %245
+  %247 = mul nsw i64 %fc2_weight_grad.nb2477, 64
+  %248 = add nsw i64 %246, %247
+  %grads113 = getelementptr inbounds float, ptr %grads, i64 %248
+  store <16 x float> %t26_c0_0112, ptr %grads113, align 4
+  %t26_c0_1114 = load <16 x float>, ptr %fc2_weight_grad.t26_c0_1, align 64
+  %249 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %250 = mul nsw i64 %249, 256
+  %251 = add nsw i64 200960, %250
+  %252 = mul nsw i64 %fc2_weight_grad.nb2477, 64
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 %253, 16
+  %grads115 = getelementptr inbounds float, ptr %grads, i64 %254
+  store <16 x float> %t26_c0_1114, ptr %grads115, align 4
+  %t26_c0_2116 = load <16 x float>, ptr %fc2_weight_grad.t26_c0_2, align 64
+  %255 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %256 = mul nsw i64 %255, 256
+  %257 = add nsw i64 200960, %256
+  %258 = mul nsw i64 %fc2_weight_grad.nb2477, 64
+  %259 = add nsw i64 %257, %258
+  %260 = add nsw i64 %259, 32
+  %grads117 = getelementptr inbounds float, ptr %grads, i64 %260
+  store <16 x float> %t26_c0_2116, ptr %grads117, align 4
+  %t26_c0_3118 = load <16 x float>, ptr %fc2_weight_grad.t26_c0_3, align 64
+  %261 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %262 = mul nsw i64 %261, 256
+  %263 = add nsw i64 200960, %262
+  %264 = mul nsw i64 %fc2_weight_grad.nb2477, 64
+  %265 = add nsw i64 %263, %264
+  %266 = add nsw i64 %265, 48
+  %grads119 = getelementptr inbounds float, ptr %grads, i64 %266
+  store <16 x float> %t26_c0_3118, ptr %grads119, align 4
+  %t26_c1_0120 = load <16 x float>, ptr %fc2_weight_grad.t26_c1_0, align 64
+  %267 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %268 = add nsw i64 %267, 1
+  %269 = mul nsw i64 %268, 256
+  %270 = add nsw i64 200960, %269
+  %271 = mul nsw i64 %fc2_weight_grad.nb2477, 64
   %272 = add nsw i64 %270, %271
-  %273 = add nsw i64 %272, 48
-  %grads120 = getelementptr inbounds float, ptr %grads, i64 %273
-  store <16 x float> %t22_c0_3119, ptr %grads120, align 4
-  %t22_c1_0121 = load <16 x float>, ptr %fc3_weight_grad.t22_c1_0, align 64
-  %274 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %275 = add nsw i64 %274, 1
-  %276 = mul nsw i64 %275, 128
-  %277 = add nsw i64 233856, %276
-  %278 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %279 = add nsw i64 %277, %278
-  %grads122 = getelementptr inbounds float, ptr %grads, i64 %279
-  store <16 x float> %t22_c1_0121, ptr %grads122, align 4
-  %t22_c1_1123 = load <16 x float>, ptr %fc3_weight_grad.t22_c1_1, align 64
-  %280 = mul nsw i64 %fc3_weight_grad.mb2163, 6
+  %grads121 = getelementptr inbounds float, ptr %grads, i64 %272
+  store <16 x float> %t26_c1_0120, ptr %grads121, align 4
+  %t26_c1_1122 = load <16 x float>, ptr %fc2_weight_grad.t26_c1_1, align 64
+  %273 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %274 = add nsw i64 %273, 1
+  %275 = mul nsw i64 %274, 256
+  %276 = add nsw i64 200960, %275
+  %277 = mul nsw i64 %fc2_weight_grad.nb2477, 64
+  %278 = add nsw i64 %276, %277
+  %279 = add nsw i64 %278, 16
+  %grads123 = getelementptr inbounds float, ptr %grads, i64 %279
+  store <16 x float> %t26_c1_1122, ptr %grads123, align 4
+  %t26_c1_2124 = load <16 x float>, ptr %fc2_weight_grad.t26_c1_2, align 64
+  %280 = mul nsw i64 %fc2_weight_grad.mb2578, 4
   %281 = add nsw i64 %280, 1
-  %282 = mul nsw i64 %281, 128
-  %283 = add nsw i64 233856, %282
-  %284 = mul nsw i64 %fc3_weight_grad.nb2062, 64
+  %282 = mul nsw i64 %281, 256
+  %283 = add nsw i64 200960, %282
+  %284 = mul nsw i64 %fc2_weight_grad.nb2477, 64
   %285 = add nsw i64 %283, %284
-  %286 = add nsw i64 %285, 16
-  %grads124 = getelementptr inbounds float, ptr %grads, i64 %286
-  store <16 x float> %t22_c1_1123, ptr %grads124, align 4
-  %t22_c1_2125 = load <16 x float>, ptr %fc3_weight_grad.t22_c1_2, align 64
-  %287 = mul nsw i64 %fc3_weight_grad.mb2163, 6
+  %286 = add nsw i64 %285, 32
+  %grads125 = getelementptr inbounds float, ptr %grads, i64 %286
+  store <16 x float> %t26_c1_2124, ptr %grads125, align 4
+  %t26_c1_3126 = load <16 x float>, ptr %fc2_weight_grad.t26_c1_3, align 64
+  %287 = mul nsw i64 %fc2_weight_grad.mb2578, 4
   %288 = add nsw i64 %287, 1
-  %289 = mul nsw i64 %288, 128
-  %290 = add nsw i64 233856, %289
-  %291 = mul nsw i64 %fc3_weight_grad.nb2062, 64
+  %289 = mul nsw i64 %288, 256
+  %290 = add nsw i64 200960, %289
+  %291 = mul nsw i64 %fc2_weight_grad.nb2477, 64
   %292 = add nsw i64 %290, %291
-  %293 = add nsw i64 %292, 32
-  %grads126 = getelementptr inbounds float, ptr %grads, i64 %293
-  store <16 x float> %t22_c1_2125, ptr %grads126, align 4
-  %t22_c1_3127 = load <16 x float>, ptr %fc3_weight_grad.t22_c1_3, align 64
-  %294 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %295 = add nsw i64 %294, 1
-  %296 = mul nsw i64 %295, 128
-  %297 = add nsw i64 233856, %296
-  %298 = mul nsw i64 %fc3_weight_grad.nb2062, 64
+  %293 = add nsw i64 %292, 48
+  %grads127 = getelementptr inbounds float, ptr %grads, i64 %293
+  store <16 x float> %t26_c1_3126, ptr %grads127, align 4
+  %t26_c2_0128 = load <16 x float>, ptr %fc2_weight_grad.t26_c2_0, align 64
+  %294 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %295 = add nsw i64 %294, 2
+  %296 = mul nsw i64 %295, 256
+  %297 = add nsw i64 200960, %296
+  %298 = mul nsw i64 %fc2_weight_grad.nb2477, 64
   %299 = add nsw i64 %297, %298
-  %300 = add nsw i64 %299, 48
-  %grads128 = getelementptr inbounds float, ptr %grads, i64 %300
-  store <16 x float> %t22_c1_3127, ptr %grads128, align 4
-  %t22_c2_0129 = load <16 x float>, ptr %fc3_weight_grad.t22_c2_0, align 64
-  %301 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %302 = add nsw i64 %301, 2
-  %303 = mul nsw i64 %302, 128
-  %304 = add nsw i64 233856, %303
-  %305 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %306 = add nsw i64 %304, %305
-  %grads130 = getelementptr inbounds float, ptr %grads, i64 %306
-  store <16 x float> %t22_c2_0129, ptr %grads130, align 4
-  %t22_c2_1131 = load <16 x float>, ptr %fc3_weight_grad.t22_c2_1, align 64
-  %307 = mul nsw i64 %fc3_weight_grad.mb2163, 6
+  %grads129 = getelementptr inbounds float, ptr %grads, i64 %299
+  store <16 x float> %t26_c2_0128, ptr %grads129, align 4
+  %t26_c2_1130 = load <16 x float>, ptr %fc2_weight_grad.t26_c2_1, align 64
+  %300 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %301 = add nsw i64 %300, 2
+  %302 = mul nsw i64 %301, 256
+  %303 = add nsw i64 200960, %302
+  %304 = mul nsw i64 %fc2_weight_grad.nb2477, 64
+  %305 = add nsw i64 %303, %304
+  %306 = add nsw i64 %305, 16
+  %grads131 = getelementptr inbounds float, ptr %grads, i64 %306
+  store <16 x float> %t26_c2_1130, ptr %grads131, align 4
+  %t26_c2_2132 = load <16 x float>, ptr %fc2_weight_grad.t26_c2_2, align 64
+  %307 = mul nsw i64 %fc2_weight_grad.mb2578, 4
   %308 = add nsw i64 %307, 2
-  %309 = mul nsw i64 %308, 128
-  %310 = add nsw i64 233856, %309
-  %311 = mul nsw i64 %fc3_weight_grad.nb2062, 64
+  %309 = mul nsw i64 %308, 256
+  %310 = add nsw i64 200960, %309
+  %311 = mul nsw i64 %fc2_weight_grad.nb2477, 64
   %312 = add nsw i64 %310, %311
-  %313 = add nsw i64 %312, 16
-  %grads132 = getelementptr inbounds float, ptr %grads, i64 %313
-  store <16 x float> %t22_c2_1131, ptr %grads132, align 4
-  %t22_c2_2133 = load <16 x float>, ptr %fc3_weight_grad.t22_c2_2, align 64
-  %314 = mul nsw i64 %fc3_weight_grad.mb2163, 6
+  %313 = add nsw i64 %312, 32
+  %grads133 = getelementptr inbounds float, ptr %grads, i64 %313
+  store <16 x float> %t26_c2_2132, ptr %grads133, align 4
+  %t26_c2_3134 = load <16 x float>, ptr %fc2_weight_grad.t26_c2_3, align 64
+  %314 = mul nsw i64 %fc2_weight_grad.mb2578, 4
   %315 = add nsw i64 %314, 2
-  %316 = mul nsw i64 %315, 128
-  %317 = add nsw i64 233856, %316
-  %318 = mul nsw i64 %fc3_weight_grad.nb2062, 64
+  %316 = mul nsw i64 %315, 256
+  %317 = add nsw i64 200960, %316
+  %318 = mul nsw i64 %fc2_weight_grad.nb2477, 64
   %319 = add nsw i64 %317, %318
-  %320 = add nsw i64 %319, 32
-  %grads134 = getelementptr inbounds float, ptr %grads, i64 %320
-  store <16 x float> %t22_c2_2133, ptr %grads134, align 4
-  %t22_c2_3135 = load <16 x float>, ptr %fc3_weight_grad.t22_c2_3, align 64
-  %321 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %322 = add nsw i64 %321, 2
-  %323 = mul nsw i64 %322, 128
-  %324 = add nsw i64 233856, %323
-  %325 = mul nsw i64 %fc3_weight_grad.nb2062, 64
+  %320 = add nsw i64 %319, 48
+  %grads135 = getelementptr inbounds float, ptr %grads, i64 %320
+  store <16 x float> %t26_c2_3134, ptr %grads135, align 4
+  %t26_c3_0136 = load <16 x float>, ptr %fc2_weight_grad.t26_c3_0, align 64
+  %321 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %322 = add nsw i64 %321, 3
+  %323 = mul nsw i64 %322, 256
+  %324 = add nsw i64 200960, %323
+  %325 = mul nsw i64 %fc2_weight_grad.nb2477, 64
   %326 = add nsw i64 %324, %325
-  %327 = add nsw i64 %326, 48
-  %grads136 = getelementptr inbounds float, ptr %grads, i64 %327
-  store <16 x float> %t22_c2_3135, ptr %grads136, align 4
-  %t22_c3_0137 = load <16 x float>, ptr %fc3_weight_grad.t22_c3_0, align 64
-  %328 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %329 = add nsw i64 %328, 3
-  %330 = mul nsw i64 %329, 128
-  %331 = add nsw i64 233856, %330
-  %332 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %333 = add nsw i64 %331, %332
-  %grads138 = getelementptr inbounds float, ptr %grads, i64 %333
-  store <16 x float> %t22_c3_0137, ptr %grads138, align 4
-  %t22_c3_1139 = load <16 x float>, ptr %fc3_weight_grad.t22_c3_1, align 64
-  %334 = mul nsw i64 %fc3_weight_grad.mb2163, 6
+  %grads137 = getelementptr inbounds float, ptr %grads, i64 %326
+  store <16 x float> %t26_c3_0136, ptr %grads137, align 4
+  %t26_c3_1138 = load <16 x float>, ptr %fc2_weight_grad.t26_c3_1, align 64
+  %327 = mul nsw i64 %fc2_weight_grad.mb2578, 4
+  %328 = add nsw i64 %327, 3
+  %329 = mul nsw i64 %328, 256
+  %330 = add nsw i64 200960, %329
+  %331 = mul nsw i64 %fc2_weight_grad.nb2477, 64
+  %332 = add nsw i64 %330, %331
+  %333 = add nsw i64 %332, 16
+  %grads139 = getelementptr inbounds float, ptr %grads, i64 %333
+  store <16 x float> %t26_c3_1138, ptr %grads139, align 4
+  %t26_c3_2140 = load <16 x float>, ptr %fc2_weight_grad.t26_c3_2, align 64
+  %334 = mul nsw i64 %fc2_weight_grad.mb2578, 4
   %335 = add nsw i64 %334, 3
-  %336 = mul nsw i64 %335, 128
-  %337 = add nsw i64 233856, %336
-  %338 = mul nsw i64 %fc3_weight_grad.nb2062, 64
+  %336 = mul nsw i64 %335, 256
+  %337 = add nsw i64 200960, %336
+  %338 = mul nsw i64 %fc2_weight_grad.nb2477, 64
   %339 = add nsw i64 %337, %338
-  %340 = add nsw i64 %339, 16
-  %grads140 = getelementptr inbounds float, ptr %grads, i64 %340
-  store <16 x float> %t22_c3_1139, ptr %grads140, align 4
-  %t22_c3_2141 = load <16 x float>, ptr %fc3_weight_grad.t22_c3_2, align 64
-  %341 = mul nsw i64 %fc3_weight_grad.mb2163, 6
+  %340 = add nsw i64 %339, 32
+  %grads141 = getelementptr inbounds float, ptr %grads, i64 %340
+  store <16 x float> %t26_c3_2140, ptr %grads141, align 4
+  %t26_c3_3142 = load <16 x float>, ptr %fc2_weight_grad.t26_c3_3, align 64
+  %341 = mul nsw i64 %fc2_weight_grad.mb2578, 4
   %342 = add nsw i64 %341, 3
-  %343 = mul nsw i64 %342, 128
-  %344 = add nsw i64 233856, %343
-  %345 = mul nsw i64 %fc3_weight_grad.nb2062, 64
+  %343 = mul nsw i64 %342, 256
+  %344 = add nsw i64 200960, %343
+  %345 = mul nsw i64 %fc2_weight_grad.nb2477, 64
   %346 = add nsw i64 %344, %345
-  %347 = add nsw i64 %346, 32
-  %grads142 = getelementptr inbounds float, ptr %grads, i64 %347
-  store <16 x float> %t22_c3_2141, ptr %grads142, align 4
-  %t22_c3_3143 = load <16 x float>, ptr %fc3_weight_grad.t22_c3_3, align 64
-  %348 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %349 = add nsw i64 %348, 3
-  %350 = mul nsw i64 %349, 128
-  %351 = add nsw i64 233856, %350
-  %352 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %353 = add nsw i64 %351, %352
-  %354 = add nsw i64 %353, 48
-  %grads144 = getelementptr inbounds float, ptr %grads, i64 %354
-  store <16 x float> %t22_c3_3143, ptr %grads144, align 4
-  %t22_c4_0145 = load <16 x float>, ptr %fc3_weight_grad.t22_c4_0, align 64
-  %355 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %356 = add nsw i64 %355, 4
-  %357 = mul nsw i64 %356, 128
-  %358 = add nsw i64 233856, %357
-  %359 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %360 = add nsw i64 %358, %359
-  %grads146 = getelementptr inbounds float, ptr %grads, i64 %360
-  store <16 x float> %t22_c4_0145, ptr %grads146, align 4
-  %t22_c4_1147 = load <16 x float>, ptr %fc3_weight_grad.t22_c4_1, align 64
-  %361 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %362 = add nsw i64 %361, 4
-  %363 = mul nsw i64 %362, 128
-  %364 = add nsw i64 233856, %363
-  %365 = mul nsw i64 %fc3_weight_grad.nb2062, 64
+  %347 = add nsw i64 %346, 48
+  %grads143 = getelementptr inbounds float, ptr %grads, i64 %347
+  store <16 x float> %t26_c3_3142, ptr %grads143, align 4
+  %mb25.next = add nsw i64 %fc2_weight_grad.mb2578, 1
+  %348 = icmp slt i64 %mb25.next, 32
+  br i1 %348, label %fc2_weight_grad.mb25, label %fc2_weight_grad.mb25.end
+
+fc2_bias_grad.u28:                                ; preds = %fc2_bias_grad.n30.end, %fc2_weight_grad.nb24.end
+  %fc2_bias_grad.u28144 = phi i64 [ 0, %fc2_weight_grad.nb24.end ], [ %u28.next, %fc2_bias_grad.n30.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc29, align 4
+  br label %fc2_bias_grad.n30
+
+fc2_bias_grad.u28.end:                            ; preds = %fc2_bias_grad.n30.end
+  br label %drop_grad.nb31
+
+fc2_bias_grad.n30:                                ; preds = %fc2_bias_grad.n30, %fc2_bias_grad.u28
+  %fc2_bias_grad.n30145 = phi i64 [ 0, %fc2_bias_grad.u28 ], [ %n30.next, %fc2_bias_grad.n30 ]
+  %acc29 = load float, ptr %fc2_bias_grad.acc29, align 4
+  %349 = mul nsw i64 %fc2_bias_grad.n30145, 128
+  %350 = add nsw i64 50448, %349
+  %351 = add nsw i64 %350, %fc2_bias_grad.u28144
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %351
+  %352 = load float, ptr %arena146, align 4
+  %353 = fadd float %acc29, %352
+  store float %353, ptr %fc2_bias_grad.acc29, align 4
+  %n30.next = add nsw i64 %fc2_bias_grad.n30145, 1
+  %354 = icmp slt i64 %n30.next, 64
+  br i1 %354, label %fc2_bias_grad.n30, label %fc2_bias_grad.n30.end
+
+fc2_bias_grad.n30.end:                            ; preds = %fc2_bias_grad.n30
+  %acc29147 = load float, ptr %fc2_bias_grad.acc29, align 4
+  %355 = add nsw i64 233728, %fc2_bias_grad.u28144
+  %grads148 = getelementptr inbounds float, ptr %grads, i64 %355
+  store float %acc29147, ptr %grads148, align 4
+  %u28.next = add nsw i64 %fc2_bias_grad.u28144, 1
+  %356 = icmp slt i64 %u28.next, 128
+  br i1 %356, label %fc2_bias_grad.u28, label %fc2_bias_grad.u28.end
+
+drop_grad.nb31:                                   ; preds = %drop_grad.mb32.end, %fc2_bias_grad.u28.end
+  %drop_grad.nb31149 = phi i64 [ 0, %fc2_bias_grad.u28.end ], [ %nb31.next, %drop_grad.mb32.end ]
+  br label %drop_grad.mb32
+
+drop_grad.nb31.end:                               ; preds = %drop_grad.mb32.end
+  br label %relu1_grad.i35
+
+drop_grad.mb32:                                   ; preds = %drop_grad.k34.end, %drop_grad.nb31
+  %drop_grad.mb32150 = phi i64 [ 0, %drop_grad.nb31 ], [ %mb32.next, %drop_grad.k34.end ]
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t33_c3_3, align 64
+  br label %drop_grad.k34
+
+drop_grad.mb32.end:                               ; preds = %drop_grad.k34.end
+  %nb31.next = add nsw i64 %drop_grad.nb31149, 1
+  %357 = icmp slt i64 %nb31.next, 4
+  br i1 %357, label %drop_grad.nb31, label %drop_grad.nb31.end
+
+drop_grad.k34:                                    ; preds = %drop_grad.k34, %drop_grad.mb32
+  %drop_grad.k34151 = phi i64 [ 0, %drop_grad.mb32 ], [ %k34.next, %drop_grad.k34 ]
+  %358 = mul nsw i64 %drop_grad.k34151, 256
+  %359 = add nsw i64 200960, %358
+  %360 = mul nsw i64 %drop_grad.nb31149, 64
+  %361 = add nsw i64 %359, %360
+  %params152 = getelementptr inbounds float, ptr %params, i64 %361
+  %362 = load <16 x float>, ptr %params152, align 4
+  store <16 x float> %362, ptr %drop_grad.t33_b0, align 64
+  %363 = mul nsw i64 %drop_grad.k34151, 256
+  %364 = add nsw i64 200960, %363
+  %365 = mul nsw i64 %drop_grad.nb31149, 64
   %366 = add nsw i64 %364, %365
   %367 = add nsw i64 %366, 16
-  %grads148 = getelementptr inbounds float, ptr %grads, i64 %367
-  store <16 x float> %t22_c4_1147, ptr %grads148, align 4
-  %t22_c4_2149 = load <16 x float>, ptr %fc3_weight_grad.t22_c4_2, align 64
-  %368 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %369 = add nsw i64 %368, 4
-  %370 = mul nsw i64 %369, 128
-  %371 = add nsw i64 233856, %370
-  %372 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %373 = add nsw i64 %371, %372
-  %374 = add nsw i64 %373, 32
-  %grads150 = getelementptr inbounds float, ptr %grads, i64 %374
-  store <16 x float> %t22_c4_2149, ptr %grads150, align 4
-  %t22_c4_3151 = load <16 x float>, ptr %fc3_weight_grad.t22_c4_3, align 64
-  %375 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %376 = add nsw i64 %375, 4
-  %377 = mul nsw i64 %376, 128
-  %378 = add nsw i64 233856, %377
-  %379 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %380 = add nsw i64 %378, %379
-  %381 = add nsw i64 %380, 48
-  %grads152 = getelementptr inbounds float, ptr %grads, i64 %381
-  store <16 x float> %t22_c4_3151, ptr %grads152, align 4
-  %t22_c5_0153 = load <16 x float>, ptr %fc3_weight_grad.t22_c5_0, align 64
-  %382 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %383 = add nsw i64 %382, 5
-  %384 = mul nsw i64 %383, 128
-  %385 = add nsw i64 233856, %384
-  %386 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %387 = add nsw i64 %385, %386
-  %grads154 = getelementptr inbounds float, ptr %grads, i64 %387
-  store <16 x float> %t22_c5_0153, ptr %grads154, align 4
-  %t22_c5_1155 = load <16 x float>, ptr %fc3_weight_grad.t22_c5_1, align 64
-  %388 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %389 = add nsw i64 %388, 5
-  %390 = mul nsw i64 %389, 128
-  %391 = add nsw i64 233856, %390
-  %392 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %393 = add nsw i64 %391, %392
-  %394 = add nsw i64 %393, 16
-  %grads156 = getelementptr inbounds float, ptr %grads, i64 %394
-  store <16 x float> %t22_c5_1155, ptr %grads156, align 4
-  %t22_c5_2157 = load <16 x float>, ptr %fc3_weight_grad.t22_c5_2, align 64
-  %395 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %396 = add nsw i64 %395, 5
-  %397 = mul nsw i64 %396, 128
-  %398 = add nsw i64 233856, %397
-  %399 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %400 = add nsw i64 %398, %399
-  %401 = add nsw i64 %400, 32
-  %grads158 = getelementptr inbounds float, ptr %grads, i64 %401
-  store <16 x float> %t22_c5_2157, ptr %grads158, align 4
-  %t22_c5_3159 = load <16 x float>, ptr %fc3_weight_grad.t22_c5_3, align 64
-  %402 = mul nsw i64 %fc3_weight_grad.mb2163, 6
-  %403 = add nsw i64 %402, 5
-  %404 = mul nsw i64 %403, 128
-  %405 = add nsw i64 233856, %404
-  %406 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %407 = add nsw i64 %405, %406
-  %408 = add nsw i64 %407, 48
-  %grads160 = getelementptr inbounds float, ptr %grads, i64 %408
-  store <16 x float> %t22_c5_3159, ptr %grads160, align 4
-  %mb21.next = add nsw i64 %fc3_weight_grad.mb2163, 1
-  %409 = icmp slt i64 %mb21.next, 1
-  br i1 %409, label %fc3_weight_grad.mb21, label %fc3_weight_grad.mb21.end
+  %params153 = getelementptr inbounds float, ptr %params, i64 %367
+  %368 = load <16 x float>, ptr %params153, align 4
+  store <16 x float> %368, ptr %drop_grad.t33_b1, align 64
+  %369 = mul nsw i64 %drop_grad.k34151, 256
+  %370 = add nsw i64 200960, %369
+  %371 = mul nsw i64 %drop_grad.nb31149, 64
+  %372 = add nsw i64 %370, %371
+  %373 = add nsw i64 %372, 32
+  %params154 = getelementptr inbounds float, ptr %params, i64 %373
+  %374 = load <16 x float>, ptr %params154, align 4
+  store <16 x float> %374, ptr %drop_grad.t33_b2, align 64
+  %375 = mul nsw i64 %drop_grad.k34151, 256
+  %376 = add nsw i64 200960, %375
+  %377 = mul nsw i64 %drop_grad.nb31149, 64
+  %378 = add nsw i64 %376, %377
+  %379 = add nsw i64 %378, 48
+  %params155 = getelementptr inbounds float, ptr %params, i64 %379
+  %380 = load <16 x float>, ptr %params155, align 4
+  store <16 x float> %380, ptr %drop_grad.t33_b3, align 64
+  %381 = mul nsw i64 %drop_grad.mb32150, 4
+  %382 = mul nsw i64 %381, 128
+  %383 = add nsw i64 50448, %382
+  %384 = add nsw i64 %383, %drop_grad.k34151
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %384
+  %385 = load float, ptr %arena156, align 4
+  %386 = insertelement <16 x float> undef, float %385, i32 0
+  %387 = shufflevector <16 x float> %386, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %387, ptr %drop_grad.t33_a0, align 64
+  %t33_a0 = load <16 x float>, ptr %drop_grad.t33_a0, align 64
+  %t33_b0 = load <16 x float>, ptr %drop_grad.t33_b0, align 64
+  %t33_c0_0 = load <16 x float>, ptr %drop_grad.t33_c0_0, align 64
+  %388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a0, <16 x float> %t33_b0, <16 x float> %t33_c0_0)
+  store <16 x float> %388, ptr %drop_grad.t33_c0_0, align 64
+  %t33_a0157 = load <16 x float>, ptr %drop_grad.t33_a0, align 64
+  %t33_b1 = load <16 x float>, ptr %drop_grad.t33_b1, align 64
+  %t33_c0_1 = load <16 x float>, ptr %drop_grad.t33_c0_1, align 64
+  %389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a0157, <16 x float> %t33_b1, <16 x float> %t33_c0_1)
+  store <16 x float> %389, ptr %drop_grad.t33_c0_1, align 64
+  %t33_a0158 = load <16 x float>, ptr %drop_grad.t33_a0, align 64
+  %t33_b2 = load <16 x float>, ptr %drop_grad.t33_b2, align 64
+  %t33_c0_2 = load <16 x float>, ptr %drop_grad.t33_c0_2, align 64
+  %390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a0158, <16 x float> %t33_b2, <16 x float> %t33_c0_2)
+  store <16 x float> %390, ptr %drop_grad.t33_c0_2, align 64
+  %t33_a0159 = load <16 x float>, ptr %drop_grad.t33_a0, align 64
+  %t33_b3 = load <16 x float>, ptr %drop_grad.t33_b3, align 64
+  %t33_c0_3 = load <16 x float>, ptr %drop_grad.t33_c0_3, align 64
+  %391 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a0159, <16 x float> %t33_b3, <16 x float> %t33_c0_3)
+  store <16 x float> %391, ptr %drop_grad.t33_c0_3, align 64
+  %392 = mul nsw i64 %drop_grad.mb32150, 4
+  %393 = add nsw i64 %392, 1
+  %394 = mul nsw i64 %393, 128
+  %395 = add nsw i64 50448, %394
+  %396 = add nsw i64 %395, %drop_grad.k34151
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %396
+  %397 = load float, ptr %arena160, align 4
+  %398 = insertelement <16 x float> undef, float %397, i32 0
+  %399 = shufflevector <16 x float> %398, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %399, ptr %drop_grad.t33_a1, align 64
+  %t33_a1 = load <16 x float>, ptr %drop_grad.t33_a1, align 64
+  %t33_b0161 = load <16 x float>, ptr %drop_grad.t33_b0, align 64
+  %t33_c1_0 = load <16 x float>, ptr %drop_grad.t33_c1_0, align 64
+  %400 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a1, <16 x float> %t33_b0161, <16 x float> %t33_c1_0)
+  store <16 x float> %400, ptr %drop_grad.t33_c1_0, align 64
+  %t33_a1162 = load <16 x float>, ptr %drop_grad.t33_a1, align 64
+  %t33_b1163 = load <16 x float>, ptr %drop_grad.t33_b1, align 64
+  %t33_c1_1 = load <16 x float>, ptr %drop_grad.t33_c1_1, align 64
+  %401 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a1162, <16 x float> %t33_b1163, <16 x float> %t33_c1_1)
+  store <16 x float> %401, ptr %drop_grad.t33_c1_1, align 64
+  %t33_a1164 = load <16 x float>, ptr %drop_grad.t33_a1, align 64
+  %t33_b2165 = load <16 x float>, ptr %drop_grad.t33_b2, align 64
+  %t33_c1_2 = load <16 x float>, ptr %drop_grad.t33_c1_2, align 64
+  %402 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a1164, <16 x float> %t33_b2165, <16 x float> %t33_c1_2)
+  store <16 x float> %402, ptr %drop_grad.t33_c1_2, align 64
+  %t33_a1166 = load <16 x float>, ptr %drop_grad.t33_a1, align 64
+  %t33_b3167 = load <16 x float>, ptr %drop_grad.t33_b3, align 64
+  %t33_c1_3 = load <16 x float>, ptr %drop_grad.t33_c1_3, align 64
+  %403 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a1166, <16 x float> %t33_b3167, <16 x float> %t33_c1_3)
+  store <16 x float> %403, ptr %drop_grad.t33_c1_3, align 64
+  %404 = mul nsw i64 %drop_grad.mb32150, 4
+  %405 = add nsw i64 %404, 2
+  %406 = mul nsw i64 %405, 128
+  %407 = add nsw i64 50448, %406
+  %408 = add nsw i64 %407, %drop_grad.k34151
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %408
+  %409 = load float, ptr %arena168, align 4
+  %410 = insertelement <16 x float> undef, float %409, i32 0
+  %411 = shufflevector <16 x float> %410, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %411, ptr %drop_grad.t33_a2, align 64
+  %t33_a2 = load <16 x float>, ptr %drop_grad.t33_a2, align 64
+  %t33_b0169 = load <16 x float>, ptr %drop_grad.t33_b0, align 64
+  %t33_c2_0 = load <16 x float>, ptr %drop_grad.t33_c2_0, align 64
+  %412 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a2, <16 x float> %t33_b0169, <16 x float> %t33_c2_0)
+  store <16 x float> %412, ptr %drop_grad.t33_c2_0, align 64
+  %t33_a2170 = load <16 x float>, ptr %drop_grad.t33_a2, align 64
+  %t33_b1171 = load <16 x float>, ptr %drop_grad.t33_b1, align 64
+  %t33_c2_1 = load <16 x float>, ptr %drop_grad.t33_c2_1, align 64
+  %413 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a2170, <16 x float> %t33_b1171, <16 x float> %t33_c2_1)
+  store <16 x float> %413, ptr %drop_grad.t33_c2_1, align 64
+  %t33_a2172 = load <16 x float>, ptr %drop_grad.t33_a2, align 64
+  %t33_b2173 = load <16 x float>, ptr %drop_grad.t33_b2, align 64
+  %t33_c2_2 = load <16 x float>, ptr %drop_grad.t33_c2_2, align 64
+  %414 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a2172, <16 x float> %t33_b2173, <16 x float> %t33_c2_2)
+  store <16 x float> %414, ptr %drop_grad.t33_c2_2, align 64
+  %t33_a2174 = load <16 x float>, ptr %drop_grad.t33_a2, align 64
+  %t33_b3175 = load <16 x float>, ptr %drop_grad.t33_b3, align 64
+  %t33_c2_3 = load <16 x float>, ptr %drop_grad.t33_c2_3, align 64
+  %415 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a2174, <16 x float> %t33_b3175, <16 x float> %t33_c2_3)
+  store <16 x float> %415, ptr %drop_grad.t33_c2_3, align 64
+  %416 = mul nsw i64 %drop_grad.mb32150, 4
+  %417 = add nsw i64 %416, 3
+  %418 = mul nsw i64 %417, 128
+  %419 = add nsw i64 50448, %418
+  %420 = add nsw i64 %419, %drop_grad.k34151
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %420
+  %421 = load float, ptr %arena176, align 4
+  %422 = insertelement <16 x float> undef, float %421, i32 0
+  %423 = shufflevector <16 x float> %422, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %423, ptr %drop_grad.t33_a3, align 64
+  %t33_a3 = load <16 x float>, ptr %drop_grad.t33_a3, align 64
+  %t33_b0177 = load <16 x float>, ptr %drop_grad.t33_b0, align 64
+  %t33_c3_0 = load <16 x float>, ptr %drop_grad.t33_c3_0, align 64
+  %424 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a3, <16 x float> %t33_b0177, <16 x float> %t33_c3_0)
+  store <16 x float> %424, ptr %drop_grad.t33_c3_0, align 64
+  %t33_a3178 = load <16 x float>, ptr %drop_grad.t33_a3, align 64
+  %t33_b1179 = load <16 x float>, ptr %drop_grad.t33_b1, align 64
+  %t33_c3_1 = load <16 x float>, ptr %drop_grad.t33_c3_1, align 64
+  %425 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a3178, <16 x float> %t33_b1179, <16 x float> %t33_c3_1)
+  store <16 x float> %425, ptr %drop_grad.t33_c3_1, align 64
+  %t33_a3180 = load <16 x float>, ptr %drop_grad.t33_a3, align 64
+  %t33_b2181 = load <16 x float>, ptr %drop_grad.t33_b2, align 64
+  %t33_c3_2 = load <16 x float>, ptr %drop_grad.t33_c3_2, align 64
+  %426 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a3180, <16 x float> %t33_b2181, <16 x float> %t33_c3_2)
+  store <16 x float> %426, ptr %drop_grad.t33_c3_2, align 64
+  %t33_a3182 = load <16 x float>, ptr %drop_grad.t33_a3, align 64
+  %t33_b3183 = load <16 x float>, ptr %drop_grad.t33_b3, align 64
+  %t33_c3_3 = load <16 x float>, ptr %drop_grad.t33_c3_3, align 64
+  %427 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a3182, <16 x float> %t33_b3183, <16 x float> %t33_c3_3)
+  store <16 x float> %427, ptr %drop_grad.t33_c3_3, align 64
+  %k34.next = add nsw i64 %drop_grad.k34151, 1
+  %428 = icmp slt i64 %k34.next, 128
+  br i1 %428, label %drop_grad.k34, label %drop_grad.k34.end
 
-fc3_weight_grad.k25:                              ; preds = %fc3_weight_grad.k25, %fc3_weight_grad.mb21.end
-  %fc3_weight_grad.k25161 = phi i64 [ 0, %fc3_weight_grad.mb21.end ], [ %k25.next, %fc3_weight_grad.k25 ]
-  %410 = mul nsw i64 %fc3_weight_grad.k25161, 128
-  %411 = add nsw i64 32768, %410
-  %412 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %413 = add nsw i64 %411, %412
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %413
-  %414 = load <16 x float>, ptr %arena162, align 4
-  store <16 x float> %414, ptr %fc3_weight_grad.t24_b0, align 64
-  %415 = mul nsw i64 %fc3_weight_grad.k25161, 128
-  %416 = add nsw i64 32768, %415
-  %417 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %418 = add nsw i64 %416, %417
-  %419 = add nsw i64 %418, 16
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %419
-  %420 = load <16 x float>, ptr %arena163, align 4
-  store <16 x float> %420, ptr %fc3_weight_grad.t24_b1, align 64
-  %421 = mul nsw i64 %fc3_weight_grad.k25161, 128
-  %422 = add nsw i64 32768, %421
-  %423 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %424 = add nsw i64 %422, %423
-  %425 = add nsw i64 %424, 32
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %425
-  %426 = load <16 x float>, ptr %arena164, align 4
-  store <16 x float> %426, ptr %fc3_weight_grad.t24_b2, align 64
-  %427 = mul nsw i64 %fc3_weight_grad.k25161, 128
-  %428 = add nsw i64 32768, %427
-  %429 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %430 = add nsw i64 %428, %429
-  %431 = add nsw i64 %430, 48
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %431
-  %432 = load <16 x float>, ptr %arena165, align 4
-  store <16 x float> %432, ptr %fc3_weight_grad.t24_b3, align 64
-  %433 = mul nsw i64 %fc3_weight_grad.k25161, 10
-  %434 = add nsw i64 41622, %433
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %434
-  %435 = load float, ptr %arena166, align 4
-  %436 = insertelement <16 x float> undef, float %435, i32 0
-  %437 = shufflevector <16 x float> %436, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %437, ptr %fc3_weight_grad.t24_a0, align 64
-  %t24_a0 = load <16 x float>, ptr %fc3_weight_grad.t24_a0, align 64
-  %t24_b0 = load <16 x float>, ptr %fc3_weight_grad.t24_b0, align 64
-  %t24_c0_0 = load <16 x float>, ptr %fc3_weight_grad.t24_c0_0, align 64
-  %438 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a0, <16 x float> %t24_b0, <16 x float> %t24_c0_0)
-  store <16 x float> %438, ptr %fc3_weight_grad.t24_c0_0, align 64
-  %t24_a0167 = load <16 x float>, ptr %fc3_weight_grad.t24_a0, align 64
-  %t24_b1 = load <16 x float>, ptr %fc3_weight_grad.t24_b1, align 64
-  %t24_c0_1 = load <16 x float>, ptr %fc3_weight_grad.t24_c0_1, align 64
-  %439 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a0167, <16 x float> %t24_b1, <16 x float> %t24_c0_1)
-  store <16 x float> %439, ptr %fc3_weight_grad.t24_c0_1, align 64
-  %t24_a0168 = load <16 x float>, ptr %fc3_weight_grad.t24_a0, align 64
-  %t24_b2 = load <16 x float>, ptr %fc3_weight_grad.t24_b2, align 64
-  %t24_c0_2 = load <16 x float>, ptr %fc3_weight_grad.t24_c0_2, align 64
-  %440 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a0168, <16 x float> %t24_b2, <16 x float> %t24_c0_2)
-  store <16 x float> %440, ptr %fc3_weight_grad.t24_c0_2, align 64
-  %t24_a0169 = load <16 x float>, ptr %fc3_weight_grad.t24_a0, align 64
-  %t24_b3 = load <16 x float>, ptr %fc3_weight_grad.t24_b3, align 64
-  %t24_c0_3 = load <16 x float>, ptr %fc3_weight_grad.t24_c0_3, align 64
-  %441 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a0169, <16 x float> %t24_b3, <16 x float> %t24_c0_3)
-  store <16 x float> %441, ptr %fc3_weight_grad.t24_c0_3, align 64
-  %442 = mul nsw i64 %fc3_weight_grad.k25161, 10
-  %443 = add nsw i64 41623, %442
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %443
-  %444 = load float, ptr %arena170, align 4
-  %445 = insertelement <16 x float> undef, float %444, i32 0
-  %446 = shufflevector <16 x float> %445, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %446, ptr %fc3_weight_grad.t24_a1, align 64
-  %t24_a1 = load <16 x float>, ptr %fc3_weight_grad.t24_a1, align 64
-  %t24_b0171 = load <16 x float>, ptr %fc3_weight_grad.t24_b0, align 64
-  %t24_c1_0 = load <16 x float>, ptr %fc3_weight_grad.t24_c1_0, align 64
-  %447 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a1, <16 x float> %t24_b0171, <16 x float> %t24_c1_0)
-  store <16 x float> %447, ptr %fc3_weight_grad.t24_c1_0, align 64
-  %t24_a1172 = load <16 x float>, ptr %fc3_weight_grad.t24_a1, align 64
-  %t24_b1173 = load <16 x float>, ptr %fc3_weight_grad.t24_b1, align 64
-  %t24_c1_1 = load <16 x float>, ptr %fc3_weight_grad.t24_c1_1, align 64
-  %448 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a1172, <16 x float> %t24_b1173, <16 x float> %t24_c1_1)
-  store <16 x float> %448, ptr %fc3_weight_grad.t24_c1_1, align 64
-  %t24_a1174 = load <16 x float>, ptr %fc3_weight_grad.t24_a1, align 64
-  %t24_b2175 = load <16 x float>, ptr %fc3_weight_grad.t24_b2, align 64
-  %t24_c1_2 = load <16 x float>, ptr %fc3_weight_grad.t24_c1_2, align 64
-  %449 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a1174, <16 x float> %t24_b2175, <16 x float> %t24_c1_2)
-  store <16 x float> %449, ptr %fc3_weight_grad.t24_c1_2, align 64
-  %t24_a1176 = load <16 x float>, ptr %fc3_weight_grad.t24_a1, align 64
-  %t24_b3177 = load <16 x float>, ptr %fc3_weight_grad.t24_b3, align 64
-  %t24_c1_3 = load <16 x float>, ptr %fc3_weight_grad.t24_c1_3, align 64
-  %450 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a1176, <16 x float> %t24_b3177, <16 x float> %t24_c1_3)
-  store <16 x float> %450, ptr %fc3_weight_grad.t24_c1_3, align 64
-  %451 = mul nsw i64 %fc3_weight_grad.k25161, 10
-  %452 = add nsw i64 41624, %451
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %452
-  %453 = load float, ptr %arena178, align 4
-  %454 = insertelement <16 x float> undef, float %453, i32 0
-  %455 = shufflevector <16 x float> %454, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %455, ptr %fc3_weight_grad.t24_a2, align 64
-  %t24_a2 = load <16 x float>, ptr %fc3_weight_grad.t24_a2, align 64
-  %t24_b0179 = load <16 x float>, ptr %fc3_weight_grad.t24_b0, align 64
-  %t24_c2_0 = load <16 x float>, ptr %fc3_weight_grad.t24_c2_0, align 64
-  %456 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a2, <16 x float> %t24_b0179, <16 x float> %t24_c2_0)
-  store <16 x float> %456, ptr %fc3_weight_grad.t24_c2_0, align 64
-  %t24_a2180 = load <16 x float>, ptr %fc3_weight_grad.t24_a2, align 64
-  %t24_b1181 = load <16 x float>, ptr %fc3_weight_grad.t24_b1, align 64
-  %t24_c2_1 = load <16 x float>, ptr %fc3_weight_grad.t24_c2_1, align 64
-  %457 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a2180, <16 x float> %t24_b1181, <16 x float> %t24_c2_1)
-  store <16 x float> %457, ptr %fc3_weight_grad.t24_c2_1, align 64
-  %t24_a2182 = load <16 x float>, ptr %fc3_weight_grad.t24_a2, align 64
-  %t24_b2183 = load <16 x float>, ptr %fc3_weight_grad.t24_b2, align 64
-  %t24_c2_2 = load <16 x float>, ptr %fc3_weight_grad.t24_c2_2, align 64
-  %458 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a2182, <16 x float> %t24_b2183, <16 x float> %t24_c2_2)
-  store <16 x float> %458, ptr %fc3_weight_grad.t24_c2_2, align 64
-  %t24_a2184 = load <16 x float>, ptr %fc3_weight_grad.t24_a2, align 64
-  %t24_b3185 = load <16 x float>, ptr %fc3_weight_grad.t24_b3, align 64
-  %t24_c2_3 = load <16 x float>, ptr %fc3_weight_grad.t24_c2_3, align 64
-  %459 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a2184, <16 x float> %t24_b3185, <16 x float> %t24_c2_3)
-  store <16 x float> %459, ptr %fc3_weight_grad.t24_c2_3, align 64
-  %460 = mul nsw i64 %fc3_weight_grad.k25161, 10
-  %461 = add nsw i64 41625, %460
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %461
-  %462 = load float, ptr %arena186, align 4
-  %463 = insertelement <16 x float> undef, float %462, i32 0
-  %464 = shufflevector <16 x float> %463, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %464, ptr %fc3_weight_grad.t24_a3, align 64
-  %t24_a3 = load <16 x float>, ptr %fc3_weight_grad.t24_a3, align 64
-  %t24_b0187 = load <16 x float>, ptr %fc3_weight_grad.t24_b0, align 64
-  %t24_c3_0 = load <16 x float>, ptr %fc3_weight_grad.t24_c3_0, align 64
-  %465 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a3, <16 x float> %t24_b0187, <16 x float> %t24_c3_0)
-  store <16 x float> %465, ptr %fc3_weight_grad.t24_c3_0, align 64
-  %t24_a3188 = load <16 x float>, ptr %fc3_weight_grad.t24_a3, align 64
-  %t24_b1189 = load <16 x float>, ptr %fc3_weight_grad.t24_b1, align 64
-  %t24_c3_1 = load <16 x float>, ptr %fc3_weight_grad.t24_c3_1, align 64
-  %466 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a3188, <16 x float> %t24_b1189, <16 x float> %t24_c3_1)
-  store <16 x float> %466, ptr %fc3_weight_grad.t24_c3_1, align 64
-  %t24_a3190 = load <16 x float>, ptr %fc3_weight_grad.t24_a3, align 64
-  %t24_b2191 = load <16 x float>, ptr %fc3_weight_grad.t24_b2, align 64
-  %t24_c3_2 = load <16 x float>, ptr %fc3_weight_grad.t24_c3_2, align 64
-  %467 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a3190, <16 x float> %t24_b2191, <16 x float> %t24_c3_2)
-  store <16 x float> %467, ptr %fc3_weight_grad.t24_c3_2, align 64
-  %t24_a3192 = load <16 x float>, ptr %fc3_weight_grad.t24_a3, align 64
-  %t24_b3193 = load <16 x float>, ptr %fc3_weight_grad.t24_b3, align 64
-  %t24_c3_3 = load <16 x float>, ptr %fc3_weight_grad.t24_c3_3, align 64
-  %468 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t24_a3192, <16 x float> %t24_b3193, <16 x float> %t24_c3_3)
-  store <16 x float> %468, ptr %fc3_weight_grad.t24_c3_3, align 64
-  %k25.next = add nsw i64 %fc3_weight_grad.k25161, 1
-  %469 = icmp slt i64 %k25.next, 64
-  br i1 %469, label %fc3_weight_grad.k25, label %fc3_weight_grad.k25.end
-
-fc3_weight_grad.k25.end:                          ; preds = %fc3_weight_grad.k25
-  %t24_c0_0194 = load <16 x float>, ptr %fc3_weight_grad.t24_c0_0, align 64
-  %470 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %471 = add nsw i64 234624, %470
-  %grads195 = getelementptr inbounds float, ptr %grads, i64 %471
-  store <16 x float> %t24_c0_0194, ptr %grads195, align 4
-  %t24_c0_1196 = load <16 x float>, ptr %fc3_weight_grad.t24_c0_1, align 64
-  %472 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %473 = add nsw i64 234624, %472
-  %474 = add nsw i64 %473, 16
-  %grads197 = getelementptr inbounds float, ptr %grads, i64 %474
-  store <16 x float> %t24_c0_1196, ptr %grads197, align 4
-  %t24_c0_2198 = load <16 x float>, ptr %fc3_weight_grad.t24_c0_2, align 64
-  %475 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %476 = add nsw i64 234624, %475
-  %477 = add nsw i64 %476, 32
-  %grads199 = getelementptr inbounds float, ptr %grads, i64 %477
-  store <16 x float> %t24_c0_2198, ptr %grads199, align 4
-  %t24_c0_3200 = load <16 x float>, ptr %fc3_weight_grad.t24_c0_3, align 64
-  %478 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %479 = add nsw i64 234624, %478
-  %480 = add nsw i64 %479, 48
-  %grads201 = getelementptr inbounds float, ptr %grads, i64 %480
-  store <16 x float> %t24_c0_3200, ptr %grads201, align 4
-  %t24_c1_0202 = load <16 x float>, ptr %fc3_weight_grad.t24_c1_0, align 64
-  %481 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %482 = add nsw i64 234752, %481
-  %grads203 = getelementptr inbounds float, ptr %grads, i64 %482
-  store <16 x float> %t24_c1_0202, ptr %grads203, align 4
-  %t24_c1_1204 = load <16 x float>, ptr %fc3_weight_grad.t24_c1_1, align 64
-  %483 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %484 = add nsw i64 234752, %483
-  %485 = add nsw i64 %484, 16
-  %grads205 = getelementptr inbounds float, ptr %grads, i64 %485
-  store <16 x float> %t24_c1_1204, ptr %grads205, align 4
-  %t24_c1_2206 = load <16 x float>, ptr %fc3_weight_grad.t24_c1_2, align 64
-  %486 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %487 = add nsw i64 234752, %486
-  %488 = add nsw i64 %487, 32
-  %grads207 = getelementptr inbounds float, ptr %grads, i64 %488
-  store <16 x float> %t24_c1_2206, ptr %grads207, align 4
-  %t24_c1_3208 = load <16 x float>, ptr %fc3_weight_grad.t24_c1_3, align 64
-  %489 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %490 = add nsw i64 234752, %489
-  %491 = add nsw i64 %490, 48
-  %grads209 = getelementptr inbounds float, ptr %grads, i64 %491
-  store <16 x float> %t24_c1_3208, ptr %grads209, align 4
-  %t24_c2_0210 = load <16 x float>, ptr %fc3_weight_grad.t24_c2_0, align 64
-  %492 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %493 = add nsw i64 234880, %492
-  %grads211 = getelementptr inbounds float, ptr %grads, i64 %493
-  store <16 x float> %t24_c2_0210, ptr %grads211, align 4
-  %t24_c2_1212 = load <16 x float>, ptr %fc3_weight_grad.t24_c2_1, align 64
-  %494 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %495 = add nsw i64 234880, %494
-  %496 = add nsw i64 %495, 16
-  %grads213 = getelementptr inbounds float, ptr %grads, i64 %496
-  store <16 x float> %t24_c2_1212, ptr %grads213, align 4
-  %t24_c2_2214 = load <16 x float>, ptr %fc3_weight_grad.t24_c2_2, align 64
-  %497 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %498 = add nsw i64 234880, %497
-  %499 = add nsw i64 %498, 32
-  %grads215 = getelementptr inbounds float, ptr %grads, i64 %499
-  store <16 x float> %t24_c2_2214, ptr %grads215, align 4
-  %t24_c2_3216 = load <16 x float>, ptr %fc3_weight_grad.t24_c2_3, align 64
-  %500 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %501 = add nsw i64 234880, %500
-  %502 = add nsw i64 %501, 48
-  %grads217 = getelementptr inbounds float, ptr %grads, i64 %502
-  store <16 x float> %t24_c2_3216, ptr %grads217, align 4
-  %t24_c3_0218 = load <16 x float>, ptr %fc3_weight_grad.t24_c3_0, align 64
-  %503 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %504 = add nsw i64 235008, %503
-  %grads219 = getelementptr inbounds float, ptr %grads, i64 %504
-  store <16 x float> %t24_c3_0218, ptr %grads219, align 4
-  %t24_c3_1220 = load <16 x float>, ptr %fc3_weight_grad.t24_c3_1, align 64
-  %505 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %506 = add nsw i64 235008, %505
-  %507 = add nsw i64 %506, 16
-  %grads221 = getelementptr inbounds float, ptr %grads, i64 %507
-  store <16 x float> %t24_c3_1220, ptr %grads221, align 4
-  %t24_c3_2222 = load <16 x float>, ptr %fc3_weight_grad.t24_c3_2, align 64
-  %508 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %509 = add nsw i64 235008, %508
-  %510 = add nsw i64 %509, 32
-  %grads223 = getelementptr inbounds float, ptr %grads, i64 %510
-  store <16 x float> %t24_c3_2222, ptr %grads223, align 4
-  %t24_c3_3224 = load <16 x float>, ptr %fc3_weight_grad.t24_c3_3, align 64
-  %511 = mul nsw i64 %fc3_weight_grad.nb2062, 64
-  %512 = add nsw i64 235008, %511
-  %513 = add nsw i64 %512, 48
-  %grads225 = getelementptr inbounds float, ptr %grads, i64 %513
-  store <16 x float> %t24_c3_3224, ptr %grads225, align 4
-  %nb20.next = add nsw i64 %fc3_weight_grad.nb2062, 1
-  %514 = icmp slt i64 %nb20.next, 2
-  br i1 %514, label %fc3_weight_grad.nb20, label %fc3_weight_grad.nb20.end
-
-fc3_bias_grad.u26:                                ; preds = %fc3_bias_grad.n28.end, %fc3_weight_grad.nb20.end
-  %fc3_bias_grad.u26226 = phi i64 [ 0, %fc3_weight_grad.nb20.end ], [ %u26.next, %fc3_bias_grad.n28.end ]
-  store float 0.000000e+00, ptr %fc3_bias_grad.acc27, align 4
-  br label %fc3_bias_grad.n28
-
-fc3_bias_grad.u26.end:                            ; preds = %fc3_bias_grad.n28.end
-  br label %relu2_grad.nb29
-
-fc3_bias_grad.n28:                                ; preds = %fc3_bias_grad.n28, %fc3_bias_grad.u26
-  %fc3_bias_grad.n28227 = phi i64 [ 0, %fc3_bias_grad.u26 ], [ %n28.next, %fc3_bias_grad.n28 ]
-  %acc27 = load float, ptr %fc3_bias_grad.acc27, align 4
-  %515 = mul nsw i64 %fc3_bias_grad.n28227, 10
-  %516 = add nsw i64 41616, %515
-  %517 = add nsw i64 %516, %fc3_bias_grad.u26226
-  %arena228 = getelementptr inbounds float, ptr %arena, i64 %517
-  %518 = load float, ptr %arena228, align 4
-  %519 = fadd float %acc27, %518
-  store float %519, ptr %fc3_bias_grad.acc27, align 4
-  %n28.next = add nsw i64 %fc3_bias_grad.n28227, 1
-  %520 = icmp slt i64 %n28.next, 64
-  br i1 %520, label %fc3_bias_grad.n28, label %fc3_bias_grad.n28.end
-
-fc3_bias_grad.n28.end:                            ; preds = %fc3_bias_grad.n28
-  %acc27229 = load float, ptr %fc3_bias_grad.acc27, align 4
-  %521 = add nsw i64 235136, %fc3_bias_grad.u26226
-  %grads230 = getelementptr inbounds float, ptr %grads, i64 %521
-  store float %acc27229, ptr %grads230, align 4
-  %u26.next = add nsw i64 %fc3_bias_grad.u26226, 1
-  %522 = icmp slt i64 %u26.next, 10
-  br i1 %522, label %fc3_bias_grad.u26, label %fc3_bias_grad.u26.end
-
-relu2_grad.nb29:                                  ; preds = %relu2_grad.k34.end, %fc3_bias_grad.u26.end
-  %relu2_grad.nb29231 = phi i64 [ 0, %fc3_bias_grad.u26.end ], [ %nb29.next, %relu2_grad.k34.end ]
-  br label %relu2_grad.mb30
-
-relu2_grad.nb29.end:                              ; preds = %relu2_grad.k34.end
-  br label %fc2_grad.i35
-
-relu2_grad.mb30:                                  ; preds = %relu2_grad.k32.end, %relu2_grad.nb29
-  %relu2_grad.mb30232 = phi i64 [ 0, %relu2_grad.nb29 ], [ %mb30.next, %relu2_grad.k32.end ]
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t31_c5_3, align 64
-  br label %relu2_grad.k32
-
-relu2_grad.mb30.end:                              ; preds = %relu2_grad.k32.end
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu2_grad.t33_c3_3, align 64
-  br label %relu2_grad.k34
-
-relu2_grad.k32:                                   ; preds = %relu2_grad.k32, %relu2_grad.mb30
-  %relu2_grad.k32233 = phi i64 [ 0, %relu2_grad.mb30 ], [ %k32.next, %relu2_grad.k32 ]
-  %523 = mul nsw i64 %relu2_grad.k32233, 128
-  %524 = add nsw i64 233856, %523
-  %525 = mul nsw i64 %relu2_grad.nb29231, 64
-  %526 = add nsw i64 %524, %525
-  %params234 = getelementptr inbounds float, ptr %params, i64 %526
-  %527 = load <16 x float>, ptr %params234, align 4
-  store <16 x float> %527, ptr %relu2_grad.t31_b0, align 64
-  %528 = mul nsw i64 %relu2_grad.k32233, 128
-  %529 = add nsw i64 233856, %528
-  %530 = mul nsw i64 %relu2_grad.nb29231, 64
+drop_grad.k34.end:                                ; preds = %drop_grad.k34
+  %t33_c0_0184 = load <16 x float>, ptr %drop_grad.t33_c0_0, align 64
+  %429 = mul nsw i64 %drop_grad.mb32150, 4
+  %430 = mul nsw i64 %429, 256
+  %431 = add nsw i64 58640, %430
+  %432 = mul nsw i64 %drop_grad.nb31149, 64
+  %433 = add nsw i64 %431, %432
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %433
+  store <16 x float> %t33_c0_0184, ptr %arena185, align 4
+  %t33_c0_1186 = load <16 x float>, ptr %drop_grad.t33_c0_1, align 64
+  %434 = mul nsw i64 %drop_grad.mb32150, 4
+  %435 = mul nsw i64 %434, 256
+  %436 = add nsw i64 58640, %435
+  %437 = mul nsw i64 %drop_grad.nb31149, 64
+  %438 = add nsw i64 %436, %437
+  %439 = add nsw i64 %438, 16
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %439
+  store <16 x float> %t33_c0_1186, ptr %arena187, align 4
+  %t33_c0_2188 = load <16 x float>, ptr %drop_grad.t33_c0_2, align 64
+  %440 = mul nsw i64 %drop_grad.mb32150, 4
+  %441 = mul nsw i64 %440, 256
+  %442 = add nsw i64 58640, %441
+  %443 = mul nsw i64 %drop_grad.nb31149, 64
+  %444 = add nsw i64 %442, %443
+  %445 = add nsw i64 %444, 32
+  %arena189 = getelementptr inbounds float, ptr %arena, i64 %445
+  store <16 x float> %t33_c0_2188, ptr %arena189, align 4
+  %t33_c0_3190 = load <16 x float>, ptr %drop_grad.t33_c0_3, align 64
+  %446 = mul nsw i64 %drop_grad.mb32150, 4
+  %447 = mul nsw i64 %446, 256
+  %448 = add nsw i64 58640, %447
+  %449 = mul nsw i64 %drop_grad.nb31149, 64
+  %450 = add nsw i64 %448, %449
+  %451 = add nsw i64 %450, 48
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %451
+  store <16 x float> %t33_c0_3190, ptr %arena191, align 4
+  %t33_c1_0192 = load <16 x float>, ptr %drop_grad.t33_c1_0, align 64
+  %452 = mul nsw i64 %drop_grad.mb32150, 4
+  %453 = add nsw i64 %452, 1
+  %454 = mul nsw i64 %453, 256
+  %455 = add nsw i64 58640, %454
+  %456 = mul nsw i64 %drop_grad.nb31149, 64
+  %457 = add nsw i64 %455, %456
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %457
+  store <16 x float> %t33_c1_0192, ptr %arena193, align 4
+  %t33_c1_1194 = load <16 x float>, ptr %drop_grad.t33_c1_1, align 64
+  %458 = mul nsw i64 %drop_grad.mb32150, 4
+  %459 = add nsw i64 %458, 1
+  %460 = mul nsw i64 %459, 256
+  %461 = add nsw i64 58640, %460
+  %462 = mul nsw i64 %drop_grad.nb31149, 64
+  %463 = add nsw i64 %461, %462
+  %464 = add nsw i64 %463, 16
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %464
+  store <16 x float> %t33_c1_1194, ptr %arena195, align 4
+  %t33_c1_2196 = load <16 x float>, ptr %drop_grad.t33_c1_2, align 64
+  %465 = mul nsw i64 %drop_grad.mb32150, 4
+  %466 = add nsw i64 %465, 1
+  %467 = mul nsw i64 %466, 256
+  %468 = add nsw i64 58640, %467
+  %469 = mul nsw i64 %drop_grad.nb31149, 64
+  %470 = add nsw i64 %468, %469
+  %471 = add nsw i64 %470, 32
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %471
+  store <16 x float> %t33_c1_2196, ptr %arena197, align 4
+  %t33_c1_3198 = load <16 x float>, ptr %drop_grad.t33_c1_3, align 64
+  %472 = mul nsw i64 %drop_grad.mb32150, 4
+  %473 = add nsw i64 %472, 1
+  %474 = mul nsw i64 %473, 256
+  %475 = add nsw i64 58640, %474
+  %476 = mul nsw i64 %drop_grad.nb31149, 64
+  %477 = add nsw i64 %475, %476
+  %478 = add nsw i64 %477, 48
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %478
+  store <16 x float> %t33_c1_3198, ptr %arena199, align 4
+  %t33_c2_0200 = load <16 x float>, ptr %drop_grad.t33_c2_0, align 64
+  %479 = mul nsw i64 %drop_grad.mb32150, 4
+  %480 = add nsw i64 %479, 2
+  %481 = mul nsw i64 %480, 256
+  %482 = add nsw i64 58640, %481
+  %483 = mul nsw i64 %drop_grad.nb31149, 64
+  %484 = add nsw i64 %482, %483
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %484
+  store <16 x float> %t33_c2_0200, ptr %arena201, align 4
+  %t33_c2_1202 = load <16 x float>, ptr %drop_grad.t33_c2_1, align 64
+  %485 = mul nsw i64 %drop_grad.mb32150, 4
+  %486 = add nsw i64 %485, 2
+  %487 = mul nsw i64 %486, 256
+  %488 = add nsw i64 58640, %487
+  %489 = mul nsw i64 %drop_grad.nb31149, 64
+  %490 = add nsw i64 %488, %489
+  %491 = add nsw i64 %490, 16
+  %arena203 = getelementptr inbounds float, ptr %arena, i64 %491
+  store <16 x float> %t33_c2_1202, ptr %arena203, align 4
+  %t33_c2_2204 = load <16 x float>, ptr %drop_grad.t33_c2_2, align 64
+  %492 = mul nsw i64 %drop_grad.mb32150, 4
+  %493 = add nsw i64 %492, 2
+  %494 = mul nsw i64 %493, 256
+  %495 = add nsw i64 58640, %494
+  %496 = mul nsw i64 %drop_grad.nb31149, 64
+  %497 = add nsw i64 %495, %496
+  %498 = add nsw i64 %497, 32
+  %arena205 = getelementptr inbounds float, ptr %arena, i64 %498
+  store <16 x float> %t33_c2_2204, ptr %arena205, align 4
+  %t33_c2_3206 = load <16 x float>, ptr %drop_grad.t33_c2_3, align 64
+  %499 = mul nsw i64 %drop_grad.mb32150, 4
+  %500 = add nsw i64 %499, 2
+  %501 = mul nsw i64 %500, 256
+  %502 = add nsw i64 58640, %501
+  %503 = mul nsw i64 %drop_grad.nb31149, 64
+  %504 = add nsw i64 %502, %503
+  %505 = add nsw i64 %504, 48
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 %505
+  store <16 x float> %t33_c2_3206, ptr %arena207, align 4
+  %t33_c3_0208 = load <16 x float>, ptr %drop_grad.t33_c3_0, align 64
+  %506 = mul nsw i64 %drop_grad.mb32150, 4
+  %507 = add nsw i64 %506, 3
+  %508 = mul nsw i64 %507, 256
+  %509 = add nsw i64 58640, %508
+  %510 = mul nsw i64 %drop_grad.nb31149, 64
+  %511 = add nsw i64 %509, %510
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %511
+  store <16 x float> %t33_c3_0208, ptr %arena209, align 4
+  %t33_c3_1210 = load <16 x float>, ptr %drop_grad.t33_c3_1, align 64
+  %512 = mul nsw i64 %drop_grad.mb32150, 4
+  %513 = add nsw i64 %512, 3
+  %514 = mul nsw i64 %513, 256
+  %515 = add nsw i64 58640, %514
+  %516 = mul nsw i64 %drop_grad.nb31149, 64
+  %517 = add nsw i64 %515, %516
+  %518 = add nsw i64 %517, 16
+  %arena211 = getelementptr inbounds float, ptr %arena, i64 %518
+  store <16 x float> %t33_c3_1210, ptr %arena211, align 4
+  %t33_c3_2212 = load <16 x float>, ptr %drop_grad.t33_c3_2, align 64
+  %519 = mul nsw i64 %drop_grad.mb32150, 4
+  %520 = add nsw i64 %519, 3
+  %521 = mul nsw i64 %520, 256
+  %522 = add nsw i64 58640, %521
+  %523 = mul nsw i64 %drop_grad.nb31149, 64
+  %524 = add nsw i64 %522, %523
+  %525 = add nsw i64 %524, 32
+  %arena213 = getelementptr inbounds float, ptr %arena, i64 %525
+  store <16 x float> %t33_c3_2212, ptr %arena213, align 4
+  %t33_c3_3214 = load <16 x float>, ptr %drop_grad.t33_c3_3, align 64
+  %526 = mul nsw i64 %drop_grad.mb32150, 4
+  %527 = add nsw i64 %526, 3
+  %528 = mul nsw i64 %527, 256
+  %529 = add nsw i64 58640, %528
+  %530 = mul nsw i64 %drop_grad.nb31149, 64
   %531 = add nsw i64 %529, %530
-  %532 = add nsw i64 %531, 16
-  %params235 = getelementptr inbounds float, ptr %params, i64 %532
-  %533 = load <16 x float>, ptr %params235, align 4
-  store <16 x float> %533, ptr %relu2_grad.t31_b1, align 64
-  %534 = mul nsw i64 %relu2_grad.k32233, 128
-  %535 = add nsw i64 233856, %534
-  %536 = mul nsw i64 %relu2_grad.nb29231, 64
-  %537 = add nsw i64 %535, %536
-  %538 = add nsw i64 %537, 32
-  %params236 = getelementptr inbounds float, ptr %params, i64 %538
-  %539 = load <16 x float>, ptr %params236, align 4
-  store <16 x float> %539, ptr %relu2_grad.t31_b2, align 64
-  %540 = mul nsw i64 %relu2_grad.k32233, 128
-  %541 = add nsw i64 233856, %540
-  %542 = mul nsw i64 %relu2_grad.nb29231, 64
-  %543 = add nsw i64 %541, %542
-  %544 = add nsw i64 %543, 48
-  %params237 = getelementptr inbounds float, ptr %params, i64 %544
-  %545 = load <16 x float>, ptr %params237, align 4
-  store <16 x float> %545, ptr %relu2_grad.t31_b3, align 64
-  %546 = mul nsw i64 %relu2_grad.mb30232, 6
-  %547 = mul nsw i64 %546, 10
-  %548 = add nsw i64 41616, %547
-  %549 = add nsw i64 %548, %relu2_grad.k32233
-  %arena238 = getelementptr inbounds float, ptr %arena, i64 %549
-  %550 = load float, ptr %arena238, align 4
-  %551 = insertelement <16 x float> undef, float %550, i32 0
-  %552 = shufflevector <16 x float> %551, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %552, ptr %relu2_grad.t31_a0, align 64
-  %t31_a0 = load <16 x float>, ptr %relu2_grad.t31_a0, align 64
-  %t31_b0 = load <16 x float>, ptr %relu2_grad.t31_b0, align 64
-  %t31_c0_0 = load <16 x float>, ptr %relu2_grad.t31_c0_0, align 64
-  %553 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a0, <16 x float> %t31_b0, <16 x float> %t31_c0_0)
-  store <16 x float> %553, ptr %relu2_grad.t31_c0_0, align 64
-  %t31_a0239 = load <16 x float>, ptr %relu2_grad.t31_a0, align 64
-  %t31_b1 = load <16 x float>, ptr %relu2_grad.t31_b1, align 64
-  %t31_c0_1 = load <16 x float>, ptr %relu2_grad.t31_c0_1, align 64
-  %554 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a0239, <16 x float> %t31_b1, <16 x float> %t31_c0_1)
-  store <16 x float> %554, ptr %relu2_grad.t31_c0_1, align 64
-  %t31_a0240 = load <16 x float>, ptr %relu2_grad.t31_a0, align 64
-  %t31_b2 = load <16 x float>, ptr %relu2_grad.t31_b2, align 64
-  %t31_c0_2 = load <16 x float>, ptr %relu2_grad.t31_c0_2, align 64
-  %555 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a0240, <16 x float> %t31_b2, <16 x float> %t31_c0_2)
-  store <16 x float> %555, ptr %relu2_grad.t31_c0_2, align 64
-  %t31_a0241 = load <16 x float>, ptr %relu2_grad.t31_a0, align 64
-  %t31_b3 = load <16 x float>, ptr %relu2_grad.t31_b3, align 64
-  %t31_c0_3 = load <16 x float>, ptr %relu2_grad.t31_c0_3, align 64
-  %556 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a0241, <16 x float> %t31_b3, <16 x float> %t31_c0_3)
-  store <16 x float> %556, ptr %relu2_grad.t31_c0_3, align 64
-  %557 = mul nsw i64 %relu2_grad.mb30232, 6
-  %558 = add nsw i64 %557, 1
-  %559 = mul nsw i64 %558, 10
-  %560 = add nsw i64 41616, %559
-  %561 = add nsw i64 %560, %relu2_grad.k32233
-  %arena242 = getelementptr inbounds float, ptr %arena, i64 %561
-  %562 = load float, ptr %arena242, align 4
-  %563 = insertelement <16 x float> undef, float %562, i32 0
-  %564 = shufflevector <16 x float> %563, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %564, ptr %relu2_grad.t31_a1, align 64
-  %t31_a1 = load <16 x float>, ptr %relu2_grad.t31_a1, align 64
-  %t31_b0243 = load <16 x float>, ptr %relu2_grad.t31_b0, align 64
-  %t31_c1_0 = load <16 x float>, ptr %relu2_grad.t31_c1_0, align 64
-  %565 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a1, <16 x float> %t31_b0243, <16 x float> %t31_c1_0)
-  store <16 x float> %565, ptr %relu2_grad.t31_c1_0, align 64
-  %t31_a1244 = load <16 x float>, ptr %relu2_grad.t31_a1, align 64
-  %t31_b1245 = load <16 x float>, ptr %relu2_grad.t31_b1, align 64
-  %t31_c1_1 = load <16 x float>, ptr %relu2_grad.t31_c1_1, align 64
-  %566 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a1244, <16 x float> %t31_b1245, <16 x float> %t31_c1_1)
-  store <16 x float> %566, ptr %relu2_grad.t31_c1_1, align 64
-  %t31_a1246 = load <16 x float>, ptr %relu2_grad.t31_a1, align 64
-  %t31_b2247 = load <16 x float>, ptr %relu2_grad.t31_b2, align 64
-  %t31_c1_2 = load <16 x float>, ptr %relu2_grad.t31_c1_2, align 64
-  %567 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a1246, <16 x float> %t31_b2247, <16 x float> %t31_c1_2)
-  store <16 x float> %567, ptr %relu2_grad.t31_c1_2, align 64
-  %t31_a1248 = load <16 x float>, ptr %relu2_grad.t31_a1, align 64
-  %t31_b3249 = load <16 x float>, ptr %relu2_grad.t31_b3, align 64
-  %t31_c1_3 = load <16 x float>, ptr %relu2_grad.t31_c1_3, align 64
-  %568 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a1248, <16 x float> %t31_b3249, <16 x float> %t31_c1_3)
-  store <16 x float> %568, ptr %relu2_grad.t31_c1_3, align 64
-  %569 = mul nsw i64 %relu2_grad.mb30232, 6
-  %570 = add nsw i64 %569, 2
-  %571 = mul nsw i64 %570, 10
-  %572 = add nsw i64 41616, %571
-  %573 = add nsw i64 %572, %relu2_grad.k32233
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %573
-  %574 = load float, ptr %arena250, align 4
-  %575 = insertelement <16 x float> undef, float %574, i32 0
-  %576 = shufflevector <16 x float> %575, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %576, ptr %relu2_grad.t31_a2, align 64
-  %t31_a2 = load <16 x float>, ptr %relu2_grad.t31_a2, align 64
-  %t31_b0251 = load <16 x float>, ptr %relu2_grad.t31_b0, align 64
-  %t31_c2_0 = load <16 x float>, ptr %relu2_grad.t31_c2_0, align 64
-  %577 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a2, <16 x float> %t31_b0251, <16 x float> %t31_c2_0)
-  store <16 x float> %577, ptr %relu2_grad.t31_c2_0, align 64
-  %t31_a2252 = load <16 x float>, ptr %relu2_grad.t31_a2, align 64
-  %t31_b1253 = load <16 x float>, ptr %relu2_grad.t31_b1, align 64
-  %t31_c2_1 = load <16 x float>, ptr %relu2_grad.t31_c2_1, align 64
-  %578 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a2252, <16 x float> %t31_b1253, <16 x float> %t31_c2_1)
-  store <16 x float> %578, ptr %relu2_grad.t31_c2_1, align 64
-  %t31_a2254 = load <16 x float>, ptr %relu2_grad.t31_a2, align 64
-  %t31_b2255 = load <16 x float>, ptr %relu2_grad.t31_b2, align 64
-  %t31_c2_2 = load <16 x float>, ptr %relu2_grad.t31_c2_2, align 64
-  %579 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a2254, <16 x float> %t31_b2255, <16 x float> %t31_c2_2)
-  store <16 x float> %579, ptr %relu2_grad.t31_c2_2, align 64
-  %t31_a2256 = load <16 x float>, ptr %relu2_grad.t31_a2, align 64
-  %t31_b3257 = load <16 x float>, ptr %relu2_grad.t31_b3, align 64
-  %t31_c2_3 = load <16 x float>, ptr %relu2_grad.t31_c2_3, align 64
-  %580 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a2256, <16 x float> %t31_b3257, <16 x float> %t31_c2_3)
-  store <16 x float> %580, ptr %relu2_grad.t31_c2_3, align 64
-  %581 = mul nsw i64 %relu2_grad.mb30232, 6
-  %582 = add nsw i64 %581, 3
-  %583 = mul nsw i64 %582, 10
-  %584 = add nsw i64 41616, %583
-  %585 = add nsw i64 %584, %relu2_grad.k32233
-  %arena258 = getelementptr inbounds float, ptr %arena, i64 %585
-  %586 = load float, ptr %arena258, align 4
-  %587 = insertelement <16 x float> undef, float %586, i32 0
-  %588 = shufflevector <16 x float> %587, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %588, ptr %relu2_grad.t31_a3, align 64
-  %t31_a3 = load <16 x float>, ptr %relu2_grad.t31_a3, align 64
-  %t31_b0259 = load <16 x float>, ptr %relu2_grad.t31_b0, align 64
-  %t31_c3_0 = load <16 x float>, ptr %relu2_grad.t31_c3_0, align 64
-  %589 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a3, <16 x float> %t31_b0259, <16 x float> %t31_c3_0)
-  store <16 x float> %589, ptr %relu2_grad.t31_c3_0, align 64
-  %t31_a3260 = load <16 x float>, ptr %relu2_grad.t31_a3, align 64
-  %t31_b1261 = load <16 x float>, ptr %relu2_grad.t31_b1, align 64
-  %t31_c3_1 = load <16 x float>, ptr %relu2_grad.t31_c3_1, align 64
-  %590 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a3260, <16 x float> %t31_b1261, <16 x float> %t31_c3_1)
-  store <16 x float> %590, ptr %relu2_grad.t31_c3_1, align 64
-  %t31_a3262 = load <16 x float>, ptr %relu2_grad.t31_a3, align 64
-  %t31_b2263 = load <16 x float>, ptr %relu2_grad.t31_b2, align 64
-  %t31_c3_2 = load <16 x float>, ptr %relu2_grad.t31_c3_2, align 64
-  %591 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a3262, <16 x float> %t31_b2263, <16 x float> %t31_c3_2)
-  store <16 x float> %591, ptr %relu2_grad.t31_c3_2, align 64
-  %t31_a3264 = load <16 x float>, ptr %relu2_grad.t31_a3, align 64
-  %t31_b3265 = load <16 x float>, ptr %relu2_grad.t31_b3, align 64
-  %t31_c3_3 = load <16 x float>, ptr %relu2_grad.t31_c3_3, align 64
-  %592 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a3264, <16 x float> %t31_b3265, <16 x float> %t31_c3_3)
-  store <16 x float> %592, ptr %relu2_grad.t31_c3_3, align 64
-  %593 = mul nsw i64 %relu2_grad.mb30232, 6
-  %594 = add nsw i64 %593, 4
-  %595 = mul nsw i64 %594, 10
-  %596 = add nsw i64 41616, %595
-  %597 = add nsw i64 %596, %relu2_grad.k32233
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %597
-  %598 = load float, ptr %arena266, align 4
-  %599 = insertelement <16 x float> undef, float %598, i32 0
-  %600 = shufflevector <16 x float> %599, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %600, ptr %relu2_grad.t31_a4, align 64
-  %t31_a4 = load <16 x float>, ptr %relu2_grad.t31_a4, align 64
-  %t31_b0267 = load <16 x float>, ptr %relu2_grad.t31_b0, align 64
-  %t31_c4_0 = load <16 x float>, ptr %relu2_grad.t31_c4_0, align 64
-  %601 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a4, <16 x float> %t31_b0267, <16 x float> %t31_c4_0)
-  store <16 x float> %601, ptr %relu2_grad.t31_c4_0, align 64
-  %t31_a4268 = load <16 x float>, ptr %relu2_grad.t31_a4, align 64
-  %t31_b1269 = load <16 x float>, ptr %relu2_grad.t31_b1, align 64
-  %t31_c4_1 = load <16 x float>, ptr %relu2_grad.t31_c4_1, align 64
-  %602 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a4268, <16 x float> %t31_b1269, <16 x float> %t31_c4_1)
-  store <16 x float> %602, ptr %relu2_grad.t31_c4_1, align 64
-  %t31_a4270 = load <16 x float>, ptr %relu2_grad.t31_a4, align 64
-  %t31_b2271 = load <16 x float>, ptr %relu2_grad.t31_b2, align 64
-  %t31_c4_2 = load <16 x float>, ptr %relu2_grad.t31_c4_2, align 64
-  %603 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a4270, <16 x float> %t31_b2271, <16 x float> %t31_c4_2)
-  store <16 x float> %603, ptr %relu2_grad.t31_c4_2, align 64
-  %t31_a4272 = load <16 x float>, ptr %relu2_grad.t31_a4, align 64
-  %t31_b3273 = load <16 x float>, ptr %relu2_grad.t31_b3, align 64
-  %t31_c4_3 = load <16 x float>, ptr %relu2_grad.t31_c4_3, align 64
-  %604 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a4272, <16 x float> %t31_b3273, <16 x float> %t31_c4_3)
-  store <16 x float> %604, ptr %relu2_grad.t31_c4_3, align 64
-  %605 = mul nsw i64 %relu2_grad.mb30232, 6
-  %606 = add nsw i64 %605, 5
-  %607 = mul nsw i64 %606, 10
-  %608 = add nsw i64 41616, %607
-  %609 = add nsw i64 %608, %relu2_grad.k32233
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %609
-  %610 = load float, ptr %arena274, align 4
-  %611 = insertelement <16 x float> undef, float %610, i32 0
-  %612 = shufflevector <16 x float> %611, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %612, ptr %relu2_grad.t31_a5, align 64
-  %t31_a5 = load <16 x float>, ptr %relu2_grad.t31_a5, align 64
-  %t31_b0275 = load <16 x float>, ptr %relu2_grad.t31_b0, align 64
-  %t31_c5_0 = load <16 x float>, ptr %relu2_grad.t31_c5_0, align 64
-  %613 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a5, <16 x float> %t31_b0275, <16 x float> %t31_c5_0)
-  store <16 x float> %613, ptr %relu2_grad.t31_c5_0, align 64
-  %t31_a5276 = load <16 x float>, ptr %relu2_grad.t31_a5, align 64
-  %t31_b1277 = load <16 x float>, ptr %relu2_grad.t31_b1, align 64
-  %t31_c5_1 = load <16 x float>, ptr %relu2_grad.t31_c5_1, align 64
-  %614 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a5276, <16 x float> %t31_b1277, <16 x float> %t31_c5_1)
-  store <16 x float> %614, ptr %relu2_grad.t31_c5_1, align 64
-  %t31_a5278 = load <16 x float>, ptr %relu2_grad.t31_a5, align 64
-  %t31_b2279 = load <16 x float>, ptr %relu2_grad.t31_b2, align 64
-  %t31_c5_2 = load <16 x float>, ptr %relu2_grad.t31_c5_2, align 64
-  %615 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a5278, <16 x float> %t31_b2279, <16 x float> %t31_c5_2)
-  store <16 x float> %615, ptr %relu2_grad.t31_c5_2, align 64
-  %t31_a5280 = load <16 x float>, ptr %relu2_grad.t31_a5, align 64
-  %t31_b3281 = load <16 x float>, ptr %relu2_grad.t31_b3, align 64
-  %t31_c5_3 = load <16 x float>, ptr %relu2_grad.t31_c5_3, align 64
-  %616 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t31_a5280, <16 x float> %t31_b3281, <16 x float> %t31_c5_3)
-  store <16 x float> %616, ptr %relu2_grad.t31_c5_3, align 64
-  %k32.next = add nsw i64 %relu2_grad.k32233, 1
-  %617 = icmp slt i64 %k32.next, 10
-  br i1 %617, label %relu2_grad.k32, label %relu2_grad.k32.end
+  %532 = add nsw i64 %531, 48
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %532
+  store <16 x float> %t33_c3_3214, ptr %arena215, align 4
+  %mb32.next = add nsw i64 %drop_grad.mb32150, 1
+  %533 = icmp slt i64 %mb32.next, 16
+  br i1 %533, label %drop_grad.mb32, label %drop_grad.mb32.end
 
-relu2_grad.k32.end:                               ; preds = %relu2_grad.k32
-  %t31_c0_0282 = load <16 x float>, ptr %relu2_grad.t31_c0_0, align 64
-  %618 = mul nsw i64 %relu2_grad.mb30232, 6
-  %619 = mul nsw i64 %618, 128
-  %620 = add nsw i64 42256, %619
-  %621 = mul nsw i64 %relu2_grad.nb29231, 64
-  %622 = add nsw i64 %620, %621
-  %arena283 = getelementptr inbounds float, ptr %arena, i64 %622
-  store <16 x float> %t31_c0_0282, ptr %arena283, align 4
-  %t31_c0_1284 = load <16 x float>, ptr %relu2_grad.t31_c0_1, align 64
-  %623 = mul nsw i64 %relu2_grad.mb30232, 6
-  %624 = mul nsw i64 %623, 128
-  %625 = add nsw i64 42256, %624
-  %626 = mul nsw i64 %relu2_grad.nb29231, 64
-  %627 = add nsw i64 %625, %626
-  %628 = add nsw i64 %627, 16
-  %arena285 = getelementptr inbounds float, ptr %arena, i64 %628
-  store <16 x float> %t31_c0_1284, ptr %arena285, align 4
-  %t31_c0_2286 = load <16 x float>, ptr %relu2_grad.t31_c0_2, align 64
-  %629 = mul nsw i64 %relu2_grad.mb30232, 6
-  %630 = mul nsw i64 %629, 128
-  %631 = add nsw i64 42256, %630
-  %632 = mul nsw i64 %relu2_grad.nb29231, 64
-  %633 = add nsw i64 %631, %632
-  %634 = add nsw i64 %633, 32
-  %arena287 = getelementptr inbounds float, ptr %arena, i64 %634
-  store <16 x float> %t31_c0_2286, ptr %arena287, align 4
-  %t31_c0_3288 = load <16 x float>, ptr %relu2_grad.t31_c0_3, align 64
-  %635 = mul nsw i64 %relu2_grad.mb30232, 6
-  %636 = mul nsw i64 %635, 128
-  %637 = add nsw i64 42256, %636
-  %638 = mul nsw i64 %relu2_grad.nb29231, 64
-  %639 = add nsw i64 %637, %638
-  %640 = add nsw i64 %639, 48
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 %640
-  store <16 x float> %t31_c0_3288, ptr %arena289, align 4
-  %t31_c1_0290 = load <16 x float>, ptr %relu2_grad.t31_c1_0, align 64
-  %641 = mul nsw i64 %relu2_grad.mb30232, 6
-  %642 = add nsw i64 %641, 1
-  %643 = mul nsw i64 %642, 128
-  %644 = add nsw i64 42256, %643
-  %645 = mul nsw i64 %relu2_grad.nb29231, 64
-  %646 = add nsw i64 %644, %645
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 %646
-  store <16 x float> %t31_c1_0290, ptr %arena291, align 4
-  %t31_c1_1292 = load <16 x float>, ptr %relu2_grad.t31_c1_1, align 64
-  %647 = mul nsw i64 %relu2_grad.mb30232, 6
-  %648 = add nsw i64 %647, 1
-  %649 = mul nsw i64 %648, 128
-  %650 = add nsw i64 42256, %649
-  %651 = mul nsw i64 %relu2_grad.nb29231, 64
-  %652 = add nsw i64 %650, %651
-  %653 = add nsw i64 %652, 16
-  %arena293 = getelementptr inbounds float, ptr %arena, i64 %653
-  store <16 x float> %t31_c1_1292, ptr %arena293, align 4
-  %t31_c1_2294 = load <16 x float>, ptr %relu2_grad.t31_c1_2, align 64
-  %654 = mul nsw i64 %relu2_grad.mb30232, 6
-  %655 = add nsw i64 %654, 1
-  %656 = mul nsw i64 %655, 128
-  %657 = add nsw i64 42256, %656
-  %658 = mul nsw i64 %relu2_grad.nb29231, 64
-  %659 = add nsw i64 %657, %658
-  %660 = add nsw i64 %659, 32
-  %arena295 = getelementptr inbounds float, ptr %arena, i64 %660
-  store <16 x float> %t31_c1_2294, ptr %arena295, align 4
-  %t31_c1_3296 = load <16 x float>, ptr %relu2_grad.t31_c1_3, align 64
-  %661 = mul nsw i64 %relu2_grad.mb30232, 6
-  %662 = add nsw i64 %661, 1
-  %663 = mul nsw i64 %662, 128
-  %664 = add nsw i64 42256, %663
-  %665 = mul nsw i64 %relu2_grad.nb29231, 64
-  %666 = add nsw i64 %664, %665
-  %667 = add nsw i64 %666, 48
-  %arena297 = getelementptr inbounds float, ptr %arena, i64 %667
-  store <16 x float> %t31_c1_3296, ptr %arena297, align 4
-  %t31_c2_0298 = load <16 x float>, ptr %relu2_grad.t31_c2_0, align 64
-  %668 = mul nsw i64 %relu2_grad.mb30232, 6
-  %669 = add nsw i64 %668, 2
-  %670 = mul nsw i64 %669, 128
-  %671 = add nsw i64 42256, %670
-  %672 = mul nsw i64 %relu2_grad.nb29231, 64
-  %673 = add nsw i64 %671, %672
-  %arena299 = getelementptr inbounds float, ptr %arena, i64 %673
-  store <16 x float> %t31_c2_0298, ptr %arena299, align 4
-  %t31_c2_1300 = load <16 x float>, ptr %relu2_grad.t31_c2_1, align 64
-  %674 = mul nsw i64 %relu2_grad.mb30232, 6
-  %675 = add nsw i64 %674, 2
-  %676 = mul nsw i64 %675, 128
-  %677 = add nsw i64 42256, %676
-  %678 = mul nsw i64 %relu2_grad.nb29231, 64
-  %679 = add nsw i64 %677, %678
-  %680 = add nsw i64 %679, 16
-  %arena301 = getelementptr inbounds float, ptr %arena, i64 %680
-  store <16 x float> %t31_c2_1300, ptr %arena301, align 4
-  %t31_c2_2302 = load <16 x float>, ptr %relu2_grad.t31_c2_2, align 64
-  %681 = mul nsw i64 %relu2_grad.mb30232, 6
-  %682 = add nsw i64 %681, 2
-  %683 = mul nsw i64 %682, 128
-  %684 = add nsw i64 42256, %683
-  %685 = mul nsw i64 %relu2_grad.nb29231, 64
-  %686 = add nsw i64 %684, %685
-  %687 = add nsw i64 %686, 32
-  %arena303 = getelementptr inbounds float, ptr %arena, i64 %687
-  store <16 x float> %t31_c2_2302, ptr %arena303, align 4
-  %t31_c2_3304 = load <16 x float>, ptr %relu2_grad.t31_c2_3, align 64
-  %688 = mul nsw i64 %relu2_grad.mb30232, 6
-  %689 = add nsw i64 %688, 2
-  %690 = mul nsw i64 %689, 128
-  %691 = add nsw i64 42256, %690
-  %692 = mul nsw i64 %relu2_grad.nb29231, 64
-  %693 = add nsw i64 %691, %692
-  %694 = add nsw i64 %693, 48
-  %arena305 = getelementptr inbounds float, ptr %arena, i64 %694
-  store <16 x float> %t31_c2_3304, ptr %arena305, align 4
-  %t31_c3_0306 = load <16 x float>, ptr %relu2_grad.t31_c3_0, align 64
-  %695 = mul nsw i64 %relu2_grad.mb30232, 6
-  %696 = add nsw i64 %695, 3
-  %697 = mul nsw i64 %696, 128
-  %698 = add nsw i64 42256, %697
-  %699 = mul nsw i64 %relu2_grad.nb29231, 64
-  %700 = add nsw i64 %698, %699
-  %arena307 = getelementptr inbounds float, ptr %arena, i64 %700
-  store <16 x float> %t31_c3_0306, ptr %arena307, align 4
-  %t31_c3_1308 = load <16 x float>, ptr %relu2_grad.t31_c3_1, align 64
-  %701 = mul nsw i64 %relu2_grad.mb30232, 6
-  %702 = add nsw i64 %701, 3
-  %703 = mul nsw i64 %702, 128
-  %704 = add nsw i64 42256, %703
-  %705 = mul nsw i64 %relu2_grad.nb29231, 64
-  %706 = add nsw i64 %704, %705
-  %707 = add nsw i64 %706, 16
-  %arena309 = getelementptr inbounds float, ptr %arena, i64 %707
-  store <16 x float> %t31_c3_1308, ptr %arena309, align 4
-  %t31_c3_2310 = load <16 x float>, ptr %relu2_grad.t31_c3_2, align 64
-  %708 = mul nsw i64 %relu2_grad.mb30232, 6
-  %709 = add nsw i64 %708, 3
-  %710 = mul nsw i64 %709, 128
-  %711 = add nsw i64 42256, %710
-  %712 = mul nsw i64 %relu2_grad.nb29231, 64
+relu1_grad.i35:                                   ; preds = %relu1_grad.i35, %drop_grad.nb31.end
+  %relu1_grad.i35216 = phi i64 [ 0, %drop_grad.nb31.end ], [ %i35.next, %relu1_grad.i35 ]
+  %534 = xor i64 %seed, -1035080904108319828
+  %535 = lshr i64 %534, 30
+  %536 = xor i64 %534, %535
+  %537 = mul i64 %536, -4658895280553007687
+  %538 = lshr i64 %537, 27
+  %539 = xor i64 %537, %538
+  %540 = mul i64 %539, -7723592293110705685
+  %541 = lshr i64 %540, 31
+  %542 = xor i64 %540, %541
+  %543 = add i64 %542, %step
+  %544 = lshr i64 %543, 30
+  %545 = xor i64 %543, %544
+  %546 = mul i64 %545, -4658895280553007687
+  %547 = lshr i64 %546, 27
+  %548 = xor i64 %546, %547
+  %549 = mul i64 %548, -7723592293110705685
+  %550 = lshr i64 %549, 31
+  %551 = xor i64 %549, %550
+  %552 = mul i64 %relu1_grad.i35216, -7046029254386353131
+  %553 = add i64 %551, %552
+  %554 = lshr i64 %553, 30
+  %555 = xor i64 %553, %554
+  %556 = mul i64 %555, -4658895280553007687
+  %557 = lshr i64 %556, 27
+  %558 = xor i64 %556, %557
+  %559 = mul i64 %558, -7723592293110705685
+  %560 = lshr i64 %559, 31
+  %561 = xor i64 %559, %560
+  %562 = lshr i64 %561, 40
+  %keep217 = icmp uge i64 %562, 3355443
+  %563 = add nsw i64 58640, %relu1_grad.i35216
+  %arena218 = getelementptr inbounds float, ptr %arena, i64 %563
+  %564 = load float, ptr %arena218, align 4
+  %565 = fmul float %564, 1.250000e+00
+  %566 = select i1 %keep217, float %565, float 0.000000e+00
+  %567 = add nsw i64 41616, %relu1_grad.i35216
+  %arena219 = getelementptr inbounds float, ptr %arena, i64 %567
+  store float %566, ptr %arena219, align 4
+  %i35.next = add nsw i64 %relu1_grad.i35216, 1
+  %568 = icmp slt i64 %i35.next, 16384
+  br i1 %568, label %relu1_grad.i35, label %relu1_grad.i35.end
+
+relu1_grad.i35.end:                               ; preds = %relu1_grad.i35
+  br label %fc1_grad.i36
+
+fc1_grad.i36:                                     ; preds = %fc1_grad.i36, %relu1_grad.i35.end
+  %fc1_grad.i36220 = phi i64 [ 0, %relu1_grad.i35.end ], [ %i36.next, %fc1_grad.i36 ]
+  %arena221 = getelementptr inbounds float, ptr %arena, i64 %fc1_grad.i36220
+  %569 = load float, ptr %arena221, align 4
+  %570 = fcmp ogt float %569, 0.000000e+00
+  %571 = add nsw i64 41616, %fc1_grad.i36220
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 %571
+  %572 = load float, ptr %arena222, align 4
+  %573 = select i1 %570, float %572, float 0.000000e+00
+  %574 = add nsw i64 16384, %fc1_grad.i36220
+  %arena223 = getelementptr inbounds float, ptr %arena, i64 %574
+  store float %573, ptr %arena223, align 4
+  %i36.next = add nsw i64 %fc1_grad.i36220, 1
+  %575 = icmp slt i64 %i36.next, 16384
+  br i1 %575, label %fc1_grad.i36, label %fc1_grad.i36.end
+
+fc1_grad.i36.end:                                 ; preds = %fc1_grad.i36
+  br label %fc1_weight_grad.nb37
+
+fc1_weight_grad.nb37:                             ; preds = %fc1_weight_grad.mb38.end, %fc1_grad.i36.end
+  %fc1_weight_grad.nb37224 = phi i64 [ 0, %fc1_grad.i36.end ], [ %nb37.next, %fc1_weight_grad.mb38.end ]
+  br label %fc1_weight_grad.mb38
+
+fc1_weight_grad.nb37.end:                         ; preds = %fc1_weight_grad.mb38.end
+  br label %fc1_weight_grad.mb41
+
+fc1_weight_grad.mb38:                             ; preds = %fc1_weight_grad.k40.end, %fc1_weight_grad.nb37
+  %fc1_weight_grad.mb38225 = phi i64 [ 0, %fc1_weight_grad.nb37 ], [ %mb38.next, %fc1_weight_grad.k40.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_3, align 64
+  br label %fc1_weight_grad.k40
+
+fc1_weight_grad.mb38.end:                         ; preds = %fc1_weight_grad.k40.end
+  %nb37.next = add nsw i64 %fc1_weight_grad.nb37224, 1
+  %576 = icmp slt i64 %nb37.next, 12
+  br i1 %576, label %fc1_weight_grad.nb37, label %fc1_weight_grad.nb37.end
+
+fc1_weight_grad.k40:                              ; preds = %fc1_weight_grad.k40, %fc1_weight_grad.mb38
+  %fc1_weight_grad.k40226 = phi i64 [ 0, %fc1_weight_grad.mb38 ], [ %k40.next, %fc1_weight_grad.k40 ]
+  %577 = mul nsw i64 %fc1_weight_grad.k40226, 784
+  %578 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %579 = add nsw i64 %577, %578
+  %images227 = getelementptr inbounds float, ptr %images, i64 %579
+  %580 = load <16 x float>, ptr %images227, align 4
+  store <16 x float> %580, ptr %fc1_weight_grad.t39_b0, align 64
+  %581 = mul nsw i64 %fc1_weight_grad.k40226, 784
+  %582 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %583 = add nsw i64 %581, %582
+  %584 = add nsw i64 %583, 16
+  %images228 = getelementptr inbounds float, ptr %images, i64 %584
+  %585 = load <16 x float>, ptr %images228, align 4
+  store <16 x float> %585, ptr %fc1_weight_grad.t39_b1, align 64
+  %586 = mul nsw i64 %fc1_weight_grad.k40226, 784
+  %587 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %588 = add nsw i64 %586, %587
+  %589 = add nsw i64 %588, 32
+  %images229 = getelementptr inbounds float, ptr %images, i64 %589
+  %590 = load <16 x float>, ptr %images229, align 4
+  store <16 x float> %590, ptr %fc1_weight_grad.t39_b2, align 64
+  %591 = mul nsw i64 %fc1_weight_grad.k40226, 784
+  %592 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %593 = add nsw i64 %591, %592
+  %594 = add nsw i64 %593, 48
+  %images230 = getelementptr inbounds float, ptr %images, i64 %594
+  %595 = load <16 x float>, ptr %images230, align 4
+  store <16 x float> %595, ptr %fc1_weight_grad.t39_b3, align 64
+  %596 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %597 = add nsw i64 16384, %596
+  %598 = mul nsw i64 %fc1_weight_grad.k40226, 256
+  %599 = add nsw i64 %597, %598
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %599
+  %600 = load float, ptr %arena231, align 4
+  %601 = insertelement <16 x float> undef, float %600, i32 0
+  %602 = shufflevector <16 x float> %601, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %602, ptr %fc1_weight_grad.t39_a0, align 64
+  %t39_a0 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
+  %t39_b0 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
+  %t39_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_0, align 64
+  %603 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0, <16 x float> %t39_b0, <16 x float> %t39_c0_0)
+  store <16 x float> %603, ptr %fc1_weight_grad.t39_c0_0, align 64
+  %t39_a0232 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
+  %t39_b1 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
+  %t39_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_1, align 64
+  %604 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0232, <16 x float> %t39_b1, <16 x float> %t39_c0_1)
+  store <16 x float> %604, ptr %fc1_weight_grad.t39_c0_1, align 64
+  %t39_a0233 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
+  %t39_b2 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
+  %t39_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_2, align 64
+  %605 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0233, <16 x float> %t39_b2, <16 x float> %t39_c0_2)
+  store <16 x float> %605, ptr %fc1_weight_grad.t39_c0_2, align 64
+  %t39_a0234 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
+  %t39_b3 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
+  %t39_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_3, align 64
+  %606 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0234, <16 x float> %t39_b3, <16 x float> %t39_c0_3)
+  store <16 x float> %606, ptr %fc1_weight_grad.t39_c0_3, align 64
+  %607 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %608 = add nsw i64 %607, 1
+  %609 = add nsw i64 16384, %608
+  %610 = mul nsw i64 %fc1_weight_grad.k40226, 256
+  %611 = add nsw i64 %609, %610
+  %arena235 = getelementptr inbounds float, ptr %arena, i64 %611
+  %612 = load float, ptr %arena235, align 4
+  %613 = insertelement <16 x float> undef, float %612, i32 0
+  %614 = shufflevector <16 x float> %613, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %614, ptr %fc1_weight_grad.t39_a1, align 64
+  %t39_a1 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
+  %t39_b0236 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
+  %t39_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_0, align 64
+  %615 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1, <16 x float> %t39_b0236, <16 x float> %t39_c1_0)
+  store <16 x float> %615, ptr %fc1_weight_grad.t39_c1_0, align 64
+  %t39_a1237 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
+  %t39_b1238 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
+  %t39_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_1, align 64
+  %616 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1237, <16 x float> %t39_b1238, <16 x float> %t39_c1_1)
+  store <16 x float> %616, ptr %fc1_weight_grad.t39_c1_1, align 64
+  %t39_a1239 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
+  %t39_b2240 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
+  %t39_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_2, align 64
+  %617 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1239, <16 x float> %t39_b2240, <16 x float> %t39_c1_2)
+  store <16 x float> %617, ptr %fc1_weight_grad.t39_c1_2, align 64
+  %t39_a1241 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
+  %t39_b3242 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
+  %t39_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_3, align 64
+  %618 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1241, <16 x float> %t39_b3242, <16 x float> %t39_c1_3)
+  store <16 x float> %618, ptr %fc1_weight_grad.t39_c1_3, align 64
+  %619 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %620 = add nsw i64 %619, 2
+  %621 = add nsw i64 16384, %620
+  %622 = mul nsw i64 %fc1_weight_grad.k40226, 256
+  %623 = add nsw i64 %621, %622
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %623
+  %624 = load float, ptr %arena243, align 4
+  %625 = insertelement <16 x float> undef, float %624, i32 0
+  %626 = shufflevector <16 x float> %625, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %626, ptr %fc1_weight_grad.t39_a2, align 64
+  %t39_a2 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
+  %t39_b0244 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
+  %t39_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_0, align 64
+  %627 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2, <16 x float> %t39_b0244, <16 x float> %t39_c2_0)
+  store <16 x float> %627, ptr %fc1_weight_grad.t39_c2_0, align 64
+  %t39_a2245 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
+  %t39_b1246 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
+  %t39_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_1, align 64
+  %628 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2245, <16 x float> %t39_b1246, <16 x float> %t39_c2_1)
+  store <16 x float> %628, ptr %fc1_weight_grad.t39_c2_1, align 64
+  %t39_a2247 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
+  %t39_b2248 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
+  %t39_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_2, align 64
+  %629 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2247, <16 x float> %t39_b2248, <16 x float> %t39_c2_2)
+  store <16 x float> %629, ptr %fc1_weight_grad.t39_c2_2, align 64
+  %t39_a2249 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
+  %t39_b3250 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
+  %t39_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_3, align 64
+  %630 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2249, <16 x float> %t39_b3250, <16 x float> %t39_c2_3)
+  store <16 x float> %630, ptr %fc1_weight_grad.t39_c2_3, align 64
+  %631 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %632 = add nsw i64 %631, 3
+  %633 = add nsw i64 16384, %632
+  %634 = mul nsw i64 %fc1_weight_grad.k40226, 256
+  %635 = add nsw i64 %633, %634
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %635
+  %636 = load float, ptr %arena251, align 4
+  %637 = insertelement <16 x float> undef, float %636, i32 0
+  %638 = shufflevector <16 x float> %637, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %638, ptr %fc1_weight_grad.t39_a3, align 64
+  %t39_a3 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
+  %t39_b0252 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
+  %t39_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_0, align 64
+  %639 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3, <16 x float> %t39_b0252, <16 x float> %t39_c3_0)
+  store <16 x float> %639, ptr %fc1_weight_grad.t39_c3_0, align 64
+  %t39_a3253 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
+  %t39_b1254 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
+  %t39_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_1, align 64
+  %640 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3253, <16 x float> %t39_b1254, <16 x float> %t39_c3_1)
+  store <16 x float> %640, ptr %fc1_weight_grad.t39_c3_1, align 64
+  %t39_a3255 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
+  %t39_b2256 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
+  %t39_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_2, align 64
+  %641 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3255, <16 x float> %t39_b2256, <16 x float> %t39_c3_2)
+  store <16 x float> %641, ptr %fc1_weight_grad.t39_c3_2, align 64
+  %t39_a3257 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
+  %t39_b3258 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
+  %t39_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_3, align 64
+  %642 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3257, <16 x float> %t39_b3258, <16 x float> %t39_c3_3)
+  store <16 x float> %642, ptr %fc1_weight_grad.t39_c3_3, align 64
+  %k40.next = add nsw i64 %fc1_weight_grad.k40226, 1
+  %643 = icmp slt i64 %k40.next, 64
+  br i1 %643, label %fc1_weight_grad.k40, label %fc1_weight_grad.k40.end
+
+fc1_weight_grad.k40.end:                          ; preds = %fc1_weight_grad.k40
+  %t39_c0_0259 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_0, align 64
+  %644 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %645 = mul nsw i64 %644, 784
+  %646 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %647 = add nsw i64 %645, %646
+  %grads260 = getelementptr inbounds float, ptr %grads, i64 %647
+  store <16 x float> %t39_c0_0259, ptr %grads260, align 4
+  %t39_c0_1261 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_1, align 64
+  %648 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %649 = mul nsw i64 %648, 784
+  %650 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %651 = add nsw i64 %649, %650
+  %652 = add nsw i64 %651, 16
+  %grads262 = getelementptr inbounds float, ptr %grads, i64 %652
+  store <16 x float> %t39_c0_1261, ptr %grads262, align 4
+  %t39_c0_2263 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_2, align 64
+  %653 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %654 = mul nsw i64 %653, 784
+  %655 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %656 = add nsw i64 %654, %655
+  %657 = add nsw i64 %656, 32
+  %grads264 = getelementptr inbounds float, ptr %grads, i64 %657
+  store <16 x float> %t39_c0_2263, ptr %grads264, align 4
+  %t39_c0_3265 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_3, align 64
+  %658 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %659 = mul nsw i64 %658, 784
+  %660 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %661 = add nsw i64 %659, %660
+  %662 = add nsw i64 %661, 48
+  %grads266 = getelementptr inbounds float, ptr %grads, i64 %662
+  store <16 x float> %t39_c0_3265, ptr %grads266, align 4
+  %t39_c1_0267 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_0, align 64
+  %663 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %664 = add nsw i64 %663, 1
+  %665 = mul nsw i64 %664, 784
+  %666 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %667 = add nsw i64 %665, %666
+  %grads268 = getelementptr inbounds float, ptr %grads, i64 %667
+  store <16 x float> %t39_c1_0267, ptr %grads268, align 4
+  %t39_c1_1269 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_1, align 64
+  %668 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %669 = add nsw i64 %668, 1
+  %670 = mul nsw i64 %669, 784
+  %671 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %672 = add nsw i64 %670, %671
+  %673 = add nsw i64 %672, 16
+  %grads270 = getelementptr inbounds float, ptr %grads, i64 %673
+  store <16 x float> %t39_c1_1269, ptr %grads270, align 4
+  %t39_c1_2271 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_2, align 64
+  %674 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %675 = add nsw i64 %674, 1
+  %676 = mul nsw i64 %675, 784
+  %677 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %678 = add nsw i64 %676, %677
+  %679 = add nsw i64 %678, 32
+  %grads272 = getelementptr inbounds float, ptr %grads, i64 %679
+  store <16 x float> %t39_c1_2271, ptr %grads272, align 4
+  %t39_c1_3273 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_3, align 64
+  %680 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %681 = add nsw i64 %680, 1
+  %682 = mul nsw i64 %681, 784
+  %683 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %684 = add nsw i64 %682, %683
+  %685 = add nsw i64 %684, 48
+  %grads274 = getelementptr inbounds float, ptr %grads, i64 %685
+  store <16 x float> %t39_c1_3273, ptr %grads274, align 4
+  %t39_c2_0275 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_0, align 64
+  %686 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %687 = add nsw i64 %686, 2
+  %688 = mul nsw i64 %687, 784
+  %689 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %690 = add nsw i64 %688, %689
+  %grads276 = getelementptr inbounds float, ptr %grads, i64 %690
+  store <16 x float> %t39_c2_0275, ptr %grads276, align 4
+  %t39_c2_1277 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_1, align 64
+  %691 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %692 = add nsw i64 %691, 2
+  %693 = mul nsw i64 %692, 784
+  %694 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %695 = add nsw i64 %693, %694
+  %696 = add nsw i64 %695, 16
+  %grads278 = getelementptr inbounds float, ptr %grads, i64 %696
+  store <16 x float> %t39_c2_1277, ptr %grads278, align 4
+  %t39_c2_2279 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_2, align 64
+  %697 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %698 = add nsw i64 %697, 2
+  %699 = mul nsw i64 %698, 784
+  %700 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %701 = add nsw i64 %699, %700
+  %702 = add nsw i64 %701, 32
+  %grads280 = getelementptr inbounds float, ptr %grads, i64 %702
+  store <16 x float> %t39_c2_2279, ptr %grads280, align 4
+  %t39_c2_3281 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_3, align 64
+  %703 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %704 = add nsw i64 %703, 2
+  %705 = mul nsw i64 %704, 784
+  %706 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %707 = add nsw i64 %705, %706
+  %708 = add nsw i64 %707, 48
+  %grads282 = getelementptr inbounds float, ptr %grads, i64 %708
+  store <16 x float> %t39_c2_3281, ptr %grads282, align 4
+  %t39_c3_0283 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_0, align 64
+  %709 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %710 = add nsw i64 %709, 3
+  %711 = mul nsw i64 %710, 784
+  %712 = mul nsw i64 %fc1_weight_grad.nb37224, 64
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, 32
-  %arena311 = getelementptr inbounds float, ptr %arena, i64 %714
-  store <16 x float> %t31_c3_2310, ptr %arena311, align 4
-  %t31_c3_3312 = load <16 x float>, ptr %relu2_grad.t31_c3_3, align 64
-  %715 = mul nsw i64 %relu2_grad.mb30232, 6
-  %716 = add nsw i64 %715, 3
-  %717 = mul nsw i64 %716, 128
-  %718 = add nsw i64 42256, %717
-  %719 = mul nsw i64 %relu2_grad.nb29231, 64
-  %720 = add nsw i64 %718, %719
-  %721 = add nsw i64 %720, 48
-  %arena313 = getelementptr inbounds float, ptr %arena, i64 %721
-  store <16 x float> %t31_c3_3312, ptr %arena313, align 4
-  %t31_c4_0314 = load <16 x float>, ptr %relu2_grad.t31_c4_0, align 64
-  %722 = mul nsw i64 %relu2_grad.mb30232, 6
-  %723 = add nsw i64 %722, 4
-  %724 = mul nsw i64 %723, 128
-  %725 = add nsw i64 42256, %724
-  %726 = mul nsw i64 %relu2_grad.nb29231, 64
-  %727 = add nsw i64 %725, %726
-  %arena315 = getelementptr inbounds float, ptr %arena, i64 %727
-  store <16 x float> %t31_c4_0314, ptr %arena315, align 4
-  %t31_c4_1316 = load <16 x float>, ptr %relu2_grad.t31_c4_1, align 64
-  %728 = mul nsw i64 %relu2_grad.mb30232, 6
-  %729 = add nsw i64 %728, 4
-  %730 = mul nsw i64 %729, 128
-  %731 = add nsw i64 42256, %730
-  %732 = mul nsw i64 %relu2_grad.nb29231, 64
-  %733 = add nsw i64 %731, %732
-  %734 = add nsw i64 %733, 16
-  %arena317 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <16 x float> %t31_c4_1316, ptr %arena317, align 4
-  %t31_c4_2318 = load <16 x float>, ptr %relu2_grad.t31_c4_2, align 64
-  %735 = mul nsw i64 %relu2_grad.mb30232, 6
-  %736 = add nsw i64 %735, 4
-  %737 = mul nsw i64 %736, 128
-  %738 = add nsw i64 42256, %737
-  %739 = mul nsw i64 %relu2_grad.nb29231, 64
-  %740 = add nsw i64 %738, %739
-  %741 = add nsw i64 %740, 32
-  %arena319 = getelementptr inbounds float, ptr %arena, i64 %741
-  store <16 x float> %t31_c4_2318, ptr %arena319, align 4
-  %t31_c4_3320 = load <16 x float>, ptr %relu2_grad.t31_c4_3, align 64
-  %742 = mul nsw i64 %relu2_grad.mb30232, 6
-  %743 = add nsw i64 %742, 4
-  %744 = mul nsw i64 %743, 128
-  %745 = add nsw i64 42256, %744
-  %746 = mul nsw i64 %relu2_grad.nb29231, 64
-  %747 = add nsw i64 %745, %746
-  %748 = add nsw i64 %747, 48
-  %arena321 = getelementptr inbounds float, ptr %arena, i64 %748
-  store <16 x float> %t31_c4_3320, ptr %arena321, align 4
-  %t31_c5_0322 = load <16 x float>, ptr %relu2_grad.t31_c5_0, align 64
-  %749 = mul nsw i64 %relu2_grad.mb30232, 6
-  %750 = add nsw i64 %749, 5
-  %751 = mul nsw i64 %750, 128
-  %752 = add nsw i64 42256, %751
-  %753 = mul nsw i64 %relu2_grad.nb29231, 64
-  %754 = add nsw i64 %752, %753
-  %arena323 = getelementptr inbounds float, ptr %arena, i64 %754
-  store <16 x float> %t31_c5_0322, ptr %arena323, align 4
-  %t31_c5_1324 = load <16 x float>, ptr %relu2_grad.t31_c5_1, align 64
-  %755 = mul nsw i64 %relu2_grad.mb30232, 6
-  %756 = add nsw i64 %755, 5
-  %757 = mul nsw i64 %756, 128
-  %758 = add nsw i64 42256, %757
-  %759 = mul nsw i64 %relu2_grad.nb29231, 64
-  %760 = add nsw i64 %758, %759
-  %761 = add nsw i64 %760, 16
-  %arena325 = getelementptr inbounds float, ptr %arena, i64 %761
-  store <16 x float> %t31_c5_1324, ptr %arena325, align 4
-  %t31_c5_2326 = load <16 x float>, ptr %relu2_grad.t31_c5_2, align 64
-  %762 = mul nsw i64 %relu2_grad.mb30232, 6
-  %763 = add nsw i64 %762, 5
-  %764 = mul nsw i64 %763, 128
-  %765 = add nsw i64 42256, %764
-  %766 = mul nsw i64 %relu2_grad.nb29231, 64
-  %767 = add nsw i64 %765, %766
-  %768 = add nsw i64 %767, 32
-  %arena327 = getelementptr inbounds float, ptr %arena, i64 %768
-  store <16 x float> %t31_c5_2326, ptr %arena327, align 4
-  %t31_c5_3328 = load <16 x float>, ptr %relu2_grad.t31_c5_3, align 64
-  %769 = mul nsw i64 %relu2_grad.mb30232, 6
-  %770 = add nsw i64 %769, 5
-  %771 = mul nsw i64 %770, 128
-  %772 = add nsw i64 42256, %771
-  %773 = mul nsw i64 %relu2_grad.nb29231, 64
-  %774 = add nsw i64 %772, %773
-  %775 = add nsw i64 %774, 48
-  %arena329 = getelementptr inbounds float, ptr %arena, i64 %775
-  store <16 x float> %t31_c5_3328, ptr %arena329, align 4
-  %mb30.next = add nsw i64 %relu2_grad.mb30232, 1
-  %776 = icmp slt i64 %mb30.next, 10
-  br i1 %776, label %relu2_grad.mb30, label %relu2_grad.mb30.end
+  %grads284 = getelementptr inbounds float, ptr %grads, i64 %713
+  store <16 x float> %t39_c3_0283, ptr %grads284, align 4
+  %t39_c3_1285 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_1, align 64
+  %714 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %715 = add nsw i64 %714, 3
+  %716 = mul nsw i64 %715, 784
+  %717 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %718 = add nsw i64 %716, %717
+  %719 = add nsw i64 %718, 16
+  %grads286 = getelementptr inbounds float, ptr %grads, i64 %719
+  store <16 x float> %t39_c3_1285, ptr %grads286, align 4
+  %t39_c3_2287 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_2, align 64
+  %720 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %721 = add nsw i64 %720, 3
+  %722 = mul nsw i64 %721, 784
+  %723 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %724 = add nsw i64 %722, %723
+  %725 = add nsw i64 %724, 32
+  %grads288 = getelementptr inbounds float, ptr %grads, i64 %725
+  store <16 x float> %t39_c3_2287, ptr %grads288, align 4
+  %t39_c3_3289 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_3, align 64
+  %726 = mul nsw i64 %fc1_weight_grad.mb38225, 4
+  %727 = add nsw i64 %726, 3
+  %728 = mul nsw i64 %727, 784
+  %729 = mul nsw i64 %fc1_weight_grad.nb37224, 64
+  %730 = add nsw i64 %728, %729
+  %731 = add nsw i64 %730, 48
+  %grads290 = getelementptr inbounds float, ptr %grads, i64 %731
+  store <16 x float> %t39_c3_3289, ptr %grads290, align 4
+  %mb38.next = add nsw i64 %fc1_weight_grad.mb38225, 1
+  %732 = icmp slt i64 %mb38.next, 64
+  br i1 %732, label %fc1_weight_grad.mb38, label %fc1_weight_grad.mb38.end
 
-relu2_grad.k34:                                   ; preds = %relu2_grad.k34, %relu2_grad.mb30.end
-  %relu2_grad.k34330 = phi i64 [ 0, %relu2_grad.mb30.end ], [ %k34.next, %relu2_grad.k34 ]
-  %777 = mul nsw i64 %relu2_grad.k34330, 128
-  %778 = add nsw i64 233856, %777
-  %779 = mul nsw i64 %relu2_grad.nb29231, 64
-  %780 = add nsw i64 %778, %779
-  %params331 = getelementptr inbounds float, ptr %params, i64 %780
-  %781 = load <16 x float>, ptr %params331, align 4
-  store <16 x float> %781, ptr %relu2_grad.t33_b0, align 64
-  %782 = mul nsw i64 %relu2_grad.k34330, 128
-  %783 = add nsw i64 233856, %782
-  %784 = mul nsw i64 %relu2_grad.nb29231, 64
-  %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, 16
-  %params332 = getelementptr inbounds float, ptr %params, i64 %786
-  %787 = load <16 x float>, ptr %params332, align 4
-  store <16 x float> %787, ptr %relu2_grad.t33_b1, align 64
-  %788 = mul nsw i64 %relu2_grad.k34330, 128
-  %789 = add nsw i64 233856, %788
-  %790 = mul nsw i64 %relu2_grad.nb29231, 64
-  %791 = add nsw i64 %789, %790
-  %792 = add nsw i64 %791, 32
-  %params333 = getelementptr inbounds float, ptr %params, i64 %792
-  %793 = load <16 x float>, ptr %params333, align 4
-  store <16 x float> %793, ptr %relu2_grad.t33_b2, align 64
-  %794 = mul nsw i64 %relu2_grad.k34330, 128
-  %795 = add nsw i64 233856, %794
-  %796 = mul nsw i64 %relu2_grad.nb29231, 64
-  %797 = add nsw i64 %795, %796
-  %798 = add nsw i64 %797, 48
-  %params334 = getelementptr inbounds float, ptr %params, i64 %798
-  %799 = load <16 x float>, ptr %params334, align 4
-  store <16 x float> %799, ptr %relu2_grad.t33_b3, align 64
-  %800 = add nsw i64 42216, %relu2_grad.k34330
-  %arena335 = getelementptr inbounds float, ptr %arena, i64 %800
-  %801 = load float, ptr %arena335, align 4
-  %802 = insertelement <16 x float> undef, float %801, i32 0
-  %803 = shufflevector <16 x float> %802, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %803, ptr %relu2_grad.t33_a0, align 64
-  %t33_a0 = load <16 x float>, ptr %relu2_grad.t33_a0, align 64
-  %t33_b0 = load <16 x float>, ptr %relu2_grad.t33_b0, align 64
-  %t33_c0_0 = load <16 x float>, ptr %relu2_grad.t33_c0_0, align 64
-  %804 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a0, <16 x float> %t33_b0, <16 x float> %t33_c0_0)
-  store <16 x float> %804, ptr %relu2_grad.t33_c0_0, align 64
-  %t33_a0336 = load <16 x float>, ptr %relu2_grad.t33_a0, align 64
-  %t33_b1 = load <16 x float>, ptr %relu2_grad.t33_b1, align 64
-  %t33_c0_1 = load <16 x float>, ptr %relu2_grad.t33_c0_1, align 64
-  %805 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a0336, <16 x float> %t33_b1, <16 x float> %t33_c0_1)
-  store <16 x float> %805, ptr %relu2_grad.t33_c0_1, align 64
-  %t33_a0337 = load <16 x float>, ptr %relu2_grad.t33_a0, align 64
-  %t33_b2 = load <16 x float>, ptr %relu2_grad.t33_b2, align 64
-  %t33_c0_2 = load <16 x float>, ptr %relu2_grad.t33_c0_2, align 64
-  %806 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a0337, <16 x float> %t33_b2, <16 x float> %t33_c0_2)
-  store <16 x float> %806, ptr %relu2_grad.t33_c0_2, align 64
-  %t33_a0338 = load <16 x float>, ptr %relu2_grad.t33_a0, align 64
-  %t33_b3 = load <16 x float>, ptr %relu2_grad.t33_b3, align 64
-  %t33_c0_3 = load <16 x float>, ptr %relu2_grad.t33_c0_3, align 64
-  %807 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a0338, <16 x float> %t33_b3, <16 x float> %t33_c0_3)
-  store <16 x float> %807, ptr %relu2_grad.t33_c0_3, align 64
-  %808 = add nsw i64 42226, %relu2_grad.k34330
-  %arena339 = getelementptr inbounds float, ptr %arena, i64 %808
-  %809 = load float, ptr %arena339, align 4
-  %810 = insertelement <16 x float> undef, float %809, i32 0
-  %811 = shufflevector <16 x float> %810, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %811, ptr %relu2_grad.t33_a1, align 64
-  %t33_a1 = load <16 x float>, ptr %relu2_grad.t33_a1, align 64
-  %t33_b0340 = load <16 x float>, ptr %relu2_grad.t33_b0, align 64
-  %t33_c1_0 = load <16 x float>, ptr %relu2_grad.t33_c1_0, align 64
-  %812 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a1, <16 x float> %t33_b0340, <16 x float> %t33_c1_0)
-  store <16 x float> %812, ptr %relu2_grad.t33_c1_0, align 64
-  %t33_a1341 = load <16 x float>, ptr %relu2_grad.t33_a1, align 64
-  %t33_b1342 = load <16 x float>, ptr %relu2_grad.t33_b1, align 64
-  %t33_c1_1 = load <16 x float>, ptr %relu2_grad.t33_c1_1, align 64
-  %813 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a1341, <16 x float> %t33_b1342, <16 x float> %t33_c1_1)
-  store <16 x float> %813, ptr %relu2_grad.t33_c1_1, align 64
-  %t33_a1343 = load <16 x float>, ptr %relu2_grad.t33_a1, align 64
-  %t33_b2344 = load <16 x float>, ptr %relu2_grad.t33_b2, align 64
-  %t33_c1_2 = load <16 x float>, ptr %relu2_grad.t33_c1_2, align 64
-  %814 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a1343, <16 x float> %t33_b2344, <16 x float> %t33_c1_2)
-  store <16 x float> %814, ptr %relu2_grad.t33_c1_2, align 64
-  %t33_a1345 = load <16 x float>, ptr %relu2_grad.t33_a1, align 64
-  %t33_b3346 = load <16 x float>, ptr %relu2_grad.t33_b3, align 64
-  %t33_c1_3 = load <16 x float>, ptr %relu2_grad.t33_c1_3, align 64
-  %815 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a1345, <16 x float> %t33_b3346, <16 x float> %t33_c1_3)
-  store <16 x float> %815, ptr %relu2_grad.t33_c1_3, align 64
-  %816 = add nsw i64 42236, %relu2_grad.k34330
-  %arena347 = getelementptr inbounds float, ptr %arena, i64 %816
-  %817 = load float, ptr %arena347, align 4
-  %818 = insertelement <16 x float> undef, float %817, i32 0
-  %819 = shufflevector <16 x float> %818, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %819, ptr %relu2_grad.t33_a2, align 64
-  %t33_a2 = load <16 x float>, ptr %relu2_grad.t33_a2, align 64
-  %t33_b0348 = load <16 x float>, ptr %relu2_grad.t33_b0, align 64
-  %t33_c2_0 = load <16 x float>, ptr %relu2_grad.t33_c2_0, align 64
-  %820 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a2, <16 x float> %t33_b0348, <16 x float> %t33_c2_0)
-  store <16 x float> %820, ptr %relu2_grad.t33_c2_0, align 64
-  %t33_a2349 = load <16 x float>, ptr %relu2_grad.t33_a2, align 64
-  %t33_b1350 = load <16 x float>, ptr %relu2_grad.t33_b1, align 64
-  %t33_c2_1 = load <16 x float>, ptr %relu2_grad.t33_c2_1, align 64
-  %821 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a2349, <16 x float> %t33_b1350, <16 x float> %t33_c2_1)
-  store <16 x float> %821, ptr %relu2_grad.t33_c2_1, align 64
-  %t33_a2351 = load <16 x float>, ptr %relu2_grad.t33_a2, align 64
-  %t33_b2352 = load <16 x float>, ptr %relu2_grad.t33_b2, align 64
-  %t33_c2_2 = load <16 x float>, ptr %relu2_grad.t33_c2_2, align 64
-  %822 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a2351, <16 x float> %t33_b2352, <16 x float> %t33_c2_2)
-  store <16 x float> %822, ptr %relu2_grad.t33_c2_2, align 64
-  %t33_a2353 = load <16 x float>, ptr %relu2_grad.t33_a2, align 64
-  %t33_b3354 = load <16 x float>, ptr %relu2_grad.t33_b3, align 64
-  %t33_c2_3 = load <16 x float>, ptr %relu2_grad.t33_c2_3, align 64
-  %823 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a2353, <16 x float> %t33_b3354, <16 x float> %t33_c2_3)
-  store <16 x float> %823, ptr %relu2_grad.t33_c2_3, align 64
-  %824 = add nsw i64 42246, %relu2_grad.k34330
-  %arena355 = getelementptr inbounds float, ptr %arena, i64 %824
-  %825 = load float, ptr %arena355, align 4
-  %826 = insertelement <16 x float> undef, float %825, i32 0
-  %827 = shufflevector <16 x float> %826, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %827, ptr %relu2_grad.t33_a3, align 64
-  %t33_a3 = load <16 x float>, ptr %relu2_grad.t33_a3, align 64
-  %t33_b0356 = load <16 x float>, ptr %relu2_grad.t33_b0, align 64
-  %t33_c3_0 = load <16 x float>, ptr %relu2_grad.t33_c3_0, align 64
-  %828 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a3, <16 x float> %t33_b0356, <16 x float> %t33_c3_0)
-  store <16 x float> %828, ptr %relu2_grad.t33_c3_0, align 64
-  %t33_a3357 = load <16 x float>, ptr %relu2_grad.t33_a3, align 64
-  %t33_b1358 = load <16 x float>, ptr %relu2_grad.t33_b1, align 64
-  %t33_c3_1 = load <16 x float>, ptr %relu2_grad.t33_c3_1, align 64
-  %829 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a3357, <16 x float> %t33_b1358, <16 x float> %t33_c3_1)
-  store <16 x float> %829, ptr %relu2_grad.t33_c3_1, align 64
-  %t33_a3359 = load <16 x float>, ptr %relu2_grad.t33_a3, align 64
-  %t33_b2360 = load <16 x float>, ptr %relu2_grad.t33_b2, align 64
-  %t33_c3_2 = load <16 x float>, ptr %relu2_grad.t33_c3_2, align 64
-  %830 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a3359, <16 x float> %t33_b2360, <16 x float> %t33_c3_2)
-  store <16 x float> %830, ptr %relu2_grad.t33_c3_2, align 64
-  %t33_a3361 = load <16 x float>, ptr %relu2_grad.t33_a3, align 64
-  %t33_b3362 = load <16 x float>, ptr %relu2_grad.t33_b3, align 64
-  %t33_c3_3 = load <16 x float>, ptr %relu2_grad.t33_c3_3, align 64
-  %831 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t33_a3361, <16 x float> %t33_b3362, <16 x float> %t33_c3_3)
-  store <16 x float> %831, ptr %relu2_grad.t33_c3_3, align 64
-  %k34.next = add nsw i64 %relu2_grad.k34330, 1
-  %832 = icmp slt i64 %k34.next, 10
-  br i1 %832, label %relu2_grad.k34, label %relu2_grad.k34.end
+fc1_weight_grad.mb41:                             ; preds = %fc1_weight_grad.k43.end, %fc1_weight_grad.nb37.end
+  %fc1_weight_grad.mb41291 = phi i64 [ 0, %fc1_weight_grad.nb37.end ], [ %mb41.next, %fc1_weight_grad.k43.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c3_0, align 64
+  br label %fc1_weight_grad.k43
 
-relu2_grad.k34.end:                               ; preds = %relu2_grad.k34
-  %t33_c0_0363 = load <16 x float>, ptr %relu2_grad.t33_c0_0, align 64
-  %833 = mul nsw i64 %relu2_grad.nb29231, 64
-  %834 = add nsw i64 49936, %833
-  %arena364 = getelementptr inbounds float, ptr %arena, i64 %834
-  store <16 x float> %t33_c0_0363, ptr %arena364, align 4
-  %t33_c0_1365 = load <16 x float>, ptr %relu2_grad.t33_c0_1, align 64
-  %835 = mul nsw i64 %relu2_grad.nb29231, 64
-  %836 = add nsw i64 49936, %835
-  %837 = add nsw i64 %836, 16
-  %arena366 = getelementptr inbounds float, ptr %arena, i64 %837
-  store <16 x float> %t33_c0_1365, ptr %arena366, align 4
-  %t33_c0_2367 = load <16 x float>, ptr %relu2_grad.t33_c0_2, align 64
-  %838 = mul nsw i64 %relu2_grad.nb29231, 64
-  %839 = add nsw i64 49936, %838
-  %840 = add nsw i64 %839, 32
-  %arena368 = getelementptr inbounds float, ptr %arena, i64 %840
-  store <16 x float> %t33_c0_2367, ptr %arena368, align 4
-  %t33_c0_3369 = load <16 x float>, ptr %relu2_grad.t33_c0_3, align 64
-  %841 = mul nsw i64 %relu2_grad.nb29231, 64
-  %842 = add nsw i64 49936, %841
-  %843 = add nsw i64 %842, 48
-  %arena370 = getelementptr inbounds float, ptr %arena, i64 %843
-  store <16 x float> %t33_c0_3369, ptr %arena370, align 4
-  %t33_c1_0371 = load <16 x float>, ptr %relu2_grad.t33_c1_0, align 64
-  %844 = mul nsw i64 %relu2_grad.nb29231, 64
-  %845 = add nsw i64 50064, %844
-  %arena372 = getelementptr inbounds float, ptr %arena, i64 %845
-  store <16 x float> %t33_c1_0371, ptr %arena372, align 4
-  %t33_c1_1373 = load <16 x float>, ptr %relu2_grad.t33_c1_1, align 64
-  %846 = mul nsw i64 %relu2_grad.nb29231, 64
-  %847 = add nsw i64 50064, %846
-  %848 = add nsw i64 %847, 16
-  %arena374 = getelementptr inbounds float, ptr %arena, i64 %848
-  store <16 x float> %t33_c1_1373, ptr %arena374, align 4
-  %t33_c1_2375 = load <16 x float>, ptr %relu2_grad.t33_c1_2, align 64
-  %849 = mul nsw i64 %relu2_grad.nb29231, 64
-  %850 = add nsw i64 50064, %849
-  %851 = add nsw i64 %850, 32
-  %arena376 = getelementptr inbounds float, ptr %arena, i64 %851
-  store <16 x float> %t33_c1_2375, ptr %arena376, align 4
-  %t33_c1_3377 = load <16 x float>, ptr %relu2_grad.t33_c1_3, align 64
-  %852 = mul nsw i64 %relu2_grad.nb29231, 64
-  %853 = add nsw i64 50064, %852
-  %854 = add nsw i64 %853, 48
-  %arena378 = getelementptr inbounds float, ptr %arena, i64 %854
-  store <16 x float> %t33_c1_3377, ptr %arena378, align 4
-  %t33_c2_0379 = load <16 x float>, ptr %relu2_grad.t33_c2_0, align 64
-  %855 = mul nsw i64 %relu2_grad.nb29231, 64
-  %856 = add nsw i64 50192, %855
-  %arena380 = getelementptr inbounds float, ptr %arena, i64 %856
-  store <16 x float> %t33_c2_0379, ptr %arena380, align 4
-  %t33_c2_1381 = load <16 x float>, ptr %relu2_grad.t33_c2_1, align 64
-  %857 = mul nsw i64 %relu2_grad.nb29231, 64
-  %858 = add nsw i64 50192, %857
-  %859 = add nsw i64 %858, 16
-  %arena382 = getelementptr inbounds float, ptr %arena, i64 %859
-  store <16 x float> %t33_c2_1381, ptr %arena382, align 4
-  %t33_c2_2383 = load <16 x float>, ptr %relu2_grad.t33_c2_2, align 64
-  %860 = mul nsw i64 %relu2_grad.nb29231, 64
-  %861 = add nsw i64 50192, %860
-  %862 = add nsw i64 %861, 32
-  %arena384 = getelementptr inbounds float, ptr %arena, i64 %862
-  store <16 x float> %t33_c2_2383, ptr %arena384, align 4
-  %t33_c2_3385 = load <16 x float>, ptr %relu2_grad.t33_c2_3, align 64
-  %863 = mul nsw i64 %relu2_grad.nb29231, 64
-  %864 = add nsw i64 50192, %863
-  %865 = add nsw i64 %864, 48
-  %arena386 = getelementptr inbounds float, ptr %arena, i64 %865
-  store <16 x float> %t33_c2_3385, ptr %arena386, align 4
-  %t33_c3_0387 = load <16 x float>, ptr %relu2_grad.t33_c3_0, align 64
-  %866 = mul nsw i64 %relu2_grad.nb29231, 64
-  %867 = add nsw i64 50320, %866
-  %arena388 = getelementptr inbounds float, ptr %arena, i64 %867
-  store <16 x float> %t33_c3_0387, ptr %arena388, align 4
-  %t33_c3_1389 = load <16 x float>, ptr %relu2_grad.t33_c3_1, align 64
-  %868 = mul nsw i64 %relu2_grad.nb29231, 64
-  %869 = add nsw i64 50320, %868
-  %870 = add nsw i64 %869, 16
-  %arena390 = getelementptr inbounds float, ptr %arena, i64 %870
-  store <16 x float> %t33_c3_1389, ptr %arena390, align 4
-  %t33_c3_2391 = load <16 x float>, ptr %relu2_grad.t33_c3_2, align 64
-  %871 = mul nsw i64 %relu2_grad.nb29231, 64
-  %872 = add nsw i64 50320, %871
-  %873 = add nsw i64 %872, 32
-  %arena392 = getelementptr inbounds float, ptr %arena, i64 %873
-  store <16 x float> %t33_c3_2391, ptr %arena392, align 4
-  %t33_c3_3393 = load <16 x float>, ptr %relu2_grad.t33_c3_3, align 64
-  %874 = mul nsw i64 %relu2_grad.nb29231, 64
-  %875 = add nsw i64 50320, %874
-  %876 = add nsw i64 %875, 48
-  %arena394 = getelementptr inbounds float, ptr %arena, i64 %876
-  store <16 x float> %t33_c3_3393, ptr %arena394, align 4
-  %nb29.next = add nsw i64 %relu2_grad.nb29231, 1
-  %877 = icmp slt i64 %nb29.next, 2
-  br i1 %877, label %relu2_grad.nb29, label %relu2_grad.nb29.end
+fc1_weight_grad.mb41.end:                         ; preds = %fc1_weight_grad.k43.end
+  br label %fc1_bias_grad.u44
 
-fc2_grad.i35:                                     ; preds = %fc2_grad.i35, %relu2_grad.nb29.end
-  %fc2_grad.i35395 = phi i64 [ 0, %relu2_grad.nb29.end ], [ %i35.next, %fc2_grad.i35 ]
-  %878 = add nsw i64 32768, %fc2_grad.i35395
-  %arena396 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load float, ptr %arena396, align 4
-  %880 = fcmp ogt float %879, 0.000000e+00
-  %881 = add nsw i64 42256, %fc2_grad.i35395
-  %arena397 = getelementptr inbounds float, ptr %arena, i64 %881
-  %882 = load float, ptr %arena397, align 4
-  %883 = select i1 %880, float %882, float 0.000000e+00
-  %884 = add nsw i64 50448, %fc2_grad.i35395
-  %arena398 = getelementptr inbounds float, ptr %arena, i64 %884
-  store float %883, ptr %arena398, align 4
-  %i35.next = add nsw i64 %fc2_grad.i35395, 1
-  %885 = icmp slt i64 %i35.next, 8192
-  br i1 %885, label %fc2_grad.i35, label %fc2_grad.i35.end
+fc1_weight_grad.k43:                              ; preds = %fc1_weight_grad.k43, %fc1_weight_grad.mb41
+  %fc1_weight_grad.k43292 = phi i64 [ 0, %fc1_weight_grad.mb41 ], [ %k43.next, %fc1_weight_grad.k43 ]
+  %733 = mul nsw i64 %fc1_weight_grad.k43292, 784
+  %734 = add nsw i64 %733, 768
+  %images293 = getelementptr inbounds float, ptr %images, i64 %734
+  %735 = load <16 x float>, ptr %images293, align 4
+  store <16 x float> %735, ptr %fc1_weight_grad.t42_b0, align 64
+  %736 = mul nsw i64 %fc1_weight_grad.mb41291, 4
+  %737 = add nsw i64 16384, %736
+  %738 = mul nsw i64 %fc1_weight_grad.k43292, 256
+  %739 = add nsw i64 %737, %738
+  %arena294 = getelementptr inbounds float, ptr %arena, i64 %739
+  %740 = load float, ptr %arena294, align 4
+  %741 = insertelement <16 x float> undef, float %740, i32 0
+  %742 = shufflevector <16 x float> %741, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %742, ptr %fc1_weight_grad.t42_a0, align 64
+  %t42_a0 = load <16 x float>, ptr %fc1_weight_grad.t42_a0, align 64
+  %t42_b0 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_0, align 64
+  %743 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a0, <16 x float> %t42_b0, <16 x float> %t42_c0_0)
+  store <16 x float> %743, ptr %fc1_weight_grad.t42_c0_0, align 64
+  %744 = mul nsw i64 %fc1_weight_grad.mb41291, 4
+  %745 = add nsw i64 %744, 1
+  %746 = add nsw i64 16384, %745
+  %747 = mul nsw i64 %fc1_weight_grad.k43292, 256
+  %748 = add nsw i64 %746, %747
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %748
+  %749 = load float, ptr %arena295, align 4
+  %750 = insertelement <16 x float> undef, float %749, i32 0
+  %751 = shufflevector <16 x float> %750, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %751, ptr %fc1_weight_grad.t42_a1, align 64
+  %t42_a1 = load <16 x float>, ptr %fc1_weight_grad.t42_a1, align 64
+  %t42_b0296 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_0, align 64
+  %752 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a1, <16 x float> %t42_b0296, <16 x float> %t42_c1_0)
+  store <16 x float> %752, ptr %fc1_weight_grad.t42_c1_0, align 64
+  %753 = mul nsw i64 %fc1_weight_grad.mb41291, 4
+  %754 = add nsw i64 %753, 2
+  %755 = add nsw i64 16384, %754
+  %756 = mul nsw i64 %fc1_weight_grad.k43292, 256
+  %757 = add nsw i64 %755, %756
+  %arena297 = getelementptr inbounds float, ptr %arena, i64 %757
+  %758 = load float, ptr %arena297, align 4
+  %759 = insertelement <16 x float> undef, float %758, i32 0
+  %760 = shufflevector <16 x float> %759, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %760, ptr %fc1_weight_grad.t42_a2, align 64
+  %t42_a2 = load <16 x float>, ptr %fc1_weight_grad.t42_a2, align 64
+  %t42_b0298 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_0, align 64
+  %761 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a2, <16 x float> %t42_b0298, <16 x float> %t42_c2_0)
+  store <16 x float> %761, ptr %fc1_weight_grad.t42_c2_0, align 64
+  %762 = mul nsw i64 %fc1_weight_grad.mb41291, 4
+  %763 = add nsw i64 %762, 3
+  %764 = add nsw i64 16384, %763
+  %765 = mul nsw i64 %fc1_weight_grad.k43292, 256
+  %766 = add nsw i64 %764, %765
+  %arena299 = getelementptr inbounds float, ptr %arena, i64 %766
+  %767 = load float, ptr %arena299, align 4
+  %768 = insertelement <16 x float> undef, float %767, i32 0
+  %769 = shufflevector <16 x float> %768, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %769, ptr %fc1_weight_grad.t42_a3, align 64
+  %t42_a3 = load <16 x float>, ptr %fc1_weight_grad.t42_a3, align 64
+  %t42_b0300 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_0, align 64
+  %770 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a3, <16 x float> %t42_b0300, <16 x float> %t42_c3_0)
+  store <16 x float> %770, ptr %fc1_weight_grad.t42_c3_0, align 64
+  %k43.next = add nsw i64 %fc1_weight_grad.k43292, 1
+  %771 = icmp slt i64 %k43.next, 64
+  br i1 %771, label %fc1_weight_grad.k43, label %fc1_weight_grad.k43.end
 
-fc2_grad.i35.end:                                 ; preds = %fc2_grad.i35
-  br label %fc2_weight_grad.nb36
+fc1_weight_grad.k43.end:                          ; preds = %fc1_weight_grad.k43
+  %t42_c0_0301 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_0, align 64
+  %772 = mul nsw i64 %fc1_weight_grad.mb41291, 4
+  %773 = mul nsw i64 %772, 784
+  %774 = add nsw i64 %773, 768
+  %grads302 = getelementptr inbounds float, ptr %grads, i64 %774
+  store <16 x float> %t42_c0_0301, ptr %grads302, align 4
+  %t42_c1_0303 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_0, align 64
+  %775 = mul nsw i64 %fc1_weight_grad.mb41291, 4
+  %776 = add nsw i64 %775, 1
+  %777 = mul nsw i64 %776, 784
+  %778 = add nsw i64 %777, 768
+  %grads304 = getelementptr inbounds float, ptr %grads, i64 %778
+  store <16 x float> %t42_c1_0303, ptr %grads304, align 4
+  %t42_c2_0305 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_0, align 64
+  %779 = mul nsw i64 %fc1_weight_grad.mb41291, 4
+  %780 = add nsw i64 %779, 2
+  %781 = mul nsw i64 %780, 784
+  %782 = add nsw i64 %781, 768
+  %grads306 = getelementptr inbounds float, ptr %grads, i64 %782
+  store <16 x float> %t42_c2_0305, ptr %grads306, align 4
+  %t42_c3_0307 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_0, align 64
+  %783 = mul nsw i64 %fc1_weight_grad.mb41291, 4
+  %784 = add nsw i64 %783, 3
+  %785 = mul nsw i64 %784, 784
+  %786 = add nsw i64 %785, 768
+  %grads308 = getelementptr inbounds float, ptr %grads, i64 %786
+  store <16 x float> %t42_c3_0307, ptr %grads308, align 4
+  %mb41.next = add nsw i64 %fc1_weight_grad.mb41291, 1
+  %787 = icmp slt i64 %mb41.next, 64
+  br i1 %787, label %fc1_weight_grad.mb41, label %fc1_weight_grad.mb41.end
 
-fc2_weight_grad.nb36:                             ; preds = %fc2_weight_grad.k41.end, %fc2_grad.i35.end
-  %fc2_weight_grad.nb36399 = phi i64 [ 0, %fc2_grad.i35.end ], [ %nb36.next, %fc2_weight_grad.k41.end ]
-  br label %fc2_weight_grad.mb37
+fc1_bias_grad.u44:                                ; preds = %fc1_bias_grad.n46.end, %fc1_weight_grad.mb41.end
+  %fc1_bias_grad.u44309 = phi i64 [ 0, %fc1_weight_grad.mb41.end ], [ %u44.next, %fc1_bias_grad.n46.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc45, align 4
+  br label %fc1_bias_grad.n46
 
-fc2_weight_grad.nb36.end:                         ; preds = %fc2_weight_grad.k41.end
-  br label %fc2_bias_grad.u42
+fc1_bias_grad.u44.end:                            ; preds = %fc1_bias_grad.n46.end
+  %788 = sitofp i64 %step to float
+  %789 = fmul float %788, 0xBFBAF8E8A0000000
+  %790 = call float @llvm.exp.f32(float %789)
+  %791 = fsub float 1.000000e+00, %790
+  %792 = fdiv float %lr, %791
+  store float %792, ptr %adam.step_size47, align 4
+  %793 = sitofp i64 %step to float
+  %794 = fmul float %793, 0xBF50645940000000
+  %795 = call float @llvm.exp.f32(float %794)
+  %796 = fsub float 1.000000e+00, %795
+  %797 = call float @llvm.sqrt.f32(float %796)
+  store float %797, ptr %adam.bc2_sqrt48, align 4
+  br label %adam.i49
 
-fc2_weight_grad.mb37:                             ; preds = %fc2_weight_grad.k39.end, %fc2_weight_grad.nb36
-  %fc2_weight_grad.mb37400 = phi i64 [ 0, %fc2_weight_grad.nb36 ], [ %mb37.next, %fc2_weight_grad.k39.end ]
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t38_c5_3, align 64
-  br label %fc2_weight_grad.k39
+fc1_bias_grad.n46:                                ; preds = %fc1_bias_grad.n46, %fc1_bias_grad.u44
+  %fc1_bias_grad.n46310 = phi i64 [ 0, %fc1_bias_grad.u44 ], [ %n46.next, %fc1_bias_grad.n46 ]
+  %acc45 = load float, ptr %fc1_bias_grad.acc45, align 4
+  %798 = mul nsw i64 %fc1_bias_grad.n46310, 256
+  %799 = add nsw i64 16384, %798
+  %800 = add nsw i64 %799, %fc1_bias_grad.u44309
+  %arena311 = getelementptr inbounds float, ptr %arena, i64 %800
+  %801 = load float, ptr %arena311, align 4
+  %802 = fadd float %acc45, %801
+  store float %802, ptr %fc1_bias_grad.acc45, align 4
+  %n46.next = add nsw i64 %fc1_bias_grad.n46310, 1
+  %803 = icmp slt i64 %n46.next, 64
+  br i1 %803, label %fc1_bias_grad.n46, label %fc1_bias_grad.n46.end
 
-fc2_weight_grad.mb37.end:                         ; preds = %fc2_weight_grad.k39.end
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t40_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t40_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t40_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t40_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t40_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t40_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t40_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t40_c1_3, align 64
-  br label %fc2_weight_grad.k41
+fc1_bias_grad.n46.end:                            ; preds = %fc1_bias_grad.n46
+  %acc45312 = load float, ptr %fc1_bias_grad.acc45, align 4
+  %804 = add nsw i64 200704, %fc1_bias_grad.u44309
+  %grads313 = getelementptr inbounds float, ptr %grads, i64 %804
+  store float %acc45312, ptr %grads313, align 4
+  %u44.next = add nsw i64 %fc1_bias_grad.u44309, 1
+  %805 = icmp slt i64 %u44.next, 256
+  br i1 %805, label %fc1_bias_grad.u44, label %fc1_bias_grad.u44.end
 
-fc2_weight_grad.k39:                              ; preds = %fc2_weight_grad.k39, %fc2_weight_grad.mb37
-  %fc2_weight_grad.k39401 = phi i64 [ 0, %fc2_weight_grad.mb37 ], [ %k39.next, %fc2_weight_grad.k39 ]
-  %886 = mul nsw i64 %fc2_weight_grad.k39401, 256
-  %887 = add nsw i64 16384, %886
-  %888 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %889 = add nsw i64 %887, %888
-  %arena402 = getelementptr inbounds float, ptr %arena, i64 %889
-  %890 = load <16 x float>, ptr %arena402, align 4
-  store <16 x float> %890, ptr %fc2_weight_grad.t38_b0, align 64
-  %891 = mul nsw i64 %fc2_weight_grad.k39401, 256
-  %892 = add nsw i64 16384, %891
-  %893 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %894 = add nsw i64 %892, %893
-  %895 = add nsw i64 %894, 16
-  %arena403 = getelementptr inbounds float, ptr %arena, i64 %895
-  %896 = load <16 x float>, ptr %arena403, align 4
-  store <16 x float> %896, ptr %fc2_weight_grad.t38_b1, align 64
-  %897 = mul nsw i64 %fc2_weight_grad.k39401, 256
-  %898 = add nsw i64 16384, %897
-  %899 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %900 = add nsw i64 %898, %899
-  %901 = add nsw i64 %900, 32
-  %arena404 = getelementptr inbounds float, ptr %arena, i64 %901
-  %902 = load <16 x float>, ptr %arena404, align 4
-  store <16 x float> %902, ptr %fc2_weight_grad.t38_b2, align 64
-  %903 = mul nsw i64 %fc2_weight_grad.k39401, 256
-  %904 = add nsw i64 16384, %903
-  %905 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %906 = add nsw i64 %904, %905
-  %907 = add nsw i64 %906, 48
-  %arena405 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load <16 x float>, ptr %arena405, align 4
-  store <16 x float> %908, ptr %fc2_weight_grad.t38_b3, align 64
-  %909 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %910 = add nsw i64 50448, %909
-  %911 = mul nsw i64 %fc2_weight_grad.k39401, 128
-  %912 = add nsw i64 %910, %911
-  %arena406 = getelementptr inbounds float, ptr %arena, i64 %912
-  %913 = load float, ptr %arena406, align 4
-  %914 = insertelement <16 x float> undef, float %913, i32 0
-  %915 = shufflevector <16 x float> %914, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %915, ptr %fc2_weight_grad.t38_a0, align 64
-  %t38_a0 = load <16 x float>, ptr %fc2_weight_grad.t38_a0, align 64
-  %t38_b0 = load <16 x float>, ptr %fc2_weight_grad.t38_b0, align 64
-  %t38_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t38_c0_0, align 64
-  %916 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0, <16 x float> %t38_b0, <16 x float> %t38_c0_0)
-  store <16 x float> %916, ptr %fc2_weight_grad.t38_c0_0, align 64
-  %t38_a0407 = load <16 x float>, ptr %fc2_weight_grad.t38_a0, align 64
-  %t38_b1 = load <16 x float>, ptr %fc2_weight_grad.t38_b1, align 64
-  %t38_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t38_c0_1, align 64
-  %917 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0407, <16 x float> %t38_b1, <16 x float> %t38_c0_1)
-  store <16 x float> %917, ptr %fc2_weight_grad.t38_c0_1, align 64
-  %t38_a0408 = load <16 x float>, ptr %fc2_weight_grad.t38_a0, align 64
-  %t38_b2 = load <16 x float>, ptr %fc2_weight_grad.t38_b2, align 64
-  %t38_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t38_c0_2, align 64
-  %918 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0408, <16 x float> %t38_b2, <16 x float> %t38_c0_2)
-  store <16 x float> %918, ptr %fc2_weight_grad.t38_c0_2, align 64
-  %t38_a0409 = load <16 x float>, ptr %fc2_weight_grad.t38_a0, align 64
-  %t38_b3 = load <16 x float>, ptr %fc2_weight_grad.t38_b3, align 64
-  %t38_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t38_c0_3, align 64
-  %919 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0409, <16 x float> %t38_b3, <16 x float> %t38_c0_3)
-  store <16 x float> %919, ptr %fc2_weight_grad.t38_c0_3, align 64
-  %920 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %921 = add nsw i64 %920, 1
-  %922 = add nsw i64 50448, %921
-  %923 = mul nsw i64 %fc2_weight_grad.k39401, 128
-  %924 = add nsw i64 %922, %923
-  %arena410 = getelementptr inbounds float, ptr %arena, i64 %924
-  %925 = load float, ptr %arena410, align 4
-  %926 = insertelement <16 x float> undef, float %925, i32 0
-  %927 = shufflevector <16 x float> %926, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %927, ptr %fc2_weight_grad.t38_a1, align 64
-  %t38_a1 = load <16 x float>, ptr %fc2_weight_grad.t38_a1, align 64
-  %t38_b0411 = load <16 x float>, ptr %fc2_weight_grad.t38_b0, align 64
-  %t38_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t38_c1_0, align 64
-  %928 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1, <16 x float> %t38_b0411, <16 x float> %t38_c1_0)
-  store <16 x float> %928, ptr %fc2_weight_grad.t38_c1_0, align 64
-  %t38_a1412 = load <16 x float>, ptr %fc2_weight_grad.t38_a1, align 64
-  %t38_b1413 = load <16 x float>, ptr %fc2_weight_grad.t38_b1, align 64
-  %t38_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t38_c1_1, align 64
-  %929 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1412, <16 x float> %t38_b1413, <16 x float> %t38_c1_1)
-  store <16 x float> %929, ptr %fc2_weight_grad.t38_c1_1, align 64
-  %t38_a1414 = load <16 x float>, ptr %fc2_weight_grad.t38_a1, align 64
-  %t38_b2415 = load <16 x float>, ptr %fc2_weight_grad.t38_b2, align 64
-  %t38_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t38_c1_2, align 64
-  %930 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1414, <16 x float> %t38_b2415, <16 x float> %t38_c1_2)
-  store <16 x float> %930, ptr %fc2_weight_grad.t38_c1_2, align 64
-  %t38_a1416 = load <16 x float>, ptr %fc2_weight_grad.t38_a1, align 64
-  %t38_b3417 = load <16 x float>, ptr %fc2_weight_grad.t38_b3, align 64
-  %t38_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t38_c1_3, align 64
-  %931 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1416, <16 x float> %t38_b3417, <16 x float> %t38_c1_3)
-  store <16 x float> %931, ptr %fc2_weight_grad.t38_c1_3, align 64
-  %932 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %933 = add nsw i64 %932, 2
-  %934 = add nsw i64 50448, %933
-  %935 = mul nsw i64 %fc2_weight_grad.k39401, 128
-  %936 = add nsw i64 %934, %935
-  %arena418 = getelementptr inbounds float, ptr %arena, i64 %936
-  %937 = load float, ptr %arena418, align 4
-  %938 = insertelement <16 x float> undef, float %937, i32 0
-  %939 = shufflevector <16 x float> %938, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %939, ptr %fc2_weight_grad.t38_a2, align 64
-  %t38_a2 = load <16 x float>, ptr %fc2_weight_grad.t38_a2, align 64
-  %t38_b0419 = load <16 x float>, ptr %fc2_weight_grad.t38_b0, align 64
-  %t38_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t38_c2_0, align 64
-  %940 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2, <16 x float> %t38_b0419, <16 x float> %t38_c2_0)
-  store <16 x float> %940, ptr %fc2_weight_grad.t38_c2_0, align 64
-  %t38_a2420 = load <16 x float>, ptr %fc2_weight_grad.t38_a2, align 64
-  %t38_b1421 = load <16 x float>, ptr %fc2_weight_grad.t38_b1, align 64
-  %t38_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t38_c2_1, align 64
-  %941 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2420, <16 x float> %t38_b1421, <16 x float> %t38_c2_1)
-  store <16 x float> %941, ptr %fc2_weight_grad.t38_c2_1, align 64
-  %t38_a2422 = load <16 x float>, ptr %fc2_weight_grad.t38_a2, align 64
-  %t38_b2423 = load <16 x float>, ptr %fc2_weight_grad.t38_b2, align 64
-  %t38_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t38_c2_2, align 64
-  %942 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2422, <16 x float> %t38_b2423, <16 x float> %t38_c2_2)
-  store <16 x float> %942, ptr %fc2_weight_grad.t38_c2_2, align 64
-  %t38_a2424 = load <16 x float>, ptr %fc2_weight_grad.t38_a2, align 64
-  %t38_b3425 = load <16 x float>, ptr %fc2_weight_grad.t38_b3, align 64
-  %t38_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t38_c2_3, align 64
-  %943 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2424, <16 x float> %t38_b3425, <16 x float> %t38_c2_3)
-  store <16 x float> %943, ptr %fc2_weight_grad.t38_c2_3, align 64
-  %944 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %945 = add nsw i64 %944, 3
-  %946 = add nsw i64 50448, %945
-  %947 = mul nsw i64 %fc2_weight_grad.k39401, 128
-  %948 = add nsw i64 %946, %947
-  %arena426 = getelementptr inbounds float, ptr %arena, i64 %948
-  %949 = load float, ptr %arena426, align 4
-  %950 = insertelement <16 x float> undef, float %949, i32 0
-  %951 = shufflevector <16 x float> %950, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %951, ptr %fc2_weight_grad.t38_a3, align 64
-  %t38_a3 = load <16 x float>, ptr %fc2_weight_grad.t38_a3, align 64
-  %t38_b0427 = load <16 x float>, ptr %fc2_weight_grad.t38_b0, align 64
-  %t38_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t38_c3_0, align 64
-  %952 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3, <16 x float> %t38_b0427, <16 x float> %t38_c3_0)
-  store <16 x float> %952, ptr %fc2_weight_grad.t38_c3_0, align 64
-  %t38_a3428 = load <16 x float>, ptr %fc2_weight_grad.t38_a3, align 64
-  %t38_b1429 = load <16 x float>, ptr %fc2_weight_grad.t38_b1, align 64
-  %t38_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t38_c3_1, align 64
-  %953 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3428, <16 x float> %t38_b1429, <16 x float> %t38_c3_1)
-  store <16 x float> %953, ptr %fc2_weight_grad.t38_c3_1, align 64
-  %t38_a3430 = load <16 x float>, ptr %fc2_weight_grad.t38_a3, align 64
-  %t38_b2431 = load <16 x float>, ptr %fc2_weight_grad.t38_b2, align 64
-  %t38_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t38_c3_2, align 64
-  %954 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3430, <16 x float> %t38_b2431, <16 x float> %t38_c3_2)
-  store <16 x float> %954, ptr %fc2_weight_grad.t38_c3_2, align 64
-  %t38_a3432 = load <16 x float>, ptr %fc2_weight_grad.t38_a3, align 64
-  %t38_b3433 = load <16 x float>, ptr %fc2_weight_grad.t38_b3, align 64
-  %t38_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t38_c3_3, align 64
-  %955 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3432, <16 x float> %t38_b3433, <16 x float> %t38_c3_3)
-  store <16 x float> %955, ptr %fc2_weight_grad.t38_c3_3, align 64
-  %956 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %957 = add nsw i64 %956, 4
-  %958 = add nsw i64 50448, %957
-  %959 = mul nsw i64 %fc2_weight_grad.k39401, 128
-  %960 = add nsw i64 %958, %959
-  %arena434 = getelementptr inbounds float, ptr %arena, i64 %960
-  %961 = load float, ptr %arena434, align 4
-  %962 = insertelement <16 x float> undef, float %961, i32 0
-  %963 = shufflevector <16 x float> %962, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %963, ptr %fc2_weight_grad.t38_a4, align 64
-  %t38_a4 = load <16 x float>, ptr %fc2_weight_grad.t38_a4, align 64
-  %t38_b0435 = load <16 x float>, ptr %fc2_weight_grad.t38_b0, align 64
-  %t38_c4_0 = load <16 x float>, ptr %fc2_weight_grad.t38_c4_0, align 64
-  %964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a4, <16 x float> %t38_b0435, <16 x float> %t38_c4_0)
-  store <16 x float> %964, ptr %fc2_weight_grad.t38_c4_0, align 64
-  %t38_a4436 = load <16 x float>, ptr %fc2_weight_grad.t38_a4, align 64
-  %t38_b1437 = load <16 x float>, ptr %fc2_weight_grad.t38_b1, align 64
-  %t38_c4_1 = load <16 x float>, ptr %fc2_weight_grad.t38_c4_1, align 64
-  %965 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a4436, <16 x float> %t38_b1437, <16 x float> %t38_c4_1)
-  store <16 x float> %965, ptr %fc2_weight_grad.t38_c4_1, align 64
-  %t38_a4438 = load <16 x float>, ptr %fc2_weight_grad.t38_a4, align 64
-  %t38_b2439 = load <16 x float>, ptr %fc2_weight_grad.t38_b2, align 64
-  %t38_c4_2 = load <16 x float>, ptr %fc2_weight_grad.t38_c4_2, align 64
-  %966 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a4438, <16 x float> %t38_b2439, <16 x float> %t38_c4_2)
-  store <16 x float> %966, ptr %fc2_weight_grad.t38_c4_2, align 64
-  %t38_a4440 = load <16 x float>, ptr %fc2_weight_grad.t38_a4, align 64
-  %t38_b3441 = load <16 x float>, ptr %fc2_weight_grad.t38_b3, align 64
-  %t38_c4_3 = load <16 x float>, ptr %fc2_weight_grad.t38_c4_3, align 64
-  %967 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a4440, <16 x float> %t38_b3441, <16 x float> %t38_c4_3)
-  store <16 x float> %967, ptr %fc2_weight_grad.t38_c4_3, align 64
-  %968 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %969 = add nsw i64 %968, 5
-  %970 = add nsw i64 50448, %969
-  %971 = mul nsw i64 %fc2_weight_grad.k39401, 128
-  %972 = add nsw i64 %970, %971
-  %arena442 = getelementptr inbounds float, ptr %arena, i64 %972
-  %973 = load float, ptr %arena442, align 4
-  %974 = insertelement <16 x float> undef, float %973, i32 0
-  %975 = shufflevector <16 x float> %974, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %975, ptr %fc2_weight_grad.t38_a5, align 64
-  %t38_a5 = load <16 x float>, ptr %fc2_weight_grad.t38_a5, align 64
-  %t38_b0443 = load <16 x float>, ptr %fc2_weight_grad.t38_b0, align 64
-  %t38_c5_0 = load <16 x float>, ptr %fc2_weight_grad.t38_c5_0, align 64
-  %976 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a5, <16 x float> %t38_b0443, <16 x float> %t38_c5_0)
-  store <16 x float> %976, ptr %fc2_weight_grad.t38_c5_0, align 64
-  %t38_a5444 = load <16 x float>, ptr %fc2_weight_grad.t38_a5, align 64
-  %t38_b1445 = load <16 x float>, ptr %fc2_weight_grad.t38_b1, align 64
-  %t38_c5_1 = load <16 x float>, ptr %fc2_weight_grad.t38_c5_1, align 64
-  %977 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a5444, <16 x float> %t38_b1445, <16 x float> %t38_c5_1)
-  store <16 x float> %977, ptr %fc2_weight_grad.t38_c5_1, align 64
-  %t38_a5446 = load <16 x float>, ptr %fc2_weight_grad.t38_a5, align 64
-  %t38_b2447 = load <16 x float>, ptr %fc2_weight_grad.t38_b2, align 64
-  %t38_c5_2 = load <16 x float>, ptr %fc2_weight_grad.t38_c5_2, align 64
-  %978 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a5446, <16 x float> %t38_b2447, <16 x float> %t38_c5_2)
-  store <16 x float> %978, ptr %fc2_weight_grad.t38_c5_2, align 64
-  %t38_a5448 = load <16 x float>, ptr %fc2_weight_grad.t38_a5, align 64
-  %t38_b3449 = load <16 x float>, ptr %fc2_weight_grad.t38_b3, align 64
-  %t38_c5_3 = load <16 x float>, ptr %fc2_weight_grad.t38_c5_3, align 64
-  %979 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a5448, <16 x float> %t38_b3449, <16 x float> %t38_c5_3)
-  store <16 x float> %979, ptr %fc2_weight_grad.t38_c5_3, align 64
-  %k39.next = add nsw i64 %fc2_weight_grad.k39401, 1
-  %980 = icmp slt i64 %k39.next, 64
-  br i1 %980, label %fc2_weight_grad.k39, label %fc2_weight_grad.k39.end
-
-fc2_weight_grad.k39.end:                          ; preds = %fc2_weight_grad.k39
-  %t38_c0_0450 = load <16 x float>, ptr %fc2_weight_grad.t38_c0_0, align 64
-  %981 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %982 = mul nsw i64 %981, 256
-  %983 = add nsw i64 200960, %982
-  %984 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %985 = add nsw i64 %983, %984
-  %grads451 = getelementptr inbounds float, ptr %grads, i64 %985
-  store <16 x float> %t38_c0_0450, ptr %grads451, align 4
-  %t38_c0_1452 = load <16 x float>, ptr %fc2_weight_grad.t38_c0_1, align 64
-  %986 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %987 = mul nsw i64 %986, 256
-  %988 = add nsw i64 200960, %987
-  %989 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %990 = add nsw i64 %988, %989
-  %991 = add nsw i64 %990, 16
-  %grads453 = getelementptr inbounds float, ptr %grads, i64 %991
-  store <16 x float> %t38_c0_1452, ptr %grads453, align 4
-  %t38_c0_2454 = load <16 x float>, ptr %fc2_weight_grad.t38_c0_2, align 64
-  %992 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %993 = mul nsw i64 %992, 256
-  %994 = add nsw i64 200960, %993
-  %995 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %996 = add nsw i64 %994, %995
-  %997 = add nsw i64 %996, 32
-  %grads455 = getelementptr inbounds float, ptr %grads, i64 %997
-  store <16 x float> %t38_c0_2454, ptr %grads455, align 4
-  %t38_c0_3456 = load <16 x float>, ptr %fc2_weight_grad.t38_c0_3, align 64
-  %998 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %999 = mul nsw i64 %998, 256
-  %1000 = add nsw i64 200960, %999
-  %1001 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1002 = add nsw i64 %1000, %1001
-  %1003 = add nsw i64 %1002, 48
-  %grads457 = getelementptr inbounds float, ptr %grads, i64 %1003
-  store <16 x float> %t38_c0_3456, ptr %grads457, align 4
-  %t38_c1_0458 = load <16 x float>, ptr %fc2_weight_grad.t38_c1_0, align 64
-  %1004 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1005 = add nsw i64 %1004, 1
-  %1006 = mul nsw i64 %1005, 256
-  %1007 = add nsw i64 200960, %1006
-  %1008 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1009 = add nsw i64 %1007, %1008
-  %grads459 = getelementptr inbounds float, ptr %grads, i64 %1009
-  store <16 x float> %t38_c1_0458, ptr %grads459, align 4
-  %t38_c1_1460 = load <16 x float>, ptr %fc2_weight_grad.t38_c1_1, align 64
-  %1010 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1011 = add nsw i64 %1010, 1
-  %1012 = mul nsw i64 %1011, 256
-  %1013 = add nsw i64 200960, %1012
-  %1014 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1015 = add nsw i64 %1013, %1014
-  %1016 = add nsw i64 %1015, 16
-  %grads461 = getelementptr inbounds float, ptr %grads, i64 %1016
-  store <16 x float> %t38_c1_1460, ptr %grads461, align 4
-  %t38_c1_2462 = load <16 x float>, ptr %fc2_weight_grad.t38_c1_2, align 64
-  %1017 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1018 = add nsw i64 %1017, 1
-  %1019 = mul nsw i64 %1018, 256
-  %1020 = add nsw i64 200960, %1019
-  %1021 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1022 = add nsw i64 %1020, %1021
-  %1023 = add nsw i64 %1022, 32
-  %grads463 = getelementptr inbounds float, ptr %grads, i64 %1023
-  store <16 x float> %t38_c1_2462, ptr %grads463, align 4
-  %t38_c1_3464 = load <16 x float>, ptr %fc2_weight_grad.t38_c1_3, align 64
-  %1024 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1025 = add nsw i64 %1024, 1
-  %1026 = mul nsw i64 %1025, 256
-  %1027 = add nsw i64 200960, %1026
-  %1028 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, 48
-  %grads465 = getelementptr inbounds float, ptr %grads, i64 %1030
-  store <16 x float> %t38_c1_3464, ptr %grads465, align 4
-  %t38_c2_0466 = load <16 x float>, ptr %fc2_weight_grad.t38_c2_0, align 64
-  %1031 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1032 = add nsw i64 %1031, 2
-  %1033 = mul nsw i64 %1032, 256
-  %1034 = add nsw i64 200960, %1033
-  %1035 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1036 = add nsw i64 %1034, %1035
-  %grads467 = getelementptr inbounds float, ptr %grads, i64 %1036
-  store <16 x float> %t38_c2_0466, ptr %grads467, align 4
-  %t38_c2_1468 = load <16 x float>, ptr %fc2_weight_grad.t38_c2_1, align 64
-  %1037 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1038 = add nsw i64 %1037, 2
-  %1039 = mul nsw i64 %1038, 256
-  %1040 = add nsw i64 200960, %1039
-  %1041 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1042 = add nsw i64 %1040, %1041
-  %1043 = add nsw i64 %1042, 16
-  %grads469 = getelementptr inbounds float, ptr %grads, i64 %1043
-  store <16 x float> %t38_c2_1468, ptr %grads469, align 4
-  %t38_c2_2470 = load <16 x float>, ptr %fc2_weight_grad.t38_c2_2, align 64
-  %1044 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1045 = add nsw i64 %1044, 2
-  %1046 = mul nsw i64 %1045, 256
-  %1047 = add nsw i64 200960, %1046
-  %1048 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1049 = add nsw i64 %1047, %1048
-  %1050 = add nsw i64 %1049, 32
-  %grads471 = getelementptr inbounds float, ptr %grads, i64 %1050
-  store <16 x float> %t38_c2_2470, ptr %grads471, align 4
-  %t38_c2_3472 = load <16 x float>, ptr %fc2_weight_grad.t38_c2_3, align 64
-  %1051 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1052 = add nsw i64 %1051, 2
-  %1053 = mul nsw i64 %1052, 256
-  %1054 = add nsw i64 200960, %1053
-  %1055 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1056 = add nsw i64 %1054, %1055
-  %1057 = add nsw i64 %1056, 48
-  %grads473 = getelementptr inbounds float, ptr %grads, i64 %1057
-  store <16 x float> %t38_c2_3472, ptr %grads473, align 4
-  %t38_c3_0474 = load <16 x float>, ptr %fc2_weight_grad.t38_c3_0, align 64
-  %1058 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1059 = add nsw i64 %1058, 3
-  %1060 = mul nsw i64 %1059, 256
-  %1061 = add nsw i64 200960, %1060
-  %1062 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1063 = add nsw i64 %1061, %1062
-  %grads475 = getelementptr inbounds float, ptr %grads, i64 %1063
-  store <16 x float> %t38_c3_0474, ptr %grads475, align 4
-  %t38_c3_1476 = load <16 x float>, ptr %fc2_weight_grad.t38_c3_1, align 64
-  %1064 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1065 = add nsw i64 %1064, 3
-  %1066 = mul nsw i64 %1065, 256
-  %1067 = add nsw i64 200960, %1066
-  %1068 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1069 = add nsw i64 %1067, %1068
-  %1070 = add nsw i64 %1069, 16
-  %grads477 = getelementptr inbounds float, ptr %grads, i64 %1070
-  store <16 x float> %t38_c3_1476, ptr %grads477, align 4
-  %t38_c3_2478 = load <16 x float>, ptr %fc2_weight_grad.t38_c3_2, align 64
-  %1071 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1072 = add nsw i64 %1071, 3
-  %1073 = mul nsw i64 %1072, 256
-  %1074 = add nsw i64 200960, %1073
-  %1075 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1076 = add nsw i64 %1074, %1075
-  %1077 = add nsw i64 %1076, 32
-  %grads479 = getelementptr inbounds float, ptr %grads, i64 %1077
-  store <16 x float> %t38_c3_2478, ptr %grads479, align 4
-  %t38_c3_3480 = load <16 x float>, ptr %fc2_weight_grad.t38_c3_3, align 64
-  %1078 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1079 = add nsw i64 %1078, 3
-  %1080 = mul nsw i64 %1079, 256
-  %1081 = add nsw i64 200960, %1080
-  %1082 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1083 = add nsw i64 %1081, %1082
-  %1084 = add nsw i64 %1083, 48
-  %grads481 = getelementptr inbounds float, ptr %grads, i64 %1084
-  store <16 x float> %t38_c3_3480, ptr %grads481, align 4
-  %t38_c4_0482 = load <16 x float>, ptr %fc2_weight_grad.t38_c4_0, align 64
-  %1085 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1086 = add nsw i64 %1085, 4
-  %1087 = mul nsw i64 %1086, 256
-  %1088 = add nsw i64 200960, %1087
-  %1089 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1090 = add nsw i64 %1088, %1089
-  %grads483 = getelementptr inbounds float, ptr %grads, i64 %1090
-  store <16 x float> %t38_c4_0482, ptr %grads483, align 4
-  %t38_c4_1484 = load <16 x float>, ptr %fc2_weight_grad.t38_c4_1, align 64
-  %1091 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1092 = add nsw i64 %1091, 4
-  %1093 = mul nsw i64 %1092, 256
-  %1094 = add nsw i64 200960, %1093
-  %1095 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1096 = add nsw i64 %1094, %1095
-  %1097 = add nsw i64 %1096, 16
-  %grads485 = getelementptr inbounds float, ptr %grads, i64 %1097
-  store <16 x float> %t38_c4_1484, ptr %grads485, align 4
-  %t38_c4_2486 = load <16 x float>, ptr %fc2_weight_grad.t38_c4_2, align 64
-  %1098 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1099 = add nsw i64 %1098, 4
-  %1100 = mul nsw i64 %1099, 256
-  %1101 = add nsw i64 200960, %1100
-  %1102 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1103 = add nsw i64 %1101, %1102
-  %1104 = add nsw i64 %1103, 32
-  %grads487 = getelementptr inbounds float, ptr %grads, i64 %1104
-  store <16 x float> %t38_c4_2486, ptr %grads487, align 4
-  %t38_c4_3488 = load <16 x float>, ptr %fc2_weight_grad.t38_c4_3, align 64
-  %1105 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1106 = add nsw i64 %1105, 4
-  %1107 = mul nsw i64 %1106, 256
-  %1108 = add nsw i64 200960, %1107
-  %1109 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1110 = add nsw i64 %1108, %1109
-  %1111 = add nsw i64 %1110, 48
-  %grads489 = getelementptr inbounds float, ptr %grads, i64 %1111
-  store <16 x float> %t38_c4_3488, ptr %grads489, align 4
-  %t38_c5_0490 = load <16 x float>, ptr %fc2_weight_grad.t38_c5_0, align 64
-  %1112 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1113 = add nsw i64 %1112, 5
-  %1114 = mul nsw i64 %1113, 256
-  %1115 = add nsw i64 200960, %1114
-  %1116 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1117 = add nsw i64 %1115, %1116
-  %grads491 = getelementptr inbounds float, ptr %grads, i64 %1117
-  store <16 x float> %t38_c5_0490, ptr %grads491, align 4
-  %t38_c5_1492 = load <16 x float>, ptr %fc2_weight_grad.t38_c5_1, align 64
-  %1118 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1119 = add nsw i64 %1118, 5
-  %1120 = mul nsw i64 %1119, 256
-  %1121 = add nsw i64 200960, %1120
-  %1122 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1123 = add nsw i64 %1121, %1122
-  %1124 = add nsw i64 %1123, 16
-  %grads493 = getelementptr inbounds float, ptr %grads, i64 %1124
-  store <16 x float> %t38_c5_1492, ptr %grads493, align 4
-  %t38_c5_2494 = load <16 x float>, ptr %fc2_weight_grad.t38_c5_2, align 64
-  %1125 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1126 = add nsw i64 %1125, 5
-  %1127 = mul nsw i64 %1126, 256
-  %1128 = add nsw i64 200960, %1127
-  %1129 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1130 = add nsw i64 %1128, %1129
-  %1131 = add nsw i64 %1130, 32
-  %grads495 = getelementptr inbounds float, ptr %grads, i64 %1131
-  store <16 x float> %t38_c5_2494, ptr %grads495, align 4
-  %t38_c5_3496 = load <16 x float>, ptr %fc2_weight_grad.t38_c5_3, align 64
-  %1132 = mul nsw i64 %fc2_weight_grad.mb37400, 6
-  %1133 = add nsw i64 %1132, 5
-  %1134 = mul nsw i64 %1133, 256
-  %1135 = add nsw i64 200960, %1134
-  %1136 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1137 = add nsw i64 %1135, %1136
-  %1138 = add nsw i64 %1137, 48
-  %grads497 = getelementptr inbounds float, ptr %grads, i64 %1138
-  store <16 x float> %t38_c5_3496, ptr %grads497, align 4
-  %mb37.next = add nsw i64 %fc2_weight_grad.mb37400, 1
-  %1139 = icmp slt i64 %mb37.next, 21
-  br i1 %1139, label %fc2_weight_grad.mb37, label %fc2_weight_grad.mb37.end
-
-fc2_weight_grad.k41:                              ; preds = %fc2_weight_grad.k41, %fc2_weight_grad.mb37.end
-  %fc2_weight_grad.k41498 = phi i64 [ 0, %fc2_weight_grad.mb37.end ], [ %k41.next, %fc2_weight_grad.k41 ]
-  %1140 = mul nsw i64 %fc2_weight_grad.k41498, 256
-  %1141 = add nsw i64 16384, %1140
-  %1142 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1143 = add nsw i64 %1141, %1142
-  %arena499 = getelementptr inbounds float, ptr %arena, i64 %1143
-  %1144 = load <16 x float>, ptr %arena499, align 4
-  store <16 x float> %1144, ptr %fc2_weight_grad.t40_b0, align 64
-  %1145 = mul nsw i64 %fc2_weight_grad.k41498, 256
-  %1146 = add nsw i64 16384, %1145
-  %1147 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1148 = add nsw i64 %1146, %1147
-  %1149 = add nsw i64 %1148, 16
-  %arena500 = getelementptr inbounds float, ptr %arena, i64 %1149
-  %1150 = load <16 x float>, ptr %arena500, align 4
-  store <16 x float> %1150, ptr %fc2_weight_grad.t40_b1, align 64
-  %1151 = mul nsw i64 %fc2_weight_grad.k41498, 256
-  %1152 = add nsw i64 16384, %1151
-  %1153 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1154 = add nsw i64 %1152, %1153
-  %1155 = add nsw i64 %1154, 32
-  %arena501 = getelementptr inbounds float, ptr %arena, i64 %1155
-  %1156 = load <16 x float>, ptr %arena501, align 4
-  store <16 x float> %1156, ptr %fc2_weight_grad.t40_b2, align 64
-  %1157 = mul nsw i64 %fc2_weight_grad.k41498, 256
-  %1158 = add nsw i64 16384, %1157
-  %1159 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1160 = add nsw i64 %1158, %1159
-  %1161 = add nsw i64 %1160, 48
-  %arena502 = getelementptr inbounds float, ptr %arena, i64 %1161
-  %1162 = load <16 x float>, ptr %arena502, align 4
-  store <16 x float> %1162, ptr %fc2_weight_grad.t40_b3, align 64
-  %1163 = mul nsw i64 %fc2_weight_grad.k41498, 128
-  %1164 = add nsw i64 50574, %1163
-  %arena503 = getelementptr inbounds float, ptr %arena, i64 %1164
-  %1165 = load float, ptr %arena503, align 4
-  %1166 = insertelement <16 x float> undef, float %1165, i32 0
-  %1167 = shufflevector <16 x float> %1166, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1167, ptr %fc2_weight_grad.t40_a0, align 64
-  %t40_a0 = load <16 x float>, ptr %fc2_weight_grad.t40_a0, align 64
-  %t40_b0 = load <16 x float>, ptr %fc2_weight_grad.t40_b0, align 64
-  %t40_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t40_c0_0, align 64
-  %1168 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0, <16 x float> %t40_b0, <16 x float> %t40_c0_0)
-  store <16 x float> %1168, ptr %fc2_weight_grad.t40_c0_0, align 64
-  %t40_a0504 = load <16 x float>, ptr %fc2_weight_grad.t40_a0, align 64
-  %t40_b1 = load <16 x float>, ptr %fc2_weight_grad.t40_b1, align 64
-  %t40_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t40_c0_1, align 64
-  %1169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0504, <16 x float> %t40_b1, <16 x float> %t40_c0_1)
-  store <16 x float> %1169, ptr %fc2_weight_grad.t40_c0_1, align 64
-  %t40_a0505 = load <16 x float>, ptr %fc2_weight_grad.t40_a0, align 64
-  %t40_b2 = load <16 x float>, ptr %fc2_weight_grad.t40_b2, align 64
-  %t40_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t40_c0_2, align 64
-  %1170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0505, <16 x float> %t40_b2, <16 x float> %t40_c0_2)
-  store <16 x float> %1170, ptr %fc2_weight_grad.t40_c0_2, align 64
-  %t40_a0506 = load <16 x float>, ptr %fc2_weight_grad.t40_a0, align 64
-  %t40_b3 = load <16 x float>, ptr %fc2_weight_grad.t40_b3, align 64
-  %t40_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t40_c0_3, align 64
-  %1171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0506, <16 x float> %t40_b3, <16 x float> %t40_c0_3)
-  store <16 x float> %1171, ptr %fc2_weight_grad.t40_c0_3, align 64
-  %1172 = mul nsw i64 %fc2_weight_grad.k41498, 128
-  %1173 = add nsw i64 50575, %1172
-  %arena507 = getelementptr inbounds float, ptr %arena, i64 %1173
-  %1174 = load float, ptr %arena507, align 4
-  %1175 = insertelement <16 x float> undef, float %1174, i32 0
-  %1176 = shufflevector <16 x float> %1175, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1176, ptr %fc2_weight_grad.t40_a1, align 64
-  %t40_a1 = load <16 x float>, ptr %fc2_weight_grad.t40_a1, align 64
-  %t40_b0508 = load <16 x float>, ptr %fc2_weight_grad.t40_b0, align 64
-  %t40_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t40_c1_0, align 64
-  %1177 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1, <16 x float> %t40_b0508, <16 x float> %t40_c1_0)
-  store <16 x float> %1177, ptr %fc2_weight_grad.t40_c1_0, align 64
-  %t40_a1509 = load <16 x float>, ptr %fc2_weight_grad.t40_a1, align 64
-  %t40_b1510 = load <16 x float>, ptr %fc2_weight_grad.t40_b1, align 64
-  %t40_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t40_c1_1, align 64
-  %1178 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1509, <16 x float> %t40_b1510, <16 x float> %t40_c1_1)
-  store <16 x float> %1178, ptr %fc2_weight_grad.t40_c1_1, align 64
-  %t40_a1511 = load <16 x float>, ptr %fc2_weight_grad.t40_a1, align 64
-  %t40_b2512 = load <16 x float>, ptr %fc2_weight_grad.t40_b2, align 64
-  %t40_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t40_c1_2, align 64
-  %1179 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1511, <16 x float> %t40_b2512, <16 x float> %t40_c1_2)
-  store <16 x float> %1179, ptr %fc2_weight_grad.t40_c1_2, align 64
-  %t40_a1513 = load <16 x float>, ptr %fc2_weight_grad.t40_a1, align 64
-  %t40_b3514 = load <16 x float>, ptr %fc2_weight_grad.t40_b3, align 64
-  %t40_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t40_c1_3, align 64
-  %1180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1513, <16 x float> %t40_b3514, <16 x float> %t40_c1_3)
-  store <16 x float> %1180, ptr %fc2_weight_grad.t40_c1_3, align 64
-  %k41.next = add nsw i64 %fc2_weight_grad.k41498, 1
-  %1181 = icmp slt i64 %k41.next, 64
-  br i1 %1181, label %fc2_weight_grad.k41, label %fc2_weight_grad.k41.end
-
-fc2_weight_grad.k41.end:                          ; preds = %fc2_weight_grad.k41
-  %t40_c0_0515 = load <16 x float>, ptr %fc2_weight_grad.t40_c0_0, align 64
-  %1182 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1183 = add nsw i64 233216, %1182
-  %grads516 = getelementptr inbounds float, ptr %grads, i64 %1183
-  store <16 x float> %t40_c0_0515, ptr %grads516, align 4
-  %t40_c0_1517 = load <16 x float>, ptr %fc2_weight_grad.t40_c0_1, align 64
-  %1184 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1185 = add nsw i64 233216, %1184
-  %1186 = add nsw i64 %1185, 16
-  %grads518 = getelementptr inbounds float, ptr %grads, i64 %1186
-  store <16 x float> %t40_c0_1517, ptr %grads518, align 4
-  %t40_c0_2519 = load <16 x float>, ptr %fc2_weight_grad.t40_c0_2, align 64
-  %1187 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1188 = add nsw i64 233216, %1187
-  %1189 = add nsw i64 %1188, 32
-  %grads520 = getelementptr inbounds float, ptr %grads, i64 %1189
-  store <16 x float> %t40_c0_2519, ptr %grads520, align 4
-  %t40_c0_3521 = load <16 x float>, ptr %fc2_weight_grad.t40_c0_3, align 64
-  %1190 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1191 = add nsw i64 233216, %1190
-  %1192 = add nsw i64 %1191, 48
-  %grads522 = getelementptr inbounds float, ptr %grads, i64 %1192
-  store <16 x float> %t40_c0_3521, ptr %grads522, align 4
-  %t40_c1_0523 = load <16 x float>, ptr %fc2_weight_grad.t40_c1_0, align 64
-  %1193 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1194 = add nsw i64 233472, %1193
-  %grads524 = getelementptr inbounds float, ptr %grads, i64 %1194
-  store <16 x float> %t40_c1_0523, ptr %grads524, align 4
-  %t40_c1_1525 = load <16 x float>, ptr %fc2_weight_grad.t40_c1_1, align 64
-  %1195 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1196 = add nsw i64 233472, %1195
-  %1197 = add nsw i64 %1196, 16
-  %grads526 = getelementptr inbounds float, ptr %grads, i64 %1197
-  store <16 x float> %t40_c1_1525, ptr %grads526, align 4
-  %t40_c1_2527 = load <16 x float>, ptr %fc2_weight_grad.t40_c1_2, align 64
-  %1198 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1199 = add nsw i64 233472, %1198
-  %1200 = add nsw i64 %1199, 32
-  %grads528 = getelementptr inbounds float, ptr %grads, i64 %1200
-  store <16 x float> %t40_c1_2527, ptr %grads528, align 4
-  %t40_c1_3529 = load <16 x float>, ptr %fc2_weight_grad.t40_c1_3, align 64
-  %1201 = mul nsw i64 %fc2_weight_grad.nb36399, 64
-  %1202 = add nsw i64 233472, %1201
-  %1203 = add nsw i64 %1202, 48
-  %grads530 = getelementptr inbounds float, ptr %grads, i64 %1203
-  store <16 x float> %t40_c1_3529, ptr %grads530, align 4
-  %nb36.next = add nsw i64 %fc2_weight_grad.nb36399, 1
-  %1204 = icmp slt i64 %nb36.next, 4
-  br i1 %1204, label %fc2_weight_grad.nb36, label %fc2_weight_grad.nb36.end
-
-fc2_bias_grad.u42:                                ; preds = %fc2_bias_grad.n44.end, %fc2_weight_grad.nb36.end
-  %fc2_bias_grad.u42531 = phi i64 [ 0, %fc2_weight_grad.nb36.end ], [ %u42.next, %fc2_bias_grad.n44.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc43, align 4
-  br label %fc2_bias_grad.n44
-
-fc2_bias_grad.u42.end:                            ; preds = %fc2_bias_grad.n44.end
-  br label %drop_grad.nb45
-
-fc2_bias_grad.n44:                                ; preds = %fc2_bias_grad.n44, %fc2_bias_grad.u42
-  %fc2_bias_grad.n44532 = phi i64 [ 0, %fc2_bias_grad.u42 ], [ %n44.next, %fc2_bias_grad.n44 ]
-  %acc43 = load float, ptr %fc2_bias_grad.acc43, align 4
-  %1205 = mul nsw i64 %fc2_bias_grad.n44532, 128
-  %1206 = add nsw i64 50448, %1205
-  %1207 = add nsw i64 %1206, %fc2_bias_grad.u42531
-  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1207
-  %1208 = load float, ptr %arena533, align 4
-  %1209 = fadd float %acc43, %1208
-  store float %1209, ptr %fc2_bias_grad.acc43, align 4
-  %n44.next = add nsw i64 %fc2_bias_grad.n44532, 1
-  %1210 = icmp slt i64 %n44.next, 64
-  br i1 %1210, label %fc2_bias_grad.n44, label %fc2_bias_grad.n44.end
-
-fc2_bias_grad.n44.end:                            ; preds = %fc2_bias_grad.n44
-  %acc43534 = load float, ptr %fc2_bias_grad.acc43, align 4
-  %1211 = add nsw i64 233728, %fc2_bias_grad.u42531
-  %grads535 = getelementptr inbounds float, ptr %grads, i64 %1211
-  store float %acc43534, ptr %grads535, align 4
-  %u42.next = add nsw i64 %fc2_bias_grad.u42531, 1
-  %1212 = icmp slt i64 %u42.next, 128
-  br i1 %1212, label %fc2_bias_grad.u42, label %fc2_bias_grad.u42.end
-
-drop_grad.nb45:                                   ; preds = %drop_grad.k50.end, %fc2_bias_grad.u42.end
-  %drop_grad.nb45536 = phi i64 [ 0, %fc2_bias_grad.u42.end ], [ %nb45.next, %drop_grad.k50.end ]
-  br label %drop_grad.mb46
-
-drop_grad.nb45.end:                               ; preds = %drop_grad.k50.end
-  br label %relu1_grad.i51
-
-drop_grad.mb46:                                   ; preds = %drop_grad.k48.end, %drop_grad.nb45
-  %drop_grad.mb46537 = phi i64 [ 0, %drop_grad.nb45 ], [ %mb46.next, %drop_grad.k48.end ]
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t47_c5_3, align 64
-  br label %drop_grad.k48
-
-drop_grad.mb46.end:                               ; preds = %drop_grad.k48.end
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t49_c3_3, align 64
-  br label %drop_grad.k50
-
-drop_grad.k48:                                    ; preds = %drop_grad.k48, %drop_grad.mb46
-  %drop_grad.k48538 = phi i64 [ 0, %drop_grad.mb46 ], [ %k48.next, %drop_grad.k48 ]
-  %1213 = mul nsw i64 %drop_grad.k48538, 256
-  %1214 = add nsw i64 200960, %1213
-  %1215 = mul nsw i64 %drop_grad.nb45536, 64
-  %1216 = add nsw i64 %1214, %1215
-  %params539 = getelementptr inbounds float, ptr %params, i64 %1216
-  %1217 = load <16 x float>, ptr %params539, align 4
-  store <16 x float> %1217, ptr %drop_grad.t47_b0, align 64
-  %1218 = mul nsw i64 %drop_grad.k48538, 256
-  %1219 = add nsw i64 200960, %1218
-  %1220 = mul nsw i64 %drop_grad.nb45536, 64
-  %1221 = add nsw i64 %1219, %1220
-  %1222 = add nsw i64 %1221, 16
-  %params540 = getelementptr inbounds float, ptr %params, i64 %1222
-  %1223 = load <16 x float>, ptr %params540, align 4
-  store <16 x float> %1223, ptr %drop_grad.t47_b1, align 64
-  %1224 = mul nsw i64 %drop_grad.k48538, 256
-  %1225 = add nsw i64 200960, %1224
-  %1226 = mul nsw i64 %drop_grad.nb45536, 64
-  %1227 = add nsw i64 %1225, %1226
-  %1228 = add nsw i64 %1227, 32
-  %params541 = getelementptr inbounds float, ptr %params, i64 %1228
-  %1229 = load <16 x float>, ptr %params541, align 4
-  store <16 x float> %1229, ptr %drop_grad.t47_b2, align 64
-  %1230 = mul nsw i64 %drop_grad.k48538, 256
-  %1231 = add nsw i64 200960, %1230
-  %1232 = mul nsw i64 %drop_grad.nb45536, 64
-  %1233 = add nsw i64 %1231, %1232
-  %1234 = add nsw i64 %1233, 48
-  %params542 = getelementptr inbounds float, ptr %params, i64 %1234
-  %1235 = load <16 x float>, ptr %params542, align 4
-  store <16 x float> %1235, ptr %drop_grad.t47_b3, align 64
-  %1236 = mul nsw i64 %drop_grad.mb46537, 6
-  %1237 = mul nsw i64 %1236, 128
-  %1238 = add nsw i64 50448, %1237
-  %1239 = add nsw i64 %1238, %drop_grad.k48538
-  %arena543 = getelementptr inbounds float, ptr %arena, i64 %1239
-  %1240 = load float, ptr %arena543, align 4
-  %1241 = insertelement <16 x float> undef, float %1240, i32 0
-  %1242 = shufflevector <16 x float> %1241, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1242, ptr %drop_grad.t47_a0, align 64
-  %t47_a0 = load <16 x float>, ptr %drop_grad.t47_a0, align 64
-  %t47_b0 = load <16 x float>, ptr %drop_grad.t47_b0, align 64
-  %t47_c0_0 = load <16 x float>, ptr %drop_grad.t47_c0_0, align 64
-  %1243 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a0, <16 x float> %t47_b0, <16 x float> %t47_c0_0)
-  store <16 x float> %1243, ptr %drop_grad.t47_c0_0, align 64
-  %t47_a0544 = load <16 x float>, ptr %drop_grad.t47_a0, align 64
-  %t47_b1 = load <16 x float>, ptr %drop_grad.t47_b1, align 64
-  %t47_c0_1 = load <16 x float>, ptr %drop_grad.t47_c0_1, align 64
-  %1244 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a0544, <16 x float> %t47_b1, <16 x float> %t47_c0_1)
-  store <16 x float> %1244, ptr %drop_grad.t47_c0_1, align 64
-  %t47_a0545 = load <16 x float>, ptr %drop_grad.t47_a0, align 64
-  %t47_b2 = load <16 x float>, ptr %drop_grad.t47_b2, align 64
-  %t47_c0_2 = load <16 x float>, ptr %drop_grad.t47_c0_2, align 64
-  %1245 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a0545, <16 x float> %t47_b2, <16 x float> %t47_c0_2)
-  store <16 x float> %1245, ptr %drop_grad.t47_c0_2, align 64
-  %t47_a0546 = load <16 x float>, ptr %drop_grad.t47_a0, align 64
-  %t47_b3 = load <16 x float>, ptr %drop_grad.t47_b3, align 64
-  %t47_c0_3 = load <16 x float>, ptr %drop_grad.t47_c0_3, align 64
-  %1246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a0546, <16 x float> %t47_b3, <16 x float> %t47_c0_3)
-  store <16 x float> %1246, ptr %drop_grad.t47_c0_3, align 64
-  %1247 = mul nsw i64 %drop_grad.mb46537, 6
-  %1248 = add nsw i64 %1247, 1
-  %1249 = mul nsw i64 %1248, 128
-  %1250 = add nsw i64 50448, %1249
-  %1251 = add nsw i64 %1250, %drop_grad.k48538
-  %arena547 = getelementptr inbounds float, ptr %arena, i64 %1251
-  %1252 = load float, ptr %arena547, align 4
-  %1253 = insertelement <16 x float> undef, float %1252, i32 0
-  %1254 = shufflevector <16 x float> %1253, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1254, ptr %drop_grad.t47_a1, align 64
-  %t47_a1 = load <16 x float>, ptr %drop_grad.t47_a1, align 64
-  %t47_b0548 = load <16 x float>, ptr %drop_grad.t47_b0, align 64
-  %t47_c1_0 = load <16 x float>, ptr %drop_grad.t47_c1_0, align 64
-  %1255 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a1, <16 x float> %t47_b0548, <16 x float> %t47_c1_0)
-  store <16 x float> %1255, ptr %drop_grad.t47_c1_0, align 64
-  %t47_a1549 = load <16 x float>, ptr %drop_grad.t47_a1, align 64
-  %t47_b1550 = load <16 x float>, ptr %drop_grad.t47_b1, align 64
-  %t47_c1_1 = load <16 x float>, ptr %drop_grad.t47_c1_1, align 64
-  %1256 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a1549, <16 x float> %t47_b1550, <16 x float> %t47_c1_1)
-  store <16 x float> %1256, ptr %drop_grad.t47_c1_1, align 64
-  %t47_a1551 = load <16 x float>, ptr %drop_grad.t47_a1, align 64
-  %t47_b2552 = load <16 x float>, ptr %drop_grad.t47_b2, align 64
-  %t47_c1_2 = load <16 x float>, ptr %drop_grad.t47_c1_2, align 64
-  %1257 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a1551, <16 x float> %t47_b2552, <16 x float> %t47_c1_2)
-  store <16 x float> %1257, ptr %drop_grad.t47_c1_2, align 64
-  %t47_a1553 = load <16 x float>, ptr %drop_grad.t47_a1, align 64
-  %t47_b3554 = load <16 x float>, ptr %drop_grad.t47_b3, align 64
-  %t47_c1_3 = load <16 x float>, ptr %drop_grad.t47_c1_3, align 64
-  %1258 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a1553, <16 x float> %t47_b3554, <16 x float> %t47_c1_3)
-  store <16 x float> %1258, ptr %drop_grad.t47_c1_3, align 64
-  %1259 = mul nsw i64 %drop_grad.mb46537, 6
-  %1260 = add nsw i64 %1259, 2
-  %1261 = mul nsw i64 %1260, 128
-  %1262 = add nsw i64 50448, %1261
-  %1263 = add nsw i64 %1262, %drop_grad.k48538
-  %arena555 = getelementptr inbounds float, ptr %arena, i64 %1263
-  %1264 = load float, ptr %arena555, align 4
-  %1265 = insertelement <16 x float> undef, float %1264, i32 0
-  %1266 = shufflevector <16 x float> %1265, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1266, ptr %drop_grad.t47_a2, align 64
-  %t47_a2 = load <16 x float>, ptr %drop_grad.t47_a2, align 64
-  %t47_b0556 = load <16 x float>, ptr %drop_grad.t47_b0, align 64
-  %t47_c2_0 = load <16 x float>, ptr %drop_grad.t47_c2_0, align 64
-  %1267 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a2, <16 x float> %t47_b0556, <16 x float> %t47_c2_0)
-  store <16 x float> %1267, ptr %drop_grad.t47_c2_0, align 64
-  %t47_a2557 = load <16 x float>, ptr %drop_grad.t47_a2, align 64
-  %t47_b1558 = load <16 x float>, ptr %drop_grad.t47_b1, align 64
-  %t47_c2_1 = load <16 x float>, ptr %drop_grad.t47_c2_1, align 64
-  %1268 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a2557, <16 x float> %t47_b1558, <16 x float> %t47_c2_1)
-  store <16 x float> %1268, ptr %drop_grad.t47_c2_1, align 64
-  %t47_a2559 = load <16 x float>, ptr %drop_grad.t47_a2, align 64
-  %t47_b2560 = load <16 x float>, ptr %drop_grad.t47_b2, align 64
-  %t47_c2_2 = load <16 x float>, ptr %drop_grad.t47_c2_2, align 64
-  %1269 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a2559, <16 x float> %t47_b2560, <16 x float> %t47_c2_2)
-  store <16 x float> %1269, ptr %drop_grad.t47_c2_2, align 64
-  %t47_a2561 = load <16 x float>, ptr %drop_grad.t47_a2, align 64
-  %t47_b3562 = load <16 x float>, ptr %drop_grad.t47_b3, align 64
-  %t47_c2_3 = load <16 x float>, ptr %drop_grad.t47_c2_3, align 64
-  %1270 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a2561, <16 x float> %t47_b3562, <16 x float> %t47_c2_3)
-  store <16 x float> %1270, ptr %drop_grad.t47_c2_3, align 64
-  %1271 = mul nsw i64 %drop_grad.mb46537, 6
-  %1272 = add nsw i64 %1271, 3
-  %1273 = mul nsw i64 %1272, 128
-  %1274 = add nsw i64 50448, %1273
-  %1275 = add nsw i64 %1274, %drop_grad.k48538
-  %arena563 = getelementptr inbounds float, ptr %arena, i64 %1275
-  %1276 = load float, ptr %arena563, align 4
-  %1277 = insertelement <16 x float> undef, float %1276, i32 0
-  %1278 = shufflevector <16 x float> %1277, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1278, ptr %drop_grad.t47_a3, align 64
-  %t47_a3 = load <16 x float>, ptr %drop_grad.t47_a3, align 64
-  %t47_b0564 = load <16 x float>, ptr %drop_grad.t47_b0, align 64
-  %t47_c3_0 = load <16 x float>, ptr %drop_grad.t47_c3_0, align 64
-  %1279 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a3, <16 x float> %t47_b0564, <16 x float> %t47_c3_0)
-  store <16 x float> %1279, ptr %drop_grad.t47_c3_0, align 64
-  %t47_a3565 = load <16 x float>, ptr %drop_grad.t47_a3, align 64
-  %t47_b1566 = load <16 x float>, ptr %drop_grad.t47_b1, align 64
-  %t47_c3_1 = load <16 x float>, ptr %drop_grad.t47_c3_1, align 64
-  %1280 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a3565, <16 x float> %t47_b1566, <16 x float> %t47_c3_1)
-  store <16 x float> %1280, ptr %drop_grad.t47_c3_1, align 64
-  %t47_a3567 = load <16 x float>, ptr %drop_grad.t47_a3, align 64
-  %t47_b2568 = load <16 x float>, ptr %drop_grad.t47_b2, align 64
-  %t47_c3_2 = load <16 x float>, ptr %drop_grad.t47_c3_2, align 64
-  %1281 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a3567, <16 x float> %t47_b2568, <16 x float> %t47_c3_2)
-  store <16 x float> %1281, ptr %drop_grad.t47_c3_2, align 64
-  %t47_a3569 = load <16 x float>, ptr %drop_grad.t47_a3, align 64
-  %t47_b3570 = load <16 x float>, ptr %drop_grad.t47_b3, align 64
-  %t47_c3_3 = load <16 x float>, ptr %drop_grad.t47_c3_3, align 64
-  %1282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a3569, <16 x float> %t47_b3570, <16 x float> %t47_c3_3)
-  store <16 x float> %1282, ptr %drop_grad.t47_c3_3, align 64
-  %1283 = mul nsw i64 %drop_grad.mb46537, 6
-  %1284 = add nsw i64 %1283, 4
-  %1285 = mul nsw i64 %1284, 128
-  %1286 = add nsw i64 50448, %1285
-  %1287 = add nsw i64 %1286, %drop_grad.k48538
-  %arena571 = getelementptr inbounds float, ptr %arena, i64 %1287
-  %1288 = load float, ptr %arena571, align 4
-  %1289 = insertelement <16 x float> undef, float %1288, i32 0
-  %1290 = shufflevector <16 x float> %1289, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1290, ptr %drop_grad.t47_a4, align 64
-  %t47_a4 = load <16 x float>, ptr %drop_grad.t47_a4, align 64
-  %t47_b0572 = load <16 x float>, ptr %drop_grad.t47_b0, align 64
-  %t47_c4_0 = load <16 x float>, ptr %drop_grad.t47_c4_0, align 64
-  %1291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a4, <16 x float> %t47_b0572, <16 x float> %t47_c4_0)
-  store <16 x float> %1291, ptr %drop_grad.t47_c4_0, align 64
-  %t47_a4573 = load <16 x float>, ptr %drop_grad.t47_a4, align 64
-  %t47_b1574 = load <16 x float>, ptr %drop_grad.t47_b1, align 64
-  %t47_c4_1 = load <16 x float>, ptr %drop_grad.t47_c4_1, align 64
-  %1292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a4573, <16 x float> %t47_b1574, <16 x float> %t47_c4_1)
-  store <16 x float> %1292, ptr %drop_grad.t47_c4_1, align 64
-  %t47_a4575 = load <16 x float>, ptr %drop_grad.t47_a4, align 64
-  %t47_b2576 = load <16 x float>, ptr %drop_grad.t47_b2, align 64
-  %t47_c4_2 = load <16 x float>, ptr %drop_grad.t47_c4_2, align 64
-  %1293 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a4575, <16 x float> %t47_b2576, <16 x float> %t47_c4_2)
-  store <16 x float> %1293, ptr %drop_grad.t47_c4_2, align 64
-  %t47_a4577 = load <16 x float>, ptr %drop_grad.t47_a4, align 64
-  %t47_b3578 = load <16 x float>, ptr %drop_grad.t47_b3, align 64
-  %t47_c4_3 = load <16 x float>, ptr %drop_grad.t47_c4_3, align 64
-  %1294 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a4577, <16 x float> %t47_b3578, <16 x float> %t47_c4_3)
-  store <16 x float> %1294, ptr %drop_grad.t47_c4_3, align 64
-  %1295 = mul nsw i64 %drop_grad.mb46537, 6
-  %1296 = add nsw i64 %1295, 5
-  %1297 = mul nsw i64 %1296, 128
-  %1298 = add nsw i64 50448, %1297
-  %1299 = add nsw i64 %1298, %drop_grad.k48538
-  %arena579 = getelementptr inbounds float, ptr %arena, i64 %1299
-  %1300 = load float, ptr %arena579, align 4
-  %1301 = insertelement <16 x float> undef, float %1300, i32 0
-  %1302 = shufflevector <16 x float> %1301, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1302, ptr %drop_grad.t47_a5, align 64
-  %t47_a5 = load <16 x float>, ptr %drop_grad.t47_a5, align 64
-  %t47_b0580 = load <16 x float>, ptr %drop_grad.t47_b0, align 64
-  %t47_c5_0 = load <16 x float>, ptr %drop_grad.t47_c5_0, align 64
-  %1303 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a5, <16 x float> %t47_b0580, <16 x float> %t47_c5_0)
-  store <16 x float> %1303, ptr %drop_grad.t47_c5_0, align 64
-  %t47_a5581 = load <16 x float>, ptr %drop_grad.t47_a5, align 64
-  %t47_b1582 = load <16 x float>, ptr %drop_grad.t47_b1, align 64
-  %t47_c5_1 = load <16 x float>, ptr %drop_grad.t47_c5_1, align 64
-  %1304 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a5581, <16 x float> %t47_b1582, <16 x float> %t47_c5_1)
-  store <16 x float> %1304, ptr %drop_grad.t47_c5_1, align 64
-  %t47_a5583 = load <16 x float>, ptr %drop_grad.t47_a5, align 64
-  %t47_b2584 = load <16 x float>, ptr %drop_grad.t47_b2, align 64
-  %t47_c5_2 = load <16 x float>, ptr %drop_grad.t47_c5_2, align 64
-  %1305 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a5583, <16 x float> %t47_b2584, <16 x float> %t47_c5_2)
-  store <16 x float> %1305, ptr %drop_grad.t47_c5_2, align 64
-  %t47_a5585 = load <16 x float>, ptr %drop_grad.t47_a5, align 64
-  %t47_b3586 = load <16 x float>, ptr %drop_grad.t47_b3, align 64
-  %t47_c5_3 = load <16 x float>, ptr %drop_grad.t47_c5_3, align 64
-  %1306 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a5585, <16 x float> %t47_b3586, <16 x float> %t47_c5_3)
-  store <16 x float> %1306, ptr %drop_grad.t47_c5_3, align 64
-  %k48.next = add nsw i64 %drop_grad.k48538, 1
-  %1307 = icmp slt i64 %k48.next, 128
-  br i1 %1307, label %drop_grad.k48, label %drop_grad.k48.end
-
-drop_grad.k48.end:                                ; preds = %drop_grad.k48
-  %t47_c0_0587 = load <16 x float>, ptr %drop_grad.t47_c0_0, align 64
-  %1308 = mul nsw i64 %drop_grad.mb46537, 6
-  %1309 = mul nsw i64 %1308, 256
-  %1310 = add nsw i64 58640, %1309
-  %1311 = mul nsw i64 %drop_grad.nb45536, 64
-  %1312 = add nsw i64 %1310, %1311
-  %arena588 = getelementptr inbounds float, ptr %arena, i64 %1312
-  store <16 x float> %t47_c0_0587, ptr %arena588, align 4
-  %t47_c0_1589 = load <16 x float>, ptr %drop_grad.t47_c0_1, align 64
-  %1313 = mul nsw i64 %drop_grad.mb46537, 6
-  %1314 = mul nsw i64 %1313, 256
-  %1315 = add nsw i64 58640, %1314
-  %1316 = mul nsw i64 %drop_grad.nb45536, 64
-  %1317 = add nsw i64 %1315, %1316
-  %1318 = add nsw i64 %1317, 16
-  %arena590 = getelementptr inbounds float, ptr %arena, i64 %1318
-  store <16 x float> %t47_c0_1589, ptr %arena590, align 4
-  %t47_c0_2591 = load <16 x float>, ptr %drop_grad.t47_c0_2, align 64
-  %1319 = mul nsw i64 %drop_grad.mb46537, 6
-  %1320 = mul nsw i64 %1319, 256
-  %1321 = add nsw i64 58640, %1320
-  %1322 = mul nsw i64 %drop_grad.nb45536, 64
-  %1323 = add nsw i64 %1321, %1322
-  %1324 = add nsw i64 %1323, 32
-  %arena592 = getelementptr inbounds float, ptr %arena, i64 %1324
-  store <16 x float> %t47_c0_2591, ptr %arena592, align 4
-  %t47_c0_3593 = load <16 x float>, ptr %drop_grad.t47_c0_3, align 64
-  %1325 = mul nsw i64 %drop_grad.mb46537, 6
-  %1326 = mul nsw i64 %1325, 256
-  %1327 = add nsw i64 58640, %1326
-  %1328 = mul nsw i64 %drop_grad.nb45536, 64
-  %1329 = add nsw i64 %1327, %1328
-  %1330 = add nsw i64 %1329, 48
-  %arena594 = getelementptr inbounds float, ptr %arena, i64 %1330
-  store <16 x float> %t47_c0_3593, ptr %arena594, align 4
-  %t47_c1_0595 = load <16 x float>, ptr %drop_grad.t47_c1_0, align 64
-  %1331 = mul nsw i64 %drop_grad.mb46537, 6
-  %1332 = add nsw i64 %1331, 1
-  %1333 = mul nsw i64 %1332, 256
-  %1334 = add nsw i64 58640, %1333
-  %1335 = mul nsw i64 %drop_grad.nb45536, 64
-  %1336 = add nsw i64 %1334, %1335
-  %arena596 = getelementptr inbounds float, ptr %arena, i64 %1336
-  store <16 x float> %t47_c1_0595, ptr %arena596, align 4
-  %t47_c1_1597 = load <16 x float>, ptr %drop_grad.t47_c1_1, align 64
-  %1337 = mul nsw i64 %drop_grad.mb46537, 6
-  %1338 = add nsw i64 %1337, 1
-  %1339 = mul nsw i64 %1338, 256
-  %1340 = add nsw i64 58640, %1339
-  %1341 = mul nsw i64 %drop_grad.nb45536, 64
-  %1342 = add nsw i64 %1340, %1341
-  %1343 = add nsw i64 %1342, 16
-  %arena598 = getelementptr inbounds float, ptr %arena, i64 %1343
-  store <16 x float> %t47_c1_1597, ptr %arena598, align 4
-  %t47_c1_2599 = load <16 x float>, ptr %drop_grad.t47_c1_2, align 64
-  %1344 = mul nsw i64 %drop_grad.mb46537, 6
-  %1345 = add nsw i64 %1344, 1
-  %1346 = mul nsw i64 %1345, 256
-  %1347 = add nsw i64 58640, %1346
-  %1348 = mul nsw i64 %drop_grad.nb45536, 64
-  %1349 = add nsw i64 %1347, %1348
-  %1350 = add nsw i64 %1349, 32
-  %arena600 = getelementptr inbounds float, ptr %arena, i64 %1350
-  store <16 x float> %t47_c1_2599, ptr %arena600, align 4
-  %t47_c1_3601 = load <16 x float>, ptr %drop_grad.t47_c1_3, align 64
-  %1351 = mul nsw i64 %drop_grad.mb46537, 6
-  %1352 = add nsw i64 %1351, 1
-  %1353 = mul nsw i64 %1352, 256
-  %1354 = add nsw i64 58640, %1353
-  %1355 = mul nsw i64 %drop_grad.nb45536, 64
-  %1356 = add nsw i64 %1354, %1355
-  %1357 = add nsw i64 %1356, 48
-  %arena602 = getelementptr inbounds float, ptr %arena, i64 %1357
-  store <16 x float> %t47_c1_3601, ptr %arena602, align 4
-  %t47_c2_0603 = load <16 x float>, ptr %drop_grad.t47_c2_0, align 64
-  %1358 = mul nsw i64 %drop_grad.mb46537, 6
-  %1359 = add nsw i64 %1358, 2
-  %1360 = mul nsw i64 %1359, 256
-  %1361 = add nsw i64 58640, %1360
-  %1362 = mul nsw i64 %drop_grad.nb45536, 64
-  %1363 = add nsw i64 %1361, %1362
-  %arena604 = getelementptr inbounds float, ptr %arena, i64 %1363
-  store <16 x float> %t47_c2_0603, ptr %arena604, align 4
-  %t47_c2_1605 = load <16 x float>, ptr %drop_grad.t47_c2_1, align 64
-  %1364 = mul nsw i64 %drop_grad.mb46537, 6
-  %1365 = add nsw i64 %1364, 2
-  %1366 = mul nsw i64 %1365, 256
-  %1367 = add nsw i64 58640, %1366
-  %1368 = mul nsw i64 %drop_grad.nb45536, 64
-  %1369 = add nsw i64 %1367, %1368
-  %1370 = add nsw i64 %1369, 16
-  %arena606 = getelementptr inbounds float, ptr %arena, i64 %1370
-  store <16 x float> %t47_c2_1605, ptr %arena606, align 4
-  %t47_c2_2607 = load <16 x float>, ptr %drop_grad.t47_c2_2, align 64
-  %1371 = mul nsw i64 %drop_grad.mb46537, 6
-  %1372 = add nsw i64 %1371, 2
-  %1373 = mul nsw i64 %1372, 256
-  %1374 = add nsw i64 58640, %1373
-  %1375 = mul nsw i64 %drop_grad.nb45536, 64
-  %1376 = add nsw i64 %1374, %1375
-  %1377 = add nsw i64 %1376, 32
-  %arena608 = getelementptr inbounds float, ptr %arena, i64 %1377
-  store <16 x float> %t47_c2_2607, ptr %arena608, align 4
-  %t47_c2_3609 = load <16 x float>, ptr %drop_grad.t47_c2_3, align 64
-  %1378 = mul nsw i64 %drop_grad.mb46537, 6
-  %1379 = add nsw i64 %1378, 2
-  %1380 = mul nsw i64 %1379, 256
-  %1381 = add nsw i64 58640, %1380
-  %1382 = mul nsw i64 %drop_grad.nb45536, 64
-  %1383 = add nsw i64 %1381, %1382
-  %1384 = add nsw i64 %1383, 48
-  %arena610 = getelementptr inbounds float, ptr %arena, i64 %1384
-  store <16 x float> %t47_c2_3609, ptr %arena610, align 4
-  %t47_c3_0611 = load <16 x float>, ptr %drop_grad.t47_c3_0, align 64
-  %1385 = mul nsw i64 %drop_grad.mb46537, 6
-  %1386 = add nsw i64 %1385, 3
-  %1387 = mul nsw i64 %1386, 256
-  %1388 = add nsw i64 58640, %1387
-  %1389 = mul nsw i64 %drop_grad.nb45536, 64
-  %1390 = add nsw i64 %1388, %1389
-  %arena612 = getelementptr inbounds float, ptr %arena, i64 %1390
-  store <16 x float> %t47_c3_0611, ptr %arena612, align 4
-  %t47_c3_1613 = load <16 x float>, ptr %drop_grad.t47_c3_1, align 64
-  %1391 = mul nsw i64 %drop_grad.mb46537, 6
-  %1392 = add nsw i64 %1391, 3
-  %1393 = mul nsw i64 %1392, 256
-  %1394 = add nsw i64 58640, %1393
-  %1395 = mul nsw i64 %drop_grad.nb45536, 64
-  %1396 = add nsw i64 %1394, %1395
-  %1397 = add nsw i64 %1396, 16
-  %arena614 = getelementptr inbounds float, ptr %arena, i64 %1397
-  store <16 x float> %t47_c3_1613, ptr %arena614, align 4
-  %t47_c3_2615 = load <16 x float>, ptr %drop_grad.t47_c3_2, align 64
-  %1398 = mul nsw i64 %drop_grad.mb46537, 6
-  %1399 = add nsw i64 %1398, 3
-  %1400 = mul nsw i64 %1399, 256
-  %1401 = add nsw i64 58640, %1400
-  %1402 = mul nsw i64 %drop_grad.nb45536, 64
-  %1403 = add nsw i64 %1401, %1402
-  %1404 = add nsw i64 %1403, 32
-  %arena616 = getelementptr inbounds float, ptr %arena, i64 %1404
-  store <16 x float> %t47_c3_2615, ptr %arena616, align 4
-  %t47_c3_3617 = load <16 x float>, ptr %drop_grad.t47_c3_3, align 64
-  %1405 = mul nsw i64 %drop_grad.mb46537, 6
-  %1406 = add nsw i64 %1405, 3
-  %1407 = mul nsw i64 %1406, 256
-  %1408 = add nsw i64 58640, %1407
-  %1409 = mul nsw i64 %drop_grad.nb45536, 64
-  %1410 = add nsw i64 %1408, %1409
-  %1411 = add nsw i64 %1410, 48
-  %arena618 = getelementptr inbounds float, ptr %arena, i64 %1411
-  store <16 x float> %t47_c3_3617, ptr %arena618, align 4
-  %t47_c4_0619 = load <16 x float>, ptr %drop_grad.t47_c4_0, align 64
-  %1412 = mul nsw i64 %drop_grad.mb46537, 6
-  %1413 = add nsw i64 %1412, 4
-  %1414 = mul nsw i64 %1413, 256
-  %1415 = add nsw i64 58640, %1414
-  %1416 = mul nsw i64 %drop_grad.nb45536, 64
-  %1417 = add nsw i64 %1415, %1416
-  %arena620 = getelementptr inbounds float, ptr %arena, i64 %1417
-  store <16 x float> %t47_c4_0619, ptr %arena620, align 4
-  %t47_c4_1621 = load <16 x float>, ptr %drop_grad.t47_c4_1, align 64
-  %1418 = mul nsw i64 %drop_grad.mb46537, 6
-  %1419 = add nsw i64 %1418, 4
-  %1420 = mul nsw i64 %1419, 256
-  %1421 = add nsw i64 58640, %1420
-  %1422 = mul nsw i64 %drop_grad.nb45536, 64
-  %1423 = add nsw i64 %1421, %1422
-  %1424 = add nsw i64 %1423, 16
-  %arena622 = getelementptr inbounds float, ptr %arena, i64 %1424
-  store <16 x float> %t47_c4_1621, ptr %arena622, align 4
-  %t47_c4_2623 = load <16 x float>, ptr %drop_grad.t47_c4_2, align 64
-  %1425 = mul nsw i64 %drop_grad.mb46537, 6
-  %1426 = add nsw i64 %1425, 4
-  %1427 = mul nsw i64 %1426, 256
-  %1428 = add nsw i64 58640, %1427
-  %1429 = mul nsw i64 %drop_grad.nb45536, 64
-  %1430 = add nsw i64 %1428, %1429
-  %1431 = add nsw i64 %1430, 32
-  %arena624 = getelementptr inbounds float, ptr %arena, i64 %1431
-  store <16 x float> %t47_c4_2623, ptr %arena624, align 4
-  %t47_c4_3625 = load <16 x float>, ptr %drop_grad.t47_c4_3, align 64
-  %1432 = mul nsw i64 %drop_grad.mb46537, 6
-  %1433 = add nsw i64 %1432, 4
-  %1434 = mul nsw i64 %1433, 256
-  %1435 = add nsw i64 58640, %1434
-  %1436 = mul nsw i64 %drop_grad.nb45536, 64
-  %1437 = add nsw i64 %1435, %1436
-  %1438 = add nsw i64 %1437, 48
-  %arena626 = getelementptr inbounds float, ptr %arena, i64 %1438
-  store <16 x float> %t47_c4_3625, ptr %arena626, align 4
-  %t47_c5_0627 = load <16 x float>, ptr %drop_grad.t47_c5_0, align 64
-  %1439 = mul nsw i64 %drop_grad.mb46537, 6
-  %1440 = add nsw i64 %1439, 5
-  %1441 = mul nsw i64 %1440, 256
-  %1442 = add nsw i64 58640, %1441
-  %1443 = mul nsw i64 %drop_grad.nb45536, 64
-  %1444 = add nsw i64 %1442, %1443
-  %arena628 = getelementptr inbounds float, ptr %arena, i64 %1444
-  store <16 x float> %t47_c5_0627, ptr %arena628, align 4
-  %t47_c5_1629 = load <16 x float>, ptr %drop_grad.t47_c5_1, align 64
-  %1445 = mul nsw i64 %drop_grad.mb46537, 6
-  %1446 = add nsw i64 %1445, 5
-  %1447 = mul nsw i64 %1446, 256
-  %1448 = add nsw i64 58640, %1447
-  %1449 = mul nsw i64 %drop_grad.nb45536, 64
-  %1450 = add nsw i64 %1448, %1449
-  %1451 = add nsw i64 %1450, 16
-  %arena630 = getelementptr inbounds float, ptr %arena, i64 %1451
-  store <16 x float> %t47_c5_1629, ptr %arena630, align 4
-  %t47_c5_2631 = load <16 x float>, ptr %drop_grad.t47_c5_2, align 64
-  %1452 = mul nsw i64 %drop_grad.mb46537, 6
-  %1453 = add nsw i64 %1452, 5
-  %1454 = mul nsw i64 %1453, 256
-  %1455 = add nsw i64 58640, %1454
-  %1456 = mul nsw i64 %drop_grad.nb45536, 64
-  %1457 = add nsw i64 %1455, %1456
-  %1458 = add nsw i64 %1457, 32
-  %arena632 = getelementptr inbounds float, ptr %arena, i64 %1458
-  store <16 x float> %t47_c5_2631, ptr %arena632, align 4
-  %t47_c5_3633 = load <16 x float>, ptr %drop_grad.t47_c5_3, align 64
-  %1459 = mul nsw i64 %drop_grad.mb46537, 6
-  %1460 = add nsw i64 %1459, 5
-  %1461 = mul nsw i64 %1460, 256
-  %1462 = add nsw i64 58640, %1461
-  %1463 = mul nsw i64 %drop_grad.nb45536, 64
-  %1464 = add nsw i64 %1462, %1463
-  %1465 = add nsw i64 %1464, 48
-  %arena634 = getelementptr inbounds float, ptr %arena, i64 %1465
-  store <16 x float> %t47_c5_3633, ptr %arena634, align 4
-  %mb46.next = add nsw i64 %drop_grad.mb46537, 1
-  %1466 = icmp slt i64 %mb46.next, 10
-  br i1 %1466, label %drop_grad.mb46, label %drop_grad.mb46.end
-
-drop_grad.k50:                                    ; preds = %drop_grad.k50, %drop_grad.mb46.end
-  %drop_grad.k50635 = phi i64 [ 0, %drop_grad.mb46.end ], [ %k50.next, %drop_grad.k50 ]
-  %1467 = mul nsw i64 %drop_grad.k50635, 256
-  %1468 = add nsw i64 200960, %1467
-  %1469 = mul nsw i64 %drop_grad.nb45536, 64
-  %1470 = add nsw i64 %1468, %1469
-  %params636 = getelementptr inbounds float, ptr %params, i64 %1470
-  %1471 = load <16 x float>, ptr %params636, align 4
-  store <16 x float> %1471, ptr %drop_grad.t49_b0, align 64
-  %1472 = mul nsw i64 %drop_grad.k50635, 256
-  %1473 = add nsw i64 200960, %1472
-  %1474 = mul nsw i64 %drop_grad.nb45536, 64
-  %1475 = add nsw i64 %1473, %1474
-  %1476 = add nsw i64 %1475, 16
-  %params637 = getelementptr inbounds float, ptr %params, i64 %1476
-  %1477 = load <16 x float>, ptr %params637, align 4
-  store <16 x float> %1477, ptr %drop_grad.t49_b1, align 64
-  %1478 = mul nsw i64 %drop_grad.k50635, 256
-  %1479 = add nsw i64 200960, %1478
-  %1480 = mul nsw i64 %drop_grad.nb45536, 64
-  %1481 = add nsw i64 %1479, %1480
-  %1482 = add nsw i64 %1481, 32
-  %params638 = getelementptr inbounds float, ptr %params, i64 %1482
-  %1483 = load <16 x float>, ptr %params638, align 4
-  store <16 x float> %1483, ptr %drop_grad.t49_b2, align 64
-  %1484 = mul nsw i64 %drop_grad.k50635, 256
-  %1485 = add nsw i64 200960, %1484
-  %1486 = mul nsw i64 %drop_grad.nb45536, 64
-  %1487 = add nsw i64 %1485, %1486
-  %1488 = add nsw i64 %1487, 48
-  %params639 = getelementptr inbounds float, ptr %params, i64 %1488
-  %1489 = load <16 x float>, ptr %params639, align 4
-  store <16 x float> %1489, ptr %drop_grad.t49_b3, align 64
-  %1490 = add nsw i64 58128, %drop_grad.k50635
-  %arena640 = getelementptr inbounds float, ptr %arena, i64 %1490
-  %1491 = load float, ptr %arena640, align 4
-  %1492 = insertelement <16 x float> undef, float %1491, i32 0
-  %1493 = shufflevector <16 x float> %1492, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1493, ptr %drop_grad.t49_a0, align 64
-  %t49_a0 = load <16 x float>, ptr %drop_grad.t49_a0, align 64
-  %t49_b0 = load <16 x float>, ptr %drop_grad.t49_b0, align 64
-  %t49_c0_0 = load <16 x float>, ptr %drop_grad.t49_c0_0, align 64
-  %1494 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a0, <16 x float> %t49_b0, <16 x float> %t49_c0_0)
-  store <16 x float> %1494, ptr %drop_grad.t49_c0_0, align 64
-  %t49_a0641 = load <16 x float>, ptr %drop_grad.t49_a0, align 64
-  %t49_b1 = load <16 x float>, ptr %drop_grad.t49_b1, align 64
-  %t49_c0_1 = load <16 x float>, ptr %drop_grad.t49_c0_1, align 64
-  %1495 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a0641, <16 x float> %t49_b1, <16 x float> %t49_c0_1)
-  store <16 x float> %1495, ptr %drop_grad.t49_c0_1, align 64
-  %t49_a0642 = load <16 x float>, ptr %drop_grad.t49_a0, align 64
-  %t49_b2 = load <16 x float>, ptr %drop_grad.t49_b2, align 64
-  %t49_c0_2 = load <16 x float>, ptr %drop_grad.t49_c0_2, align 64
-  %1496 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a0642, <16 x float> %t49_b2, <16 x float> %t49_c0_2)
-  store <16 x float> %1496, ptr %drop_grad.t49_c0_2, align 64
-  %t49_a0643 = load <16 x float>, ptr %drop_grad.t49_a0, align 64
-  %t49_b3 = load <16 x float>, ptr %drop_grad.t49_b3, align 64
-  %t49_c0_3 = load <16 x float>, ptr %drop_grad.t49_c0_3, align 64
-  %1497 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a0643, <16 x float> %t49_b3, <16 x float> %t49_c0_3)
-  store <16 x float> %1497, ptr %drop_grad.t49_c0_3, align 64
-  %1498 = add nsw i64 58256, %drop_grad.k50635
-  %arena644 = getelementptr inbounds float, ptr %arena, i64 %1498
-  %1499 = load float, ptr %arena644, align 4
-  %1500 = insertelement <16 x float> undef, float %1499, i32 0
-  %1501 = shufflevector <16 x float> %1500, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1501, ptr %drop_grad.t49_a1, align 64
-  %t49_a1 = load <16 x float>, ptr %drop_grad.t49_a1, align 64
-  %t49_b0645 = load <16 x float>, ptr %drop_grad.t49_b0, align 64
-  %t49_c1_0 = load <16 x float>, ptr %drop_grad.t49_c1_0, align 64
-  %1502 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a1, <16 x float> %t49_b0645, <16 x float> %t49_c1_0)
-  store <16 x float> %1502, ptr %drop_grad.t49_c1_0, align 64
-  %t49_a1646 = load <16 x float>, ptr %drop_grad.t49_a1, align 64
-  %t49_b1647 = load <16 x float>, ptr %drop_grad.t49_b1, align 64
-  %t49_c1_1 = load <16 x float>, ptr %drop_grad.t49_c1_1, align 64
-  %1503 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a1646, <16 x float> %t49_b1647, <16 x float> %t49_c1_1)
-  store <16 x float> %1503, ptr %drop_grad.t49_c1_1, align 64
-  %t49_a1648 = load <16 x float>, ptr %drop_grad.t49_a1, align 64
-  %t49_b2649 = load <16 x float>, ptr %drop_grad.t49_b2, align 64
-  %t49_c1_2 = load <16 x float>, ptr %drop_grad.t49_c1_2, align 64
-  %1504 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a1648, <16 x float> %t49_b2649, <16 x float> %t49_c1_2)
-  store <16 x float> %1504, ptr %drop_grad.t49_c1_2, align 64
-  %t49_a1650 = load <16 x float>, ptr %drop_grad.t49_a1, align 64
-  %t49_b3651 = load <16 x float>, ptr %drop_grad.t49_b3, align 64
-  %t49_c1_3 = load <16 x float>, ptr %drop_grad.t49_c1_3, align 64
-  %1505 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a1650, <16 x float> %t49_b3651, <16 x float> %t49_c1_3)
-  store <16 x float> %1505, ptr %drop_grad.t49_c1_3, align 64
-  %1506 = add nsw i64 58384, %drop_grad.k50635
-  %arena652 = getelementptr inbounds float, ptr %arena, i64 %1506
-  %1507 = load float, ptr %arena652, align 4
-  %1508 = insertelement <16 x float> undef, float %1507, i32 0
-  %1509 = shufflevector <16 x float> %1508, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1509, ptr %drop_grad.t49_a2, align 64
-  %t49_a2 = load <16 x float>, ptr %drop_grad.t49_a2, align 64
-  %t49_b0653 = load <16 x float>, ptr %drop_grad.t49_b0, align 64
-  %t49_c2_0 = load <16 x float>, ptr %drop_grad.t49_c2_0, align 64
-  %1510 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a2, <16 x float> %t49_b0653, <16 x float> %t49_c2_0)
-  store <16 x float> %1510, ptr %drop_grad.t49_c2_0, align 64
-  %t49_a2654 = load <16 x float>, ptr %drop_grad.t49_a2, align 64
-  %t49_b1655 = load <16 x float>, ptr %drop_grad.t49_b1, align 64
-  %t49_c2_1 = load <16 x float>, ptr %drop_grad.t49_c2_1, align 64
-  %1511 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a2654, <16 x float> %t49_b1655, <16 x float> %t49_c2_1)
-  store <16 x float> %1511, ptr %drop_grad.t49_c2_1, align 64
-  %t49_a2656 = load <16 x float>, ptr %drop_grad.t49_a2, align 64
-  %t49_b2657 = load <16 x float>, ptr %drop_grad.t49_b2, align 64
-  %t49_c2_2 = load <16 x float>, ptr %drop_grad.t49_c2_2, align 64
-  %1512 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a2656, <16 x float> %t49_b2657, <16 x float> %t49_c2_2)
-  store <16 x float> %1512, ptr %drop_grad.t49_c2_2, align 64
-  %t49_a2658 = load <16 x float>, ptr %drop_grad.t49_a2, align 64
-  %t49_b3659 = load <16 x float>, ptr %drop_grad.t49_b3, align 64
-  %t49_c2_3 = load <16 x float>, ptr %drop_grad.t49_c2_3, align 64
-  %1513 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a2658, <16 x float> %t49_b3659, <16 x float> %t49_c2_3)
-  store <16 x float> %1513, ptr %drop_grad.t49_c2_3, align 64
-  %1514 = add nsw i64 58512, %drop_grad.k50635
-  %arena660 = getelementptr inbounds float, ptr %arena, i64 %1514
-  %1515 = load float, ptr %arena660, align 4
-  %1516 = insertelement <16 x float> undef, float %1515, i32 0
-  %1517 = shufflevector <16 x float> %1516, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1517, ptr %drop_grad.t49_a3, align 64
-  %t49_a3 = load <16 x float>, ptr %drop_grad.t49_a3, align 64
-  %t49_b0661 = load <16 x float>, ptr %drop_grad.t49_b0, align 64
-  %t49_c3_0 = load <16 x float>, ptr %drop_grad.t49_c3_0, align 64
-  %1518 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a3, <16 x float> %t49_b0661, <16 x float> %t49_c3_0)
-  store <16 x float> %1518, ptr %drop_grad.t49_c3_0, align 64
-  %t49_a3662 = load <16 x float>, ptr %drop_grad.t49_a3, align 64
-  %t49_b1663 = load <16 x float>, ptr %drop_grad.t49_b1, align 64
-  %t49_c3_1 = load <16 x float>, ptr %drop_grad.t49_c3_1, align 64
-  %1519 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a3662, <16 x float> %t49_b1663, <16 x float> %t49_c3_1)
-  store <16 x float> %1519, ptr %drop_grad.t49_c3_1, align 64
-  %t49_a3664 = load <16 x float>, ptr %drop_grad.t49_a3, align 64
-  %t49_b2665 = load <16 x float>, ptr %drop_grad.t49_b2, align 64
-  %t49_c3_2 = load <16 x float>, ptr %drop_grad.t49_c3_2, align 64
-  %1520 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a3664, <16 x float> %t49_b2665, <16 x float> %t49_c3_2)
-  store <16 x float> %1520, ptr %drop_grad.t49_c3_2, align 64
-  %t49_a3666 = load <16 x float>, ptr %drop_grad.t49_a3, align 64
-  %t49_b3667 = load <16 x float>, ptr %drop_grad.t49_b3, align 64
-  %t49_c3_3 = load <16 x float>, ptr %drop_grad.t49_c3_3, align 64
-  %1521 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t49_a3666, <16 x float> %t49_b3667, <16 x float> %t49_c3_3)
-  store <16 x float> %1521, ptr %drop_grad.t49_c3_3, align 64
-  %k50.next = add nsw i64 %drop_grad.k50635, 1
-  %1522 = icmp slt i64 %k50.next, 128
-  br i1 %1522, label %drop_grad.k50, label %drop_grad.k50.end
-
-drop_grad.k50.end:                                ; preds = %drop_grad.k50
-  %t49_c0_0668 = load <16 x float>, ptr %drop_grad.t49_c0_0, align 64
-  %1523 = mul nsw i64 %drop_grad.nb45536, 64
-  %1524 = add nsw i64 74000, %1523
-  %arena669 = getelementptr inbounds float, ptr %arena, i64 %1524
-  store <16 x float> %t49_c0_0668, ptr %arena669, align 4
-  %t49_c0_1670 = load <16 x float>, ptr %drop_grad.t49_c0_1, align 64
-  %1525 = mul nsw i64 %drop_grad.nb45536, 64
-  %1526 = add nsw i64 74000, %1525
-  %1527 = add nsw i64 %1526, 16
-  %arena671 = getelementptr inbounds float, ptr %arena, i64 %1527
-  store <16 x float> %t49_c0_1670, ptr %arena671, align 4
-  %t49_c0_2672 = load <16 x float>, ptr %drop_grad.t49_c0_2, align 64
-  %1528 = mul nsw i64 %drop_grad.nb45536, 64
-  %1529 = add nsw i64 74000, %1528
-  %1530 = add nsw i64 %1529, 32
-  %arena673 = getelementptr inbounds float, ptr %arena, i64 %1530
-  store <16 x float> %t49_c0_2672, ptr %arena673, align 4
-  %t49_c0_3674 = load <16 x float>, ptr %drop_grad.t49_c0_3, align 64
-  %1531 = mul nsw i64 %drop_grad.nb45536, 64
-  %1532 = add nsw i64 74000, %1531
-  %1533 = add nsw i64 %1532, 48
-  %arena675 = getelementptr inbounds float, ptr %arena, i64 %1533
-  store <16 x float> %t49_c0_3674, ptr %arena675, align 4
-  %t49_c1_0676 = load <16 x float>, ptr %drop_grad.t49_c1_0, align 64
-  %1534 = mul nsw i64 %drop_grad.nb45536, 64
-  %1535 = add nsw i64 74256, %1534
-  %arena677 = getelementptr inbounds float, ptr %arena, i64 %1535
-  store <16 x float> %t49_c1_0676, ptr %arena677, align 4
-  %t49_c1_1678 = load <16 x float>, ptr %drop_grad.t49_c1_1, align 64
-  %1536 = mul nsw i64 %drop_grad.nb45536, 64
-  %1537 = add nsw i64 74256, %1536
-  %1538 = add nsw i64 %1537, 16
-  %arena679 = getelementptr inbounds float, ptr %arena, i64 %1538
-  store <16 x float> %t49_c1_1678, ptr %arena679, align 4
-  %t49_c1_2680 = load <16 x float>, ptr %drop_grad.t49_c1_2, align 64
-  %1539 = mul nsw i64 %drop_grad.nb45536, 64
-  %1540 = add nsw i64 74256, %1539
-  %1541 = add nsw i64 %1540, 32
-  %arena681 = getelementptr inbounds float, ptr %arena, i64 %1541
-  store <16 x float> %t49_c1_2680, ptr %arena681, align 4
-  %t49_c1_3682 = load <16 x float>, ptr %drop_grad.t49_c1_3, align 64
-  %1542 = mul nsw i64 %drop_grad.nb45536, 64
-  %1543 = add nsw i64 74256, %1542
-  %1544 = add nsw i64 %1543, 48
-  %arena683 = getelementptr inbounds float, ptr %arena, i64 %1544
-  store <16 x float> %t49_c1_3682, ptr %arena683, align 4
-  %t49_c2_0684 = load <16 x float>, ptr %drop_grad.t49_c2_0, align 64
-  %1545 = mul nsw i64 %drop_grad.nb45536, 64
-  %1546 = add nsw i64 74512, %1545
-  %arena685 = getelementptr inbounds float, ptr %arena, i64 %1546
-  store <16 x float> %t49_c2_0684, ptr %arena685, align 4
-  %t49_c2_1686 = load <16 x float>, ptr %drop_grad.t49_c2_1, align 64
-  %1547 = mul nsw i64 %drop_grad.nb45536, 64
-  %1548 = add nsw i64 74512, %1547
-  %1549 = add nsw i64 %1548, 16
-  %arena687 = getelementptr inbounds float, ptr %arena, i64 %1549
-  store <16 x float> %t49_c2_1686, ptr %arena687, align 4
-  %t49_c2_2688 = load <16 x float>, ptr %drop_grad.t49_c2_2, align 64
-  %1550 = mul nsw i64 %drop_grad.nb45536, 64
-  %1551 = add nsw i64 74512, %1550
-  %1552 = add nsw i64 %1551, 32
-  %arena689 = getelementptr inbounds float, ptr %arena, i64 %1552
-  store <16 x float> %t49_c2_2688, ptr %arena689, align 4
-  %t49_c2_3690 = load <16 x float>, ptr %drop_grad.t49_c2_3, align 64
-  %1553 = mul nsw i64 %drop_grad.nb45536, 64
-  %1554 = add nsw i64 74512, %1553
-  %1555 = add nsw i64 %1554, 48
-  %arena691 = getelementptr inbounds float, ptr %arena, i64 %1555
-  store <16 x float> %t49_c2_3690, ptr %arena691, align 4
-  %t49_c3_0692 = load <16 x float>, ptr %drop_grad.t49_c3_0, align 64
-  %1556 = mul nsw i64 %drop_grad.nb45536, 64
-  %1557 = add nsw i64 74768, %1556
-  %arena693 = getelementptr inbounds float, ptr %arena, i64 %1557
-  store <16 x float> %t49_c3_0692, ptr %arena693, align 4
-  %t49_c3_1694 = load <16 x float>, ptr %drop_grad.t49_c3_1, align 64
-  %1558 = mul nsw i64 %drop_grad.nb45536, 64
-  %1559 = add nsw i64 74768, %1558
-  %1560 = add nsw i64 %1559, 16
-  %arena695 = getelementptr inbounds float, ptr %arena, i64 %1560
-  store <16 x float> %t49_c3_1694, ptr %arena695, align 4
-  %t49_c3_2696 = load <16 x float>, ptr %drop_grad.t49_c3_2, align 64
-  %1561 = mul nsw i64 %drop_grad.nb45536, 64
-  %1562 = add nsw i64 74768, %1561
-  %1563 = add nsw i64 %1562, 32
-  %arena697 = getelementptr inbounds float, ptr %arena, i64 %1563
-  store <16 x float> %t49_c3_2696, ptr %arena697, align 4
-  %t49_c3_3698 = load <16 x float>, ptr %drop_grad.t49_c3_3, align 64
-  %1564 = mul nsw i64 %drop_grad.nb45536, 64
-  %1565 = add nsw i64 74768, %1564
-  %1566 = add nsw i64 %1565, 48
-  %arena699 = getelementptr inbounds float, ptr %arena, i64 %1566
-  store <16 x float> %t49_c3_3698, ptr %arena699, align 4
-  %nb45.next = add nsw i64 %drop_grad.nb45536, 1
-  %1567 = icmp slt i64 %nb45.next, 4
-  br i1 %1567, label %drop_grad.nb45, label %drop_grad.nb45.end
-
-relu1_grad.i51:                                   ; preds = %relu1_grad.i51, %drop_grad.nb45.end
-  %relu1_grad.i51700 = phi i64 [ 0, %drop_grad.nb45.end ], [ %i51.next, %relu1_grad.i51 ]
-  %1568 = xor i64 %seed, -1035080904108319828
-  %1569 = lshr i64 %1568, 30
-  %1570 = xor i64 %1568, %1569
-  %1571 = mul i64 %1570, -4658895280553007687
-  %1572 = lshr i64 %1571, 27
-  %1573 = xor i64 %1571, %1572
-  %1574 = mul i64 %1573, -7723592293110705685
-  %1575 = lshr i64 %1574, 31
-  %1576 = xor i64 %1574, %1575
-  %1577 = add i64 %1576, %step
-  %1578 = lshr i64 %1577, 30
-  %1579 = xor i64 %1577, %1578
-  %1580 = mul i64 %1579, -4658895280553007687
-  %1581 = lshr i64 %1580, 27
-  %1582 = xor i64 %1580, %1581
-  %1583 = mul i64 %1582, -7723592293110705685
-  %1584 = lshr i64 %1583, 31
-  %1585 = xor i64 %1583, %1584
-  %1586 = mul i64 %relu1_grad.i51700, -7046029254386353131
-  %1587 = add i64 %1585, %1586
-  %1588 = lshr i64 %1587, 30
-  %1589 = xor i64 %1587, %1588
-  %1590 = mul i64 %1589, -4658895280553007687
-  %1591 = lshr i64 %1590, 27
-  %1592 = xor i64 %1590, %1591
-  %1593 = mul i64 %1592, -7723592293110705685
-  %1594 = lshr i64 %1593, 31
-  %1595 = xor i64 %1593, %1594
-  %1596 = lshr i64 %1595, 40
-  %keep701 = icmp uge i64 %1596, 3355443
-  %1597 = add nsw i64 58640, %relu1_grad.i51700
-  %arena702 = getelementptr inbounds float, ptr %arena, i64 %1597
-  %1598 = load float, ptr %arena702, align 4
-  %1599 = fmul float %1598, 1.250000e+00
-  %1600 = select i1 %keep701, float %1599, float 0.000000e+00
-  %1601 = add nsw i64 41616, %relu1_grad.i51700
-  %arena703 = getelementptr inbounds float, ptr %arena, i64 %1601
-  store float %1600, ptr %arena703, align 4
-  %i51.next = add nsw i64 %relu1_grad.i51700, 1
-  %1602 = icmp slt i64 %i51.next, 16384
-  br i1 %1602, label %relu1_grad.i51, label %relu1_grad.i51.end
-
-relu1_grad.i51.end:                               ; preds = %relu1_grad.i51
-  br label %fc1_grad.i52
-
-fc1_grad.i52:                                     ; preds = %fc1_grad.i52, %relu1_grad.i51.end
-  %fc1_grad.i52704 = phi i64 [ 0, %relu1_grad.i51.end ], [ %i52.next, %fc1_grad.i52 ]
-  %arena705 = getelementptr inbounds float, ptr %arena, i64 %fc1_grad.i52704
-  %1603 = load float, ptr %arena705, align 4
-  %1604 = fcmp ogt float %1603, 0.000000e+00
-  %1605 = add nsw i64 41616, %fc1_grad.i52704
-  %arena706 = getelementptr inbounds float, ptr %arena, i64 %1605
-  %1606 = load float, ptr %arena706, align 4
-  %1607 = select i1 %1604, float %1606, float 0.000000e+00
-  %1608 = add nsw i64 16384, %fc1_grad.i52704
-  %arena707 = getelementptr inbounds float, ptr %arena, i64 %1608
-  store float %1607, ptr %arena707, align 4
-  %i52.next = add nsw i64 %fc1_grad.i52704, 1
-  %1609 = icmp slt i64 %i52.next, 16384
-  br i1 %1609, label %fc1_grad.i52, label %fc1_grad.i52.end
-
-fc1_grad.i52.end:                                 ; preds = %fc1_grad.i52
-  br label %fc1_weight_grad.nb53
-
-fc1_weight_grad.nb53:                             ; preds = %fc1_weight_grad.k58.end, %fc1_grad.i52.end
-  %fc1_weight_grad.nb53708 = phi i64 [ 0, %fc1_grad.i52.end ], [ %nb53.next, %fc1_weight_grad.k58.end ]
-  br label %fc1_weight_grad.mb54
-
-fc1_weight_grad.nb53.end:                         ; preds = %fc1_weight_grad.k58.end
-  br label %fc1_weight_grad.mb59
-
-fc1_weight_grad.mb54:                             ; preds = %fc1_weight_grad.k56.end, %fc1_weight_grad.nb53
-  %fc1_weight_grad.mb54709 = phi i64 [ 0, %fc1_weight_grad.nb53 ], [ %mb54.next, %fc1_weight_grad.k56.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t55_c5_3, align 64
-  br label %fc1_weight_grad.k56
-
-fc1_weight_grad.mb54.end:                         ; preds = %fc1_weight_grad.k56.end
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c3_3, align 64
-  br label %fc1_weight_grad.k58
-
-fc1_weight_grad.k56:                              ; preds = %fc1_weight_grad.k56, %fc1_weight_grad.mb54
-  %fc1_weight_grad.k56710 = phi i64 [ 0, %fc1_weight_grad.mb54 ], [ %k56.next, %fc1_weight_grad.k56 ]
-  %1610 = mul nsw i64 %fc1_weight_grad.k56710, 784
-  %1611 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1612 = add nsw i64 %1610, %1611
-  %images711 = getelementptr inbounds float, ptr %images, i64 %1612
-  %1613 = load <16 x float>, ptr %images711, align 4
-  store <16 x float> %1613, ptr %fc1_weight_grad.t55_b0, align 64
-  %1614 = mul nsw i64 %fc1_weight_grad.k56710, 784
-  %1615 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1616 = add nsw i64 %1614, %1615
-  %1617 = add nsw i64 %1616, 16
-  %images712 = getelementptr inbounds float, ptr %images, i64 %1617
-  %1618 = load <16 x float>, ptr %images712, align 4
-  store <16 x float> %1618, ptr %fc1_weight_grad.t55_b1, align 64
-  %1619 = mul nsw i64 %fc1_weight_grad.k56710, 784
-  %1620 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1621 = add nsw i64 %1619, %1620
-  %1622 = add nsw i64 %1621, 32
-  %images713 = getelementptr inbounds float, ptr %images, i64 %1622
-  %1623 = load <16 x float>, ptr %images713, align 4
-  store <16 x float> %1623, ptr %fc1_weight_grad.t55_b2, align 64
-  %1624 = mul nsw i64 %fc1_weight_grad.k56710, 784
-  %1625 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1626 = add nsw i64 %1624, %1625
-  %1627 = add nsw i64 %1626, 48
-  %images714 = getelementptr inbounds float, ptr %images, i64 %1627
-  %1628 = load <16 x float>, ptr %images714, align 4
-  store <16 x float> %1628, ptr %fc1_weight_grad.t55_b3, align 64
-  %1629 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1630 = add nsw i64 16384, %1629
-  %1631 = mul nsw i64 %fc1_weight_grad.k56710, 256
-  %1632 = add nsw i64 %1630, %1631
-  %arena715 = getelementptr inbounds float, ptr %arena, i64 %1632
-  %1633 = load float, ptr %arena715, align 4
-  %1634 = insertelement <16 x float> undef, float %1633, i32 0
-  %1635 = shufflevector <16 x float> %1634, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1635, ptr %fc1_weight_grad.t55_a0, align 64
-  %t55_a0 = load <16 x float>, ptr %fc1_weight_grad.t55_a0, align 64
-  %t55_b0 = load <16 x float>, ptr %fc1_weight_grad.t55_b0, align 64
-  %t55_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t55_c0_0, align 64
-  %1636 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0, <16 x float> %t55_b0, <16 x float> %t55_c0_0)
-  store <16 x float> %1636, ptr %fc1_weight_grad.t55_c0_0, align 64
-  %t55_a0716 = load <16 x float>, ptr %fc1_weight_grad.t55_a0, align 64
-  %t55_b1 = load <16 x float>, ptr %fc1_weight_grad.t55_b1, align 64
-  %t55_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t55_c0_1, align 64
-  %1637 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0716, <16 x float> %t55_b1, <16 x float> %t55_c0_1)
-  store <16 x float> %1637, ptr %fc1_weight_grad.t55_c0_1, align 64
-  %t55_a0717 = load <16 x float>, ptr %fc1_weight_grad.t55_a0, align 64
-  %t55_b2 = load <16 x float>, ptr %fc1_weight_grad.t55_b2, align 64
-  %t55_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t55_c0_2, align 64
-  %1638 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0717, <16 x float> %t55_b2, <16 x float> %t55_c0_2)
-  store <16 x float> %1638, ptr %fc1_weight_grad.t55_c0_2, align 64
-  %t55_a0718 = load <16 x float>, ptr %fc1_weight_grad.t55_a0, align 64
-  %t55_b3 = load <16 x float>, ptr %fc1_weight_grad.t55_b3, align 64
-  %t55_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t55_c0_3, align 64
-  %1639 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0718, <16 x float> %t55_b3, <16 x float> %t55_c0_3)
-  store <16 x float> %1639, ptr %fc1_weight_grad.t55_c0_3, align 64
-  %1640 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1641 = add nsw i64 %1640, 1
-  %1642 = add nsw i64 16384, %1641
-  %1643 = mul nsw i64 %fc1_weight_grad.k56710, 256
-  %1644 = add nsw i64 %1642, %1643
-  %arena719 = getelementptr inbounds float, ptr %arena, i64 %1644
-  %1645 = load float, ptr %arena719, align 4
-  %1646 = insertelement <16 x float> undef, float %1645, i32 0
-  %1647 = shufflevector <16 x float> %1646, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1647, ptr %fc1_weight_grad.t55_a1, align 64
-  %t55_a1 = load <16 x float>, ptr %fc1_weight_grad.t55_a1, align 64
-  %t55_b0720 = load <16 x float>, ptr %fc1_weight_grad.t55_b0, align 64
-  %t55_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t55_c1_0, align 64
-  %1648 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1, <16 x float> %t55_b0720, <16 x float> %t55_c1_0)
-  store <16 x float> %1648, ptr %fc1_weight_grad.t55_c1_0, align 64
-  %t55_a1721 = load <16 x float>, ptr %fc1_weight_grad.t55_a1, align 64
-  %t55_b1722 = load <16 x float>, ptr %fc1_weight_grad.t55_b1, align 64
-  %t55_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t55_c1_1, align 64
-  %1649 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1721, <16 x float> %t55_b1722, <16 x float> %t55_c1_1)
-  store <16 x float> %1649, ptr %fc1_weight_grad.t55_c1_1, align 64
-  %t55_a1723 = load <16 x float>, ptr %fc1_weight_grad.t55_a1, align 64
-  %t55_b2724 = load <16 x float>, ptr %fc1_weight_grad.t55_b2, align 64
-  %t55_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t55_c1_2, align 64
-  %1650 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1723, <16 x float> %t55_b2724, <16 x float> %t55_c1_2)
-  store <16 x float> %1650, ptr %fc1_weight_grad.t55_c1_2, align 64
-  %t55_a1725 = load <16 x float>, ptr %fc1_weight_grad.t55_a1, align 64
-  %t55_b3726 = load <16 x float>, ptr %fc1_weight_grad.t55_b3, align 64
-  %t55_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t55_c1_3, align 64
-  %1651 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1725, <16 x float> %t55_b3726, <16 x float> %t55_c1_3)
-  store <16 x float> %1651, ptr %fc1_weight_grad.t55_c1_3, align 64
-  %1652 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1653 = add nsw i64 %1652, 2
-  %1654 = add nsw i64 16384, %1653
-  %1655 = mul nsw i64 %fc1_weight_grad.k56710, 256
-  %1656 = add nsw i64 %1654, %1655
-  %arena727 = getelementptr inbounds float, ptr %arena, i64 %1656
-  %1657 = load float, ptr %arena727, align 4
-  %1658 = insertelement <16 x float> undef, float %1657, i32 0
-  %1659 = shufflevector <16 x float> %1658, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1659, ptr %fc1_weight_grad.t55_a2, align 64
-  %t55_a2 = load <16 x float>, ptr %fc1_weight_grad.t55_a2, align 64
-  %t55_b0728 = load <16 x float>, ptr %fc1_weight_grad.t55_b0, align 64
-  %t55_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t55_c2_0, align 64
-  %1660 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2, <16 x float> %t55_b0728, <16 x float> %t55_c2_0)
-  store <16 x float> %1660, ptr %fc1_weight_grad.t55_c2_0, align 64
-  %t55_a2729 = load <16 x float>, ptr %fc1_weight_grad.t55_a2, align 64
-  %t55_b1730 = load <16 x float>, ptr %fc1_weight_grad.t55_b1, align 64
-  %t55_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t55_c2_1, align 64
-  %1661 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2729, <16 x float> %t55_b1730, <16 x float> %t55_c2_1)
-  store <16 x float> %1661, ptr %fc1_weight_grad.t55_c2_1, align 64
-  %t55_a2731 = load <16 x float>, ptr %fc1_weight_grad.t55_a2, align 64
-  %t55_b2732 = load <16 x float>, ptr %fc1_weight_grad.t55_b2, align 64
-  %t55_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t55_c2_2, align 64
-  %1662 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2731, <16 x float> %t55_b2732, <16 x float> %t55_c2_2)
-  store <16 x float> %1662, ptr %fc1_weight_grad.t55_c2_2, align 64
-  %t55_a2733 = load <16 x float>, ptr %fc1_weight_grad.t55_a2, align 64
-  %t55_b3734 = load <16 x float>, ptr %fc1_weight_grad.t55_b3, align 64
-  %t55_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t55_c2_3, align 64
-  %1663 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2733, <16 x float> %t55_b3734, <16 x float> %t55_c2_3)
-  store <16 x float> %1663, ptr %fc1_weight_grad.t55_c2_3, align 64
-  %1664 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1665 = add nsw i64 %1664, 3
-  %1666 = add nsw i64 16384, %1665
-  %1667 = mul nsw i64 %fc1_weight_grad.k56710, 256
-  %1668 = add nsw i64 %1666, %1667
-  %arena735 = getelementptr inbounds float, ptr %arena, i64 %1668
-  %1669 = load float, ptr %arena735, align 4
-  %1670 = insertelement <16 x float> undef, float %1669, i32 0
-  %1671 = shufflevector <16 x float> %1670, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1671, ptr %fc1_weight_grad.t55_a3, align 64
-  %t55_a3 = load <16 x float>, ptr %fc1_weight_grad.t55_a3, align 64
-  %t55_b0736 = load <16 x float>, ptr %fc1_weight_grad.t55_b0, align 64
-  %t55_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t55_c3_0, align 64
-  %1672 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3, <16 x float> %t55_b0736, <16 x float> %t55_c3_0)
-  store <16 x float> %1672, ptr %fc1_weight_grad.t55_c3_0, align 64
-  %t55_a3737 = load <16 x float>, ptr %fc1_weight_grad.t55_a3, align 64
-  %t55_b1738 = load <16 x float>, ptr %fc1_weight_grad.t55_b1, align 64
-  %t55_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t55_c3_1, align 64
-  %1673 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3737, <16 x float> %t55_b1738, <16 x float> %t55_c3_1)
-  store <16 x float> %1673, ptr %fc1_weight_grad.t55_c3_1, align 64
-  %t55_a3739 = load <16 x float>, ptr %fc1_weight_grad.t55_a3, align 64
-  %t55_b2740 = load <16 x float>, ptr %fc1_weight_grad.t55_b2, align 64
-  %t55_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t55_c3_2, align 64
-  %1674 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3739, <16 x float> %t55_b2740, <16 x float> %t55_c3_2)
-  store <16 x float> %1674, ptr %fc1_weight_grad.t55_c3_2, align 64
-  %t55_a3741 = load <16 x float>, ptr %fc1_weight_grad.t55_a3, align 64
-  %t55_b3742 = load <16 x float>, ptr %fc1_weight_grad.t55_b3, align 64
-  %t55_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t55_c3_3, align 64
-  %1675 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3741, <16 x float> %t55_b3742, <16 x float> %t55_c3_3)
-  store <16 x float> %1675, ptr %fc1_weight_grad.t55_c3_3, align 64
-  %1676 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1677 = add nsw i64 %1676, 4
-  %1678 = add nsw i64 16384, %1677
-  %1679 = mul nsw i64 %fc1_weight_grad.k56710, 256
-  %1680 = add nsw i64 %1678, %1679
-  %arena743 = getelementptr inbounds float, ptr %arena, i64 %1680
-  %1681 = load float, ptr %arena743, align 4
-  %1682 = insertelement <16 x float> undef, float %1681, i32 0
-  %1683 = shufflevector <16 x float> %1682, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1683, ptr %fc1_weight_grad.t55_a4, align 64
-  %t55_a4 = load <16 x float>, ptr %fc1_weight_grad.t55_a4, align 64
-  %t55_b0744 = load <16 x float>, ptr %fc1_weight_grad.t55_b0, align 64
-  %t55_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t55_c4_0, align 64
-  %1684 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4, <16 x float> %t55_b0744, <16 x float> %t55_c4_0)
-  store <16 x float> %1684, ptr %fc1_weight_grad.t55_c4_0, align 64
-  %t55_a4745 = load <16 x float>, ptr %fc1_weight_grad.t55_a4, align 64
-  %t55_b1746 = load <16 x float>, ptr %fc1_weight_grad.t55_b1, align 64
-  %t55_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t55_c4_1, align 64
-  %1685 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4745, <16 x float> %t55_b1746, <16 x float> %t55_c4_1)
-  store <16 x float> %1685, ptr %fc1_weight_grad.t55_c4_1, align 64
-  %t55_a4747 = load <16 x float>, ptr %fc1_weight_grad.t55_a4, align 64
-  %t55_b2748 = load <16 x float>, ptr %fc1_weight_grad.t55_b2, align 64
-  %t55_c4_2 = load <16 x float>, ptr %fc1_weight_grad.t55_c4_2, align 64
-  %1686 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4747, <16 x float> %t55_b2748, <16 x float> %t55_c4_2)
-  store <16 x float> %1686, ptr %fc1_weight_grad.t55_c4_2, align 64
-  %t55_a4749 = load <16 x float>, ptr %fc1_weight_grad.t55_a4, align 64
-  %t55_b3750 = load <16 x float>, ptr %fc1_weight_grad.t55_b3, align 64
-  %t55_c4_3 = load <16 x float>, ptr %fc1_weight_grad.t55_c4_3, align 64
-  %1687 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4749, <16 x float> %t55_b3750, <16 x float> %t55_c4_3)
-  store <16 x float> %1687, ptr %fc1_weight_grad.t55_c4_3, align 64
-  %1688 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1689 = add nsw i64 %1688, 5
-  %1690 = add nsw i64 16384, %1689
-  %1691 = mul nsw i64 %fc1_weight_grad.k56710, 256
-  %1692 = add nsw i64 %1690, %1691
-  %arena751 = getelementptr inbounds float, ptr %arena, i64 %1692
-  %1693 = load float, ptr %arena751, align 4
-  %1694 = insertelement <16 x float> undef, float %1693, i32 0
-  %1695 = shufflevector <16 x float> %1694, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1695, ptr %fc1_weight_grad.t55_a5, align 64
-  %t55_a5 = load <16 x float>, ptr %fc1_weight_grad.t55_a5, align 64
-  %t55_b0752 = load <16 x float>, ptr %fc1_weight_grad.t55_b0, align 64
-  %t55_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t55_c5_0, align 64
-  %1696 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5, <16 x float> %t55_b0752, <16 x float> %t55_c5_0)
-  store <16 x float> %1696, ptr %fc1_weight_grad.t55_c5_0, align 64
-  %t55_a5753 = load <16 x float>, ptr %fc1_weight_grad.t55_a5, align 64
-  %t55_b1754 = load <16 x float>, ptr %fc1_weight_grad.t55_b1, align 64
-  %t55_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t55_c5_1, align 64
-  %1697 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5753, <16 x float> %t55_b1754, <16 x float> %t55_c5_1)
-  store <16 x float> %1697, ptr %fc1_weight_grad.t55_c5_1, align 64
-  %t55_a5755 = load <16 x float>, ptr %fc1_weight_grad.t55_a5, align 64
-  %t55_b2756 = load <16 x float>, ptr %fc1_weight_grad.t55_b2, align 64
-  %t55_c5_2 = load <16 x float>, ptr %fc1_weight_grad.t55_c5_2, align 64
-  %1698 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5755, <16 x float> %t55_b2756, <16 x float> %t55_c5_2)
-  store <16 x float> %1698, ptr %fc1_weight_grad.t55_c5_2, align 64
-  %t55_a5757 = load <16 x float>, ptr %fc1_weight_grad.t55_a5, align 64
-  %t55_b3758 = load <16 x float>, ptr %fc1_weight_grad.t55_b3, align 64
-  %t55_c5_3 = load <16 x float>, ptr %fc1_weight_grad.t55_c5_3, align 64
-  %1699 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5757, <16 x float> %t55_b3758, <16 x float> %t55_c5_3)
-  store <16 x float> %1699, ptr %fc1_weight_grad.t55_c5_3, align 64
-  %k56.next = add nsw i64 %fc1_weight_grad.k56710, 1
-  %1700 = icmp slt i64 %k56.next, 64
-  br i1 %1700, label %fc1_weight_grad.k56, label %fc1_weight_grad.k56.end
-
-fc1_weight_grad.k56.end:                          ; preds = %fc1_weight_grad.k56
-  %t55_c0_0759 = load <16 x float>, ptr %fc1_weight_grad.t55_c0_0, align 64
-  %1701 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1702 = mul nsw i64 %1701, 784
-  %1703 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1704 = add nsw i64 %1702, %1703
-  %grads760 = getelementptr inbounds float, ptr %grads, i64 %1704
-  store <16 x float> %t55_c0_0759, ptr %grads760, align 4
-  %t55_c0_1761 = load <16 x float>, ptr %fc1_weight_grad.t55_c0_1, align 64
-  %1705 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1706 = mul nsw i64 %1705, 784
-  %1707 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1708 = add nsw i64 %1706, %1707
-  %1709 = add nsw i64 %1708, 16
-  %grads762 = getelementptr inbounds float, ptr %grads, i64 %1709
-  store <16 x float> %t55_c0_1761, ptr %grads762, align 4
-  %t55_c0_2763 = load <16 x float>, ptr %fc1_weight_grad.t55_c0_2, align 64
-  %1710 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1711 = mul nsw i64 %1710, 784
-  %1712 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1713 = add nsw i64 %1711, %1712
-  %1714 = add nsw i64 %1713, 32
-  %grads764 = getelementptr inbounds float, ptr %grads, i64 %1714
-  store <16 x float> %t55_c0_2763, ptr %grads764, align 4
-  %t55_c0_3765 = load <16 x float>, ptr %fc1_weight_grad.t55_c0_3, align 64
-  %1715 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1716 = mul nsw i64 %1715, 784
-  %1717 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1718 = add nsw i64 %1716, %1717
-  %1719 = add nsw i64 %1718, 48
-  %grads766 = getelementptr inbounds float, ptr %grads, i64 %1719
-  store <16 x float> %t55_c0_3765, ptr %grads766, align 4
-  %t55_c1_0767 = load <16 x float>, ptr %fc1_weight_grad.t55_c1_0, align 64
-  %1720 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1721 = add nsw i64 %1720, 1
-  %1722 = mul nsw i64 %1721, 784
-  %1723 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1724 = add nsw i64 %1722, %1723
-  %grads768 = getelementptr inbounds float, ptr %grads, i64 %1724
-  store <16 x float> %t55_c1_0767, ptr %grads768, align 4
-  %t55_c1_1769 = load <16 x float>, ptr %fc1_weight_grad.t55_c1_1, align 64
-  %1725 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1726 = add nsw i64 %1725, 1
-  %1727 = mul nsw i64 %1726, 784
-  %1728 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1729 = add nsw i64 %1727, %1728
-  %1730 = add nsw i64 %1729, 16
-  %grads770 = getelementptr inbounds float, ptr %grads, i64 %1730
-  store <16 x float> %t55_c1_1769, ptr %grads770, align 4
-  %t55_c1_2771 = load <16 x float>, ptr %fc1_weight_grad.t55_c1_2, align 64
-  %1731 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1732 = add nsw i64 %1731, 1
-  %1733 = mul nsw i64 %1732, 784
-  %1734 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1735 = add nsw i64 %1733, %1734
-  %1736 = add nsw i64 %1735, 32
-  %grads772 = getelementptr inbounds float, ptr %grads, i64 %1736
-  store <16 x float> %t55_c1_2771, ptr %grads772, align 4
-  %t55_c1_3773 = load <16 x float>, ptr %fc1_weight_grad.t55_c1_3, align 64
-  %1737 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1738 = add nsw i64 %1737, 1
-  %1739 = mul nsw i64 %1738, 784
-  %1740 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1741 = add nsw i64 %1739, %1740
-  %1742 = add nsw i64 %1741, 48
-  %grads774 = getelementptr inbounds float, ptr %grads, i64 %1742
-  store <16 x float> %t55_c1_3773, ptr %grads774, align 4
-  %t55_c2_0775 = load <16 x float>, ptr %fc1_weight_grad.t55_c2_0, align 64
-  %1743 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1744 = add nsw i64 %1743, 2
-  %1745 = mul nsw i64 %1744, 784
-  %1746 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1747 = add nsw i64 %1745, %1746
-  %grads776 = getelementptr inbounds float, ptr %grads, i64 %1747
-  store <16 x float> %t55_c2_0775, ptr %grads776, align 4
-  %t55_c2_1777 = load <16 x float>, ptr %fc1_weight_grad.t55_c2_1, align 64
-  %1748 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1749 = add nsw i64 %1748, 2
-  %1750 = mul nsw i64 %1749, 784
-  %1751 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1752 = add nsw i64 %1750, %1751
-  %1753 = add nsw i64 %1752, 16
-  %grads778 = getelementptr inbounds float, ptr %grads, i64 %1753
-  store <16 x float> %t55_c2_1777, ptr %grads778, align 4
-  %t55_c2_2779 = load <16 x float>, ptr %fc1_weight_grad.t55_c2_2, align 64
-  %1754 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1755 = add nsw i64 %1754, 2
-  %1756 = mul nsw i64 %1755, 784
-  %1757 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1758 = add nsw i64 %1756, %1757
-  %1759 = add nsw i64 %1758, 32
-  %grads780 = getelementptr inbounds float, ptr %grads, i64 %1759
-  store <16 x float> %t55_c2_2779, ptr %grads780, align 4
-  %t55_c2_3781 = load <16 x float>, ptr %fc1_weight_grad.t55_c2_3, align 64
-  %1760 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1761 = add nsw i64 %1760, 2
-  %1762 = mul nsw i64 %1761, 784
-  %1763 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1764 = add nsw i64 %1762, %1763
-  %1765 = add nsw i64 %1764, 48
-  %grads782 = getelementptr inbounds float, ptr %grads, i64 %1765
-  store <16 x float> %t55_c2_3781, ptr %grads782, align 4
-  %t55_c3_0783 = load <16 x float>, ptr %fc1_weight_grad.t55_c3_0, align 64
-  %1766 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1767 = add nsw i64 %1766, 3
-  %1768 = mul nsw i64 %1767, 784
-  %1769 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1770 = add nsw i64 %1768, %1769
-  %grads784 = getelementptr inbounds float, ptr %grads, i64 %1770
-  store <16 x float> %t55_c3_0783, ptr %grads784, align 4
-  %t55_c3_1785 = load <16 x float>, ptr %fc1_weight_grad.t55_c3_1, align 64
-  %1771 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1772 = add nsw i64 %1771, 3
-  %1773 = mul nsw i64 %1772, 784
-  %1774 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1775 = add nsw i64 %1773, %1774
-  %1776 = add nsw i64 %1775, 16
-  %grads786 = getelementptr inbounds float, ptr %grads, i64 %1776
-  store <16 x float> %t55_c3_1785, ptr %grads786, align 4
-  %t55_c3_2787 = load <16 x float>, ptr %fc1_weight_grad.t55_c3_2, align 64
-  %1777 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1778 = add nsw i64 %1777, 3
-  %1779 = mul nsw i64 %1778, 784
-  %1780 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1781 = add nsw i64 %1779, %1780
-  %1782 = add nsw i64 %1781, 32
-  %grads788 = getelementptr inbounds float, ptr %grads, i64 %1782
-  store <16 x float> %t55_c3_2787, ptr %grads788, align 4
-  %t55_c3_3789 = load <16 x float>, ptr %fc1_weight_grad.t55_c3_3, align 64
-  %1783 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1784 = add nsw i64 %1783, 3
-  %1785 = mul nsw i64 %1784, 784
-  %1786 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1787 = add nsw i64 %1785, %1786
-  %1788 = add nsw i64 %1787, 48
-  %grads790 = getelementptr inbounds float, ptr %grads, i64 %1788
-  store <16 x float> %t55_c3_3789, ptr %grads790, align 4
-  %t55_c4_0791 = load <16 x float>, ptr %fc1_weight_grad.t55_c4_0, align 64
-  %1789 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1790 = add nsw i64 %1789, 4
-  %1791 = mul nsw i64 %1790, 784
-  %1792 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1793 = add nsw i64 %1791, %1792
-  %grads792 = getelementptr inbounds float, ptr %grads, i64 %1793
-  store <16 x float> %t55_c4_0791, ptr %grads792, align 4
-  %t55_c4_1793 = load <16 x float>, ptr %fc1_weight_grad.t55_c4_1, align 64
-  %1794 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1795 = add nsw i64 %1794, 4
-  %1796 = mul nsw i64 %1795, 784
-  %1797 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1798 = add nsw i64 %1796, %1797
-  %1799 = add nsw i64 %1798, 16
-  %grads794 = getelementptr inbounds float, ptr %grads, i64 %1799
-  store <16 x float> %t55_c4_1793, ptr %grads794, align 4
-  %t55_c4_2795 = load <16 x float>, ptr %fc1_weight_grad.t55_c4_2, align 64
-  %1800 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1801 = add nsw i64 %1800, 4
-  %1802 = mul nsw i64 %1801, 784
-  %1803 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1804 = add nsw i64 %1802, %1803
-  %1805 = add nsw i64 %1804, 32
-  %grads796 = getelementptr inbounds float, ptr %grads, i64 %1805
-  store <16 x float> %t55_c4_2795, ptr %grads796, align 4
-  %t55_c4_3797 = load <16 x float>, ptr %fc1_weight_grad.t55_c4_3, align 64
-  %1806 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1807 = add nsw i64 %1806, 4
-  %1808 = mul nsw i64 %1807, 784
-  %1809 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1810 = add nsw i64 %1808, %1809
-  %1811 = add nsw i64 %1810, 48
-  %grads798 = getelementptr inbounds float, ptr %grads, i64 %1811
-  store <16 x float> %t55_c4_3797, ptr %grads798, align 4
-  %t55_c5_0799 = load <16 x float>, ptr %fc1_weight_grad.t55_c5_0, align 64
-  %1812 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1813 = add nsw i64 %1812, 5
-  %1814 = mul nsw i64 %1813, 784
-  %1815 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1816 = add nsw i64 %1814, %1815
-  %grads800 = getelementptr inbounds float, ptr %grads, i64 %1816
-  store <16 x float> %t55_c5_0799, ptr %grads800, align 4
-  %t55_c5_1801 = load <16 x float>, ptr %fc1_weight_grad.t55_c5_1, align 64
-  %1817 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1818 = add nsw i64 %1817, 5
-  %1819 = mul nsw i64 %1818, 784
-  %1820 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1821 = add nsw i64 %1819, %1820
-  %1822 = add nsw i64 %1821, 16
-  %grads802 = getelementptr inbounds float, ptr %grads, i64 %1822
-  store <16 x float> %t55_c5_1801, ptr %grads802, align 4
-  %t55_c5_2803 = load <16 x float>, ptr %fc1_weight_grad.t55_c5_2, align 64
-  %1823 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1824 = add nsw i64 %1823, 5
-  %1825 = mul nsw i64 %1824, 784
-  %1826 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1827 = add nsw i64 %1825, %1826
-  %1828 = add nsw i64 %1827, 32
-  %grads804 = getelementptr inbounds float, ptr %grads, i64 %1828
-  store <16 x float> %t55_c5_2803, ptr %grads804, align 4
-  %t55_c5_3805 = load <16 x float>, ptr %fc1_weight_grad.t55_c5_3, align 64
-  %1829 = mul nsw i64 %fc1_weight_grad.mb54709, 6
-  %1830 = add nsw i64 %1829, 5
-  %1831 = mul nsw i64 %1830, 784
-  %1832 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1833 = add nsw i64 %1831, %1832
-  %1834 = add nsw i64 %1833, 48
-  %grads806 = getelementptr inbounds float, ptr %grads, i64 %1834
-  store <16 x float> %t55_c5_3805, ptr %grads806, align 4
-  %mb54.next = add nsw i64 %fc1_weight_grad.mb54709, 1
-  %1835 = icmp slt i64 %mb54.next, 42
-  br i1 %1835, label %fc1_weight_grad.mb54, label %fc1_weight_grad.mb54.end
-
-fc1_weight_grad.k58:                              ; preds = %fc1_weight_grad.k58, %fc1_weight_grad.mb54.end
-  %fc1_weight_grad.k58807 = phi i64 [ 0, %fc1_weight_grad.mb54.end ], [ %k58.next, %fc1_weight_grad.k58 ]
-  %1836 = mul nsw i64 %fc1_weight_grad.k58807, 784
-  %1837 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1838 = add nsw i64 %1836, %1837
-  %images808 = getelementptr inbounds float, ptr %images, i64 %1838
-  %1839 = load <16 x float>, ptr %images808, align 4
-  store <16 x float> %1839, ptr %fc1_weight_grad.t57_b0, align 64
-  %1840 = mul nsw i64 %fc1_weight_grad.k58807, 784
-  %1841 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1842 = add nsw i64 %1840, %1841
-  %1843 = add nsw i64 %1842, 16
-  %images809 = getelementptr inbounds float, ptr %images, i64 %1843
-  %1844 = load <16 x float>, ptr %images809, align 4
-  store <16 x float> %1844, ptr %fc1_weight_grad.t57_b1, align 64
-  %1845 = mul nsw i64 %fc1_weight_grad.k58807, 784
-  %1846 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1847 = add nsw i64 %1845, %1846
-  %1848 = add nsw i64 %1847, 32
-  %images810 = getelementptr inbounds float, ptr %images, i64 %1848
-  %1849 = load <16 x float>, ptr %images810, align 4
-  store <16 x float> %1849, ptr %fc1_weight_grad.t57_b2, align 64
-  %1850 = mul nsw i64 %fc1_weight_grad.k58807, 784
-  %1851 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1852 = add nsw i64 %1850, %1851
-  %1853 = add nsw i64 %1852, 48
-  %images811 = getelementptr inbounds float, ptr %images, i64 %1853
-  %1854 = load <16 x float>, ptr %images811, align 4
-  store <16 x float> %1854, ptr %fc1_weight_grad.t57_b3, align 64
-  %1855 = mul nsw i64 %fc1_weight_grad.k58807, 256
-  %1856 = add nsw i64 16636, %1855
-  %arena812 = getelementptr inbounds float, ptr %arena, i64 %1856
-  %1857 = load float, ptr %arena812, align 4
-  %1858 = insertelement <16 x float> undef, float %1857, i32 0
-  %1859 = shufflevector <16 x float> %1858, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1859, ptr %fc1_weight_grad.t57_a0, align 64
-  %t57_a0 = load <16 x float>, ptr %fc1_weight_grad.t57_a0, align 64
-  %t57_b0 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
-  %t57_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_0, align 64
-  %1860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0, <16 x float> %t57_b0, <16 x float> %t57_c0_0)
-  store <16 x float> %1860, ptr %fc1_weight_grad.t57_c0_0, align 64
-  %t57_a0813 = load <16 x float>, ptr %fc1_weight_grad.t57_a0, align 64
-  %t57_b1 = load <16 x float>, ptr %fc1_weight_grad.t57_b1, align 64
-  %t57_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_1, align 64
-  %1861 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0813, <16 x float> %t57_b1, <16 x float> %t57_c0_1)
-  store <16 x float> %1861, ptr %fc1_weight_grad.t57_c0_1, align 64
-  %t57_a0814 = load <16 x float>, ptr %fc1_weight_grad.t57_a0, align 64
-  %t57_b2 = load <16 x float>, ptr %fc1_weight_grad.t57_b2, align 64
-  %t57_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_2, align 64
-  %1862 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0814, <16 x float> %t57_b2, <16 x float> %t57_c0_2)
-  store <16 x float> %1862, ptr %fc1_weight_grad.t57_c0_2, align 64
-  %t57_a0815 = load <16 x float>, ptr %fc1_weight_grad.t57_a0, align 64
-  %t57_b3 = load <16 x float>, ptr %fc1_weight_grad.t57_b3, align 64
-  %t57_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_3, align 64
-  %1863 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0815, <16 x float> %t57_b3, <16 x float> %t57_c0_3)
-  store <16 x float> %1863, ptr %fc1_weight_grad.t57_c0_3, align 64
-  %1864 = mul nsw i64 %fc1_weight_grad.k58807, 256
-  %1865 = add nsw i64 16637, %1864
-  %arena816 = getelementptr inbounds float, ptr %arena, i64 %1865
-  %1866 = load float, ptr %arena816, align 4
-  %1867 = insertelement <16 x float> undef, float %1866, i32 0
-  %1868 = shufflevector <16 x float> %1867, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1868, ptr %fc1_weight_grad.t57_a1, align 64
-  %t57_a1 = load <16 x float>, ptr %fc1_weight_grad.t57_a1, align 64
-  %t57_b0817 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
-  %t57_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_0, align 64
-  %1869 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1, <16 x float> %t57_b0817, <16 x float> %t57_c1_0)
-  store <16 x float> %1869, ptr %fc1_weight_grad.t57_c1_0, align 64
-  %t57_a1818 = load <16 x float>, ptr %fc1_weight_grad.t57_a1, align 64
-  %t57_b1819 = load <16 x float>, ptr %fc1_weight_grad.t57_b1, align 64
-  %t57_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_1, align 64
-  %1870 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1818, <16 x float> %t57_b1819, <16 x float> %t57_c1_1)
-  store <16 x float> %1870, ptr %fc1_weight_grad.t57_c1_1, align 64
-  %t57_a1820 = load <16 x float>, ptr %fc1_weight_grad.t57_a1, align 64
-  %t57_b2821 = load <16 x float>, ptr %fc1_weight_grad.t57_b2, align 64
-  %t57_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_2, align 64
-  %1871 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1820, <16 x float> %t57_b2821, <16 x float> %t57_c1_2)
-  store <16 x float> %1871, ptr %fc1_weight_grad.t57_c1_2, align 64
-  %t57_a1822 = load <16 x float>, ptr %fc1_weight_grad.t57_a1, align 64
-  %t57_b3823 = load <16 x float>, ptr %fc1_weight_grad.t57_b3, align 64
-  %t57_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_3, align 64
-  %1872 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1822, <16 x float> %t57_b3823, <16 x float> %t57_c1_3)
-  store <16 x float> %1872, ptr %fc1_weight_grad.t57_c1_3, align 64
-  %1873 = mul nsw i64 %fc1_weight_grad.k58807, 256
-  %1874 = add nsw i64 16638, %1873
-  %arena824 = getelementptr inbounds float, ptr %arena, i64 %1874
-  %1875 = load float, ptr %arena824, align 4
-  %1876 = insertelement <16 x float> undef, float %1875, i32 0
-  %1877 = shufflevector <16 x float> %1876, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1877, ptr %fc1_weight_grad.t57_a2, align 64
-  %t57_a2 = load <16 x float>, ptr %fc1_weight_grad.t57_a2, align 64
-  %t57_b0825 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
-  %t57_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_0, align 64
-  %1878 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2, <16 x float> %t57_b0825, <16 x float> %t57_c2_0)
-  store <16 x float> %1878, ptr %fc1_weight_grad.t57_c2_0, align 64
-  %t57_a2826 = load <16 x float>, ptr %fc1_weight_grad.t57_a2, align 64
-  %t57_b1827 = load <16 x float>, ptr %fc1_weight_grad.t57_b1, align 64
-  %t57_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_1, align 64
-  %1879 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2826, <16 x float> %t57_b1827, <16 x float> %t57_c2_1)
-  store <16 x float> %1879, ptr %fc1_weight_grad.t57_c2_1, align 64
-  %t57_a2828 = load <16 x float>, ptr %fc1_weight_grad.t57_a2, align 64
-  %t57_b2829 = load <16 x float>, ptr %fc1_weight_grad.t57_b2, align 64
-  %t57_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_2, align 64
-  %1880 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2828, <16 x float> %t57_b2829, <16 x float> %t57_c2_2)
-  store <16 x float> %1880, ptr %fc1_weight_grad.t57_c2_2, align 64
-  %t57_a2830 = load <16 x float>, ptr %fc1_weight_grad.t57_a2, align 64
-  %t57_b3831 = load <16 x float>, ptr %fc1_weight_grad.t57_b3, align 64
-  %t57_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_3, align 64
-  %1881 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2830, <16 x float> %t57_b3831, <16 x float> %t57_c2_3)
-  store <16 x float> %1881, ptr %fc1_weight_grad.t57_c2_3, align 64
-  %1882 = mul nsw i64 %fc1_weight_grad.k58807, 256
-  %1883 = add nsw i64 16639, %1882
-  %arena832 = getelementptr inbounds float, ptr %arena, i64 %1883
-  %1884 = load float, ptr %arena832, align 4
-  %1885 = insertelement <16 x float> undef, float %1884, i32 0
-  %1886 = shufflevector <16 x float> %1885, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1886, ptr %fc1_weight_grad.t57_a3, align 64
-  %t57_a3 = load <16 x float>, ptr %fc1_weight_grad.t57_a3, align 64
-  %t57_b0833 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
-  %t57_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_0, align 64
-  %1887 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3, <16 x float> %t57_b0833, <16 x float> %t57_c3_0)
-  store <16 x float> %1887, ptr %fc1_weight_grad.t57_c3_0, align 64
-  %t57_a3834 = load <16 x float>, ptr %fc1_weight_grad.t57_a3, align 64
-  %t57_b1835 = load <16 x float>, ptr %fc1_weight_grad.t57_b1, align 64
-  %t57_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_1, align 64
-  %1888 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3834, <16 x float> %t57_b1835, <16 x float> %t57_c3_1)
-  store <16 x float> %1888, ptr %fc1_weight_grad.t57_c3_1, align 64
-  %t57_a3836 = load <16 x float>, ptr %fc1_weight_grad.t57_a3, align 64
-  %t57_b2837 = load <16 x float>, ptr %fc1_weight_grad.t57_b2, align 64
-  %t57_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_2, align 64
-  %1889 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3836, <16 x float> %t57_b2837, <16 x float> %t57_c3_2)
-  store <16 x float> %1889, ptr %fc1_weight_grad.t57_c3_2, align 64
-  %t57_a3838 = load <16 x float>, ptr %fc1_weight_grad.t57_a3, align 64
-  %t57_b3839 = load <16 x float>, ptr %fc1_weight_grad.t57_b3, align 64
-  %t57_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_3, align 64
-  %1890 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3838, <16 x float> %t57_b3839, <16 x float> %t57_c3_3)
-  store <16 x float> %1890, ptr %fc1_weight_grad.t57_c3_3, align 64
-  %k58.next = add nsw i64 %fc1_weight_grad.k58807, 1
-  %1891 = icmp slt i64 %k58.next, 64
-  br i1 %1891, label %fc1_weight_grad.k58, label %fc1_weight_grad.k58.end
-
-fc1_weight_grad.k58.end:                          ; preds = %fc1_weight_grad.k58
-  %t57_c0_0840 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_0, align 64
-  %1892 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1893 = add nsw i64 197568, %1892
-  %grads841 = getelementptr inbounds float, ptr %grads, i64 %1893
-  store <16 x float> %t57_c0_0840, ptr %grads841, align 4
-  %t57_c0_1842 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_1, align 64
-  %1894 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1895 = add nsw i64 197568, %1894
-  %1896 = add nsw i64 %1895, 16
-  %grads843 = getelementptr inbounds float, ptr %grads, i64 %1896
-  store <16 x float> %t57_c0_1842, ptr %grads843, align 4
-  %t57_c0_2844 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_2, align 64
-  %1897 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1898 = add nsw i64 197568, %1897
-  %1899 = add nsw i64 %1898, 32
-  %grads845 = getelementptr inbounds float, ptr %grads, i64 %1899
-  store <16 x float> %t57_c0_2844, ptr %grads845, align 4
-  %t57_c0_3846 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_3, align 64
-  %1900 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1901 = add nsw i64 197568, %1900
-  %1902 = add nsw i64 %1901, 48
-  %grads847 = getelementptr inbounds float, ptr %grads, i64 %1902
-  store <16 x float> %t57_c0_3846, ptr %grads847, align 4
-  %t57_c1_0848 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_0, align 64
-  %1903 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1904 = add nsw i64 198352, %1903
-  %grads849 = getelementptr inbounds float, ptr %grads, i64 %1904
-  store <16 x float> %t57_c1_0848, ptr %grads849, align 4
-  %t57_c1_1850 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_1, align 64
-  %1905 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1906 = add nsw i64 198352, %1905
-  %1907 = add nsw i64 %1906, 16
-  %grads851 = getelementptr inbounds float, ptr %grads, i64 %1907
-  store <16 x float> %t57_c1_1850, ptr %grads851, align 4
-  %t57_c1_2852 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_2, align 64
-  %1908 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1909 = add nsw i64 198352, %1908
-  %1910 = add nsw i64 %1909, 32
-  %grads853 = getelementptr inbounds float, ptr %grads, i64 %1910
-  store <16 x float> %t57_c1_2852, ptr %grads853, align 4
-  %t57_c1_3854 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_3, align 64
-  %1911 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1912 = add nsw i64 198352, %1911
-  %1913 = add nsw i64 %1912, 48
-  %grads855 = getelementptr inbounds float, ptr %grads, i64 %1913
-  store <16 x float> %t57_c1_3854, ptr %grads855, align 4
-  %t57_c2_0856 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_0, align 64
-  %1914 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1915 = add nsw i64 199136, %1914
-  %grads857 = getelementptr inbounds float, ptr %grads, i64 %1915
-  store <16 x float> %t57_c2_0856, ptr %grads857, align 4
-  %t57_c2_1858 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_1, align 64
-  %1916 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1917 = add nsw i64 199136, %1916
-  %1918 = add nsw i64 %1917, 16
-  %grads859 = getelementptr inbounds float, ptr %grads, i64 %1918
-  store <16 x float> %t57_c2_1858, ptr %grads859, align 4
-  %t57_c2_2860 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_2, align 64
-  %1919 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1920 = add nsw i64 199136, %1919
-  %1921 = add nsw i64 %1920, 32
-  %grads861 = getelementptr inbounds float, ptr %grads, i64 %1921
-  store <16 x float> %t57_c2_2860, ptr %grads861, align 4
-  %t57_c2_3862 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_3, align 64
-  %1922 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1923 = add nsw i64 199136, %1922
-  %1924 = add nsw i64 %1923, 48
-  %grads863 = getelementptr inbounds float, ptr %grads, i64 %1924
-  store <16 x float> %t57_c2_3862, ptr %grads863, align 4
-  %t57_c3_0864 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_0, align 64
-  %1925 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1926 = add nsw i64 199920, %1925
-  %grads865 = getelementptr inbounds float, ptr %grads, i64 %1926
-  store <16 x float> %t57_c3_0864, ptr %grads865, align 4
-  %t57_c3_1866 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_1, align 64
-  %1927 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1928 = add nsw i64 199920, %1927
-  %1929 = add nsw i64 %1928, 16
-  %grads867 = getelementptr inbounds float, ptr %grads, i64 %1929
-  store <16 x float> %t57_c3_1866, ptr %grads867, align 4
-  %t57_c3_2868 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_2, align 64
-  %1930 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1931 = add nsw i64 199920, %1930
-  %1932 = add nsw i64 %1931, 32
-  %grads869 = getelementptr inbounds float, ptr %grads, i64 %1932
-  store <16 x float> %t57_c3_2868, ptr %grads869, align 4
-  %t57_c3_3870 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_3, align 64
-  %1933 = mul nsw i64 %fc1_weight_grad.nb53708, 64
-  %1934 = add nsw i64 199920, %1933
-  %1935 = add nsw i64 %1934, 48
-  %grads871 = getelementptr inbounds float, ptr %grads, i64 %1935
-  store <16 x float> %t57_c3_3870, ptr %grads871, align 4
-  %nb53.next = add nsw i64 %fc1_weight_grad.nb53708, 1
-  %1936 = icmp slt i64 %nb53.next, 12
-  br i1 %1936, label %fc1_weight_grad.nb53, label %fc1_weight_grad.nb53.end
-
-fc1_weight_grad.mb59:                             ; preds = %fc1_weight_grad.k61.end, %fc1_weight_grad.nb53.end
-  %fc1_weight_grad.mb59872 = phi i64 [ 0, %fc1_weight_grad.nb53.end ], [ %mb59.next, %fc1_weight_grad.k61.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t60_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t60_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t60_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t60_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t60_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t60_c5_0, align 64
-  br label %fc1_weight_grad.k61
-
-fc1_weight_grad.mb59.end:                         ; preds = %fc1_weight_grad.k61.end
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t62_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t62_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t62_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t62_c3_0, align 64
-  br label %fc1_weight_grad.k63
-
-fc1_weight_grad.k61:                              ; preds = %fc1_weight_grad.k61, %fc1_weight_grad.mb59
-  %fc1_weight_grad.k61873 = phi i64 [ 0, %fc1_weight_grad.mb59 ], [ %k61.next, %fc1_weight_grad.k61 ]
-  %1937 = mul nsw i64 %fc1_weight_grad.k61873, 784
-  %1938 = add nsw i64 %1937, 768
-  %images874 = getelementptr inbounds float, ptr %images, i64 %1938
-  %1939 = load <16 x float>, ptr %images874, align 4
-  store <16 x float> %1939, ptr %fc1_weight_grad.t60_b0, align 64
-  %1940 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %1941 = add nsw i64 16384, %1940
-  %1942 = mul nsw i64 %fc1_weight_grad.k61873, 256
-  %1943 = add nsw i64 %1941, %1942
-  %arena875 = getelementptr inbounds float, ptr %arena, i64 %1943
-  %1944 = load float, ptr %arena875, align 4
-  %1945 = insertelement <16 x float> undef, float %1944, i32 0
-  %1946 = shufflevector <16 x float> %1945, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1946, ptr %fc1_weight_grad.t60_a0, align 64
-  %t60_a0 = load <16 x float>, ptr %fc1_weight_grad.t60_a0, align 64
-  %t60_b0 = load <16 x float>, ptr %fc1_weight_grad.t60_b0, align 64
-  %t60_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t60_c0_0, align 64
-  %1947 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a0, <16 x float> %t60_b0, <16 x float> %t60_c0_0)
-  store <16 x float> %1947, ptr %fc1_weight_grad.t60_c0_0, align 64
-  %1948 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %1949 = add nsw i64 %1948, 1
-  %1950 = add nsw i64 16384, %1949
-  %1951 = mul nsw i64 %fc1_weight_grad.k61873, 256
-  %1952 = add nsw i64 %1950, %1951
-  %arena876 = getelementptr inbounds float, ptr %arena, i64 %1952
-  %1953 = load float, ptr %arena876, align 4
-  %1954 = insertelement <16 x float> undef, float %1953, i32 0
-  %1955 = shufflevector <16 x float> %1954, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1955, ptr %fc1_weight_grad.t60_a1, align 64
-  %t60_a1 = load <16 x float>, ptr %fc1_weight_grad.t60_a1, align 64
-  %t60_b0877 = load <16 x float>, ptr %fc1_weight_grad.t60_b0, align 64
-  %t60_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t60_c1_0, align 64
-  %1956 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a1, <16 x float> %t60_b0877, <16 x float> %t60_c1_0)
-  store <16 x float> %1956, ptr %fc1_weight_grad.t60_c1_0, align 64
-  %1957 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %1958 = add nsw i64 %1957, 2
-  %1959 = add nsw i64 16384, %1958
-  %1960 = mul nsw i64 %fc1_weight_grad.k61873, 256
-  %1961 = add nsw i64 %1959, %1960
-  %arena878 = getelementptr inbounds float, ptr %arena, i64 %1961
-  %1962 = load float, ptr %arena878, align 4
-  %1963 = insertelement <16 x float> undef, float %1962, i32 0
-  %1964 = shufflevector <16 x float> %1963, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1964, ptr %fc1_weight_grad.t60_a2, align 64
-  %t60_a2 = load <16 x float>, ptr %fc1_weight_grad.t60_a2, align 64
-  %t60_b0879 = load <16 x float>, ptr %fc1_weight_grad.t60_b0, align 64
-  %t60_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t60_c2_0, align 64
-  %1965 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a2, <16 x float> %t60_b0879, <16 x float> %t60_c2_0)
-  store <16 x float> %1965, ptr %fc1_weight_grad.t60_c2_0, align 64
-  %1966 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %1967 = add nsw i64 %1966, 3
-  %1968 = add nsw i64 16384, %1967
-  %1969 = mul nsw i64 %fc1_weight_grad.k61873, 256
-  %1970 = add nsw i64 %1968, %1969
-  %arena880 = getelementptr inbounds float, ptr %arena, i64 %1970
-  %1971 = load float, ptr %arena880, align 4
-  %1972 = insertelement <16 x float> undef, float %1971, i32 0
-  %1973 = shufflevector <16 x float> %1972, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1973, ptr %fc1_weight_grad.t60_a3, align 64
-  %t60_a3 = load <16 x float>, ptr %fc1_weight_grad.t60_a3, align 64
-  %t60_b0881 = load <16 x float>, ptr %fc1_weight_grad.t60_b0, align 64
-  %t60_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t60_c3_0, align 64
-  %1974 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a3, <16 x float> %t60_b0881, <16 x float> %t60_c3_0)
-  store <16 x float> %1974, ptr %fc1_weight_grad.t60_c3_0, align 64
-  %1975 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %1976 = add nsw i64 %1975, 4
-  %1977 = add nsw i64 16384, %1976
-  %1978 = mul nsw i64 %fc1_weight_grad.k61873, 256
-  %1979 = add nsw i64 %1977, %1978
-  %arena882 = getelementptr inbounds float, ptr %arena, i64 %1979
-  %1980 = load float, ptr %arena882, align 4
-  %1981 = insertelement <16 x float> undef, float %1980, i32 0
-  %1982 = shufflevector <16 x float> %1981, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1982, ptr %fc1_weight_grad.t60_a4, align 64
-  %t60_a4 = load <16 x float>, ptr %fc1_weight_grad.t60_a4, align 64
-  %t60_b0883 = load <16 x float>, ptr %fc1_weight_grad.t60_b0, align 64
-  %t60_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t60_c4_0, align 64
-  %1983 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a4, <16 x float> %t60_b0883, <16 x float> %t60_c4_0)
-  store <16 x float> %1983, ptr %fc1_weight_grad.t60_c4_0, align 64
-  %1984 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %1985 = add nsw i64 %1984, 5
-  %1986 = add nsw i64 16384, %1985
-  %1987 = mul nsw i64 %fc1_weight_grad.k61873, 256
-  %1988 = add nsw i64 %1986, %1987
-  %arena884 = getelementptr inbounds float, ptr %arena, i64 %1988
-  %1989 = load float, ptr %arena884, align 4
-  %1990 = insertelement <16 x float> undef, float %1989, i32 0
-  %1991 = shufflevector <16 x float> %1990, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1991, ptr %fc1_weight_grad.t60_a5, align 64
-  %t60_a5 = load <16 x float>, ptr %fc1_weight_grad.t60_a5, align 64
-  %t60_b0885 = load <16 x float>, ptr %fc1_weight_grad.t60_b0, align 64
-  %t60_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t60_c5_0, align 64
-  %1992 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a5, <16 x float> %t60_b0885, <16 x float> %t60_c5_0)
-  store <16 x float> %1992, ptr %fc1_weight_grad.t60_c5_0, align 64
-  %k61.next = add nsw i64 %fc1_weight_grad.k61873, 1
-  %1993 = icmp slt i64 %k61.next, 64
-  br i1 %1993, label %fc1_weight_grad.k61, label %fc1_weight_grad.k61.end
-
-fc1_weight_grad.k61.end:                          ; preds = %fc1_weight_grad.k61
-  %t60_c0_0886 = load <16 x float>, ptr %fc1_weight_grad.t60_c0_0, align 64
-  %1994 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %1995 = mul nsw i64 %1994, 784
-  %1996 = add nsw i64 %1995, 768
-  %grads887 = getelementptr inbounds float, ptr %grads, i64 %1996
-  store <16 x float> %t60_c0_0886, ptr %grads887, align 4
-  %t60_c1_0888 = load <16 x float>, ptr %fc1_weight_grad.t60_c1_0, align 64
-  %1997 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %1998 = add nsw i64 %1997, 1
-  %1999 = mul nsw i64 %1998, 784
-  %2000 = add nsw i64 %1999, 768
-  %grads889 = getelementptr inbounds float, ptr %grads, i64 %2000
-  store <16 x float> %t60_c1_0888, ptr %grads889, align 4
-  %t60_c2_0890 = load <16 x float>, ptr %fc1_weight_grad.t60_c2_0, align 64
-  %2001 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %2002 = add nsw i64 %2001, 2
-  %2003 = mul nsw i64 %2002, 784
-  %2004 = add nsw i64 %2003, 768
-  %grads891 = getelementptr inbounds float, ptr %grads, i64 %2004
-  store <16 x float> %t60_c2_0890, ptr %grads891, align 4
-  %t60_c3_0892 = load <16 x float>, ptr %fc1_weight_grad.t60_c3_0, align 64
-  %2005 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %2006 = add nsw i64 %2005, 3
-  %2007 = mul nsw i64 %2006, 784
-  %2008 = add nsw i64 %2007, 768
-  %grads893 = getelementptr inbounds float, ptr %grads, i64 %2008
-  store <16 x float> %t60_c3_0892, ptr %grads893, align 4
-  %t60_c4_0894 = load <16 x float>, ptr %fc1_weight_grad.t60_c4_0, align 64
-  %2009 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %2010 = add nsw i64 %2009, 4
-  %2011 = mul nsw i64 %2010, 784
-  %2012 = add nsw i64 %2011, 768
-  %grads895 = getelementptr inbounds float, ptr %grads, i64 %2012
-  store <16 x float> %t60_c4_0894, ptr %grads895, align 4
-  %t60_c5_0896 = load <16 x float>, ptr %fc1_weight_grad.t60_c5_0, align 64
-  %2013 = mul nsw i64 %fc1_weight_grad.mb59872, 6
-  %2014 = add nsw i64 %2013, 5
-  %2015 = mul nsw i64 %2014, 784
-  %2016 = add nsw i64 %2015, 768
-  %grads897 = getelementptr inbounds float, ptr %grads, i64 %2016
-  store <16 x float> %t60_c5_0896, ptr %grads897, align 4
-  %mb59.next = add nsw i64 %fc1_weight_grad.mb59872, 1
-  %2017 = icmp slt i64 %mb59.next, 42
-  br i1 %2017, label %fc1_weight_grad.mb59, label %fc1_weight_grad.mb59.end
-
-fc1_weight_grad.k63:                              ; preds = %fc1_weight_grad.k63, %fc1_weight_grad.mb59.end
-  %fc1_weight_grad.k63898 = phi i64 [ 0, %fc1_weight_grad.mb59.end ], [ %k63.next, %fc1_weight_grad.k63 ]
-  %2018 = mul nsw i64 %fc1_weight_grad.k63898, 784
-  %2019 = add nsw i64 %2018, 768
-  %images899 = getelementptr inbounds float, ptr %images, i64 %2019
-  %2020 = load <16 x float>, ptr %images899, align 4
-  store <16 x float> %2020, ptr %fc1_weight_grad.t62_b0, align 64
-  %2021 = mul nsw i64 %fc1_weight_grad.k63898, 256
-  %2022 = add nsw i64 16636, %2021
-  %arena900 = getelementptr inbounds float, ptr %arena, i64 %2022
-  %2023 = load float, ptr %arena900, align 4
-  %2024 = insertelement <16 x float> undef, float %2023, i32 0
-  %2025 = shufflevector <16 x float> %2024, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2025, ptr %fc1_weight_grad.t62_a0, align 64
-  %t62_a0 = load <16 x float>, ptr %fc1_weight_grad.t62_a0, align 64
-  %t62_b0 = load <16 x float>, ptr %fc1_weight_grad.t62_b0, align 64
-  %t62_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t62_c0_0, align 64
-  %2026 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t62_a0, <16 x float> %t62_b0, <16 x float> %t62_c0_0)
-  store <16 x float> %2026, ptr %fc1_weight_grad.t62_c0_0, align 64
-  %2027 = mul nsw i64 %fc1_weight_grad.k63898, 256
-  %2028 = add nsw i64 16637, %2027
-  %arena901 = getelementptr inbounds float, ptr %arena, i64 %2028
-  %2029 = load float, ptr %arena901, align 4
-  %2030 = insertelement <16 x float> undef, float %2029, i32 0
-  %2031 = shufflevector <16 x float> %2030, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2031, ptr %fc1_weight_grad.t62_a1, align 64
-  %t62_a1 = load <16 x float>, ptr %fc1_weight_grad.t62_a1, align 64
-  %t62_b0902 = load <16 x float>, ptr %fc1_weight_grad.t62_b0, align 64
-  %t62_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t62_c1_0, align 64
-  %2032 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t62_a1, <16 x float> %t62_b0902, <16 x float> %t62_c1_0)
-  store <16 x float> %2032, ptr %fc1_weight_grad.t62_c1_0, align 64
-  %2033 = mul nsw i64 %fc1_weight_grad.k63898, 256
-  %2034 = add nsw i64 16638, %2033
-  %arena903 = getelementptr inbounds float, ptr %arena, i64 %2034
-  %2035 = load float, ptr %arena903, align 4
-  %2036 = insertelement <16 x float> undef, float %2035, i32 0
-  %2037 = shufflevector <16 x float> %2036, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2037, ptr %fc1_weight_grad.t62_a2, align 64
-  %t62_a2 = load <16 x float>, ptr %fc1_weight_grad.t62_a2, align 64
-  %t62_b0904 = load <16 x float>, ptr %fc1_weight_grad.t62_b0, align 64
-  %t62_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t62_c2_0, align 64
-  %2038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t62_a2, <16 x float> %t62_b0904, <16 x float> %t62_c2_0)
-  store <16 x float> %2038, ptr %fc1_weight_grad.t62_c2_0, align 64
-  %2039 = mul nsw i64 %fc1_weight_grad.k63898, 256
-  %2040 = add nsw i64 16639, %2039
-  %arena905 = getelementptr inbounds float, ptr %arena, i64 %2040
-  %2041 = load float, ptr %arena905, align 4
-  %2042 = insertelement <16 x float> undef, float %2041, i32 0
-  %2043 = shufflevector <16 x float> %2042, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2043, ptr %fc1_weight_grad.t62_a3, align 64
-  %t62_a3 = load <16 x float>, ptr %fc1_weight_grad.t62_a3, align 64
-  %t62_b0906 = load <16 x float>, ptr %fc1_weight_grad.t62_b0, align 64
-  %t62_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t62_c3_0, align 64
-  %2044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t62_a3, <16 x float> %t62_b0906, <16 x float> %t62_c3_0)
-  store <16 x float> %2044, ptr %fc1_weight_grad.t62_c3_0, align 64
-  %k63.next = add nsw i64 %fc1_weight_grad.k63898, 1
-  %2045 = icmp slt i64 %k63.next, 64
-  br i1 %2045, label %fc1_weight_grad.k63, label %fc1_weight_grad.k63.end
-
-fc1_weight_grad.k63.end:                          ; preds = %fc1_weight_grad.k63
-  %t62_c0_0907 = load <16 x float>, ptr %fc1_weight_grad.t62_c0_0, align 64
-  %grads908 = getelementptr inbounds float, ptr %grads, i64 198336
-  store <16 x float> %t62_c0_0907, ptr %grads908, align 4
-  %t62_c1_0909 = load <16 x float>, ptr %fc1_weight_grad.t62_c1_0, align 64
-  %grads910 = getelementptr inbounds float, ptr %grads, i64 199120
-  store <16 x float> %t62_c1_0909, ptr %grads910, align 4
-  %t62_c2_0911 = load <16 x float>, ptr %fc1_weight_grad.t62_c2_0, align 64
-  %grads912 = getelementptr inbounds float, ptr %grads, i64 199904
-  store <16 x float> %t62_c2_0911, ptr %grads912, align 4
-  %t62_c3_0913 = load <16 x float>, ptr %fc1_weight_grad.t62_c3_0, align 64
-  %grads914 = getelementptr inbounds float, ptr %grads, i64 200688
-  store <16 x float> %t62_c3_0913, ptr %grads914, align 4
-  br label %fc1_bias_grad.u64
-
-fc1_bias_grad.u64:                                ; preds = %fc1_bias_grad.n66.end, %fc1_weight_grad.k63.end
-  %fc1_bias_grad.u64915 = phi i64 [ 0, %fc1_weight_grad.k63.end ], [ %u64.next, %fc1_bias_grad.n66.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc65, align 4
-  br label %fc1_bias_grad.n66
-
-fc1_bias_grad.u64.end:                            ; preds = %fc1_bias_grad.n66.end
-  %2046 = sitofp i64 %step to float
-  %2047 = fmul float %2046, 0xBFBAF8E8A0000000
-  %2048 = call float @llvm.exp.f32(float %2047)
-  %2049 = fsub float 1.000000e+00, %2048
-  %2050 = fdiv float %lr, %2049
-  store float %2050, ptr %adam.step_size67, align 4
-  %2051 = sitofp i64 %step to float
-  %2052 = fmul float %2051, 0xBF50645940000000
-  %2053 = call float @llvm.exp.f32(float %2052)
-  %2054 = fsub float 1.000000e+00, %2053
-  %2055 = call float @llvm.sqrt.f32(float %2054)
-  store float %2055, ptr %adam.bc2_sqrt68, align 4
-  br label %adam.i69
-
-fc1_bias_grad.n66:                                ; preds = %fc1_bias_grad.n66, %fc1_bias_grad.u64
-  %fc1_bias_grad.n66916 = phi i64 [ 0, %fc1_bias_grad.u64 ], [ %n66.next, %fc1_bias_grad.n66 ]
-  %acc65 = load float, ptr %fc1_bias_grad.acc65, align 4
-  %2056 = mul nsw i64 %fc1_bias_grad.n66916, 256
-  %2057 = add nsw i64 16384, %2056
-  %2058 = add nsw i64 %2057, %fc1_bias_grad.u64915
-  %arena917 = getelementptr inbounds float, ptr %arena, i64 %2058
-  %2059 = load float, ptr %arena917, align 4
-  %2060 = fadd float %acc65, %2059
-  store float %2060, ptr %fc1_bias_grad.acc65, align 4
-  %n66.next = add nsw i64 %fc1_bias_grad.n66916, 1
-  %2061 = icmp slt i64 %n66.next, 64
-  br i1 %2061, label %fc1_bias_grad.n66, label %fc1_bias_grad.n66.end
-
-fc1_bias_grad.n66.end:                            ; preds = %fc1_bias_grad.n66
-  %acc65918 = load float, ptr %fc1_bias_grad.acc65, align 4
-  %2062 = add nsw i64 200704, %fc1_bias_grad.u64915
-  %grads919 = getelementptr inbounds float, ptr %grads, i64 %2062
-  store float %acc65918, ptr %grads919, align 4
-  %u64.next = add nsw i64 %fc1_bias_grad.u64915, 1
-  %2063 = icmp slt i64 %u64.next, 256
-  br i1 %2063, label %fc1_bias_grad.u64, label %fc1_bias_grad.u64.end
-
-adam.i69:                                         ; preds = %adam.i69, %fc1_bias_grad.u64.end
-  %adam.i69920 = phi i64 [ 0, %fc1_bias_grad.u64.end ], [ %i69.next, %adam.i69 ]
-  %grads921 = getelementptr inbounds float, ptr %grads, i64 %adam.i69920
-  %2064 = load float, ptr %grads921, align 4
-  %params922 = getelementptr inbounds float, ptr %params, i64 %adam.i69920
-  %2065 = load float, ptr %params922, align 4
-  %2066 = fmul float 0.000000e+00, %2065
-  %2067 = fadd float %2064, %2066
-  store float %2067, ptr %adam.g, align 4
-  %m923 = getelementptr inbounds float, ptr %m, i64 %adam.i69920
-  %2068 = load float, ptr %m923, align 4
-  %2069 = fmul float 0x3FECCCCCC0000000, %2068
+adam.i49:                                         ; preds = %adam.i49, %fc1_bias_grad.u44.end
+  %adam.i49314 = phi i64 [ 0, %fc1_bias_grad.u44.end ], [ %i49.next, %adam.i49 ]
+  %grads315 = getelementptr inbounds float, ptr %grads, i64 %adam.i49314
+  %806 = load float, ptr %grads315, align 4
+  %params316 = getelementptr inbounds float, ptr %params, i64 %adam.i49314
+  %807 = load float, ptr %params316, align 4
+  %808 = fmul float 0.000000e+00, %807
+  %809 = fadd float %806, %808
+  store float %809, ptr %adam.g, align 4
+  %m317 = getelementptr inbounds float, ptr %m, i64 %adam.i49314
+  %810 = load float, ptr %m317, align 4
+  %811 = fmul float 0x3FECCCCCC0000000, %810
   %g = load float, ptr %adam.g, align 4
-  %2070 = fmul float 0x3FB9999A00000000, %g
-  %2071 = fadd float %2069, %2070
-  store float %2071, ptr %adam.m_new, align 4
-  %v924 = getelementptr inbounds float, ptr %v, i64 %adam.i69920
-  %2072 = load float, ptr %v924, align 4
-  %2073 = fmul float 0x3FEFF7CEE0000000, %2072
-  %g925 = load float, ptr %adam.g, align 4
-  %2074 = fmul float 0x3F50624000000000, %g925
-  %g926 = load float, ptr %adam.g, align 4
-  %2075 = fmul float %2074, %g926
-  %2076 = fadd float %2073, %2075
-  store float %2076, ptr %adam.v_new, align 4
+  %812 = fmul float 0x3FB9999A00000000, %g
+  %813 = fadd float %811, %812
+  store float %813, ptr %adam.m_new, align 4
+  %v318 = getelementptr inbounds float, ptr %v, i64 %adam.i49314
+  %814 = load float, ptr %v318, align 4
+  %815 = fmul float 0x3FEFF7CEE0000000, %814
+  %g319 = load float, ptr %adam.g, align 4
+  %816 = fmul float 0x3F50624000000000, %g319
+  %g320 = load float, ptr %adam.g, align 4
+  %817 = fmul float %816, %g320
+  %818 = fadd float %815, %817
+  store float %818, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m927 = getelementptr inbounds float, ptr %m, i64 %adam.i69920
-  store float %m_new, ptr %m927, align 4
+  %m321 = getelementptr inbounds float, ptr %m, i64 %adam.i49314
+  store float %m_new, ptr %m321, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v928 = getelementptr inbounds float, ptr %v, i64 %adam.i69920
-  store float %v_new, ptr %v928, align 4
-  %params929 = getelementptr inbounds float, ptr %params, i64 %adam.i69920
-  %2077 = load float, ptr %params929, align 4
-  %step_size67 = load float, ptr %adam.step_size67, align 4
-  %m_new930 = load float, ptr %adam.m_new, align 4
-  %2078 = fmul float %step_size67, %m_new930
-  %v_new931 = load float, ptr %adam.v_new, align 4
-  %2079 = call float @llvm.sqrt.f32(float %v_new931)
-  %bc2_sqrt68 = load float, ptr %adam.bc2_sqrt68, align 4
-  %2080 = fdiv float %2079, %bc2_sqrt68
-  %2081 = fadd float %2080, 0x3E45798EE0000000
-  %2082 = fdiv float %2078, %2081
-  %2083 = fsub float %2077, %2082
-  %params932 = getelementptr inbounds float, ptr %params, i64 %adam.i69920
-  store float %2083, ptr %params932, align 4
-  %i69.next = add nsw i64 %adam.i69920, 1
-  %2084 = icmp slt i64 %i69.next, 235146
-  br i1 %2084, label %adam.i69, label %adam.i69.end
+  %v322 = getelementptr inbounds float, ptr %v, i64 %adam.i49314
+  store float %v_new, ptr %v322, align 4
+  %params323 = getelementptr inbounds float, ptr %params, i64 %adam.i49314
+  %819 = load float, ptr %params323, align 4
+  %step_size47 = load float, ptr %adam.step_size47, align 4
+  %m_new324 = load float, ptr %adam.m_new, align 4
+  %820 = fmul float %step_size47, %m_new324
+  %v_new325 = load float, ptr %adam.v_new, align 4
+  %821 = call float @llvm.sqrt.f32(float %v_new325)
+  %bc2_sqrt48 = load float, ptr %adam.bc2_sqrt48, align 4
+  %822 = fdiv float %821, %bc2_sqrt48
+  %823 = fadd float %822, 0x3E45798EE0000000
+  %824 = fdiv float %820, %823
+  %825 = fsub float %819, %824
+  %params326 = getelementptr inbounds float, ptr %params, i64 %adam.i49314
+  store float %825, ptr %params326, align 4
+  %i49.next = add nsw i64 %adam.i49314, 1
+  %826 = icmp slt i64 %i49.next, 235146
+  br i1 %826, label %adam.i49, label %adam.i49.end
 
-adam.i69.end:                                     ; preds = %adam.i69
+adam.i49.end:                                     ; preds = %adam.i49
   ret void
 }
 

@@ -79,7 +79,7 @@ public func mnistnet_train_b64(
       }
     }
     for nb11 in 0..<169 {
-      for mb12 in 0..<5 {
+      for mb12 in 0..<8 {
         var t13_c0_0 = SIMD16<Float>()
         var t13_c0_1 = SIMD16<Float>()
         var t13_c0_2 = SIMD16<Float>()
@@ -96,1333 +96,821 @@ public func mnistnet_train_b64(
         var t13_c3_1 = SIMD16<Float>()
         var t13_c3_2 = SIMD16<Float>()
         var t13_c3_3 = SIMD16<Float>()
-        var t13_c4_0 = SIMD16<Float>()
-        var t13_c4_1 = SIMD16<Float>()
-        var t13_c4_2 = SIMD16<Float>()
-        var t13_c4_3 = SIMD16<Float>()
-        var t13_c5_0 = SIMD16<Float>()
-        var t13_c5_1 = SIMD16<Float>()
-        var t13_c5_2 = SIMD16<Float>()
-        var t13_c5_3 = SIMD16<Float>()
         for k14 in 0..<9 {
           let t13_b0 = load16(arena, ((1384448 +% (k14 *% 10816)) +% (nb11 *% 64)))
           let t13_b1 = load16(arena, (((1384448 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 16))
           let t13_b2 = load16(arena, (((1384448 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 32))
           let t13_b3 = load16(arena, (((1384448 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 48))
-          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 6) *% 9) +% k14)])
+          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
           t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
           t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
           t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
           t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
-          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 1) *% 9) +% k14)])
+          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 1) *% 9) +% k14)])
           t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
           t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
           t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
           t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
-          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 2) *% 9) +% k14)])
+          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 2) *% 9) +% k14)])
           t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
           t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
           t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
           t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
-          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 3) *% 9) +% k14)])
+          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 3) *% 9) +% k14)])
           t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
           t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
           t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
-          let t13_a4 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 4) *% 9) +% k14)])
-          t13_c4_0 = t13_c4_0.addingProduct(t13_a4, t13_b0)
-          t13_c4_1 = t13_c4_1.addingProduct(t13_a4, t13_b1)
-          t13_c4_2 = t13_c4_2.addingProduct(t13_a4, t13_b2)
-          t13_c4_3 = t13_c4_3.addingProduct(t13_a4, t13_b3)
-          let t13_a5 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 5) *% 9) +% k14)])
-          t13_c5_0 = t13_c5_0.addingProduct(t13_a5, t13_b0)
-          t13_c5_1 = t13_c5_1.addingProduct(t13_a5, t13_b1)
-          t13_c5_2 = t13_c5_2.addingProduct(t13_a5, t13_b2)
-          t13_c5_3 = t13_c5_3.addingProduct(t13_a5, t13_b3)
         }
-        store16(arena, ((1481792 +% ((mb12 *% 6) *% 10816)) +% (nb11 *% 64)), t13_c0_0)
-        store16(arena, (((1481792 +% ((mb12 *% 6) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c0_1)
-        store16(arena, (((1481792 +% ((mb12 *% 6) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c0_2)
-        store16(arena, (((1481792 +% ((mb12 *% 6) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c0_3)
-        store16(arena, ((1481792 +% (((mb12 *% 6) +% 1) *% 10816)) +% (nb11 *% 64)), t13_c1_0)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 1) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c1_1)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 1) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c1_2)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 1) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c1_3)
-        store16(arena, ((1481792 +% (((mb12 *% 6) +% 2) *% 10816)) +% (nb11 *% 64)), t13_c2_0)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 2) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c2_1)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 2) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c2_2)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 2) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c2_3)
-        store16(arena, ((1481792 +% (((mb12 *% 6) +% 3) *% 10816)) +% (nb11 *% 64)), t13_c3_0)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 3) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c3_1)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 3) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c3_2)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 3) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c3_3)
-        store16(arena, ((1481792 +% (((mb12 *% 6) +% 4) *% 10816)) +% (nb11 *% 64)), t13_c4_0)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 4) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c4_1)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 4) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c4_2)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 4) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c4_3)
-        store16(arena, ((1481792 +% (((mb12 *% 6) +% 5) *% 10816)) +% (nb11 *% 64)), t13_c5_0)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 5) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c5_1)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 5) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c5_2)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 5) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c5_3)
+        store16(arena, ((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)), t13_c0_0)
+        store16(arena, (((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c0_1)
+        store16(arena, (((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c0_2)
+        store16(arena, (((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c0_3)
+        store16(arena, ((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)), t13_c1_0)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c1_1)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c1_2)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c1_3)
+        store16(arena, ((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)), t13_c2_0)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c2_1)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c2_2)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c2_3)
+        store16(arena, ((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)), t13_c3_0)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c3_1)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c3_2)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c3_3)
       }
-      var t15_c0_0 = SIMD16<Float>()
-      var t15_c0_1 = SIMD16<Float>()
-      var t15_c0_2 = SIMD16<Float>()
-      var t15_c0_3 = SIMD16<Float>()
-      var t15_c1_0 = SIMD16<Float>()
-      var t15_c1_1 = SIMD16<Float>()
-      var t15_c1_2 = SIMD16<Float>()
-      var t15_c1_3 = SIMD16<Float>()
-      for k16 in 0..<9 {
-        let t15_b0 = load16(arena, ((1384448 +% (k16 *% 10816)) +% (nb11 *% 64)))
-        let t15_b1 = load16(arena, (((1384448 +% (k16 *% 10816)) +% (nb11 *% 64)) +% 16))
-        let t15_b2 = load16(arena, (((1384448 +% (k16 *% 10816)) +% (nb11 *% 64)) +% 32))
-        let t15_b3 = load16(arena, (((1384448 +% (k16 *% 10816)) +% (nb11 *% 64)) +% 48))
-        let t15_a0 = SIMD16<Float>(repeating: params[(270 +% k16)])
-        t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
-        t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
-        t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
-        t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
-        let t15_a1 = SIMD16<Float>(repeating: params[(279 +% k16)])
-        t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
-        t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
-        t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
-        t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
-      }
-      store16(arena, (1806272 +% (nb11 *% 64)), t15_c0_0)
-      store16(arena, ((1806272 +% (nb11 *% 64)) +% 16), t15_c0_1)
-      store16(arena, ((1806272 +% (nb11 *% 64)) +% 32), t15_c0_2)
-      store16(arena, ((1806272 +% (nb11 *% 64)) +% 48), t15_c0_3)
-      store16(arena, (1817088 +% (nb11 *% 64)), t15_c1_0)
-      store16(arena, ((1817088 +% (nb11 *% 64)) +% 16), t15_c1_1)
-      store16(arena, ((1817088 +% (nb11 *% 64)) +% 32), t15_c1_2)
-      store16(arena, ((1817088 +% (nb11 *% 64)) +% 48), t15_c1_3)
     }
-    for j17 in 0..<16 {
-      for f18 in 0..<32 {
-        do {  // SIMD16 over i19
-          var i19 = 0
-          while i19 &+ 16 <= 676 {
-            store16(arena, ((((g1 *% 16) +% j17) *% 21632) +% (f18 *% 676)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1481792 +% (f18 *% 10816)) +% (j17 *% 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 +% f18)])), where: (load16(arena, ((1481792 +% (f18 *% 10816)) +% (j17 *% 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 +% f18)])) .> SIMD16<Float>(repeating: Float(0))))
-            i19 &+= 16
+    for j15 in 0..<16 {
+      for f16 in 0..<32 {
+        do {  // SIMD16 over i17
+          var i17 = 0
+          while i17 &+ 16 <= 676 {
+            store16(arena, ((((g1 *% 16) +% j15) *% 21632) +% (f16 *% 676)) &+ i17, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1481792 +% (f16 *% 10816)) +% (j15 *% 676)) &+ i17) + SIMD16<Float>(repeating: params[(288 +% f16)])), where: (load16(arena, ((1481792 +% (f16 *% 10816)) +% (j15 *% 676)) &+ i17) + SIMD16<Float>(repeating: params[(288 +% f16)])) .> SIMD16<Float>(repeating: Float(0))))
+            i17 &+= 16
           }
-          while i19 < 676 {
-            arena[(((((g1 *% 16) +% j17) *% 21632) +% (f18 *% 676)) +% i19)] = ((arena[(((1481792 +% (f18 *% 10816)) +% (j17 *% 676)) +% i19)] + params[(288 +% f18)]) > Float(0) ? (arena[(((1481792 +% (f18 *% 10816)) +% (j17 *% 676)) +% i19)] + params[(288 +% f18)]) : Float(0))
-            i19 &+= 1
+          while i17 < 676 {
+            arena[(((((g1 *% 16) +% j15) *% 21632) +% (f16 *% 676)) +% i17)] = ((arena[(((1481792 +% (f16 *% 10816)) +% (j15 *% 676)) +% i17)] + params[(288 +% f16)]) > Float(0) ? (arena[(((1481792 +% (f16 *% 10816)) +% (j15 *% 676)) +% i17)] + params[(288 +% f16)]) : Float(0))
+            i17 &+= 1
           }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for i20 in 0..<144 {
-    arena[(5808128 +% i20)] = Float((((i20 / 12) *% 48) +% ((i20 % 12) *% 2)))
+  for i18 in 0..<144 {
+    arena[(5808128 +% i18)] = Float((((i18 / 12) *% 48) +% ((i18 % 12) *% 2)))
   }
-  for g21 in 0..<4 {
-    for j22 in 0..<16 {
-      for c23 in 0..<32 {
-        for ky24 in 0..<3 {
+  for g19 in 0..<4 {
+    for j20 in 0..<16 {
+      for c21 in 0..<32 {
+        for ky22 in 0..<3 {
+          for oy23 in 0..<12 {
+            for ox24 in 0..<12 {
+              arena[(((2564096 +% ((((c21 *% 3) +% ky22) *% 3) *% 9216)) +% (j20 *% 576)) +% ((oy23 *% 12) +% ox24))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy23 *% 2) +% ky22) *% 26)) +% (ox24 *% 2))]
+            }
+          }
           for oy25 in 0..<12 {
             for ox26 in 0..<12 {
-              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 9216)) +% (j22 *% 576)) +% ((oy25 *% 12) +% ox26))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy25 *% 2) +% ky24) *% 26)) +% (ox26 *% 2))]
+              arena[(((2564096 +% ((((c21 *% 3) +% ky22) *% 3) *% 9216)) +% (j20 *% 576)) +% ((144 +% (oy25 *% 12)) +% ox26))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy25 *% 2) +% ky22) *% 26)) +% ((ox26 *% 2) +% 1))]
             }
           }
           for oy27 in 0..<12 {
             for ox28 in 0..<12 {
-              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 9216)) +% (j22 *% 576)) +% ((144 +% (oy27 *% 12)) +% ox28))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy27 *% 2) +% ky24) *% 26)) +% ((ox28 *% 2) +% 1))]
+              arena[(((2564096 +% ((((c21 *% 3) +% ky22) *% 3) *% 9216)) +% (j20 *% 576)) +% ((288 +% (oy27 *% 12)) +% ox28))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy27 *% 2) +% 1) +% ky22) *% 26)) +% (ox28 *% 2))]
             }
           }
           for oy29 in 0..<12 {
             for ox30 in 0..<12 {
-              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 9216)) +% (j22 *% 576)) +% ((288 +% (oy29 *% 12)) +% ox30))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy29 *% 2) +% 1) +% ky24) *% 26)) +% (ox30 *% 2))]
+              arena[(((2564096 +% ((((c21 *% 3) +% ky22) *% 3) *% 9216)) +% (j20 *% 576)) +% ((432 +% (oy29 *% 12)) +% ox30))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy29 *% 2) +% 1) +% ky22) *% 26)) +% ((ox30 *% 2) +% 1))]
             }
           }
           for oy31 in 0..<12 {
             for ox32 in 0..<12 {
-              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 9216)) +% (j22 *% 576)) +% ((432 +% (oy31 *% 12)) +% ox32))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy31 *% 2) +% 1) +% ky24) *% 26)) +% ((ox32 *% 2) +% 1))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 1) *% 9216)) +% (j20 *% 576)) +% ((oy31 *% 12) +% ox32))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy31 *% 2) +% ky22) *% 26)) +% ((ox32 *% 2) +% 1))]
             }
           }
           for oy33 in 0..<12 {
             for ox34 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 9216)) +% (j22 *% 576)) +% ((oy33 *% 12) +% ox34))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy33 *% 2) +% ky24) *% 26)) +% ((ox34 *% 2) +% 1))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 1) *% 9216)) +% (j20 *% 576)) +% ((144 +% (oy33 *% 12)) +% ox34))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy33 *% 2) +% ky22) *% 26)) +% ((ox34 *% 2) +% 2))]
             }
           }
           for oy35 in 0..<12 {
             for ox36 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 9216)) +% (j22 *% 576)) +% ((144 +% (oy35 *% 12)) +% ox36))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy35 *% 2) +% ky24) *% 26)) +% ((ox36 *% 2) +% 2))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 1) *% 9216)) +% (j20 *% 576)) +% ((288 +% (oy35 *% 12)) +% ox36))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy35 *% 2) +% 1) +% ky22) *% 26)) +% ((ox36 *% 2) +% 1))]
             }
           }
           for oy37 in 0..<12 {
             for ox38 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 9216)) +% (j22 *% 576)) +% ((288 +% (oy37 *% 12)) +% ox38))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy37 *% 2) +% 1) +% ky24) *% 26)) +% ((ox38 *% 2) +% 1))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 1) *% 9216)) +% (j20 *% 576)) +% ((432 +% (oy37 *% 12)) +% ox38))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy37 *% 2) +% 1) +% ky22) *% 26)) +% ((ox38 *% 2) +% 2))]
             }
           }
           for oy39 in 0..<12 {
             for ox40 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 9216)) +% (j22 *% 576)) +% ((432 +% (oy39 *% 12)) +% ox40))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy39 *% 2) +% 1) +% ky24) *% 26)) +% ((ox40 *% 2) +% 2))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 2) *% 9216)) +% (j20 *% 576)) +% ((oy39 *% 12) +% ox40))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy39 *% 2) +% ky22) *% 26)) +% ((ox40 *% 2) +% 2))]
             }
           }
           for oy41 in 0..<12 {
             for ox42 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 9216)) +% (j22 *% 576)) +% ((oy41 *% 12) +% ox42))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy41 *% 2) +% ky24) *% 26)) +% ((ox42 *% 2) +% 2))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 2) *% 9216)) +% (j20 *% 576)) +% ((144 +% (oy41 *% 12)) +% ox42))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy41 *% 2) +% ky22) *% 26)) +% ((ox42 *% 2) +% 3))]
             }
           }
           for oy43 in 0..<12 {
             for ox44 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 9216)) +% (j22 *% 576)) +% ((144 +% (oy43 *% 12)) +% ox44))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy43 *% 2) +% ky24) *% 26)) +% ((ox44 *% 2) +% 3))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 2) *% 9216)) +% (j20 *% 576)) +% ((288 +% (oy43 *% 12)) +% ox44))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy43 *% 2) +% 1) +% ky22) *% 26)) +% ((ox44 *% 2) +% 2))]
             }
           }
           for oy45 in 0..<12 {
             for ox46 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 9216)) +% (j22 *% 576)) +% ((288 +% (oy45 *% 12)) +% ox46))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy45 *% 2) +% 1) +% ky24) *% 26)) +% ((ox46 *% 2) +% 2))]
-            }
-          }
-          for oy47 in 0..<12 {
-            for ox48 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 9216)) +% (j22 *% 576)) +% ((432 +% (oy47 *% 12)) +% ox48))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy47 *% 2) +% 1) +% ky24) *% 26)) +% ((ox48 *% 2) +% 3))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 2) *% 9216)) +% (j20 *% 576)) +% ((432 +% (oy45 *% 12)) +% ox46))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy45 *% 2) +% 1) +% ky22) *% 26)) +% ((ox46 *% 2) +% 3))]
             }
           }
         }
       }
     }
-    for nb49 in 0..<144 {
-      for mb50 in 0..<10 {
-        var t51_c0_0 = SIMD16<Float>()
-        var t51_c0_1 = SIMD16<Float>()
-        var t51_c0_2 = SIMD16<Float>()
-        var t51_c0_3 = SIMD16<Float>()
-        var t51_c1_0 = SIMD16<Float>()
-        var t51_c1_1 = SIMD16<Float>()
-        var t51_c1_2 = SIMD16<Float>()
-        var t51_c1_3 = SIMD16<Float>()
-        var t51_c2_0 = SIMD16<Float>()
-        var t51_c2_1 = SIMD16<Float>()
-        var t51_c2_2 = SIMD16<Float>()
-        var t51_c2_3 = SIMD16<Float>()
-        var t51_c3_0 = SIMD16<Float>()
-        var t51_c3_1 = SIMD16<Float>()
-        var t51_c3_2 = SIMD16<Float>()
-        var t51_c3_3 = SIMD16<Float>()
-        var t51_c4_0 = SIMD16<Float>()
-        var t51_c4_1 = SIMD16<Float>()
-        var t51_c4_2 = SIMD16<Float>()
-        var t51_c4_3 = SIMD16<Float>()
-        var t51_c5_0 = SIMD16<Float>()
-        var t51_c5_1 = SIMD16<Float>()
-        var t51_c5_2 = SIMD16<Float>()
-        var t51_c5_3 = SIMD16<Float>()
-        for k52 in 0..<288 {
-          let t51_b0 = load16(arena, ((2564096 +% (k52 *% 9216)) +% (nb49 *% 64)))
-          let t51_b1 = load16(arena, (((2564096 +% (k52 *% 9216)) +% (nb49 *% 64)) +% 16))
-          let t51_b2 = load16(arena, (((2564096 +% (k52 *% 9216)) +% (nb49 *% 64)) +% 32))
-          let t51_b3 = load16(arena, (((2564096 +% (k52 *% 9216)) +% (nb49 *% 64)) +% 48))
-          let t51_a0 = SIMD16<Float>(repeating: params[((320 +% ((mb50 *% 6) *% 288)) +% k52)])
-          t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
-          t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
-          t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
-          t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
-          let t51_a1 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 1) *% 288)) +% k52)])
-          t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
-          t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
-          t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
-          t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
-          let t51_a2 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 2) *% 288)) +% k52)])
-          t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
-          t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
-          t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
-          t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
-          let t51_a3 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 3) *% 288)) +% k52)])
-          t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
-          t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
-          t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
-          t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
-          let t51_a4 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 4) *% 288)) +% k52)])
-          t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
-          t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
-          t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
-          t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
-          let t51_a5 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 5) *% 288)) +% k52)])
-          t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
-          t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
-          t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
-          t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
+    for nb47 in 0..<144 {
+      for mb48 in 0..<16 {
+        var t49_c0_0 = SIMD16<Float>()
+        var t49_c0_1 = SIMD16<Float>()
+        var t49_c0_2 = SIMD16<Float>()
+        var t49_c0_3 = SIMD16<Float>()
+        var t49_c1_0 = SIMD16<Float>()
+        var t49_c1_1 = SIMD16<Float>()
+        var t49_c1_2 = SIMD16<Float>()
+        var t49_c1_3 = SIMD16<Float>()
+        var t49_c2_0 = SIMD16<Float>()
+        var t49_c2_1 = SIMD16<Float>()
+        var t49_c2_2 = SIMD16<Float>()
+        var t49_c2_3 = SIMD16<Float>()
+        var t49_c3_0 = SIMD16<Float>()
+        var t49_c3_1 = SIMD16<Float>()
+        var t49_c3_2 = SIMD16<Float>()
+        var t49_c3_3 = SIMD16<Float>()
+        for k50 in 0..<288 {
+          let t49_b0 = load16(arena, ((2564096 +% (k50 *% 9216)) +% (nb47 *% 64)))
+          let t49_b1 = load16(arena, (((2564096 +% (k50 *% 9216)) +% (nb47 *% 64)) +% 16))
+          let t49_b2 = load16(arena, (((2564096 +% (k50 *% 9216)) +% (nb47 *% 64)) +% 32))
+          let t49_b3 = load16(arena, (((2564096 +% (k50 *% 9216)) +% (nb47 *% 64)) +% 48))
+          let t49_a0 = SIMD16<Float>(repeating: params[((320 +% ((mb48 *% 4) *% 288)) +% k50)])
+          t49_c0_0 = t49_c0_0.addingProduct(t49_a0, t49_b0)
+          t49_c0_1 = t49_c0_1.addingProduct(t49_a0, t49_b1)
+          t49_c0_2 = t49_c0_2.addingProduct(t49_a0, t49_b2)
+          t49_c0_3 = t49_c0_3.addingProduct(t49_a0, t49_b3)
+          let t49_a1 = SIMD16<Float>(repeating: params[((320 +% (((mb48 *% 4) +% 1) *% 288)) +% k50)])
+          t49_c1_0 = t49_c1_0.addingProduct(t49_a1, t49_b0)
+          t49_c1_1 = t49_c1_1.addingProduct(t49_a1, t49_b1)
+          t49_c1_2 = t49_c1_2.addingProduct(t49_a1, t49_b2)
+          t49_c1_3 = t49_c1_3.addingProduct(t49_a1, t49_b3)
+          let t49_a2 = SIMD16<Float>(repeating: params[((320 +% (((mb48 *% 4) +% 2) *% 288)) +% k50)])
+          t49_c2_0 = t49_c2_0.addingProduct(t49_a2, t49_b0)
+          t49_c2_1 = t49_c2_1.addingProduct(t49_a2, t49_b1)
+          t49_c2_2 = t49_c2_2.addingProduct(t49_a2, t49_b2)
+          t49_c2_3 = t49_c2_3.addingProduct(t49_a2, t49_b3)
+          let t49_a3 = SIMD16<Float>(repeating: params[((320 +% (((mb48 *% 4) +% 3) *% 288)) +% k50)])
+          t49_c3_0 = t49_c3_0.addingProduct(t49_a3, t49_b0)
+          t49_c3_1 = t49_c3_1.addingProduct(t49_a3, t49_b1)
+          t49_c3_2 = t49_c3_2.addingProduct(t49_a3, t49_b2)
+          t49_c3_3 = t49_c3_3.addingProduct(t49_a3, t49_b3)
         }
-        store16(arena, ((5218304 +% ((mb50 *% 6) *% 9216)) +% (nb49 *% 64)), t51_c0_0)
-        store16(arena, (((5218304 +% ((mb50 *% 6) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c0_1)
-        store16(arena, (((5218304 +% ((mb50 *% 6) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c0_2)
-        store16(arena, (((5218304 +% ((mb50 *% 6) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c0_3)
-        store16(arena, ((5218304 +% (((mb50 *% 6) +% 1) *% 9216)) +% (nb49 *% 64)), t51_c1_0)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 1) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c1_1)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 1) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c1_2)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 1) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c1_3)
-        store16(arena, ((5218304 +% (((mb50 *% 6) +% 2) *% 9216)) +% (nb49 *% 64)), t51_c2_0)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 2) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c2_1)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 2) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c2_2)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 2) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c2_3)
-        store16(arena, ((5218304 +% (((mb50 *% 6) +% 3) *% 9216)) +% (nb49 *% 64)), t51_c3_0)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 3) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c3_1)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 3) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c3_2)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 3) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c3_3)
-        store16(arena, ((5218304 +% (((mb50 *% 6) +% 4) *% 9216)) +% (nb49 *% 64)), t51_c4_0)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 4) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c4_1)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 4) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c4_2)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 4) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c4_3)
-        store16(arena, ((5218304 +% (((mb50 *% 6) +% 5) *% 9216)) +% (nb49 *% 64)), t51_c5_0)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 5) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c5_1)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 5) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c5_2)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 5) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c5_3)
+        store16(arena, ((5218304 +% ((mb48 *% 4) *% 9216)) +% (nb47 *% 64)), t49_c0_0)
+        store16(arena, (((5218304 +% ((mb48 *% 4) *% 9216)) +% (nb47 *% 64)) +% 16), t49_c0_1)
+        store16(arena, (((5218304 +% ((mb48 *% 4) *% 9216)) +% (nb47 *% 64)) +% 32), t49_c0_2)
+        store16(arena, (((5218304 +% ((mb48 *% 4) *% 9216)) +% (nb47 *% 64)) +% 48), t49_c0_3)
+        store16(arena, ((5218304 +% (((mb48 *% 4) +% 1) *% 9216)) +% (nb47 *% 64)), t49_c1_0)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 1) *% 9216)) +% (nb47 *% 64)) +% 16), t49_c1_1)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 1) *% 9216)) +% (nb47 *% 64)) +% 32), t49_c1_2)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 1) *% 9216)) +% (nb47 *% 64)) +% 48), t49_c1_3)
+        store16(arena, ((5218304 +% (((mb48 *% 4) +% 2) *% 9216)) +% (nb47 *% 64)), t49_c2_0)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 2) *% 9216)) +% (nb47 *% 64)) +% 16), t49_c2_1)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 2) *% 9216)) +% (nb47 *% 64)) +% 32), t49_c2_2)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 2) *% 9216)) +% (nb47 *% 64)) +% 48), t49_c2_3)
+        store16(arena, ((5218304 +% (((mb48 *% 4) +% 3) *% 9216)) +% (nb47 *% 64)), t49_c3_0)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 3) *% 9216)) +% (nb47 *% 64)) +% 16), t49_c3_1)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 3) *% 9216)) +% (nb47 *% 64)) +% 32), t49_c3_2)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 3) *% 9216)) +% (nb47 *% 64)) +% 48), t49_c3_3)
       }
-      var t53_c0_0 = SIMD16<Float>()
-      var t53_c0_1 = SIMD16<Float>()
-      var t53_c0_2 = SIMD16<Float>()
-      var t53_c0_3 = SIMD16<Float>()
-      var t53_c1_0 = SIMD16<Float>()
-      var t53_c1_1 = SIMD16<Float>()
-      var t53_c1_2 = SIMD16<Float>()
-      var t53_c1_3 = SIMD16<Float>()
-      var t53_c2_0 = SIMD16<Float>()
-      var t53_c2_1 = SIMD16<Float>()
-      var t53_c2_2 = SIMD16<Float>()
-      var t53_c2_3 = SIMD16<Float>()
-      var t53_c3_0 = SIMD16<Float>()
-      var t53_c3_1 = SIMD16<Float>()
-      var t53_c3_2 = SIMD16<Float>()
-      var t53_c3_3 = SIMD16<Float>()
-      for k54 in 0..<288 {
-        let t53_b0 = load16(arena, ((2564096 +% (k54 *% 9216)) +% (nb49 *% 64)))
-        let t53_b1 = load16(arena, (((2564096 +% (k54 *% 9216)) +% (nb49 *% 64)) +% 16))
-        let t53_b2 = load16(arena, (((2564096 +% (k54 *% 9216)) +% (nb49 *% 64)) +% 32))
-        let t53_b3 = load16(arena, (((2564096 +% (k54 *% 9216)) +% (nb49 *% 64)) +% 48))
-        let t53_a0 = SIMD16<Float>(repeating: params[(17600 +% k54)])
-        t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
-        t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
-        t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
-        t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
-        let t53_a1 = SIMD16<Float>(repeating: params[(17888 +% k54)])
-        t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
-        t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
-        t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
-        t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
-        let t53_a2 = SIMD16<Float>(repeating: params[(18176 +% k54)])
-        t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
-        t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
-        t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
-        t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
-        let t53_a3 = SIMD16<Float>(repeating: params[(18464 +% k54)])
-        t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
-        t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
-        t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
-        t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
-      }
-      store16(arena, (5771264 +% (nb49 *% 64)), t53_c0_0)
-      store16(arena, ((5771264 +% (nb49 *% 64)) +% 16), t53_c0_1)
-      store16(arena, ((5771264 +% (nb49 *% 64)) +% 32), t53_c0_2)
-      store16(arena, ((5771264 +% (nb49 *% 64)) +% 48), t53_c0_3)
-      store16(arena, (5780480 +% (nb49 *% 64)), t53_c1_0)
-      store16(arena, ((5780480 +% (nb49 *% 64)) +% 16), t53_c1_1)
-      store16(arena, ((5780480 +% (nb49 *% 64)) +% 32), t53_c1_2)
-      store16(arena, ((5780480 +% (nb49 *% 64)) +% 48), t53_c1_3)
-      store16(arena, (5789696 +% (nb49 *% 64)), t53_c2_0)
-      store16(arena, ((5789696 +% (nb49 *% 64)) +% 16), t53_c2_1)
-      store16(arena, ((5789696 +% (nb49 *% 64)) +% 32), t53_c2_2)
-      store16(arena, ((5789696 +% (nb49 *% 64)) +% 48), t53_c2_3)
-      store16(arena, (5798912 +% (nb49 *% 64)), t53_c3_0)
-      store16(arena, ((5798912 +% (nb49 *% 64)) +% 16), t53_c3_1)
-      store16(arena, ((5798912 +% (nb49 *% 64)) +% 32), t53_c3_2)
-      store16(arena, ((5798912 +% (nb49 *% 64)) +% 48), t53_c3_3)
     }
-    for j55 in 0..<16 {
-      for f56 in 0..<64 {
-        for q57 in 0..<144 {
-          var v58: Float = (arena[(((5218304 +% (f56 *% 9216)) +% (j55 *% 576)) +% q57)] + params[(18752 +% f56)])
-          var at59: Float = Float(0)
-          var v60: Float = (arena[((((5218304 +% (f56 *% 9216)) +% (j55 *% 576)) +% 144) +% q57)] + params[(18752 +% f56)])
-          var at62: Float = (v60 > v58 ? Float(1) : at59)
-          var best61: Float = (v60 > v58 ? v60 : v58)
-          var v63: Float = (arena[((((5218304 +% (f56 *% 9216)) +% (j55 *% 576)) +% 288) +% q57)] + params[(18752 +% f56)])
-          var at65: Float = (v63 > best61 ? Float(24) : at62)
-          var best64: Float = (v63 > best61 ? v63 : best61)
-          var v66: Float = (arena[((((5218304 +% (f56 *% 9216)) +% (j55 *% 576)) +% 432) +% q57)] + params[(18752 +% f56)])
-          var at68: Float = (v66 > best64 ? Float(25) : at65)
-          var best67: Float = (v66 > best64 ? v66 : best64)
-          arena[(1384448 +% (((((g21 *% 16) +% j55) *% 9216) +% (f56 *% 144)) +% q57))] = (best67 > Float(0) ? best67 : Float(0))
-          arena[(1974272 +% (((((g21 *% 16) +% j55) *% 9216) +% (f56 *% 144)) +% q57))] = (arena[(5808128 +% q57)] + at68)
+    for j51 in 0..<16 {
+      for f52 in 0..<64 {
+        for q53 in 0..<144 {
+          var v54: Float = (arena[(((5218304 +% (f52 *% 9216)) +% (j51 *% 576)) +% q53)] + params[(18752 +% f52)])
+          var at55: Float = Float(0)
+          var v56: Float = (arena[((((5218304 +% (f52 *% 9216)) +% (j51 *% 576)) +% 144) +% q53)] + params[(18752 +% f52)])
+          var at58: Float = (v56 > v54 ? Float(1) : at55)
+          var best57: Float = (v56 > v54 ? v56 : v54)
+          var v59: Float = (arena[((((5218304 +% (f52 *% 9216)) +% (j51 *% 576)) +% 288) +% q53)] + params[(18752 +% f52)])
+          var at61: Float = (v59 > best57 ? Float(24) : at58)
+          var best60: Float = (v59 > best57 ? v59 : best57)
+          var v62: Float = (arena[((((5218304 +% (f52 *% 9216)) +% (j51 *% 576)) +% 432) +% q53)] + params[(18752 +% f52)])
+          var at64: Float = (v62 > best60 ? Float(25) : at61)
+          var best63: Float = (v62 > best60 ? v62 : best60)
+          arena[(1384448 +% (((((g19 *% 16) +% j51) *% 9216) +% (f52 *% 144)) +% q53))] = (best63 > Float(0) ? best63 : Float(0))
+          arena[(1974272 +% (((((g19 *% 16) +% j51) *% 9216) +% (f52 *% 144)) +% q53))] = (arena[(5808128 +% q53)] + at64)
         }
       }
     }
   }
   // drop1 = dropout(conv2)
-  for i69 in 0..<589824 {
-    arena[(2564096 +% i69)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i69) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 +% i69)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i65 in 0..<589824 {
+    arena[(2564096 +% i65)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i65) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 +% i65)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 2564096, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3153920, 128)
-  for n70 in 0..<64 {
-    do {  // SIMD16 over u71
-      var u71 = 0
-      while u71 &+ 16 <= 128 {
-        store16(arena, (3153920 +% (n70 *% 128)) &+ u71, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 +% (n70 *% 128)) &+ u71) + load16(params, 1198464 &+ u71)), where: (load16(arena, (3153920 +% (n70 *% 128)) &+ u71) + load16(params, 1198464 &+ u71)) .> SIMD16<Float>(repeating: Float(0))))
-        u71 &+= 16
+  for n66 in 0..<64 {
+    do {  // SIMD16 over u67
+      var u67 = 0
+      while u67 &+ 16 <= 128 {
+        store16(arena, (3153920 +% (n66 *% 128)) &+ u67, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 +% (n66 *% 128)) &+ u67) + load16(params, 1198464 &+ u67)), where: (load16(arena, (3153920 +% (n66 *% 128)) &+ u67) + load16(params, 1198464 &+ u67)) .> SIMD16<Float>(repeating: Float(0))))
+        u67 &+= 16
       }
-      while u71 < 128 {
-        arena[((3153920 +% (n70 *% 128)) +% u71)] = ((arena[((3153920 +% (n70 *% 128)) +% u71)] + params[(1198464 +% u71)]) > Float(0) ? (arena[((3153920 +% (n70 *% 128)) +% u71)] + params[(1198464 +% u71)]) : Float(0))
-        u71 &+= 1
+      while u67 < 128 {
+        arena[((3153920 +% (n66 *% 128)) +% u67)] = ((arena[((3153920 +% (n66 *% 128)) +% u67)] + params[(1198464 +% u67)]) > Float(0) ? (arena[((3153920 +% (n66 *% 128)) +% u67)] + params[(1198464 +% u67)]) : Float(0))
+        u67 &+= 1
       }
     }
   }
   // drop2 = dropout(fc1)
-  for i72 in 0..<8192 {
-    arena[(3162112 +% i72)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i72) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 +% i72)] * Float(2)) : Float(0))
+  for i68 in 0..<8192 {
+    arena[(3162112 +% i68)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i68) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 +% i68)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
-  for n73 in 0..<64 {
-    do {  // SIMD16 over u74
-      var u74 = 0
-      while u74 < 10 {
-        arena[((3170304 +% (n73 *% 10)) +% u74)] = (arena[((3170304 +% (n73 *% 10)) +% u74)] + params[(1199872 +% u74)])
-        u74 &+= 1
+  for n69 in 0..<64 {
+    do {  // SIMD16 over u70
+      var u70 = 0
+      while u70 < 10 {
+        arena[((3170304 +% (n69 *% 10)) +% u70)] = (arena[((3170304 +% (n69 *% 10)) +% u70)] + params[(1199872 +% u70)])
+        u70 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n75 in 0..<64 {
-    var m76: Float = arena[(3170304 +% (n75 *% 10))]
-    for k78 in 0..<10 {
-      m76 = { let x = m76, y = arena[((3170304 +% (n75 *% 10)) +% k78)]; return y > x ? y : x }()
+  for n71 in 0..<64 {
+    var m72: Float = arena[(3170304 +% (n71 *% 10))]
+    for k74 in 0..<10 {
+      m72 = { let x = m72, y = arena[((3170304 +% (n71 *% 10)) +% k74)]; return y > x ? y : x }()
     }
-    var s77: Float = Float(0)
-    for k79 in 0..<10 {
-      s77 = (s77 + expf((arena[((3170304 +% (n75 *% 10)) +% k79)] - m76)))
+    var s73: Float = Float(0)
+    for k75 in 0..<10 {
+      s73 = (s73 + expf((arena[((3170304 +% (n71 *% 10)) +% k75)] - m72)))
     }
-    for k80 in 0..<10 {
-      arena[((3170944 +% (n75 *% 10)) +% k80)] = (expf((arena[((3170304 +% (n75 *% 10)) +% k80)] - m76)) / s77)
+    for k76 in 0..<10 {
+      arena[((3170944 +% (n71 *% 10)) +% k76)] = (expf((arena[((3170304 +% (n71 *% 10)) +% k76)] - m72)) / s73)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total81: Float = Float(0)
-  for n82 in 0..<64 {
-    var m83: Float = arena[(3170304 +% (n82 *% 10))]
-    for k85 in 0..<10 {
-      m83 = { let x = m83, y = arena[((3170304 +% (n82 *% 10)) +% k85)]; return y > x ? y : x }()
+  var total77: Float = Float(0)
+  for n78 in 0..<64 {
+    var m79: Float = arena[(3170304 +% (n78 *% 10))]
+    for k81 in 0..<10 {
+      m79 = { let x = m79, y = arena[((3170304 +% (n78 *% 10)) +% k81)]; return y > x ? y : x }()
     }
-    var s84: Float = Float(0)
-    for k86 in 0..<10 {
-      s84 = (s84 + expf((arena[((3170304 +% (n82 *% 10)) +% k86)] - m83)))
+    var s80: Float = Float(0)
+    for k82 in 0..<10 {
+      s80 = (s80 + expf((arena[((3170304 +% (n78 *% 10)) +% k82)] - m79)))
     }
-    total81 = (total81 + ((m83 + logf(s84)) - arena[((3170304 +% (n82 *% 10)) +% Int(labels[n82]))]))
+    total77 = (total77 + ((m79 + logf(s80)) - arena[((3170304 +% (n78 *% 10)) +% Int(labels[n78]))]))
   }
-  arena[3171584] = (total81 / Float(64))
+  arena[3171584] = (total77 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n87 in 0..<64 {
-    var m88: Float = arena[(3170304 +% (n87 *% 10))]
-    for k90 in 0..<10 {
-      m88 = { let x = m88, y = arena[((3170304 +% (n87 *% 10)) +% k90)]; return y > x ? y : x }()
+  for n83 in 0..<64 {
+    var m84: Float = arena[(3170304 +% (n83 *% 10))]
+    for k86 in 0..<10 {
+      m84 = { let x = m84, y = arena[((3170304 +% (n83 *% 10)) +% k86)]; return y > x ? y : x }()
     }
-    var s89: Float = Float(0)
-    for k91 in 0..<10 {
-      s89 = (s89 + expf((arena[((3170304 +% (n87 *% 10)) +% k91)] - m88)))
+    var s85: Float = Float(0)
+    for k87 in 0..<10 {
+      s85 = (s85 + expf((arena[((3170304 +% (n83 *% 10)) +% k87)] - m84)))
     }
-    for k92 in 0..<10 {
-      arena[((3171600 +% (n87 *% 10)) +% k92)] = ((k92 == Int(labels[n87]) ? ((expf((arena[((3170304 +% (n87 *% 10)) +% k92)] - m88)) / s89) - Float(1)) : (expf((arena[((3170304 +% (n87 *% 10)) +% k92)] - m88)) / s89)) / Float(64))
+    for k88 in 0..<10 {
+      arena[((3171600 +% (n83 *% 10)) +% k88)] = ((k88 == Int(labels[n83]) ? ((expf((arena[((3170304 +% (n83 *% 10)) +% k88)] - m84)) / s85) - Float(1)) : (expf((arena[((3170304 +% (n83 *% 10)) +% k88)] - m84)) / s85)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
-  for nb93 in 0..<2 {
-    for mb94 in 0..<1 {
-      var t95_c0_0 = SIMD16<Float>()
-      var t95_c0_1 = SIMD16<Float>()
-      var t95_c0_2 = SIMD16<Float>()
-      var t95_c0_3 = SIMD16<Float>()
-      var t95_c1_0 = SIMD16<Float>()
-      var t95_c1_1 = SIMD16<Float>()
-      var t95_c1_2 = SIMD16<Float>()
-      var t95_c1_3 = SIMD16<Float>()
-      var t95_c2_0 = SIMD16<Float>()
-      var t95_c2_1 = SIMD16<Float>()
-      var t95_c2_2 = SIMD16<Float>()
-      var t95_c2_3 = SIMD16<Float>()
-      var t95_c3_0 = SIMD16<Float>()
-      var t95_c3_1 = SIMD16<Float>()
-      var t95_c3_2 = SIMD16<Float>()
-      var t95_c3_3 = SIMD16<Float>()
-      var t95_c4_0 = SIMD16<Float>()
-      var t95_c4_1 = SIMD16<Float>()
-      var t95_c4_2 = SIMD16<Float>()
-      var t95_c4_3 = SIMD16<Float>()
-      var t95_c5_0 = SIMD16<Float>()
-      var t95_c5_1 = SIMD16<Float>()
-      var t95_c5_2 = SIMD16<Float>()
-      var t95_c5_3 = SIMD16<Float>()
-      for k96 in 0..<64 {
-        let t95_b0 = load16(arena, ((3162112 +% (k96 *% 128)) +% (nb93 *% 64)))
-        let t95_b1 = load16(arena, (((3162112 +% (k96 *% 128)) +% (nb93 *% 64)) +% 16))
-        let t95_b2 = load16(arena, (((3162112 +% (k96 *% 128)) +% (nb93 *% 64)) +% 32))
-        let t95_b3 = load16(arena, (((3162112 +% (k96 *% 128)) +% (nb93 *% 64)) +% 48))
-        let t95_a0 = SIMD16<Float>(repeating: arena[((3171600 +% (mb94 *% 6)) +% (k96 *% 10))])
-        t95_c0_0 = t95_c0_0.addingProduct(t95_a0, t95_b0)
-        t95_c0_1 = t95_c0_1.addingProduct(t95_a0, t95_b1)
-        t95_c0_2 = t95_c0_2.addingProduct(t95_a0, t95_b2)
-        t95_c0_3 = t95_c0_3.addingProduct(t95_a0, t95_b3)
-        let t95_a1 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb94 *% 6) +% 1)) +% (k96 *% 10))])
-        t95_c1_0 = t95_c1_0.addingProduct(t95_a1, t95_b0)
-        t95_c1_1 = t95_c1_1.addingProduct(t95_a1, t95_b1)
-        t95_c1_2 = t95_c1_2.addingProduct(t95_a1, t95_b2)
-        t95_c1_3 = t95_c1_3.addingProduct(t95_a1, t95_b3)
-        let t95_a2 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb94 *% 6) +% 2)) +% (k96 *% 10))])
-        t95_c2_0 = t95_c2_0.addingProduct(t95_a2, t95_b0)
-        t95_c2_1 = t95_c2_1.addingProduct(t95_a2, t95_b1)
-        t95_c2_2 = t95_c2_2.addingProduct(t95_a2, t95_b2)
-        t95_c2_3 = t95_c2_3.addingProduct(t95_a2, t95_b3)
-        let t95_a3 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb94 *% 6) +% 3)) +% (k96 *% 10))])
-        t95_c3_0 = t95_c3_0.addingProduct(t95_a3, t95_b0)
-        t95_c3_1 = t95_c3_1.addingProduct(t95_a3, t95_b1)
-        t95_c3_2 = t95_c3_2.addingProduct(t95_a3, t95_b2)
-        t95_c3_3 = t95_c3_3.addingProduct(t95_a3, t95_b3)
-        let t95_a4 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb94 *% 6) +% 4)) +% (k96 *% 10))])
-        t95_c4_0 = t95_c4_0.addingProduct(t95_a4, t95_b0)
-        t95_c4_1 = t95_c4_1.addingProduct(t95_a4, t95_b1)
-        t95_c4_2 = t95_c4_2.addingProduct(t95_a4, t95_b2)
-        t95_c4_3 = t95_c4_3.addingProduct(t95_a4, t95_b3)
-        let t95_a5 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb94 *% 6) +% 5)) +% (k96 *% 10))])
-        t95_c5_0 = t95_c5_0.addingProduct(t95_a5, t95_b0)
-        t95_c5_1 = t95_c5_1.addingProduct(t95_a5, t95_b1)
-        t95_c5_2 = t95_c5_2.addingProduct(t95_a5, t95_b2)
-        t95_c5_3 = t95_c5_3.addingProduct(t95_a5, t95_b3)
-      }
-      store16(grads, ((1198592 +% ((mb94 *% 6) *% 128)) +% (nb93 *% 64)), t95_c0_0)
-      store16(grads, (((1198592 +% ((mb94 *% 6) *% 128)) +% (nb93 *% 64)) +% 16), t95_c0_1)
-      store16(grads, (((1198592 +% ((mb94 *% 6) *% 128)) +% (nb93 *% 64)) +% 32), t95_c0_2)
-      store16(grads, (((1198592 +% ((mb94 *% 6) *% 128)) +% (nb93 *% 64)) +% 48), t95_c0_3)
-      store16(grads, ((1198592 +% (((mb94 *% 6) +% 1) *% 128)) +% (nb93 *% 64)), t95_c1_0)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 1) *% 128)) +% (nb93 *% 64)) +% 16), t95_c1_1)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 1) *% 128)) +% (nb93 *% 64)) +% 32), t95_c1_2)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 1) *% 128)) +% (nb93 *% 64)) +% 48), t95_c1_3)
-      store16(grads, ((1198592 +% (((mb94 *% 6) +% 2) *% 128)) +% (nb93 *% 64)), t95_c2_0)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 2) *% 128)) +% (nb93 *% 64)) +% 16), t95_c2_1)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 2) *% 128)) +% (nb93 *% 64)) +% 32), t95_c2_2)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 2) *% 128)) +% (nb93 *% 64)) +% 48), t95_c2_3)
-      store16(grads, ((1198592 +% (((mb94 *% 6) +% 3) *% 128)) +% (nb93 *% 64)), t95_c3_0)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 3) *% 128)) +% (nb93 *% 64)) +% 16), t95_c3_1)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 3) *% 128)) +% (nb93 *% 64)) +% 32), t95_c3_2)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 3) *% 128)) +% (nb93 *% 64)) +% 48), t95_c3_3)
-      store16(grads, ((1198592 +% (((mb94 *% 6) +% 4) *% 128)) +% (nb93 *% 64)), t95_c4_0)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 4) *% 128)) +% (nb93 *% 64)) +% 16), t95_c4_1)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 4) *% 128)) +% (nb93 *% 64)) +% 32), t95_c4_2)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 4) *% 128)) +% (nb93 *% 64)) +% 48), t95_c4_3)
-      store16(grads, ((1198592 +% (((mb94 *% 6) +% 5) *% 128)) +% (nb93 *% 64)), t95_c5_0)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 5) *% 128)) +% (nb93 *% 64)) +% 16), t95_c5_1)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 5) *% 128)) +% (nb93 *% 64)) +% 32), t95_c5_2)
-      store16(grads, (((1198592 +% (((mb94 *% 6) +% 5) *% 128)) +% (nb93 *% 64)) +% 48), t95_c5_3)
-    }
-    var t97_c0_0 = SIMD16<Float>()
-    var t97_c0_1 = SIMD16<Float>()
-    var t97_c0_2 = SIMD16<Float>()
-    var t97_c0_3 = SIMD16<Float>()
-    var t97_c1_0 = SIMD16<Float>()
-    var t97_c1_1 = SIMD16<Float>()
-    var t97_c1_2 = SIMD16<Float>()
-    var t97_c1_3 = SIMD16<Float>()
-    var t97_c2_0 = SIMD16<Float>()
-    var t97_c2_1 = SIMD16<Float>()
-    var t97_c2_2 = SIMD16<Float>()
-    var t97_c2_3 = SIMD16<Float>()
-    var t97_c3_0 = SIMD16<Float>()
-    var t97_c3_1 = SIMD16<Float>()
-    var t97_c3_2 = SIMD16<Float>()
-    var t97_c3_3 = SIMD16<Float>()
-    for k98 in 0..<64 {
-      let t97_b0 = load16(arena, ((3162112 +% (k98 *% 128)) +% (nb93 *% 64)))
-      let t97_b1 = load16(arena, (((3162112 +% (k98 *% 128)) +% (nb93 *% 64)) +% 16))
-      let t97_b2 = load16(arena, (((3162112 +% (k98 *% 128)) +% (nb93 *% 64)) +% 32))
-      let t97_b3 = load16(arena, (((3162112 +% (k98 *% 128)) +% (nb93 *% 64)) +% 48))
-      let t97_a0 = SIMD16<Float>(repeating: arena[(3171606 +% (k98 *% 10))])
-      t97_c0_0 = t97_c0_0.addingProduct(t97_a0, t97_b0)
-      t97_c0_1 = t97_c0_1.addingProduct(t97_a0, t97_b1)
-      t97_c0_2 = t97_c0_2.addingProduct(t97_a0, t97_b2)
-      t97_c0_3 = t97_c0_3.addingProduct(t97_a0, t97_b3)
-      let t97_a1 = SIMD16<Float>(repeating: arena[(3171607 +% (k98 *% 10))])
-      t97_c1_0 = t97_c1_0.addingProduct(t97_a1, t97_b0)
-      t97_c1_1 = t97_c1_1.addingProduct(t97_a1, t97_b1)
-      t97_c1_2 = t97_c1_2.addingProduct(t97_a1, t97_b2)
-      t97_c1_3 = t97_c1_3.addingProduct(t97_a1, t97_b3)
-      let t97_a2 = SIMD16<Float>(repeating: arena[(3171608 +% (k98 *% 10))])
-      t97_c2_0 = t97_c2_0.addingProduct(t97_a2, t97_b0)
-      t97_c2_1 = t97_c2_1.addingProduct(t97_a2, t97_b1)
-      t97_c2_2 = t97_c2_2.addingProduct(t97_a2, t97_b2)
-      t97_c2_3 = t97_c2_3.addingProduct(t97_a2, t97_b3)
-      let t97_a3 = SIMD16<Float>(repeating: arena[(3171609 +% (k98 *% 10))])
-      t97_c3_0 = t97_c3_0.addingProduct(t97_a3, t97_b0)
-      t97_c3_1 = t97_c3_1.addingProduct(t97_a3, t97_b1)
-      t97_c3_2 = t97_c3_2.addingProduct(t97_a3, t97_b2)
-      t97_c3_3 = t97_c3_3.addingProduct(t97_a3, t97_b3)
-    }
-    store16(grads, (1199360 +% (nb93 *% 64)), t97_c0_0)
-    store16(grads, ((1199360 +% (nb93 *% 64)) +% 16), t97_c0_1)
-    store16(grads, ((1199360 +% (nb93 *% 64)) +% 32), t97_c0_2)
-    store16(grads, ((1199360 +% (nb93 *% 64)) +% 48), t97_c0_3)
-    store16(grads, (1199488 +% (nb93 *% 64)), t97_c1_0)
-    store16(grads, ((1199488 +% (nb93 *% 64)) +% 16), t97_c1_1)
-    store16(grads, ((1199488 +% (nb93 *% 64)) +% 32), t97_c1_2)
-    store16(grads, ((1199488 +% (nb93 *% 64)) +% 48), t97_c1_3)
-    store16(grads, (1199616 +% (nb93 *% 64)), t97_c2_0)
-    store16(grads, ((1199616 +% (nb93 *% 64)) +% 16), t97_c2_1)
-    store16(grads, ((1199616 +% (nb93 *% 64)) +% 32), t97_c2_2)
-    store16(grads, ((1199616 +% (nb93 *% 64)) +% 48), t97_c2_3)
-    store16(grads, (1199744 +% (nb93 *% 64)), t97_c3_0)
-    store16(grads, ((1199744 +% (nb93 *% 64)) +% 16), t97_c3_1)
-    store16(grads, ((1199744 +% (nb93 *% 64)) +% 32), t97_c3_2)
-    store16(grads, ((1199744 +% (nb93 *% 64)) +% 48), t97_c3_3)
-  }
+  sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u99 in 0..<10 {
-    var acc100: Float = Float(0)
-    for n101 in 0..<64 {
-      acc100 = (acc100 + arena[((3171600 +% (n101 *% 10)) +% u99)])
+  for u89 in 0..<10 {
+    var acc90: Float = Float(0)
+    for n91 in 0..<64 {
+      acc90 = (acc90 + arena[((3171600 +% (n91 *% 10)) +% u89)])
     }
-    grads[(1199872 +% u99)] = acc100
+    grads[(1199872 +% u89)] = acc90
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
-  for nb102 in 0..<2 {
-    for mb103 in 0..<10 {
-      var t104_c0_0 = SIMD16<Float>()
-      var t104_c0_1 = SIMD16<Float>()
-      var t104_c0_2 = SIMD16<Float>()
-      var t104_c0_3 = SIMD16<Float>()
-      var t104_c1_0 = SIMD16<Float>()
-      var t104_c1_1 = SIMD16<Float>()
-      var t104_c1_2 = SIMD16<Float>()
-      var t104_c1_3 = SIMD16<Float>()
-      var t104_c2_0 = SIMD16<Float>()
-      var t104_c2_1 = SIMD16<Float>()
-      var t104_c2_2 = SIMD16<Float>()
-      var t104_c2_3 = SIMD16<Float>()
-      var t104_c3_0 = SIMD16<Float>()
-      var t104_c3_1 = SIMD16<Float>()
-      var t104_c3_2 = SIMD16<Float>()
-      var t104_c3_3 = SIMD16<Float>()
-      var t104_c4_0 = SIMD16<Float>()
-      var t104_c4_1 = SIMD16<Float>()
-      var t104_c4_2 = SIMD16<Float>()
-      var t104_c4_3 = SIMD16<Float>()
-      var t104_c5_0 = SIMD16<Float>()
-      var t104_c5_1 = SIMD16<Float>()
-      var t104_c5_2 = SIMD16<Float>()
-      var t104_c5_3 = SIMD16<Float>()
-      for k105 in 0..<10 {
-        let t104_b0 = load16(params, ((1198592 +% (k105 *% 128)) +% (nb102 *% 64)))
-        let t104_b1 = load16(params, (((1198592 +% (k105 *% 128)) +% (nb102 *% 64)) +% 16))
-        let t104_b2 = load16(params, (((1198592 +% (k105 *% 128)) +% (nb102 *% 64)) +% 32))
-        let t104_b3 = load16(params, (((1198592 +% (k105 *% 128)) +% (nb102 *% 64)) +% 48))
-        let t104_a0 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb103 *% 6) *% 10)) +% k105)])
-        t104_c0_0 = t104_c0_0.addingProduct(t104_a0, t104_b0)
-        t104_c0_1 = t104_c0_1.addingProduct(t104_a0, t104_b1)
-        t104_c0_2 = t104_c0_2.addingProduct(t104_a0, t104_b2)
-        t104_c0_3 = t104_c0_3.addingProduct(t104_a0, t104_b3)
-        let t104_a1 = SIMD16<Float>(repeating: arena[((3171600 +% (((mb103 *% 6) +% 1) *% 10)) +% k105)])
-        t104_c1_0 = t104_c1_0.addingProduct(t104_a1, t104_b0)
-        t104_c1_1 = t104_c1_1.addingProduct(t104_a1, t104_b1)
-        t104_c1_2 = t104_c1_2.addingProduct(t104_a1, t104_b2)
-        t104_c1_3 = t104_c1_3.addingProduct(t104_a1, t104_b3)
-        let t104_a2 = SIMD16<Float>(repeating: arena[((3171600 +% (((mb103 *% 6) +% 2) *% 10)) +% k105)])
-        t104_c2_0 = t104_c2_0.addingProduct(t104_a2, t104_b0)
-        t104_c2_1 = t104_c2_1.addingProduct(t104_a2, t104_b1)
-        t104_c2_2 = t104_c2_2.addingProduct(t104_a2, t104_b2)
-        t104_c2_3 = t104_c2_3.addingProduct(t104_a2, t104_b3)
-        let t104_a3 = SIMD16<Float>(repeating: arena[((3171600 +% (((mb103 *% 6) +% 3) *% 10)) +% k105)])
-        t104_c3_0 = t104_c3_0.addingProduct(t104_a3, t104_b0)
-        t104_c3_1 = t104_c3_1.addingProduct(t104_a3, t104_b1)
-        t104_c3_2 = t104_c3_2.addingProduct(t104_a3, t104_b2)
-        t104_c3_3 = t104_c3_3.addingProduct(t104_a3, t104_b3)
-        let t104_a4 = SIMD16<Float>(repeating: arena[((3171600 +% (((mb103 *% 6) +% 4) *% 10)) +% k105)])
-        t104_c4_0 = t104_c4_0.addingProduct(t104_a4, t104_b0)
-        t104_c4_1 = t104_c4_1.addingProduct(t104_a4, t104_b1)
-        t104_c4_2 = t104_c4_2.addingProduct(t104_a4, t104_b2)
-        t104_c4_3 = t104_c4_3.addingProduct(t104_a4, t104_b3)
-        let t104_a5 = SIMD16<Float>(repeating: arena[((3171600 +% (((mb103 *% 6) +% 5) *% 10)) +% k105)])
-        t104_c5_0 = t104_c5_0.addingProduct(t104_a5, t104_b0)
-        t104_c5_1 = t104_c5_1.addingProduct(t104_a5, t104_b1)
-        t104_c5_2 = t104_c5_2.addingProduct(t104_a5, t104_b2)
-        t104_c5_3 = t104_c5_3.addingProduct(t104_a5, t104_b3)
-      }
-      store16(arena, ((3172240 +% ((mb103 *% 6) *% 128)) +% (nb102 *% 64)), t104_c0_0)
-      store16(arena, (((3172240 +% ((mb103 *% 6) *% 128)) +% (nb102 *% 64)) +% 16), t104_c0_1)
-      store16(arena, (((3172240 +% ((mb103 *% 6) *% 128)) +% (nb102 *% 64)) +% 32), t104_c0_2)
-      store16(arena, (((3172240 +% ((mb103 *% 6) *% 128)) +% (nb102 *% 64)) +% 48), t104_c0_3)
-      store16(arena, ((3172240 +% (((mb103 *% 6) +% 1) *% 128)) +% (nb102 *% 64)), t104_c1_0)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 1) *% 128)) +% (nb102 *% 64)) +% 16), t104_c1_1)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 1) *% 128)) +% (nb102 *% 64)) +% 32), t104_c1_2)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 1) *% 128)) +% (nb102 *% 64)) +% 48), t104_c1_3)
-      store16(arena, ((3172240 +% (((mb103 *% 6) +% 2) *% 128)) +% (nb102 *% 64)), t104_c2_0)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 2) *% 128)) +% (nb102 *% 64)) +% 16), t104_c2_1)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 2) *% 128)) +% (nb102 *% 64)) +% 32), t104_c2_2)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 2) *% 128)) +% (nb102 *% 64)) +% 48), t104_c2_3)
-      store16(arena, ((3172240 +% (((mb103 *% 6) +% 3) *% 128)) +% (nb102 *% 64)), t104_c3_0)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 3) *% 128)) +% (nb102 *% 64)) +% 16), t104_c3_1)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 3) *% 128)) +% (nb102 *% 64)) +% 32), t104_c3_2)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 3) *% 128)) +% (nb102 *% 64)) +% 48), t104_c3_3)
-      store16(arena, ((3172240 +% (((mb103 *% 6) +% 4) *% 128)) +% (nb102 *% 64)), t104_c4_0)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 4) *% 128)) +% (nb102 *% 64)) +% 16), t104_c4_1)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 4) *% 128)) +% (nb102 *% 64)) +% 32), t104_c4_2)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 4) *% 128)) +% (nb102 *% 64)) +% 48), t104_c4_3)
-      store16(arena, ((3172240 +% (((mb103 *% 6) +% 5) *% 128)) +% (nb102 *% 64)), t104_c5_0)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 5) *% 128)) +% (nb102 *% 64)) +% 16), t104_c5_1)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 5) *% 128)) +% (nb102 *% 64)) +% 32), t104_c5_2)
-      store16(arena, (((3172240 +% (((mb103 *% 6) +% 5) *% 128)) +% (nb102 *% 64)) +% 48), t104_c5_3)
-    }
-    var t106_c0_0 = SIMD16<Float>()
-    var t106_c0_1 = SIMD16<Float>()
-    var t106_c0_2 = SIMD16<Float>()
-    var t106_c0_3 = SIMD16<Float>()
-    var t106_c1_0 = SIMD16<Float>()
-    var t106_c1_1 = SIMD16<Float>()
-    var t106_c1_2 = SIMD16<Float>()
-    var t106_c1_3 = SIMD16<Float>()
-    var t106_c2_0 = SIMD16<Float>()
-    var t106_c2_1 = SIMD16<Float>()
-    var t106_c2_2 = SIMD16<Float>()
-    var t106_c2_3 = SIMD16<Float>()
-    var t106_c3_0 = SIMD16<Float>()
-    var t106_c3_1 = SIMD16<Float>()
-    var t106_c3_2 = SIMD16<Float>()
-    var t106_c3_3 = SIMD16<Float>()
-    for k107 in 0..<10 {
-      let t106_b0 = load16(params, ((1198592 +% (k107 *% 128)) +% (nb102 *% 64)))
-      let t106_b1 = load16(params, (((1198592 +% (k107 *% 128)) +% (nb102 *% 64)) +% 16))
-      let t106_b2 = load16(params, (((1198592 +% (k107 *% 128)) +% (nb102 *% 64)) +% 32))
-      let t106_b3 = load16(params, (((1198592 +% (k107 *% 128)) +% (nb102 *% 64)) +% 48))
-      let t106_a0 = SIMD16<Float>(repeating: arena[(3172200 +% k107)])
-      t106_c0_0 = t106_c0_0.addingProduct(t106_a0, t106_b0)
-      t106_c0_1 = t106_c0_1.addingProduct(t106_a0, t106_b1)
-      t106_c0_2 = t106_c0_2.addingProduct(t106_a0, t106_b2)
-      t106_c0_3 = t106_c0_3.addingProduct(t106_a0, t106_b3)
-      let t106_a1 = SIMD16<Float>(repeating: arena[(3172210 +% k107)])
-      t106_c1_0 = t106_c1_0.addingProduct(t106_a1, t106_b0)
-      t106_c1_1 = t106_c1_1.addingProduct(t106_a1, t106_b1)
-      t106_c1_2 = t106_c1_2.addingProduct(t106_a1, t106_b2)
-      t106_c1_3 = t106_c1_3.addingProduct(t106_a1, t106_b3)
-      let t106_a2 = SIMD16<Float>(repeating: arena[(3172220 +% k107)])
-      t106_c2_0 = t106_c2_0.addingProduct(t106_a2, t106_b0)
-      t106_c2_1 = t106_c2_1.addingProduct(t106_a2, t106_b1)
-      t106_c2_2 = t106_c2_2.addingProduct(t106_a2, t106_b2)
-      t106_c2_3 = t106_c2_3.addingProduct(t106_a2, t106_b3)
-      let t106_a3 = SIMD16<Float>(repeating: arena[(3172230 +% k107)])
-      t106_c3_0 = t106_c3_0.addingProduct(t106_a3, t106_b0)
-      t106_c3_1 = t106_c3_1.addingProduct(t106_a3, t106_b1)
-      t106_c3_2 = t106_c3_2.addingProduct(t106_a3, t106_b2)
-      t106_c3_3 = t106_c3_3.addingProduct(t106_a3, t106_b3)
-    }
-    store16(arena, (3179920 +% (nb102 *% 64)), t106_c0_0)
-    store16(arena, ((3179920 +% (nb102 *% 64)) +% 16), t106_c0_1)
-    store16(arena, ((3179920 +% (nb102 *% 64)) +% 32), t106_c0_2)
-    store16(arena, ((3179920 +% (nb102 *% 64)) +% 48), t106_c0_3)
-    store16(arena, (3180048 +% (nb102 *% 64)), t106_c1_0)
-    store16(arena, ((3180048 +% (nb102 *% 64)) +% 16), t106_c1_1)
-    store16(arena, ((3180048 +% (nb102 *% 64)) +% 32), t106_c1_2)
-    store16(arena, ((3180048 +% (nb102 *% 64)) +% 48), t106_c1_3)
-    store16(arena, (3180176 +% (nb102 *% 64)), t106_c2_0)
-    store16(arena, ((3180176 +% (nb102 *% 64)) +% 16), t106_c2_1)
-    store16(arena, ((3180176 +% (nb102 *% 64)) +% 32), t106_c2_2)
-    store16(arena, ((3180176 +% (nb102 *% 64)) +% 48), t106_c2_3)
-    store16(arena, (3180304 +% (nb102 *% 64)), t106_c3_0)
-    store16(arena, ((3180304 +% (nb102 *% 64)) +% 16), t106_c3_1)
-    store16(arena, ((3180304 +% (nb102 *% 64)) +% 32), t106_c3_2)
-    store16(arena, ((3180304 +% (nb102 *% 64)) +% 48), t106_c3_3)
-  }
+  sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  for i108 in 0..<8192 {
-    arena[(3180432 +% i108)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i108) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 +% i108)] * Float(2)) : Float(0))
+  for i92 in 0..<8192 {
+    arena[(3180432 +% i92)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i92) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 +% i92)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i109
-    var i109 = 0
-    while i109 &+ 16 <= 8192 {
-      store16(arena, 3162112 &+ i109, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i109), where: load16(arena, 3153920 &+ i109) .> SIMD16<Float>(repeating: Float(0))))
-      i109 &+= 16
+  do {  // SIMD16 over i93
+    var i93 = 0
+    while i93 &+ 16 <= 8192 {
+      store16(arena, 3162112 &+ i93, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i93), where: load16(arena, 3153920 &+ i93) .> SIMD16<Float>(repeating: Float(0))))
+      i93 &+= 16
     }
-    while i109 < 8192 {
-      arena[(3162112 +% i109)] = (arena[(3153920 +% i109)] > Float(0) ? arena[(3180432 +% i109)] : Float(0))
-      i109 &+= 1
+    while i93 < 8192 {
+      arena[(3162112 +% i93)] = (arena[(3153920 +% i93)] > Float(0) ? arena[(3180432 +% i93)] : Float(0))
+      i93 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  for nb110 in 0..<144 {
-    for mb111 in 0..<21 {
-      var t112_c0_0 = SIMD16<Float>()
-      var t112_c0_1 = SIMD16<Float>()
-      var t112_c0_2 = SIMD16<Float>()
-      var t112_c0_3 = SIMD16<Float>()
-      var t112_c1_0 = SIMD16<Float>()
-      var t112_c1_1 = SIMD16<Float>()
-      var t112_c1_2 = SIMD16<Float>()
-      var t112_c1_3 = SIMD16<Float>()
-      var t112_c2_0 = SIMD16<Float>()
-      var t112_c2_1 = SIMD16<Float>()
-      var t112_c2_2 = SIMD16<Float>()
-      var t112_c2_3 = SIMD16<Float>()
-      var t112_c3_0 = SIMD16<Float>()
-      var t112_c3_1 = SIMD16<Float>()
-      var t112_c3_2 = SIMD16<Float>()
-      var t112_c3_3 = SIMD16<Float>()
-      var t112_c4_0 = SIMD16<Float>()
-      var t112_c4_1 = SIMD16<Float>()
-      var t112_c4_2 = SIMD16<Float>()
-      var t112_c4_3 = SIMD16<Float>()
-      var t112_c5_0 = SIMD16<Float>()
-      var t112_c5_1 = SIMD16<Float>()
-      var t112_c5_2 = SIMD16<Float>()
-      var t112_c5_3 = SIMD16<Float>()
-      for k113 in 0..<64 {
-        let t112_b0 = load16(arena, ((2564096 +% (k113 *% 9216)) +% (nb110 *% 64)))
-        let t112_b1 = load16(arena, (((2564096 +% (k113 *% 9216)) +% (nb110 *% 64)) +% 16))
-        let t112_b2 = load16(arena, (((2564096 +% (k113 *% 9216)) +% (nb110 *% 64)) +% 32))
-        let t112_b3 = load16(arena, (((2564096 +% (k113 *% 9216)) +% (nb110 *% 64)) +% 48))
-        let t112_a0 = SIMD16<Float>(repeating: arena[((3162112 +% (mb111 *% 6)) +% (k113 *% 128))])
-        t112_c0_0 = t112_c0_0.addingProduct(t112_a0, t112_b0)
-        t112_c0_1 = t112_c0_1.addingProduct(t112_a0, t112_b1)
-        t112_c0_2 = t112_c0_2.addingProduct(t112_a0, t112_b2)
-        t112_c0_3 = t112_c0_3.addingProduct(t112_a0, t112_b3)
-        let t112_a1 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb111 *% 6) +% 1)) +% (k113 *% 128))])
-        t112_c1_0 = t112_c1_0.addingProduct(t112_a1, t112_b0)
-        t112_c1_1 = t112_c1_1.addingProduct(t112_a1, t112_b1)
-        t112_c1_2 = t112_c1_2.addingProduct(t112_a1, t112_b2)
-        t112_c1_3 = t112_c1_3.addingProduct(t112_a1, t112_b3)
-        let t112_a2 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb111 *% 6) +% 2)) +% (k113 *% 128))])
-        t112_c2_0 = t112_c2_0.addingProduct(t112_a2, t112_b0)
-        t112_c2_1 = t112_c2_1.addingProduct(t112_a2, t112_b1)
-        t112_c2_2 = t112_c2_2.addingProduct(t112_a2, t112_b2)
-        t112_c2_3 = t112_c2_3.addingProduct(t112_a2, t112_b3)
-        let t112_a3 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb111 *% 6) +% 3)) +% (k113 *% 128))])
-        t112_c3_0 = t112_c3_0.addingProduct(t112_a3, t112_b0)
-        t112_c3_1 = t112_c3_1.addingProduct(t112_a3, t112_b1)
-        t112_c3_2 = t112_c3_2.addingProduct(t112_a3, t112_b2)
-        t112_c3_3 = t112_c3_3.addingProduct(t112_a3, t112_b3)
-        let t112_a4 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb111 *% 6) +% 4)) +% (k113 *% 128))])
-        t112_c4_0 = t112_c4_0.addingProduct(t112_a4, t112_b0)
-        t112_c4_1 = t112_c4_1.addingProduct(t112_a4, t112_b1)
-        t112_c4_2 = t112_c4_2.addingProduct(t112_a4, t112_b2)
-        t112_c4_3 = t112_c4_3.addingProduct(t112_a4, t112_b3)
-        let t112_a5 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb111 *% 6) +% 5)) +% (k113 *% 128))])
-        t112_c5_0 = t112_c5_0.addingProduct(t112_a5, t112_b0)
-        t112_c5_1 = t112_c5_1.addingProduct(t112_a5, t112_b1)
-        t112_c5_2 = t112_c5_2.addingProduct(t112_a5, t112_b2)
-        t112_c5_3 = t112_c5_3.addingProduct(t112_a5, t112_b3)
+  for nb94 in 0..<144 {
+    for mb95 in 0..<32 {
+      var t96_c0_0 = SIMD16<Float>()
+      var t96_c0_1 = SIMD16<Float>()
+      var t96_c0_2 = SIMD16<Float>()
+      var t96_c0_3 = SIMD16<Float>()
+      var t96_c1_0 = SIMD16<Float>()
+      var t96_c1_1 = SIMD16<Float>()
+      var t96_c1_2 = SIMD16<Float>()
+      var t96_c1_3 = SIMD16<Float>()
+      var t96_c2_0 = SIMD16<Float>()
+      var t96_c2_1 = SIMD16<Float>()
+      var t96_c2_2 = SIMD16<Float>()
+      var t96_c2_3 = SIMD16<Float>()
+      var t96_c3_0 = SIMD16<Float>()
+      var t96_c3_1 = SIMD16<Float>()
+      var t96_c3_2 = SIMD16<Float>()
+      var t96_c3_3 = SIMD16<Float>()
+      for k97 in 0..<64 {
+        let t96_b0 = load16(arena, ((2564096 +% (k97 *% 9216)) +% (nb94 *% 64)))
+        let t96_b1 = load16(arena, (((2564096 +% (k97 *% 9216)) +% (nb94 *% 64)) +% 16))
+        let t96_b2 = load16(arena, (((2564096 +% (k97 *% 9216)) +% (nb94 *% 64)) +% 32))
+        let t96_b3 = load16(arena, (((2564096 +% (k97 *% 9216)) +% (nb94 *% 64)) +% 48))
+        let t96_a0 = SIMD16<Float>(repeating: arena[((3162112 +% (mb95 *% 4)) +% (k97 *% 128))])
+        t96_c0_0 = t96_c0_0.addingProduct(t96_a0, t96_b0)
+        t96_c0_1 = t96_c0_1.addingProduct(t96_a0, t96_b1)
+        t96_c0_2 = t96_c0_2.addingProduct(t96_a0, t96_b2)
+        t96_c0_3 = t96_c0_3.addingProduct(t96_a0, t96_b3)
+        let t96_a1 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb95 *% 4) +% 1)) +% (k97 *% 128))])
+        t96_c1_0 = t96_c1_0.addingProduct(t96_a1, t96_b0)
+        t96_c1_1 = t96_c1_1.addingProduct(t96_a1, t96_b1)
+        t96_c1_2 = t96_c1_2.addingProduct(t96_a1, t96_b2)
+        t96_c1_3 = t96_c1_3.addingProduct(t96_a1, t96_b3)
+        let t96_a2 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb95 *% 4) +% 2)) +% (k97 *% 128))])
+        t96_c2_0 = t96_c2_0.addingProduct(t96_a2, t96_b0)
+        t96_c2_1 = t96_c2_1.addingProduct(t96_a2, t96_b1)
+        t96_c2_2 = t96_c2_2.addingProduct(t96_a2, t96_b2)
+        t96_c2_3 = t96_c2_3.addingProduct(t96_a2, t96_b3)
+        let t96_a3 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb95 *% 4) +% 3)) +% (k97 *% 128))])
+        t96_c3_0 = t96_c3_0.addingProduct(t96_a3, t96_b0)
+        t96_c3_1 = t96_c3_1.addingProduct(t96_a3, t96_b1)
+        t96_c3_2 = t96_c3_2.addingProduct(t96_a3, t96_b2)
+        t96_c3_3 = t96_c3_3.addingProduct(t96_a3, t96_b3)
       }
-      store16(grads, ((18816 +% ((mb111 *% 6) *% 9216)) +% (nb110 *% 64)), t112_c0_0)
-      store16(grads, (((18816 +% ((mb111 *% 6) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c0_1)
-      store16(grads, (((18816 +% ((mb111 *% 6) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c0_2)
-      store16(grads, (((18816 +% ((mb111 *% 6) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c0_3)
-      store16(grads, ((18816 +% (((mb111 *% 6) +% 1) *% 9216)) +% (nb110 *% 64)), t112_c1_0)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 1) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c1_1)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 1) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c1_2)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 1) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c1_3)
-      store16(grads, ((18816 +% (((mb111 *% 6) +% 2) *% 9216)) +% (nb110 *% 64)), t112_c2_0)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 2) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c2_1)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 2) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c2_2)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 2) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c2_3)
-      store16(grads, ((18816 +% (((mb111 *% 6) +% 3) *% 9216)) +% (nb110 *% 64)), t112_c3_0)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 3) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c3_1)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 3) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c3_2)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 3) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c3_3)
-      store16(grads, ((18816 +% (((mb111 *% 6) +% 4) *% 9216)) +% (nb110 *% 64)), t112_c4_0)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 4) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c4_1)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 4) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c4_2)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 4) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c4_3)
-      store16(grads, ((18816 +% (((mb111 *% 6) +% 5) *% 9216)) +% (nb110 *% 64)), t112_c5_0)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 5) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c5_1)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 5) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c5_2)
-      store16(grads, (((18816 +% (((mb111 *% 6) +% 5) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c5_3)
+      store16(grads, ((18816 +% ((mb95 *% 4) *% 9216)) +% (nb94 *% 64)), t96_c0_0)
+      store16(grads, (((18816 +% ((mb95 *% 4) *% 9216)) +% (nb94 *% 64)) +% 16), t96_c0_1)
+      store16(grads, (((18816 +% ((mb95 *% 4) *% 9216)) +% (nb94 *% 64)) +% 32), t96_c0_2)
+      store16(grads, (((18816 +% ((mb95 *% 4) *% 9216)) +% (nb94 *% 64)) +% 48), t96_c0_3)
+      store16(grads, ((18816 +% (((mb95 *% 4) +% 1) *% 9216)) +% (nb94 *% 64)), t96_c1_0)
+      store16(grads, (((18816 +% (((mb95 *% 4) +% 1) *% 9216)) +% (nb94 *% 64)) +% 16), t96_c1_1)
+      store16(grads, (((18816 +% (((mb95 *% 4) +% 1) *% 9216)) +% (nb94 *% 64)) +% 32), t96_c1_2)
+      store16(grads, (((18816 +% (((mb95 *% 4) +% 1) *% 9216)) +% (nb94 *% 64)) +% 48), t96_c1_3)
+      store16(grads, ((18816 +% (((mb95 *% 4) +% 2) *% 9216)) +% (nb94 *% 64)), t96_c2_0)
+      store16(grads, (((18816 +% (((mb95 *% 4) +% 2) *% 9216)) +% (nb94 *% 64)) +% 16), t96_c2_1)
+      store16(grads, (((18816 +% (((mb95 *% 4) +% 2) *% 9216)) +% (nb94 *% 64)) +% 32), t96_c2_2)
+      store16(grads, (((18816 +% (((mb95 *% 4) +% 2) *% 9216)) +% (nb94 *% 64)) +% 48), t96_c2_3)
+      store16(grads, ((18816 +% (((mb95 *% 4) +% 3) *% 9216)) +% (nb94 *% 64)), t96_c3_0)
+      store16(grads, (((18816 +% (((mb95 *% 4) +% 3) *% 9216)) +% (nb94 *% 64)) +% 16), t96_c3_1)
+      store16(grads, (((18816 +% (((mb95 *% 4) +% 3) *% 9216)) +% (nb94 *% 64)) +% 32), t96_c3_2)
+      store16(grads, (((18816 +% (((mb95 *% 4) +% 3) *% 9216)) +% (nb94 *% 64)) +% 48), t96_c3_3)
     }
-    var t114_c0_0 = SIMD16<Float>()
-    var t114_c0_1 = SIMD16<Float>()
-    var t114_c0_2 = SIMD16<Float>()
-    var t114_c0_3 = SIMD16<Float>()
-    var t114_c1_0 = SIMD16<Float>()
-    var t114_c1_1 = SIMD16<Float>()
-    var t114_c1_2 = SIMD16<Float>()
-    var t114_c1_3 = SIMD16<Float>()
-    for k115 in 0..<64 {
-      let t114_b0 = load16(arena, ((2564096 +% (k115 *% 9216)) +% (nb110 *% 64)))
-      let t114_b1 = load16(arena, (((2564096 +% (k115 *% 9216)) +% (nb110 *% 64)) +% 16))
-      let t114_b2 = load16(arena, (((2564096 +% (k115 *% 9216)) +% (nb110 *% 64)) +% 32))
-      let t114_b3 = load16(arena, (((2564096 +% (k115 *% 9216)) +% (nb110 *% 64)) +% 48))
-      let t114_a0 = SIMD16<Float>(repeating: arena[(3162238 +% (k115 *% 128))])
-      t114_c0_0 = t114_c0_0.addingProduct(t114_a0, t114_b0)
-      t114_c0_1 = t114_c0_1.addingProduct(t114_a0, t114_b1)
-      t114_c0_2 = t114_c0_2.addingProduct(t114_a0, t114_b2)
-      t114_c0_3 = t114_c0_3.addingProduct(t114_a0, t114_b3)
-      let t114_a1 = SIMD16<Float>(repeating: arena[(3162239 +% (k115 *% 128))])
-      t114_c1_0 = t114_c1_0.addingProduct(t114_a1, t114_b0)
-      t114_c1_1 = t114_c1_1.addingProduct(t114_a1, t114_b1)
-      t114_c1_2 = t114_c1_2.addingProduct(t114_a1, t114_b2)
-      t114_c1_3 = t114_c1_3.addingProduct(t114_a1, t114_b3)
-    }
-    store16(grads, (1180032 +% (nb110 *% 64)), t114_c0_0)
-    store16(grads, ((1180032 +% (nb110 *% 64)) +% 16), t114_c0_1)
-    store16(grads, ((1180032 +% (nb110 *% 64)) +% 32), t114_c0_2)
-    store16(grads, ((1180032 +% (nb110 *% 64)) +% 48), t114_c0_3)
-    store16(grads, (1189248 +% (nb110 *% 64)), t114_c1_0)
-    store16(grads, ((1189248 +% (nb110 *% 64)) +% 16), t114_c1_1)
-    store16(grads, ((1189248 +% (nb110 *% 64)) +% 32), t114_c1_2)
-    store16(grads, ((1189248 +% (nb110 *% 64)) +% 48), t114_c1_3)
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u116 in 0..<128 {
-    var acc117: Float = Float(0)
-    for n118 in 0..<64 {
-      acc117 = (acc117 + arena[((3162112 +% (n118 *% 128)) +% u116)])
+  for u98 in 0..<128 {
+    var acc99: Float = Float(0)
+    for n100 in 0..<64 {
+      acc99 = (acc99 + arena[((3162112 +% (n100 *% 128)) +% u98)])
     }
-    grads[(1198464 +% u116)] = acc117
+    grads[(1198464 +% u98)] = acc99
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  for nb119 in 0..<144 {
-    for mb120 in 0..<10 {
-      var t121_c0_0 = SIMD16<Float>()
-      var t121_c0_1 = SIMD16<Float>()
-      var t121_c0_2 = SIMD16<Float>()
-      var t121_c0_3 = SIMD16<Float>()
-      var t121_c1_0 = SIMD16<Float>()
-      var t121_c1_1 = SIMD16<Float>()
-      var t121_c1_2 = SIMD16<Float>()
-      var t121_c1_3 = SIMD16<Float>()
-      var t121_c2_0 = SIMD16<Float>()
-      var t121_c2_1 = SIMD16<Float>()
-      var t121_c2_2 = SIMD16<Float>()
-      var t121_c2_3 = SIMD16<Float>()
-      var t121_c3_0 = SIMD16<Float>()
-      var t121_c3_1 = SIMD16<Float>()
-      var t121_c3_2 = SIMD16<Float>()
-      var t121_c3_3 = SIMD16<Float>()
-      var t121_c4_0 = SIMD16<Float>()
-      var t121_c4_1 = SIMD16<Float>()
-      var t121_c4_2 = SIMD16<Float>()
-      var t121_c4_3 = SIMD16<Float>()
-      var t121_c5_0 = SIMD16<Float>()
-      var t121_c5_1 = SIMD16<Float>()
-      var t121_c5_2 = SIMD16<Float>()
-      var t121_c5_3 = SIMD16<Float>()
-      for k122 in 0..<128 {
-        let t121_b0 = load16(params, ((18816 +% (k122 *% 9216)) +% (nb119 *% 64)))
-        let t121_b1 = load16(params, (((18816 +% (k122 *% 9216)) +% (nb119 *% 64)) +% 16))
-        let t121_b2 = load16(params, (((18816 +% (k122 *% 9216)) +% (nb119 *% 64)) +% 32))
-        let t121_b3 = load16(params, (((18816 +% (k122 *% 9216)) +% (nb119 *% 64)) +% 48))
-        let t121_a0 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb120 *% 6) *% 128)) +% k122)])
-        t121_c0_0 = t121_c0_0.addingProduct(t121_a0, t121_b0)
-        t121_c0_1 = t121_c0_1.addingProduct(t121_a0, t121_b1)
-        t121_c0_2 = t121_c0_2.addingProduct(t121_a0, t121_b2)
-        t121_c0_3 = t121_c0_3.addingProduct(t121_a0, t121_b3)
-        let t121_a1 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb120 *% 6) +% 1) *% 128)) +% k122)])
-        t121_c1_0 = t121_c1_0.addingProduct(t121_a1, t121_b0)
-        t121_c1_1 = t121_c1_1.addingProduct(t121_a1, t121_b1)
-        t121_c1_2 = t121_c1_2.addingProduct(t121_a1, t121_b2)
-        t121_c1_3 = t121_c1_3.addingProduct(t121_a1, t121_b3)
-        let t121_a2 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb120 *% 6) +% 2) *% 128)) +% k122)])
-        t121_c2_0 = t121_c2_0.addingProduct(t121_a2, t121_b0)
-        t121_c2_1 = t121_c2_1.addingProduct(t121_a2, t121_b1)
-        t121_c2_2 = t121_c2_2.addingProduct(t121_a2, t121_b2)
-        t121_c2_3 = t121_c2_3.addingProduct(t121_a2, t121_b3)
-        let t121_a3 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb120 *% 6) +% 3) *% 128)) +% k122)])
-        t121_c3_0 = t121_c3_0.addingProduct(t121_a3, t121_b0)
-        t121_c3_1 = t121_c3_1.addingProduct(t121_a3, t121_b1)
-        t121_c3_2 = t121_c3_2.addingProduct(t121_a3, t121_b2)
-        t121_c3_3 = t121_c3_3.addingProduct(t121_a3, t121_b3)
-        let t121_a4 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb120 *% 6) +% 4) *% 128)) +% k122)])
-        t121_c4_0 = t121_c4_0.addingProduct(t121_a4, t121_b0)
-        t121_c4_1 = t121_c4_1.addingProduct(t121_a4, t121_b1)
-        t121_c4_2 = t121_c4_2.addingProduct(t121_a4, t121_b2)
-        t121_c4_3 = t121_c4_3.addingProduct(t121_a4, t121_b3)
-        let t121_a5 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb120 *% 6) +% 5) *% 128)) +% k122)])
-        t121_c5_0 = t121_c5_0.addingProduct(t121_a5, t121_b0)
-        t121_c5_1 = t121_c5_1.addingProduct(t121_a5, t121_b1)
-        t121_c5_2 = t121_c5_2.addingProduct(t121_a5, t121_b2)
-        t121_c5_3 = t121_c5_3.addingProduct(t121_a5, t121_b3)
+  for nb101 in 0..<144 {
+    for mb102 in 0..<16 {
+      var t103_c0_0 = SIMD16<Float>()
+      var t103_c0_1 = SIMD16<Float>()
+      var t103_c0_2 = SIMD16<Float>()
+      var t103_c0_3 = SIMD16<Float>()
+      var t103_c1_0 = SIMD16<Float>()
+      var t103_c1_1 = SIMD16<Float>()
+      var t103_c1_2 = SIMD16<Float>()
+      var t103_c1_3 = SIMD16<Float>()
+      var t103_c2_0 = SIMD16<Float>()
+      var t103_c2_1 = SIMD16<Float>()
+      var t103_c2_2 = SIMD16<Float>()
+      var t103_c2_3 = SIMD16<Float>()
+      var t103_c3_0 = SIMD16<Float>()
+      var t103_c3_1 = SIMD16<Float>()
+      var t103_c3_2 = SIMD16<Float>()
+      var t103_c3_3 = SIMD16<Float>()
+      for k104 in 0..<128 {
+        let t103_b0 = load16(params, ((18816 +% (k104 *% 9216)) +% (nb101 *% 64)))
+        let t103_b1 = load16(params, (((18816 +% (k104 *% 9216)) +% (nb101 *% 64)) +% 16))
+        let t103_b2 = load16(params, (((18816 +% (k104 *% 9216)) +% (nb101 *% 64)) +% 32))
+        let t103_b3 = load16(params, (((18816 +% (k104 *% 9216)) +% (nb101 *% 64)) +% 48))
+        let t103_a0 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb102 *% 4) *% 128)) +% k104)])
+        t103_c0_0 = t103_c0_0.addingProduct(t103_a0, t103_b0)
+        t103_c0_1 = t103_c0_1.addingProduct(t103_a0, t103_b1)
+        t103_c0_2 = t103_c0_2.addingProduct(t103_a0, t103_b2)
+        t103_c0_3 = t103_c0_3.addingProduct(t103_a0, t103_b3)
+        let t103_a1 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb102 *% 4) +% 1) *% 128)) +% k104)])
+        t103_c1_0 = t103_c1_0.addingProduct(t103_a1, t103_b0)
+        t103_c1_1 = t103_c1_1.addingProduct(t103_a1, t103_b1)
+        t103_c1_2 = t103_c1_2.addingProduct(t103_a1, t103_b2)
+        t103_c1_3 = t103_c1_3.addingProduct(t103_a1, t103_b3)
+        let t103_a2 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb102 *% 4) +% 2) *% 128)) +% k104)])
+        t103_c2_0 = t103_c2_0.addingProduct(t103_a2, t103_b0)
+        t103_c2_1 = t103_c2_1.addingProduct(t103_a2, t103_b1)
+        t103_c2_2 = t103_c2_2.addingProduct(t103_a2, t103_b2)
+        t103_c2_3 = t103_c2_3.addingProduct(t103_a2, t103_b3)
+        let t103_a3 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb102 *% 4) +% 3) *% 128)) +% k104)])
+        t103_c3_0 = t103_c3_0.addingProduct(t103_a3, t103_b0)
+        t103_c3_1 = t103_c3_1.addingProduct(t103_a3, t103_b1)
+        t103_c3_2 = t103_c3_2.addingProduct(t103_a3, t103_b2)
+        t103_c3_3 = t103_c3_3.addingProduct(t103_a3, t103_b3)
       }
-      store16(arena, ((3171600 +% ((mb120 *% 6) *% 9216)) +% (nb119 *% 64)), t121_c0_0)
-      store16(arena, (((3171600 +% ((mb120 *% 6) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c0_1)
-      store16(arena, (((3171600 +% ((mb120 *% 6) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c0_2)
-      store16(arena, (((3171600 +% ((mb120 *% 6) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c0_3)
-      store16(arena, ((3171600 +% (((mb120 *% 6) +% 1) *% 9216)) +% (nb119 *% 64)), t121_c1_0)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 1) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c1_1)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 1) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c1_2)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 1) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c1_3)
-      store16(arena, ((3171600 +% (((mb120 *% 6) +% 2) *% 9216)) +% (nb119 *% 64)), t121_c2_0)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 2) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c2_1)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 2) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c2_2)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 2) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c2_3)
-      store16(arena, ((3171600 +% (((mb120 *% 6) +% 3) *% 9216)) +% (nb119 *% 64)), t121_c3_0)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 3) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c3_1)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 3) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c3_2)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 3) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c3_3)
-      store16(arena, ((3171600 +% (((mb120 *% 6) +% 4) *% 9216)) +% (nb119 *% 64)), t121_c4_0)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 4) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c4_1)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 4) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c4_2)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 4) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c4_3)
-      store16(arena, ((3171600 +% (((mb120 *% 6) +% 5) *% 9216)) +% (nb119 *% 64)), t121_c5_0)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 5) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c5_1)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 5) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c5_2)
-      store16(arena, (((3171600 +% (((mb120 *% 6) +% 5) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c5_3)
+      store16(arena, ((3171600 +% ((mb102 *% 4) *% 9216)) +% (nb101 *% 64)), t103_c0_0)
+      store16(arena, (((3171600 +% ((mb102 *% 4) *% 9216)) +% (nb101 *% 64)) +% 16), t103_c0_1)
+      store16(arena, (((3171600 +% ((mb102 *% 4) *% 9216)) +% (nb101 *% 64)) +% 32), t103_c0_2)
+      store16(arena, (((3171600 +% ((mb102 *% 4) *% 9216)) +% (nb101 *% 64)) +% 48), t103_c0_3)
+      store16(arena, ((3171600 +% (((mb102 *% 4) +% 1) *% 9216)) +% (nb101 *% 64)), t103_c1_0)
+      store16(arena, (((3171600 +% (((mb102 *% 4) +% 1) *% 9216)) +% (nb101 *% 64)) +% 16), t103_c1_1)
+      store16(arena, (((3171600 +% (((mb102 *% 4) +% 1) *% 9216)) +% (nb101 *% 64)) +% 32), t103_c1_2)
+      store16(arena, (((3171600 +% (((mb102 *% 4) +% 1) *% 9216)) +% (nb101 *% 64)) +% 48), t103_c1_3)
+      store16(arena, ((3171600 +% (((mb102 *% 4) +% 2) *% 9216)) +% (nb101 *% 64)), t103_c2_0)
+      store16(arena, (((3171600 +% (((mb102 *% 4) +% 2) *% 9216)) +% (nb101 *% 64)) +% 16), t103_c2_1)
+      store16(arena, (((3171600 +% (((mb102 *% 4) +% 2) *% 9216)) +% (nb101 *% 64)) +% 32), t103_c2_2)
+      store16(arena, (((3171600 +% (((mb102 *% 4) +% 2) *% 9216)) +% (nb101 *% 64)) +% 48), t103_c2_3)
+      store16(arena, ((3171600 +% (((mb102 *% 4) +% 3) *% 9216)) +% (nb101 *% 64)), t103_c3_0)
+      store16(arena, (((3171600 +% (((mb102 *% 4) +% 3) *% 9216)) +% (nb101 *% 64)) +% 16), t103_c3_1)
+      store16(arena, (((3171600 +% (((mb102 *% 4) +% 3) *% 9216)) +% (nb101 *% 64)) +% 32), t103_c3_2)
+      store16(arena, (((3171600 +% (((mb102 *% 4) +% 3) *% 9216)) +% (nb101 *% 64)) +% 48), t103_c3_3)
     }
-    var t123_c0_0 = SIMD16<Float>()
-    var t123_c0_1 = SIMD16<Float>()
-    var t123_c0_2 = SIMD16<Float>()
-    var t123_c0_3 = SIMD16<Float>()
-    var t123_c1_0 = SIMD16<Float>()
-    var t123_c1_1 = SIMD16<Float>()
-    var t123_c1_2 = SIMD16<Float>()
-    var t123_c1_3 = SIMD16<Float>()
-    var t123_c2_0 = SIMD16<Float>()
-    var t123_c2_1 = SIMD16<Float>()
-    var t123_c2_2 = SIMD16<Float>()
-    var t123_c2_3 = SIMD16<Float>()
-    var t123_c3_0 = SIMD16<Float>()
-    var t123_c3_1 = SIMD16<Float>()
-    var t123_c3_2 = SIMD16<Float>()
-    var t123_c3_3 = SIMD16<Float>()
-    for k124 in 0..<128 {
-      let t123_b0 = load16(params, ((18816 +% (k124 *% 9216)) +% (nb119 *% 64)))
-      let t123_b1 = load16(params, (((18816 +% (k124 *% 9216)) +% (nb119 *% 64)) +% 16))
-      let t123_b2 = load16(params, (((18816 +% (k124 *% 9216)) +% (nb119 *% 64)) +% 32))
-      let t123_b3 = load16(params, (((18816 +% (k124 *% 9216)) +% (nb119 *% 64)) +% 48))
-      let t123_a0 = SIMD16<Float>(repeating: arena[(3169792 +% k124)])
-      t123_c0_0 = t123_c0_0.addingProduct(t123_a0, t123_b0)
-      t123_c0_1 = t123_c0_1.addingProduct(t123_a0, t123_b1)
-      t123_c0_2 = t123_c0_2.addingProduct(t123_a0, t123_b2)
-      t123_c0_3 = t123_c0_3.addingProduct(t123_a0, t123_b3)
-      let t123_a1 = SIMD16<Float>(repeating: arena[(3169920 +% k124)])
-      t123_c1_0 = t123_c1_0.addingProduct(t123_a1, t123_b0)
-      t123_c1_1 = t123_c1_1.addingProduct(t123_a1, t123_b1)
-      t123_c1_2 = t123_c1_2.addingProduct(t123_a1, t123_b2)
-      t123_c1_3 = t123_c1_3.addingProduct(t123_a1, t123_b3)
-      let t123_a2 = SIMD16<Float>(repeating: arena[(3170048 +% k124)])
-      t123_c2_0 = t123_c2_0.addingProduct(t123_a2, t123_b0)
-      t123_c2_1 = t123_c2_1.addingProduct(t123_a2, t123_b1)
-      t123_c2_2 = t123_c2_2.addingProduct(t123_a2, t123_b2)
-      t123_c2_3 = t123_c2_3.addingProduct(t123_a2, t123_b3)
-      let t123_a3 = SIMD16<Float>(repeating: arena[(3170176 +% k124)])
-      t123_c3_0 = t123_c3_0.addingProduct(t123_a3, t123_b0)
-      t123_c3_1 = t123_c3_1.addingProduct(t123_a3, t123_b1)
-      t123_c3_2 = t123_c3_2.addingProduct(t123_a3, t123_b2)
-      t123_c3_3 = t123_c3_3.addingProduct(t123_a3, t123_b3)
-    }
-    store16(arena, (3724560 +% (nb119 *% 64)), t123_c0_0)
-    store16(arena, ((3724560 +% (nb119 *% 64)) +% 16), t123_c0_1)
-    store16(arena, ((3724560 +% (nb119 *% 64)) +% 32), t123_c0_2)
-    store16(arena, ((3724560 +% (nb119 *% 64)) +% 48), t123_c0_3)
-    store16(arena, (3733776 +% (nb119 *% 64)), t123_c1_0)
-    store16(arena, ((3733776 +% (nb119 *% 64)) +% 16), t123_c1_1)
-    store16(arena, ((3733776 +% (nb119 *% 64)) +% 32), t123_c1_2)
-    store16(arena, ((3733776 +% (nb119 *% 64)) +% 48), t123_c1_3)
-    store16(arena, (3742992 +% (nb119 *% 64)), t123_c2_0)
-    store16(arena, ((3742992 +% (nb119 *% 64)) +% 16), t123_c2_1)
-    store16(arena, ((3742992 +% (nb119 *% 64)) +% 32), t123_c2_2)
-    store16(arena, ((3742992 +% (nb119 *% 64)) +% 48), t123_c2_3)
-    store16(arena, (3752208 +% (nb119 *% 64)), t123_c3_0)
-    store16(arena, ((3752208 +% (nb119 *% 64)) +% 16), t123_c3_1)
-    store16(arena, ((3752208 +% (nb119 *% 64)) +% 32), t123_c3_2)
-    store16(arena, ((3752208 +% (nb119 *% 64)) +% 48), t123_c3_3)
   }
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  for i125 in 0..<589824 {
-    arena[(3761424 +% i125)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i125) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 +% i125)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i105 in 0..<589824 {
+    arena[(3761424 +% i105)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i105) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 +% i105)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i126
-    var i126 = 0
-    while i126 &+ 16 <= 2359296 {
-      store16(arena, 4351248 &+ i126, SIMD16<Float>(repeating: Float(0)))
-      i126 &+= 16
+  do {  // SIMD16 over i106
+    var i106 = 0
+    while i106 &+ 16 <= 2359296 {
+      store16(arena, 4351248 &+ i106, SIMD16<Float>(repeating: Float(0)))
+      i106 &+= 16
     }
-    while i126 < 2359296 {
-      arena[(4351248 +% i126)] = Float(0)
-      i126 &+= 1
+    while i106 < 2359296 {
+      arena[(4351248 +% i106)] = Float(0)
+      i106 &+= 1
     }
   }
-  for q127 in 0..<4096 {
-    for i128 in 0..<144 {
-      if arena[(1384448 +% ((q127 *% 144) +% i128))] > Float(0) {
-        arena[((4351248 +% (q127 *% 576)) +% Int(arena[(1974272 +% ((q127 *% 144) +% i128))]))] += arena[(3761424 +% ((q127 *% 144) +% i128))]
+  for q107 in 0..<4096 {
+    for i108 in 0..<144 {
+      if arena[(1384448 +% ((q107 *% 144) +% i108))] > Float(0) {
+        arena[((4351248 +% (q107 *% 576)) +% Int(arena[(1974272 +% ((q107 *% 144) +% i108))]))] += arena[(3761424 +% ((q107 *% 144) +% i108))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i129
-    var i129 = 0
-    while i129 &+ 16 <= 18432 {
-      store16(arena, 9954576 &+ i129, SIMD16<Float>(repeating: Float(0)))
-      i129 &+= 16
+  do {  // SIMD16 over i109
+    var i109 = 0
+    while i109 &+ 16 <= 18432 {
+      store16(arena, 9954576 &+ i109, SIMD16<Float>(repeating: Float(0)))
+      i109 &+= 16
     }
-    while i129 < 18432 {
-      arena[(9954576 +% i129)] = Float(0)
-      i129 &+= 1
-    }
-  }
-  for g130 in 0..<4 {
-    for j131 in 0..<16 {
-      for c132 in 0..<32 {
-        for ky133 in 0..<3 {
-          for oy134 in 0..<24 {
-            for ox135 in 0..<24 {
-              arena[(((6710544 +% ((((c132 *% 3) +% ky133) *% 3) *% 9216)) +% (j131 *% 576)) +% ((oy134 *% 24) +% ox135))] = arena[((((((g130 *% 16) +% j131) *% 21632) +% (c132 *% 676)) +% ((oy134 +% ky133) *% 26)) +% ox135)]
-            }
-          }
-          for oy136 in 0..<24 {
-            for ox137 in 0..<24 {
-              arena[(((6710544 +% (((((c132 *% 3) +% ky133) *% 3) +% 1) *% 9216)) +% (j131 *% 576)) +% ((oy136 *% 24) +% ox137))] = arena[((((((g130 *% 16) +% j131) *% 21632) +% (c132 *% 676)) +% ((oy136 +% ky133) *% 26)) +% (ox137 +% 1))]
-            }
-          }
-          for oy138 in 0..<24 {
-            for ox139 in 0..<24 {
-              arena[(((6710544 +% (((((c132 *% 3) +% ky133) *% 3) +% 2) *% 9216)) +% (j131 *% 576)) +% ((oy138 *% 24) +% ox139))] = arena[((((((g130 *% 16) +% j131) *% 21632) +% (c132 *% 676)) +% ((oy138 +% ky133) *% 26)) +% (ox139 +% 2))]
-            }
-          }
-        }
-      }
-    }
-    for j140 in 0..<16 {
-      for i141 in 0..<576 {
-        for f142 in 0..<64 {
-          arena[((9364752 +% (((j140 *% 576) +% i141) *% 64)) +% f142)] = arena[(((4351248 +% (((g130 *% 16) +% j140) *% 36864)) +% (f142 *% 576)) +% i141)]
-        }
-      }
-    }
-    for kp143 in 0..<24 {
-      for nb144 in 0..<1 {
-        for mb145 in 0..<48 {
-          var t146_c0_0 = load16(arena, ((9954576 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)))
-          var t146_c0_1 = load16(arena, (((9954576 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 16))
-          var t146_c0_2 = load16(arena, (((9954576 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 32))
-          var t146_c0_3 = load16(arena, (((9954576 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 48))
-          var t146_c1_0 = load16(arena, ((9954576 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)))
-          var t146_c1_1 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 16))
-          var t146_c1_2 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 32))
-          var t146_c1_3 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 48))
-          var t146_c2_0 = load16(arena, ((9954576 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)))
-          var t146_c2_1 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 16))
-          var t146_c2_2 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 32))
-          var t146_c2_3 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 48))
-          var t146_c3_0 = load16(arena, ((9954576 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)))
-          var t146_c3_1 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 16))
-          var t146_c3_2 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 32))
-          var t146_c3_3 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 48))
-          var t146_c4_0 = load16(arena, ((9954576 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)))
-          var t146_c4_1 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 16))
-          var t146_c4_2 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 32))
-          var t146_c4_3 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 48))
-          var t146_c5_0 = load16(arena, ((9954576 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)))
-          var t146_c5_1 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 16))
-          var t146_c5_2 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 32))
-          var t146_c5_3 = load16(arena, (((9954576 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 48))
-          for k147 in 0..<384 {
-            let t146_b0 = load16(arena, ((9364752 +% ((k147 +% (kp143 *% 384)) *% 64)) +% (nb144 *% 64)))
-            let t146_b1 = load16(arena, (((9364752 +% ((k147 +% (kp143 *% 384)) *% 64)) +% (nb144 *% 64)) +% 16))
-            let t146_b2 = load16(arena, (((9364752 +% ((k147 +% (kp143 *% 384)) *% 64)) +% (nb144 *% 64)) +% 32))
-            let t146_b3 = load16(arena, (((9364752 +% ((k147 +% (kp143 *% 384)) *% 64)) +% (nb144 *% 64)) +% 48))
-            let t146_a0 = SIMD16<Float>(repeating: arena[((6710544 +% ((mb145 *% 6) *% 9216)) +% (k147 +% (kp143 *% 384)))])
-            t146_c0_0 = t146_c0_0.addingProduct(t146_a0, t146_b0)
-            t146_c0_1 = t146_c0_1.addingProduct(t146_a0, t146_b1)
-            t146_c0_2 = t146_c0_2.addingProduct(t146_a0, t146_b2)
-            t146_c0_3 = t146_c0_3.addingProduct(t146_a0, t146_b3)
-            let t146_a1 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb145 *% 6) +% 1) *% 9216)) +% (k147 +% (kp143 *% 384)))])
-            t146_c1_0 = t146_c1_0.addingProduct(t146_a1, t146_b0)
-            t146_c1_1 = t146_c1_1.addingProduct(t146_a1, t146_b1)
-            t146_c1_2 = t146_c1_2.addingProduct(t146_a1, t146_b2)
-            t146_c1_3 = t146_c1_3.addingProduct(t146_a1, t146_b3)
-            let t146_a2 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb145 *% 6) +% 2) *% 9216)) +% (k147 +% (kp143 *% 384)))])
-            t146_c2_0 = t146_c2_0.addingProduct(t146_a2, t146_b0)
-            t146_c2_1 = t146_c2_1.addingProduct(t146_a2, t146_b1)
-            t146_c2_2 = t146_c2_2.addingProduct(t146_a2, t146_b2)
-            t146_c2_3 = t146_c2_3.addingProduct(t146_a2, t146_b3)
-            let t146_a3 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb145 *% 6) +% 3) *% 9216)) +% (k147 +% (kp143 *% 384)))])
-            t146_c3_0 = t146_c3_0.addingProduct(t146_a3, t146_b0)
-            t146_c3_1 = t146_c3_1.addingProduct(t146_a3, t146_b1)
-            t146_c3_2 = t146_c3_2.addingProduct(t146_a3, t146_b2)
-            t146_c3_3 = t146_c3_3.addingProduct(t146_a3, t146_b3)
-            let t146_a4 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb145 *% 6) +% 4) *% 9216)) +% (k147 +% (kp143 *% 384)))])
-            t146_c4_0 = t146_c4_0.addingProduct(t146_a4, t146_b0)
-            t146_c4_1 = t146_c4_1.addingProduct(t146_a4, t146_b1)
-            t146_c4_2 = t146_c4_2.addingProduct(t146_a4, t146_b2)
-            t146_c4_3 = t146_c4_3.addingProduct(t146_a4, t146_b3)
-            let t146_a5 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb145 *% 6) +% 5) *% 9216)) +% (k147 +% (kp143 *% 384)))])
-            t146_c5_0 = t146_c5_0.addingProduct(t146_a5, t146_b0)
-            t146_c5_1 = t146_c5_1.addingProduct(t146_a5, t146_b1)
-            t146_c5_2 = t146_c5_2.addingProduct(t146_a5, t146_b2)
-            t146_c5_3 = t146_c5_3.addingProduct(t146_a5, t146_b3)
-          }
-          store16(arena, ((9954576 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)), t146_c0_0)
-          store16(arena, (((9954576 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 16), t146_c0_1)
-          store16(arena, (((9954576 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 32), t146_c0_2)
-          store16(arena, (((9954576 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 48), t146_c0_3)
-          store16(arena, ((9954576 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)), t146_c1_0)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 16), t146_c1_1)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 32), t146_c1_2)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 48), t146_c1_3)
-          store16(arena, ((9954576 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)), t146_c2_0)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 16), t146_c2_1)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 32), t146_c2_2)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 48), t146_c2_3)
-          store16(arena, ((9954576 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)), t146_c3_0)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 16), t146_c3_1)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 32), t146_c3_2)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 48), t146_c3_3)
-          store16(arena, ((9954576 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)), t146_c4_0)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 16), t146_c4_1)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 32), t146_c4_2)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 48), t146_c4_3)
-          store16(arena, ((9954576 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)), t146_c5_0)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 16), t146_c5_1)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 32), t146_c5_2)
-          store16(arena, (((9954576 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 48), t146_c5_3)
-        }
-      }
+    while i109 < 18432 {
+      arena[(9954576 +% i109)] = Float(0)
+      i109 &+= 1
     }
   }
-  for f148 in 0..<64 {
-    for r149 in 0..<288 {
-      grads[((320 +% (f148 *% 288)) +% r149)] = arena[((9954576 +% (r149 *% 64)) +% f148)]
+  for g110 in 0..<4 {
+    for j111 in 0..<16 {
+      for c112 in 0..<32 {
+        for ky113 in 0..<3 {
+          for oy114 in 0..<24 {
+            for ox115 in 0..<24 {
+              arena[(((6710544 +% ((((c112 *% 3) +% ky113) *% 3) *% 9216)) +% (j111 *% 576)) +% ((oy114 *% 24) +% ox115))] = arena[((((((g110 *% 16) +% j111) *% 21632) +% (c112 *% 676)) +% ((oy114 +% ky113) *% 26)) +% ox115)]
+            }
+          }
+          for oy116 in 0..<24 {
+            for ox117 in 0..<24 {
+              arena[(((6710544 +% (((((c112 *% 3) +% ky113) *% 3) +% 1) *% 9216)) +% (j111 *% 576)) +% ((oy116 *% 24) +% ox117))] = arena[((((((g110 *% 16) +% j111) *% 21632) +% (c112 *% 676)) +% ((oy116 +% ky113) *% 26)) +% (ox117 +% 1))]
+            }
+          }
+          for oy118 in 0..<24 {
+            for ox119 in 0..<24 {
+              arena[(((6710544 +% (((((c112 *% 3) +% ky113) *% 3) +% 2) *% 9216)) +% (j111 *% 576)) +% ((oy118 *% 24) +% ox119))] = arena[((((((g110 *% 16) +% j111) *% 21632) +% (c112 *% 676)) +% ((oy118 +% ky113) *% 26)) +% (ox119 +% 2))]
+            }
+          }
+        }
+      }
+    }
+    for j120 in 0..<16 {
+      for i121 in 0..<576 {
+        for f122 in 0..<64 {
+          arena[((9364752 +% (((j120 *% 576) +% i121) *% 64)) +% f122)] = arena[(((4351248 +% (((g110 *% 16) +% j120) *% 36864)) +% (f122 *% 576)) +% i121)]
+        }
+      }
+    }
+    for kp123 in 0..<24 {
+      for nb124 in 0..<1 {
+        for mb125 in 0..<48 {
+          var t126_c0_0 = load16(arena, ((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)))
+          var t126_c0_1 = load16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 16))
+          var t126_c0_2 = load16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 32))
+          var t126_c0_3 = load16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 48))
+          var t126_c1_0 = load16(arena, ((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)))
+          var t126_c1_1 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 16))
+          var t126_c1_2 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 32))
+          var t126_c1_3 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 48))
+          var t126_c2_0 = load16(arena, ((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)))
+          var t126_c2_1 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 16))
+          var t126_c2_2 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 32))
+          var t126_c2_3 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 48))
+          var t126_c3_0 = load16(arena, ((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)))
+          var t126_c3_1 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 16))
+          var t126_c3_2 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 32))
+          var t126_c3_3 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 48))
+          var t126_c4_0 = load16(arena, ((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)))
+          var t126_c4_1 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 16))
+          var t126_c4_2 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 32))
+          var t126_c4_3 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 48))
+          var t126_c5_0 = load16(arena, ((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)))
+          var t126_c5_1 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 16))
+          var t126_c5_2 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 32))
+          var t126_c5_3 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 48))
+          for k127 in 0..<384 {
+            let t126_b0 = load16(arena, ((9364752 +% ((k127 +% (kp123 *% 384)) *% 64)) +% (nb124 *% 64)))
+            let t126_b1 = load16(arena, (((9364752 +% ((k127 +% (kp123 *% 384)) *% 64)) +% (nb124 *% 64)) +% 16))
+            let t126_b2 = load16(arena, (((9364752 +% ((k127 +% (kp123 *% 384)) *% 64)) +% (nb124 *% 64)) +% 32))
+            let t126_b3 = load16(arena, (((9364752 +% ((k127 +% (kp123 *% 384)) *% 64)) +% (nb124 *% 64)) +% 48))
+            let t126_a0 = SIMD16<Float>(repeating: arena[((6710544 +% ((mb125 *% 6) *% 9216)) +% (k127 +% (kp123 *% 384)))])
+            t126_c0_0 = t126_c0_0.addingProduct(t126_a0, t126_b0)
+            t126_c0_1 = t126_c0_1.addingProduct(t126_a0, t126_b1)
+            t126_c0_2 = t126_c0_2.addingProduct(t126_a0, t126_b2)
+            t126_c0_3 = t126_c0_3.addingProduct(t126_a0, t126_b3)
+            let t126_a1 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb125 *% 6) +% 1) *% 9216)) +% (k127 +% (kp123 *% 384)))])
+            t126_c1_0 = t126_c1_0.addingProduct(t126_a1, t126_b0)
+            t126_c1_1 = t126_c1_1.addingProduct(t126_a1, t126_b1)
+            t126_c1_2 = t126_c1_2.addingProduct(t126_a1, t126_b2)
+            t126_c1_3 = t126_c1_3.addingProduct(t126_a1, t126_b3)
+            let t126_a2 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb125 *% 6) +% 2) *% 9216)) +% (k127 +% (kp123 *% 384)))])
+            t126_c2_0 = t126_c2_0.addingProduct(t126_a2, t126_b0)
+            t126_c2_1 = t126_c2_1.addingProduct(t126_a2, t126_b1)
+            t126_c2_2 = t126_c2_2.addingProduct(t126_a2, t126_b2)
+            t126_c2_3 = t126_c2_3.addingProduct(t126_a2, t126_b3)
+            let t126_a3 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb125 *% 6) +% 3) *% 9216)) +% (k127 +% (kp123 *% 384)))])
+            t126_c3_0 = t126_c3_0.addingProduct(t126_a3, t126_b0)
+            t126_c3_1 = t126_c3_1.addingProduct(t126_a3, t126_b1)
+            t126_c3_2 = t126_c3_2.addingProduct(t126_a3, t126_b2)
+            t126_c3_3 = t126_c3_3.addingProduct(t126_a3, t126_b3)
+            let t126_a4 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb125 *% 6) +% 4) *% 9216)) +% (k127 +% (kp123 *% 384)))])
+            t126_c4_0 = t126_c4_0.addingProduct(t126_a4, t126_b0)
+            t126_c4_1 = t126_c4_1.addingProduct(t126_a4, t126_b1)
+            t126_c4_2 = t126_c4_2.addingProduct(t126_a4, t126_b2)
+            t126_c4_3 = t126_c4_3.addingProduct(t126_a4, t126_b3)
+            let t126_a5 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb125 *% 6) +% 5) *% 9216)) +% (k127 +% (kp123 *% 384)))])
+            t126_c5_0 = t126_c5_0.addingProduct(t126_a5, t126_b0)
+            t126_c5_1 = t126_c5_1.addingProduct(t126_a5, t126_b1)
+            t126_c5_2 = t126_c5_2.addingProduct(t126_a5, t126_b2)
+            t126_c5_3 = t126_c5_3.addingProduct(t126_a5, t126_b3)
+          }
+          store16(arena, ((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)), t126_c0_0)
+          store16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 16), t126_c0_1)
+          store16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 32), t126_c0_2)
+          store16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 48), t126_c0_3)
+          store16(arena, ((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)), t126_c1_0)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 16), t126_c1_1)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 32), t126_c1_2)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 48), t126_c1_3)
+          store16(arena, ((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)), t126_c2_0)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 16), t126_c2_1)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 32), t126_c2_2)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 48), t126_c2_3)
+          store16(arena, ((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)), t126_c3_0)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 16), t126_c3_1)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 32), t126_c3_2)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 48), t126_c3_3)
+          store16(arena, ((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)), t126_c4_0)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 16), t126_c4_1)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 32), t126_c4_2)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 48), t126_c4_3)
+          store16(arena, ((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)), t126_c5_0)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 16), t126_c5_1)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 32), t126_c5_2)
+          store16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 48), t126_c5_3)
+        }
+      }
+    }
+  }
+  for f128 in 0..<64 {
+    for r129 in 0..<288 {
+      grads[((320 +% (f128 *% 288)) +% r129)] = arena[((9954576 +% (r129 *% 64)) +% f128)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f150 in 0..<64 {
-    var acc151 = SIMD16<Float>()
-    for img152 in 0..<64 {
-      for i153 in 0..<36 {
-        acc151 = acc151.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((4351248 +% (img152 *% 36864)) +% (f150 *% 576)) +% (i153 *% 16))))
+  for f130 in 0..<64 {
+    var acc131 = SIMD16<Float>()
+    for img132 in 0..<64 {
+      for i133 in 0..<36 {
+        acc131 = acc131.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((4351248 +% (img132 *% 36864)) +% (f130 *% 576)) +% (i133 *% 16))))
       }
     }
-    store16(arena, 1384448, acc151)
-    var sum154: Float = (arena[1384448] + arena[1384449])
-    var sum155: Float = (sum154 + arena[1384450])
-    var sum156: Float = (sum155 + arena[1384451])
-    var sum157: Float = (sum156 + arena[1384452])
-    var sum158: Float = (sum157 + arena[1384453])
-    var sum159: Float = (sum158 + arena[1384454])
-    var sum160: Float = (sum159 + arena[1384455])
-    var sum161: Float = (sum160 + arena[1384456])
-    var sum162: Float = (sum161 + arena[1384457])
-    var sum163: Float = (sum162 + arena[1384458])
-    var sum164: Float = (sum163 + arena[1384459])
-    var sum165: Float = (sum164 + arena[1384460])
-    var sum166: Float = (sum165 + arena[1384461])
-    var sum167: Float = (sum166 + arena[1384462])
-    var sum168: Float = (sum167 + arena[1384463])
-    grads[(18752 +% f150)] = sum168
+    store16(arena, 1384448, acc131)
+    var sum134: Float = (arena[1384448] + arena[1384449])
+    var sum135: Float = (sum134 + arena[1384450])
+    var sum136: Float = (sum135 + arena[1384451])
+    var sum137: Float = (sum136 + arena[1384452])
+    var sum138: Float = (sum137 + arena[1384453])
+    var sum139: Float = (sum138 + arena[1384454])
+    var sum140: Float = (sum139 + arena[1384455])
+    var sum141: Float = (sum140 + arena[1384456])
+    var sum142: Float = (sum141 + arena[1384457])
+    var sum143: Float = (sum142 + arena[1384458])
+    var sum144: Float = (sum143 + arena[1384459])
+    var sum145: Float = (sum144 + arena[1384460])
+    var sum146: Float = (sum145 + arena[1384461])
+    var sum147: Float = (sum146 + arena[1384462])
+    var sum148: Float = (sum147 + arena[1384463])
+    grads[(18752 +% f130)] = sum148
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g169 in 0..<4 {
-    for j170 in 0..<16 {
-      for f171 in 0..<64 {
-        do {  // SIMD16 over i172
-          var i172 = 0
-          while i172 &+ 16 <= 576 {
-            store16(arena, ((9364752 +% (f171 *% 9216)) +% (j170 *% 576)) &+ i172, load16(arena, ((4351248 +% (((g169 *% 16) +% j170) *% 36864)) +% (f171 *% 576)) &+ i172))
-            i172 &+= 16
+  for g149 in 0..<4 {
+    for j150 in 0..<16 {
+      for f151 in 0..<64 {
+        do {  // SIMD16 over i152
+          var i152 = 0
+          while i152 &+ 16 <= 576 {
+            store16(arena, ((9364752 +% (f151 *% 9216)) +% (j150 *% 576)) &+ i152, load16(arena, ((4351248 +% (((g149 *% 16) +% j150) *% 36864)) +% (f151 *% 576)) &+ i152))
+            i152 &+= 16
           }
-          while i172 < 576 {
-            arena[(((9364752 +% (f171 *% 9216)) +% (j170 *% 576)) +% i172)] = arena[(((4351248 +% (((g169 *% 16) +% j170) *% 36864)) +% (f171 *% 576)) +% i172)]
-            i172 &+= 1
+          while i152 < 576 {
+            arena[(((9364752 +% (f151 *% 9216)) +% (j150 *% 576)) +% i152)] = arena[(((4351248 +% (((g149 *% 16) +% j150) *% 36864)) +% (f151 *% 576)) +% i152)]
+            i152 &+= 1
           }
         }
       }
     }
-    for nb173 in 0..<144 {
-      for mb174 in 0..<48 {
-        var t175_c0_0 = SIMD16<Float>()
-        var t175_c0_1 = SIMD16<Float>()
-        var t175_c0_2 = SIMD16<Float>()
-        var t175_c0_3 = SIMD16<Float>()
-        var t175_c1_0 = SIMD16<Float>()
-        var t175_c1_1 = SIMD16<Float>()
-        var t175_c1_2 = SIMD16<Float>()
-        var t175_c1_3 = SIMD16<Float>()
-        var t175_c2_0 = SIMD16<Float>()
-        var t175_c2_1 = SIMD16<Float>()
-        var t175_c2_2 = SIMD16<Float>()
-        var t175_c2_3 = SIMD16<Float>()
-        var t175_c3_0 = SIMD16<Float>()
-        var t175_c3_1 = SIMD16<Float>()
-        var t175_c3_2 = SIMD16<Float>()
-        var t175_c3_3 = SIMD16<Float>()
-        var t175_c4_0 = SIMD16<Float>()
-        var t175_c4_1 = SIMD16<Float>()
-        var t175_c4_2 = SIMD16<Float>()
-        var t175_c4_3 = SIMD16<Float>()
-        var t175_c5_0 = SIMD16<Float>()
-        var t175_c5_1 = SIMD16<Float>()
-        var t175_c5_2 = SIMD16<Float>()
-        var t175_c5_3 = SIMD16<Float>()
-        for k176 in 0..<64 {
-          let t175_b0 = load16(arena, ((9364752 +% (k176 *% 9216)) +% (nb173 *% 64)))
-          let t175_b1 = load16(arena, (((9364752 +% (k176 *% 9216)) +% (nb173 *% 64)) +% 16))
-          let t175_b2 = load16(arena, (((9364752 +% (k176 *% 9216)) +% (nb173 *% 64)) +% 32))
-          let t175_b3 = load16(arena, (((9364752 +% (k176 *% 9216)) +% (nb173 *% 64)) +% 48))
-          let t175_a0 = SIMD16<Float>(repeating: params[((320 +% (mb174 *% 6)) +% (k176 *% 288))])
-          t175_c0_0 = t175_c0_0.addingProduct(t175_a0, t175_b0)
-          t175_c0_1 = t175_c0_1.addingProduct(t175_a0, t175_b1)
-          t175_c0_2 = t175_c0_2.addingProduct(t175_a0, t175_b2)
-          t175_c0_3 = t175_c0_3.addingProduct(t175_a0, t175_b3)
-          let t175_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb174 *% 6) +% 1)) +% (k176 *% 288))])
-          t175_c1_0 = t175_c1_0.addingProduct(t175_a1, t175_b0)
-          t175_c1_1 = t175_c1_1.addingProduct(t175_a1, t175_b1)
-          t175_c1_2 = t175_c1_2.addingProduct(t175_a1, t175_b2)
-          t175_c1_3 = t175_c1_3.addingProduct(t175_a1, t175_b3)
-          let t175_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb174 *% 6) +% 2)) +% (k176 *% 288))])
-          t175_c2_0 = t175_c2_0.addingProduct(t175_a2, t175_b0)
-          t175_c2_1 = t175_c2_1.addingProduct(t175_a2, t175_b1)
-          t175_c2_2 = t175_c2_2.addingProduct(t175_a2, t175_b2)
-          t175_c2_3 = t175_c2_3.addingProduct(t175_a2, t175_b3)
-          let t175_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb174 *% 6) +% 3)) +% (k176 *% 288))])
-          t175_c3_0 = t175_c3_0.addingProduct(t175_a3, t175_b0)
-          t175_c3_1 = t175_c3_1.addingProduct(t175_a3, t175_b1)
-          t175_c3_2 = t175_c3_2.addingProduct(t175_a3, t175_b2)
-          t175_c3_3 = t175_c3_3.addingProduct(t175_a3, t175_b3)
-          let t175_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb174 *% 6) +% 4)) +% (k176 *% 288))])
-          t175_c4_0 = t175_c4_0.addingProduct(t175_a4, t175_b0)
-          t175_c4_1 = t175_c4_1.addingProduct(t175_a4, t175_b1)
-          t175_c4_2 = t175_c4_2.addingProduct(t175_a4, t175_b2)
-          t175_c4_3 = t175_c4_3.addingProduct(t175_a4, t175_b3)
-          let t175_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb174 *% 6) +% 5)) +% (k176 *% 288))])
-          t175_c5_0 = t175_c5_0.addingProduct(t175_a5, t175_b0)
-          t175_c5_1 = t175_c5_1.addingProduct(t175_a5, t175_b1)
-          t175_c5_2 = t175_c5_2.addingProduct(t175_a5, t175_b2)
-          t175_c5_3 = t175_c5_3.addingProduct(t175_a5, t175_b3)
+    for nb153 in 0..<144 {
+      for mb154 in 0..<48 {
+        var t155_c0_0 = SIMD16<Float>()
+        var t155_c0_1 = SIMD16<Float>()
+        var t155_c0_2 = SIMD16<Float>()
+        var t155_c0_3 = SIMD16<Float>()
+        var t155_c1_0 = SIMD16<Float>()
+        var t155_c1_1 = SIMD16<Float>()
+        var t155_c1_2 = SIMD16<Float>()
+        var t155_c1_3 = SIMD16<Float>()
+        var t155_c2_0 = SIMD16<Float>()
+        var t155_c2_1 = SIMD16<Float>()
+        var t155_c2_2 = SIMD16<Float>()
+        var t155_c2_3 = SIMD16<Float>()
+        var t155_c3_0 = SIMD16<Float>()
+        var t155_c3_1 = SIMD16<Float>()
+        var t155_c3_2 = SIMD16<Float>()
+        var t155_c3_3 = SIMD16<Float>()
+        var t155_c4_0 = SIMD16<Float>()
+        var t155_c4_1 = SIMD16<Float>()
+        var t155_c4_2 = SIMD16<Float>()
+        var t155_c4_3 = SIMD16<Float>()
+        var t155_c5_0 = SIMD16<Float>()
+        var t155_c5_1 = SIMD16<Float>()
+        var t155_c5_2 = SIMD16<Float>()
+        var t155_c5_3 = SIMD16<Float>()
+        for k156 in 0..<64 {
+          let t155_b0 = load16(arena, ((9364752 +% (k156 *% 9216)) +% (nb153 *% 64)))
+          let t155_b1 = load16(arena, (((9364752 +% (k156 *% 9216)) +% (nb153 *% 64)) +% 16))
+          let t155_b2 = load16(arena, (((9364752 +% (k156 *% 9216)) +% (nb153 *% 64)) +% 32))
+          let t155_b3 = load16(arena, (((9364752 +% (k156 *% 9216)) +% (nb153 *% 64)) +% 48))
+          let t155_a0 = SIMD16<Float>(repeating: params[((320 +% (mb154 *% 6)) +% (k156 *% 288))])
+          t155_c0_0 = t155_c0_0.addingProduct(t155_a0, t155_b0)
+          t155_c0_1 = t155_c0_1.addingProduct(t155_a0, t155_b1)
+          t155_c0_2 = t155_c0_2.addingProduct(t155_a0, t155_b2)
+          t155_c0_3 = t155_c0_3.addingProduct(t155_a0, t155_b3)
+          let t155_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 1)) +% (k156 *% 288))])
+          t155_c1_0 = t155_c1_0.addingProduct(t155_a1, t155_b0)
+          t155_c1_1 = t155_c1_1.addingProduct(t155_a1, t155_b1)
+          t155_c1_2 = t155_c1_2.addingProduct(t155_a1, t155_b2)
+          t155_c1_3 = t155_c1_3.addingProduct(t155_a1, t155_b3)
+          let t155_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 2)) +% (k156 *% 288))])
+          t155_c2_0 = t155_c2_0.addingProduct(t155_a2, t155_b0)
+          t155_c2_1 = t155_c2_1.addingProduct(t155_a2, t155_b1)
+          t155_c2_2 = t155_c2_2.addingProduct(t155_a2, t155_b2)
+          t155_c2_3 = t155_c2_3.addingProduct(t155_a2, t155_b3)
+          let t155_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 3)) +% (k156 *% 288))])
+          t155_c3_0 = t155_c3_0.addingProduct(t155_a3, t155_b0)
+          t155_c3_1 = t155_c3_1.addingProduct(t155_a3, t155_b1)
+          t155_c3_2 = t155_c3_2.addingProduct(t155_a3, t155_b2)
+          t155_c3_3 = t155_c3_3.addingProduct(t155_a3, t155_b3)
+          let t155_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 4)) +% (k156 *% 288))])
+          t155_c4_0 = t155_c4_0.addingProduct(t155_a4, t155_b0)
+          t155_c4_1 = t155_c4_1.addingProduct(t155_a4, t155_b1)
+          t155_c4_2 = t155_c4_2.addingProduct(t155_a4, t155_b2)
+          t155_c4_3 = t155_c4_3.addingProduct(t155_a4, t155_b3)
+          let t155_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 5)) +% (k156 *% 288))])
+          t155_c5_0 = t155_c5_0.addingProduct(t155_a5, t155_b0)
+          t155_c5_1 = t155_c5_1.addingProduct(t155_a5, t155_b1)
+          t155_c5_2 = t155_c5_2.addingProduct(t155_a5, t155_b2)
+          t155_c5_3 = t155_c5_3.addingProduct(t155_a5, t155_b3)
         }
-        store16(arena, ((6710544 +% ((mb174 *% 6) *% 9216)) +% (nb173 *% 64)), t175_c0_0)
-        store16(arena, (((6710544 +% ((mb174 *% 6) *% 9216)) +% (nb173 *% 64)) +% 16), t175_c0_1)
-        store16(arena, (((6710544 +% ((mb174 *% 6) *% 9216)) +% (nb173 *% 64)) +% 32), t175_c0_2)
-        store16(arena, (((6710544 +% ((mb174 *% 6) *% 9216)) +% (nb173 *% 64)) +% 48), t175_c0_3)
-        store16(arena, ((6710544 +% (((mb174 *% 6) +% 1) *% 9216)) +% (nb173 *% 64)), t175_c1_0)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 1) *% 9216)) +% (nb173 *% 64)) +% 16), t175_c1_1)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 1) *% 9216)) +% (nb173 *% 64)) +% 32), t175_c1_2)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 1) *% 9216)) +% (nb173 *% 64)) +% 48), t175_c1_3)
-        store16(arena, ((6710544 +% (((mb174 *% 6) +% 2) *% 9216)) +% (nb173 *% 64)), t175_c2_0)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 2) *% 9216)) +% (nb173 *% 64)) +% 16), t175_c2_1)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 2) *% 9216)) +% (nb173 *% 64)) +% 32), t175_c2_2)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 2) *% 9216)) +% (nb173 *% 64)) +% 48), t175_c2_3)
-        store16(arena, ((6710544 +% (((mb174 *% 6) +% 3) *% 9216)) +% (nb173 *% 64)), t175_c3_0)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 3) *% 9216)) +% (nb173 *% 64)) +% 16), t175_c3_1)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 3) *% 9216)) +% (nb173 *% 64)) +% 32), t175_c3_2)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 3) *% 9216)) +% (nb173 *% 64)) +% 48), t175_c3_3)
-        store16(arena, ((6710544 +% (((mb174 *% 6) +% 4) *% 9216)) +% (nb173 *% 64)), t175_c4_0)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 4) *% 9216)) +% (nb173 *% 64)) +% 16), t175_c4_1)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 4) *% 9216)) +% (nb173 *% 64)) +% 32), t175_c4_2)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 4) *% 9216)) +% (nb173 *% 64)) +% 48), t175_c4_3)
-        store16(arena, ((6710544 +% (((mb174 *% 6) +% 5) *% 9216)) +% (nb173 *% 64)), t175_c5_0)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 5) *% 9216)) +% (nb173 *% 64)) +% 16), t175_c5_1)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 5) *% 9216)) +% (nb173 *% 64)) +% 32), t175_c5_2)
-        store16(arena, (((6710544 +% (((mb174 *% 6) +% 5) *% 9216)) +% (nb173 *% 64)) +% 48), t175_c5_3)
+        store16(arena, ((6710544 +% ((mb154 *% 6) *% 9216)) +% (nb153 *% 64)), t155_c0_0)
+        store16(arena, (((6710544 +% ((mb154 *% 6) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c0_1)
+        store16(arena, (((6710544 +% ((mb154 *% 6) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c0_2)
+        store16(arena, (((6710544 +% ((mb154 *% 6) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c0_3)
+        store16(arena, ((6710544 +% (((mb154 *% 6) +% 1) *% 9216)) +% (nb153 *% 64)), t155_c1_0)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 1) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c1_1)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 1) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c1_2)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 1) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c1_3)
+        store16(arena, ((6710544 +% (((mb154 *% 6) +% 2) *% 9216)) +% (nb153 *% 64)), t155_c2_0)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 2) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c2_1)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 2) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c2_2)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 2) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c2_3)
+        store16(arena, ((6710544 +% (((mb154 *% 6) +% 3) *% 9216)) +% (nb153 *% 64)), t155_c3_0)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 3) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c3_1)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 3) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c3_2)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 3) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c3_3)
+        store16(arena, ((6710544 +% (((mb154 *% 6) +% 4) *% 9216)) +% (nb153 *% 64)), t155_c4_0)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 4) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c4_1)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 4) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c4_2)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 4) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c4_3)
+        store16(arena, ((6710544 +% (((mb154 *% 6) +% 5) *% 9216)) +% (nb153 *% 64)), t155_c5_0)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 5) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c5_1)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 5) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c5_2)
+        store16(arena, (((6710544 +% (((mb154 *% 6) +% 5) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c5_3)
       }
     }
-    for j177 in 0..<16 {
-      for c178 in 0..<32 {
-        for iy179 in 0..<1 {
-          do {  // SIMD16 over ix180
-            var ix180 = 0
-            while ix180 < 1 {
-              var sum181: Float = arena[((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% (iy179 *% 24)) +% ix180)]
-              arena[((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% (iy179 *% 26)) +% ix180)] = sum181
-              ix180 &+= 1
+    for j157 in 0..<16 {
+      for c158 in 0..<32 {
+        for iy159 in 0..<1 {
+          do {  // SIMD16 over ix160
+            var ix160 = 0
+            while ix160 < 1 {
+              var sum161: Float = arena[((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% (iy159 *% 24)) +% ix160)]
+              arena[((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy159 *% 26)) +% ix160)] = sum161
+              ix160 &+= 1
+            }
+          }
+        }
+        for iy162 in 0..<1 {
+          do {  // SIMD16 over ix163
+            var ix163 = 0
+            while ix163 < 1 {
+              var sum164: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% (iy162 *% 24)) +% 1) +% ix163)]
+              var sum165: Float = (sum164 + arena[((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% (iy162 *% 24)) +% ix163)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy162 *% 26)) +% 1) +% ix163)] = sum165
+              ix163 &+= 1
+            }
+          }
+        }
+        for iy166 in 0..<1 {
+          do {  // SIMD16 over ix167
+            var ix167 = 0
+            while ix167 &+ 16 <= 22 {
+              let sum168_v = load16(arena, ((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) +% 2) &+ ix167)
+              let sum169_v = (sum168_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) +% 1) &+ ix167))
+              let sum170_v = (sum169_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) &+ ix167))
+              store16(arena, ((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy166 *% 26)) +% 2) &+ ix167, sum170_v)
+              ix167 &+= 16
+            }
+            while ix167 < 22 {
+              var sum168: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) +% 2) +% ix167)]
+              var sum169: Float = (sum168 + arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) +% 1) +% ix167)])
+              var sum170: Float = (sum169 + arena[((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) +% ix167)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy166 *% 26)) +% 2) +% ix167)] = sum170
+              ix167 &+= 1
+            }
+          }
+        }
+        for iy171 in 0..<1 {
+          do {  // SIMD16 over ix172
+            var ix172 = 0
+            while ix172 < 1 {
+              var sum173: Float = arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% (iy171 *% 24)) +% 23) +% ix172)]
+              var sum174: Float = (sum173 + arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% (iy171 *% 24)) +% 22) +% ix172)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy171 *% 26)) +% 24) +% ix172)] = sum174
+              ix172 &+= 1
+            }
+          }
+        }
+        for iy175 in 0..<1 {
+          do {  // SIMD16 over ix176
+            var ix176 = 0
+            while ix176 < 1 {
+              var sum177: Float = arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% (iy175 *% 24)) +% 23) +% ix176)]
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy175 *% 26)) +% 25) +% ix176)] = sum177
+              ix176 &+= 1
+            }
+          }
+        }
+        for iy178 in 0..<1 {
+          do {  // SIMD16 over ix179
+            var ix179 = 0
+            while ix179 < 1 {
+              var sum180: Float = arena[((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy178 +% 1) *% 24)) +% ix179)]
+              var sum181: Float = (sum180 + arena[((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy178 +% 1) +% -1) *% 24)) +% ix179)])
+              arena[((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy178 +% 1) *% 26)) +% ix179)] = sum181
+              ix179 &+= 1
             }
           }
         }
@@ -1430,61 +918,50 @@ public func mnistnet_train_b64(
           do {  // SIMD16 over ix183
             var ix183 = 0
             while ix183 < 1 {
-              var sum184: Float = arena[(((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% (iy182 *% 24)) +% 1) +% ix183)]
-              var sum185: Float = (sum184 + arena[((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% (iy182 *% 24)) +% ix183)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% (iy182 *% 26)) +% 1) +% ix183)] = sum185
+              var sum184: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy182 +% 1) *% 24)) +% 1) +% ix183)]
+              var sum185: Float = (sum184 + arena[((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy182 +% 1) *% 24)) +% ix183)])
+              var sum186: Float = (sum185 + arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy182 +% 1) +% -1) *% 24)) +% 1) +% ix183)])
+              var sum187: Float = (sum186 + arena[((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy182 +% 1) +% -1) *% 24)) +% ix183)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy182 +% 1) *% 26)) +% 1) +% ix183)] = sum187
               ix183 &+= 1
             }
           }
         }
-        for iy186 in 0..<1 {
-          do {  // SIMD16 over ix187
-            var ix187 = 0
-            while ix187 &+ 16 <= 22 {
-              let sum188_v = load16(arena, ((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% (iy186 *% 24)) +% 2) &+ ix187)
-              let sum189_v = (sum188_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% (iy186 *% 24)) +% 1) &+ ix187))
-              let sum190_v = (sum189_v + load16(arena, (((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% (iy186 *% 24)) &+ ix187))
-              store16(arena, ((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% (iy186 *% 26)) +% 2) &+ ix187, sum190_v)
-              ix187 &+= 16
+        for iy188 in 0..<1 {
+          do {  // SIMD16 over ix189
+            var ix189 = 0
+            while ix189 &+ 16 <= 22 {
+              let sum190_v = load16(arena, ((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) +% 2) &+ ix189)
+              let sum191_v = (sum190_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) +% 1) &+ ix189))
+              let sum192_v = (sum191_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) &+ ix189))
+              let sum193_v = (sum192_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) +% 2) &+ ix189))
+              let sum194_v = (sum193_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) +% 1) &+ ix189))
+              let sum195_v = (sum194_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) &+ ix189))
+              store16(arena, ((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy188 +% 1) *% 26)) +% 2) &+ ix189, sum195_v)
+              ix189 &+= 16
             }
-            while ix187 < 22 {
-              var sum188: Float = arena[(((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% (iy186 *% 24)) +% 2) +% ix187)]
-              var sum189: Float = (sum188 + arena[(((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% (iy186 *% 24)) +% 1) +% ix187)])
-              var sum190: Float = (sum189 + arena[((((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% (iy186 *% 24)) +% ix187)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% (iy186 *% 26)) +% 2) +% ix187)] = sum190
-              ix187 &+= 1
-            }
-          }
-        }
-        for iy191 in 0..<1 {
-          do {  // SIMD16 over ix192
-            var ix192 = 0
-            while ix192 < 1 {
-              var sum193: Float = arena[(((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% (iy191 *% 24)) +% 23) +% ix192)]
-              var sum194: Float = (sum193 + arena[(((((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% (iy191 *% 24)) +% 22) +% ix192)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% (iy191 *% 26)) +% 24) +% ix192)] = sum194
-              ix192 &+= 1
+            while ix189 < 22 {
+              var sum190: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) +% 2) +% ix189)]
+              var sum191: Float = (sum190 + arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) +% 1) +% ix189)])
+              var sum192: Float = (sum191 + arena[((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) +% ix189)])
+              var sum193: Float = (sum192 + arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) +% 2) +% ix189)])
+              var sum194: Float = (sum193 + arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) +% 1) +% ix189)])
+              var sum195: Float = (sum194 + arena[((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) +% ix189)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy188 +% 1) *% 26)) +% 2) +% ix189)] = sum195
+              ix189 &+= 1
             }
           }
         }
-        for iy195 in 0..<1 {
-          do {  // SIMD16 over ix196
-            var ix196 = 0
-            while ix196 < 1 {
-              var sum197: Float = arena[(((((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% (iy195 *% 24)) +% 23) +% ix196)]
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% (iy195 *% 26)) +% 25) +% ix196)] = sum197
-              ix196 &+= 1
-            }
-          }
-        }
-        for iy198 in 0..<1 {
-          do {  // SIMD16 over ix199
-            var ix199 = 0
-            while ix199 < 1 {
-              var sum200: Float = arena[((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% ((iy198 +% 1) *% 24)) +% ix199)]
-              var sum201: Float = (sum200 + arena[((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy198 +% 1) +% -1) *% 24)) +% ix199)])
-              arena[((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy198 +% 1) *% 26)) +% ix199)] = sum201
-              ix199 &+= 1
+        for iy196 in 0..<1 {
+          do {  // SIMD16 over ix197
+            var ix197 = 0
+            while ix197 < 1 {
+              var sum198: Float = arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy196 +% 1) *% 24)) +% 23) +% ix197)]
+              var sum199: Float = (sum198 + arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy196 +% 1) *% 24)) +% 22) +% ix197)])
+              var sum200: Float = (sum199 + arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy196 +% 1) +% -1) *% 24)) +% 23) +% ix197)])
+              var sum201: Float = (sum200 + arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy196 +% 1) +% -1) *% 24)) +% 22) +% ix197)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy196 +% 1) *% 26)) +% 24) +% ix197)] = sum201
+              ix197 &+= 1
             }
           }
         }
@@ -1492,157 +969,157 @@ public func mnistnet_train_b64(
           do {  // SIMD16 over ix203
             var ix203 = 0
             while ix203 < 1 {
-              var sum204: Float = arena[(((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% ((iy202 +% 1) *% 24)) +% 1) +% ix203)]
-              var sum205: Float = (sum204 + arena[((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% ((iy202 +% 1) *% 24)) +% ix203)])
-              var sum206: Float = (sum205 + arena[(((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy202 +% 1) +% -1) *% 24)) +% 1) +% ix203)])
-              var sum207: Float = (sum206 + arena[((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy202 +% 1) +% -1) *% 24)) +% ix203)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy202 +% 1) *% 26)) +% 1) +% ix203)] = sum207
+              var sum204: Float = arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy202 +% 1) *% 24)) +% 23) +% ix203)]
+              var sum205: Float = (sum204 + arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy202 +% 1) +% -1) *% 24)) +% 23) +% ix203)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy202 +% 1) *% 26)) +% 25) +% ix203)] = sum205
               ix203 &+= 1
             }
           }
         }
-        for iy208 in 0..<1 {
-          do {  // SIMD16 over ix209
-            var ix209 = 0
-            while ix209 &+ 16 <= 22 {
-              let sum210_v = load16(arena, ((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% ((iy208 +% 1) *% 24)) +% 2) &+ ix209)
-              let sum211_v = (sum210_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% ((iy208 +% 1) *% 24)) +% 1) &+ ix209))
-              let sum212_v = (sum211_v + load16(arena, (((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% ((iy208 +% 1) *% 24)) &+ ix209))
-              let sum213_v = (sum212_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy208 +% 1) +% -1) *% 24)) +% 2) &+ ix209))
-              let sum214_v = (sum213_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy208 +% 1) +% -1) *% 24)) +% 1) &+ ix209))
-              let sum215_v = (sum214_v + load16(arena, (((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy208 +% 1) +% -1) *% 24)) &+ ix209))
-              store16(arena, ((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy208 +% 1) *% 26)) +% 2) &+ ix209, sum215_v)
-              ix209 &+= 16
-            }
-            while ix209 < 22 {
-              var sum210: Float = arena[(((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% ((iy208 +% 1) *% 24)) +% 2) +% ix209)]
-              var sum211: Float = (sum210 + arena[(((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% ((iy208 +% 1) *% 24)) +% 1) +% ix209)])
-              var sum212: Float = (sum211 + arena[((((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% ((iy208 +% 1) *% 24)) +% ix209)])
-              var sum213: Float = (sum212 + arena[(((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy208 +% 1) +% -1) *% 24)) +% 2) +% ix209)])
-              var sum214: Float = (sum213 + arena[(((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy208 +% 1) +% -1) *% 24)) +% 1) +% ix209)])
-              var sum215: Float = (sum214 + arena[((((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy208 +% 1) +% -1) *% 24)) +% ix209)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy208 +% 1) *% 26)) +% 2) +% ix209)] = sum215
-              ix209 &+= 1
+        for iy206 in 0..<22 {
+          do {  // SIMD16 over ix207
+            var ix207 = 0
+            while ix207 < 1 {
+              var sum208: Float = arena[((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy206 +% 2) *% 24)) +% ix207)]
+              var sum209: Float = (sum208 + arena[((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy206 +% 2) +% -1) *% 24)) +% ix207)])
+              var sum210: Float = (sum209 + arena[((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy206 +% 2) +% -2) *% 24)) +% ix207)])
+              arena[((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy206 +% 2) *% 26)) +% ix207)] = sum210
+              ix207 &+= 1
             }
           }
         }
-        for iy216 in 0..<1 {
-          do {  // SIMD16 over ix217
-            var ix217 = 0
-            while ix217 < 1 {
-              var sum218: Float = arena[(((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% ((iy216 +% 1) *% 24)) +% 23) +% ix217)]
-              var sum219: Float = (sum218 + arena[(((((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% ((iy216 +% 1) *% 24)) +% 22) +% ix217)])
-              var sum220: Float = (sum219 + arena[(((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy216 +% 1) +% -1) *% 24)) +% 23) +% ix217)])
-              var sum221: Float = (sum220 + arena[(((((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy216 +% 1) +% -1) *% 24)) +% 22) +% ix217)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy216 +% 1) *% 26)) +% 24) +% ix217)] = sum221
-              ix217 &+= 1
+        for iy211 in 0..<22 {
+          do {  // SIMD16 over ix212
+            var ix212 = 0
+            while ix212 < 1 {
+              var sum213: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy211 +% 2) *% 24)) +% 1) +% ix212)]
+              var sum214: Float = (sum213 + arena[((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy211 +% 2) *% 24)) +% ix212)])
+              var sum215: Float = (sum214 + arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy211 +% 2) +% -1) *% 24)) +% 1) +% ix212)])
+              var sum216: Float = (sum215 + arena[((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy211 +% 2) +% -1) *% 24)) +% ix212)])
+              var sum217: Float = (sum216 + arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy211 +% 2) +% -2) *% 24)) +% 1) +% ix212)])
+              var sum218: Float = (sum217 + arena[((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy211 +% 2) +% -2) *% 24)) +% ix212)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy211 +% 2) *% 26)) +% 1) +% ix212)] = sum218
+              ix212 &+= 1
             }
           }
         }
-        for iy222 in 0..<1 {
-          do {  // SIMD16 over ix223
-            var ix223 = 0
-            while ix223 < 1 {
-              var sum224: Float = arena[(((((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% ((iy222 +% 1) *% 24)) +% 23) +% ix223)]
-              var sum225: Float = (sum224 + arena[(((((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy222 +% 1) +% -1) *% 24)) +% 23) +% ix223)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy222 +% 1) *% 26)) +% 25) +% ix223)] = sum225
-              ix223 &+= 1
+        for iy219 in 0..<22 {
+          do {  // SIMD16 over ix220
+            var ix220 = 0
+            while ix220 &+ 16 <= 22 {
+              let sum221_v = load16(arena, ((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) +% 2) &+ ix220)
+              let sum222_v = (sum221_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) +% 1) &+ ix220))
+              let sum223_v = (sum222_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) &+ ix220))
+              let sum224_v = (sum223_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) +% 2) &+ ix220))
+              let sum225_v = (sum224_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) +% 1) &+ ix220))
+              let sum226_v = (sum225_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) &+ ix220))
+              let sum227_v = (sum226_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) +% 2) &+ ix220))
+              let sum228_v = (sum227_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) +% 1) &+ ix220))
+              let sum229_v = (sum228_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) &+ ix220))
+              store16(arena, ((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy219 +% 2) *% 26)) +% 2) &+ ix220, sum229_v)
+              ix220 &+= 16
+            }
+            while ix220 < 22 {
+              var sum221: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) +% 2) +% ix220)]
+              var sum222: Float = (sum221 + arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) +% 1) +% ix220)])
+              var sum223: Float = (sum222 + arena[((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) +% ix220)])
+              var sum224: Float = (sum223 + arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) +% 2) +% ix220)])
+              var sum225: Float = (sum224 + arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) +% 1) +% ix220)])
+              var sum226: Float = (sum225 + arena[((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) +% ix220)])
+              var sum227: Float = (sum226 + arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) +% 2) +% ix220)])
+              var sum228: Float = (sum227 + arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) +% 1) +% ix220)])
+              var sum229: Float = (sum228 + arena[((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) +% ix220)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy219 +% 2) *% 26)) +% 2) +% ix220)] = sum229
+              ix220 &+= 1
             }
           }
         }
-        for iy226 in 0..<22 {
-          do {  // SIMD16 over ix227
-            var ix227 = 0
-            while ix227 < 1 {
-              var sum228: Float = arena[((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% ((iy226 +% 2) *% 24)) +% ix227)]
-              var sum229: Float = (sum228 + arena[((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy226 +% 2) +% -1) *% 24)) +% ix227)])
-              var sum230: Float = (sum229 + arena[((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy226 +% 2) +% -2) *% 24)) +% ix227)])
-              arena[((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy226 +% 2) *% 26)) +% ix227)] = sum230
-              ix227 &+= 1
+        for iy230 in 0..<22 {
+          do {  // SIMD16 over ix231
+            var ix231 = 0
+            while ix231 < 1 {
+              var sum232: Float = arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy230 +% 2) *% 24)) +% 23) +% ix231)]
+              var sum233: Float = (sum232 + arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy230 +% 2) *% 24)) +% 22) +% ix231)])
+              var sum234: Float = (sum233 + arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy230 +% 2) +% -1) *% 24)) +% 23) +% ix231)])
+              var sum235: Float = (sum234 + arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy230 +% 2) +% -1) *% 24)) +% 22) +% ix231)])
+              var sum236: Float = (sum235 + arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy230 +% 2) +% -2) *% 24)) +% 23) +% ix231)])
+              var sum237: Float = (sum236 + arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy230 +% 2) +% -2) *% 24)) +% 22) +% ix231)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy230 +% 2) *% 26)) +% 24) +% ix231)] = sum237
+              ix231 &+= 1
             }
           }
         }
-        for iy231 in 0..<22 {
-          do {  // SIMD16 over ix232
-            var ix232 = 0
-            while ix232 < 1 {
-              var sum233: Float = arena[(((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% ((iy231 +% 2) *% 24)) +% 1) +% ix232)]
-              var sum234: Float = (sum233 + arena[((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% ((iy231 +% 2) *% 24)) +% ix232)])
-              var sum235: Float = (sum234 + arena[(((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy231 +% 2) +% -1) *% 24)) +% 1) +% ix232)])
-              var sum236: Float = (sum235 + arena[((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy231 +% 2) +% -1) *% 24)) +% ix232)])
-              var sum237: Float = (sum236 + arena[(((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy231 +% 2) +% -2) *% 24)) +% 1) +% ix232)])
-              var sum238: Float = (sum237 + arena[((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy231 +% 2) +% -2) *% 24)) +% ix232)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy231 +% 2) *% 26)) +% 1) +% ix232)] = sum238
-              ix232 &+= 1
+        for iy238 in 0..<22 {
+          do {  // SIMD16 over ix239
+            var ix239 = 0
+            while ix239 < 1 {
+              var sum240: Float = arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy238 +% 2) *% 24)) +% 23) +% ix239)]
+              var sum241: Float = (sum240 + arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy238 +% 2) +% -1) *% 24)) +% 23) +% ix239)])
+              var sum242: Float = (sum241 + arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy238 +% 2) +% -2) *% 24)) +% 23) +% ix239)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy238 +% 2) *% 26)) +% 25) +% ix239)] = sum242
+              ix239 &+= 1
             }
           }
         }
-        for iy239 in 0..<22 {
-          do {  // SIMD16 over ix240
-            var ix240 = 0
-            while ix240 &+ 16 <= 22 {
-              let sum241_v = load16(arena, ((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% ((iy239 +% 2) *% 24)) +% 2) &+ ix240)
-              let sum242_v = (sum241_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% ((iy239 +% 2) *% 24)) +% 1) &+ ix240))
-              let sum243_v = (sum242_v + load16(arena, (((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% ((iy239 +% 2) *% 24)) &+ ix240))
-              let sum244_v = (sum243_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -1) *% 24)) +% 2) &+ ix240))
-              let sum245_v = (sum244_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -1) *% 24)) +% 1) &+ ix240))
-              let sum246_v = (sum245_v + load16(arena, (((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -1) *% 24)) &+ ix240))
-              let sum247_v = (sum246_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -2) *% 24)) +% 2) &+ ix240))
-              let sum248_v = (sum247_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -2) *% 24)) +% 1) &+ ix240))
-              let sum249_v = (sum248_v + load16(arena, (((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -2) *% 24)) &+ ix240))
-              store16(arena, ((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy239 +% 2) *% 26)) +% 2) &+ ix240, sum249_v)
-              ix240 &+= 16
-            }
-            while ix240 < 22 {
-              var sum241: Float = arena[(((((6710544 +% ((c178 *% 9) *% 9216)) +% (j177 *% 576)) +% ((iy239 +% 2) *% 24)) +% 2) +% ix240)]
-              var sum242: Float = (sum241 + arena[(((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% ((iy239 +% 2) *% 24)) +% 1) +% ix240)])
-              var sum243: Float = (sum242 + arena[((((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% ((iy239 +% 2) *% 24)) +% ix240)])
-              var sum244: Float = (sum243 + arena[(((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -1) *% 24)) +% 2) +% ix240)])
-              var sum245: Float = (sum244 + arena[(((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -1) *% 24)) +% 1) +% ix240)])
-              var sum246: Float = (sum245 + arena[((((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -1) *% 24)) +% ix240)])
-              var sum247: Float = (sum246 + arena[(((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -2) *% 24)) +% 2) +% ix240)])
-              var sum248: Float = (sum247 + arena[(((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -2) *% 24)) +% 1) +% ix240)])
-              var sum249: Float = (sum248 + arena[((((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy239 +% 2) +% -2) *% 24)) +% ix240)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy239 +% 2) *% 26)) +% 2) +% ix240)] = sum249
-              ix240 &+= 1
+        for iy243 in 0..<1 {
+          do {  // SIMD16 over ix244
+            var ix244 = 0
+            while ix244 < 1 {
+              var sum245: Float = arena[((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy243 +% 24) +% -1) *% 24)) +% ix244)]
+              var sum246: Float = (sum245 + arena[((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy243 +% 24) +% -2) *% 24)) +% ix244)])
+              arena[((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy243 +% 24) *% 26)) +% ix244)] = sum246
+              ix244 &+= 1
             }
           }
         }
-        for iy250 in 0..<22 {
-          do {  // SIMD16 over ix251
-            var ix251 = 0
-            while ix251 < 1 {
-              var sum252: Float = arena[(((((6710544 +% (((c178 *% 9) +% 1) *% 9216)) +% (j177 *% 576)) +% ((iy250 +% 2) *% 24)) +% 23) +% ix251)]
-              var sum253: Float = (sum252 + arena[(((((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% ((iy250 +% 2) *% 24)) +% 22) +% ix251)])
-              var sum254: Float = (sum253 + arena[(((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy250 +% 2) +% -1) *% 24)) +% 23) +% ix251)])
-              var sum255: Float = (sum254 + arena[(((((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy250 +% 2) +% -1) *% 24)) +% 22) +% ix251)])
-              var sum256: Float = (sum255 + arena[(((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy250 +% 2) +% -2) *% 24)) +% 23) +% ix251)])
-              var sum257: Float = (sum256 + arena[(((((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy250 +% 2) +% -2) *% 24)) +% 22) +% ix251)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy250 +% 2) *% 26)) +% 24) +% ix251)] = sum257
-              ix251 &+= 1
+        for iy247 in 0..<1 {
+          do {  // SIMD16 over ix248
+            var ix248 = 0
+            while ix248 < 1 {
+              var sum249: Float = arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy247 +% 24) +% -1) *% 24)) +% 1) +% ix248)]
+              var sum250: Float = (sum249 + arena[((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy247 +% 24) +% -1) *% 24)) +% ix248)])
+              var sum251: Float = (sum250 + arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy247 +% 24) +% -2) *% 24)) +% 1) +% ix248)])
+              var sum252: Float = (sum251 + arena[((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy247 +% 24) +% -2) *% 24)) +% ix248)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy247 +% 24) *% 26)) +% 1) +% ix248)] = sum252
+              ix248 &+= 1
             }
           }
         }
-        for iy258 in 0..<22 {
-          do {  // SIMD16 over ix259
-            var ix259 = 0
-            while ix259 < 1 {
-              var sum260: Float = arena[(((((6710544 +% (((c178 *% 9) +% 2) *% 9216)) +% (j177 *% 576)) +% ((iy258 +% 2) *% 24)) +% 23) +% ix259)]
-              var sum261: Float = (sum260 + arena[(((((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy258 +% 2) +% -1) *% 24)) +% 23) +% ix259)])
-              var sum262: Float = (sum261 + arena[(((((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy258 +% 2) +% -2) *% 24)) +% 23) +% ix259)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy258 +% 2) *% 26)) +% 25) +% ix259)] = sum262
-              ix259 &+= 1
+        for iy253 in 0..<1 {
+          do {  // SIMD16 over ix254
+            var ix254 = 0
+            while ix254 &+ 16 <= 22 {
+              let sum255_v = load16(arena, ((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) +% 2) &+ ix254)
+              let sum256_v = (sum255_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) +% 1) &+ ix254))
+              let sum257_v = (sum256_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) &+ ix254))
+              let sum258_v = (sum257_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) +% 2) &+ ix254))
+              let sum259_v = (sum258_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) +% 1) &+ ix254))
+              let sum260_v = (sum259_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) &+ ix254))
+              store16(arena, ((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy253 +% 24) *% 26)) +% 2) &+ ix254, sum260_v)
+              ix254 &+= 16
+            }
+            while ix254 < 22 {
+              var sum255: Float = arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) +% 2) +% ix254)]
+              var sum256: Float = (sum255 + arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) +% 1) +% ix254)])
+              var sum257: Float = (sum256 + arena[((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) +% ix254)])
+              var sum258: Float = (sum257 + arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) +% 2) +% ix254)])
+              var sum259: Float = (sum258 + arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) +% 1) +% ix254)])
+              var sum260: Float = (sum259 + arena[((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) +% ix254)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy253 +% 24) *% 26)) +% 2) +% ix254)] = sum260
+              ix254 &+= 1
             }
           }
         }
-        for iy263 in 0..<1 {
-          do {  // SIMD16 over ix264
-            var ix264 = 0
-            while ix264 < 1 {
-              var sum265: Float = arena[((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy263 +% 24) +% -1) *% 24)) +% ix264)]
-              var sum266: Float = (sum265 + arena[((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy263 +% 24) +% -2) *% 24)) +% ix264)])
-              arena[((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy263 +% 24) *% 26)) +% ix264)] = sum266
-              ix264 &+= 1
+        for iy261 in 0..<1 {
+          do {  // SIMD16 over ix262
+            var ix262 = 0
+            while ix262 < 1 {
+              var sum263: Float = arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy261 +% 24) +% -1) *% 24)) +% 23) +% ix262)]
+              var sum264: Float = (sum263 + arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy261 +% 24) +% -1) *% 24)) +% 22) +% ix262)])
+              var sum265: Float = (sum264 + arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy261 +% 24) +% -2) *% 24)) +% 23) +% ix262)])
+              var sum266: Float = (sum265 + arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy261 +% 24) +% -2) *% 24)) +% 22) +% ix262)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy261 +% 24) *% 26)) +% 24) +% ix262)] = sum266
+              ix262 &+= 1
             }
           }
         }
@@ -1650,50 +1127,61 @@ public func mnistnet_train_b64(
           do {  // SIMD16 over ix268
             var ix268 = 0
             while ix268 < 1 {
-              var sum269: Float = arena[(((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy267 +% 24) +% -1) *% 24)) +% 1) +% ix268)]
-              var sum270: Float = (sum269 + arena[((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy267 +% 24) +% -1) *% 24)) +% ix268)])
-              var sum271: Float = (sum270 + arena[(((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy267 +% 24) +% -2) *% 24)) +% 1) +% ix268)])
-              var sum272: Float = (sum271 + arena[((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy267 +% 24) +% -2) *% 24)) +% ix268)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy267 +% 24) *% 26)) +% 1) +% ix268)] = sum272
+              var sum269: Float = arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy267 +% 24) +% -1) *% 24)) +% 23) +% ix268)]
+              var sum270: Float = (sum269 + arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy267 +% 24) +% -2) *% 24)) +% 23) +% ix268)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy267 +% 24) *% 26)) +% 25) +% ix268)] = sum270
               ix268 &+= 1
             }
           }
         }
-        for iy273 in 0..<1 {
-          do {  // SIMD16 over ix274
-            var ix274 = 0
-            while ix274 &+ 16 <= 22 {
-              let sum275_v = load16(arena, ((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -1) *% 24)) +% 2) &+ ix274)
-              let sum276_v = (sum275_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -1) *% 24)) +% 1) &+ ix274))
-              let sum277_v = (sum276_v + load16(arena, (((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -1) *% 24)) &+ ix274))
-              let sum278_v = (sum277_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -2) *% 24)) +% 2) &+ ix274))
-              let sum279_v = (sum278_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -2) *% 24)) +% 1) &+ ix274))
-              let sum280_v = (sum279_v + load16(arena, (((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -2) *% 24)) &+ ix274))
-              store16(arena, ((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy273 +% 24) *% 26)) +% 2) &+ ix274, sum280_v)
-              ix274 &+= 16
-            }
-            while ix274 < 22 {
-              var sum275: Float = arena[(((((6710544 +% (((c178 *% 9) +% 3) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -1) *% 24)) +% 2) +% ix274)]
-              var sum276: Float = (sum275 + arena[(((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -1) *% 24)) +% 1) +% ix274)])
-              var sum277: Float = (sum276 + arena[((((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -1) *% 24)) +% ix274)])
-              var sum278: Float = (sum277 + arena[(((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -2) *% 24)) +% 2) +% ix274)])
-              var sum279: Float = (sum278 + arena[(((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -2) *% 24)) +% 1) +% ix274)])
-              var sum280: Float = (sum279 + arena[((((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy273 +% 24) +% -2) *% 24)) +% ix274)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy273 +% 24) *% 26)) +% 2) +% ix274)] = sum280
-              ix274 &+= 1
+        for iy271 in 0..<1 {
+          do {  // SIMD16 over ix272
+            var ix272 = 0
+            while ix272 < 1 {
+              var sum273: Float = arena[((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy271 +% 25) +% -2) *% 24)) +% ix272)]
+              arena[((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy271 +% 25) *% 26)) +% ix272)] = sum273
+              ix272 &+= 1
             }
           }
         }
-        for iy281 in 0..<1 {
-          do {  // SIMD16 over ix282
-            var ix282 = 0
-            while ix282 < 1 {
-              var sum283: Float = arena[(((((6710544 +% (((c178 *% 9) +% 4) *% 9216)) +% (j177 *% 576)) +% (((iy281 +% 24) +% -1) *% 24)) +% 23) +% ix282)]
-              var sum284: Float = (sum283 + arena[(((((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy281 +% 24) +% -1) *% 24)) +% 22) +% ix282)])
-              var sum285: Float = (sum284 + arena[(((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy281 +% 24) +% -2) *% 24)) +% 23) +% ix282)])
-              var sum286: Float = (sum285 + arena[(((((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy281 +% 24) +% -2) *% 24)) +% 22) +% ix282)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy281 +% 24) *% 26)) +% 24) +% ix282)] = sum286
-              ix282 &+= 1
+        for iy274 in 0..<1 {
+          do {  // SIMD16 over ix275
+            var ix275 = 0
+            while ix275 < 1 {
+              var sum276: Float = arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy274 +% 25) +% -2) *% 24)) +% 1) +% ix275)]
+              var sum277: Float = (sum276 + arena[((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy274 +% 25) +% -2) *% 24)) +% ix275)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy274 +% 25) *% 26)) +% 1) +% ix275)] = sum277
+              ix275 &+= 1
+            }
+          }
+        }
+        for iy278 in 0..<1 {
+          do {  // SIMD16 over ix279
+            var ix279 = 0
+            while ix279 &+ 16 <= 22 {
+              let sum280_v = load16(arena, ((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% 2) &+ ix279)
+              let sum281_v = (sum280_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% 1) &+ ix279))
+              let sum282_v = (sum281_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) &+ ix279))
+              store16(arena, ((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy278 +% 25) *% 26)) +% 2) &+ ix279, sum282_v)
+              ix279 &+= 16
+            }
+            while ix279 < 22 {
+              var sum280: Float = arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% 2) +% ix279)]
+              var sum281: Float = (sum280 + arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% 1) +% ix279)])
+              var sum282: Float = (sum281 + arena[((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% ix279)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy278 +% 25) *% 26)) +% 2) +% ix279)] = sum282
+              ix279 &+= 1
+            }
+          }
+        }
+        for iy283 in 0..<1 {
+          do {  // SIMD16 over ix284
+            var ix284 = 0
+            while ix284 < 1 {
+              var sum285: Float = arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy283 +% 25) +% -2) *% 24)) +% 23) +% ix284)]
+              var sum286: Float = (sum285 + arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy283 +% 25) +% -2) *% 24)) +% 22) +% ix284)])
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy283 +% 25) *% 26)) +% 24) +% ix284)] = sum286
+              ix284 &+= 1
             }
           }
         }
@@ -1701,71 +1189,9 @@ public func mnistnet_train_b64(
           do {  // SIMD16 over ix288
             var ix288 = 0
             while ix288 < 1 {
-              var sum289: Float = arena[(((((6710544 +% (((c178 *% 9) +% 5) *% 9216)) +% (j177 *% 576)) +% (((iy287 +% 24) +% -1) *% 24)) +% 23) +% ix288)]
-              var sum290: Float = (sum289 + arena[(((((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy287 +% 24) +% -2) *% 24)) +% 23) +% ix288)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy287 +% 24) *% 26)) +% 25) +% ix288)] = sum290
+              var sum289: Float = arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy287 +% 25) +% -2) *% 24)) +% 23) +% ix288)]
+              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy287 +% 25) *% 26)) +% 25) +% ix288)] = sum289
               ix288 &+= 1
-            }
-          }
-        }
-        for iy291 in 0..<1 {
-          do {  // SIMD16 over ix292
-            var ix292 = 0
-            while ix292 < 1 {
-              var sum293: Float = arena[((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy291 +% 25) +% -2) *% 24)) +% ix292)]
-              arena[((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy291 +% 25) *% 26)) +% ix292)] = sum293
-              ix292 &+= 1
-            }
-          }
-        }
-        for iy294 in 0..<1 {
-          do {  // SIMD16 over ix295
-            var ix295 = 0
-            while ix295 < 1 {
-              var sum296: Float = arena[(((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy294 +% 25) +% -2) *% 24)) +% 1) +% ix295)]
-              var sum297: Float = (sum296 + arena[((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy294 +% 25) +% -2) *% 24)) +% ix295)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy294 +% 25) *% 26)) +% 1) +% ix295)] = sum297
-              ix295 &+= 1
-            }
-          }
-        }
-        for iy298 in 0..<1 {
-          do {  // SIMD16 over ix299
-            var ix299 = 0
-            while ix299 &+ 16 <= 22 {
-              let sum300_v = load16(arena, ((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy298 +% 25) +% -2) *% 24)) +% 2) &+ ix299)
-              let sum301_v = (sum300_v + load16(arena, ((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy298 +% 25) +% -2) *% 24)) +% 1) &+ ix299))
-              let sum302_v = (sum301_v + load16(arena, (((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy298 +% 25) +% -2) *% 24)) &+ ix299))
-              store16(arena, ((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy298 +% 25) *% 26)) +% 2) &+ ix299, sum302_v)
-              ix299 &+= 16
-            }
-            while ix299 < 22 {
-              var sum300: Float = arena[(((((6710544 +% (((c178 *% 9) +% 6) *% 9216)) +% (j177 *% 576)) +% (((iy298 +% 25) +% -2) *% 24)) +% 2) +% ix299)]
-              var sum301: Float = (sum300 + arena[(((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy298 +% 25) +% -2) *% 24)) +% 1) +% ix299)])
-              var sum302: Float = (sum301 + arena[((((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy298 +% 25) +% -2) *% 24)) +% ix299)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy298 +% 25) *% 26)) +% 2) +% ix299)] = sum302
-              ix299 &+= 1
-            }
-          }
-        }
-        for iy303 in 0..<1 {
-          do {  // SIMD16 over ix304
-            var ix304 = 0
-            while ix304 < 1 {
-              var sum305: Float = arena[(((((6710544 +% (((c178 *% 9) +% 7) *% 9216)) +% (j177 *% 576)) +% (((iy303 +% 25) +% -2) *% 24)) +% 23) +% ix304)]
-              var sum306: Float = (sum305 + arena[(((((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy303 +% 25) +% -2) *% 24)) +% 22) +% ix304)])
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy303 +% 25) *% 26)) +% 24) +% ix304)] = sum306
-              ix304 &+= 1
-            }
-          }
-        }
-        for iy307 in 0..<1 {
-          do {  // SIMD16 over ix308
-            var ix308 = 0
-            while ix308 < 1 {
-              var sum309: Float = arena[(((((6710544 +% (((c178 *% 9) +% 8) *% 9216)) +% (j177 *% 576)) +% (((iy307 +% 25) +% -2) *% 24)) +% 23) +% ix308)]
-              arena[(((((1384448 +% (((g169 *% 16) +% j177) *% 21632)) +% (c178 *% 676)) +% ((iy307 +% 25) *% 26)) +% 25) +% ix308)] = sum309
-              ix308 &+= 1
             }
           }
         }
@@ -1773,257 +1199,186 @@ public func mnistnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i310
-    var i310 = 0
-    while i310 &+ 16 <= 1384448 {
-      store16(arena, 3171600 &+ i310, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i310), where: load16(arena, 0 &+ i310) .> SIMD16<Float>(repeating: Float(0))))
-      i310 &+= 16
+  do {  // SIMD16 over i290
+    var i290 = 0
+    while i290 &+ 16 <= 1384448 {
+      store16(arena, 3171600 &+ i290, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i290), where: load16(arena, 0 &+ i290) .> SIMD16<Float>(repeating: Float(0))))
+      i290 &+= 16
     }
-    while i310 < 1384448 {
-      arena[(3171600 +% i310)] = (arena[i310] > Float(0) ? arena[(1384448 +% i310)] : Float(0))
-      i310 &+= 1
+    while i290 < 1384448 {
+      arena[(3171600 +% i290)] = (arena[i290] > Float(0) ? arena[(1384448 +% i290)] : Float(0))
+      i290 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i311
-    var i311 = 0
-    while i311 &+ 16 <= 288 {
-      store16(arena, 443456 &+ i311, SIMD16<Float>(repeating: Float(0)))
-      i311 &+= 16
+  do {  // SIMD16 over i291
+    var i291 = 0
+    while i291 &+ 16 <= 288 {
+      store16(arena, 443456 &+ i291, SIMD16<Float>(repeating: Float(0)))
+      i291 &+= 16
     }
-    while i311 < 288 {
-      arena[(443456 +% i311)] = Float(0)
-      i311 &+= 1
+    while i291 < 288 {
+      arena[(443456 +% i291)] = Float(0)
+      i291 &+= 1
     }
   }
-  for g312 in 0..<4 {
-    for j313 in 0..<16 {
-      for c314 in 0..<1 {
-        for ky315 in 0..<3 {
-          for oy316 in 0..<26 {
-            for ox317 in 0..<26 {
-              arena[((((((c314 *% 3) +% ky315) *% 3) *% 10816) +% (j313 *% 676)) +% ((oy316 *% 26) +% ox317))] = images[((((((g312 *% 16) +% j313) *% 784) +% (c314 *% 784)) +% ((oy316 +% ky315) *% 28)) +% ox317)]
+  for g292 in 0..<4 {
+    for j293 in 0..<16 {
+      for c294 in 0..<1 {
+        for ky295 in 0..<3 {
+          for oy296 in 0..<26 {
+            for ox297 in 0..<26 {
+              arena[((((((c294 *% 3) +% ky295) *% 3) *% 10816) +% (j293 *% 676)) +% ((oy296 *% 26) +% ox297))] = images[((((((g292 *% 16) +% j293) *% 784) +% (c294 *% 784)) +% ((oy296 +% ky295) *% 28)) +% ox297)]
             }
           }
-          for oy318 in 0..<26 {
-            for ox319 in 0..<26 {
-              arena[(((((((c314 *% 3) +% ky315) *% 3) +% 1) *% 10816) +% (j313 *% 676)) +% ((oy318 *% 26) +% ox319))] = images[((((((g312 *% 16) +% j313) *% 784) +% (c314 *% 784)) +% ((oy318 +% ky315) *% 28)) +% (ox319 +% 1))]
+          for oy298 in 0..<26 {
+            for ox299 in 0..<26 {
+              arena[(((((((c294 *% 3) +% ky295) *% 3) +% 1) *% 10816) +% (j293 *% 676)) +% ((oy298 *% 26) +% ox299))] = images[((((((g292 *% 16) +% j293) *% 784) +% (c294 *% 784)) +% ((oy298 +% ky295) *% 28)) +% (ox299 +% 1))]
             }
           }
-          for oy320 in 0..<26 {
-            for ox321 in 0..<26 {
-              arena[(((((((c314 *% 3) +% ky315) *% 3) +% 2) *% 10816) +% (j313 *% 676)) +% ((oy320 *% 26) +% ox321))] = images[((((((g312 *% 16) +% j313) *% 784) +% (c314 *% 784)) +% ((oy320 +% ky315) *% 28)) +% (ox321 +% 2))]
+          for oy300 in 0..<26 {
+            for ox301 in 0..<26 {
+              arena[(((((((c294 *% 3) +% ky295) *% 3) +% 2) *% 10816) +% (j293 *% 676)) +% ((oy300 *% 26) +% ox301))] = images[((((((g292 *% 16) +% j293) *% 784) +% (c294 *% 784)) +% ((oy300 +% ky295) *% 28)) +% (ox301 +% 2))]
             }
           }
         }
       }
     }
-    for j322 in 0..<16 {
-      for i323 in 0..<676 {
-        for f324 in 0..<32 {
-          arena[((97344 +% (((j322 *% 676) +% i323) *% 32)) +% f324)] = arena[(((3171600 +% (((g312 *% 16) +% j322) *% 21632)) +% (f324 *% 676)) +% i323)]
+    for j302 in 0..<16 {
+      for i303 in 0..<676 {
+        for f304 in 0..<32 {
+          arena[((97344 +% (((j302 *% 676) +% i303) *% 32)) +% f304)] = arena[(((3171600 +% (((g292 *% 16) +% j302) *% 21632)) +% (f304 *% 676)) +% i303)]
         }
       }
     }
-    for kp325 in 0..<28 {
-      for nb326 in 0..<1 {
-        for mb327 in 0..<1 {
-          var t328_c0_0 = load16(arena, ((443456 +% ((mb327 *% 9) *% 32)) +% (nb326 *% 32)))
-          var t328_c0_1 = load16(arena, (((443456 +% ((mb327 *% 9) *% 32)) +% (nb326 *% 32)) +% 16))
-          var t328_c1_0 = load16(arena, ((443456 +% (((mb327 *% 9) +% 1) *% 32)) +% (nb326 *% 32)))
-          var t328_c1_1 = load16(arena, (((443456 +% (((mb327 *% 9) +% 1) *% 32)) +% (nb326 *% 32)) +% 16))
-          var t328_c2_0 = load16(arena, ((443456 +% (((mb327 *% 9) +% 2) *% 32)) +% (nb326 *% 32)))
-          var t328_c2_1 = load16(arena, (((443456 +% (((mb327 *% 9) +% 2) *% 32)) +% (nb326 *% 32)) +% 16))
-          var t328_c3_0 = load16(arena, ((443456 +% (((mb327 *% 9) +% 3) *% 32)) +% (nb326 *% 32)))
-          var t328_c3_1 = load16(arena, (((443456 +% (((mb327 *% 9) +% 3) *% 32)) +% (nb326 *% 32)) +% 16))
-          var t328_c4_0 = load16(arena, ((443456 +% (((mb327 *% 9) +% 4) *% 32)) +% (nb326 *% 32)))
-          var t328_c4_1 = load16(arena, (((443456 +% (((mb327 *% 9) +% 4) *% 32)) +% (nb326 *% 32)) +% 16))
-          var t328_c5_0 = load16(arena, ((443456 +% (((mb327 *% 9) +% 5) *% 32)) +% (nb326 *% 32)))
-          var t328_c5_1 = load16(arena, (((443456 +% (((mb327 *% 9) +% 5) *% 32)) +% (nb326 *% 32)) +% 16))
-          var t328_c6_0 = load16(arena, ((443456 +% (((mb327 *% 9) +% 6) *% 32)) +% (nb326 *% 32)))
-          var t328_c6_1 = load16(arena, (((443456 +% (((mb327 *% 9) +% 6) *% 32)) +% (nb326 *% 32)) +% 16))
-          var t328_c7_0 = load16(arena, ((443456 +% (((mb327 *% 9) +% 7) *% 32)) +% (nb326 *% 32)))
-          var t328_c7_1 = load16(arena, (((443456 +% (((mb327 *% 9) +% 7) *% 32)) +% (nb326 *% 32)) +% 16))
-          var t328_c8_0 = load16(arena, ((443456 +% (((mb327 *% 9) +% 8) *% 32)) +% (nb326 *% 32)))
-          var t328_c8_1 = load16(arena, (((443456 +% (((mb327 *% 9) +% 8) *% 32)) +% (nb326 *% 32)) +% 16))
-          for k329 in 0..<373 {
-            let t328_b0 = load16(arena, ((97344 +% ((k329 +% (kp325 *% 373)) *% 32)) +% (nb326 *% 32)))
-            let t328_b1 = load16(arena, (((97344 +% ((k329 +% (kp325 *% 373)) *% 32)) +% (nb326 *% 32)) +% 16))
-            let t328_a0 = SIMD16<Float>(repeating: arena[(((mb327 *% 9) *% 10816) +% (k329 +% (kp325 *% 373)))])
-            t328_c0_0 = t328_c0_0.addingProduct(t328_a0, t328_b0)
-            t328_c0_1 = t328_c0_1.addingProduct(t328_a0, t328_b1)
-            let t328_a1 = SIMD16<Float>(repeating: arena[((((mb327 *% 9) +% 1) *% 10816) +% (k329 +% (kp325 *% 373)))])
-            t328_c1_0 = t328_c1_0.addingProduct(t328_a1, t328_b0)
-            t328_c1_1 = t328_c1_1.addingProduct(t328_a1, t328_b1)
-            let t328_a2 = SIMD16<Float>(repeating: arena[((((mb327 *% 9) +% 2) *% 10816) +% (k329 +% (kp325 *% 373)))])
-            t328_c2_0 = t328_c2_0.addingProduct(t328_a2, t328_b0)
-            t328_c2_1 = t328_c2_1.addingProduct(t328_a2, t328_b1)
-            let t328_a3 = SIMD16<Float>(repeating: arena[((((mb327 *% 9) +% 3) *% 10816) +% (k329 +% (kp325 *% 373)))])
-            t328_c3_0 = t328_c3_0.addingProduct(t328_a3, t328_b0)
-            t328_c3_1 = t328_c3_1.addingProduct(t328_a3, t328_b1)
-            let t328_a4 = SIMD16<Float>(repeating: arena[((((mb327 *% 9) +% 4) *% 10816) +% (k329 +% (kp325 *% 373)))])
-            t328_c4_0 = t328_c4_0.addingProduct(t328_a4, t328_b0)
-            t328_c4_1 = t328_c4_1.addingProduct(t328_a4, t328_b1)
-            let t328_a5 = SIMD16<Float>(repeating: arena[((((mb327 *% 9) +% 5) *% 10816) +% (k329 +% (kp325 *% 373)))])
-            t328_c5_0 = t328_c5_0.addingProduct(t328_a5, t328_b0)
-            t328_c5_1 = t328_c5_1.addingProduct(t328_a5, t328_b1)
-            let t328_a6 = SIMD16<Float>(repeating: arena[((((mb327 *% 9) +% 6) *% 10816) +% (k329 +% (kp325 *% 373)))])
-            t328_c6_0 = t328_c6_0.addingProduct(t328_a6, t328_b0)
-            t328_c6_1 = t328_c6_1.addingProduct(t328_a6, t328_b1)
-            let t328_a7 = SIMD16<Float>(repeating: arena[((((mb327 *% 9) +% 7) *% 10816) +% (k329 +% (kp325 *% 373)))])
-            t328_c7_0 = t328_c7_0.addingProduct(t328_a7, t328_b0)
-            t328_c7_1 = t328_c7_1.addingProduct(t328_a7, t328_b1)
-            let t328_a8 = SIMD16<Float>(repeating: arena[((((mb327 *% 9) +% 8) *% 10816) +% (k329 +% (kp325 *% 373)))])
-            t328_c8_0 = t328_c8_0.addingProduct(t328_a8, t328_b0)
-            t328_c8_1 = t328_c8_1.addingProduct(t328_a8, t328_b1)
+    for kp305 in 0..<32 {
+      for nb306 in 0..<1 {
+        for mb307 in 0..<1 {
+          var t308_c0_0 = load16(arena, ((443456 +% ((mb307 *% 9) *% 32)) +% (nb306 *% 32)))
+          var t308_c0_1 = load16(arena, (((443456 +% ((mb307 *% 9) *% 32)) +% (nb306 *% 32)) +% 16))
+          var t308_c1_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 1) *% 32)) +% (nb306 *% 32)))
+          var t308_c1_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 1) *% 32)) +% (nb306 *% 32)) +% 16))
+          var t308_c2_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 2) *% 32)) +% (nb306 *% 32)))
+          var t308_c2_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 2) *% 32)) +% (nb306 *% 32)) +% 16))
+          var t308_c3_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 3) *% 32)) +% (nb306 *% 32)))
+          var t308_c3_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 3) *% 32)) +% (nb306 *% 32)) +% 16))
+          var t308_c4_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 4) *% 32)) +% (nb306 *% 32)))
+          var t308_c4_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 4) *% 32)) +% (nb306 *% 32)) +% 16))
+          var t308_c5_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 5) *% 32)) +% (nb306 *% 32)))
+          var t308_c5_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 5) *% 32)) +% (nb306 *% 32)) +% 16))
+          var t308_c6_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 6) *% 32)) +% (nb306 *% 32)))
+          var t308_c6_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 6) *% 32)) +% (nb306 *% 32)) +% 16))
+          var t308_c7_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 7) *% 32)) +% (nb306 *% 32)))
+          var t308_c7_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 7) *% 32)) +% (nb306 *% 32)) +% 16))
+          var t308_c8_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 8) *% 32)) +% (nb306 *% 32)))
+          var t308_c8_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 8) *% 32)) +% (nb306 *% 32)) +% 16))
+          for k309 in 0..<338 {
+            let t308_b0 = load16(arena, ((97344 +% ((k309 +% (kp305 *% 338)) *% 32)) +% (nb306 *% 32)))
+            let t308_b1 = load16(arena, (((97344 +% ((k309 +% (kp305 *% 338)) *% 32)) +% (nb306 *% 32)) +% 16))
+            let t308_a0 = SIMD16<Float>(repeating: arena[(((mb307 *% 9) *% 10816) +% (k309 +% (kp305 *% 338)))])
+            t308_c0_0 = t308_c0_0.addingProduct(t308_a0, t308_b0)
+            t308_c0_1 = t308_c0_1.addingProduct(t308_a0, t308_b1)
+            let t308_a1 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 1) *% 10816) +% (k309 +% (kp305 *% 338)))])
+            t308_c1_0 = t308_c1_0.addingProduct(t308_a1, t308_b0)
+            t308_c1_1 = t308_c1_1.addingProduct(t308_a1, t308_b1)
+            let t308_a2 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 2) *% 10816) +% (k309 +% (kp305 *% 338)))])
+            t308_c2_0 = t308_c2_0.addingProduct(t308_a2, t308_b0)
+            t308_c2_1 = t308_c2_1.addingProduct(t308_a2, t308_b1)
+            let t308_a3 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 3) *% 10816) +% (k309 +% (kp305 *% 338)))])
+            t308_c3_0 = t308_c3_0.addingProduct(t308_a3, t308_b0)
+            t308_c3_1 = t308_c3_1.addingProduct(t308_a3, t308_b1)
+            let t308_a4 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 4) *% 10816) +% (k309 +% (kp305 *% 338)))])
+            t308_c4_0 = t308_c4_0.addingProduct(t308_a4, t308_b0)
+            t308_c4_1 = t308_c4_1.addingProduct(t308_a4, t308_b1)
+            let t308_a5 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 5) *% 10816) +% (k309 +% (kp305 *% 338)))])
+            t308_c5_0 = t308_c5_0.addingProduct(t308_a5, t308_b0)
+            t308_c5_1 = t308_c5_1.addingProduct(t308_a5, t308_b1)
+            let t308_a6 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 6) *% 10816) +% (k309 +% (kp305 *% 338)))])
+            t308_c6_0 = t308_c6_0.addingProduct(t308_a6, t308_b0)
+            t308_c6_1 = t308_c6_1.addingProduct(t308_a6, t308_b1)
+            let t308_a7 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 7) *% 10816) +% (k309 +% (kp305 *% 338)))])
+            t308_c7_0 = t308_c7_0.addingProduct(t308_a7, t308_b0)
+            t308_c7_1 = t308_c7_1.addingProduct(t308_a7, t308_b1)
+            let t308_a8 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 8) *% 10816) +% (k309 +% (kp305 *% 338)))])
+            t308_c8_0 = t308_c8_0.addingProduct(t308_a8, t308_b0)
+            t308_c8_1 = t308_c8_1.addingProduct(t308_a8, t308_b1)
           }
-          store16(arena, ((443456 +% ((mb327 *% 9) *% 32)) +% (nb326 *% 32)), t328_c0_0)
-          store16(arena, (((443456 +% ((mb327 *% 9) *% 32)) +% (nb326 *% 32)) +% 16), t328_c0_1)
-          store16(arena, ((443456 +% (((mb327 *% 9) +% 1) *% 32)) +% (nb326 *% 32)), t328_c1_0)
-          store16(arena, (((443456 +% (((mb327 *% 9) +% 1) *% 32)) +% (nb326 *% 32)) +% 16), t328_c1_1)
-          store16(arena, ((443456 +% (((mb327 *% 9) +% 2) *% 32)) +% (nb326 *% 32)), t328_c2_0)
-          store16(arena, (((443456 +% (((mb327 *% 9) +% 2) *% 32)) +% (nb326 *% 32)) +% 16), t328_c2_1)
-          store16(arena, ((443456 +% (((mb327 *% 9) +% 3) *% 32)) +% (nb326 *% 32)), t328_c3_0)
-          store16(arena, (((443456 +% (((mb327 *% 9) +% 3) *% 32)) +% (nb326 *% 32)) +% 16), t328_c3_1)
-          store16(arena, ((443456 +% (((mb327 *% 9) +% 4) *% 32)) +% (nb326 *% 32)), t328_c4_0)
-          store16(arena, (((443456 +% (((mb327 *% 9) +% 4) *% 32)) +% (nb326 *% 32)) +% 16), t328_c4_1)
-          store16(arena, ((443456 +% (((mb327 *% 9) +% 5) *% 32)) +% (nb326 *% 32)), t328_c5_0)
-          store16(arena, (((443456 +% (((mb327 *% 9) +% 5) *% 32)) +% (nb326 *% 32)) +% 16), t328_c5_1)
-          store16(arena, ((443456 +% (((mb327 *% 9) +% 6) *% 32)) +% (nb326 *% 32)), t328_c6_0)
-          store16(arena, (((443456 +% (((mb327 *% 9) +% 6) *% 32)) +% (nb326 *% 32)) +% 16), t328_c6_1)
-          store16(arena, ((443456 +% (((mb327 *% 9) +% 7) *% 32)) +% (nb326 *% 32)), t328_c7_0)
-          store16(arena, (((443456 +% (((mb327 *% 9) +% 7) *% 32)) +% (nb326 *% 32)) +% 16), t328_c7_1)
-          store16(arena, ((443456 +% (((mb327 *% 9) +% 8) *% 32)) +% (nb326 *% 32)), t328_c8_0)
-          store16(arena, (((443456 +% (((mb327 *% 9) +% 8) *% 32)) +% (nb326 *% 32)) +% 16), t328_c8_1)
+          store16(arena, ((443456 +% ((mb307 *% 9) *% 32)) +% (nb306 *% 32)), t308_c0_0)
+          store16(arena, (((443456 +% ((mb307 *% 9) *% 32)) +% (nb306 *% 32)) +% 16), t308_c0_1)
+          store16(arena, ((443456 +% (((mb307 *% 9) +% 1) *% 32)) +% (nb306 *% 32)), t308_c1_0)
+          store16(arena, (((443456 +% (((mb307 *% 9) +% 1) *% 32)) +% (nb306 *% 32)) +% 16), t308_c1_1)
+          store16(arena, ((443456 +% (((mb307 *% 9) +% 2) *% 32)) +% (nb306 *% 32)), t308_c2_0)
+          store16(arena, (((443456 +% (((mb307 *% 9) +% 2) *% 32)) +% (nb306 *% 32)) +% 16), t308_c2_1)
+          store16(arena, ((443456 +% (((mb307 *% 9) +% 3) *% 32)) +% (nb306 *% 32)), t308_c3_0)
+          store16(arena, (((443456 +% (((mb307 *% 9) +% 3) *% 32)) +% (nb306 *% 32)) +% 16), t308_c3_1)
+          store16(arena, ((443456 +% (((mb307 *% 9) +% 4) *% 32)) +% (nb306 *% 32)), t308_c4_0)
+          store16(arena, (((443456 +% (((mb307 *% 9) +% 4) *% 32)) +% (nb306 *% 32)) +% 16), t308_c4_1)
+          store16(arena, ((443456 +% (((mb307 *% 9) +% 5) *% 32)) +% (nb306 *% 32)), t308_c5_0)
+          store16(arena, (((443456 +% (((mb307 *% 9) +% 5) *% 32)) +% (nb306 *% 32)) +% 16), t308_c5_1)
+          store16(arena, ((443456 +% (((mb307 *% 9) +% 6) *% 32)) +% (nb306 *% 32)), t308_c6_0)
+          store16(arena, (((443456 +% (((mb307 *% 9) +% 6) *% 32)) +% (nb306 *% 32)) +% 16), t308_c6_1)
+          store16(arena, ((443456 +% (((mb307 *% 9) +% 7) *% 32)) +% (nb306 *% 32)), t308_c7_0)
+          store16(arena, (((443456 +% (((mb307 *% 9) +% 7) *% 32)) +% (nb306 *% 32)) +% 16), t308_c7_1)
+          store16(arena, ((443456 +% (((mb307 *% 9) +% 8) *% 32)) +% (nb306 *% 32)), t308_c8_0)
+          store16(arena, (((443456 +% (((mb307 *% 9) +% 8) *% 32)) +% (nb306 *% 32)) +% 16), t308_c8_1)
         }
-      }
-    }
-    for nb330 in 0..<1 {
-      for mb331 in 0..<1 {
-        var t332_c0_0 = load16(arena, ((443456 +% ((mb331 *% 9) *% 32)) +% (nb330 *% 32)))
-        var t332_c0_1 = load16(arena, (((443456 +% ((mb331 *% 9) *% 32)) +% (nb330 *% 32)) +% 16))
-        var t332_c1_0 = load16(arena, ((443456 +% (((mb331 *% 9) +% 1) *% 32)) +% (nb330 *% 32)))
-        var t332_c1_1 = load16(arena, (((443456 +% (((mb331 *% 9) +% 1) *% 32)) +% (nb330 *% 32)) +% 16))
-        var t332_c2_0 = load16(arena, ((443456 +% (((mb331 *% 9) +% 2) *% 32)) +% (nb330 *% 32)))
-        var t332_c2_1 = load16(arena, (((443456 +% (((mb331 *% 9) +% 2) *% 32)) +% (nb330 *% 32)) +% 16))
-        var t332_c3_0 = load16(arena, ((443456 +% (((mb331 *% 9) +% 3) *% 32)) +% (nb330 *% 32)))
-        var t332_c3_1 = load16(arena, (((443456 +% (((mb331 *% 9) +% 3) *% 32)) +% (nb330 *% 32)) +% 16))
-        var t332_c4_0 = load16(arena, ((443456 +% (((mb331 *% 9) +% 4) *% 32)) +% (nb330 *% 32)))
-        var t332_c4_1 = load16(arena, (((443456 +% (((mb331 *% 9) +% 4) *% 32)) +% (nb330 *% 32)) +% 16))
-        var t332_c5_0 = load16(arena, ((443456 +% (((mb331 *% 9) +% 5) *% 32)) +% (nb330 *% 32)))
-        var t332_c5_1 = load16(arena, (((443456 +% (((mb331 *% 9) +% 5) *% 32)) +% (nb330 *% 32)) +% 16))
-        var t332_c6_0 = load16(arena, ((443456 +% (((mb331 *% 9) +% 6) *% 32)) +% (nb330 *% 32)))
-        var t332_c6_1 = load16(arena, (((443456 +% (((mb331 *% 9) +% 6) *% 32)) +% (nb330 *% 32)) +% 16))
-        var t332_c7_0 = load16(arena, ((443456 +% (((mb331 *% 9) +% 7) *% 32)) +% (nb330 *% 32)))
-        var t332_c7_1 = load16(arena, (((443456 +% (((mb331 *% 9) +% 7) *% 32)) +% (nb330 *% 32)) +% 16))
-        var t332_c8_0 = load16(arena, ((443456 +% (((mb331 *% 9) +% 8) *% 32)) +% (nb330 *% 32)))
-        var t332_c8_1 = load16(arena, (((443456 +% (((mb331 *% 9) +% 8) *% 32)) +% (nb330 *% 32)) +% 16))
-        for k333 in 0..<372 {
-          let t332_b0 = load16(arena, ((97344 +% ((k333 +% 10444) *% 32)) +% (nb330 *% 32)))
-          let t332_b1 = load16(arena, (((97344 +% ((k333 +% 10444) *% 32)) +% (nb330 *% 32)) +% 16))
-          let t332_a0 = SIMD16<Float>(repeating: arena[(((mb331 *% 9) *% 10816) +% (k333 +% 10444))])
-          t332_c0_0 = t332_c0_0.addingProduct(t332_a0, t332_b0)
-          t332_c0_1 = t332_c0_1.addingProduct(t332_a0, t332_b1)
-          let t332_a1 = SIMD16<Float>(repeating: arena[((((mb331 *% 9) +% 1) *% 10816) +% (k333 +% 10444))])
-          t332_c1_0 = t332_c1_0.addingProduct(t332_a1, t332_b0)
-          t332_c1_1 = t332_c1_1.addingProduct(t332_a1, t332_b1)
-          let t332_a2 = SIMD16<Float>(repeating: arena[((((mb331 *% 9) +% 2) *% 10816) +% (k333 +% 10444))])
-          t332_c2_0 = t332_c2_0.addingProduct(t332_a2, t332_b0)
-          t332_c2_1 = t332_c2_1.addingProduct(t332_a2, t332_b1)
-          let t332_a3 = SIMD16<Float>(repeating: arena[((((mb331 *% 9) +% 3) *% 10816) +% (k333 +% 10444))])
-          t332_c3_0 = t332_c3_0.addingProduct(t332_a3, t332_b0)
-          t332_c3_1 = t332_c3_1.addingProduct(t332_a3, t332_b1)
-          let t332_a4 = SIMD16<Float>(repeating: arena[((((mb331 *% 9) +% 4) *% 10816) +% (k333 +% 10444))])
-          t332_c4_0 = t332_c4_0.addingProduct(t332_a4, t332_b0)
-          t332_c4_1 = t332_c4_1.addingProduct(t332_a4, t332_b1)
-          let t332_a5 = SIMD16<Float>(repeating: arena[((((mb331 *% 9) +% 5) *% 10816) +% (k333 +% 10444))])
-          t332_c5_0 = t332_c5_0.addingProduct(t332_a5, t332_b0)
-          t332_c5_1 = t332_c5_1.addingProduct(t332_a5, t332_b1)
-          let t332_a6 = SIMD16<Float>(repeating: arena[((((mb331 *% 9) +% 6) *% 10816) +% (k333 +% 10444))])
-          t332_c6_0 = t332_c6_0.addingProduct(t332_a6, t332_b0)
-          t332_c6_1 = t332_c6_1.addingProduct(t332_a6, t332_b1)
-          let t332_a7 = SIMD16<Float>(repeating: arena[((((mb331 *% 9) +% 7) *% 10816) +% (k333 +% 10444))])
-          t332_c7_0 = t332_c7_0.addingProduct(t332_a7, t332_b0)
-          t332_c7_1 = t332_c7_1.addingProduct(t332_a7, t332_b1)
-          let t332_a8 = SIMD16<Float>(repeating: arena[((((mb331 *% 9) +% 8) *% 10816) +% (k333 +% 10444))])
-          t332_c8_0 = t332_c8_0.addingProduct(t332_a8, t332_b0)
-          t332_c8_1 = t332_c8_1.addingProduct(t332_a8, t332_b1)
-        }
-        store16(arena, ((443456 +% ((mb331 *% 9) *% 32)) +% (nb330 *% 32)), t332_c0_0)
-        store16(arena, (((443456 +% ((mb331 *% 9) *% 32)) +% (nb330 *% 32)) +% 16), t332_c0_1)
-        store16(arena, ((443456 +% (((mb331 *% 9) +% 1) *% 32)) +% (nb330 *% 32)), t332_c1_0)
-        store16(arena, (((443456 +% (((mb331 *% 9) +% 1) *% 32)) +% (nb330 *% 32)) +% 16), t332_c1_1)
-        store16(arena, ((443456 +% (((mb331 *% 9) +% 2) *% 32)) +% (nb330 *% 32)), t332_c2_0)
-        store16(arena, (((443456 +% (((mb331 *% 9) +% 2) *% 32)) +% (nb330 *% 32)) +% 16), t332_c2_1)
-        store16(arena, ((443456 +% (((mb331 *% 9) +% 3) *% 32)) +% (nb330 *% 32)), t332_c3_0)
-        store16(arena, (((443456 +% (((mb331 *% 9) +% 3) *% 32)) +% (nb330 *% 32)) +% 16), t332_c3_1)
-        store16(arena, ((443456 +% (((mb331 *% 9) +% 4) *% 32)) +% (nb330 *% 32)), t332_c4_0)
-        store16(arena, (((443456 +% (((mb331 *% 9) +% 4) *% 32)) +% (nb330 *% 32)) +% 16), t332_c4_1)
-        store16(arena, ((443456 +% (((mb331 *% 9) +% 5) *% 32)) +% (nb330 *% 32)), t332_c5_0)
-        store16(arena, (((443456 +% (((mb331 *% 9) +% 5) *% 32)) +% (nb330 *% 32)) +% 16), t332_c5_1)
-        store16(arena, ((443456 +% (((mb331 *% 9) +% 6) *% 32)) +% (nb330 *% 32)), t332_c6_0)
-        store16(arena, (((443456 +% (((mb331 *% 9) +% 6) *% 32)) +% (nb330 *% 32)) +% 16), t332_c6_1)
-        store16(arena, ((443456 +% (((mb331 *% 9) +% 7) *% 32)) +% (nb330 *% 32)), t332_c7_0)
-        store16(arena, (((443456 +% (((mb331 *% 9) +% 7) *% 32)) +% (nb330 *% 32)) +% 16), t332_c7_1)
-        store16(arena, ((443456 +% (((mb331 *% 9) +% 8) *% 32)) +% (nb330 *% 32)), t332_c8_0)
-        store16(arena, (((443456 +% (((mb331 *% 9) +% 8) *% 32)) +% (nb330 *% 32)) +% 16), t332_c8_1)
       }
     }
   }
-  for f334 in 0..<32 {
-    for r335 in 0..<9 {
-      grads[((f334 *% 9) +% r335)] = arena[((443456 +% (r335 *% 32)) +% f334)]
+  for f310 in 0..<32 {
+    for r311 in 0..<9 {
+      grads[((f310 *% 9) +% r311)] = arena[((443456 +% (r311 *% 32)) +% f310)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f336 in 0..<32 {
-    var acc337 = SIMD16<Float>()
-    for img338 in 0..<64 {
-      for i339 in 0..<42 {
-        acc337 = acc337.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((3171600 +% (img338 *% 21632)) +% (f336 *% 676)) +% (i339 *% 16))))
+  for f312 in 0..<32 {
+    var acc313 = SIMD16<Float>()
+    for img314 in 0..<64 {
+      for i315 in 0..<42 {
+        acc313 = acc313.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((3171600 +% (img314 *% 21632)) +% (f312 *% 676)) +% (i315 *% 16))))
       }
-      acc337 = acc337.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img338 *% 21632)) +% (f336 *% 676)) +% 672), 4))
+      acc313 = acc313.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img314 *% 21632)) +% (f312 *% 676)) +% 672), 4))
     }
-    store16(arena, 0, acc337)
-    var sum340: Float = (arena[0] + arena[1])
-    var sum341: Float = (sum340 + arena[2])
-    var sum342: Float = (sum341 + arena[3])
-    var sum343: Float = (sum342 + arena[4])
-    var sum344: Float = (sum343 + arena[5])
-    var sum345: Float = (sum344 + arena[6])
-    var sum346: Float = (sum345 + arena[7])
-    var sum347: Float = (sum346 + arena[8])
-    var sum348: Float = (sum347 + arena[9])
-    var sum349: Float = (sum348 + arena[10])
-    var sum350: Float = (sum349 + arena[11])
-    var sum351: Float = (sum350 + arena[12])
-    var sum352: Float = (sum351 + arena[13])
-    var sum353: Float = (sum352 + arena[14])
-    var sum354: Float = (sum353 + arena[15])
-    grads[(288 +% f336)] = sum354
+    store16(arena, 0, acc313)
+    var sum316: Float = (arena[0] + arena[1])
+    var sum317: Float = (sum316 + arena[2])
+    var sum318: Float = (sum317 + arena[3])
+    var sum319: Float = (sum318 + arena[4])
+    var sum320: Float = (sum319 + arena[5])
+    var sum321: Float = (sum320 + arena[6])
+    var sum322: Float = (sum321 + arena[7])
+    var sum323: Float = (sum322 + arena[8])
+    var sum324: Float = (sum323 + arena[9])
+    var sum325: Float = (sum324 + arena[10])
+    var sum326: Float = (sum325 + arena[11])
+    var sum327: Float = (sum326 + arena[12])
+    var sum328: Float = (sum327 + arena[13])
+    var sum329: Float = (sum328 + arena[14])
+    var sum330: Float = (sum329 + arena[15])
+    grads[(288 +% f312)] = sum330
   }
   // adam = update of 1199882 parameters
-  var step_size355: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt356: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i357
-    var i357 = 0
-    while i357 &+ 16 <= 1199882 {
-      let g_v = (load16(grads, 0 &+ i357) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i357)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i357)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i357)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i357, m_new_v)
-      store16(v, 0 &+ i357, v_new_v)
-      store16(params, 0 &+ i357, (load16(params, 0 &+ i357) - ((SIMD16<Float>(repeating: step_size355) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt356)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i357 &+= 16
+  var step_size331: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt332: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i333
+    var i333 = 0
+    while i333 &+ 16 <= 1199882 {
+      let g_v = (load16(grads, 0 &+ i333) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i333)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i333)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i333)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i333, m_new_v)
+      store16(v, 0 &+ i333, v_new_v)
+      store16(params, 0 &+ i333, (load16(params, 0 &+ i333) - ((SIMD16<Float>(repeating: step_size331) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt332)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i333 &+= 16
     }
-    while i357 < 1199882 {
-      var g: Float = (grads[i357] + (Float(0) * params[i357]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i357]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i357]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i357] = m_new
-      v[i357] = v_new
-      params[i357] = (params[i357] - ((step_size355 * m_new) / ((sqrtf(v_new) / bc2_sqrt356) + Float(bitPattern: 0x322bcc77))))
-      i357 &+= 1
+    while i333 < 1199882 {
+      var g: Float = (grads[i333] + (Float(0) * params[i333]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i333]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i333]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i333] = m_new
+      v[i333] = v_new
+      params[i333] = (params[i333] - ((step_size331 * m_new) / ((sqrtf(v_new) / bc2_sqrt332) + Float(bitPattern: 0x322bcc77))))
+      i333 &+= 1
     }
   }
 }
@@ -2062,7 +1417,7 @@ public func mnistnet_infer_b64(
       }
     }
     for nb11 in 0..<169 {
-      for mb12 in 0..<5 {
+      for mb12 in 0..<8 {
         var t13_c0_0 = SIMD16<Float>()
         var t13_c0_1 = SIMD16<Float>()
         var t13_c0_2 = SIMD16<Float>()
@@ -2079,357 +1434,215 @@ public func mnistnet_infer_b64(
         var t13_c3_1 = SIMD16<Float>()
         var t13_c3_2 = SIMD16<Float>()
         var t13_c3_3 = SIMD16<Float>()
-        var t13_c4_0 = SIMD16<Float>()
-        var t13_c4_1 = SIMD16<Float>()
-        var t13_c4_2 = SIMD16<Float>()
-        var t13_c4_3 = SIMD16<Float>()
-        var t13_c5_0 = SIMD16<Float>()
-        var t13_c5_1 = SIMD16<Float>()
-        var t13_c5_2 = SIMD16<Float>()
-        var t13_c5_3 = SIMD16<Float>()
         for k14 in 0..<9 {
           let t13_b0 = load16(arena, ((1384448 +% (k14 *% 10816)) +% (nb11 *% 64)))
           let t13_b1 = load16(arena, (((1384448 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 16))
           let t13_b2 = load16(arena, (((1384448 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 32))
           let t13_b3 = load16(arena, (((1384448 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 48))
-          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 6) *% 9) +% k14)])
+          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
           t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
           t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
           t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
           t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
-          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 1) *% 9) +% k14)])
+          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 1) *% 9) +% k14)])
           t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
           t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
           t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
           t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
-          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 2) *% 9) +% k14)])
+          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 2) *% 9) +% k14)])
           t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
           t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
           t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
           t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
-          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 3) *% 9) +% k14)])
+          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 3) *% 9) +% k14)])
           t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
           t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
           t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
-          let t13_a4 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 4) *% 9) +% k14)])
-          t13_c4_0 = t13_c4_0.addingProduct(t13_a4, t13_b0)
-          t13_c4_1 = t13_c4_1.addingProduct(t13_a4, t13_b1)
-          t13_c4_2 = t13_c4_2.addingProduct(t13_a4, t13_b2)
-          t13_c4_3 = t13_c4_3.addingProduct(t13_a4, t13_b3)
-          let t13_a5 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 5) *% 9) +% k14)])
-          t13_c5_0 = t13_c5_0.addingProduct(t13_a5, t13_b0)
-          t13_c5_1 = t13_c5_1.addingProduct(t13_a5, t13_b1)
-          t13_c5_2 = t13_c5_2.addingProduct(t13_a5, t13_b2)
-          t13_c5_3 = t13_c5_3.addingProduct(t13_a5, t13_b3)
         }
-        store16(arena, ((1481792 +% ((mb12 *% 6) *% 10816)) +% (nb11 *% 64)), t13_c0_0)
-        store16(arena, (((1481792 +% ((mb12 *% 6) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c0_1)
-        store16(arena, (((1481792 +% ((mb12 *% 6) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c0_2)
-        store16(arena, (((1481792 +% ((mb12 *% 6) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c0_3)
-        store16(arena, ((1481792 +% (((mb12 *% 6) +% 1) *% 10816)) +% (nb11 *% 64)), t13_c1_0)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 1) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c1_1)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 1) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c1_2)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 1) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c1_3)
-        store16(arena, ((1481792 +% (((mb12 *% 6) +% 2) *% 10816)) +% (nb11 *% 64)), t13_c2_0)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 2) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c2_1)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 2) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c2_2)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 2) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c2_3)
-        store16(arena, ((1481792 +% (((mb12 *% 6) +% 3) *% 10816)) +% (nb11 *% 64)), t13_c3_0)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 3) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c3_1)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 3) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c3_2)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 3) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c3_3)
-        store16(arena, ((1481792 +% (((mb12 *% 6) +% 4) *% 10816)) +% (nb11 *% 64)), t13_c4_0)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 4) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c4_1)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 4) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c4_2)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 4) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c4_3)
-        store16(arena, ((1481792 +% (((mb12 *% 6) +% 5) *% 10816)) +% (nb11 *% 64)), t13_c5_0)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 5) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c5_1)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 5) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c5_2)
-        store16(arena, (((1481792 +% (((mb12 *% 6) +% 5) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c5_3)
+        store16(arena, ((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)), t13_c0_0)
+        store16(arena, (((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c0_1)
+        store16(arena, (((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c0_2)
+        store16(arena, (((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c0_3)
+        store16(arena, ((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)), t13_c1_0)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c1_1)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c1_2)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c1_3)
+        store16(arena, ((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)), t13_c2_0)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c2_1)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c2_2)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c2_3)
+        store16(arena, ((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)), t13_c3_0)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c3_1)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c3_2)
+        store16(arena, (((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c3_3)
       }
-      var t15_c0_0 = SIMD16<Float>()
-      var t15_c0_1 = SIMD16<Float>()
-      var t15_c0_2 = SIMD16<Float>()
-      var t15_c0_3 = SIMD16<Float>()
-      var t15_c1_0 = SIMD16<Float>()
-      var t15_c1_1 = SIMD16<Float>()
-      var t15_c1_2 = SIMD16<Float>()
-      var t15_c1_3 = SIMD16<Float>()
-      for k16 in 0..<9 {
-        let t15_b0 = load16(arena, ((1384448 +% (k16 *% 10816)) +% (nb11 *% 64)))
-        let t15_b1 = load16(arena, (((1384448 +% (k16 *% 10816)) +% (nb11 *% 64)) +% 16))
-        let t15_b2 = load16(arena, (((1384448 +% (k16 *% 10816)) +% (nb11 *% 64)) +% 32))
-        let t15_b3 = load16(arena, (((1384448 +% (k16 *% 10816)) +% (nb11 *% 64)) +% 48))
-        let t15_a0 = SIMD16<Float>(repeating: params[(270 +% k16)])
-        t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
-        t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
-        t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
-        t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
-        let t15_a1 = SIMD16<Float>(repeating: params[(279 +% k16)])
-        t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
-        t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
-        t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
-        t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
-      }
-      store16(arena, (1806272 +% (nb11 *% 64)), t15_c0_0)
-      store16(arena, ((1806272 +% (nb11 *% 64)) +% 16), t15_c0_1)
-      store16(arena, ((1806272 +% (nb11 *% 64)) +% 32), t15_c0_2)
-      store16(arena, ((1806272 +% (nb11 *% 64)) +% 48), t15_c0_3)
-      store16(arena, (1817088 +% (nb11 *% 64)), t15_c1_0)
-      store16(arena, ((1817088 +% (nb11 *% 64)) +% 16), t15_c1_1)
-      store16(arena, ((1817088 +% (nb11 *% 64)) +% 32), t15_c1_2)
-      store16(arena, ((1817088 +% (nb11 *% 64)) +% 48), t15_c1_3)
     }
-    for j17 in 0..<16 {
-      for f18 in 0..<32 {
-        do {  // SIMD16 over i19
-          var i19 = 0
-          while i19 &+ 16 <= 676 {
-            store16(arena, ((((g1 *% 16) +% j17) *% 21632) +% (f18 *% 676)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1481792 +% (f18 *% 10816)) +% (j17 *% 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 +% f18)])), where: (load16(arena, ((1481792 +% (f18 *% 10816)) +% (j17 *% 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 +% f18)])) .> SIMD16<Float>(repeating: Float(0))))
-            i19 &+= 16
+    for j15 in 0..<16 {
+      for f16 in 0..<32 {
+        do {  // SIMD16 over i17
+          var i17 = 0
+          while i17 &+ 16 <= 676 {
+            store16(arena, ((((g1 *% 16) +% j15) *% 21632) +% (f16 *% 676)) &+ i17, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1481792 +% (f16 *% 10816)) +% (j15 *% 676)) &+ i17) + SIMD16<Float>(repeating: params[(288 +% f16)])), where: (load16(arena, ((1481792 +% (f16 *% 10816)) +% (j15 *% 676)) &+ i17) + SIMD16<Float>(repeating: params[(288 +% f16)])) .> SIMD16<Float>(repeating: Float(0))))
+            i17 &+= 16
           }
-          while i19 < 676 {
-            arena[(((((g1 *% 16) +% j17) *% 21632) +% (f18 *% 676)) +% i19)] = ((arena[(((1481792 +% (f18 *% 10816)) +% (j17 *% 676)) +% i19)] + params[(288 +% f18)]) > Float(0) ? (arena[(((1481792 +% (f18 *% 10816)) +% (j17 *% 676)) +% i19)] + params[(288 +% f18)]) : Float(0))
-            i19 &+= 1
+          while i17 < 676 {
+            arena[(((((g1 *% 16) +% j15) *% 21632) +% (f16 *% 676)) +% i17)] = ((arena[(((1481792 +% (f16 *% 10816)) +% (j15 *% 676)) +% i17)] + params[(288 +% f16)]) > Float(0) ? (arena[(((1481792 +% (f16 *% 10816)) +% (j15 *% 676)) +% i17)] + params[(288 +% f16)]) : Float(0))
+            i17 &+= 1
           }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for i20 in 0..<144 {
-    arena[(5808128 +% i20)] = Float((((i20 / 12) *% 48) +% ((i20 % 12) *% 2)))
+  for i18 in 0..<144 {
+    arena[(5808128 +% i18)] = Float((((i18 / 12) *% 48) +% ((i18 % 12) *% 2)))
   }
-  for g21 in 0..<4 {
-    for j22 in 0..<16 {
-      for c23 in 0..<32 {
-        for ky24 in 0..<3 {
+  for g19 in 0..<4 {
+    for j20 in 0..<16 {
+      for c21 in 0..<32 {
+        for ky22 in 0..<3 {
+          for oy23 in 0..<12 {
+            for ox24 in 0..<12 {
+              arena[(((2564096 +% ((((c21 *% 3) +% ky22) *% 3) *% 9216)) +% (j20 *% 576)) +% ((oy23 *% 12) +% ox24))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy23 *% 2) +% ky22) *% 26)) +% (ox24 *% 2))]
+            }
+          }
           for oy25 in 0..<12 {
             for ox26 in 0..<12 {
-              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 9216)) +% (j22 *% 576)) +% ((oy25 *% 12) +% ox26))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy25 *% 2) +% ky24) *% 26)) +% (ox26 *% 2))]
+              arena[(((2564096 +% ((((c21 *% 3) +% ky22) *% 3) *% 9216)) +% (j20 *% 576)) +% ((144 +% (oy25 *% 12)) +% ox26))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy25 *% 2) +% ky22) *% 26)) +% ((ox26 *% 2) +% 1))]
             }
           }
           for oy27 in 0..<12 {
             for ox28 in 0..<12 {
-              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 9216)) +% (j22 *% 576)) +% ((144 +% (oy27 *% 12)) +% ox28))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy27 *% 2) +% ky24) *% 26)) +% ((ox28 *% 2) +% 1))]
+              arena[(((2564096 +% ((((c21 *% 3) +% ky22) *% 3) *% 9216)) +% (j20 *% 576)) +% ((288 +% (oy27 *% 12)) +% ox28))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy27 *% 2) +% 1) +% ky22) *% 26)) +% (ox28 *% 2))]
             }
           }
           for oy29 in 0..<12 {
             for ox30 in 0..<12 {
-              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 9216)) +% (j22 *% 576)) +% ((288 +% (oy29 *% 12)) +% ox30))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy29 *% 2) +% 1) +% ky24) *% 26)) +% (ox30 *% 2))]
+              arena[(((2564096 +% ((((c21 *% 3) +% ky22) *% 3) *% 9216)) +% (j20 *% 576)) +% ((432 +% (oy29 *% 12)) +% ox30))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy29 *% 2) +% 1) +% ky22) *% 26)) +% ((ox30 *% 2) +% 1))]
             }
           }
           for oy31 in 0..<12 {
             for ox32 in 0..<12 {
-              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 9216)) +% (j22 *% 576)) +% ((432 +% (oy31 *% 12)) +% ox32))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy31 *% 2) +% 1) +% ky24) *% 26)) +% ((ox32 *% 2) +% 1))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 1) *% 9216)) +% (j20 *% 576)) +% ((oy31 *% 12) +% ox32))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy31 *% 2) +% ky22) *% 26)) +% ((ox32 *% 2) +% 1))]
             }
           }
           for oy33 in 0..<12 {
             for ox34 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 9216)) +% (j22 *% 576)) +% ((oy33 *% 12) +% ox34))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy33 *% 2) +% ky24) *% 26)) +% ((ox34 *% 2) +% 1))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 1) *% 9216)) +% (j20 *% 576)) +% ((144 +% (oy33 *% 12)) +% ox34))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy33 *% 2) +% ky22) *% 26)) +% ((ox34 *% 2) +% 2))]
             }
           }
           for oy35 in 0..<12 {
             for ox36 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 9216)) +% (j22 *% 576)) +% ((144 +% (oy35 *% 12)) +% ox36))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy35 *% 2) +% ky24) *% 26)) +% ((ox36 *% 2) +% 2))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 1) *% 9216)) +% (j20 *% 576)) +% ((288 +% (oy35 *% 12)) +% ox36))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy35 *% 2) +% 1) +% ky22) *% 26)) +% ((ox36 *% 2) +% 1))]
             }
           }
           for oy37 in 0..<12 {
             for ox38 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 9216)) +% (j22 *% 576)) +% ((288 +% (oy37 *% 12)) +% ox38))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy37 *% 2) +% 1) +% ky24) *% 26)) +% ((ox38 *% 2) +% 1))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 1) *% 9216)) +% (j20 *% 576)) +% ((432 +% (oy37 *% 12)) +% ox38))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy37 *% 2) +% 1) +% ky22) *% 26)) +% ((ox38 *% 2) +% 2))]
             }
           }
           for oy39 in 0..<12 {
             for ox40 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 9216)) +% (j22 *% 576)) +% ((432 +% (oy39 *% 12)) +% ox40))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy39 *% 2) +% 1) +% ky24) *% 26)) +% ((ox40 *% 2) +% 2))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 2) *% 9216)) +% (j20 *% 576)) +% ((oy39 *% 12) +% ox40))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy39 *% 2) +% ky22) *% 26)) +% ((ox40 *% 2) +% 2))]
             }
           }
           for oy41 in 0..<12 {
             for ox42 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 9216)) +% (j22 *% 576)) +% ((oy41 *% 12) +% ox42))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy41 *% 2) +% ky24) *% 26)) +% ((ox42 *% 2) +% 2))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 2) *% 9216)) +% (j20 *% 576)) +% ((144 +% (oy41 *% 12)) +% ox42))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% (((oy41 *% 2) +% ky22) *% 26)) +% ((ox42 *% 2) +% 3))]
             }
           }
           for oy43 in 0..<12 {
             for ox44 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 9216)) +% (j22 *% 576)) +% ((144 +% (oy43 *% 12)) +% ox44))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy43 *% 2) +% ky24) *% 26)) +% ((ox44 *% 2) +% 3))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 2) *% 9216)) +% (j20 *% 576)) +% ((288 +% (oy43 *% 12)) +% ox44))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy43 *% 2) +% 1) +% ky22) *% 26)) +% ((ox44 *% 2) +% 2))]
             }
           }
           for oy45 in 0..<12 {
             for ox46 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 9216)) +% (j22 *% 576)) +% ((288 +% (oy45 *% 12)) +% ox46))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy45 *% 2) +% 1) +% ky24) *% 26)) +% ((ox46 *% 2) +% 2))]
-            }
-          }
-          for oy47 in 0..<12 {
-            for ox48 in 0..<12 {
-              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 9216)) +% (j22 *% 576)) +% ((432 +% (oy47 *% 12)) +% ox48))] = arena[((((((g21 *% 16) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy47 *% 2) +% 1) +% ky24) *% 26)) +% ((ox48 *% 2) +% 3))]
+              arena[(((2564096 +% (((((c21 *% 3) +% ky22) *% 3) +% 2) *% 9216)) +% (j20 *% 576)) +% ((432 +% (oy45 *% 12)) +% ox46))] = arena[((((((g19 *% 16) +% j20) *% 21632) +% (c21 *% 676)) +% ((((oy45 *% 2) +% 1) +% ky22) *% 26)) +% ((ox46 *% 2) +% 3))]
             }
           }
         }
       }
     }
-    for nb49 in 0..<144 {
-      for mb50 in 0..<10 {
-        var t51_c0_0 = SIMD16<Float>()
-        var t51_c0_1 = SIMD16<Float>()
-        var t51_c0_2 = SIMD16<Float>()
-        var t51_c0_3 = SIMD16<Float>()
-        var t51_c1_0 = SIMD16<Float>()
-        var t51_c1_1 = SIMD16<Float>()
-        var t51_c1_2 = SIMD16<Float>()
-        var t51_c1_3 = SIMD16<Float>()
-        var t51_c2_0 = SIMD16<Float>()
-        var t51_c2_1 = SIMD16<Float>()
-        var t51_c2_2 = SIMD16<Float>()
-        var t51_c2_3 = SIMD16<Float>()
-        var t51_c3_0 = SIMD16<Float>()
-        var t51_c3_1 = SIMD16<Float>()
-        var t51_c3_2 = SIMD16<Float>()
-        var t51_c3_3 = SIMD16<Float>()
-        var t51_c4_0 = SIMD16<Float>()
-        var t51_c4_1 = SIMD16<Float>()
-        var t51_c4_2 = SIMD16<Float>()
-        var t51_c4_3 = SIMD16<Float>()
-        var t51_c5_0 = SIMD16<Float>()
-        var t51_c5_1 = SIMD16<Float>()
-        var t51_c5_2 = SIMD16<Float>()
-        var t51_c5_3 = SIMD16<Float>()
-        for k52 in 0..<288 {
-          let t51_b0 = load16(arena, ((2564096 +% (k52 *% 9216)) +% (nb49 *% 64)))
-          let t51_b1 = load16(arena, (((2564096 +% (k52 *% 9216)) +% (nb49 *% 64)) +% 16))
-          let t51_b2 = load16(arena, (((2564096 +% (k52 *% 9216)) +% (nb49 *% 64)) +% 32))
-          let t51_b3 = load16(arena, (((2564096 +% (k52 *% 9216)) +% (nb49 *% 64)) +% 48))
-          let t51_a0 = SIMD16<Float>(repeating: params[((320 +% ((mb50 *% 6) *% 288)) +% k52)])
-          t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
-          t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
-          t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
-          t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
-          let t51_a1 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 1) *% 288)) +% k52)])
-          t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
-          t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
-          t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
-          t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
-          let t51_a2 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 2) *% 288)) +% k52)])
-          t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
-          t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
-          t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
-          t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
-          let t51_a3 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 3) *% 288)) +% k52)])
-          t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
-          t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
-          t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
-          t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
-          let t51_a4 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 4) *% 288)) +% k52)])
-          t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
-          t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
-          t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
-          t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
-          let t51_a5 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 5) *% 288)) +% k52)])
-          t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
-          t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
-          t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
-          t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
+    for nb47 in 0..<144 {
+      for mb48 in 0..<16 {
+        var t49_c0_0 = SIMD16<Float>()
+        var t49_c0_1 = SIMD16<Float>()
+        var t49_c0_2 = SIMD16<Float>()
+        var t49_c0_3 = SIMD16<Float>()
+        var t49_c1_0 = SIMD16<Float>()
+        var t49_c1_1 = SIMD16<Float>()
+        var t49_c1_2 = SIMD16<Float>()
+        var t49_c1_3 = SIMD16<Float>()
+        var t49_c2_0 = SIMD16<Float>()
+        var t49_c2_1 = SIMD16<Float>()
+        var t49_c2_2 = SIMD16<Float>()
+        var t49_c2_3 = SIMD16<Float>()
+        var t49_c3_0 = SIMD16<Float>()
+        var t49_c3_1 = SIMD16<Float>()
+        var t49_c3_2 = SIMD16<Float>()
+        var t49_c3_3 = SIMD16<Float>()
+        for k50 in 0..<288 {
+          let t49_b0 = load16(arena, ((2564096 +% (k50 *% 9216)) +% (nb47 *% 64)))
+          let t49_b1 = load16(arena, (((2564096 +% (k50 *% 9216)) +% (nb47 *% 64)) +% 16))
+          let t49_b2 = load16(arena, (((2564096 +% (k50 *% 9216)) +% (nb47 *% 64)) +% 32))
+          let t49_b3 = load16(arena, (((2564096 +% (k50 *% 9216)) +% (nb47 *% 64)) +% 48))
+          let t49_a0 = SIMD16<Float>(repeating: params[((320 +% ((mb48 *% 4) *% 288)) +% k50)])
+          t49_c0_0 = t49_c0_0.addingProduct(t49_a0, t49_b0)
+          t49_c0_1 = t49_c0_1.addingProduct(t49_a0, t49_b1)
+          t49_c0_2 = t49_c0_2.addingProduct(t49_a0, t49_b2)
+          t49_c0_3 = t49_c0_3.addingProduct(t49_a0, t49_b3)
+          let t49_a1 = SIMD16<Float>(repeating: params[((320 +% (((mb48 *% 4) +% 1) *% 288)) +% k50)])
+          t49_c1_0 = t49_c1_0.addingProduct(t49_a1, t49_b0)
+          t49_c1_1 = t49_c1_1.addingProduct(t49_a1, t49_b1)
+          t49_c1_2 = t49_c1_2.addingProduct(t49_a1, t49_b2)
+          t49_c1_3 = t49_c1_3.addingProduct(t49_a1, t49_b3)
+          let t49_a2 = SIMD16<Float>(repeating: params[((320 +% (((mb48 *% 4) +% 2) *% 288)) +% k50)])
+          t49_c2_0 = t49_c2_0.addingProduct(t49_a2, t49_b0)
+          t49_c2_1 = t49_c2_1.addingProduct(t49_a2, t49_b1)
+          t49_c2_2 = t49_c2_2.addingProduct(t49_a2, t49_b2)
+          t49_c2_3 = t49_c2_3.addingProduct(t49_a2, t49_b3)
+          let t49_a3 = SIMD16<Float>(repeating: params[((320 +% (((mb48 *% 4) +% 3) *% 288)) +% k50)])
+          t49_c3_0 = t49_c3_0.addingProduct(t49_a3, t49_b0)
+          t49_c3_1 = t49_c3_1.addingProduct(t49_a3, t49_b1)
+          t49_c3_2 = t49_c3_2.addingProduct(t49_a3, t49_b2)
+          t49_c3_3 = t49_c3_3.addingProduct(t49_a3, t49_b3)
         }
-        store16(arena, ((5218304 +% ((mb50 *% 6) *% 9216)) +% (nb49 *% 64)), t51_c0_0)
-        store16(arena, (((5218304 +% ((mb50 *% 6) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c0_1)
-        store16(arena, (((5218304 +% ((mb50 *% 6) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c0_2)
-        store16(arena, (((5218304 +% ((mb50 *% 6) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c0_3)
-        store16(arena, ((5218304 +% (((mb50 *% 6) +% 1) *% 9216)) +% (nb49 *% 64)), t51_c1_0)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 1) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c1_1)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 1) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c1_2)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 1) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c1_3)
-        store16(arena, ((5218304 +% (((mb50 *% 6) +% 2) *% 9216)) +% (nb49 *% 64)), t51_c2_0)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 2) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c2_1)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 2) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c2_2)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 2) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c2_3)
-        store16(arena, ((5218304 +% (((mb50 *% 6) +% 3) *% 9216)) +% (nb49 *% 64)), t51_c3_0)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 3) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c3_1)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 3) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c3_2)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 3) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c3_3)
-        store16(arena, ((5218304 +% (((mb50 *% 6) +% 4) *% 9216)) +% (nb49 *% 64)), t51_c4_0)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 4) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c4_1)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 4) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c4_2)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 4) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c4_3)
-        store16(arena, ((5218304 +% (((mb50 *% 6) +% 5) *% 9216)) +% (nb49 *% 64)), t51_c5_0)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 5) *% 9216)) +% (nb49 *% 64)) +% 16), t51_c5_1)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 5) *% 9216)) +% (nb49 *% 64)) +% 32), t51_c5_2)
-        store16(arena, (((5218304 +% (((mb50 *% 6) +% 5) *% 9216)) +% (nb49 *% 64)) +% 48), t51_c5_3)
+        store16(arena, ((5218304 +% ((mb48 *% 4) *% 9216)) +% (nb47 *% 64)), t49_c0_0)
+        store16(arena, (((5218304 +% ((mb48 *% 4) *% 9216)) +% (nb47 *% 64)) +% 16), t49_c0_1)
+        store16(arena, (((5218304 +% ((mb48 *% 4) *% 9216)) +% (nb47 *% 64)) +% 32), t49_c0_2)
+        store16(arena, (((5218304 +% ((mb48 *% 4) *% 9216)) +% (nb47 *% 64)) +% 48), t49_c0_3)
+        store16(arena, ((5218304 +% (((mb48 *% 4) +% 1) *% 9216)) +% (nb47 *% 64)), t49_c1_0)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 1) *% 9216)) +% (nb47 *% 64)) +% 16), t49_c1_1)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 1) *% 9216)) +% (nb47 *% 64)) +% 32), t49_c1_2)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 1) *% 9216)) +% (nb47 *% 64)) +% 48), t49_c1_3)
+        store16(arena, ((5218304 +% (((mb48 *% 4) +% 2) *% 9216)) +% (nb47 *% 64)), t49_c2_0)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 2) *% 9216)) +% (nb47 *% 64)) +% 16), t49_c2_1)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 2) *% 9216)) +% (nb47 *% 64)) +% 32), t49_c2_2)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 2) *% 9216)) +% (nb47 *% 64)) +% 48), t49_c2_3)
+        store16(arena, ((5218304 +% (((mb48 *% 4) +% 3) *% 9216)) +% (nb47 *% 64)), t49_c3_0)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 3) *% 9216)) +% (nb47 *% 64)) +% 16), t49_c3_1)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 3) *% 9216)) +% (nb47 *% 64)) +% 32), t49_c3_2)
+        store16(arena, (((5218304 +% (((mb48 *% 4) +% 3) *% 9216)) +% (nb47 *% 64)) +% 48), t49_c3_3)
       }
-      var t53_c0_0 = SIMD16<Float>()
-      var t53_c0_1 = SIMD16<Float>()
-      var t53_c0_2 = SIMD16<Float>()
-      var t53_c0_3 = SIMD16<Float>()
-      var t53_c1_0 = SIMD16<Float>()
-      var t53_c1_1 = SIMD16<Float>()
-      var t53_c1_2 = SIMD16<Float>()
-      var t53_c1_3 = SIMD16<Float>()
-      var t53_c2_0 = SIMD16<Float>()
-      var t53_c2_1 = SIMD16<Float>()
-      var t53_c2_2 = SIMD16<Float>()
-      var t53_c2_3 = SIMD16<Float>()
-      var t53_c3_0 = SIMD16<Float>()
-      var t53_c3_1 = SIMD16<Float>()
-      var t53_c3_2 = SIMD16<Float>()
-      var t53_c3_3 = SIMD16<Float>()
-      for k54 in 0..<288 {
-        let t53_b0 = load16(arena, ((2564096 +% (k54 *% 9216)) +% (nb49 *% 64)))
-        let t53_b1 = load16(arena, (((2564096 +% (k54 *% 9216)) +% (nb49 *% 64)) +% 16))
-        let t53_b2 = load16(arena, (((2564096 +% (k54 *% 9216)) +% (nb49 *% 64)) +% 32))
-        let t53_b3 = load16(arena, (((2564096 +% (k54 *% 9216)) +% (nb49 *% 64)) +% 48))
-        let t53_a0 = SIMD16<Float>(repeating: params[(17600 +% k54)])
-        t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
-        t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
-        t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
-        t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
-        let t53_a1 = SIMD16<Float>(repeating: params[(17888 +% k54)])
-        t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
-        t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
-        t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
-        t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
-        let t53_a2 = SIMD16<Float>(repeating: params[(18176 +% k54)])
-        t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
-        t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
-        t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
-        t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
-        let t53_a3 = SIMD16<Float>(repeating: params[(18464 +% k54)])
-        t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
-        t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
-        t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
-        t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
-      }
-      store16(arena, (5771264 +% (nb49 *% 64)), t53_c0_0)
-      store16(arena, ((5771264 +% (nb49 *% 64)) +% 16), t53_c0_1)
-      store16(arena, ((5771264 +% (nb49 *% 64)) +% 32), t53_c0_2)
-      store16(arena, ((5771264 +% (nb49 *% 64)) +% 48), t53_c0_3)
-      store16(arena, (5780480 +% (nb49 *% 64)), t53_c1_0)
-      store16(arena, ((5780480 +% (nb49 *% 64)) +% 16), t53_c1_1)
-      store16(arena, ((5780480 +% (nb49 *% 64)) +% 32), t53_c1_2)
-      store16(arena, ((5780480 +% (nb49 *% 64)) +% 48), t53_c1_3)
-      store16(arena, (5789696 +% (nb49 *% 64)), t53_c2_0)
-      store16(arena, ((5789696 +% (nb49 *% 64)) +% 16), t53_c2_1)
-      store16(arena, ((5789696 +% (nb49 *% 64)) +% 32), t53_c2_2)
-      store16(arena, ((5789696 +% (nb49 *% 64)) +% 48), t53_c2_3)
-      store16(arena, (5798912 +% (nb49 *% 64)), t53_c3_0)
-      store16(arena, ((5798912 +% (nb49 *% 64)) +% 16), t53_c3_1)
-      store16(arena, ((5798912 +% (nb49 *% 64)) +% 32), t53_c3_2)
-      store16(arena, ((5798912 +% (nb49 *% 64)) +% 48), t53_c3_3)
     }
-    for j55 in 0..<16 {
-      for f56 in 0..<64 {
-        for q57 in 0..<144 {
-          var v58: Float = (arena[(((5218304 +% (f56 *% 9216)) +% (j55 *% 576)) +% q57)] + params[(18752 +% f56)])
-          var at59: Float = Float(0)
-          var v60: Float = (arena[((((5218304 +% (f56 *% 9216)) +% (j55 *% 576)) +% 144) +% q57)] + params[(18752 +% f56)])
-          var at62: Float = (v60 > v58 ? Float(1) : at59)
-          var best61: Float = (v60 > v58 ? v60 : v58)
-          var v63: Float = (arena[((((5218304 +% (f56 *% 9216)) +% (j55 *% 576)) +% 288) +% q57)] + params[(18752 +% f56)])
-          var at65: Float = (v63 > best61 ? Float(24) : at62)
-          var best64: Float = (v63 > best61 ? v63 : best61)
-          var v66: Float = (arena[((((5218304 +% (f56 *% 9216)) +% (j55 *% 576)) +% 432) +% q57)] + params[(18752 +% f56)])
-          var at68: Float = (v66 > best64 ? Float(25) : at65)
-          var best67: Float = (v66 > best64 ? v66 : best64)
-          arena[(1384448 +% (((((g21 *% 16) +% j55) *% 9216) +% (f56 *% 144)) +% q57))] = (best67 > Float(0) ? best67 : Float(0))
-          arena[(1974272 +% (((((g21 *% 16) +% j55) *% 9216) +% (f56 *% 144)) +% q57))] = (arena[(5808128 +% q57)] + at68)
+    for j51 in 0..<16 {
+      for f52 in 0..<64 {
+        for q53 in 0..<144 {
+          var v54: Float = (arena[(((5218304 +% (f52 *% 9216)) +% (j51 *% 576)) +% q53)] + params[(18752 +% f52)])
+          var at55: Float = Float(0)
+          var v56: Float = (arena[((((5218304 +% (f52 *% 9216)) +% (j51 *% 576)) +% 144) +% q53)] + params[(18752 +% f52)])
+          var at58: Float = (v56 > v54 ? Float(1) : at55)
+          var best57: Float = (v56 > v54 ? v56 : v54)
+          var v59: Float = (arena[((((5218304 +% (f52 *% 9216)) +% (j51 *% 576)) +% 288) +% q53)] + params[(18752 +% f52)])
+          var at61: Float = (v59 > best57 ? Float(24) : at58)
+          var best60: Float = (v59 > best57 ? v59 : best57)
+          var v62: Float = (arena[((((5218304 +% (f52 *% 9216)) +% (j51 *% 576)) +% 432) +% q53)] + params[(18752 +% f52)])
+          var at64: Float = (v62 > best60 ? Float(25) : at61)
+          var best63: Float = (v62 > best60 ? v62 : best60)
+          arena[(1384448 +% (((((g19 *% 16) +% j51) *% 9216) +% (f52 *% 144)) +% q53))] = (best63 > Float(0) ? best63 : Float(0))
+          arena[(1974272 +% (((((g19 *% 16) +% j51) *% 9216) +% (f52 *% 144)) +% q53))] = (arena[(5808128 +% q53)] + at64)
         }
       }
     }
@@ -2438,43 +1651,43 @@ public func mnistnet_infer_b64(
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 1384448, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 0, 128)
-  for n69 in 0..<64 {
-    do {  // SIMD16 over u70
-      var u70 = 0
-      while u70 &+ 16 <= 128 {
-        store16(arena, (n69 *% 128) &+ u70, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n69 *% 128) &+ u70) + load16(params, 1198464 &+ u70)), where: (load16(arena, (n69 *% 128) &+ u70) + load16(params, 1198464 &+ u70)) .> SIMD16<Float>(repeating: Float(0))))
-        u70 &+= 16
+  for n65 in 0..<64 {
+    do {  // SIMD16 over u66
+      var u66 = 0
+      while u66 &+ 16 <= 128 {
+        store16(arena, (n65 *% 128) &+ u66, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n65 *% 128) &+ u66) + load16(params, 1198464 &+ u66)), where: (load16(arena, (n65 *% 128) &+ u66) + load16(params, 1198464 &+ u66)) .> SIMD16<Float>(repeating: Float(0))))
+        u66 &+= 16
       }
-      while u70 < 128 {
-        arena[((n69 *% 128) +% u70)] = ((arena[((n69 *% 128) +% u70)] + params[(1198464 +% u70)]) > Float(0) ? (arena[((n69 *% 128) +% u70)] + params[(1198464 +% u70)]) : Float(0))
-        u70 &+= 1
+      while u66 < 128 {
+        arena[((n65 *% 128) +% u66)] = ((arena[((n65 *% 128) +% u66)] + params[(1198464 +% u66)]) > Float(0) ? (arena[((n65 *% 128) +% u66)] + params[(1198464 +% u66)]) : Float(0))
+        u66 &+= 1
       }
     }
   }
   // drop2 = dropout(fc1)
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n71 in 0..<64 {
-    do {  // SIMD16 over u72
-      var u72 = 0
-      while u72 < 10 {
-        arena[((8192 +% (n71 *% 10)) +% u72)] = (arena[((8192 +% (n71 *% 10)) +% u72)] + params[(1199872 +% u72)])
-        u72 &+= 1
+  for n67 in 0..<64 {
+    do {  // SIMD16 over u68
+      var u68 = 0
+      while u68 < 10 {
+        arena[((8192 +% (n67 *% 10)) +% u68)] = (arena[((8192 +% (n67 *% 10)) +% u68)] + params[(1199872 +% u68)])
+        u68 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n73 in 0..<64 {
-    var m74: Float = arena[(8192 +% (n73 *% 10))]
-    for k76 in 0..<10 {
-      m74 = { let x = m74, y = arena[((8192 +% (n73 *% 10)) +% k76)]; return y > x ? y : x }()
+  for n69 in 0..<64 {
+    var m70: Float = arena[(8192 +% (n69 *% 10))]
+    for k72 in 0..<10 {
+      m70 = { let x = m70, y = arena[((8192 +% (n69 *% 10)) +% k72)]; return y > x ? y : x }()
     }
-    var s75: Float = Float(0)
-    for k77 in 0..<10 {
-      s75 = (s75 + expf((arena[((8192 +% (n73 *% 10)) +% k77)] - m74)))
+    var s71: Float = Float(0)
+    for k73 in 0..<10 {
+      s71 = (s71 + expf((arena[((8192 +% (n69 *% 10)) +% k73)] - m70)))
     }
-    for k78 in 0..<10 {
-      arena[((n73 *% 10) +% k78)] = (expf((arena[((8192 +% (n73 *% 10)) +% k78)] - m74)) / s75)
+    for k74 in 0..<10 {
+      arena[((n69 *% 10) +% k74)] = (expf((arena[((8192 +% (n69 *% 10)) +% k74)] - m70)) / s71)
     }
   }
 }

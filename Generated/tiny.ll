@@ -7,263 +7,55 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt106 = alloca float, align 4
-  %adam.step_size105 = alloca float, align 4
-  %conv1_bias_grad.sum104 = alloca float, align 4
-  %conv1_bias_grad.sum103 = alloca float, align 4
-  %conv1_bias_grad.sum102 = alloca float, align 4
-  %conv1_bias_grad.sum101 = alloca float, align 4
-  %conv1_bias_grad.sum100 = alloca float, align 4
-  %conv1_bias_grad.sum99 = alloca float, align 4
-  %conv1_bias_grad.sum98 = alloca float, align 4
-  %conv1_bias_grad.sum97 = alloca float, align 4
-  %conv1_bias_grad.sum96 = alloca float, align 4
-  %conv1_bias_grad.sum95 = alloca float, align 4
-  %conv1_bias_grad.sum94 = alloca float, align 4
-  %conv1_bias_grad.sum93 = alloca float, align 4
-  %conv1_bias_grad.sum92 = alloca float, align 4
-  %conv1_bias_grad.sum91 = alloca float, align 4
-  %conv1_bias_grad.sum90 = alloca float, align 4
-  %conv1_bias_grad.acc87 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t82_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t61_a3 = alloca <16 x float>, align 64
-  %flat_grad.t61_a2 = alloca <16 x float>, align 64
-  %flat_grad.t61_a1 = alloca <16 x float>, align 64
-  %flat_grad.t61_a0 = alloca <16 x float>, align 64
-  %flat_grad.t61_b0 = alloca <16 x float>, align 64
-  %flat_grad.t61_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t61_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t61_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t61_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t59_a5 = alloca <16 x float>, align 64
-  %flat_grad.t59_a4 = alloca <16 x float>, align 64
-  %flat_grad.t59_a3 = alloca <16 x float>, align 64
-  %flat_grad.t59_a2 = alloca <16 x float>, align 64
-  %flat_grad.t59_a1 = alloca <16 x float>, align 64
-  %flat_grad.t59_a0 = alloca <16 x float>, align 64
-  %flat_grad.t59_b0 = alloca <16 x float>, align 64
-  %flat_grad.t59_c5_0 = alloca <16 x float>, align 64
-  %flat_grad.t59_c4_0 = alloca <16 x float>, align 64
-  %flat_grad.t59_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t59_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t59_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t59_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t56_a3 = alloca <16 x float>, align 64
-  %flat_grad.t56_a2 = alloca <16 x float>, align 64
-  %flat_grad.t56_a1 = alloca <16 x float>, align 64
-  %flat_grad.t56_a0 = alloca <16 x float>, align 64
-  %flat_grad.t56_b3 = alloca <16 x float>, align 64
-  %flat_grad.t56_b2 = alloca <16 x float>, align 64
-  %flat_grad.t56_b1 = alloca <16 x float>, align 64
-  %flat_grad.t56_b0 = alloca <16 x float>, align 64
-  %flat_grad.t56_c3_3 = alloca <16 x float>, align 64
-  %flat_grad.t56_c3_2 = alloca <16 x float>, align 64
-  %flat_grad.t56_c3_1 = alloca <16 x float>, align 64
-  %flat_grad.t56_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t56_c2_3 = alloca <16 x float>, align 64
-  %flat_grad.t56_c2_2 = alloca <16 x float>, align 64
-  %flat_grad.t56_c2_1 = alloca <16 x float>, align 64
-  %flat_grad.t56_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t56_c1_3 = alloca <16 x float>, align 64
-  %flat_grad.t56_c1_2 = alloca <16 x float>, align 64
-  %flat_grad.t56_c1_1 = alloca <16 x float>, align 64
-  %flat_grad.t56_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t56_c0_3 = alloca <16 x float>, align 64
-  %flat_grad.t56_c0_2 = alloca <16 x float>, align 64
-  %flat_grad.t56_c0_1 = alloca <16 x float>, align 64
-  %flat_grad.t56_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t54_a5 = alloca <16 x float>, align 64
-  %flat_grad.t54_a4 = alloca <16 x float>, align 64
-  %flat_grad.t54_a3 = alloca <16 x float>, align 64
-  %flat_grad.t54_a2 = alloca <16 x float>, align 64
-  %flat_grad.t54_a1 = alloca <16 x float>, align 64
-  %flat_grad.t54_a0 = alloca <16 x float>, align 64
-  %flat_grad.t54_b3 = alloca <16 x float>, align 64
-  %flat_grad.t54_b2 = alloca <16 x float>, align 64
-  %flat_grad.t54_b1 = alloca <16 x float>, align 64
-  %flat_grad.t54_b0 = alloca <16 x float>, align 64
-  %flat_grad.t54_c5_3 = alloca <16 x float>, align 64
-  %flat_grad.t54_c5_2 = alloca <16 x float>, align 64
-  %flat_grad.t54_c5_1 = alloca <16 x float>, align 64
-  %flat_grad.t54_c5_0 = alloca <16 x float>, align 64
-  %flat_grad.t54_c4_3 = alloca <16 x float>, align 64
-  %flat_grad.t54_c4_2 = alloca <16 x float>, align 64
-  %flat_grad.t54_c4_1 = alloca <16 x float>, align 64
-  %flat_grad.t54_c4_0 = alloca <16 x float>, align 64
-  %flat_grad.t54_c3_3 = alloca <16 x float>, align 64
-  %flat_grad.t54_c3_2 = alloca <16 x float>, align 64
-  %flat_grad.t54_c3_1 = alloca <16 x float>, align 64
-  %flat_grad.t54_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t54_c2_3 = alloca <16 x float>, align 64
-  %flat_grad.t54_c2_2 = alloca <16 x float>, align 64
-  %flat_grad.t54_c2_1 = alloca <16 x float>, align 64
-  %flat_grad.t54_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t54_c1_3 = alloca <16 x float>, align 64
-  %flat_grad.t54_c1_2 = alloca <16 x float>, align 64
-  %flat_grad.t54_c1_1 = alloca <16 x float>, align 64
-  %flat_grad.t54_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t54_c0_3 = alloca <16 x float>, align 64
-  %flat_grad.t54_c0_2 = alloca <16 x float>, align 64
-  %flat_grad.t54_c0_1 = alloca <16 x float>, align 64
-  %flat_grad.t54_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc50 = alloca float, align 4
-  %fc1_weight_grad.t47_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t47_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t47_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t47_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t47_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t47_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t47_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t47_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t47_c0_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_a5 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_a4 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_c5_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_c4_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t45_c0_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c3_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c3_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c2_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c2_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c0_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_a5 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_a4 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c5_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c5_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c5_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c5_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c4_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c4_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c4_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c4_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c3_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c3_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c2_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c2_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t40_c0_0 = alloca <16 x float>, align 64
-  %fc1_grad.s34 = alloca float, align 4
-  %fc1_grad.m33 = alloca float, align 4
-  %loss.s29 = alloca float, align 4
-  %loss.m28 = alloca float, align 4
-  %loss.total26 = alloca float, align 4
-  %conv1.bi23 = alloca float, align 4
-  %conv1.best22 = alloca float, align 4
-  %conv1.t16_a3 = alloca <16 x float>, align 64
-  %conv1.t16_a2 = alloca <16 x float>, align 64
-  %conv1.t16_a1 = alloca <16 x float>, align 64
-  %conv1.t16_a0 = alloca <16 x float>, align 64
-  %conv1.t16_b0 = alloca <16 x float>, align 64
-  %conv1.t16_c3_0 = alloca <16 x float>, align 64
-  %conv1.t16_c2_0 = alloca <16 x float>, align 64
-  %conv1.t16_c1_0 = alloca <16 x float>, align 64
-  %conv1.t16_c0_0 = alloca <16 x float>, align 64
-  %conv1.t13_a3 = alloca <16 x float>, align 64
-  %conv1.t13_a2 = alloca <16 x float>, align 64
-  %conv1.t13_a1 = alloca <16 x float>, align 64
-  %conv1.t13_a0 = alloca <16 x float>, align 64
-  %conv1.t13_b3 = alloca <16 x float>, align 64
-  %conv1.t13_b2 = alloca <16 x float>, align 64
-  %conv1.t13_b1 = alloca <16 x float>, align 64
-  %conv1.t13_b0 = alloca <16 x float>, align 64
-  %conv1.t13_c3_3 = alloca <16 x float>, align 64
-  %conv1.t13_c3_2 = alloca <16 x float>, align 64
-  %conv1.t13_c3_1 = alloca <16 x float>, align 64
-  %conv1.t13_c3_0 = alloca <16 x float>, align 64
-  %conv1.t13_c2_3 = alloca <16 x float>, align 64
-  %conv1.t13_c2_2 = alloca <16 x float>, align 64
-  %conv1.t13_c2_1 = alloca <16 x float>, align 64
-  %conv1.t13_c2_0 = alloca <16 x float>, align 64
-  %conv1.t13_c1_3 = alloca <16 x float>, align 64
-  %conv1.t13_c1_2 = alloca <16 x float>, align 64
-  %conv1.t13_c1_1 = alloca <16 x float>, align 64
-  %conv1.t13_c1_0 = alloca <16 x float>, align 64
-  %conv1.t13_c0_3 = alloca <16 x float>, align 64
-  %conv1.t13_c0_2 = alloca <16 x float>, align 64
-  %conv1.t13_c0_1 = alloca <16 x float>, align 64
-  %conv1.t13_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt73 = alloca float, align 4
+  %adam.step_size72 = alloca float, align 4
+  %conv1_bias_grad.sum71 = alloca float, align 4
+  %conv1_bias_grad.sum70 = alloca float, align 4
+  %conv1_bias_grad.sum69 = alloca float, align 4
+  %conv1_bias_grad.sum68 = alloca float, align 4
+  %conv1_bias_grad.sum67 = alloca float, align 4
+  %conv1_bias_grad.sum66 = alloca float, align 4
+  %conv1_bias_grad.sum65 = alloca float, align 4
+  %conv1_bias_grad.sum64 = alloca float, align 4
+  %conv1_bias_grad.sum63 = alloca float, align 4
+  %conv1_bias_grad.sum62 = alloca float, align 4
+  %conv1_bias_grad.sum61 = alloca float, align 4
+  %conv1_bias_grad.sum60 = alloca float, align 4
+  %conv1_bias_grad.sum59 = alloca float, align 4
+  %conv1_bias_grad.sum58 = alloca float, align 4
+  %conv1_bias_grad.sum57 = alloca float, align 4
+  %conv1_bias_grad.acc54 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc32 = alloca float, align 4
+  %fc1_grad.s27 = alloca float, align 4
+  %fc1_grad.m26 = alloca float, align 4
+  %loss.s22 = alloca float, align 4
+  %loss.m21 = alloca float, align 4
+  %loss.total19 = alloca float, align 4
+  %conv1.bi16 = alloca float, align 4
+  %conv1.best15 = alloca float, align 4
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j18.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j18.end ]
+conv1.g1:                                         ; preds = %conv1.j11.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j18.end
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 0
-  %params152 = getelementptr inbounds float, ptr %params, i64 40
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 18432
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena151, i32 144, ptr %params152, i32 144, float 0.000000e+00, ptr %arena153, i32 10)
-  br label %fc1.n24
+conv1.g1.end:                                     ; preds = %conv1.j11.end
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 0
+  %params70 = getelementptr inbounds float, ptr %params, i64 40
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 18432
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena69, i32 144, ptr %params70, i32 144, float 0.000000e+00, ptr %arena71, i32 10)
+  br label %fc1.n17
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  br label %conv1.nb11
+  %params17 = getelementptr inbounds float, ptr %params, i64 0
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 18432
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 42768
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 2704, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 2704, float 0.000000e+00, ptr %arena19, i32 2704)
+  br label %conv1.j11
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -418,3801 +210,1079 @@ conv1.ox10.end:                                   ; preds = %conv1.ox10
   %78 = icmp slt i64 %oy9.next, 13
   br i1 %78, label %conv1.oy9, label %conv1.oy9.end
 
-conv1.nb11:                                       ; preds = %conv1.mb12.end, %conv1.j2.end
-  %conv1.nb1117 = phi i64 [ 0, %conv1.j2.end ], [ %nb11.next, %conv1.mb12.end ]
-  br label %conv1.mb12
+conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
+  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
+  br label %conv1.f12
 
-conv1.nb11.end:                                   ; preds = %conv1.mb12.end
-  br label %conv1.mb15
-
-conv1.mb12:                                       ; preds = %conv1.k14.end, %conv1.nb11
-  %conv1.mb1218 = phi i64 [ 0, %conv1.nb11 ], [ %mb12.next, %conv1.k14.end ]
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_3, align 64
-  br label %conv1.k14
-
-conv1.mb12.end:                                   ; preds = %conv1.k14.end
-  %nb11.next = add nsw i64 %conv1.nb1117, 1
-  %79 = icmp slt i64 %nb11.next, 42
-  br i1 %79, label %conv1.nb11, label %conv1.nb11.end
-
-conv1.k14:                                        ; preds = %conv1.k14, %conv1.mb12
-  %conv1.k1419 = phi i64 [ 0, %conv1.mb12 ], [ %k14.next, %conv1.k14 ]
-  %80 = mul nsw i64 %conv1.k1419, 2704
-  %81 = add nsw i64 18432, %80
-  %82 = mul nsw i64 %conv1.nb1117, 64
-  %83 = add nsw i64 %81, %82
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %83
-  %84 = load <16 x float>, ptr %arena20, align 4
-  store <16 x float> %84, ptr %conv1.t13_b0, align 64
-  %85 = mul nsw i64 %conv1.k1419, 2704
-  %86 = add nsw i64 18432, %85
-  %87 = mul nsw i64 %conv1.nb1117, 64
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, 16
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %89
-  %90 = load <16 x float>, ptr %arena21, align 4
-  store <16 x float> %90, ptr %conv1.t13_b1, align 64
-  %91 = mul nsw i64 %conv1.k1419, 2704
-  %92 = add nsw i64 18432, %91
-  %93 = mul nsw i64 %conv1.nb1117, 64
-  %94 = add nsw i64 %92, %93
-  %95 = add nsw i64 %94, 32
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %95
-  %96 = load <16 x float>, ptr %arena22, align 4
-  store <16 x float> %96, ptr %conv1.t13_b2, align 64
-  %97 = mul nsw i64 %conv1.k1419, 2704
-  %98 = add nsw i64 18432, %97
-  %99 = mul nsw i64 %conv1.nb1117, 64
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, 48
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %101
-  %102 = load <16 x float>, ptr %arena23, align 4
-  store <16 x float> %102, ptr %conv1.t13_b3, align 64
-  %103 = mul nsw i64 %conv1.mb1218, 4
-  %104 = mul nsw i64 %103, 9
-  %105 = add nsw i64 %104, %conv1.k1419
-  %params24 = getelementptr inbounds float, ptr %params, i64 %105
-  %106 = load float, ptr %params24, align 4
-  %107 = insertelement <16 x float> undef, float %106, i32 0
-  %108 = shufflevector <16 x float> %107, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %108, ptr %conv1.t13_a0, align 64
-  %t13_a0 = load <16 x float>, ptr %conv1.t13_a0, align 64
-  %t13_b0 = load <16 x float>, ptr %conv1.t13_b0, align 64
-  %t13_c0_0 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
-  %109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a0, <16 x float> %t13_b0, <16 x float> %t13_c0_0)
-  store <16 x float> %109, ptr %conv1.t13_c0_0, align 64
-  %t13_a025 = load <16 x float>, ptr %conv1.t13_a0, align 64
-  %t13_b1 = load <16 x float>, ptr %conv1.t13_b1, align 64
-  %t13_c0_1 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
-  %110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a025, <16 x float> %t13_b1, <16 x float> %t13_c0_1)
-  store <16 x float> %110, ptr %conv1.t13_c0_1, align 64
-  %t13_a026 = load <16 x float>, ptr %conv1.t13_a0, align 64
-  %t13_b2 = load <16 x float>, ptr %conv1.t13_b2, align 64
-  %t13_c0_2 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
-  %111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a026, <16 x float> %t13_b2, <16 x float> %t13_c0_2)
-  store <16 x float> %111, ptr %conv1.t13_c0_2, align 64
-  %t13_a027 = load <16 x float>, ptr %conv1.t13_a0, align 64
-  %t13_b3 = load <16 x float>, ptr %conv1.t13_b3, align 64
-  %t13_c0_3 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
-  %112 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a027, <16 x float> %t13_b3, <16 x float> %t13_c0_3)
-  store <16 x float> %112, ptr %conv1.t13_c0_3, align 64
-  %113 = mul nsw i64 %conv1.mb1218, 4
-  %114 = add nsw i64 %113, 1
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 %115, %conv1.k1419
-  %params28 = getelementptr inbounds float, ptr %params, i64 %116
-  %117 = load float, ptr %params28, align 4
-  %118 = insertelement <16 x float> undef, float %117, i32 0
-  %119 = shufflevector <16 x float> %118, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %119, ptr %conv1.t13_a1, align 64
-  %t13_a1 = load <16 x float>, ptr %conv1.t13_a1, align 64
-  %t13_b029 = load <16 x float>, ptr %conv1.t13_b0, align 64
-  %t13_c1_0 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
-  %120 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a1, <16 x float> %t13_b029, <16 x float> %t13_c1_0)
-  store <16 x float> %120, ptr %conv1.t13_c1_0, align 64
-  %t13_a130 = load <16 x float>, ptr %conv1.t13_a1, align 64
-  %t13_b131 = load <16 x float>, ptr %conv1.t13_b1, align 64
-  %t13_c1_1 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
-  %121 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a130, <16 x float> %t13_b131, <16 x float> %t13_c1_1)
-  store <16 x float> %121, ptr %conv1.t13_c1_1, align 64
-  %t13_a132 = load <16 x float>, ptr %conv1.t13_a1, align 64
-  %t13_b233 = load <16 x float>, ptr %conv1.t13_b2, align 64
-  %t13_c1_2 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
-  %122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a132, <16 x float> %t13_b233, <16 x float> %t13_c1_2)
-  store <16 x float> %122, ptr %conv1.t13_c1_2, align 64
-  %t13_a134 = load <16 x float>, ptr %conv1.t13_a1, align 64
-  %t13_b335 = load <16 x float>, ptr %conv1.t13_b3, align 64
-  %t13_c1_3 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
-  %123 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a134, <16 x float> %t13_b335, <16 x float> %t13_c1_3)
-  store <16 x float> %123, ptr %conv1.t13_c1_3, align 64
-  %124 = mul nsw i64 %conv1.mb1218, 4
-  %125 = add nsw i64 %124, 2
-  %126 = mul nsw i64 %125, 9
-  %127 = add nsw i64 %126, %conv1.k1419
-  %params36 = getelementptr inbounds float, ptr %params, i64 %127
-  %128 = load float, ptr %params36, align 4
-  %129 = insertelement <16 x float> undef, float %128, i32 0
-  %130 = shufflevector <16 x float> %129, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %130, ptr %conv1.t13_a2, align 64
-  %t13_a2 = load <16 x float>, ptr %conv1.t13_a2, align 64
-  %t13_b037 = load <16 x float>, ptr %conv1.t13_b0, align 64
-  %t13_c2_0 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
-  %131 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a2, <16 x float> %t13_b037, <16 x float> %t13_c2_0)
-  store <16 x float> %131, ptr %conv1.t13_c2_0, align 64
-  %t13_a238 = load <16 x float>, ptr %conv1.t13_a2, align 64
-  %t13_b139 = load <16 x float>, ptr %conv1.t13_b1, align 64
-  %t13_c2_1 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
-  %132 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a238, <16 x float> %t13_b139, <16 x float> %t13_c2_1)
-  store <16 x float> %132, ptr %conv1.t13_c2_1, align 64
-  %t13_a240 = load <16 x float>, ptr %conv1.t13_a2, align 64
-  %t13_b241 = load <16 x float>, ptr %conv1.t13_b2, align 64
-  %t13_c2_2 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
-  %133 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a240, <16 x float> %t13_b241, <16 x float> %t13_c2_2)
-  store <16 x float> %133, ptr %conv1.t13_c2_2, align 64
-  %t13_a242 = load <16 x float>, ptr %conv1.t13_a2, align 64
-  %t13_b343 = load <16 x float>, ptr %conv1.t13_b3, align 64
-  %t13_c2_3 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
-  %134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a242, <16 x float> %t13_b343, <16 x float> %t13_c2_3)
-  store <16 x float> %134, ptr %conv1.t13_c2_3, align 64
-  %135 = mul nsw i64 %conv1.mb1218, 4
-  %136 = add nsw i64 %135, 3
-  %137 = mul nsw i64 %136, 9
-  %138 = add nsw i64 %137, %conv1.k1419
-  %params44 = getelementptr inbounds float, ptr %params, i64 %138
-  %139 = load float, ptr %params44, align 4
-  %140 = insertelement <16 x float> undef, float %139, i32 0
-  %141 = shufflevector <16 x float> %140, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %141, ptr %conv1.t13_a3, align 64
-  %t13_a3 = load <16 x float>, ptr %conv1.t13_a3, align 64
-  %t13_b045 = load <16 x float>, ptr %conv1.t13_b0, align 64
-  %t13_c3_0 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
-  %142 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a3, <16 x float> %t13_b045, <16 x float> %t13_c3_0)
-  store <16 x float> %142, ptr %conv1.t13_c3_0, align 64
-  %t13_a346 = load <16 x float>, ptr %conv1.t13_a3, align 64
-  %t13_b147 = load <16 x float>, ptr %conv1.t13_b1, align 64
-  %t13_c3_1 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
-  %143 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a346, <16 x float> %t13_b147, <16 x float> %t13_c3_1)
-  store <16 x float> %143, ptr %conv1.t13_c3_1, align 64
-  %t13_a348 = load <16 x float>, ptr %conv1.t13_a3, align 64
-  %t13_b249 = load <16 x float>, ptr %conv1.t13_b2, align 64
-  %t13_c3_2 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
-  %144 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a348, <16 x float> %t13_b249, <16 x float> %t13_c3_2)
-  store <16 x float> %144, ptr %conv1.t13_c3_2, align 64
-  %t13_a350 = load <16 x float>, ptr %conv1.t13_a3, align 64
-  %t13_b351 = load <16 x float>, ptr %conv1.t13_b3, align 64
-  %t13_c3_3 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
-  %145 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a350, <16 x float> %t13_b351, <16 x float> %t13_c3_3)
-  store <16 x float> %145, ptr %conv1.t13_c3_3, align 64
-  %k14.next = add nsw i64 %conv1.k1419, 1
-  %146 = icmp slt i64 %k14.next, 9
-  br i1 %146, label %conv1.k14, label %conv1.k14.end
-
-conv1.k14.end:                                    ; preds = %conv1.k14
-  %t13_c0_052 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
-  %147 = mul nsw i64 %conv1.mb1218, 4
-  %148 = mul nsw i64 %147, 2704
-  %149 = add nsw i64 42768, %148
-  %150 = mul nsw i64 %conv1.nb1117, 64
-  %151 = add nsw i64 %149, %150
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %151
-  store <16 x float> %t13_c0_052, ptr %arena53, align 4
-  %t13_c0_154 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
-  %152 = mul nsw i64 %conv1.mb1218, 4
-  %153 = mul nsw i64 %152, 2704
-  %154 = add nsw i64 42768, %153
-  %155 = mul nsw i64 %conv1.nb1117, 64
-  %156 = add nsw i64 %154, %155
-  %157 = add nsw i64 %156, 16
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %157
-  store <16 x float> %t13_c0_154, ptr %arena55, align 4
-  %t13_c0_256 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
-  %158 = mul nsw i64 %conv1.mb1218, 4
-  %159 = mul nsw i64 %158, 2704
-  %160 = add nsw i64 42768, %159
-  %161 = mul nsw i64 %conv1.nb1117, 64
-  %162 = add nsw i64 %160, %161
-  %163 = add nsw i64 %162, 32
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %163
-  store <16 x float> %t13_c0_256, ptr %arena57, align 4
-  %t13_c0_358 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
-  %164 = mul nsw i64 %conv1.mb1218, 4
-  %165 = mul nsw i64 %164, 2704
-  %166 = add nsw i64 42768, %165
-  %167 = mul nsw i64 %conv1.nb1117, 64
-  %168 = add nsw i64 %166, %167
-  %169 = add nsw i64 %168, 48
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %169
-  store <16 x float> %t13_c0_358, ptr %arena59, align 4
-  %t13_c1_060 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
-  %170 = mul nsw i64 %conv1.mb1218, 4
-  %171 = add nsw i64 %170, 1
-  %172 = mul nsw i64 %171, 2704
-  %173 = add nsw i64 42768, %172
-  %174 = mul nsw i64 %conv1.nb1117, 64
-  %175 = add nsw i64 %173, %174
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %175
-  store <16 x float> %t13_c1_060, ptr %arena61, align 4
-  %t13_c1_162 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
-  %176 = mul nsw i64 %conv1.mb1218, 4
-  %177 = add nsw i64 %176, 1
-  %178 = mul nsw i64 %177, 2704
-  %179 = add nsw i64 42768, %178
-  %180 = mul nsw i64 %conv1.nb1117, 64
-  %181 = add nsw i64 %179, %180
-  %182 = add nsw i64 %181, 16
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <16 x float> %t13_c1_162, ptr %arena63, align 4
-  %t13_c1_264 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
-  %183 = mul nsw i64 %conv1.mb1218, 4
-  %184 = add nsw i64 %183, 1
-  %185 = mul nsw i64 %184, 2704
-  %186 = add nsw i64 42768, %185
-  %187 = mul nsw i64 %conv1.nb1117, 64
-  %188 = add nsw i64 %186, %187
-  %189 = add nsw i64 %188, 32
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %189
-  store <16 x float> %t13_c1_264, ptr %arena65, align 4
-  %t13_c1_366 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
-  %190 = mul nsw i64 %conv1.mb1218, 4
-  %191 = add nsw i64 %190, 1
-  %192 = mul nsw i64 %191, 2704
-  %193 = add nsw i64 42768, %192
-  %194 = mul nsw i64 %conv1.nb1117, 64
-  %195 = add nsw i64 %193, %194
-  %196 = add nsw i64 %195, 48
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %196
-  store <16 x float> %t13_c1_366, ptr %arena67, align 4
-  %t13_c2_068 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
-  %197 = mul nsw i64 %conv1.mb1218, 4
-  %198 = add nsw i64 %197, 2
-  %199 = mul nsw i64 %198, 2704
-  %200 = add nsw i64 42768, %199
-  %201 = mul nsw i64 %conv1.nb1117, 64
-  %202 = add nsw i64 %200, %201
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <16 x float> %t13_c2_068, ptr %arena69, align 4
-  %t13_c2_170 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
-  %203 = mul nsw i64 %conv1.mb1218, 4
-  %204 = add nsw i64 %203, 2
-  %205 = mul nsw i64 %204, 2704
-  %206 = add nsw i64 42768, %205
-  %207 = mul nsw i64 %conv1.nb1117, 64
-  %208 = add nsw i64 %206, %207
-  %209 = add nsw i64 %208, 16
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %209
-  store <16 x float> %t13_c2_170, ptr %arena71, align 4
-  %t13_c2_272 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
-  %210 = mul nsw i64 %conv1.mb1218, 4
-  %211 = add nsw i64 %210, 2
-  %212 = mul nsw i64 %211, 2704
-  %213 = add nsw i64 42768, %212
-  %214 = mul nsw i64 %conv1.nb1117, 64
-  %215 = add nsw i64 %213, %214
-  %216 = add nsw i64 %215, 32
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <16 x float> %t13_c2_272, ptr %arena73, align 4
-  %t13_c2_374 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
-  %217 = mul nsw i64 %conv1.mb1218, 4
-  %218 = add nsw i64 %217, 2
-  %219 = mul nsw i64 %218, 2704
-  %220 = add nsw i64 42768, %219
-  %221 = mul nsw i64 %conv1.nb1117, 64
-  %222 = add nsw i64 %220, %221
-  %223 = add nsw i64 %222, 48
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %223
-  store <16 x float> %t13_c2_374, ptr %arena75, align 4
-  %t13_c3_076 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
-  %224 = mul nsw i64 %conv1.mb1218, 4
-  %225 = add nsw i64 %224, 3
-  %226 = mul nsw i64 %225, 2704
-  %227 = add nsw i64 42768, %226
-  %228 = mul nsw i64 %conv1.nb1117, 64
-  %229 = add nsw i64 %227, %228
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %229
-  store <16 x float> %t13_c3_076, ptr %arena77, align 4
-  %t13_c3_178 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
-  %230 = mul nsw i64 %conv1.mb1218, 4
-  %231 = add nsw i64 %230, 3
-  %232 = mul nsw i64 %231, 2704
-  %233 = add nsw i64 42768, %232
-  %234 = mul nsw i64 %conv1.nb1117, 64
-  %235 = add nsw i64 %233, %234
-  %236 = add nsw i64 %235, 16
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %236
-  store <16 x float> %t13_c3_178, ptr %arena79, align 4
-  %t13_c3_280 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
-  %237 = mul nsw i64 %conv1.mb1218, 4
-  %238 = add nsw i64 %237, 3
-  %239 = mul nsw i64 %238, 2704
-  %240 = add nsw i64 42768, %239
-  %241 = mul nsw i64 %conv1.nb1117, 64
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %242, 32
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %243
-  store <16 x float> %t13_c3_280, ptr %arena81, align 4
-  %t13_c3_382 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
-  %244 = mul nsw i64 %conv1.mb1218, 4
-  %245 = add nsw i64 %244, 3
-  %246 = mul nsw i64 %245, 2704
-  %247 = add nsw i64 42768, %246
-  %248 = mul nsw i64 %conv1.nb1117, 64
-  %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %249, 48
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %250
-  store <16 x float> %t13_c3_382, ptr %arena83, align 4
-  %mb12.next = add nsw i64 %conv1.mb1218, 1
-  %251 = icmp slt i64 %mb12.next, 1
-  br i1 %251, label %conv1.mb12, label %conv1.mb12.end
-
-conv1.mb15:                                       ; preds = %conv1.k17.end, %conv1.nb11.end
-  %conv1.mb1584 = phi i64 [ 0, %conv1.nb11.end ], [ %mb15.next, %conv1.k17.end ]
-  store <16 x float> zeroinitializer, ptr %conv1.t16_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t16_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t16_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t16_c3_0, align 64
-  br label %conv1.k17
-
-conv1.mb15.end:                                   ; preds = %conv1.k17.end
-  br label %conv1.j18
-
-conv1.k17:                                        ; preds = %conv1.k17, %conv1.mb15
-  %conv1.k1785 = phi i64 [ 0, %conv1.mb15 ], [ %k17.next, %conv1.k17 ]
-  %252 = mul nsw i64 %conv1.k1785, 2704
-  %253 = add nsw i64 18432, %252
-  %254 = add nsw i64 %253, 2688
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %254
-  %255 = load <16 x float>, ptr %arena86, align 4
-  store <16 x float> %255, ptr %conv1.t16_b0, align 64
-  %256 = mul nsw i64 %conv1.mb1584, 4
-  %257 = mul nsw i64 %256, 9
-  %258 = add nsw i64 %257, %conv1.k1785
-  %params87 = getelementptr inbounds float, ptr %params, i64 %258
-  %259 = load float, ptr %params87, align 4
-  %260 = insertelement <16 x float> undef, float %259, i32 0
-  %261 = shufflevector <16 x float> %260, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %261, ptr %conv1.t16_a0, align 64
-  %t16_a0 = load <16 x float>, ptr %conv1.t16_a0, align 64
-  %t16_b0 = load <16 x float>, ptr %conv1.t16_b0, align 64
-  %t16_c0_0 = load <16 x float>, ptr %conv1.t16_c0_0, align 64
-  %262 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a0, <16 x float> %t16_b0, <16 x float> %t16_c0_0)
-  store <16 x float> %262, ptr %conv1.t16_c0_0, align 64
-  %263 = mul nsw i64 %conv1.mb1584, 4
-  %264 = add nsw i64 %263, 1
-  %265 = mul nsw i64 %264, 9
-  %266 = add nsw i64 %265, %conv1.k1785
-  %params88 = getelementptr inbounds float, ptr %params, i64 %266
-  %267 = load float, ptr %params88, align 4
-  %268 = insertelement <16 x float> undef, float %267, i32 0
-  %269 = shufflevector <16 x float> %268, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %269, ptr %conv1.t16_a1, align 64
-  %t16_a1 = load <16 x float>, ptr %conv1.t16_a1, align 64
-  %t16_b089 = load <16 x float>, ptr %conv1.t16_b0, align 64
-  %t16_c1_0 = load <16 x float>, ptr %conv1.t16_c1_0, align 64
-  %270 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a1, <16 x float> %t16_b089, <16 x float> %t16_c1_0)
-  store <16 x float> %270, ptr %conv1.t16_c1_0, align 64
-  %271 = mul nsw i64 %conv1.mb1584, 4
-  %272 = add nsw i64 %271, 2
-  %273 = mul nsw i64 %272, 9
-  %274 = add nsw i64 %273, %conv1.k1785
-  %params90 = getelementptr inbounds float, ptr %params, i64 %274
-  %275 = load float, ptr %params90, align 4
-  %276 = insertelement <16 x float> undef, float %275, i32 0
-  %277 = shufflevector <16 x float> %276, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %277, ptr %conv1.t16_a2, align 64
-  %t16_a2 = load <16 x float>, ptr %conv1.t16_a2, align 64
-  %t16_b091 = load <16 x float>, ptr %conv1.t16_b0, align 64
-  %t16_c2_0 = load <16 x float>, ptr %conv1.t16_c2_0, align 64
-  %278 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a2, <16 x float> %t16_b091, <16 x float> %t16_c2_0)
-  store <16 x float> %278, ptr %conv1.t16_c2_0, align 64
-  %279 = mul nsw i64 %conv1.mb1584, 4
-  %280 = add nsw i64 %279, 3
-  %281 = mul nsw i64 %280, 9
-  %282 = add nsw i64 %281, %conv1.k1785
-  %params92 = getelementptr inbounds float, ptr %params, i64 %282
-  %283 = load float, ptr %params92, align 4
-  %284 = insertelement <16 x float> undef, float %283, i32 0
-  %285 = shufflevector <16 x float> %284, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %285, ptr %conv1.t16_a3, align 64
-  %t16_a3 = load <16 x float>, ptr %conv1.t16_a3, align 64
-  %t16_b093 = load <16 x float>, ptr %conv1.t16_b0, align 64
-  %t16_c3_0 = load <16 x float>, ptr %conv1.t16_c3_0, align 64
-  %286 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a3, <16 x float> %t16_b093, <16 x float> %t16_c3_0)
-  store <16 x float> %286, ptr %conv1.t16_c3_0, align 64
-  %k17.next = add nsw i64 %conv1.k1785, 1
-  %287 = icmp slt i64 %k17.next, 9
-  br i1 %287, label %conv1.k17, label %conv1.k17.end
-
-conv1.k17.end:                                    ; preds = %conv1.k17
-  %t16_c0_094 = load <16 x float>, ptr %conv1.t16_c0_0, align 64
-  %288 = mul nsw i64 %conv1.mb1584, 4
-  %289 = mul nsw i64 %288, 2704
-  %290 = add nsw i64 42768, %289
-  %291 = add nsw i64 %290, 2688
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %291
-  store <16 x float> %t16_c0_094, ptr %arena95, align 4
-  %t16_c1_096 = load <16 x float>, ptr %conv1.t16_c1_0, align 64
-  %292 = mul nsw i64 %conv1.mb1584, 4
-  %293 = add nsw i64 %292, 1
-  %294 = mul nsw i64 %293, 2704
-  %295 = add nsw i64 42768, %294
-  %296 = add nsw i64 %295, 2688
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %296
-  store <16 x float> %t16_c1_096, ptr %arena97, align 4
-  %t16_c2_098 = load <16 x float>, ptr %conv1.t16_c2_0, align 64
-  %297 = mul nsw i64 %conv1.mb1584, 4
-  %298 = add nsw i64 %297, 2
-  %299 = mul nsw i64 %298, 2704
-  %300 = add nsw i64 42768, %299
-  %301 = add nsw i64 %300, 2688
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %301
-  store <16 x float> %t16_c2_098, ptr %arena99, align 4
-  %t16_c3_0100 = load <16 x float>, ptr %conv1.t16_c3_0, align 64
-  %302 = mul nsw i64 %conv1.mb1584, 4
-  %303 = add nsw i64 %302, 3
-  %304 = mul nsw i64 %303, 2704
-  %305 = add nsw i64 42768, %304
-  %306 = add nsw i64 %305, 2688
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %306
-  store <16 x float> %t16_c3_0100, ptr %arena101, align 4
-  %mb15.next = add nsw i64 %conv1.mb1584, 1
-  %307 = icmp slt i64 %mb15.next, 1
-  br i1 %307, label %conv1.mb15, label %conv1.mb15.end
-
-conv1.j18:                                        ; preds = %conv1.f19.end, %conv1.mb15.end
-  %conv1.j18102 = phi i64 [ 0, %conv1.mb15.end ], [ %j18.next, %conv1.f19.end ]
-  br label %conv1.f19
-
-conv1.j18.end:                                    ; preds = %conv1.f19.end
+conv1.j11.end:                                    ; preds = %conv1.f12.end
   %g1.next = add nsw i64 %conv1.g11, 1
-  %308 = icmp slt i64 %g1.next, 4
-  br i1 %308, label %conv1.g1, label %conv1.g1.end
+  %79 = icmp slt i64 %g1.next, 4
+  br i1 %79, label %conv1.g1, label %conv1.g1.end
 
-conv1.f19:                                        ; preds = %conv1.py20.end, %conv1.j18
-  %conv1.f19103 = phi i64 [ 0, %conv1.j18 ], [ %f19.next, %conv1.py20.end ]
-  br label %conv1.py20
+conv1.f12:                                        ; preds = %conv1.py13.end, %conv1.j11
+  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.py13.end ]
+  br label %conv1.py13
 
-conv1.f19.end:                                    ; preds = %conv1.py20.end
-  %j18.next = add nsw i64 %conv1.j18102, 1
-  %309 = icmp slt i64 %j18.next, 16
-  br i1 %309, label %conv1.j18, label %conv1.j18.end
+conv1.f12.end:                                    ; preds = %conv1.py13.end
+  %j11.next = add nsw i64 %conv1.j1120, 1
+  %80 = icmp slt i64 %j11.next, 16
+  br i1 %80, label %conv1.j11, label %conv1.j11.end
 
-conv1.py20:                                       ; preds = %conv1.px21.end, %conv1.f19
-  %conv1.py20104 = phi i64 [ 0, %conv1.f19 ], [ %py20.next, %conv1.px21.end ]
-  br label %conv1.px21
+conv1.py13:                                       ; preds = %conv1.px14.end, %conv1.f12
+  %conv1.py1322 = phi i64 [ 0, %conv1.f12 ], [ %py13.next, %conv1.px14.end ]
+  br label %conv1.px14
 
-conv1.py20.end:                                   ; preds = %conv1.px21.end
-  %f19.next = add nsw i64 %conv1.f19103, 1
-  %310 = icmp slt i64 %f19.next, 4
-  br i1 %310, label %conv1.f19, label %conv1.f19.end
+conv1.py13.end:                                   ; preds = %conv1.px14.end
+  %f12.next = add nsw i64 %conv1.f1221, 1
+  %81 = icmp slt i64 %f12.next, 4
+  br i1 %81, label %conv1.f12, label %conv1.f12.end
 
-conv1.px21:                                       ; preds = %conv1.px21, %conv1.py20
-  %conv1.px21105 = phi i64 [ 0, %conv1.py20 ], [ %px21.next, %conv1.px21 ]
-  %311 = mul nsw i64 %conv1.f19103, 2704
-  %312 = add nsw i64 42768, %311
-  %313 = mul nsw i64 %conv1.j18102, 169
-  %314 = add nsw i64 %312, %313
-  %315 = mul nsw i64 %conv1.py20104, 26
-  %316 = mul nsw i64 %conv1.px21105, 2
-  %317 = add nsw i64 %315, %316
-  %318 = add nsw i64 %314, %317
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %318
-  %319 = load float, ptr %arena106, align 4
-  %320 = add nsw i64 36, %conv1.f19103
-  %params107 = getelementptr inbounds float, ptr %params, i64 %320
-  %321 = load float, ptr %params107, align 4
-  %322 = fadd float %319, %321
-  store float %322, ptr %conv1.best22, align 4
-  %323 = mul nsw i64 %conv1.py20104, 26
-  %324 = mul nsw i64 %conv1.px21105, 2
-  %325 = add nsw i64 %323, %324
-  %326 = sitofp i64 %325 to float
-  store float %326, ptr %conv1.bi23, align 4
-  %327 = mul nsw i64 %conv1.f19103, 2704
-  %328 = add nsw i64 42768, %327
-  %329 = mul nsw i64 %conv1.j18102, 169
-  %330 = add nsw i64 %328, %329
-  %331 = mul nsw i64 %conv1.py20104, 26
-  %332 = mul nsw i64 %conv1.px21105, 2
-  %333 = add nsw i64 %331, %332
-  %334 = add nsw i64 %330, %333
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %334
-  %335 = load float, ptr %arena108, align 4
-  %336 = add nsw i64 36, %conv1.f19103
-  %params109 = getelementptr inbounds float, ptr %params, i64 %336
-  %337 = load float, ptr %params109, align 4
-  %338 = fadd float %335, %337
-  %best22 = load float, ptr %conv1.best22, align 4
-  %339 = fcmp ogt float %338, %best22
-  %340 = mul nsw i64 %conv1.py20104, 26
-  %341 = mul nsw i64 %conv1.px21105, 2
-  %342 = add nsw i64 %340, %341
-  %343 = sitofp i64 %342 to float
-  %bi23 = load float, ptr %conv1.bi23, align 4
-  %344 = select i1 %339, float %343, float %bi23
-  store float %344, ptr %conv1.bi23, align 4
-  %345 = mul nsw i64 %conv1.f19103, 2704
-  %346 = add nsw i64 42768, %345
-  %347 = mul nsw i64 %conv1.j18102, 169
-  %348 = add nsw i64 %346, %347
-  %349 = mul nsw i64 %conv1.py20104, 26
-  %350 = mul nsw i64 %conv1.px21105, 2
-  %351 = add nsw i64 %349, %350
-  %352 = add nsw i64 %348, %351
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %352
-  %353 = load float, ptr %arena110, align 4
-  %354 = add nsw i64 36, %conv1.f19103
-  %params111 = getelementptr inbounds float, ptr %params, i64 %354
-  %355 = load float, ptr %params111, align 4
-  %356 = fadd float %353, %355
-  %best22112 = load float, ptr %conv1.best22, align 4
-  %357 = fcmp ogt float %356, %best22112
-  %358 = mul nsw i64 %conv1.f19103, 2704
-  %359 = add nsw i64 42768, %358
-  %360 = mul nsw i64 %conv1.j18102, 169
-  %361 = add nsw i64 %359, %360
-  %362 = mul nsw i64 %conv1.py20104, 26
-  %363 = mul nsw i64 %conv1.px21105, 2
-  %364 = add nsw i64 %362, %363
-  %365 = add nsw i64 %361, %364
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %365
-  %366 = load float, ptr %arena113, align 4
-  %367 = add nsw i64 36, %conv1.f19103
-  %params114 = getelementptr inbounds float, ptr %params, i64 %367
-  %368 = load float, ptr %params114, align 4
-  %369 = fadd float %366, %368
-  %best22115 = load float, ptr %conv1.best22, align 4
-  %370 = select i1 %357, float %369, float %best22115
-  store float %370, ptr %conv1.best22, align 4
-  %371 = mul nsw i64 %conv1.f19103, 2704
-  %372 = add nsw i64 42768, %371
-  %373 = mul nsw i64 %conv1.j18102, 169
-  %374 = add nsw i64 %372, %373
-  %375 = mul nsw i64 %conv1.py20104, 26
-  %376 = mul nsw i64 %conv1.px21105, 2
-  %377 = add nsw i64 %375, %376
-  %378 = add nsw i64 %377, 1
-  %379 = add nsw i64 %374, %378
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %379
-  %380 = load float, ptr %arena116, align 4
-  %381 = add nsw i64 36, %conv1.f19103
-  %params117 = getelementptr inbounds float, ptr %params, i64 %381
-  %382 = load float, ptr %params117, align 4
-  %383 = fadd float %380, %382
-  %best22118 = load float, ptr %conv1.best22, align 4
-  %384 = fcmp ogt float %383, %best22118
-  %385 = mul nsw i64 %conv1.py20104, 26
-  %386 = mul nsw i64 %conv1.px21105, 2
-  %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 %387, 1
-  %389 = sitofp i64 %388 to float
-  %bi23119 = load float, ptr %conv1.bi23, align 4
-  %390 = select i1 %384, float %389, float %bi23119
-  store float %390, ptr %conv1.bi23, align 4
-  %391 = mul nsw i64 %conv1.f19103, 2704
-  %392 = add nsw i64 42768, %391
-  %393 = mul nsw i64 %conv1.j18102, 169
-  %394 = add nsw i64 %392, %393
-  %395 = mul nsw i64 %conv1.py20104, 26
-  %396 = mul nsw i64 %conv1.px21105, 2
-  %397 = add nsw i64 %395, %396
-  %398 = add nsw i64 %397, 1
-  %399 = add nsw i64 %394, %398
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %399
-  %400 = load float, ptr %arena120, align 4
-  %401 = add nsw i64 36, %conv1.f19103
-  %params121 = getelementptr inbounds float, ptr %params, i64 %401
-  %402 = load float, ptr %params121, align 4
-  %403 = fadd float %400, %402
-  %best22122 = load float, ptr %conv1.best22, align 4
-  %404 = fcmp ogt float %403, %best22122
-  %405 = mul nsw i64 %conv1.f19103, 2704
-  %406 = add nsw i64 42768, %405
-  %407 = mul nsw i64 %conv1.j18102, 169
-  %408 = add nsw i64 %406, %407
-  %409 = mul nsw i64 %conv1.py20104, 26
-  %410 = mul nsw i64 %conv1.px21105, 2
-  %411 = add nsw i64 %409, %410
-  %412 = add nsw i64 %411, 1
-  %413 = add nsw i64 %408, %412
+conv1.px14:                                       ; preds = %conv1.px14, %conv1.py13
+  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.px14 ]
+  %82 = mul nsw i64 %conv1.f1221, 2704
+  %83 = add nsw i64 42768, %82
+  %84 = mul nsw i64 %conv1.j1120, 169
+  %85 = add nsw i64 %83, %84
+  %86 = mul nsw i64 %conv1.py1322, 26
+  %87 = mul nsw i64 %conv1.px1423, 2
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %85, %88
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena24, align 4
+  %91 = add nsw i64 36, %conv1.f1221
+  %params25 = getelementptr inbounds float, ptr %params, i64 %91
+  %92 = load float, ptr %params25, align 4
+  %93 = fadd float %90, %92
+  store float %93, ptr %conv1.best15, align 4
+  %94 = mul nsw i64 %conv1.py1322, 26
+  %95 = mul nsw i64 %conv1.px1423, 2
+  %96 = add nsw i64 %94, %95
+  %97 = sitofp i64 %96 to float
+  store float %97, ptr %conv1.bi16, align 4
+  %98 = mul nsw i64 %conv1.f1221, 2704
+  %99 = add nsw i64 42768, %98
+  %100 = mul nsw i64 %conv1.j1120, 169
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %conv1.py1322, 26
+  %103 = mul nsw i64 %conv1.px1423, 2
+  %104 = add nsw i64 %102, %103
+  %105 = add nsw i64 %101, %104
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %105
+  %106 = load float, ptr %arena26, align 4
+  %107 = add nsw i64 36, %conv1.f1221
+  %params27 = getelementptr inbounds float, ptr %params, i64 %107
+  %108 = load float, ptr %params27, align 4
+  %109 = fadd float %106, %108
+  %best15 = load float, ptr %conv1.best15, align 4
+  %110 = fcmp ogt float %109, %best15
+  %111 = mul nsw i64 %conv1.py1322, 26
+  %112 = mul nsw i64 %conv1.px1423, 2
+  %113 = add nsw i64 %111, %112
+  %114 = sitofp i64 %113 to float
+  %bi16 = load float, ptr %conv1.bi16, align 4
+  %115 = select i1 %110, float %114, float %bi16
+  store float %115, ptr %conv1.bi16, align 4
+  %116 = mul nsw i64 %conv1.f1221, 2704
+  %117 = add nsw i64 42768, %116
+  %118 = mul nsw i64 %conv1.j1120, 169
+  %119 = add nsw i64 %117, %118
+  %120 = mul nsw i64 %conv1.py1322, 26
+  %121 = mul nsw i64 %conv1.px1423, 2
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 %119, %122
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load float, ptr %arena28, align 4
+  %125 = add nsw i64 36, %conv1.f1221
+  %params29 = getelementptr inbounds float, ptr %params, i64 %125
+  %126 = load float, ptr %params29, align 4
+  %127 = fadd float %124, %126
+  %best1530 = load float, ptr %conv1.best15, align 4
+  %128 = fcmp ogt float %127, %best1530
+  %129 = mul nsw i64 %conv1.f1221, 2704
+  %130 = add nsw i64 42768, %129
+  %131 = mul nsw i64 %conv1.j1120, 169
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %conv1.py1322, 26
+  %134 = mul nsw i64 %conv1.px1423, 2
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %132, %135
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena31, align 4
+  %138 = add nsw i64 36, %conv1.f1221
+  %params32 = getelementptr inbounds float, ptr %params, i64 %138
+  %139 = load float, ptr %params32, align 4
+  %140 = fadd float %137, %139
+  %best1533 = load float, ptr %conv1.best15, align 4
+  %141 = select i1 %128, float %140, float %best1533
+  store float %141, ptr %conv1.best15, align 4
+  %142 = mul nsw i64 %conv1.f1221, 2704
+  %143 = add nsw i64 42768, %142
+  %144 = mul nsw i64 %conv1.j1120, 169
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv1.py1322, 26
+  %147 = mul nsw i64 %conv1.px1423, 2
+  %148 = add nsw i64 %146, %147
+  %149 = add nsw i64 %148, 1
+  %150 = add nsw i64 %145, %149
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load float, ptr %arena34, align 4
+  %152 = add nsw i64 36, %conv1.f1221
+  %params35 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params35, align 4
+  %154 = fadd float %151, %153
+  %best1536 = load float, ptr %conv1.best15, align 4
+  %155 = fcmp ogt float %154, %best1536
+  %156 = mul nsw i64 %conv1.py1322, 26
+  %157 = mul nsw i64 %conv1.px1423, 2
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, 1
+  %160 = sitofp i64 %159 to float
+  %bi1637 = load float, ptr %conv1.bi16, align 4
+  %161 = select i1 %155, float %160, float %bi1637
+  store float %161, ptr %conv1.bi16, align 4
+  %162 = mul nsw i64 %conv1.f1221, 2704
+  %163 = add nsw i64 42768, %162
+  %164 = mul nsw i64 %conv1.j1120, 169
+  %165 = add nsw i64 %163, %164
+  %166 = mul nsw i64 %conv1.py1322, 26
+  %167 = mul nsw i64 %conv1.px1423, 2
+  %168 = add nsw i64 %166, %167
+  %169 = add nsw i64 %168, 1
+  %170 = add nsw i64 %165, %169
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %170
+  %171 = load float, ptr %arena38, align 4
+  %172 = add nsw i64 36, %conv1.f1221
+  %params39 = getelementptr inbounds float, ptr %params, i64 %172
+  %173 = load float, ptr %params39, align 4
+  %174 = fadd float %171, %173
+  %best1540 = load float, ptr %conv1.best15, align 4
+  %175 = fcmp ogt float %174, %best1540
+  %176 = mul nsw i64 %conv1.f1221, 2704
+  %177 = add nsw i64 42768, %176
+  %178 = mul nsw i64 %conv1.j1120, 169
+  %179 = add nsw i64 %177, %178
+  %180 = mul nsw i64 %conv1.py1322, 26
+  %181 = mul nsw i64 %conv1.px1423, 2
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 1
+  %184 = add nsw i64 %179, %183
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %184
+  %185 = load float, ptr %arena41, align 4
+  %186 = add nsw i64 36, %conv1.f1221
+  %params42 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params42, align 4
+  %188 = fadd float %185, %187
+  %best1543 = load float, ptr %conv1.best15, align 4
+  %189 = select i1 %175, float %188, float %best1543
+  store float %189, ptr %conv1.best15, align 4
+  %190 = mul nsw i64 %conv1.f1221, 2704
+  %191 = add nsw i64 42768, %190
+  %192 = mul nsw i64 %conv1.j1120, 169
+  %193 = add nsw i64 %191, %192
+  %194 = mul nsw i64 %conv1.py1322, 26
+  %195 = mul nsw i64 %conv1.px1423, 2
+  %196 = add nsw i64 %194, %195
+  %197 = add nsw i64 %196, 13
+  %198 = add nsw i64 %193, %197
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %198
+  %199 = load float, ptr %arena44, align 4
+  %200 = add nsw i64 36, %conv1.f1221
+  %params45 = getelementptr inbounds float, ptr %params, i64 %200
+  %201 = load float, ptr %params45, align 4
+  %202 = fadd float %199, %201
+  %best1546 = load float, ptr %conv1.best15, align 4
+  %203 = fcmp ogt float %202, %best1546
+  %204 = mul nsw i64 %conv1.py1322, 26
+  %205 = mul nsw i64 %conv1.px1423, 2
+  %206 = add nsw i64 %204, %205
+  %207 = add nsw i64 %206, 13
+  %208 = sitofp i64 %207 to float
+  %bi1647 = load float, ptr %conv1.bi16, align 4
+  %209 = select i1 %203, float %208, float %bi1647
+  store float %209, ptr %conv1.bi16, align 4
+  %210 = mul nsw i64 %conv1.f1221, 2704
+  %211 = add nsw i64 42768, %210
+  %212 = mul nsw i64 %conv1.j1120, 169
+  %213 = add nsw i64 %211, %212
+  %214 = mul nsw i64 %conv1.py1322, 26
+  %215 = mul nsw i64 %conv1.px1423, 2
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 13
+  %218 = add nsw i64 %213, %217
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %218
+  %219 = load float, ptr %arena48, align 4
+  %220 = add nsw i64 36, %conv1.f1221
+  %params49 = getelementptr inbounds float, ptr %params, i64 %220
+  %221 = load float, ptr %params49, align 4
+  %222 = fadd float %219, %221
+  %best1550 = load float, ptr %conv1.best15, align 4
+  %223 = fcmp ogt float %222, %best1550
+  %224 = mul nsw i64 %conv1.f1221, 2704
+  %225 = add nsw i64 42768, %224
+  %226 = mul nsw i64 %conv1.j1120, 169
+  %227 = add nsw i64 %225, %226
+  %228 = mul nsw i64 %conv1.py1322, 26
+  %229 = mul nsw i64 %conv1.px1423, 2
+  %230 = add nsw i64 %228, %229
+  %231 = add nsw i64 %230, 13
+  %232 = add nsw i64 %227, %231
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena51, align 4
+  %234 = add nsw i64 36, %conv1.f1221
+  %params52 = getelementptr inbounds float, ptr %params, i64 %234
+  %235 = load float, ptr %params52, align 4
+  %236 = fadd float %233, %235
+  %best1553 = load float, ptr %conv1.best15, align 4
+  %237 = select i1 %223, float %236, float %best1553
+  store float %237, ptr %conv1.best15, align 4
+  %238 = mul nsw i64 %conv1.f1221, 2704
+  %239 = add nsw i64 42768, %238
+  %240 = mul nsw i64 %conv1.j1120, 169
+  %241 = add nsw i64 %239, %240
+  %242 = mul nsw i64 %conv1.py1322, 26
+  %243 = mul nsw i64 %conv1.px1423, 2
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 13
+  %246 = add nsw i64 %245, 1
+  %247 = add nsw i64 %241, %246
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load float, ptr %arena54, align 4
+  %249 = add nsw i64 36, %conv1.f1221
+  %params55 = getelementptr inbounds float, ptr %params, i64 %249
+  %250 = load float, ptr %params55, align 4
+  %251 = fadd float %248, %250
+  %best1556 = load float, ptr %conv1.best15, align 4
+  %252 = fcmp ogt float %251, %best1556
+  %253 = mul nsw i64 %conv1.py1322, 26
+  %254 = mul nsw i64 %conv1.px1423, 2
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 13
+  %257 = add nsw i64 %256, 1
+  %258 = sitofp i64 %257 to float
+  %bi1657 = load float, ptr %conv1.bi16, align 4
+  %259 = select i1 %252, float %258, float %bi1657
+  store float %259, ptr %conv1.bi16, align 4
+  %260 = mul nsw i64 %conv1.f1221, 2704
+  %261 = add nsw i64 42768, %260
+  %262 = mul nsw i64 %conv1.j1120, 169
+  %263 = add nsw i64 %261, %262
+  %264 = mul nsw i64 %conv1.py1322, 26
+  %265 = mul nsw i64 %conv1.px1423, 2
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 13
+  %268 = add nsw i64 %267, 1
+  %269 = add nsw i64 %263, %268
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %269
+  %270 = load float, ptr %arena58, align 4
+  %271 = add nsw i64 36, %conv1.f1221
+  %params59 = getelementptr inbounds float, ptr %params, i64 %271
+  %272 = load float, ptr %params59, align 4
+  %273 = fadd float %270, %272
+  %best1560 = load float, ptr %conv1.best15, align 4
+  %274 = fcmp ogt float %273, %best1560
+  %275 = mul nsw i64 %conv1.f1221, 2704
+  %276 = add nsw i64 42768, %275
+  %277 = mul nsw i64 %conv1.j1120, 169
+  %278 = add nsw i64 %276, %277
+  %279 = mul nsw i64 %conv1.py1322, 26
+  %280 = mul nsw i64 %conv1.px1423, 2
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 13
+  %283 = add nsw i64 %282, 1
+  %284 = add nsw i64 %278, %283
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %284
+  %285 = load float, ptr %arena61, align 4
+  %286 = add nsw i64 36, %conv1.f1221
+  %params62 = getelementptr inbounds float, ptr %params, i64 %286
+  %287 = load float, ptr %params62, align 4
+  %288 = fadd float %285, %287
+  %best1563 = load float, ptr %conv1.best15, align 4
+  %289 = select i1 %274, float %288, float %best1563
+  store float %289, ptr %conv1.best15, align 4
+  %best1564 = load float, ptr %conv1.best15, align 4
+  %290 = fcmp ogt float %best1564, 0.000000e+00
+  %best1565 = load float, ptr %conv1.best15, align 4
+  %291 = select i1 %290, float %best1565, float 0.000000e+00
+  %292 = mul nsw i64 %conv1.g11, 16
+  %293 = add nsw i64 %292, %conv1.j1120
+  %294 = mul nsw i64 %293, 144
+  %295 = mul nsw i64 %conv1.f1221, 36
+  %296 = add nsw i64 %294, %295
+  %297 = mul nsw i64 %conv1.py1322, 6
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %298, %conv1.px1423
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %299
+  store float %291, ptr %arena66, align 4
+  %bi1667 = load float, ptr %conv1.bi16, align 4
+  %300 = mul nsw i64 %conv1.g11, 16
+  %301 = add nsw i64 %300, %conv1.j1120
+  %302 = mul nsw i64 %301, 144
+  %303 = mul nsw i64 %conv1.f1221, 36
+  %304 = add nsw i64 %302, %303
+  %305 = mul nsw i64 %conv1.py1322, 6
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 %306, %conv1.px1423
+  %308 = add nsw i64 9216, %307
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %bi1667, ptr %arena68, align 4
+  %px14.next = add nsw i64 %conv1.px1423, 1
+  %309 = icmp slt i64 %px14.next, 6
+  br i1 %309, label %conv1.px14, label %conv1.px14.end
+
+conv1.px14.end:                                   ; preds = %conv1.px14
+  %py13.next = add nsw i64 %conv1.py1322, 1
+  %310 = icmp slt i64 %py13.next, 6
+  br i1 %310, label %conv1.py13, label %conv1.py13.end
+
+fc1.n17:                                          ; preds = %fc1.u18.end, %conv1.g1.end
+  %fc1.n1772 = phi i64 [ 0, %conv1.g1.end ], [ %n17.next, %fc1.u18.end ]
+  br label %fc1.u18
+
+fc1.n17.end:                                      ; preds = %fc1.u18.end
+  store float 0.000000e+00, ptr %loss.total19, align 4
+  br label %loss.n20
+
+fc1.u18:                                          ; preds = %fc1.u18, %fc1.n17
+  %fc1.u1873 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
+  %311 = mul nsw i64 %fc1.n1772, 10
+  %312 = add nsw i64 18432, %311
+  %313 = add nsw i64 %312, %fc1.u1873
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %313
+  %314 = load float, ptr %arena74, align 4
+  %315 = add nsw i64 1480, %fc1.u1873
+  %params75 = getelementptr inbounds float, ptr %params, i64 %315
+  %316 = load float, ptr %params75, align 4
+  %317 = fadd float %314, %316
+  %318 = mul nsw i64 %fc1.n1772, 10
+  %319 = add nsw i64 18432, %318
+  %320 = add nsw i64 %319, %fc1.u1873
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %320
+  store float %317, ptr %arena76, align 4
+  %u18.next = add nsw i64 %fc1.u1873, 1
+  %321 = icmp slt i64 %u18.next, 10
+  br i1 %321, label %fc1.u18, label %fc1.u18.end
+
+fc1.u18.end:                                      ; preds = %fc1.u18
+  %n17.next = add nsw i64 %fc1.n1772, 1
+  %322 = icmp slt i64 %n17.next, 64
+  br i1 %322, label %fc1.n17, label %fc1.n17.end
+
+loss.n20:                                         ; preds = %loss.k24.end, %fc1.n17.end
+  %loss.n2077 = phi i64 [ 0, %fc1.n17.end ], [ %n20.next, %loss.k24.end ]
+  %323 = mul nsw i64 %loss.n2077, 10
+  %324 = add nsw i64 18432, %323
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %324
+  %325 = load float, ptr %arena78, align 4
+  store float %325, ptr %loss.m21, align 4
+  br label %loss.k23
+
+loss.n20.end:                                     ; preds = %loss.k24.end
+  %total1988 = load float, ptr %loss.total19, align 4
+  %326 = fdiv float %total1988, 6.400000e+01
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 19072
+  store float %326, ptr %arena89, align 4
+  br label %fc1_grad.n25
+
+loss.k23:                                         ; preds = %loss.k23, %loss.n20
+  %loss.k2379 = phi i64 [ 0, %loss.n20 ], [ %k23.next, %loss.k23 ]
+  %m21 = load float, ptr %loss.m21, align 4
+  %327 = mul nsw i64 %loss.n2077, 10
+  %328 = add nsw i64 18432, %327
+  %329 = add nsw i64 %328, %loss.k2379
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %329
+  %330 = load float, ptr %arena80, align 4
+  %331 = fcmp ogt float %330, %m21
+  %332 = select i1 %331, float %330, float %m21
+  store float %332, ptr %loss.m21, align 4
+  %k23.next = add nsw i64 %loss.k2379, 1
+  %333 = icmp slt i64 %k23.next, 10
+  br i1 %333, label %loss.k23, label %loss.k23.end
+
+loss.k23.end:                                     ; preds = %loss.k23
+  store float 0.000000e+00, ptr %loss.s22, align 4
+  br label %loss.k24
+
+loss.k24:                                         ; preds = %loss.k24, %loss.k23.end
+  %loss.k2481 = phi i64 [ 0, %loss.k23.end ], [ %k24.next, %loss.k24 ]
+  %s22 = load float, ptr %loss.s22, align 4
+  %334 = mul nsw i64 %loss.n2077, 10
+  %335 = add nsw i64 18432, %334
+  %336 = add nsw i64 %335, %loss.k2481
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load float, ptr %arena82, align 4
+  %m2183 = load float, ptr %loss.m21, align 4
+  %338 = fsub float %337, %m2183
+  %339 = call float @llvm.exp.f32(float %338)
+  %340 = fadd float %s22, %339
+  store float %340, ptr %loss.s22, align 4
+  %k24.next = add nsw i64 %loss.k2481, 1
+  %341 = icmp slt i64 %k24.next, 10
+  br i1 %341, label %loss.k24, label %loss.k24.end
+
+loss.k24.end:                                     ; preds = %loss.k24
+  %total19 = load float, ptr %loss.total19, align 4
+  %m2184 = load float, ptr %loss.m21, align 4
+  %s2285 = load float, ptr %loss.s22, align 4
+  %342 = call float @llvm.log.f32(float %s2285)
+  %343 = fadd float %m2184, %342
+  %344 = mul nsw i64 %loss.n2077, 10
+  %345 = add nsw i64 18432, %344
+  %labels86 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2077
+  %label = load i32, ptr %labels86, align 4
+  %346 = sext i32 %label to i64
+  %347 = add nsw i64 %345, %346
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %347
+  %348 = load float, ptr %arena87, align 4
+  %349 = fsub float %343, %348
+  %350 = fadd float %total19, %349
+  store float %350, ptr %loss.total19, align 4
+  %n20.next = add nsw i64 %loss.n2077, 1
+  %351 = icmp slt i64 %n20.next, 64
+  br i1 %351, label %loss.n20, label %loss.n20.end
+
+fc1_grad.n25:                                     ; preds = %fc1_grad.k30.end, %loss.n20.end
+  %fc1_grad.n2590 = phi i64 [ 0, %loss.n20.end ], [ %n25.next, %fc1_grad.k30.end ]
+  %352 = mul nsw i64 %fc1_grad.n2590, 10
+  %353 = add nsw i64 18432, %352
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %353
+  %354 = load float, ptr %arena91, align 4
+  store float %354, ptr %fc1_grad.m26, align 4
+  br label %fc1_grad.k28
+
+fc1_grad.n25.end:                                 ; preds = %fc1_grad.k30.end
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 19088
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads109 = getelementptr inbounds float, ptr %grads, i64 40
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena107, i32 10, ptr %arena108, i32 144, float 0.000000e+00, ptr %grads109, i32 144)
+  br label %fc1_bias_grad.u31
+
+fc1_grad.k28:                                     ; preds = %fc1_grad.k28, %fc1_grad.n25
+  %fc1_grad.k2892 = phi i64 [ 0, %fc1_grad.n25 ], [ %k28.next, %fc1_grad.k28 ]
+  %m26 = load float, ptr %fc1_grad.m26, align 4
+  %355 = mul nsw i64 %fc1_grad.n2590, 10
+  %356 = add nsw i64 18432, %355
+  %357 = add nsw i64 %356, %fc1_grad.k2892
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %357
+  %358 = load float, ptr %arena93, align 4
+  %359 = fcmp ogt float %358, %m26
+  %360 = select i1 %359, float %358, float %m26
+  store float %360, ptr %fc1_grad.m26, align 4
+  %k28.next = add nsw i64 %fc1_grad.k2892, 1
+  %361 = icmp slt i64 %k28.next, 10
+  br i1 %361, label %fc1_grad.k28, label %fc1_grad.k28.end
+
+fc1_grad.k28.end:                                 ; preds = %fc1_grad.k28
+  store float 0.000000e+00, ptr %fc1_grad.s27, align 4
+  br label %fc1_grad.k29
+
+fc1_grad.k29:                                     ; preds = %fc1_grad.k29, %fc1_grad.k28.end
+  %fc1_grad.k2994 = phi i64 [ 0, %fc1_grad.k28.end ], [ %k29.next, %fc1_grad.k29 ]
+  %s27 = load float, ptr %fc1_grad.s27, align 4
+  %362 = mul nsw i64 %fc1_grad.n2590, 10
+  %363 = add nsw i64 18432, %362
+  %364 = add nsw i64 %363, %fc1_grad.k2994
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %364
+  %365 = load float, ptr %arena95, align 4
+  %m2696 = load float, ptr %fc1_grad.m26, align 4
+  %366 = fsub float %365, %m2696
+  %367 = call float @llvm.exp.f32(float %366)
+  %368 = fadd float %s27, %367
+  store float %368, ptr %fc1_grad.s27, align 4
+  %k29.next = add nsw i64 %fc1_grad.k2994, 1
+  %369 = icmp slt i64 %k29.next, 10
+  br i1 %369, label %fc1_grad.k29, label %fc1_grad.k29.end
+
+fc1_grad.k29.end:                                 ; preds = %fc1_grad.k29
+  br label %fc1_grad.k30
+
+fc1_grad.k30:                                     ; preds = %fc1_grad.k30, %fc1_grad.k29.end
+  %fc1_grad.k3097 = phi i64 [ 0, %fc1_grad.k29.end ], [ %k30.next, %fc1_grad.k30 ]
+  %labels98 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n2590
+  %label99 = load i32, ptr %labels98, align 4
+  %370 = sext i32 %label99 to i64
+  %371 = icmp eq i64 %fc1_grad.k3097, %370
+  %372 = mul nsw i64 %fc1_grad.n2590, 10
+  %373 = add nsw i64 18432, %372
+  %374 = add nsw i64 %373, %fc1_grad.k3097
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %374
+  %375 = load float, ptr %arena100, align 4
+  %m26101 = load float, ptr %fc1_grad.m26, align 4
+  %376 = fsub float %375, %m26101
+  %377 = call float @llvm.exp.f32(float %376)
+  %s27102 = load float, ptr %fc1_grad.s27, align 4
+  %378 = fdiv float %377, %s27102
+  %379 = fsub float %378, 1.000000e+00
+  %380 = mul nsw i64 %fc1_grad.n2590, 10
+  %381 = add nsw i64 18432, %380
+  %382 = add nsw i64 %381, %fc1_grad.k3097
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %382
+  %383 = load float, ptr %arena103, align 4
+  %m26104 = load float, ptr %fc1_grad.m26, align 4
+  %384 = fsub float %383, %m26104
+  %385 = call float @llvm.exp.f32(float %384)
+  %s27105 = load float, ptr %fc1_grad.s27, align 4
+  %386 = fdiv float %385, %s27105
+  %387 = select i1 %371, float %379, float %386
+  %388 = fdiv float %387, 6.400000e+01
+  %389 = mul nsw i64 %fc1_grad.n2590, 10
+  %390 = add nsw i64 19088, %389
+  %391 = add nsw i64 %390, %fc1_grad.k3097
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %391
+  store float %388, ptr %arena106, align 4
+  %k30.next = add nsw i64 %fc1_grad.k3097, 1
+  %392 = icmp slt i64 %k30.next, 10
+  br i1 %392, label %fc1_grad.k30, label %fc1_grad.k30.end
+
+fc1_grad.k30.end:                                 ; preds = %fc1_grad.k30
+  %n25.next = add nsw i64 %fc1_grad.n2590, 1
+  %393 = icmp slt i64 %n25.next, 64
+  br i1 %393, label %fc1_grad.n25, label %fc1_grad.n25.end
+
+fc1_bias_grad.u31:                                ; preds = %fc1_bias_grad.n33.end, %fc1_grad.n25.end
+  %fc1_bias_grad.u31110 = phi i64 [ 0, %fc1_grad.n25.end ], [ %u31.next, %fc1_bias_grad.n33.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc32, align 4
+  br label %fc1_bias_grad.n33
+
+fc1_bias_grad.u31.end:                            ; preds = %fc1_bias_grad.n33.end
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 19088
+  %params116 = getelementptr inbounds float, ptr %params, i64 40
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 19728
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena115, i32 10, ptr %params116, i32 144, float 0.000000e+00, ptr %arena117, i32 144)
+  br label %conv1_grad.i34
+
+fc1_bias_grad.n33:                                ; preds = %fc1_bias_grad.n33, %fc1_bias_grad.u31
+  %fc1_bias_grad.n33111 = phi i64 [ 0, %fc1_bias_grad.u31 ], [ %n33.next, %fc1_bias_grad.n33 ]
+  %acc32 = load float, ptr %fc1_bias_grad.acc32, align 4
+  %394 = mul nsw i64 %fc1_bias_grad.n33111, 10
+  %395 = add nsw i64 19088, %394
+  %396 = add nsw i64 %395, %fc1_bias_grad.u31110
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %396
+  %397 = load float, ptr %arena112, align 4
+  %398 = fadd float %acc32, %397
+  store float %398, ptr %fc1_bias_grad.acc32, align 4
+  %n33.next = add nsw i64 %fc1_bias_grad.n33111, 1
+  %399 = icmp slt i64 %n33.next, 64
+  br i1 %399, label %fc1_bias_grad.n33, label %fc1_bias_grad.n33.end
+
+fc1_bias_grad.n33.end:                            ; preds = %fc1_bias_grad.n33
+  %acc32113 = load float, ptr %fc1_bias_grad.acc32, align 4
+  %400 = add nsw i64 1480, %fc1_bias_grad.u31110
+  %grads114 = getelementptr inbounds float, ptr %grads, i64 %400
+  store float %acc32113, ptr %grads114, align 4
+  %u31.next = add nsw i64 %fc1_bias_grad.u31110, 1
+  %401 = icmp slt i64 %u31.next, 10
+  br i1 %401, label %fc1_bias_grad.u31, label %fc1_bias_grad.u31.end
+
+conv1_grad.i34:                                   ; preds = %conv1_grad.i34, %fc1_bias_grad.u31.end
+  %conv1_grad.i34118 = phi i64 [ 0, %fc1_bias_grad.u31.end ], [ %i34.next, %conv1_grad.i34 ]
+  %402 = add nsw i64 28944, %conv1_grad.i34118
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %402
+  store float 0.000000e+00, ptr %arena119, align 4
+  %i34.next = add nsw i64 %conv1_grad.i34118, 1
+  %403 = icmp slt i64 %i34.next, 43264
+  br i1 %403, label %conv1_grad.i34, label %conv1_grad.i34.end
+
+conv1_grad.i34.end:                               ; preds = %conv1_grad.i34
+  br label %conv1_grad.q35
+
+conv1_grad.q35:                                   ; preds = %conv1_grad.i36.end, %conv1_grad.i34.end
+  %conv1_grad.q35120 = phi i64 [ 0, %conv1_grad.i34.end ], [ %q35.next, %conv1_grad.i36.end ]
+  br label %conv1_grad.i36
+
+conv1_grad.q35.end:                               ; preds = %conv1_grad.i36.end
+  br label %conv1_weight_grad.i37
+
+conv1_grad.i36:                                   ; preds = %conv1_grad.endif, %conv1_grad.q35
+  %conv1_grad.i36121 = phi i64 [ 0, %conv1_grad.q35 ], [ %i36.next, %conv1_grad.endif ]
+  %404 = mul nsw i64 %conv1_grad.q35120, 36
+  %405 = add nsw i64 %404, %conv1_grad.i36121
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %405
+  %406 = load float, ptr %arena122, align 4
+  %407 = fcmp ogt float %406, 0.000000e+00
+  br i1 %407, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i36.end:                               ; preds = %conv1_grad.endif
+  %q35.next = add nsw i64 %conv1_grad.q35120, 1
+  %408 = icmp slt i64 %q35.next, 256
+  br i1 %408, label %conv1_grad.q35, label %conv1_grad.q35.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i36
+  %409 = mul nsw i64 %conv1_grad.q35120, 169
+  %410 = add nsw i64 28944, %409
+  %411 = mul nsw i64 %conv1_grad.q35120, 36
+  %412 = add nsw i64 %411, %conv1_grad.i36121
+  %413 = add nsw i64 9216, %412
   %arena123 = getelementptr inbounds float, ptr %arena, i64 %413
   %414 = load float, ptr %arena123, align 4
-  %415 = add nsw i64 36, %conv1.f19103
-  %params124 = getelementptr inbounds float, ptr %params, i64 %415
-  %416 = load float, ptr %params124, align 4
-  %417 = fadd float %414, %416
-  %best22125 = load float, ptr %conv1.best22, align 4
-  %418 = select i1 %404, float %417, float %best22125
-  store float %418, ptr %conv1.best22, align 4
-  %419 = mul nsw i64 %conv1.f19103, 2704
-  %420 = add nsw i64 42768, %419
-  %421 = mul nsw i64 %conv1.j18102, 169
-  %422 = add nsw i64 %420, %421
-  %423 = mul nsw i64 %conv1.py20104, 26
-  %424 = mul nsw i64 %conv1.px21105, 2
-  %425 = add nsw i64 %423, %424
-  %426 = add nsw i64 %425, 13
-  %427 = add nsw i64 %422, %426
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %427
-  %428 = load float, ptr %arena126, align 4
-  %429 = add nsw i64 36, %conv1.f19103
-  %params127 = getelementptr inbounds float, ptr %params, i64 %429
-  %430 = load float, ptr %params127, align 4
-  %431 = fadd float %428, %430
-  %best22128 = load float, ptr %conv1.best22, align 4
-  %432 = fcmp ogt float %431, %best22128
-  %433 = mul nsw i64 %conv1.py20104, 26
-  %434 = mul nsw i64 %conv1.px21105, 2
-  %435 = add nsw i64 %433, %434
-  %436 = add nsw i64 %435, 13
-  %437 = sitofp i64 %436 to float
-  %bi23129 = load float, ptr %conv1.bi23, align 4
-  %438 = select i1 %432, float %437, float %bi23129
-  store float %438, ptr %conv1.bi23, align 4
-  %439 = mul nsw i64 %conv1.f19103, 2704
-  %440 = add nsw i64 42768, %439
-  %441 = mul nsw i64 %conv1.j18102, 169
-  %442 = add nsw i64 %440, %441
-  %443 = mul nsw i64 %conv1.py20104, 26
-  %444 = mul nsw i64 %conv1.px21105, 2
-  %445 = add nsw i64 %443, %444
-  %446 = add nsw i64 %445, 13
-  %447 = add nsw i64 %442, %446
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %447
-  %448 = load float, ptr %arena130, align 4
-  %449 = add nsw i64 36, %conv1.f19103
-  %params131 = getelementptr inbounds float, ptr %params, i64 %449
-  %450 = load float, ptr %params131, align 4
-  %451 = fadd float %448, %450
-  %best22132 = load float, ptr %conv1.best22, align 4
-  %452 = fcmp ogt float %451, %best22132
-  %453 = mul nsw i64 %conv1.f19103, 2704
-  %454 = add nsw i64 42768, %453
-  %455 = mul nsw i64 %conv1.j18102, 169
-  %456 = add nsw i64 %454, %455
-  %457 = mul nsw i64 %conv1.py20104, 26
-  %458 = mul nsw i64 %conv1.px21105, 2
-  %459 = add nsw i64 %457, %458
-  %460 = add nsw i64 %459, 13
-  %461 = add nsw i64 %456, %460
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %461
-  %462 = load float, ptr %arena133, align 4
-  %463 = add nsw i64 36, %conv1.f19103
-  %params134 = getelementptr inbounds float, ptr %params, i64 %463
-  %464 = load float, ptr %params134, align 4
-  %465 = fadd float %462, %464
-  %best22135 = load float, ptr %conv1.best22, align 4
-  %466 = select i1 %452, float %465, float %best22135
-  store float %466, ptr %conv1.best22, align 4
-  %467 = mul nsw i64 %conv1.f19103, 2704
-  %468 = add nsw i64 42768, %467
-  %469 = mul nsw i64 %conv1.j18102, 169
-  %470 = add nsw i64 %468, %469
-  %471 = mul nsw i64 %conv1.py20104, 26
-  %472 = mul nsw i64 %conv1.px21105, 2
-  %473 = add nsw i64 %471, %472
-  %474 = add nsw i64 %473, 13
-  %475 = add nsw i64 %474, 1
-  %476 = add nsw i64 %470, %475
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %476
-  %477 = load float, ptr %arena136, align 4
-  %478 = add nsw i64 36, %conv1.f19103
-  %params137 = getelementptr inbounds float, ptr %params, i64 %478
-  %479 = load float, ptr %params137, align 4
-  %480 = fadd float %477, %479
-  %best22138 = load float, ptr %conv1.best22, align 4
-  %481 = fcmp ogt float %480, %best22138
-  %482 = mul nsw i64 %conv1.py20104, 26
-  %483 = mul nsw i64 %conv1.px21105, 2
-  %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %484, 13
-  %486 = add nsw i64 %485, 1
-  %487 = sitofp i64 %486 to float
-  %bi23139 = load float, ptr %conv1.bi23, align 4
-  %488 = select i1 %481, float %487, float %bi23139
-  store float %488, ptr %conv1.bi23, align 4
-  %489 = mul nsw i64 %conv1.f19103, 2704
-  %490 = add nsw i64 42768, %489
-  %491 = mul nsw i64 %conv1.j18102, 169
-  %492 = add nsw i64 %490, %491
-  %493 = mul nsw i64 %conv1.py20104, 26
-  %494 = mul nsw i64 %conv1.px21105, 2
-  %495 = add nsw i64 %493, %494
-  %496 = add nsw i64 %495, 13
-  %497 = add nsw i64 %496, 1
-  %498 = add nsw i64 %492, %497
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %498
-  %499 = load float, ptr %arena140, align 4
-  %500 = add nsw i64 36, %conv1.f19103
-  %params141 = getelementptr inbounds float, ptr %params, i64 %500
-  %501 = load float, ptr %params141, align 4
-  %502 = fadd float %499, %501
-  %best22142 = load float, ptr %conv1.best22, align 4
-  %503 = fcmp ogt float %502, %best22142
-  %504 = mul nsw i64 %conv1.f19103, 2704
-  %505 = add nsw i64 42768, %504
-  %506 = mul nsw i64 %conv1.j18102, 169
-  %507 = add nsw i64 %505, %506
-  %508 = mul nsw i64 %conv1.py20104, 26
-  %509 = mul nsw i64 %conv1.px21105, 2
-  %510 = add nsw i64 %508, %509
-  %511 = add nsw i64 %510, 13
-  %512 = add nsw i64 %511, 1
-  %513 = add nsw i64 %507, %512
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %513
-  %514 = load float, ptr %arena143, align 4
-  %515 = add nsw i64 36, %conv1.f19103
-  %params144 = getelementptr inbounds float, ptr %params, i64 %515
-  %516 = load float, ptr %params144, align 4
-  %517 = fadd float %514, %516
-  %best22145 = load float, ptr %conv1.best22, align 4
-  %518 = select i1 %503, float %517, float %best22145
-  store float %518, ptr %conv1.best22, align 4
-  %best22146 = load float, ptr %conv1.best22, align 4
-  %519 = fcmp ogt float %best22146, 0.000000e+00
-  %best22147 = load float, ptr %conv1.best22, align 4
-  %520 = select i1 %519, float %best22147, float 0.000000e+00
-  %521 = mul nsw i64 %conv1.g11, 16
-  %522 = add nsw i64 %521, %conv1.j18102
-  %523 = mul nsw i64 %522, 144
-  %524 = mul nsw i64 %conv1.f19103, 36
-  %525 = add nsw i64 %523, %524
-  %526 = mul nsw i64 %conv1.py20104, 6
-  %527 = add nsw i64 %525, %526
-  %528 = add nsw i64 %527, %conv1.px21105
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %528
-  store float %520, ptr %arena148, align 4
-  %bi23149 = load float, ptr %conv1.bi23, align 4
-  %529 = mul nsw i64 %conv1.g11, 16
-  %530 = add nsw i64 %529, %conv1.j18102
-  %531 = mul nsw i64 %530, 144
-  %532 = mul nsw i64 %conv1.f19103, 36
-  %533 = add nsw i64 %531, %532
-  %534 = mul nsw i64 %conv1.py20104, 6
-  %535 = add nsw i64 %533, %534
-  %536 = add nsw i64 %535, %conv1.px21105
-  %537 = add nsw i64 9216, %536
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %537
-  store float %bi23149, ptr %arena150, align 4
-  %px21.next = add nsw i64 %conv1.px21105, 1
-  %538 = icmp slt i64 %px21.next, 6
-  br i1 %538, label %conv1.px21, label %conv1.px21.end
-
-conv1.px21.end:                                   ; preds = %conv1.px21
-  %py20.next = add nsw i64 %conv1.py20104, 1
-  %539 = icmp slt i64 %py20.next, 6
-  br i1 %539, label %conv1.py20, label %conv1.py20.end
-
-fc1.n24:                                          ; preds = %fc1.u25.end, %conv1.g1.end
-  %fc1.n24154 = phi i64 [ 0, %conv1.g1.end ], [ %n24.next, %fc1.u25.end ]
-  br label %fc1.u25
-
-fc1.n24.end:                                      ; preds = %fc1.u25.end
-  store float 0.000000e+00, ptr %loss.total26, align 4
-  br label %loss.n27
-
-fc1.u25:                                          ; preds = %fc1.u25, %fc1.n24
-  %fc1.u25155 = phi i64 [ 0, %fc1.n24 ], [ %u25.next, %fc1.u25 ]
-  %540 = mul nsw i64 %fc1.n24154, 10
-  %541 = add nsw i64 18432, %540
-  %542 = add nsw i64 %541, %fc1.u25155
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %542
-  %543 = load float, ptr %arena156, align 4
-  %544 = add nsw i64 1480, %fc1.u25155
-  %params157 = getelementptr inbounds float, ptr %params, i64 %544
-  %545 = load float, ptr %params157, align 4
-  %546 = fadd float %543, %545
-  %547 = mul nsw i64 %fc1.n24154, 10
-  %548 = add nsw i64 18432, %547
-  %549 = add nsw i64 %548, %fc1.u25155
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %549
-  store float %546, ptr %arena158, align 4
-  %u25.next = add nsw i64 %fc1.u25155, 1
-  %550 = icmp slt i64 %u25.next, 10
-  br i1 %550, label %fc1.u25, label %fc1.u25.end
-
-fc1.u25.end:                                      ; preds = %fc1.u25
-  %n24.next = add nsw i64 %fc1.n24154, 1
-  %551 = icmp slt i64 %n24.next, 64
-  br i1 %551, label %fc1.n24, label %fc1.n24.end
-
-loss.n27:                                         ; preds = %loss.k31.end, %fc1.n24.end
-  %loss.n27159 = phi i64 [ 0, %fc1.n24.end ], [ %n27.next, %loss.k31.end ]
-  %552 = mul nsw i64 %loss.n27159, 10
-  %553 = add nsw i64 18432, %552
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %553
-  %554 = load float, ptr %arena160, align 4
-  store float %554, ptr %loss.m28, align 4
-  br label %loss.k30
-
-loss.n27.end:                                     ; preds = %loss.k31.end
-  %total26170 = load float, ptr %loss.total26, align 4
-  %555 = fdiv float %total26170, 6.400000e+01
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 19072
-  store float %555, ptr %arena171, align 4
-  br label %fc1_grad.n32
-
-loss.k30:                                         ; preds = %loss.k30, %loss.n27
-  %loss.k30161 = phi i64 [ 0, %loss.n27 ], [ %k30.next, %loss.k30 ]
-  %m28 = load float, ptr %loss.m28, align 4
-  %556 = mul nsw i64 %loss.n27159, 10
-  %557 = add nsw i64 18432, %556
-  %558 = add nsw i64 %557, %loss.k30161
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %558
-  %559 = load float, ptr %arena162, align 4
-  %560 = fcmp ogt float %559, %m28
-  %561 = select i1 %560, float %559, float %m28
-  store float %561, ptr %loss.m28, align 4
-  %k30.next = add nsw i64 %loss.k30161, 1
-  %562 = icmp slt i64 %k30.next, 10
-  br i1 %562, label %loss.k30, label %loss.k30.end
-
-loss.k30.end:                                     ; preds = %loss.k30
-  store float 0.000000e+00, ptr %loss.s29, align 4
-  br label %loss.k31
-
-loss.k31:                                         ; preds = %loss.k31, %loss.k30.end
-  %loss.k31163 = phi i64 [ 0, %loss.k30.end ], [ %k31.next, %loss.k31 ]
-  %s29 = load float, ptr %loss.s29, align 4
-  %563 = mul nsw i64 %loss.n27159, 10
-  %564 = add nsw i64 18432, %563
-  %565 = add nsw i64 %564, %loss.k31163
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %565
-  %566 = load float, ptr %arena164, align 4
-  %m28165 = load float, ptr %loss.m28, align 4
-  %567 = fsub float %566, %m28165
-  %568 = call float @llvm.exp.f32(float %567)
-  %569 = fadd float %s29, %568
-  store float %569, ptr %loss.s29, align 4
-  %k31.next = add nsw i64 %loss.k31163, 1
-  %570 = icmp slt i64 %k31.next, 10
-  br i1 %570, label %loss.k31, label %loss.k31.end
-
-loss.k31.end:                                     ; preds = %loss.k31
-  %total26 = load float, ptr %loss.total26, align 4
-  %m28166 = load float, ptr %loss.m28, align 4
-  %s29167 = load float, ptr %loss.s29, align 4
-  %571 = call float @llvm.log.f32(float %s29167)
-  %572 = fadd float %m28166, %571
-  %573 = mul nsw i64 %loss.n27159, 10
-  %574 = add nsw i64 18432, %573
-  %labels168 = getelementptr inbounds i32, ptr %labels, i64 %loss.n27159
-  %label = load i32, ptr %labels168, align 4
-  %575 = sext i32 %label to i64
-  %576 = add nsw i64 %574, %575
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %576
-  %577 = load float, ptr %arena169, align 4
-  %578 = fsub float %572, %577
-  %579 = fadd float %total26, %578
-  store float %579, ptr %loss.total26, align 4
-  %n27.next = add nsw i64 %loss.n27159, 1
-  %580 = icmp slt i64 %n27.next, 64
-  br i1 %580, label %loss.n27, label %loss.n27.end
-
-fc1_grad.n32:                                     ; preds = %fc1_grad.k37.end, %loss.n27.end
-  %fc1_grad.n32172 = phi i64 [ 0, %loss.n27.end ], [ %n32.next, %fc1_grad.k37.end ]
-  %581 = mul nsw i64 %fc1_grad.n32172, 10
-  %582 = add nsw i64 18432, %581
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %582
-  %583 = load float, ptr %arena173, align 4
-  store float %583, ptr %fc1_grad.m33, align 4
-  br label %fc1_grad.k35
-
-fc1_grad.n32.end:                                 ; preds = %fc1_grad.k37.end
-  br label %fc1_weight_grad.nb38
-
-fc1_grad.k35:                                     ; preds = %fc1_grad.k35, %fc1_grad.n32
-  %fc1_grad.k35174 = phi i64 [ 0, %fc1_grad.n32 ], [ %k35.next, %fc1_grad.k35 ]
-  %m33 = load float, ptr %fc1_grad.m33, align 4
-  %584 = mul nsw i64 %fc1_grad.n32172, 10
-  %585 = add nsw i64 18432, %584
-  %586 = add nsw i64 %585, %fc1_grad.k35174
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %586
-  %587 = load float, ptr %arena175, align 4
-  %588 = fcmp ogt float %587, %m33
-  %589 = select i1 %588, float %587, float %m33
-  store float %589, ptr %fc1_grad.m33, align 4
-  %k35.next = add nsw i64 %fc1_grad.k35174, 1
-  %590 = icmp slt i64 %k35.next, 10
-  br i1 %590, label %fc1_grad.k35, label %fc1_grad.k35.end
-
-fc1_grad.k35.end:                                 ; preds = %fc1_grad.k35
-  store float 0.000000e+00, ptr %fc1_grad.s34, align 4
-  br label %fc1_grad.k36
-
-fc1_grad.k36:                                     ; preds = %fc1_grad.k36, %fc1_grad.k35.end
-  %fc1_grad.k36176 = phi i64 [ 0, %fc1_grad.k35.end ], [ %k36.next, %fc1_grad.k36 ]
-  %s34 = load float, ptr %fc1_grad.s34, align 4
-  %591 = mul nsw i64 %fc1_grad.n32172, 10
-  %592 = add nsw i64 18432, %591
-  %593 = add nsw i64 %592, %fc1_grad.k36176
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %593
-  %594 = load float, ptr %arena177, align 4
-  %m33178 = load float, ptr %fc1_grad.m33, align 4
-  %595 = fsub float %594, %m33178
-  %596 = call float @llvm.exp.f32(float %595)
-  %597 = fadd float %s34, %596
-  store float %597, ptr %fc1_grad.s34, align 4
-  %k36.next = add nsw i64 %fc1_grad.k36176, 1
-  %598 = icmp slt i64 %k36.next, 10
-  br i1 %598, label %fc1_grad.k36, label %fc1_grad.k36.end
-
-fc1_grad.k36.end:                                 ; preds = %fc1_grad.k36
-  br label %fc1_grad.k37
-
-fc1_grad.k37:                                     ; preds = %fc1_grad.k37, %fc1_grad.k36.end
-  %fc1_grad.k37179 = phi i64 [ 0, %fc1_grad.k36.end ], [ %k37.next, %fc1_grad.k37 ]
-  %labels180 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n32172
-  %label181 = load i32, ptr %labels180, align 4
-  %599 = sext i32 %label181 to i64
-  %600 = icmp eq i64 %fc1_grad.k37179, %599
-  %601 = mul nsw i64 %fc1_grad.n32172, 10
-  %602 = add nsw i64 18432, %601
-  %603 = add nsw i64 %602, %fc1_grad.k37179
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %603
-  %604 = load float, ptr %arena182, align 4
-  %m33183 = load float, ptr %fc1_grad.m33, align 4
-  %605 = fsub float %604, %m33183
-  %606 = call float @llvm.exp.f32(float %605)
-  %s34184 = load float, ptr %fc1_grad.s34, align 4
-  %607 = fdiv float %606, %s34184
-  %608 = fsub float %607, 1.000000e+00
-  %609 = mul nsw i64 %fc1_grad.n32172, 10
-  %610 = add nsw i64 18432, %609
-  %611 = add nsw i64 %610, %fc1_grad.k37179
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %611
-  %612 = load float, ptr %arena185, align 4
-  %m33186 = load float, ptr %fc1_grad.m33, align 4
-  %613 = fsub float %612, %m33186
-  %614 = call float @llvm.exp.f32(float %613)
-  %s34187 = load float, ptr %fc1_grad.s34, align 4
-  %615 = fdiv float %614, %s34187
-  %616 = select i1 %600, float %608, float %615
-  %617 = fdiv float %616, 6.400000e+01
-  %618 = mul nsw i64 %fc1_grad.n32172, 10
-  %619 = add nsw i64 19088, %618
-  %620 = add nsw i64 %619, %fc1_grad.k37179
-  %arena188 = getelementptr inbounds float, ptr %arena, i64 %620
-  store float %617, ptr %arena188, align 4
-  %k37.next = add nsw i64 %fc1_grad.k37179, 1
-  %621 = icmp slt i64 %k37.next, 10
-  br i1 %621, label %fc1_grad.k37, label %fc1_grad.k37.end
-
-fc1_grad.k37.end:                                 ; preds = %fc1_grad.k37
-  %n32.next = add nsw i64 %fc1_grad.n32172, 1
-  %622 = icmp slt i64 %n32.next, 64
-  br i1 %622, label %fc1_grad.n32, label %fc1_grad.n32.end
-
-fc1_weight_grad.nb38:                             ; preds = %fc1_weight_grad.k43.end, %fc1_grad.n32.end
-  %fc1_weight_grad.nb38189 = phi i64 [ 0, %fc1_grad.n32.end ], [ %nb38.next, %fc1_weight_grad.k43.end ]
-  br label %fc1_weight_grad.mb39
-
-fc1_weight_grad.nb38.end:                         ; preds = %fc1_weight_grad.k43.end
-  br label %fc1_weight_grad.mb44
-
-fc1_weight_grad.mb39:                             ; preds = %fc1_weight_grad.k41.end, %fc1_weight_grad.nb38
-  %fc1_weight_grad.mb39190 = phi i64 [ 0, %fc1_weight_grad.nb38 ], [ %mb39.next, %fc1_weight_grad.k41.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c5_3, align 64
-  br label %fc1_weight_grad.k41
-
-fc1_weight_grad.mb39.end:                         ; preds = %fc1_weight_grad.k41.end
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c3_3, align 64
-  br label %fc1_weight_grad.k43
-
-fc1_weight_grad.k41:                              ; preds = %fc1_weight_grad.k41, %fc1_weight_grad.mb39
-  %fc1_weight_grad.k41191 = phi i64 [ 0, %fc1_weight_grad.mb39 ], [ %k41.next, %fc1_weight_grad.k41 ]
-  %623 = mul nsw i64 %fc1_weight_grad.k41191, 144
-  %624 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %625 = add nsw i64 %623, %624
-  %arena192 = getelementptr inbounds float, ptr %arena, i64 %625
-  %626 = load <16 x float>, ptr %arena192, align 4
-  store <16 x float> %626, ptr %fc1_weight_grad.t40_b0, align 64
-  %627 = mul nsw i64 %fc1_weight_grad.k41191, 144
-  %628 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %629 = add nsw i64 %627, %628
-  %630 = add nsw i64 %629, 16
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %630
-  %631 = load <16 x float>, ptr %arena193, align 4
-  store <16 x float> %631, ptr %fc1_weight_grad.t40_b1, align 64
-  %632 = mul nsw i64 %fc1_weight_grad.k41191, 144
-  %633 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %634 = add nsw i64 %632, %633
-  %635 = add nsw i64 %634, 32
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %635
-  %636 = load <16 x float>, ptr %arena194, align 4
-  store <16 x float> %636, ptr %fc1_weight_grad.t40_b2, align 64
-  %637 = mul nsw i64 %fc1_weight_grad.k41191, 144
-  %638 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %639 = add nsw i64 %637, %638
-  %640 = add nsw i64 %639, 48
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %640
-  %641 = load <16 x float>, ptr %arena195, align 4
-  store <16 x float> %641, ptr %fc1_weight_grad.t40_b3, align 64
-  %642 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %643 = add nsw i64 19088, %642
-  %644 = mul nsw i64 %fc1_weight_grad.k41191, 10
-  %645 = add nsw i64 %643, %644
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %645
-  %646 = load float, ptr %arena196, align 4
-  %647 = insertelement <16 x float> undef, float %646, i32 0
-  %648 = shufflevector <16 x float> %647, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %648, ptr %fc1_weight_grad.t40_a0, align 64
-  %t40_a0 = load <16 x float>, ptr %fc1_weight_grad.t40_a0, align 64
-  %t40_b0 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
-  %t40_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_0, align 64
-  %649 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0, <16 x float> %t40_b0, <16 x float> %t40_c0_0)
-  store <16 x float> %649, ptr %fc1_weight_grad.t40_c0_0, align 64
-  %t40_a0197 = load <16 x float>, ptr %fc1_weight_grad.t40_a0, align 64
-  %t40_b1 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
-  %t40_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_1, align 64
-  %650 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0197, <16 x float> %t40_b1, <16 x float> %t40_c0_1)
-  store <16 x float> %650, ptr %fc1_weight_grad.t40_c0_1, align 64
-  %t40_a0198 = load <16 x float>, ptr %fc1_weight_grad.t40_a0, align 64
-  %t40_b2 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
-  %t40_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_2, align 64
-  %651 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0198, <16 x float> %t40_b2, <16 x float> %t40_c0_2)
-  store <16 x float> %651, ptr %fc1_weight_grad.t40_c0_2, align 64
-  %t40_a0199 = load <16 x float>, ptr %fc1_weight_grad.t40_a0, align 64
-  %t40_b3 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
-  %t40_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_3, align 64
-  %652 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0199, <16 x float> %t40_b3, <16 x float> %t40_c0_3)
-  store <16 x float> %652, ptr %fc1_weight_grad.t40_c0_3, align 64
-  %653 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %654 = add nsw i64 %653, 1
-  %655 = add nsw i64 19088, %654
-  %656 = mul nsw i64 %fc1_weight_grad.k41191, 10
-  %657 = add nsw i64 %655, %656
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 %657
-  %658 = load float, ptr %arena200, align 4
-  %659 = insertelement <16 x float> undef, float %658, i32 0
-  %660 = shufflevector <16 x float> %659, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %660, ptr %fc1_weight_grad.t40_a1, align 64
-  %t40_a1 = load <16 x float>, ptr %fc1_weight_grad.t40_a1, align 64
-  %t40_b0201 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
-  %t40_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_0, align 64
-  %661 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1, <16 x float> %t40_b0201, <16 x float> %t40_c1_0)
-  store <16 x float> %661, ptr %fc1_weight_grad.t40_c1_0, align 64
-  %t40_a1202 = load <16 x float>, ptr %fc1_weight_grad.t40_a1, align 64
-  %t40_b1203 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
-  %t40_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_1, align 64
-  %662 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1202, <16 x float> %t40_b1203, <16 x float> %t40_c1_1)
-  store <16 x float> %662, ptr %fc1_weight_grad.t40_c1_1, align 64
-  %t40_a1204 = load <16 x float>, ptr %fc1_weight_grad.t40_a1, align 64
-  %t40_b2205 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
-  %t40_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_2, align 64
-  %663 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1204, <16 x float> %t40_b2205, <16 x float> %t40_c1_2)
-  store <16 x float> %663, ptr %fc1_weight_grad.t40_c1_2, align 64
-  %t40_a1206 = load <16 x float>, ptr %fc1_weight_grad.t40_a1, align 64
-  %t40_b3207 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
-  %t40_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_3, align 64
-  %664 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1206, <16 x float> %t40_b3207, <16 x float> %t40_c1_3)
-  store <16 x float> %664, ptr %fc1_weight_grad.t40_c1_3, align 64
-  %665 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %666 = add nsw i64 %665, 2
-  %667 = add nsw i64 19088, %666
-  %668 = mul nsw i64 %fc1_weight_grad.k41191, 10
-  %669 = add nsw i64 %667, %668
-  %arena208 = getelementptr inbounds float, ptr %arena, i64 %669
-  %670 = load float, ptr %arena208, align 4
-  %671 = insertelement <16 x float> undef, float %670, i32 0
-  %672 = shufflevector <16 x float> %671, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %672, ptr %fc1_weight_grad.t40_a2, align 64
-  %t40_a2 = load <16 x float>, ptr %fc1_weight_grad.t40_a2, align 64
-  %t40_b0209 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
-  %t40_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_0, align 64
-  %673 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a2, <16 x float> %t40_b0209, <16 x float> %t40_c2_0)
-  store <16 x float> %673, ptr %fc1_weight_grad.t40_c2_0, align 64
-  %t40_a2210 = load <16 x float>, ptr %fc1_weight_grad.t40_a2, align 64
-  %t40_b1211 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
-  %t40_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_1, align 64
-  %674 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a2210, <16 x float> %t40_b1211, <16 x float> %t40_c2_1)
-  store <16 x float> %674, ptr %fc1_weight_grad.t40_c2_1, align 64
-  %t40_a2212 = load <16 x float>, ptr %fc1_weight_grad.t40_a2, align 64
-  %t40_b2213 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
-  %t40_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_2, align 64
-  %675 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a2212, <16 x float> %t40_b2213, <16 x float> %t40_c2_2)
-  store <16 x float> %675, ptr %fc1_weight_grad.t40_c2_2, align 64
-  %t40_a2214 = load <16 x float>, ptr %fc1_weight_grad.t40_a2, align 64
-  %t40_b3215 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
-  %t40_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_3, align 64
-  %676 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a2214, <16 x float> %t40_b3215, <16 x float> %t40_c2_3)
-  store <16 x float> %676, ptr %fc1_weight_grad.t40_c2_3, align 64
-  %677 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %678 = add nsw i64 %677, 3
-  %679 = add nsw i64 19088, %678
-  %680 = mul nsw i64 %fc1_weight_grad.k41191, 10
-  %681 = add nsw i64 %679, %680
-  %arena216 = getelementptr inbounds float, ptr %arena, i64 %681
-  %682 = load float, ptr %arena216, align 4
-  %683 = insertelement <16 x float> undef, float %682, i32 0
-  %684 = shufflevector <16 x float> %683, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %684, ptr %fc1_weight_grad.t40_a3, align 64
-  %t40_a3 = load <16 x float>, ptr %fc1_weight_grad.t40_a3, align 64
-  %t40_b0217 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
-  %t40_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_0, align 64
-  %685 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a3, <16 x float> %t40_b0217, <16 x float> %t40_c3_0)
-  store <16 x float> %685, ptr %fc1_weight_grad.t40_c3_0, align 64
-  %t40_a3218 = load <16 x float>, ptr %fc1_weight_grad.t40_a3, align 64
-  %t40_b1219 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
-  %t40_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_1, align 64
-  %686 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a3218, <16 x float> %t40_b1219, <16 x float> %t40_c3_1)
-  store <16 x float> %686, ptr %fc1_weight_grad.t40_c3_1, align 64
-  %t40_a3220 = load <16 x float>, ptr %fc1_weight_grad.t40_a3, align 64
-  %t40_b2221 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
-  %t40_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_2, align 64
-  %687 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a3220, <16 x float> %t40_b2221, <16 x float> %t40_c3_2)
-  store <16 x float> %687, ptr %fc1_weight_grad.t40_c3_2, align 64
-  %t40_a3222 = load <16 x float>, ptr %fc1_weight_grad.t40_a3, align 64
-  %t40_b3223 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
-  %t40_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_3, align 64
-  %688 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a3222, <16 x float> %t40_b3223, <16 x float> %t40_c3_3)
-  store <16 x float> %688, ptr %fc1_weight_grad.t40_c3_3, align 64
-  %689 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %690 = add nsw i64 %689, 4
-  %691 = add nsw i64 19088, %690
-  %692 = mul nsw i64 %fc1_weight_grad.k41191, 10
-  %693 = add nsw i64 %691, %692
-  %arena224 = getelementptr inbounds float, ptr %arena, i64 %693
-  %694 = load float, ptr %arena224, align 4
-  %695 = insertelement <16 x float> undef, float %694, i32 0
-  %696 = shufflevector <16 x float> %695, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %696, ptr %fc1_weight_grad.t40_a4, align 64
-  %t40_a4 = load <16 x float>, ptr %fc1_weight_grad.t40_a4, align 64
-  %t40_b0225 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
-  %t40_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_0, align 64
-  %697 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a4, <16 x float> %t40_b0225, <16 x float> %t40_c4_0)
-  store <16 x float> %697, ptr %fc1_weight_grad.t40_c4_0, align 64
-  %t40_a4226 = load <16 x float>, ptr %fc1_weight_grad.t40_a4, align 64
-  %t40_b1227 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
-  %t40_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_1, align 64
-  %698 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a4226, <16 x float> %t40_b1227, <16 x float> %t40_c4_1)
-  store <16 x float> %698, ptr %fc1_weight_grad.t40_c4_1, align 64
-  %t40_a4228 = load <16 x float>, ptr %fc1_weight_grad.t40_a4, align 64
-  %t40_b2229 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
-  %t40_c4_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_2, align 64
-  %699 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a4228, <16 x float> %t40_b2229, <16 x float> %t40_c4_2)
-  store <16 x float> %699, ptr %fc1_weight_grad.t40_c4_2, align 64
-  %t40_a4230 = load <16 x float>, ptr %fc1_weight_grad.t40_a4, align 64
-  %t40_b3231 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
-  %t40_c4_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_3, align 64
-  %700 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a4230, <16 x float> %t40_b3231, <16 x float> %t40_c4_3)
-  store <16 x float> %700, ptr %fc1_weight_grad.t40_c4_3, align 64
-  %701 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %702 = add nsw i64 %701, 5
-  %703 = add nsw i64 19088, %702
-  %704 = mul nsw i64 %fc1_weight_grad.k41191, 10
-  %705 = add nsw i64 %703, %704
-  %arena232 = getelementptr inbounds float, ptr %arena, i64 %705
-  %706 = load float, ptr %arena232, align 4
-  %707 = insertelement <16 x float> undef, float %706, i32 0
-  %708 = shufflevector <16 x float> %707, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %708, ptr %fc1_weight_grad.t40_a5, align 64
-  %t40_a5 = load <16 x float>, ptr %fc1_weight_grad.t40_a5, align 64
-  %t40_b0233 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
-  %t40_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_0, align 64
-  %709 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a5, <16 x float> %t40_b0233, <16 x float> %t40_c5_0)
-  store <16 x float> %709, ptr %fc1_weight_grad.t40_c5_0, align 64
-  %t40_a5234 = load <16 x float>, ptr %fc1_weight_grad.t40_a5, align 64
-  %t40_b1235 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
-  %t40_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_1, align 64
-  %710 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a5234, <16 x float> %t40_b1235, <16 x float> %t40_c5_1)
-  store <16 x float> %710, ptr %fc1_weight_grad.t40_c5_1, align 64
-  %t40_a5236 = load <16 x float>, ptr %fc1_weight_grad.t40_a5, align 64
-  %t40_b2237 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
-  %t40_c5_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_2, align 64
-  %711 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a5236, <16 x float> %t40_b2237, <16 x float> %t40_c5_2)
-  store <16 x float> %711, ptr %fc1_weight_grad.t40_c5_2, align 64
-  %t40_a5238 = load <16 x float>, ptr %fc1_weight_grad.t40_a5, align 64
-  %t40_b3239 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
-  %t40_c5_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_3, align 64
-  %712 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a5238, <16 x float> %t40_b3239, <16 x float> %t40_c5_3)
-  store <16 x float> %712, ptr %fc1_weight_grad.t40_c5_3, align 64
-  %k41.next = add nsw i64 %fc1_weight_grad.k41191, 1
-  %713 = icmp slt i64 %k41.next, 64
-  br i1 %713, label %fc1_weight_grad.k41, label %fc1_weight_grad.k41.end
-
-fc1_weight_grad.k41.end:                          ; preds = %fc1_weight_grad.k41
-  %t40_c0_0240 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_0, align 64
-  %714 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %715 = mul nsw i64 %714, 144
-  %716 = add nsw i64 40, %715
-  %717 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %718 = add nsw i64 %716, %717
-  %grads241 = getelementptr inbounds float, ptr %grads, i64 %718
-  store <16 x float> %t40_c0_0240, ptr %grads241, align 4
-  %t40_c0_1242 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_1, align 64
-  %719 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %720 = mul nsw i64 %719, 144
-  %721 = add nsw i64 40, %720
-  %722 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %723 = add nsw i64 %721, %722
-  %724 = add nsw i64 %723, 16
-  %grads243 = getelementptr inbounds float, ptr %grads, i64 %724
-  store <16 x float> %t40_c0_1242, ptr %grads243, align 4
-  %t40_c0_2244 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_2, align 64
-  %725 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %726 = mul nsw i64 %725, 144
-  %727 = add nsw i64 40, %726
-  %728 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, 32
-  %grads245 = getelementptr inbounds float, ptr %grads, i64 %730
-  store <16 x float> %t40_c0_2244, ptr %grads245, align 4
-  %t40_c0_3246 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_3, align 64
-  %731 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %732 = mul nsw i64 %731, 144
-  %733 = add nsw i64 40, %732
-  %734 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %735 = add nsw i64 %733, %734
-  %736 = add nsw i64 %735, 48
-  %grads247 = getelementptr inbounds float, ptr %grads, i64 %736
-  store <16 x float> %t40_c0_3246, ptr %grads247, align 4
-  %t40_c1_0248 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_0, align 64
-  %737 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %738 = add nsw i64 %737, 1
-  %739 = mul nsw i64 %738, 144
-  %740 = add nsw i64 40, %739
-  %741 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %742 = add nsw i64 %740, %741
-  %grads249 = getelementptr inbounds float, ptr %grads, i64 %742
-  store <16 x float> %t40_c1_0248, ptr %grads249, align 4
-  %t40_c1_1250 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_1, align 64
-  %743 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %744 = add nsw i64 %743, 1
-  %745 = mul nsw i64 %744, 144
-  %746 = add nsw i64 40, %745
-  %747 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %748 = add nsw i64 %746, %747
-  %749 = add nsw i64 %748, 16
-  %grads251 = getelementptr inbounds float, ptr %grads, i64 %749
-  store <16 x float> %t40_c1_1250, ptr %grads251, align 4
-  %t40_c1_2252 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_2, align 64
-  %750 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %751 = add nsw i64 %750, 1
-  %752 = mul nsw i64 %751, 144
-  %753 = add nsw i64 40, %752
-  %754 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %755 = add nsw i64 %753, %754
-  %756 = add nsw i64 %755, 32
-  %grads253 = getelementptr inbounds float, ptr %grads, i64 %756
-  store <16 x float> %t40_c1_2252, ptr %grads253, align 4
-  %t40_c1_3254 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_3, align 64
-  %757 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %758 = add nsw i64 %757, 1
-  %759 = mul nsw i64 %758, 144
-  %760 = add nsw i64 40, %759
-  %761 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %762 = add nsw i64 %760, %761
-  %763 = add nsw i64 %762, 48
-  %grads255 = getelementptr inbounds float, ptr %grads, i64 %763
-  store <16 x float> %t40_c1_3254, ptr %grads255, align 4
-  %t40_c2_0256 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_0, align 64
-  %764 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %765 = add nsw i64 %764, 2
-  %766 = mul nsw i64 %765, 144
-  %767 = add nsw i64 40, %766
-  %768 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %769 = add nsw i64 %767, %768
-  %grads257 = getelementptr inbounds float, ptr %grads, i64 %769
-  store <16 x float> %t40_c2_0256, ptr %grads257, align 4
-  %t40_c2_1258 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_1, align 64
-  %770 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %771 = add nsw i64 %770, 2
-  %772 = mul nsw i64 %771, 144
-  %773 = add nsw i64 40, %772
-  %774 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %775 = add nsw i64 %773, %774
-  %776 = add nsw i64 %775, 16
-  %grads259 = getelementptr inbounds float, ptr %grads, i64 %776
-  store <16 x float> %t40_c2_1258, ptr %grads259, align 4
-  %t40_c2_2260 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_2, align 64
-  %777 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %778 = add nsw i64 %777, 2
-  %779 = mul nsw i64 %778, 144
-  %780 = add nsw i64 40, %779
-  %781 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %782 = add nsw i64 %780, %781
-  %783 = add nsw i64 %782, 32
-  %grads261 = getelementptr inbounds float, ptr %grads, i64 %783
-  store <16 x float> %t40_c2_2260, ptr %grads261, align 4
-  %t40_c2_3262 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_3, align 64
-  %784 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %785 = add nsw i64 %784, 2
-  %786 = mul nsw i64 %785, 144
-  %787 = add nsw i64 40, %786
-  %788 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %789 = add nsw i64 %787, %788
-  %790 = add nsw i64 %789, 48
-  %grads263 = getelementptr inbounds float, ptr %grads, i64 %790
-  store <16 x float> %t40_c2_3262, ptr %grads263, align 4
-  %t40_c3_0264 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_0, align 64
-  %791 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %792 = add nsw i64 %791, 3
-  %793 = mul nsw i64 %792, 144
-  %794 = add nsw i64 40, %793
-  %795 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %796 = add nsw i64 %794, %795
-  %grads265 = getelementptr inbounds float, ptr %grads, i64 %796
-  store <16 x float> %t40_c3_0264, ptr %grads265, align 4
-  %t40_c3_1266 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_1, align 64
-  %797 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %798 = add nsw i64 %797, 3
-  %799 = mul nsw i64 %798, 144
-  %800 = add nsw i64 40, %799
-  %801 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %802 = add nsw i64 %800, %801
-  %803 = add nsw i64 %802, 16
-  %grads267 = getelementptr inbounds float, ptr %grads, i64 %803
-  store <16 x float> %t40_c3_1266, ptr %grads267, align 4
-  %t40_c3_2268 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_2, align 64
-  %804 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %805 = add nsw i64 %804, 3
-  %806 = mul nsw i64 %805, 144
-  %807 = add nsw i64 40, %806
-  %808 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, 32
-  %grads269 = getelementptr inbounds float, ptr %grads, i64 %810
-  store <16 x float> %t40_c3_2268, ptr %grads269, align 4
-  %t40_c3_3270 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_3, align 64
-  %811 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %812 = add nsw i64 %811, 3
-  %813 = mul nsw i64 %812, 144
-  %814 = add nsw i64 40, %813
-  %815 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %816 = add nsw i64 %814, %815
-  %817 = add nsw i64 %816, 48
-  %grads271 = getelementptr inbounds float, ptr %grads, i64 %817
-  store <16 x float> %t40_c3_3270, ptr %grads271, align 4
-  %t40_c4_0272 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_0, align 64
-  %818 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %819 = add nsw i64 %818, 4
-  %820 = mul nsw i64 %819, 144
-  %821 = add nsw i64 40, %820
-  %822 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %823 = add nsw i64 %821, %822
-  %grads273 = getelementptr inbounds float, ptr %grads, i64 %823
-  store <16 x float> %t40_c4_0272, ptr %grads273, align 4
-  %t40_c4_1274 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_1, align 64
-  %824 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %825 = add nsw i64 %824, 4
-  %826 = mul nsw i64 %825, 144
-  %827 = add nsw i64 40, %826
-  %828 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %829 = add nsw i64 %827, %828
-  %830 = add nsw i64 %829, 16
-  %grads275 = getelementptr inbounds float, ptr %grads, i64 %830
-  store <16 x float> %t40_c4_1274, ptr %grads275, align 4
-  %t40_c4_2276 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_2, align 64
-  %831 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %832 = add nsw i64 %831, 4
-  %833 = mul nsw i64 %832, 144
-  %834 = add nsw i64 40, %833
-  %835 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %836 = add nsw i64 %834, %835
-  %837 = add nsw i64 %836, 32
-  %grads277 = getelementptr inbounds float, ptr %grads, i64 %837
-  store <16 x float> %t40_c4_2276, ptr %grads277, align 4
-  %t40_c4_3278 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_3, align 64
-  %838 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %839 = add nsw i64 %838, 4
-  %840 = mul nsw i64 %839, 144
-  %841 = add nsw i64 40, %840
-  %842 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %843 = add nsw i64 %841, %842
-  %844 = add nsw i64 %843, 48
-  %grads279 = getelementptr inbounds float, ptr %grads, i64 %844
-  store <16 x float> %t40_c4_3278, ptr %grads279, align 4
-  %t40_c5_0280 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_0, align 64
-  %845 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %846 = add nsw i64 %845, 5
-  %847 = mul nsw i64 %846, 144
-  %848 = add nsw i64 40, %847
-  %849 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %850 = add nsw i64 %848, %849
-  %grads281 = getelementptr inbounds float, ptr %grads, i64 %850
-  store <16 x float> %t40_c5_0280, ptr %grads281, align 4
-  %t40_c5_1282 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_1, align 64
-  %851 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %852 = add nsw i64 %851, 5
-  %853 = mul nsw i64 %852, 144
-  %854 = add nsw i64 40, %853
-  %855 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %856 = add nsw i64 %854, %855
-  %857 = add nsw i64 %856, 16
-  %grads283 = getelementptr inbounds float, ptr %grads, i64 %857
-  store <16 x float> %t40_c5_1282, ptr %grads283, align 4
-  %t40_c5_2284 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_2, align 64
-  %858 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %859 = add nsw i64 %858, 5
-  %860 = mul nsw i64 %859, 144
-  %861 = add nsw i64 40, %860
-  %862 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %863 = add nsw i64 %861, %862
-  %864 = add nsw i64 %863, 32
-  %grads285 = getelementptr inbounds float, ptr %grads, i64 %864
-  store <16 x float> %t40_c5_2284, ptr %grads285, align 4
-  %t40_c5_3286 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_3, align 64
-  %865 = mul nsw i64 %fc1_weight_grad.mb39190, 6
-  %866 = add nsw i64 %865, 5
-  %867 = mul nsw i64 %866, 144
-  %868 = add nsw i64 40, %867
-  %869 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %870 = add nsw i64 %868, %869
-  %871 = add nsw i64 %870, 48
-  %grads287 = getelementptr inbounds float, ptr %grads, i64 %871
-  store <16 x float> %t40_c5_3286, ptr %grads287, align 4
-  %mb39.next = add nsw i64 %fc1_weight_grad.mb39190, 1
-  %872 = icmp slt i64 %mb39.next, 1
-  br i1 %872, label %fc1_weight_grad.mb39, label %fc1_weight_grad.mb39.end
-
-fc1_weight_grad.k43:                              ; preds = %fc1_weight_grad.k43, %fc1_weight_grad.mb39.end
-  %fc1_weight_grad.k43288 = phi i64 [ 0, %fc1_weight_grad.mb39.end ], [ %k43.next, %fc1_weight_grad.k43 ]
-  %873 = mul nsw i64 %fc1_weight_grad.k43288, 144
-  %874 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %875 = add nsw i64 %873, %874
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 %875
-  %876 = load <16 x float>, ptr %arena289, align 4
-  store <16 x float> %876, ptr %fc1_weight_grad.t42_b0, align 64
-  %877 = mul nsw i64 %fc1_weight_grad.k43288, 144
-  %878 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %879 = add nsw i64 %877, %878
-  %880 = add nsw i64 %879, 16
-  %arena290 = getelementptr inbounds float, ptr %arena, i64 %880
-  %881 = load <16 x float>, ptr %arena290, align 4
-  store <16 x float> %881, ptr %fc1_weight_grad.t42_b1, align 64
-  %882 = mul nsw i64 %fc1_weight_grad.k43288, 144
-  %883 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %884, 32
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 %885
-  %886 = load <16 x float>, ptr %arena291, align 4
-  store <16 x float> %886, ptr %fc1_weight_grad.t42_b2, align 64
-  %887 = mul nsw i64 %fc1_weight_grad.k43288, 144
-  %888 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %889 = add nsw i64 %887, %888
-  %890 = add nsw i64 %889, 48
-  %arena292 = getelementptr inbounds float, ptr %arena, i64 %890
-  %891 = load <16 x float>, ptr %arena292, align 4
-  store <16 x float> %891, ptr %fc1_weight_grad.t42_b3, align 64
-  %892 = mul nsw i64 %fc1_weight_grad.k43288, 10
-  %893 = add nsw i64 19094, %892
-  %arena293 = getelementptr inbounds float, ptr %arena, i64 %893
-  %894 = load float, ptr %arena293, align 4
-  %895 = insertelement <16 x float> undef, float %894, i32 0
-  %896 = shufflevector <16 x float> %895, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %896, ptr %fc1_weight_grad.t42_a0, align 64
-  %t42_a0 = load <16 x float>, ptr %fc1_weight_grad.t42_a0, align 64
-  %t42_b0 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
-  %t42_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_0, align 64
-  %897 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a0, <16 x float> %t42_b0, <16 x float> %t42_c0_0)
-  store <16 x float> %897, ptr %fc1_weight_grad.t42_c0_0, align 64
-  %t42_a0294 = load <16 x float>, ptr %fc1_weight_grad.t42_a0, align 64
-  %t42_b1 = load <16 x float>, ptr %fc1_weight_grad.t42_b1, align 64
-  %t42_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_1, align 64
-  %898 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a0294, <16 x float> %t42_b1, <16 x float> %t42_c0_1)
-  store <16 x float> %898, ptr %fc1_weight_grad.t42_c0_1, align 64
-  %t42_a0295 = load <16 x float>, ptr %fc1_weight_grad.t42_a0, align 64
-  %t42_b2 = load <16 x float>, ptr %fc1_weight_grad.t42_b2, align 64
-  %t42_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_2, align 64
-  %899 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a0295, <16 x float> %t42_b2, <16 x float> %t42_c0_2)
-  store <16 x float> %899, ptr %fc1_weight_grad.t42_c0_2, align 64
-  %t42_a0296 = load <16 x float>, ptr %fc1_weight_grad.t42_a0, align 64
-  %t42_b3 = load <16 x float>, ptr %fc1_weight_grad.t42_b3, align 64
-  %t42_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_3, align 64
-  %900 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a0296, <16 x float> %t42_b3, <16 x float> %t42_c0_3)
-  store <16 x float> %900, ptr %fc1_weight_grad.t42_c0_3, align 64
-  %901 = mul nsw i64 %fc1_weight_grad.k43288, 10
-  %902 = add nsw i64 19095, %901
-  %arena297 = getelementptr inbounds float, ptr %arena, i64 %902
-  %903 = load float, ptr %arena297, align 4
-  %904 = insertelement <16 x float> undef, float %903, i32 0
-  %905 = shufflevector <16 x float> %904, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %905, ptr %fc1_weight_grad.t42_a1, align 64
-  %t42_a1 = load <16 x float>, ptr %fc1_weight_grad.t42_a1, align 64
-  %t42_b0298 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
-  %t42_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_0, align 64
-  %906 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a1, <16 x float> %t42_b0298, <16 x float> %t42_c1_0)
-  store <16 x float> %906, ptr %fc1_weight_grad.t42_c1_0, align 64
-  %t42_a1299 = load <16 x float>, ptr %fc1_weight_grad.t42_a1, align 64
-  %t42_b1300 = load <16 x float>, ptr %fc1_weight_grad.t42_b1, align 64
-  %t42_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_1, align 64
-  %907 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a1299, <16 x float> %t42_b1300, <16 x float> %t42_c1_1)
-  store <16 x float> %907, ptr %fc1_weight_grad.t42_c1_1, align 64
-  %t42_a1301 = load <16 x float>, ptr %fc1_weight_grad.t42_a1, align 64
-  %t42_b2302 = load <16 x float>, ptr %fc1_weight_grad.t42_b2, align 64
-  %t42_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_2, align 64
-  %908 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a1301, <16 x float> %t42_b2302, <16 x float> %t42_c1_2)
-  store <16 x float> %908, ptr %fc1_weight_grad.t42_c1_2, align 64
-  %t42_a1303 = load <16 x float>, ptr %fc1_weight_grad.t42_a1, align 64
-  %t42_b3304 = load <16 x float>, ptr %fc1_weight_grad.t42_b3, align 64
-  %t42_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_3, align 64
-  %909 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a1303, <16 x float> %t42_b3304, <16 x float> %t42_c1_3)
-  store <16 x float> %909, ptr %fc1_weight_grad.t42_c1_3, align 64
-  %910 = mul nsw i64 %fc1_weight_grad.k43288, 10
-  %911 = add nsw i64 19096, %910
-  %arena305 = getelementptr inbounds float, ptr %arena, i64 %911
-  %912 = load float, ptr %arena305, align 4
-  %913 = insertelement <16 x float> undef, float %912, i32 0
-  %914 = shufflevector <16 x float> %913, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %914, ptr %fc1_weight_grad.t42_a2, align 64
-  %t42_a2 = load <16 x float>, ptr %fc1_weight_grad.t42_a2, align 64
-  %t42_b0306 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
-  %t42_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_0, align 64
-  %915 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a2, <16 x float> %t42_b0306, <16 x float> %t42_c2_0)
-  store <16 x float> %915, ptr %fc1_weight_grad.t42_c2_0, align 64
-  %t42_a2307 = load <16 x float>, ptr %fc1_weight_grad.t42_a2, align 64
-  %t42_b1308 = load <16 x float>, ptr %fc1_weight_grad.t42_b1, align 64
-  %t42_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_1, align 64
-  %916 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a2307, <16 x float> %t42_b1308, <16 x float> %t42_c2_1)
-  store <16 x float> %916, ptr %fc1_weight_grad.t42_c2_1, align 64
-  %t42_a2309 = load <16 x float>, ptr %fc1_weight_grad.t42_a2, align 64
-  %t42_b2310 = load <16 x float>, ptr %fc1_weight_grad.t42_b2, align 64
-  %t42_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_2, align 64
-  %917 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a2309, <16 x float> %t42_b2310, <16 x float> %t42_c2_2)
-  store <16 x float> %917, ptr %fc1_weight_grad.t42_c2_2, align 64
-  %t42_a2311 = load <16 x float>, ptr %fc1_weight_grad.t42_a2, align 64
-  %t42_b3312 = load <16 x float>, ptr %fc1_weight_grad.t42_b3, align 64
-  %t42_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_3, align 64
-  %918 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a2311, <16 x float> %t42_b3312, <16 x float> %t42_c2_3)
-  store <16 x float> %918, ptr %fc1_weight_grad.t42_c2_3, align 64
-  %919 = mul nsw i64 %fc1_weight_grad.k43288, 10
-  %920 = add nsw i64 19097, %919
-  %arena313 = getelementptr inbounds float, ptr %arena, i64 %920
-  %921 = load float, ptr %arena313, align 4
-  %922 = insertelement <16 x float> undef, float %921, i32 0
-  %923 = shufflevector <16 x float> %922, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %923, ptr %fc1_weight_grad.t42_a3, align 64
-  %t42_a3 = load <16 x float>, ptr %fc1_weight_grad.t42_a3, align 64
-  %t42_b0314 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
-  %t42_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_0, align 64
-  %924 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a3, <16 x float> %t42_b0314, <16 x float> %t42_c3_0)
-  store <16 x float> %924, ptr %fc1_weight_grad.t42_c3_0, align 64
-  %t42_a3315 = load <16 x float>, ptr %fc1_weight_grad.t42_a3, align 64
-  %t42_b1316 = load <16 x float>, ptr %fc1_weight_grad.t42_b1, align 64
-  %t42_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_1, align 64
-  %925 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a3315, <16 x float> %t42_b1316, <16 x float> %t42_c3_1)
-  store <16 x float> %925, ptr %fc1_weight_grad.t42_c3_1, align 64
-  %t42_a3317 = load <16 x float>, ptr %fc1_weight_grad.t42_a3, align 64
-  %t42_b2318 = load <16 x float>, ptr %fc1_weight_grad.t42_b2, align 64
-  %t42_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_2, align 64
-  %926 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a3317, <16 x float> %t42_b2318, <16 x float> %t42_c3_2)
-  store <16 x float> %926, ptr %fc1_weight_grad.t42_c3_2, align 64
-  %t42_a3319 = load <16 x float>, ptr %fc1_weight_grad.t42_a3, align 64
-  %t42_b3320 = load <16 x float>, ptr %fc1_weight_grad.t42_b3, align 64
-  %t42_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_3, align 64
-  %927 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a3319, <16 x float> %t42_b3320, <16 x float> %t42_c3_3)
-  store <16 x float> %927, ptr %fc1_weight_grad.t42_c3_3, align 64
-  %k43.next = add nsw i64 %fc1_weight_grad.k43288, 1
-  %928 = icmp slt i64 %k43.next, 64
-  br i1 %928, label %fc1_weight_grad.k43, label %fc1_weight_grad.k43.end
-
-fc1_weight_grad.k43.end:                          ; preds = %fc1_weight_grad.k43
-  %t42_c0_0321 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_0, align 64
-  %929 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %930 = add nsw i64 904, %929
-  %grads322 = getelementptr inbounds float, ptr %grads, i64 %930
-  store <16 x float> %t42_c0_0321, ptr %grads322, align 4
-  %t42_c0_1323 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_1, align 64
-  %931 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %932 = add nsw i64 904, %931
-  %933 = add nsw i64 %932, 16
-  %grads324 = getelementptr inbounds float, ptr %grads, i64 %933
-  store <16 x float> %t42_c0_1323, ptr %grads324, align 4
-  %t42_c0_2325 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_2, align 64
-  %934 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %935 = add nsw i64 904, %934
-  %936 = add nsw i64 %935, 32
-  %grads326 = getelementptr inbounds float, ptr %grads, i64 %936
-  store <16 x float> %t42_c0_2325, ptr %grads326, align 4
-  %t42_c0_3327 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_3, align 64
-  %937 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %938 = add nsw i64 904, %937
-  %939 = add nsw i64 %938, 48
-  %grads328 = getelementptr inbounds float, ptr %grads, i64 %939
-  store <16 x float> %t42_c0_3327, ptr %grads328, align 4
-  %t42_c1_0329 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_0, align 64
-  %940 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %941 = add nsw i64 1048, %940
-  %grads330 = getelementptr inbounds float, ptr %grads, i64 %941
-  store <16 x float> %t42_c1_0329, ptr %grads330, align 4
-  %t42_c1_1331 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_1, align 64
-  %942 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %943 = add nsw i64 1048, %942
-  %944 = add nsw i64 %943, 16
-  %grads332 = getelementptr inbounds float, ptr %grads, i64 %944
-  store <16 x float> %t42_c1_1331, ptr %grads332, align 4
-  %t42_c1_2333 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_2, align 64
-  %945 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %946 = add nsw i64 1048, %945
-  %947 = add nsw i64 %946, 32
-  %grads334 = getelementptr inbounds float, ptr %grads, i64 %947
-  store <16 x float> %t42_c1_2333, ptr %grads334, align 4
-  %t42_c1_3335 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_3, align 64
-  %948 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %949 = add nsw i64 1048, %948
-  %950 = add nsw i64 %949, 48
-  %grads336 = getelementptr inbounds float, ptr %grads, i64 %950
-  store <16 x float> %t42_c1_3335, ptr %grads336, align 4
-  %t42_c2_0337 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_0, align 64
-  %951 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %952 = add nsw i64 1192, %951
-  %grads338 = getelementptr inbounds float, ptr %grads, i64 %952
-  store <16 x float> %t42_c2_0337, ptr %grads338, align 4
-  %t42_c2_1339 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_1, align 64
-  %953 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %954 = add nsw i64 1192, %953
-  %955 = add nsw i64 %954, 16
-  %grads340 = getelementptr inbounds float, ptr %grads, i64 %955
-  store <16 x float> %t42_c2_1339, ptr %grads340, align 4
-  %t42_c2_2341 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_2, align 64
-  %956 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %957 = add nsw i64 1192, %956
-  %958 = add nsw i64 %957, 32
-  %grads342 = getelementptr inbounds float, ptr %grads, i64 %958
-  store <16 x float> %t42_c2_2341, ptr %grads342, align 4
-  %t42_c2_3343 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_3, align 64
-  %959 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %960 = add nsw i64 1192, %959
-  %961 = add nsw i64 %960, 48
-  %grads344 = getelementptr inbounds float, ptr %grads, i64 %961
-  store <16 x float> %t42_c2_3343, ptr %grads344, align 4
-  %t42_c3_0345 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_0, align 64
-  %962 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %963 = add nsw i64 1336, %962
-  %grads346 = getelementptr inbounds float, ptr %grads, i64 %963
-  store <16 x float> %t42_c3_0345, ptr %grads346, align 4
-  %t42_c3_1347 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_1, align 64
-  %964 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %965 = add nsw i64 1336, %964
-  %966 = add nsw i64 %965, 16
-  %grads348 = getelementptr inbounds float, ptr %grads, i64 %966
-  store <16 x float> %t42_c3_1347, ptr %grads348, align 4
-  %t42_c3_2349 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_2, align 64
-  %967 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %968 = add nsw i64 1336, %967
-  %969 = add nsw i64 %968, 32
-  %grads350 = getelementptr inbounds float, ptr %grads, i64 %969
-  store <16 x float> %t42_c3_2349, ptr %grads350, align 4
-  %t42_c3_3351 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_3, align 64
-  %970 = mul nsw i64 %fc1_weight_grad.nb38189, 64
-  %971 = add nsw i64 1336, %970
-  %972 = add nsw i64 %971, 48
-  %grads352 = getelementptr inbounds float, ptr %grads, i64 %972
-  store <16 x float> %t42_c3_3351, ptr %grads352, align 4
-  %nb38.next = add nsw i64 %fc1_weight_grad.nb38189, 1
-  %973 = icmp slt i64 %nb38.next, 2
-  br i1 %973, label %fc1_weight_grad.nb38, label %fc1_weight_grad.nb38.end
-
-fc1_weight_grad.mb44:                             ; preds = %fc1_weight_grad.k46.end, %fc1_weight_grad.nb38.end
-  %fc1_weight_grad.mb44353 = phi i64 [ 0, %fc1_weight_grad.nb38.end ], [ %mb44.next, %fc1_weight_grad.k46.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c5_0, align 64
-  br label %fc1_weight_grad.k46
-
-fc1_weight_grad.mb44.end:                         ; preds = %fc1_weight_grad.k46.end
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t47_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t47_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t47_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t47_c3_0, align 64
-  br label %fc1_weight_grad.k48
-
-fc1_weight_grad.k46:                              ; preds = %fc1_weight_grad.k46, %fc1_weight_grad.mb44
-  %fc1_weight_grad.k46354 = phi i64 [ 0, %fc1_weight_grad.mb44 ], [ %k46.next, %fc1_weight_grad.k46 ]
-  %974 = mul nsw i64 %fc1_weight_grad.k46354, 144
-  %975 = add nsw i64 %974, 128
-  %arena355 = getelementptr inbounds float, ptr %arena, i64 %975
-  %976 = load <16 x float>, ptr %arena355, align 4
-  store <16 x float> %976, ptr %fc1_weight_grad.t45_b0, align 64
-  %977 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %978 = add nsw i64 19088, %977
-  %979 = mul nsw i64 %fc1_weight_grad.k46354, 10
-  %980 = add nsw i64 %978, %979
-  %arena356 = getelementptr inbounds float, ptr %arena, i64 %980
-  %981 = load float, ptr %arena356, align 4
-  %982 = insertelement <16 x float> undef, float %981, i32 0
-  %983 = shufflevector <16 x float> %982, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %983, ptr %fc1_weight_grad.t45_a0, align 64
-  %t45_a0 = load <16 x float>, ptr %fc1_weight_grad.t45_a0, align 64
-  %t45_b0 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
-  %t45_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c0_0, align 64
-  %984 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a0, <16 x float> %t45_b0, <16 x float> %t45_c0_0)
-  store <16 x float> %984, ptr %fc1_weight_grad.t45_c0_0, align 64
-  %985 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %986 = add nsw i64 %985, 1
-  %987 = add nsw i64 19088, %986
-  %988 = mul nsw i64 %fc1_weight_grad.k46354, 10
-  %989 = add nsw i64 %987, %988
-  %arena357 = getelementptr inbounds float, ptr %arena, i64 %989
-  %990 = load float, ptr %arena357, align 4
-  %991 = insertelement <16 x float> undef, float %990, i32 0
-  %992 = shufflevector <16 x float> %991, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %992, ptr %fc1_weight_grad.t45_a1, align 64
-  %t45_a1 = load <16 x float>, ptr %fc1_weight_grad.t45_a1, align 64
-  %t45_b0358 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
-  %t45_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c1_0, align 64
-  %993 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a1, <16 x float> %t45_b0358, <16 x float> %t45_c1_0)
-  store <16 x float> %993, ptr %fc1_weight_grad.t45_c1_0, align 64
-  %994 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %995 = add nsw i64 %994, 2
-  %996 = add nsw i64 19088, %995
-  %997 = mul nsw i64 %fc1_weight_grad.k46354, 10
-  %998 = add nsw i64 %996, %997
-  %arena359 = getelementptr inbounds float, ptr %arena, i64 %998
-  %999 = load float, ptr %arena359, align 4
-  %1000 = insertelement <16 x float> undef, float %999, i32 0
-  %1001 = shufflevector <16 x float> %1000, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1001, ptr %fc1_weight_grad.t45_a2, align 64
-  %t45_a2 = load <16 x float>, ptr %fc1_weight_grad.t45_a2, align 64
-  %t45_b0360 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
-  %t45_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c2_0, align 64
-  %1002 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a2, <16 x float> %t45_b0360, <16 x float> %t45_c2_0)
-  store <16 x float> %1002, ptr %fc1_weight_grad.t45_c2_0, align 64
-  %1003 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %1004 = add nsw i64 %1003, 3
-  %1005 = add nsw i64 19088, %1004
-  %1006 = mul nsw i64 %fc1_weight_grad.k46354, 10
-  %1007 = add nsw i64 %1005, %1006
-  %arena361 = getelementptr inbounds float, ptr %arena, i64 %1007
-  %1008 = load float, ptr %arena361, align 4
-  %1009 = insertelement <16 x float> undef, float %1008, i32 0
-  %1010 = shufflevector <16 x float> %1009, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1010, ptr %fc1_weight_grad.t45_a3, align 64
-  %t45_a3 = load <16 x float>, ptr %fc1_weight_grad.t45_a3, align 64
-  %t45_b0362 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
-  %t45_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c3_0, align 64
-  %1011 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a3, <16 x float> %t45_b0362, <16 x float> %t45_c3_0)
-  store <16 x float> %1011, ptr %fc1_weight_grad.t45_c3_0, align 64
-  %1012 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %1013 = add nsw i64 %1012, 4
-  %1014 = add nsw i64 19088, %1013
-  %1015 = mul nsw i64 %fc1_weight_grad.k46354, 10
-  %1016 = add nsw i64 %1014, %1015
-  %arena363 = getelementptr inbounds float, ptr %arena, i64 %1016
-  %1017 = load float, ptr %arena363, align 4
-  %1018 = insertelement <16 x float> undef, float %1017, i32 0
-  %1019 = shufflevector <16 x float> %1018, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1019, ptr %fc1_weight_grad.t45_a4, align 64
-  %t45_a4 = load <16 x float>, ptr %fc1_weight_grad.t45_a4, align 64
-  %t45_b0364 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
-  %t45_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c4_0, align 64
-  %1020 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a4, <16 x float> %t45_b0364, <16 x float> %t45_c4_0)
-  store <16 x float> %1020, ptr %fc1_weight_grad.t45_c4_0, align 64
-  %1021 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %1022 = add nsw i64 %1021, 5
-  %1023 = add nsw i64 19088, %1022
-  %1024 = mul nsw i64 %fc1_weight_grad.k46354, 10
-  %1025 = add nsw i64 %1023, %1024
-  %arena365 = getelementptr inbounds float, ptr %arena, i64 %1025
-  %1026 = load float, ptr %arena365, align 4
-  %1027 = insertelement <16 x float> undef, float %1026, i32 0
-  %1028 = shufflevector <16 x float> %1027, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1028, ptr %fc1_weight_grad.t45_a5, align 64
-  %t45_a5 = load <16 x float>, ptr %fc1_weight_grad.t45_a5, align 64
-  %t45_b0366 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
-  %t45_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c5_0, align 64
-  %1029 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a5, <16 x float> %t45_b0366, <16 x float> %t45_c5_0)
-  store <16 x float> %1029, ptr %fc1_weight_grad.t45_c5_0, align 64
-  %k46.next = add nsw i64 %fc1_weight_grad.k46354, 1
-  %1030 = icmp slt i64 %k46.next, 64
-  br i1 %1030, label %fc1_weight_grad.k46, label %fc1_weight_grad.k46.end
-
-fc1_weight_grad.k46.end:                          ; preds = %fc1_weight_grad.k46
-  %t45_c0_0367 = load <16 x float>, ptr %fc1_weight_grad.t45_c0_0, align 64
-  %1031 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %1032 = mul nsw i64 %1031, 144
-  %1033 = add nsw i64 40, %1032
-  %1034 = add nsw i64 %1033, 128
-  %grads368 = getelementptr inbounds float, ptr %grads, i64 %1034
-  store <16 x float> %t45_c0_0367, ptr %grads368, align 4
-  %t45_c1_0369 = load <16 x float>, ptr %fc1_weight_grad.t45_c1_0, align 64
-  %1035 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %1036 = add nsw i64 %1035, 1
-  %1037 = mul nsw i64 %1036, 144
-  %1038 = add nsw i64 40, %1037
-  %1039 = add nsw i64 %1038, 128
-  %grads370 = getelementptr inbounds float, ptr %grads, i64 %1039
-  store <16 x float> %t45_c1_0369, ptr %grads370, align 4
-  %t45_c2_0371 = load <16 x float>, ptr %fc1_weight_grad.t45_c2_0, align 64
-  %1040 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %1041 = add nsw i64 %1040, 2
-  %1042 = mul nsw i64 %1041, 144
-  %1043 = add nsw i64 40, %1042
-  %1044 = add nsw i64 %1043, 128
-  %grads372 = getelementptr inbounds float, ptr %grads, i64 %1044
-  store <16 x float> %t45_c2_0371, ptr %grads372, align 4
-  %t45_c3_0373 = load <16 x float>, ptr %fc1_weight_grad.t45_c3_0, align 64
-  %1045 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %1046 = add nsw i64 %1045, 3
-  %1047 = mul nsw i64 %1046, 144
-  %1048 = add nsw i64 40, %1047
-  %1049 = add nsw i64 %1048, 128
-  %grads374 = getelementptr inbounds float, ptr %grads, i64 %1049
-  store <16 x float> %t45_c3_0373, ptr %grads374, align 4
-  %t45_c4_0375 = load <16 x float>, ptr %fc1_weight_grad.t45_c4_0, align 64
-  %1050 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %1051 = add nsw i64 %1050, 4
-  %1052 = mul nsw i64 %1051, 144
-  %1053 = add nsw i64 40, %1052
-  %1054 = add nsw i64 %1053, 128
-  %grads376 = getelementptr inbounds float, ptr %grads, i64 %1054
-  store <16 x float> %t45_c4_0375, ptr %grads376, align 4
-  %t45_c5_0377 = load <16 x float>, ptr %fc1_weight_grad.t45_c5_0, align 64
-  %1055 = mul nsw i64 %fc1_weight_grad.mb44353, 6
-  %1056 = add nsw i64 %1055, 5
-  %1057 = mul nsw i64 %1056, 144
-  %1058 = add nsw i64 40, %1057
-  %1059 = add nsw i64 %1058, 128
-  %grads378 = getelementptr inbounds float, ptr %grads, i64 %1059
-  store <16 x float> %t45_c5_0377, ptr %grads378, align 4
-  %mb44.next = add nsw i64 %fc1_weight_grad.mb44353, 1
-  %1060 = icmp slt i64 %mb44.next, 1
-  br i1 %1060, label %fc1_weight_grad.mb44, label %fc1_weight_grad.mb44.end
-
-fc1_weight_grad.k48:                              ; preds = %fc1_weight_grad.k48, %fc1_weight_grad.mb44.end
-  %fc1_weight_grad.k48379 = phi i64 [ 0, %fc1_weight_grad.mb44.end ], [ %k48.next, %fc1_weight_grad.k48 ]
-  %1061 = mul nsw i64 %fc1_weight_grad.k48379, 144
-  %1062 = add nsw i64 %1061, 128
-  %arena380 = getelementptr inbounds float, ptr %arena, i64 %1062
-  %1063 = load <16 x float>, ptr %arena380, align 4
-  store <16 x float> %1063, ptr %fc1_weight_grad.t47_b0, align 64
-  %1064 = mul nsw i64 %fc1_weight_grad.k48379, 10
-  %1065 = add nsw i64 19094, %1064
-  %arena381 = getelementptr inbounds float, ptr %arena, i64 %1065
-  %1066 = load float, ptr %arena381, align 4
-  %1067 = insertelement <16 x float> undef, float %1066, i32 0
-  %1068 = shufflevector <16 x float> %1067, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1068, ptr %fc1_weight_grad.t47_a0, align 64
-  %t47_a0 = load <16 x float>, ptr %fc1_weight_grad.t47_a0, align 64
-  %t47_b0 = load <16 x float>, ptr %fc1_weight_grad.t47_b0, align 64
-  %t47_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t47_c0_0, align 64
-  %1069 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a0, <16 x float> %t47_b0, <16 x float> %t47_c0_0)
-  store <16 x float> %1069, ptr %fc1_weight_grad.t47_c0_0, align 64
-  %1070 = mul nsw i64 %fc1_weight_grad.k48379, 10
-  %1071 = add nsw i64 19095, %1070
-  %arena382 = getelementptr inbounds float, ptr %arena, i64 %1071
-  %1072 = load float, ptr %arena382, align 4
-  %1073 = insertelement <16 x float> undef, float %1072, i32 0
-  %1074 = shufflevector <16 x float> %1073, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1074, ptr %fc1_weight_grad.t47_a1, align 64
-  %t47_a1 = load <16 x float>, ptr %fc1_weight_grad.t47_a1, align 64
-  %t47_b0383 = load <16 x float>, ptr %fc1_weight_grad.t47_b0, align 64
-  %t47_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t47_c1_0, align 64
-  %1075 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a1, <16 x float> %t47_b0383, <16 x float> %t47_c1_0)
-  store <16 x float> %1075, ptr %fc1_weight_grad.t47_c1_0, align 64
-  %1076 = mul nsw i64 %fc1_weight_grad.k48379, 10
-  %1077 = add nsw i64 19096, %1076
-  %arena384 = getelementptr inbounds float, ptr %arena, i64 %1077
-  %1078 = load float, ptr %arena384, align 4
-  %1079 = insertelement <16 x float> undef, float %1078, i32 0
-  %1080 = shufflevector <16 x float> %1079, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1080, ptr %fc1_weight_grad.t47_a2, align 64
-  %t47_a2 = load <16 x float>, ptr %fc1_weight_grad.t47_a2, align 64
-  %t47_b0385 = load <16 x float>, ptr %fc1_weight_grad.t47_b0, align 64
-  %t47_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t47_c2_0, align 64
-  %1081 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a2, <16 x float> %t47_b0385, <16 x float> %t47_c2_0)
-  store <16 x float> %1081, ptr %fc1_weight_grad.t47_c2_0, align 64
-  %1082 = mul nsw i64 %fc1_weight_grad.k48379, 10
-  %1083 = add nsw i64 19097, %1082
-  %arena386 = getelementptr inbounds float, ptr %arena, i64 %1083
-  %1084 = load float, ptr %arena386, align 4
-  %1085 = insertelement <16 x float> undef, float %1084, i32 0
-  %1086 = shufflevector <16 x float> %1085, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1086, ptr %fc1_weight_grad.t47_a3, align 64
-  %t47_a3 = load <16 x float>, ptr %fc1_weight_grad.t47_a3, align 64
-  %t47_b0387 = load <16 x float>, ptr %fc1_weight_grad.t47_b0, align 64
-  %t47_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t47_c3_0, align 64
-  %1087 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a3, <16 x float> %t47_b0387, <16 x float> %t47_c3_0)
-  store <16 x float> %1087, ptr %fc1_weight_grad.t47_c3_0, align 64
-  %k48.next = add nsw i64 %fc1_weight_grad.k48379, 1
-  %1088 = icmp slt i64 %k48.next, 64
-  br i1 %1088, label %fc1_weight_grad.k48, label %fc1_weight_grad.k48.end
-
-fc1_weight_grad.k48.end:                          ; preds = %fc1_weight_grad.k48
-  %t47_c0_0388 = load <16 x float>, ptr %fc1_weight_grad.t47_c0_0, align 64
-  %grads389 = getelementptr inbounds float, ptr %grads, i64 1032
-  store <16 x float> %t47_c0_0388, ptr %grads389, align 4
-  %t47_c1_0390 = load <16 x float>, ptr %fc1_weight_grad.t47_c1_0, align 64
-  %grads391 = getelementptr inbounds float, ptr %grads, i64 1176
-  store <16 x float> %t47_c1_0390, ptr %grads391, align 4
-  %t47_c2_0392 = load <16 x float>, ptr %fc1_weight_grad.t47_c2_0, align 64
-  %grads393 = getelementptr inbounds float, ptr %grads, i64 1320
-  store <16 x float> %t47_c2_0392, ptr %grads393, align 4
-  %t47_c3_0394 = load <16 x float>, ptr %fc1_weight_grad.t47_c3_0, align 64
-  %grads395 = getelementptr inbounds float, ptr %grads, i64 1464
-  store <16 x float> %t47_c3_0394, ptr %grads395, align 4
-  br label %fc1_bias_grad.u49
-
-fc1_bias_grad.u49:                                ; preds = %fc1_bias_grad.n51.end, %fc1_weight_grad.k48.end
-  %fc1_bias_grad.u49396 = phi i64 [ 0, %fc1_weight_grad.k48.end ], [ %u49.next, %fc1_bias_grad.n51.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc50, align 4
-  br label %fc1_bias_grad.n51
-
-fc1_bias_grad.u49.end:                            ; preds = %fc1_bias_grad.n51.end
-  br label %flat_grad.nb52
-
-fc1_bias_grad.n51:                                ; preds = %fc1_bias_grad.n51, %fc1_bias_grad.u49
-  %fc1_bias_grad.n51397 = phi i64 [ 0, %fc1_bias_grad.u49 ], [ %n51.next, %fc1_bias_grad.n51 ]
-  %acc50 = load float, ptr %fc1_bias_grad.acc50, align 4
-  %1089 = mul nsw i64 %fc1_bias_grad.n51397, 10
-  %1090 = add nsw i64 19088, %1089
-  %1091 = add nsw i64 %1090, %fc1_bias_grad.u49396
-  %arena398 = getelementptr inbounds float, ptr %arena, i64 %1091
-  %1092 = load float, ptr %arena398, align 4
-  %1093 = fadd float %acc50, %1092
-  store float %1093, ptr %fc1_bias_grad.acc50, align 4
-  %n51.next = add nsw i64 %fc1_bias_grad.n51397, 1
-  %1094 = icmp slt i64 %n51.next, 64
-  br i1 %1094, label %fc1_bias_grad.n51, label %fc1_bias_grad.n51.end
-
-fc1_bias_grad.n51.end:                            ; preds = %fc1_bias_grad.n51
-  %acc50399 = load float, ptr %fc1_bias_grad.acc50, align 4
-  %1095 = add nsw i64 1480, %fc1_bias_grad.u49396
-  %grads400 = getelementptr inbounds float, ptr %grads, i64 %1095
-  store float %acc50399, ptr %grads400, align 4
-  %u49.next = add nsw i64 %fc1_bias_grad.u49396, 1
-  %1096 = icmp slt i64 %u49.next, 10
-  br i1 %1096, label %fc1_bias_grad.u49, label %fc1_bias_grad.u49.end
-
-flat_grad.nb52:                                   ; preds = %flat_grad.k57.end, %fc1_bias_grad.u49.end
-  %flat_grad.nb52401 = phi i64 [ 0, %fc1_bias_grad.u49.end ], [ %nb52.next, %flat_grad.k57.end ]
-  br label %flat_grad.mb53
-
-flat_grad.nb52.end:                               ; preds = %flat_grad.k57.end
-  br label %flat_grad.mb58
-
-flat_grad.mb53:                                   ; preds = %flat_grad.k55.end, %flat_grad.nb52
-  %flat_grad.mb53402 = phi i64 [ 0, %flat_grad.nb52 ], [ %mb53.next, %flat_grad.k55.end ]
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c5_3, align 64
-  br label %flat_grad.k55
-
-flat_grad.mb53.end:                               ; preds = %flat_grad.k55.end
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c3_3, align 64
-  br label %flat_grad.k57
-
-flat_grad.k55:                                    ; preds = %flat_grad.k55, %flat_grad.mb53
-  %flat_grad.k55403 = phi i64 [ 0, %flat_grad.mb53 ], [ %k55.next, %flat_grad.k55 ]
-  %1097 = mul nsw i64 %flat_grad.k55403, 144
-  %1098 = add nsw i64 40, %1097
-  %1099 = mul nsw i64 %flat_grad.nb52401, 64
-  %1100 = add nsw i64 %1098, %1099
-  %params404 = getelementptr inbounds float, ptr %params, i64 %1100
-  %1101 = load <16 x float>, ptr %params404, align 4
-  store <16 x float> %1101, ptr %flat_grad.t54_b0, align 64
-  %1102 = mul nsw i64 %flat_grad.k55403, 144
-  %1103 = add nsw i64 40, %1102
-  %1104 = mul nsw i64 %flat_grad.nb52401, 64
-  %1105 = add nsw i64 %1103, %1104
-  %1106 = add nsw i64 %1105, 16
-  %params405 = getelementptr inbounds float, ptr %params, i64 %1106
-  %1107 = load <16 x float>, ptr %params405, align 4
-  store <16 x float> %1107, ptr %flat_grad.t54_b1, align 64
-  %1108 = mul nsw i64 %flat_grad.k55403, 144
-  %1109 = add nsw i64 40, %1108
-  %1110 = mul nsw i64 %flat_grad.nb52401, 64
-  %1111 = add nsw i64 %1109, %1110
-  %1112 = add nsw i64 %1111, 32
-  %params406 = getelementptr inbounds float, ptr %params, i64 %1112
-  %1113 = load <16 x float>, ptr %params406, align 4
-  store <16 x float> %1113, ptr %flat_grad.t54_b2, align 64
-  %1114 = mul nsw i64 %flat_grad.k55403, 144
-  %1115 = add nsw i64 40, %1114
-  %1116 = mul nsw i64 %flat_grad.nb52401, 64
-  %1117 = add nsw i64 %1115, %1116
-  %1118 = add nsw i64 %1117, 48
-  %params407 = getelementptr inbounds float, ptr %params, i64 %1118
-  %1119 = load <16 x float>, ptr %params407, align 4
-  store <16 x float> %1119, ptr %flat_grad.t54_b3, align 64
-  %1120 = mul nsw i64 %flat_grad.mb53402, 6
-  %1121 = mul nsw i64 %1120, 10
-  %1122 = add nsw i64 19088, %1121
-  %1123 = add nsw i64 %1122, %flat_grad.k55403
-  %arena408 = getelementptr inbounds float, ptr %arena, i64 %1123
-  %1124 = load float, ptr %arena408, align 4
-  %1125 = insertelement <16 x float> undef, float %1124, i32 0
-  %1126 = shufflevector <16 x float> %1125, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1126, ptr %flat_grad.t54_a0, align 64
-  %t54_a0 = load <16 x float>, ptr %flat_grad.t54_a0, align 64
-  %t54_b0 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
-  %t54_c0_0 = load <16 x float>, ptr %flat_grad.t54_c0_0, align 64
-  %1127 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0, <16 x float> %t54_b0, <16 x float> %t54_c0_0)
-  store <16 x float> %1127, ptr %flat_grad.t54_c0_0, align 64
-  %t54_a0409 = load <16 x float>, ptr %flat_grad.t54_a0, align 64
-  %t54_b1 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
-  %t54_c0_1 = load <16 x float>, ptr %flat_grad.t54_c0_1, align 64
-  %1128 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0409, <16 x float> %t54_b1, <16 x float> %t54_c0_1)
-  store <16 x float> %1128, ptr %flat_grad.t54_c0_1, align 64
-  %t54_a0410 = load <16 x float>, ptr %flat_grad.t54_a0, align 64
-  %t54_b2 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
-  %t54_c0_2 = load <16 x float>, ptr %flat_grad.t54_c0_2, align 64
-  %1129 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0410, <16 x float> %t54_b2, <16 x float> %t54_c0_2)
-  store <16 x float> %1129, ptr %flat_grad.t54_c0_2, align 64
-  %t54_a0411 = load <16 x float>, ptr %flat_grad.t54_a0, align 64
-  %t54_b3 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
-  %t54_c0_3 = load <16 x float>, ptr %flat_grad.t54_c0_3, align 64
-  %1130 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0411, <16 x float> %t54_b3, <16 x float> %t54_c0_3)
-  store <16 x float> %1130, ptr %flat_grad.t54_c0_3, align 64
-  %1131 = mul nsw i64 %flat_grad.mb53402, 6
-  %1132 = add nsw i64 %1131, 1
-  %1133 = mul nsw i64 %1132, 10
-  %1134 = add nsw i64 19088, %1133
-  %1135 = add nsw i64 %1134, %flat_grad.k55403
-  %arena412 = getelementptr inbounds float, ptr %arena, i64 %1135
-  %1136 = load float, ptr %arena412, align 4
-  %1137 = insertelement <16 x float> undef, float %1136, i32 0
-  %1138 = shufflevector <16 x float> %1137, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1138, ptr %flat_grad.t54_a1, align 64
-  %t54_a1 = load <16 x float>, ptr %flat_grad.t54_a1, align 64
-  %t54_b0413 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
-  %t54_c1_0 = load <16 x float>, ptr %flat_grad.t54_c1_0, align 64
-  %1139 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1, <16 x float> %t54_b0413, <16 x float> %t54_c1_0)
-  store <16 x float> %1139, ptr %flat_grad.t54_c1_0, align 64
-  %t54_a1414 = load <16 x float>, ptr %flat_grad.t54_a1, align 64
-  %t54_b1415 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
-  %t54_c1_1 = load <16 x float>, ptr %flat_grad.t54_c1_1, align 64
-  %1140 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1414, <16 x float> %t54_b1415, <16 x float> %t54_c1_1)
-  store <16 x float> %1140, ptr %flat_grad.t54_c1_1, align 64
-  %t54_a1416 = load <16 x float>, ptr %flat_grad.t54_a1, align 64
-  %t54_b2417 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
-  %t54_c1_2 = load <16 x float>, ptr %flat_grad.t54_c1_2, align 64
-  %1141 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1416, <16 x float> %t54_b2417, <16 x float> %t54_c1_2)
-  store <16 x float> %1141, ptr %flat_grad.t54_c1_2, align 64
-  %t54_a1418 = load <16 x float>, ptr %flat_grad.t54_a1, align 64
-  %t54_b3419 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
-  %t54_c1_3 = load <16 x float>, ptr %flat_grad.t54_c1_3, align 64
-  %1142 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1418, <16 x float> %t54_b3419, <16 x float> %t54_c1_3)
-  store <16 x float> %1142, ptr %flat_grad.t54_c1_3, align 64
-  %1143 = mul nsw i64 %flat_grad.mb53402, 6
-  %1144 = add nsw i64 %1143, 2
-  %1145 = mul nsw i64 %1144, 10
-  %1146 = add nsw i64 19088, %1145
-  %1147 = add nsw i64 %1146, %flat_grad.k55403
-  %arena420 = getelementptr inbounds float, ptr %arena, i64 %1147
-  %1148 = load float, ptr %arena420, align 4
-  %1149 = insertelement <16 x float> undef, float %1148, i32 0
-  %1150 = shufflevector <16 x float> %1149, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1150, ptr %flat_grad.t54_a2, align 64
-  %t54_a2 = load <16 x float>, ptr %flat_grad.t54_a2, align 64
-  %t54_b0421 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
-  %t54_c2_0 = load <16 x float>, ptr %flat_grad.t54_c2_0, align 64
-  %1151 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2, <16 x float> %t54_b0421, <16 x float> %t54_c2_0)
-  store <16 x float> %1151, ptr %flat_grad.t54_c2_0, align 64
-  %t54_a2422 = load <16 x float>, ptr %flat_grad.t54_a2, align 64
-  %t54_b1423 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
-  %t54_c2_1 = load <16 x float>, ptr %flat_grad.t54_c2_1, align 64
-  %1152 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2422, <16 x float> %t54_b1423, <16 x float> %t54_c2_1)
-  store <16 x float> %1152, ptr %flat_grad.t54_c2_1, align 64
-  %t54_a2424 = load <16 x float>, ptr %flat_grad.t54_a2, align 64
-  %t54_b2425 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
-  %t54_c2_2 = load <16 x float>, ptr %flat_grad.t54_c2_2, align 64
-  %1153 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2424, <16 x float> %t54_b2425, <16 x float> %t54_c2_2)
-  store <16 x float> %1153, ptr %flat_grad.t54_c2_2, align 64
-  %t54_a2426 = load <16 x float>, ptr %flat_grad.t54_a2, align 64
-  %t54_b3427 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
-  %t54_c2_3 = load <16 x float>, ptr %flat_grad.t54_c2_3, align 64
-  %1154 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2426, <16 x float> %t54_b3427, <16 x float> %t54_c2_3)
-  store <16 x float> %1154, ptr %flat_grad.t54_c2_3, align 64
-  %1155 = mul nsw i64 %flat_grad.mb53402, 6
-  %1156 = add nsw i64 %1155, 3
-  %1157 = mul nsw i64 %1156, 10
-  %1158 = add nsw i64 19088, %1157
-  %1159 = add nsw i64 %1158, %flat_grad.k55403
-  %arena428 = getelementptr inbounds float, ptr %arena, i64 %1159
-  %1160 = load float, ptr %arena428, align 4
-  %1161 = insertelement <16 x float> undef, float %1160, i32 0
-  %1162 = shufflevector <16 x float> %1161, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1162, ptr %flat_grad.t54_a3, align 64
-  %t54_a3 = load <16 x float>, ptr %flat_grad.t54_a3, align 64
-  %t54_b0429 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
-  %t54_c3_0 = load <16 x float>, ptr %flat_grad.t54_c3_0, align 64
-  %1163 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3, <16 x float> %t54_b0429, <16 x float> %t54_c3_0)
-  store <16 x float> %1163, ptr %flat_grad.t54_c3_0, align 64
-  %t54_a3430 = load <16 x float>, ptr %flat_grad.t54_a3, align 64
-  %t54_b1431 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
-  %t54_c3_1 = load <16 x float>, ptr %flat_grad.t54_c3_1, align 64
-  %1164 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3430, <16 x float> %t54_b1431, <16 x float> %t54_c3_1)
-  store <16 x float> %1164, ptr %flat_grad.t54_c3_1, align 64
-  %t54_a3432 = load <16 x float>, ptr %flat_grad.t54_a3, align 64
-  %t54_b2433 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
-  %t54_c3_2 = load <16 x float>, ptr %flat_grad.t54_c3_2, align 64
-  %1165 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3432, <16 x float> %t54_b2433, <16 x float> %t54_c3_2)
-  store <16 x float> %1165, ptr %flat_grad.t54_c3_2, align 64
-  %t54_a3434 = load <16 x float>, ptr %flat_grad.t54_a3, align 64
-  %t54_b3435 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
-  %t54_c3_3 = load <16 x float>, ptr %flat_grad.t54_c3_3, align 64
-  %1166 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3434, <16 x float> %t54_b3435, <16 x float> %t54_c3_3)
-  store <16 x float> %1166, ptr %flat_grad.t54_c3_3, align 64
-  %1167 = mul nsw i64 %flat_grad.mb53402, 6
-  %1168 = add nsw i64 %1167, 4
-  %1169 = mul nsw i64 %1168, 10
-  %1170 = add nsw i64 19088, %1169
-  %1171 = add nsw i64 %1170, %flat_grad.k55403
-  %arena436 = getelementptr inbounds float, ptr %arena, i64 %1171
-  %1172 = load float, ptr %arena436, align 4
-  %1173 = insertelement <16 x float> undef, float %1172, i32 0
-  %1174 = shufflevector <16 x float> %1173, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1174, ptr %flat_grad.t54_a4, align 64
-  %t54_a4 = load <16 x float>, ptr %flat_grad.t54_a4, align 64
-  %t54_b0437 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
-  %t54_c4_0 = load <16 x float>, ptr %flat_grad.t54_c4_0, align 64
-  %1175 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a4, <16 x float> %t54_b0437, <16 x float> %t54_c4_0)
-  store <16 x float> %1175, ptr %flat_grad.t54_c4_0, align 64
-  %t54_a4438 = load <16 x float>, ptr %flat_grad.t54_a4, align 64
-  %t54_b1439 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
-  %t54_c4_1 = load <16 x float>, ptr %flat_grad.t54_c4_1, align 64
-  %1176 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a4438, <16 x float> %t54_b1439, <16 x float> %t54_c4_1)
-  store <16 x float> %1176, ptr %flat_grad.t54_c4_1, align 64
-  %t54_a4440 = load <16 x float>, ptr %flat_grad.t54_a4, align 64
-  %t54_b2441 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
-  %t54_c4_2 = load <16 x float>, ptr %flat_grad.t54_c4_2, align 64
-  %1177 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a4440, <16 x float> %t54_b2441, <16 x float> %t54_c4_2)
-  store <16 x float> %1177, ptr %flat_grad.t54_c4_2, align 64
-  %t54_a4442 = load <16 x float>, ptr %flat_grad.t54_a4, align 64
-  %t54_b3443 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
-  %t54_c4_3 = load <16 x float>, ptr %flat_grad.t54_c4_3, align 64
-  %1178 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a4442, <16 x float> %t54_b3443, <16 x float> %t54_c4_3)
-  store <16 x float> %1178, ptr %flat_grad.t54_c4_3, align 64
-  %1179 = mul nsw i64 %flat_grad.mb53402, 6
-  %1180 = add nsw i64 %1179, 5
-  %1181 = mul nsw i64 %1180, 10
-  %1182 = add nsw i64 19088, %1181
-  %1183 = add nsw i64 %1182, %flat_grad.k55403
-  %arena444 = getelementptr inbounds float, ptr %arena, i64 %1183
-  %1184 = load float, ptr %arena444, align 4
-  %1185 = insertelement <16 x float> undef, float %1184, i32 0
-  %1186 = shufflevector <16 x float> %1185, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1186, ptr %flat_grad.t54_a5, align 64
-  %t54_a5 = load <16 x float>, ptr %flat_grad.t54_a5, align 64
-  %t54_b0445 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
-  %t54_c5_0 = load <16 x float>, ptr %flat_grad.t54_c5_0, align 64
-  %1187 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a5, <16 x float> %t54_b0445, <16 x float> %t54_c5_0)
-  store <16 x float> %1187, ptr %flat_grad.t54_c5_0, align 64
-  %t54_a5446 = load <16 x float>, ptr %flat_grad.t54_a5, align 64
-  %t54_b1447 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
-  %t54_c5_1 = load <16 x float>, ptr %flat_grad.t54_c5_1, align 64
-  %1188 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a5446, <16 x float> %t54_b1447, <16 x float> %t54_c5_1)
-  store <16 x float> %1188, ptr %flat_grad.t54_c5_1, align 64
-  %t54_a5448 = load <16 x float>, ptr %flat_grad.t54_a5, align 64
-  %t54_b2449 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
-  %t54_c5_2 = load <16 x float>, ptr %flat_grad.t54_c5_2, align 64
-  %1189 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a5448, <16 x float> %t54_b2449, <16 x float> %t54_c5_2)
-  store <16 x float> %1189, ptr %flat_grad.t54_c5_2, align 64
-  %t54_a5450 = load <16 x float>, ptr %flat_grad.t54_a5, align 64
-  %t54_b3451 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
-  %t54_c5_3 = load <16 x float>, ptr %flat_grad.t54_c5_3, align 64
-  %1190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a5450, <16 x float> %t54_b3451, <16 x float> %t54_c5_3)
-  store <16 x float> %1190, ptr %flat_grad.t54_c5_3, align 64
-  %k55.next = add nsw i64 %flat_grad.k55403, 1
-  %1191 = icmp slt i64 %k55.next, 10
-  br i1 %1191, label %flat_grad.k55, label %flat_grad.k55.end
-
-flat_grad.k55.end:                                ; preds = %flat_grad.k55
-  %t54_c0_0452 = load <16 x float>, ptr %flat_grad.t54_c0_0, align 64
-  %1192 = mul nsw i64 %flat_grad.mb53402, 6
-  %1193 = mul nsw i64 %1192, 144
-  %1194 = add nsw i64 19728, %1193
-  %1195 = mul nsw i64 %flat_grad.nb52401, 64
-  %1196 = add nsw i64 %1194, %1195
-  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1196
-  store <16 x float> %t54_c0_0452, ptr %arena453, align 4
-  %t54_c0_1454 = load <16 x float>, ptr %flat_grad.t54_c0_1, align 64
-  %1197 = mul nsw i64 %flat_grad.mb53402, 6
-  %1198 = mul nsw i64 %1197, 144
-  %1199 = add nsw i64 19728, %1198
-  %1200 = mul nsw i64 %flat_grad.nb52401, 64
-  %1201 = add nsw i64 %1199, %1200
-  %1202 = add nsw i64 %1201, 16
-  %arena455 = getelementptr inbounds float, ptr %arena, i64 %1202
-  store <16 x float> %t54_c0_1454, ptr %arena455, align 4
-  %t54_c0_2456 = load <16 x float>, ptr %flat_grad.t54_c0_2, align 64
-  %1203 = mul nsw i64 %flat_grad.mb53402, 6
-  %1204 = mul nsw i64 %1203, 144
-  %1205 = add nsw i64 19728, %1204
-  %1206 = mul nsw i64 %flat_grad.nb52401, 64
-  %1207 = add nsw i64 %1205, %1206
-  %1208 = add nsw i64 %1207, 32
-  %arena457 = getelementptr inbounds float, ptr %arena, i64 %1208
-  store <16 x float> %t54_c0_2456, ptr %arena457, align 4
-  %t54_c0_3458 = load <16 x float>, ptr %flat_grad.t54_c0_3, align 64
-  %1209 = mul nsw i64 %flat_grad.mb53402, 6
-  %1210 = mul nsw i64 %1209, 144
-  %1211 = add nsw i64 19728, %1210
-  %1212 = mul nsw i64 %flat_grad.nb52401, 64
-  %1213 = add nsw i64 %1211, %1212
-  %1214 = add nsw i64 %1213, 48
-  %arena459 = getelementptr inbounds float, ptr %arena, i64 %1214
-  store <16 x float> %t54_c0_3458, ptr %arena459, align 4
-  %t54_c1_0460 = load <16 x float>, ptr %flat_grad.t54_c1_0, align 64
-  %1215 = mul nsw i64 %flat_grad.mb53402, 6
-  %1216 = add nsw i64 %1215, 1
-  %1217 = mul nsw i64 %1216, 144
-  %1218 = add nsw i64 19728, %1217
-  %1219 = mul nsw i64 %flat_grad.nb52401, 64
-  %1220 = add nsw i64 %1218, %1219
-  %arena461 = getelementptr inbounds float, ptr %arena, i64 %1220
-  store <16 x float> %t54_c1_0460, ptr %arena461, align 4
-  %t54_c1_1462 = load <16 x float>, ptr %flat_grad.t54_c1_1, align 64
-  %1221 = mul nsw i64 %flat_grad.mb53402, 6
-  %1222 = add nsw i64 %1221, 1
-  %1223 = mul nsw i64 %1222, 144
-  %1224 = add nsw i64 19728, %1223
-  %1225 = mul nsw i64 %flat_grad.nb52401, 64
-  %1226 = add nsw i64 %1224, %1225
-  %1227 = add nsw i64 %1226, 16
-  %arena463 = getelementptr inbounds float, ptr %arena, i64 %1227
-  store <16 x float> %t54_c1_1462, ptr %arena463, align 4
-  %t54_c1_2464 = load <16 x float>, ptr %flat_grad.t54_c1_2, align 64
-  %1228 = mul nsw i64 %flat_grad.mb53402, 6
-  %1229 = add nsw i64 %1228, 1
-  %1230 = mul nsw i64 %1229, 144
-  %1231 = add nsw i64 19728, %1230
-  %1232 = mul nsw i64 %flat_grad.nb52401, 64
-  %1233 = add nsw i64 %1231, %1232
-  %1234 = add nsw i64 %1233, 32
-  %arena465 = getelementptr inbounds float, ptr %arena, i64 %1234
-  store <16 x float> %t54_c1_2464, ptr %arena465, align 4
-  %t54_c1_3466 = load <16 x float>, ptr %flat_grad.t54_c1_3, align 64
-  %1235 = mul nsw i64 %flat_grad.mb53402, 6
-  %1236 = add nsw i64 %1235, 1
-  %1237 = mul nsw i64 %1236, 144
-  %1238 = add nsw i64 19728, %1237
-  %1239 = mul nsw i64 %flat_grad.nb52401, 64
-  %1240 = add nsw i64 %1238, %1239
-  %1241 = add nsw i64 %1240, 48
-  %arena467 = getelementptr inbounds float, ptr %arena, i64 %1241
-  store <16 x float> %t54_c1_3466, ptr %arena467, align 4
-  %t54_c2_0468 = load <16 x float>, ptr %flat_grad.t54_c2_0, align 64
-  %1242 = mul nsw i64 %flat_grad.mb53402, 6
-  %1243 = add nsw i64 %1242, 2
-  %1244 = mul nsw i64 %1243, 144
-  %1245 = add nsw i64 19728, %1244
-  %1246 = mul nsw i64 %flat_grad.nb52401, 64
-  %1247 = add nsw i64 %1245, %1246
-  %arena469 = getelementptr inbounds float, ptr %arena, i64 %1247
-  store <16 x float> %t54_c2_0468, ptr %arena469, align 4
-  %t54_c2_1470 = load <16 x float>, ptr %flat_grad.t54_c2_1, align 64
-  %1248 = mul nsw i64 %flat_grad.mb53402, 6
-  %1249 = add nsw i64 %1248, 2
-  %1250 = mul nsw i64 %1249, 144
-  %1251 = add nsw i64 19728, %1250
-  %1252 = mul nsw i64 %flat_grad.nb52401, 64
-  %1253 = add nsw i64 %1251, %1252
-  %1254 = add nsw i64 %1253, 16
-  %arena471 = getelementptr inbounds float, ptr %arena, i64 %1254
-  store <16 x float> %t54_c2_1470, ptr %arena471, align 4
-  %t54_c2_2472 = load <16 x float>, ptr %flat_grad.t54_c2_2, align 64
-  %1255 = mul nsw i64 %flat_grad.mb53402, 6
-  %1256 = add nsw i64 %1255, 2
-  %1257 = mul nsw i64 %1256, 144
-  %1258 = add nsw i64 19728, %1257
-  %1259 = mul nsw i64 %flat_grad.nb52401, 64
-  %1260 = add nsw i64 %1258, %1259
-  %1261 = add nsw i64 %1260, 32
-  %arena473 = getelementptr inbounds float, ptr %arena, i64 %1261
-  store <16 x float> %t54_c2_2472, ptr %arena473, align 4
-  %t54_c2_3474 = load <16 x float>, ptr %flat_grad.t54_c2_3, align 64
-  %1262 = mul nsw i64 %flat_grad.mb53402, 6
-  %1263 = add nsw i64 %1262, 2
-  %1264 = mul nsw i64 %1263, 144
-  %1265 = add nsw i64 19728, %1264
-  %1266 = mul nsw i64 %flat_grad.nb52401, 64
-  %1267 = add nsw i64 %1265, %1266
-  %1268 = add nsw i64 %1267, 48
-  %arena475 = getelementptr inbounds float, ptr %arena, i64 %1268
-  store <16 x float> %t54_c2_3474, ptr %arena475, align 4
-  %t54_c3_0476 = load <16 x float>, ptr %flat_grad.t54_c3_0, align 64
-  %1269 = mul nsw i64 %flat_grad.mb53402, 6
-  %1270 = add nsw i64 %1269, 3
-  %1271 = mul nsw i64 %1270, 144
-  %1272 = add nsw i64 19728, %1271
-  %1273 = mul nsw i64 %flat_grad.nb52401, 64
-  %1274 = add nsw i64 %1272, %1273
-  %arena477 = getelementptr inbounds float, ptr %arena, i64 %1274
-  store <16 x float> %t54_c3_0476, ptr %arena477, align 4
-  %t54_c3_1478 = load <16 x float>, ptr %flat_grad.t54_c3_1, align 64
-  %1275 = mul nsw i64 %flat_grad.mb53402, 6
-  %1276 = add nsw i64 %1275, 3
-  %1277 = mul nsw i64 %1276, 144
-  %1278 = add nsw i64 19728, %1277
-  %1279 = mul nsw i64 %flat_grad.nb52401, 64
-  %1280 = add nsw i64 %1278, %1279
-  %1281 = add nsw i64 %1280, 16
-  %arena479 = getelementptr inbounds float, ptr %arena, i64 %1281
-  store <16 x float> %t54_c3_1478, ptr %arena479, align 4
-  %t54_c3_2480 = load <16 x float>, ptr %flat_grad.t54_c3_2, align 64
-  %1282 = mul nsw i64 %flat_grad.mb53402, 6
-  %1283 = add nsw i64 %1282, 3
-  %1284 = mul nsw i64 %1283, 144
-  %1285 = add nsw i64 19728, %1284
-  %1286 = mul nsw i64 %flat_grad.nb52401, 64
-  %1287 = add nsw i64 %1285, %1286
-  %1288 = add nsw i64 %1287, 32
-  %arena481 = getelementptr inbounds float, ptr %arena, i64 %1288
-  store <16 x float> %t54_c3_2480, ptr %arena481, align 4
-  %t54_c3_3482 = load <16 x float>, ptr %flat_grad.t54_c3_3, align 64
-  %1289 = mul nsw i64 %flat_grad.mb53402, 6
-  %1290 = add nsw i64 %1289, 3
-  %1291 = mul nsw i64 %1290, 144
-  %1292 = add nsw i64 19728, %1291
-  %1293 = mul nsw i64 %flat_grad.nb52401, 64
-  %1294 = add nsw i64 %1292, %1293
-  %1295 = add nsw i64 %1294, 48
-  %arena483 = getelementptr inbounds float, ptr %arena, i64 %1295
-  store <16 x float> %t54_c3_3482, ptr %arena483, align 4
-  %t54_c4_0484 = load <16 x float>, ptr %flat_grad.t54_c4_0, align 64
-  %1296 = mul nsw i64 %flat_grad.mb53402, 6
-  %1297 = add nsw i64 %1296, 4
-  %1298 = mul nsw i64 %1297, 144
-  %1299 = add nsw i64 19728, %1298
-  %1300 = mul nsw i64 %flat_grad.nb52401, 64
-  %1301 = add nsw i64 %1299, %1300
-  %arena485 = getelementptr inbounds float, ptr %arena, i64 %1301
-  store <16 x float> %t54_c4_0484, ptr %arena485, align 4
-  %t54_c4_1486 = load <16 x float>, ptr %flat_grad.t54_c4_1, align 64
-  %1302 = mul nsw i64 %flat_grad.mb53402, 6
-  %1303 = add nsw i64 %1302, 4
-  %1304 = mul nsw i64 %1303, 144
-  %1305 = add nsw i64 19728, %1304
-  %1306 = mul nsw i64 %flat_grad.nb52401, 64
-  %1307 = add nsw i64 %1305, %1306
-  %1308 = add nsw i64 %1307, 16
-  %arena487 = getelementptr inbounds float, ptr %arena, i64 %1308
-  store <16 x float> %t54_c4_1486, ptr %arena487, align 4
-  %t54_c4_2488 = load <16 x float>, ptr %flat_grad.t54_c4_2, align 64
-  %1309 = mul nsw i64 %flat_grad.mb53402, 6
-  %1310 = add nsw i64 %1309, 4
-  %1311 = mul nsw i64 %1310, 144
-  %1312 = add nsw i64 19728, %1311
-  %1313 = mul nsw i64 %flat_grad.nb52401, 64
-  %1314 = add nsw i64 %1312, %1313
-  %1315 = add nsw i64 %1314, 32
-  %arena489 = getelementptr inbounds float, ptr %arena, i64 %1315
-  store <16 x float> %t54_c4_2488, ptr %arena489, align 4
-  %t54_c4_3490 = load <16 x float>, ptr %flat_grad.t54_c4_3, align 64
-  %1316 = mul nsw i64 %flat_grad.mb53402, 6
-  %1317 = add nsw i64 %1316, 4
-  %1318 = mul nsw i64 %1317, 144
-  %1319 = add nsw i64 19728, %1318
-  %1320 = mul nsw i64 %flat_grad.nb52401, 64
-  %1321 = add nsw i64 %1319, %1320
-  %1322 = add nsw i64 %1321, 48
-  %arena491 = getelementptr inbounds float, ptr %arena, i64 %1322
-  store <16 x float> %t54_c4_3490, ptr %arena491, align 4
-  %t54_c5_0492 = load <16 x float>, ptr %flat_grad.t54_c5_0, align 64
-  %1323 = mul nsw i64 %flat_grad.mb53402, 6
-  %1324 = add nsw i64 %1323, 5
-  %1325 = mul nsw i64 %1324, 144
-  %1326 = add nsw i64 19728, %1325
-  %1327 = mul nsw i64 %flat_grad.nb52401, 64
-  %1328 = add nsw i64 %1326, %1327
-  %arena493 = getelementptr inbounds float, ptr %arena, i64 %1328
-  store <16 x float> %t54_c5_0492, ptr %arena493, align 4
-  %t54_c5_1494 = load <16 x float>, ptr %flat_grad.t54_c5_1, align 64
-  %1329 = mul nsw i64 %flat_grad.mb53402, 6
-  %1330 = add nsw i64 %1329, 5
-  %1331 = mul nsw i64 %1330, 144
-  %1332 = add nsw i64 19728, %1331
-  %1333 = mul nsw i64 %flat_grad.nb52401, 64
-  %1334 = add nsw i64 %1332, %1333
-  %1335 = add nsw i64 %1334, 16
-  %arena495 = getelementptr inbounds float, ptr %arena, i64 %1335
-  store <16 x float> %t54_c5_1494, ptr %arena495, align 4
-  %t54_c5_2496 = load <16 x float>, ptr %flat_grad.t54_c5_2, align 64
-  %1336 = mul nsw i64 %flat_grad.mb53402, 6
-  %1337 = add nsw i64 %1336, 5
-  %1338 = mul nsw i64 %1337, 144
-  %1339 = add nsw i64 19728, %1338
-  %1340 = mul nsw i64 %flat_grad.nb52401, 64
-  %1341 = add nsw i64 %1339, %1340
-  %1342 = add nsw i64 %1341, 32
-  %arena497 = getelementptr inbounds float, ptr %arena, i64 %1342
-  store <16 x float> %t54_c5_2496, ptr %arena497, align 4
-  %t54_c5_3498 = load <16 x float>, ptr %flat_grad.t54_c5_3, align 64
-  %1343 = mul nsw i64 %flat_grad.mb53402, 6
-  %1344 = add nsw i64 %1343, 5
-  %1345 = mul nsw i64 %1344, 144
-  %1346 = add nsw i64 19728, %1345
-  %1347 = mul nsw i64 %flat_grad.nb52401, 64
-  %1348 = add nsw i64 %1346, %1347
-  %1349 = add nsw i64 %1348, 48
-  %arena499 = getelementptr inbounds float, ptr %arena, i64 %1349
-  store <16 x float> %t54_c5_3498, ptr %arena499, align 4
-  %mb53.next = add nsw i64 %flat_grad.mb53402, 1
-  %1350 = icmp slt i64 %mb53.next, 10
-  br i1 %1350, label %flat_grad.mb53, label %flat_grad.mb53.end
-
-flat_grad.k57:                                    ; preds = %flat_grad.k57, %flat_grad.mb53.end
-  %flat_grad.k57500 = phi i64 [ 0, %flat_grad.mb53.end ], [ %k57.next, %flat_grad.k57 ]
-  %1351 = mul nsw i64 %flat_grad.k57500, 144
-  %1352 = add nsw i64 40, %1351
-  %1353 = mul nsw i64 %flat_grad.nb52401, 64
-  %1354 = add nsw i64 %1352, %1353
-  %params501 = getelementptr inbounds float, ptr %params, i64 %1354
-  %1355 = load <16 x float>, ptr %params501, align 4
-  store <16 x float> %1355, ptr %flat_grad.t56_b0, align 64
-  %1356 = mul nsw i64 %flat_grad.k57500, 144
-  %1357 = add nsw i64 40, %1356
-  %1358 = mul nsw i64 %flat_grad.nb52401, 64
-  %1359 = add nsw i64 %1357, %1358
-  %1360 = add nsw i64 %1359, 16
-  %params502 = getelementptr inbounds float, ptr %params, i64 %1360
-  %1361 = load <16 x float>, ptr %params502, align 4
-  store <16 x float> %1361, ptr %flat_grad.t56_b1, align 64
-  %1362 = mul nsw i64 %flat_grad.k57500, 144
-  %1363 = add nsw i64 40, %1362
-  %1364 = mul nsw i64 %flat_grad.nb52401, 64
-  %1365 = add nsw i64 %1363, %1364
-  %1366 = add nsw i64 %1365, 32
-  %params503 = getelementptr inbounds float, ptr %params, i64 %1366
-  %1367 = load <16 x float>, ptr %params503, align 4
-  store <16 x float> %1367, ptr %flat_grad.t56_b2, align 64
-  %1368 = mul nsw i64 %flat_grad.k57500, 144
-  %1369 = add nsw i64 40, %1368
-  %1370 = mul nsw i64 %flat_grad.nb52401, 64
-  %1371 = add nsw i64 %1369, %1370
-  %1372 = add nsw i64 %1371, 48
-  %params504 = getelementptr inbounds float, ptr %params, i64 %1372
-  %1373 = load <16 x float>, ptr %params504, align 4
-  store <16 x float> %1373, ptr %flat_grad.t56_b3, align 64
-  %1374 = add nsw i64 19688, %flat_grad.k57500
-  %arena505 = getelementptr inbounds float, ptr %arena, i64 %1374
-  %1375 = load float, ptr %arena505, align 4
-  %1376 = insertelement <16 x float> undef, float %1375, i32 0
-  %1377 = shufflevector <16 x float> %1376, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1377, ptr %flat_grad.t56_a0, align 64
-  %t56_a0 = load <16 x float>, ptr %flat_grad.t56_a0, align 64
-  %t56_b0 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
-  %t56_c0_0 = load <16 x float>, ptr %flat_grad.t56_c0_0, align 64
-  %1378 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a0, <16 x float> %t56_b0, <16 x float> %t56_c0_0)
-  store <16 x float> %1378, ptr %flat_grad.t56_c0_0, align 64
-  %t56_a0506 = load <16 x float>, ptr %flat_grad.t56_a0, align 64
-  %t56_b1 = load <16 x float>, ptr %flat_grad.t56_b1, align 64
-  %t56_c0_1 = load <16 x float>, ptr %flat_grad.t56_c0_1, align 64
-  %1379 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a0506, <16 x float> %t56_b1, <16 x float> %t56_c0_1)
-  store <16 x float> %1379, ptr %flat_grad.t56_c0_1, align 64
-  %t56_a0507 = load <16 x float>, ptr %flat_grad.t56_a0, align 64
-  %t56_b2 = load <16 x float>, ptr %flat_grad.t56_b2, align 64
-  %t56_c0_2 = load <16 x float>, ptr %flat_grad.t56_c0_2, align 64
-  %1380 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a0507, <16 x float> %t56_b2, <16 x float> %t56_c0_2)
-  store <16 x float> %1380, ptr %flat_grad.t56_c0_2, align 64
-  %t56_a0508 = load <16 x float>, ptr %flat_grad.t56_a0, align 64
-  %t56_b3 = load <16 x float>, ptr %flat_grad.t56_b3, align 64
-  %t56_c0_3 = load <16 x float>, ptr %flat_grad.t56_c0_3, align 64
-  %1381 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a0508, <16 x float> %t56_b3, <16 x float> %t56_c0_3)
-  store <16 x float> %1381, ptr %flat_grad.t56_c0_3, align 64
-  %1382 = add nsw i64 19698, %flat_grad.k57500
-  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1382
-  %1383 = load float, ptr %arena509, align 4
-  %1384 = insertelement <16 x float> undef, float %1383, i32 0
-  %1385 = shufflevector <16 x float> %1384, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1385, ptr %flat_grad.t56_a1, align 64
-  %t56_a1 = load <16 x float>, ptr %flat_grad.t56_a1, align 64
-  %t56_b0510 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
-  %t56_c1_0 = load <16 x float>, ptr %flat_grad.t56_c1_0, align 64
-  %1386 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a1, <16 x float> %t56_b0510, <16 x float> %t56_c1_0)
-  store <16 x float> %1386, ptr %flat_grad.t56_c1_0, align 64
-  %t56_a1511 = load <16 x float>, ptr %flat_grad.t56_a1, align 64
-  %t56_b1512 = load <16 x float>, ptr %flat_grad.t56_b1, align 64
-  %t56_c1_1 = load <16 x float>, ptr %flat_grad.t56_c1_1, align 64
-  %1387 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a1511, <16 x float> %t56_b1512, <16 x float> %t56_c1_1)
-  store <16 x float> %1387, ptr %flat_grad.t56_c1_1, align 64
-  %t56_a1513 = load <16 x float>, ptr %flat_grad.t56_a1, align 64
-  %t56_b2514 = load <16 x float>, ptr %flat_grad.t56_b2, align 64
-  %t56_c1_2 = load <16 x float>, ptr %flat_grad.t56_c1_2, align 64
-  %1388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a1513, <16 x float> %t56_b2514, <16 x float> %t56_c1_2)
-  store <16 x float> %1388, ptr %flat_grad.t56_c1_2, align 64
-  %t56_a1515 = load <16 x float>, ptr %flat_grad.t56_a1, align 64
-  %t56_b3516 = load <16 x float>, ptr %flat_grad.t56_b3, align 64
-  %t56_c1_3 = load <16 x float>, ptr %flat_grad.t56_c1_3, align 64
-  %1389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a1515, <16 x float> %t56_b3516, <16 x float> %t56_c1_3)
-  store <16 x float> %1389, ptr %flat_grad.t56_c1_3, align 64
-  %1390 = add nsw i64 19708, %flat_grad.k57500
-  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1390
-  %1391 = load float, ptr %arena517, align 4
-  %1392 = insertelement <16 x float> undef, float %1391, i32 0
-  %1393 = shufflevector <16 x float> %1392, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1393, ptr %flat_grad.t56_a2, align 64
-  %t56_a2 = load <16 x float>, ptr %flat_grad.t56_a2, align 64
-  %t56_b0518 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
-  %t56_c2_0 = load <16 x float>, ptr %flat_grad.t56_c2_0, align 64
-  %1394 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a2, <16 x float> %t56_b0518, <16 x float> %t56_c2_0)
-  store <16 x float> %1394, ptr %flat_grad.t56_c2_0, align 64
-  %t56_a2519 = load <16 x float>, ptr %flat_grad.t56_a2, align 64
-  %t56_b1520 = load <16 x float>, ptr %flat_grad.t56_b1, align 64
-  %t56_c2_1 = load <16 x float>, ptr %flat_grad.t56_c2_1, align 64
-  %1395 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a2519, <16 x float> %t56_b1520, <16 x float> %t56_c2_1)
-  store <16 x float> %1395, ptr %flat_grad.t56_c2_1, align 64
-  %t56_a2521 = load <16 x float>, ptr %flat_grad.t56_a2, align 64
-  %t56_b2522 = load <16 x float>, ptr %flat_grad.t56_b2, align 64
-  %t56_c2_2 = load <16 x float>, ptr %flat_grad.t56_c2_2, align 64
-  %1396 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a2521, <16 x float> %t56_b2522, <16 x float> %t56_c2_2)
-  store <16 x float> %1396, ptr %flat_grad.t56_c2_2, align 64
-  %t56_a2523 = load <16 x float>, ptr %flat_grad.t56_a2, align 64
-  %t56_b3524 = load <16 x float>, ptr %flat_grad.t56_b3, align 64
-  %t56_c2_3 = load <16 x float>, ptr %flat_grad.t56_c2_3, align 64
-  %1397 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a2523, <16 x float> %t56_b3524, <16 x float> %t56_c2_3)
-  store <16 x float> %1397, ptr %flat_grad.t56_c2_3, align 64
-  %1398 = add nsw i64 19718, %flat_grad.k57500
-  %arena525 = getelementptr inbounds float, ptr %arena, i64 %1398
-  %1399 = load float, ptr %arena525, align 4
-  %1400 = insertelement <16 x float> undef, float %1399, i32 0
-  %1401 = shufflevector <16 x float> %1400, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1401, ptr %flat_grad.t56_a3, align 64
-  %t56_a3 = load <16 x float>, ptr %flat_grad.t56_a3, align 64
-  %t56_b0526 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
-  %t56_c3_0 = load <16 x float>, ptr %flat_grad.t56_c3_0, align 64
-  %1402 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a3, <16 x float> %t56_b0526, <16 x float> %t56_c3_0)
-  store <16 x float> %1402, ptr %flat_grad.t56_c3_0, align 64
-  %t56_a3527 = load <16 x float>, ptr %flat_grad.t56_a3, align 64
-  %t56_b1528 = load <16 x float>, ptr %flat_grad.t56_b1, align 64
-  %t56_c3_1 = load <16 x float>, ptr %flat_grad.t56_c3_1, align 64
-  %1403 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a3527, <16 x float> %t56_b1528, <16 x float> %t56_c3_1)
-  store <16 x float> %1403, ptr %flat_grad.t56_c3_1, align 64
-  %t56_a3529 = load <16 x float>, ptr %flat_grad.t56_a3, align 64
-  %t56_b2530 = load <16 x float>, ptr %flat_grad.t56_b2, align 64
-  %t56_c3_2 = load <16 x float>, ptr %flat_grad.t56_c3_2, align 64
-  %1404 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a3529, <16 x float> %t56_b2530, <16 x float> %t56_c3_2)
-  store <16 x float> %1404, ptr %flat_grad.t56_c3_2, align 64
-  %t56_a3531 = load <16 x float>, ptr %flat_grad.t56_a3, align 64
-  %t56_b3532 = load <16 x float>, ptr %flat_grad.t56_b3, align 64
-  %t56_c3_3 = load <16 x float>, ptr %flat_grad.t56_c3_3, align 64
-  %1405 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a3531, <16 x float> %t56_b3532, <16 x float> %t56_c3_3)
-  store <16 x float> %1405, ptr %flat_grad.t56_c3_3, align 64
-  %k57.next = add nsw i64 %flat_grad.k57500, 1
-  %1406 = icmp slt i64 %k57.next, 10
-  br i1 %1406, label %flat_grad.k57, label %flat_grad.k57.end
-
-flat_grad.k57.end:                                ; preds = %flat_grad.k57
-  %t56_c0_0533 = load <16 x float>, ptr %flat_grad.t56_c0_0, align 64
-  %1407 = mul nsw i64 %flat_grad.nb52401, 64
-  %1408 = add nsw i64 28368, %1407
-  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1408
-  store <16 x float> %t56_c0_0533, ptr %arena534, align 4
-  %t56_c0_1535 = load <16 x float>, ptr %flat_grad.t56_c0_1, align 64
-  %1409 = mul nsw i64 %flat_grad.nb52401, 64
-  %1410 = add nsw i64 28368, %1409
-  %1411 = add nsw i64 %1410, 16
-  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1411
-  store <16 x float> %t56_c0_1535, ptr %arena536, align 4
-  %t56_c0_2537 = load <16 x float>, ptr %flat_grad.t56_c0_2, align 64
-  %1412 = mul nsw i64 %flat_grad.nb52401, 64
-  %1413 = add nsw i64 28368, %1412
-  %1414 = add nsw i64 %1413, 32
-  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1414
-  store <16 x float> %t56_c0_2537, ptr %arena538, align 4
-  %t56_c0_3539 = load <16 x float>, ptr %flat_grad.t56_c0_3, align 64
-  %1415 = mul nsw i64 %flat_grad.nb52401, 64
-  %1416 = add nsw i64 28368, %1415
-  %1417 = add nsw i64 %1416, 48
-  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1417
-  store <16 x float> %t56_c0_3539, ptr %arena540, align 4
-  %t56_c1_0541 = load <16 x float>, ptr %flat_grad.t56_c1_0, align 64
-  %1418 = mul nsw i64 %flat_grad.nb52401, 64
-  %1419 = add nsw i64 28512, %1418
-  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1419
-  store <16 x float> %t56_c1_0541, ptr %arena542, align 4
-  %t56_c1_1543 = load <16 x float>, ptr %flat_grad.t56_c1_1, align 64
-  %1420 = mul nsw i64 %flat_grad.nb52401, 64
-  %1421 = add nsw i64 28512, %1420
-  %1422 = add nsw i64 %1421, 16
-  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1422
-  store <16 x float> %t56_c1_1543, ptr %arena544, align 4
-  %t56_c1_2545 = load <16 x float>, ptr %flat_grad.t56_c1_2, align 64
-  %1423 = mul nsw i64 %flat_grad.nb52401, 64
-  %1424 = add nsw i64 28512, %1423
-  %1425 = add nsw i64 %1424, 32
-  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1425
-  store <16 x float> %t56_c1_2545, ptr %arena546, align 4
-  %t56_c1_3547 = load <16 x float>, ptr %flat_grad.t56_c1_3, align 64
-  %1426 = mul nsw i64 %flat_grad.nb52401, 64
-  %1427 = add nsw i64 28512, %1426
-  %1428 = add nsw i64 %1427, 48
-  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1428
-  store <16 x float> %t56_c1_3547, ptr %arena548, align 4
-  %t56_c2_0549 = load <16 x float>, ptr %flat_grad.t56_c2_0, align 64
-  %1429 = mul nsw i64 %flat_grad.nb52401, 64
-  %1430 = add nsw i64 28656, %1429
-  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1430
-  store <16 x float> %t56_c2_0549, ptr %arena550, align 4
-  %t56_c2_1551 = load <16 x float>, ptr %flat_grad.t56_c2_1, align 64
-  %1431 = mul nsw i64 %flat_grad.nb52401, 64
-  %1432 = add nsw i64 28656, %1431
-  %1433 = add nsw i64 %1432, 16
-  %arena552 = getelementptr inbounds float, ptr %arena, i64 %1433
-  store <16 x float> %t56_c2_1551, ptr %arena552, align 4
-  %t56_c2_2553 = load <16 x float>, ptr %flat_grad.t56_c2_2, align 64
-  %1434 = mul nsw i64 %flat_grad.nb52401, 64
-  %1435 = add nsw i64 28656, %1434
-  %1436 = add nsw i64 %1435, 32
-  %arena554 = getelementptr inbounds float, ptr %arena, i64 %1436
-  store <16 x float> %t56_c2_2553, ptr %arena554, align 4
-  %t56_c2_3555 = load <16 x float>, ptr %flat_grad.t56_c2_3, align 64
-  %1437 = mul nsw i64 %flat_grad.nb52401, 64
-  %1438 = add nsw i64 28656, %1437
-  %1439 = add nsw i64 %1438, 48
-  %arena556 = getelementptr inbounds float, ptr %arena, i64 %1439
-  store <16 x float> %t56_c2_3555, ptr %arena556, align 4
-  %t56_c3_0557 = load <16 x float>, ptr %flat_grad.t56_c3_0, align 64
-  %1440 = mul nsw i64 %flat_grad.nb52401, 64
-  %1441 = add nsw i64 28800, %1440
-  %arena558 = getelementptr inbounds float, ptr %arena, i64 %1441
-  store <16 x float> %t56_c3_0557, ptr %arena558, align 4
-  %t56_c3_1559 = load <16 x float>, ptr %flat_grad.t56_c3_1, align 64
-  %1442 = mul nsw i64 %flat_grad.nb52401, 64
-  %1443 = add nsw i64 28800, %1442
-  %1444 = add nsw i64 %1443, 16
-  %arena560 = getelementptr inbounds float, ptr %arena, i64 %1444
-  store <16 x float> %t56_c3_1559, ptr %arena560, align 4
-  %t56_c3_2561 = load <16 x float>, ptr %flat_grad.t56_c3_2, align 64
-  %1445 = mul nsw i64 %flat_grad.nb52401, 64
-  %1446 = add nsw i64 28800, %1445
-  %1447 = add nsw i64 %1446, 32
-  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1447
-  store <16 x float> %t56_c3_2561, ptr %arena562, align 4
-  %t56_c3_3563 = load <16 x float>, ptr %flat_grad.t56_c3_3, align 64
-  %1448 = mul nsw i64 %flat_grad.nb52401, 64
-  %1449 = add nsw i64 28800, %1448
-  %1450 = add nsw i64 %1449, 48
-  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1450
-  store <16 x float> %t56_c3_3563, ptr %arena564, align 4
-  %nb52.next = add nsw i64 %flat_grad.nb52401, 1
-  %1451 = icmp slt i64 %nb52.next, 2
-  br i1 %1451, label %flat_grad.nb52, label %flat_grad.nb52.end
-
-flat_grad.mb58:                                   ; preds = %flat_grad.k60.end, %flat_grad.nb52.end
-  %flat_grad.mb58565 = phi i64 [ 0, %flat_grad.nb52.end ], [ %mb58.next, %flat_grad.k60.end ]
-  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c5_0, align 64
-  br label %flat_grad.k60
-
-flat_grad.mb58.end:                               ; preds = %flat_grad.k60.end
-  store <16 x float> zeroinitializer, ptr %flat_grad.t61_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t61_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t61_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t61_c3_0, align 64
-  br label %flat_grad.k62
-
-flat_grad.k60:                                    ; preds = %flat_grad.k60, %flat_grad.mb58
-  %flat_grad.k60566 = phi i64 [ 0, %flat_grad.mb58 ], [ %k60.next, %flat_grad.k60 ]
-  %1452 = mul nsw i64 %flat_grad.k60566, 144
-  %1453 = add nsw i64 40, %1452
-  %1454 = add nsw i64 %1453, 128
-  %params567 = getelementptr inbounds float, ptr %params, i64 %1454
-  %1455 = load <16 x float>, ptr %params567, align 4
-  store <16 x float> %1455, ptr %flat_grad.t59_b0, align 64
-  %1456 = mul nsw i64 %flat_grad.mb58565, 6
-  %1457 = mul nsw i64 %1456, 10
-  %1458 = add nsw i64 19088, %1457
-  %1459 = add nsw i64 %1458, %flat_grad.k60566
-  %arena568 = getelementptr inbounds float, ptr %arena, i64 %1459
-  %1460 = load float, ptr %arena568, align 4
-  %1461 = insertelement <16 x float> undef, float %1460, i32 0
-  %1462 = shufflevector <16 x float> %1461, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1462, ptr %flat_grad.t59_a0, align 64
-  %t59_a0 = load <16 x float>, ptr %flat_grad.t59_a0, align 64
-  %t59_b0 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
-  %t59_c0_0 = load <16 x float>, ptr %flat_grad.t59_c0_0, align 64
-  %1463 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a0, <16 x float> %t59_b0, <16 x float> %t59_c0_0)
-  store <16 x float> %1463, ptr %flat_grad.t59_c0_0, align 64
-  %1464 = mul nsw i64 %flat_grad.mb58565, 6
-  %1465 = add nsw i64 %1464, 1
-  %1466 = mul nsw i64 %1465, 10
-  %1467 = add nsw i64 19088, %1466
-  %1468 = add nsw i64 %1467, %flat_grad.k60566
-  %arena569 = getelementptr inbounds float, ptr %arena, i64 %1468
-  %1469 = load float, ptr %arena569, align 4
-  %1470 = insertelement <16 x float> undef, float %1469, i32 0
-  %1471 = shufflevector <16 x float> %1470, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1471, ptr %flat_grad.t59_a1, align 64
-  %t59_a1 = load <16 x float>, ptr %flat_grad.t59_a1, align 64
-  %t59_b0570 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
-  %t59_c1_0 = load <16 x float>, ptr %flat_grad.t59_c1_0, align 64
-  %1472 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a1, <16 x float> %t59_b0570, <16 x float> %t59_c1_0)
-  store <16 x float> %1472, ptr %flat_grad.t59_c1_0, align 64
-  %1473 = mul nsw i64 %flat_grad.mb58565, 6
-  %1474 = add nsw i64 %1473, 2
-  %1475 = mul nsw i64 %1474, 10
-  %1476 = add nsw i64 19088, %1475
-  %1477 = add nsw i64 %1476, %flat_grad.k60566
-  %arena571 = getelementptr inbounds float, ptr %arena, i64 %1477
-  %1478 = load float, ptr %arena571, align 4
-  %1479 = insertelement <16 x float> undef, float %1478, i32 0
-  %1480 = shufflevector <16 x float> %1479, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1480, ptr %flat_grad.t59_a2, align 64
-  %t59_a2 = load <16 x float>, ptr %flat_grad.t59_a2, align 64
-  %t59_b0572 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
-  %t59_c2_0 = load <16 x float>, ptr %flat_grad.t59_c2_0, align 64
-  %1481 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a2, <16 x float> %t59_b0572, <16 x float> %t59_c2_0)
-  store <16 x float> %1481, ptr %flat_grad.t59_c2_0, align 64
-  %1482 = mul nsw i64 %flat_grad.mb58565, 6
-  %1483 = add nsw i64 %1482, 3
-  %1484 = mul nsw i64 %1483, 10
-  %1485 = add nsw i64 19088, %1484
-  %1486 = add nsw i64 %1485, %flat_grad.k60566
-  %arena573 = getelementptr inbounds float, ptr %arena, i64 %1486
-  %1487 = load float, ptr %arena573, align 4
-  %1488 = insertelement <16 x float> undef, float %1487, i32 0
-  %1489 = shufflevector <16 x float> %1488, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1489, ptr %flat_grad.t59_a3, align 64
-  %t59_a3 = load <16 x float>, ptr %flat_grad.t59_a3, align 64
-  %t59_b0574 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
-  %t59_c3_0 = load <16 x float>, ptr %flat_grad.t59_c3_0, align 64
-  %1490 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a3, <16 x float> %t59_b0574, <16 x float> %t59_c3_0)
-  store <16 x float> %1490, ptr %flat_grad.t59_c3_0, align 64
-  %1491 = mul nsw i64 %flat_grad.mb58565, 6
-  %1492 = add nsw i64 %1491, 4
-  %1493 = mul nsw i64 %1492, 10
-  %1494 = add nsw i64 19088, %1493
-  %1495 = add nsw i64 %1494, %flat_grad.k60566
-  %arena575 = getelementptr inbounds float, ptr %arena, i64 %1495
-  %1496 = load float, ptr %arena575, align 4
-  %1497 = insertelement <16 x float> undef, float %1496, i32 0
-  %1498 = shufflevector <16 x float> %1497, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1498, ptr %flat_grad.t59_a4, align 64
-  %t59_a4 = load <16 x float>, ptr %flat_grad.t59_a4, align 64
-  %t59_b0576 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
-  %t59_c4_0 = load <16 x float>, ptr %flat_grad.t59_c4_0, align 64
-  %1499 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a4, <16 x float> %t59_b0576, <16 x float> %t59_c4_0)
-  store <16 x float> %1499, ptr %flat_grad.t59_c4_0, align 64
-  %1500 = mul nsw i64 %flat_grad.mb58565, 6
-  %1501 = add nsw i64 %1500, 5
-  %1502 = mul nsw i64 %1501, 10
-  %1503 = add nsw i64 19088, %1502
-  %1504 = add nsw i64 %1503, %flat_grad.k60566
-  %arena577 = getelementptr inbounds float, ptr %arena, i64 %1504
-  %1505 = load float, ptr %arena577, align 4
-  %1506 = insertelement <16 x float> undef, float %1505, i32 0
-  %1507 = shufflevector <16 x float> %1506, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1507, ptr %flat_grad.t59_a5, align 64
-  %t59_a5 = load <16 x float>, ptr %flat_grad.t59_a5, align 64
-  %t59_b0578 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
-  %t59_c5_0 = load <16 x float>, ptr %flat_grad.t59_c5_0, align 64
-  %1508 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a5, <16 x float> %t59_b0578, <16 x float> %t59_c5_0)
-  store <16 x float> %1508, ptr %flat_grad.t59_c5_0, align 64
-  %k60.next = add nsw i64 %flat_grad.k60566, 1
-  %1509 = icmp slt i64 %k60.next, 10
-  br i1 %1509, label %flat_grad.k60, label %flat_grad.k60.end
-
-flat_grad.k60.end:                                ; preds = %flat_grad.k60
-  %t59_c0_0579 = load <16 x float>, ptr %flat_grad.t59_c0_0, align 64
-  %1510 = mul nsw i64 %flat_grad.mb58565, 6
-  %1511 = mul nsw i64 %1510, 144
-  %1512 = add nsw i64 19728, %1511
-  %1513 = add nsw i64 %1512, 128
-  %arena580 = getelementptr inbounds float, ptr %arena, i64 %1513
-  store <16 x float> %t59_c0_0579, ptr %arena580, align 4
-  %t59_c1_0581 = load <16 x float>, ptr %flat_grad.t59_c1_0, align 64
-  %1514 = mul nsw i64 %flat_grad.mb58565, 6
-  %1515 = add nsw i64 %1514, 1
-  %1516 = mul nsw i64 %1515, 144
-  %1517 = add nsw i64 19728, %1516
-  %1518 = add nsw i64 %1517, 128
-  %arena582 = getelementptr inbounds float, ptr %arena, i64 %1518
-  store <16 x float> %t59_c1_0581, ptr %arena582, align 4
-  %t59_c2_0583 = load <16 x float>, ptr %flat_grad.t59_c2_0, align 64
-  %1519 = mul nsw i64 %flat_grad.mb58565, 6
-  %1520 = add nsw i64 %1519, 2
-  %1521 = mul nsw i64 %1520, 144
-  %1522 = add nsw i64 19728, %1521
-  %1523 = add nsw i64 %1522, 128
-  %arena584 = getelementptr inbounds float, ptr %arena, i64 %1523
-  store <16 x float> %t59_c2_0583, ptr %arena584, align 4
-  %t59_c3_0585 = load <16 x float>, ptr %flat_grad.t59_c3_0, align 64
-  %1524 = mul nsw i64 %flat_grad.mb58565, 6
-  %1525 = add nsw i64 %1524, 3
-  %1526 = mul nsw i64 %1525, 144
-  %1527 = add nsw i64 19728, %1526
-  %1528 = add nsw i64 %1527, 128
-  %arena586 = getelementptr inbounds float, ptr %arena, i64 %1528
-  store <16 x float> %t59_c3_0585, ptr %arena586, align 4
-  %t59_c4_0587 = load <16 x float>, ptr %flat_grad.t59_c4_0, align 64
-  %1529 = mul nsw i64 %flat_grad.mb58565, 6
-  %1530 = add nsw i64 %1529, 4
-  %1531 = mul nsw i64 %1530, 144
-  %1532 = add nsw i64 19728, %1531
-  %1533 = add nsw i64 %1532, 128
-  %arena588 = getelementptr inbounds float, ptr %arena, i64 %1533
-  store <16 x float> %t59_c4_0587, ptr %arena588, align 4
-  %t59_c5_0589 = load <16 x float>, ptr %flat_grad.t59_c5_0, align 64
-  %1534 = mul nsw i64 %flat_grad.mb58565, 6
-  %1535 = add nsw i64 %1534, 5
-  %1536 = mul nsw i64 %1535, 144
-  %1537 = add nsw i64 19728, %1536
-  %1538 = add nsw i64 %1537, 128
-  %arena590 = getelementptr inbounds float, ptr %arena, i64 %1538
-  store <16 x float> %t59_c5_0589, ptr %arena590, align 4
-  %mb58.next = add nsw i64 %flat_grad.mb58565, 1
-  %1539 = icmp slt i64 %mb58.next, 10
-  br i1 %1539, label %flat_grad.mb58, label %flat_grad.mb58.end
-
-flat_grad.k62:                                    ; preds = %flat_grad.k62, %flat_grad.mb58.end
-  %flat_grad.k62591 = phi i64 [ 0, %flat_grad.mb58.end ], [ %k62.next, %flat_grad.k62 ]
-  %1540 = mul nsw i64 %flat_grad.k62591, 144
-  %1541 = add nsw i64 40, %1540
-  %1542 = add nsw i64 %1541, 128
-  %params592 = getelementptr inbounds float, ptr %params, i64 %1542
-  %1543 = load <16 x float>, ptr %params592, align 4
-  store <16 x float> %1543, ptr %flat_grad.t61_b0, align 64
-  %1544 = add nsw i64 19688, %flat_grad.k62591
-  %arena593 = getelementptr inbounds float, ptr %arena, i64 %1544
-  %1545 = load float, ptr %arena593, align 4
-  %1546 = insertelement <16 x float> undef, float %1545, i32 0
-  %1547 = shufflevector <16 x float> %1546, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1547, ptr %flat_grad.t61_a0, align 64
-  %t61_a0 = load <16 x float>, ptr %flat_grad.t61_a0, align 64
-  %t61_b0 = load <16 x float>, ptr %flat_grad.t61_b0, align 64
-  %t61_c0_0 = load <16 x float>, ptr %flat_grad.t61_c0_0, align 64
-  %1548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t61_a0, <16 x float> %t61_b0, <16 x float> %t61_c0_0)
-  store <16 x float> %1548, ptr %flat_grad.t61_c0_0, align 64
-  %1549 = add nsw i64 19698, %flat_grad.k62591
-  %arena594 = getelementptr inbounds float, ptr %arena, i64 %1549
-  %1550 = load float, ptr %arena594, align 4
-  %1551 = insertelement <16 x float> undef, float %1550, i32 0
-  %1552 = shufflevector <16 x float> %1551, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1552, ptr %flat_grad.t61_a1, align 64
-  %t61_a1 = load <16 x float>, ptr %flat_grad.t61_a1, align 64
-  %t61_b0595 = load <16 x float>, ptr %flat_grad.t61_b0, align 64
-  %t61_c1_0 = load <16 x float>, ptr %flat_grad.t61_c1_0, align 64
-  %1553 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t61_a1, <16 x float> %t61_b0595, <16 x float> %t61_c1_0)
-  store <16 x float> %1553, ptr %flat_grad.t61_c1_0, align 64
-  %1554 = add nsw i64 19708, %flat_grad.k62591
-  %arena596 = getelementptr inbounds float, ptr %arena, i64 %1554
-  %1555 = load float, ptr %arena596, align 4
-  %1556 = insertelement <16 x float> undef, float %1555, i32 0
-  %1557 = shufflevector <16 x float> %1556, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1557, ptr %flat_grad.t61_a2, align 64
-  %t61_a2 = load <16 x float>, ptr %flat_grad.t61_a2, align 64
-  %t61_b0597 = load <16 x float>, ptr %flat_grad.t61_b0, align 64
-  %t61_c2_0 = load <16 x float>, ptr %flat_grad.t61_c2_0, align 64
-  %1558 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t61_a2, <16 x float> %t61_b0597, <16 x float> %t61_c2_0)
-  store <16 x float> %1558, ptr %flat_grad.t61_c2_0, align 64
-  %1559 = add nsw i64 19718, %flat_grad.k62591
-  %arena598 = getelementptr inbounds float, ptr %arena, i64 %1559
-  %1560 = load float, ptr %arena598, align 4
-  %1561 = insertelement <16 x float> undef, float %1560, i32 0
-  %1562 = shufflevector <16 x float> %1561, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1562, ptr %flat_grad.t61_a3, align 64
-  %t61_a3 = load <16 x float>, ptr %flat_grad.t61_a3, align 64
-  %t61_b0599 = load <16 x float>, ptr %flat_grad.t61_b0, align 64
-  %t61_c3_0 = load <16 x float>, ptr %flat_grad.t61_c3_0, align 64
-  %1563 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t61_a3, <16 x float> %t61_b0599, <16 x float> %t61_c3_0)
-  store <16 x float> %1563, ptr %flat_grad.t61_c3_0, align 64
-  %k62.next = add nsw i64 %flat_grad.k62591, 1
-  %1564 = icmp slt i64 %k62.next, 10
-  br i1 %1564, label %flat_grad.k62, label %flat_grad.k62.end
-
-flat_grad.k62.end:                                ; preds = %flat_grad.k62
-  %t61_c0_0600 = load <16 x float>, ptr %flat_grad.t61_c0_0, align 64
-  %arena601 = getelementptr inbounds float, ptr %arena, i64 28496
-  store <16 x float> %t61_c0_0600, ptr %arena601, align 4
-  %t61_c1_0602 = load <16 x float>, ptr %flat_grad.t61_c1_0, align 64
-  %arena603 = getelementptr inbounds float, ptr %arena, i64 28640
-  store <16 x float> %t61_c1_0602, ptr %arena603, align 4
-  %t61_c2_0604 = load <16 x float>, ptr %flat_grad.t61_c2_0, align 64
-  %arena605 = getelementptr inbounds float, ptr %arena, i64 28784
-  store <16 x float> %t61_c2_0604, ptr %arena605, align 4
-  %t61_c3_0606 = load <16 x float>, ptr %flat_grad.t61_c3_0, align 64
-  %arena607 = getelementptr inbounds float, ptr %arena, i64 28928
-  store <16 x float> %t61_c3_0606, ptr %arena607, align 4
-  br label %conv1_grad.i63
-
-conv1_grad.i63:                                   ; preds = %conv1_grad.i63, %flat_grad.k62.end
-  %conv1_grad.i63608 = phi i64 [ 0, %flat_grad.k62.end ], [ %i63.next, %conv1_grad.i63 ]
-  %1565 = add nsw i64 28944, %conv1_grad.i63608
-  %arena609 = getelementptr inbounds float, ptr %arena, i64 %1565
-  store float 0.000000e+00, ptr %arena609, align 4
-  %i63.next = add nsw i64 %conv1_grad.i63608, 1
-  %1566 = icmp slt i64 %i63.next, 43264
-  br i1 %1566, label %conv1_grad.i63, label %conv1_grad.i63.end
-
-conv1_grad.i63.end:                               ; preds = %conv1_grad.i63
-  br label %conv1_grad.q64
-
-conv1_grad.q64:                                   ; preds = %conv1_grad.i65.end, %conv1_grad.i63.end
-  %conv1_grad.q64610 = phi i64 [ 0, %conv1_grad.i63.end ], [ %q64.next, %conv1_grad.i65.end ]
-  br label %conv1_grad.i65
-
-conv1_grad.q64.end:                               ; preds = %conv1_grad.i65.end
-  br label %conv1_weight_grad.i66
-
-conv1_grad.i65:                                   ; preds = %conv1_grad.endif, %conv1_grad.q64
-  %conv1_grad.i65611 = phi i64 [ 0, %conv1_grad.q64 ], [ %i65.next, %conv1_grad.endif ]
-  %1567 = mul nsw i64 %conv1_grad.q64610, 36
-  %1568 = add nsw i64 %1567, %conv1_grad.i65611
-  %arena612 = getelementptr inbounds float, ptr %arena, i64 %1568
-  %1569 = load float, ptr %arena612, align 4
-  %1570 = fcmp ogt float %1569, 0.000000e+00
-  br i1 %1570, label %conv1_grad.then, label %conv1_grad.endif
-
-conv1_grad.i65.end:                               ; preds = %conv1_grad.endif
-  %q64.next = add nsw i64 %conv1_grad.q64610, 1
-  %1571 = icmp slt i64 %q64.next, 256
-  br i1 %1571, label %conv1_grad.q64, label %conv1_grad.q64.end
-
-conv1_grad.then:                                  ; preds = %conv1_grad.i65
-  %1572 = mul nsw i64 %conv1_grad.q64610, 169
-  %1573 = add nsw i64 28944, %1572
-  %1574 = mul nsw i64 %conv1_grad.q64610, 36
-  %1575 = add nsw i64 %1574, %conv1_grad.i65611
-  %1576 = add nsw i64 9216, %1575
-  %arena613 = getelementptr inbounds float, ptr %arena, i64 %1576
-  %1577 = load float, ptr %arena613, align 4
-  %1578 = fptosi float %1577 to i64
-  %1579 = add nsw i64 %1573, %1578
-  %arena614 = getelementptr inbounds float, ptr %arena, i64 %1579
-  %1580 = load float, ptr %arena614, align 4
-  %1581 = mul nsw i64 %conv1_grad.q64610, 36
-  %1582 = add nsw i64 %1581, %conv1_grad.i65611
-  %1583 = add nsw i64 19728, %1582
-  %arena615 = getelementptr inbounds float, ptr %arena, i64 %1583
-  %1584 = load float, ptr %arena615, align 4
-  %1585 = fadd float %1580, %1584
-  store float %1585, ptr %arena614, align 4
+  %415 = fptosi float %414 to i64
+  %416 = add nsw i64 %410, %415
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %416
+  %417 = load float, ptr %arena124, align 4
+  %418 = mul nsw i64 %conv1_grad.q35120, 36
+  %419 = add nsw i64 %418, %conv1_grad.i36121
+  %420 = add nsw i64 19728, %419
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %420
+  %421 = load float, ptr %arena125, align 4
+  %422 = fadd float %417, %421
+  store float %422, ptr %arena124, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i65
-  %i65.next = add nsw i64 %conv1_grad.i65611, 1
-  %1586 = icmp slt i64 %i65.next, 36
-  br i1 %1586, label %conv1_grad.i65, label %conv1_grad.i65.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i36
+  %i36.next = add nsw i64 %conv1_grad.i36121, 1
+  %423 = icmp slt i64 %i36.next, 36
+  br i1 %423, label %conv1_grad.i36, label %conv1_grad.i36.end
 
-conv1_weight_grad.i66:                            ; preds = %conv1_weight_grad.i66, %conv1_grad.q64.end
-  %conv1_weight_grad.i66616 = phi i64 [ 0, %conv1_grad.q64.end ], [ %i66.next, %conv1_weight_grad.i66 ]
-  %1587 = add nsw i64 107360, %conv1_weight_grad.i66616
-  %arena617 = getelementptr inbounds float, ptr %arena, i64 %1587
-  store float 0.000000e+00, ptr %arena617, align 4
-  %i66.next = add nsw i64 %conv1_weight_grad.i66616, 1
-  %1588 = icmp slt i64 %i66.next, 36
-  br i1 %1588, label %conv1_weight_grad.i66, label %conv1_weight_grad.i66.end
+conv1_weight_grad.i37:                            ; preds = %conv1_weight_grad.i37, %conv1_grad.q35.end
+  %conv1_weight_grad.i37126 = phi i64 [ 0, %conv1_grad.q35.end ], [ %i37.next, %conv1_weight_grad.i37 ]
+  %424 = add nsw i64 107360, %conv1_weight_grad.i37126
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %424
+  store float 0.000000e+00, ptr %arena127, align 4
+  %i37.next = add nsw i64 %conv1_weight_grad.i37126, 1
+  %425 = icmp slt i64 %i37.next, 36
+  br i1 %425, label %conv1_weight_grad.i37, label %conv1_weight_grad.i37.end
 
-conv1_weight_grad.i66.end:                        ; preds = %conv1_weight_grad.i66
-  br label %conv1_weight_grad.g67
+conv1_weight_grad.i37.end:                        ; preds = %conv1_weight_grad.i37
+  br label %conv1_weight_grad.g38
 
-conv1_weight_grad.g67:                            ; preds = %conv1_weight_grad.kp80.end, %conv1_weight_grad.i66.end
-  %conv1_weight_grad.g67618 = phi i64 [ 0, %conv1_weight_grad.i66.end ], [ %g67.next, %conv1_weight_grad.kp80.end ]
-  br label %conv1_weight_grad.j68
+conv1_weight_grad.g38:                            ; preds = %conv1_weight_grad.j48.end, %conv1_weight_grad.i37.end
+  %conv1_weight_grad.g38128 = phi i64 [ 0, %conv1_weight_grad.i37.end ], [ %g38.next, %conv1_weight_grad.j48.end ]
+  br label %conv1_weight_grad.j39
 
-conv1_weight_grad.g67.end:                        ; preds = %conv1_weight_grad.kp80.end
-  br label %conv1_weight_grad.f84
+conv1_weight_grad.g38.end:                        ; preds = %conv1_weight_grad.j48.end
+  br label %conv1_weight_grad.f51
 
-conv1_weight_grad.j68:                            ; preds = %conv1_weight_grad.c69.end, %conv1_weight_grad.g67
-  %conv1_weight_grad.j68619 = phi i64 [ 0, %conv1_weight_grad.g67 ], [ %j68.next, %conv1_weight_grad.c69.end ]
-  br label %conv1_weight_grad.c69
+conv1_weight_grad.j39:                            ; preds = %conv1_weight_grad.c40.end, %conv1_weight_grad.g38
+  %conv1_weight_grad.j39129 = phi i64 [ 0, %conv1_weight_grad.g38 ], [ %j39.next, %conv1_weight_grad.c40.end ]
+  br label %conv1_weight_grad.c40
 
-conv1_weight_grad.j68.end:                        ; preds = %conv1_weight_grad.c69.end
-  br label %conv1_weight_grad.j77
+conv1_weight_grad.j39.end:                        ; preds = %conv1_weight_grad.c40.end
+  br label %conv1_weight_grad.j48
 
-conv1_weight_grad.c69:                            ; preds = %conv1_weight_grad.ky70.end, %conv1_weight_grad.j68
-  %conv1_weight_grad.c69620 = phi i64 [ 0, %conv1_weight_grad.j68 ], [ %c69.next, %conv1_weight_grad.ky70.end ]
-  br label %conv1_weight_grad.ky70
+conv1_weight_grad.c40:                            ; preds = %conv1_weight_grad.ky41.end, %conv1_weight_grad.j39
+  %conv1_weight_grad.c40130 = phi i64 [ 0, %conv1_weight_grad.j39 ], [ %c40.next, %conv1_weight_grad.ky41.end ]
+  br label %conv1_weight_grad.ky41
 
-conv1_weight_grad.c69.end:                        ; preds = %conv1_weight_grad.ky70.end
-  %j68.next = add nsw i64 %conv1_weight_grad.j68619, 1
-  %1589 = icmp slt i64 %j68.next, 16
-  br i1 %1589, label %conv1_weight_grad.j68, label %conv1_weight_grad.j68.end
+conv1_weight_grad.c40.end:                        ; preds = %conv1_weight_grad.ky41.end
+  %j39.next = add nsw i64 %conv1_weight_grad.j39129, 1
+  %426 = icmp slt i64 %j39.next, 16
+  br i1 %426, label %conv1_weight_grad.j39, label %conv1_weight_grad.j39.end
 
-conv1_weight_grad.ky70:                           ; preds = %conv1_weight_grad.oy75.end, %conv1_weight_grad.c69
-  %conv1_weight_grad.ky70621 = phi i64 [ 0, %conv1_weight_grad.c69 ], [ %ky70.next, %conv1_weight_grad.oy75.end ]
-  br label %conv1_weight_grad.oy71
+conv1_weight_grad.ky41:                           ; preds = %conv1_weight_grad.oy46.end, %conv1_weight_grad.c40
+  %conv1_weight_grad.ky41131 = phi i64 [ 0, %conv1_weight_grad.c40 ], [ %ky41.next, %conv1_weight_grad.oy46.end ]
+  br label %conv1_weight_grad.oy42
 
-conv1_weight_grad.ky70.end:                       ; preds = %conv1_weight_grad.oy75.end
-  %c69.next = add nsw i64 %conv1_weight_grad.c69620, 1
-  %1590 = icmp slt i64 %c69.next, 1
-  br i1 %1590, label %conv1_weight_grad.c69, label %conv1_weight_grad.c69.end
+conv1_weight_grad.ky41.end:                       ; preds = %conv1_weight_grad.oy46.end
+  %c40.next = add nsw i64 %conv1_weight_grad.c40130, 1
+  %427 = icmp slt i64 %c40.next, 1
+  br i1 %427, label %conv1_weight_grad.c40, label %conv1_weight_grad.c40.end
 
-conv1_weight_grad.oy71:                           ; preds = %conv1_weight_grad.ox72.end, %conv1_weight_grad.ky70
-  %conv1_weight_grad.oy71622 = phi i64 [ 0, %conv1_weight_grad.ky70 ], [ %oy71.next, %conv1_weight_grad.ox72.end ]
-  br label %conv1_weight_grad.ox72
+conv1_weight_grad.oy42:                           ; preds = %conv1_weight_grad.ox43.end, %conv1_weight_grad.ky41
+  %conv1_weight_grad.oy42132 = phi i64 [ 0, %conv1_weight_grad.ky41 ], [ %oy42.next, %conv1_weight_grad.ox43.end ]
+  br label %conv1_weight_grad.ox43
 
-conv1_weight_grad.oy71.end:                       ; preds = %conv1_weight_grad.ox72.end
-  br label %conv1_weight_grad.oy73
+conv1_weight_grad.oy42.end:                       ; preds = %conv1_weight_grad.ox43.end
+  br label %conv1_weight_grad.oy44
 
-conv1_weight_grad.ox72:                           ; preds = %conv1_weight_grad.ox72, %conv1_weight_grad.oy71
-  %conv1_weight_grad.ox72623 = phi i64 [ 0, %conv1_weight_grad.oy71 ], [ %ox72.next, %conv1_weight_grad.ox72 ]
-  %1591 = mul nsw i64 %conv1_weight_grad.g67618, 16
-  %1592 = add nsw i64 %1591, %conv1_weight_grad.j68619
-  %1593 = mul nsw i64 %1592, 784
-  %1594 = mul nsw i64 %conv1_weight_grad.c69620, 784
-  %1595 = add nsw i64 %1593, %1594
-  %1596 = mul nsw i64 %conv1_weight_grad.oy71622, 2
-  %1597 = add nsw i64 %1596, %conv1_weight_grad.ky70621
-  %1598 = mul nsw i64 %1597, 28
-  %1599 = add nsw i64 %1595, %1598
-  %1600 = mul nsw i64 %conv1_weight_grad.ox72623, 2
-  %1601 = add nsw i64 %1599, %1600
-  %images624 = getelementptr inbounds float, ptr %images, i64 %1601
-  %1602 = load float, ptr %images624, align 4
-  %1603 = mul nsw i64 %conv1_weight_grad.c69620, 3
-  %1604 = add nsw i64 %1603, %conv1_weight_grad.ky70621
-  %1605 = mul nsw i64 %1604, 3
-  %1606 = mul nsw i64 %1605, 2704
-  %1607 = add nsw i64 72208, %1606
-  %1608 = mul nsw i64 %conv1_weight_grad.j68619, 169
-  %1609 = add nsw i64 %1607, %1608
-  %1610 = mul nsw i64 %conv1_weight_grad.oy71622, 13
-  %1611 = add nsw i64 %1610, %conv1_weight_grad.ox72623
-  %1612 = add nsw i64 %1609, %1611
-  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1612
-  store float %1602, ptr %arena625, align 4
-  %ox72.next = add nsw i64 %conv1_weight_grad.ox72623, 1
-  %1613 = icmp slt i64 %ox72.next, 13
-  br i1 %1613, label %conv1_weight_grad.ox72, label %conv1_weight_grad.ox72.end
+conv1_weight_grad.ox43:                           ; preds = %conv1_weight_grad.ox43, %conv1_weight_grad.oy42
+  %conv1_weight_grad.ox43133 = phi i64 [ 0, %conv1_weight_grad.oy42 ], [ %ox43.next, %conv1_weight_grad.ox43 ]
+  %428 = mul nsw i64 %conv1_weight_grad.g38128, 16
+  %429 = add nsw i64 %428, %conv1_weight_grad.j39129
+  %430 = mul nsw i64 %429, 784
+  %431 = mul nsw i64 %conv1_weight_grad.c40130, 784
+  %432 = add nsw i64 %430, %431
+  %433 = mul nsw i64 %conv1_weight_grad.oy42132, 2
+  %434 = add nsw i64 %433, %conv1_weight_grad.ky41131
+  %435 = mul nsw i64 %434, 28
+  %436 = add nsw i64 %432, %435
+  %437 = mul nsw i64 %conv1_weight_grad.ox43133, 2
+  %438 = add nsw i64 %436, %437
+  %images134 = getelementptr inbounds float, ptr %images, i64 %438
+  %439 = load float, ptr %images134, align 4
+  %440 = mul nsw i64 %conv1_weight_grad.c40130, 3
+  %441 = add nsw i64 %440, %conv1_weight_grad.ky41131
+  %442 = mul nsw i64 %441, 3
+  %443 = mul nsw i64 %442, 2704
+  %444 = add nsw i64 72208, %443
+  %445 = mul nsw i64 %conv1_weight_grad.j39129, 169
+  %446 = add nsw i64 %444, %445
+  %447 = mul nsw i64 %conv1_weight_grad.oy42132, 13
+  %448 = add nsw i64 %447, %conv1_weight_grad.ox43133
+  %449 = add nsw i64 %446, %448
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %449
+  store float %439, ptr %arena135, align 4
+  %ox43.next = add nsw i64 %conv1_weight_grad.ox43133, 1
+  %450 = icmp slt i64 %ox43.next, 13
+  br i1 %450, label %conv1_weight_grad.ox43, label %conv1_weight_grad.ox43.end
 
-conv1_weight_grad.ox72.end:                       ; preds = %conv1_weight_grad.ox72
-  %oy71.next = add nsw i64 %conv1_weight_grad.oy71622, 1
-  %1614 = icmp slt i64 %oy71.next, 13
-  br i1 %1614, label %conv1_weight_grad.oy71, label %conv1_weight_grad.oy71.end
+conv1_weight_grad.ox43.end:                       ; preds = %conv1_weight_grad.ox43
+  %oy42.next = add nsw i64 %conv1_weight_grad.oy42132, 1
+  %451 = icmp slt i64 %oy42.next, 13
+  br i1 %451, label %conv1_weight_grad.oy42, label %conv1_weight_grad.oy42.end
 
-conv1_weight_grad.oy73:                           ; preds = %conv1_weight_grad.ox74.end, %conv1_weight_grad.oy71.end
-  %conv1_weight_grad.oy73626 = phi i64 [ 0, %conv1_weight_grad.oy71.end ], [ %oy73.next, %conv1_weight_grad.ox74.end ]
-  br label %conv1_weight_grad.ox74
+conv1_weight_grad.oy44:                           ; preds = %conv1_weight_grad.ox45.end, %conv1_weight_grad.oy42.end
+  %conv1_weight_grad.oy44136 = phi i64 [ 0, %conv1_weight_grad.oy42.end ], [ %oy44.next, %conv1_weight_grad.ox45.end ]
+  br label %conv1_weight_grad.ox45
 
-conv1_weight_grad.oy73.end:                       ; preds = %conv1_weight_grad.ox74.end
-  br label %conv1_weight_grad.oy75
+conv1_weight_grad.oy44.end:                       ; preds = %conv1_weight_grad.ox45.end
+  br label %conv1_weight_grad.oy46
 
-conv1_weight_grad.ox74:                           ; preds = %conv1_weight_grad.ox74, %conv1_weight_grad.oy73
-  %conv1_weight_grad.ox74627 = phi i64 [ 0, %conv1_weight_grad.oy73 ], [ %ox74.next, %conv1_weight_grad.ox74 ]
-  %1615 = mul nsw i64 %conv1_weight_grad.g67618, 16
-  %1616 = add nsw i64 %1615, %conv1_weight_grad.j68619
-  %1617 = mul nsw i64 %1616, 784
-  %1618 = mul nsw i64 %conv1_weight_grad.c69620, 784
-  %1619 = add nsw i64 %1617, %1618
-  %1620 = mul nsw i64 %conv1_weight_grad.oy73626, 2
-  %1621 = add nsw i64 %1620, %conv1_weight_grad.ky70621
-  %1622 = mul nsw i64 %1621, 28
-  %1623 = add nsw i64 %1619, %1622
-  %1624 = mul nsw i64 %conv1_weight_grad.ox74627, 2
-  %1625 = add nsw i64 %1624, 1
-  %1626 = add nsw i64 %1623, %1625
-  %images628 = getelementptr inbounds float, ptr %images, i64 %1626
-  %1627 = load float, ptr %images628, align 4
-  %1628 = mul nsw i64 %conv1_weight_grad.c69620, 3
-  %1629 = add nsw i64 %1628, %conv1_weight_grad.ky70621
-  %1630 = mul nsw i64 %1629, 3
-  %1631 = add nsw i64 %1630, 1
-  %1632 = mul nsw i64 %1631, 2704
-  %1633 = add nsw i64 72208, %1632
-  %1634 = mul nsw i64 %conv1_weight_grad.j68619, 169
-  %1635 = add nsw i64 %1633, %1634
-  %1636 = mul nsw i64 %conv1_weight_grad.oy73626, 13
-  %1637 = add nsw i64 %1636, %conv1_weight_grad.ox74627
-  %1638 = add nsw i64 %1635, %1637
-  %arena629 = getelementptr inbounds float, ptr %arena, i64 %1638
-  store float %1627, ptr %arena629, align 4
-  %ox74.next = add nsw i64 %conv1_weight_grad.ox74627, 1
-  %1639 = icmp slt i64 %ox74.next, 13
-  br i1 %1639, label %conv1_weight_grad.ox74, label %conv1_weight_grad.ox74.end
+conv1_weight_grad.ox45:                           ; preds = %conv1_weight_grad.ox45, %conv1_weight_grad.oy44
+  %conv1_weight_grad.ox45137 = phi i64 [ 0, %conv1_weight_grad.oy44 ], [ %ox45.next, %conv1_weight_grad.ox45 ]
+  %452 = mul nsw i64 %conv1_weight_grad.g38128, 16
+  %453 = add nsw i64 %452, %conv1_weight_grad.j39129
+  %454 = mul nsw i64 %453, 784
+  %455 = mul nsw i64 %conv1_weight_grad.c40130, 784
+  %456 = add nsw i64 %454, %455
+  %457 = mul nsw i64 %conv1_weight_grad.oy44136, 2
+  %458 = add nsw i64 %457, %conv1_weight_grad.ky41131
+  %459 = mul nsw i64 %458, 28
+  %460 = add nsw i64 %456, %459
+  %461 = mul nsw i64 %conv1_weight_grad.ox45137, 2
+  %462 = add nsw i64 %461, 1
+  %463 = add nsw i64 %460, %462
+  %images138 = getelementptr inbounds float, ptr %images, i64 %463
+  %464 = load float, ptr %images138, align 4
+  %465 = mul nsw i64 %conv1_weight_grad.c40130, 3
+  %466 = add nsw i64 %465, %conv1_weight_grad.ky41131
+  %467 = mul nsw i64 %466, 3
+  %468 = add nsw i64 %467, 1
+  %469 = mul nsw i64 %468, 2704
+  %470 = add nsw i64 72208, %469
+  %471 = mul nsw i64 %conv1_weight_grad.j39129, 169
+  %472 = add nsw i64 %470, %471
+  %473 = mul nsw i64 %conv1_weight_grad.oy44136, 13
+  %474 = add nsw i64 %473, %conv1_weight_grad.ox45137
+  %475 = add nsw i64 %472, %474
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %475
+  store float %464, ptr %arena139, align 4
+  %ox45.next = add nsw i64 %conv1_weight_grad.ox45137, 1
+  %476 = icmp slt i64 %ox45.next, 13
+  br i1 %476, label %conv1_weight_grad.ox45, label %conv1_weight_grad.ox45.end
 
-conv1_weight_grad.ox74.end:                       ; preds = %conv1_weight_grad.ox74
-  %oy73.next = add nsw i64 %conv1_weight_grad.oy73626, 1
-  %1640 = icmp slt i64 %oy73.next, 13
-  br i1 %1640, label %conv1_weight_grad.oy73, label %conv1_weight_grad.oy73.end
+conv1_weight_grad.ox45.end:                       ; preds = %conv1_weight_grad.ox45
+  %oy44.next = add nsw i64 %conv1_weight_grad.oy44136, 1
+  %477 = icmp slt i64 %oy44.next, 13
+  br i1 %477, label %conv1_weight_grad.oy44, label %conv1_weight_grad.oy44.end
 
-conv1_weight_grad.oy75:                           ; preds = %conv1_weight_grad.ox76.end, %conv1_weight_grad.oy73.end
-  %conv1_weight_grad.oy75630 = phi i64 [ 0, %conv1_weight_grad.oy73.end ], [ %oy75.next, %conv1_weight_grad.ox76.end ]
-  br label %conv1_weight_grad.ox76
+conv1_weight_grad.oy46:                           ; preds = %conv1_weight_grad.ox47.end, %conv1_weight_grad.oy44.end
+  %conv1_weight_grad.oy46140 = phi i64 [ 0, %conv1_weight_grad.oy44.end ], [ %oy46.next, %conv1_weight_grad.ox47.end ]
+  br label %conv1_weight_grad.ox47
 
-conv1_weight_grad.oy75.end:                       ; preds = %conv1_weight_grad.ox76.end
-  %ky70.next = add nsw i64 %conv1_weight_grad.ky70621, 1
-  %1641 = icmp slt i64 %ky70.next, 3
-  br i1 %1641, label %conv1_weight_grad.ky70, label %conv1_weight_grad.ky70.end
+conv1_weight_grad.oy46.end:                       ; preds = %conv1_weight_grad.ox47.end
+  %ky41.next = add nsw i64 %conv1_weight_grad.ky41131, 1
+  %478 = icmp slt i64 %ky41.next, 3
+  br i1 %478, label %conv1_weight_grad.ky41, label %conv1_weight_grad.ky41.end
 
-conv1_weight_grad.ox76:                           ; preds = %conv1_weight_grad.ox76, %conv1_weight_grad.oy75
-  %conv1_weight_grad.ox76631 = phi i64 [ 0, %conv1_weight_grad.oy75 ], [ %ox76.next, %conv1_weight_grad.ox76 ]
-  %1642 = mul nsw i64 %conv1_weight_grad.g67618, 16
-  %1643 = add nsw i64 %1642, %conv1_weight_grad.j68619
-  %1644 = mul nsw i64 %1643, 784
-  %1645 = mul nsw i64 %conv1_weight_grad.c69620, 784
-  %1646 = add nsw i64 %1644, %1645
-  %1647 = mul nsw i64 %conv1_weight_grad.oy75630, 2
-  %1648 = add nsw i64 %1647, %conv1_weight_grad.ky70621
-  %1649 = mul nsw i64 %1648, 28
-  %1650 = add nsw i64 %1646, %1649
-  %1651 = mul nsw i64 %conv1_weight_grad.ox76631, 2
-  %1652 = add nsw i64 %1651, 2
-  %1653 = add nsw i64 %1650, %1652
-  %images632 = getelementptr inbounds float, ptr %images, i64 %1653
-  %1654 = load float, ptr %images632, align 4
-  %1655 = mul nsw i64 %conv1_weight_grad.c69620, 3
-  %1656 = add nsw i64 %1655, %conv1_weight_grad.ky70621
-  %1657 = mul nsw i64 %1656, 3
-  %1658 = add nsw i64 %1657, 2
-  %1659 = mul nsw i64 %1658, 2704
-  %1660 = add nsw i64 72208, %1659
-  %1661 = mul nsw i64 %conv1_weight_grad.j68619, 169
-  %1662 = add nsw i64 %1660, %1661
-  %1663 = mul nsw i64 %conv1_weight_grad.oy75630, 13
-  %1664 = add nsw i64 %1663, %conv1_weight_grad.ox76631
-  %1665 = add nsw i64 %1662, %1664
-  %arena633 = getelementptr inbounds float, ptr %arena, i64 %1665
-  store float %1654, ptr %arena633, align 4
-  %ox76.next = add nsw i64 %conv1_weight_grad.ox76631, 1
-  %1666 = icmp slt i64 %ox76.next, 13
-  br i1 %1666, label %conv1_weight_grad.ox76, label %conv1_weight_grad.ox76.end
+conv1_weight_grad.ox47:                           ; preds = %conv1_weight_grad.ox47, %conv1_weight_grad.oy46
+  %conv1_weight_grad.ox47141 = phi i64 [ 0, %conv1_weight_grad.oy46 ], [ %ox47.next, %conv1_weight_grad.ox47 ]
+  %479 = mul nsw i64 %conv1_weight_grad.g38128, 16
+  %480 = add nsw i64 %479, %conv1_weight_grad.j39129
+  %481 = mul nsw i64 %480, 784
+  %482 = mul nsw i64 %conv1_weight_grad.c40130, 784
+  %483 = add nsw i64 %481, %482
+  %484 = mul nsw i64 %conv1_weight_grad.oy46140, 2
+  %485 = add nsw i64 %484, %conv1_weight_grad.ky41131
+  %486 = mul nsw i64 %485, 28
+  %487 = add nsw i64 %483, %486
+  %488 = mul nsw i64 %conv1_weight_grad.ox47141, 2
+  %489 = add nsw i64 %488, 2
+  %490 = add nsw i64 %487, %489
+  %images142 = getelementptr inbounds float, ptr %images, i64 %490
+  %491 = load float, ptr %images142, align 4
+  %492 = mul nsw i64 %conv1_weight_grad.c40130, 3
+  %493 = add nsw i64 %492, %conv1_weight_grad.ky41131
+  %494 = mul nsw i64 %493, 3
+  %495 = add nsw i64 %494, 2
+  %496 = mul nsw i64 %495, 2704
+  %497 = add nsw i64 72208, %496
+  %498 = mul nsw i64 %conv1_weight_grad.j39129, 169
+  %499 = add nsw i64 %497, %498
+  %500 = mul nsw i64 %conv1_weight_grad.oy46140, 13
+  %501 = add nsw i64 %500, %conv1_weight_grad.ox47141
+  %502 = add nsw i64 %499, %501
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %502
+  store float %491, ptr %arena143, align 4
+  %ox47.next = add nsw i64 %conv1_weight_grad.ox47141, 1
+  %503 = icmp slt i64 %ox47.next, 13
+  br i1 %503, label %conv1_weight_grad.ox47, label %conv1_weight_grad.ox47.end
 
-conv1_weight_grad.ox76.end:                       ; preds = %conv1_weight_grad.ox76
-  %oy75.next = add nsw i64 %conv1_weight_grad.oy75630, 1
-  %1667 = icmp slt i64 %oy75.next, 13
-  br i1 %1667, label %conv1_weight_grad.oy75, label %conv1_weight_grad.oy75.end
+conv1_weight_grad.ox47.end:                       ; preds = %conv1_weight_grad.ox47
+  %oy46.next = add nsw i64 %conv1_weight_grad.oy46140, 1
+  %504 = icmp slt i64 %oy46.next, 13
+  br i1 %504, label %conv1_weight_grad.oy46, label %conv1_weight_grad.oy46.end
 
-conv1_weight_grad.j77:                            ; preds = %conv1_weight_grad.i78.end, %conv1_weight_grad.j68.end
-  %conv1_weight_grad.j77634 = phi i64 [ 0, %conv1_weight_grad.j68.end ], [ %j77.next, %conv1_weight_grad.i78.end ]
-  br label %conv1_weight_grad.i78
+conv1_weight_grad.j48:                            ; preds = %conv1_weight_grad.i49.end, %conv1_weight_grad.j39.end
+  %conv1_weight_grad.j48144 = phi i64 [ 0, %conv1_weight_grad.j39.end ], [ %j48.next, %conv1_weight_grad.i49.end ]
+  br label %conv1_weight_grad.i49
 
-conv1_weight_grad.j77.end:                        ; preds = %conv1_weight_grad.i78.end
-  br label %conv1_weight_grad.kp80
+conv1_weight_grad.j48.end:                        ; preds = %conv1_weight_grad.i49.end
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 72208
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 96544
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 107360
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 9, i32 4, i32 2704, float 1.000000e+00, ptr %arena149, i32 2704, ptr %arena150, i32 4, float 1.000000e+00, ptr %arena151, i32 4)
+  %g38.next = add nsw i64 %conv1_weight_grad.g38128, 1
+  %505 = icmp slt i64 %g38.next, 4
+  br i1 %505, label %conv1_weight_grad.g38, label %conv1_weight_grad.g38.end
 
-conv1_weight_grad.i78:                            ; preds = %conv1_weight_grad.f79.end, %conv1_weight_grad.j77
-  %conv1_weight_grad.i78635 = phi i64 [ 0, %conv1_weight_grad.j77 ], [ %i78.next, %conv1_weight_grad.f79.end ]
-  br label %conv1_weight_grad.f79
+conv1_weight_grad.i49:                            ; preds = %conv1_weight_grad.f50.end, %conv1_weight_grad.j48
+  %conv1_weight_grad.i49145 = phi i64 [ 0, %conv1_weight_grad.j48 ], [ %i49.next, %conv1_weight_grad.f50.end ]
+  br label %conv1_weight_grad.f50
 
-conv1_weight_grad.i78.end:                        ; preds = %conv1_weight_grad.f79.end
-  %j77.next = add nsw i64 %conv1_weight_grad.j77634, 1
-  %1668 = icmp slt i64 %j77.next, 16
-  br i1 %1668, label %conv1_weight_grad.j77, label %conv1_weight_grad.j77.end
+conv1_weight_grad.i49.end:                        ; preds = %conv1_weight_grad.f50.end
+  %j48.next = add nsw i64 %conv1_weight_grad.j48144, 1
+  %506 = icmp slt i64 %j48.next, 16
+  br i1 %506, label %conv1_weight_grad.j48, label %conv1_weight_grad.j48.end
 
-conv1_weight_grad.f79:                            ; preds = %conv1_weight_grad.f79, %conv1_weight_grad.i78
-  %conv1_weight_grad.f79636 = phi i64 [ 0, %conv1_weight_grad.i78 ], [ %f79.next, %conv1_weight_grad.f79 ]
-  %1669 = mul nsw i64 %conv1_weight_grad.g67618, 16
-  %1670 = add nsw i64 %1669, %conv1_weight_grad.j77634
-  %1671 = mul nsw i64 %1670, 676
-  %1672 = add nsw i64 28944, %1671
-  %1673 = mul nsw i64 %conv1_weight_grad.f79636, 169
-  %1674 = add nsw i64 %1672, %1673
-  %1675 = add nsw i64 %1674, %conv1_weight_grad.i78635
-  %arena637 = getelementptr inbounds float, ptr %arena, i64 %1675
-  %1676 = load float, ptr %arena637, align 4
-  %1677 = mul nsw i64 %conv1_weight_grad.j77634, 169
-  %1678 = add nsw i64 %1677, %conv1_weight_grad.i78635
-  %1679 = mul nsw i64 %1678, 4
-  %1680 = add nsw i64 96544, %1679
-  %1681 = add nsw i64 %1680, %conv1_weight_grad.f79636
-  %arena638 = getelementptr inbounds float, ptr %arena, i64 %1681
-  store float %1676, ptr %arena638, align 4
-  %f79.next = add nsw i64 %conv1_weight_grad.f79636, 1
-  %1682 = icmp slt i64 %f79.next, 4
-  br i1 %1682, label %conv1_weight_grad.f79, label %conv1_weight_grad.f79.end
+conv1_weight_grad.f50:                            ; preds = %conv1_weight_grad.f50, %conv1_weight_grad.i49
+  %conv1_weight_grad.f50146 = phi i64 [ 0, %conv1_weight_grad.i49 ], [ %f50.next, %conv1_weight_grad.f50 ]
+  %507 = mul nsw i64 %conv1_weight_grad.g38128, 16
+  %508 = add nsw i64 %507, %conv1_weight_grad.j48144
+  %509 = mul nsw i64 %508, 676
+  %510 = add nsw i64 28944, %509
+  %511 = mul nsw i64 %conv1_weight_grad.f50146, 169
+  %512 = add nsw i64 %510, %511
+  %513 = add nsw i64 %512, %conv1_weight_grad.i49145
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %513
+  %514 = load float, ptr %arena147, align 4
+  %515 = mul nsw i64 %conv1_weight_grad.j48144, 169
+  %516 = add nsw i64 %515, %conv1_weight_grad.i49145
+  %517 = mul nsw i64 %516, 4
+  %518 = add nsw i64 96544, %517
+  %519 = add nsw i64 %518, %conv1_weight_grad.f50146
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %519
+  store float %514, ptr %arena148, align 4
+  %f50.next = add nsw i64 %conv1_weight_grad.f50146, 1
+  %520 = icmp slt i64 %f50.next, 4
+  br i1 %520, label %conv1_weight_grad.f50, label %conv1_weight_grad.f50.end
 
-conv1_weight_grad.f79.end:                        ; preds = %conv1_weight_grad.f79
-  %i78.next = add nsw i64 %conv1_weight_grad.i78635, 1
-  %1683 = icmp slt i64 %i78.next, 169
-  br i1 %1683, label %conv1_weight_grad.i78, label %conv1_weight_grad.i78.end
+conv1_weight_grad.f50.end:                        ; preds = %conv1_weight_grad.f50
+  %i49.next = add nsw i64 %conv1_weight_grad.i49145, 1
+  %521 = icmp slt i64 %i49.next, 169
+  br i1 %521, label %conv1_weight_grad.i49, label %conv1_weight_grad.i49.end
 
-conv1_weight_grad.kp80:                           ; preds = %conv1_weight_grad.mb81.end, %conv1_weight_grad.j77.end
-  %conv1_weight_grad.kp80639 = phi i64 [ 0, %conv1_weight_grad.j77.end ], [ %kp80.next, %conv1_weight_grad.mb81.end ]
-  br label %conv1_weight_grad.mb81
+conv1_weight_grad.f51:                            ; preds = %conv1_weight_grad.r52.end, %conv1_weight_grad.g38.end
+  %conv1_weight_grad.f51152 = phi i64 [ 0, %conv1_weight_grad.g38.end ], [ %f51.next, %conv1_weight_grad.r52.end ]
+  br label %conv1_weight_grad.r52
 
-conv1_weight_grad.kp80.end:                       ; preds = %conv1_weight_grad.mb81.end
-  %g67.next = add nsw i64 %conv1_weight_grad.g67618, 1
-  %1684 = icmp slt i64 %g67.next, 4
-  br i1 %1684, label %conv1_weight_grad.g67, label %conv1_weight_grad.g67.end
+conv1_weight_grad.f51.end:                        ; preds = %conv1_weight_grad.r52.end
+  br label %conv1_bias_grad.f53
 
-conv1_weight_grad.mb81:                           ; preds = %conv1_weight_grad.k83.end, %conv1_weight_grad.kp80
-  %conv1_weight_grad.mb81640 = phi i64 [ 0, %conv1_weight_grad.kp80 ], [ %mb81.next, %conv1_weight_grad.k83.end ]
-  %1685 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1686 = mul nsw i64 %1685, 4
-  %1687 = add nsw i64 107360, %1686
-  %arena641 = getelementptr inbounds float, ptr %arena, i64 %1687
-  %1688 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena641, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1688, ptr %conv1_weight_grad.t82_c0_0, align 64
-  %1689 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1690 = add nsw i64 %1689, 1
-  %1691 = mul nsw i64 %1690, 4
-  %1692 = add nsw i64 107360, %1691
-  %arena642 = getelementptr inbounds float, ptr %arena, i64 %1692
-  %1693 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena642, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1693, ptr %conv1_weight_grad.t82_c1_0, align 64
-  %1694 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1695 = add nsw i64 %1694, 2
-  %1696 = mul nsw i64 %1695, 4
-  %1697 = add nsw i64 107360, %1696
-  %arena643 = getelementptr inbounds float, ptr %arena, i64 %1697
-  %1698 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena643, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1698, ptr %conv1_weight_grad.t82_c2_0, align 64
-  %1699 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1700 = add nsw i64 %1699, 3
-  %1701 = mul nsw i64 %1700, 4
-  %1702 = add nsw i64 107360, %1701
-  %arena644 = getelementptr inbounds float, ptr %arena, i64 %1702
-  %1703 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena644, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1703, ptr %conv1_weight_grad.t82_c3_0, align 64
-  %1704 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1705 = add nsw i64 %1704, 4
-  %1706 = mul nsw i64 %1705, 4
-  %1707 = add nsw i64 107360, %1706
-  %arena645 = getelementptr inbounds float, ptr %arena, i64 %1707
-  %1708 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena645, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1708, ptr %conv1_weight_grad.t82_c4_0, align 64
-  %1709 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1710 = add nsw i64 %1709, 5
-  %1711 = mul nsw i64 %1710, 4
-  %1712 = add nsw i64 107360, %1711
-  %arena646 = getelementptr inbounds float, ptr %arena, i64 %1712
-  %1713 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena646, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1713, ptr %conv1_weight_grad.t82_c5_0, align 64
-  %1714 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1715 = add nsw i64 %1714, 6
-  %1716 = mul nsw i64 %1715, 4
-  %1717 = add nsw i64 107360, %1716
-  %arena647 = getelementptr inbounds float, ptr %arena, i64 %1717
-  %1718 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena647, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1718, ptr %conv1_weight_grad.t82_c6_0, align 64
-  %1719 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1720 = add nsw i64 %1719, 7
-  %1721 = mul nsw i64 %1720, 4
-  %1722 = add nsw i64 107360, %1721
-  %arena648 = getelementptr inbounds float, ptr %arena, i64 %1722
-  %1723 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena648, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1723, ptr %conv1_weight_grad.t82_c7_0, align 64
-  %1724 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1725 = add nsw i64 %1724, 8
-  %1726 = mul nsw i64 %1725, 4
-  %1727 = add nsw i64 107360, %1726
-  %arena649 = getelementptr inbounds float, ptr %arena, i64 %1727
-  %1728 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena649, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1728, ptr %conv1_weight_grad.t82_c8_0, align 64
-  br label %conv1_weight_grad.k83
+conv1_weight_grad.r52:                            ; preds = %conv1_weight_grad.r52, %conv1_weight_grad.f51
+  %conv1_weight_grad.r52153 = phi i64 [ 0, %conv1_weight_grad.f51 ], [ %r52.next, %conv1_weight_grad.r52 ]
+  %522 = mul nsw i64 %conv1_weight_grad.r52153, 4
+  %523 = add nsw i64 107360, %522
+  %524 = add nsw i64 %523, %conv1_weight_grad.f51152
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %524
+  %525 = load float, ptr %arena154, align 4
+  %526 = mul nsw i64 %conv1_weight_grad.f51152, 9
+  %527 = add nsw i64 %526, %conv1_weight_grad.r52153
+  %grads155 = getelementptr inbounds float, ptr %grads, i64 %527
+  store float %525, ptr %grads155, align 4
+  %r52.next = add nsw i64 %conv1_weight_grad.r52153, 1
+  %528 = icmp slt i64 %r52.next, 9
+  br i1 %528, label %conv1_weight_grad.r52, label %conv1_weight_grad.r52.end
 
-conv1_weight_grad.mb81.end:                       ; preds = %conv1_weight_grad.k83.end
-  %kp80.next = add nsw i64 %conv1_weight_grad.kp80639, 1
-  %1729 = icmp slt i64 %kp80.next, 8
-  br i1 %1729, label %conv1_weight_grad.kp80, label %conv1_weight_grad.kp80.end
+conv1_weight_grad.r52.end:                        ; preds = %conv1_weight_grad.r52
+  %f51.next = add nsw i64 %conv1_weight_grad.f51152, 1
+  %529 = icmp slt i64 %f51.next, 4
+  br i1 %529, label %conv1_weight_grad.f51, label %conv1_weight_grad.f51.end
 
-conv1_weight_grad.k83:                            ; preds = %conv1_weight_grad.k83, %conv1_weight_grad.mb81
-  %conv1_weight_grad.k83650 = phi i64 [ 0, %conv1_weight_grad.mb81 ], [ %k83.next, %conv1_weight_grad.k83 ]
-  %1730 = mul nsw i64 %conv1_weight_grad.kp80639, 338
-  %1731 = add nsw i64 %conv1_weight_grad.k83650, %1730
-  %1732 = mul nsw i64 %1731, 4
-  %1733 = add nsw i64 96544, %1732
-  %arena651 = getelementptr inbounds float, ptr %arena, i64 %1733
-  %1734 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena651, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1734, ptr %conv1_weight_grad.t82_b0, align 64
-  %1735 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1736 = mul nsw i64 %1735, 2704
-  %1737 = add nsw i64 72208, %1736
-  %1738 = mul nsw i64 %conv1_weight_grad.kp80639, 338
-  %1739 = add nsw i64 %conv1_weight_grad.k83650, %1738
-  %1740 = add nsw i64 %1737, %1739
-  %arena652 = getelementptr inbounds float, ptr %arena, i64 %1740
-  %1741 = load float, ptr %arena652, align 4
-  %1742 = insertelement <16 x float> undef, float %1741, i32 0
-  %1743 = shufflevector <16 x float> %1742, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1743, ptr %conv1_weight_grad.t82_a0, align 64
-  %t82_a0 = load <16 x float>, ptr %conv1_weight_grad.t82_a0, align 64
-  %t82_b0 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
-  %t82_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c0_0, align 64
-  %1744 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a0, <16 x float> %t82_b0, <16 x float> %t82_c0_0)
-  store <16 x float> %1744, ptr %conv1_weight_grad.t82_c0_0, align 64
-  %1745 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1746 = add nsw i64 %1745, 1
-  %1747 = mul nsw i64 %1746, 2704
-  %1748 = add nsw i64 72208, %1747
-  %1749 = mul nsw i64 %conv1_weight_grad.kp80639, 338
-  %1750 = add nsw i64 %conv1_weight_grad.k83650, %1749
-  %1751 = add nsw i64 %1748, %1750
-  %arena653 = getelementptr inbounds float, ptr %arena, i64 %1751
-  %1752 = load float, ptr %arena653, align 4
-  %1753 = insertelement <16 x float> undef, float %1752, i32 0
-  %1754 = shufflevector <16 x float> %1753, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1754, ptr %conv1_weight_grad.t82_a1, align 64
-  %t82_a1 = load <16 x float>, ptr %conv1_weight_grad.t82_a1, align 64
-  %t82_b0654 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
-  %t82_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c1_0, align 64
-  %1755 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a1, <16 x float> %t82_b0654, <16 x float> %t82_c1_0)
-  store <16 x float> %1755, ptr %conv1_weight_grad.t82_c1_0, align 64
-  %1756 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1757 = add nsw i64 %1756, 2
-  %1758 = mul nsw i64 %1757, 2704
-  %1759 = add nsw i64 72208, %1758
-  %1760 = mul nsw i64 %conv1_weight_grad.kp80639, 338
-  %1761 = add nsw i64 %conv1_weight_grad.k83650, %1760
-  %1762 = add nsw i64 %1759, %1761
-  %arena655 = getelementptr inbounds float, ptr %arena, i64 %1762
-  %1763 = load float, ptr %arena655, align 4
-  %1764 = insertelement <16 x float> undef, float %1763, i32 0
-  %1765 = shufflevector <16 x float> %1764, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1765, ptr %conv1_weight_grad.t82_a2, align 64
-  %t82_a2 = load <16 x float>, ptr %conv1_weight_grad.t82_a2, align 64
-  %t82_b0656 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
-  %t82_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c2_0, align 64
-  %1766 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a2, <16 x float> %t82_b0656, <16 x float> %t82_c2_0)
-  store <16 x float> %1766, ptr %conv1_weight_grad.t82_c2_0, align 64
-  %1767 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1768 = add nsw i64 %1767, 3
-  %1769 = mul nsw i64 %1768, 2704
-  %1770 = add nsw i64 72208, %1769
-  %1771 = mul nsw i64 %conv1_weight_grad.kp80639, 338
-  %1772 = add nsw i64 %conv1_weight_grad.k83650, %1771
-  %1773 = add nsw i64 %1770, %1772
-  %arena657 = getelementptr inbounds float, ptr %arena, i64 %1773
-  %1774 = load float, ptr %arena657, align 4
-  %1775 = insertelement <16 x float> undef, float %1774, i32 0
-  %1776 = shufflevector <16 x float> %1775, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1776, ptr %conv1_weight_grad.t82_a3, align 64
-  %t82_a3 = load <16 x float>, ptr %conv1_weight_grad.t82_a3, align 64
-  %t82_b0658 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
-  %t82_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c3_0, align 64
-  %1777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a3, <16 x float> %t82_b0658, <16 x float> %t82_c3_0)
-  store <16 x float> %1777, ptr %conv1_weight_grad.t82_c3_0, align 64
-  %1778 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1779 = add nsw i64 %1778, 4
-  %1780 = mul nsw i64 %1779, 2704
-  %1781 = add nsw i64 72208, %1780
-  %1782 = mul nsw i64 %conv1_weight_grad.kp80639, 338
-  %1783 = add nsw i64 %conv1_weight_grad.k83650, %1782
-  %1784 = add nsw i64 %1781, %1783
-  %arena659 = getelementptr inbounds float, ptr %arena, i64 %1784
-  %1785 = load float, ptr %arena659, align 4
-  %1786 = insertelement <16 x float> undef, float %1785, i32 0
-  %1787 = shufflevector <16 x float> %1786, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1787, ptr %conv1_weight_grad.t82_a4, align 64
-  %t82_a4 = load <16 x float>, ptr %conv1_weight_grad.t82_a4, align 64
-  %t82_b0660 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
-  %t82_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c4_0, align 64
-  %1788 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a4, <16 x float> %t82_b0660, <16 x float> %t82_c4_0)
-  store <16 x float> %1788, ptr %conv1_weight_grad.t82_c4_0, align 64
-  %1789 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1790 = add nsw i64 %1789, 5
-  %1791 = mul nsw i64 %1790, 2704
-  %1792 = add nsw i64 72208, %1791
-  %1793 = mul nsw i64 %conv1_weight_grad.kp80639, 338
-  %1794 = add nsw i64 %conv1_weight_grad.k83650, %1793
-  %1795 = add nsw i64 %1792, %1794
-  %arena661 = getelementptr inbounds float, ptr %arena, i64 %1795
-  %1796 = load float, ptr %arena661, align 4
-  %1797 = insertelement <16 x float> undef, float %1796, i32 0
-  %1798 = shufflevector <16 x float> %1797, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1798, ptr %conv1_weight_grad.t82_a5, align 64
-  %t82_a5 = load <16 x float>, ptr %conv1_weight_grad.t82_a5, align 64
-  %t82_b0662 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
-  %t82_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c5_0, align 64
-  %1799 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a5, <16 x float> %t82_b0662, <16 x float> %t82_c5_0)
-  store <16 x float> %1799, ptr %conv1_weight_grad.t82_c5_0, align 64
-  %1800 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1801 = add nsw i64 %1800, 6
-  %1802 = mul nsw i64 %1801, 2704
-  %1803 = add nsw i64 72208, %1802
-  %1804 = mul nsw i64 %conv1_weight_grad.kp80639, 338
-  %1805 = add nsw i64 %conv1_weight_grad.k83650, %1804
-  %1806 = add nsw i64 %1803, %1805
-  %arena663 = getelementptr inbounds float, ptr %arena, i64 %1806
-  %1807 = load float, ptr %arena663, align 4
-  %1808 = insertelement <16 x float> undef, float %1807, i32 0
-  %1809 = shufflevector <16 x float> %1808, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1809, ptr %conv1_weight_grad.t82_a6, align 64
-  %t82_a6 = load <16 x float>, ptr %conv1_weight_grad.t82_a6, align 64
-  %t82_b0664 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
-  %t82_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c6_0, align 64
-  %1810 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a6, <16 x float> %t82_b0664, <16 x float> %t82_c6_0)
-  store <16 x float> %1810, ptr %conv1_weight_grad.t82_c6_0, align 64
-  %1811 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1812 = add nsw i64 %1811, 7
-  %1813 = mul nsw i64 %1812, 2704
-  %1814 = add nsw i64 72208, %1813
-  %1815 = mul nsw i64 %conv1_weight_grad.kp80639, 338
-  %1816 = add nsw i64 %conv1_weight_grad.k83650, %1815
-  %1817 = add nsw i64 %1814, %1816
-  %arena665 = getelementptr inbounds float, ptr %arena, i64 %1817
-  %1818 = load float, ptr %arena665, align 4
-  %1819 = insertelement <16 x float> undef, float %1818, i32 0
-  %1820 = shufflevector <16 x float> %1819, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1820, ptr %conv1_weight_grad.t82_a7, align 64
-  %t82_a7 = load <16 x float>, ptr %conv1_weight_grad.t82_a7, align 64
-  %t82_b0666 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
-  %t82_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c7_0, align 64
-  %1821 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a7, <16 x float> %t82_b0666, <16 x float> %t82_c7_0)
-  store <16 x float> %1821, ptr %conv1_weight_grad.t82_c7_0, align 64
-  %1822 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1823 = add nsw i64 %1822, 8
-  %1824 = mul nsw i64 %1823, 2704
-  %1825 = add nsw i64 72208, %1824
-  %1826 = mul nsw i64 %conv1_weight_grad.kp80639, 338
-  %1827 = add nsw i64 %conv1_weight_grad.k83650, %1826
-  %1828 = add nsw i64 %1825, %1827
-  %arena667 = getelementptr inbounds float, ptr %arena, i64 %1828
-  %1829 = load float, ptr %arena667, align 4
-  %1830 = insertelement <16 x float> undef, float %1829, i32 0
-  %1831 = shufflevector <16 x float> %1830, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1831, ptr %conv1_weight_grad.t82_a8, align 64
-  %t82_a8 = load <16 x float>, ptr %conv1_weight_grad.t82_a8, align 64
-  %t82_b0668 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
-  %t82_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c8_0, align 64
-  %1832 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a8, <16 x float> %t82_b0668, <16 x float> %t82_c8_0)
-  store <16 x float> %1832, ptr %conv1_weight_grad.t82_c8_0, align 64
-  %k83.next = add nsw i64 %conv1_weight_grad.k83650, 1
-  %1833 = icmp slt i64 %k83.next, 338
-  br i1 %1833, label %conv1_weight_grad.k83, label %conv1_weight_grad.k83.end
+conv1_bias_grad.f53:                              ; preds = %conv1_bias_grad.img55.end, %conv1_weight_grad.f51.end
+  %conv1_bias_grad.f53156 = phi i64 [ 0, %conv1_weight_grad.f51.end ], [ %f53.next, %conv1_bias_grad.img55.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc54, align 64
+  br label %conv1_bias_grad.img55
 
-conv1_weight_grad.k83.end:                        ; preds = %conv1_weight_grad.k83
-  %t82_c0_0669 = load <16 x float>, ptr %conv1_weight_grad.t82_c0_0, align 64
-  %1834 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1835 = mul nsw i64 %1834, 4
-  %1836 = add nsw i64 107360, %1835
-  %arena670 = getelementptr inbounds float, ptr %arena, i64 %1836
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c0_0669, ptr %arena670, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c1_0671 = load <16 x float>, ptr %conv1_weight_grad.t82_c1_0, align 64
-  %1837 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1838 = add nsw i64 %1837, 1
-  %1839 = mul nsw i64 %1838, 4
-  %1840 = add nsw i64 107360, %1839
-  %arena672 = getelementptr inbounds float, ptr %arena, i64 %1840
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c1_0671, ptr %arena672, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c2_0673 = load <16 x float>, ptr %conv1_weight_grad.t82_c2_0, align 64
-  %1841 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1842 = add nsw i64 %1841, 2
-  %1843 = mul nsw i64 %1842, 4
-  %1844 = add nsw i64 107360, %1843
-  %arena674 = getelementptr inbounds float, ptr %arena, i64 %1844
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c2_0673, ptr %arena674, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c3_0675 = load <16 x float>, ptr %conv1_weight_grad.t82_c3_0, align 64
-  %1845 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1846 = add nsw i64 %1845, 3
-  %1847 = mul nsw i64 %1846, 4
-  %1848 = add nsw i64 107360, %1847
-  %arena676 = getelementptr inbounds float, ptr %arena, i64 %1848
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c3_0675, ptr %arena676, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c4_0677 = load <16 x float>, ptr %conv1_weight_grad.t82_c4_0, align 64
-  %1849 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1850 = add nsw i64 %1849, 4
-  %1851 = mul nsw i64 %1850, 4
-  %1852 = add nsw i64 107360, %1851
-  %arena678 = getelementptr inbounds float, ptr %arena, i64 %1852
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c4_0677, ptr %arena678, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c5_0679 = load <16 x float>, ptr %conv1_weight_grad.t82_c5_0, align 64
-  %1853 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1854 = add nsw i64 %1853, 5
-  %1855 = mul nsw i64 %1854, 4
-  %1856 = add nsw i64 107360, %1855
-  %arena680 = getelementptr inbounds float, ptr %arena, i64 %1856
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c5_0679, ptr %arena680, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c6_0681 = load <16 x float>, ptr %conv1_weight_grad.t82_c6_0, align 64
-  %1857 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1858 = add nsw i64 %1857, 6
-  %1859 = mul nsw i64 %1858, 4
-  %1860 = add nsw i64 107360, %1859
-  %arena682 = getelementptr inbounds float, ptr %arena, i64 %1860
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c6_0681, ptr %arena682, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c7_0683 = load <16 x float>, ptr %conv1_weight_grad.t82_c7_0, align 64
-  %1861 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1862 = add nsw i64 %1861, 7
-  %1863 = mul nsw i64 %1862, 4
-  %1864 = add nsw i64 107360, %1863
-  %arena684 = getelementptr inbounds float, ptr %arena, i64 %1864
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c7_0683, ptr %arena684, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c8_0685 = load <16 x float>, ptr %conv1_weight_grad.t82_c8_0, align 64
-  %1865 = mul nsw i64 %conv1_weight_grad.mb81640, 9
-  %1866 = add nsw i64 %1865, 8
-  %1867 = mul nsw i64 %1866, 4
-  %1868 = add nsw i64 107360, %1867
-  %arena686 = getelementptr inbounds float, ptr %arena, i64 %1868
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c8_0685, ptr %arena686, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %mb81.next = add nsw i64 %conv1_weight_grad.mb81640, 1
-  %1869 = icmp slt i64 %mb81.next, 1
-  br i1 %1869, label %conv1_weight_grad.mb81, label %conv1_weight_grad.mb81.end
+conv1_bias_grad.f53.end:                          ; preds = %conv1_bias_grad.img55.end
+  %530 = sitofp i64 %step to float
+  %531 = fmul float %530, 0xBFBAF8E8A0000000
+  %532 = call float @llvm.exp.f32(float %531)
+  %533 = fsub float 1.000000e+00, %532
+  %534 = fdiv float %lr, %533
+  store float %534, ptr %adam.step_size72, align 4
+  %535 = sitofp i64 %step to float
+  %536 = fmul float %535, 0xBF50645940000000
+  %537 = call float @llvm.exp.f32(float %536)
+  %538 = fsub float 1.000000e+00, %537
+  %539 = call float @llvm.sqrt.f32(float %538)
+  store float %539, ptr %adam.bc2_sqrt73, align 4
+  br label %adam.i74
 
-conv1_weight_grad.f84:                            ; preds = %conv1_weight_grad.r85.end, %conv1_weight_grad.g67.end
-  %conv1_weight_grad.f84687 = phi i64 [ 0, %conv1_weight_grad.g67.end ], [ %f84.next, %conv1_weight_grad.r85.end ]
-  br label %conv1_weight_grad.r85
+conv1_bias_grad.img55:                            ; preds = %conv1_bias_grad.i56.end, %conv1_bias_grad.f53
+  %conv1_bias_grad.img55157 = phi i64 [ 0, %conv1_bias_grad.f53 ], [ %img55.next, %conv1_bias_grad.i56.end ]
+  br label %conv1_bias_grad.i56
 
-conv1_weight_grad.f84.end:                        ; preds = %conv1_weight_grad.r85.end
-  br label %conv1_bias_grad.f86
+conv1_bias_grad.img55.end:                        ; preds = %conv1_bias_grad.i56.end
+  %acc54162 = load <16 x float>, ptr %conv1_bias_grad.acc54, align 64
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 0
+  store <16 x float> %acc54162, ptr %arena163, align 4
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 0
+  %540 = load float, ptr %arena164, align 4
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 1
+  %541 = load float, ptr %arena165, align 4
+  %542 = fadd float %540, %541
+  store float %542, ptr %conv1_bias_grad.sum57, align 4
+  %sum57 = load float, ptr %conv1_bias_grad.sum57, align 4
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 2
+  %543 = load float, ptr %arena166, align 4
+  %544 = fadd float %sum57, %543
+  store float %544, ptr %conv1_bias_grad.sum58, align 4
+  %sum58 = load float, ptr %conv1_bias_grad.sum58, align 4
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 3
+  %545 = load float, ptr %arena167, align 4
+  %546 = fadd float %sum58, %545
+  store float %546, ptr %conv1_bias_grad.sum59, align 4
+  %sum59 = load float, ptr %conv1_bias_grad.sum59, align 4
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 4
+  %547 = load float, ptr %arena168, align 4
+  %548 = fadd float %sum59, %547
+  store float %548, ptr %conv1_bias_grad.sum60, align 4
+  %sum60 = load float, ptr %conv1_bias_grad.sum60, align 4
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 5
+  %549 = load float, ptr %arena169, align 4
+  %550 = fadd float %sum60, %549
+  store float %550, ptr %conv1_bias_grad.sum61, align 4
+  %sum61 = load float, ptr %conv1_bias_grad.sum61, align 4
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 6
+  %551 = load float, ptr %arena170, align 4
+  %552 = fadd float %sum61, %551
+  store float %552, ptr %conv1_bias_grad.sum62, align 4
+  %sum62 = load float, ptr %conv1_bias_grad.sum62, align 4
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 7
+  %553 = load float, ptr %arena171, align 4
+  %554 = fadd float %sum62, %553
+  store float %554, ptr %conv1_bias_grad.sum63, align 4
+  %sum63 = load float, ptr %conv1_bias_grad.sum63, align 4
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 8
+  %555 = load float, ptr %arena172, align 4
+  %556 = fadd float %sum63, %555
+  store float %556, ptr %conv1_bias_grad.sum64, align 4
+  %sum64 = load float, ptr %conv1_bias_grad.sum64, align 4
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 9
+  %557 = load float, ptr %arena173, align 4
+  %558 = fadd float %sum64, %557
+  store float %558, ptr %conv1_bias_grad.sum65, align 4
+  %sum65 = load float, ptr %conv1_bias_grad.sum65, align 4
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 10
+  %559 = load float, ptr %arena174, align 4
+  %560 = fadd float %sum65, %559
+  store float %560, ptr %conv1_bias_grad.sum66, align 4
+  %sum66 = load float, ptr %conv1_bias_grad.sum66, align 4
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 11
+  %561 = load float, ptr %arena175, align 4
+  %562 = fadd float %sum66, %561
+  store float %562, ptr %conv1_bias_grad.sum67, align 4
+  %sum67 = load float, ptr %conv1_bias_grad.sum67, align 4
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 12
+  %563 = load float, ptr %arena176, align 4
+  %564 = fadd float %sum67, %563
+  store float %564, ptr %conv1_bias_grad.sum68, align 4
+  %sum68 = load float, ptr %conv1_bias_grad.sum68, align 4
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 13
+  %565 = load float, ptr %arena177, align 4
+  %566 = fadd float %sum68, %565
+  store float %566, ptr %conv1_bias_grad.sum69, align 4
+  %sum69 = load float, ptr %conv1_bias_grad.sum69, align 4
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 14
+  %567 = load float, ptr %arena178, align 4
+  %568 = fadd float %sum69, %567
+  store float %568, ptr %conv1_bias_grad.sum70, align 4
+  %sum70 = load float, ptr %conv1_bias_grad.sum70, align 4
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 15
+  %569 = load float, ptr %arena179, align 4
+  %570 = fadd float %sum70, %569
+  store float %570, ptr %conv1_bias_grad.sum71, align 4
+  %sum71 = load float, ptr %conv1_bias_grad.sum71, align 4
+  %571 = add nsw i64 36, %conv1_bias_grad.f53156
+  %grads180 = getelementptr inbounds float, ptr %grads, i64 %571
+  store float %sum71, ptr %grads180, align 4
+  %f53.next = add nsw i64 %conv1_bias_grad.f53156, 1
+  %572 = icmp slt i64 %f53.next, 4
+  br i1 %572, label %conv1_bias_grad.f53, label %conv1_bias_grad.f53.end
 
-conv1_weight_grad.r85:                            ; preds = %conv1_weight_grad.r85, %conv1_weight_grad.f84
-  %conv1_weight_grad.r85688 = phi i64 [ 0, %conv1_weight_grad.f84 ], [ %r85.next, %conv1_weight_grad.r85 ]
-  %1870 = mul nsw i64 %conv1_weight_grad.r85688, 4
-  %1871 = add nsw i64 107360, %1870
-  %1872 = add nsw i64 %1871, %conv1_weight_grad.f84687
-  %arena689 = getelementptr inbounds float, ptr %arena, i64 %1872
-  %1873 = load float, ptr %arena689, align 4
-  %1874 = mul nsw i64 %conv1_weight_grad.f84687, 9
-  %1875 = add nsw i64 %1874, %conv1_weight_grad.r85688
-  %grads690 = getelementptr inbounds float, ptr %grads, i64 %1875
-  store float %1873, ptr %grads690, align 4
-  %r85.next = add nsw i64 %conv1_weight_grad.r85688, 1
-  %1876 = icmp slt i64 %r85.next, 9
-  br i1 %1876, label %conv1_weight_grad.r85, label %conv1_weight_grad.r85.end
+conv1_bias_grad.i56:                              ; preds = %conv1_bias_grad.i56, %conv1_bias_grad.img55
+  %conv1_bias_grad.i56158 = phi i64 [ 0, %conv1_bias_grad.img55 ], [ %i56.next, %conv1_bias_grad.i56 ]
+  %573 = mul nsw i64 %conv1_bias_grad.img55157, 676
+  %574 = add nsw i64 28944, %573
+  %575 = mul nsw i64 %conv1_bias_grad.f53156, 169
+  %576 = add nsw i64 %574, %575
+  %577 = mul nsw i64 %conv1_bias_grad.i56158, 16
+  %578 = add nsw i64 %576, %577
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %578
+  %579 = load <16 x float>, ptr %arena159, align 4
+  %acc54 = load <16 x float>, ptr %conv1_bias_grad.acc54, align 64
+  %580 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %579, <16 x float> %acc54)
+  store <16 x float> %580, ptr %conv1_bias_grad.acc54, align 64
+  %i56.next = add nsw i64 %conv1_bias_grad.i56158, 1
+  %581 = icmp slt i64 %i56.next, 10
+  br i1 %581, label %conv1_bias_grad.i56, label %conv1_bias_grad.i56.end
 
-conv1_weight_grad.r85.end:                        ; preds = %conv1_weight_grad.r85
-  %f84.next = add nsw i64 %conv1_weight_grad.f84687, 1
-  %1877 = icmp slt i64 %f84.next, 4
-  br i1 %1877, label %conv1_weight_grad.f84, label %conv1_weight_grad.f84.end
+conv1_bias_grad.i56.end:                          ; preds = %conv1_bias_grad.i56
+  %582 = mul nsw i64 %conv1_bias_grad.img55157, 676
+  %583 = add nsw i64 28944, %582
+  %584 = mul nsw i64 %conv1_bias_grad.f53156, 169
+  %585 = add nsw i64 %583, %584
+  %586 = add nsw i64 %585, 160
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %586
+  %587 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena160, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  %acc54161 = load <16 x float>, ptr %conv1_bias_grad.acc54, align 64
+  %588 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %587, <16 x float> %acc54161)
+  store <16 x float> %588, ptr %conv1_bias_grad.acc54, align 64
+  %img55.next = add nsw i64 %conv1_bias_grad.img55157, 1
+  %589 = icmp slt i64 %img55.next, 64
+  br i1 %589, label %conv1_bias_grad.img55, label %conv1_bias_grad.img55.end
 
-conv1_bias_grad.f86:                              ; preds = %conv1_bias_grad.img88.end, %conv1_weight_grad.f84.end
-  %conv1_bias_grad.f86691 = phi i64 [ 0, %conv1_weight_grad.f84.end ], [ %f86.next, %conv1_bias_grad.img88.end ]
-  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc87, align 64
-  br label %conv1_bias_grad.img88
-
-conv1_bias_grad.f86.end:                          ; preds = %conv1_bias_grad.img88.end
-  %1878 = sitofp i64 %step to float
-  %1879 = fmul float %1878, 0xBFBAF8E8A0000000
-  %1880 = call float @llvm.exp.f32(float %1879)
-  %1881 = fsub float 1.000000e+00, %1880
-  %1882 = fdiv float %lr, %1881
-  store float %1882, ptr %adam.step_size105, align 4
-  %1883 = sitofp i64 %step to float
-  %1884 = fmul float %1883, 0xBF50645940000000
-  %1885 = call float @llvm.exp.f32(float %1884)
-  %1886 = fsub float 1.000000e+00, %1885
-  %1887 = call float @llvm.sqrt.f32(float %1886)
-  store float %1887, ptr %adam.bc2_sqrt106, align 4
-  br label %adam.i107
-
-conv1_bias_grad.img88:                            ; preds = %conv1_bias_grad.i89.end, %conv1_bias_grad.f86
-  %conv1_bias_grad.img88692 = phi i64 [ 0, %conv1_bias_grad.f86 ], [ %img88.next, %conv1_bias_grad.i89.end ]
-  br label %conv1_bias_grad.i89
-
-conv1_bias_grad.img88.end:                        ; preds = %conv1_bias_grad.i89.end
-  %acc87697 = load <16 x float>, ptr %conv1_bias_grad.acc87, align 64
-  %arena698 = getelementptr inbounds float, ptr %arena, i64 0
-  store <16 x float> %acc87697, ptr %arena698, align 4
-  %arena699 = getelementptr inbounds float, ptr %arena, i64 0
-  %1888 = load float, ptr %arena699, align 4
-  %arena700 = getelementptr inbounds float, ptr %arena, i64 1
-  %1889 = load float, ptr %arena700, align 4
-  %1890 = fadd float %1888, %1889
-  store float %1890, ptr %conv1_bias_grad.sum90, align 4
-  %sum90 = load float, ptr %conv1_bias_grad.sum90, align 4
-  %arena701 = getelementptr inbounds float, ptr %arena, i64 2
-  %1891 = load float, ptr %arena701, align 4
-  %1892 = fadd float %sum90, %1891
-  store float %1892, ptr %conv1_bias_grad.sum91, align 4
-  %sum91 = load float, ptr %conv1_bias_grad.sum91, align 4
-  %arena702 = getelementptr inbounds float, ptr %arena, i64 3
-  %1893 = load float, ptr %arena702, align 4
-  %1894 = fadd float %sum91, %1893
-  store float %1894, ptr %conv1_bias_grad.sum92, align 4
-  %sum92 = load float, ptr %conv1_bias_grad.sum92, align 4
-  %arena703 = getelementptr inbounds float, ptr %arena, i64 4
-  %1895 = load float, ptr %arena703, align 4
-  %1896 = fadd float %sum92, %1895
-  store float %1896, ptr %conv1_bias_grad.sum93, align 4
-  %sum93 = load float, ptr %conv1_bias_grad.sum93, align 4
-  %arena704 = getelementptr inbounds float, ptr %arena, i64 5
-  %1897 = load float, ptr %arena704, align 4
-  %1898 = fadd float %sum93, %1897
-  store float %1898, ptr %conv1_bias_grad.sum94, align 4
-  %sum94 = load float, ptr %conv1_bias_grad.sum94, align 4
-  %arena705 = getelementptr inbounds float, ptr %arena, i64 6
-  %1899 = load float, ptr %arena705, align 4
-  %1900 = fadd float %sum94, %1899
-  store float %1900, ptr %conv1_bias_grad.sum95, align 4
-  %sum95 = load float, ptr %conv1_bias_grad.sum95, align 4
-  %arena706 = getelementptr inbounds float, ptr %arena, i64 7
-  %1901 = load float, ptr %arena706, align 4
-  %1902 = fadd float %sum95, %1901
-  store float %1902, ptr %conv1_bias_grad.sum96, align 4
-  %sum96 = load float, ptr %conv1_bias_grad.sum96, align 4
-  %arena707 = getelementptr inbounds float, ptr %arena, i64 8
-  %1903 = load float, ptr %arena707, align 4
-  %1904 = fadd float %sum96, %1903
-  store float %1904, ptr %conv1_bias_grad.sum97, align 4
-  %sum97 = load float, ptr %conv1_bias_grad.sum97, align 4
-  %arena708 = getelementptr inbounds float, ptr %arena, i64 9
-  %1905 = load float, ptr %arena708, align 4
-  %1906 = fadd float %sum97, %1905
-  store float %1906, ptr %conv1_bias_grad.sum98, align 4
-  %sum98 = load float, ptr %conv1_bias_grad.sum98, align 4
-  %arena709 = getelementptr inbounds float, ptr %arena, i64 10
-  %1907 = load float, ptr %arena709, align 4
-  %1908 = fadd float %sum98, %1907
-  store float %1908, ptr %conv1_bias_grad.sum99, align 4
-  %sum99 = load float, ptr %conv1_bias_grad.sum99, align 4
-  %arena710 = getelementptr inbounds float, ptr %arena, i64 11
-  %1909 = load float, ptr %arena710, align 4
-  %1910 = fadd float %sum99, %1909
-  store float %1910, ptr %conv1_bias_grad.sum100, align 4
-  %sum100 = load float, ptr %conv1_bias_grad.sum100, align 4
-  %arena711 = getelementptr inbounds float, ptr %arena, i64 12
-  %1911 = load float, ptr %arena711, align 4
-  %1912 = fadd float %sum100, %1911
-  store float %1912, ptr %conv1_bias_grad.sum101, align 4
-  %sum101 = load float, ptr %conv1_bias_grad.sum101, align 4
-  %arena712 = getelementptr inbounds float, ptr %arena, i64 13
-  %1913 = load float, ptr %arena712, align 4
-  %1914 = fadd float %sum101, %1913
-  store float %1914, ptr %conv1_bias_grad.sum102, align 4
-  %sum102 = load float, ptr %conv1_bias_grad.sum102, align 4
-  %arena713 = getelementptr inbounds float, ptr %arena, i64 14
-  %1915 = load float, ptr %arena713, align 4
-  %1916 = fadd float %sum102, %1915
-  store float %1916, ptr %conv1_bias_grad.sum103, align 4
-  %sum103 = load float, ptr %conv1_bias_grad.sum103, align 4
-  %arena714 = getelementptr inbounds float, ptr %arena, i64 15
-  %1917 = load float, ptr %arena714, align 4
-  %1918 = fadd float %sum103, %1917
-  store float %1918, ptr %conv1_bias_grad.sum104, align 4
-  %sum104 = load float, ptr %conv1_bias_grad.sum104, align 4
-  %1919 = add nsw i64 36, %conv1_bias_grad.f86691
-  %grads715 = getelementptr inbounds float, ptr %grads, i64 %1919
-  store float %sum104, ptr %grads715, align 4
-  %f86.next = add nsw i64 %conv1_bias_grad.f86691, 1
-  %1920 = icmp slt i64 %f86.next, 4
-  br i1 %1920, label %conv1_bias_grad.f86, label %conv1_bias_grad.f86.end
-
-conv1_bias_grad.i89:                              ; preds = %conv1_bias_grad.i89, %conv1_bias_grad.img88
-  %conv1_bias_grad.i89693 = phi i64 [ 0, %conv1_bias_grad.img88 ], [ %i89.next, %conv1_bias_grad.i89 ]
-  %1921 = mul nsw i64 %conv1_bias_grad.img88692, 676
-  %1922 = add nsw i64 28944, %1921
-  %1923 = mul nsw i64 %conv1_bias_grad.f86691, 169
-  %1924 = add nsw i64 %1922, %1923
-  %1925 = mul nsw i64 %conv1_bias_grad.i89693, 16
-  %1926 = add nsw i64 %1924, %1925
-  %arena694 = getelementptr inbounds float, ptr %arena, i64 %1926
-  %1927 = load <16 x float>, ptr %arena694, align 4
-  %acc87 = load <16 x float>, ptr %conv1_bias_grad.acc87, align 64
-  %1928 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %1927, <16 x float> %acc87)
-  store <16 x float> %1928, ptr %conv1_bias_grad.acc87, align 64
-  %i89.next = add nsw i64 %conv1_bias_grad.i89693, 1
-  %1929 = icmp slt i64 %i89.next, 10
-  br i1 %1929, label %conv1_bias_grad.i89, label %conv1_bias_grad.i89.end
-
-conv1_bias_grad.i89.end:                          ; preds = %conv1_bias_grad.i89
-  %1930 = mul nsw i64 %conv1_bias_grad.img88692, 676
-  %1931 = add nsw i64 28944, %1930
-  %1932 = mul nsw i64 %conv1_bias_grad.f86691, 169
-  %1933 = add nsw i64 %1931, %1932
-  %1934 = add nsw i64 %1933, 160
-  %arena695 = getelementptr inbounds float, ptr %arena, i64 %1934
-  %1935 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena695, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  %acc87696 = load <16 x float>, ptr %conv1_bias_grad.acc87, align 64
-  %1936 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %1935, <16 x float> %acc87696)
-  store <16 x float> %1936, ptr %conv1_bias_grad.acc87, align 64
-  %img88.next = add nsw i64 %conv1_bias_grad.img88692, 1
-  %1937 = icmp slt i64 %img88.next, 64
-  br i1 %1937, label %conv1_bias_grad.img88, label %conv1_bias_grad.img88.end
-
-adam.i107:                                        ; preds = %adam.i107, %conv1_bias_grad.f86.end
-  %adam.i107716 = phi i64 [ 0, %conv1_bias_grad.f86.end ], [ %i107.next, %adam.i107 ]
-  %grads717 = getelementptr inbounds float, ptr %grads, i64 %adam.i107716
-  %1938 = load float, ptr %grads717, align 4
-  %params718 = getelementptr inbounds float, ptr %params, i64 %adam.i107716
-  %1939 = load float, ptr %params718, align 4
-  %1940 = fmul float 0.000000e+00, %1939
-  %1941 = fadd float %1938, %1940
-  store float %1941, ptr %adam.g, align 4
-  %m719 = getelementptr inbounds float, ptr %m, i64 %adam.i107716
-  %1942 = load float, ptr %m719, align 4
-  %1943 = fmul float 0x3FECCCCCC0000000, %1942
+adam.i74:                                         ; preds = %adam.i74, %conv1_bias_grad.f53.end
+  %adam.i74181 = phi i64 [ 0, %conv1_bias_grad.f53.end ], [ %i74.next, %adam.i74 ]
+  %grads182 = getelementptr inbounds float, ptr %grads, i64 %adam.i74181
+  %590 = load float, ptr %grads182, align 4
+  %params183 = getelementptr inbounds float, ptr %params, i64 %adam.i74181
+  %591 = load float, ptr %params183, align 4
+  %592 = fmul float 0.000000e+00, %591
+  %593 = fadd float %590, %592
+  store float %593, ptr %adam.g, align 4
+  %m184 = getelementptr inbounds float, ptr %m, i64 %adam.i74181
+  %594 = load float, ptr %m184, align 4
+  %595 = fmul float 0x3FECCCCCC0000000, %594
   %g = load float, ptr %adam.g, align 4
-  %1944 = fmul float 0x3FB9999A00000000, %g
-  %1945 = fadd float %1943, %1944
-  store float %1945, ptr %adam.m_new, align 4
-  %v720 = getelementptr inbounds float, ptr %v, i64 %adam.i107716
-  %1946 = load float, ptr %v720, align 4
-  %1947 = fmul float 0x3FEFF7CEE0000000, %1946
-  %g721 = load float, ptr %adam.g, align 4
-  %1948 = fmul float 0x3F50624000000000, %g721
-  %g722 = load float, ptr %adam.g, align 4
-  %1949 = fmul float %1948, %g722
-  %1950 = fadd float %1947, %1949
-  store float %1950, ptr %adam.v_new, align 4
+  %596 = fmul float 0x3FB9999A00000000, %g
+  %597 = fadd float %595, %596
+  store float %597, ptr %adam.m_new, align 4
+  %v185 = getelementptr inbounds float, ptr %v, i64 %adam.i74181
+  %598 = load float, ptr %v185, align 4
+  %599 = fmul float 0x3FEFF7CEE0000000, %598
+  %g186 = load float, ptr %adam.g, align 4
+  %600 = fmul float 0x3F50624000000000, %g186
+  %g187 = load float, ptr %adam.g, align 4
+  %601 = fmul float %600, %g187
+  %602 = fadd float %599, %601
+  store float %602, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m723 = getelementptr inbounds float, ptr %m, i64 %adam.i107716
-  store float %m_new, ptr %m723, align 4
+  %m188 = getelementptr inbounds float, ptr %m, i64 %adam.i74181
+  store float %m_new, ptr %m188, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v724 = getelementptr inbounds float, ptr %v, i64 %adam.i107716
-  store float %v_new, ptr %v724, align 4
-  %params725 = getelementptr inbounds float, ptr %params, i64 %adam.i107716
-  %1951 = load float, ptr %params725, align 4
-  %step_size105 = load float, ptr %adam.step_size105, align 4
-  %m_new726 = load float, ptr %adam.m_new, align 4
-  %1952 = fmul float %step_size105, %m_new726
-  %v_new727 = load float, ptr %adam.v_new, align 4
-  %1953 = call float @llvm.sqrt.f32(float %v_new727)
-  %bc2_sqrt106 = load float, ptr %adam.bc2_sqrt106, align 4
-  %1954 = fdiv float %1953, %bc2_sqrt106
-  %1955 = fadd float %1954, 0x3E45798EE0000000
-  %1956 = fdiv float %1952, %1955
-  %1957 = fsub float %1951, %1956
-  %params728 = getelementptr inbounds float, ptr %params, i64 %adam.i107716
-  store float %1957, ptr %params728, align 4
-  %i107.next = add nsw i64 %adam.i107716, 1
-  %1958 = icmp slt i64 %i107.next, 1490
-  br i1 %1958, label %adam.i107, label %adam.i107.end
+  %v189 = getelementptr inbounds float, ptr %v, i64 %adam.i74181
+  store float %v_new, ptr %v189, align 4
+  %params190 = getelementptr inbounds float, ptr %params, i64 %adam.i74181
+  %603 = load float, ptr %params190, align 4
+  %step_size72 = load float, ptr %adam.step_size72, align 4
+  %m_new191 = load float, ptr %adam.m_new, align 4
+  %604 = fmul float %step_size72, %m_new191
+  %v_new192 = load float, ptr %adam.v_new, align 4
+  %605 = call float @llvm.sqrt.f32(float %v_new192)
+  %bc2_sqrt73 = load float, ptr %adam.bc2_sqrt73, align 4
+  %606 = fdiv float %605, %bc2_sqrt73
+  %607 = fadd float %606, 0x3E45798EE0000000
+  %608 = fdiv float %604, %607
+  %609 = fsub float %603, %608
+  %params193 = getelementptr inbounds float, ptr %params, i64 %adam.i74181
+  store float %609, ptr %params193, align 4
+  %i74.next = add nsw i64 %adam.i74181, 1
+  %610 = icmp slt i64 %i74.next, 1490
+  br i1 %610, label %adam.i74, label %adam.i74.end
 
-adam.i107.end:                                    ; preds = %adam.i107
+adam.i74.end:                                     ; preds = %adam.i74
   ret void
 }
-
-; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #0
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
@@ -4222,71 +1292,42 @@ declare float @llvm.exp.f32(float) #0
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.log.f32(float) #0
 
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #0
+
 ; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
 declare <16 x float> @llvm.masked.load.v16f32.p0(ptr nocapture, i32 immarg, <16 x i1>, <16 x float>) #1
-
-; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: write)
-declare void @llvm.masked.store.v16f32.p0(<16 x float>, ptr nocapture, i32 immarg, <16 x i1>) #2
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #0
 
 define void @tiny_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %conv1.bi23 = alloca float, align 4
-  %conv1.best22 = alloca float, align 4
-  %conv1.t16_a3 = alloca <16 x float>, align 64
-  %conv1.t16_a2 = alloca <16 x float>, align 64
-  %conv1.t16_a1 = alloca <16 x float>, align 64
-  %conv1.t16_a0 = alloca <16 x float>, align 64
-  %conv1.t16_b0 = alloca <16 x float>, align 64
-  %conv1.t16_c3_0 = alloca <16 x float>, align 64
-  %conv1.t16_c2_0 = alloca <16 x float>, align 64
-  %conv1.t16_c1_0 = alloca <16 x float>, align 64
-  %conv1.t16_c0_0 = alloca <16 x float>, align 64
-  %conv1.t13_a3 = alloca <16 x float>, align 64
-  %conv1.t13_a2 = alloca <16 x float>, align 64
-  %conv1.t13_a1 = alloca <16 x float>, align 64
-  %conv1.t13_a0 = alloca <16 x float>, align 64
-  %conv1.t13_b3 = alloca <16 x float>, align 64
-  %conv1.t13_b2 = alloca <16 x float>, align 64
-  %conv1.t13_b1 = alloca <16 x float>, align 64
-  %conv1.t13_b0 = alloca <16 x float>, align 64
-  %conv1.t13_c3_3 = alloca <16 x float>, align 64
-  %conv1.t13_c3_2 = alloca <16 x float>, align 64
-  %conv1.t13_c3_1 = alloca <16 x float>, align 64
-  %conv1.t13_c3_0 = alloca <16 x float>, align 64
-  %conv1.t13_c2_3 = alloca <16 x float>, align 64
-  %conv1.t13_c2_2 = alloca <16 x float>, align 64
-  %conv1.t13_c2_1 = alloca <16 x float>, align 64
-  %conv1.t13_c2_0 = alloca <16 x float>, align 64
-  %conv1.t13_c1_3 = alloca <16 x float>, align 64
-  %conv1.t13_c1_2 = alloca <16 x float>, align 64
-  %conv1.t13_c1_1 = alloca <16 x float>, align 64
-  %conv1.t13_c1_0 = alloca <16 x float>, align 64
-  %conv1.t13_c0_3 = alloca <16 x float>, align 64
-  %conv1.t13_c0_2 = alloca <16 x float>, align 64
-  %conv1.t13_c0_1 = alloca <16 x float>, align 64
-  %conv1.t13_c0_0 = alloca <16 x float>, align 64
+  %conv1.bi16 = alloca float, align 4
+  %conv1.best15 = alloca float, align 4
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j18.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j18.end ]
+conv1.g1:                                         ; preds = %conv1.j11.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j18.end
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 0
-  %params152 = getelementptr inbounds float, ptr %params, i64 40
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 9216
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena151, i32 144, ptr %params152, i32 144, float 0.000000e+00, ptr %arena153, i32 10)
-  br label %fc1.n24
+conv1.g1.end:                                     ; preds = %conv1.j11.end
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 0
+  %params70 = getelementptr inbounds float, ptr %params, i64 40
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 9216
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena69, i32 144, ptr %params70, i32 144, float 0.000000e+00, ptr %arena71, i32 10)
+  br label %fc1.n17
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  br label %conv1.nb11
+  %params17 = getelementptr inbounds float, ptr %params, i64 0
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 18432
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 42768
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 2704, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 2704, float 0.000000e+00, ptr %arena19, i32 2704)
+  br label %conv1.j11
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -4441,818 +1482,362 @@ conv1.ox10.end:                                   ; preds = %conv1.ox10
   %78 = icmp slt i64 %oy9.next, 13
   br i1 %78, label %conv1.oy9, label %conv1.oy9.end
 
-conv1.nb11:                                       ; preds = %conv1.mb12.end, %conv1.j2.end
-  %conv1.nb1117 = phi i64 [ 0, %conv1.j2.end ], [ %nb11.next, %conv1.mb12.end ]
-  br label %conv1.mb12
+conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
+  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
+  br label %conv1.f12
 
-conv1.nb11.end:                                   ; preds = %conv1.mb12.end
-  br label %conv1.mb15
-
-conv1.mb12:                                       ; preds = %conv1.k14.end, %conv1.nb11
-  %conv1.mb1218 = phi i64 [ 0, %conv1.nb11 ], [ %mb12.next, %conv1.k14.end ]
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_3, align 64
-  br label %conv1.k14
-
-conv1.mb12.end:                                   ; preds = %conv1.k14.end
-  %nb11.next = add nsw i64 %conv1.nb1117, 1
-  %79 = icmp slt i64 %nb11.next, 42
-  br i1 %79, label %conv1.nb11, label %conv1.nb11.end
-
-conv1.k14:                                        ; preds = %conv1.k14, %conv1.mb12
-  %conv1.k1419 = phi i64 [ 0, %conv1.mb12 ], [ %k14.next, %conv1.k14 ]
-  %80 = mul nsw i64 %conv1.k1419, 2704
-  %81 = add nsw i64 18432, %80
-  %82 = mul nsw i64 %conv1.nb1117, 64
-  %83 = add nsw i64 %81, %82
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %83
-  %84 = load <16 x float>, ptr %arena20, align 4
-  store <16 x float> %84, ptr %conv1.t13_b0, align 64
-  %85 = mul nsw i64 %conv1.k1419, 2704
-  %86 = add nsw i64 18432, %85
-  %87 = mul nsw i64 %conv1.nb1117, 64
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, 16
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %89
-  %90 = load <16 x float>, ptr %arena21, align 4
-  store <16 x float> %90, ptr %conv1.t13_b1, align 64
-  %91 = mul nsw i64 %conv1.k1419, 2704
-  %92 = add nsw i64 18432, %91
-  %93 = mul nsw i64 %conv1.nb1117, 64
-  %94 = add nsw i64 %92, %93
-  %95 = add nsw i64 %94, 32
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %95
-  %96 = load <16 x float>, ptr %arena22, align 4
-  store <16 x float> %96, ptr %conv1.t13_b2, align 64
-  %97 = mul nsw i64 %conv1.k1419, 2704
-  %98 = add nsw i64 18432, %97
-  %99 = mul nsw i64 %conv1.nb1117, 64
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, 48
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %101
-  %102 = load <16 x float>, ptr %arena23, align 4
-  store <16 x float> %102, ptr %conv1.t13_b3, align 64
-  %103 = mul nsw i64 %conv1.mb1218, 4
-  %104 = mul nsw i64 %103, 9
-  %105 = add nsw i64 %104, %conv1.k1419
-  %params24 = getelementptr inbounds float, ptr %params, i64 %105
-  %106 = load float, ptr %params24, align 4
-  %107 = insertelement <16 x float> undef, float %106, i32 0
-  %108 = shufflevector <16 x float> %107, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %108, ptr %conv1.t13_a0, align 64
-  %t13_a0 = load <16 x float>, ptr %conv1.t13_a0, align 64
-  %t13_b0 = load <16 x float>, ptr %conv1.t13_b0, align 64
-  %t13_c0_0 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
-  %109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a0, <16 x float> %t13_b0, <16 x float> %t13_c0_0)
-  store <16 x float> %109, ptr %conv1.t13_c0_0, align 64
-  %t13_a025 = load <16 x float>, ptr %conv1.t13_a0, align 64
-  %t13_b1 = load <16 x float>, ptr %conv1.t13_b1, align 64
-  %t13_c0_1 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
-  %110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a025, <16 x float> %t13_b1, <16 x float> %t13_c0_1)
-  store <16 x float> %110, ptr %conv1.t13_c0_1, align 64
-  %t13_a026 = load <16 x float>, ptr %conv1.t13_a0, align 64
-  %t13_b2 = load <16 x float>, ptr %conv1.t13_b2, align 64
-  %t13_c0_2 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
-  %111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a026, <16 x float> %t13_b2, <16 x float> %t13_c0_2)
-  store <16 x float> %111, ptr %conv1.t13_c0_2, align 64
-  %t13_a027 = load <16 x float>, ptr %conv1.t13_a0, align 64
-  %t13_b3 = load <16 x float>, ptr %conv1.t13_b3, align 64
-  %t13_c0_3 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
-  %112 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a027, <16 x float> %t13_b3, <16 x float> %t13_c0_3)
-  store <16 x float> %112, ptr %conv1.t13_c0_3, align 64
-  %113 = mul nsw i64 %conv1.mb1218, 4
-  %114 = add nsw i64 %113, 1
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 %115, %conv1.k1419
-  %params28 = getelementptr inbounds float, ptr %params, i64 %116
-  %117 = load float, ptr %params28, align 4
-  %118 = insertelement <16 x float> undef, float %117, i32 0
-  %119 = shufflevector <16 x float> %118, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %119, ptr %conv1.t13_a1, align 64
-  %t13_a1 = load <16 x float>, ptr %conv1.t13_a1, align 64
-  %t13_b029 = load <16 x float>, ptr %conv1.t13_b0, align 64
-  %t13_c1_0 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
-  %120 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a1, <16 x float> %t13_b029, <16 x float> %t13_c1_0)
-  store <16 x float> %120, ptr %conv1.t13_c1_0, align 64
-  %t13_a130 = load <16 x float>, ptr %conv1.t13_a1, align 64
-  %t13_b131 = load <16 x float>, ptr %conv1.t13_b1, align 64
-  %t13_c1_1 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
-  %121 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a130, <16 x float> %t13_b131, <16 x float> %t13_c1_1)
-  store <16 x float> %121, ptr %conv1.t13_c1_1, align 64
-  %t13_a132 = load <16 x float>, ptr %conv1.t13_a1, align 64
-  %t13_b233 = load <16 x float>, ptr %conv1.t13_b2, align 64
-  %t13_c1_2 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
-  %122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a132, <16 x float> %t13_b233, <16 x float> %t13_c1_2)
-  store <16 x float> %122, ptr %conv1.t13_c1_2, align 64
-  %t13_a134 = load <16 x float>, ptr %conv1.t13_a1, align 64
-  %t13_b335 = load <16 x float>, ptr %conv1.t13_b3, align 64
-  %t13_c1_3 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
-  %123 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a134, <16 x float> %t13_b335, <16 x float> %t13_c1_3)
-  store <16 x float> %123, ptr %conv1.t13_c1_3, align 64
-  %124 = mul nsw i64 %conv1.mb1218, 4
-  %125 = add nsw i64 %124, 2
-  %126 = mul nsw i64 %125, 9
-  %127 = add nsw i64 %126, %conv1.k1419
-  %params36 = getelementptr inbounds float, ptr %params, i64 %127
-  %128 = load float, ptr %params36, align 4
-  %129 = insertelement <16 x float> undef, float %128, i32 0
-  %130 = shufflevector <16 x float> %129, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %130, ptr %conv1.t13_a2, align 64
-  %t13_a2 = load <16 x float>, ptr %conv1.t13_a2, align 64
-  %t13_b037 = load <16 x float>, ptr %conv1.t13_b0, align 64
-  %t13_c2_0 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
-  %131 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a2, <16 x float> %t13_b037, <16 x float> %t13_c2_0)
-  store <16 x float> %131, ptr %conv1.t13_c2_0, align 64
-  %t13_a238 = load <16 x float>, ptr %conv1.t13_a2, align 64
-  %t13_b139 = load <16 x float>, ptr %conv1.t13_b1, align 64
-  %t13_c2_1 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
-  %132 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a238, <16 x float> %t13_b139, <16 x float> %t13_c2_1)
-  store <16 x float> %132, ptr %conv1.t13_c2_1, align 64
-  %t13_a240 = load <16 x float>, ptr %conv1.t13_a2, align 64
-  %t13_b241 = load <16 x float>, ptr %conv1.t13_b2, align 64
-  %t13_c2_2 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
-  %133 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a240, <16 x float> %t13_b241, <16 x float> %t13_c2_2)
-  store <16 x float> %133, ptr %conv1.t13_c2_2, align 64
-  %t13_a242 = load <16 x float>, ptr %conv1.t13_a2, align 64
-  %t13_b343 = load <16 x float>, ptr %conv1.t13_b3, align 64
-  %t13_c2_3 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
-  %134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a242, <16 x float> %t13_b343, <16 x float> %t13_c2_3)
-  store <16 x float> %134, ptr %conv1.t13_c2_3, align 64
-  %135 = mul nsw i64 %conv1.mb1218, 4
-  %136 = add nsw i64 %135, 3
-  %137 = mul nsw i64 %136, 9
-  %138 = add nsw i64 %137, %conv1.k1419
-  %params44 = getelementptr inbounds float, ptr %params, i64 %138
-  %139 = load float, ptr %params44, align 4
-  %140 = insertelement <16 x float> undef, float %139, i32 0
-  %141 = shufflevector <16 x float> %140, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %141, ptr %conv1.t13_a3, align 64
-  %t13_a3 = load <16 x float>, ptr %conv1.t13_a3, align 64
-  %t13_b045 = load <16 x float>, ptr %conv1.t13_b0, align 64
-  %t13_c3_0 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
-  %142 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a3, <16 x float> %t13_b045, <16 x float> %t13_c3_0)
-  store <16 x float> %142, ptr %conv1.t13_c3_0, align 64
-  %t13_a346 = load <16 x float>, ptr %conv1.t13_a3, align 64
-  %t13_b147 = load <16 x float>, ptr %conv1.t13_b1, align 64
-  %t13_c3_1 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
-  %143 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a346, <16 x float> %t13_b147, <16 x float> %t13_c3_1)
-  store <16 x float> %143, ptr %conv1.t13_c3_1, align 64
-  %t13_a348 = load <16 x float>, ptr %conv1.t13_a3, align 64
-  %t13_b249 = load <16 x float>, ptr %conv1.t13_b2, align 64
-  %t13_c3_2 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
-  %144 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a348, <16 x float> %t13_b249, <16 x float> %t13_c3_2)
-  store <16 x float> %144, ptr %conv1.t13_c3_2, align 64
-  %t13_a350 = load <16 x float>, ptr %conv1.t13_a3, align 64
-  %t13_b351 = load <16 x float>, ptr %conv1.t13_b3, align 64
-  %t13_c3_3 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
-  %145 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a350, <16 x float> %t13_b351, <16 x float> %t13_c3_3)
-  store <16 x float> %145, ptr %conv1.t13_c3_3, align 64
-  %k14.next = add nsw i64 %conv1.k1419, 1
-  %146 = icmp slt i64 %k14.next, 9
-  br i1 %146, label %conv1.k14, label %conv1.k14.end
-
-conv1.k14.end:                                    ; preds = %conv1.k14
-  %t13_c0_052 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
-  %147 = mul nsw i64 %conv1.mb1218, 4
-  %148 = mul nsw i64 %147, 2704
-  %149 = add nsw i64 42768, %148
-  %150 = mul nsw i64 %conv1.nb1117, 64
-  %151 = add nsw i64 %149, %150
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %151
-  store <16 x float> %t13_c0_052, ptr %arena53, align 4
-  %t13_c0_154 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
-  %152 = mul nsw i64 %conv1.mb1218, 4
-  %153 = mul nsw i64 %152, 2704
-  %154 = add nsw i64 42768, %153
-  %155 = mul nsw i64 %conv1.nb1117, 64
-  %156 = add nsw i64 %154, %155
-  %157 = add nsw i64 %156, 16
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %157
-  store <16 x float> %t13_c0_154, ptr %arena55, align 4
-  %t13_c0_256 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
-  %158 = mul nsw i64 %conv1.mb1218, 4
-  %159 = mul nsw i64 %158, 2704
-  %160 = add nsw i64 42768, %159
-  %161 = mul nsw i64 %conv1.nb1117, 64
-  %162 = add nsw i64 %160, %161
-  %163 = add nsw i64 %162, 32
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %163
-  store <16 x float> %t13_c0_256, ptr %arena57, align 4
-  %t13_c0_358 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
-  %164 = mul nsw i64 %conv1.mb1218, 4
-  %165 = mul nsw i64 %164, 2704
-  %166 = add nsw i64 42768, %165
-  %167 = mul nsw i64 %conv1.nb1117, 64
-  %168 = add nsw i64 %166, %167
-  %169 = add nsw i64 %168, 48
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %169
-  store <16 x float> %t13_c0_358, ptr %arena59, align 4
-  %t13_c1_060 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
-  %170 = mul nsw i64 %conv1.mb1218, 4
-  %171 = add nsw i64 %170, 1
-  %172 = mul nsw i64 %171, 2704
-  %173 = add nsw i64 42768, %172
-  %174 = mul nsw i64 %conv1.nb1117, 64
-  %175 = add nsw i64 %173, %174
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %175
-  store <16 x float> %t13_c1_060, ptr %arena61, align 4
-  %t13_c1_162 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
-  %176 = mul nsw i64 %conv1.mb1218, 4
-  %177 = add nsw i64 %176, 1
-  %178 = mul nsw i64 %177, 2704
-  %179 = add nsw i64 42768, %178
-  %180 = mul nsw i64 %conv1.nb1117, 64
-  %181 = add nsw i64 %179, %180
-  %182 = add nsw i64 %181, 16
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <16 x float> %t13_c1_162, ptr %arena63, align 4
-  %t13_c1_264 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
-  %183 = mul nsw i64 %conv1.mb1218, 4
-  %184 = add nsw i64 %183, 1
-  %185 = mul nsw i64 %184, 2704
-  %186 = add nsw i64 42768, %185
-  %187 = mul nsw i64 %conv1.nb1117, 64
-  %188 = add nsw i64 %186, %187
-  %189 = add nsw i64 %188, 32
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %189
-  store <16 x float> %t13_c1_264, ptr %arena65, align 4
-  %t13_c1_366 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
-  %190 = mul nsw i64 %conv1.mb1218, 4
-  %191 = add nsw i64 %190, 1
-  %192 = mul nsw i64 %191, 2704
-  %193 = add nsw i64 42768, %192
-  %194 = mul nsw i64 %conv1.nb1117, 64
-  %195 = add nsw i64 %193, %194
-  %196 = add nsw i64 %195, 48
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %196
-  store <16 x float> %t13_c1_366, ptr %arena67, align 4
-  %t13_c2_068 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
-  %197 = mul nsw i64 %conv1.mb1218, 4
-  %198 = add nsw i64 %197, 2
-  %199 = mul nsw i64 %198, 2704
-  %200 = add nsw i64 42768, %199
-  %201 = mul nsw i64 %conv1.nb1117, 64
-  %202 = add nsw i64 %200, %201
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <16 x float> %t13_c2_068, ptr %arena69, align 4
-  %t13_c2_170 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
-  %203 = mul nsw i64 %conv1.mb1218, 4
-  %204 = add nsw i64 %203, 2
-  %205 = mul nsw i64 %204, 2704
-  %206 = add nsw i64 42768, %205
-  %207 = mul nsw i64 %conv1.nb1117, 64
-  %208 = add nsw i64 %206, %207
-  %209 = add nsw i64 %208, 16
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %209
-  store <16 x float> %t13_c2_170, ptr %arena71, align 4
-  %t13_c2_272 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
-  %210 = mul nsw i64 %conv1.mb1218, 4
-  %211 = add nsw i64 %210, 2
-  %212 = mul nsw i64 %211, 2704
-  %213 = add nsw i64 42768, %212
-  %214 = mul nsw i64 %conv1.nb1117, 64
-  %215 = add nsw i64 %213, %214
-  %216 = add nsw i64 %215, 32
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <16 x float> %t13_c2_272, ptr %arena73, align 4
-  %t13_c2_374 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
-  %217 = mul nsw i64 %conv1.mb1218, 4
-  %218 = add nsw i64 %217, 2
-  %219 = mul nsw i64 %218, 2704
-  %220 = add nsw i64 42768, %219
-  %221 = mul nsw i64 %conv1.nb1117, 64
-  %222 = add nsw i64 %220, %221
-  %223 = add nsw i64 %222, 48
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %223
-  store <16 x float> %t13_c2_374, ptr %arena75, align 4
-  %t13_c3_076 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
-  %224 = mul nsw i64 %conv1.mb1218, 4
-  %225 = add nsw i64 %224, 3
-  %226 = mul nsw i64 %225, 2704
-  %227 = add nsw i64 42768, %226
-  %228 = mul nsw i64 %conv1.nb1117, 64
-  %229 = add nsw i64 %227, %228
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %229
-  store <16 x float> %t13_c3_076, ptr %arena77, align 4
-  %t13_c3_178 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
-  %230 = mul nsw i64 %conv1.mb1218, 4
-  %231 = add nsw i64 %230, 3
-  %232 = mul nsw i64 %231, 2704
-  %233 = add nsw i64 42768, %232
-  %234 = mul nsw i64 %conv1.nb1117, 64
-  %235 = add nsw i64 %233, %234
-  %236 = add nsw i64 %235, 16
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %236
-  store <16 x float> %t13_c3_178, ptr %arena79, align 4
-  %t13_c3_280 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
-  %237 = mul nsw i64 %conv1.mb1218, 4
-  %238 = add nsw i64 %237, 3
-  %239 = mul nsw i64 %238, 2704
-  %240 = add nsw i64 42768, %239
-  %241 = mul nsw i64 %conv1.nb1117, 64
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %242, 32
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %243
-  store <16 x float> %t13_c3_280, ptr %arena81, align 4
-  %t13_c3_382 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
-  %244 = mul nsw i64 %conv1.mb1218, 4
-  %245 = add nsw i64 %244, 3
-  %246 = mul nsw i64 %245, 2704
-  %247 = add nsw i64 42768, %246
-  %248 = mul nsw i64 %conv1.nb1117, 64
-  %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %249, 48
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %250
-  store <16 x float> %t13_c3_382, ptr %arena83, align 4
-  %mb12.next = add nsw i64 %conv1.mb1218, 1
-  %251 = icmp slt i64 %mb12.next, 1
-  br i1 %251, label %conv1.mb12, label %conv1.mb12.end
-
-conv1.mb15:                                       ; preds = %conv1.k17.end, %conv1.nb11.end
-  %conv1.mb1584 = phi i64 [ 0, %conv1.nb11.end ], [ %mb15.next, %conv1.k17.end ]
-  store <16 x float> zeroinitializer, ptr %conv1.t16_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t16_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t16_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv1.t16_c3_0, align 64
-  br label %conv1.k17
-
-conv1.mb15.end:                                   ; preds = %conv1.k17.end
-  br label %conv1.j18
-
-conv1.k17:                                        ; preds = %conv1.k17, %conv1.mb15
-  %conv1.k1785 = phi i64 [ 0, %conv1.mb15 ], [ %k17.next, %conv1.k17 ]
-  %252 = mul nsw i64 %conv1.k1785, 2704
-  %253 = add nsw i64 18432, %252
-  %254 = add nsw i64 %253, 2688
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %254
-  %255 = load <16 x float>, ptr %arena86, align 4
-  store <16 x float> %255, ptr %conv1.t16_b0, align 64
-  %256 = mul nsw i64 %conv1.mb1584, 4
-  %257 = mul nsw i64 %256, 9
-  %258 = add nsw i64 %257, %conv1.k1785
-  %params87 = getelementptr inbounds float, ptr %params, i64 %258
-  %259 = load float, ptr %params87, align 4
-  %260 = insertelement <16 x float> undef, float %259, i32 0
-  %261 = shufflevector <16 x float> %260, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %261, ptr %conv1.t16_a0, align 64
-  %t16_a0 = load <16 x float>, ptr %conv1.t16_a0, align 64
-  %t16_b0 = load <16 x float>, ptr %conv1.t16_b0, align 64
-  %t16_c0_0 = load <16 x float>, ptr %conv1.t16_c0_0, align 64
-  %262 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a0, <16 x float> %t16_b0, <16 x float> %t16_c0_0)
-  store <16 x float> %262, ptr %conv1.t16_c0_0, align 64
-  %263 = mul nsw i64 %conv1.mb1584, 4
-  %264 = add nsw i64 %263, 1
-  %265 = mul nsw i64 %264, 9
-  %266 = add nsw i64 %265, %conv1.k1785
-  %params88 = getelementptr inbounds float, ptr %params, i64 %266
-  %267 = load float, ptr %params88, align 4
-  %268 = insertelement <16 x float> undef, float %267, i32 0
-  %269 = shufflevector <16 x float> %268, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %269, ptr %conv1.t16_a1, align 64
-  %t16_a1 = load <16 x float>, ptr %conv1.t16_a1, align 64
-  %t16_b089 = load <16 x float>, ptr %conv1.t16_b0, align 64
-  %t16_c1_0 = load <16 x float>, ptr %conv1.t16_c1_0, align 64
-  %270 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a1, <16 x float> %t16_b089, <16 x float> %t16_c1_0)
-  store <16 x float> %270, ptr %conv1.t16_c1_0, align 64
-  %271 = mul nsw i64 %conv1.mb1584, 4
-  %272 = add nsw i64 %271, 2
-  %273 = mul nsw i64 %272, 9
-  %274 = add nsw i64 %273, %conv1.k1785
-  %params90 = getelementptr inbounds float, ptr %params, i64 %274
-  %275 = load float, ptr %params90, align 4
-  %276 = insertelement <16 x float> undef, float %275, i32 0
-  %277 = shufflevector <16 x float> %276, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %277, ptr %conv1.t16_a2, align 64
-  %t16_a2 = load <16 x float>, ptr %conv1.t16_a2, align 64
-  %t16_b091 = load <16 x float>, ptr %conv1.t16_b0, align 64
-  %t16_c2_0 = load <16 x float>, ptr %conv1.t16_c2_0, align 64
-  %278 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a2, <16 x float> %t16_b091, <16 x float> %t16_c2_0)
-  store <16 x float> %278, ptr %conv1.t16_c2_0, align 64
-  %279 = mul nsw i64 %conv1.mb1584, 4
-  %280 = add nsw i64 %279, 3
-  %281 = mul nsw i64 %280, 9
-  %282 = add nsw i64 %281, %conv1.k1785
-  %params92 = getelementptr inbounds float, ptr %params, i64 %282
-  %283 = load float, ptr %params92, align 4
-  %284 = insertelement <16 x float> undef, float %283, i32 0
-  %285 = shufflevector <16 x float> %284, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %285, ptr %conv1.t16_a3, align 64
-  %t16_a3 = load <16 x float>, ptr %conv1.t16_a3, align 64
-  %t16_b093 = load <16 x float>, ptr %conv1.t16_b0, align 64
-  %t16_c3_0 = load <16 x float>, ptr %conv1.t16_c3_0, align 64
-  %286 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a3, <16 x float> %t16_b093, <16 x float> %t16_c3_0)
-  store <16 x float> %286, ptr %conv1.t16_c3_0, align 64
-  %k17.next = add nsw i64 %conv1.k1785, 1
-  %287 = icmp slt i64 %k17.next, 9
-  br i1 %287, label %conv1.k17, label %conv1.k17.end
-
-conv1.k17.end:                                    ; preds = %conv1.k17
-  %t16_c0_094 = load <16 x float>, ptr %conv1.t16_c0_0, align 64
-  %288 = mul nsw i64 %conv1.mb1584, 4
-  %289 = mul nsw i64 %288, 2704
-  %290 = add nsw i64 42768, %289
-  %291 = add nsw i64 %290, 2688
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %291
-  store <16 x float> %t16_c0_094, ptr %arena95, align 4
-  %t16_c1_096 = load <16 x float>, ptr %conv1.t16_c1_0, align 64
-  %292 = mul nsw i64 %conv1.mb1584, 4
-  %293 = add nsw i64 %292, 1
-  %294 = mul nsw i64 %293, 2704
-  %295 = add nsw i64 42768, %294
-  %296 = add nsw i64 %295, 2688
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %296
-  store <16 x float> %t16_c1_096, ptr %arena97, align 4
-  %t16_c2_098 = load <16 x float>, ptr %conv1.t16_c2_0, align 64
-  %297 = mul nsw i64 %conv1.mb1584, 4
-  %298 = add nsw i64 %297, 2
-  %299 = mul nsw i64 %298, 2704
-  %300 = add nsw i64 42768, %299
-  %301 = add nsw i64 %300, 2688
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %301
-  store <16 x float> %t16_c2_098, ptr %arena99, align 4
-  %t16_c3_0100 = load <16 x float>, ptr %conv1.t16_c3_0, align 64
-  %302 = mul nsw i64 %conv1.mb1584, 4
-  %303 = add nsw i64 %302, 3
-  %304 = mul nsw i64 %303, 2704
-  %305 = add nsw i64 42768, %304
-  %306 = add nsw i64 %305, 2688
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %306
-  store <16 x float> %t16_c3_0100, ptr %arena101, align 4
-  %mb15.next = add nsw i64 %conv1.mb1584, 1
-  %307 = icmp slt i64 %mb15.next, 1
-  br i1 %307, label %conv1.mb15, label %conv1.mb15.end
-
-conv1.j18:                                        ; preds = %conv1.f19.end, %conv1.mb15.end
-  %conv1.j18102 = phi i64 [ 0, %conv1.mb15.end ], [ %j18.next, %conv1.f19.end ]
-  br label %conv1.f19
-
-conv1.j18.end:                                    ; preds = %conv1.f19.end
+conv1.j11.end:                                    ; preds = %conv1.f12.end
   %g1.next = add nsw i64 %conv1.g11, 1
-  %308 = icmp slt i64 %g1.next, 4
-  br i1 %308, label %conv1.g1, label %conv1.g1.end
+  %79 = icmp slt i64 %g1.next, 4
+  br i1 %79, label %conv1.g1, label %conv1.g1.end
 
-conv1.f19:                                        ; preds = %conv1.py20.end, %conv1.j18
-  %conv1.f19103 = phi i64 [ 0, %conv1.j18 ], [ %f19.next, %conv1.py20.end ]
-  br label %conv1.py20
+conv1.f12:                                        ; preds = %conv1.py13.end, %conv1.j11
+  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.py13.end ]
+  br label %conv1.py13
 
-conv1.f19.end:                                    ; preds = %conv1.py20.end
-  %j18.next = add nsw i64 %conv1.j18102, 1
-  %309 = icmp slt i64 %j18.next, 16
-  br i1 %309, label %conv1.j18, label %conv1.j18.end
+conv1.f12.end:                                    ; preds = %conv1.py13.end
+  %j11.next = add nsw i64 %conv1.j1120, 1
+  %80 = icmp slt i64 %j11.next, 16
+  br i1 %80, label %conv1.j11, label %conv1.j11.end
 
-conv1.py20:                                       ; preds = %conv1.px21.end, %conv1.f19
-  %conv1.py20104 = phi i64 [ 0, %conv1.f19 ], [ %py20.next, %conv1.px21.end ]
-  br label %conv1.px21
+conv1.py13:                                       ; preds = %conv1.px14.end, %conv1.f12
+  %conv1.py1322 = phi i64 [ 0, %conv1.f12 ], [ %py13.next, %conv1.px14.end ]
+  br label %conv1.px14
 
-conv1.py20.end:                                   ; preds = %conv1.px21.end
-  %f19.next = add nsw i64 %conv1.f19103, 1
-  %310 = icmp slt i64 %f19.next, 4
-  br i1 %310, label %conv1.f19, label %conv1.f19.end
+conv1.py13.end:                                   ; preds = %conv1.px14.end
+  %f12.next = add nsw i64 %conv1.f1221, 1
+  %81 = icmp slt i64 %f12.next, 4
+  br i1 %81, label %conv1.f12, label %conv1.f12.end
 
-conv1.px21:                                       ; preds = %conv1.px21, %conv1.py20
-  %conv1.px21105 = phi i64 [ 0, %conv1.py20 ], [ %px21.next, %conv1.px21 ]
-  %311 = mul nsw i64 %conv1.f19103, 2704
-  %312 = add nsw i64 42768, %311
-  %313 = mul nsw i64 %conv1.j18102, 169
-  %314 = add nsw i64 %312, %313
-  %315 = mul nsw i64 %conv1.py20104, 26
-  %316 = mul nsw i64 %conv1.px21105, 2
-  %317 = add nsw i64 %315, %316
-  %318 = add nsw i64 %314, %317
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %318
-  %319 = load float, ptr %arena106, align 4
-  %320 = add nsw i64 36, %conv1.f19103
-  %params107 = getelementptr inbounds float, ptr %params, i64 %320
-  %321 = load float, ptr %params107, align 4
-  %322 = fadd float %319, %321
-  store float %322, ptr %conv1.best22, align 4
-  %323 = mul nsw i64 %conv1.py20104, 26
-  %324 = mul nsw i64 %conv1.px21105, 2
-  %325 = add nsw i64 %323, %324
-  %326 = sitofp i64 %325 to float
-  store float %326, ptr %conv1.bi23, align 4
-  %327 = mul nsw i64 %conv1.f19103, 2704
-  %328 = add nsw i64 42768, %327
-  %329 = mul nsw i64 %conv1.j18102, 169
-  %330 = add nsw i64 %328, %329
-  %331 = mul nsw i64 %conv1.py20104, 26
-  %332 = mul nsw i64 %conv1.px21105, 2
-  %333 = add nsw i64 %331, %332
-  %334 = add nsw i64 %330, %333
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %334
-  %335 = load float, ptr %arena108, align 4
-  %336 = add nsw i64 36, %conv1.f19103
-  %params109 = getelementptr inbounds float, ptr %params, i64 %336
-  %337 = load float, ptr %params109, align 4
-  %338 = fadd float %335, %337
-  %best22 = load float, ptr %conv1.best22, align 4
-  %339 = fcmp ogt float %338, %best22
-  %340 = mul nsw i64 %conv1.py20104, 26
-  %341 = mul nsw i64 %conv1.px21105, 2
-  %342 = add nsw i64 %340, %341
-  %343 = sitofp i64 %342 to float
-  %bi23 = load float, ptr %conv1.bi23, align 4
-  %344 = select i1 %339, float %343, float %bi23
-  store float %344, ptr %conv1.bi23, align 4
-  %345 = mul nsw i64 %conv1.f19103, 2704
-  %346 = add nsw i64 42768, %345
-  %347 = mul nsw i64 %conv1.j18102, 169
-  %348 = add nsw i64 %346, %347
-  %349 = mul nsw i64 %conv1.py20104, 26
-  %350 = mul nsw i64 %conv1.px21105, 2
-  %351 = add nsw i64 %349, %350
-  %352 = add nsw i64 %348, %351
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %352
-  %353 = load float, ptr %arena110, align 4
-  %354 = add nsw i64 36, %conv1.f19103
-  %params111 = getelementptr inbounds float, ptr %params, i64 %354
-  %355 = load float, ptr %params111, align 4
-  %356 = fadd float %353, %355
-  %best22112 = load float, ptr %conv1.best22, align 4
-  %357 = fcmp ogt float %356, %best22112
-  %358 = mul nsw i64 %conv1.f19103, 2704
-  %359 = add nsw i64 42768, %358
-  %360 = mul nsw i64 %conv1.j18102, 169
-  %361 = add nsw i64 %359, %360
-  %362 = mul nsw i64 %conv1.py20104, 26
-  %363 = mul nsw i64 %conv1.px21105, 2
-  %364 = add nsw i64 %362, %363
-  %365 = add nsw i64 %361, %364
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %365
-  %366 = load float, ptr %arena113, align 4
-  %367 = add nsw i64 36, %conv1.f19103
-  %params114 = getelementptr inbounds float, ptr %params, i64 %367
-  %368 = load float, ptr %params114, align 4
-  %369 = fadd float %366, %368
-  %best22115 = load float, ptr %conv1.best22, align 4
-  %370 = select i1 %357, float %369, float %best22115
-  store float %370, ptr %conv1.best22, align 4
-  %371 = mul nsw i64 %conv1.f19103, 2704
-  %372 = add nsw i64 42768, %371
-  %373 = mul nsw i64 %conv1.j18102, 169
-  %374 = add nsw i64 %372, %373
-  %375 = mul nsw i64 %conv1.py20104, 26
-  %376 = mul nsw i64 %conv1.px21105, 2
-  %377 = add nsw i64 %375, %376
-  %378 = add nsw i64 %377, 1
-  %379 = add nsw i64 %374, %378
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %379
-  %380 = load float, ptr %arena116, align 4
-  %381 = add nsw i64 36, %conv1.f19103
-  %params117 = getelementptr inbounds float, ptr %params, i64 %381
-  %382 = load float, ptr %params117, align 4
-  %383 = fadd float %380, %382
-  %best22118 = load float, ptr %conv1.best22, align 4
-  %384 = fcmp ogt float %383, %best22118
-  %385 = mul nsw i64 %conv1.py20104, 26
-  %386 = mul nsw i64 %conv1.px21105, 2
-  %387 = add nsw i64 %385, %386
-  %388 = add nsw i64 %387, 1
-  %389 = sitofp i64 %388 to float
-  %bi23119 = load float, ptr %conv1.bi23, align 4
-  %390 = select i1 %384, float %389, float %bi23119
-  store float %390, ptr %conv1.bi23, align 4
-  %391 = mul nsw i64 %conv1.f19103, 2704
-  %392 = add nsw i64 42768, %391
-  %393 = mul nsw i64 %conv1.j18102, 169
-  %394 = add nsw i64 %392, %393
-  %395 = mul nsw i64 %conv1.py20104, 26
-  %396 = mul nsw i64 %conv1.px21105, 2
-  %397 = add nsw i64 %395, %396
-  %398 = add nsw i64 %397, 1
-  %399 = add nsw i64 %394, %398
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %399
-  %400 = load float, ptr %arena120, align 4
-  %401 = add nsw i64 36, %conv1.f19103
-  %params121 = getelementptr inbounds float, ptr %params, i64 %401
-  %402 = load float, ptr %params121, align 4
-  %403 = fadd float %400, %402
-  %best22122 = load float, ptr %conv1.best22, align 4
-  %404 = fcmp ogt float %403, %best22122
-  %405 = mul nsw i64 %conv1.f19103, 2704
-  %406 = add nsw i64 42768, %405
-  %407 = mul nsw i64 %conv1.j18102, 169
-  %408 = add nsw i64 %406, %407
-  %409 = mul nsw i64 %conv1.py20104, 26
-  %410 = mul nsw i64 %conv1.px21105, 2
-  %411 = add nsw i64 %409, %410
-  %412 = add nsw i64 %411, 1
-  %413 = add nsw i64 %408, %412
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %413
-  %414 = load float, ptr %arena123, align 4
-  %415 = add nsw i64 36, %conv1.f19103
-  %params124 = getelementptr inbounds float, ptr %params, i64 %415
-  %416 = load float, ptr %params124, align 4
-  %417 = fadd float %414, %416
-  %best22125 = load float, ptr %conv1.best22, align 4
-  %418 = select i1 %404, float %417, float %best22125
-  store float %418, ptr %conv1.best22, align 4
-  %419 = mul nsw i64 %conv1.f19103, 2704
-  %420 = add nsw i64 42768, %419
-  %421 = mul nsw i64 %conv1.j18102, 169
-  %422 = add nsw i64 %420, %421
-  %423 = mul nsw i64 %conv1.py20104, 26
-  %424 = mul nsw i64 %conv1.px21105, 2
-  %425 = add nsw i64 %423, %424
-  %426 = add nsw i64 %425, 13
-  %427 = add nsw i64 %422, %426
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %427
-  %428 = load float, ptr %arena126, align 4
-  %429 = add nsw i64 36, %conv1.f19103
-  %params127 = getelementptr inbounds float, ptr %params, i64 %429
-  %430 = load float, ptr %params127, align 4
-  %431 = fadd float %428, %430
-  %best22128 = load float, ptr %conv1.best22, align 4
-  %432 = fcmp ogt float %431, %best22128
-  %433 = mul nsw i64 %conv1.py20104, 26
-  %434 = mul nsw i64 %conv1.px21105, 2
-  %435 = add nsw i64 %433, %434
-  %436 = add nsw i64 %435, 13
-  %437 = sitofp i64 %436 to float
-  %bi23129 = load float, ptr %conv1.bi23, align 4
-  %438 = select i1 %432, float %437, float %bi23129
-  store float %438, ptr %conv1.bi23, align 4
-  %439 = mul nsw i64 %conv1.f19103, 2704
-  %440 = add nsw i64 42768, %439
-  %441 = mul nsw i64 %conv1.j18102, 169
-  %442 = add nsw i64 %440, %441
-  %443 = mul nsw i64 %conv1.py20104, 26
-  %444 = mul nsw i64 %conv1.px21105, 2
-  %445 = add nsw i64 %443, %444
-  %446 = add nsw i64 %445, 13
-  %447 = add nsw i64 %442, %446
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %447
-  %448 = load float, ptr %arena130, align 4
-  %449 = add nsw i64 36, %conv1.f19103
-  %params131 = getelementptr inbounds float, ptr %params, i64 %449
-  %450 = load float, ptr %params131, align 4
-  %451 = fadd float %448, %450
-  %best22132 = load float, ptr %conv1.best22, align 4
-  %452 = fcmp ogt float %451, %best22132
-  %453 = mul nsw i64 %conv1.f19103, 2704
-  %454 = add nsw i64 42768, %453
-  %455 = mul nsw i64 %conv1.j18102, 169
-  %456 = add nsw i64 %454, %455
-  %457 = mul nsw i64 %conv1.py20104, 26
-  %458 = mul nsw i64 %conv1.px21105, 2
-  %459 = add nsw i64 %457, %458
-  %460 = add nsw i64 %459, 13
-  %461 = add nsw i64 %456, %460
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %461
-  %462 = load float, ptr %arena133, align 4
-  %463 = add nsw i64 36, %conv1.f19103
-  %params134 = getelementptr inbounds float, ptr %params, i64 %463
-  %464 = load float, ptr %params134, align 4
-  %465 = fadd float %462, %464
-  %best22135 = load float, ptr %conv1.best22, align 4
-  %466 = select i1 %452, float %465, float %best22135
-  store float %466, ptr %conv1.best22, align 4
-  %467 = mul nsw i64 %conv1.f19103, 2704
-  %468 = add nsw i64 42768, %467
-  %469 = mul nsw i64 %conv1.j18102, 169
-  %470 = add nsw i64 %468, %469
-  %471 = mul nsw i64 %conv1.py20104, 26
-  %472 = mul nsw i64 %conv1.px21105, 2
-  %473 = add nsw i64 %471, %472
-  %474 = add nsw i64 %473, 13
-  %475 = add nsw i64 %474, 1
-  %476 = add nsw i64 %470, %475
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %476
-  %477 = load float, ptr %arena136, align 4
-  %478 = add nsw i64 36, %conv1.f19103
-  %params137 = getelementptr inbounds float, ptr %params, i64 %478
-  %479 = load float, ptr %params137, align 4
-  %480 = fadd float %477, %479
-  %best22138 = load float, ptr %conv1.best22, align 4
-  %481 = fcmp ogt float %480, %best22138
-  %482 = mul nsw i64 %conv1.py20104, 26
-  %483 = mul nsw i64 %conv1.px21105, 2
-  %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %484, 13
-  %486 = add nsw i64 %485, 1
-  %487 = sitofp i64 %486 to float
-  %bi23139 = load float, ptr %conv1.bi23, align 4
-  %488 = select i1 %481, float %487, float %bi23139
-  store float %488, ptr %conv1.bi23, align 4
-  %489 = mul nsw i64 %conv1.f19103, 2704
-  %490 = add nsw i64 42768, %489
-  %491 = mul nsw i64 %conv1.j18102, 169
-  %492 = add nsw i64 %490, %491
-  %493 = mul nsw i64 %conv1.py20104, 26
-  %494 = mul nsw i64 %conv1.px21105, 2
-  %495 = add nsw i64 %493, %494
-  %496 = add nsw i64 %495, 13
-  %497 = add nsw i64 %496, 1
-  %498 = add nsw i64 %492, %497
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %498
-  %499 = load float, ptr %arena140, align 4
-  %500 = add nsw i64 36, %conv1.f19103
-  %params141 = getelementptr inbounds float, ptr %params, i64 %500
-  %501 = load float, ptr %params141, align 4
-  %502 = fadd float %499, %501
-  %best22142 = load float, ptr %conv1.best22, align 4
-  %503 = fcmp ogt float %502, %best22142
-  %504 = mul nsw i64 %conv1.f19103, 2704
-  %505 = add nsw i64 42768, %504
-  %506 = mul nsw i64 %conv1.j18102, 169
-  %507 = add nsw i64 %505, %506
-  %508 = mul nsw i64 %conv1.py20104, 26
-  %509 = mul nsw i64 %conv1.px21105, 2
-  %510 = add nsw i64 %508, %509
-  %511 = add nsw i64 %510, 13
-  %512 = add nsw i64 %511, 1
-  %513 = add nsw i64 %507, %512
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %513
-  %514 = load float, ptr %arena143, align 4
-  %515 = add nsw i64 36, %conv1.f19103
-  %params144 = getelementptr inbounds float, ptr %params, i64 %515
-  %516 = load float, ptr %params144, align 4
-  %517 = fadd float %514, %516
-  %best22145 = load float, ptr %conv1.best22, align 4
-  %518 = select i1 %503, float %517, float %best22145
-  store float %518, ptr %conv1.best22, align 4
-  %best22146 = load float, ptr %conv1.best22, align 4
-  %519 = fcmp ogt float %best22146, 0.000000e+00
-  %best22147 = load float, ptr %conv1.best22, align 4
-  %520 = select i1 %519, float %best22147, float 0.000000e+00
-  %521 = mul nsw i64 %conv1.g11, 16
-  %522 = add nsw i64 %521, %conv1.j18102
-  %523 = mul nsw i64 %522, 144
-  %524 = mul nsw i64 %conv1.f19103, 36
-  %525 = add nsw i64 %523, %524
-  %526 = mul nsw i64 %conv1.py20104, 6
-  %527 = add nsw i64 %525, %526
-  %528 = add nsw i64 %527, %conv1.px21105
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %528
-  store float %520, ptr %arena148, align 4
-  %bi23149 = load float, ptr %conv1.bi23, align 4
-  %529 = mul nsw i64 %conv1.g11, 16
-  %530 = add nsw i64 %529, %conv1.j18102
-  %531 = mul nsw i64 %530, 144
-  %532 = mul nsw i64 %conv1.f19103, 36
-  %533 = add nsw i64 %531, %532
-  %534 = mul nsw i64 %conv1.py20104, 6
-  %535 = add nsw i64 %533, %534
-  %536 = add nsw i64 %535, %conv1.px21105
-  %537 = add nsw i64 9216, %536
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %537
-  store float %bi23149, ptr %arena150, align 4
-  %px21.next = add nsw i64 %conv1.px21105, 1
-  %538 = icmp slt i64 %px21.next, 6
-  br i1 %538, label %conv1.px21, label %conv1.px21.end
+conv1.px14:                                       ; preds = %conv1.px14, %conv1.py13
+  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.px14 ]
+  %82 = mul nsw i64 %conv1.f1221, 2704
+  %83 = add nsw i64 42768, %82
+  %84 = mul nsw i64 %conv1.j1120, 169
+  %85 = add nsw i64 %83, %84
+  %86 = mul nsw i64 %conv1.py1322, 26
+  %87 = mul nsw i64 %conv1.px1423, 2
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %85, %88
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena24, align 4
+  %91 = add nsw i64 36, %conv1.f1221
+  %params25 = getelementptr inbounds float, ptr %params, i64 %91
+  %92 = load float, ptr %params25, align 4
+  %93 = fadd float %90, %92
+  store float %93, ptr %conv1.best15, align 4
+  %94 = mul nsw i64 %conv1.py1322, 26
+  %95 = mul nsw i64 %conv1.px1423, 2
+  %96 = add nsw i64 %94, %95
+  %97 = sitofp i64 %96 to float
+  store float %97, ptr %conv1.bi16, align 4
+  %98 = mul nsw i64 %conv1.f1221, 2704
+  %99 = add nsw i64 42768, %98
+  %100 = mul nsw i64 %conv1.j1120, 169
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %conv1.py1322, 26
+  %103 = mul nsw i64 %conv1.px1423, 2
+  %104 = add nsw i64 %102, %103
+  %105 = add nsw i64 %101, %104
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %105
+  %106 = load float, ptr %arena26, align 4
+  %107 = add nsw i64 36, %conv1.f1221
+  %params27 = getelementptr inbounds float, ptr %params, i64 %107
+  %108 = load float, ptr %params27, align 4
+  %109 = fadd float %106, %108
+  %best15 = load float, ptr %conv1.best15, align 4
+  %110 = fcmp ogt float %109, %best15
+  %111 = mul nsw i64 %conv1.py1322, 26
+  %112 = mul nsw i64 %conv1.px1423, 2
+  %113 = add nsw i64 %111, %112
+  %114 = sitofp i64 %113 to float
+  %bi16 = load float, ptr %conv1.bi16, align 4
+  %115 = select i1 %110, float %114, float %bi16
+  store float %115, ptr %conv1.bi16, align 4
+  %116 = mul nsw i64 %conv1.f1221, 2704
+  %117 = add nsw i64 42768, %116
+  %118 = mul nsw i64 %conv1.j1120, 169
+  %119 = add nsw i64 %117, %118
+  %120 = mul nsw i64 %conv1.py1322, 26
+  %121 = mul nsw i64 %conv1.px1423, 2
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 %119, %122
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load float, ptr %arena28, align 4
+  %125 = add nsw i64 36, %conv1.f1221
+  %params29 = getelementptr inbounds float, ptr %params, i64 %125
+  %126 = load float, ptr %params29, align 4
+  %127 = fadd float %124, %126
+  %best1530 = load float, ptr %conv1.best15, align 4
+  %128 = fcmp ogt float %127, %best1530
+  %129 = mul nsw i64 %conv1.f1221, 2704
+  %130 = add nsw i64 42768, %129
+  %131 = mul nsw i64 %conv1.j1120, 169
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %conv1.py1322, 26
+  %134 = mul nsw i64 %conv1.px1423, 2
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %132, %135
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena31, align 4
+  %138 = add nsw i64 36, %conv1.f1221
+  %params32 = getelementptr inbounds float, ptr %params, i64 %138
+  %139 = load float, ptr %params32, align 4
+  %140 = fadd float %137, %139
+  %best1533 = load float, ptr %conv1.best15, align 4
+  %141 = select i1 %128, float %140, float %best1533
+  store float %141, ptr %conv1.best15, align 4
+  %142 = mul nsw i64 %conv1.f1221, 2704
+  %143 = add nsw i64 42768, %142
+  %144 = mul nsw i64 %conv1.j1120, 169
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv1.py1322, 26
+  %147 = mul nsw i64 %conv1.px1423, 2
+  %148 = add nsw i64 %146, %147
+  %149 = add nsw i64 %148, 1
+  %150 = add nsw i64 %145, %149
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load float, ptr %arena34, align 4
+  %152 = add nsw i64 36, %conv1.f1221
+  %params35 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params35, align 4
+  %154 = fadd float %151, %153
+  %best1536 = load float, ptr %conv1.best15, align 4
+  %155 = fcmp ogt float %154, %best1536
+  %156 = mul nsw i64 %conv1.py1322, 26
+  %157 = mul nsw i64 %conv1.px1423, 2
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, 1
+  %160 = sitofp i64 %159 to float
+  %bi1637 = load float, ptr %conv1.bi16, align 4
+  %161 = select i1 %155, float %160, float %bi1637
+  store float %161, ptr %conv1.bi16, align 4
+  %162 = mul nsw i64 %conv1.f1221, 2704
+  %163 = add nsw i64 42768, %162
+  %164 = mul nsw i64 %conv1.j1120, 169
+  %165 = add nsw i64 %163, %164
+  %166 = mul nsw i64 %conv1.py1322, 26
+  %167 = mul nsw i64 %conv1.px1423, 2
+  %168 = add nsw i64 %166, %167
+  %169 = add nsw i64 %168, 1
+  %170 = add nsw i64 %165, %169
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %170
+  %171 = load float, ptr %arena38, align 4
+  %172 = add nsw i64 36, %conv1.f1221
+  %params39 = getelementptr inbounds float, ptr %params, i64 %172
+  %173 = load float, ptr %params39, align 4
+  %174 = fadd float %171, %173
+  %best1540 = load float, ptr %conv1.best15, align 4
+  %175 = fcmp ogt float %174, %best1540
+  %176 = mul nsw i64 %conv1.f1221, 2704
+  %177 = add nsw i64 42768, %176
+  %178 = mul nsw i64 %conv1.j1120, 169
+  %179 = add nsw i64 %177, %178
+  %180 = mul nsw i64 %conv1.py1322, 26
+  %181 = mul nsw i64 %conv1.px1423, 2
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 1
+  %184 = add nsw i64 %179, %183
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %184
+  %185 = load float, ptr %arena41, align 4
+  %186 = add nsw i64 36, %conv1.f1221
+  %params42 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params42, align 4
+  %188 = fadd float %185, %187
+  %best1543 = load float, ptr %conv1.best15, align 4
+  %189 = select i1 %175, float %188, float %best1543
+  store float %189, ptr %conv1.best15, align 4
+  %190 = mul nsw i64 %conv1.f1221, 2704
+  %191 = add nsw i64 42768, %190
+  %192 = mul nsw i64 %conv1.j1120, 169
+  %193 = add nsw i64 %191, %192
+  %194 = mul nsw i64 %conv1.py1322, 26
+  %195 = mul nsw i64 %conv1.px1423, 2
+  %196 = add nsw i64 %194, %195
+  %197 = add nsw i64 %196, 13
+  %198 = add nsw i64 %193, %197
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %198
+  %199 = load float, ptr %arena44, align 4
+  %200 = add nsw i64 36, %conv1.f1221
+  %params45 = getelementptr inbounds float, ptr %params, i64 %200
+  %201 = load float, ptr %params45, align 4
+  %202 = fadd float %199, %201
+  %best1546 = load float, ptr %conv1.best15, align 4
+  %203 = fcmp ogt float %202, %best1546
+  %204 = mul nsw i64 %conv1.py1322, 26
+  %205 = mul nsw i64 %conv1.px1423, 2
+  %206 = add nsw i64 %204, %205
+  %207 = add nsw i64 %206, 13
+  %208 = sitofp i64 %207 to float
+  %bi1647 = load float, ptr %conv1.bi16, align 4
+  %209 = select i1 %203, float %208, float %bi1647
+  store float %209, ptr %conv1.bi16, align 4
+  %210 = mul nsw i64 %conv1.f1221, 2704
+  %211 = add nsw i64 42768, %210
+  %212 = mul nsw i64 %conv1.j1120, 169
+  %213 = add nsw i64 %211, %212
+  %214 = mul nsw i64 %conv1.py1322, 26
+  %215 = mul nsw i64 %conv1.px1423, 2
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 13
+  %218 = add nsw i64 %213, %217
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %218
+  %219 = load float, ptr %arena48, align 4
+  %220 = add nsw i64 36, %conv1.f1221
+  %params49 = getelementptr inbounds float, ptr %params, i64 %220
+  %221 = load float, ptr %params49, align 4
+  %222 = fadd float %219, %221
+  %best1550 = load float, ptr %conv1.best15, align 4
+  %223 = fcmp ogt float %222, %best1550
+  %224 = mul nsw i64 %conv1.f1221, 2704
+  %225 = add nsw i64 42768, %224
+  %226 = mul nsw i64 %conv1.j1120, 169
+  %227 = add nsw i64 %225, %226
+  %228 = mul nsw i64 %conv1.py1322, 26
+  %229 = mul nsw i64 %conv1.px1423, 2
+  %230 = add nsw i64 %228, %229
+  %231 = add nsw i64 %230, 13
+  %232 = add nsw i64 %227, %231
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena51, align 4
+  %234 = add nsw i64 36, %conv1.f1221
+  %params52 = getelementptr inbounds float, ptr %params, i64 %234
+  %235 = load float, ptr %params52, align 4
+  %236 = fadd float %233, %235
+  %best1553 = load float, ptr %conv1.best15, align 4
+  %237 = select i1 %223, float %236, float %best1553
+  store float %237, ptr %conv1.best15, align 4
+  %238 = mul nsw i64 %conv1.f1221, 2704
+  %239 = add nsw i64 42768, %238
+  %240 = mul nsw i64 %conv1.j1120, 169
+  %241 = add nsw i64 %239, %240
+  %242 = mul nsw i64 %conv1.py1322, 26
+  %243 = mul nsw i64 %conv1.px1423, 2
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 13
+  %246 = add nsw i64 %245, 1
+  %247 = add nsw i64 %241, %246
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load float, ptr %arena54, align 4
+  %249 = add nsw i64 36, %conv1.f1221
+  %params55 = getelementptr inbounds float, ptr %params, i64 %249
+  %250 = load float, ptr %params55, align 4
+  %251 = fadd float %248, %250
+  %best1556 = load float, ptr %conv1.best15, align 4
+  %252 = fcmp ogt float %251, %best1556
+  %253 = mul nsw i64 %conv1.py1322, 26
+  %254 = mul nsw i64 %conv1.px1423, 2
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 13
+  %257 = add nsw i64 %256, 1
+  %258 = sitofp i64 %257 to float
+  %bi1657 = load float, ptr %conv1.bi16, align 4
+  %259 = select i1 %252, float %258, float %bi1657
+  store float %259, ptr %conv1.bi16, align 4
+  %260 = mul nsw i64 %conv1.f1221, 2704
+  %261 = add nsw i64 42768, %260
+  %262 = mul nsw i64 %conv1.j1120, 169
+  %263 = add nsw i64 %261, %262
+  %264 = mul nsw i64 %conv1.py1322, 26
+  %265 = mul nsw i64 %conv1.px1423, 2
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 13
+  %268 = add nsw i64 %267, 1
+  %269 = add nsw i64 %263, %268
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %269
+  %270 = load float, ptr %arena58, align 4
+  %271 = add nsw i64 36, %conv1.f1221
+  %params59 = getelementptr inbounds float, ptr %params, i64 %271
+  %272 = load float, ptr %params59, align 4
+  %273 = fadd float %270, %272
+  %best1560 = load float, ptr %conv1.best15, align 4
+  %274 = fcmp ogt float %273, %best1560
+  %275 = mul nsw i64 %conv1.f1221, 2704
+  %276 = add nsw i64 42768, %275
+  %277 = mul nsw i64 %conv1.j1120, 169
+  %278 = add nsw i64 %276, %277
+  %279 = mul nsw i64 %conv1.py1322, 26
+  %280 = mul nsw i64 %conv1.px1423, 2
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 13
+  %283 = add nsw i64 %282, 1
+  %284 = add nsw i64 %278, %283
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %284
+  %285 = load float, ptr %arena61, align 4
+  %286 = add nsw i64 36, %conv1.f1221
+  %params62 = getelementptr inbounds float, ptr %params, i64 %286
+  %287 = load float, ptr %params62, align 4
+  %288 = fadd float %285, %287
+  %best1563 = load float, ptr %conv1.best15, align 4
+  %289 = select i1 %274, float %288, float %best1563
+  store float %289, ptr %conv1.best15, align 4
+  %best1564 = load float, ptr %conv1.best15, align 4
+  %290 = fcmp ogt float %best1564, 0.000000e+00
+  %best1565 = load float, ptr %conv1.best15, align 4
+  %291 = select i1 %290, float %best1565, float 0.000000e+00
+  %292 = mul nsw i64 %conv1.g11, 16
+  %293 = add nsw i64 %292, %conv1.j1120
+  %294 = mul nsw i64 %293, 144
+  %295 = mul nsw i64 %conv1.f1221, 36
+  %296 = add nsw i64 %294, %295
+  %297 = mul nsw i64 %conv1.py1322, 6
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %298, %conv1.px1423
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %299
+  store float %291, ptr %arena66, align 4
+  %bi1667 = load float, ptr %conv1.bi16, align 4
+  %300 = mul nsw i64 %conv1.g11, 16
+  %301 = add nsw i64 %300, %conv1.j1120
+  %302 = mul nsw i64 %301, 144
+  %303 = mul nsw i64 %conv1.f1221, 36
+  %304 = add nsw i64 %302, %303
+  %305 = mul nsw i64 %conv1.py1322, 6
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 %306, %conv1.px1423
+  %308 = add nsw i64 9216, %307
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %bi1667, ptr %arena68, align 4
+  %px14.next = add nsw i64 %conv1.px1423, 1
+  %309 = icmp slt i64 %px14.next, 6
+  br i1 %309, label %conv1.px14, label %conv1.px14.end
 
-conv1.px21.end:                                   ; preds = %conv1.px21
-  %py20.next = add nsw i64 %conv1.py20104, 1
-  %539 = icmp slt i64 %py20.next, 6
-  br i1 %539, label %conv1.py20, label %conv1.py20.end
+conv1.px14.end:                                   ; preds = %conv1.px14
+  %py13.next = add nsw i64 %conv1.py1322, 1
+  %310 = icmp slt i64 %py13.next, 6
+  br i1 %310, label %conv1.py13, label %conv1.py13.end
 
-fc1.n24:                                          ; preds = %fc1.u25.end, %conv1.g1.end
-  %fc1.n24154 = phi i64 [ 0, %conv1.g1.end ], [ %n24.next, %fc1.u25.end ]
-  br label %fc1.u25
+fc1.n17:                                          ; preds = %fc1.u18.end, %conv1.g1.end
+  %fc1.n1772 = phi i64 [ 0, %conv1.g1.end ], [ %n17.next, %fc1.u18.end ]
+  br label %fc1.u18
 
-fc1.n24.end:                                      ; preds = %fc1.u25.end
+fc1.n17.end:                                      ; preds = %fc1.u18.end
   ret void
 
-fc1.u25:                                          ; preds = %fc1.u25, %fc1.n24
-  %fc1.u25155 = phi i64 [ 0, %fc1.n24 ], [ %u25.next, %fc1.u25 ]
-  %540 = mul nsw i64 %fc1.n24154, 10
-  %541 = add nsw i64 9216, %540
-  %542 = add nsw i64 %541, %fc1.u25155
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %542
-  %543 = load float, ptr %arena156, align 4
-  %544 = add nsw i64 1480, %fc1.u25155
-  %params157 = getelementptr inbounds float, ptr %params, i64 %544
-  %545 = load float, ptr %params157, align 4
-  %546 = fadd float %543, %545
-  %547 = mul nsw i64 %fc1.n24154, 10
-  %548 = add nsw i64 9216, %547
-  %549 = add nsw i64 %548, %fc1.u25155
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %549
-  store float %546, ptr %arena158, align 4
-  %u25.next = add nsw i64 %fc1.u25155, 1
-  %550 = icmp slt i64 %u25.next, 10
-  br i1 %550, label %fc1.u25, label %fc1.u25.end
+fc1.u18:                                          ; preds = %fc1.u18, %fc1.n17
+  %fc1.u1873 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
+  %311 = mul nsw i64 %fc1.n1772, 10
+  %312 = add nsw i64 9216, %311
+  %313 = add nsw i64 %312, %fc1.u1873
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %313
+  %314 = load float, ptr %arena74, align 4
+  %315 = add nsw i64 1480, %fc1.u1873
+  %params75 = getelementptr inbounds float, ptr %params, i64 %315
+  %316 = load float, ptr %params75, align 4
+  %317 = fadd float %314, %316
+  %318 = mul nsw i64 %fc1.n1772, 10
+  %319 = add nsw i64 9216, %318
+  %320 = add nsw i64 %319, %fc1.u1873
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %320
+  store float %317, ptr %arena76, align 4
+  %u18.next = add nsw i64 %fc1.u1873, 1
+  %321 = icmp slt i64 %u18.next, 10
+  br i1 %321, label %fc1.u18, label %fc1.u18.end
 
-fc1.u25.end:                                      ; preds = %fc1.u25
-  %n24.next = add nsw i64 %fc1.n24154, 1
-  %551 = icmp slt i64 %n24.next, 64
-  br i1 %551, label %fc1.n24, label %fc1.n24.end
+fc1.u18.end:                                      ; preds = %fc1.u18
+  %n17.next = add nsw i64 %fc1.n1772, 1
+  %322 = icmp slt i64 %n17.next, 64
+  br i1 %322, label %fc1.n17, label %fc1.n17.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
 attributes #1 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
-attributes #2 = { nocallback nofree nosync nounwind willreturn memory(argmem: write) }

@@ -78,105 +78,23 @@ public func tiny_train_b64(
         }
       }
     }
-    for nb11 in 0..<42 {
-      for mb12 in 0..<1 {
-        var t13_c0_0 = SIMD16<Float>()
-        var t13_c0_1 = SIMD16<Float>()
-        var t13_c0_2 = SIMD16<Float>()
-        var t13_c0_3 = SIMD16<Float>()
-        var t13_c1_0 = SIMD16<Float>()
-        var t13_c1_1 = SIMD16<Float>()
-        var t13_c1_2 = SIMD16<Float>()
-        var t13_c1_3 = SIMD16<Float>()
-        var t13_c2_0 = SIMD16<Float>()
-        var t13_c2_1 = SIMD16<Float>()
-        var t13_c2_2 = SIMD16<Float>()
-        var t13_c2_3 = SIMD16<Float>()
-        var t13_c3_0 = SIMD16<Float>()
-        var t13_c3_1 = SIMD16<Float>()
-        var t13_c3_2 = SIMD16<Float>()
-        var t13_c3_3 = SIMD16<Float>()
-        for k14 in 0..<9 {
-          let t13_b0 = load16(arena, ((18432 +% (k14 *% 2704)) +% (nb11 *% 64)))
-          let t13_b1 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 16))
-          let t13_b2 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 32))
-          let t13_b3 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 48))
-          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
-          t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
-          t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
-          t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
-          t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
-          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 1) *% 9) +% k14)])
-          t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
-          t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
-          t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
-          t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
-          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 2) *% 9) +% k14)])
-          t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
-          t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
-          t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
-          t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
-          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 3) *% 9) +% k14)])
-          t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
-          t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
-          t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
-          t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
-        }
-        store16(arena, ((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)), t13_c0_0)
-        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c0_1)
-        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c0_2)
-        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c0_3)
-        store16(arena, ((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)), t13_c1_0)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c1_1)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c1_2)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c1_3)
-        store16(arena, ((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)), t13_c2_0)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c2_1)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c2_2)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c2_3)
-        store16(arena, ((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)), t13_c3_0)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c3_1)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c3_2)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c3_3)
-      }
-    }
-    for mb15 in 0..<1 {
-      var t16_c0_0 = SIMD16<Float>()
-      var t16_c1_0 = SIMD16<Float>()
-      var t16_c2_0 = SIMD16<Float>()
-      var t16_c3_0 = SIMD16<Float>()
-      for k17 in 0..<9 {
-        let t16_b0 = load16(arena, ((18432 +% (k17 *% 2704)) +% 2688))
-        let t16_a0 = SIMD16<Float>(repeating: params[(((mb15 *% 4) *% 9) +% k17)])
-        t16_c0_0 = t16_c0_0.addingProduct(t16_a0, t16_b0)
-        let t16_a1 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 1) *% 9) +% k17)])
-        t16_c1_0 = t16_c1_0.addingProduct(t16_a1, t16_b0)
-        let t16_a2 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 2) *% 9) +% k17)])
-        t16_c2_0 = t16_c2_0.addingProduct(t16_a2, t16_b0)
-        let t16_a3 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 3) *% 9) +% k17)])
-        t16_c3_0 = t16_c3_0.addingProduct(t16_a3, t16_b0)
-      }
-      store16(arena, ((42768 +% ((mb15 *% 4) *% 2704)) +% 2688), t16_c0_0)
-      store16(arena, ((42768 +% (((mb15 *% 4) +% 1) *% 2704)) +% 2688), t16_c1_0)
-      store16(arena, ((42768 +% (((mb15 *% 4) +% 2) *% 2704)) +% 2688), t16_c2_0)
-      store16(arena, ((42768 +% (((mb15 *% 4) +% 3) *% 2704)) +% 2688), t16_c3_0)
-    }
-    for j18 in 0..<16 {
-      for f19 in 0..<4 {
-        for py20 in 0..<6 {
-          for px21 in 0..<6 {
-            var best22: Float = (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)])
-            var bi23: Float = Float(((py20 *% 26) +% (px21 *% 2)))
-            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) > best22 ? Float(((py20 *% 26) +% (px21 *% 2))) : bi23)
-            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) : best22)
-            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) > best22 ? Float((((py20 *% 26) +% (px21 *% 2)) +% 1)) : bi23)
-            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) : best22)
-            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) > best22 ? Float((((py20 *% 26) +% (px21 *% 2)) +% 13)) : bi23)
-            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) : best22)
-            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) > best22 ? Float(((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1)) : bi23)
-            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) : best22)
-            arena[((((((g1 *% 16) +% j18) *% 144) +% (f19 *% 36)) +% (py20 *% 6)) +% px21)] = (best22 > Float(0) ? best22 : Float(0))
-            arena[(9216 +% ((((((g1 *% 16) +% j18) *% 144) +% (f19 *% 36)) +% (py20 *% 6)) +% px21))] = bi23
+    sgemm(101, 111, 111, 4, 2704, 9, 1, params + 0, 9, arena + 18432, 2704, Float(bitPattern: 0x0), arena + 42768, 2704)
+    for j11 in 0..<16 {
+      for f12 in 0..<4 {
+        for py13 in 0..<6 {
+          for px14 in 0..<6 {
+            var best15: Float = (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)])
+            var bi16: Float = Float(((py13 *% 26) +% (px14 *% 2)))
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) > best15 ? Float(((py13 *% 26) +% (px14 *% 2))) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) > best15 ? Float((((py13 *% 26) +% (px14 *% 2)) +% 1)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) > best15 ? Float((((py13 *% 26) +% (px14 *% 2)) +% 13)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) > best15 ? Float(((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) : best15)
+            arena[((((((g1 *% 16) +% j11) *% 144) +% (f12 *% 36)) +% (py13 *% 6)) +% px14)] = (best15 > Float(0) ? best15 : Float(0))
+            arena[(9216 +% ((((((g1 *% 16) +% j11) *% 144) +% (f12 *% 36)) +% (py13 *% 6)) +% px14))] = bi16
           }
         }
       }
@@ -185,600 +103,172 @@ public func tiny_train_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 18432, 10)
-  for n24 in 0..<64 {
-    do {  // SIMD16 over u25
-      var u25 = 0
-      while u25 < 10 {
-        arena[((18432 +% (n24 *% 10)) +% u25)] = (arena[((18432 +% (n24 *% 10)) +% u25)] + params[(1480 +% u25)])
-        u25 &+= 1
+  for n17 in 0..<64 {
+    do {  // SIMD16 over u18
+      var u18 = 0
+      while u18 < 10 {
+        arena[((18432 +% (n17 *% 10)) +% u18)] = (arena[((18432 +% (n17 *% 10)) +% u18)] + params[(1480 +% u18)])
+        u18 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc1, label)
-  var total26: Float = Float(0)
-  for n27 in 0..<64 {
-    var m28: Float = arena[(18432 +% (n27 *% 10))]
-    for k30 in 0..<10 {
-      m28 = { let x = m28, y = arena[((18432 +% (n27 *% 10)) +% k30)]; return y > x ? y : x }()
+  var total19: Float = Float(0)
+  for n20 in 0..<64 {
+    var m21: Float = arena[(18432 +% (n20 *% 10))]
+    for k23 in 0..<10 {
+      m21 = { let x = m21, y = arena[((18432 +% (n20 *% 10)) +% k23)]; return y > x ? y : x }()
     }
-    var s29: Float = Float(0)
-    for k31 in 0..<10 {
-      s29 = (s29 + expf((arena[((18432 +% (n27 *% 10)) +% k31)] - m28)))
+    var s22: Float = Float(0)
+    for k24 in 0..<10 {
+      s22 = (s22 + expf((arena[((18432 +% (n20 *% 10)) +% k24)] - m21)))
     }
-    total26 = (total26 + ((m28 + logf(s29)) - arena[((18432 +% (n27 *% 10)) +% Int(labels[n27]))]))
+    total19 = (total19 + ((m21 + logf(s22)) - arena[((18432 +% (n20 *% 10)) +% Int(labels[n20]))]))
   }
-  arena[19072] = (total26 / Float(64))
+  arena[19072] = (total19 / Float(64))
   // fc1_grad = cross_entropy_grad(fc1, label)
-  for n32 in 0..<64 {
-    var m33: Float = arena[(18432 +% (n32 *% 10))]
-    for k35 in 0..<10 {
-      m33 = { let x = m33, y = arena[((18432 +% (n32 *% 10)) +% k35)]; return y > x ? y : x }()
+  for n25 in 0..<64 {
+    var m26: Float = arena[(18432 +% (n25 *% 10))]
+    for k28 in 0..<10 {
+      m26 = { let x = m26, y = arena[((18432 +% (n25 *% 10)) +% k28)]; return y > x ? y : x }()
     }
-    var s34: Float = Float(0)
-    for k36 in 0..<10 {
-      s34 = (s34 + expf((arena[((18432 +% (n32 *% 10)) +% k36)] - m33)))
+    var s27: Float = Float(0)
+    for k29 in 0..<10 {
+      s27 = (s27 + expf((arena[((18432 +% (n25 *% 10)) +% k29)] - m26)))
     }
-    for k37 in 0..<10 {
-      arena[((19088 +% (n32 *% 10)) +% k37)] = ((k37 == Int(labels[n32]) ? ((expf((arena[((18432 +% (n32 *% 10)) +% k37)] - m33)) / s34) - Float(1)) : (expf((arena[((18432 +% (n32 *% 10)) +% k37)] - m33)) / s34)) / Float(64))
+    for k30 in 0..<10 {
+      arena[((19088 +% (n25 *% 10)) +% k30)] = ((k30 == Int(labels[n25]) ? ((expf((arena[((18432 +% (n25 *% 10)) +% k30)] - m26)) / s27) - Float(1)) : (expf((arena[((18432 +% (n25 *% 10)) +% k30)] - m26)) / s27)) / Float(64))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  for nb38 in 0..<2 {
-    for mb39 in 0..<1 {
-      var t40_c0_0 = SIMD16<Float>()
-      var t40_c0_1 = SIMD16<Float>()
-      var t40_c0_2 = SIMD16<Float>()
-      var t40_c0_3 = SIMD16<Float>()
-      var t40_c1_0 = SIMD16<Float>()
-      var t40_c1_1 = SIMD16<Float>()
-      var t40_c1_2 = SIMD16<Float>()
-      var t40_c1_3 = SIMD16<Float>()
-      var t40_c2_0 = SIMD16<Float>()
-      var t40_c2_1 = SIMD16<Float>()
-      var t40_c2_2 = SIMD16<Float>()
-      var t40_c2_3 = SIMD16<Float>()
-      var t40_c3_0 = SIMD16<Float>()
-      var t40_c3_1 = SIMD16<Float>()
-      var t40_c3_2 = SIMD16<Float>()
-      var t40_c3_3 = SIMD16<Float>()
-      var t40_c4_0 = SIMD16<Float>()
-      var t40_c4_1 = SIMD16<Float>()
-      var t40_c4_2 = SIMD16<Float>()
-      var t40_c4_3 = SIMD16<Float>()
-      var t40_c5_0 = SIMD16<Float>()
-      var t40_c5_1 = SIMD16<Float>()
-      var t40_c5_2 = SIMD16<Float>()
-      var t40_c5_3 = SIMD16<Float>()
-      for k41 in 0..<64 {
-        let t40_b0 = load16(arena, ((k41 *% 144) +% (nb38 *% 64)))
-        let t40_b1 = load16(arena, (((k41 *% 144) +% (nb38 *% 64)) +% 16))
-        let t40_b2 = load16(arena, (((k41 *% 144) +% (nb38 *% 64)) +% 32))
-        let t40_b3 = load16(arena, (((k41 *% 144) +% (nb38 *% 64)) +% 48))
-        let t40_a0 = SIMD16<Float>(repeating: arena[((19088 +% (mb39 *% 6)) +% (k41 *% 10))])
-        t40_c0_0 = t40_c0_0.addingProduct(t40_a0, t40_b0)
-        t40_c0_1 = t40_c0_1.addingProduct(t40_a0, t40_b1)
-        t40_c0_2 = t40_c0_2.addingProduct(t40_a0, t40_b2)
-        t40_c0_3 = t40_c0_3.addingProduct(t40_a0, t40_b3)
-        let t40_a1 = SIMD16<Float>(repeating: arena[((19088 +% ((mb39 *% 6) +% 1)) +% (k41 *% 10))])
-        t40_c1_0 = t40_c1_0.addingProduct(t40_a1, t40_b0)
-        t40_c1_1 = t40_c1_1.addingProduct(t40_a1, t40_b1)
-        t40_c1_2 = t40_c1_2.addingProduct(t40_a1, t40_b2)
-        t40_c1_3 = t40_c1_3.addingProduct(t40_a1, t40_b3)
-        let t40_a2 = SIMD16<Float>(repeating: arena[((19088 +% ((mb39 *% 6) +% 2)) +% (k41 *% 10))])
-        t40_c2_0 = t40_c2_0.addingProduct(t40_a2, t40_b0)
-        t40_c2_1 = t40_c2_1.addingProduct(t40_a2, t40_b1)
-        t40_c2_2 = t40_c2_2.addingProduct(t40_a2, t40_b2)
-        t40_c2_3 = t40_c2_3.addingProduct(t40_a2, t40_b3)
-        let t40_a3 = SIMD16<Float>(repeating: arena[((19088 +% ((mb39 *% 6) +% 3)) +% (k41 *% 10))])
-        t40_c3_0 = t40_c3_0.addingProduct(t40_a3, t40_b0)
-        t40_c3_1 = t40_c3_1.addingProduct(t40_a3, t40_b1)
-        t40_c3_2 = t40_c3_2.addingProduct(t40_a3, t40_b2)
-        t40_c3_3 = t40_c3_3.addingProduct(t40_a3, t40_b3)
-        let t40_a4 = SIMD16<Float>(repeating: arena[((19088 +% ((mb39 *% 6) +% 4)) +% (k41 *% 10))])
-        t40_c4_0 = t40_c4_0.addingProduct(t40_a4, t40_b0)
-        t40_c4_1 = t40_c4_1.addingProduct(t40_a4, t40_b1)
-        t40_c4_2 = t40_c4_2.addingProduct(t40_a4, t40_b2)
-        t40_c4_3 = t40_c4_3.addingProduct(t40_a4, t40_b3)
-        let t40_a5 = SIMD16<Float>(repeating: arena[((19088 +% ((mb39 *% 6) +% 5)) +% (k41 *% 10))])
-        t40_c5_0 = t40_c5_0.addingProduct(t40_a5, t40_b0)
-        t40_c5_1 = t40_c5_1.addingProduct(t40_a5, t40_b1)
-        t40_c5_2 = t40_c5_2.addingProduct(t40_a5, t40_b2)
-        t40_c5_3 = t40_c5_3.addingProduct(t40_a5, t40_b3)
-      }
-      store16(grads, ((40 +% ((mb39 *% 6) *% 144)) +% (nb38 *% 64)), t40_c0_0)
-      store16(grads, (((40 +% ((mb39 *% 6) *% 144)) +% (nb38 *% 64)) +% 16), t40_c0_1)
-      store16(grads, (((40 +% ((mb39 *% 6) *% 144)) +% (nb38 *% 64)) +% 32), t40_c0_2)
-      store16(grads, (((40 +% ((mb39 *% 6) *% 144)) +% (nb38 *% 64)) +% 48), t40_c0_3)
-      store16(grads, ((40 +% (((mb39 *% 6) +% 1) *% 144)) +% (nb38 *% 64)), t40_c1_0)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 1) *% 144)) +% (nb38 *% 64)) +% 16), t40_c1_1)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 1) *% 144)) +% (nb38 *% 64)) +% 32), t40_c1_2)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 1) *% 144)) +% (nb38 *% 64)) +% 48), t40_c1_3)
-      store16(grads, ((40 +% (((mb39 *% 6) +% 2) *% 144)) +% (nb38 *% 64)), t40_c2_0)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 2) *% 144)) +% (nb38 *% 64)) +% 16), t40_c2_1)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 2) *% 144)) +% (nb38 *% 64)) +% 32), t40_c2_2)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 2) *% 144)) +% (nb38 *% 64)) +% 48), t40_c2_3)
-      store16(grads, ((40 +% (((mb39 *% 6) +% 3) *% 144)) +% (nb38 *% 64)), t40_c3_0)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 3) *% 144)) +% (nb38 *% 64)) +% 16), t40_c3_1)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 3) *% 144)) +% (nb38 *% 64)) +% 32), t40_c3_2)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 3) *% 144)) +% (nb38 *% 64)) +% 48), t40_c3_3)
-      store16(grads, ((40 +% (((mb39 *% 6) +% 4) *% 144)) +% (nb38 *% 64)), t40_c4_0)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 4) *% 144)) +% (nb38 *% 64)) +% 16), t40_c4_1)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 4) *% 144)) +% (nb38 *% 64)) +% 32), t40_c4_2)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 4) *% 144)) +% (nb38 *% 64)) +% 48), t40_c4_3)
-      store16(grads, ((40 +% (((mb39 *% 6) +% 5) *% 144)) +% (nb38 *% 64)), t40_c5_0)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 5) *% 144)) +% (nb38 *% 64)) +% 16), t40_c5_1)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 5) *% 144)) +% (nb38 *% 64)) +% 32), t40_c5_2)
-      store16(grads, (((40 +% (((mb39 *% 6) +% 5) *% 144)) +% (nb38 *% 64)) +% 48), t40_c5_3)
-    }
-    var t42_c0_0 = SIMD16<Float>()
-    var t42_c0_1 = SIMD16<Float>()
-    var t42_c0_2 = SIMD16<Float>()
-    var t42_c0_3 = SIMD16<Float>()
-    var t42_c1_0 = SIMD16<Float>()
-    var t42_c1_1 = SIMD16<Float>()
-    var t42_c1_2 = SIMD16<Float>()
-    var t42_c1_3 = SIMD16<Float>()
-    var t42_c2_0 = SIMD16<Float>()
-    var t42_c2_1 = SIMD16<Float>()
-    var t42_c2_2 = SIMD16<Float>()
-    var t42_c2_3 = SIMD16<Float>()
-    var t42_c3_0 = SIMD16<Float>()
-    var t42_c3_1 = SIMD16<Float>()
-    var t42_c3_2 = SIMD16<Float>()
-    var t42_c3_3 = SIMD16<Float>()
-    for k43 in 0..<64 {
-      let t42_b0 = load16(arena, ((k43 *% 144) +% (nb38 *% 64)))
-      let t42_b1 = load16(arena, (((k43 *% 144) +% (nb38 *% 64)) +% 16))
-      let t42_b2 = load16(arena, (((k43 *% 144) +% (nb38 *% 64)) +% 32))
-      let t42_b3 = load16(arena, (((k43 *% 144) +% (nb38 *% 64)) +% 48))
-      let t42_a0 = SIMD16<Float>(repeating: arena[(19094 +% (k43 *% 10))])
-      t42_c0_0 = t42_c0_0.addingProduct(t42_a0, t42_b0)
-      t42_c0_1 = t42_c0_1.addingProduct(t42_a0, t42_b1)
-      t42_c0_2 = t42_c0_2.addingProduct(t42_a0, t42_b2)
-      t42_c0_3 = t42_c0_3.addingProduct(t42_a0, t42_b3)
-      let t42_a1 = SIMD16<Float>(repeating: arena[(19095 +% (k43 *% 10))])
-      t42_c1_0 = t42_c1_0.addingProduct(t42_a1, t42_b0)
-      t42_c1_1 = t42_c1_1.addingProduct(t42_a1, t42_b1)
-      t42_c1_2 = t42_c1_2.addingProduct(t42_a1, t42_b2)
-      t42_c1_3 = t42_c1_3.addingProduct(t42_a1, t42_b3)
-      let t42_a2 = SIMD16<Float>(repeating: arena[(19096 +% (k43 *% 10))])
-      t42_c2_0 = t42_c2_0.addingProduct(t42_a2, t42_b0)
-      t42_c2_1 = t42_c2_1.addingProduct(t42_a2, t42_b1)
-      t42_c2_2 = t42_c2_2.addingProduct(t42_a2, t42_b2)
-      t42_c2_3 = t42_c2_3.addingProduct(t42_a2, t42_b3)
-      let t42_a3 = SIMD16<Float>(repeating: arena[(19097 +% (k43 *% 10))])
-      t42_c3_0 = t42_c3_0.addingProduct(t42_a3, t42_b0)
-      t42_c3_1 = t42_c3_1.addingProduct(t42_a3, t42_b1)
-      t42_c3_2 = t42_c3_2.addingProduct(t42_a3, t42_b2)
-      t42_c3_3 = t42_c3_3.addingProduct(t42_a3, t42_b3)
-    }
-    store16(grads, (904 +% (nb38 *% 64)), t42_c0_0)
-    store16(grads, ((904 +% (nb38 *% 64)) +% 16), t42_c0_1)
-    store16(grads, ((904 +% (nb38 *% 64)) +% 32), t42_c0_2)
-    store16(grads, ((904 +% (nb38 *% 64)) +% 48), t42_c0_3)
-    store16(grads, (1048 +% (nb38 *% 64)), t42_c1_0)
-    store16(grads, ((1048 +% (nb38 *% 64)) +% 16), t42_c1_1)
-    store16(grads, ((1048 +% (nb38 *% 64)) +% 32), t42_c1_2)
-    store16(grads, ((1048 +% (nb38 *% 64)) +% 48), t42_c1_3)
-    store16(grads, (1192 +% (nb38 *% 64)), t42_c2_0)
-    store16(grads, ((1192 +% (nb38 *% 64)) +% 16), t42_c2_1)
-    store16(grads, ((1192 +% (nb38 *% 64)) +% 32), t42_c2_2)
-    store16(grads, ((1192 +% (nb38 *% 64)) +% 48), t42_c2_3)
-    store16(grads, (1336 +% (nb38 *% 64)), t42_c3_0)
-    store16(grads, ((1336 +% (nb38 *% 64)) +% 16), t42_c3_1)
-    store16(grads, ((1336 +% (nb38 *% 64)) +% 32), t42_c3_2)
-    store16(grads, ((1336 +% (nb38 *% 64)) +% 48), t42_c3_3)
-  }
-  for mb44 in 0..<1 {
-    var t45_c0_0 = SIMD16<Float>()
-    var t45_c1_0 = SIMD16<Float>()
-    var t45_c2_0 = SIMD16<Float>()
-    var t45_c3_0 = SIMD16<Float>()
-    var t45_c4_0 = SIMD16<Float>()
-    var t45_c5_0 = SIMD16<Float>()
-    for k46 in 0..<64 {
-      let t45_b0 = load16(arena, ((k46 *% 144) +% 128))
-      let t45_a0 = SIMD16<Float>(repeating: arena[((19088 +% (mb44 *% 6)) +% (k46 *% 10))])
-      t45_c0_0 = t45_c0_0.addingProduct(t45_a0, t45_b0)
-      let t45_a1 = SIMD16<Float>(repeating: arena[((19088 +% ((mb44 *% 6) +% 1)) +% (k46 *% 10))])
-      t45_c1_0 = t45_c1_0.addingProduct(t45_a1, t45_b0)
-      let t45_a2 = SIMD16<Float>(repeating: arena[((19088 +% ((mb44 *% 6) +% 2)) +% (k46 *% 10))])
-      t45_c2_0 = t45_c2_0.addingProduct(t45_a2, t45_b0)
-      let t45_a3 = SIMD16<Float>(repeating: arena[((19088 +% ((mb44 *% 6) +% 3)) +% (k46 *% 10))])
-      t45_c3_0 = t45_c3_0.addingProduct(t45_a3, t45_b0)
-      let t45_a4 = SIMD16<Float>(repeating: arena[((19088 +% ((mb44 *% 6) +% 4)) +% (k46 *% 10))])
-      t45_c4_0 = t45_c4_0.addingProduct(t45_a4, t45_b0)
-      let t45_a5 = SIMD16<Float>(repeating: arena[((19088 +% ((mb44 *% 6) +% 5)) +% (k46 *% 10))])
-      t45_c5_0 = t45_c5_0.addingProduct(t45_a5, t45_b0)
-    }
-    store16(grads, ((40 +% ((mb44 *% 6) *% 144)) +% 128), t45_c0_0)
-    store16(grads, ((40 +% (((mb44 *% 6) +% 1) *% 144)) +% 128), t45_c1_0)
-    store16(grads, ((40 +% (((mb44 *% 6) +% 2) *% 144)) +% 128), t45_c2_0)
-    store16(grads, ((40 +% (((mb44 *% 6) +% 3) *% 144)) +% 128), t45_c3_0)
-    store16(grads, ((40 +% (((mb44 *% 6) +% 4) *% 144)) +% 128), t45_c4_0)
-    store16(grads, ((40 +% (((mb44 *% 6) +% 5) *% 144)) +% 128), t45_c5_0)
-  }
-  var t47_c0_0 = SIMD16<Float>()
-  var t47_c1_0 = SIMD16<Float>()
-  var t47_c2_0 = SIMD16<Float>()
-  var t47_c3_0 = SIMD16<Float>()
-  for k48 in 0..<64 {
-    let t47_b0 = load16(arena, ((k48 *% 144) +% 128))
-    let t47_a0 = SIMD16<Float>(repeating: arena[(19094 +% (k48 *% 10))])
-    t47_c0_0 = t47_c0_0.addingProduct(t47_a0, t47_b0)
-    let t47_a1 = SIMD16<Float>(repeating: arena[(19095 +% (k48 *% 10))])
-    t47_c1_0 = t47_c1_0.addingProduct(t47_a1, t47_b0)
-    let t47_a2 = SIMD16<Float>(repeating: arena[(19096 +% (k48 *% 10))])
-    t47_c2_0 = t47_c2_0.addingProduct(t47_a2, t47_b0)
-    let t47_a3 = SIMD16<Float>(repeating: arena[(19097 +% (k48 *% 10))])
-    t47_c3_0 = t47_c3_0.addingProduct(t47_a3, t47_b0)
-  }
-  store16(grads, 1032, t47_c0_0)
-  store16(grads, 1176, t47_c1_0)
-  store16(grads, 1320, t47_c2_0)
-  store16(grads, 1464, t47_c3_0)
+  sgemm(101, 112, 111, 10, 144, 64, 1, arena + 19088, 10, arena + 0, 144, Float(bitPattern: 0x0), grads + 40, 144)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u49 in 0..<10 {
-    var acc50: Float = Float(0)
-    for n51 in 0..<64 {
-      acc50 = (acc50 + arena[((19088 +% (n51 *% 10)) +% u49)])
+  for u31 in 0..<10 {
+    var acc32: Float = Float(0)
+    for n33 in 0..<64 {
+      acc32 = (acc32 + arena[((19088 +% (n33 *% 10)) +% u31)])
     }
-    grads[(1480 +% u49)] = acc50
+    grads[(1480 +% u31)] = acc32
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  for nb52 in 0..<2 {
-    for mb53 in 0..<10 {
-      var t54_c0_0 = SIMD16<Float>()
-      var t54_c0_1 = SIMD16<Float>()
-      var t54_c0_2 = SIMD16<Float>()
-      var t54_c0_3 = SIMD16<Float>()
-      var t54_c1_0 = SIMD16<Float>()
-      var t54_c1_1 = SIMD16<Float>()
-      var t54_c1_2 = SIMD16<Float>()
-      var t54_c1_3 = SIMD16<Float>()
-      var t54_c2_0 = SIMD16<Float>()
-      var t54_c2_1 = SIMD16<Float>()
-      var t54_c2_2 = SIMD16<Float>()
-      var t54_c2_3 = SIMD16<Float>()
-      var t54_c3_0 = SIMD16<Float>()
-      var t54_c3_1 = SIMD16<Float>()
-      var t54_c3_2 = SIMD16<Float>()
-      var t54_c3_3 = SIMD16<Float>()
-      var t54_c4_0 = SIMD16<Float>()
-      var t54_c4_1 = SIMD16<Float>()
-      var t54_c4_2 = SIMD16<Float>()
-      var t54_c4_3 = SIMD16<Float>()
-      var t54_c5_0 = SIMD16<Float>()
-      var t54_c5_1 = SIMD16<Float>()
-      var t54_c5_2 = SIMD16<Float>()
-      var t54_c5_3 = SIMD16<Float>()
-      for k55 in 0..<10 {
-        let t54_b0 = load16(params, ((40 +% (k55 *% 144)) +% (nb52 *% 64)))
-        let t54_b1 = load16(params, (((40 +% (k55 *% 144)) +% (nb52 *% 64)) +% 16))
-        let t54_b2 = load16(params, (((40 +% (k55 *% 144)) +% (nb52 *% 64)) +% 32))
-        let t54_b3 = load16(params, (((40 +% (k55 *% 144)) +% (nb52 *% 64)) +% 48))
-        let t54_a0 = SIMD16<Float>(repeating: arena[((19088 +% ((mb53 *% 6) *% 10)) +% k55)])
-        t54_c0_0 = t54_c0_0.addingProduct(t54_a0, t54_b0)
-        t54_c0_1 = t54_c0_1.addingProduct(t54_a0, t54_b1)
-        t54_c0_2 = t54_c0_2.addingProduct(t54_a0, t54_b2)
-        t54_c0_3 = t54_c0_3.addingProduct(t54_a0, t54_b3)
-        let t54_a1 = SIMD16<Float>(repeating: arena[((19088 +% (((mb53 *% 6) +% 1) *% 10)) +% k55)])
-        t54_c1_0 = t54_c1_0.addingProduct(t54_a1, t54_b0)
-        t54_c1_1 = t54_c1_1.addingProduct(t54_a1, t54_b1)
-        t54_c1_2 = t54_c1_2.addingProduct(t54_a1, t54_b2)
-        t54_c1_3 = t54_c1_3.addingProduct(t54_a1, t54_b3)
-        let t54_a2 = SIMD16<Float>(repeating: arena[((19088 +% (((mb53 *% 6) +% 2) *% 10)) +% k55)])
-        t54_c2_0 = t54_c2_0.addingProduct(t54_a2, t54_b0)
-        t54_c2_1 = t54_c2_1.addingProduct(t54_a2, t54_b1)
-        t54_c2_2 = t54_c2_2.addingProduct(t54_a2, t54_b2)
-        t54_c2_3 = t54_c2_3.addingProduct(t54_a2, t54_b3)
-        let t54_a3 = SIMD16<Float>(repeating: arena[((19088 +% (((mb53 *% 6) +% 3) *% 10)) +% k55)])
-        t54_c3_0 = t54_c3_0.addingProduct(t54_a3, t54_b0)
-        t54_c3_1 = t54_c3_1.addingProduct(t54_a3, t54_b1)
-        t54_c3_2 = t54_c3_2.addingProduct(t54_a3, t54_b2)
-        t54_c3_3 = t54_c3_3.addingProduct(t54_a3, t54_b3)
-        let t54_a4 = SIMD16<Float>(repeating: arena[((19088 +% (((mb53 *% 6) +% 4) *% 10)) +% k55)])
-        t54_c4_0 = t54_c4_0.addingProduct(t54_a4, t54_b0)
-        t54_c4_1 = t54_c4_1.addingProduct(t54_a4, t54_b1)
-        t54_c4_2 = t54_c4_2.addingProduct(t54_a4, t54_b2)
-        t54_c4_3 = t54_c4_3.addingProduct(t54_a4, t54_b3)
-        let t54_a5 = SIMD16<Float>(repeating: arena[((19088 +% (((mb53 *% 6) +% 5) *% 10)) +% k55)])
-        t54_c5_0 = t54_c5_0.addingProduct(t54_a5, t54_b0)
-        t54_c5_1 = t54_c5_1.addingProduct(t54_a5, t54_b1)
-        t54_c5_2 = t54_c5_2.addingProduct(t54_a5, t54_b2)
-        t54_c5_3 = t54_c5_3.addingProduct(t54_a5, t54_b3)
-      }
-      store16(arena, ((19728 +% ((mb53 *% 6) *% 144)) +% (nb52 *% 64)), t54_c0_0)
-      store16(arena, (((19728 +% ((mb53 *% 6) *% 144)) +% (nb52 *% 64)) +% 16), t54_c0_1)
-      store16(arena, (((19728 +% ((mb53 *% 6) *% 144)) +% (nb52 *% 64)) +% 32), t54_c0_2)
-      store16(arena, (((19728 +% ((mb53 *% 6) *% 144)) +% (nb52 *% 64)) +% 48), t54_c0_3)
-      store16(arena, ((19728 +% (((mb53 *% 6) +% 1) *% 144)) +% (nb52 *% 64)), t54_c1_0)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 1) *% 144)) +% (nb52 *% 64)) +% 16), t54_c1_1)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 1) *% 144)) +% (nb52 *% 64)) +% 32), t54_c1_2)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 1) *% 144)) +% (nb52 *% 64)) +% 48), t54_c1_3)
-      store16(arena, ((19728 +% (((mb53 *% 6) +% 2) *% 144)) +% (nb52 *% 64)), t54_c2_0)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 2) *% 144)) +% (nb52 *% 64)) +% 16), t54_c2_1)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 2) *% 144)) +% (nb52 *% 64)) +% 32), t54_c2_2)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 2) *% 144)) +% (nb52 *% 64)) +% 48), t54_c2_3)
-      store16(arena, ((19728 +% (((mb53 *% 6) +% 3) *% 144)) +% (nb52 *% 64)), t54_c3_0)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 3) *% 144)) +% (nb52 *% 64)) +% 16), t54_c3_1)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 3) *% 144)) +% (nb52 *% 64)) +% 32), t54_c3_2)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 3) *% 144)) +% (nb52 *% 64)) +% 48), t54_c3_3)
-      store16(arena, ((19728 +% (((mb53 *% 6) +% 4) *% 144)) +% (nb52 *% 64)), t54_c4_0)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 4) *% 144)) +% (nb52 *% 64)) +% 16), t54_c4_1)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 4) *% 144)) +% (nb52 *% 64)) +% 32), t54_c4_2)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 4) *% 144)) +% (nb52 *% 64)) +% 48), t54_c4_3)
-      store16(arena, ((19728 +% (((mb53 *% 6) +% 5) *% 144)) +% (nb52 *% 64)), t54_c5_0)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 5) *% 144)) +% (nb52 *% 64)) +% 16), t54_c5_1)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 5) *% 144)) +% (nb52 *% 64)) +% 32), t54_c5_2)
-      store16(arena, (((19728 +% (((mb53 *% 6) +% 5) *% 144)) +% (nb52 *% 64)) +% 48), t54_c5_3)
-    }
-    var t56_c0_0 = SIMD16<Float>()
-    var t56_c0_1 = SIMD16<Float>()
-    var t56_c0_2 = SIMD16<Float>()
-    var t56_c0_3 = SIMD16<Float>()
-    var t56_c1_0 = SIMD16<Float>()
-    var t56_c1_1 = SIMD16<Float>()
-    var t56_c1_2 = SIMD16<Float>()
-    var t56_c1_3 = SIMD16<Float>()
-    var t56_c2_0 = SIMD16<Float>()
-    var t56_c2_1 = SIMD16<Float>()
-    var t56_c2_2 = SIMD16<Float>()
-    var t56_c2_3 = SIMD16<Float>()
-    var t56_c3_0 = SIMD16<Float>()
-    var t56_c3_1 = SIMD16<Float>()
-    var t56_c3_2 = SIMD16<Float>()
-    var t56_c3_3 = SIMD16<Float>()
-    for k57 in 0..<10 {
-      let t56_b0 = load16(params, ((40 +% (k57 *% 144)) +% (nb52 *% 64)))
-      let t56_b1 = load16(params, (((40 +% (k57 *% 144)) +% (nb52 *% 64)) +% 16))
-      let t56_b2 = load16(params, (((40 +% (k57 *% 144)) +% (nb52 *% 64)) +% 32))
-      let t56_b3 = load16(params, (((40 +% (k57 *% 144)) +% (nb52 *% 64)) +% 48))
-      let t56_a0 = SIMD16<Float>(repeating: arena[(19688 +% k57)])
-      t56_c0_0 = t56_c0_0.addingProduct(t56_a0, t56_b0)
-      t56_c0_1 = t56_c0_1.addingProduct(t56_a0, t56_b1)
-      t56_c0_2 = t56_c0_2.addingProduct(t56_a0, t56_b2)
-      t56_c0_3 = t56_c0_3.addingProduct(t56_a0, t56_b3)
-      let t56_a1 = SIMD16<Float>(repeating: arena[(19698 +% k57)])
-      t56_c1_0 = t56_c1_0.addingProduct(t56_a1, t56_b0)
-      t56_c1_1 = t56_c1_1.addingProduct(t56_a1, t56_b1)
-      t56_c1_2 = t56_c1_2.addingProduct(t56_a1, t56_b2)
-      t56_c1_3 = t56_c1_3.addingProduct(t56_a1, t56_b3)
-      let t56_a2 = SIMD16<Float>(repeating: arena[(19708 +% k57)])
-      t56_c2_0 = t56_c2_0.addingProduct(t56_a2, t56_b0)
-      t56_c2_1 = t56_c2_1.addingProduct(t56_a2, t56_b1)
-      t56_c2_2 = t56_c2_2.addingProduct(t56_a2, t56_b2)
-      t56_c2_3 = t56_c2_3.addingProduct(t56_a2, t56_b3)
-      let t56_a3 = SIMD16<Float>(repeating: arena[(19718 +% k57)])
-      t56_c3_0 = t56_c3_0.addingProduct(t56_a3, t56_b0)
-      t56_c3_1 = t56_c3_1.addingProduct(t56_a3, t56_b1)
-      t56_c3_2 = t56_c3_2.addingProduct(t56_a3, t56_b2)
-      t56_c3_3 = t56_c3_3.addingProduct(t56_a3, t56_b3)
-    }
-    store16(arena, (28368 +% (nb52 *% 64)), t56_c0_0)
-    store16(arena, ((28368 +% (nb52 *% 64)) +% 16), t56_c0_1)
-    store16(arena, ((28368 +% (nb52 *% 64)) +% 32), t56_c0_2)
-    store16(arena, ((28368 +% (nb52 *% 64)) +% 48), t56_c0_3)
-    store16(arena, (28512 +% (nb52 *% 64)), t56_c1_0)
-    store16(arena, ((28512 +% (nb52 *% 64)) +% 16), t56_c1_1)
-    store16(arena, ((28512 +% (nb52 *% 64)) +% 32), t56_c1_2)
-    store16(arena, ((28512 +% (nb52 *% 64)) +% 48), t56_c1_3)
-    store16(arena, (28656 +% (nb52 *% 64)), t56_c2_0)
-    store16(arena, ((28656 +% (nb52 *% 64)) +% 16), t56_c2_1)
-    store16(arena, ((28656 +% (nb52 *% 64)) +% 32), t56_c2_2)
-    store16(arena, ((28656 +% (nb52 *% 64)) +% 48), t56_c2_3)
-    store16(arena, (28800 +% (nb52 *% 64)), t56_c3_0)
-    store16(arena, ((28800 +% (nb52 *% 64)) +% 16), t56_c3_1)
-    store16(arena, ((28800 +% (nb52 *% 64)) +% 32), t56_c3_2)
-    store16(arena, ((28800 +% (nb52 *% 64)) +% 48), t56_c3_3)
-  }
-  for mb58 in 0..<10 {
-    var t59_c0_0 = SIMD16<Float>()
-    var t59_c1_0 = SIMD16<Float>()
-    var t59_c2_0 = SIMD16<Float>()
-    var t59_c3_0 = SIMD16<Float>()
-    var t59_c4_0 = SIMD16<Float>()
-    var t59_c5_0 = SIMD16<Float>()
-    for k60 in 0..<10 {
-      let t59_b0 = load16(params, ((40 +% (k60 *% 144)) +% 128))
-      let t59_a0 = SIMD16<Float>(repeating: arena[((19088 +% ((mb58 *% 6) *% 10)) +% k60)])
-      t59_c0_0 = t59_c0_0.addingProduct(t59_a0, t59_b0)
-      let t59_a1 = SIMD16<Float>(repeating: arena[((19088 +% (((mb58 *% 6) +% 1) *% 10)) +% k60)])
-      t59_c1_0 = t59_c1_0.addingProduct(t59_a1, t59_b0)
-      let t59_a2 = SIMD16<Float>(repeating: arena[((19088 +% (((mb58 *% 6) +% 2) *% 10)) +% k60)])
-      t59_c2_0 = t59_c2_0.addingProduct(t59_a2, t59_b0)
-      let t59_a3 = SIMD16<Float>(repeating: arena[((19088 +% (((mb58 *% 6) +% 3) *% 10)) +% k60)])
-      t59_c3_0 = t59_c3_0.addingProduct(t59_a3, t59_b0)
-      let t59_a4 = SIMD16<Float>(repeating: arena[((19088 +% (((mb58 *% 6) +% 4) *% 10)) +% k60)])
-      t59_c4_0 = t59_c4_0.addingProduct(t59_a4, t59_b0)
-      let t59_a5 = SIMD16<Float>(repeating: arena[((19088 +% (((mb58 *% 6) +% 5) *% 10)) +% k60)])
-      t59_c5_0 = t59_c5_0.addingProduct(t59_a5, t59_b0)
-    }
-    store16(arena, ((19728 +% ((mb58 *% 6) *% 144)) +% 128), t59_c0_0)
-    store16(arena, ((19728 +% (((mb58 *% 6) +% 1) *% 144)) +% 128), t59_c1_0)
-    store16(arena, ((19728 +% (((mb58 *% 6) +% 2) *% 144)) +% 128), t59_c2_0)
-    store16(arena, ((19728 +% (((mb58 *% 6) +% 3) *% 144)) +% 128), t59_c3_0)
-    store16(arena, ((19728 +% (((mb58 *% 6) +% 4) *% 144)) +% 128), t59_c4_0)
-    store16(arena, ((19728 +% (((mb58 *% 6) +% 5) *% 144)) +% 128), t59_c5_0)
-  }
-  var t61_c0_0 = SIMD16<Float>()
-  var t61_c1_0 = SIMD16<Float>()
-  var t61_c2_0 = SIMD16<Float>()
-  var t61_c3_0 = SIMD16<Float>()
-  for k62 in 0..<10 {
-    let t61_b0 = load16(params, ((40 +% (k62 *% 144)) +% 128))
-    let t61_a0 = SIMD16<Float>(repeating: arena[(19688 +% k62)])
-    t61_c0_0 = t61_c0_0.addingProduct(t61_a0, t61_b0)
-    let t61_a1 = SIMD16<Float>(repeating: arena[(19698 +% k62)])
-    t61_c1_0 = t61_c1_0.addingProduct(t61_a1, t61_b0)
-    let t61_a2 = SIMD16<Float>(repeating: arena[(19708 +% k62)])
-    t61_c2_0 = t61_c2_0.addingProduct(t61_a2, t61_b0)
-    let t61_a3 = SIMD16<Float>(repeating: arena[(19718 +% k62)])
-    t61_c3_0 = t61_c3_0.addingProduct(t61_a3, t61_b0)
-  }
-  store16(arena, 28496, t61_c0_0)
-  store16(arena, 28640, t61_c1_0)
-  store16(arena, 28784, t61_c2_0)
-  store16(arena, 28928, t61_c3_0)
+  sgemm(101, 111, 111, 64, 144, 10, 1, arena + 19088, 10, params + 40, 144, Float(bitPattern: 0x0), arena + 19728, 144)
   // pool1_grad = flatten_grad(flat_grad, conv1)
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i63
-    var i63 = 0
-    while i63 &+ 16 <= 43264 {
-      store16(arena, 28944 &+ i63, SIMD16<Float>(repeating: Float(0)))
-      i63 &+= 16
+  do {  // SIMD16 over i34
+    var i34 = 0
+    while i34 &+ 16 <= 43264 {
+      store16(arena, 28944 &+ i34, SIMD16<Float>(repeating: Float(0)))
+      i34 &+= 16
     }
-    while i63 < 43264 {
-      arena[(28944 +% i63)] = Float(0)
-      i63 &+= 1
+    while i34 < 43264 {
+      arena[(28944 +% i34)] = Float(0)
+      i34 &+= 1
     }
   }
-  for q64 in 0..<256 {
-    for i65 in 0..<36 {
-      if arena[((q64 *% 36) +% i65)] > Float(0) {
-        arena[((28944 +% (q64 *% 169)) +% Int(arena[(9216 +% ((q64 *% 36) +% i65))]))] += arena[(19728 +% ((q64 *% 36) +% i65))]
+  for q35 in 0..<256 {
+    for i36 in 0..<36 {
+      if arena[((q35 *% 36) +% i36)] > Float(0) {
+        arena[((28944 +% (q35 *% 169)) +% Int(arena[(9216 +% ((q35 *% 36) +% i36))]))] += arena[(19728 +% ((q35 *% 36) +% i36))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i66
-    var i66 = 0
-    while i66 &+ 16 <= 36 {
-      store16(arena, 107360 &+ i66, SIMD16<Float>(repeating: Float(0)))
-      i66 &+= 16
+  do {  // SIMD16 over i37
+    var i37 = 0
+    while i37 &+ 16 <= 36 {
+      store16(arena, 107360 &+ i37, SIMD16<Float>(repeating: Float(0)))
+      i37 &+= 16
     }
-    while i66 < 36 {
-      arena[(107360 +% i66)] = Float(0)
-      i66 &+= 1
-    }
-  }
-  for g67 in 0..<4 {
-    for j68 in 0..<16 {
-      for c69 in 0..<1 {
-        for ky70 in 0..<3 {
-          for oy71 in 0..<13 {
-            for ox72 in 0..<13 {
-              arena[(((72208 +% ((((c69 *% 3) +% ky70) *% 3) *% 2704)) +% (j68 *% 169)) +% ((oy71 *% 13) +% ox72))] = images[((((((g67 *% 16) +% j68) *% 784) +% (c69 *% 784)) +% (((oy71 *% 2) +% ky70) *% 28)) +% (ox72 *% 2))]
-            }
-          }
-          for oy73 in 0..<13 {
-            for ox74 in 0..<13 {
-              arena[(((72208 +% (((((c69 *% 3) +% ky70) *% 3) +% 1) *% 2704)) +% (j68 *% 169)) +% ((oy73 *% 13) +% ox74))] = images[((((((g67 *% 16) +% j68) *% 784) +% (c69 *% 784)) +% (((oy73 *% 2) +% ky70) *% 28)) +% ((ox74 *% 2) +% 1))]
-            }
-          }
-          for oy75 in 0..<13 {
-            for ox76 in 0..<13 {
-              arena[(((72208 +% (((((c69 *% 3) +% ky70) *% 3) +% 2) *% 2704)) +% (j68 *% 169)) +% ((oy75 *% 13) +% ox76))] = images[((((((g67 *% 16) +% j68) *% 784) +% (c69 *% 784)) +% (((oy75 *% 2) +% ky70) *% 28)) +% ((ox76 *% 2) +% 2))]
-            }
-          }
-        }
-      }
-    }
-    for j77 in 0..<16 {
-      for i78 in 0..<169 {
-        for f79 in 0..<4 {
-          arena[((96544 +% (((j77 *% 169) +% i78) *% 4)) +% f79)] = arena[(((28944 +% (((g67 *% 16) +% j77) *% 676)) +% (f79 *% 169)) +% i78)]
-        }
-      }
-    }
-    for kp80 in 0..<8 {
-      for mb81 in 0..<1 {
-        var t82_c0_0 = loadPartial(arena, (107360 +% ((mb81 *% 9) *% 4)), 4)
-        var t82_c1_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 1) *% 4)), 4)
-        var t82_c2_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 2) *% 4)), 4)
-        var t82_c3_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 3) *% 4)), 4)
-        var t82_c4_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 4) *% 4)), 4)
-        var t82_c5_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 5) *% 4)), 4)
-        var t82_c6_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 6) *% 4)), 4)
-        var t82_c7_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 7) *% 4)), 4)
-        var t82_c8_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 8) *% 4)), 4)
-        for k83 in 0..<338 {
-          let t82_b0 = loadPartial(arena, (96544 +% ((k83 +% (kp80 *% 338)) *% 4)), 4)
-          let t82_a0 = SIMD16<Float>(repeating: arena[((72208 +% ((mb81 *% 9) *% 2704)) +% (k83 +% (kp80 *% 338)))])
-          t82_c0_0 = t82_c0_0.addingProduct(t82_a0, t82_b0)
-          let t82_a1 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 1) *% 2704)) +% (k83 +% (kp80 *% 338)))])
-          t82_c1_0 = t82_c1_0.addingProduct(t82_a1, t82_b0)
-          let t82_a2 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 2) *% 2704)) +% (k83 +% (kp80 *% 338)))])
-          t82_c2_0 = t82_c2_0.addingProduct(t82_a2, t82_b0)
-          let t82_a3 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 3) *% 2704)) +% (k83 +% (kp80 *% 338)))])
-          t82_c3_0 = t82_c3_0.addingProduct(t82_a3, t82_b0)
-          let t82_a4 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 4) *% 2704)) +% (k83 +% (kp80 *% 338)))])
-          t82_c4_0 = t82_c4_0.addingProduct(t82_a4, t82_b0)
-          let t82_a5 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 5) *% 2704)) +% (k83 +% (kp80 *% 338)))])
-          t82_c5_0 = t82_c5_0.addingProduct(t82_a5, t82_b0)
-          let t82_a6 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 6) *% 2704)) +% (k83 +% (kp80 *% 338)))])
-          t82_c6_0 = t82_c6_0.addingProduct(t82_a6, t82_b0)
-          let t82_a7 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 7) *% 2704)) +% (k83 +% (kp80 *% 338)))])
-          t82_c7_0 = t82_c7_0.addingProduct(t82_a7, t82_b0)
-          let t82_a8 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 8) *% 2704)) +% (k83 +% (kp80 *% 338)))])
-          t82_c8_0 = t82_c8_0.addingProduct(t82_a8, t82_b0)
-        }
-        storePartial(arena, (107360 +% ((mb81 *% 9) *% 4)), t82_c0_0, 4)
-        storePartial(arena, (107360 +% (((mb81 *% 9) +% 1) *% 4)), t82_c1_0, 4)
-        storePartial(arena, (107360 +% (((mb81 *% 9) +% 2) *% 4)), t82_c2_0, 4)
-        storePartial(arena, (107360 +% (((mb81 *% 9) +% 3) *% 4)), t82_c3_0, 4)
-        storePartial(arena, (107360 +% (((mb81 *% 9) +% 4) *% 4)), t82_c4_0, 4)
-        storePartial(arena, (107360 +% (((mb81 *% 9) +% 5) *% 4)), t82_c5_0, 4)
-        storePartial(arena, (107360 +% (((mb81 *% 9) +% 6) *% 4)), t82_c6_0, 4)
-        storePartial(arena, (107360 +% (((mb81 *% 9) +% 7) *% 4)), t82_c7_0, 4)
-        storePartial(arena, (107360 +% (((mb81 *% 9) +% 8) *% 4)), t82_c8_0, 4)
-      }
+    while i37 < 36 {
+      arena[(107360 +% i37)] = Float(0)
+      i37 &+= 1
     }
   }
-  for f84 in 0..<4 {
-    for r85 in 0..<9 {
-      grads[((f84 *% 9) +% r85)] = arena[((107360 +% (r85 *% 4)) +% f84)]
+  for g38 in 0..<4 {
+    for j39 in 0..<16 {
+      for c40 in 0..<1 {
+        for ky41 in 0..<3 {
+          for oy42 in 0..<13 {
+            for ox43 in 0..<13 {
+              arena[(((72208 +% ((((c40 *% 3) +% ky41) *% 3) *% 2704)) +% (j39 *% 169)) +% ((oy42 *% 13) +% ox43))] = images[((((((g38 *% 16) +% j39) *% 784) +% (c40 *% 784)) +% (((oy42 *% 2) +% ky41) *% 28)) +% (ox43 *% 2))]
+            }
+          }
+          for oy44 in 0..<13 {
+            for ox45 in 0..<13 {
+              arena[(((72208 +% (((((c40 *% 3) +% ky41) *% 3) +% 1) *% 2704)) +% (j39 *% 169)) +% ((oy44 *% 13) +% ox45))] = images[((((((g38 *% 16) +% j39) *% 784) +% (c40 *% 784)) +% (((oy44 *% 2) +% ky41) *% 28)) +% ((ox45 *% 2) +% 1))]
+            }
+          }
+          for oy46 in 0..<13 {
+            for ox47 in 0..<13 {
+              arena[(((72208 +% (((((c40 *% 3) +% ky41) *% 3) +% 2) *% 2704)) +% (j39 *% 169)) +% ((oy46 *% 13) +% ox47))] = images[((((((g38 *% 16) +% j39) *% 784) +% (c40 *% 784)) +% (((oy46 *% 2) +% ky41) *% 28)) +% ((ox47 *% 2) +% 2))]
+            }
+          }
+        }
+      }
+    }
+    for j48 in 0..<16 {
+      for i49 in 0..<169 {
+        for f50 in 0..<4 {
+          arena[((96544 +% (((j48 *% 169) +% i49) *% 4)) +% f50)] = arena[(((28944 +% (((g38 *% 16) +% j48) *% 676)) +% (f50 *% 169)) +% i49)]
+        }
+      }
+    }
+    sgemm(101, 111, 111, 9, 4, 2704, 1, arena + 72208, 2704, arena + 96544, 4, Float(bitPattern: 0x3f800000), arena + 107360, 4)
+  }
+  for f51 in 0..<4 {
+    for r52 in 0..<9 {
+      grads[((f51 *% 9) +% r52)] = arena[((107360 +% (r52 *% 4)) +% f51)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f86 in 0..<4 {
-    var acc87 = SIMD16<Float>()
-    for img88 in 0..<64 {
-      for i89 in 0..<10 {
-        acc87 = acc87.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((28944 +% (img88 *% 676)) +% (f86 *% 169)) +% (i89 *% 16))))
+  for f53 in 0..<4 {
+    var acc54 = SIMD16<Float>()
+    for img55 in 0..<64 {
+      for i56 in 0..<10 {
+        acc54 = acc54.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((28944 +% (img55 *% 676)) +% (f53 *% 169)) +% (i56 *% 16))))
       }
-      acc87 = acc87.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((28944 +% (img88 *% 676)) +% (f86 *% 169)) +% 160), 9))
+      acc54 = acc54.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((28944 +% (img55 *% 676)) +% (f53 *% 169)) +% 160), 9))
     }
-    store16(arena, 0, acc87)
-    var sum90: Float = (arena[0] + arena[1])
-    var sum91: Float = (sum90 + arena[2])
-    var sum92: Float = (sum91 + arena[3])
-    var sum93: Float = (sum92 + arena[4])
-    var sum94: Float = (sum93 + arena[5])
-    var sum95: Float = (sum94 + arena[6])
-    var sum96: Float = (sum95 + arena[7])
-    var sum97: Float = (sum96 + arena[8])
-    var sum98: Float = (sum97 + arena[9])
-    var sum99: Float = (sum98 + arena[10])
-    var sum100: Float = (sum99 + arena[11])
-    var sum101: Float = (sum100 + arena[12])
-    var sum102: Float = (sum101 + arena[13])
-    var sum103: Float = (sum102 + arena[14])
-    var sum104: Float = (sum103 + arena[15])
-    grads[(36 +% f86)] = sum104
+    store16(arena, 0, acc54)
+    var sum57: Float = (arena[0] + arena[1])
+    var sum58: Float = (sum57 + arena[2])
+    var sum59: Float = (sum58 + arena[3])
+    var sum60: Float = (sum59 + arena[4])
+    var sum61: Float = (sum60 + arena[5])
+    var sum62: Float = (sum61 + arena[6])
+    var sum63: Float = (sum62 + arena[7])
+    var sum64: Float = (sum63 + arena[8])
+    var sum65: Float = (sum64 + arena[9])
+    var sum66: Float = (sum65 + arena[10])
+    var sum67: Float = (sum66 + arena[11])
+    var sum68: Float = (sum67 + arena[12])
+    var sum69: Float = (sum68 + arena[13])
+    var sum70: Float = (sum69 + arena[14])
+    var sum71: Float = (sum70 + arena[15])
+    grads[(36 +% f53)] = sum71
   }
   // adam = update of 1490 parameters
-  var step_size105: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt106: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i107
-    var i107 = 0
-    while i107 &+ 16 <= 1490 {
-      let g_v = (load16(grads, 0 &+ i107) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i107)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i107)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i107)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i107, m_new_v)
-      store16(v, 0 &+ i107, v_new_v)
-      store16(params, 0 &+ i107, (load16(params, 0 &+ i107) - ((SIMD16<Float>(repeating: step_size105) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt106)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i107 &+= 16
+  var step_size72: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt73: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i74
+    var i74 = 0
+    while i74 &+ 16 <= 1490 {
+      let g_v = (load16(grads, 0 &+ i74) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i74)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i74)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i74)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i74, m_new_v)
+      store16(v, 0 &+ i74, v_new_v)
+      store16(params, 0 &+ i74, (load16(params, 0 &+ i74) - ((SIMD16<Float>(repeating: step_size72) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt73)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i74 &+= 16
     }
-    while i107 < 1490 {
-      var g: Float = (grads[i107] + (Float(0) * params[i107]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i107]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i107]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i107] = m_new
-      v[i107] = v_new
-      params[i107] = (params[i107] - ((step_size105 * m_new) / ((sqrtf(v_new) / bc2_sqrt106) + Float(bitPattern: 0x322bcc77))))
-      i107 &+= 1
+    while i74 < 1490 {
+      var g: Float = (grads[i74] + (Float(0) * params[i74]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i74]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i74]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i74] = m_new
+      v[i74] = v_new
+      params[i74] = (params[i74] - ((step_size72 * m_new) / ((sqrtf(v_new) / bc2_sqrt73) + Float(bitPattern: 0x322bcc77))))
+      i74 &+= 1
     }
   }
 }
@@ -816,105 +306,23 @@ public func tiny_infer_b64(
         }
       }
     }
-    for nb11 in 0..<42 {
-      for mb12 in 0..<1 {
-        var t13_c0_0 = SIMD16<Float>()
-        var t13_c0_1 = SIMD16<Float>()
-        var t13_c0_2 = SIMD16<Float>()
-        var t13_c0_3 = SIMD16<Float>()
-        var t13_c1_0 = SIMD16<Float>()
-        var t13_c1_1 = SIMD16<Float>()
-        var t13_c1_2 = SIMD16<Float>()
-        var t13_c1_3 = SIMD16<Float>()
-        var t13_c2_0 = SIMD16<Float>()
-        var t13_c2_1 = SIMD16<Float>()
-        var t13_c2_2 = SIMD16<Float>()
-        var t13_c2_3 = SIMD16<Float>()
-        var t13_c3_0 = SIMD16<Float>()
-        var t13_c3_1 = SIMD16<Float>()
-        var t13_c3_2 = SIMD16<Float>()
-        var t13_c3_3 = SIMD16<Float>()
-        for k14 in 0..<9 {
-          let t13_b0 = load16(arena, ((18432 +% (k14 *% 2704)) +% (nb11 *% 64)))
-          let t13_b1 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 16))
-          let t13_b2 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 32))
-          let t13_b3 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 48))
-          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
-          t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
-          t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
-          t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
-          t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
-          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 1) *% 9) +% k14)])
-          t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
-          t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
-          t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
-          t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
-          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 2) *% 9) +% k14)])
-          t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
-          t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
-          t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
-          t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
-          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 3) *% 9) +% k14)])
-          t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
-          t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
-          t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
-          t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
-        }
-        store16(arena, ((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)), t13_c0_0)
-        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c0_1)
-        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c0_2)
-        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c0_3)
-        store16(arena, ((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)), t13_c1_0)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c1_1)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c1_2)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c1_3)
-        store16(arena, ((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)), t13_c2_0)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c2_1)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c2_2)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c2_3)
-        store16(arena, ((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)), t13_c3_0)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c3_1)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c3_2)
-        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c3_3)
-      }
-    }
-    for mb15 in 0..<1 {
-      var t16_c0_0 = SIMD16<Float>()
-      var t16_c1_0 = SIMD16<Float>()
-      var t16_c2_0 = SIMD16<Float>()
-      var t16_c3_0 = SIMD16<Float>()
-      for k17 in 0..<9 {
-        let t16_b0 = load16(arena, ((18432 +% (k17 *% 2704)) +% 2688))
-        let t16_a0 = SIMD16<Float>(repeating: params[(((mb15 *% 4) *% 9) +% k17)])
-        t16_c0_0 = t16_c0_0.addingProduct(t16_a0, t16_b0)
-        let t16_a1 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 1) *% 9) +% k17)])
-        t16_c1_0 = t16_c1_0.addingProduct(t16_a1, t16_b0)
-        let t16_a2 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 2) *% 9) +% k17)])
-        t16_c2_0 = t16_c2_0.addingProduct(t16_a2, t16_b0)
-        let t16_a3 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 3) *% 9) +% k17)])
-        t16_c3_0 = t16_c3_0.addingProduct(t16_a3, t16_b0)
-      }
-      store16(arena, ((42768 +% ((mb15 *% 4) *% 2704)) +% 2688), t16_c0_0)
-      store16(arena, ((42768 +% (((mb15 *% 4) +% 1) *% 2704)) +% 2688), t16_c1_0)
-      store16(arena, ((42768 +% (((mb15 *% 4) +% 2) *% 2704)) +% 2688), t16_c2_0)
-      store16(arena, ((42768 +% (((mb15 *% 4) +% 3) *% 2704)) +% 2688), t16_c3_0)
-    }
-    for j18 in 0..<16 {
-      for f19 in 0..<4 {
-        for py20 in 0..<6 {
-          for px21 in 0..<6 {
-            var best22: Float = (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)])
-            var bi23: Float = Float(((py20 *% 26) +% (px21 *% 2)))
-            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) > best22 ? Float(((py20 *% 26) +% (px21 *% 2))) : bi23)
-            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) : best22)
-            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) > best22 ? Float((((py20 *% 26) +% (px21 *% 2)) +% 1)) : bi23)
-            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) : best22)
-            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) > best22 ? Float((((py20 *% 26) +% (px21 *% 2)) +% 13)) : bi23)
-            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) : best22)
-            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) > best22 ? Float(((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1)) : bi23)
-            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) : best22)
-            arena[((((((g1 *% 16) +% j18) *% 144) +% (f19 *% 36)) +% (py20 *% 6)) +% px21)] = (best22 > Float(0) ? best22 : Float(0))
-            arena[(9216 +% ((((((g1 *% 16) +% j18) *% 144) +% (f19 *% 36)) +% (py20 *% 6)) +% px21))] = bi23
+    sgemm(101, 111, 111, 4, 2704, 9, 1, params + 0, 9, arena + 18432, 2704, Float(bitPattern: 0x0), arena + 42768, 2704)
+    for j11 in 0..<16 {
+      for f12 in 0..<4 {
+        for py13 in 0..<6 {
+          for px14 in 0..<6 {
+            var best15: Float = (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)])
+            var bi16: Float = Float(((py13 *% 26) +% (px14 *% 2)))
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) > best15 ? Float(((py13 *% 26) +% (px14 *% 2))) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) > best15 ? Float((((py13 *% 26) +% (px14 *% 2)) +% 1)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) > best15 ? Float((((py13 *% 26) +% (px14 *% 2)) +% 13)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) > best15 ? Float(((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) : best15)
+            arena[((((((g1 *% 16) +% j11) *% 144) +% (f12 *% 36)) +% (py13 *% 6)) +% px14)] = (best15 > Float(0) ? best15 : Float(0))
+            arena[(9216 +% ((((((g1 *% 16) +% j11) *% 144) +% (f12 *% 36)) +% (py13 *% 6)) +% px14))] = bi16
           }
         }
       }
@@ -923,12 +331,12 @@ public func tiny_infer_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 9216, 10)
-  for n24 in 0..<64 {
-    do {  // SIMD16 over u25
-      var u25 = 0
-      while u25 < 10 {
-        arena[((9216 +% (n24 *% 10)) +% u25)] = (arena[((9216 +% (n24 *% 10)) +% u25)] + params[(1480 +% u25)])
-        u25 &+= 1
+  for n17 in 0..<64 {
+    do {  // SIMD16 over u18
+      var u18 = 0
+      while u18 < 10 {
+        arena[((9216 +% (n17 *% 10)) +% u18)] = (arena[((9216 +% (n17 *% 10)) +% u18)] + params[(1480 +% u18)])
+        u18 &+= 1
       }
     }
   }

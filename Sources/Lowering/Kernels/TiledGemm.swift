@@ -21,16 +21,27 @@ struct GemmBlocking: Equatable {
   var rows: Int, vectors: Int, kPanel: Int
 
   /// Four vectors (64 columns) by six rows where n allows, fewer vectors and more rows for narrow C.
-  static func choose(m: Int, n: Int) -> GemmBlocking {
+  /// Row counts that divide m are preferred (down to two thirds of the maximum), and so are K panels that
+  /// divide k: each remainder would be one more copy of the micro-kernel for the JIT to compile.
+  static func choose(m: Int, n: Int, k: Int) -> GemmBlocking {
     let vectors = max(1, min(4, (n + vectorLanes - 1) / vectorLanes))
-    let rows = min(m, vectors == 4 ? 6 : vectors == 3 ? 8 : vectors == 2 ? 14 : 28)
-    return GemmBlocking(rows: rows, vectors: vectors, kPanel: 384)
+    let most = min(m, vectors == 4 ? 6 : vectors == 3 ? 8 : vectors == 2 ? 14 : 28)
+    let rows = (max(1, most * 2 / 3)...most).reversed().first { m % $0 == 0 } ?? most
+    let least = (k + 383) / 384
+    let panels = (least...max(least, least * 2)).first { k % $0 == 0 && k / $0 >= 64 } ?? least
+    return GemmBlocking(rows: rows, vectors: vectors, kPanel: (k + panels - 1) / panels)
   }
 }
 
 extension Emitter {
   mutating func tiledGemm(_ g: TiledGemm, _ blocking: GemmBlocking? = nil) -> [Stmt] {
-    let blk = blocking ?? .choose(m: g.m, n: g.n)
+    // Below about a million multiply-adds a library call costs less than the JIT time of the kernels.
+    if blocking == nil, g.m * g.n * g.k < 1 << 20, g.aCol == 1 || g.aRow == 1 {
+      let rowMajor = g.aCol == 1
+      return [.gemm(Gemm(transA: !rowMajor, transB: false, m: g.m, n: g.n, k: g.k, a: g.a, lda: rowMajor ? g.aRow : g.aCol,
+                         b: g.b, ldb: g.ldb, beta: g.accumulate ? 1 : 0, c: g.c, ldc: g.ldc))]
+    }
+    let blk = blocking ?? .choose(m: g.m, n: g.n, k: g.k)
     let panels = (g.k + blk.kPanel - 1) / blk.kPanel
     let kc = (g.k + panels - 1) / panels
     var out: [Stmt] = []
