@@ -113,7 +113,7 @@ import Testing
     for (k, v) in interp.optimizerState() { expectClose(v, b.optimizerState()[k]!, rtol: 2e-3, atol: 1e-9, "\(name) \(k)") }
   }
 
-  /// A request larger than one chunk runs in chunks dealt to the shards' arenas (here 100, 100 and 7
+  /// A request larger than one chunk runs in chunks dealt to the shards' arenas (here 64, 64 and 7
   /// images on 2 threads): each image gets the result it gets alone.
   @Test func chunkedInferenceMatchesOneImageAtATime() throws {
     let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 2)
