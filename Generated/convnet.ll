@@ -7,241 +7,265 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt289 = alloca float, align 4
-  %adam.step_size288 = alloca float, align 4
+  %adam.bc2_sqrt298 = alloca float, align 4
+  %adam.step_size297 = alloca float, align 4
+  %conv1_bias_grad.sum296 = alloca float, align 4
+  %conv1_bias_grad.sum295 = alloca float, align 4
+  %conv1_bias_grad.sum294 = alloca float, align 4
+  %conv1_bias_grad.sum293 = alloca float, align 4
+  %conv1_bias_grad.sum292 = alloca float, align 4
+  %conv1_bias_grad.sum291 = alloca float, align 4
+  %conv1_bias_grad.sum290 = alloca float, align 4
+  %conv1_bias_grad.sum289 = alloca float, align 4
+  %conv1_bias_grad.sum288 = alloca float, align 4
   %conv1_bias_grad.sum287 = alloca float, align 4
   %conv1_bias_grad.sum286 = alloca float, align 4
   %conv1_bias_grad.sum285 = alloca float, align 4
   %conv1_bias_grad.sum284 = alloca float, align 4
   %conv1_bias_grad.sum283 = alloca float, align 4
   %conv1_bias_grad.sum282 = alloca float, align 4
-  %conv1_bias_grad.sum281 = alloca float, align 4
-  %conv1_bias_grad.sum280 = alloca float, align 4
-  %conv1_bias_grad.sum279 = alloca float, align 4
-  %conv1_bias_grad.sum278 = alloca float, align 4
-  %conv1_bias_grad.sum277 = alloca float, align 4
-  %conv1_bias_grad.sum276 = alloca float, align 4
-  %conv1_bias_grad.sum275 = alloca float, align 4
-  %conv1_bias_grad.sum274 = alloca float, align 4
-  %conv1_bias_grad.sum273 = alloca float, align 4
-  %conv1_bias_grad.acc270 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t265_c0_0 = alloca <16 x float>, align 64
+  %conv1_bias_grad.acc279 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t274_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.sum250 = alloca float, align 4
+  %relu1_grad.sum249 = alloca float, align 4
+  %relu1_grad.sum248 = alloca float, align 4
+  %relu1_grad.sum247 = alloca float, align 4
+  %relu1_grad.sum244 = alloca float, align 4
+  %relu1_grad.sum243 = alloca float, align 4
+  %relu1_grad.sum242 = alloca float, align 4
   %relu1_grad.sum241 = alloca float, align 4
   %relu1_grad.sum240 = alloca float, align 4
   %relu1_grad.sum239 = alloca float, align 4
-  %relu1_grad.sum238 = alloca float, align 4
+  %relu1_grad.sum236 = alloca float, align 4
   %relu1_grad.sum235 = alloca float, align 4
   %relu1_grad.sum234 = alloca float, align 4
   %relu1_grad.sum233 = alloca float, align 4
-  %relu1_grad.sum232 = alloca float, align 4
-  %relu1_grad.sum231 = alloca float, align 4
   %relu1_grad.sum230 = alloca float, align 4
+  %relu1_grad.sum229 = alloca float, align 4
+  %relu1_grad.sum228 = alloca float, align 4
   %relu1_grad.sum227 = alloca float, align 4
   %relu1_grad.sum226 = alloca float, align 4
   %relu1_grad.sum225 = alloca float, align 4
-  %relu1_grad.sum224 = alloca float, align 4
+  %relu1_grad.sum222 = alloca float, align 4
   %relu1_grad.sum221 = alloca float, align 4
   %relu1_grad.sum220 = alloca float, align 4
   %relu1_grad.sum219 = alloca float, align 4
   %relu1_grad.sum218 = alloca float, align 4
   %relu1_grad.sum217 = alloca float, align 4
   %relu1_grad.sum216 = alloca float, align 4
-  %relu1_grad.sum213 = alloca float, align 4
-  %relu1_grad.sum212 = alloca float, align 4
+  %relu1_grad.sum215 = alloca float, align 4
+  %relu1_grad.sum214 = alloca float, align 4
   %relu1_grad.sum211 = alloca float, align 4
   %relu1_grad.sum210 = alloca float, align 4
   %relu1_grad.sum209 = alloca float, align 4
   %relu1_grad.sum208 = alloca float, align 4
   %relu1_grad.sum207 = alloca float, align 4
   %relu1_grad.sum206 = alloca float, align 4
-  %relu1_grad.sum205 = alloca float, align 4
+  %relu1_grad.sum203 = alloca float, align 4
   %relu1_grad.sum202 = alloca float, align 4
   %relu1_grad.sum201 = alloca float, align 4
   %relu1_grad.sum200 = alloca float, align 4
-  %relu1_grad.sum199 = alloca float, align 4
-  %relu1_grad.sum198 = alloca float, align 4
   %relu1_grad.sum197 = alloca float, align 4
+  %relu1_grad.sum196 = alloca float, align 4
+  %relu1_grad.sum195 = alloca float, align 4
   %relu1_grad.sum194 = alloca float, align 4
   %relu1_grad.sum193 = alloca float, align 4
   %relu1_grad.sum192 = alloca float, align 4
-  %relu1_grad.sum191 = alloca float, align 4
+  %relu1_grad.sum189 = alloca float, align 4
   %relu1_grad.sum188 = alloca float, align 4
   %relu1_grad.sum187 = alloca float, align 4
   %relu1_grad.sum186 = alloca float, align 4
-  %relu1_grad.sum185 = alloca float, align 4
-  %relu1_grad.sum184 = alloca float, align 4
-  %relu1_grad.sum183 = alloca float, align 4
-  %relu1_grad.sum180 = alloca float, align 4
-  %relu1_grad.sum179 = alloca float, align 4
-  %relu1_grad.sum178 = alloca float, align 4
-  %relu1_grad.sum177 = alloca float, align 4
-  %relu1_grad.t171_a5 = alloca <16 x float>, align 64
-  %relu1_grad.t171_a4 = alloca <16 x float>, align 64
-  %relu1_grad.t171_a3 = alloca <16 x float>, align 64
-  %relu1_grad.t171_a2 = alloca <16 x float>, align 64
-  %relu1_grad.t171_a1 = alloca <16 x float>, align 64
-  %relu1_grad.t171_a0 = alloca <16 x float>, align 64
-  %relu1_grad.t171_b3 = alloca <16 x float>, align 64
-  %relu1_grad.t171_b2 = alloca <16 x float>, align 64
-  %relu1_grad.t171_b1 = alloca <16 x float>, align 64
-  %relu1_grad.t171_b0 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c5_3 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c5_2 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c5_1 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c5_0 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c4_3 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c4_2 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c4_1 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c4_0 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c3_3 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c3_2 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c3_1 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c3_0 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c2_3 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c2_2 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c2_1 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c2_0 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c1_3 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c1_2 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c1_1 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c1_0 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c0_3 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c0_2 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c0_1 = alloca <16 x float>, align 64
-  %relu1_grad.t171_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.t180_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t180_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t180_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t180_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t180_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t180_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t180_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t180_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t180_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t180_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t180_c0_0 = alloca <16 x float>, align 64
+  %conv2_bias_grad.sum173 = alloca float, align 4
+  %conv2_bias_grad.sum172 = alloca float, align 4
+  %conv2_bias_grad.sum171 = alloca float, align 4
+  %conv2_bias_grad.sum170 = alloca float, align 4
+  %conv2_bias_grad.sum169 = alloca float, align 4
+  %conv2_bias_grad.sum168 = alloca float, align 4
+  %conv2_bias_grad.sum167 = alloca float, align 4
+  %conv2_bias_grad.sum166 = alloca float, align 4
+  %conv2_bias_grad.sum165 = alloca float, align 4
   %conv2_bias_grad.sum164 = alloca float, align 4
   %conv2_bias_grad.sum163 = alloca float, align 4
   %conv2_bias_grad.sum162 = alloca float, align 4
   %conv2_bias_grad.sum161 = alloca float, align 4
   %conv2_bias_grad.sum160 = alloca float, align 4
   %conv2_bias_grad.sum159 = alloca float, align 4
-  %conv2_bias_grad.sum158 = alloca float, align 4
-  %conv2_bias_grad.sum157 = alloca float, align 4
-  %conv2_bias_grad.sum156 = alloca float, align 4
-  %conv2_bias_grad.sum155 = alloca float, align 4
-  %conv2_bias_grad.sum154 = alloca float, align 4
-  %conv2_bias_grad.sum153 = alloca float, align 4
-  %conv2_bias_grad.sum152 = alloca float, align 4
-  %conv2_bias_grad.sum151 = alloca float, align 4
-  %conv2_bias_grad.sum150 = alloca float, align 4
-  %conv2_bias_grad.acc147 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t115_a3 = alloca <16 x float>, align 64
-  %flat_grad.t115_a2 = alloca <16 x float>, align 64
-  %flat_grad.t115_a1 = alloca <16 x float>, align 64
-  %flat_grad.t115_a0 = alloca <16 x float>, align 64
-  %flat_grad.t115_b3 = alloca <16 x float>, align 64
-  %flat_grad.t115_b2 = alloca <16 x float>, align 64
-  %flat_grad.t115_b1 = alloca <16 x float>, align 64
-  %flat_grad.t115_b0 = alloca <16 x float>, align 64
-  %flat_grad.t115_c3_3 = alloca <16 x float>, align 64
-  %flat_grad.t115_c3_2 = alloca <16 x float>, align 64
-  %flat_grad.t115_c3_1 = alloca <16 x float>, align 64
-  %flat_grad.t115_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t115_c2_3 = alloca <16 x float>, align 64
-  %flat_grad.t115_c2_2 = alloca <16 x float>, align 64
-  %flat_grad.t115_c2_1 = alloca <16 x float>, align 64
-  %flat_grad.t115_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t115_c1_3 = alloca <16 x float>, align 64
-  %flat_grad.t115_c1_2 = alloca <16 x float>, align 64
-  %flat_grad.t115_c1_1 = alloca <16 x float>, align 64
-  %flat_grad.t115_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t115_c0_3 = alloca <16 x float>, align 64
-  %flat_grad.t115_c0_2 = alloca <16 x float>, align 64
-  %flat_grad.t115_c0_1 = alloca <16 x float>, align 64
-  %flat_grad.t115_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc111 = alloca float, align 4
-  %fc1_weight_grad.t108_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c3_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c3_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c2_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c2_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t108_c0_0 = alloca <16 x float>, align 64
-  %fc2_bias_grad.acc103 = alloca float, align 4
-  %fc2_grad.s98 = alloca float, align 4
-  %fc2_grad.m97 = alloca float, align 4
-  %loss.s93 = alloca float, align 4
-  %loss.m92 = alloca float, align 4
-  %loss.total90 = alloca float, align 4
+  %conv2_bias_grad.acc156 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t151_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t124_a3 = alloca <16 x float>, align 64
+  %flat_grad.t124_a2 = alloca <16 x float>, align 64
+  %flat_grad.t124_a1 = alloca <16 x float>, align 64
+  %flat_grad.t124_a0 = alloca <16 x float>, align 64
+  %flat_grad.t124_b3 = alloca <16 x float>, align 64
+  %flat_grad.t124_b2 = alloca <16 x float>, align 64
+  %flat_grad.t124_b1 = alloca <16 x float>, align 64
+  %flat_grad.t124_b0 = alloca <16 x float>, align 64
+  %flat_grad.t124_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t124_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t124_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t124_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t124_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t124_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t124_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t124_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t124_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t124_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t124_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t124_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t124_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t124_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t124_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t124_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc120 = alloca float, align 4
+  %fc1_weight_grad.t117_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t117_c0_0 = alloca <16 x float>, align 64
+  %fc2_bias_grad.acc112 = alloca float, align 4
+  %fc2_grad.s107 = alloca float, align 4
+  %fc2_grad.m106 = alloca float, align 4
+  %loss.s102 = alloca float, align 4
+  %loss.m101 = alloca float, align 4
+  %loss.total99 = alloca float, align 4
+  %fc1.t93_a3 = alloca <16 x float>, align 64
+  %fc1.t93_a2 = alloca <16 x float>, align 64
+  %fc1.t93_a1 = alloca <16 x float>, align 64
+  %fc1.t93_a0 = alloca <16 x float>, align 64
+  %fc1.t93_b3 = alloca <16 x float>, align 64
+  %fc1.t93_b2 = alloca <16 x float>, align 64
+  %fc1.t93_b1 = alloca <16 x float>, align 64
+  %fc1.t93_b0 = alloca <16 x float>, align 64
+  %fc1.t93_c3_3 = alloca <16 x float>, align 64
+  %fc1.t93_c3_2 = alloca <16 x float>, align 64
+  %fc1.t93_c3_1 = alloca <16 x float>, align 64
+  %fc1.t93_c3_0 = alloca <16 x float>, align 64
+  %fc1.t93_c2_3 = alloca <16 x float>, align 64
+  %fc1.t93_c2_2 = alloca <16 x float>, align 64
+  %fc1.t93_c2_1 = alloca <16 x float>, align 64
+  %fc1.t93_c2_0 = alloca <16 x float>, align 64
+  %fc1.t93_c1_3 = alloca <16 x float>, align 64
+  %fc1.t93_c1_2 = alloca <16 x float>, align 64
+  %fc1.t93_c1_1 = alloca <16 x float>, align 64
+  %fc1.t93_c1_0 = alloca <16 x float>, align 64
+  %fc1.t93_c0_3 = alloca <16 x float>, align 64
+  %fc1.t93_c0_2 = alloca <16 x float>, align 64
+  %fc1.t93_c0_1 = alloca <16 x float>, align 64
+  %fc1.t93_c0_0 = alloca <16 x float>, align 64
   %conv2.best84 = alloca float, align 4
   %conv2.at85 = alloca float, align 4
   %conv2.v83 = alloca float, align 4
@@ -1161,10 +1185,6 @@ conv2.g24:                                        ; preds = %conv2.j72.end, %con
   br label %conv2.j25
 
 conv2.g24.end:                                    ; preds = %conv2.j72.end
-  %arena443 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params444 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena445 = getelementptr inbounds float, ptr %arena, i64 3211264
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena443, i32 12544, ptr %params444, i32 12544, float 0.000000e+00, ptr %arena445, i32 128)
   br label %fc1.n86
 
 conv2.j25:                                        ; preds = %conv2.c26.end, %conv2.g24
@@ -3322,5354 +3342,5911 @@ conv2.q74.end:                                    ; preds = %conv2.q74
   %1587 = icmp slt i64 %f73.next, 64
   br i1 %1587, label %conv2.f73, label %conv2.f73.end
 
-fc1.n86:                                          ; preds = %fc1.u87.end, %conv2.g24.end
-  %fc1.n86446 = phi i64 [ 0, %conv2.g24.end ], [ %n86.next, %fc1.u87.end ]
-  br label %fc1.u87
+fc1.n86:                                          ; preds = %fc1.k87.end, %conv2.g24.end
+  %fc1.n86443 = phi i64 [ 0, %conv2.g24.end ], [ %n86.next, %fc1.k87.end ]
+  br label %fc1.k87
 
-fc1.n86.end:                                      ; preds = %fc1.u87.end
-  %arena453 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %params454 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena455 = getelementptr inbounds float, ptr %arena, i64 3219456
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena453, i32 128, ptr %params454, i32 128, float 0.000000e+00, ptr %arena455, i32 10)
-  br label %fc2.n88
+fc1.n86.end:                                      ; preds = %fc1.k87.end
+  br label %fc1.r88
 
-fc1.u87:                                          ; preds = %fc1.u87, %fc1.n86
-  %fc1.u87447 = phi i64 [ 0, %fc1.n86 ], [ %u87.next, %fc1.u87 ]
-  %1588 = mul nsw i64 %fc1.n86446, 128
-  %1589 = add nsw i64 3211264, %1588
-  %1590 = add nsw i64 %1589, %fc1.u87447
-  %arena448 = getelementptr inbounds float, ptr %arena, i64 %1590
-  %1591 = load float, ptr %arena448, align 4
-  %1592 = add nsw i64 1624448, %fc1.u87447
-  %params449 = getelementptr inbounds float, ptr %params, i64 %1592
-  %1593 = load float, ptr %params449, align 4
-  %1594 = fadd float %1591, %1593
-  %1595 = fcmp ogt float %1594, 0.000000e+00
-  %1596 = mul nsw i64 %fc1.n86446, 128
-  %1597 = add nsw i64 3211264, %1596
-  %1598 = add nsw i64 %1597, %fc1.u87447
-  %arena450 = getelementptr inbounds float, ptr %arena, i64 %1598
-  %1599 = load float, ptr %arena450, align 4
-  %1600 = add nsw i64 1624448, %fc1.u87447
-  %params451 = getelementptr inbounds float, ptr %params, i64 %1600
-  %1601 = load float, ptr %params451, align 4
-  %1602 = fadd float %1599, %1601
-  %1603 = select i1 %1595, float %1602, float 0.000000e+00
-  %1604 = mul nsw i64 %fc1.n86446, 128
-  %1605 = add nsw i64 3211264, %1604
-  %1606 = add nsw i64 %1605, %fc1.u87447
-  %arena452 = getelementptr inbounds float, ptr %arena, i64 %1606
-  store float %1603, ptr %arena452, align 4
-  %u87.next = add nsw i64 %fc1.u87447, 1
-  %1607 = icmp slt i64 %u87.next, 128
-  br i1 %1607, label %fc1.u87, label %fc1.u87.end
+fc1.k87:                                          ; preds = %fc1.k87, %fc1.n86
+  %fc1.k87444 = phi i64 [ 0, %fc1.n86 ], [ %k87.next, %fc1.k87 ]
+  %1588 = mul nsw i64 %fc1.n86443, 12544
+  %1589 = add nsw i64 1605632, %1588
+  %1590 = add nsw i64 %1589, %fc1.k87444
+  %arena445 = getelementptr inbounds float, ptr %arena, i64 %1590
+  %1591 = load float, ptr %arena445, align 4
+  %1592 = mul nsw i64 %fc1.k87444, 64
+  %1593 = add nsw i64 3219456, %1592
+  %1594 = add nsw i64 %1593, %fc1.n86443
+  %arena446 = getelementptr inbounds float, ptr %arena, i64 %1594
+  store float %1591, ptr %arena446, align 4
+  %k87.next = add nsw i64 %fc1.k87444, 1
+  %1595 = icmp slt i64 %k87.next, 12544
+  br i1 %1595, label %fc1.k87, label %fc1.k87.end
 
-fc1.u87.end:                                      ; preds = %fc1.u87
-  %n86.next = add nsw i64 %fc1.n86446, 1
-  %1608 = icmp slt i64 %n86.next, 64
-  br i1 %1608, label %fc1.n86, label %fc1.n86.end
+fc1.k87.end:                                      ; preds = %fc1.k87
+  %n86.next = add nsw i64 %fc1.n86443, 1
+  %1596 = icmp slt i64 %n86.next, 64
+  br i1 %1596, label %fc1.n86, label %fc1.n86.end
 
-fc2.n88:                                          ; preds = %fc2.u89.end, %fc1.n86.end
-  %fc2.n88456 = phi i64 [ 0, %fc1.n86.end ], [ %n88.next, %fc2.u89.end ]
-  br label %fc2.u89
+fc1.r88:                                          ; preds = %fc1.i89.end, %fc1.n86.end
+  %fc1.r88447 = phi i64 [ 0, %fc1.n86.end ], [ %r88.next, %fc1.i89.end ]
+  br label %fc1.i89
 
-fc2.n88.end:                                      ; preds = %fc2.u89.end
-  store float 0.000000e+00, ptr %loss.total90, align 4
-  br label %loss.n91
+fc1.r88.end:                                      ; preds = %fc1.i89.end
+  br label %fc1.kp90
 
-fc2.u89:                                          ; preds = %fc2.u89, %fc2.n88
-  %fc2.u89457 = phi i64 [ 0, %fc2.n88 ], [ %u89.next, %fc2.u89 ]
-  %1609 = mul nsw i64 %fc2.n88456, 10
-  %1610 = add nsw i64 3219456, %1609
-  %1611 = add nsw i64 %1610, %fc2.u89457
-  %arena458 = getelementptr inbounds float, ptr %arena, i64 %1611
-  %1612 = load float, ptr %arena458, align 4
-  %1613 = add nsw i64 1625856, %fc2.u89457
-  %params459 = getelementptr inbounds float, ptr %params, i64 %1613
-  %1614 = load float, ptr %params459, align 4
-  %1615 = fadd float %1612, %1614
-  %1616 = mul nsw i64 %fc2.n88456, 10
-  %1617 = add nsw i64 3219456, %1616
-  %1618 = add nsw i64 %1617, %fc2.u89457
-  %arena460 = getelementptr inbounds float, ptr %arena, i64 %1618
-  store float %1615, ptr %arena460, align 4
-  %u89.next = add nsw i64 %fc2.u89457, 1
-  %1619 = icmp slt i64 %u89.next, 10
-  br i1 %1619, label %fc2.u89, label %fc2.u89.end
+fc1.i89:                                          ; preds = %fc1.i89, %fc1.r88
+  %fc1.i89448 = phi i64 [ 0, %fc1.r88 ], [ %i89.next, %fc1.i89 ]
+  %1597 = mul nsw i64 %fc1.r88447, 64
+  %1598 = add nsw i64 4022272, %1597
+  %1599 = add nsw i64 %1598, %fc1.i89448
+  %arena449 = getelementptr inbounds float, ptr %arena, i64 %1599
+  store float 0.000000e+00, ptr %arena449, align 4
+  %i89.next = add nsw i64 %fc1.i89448, 1
+  %1600 = icmp slt i64 %i89.next, 64
+  br i1 %1600, label %fc1.i89, label %fc1.i89.end
 
-fc2.u89.end:                                      ; preds = %fc2.u89
-  %n88.next = add nsw i64 %fc2.n88456, 1
-  %1620 = icmp slt i64 %n88.next, 64
-  br i1 %1620, label %fc2.n88, label %fc2.n88.end
+fc1.i89.end:                                      ; preds = %fc1.i89
+  %r88.next = add nsw i64 %fc1.r88447, 1
+  %1601 = icmp slt i64 %r88.next, 128
+  br i1 %1601, label %fc1.r88, label %fc1.r88.end
 
-loss.n91:                                         ; preds = %loss.k95.end, %fc2.n88.end
-  %loss.n91461 = phi i64 [ 0, %fc2.n88.end ], [ %n91.next, %loss.k95.end ]
-  %1621 = mul nsw i64 %loss.n91461, 10
-  %1622 = add nsw i64 3219456, %1621
-  %arena462 = getelementptr inbounds float, ptr %arena, i64 %1622
-  %1623 = load float, ptr %arena462, align 4
-  store float %1623, ptr %loss.m92, align 4
-  br label %loss.k94
+fc1.kp90:                                         ; preds = %fc1.nb91.end, %fc1.r88.end
+  %fc1.kp90450 = phi i64 [ 0, %fc1.r88.end ], [ %kp90.next, %fc1.nb91.end ]
+  br label %fc1.nb91
 
-loss.n91.end:                                     ; preds = %loss.k95.end
-  %total90472 = load float, ptr %loss.total90, align 4
-  %1624 = fdiv float %total90472, 6.400000e+01
-  %arena473 = getelementptr inbounds float, ptr %arena, i64 3220096
-  store float %1624, ptr %arena473, align 4
-  br label %fc2_grad.n96
+fc1.kp90.end:                                     ; preds = %fc1.nb91.end
+  br label %fc1.n95
 
-loss.k94:                                         ; preds = %loss.k94, %loss.n91
-  %loss.k94463 = phi i64 [ 0, %loss.n91 ], [ %k94.next, %loss.k94 ]
-  %m92 = load float, ptr %loss.m92, align 4
-  %1625 = mul nsw i64 %loss.n91461, 10
-  %1626 = add nsw i64 3219456, %1625
-  %1627 = add nsw i64 %1626, %loss.k94463
-  %arena464 = getelementptr inbounds float, ptr %arena, i64 %1627
-  %1628 = load float, ptr %arena464, align 4
-  %1629 = fcmp ogt float %1628, %m92
-  %1630 = select i1 %1629, float %1628, float %m92
-  store float %1630, ptr %loss.m92, align 4
-  %k94.next = add nsw i64 %loss.k94463, 1
-  %1631 = icmp slt i64 %k94.next, 10
-  br i1 %1631, label %loss.k94, label %loss.k94.end
+fc1.nb91:                                         ; preds = %fc1.mb92.end, %fc1.kp90
+  %fc1.nb91451 = phi i64 [ 0, %fc1.kp90 ], [ %nb91.next, %fc1.mb92.end ]
+  br label %fc1.mb92
 
-loss.k94.end:                                     ; preds = %loss.k94
-  store float 0.000000e+00, ptr %loss.s93, align 4
-  br label %loss.k95
+fc1.nb91.end:                                     ; preds = %fc1.mb92.end
+  %kp90.next = add nsw i64 %fc1.kp90450, 1
+  %1602 = icmp slt i64 %kp90.next, 49
+  br i1 %1602, label %fc1.kp90, label %fc1.kp90.end
 
-loss.k95:                                         ; preds = %loss.k95, %loss.k94.end
-  %loss.k95465 = phi i64 [ 0, %loss.k94.end ], [ %k95.next, %loss.k95 ]
-  %s93 = load float, ptr %loss.s93, align 4
-  %1632 = mul nsw i64 %loss.n91461, 10
-  %1633 = add nsw i64 3219456, %1632
-  %1634 = add nsw i64 %1633, %loss.k95465
-  %arena466 = getelementptr inbounds float, ptr %arena, i64 %1634
-  %1635 = load float, ptr %arena466, align 4
-  %m92467 = load float, ptr %loss.m92, align 4
-  %1636 = fsub float %1635, %m92467
-  %1637 = call float @llvm.exp.f32(float %1636)
-  %1638 = fadd float %s93, %1637
-  store float %1638, ptr %loss.s93, align 4
-  %k95.next = add nsw i64 %loss.k95465, 1
-  %1639 = icmp slt i64 %k95.next, 10
-  br i1 %1639, label %loss.k95, label %loss.k95.end
-
-loss.k95.end:                                     ; preds = %loss.k95
-  %total90 = load float, ptr %loss.total90, align 4
-  %m92468 = load float, ptr %loss.m92, align 4
-  %s93469 = load float, ptr %loss.s93, align 4
-  %1640 = call float @llvm.log.f32(float %s93469)
-  %1641 = fadd float %m92468, %1640
-  %1642 = mul nsw i64 %loss.n91461, 10
-  %1643 = add nsw i64 3219456, %1642
-  %labels470 = getelementptr inbounds i32, ptr %labels, i64 %loss.n91461
-  %label = load i32, ptr %labels470, align 4
-  %1644 = sext i32 %label to i64
-  %1645 = add nsw i64 %1643, %1644
-  %arena471 = getelementptr inbounds float, ptr %arena, i64 %1645
-  %1646 = load float, ptr %arena471, align 4
-  %1647 = fsub float %1641, %1646
-  %1648 = fadd float %total90, %1647
-  store float %1648, ptr %loss.total90, align 4
-  %n91.next = add nsw i64 %loss.n91461, 1
-  %1649 = icmp slt i64 %n91.next, 64
-  br i1 %1649, label %loss.n91, label %loss.n91.end
-
-fc2_grad.n96:                                     ; preds = %fc2_grad.k101.end, %loss.n91.end
-  %fc2_grad.n96474 = phi i64 [ 0, %loss.n91.end ], [ %n96.next, %fc2_grad.k101.end ]
-  %1650 = mul nsw i64 %fc2_grad.n96474, 10
-  %1651 = add nsw i64 3219456, %1650
-  %arena475 = getelementptr inbounds float, ptr %arena, i64 %1651
-  %1652 = load float, ptr %arena475, align 4
-  store float %1652, ptr %fc2_grad.m97, align 4
-  br label %fc2_grad.k99
-
-fc2_grad.n96.end:                                 ; preds = %fc2_grad.k101.end
-  %arena491 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %arena492 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %grads493 = getelementptr inbounds float, ptr %grads, i64 1624576
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena491, i32 10, ptr %arena492, i32 128, float 0.000000e+00, ptr %grads493, i32 128)
-  br label %fc2_bias_grad.u102
-
-fc2_grad.k99:                                     ; preds = %fc2_grad.k99, %fc2_grad.n96
-  %fc2_grad.k99476 = phi i64 [ 0, %fc2_grad.n96 ], [ %k99.next, %fc2_grad.k99 ]
-  %m97 = load float, ptr %fc2_grad.m97, align 4
-  %1653 = mul nsw i64 %fc2_grad.n96474, 10
-  %1654 = add nsw i64 3219456, %1653
-  %1655 = add nsw i64 %1654, %fc2_grad.k99476
-  %arena477 = getelementptr inbounds float, ptr %arena, i64 %1655
-  %1656 = load float, ptr %arena477, align 4
-  %1657 = fcmp ogt float %1656, %m97
-  %1658 = select i1 %1657, float %1656, float %m97
-  store float %1658, ptr %fc2_grad.m97, align 4
-  %k99.next = add nsw i64 %fc2_grad.k99476, 1
-  %1659 = icmp slt i64 %k99.next, 10
-  br i1 %1659, label %fc2_grad.k99, label %fc2_grad.k99.end
-
-fc2_grad.k99.end:                                 ; preds = %fc2_grad.k99
-  store float 0.000000e+00, ptr %fc2_grad.s98, align 4
-  br label %fc2_grad.k100
-
-fc2_grad.k100:                                    ; preds = %fc2_grad.k100, %fc2_grad.k99.end
-  %fc2_grad.k100478 = phi i64 [ 0, %fc2_grad.k99.end ], [ %k100.next, %fc2_grad.k100 ]
-  %s98 = load float, ptr %fc2_grad.s98, align 4
-  %1660 = mul nsw i64 %fc2_grad.n96474, 10
-  %1661 = add nsw i64 3219456, %1660
-  %1662 = add nsw i64 %1661, %fc2_grad.k100478
-  %arena479 = getelementptr inbounds float, ptr %arena, i64 %1662
-  %1663 = load float, ptr %arena479, align 4
-  %m97480 = load float, ptr %fc2_grad.m97, align 4
-  %1664 = fsub float %1663, %m97480
-  %1665 = call float @llvm.exp.f32(float %1664)
-  %1666 = fadd float %s98, %1665
-  store float %1666, ptr %fc2_grad.s98, align 4
-  %k100.next = add nsw i64 %fc2_grad.k100478, 1
-  %1667 = icmp slt i64 %k100.next, 10
-  br i1 %1667, label %fc2_grad.k100, label %fc2_grad.k100.end
-
-fc2_grad.k100.end:                                ; preds = %fc2_grad.k100
-  br label %fc2_grad.k101
-
-fc2_grad.k101:                                    ; preds = %fc2_grad.k101, %fc2_grad.k100.end
-  %fc2_grad.k101481 = phi i64 [ 0, %fc2_grad.k100.end ], [ %k101.next, %fc2_grad.k101 ]
-  %labels482 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n96474
-  %label483 = load i32, ptr %labels482, align 4
-  %1668 = sext i32 %label483 to i64
-  %1669 = icmp eq i64 %fc2_grad.k101481, %1668
-  %1670 = mul nsw i64 %fc2_grad.n96474, 10
-  %1671 = add nsw i64 3219456, %1670
-  %1672 = add nsw i64 %1671, %fc2_grad.k101481
-  %arena484 = getelementptr inbounds float, ptr %arena, i64 %1672
-  %1673 = load float, ptr %arena484, align 4
-  %m97485 = load float, ptr %fc2_grad.m97, align 4
-  %1674 = fsub float %1673, %m97485
-  %1675 = call float @llvm.exp.f32(float %1674)
-  %s98486 = load float, ptr %fc2_grad.s98, align 4
-  %1676 = fdiv float %1675, %s98486
-  %1677 = fsub float %1676, 1.000000e+00
-  %1678 = mul nsw i64 %fc2_grad.n96474, 10
-  %1679 = add nsw i64 3219456, %1678
-  %1680 = add nsw i64 %1679, %fc2_grad.k101481
-  %arena487 = getelementptr inbounds float, ptr %arena, i64 %1680
-  %1681 = load float, ptr %arena487, align 4
-  %m97488 = load float, ptr %fc2_grad.m97, align 4
-  %1682 = fsub float %1681, %m97488
-  %1683 = call float @llvm.exp.f32(float %1682)
-  %s98489 = load float, ptr %fc2_grad.s98, align 4
-  %1684 = fdiv float %1683, %s98489
-  %1685 = select i1 %1669, float %1677, float %1684
-  %1686 = fdiv float %1685, 6.400000e+01
-  %1687 = mul nsw i64 %fc2_grad.n96474, 10
-  %1688 = add nsw i64 3220112, %1687
-  %1689 = add nsw i64 %1688, %fc2_grad.k101481
-  %arena490 = getelementptr inbounds float, ptr %arena, i64 %1689
-  store float %1686, ptr %arena490, align 4
-  %k101.next = add nsw i64 %fc2_grad.k101481, 1
-  %1690 = icmp slt i64 %k101.next, 10
-  br i1 %1690, label %fc2_grad.k101, label %fc2_grad.k101.end
-
-fc2_grad.k101.end:                                ; preds = %fc2_grad.k101
-  %n96.next = add nsw i64 %fc2_grad.n96474, 1
-  %1691 = icmp slt i64 %n96.next, 64
-  br i1 %1691, label %fc2_grad.n96, label %fc2_grad.n96.end
-
-fc2_bias_grad.u102:                               ; preds = %fc2_bias_grad.n104.end, %fc2_grad.n96.end
-  %fc2_bias_grad.u102494 = phi i64 [ 0, %fc2_grad.n96.end ], [ %u102.next, %fc2_bias_grad.n104.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc103, align 4
-  br label %fc2_bias_grad.n104
-
-fc2_bias_grad.u102.end:                           ; preds = %fc2_bias_grad.n104.end
-  %arena499 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %params500 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena501 = getelementptr inbounds float, ptr %arena, i64 3220752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena499, i32 10, ptr %params500, i32 128, float 0.000000e+00, ptr %arena501, i32 128)
-  br label %fc1_grad.i105
-
-fc2_bias_grad.n104:                               ; preds = %fc2_bias_grad.n104, %fc2_bias_grad.u102
-  %fc2_bias_grad.n104495 = phi i64 [ 0, %fc2_bias_grad.u102 ], [ %n104.next, %fc2_bias_grad.n104 ]
-  %acc103 = load float, ptr %fc2_bias_grad.acc103, align 4
-  %1692 = mul nsw i64 %fc2_bias_grad.n104495, 10
-  %1693 = add nsw i64 3220112, %1692
-  %1694 = add nsw i64 %1693, %fc2_bias_grad.u102494
-  %arena496 = getelementptr inbounds float, ptr %arena, i64 %1694
-  %1695 = load float, ptr %arena496, align 4
-  %1696 = fadd float %acc103, %1695
-  store float %1696, ptr %fc2_bias_grad.acc103, align 4
-  %n104.next = add nsw i64 %fc2_bias_grad.n104495, 1
-  %1697 = icmp slt i64 %n104.next, 64
-  br i1 %1697, label %fc2_bias_grad.n104, label %fc2_bias_grad.n104.end
-
-fc2_bias_grad.n104.end:                           ; preds = %fc2_bias_grad.n104
-  %acc103497 = load float, ptr %fc2_bias_grad.acc103, align 4
-  %1698 = add nsw i64 1625856, %fc2_bias_grad.u102494
-  %grads498 = getelementptr inbounds float, ptr %grads, i64 %1698
-  store float %acc103497, ptr %grads498, align 4
-  %u102.next = add nsw i64 %fc2_bias_grad.u102494, 1
-  %1699 = icmp slt i64 %u102.next, 10
-  br i1 %1699, label %fc2_bias_grad.u102, label %fc2_bias_grad.u102.end
-
-fc1_grad.i105:                                    ; preds = %fc1_grad.i105, %fc2_bias_grad.u102.end
-  %fc1_grad.i105502 = phi i64 [ 0, %fc2_bias_grad.u102.end ], [ %i105.next, %fc1_grad.i105 ]
-  %1700 = add nsw i64 3211264, %fc1_grad.i105502
-  %arena503 = getelementptr inbounds float, ptr %arena, i64 %1700
-  %1701 = load float, ptr %arena503, align 4
-  %1702 = fcmp ogt float %1701, 0.000000e+00
-  %1703 = add nsw i64 3220752, %fc1_grad.i105502
-  %arena504 = getelementptr inbounds float, ptr %arena, i64 %1703
-  %1704 = load float, ptr %arena504, align 4
-  %1705 = select i1 %1702, float %1704, float 0.000000e+00
-  %1706 = add nsw i64 3228944, %fc1_grad.i105502
-  %arena505 = getelementptr inbounds float, ptr %arena, i64 %1706
-  store float %1705, ptr %arena505, align 4
-  %i105.next = add nsw i64 %fc1_grad.i105502, 1
-  %1707 = icmp slt i64 %i105.next, 8192
-  br i1 %1707, label %fc1_grad.i105, label %fc1_grad.i105.end
-
-fc1_grad.i105.end:                                ; preds = %fc1_grad.i105
-  br label %fc1_weight_grad.nb106
-
-fc1_weight_grad.nb106:                            ; preds = %fc1_weight_grad.mb107.end, %fc1_grad.i105.end
-  %fc1_weight_grad.nb106506 = phi i64 [ 0, %fc1_grad.i105.end ], [ %nb106.next, %fc1_weight_grad.mb107.end ]
-  br label %fc1_weight_grad.mb107
-
-fc1_weight_grad.nb106.end:                        ; preds = %fc1_weight_grad.mb107.end
-  br label %fc1_bias_grad.u110
-
-fc1_weight_grad.mb107:                            ; preds = %fc1_weight_grad.k109.end, %fc1_weight_grad.nb106
-  %fc1_weight_grad.mb107507 = phi i64 [ 0, %fc1_weight_grad.nb106 ], [ %mb107.next, %fc1_weight_grad.k109.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t108_c3_3, align 64
-  br label %fc1_weight_grad.k109
-
-fc1_weight_grad.mb107.end:                        ; preds = %fc1_weight_grad.k109.end
-  %nb106.next = add nsw i64 %fc1_weight_grad.nb106506, 1
-  %1708 = icmp slt i64 %nb106.next, 196
-  br i1 %1708, label %fc1_weight_grad.nb106, label %fc1_weight_grad.nb106.end
-
-fc1_weight_grad.k109:                             ; preds = %fc1_weight_grad.k109, %fc1_weight_grad.mb107
-  %fc1_weight_grad.k109508 = phi i64 [ 0, %fc1_weight_grad.mb107 ], [ %k109.next, %fc1_weight_grad.k109 ]
-  %1709 = mul nsw i64 %fc1_weight_grad.k109508, 12544
-  %1710 = add nsw i64 1605632, %1709
-  %1711 = mul nsw i64 %fc1_weight_grad.nb106506, 64
+fc1.mb92:                                         ; preds = %fc1.k94.end, %fc1.nb91
+  %fc1.mb92452 = phi i64 [ 0, %fc1.nb91 ], [ %mb92.next, %fc1.k94.end ]
+  %1603 = mul nsw i64 %fc1.mb92452, 4
+  %1604 = mul nsw i64 %1603, 64
+  %1605 = add nsw i64 4022272, %1604
+  %1606 = mul nsw i64 %fc1.nb91451, 64
+  %1607 = add nsw i64 %1605, %1606
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1607
+  %1608 = load <16 x float>, ptr %arena453, align 4
+  store <16 x float> %1608, ptr %fc1.t93_c0_0, align 64
+  %1609 = mul nsw i64 %fc1.mb92452, 4
+  %1610 = mul nsw i64 %1609, 64
+  %1611 = add nsw i64 4022272, %1610
+  %1612 = mul nsw i64 %fc1.nb91451, 64
+  %1613 = add nsw i64 %1611, %1612
+  %1614 = add nsw i64 %1613, 16
+  %arena454 = getelementptr inbounds float, ptr %arena, i64 %1614
+  %1615 = load <16 x float>, ptr %arena454, align 4
+  store <16 x float> %1615, ptr %fc1.t93_c0_1, align 64
+  %1616 = mul nsw i64 %fc1.mb92452, 4
+  %1617 = mul nsw i64 %1616, 64
+  %1618 = add nsw i64 4022272, %1617
+  %1619 = mul nsw i64 %fc1.nb91451, 64
+  %1620 = add nsw i64 %1618, %1619
+  %1621 = add nsw i64 %1620, 32
+  %arena455 = getelementptr inbounds float, ptr %arena, i64 %1621
+  %1622 = load <16 x float>, ptr %arena455, align 4
+  store <16 x float> %1622, ptr %fc1.t93_c0_2, align 64
+  %1623 = mul nsw i64 %fc1.mb92452, 4
+  %1624 = mul nsw i64 %1623, 64
+  %1625 = add nsw i64 4022272, %1624
+  %1626 = mul nsw i64 %fc1.nb91451, 64
+  %1627 = add nsw i64 %1625, %1626
+  %1628 = add nsw i64 %1627, 48
+  %arena456 = getelementptr inbounds float, ptr %arena, i64 %1628
+  %1629 = load <16 x float>, ptr %arena456, align 4
+  store <16 x float> %1629, ptr %fc1.t93_c0_3, align 64
+  %1630 = mul nsw i64 %fc1.mb92452, 4
+  %1631 = add nsw i64 %1630, 1
+  %1632 = mul nsw i64 %1631, 64
+  %1633 = add nsw i64 4022272, %1632
+  %1634 = mul nsw i64 %fc1.nb91451, 64
+  %1635 = add nsw i64 %1633, %1634
+  %arena457 = getelementptr inbounds float, ptr %arena, i64 %1635
+  %1636 = load <16 x float>, ptr %arena457, align 4
+  store <16 x float> %1636, ptr %fc1.t93_c1_0, align 64
+  %1637 = mul nsw i64 %fc1.mb92452, 4
+  %1638 = add nsw i64 %1637, 1
+  %1639 = mul nsw i64 %1638, 64
+  %1640 = add nsw i64 4022272, %1639
+  %1641 = mul nsw i64 %fc1.nb91451, 64
+  %1642 = add nsw i64 %1640, %1641
+  %1643 = add nsw i64 %1642, 16
+  %arena458 = getelementptr inbounds float, ptr %arena, i64 %1643
+  %1644 = load <16 x float>, ptr %arena458, align 4
+  store <16 x float> %1644, ptr %fc1.t93_c1_1, align 64
+  %1645 = mul nsw i64 %fc1.mb92452, 4
+  %1646 = add nsw i64 %1645, 1
+  %1647 = mul nsw i64 %1646, 64
+  %1648 = add nsw i64 4022272, %1647
+  %1649 = mul nsw i64 %fc1.nb91451, 64
+  %1650 = add nsw i64 %1648, %1649
+  %1651 = add nsw i64 %1650, 32
+  %arena459 = getelementptr inbounds float, ptr %arena, i64 %1651
+  %1652 = load <16 x float>, ptr %arena459, align 4
+  store <16 x float> %1652, ptr %fc1.t93_c1_2, align 64
+  %1653 = mul nsw i64 %fc1.mb92452, 4
+  %1654 = add nsw i64 %1653, 1
+  %1655 = mul nsw i64 %1654, 64
+  %1656 = add nsw i64 4022272, %1655
+  %1657 = mul nsw i64 %fc1.nb91451, 64
+  %1658 = add nsw i64 %1656, %1657
+  %1659 = add nsw i64 %1658, 48
+  %arena460 = getelementptr inbounds float, ptr %arena, i64 %1659
+  %1660 = load <16 x float>, ptr %arena460, align 4
+  store <16 x float> %1660, ptr %fc1.t93_c1_3, align 64
+  %1661 = mul nsw i64 %fc1.mb92452, 4
+  %1662 = add nsw i64 %1661, 2
+  %1663 = mul nsw i64 %1662, 64
+  %1664 = add nsw i64 4022272, %1663
+  %1665 = mul nsw i64 %fc1.nb91451, 64
+  %1666 = add nsw i64 %1664, %1665
+  %arena461 = getelementptr inbounds float, ptr %arena, i64 %1666
+  %1667 = load <16 x float>, ptr %arena461, align 4
+  store <16 x float> %1667, ptr %fc1.t93_c2_0, align 64
+  %1668 = mul nsw i64 %fc1.mb92452, 4
+  %1669 = add nsw i64 %1668, 2
+  %1670 = mul nsw i64 %1669, 64
+  %1671 = add nsw i64 4022272, %1670
+  %1672 = mul nsw i64 %fc1.nb91451, 64
+  %1673 = add nsw i64 %1671, %1672
+  %1674 = add nsw i64 %1673, 16
+  %arena462 = getelementptr inbounds float, ptr %arena, i64 %1674
+  %1675 = load <16 x float>, ptr %arena462, align 4
+  store <16 x float> %1675, ptr %fc1.t93_c2_1, align 64
+  %1676 = mul nsw i64 %fc1.mb92452, 4
+  %1677 = add nsw i64 %1676, 2
+  %1678 = mul nsw i64 %1677, 64
+  %1679 = add nsw i64 4022272, %1678
+  %1680 = mul nsw i64 %fc1.nb91451, 64
+  %1681 = add nsw i64 %1679, %1680
+  %1682 = add nsw i64 %1681, 32
+  %arena463 = getelementptr inbounds float, ptr %arena, i64 %1682
+  %1683 = load <16 x float>, ptr %arena463, align 4
+  store <16 x float> %1683, ptr %fc1.t93_c2_2, align 64
+  %1684 = mul nsw i64 %fc1.mb92452, 4
+  %1685 = add nsw i64 %1684, 2
+  %1686 = mul nsw i64 %1685, 64
+  %1687 = add nsw i64 4022272, %1686
+  %1688 = mul nsw i64 %fc1.nb91451, 64
+  %1689 = add nsw i64 %1687, %1688
+  %1690 = add nsw i64 %1689, 48
+  %arena464 = getelementptr inbounds float, ptr %arena, i64 %1690
+  %1691 = load <16 x float>, ptr %arena464, align 4
+  store <16 x float> %1691, ptr %fc1.t93_c2_3, align 64
+  %1692 = mul nsw i64 %fc1.mb92452, 4
+  %1693 = add nsw i64 %1692, 3
+  %1694 = mul nsw i64 %1693, 64
+  %1695 = add nsw i64 4022272, %1694
+  %1696 = mul nsw i64 %fc1.nb91451, 64
+  %1697 = add nsw i64 %1695, %1696
+  %arena465 = getelementptr inbounds float, ptr %arena, i64 %1697
+  %1698 = load <16 x float>, ptr %arena465, align 4
+  store <16 x float> %1698, ptr %fc1.t93_c3_0, align 64
+  %1699 = mul nsw i64 %fc1.mb92452, 4
+  %1700 = add nsw i64 %1699, 3
+  %1701 = mul nsw i64 %1700, 64
+  %1702 = add nsw i64 4022272, %1701
+  %1703 = mul nsw i64 %fc1.nb91451, 64
+  %1704 = add nsw i64 %1702, %1703
+  %1705 = add nsw i64 %1704, 16
+  %arena466 = getelementptr inbounds float, ptr %arena, i64 %1705
+  %1706 = load <16 x float>, ptr %arena466, align 4
+  store <16 x float> %1706, ptr %fc1.t93_c3_1, align 64
+  %1707 = mul nsw i64 %fc1.mb92452, 4
+  %1708 = add nsw i64 %1707, 3
+  %1709 = mul nsw i64 %1708, 64
+  %1710 = add nsw i64 4022272, %1709
+  %1711 = mul nsw i64 %fc1.nb91451, 64
   %1712 = add nsw i64 %1710, %1711
-  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1712
-  %1713 = load <16 x float>, ptr %arena509, align 4
-  store <16 x float> %1713, ptr %fc1_weight_grad.t108_b0, align 64
-  %1714 = mul nsw i64 %fc1_weight_grad.k109508, 12544
-  %1715 = add nsw i64 1605632, %1714
-  %1716 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1717 = add nsw i64 %1715, %1716
-  %1718 = add nsw i64 %1717, 16
-  %arena510 = getelementptr inbounds float, ptr %arena, i64 %1718
-  %1719 = load <16 x float>, ptr %arena510, align 4
-  store <16 x float> %1719, ptr %fc1_weight_grad.t108_b1, align 64
-  %1720 = mul nsw i64 %fc1_weight_grad.k109508, 12544
-  %1721 = add nsw i64 1605632, %1720
-  %1722 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1723 = add nsw i64 %1721, %1722
-  %1724 = add nsw i64 %1723, 32
-  %arena511 = getelementptr inbounds float, ptr %arena, i64 %1724
-  %1725 = load <16 x float>, ptr %arena511, align 4
-  store <16 x float> %1725, ptr %fc1_weight_grad.t108_b2, align 64
-  %1726 = mul nsw i64 %fc1_weight_grad.k109508, 12544
-  %1727 = add nsw i64 1605632, %1726
-  %1728 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1729 = add nsw i64 %1727, %1728
-  %1730 = add nsw i64 %1729, 48
-  %arena512 = getelementptr inbounds float, ptr %arena, i64 %1730
-  %1731 = load <16 x float>, ptr %arena512, align 4
-  store <16 x float> %1731, ptr %fc1_weight_grad.t108_b3, align 64
-  %1732 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1733 = add nsw i64 3228944, %1732
-  %1734 = mul nsw i64 %fc1_weight_grad.k109508, 128
-  %1735 = add nsw i64 %1733, %1734
-  %arena513 = getelementptr inbounds float, ptr %arena, i64 %1735
-  %1736 = load float, ptr %arena513, align 4
-  %1737 = insertelement <16 x float> undef, float %1736, i32 0
-  %1738 = shufflevector <16 x float> %1737, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1738, ptr %fc1_weight_grad.t108_a0, align 64
-  %t108_a0 = load <16 x float>, ptr %fc1_weight_grad.t108_a0, align 64
-  %t108_b0 = load <16 x float>, ptr %fc1_weight_grad.t108_b0, align 64
-  %t108_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t108_c0_0, align 64
-  %1739 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a0, <16 x float> %t108_b0, <16 x float> %t108_c0_0)
-  store <16 x float> %1739, ptr %fc1_weight_grad.t108_c0_0, align 64
-  %t108_a0514 = load <16 x float>, ptr %fc1_weight_grad.t108_a0, align 64
-  %t108_b1 = load <16 x float>, ptr %fc1_weight_grad.t108_b1, align 64
-  %t108_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t108_c0_1, align 64
-  %1740 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a0514, <16 x float> %t108_b1, <16 x float> %t108_c0_1)
-  store <16 x float> %1740, ptr %fc1_weight_grad.t108_c0_1, align 64
-  %t108_a0515 = load <16 x float>, ptr %fc1_weight_grad.t108_a0, align 64
-  %t108_b2 = load <16 x float>, ptr %fc1_weight_grad.t108_b2, align 64
-  %t108_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t108_c0_2, align 64
-  %1741 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a0515, <16 x float> %t108_b2, <16 x float> %t108_c0_2)
-  store <16 x float> %1741, ptr %fc1_weight_grad.t108_c0_2, align 64
-  %t108_a0516 = load <16 x float>, ptr %fc1_weight_grad.t108_a0, align 64
-  %t108_b3 = load <16 x float>, ptr %fc1_weight_grad.t108_b3, align 64
-  %t108_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t108_c0_3, align 64
-  %1742 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a0516, <16 x float> %t108_b3, <16 x float> %t108_c0_3)
-  store <16 x float> %1742, ptr %fc1_weight_grad.t108_c0_3, align 64
-  %1743 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1744 = add nsw i64 %1743, 1
-  %1745 = add nsw i64 3228944, %1744
-  %1746 = mul nsw i64 %fc1_weight_grad.k109508, 128
-  %1747 = add nsw i64 %1745, %1746
-  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1747
-  %1748 = load float, ptr %arena517, align 4
-  %1749 = insertelement <16 x float> undef, float %1748, i32 0
-  %1750 = shufflevector <16 x float> %1749, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1750, ptr %fc1_weight_grad.t108_a1, align 64
-  %t108_a1 = load <16 x float>, ptr %fc1_weight_grad.t108_a1, align 64
-  %t108_b0518 = load <16 x float>, ptr %fc1_weight_grad.t108_b0, align 64
-  %t108_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t108_c1_0, align 64
-  %1751 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a1, <16 x float> %t108_b0518, <16 x float> %t108_c1_0)
-  store <16 x float> %1751, ptr %fc1_weight_grad.t108_c1_0, align 64
-  %t108_a1519 = load <16 x float>, ptr %fc1_weight_grad.t108_a1, align 64
-  %t108_b1520 = load <16 x float>, ptr %fc1_weight_grad.t108_b1, align 64
-  %t108_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t108_c1_1, align 64
-  %1752 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a1519, <16 x float> %t108_b1520, <16 x float> %t108_c1_1)
-  store <16 x float> %1752, ptr %fc1_weight_grad.t108_c1_1, align 64
-  %t108_a1521 = load <16 x float>, ptr %fc1_weight_grad.t108_a1, align 64
-  %t108_b2522 = load <16 x float>, ptr %fc1_weight_grad.t108_b2, align 64
-  %t108_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t108_c1_2, align 64
-  %1753 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a1521, <16 x float> %t108_b2522, <16 x float> %t108_c1_2)
-  store <16 x float> %1753, ptr %fc1_weight_grad.t108_c1_2, align 64
-  %t108_a1523 = load <16 x float>, ptr %fc1_weight_grad.t108_a1, align 64
-  %t108_b3524 = load <16 x float>, ptr %fc1_weight_grad.t108_b3, align 64
-  %t108_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t108_c1_3, align 64
-  %1754 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a1523, <16 x float> %t108_b3524, <16 x float> %t108_c1_3)
-  store <16 x float> %1754, ptr %fc1_weight_grad.t108_c1_3, align 64
-  %1755 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1756 = add nsw i64 %1755, 2
-  %1757 = add nsw i64 3228944, %1756
-  %1758 = mul nsw i64 %fc1_weight_grad.k109508, 128
-  %1759 = add nsw i64 %1757, %1758
-  %arena525 = getelementptr inbounds float, ptr %arena, i64 %1759
-  %1760 = load float, ptr %arena525, align 4
-  %1761 = insertelement <16 x float> undef, float %1760, i32 0
-  %1762 = shufflevector <16 x float> %1761, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1762, ptr %fc1_weight_grad.t108_a2, align 64
-  %t108_a2 = load <16 x float>, ptr %fc1_weight_grad.t108_a2, align 64
-  %t108_b0526 = load <16 x float>, ptr %fc1_weight_grad.t108_b0, align 64
-  %t108_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t108_c2_0, align 64
-  %1763 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a2, <16 x float> %t108_b0526, <16 x float> %t108_c2_0)
-  store <16 x float> %1763, ptr %fc1_weight_grad.t108_c2_0, align 64
-  %t108_a2527 = load <16 x float>, ptr %fc1_weight_grad.t108_a2, align 64
-  %t108_b1528 = load <16 x float>, ptr %fc1_weight_grad.t108_b1, align 64
-  %t108_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t108_c2_1, align 64
-  %1764 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a2527, <16 x float> %t108_b1528, <16 x float> %t108_c2_1)
-  store <16 x float> %1764, ptr %fc1_weight_grad.t108_c2_1, align 64
-  %t108_a2529 = load <16 x float>, ptr %fc1_weight_grad.t108_a2, align 64
-  %t108_b2530 = load <16 x float>, ptr %fc1_weight_grad.t108_b2, align 64
-  %t108_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t108_c2_2, align 64
-  %1765 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a2529, <16 x float> %t108_b2530, <16 x float> %t108_c2_2)
-  store <16 x float> %1765, ptr %fc1_weight_grad.t108_c2_2, align 64
-  %t108_a2531 = load <16 x float>, ptr %fc1_weight_grad.t108_a2, align 64
-  %t108_b3532 = load <16 x float>, ptr %fc1_weight_grad.t108_b3, align 64
-  %t108_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t108_c2_3, align 64
-  %1766 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a2531, <16 x float> %t108_b3532, <16 x float> %t108_c2_3)
-  store <16 x float> %1766, ptr %fc1_weight_grad.t108_c2_3, align 64
-  %1767 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1768 = add nsw i64 %1767, 3
-  %1769 = add nsw i64 3228944, %1768
-  %1770 = mul nsw i64 %fc1_weight_grad.k109508, 128
-  %1771 = add nsw i64 %1769, %1770
-  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1771
-  %1772 = load float, ptr %arena533, align 4
-  %1773 = insertelement <16 x float> undef, float %1772, i32 0
-  %1774 = shufflevector <16 x float> %1773, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1774, ptr %fc1_weight_grad.t108_a3, align 64
-  %t108_a3 = load <16 x float>, ptr %fc1_weight_grad.t108_a3, align 64
-  %t108_b0534 = load <16 x float>, ptr %fc1_weight_grad.t108_b0, align 64
-  %t108_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t108_c3_0, align 64
-  %1775 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a3, <16 x float> %t108_b0534, <16 x float> %t108_c3_0)
-  store <16 x float> %1775, ptr %fc1_weight_grad.t108_c3_0, align 64
-  %t108_a3535 = load <16 x float>, ptr %fc1_weight_grad.t108_a3, align 64
-  %t108_b1536 = load <16 x float>, ptr %fc1_weight_grad.t108_b1, align 64
-  %t108_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t108_c3_1, align 64
-  %1776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a3535, <16 x float> %t108_b1536, <16 x float> %t108_c3_1)
-  store <16 x float> %1776, ptr %fc1_weight_grad.t108_c3_1, align 64
-  %t108_a3537 = load <16 x float>, ptr %fc1_weight_grad.t108_a3, align 64
-  %t108_b2538 = load <16 x float>, ptr %fc1_weight_grad.t108_b2, align 64
-  %t108_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t108_c3_2, align 64
-  %1777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a3537, <16 x float> %t108_b2538, <16 x float> %t108_c3_2)
-  store <16 x float> %1777, ptr %fc1_weight_grad.t108_c3_2, align 64
-  %t108_a3539 = load <16 x float>, ptr %fc1_weight_grad.t108_a3, align 64
-  %t108_b3540 = load <16 x float>, ptr %fc1_weight_grad.t108_b3, align 64
-  %t108_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t108_c3_3, align 64
-  %1778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a3539, <16 x float> %t108_b3540, <16 x float> %t108_c3_3)
-  store <16 x float> %1778, ptr %fc1_weight_grad.t108_c3_3, align 64
-  %k109.next = add nsw i64 %fc1_weight_grad.k109508, 1
-  %1779 = icmp slt i64 %k109.next, 64
-  br i1 %1779, label %fc1_weight_grad.k109, label %fc1_weight_grad.k109.end
+  %1713 = add nsw i64 %1712, 32
+  %arena467 = getelementptr inbounds float, ptr %arena, i64 %1713
+  %1714 = load <16 x float>, ptr %arena467, align 4
+  store <16 x float> %1714, ptr %fc1.t93_c3_2, align 64
+  %1715 = mul nsw i64 %fc1.mb92452, 4
+  %1716 = add nsw i64 %1715, 3
+  %1717 = mul nsw i64 %1716, 64
+  %1718 = add nsw i64 4022272, %1717
+  %1719 = mul nsw i64 %fc1.nb91451, 64
+  %1720 = add nsw i64 %1718, %1719
+  %1721 = add nsw i64 %1720, 48
+  %arena468 = getelementptr inbounds float, ptr %arena, i64 %1721
+  %1722 = load <16 x float>, ptr %arena468, align 4
+  store <16 x float> %1722, ptr %fc1.t93_c3_3, align 64
+  br label %fc1.k94
 
-fc1_weight_grad.k109.end:                         ; preds = %fc1_weight_grad.k109
-  %t108_c0_0541 = load <16 x float>, ptr %fc1_weight_grad.t108_c0_0, align 64
-  %1780 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1781 = mul nsw i64 %1780, 12544
-  %1782 = add nsw i64 18816, %1781
-  %1783 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1784 = add nsw i64 %1782, %1783
-  %grads542 = getelementptr inbounds float, ptr %grads, i64 %1784
-  store <16 x float> %t108_c0_0541, ptr %grads542, align 4
-  %t108_c0_1543 = load <16 x float>, ptr %fc1_weight_grad.t108_c0_1, align 64
-  %1785 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1786 = mul nsw i64 %1785, 12544
-  %1787 = add nsw i64 18816, %1786
-  %1788 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1789 = add nsw i64 %1787, %1788
-  %1790 = add nsw i64 %1789, 16
-  %grads544 = getelementptr inbounds float, ptr %grads, i64 %1790
-  store <16 x float> %t108_c0_1543, ptr %grads544, align 4
-  %t108_c0_2545 = load <16 x float>, ptr %fc1_weight_grad.t108_c0_2, align 64
-  %1791 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1792 = mul nsw i64 %1791, 12544
-  %1793 = add nsw i64 18816, %1792
-  %1794 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1795 = add nsw i64 %1793, %1794
-  %1796 = add nsw i64 %1795, 32
-  %grads546 = getelementptr inbounds float, ptr %grads, i64 %1796
-  store <16 x float> %t108_c0_2545, ptr %grads546, align 4
-  %t108_c0_3547 = load <16 x float>, ptr %fc1_weight_grad.t108_c0_3, align 64
-  %1797 = mul nsw i64 %fc1_weight_grad.mb107507, 4
+fc1.mb92.end:                                     ; preds = %fc1.k94.end
+  %nb91.next = add nsw i64 %fc1.nb91451, 1
+  %1723 = icmp slt i64 %nb91.next, 1
+  br i1 %1723, label %fc1.nb91, label %fc1.nb91.end
+
+fc1.k94:                                          ; preds = %fc1.k94, %fc1.mb92
+  %fc1.k94469 = phi i64 [ 0, %fc1.mb92 ], [ %k94.next, %fc1.k94 ]
+  %1724 = mul nsw i64 %fc1.kp90450, 256
+  %1725 = add nsw i64 %fc1.k94469, %1724
+  %1726 = mul nsw i64 %1725, 64
+  %1727 = add nsw i64 3219456, %1726
+  %1728 = mul nsw i64 %fc1.nb91451, 64
+  %1729 = add nsw i64 %1727, %1728
+  %arena470 = getelementptr inbounds float, ptr %arena, i64 %1729
+  %1730 = load <16 x float>, ptr %arena470, align 4
+  store <16 x float> %1730, ptr %fc1.t93_b0, align 64
+  %1731 = mul nsw i64 %fc1.kp90450, 256
+  %1732 = add nsw i64 %fc1.k94469, %1731
+  %1733 = mul nsw i64 %1732, 64
+  %1734 = add nsw i64 3219456, %1733
+  %1735 = mul nsw i64 %fc1.nb91451, 64
+  %1736 = add nsw i64 %1734, %1735
+  %1737 = add nsw i64 %1736, 16
+  %arena471 = getelementptr inbounds float, ptr %arena, i64 %1737
+  %1738 = load <16 x float>, ptr %arena471, align 4
+  store <16 x float> %1738, ptr %fc1.t93_b1, align 64
+  %1739 = mul nsw i64 %fc1.kp90450, 256
+  %1740 = add nsw i64 %fc1.k94469, %1739
+  %1741 = mul nsw i64 %1740, 64
+  %1742 = add nsw i64 3219456, %1741
+  %1743 = mul nsw i64 %fc1.nb91451, 64
+  %1744 = add nsw i64 %1742, %1743
+  %1745 = add nsw i64 %1744, 32
+  %arena472 = getelementptr inbounds float, ptr %arena, i64 %1745
+  %1746 = load <16 x float>, ptr %arena472, align 4
+  store <16 x float> %1746, ptr %fc1.t93_b2, align 64
+  %1747 = mul nsw i64 %fc1.kp90450, 256
+  %1748 = add nsw i64 %fc1.k94469, %1747
+  %1749 = mul nsw i64 %1748, 64
+  %1750 = add nsw i64 3219456, %1749
+  %1751 = mul nsw i64 %fc1.nb91451, 64
+  %1752 = add nsw i64 %1750, %1751
+  %1753 = add nsw i64 %1752, 48
+  %arena473 = getelementptr inbounds float, ptr %arena, i64 %1753
+  %1754 = load <16 x float>, ptr %arena473, align 4
+  store <16 x float> %1754, ptr %fc1.t93_b3, align 64
+  %1755 = mul nsw i64 %fc1.mb92452, 4
+  %1756 = mul nsw i64 %1755, 12544
+  %1757 = add nsw i64 18816, %1756
+  %1758 = mul nsw i64 %fc1.kp90450, 256
+  %1759 = add nsw i64 %fc1.k94469, %1758
+  %1760 = add nsw i64 %1757, %1759
+  %params474 = getelementptr inbounds float, ptr %params, i64 %1760
+  %1761 = load float, ptr %params474, align 4
+  %1762 = insertelement <16 x float> undef, float %1761, i32 0
+  %1763 = shufflevector <16 x float> %1762, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1763, ptr %fc1.t93_a0, align 64
+  %t93_a0 = load <16 x float>, ptr %fc1.t93_a0, align 64
+  %t93_b0 = load <16 x float>, ptr %fc1.t93_b0, align 64
+  %t93_c0_0 = load <16 x float>, ptr %fc1.t93_c0_0, align 64
+  %1764 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a0, <16 x float> %t93_b0, <16 x float> %t93_c0_0)
+  store <16 x float> %1764, ptr %fc1.t93_c0_0, align 64
+  %t93_a0475 = load <16 x float>, ptr %fc1.t93_a0, align 64
+  %t93_b1 = load <16 x float>, ptr %fc1.t93_b1, align 64
+  %t93_c0_1 = load <16 x float>, ptr %fc1.t93_c0_1, align 64
+  %1765 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a0475, <16 x float> %t93_b1, <16 x float> %t93_c0_1)
+  store <16 x float> %1765, ptr %fc1.t93_c0_1, align 64
+  %t93_a0476 = load <16 x float>, ptr %fc1.t93_a0, align 64
+  %t93_b2 = load <16 x float>, ptr %fc1.t93_b2, align 64
+  %t93_c0_2 = load <16 x float>, ptr %fc1.t93_c0_2, align 64
+  %1766 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a0476, <16 x float> %t93_b2, <16 x float> %t93_c0_2)
+  store <16 x float> %1766, ptr %fc1.t93_c0_2, align 64
+  %t93_a0477 = load <16 x float>, ptr %fc1.t93_a0, align 64
+  %t93_b3 = load <16 x float>, ptr %fc1.t93_b3, align 64
+  %t93_c0_3 = load <16 x float>, ptr %fc1.t93_c0_3, align 64
+  %1767 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a0477, <16 x float> %t93_b3, <16 x float> %t93_c0_3)
+  store <16 x float> %1767, ptr %fc1.t93_c0_3, align 64
+  %1768 = mul nsw i64 %fc1.mb92452, 4
+  %1769 = add nsw i64 %1768, 1
+  %1770 = mul nsw i64 %1769, 12544
+  %1771 = add nsw i64 18816, %1770
+  %1772 = mul nsw i64 %fc1.kp90450, 256
+  %1773 = add nsw i64 %fc1.k94469, %1772
+  %1774 = add nsw i64 %1771, %1773
+  %params478 = getelementptr inbounds float, ptr %params, i64 %1774
+  %1775 = load float, ptr %params478, align 4
+  %1776 = insertelement <16 x float> undef, float %1775, i32 0
+  %1777 = shufflevector <16 x float> %1776, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1777, ptr %fc1.t93_a1, align 64
+  %t93_a1 = load <16 x float>, ptr %fc1.t93_a1, align 64
+  %t93_b0479 = load <16 x float>, ptr %fc1.t93_b0, align 64
+  %t93_c1_0 = load <16 x float>, ptr %fc1.t93_c1_0, align 64
+  %1778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a1, <16 x float> %t93_b0479, <16 x float> %t93_c1_0)
+  store <16 x float> %1778, ptr %fc1.t93_c1_0, align 64
+  %t93_a1480 = load <16 x float>, ptr %fc1.t93_a1, align 64
+  %t93_b1481 = load <16 x float>, ptr %fc1.t93_b1, align 64
+  %t93_c1_1 = load <16 x float>, ptr %fc1.t93_c1_1, align 64
+  %1779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a1480, <16 x float> %t93_b1481, <16 x float> %t93_c1_1)
+  store <16 x float> %1779, ptr %fc1.t93_c1_1, align 64
+  %t93_a1482 = load <16 x float>, ptr %fc1.t93_a1, align 64
+  %t93_b2483 = load <16 x float>, ptr %fc1.t93_b2, align 64
+  %t93_c1_2 = load <16 x float>, ptr %fc1.t93_c1_2, align 64
+  %1780 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a1482, <16 x float> %t93_b2483, <16 x float> %t93_c1_2)
+  store <16 x float> %1780, ptr %fc1.t93_c1_2, align 64
+  %t93_a1484 = load <16 x float>, ptr %fc1.t93_a1, align 64
+  %t93_b3485 = load <16 x float>, ptr %fc1.t93_b3, align 64
+  %t93_c1_3 = load <16 x float>, ptr %fc1.t93_c1_3, align 64
+  %1781 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a1484, <16 x float> %t93_b3485, <16 x float> %t93_c1_3)
+  store <16 x float> %1781, ptr %fc1.t93_c1_3, align 64
+  %1782 = mul nsw i64 %fc1.mb92452, 4
+  %1783 = add nsw i64 %1782, 2
+  %1784 = mul nsw i64 %1783, 12544
+  %1785 = add nsw i64 18816, %1784
+  %1786 = mul nsw i64 %fc1.kp90450, 256
+  %1787 = add nsw i64 %fc1.k94469, %1786
+  %1788 = add nsw i64 %1785, %1787
+  %params486 = getelementptr inbounds float, ptr %params, i64 %1788
+  %1789 = load float, ptr %params486, align 4
+  %1790 = insertelement <16 x float> undef, float %1789, i32 0
+  %1791 = shufflevector <16 x float> %1790, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1791, ptr %fc1.t93_a2, align 64
+  %t93_a2 = load <16 x float>, ptr %fc1.t93_a2, align 64
+  %t93_b0487 = load <16 x float>, ptr %fc1.t93_b0, align 64
+  %t93_c2_0 = load <16 x float>, ptr %fc1.t93_c2_0, align 64
+  %1792 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a2, <16 x float> %t93_b0487, <16 x float> %t93_c2_0)
+  store <16 x float> %1792, ptr %fc1.t93_c2_0, align 64
+  %t93_a2488 = load <16 x float>, ptr %fc1.t93_a2, align 64
+  %t93_b1489 = load <16 x float>, ptr %fc1.t93_b1, align 64
+  %t93_c2_1 = load <16 x float>, ptr %fc1.t93_c2_1, align 64
+  %1793 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a2488, <16 x float> %t93_b1489, <16 x float> %t93_c2_1)
+  store <16 x float> %1793, ptr %fc1.t93_c2_1, align 64
+  %t93_a2490 = load <16 x float>, ptr %fc1.t93_a2, align 64
+  %t93_b2491 = load <16 x float>, ptr %fc1.t93_b2, align 64
+  %t93_c2_2 = load <16 x float>, ptr %fc1.t93_c2_2, align 64
+  %1794 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a2490, <16 x float> %t93_b2491, <16 x float> %t93_c2_2)
+  store <16 x float> %1794, ptr %fc1.t93_c2_2, align 64
+  %t93_a2492 = load <16 x float>, ptr %fc1.t93_a2, align 64
+  %t93_b3493 = load <16 x float>, ptr %fc1.t93_b3, align 64
+  %t93_c2_3 = load <16 x float>, ptr %fc1.t93_c2_3, align 64
+  %1795 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a2492, <16 x float> %t93_b3493, <16 x float> %t93_c2_3)
+  store <16 x float> %1795, ptr %fc1.t93_c2_3, align 64
+  %1796 = mul nsw i64 %fc1.mb92452, 4
+  %1797 = add nsw i64 %1796, 3
   %1798 = mul nsw i64 %1797, 12544
   %1799 = add nsw i64 18816, %1798
-  %1800 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1801 = add nsw i64 %1799, %1800
-  %1802 = add nsw i64 %1801, 48
-  %grads548 = getelementptr inbounds float, ptr %grads, i64 %1802
-  store <16 x float> %t108_c0_3547, ptr %grads548, align 4
-  %t108_c1_0549 = load <16 x float>, ptr %fc1_weight_grad.t108_c1_0, align 64
-  %1803 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1804 = add nsw i64 %1803, 1
-  %1805 = mul nsw i64 %1804, 12544
-  %1806 = add nsw i64 18816, %1805
-  %1807 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1808 = add nsw i64 %1806, %1807
-  %grads550 = getelementptr inbounds float, ptr %grads, i64 %1808
-  store <16 x float> %t108_c1_0549, ptr %grads550, align 4
-  %t108_c1_1551 = load <16 x float>, ptr %fc1_weight_grad.t108_c1_1, align 64
-  %1809 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1810 = add nsw i64 %1809, 1
-  %1811 = mul nsw i64 %1810, 12544
-  %1812 = add nsw i64 18816, %1811
-  %1813 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1814 = add nsw i64 %1812, %1813
-  %1815 = add nsw i64 %1814, 16
-  %grads552 = getelementptr inbounds float, ptr %grads, i64 %1815
-  store <16 x float> %t108_c1_1551, ptr %grads552, align 4
-  %t108_c1_2553 = load <16 x float>, ptr %fc1_weight_grad.t108_c1_2, align 64
-  %1816 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1817 = add nsw i64 %1816, 1
-  %1818 = mul nsw i64 %1817, 12544
-  %1819 = add nsw i64 18816, %1818
-  %1820 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1821 = add nsw i64 %1819, %1820
-  %1822 = add nsw i64 %1821, 32
-  %grads554 = getelementptr inbounds float, ptr %grads, i64 %1822
-  store <16 x float> %t108_c1_2553, ptr %grads554, align 4
-  %t108_c1_3555 = load <16 x float>, ptr %fc1_weight_grad.t108_c1_3, align 64
-  %1823 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1824 = add nsw i64 %1823, 1
-  %1825 = mul nsw i64 %1824, 12544
-  %1826 = add nsw i64 18816, %1825
-  %1827 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1828 = add nsw i64 %1826, %1827
-  %1829 = add nsw i64 %1828, 48
-  %grads556 = getelementptr inbounds float, ptr %grads, i64 %1829
-  store <16 x float> %t108_c1_3555, ptr %grads556, align 4
-  %t108_c2_0557 = load <16 x float>, ptr %fc1_weight_grad.t108_c2_0, align 64
-  %1830 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1831 = add nsw i64 %1830, 2
-  %1832 = mul nsw i64 %1831, 12544
-  %1833 = add nsw i64 18816, %1832
-  %1834 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1835 = add nsw i64 %1833, %1834
-  %grads558 = getelementptr inbounds float, ptr %grads, i64 %1835
-  store <16 x float> %t108_c2_0557, ptr %grads558, align 4
-  %t108_c2_1559 = load <16 x float>, ptr %fc1_weight_grad.t108_c2_1, align 64
-  %1836 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1837 = add nsw i64 %1836, 2
-  %1838 = mul nsw i64 %1837, 12544
-  %1839 = add nsw i64 18816, %1838
-  %1840 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1841 = add nsw i64 %1839, %1840
-  %1842 = add nsw i64 %1841, 16
-  %grads560 = getelementptr inbounds float, ptr %grads, i64 %1842
-  store <16 x float> %t108_c2_1559, ptr %grads560, align 4
-  %t108_c2_2561 = load <16 x float>, ptr %fc1_weight_grad.t108_c2_2, align 64
-  %1843 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1844 = add nsw i64 %1843, 2
-  %1845 = mul nsw i64 %1844, 12544
-  %1846 = add nsw i64 18816, %1845
-  %1847 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1848 = add nsw i64 %1846, %1847
-  %1849 = add nsw i64 %1848, 32
-  %grads562 = getelementptr inbounds float, ptr %grads, i64 %1849
-  store <16 x float> %t108_c2_2561, ptr %grads562, align 4
-  %t108_c2_3563 = load <16 x float>, ptr %fc1_weight_grad.t108_c2_3, align 64
-  %1850 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1851 = add nsw i64 %1850, 2
-  %1852 = mul nsw i64 %1851, 12544
-  %1853 = add nsw i64 18816, %1852
-  %1854 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1855 = add nsw i64 %1853, %1854
-  %1856 = add nsw i64 %1855, 48
-  %grads564 = getelementptr inbounds float, ptr %grads, i64 %1856
-  store <16 x float> %t108_c2_3563, ptr %grads564, align 4
-  %t108_c3_0565 = load <16 x float>, ptr %fc1_weight_grad.t108_c3_0, align 64
-  %1857 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1858 = add nsw i64 %1857, 3
-  %1859 = mul nsw i64 %1858, 12544
-  %1860 = add nsw i64 18816, %1859
-  %1861 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1862 = add nsw i64 %1860, %1861
-  %grads566 = getelementptr inbounds float, ptr %grads, i64 %1862
-  store <16 x float> %t108_c3_0565, ptr %grads566, align 4
-  %t108_c3_1567 = load <16 x float>, ptr %fc1_weight_grad.t108_c3_1, align 64
-  %1863 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1864 = add nsw i64 %1863, 3
-  %1865 = mul nsw i64 %1864, 12544
-  %1866 = add nsw i64 18816, %1865
-  %1867 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1868 = add nsw i64 %1866, %1867
-  %1869 = add nsw i64 %1868, 16
-  %grads568 = getelementptr inbounds float, ptr %grads, i64 %1869
-  store <16 x float> %t108_c3_1567, ptr %grads568, align 4
-  %t108_c3_2569 = load <16 x float>, ptr %fc1_weight_grad.t108_c3_2, align 64
-  %1870 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1871 = add nsw i64 %1870, 3
-  %1872 = mul nsw i64 %1871, 12544
-  %1873 = add nsw i64 18816, %1872
-  %1874 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1875 = add nsw i64 %1873, %1874
-  %1876 = add nsw i64 %1875, 32
-  %grads570 = getelementptr inbounds float, ptr %grads, i64 %1876
-  store <16 x float> %t108_c3_2569, ptr %grads570, align 4
-  %t108_c3_3571 = load <16 x float>, ptr %fc1_weight_grad.t108_c3_3, align 64
-  %1877 = mul nsw i64 %fc1_weight_grad.mb107507, 4
-  %1878 = add nsw i64 %1877, 3
-  %1879 = mul nsw i64 %1878, 12544
-  %1880 = add nsw i64 18816, %1879
-  %1881 = mul nsw i64 %fc1_weight_grad.nb106506, 64
-  %1882 = add nsw i64 %1880, %1881
-  %1883 = add nsw i64 %1882, 48
-  %grads572 = getelementptr inbounds float, ptr %grads, i64 %1883
-  store <16 x float> %t108_c3_3571, ptr %grads572, align 4
-  %mb107.next = add nsw i64 %fc1_weight_grad.mb107507, 1
-  %1884 = icmp slt i64 %mb107.next, 32
-  br i1 %1884, label %fc1_weight_grad.mb107, label %fc1_weight_grad.mb107.end
+  %1800 = mul nsw i64 %fc1.kp90450, 256
+  %1801 = add nsw i64 %fc1.k94469, %1800
+  %1802 = add nsw i64 %1799, %1801
+  %params494 = getelementptr inbounds float, ptr %params, i64 %1802
+  %1803 = load float, ptr %params494, align 4
+  %1804 = insertelement <16 x float> undef, float %1803, i32 0
+  %1805 = shufflevector <16 x float> %1804, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1805, ptr %fc1.t93_a3, align 64
+  %t93_a3 = load <16 x float>, ptr %fc1.t93_a3, align 64
+  %t93_b0495 = load <16 x float>, ptr %fc1.t93_b0, align 64
+  %t93_c3_0 = load <16 x float>, ptr %fc1.t93_c3_0, align 64
+  %1806 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a3, <16 x float> %t93_b0495, <16 x float> %t93_c3_0)
+  store <16 x float> %1806, ptr %fc1.t93_c3_0, align 64
+  %t93_a3496 = load <16 x float>, ptr %fc1.t93_a3, align 64
+  %t93_b1497 = load <16 x float>, ptr %fc1.t93_b1, align 64
+  %t93_c3_1 = load <16 x float>, ptr %fc1.t93_c3_1, align 64
+  %1807 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a3496, <16 x float> %t93_b1497, <16 x float> %t93_c3_1)
+  store <16 x float> %1807, ptr %fc1.t93_c3_1, align 64
+  %t93_a3498 = load <16 x float>, ptr %fc1.t93_a3, align 64
+  %t93_b2499 = load <16 x float>, ptr %fc1.t93_b2, align 64
+  %t93_c3_2 = load <16 x float>, ptr %fc1.t93_c3_2, align 64
+  %1808 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a3498, <16 x float> %t93_b2499, <16 x float> %t93_c3_2)
+  store <16 x float> %1808, ptr %fc1.t93_c3_2, align 64
+  %t93_a3500 = load <16 x float>, ptr %fc1.t93_a3, align 64
+  %t93_b3501 = load <16 x float>, ptr %fc1.t93_b3, align 64
+  %t93_c3_3 = load <16 x float>, ptr %fc1.t93_c3_3, align 64
+  %1809 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a3500, <16 x float> %t93_b3501, <16 x float> %t93_c3_3)
+  store <16 x float> %1809, ptr %fc1.t93_c3_3, align 64
+  %k94.next = add nsw i64 %fc1.k94469, 1
+  %1810 = icmp slt i64 %k94.next, 256
+  br i1 %1810, label %fc1.k94, label %fc1.k94.end
 
-fc1_bias_grad.u110:                               ; preds = %fc1_bias_grad.n112.end, %fc1_weight_grad.nb106.end
-  %fc1_bias_grad.u110573 = phi i64 [ 0, %fc1_weight_grad.nb106.end ], [ %u110.next, %fc1_bias_grad.n112.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc111, align 4
-  br label %fc1_bias_grad.n112
+fc1.k94.end:                                      ; preds = %fc1.k94
+  %t93_c0_0502 = load <16 x float>, ptr %fc1.t93_c0_0, align 64
+  %1811 = mul nsw i64 %fc1.mb92452, 4
+  %1812 = mul nsw i64 %1811, 64
+  %1813 = add nsw i64 4022272, %1812
+  %1814 = mul nsw i64 %fc1.nb91451, 64
+  %1815 = add nsw i64 %1813, %1814
+  %arena503 = getelementptr inbounds float, ptr %arena, i64 %1815
+  store <16 x float> %t93_c0_0502, ptr %arena503, align 4
+  %t93_c0_1504 = load <16 x float>, ptr %fc1.t93_c0_1, align 64
+  %1816 = mul nsw i64 %fc1.mb92452, 4
+  %1817 = mul nsw i64 %1816, 64
+  %1818 = add nsw i64 4022272, %1817
+  %1819 = mul nsw i64 %fc1.nb91451, 64
+  %1820 = add nsw i64 %1818, %1819
+  %1821 = add nsw i64 %1820, 16
+  %arena505 = getelementptr inbounds float, ptr %arena, i64 %1821
+  store <16 x float> %t93_c0_1504, ptr %arena505, align 4
+  %t93_c0_2506 = load <16 x float>, ptr %fc1.t93_c0_2, align 64
+  %1822 = mul nsw i64 %fc1.mb92452, 4
+  %1823 = mul nsw i64 %1822, 64
+  %1824 = add nsw i64 4022272, %1823
+  %1825 = mul nsw i64 %fc1.nb91451, 64
+  %1826 = add nsw i64 %1824, %1825
+  %1827 = add nsw i64 %1826, 32
+  %arena507 = getelementptr inbounds float, ptr %arena, i64 %1827
+  store <16 x float> %t93_c0_2506, ptr %arena507, align 4
+  %t93_c0_3508 = load <16 x float>, ptr %fc1.t93_c0_3, align 64
+  %1828 = mul nsw i64 %fc1.mb92452, 4
+  %1829 = mul nsw i64 %1828, 64
+  %1830 = add nsw i64 4022272, %1829
+  %1831 = mul nsw i64 %fc1.nb91451, 64
+  %1832 = add nsw i64 %1830, %1831
+  %1833 = add nsw i64 %1832, 48
+  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1833
+  store <16 x float> %t93_c0_3508, ptr %arena509, align 4
+  %t93_c1_0510 = load <16 x float>, ptr %fc1.t93_c1_0, align 64
+  %1834 = mul nsw i64 %fc1.mb92452, 4
+  %1835 = add nsw i64 %1834, 1
+  %1836 = mul nsw i64 %1835, 64
+  %1837 = add nsw i64 4022272, %1836
+  %1838 = mul nsw i64 %fc1.nb91451, 64
+  %1839 = add nsw i64 %1837, %1838
+  %arena511 = getelementptr inbounds float, ptr %arena, i64 %1839
+  store <16 x float> %t93_c1_0510, ptr %arena511, align 4
+  %t93_c1_1512 = load <16 x float>, ptr %fc1.t93_c1_1, align 64
+  %1840 = mul nsw i64 %fc1.mb92452, 4
+  %1841 = add nsw i64 %1840, 1
+  %1842 = mul nsw i64 %1841, 64
+  %1843 = add nsw i64 4022272, %1842
+  %1844 = mul nsw i64 %fc1.nb91451, 64
+  %1845 = add nsw i64 %1843, %1844
+  %1846 = add nsw i64 %1845, 16
+  %arena513 = getelementptr inbounds float, ptr %arena, i64 %1846
+  store <16 x float> %t93_c1_1512, ptr %arena513, align 4
+  %t93_c1_2514 = load <16 x float>, ptr %fc1.t93_c1_2, align 64
+  %1847 = mul nsw i64 %fc1.mb92452, 4
+  %1848 = add nsw i64 %1847, 1
+  %1849 = mul nsw i64 %1848, 64
+  %1850 = add nsw i64 4022272, %1849
+  %1851 = mul nsw i64 %fc1.nb91451, 64
+  %1852 = add nsw i64 %1850, %1851
+  %1853 = add nsw i64 %1852, 32
+  %arena515 = getelementptr inbounds float, ptr %arena, i64 %1853
+  store <16 x float> %t93_c1_2514, ptr %arena515, align 4
+  %t93_c1_3516 = load <16 x float>, ptr %fc1.t93_c1_3, align 64
+  %1854 = mul nsw i64 %fc1.mb92452, 4
+  %1855 = add nsw i64 %1854, 1
+  %1856 = mul nsw i64 %1855, 64
+  %1857 = add nsw i64 4022272, %1856
+  %1858 = mul nsw i64 %fc1.nb91451, 64
+  %1859 = add nsw i64 %1857, %1858
+  %1860 = add nsw i64 %1859, 48
+  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1860
+  store <16 x float> %t93_c1_3516, ptr %arena517, align 4
+  %t93_c2_0518 = load <16 x float>, ptr %fc1.t93_c2_0, align 64
+  %1861 = mul nsw i64 %fc1.mb92452, 4
+  %1862 = add nsw i64 %1861, 2
+  %1863 = mul nsw i64 %1862, 64
+  %1864 = add nsw i64 4022272, %1863
+  %1865 = mul nsw i64 %fc1.nb91451, 64
+  %1866 = add nsw i64 %1864, %1865
+  %arena519 = getelementptr inbounds float, ptr %arena, i64 %1866
+  store <16 x float> %t93_c2_0518, ptr %arena519, align 4
+  %t93_c2_1520 = load <16 x float>, ptr %fc1.t93_c2_1, align 64
+  %1867 = mul nsw i64 %fc1.mb92452, 4
+  %1868 = add nsw i64 %1867, 2
+  %1869 = mul nsw i64 %1868, 64
+  %1870 = add nsw i64 4022272, %1869
+  %1871 = mul nsw i64 %fc1.nb91451, 64
+  %1872 = add nsw i64 %1870, %1871
+  %1873 = add nsw i64 %1872, 16
+  %arena521 = getelementptr inbounds float, ptr %arena, i64 %1873
+  store <16 x float> %t93_c2_1520, ptr %arena521, align 4
+  %t93_c2_2522 = load <16 x float>, ptr %fc1.t93_c2_2, align 64
+  %1874 = mul nsw i64 %fc1.mb92452, 4
+  %1875 = add nsw i64 %1874, 2
+  %1876 = mul nsw i64 %1875, 64
+  %1877 = add nsw i64 4022272, %1876
+  %1878 = mul nsw i64 %fc1.nb91451, 64
+  %1879 = add nsw i64 %1877, %1878
+  %1880 = add nsw i64 %1879, 32
+  %arena523 = getelementptr inbounds float, ptr %arena, i64 %1880
+  store <16 x float> %t93_c2_2522, ptr %arena523, align 4
+  %t93_c2_3524 = load <16 x float>, ptr %fc1.t93_c2_3, align 64
+  %1881 = mul nsw i64 %fc1.mb92452, 4
+  %1882 = add nsw i64 %1881, 2
+  %1883 = mul nsw i64 %1882, 64
+  %1884 = add nsw i64 4022272, %1883
+  %1885 = mul nsw i64 %fc1.nb91451, 64
+  %1886 = add nsw i64 %1884, %1885
+  %1887 = add nsw i64 %1886, 48
+  %arena525 = getelementptr inbounds float, ptr %arena, i64 %1887
+  store <16 x float> %t93_c2_3524, ptr %arena525, align 4
+  %t93_c3_0526 = load <16 x float>, ptr %fc1.t93_c3_0, align 64
+  %1888 = mul nsw i64 %fc1.mb92452, 4
+  %1889 = add nsw i64 %1888, 3
+  %1890 = mul nsw i64 %1889, 64
+  %1891 = add nsw i64 4022272, %1890
+  %1892 = mul nsw i64 %fc1.nb91451, 64
+  %1893 = add nsw i64 %1891, %1892
+  %arena527 = getelementptr inbounds float, ptr %arena, i64 %1893
+  store <16 x float> %t93_c3_0526, ptr %arena527, align 4
+  %t93_c3_1528 = load <16 x float>, ptr %fc1.t93_c3_1, align 64
+  %1894 = mul nsw i64 %fc1.mb92452, 4
+  %1895 = add nsw i64 %1894, 3
+  %1896 = mul nsw i64 %1895, 64
+  %1897 = add nsw i64 4022272, %1896
+  %1898 = mul nsw i64 %fc1.nb91451, 64
+  %1899 = add nsw i64 %1897, %1898
+  %1900 = add nsw i64 %1899, 16
+  %arena529 = getelementptr inbounds float, ptr %arena, i64 %1900
+  store <16 x float> %t93_c3_1528, ptr %arena529, align 4
+  %t93_c3_2530 = load <16 x float>, ptr %fc1.t93_c3_2, align 64
+  %1901 = mul nsw i64 %fc1.mb92452, 4
+  %1902 = add nsw i64 %1901, 3
+  %1903 = mul nsw i64 %1902, 64
+  %1904 = add nsw i64 4022272, %1903
+  %1905 = mul nsw i64 %fc1.nb91451, 64
+  %1906 = add nsw i64 %1904, %1905
+  %1907 = add nsw i64 %1906, 32
+  %arena531 = getelementptr inbounds float, ptr %arena, i64 %1907
+  store <16 x float> %t93_c3_2530, ptr %arena531, align 4
+  %t93_c3_3532 = load <16 x float>, ptr %fc1.t93_c3_3, align 64
+  %1908 = mul nsw i64 %fc1.mb92452, 4
+  %1909 = add nsw i64 %1908, 3
+  %1910 = mul nsw i64 %1909, 64
+  %1911 = add nsw i64 4022272, %1910
+  %1912 = mul nsw i64 %fc1.nb91451, 64
+  %1913 = add nsw i64 %1911, %1912
+  %1914 = add nsw i64 %1913, 48
+  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1914
+  store <16 x float> %t93_c3_3532, ptr %arena533, align 4
+  %mb92.next = add nsw i64 %fc1.mb92452, 1
+  %1915 = icmp slt i64 %mb92.next, 32
+  br i1 %1915, label %fc1.mb92, label %fc1.mb92.end
 
-fc1_bias_grad.u110.end:                           ; preds = %fc1_bias_grad.n112.end
-  br label %flat_grad.nb113
+fc1.n95:                                          ; preds = %fc1.u96.end, %fc1.kp90.end
+  %fc1.n95534 = phi i64 [ 0, %fc1.kp90.end ], [ %n95.next, %fc1.u96.end ]
+  br label %fc1.u96
 
-fc1_bias_grad.n112:                               ; preds = %fc1_bias_grad.n112, %fc1_bias_grad.u110
-  %fc1_bias_grad.n112574 = phi i64 [ 0, %fc1_bias_grad.u110 ], [ %n112.next, %fc1_bias_grad.n112 ]
-  %acc111 = load float, ptr %fc1_bias_grad.acc111, align 4
-  %1885 = mul nsw i64 %fc1_bias_grad.n112574, 128
-  %1886 = add nsw i64 3228944, %1885
-  %1887 = add nsw i64 %1886, %fc1_bias_grad.u110573
-  %arena575 = getelementptr inbounds float, ptr %arena, i64 %1887
-  %1888 = load float, ptr %arena575, align 4
-  %1889 = fadd float %acc111, %1888
-  store float %1889, ptr %fc1_bias_grad.acc111, align 4
-  %n112.next = add nsw i64 %fc1_bias_grad.n112574, 1
-  %1890 = icmp slt i64 %n112.next, 64
-  br i1 %1890, label %fc1_bias_grad.n112, label %fc1_bias_grad.n112.end
+fc1.n95.end:                                      ; preds = %fc1.u96.end
+  %arena541 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %params542 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena543 = getelementptr inbounds float, ptr %arena, i64 3219456
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena541, i32 128, ptr %params542, i32 128, float 0.000000e+00, ptr %arena543, i32 10)
+  br label %fc2.n97
 
-fc1_bias_grad.n112.end:                           ; preds = %fc1_bias_grad.n112
-  %acc111576 = load float, ptr %fc1_bias_grad.acc111, align 4
-  %1891 = add nsw i64 1624448, %fc1_bias_grad.u110573
-  %grads577 = getelementptr inbounds float, ptr %grads, i64 %1891
-  store float %acc111576, ptr %grads577, align 4
-  %u110.next = add nsw i64 %fc1_bias_grad.u110573, 1
-  %1892 = icmp slt i64 %u110.next, 128
-  br i1 %1892, label %fc1_bias_grad.u110, label %fc1_bias_grad.u110.end
+fc1.u96:                                          ; preds = %fc1.u96, %fc1.n95
+  %fc1.u96535 = phi i64 [ 0, %fc1.n95 ], [ %u96.next, %fc1.u96 ]
+  %1916 = mul nsw i64 %fc1.u96535, 64
+  %1917 = add nsw i64 4022272, %1916
+  %1918 = add nsw i64 %1917, %fc1.n95534
+  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1918
+  %1919 = load float, ptr %arena536, align 4
+  %1920 = add nsw i64 1624448, %fc1.u96535
+  %params537 = getelementptr inbounds float, ptr %params, i64 %1920
+  %1921 = load float, ptr %params537, align 4
+  %1922 = fadd float %1919, %1921
+  %1923 = fcmp ogt float %1922, 0.000000e+00
+  %1924 = mul nsw i64 %fc1.u96535, 64
+  %1925 = add nsw i64 4022272, %1924
+  %1926 = add nsw i64 %1925, %fc1.n95534
+  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1926
+  %1927 = load float, ptr %arena538, align 4
+  %1928 = add nsw i64 1624448, %fc1.u96535
+  %params539 = getelementptr inbounds float, ptr %params, i64 %1928
+  %1929 = load float, ptr %params539, align 4
+  %1930 = fadd float %1927, %1929
+  %1931 = select i1 %1923, float %1930, float 0.000000e+00
+  %1932 = mul nsw i64 %fc1.n95534, 128
+  %1933 = add nsw i64 3211264, %1932
+  %1934 = add nsw i64 %1933, %fc1.u96535
+  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1934
+  store float %1931, ptr %arena540, align 4
+  %u96.next = add nsw i64 %fc1.u96535, 1
+  %1935 = icmp slt i64 %u96.next, 128
+  br i1 %1935, label %fc1.u96, label %fc1.u96.end
 
-flat_grad.nb113:                                  ; preds = %flat_grad.mb114.end, %fc1_bias_grad.u110.end
-  %flat_grad.nb113578 = phi i64 [ 0, %fc1_bias_grad.u110.end ], [ %nb113.next, %flat_grad.mb114.end ]
-  br label %flat_grad.mb114
+fc1.u96.end:                                      ; preds = %fc1.u96
+  %n95.next = add nsw i64 %fc1.n95534, 1
+  %1936 = icmp slt i64 %n95.next, 64
+  br i1 %1936, label %fc1.n95, label %fc1.n95.end
 
-flat_grad.nb113.end:                              ; preds = %flat_grad.mb114.end
-  br label %conv2_grad.i117
+fc2.n97:                                          ; preds = %fc2.u98.end, %fc1.n95.end
+  %fc2.n97544 = phi i64 [ 0, %fc1.n95.end ], [ %n97.next, %fc2.u98.end ]
+  br label %fc2.u98
 
-flat_grad.mb114:                                  ; preds = %flat_grad.k116.end, %flat_grad.nb113
-  %flat_grad.mb114579 = phi i64 [ 0, %flat_grad.nb113 ], [ %mb114.next, %flat_grad.k116.end ]
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t115_c3_3, align 64
-  br label %flat_grad.k116
+fc2.n97.end:                                      ; preds = %fc2.u98.end
+  store float 0.000000e+00, ptr %loss.total99, align 4
+  br label %loss.n100
 
-flat_grad.mb114.end:                              ; preds = %flat_grad.k116.end
-  %nb113.next = add nsw i64 %flat_grad.nb113578, 1
-  %1893 = icmp slt i64 %nb113.next, 196
-  br i1 %1893, label %flat_grad.nb113, label %flat_grad.nb113.end
+fc2.u98:                                          ; preds = %fc2.u98, %fc2.n97
+  %fc2.u98545 = phi i64 [ 0, %fc2.n97 ], [ %u98.next, %fc2.u98 ]
+  %1937 = mul nsw i64 %fc2.n97544, 10
+  %1938 = add nsw i64 3219456, %1937
+  %1939 = add nsw i64 %1938, %fc2.u98545
+  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1939
+  %1940 = load float, ptr %arena546, align 4
+  %1941 = add nsw i64 1625856, %fc2.u98545
+  %params547 = getelementptr inbounds float, ptr %params, i64 %1941
+  %1942 = load float, ptr %params547, align 4
+  %1943 = fadd float %1940, %1942
+  %1944 = mul nsw i64 %fc2.n97544, 10
+  %1945 = add nsw i64 3219456, %1944
+  %1946 = add nsw i64 %1945, %fc2.u98545
+  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1946
+  store float %1943, ptr %arena548, align 4
+  %u98.next = add nsw i64 %fc2.u98545, 1
+  %1947 = icmp slt i64 %u98.next, 10
+  br i1 %1947, label %fc2.u98, label %fc2.u98.end
 
-flat_grad.k116:                                   ; preds = %flat_grad.k116, %flat_grad.mb114
-  %flat_grad.k116580 = phi i64 [ 0, %flat_grad.mb114 ], [ %k116.next, %flat_grad.k116 ]
-  %1894 = mul nsw i64 %flat_grad.k116580, 12544
-  %1895 = add nsw i64 18816, %1894
-  %1896 = mul nsw i64 %flat_grad.nb113578, 64
-  %1897 = add nsw i64 %1895, %1896
-  %params581 = getelementptr inbounds float, ptr %params, i64 %1897
-  %1898 = load <16 x float>, ptr %params581, align 4
-  store <16 x float> %1898, ptr %flat_grad.t115_b0, align 64
-  %1899 = mul nsw i64 %flat_grad.k116580, 12544
-  %1900 = add nsw i64 18816, %1899
-  %1901 = mul nsw i64 %flat_grad.nb113578, 64
-  %1902 = add nsw i64 %1900, %1901
-  %1903 = add nsw i64 %1902, 16
-  %params582 = getelementptr inbounds float, ptr %params, i64 %1903
-  %1904 = load <16 x float>, ptr %params582, align 4
-  store <16 x float> %1904, ptr %flat_grad.t115_b1, align 64
-  %1905 = mul nsw i64 %flat_grad.k116580, 12544
-  %1906 = add nsw i64 18816, %1905
-  %1907 = mul nsw i64 %flat_grad.nb113578, 64
-  %1908 = add nsw i64 %1906, %1907
-  %1909 = add nsw i64 %1908, 32
-  %params583 = getelementptr inbounds float, ptr %params, i64 %1909
-  %1910 = load <16 x float>, ptr %params583, align 4
-  store <16 x float> %1910, ptr %flat_grad.t115_b2, align 64
-  %1911 = mul nsw i64 %flat_grad.k116580, 12544
-  %1912 = add nsw i64 18816, %1911
-  %1913 = mul nsw i64 %flat_grad.nb113578, 64
-  %1914 = add nsw i64 %1912, %1913
-  %1915 = add nsw i64 %1914, 48
-  %params584 = getelementptr inbounds float, ptr %params, i64 %1915
-  %1916 = load <16 x float>, ptr %params584, align 4
-  store <16 x float> %1916, ptr %flat_grad.t115_b3, align 64
-  %1917 = mul nsw i64 %flat_grad.mb114579, 4
-  %1918 = mul nsw i64 %1917, 128
-  %1919 = add nsw i64 3228944, %1918
-  %1920 = add nsw i64 %1919, %flat_grad.k116580
-  %arena585 = getelementptr inbounds float, ptr %arena, i64 %1920
-  %1921 = load float, ptr %arena585, align 4
-  %1922 = insertelement <16 x float> undef, float %1921, i32 0
-  %1923 = shufflevector <16 x float> %1922, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1923, ptr %flat_grad.t115_a0, align 64
-  %t115_a0 = load <16 x float>, ptr %flat_grad.t115_a0, align 64
-  %t115_b0 = load <16 x float>, ptr %flat_grad.t115_b0, align 64
-  %t115_c0_0 = load <16 x float>, ptr %flat_grad.t115_c0_0, align 64
-  %1924 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a0, <16 x float> %t115_b0, <16 x float> %t115_c0_0)
-  store <16 x float> %1924, ptr %flat_grad.t115_c0_0, align 64
-  %t115_a0586 = load <16 x float>, ptr %flat_grad.t115_a0, align 64
-  %t115_b1 = load <16 x float>, ptr %flat_grad.t115_b1, align 64
-  %t115_c0_1 = load <16 x float>, ptr %flat_grad.t115_c0_1, align 64
-  %1925 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a0586, <16 x float> %t115_b1, <16 x float> %t115_c0_1)
-  store <16 x float> %1925, ptr %flat_grad.t115_c0_1, align 64
-  %t115_a0587 = load <16 x float>, ptr %flat_grad.t115_a0, align 64
-  %t115_b2 = load <16 x float>, ptr %flat_grad.t115_b2, align 64
-  %t115_c0_2 = load <16 x float>, ptr %flat_grad.t115_c0_2, align 64
-  %1926 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a0587, <16 x float> %t115_b2, <16 x float> %t115_c0_2)
-  store <16 x float> %1926, ptr %flat_grad.t115_c0_2, align 64
-  %t115_a0588 = load <16 x float>, ptr %flat_grad.t115_a0, align 64
-  %t115_b3 = load <16 x float>, ptr %flat_grad.t115_b3, align 64
-  %t115_c0_3 = load <16 x float>, ptr %flat_grad.t115_c0_3, align 64
-  %1927 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a0588, <16 x float> %t115_b3, <16 x float> %t115_c0_3)
-  store <16 x float> %1927, ptr %flat_grad.t115_c0_3, align 64
-  %1928 = mul nsw i64 %flat_grad.mb114579, 4
-  %1929 = add nsw i64 %1928, 1
-  %1930 = mul nsw i64 %1929, 128
-  %1931 = add nsw i64 3228944, %1930
-  %1932 = add nsw i64 %1931, %flat_grad.k116580
-  %arena589 = getelementptr inbounds float, ptr %arena, i64 %1932
-  %1933 = load float, ptr %arena589, align 4
-  %1934 = insertelement <16 x float> undef, float %1933, i32 0
-  %1935 = shufflevector <16 x float> %1934, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1935, ptr %flat_grad.t115_a1, align 64
-  %t115_a1 = load <16 x float>, ptr %flat_grad.t115_a1, align 64
-  %t115_b0590 = load <16 x float>, ptr %flat_grad.t115_b0, align 64
-  %t115_c1_0 = load <16 x float>, ptr %flat_grad.t115_c1_0, align 64
-  %1936 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a1, <16 x float> %t115_b0590, <16 x float> %t115_c1_0)
-  store <16 x float> %1936, ptr %flat_grad.t115_c1_0, align 64
-  %t115_a1591 = load <16 x float>, ptr %flat_grad.t115_a1, align 64
-  %t115_b1592 = load <16 x float>, ptr %flat_grad.t115_b1, align 64
-  %t115_c1_1 = load <16 x float>, ptr %flat_grad.t115_c1_1, align 64
-  %1937 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a1591, <16 x float> %t115_b1592, <16 x float> %t115_c1_1)
-  store <16 x float> %1937, ptr %flat_grad.t115_c1_1, align 64
-  %t115_a1593 = load <16 x float>, ptr %flat_grad.t115_a1, align 64
-  %t115_b2594 = load <16 x float>, ptr %flat_grad.t115_b2, align 64
-  %t115_c1_2 = load <16 x float>, ptr %flat_grad.t115_c1_2, align 64
-  %1938 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a1593, <16 x float> %t115_b2594, <16 x float> %t115_c1_2)
-  store <16 x float> %1938, ptr %flat_grad.t115_c1_2, align 64
-  %t115_a1595 = load <16 x float>, ptr %flat_grad.t115_a1, align 64
-  %t115_b3596 = load <16 x float>, ptr %flat_grad.t115_b3, align 64
-  %t115_c1_3 = load <16 x float>, ptr %flat_grad.t115_c1_3, align 64
-  %1939 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a1595, <16 x float> %t115_b3596, <16 x float> %t115_c1_3)
-  store <16 x float> %1939, ptr %flat_grad.t115_c1_3, align 64
-  %1940 = mul nsw i64 %flat_grad.mb114579, 4
-  %1941 = add nsw i64 %1940, 2
-  %1942 = mul nsw i64 %1941, 128
-  %1943 = add nsw i64 3228944, %1942
-  %1944 = add nsw i64 %1943, %flat_grad.k116580
-  %arena597 = getelementptr inbounds float, ptr %arena, i64 %1944
-  %1945 = load float, ptr %arena597, align 4
-  %1946 = insertelement <16 x float> undef, float %1945, i32 0
-  %1947 = shufflevector <16 x float> %1946, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1947, ptr %flat_grad.t115_a2, align 64
-  %t115_a2 = load <16 x float>, ptr %flat_grad.t115_a2, align 64
-  %t115_b0598 = load <16 x float>, ptr %flat_grad.t115_b0, align 64
-  %t115_c2_0 = load <16 x float>, ptr %flat_grad.t115_c2_0, align 64
-  %1948 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a2, <16 x float> %t115_b0598, <16 x float> %t115_c2_0)
-  store <16 x float> %1948, ptr %flat_grad.t115_c2_0, align 64
-  %t115_a2599 = load <16 x float>, ptr %flat_grad.t115_a2, align 64
-  %t115_b1600 = load <16 x float>, ptr %flat_grad.t115_b1, align 64
-  %t115_c2_1 = load <16 x float>, ptr %flat_grad.t115_c2_1, align 64
-  %1949 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a2599, <16 x float> %t115_b1600, <16 x float> %t115_c2_1)
-  store <16 x float> %1949, ptr %flat_grad.t115_c2_1, align 64
-  %t115_a2601 = load <16 x float>, ptr %flat_grad.t115_a2, align 64
-  %t115_b2602 = load <16 x float>, ptr %flat_grad.t115_b2, align 64
-  %t115_c2_2 = load <16 x float>, ptr %flat_grad.t115_c2_2, align 64
-  %1950 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a2601, <16 x float> %t115_b2602, <16 x float> %t115_c2_2)
-  store <16 x float> %1950, ptr %flat_grad.t115_c2_2, align 64
-  %t115_a2603 = load <16 x float>, ptr %flat_grad.t115_a2, align 64
-  %t115_b3604 = load <16 x float>, ptr %flat_grad.t115_b3, align 64
-  %t115_c2_3 = load <16 x float>, ptr %flat_grad.t115_c2_3, align 64
-  %1951 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a2603, <16 x float> %t115_b3604, <16 x float> %t115_c2_3)
-  store <16 x float> %1951, ptr %flat_grad.t115_c2_3, align 64
-  %1952 = mul nsw i64 %flat_grad.mb114579, 4
-  %1953 = add nsw i64 %1952, 3
-  %1954 = mul nsw i64 %1953, 128
-  %1955 = add nsw i64 3228944, %1954
-  %1956 = add nsw i64 %1955, %flat_grad.k116580
-  %arena605 = getelementptr inbounds float, ptr %arena, i64 %1956
-  %1957 = load float, ptr %arena605, align 4
-  %1958 = insertelement <16 x float> undef, float %1957, i32 0
-  %1959 = shufflevector <16 x float> %1958, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1959, ptr %flat_grad.t115_a3, align 64
-  %t115_a3 = load <16 x float>, ptr %flat_grad.t115_a3, align 64
-  %t115_b0606 = load <16 x float>, ptr %flat_grad.t115_b0, align 64
-  %t115_c3_0 = load <16 x float>, ptr %flat_grad.t115_c3_0, align 64
-  %1960 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a3, <16 x float> %t115_b0606, <16 x float> %t115_c3_0)
-  store <16 x float> %1960, ptr %flat_grad.t115_c3_0, align 64
-  %t115_a3607 = load <16 x float>, ptr %flat_grad.t115_a3, align 64
-  %t115_b1608 = load <16 x float>, ptr %flat_grad.t115_b1, align 64
-  %t115_c3_1 = load <16 x float>, ptr %flat_grad.t115_c3_1, align 64
-  %1961 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a3607, <16 x float> %t115_b1608, <16 x float> %t115_c3_1)
-  store <16 x float> %1961, ptr %flat_grad.t115_c3_1, align 64
-  %t115_a3609 = load <16 x float>, ptr %flat_grad.t115_a3, align 64
-  %t115_b2610 = load <16 x float>, ptr %flat_grad.t115_b2, align 64
-  %t115_c3_2 = load <16 x float>, ptr %flat_grad.t115_c3_2, align 64
-  %1962 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a3609, <16 x float> %t115_b2610, <16 x float> %t115_c3_2)
-  store <16 x float> %1962, ptr %flat_grad.t115_c3_2, align 64
-  %t115_a3611 = load <16 x float>, ptr %flat_grad.t115_a3, align 64
-  %t115_b3612 = load <16 x float>, ptr %flat_grad.t115_b3, align 64
-  %t115_c3_3 = load <16 x float>, ptr %flat_grad.t115_c3_3, align 64
-  %1963 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t115_a3611, <16 x float> %t115_b3612, <16 x float> %t115_c3_3)
-  store <16 x float> %1963, ptr %flat_grad.t115_c3_3, align 64
-  %k116.next = add nsw i64 %flat_grad.k116580, 1
-  %1964 = icmp slt i64 %k116.next, 128
-  br i1 %1964, label %flat_grad.k116, label %flat_grad.k116.end
+fc2.u98.end:                                      ; preds = %fc2.u98
+  %n97.next = add nsw i64 %fc2.n97544, 1
+  %1948 = icmp slt i64 %n97.next, 64
+  br i1 %1948, label %fc2.n97, label %fc2.n97.end
 
-flat_grad.k116.end:                               ; preds = %flat_grad.k116
-  %t115_c0_0613 = load <16 x float>, ptr %flat_grad.t115_c0_0, align 64
-  %1965 = mul nsw i64 %flat_grad.mb114579, 4
-  %1966 = mul nsw i64 %1965, 12544
-  %1967 = add nsw i64 3237136, %1966
-  %1968 = mul nsw i64 %flat_grad.nb113578, 64
-  %1969 = add nsw i64 %1967, %1968
-  %arena614 = getelementptr inbounds float, ptr %arena, i64 %1969
-  store <16 x float> %t115_c0_0613, ptr %arena614, align 4
-  %t115_c0_1615 = load <16 x float>, ptr %flat_grad.t115_c0_1, align 64
-  %1970 = mul nsw i64 %flat_grad.mb114579, 4
-  %1971 = mul nsw i64 %1970, 12544
-  %1972 = add nsw i64 3237136, %1971
-  %1973 = mul nsw i64 %flat_grad.nb113578, 64
-  %1974 = add nsw i64 %1972, %1973
-  %1975 = add nsw i64 %1974, 16
-  %arena616 = getelementptr inbounds float, ptr %arena, i64 %1975
-  store <16 x float> %t115_c0_1615, ptr %arena616, align 4
-  %t115_c0_2617 = load <16 x float>, ptr %flat_grad.t115_c0_2, align 64
-  %1976 = mul nsw i64 %flat_grad.mb114579, 4
-  %1977 = mul nsw i64 %1976, 12544
-  %1978 = add nsw i64 3237136, %1977
-  %1979 = mul nsw i64 %flat_grad.nb113578, 64
-  %1980 = add nsw i64 %1978, %1979
-  %1981 = add nsw i64 %1980, 32
-  %arena618 = getelementptr inbounds float, ptr %arena, i64 %1981
-  store <16 x float> %t115_c0_2617, ptr %arena618, align 4
-  %t115_c0_3619 = load <16 x float>, ptr %flat_grad.t115_c0_3, align 64
-  %1982 = mul nsw i64 %flat_grad.mb114579, 4
-  %1983 = mul nsw i64 %1982, 12544
-  %1984 = add nsw i64 3237136, %1983
-  %1985 = mul nsw i64 %flat_grad.nb113578, 64
-  %1986 = add nsw i64 %1984, %1985
-  %1987 = add nsw i64 %1986, 48
-  %arena620 = getelementptr inbounds float, ptr %arena, i64 %1987
-  store <16 x float> %t115_c0_3619, ptr %arena620, align 4
-  %t115_c1_0621 = load <16 x float>, ptr %flat_grad.t115_c1_0, align 64
-  %1988 = mul nsw i64 %flat_grad.mb114579, 4
-  %1989 = add nsw i64 %1988, 1
-  %1990 = mul nsw i64 %1989, 12544
-  %1991 = add nsw i64 3237136, %1990
-  %1992 = mul nsw i64 %flat_grad.nb113578, 64
-  %1993 = add nsw i64 %1991, %1992
-  %arena622 = getelementptr inbounds float, ptr %arena, i64 %1993
-  store <16 x float> %t115_c1_0621, ptr %arena622, align 4
-  %t115_c1_1623 = load <16 x float>, ptr %flat_grad.t115_c1_1, align 64
-  %1994 = mul nsw i64 %flat_grad.mb114579, 4
-  %1995 = add nsw i64 %1994, 1
-  %1996 = mul nsw i64 %1995, 12544
-  %1997 = add nsw i64 3237136, %1996
-  %1998 = mul nsw i64 %flat_grad.nb113578, 64
-  %1999 = add nsw i64 %1997, %1998
-  %2000 = add nsw i64 %1999, 16
-  %arena624 = getelementptr inbounds float, ptr %arena, i64 %2000
-  store <16 x float> %t115_c1_1623, ptr %arena624, align 4
-  %t115_c1_2625 = load <16 x float>, ptr %flat_grad.t115_c1_2, align 64
-  %2001 = mul nsw i64 %flat_grad.mb114579, 4
-  %2002 = add nsw i64 %2001, 1
-  %2003 = mul nsw i64 %2002, 12544
-  %2004 = add nsw i64 3237136, %2003
-  %2005 = mul nsw i64 %flat_grad.nb113578, 64
-  %2006 = add nsw i64 %2004, %2005
-  %2007 = add nsw i64 %2006, 32
-  %arena626 = getelementptr inbounds float, ptr %arena, i64 %2007
-  store <16 x float> %t115_c1_2625, ptr %arena626, align 4
-  %t115_c1_3627 = load <16 x float>, ptr %flat_grad.t115_c1_3, align 64
-  %2008 = mul nsw i64 %flat_grad.mb114579, 4
-  %2009 = add nsw i64 %2008, 1
-  %2010 = mul nsw i64 %2009, 12544
-  %2011 = add nsw i64 3237136, %2010
-  %2012 = mul nsw i64 %flat_grad.nb113578, 64
-  %2013 = add nsw i64 %2011, %2012
-  %2014 = add nsw i64 %2013, 48
-  %arena628 = getelementptr inbounds float, ptr %arena, i64 %2014
-  store <16 x float> %t115_c1_3627, ptr %arena628, align 4
-  %t115_c2_0629 = load <16 x float>, ptr %flat_grad.t115_c2_0, align 64
-  %2015 = mul nsw i64 %flat_grad.mb114579, 4
-  %2016 = add nsw i64 %2015, 2
-  %2017 = mul nsw i64 %2016, 12544
-  %2018 = add nsw i64 3237136, %2017
-  %2019 = mul nsw i64 %flat_grad.nb113578, 64
-  %2020 = add nsw i64 %2018, %2019
-  %arena630 = getelementptr inbounds float, ptr %arena, i64 %2020
-  store <16 x float> %t115_c2_0629, ptr %arena630, align 4
-  %t115_c2_1631 = load <16 x float>, ptr %flat_grad.t115_c2_1, align 64
-  %2021 = mul nsw i64 %flat_grad.mb114579, 4
-  %2022 = add nsw i64 %2021, 2
-  %2023 = mul nsw i64 %2022, 12544
-  %2024 = add nsw i64 3237136, %2023
-  %2025 = mul nsw i64 %flat_grad.nb113578, 64
-  %2026 = add nsw i64 %2024, %2025
-  %2027 = add nsw i64 %2026, 16
-  %arena632 = getelementptr inbounds float, ptr %arena, i64 %2027
-  store <16 x float> %t115_c2_1631, ptr %arena632, align 4
-  %t115_c2_2633 = load <16 x float>, ptr %flat_grad.t115_c2_2, align 64
-  %2028 = mul nsw i64 %flat_grad.mb114579, 4
-  %2029 = add nsw i64 %2028, 2
-  %2030 = mul nsw i64 %2029, 12544
-  %2031 = add nsw i64 3237136, %2030
-  %2032 = mul nsw i64 %flat_grad.nb113578, 64
-  %2033 = add nsw i64 %2031, %2032
-  %2034 = add nsw i64 %2033, 32
-  %arena634 = getelementptr inbounds float, ptr %arena, i64 %2034
-  store <16 x float> %t115_c2_2633, ptr %arena634, align 4
-  %t115_c2_3635 = load <16 x float>, ptr %flat_grad.t115_c2_3, align 64
-  %2035 = mul nsw i64 %flat_grad.mb114579, 4
-  %2036 = add nsw i64 %2035, 2
-  %2037 = mul nsw i64 %2036, 12544
-  %2038 = add nsw i64 3237136, %2037
-  %2039 = mul nsw i64 %flat_grad.nb113578, 64
+loss.n100:                                        ; preds = %loss.k104.end, %fc2.n97.end
+  %loss.n100549 = phi i64 [ 0, %fc2.n97.end ], [ %n100.next, %loss.k104.end ]
+  %1949 = mul nsw i64 %loss.n100549, 10
+  %1950 = add nsw i64 3219456, %1949
+  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1950
+  %1951 = load float, ptr %arena550, align 4
+  store float %1951, ptr %loss.m101, align 4
+  br label %loss.k103
+
+loss.n100.end:                                    ; preds = %loss.k104.end
+  %total99560 = load float, ptr %loss.total99, align 4
+  %1952 = fdiv float %total99560, 6.400000e+01
+  %arena561 = getelementptr inbounds float, ptr %arena, i64 3220096
+  store float %1952, ptr %arena561, align 4
+  br label %fc2_grad.n105
+
+loss.k103:                                        ; preds = %loss.k103, %loss.n100
+  %loss.k103551 = phi i64 [ 0, %loss.n100 ], [ %k103.next, %loss.k103 ]
+  %m101 = load float, ptr %loss.m101, align 4
+  %1953 = mul nsw i64 %loss.n100549, 10
+  %1954 = add nsw i64 3219456, %1953
+  %1955 = add nsw i64 %1954, %loss.k103551
+  %arena552 = getelementptr inbounds float, ptr %arena, i64 %1955
+  %1956 = load float, ptr %arena552, align 4
+  %1957 = fcmp ogt float %1956, %m101
+  %1958 = select i1 %1957, float %1956, float %m101
+  store float %1958, ptr %loss.m101, align 4
+  %k103.next = add nsw i64 %loss.k103551, 1
+  %1959 = icmp slt i64 %k103.next, 10
+  br i1 %1959, label %loss.k103, label %loss.k103.end
+
+loss.k103.end:                                    ; preds = %loss.k103
+  store float 0.000000e+00, ptr %loss.s102, align 4
+  br label %loss.k104
+
+loss.k104:                                        ; preds = %loss.k104, %loss.k103.end
+  %loss.k104553 = phi i64 [ 0, %loss.k103.end ], [ %k104.next, %loss.k104 ]
+  %s102 = load float, ptr %loss.s102, align 4
+  %1960 = mul nsw i64 %loss.n100549, 10
+  %1961 = add nsw i64 3219456, %1960
+  %1962 = add nsw i64 %1961, %loss.k104553
+  %arena554 = getelementptr inbounds float, ptr %arena, i64 %1962
+  %1963 = load float, ptr %arena554, align 4
+  %m101555 = load float, ptr %loss.m101, align 4
+  %1964 = fsub float %1963, %m101555
+  %1965 = call float @llvm.exp.f32(float %1964)
+  %1966 = fadd float %s102, %1965
+  store float %1966, ptr %loss.s102, align 4
+  %k104.next = add nsw i64 %loss.k104553, 1
+  %1967 = icmp slt i64 %k104.next, 10
+  br i1 %1967, label %loss.k104, label %loss.k104.end
+
+loss.k104.end:                                    ; preds = %loss.k104
+  %total99 = load float, ptr %loss.total99, align 4
+  %m101556 = load float, ptr %loss.m101, align 4
+  %s102557 = load float, ptr %loss.s102, align 4
+  %1968 = call float @llvm.log.f32(float %s102557)
+  %1969 = fadd float %m101556, %1968
+  %1970 = mul nsw i64 %loss.n100549, 10
+  %1971 = add nsw i64 3219456, %1970
+  %labels558 = getelementptr inbounds i32, ptr %labels, i64 %loss.n100549
+  %label = load i32, ptr %labels558, align 4
+  %1972 = sext i32 %label to i64
+  %1973 = add nsw i64 %1971, %1972
+  %arena559 = getelementptr inbounds float, ptr %arena, i64 %1973
+  %1974 = load float, ptr %arena559, align 4
+  %1975 = fsub float %1969, %1974
+  %1976 = fadd float %total99, %1975
+  store float %1976, ptr %loss.total99, align 4
+  %n100.next = add nsw i64 %loss.n100549, 1
+  %1977 = icmp slt i64 %n100.next, 64
+  br i1 %1977, label %loss.n100, label %loss.n100.end
+
+fc2_grad.n105:                                    ; preds = %fc2_grad.k110.end, %loss.n100.end
+  %fc2_grad.n105562 = phi i64 [ 0, %loss.n100.end ], [ %n105.next, %fc2_grad.k110.end ]
+  %1978 = mul nsw i64 %fc2_grad.n105562, 10
+  %1979 = add nsw i64 3219456, %1978
+  %arena563 = getelementptr inbounds float, ptr %arena, i64 %1979
+  %1980 = load float, ptr %arena563, align 4
+  store float %1980, ptr %fc2_grad.m106, align 4
+  br label %fc2_grad.k108
+
+fc2_grad.n105.end:                                ; preds = %fc2_grad.k110.end
+  %arena579 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %arena580 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %grads581 = getelementptr inbounds float, ptr %grads, i64 1624576
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena579, i32 10, ptr %arena580, i32 128, float 0.000000e+00, ptr %grads581, i32 128)
+  br label %fc2_bias_grad.u111
+
+fc2_grad.k108:                                    ; preds = %fc2_grad.k108, %fc2_grad.n105
+  %fc2_grad.k108564 = phi i64 [ 0, %fc2_grad.n105 ], [ %k108.next, %fc2_grad.k108 ]
+  %m106 = load float, ptr %fc2_grad.m106, align 4
+  %1981 = mul nsw i64 %fc2_grad.n105562, 10
+  %1982 = add nsw i64 3219456, %1981
+  %1983 = add nsw i64 %1982, %fc2_grad.k108564
+  %arena565 = getelementptr inbounds float, ptr %arena, i64 %1983
+  %1984 = load float, ptr %arena565, align 4
+  %1985 = fcmp ogt float %1984, %m106
+  %1986 = select i1 %1985, float %1984, float %m106
+  store float %1986, ptr %fc2_grad.m106, align 4
+  %k108.next = add nsw i64 %fc2_grad.k108564, 1
+  %1987 = icmp slt i64 %k108.next, 10
+  br i1 %1987, label %fc2_grad.k108, label %fc2_grad.k108.end
+
+fc2_grad.k108.end:                                ; preds = %fc2_grad.k108
+  store float 0.000000e+00, ptr %fc2_grad.s107, align 4
+  br label %fc2_grad.k109
+
+fc2_grad.k109:                                    ; preds = %fc2_grad.k109, %fc2_grad.k108.end
+  %fc2_grad.k109566 = phi i64 [ 0, %fc2_grad.k108.end ], [ %k109.next, %fc2_grad.k109 ]
+  %s107 = load float, ptr %fc2_grad.s107, align 4
+  %1988 = mul nsw i64 %fc2_grad.n105562, 10
+  %1989 = add nsw i64 3219456, %1988
+  %1990 = add nsw i64 %1989, %fc2_grad.k109566
+  %arena567 = getelementptr inbounds float, ptr %arena, i64 %1990
+  %1991 = load float, ptr %arena567, align 4
+  %m106568 = load float, ptr %fc2_grad.m106, align 4
+  %1992 = fsub float %1991, %m106568
+  %1993 = call float @llvm.exp.f32(float %1992)
+  %1994 = fadd float %s107, %1993
+  store float %1994, ptr %fc2_grad.s107, align 4
+  %k109.next = add nsw i64 %fc2_grad.k109566, 1
+  %1995 = icmp slt i64 %k109.next, 10
+  br i1 %1995, label %fc2_grad.k109, label %fc2_grad.k109.end
+
+fc2_grad.k109.end:                                ; preds = %fc2_grad.k109
+  br label %fc2_grad.k110
+
+fc2_grad.k110:                                    ; preds = %fc2_grad.k110, %fc2_grad.k109.end
+  %fc2_grad.k110569 = phi i64 [ 0, %fc2_grad.k109.end ], [ %k110.next, %fc2_grad.k110 ]
+  %labels570 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n105562
+  %label571 = load i32, ptr %labels570, align 4
+  %1996 = sext i32 %label571 to i64
+  %1997 = icmp eq i64 %fc2_grad.k110569, %1996
+  %1998 = mul nsw i64 %fc2_grad.n105562, 10
+  %1999 = add nsw i64 3219456, %1998
+  %2000 = add nsw i64 %1999, %fc2_grad.k110569
+  %arena572 = getelementptr inbounds float, ptr %arena, i64 %2000
+  %2001 = load float, ptr %arena572, align 4
+  %m106573 = load float, ptr %fc2_grad.m106, align 4
+  %2002 = fsub float %2001, %m106573
+  %2003 = call float @llvm.exp.f32(float %2002)
+  %s107574 = load float, ptr %fc2_grad.s107, align 4
+  %2004 = fdiv float %2003, %s107574
+  %2005 = fsub float %2004, 1.000000e+00
+  %2006 = mul nsw i64 %fc2_grad.n105562, 10
+  %2007 = add nsw i64 3219456, %2006
+  %2008 = add nsw i64 %2007, %fc2_grad.k110569
+  %arena575 = getelementptr inbounds float, ptr %arena, i64 %2008
+  %2009 = load float, ptr %arena575, align 4
+  %m106576 = load float, ptr %fc2_grad.m106, align 4
+  %2010 = fsub float %2009, %m106576
+  %2011 = call float @llvm.exp.f32(float %2010)
+  %s107577 = load float, ptr %fc2_grad.s107, align 4
+  %2012 = fdiv float %2011, %s107577
+  %2013 = select i1 %1997, float %2005, float %2012
+  %2014 = fdiv float %2013, 6.400000e+01
+  %2015 = mul nsw i64 %fc2_grad.n105562, 10
+  %2016 = add nsw i64 3220112, %2015
+  %2017 = add nsw i64 %2016, %fc2_grad.k110569
+  %arena578 = getelementptr inbounds float, ptr %arena, i64 %2017
+  store float %2014, ptr %arena578, align 4
+  %k110.next = add nsw i64 %fc2_grad.k110569, 1
+  %2018 = icmp slt i64 %k110.next, 10
+  br i1 %2018, label %fc2_grad.k110, label %fc2_grad.k110.end
+
+fc2_grad.k110.end:                                ; preds = %fc2_grad.k110
+  %n105.next = add nsw i64 %fc2_grad.n105562, 1
+  %2019 = icmp slt i64 %n105.next, 64
+  br i1 %2019, label %fc2_grad.n105, label %fc2_grad.n105.end
+
+fc2_bias_grad.u111:                               ; preds = %fc2_bias_grad.n113.end, %fc2_grad.n105.end
+  %fc2_bias_grad.u111582 = phi i64 [ 0, %fc2_grad.n105.end ], [ %u111.next, %fc2_bias_grad.n113.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc112, align 4
+  br label %fc2_bias_grad.n113
+
+fc2_bias_grad.u111.end:                           ; preds = %fc2_bias_grad.n113.end
+  %arena587 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %params588 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena589 = getelementptr inbounds float, ptr %arena, i64 3220752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena587, i32 10, ptr %params588, i32 128, float 0.000000e+00, ptr %arena589, i32 128)
+  br label %fc1_grad.i114
+
+fc2_bias_grad.n113:                               ; preds = %fc2_bias_grad.n113, %fc2_bias_grad.u111
+  %fc2_bias_grad.n113583 = phi i64 [ 0, %fc2_bias_grad.u111 ], [ %n113.next, %fc2_bias_grad.n113 ]
+  %acc112 = load float, ptr %fc2_bias_grad.acc112, align 4
+  %2020 = mul nsw i64 %fc2_bias_grad.n113583, 10
+  %2021 = add nsw i64 3220112, %2020
+  %2022 = add nsw i64 %2021, %fc2_bias_grad.u111582
+  %arena584 = getelementptr inbounds float, ptr %arena, i64 %2022
+  %2023 = load float, ptr %arena584, align 4
+  %2024 = fadd float %acc112, %2023
+  store float %2024, ptr %fc2_bias_grad.acc112, align 4
+  %n113.next = add nsw i64 %fc2_bias_grad.n113583, 1
+  %2025 = icmp slt i64 %n113.next, 64
+  br i1 %2025, label %fc2_bias_grad.n113, label %fc2_bias_grad.n113.end
+
+fc2_bias_grad.n113.end:                           ; preds = %fc2_bias_grad.n113
+  %acc112585 = load float, ptr %fc2_bias_grad.acc112, align 4
+  %2026 = add nsw i64 1625856, %fc2_bias_grad.u111582
+  %grads586 = getelementptr inbounds float, ptr %grads, i64 %2026
+  store float %acc112585, ptr %grads586, align 4
+  %u111.next = add nsw i64 %fc2_bias_grad.u111582, 1
+  %2027 = icmp slt i64 %u111.next, 10
+  br i1 %2027, label %fc2_bias_grad.u111, label %fc2_bias_grad.u111.end
+
+fc1_grad.i114:                                    ; preds = %fc1_grad.i114, %fc2_bias_grad.u111.end
+  %fc1_grad.i114590 = phi i64 [ 0, %fc2_bias_grad.u111.end ], [ %i114.next, %fc1_grad.i114 ]
+  %2028 = add nsw i64 3211264, %fc1_grad.i114590
+  %arena591 = getelementptr inbounds float, ptr %arena, i64 %2028
+  %2029 = load float, ptr %arena591, align 4
+  %2030 = fcmp ogt float %2029, 0.000000e+00
+  %2031 = add nsw i64 3220752, %fc1_grad.i114590
+  %arena592 = getelementptr inbounds float, ptr %arena, i64 %2031
+  %2032 = load float, ptr %arena592, align 4
+  %2033 = select i1 %2030, float %2032, float 0.000000e+00
+  %2034 = add nsw i64 3228944, %fc1_grad.i114590
+  %arena593 = getelementptr inbounds float, ptr %arena, i64 %2034
+  store float %2033, ptr %arena593, align 4
+  %i114.next = add nsw i64 %fc1_grad.i114590, 1
+  %2035 = icmp slt i64 %i114.next, 8192
+  br i1 %2035, label %fc1_grad.i114, label %fc1_grad.i114.end
+
+fc1_grad.i114.end:                                ; preds = %fc1_grad.i114
+  br label %fc1_weight_grad.nb115
+
+fc1_weight_grad.nb115:                            ; preds = %fc1_weight_grad.mb116.end, %fc1_grad.i114.end
+  %fc1_weight_grad.nb115594 = phi i64 [ 0, %fc1_grad.i114.end ], [ %nb115.next, %fc1_weight_grad.mb116.end ]
+  br label %fc1_weight_grad.mb116
+
+fc1_weight_grad.nb115.end:                        ; preds = %fc1_weight_grad.mb116.end
+  br label %fc1_bias_grad.u119
+
+fc1_weight_grad.mb116:                            ; preds = %fc1_weight_grad.k118.end, %fc1_weight_grad.nb115
+  %fc1_weight_grad.mb116595 = phi i64 [ 0, %fc1_weight_grad.nb115 ], [ %mb116.next, %fc1_weight_grad.k118.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t117_c3_3, align 64
+  br label %fc1_weight_grad.k118
+
+fc1_weight_grad.mb116.end:                        ; preds = %fc1_weight_grad.k118.end
+  %nb115.next = add nsw i64 %fc1_weight_grad.nb115594, 1
+  %2036 = icmp slt i64 %nb115.next, 196
+  br i1 %2036, label %fc1_weight_grad.nb115, label %fc1_weight_grad.nb115.end
+
+fc1_weight_grad.k118:                             ; preds = %fc1_weight_grad.k118, %fc1_weight_grad.mb116
+  %fc1_weight_grad.k118596 = phi i64 [ 0, %fc1_weight_grad.mb116 ], [ %k118.next, %fc1_weight_grad.k118 ]
+  %2037 = mul nsw i64 %fc1_weight_grad.k118596, 12544
+  %2038 = add nsw i64 1605632, %2037
+  %2039 = mul nsw i64 %fc1_weight_grad.nb115594, 64
   %2040 = add nsw i64 %2038, %2039
-  %2041 = add nsw i64 %2040, 48
-  %arena636 = getelementptr inbounds float, ptr %arena, i64 %2041
-  store <16 x float> %t115_c2_3635, ptr %arena636, align 4
-  %t115_c3_0637 = load <16 x float>, ptr %flat_grad.t115_c3_0, align 64
-  %2042 = mul nsw i64 %flat_grad.mb114579, 4
-  %2043 = add nsw i64 %2042, 3
-  %2044 = mul nsw i64 %2043, 12544
-  %2045 = add nsw i64 3237136, %2044
-  %2046 = mul nsw i64 %flat_grad.nb113578, 64
-  %2047 = add nsw i64 %2045, %2046
-  %arena638 = getelementptr inbounds float, ptr %arena, i64 %2047
-  store <16 x float> %t115_c3_0637, ptr %arena638, align 4
-  %t115_c3_1639 = load <16 x float>, ptr %flat_grad.t115_c3_1, align 64
-  %2048 = mul nsw i64 %flat_grad.mb114579, 4
-  %2049 = add nsw i64 %2048, 3
-  %2050 = mul nsw i64 %2049, 12544
-  %2051 = add nsw i64 3237136, %2050
-  %2052 = mul nsw i64 %flat_grad.nb113578, 64
-  %2053 = add nsw i64 %2051, %2052
-  %2054 = add nsw i64 %2053, 16
-  %arena640 = getelementptr inbounds float, ptr %arena, i64 %2054
-  store <16 x float> %t115_c3_1639, ptr %arena640, align 4
-  %t115_c3_2641 = load <16 x float>, ptr %flat_grad.t115_c3_2, align 64
-  %2055 = mul nsw i64 %flat_grad.mb114579, 4
-  %2056 = add nsw i64 %2055, 3
-  %2057 = mul nsw i64 %2056, 12544
-  %2058 = add nsw i64 3237136, %2057
-  %2059 = mul nsw i64 %flat_grad.nb113578, 64
-  %2060 = add nsw i64 %2058, %2059
-  %2061 = add nsw i64 %2060, 32
-  %arena642 = getelementptr inbounds float, ptr %arena, i64 %2061
-  store <16 x float> %t115_c3_2641, ptr %arena642, align 4
-  %t115_c3_3643 = load <16 x float>, ptr %flat_grad.t115_c3_3, align 64
-  %2062 = mul nsw i64 %flat_grad.mb114579, 4
-  %2063 = add nsw i64 %2062, 3
-  %2064 = mul nsw i64 %2063, 12544
-  %2065 = add nsw i64 3237136, %2064
-  %2066 = mul nsw i64 %flat_grad.nb113578, 64
-  %2067 = add nsw i64 %2065, %2066
-  %2068 = add nsw i64 %2067, 48
-  %arena644 = getelementptr inbounds float, ptr %arena, i64 %2068
-  store <16 x float> %t115_c3_3643, ptr %arena644, align 4
-  %mb114.next = add nsw i64 %flat_grad.mb114579, 1
-  %2069 = icmp slt i64 %mb114.next, 16
-  br i1 %2069, label %flat_grad.mb114, label %flat_grad.mb114.end
+  %arena597 = getelementptr inbounds float, ptr %arena, i64 %2040
+  %2041 = load <16 x float>, ptr %arena597, align 4
+  store <16 x float> %2041, ptr %fc1_weight_grad.t117_b0, align 64
+  %2042 = mul nsw i64 %fc1_weight_grad.k118596, 12544
+  %2043 = add nsw i64 1605632, %2042
+  %2044 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2045 = add nsw i64 %2043, %2044
+  %2046 = add nsw i64 %2045, 16
+  %arena598 = getelementptr inbounds float, ptr %arena, i64 %2046
+  %2047 = load <16 x float>, ptr %arena598, align 4
+  store <16 x float> %2047, ptr %fc1_weight_grad.t117_b1, align 64
+  %2048 = mul nsw i64 %fc1_weight_grad.k118596, 12544
+  %2049 = add nsw i64 1605632, %2048
+  %2050 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2051 = add nsw i64 %2049, %2050
+  %2052 = add nsw i64 %2051, 32
+  %arena599 = getelementptr inbounds float, ptr %arena, i64 %2052
+  %2053 = load <16 x float>, ptr %arena599, align 4
+  store <16 x float> %2053, ptr %fc1_weight_grad.t117_b2, align 64
+  %2054 = mul nsw i64 %fc1_weight_grad.k118596, 12544
+  %2055 = add nsw i64 1605632, %2054
+  %2056 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2057 = add nsw i64 %2055, %2056
+  %2058 = add nsw i64 %2057, 48
+  %arena600 = getelementptr inbounds float, ptr %arena, i64 %2058
+  %2059 = load <16 x float>, ptr %arena600, align 4
+  store <16 x float> %2059, ptr %fc1_weight_grad.t117_b3, align 64
+  %2060 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2061 = add nsw i64 3228944, %2060
+  %2062 = mul nsw i64 %fc1_weight_grad.k118596, 128
+  %2063 = add nsw i64 %2061, %2062
+  %arena601 = getelementptr inbounds float, ptr %arena, i64 %2063
+  %2064 = load float, ptr %arena601, align 4
+  %2065 = insertelement <16 x float> undef, float %2064, i32 0
+  %2066 = shufflevector <16 x float> %2065, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2066, ptr %fc1_weight_grad.t117_a0, align 64
+  %t117_a0 = load <16 x float>, ptr %fc1_weight_grad.t117_a0, align 64
+  %t117_b0 = load <16 x float>, ptr %fc1_weight_grad.t117_b0, align 64
+  %t117_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t117_c0_0, align 64
+  %2067 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a0, <16 x float> %t117_b0, <16 x float> %t117_c0_0)
+  store <16 x float> %2067, ptr %fc1_weight_grad.t117_c0_0, align 64
+  %t117_a0602 = load <16 x float>, ptr %fc1_weight_grad.t117_a0, align 64
+  %t117_b1 = load <16 x float>, ptr %fc1_weight_grad.t117_b1, align 64
+  %t117_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t117_c0_1, align 64
+  %2068 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a0602, <16 x float> %t117_b1, <16 x float> %t117_c0_1)
+  store <16 x float> %2068, ptr %fc1_weight_grad.t117_c0_1, align 64
+  %t117_a0603 = load <16 x float>, ptr %fc1_weight_grad.t117_a0, align 64
+  %t117_b2 = load <16 x float>, ptr %fc1_weight_grad.t117_b2, align 64
+  %t117_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t117_c0_2, align 64
+  %2069 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a0603, <16 x float> %t117_b2, <16 x float> %t117_c0_2)
+  store <16 x float> %2069, ptr %fc1_weight_grad.t117_c0_2, align 64
+  %t117_a0604 = load <16 x float>, ptr %fc1_weight_grad.t117_a0, align 64
+  %t117_b3 = load <16 x float>, ptr %fc1_weight_grad.t117_b3, align 64
+  %t117_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t117_c0_3, align 64
+  %2070 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a0604, <16 x float> %t117_b3, <16 x float> %t117_c0_3)
+  store <16 x float> %2070, ptr %fc1_weight_grad.t117_c0_3, align 64
+  %2071 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2072 = add nsw i64 %2071, 1
+  %2073 = add nsw i64 3228944, %2072
+  %2074 = mul nsw i64 %fc1_weight_grad.k118596, 128
+  %2075 = add nsw i64 %2073, %2074
+  %arena605 = getelementptr inbounds float, ptr %arena, i64 %2075
+  %2076 = load float, ptr %arena605, align 4
+  %2077 = insertelement <16 x float> undef, float %2076, i32 0
+  %2078 = shufflevector <16 x float> %2077, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2078, ptr %fc1_weight_grad.t117_a1, align 64
+  %t117_a1 = load <16 x float>, ptr %fc1_weight_grad.t117_a1, align 64
+  %t117_b0606 = load <16 x float>, ptr %fc1_weight_grad.t117_b0, align 64
+  %t117_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t117_c1_0, align 64
+  %2079 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a1, <16 x float> %t117_b0606, <16 x float> %t117_c1_0)
+  store <16 x float> %2079, ptr %fc1_weight_grad.t117_c1_0, align 64
+  %t117_a1607 = load <16 x float>, ptr %fc1_weight_grad.t117_a1, align 64
+  %t117_b1608 = load <16 x float>, ptr %fc1_weight_grad.t117_b1, align 64
+  %t117_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t117_c1_1, align 64
+  %2080 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a1607, <16 x float> %t117_b1608, <16 x float> %t117_c1_1)
+  store <16 x float> %2080, ptr %fc1_weight_grad.t117_c1_1, align 64
+  %t117_a1609 = load <16 x float>, ptr %fc1_weight_grad.t117_a1, align 64
+  %t117_b2610 = load <16 x float>, ptr %fc1_weight_grad.t117_b2, align 64
+  %t117_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t117_c1_2, align 64
+  %2081 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a1609, <16 x float> %t117_b2610, <16 x float> %t117_c1_2)
+  store <16 x float> %2081, ptr %fc1_weight_grad.t117_c1_2, align 64
+  %t117_a1611 = load <16 x float>, ptr %fc1_weight_grad.t117_a1, align 64
+  %t117_b3612 = load <16 x float>, ptr %fc1_weight_grad.t117_b3, align 64
+  %t117_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t117_c1_3, align 64
+  %2082 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a1611, <16 x float> %t117_b3612, <16 x float> %t117_c1_3)
+  store <16 x float> %2082, ptr %fc1_weight_grad.t117_c1_3, align 64
+  %2083 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2084 = add nsw i64 %2083, 2
+  %2085 = add nsw i64 3228944, %2084
+  %2086 = mul nsw i64 %fc1_weight_grad.k118596, 128
+  %2087 = add nsw i64 %2085, %2086
+  %arena613 = getelementptr inbounds float, ptr %arena, i64 %2087
+  %2088 = load float, ptr %arena613, align 4
+  %2089 = insertelement <16 x float> undef, float %2088, i32 0
+  %2090 = shufflevector <16 x float> %2089, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2090, ptr %fc1_weight_grad.t117_a2, align 64
+  %t117_a2 = load <16 x float>, ptr %fc1_weight_grad.t117_a2, align 64
+  %t117_b0614 = load <16 x float>, ptr %fc1_weight_grad.t117_b0, align 64
+  %t117_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t117_c2_0, align 64
+  %2091 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a2, <16 x float> %t117_b0614, <16 x float> %t117_c2_0)
+  store <16 x float> %2091, ptr %fc1_weight_grad.t117_c2_0, align 64
+  %t117_a2615 = load <16 x float>, ptr %fc1_weight_grad.t117_a2, align 64
+  %t117_b1616 = load <16 x float>, ptr %fc1_weight_grad.t117_b1, align 64
+  %t117_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t117_c2_1, align 64
+  %2092 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a2615, <16 x float> %t117_b1616, <16 x float> %t117_c2_1)
+  store <16 x float> %2092, ptr %fc1_weight_grad.t117_c2_1, align 64
+  %t117_a2617 = load <16 x float>, ptr %fc1_weight_grad.t117_a2, align 64
+  %t117_b2618 = load <16 x float>, ptr %fc1_weight_grad.t117_b2, align 64
+  %t117_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t117_c2_2, align 64
+  %2093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a2617, <16 x float> %t117_b2618, <16 x float> %t117_c2_2)
+  store <16 x float> %2093, ptr %fc1_weight_grad.t117_c2_2, align 64
+  %t117_a2619 = load <16 x float>, ptr %fc1_weight_grad.t117_a2, align 64
+  %t117_b3620 = load <16 x float>, ptr %fc1_weight_grad.t117_b3, align 64
+  %t117_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t117_c2_3, align 64
+  %2094 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a2619, <16 x float> %t117_b3620, <16 x float> %t117_c2_3)
+  store <16 x float> %2094, ptr %fc1_weight_grad.t117_c2_3, align 64
+  %2095 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2096 = add nsw i64 %2095, 3
+  %2097 = add nsw i64 3228944, %2096
+  %2098 = mul nsw i64 %fc1_weight_grad.k118596, 128
+  %2099 = add nsw i64 %2097, %2098
+  %arena621 = getelementptr inbounds float, ptr %arena, i64 %2099
+  %2100 = load float, ptr %arena621, align 4
+  %2101 = insertelement <16 x float> undef, float %2100, i32 0
+  %2102 = shufflevector <16 x float> %2101, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2102, ptr %fc1_weight_grad.t117_a3, align 64
+  %t117_a3 = load <16 x float>, ptr %fc1_weight_grad.t117_a3, align 64
+  %t117_b0622 = load <16 x float>, ptr %fc1_weight_grad.t117_b0, align 64
+  %t117_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t117_c3_0, align 64
+  %2103 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a3, <16 x float> %t117_b0622, <16 x float> %t117_c3_0)
+  store <16 x float> %2103, ptr %fc1_weight_grad.t117_c3_0, align 64
+  %t117_a3623 = load <16 x float>, ptr %fc1_weight_grad.t117_a3, align 64
+  %t117_b1624 = load <16 x float>, ptr %fc1_weight_grad.t117_b1, align 64
+  %t117_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t117_c3_1, align 64
+  %2104 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a3623, <16 x float> %t117_b1624, <16 x float> %t117_c3_1)
+  store <16 x float> %2104, ptr %fc1_weight_grad.t117_c3_1, align 64
+  %t117_a3625 = load <16 x float>, ptr %fc1_weight_grad.t117_a3, align 64
+  %t117_b2626 = load <16 x float>, ptr %fc1_weight_grad.t117_b2, align 64
+  %t117_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t117_c3_2, align 64
+  %2105 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a3625, <16 x float> %t117_b2626, <16 x float> %t117_c3_2)
+  store <16 x float> %2105, ptr %fc1_weight_grad.t117_c3_2, align 64
+  %t117_a3627 = load <16 x float>, ptr %fc1_weight_grad.t117_a3, align 64
+  %t117_b3628 = load <16 x float>, ptr %fc1_weight_grad.t117_b3, align 64
+  %t117_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t117_c3_3, align 64
+  %2106 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a3627, <16 x float> %t117_b3628, <16 x float> %t117_c3_3)
+  store <16 x float> %2106, ptr %fc1_weight_grad.t117_c3_3, align 64
+  %k118.next = add nsw i64 %fc1_weight_grad.k118596, 1
+  %2107 = icmp slt i64 %k118.next, 64
+  br i1 %2107, label %fc1_weight_grad.k118, label %fc1_weight_grad.k118.end
 
-conv2_grad.i117:                                  ; preds = %conv2_grad.i117, %flat_grad.nb113.end
-  %conv2_grad.i117645 = phi i64 [ 0, %flat_grad.nb113.end ], [ %i117.next, %conv2_grad.i117 ]
-  %2070 = add nsw i64 4039952, %conv2_grad.i117645
-  %arena646 = getelementptr inbounds float, ptr %arena, i64 %2070
-  store float 0.000000e+00, ptr %arena646, align 4
-  %i117.next = add nsw i64 %conv2_grad.i117645, 1
-  %2071 = icmp slt i64 %i117.next, 3211264
-  br i1 %2071, label %conv2_grad.i117, label %conv2_grad.i117.end
+fc1_weight_grad.k118.end:                         ; preds = %fc1_weight_grad.k118
+  %t117_c0_0629 = load <16 x float>, ptr %fc1_weight_grad.t117_c0_0, align 64
+  %2108 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2109 = mul nsw i64 %2108, 12544
+  %2110 = add nsw i64 18816, %2109
+  %2111 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2112 = add nsw i64 %2110, %2111
+  %grads630 = getelementptr inbounds float, ptr %grads, i64 %2112
+  store <16 x float> %t117_c0_0629, ptr %grads630, align 4
+  %t117_c0_1631 = load <16 x float>, ptr %fc1_weight_grad.t117_c0_1, align 64
+  %2113 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2114 = mul nsw i64 %2113, 12544
+  %2115 = add nsw i64 18816, %2114
+  %2116 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2117 = add nsw i64 %2115, %2116
+  %2118 = add nsw i64 %2117, 16
+  %grads632 = getelementptr inbounds float, ptr %grads, i64 %2118
+  store <16 x float> %t117_c0_1631, ptr %grads632, align 4
+  %t117_c0_2633 = load <16 x float>, ptr %fc1_weight_grad.t117_c0_2, align 64
+  %2119 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2120 = mul nsw i64 %2119, 12544
+  %2121 = add nsw i64 18816, %2120
+  %2122 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2123 = add nsw i64 %2121, %2122
+  %2124 = add nsw i64 %2123, 32
+  %grads634 = getelementptr inbounds float, ptr %grads, i64 %2124
+  store <16 x float> %t117_c0_2633, ptr %grads634, align 4
+  %t117_c0_3635 = load <16 x float>, ptr %fc1_weight_grad.t117_c0_3, align 64
+  %2125 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2126 = mul nsw i64 %2125, 12544
+  %2127 = add nsw i64 18816, %2126
+  %2128 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2129 = add nsw i64 %2127, %2128
+  %2130 = add nsw i64 %2129, 48
+  %grads636 = getelementptr inbounds float, ptr %grads, i64 %2130
+  store <16 x float> %t117_c0_3635, ptr %grads636, align 4
+  %t117_c1_0637 = load <16 x float>, ptr %fc1_weight_grad.t117_c1_0, align 64
+  %2131 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2132 = add nsw i64 %2131, 1
+  %2133 = mul nsw i64 %2132, 12544
+  %2134 = add nsw i64 18816, %2133
+  %2135 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2136 = add nsw i64 %2134, %2135
+  %grads638 = getelementptr inbounds float, ptr %grads, i64 %2136
+  store <16 x float> %t117_c1_0637, ptr %grads638, align 4
+  %t117_c1_1639 = load <16 x float>, ptr %fc1_weight_grad.t117_c1_1, align 64
+  %2137 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2138 = add nsw i64 %2137, 1
+  %2139 = mul nsw i64 %2138, 12544
+  %2140 = add nsw i64 18816, %2139
+  %2141 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2142 = add nsw i64 %2140, %2141
+  %2143 = add nsw i64 %2142, 16
+  %grads640 = getelementptr inbounds float, ptr %grads, i64 %2143
+  store <16 x float> %t117_c1_1639, ptr %grads640, align 4
+  %t117_c1_2641 = load <16 x float>, ptr %fc1_weight_grad.t117_c1_2, align 64
+  %2144 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2145 = add nsw i64 %2144, 1
+  %2146 = mul nsw i64 %2145, 12544
+  %2147 = add nsw i64 18816, %2146
+  %2148 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2149 = add nsw i64 %2147, %2148
+  %2150 = add nsw i64 %2149, 32
+  %grads642 = getelementptr inbounds float, ptr %grads, i64 %2150
+  store <16 x float> %t117_c1_2641, ptr %grads642, align 4
+  %t117_c1_3643 = load <16 x float>, ptr %fc1_weight_grad.t117_c1_3, align 64
+  %2151 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2152 = add nsw i64 %2151, 1
+  %2153 = mul nsw i64 %2152, 12544
+  %2154 = add nsw i64 18816, %2153
+  %2155 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2156 = add nsw i64 %2154, %2155
+  %2157 = add nsw i64 %2156, 48
+  %grads644 = getelementptr inbounds float, ptr %grads, i64 %2157
+  store <16 x float> %t117_c1_3643, ptr %grads644, align 4
+  %t117_c2_0645 = load <16 x float>, ptr %fc1_weight_grad.t117_c2_0, align 64
+  %2158 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2159 = add nsw i64 %2158, 2
+  %2160 = mul nsw i64 %2159, 12544
+  %2161 = add nsw i64 18816, %2160
+  %2162 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2163 = add nsw i64 %2161, %2162
+  %grads646 = getelementptr inbounds float, ptr %grads, i64 %2163
+  store <16 x float> %t117_c2_0645, ptr %grads646, align 4
+  %t117_c2_1647 = load <16 x float>, ptr %fc1_weight_grad.t117_c2_1, align 64
+  %2164 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2165 = add nsw i64 %2164, 2
+  %2166 = mul nsw i64 %2165, 12544
+  %2167 = add nsw i64 18816, %2166
+  %2168 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2169 = add nsw i64 %2167, %2168
+  %2170 = add nsw i64 %2169, 16
+  %grads648 = getelementptr inbounds float, ptr %grads, i64 %2170
+  store <16 x float> %t117_c2_1647, ptr %grads648, align 4
+  %t117_c2_2649 = load <16 x float>, ptr %fc1_weight_grad.t117_c2_2, align 64
+  %2171 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2172 = add nsw i64 %2171, 2
+  %2173 = mul nsw i64 %2172, 12544
+  %2174 = add nsw i64 18816, %2173
+  %2175 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2176 = add nsw i64 %2174, %2175
+  %2177 = add nsw i64 %2176, 32
+  %grads650 = getelementptr inbounds float, ptr %grads, i64 %2177
+  store <16 x float> %t117_c2_2649, ptr %grads650, align 4
+  %t117_c2_3651 = load <16 x float>, ptr %fc1_weight_grad.t117_c2_3, align 64
+  %2178 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2179 = add nsw i64 %2178, 2
+  %2180 = mul nsw i64 %2179, 12544
+  %2181 = add nsw i64 18816, %2180
+  %2182 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2183 = add nsw i64 %2181, %2182
+  %2184 = add nsw i64 %2183, 48
+  %grads652 = getelementptr inbounds float, ptr %grads, i64 %2184
+  store <16 x float> %t117_c2_3651, ptr %grads652, align 4
+  %t117_c3_0653 = load <16 x float>, ptr %fc1_weight_grad.t117_c3_0, align 64
+  %2185 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2186 = add nsw i64 %2185, 3
+  %2187 = mul nsw i64 %2186, 12544
+  %2188 = add nsw i64 18816, %2187
+  %2189 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2190 = add nsw i64 %2188, %2189
+  %grads654 = getelementptr inbounds float, ptr %grads, i64 %2190
+  store <16 x float> %t117_c3_0653, ptr %grads654, align 4
+  %t117_c3_1655 = load <16 x float>, ptr %fc1_weight_grad.t117_c3_1, align 64
+  %2191 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2192 = add nsw i64 %2191, 3
+  %2193 = mul nsw i64 %2192, 12544
+  %2194 = add nsw i64 18816, %2193
+  %2195 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2196 = add nsw i64 %2194, %2195
+  %2197 = add nsw i64 %2196, 16
+  %grads656 = getelementptr inbounds float, ptr %grads, i64 %2197
+  store <16 x float> %t117_c3_1655, ptr %grads656, align 4
+  %t117_c3_2657 = load <16 x float>, ptr %fc1_weight_grad.t117_c3_2, align 64
+  %2198 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2199 = add nsw i64 %2198, 3
+  %2200 = mul nsw i64 %2199, 12544
+  %2201 = add nsw i64 18816, %2200
+  %2202 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2203 = add nsw i64 %2201, %2202
+  %2204 = add nsw i64 %2203, 32
+  %grads658 = getelementptr inbounds float, ptr %grads, i64 %2204
+  store <16 x float> %t117_c3_2657, ptr %grads658, align 4
+  %t117_c3_3659 = load <16 x float>, ptr %fc1_weight_grad.t117_c3_3, align 64
+  %2205 = mul nsw i64 %fc1_weight_grad.mb116595, 4
+  %2206 = add nsw i64 %2205, 3
+  %2207 = mul nsw i64 %2206, 12544
+  %2208 = add nsw i64 18816, %2207
+  %2209 = mul nsw i64 %fc1_weight_grad.nb115594, 64
+  %2210 = add nsw i64 %2208, %2209
+  %2211 = add nsw i64 %2210, 48
+  %grads660 = getelementptr inbounds float, ptr %grads, i64 %2211
+  store <16 x float> %t117_c3_3659, ptr %grads660, align 4
+  %mb116.next = add nsw i64 %fc1_weight_grad.mb116595, 1
+  %2212 = icmp slt i64 %mb116.next, 32
+  br i1 %2212, label %fc1_weight_grad.mb116, label %fc1_weight_grad.mb116.end
 
-conv2_grad.i117.end:                              ; preds = %conv2_grad.i117
-  br label %conv2_grad.q118
+fc1_bias_grad.u119:                               ; preds = %fc1_bias_grad.n121.end, %fc1_weight_grad.nb115.end
+  %fc1_bias_grad.u119661 = phi i64 [ 0, %fc1_weight_grad.nb115.end ], [ %u119.next, %fc1_bias_grad.n121.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc120, align 4
+  br label %fc1_bias_grad.n121
 
-conv2_grad.q118:                                  ; preds = %conv2_grad.i119.end, %conv2_grad.i117.end
-  %conv2_grad.q118647 = phi i64 [ 0, %conv2_grad.i117.end ], [ %q118.next, %conv2_grad.i119.end ]
-  br label %conv2_grad.i119
+fc1_bias_grad.u119.end:                           ; preds = %fc1_bias_grad.n121.end
+  br label %flat_grad.nb122
 
-conv2_grad.q118.end:                              ; preds = %conv2_grad.i119.end
-  br label %conv2_weight_grad.i120
+fc1_bias_grad.n121:                               ; preds = %fc1_bias_grad.n121, %fc1_bias_grad.u119
+  %fc1_bias_grad.n121662 = phi i64 [ 0, %fc1_bias_grad.u119 ], [ %n121.next, %fc1_bias_grad.n121 ]
+  %acc120 = load float, ptr %fc1_bias_grad.acc120, align 4
+  %2213 = mul nsw i64 %fc1_bias_grad.n121662, 128
+  %2214 = add nsw i64 3228944, %2213
+  %2215 = add nsw i64 %2214, %fc1_bias_grad.u119661
+  %arena663 = getelementptr inbounds float, ptr %arena, i64 %2215
+  %2216 = load float, ptr %arena663, align 4
+  %2217 = fadd float %acc120, %2216
+  store float %2217, ptr %fc1_bias_grad.acc120, align 4
+  %n121.next = add nsw i64 %fc1_bias_grad.n121662, 1
+  %2218 = icmp slt i64 %n121.next, 64
+  br i1 %2218, label %fc1_bias_grad.n121, label %fc1_bias_grad.n121.end
 
-conv2_grad.i119:                                  ; preds = %conv2_grad.endif, %conv2_grad.q118
-  %conv2_grad.i119648 = phi i64 [ 0, %conv2_grad.q118 ], [ %i119.next, %conv2_grad.endif ]
-  %2072 = mul nsw i64 %conv2_grad.q118647, 196
-  %2073 = add nsw i64 %2072, %conv2_grad.i119648
-  %2074 = add nsw i64 1605632, %2073
-  %arena649 = getelementptr inbounds float, ptr %arena, i64 %2074
-  %2075 = load float, ptr %arena649, align 4
-  %2076 = fcmp ogt float %2075, 0.000000e+00
-  br i1 %2076, label %conv2_grad.then, label %conv2_grad.endif
+fc1_bias_grad.n121.end:                           ; preds = %fc1_bias_grad.n121
+  %acc120664 = load float, ptr %fc1_bias_grad.acc120, align 4
+  %2219 = add nsw i64 1624448, %fc1_bias_grad.u119661
+  %grads665 = getelementptr inbounds float, ptr %grads, i64 %2219
+  store float %acc120664, ptr %grads665, align 4
+  %u119.next = add nsw i64 %fc1_bias_grad.u119661, 1
+  %2220 = icmp slt i64 %u119.next, 128
+  br i1 %2220, label %fc1_bias_grad.u119, label %fc1_bias_grad.u119.end
 
-conv2_grad.i119.end:                              ; preds = %conv2_grad.endif
-  %q118.next = add nsw i64 %conv2_grad.q118647, 1
-  %2077 = icmp slt i64 %q118.next, 4096
-  br i1 %2077, label %conv2_grad.q118, label %conv2_grad.q118.end
+flat_grad.nb122:                                  ; preds = %flat_grad.mb123.end, %fc1_bias_grad.u119.end
+  %flat_grad.nb122666 = phi i64 [ 0, %fc1_bias_grad.u119.end ], [ %nb122.next, %flat_grad.mb123.end ]
+  br label %flat_grad.mb123
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i119
-  %2078 = mul nsw i64 %conv2_grad.q118647, 784
-  %2079 = add nsw i64 4039952, %2078
-  %2080 = mul nsw i64 %conv2_grad.q118647, 196
-  %2081 = add nsw i64 %2080, %conv2_grad.i119648
-  %2082 = add nsw i64 2408448, %2081
-  %arena650 = getelementptr inbounds float, ptr %arena, i64 %2082
-  %2083 = load float, ptr %arena650, align 4
-  %2084 = fptosi float %2083 to i64
-  %2085 = add nsw i64 %2079, %2084
-  %arena651 = getelementptr inbounds float, ptr %arena, i64 %2085
-  %2086 = load float, ptr %arena651, align 4
-  %2087 = mul nsw i64 %conv2_grad.q118647, 196
-  %2088 = add nsw i64 %2087, %conv2_grad.i119648
-  %2089 = add nsw i64 3237136, %2088
-  %arena652 = getelementptr inbounds float, ptr %arena, i64 %2089
-  %2090 = load float, ptr %arena652, align 4
-  %2091 = fadd float %2086, %2090
-  store float %2091, ptr %arena651, align 4
+flat_grad.nb122.end:                              ; preds = %flat_grad.mb123.end
+  br label %conv2_grad.i126
+
+flat_grad.mb123:                                  ; preds = %flat_grad.k125.end, %flat_grad.nb122
+  %flat_grad.mb123667 = phi i64 [ 0, %flat_grad.nb122 ], [ %mb123.next, %flat_grad.k125.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t124_c3_3, align 64
+  br label %flat_grad.k125
+
+flat_grad.mb123.end:                              ; preds = %flat_grad.k125.end
+  %nb122.next = add nsw i64 %flat_grad.nb122666, 1
+  %2221 = icmp slt i64 %nb122.next, 196
+  br i1 %2221, label %flat_grad.nb122, label %flat_grad.nb122.end
+
+flat_grad.k125:                                   ; preds = %flat_grad.k125, %flat_grad.mb123
+  %flat_grad.k125668 = phi i64 [ 0, %flat_grad.mb123 ], [ %k125.next, %flat_grad.k125 ]
+  %2222 = mul nsw i64 %flat_grad.k125668, 12544
+  %2223 = add nsw i64 18816, %2222
+  %2224 = mul nsw i64 %flat_grad.nb122666, 64
+  %2225 = add nsw i64 %2223, %2224
+  %params669 = getelementptr inbounds float, ptr %params, i64 %2225
+  %2226 = load <16 x float>, ptr %params669, align 4
+  store <16 x float> %2226, ptr %flat_grad.t124_b0, align 64
+  %2227 = mul nsw i64 %flat_grad.k125668, 12544
+  %2228 = add nsw i64 18816, %2227
+  %2229 = mul nsw i64 %flat_grad.nb122666, 64
+  %2230 = add nsw i64 %2228, %2229
+  %2231 = add nsw i64 %2230, 16
+  %params670 = getelementptr inbounds float, ptr %params, i64 %2231
+  %2232 = load <16 x float>, ptr %params670, align 4
+  store <16 x float> %2232, ptr %flat_grad.t124_b1, align 64
+  %2233 = mul nsw i64 %flat_grad.k125668, 12544
+  %2234 = add nsw i64 18816, %2233
+  %2235 = mul nsw i64 %flat_grad.nb122666, 64
+  %2236 = add nsw i64 %2234, %2235
+  %2237 = add nsw i64 %2236, 32
+  %params671 = getelementptr inbounds float, ptr %params, i64 %2237
+  %2238 = load <16 x float>, ptr %params671, align 4
+  store <16 x float> %2238, ptr %flat_grad.t124_b2, align 64
+  %2239 = mul nsw i64 %flat_grad.k125668, 12544
+  %2240 = add nsw i64 18816, %2239
+  %2241 = mul nsw i64 %flat_grad.nb122666, 64
+  %2242 = add nsw i64 %2240, %2241
+  %2243 = add nsw i64 %2242, 48
+  %params672 = getelementptr inbounds float, ptr %params, i64 %2243
+  %2244 = load <16 x float>, ptr %params672, align 4
+  store <16 x float> %2244, ptr %flat_grad.t124_b3, align 64
+  %2245 = mul nsw i64 %flat_grad.mb123667, 4
+  %2246 = mul nsw i64 %2245, 128
+  %2247 = add nsw i64 3228944, %2246
+  %2248 = add nsw i64 %2247, %flat_grad.k125668
+  %arena673 = getelementptr inbounds float, ptr %arena, i64 %2248
+  %2249 = load float, ptr %arena673, align 4
+  %2250 = insertelement <16 x float> undef, float %2249, i32 0
+  %2251 = shufflevector <16 x float> %2250, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2251, ptr %flat_grad.t124_a0, align 64
+  %t124_a0 = load <16 x float>, ptr %flat_grad.t124_a0, align 64
+  %t124_b0 = load <16 x float>, ptr %flat_grad.t124_b0, align 64
+  %t124_c0_0 = load <16 x float>, ptr %flat_grad.t124_c0_0, align 64
+  %2252 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a0, <16 x float> %t124_b0, <16 x float> %t124_c0_0)
+  store <16 x float> %2252, ptr %flat_grad.t124_c0_0, align 64
+  %t124_a0674 = load <16 x float>, ptr %flat_grad.t124_a0, align 64
+  %t124_b1 = load <16 x float>, ptr %flat_grad.t124_b1, align 64
+  %t124_c0_1 = load <16 x float>, ptr %flat_grad.t124_c0_1, align 64
+  %2253 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a0674, <16 x float> %t124_b1, <16 x float> %t124_c0_1)
+  store <16 x float> %2253, ptr %flat_grad.t124_c0_1, align 64
+  %t124_a0675 = load <16 x float>, ptr %flat_grad.t124_a0, align 64
+  %t124_b2 = load <16 x float>, ptr %flat_grad.t124_b2, align 64
+  %t124_c0_2 = load <16 x float>, ptr %flat_grad.t124_c0_2, align 64
+  %2254 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a0675, <16 x float> %t124_b2, <16 x float> %t124_c0_2)
+  store <16 x float> %2254, ptr %flat_grad.t124_c0_2, align 64
+  %t124_a0676 = load <16 x float>, ptr %flat_grad.t124_a0, align 64
+  %t124_b3 = load <16 x float>, ptr %flat_grad.t124_b3, align 64
+  %t124_c0_3 = load <16 x float>, ptr %flat_grad.t124_c0_3, align 64
+  %2255 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a0676, <16 x float> %t124_b3, <16 x float> %t124_c0_3)
+  store <16 x float> %2255, ptr %flat_grad.t124_c0_3, align 64
+  %2256 = mul nsw i64 %flat_grad.mb123667, 4
+  %2257 = add nsw i64 %2256, 1
+  %2258 = mul nsw i64 %2257, 128
+  %2259 = add nsw i64 3228944, %2258
+  %2260 = add nsw i64 %2259, %flat_grad.k125668
+  %arena677 = getelementptr inbounds float, ptr %arena, i64 %2260
+  %2261 = load float, ptr %arena677, align 4
+  %2262 = insertelement <16 x float> undef, float %2261, i32 0
+  %2263 = shufflevector <16 x float> %2262, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2263, ptr %flat_grad.t124_a1, align 64
+  %t124_a1 = load <16 x float>, ptr %flat_grad.t124_a1, align 64
+  %t124_b0678 = load <16 x float>, ptr %flat_grad.t124_b0, align 64
+  %t124_c1_0 = load <16 x float>, ptr %flat_grad.t124_c1_0, align 64
+  %2264 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a1, <16 x float> %t124_b0678, <16 x float> %t124_c1_0)
+  store <16 x float> %2264, ptr %flat_grad.t124_c1_0, align 64
+  %t124_a1679 = load <16 x float>, ptr %flat_grad.t124_a1, align 64
+  %t124_b1680 = load <16 x float>, ptr %flat_grad.t124_b1, align 64
+  %t124_c1_1 = load <16 x float>, ptr %flat_grad.t124_c1_1, align 64
+  %2265 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a1679, <16 x float> %t124_b1680, <16 x float> %t124_c1_1)
+  store <16 x float> %2265, ptr %flat_grad.t124_c1_1, align 64
+  %t124_a1681 = load <16 x float>, ptr %flat_grad.t124_a1, align 64
+  %t124_b2682 = load <16 x float>, ptr %flat_grad.t124_b2, align 64
+  %t124_c1_2 = load <16 x float>, ptr %flat_grad.t124_c1_2, align 64
+  %2266 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a1681, <16 x float> %t124_b2682, <16 x float> %t124_c1_2)
+  store <16 x float> %2266, ptr %flat_grad.t124_c1_2, align 64
+  %t124_a1683 = load <16 x float>, ptr %flat_grad.t124_a1, align 64
+  %t124_b3684 = load <16 x float>, ptr %flat_grad.t124_b3, align 64
+  %t124_c1_3 = load <16 x float>, ptr %flat_grad.t124_c1_3, align 64
+  %2267 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a1683, <16 x float> %t124_b3684, <16 x float> %t124_c1_3)
+  store <16 x float> %2267, ptr %flat_grad.t124_c1_3, align 64
+  %2268 = mul nsw i64 %flat_grad.mb123667, 4
+  %2269 = add nsw i64 %2268, 2
+  %2270 = mul nsw i64 %2269, 128
+  %2271 = add nsw i64 3228944, %2270
+  %2272 = add nsw i64 %2271, %flat_grad.k125668
+  %arena685 = getelementptr inbounds float, ptr %arena, i64 %2272
+  %2273 = load float, ptr %arena685, align 4
+  %2274 = insertelement <16 x float> undef, float %2273, i32 0
+  %2275 = shufflevector <16 x float> %2274, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2275, ptr %flat_grad.t124_a2, align 64
+  %t124_a2 = load <16 x float>, ptr %flat_grad.t124_a2, align 64
+  %t124_b0686 = load <16 x float>, ptr %flat_grad.t124_b0, align 64
+  %t124_c2_0 = load <16 x float>, ptr %flat_grad.t124_c2_0, align 64
+  %2276 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a2, <16 x float> %t124_b0686, <16 x float> %t124_c2_0)
+  store <16 x float> %2276, ptr %flat_grad.t124_c2_0, align 64
+  %t124_a2687 = load <16 x float>, ptr %flat_grad.t124_a2, align 64
+  %t124_b1688 = load <16 x float>, ptr %flat_grad.t124_b1, align 64
+  %t124_c2_1 = load <16 x float>, ptr %flat_grad.t124_c2_1, align 64
+  %2277 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a2687, <16 x float> %t124_b1688, <16 x float> %t124_c2_1)
+  store <16 x float> %2277, ptr %flat_grad.t124_c2_1, align 64
+  %t124_a2689 = load <16 x float>, ptr %flat_grad.t124_a2, align 64
+  %t124_b2690 = load <16 x float>, ptr %flat_grad.t124_b2, align 64
+  %t124_c2_2 = load <16 x float>, ptr %flat_grad.t124_c2_2, align 64
+  %2278 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a2689, <16 x float> %t124_b2690, <16 x float> %t124_c2_2)
+  store <16 x float> %2278, ptr %flat_grad.t124_c2_2, align 64
+  %t124_a2691 = load <16 x float>, ptr %flat_grad.t124_a2, align 64
+  %t124_b3692 = load <16 x float>, ptr %flat_grad.t124_b3, align 64
+  %t124_c2_3 = load <16 x float>, ptr %flat_grad.t124_c2_3, align 64
+  %2279 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a2691, <16 x float> %t124_b3692, <16 x float> %t124_c2_3)
+  store <16 x float> %2279, ptr %flat_grad.t124_c2_3, align 64
+  %2280 = mul nsw i64 %flat_grad.mb123667, 4
+  %2281 = add nsw i64 %2280, 3
+  %2282 = mul nsw i64 %2281, 128
+  %2283 = add nsw i64 3228944, %2282
+  %2284 = add nsw i64 %2283, %flat_grad.k125668
+  %arena693 = getelementptr inbounds float, ptr %arena, i64 %2284
+  %2285 = load float, ptr %arena693, align 4
+  %2286 = insertelement <16 x float> undef, float %2285, i32 0
+  %2287 = shufflevector <16 x float> %2286, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2287, ptr %flat_grad.t124_a3, align 64
+  %t124_a3 = load <16 x float>, ptr %flat_grad.t124_a3, align 64
+  %t124_b0694 = load <16 x float>, ptr %flat_grad.t124_b0, align 64
+  %t124_c3_0 = load <16 x float>, ptr %flat_grad.t124_c3_0, align 64
+  %2288 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a3, <16 x float> %t124_b0694, <16 x float> %t124_c3_0)
+  store <16 x float> %2288, ptr %flat_grad.t124_c3_0, align 64
+  %t124_a3695 = load <16 x float>, ptr %flat_grad.t124_a3, align 64
+  %t124_b1696 = load <16 x float>, ptr %flat_grad.t124_b1, align 64
+  %t124_c3_1 = load <16 x float>, ptr %flat_grad.t124_c3_1, align 64
+  %2289 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a3695, <16 x float> %t124_b1696, <16 x float> %t124_c3_1)
+  store <16 x float> %2289, ptr %flat_grad.t124_c3_1, align 64
+  %t124_a3697 = load <16 x float>, ptr %flat_grad.t124_a3, align 64
+  %t124_b2698 = load <16 x float>, ptr %flat_grad.t124_b2, align 64
+  %t124_c3_2 = load <16 x float>, ptr %flat_grad.t124_c3_2, align 64
+  %2290 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a3697, <16 x float> %t124_b2698, <16 x float> %t124_c3_2)
+  store <16 x float> %2290, ptr %flat_grad.t124_c3_2, align 64
+  %t124_a3699 = load <16 x float>, ptr %flat_grad.t124_a3, align 64
+  %t124_b3700 = load <16 x float>, ptr %flat_grad.t124_b3, align 64
+  %t124_c3_3 = load <16 x float>, ptr %flat_grad.t124_c3_3, align 64
+  %2291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a3699, <16 x float> %t124_b3700, <16 x float> %t124_c3_3)
+  store <16 x float> %2291, ptr %flat_grad.t124_c3_3, align 64
+  %k125.next = add nsw i64 %flat_grad.k125668, 1
+  %2292 = icmp slt i64 %k125.next, 128
+  br i1 %2292, label %flat_grad.k125, label %flat_grad.k125.end
+
+flat_grad.k125.end:                               ; preds = %flat_grad.k125
+  %t124_c0_0701 = load <16 x float>, ptr %flat_grad.t124_c0_0, align 64
+  %2293 = mul nsw i64 %flat_grad.mb123667, 4
+  %2294 = mul nsw i64 %2293, 12544
+  %2295 = add nsw i64 3237136, %2294
+  %2296 = mul nsw i64 %flat_grad.nb122666, 64
+  %2297 = add nsw i64 %2295, %2296
+  %arena702 = getelementptr inbounds float, ptr %arena, i64 %2297
+  store <16 x float> %t124_c0_0701, ptr %arena702, align 4
+  %t124_c0_1703 = load <16 x float>, ptr %flat_grad.t124_c0_1, align 64
+  %2298 = mul nsw i64 %flat_grad.mb123667, 4
+  %2299 = mul nsw i64 %2298, 12544
+  %2300 = add nsw i64 3237136, %2299
+  %2301 = mul nsw i64 %flat_grad.nb122666, 64
+  %2302 = add nsw i64 %2300, %2301
+  %2303 = add nsw i64 %2302, 16
+  %arena704 = getelementptr inbounds float, ptr %arena, i64 %2303
+  store <16 x float> %t124_c0_1703, ptr %arena704, align 4
+  %t124_c0_2705 = load <16 x float>, ptr %flat_grad.t124_c0_2, align 64
+  %2304 = mul nsw i64 %flat_grad.mb123667, 4
+  %2305 = mul nsw i64 %2304, 12544
+  %2306 = add nsw i64 3237136, %2305
+  %2307 = mul nsw i64 %flat_grad.nb122666, 64
+  %2308 = add nsw i64 %2306, %2307
+  %2309 = add nsw i64 %2308, 32
+  %arena706 = getelementptr inbounds float, ptr %arena, i64 %2309
+  store <16 x float> %t124_c0_2705, ptr %arena706, align 4
+  %t124_c0_3707 = load <16 x float>, ptr %flat_grad.t124_c0_3, align 64
+  %2310 = mul nsw i64 %flat_grad.mb123667, 4
+  %2311 = mul nsw i64 %2310, 12544
+  %2312 = add nsw i64 3237136, %2311
+  %2313 = mul nsw i64 %flat_grad.nb122666, 64
+  %2314 = add nsw i64 %2312, %2313
+  %2315 = add nsw i64 %2314, 48
+  %arena708 = getelementptr inbounds float, ptr %arena, i64 %2315
+  store <16 x float> %t124_c0_3707, ptr %arena708, align 4
+  %t124_c1_0709 = load <16 x float>, ptr %flat_grad.t124_c1_0, align 64
+  %2316 = mul nsw i64 %flat_grad.mb123667, 4
+  %2317 = add nsw i64 %2316, 1
+  %2318 = mul nsw i64 %2317, 12544
+  %2319 = add nsw i64 3237136, %2318
+  %2320 = mul nsw i64 %flat_grad.nb122666, 64
+  %2321 = add nsw i64 %2319, %2320
+  %arena710 = getelementptr inbounds float, ptr %arena, i64 %2321
+  store <16 x float> %t124_c1_0709, ptr %arena710, align 4
+  %t124_c1_1711 = load <16 x float>, ptr %flat_grad.t124_c1_1, align 64
+  %2322 = mul nsw i64 %flat_grad.mb123667, 4
+  %2323 = add nsw i64 %2322, 1
+  %2324 = mul nsw i64 %2323, 12544
+  %2325 = add nsw i64 3237136, %2324
+  %2326 = mul nsw i64 %flat_grad.nb122666, 64
+  %2327 = add nsw i64 %2325, %2326
+  %2328 = add nsw i64 %2327, 16
+  %arena712 = getelementptr inbounds float, ptr %arena, i64 %2328
+  store <16 x float> %t124_c1_1711, ptr %arena712, align 4
+  %t124_c1_2713 = load <16 x float>, ptr %flat_grad.t124_c1_2, align 64
+  %2329 = mul nsw i64 %flat_grad.mb123667, 4
+  %2330 = add nsw i64 %2329, 1
+  %2331 = mul nsw i64 %2330, 12544
+  %2332 = add nsw i64 3237136, %2331
+  %2333 = mul nsw i64 %flat_grad.nb122666, 64
+  %2334 = add nsw i64 %2332, %2333
+  %2335 = add nsw i64 %2334, 32
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2335
+  store <16 x float> %t124_c1_2713, ptr %arena714, align 4
+  %t124_c1_3715 = load <16 x float>, ptr %flat_grad.t124_c1_3, align 64
+  %2336 = mul nsw i64 %flat_grad.mb123667, 4
+  %2337 = add nsw i64 %2336, 1
+  %2338 = mul nsw i64 %2337, 12544
+  %2339 = add nsw i64 3237136, %2338
+  %2340 = mul nsw i64 %flat_grad.nb122666, 64
+  %2341 = add nsw i64 %2339, %2340
+  %2342 = add nsw i64 %2341, 48
+  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2342
+  store <16 x float> %t124_c1_3715, ptr %arena716, align 4
+  %t124_c2_0717 = load <16 x float>, ptr %flat_grad.t124_c2_0, align 64
+  %2343 = mul nsw i64 %flat_grad.mb123667, 4
+  %2344 = add nsw i64 %2343, 2
+  %2345 = mul nsw i64 %2344, 12544
+  %2346 = add nsw i64 3237136, %2345
+  %2347 = mul nsw i64 %flat_grad.nb122666, 64
+  %2348 = add nsw i64 %2346, %2347
+  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2348
+  store <16 x float> %t124_c2_0717, ptr %arena718, align 4
+  %t124_c2_1719 = load <16 x float>, ptr %flat_grad.t124_c2_1, align 64
+  %2349 = mul nsw i64 %flat_grad.mb123667, 4
+  %2350 = add nsw i64 %2349, 2
+  %2351 = mul nsw i64 %2350, 12544
+  %2352 = add nsw i64 3237136, %2351
+  %2353 = mul nsw i64 %flat_grad.nb122666, 64
+  %2354 = add nsw i64 %2352, %2353
+  %2355 = add nsw i64 %2354, 16
+  %arena720 = getelementptr inbounds float, ptr %arena, i64 %2355
+  store <16 x float> %t124_c2_1719, ptr %arena720, align 4
+  %t124_c2_2721 = load <16 x float>, ptr %flat_grad.t124_c2_2, align 64
+  %2356 = mul nsw i64 %flat_grad.mb123667, 4
+  %2357 = add nsw i64 %2356, 2
+  %2358 = mul nsw i64 %2357, 12544
+  %2359 = add nsw i64 3237136, %2358
+  %2360 = mul nsw i64 %flat_grad.nb122666, 64
+  %2361 = add nsw i64 %2359, %2360
+  %2362 = add nsw i64 %2361, 32
+  %arena722 = getelementptr inbounds float, ptr %arena, i64 %2362
+  store <16 x float> %t124_c2_2721, ptr %arena722, align 4
+  %t124_c2_3723 = load <16 x float>, ptr %flat_grad.t124_c2_3, align 64
+  %2363 = mul nsw i64 %flat_grad.mb123667, 4
+  %2364 = add nsw i64 %2363, 2
+  %2365 = mul nsw i64 %2364, 12544
+  %2366 = add nsw i64 3237136, %2365
+  %2367 = mul nsw i64 %flat_grad.nb122666, 64
+  %2368 = add nsw i64 %2366, %2367
+  %2369 = add nsw i64 %2368, 48
+  %arena724 = getelementptr inbounds float, ptr %arena, i64 %2369
+  store <16 x float> %t124_c2_3723, ptr %arena724, align 4
+  %t124_c3_0725 = load <16 x float>, ptr %flat_grad.t124_c3_0, align 64
+  %2370 = mul nsw i64 %flat_grad.mb123667, 4
+  %2371 = add nsw i64 %2370, 3
+  %2372 = mul nsw i64 %2371, 12544
+  %2373 = add nsw i64 3237136, %2372
+  %2374 = mul nsw i64 %flat_grad.nb122666, 64
+  %2375 = add nsw i64 %2373, %2374
+  %arena726 = getelementptr inbounds float, ptr %arena, i64 %2375
+  store <16 x float> %t124_c3_0725, ptr %arena726, align 4
+  %t124_c3_1727 = load <16 x float>, ptr %flat_grad.t124_c3_1, align 64
+  %2376 = mul nsw i64 %flat_grad.mb123667, 4
+  %2377 = add nsw i64 %2376, 3
+  %2378 = mul nsw i64 %2377, 12544
+  %2379 = add nsw i64 3237136, %2378
+  %2380 = mul nsw i64 %flat_grad.nb122666, 64
+  %2381 = add nsw i64 %2379, %2380
+  %2382 = add nsw i64 %2381, 16
+  %arena728 = getelementptr inbounds float, ptr %arena, i64 %2382
+  store <16 x float> %t124_c3_1727, ptr %arena728, align 4
+  %t124_c3_2729 = load <16 x float>, ptr %flat_grad.t124_c3_2, align 64
+  %2383 = mul nsw i64 %flat_grad.mb123667, 4
+  %2384 = add nsw i64 %2383, 3
+  %2385 = mul nsw i64 %2384, 12544
+  %2386 = add nsw i64 3237136, %2385
+  %2387 = mul nsw i64 %flat_grad.nb122666, 64
+  %2388 = add nsw i64 %2386, %2387
+  %2389 = add nsw i64 %2388, 32
+  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2389
+  store <16 x float> %t124_c3_2729, ptr %arena730, align 4
+  %t124_c3_3731 = load <16 x float>, ptr %flat_grad.t124_c3_3, align 64
+  %2390 = mul nsw i64 %flat_grad.mb123667, 4
+  %2391 = add nsw i64 %2390, 3
+  %2392 = mul nsw i64 %2391, 12544
+  %2393 = add nsw i64 3237136, %2392
+  %2394 = mul nsw i64 %flat_grad.nb122666, 64
+  %2395 = add nsw i64 %2393, %2394
+  %2396 = add nsw i64 %2395, 48
+  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2396
+  store <16 x float> %t124_c3_3731, ptr %arena732, align 4
+  %mb123.next = add nsw i64 %flat_grad.mb123667, 1
+  %2397 = icmp slt i64 %mb123.next, 16
+  br i1 %2397, label %flat_grad.mb123, label %flat_grad.mb123.end
+
+conv2_grad.i126:                                  ; preds = %conv2_grad.i126, %flat_grad.nb122.end
+  %conv2_grad.i126733 = phi i64 [ 0, %flat_grad.nb122.end ], [ %i126.next, %conv2_grad.i126 ]
+  %2398 = add nsw i64 4039952, %conv2_grad.i126733
+  %arena734 = getelementptr inbounds float, ptr %arena, i64 %2398
+  store float 0.000000e+00, ptr %arena734, align 4
+  %i126.next = add nsw i64 %conv2_grad.i126733, 1
+  %2399 = icmp slt i64 %i126.next, 3211264
+  br i1 %2399, label %conv2_grad.i126, label %conv2_grad.i126.end
+
+conv2_grad.i126.end:                              ; preds = %conv2_grad.i126
+  br label %conv2_grad.q127
+
+conv2_grad.q127:                                  ; preds = %conv2_grad.i128.end, %conv2_grad.i126.end
+  %conv2_grad.q127735 = phi i64 [ 0, %conv2_grad.i126.end ], [ %q127.next, %conv2_grad.i128.end ]
+  br label %conv2_grad.i128
+
+conv2_grad.q127.end:                              ; preds = %conv2_grad.i128.end
+  br label %conv2_weight_grad.i129
+
+conv2_grad.i128:                                  ; preds = %conv2_grad.endif, %conv2_grad.q127
+  %conv2_grad.i128736 = phi i64 [ 0, %conv2_grad.q127 ], [ %i128.next, %conv2_grad.endif ]
+  %2400 = mul nsw i64 %conv2_grad.q127735, 196
+  %2401 = add nsw i64 %2400, %conv2_grad.i128736
+  %2402 = add nsw i64 1605632, %2401
+  %arena737 = getelementptr inbounds float, ptr %arena, i64 %2402
+  %2403 = load float, ptr %arena737, align 4
+  %2404 = fcmp ogt float %2403, 0.000000e+00
+  br i1 %2404, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i128.end:                              ; preds = %conv2_grad.endif
+  %q127.next = add nsw i64 %conv2_grad.q127735, 1
+  %2405 = icmp slt i64 %q127.next, 4096
+  br i1 %2405, label %conv2_grad.q127, label %conv2_grad.q127.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i128
+  %2406 = mul nsw i64 %conv2_grad.q127735, 784
+  %2407 = add nsw i64 4039952, %2406
+  %2408 = mul nsw i64 %conv2_grad.q127735, 196
+  %2409 = add nsw i64 %2408, %conv2_grad.i128736
+  %2410 = add nsw i64 2408448, %2409
+  %arena738 = getelementptr inbounds float, ptr %arena, i64 %2410
+  %2411 = load float, ptr %arena738, align 4
+  %2412 = fptosi float %2411 to i64
+  %2413 = add nsw i64 %2407, %2412
+  %arena739 = getelementptr inbounds float, ptr %arena, i64 %2413
+  %2414 = load float, ptr %arena739, align 4
+  %2415 = mul nsw i64 %conv2_grad.q127735, 196
+  %2416 = add nsw i64 %2415, %conv2_grad.i128736
+  %2417 = add nsw i64 3237136, %2416
+  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2417
+  %2418 = load float, ptr %arena740, align 4
+  %2419 = fadd float %2414, %2418
+  store float %2419, ptr %arena739, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i119
-  %i119.next = add nsw i64 %conv2_grad.i119648, 1
-  %2092 = icmp slt i64 %i119.next, 196
-  br i1 %2092, label %conv2_grad.i119, label %conv2_grad.i119.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i128
+  %i128.next = add nsw i64 %conv2_grad.i128736, 1
+  %2420 = icmp slt i64 %i128.next, 196
+  br i1 %2420, label %conv2_grad.i128, label %conv2_grad.i128.end
 
-conv2_weight_grad.i120:                           ; preds = %conv2_weight_grad.i120, %conv2_grad.q118.end
-  %conv2_weight_grad.i120653 = phi i64 [ 0, %conv2_grad.q118.end ], [ %i120.next, %conv2_weight_grad.i120 ]
-  %2093 = add nsw i64 11666704, %conv2_weight_grad.i120653
-  %arena654 = getelementptr inbounds float, ptr %arena, i64 %2093
-  store float 0.000000e+00, ptr %arena654, align 4
-  %i120.next = add nsw i64 %conv2_weight_grad.i120653, 1
-  %2094 = icmp slt i64 %i120.next, 18432
-  br i1 %2094, label %conv2_weight_grad.i120, label %conv2_weight_grad.i120.end
+conv2_weight_grad.i129:                           ; preds = %conv2_weight_grad.i129, %conv2_grad.q127.end
+  %conv2_weight_grad.i129741 = phi i64 [ 0, %conv2_grad.q127.end ], [ %i129.next, %conv2_weight_grad.i129 ]
+  %2421 = add nsw i64 11666704, %conv2_weight_grad.i129741
+  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2421
+  store float 0.000000e+00, ptr %arena742, align 4
+  %i129.next = add nsw i64 %conv2_weight_grad.i129741, 1
+  %2422 = icmp slt i64 %i129.next, 18432
+  br i1 %2422, label %conv2_weight_grad.i129, label %conv2_weight_grad.i129.end
 
-conv2_weight_grad.i120.end:                       ; preds = %conv2_weight_grad.i120
-  br label %conv2_weight_grad.g121
+conv2_weight_grad.i129.end:                       ; preds = %conv2_weight_grad.i129
+  br label %conv2_weight_grad.g130
 
-conv2_weight_grad.g121:                           ; preds = %conv2_weight_grad.kp139.end, %conv2_weight_grad.i120.end
-  %conv2_weight_grad.g121655 = phi i64 [ 0, %conv2_weight_grad.i120.end ], [ %g121.next, %conv2_weight_grad.kp139.end ]
-  br label %conv2_weight_grad.j122
+conv2_weight_grad.g130:                           ; preds = %conv2_weight_grad.kp148.end, %conv2_weight_grad.i129.end
+  %conv2_weight_grad.g130743 = phi i64 [ 0, %conv2_weight_grad.i129.end ], [ %g130.next, %conv2_weight_grad.kp148.end ]
+  br label %conv2_weight_grad.j131
 
-conv2_weight_grad.g121.end:                       ; preds = %conv2_weight_grad.kp139.end
-  br label %conv2_weight_grad.f144
+conv2_weight_grad.g130.end:                       ; preds = %conv2_weight_grad.kp148.end
+  br label %conv2_weight_grad.f153
 
-conv2_weight_grad.j122:                           ; preds = %conv2_weight_grad.c123.end, %conv2_weight_grad.g121
-  %conv2_weight_grad.j122656 = phi i64 [ 0, %conv2_weight_grad.g121 ], [ %j122.next, %conv2_weight_grad.c123.end ]
-  br label %conv2_weight_grad.c123
+conv2_weight_grad.j131:                           ; preds = %conv2_weight_grad.c132.end, %conv2_weight_grad.g130
+  %conv2_weight_grad.j131744 = phi i64 [ 0, %conv2_weight_grad.g130 ], [ %j131.next, %conv2_weight_grad.c132.end ]
+  br label %conv2_weight_grad.c132
 
-conv2_weight_grad.j122.end:                       ; preds = %conv2_weight_grad.c123.end
-  br label %conv2_weight_grad.j136
+conv2_weight_grad.j131.end:                       ; preds = %conv2_weight_grad.c132.end
+  br label %conv2_weight_grad.j145
 
-conv2_weight_grad.c123:                           ; preds = %conv2_weight_grad.ky124.end, %conv2_weight_grad.j122
-  %conv2_weight_grad.c123657 = phi i64 [ 0, %conv2_weight_grad.j122 ], [ %c123.next, %conv2_weight_grad.ky124.end ]
-  br label %conv2_weight_grad.ky124
+conv2_weight_grad.c132:                           ; preds = %conv2_weight_grad.ky133.end, %conv2_weight_grad.j131
+  %conv2_weight_grad.c132745 = phi i64 [ 0, %conv2_weight_grad.j131 ], [ %c132.next, %conv2_weight_grad.ky133.end ]
+  br label %conv2_weight_grad.ky133
 
-conv2_weight_grad.c123.end:                       ; preds = %conv2_weight_grad.ky124.end
-  %j122.next = add nsw i64 %conv2_weight_grad.j122656, 1
-  %2095 = icmp slt i64 %j122.next, 16
-  br i1 %2095, label %conv2_weight_grad.j122, label %conv2_weight_grad.j122.end
+conv2_weight_grad.c132.end:                       ; preds = %conv2_weight_grad.ky133.end
+  %j131.next = add nsw i64 %conv2_weight_grad.j131744, 1
+  %2423 = icmp slt i64 %j131.next, 16
+  br i1 %2423, label %conv2_weight_grad.j131, label %conv2_weight_grad.j131.end
 
-conv2_weight_grad.ky124:                          ; preds = %conv2_weight_grad.oy132.end, %conv2_weight_grad.c123
-  %conv2_weight_grad.ky124658 = phi i64 [ 0, %conv2_weight_grad.c123 ], [ %ky124.next, %conv2_weight_grad.oy132.end ]
-  br label %conv2_weight_grad.oy125
+conv2_weight_grad.ky133:                          ; preds = %conv2_weight_grad.oy141.end, %conv2_weight_grad.c132
+  %conv2_weight_grad.ky133746 = phi i64 [ 0, %conv2_weight_grad.c132 ], [ %ky133.next, %conv2_weight_grad.oy141.end ]
+  br label %conv2_weight_grad.oy134
 
-conv2_weight_grad.ky124.end:                      ; preds = %conv2_weight_grad.oy132.end
-  %c123.next = add nsw i64 %conv2_weight_grad.c123657, 1
-  %2096 = icmp slt i64 %c123.next, 32
-  br i1 %2096, label %conv2_weight_grad.c123, label %conv2_weight_grad.c123.end
+conv2_weight_grad.ky133.end:                      ; preds = %conv2_weight_grad.oy141.end
+  %c132.next = add nsw i64 %conv2_weight_grad.c132745, 1
+  %2424 = icmp slt i64 %c132.next, 32
+  br i1 %2424, label %conv2_weight_grad.c132, label %conv2_weight_grad.c132.end
 
-conv2_weight_grad.oy125:                          ; preds = %conv2_weight_grad.endif670, %conv2_weight_grad.ky124
-  %conv2_weight_grad.oy125659 = phi i64 [ 0, %conv2_weight_grad.ky124 ], [ %oy125.next, %conv2_weight_grad.endif670 ]
-  %2097 = add nsw i64 %conv2_weight_grad.oy125659, %conv2_weight_grad.ky124658
-  %2098 = add nsw i64 %2097, -1
-  %2099 = icmp slt i64 -1, %2098
-  %2100 = add nsw i64 %conv2_weight_grad.oy125659, %conv2_weight_grad.ky124658
-  %2101 = add nsw i64 %2100, -1
-  %2102 = icmp slt i64 %2101, 28
-  %2103 = and i1 %2099, %2102
-  br i1 %2103, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+conv2_weight_grad.oy134:                          ; preds = %conv2_weight_grad.endif758, %conv2_weight_grad.ky133
+  %conv2_weight_grad.oy134747 = phi i64 [ 0, %conv2_weight_grad.ky133 ], [ %oy134.next, %conv2_weight_grad.endif758 ]
+  %2425 = add nsw i64 %conv2_weight_grad.oy134747, %conv2_weight_grad.ky133746
+  %2426 = add nsw i64 %2425, -1
+  %2427 = icmp slt i64 -1, %2426
+  %2428 = add nsw i64 %conv2_weight_grad.oy134747, %conv2_weight_grad.ky133746
+  %2429 = add nsw i64 %2428, -1
+  %2430 = icmp slt i64 %2429, 28
+  %2431 = and i1 %2427, %2430
+  br i1 %2431, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy125.end:                      ; preds = %conv2_weight_grad.endif670
-  br label %conv2_weight_grad.oy129
+conv2_weight_grad.oy134.end:                      ; preds = %conv2_weight_grad.endif758
+  br label %conv2_weight_grad.oy138
 
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy125
-  br label %conv2_weight_grad.ox126
-
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox127.end, %conv2_weight_grad.oy125
-  %2104 = add nsw i64 %conv2_weight_grad.oy125659, %conv2_weight_grad.ky124658
-  %2105 = add nsw i64 %2104, -1
-  %2106 = icmp slt i64 %2105, 0
-  br i1 %2106, label %conv2_weight_grad.then665, label %conv2_weight_grad.endif666
-
-conv2_weight_grad.ox126:                          ; preds = %conv2_weight_grad.ox126, %conv2_weight_grad.then
-  %conv2_weight_grad.ox126660 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox126.next, %conv2_weight_grad.ox126 ]
-  %2107 = mul nsw i64 %conv2_weight_grad.g121655, 16
-  %2108 = add nsw i64 %2107, %conv2_weight_grad.j122656
-  %2109 = mul nsw i64 %2108, 25088
-  %2110 = mul nsw i64 %conv2_weight_grad.c123657, 784
-  %2111 = add nsw i64 %2109, %2110
-  %2112 = add nsw i64 %conv2_weight_grad.oy125659, %conv2_weight_grad.ky124658
-  %2113 = add nsw i64 %2112, -1
-  %2114 = mul nsw i64 %2113, 28
-  %2115 = add nsw i64 %2111, %2114
-  %2116 = add nsw i64 %conv2_weight_grad.ox126660, 1
-  %2117 = add nsw i64 %2116, -1
-  %2118 = add nsw i64 %2115, %2117
-  %arena661 = getelementptr inbounds float, ptr %arena, i64 %2118
-  %2119 = load float, ptr %arena661, align 4
-  %2120 = mul nsw i64 %conv2_weight_grad.c123657, 3
-  %2121 = add nsw i64 %2120, %conv2_weight_grad.ky124658
-  %2122 = mul nsw i64 %2121, 3
-  %2123 = mul nsw i64 %2122, 12544
-  %2124 = add nsw i64 7251216, %2123
-  %2125 = mul nsw i64 %conv2_weight_grad.j122656, 784
-  %2126 = add nsw i64 %2124, %2125
-  %2127 = mul nsw i64 %conv2_weight_grad.oy125659, 28
-  %2128 = add nsw i64 %conv2_weight_grad.ox126660, 1
-  %2129 = add nsw i64 %2127, %2128
-  %2130 = add nsw i64 %2126, %2129
-  %arena662 = getelementptr inbounds float, ptr %arena, i64 %2130
-  store float %2119, ptr %arena662, align 4
-  %ox126.next = add nsw i64 %conv2_weight_grad.ox126660, 1
-  %2131 = icmp slt i64 %ox126.next, 27
-  br i1 %2131, label %conv2_weight_grad.ox126, label %conv2_weight_grad.ox126.end
-
-conv2_weight_grad.ox126.end:                      ; preds = %conv2_weight_grad.ox126
-  br label %conv2_weight_grad.ox127
-
-conv2_weight_grad.ox127:                          ; preds = %conv2_weight_grad.ox127, %conv2_weight_grad.ox126.end
-  %conv2_weight_grad.ox127663 = phi i64 [ 0, %conv2_weight_grad.ox126.end ], [ %ox127.next, %conv2_weight_grad.ox127 ]
-  %2132 = mul nsw i64 %conv2_weight_grad.c123657, 3
-  %2133 = add nsw i64 %2132, %conv2_weight_grad.ky124658
-  %2134 = mul nsw i64 %2133, 3
-  %2135 = mul nsw i64 %2134, 12544
-  %2136 = add nsw i64 7251216, %2135
-  %2137 = mul nsw i64 %conv2_weight_grad.j122656, 784
-  %2138 = add nsw i64 %2136, %2137
-  %2139 = mul nsw i64 %conv2_weight_grad.oy125659, 28
-  %2140 = add nsw i64 %2139, %conv2_weight_grad.ox127663
-  %2141 = add nsw i64 %2138, %2140
-  %arena664 = getelementptr inbounds float, ptr %arena, i64 %2141
-  store float 0.000000e+00, ptr %arena664, align 4
-  %ox127.next = add nsw i64 %conv2_weight_grad.ox127663, 1
-  %2142 = icmp slt i64 %ox127.next, 1
-  br i1 %2142, label %conv2_weight_grad.ox127, label %conv2_weight_grad.ox127.end
-
-conv2_weight_grad.ox127.end:                      ; preds = %conv2_weight_grad.ox127
-  br label %conv2_weight_grad.endif
-
-conv2_weight_grad.then665:                        ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.ox128
-
-conv2_weight_grad.endif666:                       ; preds = %conv2_weight_grad.ox128.end, %conv2_weight_grad.endif
-  %2143 = add nsw i64 %conv2_weight_grad.oy125659, %conv2_weight_grad.ky124658
-  %2144 = add nsw i64 %2143, -1
-  %2145 = icmp slt i64 27, %2144
-  br i1 %2145, label %conv2_weight_grad.then669, label %conv2_weight_grad.endif670
-
-conv2_weight_grad.ox128:                          ; preds = %conv2_weight_grad.ox128, %conv2_weight_grad.then665
-  %conv2_weight_grad.ox128667 = phi i64 [ 0, %conv2_weight_grad.then665 ], [ %ox128.next, %conv2_weight_grad.ox128 ]
-  %2146 = mul nsw i64 %conv2_weight_grad.c123657, 3
-  %2147 = add nsw i64 %2146, %conv2_weight_grad.ky124658
-  %2148 = mul nsw i64 %2147, 3
-  %2149 = mul nsw i64 %2148, 12544
-  %2150 = add nsw i64 7251216, %2149
-  %2151 = mul nsw i64 %conv2_weight_grad.j122656, 784
-  %2152 = add nsw i64 %2150, %2151
-  %2153 = mul nsw i64 %conv2_weight_grad.oy125659, 28
-  %2154 = add nsw i64 %2153, %conv2_weight_grad.ox128667
-  %2155 = add nsw i64 %2152, %2154
-  %arena668 = getelementptr inbounds float, ptr %arena, i64 %2155
-  store float 0.000000e+00, ptr %arena668, align 4
-  %ox128.next = add nsw i64 %conv2_weight_grad.ox128667, 1
-  %2156 = icmp slt i64 %ox128.next, 28
-  br i1 %2156, label %conv2_weight_grad.ox128, label %conv2_weight_grad.ox128.end
-
-conv2_weight_grad.ox128.end:                      ; preds = %conv2_weight_grad.ox128
-  br label %conv2_weight_grad.endif666
-
-conv2_weight_grad.then669:                        ; preds = %conv2_weight_grad.endif666
-  br label %conv2_weight_grad.ox128671
-
-conv2_weight_grad.endif670:                       ; preds = %conv2_weight_grad.ox128.end672, %conv2_weight_grad.endif666
-  %oy125.next = add nsw i64 %conv2_weight_grad.oy125659, 1
-  %2157 = icmp slt i64 %oy125.next, 28
-  br i1 %2157, label %conv2_weight_grad.oy125, label %conv2_weight_grad.oy125.end
-
-conv2_weight_grad.ox128671:                       ; preds = %conv2_weight_grad.ox128671, %conv2_weight_grad.then669
-  %conv2_weight_grad.ox128673 = phi i64 [ 0, %conv2_weight_grad.then669 ], [ %ox128.next675, %conv2_weight_grad.ox128671 ]
-  %2158 = mul nsw i64 %conv2_weight_grad.c123657, 3
-  %2159 = add nsw i64 %2158, %conv2_weight_grad.ky124658
-  %2160 = mul nsw i64 %2159, 3
-  %2161 = mul nsw i64 %2160, 12544
-  %2162 = add nsw i64 7251216, %2161
-  %2163 = mul nsw i64 %conv2_weight_grad.j122656, 784
-  %2164 = add nsw i64 %2162, %2163
-  %2165 = mul nsw i64 %conv2_weight_grad.oy125659, 28
-  %2166 = add nsw i64 %2165, %conv2_weight_grad.ox128673
-  %2167 = add nsw i64 %2164, %2166
-  %arena674 = getelementptr inbounds float, ptr %arena, i64 %2167
-  store float 0.000000e+00, ptr %arena674, align 4
-  %ox128.next675 = add nsw i64 %conv2_weight_grad.ox128673, 1
-  %2168 = icmp slt i64 %ox128.next675, 28
-  br i1 %2168, label %conv2_weight_grad.ox128671, label %conv2_weight_grad.ox128.end672
-
-conv2_weight_grad.ox128.end672:                   ; preds = %conv2_weight_grad.ox128671
-  br label %conv2_weight_grad.endif670
-
-conv2_weight_grad.oy129:                          ; preds = %conv2_weight_grad.endif687, %conv2_weight_grad.oy125.end
-  %conv2_weight_grad.oy129676 = phi i64 [ 0, %conv2_weight_grad.oy125.end ], [ %oy129.next, %conv2_weight_grad.endif687 ]
-  %2169 = add nsw i64 %conv2_weight_grad.oy129676, %conv2_weight_grad.ky124658
-  %2170 = add nsw i64 %2169, -1
-  %2171 = icmp slt i64 -1, %2170
-  %2172 = add nsw i64 %conv2_weight_grad.oy129676, %conv2_weight_grad.ky124658
-  %2173 = add nsw i64 %2172, -1
-  %2174 = icmp slt i64 %2173, 28
-  %2175 = and i1 %2171, %2174
-  br i1 %2175, label %conv2_weight_grad.then677, label %conv2_weight_grad.endif678
-
-conv2_weight_grad.oy129.end:                      ; preds = %conv2_weight_grad.endif687
-  br label %conv2_weight_grad.oy132
-
-conv2_weight_grad.then677:                        ; preds = %conv2_weight_grad.oy129
-  br label %conv2_weight_grad.ox130
-
-conv2_weight_grad.endif678:                       ; preds = %conv2_weight_grad.ox130.end, %conv2_weight_grad.oy129
-  %2176 = add nsw i64 %conv2_weight_grad.oy129676, %conv2_weight_grad.ky124658
-  %2177 = add nsw i64 %2176, -1
-  %2178 = icmp slt i64 %2177, 0
-  br i1 %2178, label %conv2_weight_grad.then682, label %conv2_weight_grad.endif683
-
-conv2_weight_grad.ox130:                          ; preds = %conv2_weight_grad.ox130, %conv2_weight_grad.then677
-  %conv2_weight_grad.ox130679 = phi i64 [ 0, %conv2_weight_grad.then677 ], [ %ox130.next, %conv2_weight_grad.ox130 ]
-  %2179 = mul nsw i64 %conv2_weight_grad.g121655, 16
-  %2180 = add nsw i64 %2179, %conv2_weight_grad.j122656
-  %2181 = mul nsw i64 %2180, 25088
-  %2182 = mul nsw i64 %conv2_weight_grad.c123657, 784
-  %2183 = add nsw i64 %2181, %2182
-  %2184 = add nsw i64 %conv2_weight_grad.oy129676, %conv2_weight_grad.ky124658
-  %2185 = add nsw i64 %2184, -1
-  %2186 = mul nsw i64 %2185, 28
-  %2187 = add nsw i64 %2183, %2186
-  %2188 = add nsw i64 %2187, %conv2_weight_grad.ox130679
-  %arena680 = getelementptr inbounds float, ptr %arena, i64 %2188
-  %2189 = load float, ptr %arena680, align 4
-  %2190 = mul nsw i64 %conv2_weight_grad.c123657, 3
-  %2191 = add nsw i64 %2190, %conv2_weight_grad.ky124658
-  %2192 = mul nsw i64 %2191, 3
-  %2193 = add nsw i64 %2192, 1
-  %2194 = mul nsw i64 %2193, 12544
-  %2195 = add nsw i64 7251216, %2194
-  %2196 = mul nsw i64 %conv2_weight_grad.j122656, 784
-  %2197 = add nsw i64 %2195, %2196
-  %2198 = mul nsw i64 %conv2_weight_grad.oy129676, 28
-  %2199 = add nsw i64 %2198, %conv2_weight_grad.ox130679
-  %2200 = add nsw i64 %2197, %2199
-  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2200
-  store float %2189, ptr %arena681, align 4
-  %ox130.next = add nsw i64 %conv2_weight_grad.ox130679, 1
-  %2201 = icmp slt i64 %ox130.next, 28
-  br i1 %2201, label %conv2_weight_grad.ox130, label %conv2_weight_grad.ox130.end
-
-conv2_weight_grad.ox130.end:                      ; preds = %conv2_weight_grad.ox130
-  br label %conv2_weight_grad.endif678
-
-conv2_weight_grad.then682:                        ; preds = %conv2_weight_grad.endif678
-  br label %conv2_weight_grad.ox131
-
-conv2_weight_grad.endif683:                       ; preds = %conv2_weight_grad.ox131.end, %conv2_weight_grad.endif678
-  %2202 = add nsw i64 %conv2_weight_grad.oy129676, %conv2_weight_grad.ky124658
-  %2203 = add nsw i64 %2202, -1
-  %2204 = icmp slt i64 27, %2203
-  br i1 %2204, label %conv2_weight_grad.then686, label %conv2_weight_grad.endif687
-
-conv2_weight_grad.ox131:                          ; preds = %conv2_weight_grad.ox131, %conv2_weight_grad.then682
-  %conv2_weight_grad.ox131684 = phi i64 [ 0, %conv2_weight_grad.then682 ], [ %ox131.next, %conv2_weight_grad.ox131 ]
-  %2205 = mul nsw i64 %conv2_weight_grad.c123657, 3
-  %2206 = add nsw i64 %2205, %conv2_weight_grad.ky124658
-  %2207 = mul nsw i64 %2206, 3
-  %2208 = add nsw i64 %2207, 1
-  %2209 = mul nsw i64 %2208, 12544
-  %2210 = add nsw i64 7251216, %2209
-  %2211 = mul nsw i64 %conv2_weight_grad.j122656, 784
-  %2212 = add nsw i64 %2210, %2211
-  %2213 = mul nsw i64 %conv2_weight_grad.oy129676, 28
-  %2214 = add nsw i64 %2213, %conv2_weight_grad.ox131684
-  %2215 = add nsw i64 %2212, %2214
-  %arena685 = getelementptr inbounds float, ptr %arena, i64 %2215
-  store float 0.000000e+00, ptr %arena685, align 4
-  %ox131.next = add nsw i64 %conv2_weight_grad.ox131684, 1
-  %2216 = icmp slt i64 %ox131.next, 28
-  br i1 %2216, label %conv2_weight_grad.ox131, label %conv2_weight_grad.ox131.end
-
-conv2_weight_grad.ox131.end:                      ; preds = %conv2_weight_grad.ox131
-  br label %conv2_weight_grad.endif683
-
-conv2_weight_grad.then686:                        ; preds = %conv2_weight_grad.endif683
-  br label %conv2_weight_grad.ox131688
-
-conv2_weight_grad.endif687:                       ; preds = %conv2_weight_grad.ox131.end689, %conv2_weight_grad.endif683
-  %oy129.next = add nsw i64 %conv2_weight_grad.oy129676, 1
-  %2217 = icmp slt i64 %oy129.next, 28
-  br i1 %2217, label %conv2_weight_grad.oy129, label %conv2_weight_grad.oy129.end
-
-conv2_weight_grad.ox131688:                       ; preds = %conv2_weight_grad.ox131688, %conv2_weight_grad.then686
-  %conv2_weight_grad.ox131690 = phi i64 [ 0, %conv2_weight_grad.then686 ], [ %ox131.next692, %conv2_weight_grad.ox131688 ]
-  %2218 = mul nsw i64 %conv2_weight_grad.c123657, 3
-  %2219 = add nsw i64 %2218, %conv2_weight_grad.ky124658
-  %2220 = mul nsw i64 %2219, 3
-  %2221 = add nsw i64 %2220, 1
-  %2222 = mul nsw i64 %2221, 12544
-  %2223 = add nsw i64 7251216, %2222
-  %2224 = mul nsw i64 %conv2_weight_grad.j122656, 784
-  %2225 = add nsw i64 %2223, %2224
-  %2226 = mul nsw i64 %conv2_weight_grad.oy129676, 28
-  %2227 = add nsw i64 %2226, %conv2_weight_grad.ox131690
-  %2228 = add nsw i64 %2225, %2227
-  %arena691 = getelementptr inbounds float, ptr %arena, i64 %2228
-  store float 0.000000e+00, ptr %arena691, align 4
-  %ox131.next692 = add nsw i64 %conv2_weight_grad.ox131690, 1
-  %2229 = icmp slt i64 %ox131.next692, 28
-  br i1 %2229, label %conv2_weight_grad.ox131688, label %conv2_weight_grad.ox131.end689
-
-conv2_weight_grad.ox131.end689:                   ; preds = %conv2_weight_grad.ox131688
-  br label %conv2_weight_grad.endif687
-
-conv2_weight_grad.oy132:                          ; preds = %conv2_weight_grad.endif706, %conv2_weight_grad.oy129.end
-  %conv2_weight_grad.oy132693 = phi i64 [ 0, %conv2_weight_grad.oy129.end ], [ %oy132.next, %conv2_weight_grad.endif706 ]
-  %2230 = add nsw i64 %conv2_weight_grad.oy132693, %conv2_weight_grad.ky124658
-  %2231 = add nsw i64 %2230, -1
-  %2232 = icmp slt i64 -1, %2231
-  %2233 = add nsw i64 %conv2_weight_grad.oy132693, %conv2_weight_grad.ky124658
-  %2234 = add nsw i64 %2233, -1
-  %2235 = icmp slt i64 %2234, 28
-  %2236 = and i1 %2232, %2235
-  br i1 %2236, label %conv2_weight_grad.then694, label %conv2_weight_grad.endif695
-
-conv2_weight_grad.oy132.end:                      ; preds = %conv2_weight_grad.endif706
-  %ky124.next = add nsw i64 %conv2_weight_grad.ky124658, 1
-  %2237 = icmp slt i64 %ky124.next, 3
-  br i1 %2237, label %conv2_weight_grad.ky124, label %conv2_weight_grad.ky124.end
-
-conv2_weight_grad.then694:                        ; preds = %conv2_weight_grad.oy132
-  br label %conv2_weight_grad.ox133
-
-conv2_weight_grad.endif695:                       ; preds = %conv2_weight_grad.ox134.end, %conv2_weight_grad.oy132
-  %2238 = add nsw i64 %conv2_weight_grad.oy132693, %conv2_weight_grad.ky124658
-  %2239 = add nsw i64 %2238, -1
-  %2240 = icmp slt i64 %2239, 0
-  br i1 %2240, label %conv2_weight_grad.then701, label %conv2_weight_grad.endif702
-
-conv2_weight_grad.ox133:                          ; preds = %conv2_weight_grad.ox133, %conv2_weight_grad.then694
-  %conv2_weight_grad.ox133696 = phi i64 [ 0, %conv2_weight_grad.then694 ], [ %ox133.next, %conv2_weight_grad.ox133 ]
-  %2241 = mul nsw i64 %conv2_weight_grad.g121655, 16
-  %2242 = add nsw i64 %2241, %conv2_weight_grad.j122656
-  %2243 = mul nsw i64 %2242, 25088
-  %2244 = mul nsw i64 %conv2_weight_grad.c123657, 784
-  %2245 = add nsw i64 %2243, %2244
-  %2246 = add nsw i64 %conv2_weight_grad.oy132693, %conv2_weight_grad.ky124658
-  %2247 = add nsw i64 %2246, -1
-  %2248 = mul nsw i64 %2247, 28
-  %2249 = add nsw i64 %2245, %2248
-  %2250 = add nsw i64 %conv2_weight_grad.ox133696, 1
-  %2251 = add nsw i64 %2249, %2250
-  %arena697 = getelementptr inbounds float, ptr %arena, i64 %2251
-  %2252 = load float, ptr %arena697, align 4
-  %2253 = mul nsw i64 %conv2_weight_grad.c123657, 3
-  %2254 = add nsw i64 %2253, %conv2_weight_grad.ky124658
-  %2255 = mul nsw i64 %2254, 3
-  %2256 = add nsw i64 %2255, 2
-  %2257 = mul nsw i64 %2256, 12544
-  %2258 = add nsw i64 7251216, %2257
-  %2259 = mul nsw i64 %conv2_weight_grad.j122656, 784
-  %2260 = add nsw i64 %2258, %2259
-  %2261 = mul nsw i64 %conv2_weight_grad.oy132693, 28
-  %2262 = add nsw i64 %2261, %conv2_weight_grad.ox133696
-  %2263 = add nsw i64 %2260, %2262
-  %arena698 = getelementptr inbounds float, ptr %arena, i64 %2263
-  store float %2252, ptr %arena698, align 4
-  %ox133.next = add nsw i64 %conv2_weight_grad.ox133696, 1
-  %2264 = icmp slt i64 %ox133.next, 27
-  br i1 %2264, label %conv2_weight_grad.ox133, label %conv2_weight_grad.ox133.end
-
-conv2_weight_grad.ox133.end:                      ; preds = %conv2_weight_grad.ox133
-  br label %conv2_weight_grad.ox134
-
-conv2_weight_grad.ox134:                          ; preds = %conv2_weight_grad.ox134, %conv2_weight_grad.ox133.end
-  %conv2_weight_grad.ox134699 = phi i64 [ 0, %conv2_weight_grad.ox133.end ], [ %ox134.next, %conv2_weight_grad.ox134 ]
-  %2265 = mul nsw i64 %conv2_weight_grad.c123657, 3
-  %2266 = add nsw i64 %2265, %conv2_weight_grad.ky124658
-  %2267 = mul nsw i64 %2266, 3
-  %2268 = add nsw i64 %2267, 2
-  %2269 = mul nsw i64 %2268, 12544
-  %2270 = add nsw i64 7251216, %2269
-  %2271 = mul nsw i64 %conv2_weight_grad.j122656, 784
-  %2272 = add nsw i64 %2270, %2271
-  %2273 = mul nsw i64 %conv2_weight_grad.oy132693, 28
-  %2274 = add nsw i64 %conv2_weight_grad.ox134699, 27
-  %2275 = add nsw i64 %2273, %2274
-  %2276 = add nsw i64 %2272, %2275
-  %arena700 = getelementptr inbounds float, ptr %arena, i64 %2276
-  store float 0.000000e+00, ptr %arena700, align 4
-  %ox134.next = add nsw i64 %conv2_weight_grad.ox134699, 1
-  %2277 = icmp slt i64 %ox134.next, 1
-  br i1 %2277, label %conv2_weight_grad.ox134, label %conv2_weight_grad.ox134.end
-
-conv2_weight_grad.ox134.end:                      ; preds = %conv2_weight_grad.ox134
-  br label %conv2_weight_grad.endif695
-
-conv2_weight_grad.then701:                        ; preds = %conv2_weight_grad.endif695
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy134
   br label %conv2_weight_grad.ox135
 
-conv2_weight_grad.endif702:                       ; preds = %conv2_weight_grad.ox135.end, %conv2_weight_grad.endif695
-  %2278 = add nsw i64 %conv2_weight_grad.oy132693, %conv2_weight_grad.ky124658
-  %2279 = add nsw i64 %2278, -1
-  %2280 = icmp slt i64 27, %2279
-  br i1 %2280, label %conv2_weight_grad.then705, label %conv2_weight_grad.endif706
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox136.end, %conv2_weight_grad.oy134
+  %2432 = add nsw i64 %conv2_weight_grad.oy134747, %conv2_weight_grad.ky133746
+  %2433 = add nsw i64 %2432, -1
+  %2434 = icmp slt i64 %2433, 0
+  br i1 %2434, label %conv2_weight_grad.then753, label %conv2_weight_grad.endif754
 
-conv2_weight_grad.ox135:                          ; preds = %conv2_weight_grad.ox135, %conv2_weight_grad.then701
-  %conv2_weight_grad.ox135703 = phi i64 [ 0, %conv2_weight_grad.then701 ], [ %ox135.next, %conv2_weight_grad.ox135 ]
-  %2281 = mul nsw i64 %conv2_weight_grad.c123657, 3
-  %2282 = add nsw i64 %2281, %conv2_weight_grad.ky124658
-  %2283 = mul nsw i64 %2282, 3
-  %2284 = add nsw i64 %2283, 2
-  %2285 = mul nsw i64 %2284, 12544
-  %2286 = add nsw i64 7251216, %2285
-  %2287 = mul nsw i64 %conv2_weight_grad.j122656, 784
-  %2288 = add nsw i64 %2286, %2287
-  %2289 = mul nsw i64 %conv2_weight_grad.oy132693, 28
-  %2290 = add nsw i64 %2289, %conv2_weight_grad.ox135703
-  %2291 = add nsw i64 %2288, %2290
-  %arena704 = getelementptr inbounds float, ptr %arena, i64 %2291
-  store float 0.000000e+00, ptr %arena704, align 4
-  %ox135.next = add nsw i64 %conv2_weight_grad.ox135703, 1
-  %2292 = icmp slt i64 %ox135.next, 28
-  br i1 %2292, label %conv2_weight_grad.ox135, label %conv2_weight_grad.ox135.end
+conv2_weight_grad.ox135:                          ; preds = %conv2_weight_grad.ox135, %conv2_weight_grad.then
+  %conv2_weight_grad.ox135748 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox135.next, %conv2_weight_grad.ox135 ]
+  %2435 = mul nsw i64 %conv2_weight_grad.g130743, 16
+  %2436 = add nsw i64 %2435, %conv2_weight_grad.j131744
+  %2437 = mul nsw i64 %2436, 25088
+  %2438 = mul nsw i64 %conv2_weight_grad.c132745, 784
+  %2439 = add nsw i64 %2437, %2438
+  %2440 = add nsw i64 %conv2_weight_grad.oy134747, %conv2_weight_grad.ky133746
+  %2441 = add nsw i64 %2440, -1
+  %2442 = mul nsw i64 %2441, 28
+  %2443 = add nsw i64 %2439, %2442
+  %2444 = add nsw i64 %conv2_weight_grad.ox135748, 1
+  %2445 = add nsw i64 %2444, -1
+  %2446 = add nsw i64 %2443, %2445
+  %arena749 = getelementptr inbounds float, ptr %arena, i64 %2446
+  %2447 = load float, ptr %arena749, align 4
+  %2448 = mul nsw i64 %conv2_weight_grad.c132745, 3
+  %2449 = add nsw i64 %2448, %conv2_weight_grad.ky133746
+  %2450 = mul nsw i64 %2449, 3
+  %2451 = mul nsw i64 %2450, 12544
+  %2452 = add nsw i64 7251216, %2451
+  %2453 = mul nsw i64 %conv2_weight_grad.j131744, 784
+  %2454 = add nsw i64 %2452, %2453
+  %2455 = mul nsw i64 %conv2_weight_grad.oy134747, 28
+  %2456 = add nsw i64 %conv2_weight_grad.ox135748, 1
+  %2457 = add nsw i64 %2455, %2456
+  %2458 = add nsw i64 %2454, %2457
+  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2458
+  store float %2447, ptr %arena750, align 4
+  %ox135.next = add nsw i64 %conv2_weight_grad.ox135748, 1
+  %2459 = icmp slt i64 %ox135.next, 27
+  br i1 %2459, label %conv2_weight_grad.ox135, label %conv2_weight_grad.ox135.end
 
 conv2_weight_grad.ox135.end:                      ; preds = %conv2_weight_grad.ox135
-  br label %conv2_weight_grad.endif702
+  br label %conv2_weight_grad.ox136
 
-conv2_weight_grad.then705:                        ; preds = %conv2_weight_grad.endif702
-  br label %conv2_weight_grad.ox135707
+conv2_weight_grad.ox136:                          ; preds = %conv2_weight_grad.ox136, %conv2_weight_grad.ox135.end
+  %conv2_weight_grad.ox136751 = phi i64 [ 0, %conv2_weight_grad.ox135.end ], [ %ox136.next, %conv2_weight_grad.ox136 ]
+  %2460 = mul nsw i64 %conv2_weight_grad.c132745, 3
+  %2461 = add nsw i64 %2460, %conv2_weight_grad.ky133746
+  %2462 = mul nsw i64 %2461, 3
+  %2463 = mul nsw i64 %2462, 12544
+  %2464 = add nsw i64 7251216, %2463
+  %2465 = mul nsw i64 %conv2_weight_grad.j131744, 784
+  %2466 = add nsw i64 %2464, %2465
+  %2467 = mul nsw i64 %conv2_weight_grad.oy134747, 28
+  %2468 = add nsw i64 %2467, %conv2_weight_grad.ox136751
+  %2469 = add nsw i64 %2466, %2468
+  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2469
+  store float 0.000000e+00, ptr %arena752, align 4
+  %ox136.next = add nsw i64 %conv2_weight_grad.ox136751, 1
+  %2470 = icmp slt i64 %ox136.next, 1
+  br i1 %2470, label %conv2_weight_grad.ox136, label %conv2_weight_grad.ox136.end
 
-conv2_weight_grad.endif706:                       ; preds = %conv2_weight_grad.ox135.end708, %conv2_weight_grad.endif702
-  %oy132.next = add nsw i64 %conv2_weight_grad.oy132693, 1
-  %2293 = icmp slt i64 %oy132.next, 28
-  br i1 %2293, label %conv2_weight_grad.oy132, label %conv2_weight_grad.oy132.end
+conv2_weight_grad.ox136.end:                      ; preds = %conv2_weight_grad.ox136
+  br label %conv2_weight_grad.endif
 
-conv2_weight_grad.ox135707:                       ; preds = %conv2_weight_grad.ox135707, %conv2_weight_grad.then705
-  %conv2_weight_grad.ox135709 = phi i64 [ 0, %conv2_weight_grad.then705 ], [ %ox135.next711, %conv2_weight_grad.ox135707 ]
-  %2294 = mul nsw i64 %conv2_weight_grad.c123657, 3
-  %2295 = add nsw i64 %2294, %conv2_weight_grad.ky124658
-  %2296 = mul nsw i64 %2295, 3
-  %2297 = add nsw i64 %2296, 2
-  %2298 = mul nsw i64 %2297, 12544
-  %2299 = add nsw i64 7251216, %2298
-  %2300 = mul nsw i64 %conv2_weight_grad.j122656, 784
-  %2301 = add nsw i64 %2299, %2300
-  %2302 = mul nsw i64 %conv2_weight_grad.oy132693, 28
-  %2303 = add nsw i64 %2302, %conv2_weight_grad.ox135709
-  %2304 = add nsw i64 %2301, %2303
-  %arena710 = getelementptr inbounds float, ptr %arena, i64 %2304
-  store float 0.000000e+00, ptr %arena710, align 4
-  %ox135.next711 = add nsw i64 %conv2_weight_grad.ox135709, 1
-  %2305 = icmp slt i64 %ox135.next711, 28
-  br i1 %2305, label %conv2_weight_grad.ox135707, label %conv2_weight_grad.ox135.end708
+conv2_weight_grad.then753:                        ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.ox137
 
-conv2_weight_grad.ox135.end708:                   ; preds = %conv2_weight_grad.ox135707
-  br label %conv2_weight_grad.endif706
+conv2_weight_grad.endif754:                       ; preds = %conv2_weight_grad.ox137.end, %conv2_weight_grad.endif
+  %2471 = add nsw i64 %conv2_weight_grad.oy134747, %conv2_weight_grad.ky133746
+  %2472 = add nsw i64 %2471, -1
+  %2473 = icmp slt i64 27, %2472
+  br i1 %2473, label %conv2_weight_grad.then757, label %conv2_weight_grad.endif758
 
-conv2_weight_grad.j136:                           ; preds = %conv2_weight_grad.i137.end, %conv2_weight_grad.j122.end
-  %conv2_weight_grad.j136712 = phi i64 [ 0, %conv2_weight_grad.j122.end ], [ %j136.next, %conv2_weight_grad.i137.end ]
-  br label %conv2_weight_grad.i137
-
-conv2_weight_grad.j136.end:                       ; preds = %conv2_weight_grad.i137.end
-  br label %conv2_weight_grad.kp139
-
-conv2_weight_grad.i137:                           ; preds = %conv2_weight_grad.f138.end, %conv2_weight_grad.j136
-  %conv2_weight_grad.i137713 = phi i64 [ 0, %conv2_weight_grad.j136 ], [ %i137.next, %conv2_weight_grad.f138.end ]
-  br label %conv2_weight_grad.f138
-
-conv2_weight_grad.i137.end:                       ; preds = %conv2_weight_grad.f138.end
-  %j136.next = add nsw i64 %conv2_weight_grad.j136712, 1
-  %2306 = icmp slt i64 %j136.next, 16
-  br i1 %2306, label %conv2_weight_grad.j136, label %conv2_weight_grad.j136.end
-
-conv2_weight_grad.f138:                           ; preds = %conv2_weight_grad.f138, %conv2_weight_grad.i137
-  %conv2_weight_grad.f138714 = phi i64 [ 0, %conv2_weight_grad.i137 ], [ %f138.next, %conv2_weight_grad.f138 ]
-  %2307 = mul nsw i64 %conv2_weight_grad.g121655, 16
-  %2308 = add nsw i64 %2307, %conv2_weight_grad.j136712
-  %2309 = mul nsw i64 %2308, 50176
-  %2310 = add nsw i64 4039952, %2309
-  %2311 = mul nsw i64 %conv2_weight_grad.f138714, 784
-  %2312 = add nsw i64 %2310, %2311
-  %2313 = add nsw i64 %2312, %conv2_weight_grad.i137713
-  %arena715 = getelementptr inbounds float, ptr %arena, i64 %2313
-  %2314 = load float, ptr %arena715, align 4
-  %2315 = mul nsw i64 %conv2_weight_grad.j136712, 784
-  %2316 = add nsw i64 %2315, %conv2_weight_grad.i137713
-  %2317 = mul nsw i64 %2316, 64
-  %2318 = add nsw i64 10863888, %2317
-  %2319 = add nsw i64 %2318, %conv2_weight_grad.f138714
-  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2319
-  store float %2314, ptr %arena716, align 4
-  %f138.next = add nsw i64 %conv2_weight_grad.f138714, 1
-  %2320 = icmp slt i64 %f138.next, 64
-  br i1 %2320, label %conv2_weight_grad.f138, label %conv2_weight_grad.f138.end
-
-conv2_weight_grad.f138.end:                       ; preds = %conv2_weight_grad.f138
-  %i137.next = add nsw i64 %conv2_weight_grad.i137713, 1
-  %2321 = icmp slt i64 %i137.next, 784
-  br i1 %2321, label %conv2_weight_grad.i137, label %conv2_weight_grad.i137.end
-
-conv2_weight_grad.kp139:                          ; preds = %conv2_weight_grad.nb140.end, %conv2_weight_grad.j136.end
-  %conv2_weight_grad.kp139717 = phi i64 [ 0, %conv2_weight_grad.j136.end ], [ %kp139.next, %conv2_weight_grad.nb140.end ]
-  br label %conv2_weight_grad.nb140
-
-conv2_weight_grad.kp139.end:                      ; preds = %conv2_weight_grad.nb140.end
-  %g121.next = add nsw i64 %conv2_weight_grad.g121655, 1
-  %2322 = icmp slt i64 %g121.next, 4
-  br i1 %2322, label %conv2_weight_grad.g121, label %conv2_weight_grad.g121.end
-
-conv2_weight_grad.nb140:                          ; preds = %conv2_weight_grad.mb141.end, %conv2_weight_grad.kp139
-  %conv2_weight_grad.nb140718 = phi i64 [ 0, %conv2_weight_grad.kp139 ], [ %nb140.next, %conv2_weight_grad.mb141.end ]
-  br label %conv2_weight_grad.mb141
-
-conv2_weight_grad.nb140.end:                      ; preds = %conv2_weight_grad.mb141.end
-  %kp139.next = add nsw i64 %conv2_weight_grad.kp139717, 1
-  %2323 = icmp slt i64 %kp139.next, 49
-  br i1 %2323, label %conv2_weight_grad.kp139, label %conv2_weight_grad.kp139.end
-
-conv2_weight_grad.mb141:                          ; preds = %conv2_weight_grad.k143.end, %conv2_weight_grad.nb140
-  %conv2_weight_grad.mb141719 = phi i64 [ 0, %conv2_weight_grad.nb140 ], [ %mb141.next, %conv2_weight_grad.k143.end ]
-  %2324 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2325 = mul nsw i64 %2324, 64
-  %2326 = add nsw i64 11666704, %2325
-  %2327 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2328 = add nsw i64 %2326, %2327
-  %arena720 = getelementptr inbounds float, ptr %arena, i64 %2328
-  %2329 = load <16 x float>, ptr %arena720, align 4
-  store <16 x float> %2329, ptr %conv2_weight_grad.t142_c0_0, align 64
-  %2330 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2331 = mul nsw i64 %2330, 64
-  %2332 = add nsw i64 11666704, %2331
-  %2333 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2334 = add nsw i64 %2332, %2333
-  %2335 = add nsw i64 %2334, 16
-  %arena721 = getelementptr inbounds float, ptr %arena, i64 %2335
-  %2336 = load <16 x float>, ptr %arena721, align 4
-  store <16 x float> %2336, ptr %conv2_weight_grad.t142_c0_1, align 64
-  %2337 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2338 = mul nsw i64 %2337, 64
-  %2339 = add nsw i64 11666704, %2338
-  %2340 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2341 = add nsw i64 %2339, %2340
-  %2342 = add nsw i64 %2341, 32
-  %arena722 = getelementptr inbounds float, ptr %arena, i64 %2342
-  %2343 = load <16 x float>, ptr %arena722, align 4
-  store <16 x float> %2343, ptr %conv2_weight_grad.t142_c0_2, align 64
-  %2344 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2345 = mul nsw i64 %2344, 64
-  %2346 = add nsw i64 11666704, %2345
-  %2347 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2348 = add nsw i64 %2346, %2347
-  %2349 = add nsw i64 %2348, 48
-  %arena723 = getelementptr inbounds float, ptr %arena, i64 %2349
-  %2350 = load <16 x float>, ptr %arena723, align 4
-  store <16 x float> %2350, ptr %conv2_weight_grad.t142_c0_3, align 64
-  %2351 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2352 = add nsw i64 %2351, 1
-  %2353 = mul nsw i64 %2352, 64
-  %2354 = add nsw i64 11666704, %2353
-  %2355 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2356 = add nsw i64 %2354, %2355
-  %arena724 = getelementptr inbounds float, ptr %arena, i64 %2356
-  %2357 = load <16 x float>, ptr %arena724, align 4
-  store <16 x float> %2357, ptr %conv2_weight_grad.t142_c1_0, align 64
-  %2358 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2359 = add nsw i64 %2358, 1
-  %2360 = mul nsw i64 %2359, 64
-  %2361 = add nsw i64 11666704, %2360
-  %2362 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2363 = add nsw i64 %2361, %2362
-  %2364 = add nsw i64 %2363, 16
-  %arena725 = getelementptr inbounds float, ptr %arena, i64 %2364
-  %2365 = load <16 x float>, ptr %arena725, align 4
-  store <16 x float> %2365, ptr %conv2_weight_grad.t142_c1_1, align 64
-  %2366 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2367 = add nsw i64 %2366, 1
-  %2368 = mul nsw i64 %2367, 64
-  %2369 = add nsw i64 11666704, %2368
-  %2370 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2371 = add nsw i64 %2369, %2370
-  %2372 = add nsw i64 %2371, 32
-  %arena726 = getelementptr inbounds float, ptr %arena, i64 %2372
-  %2373 = load <16 x float>, ptr %arena726, align 4
-  store <16 x float> %2373, ptr %conv2_weight_grad.t142_c1_2, align 64
-  %2374 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2375 = add nsw i64 %2374, 1
-  %2376 = mul nsw i64 %2375, 64
-  %2377 = add nsw i64 11666704, %2376
-  %2378 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2379 = add nsw i64 %2377, %2378
-  %2380 = add nsw i64 %2379, 48
-  %arena727 = getelementptr inbounds float, ptr %arena, i64 %2380
-  %2381 = load <16 x float>, ptr %arena727, align 4
-  store <16 x float> %2381, ptr %conv2_weight_grad.t142_c1_3, align 64
-  %2382 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2383 = add nsw i64 %2382, 2
-  %2384 = mul nsw i64 %2383, 64
-  %2385 = add nsw i64 11666704, %2384
-  %2386 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2387 = add nsw i64 %2385, %2386
-  %arena728 = getelementptr inbounds float, ptr %arena, i64 %2387
-  %2388 = load <16 x float>, ptr %arena728, align 4
-  store <16 x float> %2388, ptr %conv2_weight_grad.t142_c2_0, align 64
-  %2389 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2390 = add nsw i64 %2389, 2
-  %2391 = mul nsw i64 %2390, 64
-  %2392 = add nsw i64 11666704, %2391
-  %2393 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2394 = add nsw i64 %2392, %2393
-  %2395 = add nsw i64 %2394, 16
-  %arena729 = getelementptr inbounds float, ptr %arena, i64 %2395
-  %2396 = load <16 x float>, ptr %arena729, align 4
-  store <16 x float> %2396, ptr %conv2_weight_grad.t142_c2_1, align 64
-  %2397 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2398 = add nsw i64 %2397, 2
-  %2399 = mul nsw i64 %2398, 64
-  %2400 = add nsw i64 11666704, %2399
-  %2401 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2402 = add nsw i64 %2400, %2401
-  %2403 = add nsw i64 %2402, 32
-  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2403
-  %2404 = load <16 x float>, ptr %arena730, align 4
-  store <16 x float> %2404, ptr %conv2_weight_grad.t142_c2_2, align 64
-  %2405 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2406 = add nsw i64 %2405, 2
-  %2407 = mul nsw i64 %2406, 64
-  %2408 = add nsw i64 11666704, %2407
-  %2409 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2410 = add nsw i64 %2408, %2409
-  %2411 = add nsw i64 %2410, 48
-  %arena731 = getelementptr inbounds float, ptr %arena, i64 %2411
-  %2412 = load <16 x float>, ptr %arena731, align 4
-  store <16 x float> %2412, ptr %conv2_weight_grad.t142_c2_3, align 64
-  %2413 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2414 = add nsw i64 %2413, 3
-  %2415 = mul nsw i64 %2414, 64
-  %2416 = add nsw i64 11666704, %2415
-  %2417 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2418 = add nsw i64 %2416, %2417
-  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2418
-  %2419 = load <16 x float>, ptr %arena732, align 4
-  store <16 x float> %2419, ptr %conv2_weight_grad.t142_c3_0, align 64
-  %2420 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2421 = add nsw i64 %2420, 3
-  %2422 = mul nsw i64 %2421, 64
-  %2423 = add nsw i64 11666704, %2422
-  %2424 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2425 = add nsw i64 %2423, %2424
-  %2426 = add nsw i64 %2425, 16
-  %arena733 = getelementptr inbounds float, ptr %arena, i64 %2426
-  %2427 = load <16 x float>, ptr %arena733, align 4
-  store <16 x float> %2427, ptr %conv2_weight_grad.t142_c3_1, align 64
-  %2428 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2429 = add nsw i64 %2428, 3
-  %2430 = mul nsw i64 %2429, 64
-  %2431 = add nsw i64 11666704, %2430
-  %2432 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2433 = add nsw i64 %2431, %2432
-  %2434 = add nsw i64 %2433, 32
-  %arena734 = getelementptr inbounds float, ptr %arena, i64 %2434
-  %2435 = load <16 x float>, ptr %arena734, align 4
-  store <16 x float> %2435, ptr %conv2_weight_grad.t142_c3_2, align 64
-  %2436 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2437 = add nsw i64 %2436, 3
-  %2438 = mul nsw i64 %2437, 64
-  %2439 = add nsw i64 11666704, %2438
-  %2440 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2441 = add nsw i64 %2439, %2440
-  %2442 = add nsw i64 %2441, 48
-  %arena735 = getelementptr inbounds float, ptr %arena, i64 %2442
-  %2443 = load <16 x float>, ptr %arena735, align 4
-  store <16 x float> %2443, ptr %conv2_weight_grad.t142_c3_3, align 64
-  %2444 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2445 = add nsw i64 %2444, 4
-  %2446 = mul nsw i64 %2445, 64
-  %2447 = add nsw i64 11666704, %2446
-  %2448 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2449 = add nsw i64 %2447, %2448
-  %arena736 = getelementptr inbounds float, ptr %arena, i64 %2449
-  %2450 = load <16 x float>, ptr %arena736, align 4
-  store <16 x float> %2450, ptr %conv2_weight_grad.t142_c4_0, align 64
-  %2451 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2452 = add nsw i64 %2451, 4
-  %2453 = mul nsw i64 %2452, 64
-  %2454 = add nsw i64 11666704, %2453
-  %2455 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2456 = add nsw i64 %2454, %2455
-  %2457 = add nsw i64 %2456, 16
-  %arena737 = getelementptr inbounds float, ptr %arena, i64 %2457
-  %2458 = load <16 x float>, ptr %arena737, align 4
-  store <16 x float> %2458, ptr %conv2_weight_grad.t142_c4_1, align 64
-  %2459 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2460 = add nsw i64 %2459, 4
-  %2461 = mul nsw i64 %2460, 64
-  %2462 = add nsw i64 11666704, %2461
-  %2463 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2464 = add nsw i64 %2462, %2463
-  %2465 = add nsw i64 %2464, 32
-  %arena738 = getelementptr inbounds float, ptr %arena, i64 %2465
-  %2466 = load <16 x float>, ptr %arena738, align 4
-  store <16 x float> %2466, ptr %conv2_weight_grad.t142_c4_2, align 64
-  %2467 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2468 = add nsw i64 %2467, 4
-  %2469 = mul nsw i64 %2468, 64
-  %2470 = add nsw i64 11666704, %2469
-  %2471 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2472 = add nsw i64 %2470, %2471
-  %2473 = add nsw i64 %2472, 48
-  %arena739 = getelementptr inbounds float, ptr %arena, i64 %2473
-  %2474 = load <16 x float>, ptr %arena739, align 4
-  store <16 x float> %2474, ptr %conv2_weight_grad.t142_c4_3, align 64
-  %2475 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2476 = add nsw i64 %2475, 5
-  %2477 = mul nsw i64 %2476, 64
-  %2478 = add nsw i64 11666704, %2477
-  %2479 = mul nsw i64 %conv2_weight_grad.nb140718, 64
+conv2_weight_grad.ox137:                          ; preds = %conv2_weight_grad.ox137, %conv2_weight_grad.then753
+  %conv2_weight_grad.ox137755 = phi i64 [ 0, %conv2_weight_grad.then753 ], [ %ox137.next, %conv2_weight_grad.ox137 ]
+  %2474 = mul nsw i64 %conv2_weight_grad.c132745, 3
+  %2475 = add nsw i64 %2474, %conv2_weight_grad.ky133746
+  %2476 = mul nsw i64 %2475, 3
+  %2477 = mul nsw i64 %2476, 12544
+  %2478 = add nsw i64 7251216, %2477
+  %2479 = mul nsw i64 %conv2_weight_grad.j131744, 784
   %2480 = add nsw i64 %2478, %2479
-  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2480
-  %2481 = load <16 x float>, ptr %arena740, align 4
-  store <16 x float> %2481, ptr %conv2_weight_grad.t142_c5_0, align 64
-  %2482 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2483 = add nsw i64 %2482, 5
-  %2484 = mul nsw i64 %2483, 64
-  %2485 = add nsw i64 11666704, %2484
-  %2486 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2487 = add nsw i64 %2485, %2486
-  %2488 = add nsw i64 %2487, 16
-  %arena741 = getelementptr inbounds float, ptr %arena, i64 %2488
-  %2489 = load <16 x float>, ptr %arena741, align 4
-  store <16 x float> %2489, ptr %conv2_weight_grad.t142_c5_1, align 64
-  %2490 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2491 = add nsw i64 %2490, 5
-  %2492 = mul nsw i64 %2491, 64
-  %2493 = add nsw i64 11666704, %2492
-  %2494 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2495 = add nsw i64 %2493, %2494
-  %2496 = add nsw i64 %2495, 32
-  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2496
-  %2497 = load <16 x float>, ptr %arena742, align 4
-  store <16 x float> %2497, ptr %conv2_weight_grad.t142_c5_2, align 64
-  %2498 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2499 = add nsw i64 %2498, 5
-  %2500 = mul nsw i64 %2499, 64
-  %2501 = add nsw i64 11666704, %2500
-  %2502 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2503 = add nsw i64 %2501, %2502
-  %2504 = add nsw i64 %2503, 48
-  %arena743 = getelementptr inbounds float, ptr %arena, i64 %2504
-  %2505 = load <16 x float>, ptr %arena743, align 4
-  store <16 x float> %2505, ptr %conv2_weight_grad.t142_c5_3, align 64
-  br label %conv2_weight_grad.k143
+  %2481 = mul nsw i64 %conv2_weight_grad.oy134747, 28
+  %2482 = add nsw i64 %2481, %conv2_weight_grad.ox137755
+  %2483 = add nsw i64 %2480, %2482
+  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2483
+  store float 0.000000e+00, ptr %arena756, align 4
+  %ox137.next = add nsw i64 %conv2_weight_grad.ox137755, 1
+  %2484 = icmp slt i64 %ox137.next, 28
+  br i1 %2484, label %conv2_weight_grad.ox137, label %conv2_weight_grad.ox137.end
 
-conv2_weight_grad.mb141.end:                      ; preds = %conv2_weight_grad.k143.end
-  %nb140.next = add nsw i64 %conv2_weight_grad.nb140718, 1
-  %2506 = icmp slt i64 %nb140.next, 1
-  br i1 %2506, label %conv2_weight_grad.nb140, label %conv2_weight_grad.nb140.end
+conv2_weight_grad.ox137.end:                      ; preds = %conv2_weight_grad.ox137
+  br label %conv2_weight_grad.endif754
 
-conv2_weight_grad.k143:                           ; preds = %conv2_weight_grad.k143, %conv2_weight_grad.mb141
-  %conv2_weight_grad.k143744 = phi i64 [ 0, %conv2_weight_grad.mb141 ], [ %k143.next, %conv2_weight_grad.k143 ]
-  %2507 = mul nsw i64 %conv2_weight_grad.kp139717, 256
-  %2508 = add nsw i64 %conv2_weight_grad.k143744, %2507
-  %2509 = mul nsw i64 %2508, 64
-  %2510 = add nsw i64 10863888, %2509
-  %2511 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2512 = add nsw i64 %2510, %2511
-  %arena745 = getelementptr inbounds float, ptr %arena, i64 %2512
-  %2513 = load <16 x float>, ptr %arena745, align 4
-  store <16 x float> %2513, ptr %conv2_weight_grad.t142_b0, align 64
-  %2514 = mul nsw i64 %conv2_weight_grad.kp139717, 256
-  %2515 = add nsw i64 %conv2_weight_grad.k143744, %2514
-  %2516 = mul nsw i64 %2515, 64
-  %2517 = add nsw i64 10863888, %2516
-  %2518 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2519 = add nsw i64 %2517, %2518
-  %2520 = add nsw i64 %2519, 16
-  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2520
-  %2521 = load <16 x float>, ptr %arena746, align 4
-  store <16 x float> %2521, ptr %conv2_weight_grad.t142_b1, align 64
-  %2522 = mul nsw i64 %conv2_weight_grad.kp139717, 256
-  %2523 = add nsw i64 %conv2_weight_grad.k143744, %2522
-  %2524 = mul nsw i64 %2523, 64
-  %2525 = add nsw i64 10863888, %2524
-  %2526 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2527 = add nsw i64 %2525, %2526
-  %2528 = add nsw i64 %2527, 32
-  %arena747 = getelementptr inbounds float, ptr %arena, i64 %2528
-  %2529 = load <16 x float>, ptr %arena747, align 4
-  store <16 x float> %2529, ptr %conv2_weight_grad.t142_b2, align 64
-  %2530 = mul nsw i64 %conv2_weight_grad.kp139717, 256
-  %2531 = add nsw i64 %conv2_weight_grad.k143744, %2530
-  %2532 = mul nsw i64 %2531, 64
-  %2533 = add nsw i64 10863888, %2532
-  %2534 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2535 = add nsw i64 %2533, %2534
-  %2536 = add nsw i64 %2535, 48
-  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2536
-  %2537 = load <16 x float>, ptr %arena748, align 4
-  store <16 x float> %2537, ptr %conv2_weight_grad.t142_b3, align 64
-  %2538 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2539 = mul nsw i64 %2538, 12544
-  %2540 = add nsw i64 7251216, %2539
-  %2541 = mul nsw i64 %conv2_weight_grad.kp139717, 256
-  %2542 = add nsw i64 %conv2_weight_grad.k143744, %2541
+conv2_weight_grad.then757:                        ; preds = %conv2_weight_grad.endif754
+  br label %conv2_weight_grad.ox137759
+
+conv2_weight_grad.endif758:                       ; preds = %conv2_weight_grad.ox137.end760, %conv2_weight_grad.endif754
+  %oy134.next = add nsw i64 %conv2_weight_grad.oy134747, 1
+  %2485 = icmp slt i64 %oy134.next, 28
+  br i1 %2485, label %conv2_weight_grad.oy134, label %conv2_weight_grad.oy134.end
+
+conv2_weight_grad.ox137759:                       ; preds = %conv2_weight_grad.ox137759, %conv2_weight_grad.then757
+  %conv2_weight_grad.ox137761 = phi i64 [ 0, %conv2_weight_grad.then757 ], [ %ox137.next763, %conv2_weight_grad.ox137759 ]
+  %2486 = mul nsw i64 %conv2_weight_grad.c132745, 3
+  %2487 = add nsw i64 %2486, %conv2_weight_grad.ky133746
+  %2488 = mul nsw i64 %2487, 3
+  %2489 = mul nsw i64 %2488, 12544
+  %2490 = add nsw i64 7251216, %2489
+  %2491 = mul nsw i64 %conv2_weight_grad.j131744, 784
+  %2492 = add nsw i64 %2490, %2491
+  %2493 = mul nsw i64 %conv2_weight_grad.oy134747, 28
+  %2494 = add nsw i64 %2493, %conv2_weight_grad.ox137761
+  %2495 = add nsw i64 %2492, %2494
+  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2495
+  store float 0.000000e+00, ptr %arena762, align 4
+  %ox137.next763 = add nsw i64 %conv2_weight_grad.ox137761, 1
+  %2496 = icmp slt i64 %ox137.next763, 28
+  br i1 %2496, label %conv2_weight_grad.ox137759, label %conv2_weight_grad.ox137.end760
+
+conv2_weight_grad.ox137.end760:                   ; preds = %conv2_weight_grad.ox137759
+  br label %conv2_weight_grad.endif758
+
+conv2_weight_grad.oy138:                          ; preds = %conv2_weight_grad.endif775, %conv2_weight_grad.oy134.end
+  %conv2_weight_grad.oy138764 = phi i64 [ 0, %conv2_weight_grad.oy134.end ], [ %oy138.next, %conv2_weight_grad.endif775 ]
+  %2497 = add nsw i64 %conv2_weight_grad.oy138764, %conv2_weight_grad.ky133746
+  %2498 = add nsw i64 %2497, -1
+  %2499 = icmp slt i64 -1, %2498
+  %2500 = add nsw i64 %conv2_weight_grad.oy138764, %conv2_weight_grad.ky133746
+  %2501 = add nsw i64 %2500, -1
+  %2502 = icmp slt i64 %2501, 28
+  %2503 = and i1 %2499, %2502
+  br i1 %2503, label %conv2_weight_grad.then765, label %conv2_weight_grad.endif766
+
+conv2_weight_grad.oy138.end:                      ; preds = %conv2_weight_grad.endif775
+  br label %conv2_weight_grad.oy141
+
+conv2_weight_grad.then765:                        ; preds = %conv2_weight_grad.oy138
+  br label %conv2_weight_grad.ox139
+
+conv2_weight_grad.endif766:                       ; preds = %conv2_weight_grad.ox139.end, %conv2_weight_grad.oy138
+  %2504 = add nsw i64 %conv2_weight_grad.oy138764, %conv2_weight_grad.ky133746
+  %2505 = add nsw i64 %2504, -1
+  %2506 = icmp slt i64 %2505, 0
+  br i1 %2506, label %conv2_weight_grad.then770, label %conv2_weight_grad.endif771
+
+conv2_weight_grad.ox139:                          ; preds = %conv2_weight_grad.ox139, %conv2_weight_grad.then765
+  %conv2_weight_grad.ox139767 = phi i64 [ 0, %conv2_weight_grad.then765 ], [ %ox139.next, %conv2_weight_grad.ox139 ]
+  %2507 = mul nsw i64 %conv2_weight_grad.g130743, 16
+  %2508 = add nsw i64 %2507, %conv2_weight_grad.j131744
+  %2509 = mul nsw i64 %2508, 25088
+  %2510 = mul nsw i64 %conv2_weight_grad.c132745, 784
+  %2511 = add nsw i64 %2509, %2510
+  %2512 = add nsw i64 %conv2_weight_grad.oy138764, %conv2_weight_grad.ky133746
+  %2513 = add nsw i64 %2512, -1
+  %2514 = mul nsw i64 %2513, 28
+  %2515 = add nsw i64 %2511, %2514
+  %2516 = add nsw i64 %2515, %conv2_weight_grad.ox139767
+  %arena768 = getelementptr inbounds float, ptr %arena, i64 %2516
+  %2517 = load float, ptr %arena768, align 4
+  %2518 = mul nsw i64 %conv2_weight_grad.c132745, 3
+  %2519 = add nsw i64 %2518, %conv2_weight_grad.ky133746
+  %2520 = mul nsw i64 %2519, 3
+  %2521 = add nsw i64 %2520, 1
+  %2522 = mul nsw i64 %2521, 12544
+  %2523 = add nsw i64 7251216, %2522
+  %2524 = mul nsw i64 %conv2_weight_grad.j131744, 784
+  %2525 = add nsw i64 %2523, %2524
+  %2526 = mul nsw i64 %conv2_weight_grad.oy138764, 28
+  %2527 = add nsw i64 %2526, %conv2_weight_grad.ox139767
+  %2528 = add nsw i64 %2525, %2527
+  %arena769 = getelementptr inbounds float, ptr %arena, i64 %2528
+  store float %2517, ptr %arena769, align 4
+  %ox139.next = add nsw i64 %conv2_weight_grad.ox139767, 1
+  %2529 = icmp slt i64 %ox139.next, 28
+  br i1 %2529, label %conv2_weight_grad.ox139, label %conv2_weight_grad.ox139.end
+
+conv2_weight_grad.ox139.end:                      ; preds = %conv2_weight_grad.ox139
+  br label %conv2_weight_grad.endif766
+
+conv2_weight_grad.then770:                        ; preds = %conv2_weight_grad.endif766
+  br label %conv2_weight_grad.ox140
+
+conv2_weight_grad.endif771:                       ; preds = %conv2_weight_grad.ox140.end, %conv2_weight_grad.endif766
+  %2530 = add nsw i64 %conv2_weight_grad.oy138764, %conv2_weight_grad.ky133746
+  %2531 = add nsw i64 %2530, -1
+  %2532 = icmp slt i64 27, %2531
+  br i1 %2532, label %conv2_weight_grad.then774, label %conv2_weight_grad.endif775
+
+conv2_weight_grad.ox140:                          ; preds = %conv2_weight_grad.ox140, %conv2_weight_grad.then770
+  %conv2_weight_grad.ox140772 = phi i64 [ 0, %conv2_weight_grad.then770 ], [ %ox140.next, %conv2_weight_grad.ox140 ]
+  %2533 = mul nsw i64 %conv2_weight_grad.c132745, 3
+  %2534 = add nsw i64 %2533, %conv2_weight_grad.ky133746
+  %2535 = mul nsw i64 %2534, 3
+  %2536 = add nsw i64 %2535, 1
+  %2537 = mul nsw i64 %2536, 12544
+  %2538 = add nsw i64 7251216, %2537
+  %2539 = mul nsw i64 %conv2_weight_grad.j131744, 784
+  %2540 = add nsw i64 %2538, %2539
+  %2541 = mul nsw i64 %conv2_weight_grad.oy138764, 28
+  %2542 = add nsw i64 %2541, %conv2_weight_grad.ox140772
   %2543 = add nsw i64 %2540, %2542
-  %arena749 = getelementptr inbounds float, ptr %arena, i64 %2543
-  %2544 = load float, ptr %arena749, align 4
-  %2545 = insertelement <16 x float> undef, float %2544, i32 0
-  %2546 = shufflevector <16 x float> %2545, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2546, ptr %conv2_weight_grad.t142_a0, align 64
-  %t142_a0 = load <16 x float>, ptr %conv2_weight_grad.t142_a0, align 64
-  %t142_b0 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_0, align 64
-  %2547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0, <16 x float> %t142_b0, <16 x float> %t142_c0_0)
-  store <16 x float> %2547, ptr %conv2_weight_grad.t142_c0_0, align 64
-  %t142_a0750 = load <16 x float>, ptr %conv2_weight_grad.t142_a0, align 64
-  %t142_b1 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_1, align 64
-  %2548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0750, <16 x float> %t142_b1, <16 x float> %t142_c0_1)
-  store <16 x float> %2548, ptr %conv2_weight_grad.t142_c0_1, align 64
-  %t142_a0751 = load <16 x float>, ptr %conv2_weight_grad.t142_a0, align 64
-  %t142_b2 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_2, align 64
-  %2549 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0751, <16 x float> %t142_b2, <16 x float> %t142_c0_2)
-  store <16 x float> %2549, ptr %conv2_weight_grad.t142_c0_2, align 64
-  %t142_a0752 = load <16 x float>, ptr %conv2_weight_grad.t142_a0, align 64
-  %t142_b3 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_3, align 64
-  %2550 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0752, <16 x float> %t142_b3, <16 x float> %t142_c0_3)
-  store <16 x float> %2550, ptr %conv2_weight_grad.t142_c0_3, align 64
-  %2551 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2552 = add nsw i64 %2551, 1
-  %2553 = mul nsw i64 %2552, 12544
-  %2554 = add nsw i64 7251216, %2553
-  %2555 = mul nsw i64 %conv2_weight_grad.kp139717, 256
-  %2556 = add nsw i64 %conv2_weight_grad.k143744, %2555
-  %2557 = add nsw i64 %2554, %2556
-  %arena753 = getelementptr inbounds float, ptr %arena, i64 %2557
-  %2558 = load float, ptr %arena753, align 4
-  %2559 = insertelement <16 x float> undef, float %2558, i32 0
-  %2560 = shufflevector <16 x float> %2559, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2560, ptr %conv2_weight_grad.t142_a1, align 64
-  %t142_a1 = load <16 x float>, ptr %conv2_weight_grad.t142_a1, align 64
-  %t142_b0754 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_0, align 64
-  %2561 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1, <16 x float> %t142_b0754, <16 x float> %t142_c1_0)
-  store <16 x float> %2561, ptr %conv2_weight_grad.t142_c1_0, align 64
-  %t142_a1755 = load <16 x float>, ptr %conv2_weight_grad.t142_a1, align 64
-  %t142_b1756 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_1, align 64
-  %2562 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1755, <16 x float> %t142_b1756, <16 x float> %t142_c1_1)
-  store <16 x float> %2562, ptr %conv2_weight_grad.t142_c1_1, align 64
-  %t142_a1757 = load <16 x float>, ptr %conv2_weight_grad.t142_a1, align 64
-  %t142_b2758 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_2, align 64
-  %2563 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1757, <16 x float> %t142_b2758, <16 x float> %t142_c1_2)
-  store <16 x float> %2563, ptr %conv2_weight_grad.t142_c1_2, align 64
-  %t142_a1759 = load <16 x float>, ptr %conv2_weight_grad.t142_a1, align 64
-  %t142_b3760 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_3, align 64
-  %2564 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1759, <16 x float> %t142_b3760, <16 x float> %t142_c1_3)
-  store <16 x float> %2564, ptr %conv2_weight_grad.t142_c1_3, align 64
-  %2565 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2566 = add nsw i64 %2565, 2
-  %2567 = mul nsw i64 %2566, 12544
-  %2568 = add nsw i64 7251216, %2567
-  %2569 = mul nsw i64 %conv2_weight_grad.kp139717, 256
-  %2570 = add nsw i64 %conv2_weight_grad.k143744, %2569
-  %2571 = add nsw i64 %2568, %2570
-  %arena761 = getelementptr inbounds float, ptr %arena, i64 %2571
-  %2572 = load float, ptr %arena761, align 4
-  %2573 = insertelement <16 x float> undef, float %2572, i32 0
-  %2574 = shufflevector <16 x float> %2573, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2574, ptr %conv2_weight_grad.t142_a2, align 64
-  %t142_a2 = load <16 x float>, ptr %conv2_weight_grad.t142_a2, align 64
-  %t142_b0762 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_0, align 64
-  %2575 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2, <16 x float> %t142_b0762, <16 x float> %t142_c2_0)
-  store <16 x float> %2575, ptr %conv2_weight_grad.t142_c2_0, align 64
-  %t142_a2763 = load <16 x float>, ptr %conv2_weight_grad.t142_a2, align 64
-  %t142_b1764 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_1, align 64
-  %2576 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2763, <16 x float> %t142_b1764, <16 x float> %t142_c2_1)
-  store <16 x float> %2576, ptr %conv2_weight_grad.t142_c2_1, align 64
-  %t142_a2765 = load <16 x float>, ptr %conv2_weight_grad.t142_a2, align 64
-  %t142_b2766 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_2, align 64
-  %2577 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2765, <16 x float> %t142_b2766, <16 x float> %t142_c2_2)
-  store <16 x float> %2577, ptr %conv2_weight_grad.t142_c2_2, align 64
-  %t142_a2767 = load <16 x float>, ptr %conv2_weight_grad.t142_a2, align 64
-  %t142_b3768 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_3, align 64
-  %2578 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2767, <16 x float> %t142_b3768, <16 x float> %t142_c2_3)
-  store <16 x float> %2578, ptr %conv2_weight_grad.t142_c2_3, align 64
-  %2579 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2580 = add nsw i64 %2579, 3
-  %2581 = mul nsw i64 %2580, 12544
-  %2582 = add nsw i64 7251216, %2581
-  %2583 = mul nsw i64 %conv2_weight_grad.kp139717, 256
-  %2584 = add nsw i64 %conv2_weight_grad.k143744, %2583
-  %2585 = add nsw i64 %2582, %2584
-  %arena769 = getelementptr inbounds float, ptr %arena, i64 %2585
-  %2586 = load float, ptr %arena769, align 4
-  %2587 = insertelement <16 x float> undef, float %2586, i32 0
-  %2588 = shufflevector <16 x float> %2587, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2588, ptr %conv2_weight_grad.t142_a3, align 64
-  %t142_a3 = load <16 x float>, ptr %conv2_weight_grad.t142_a3, align 64
-  %t142_b0770 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_0, align 64
-  %2589 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3, <16 x float> %t142_b0770, <16 x float> %t142_c3_0)
-  store <16 x float> %2589, ptr %conv2_weight_grad.t142_c3_0, align 64
-  %t142_a3771 = load <16 x float>, ptr %conv2_weight_grad.t142_a3, align 64
-  %t142_b1772 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_1, align 64
-  %2590 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3771, <16 x float> %t142_b1772, <16 x float> %t142_c3_1)
-  store <16 x float> %2590, ptr %conv2_weight_grad.t142_c3_1, align 64
-  %t142_a3773 = load <16 x float>, ptr %conv2_weight_grad.t142_a3, align 64
-  %t142_b2774 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_2, align 64
-  %2591 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3773, <16 x float> %t142_b2774, <16 x float> %t142_c3_2)
-  store <16 x float> %2591, ptr %conv2_weight_grad.t142_c3_2, align 64
-  %t142_a3775 = load <16 x float>, ptr %conv2_weight_grad.t142_a3, align 64
-  %t142_b3776 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_3, align 64
-  %2592 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3775, <16 x float> %t142_b3776, <16 x float> %t142_c3_3)
-  store <16 x float> %2592, ptr %conv2_weight_grad.t142_c3_3, align 64
-  %2593 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2594 = add nsw i64 %2593, 4
-  %2595 = mul nsw i64 %2594, 12544
-  %2596 = add nsw i64 7251216, %2595
-  %2597 = mul nsw i64 %conv2_weight_grad.kp139717, 256
-  %2598 = add nsw i64 %conv2_weight_grad.k143744, %2597
-  %2599 = add nsw i64 %2596, %2598
-  %arena777 = getelementptr inbounds float, ptr %arena, i64 %2599
-  %2600 = load float, ptr %arena777, align 4
-  %2601 = insertelement <16 x float> undef, float %2600, i32 0
-  %2602 = shufflevector <16 x float> %2601, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2602, ptr %conv2_weight_grad.t142_a4, align 64
-  %t142_a4 = load <16 x float>, ptr %conv2_weight_grad.t142_a4, align 64
-  %t142_b0778 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_0, align 64
-  %2603 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4, <16 x float> %t142_b0778, <16 x float> %t142_c4_0)
-  store <16 x float> %2603, ptr %conv2_weight_grad.t142_c4_0, align 64
-  %t142_a4779 = load <16 x float>, ptr %conv2_weight_grad.t142_a4, align 64
-  %t142_b1780 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_1, align 64
-  %2604 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4779, <16 x float> %t142_b1780, <16 x float> %t142_c4_1)
-  store <16 x float> %2604, ptr %conv2_weight_grad.t142_c4_1, align 64
-  %t142_a4781 = load <16 x float>, ptr %conv2_weight_grad.t142_a4, align 64
-  %t142_b2782 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_2, align 64
-  %2605 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4781, <16 x float> %t142_b2782, <16 x float> %t142_c4_2)
-  store <16 x float> %2605, ptr %conv2_weight_grad.t142_c4_2, align 64
-  %t142_a4783 = load <16 x float>, ptr %conv2_weight_grad.t142_a4, align 64
-  %t142_b3784 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_3, align 64
-  %2606 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4783, <16 x float> %t142_b3784, <16 x float> %t142_c4_3)
-  store <16 x float> %2606, ptr %conv2_weight_grad.t142_c4_3, align 64
-  %2607 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2608 = add nsw i64 %2607, 5
-  %2609 = mul nsw i64 %2608, 12544
-  %2610 = add nsw i64 7251216, %2609
-  %2611 = mul nsw i64 %conv2_weight_grad.kp139717, 256
-  %2612 = add nsw i64 %conv2_weight_grad.k143744, %2611
-  %2613 = add nsw i64 %2610, %2612
-  %arena785 = getelementptr inbounds float, ptr %arena, i64 %2613
-  %2614 = load float, ptr %arena785, align 4
-  %2615 = insertelement <16 x float> undef, float %2614, i32 0
-  %2616 = shufflevector <16 x float> %2615, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2616, ptr %conv2_weight_grad.t142_a5, align 64
-  %t142_a5 = load <16 x float>, ptr %conv2_weight_grad.t142_a5, align 64
-  %t142_b0786 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_0, align 64
-  %2617 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5, <16 x float> %t142_b0786, <16 x float> %t142_c5_0)
-  store <16 x float> %2617, ptr %conv2_weight_grad.t142_c5_0, align 64
-  %t142_a5787 = load <16 x float>, ptr %conv2_weight_grad.t142_a5, align 64
-  %t142_b1788 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_1, align 64
-  %2618 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5787, <16 x float> %t142_b1788, <16 x float> %t142_c5_1)
-  store <16 x float> %2618, ptr %conv2_weight_grad.t142_c5_1, align 64
-  %t142_a5789 = load <16 x float>, ptr %conv2_weight_grad.t142_a5, align 64
-  %t142_b2790 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_2, align 64
-  %2619 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5789, <16 x float> %t142_b2790, <16 x float> %t142_c5_2)
-  store <16 x float> %2619, ptr %conv2_weight_grad.t142_c5_2, align 64
-  %t142_a5791 = load <16 x float>, ptr %conv2_weight_grad.t142_a5, align 64
-  %t142_b3792 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_3, align 64
-  %2620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5791, <16 x float> %t142_b3792, <16 x float> %t142_c5_3)
-  store <16 x float> %2620, ptr %conv2_weight_grad.t142_c5_3, align 64
-  %k143.next = add nsw i64 %conv2_weight_grad.k143744, 1
-  %2621 = icmp slt i64 %k143.next, 256
-  br i1 %2621, label %conv2_weight_grad.k143, label %conv2_weight_grad.k143.end
+  %arena773 = getelementptr inbounds float, ptr %arena, i64 %2543
+  store float 0.000000e+00, ptr %arena773, align 4
+  %ox140.next = add nsw i64 %conv2_weight_grad.ox140772, 1
+  %2544 = icmp slt i64 %ox140.next, 28
+  br i1 %2544, label %conv2_weight_grad.ox140, label %conv2_weight_grad.ox140.end
 
-conv2_weight_grad.k143.end:                       ; preds = %conv2_weight_grad.k143
-  %t142_c0_0793 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_0, align 64
-  %2622 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2623 = mul nsw i64 %2622, 64
-  %2624 = add nsw i64 11666704, %2623
-  %2625 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2626 = add nsw i64 %2624, %2625
-  %arena794 = getelementptr inbounds float, ptr %arena, i64 %2626
-  store <16 x float> %t142_c0_0793, ptr %arena794, align 4
-  %t142_c0_1795 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_1, align 64
-  %2627 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2628 = mul nsw i64 %2627, 64
-  %2629 = add nsw i64 11666704, %2628
-  %2630 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2631 = add nsw i64 %2629, %2630
-  %2632 = add nsw i64 %2631, 16
-  %arena796 = getelementptr inbounds float, ptr %arena, i64 %2632
-  store <16 x float> %t142_c0_1795, ptr %arena796, align 4
-  %t142_c0_2797 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_2, align 64
-  %2633 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2634 = mul nsw i64 %2633, 64
-  %2635 = add nsw i64 11666704, %2634
-  %2636 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2637 = add nsw i64 %2635, %2636
-  %2638 = add nsw i64 %2637, 32
-  %arena798 = getelementptr inbounds float, ptr %arena, i64 %2638
-  store <16 x float> %t142_c0_2797, ptr %arena798, align 4
-  %t142_c0_3799 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_3, align 64
-  %2639 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2640 = mul nsw i64 %2639, 64
-  %2641 = add nsw i64 11666704, %2640
-  %2642 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2643 = add nsw i64 %2641, %2642
-  %2644 = add nsw i64 %2643, 48
-  %arena800 = getelementptr inbounds float, ptr %arena, i64 %2644
-  store <16 x float> %t142_c0_3799, ptr %arena800, align 4
-  %t142_c1_0801 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_0, align 64
-  %2645 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2646 = add nsw i64 %2645, 1
-  %2647 = mul nsw i64 %2646, 64
-  %2648 = add nsw i64 11666704, %2647
-  %2649 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2650 = add nsw i64 %2648, %2649
-  %arena802 = getelementptr inbounds float, ptr %arena, i64 %2650
-  store <16 x float> %t142_c1_0801, ptr %arena802, align 4
-  %t142_c1_1803 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_1, align 64
-  %2651 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2652 = add nsw i64 %2651, 1
+conv2_weight_grad.ox140.end:                      ; preds = %conv2_weight_grad.ox140
+  br label %conv2_weight_grad.endif771
+
+conv2_weight_grad.then774:                        ; preds = %conv2_weight_grad.endif771
+  br label %conv2_weight_grad.ox140776
+
+conv2_weight_grad.endif775:                       ; preds = %conv2_weight_grad.ox140.end777, %conv2_weight_grad.endif771
+  %oy138.next = add nsw i64 %conv2_weight_grad.oy138764, 1
+  %2545 = icmp slt i64 %oy138.next, 28
+  br i1 %2545, label %conv2_weight_grad.oy138, label %conv2_weight_grad.oy138.end
+
+conv2_weight_grad.ox140776:                       ; preds = %conv2_weight_grad.ox140776, %conv2_weight_grad.then774
+  %conv2_weight_grad.ox140778 = phi i64 [ 0, %conv2_weight_grad.then774 ], [ %ox140.next780, %conv2_weight_grad.ox140776 ]
+  %2546 = mul nsw i64 %conv2_weight_grad.c132745, 3
+  %2547 = add nsw i64 %2546, %conv2_weight_grad.ky133746
+  %2548 = mul nsw i64 %2547, 3
+  %2549 = add nsw i64 %2548, 1
+  %2550 = mul nsw i64 %2549, 12544
+  %2551 = add nsw i64 7251216, %2550
+  %2552 = mul nsw i64 %conv2_weight_grad.j131744, 784
+  %2553 = add nsw i64 %2551, %2552
+  %2554 = mul nsw i64 %conv2_weight_grad.oy138764, 28
+  %2555 = add nsw i64 %2554, %conv2_weight_grad.ox140778
+  %2556 = add nsw i64 %2553, %2555
+  %arena779 = getelementptr inbounds float, ptr %arena, i64 %2556
+  store float 0.000000e+00, ptr %arena779, align 4
+  %ox140.next780 = add nsw i64 %conv2_weight_grad.ox140778, 1
+  %2557 = icmp slt i64 %ox140.next780, 28
+  br i1 %2557, label %conv2_weight_grad.ox140776, label %conv2_weight_grad.ox140.end777
+
+conv2_weight_grad.ox140.end777:                   ; preds = %conv2_weight_grad.ox140776
+  br label %conv2_weight_grad.endif775
+
+conv2_weight_grad.oy141:                          ; preds = %conv2_weight_grad.endif794, %conv2_weight_grad.oy138.end
+  %conv2_weight_grad.oy141781 = phi i64 [ 0, %conv2_weight_grad.oy138.end ], [ %oy141.next, %conv2_weight_grad.endif794 ]
+  %2558 = add nsw i64 %conv2_weight_grad.oy141781, %conv2_weight_grad.ky133746
+  %2559 = add nsw i64 %2558, -1
+  %2560 = icmp slt i64 -1, %2559
+  %2561 = add nsw i64 %conv2_weight_grad.oy141781, %conv2_weight_grad.ky133746
+  %2562 = add nsw i64 %2561, -1
+  %2563 = icmp slt i64 %2562, 28
+  %2564 = and i1 %2560, %2563
+  br i1 %2564, label %conv2_weight_grad.then782, label %conv2_weight_grad.endif783
+
+conv2_weight_grad.oy141.end:                      ; preds = %conv2_weight_grad.endif794
+  %ky133.next = add nsw i64 %conv2_weight_grad.ky133746, 1
+  %2565 = icmp slt i64 %ky133.next, 3
+  br i1 %2565, label %conv2_weight_grad.ky133, label %conv2_weight_grad.ky133.end
+
+conv2_weight_grad.then782:                        ; preds = %conv2_weight_grad.oy141
+  br label %conv2_weight_grad.ox142
+
+conv2_weight_grad.endif783:                       ; preds = %conv2_weight_grad.ox143.end, %conv2_weight_grad.oy141
+  %2566 = add nsw i64 %conv2_weight_grad.oy141781, %conv2_weight_grad.ky133746
+  %2567 = add nsw i64 %2566, -1
+  %2568 = icmp slt i64 %2567, 0
+  br i1 %2568, label %conv2_weight_grad.then789, label %conv2_weight_grad.endif790
+
+conv2_weight_grad.ox142:                          ; preds = %conv2_weight_grad.ox142, %conv2_weight_grad.then782
+  %conv2_weight_grad.ox142784 = phi i64 [ 0, %conv2_weight_grad.then782 ], [ %ox142.next, %conv2_weight_grad.ox142 ]
+  %2569 = mul nsw i64 %conv2_weight_grad.g130743, 16
+  %2570 = add nsw i64 %2569, %conv2_weight_grad.j131744
+  %2571 = mul nsw i64 %2570, 25088
+  %2572 = mul nsw i64 %conv2_weight_grad.c132745, 784
+  %2573 = add nsw i64 %2571, %2572
+  %2574 = add nsw i64 %conv2_weight_grad.oy141781, %conv2_weight_grad.ky133746
+  %2575 = add nsw i64 %2574, -1
+  %2576 = mul nsw i64 %2575, 28
+  %2577 = add nsw i64 %2573, %2576
+  %2578 = add nsw i64 %conv2_weight_grad.ox142784, 1
+  %2579 = add nsw i64 %2577, %2578
+  %arena785 = getelementptr inbounds float, ptr %arena, i64 %2579
+  %2580 = load float, ptr %arena785, align 4
+  %2581 = mul nsw i64 %conv2_weight_grad.c132745, 3
+  %2582 = add nsw i64 %2581, %conv2_weight_grad.ky133746
+  %2583 = mul nsw i64 %2582, 3
+  %2584 = add nsw i64 %2583, 2
+  %2585 = mul nsw i64 %2584, 12544
+  %2586 = add nsw i64 7251216, %2585
+  %2587 = mul nsw i64 %conv2_weight_grad.j131744, 784
+  %2588 = add nsw i64 %2586, %2587
+  %2589 = mul nsw i64 %conv2_weight_grad.oy141781, 28
+  %2590 = add nsw i64 %2589, %conv2_weight_grad.ox142784
+  %2591 = add nsw i64 %2588, %2590
+  %arena786 = getelementptr inbounds float, ptr %arena, i64 %2591
+  store float %2580, ptr %arena786, align 4
+  %ox142.next = add nsw i64 %conv2_weight_grad.ox142784, 1
+  %2592 = icmp slt i64 %ox142.next, 27
+  br i1 %2592, label %conv2_weight_grad.ox142, label %conv2_weight_grad.ox142.end
+
+conv2_weight_grad.ox142.end:                      ; preds = %conv2_weight_grad.ox142
+  br label %conv2_weight_grad.ox143
+
+conv2_weight_grad.ox143:                          ; preds = %conv2_weight_grad.ox143, %conv2_weight_grad.ox142.end
+  %conv2_weight_grad.ox143787 = phi i64 [ 0, %conv2_weight_grad.ox142.end ], [ %ox143.next, %conv2_weight_grad.ox143 ]
+  %2593 = mul nsw i64 %conv2_weight_grad.c132745, 3
+  %2594 = add nsw i64 %2593, %conv2_weight_grad.ky133746
+  %2595 = mul nsw i64 %2594, 3
+  %2596 = add nsw i64 %2595, 2
+  %2597 = mul nsw i64 %2596, 12544
+  %2598 = add nsw i64 7251216, %2597
+  %2599 = mul nsw i64 %conv2_weight_grad.j131744, 784
+  %2600 = add nsw i64 %2598, %2599
+  %2601 = mul nsw i64 %conv2_weight_grad.oy141781, 28
+  %2602 = add nsw i64 %conv2_weight_grad.ox143787, 27
+  %2603 = add nsw i64 %2601, %2602
+  %2604 = add nsw i64 %2600, %2603
+  %arena788 = getelementptr inbounds float, ptr %arena, i64 %2604
+  store float 0.000000e+00, ptr %arena788, align 4
+  %ox143.next = add nsw i64 %conv2_weight_grad.ox143787, 1
+  %2605 = icmp slt i64 %ox143.next, 1
+  br i1 %2605, label %conv2_weight_grad.ox143, label %conv2_weight_grad.ox143.end
+
+conv2_weight_grad.ox143.end:                      ; preds = %conv2_weight_grad.ox143
+  br label %conv2_weight_grad.endif783
+
+conv2_weight_grad.then789:                        ; preds = %conv2_weight_grad.endif783
+  br label %conv2_weight_grad.ox144
+
+conv2_weight_grad.endif790:                       ; preds = %conv2_weight_grad.ox144.end, %conv2_weight_grad.endif783
+  %2606 = add nsw i64 %conv2_weight_grad.oy141781, %conv2_weight_grad.ky133746
+  %2607 = add nsw i64 %2606, -1
+  %2608 = icmp slt i64 27, %2607
+  br i1 %2608, label %conv2_weight_grad.then793, label %conv2_weight_grad.endif794
+
+conv2_weight_grad.ox144:                          ; preds = %conv2_weight_grad.ox144, %conv2_weight_grad.then789
+  %conv2_weight_grad.ox144791 = phi i64 [ 0, %conv2_weight_grad.then789 ], [ %ox144.next, %conv2_weight_grad.ox144 ]
+  %2609 = mul nsw i64 %conv2_weight_grad.c132745, 3
+  %2610 = add nsw i64 %2609, %conv2_weight_grad.ky133746
+  %2611 = mul nsw i64 %2610, 3
+  %2612 = add nsw i64 %2611, 2
+  %2613 = mul nsw i64 %2612, 12544
+  %2614 = add nsw i64 7251216, %2613
+  %2615 = mul nsw i64 %conv2_weight_grad.j131744, 784
+  %2616 = add nsw i64 %2614, %2615
+  %2617 = mul nsw i64 %conv2_weight_grad.oy141781, 28
+  %2618 = add nsw i64 %2617, %conv2_weight_grad.ox144791
+  %2619 = add nsw i64 %2616, %2618
+  %arena792 = getelementptr inbounds float, ptr %arena, i64 %2619
+  store float 0.000000e+00, ptr %arena792, align 4
+  %ox144.next = add nsw i64 %conv2_weight_grad.ox144791, 1
+  %2620 = icmp slt i64 %ox144.next, 28
+  br i1 %2620, label %conv2_weight_grad.ox144, label %conv2_weight_grad.ox144.end
+
+conv2_weight_grad.ox144.end:                      ; preds = %conv2_weight_grad.ox144
+  br label %conv2_weight_grad.endif790
+
+conv2_weight_grad.then793:                        ; preds = %conv2_weight_grad.endif790
+  br label %conv2_weight_grad.ox144795
+
+conv2_weight_grad.endif794:                       ; preds = %conv2_weight_grad.ox144.end796, %conv2_weight_grad.endif790
+  %oy141.next = add nsw i64 %conv2_weight_grad.oy141781, 1
+  %2621 = icmp slt i64 %oy141.next, 28
+  br i1 %2621, label %conv2_weight_grad.oy141, label %conv2_weight_grad.oy141.end
+
+conv2_weight_grad.ox144795:                       ; preds = %conv2_weight_grad.ox144795, %conv2_weight_grad.then793
+  %conv2_weight_grad.ox144797 = phi i64 [ 0, %conv2_weight_grad.then793 ], [ %ox144.next799, %conv2_weight_grad.ox144795 ]
+  %2622 = mul nsw i64 %conv2_weight_grad.c132745, 3
+  %2623 = add nsw i64 %2622, %conv2_weight_grad.ky133746
+  %2624 = mul nsw i64 %2623, 3
+  %2625 = add nsw i64 %2624, 2
+  %2626 = mul nsw i64 %2625, 12544
+  %2627 = add nsw i64 7251216, %2626
+  %2628 = mul nsw i64 %conv2_weight_grad.j131744, 784
+  %2629 = add nsw i64 %2627, %2628
+  %2630 = mul nsw i64 %conv2_weight_grad.oy141781, 28
+  %2631 = add nsw i64 %2630, %conv2_weight_grad.ox144797
+  %2632 = add nsw i64 %2629, %2631
+  %arena798 = getelementptr inbounds float, ptr %arena, i64 %2632
+  store float 0.000000e+00, ptr %arena798, align 4
+  %ox144.next799 = add nsw i64 %conv2_weight_grad.ox144797, 1
+  %2633 = icmp slt i64 %ox144.next799, 28
+  br i1 %2633, label %conv2_weight_grad.ox144795, label %conv2_weight_grad.ox144.end796
+
+conv2_weight_grad.ox144.end796:                   ; preds = %conv2_weight_grad.ox144795
+  br label %conv2_weight_grad.endif794
+
+conv2_weight_grad.j145:                           ; preds = %conv2_weight_grad.i146.end, %conv2_weight_grad.j131.end
+  %conv2_weight_grad.j145800 = phi i64 [ 0, %conv2_weight_grad.j131.end ], [ %j145.next, %conv2_weight_grad.i146.end ]
+  br label %conv2_weight_grad.i146
+
+conv2_weight_grad.j145.end:                       ; preds = %conv2_weight_grad.i146.end
+  br label %conv2_weight_grad.kp148
+
+conv2_weight_grad.i146:                           ; preds = %conv2_weight_grad.f147.end, %conv2_weight_grad.j145
+  %conv2_weight_grad.i146801 = phi i64 [ 0, %conv2_weight_grad.j145 ], [ %i146.next, %conv2_weight_grad.f147.end ]
+  br label %conv2_weight_grad.f147
+
+conv2_weight_grad.i146.end:                       ; preds = %conv2_weight_grad.f147.end
+  %j145.next = add nsw i64 %conv2_weight_grad.j145800, 1
+  %2634 = icmp slt i64 %j145.next, 16
+  br i1 %2634, label %conv2_weight_grad.j145, label %conv2_weight_grad.j145.end
+
+conv2_weight_grad.f147:                           ; preds = %conv2_weight_grad.f147, %conv2_weight_grad.i146
+  %conv2_weight_grad.f147802 = phi i64 [ 0, %conv2_weight_grad.i146 ], [ %f147.next, %conv2_weight_grad.f147 ]
+  %2635 = mul nsw i64 %conv2_weight_grad.g130743, 16
+  %2636 = add nsw i64 %2635, %conv2_weight_grad.j145800
+  %2637 = mul nsw i64 %2636, 50176
+  %2638 = add nsw i64 4039952, %2637
+  %2639 = mul nsw i64 %conv2_weight_grad.f147802, 784
+  %2640 = add nsw i64 %2638, %2639
+  %2641 = add nsw i64 %2640, %conv2_weight_grad.i146801
+  %arena803 = getelementptr inbounds float, ptr %arena, i64 %2641
+  %2642 = load float, ptr %arena803, align 4
+  %2643 = mul nsw i64 %conv2_weight_grad.j145800, 784
+  %2644 = add nsw i64 %2643, %conv2_weight_grad.i146801
+  %2645 = mul nsw i64 %2644, 64
+  %2646 = add nsw i64 10863888, %2645
+  %2647 = add nsw i64 %2646, %conv2_weight_grad.f147802
+  %arena804 = getelementptr inbounds float, ptr %arena, i64 %2647
+  store float %2642, ptr %arena804, align 4
+  %f147.next = add nsw i64 %conv2_weight_grad.f147802, 1
+  %2648 = icmp slt i64 %f147.next, 64
+  br i1 %2648, label %conv2_weight_grad.f147, label %conv2_weight_grad.f147.end
+
+conv2_weight_grad.f147.end:                       ; preds = %conv2_weight_grad.f147
+  %i146.next = add nsw i64 %conv2_weight_grad.i146801, 1
+  %2649 = icmp slt i64 %i146.next, 784
+  br i1 %2649, label %conv2_weight_grad.i146, label %conv2_weight_grad.i146.end
+
+conv2_weight_grad.kp148:                          ; preds = %conv2_weight_grad.nb149.end, %conv2_weight_grad.j145.end
+  %conv2_weight_grad.kp148805 = phi i64 [ 0, %conv2_weight_grad.j145.end ], [ %kp148.next, %conv2_weight_grad.nb149.end ]
+  br label %conv2_weight_grad.nb149
+
+conv2_weight_grad.kp148.end:                      ; preds = %conv2_weight_grad.nb149.end
+  %g130.next = add nsw i64 %conv2_weight_grad.g130743, 1
+  %2650 = icmp slt i64 %g130.next, 4
+  br i1 %2650, label %conv2_weight_grad.g130, label %conv2_weight_grad.g130.end
+
+conv2_weight_grad.nb149:                          ; preds = %conv2_weight_grad.mb150.end, %conv2_weight_grad.kp148
+  %conv2_weight_grad.nb149806 = phi i64 [ 0, %conv2_weight_grad.kp148 ], [ %nb149.next, %conv2_weight_grad.mb150.end ]
+  br label %conv2_weight_grad.mb150
+
+conv2_weight_grad.nb149.end:                      ; preds = %conv2_weight_grad.mb150.end
+  %kp148.next = add nsw i64 %conv2_weight_grad.kp148805, 1
+  %2651 = icmp slt i64 %kp148.next, 49
+  br i1 %2651, label %conv2_weight_grad.kp148, label %conv2_weight_grad.kp148.end
+
+conv2_weight_grad.mb150:                          ; preds = %conv2_weight_grad.k152.end, %conv2_weight_grad.nb149
+  %conv2_weight_grad.mb150807 = phi i64 [ 0, %conv2_weight_grad.nb149 ], [ %mb150.next, %conv2_weight_grad.k152.end ]
+  %2652 = mul nsw i64 %conv2_weight_grad.mb150807, 6
   %2653 = mul nsw i64 %2652, 64
   %2654 = add nsw i64 11666704, %2653
-  %2655 = mul nsw i64 %conv2_weight_grad.nb140718, 64
+  %2655 = mul nsw i64 %conv2_weight_grad.nb149806, 64
   %2656 = add nsw i64 %2654, %2655
-  %2657 = add nsw i64 %2656, 16
-  %arena804 = getelementptr inbounds float, ptr %arena, i64 %2657
-  store <16 x float> %t142_c1_1803, ptr %arena804, align 4
-  %t142_c1_2805 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_2, align 64
-  %2658 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2659 = add nsw i64 %2658, 1
-  %2660 = mul nsw i64 %2659, 64
-  %2661 = add nsw i64 11666704, %2660
-  %2662 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2663 = add nsw i64 %2661, %2662
-  %2664 = add nsw i64 %2663, 32
-  %arena806 = getelementptr inbounds float, ptr %arena, i64 %2664
-  store <16 x float> %t142_c1_2805, ptr %arena806, align 4
-  %t142_c1_3807 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_3, align 64
-  %2665 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2666 = add nsw i64 %2665, 1
-  %2667 = mul nsw i64 %2666, 64
-  %2668 = add nsw i64 11666704, %2667
-  %2669 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2670 = add nsw i64 %2668, %2669
-  %2671 = add nsw i64 %2670, 48
-  %arena808 = getelementptr inbounds float, ptr %arena, i64 %2671
-  store <16 x float> %t142_c1_3807, ptr %arena808, align 4
-  %t142_c2_0809 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_0, align 64
-  %2672 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2673 = add nsw i64 %2672, 2
-  %2674 = mul nsw i64 %2673, 64
-  %2675 = add nsw i64 11666704, %2674
-  %2676 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2677 = add nsw i64 %2675, %2676
-  %arena810 = getelementptr inbounds float, ptr %arena, i64 %2677
-  store <16 x float> %t142_c2_0809, ptr %arena810, align 4
-  %t142_c2_1811 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_1, align 64
-  %2678 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2679 = add nsw i64 %2678, 2
-  %2680 = mul nsw i64 %2679, 64
-  %2681 = add nsw i64 11666704, %2680
-  %2682 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2683 = add nsw i64 %2681, %2682
-  %2684 = add nsw i64 %2683, 16
+  %arena808 = getelementptr inbounds float, ptr %arena, i64 %2656
+  %2657 = load <16 x float>, ptr %arena808, align 4
+  store <16 x float> %2657, ptr %conv2_weight_grad.t151_c0_0, align 64
+  %2658 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2659 = mul nsw i64 %2658, 64
+  %2660 = add nsw i64 11666704, %2659
+  %2661 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2662 = add nsw i64 %2660, %2661
+  %2663 = add nsw i64 %2662, 16
+  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2663
+  %2664 = load <16 x float>, ptr %arena809, align 4
+  store <16 x float> %2664, ptr %conv2_weight_grad.t151_c0_1, align 64
+  %2665 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2666 = mul nsw i64 %2665, 64
+  %2667 = add nsw i64 11666704, %2666
+  %2668 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2669 = add nsw i64 %2667, %2668
+  %2670 = add nsw i64 %2669, 32
+  %arena810 = getelementptr inbounds float, ptr %arena, i64 %2670
+  %2671 = load <16 x float>, ptr %arena810, align 4
+  store <16 x float> %2671, ptr %conv2_weight_grad.t151_c0_2, align 64
+  %2672 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2673 = mul nsw i64 %2672, 64
+  %2674 = add nsw i64 11666704, %2673
+  %2675 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2676 = add nsw i64 %2674, %2675
+  %2677 = add nsw i64 %2676, 48
+  %arena811 = getelementptr inbounds float, ptr %arena, i64 %2677
+  %2678 = load <16 x float>, ptr %arena811, align 4
+  store <16 x float> %2678, ptr %conv2_weight_grad.t151_c0_3, align 64
+  %2679 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2680 = add nsw i64 %2679, 1
+  %2681 = mul nsw i64 %2680, 64
+  %2682 = add nsw i64 11666704, %2681
+  %2683 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2684 = add nsw i64 %2682, %2683
   %arena812 = getelementptr inbounds float, ptr %arena, i64 %2684
-  store <16 x float> %t142_c2_1811, ptr %arena812, align 4
-  %t142_c2_2813 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_2, align 64
-  %2685 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2686 = add nsw i64 %2685, 2
-  %2687 = mul nsw i64 %2686, 64
-  %2688 = add nsw i64 11666704, %2687
-  %2689 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2690 = add nsw i64 %2688, %2689
-  %2691 = add nsw i64 %2690, 32
-  %arena814 = getelementptr inbounds float, ptr %arena, i64 %2691
-  store <16 x float> %t142_c2_2813, ptr %arena814, align 4
-  %t142_c2_3815 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_3, align 64
-  %2692 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2693 = add nsw i64 %2692, 2
-  %2694 = mul nsw i64 %2693, 64
-  %2695 = add nsw i64 11666704, %2694
-  %2696 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2697 = add nsw i64 %2695, %2696
-  %2698 = add nsw i64 %2697, 48
-  %arena816 = getelementptr inbounds float, ptr %arena, i64 %2698
-  store <16 x float> %t142_c2_3815, ptr %arena816, align 4
-  %t142_c3_0817 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_0, align 64
-  %2699 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2700 = add nsw i64 %2699, 3
-  %2701 = mul nsw i64 %2700, 64
-  %2702 = add nsw i64 11666704, %2701
-  %2703 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2704 = add nsw i64 %2702, %2703
-  %arena818 = getelementptr inbounds float, ptr %arena, i64 %2704
-  store <16 x float> %t142_c3_0817, ptr %arena818, align 4
-  %t142_c3_1819 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_1, align 64
-  %2705 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2706 = add nsw i64 %2705, 3
-  %2707 = mul nsw i64 %2706, 64
-  %2708 = add nsw i64 11666704, %2707
-  %2709 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2710 = add nsw i64 %2708, %2709
-  %2711 = add nsw i64 %2710, 16
-  %arena820 = getelementptr inbounds float, ptr %arena, i64 %2711
-  store <16 x float> %t142_c3_1819, ptr %arena820, align 4
-  %t142_c3_2821 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_2, align 64
-  %2712 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2713 = add nsw i64 %2712, 3
-  %2714 = mul nsw i64 %2713, 64
-  %2715 = add nsw i64 11666704, %2714
-  %2716 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2717 = add nsw i64 %2715, %2716
-  %2718 = add nsw i64 %2717, 32
-  %arena822 = getelementptr inbounds float, ptr %arena, i64 %2718
-  store <16 x float> %t142_c3_2821, ptr %arena822, align 4
-  %t142_c3_3823 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_3, align 64
-  %2719 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2720 = add nsw i64 %2719, 3
-  %2721 = mul nsw i64 %2720, 64
-  %2722 = add nsw i64 11666704, %2721
-  %2723 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2724 = add nsw i64 %2722, %2723
-  %2725 = add nsw i64 %2724, 48
-  %arena824 = getelementptr inbounds float, ptr %arena, i64 %2725
-  store <16 x float> %t142_c3_3823, ptr %arena824, align 4
-  %t142_c4_0825 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_0, align 64
-  %2726 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2727 = add nsw i64 %2726, 4
-  %2728 = mul nsw i64 %2727, 64
-  %2729 = add nsw i64 11666704, %2728
-  %2730 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2731 = add nsw i64 %2729, %2730
-  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2731
-  store <16 x float> %t142_c4_0825, ptr %arena826, align 4
-  %t142_c4_1827 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_1, align 64
-  %2732 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2733 = add nsw i64 %2732, 4
-  %2734 = mul nsw i64 %2733, 64
-  %2735 = add nsw i64 11666704, %2734
-  %2736 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2737 = add nsw i64 %2735, %2736
-  %2738 = add nsw i64 %2737, 16
-  %arena828 = getelementptr inbounds float, ptr %arena, i64 %2738
-  store <16 x float> %t142_c4_1827, ptr %arena828, align 4
-  %t142_c4_2829 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_2, align 64
-  %2739 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2740 = add nsw i64 %2739, 4
-  %2741 = mul nsw i64 %2740, 64
-  %2742 = add nsw i64 11666704, %2741
-  %2743 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2744 = add nsw i64 %2742, %2743
-  %2745 = add nsw i64 %2744, 32
-  %arena830 = getelementptr inbounds float, ptr %arena, i64 %2745
-  store <16 x float> %t142_c4_2829, ptr %arena830, align 4
-  %t142_c4_3831 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_3, align 64
-  %2746 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2747 = add nsw i64 %2746, 4
-  %2748 = mul nsw i64 %2747, 64
-  %2749 = add nsw i64 11666704, %2748
-  %2750 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2751 = add nsw i64 %2749, %2750
-  %2752 = add nsw i64 %2751, 48
-  %arena832 = getelementptr inbounds float, ptr %arena, i64 %2752
-  store <16 x float> %t142_c4_3831, ptr %arena832, align 4
-  %t142_c5_0833 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_0, align 64
-  %2753 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2754 = add nsw i64 %2753, 5
-  %2755 = mul nsw i64 %2754, 64
-  %2756 = add nsw i64 11666704, %2755
-  %2757 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2758 = add nsw i64 %2756, %2757
-  %arena834 = getelementptr inbounds float, ptr %arena, i64 %2758
-  store <16 x float> %t142_c5_0833, ptr %arena834, align 4
-  %t142_c5_1835 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_1, align 64
-  %2759 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2760 = add nsw i64 %2759, 5
-  %2761 = mul nsw i64 %2760, 64
-  %2762 = add nsw i64 11666704, %2761
-  %2763 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2764 = add nsw i64 %2762, %2763
-  %2765 = add nsw i64 %2764, 16
-  %arena836 = getelementptr inbounds float, ptr %arena, i64 %2765
-  store <16 x float> %t142_c5_1835, ptr %arena836, align 4
-  %t142_c5_2837 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_2, align 64
-  %2766 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2767 = add nsw i64 %2766, 5
-  %2768 = mul nsw i64 %2767, 64
-  %2769 = add nsw i64 11666704, %2768
-  %2770 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2771 = add nsw i64 %2769, %2770
-  %2772 = add nsw i64 %2771, 32
-  %arena838 = getelementptr inbounds float, ptr %arena, i64 %2772
-  store <16 x float> %t142_c5_2837, ptr %arena838, align 4
-  %t142_c5_3839 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_3, align 64
-  %2773 = mul nsw i64 %conv2_weight_grad.mb141719, 6
-  %2774 = add nsw i64 %2773, 5
-  %2775 = mul nsw i64 %2774, 64
-  %2776 = add nsw i64 11666704, %2775
-  %2777 = mul nsw i64 %conv2_weight_grad.nb140718, 64
-  %2778 = add nsw i64 %2776, %2777
-  %2779 = add nsw i64 %2778, 48
-  %arena840 = getelementptr inbounds float, ptr %arena, i64 %2779
-  store <16 x float> %t142_c5_3839, ptr %arena840, align 4
-  %mb141.next = add nsw i64 %conv2_weight_grad.mb141719, 1
-  %2780 = icmp slt i64 %mb141.next, 48
-  br i1 %2780, label %conv2_weight_grad.mb141, label %conv2_weight_grad.mb141.end
-
-conv2_weight_grad.f144:                           ; preds = %conv2_weight_grad.r145.end, %conv2_weight_grad.g121.end
-  %conv2_weight_grad.f144841 = phi i64 [ 0, %conv2_weight_grad.g121.end ], [ %f144.next, %conv2_weight_grad.r145.end ]
-  br label %conv2_weight_grad.r145
-
-conv2_weight_grad.f144.end:                       ; preds = %conv2_weight_grad.r145.end
-  br label %conv2_bias_grad.f146
-
-conv2_weight_grad.r145:                           ; preds = %conv2_weight_grad.r145, %conv2_weight_grad.f144
-  %conv2_weight_grad.r145842 = phi i64 [ 0, %conv2_weight_grad.f144 ], [ %r145.next, %conv2_weight_grad.r145 ]
-  %2781 = mul nsw i64 %conv2_weight_grad.r145842, 64
+  %2685 = load <16 x float>, ptr %arena812, align 4
+  store <16 x float> %2685, ptr %conv2_weight_grad.t151_c1_0, align 64
+  %2686 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2687 = add nsw i64 %2686, 1
+  %2688 = mul nsw i64 %2687, 64
+  %2689 = add nsw i64 11666704, %2688
+  %2690 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2691 = add nsw i64 %2689, %2690
+  %2692 = add nsw i64 %2691, 16
+  %arena813 = getelementptr inbounds float, ptr %arena, i64 %2692
+  %2693 = load <16 x float>, ptr %arena813, align 4
+  store <16 x float> %2693, ptr %conv2_weight_grad.t151_c1_1, align 64
+  %2694 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2695 = add nsw i64 %2694, 1
+  %2696 = mul nsw i64 %2695, 64
+  %2697 = add nsw i64 11666704, %2696
+  %2698 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2699 = add nsw i64 %2697, %2698
+  %2700 = add nsw i64 %2699, 32
+  %arena814 = getelementptr inbounds float, ptr %arena, i64 %2700
+  %2701 = load <16 x float>, ptr %arena814, align 4
+  store <16 x float> %2701, ptr %conv2_weight_grad.t151_c1_2, align 64
+  %2702 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2703 = add nsw i64 %2702, 1
+  %2704 = mul nsw i64 %2703, 64
+  %2705 = add nsw i64 11666704, %2704
+  %2706 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2707 = add nsw i64 %2705, %2706
+  %2708 = add nsw i64 %2707, 48
+  %arena815 = getelementptr inbounds float, ptr %arena, i64 %2708
+  %2709 = load <16 x float>, ptr %arena815, align 4
+  store <16 x float> %2709, ptr %conv2_weight_grad.t151_c1_3, align 64
+  %2710 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2711 = add nsw i64 %2710, 2
+  %2712 = mul nsw i64 %2711, 64
+  %2713 = add nsw i64 11666704, %2712
+  %2714 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2715 = add nsw i64 %2713, %2714
+  %arena816 = getelementptr inbounds float, ptr %arena, i64 %2715
+  %2716 = load <16 x float>, ptr %arena816, align 4
+  store <16 x float> %2716, ptr %conv2_weight_grad.t151_c2_0, align 64
+  %2717 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2718 = add nsw i64 %2717, 2
+  %2719 = mul nsw i64 %2718, 64
+  %2720 = add nsw i64 11666704, %2719
+  %2721 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2722 = add nsw i64 %2720, %2721
+  %2723 = add nsw i64 %2722, 16
+  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2723
+  %2724 = load <16 x float>, ptr %arena817, align 4
+  store <16 x float> %2724, ptr %conv2_weight_grad.t151_c2_1, align 64
+  %2725 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2726 = add nsw i64 %2725, 2
+  %2727 = mul nsw i64 %2726, 64
+  %2728 = add nsw i64 11666704, %2727
+  %2729 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2730 = add nsw i64 %2728, %2729
+  %2731 = add nsw i64 %2730, 32
+  %arena818 = getelementptr inbounds float, ptr %arena, i64 %2731
+  %2732 = load <16 x float>, ptr %arena818, align 4
+  store <16 x float> %2732, ptr %conv2_weight_grad.t151_c2_2, align 64
+  %2733 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2734 = add nsw i64 %2733, 2
+  %2735 = mul nsw i64 %2734, 64
+  %2736 = add nsw i64 11666704, %2735
+  %2737 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2738 = add nsw i64 %2736, %2737
+  %2739 = add nsw i64 %2738, 48
+  %arena819 = getelementptr inbounds float, ptr %arena, i64 %2739
+  %2740 = load <16 x float>, ptr %arena819, align 4
+  store <16 x float> %2740, ptr %conv2_weight_grad.t151_c2_3, align 64
+  %2741 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2742 = add nsw i64 %2741, 3
+  %2743 = mul nsw i64 %2742, 64
+  %2744 = add nsw i64 11666704, %2743
+  %2745 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2746 = add nsw i64 %2744, %2745
+  %arena820 = getelementptr inbounds float, ptr %arena, i64 %2746
+  %2747 = load <16 x float>, ptr %arena820, align 4
+  store <16 x float> %2747, ptr %conv2_weight_grad.t151_c3_0, align 64
+  %2748 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2749 = add nsw i64 %2748, 3
+  %2750 = mul nsw i64 %2749, 64
+  %2751 = add nsw i64 11666704, %2750
+  %2752 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2753 = add nsw i64 %2751, %2752
+  %2754 = add nsw i64 %2753, 16
+  %arena821 = getelementptr inbounds float, ptr %arena, i64 %2754
+  %2755 = load <16 x float>, ptr %arena821, align 4
+  store <16 x float> %2755, ptr %conv2_weight_grad.t151_c3_1, align 64
+  %2756 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2757 = add nsw i64 %2756, 3
+  %2758 = mul nsw i64 %2757, 64
+  %2759 = add nsw i64 11666704, %2758
+  %2760 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2761 = add nsw i64 %2759, %2760
+  %2762 = add nsw i64 %2761, 32
+  %arena822 = getelementptr inbounds float, ptr %arena, i64 %2762
+  %2763 = load <16 x float>, ptr %arena822, align 4
+  store <16 x float> %2763, ptr %conv2_weight_grad.t151_c3_2, align 64
+  %2764 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2765 = add nsw i64 %2764, 3
+  %2766 = mul nsw i64 %2765, 64
+  %2767 = add nsw i64 11666704, %2766
+  %2768 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2769 = add nsw i64 %2767, %2768
+  %2770 = add nsw i64 %2769, 48
+  %arena823 = getelementptr inbounds float, ptr %arena, i64 %2770
+  %2771 = load <16 x float>, ptr %arena823, align 4
+  store <16 x float> %2771, ptr %conv2_weight_grad.t151_c3_3, align 64
+  %2772 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2773 = add nsw i64 %2772, 4
+  %2774 = mul nsw i64 %2773, 64
+  %2775 = add nsw i64 11666704, %2774
+  %2776 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2777 = add nsw i64 %2775, %2776
+  %arena824 = getelementptr inbounds float, ptr %arena, i64 %2777
+  %2778 = load <16 x float>, ptr %arena824, align 4
+  store <16 x float> %2778, ptr %conv2_weight_grad.t151_c4_0, align 64
+  %2779 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2780 = add nsw i64 %2779, 4
+  %2781 = mul nsw i64 %2780, 64
   %2782 = add nsw i64 11666704, %2781
-  %2783 = add nsw i64 %2782, %conv2_weight_grad.f144841
-  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2783
-  %2784 = load float, ptr %arena843, align 4
-  %2785 = mul nsw i64 %conv2_weight_grad.f144841, 288
-  %2786 = add nsw i64 320, %2785
-  %2787 = add nsw i64 %2786, %conv2_weight_grad.r145842
-  %grads844 = getelementptr inbounds float, ptr %grads, i64 %2787
-  store float %2784, ptr %grads844, align 4
-  %r145.next = add nsw i64 %conv2_weight_grad.r145842, 1
-  %2788 = icmp slt i64 %r145.next, 288
-  br i1 %2788, label %conv2_weight_grad.r145, label %conv2_weight_grad.r145.end
+  %2783 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2784 = add nsw i64 %2782, %2783
+  %2785 = add nsw i64 %2784, 16
+  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2785
+  %2786 = load <16 x float>, ptr %arena825, align 4
+  store <16 x float> %2786, ptr %conv2_weight_grad.t151_c4_1, align 64
+  %2787 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2788 = add nsw i64 %2787, 4
+  %2789 = mul nsw i64 %2788, 64
+  %2790 = add nsw i64 11666704, %2789
+  %2791 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2792 = add nsw i64 %2790, %2791
+  %2793 = add nsw i64 %2792, 32
+  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2793
+  %2794 = load <16 x float>, ptr %arena826, align 4
+  store <16 x float> %2794, ptr %conv2_weight_grad.t151_c4_2, align 64
+  %2795 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2796 = add nsw i64 %2795, 4
+  %2797 = mul nsw i64 %2796, 64
+  %2798 = add nsw i64 11666704, %2797
+  %2799 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2800 = add nsw i64 %2798, %2799
+  %2801 = add nsw i64 %2800, 48
+  %arena827 = getelementptr inbounds float, ptr %arena, i64 %2801
+  %2802 = load <16 x float>, ptr %arena827, align 4
+  store <16 x float> %2802, ptr %conv2_weight_grad.t151_c4_3, align 64
+  %2803 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2804 = add nsw i64 %2803, 5
+  %2805 = mul nsw i64 %2804, 64
+  %2806 = add nsw i64 11666704, %2805
+  %2807 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2808 = add nsw i64 %2806, %2807
+  %arena828 = getelementptr inbounds float, ptr %arena, i64 %2808
+  %2809 = load <16 x float>, ptr %arena828, align 4
+  store <16 x float> %2809, ptr %conv2_weight_grad.t151_c5_0, align 64
+  %2810 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2811 = add nsw i64 %2810, 5
+  %2812 = mul nsw i64 %2811, 64
+  %2813 = add nsw i64 11666704, %2812
+  %2814 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2815 = add nsw i64 %2813, %2814
+  %2816 = add nsw i64 %2815, 16
+  %arena829 = getelementptr inbounds float, ptr %arena, i64 %2816
+  %2817 = load <16 x float>, ptr %arena829, align 4
+  store <16 x float> %2817, ptr %conv2_weight_grad.t151_c5_1, align 64
+  %2818 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2819 = add nsw i64 %2818, 5
+  %2820 = mul nsw i64 %2819, 64
+  %2821 = add nsw i64 11666704, %2820
+  %2822 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2823 = add nsw i64 %2821, %2822
+  %2824 = add nsw i64 %2823, 32
+  %arena830 = getelementptr inbounds float, ptr %arena, i64 %2824
+  %2825 = load <16 x float>, ptr %arena830, align 4
+  store <16 x float> %2825, ptr %conv2_weight_grad.t151_c5_2, align 64
+  %2826 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2827 = add nsw i64 %2826, 5
+  %2828 = mul nsw i64 %2827, 64
+  %2829 = add nsw i64 11666704, %2828
+  %2830 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2831 = add nsw i64 %2829, %2830
+  %2832 = add nsw i64 %2831, 48
+  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2832
+  %2833 = load <16 x float>, ptr %arena831, align 4
+  store <16 x float> %2833, ptr %conv2_weight_grad.t151_c5_3, align 64
+  br label %conv2_weight_grad.k152
 
-conv2_weight_grad.r145.end:                       ; preds = %conv2_weight_grad.r145
-  %f144.next = add nsw i64 %conv2_weight_grad.f144841, 1
-  %2789 = icmp slt i64 %f144.next, 64
-  br i1 %2789, label %conv2_weight_grad.f144, label %conv2_weight_grad.f144.end
+conv2_weight_grad.mb150.end:                      ; preds = %conv2_weight_grad.k152.end
+  %nb149.next = add nsw i64 %conv2_weight_grad.nb149806, 1
+  %2834 = icmp slt i64 %nb149.next, 1
+  br i1 %2834, label %conv2_weight_grad.nb149, label %conv2_weight_grad.nb149.end
 
-conv2_bias_grad.f146:                             ; preds = %conv2_bias_grad.img148.end, %conv2_weight_grad.f144.end
-  %conv2_bias_grad.f146845 = phi i64 [ 0, %conv2_weight_grad.f144.end ], [ %f146.next, %conv2_bias_grad.img148.end ]
-  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc147, align 64
-  br label %conv2_bias_grad.img148
+conv2_weight_grad.k152:                           ; preds = %conv2_weight_grad.k152, %conv2_weight_grad.mb150
+  %conv2_weight_grad.k152832 = phi i64 [ 0, %conv2_weight_grad.mb150 ], [ %k152.next, %conv2_weight_grad.k152 ]
+  %2835 = mul nsw i64 %conv2_weight_grad.kp148805, 256
+  %2836 = add nsw i64 %conv2_weight_grad.k152832, %2835
+  %2837 = mul nsw i64 %2836, 64
+  %2838 = add nsw i64 10863888, %2837
+  %2839 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2840 = add nsw i64 %2838, %2839
+  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2840
+  %2841 = load <16 x float>, ptr %arena833, align 4
+  store <16 x float> %2841, ptr %conv2_weight_grad.t151_b0, align 64
+  %2842 = mul nsw i64 %conv2_weight_grad.kp148805, 256
+  %2843 = add nsw i64 %conv2_weight_grad.k152832, %2842
+  %2844 = mul nsw i64 %2843, 64
+  %2845 = add nsw i64 10863888, %2844
+  %2846 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2847 = add nsw i64 %2845, %2846
+  %2848 = add nsw i64 %2847, 16
+  %arena834 = getelementptr inbounds float, ptr %arena, i64 %2848
+  %2849 = load <16 x float>, ptr %arena834, align 4
+  store <16 x float> %2849, ptr %conv2_weight_grad.t151_b1, align 64
+  %2850 = mul nsw i64 %conv2_weight_grad.kp148805, 256
+  %2851 = add nsw i64 %conv2_weight_grad.k152832, %2850
+  %2852 = mul nsw i64 %2851, 64
+  %2853 = add nsw i64 10863888, %2852
+  %2854 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2855 = add nsw i64 %2853, %2854
+  %2856 = add nsw i64 %2855, 32
+  %arena835 = getelementptr inbounds float, ptr %arena, i64 %2856
+  %2857 = load <16 x float>, ptr %arena835, align 4
+  store <16 x float> %2857, ptr %conv2_weight_grad.t151_b2, align 64
+  %2858 = mul nsw i64 %conv2_weight_grad.kp148805, 256
+  %2859 = add nsw i64 %conv2_weight_grad.k152832, %2858
+  %2860 = mul nsw i64 %2859, 64
+  %2861 = add nsw i64 10863888, %2860
+  %2862 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2863 = add nsw i64 %2861, %2862
+  %2864 = add nsw i64 %2863, 48
+  %arena836 = getelementptr inbounds float, ptr %arena, i64 %2864
+  %2865 = load <16 x float>, ptr %arena836, align 4
+  store <16 x float> %2865, ptr %conv2_weight_grad.t151_b3, align 64
+  %2866 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2867 = mul nsw i64 %2866, 12544
+  %2868 = add nsw i64 7251216, %2867
+  %2869 = mul nsw i64 %conv2_weight_grad.kp148805, 256
+  %2870 = add nsw i64 %conv2_weight_grad.k152832, %2869
+  %2871 = add nsw i64 %2868, %2870
+  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2871
+  %2872 = load float, ptr %arena837, align 4
+  %2873 = insertelement <16 x float> undef, float %2872, i32 0
+  %2874 = shufflevector <16 x float> %2873, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2874, ptr %conv2_weight_grad.t151_a0, align 64
+  %t151_a0 = load <16 x float>, ptr %conv2_weight_grad.t151_a0, align 64
+  %t151_b0 = load <16 x float>, ptr %conv2_weight_grad.t151_b0, align 64
+  %t151_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t151_c0_0, align 64
+  %2875 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0, <16 x float> %t151_b0, <16 x float> %t151_c0_0)
+  store <16 x float> %2875, ptr %conv2_weight_grad.t151_c0_0, align 64
+  %t151_a0838 = load <16 x float>, ptr %conv2_weight_grad.t151_a0, align 64
+  %t151_b1 = load <16 x float>, ptr %conv2_weight_grad.t151_b1, align 64
+  %t151_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t151_c0_1, align 64
+  %2876 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0838, <16 x float> %t151_b1, <16 x float> %t151_c0_1)
+  store <16 x float> %2876, ptr %conv2_weight_grad.t151_c0_1, align 64
+  %t151_a0839 = load <16 x float>, ptr %conv2_weight_grad.t151_a0, align 64
+  %t151_b2 = load <16 x float>, ptr %conv2_weight_grad.t151_b2, align 64
+  %t151_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t151_c0_2, align 64
+  %2877 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0839, <16 x float> %t151_b2, <16 x float> %t151_c0_2)
+  store <16 x float> %2877, ptr %conv2_weight_grad.t151_c0_2, align 64
+  %t151_a0840 = load <16 x float>, ptr %conv2_weight_grad.t151_a0, align 64
+  %t151_b3 = load <16 x float>, ptr %conv2_weight_grad.t151_b3, align 64
+  %t151_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t151_c0_3, align 64
+  %2878 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0840, <16 x float> %t151_b3, <16 x float> %t151_c0_3)
+  store <16 x float> %2878, ptr %conv2_weight_grad.t151_c0_3, align 64
+  %2879 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2880 = add nsw i64 %2879, 1
+  %2881 = mul nsw i64 %2880, 12544
+  %2882 = add nsw i64 7251216, %2881
+  %2883 = mul nsw i64 %conv2_weight_grad.kp148805, 256
+  %2884 = add nsw i64 %conv2_weight_grad.k152832, %2883
+  %2885 = add nsw i64 %2882, %2884
+  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2885
+  %2886 = load float, ptr %arena841, align 4
+  %2887 = insertelement <16 x float> undef, float %2886, i32 0
+  %2888 = shufflevector <16 x float> %2887, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2888, ptr %conv2_weight_grad.t151_a1, align 64
+  %t151_a1 = load <16 x float>, ptr %conv2_weight_grad.t151_a1, align 64
+  %t151_b0842 = load <16 x float>, ptr %conv2_weight_grad.t151_b0, align 64
+  %t151_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t151_c1_0, align 64
+  %2889 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1, <16 x float> %t151_b0842, <16 x float> %t151_c1_0)
+  store <16 x float> %2889, ptr %conv2_weight_grad.t151_c1_0, align 64
+  %t151_a1843 = load <16 x float>, ptr %conv2_weight_grad.t151_a1, align 64
+  %t151_b1844 = load <16 x float>, ptr %conv2_weight_grad.t151_b1, align 64
+  %t151_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t151_c1_1, align 64
+  %2890 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1843, <16 x float> %t151_b1844, <16 x float> %t151_c1_1)
+  store <16 x float> %2890, ptr %conv2_weight_grad.t151_c1_1, align 64
+  %t151_a1845 = load <16 x float>, ptr %conv2_weight_grad.t151_a1, align 64
+  %t151_b2846 = load <16 x float>, ptr %conv2_weight_grad.t151_b2, align 64
+  %t151_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t151_c1_2, align 64
+  %2891 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1845, <16 x float> %t151_b2846, <16 x float> %t151_c1_2)
+  store <16 x float> %2891, ptr %conv2_weight_grad.t151_c1_2, align 64
+  %t151_a1847 = load <16 x float>, ptr %conv2_weight_grad.t151_a1, align 64
+  %t151_b3848 = load <16 x float>, ptr %conv2_weight_grad.t151_b3, align 64
+  %t151_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t151_c1_3, align 64
+  %2892 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1847, <16 x float> %t151_b3848, <16 x float> %t151_c1_3)
+  store <16 x float> %2892, ptr %conv2_weight_grad.t151_c1_3, align 64
+  %2893 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2894 = add nsw i64 %2893, 2
+  %2895 = mul nsw i64 %2894, 12544
+  %2896 = add nsw i64 7251216, %2895
+  %2897 = mul nsw i64 %conv2_weight_grad.kp148805, 256
+  %2898 = add nsw i64 %conv2_weight_grad.k152832, %2897
+  %2899 = add nsw i64 %2896, %2898
+  %arena849 = getelementptr inbounds float, ptr %arena, i64 %2899
+  %2900 = load float, ptr %arena849, align 4
+  %2901 = insertelement <16 x float> undef, float %2900, i32 0
+  %2902 = shufflevector <16 x float> %2901, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2902, ptr %conv2_weight_grad.t151_a2, align 64
+  %t151_a2 = load <16 x float>, ptr %conv2_weight_grad.t151_a2, align 64
+  %t151_b0850 = load <16 x float>, ptr %conv2_weight_grad.t151_b0, align 64
+  %t151_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t151_c2_0, align 64
+  %2903 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2, <16 x float> %t151_b0850, <16 x float> %t151_c2_0)
+  store <16 x float> %2903, ptr %conv2_weight_grad.t151_c2_0, align 64
+  %t151_a2851 = load <16 x float>, ptr %conv2_weight_grad.t151_a2, align 64
+  %t151_b1852 = load <16 x float>, ptr %conv2_weight_grad.t151_b1, align 64
+  %t151_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t151_c2_1, align 64
+  %2904 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2851, <16 x float> %t151_b1852, <16 x float> %t151_c2_1)
+  store <16 x float> %2904, ptr %conv2_weight_grad.t151_c2_1, align 64
+  %t151_a2853 = load <16 x float>, ptr %conv2_weight_grad.t151_a2, align 64
+  %t151_b2854 = load <16 x float>, ptr %conv2_weight_grad.t151_b2, align 64
+  %t151_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t151_c2_2, align 64
+  %2905 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2853, <16 x float> %t151_b2854, <16 x float> %t151_c2_2)
+  store <16 x float> %2905, ptr %conv2_weight_grad.t151_c2_2, align 64
+  %t151_a2855 = load <16 x float>, ptr %conv2_weight_grad.t151_a2, align 64
+  %t151_b3856 = load <16 x float>, ptr %conv2_weight_grad.t151_b3, align 64
+  %t151_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t151_c2_3, align 64
+  %2906 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2855, <16 x float> %t151_b3856, <16 x float> %t151_c2_3)
+  store <16 x float> %2906, ptr %conv2_weight_grad.t151_c2_3, align 64
+  %2907 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2908 = add nsw i64 %2907, 3
+  %2909 = mul nsw i64 %2908, 12544
+  %2910 = add nsw i64 7251216, %2909
+  %2911 = mul nsw i64 %conv2_weight_grad.kp148805, 256
+  %2912 = add nsw i64 %conv2_weight_grad.k152832, %2911
+  %2913 = add nsw i64 %2910, %2912
+  %arena857 = getelementptr inbounds float, ptr %arena, i64 %2913
+  %2914 = load float, ptr %arena857, align 4
+  %2915 = insertelement <16 x float> undef, float %2914, i32 0
+  %2916 = shufflevector <16 x float> %2915, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2916, ptr %conv2_weight_grad.t151_a3, align 64
+  %t151_a3 = load <16 x float>, ptr %conv2_weight_grad.t151_a3, align 64
+  %t151_b0858 = load <16 x float>, ptr %conv2_weight_grad.t151_b0, align 64
+  %t151_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t151_c3_0, align 64
+  %2917 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3, <16 x float> %t151_b0858, <16 x float> %t151_c3_0)
+  store <16 x float> %2917, ptr %conv2_weight_grad.t151_c3_0, align 64
+  %t151_a3859 = load <16 x float>, ptr %conv2_weight_grad.t151_a3, align 64
+  %t151_b1860 = load <16 x float>, ptr %conv2_weight_grad.t151_b1, align 64
+  %t151_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t151_c3_1, align 64
+  %2918 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3859, <16 x float> %t151_b1860, <16 x float> %t151_c3_1)
+  store <16 x float> %2918, ptr %conv2_weight_grad.t151_c3_1, align 64
+  %t151_a3861 = load <16 x float>, ptr %conv2_weight_grad.t151_a3, align 64
+  %t151_b2862 = load <16 x float>, ptr %conv2_weight_grad.t151_b2, align 64
+  %t151_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t151_c3_2, align 64
+  %2919 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3861, <16 x float> %t151_b2862, <16 x float> %t151_c3_2)
+  store <16 x float> %2919, ptr %conv2_weight_grad.t151_c3_2, align 64
+  %t151_a3863 = load <16 x float>, ptr %conv2_weight_grad.t151_a3, align 64
+  %t151_b3864 = load <16 x float>, ptr %conv2_weight_grad.t151_b3, align 64
+  %t151_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t151_c3_3, align 64
+  %2920 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3863, <16 x float> %t151_b3864, <16 x float> %t151_c3_3)
+  store <16 x float> %2920, ptr %conv2_weight_grad.t151_c3_3, align 64
+  %2921 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2922 = add nsw i64 %2921, 4
+  %2923 = mul nsw i64 %2922, 12544
+  %2924 = add nsw i64 7251216, %2923
+  %2925 = mul nsw i64 %conv2_weight_grad.kp148805, 256
+  %2926 = add nsw i64 %conv2_weight_grad.k152832, %2925
+  %2927 = add nsw i64 %2924, %2926
+  %arena865 = getelementptr inbounds float, ptr %arena, i64 %2927
+  %2928 = load float, ptr %arena865, align 4
+  %2929 = insertelement <16 x float> undef, float %2928, i32 0
+  %2930 = shufflevector <16 x float> %2929, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2930, ptr %conv2_weight_grad.t151_a4, align 64
+  %t151_a4 = load <16 x float>, ptr %conv2_weight_grad.t151_a4, align 64
+  %t151_b0866 = load <16 x float>, ptr %conv2_weight_grad.t151_b0, align 64
+  %t151_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t151_c4_0, align 64
+  %2931 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a4, <16 x float> %t151_b0866, <16 x float> %t151_c4_0)
+  store <16 x float> %2931, ptr %conv2_weight_grad.t151_c4_0, align 64
+  %t151_a4867 = load <16 x float>, ptr %conv2_weight_grad.t151_a4, align 64
+  %t151_b1868 = load <16 x float>, ptr %conv2_weight_grad.t151_b1, align 64
+  %t151_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t151_c4_1, align 64
+  %2932 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a4867, <16 x float> %t151_b1868, <16 x float> %t151_c4_1)
+  store <16 x float> %2932, ptr %conv2_weight_grad.t151_c4_1, align 64
+  %t151_a4869 = load <16 x float>, ptr %conv2_weight_grad.t151_a4, align 64
+  %t151_b2870 = load <16 x float>, ptr %conv2_weight_grad.t151_b2, align 64
+  %t151_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t151_c4_2, align 64
+  %2933 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a4869, <16 x float> %t151_b2870, <16 x float> %t151_c4_2)
+  store <16 x float> %2933, ptr %conv2_weight_grad.t151_c4_2, align 64
+  %t151_a4871 = load <16 x float>, ptr %conv2_weight_grad.t151_a4, align 64
+  %t151_b3872 = load <16 x float>, ptr %conv2_weight_grad.t151_b3, align 64
+  %t151_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t151_c4_3, align 64
+  %2934 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a4871, <16 x float> %t151_b3872, <16 x float> %t151_c4_3)
+  store <16 x float> %2934, ptr %conv2_weight_grad.t151_c4_3, align 64
+  %2935 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2936 = add nsw i64 %2935, 5
+  %2937 = mul nsw i64 %2936, 12544
+  %2938 = add nsw i64 7251216, %2937
+  %2939 = mul nsw i64 %conv2_weight_grad.kp148805, 256
+  %2940 = add nsw i64 %conv2_weight_grad.k152832, %2939
+  %2941 = add nsw i64 %2938, %2940
+  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2941
+  %2942 = load float, ptr %arena873, align 4
+  %2943 = insertelement <16 x float> undef, float %2942, i32 0
+  %2944 = shufflevector <16 x float> %2943, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2944, ptr %conv2_weight_grad.t151_a5, align 64
+  %t151_a5 = load <16 x float>, ptr %conv2_weight_grad.t151_a5, align 64
+  %t151_b0874 = load <16 x float>, ptr %conv2_weight_grad.t151_b0, align 64
+  %t151_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t151_c5_0, align 64
+  %2945 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a5, <16 x float> %t151_b0874, <16 x float> %t151_c5_0)
+  store <16 x float> %2945, ptr %conv2_weight_grad.t151_c5_0, align 64
+  %t151_a5875 = load <16 x float>, ptr %conv2_weight_grad.t151_a5, align 64
+  %t151_b1876 = load <16 x float>, ptr %conv2_weight_grad.t151_b1, align 64
+  %t151_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t151_c5_1, align 64
+  %2946 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a5875, <16 x float> %t151_b1876, <16 x float> %t151_c5_1)
+  store <16 x float> %2946, ptr %conv2_weight_grad.t151_c5_1, align 64
+  %t151_a5877 = load <16 x float>, ptr %conv2_weight_grad.t151_a5, align 64
+  %t151_b2878 = load <16 x float>, ptr %conv2_weight_grad.t151_b2, align 64
+  %t151_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t151_c5_2, align 64
+  %2947 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a5877, <16 x float> %t151_b2878, <16 x float> %t151_c5_2)
+  store <16 x float> %2947, ptr %conv2_weight_grad.t151_c5_2, align 64
+  %t151_a5879 = load <16 x float>, ptr %conv2_weight_grad.t151_a5, align 64
+  %t151_b3880 = load <16 x float>, ptr %conv2_weight_grad.t151_b3, align 64
+  %t151_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t151_c5_3, align 64
+  %2948 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a5879, <16 x float> %t151_b3880, <16 x float> %t151_c5_3)
+  store <16 x float> %2948, ptr %conv2_weight_grad.t151_c5_3, align 64
+  %k152.next = add nsw i64 %conv2_weight_grad.k152832, 1
+  %2949 = icmp slt i64 %k152.next, 256
+  br i1 %2949, label %conv2_weight_grad.k152, label %conv2_weight_grad.k152.end
 
-conv2_bias_grad.f146.end:                         ; preds = %conv2_bias_grad.img148.end
-  br label %relu1_grad.g165
-
-conv2_bias_grad.img148:                           ; preds = %conv2_bias_grad.i149.end, %conv2_bias_grad.f146
-  %conv2_bias_grad.img148846 = phi i64 [ 0, %conv2_bias_grad.f146 ], [ %img148.next, %conv2_bias_grad.i149.end ]
-  br label %conv2_bias_grad.i149
-
-conv2_bias_grad.img148.end:                       ; preds = %conv2_bias_grad.i149.end
-  %acc147849 = load <16 x float>, ptr %conv2_bias_grad.acc147, align 64
-  %arena850 = getelementptr inbounds float, ptr %arena, i64 1605632
-  store <16 x float> %acc147849, ptr %arena850, align 4
-  %arena851 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %2790 = load float, ptr %arena851, align 4
-  %arena852 = getelementptr inbounds float, ptr %arena, i64 1605633
-  %2791 = load float, ptr %arena852, align 4
-  %2792 = fadd float %2790, %2791
-  store float %2792, ptr %conv2_bias_grad.sum150, align 4
-  %sum150 = load float, ptr %conv2_bias_grad.sum150, align 4
-  %arena853 = getelementptr inbounds float, ptr %arena, i64 1605634
-  %2793 = load float, ptr %arena853, align 4
-  %2794 = fadd float %sum150, %2793
-  store float %2794, ptr %conv2_bias_grad.sum151, align 4
-  %sum151 = load float, ptr %conv2_bias_grad.sum151, align 4
-  %arena854 = getelementptr inbounds float, ptr %arena, i64 1605635
-  %2795 = load float, ptr %arena854, align 4
-  %2796 = fadd float %sum151, %2795
-  store float %2796, ptr %conv2_bias_grad.sum152, align 4
-  %sum152 = load float, ptr %conv2_bias_grad.sum152, align 4
-  %arena855 = getelementptr inbounds float, ptr %arena, i64 1605636
-  %2797 = load float, ptr %arena855, align 4
-  %2798 = fadd float %sum152, %2797
-  store float %2798, ptr %conv2_bias_grad.sum153, align 4
-  %sum153 = load float, ptr %conv2_bias_grad.sum153, align 4
-  %arena856 = getelementptr inbounds float, ptr %arena, i64 1605637
-  %2799 = load float, ptr %arena856, align 4
-  %2800 = fadd float %sum153, %2799
-  store float %2800, ptr %conv2_bias_grad.sum154, align 4
-  %sum154 = load float, ptr %conv2_bias_grad.sum154, align 4
-  %arena857 = getelementptr inbounds float, ptr %arena, i64 1605638
-  %2801 = load float, ptr %arena857, align 4
-  %2802 = fadd float %sum154, %2801
-  store float %2802, ptr %conv2_bias_grad.sum155, align 4
-  %sum155 = load float, ptr %conv2_bias_grad.sum155, align 4
-  %arena858 = getelementptr inbounds float, ptr %arena, i64 1605639
-  %2803 = load float, ptr %arena858, align 4
-  %2804 = fadd float %sum155, %2803
-  store float %2804, ptr %conv2_bias_grad.sum156, align 4
-  %sum156 = load float, ptr %conv2_bias_grad.sum156, align 4
-  %arena859 = getelementptr inbounds float, ptr %arena, i64 1605640
-  %2805 = load float, ptr %arena859, align 4
-  %2806 = fadd float %sum156, %2805
-  store float %2806, ptr %conv2_bias_grad.sum157, align 4
-  %sum157 = load float, ptr %conv2_bias_grad.sum157, align 4
-  %arena860 = getelementptr inbounds float, ptr %arena, i64 1605641
-  %2807 = load float, ptr %arena860, align 4
-  %2808 = fadd float %sum157, %2807
-  store float %2808, ptr %conv2_bias_grad.sum158, align 4
-  %sum158 = load float, ptr %conv2_bias_grad.sum158, align 4
-  %arena861 = getelementptr inbounds float, ptr %arena, i64 1605642
-  %2809 = load float, ptr %arena861, align 4
-  %2810 = fadd float %sum158, %2809
-  store float %2810, ptr %conv2_bias_grad.sum159, align 4
-  %sum159 = load float, ptr %conv2_bias_grad.sum159, align 4
-  %arena862 = getelementptr inbounds float, ptr %arena, i64 1605643
-  %2811 = load float, ptr %arena862, align 4
-  %2812 = fadd float %sum159, %2811
-  store float %2812, ptr %conv2_bias_grad.sum160, align 4
-  %sum160 = load float, ptr %conv2_bias_grad.sum160, align 4
-  %arena863 = getelementptr inbounds float, ptr %arena, i64 1605644
-  %2813 = load float, ptr %arena863, align 4
-  %2814 = fadd float %sum160, %2813
-  store float %2814, ptr %conv2_bias_grad.sum161, align 4
-  %sum161 = load float, ptr %conv2_bias_grad.sum161, align 4
-  %arena864 = getelementptr inbounds float, ptr %arena, i64 1605645
-  %2815 = load float, ptr %arena864, align 4
-  %2816 = fadd float %sum161, %2815
-  store float %2816, ptr %conv2_bias_grad.sum162, align 4
-  %sum162 = load float, ptr %conv2_bias_grad.sum162, align 4
-  %arena865 = getelementptr inbounds float, ptr %arena, i64 1605646
-  %2817 = load float, ptr %arena865, align 4
-  %2818 = fadd float %sum162, %2817
-  store float %2818, ptr %conv2_bias_grad.sum163, align 4
-  %sum163 = load float, ptr %conv2_bias_grad.sum163, align 4
-  %arena866 = getelementptr inbounds float, ptr %arena, i64 1605647
-  %2819 = load float, ptr %arena866, align 4
-  %2820 = fadd float %sum163, %2819
-  store float %2820, ptr %conv2_bias_grad.sum164, align 4
-  %sum164 = load float, ptr %conv2_bias_grad.sum164, align 4
-  %2821 = add nsw i64 18752, %conv2_bias_grad.f146845
-  %grads867 = getelementptr inbounds float, ptr %grads, i64 %2821
-  store float %sum164, ptr %grads867, align 4
-  %f146.next = add nsw i64 %conv2_bias_grad.f146845, 1
-  %2822 = icmp slt i64 %f146.next, 64
-  br i1 %2822, label %conv2_bias_grad.f146, label %conv2_bias_grad.f146.end
-
-conv2_bias_grad.i149:                             ; preds = %conv2_bias_grad.i149, %conv2_bias_grad.img148
-  %conv2_bias_grad.i149847 = phi i64 [ 0, %conv2_bias_grad.img148 ], [ %i149.next, %conv2_bias_grad.i149 ]
-  %2823 = mul nsw i64 %conv2_bias_grad.img148846, 50176
-  %2824 = add nsw i64 4039952, %2823
-  %2825 = mul nsw i64 %conv2_bias_grad.f146845, 784
-  %2826 = add nsw i64 %2824, %2825
-  %2827 = mul nsw i64 %conv2_bias_grad.i149847, 16
-  %2828 = add nsw i64 %2826, %2827
-  %arena848 = getelementptr inbounds float, ptr %arena, i64 %2828
-  %2829 = load <16 x float>, ptr %arena848, align 4
-  %acc147 = load <16 x float>, ptr %conv2_bias_grad.acc147, align 64
-  %2830 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %2829, <16 x float> %acc147)
-  store <16 x float> %2830, ptr %conv2_bias_grad.acc147, align 64
-  %i149.next = add nsw i64 %conv2_bias_grad.i149847, 1
-  %2831 = icmp slt i64 %i149.next, 49
-  br i1 %2831, label %conv2_bias_grad.i149, label %conv2_bias_grad.i149.end
-
-conv2_bias_grad.i149.end:                         ; preds = %conv2_bias_grad.i149
-  %img148.next = add nsw i64 %conv2_bias_grad.img148846, 1
-  %2832 = icmp slt i64 %img148.next, 64
-  br i1 %2832, label %conv2_bias_grad.img148, label %conv2_bias_grad.img148.end
-
-relu1_grad.g165:                                  ; preds = %relu1_grad.j173.end, %conv2_bias_grad.f146.end
-  %relu1_grad.g165868 = phi i64 [ 0, %conv2_bias_grad.f146.end ], [ %g165.next, %relu1_grad.j173.end ]
-  br label %relu1_grad.j166
-
-relu1_grad.g165.end:                              ; preds = %relu1_grad.j173.end
-  br label %conv1_grad.i242
-
-relu1_grad.j166:                                  ; preds = %relu1_grad.f167.end, %relu1_grad.g165
-  %relu1_grad.j166869 = phi i64 [ 0, %relu1_grad.g165 ], [ %j166.next, %relu1_grad.f167.end ]
-  br label %relu1_grad.f167
-
-relu1_grad.j166.end:                              ; preds = %relu1_grad.f167.end
-  br label %relu1_grad.nb169
-
-relu1_grad.f167:                                  ; preds = %relu1_grad.i168.end, %relu1_grad.j166
-  %relu1_grad.f167870 = phi i64 [ 0, %relu1_grad.j166 ], [ %f167.next, %relu1_grad.i168.end ]
-  br label %relu1_grad.i168
-
-relu1_grad.f167.end:                              ; preds = %relu1_grad.i168.end
-  %j166.next = add nsw i64 %relu1_grad.j166869, 1
-  %2833 = icmp slt i64 %j166.next, 16
-  br i1 %2833, label %relu1_grad.j166, label %relu1_grad.j166.end
-
-relu1_grad.i168:                                  ; preds = %relu1_grad.i168, %relu1_grad.f167
-  %relu1_grad.i168871 = phi i64 [ 0, %relu1_grad.f167 ], [ %i168.next, %relu1_grad.i168 ]
-  %2834 = mul nsw i64 %relu1_grad.g165868, 16
-  %2835 = add nsw i64 %2834, %relu1_grad.j166869
-  %2836 = mul nsw i64 %2835, 50176
-  %2837 = add nsw i64 4039952, %2836
-  %2838 = mul nsw i64 %relu1_grad.f167870, 784
-  %2839 = add nsw i64 %2837, %2838
-  %2840 = add nsw i64 %2839, %relu1_grad.i168871
-  %arena872 = getelementptr inbounds float, ptr %arena, i64 %2840
-  %2841 = load float, ptr %arena872, align 4
-  %2842 = mul nsw i64 %relu1_grad.f167870, 12544
-  %2843 = add nsw i64 10863888, %2842
-  %2844 = mul nsw i64 %relu1_grad.j166869, 784
-  %2845 = add nsw i64 %2843, %2844
-  %2846 = add nsw i64 %2845, %relu1_grad.i168871
-  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2846
-  store float %2841, ptr %arena873, align 4
-  %i168.next = add nsw i64 %relu1_grad.i168871, 1
-  %2847 = icmp slt i64 %i168.next, 784
-  br i1 %2847, label %relu1_grad.i168, label %relu1_grad.i168.end
-
-relu1_grad.i168.end:                              ; preds = %relu1_grad.i168
-  %f167.next = add nsw i64 %relu1_grad.f167870, 1
-  %2848 = icmp slt i64 %f167.next, 64
-  br i1 %2848, label %relu1_grad.f167, label %relu1_grad.f167.end
-
-relu1_grad.nb169:                                 ; preds = %relu1_grad.mb170.end, %relu1_grad.j166.end
-  %relu1_grad.nb169874 = phi i64 [ 0, %relu1_grad.j166.end ], [ %nb169.next, %relu1_grad.mb170.end ]
-  br label %relu1_grad.mb170
-
-relu1_grad.nb169.end:                             ; preds = %relu1_grad.mb170.end
-  br label %relu1_grad.j173
-
-relu1_grad.mb170:                                 ; preds = %relu1_grad.k172.end, %relu1_grad.nb169
-  %relu1_grad.mb170875 = phi i64 [ 0, %relu1_grad.nb169 ], [ %mb170.next, %relu1_grad.k172.end ]
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t171_c5_3, align 64
-  br label %relu1_grad.k172
-
-relu1_grad.mb170.end:                             ; preds = %relu1_grad.k172.end
-  %nb169.next = add nsw i64 %relu1_grad.nb169874, 1
-  %2849 = icmp slt i64 %nb169.next, 196
-  br i1 %2849, label %relu1_grad.nb169, label %relu1_grad.nb169.end
-
-relu1_grad.k172:                                  ; preds = %relu1_grad.k172, %relu1_grad.mb170
-  %relu1_grad.k172876 = phi i64 [ 0, %relu1_grad.mb170 ], [ %k172.next, %relu1_grad.k172 ]
-  %2850 = mul nsw i64 %relu1_grad.k172876, 12544
-  %2851 = add nsw i64 10863888, %2850
-  %2852 = mul nsw i64 %relu1_grad.nb169874, 64
-  %2853 = add nsw i64 %2851, %2852
-  %arena877 = getelementptr inbounds float, ptr %arena, i64 %2853
-  %2854 = load <16 x float>, ptr %arena877, align 4
-  store <16 x float> %2854, ptr %relu1_grad.t171_b0, align 64
-  %2855 = mul nsw i64 %relu1_grad.k172876, 12544
-  %2856 = add nsw i64 10863888, %2855
-  %2857 = mul nsw i64 %relu1_grad.nb169874, 64
-  %2858 = add nsw i64 %2856, %2857
-  %2859 = add nsw i64 %2858, 16
-  %arena878 = getelementptr inbounds float, ptr %arena, i64 %2859
-  %2860 = load <16 x float>, ptr %arena878, align 4
-  store <16 x float> %2860, ptr %relu1_grad.t171_b1, align 64
-  %2861 = mul nsw i64 %relu1_grad.k172876, 12544
-  %2862 = add nsw i64 10863888, %2861
-  %2863 = mul nsw i64 %relu1_grad.nb169874, 64
-  %2864 = add nsw i64 %2862, %2863
-  %2865 = add nsw i64 %2864, 32
-  %arena879 = getelementptr inbounds float, ptr %arena, i64 %2865
-  %2866 = load <16 x float>, ptr %arena879, align 4
-  store <16 x float> %2866, ptr %relu1_grad.t171_b2, align 64
-  %2867 = mul nsw i64 %relu1_grad.k172876, 12544
-  %2868 = add nsw i64 10863888, %2867
-  %2869 = mul nsw i64 %relu1_grad.nb169874, 64
-  %2870 = add nsw i64 %2868, %2869
-  %2871 = add nsw i64 %2870, 48
-  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2871
-  %2872 = load <16 x float>, ptr %arena880, align 4
-  store <16 x float> %2872, ptr %relu1_grad.t171_b3, align 64
-  %2873 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2874 = add nsw i64 320, %2873
-  %2875 = mul nsw i64 %relu1_grad.k172876, 288
-  %2876 = add nsw i64 %2874, %2875
-  %params881 = getelementptr inbounds float, ptr %params, i64 %2876
-  %2877 = load float, ptr %params881, align 4
-  %2878 = insertelement <16 x float> undef, float %2877, i32 0
-  %2879 = shufflevector <16 x float> %2878, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2879, ptr %relu1_grad.t171_a0, align 64
-  %t171_a0 = load <16 x float>, ptr %relu1_grad.t171_a0, align 64
-  %t171_b0 = load <16 x float>, ptr %relu1_grad.t171_b0, align 64
-  %t171_c0_0 = load <16 x float>, ptr %relu1_grad.t171_c0_0, align 64
-  %2880 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a0, <16 x float> %t171_b0, <16 x float> %t171_c0_0)
-  store <16 x float> %2880, ptr %relu1_grad.t171_c0_0, align 64
-  %t171_a0882 = load <16 x float>, ptr %relu1_grad.t171_a0, align 64
-  %t171_b1 = load <16 x float>, ptr %relu1_grad.t171_b1, align 64
-  %t171_c0_1 = load <16 x float>, ptr %relu1_grad.t171_c0_1, align 64
-  %2881 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a0882, <16 x float> %t171_b1, <16 x float> %t171_c0_1)
-  store <16 x float> %2881, ptr %relu1_grad.t171_c0_1, align 64
-  %t171_a0883 = load <16 x float>, ptr %relu1_grad.t171_a0, align 64
-  %t171_b2 = load <16 x float>, ptr %relu1_grad.t171_b2, align 64
-  %t171_c0_2 = load <16 x float>, ptr %relu1_grad.t171_c0_2, align 64
-  %2882 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a0883, <16 x float> %t171_b2, <16 x float> %t171_c0_2)
-  store <16 x float> %2882, ptr %relu1_grad.t171_c0_2, align 64
-  %t171_a0884 = load <16 x float>, ptr %relu1_grad.t171_a0, align 64
-  %t171_b3 = load <16 x float>, ptr %relu1_grad.t171_b3, align 64
-  %t171_c0_3 = load <16 x float>, ptr %relu1_grad.t171_c0_3, align 64
-  %2883 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a0884, <16 x float> %t171_b3, <16 x float> %t171_c0_3)
-  store <16 x float> %2883, ptr %relu1_grad.t171_c0_3, align 64
-  %2884 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2885 = add nsw i64 %2884, 1
-  %2886 = add nsw i64 320, %2885
-  %2887 = mul nsw i64 %relu1_grad.k172876, 288
-  %2888 = add nsw i64 %2886, %2887
-  %params885 = getelementptr inbounds float, ptr %params, i64 %2888
-  %2889 = load float, ptr %params885, align 4
-  %2890 = insertelement <16 x float> undef, float %2889, i32 0
-  %2891 = shufflevector <16 x float> %2890, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2891, ptr %relu1_grad.t171_a1, align 64
-  %t171_a1 = load <16 x float>, ptr %relu1_grad.t171_a1, align 64
-  %t171_b0886 = load <16 x float>, ptr %relu1_grad.t171_b0, align 64
-  %t171_c1_0 = load <16 x float>, ptr %relu1_grad.t171_c1_0, align 64
-  %2892 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a1, <16 x float> %t171_b0886, <16 x float> %t171_c1_0)
-  store <16 x float> %2892, ptr %relu1_grad.t171_c1_0, align 64
-  %t171_a1887 = load <16 x float>, ptr %relu1_grad.t171_a1, align 64
-  %t171_b1888 = load <16 x float>, ptr %relu1_grad.t171_b1, align 64
-  %t171_c1_1 = load <16 x float>, ptr %relu1_grad.t171_c1_1, align 64
-  %2893 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a1887, <16 x float> %t171_b1888, <16 x float> %t171_c1_1)
-  store <16 x float> %2893, ptr %relu1_grad.t171_c1_1, align 64
-  %t171_a1889 = load <16 x float>, ptr %relu1_grad.t171_a1, align 64
-  %t171_b2890 = load <16 x float>, ptr %relu1_grad.t171_b2, align 64
-  %t171_c1_2 = load <16 x float>, ptr %relu1_grad.t171_c1_2, align 64
-  %2894 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a1889, <16 x float> %t171_b2890, <16 x float> %t171_c1_2)
-  store <16 x float> %2894, ptr %relu1_grad.t171_c1_2, align 64
-  %t171_a1891 = load <16 x float>, ptr %relu1_grad.t171_a1, align 64
-  %t171_b3892 = load <16 x float>, ptr %relu1_grad.t171_b3, align 64
-  %t171_c1_3 = load <16 x float>, ptr %relu1_grad.t171_c1_3, align 64
-  %2895 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a1891, <16 x float> %t171_b3892, <16 x float> %t171_c1_3)
-  store <16 x float> %2895, ptr %relu1_grad.t171_c1_3, align 64
-  %2896 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2897 = add nsw i64 %2896, 2
-  %2898 = add nsw i64 320, %2897
-  %2899 = mul nsw i64 %relu1_grad.k172876, 288
-  %2900 = add nsw i64 %2898, %2899
-  %params893 = getelementptr inbounds float, ptr %params, i64 %2900
-  %2901 = load float, ptr %params893, align 4
-  %2902 = insertelement <16 x float> undef, float %2901, i32 0
-  %2903 = shufflevector <16 x float> %2902, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2903, ptr %relu1_grad.t171_a2, align 64
-  %t171_a2 = load <16 x float>, ptr %relu1_grad.t171_a2, align 64
-  %t171_b0894 = load <16 x float>, ptr %relu1_grad.t171_b0, align 64
-  %t171_c2_0 = load <16 x float>, ptr %relu1_grad.t171_c2_0, align 64
-  %2904 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a2, <16 x float> %t171_b0894, <16 x float> %t171_c2_0)
-  store <16 x float> %2904, ptr %relu1_grad.t171_c2_0, align 64
-  %t171_a2895 = load <16 x float>, ptr %relu1_grad.t171_a2, align 64
-  %t171_b1896 = load <16 x float>, ptr %relu1_grad.t171_b1, align 64
-  %t171_c2_1 = load <16 x float>, ptr %relu1_grad.t171_c2_1, align 64
-  %2905 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a2895, <16 x float> %t171_b1896, <16 x float> %t171_c2_1)
-  store <16 x float> %2905, ptr %relu1_grad.t171_c2_1, align 64
-  %t171_a2897 = load <16 x float>, ptr %relu1_grad.t171_a2, align 64
-  %t171_b2898 = load <16 x float>, ptr %relu1_grad.t171_b2, align 64
-  %t171_c2_2 = load <16 x float>, ptr %relu1_grad.t171_c2_2, align 64
-  %2906 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a2897, <16 x float> %t171_b2898, <16 x float> %t171_c2_2)
-  store <16 x float> %2906, ptr %relu1_grad.t171_c2_2, align 64
-  %t171_a2899 = load <16 x float>, ptr %relu1_grad.t171_a2, align 64
-  %t171_b3900 = load <16 x float>, ptr %relu1_grad.t171_b3, align 64
-  %t171_c2_3 = load <16 x float>, ptr %relu1_grad.t171_c2_3, align 64
-  %2907 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a2899, <16 x float> %t171_b3900, <16 x float> %t171_c2_3)
-  store <16 x float> %2907, ptr %relu1_grad.t171_c2_3, align 64
-  %2908 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2909 = add nsw i64 %2908, 3
-  %2910 = add nsw i64 320, %2909
-  %2911 = mul nsw i64 %relu1_grad.k172876, 288
-  %2912 = add nsw i64 %2910, %2911
-  %params901 = getelementptr inbounds float, ptr %params, i64 %2912
-  %2913 = load float, ptr %params901, align 4
-  %2914 = insertelement <16 x float> undef, float %2913, i32 0
-  %2915 = shufflevector <16 x float> %2914, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2915, ptr %relu1_grad.t171_a3, align 64
-  %t171_a3 = load <16 x float>, ptr %relu1_grad.t171_a3, align 64
-  %t171_b0902 = load <16 x float>, ptr %relu1_grad.t171_b0, align 64
-  %t171_c3_0 = load <16 x float>, ptr %relu1_grad.t171_c3_0, align 64
-  %2916 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a3, <16 x float> %t171_b0902, <16 x float> %t171_c3_0)
-  store <16 x float> %2916, ptr %relu1_grad.t171_c3_0, align 64
-  %t171_a3903 = load <16 x float>, ptr %relu1_grad.t171_a3, align 64
-  %t171_b1904 = load <16 x float>, ptr %relu1_grad.t171_b1, align 64
-  %t171_c3_1 = load <16 x float>, ptr %relu1_grad.t171_c3_1, align 64
-  %2917 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a3903, <16 x float> %t171_b1904, <16 x float> %t171_c3_1)
-  store <16 x float> %2917, ptr %relu1_grad.t171_c3_1, align 64
-  %t171_a3905 = load <16 x float>, ptr %relu1_grad.t171_a3, align 64
-  %t171_b2906 = load <16 x float>, ptr %relu1_grad.t171_b2, align 64
-  %t171_c3_2 = load <16 x float>, ptr %relu1_grad.t171_c3_2, align 64
-  %2918 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a3905, <16 x float> %t171_b2906, <16 x float> %t171_c3_2)
-  store <16 x float> %2918, ptr %relu1_grad.t171_c3_2, align 64
-  %t171_a3907 = load <16 x float>, ptr %relu1_grad.t171_a3, align 64
-  %t171_b3908 = load <16 x float>, ptr %relu1_grad.t171_b3, align 64
-  %t171_c3_3 = load <16 x float>, ptr %relu1_grad.t171_c3_3, align 64
-  %2919 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a3907, <16 x float> %t171_b3908, <16 x float> %t171_c3_3)
-  store <16 x float> %2919, ptr %relu1_grad.t171_c3_3, align 64
-  %2920 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2921 = add nsw i64 %2920, 4
-  %2922 = add nsw i64 320, %2921
-  %2923 = mul nsw i64 %relu1_grad.k172876, 288
-  %2924 = add nsw i64 %2922, %2923
-  %params909 = getelementptr inbounds float, ptr %params, i64 %2924
-  %2925 = load float, ptr %params909, align 4
-  %2926 = insertelement <16 x float> undef, float %2925, i32 0
-  %2927 = shufflevector <16 x float> %2926, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2927, ptr %relu1_grad.t171_a4, align 64
-  %t171_a4 = load <16 x float>, ptr %relu1_grad.t171_a4, align 64
-  %t171_b0910 = load <16 x float>, ptr %relu1_grad.t171_b0, align 64
-  %t171_c4_0 = load <16 x float>, ptr %relu1_grad.t171_c4_0, align 64
-  %2928 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a4, <16 x float> %t171_b0910, <16 x float> %t171_c4_0)
-  store <16 x float> %2928, ptr %relu1_grad.t171_c4_0, align 64
-  %t171_a4911 = load <16 x float>, ptr %relu1_grad.t171_a4, align 64
-  %t171_b1912 = load <16 x float>, ptr %relu1_grad.t171_b1, align 64
-  %t171_c4_1 = load <16 x float>, ptr %relu1_grad.t171_c4_1, align 64
-  %2929 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a4911, <16 x float> %t171_b1912, <16 x float> %t171_c4_1)
-  store <16 x float> %2929, ptr %relu1_grad.t171_c4_1, align 64
-  %t171_a4913 = load <16 x float>, ptr %relu1_grad.t171_a4, align 64
-  %t171_b2914 = load <16 x float>, ptr %relu1_grad.t171_b2, align 64
-  %t171_c4_2 = load <16 x float>, ptr %relu1_grad.t171_c4_2, align 64
-  %2930 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a4913, <16 x float> %t171_b2914, <16 x float> %t171_c4_2)
-  store <16 x float> %2930, ptr %relu1_grad.t171_c4_2, align 64
-  %t171_a4915 = load <16 x float>, ptr %relu1_grad.t171_a4, align 64
-  %t171_b3916 = load <16 x float>, ptr %relu1_grad.t171_b3, align 64
-  %t171_c4_3 = load <16 x float>, ptr %relu1_grad.t171_c4_3, align 64
-  %2931 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a4915, <16 x float> %t171_b3916, <16 x float> %t171_c4_3)
-  store <16 x float> %2931, ptr %relu1_grad.t171_c4_3, align 64
-  %2932 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2933 = add nsw i64 %2932, 5
-  %2934 = add nsw i64 320, %2933
-  %2935 = mul nsw i64 %relu1_grad.k172876, 288
-  %2936 = add nsw i64 %2934, %2935
-  %params917 = getelementptr inbounds float, ptr %params, i64 %2936
-  %2937 = load float, ptr %params917, align 4
-  %2938 = insertelement <16 x float> undef, float %2937, i32 0
-  %2939 = shufflevector <16 x float> %2938, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2939, ptr %relu1_grad.t171_a5, align 64
-  %t171_a5 = load <16 x float>, ptr %relu1_grad.t171_a5, align 64
-  %t171_b0918 = load <16 x float>, ptr %relu1_grad.t171_b0, align 64
-  %t171_c5_0 = load <16 x float>, ptr %relu1_grad.t171_c5_0, align 64
-  %2940 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a5, <16 x float> %t171_b0918, <16 x float> %t171_c5_0)
-  store <16 x float> %2940, ptr %relu1_grad.t171_c5_0, align 64
-  %t171_a5919 = load <16 x float>, ptr %relu1_grad.t171_a5, align 64
-  %t171_b1920 = load <16 x float>, ptr %relu1_grad.t171_b1, align 64
-  %t171_c5_1 = load <16 x float>, ptr %relu1_grad.t171_c5_1, align 64
-  %2941 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a5919, <16 x float> %t171_b1920, <16 x float> %t171_c5_1)
-  store <16 x float> %2941, ptr %relu1_grad.t171_c5_1, align 64
-  %t171_a5921 = load <16 x float>, ptr %relu1_grad.t171_a5, align 64
-  %t171_b2922 = load <16 x float>, ptr %relu1_grad.t171_b2, align 64
-  %t171_c5_2 = load <16 x float>, ptr %relu1_grad.t171_c5_2, align 64
-  %2942 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a5921, <16 x float> %t171_b2922, <16 x float> %t171_c5_2)
-  store <16 x float> %2942, ptr %relu1_grad.t171_c5_2, align 64
-  %t171_a5923 = load <16 x float>, ptr %relu1_grad.t171_a5, align 64
-  %t171_b3924 = load <16 x float>, ptr %relu1_grad.t171_b3, align 64
-  %t171_c5_3 = load <16 x float>, ptr %relu1_grad.t171_c5_3, align 64
-  %2943 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a5923, <16 x float> %t171_b3924, <16 x float> %t171_c5_3)
-  store <16 x float> %2943, ptr %relu1_grad.t171_c5_3, align 64
-  %k172.next = add nsw i64 %relu1_grad.k172876, 1
-  %2944 = icmp slt i64 %k172.next, 64
-  br i1 %2944, label %relu1_grad.k172, label %relu1_grad.k172.end
-
-relu1_grad.k172.end:                              ; preds = %relu1_grad.k172
-  %t171_c0_0925 = load <16 x float>, ptr %relu1_grad.t171_c0_0, align 64
-  %2945 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2946 = mul nsw i64 %2945, 12544
-  %2947 = add nsw i64 7251216, %2946
-  %2948 = mul nsw i64 %relu1_grad.nb169874, 64
-  %2949 = add nsw i64 %2947, %2948
-  %arena926 = getelementptr inbounds float, ptr %arena, i64 %2949
-  store <16 x float> %t171_c0_0925, ptr %arena926, align 4
-  %t171_c0_1927 = load <16 x float>, ptr %relu1_grad.t171_c0_1, align 64
-  %2950 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2951 = mul nsw i64 %2950, 12544
-  %2952 = add nsw i64 7251216, %2951
-  %2953 = mul nsw i64 %relu1_grad.nb169874, 64
+conv2_weight_grad.k152.end:                       ; preds = %conv2_weight_grad.k152
+  %t151_c0_0881 = load <16 x float>, ptr %conv2_weight_grad.t151_c0_0, align 64
+  %2950 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2951 = mul nsw i64 %2950, 64
+  %2952 = add nsw i64 11666704, %2951
+  %2953 = mul nsw i64 %conv2_weight_grad.nb149806, 64
   %2954 = add nsw i64 %2952, %2953
-  %2955 = add nsw i64 %2954, 16
-  %arena928 = getelementptr inbounds float, ptr %arena, i64 %2955
-  store <16 x float> %t171_c0_1927, ptr %arena928, align 4
-  %t171_c0_2929 = load <16 x float>, ptr %relu1_grad.t171_c0_2, align 64
-  %2956 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2957 = mul nsw i64 %2956, 12544
-  %2958 = add nsw i64 7251216, %2957
-  %2959 = mul nsw i64 %relu1_grad.nb169874, 64
-  %2960 = add nsw i64 %2958, %2959
-  %2961 = add nsw i64 %2960, 32
-  %arena930 = getelementptr inbounds float, ptr %arena, i64 %2961
-  store <16 x float> %t171_c0_2929, ptr %arena930, align 4
-  %t171_c0_3931 = load <16 x float>, ptr %relu1_grad.t171_c0_3, align 64
-  %2962 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2963 = mul nsw i64 %2962, 12544
-  %2964 = add nsw i64 7251216, %2963
-  %2965 = mul nsw i64 %relu1_grad.nb169874, 64
-  %2966 = add nsw i64 %2964, %2965
-  %2967 = add nsw i64 %2966, 48
-  %arena932 = getelementptr inbounds float, ptr %arena, i64 %2967
-  store <16 x float> %t171_c0_3931, ptr %arena932, align 4
-  %t171_c1_0933 = load <16 x float>, ptr %relu1_grad.t171_c1_0, align 64
-  %2968 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2969 = add nsw i64 %2968, 1
-  %2970 = mul nsw i64 %2969, 12544
-  %2971 = add nsw i64 7251216, %2970
-  %2972 = mul nsw i64 %relu1_grad.nb169874, 64
-  %2973 = add nsw i64 %2971, %2972
-  %arena934 = getelementptr inbounds float, ptr %arena, i64 %2973
-  store <16 x float> %t171_c1_0933, ptr %arena934, align 4
-  %t171_c1_1935 = load <16 x float>, ptr %relu1_grad.t171_c1_1, align 64
-  %2974 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2975 = add nsw i64 %2974, 1
-  %2976 = mul nsw i64 %2975, 12544
-  %2977 = add nsw i64 7251216, %2976
-  %2978 = mul nsw i64 %relu1_grad.nb169874, 64
-  %2979 = add nsw i64 %2977, %2978
-  %2980 = add nsw i64 %2979, 16
-  %arena936 = getelementptr inbounds float, ptr %arena, i64 %2980
-  store <16 x float> %t171_c1_1935, ptr %arena936, align 4
-  %t171_c1_2937 = load <16 x float>, ptr %relu1_grad.t171_c1_2, align 64
-  %2981 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2982 = add nsw i64 %2981, 1
-  %2983 = mul nsw i64 %2982, 12544
-  %2984 = add nsw i64 7251216, %2983
-  %2985 = mul nsw i64 %relu1_grad.nb169874, 64
-  %2986 = add nsw i64 %2984, %2985
-  %2987 = add nsw i64 %2986, 32
-  %arena938 = getelementptr inbounds float, ptr %arena, i64 %2987
-  store <16 x float> %t171_c1_2937, ptr %arena938, align 4
-  %t171_c1_3939 = load <16 x float>, ptr %relu1_grad.t171_c1_3, align 64
-  %2988 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2989 = add nsw i64 %2988, 1
-  %2990 = mul nsw i64 %2989, 12544
-  %2991 = add nsw i64 7251216, %2990
-  %2992 = mul nsw i64 %relu1_grad.nb169874, 64
-  %2993 = add nsw i64 %2991, %2992
-  %2994 = add nsw i64 %2993, 48
-  %arena940 = getelementptr inbounds float, ptr %arena, i64 %2994
-  store <16 x float> %t171_c1_3939, ptr %arena940, align 4
-  %t171_c2_0941 = load <16 x float>, ptr %relu1_grad.t171_c2_0, align 64
-  %2995 = mul nsw i64 %relu1_grad.mb170875, 6
-  %2996 = add nsw i64 %2995, 2
-  %2997 = mul nsw i64 %2996, 12544
-  %2998 = add nsw i64 7251216, %2997
-  %2999 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3000 = add nsw i64 %2998, %2999
-  %arena942 = getelementptr inbounds float, ptr %arena, i64 %3000
-  store <16 x float> %t171_c2_0941, ptr %arena942, align 4
-  %t171_c2_1943 = load <16 x float>, ptr %relu1_grad.t171_c2_1, align 64
-  %3001 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3002 = add nsw i64 %3001, 2
-  %3003 = mul nsw i64 %3002, 12544
-  %3004 = add nsw i64 7251216, %3003
-  %3005 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3006 = add nsw i64 %3004, %3005
-  %3007 = add nsw i64 %3006, 16
-  %arena944 = getelementptr inbounds float, ptr %arena, i64 %3007
-  store <16 x float> %t171_c2_1943, ptr %arena944, align 4
-  %t171_c2_2945 = load <16 x float>, ptr %relu1_grad.t171_c2_2, align 64
-  %3008 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3009 = add nsw i64 %3008, 2
-  %3010 = mul nsw i64 %3009, 12544
-  %3011 = add nsw i64 7251216, %3010
-  %3012 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3013 = add nsw i64 %3011, %3012
-  %3014 = add nsw i64 %3013, 32
-  %arena946 = getelementptr inbounds float, ptr %arena, i64 %3014
-  store <16 x float> %t171_c2_2945, ptr %arena946, align 4
-  %t171_c2_3947 = load <16 x float>, ptr %relu1_grad.t171_c2_3, align 64
-  %3015 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3016 = add nsw i64 %3015, 2
-  %3017 = mul nsw i64 %3016, 12544
-  %3018 = add nsw i64 7251216, %3017
-  %3019 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3020 = add nsw i64 %3018, %3019
-  %3021 = add nsw i64 %3020, 48
-  %arena948 = getelementptr inbounds float, ptr %arena, i64 %3021
-  store <16 x float> %t171_c2_3947, ptr %arena948, align 4
-  %t171_c3_0949 = load <16 x float>, ptr %relu1_grad.t171_c3_0, align 64
-  %3022 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3023 = add nsw i64 %3022, 3
-  %3024 = mul nsw i64 %3023, 12544
-  %3025 = add nsw i64 7251216, %3024
-  %3026 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3027 = add nsw i64 %3025, %3026
-  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3027
-  store <16 x float> %t171_c3_0949, ptr %arena950, align 4
-  %t171_c3_1951 = load <16 x float>, ptr %relu1_grad.t171_c3_1, align 64
-  %3028 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3029 = add nsw i64 %3028, 3
-  %3030 = mul nsw i64 %3029, 12544
-  %3031 = add nsw i64 7251216, %3030
-  %3032 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3033 = add nsw i64 %3031, %3032
-  %3034 = add nsw i64 %3033, 16
-  %arena952 = getelementptr inbounds float, ptr %arena, i64 %3034
-  store <16 x float> %t171_c3_1951, ptr %arena952, align 4
-  %t171_c3_2953 = load <16 x float>, ptr %relu1_grad.t171_c3_2, align 64
-  %3035 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3036 = add nsw i64 %3035, 3
-  %3037 = mul nsw i64 %3036, 12544
-  %3038 = add nsw i64 7251216, %3037
-  %3039 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3040 = add nsw i64 %3038, %3039
-  %3041 = add nsw i64 %3040, 32
-  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3041
-  store <16 x float> %t171_c3_2953, ptr %arena954, align 4
-  %t171_c3_3955 = load <16 x float>, ptr %relu1_grad.t171_c3_3, align 64
-  %3042 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3043 = add nsw i64 %3042, 3
-  %3044 = mul nsw i64 %3043, 12544
-  %3045 = add nsw i64 7251216, %3044
-  %3046 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3047 = add nsw i64 %3045, %3046
-  %3048 = add nsw i64 %3047, 48
-  %arena956 = getelementptr inbounds float, ptr %arena, i64 %3048
-  store <16 x float> %t171_c3_3955, ptr %arena956, align 4
-  %t171_c4_0957 = load <16 x float>, ptr %relu1_grad.t171_c4_0, align 64
-  %3049 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3050 = add nsw i64 %3049, 4
-  %3051 = mul nsw i64 %3050, 12544
-  %3052 = add nsw i64 7251216, %3051
-  %3053 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3054 = add nsw i64 %3052, %3053
-  %arena958 = getelementptr inbounds float, ptr %arena, i64 %3054
-  store <16 x float> %t171_c4_0957, ptr %arena958, align 4
-  %t171_c4_1959 = load <16 x float>, ptr %relu1_grad.t171_c4_1, align 64
-  %3055 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3056 = add nsw i64 %3055, 4
-  %3057 = mul nsw i64 %3056, 12544
-  %3058 = add nsw i64 7251216, %3057
-  %3059 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3060 = add nsw i64 %3058, %3059
-  %3061 = add nsw i64 %3060, 16
-  %arena960 = getelementptr inbounds float, ptr %arena, i64 %3061
-  store <16 x float> %t171_c4_1959, ptr %arena960, align 4
-  %t171_c4_2961 = load <16 x float>, ptr %relu1_grad.t171_c4_2, align 64
-  %3062 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3063 = add nsw i64 %3062, 4
-  %3064 = mul nsw i64 %3063, 12544
-  %3065 = add nsw i64 7251216, %3064
-  %3066 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3067 = add nsw i64 %3065, %3066
-  %3068 = add nsw i64 %3067, 32
-  %arena962 = getelementptr inbounds float, ptr %arena, i64 %3068
-  store <16 x float> %t171_c4_2961, ptr %arena962, align 4
-  %t171_c4_3963 = load <16 x float>, ptr %relu1_grad.t171_c4_3, align 64
-  %3069 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3070 = add nsw i64 %3069, 4
-  %3071 = mul nsw i64 %3070, 12544
-  %3072 = add nsw i64 7251216, %3071
-  %3073 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3074 = add nsw i64 %3072, %3073
-  %3075 = add nsw i64 %3074, 48
-  %arena964 = getelementptr inbounds float, ptr %arena, i64 %3075
-  store <16 x float> %t171_c4_3963, ptr %arena964, align 4
-  %t171_c5_0965 = load <16 x float>, ptr %relu1_grad.t171_c5_0, align 64
-  %3076 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3077 = add nsw i64 %3076, 5
-  %3078 = mul nsw i64 %3077, 12544
-  %3079 = add nsw i64 7251216, %3078
-  %3080 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3081 = add nsw i64 %3079, %3080
-  %arena966 = getelementptr inbounds float, ptr %arena, i64 %3081
-  store <16 x float> %t171_c5_0965, ptr %arena966, align 4
-  %t171_c5_1967 = load <16 x float>, ptr %relu1_grad.t171_c5_1, align 64
-  %3082 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3083 = add nsw i64 %3082, 5
-  %3084 = mul nsw i64 %3083, 12544
-  %3085 = add nsw i64 7251216, %3084
-  %3086 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3087 = add nsw i64 %3085, %3086
-  %3088 = add nsw i64 %3087, 16
-  %arena968 = getelementptr inbounds float, ptr %arena, i64 %3088
-  store <16 x float> %t171_c5_1967, ptr %arena968, align 4
-  %t171_c5_2969 = load <16 x float>, ptr %relu1_grad.t171_c5_2, align 64
-  %3089 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3090 = add nsw i64 %3089, 5
-  %3091 = mul nsw i64 %3090, 12544
-  %3092 = add nsw i64 7251216, %3091
-  %3093 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3094 = add nsw i64 %3092, %3093
-  %3095 = add nsw i64 %3094, 32
-  %arena970 = getelementptr inbounds float, ptr %arena, i64 %3095
-  store <16 x float> %t171_c5_2969, ptr %arena970, align 4
-  %t171_c5_3971 = load <16 x float>, ptr %relu1_grad.t171_c5_3, align 64
-  %3096 = mul nsw i64 %relu1_grad.mb170875, 6
-  %3097 = add nsw i64 %3096, 5
-  %3098 = mul nsw i64 %3097, 12544
-  %3099 = add nsw i64 7251216, %3098
-  %3100 = mul nsw i64 %relu1_grad.nb169874, 64
-  %3101 = add nsw i64 %3099, %3100
-  %3102 = add nsw i64 %3101, 48
-  %arena972 = getelementptr inbounds float, ptr %arena, i64 %3102
-  store <16 x float> %t171_c5_3971, ptr %arena972, align 4
-  %mb170.next = add nsw i64 %relu1_grad.mb170875, 1
-  %3103 = icmp slt i64 %mb170.next, 48
-  br i1 %3103, label %relu1_grad.mb170, label %relu1_grad.mb170.end
+  %arena882 = getelementptr inbounds float, ptr %arena, i64 %2954
+  store <16 x float> %t151_c0_0881, ptr %arena882, align 4
+  %t151_c0_1883 = load <16 x float>, ptr %conv2_weight_grad.t151_c0_1, align 64
+  %2955 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2956 = mul nsw i64 %2955, 64
+  %2957 = add nsw i64 11666704, %2956
+  %2958 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2959 = add nsw i64 %2957, %2958
+  %2960 = add nsw i64 %2959, 16
+  %arena884 = getelementptr inbounds float, ptr %arena, i64 %2960
+  store <16 x float> %t151_c0_1883, ptr %arena884, align 4
+  %t151_c0_2885 = load <16 x float>, ptr %conv2_weight_grad.t151_c0_2, align 64
+  %2961 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2962 = mul nsw i64 %2961, 64
+  %2963 = add nsw i64 11666704, %2962
+  %2964 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2965 = add nsw i64 %2963, %2964
+  %2966 = add nsw i64 %2965, 32
+  %arena886 = getelementptr inbounds float, ptr %arena, i64 %2966
+  store <16 x float> %t151_c0_2885, ptr %arena886, align 4
+  %t151_c0_3887 = load <16 x float>, ptr %conv2_weight_grad.t151_c0_3, align 64
+  %2967 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2968 = mul nsw i64 %2967, 64
+  %2969 = add nsw i64 11666704, %2968
+  %2970 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2971 = add nsw i64 %2969, %2970
+  %2972 = add nsw i64 %2971, 48
+  %arena888 = getelementptr inbounds float, ptr %arena, i64 %2972
+  store <16 x float> %t151_c0_3887, ptr %arena888, align 4
+  %t151_c1_0889 = load <16 x float>, ptr %conv2_weight_grad.t151_c1_0, align 64
+  %2973 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2974 = add nsw i64 %2973, 1
+  %2975 = mul nsw i64 %2974, 64
+  %2976 = add nsw i64 11666704, %2975
+  %2977 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2978 = add nsw i64 %2976, %2977
+  %arena890 = getelementptr inbounds float, ptr %arena, i64 %2978
+  store <16 x float> %t151_c1_0889, ptr %arena890, align 4
+  %t151_c1_1891 = load <16 x float>, ptr %conv2_weight_grad.t151_c1_1, align 64
+  %2979 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2980 = add nsw i64 %2979, 1
+  %2981 = mul nsw i64 %2980, 64
+  %2982 = add nsw i64 11666704, %2981
+  %2983 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2984 = add nsw i64 %2982, %2983
+  %2985 = add nsw i64 %2984, 16
+  %arena892 = getelementptr inbounds float, ptr %arena, i64 %2985
+  store <16 x float> %t151_c1_1891, ptr %arena892, align 4
+  %t151_c1_2893 = load <16 x float>, ptr %conv2_weight_grad.t151_c1_2, align 64
+  %2986 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2987 = add nsw i64 %2986, 1
+  %2988 = mul nsw i64 %2987, 64
+  %2989 = add nsw i64 11666704, %2988
+  %2990 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2991 = add nsw i64 %2989, %2990
+  %2992 = add nsw i64 %2991, 32
+  %arena894 = getelementptr inbounds float, ptr %arena, i64 %2992
+  store <16 x float> %t151_c1_2893, ptr %arena894, align 4
+  %t151_c1_3895 = load <16 x float>, ptr %conv2_weight_grad.t151_c1_3, align 64
+  %2993 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %2994 = add nsw i64 %2993, 1
+  %2995 = mul nsw i64 %2994, 64
+  %2996 = add nsw i64 11666704, %2995
+  %2997 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %2998 = add nsw i64 %2996, %2997
+  %2999 = add nsw i64 %2998, 48
+  %arena896 = getelementptr inbounds float, ptr %arena, i64 %2999
+  store <16 x float> %t151_c1_3895, ptr %arena896, align 4
+  %t151_c2_0897 = load <16 x float>, ptr %conv2_weight_grad.t151_c2_0, align 64
+  %3000 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3001 = add nsw i64 %3000, 2
+  %3002 = mul nsw i64 %3001, 64
+  %3003 = add nsw i64 11666704, %3002
+  %3004 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3005 = add nsw i64 %3003, %3004
+  %arena898 = getelementptr inbounds float, ptr %arena, i64 %3005
+  store <16 x float> %t151_c2_0897, ptr %arena898, align 4
+  %t151_c2_1899 = load <16 x float>, ptr %conv2_weight_grad.t151_c2_1, align 64
+  %3006 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3007 = add nsw i64 %3006, 2
+  %3008 = mul nsw i64 %3007, 64
+  %3009 = add nsw i64 11666704, %3008
+  %3010 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3011 = add nsw i64 %3009, %3010
+  %3012 = add nsw i64 %3011, 16
+  %arena900 = getelementptr inbounds float, ptr %arena, i64 %3012
+  store <16 x float> %t151_c2_1899, ptr %arena900, align 4
+  %t151_c2_2901 = load <16 x float>, ptr %conv2_weight_grad.t151_c2_2, align 64
+  %3013 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3014 = add nsw i64 %3013, 2
+  %3015 = mul nsw i64 %3014, 64
+  %3016 = add nsw i64 11666704, %3015
+  %3017 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3018 = add nsw i64 %3016, %3017
+  %3019 = add nsw i64 %3018, 32
+  %arena902 = getelementptr inbounds float, ptr %arena, i64 %3019
+  store <16 x float> %t151_c2_2901, ptr %arena902, align 4
+  %t151_c2_3903 = load <16 x float>, ptr %conv2_weight_grad.t151_c2_3, align 64
+  %3020 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3021 = add nsw i64 %3020, 2
+  %3022 = mul nsw i64 %3021, 64
+  %3023 = add nsw i64 11666704, %3022
+  %3024 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3025 = add nsw i64 %3023, %3024
+  %3026 = add nsw i64 %3025, 48
+  %arena904 = getelementptr inbounds float, ptr %arena, i64 %3026
+  store <16 x float> %t151_c2_3903, ptr %arena904, align 4
+  %t151_c3_0905 = load <16 x float>, ptr %conv2_weight_grad.t151_c3_0, align 64
+  %3027 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3028 = add nsw i64 %3027, 3
+  %3029 = mul nsw i64 %3028, 64
+  %3030 = add nsw i64 11666704, %3029
+  %3031 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3032 = add nsw i64 %3030, %3031
+  %arena906 = getelementptr inbounds float, ptr %arena, i64 %3032
+  store <16 x float> %t151_c3_0905, ptr %arena906, align 4
+  %t151_c3_1907 = load <16 x float>, ptr %conv2_weight_grad.t151_c3_1, align 64
+  %3033 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3034 = add nsw i64 %3033, 3
+  %3035 = mul nsw i64 %3034, 64
+  %3036 = add nsw i64 11666704, %3035
+  %3037 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3038 = add nsw i64 %3036, %3037
+  %3039 = add nsw i64 %3038, 16
+  %arena908 = getelementptr inbounds float, ptr %arena, i64 %3039
+  store <16 x float> %t151_c3_1907, ptr %arena908, align 4
+  %t151_c3_2909 = load <16 x float>, ptr %conv2_weight_grad.t151_c3_2, align 64
+  %3040 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3041 = add nsw i64 %3040, 3
+  %3042 = mul nsw i64 %3041, 64
+  %3043 = add nsw i64 11666704, %3042
+  %3044 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3045 = add nsw i64 %3043, %3044
+  %3046 = add nsw i64 %3045, 32
+  %arena910 = getelementptr inbounds float, ptr %arena, i64 %3046
+  store <16 x float> %t151_c3_2909, ptr %arena910, align 4
+  %t151_c3_3911 = load <16 x float>, ptr %conv2_weight_grad.t151_c3_3, align 64
+  %3047 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3048 = add nsw i64 %3047, 3
+  %3049 = mul nsw i64 %3048, 64
+  %3050 = add nsw i64 11666704, %3049
+  %3051 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3052 = add nsw i64 %3050, %3051
+  %3053 = add nsw i64 %3052, 48
+  %arena912 = getelementptr inbounds float, ptr %arena, i64 %3053
+  store <16 x float> %t151_c3_3911, ptr %arena912, align 4
+  %t151_c4_0913 = load <16 x float>, ptr %conv2_weight_grad.t151_c4_0, align 64
+  %3054 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3055 = add nsw i64 %3054, 4
+  %3056 = mul nsw i64 %3055, 64
+  %3057 = add nsw i64 11666704, %3056
+  %3058 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3059 = add nsw i64 %3057, %3058
+  %arena914 = getelementptr inbounds float, ptr %arena, i64 %3059
+  store <16 x float> %t151_c4_0913, ptr %arena914, align 4
+  %t151_c4_1915 = load <16 x float>, ptr %conv2_weight_grad.t151_c4_1, align 64
+  %3060 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3061 = add nsw i64 %3060, 4
+  %3062 = mul nsw i64 %3061, 64
+  %3063 = add nsw i64 11666704, %3062
+  %3064 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3065 = add nsw i64 %3063, %3064
+  %3066 = add nsw i64 %3065, 16
+  %arena916 = getelementptr inbounds float, ptr %arena, i64 %3066
+  store <16 x float> %t151_c4_1915, ptr %arena916, align 4
+  %t151_c4_2917 = load <16 x float>, ptr %conv2_weight_grad.t151_c4_2, align 64
+  %3067 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3068 = add nsw i64 %3067, 4
+  %3069 = mul nsw i64 %3068, 64
+  %3070 = add nsw i64 11666704, %3069
+  %3071 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3072 = add nsw i64 %3070, %3071
+  %3073 = add nsw i64 %3072, 32
+  %arena918 = getelementptr inbounds float, ptr %arena, i64 %3073
+  store <16 x float> %t151_c4_2917, ptr %arena918, align 4
+  %t151_c4_3919 = load <16 x float>, ptr %conv2_weight_grad.t151_c4_3, align 64
+  %3074 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3075 = add nsw i64 %3074, 4
+  %3076 = mul nsw i64 %3075, 64
+  %3077 = add nsw i64 11666704, %3076
+  %3078 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3079 = add nsw i64 %3077, %3078
+  %3080 = add nsw i64 %3079, 48
+  %arena920 = getelementptr inbounds float, ptr %arena, i64 %3080
+  store <16 x float> %t151_c4_3919, ptr %arena920, align 4
+  %t151_c5_0921 = load <16 x float>, ptr %conv2_weight_grad.t151_c5_0, align 64
+  %3081 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3082 = add nsw i64 %3081, 5
+  %3083 = mul nsw i64 %3082, 64
+  %3084 = add nsw i64 11666704, %3083
+  %3085 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3086 = add nsw i64 %3084, %3085
+  %arena922 = getelementptr inbounds float, ptr %arena, i64 %3086
+  store <16 x float> %t151_c5_0921, ptr %arena922, align 4
+  %t151_c5_1923 = load <16 x float>, ptr %conv2_weight_grad.t151_c5_1, align 64
+  %3087 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3088 = add nsw i64 %3087, 5
+  %3089 = mul nsw i64 %3088, 64
+  %3090 = add nsw i64 11666704, %3089
+  %3091 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3092 = add nsw i64 %3090, %3091
+  %3093 = add nsw i64 %3092, 16
+  %arena924 = getelementptr inbounds float, ptr %arena, i64 %3093
+  store <16 x float> %t151_c5_1923, ptr %arena924, align 4
+  %t151_c5_2925 = load <16 x float>, ptr %conv2_weight_grad.t151_c5_2, align 64
+  %3094 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3095 = add nsw i64 %3094, 5
+  %3096 = mul nsw i64 %3095, 64
+  %3097 = add nsw i64 11666704, %3096
+  %3098 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3099 = add nsw i64 %3097, %3098
+  %3100 = add nsw i64 %3099, 32
+  %arena926 = getelementptr inbounds float, ptr %arena, i64 %3100
+  store <16 x float> %t151_c5_2925, ptr %arena926, align 4
+  %t151_c5_3927 = load <16 x float>, ptr %conv2_weight_grad.t151_c5_3, align 64
+  %3101 = mul nsw i64 %conv2_weight_grad.mb150807, 6
+  %3102 = add nsw i64 %3101, 5
+  %3103 = mul nsw i64 %3102, 64
+  %3104 = add nsw i64 11666704, %3103
+  %3105 = mul nsw i64 %conv2_weight_grad.nb149806, 64
+  %3106 = add nsw i64 %3104, %3105
+  %3107 = add nsw i64 %3106, 48
+  %arena928 = getelementptr inbounds float, ptr %arena, i64 %3107
+  store <16 x float> %t151_c5_3927, ptr %arena928, align 4
+  %mb150.next = add nsw i64 %conv2_weight_grad.mb150807, 1
+  %3108 = icmp slt i64 %mb150.next, 48
+  br i1 %3108, label %conv2_weight_grad.mb150, label %conv2_weight_grad.mb150.end
 
-relu1_grad.j173:                                  ; preds = %relu1_grad.c174.end, %relu1_grad.nb169.end
-  %relu1_grad.j173973 = phi i64 [ 0, %relu1_grad.nb169.end ], [ %j173.next, %relu1_grad.c174.end ]
-  br label %relu1_grad.c174
+conv2_weight_grad.f153:                           ; preds = %conv2_weight_grad.r154.end, %conv2_weight_grad.g130.end
+  %conv2_weight_grad.f153929 = phi i64 [ 0, %conv2_weight_grad.g130.end ], [ %f153.next, %conv2_weight_grad.r154.end ]
+  br label %conv2_weight_grad.r154
 
-relu1_grad.j173.end:                              ; preds = %relu1_grad.c174.end
-  %g165.next = add nsw i64 %relu1_grad.g165868, 1
-  %3104 = icmp slt i64 %g165.next, 4
-  br i1 %3104, label %relu1_grad.g165, label %relu1_grad.g165.end
+conv2_weight_grad.f153.end:                       ; preds = %conv2_weight_grad.r154.end
+  br label %conv2_bias_grad.f155
 
-relu1_grad.c174:                                  ; preds = %relu1_grad.iy236.end, %relu1_grad.j173
-  %relu1_grad.c174974 = phi i64 [ 0, %relu1_grad.j173 ], [ %c174.next, %relu1_grad.iy236.end ]
-  br label %relu1_grad.iy175
+conv2_weight_grad.r154:                           ; preds = %conv2_weight_grad.r154, %conv2_weight_grad.f153
+  %conv2_weight_grad.r154930 = phi i64 [ 0, %conv2_weight_grad.f153 ], [ %r154.next, %conv2_weight_grad.r154 ]
+  %3109 = mul nsw i64 %conv2_weight_grad.r154930, 64
+  %3110 = add nsw i64 11666704, %3109
+  %3111 = add nsw i64 %3110, %conv2_weight_grad.f153929
+  %arena931 = getelementptr inbounds float, ptr %arena, i64 %3111
+  %3112 = load float, ptr %arena931, align 4
+  %3113 = mul nsw i64 %conv2_weight_grad.f153929, 288
+  %3114 = add nsw i64 320, %3113
+  %3115 = add nsw i64 %3114, %conv2_weight_grad.r154930
+  %grads932 = getelementptr inbounds float, ptr %grads, i64 %3115
+  store float %3112, ptr %grads932, align 4
+  %r154.next = add nsw i64 %conv2_weight_grad.r154930, 1
+  %3116 = icmp slt i64 %r154.next, 288
+  br i1 %3116, label %conv2_weight_grad.r154, label %conv2_weight_grad.r154.end
 
-relu1_grad.c174.end:                              ; preds = %relu1_grad.iy236.end
-  %j173.next = add nsw i64 %relu1_grad.j173973, 1
-  %3105 = icmp slt i64 %j173.next, 16
-  br i1 %3105, label %relu1_grad.j173, label %relu1_grad.j173.end
+conv2_weight_grad.r154.end:                       ; preds = %conv2_weight_grad.r154
+  %f153.next = add nsw i64 %conv2_weight_grad.f153929, 1
+  %3117 = icmp slt i64 %f153.next, 64
+  br i1 %3117, label %conv2_weight_grad.f153, label %conv2_weight_grad.f153.end
 
-relu1_grad.iy175:                                 ; preds = %relu1_grad.ix176.end, %relu1_grad.c174
-  %relu1_grad.iy175975 = phi i64 [ 0, %relu1_grad.c174 ], [ %iy175.next, %relu1_grad.ix176.end ]
-  br label %relu1_grad.ix176
+conv2_bias_grad.f155:                             ; preds = %conv2_bias_grad.img157.end, %conv2_weight_grad.f153.end
+  %conv2_bias_grad.f155933 = phi i64 [ 0, %conv2_weight_grad.f153.end ], [ %f155.next, %conv2_bias_grad.img157.end ]
+  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc156, align 64
+  br label %conv2_bias_grad.img157
 
-relu1_grad.iy175.end:                             ; preds = %relu1_grad.ix176.end
-  br label %relu1_grad.iy181
+conv2_bias_grad.f155.end:                         ; preds = %conv2_bias_grad.img157.end
+  br label %relu1_grad.g174
 
-relu1_grad.ix176:                                 ; preds = %relu1_grad.ix176, %relu1_grad.iy175
-  %relu1_grad.ix176976 = phi i64 [ 0, %relu1_grad.iy175 ], [ %ix176.next, %relu1_grad.ix176 ]
-  %3106 = mul nsw i64 %relu1_grad.c174974, 9
-  %3107 = mul nsw i64 %3106, 12544
-  %3108 = add nsw i64 7251216, %3107
-  %3109 = mul nsw i64 %relu1_grad.j173973, 784
-  %3110 = add nsw i64 %3108, %3109
-  %3111 = add nsw i64 %relu1_grad.iy175975, 1
-  %3112 = mul nsw i64 %3111, 28
-  %3113 = add nsw i64 %3110, %3112
-  %3114 = add nsw i64 %3113, 1
-  %3115 = add nsw i64 %3114, %relu1_grad.ix176976
-  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3115
-  %3116 = load float, ptr %arena977, align 4
-  store float %3116, ptr %relu1_grad.sum177, align 4
-  %sum177 = load float, ptr %relu1_grad.sum177, align 4
-  %3117 = mul nsw i64 %relu1_grad.c174974, 9
-  %3118 = add nsw i64 %3117, 1
-  %3119 = mul nsw i64 %3118, 12544
-  %3120 = add nsw i64 7251216, %3119
-  %3121 = mul nsw i64 %relu1_grad.j173973, 784
-  %3122 = add nsw i64 %3120, %3121
-  %3123 = add nsw i64 %relu1_grad.iy175975, 1
-  %3124 = mul nsw i64 %3123, 28
-  %3125 = add nsw i64 %3122, %3124
-  %3126 = add nsw i64 %3125, %relu1_grad.ix176976
-  %arena978 = getelementptr inbounds float, ptr %arena, i64 %3126
-  %3127 = load float, ptr %arena978, align 4
-  %3128 = fadd float %sum177, %3127
-  store float %3128, ptr %relu1_grad.sum178, align 4
-  %sum178 = load float, ptr %relu1_grad.sum178, align 4
-  %3129 = mul nsw i64 %relu1_grad.c174974, 9
-  %3130 = add nsw i64 %3129, 3
-  %3131 = mul nsw i64 %3130, 12544
-  %3132 = add nsw i64 7251216, %3131
-  %3133 = mul nsw i64 %relu1_grad.j173973, 784
-  %3134 = add nsw i64 %3132, %3133
-  %3135 = mul nsw i64 %relu1_grad.iy175975, 28
-  %3136 = add nsw i64 %3134, %3135
-  %3137 = add nsw i64 %3136, 1
-  %3138 = add nsw i64 %3137, %relu1_grad.ix176976
-  %arena979 = getelementptr inbounds float, ptr %arena, i64 %3138
-  %3139 = load float, ptr %arena979, align 4
-  %3140 = fadd float %sum178, %3139
-  store float %3140, ptr %relu1_grad.sum179, align 4
-  %sum179 = load float, ptr %relu1_grad.sum179, align 4
-  %3141 = mul nsw i64 %relu1_grad.c174974, 9
-  %3142 = add nsw i64 %3141, 4
-  %3143 = mul nsw i64 %3142, 12544
-  %3144 = add nsw i64 7251216, %3143
-  %3145 = mul nsw i64 %relu1_grad.j173973, 784
-  %3146 = add nsw i64 %3144, %3145
-  %3147 = mul nsw i64 %relu1_grad.iy175975, 28
-  %3148 = add nsw i64 %3146, %3147
-  %3149 = add nsw i64 %3148, %relu1_grad.ix176976
-  %arena980 = getelementptr inbounds float, ptr %arena, i64 %3149
-  %3150 = load float, ptr %arena980, align 4
-  %3151 = fadd float %sum179, %3150
-  store float %3151, ptr %relu1_grad.sum180, align 4
-  %sum180 = load float, ptr %relu1_grad.sum180, align 4
-  %3152 = mul nsw i64 %relu1_grad.g165868, 16
-  %3153 = add nsw i64 %3152, %relu1_grad.j173973
-  %3154 = mul nsw i64 %3153, 25088
-  %3155 = add nsw i64 1605632, %3154
-  %3156 = mul nsw i64 %relu1_grad.c174974, 784
-  %3157 = add nsw i64 %3155, %3156
-  %3158 = mul nsw i64 %relu1_grad.iy175975, 28
-  %3159 = add nsw i64 %3157, %3158
-  %3160 = add nsw i64 %3159, %relu1_grad.ix176976
-  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3160
-  store float %sum180, ptr %arena981, align 4
-  %ix176.next = add nsw i64 %relu1_grad.ix176976, 1
-  %3161 = icmp slt i64 %ix176.next, 1
-  br i1 %3161, label %relu1_grad.ix176, label %relu1_grad.ix176.end
+conv2_bias_grad.img157:                           ; preds = %conv2_bias_grad.i158.end, %conv2_bias_grad.f155
+  %conv2_bias_grad.img157934 = phi i64 [ 0, %conv2_bias_grad.f155 ], [ %img157.next, %conv2_bias_grad.i158.end ]
+  br label %conv2_bias_grad.i158
 
-relu1_grad.ix176.end:                             ; preds = %relu1_grad.ix176
-  %iy175.next = add nsw i64 %relu1_grad.iy175975, 1
-  %3162 = icmp slt i64 %iy175.next, 1
-  br i1 %3162, label %relu1_grad.iy175, label %relu1_grad.iy175.end
+conv2_bias_grad.img157.end:                       ; preds = %conv2_bias_grad.i158.end
+  %acc156937 = load <16 x float>, ptr %conv2_bias_grad.acc156, align 64
+  %arena938 = getelementptr inbounds float, ptr %arena, i64 1605632
+  store <16 x float> %acc156937, ptr %arena938, align 4
+  %arena939 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %3118 = load float, ptr %arena939, align 4
+  %arena940 = getelementptr inbounds float, ptr %arena, i64 1605633
+  %3119 = load float, ptr %arena940, align 4
+  %3120 = fadd float %3118, %3119
+  store float %3120, ptr %conv2_bias_grad.sum159, align 4
+  %sum159 = load float, ptr %conv2_bias_grad.sum159, align 4
+  %arena941 = getelementptr inbounds float, ptr %arena, i64 1605634
+  %3121 = load float, ptr %arena941, align 4
+  %3122 = fadd float %sum159, %3121
+  store float %3122, ptr %conv2_bias_grad.sum160, align 4
+  %sum160 = load float, ptr %conv2_bias_grad.sum160, align 4
+  %arena942 = getelementptr inbounds float, ptr %arena, i64 1605635
+  %3123 = load float, ptr %arena942, align 4
+  %3124 = fadd float %sum160, %3123
+  store float %3124, ptr %conv2_bias_grad.sum161, align 4
+  %sum161 = load float, ptr %conv2_bias_grad.sum161, align 4
+  %arena943 = getelementptr inbounds float, ptr %arena, i64 1605636
+  %3125 = load float, ptr %arena943, align 4
+  %3126 = fadd float %sum161, %3125
+  store float %3126, ptr %conv2_bias_grad.sum162, align 4
+  %sum162 = load float, ptr %conv2_bias_grad.sum162, align 4
+  %arena944 = getelementptr inbounds float, ptr %arena, i64 1605637
+  %3127 = load float, ptr %arena944, align 4
+  %3128 = fadd float %sum162, %3127
+  store float %3128, ptr %conv2_bias_grad.sum163, align 4
+  %sum163 = load float, ptr %conv2_bias_grad.sum163, align 4
+  %arena945 = getelementptr inbounds float, ptr %arena, i64 1605638
+  %3129 = load float, ptr %arena945, align 4
+  %3130 = fadd float %sum163, %3129
+  store float %3130, ptr %conv2_bias_grad.sum164, align 4
+  %sum164 = load float, ptr %conv2_bias_grad.sum164, align 4
+  %arena946 = getelementptr inbounds float, ptr %arena, i64 1605639
+  %3131 = load float, ptr %arena946, align 4
+  %3132 = fadd float %sum164, %3131
+  store float %3132, ptr %conv2_bias_grad.sum165, align 4
+  %sum165 = load float, ptr %conv2_bias_grad.sum165, align 4
+  %arena947 = getelementptr inbounds float, ptr %arena, i64 1605640
+  %3133 = load float, ptr %arena947, align 4
+  %3134 = fadd float %sum165, %3133
+  store float %3134, ptr %conv2_bias_grad.sum166, align 4
+  %sum166 = load float, ptr %conv2_bias_grad.sum166, align 4
+  %arena948 = getelementptr inbounds float, ptr %arena, i64 1605641
+  %3135 = load float, ptr %arena948, align 4
+  %3136 = fadd float %sum166, %3135
+  store float %3136, ptr %conv2_bias_grad.sum167, align 4
+  %sum167 = load float, ptr %conv2_bias_grad.sum167, align 4
+  %arena949 = getelementptr inbounds float, ptr %arena, i64 1605642
+  %3137 = load float, ptr %arena949, align 4
+  %3138 = fadd float %sum167, %3137
+  store float %3138, ptr %conv2_bias_grad.sum168, align 4
+  %sum168 = load float, ptr %conv2_bias_grad.sum168, align 4
+  %arena950 = getelementptr inbounds float, ptr %arena, i64 1605643
+  %3139 = load float, ptr %arena950, align 4
+  %3140 = fadd float %sum168, %3139
+  store float %3140, ptr %conv2_bias_grad.sum169, align 4
+  %sum169 = load float, ptr %conv2_bias_grad.sum169, align 4
+  %arena951 = getelementptr inbounds float, ptr %arena, i64 1605644
+  %3141 = load float, ptr %arena951, align 4
+  %3142 = fadd float %sum169, %3141
+  store float %3142, ptr %conv2_bias_grad.sum170, align 4
+  %sum170 = load float, ptr %conv2_bias_grad.sum170, align 4
+  %arena952 = getelementptr inbounds float, ptr %arena, i64 1605645
+  %3143 = load float, ptr %arena952, align 4
+  %3144 = fadd float %sum170, %3143
+  store float %3144, ptr %conv2_bias_grad.sum171, align 4
+  %sum171 = load float, ptr %conv2_bias_grad.sum171, align 4
+  %arena953 = getelementptr inbounds float, ptr %arena, i64 1605646
+  %3145 = load float, ptr %arena953, align 4
+  %3146 = fadd float %sum171, %3145
+  store float %3146, ptr %conv2_bias_grad.sum172, align 4
+  %sum172 = load float, ptr %conv2_bias_grad.sum172, align 4
+  %arena954 = getelementptr inbounds float, ptr %arena, i64 1605647
+  %3147 = load float, ptr %arena954, align 4
+  %3148 = fadd float %sum172, %3147
+  store float %3148, ptr %conv2_bias_grad.sum173, align 4
+  %sum173 = load float, ptr %conv2_bias_grad.sum173, align 4
+  %3149 = add nsw i64 18752, %conv2_bias_grad.f155933
+  %grads955 = getelementptr inbounds float, ptr %grads, i64 %3149
+  store float %sum173, ptr %grads955, align 4
+  %f155.next = add nsw i64 %conv2_bias_grad.f155933, 1
+  %3150 = icmp slt i64 %f155.next, 64
+  br i1 %3150, label %conv2_bias_grad.f155, label %conv2_bias_grad.f155.end
 
-relu1_grad.iy181:                                 ; preds = %relu1_grad.ix182.end, %relu1_grad.iy175.end
-  %relu1_grad.iy181982 = phi i64 [ 0, %relu1_grad.iy175.end ], [ %iy181.next, %relu1_grad.ix182.end ]
-  br label %relu1_grad.ix182
+conv2_bias_grad.i158:                             ; preds = %conv2_bias_grad.i158, %conv2_bias_grad.img157
+  %conv2_bias_grad.i158935 = phi i64 [ 0, %conv2_bias_grad.img157 ], [ %i158.next, %conv2_bias_grad.i158 ]
+  %3151 = mul nsw i64 %conv2_bias_grad.img157934, 50176
+  %3152 = add nsw i64 4039952, %3151
+  %3153 = mul nsw i64 %conv2_bias_grad.f155933, 784
+  %3154 = add nsw i64 %3152, %3153
+  %3155 = mul nsw i64 %conv2_bias_grad.i158935, 16
+  %3156 = add nsw i64 %3154, %3155
+  %arena936 = getelementptr inbounds float, ptr %arena, i64 %3156
+  %3157 = load <16 x float>, ptr %arena936, align 4
+  %acc156 = load <16 x float>, ptr %conv2_bias_grad.acc156, align 64
+  %3158 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %3157, <16 x float> %acc156)
+  store <16 x float> %3158, ptr %conv2_bias_grad.acc156, align 64
+  %i158.next = add nsw i64 %conv2_bias_grad.i158935, 1
+  %3159 = icmp slt i64 %i158.next, 49
+  br i1 %3159, label %conv2_bias_grad.i158, label %conv2_bias_grad.i158.end
 
-relu1_grad.iy181.end:                             ; preds = %relu1_grad.ix182.end
-  br label %relu1_grad.iy189
+conv2_bias_grad.i158.end:                         ; preds = %conv2_bias_grad.i158
+  %img157.next = add nsw i64 %conv2_bias_grad.img157934, 1
+  %3160 = icmp slt i64 %img157.next, 64
+  br i1 %3160, label %conv2_bias_grad.img157, label %conv2_bias_grad.img157.end
 
-relu1_grad.ix182:                                 ; preds = %relu1_grad.ix182, %relu1_grad.iy181
-  %relu1_grad.ix182983 = phi i64 [ 0, %relu1_grad.iy181 ], [ %ix182.next, %relu1_grad.ix182 ]
-  %3163 = mul nsw i64 %relu1_grad.c174974, 9
-  %3164 = mul nsw i64 %3163, 12544
-  %3165 = add nsw i64 7251216, %3164
-  %3166 = mul nsw i64 %relu1_grad.j173973, 784
+relu1_grad.g174:                                  ; preds = %relu1_grad.j182.end, %conv2_bias_grad.f155.end
+  %relu1_grad.g174956 = phi i64 [ 0, %conv2_bias_grad.f155.end ], [ %g174.next, %relu1_grad.j182.end ]
+  br label %relu1_grad.j175
+
+relu1_grad.g174.end:                              ; preds = %relu1_grad.j182.end
+  br label %conv1_grad.i251
+
+relu1_grad.j175:                                  ; preds = %relu1_grad.f176.end, %relu1_grad.g174
+  %relu1_grad.j175957 = phi i64 [ 0, %relu1_grad.g174 ], [ %j175.next, %relu1_grad.f176.end ]
+  br label %relu1_grad.f176
+
+relu1_grad.j175.end:                              ; preds = %relu1_grad.f176.end
+  br label %relu1_grad.nb178
+
+relu1_grad.f176:                                  ; preds = %relu1_grad.i177.end, %relu1_grad.j175
+  %relu1_grad.f176958 = phi i64 [ 0, %relu1_grad.j175 ], [ %f176.next, %relu1_grad.i177.end ]
+  br label %relu1_grad.i177
+
+relu1_grad.f176.end:                              ; preds = %relu1_grad.i177.end
+  %j175.next = add nsw i64 %relu1_grad.j175957, 1
+  %3161 = icmp slt i64 %j175.next, 16
+  br i1 %3161, label %relu1_grad.j175, label %relu1_grad.j175.end
+
+relu1_grad.i177:                                  ; preds = %relu1_grad.i177, %relu1_grad.f176
+  %relu1_grad.i177959 = phi i64 [ 0, %relu1_grad.f176 ], [ %i177.next, %relu1_grad.i177 ]
+  %3162 = mul nsw i64 %relu1_grad.g174956, 16
+  %3163 = add nsw i64 %3162, %relu1_grad.j175957
+  %3164 = mul nsw i64 %3163, 50176
+  %3165 = add nsw i64 4039952, %3164
+  %3166 = mul nsw i64 %relu1_grad.f176958, 784
   %3167 = add nsw i64 %3165, %3166
-  %3168 = add nsw i64 %relu1_grad.iy181982, 1
-  %3169 = mul nsw i64 %3168, 28
-  %3170 = add nsw i64 %3167, %3169
-  %3171 = add nsw i64 %3170, 2
-  %3172 = add nsw i64 %3171, %relu1_grad.ix182983
-  %arena984 = getelementptr inbounds float, ptr %arena, i64 %3172
-  %3173 = load float, ptr %arena984, align 4
-  store float %3173, ptr %relu1_grad.sum183, align 4
-  %sum183 = load float, ptr %relu1_grad.sum183, align 4
-  %3174 = mul nsw i64 %relu1_grad.c174974, 9
-  %3175 = add nsw i64 %3174, 1
-  %3176 = mul nsw i64 %3175, 12544
-  %3177 = add nsw i64 7251216, %3176
-  %3178 = mul nsw i64 %relu1_grad.j173973, 784
-  %3179 = add nsw i64 %3177, %3178
-  %3180 = add nsw i64 %relu1_grad.iy181982, 1
-  %3181 = mul nsw i64 %3180, 28
-  %3182 = add nsw i64 %3179, %3181
-  %3183 = add nsw i64 %3182, 1
-  %3184 = add nsw i64 %3183, %relu1_grad.ix182983
-  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3184
-  %3185 = load float, ptr %arena985, align 4
-  %3186 = fadd float %sum183, %3185
-  store float %3186, ptr %relu1_grad.sum184, align 4
-  %sum184 = load float, ptr %relu1_grad.sum184, align 4
-  %3187 = mul nsw i64 %relu1_grad.c174974, 9
-  %3188 = add nsw i64 %3187, 2
-  %3189 = mul nsw i64 %3188, 12544
-  %3190 = add nsw i64 7251216, %3189
-  %3191 = mul nsw i64 %relu1_grad.j173973, 784
+  %3168 = add nsw i64 %3167, %relu1_grad.i177959
+  %arena960 = getelementptr inbounds float, ptr %arena, i64 %3168
+  %3169 = load float, ptr %arena960, align 4
+  %3170 = mul nsw i64 %relu1_grad.f176958, 12544
+  %3171 = add nsw i64 10863888, %3170
+  %3172 = mul nsw i64 %relu1_grad.j175957, 784
+  %3173 = add nsw i64 %3171, %3172
+  %3174 = add nsw i64 %3173, %relu1_grad.i177959
+  %arena961 = getelementptr inbounds float, ptr %arena, i64 %3174
+  store float %3169, ptr %arena961, align 4
+  %i177.next = add nsw i64 %relu1_grad.i177959, 1
+  %3175 = icmp slt i64 %i177.next, 784
+  br i1 %3175, label %relu1_grad.i177, label %relu1_grad.i177.end
+
+relu1_grad.i177.end:                              ; preds = %relu1_grad.i177
+  %f176.next = add nsw i64 %relu1_grad.f176958, 1
+  %3176 = icmp slt i64 %f176.next, 64
+  br i1 %3176, label %relu1_grad.f176, label %relu1_grad.f176.end
+
+relu1_grad.nb178:                                 ; preds = %relu1_grad.mb179.end, %relu1_grad.j175.end
+  %relu1_grad.nb178962 = phi i64 [ 0, %relu1_grad.j175.end ], [ %nb178.next, %relu1_grad.mb179.end ]
+  br label %relu1_grad.mb179
+
+relu1_grad.nb178.end:                             ; preds = %relu1_grad.mb179.end
+  br label %relu1_grad.j182
+
+relu1_grad.mb179:                                 ; preds = %relu1_grad.k181.end, %relu1_grad.nb178
+  %relu1_grad.mb179963 = phi i64 [ 0, %relu1_grad.nb178 ], [ %mb179.next, %relu1_grad.k181.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t180_c5_3, align 64
+  br label %relu1_grad.k181
+
+relu1_grad.mb179.end:                             ; preds = %relu1_grad.k181.end
+  %nb178.next = add nsw i64 %relu1_grad.nb178962, 1
+  %3177 = icmp slt i64 %nb178.next, 196
+  br i1 %3177, label %relu1_grad.nb178, label %relu1_grad.nb178.end
+
+relu1_grad.k181:                                  ; preds = %relu1_grad.k181, %relu1_grad.mb179
+  %relu1_grad.k181964 = phi i64 [ 0, %relu1_grad.mb179 ], [ %k181.next, %relu1_grad.k181 ]
+  %3178 = mul nsw i64 %relu1_grad.k181964, 12544
+  %3179 = add nsw i64 10863888, %3178
+  %3180 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3181 = add nsw i64 %3179, %3180
+  %arena965 = getelementptr inbounds float, ptr %arena, i64 %3181
+  %3182 = load <16 x float>, ptr %arena965, align 4
+  store <16 x float> %3182, ptr %relu1_grad.t180_b0, align 64
+  %3183 = mul nsw i64 %relu1_grad.k181964, 12544
+  %3184 = add nsw i64 10863888, %3183
+  %3185 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3186 = add nsw i64 %3184, %3185
+  %3187 = add nsw i64 %3186, 16
+  %arena966 = getelementptr inbounds float, ptr %arena, i64 %3187
+  %3188 = load <16 x float>, ptr %arena966, align 4
+  store <16 x float> %3188, ptr %relu1_grad.t180_b1, align 64
+  %3189 = mul nsw i64 %relu1_grad.k181964, 12544
+  %3190 = add nsw i64 10863888, %3189
+  %3191 = mul nsw i64 %relu1_grad.nb178962, 64
   %3192 = add nsw i64 %3190, %3191
-  %3193 = add nsw i64 %relu1_grad.iy181982, 1
-  %3194 = mul nsw i64 %3193, 28
-  %3195 = add nsw i64 %3192, %3194
-  %3196 = add nsw i64 %3195, %relu1_grad.ix182983
-  %arena986 = getelementptr inbounds float, ptr %arena, i64 %3196
-  %3197 = load float, ptr %arena986, align 4
-  %3198 = fadd float %sum184, %3197
-  store float %3198, ptr %relu1_grad.sum185, align 4
-  %sum185 = load float, ptr %relu1_grad.sum185, align 4
-  %3199 = mul nsw i64 %relu1_grad.c174974, 9
-  %3200 = add nsw i64 %3199, 3
-  %3201 = mul nsw i64 %3200, 12544
-  %3202 = add nsw i64 7251216, %3201
-  %3203 = mul nsw i64 %relu1_grad.j173973, 784
+  %3193 = add nsw i64 %3192, 32
+  %arena967 = getelementptr inbounds float, ptr %arena, i64 %3193
+  %3194 = load <16 x float>, ptr %arena967, align 4
+  store <16 x float> %3194, ptr %relu1_grad.t180_b2, align 64
+  %3195 = mul nsw i64 %relu1_grad.k181964, 12544
+  %3196 = add nsw i64 10863888, %3195
+  %3197 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3198 = add nsw i64 %3196, %3197
+  %3199 = add nsw i64 %3198, 48
+  %arena968 = getelementptr inbounds float, ptr %arena, i64 %3199
+  %3200 = load <16 x float>, ptr %arena968, align 4
+  store <16 x float> %3200, ptr %relu1_grad.t180_b3, align 64
+  %3201 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3202 = add nsw i64 320, %3201
+  %3203 = mul nsw i64 %relu1_grad.k181964, 288
   %3204 = add nsw i64 %3202, %3203
-  %3205 = mul nsw i64 %relu1_grad.iy181982, 28
-  %3206 = add nsw i64 %3204, %3205
-  %3207 = add nsw i64 %3206, 2
-  %3208 = add nsw i64 %3207, %relu1_grad.ix182983
-  %arena987 = getelementptr inbounds float, ptr %arena, i64 %3208
-  %3209 = load float, ptr %arena987, align 4
-  %3210 = fadd float %sum185, %3209
-  store float %3210, ptr %relu1_grad.sum186, align 4
-  %sum186 = load float, ptr %relu1_grad.sum186, align 4
-  %3211 = mul nsw i64 %relu1_grad.c174974, 9
-  %3212 = add nsw i64 %3211, 4
-  %3213 = mul nsw i64 %3212, 12544
-  %3214 = add nsw i64 7251216, %3213
-  %3215 = mul nsw i64 %relu1_grad.j173973, 784
+  %params969 = getelementptr inbounds float, ptr %params, i64 %3204
+  %3205 = load float, ptr %params969, align 4
+  %3206 = insertelement <16 x float> undef, float %3205, i32 0
+  %3207 = shufflevector <16 x float> %3206, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3207, ptr %relu1_grad.t180_a0, align 64
+  %t180_a0 = load <16 x float>, ptr %relu1_grad.t180_a0, align 64
+  %t180_b0 = load <16 x float>, ptr %relu1_grad.t180_b0, align 64
+  %t180_c0_0 = load <16 x float>, ptr %relu1_grad.t180_c0_0, align 64
+  %3208 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a0, <16 x float> %t180_b0, <16 x float> %t180_c0_0)
+  store <16 x float> %3208, ptr %relu1_grad.t180_c0_0, align 64
+  %t180_a0970 = load <16 x float>, ptr %relu1_grad.t180_a0, align 64
+  %t180_b1 = load <16 x float>, ptr %relu1_grad.t180_b1, align 64
+  %t180_c0_1 = load <16 x float>, ptr %relu1_grad.t180_c0_1, align 64
+  %3209 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a0970, <16 x float> %t180_b1, <16 x float> %t180_c0_1)
+  store <16 x float> %3209, ptr %relu1_grad.t180_c0_1, align 64
+  %t180_a0971 = load <16 x float>, ptr %relu1_grad.t180_a0, align 64
+  %t180_b2 = load <16 x float>, ptr %relu1_grad.t180_b2, align 64
+  %t180_c0_2 = load <16 x float>, ptr %relu1_grad.t180_c0_2, align 64
+  %3210 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a0971, <16 x float> %t180_b2, <16 x float> %t180_c0_2)
+  store <16 x float> %3210, ptr %relu1_grad.t180_c0_2, align 64
+  %t180_a0972 = load <16 x float>, ptr %relu1_grad.t180_a0, align 64
+  %t180_b3 = load <16 x float>, ptr %relu1_grad.t180_b3, align 64
+  %t180_c0_3 = load <16 x float>, ptr %relu1_grad.t180_c0_3, align 64
+  %3211 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a0972, <16 x float> %t180_b3, <16 x float> %t180_c0_3)
+  store <16 x float> %3211, ptr %relu1_grad.t180_c0_3, align 64
+  %3212 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3213 = add nsw i64 %3212, 1
+  %3214 = add nsw i64 320, %3213
+  %3215 = mul nsw i64 %relu1_grad.k181964, 288
   %3216 = add nsw i64 %3214, %3215
-  %3217 = mul nsw i64 %relu1_grad.iy181982, 28
-  %3218 = add nsw i64 %3216, %3217
-  %3219 = add nsw i64 %3218, 1
-  %3220 = add nsw i64 %3219, %relu1_grad.ix182983
-  %arena988 = getelementptr inbounds float, ptr %arena, i64 %3220
-  %3221 = load float, ptr %arena988, align 4
-  %3222 = fadd float %sum186, %3221
-  store float %3222, ptr %relu1_grad.sum187, align 4
-  %sum187 = load float, ptr %relu1_grad.sum187, align 4
-  %3223 = mul nsw i64 %relu1_grad.c174974, 9
-  %3224 = add nsw i64 %3223, 5
-  %3225 = mul nsw i64 %3224, 12544
-  %3226 = add nsw i64 7251216, %3225
-  %3227 = mul nsw i64 %relu1_grad.j173973, 784
+  %params973 = getelementptr inbounds float, ptr %params, i64 %3216
+  %3217 = load float, ptr %params973, align 4
+  %3218 = insertelement <16 x float> undef, float %3217, i32 0
+  %3219 = shufflevector <16 x float> %3218, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3219, ptr %relu1_grad.t180_a1, align 64
+  %t180_a1 = load <16 x float>, ptr %relu1_grad.t180_a1, align 64
+  %t180_b0974 = load <16 x float>, ptr %relu1_grad.t180_b0, align 64
+  %t180_c1_0 = load <16 x float>, ptr %relu1_grad.t180_c1_0, align 64
+  %3220 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a1, <16 x float> %t180_b0974, <16 x float> %t180_c1_0)
+  store <16 x float> %3220, ptr %relu1_grad.t180_c1_0, align 64
+  %t180_a1975 = load <16 x float>, ptr %relu1_grad.t180_a1, align 64
+  %t180_b1976 = load <16 x float>, ptr %relu1_grad.t180_b1, align 64
+  %t180_c1_1 = load <16 x float>, ptr %relu1_grad.t180_c1_1, align 64
+  %3221 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a1975, <16 x float> %t180_b1976, <16 x float> %t180_c1_1)
+  store <16 x float> %3221, ptr %relu1_grad.t180_c1_1, align 64
+  %t180_a1977 = load <16 x float>, ptr %relu1_grad.t180_a1, align 64
+  %t180_b2978 = load <16 x float>, ptr %relu1_grad.t180_b2, align 64
+  %t180_c1_2 = load <16 x float>, ptr %relu1_grad.t180_c1_2, align 64
+  %3222 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a1977, <16 x float> %t180_b2978, <16 x float> %t180_c1_2)
+  store <16 x float> %3222, ptr %relu1_grad.t180_c1_2, align 64
+  %t180_a1979 = load <16 x float>, ptr %relu1_grad.t180_a1, align 64
+  %t180_b3980 = load <16 x float>, ptr %relu1_grad.t180_b3, align 64
+  %t180_c1_3 = load <16 x float>, ptr %relu1_grad.t180_c1_3, align 64
+  %3223 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a1979, <16 x float> %t180_b3980, <16 x float> %t180_c1_3)
+  store <16 x float> %3223, ptr %relu1_grad.t180_c1_3, align 64
+  %3224 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3225 = add nsw i64 %3224, 2
+  %3226 = add nsw i64 320, %3225
+  %3227 = mul nsw i64 %relu1_grad.k181964, 288
   %3228 = add nsw i64 %3226, %3227
-  %3229 = mul nsw i64 %relu1_grad.iy181982, 28
-  %3230 = add nsw i64 %3228, %3229
-  %3231 = add nsw i64 %3230, %relu1_grad.ix182983
-  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3231
-  %3232 = load float, ptr %arena989, align 4
-  %3233 = fadd float %sum187, %3232
-  store float %3233, ptr %relu1_grad.sum188, align 4
-  %sum188 = load float, ptr %relu1_grad.sum188, align 4
-  %3234 = mul nsw i64 %relu1_grad.g165868, 16
-  %3235 = add nsw i64 %3234, %relu1_grad.j173973
-  %3236 = mul nsw i64 %3235, 25088
-  %3237 = add nsw i64 1605632, %3236
-  %3238 = mul nsw i64 %relu1_grad.c174974, 784
-  %3239 = add nsw i64 %3237, %3238
-  %3240 = mul nsw i64 %relu1_grad.iy181982, 28
-  %3241 = add nsw i64 %3239, %3240
-  %3242 = add nsw i64 %3241, 1
-  %3243 = add nsw i64 %3242, %relu1_grad.ix182983
-  %arena990 = getelementptr inbounds float, ptr %arena, i64 %3243
-  store float %sum188, ptr %arena990, align 4
-  %ix182.next = add nsw i64 %relu1_grad.ix182983, 1
-  %3244 = icmp slt i64 %ix182.next, 26
-  br i1 %3244, label %relu1_grad.ix182, label %relu1_grad.ix182.end
+  %params981 = getelementptr inbounds float, ptr %params, i64 %3228
+  %3229 = load float, ptr %params981, align 4
+  %3230 = insertelement <16 x float> undef, float %3229, i32 0
+  %3231 = shufflevector <16 x float> %3230, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3231, ptr %relu1_grad.t180_a2, align 64
+  %t180_a2 = load <16 x float>, ptr %relu1_grad.t180_a2, align 64
+  %t180_b0982 = load <16 x float>, ptr %relu1_grad.t180_b0, align 64
+  %t180_c2_0 = load <16 x float>, ptr %relu1_grad.t180_c2_0, align 64
+  %3232 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a2, <16 x float> %t180_b0982, <16 x float> %t180_c2_0)
+  store <16 x float> %3232, ptr %relu1_grad.t180_c2_0, align 64
+  %t180_a2983 = load <16 x float>, ptr %relu1_grad.t180_a2, align 64
+  %t180_b1984 = load <16 x float>, ptr %relu1_grad.t180_b1, align 64
+  %t180_c2_1 = load <16 x float>, ptr %relu1_grad.t180_c2_1, align 64
+  %3233 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a2983, <16 x float> %t180_b1984, <16 x float> %t180_c2_1)
+  store <16 x float> %3233, ptr %relu1_grad.t180_c2_1, align 64
+  %t180_a2985 = load <16 x float>, ptr %relu1_grad.t180_a2, align 64
+  %t180_b2986 = load <16 x float>, ptr %relu1_grad.t180_b2, align 64
+  %t180_c2_2 = load <16 x float>, ptr %relu1_grad.t180_c2_2, align 64
+  %3234 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a2985, <16 x float> %t180_b2986, <16 x float> %t180_c2_2)
+  store <16 x float> %3234, ptr %relu1_grad.t180_c2_2, align 64
+  %t180_a2987 = load <16 x float>, ptr %relu1_grad.t180_a2, align 64
+  %t180_b3988 = load <16 x float>, ptr %relu1_grad.t180_b3, align 64
+  %t180_c2_3 = load <16 x float>, ptr %relu1_grad.t180_c2_3, align 64
+  %3235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a2987, <16 x float> %t180_b3988, <16 x float> %t180_c2_3)
+  store <16 x float> %3235, ptr %relu1_grad.t180_c2_3, align 64
+  %3236 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3237 = add nsw i64 %3236, 3
+  %3238 = add nsw i64 320, %3237
+  %3239 = mul nsw i64 %relu1_grad.k181964, 288
+  %3240 = add nsw i64 %3238, %3239
+  %params989 = getelementptr inbounds float, ptr %params, i64 %3240
+  %3241 = load float, ptr %params989, align 4
+  %3242 = insertelement <16 x float> undef, float %3241, i32 0
+  %3243 = shufflevector <16 x float> %3242, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3243, ptr %relu1_grad.t180_a3, align 64
+  %t180_a3 = load <16 x float>, ptr %relu1_grad.t180_a3, align 64
+  %t180_b0990 = load <16 x float>, ptr %relu1_grad.t180_b0, align 64
+  %t180_c3_0 = load <16 x float>, ptr %relu1_grad.t180_c3_0, align 64
+  %3244 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a3, <16 x float> %t180_b0990, <16 x float> %t180_c3_0)
+  store <16 x float> %3244, ptr %relu1_grad.t180_c3_0, align 64
+  %t180_a3991 = load <16 x float>, ptr %relu1_grad.t180_a3, align 64
+  %t180_b1992 = load <16 x float>, ptr %relu1_grad.t180_b1, align 64
+  %t180_c3_1 = load <16 x float>, ptr %relu1_grad.t180_c3_1, align 64
+  %3245 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a3991, <16 x float> %t180_b1992, <16 x float> %t180_c3_1)
+  store <16 x float> %3245, ptr %relu1_grad.t180_c3_1, align 64
+  %t180_a3993 = load <16 x float>, ptr %relu1_grad.t180_a3, align 64
+  %t180_b2994 = load <16 x float>, ptr %relu1_grad.t180_b2, align 64
+  %t180_c3_2 = load <16 x float>, ptr %relu1_grad.t180_c3_2, align 64
+  %3246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a3993, <16 x float> %t180_b2994, <16 x float> %t180_c3_2)
+  store <16 x float> %3246, ptr %relu1_grad.t180_c3_2, align 64
+  %t180_a3995 = load <16 x float>, ptr %relu1_grad.t180_a3, align 64
+  %t180_b3996 = load <16 x float>, ptr %relu1_grad.t180_b3, align 64
+  %t180_c3_3 = load <16 x float>, ptr %relu1_grad.t180_c3_3, align 64
+  %3247 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a3995, <16 x float> %t180_b3996, <16 x float> %t180_c3_3)
+  store <16 x float> %3247, ptr %relu1_grad.t180_c3_3, align 64
+  %3248 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3249 = add nsw i64 %3248, 4
+  %3250 = add nsw i64 320, %3249
+  %3251 = mul nsw i64 %relu1_grad.k181964, 288
+  %3252 = add nsw i64 %3250, %3251
+  %params997 = getelementptr inbounds float, ptr %params, i64 %3252
+  %3253 = load float, ptr %params997, align 4
+  %3254 = insertelement <16 x float> undef, float %3253, i32 0
+  %3255 = shufflevector <16 x float> %3254, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3255, ptr %relu1_grad.t180_a4, align 64
+  %t180_a4 = load <16 x float>, ptr %relu1_grad.t180_a4, align 64
+  %t180_b0998 = load <16 x float>, ptr %relu1_grad.t180_b0, align 64
+  %t180_c4_0 = load <16 x float>, ptr %relu1_grad.t180_c4_0, align 64
+  %3256 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a4, <16 x float> %t180_b0998, <16 x float> %t180_c4_0)
+  store <16 x float> %3256, ptr %relu1_grad.t180_c4_0, align 64
+  %t180_a4999 = load <16 x float>, ptr %relu1_grad.t180_a4, align 64
+  %t180_b11000 = load <16 x float>, ptr %relu1_grad.t180_b1, align 64
+  %t180_c4_1 = load <16 x float>, ptr %relu1_grad.t180_c4_1, align 64
+  %3257 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a4999, <16 x float> %t180_b11000, <16 x float> %t180_c4_1)
+  store <16 x float> %3257, ptr %relu1_grad.t180_c4_1, align 64
+  %t180_a41001 = load <16 x float>, ptr %relu1_grad.t180_a4, align 64
+  %t180_b21002 = load <16 x float>, ptr %relu1_grad.t180_b2, align 64
+  %t180_c4_2 = load <16 x float>, ptr %relu1_grad.t180_c4_2, align 64
+  %3258 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a41001, <16 x float> %t180_b21002, <16 x float> %t180_c4_2)
+  store <16 x float> %3258, ptr %relu1_grad.t180_c4_2, align 64
+  %t180_a41003 = load <16 x float>, ptr %relu1_grad.t180_a4, align 64
+  %t180_b31004 = load <16 x float>, ptr %relu1_grad.t180_b3, align 64
+  %t180_c4_3 = load <16 x float>, ptr %relu1_grad.t180_c4_3, align 64
+  %3259 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a41003, <16 x float> %t180_b31004, <16 x float> %t180_c4_3)
+  store <16 x float> %3259, ptr %relu1_grad.t180_c4_3, align 64
+  %3260 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3261 = add nsw i64 %3260, 5
+  %3262 = add nsw i64 320, %3261
+  %3263 = mul nsw i64 %relu1_grad.k181964, 288
+  %3264 = add nsw i64 %3262, %3263
+  %params1005 = getelementptr inbounds float, ptr %params, i64 %3264
+  %3265 = load float, ptr %params1005, align 4
+  %3266 = insertelement <16 x float> undef, float %3265, i32 0
+  %3267 = shufflevector <16 x float> %3266, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3267, ptr %relu1_grad.t180_a5, align 64
+  %t180_a5 = load <16 x float>, ptr %relu1_grad.t180_a5, align 64
+  %t180_b01006 = load <16 x float>, ptr %relu1_grad.t180_b0, align 64
+  %t180_c5_0 = load <16 x float>, ptr %relu1_grad.t180_c5_0, align 64
+  %3268 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a5, <16 x float> %t180_b01006, <16 x float> %t180_c5_0)
+  store <16 x float> %3268, ptr %relu1_grad.t180_c5_0, align 64
+  %t180_a51007 = load <16 x float>, ptr %relu1_grad.t180_a5, align 64
+  %t180_b11008 = load <16 x float>, ptr %relu1_grad.t180_b1, align 64
+  %t180_c5_1 = load <16 x float>, ptr %relu1_grad.t180_c5_1, align 64
+  %3269 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a51007, <16 x float> %t180_b11008, <16 x float> %t180_c5_1)
+  store <16 x float> %3269, ptr %relu1_grad.t180_c5_1, align 64
+  %t180_a51009 = load <16 x float>, ptr %relu1_grad.t180_a5, align 64
+  %t180_b21010 = load <16 x float>, ptr %relu1_grad.t180_b2, align 64
+  %t180_c5_2 = load <16 x float>, ptr %relu1_grad.t180_c5_2, align 64
+  %3270 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a51009, <16 x float> %t180_b21010, <16 x float> %t180_c5_2)
+  store <16 x float> %3270, ptr %relu1_grad.t180_c5_2, align 64
+  %t180_a51011 = load <16 x float>, ptr %relu1_grad.t180_a5, align 64
+  %t180_b31012 = load <16 x float>, ptr %relu1_grad.t180_b3, align 64
+  %t180_c5_3 = load <16 x float>, ptr %relu1_grad.t180_c5_3, align 64
+  %3271 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t180_a51011, <16 x float> %t180_b31012, <16 x float> %t180_c5_3)
+  store <16 x float> %3271, ptr %relu1_grad.t180_c5_3, align 64
+  %k181.next = add nsw i64 %relu1_grad.k181964, 1
+  %3272 = icmp slt i64 %k181.next, 64
+  br i1 %3272, label %relu1_grad.k181, label %relu1_grad.k181.end
 
-relu1_grad.ix182.end:                             ; preds = %relu1_grad.ix182
-  %iy181.next = add nsw i64 %relu1_grad.iy181982, 1
-  %3245 = icmp slt i64 %iy181.next, 1
-  br i1 %3245, label %relu1_grad.iy181, label %relu1_grad.iy181.end
-
-relu1_grad.iy189:                                 ; preds = %relu1_grad.ix190.end, %relu1_grad.iy181.end
-  %relu1_grad.iy189991 = phi i64 [ 0, %relu1_grad.iy181.end ], [ %iy189.next, %relu1_grad.ix190.end ]
-  br label %relu1_grad.ix190
-
-relu1_grad.iy189.end:                             ; preds = %relu1_grad.ix190.end
-  br label %relu1_grad.iy195
-
-relu1_grad.ix190:                                 ; preds = %relu1_grad.ix190, %relu1_grad.iy189
-  %relu1_grad.ix190992 = phi i64 [ 0, %relu1_grad.iy189 ], [ %ix190.next, %relu1_grad.ix190 ]
-  %3246 = mul nsw i64 %relu1_grad.c174974, 9
-  %3247 = add nsw i64 %3246, 1
-  %3248 = mul nsw i64 %3247, 12544
-  %3249 = add nsw i64 7251216, %3248
-  %3250 = mul nsw i64 %relu1_grad.j173973, 784
-  %3251 = add nsw i64 %3249, %3250
-  %3252 = add nsw i64 %relu1_grad.iy189991, 1
-  %3253 = mul nsw i64 %3252, 28
-  %3254 = add nsw i64 %3251, %3253
-  %3255 = add nsw i64 %3254, 27
-  %3256 = add nsw i64 %3255, %relu1_grad.ix190992
-  %arena993 = getelementptr inbounds float, ptr %arena, i64 %3256
-  %3257 = load float, ptr %arena993, align 4
-  store float %3257, ptr %relu1_grad.sum191, align 4
-  %sum191 = load float, ptr %relu1_grad.sum191, align 4
-  %3258 = mul nsw i64 %relu1_grad.c174974, 9
-  %3259 = add nsw i64 %3258, 2
-  %3260 = mul nsw i64 %3259, 12544
-  %3261 = add nsw i64 7251216, %3260
-  %3262 = mul nsw i64 %relu1_grad.j173973, 784
-  %3263 = add nsw i64 %3261, %3262
-  %3264 = add nsw i64 %relu1_grad.iy189991, 1
-  %3265 = mul nsw i64 %3264, 28
-  %3266 = add nsw i64 %3263, %3265
-  %3267 = add nsw i64 %3266, 26
-  %3268 = add nsw i64 %3267, %relu1_grad.ix190992
-  %arena994 = getelementptr inbounds float, ptr %arena, i64 %3268
-  %3269 = load float, ptr %arena994, align 4
-  %3270 = fadd float %sum191, %3269
-  store float %3270, ptr %relu1_grad.sum192, align 4
-  %sum192 = load float, ptr %relu1_grad.sum192, align 4
-  %3271 = mul nsw i64 %relu1_grad.c174974, 9
-  %3272 = add nsw i64 %3271, 4
-  %3273 = mul nsw i64 %3272, 12544
-  %3274 = add nsw i64 7251216, %3273
-  %3275 = mul nsw i64 %relu1_grad.j173973, 784
-  %3276 = add nsw i64 %3274, %3275
-  %3277 = mul nsw i64 %relu1_grad.iy189991, 28
-  %3278 = add nsw i64 %3276, %3277
-  %3279 = add nsw i64 %3278, 27
-  %3280 = add nsw i64 %3279, %relu1_grad.ix190992
-  %arena995 = getelementptr inbounds float, ptr %arena, i64 %3280
-  %3281 = load float, ptr %arena995, align 4
-  %3282 = fadd float %sum192, %3281
-  store float %3282, ptr %relu1_grad.sum193, align 4
-  %sum193 = load float, ptr %relu1_grad.sum193, align 4
-  %3283 = mul nsw i64 %relu1_grad.c174974, 9
-  %3284 = add nsw i64 %3283, 5
+relu1_grad.k181.end:                              ; preds = %relu1_grad.k181
+  %t180_c0_01013 = load <16 x float>, ptr %relu1_grad.t180_c0_0, align 64
+  %3273 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3274 = mul nsw i64 %3273, 12544
+  %3275 = add nsw i64 7251216, %3274
+  %3276 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3277 = add nsw i64 %3275, %3276
+  %arena1014 = getelementptr inbounds float, ptr %arena, i64 %3277
+  store <16 x float> %t180_c0_01013, ptr %arena1014, align 4
+  %t180_c0_11015 = load <16 x float>, ptr %relu1_grad.t180_c0_1, align 64
+  %3278 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3279 = mul nsw i64 %3278, 12544
+  %3280 = add nsw i64 7251216, %3279
+  %3281 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3282 = add nsw i64 %3280, %3281
+  %3283 = add nsw i64 %3282, 16
+  %arena1016 = getelementptr inbounds float, ptr %arena, i64 %3283
+  store <16 x float> %t180_c0_11015, ptr %arena1016, align 4
+  %t180_c0_21017 = load <16 x float>, ptr %relu1_grad.t180_c0_2, align 64
+  %3284 = mul nsw i64 %relu1_grad.mb179963, 6
   %3285 = mul nsw i64 %3284, 12544
   %3286 = add nsw i64 7251216, %3285
-  %3287 = mul nsw i64 %relu1_grad.j173973, 784
+  %3287 = mul nsw i64 %relu1_grad.nb178962, 64
   %3288 = add nsw i64 %3286, %3287
-  %3289 = mul nsw i64 %relu1_grad.iy189991, 28
-  %3290 = add nsw i64 %3288, %3289
-  %3291 = add nsw i64 %3290, 26
-  %3292 = add nsw i64 %3291, %relu1_grad.ix190992
-  %arena996 = getelementptr inbounds float, ptr %arena, i64 %3292
-  %3293 = load float, ptr %arena996, align 4
-  %3294 = fadd float %sum193, %3293
-  store float %3294, ptr %relu1_grad.sum194, align 4
-  %sum194 = load float, ptr %relu1_grad.sum194, align 4
-  %3295 = mul nsw i64 %relu1_grad.g165868, 16
-  %3296 = add nsw i64 %3295, %relu1_grad.j173973
-  %3297 = mul nsw i64 %3296, 25088
-  %3298 = add nsw i64 1605632, %3297
-  %3299 = mul nsw i64 %relu1_grad.c174974, 784
-  %3300 = add nsw i64 %3298, %3299
-  %3301 = mul nsw i64 %relu1_grad.iy189991, 28
-  %3302 = add nsw i64 %3300, %3301
-  %3303 = add nsw i64 %3302, 27
-  %3304 = add nsw i64 %3303, %relu1_grad.ix190992
-  %arena997 = getelementptr inbounds float, ptr %arena, i64 %3304
-  store float %sum194, ptr %arena997, align 4
-  %ix190.next = add nsw i64 %relu1_grad.ix190992, 1
-  %3305 = icmp slt i64 %ix190.next, 1
-  br i1 %3305, label %relu1_grad.ix190, label %relu1_grad.ix190.end
+  %3289 = add nsw i64 %3288, 32
+  %arena1018 = getelementptr inbounds float, ptr %arena, i64 %3289
+  store <16 x float> %t180_c0_21017, ptr %arena1018, align 4
+  %t180_c0_31019 = load <16 x float>, ptr %relu1_grad.t180_c0_3, align 64
+  %3290 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3291 = mul nsw i64 %3290, 12544
+  %3292 = add nsw i64 7251216, %3291
+  %3293 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3294 = add nsw i64 %3292, %3293
+  %3295 = add nsw i64 %3294, 48
+  %arena1020 = getelementptr inbounds float, ptr %arena, i64 %3295
+  store <16 x float> %t180_c0_31019, ptr %arena1020, align 4
+  %t180_c1_01021 = load <16 x float>, ptr %relu1_grad.t180_c1_0, align 64
+  %3296 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3297 = add nsw i64 %3296, 1
+  %3298 = mul nsw i64 %3297, 12544
+  %3299 = add nsw i64 7251216, %3298
+  %3300 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3301 = add nsw i64 %3299, %3300
+  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %3301
+  store <16 x float> %t180_c1_01021, ptr %arena1022, align 4
+  %t180_c1_11023 = load <16 x float>, ptr %relu1_grad.t180_c1_1, align 64
+  %3302 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3303 = add nsw i64 %3302, 1
+  %3304 = mul nsw i64 %3303, 12544
+  %3305 = add nsw i64 7251216, %3304
+  %3306 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3307 = add nsw i64 %3305, %3306
+  %3308 = add nsw i64 %3307, 16
+  %arena1024 = getelementptr inbounds float, ptr %arena, i64 %3308
+  store <16 x float> %t180_c1_11023, ptr %arena1024, align 4
+  %t180_c1_21025 = load <16 x float>, ptr %relu1_grad.t180_c1_2, align 64
+  %3309 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3310 = add nsw i64 %3309, 1
+  %3311 = mul nsw i64 %3310, 12544
+  %3312 = add nsw i64 7251216, %3311
+  %3313 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3314 = add nsw i64 %3312, %3313
+  %3315 = add nsw i64 %3314, 32
+  %arena1026 = getelementptr inbounds float, ptr %arena, i64 %3315
+  store <16 x float> %t180_c1_21025, ptr %arena1026, align 4
+  %t180_c1_31027 = load <16 x float>, ptr %relu1_grad.t180_c1_3, align 64
+  %3316 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3317 = add nsw i64 %3316, 1
+  %3318 = mul nsw i64 %3317, 12544
+  %3319 = add nsw i64 7251216, %3318
+  %3320 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3321 = add nsw i64 %3319, %3320
+  %3322 = add nsw i64 %3321, 48
+  %arena1028 = getelementptr inbounds float, ptr %arena, i64 %3322
+  store <16 x float> %t180_c1_31027, ptr %arena1028, align 4
+  %t180_c2_01029 = load <16 x float>, ptr %relu1_grad.t180_c2_0, align 64
+  %3323 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3324 = add nsw i64 %3323, 2
+  %3325 = mul nsw i64 %3324, 12544
+  %3326 = add nsw i64 7251216, %3325
+  %3327 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3328 = add nsw i64 %3326, %3327
+  %arena1030 = getelementptr inbounds float, ptr %arena, i64 %3328
+  store <16 x float> %t180_c2_01029, ptr %arena1030, align 4
+  %t180_c2_11031 = load <16 x float>, ptr %relu1_grad.t180_c2_1, align 64
+  %3329 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3330 = add nsw i64 %3329, 2
+  %3331 = mul nsw i64 %3330, 12544
+  %3332 = add nsw i64 7251216, %3331
+  %3333 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3334 = add nsw i64 %3332, %3333
+  %3335 = add nsw i64 %3334, 16
+  %arena1032 = getelementptr inbounds float, ptr %arena, i64 %3335
+  store <16 x float> %t180_c2_11031, ptr %arena1032, align 4
+  %t180_c2_21033 = load <16 x float>, ptr %relu1_grad.t180_c2_2, align 64
+  %3336 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3337 = add nsw i64 %3336, 2
+  %3338 = mul nsw i64 %3337, 12544
+  %3339 = add nsw i64 7251216, %3338
+  %3340 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3341 = add nsw i64 %3339, %3340
+  %3342 = add nsw i64 %3341, 32
+  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %3342
+  store <16 x float> %t180_c2_21033, ptr %arena1034, align 4
+  %t180_c2_31035 = load <16 x float>, ptr %relu1_grad.t180_c2_3, align 64
+  %3343 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3344 = add nsw i64 %3343, 2
+  %3345 = mul nsw i64 %3344, 12544
+  %3346 = add nsw i64 7251216, %3345
+  %3347 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3348 = add nsw i64 %3346, %3347
+  %3349 = add nsw i64 %3348, 48
+  %arena1036 = getelementptr inbounds float, ptr %arena, i64 %3349
+  store <16 x float> %t180_c2_31035, ptr %arena1036, align 4
+  %t180_c3_01037 = load <16 x float>, ptr %relu1_grad.t180_c3_0, align 64
+  %3350 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3351 = add nsw i64 %3350, 3
+  %3352 = mul nsw i64 %3351, 12544
+  %3353 = add nsw i64 7251216, %3352
+  %3354 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3355 = add nsw i64 %3353, %3354
+  %arena1038 = getelementptr inbounds float, ptr %arena, i64 %3355
+  store <16 x float> %t180_c3_01037, ptr %arena1038, align 4
+  %t180_c3_11039 = load <16 x float>, ptr %relu1_grad.t180_c3_1, align 64
+  %3356 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3357 = add nsw i64 %3356, 3
+  %3358 = mul nsw i64 %3357, 12544
+  %3359 = add nsw i64 7251216, %3358
+  %3360 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3361 = add nsw i64 %3359, %3360
+  %3362 = add nsw i64 %3361, 16
+  %arena1040 = getelementptr inbounds float, ptr %arena, i64 %3362
+  store <16 x float> %t180_c3_11039, ptr %arena1040, align 4
+  %t180_c3_21041 = load <16 x float>, ptr %relu1_grad.t180_c3_2, align 64
+  %3363 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3364 = add nsw i64 %3363, 3
+  %3365 = mul nsw i64 %3364, 12544
+  %3366 = add nsw i64 7251216, %3365
+  %3367 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3368 = add nsw i64 %3366, %3367
+  %3369 = add nsw i64 %3368, 32
+  %arena1042 = getelementptr inbounds float, ptr %arena, i64 %3369
+  store <16 x float> %t180_c3_21041, ptr %arena1042, align 4
+  %t180_c3_31043 = load <16 x float>, ptr %relu1_grad.t180_c3_3, align 64
+  %3370 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3371 = add nsw i64 %3370, 3
+  %3372 = mul nsw i64 %3371, 12544
+  %3373 = add nsw i64 7251216, %3372
+  %3374 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3375 = add nsw i64 %3373, %3374
+  %3376 = add nsw i64 %3375, 48
+  %arena1044 = getelementptr inbounds float, ptr %arena, i64 %3376
+  store <16 x float> %t180_c3_31043, ptr %arena1044, align 4
+  %t180_c4_01045 = load <16 x float>, ptr %relu1_grad.t180_c4_0, align 64
+  %3377 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3378 = add nsw i64 %3377, 4
+  %3379 = mul nsw i64 %3378, 12544
+  %3380 = add nsw i64 7251216, %3379
+  %3381 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3382 = add nsw i64 %3380, %3381
+  %arena1046 = getelementptr inbounds float, ptr %arena, i64 %3382
+  store <16 x float> %t180_c4_01045, ptr %arena1046, align 4
+  %t180_c4_11047 = load <16 x float>, ptr %relu1_grad.t180_c4_1, align 64
+  %3383 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3384 = add nsw i64 %3383, 4
+  %3385 = mul nsw i64 %3384, 12544
+  %3386 = add nsw i64 7251216, %3385
+  %3387 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3388 = add nsw i64 %3386, %3387
+  %3389 = add nsw i64 %3388, 16
+  %arena1048 = getelementptr inbounds float, ptr %arena, i64 %3389
+  store <16 x float> %t180_c4_11047, ptr %arena1048, align 4
+  %t180_c4_21049 = load <16 x float>, ptr %relu1_grad.t180_c4_2, align 64
+  %3390 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3391 = add nsw i64 %3390, 4
+  %3392 = mul nsw i64 %3391, 12544
+  %3393 = add nsw i64 7251216, %3392
+  %3394 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3395 = add nsw i64 %3393, %3394
+  %3396 = add nsw i64 %3395, 32
+  %arena1050 = getelementptr inbounds float, ptr %arena, i64 %3396
+  store <16 x float> %t180_c4_21049, ptr %arena1050, align 4
+  %t180_c4_31051 = load <16 x float>, ptr %relu1_grad.t180_c4_3, align 64
+  %3397 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3398 = add nsw i64 %3397, 4
+  %3399 = mul nsw i64 %3398, 12544
+  %3400 = add nsw i64 7251216, %3399
+  %3401 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3402 = add nsw i64 %3400, %3401
+  %3403 = add nsw i64 %3402, 48
+  %arena1052 = getelementptr inbounds float, ptr %arena, i64 %3403
+  store <16 x float> %t180_c4_31051, ptr %arena1052, align 4
+  %t180_c5_01053 = load <16 x float>, ptr %relu1_grad.t180_c5_0, align 64
+  %3404 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3405 = add nsw i64 %3404, 5
+  %3406 = mul nsw i64 %3405, 12544
+  %3407 = add nsw i64 7251216, %3406
+  %3408 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3409 = add nsw i64 %3407, %3408
+  %arena1054 = getelementptr inbounds float, ptr %arena, i64 %3409
+  store <16 x float> %t180_c5_01053, ptr %arena1054, align 4
+  %t180_c5_11055 = load <16 x float>, ptr %relu1_grad.t180_c5_1, align 64
+  %3410 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3411 = add nsw i64 %3410, 5
+  %3412 = mul nsw i64 %3411, 12544
+  %3413 = add nsw i64 7251216, %3412
+  %3414 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3415 = add nsw i64 %3413, %3414
+  %3416 = add nsw i64 %3415, 16
+  %arena1056 = getelementptr inbounds float, ptr %arena, i64 %3416
+  store <16 x float> %t180_c5_11055, ptr %arena1056, align 4
+  %t180_c5_21057 = load <16 x float>, ptr %relu1_grad.t180_c5_2, align 64
+  %3417 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3418 = add nsw i64 %3417, 5
+  %3419 = mul nsw i64 %3418, 12544
+  %3420 = add nsw i64 7251216, %3419
+  %3421 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3422 = add nsw i64 %3420, %3421
+  %3423 = add nsw i64 %3422, 32
+  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %3423
+  store <16 x float> %t180_c5_21057, ptr %arena1058, align 4
+  %t180_c5_31059 = load <16 x float>, ptr %relu1_grad.t180_c5_3, align 64
+  %3424 = mul nsw i64 %relu1_grad.mb179963, 6
+  %3425 = add nsw i64 %3424, 5
+  %3426 = mul nsw i64 %3425, 12544
+  %3427 = add nsw i64 7251216, %3426
+  %3428 = mul nsw i64 %relu1_grad.nb178962, 64
+  %3429 = add nsw i64 %3427, %3428
+  %3430 = add nsw i64 %3429, 48
+  %arena1060 = getelementptr inbounds float, ptr %arena, i64 %3430
+  store <16 x float> %t180_c5_31059, ptr %arena1060, align 4
+  %mb179.next = add nsw i64 %relu1_grad.mb179963, 1
+  %3431 = icmp slt i64 %mb179.next, 48
+  br i1 %3431, label %relu1_grad.mb179, label %relu1_grad.mb179.end
 
-relu1_grad.ix190.end:                             ; preds = %relu1_grad.ix190
-  %iy189.next = add nsw i64 %relu1_grad.iy189991, 1
-  %3306 = icmp slt i64 %iy189.next, 1
-  br i1 %3306, label %relu1_grad.iy189, label %relu1_grad.iy189.end
+relu1_grad.j182:                                  ; preds = %relu1_grad.c183.end, %relu1_grad.nb178.end
+  %relu1_grad.j1821061 = phi i64 [ 0, %relu1_grad.nb178.end ], [ %j182.next, %relu1_grad.c183.end ]
+  br label %relu1_grad.c183
 
-relu1_grad.iy195:                                 ; preds = %relu1_grad.ix196.end, %relu1_grad.iy189.end
-  %relu1_grad.iy195998 = phi i64 [ 0, %relu1_grad.iy189.end ], [ %iy195.next, %relu1_grad.ix196.end ]
-  br label %relu1_grad.ix196
+relu1_grad.j182.end:                              ; preds = %relu1_grad.c183.end
+  %g174.next = add nsw i64 %relu1_grad.g174956, 1
+  %3432 = icmp slt i64 %g174.next, 4
+  br i1 %3432, label %relu1_grad.g174, label %relu1_grad.g174.end
 
-relu1_grad.iy195.end:                             ; preds = %relu1_grad.ix196.end
-  br label %relu1_grad.iy203
+relu1_grad.c183:                                  ; preds = %relu1_grad.iy245.end, %relu1_grad.j182
+  %relu1_grad.c1831062 = phi i64 [ 0, %relu1_grad.j182 ], [ %c183.next, %relu1_grad.iy245.end ]
+  br label %relu1_grad.iy184
 
-relu1_grad.ix196:                                 ; preds = %relu1_grad.ix196, %relu1_grad.iy195
-  %relu1_grad.ix196999 = phi i64 [ 0, %relu1_grad.iy195 ], [ %ix196.next, %relu1_grad.ix196 ]
-  %3307 = mul nsw i64 %relu1_grad.c174974, 9
-  %3308 = mul nsw i64 %3307, 12544
-  %3309 = add nsw i64 7251216, %3308
-  %3310 = mul nsw i64 %relu1_grad.j173973, 784
-  %3311 = add nsw i64 %3309, %3310
-  %3312 = add nsw i64 %relu1_grad.iy195998, 1
-  %3313 = add nsw i64 %3312, 1
-  %3314 = mul nsw i64 %3313, 28
-  %3315 = add nsw i64 %3311, %3314
-  %3316 = add nsw i64 %3315, 1
-  %3317 = add nsw i64 %3316, %relu1_grad.ix196999
-  %arena1000 = getelementptr inbounds float, ptr %arena, i64 %3317
-  %3318 = load float, ptr %arena1000, align 4
-  store float %3318, ptr %relu1_grad.sum197, align 4
-  %sum197 = load float, ptr %relu1_grad.sum197, align 4
-  %3319 = mul nsw i64 %relu1_grad.c174974, 9
-  %3320 = add nsw i64 %3319, 1
-  %3321 = mul nsw i64 %3320, 12544
-  %3322 = add nsw i64 7251216, %3321
-  %3323 = mul nsw i64 %relu1_grad.j173973, 784
-  %3324 = add nsw i64 %3322, %3323
-  %3325 = add nsw i64 %relu1_grad.iy195998, 1
-  %3326 = add nsw i64 %3325, 1
-  %3327 = mul nsw i64 %3326, 28
-  %3328 = add nsw i64 %3324, %3327
-  %3329 = add nsw i64 %3328, %relu1_grad.ix196999
-  %arena1001 = getelementptr inbounds float, ptr %arena, i64 %3329
-  %3330 = load float, ptr %arena1001, align 4
-  %3331 = fadd float %sum197, %3330
-  store float %3331, ptr %relu1_grad.sum198, align 4
-  %sum198 = load float, ptr %relu1_grad.sum198, align 4
-  %3332 = mul nsw i64 %relu1_grad.c174974, 9
-  %3333 = add nsw i64 %3332, 3
-  %3334 = mul nsw i64 %3333, 12544
-  %3335 = add nsw i64 7251216, %3334
-  %3336 = mul nsw i64 %relu1_grad.j173973, 784
-  %3337 = add nsw i64 %3335, %3336
-  %3338 = add nsw i64 %relu1_grad.iy195998, 1
-  %3339 = mul nsw i64 %3338, 28
-  %3340 = add nsw i64 %3337, %3339
-  %3341 = add nsw i64 %3340, 1
-  %3342 = add nsw i64 %3341, %relu1_grad.ix196999
-  %arena1002 = getelementptr inbounds float, ptr %arena, i64 %3342
-  %3343 = load float, ptr %arena1002, align 4
-  %3344 = fadd float %sum198, %3343
-  store float %3344, ptr %relu1_grad.sum199, align 4
-  %sum199 = load float, ptr %relu1_grad.sum199, align 4
-  %3345 = mul nsw i64 %relu1_grad.c174974, 9
-  %3346 = add nsw i64 %3345, 4
-  %3347 = mul nsw i64 %3346, 12544
-  %3348 = add nsw i64 7251216, %3347
-  %3349 = mul nsw i64 %relu1_grad.j173973, 784
-  %3350 = add nsw i64 %3348, %3349
-  %3351 = add nsw i64 %relu1_grad.iy195998, 1
-  %3352 = mul nsw i64 %3351, 28
-  %3353 = add nsw i64 %3350, %3352
-  %3354 = add nsw i64 %3353, %relu1_grad.ix196999
-  %arena1003 = getelementptr inbounds float, ptr %arena, i64 %3354
-  %3355 = load float, ptr %arena1003, align 4
-  %3356 = fadd float %sum199, %3355
-  store float %3356, ptr %relu1_grad.sum200, align 4
-  %sum200 = load float, ptr %relu1_grad.sum200, align 4
-  %3357 = mul nsw i64 %relu1_grad.c174974, 9
-  %3358 = add nsw i64 %3357, 6
-  %3359 = mul nsw i64 %3358, 12544
-  %3360 = add nsw i64 7251216, %3359
-  %3361 = mul nsw i64 %relu1_grad.j173973, 784
-  %3362 = add nsw i64 %3360, %3361
-  %3363 = add nsw i64 %relu1_grad.iy195998, 1
-  %3364 = add nsw i64 %3363, -1
-  %3365 = mul nsw i64 %3364, 28
-  %3366 = add nsw i64 %3362, %3365
-  %3367 = add nsw i64 %3366, 1
-  %3368 = add nsw i64 %3367, %relu1_grad.ix196999
-  %arena1004 = getelementptr inbounds float, ptr %arena, i64 %3368
-  %3369 = load float, ptr %arena1004, align 4
-  %3370 = fadd float %sum200, %3369
-  store float %3370, ptr %relu1_grad.sum201, align 4
-  %sum201 = load float, ptr %relu1_grad.sum201, align 4
-  %3371 = mul nsw i64 %relu1_grad.c174974, 9
-  %3372 = add nsw i64 %3371, 7
-  %3373 = mul nsw i64 %3372, 12544
-  %3374 = add nsw i64 7251216, %3373
-  %3375 = mul nsw i64 %relu1_grad.j173973, 784
-  %3376 = add nsw i64 %3374, %3375
-  %3377 = add nsw i64 %relu1_grad.iy195998, 1
-  %3378 = add nsw i64 %3377, -1
-  %3379 = mul nsw i64 %3378, 28
-  %3380 = add nsw i64 %3376, %3379
-  %3381 = add nsw i64 %3380, %relu1_grad.ix196999
-  %arena1005 = getelementptr inbounds float, ptr %arena, i64 %3381
-  %3382 = load float, ptr %arena1005, align 4
-  %3383 = fadd float %sum201, %3382
-  store float %3383, ptr %relu1_grad.sum202, align 4
-  %sum202 = load float, ptr %relu1_grad.sum202, align 4
-  %3384 = mul nsw i64 %relu1_grad.g165868, 16
-  %3385 = add nsw i64 %3384, %relu1_grad.j173973
-  %3386 = mul nsw i64 %3385, 25088
-  %3387 = add nsw i64 1605632, %3386
-  %3388 = mul nsw i64 %relu1_grad.c174974, 784
-  %3389 = add nsw i64 %3387, %3388
-  %3390 = add nsw i64 %relu1_grad.iy195998, 1
-  %3391 = mul nsw i64 %3390, 28
-  %3392 = add nsw i64 %3389, %3391
-  %3393 = add nsw i64 %3392, %relu1_grad.ix196999
-  %arena1006 = getelementptr inbounds float, ptr %arena, i64 %3393
-  store float %sum202, ptr %arena1006, align 4
-  %ix196.next = add nsw i64 %relu1_grad.ix196999, 1
-  %3394 = icmp slt i64 %ix196.next, 1
-  br i1 %3394, label %relu1_grad.ix196, label %relu1_grad.ix196.end
+relu1_grad.c183.end:                              ; preds = %relu1_grad.iy245.end
+  %j182.next = add nsw i64 %relu1_grad.j1821061, 1
+  %3433 = icmp slt i64 %j182.next, 16
+  br i1 %3433, label %relu1_grad.j182, label %relu1_grad.j182.end
 
-relu1_grad.ix196.end:                             ; preds = %relu1_grad.ix196
-  %iy195.next = add nsw i64 %relu1_grad.iy195998, 1
-  %3395 = icmp slt i64 %iy195.next, 26
-  br i1 %3395, label %relu1_grad.iy195, label %relu1_grad.iy195.end
+relu1_grad.iy184:                                 ; preds = %relu1_grad.ix185.end, %relu1_grad.c183
+  %relu1_grad.iy1841063 = phi i64 [ 0, %relu1_grad.c183 ], [ %iy184.next, %relu1_grad.ix185.end ]
+  br label %relu1_grad.ix185
 
-relu1_grad.iy203:                                 ; preds = %relu1_grad.ix204.end, %relu1_grad.iy195.end
-  %relu1_grad.iy2031007 = phi i64 [ 0, %relu1_grad.iy195.end ], [ %iy203.next, %relu1_grad.ix204.end ]
-  br label %relu1_grad.ix204
+relu1_grad.iy184.end:                             ; preds = %relu1_grad.ix185.end
+  br label %relu1_grad.iy190
 
-relu1_grad.iy203.end:                             ; preds = %relu1_grad.ix204.end
-  br label %relu1_grad.iy214
+relu1_grad.ix185:                                 ; preds = %relu1_grad.ix185, %relu1_grad.iy184
+  %relu1_grad.ix1851064 = phi i64 [ 0, %relu1_grad.iy184 ], [ %ix185.next, %relu1_grad.ix185 ]
+  %3434 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3435 = mul nsw i64 %3434, 12544
+  %3436 = add nsw i64 7251216, %3435
+  %3437 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3438 = add nsw i64 %3436, %3437
+  %3439 = add nsw i64 %relu1_grad.iy1841063, 1
+  %3440 = mul nsw i64 %3439, 28
+  %3441 = add nsw i64 %3438, %3440
+  %3442 = add nsw i64 %3441, 1
+  %3443 = add nsw i64 %3442, %relu1_grad.ix1851064
+  %arena1065 = getelementptr inbounds float, ptr %arena, i64 %3443
+  %3444 = load float, ptr %arena1065, align 4
+  store float %3444, ptr %relu1_grad.sum186, align 4
+  %sum186 = load float, ptr %relu1_grad.sum186, align 4
+  %3445 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3446 = add nsw i64 %3445, 1
+  %3447 = mul nsw i64 %3446, 12544
+  %3448 = add nsw i64 7251216, %3447
+  %3449 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3450 = add nsw i64 %3448, %3449
+  %3451 = add nsw i64 %relu1_grad.iy1841063, 1
+  %3452 = mul nsw i64 %3451, 28
+  %3453 = add nsw i64 %3450, %3452
+  %3454 = add nsw i64 %3453, %relu1_grad.ix1851064
+  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3454
+  %3455 = load float, ptr %arena1066, align 4
+  %3456 = fadd float %sum186, %3455
+  store float %3456, ptr %relu1_grad.sum187, align 4
+  %sum187 = load float, ptr %relu1_grad.sum187, align 4
+  %3457 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3458 = add nsw i64 %3457, 3
+  %3459 = mul nsw i64 %3458, 12544
+  %3460 = add nsw i64 7251216, %3459
+  %3461 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3462 = add nsw i64 %3460, %3461
+  %3463 = mul nsw i64 %relu1_grad.iy1841063, 28
+  %3464 = add nsw i64 %3462, %3463
+  %3465 = add nsw i64 %3464, 1
+  %3466 = add nsw i64 %3465, %relu1_grad.ix1851064
+  %arena1067 = getelementptr inbounds float, ptr %arena, i64 %3466
+  %3467 = load float, ptr %arena1067, align 4
+  %3468 = fadd float %sum187, %3467
+  store float %3468, ptr %relu1_grad.sum188, align 4
+  %sum188 = load float, ptr %relu1_grad.sum188, align 4
+  %3469 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3470 = add nsw i64 %3469, 4
+  %3471 = mul nsw i64 %3470, 12544
+  %3472 = add nsw i64 7251216, %3471
+  %3473 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3474 = add nsw i64 %3472, %3473
+  %3475 = mul nsw i64 %relu1_grad.iy1841063, 28
+  %3476 = add nsw i64 %3474, %3475
+  %3477 = add nsw i64 %3476, %relu1_grad.ix1851064
+  %arena1068 = getelementptr inbounds float, ptr %arena, i64 %3477
+  %3478 = load float, ptr %arena1068, align 4
+  %3479 = fadd float %sum188, %3478
+  store float %3479, ptr %relu1_grad.sum189, align 4
+  %sum189 = load float, ptr %relu1_grad.sum189, align 4
+  %3480 = mul nsw i64 %relu1_grad.g174956, 16
+  %3481 = add nsw i64 %3480, %relu1_grad.j1821061
+  %3482 = mul nsw i64 %3481, 25088
+  %3483 = add nsw i64 1605632, %3482
+  %3484 = mul nsw i64 %relu1_grad.c1831062, 784
+  %3485 = add nsw i64 %3483, %3484
+  %3486 = mul nsw i64 %relu1_grad.iy1841063, 28
+  %3487 = add nsw i64 %3485, %3486
+  %3488 = add nsw i64 %3487, %relu1_grad.ix1851064
+  %arena1069 = getelementptr inbounds float, ptr %arena, i64 %3488
+  store float %sum189, ptr %arena1069, align 4
+  %ix185.next = add nsw i64 %relu1_grad.ix1851064, 1
+  %3489 = icmp slt i64 %ix185.next, 1
+  br i1 %3489, label %relu1_grad.ix185, label %relu1_grad.ix185.end
 
-relu1_grad.ix204:                                 ; preds = %relu1_grad.ix204, %relu1_grad.iy203
-  %relu1_grad.ix2041008 = phi i64 [ 0, %relu1_grad.iy203 ], [ %ix204.next, %relu1_grad.ix204 ]
-  %3396 = mul nsw i64 %relu1_grad.c174974, 9
-  %3397 = mul nsw i64 %3396, 12544
-  %3398 = add nsw i64 7251216, %3397
-  %3399 = mul nsw i64 %relu1_grad.j173973, 784
-  %3400 = add nsw i64 %3398, %3399
-  %3401 = add nsw i64 %relu1_grad.iy2031007, 1
-  %3402 = add nsw i64 %3401, 1
-  %3403 = mul nsw i64 %3402, 28
-  %3404 = add nsw i64 %3400, %3403
-  %3405 = add nsw i64 %3404, 2
-  %3406 = add nsw i64 %3405, %relu1_grad.ix2041008
-  %arena1009 = getelementptr inbounds float, ptr %arena, i64 %3406
-  %3407 = load float, ptr %arena1009, align 4
-  store float %3407, ptr %relu1_grad.sum205, align 4
-  %sum205 = load float, ptr %relu1_grad.sum205, align 4
-  %3408 = mul nsw i64 %relu1_grad.c174974, 9
-  %3409 = add nsw i64 %3408, 1
-  %3410 = mul nsw i64 %3409, 12544
-  %3411 = add nsw i64 7251216, %3410
-  %3412 = mul nsw i64 %relu1_grad.j173973, 784
-  %3413 = add nsw i64 %3411, %3412
-  %3414 = add nsw i64 %relu1_grad.iy2031007, 1
-  %3415 = add nsw i64 %3414, 1
-  %3416 = mul nsw i64 %3415, 28
-  %3417 = add nsw i64 %3413, %3416
-  %3418 = add nsw i64 %3417, 1
-  %3419 = add nsw i64 %3418, %relu1_grad.ix2041008
-  %arena1010 = getelementptr inbounds float, ptr %arena, i64 %3419
-  %3420 = load float, ptr %arena1010, align 4
-  %3421 = fadd float %sum205, %3420
-  store float %3421, ptr %relu1_grad.sum206, align 4
-  %sum206 = load float, ptr %relu1_grad.sum206, align 4
-  %3422 = mul nsw i64 %relu1_grad.c174974, 9
-  %3423 = add nsw i64 %3422, 2
-  %3424 = mul nsw i64 %3423, 12544
-  %3425 = add nsw i64 7251216, %3424
-  %3426 = mul nsw i64 %relu1_grad.j173973, 784
-  %3427 = add nsw i64 %3425, %3426
-  %3428 = add nsw i64 %relu1_grad.iy2031007, 1
-  %3429 = add nsw i64 %3428, 1
-  %3430 = mul nsw i64 %3429, 28
-  %3431 = add nsw i64 %3427, %3430
-  %3432 = add nsw i64 %3431, %relu1_grad.ix2041008
-  %arena1011 = getelementptr inbounds float, ptr %arena, i64 %3432
-  %3433 = load float, ptr %arena1011, align 4
-  %3434 = fadd float %sum206, %3433
-  store float %3434, ptr %relu1_grad.sum207, align 4
-  %sum207 = load float, ptr %relu1_grad.sum207, align 4
-  %3435 = mul nsw i64 %relu1_grad.c174974, 9
-  %3436 = add nsw i64 %3435, 3
-  %3437 = mul nsw i64 %3436, 12544
-  %3438 = add nsw i64 7251216, %3437
-  %3439 = mul nsw i64 %relu1_grad.j173973, 784
-  %3440 = add nsw i64 %3438, %3439
-  %3441 = add nsw i64 %relu1_grad.iy2031007, 1
-  %3442 = mul nsw i64 %3441, 28
-  %3443 = add nsw i64 %3440, %3442
-  %3444 = add nsw i64 %3443, 2
-  %3445 = add nsw i64 %3444, %relu1_grad.ix2041008
-  %arena1012 = getelementptr inbounds float, ptr %arena, i64 %3445
-  %3446 = load float, ptr %arena1012, align 4
-  %3447 = fadd float %sum207, %3446
-  store float %3447, ptr %relu1_grad.sum208, align 4
-  %sum208 = load float, ptr %relu1_grad.sum208, align 4
-  %3448 = mul nsw i64 %relu1_grad.c174974, 9
-  %3449 = add nsw i64 %3448, 4
-  %3450 = mul nsw i64 %3449, 12544
-  %3451 = add nsw i64 7251216, %3450
-  %3452 = mul nsw i64 %relu1_grad.j173973, 784
-  %3453 = add nsw i64 %3451, %3452
-  %3454 = add nsw i64 %relu1_grad.iy2031007, 1
-  %3455 = mul nsw i64 %3454, 28
-  %3456 = add nsw i64 %3453, %3455
-  %3457 = add nsw i64 %3456, 1
-  %3458 = add nsw i64 %3457, %relu1_grad.ix2041008
-  %arena1013 = getelementptr inbounds float, ptr %arena, i64 %3458
-  %3459 = load float, ptr %arena1013, align 4
-  %3460 = fadd float %sum208, %3459
-  store float %3460, ptr %relu1_grad.sum209, align 4
-  %sum209 = load float, ptr %relu1_grad.sum209, align 4
-  %3461 = mul nsw i64 %relu1_grad.c174974, 9
-  %3462 = add nsw i64 %3461, 5
-  %3463 = mul nsw i64 %3462, 12544
-  %3464 = add nsw i64 7251216, %3463
-  %3465 = mul nsw i64 %relu1_grad.j173973, 784
-  %3466 = add nsw i64 %3464, %3465
-  %3467 = add nsw i64 %relu1_grad.iy2031007, 1
-  %3468 = mul nsw i64 %3467, 28
-  %3469 = add nsw i64 %3466, %3468
-  %3470 = add nsw i64 %3469, %relu1_grad.ix2041008
-  %arena1014 = getelementptr inbounds float, ptr %arena, i64 %3470
-  %3471 = load float, ptr %arena1014, align 4
-  %3472 = fadd float %sum209, %3471
-  store float %3472, ptr %relu1_grad.sum210, align 4
-  %sum210 = load float, ptr %relu1_grad.sum210, align 4
-  %3473 = mul nsw i64 %relu1_grad.c174974, 9
-  %3474 = add nsw i64 %3473, 6
-  %3475 = mul nsw i64 %3474, 12544
-  %3476 = add nsw i64 7251216, %3475
-  %3477 = mul nsw i64 %relu1_grad.j173973, 784
-  %3478 = add nsw i64 %3476, %3477
-  %3479 = add nsw i64 %relu1_grad.iy2031007, 1
-  %3480 = add nsw i64 %3479, -1
-  %3481 = mul nsw i64 %3480, 28
-  %3482 = add nsw i64 %3478, %3481
-  %3483 = add nsw i64 %3482, 2
-  %3484 = add nsw i64 %3483, %relu1_grad.ix2041008
-  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %3484
-  %3485 = load float, ptr %arena1015, align 4
-  %3486 = fadd float %sum210, %3485
-  store float %3486, ptr %relu1_grad.sum211, align 4
-  %sum211 = load float, ptr %relu1_grad.sum211, align 4
-  %3487 = mul nsw i64 %relu1_grad.c174974, 9
-  %3488 = add nsw i64 %3487, 7
-  %3489 = mul nsw i64 %3488, 12544
-  %3490 = add nsw i64 7251216, %3489
-  %3491 = mul nsw i64 %relu1_grad.j173973, 784
-  %3492 = add nsw i64 %3490, %3491
-  %3493 = add nsw i64 %relu1_grad.iy2031007, 1
-  %3494 = add nsw i64 %3493, -1
-  %3495 = mul nsw i64 %3494, 28
-  %3496 = add nsw i64 %3492, %3495
-  %3497 = add nsw i64 %3496, 1
-  %3498 = add nsw i64 %3497, %relu1_grad.ix2041008
-  %arena1016 = getelementptr inbounds float, ptr %arena, i64 %3498
-  %3499 = load float, ptr %arena1016, align 4
-  %3500 = fadd float %sum211, %3499
-  store float %3500, ptr %relu1_grad.sum212, align 4
-  %sum212 = load float, ptr %relu1_grad.sum212, align 4
-  %3501 = mul nsw i64 %relu1_grad.c174974, 9
-  %3502 = add nsw i64 %3501, 8
-  %3503 = mul nsw i64 %3502, 12544
-  %3504 = add nsw i64 7251216, %3503
-  %3505 = mul nsw i64 %relu1_grad.j173973, 784
-  %3506 = add nsw i64 %3504, %3505
-  %3507 = add nsw i64 %relu1_grad.iy2031007, 1
-  %3508 = add nsw i64 %3507, -1
+relu1_grad.ix185.end:                             ; preds = %relu1_grad.ix185
+  %iy184.next = add nsw i64 %relu1_grad.iy1841063, 1
+  %3490 = icmp slt i64 %iy184.next, 1
+  br i1 %3490, label %relu1_grad.iy184, label %relu1_grad.iy184.end
+
+relu1_grad.iy190:                                 ; preds = %relu1_grad.ix191.end, %relu1_grad.iy184.end
+  %relu1_grad.iy1901070 = phi i64 [ 0, %relu1_grad.iy184.end ], [ %iy190.next, %relu1_grad.ix191.end ]
+  br label %relu1_grad.ix191
+
+relu1_grad.iy190.end:                             ; preds = %relu1_grad.ix191.end
+  br label %relu1_grad.iy198
+
+relu1_grad.ix191:                                 ; preds = %relu1_grad.ix191, %relu1_grad.iy190
+  %relu1_grad.ix1911071 = phi i64 [ 0, %relu1_grad.iy190 ], [ %ix191.next, %relu1_grad.ix191 ]
+  %3491 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3492 = mul nsw i64 %3491, 12544
+  %3493 = add nsw i64 7251216, %3492
+  %3494 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3495 = add nsw i64 %3493, %3494
+  %3496 = add nsw i64 %relu1_grad.iy1901070, 1
+  %3497 = mul nsw i64 %3496, 28
+  %3498 = add nsw i64 %3495, %3497
+  %3499 = add nsw i64 %3498, 2
+  %3500 = add nsw i64 %3499, %relu1_grad.ix1911071
+  %arena1072 = getelementptr inbounds float, ptr %arena, i64 %3500
+  %3501 = load float, ptr %arena1072, align 4
+  store float %3501, ptr %relu1_grad.sum192, align 4
+  %sum192 = load float, ptr %relu1_grad.sum192, align 4
+  %3502 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3503 = add nsw i64 %3502, 1
+  %3504 = mul nsw i64 %3503, 12544
+  %3505 = add nsw i64 7251216, %3504
+  %3506 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3507 = add nsw i64 %3505, %3506
+  %3508 = add nsw i64 %relu1_grad.iy1901070, 1
   %3509 = mul nsw i64 %3508, 28
-  %3510 = add nsw i64 %3506, %3509
-  %3511 = add nsw i64 %3510, %relu1_grad.ix2041008
-  %arena1017 = getelementptr inbounds float, ptr %arena, i64 %3511
-  %3512 = load float, ptr %arena1017, align 4
-  %3513 = fadd float %sum212, %3512
-  store float %3513, ptr %relu1_grad.sum213, align 4
-  %sum213 = load float, ptr %relu1_grad.sum213, align 4
-  %3514 = mul nsw i64 %relu1_grad.g165868, 16
-  %3515 = add nsw i64 %3514, %relu1_grad.j173973
-  %3516 = mul nsw i64 %3515, 25088
-  %3517 = add nsw i64 1605632, %3516
-  %3518 = mul nsw i64 %relu1_grad.c174974, 784
-  %3519 = add nsw i64 %3517, %3518
-  %3520 = add nsw i64 %relu1_grad.iy2031007, 1
-  %3521 = mul nsw i64 %3520, 28
-  %3522 = add nsw i64 %3519, %3521
-  %3523 = add nsw i64 %3522, 1
-  %3524 = add nsw i64 %3523, %relu1_grad.ix2041008
-  %arena1018 = getelementptr inbounds float, ptr %arena, i64 %3524
-  store float %sum213, ptr %arena1018, align 4
-  %ix204.next = add nsw i64 %relu1_grad.ix2041008, 1
-  %3525 = icmp slt i64 %ix204.next, 26
-  br i1 %3525, label %relu1_grad.ix204, label %relu1_grad.ix204.end
-
-relu1_grad.ix204.end:                             ; preds = %relu1_grad.ix204
-  %iy203.next = add nsw i64 %relu1_grad.iy2031007, 1
-  %3526 = icmp slt i64 %iy203.next, 26
-  br i1 %3526, label %relu1_grad.iy203, label %relu1_grad.iy203.end
-
-relu1_grad.iy214:                                 ; preds = %relu1_grad.ix215.end, %relu1_grad.iy203.end
-  %relu1_grad.iy2141019 = phi i64 [ 0, %relu1_grad.iy203.end ], [ %iy214.next, %relu1_grad.ix215.end ]
-  br label %relu1_grad.ix215
-
-relu1_grad.iy214.end:                             ; preds = %relu1_grad.ix215.end
-  br label %relu1_grad.iy222
-
-relu1_grad.ix215:                                 ; preds = %relu1_grad.ix215, %relu1_grad.iy214
-  %relu1_grad.ix2151020 = phi i64 [ 0, %relu1_grad.iy214 ], [ %ix215.next, %relu1_grad.ix215 ]
-  %3527 = mul nsw i64 %relu1_grad.c174974, 9
-  %3528 = add nsw i64 %3527, 1
+  %3510 = add nsw i64 %3507, %3509
+  %3511 = add nsw i64 %3510, 1
+  %3512 = add nsw i64 %3511, %relu1_grad.ix1911071
+  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %3512
+  %3513 = load float, ptr %arena1073, align 4
+  %3514 = fadd float %sum192, %3513
+  store float %3514, ptr %relu1_grad.sum193, align 4
+  %sum193 = load float, ptr %relu1_grad.sum193, align 4
+  %3515 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3516 = add nsw i64 %3515, 2
+  %3517 = mul nsw i64 %3516, 12544
+  %3518 = add nsw i64 7251216, %3517
+  %3519 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3520 = add nsw i64 %3518, %3519
+  %3521 = add nsw i64 %relu1_grad.iy1901070, 1
+  %3522 = mul nsw i64 %3521, 28
+  %3523 = add nsw i64 %3520, %3522
+  %3524 = add nsw i64 %3523, %relu1_grad.ix1911071
+  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3524
+  %3525 = load float, ptr %arena1074, align 4
+  %3526 = fadd float %sum193, %3525
+  store float %3526, ptr %relu1_grad.sum194, align 4
+  %sum194 = load float, ptr %relu1_grad.sum194, align 4
+  %3527 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3528 = add nsw i64 %3527, 3
   %3529 = mul nsw i64 %3528, 12544
   %3530 = add nsw i64 7251216, %3529
-  %3531 = mul nsw i64 %relu1_grad.j173973, 784
+  %3531 = mul nsw i64 %relu1_grad.j1821061, 784
   %3532 = add nsw i64 %3530, %3531
-  %3533 = add nsw i64 %relu1_grad.iy2141019, 1
-  %3534 = add nsw i64 %3533, 1
-  %3535 = mul nsw i64 %3534, 28
-  %3536 = add nsw i64 %3532, %3535
-  %3537 = add nsw i64 %3536, 27
-  %3538 = add nsw i64 %3537, %relu1_grad.ix2151020
-  %arena1021 = getelementptr inbounds float, ptr %arena, i64 %3538
-  %3539 = load float, ptr %arena1021, align 4
-  store float %3539, ptr %relu1_grad.sum216, align 4
-  %sum216 = load float, ptr %relu1_grad.sum216, align 4
-  %3540 = mul nsw i64 %relu1_grad.c174974, 9
-  %3541 = add nsw i64 %3540, 2
-  %3542 = mul nsw i64 %3541, 12544
-  %3543 = add nsw i64 7251216, %3542
-  %3544 = mul nsw i64 %relu1_grad.j173973, 784
-  %3545 = add nsw i64 %3543, %3544
-  %3546 = add nsw i64 %relu1_grad.iy2141019, 1
+  %3533 = mul nsw i64 %relu1_grad.iy1901070, 28
+  %3534 = add nsw i64 %3532, %3533
+  %3535 = add nsw i64 %3534, 2
+  %3536 = add nsw i64 %3535, %relu1_grad.ix1911071
+  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %3536
+  %3537 = load float, ptr %arena1075, align 4
+  %3538 = fadd float %sum194, %3537
+  store float %3538, ptr %relu1_grad.sum195, align 4
+  %sum195 = load float, ptr %relu1_grad.sum195, align 4
+  %3539 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3540 = add nsw i64 %3539, 4
+  %3541 = mul nsw i64 %3540, 12544
+  %3542 = add nsw i64 7251216, %3541
+  %3543 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3544 = add nsw i64 %3542, %3543
+  %3545 = mul nsw i64 %relu1_grad.iy1901070, 28
+  %3546 = add nsw i64 %3544, %3545
   %3547 = add nsw i64 %3546, 1
-  %3548 = mul nsw i64 %3547, 28
-  %3549 = add nsw i64 %3545, %3548
-  %3550 = add nsw i64 %3549, 26
-  %3551 = add nsw i64 %3550, %relu1_grad.ix2151020
-  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %3551
-  %3552 = load float, ptr %arena1022, align 4
-  %3553 = fadd float %sum216, %3552
-  store float %3553, ptr %relu1_grad.sum217, align 4
-  %sum217 = load float, ptr %relu1_grad.sum217, align 4
-  %3554 = mul nsw i64 %relu1_grad.c174974, 9
-  %3555 = add nsw i64 %3554, 4
-  %3556 = mul nsw i64 %3555, 12544
-  %3557 = add nsw i64 7251216, %3556
-  %3558 = mul nsw i64 %relu1_grad.j173973, 784
-  %3559 = add nsw i64 %3557, %3558
-  %3560 = add nsw i64 %relu1_grad.iy2141019, 1
-  %3561 = mul nsw i64 %3560, 28
-  %3562 = add nsw i64 %3559, %3561
-  %3563 = add nsw i64 %3562, 27
-  %3564 = add nsw i64 %3563, %relu1_grad.ix2151020
-  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %3564
-  %3565 = load float, ptr %arena1023, align 4
-  %3566 = fadd float %sum217, %3565
-  store float %3566, ptr %relu1_grad.sum218, align 4
-  %sum218 = load float, ptr %relu1_grad.sum218, align 4
-  %3567 = mul nsw i64 %relu1_grad.c174974, 9
-  %3568 = add nsw i64 %3567, 5
-  %3569 = mul nsw i64 %3568, 12544
-  %3570 = add nsw i64 7251216, %3569
-  %3571 = mul nsw i64 %relu1_grad.j173973, 784
-  %3572 = add nsw i64 %3570, %3571
-  %3573 = add nsw i64 %relu1_grad.iy2141019, 1
-  %3574 = mul nsw i64 %3573, 28
-  %3575 = add nsw i64 %3572, %3574
-  %3576 = add nsw i64 %3575, 26
-  %3577 = add nsw i64 %3576, %relu1_grad.ix2151020
-  %arena1024 = getelementptr inbounds float, ptr %arena, i64 %3577
-  %3578 = load float, ptr %arena1024, align 4
-  %3579 = fadd float %sum218, %3578
-  store float %3579, ptr %relu1_grad.sum219, align 4
-  %sum219 = load float, ptr %relu1_grad.sum219, align 4
-  %3580 = mul nsw i64 %relu1_grad.c174974, 9
-  %3581 = add nsw i64 %3580, 7
-  %3582 = mul nsw i64 %3581, 12544
-  %3583 = add nsw i64 7251216, %3582
-  %3584 = mul nsw i64 %relu1_grad.j173973, 784
-  %3585 = add nsw i64 %3583, %3584
-  %3586 = add nsw i64 %relu1_grad.iy2141019, 1
-  %3587 = add nsw i64 %3586, -1
-  %3588 = mul nsw i64 %3587, 28
-  %3589 = add nsw i64 %3585, %3588
-  %3590 = add nsw i64 %3589, 27
-  %3591 = add nsw i64 %3590, %relu1_grad.ix2151020
-  %arena1025 = getelementptr inbounds float, ptr %arena, i64 %3591
-  %3592 = load float, ptr %arena1025, align 4
-  %3593 = fadd float %sum219, %3592
-  store float %3593, ptr %relu1_grad.sum220, align 4
-  %sum220 = load float, ptr %relu1_grad.sum220, align 4
-  %3594 = mul nsw i64 %relu1_grad.c174974, 9
-  %3595 = add nsw i64 %3594, 8
-  %3596 = mul nsw i64 %3595, 12544
-  %3597 = add nsw i64 7251216, %3596
-  %3598 = mul nsw i64 %relu1_grad.j173973, 784
-  %3599 = add nsw i64 %3597, %3598
-  %3600 = add nsw i64 %relu1_grad.iy2141019, 1
-  %3601 = add nsw i64 %3600, -1
-  %3602 = mul nsw i64 %3601, 28
-  %3603 = add nsw i64 %3599, %3602
-  %3604 = add nsw i64 %3603, 26
-  %3605 = add nsw i64 %3604, %relu1_grad.ix2151020
-  %arena1026 = getelementptr inbounds float, ptr %arena, i64 %3605
-  %3606 = load float, ptr %arena1026, align 4
-  %3607 = fadd float %sum220, %3606
-  store float %3607, ptr %relu1_grad.sum221, align 4
-  %sum221 = load float, ptr %relu1_grad.sum221, align 4
-  %3608 = mul nsw i64 %relu1_grad.g165868, 16
-  %3609 = add nsw i64 %3608, %relu1_grad.j173973
-  %3610 = mul nsw i64 %3609, 25088
-  %3611 = add nsw i64 1605632, %3610
-  %3612 = mul nsw i64 %relu1_grad.c174974, 784
-  %3613 = add nsw i64 %3611, %3612
-  %3614 = add nsw i64 %relu1_grad.iy2141019, 1
-  %3615 = mul nsw i64 %3614, 28
-  %3616 = add nsw i64 %3613, %3615
-  %3617 = add nsw i64 %3616, 27
-  %3618 = add nsw i64 %3617, %relu1_grad.ix2151020
-  %arena1027 = getelementptr inbounds float, ptr %arena, i64 %3618
-  store float %sum221, ptr %arena1027, align 4
-  %ix215.next = add nsw i64 %relu1_grad.ix2151020, 1
-  %3619 = icmp slt i64 %ix215.next, 1
-  br i1 %3619, label %relu1_grad.ix215, label %relu1_grad.ix215.end
+  %3548 = add nsw i64 %3547, %relu1_grad.ix1911071
+  %arena1076 = getelementptr inbounds float, ptr %arena, i64 %3548
+  %3549 = load float, ptr %arena1076, align 4
+  %3550 = fadd float %sum195, %3549
+  store float %3550, ptr %relu1_grad.sum196, align 4
+  %sum196 = load float, ptr %relu1_grad.sum196, align 4
+  %3551 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3552 = add nsw i64 %3551, 5
+  %3553 = mul nsw i64 %3552, 12544
+  %3554 = add nsw i64 7251216, %3553
+  %3555 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3556 = add nsw i64 %3554, %3555
+  %3557 = mul nsw i64 %relu1_grad.iy1901070, 28
+  %3558 = add nsw i64 %3556, %3557
+  %3559 = add nsw i64 %3558, %relu1_grad.ix1911071
+  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %3559
+  %3560 = load float, ptr %arena1077, align 4
+  %3561 = fadd float %sum196, %3560
+  store float %3561, ptr %relu1_grad.sum197, align 4
+  %sum197 = load float, ptr %relu1_grad.sum197, align 4
+  %3562 = mul nsw i64 %relu1_grad.g174956, 16
+  %3563 = add nsw i64 %3562, %relu1_grad.j1821061
+  %3564 = mul nsw i64 %3563, 25088
+  %3565 = add nsw i64 1605632, %3564
+  %3566 = mul nsw i64 %relu1_grad.c1831062, 784
+  %3567 = add nsw i64 %3565, %3566
+  %3568 = mul nsw i64 %relu1_grad.iy1901070, 28
+  %3569 = add nsw i64 %3567, %3568
+  %3570 = add nsw i64 %3569, 1
+  %3571 = add nsw i64 %3570, %relu1_grad.ix1911071
+  %arena1078 = getelementptr inbounds float, ptr %arena, i64 %3571
+  store float %sum197, ptr %arena1078, align 4
+  %ix191.next = add nsw i64 %relu1_grad.ix1911071, 1
+  %3572 = icmp slt i64 %ix191.next, 26
+  br i1 %3572, label %relu1_grad.ix191, label %relu1_grad.ix191.end
 
-relu1_grad.ix215.end:                             ; preds = %relu1_grad.ix215
-  %iy214.next = add nsw i64 %relu1_grad.iy2141019, 1
-  %3620 = icmp slt i64 %iy214.next, 26
-  br i1 %3620, label %relu1_grad.iy214, label %relu1_grad.iy214.end
+relu1_grad.ix191.end:                             ; preds = %relu1_grad.ix191
+  %iy190.next = add nsw i64 %relu1_grad.iy1901070, 1
+  %3573 = icmp slt i64 %iy190.next, 1
+  br i1 %3573, label %relu1_grad.iy190, label %relu1_grad.iy190.end
 
-relu1_grad.iy222:                                 ; preds = %relu1_grad.ix223.end, %relu1_grad.iy214.end
-  %relu1_grad.iy2221028 = phi i64 [ 0, %relu1_grad.iy214.end ], [ %iy222.next, %relu1_grad.ix223.end ]
-  br label %relu1_grad.ix223
+relu1_grad.iy198:                                 ; preds = %relu1_grad.ix199.end, %relu1_grad.iy190.end
+  %relu1_grad.iy1981079 = phi i64 [ 0, %relu1_grad.iy190.end ], [ %iy198.next, %relu1_grad.ix199.end ]
+  br label %relu1_grad.ix199
 
-relu1_grad.iy222.end:                             ; preds = %relu1_grad.ix223.end
-  br label %relu1_grad.iy228
+relu1_grad.iy198.end:                             ; preds = %relu1_grad.ix199.end
+  br label %relu1_grad.iy204
 
-relu1_grad.ix223:                                 ; preds = %relu1_grad.ix223, %relu1_grad.iy222
-  %relu1_grad.ix2231029 = phi i64 [ 0, %relu1_grad.iy222 ], [ %ix223.next, %relu1_grad.ix223 ]
-  %3621 = mul nsw i64 %relu1_grad.c174974, 9
-  %3622 = add nsw i64 %3621, 3
-  %3623 = mul nsw i64 %3622, 12544
-  %3624 = add nsw i64 7251216, %3623
-  %3625 = mul nsw i64 %relu1_grad.j173973, 784
-  %3626 = add nsw i64 %3624, %3625
-  %3627 = add nsw i64 %relu1_grad.iy2221028, 27
-  %3628 = mul nsw i64 %3627, 28
-  %3629 = add nsw i64 %3626, %3628
-  %3630 = add nsw i64 %3629, 1
-  %3631 = add nsw i64 %3630, %relu1_grad.ix2231029
-  %arena1030 = getelementptr inbounds float, ptr %arena, i64 %3631
-  %3632 = load float, ptr %arena1030, align 4
-  store float %3632, ptr %relu1_grad.sum224, align 4
-  %sum224 = load float, ptr %relu1_grad.sum224, align 4
-  %3633 = mul nsw i64 %relu1_grad.c174974, 9
-  %3634 = add nsw i64 %3633, 4
-  %3635 = mul nsw i64 %3634, 12544
-  %3636 = add nsw i64 7251216, %3635
-  %3637 = mul nsw i64 %relu1_grad.j173973, 784
-  %3638 = add nsw i64 %3636, %3637
-  %3639 = add nsw i64 %relu1_grad.iy2221028, 27
-  %3640 = mul nsw i64 %3639, 28
-  %3641 = add nsw i64 %3638, %3640
-  %3642 = add nsw i64 %3641, %relu1_grad.ix2231029
-  %arena1031 = getelementptr inbounds float, ptr %arena, i64 %3642
-  %3643 = load float, ptr %arena1031, align 4
-  %3644 = fadd float %sum224, %3643
-  store float %3644, ptr %relu1_grad.sum225, align 4
-  %sum225 = load float, ptr %relu1_grad.sum225, align 4
-  %3645 = mul nsw i64 %relu1_grad.c174974, 9
-  %3646 = add nsw i64 %3645, 6
-  %3647 = mul nsw i64 %3646, 12544
-  %3648 = add nsw i64 7251216, %3647
-  %3649 = mul nsw i64 %relu1_grad.j173973, 784
-  %3650 = add nsw i64 %3648, %3649
-  %3651 = add nsw i64 %relu1_grad.iy2221028, 27
-  %3652 = add nsw i64 %3651, -1
-  %3653 = mul nsw i64 %3652, 28
-  %3654 = add nsw i64 %3650, %3653
-  %3655 = add nsw i64 %3654, 1
-  %3656 = add nsw i64 %3655, %relu1_grad.ix2231029
-  %arena1032 = getelementptr inbounds float, ptr %arena, i64 %3656
-  %3657 = load float, ptr %arena1032, align 4
-  %3658 = fadd float %sum225, %3657
-  store float %3658, ptr %relu1_grad.sum226, align 4
-  %sum226 = load float, ptr %relu1_grad.sum226, align 4
-  %3659 = mul nsw i64 %relu1_grad.c174974, 9
-  %3660 = add nsw i64 %3659, 7
-  %3661 = mul nsw i64 %3660, 12544
-  %3662 = add nsw i64 7251216, %3661
-  %3663 = mul nsw i64 %relu1_grad.j173973, 784
-  %3664 = add nsw i64 %3662, %3663
-  %3665 = add nsw i64 %relu1_grad.iy2221028, 27
-  %3666 = add nsw i64 %3665, -1
+relu1_grad.ix199:                                 ; preds = %relu1_grad.ix199, %relu1_grad.iy198
+  %relu1_grad.ix1991080 = phi i64 [ 0, %relu1_grad.iy198 ], [ %ix199.next, %relu1_grad.ix199 ]
+  %3574 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3575 = add nsw i64 %3574, 1
+  %3576 = mul nsw i64 %3575, 12544
+  %3577 = add nsw i64 7251216, %3576
+  %3578 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3579 = add nsw i64 %3577, %3578
+  %3580 = add nsw i64 %relu1_grad.iy1981079, 1
+  %3581 = mul nsw i64 %3580, 28
+  %3582 = add nsw i64 %3579, %3581
+  %3583 = add nsw i64 %3582, 27
+  %3584 = add nsw i64 %3583, %relu1_grad.ix1991080
+  %arena1081 = getelementptr inbounds float, ptr %arena, i64 %3584
+  %3585 = load float, ptr %arena1081, align 4
+  store float %3585, ptr %relu1_grad.sum200, align 4
+  %sum200 = load float, ptr %relu1_grad.sum200, align 4
+  %3586 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3587 = add nsw i64 %3586, 2
+  %3588 = mul nsw i64 %3587, 12544
+  %3589 = add nsw i64 7251216, %3588
+  %3590 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3591 = add nsw i64 %3589, %3590
+  %3592 = add nsw i64 %relu1_grad.iy1981079, 1
+  %3593 = mul nsw i64 %3592, 28
+  %3594 = add nsw i64 %3591, %3593
+  %3595 = add nsw i64 %3594, 26
+  %3596 = add nsw i64 %3595, %relu1_grad.ix1991080
+  %arena1082 = getelementptr inbounds float, ptr %arena, i64 %3596
+  %3597 = load float, ptr %arena1082, align 4
+  %3598 = fadd float %sum200, %3597
+  store float %3598, ptr %relu1_grad.sum201, align 4
+  %sum201 = load float, ptr %relu1_grad.sum201, align 4
+  %3599 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3600 = add nsw i64 %3599, 4
+  %3601 = mul nsw i64 %3600, 12544
+  %3602 = add nsw i64 7251216, %3601
+  %3603 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3604 = add nsw i64 %3602, %3603
+  %3605 = mul nsw i64 %relu1_grad.iy1981079, 28
+  %3606 = add nsw i64 %3604, %3605
+  %3607 = add nsw i64 %3606, 27
+  %3608 = add nsw i64 %3607, %relu1_grad.ix1991080
+  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3608
+  %3609 = load float, ptr %arena1083, align 4
+  %3610 = fadd float %sum201, %3609
+  store float %3610, ptr %relu1_grad.sum202, align 4
+  %sum202 = load float, ptr %relu1_grad.sum202, align 4
+  %3611 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3612 = add nsw i64 %3611, 5
+  %3613 = mul nsw i64 %3612, 12544
+  %3614 = add nsw i64 7251216, %3613
+  %3615 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3616 = add nsw i64 %3614, %3615
+  %3617 = mul nsw i64 %relu1_grad.iy1981079, 28
+  %3618 = add nsw i64 %3616, %3617
+  %3619 = add nsw i64 %3618, 26
+  %3620 = add nsw i64 %3619, %relu1_grad.ix1991080
+  %arena1084 = getelementptr inbounds float, ptr %arena, i64 %3620
+  %3621 = load float, ptr %arena1084, align 4
+  %3622 = fadd float %sum202, %3621
+  store float %3622, ptr %relu1_grad.sum203, align 4
+  %sum203 = load float, ptr %relu1_grad.sum203, align 4
+  %3623 = mul nsw i64 %relu1_grad.g174956, 16
+  %3624 = add nsw i64 %3623, %relu1_grad.j1821061
+  %3625 = mul nsw i64 %3624, 25088
+  %3626 = add nsw i64 1605632, %3625
+  %3627 = mul nsw i64 %relu1_grad.c1831062, 784
+  %3628 = add nsw i64 %3626, %3627
+  %3629 = mul nsw i64 %relu1_grad.iy1981079, 28
+  %3630 = add nsw i64 %3628, %3629
+  %3631 = add nsw i64 %3630, 27
+  %3632 = add nsw i64 %3631, %relu1_grad.ix1991080
+  %arena1085 = getelementptr inbounds float, ptr %arena, i64 %3632
+  store float %sum203, ptr %arena1085, align 4
+  %ix199.next = add nsw i64 %relu1_grad.ix1991080, 1
+  %3633 = icmp slt i64 %ix199.next, 1
+  br i1 %3633, label %relu1_grad.ix199, label %relu1_grad.ix199.end
+
+relu1_grad.ix199.end:                             ; preds = %relu1_grad.ix199
+  %iy198.next = add nsw i64 %relu1_grad.iy1981079, 1
+  %3634 = icmp slt i64 %iy198.next, 1
+  br i1 %3634, label %relu1_grad.iy198, label %relu1_grad.iy198.end
+
+relu1_grad.iy204:                                 ; preds = %relu1_grad.ix205.end, %relu1_grad.iy198.end
+  %relu1_grad.iy2041086 = phi i64 [ 0, %relu1_grad.iy198.end ], [ %iy204.next, %relu1_grad.ix205.end ]
+  br label %relu1_grad.ix205
+
+relu1_grad.iy204.end:                             ; preds = %relu1_grad.ix205.end
+  br label %relu1_grad.iy212
+
+relu1_grad.ix205:                                 ; preds = %relu1_grad.ix205, %relu1_grad.iy204
+  %relu1_grad.ix2051087 = phi i64 [ 0, %relu1_grad.iy204 ], [ %ix205.next, %relu1_grad.ix205 ]
+  %3635 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3636 = mul nsw i64 %3635, 12544
+  %3637 = add nsw i64 7251216, %3636
+  %3638 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3639 = add nsw i64 %3637, %3638
+  %3640 = add nsw i64 %relu1_grad.iy2041086, 1
+  %3641 = add nsw i64 %3640, 1
+  %3642 = mul nsw i64 %3641, 28
+  %3643 = add nsw i64 %3639, %3642
+  %3644 = add nsw i64 %3643, 1
+  %3645 = add nsw i64 %3644, %relu1_grad.ix2051087
+  %arena1088 = getelementptr inbounds float, ptr %arena, i64 %3645
+  %3646 = load float, ptr %arena1088, align 4
+  store float %3646, ptr %relu1_grad.sum206, align 4
+  %sum206 = load float, ptr %relu1_grad.sum206, align 4
+  %3647 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3648 = add nsw i64 %3647, 1
+  %3649 = mul nsw i64 %3648, 12544
+  %3650 = add nsw i64 7251216, %3649
+  %3651 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3652 = add nsw i64 %3650, %3651
+  %3653 = add nsw i64 %relu1_grad.iy2041086, 1
+  %3654 = add nsw i64 %3653, 1
+  %3655 = mul nsw i64 %3654, 28
+  %3656 = add nsw i64 %3652, %3655
+  %3657 = add nsw i64 %3656, %relu1_grad.ix2051087
+  %arena1089 = getelementptr inbounds float, ptr %arena, i64 %3657
+  %3658 = load float, ptr %arena1089, align 4
+  %3659 = fadd float %sum206, %3658
+  store float %3659, ptr %relu1_grad.sum207, align 4
+  %sum207 = load float, ptr %relu1_grad.sum207, align 4
+  %3660 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3661 = add nsw i64 %3660, 3
+  %3662 = mul nsw i64 %3661, 12544
+  %3663 = add nsw i64 7251216, %3662
+  %3664 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3665 = add nsw i64 %3663, %3664
+  %3666 = add nsw i64 %relu1_grad.iy2041086, 1
   %3667 = mul nsw i64 %3666, 28
-  %3668 = add nsw i64 %3664, %3667
-  %3669 = add nsw i64 %3668, %relu1_grad.ix2231029
-  %arena1033 = getelementptr inbounds float, ptr %arena, i64 %3669
-  %3670 = load float, ptr %arena1033, align 4
-  %3671 = fadd float %sum226, %3670
-  store float %3671, ptr %relu1_grad.sum227, align 4
-  %sum227 = load float, ptr %relu1_grad.sum227, align 4
-  %3672 = mul nsw i64 %relu1_grad.g165868, 16
-  %3673 = add nsw i64 %3672, %relu1_grad.j173973
-  %3674 = mul nsw i64 %3673, 25088
-  %3675 = add nsw i64 1605632, %3674
-  %3676 = mul nsw i64 %relu1_grad.c174974, 784
-  %3677 = add nsw i64 %3675, %3676
-  %3678 = add nsw i64 %relu1_grad.iy2221028, 27
-  %3679 = mul nsw i64 %3678, 28
-  %3680 = add nsw i64 %3677, %3679
-  %3681 = add nsw i64 %3680, %relu1_grad.ix2231029
-  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %3681
-  store float %sum227, ptr %arena1034, align 4
-  %ix223.next = add nsw i64 %relu1_grad.ix2231029, 1
-  %3682 = icmp slt i64 %ix223.next, 1
-  br i1 %3682, label %relu1_grad.ix223, label %relu1_grad.ix223.end
+  %3668 = add nsw i64 %3665, %3667
+  %3669 = add nsw i64 %3668, 1
+  %3670 = add nsw i64 %3669, %relu1_grad.ix2051087
+  %arena1090 = getelementptr inbounds float, ptr %arena, i64 %3670
+  %3671 = load float, ptr %arena1090, align 4
+  %3672 = fadd float %sum207, %3671
+  store float %3672, ptr %relu1_grad.sum208, align 4
+  %sum208 = load float, ptr %relu1_grad.sum208, align 4
+  %3673 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3674 = add nsw i64 %3673, 4
+  %3675 = mul nsw i64 %3674, 12544
+  %3676 = add nsw i64 7251216, %3675
+  %3677 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3678 = add nsw i64 %3676, %3677
+  %3679 = add nsw i64 %relu1_grad.iy2041086, 1
+  %3680 = mul nsw i64 %3679, 28
+  %3681 = add nsw i64 %3678, %3680
+  %3682 = add nsw i64 %3681, %relu1_grad.ix2051087
+  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3682
+  %3683 = load float, ptr %arena1091, align 4
+  %3684 = fadd float %sum208, %3683
+  store float %3684, ptr %relu1_grad.sum209, align 4
+  %sum209 = load float, ptr %relu1_grad.sum209, align 4
+  %3685 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3686 = add nsw i64 %3685, 6
+  %3687 = mul nsw i64 %3686, 12544
+  %3688 = add nsw i64 7251216, %3687
+  %3689 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3690 = add nsw i64 %3688, %3689
+  %3691 = add nsw i64 %relu1_grad.iy2041086, 1
+  %3692 = add nsw i64 %3691, -1
+  %3693 = mul nsw i64 %3692, 28
+  %3694 = add nsw i64 %3690, %3693
+  %3695 = add nsw i64 %3694, 1
+  %3696 = add nsw i64 %3695, %relu1_grad.ix2051087
+  %arena1092 = getelementptr inbounds float, ptr %arena, i64 %3696
+  %3697 = load float, ptr %arena1092, align 4
+  %3698 = fadd float %sum209, %3697
+  store float %3698, ptr %relu1_grad.sum210, align 4
+  %sum210 = load float, ptr %relu1_grad.sum210, align 4
+  %3699 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3700 = add nsw i64 %3699, 7
+  %3701 = mul nsw i64 %3700, 12544
+  %3702 = add nsw i64 7251216, %3701
+  %3703 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3704 = add nsw i64 %3702, %3703
+  %3705 = add nsw i64 %relu1_grad.iy2041086, 1
+  %3706 = add nsw i64 %3705, -1
+  %3707 = mul nsw i64 %3706, 28
+  %3708 = add nsw i64 %3704, %3707
+  %3709 = add nsw i64 %3708, %relu1_grad.ix2051087
+  %arena1093 = getelementptr inbounds float, ptr %arena, i64 %3709
+  %3710 = load float, ptr %arena1093, align 4
+  %3711 = fadd float %sum210, %3710
+  store float %3711, ptr %relu1_grad.sum211, align 4
+  %sum211 = load float, ptr %relu1_grad.sum211, align 4
+  %3712 = mul nsw i64 %relu1_grad.g174956, 16
+  %3713 = add nsw i64 %3712, %relu1_grad.j1821061
+  %3714 = mul nsw i64 %3713, 25088
+  %3715 = add nsw i64 1605632, %3714
+  %3716 = mul nsw i64 %relu1_grad.c1831062, 784
+  %3717 = add nsw i64 %3715, %3716
+  %3718 = add nsw i64 %relu1_grad.iy2041086, 1
+  %3719 = mul nsw i64 %3718, 28
+  %3720 = add nsw i64 %3717, %3719
+  %3721 = add nsw i64 %3720, %relu1_grad.ix2051087
+  %arena1094 = getelementptr inbounds float, ptr %arena, i64 %3721
+  store float %sum211, ptr %arena1094, align 4
+  %ix205.next = add nsw i64 %relu1_grad.ix2051087, 1
+  %3722 = icmp slt i64 %ix205.next, 1
+  br i1 %3722, label %relu1_grad.ix205, label %relu1_grad.ix205.end
 
-relu1_grad.ix223.end:                             ; preds = %relu1_grad.ix223
-  %iy222.next = add nsw i64 %relu1_grad.iy2221028, 1
-  %3683 = icmp slt i64 %iy222.next, 1
-  br i1 %3683, label %relu1_grad.iy222, label %relu1_grad.iy222.end
+relu1_grad.ix205.end:                             ; preds = %relu1_grad.ix205
+  %iy204.next = add nsw i64 %relu1_grad.iy2041086, 1
+  %3723 = icmp slt i64 %iy204.next, 26
+  br i1 %3723, label %relu1_grad.iy204, label %relu1_grad.iy204.end
 
-relu1_grad.iy228:                                 ; preds = %relu1_grad.ix229.end, %relu1_grad.iy222.end
-  %relu1_grad.iy2281035 = phi i64 [ 0, %relu1_grad.iy222.end ], [ %iy228.next, %relu1_grad.ix229.end ]
-  br label %relu1_grad.ix229
+relu1_grad.iy212:                                 ; preds = %relu1_grad.ix213.end, %relu1_grad.iy204.end
+  %relu1_grad.iy2121095 = phi i64 [ 0, %relu1_grad.iy204.end ], [ %iy212.next, %relu1_grad.ix213.end ]
+  br label %relu1_grad.ix213
 
-relu1_grad.iy228.end:                             ; preds = %relu1_grad.ix229.end
-  br label %relu1_grad.iy236
+relu1_grad.iy212.end:                             ; preds = %relu1_grad.ix213.end
+  br label %relu1_grad.iy223
 
-relu1_grad.ix229:                                 ; preds = %relu1_grad.ix229, %relu1_grad.iy228
-  %relu1_grad.ix2291036 = phi i64 [ 0, %relu1_grad.iy228 ], [ %ix229.next, %relu1_grad.ix229 ]
-  %3684 = mul nsw i64 %relu1_grad.c174974, 9
-  %3685 = add nsw i64 %3684, 3
-  %3686 = mul nsw i64 %3685, 12544
-  %3687 = add nsw i64 7251216, %3686
-  %3688 = mul nsw i64 %relu1_grad.j173973, 784
-  %3689 = add nsw i64 %3687, %3688
-  %3690 = add nsw i64 %relu1_grad.iy2281035, 27
-  %3691 = mul nsw i64 %3690, 28
-  %3692 = add nsw i64 %3689, %3691
-  %3693 = add nsw i64 %3692, 2
-  %3694 = add nsw i64 %3693, %relu1_grad.ix2291036
-  %arena1037 = getelementptr inbounds float, ptr %arena, i64 %3694
-  %3695 = load float, ptr %arena1037, align 4
-  store float %3695, ptr %relu1_grad.sum230, align 4
-  %sum230 = load float, ptr %relu1_grad.sum230, align 4
-  %3696 = mul nsw i64 %relu1_grad.c174974, 9
-  %3697 = add nsw i64 %3696, 4
-  %3698 = mul nsw i64 %3697, 12544
-  %3699 = add nsw i64 7251216, %3698
-  %3700 = mul nsw i64 %relu1_grad.j173973, 784
-  %3701 = add nsw i64 %3699, %3700
-  %3702 = add nsw i64 %relu1_grad.iy2281035, 27
-  %3703 = mul nsw i64 %3702, 28
-  %3704 = add nsw i64 %3701, %3703
-  %3705 = add nsw i64 %3704, 1
-  %3706 = add nsw i64 %3705, %relu1_grad.ix2291036
-  %arena1038 = getelementptr inbounds float, ptr %arena, i64 %3706
-  %3707 = load float, ptr %arena1038, align 4
-  %3708 = fadd float %sum230, %3707
-  store float %3708, ptr %relu1_grad.sum231, align 4
-  %sum231 = load float, ptr %relu1_grad.sum231, align 4
-  %3709 = mul nsw i64 %relu1_grad.c174974, 9
-  %3710 = add nsw i64 %3709, 5
-  %3711 = mul nsw i64 %3710, 12544
-  %3712 = add nsw i64 7251216, %3711
-  %3713 = mul nsw i64 %relu1_grad.j173973, 784
-  %3714 = add nsw i64 %3712, %3713
-  %3715 = add nsw i64 %relu1_grad.iy2281035, 27
-  %3716 = mul nsw i64 %3715, 28
-  %3717 = add nsw i64 %3714, %3716
-  %3718 = add nsw i64 %3717, %relu1_grad.ix2291036
-  %arena1039 = getelementptr inbounds float, ptr %arena, i64 %3718
-  %3719 = load float, ptr %arena1039, align 4
-  %3720 = fadd float %sum231, %3719
-  store float %3720, ptr %relu1_grad.sum232, align 4
-  %sum232 = load float, ptr %relu1_grad.sum232, align 4
-  %3721 = mul nsw i64 %relu1_grad.c174974, 9
-  %3722 = add nsw i64 %3721, 6
-  %3723 = mul nsw i64 %3722, 12544
-  %3724 = add nsw i64 7251216, %3723
-  %3725 = mul nsw i64 %relu1_grad.j173973, 784
-  %3726 = add nsw i64 %3724, %3725
-  %3727 = add nsw i64 %relu1_grad.iy2281035, 27
-  %3728 = add nsw i64 %3727, -1
-  %3729 = mul nsw i64 %3728, 28
-  %3730 = add nsw i64 %3726, %3729
-  %3731 = add nsw i64 %3730, 2
-  %3732 = add nsw i64 %3731, %relu1_grad.ix2291036
-  %arena1040 = getelementptr inbounds float, ptr %arena, i64 %3732
-  %3733 = load float, ptr %arena1040, align 4
-  %3734 = fadd float %sum232, %3733
-  store float %3734, ptr %relu1_grad.sum233, align 4
-  %sum233 = load float, ptr %relu1_grad.sum233, align 4
-  %3735 = mul nsw i64 %relu1_grad.c174974, 9
-  %3736 = add nsw i64 %3735, 7
-  %3737 = mul nsw i64 %3736, 12544
-  %3738 = add nsw i64 7251216, %3737
-  %3739 = mul nsw i64 %relu1_grad.j173973, 784
-  %3740 = add nsw i64 %3738, %3739
-  %3741 = add nsw i64 %relu1_grad.iy2281035, 27
-  %3742 = add nsw i64 %3741, -1
-  %3743 = mul nsw i64 %3742, 28
-  %3744 = add nsw i64 %3740, %3743
-  %3745 = add nsw i64 %3744, 1
-  %3746 = add nsw i64 %3745, %relu1_grad.ix2291036
-  %arena1041 = getelementptr inbounds float, ptr %arena, i64 %3746
-  %3747 = load float, ptr %arena1041, align 4
-  %3748 = fadd float %sum233, %3747
-  store float %3748, ptr %relu1_grad.sum234, align 4
-  %sum234 = load float, ptr %relu1_grad.sum234, align 4
-  %3749 = mul nsw i64 %relu1_grad.c174974, 9
-  %3750 = add nsw i64 %3749, 8
-  %3751 = mul nsw i64 %3750, 12544
-  %3752 = add nsw i64 7251216, %3751
-  %3753 = mul nsw i64 %relu1_grad.j173973, 784
-  %3754 = add nsw i64 %3752, %3753
-  %3755 = add nsw i64 %relu1_grad.iy2281035, 27
-  %3756 = add nsw i64 %3755, -1
-  %3757 = mul nsw i64 %3756, 28
-  %3758 = add nsw i64 %3754, %3757
-  %3759 = add nsw i64 %3758, %relu1_grad.ix2291036
-  %arena1042 = getelementptr inbounds float, ptr %arena, i64 %3759
-  %3760 = load float, ptr %arena1042, align 4
-  %3761 = fadd float %sum234, %3760
-  store float %3761, ptr %relu1_grad.sum235, align 4
-  %sum235 = load float, ptr %relu1_grad.sum235, align 4
-  %3762 = mul nsw i64 %relu1_grad.g165868, 16
-  %3763 = add nsw i64 %3762, %relu1_grad.j173973
-  %3764 = mul nsw i64 %3763, 25088
-  %3765 = add nsw i64 1605632, %3764
-  %3766 = mul nsw i64 %relu1_grad.c174974, 784
-  %3767 = add nsw i64 %3765, %3766
-  %3768 = add nsw i64 %relu1_grad.iy2281035, 27
-  %3769 = mul nsw i64 %3768, 28
-  %3770 = add nsw i64 %3767, %3769
-  %3771 = add nsw i64 %3770, 1
-  %3772 = add nsw i64 %3771, %relu1_grad.ix2291036
-  %arena1043 = getelementptr inbounds float, ptr %arena, i64 %3772
-  store float %sum235, ptr %arena1043, align 4
-  %ix229.next = add nsw i64 %relu1_grad.ix2291036, 1
-  %3773 = icmp slt i64 %ix229.next, 26
-  br i1 %3773, label %relu1_grad.ix229, label %relu1_grad.ix229.end
-
-relu1_grad.ix229.end:                             ; preds = %relu1_grad.ix229
-  %iy228.next = add nsw i64 %relu1_grad.iy2281035, 1
-  %3774 = icmp slt i64 %iy228.next, 1
-  br i1 %3774, label %relu1_grad.iy228, label %relu1_grad.iy228.end
-
-relu1_grad.iy236:                                 ; preds = %relu1_grad.ix237.end, %relu1_grad.iy228.end
-  %relu1_grad.iy2361044 = phi i64 [ 0, %relu1_grad.iy228.end ], [ %iy236.next, %relu1_grad.ix237.end ]
-  br label %relu1_grad.ix237
-
-relu1_grad.iy236.end:                             ; preds = %relu1_grad.ix237.end
-  %c174.next = add nsw i64 %relu1_grad.c174974, 1
-  %3775 = icmp slt i64 %c174.next, 32
-  br i1 %3775, label %relu1_grad.c174, label %relu1_grad.c174.end
-
-relu1_grad.ix237:                                 ; preds = %relu1_grad.ix237, %relu1_grad.iy236
-  %relu1_grad.ix2371045 = phi i64 [ 0, %relu1_grad.iy236 ], [ %ix237.next, %relu1_grad.ix237 ]
-  %3776 = mul nsw i64 %relu1_grad.c174974, 9
+relu1_grad.ix213:                                 ; preds = %relu1_grad.ix213, %relu1_grad.iy212
+  %relu1_grad.ix2131096 = phi i64 [ 0, %relu1_grad.iy212 ], [ %ix213.next, %relu1_grad.ix213 ]
+  %3724 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3725 = mul nsw i64 %3724, 12544
+  %3726 = add nsw i64 7251216, %3725
+  %3727 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3728 = add nsw i64 %3726, %3727
+  %3729 = add nsw i64 %relu1_grad.iy2121095, 1
+  %3730 = add nsw i64 %3729, 1
+  %3731 = mul nsw i64 %3730, 28
+  %3732 = add nsw i64 %3728, %3731
+  %3733 = add nsw i64 %3732, 2
+  %3734 = add nsw i64 %3733, %relu1_grad.ix2131096
+  %arena1097 = getelementptr inbounds float, ptr %arena, i64 %3734
+  %3735 = load float, ptr %arena1097, align 4
+  store float %3735, ptr %relu1_grad.sum214, align 4
+  %sum214 = load float, ptr %relu1_grad.sum214, align 4
+  %3736 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3737 = add nsw i64 %3736, 1
+  %3738 = mul nsw i64 %3737, 12544
+  %3739 = add nsw i64 7251216, %3738
+  %3740 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3741 = add nsw i64 %3739, %3740
+  %3742 = add nsw i64 %relu1_grad.iy2121095, 1
+  %3743 = add nsw i64 %3742, 1
+  %3744 = mul nsw i64 %3743, 28
+  %3745 = add nsw i64 %3741, %3744
+  %3746 = add nsw i64 %3745, 1
+  %3747 = add nsw i64 %3746, %relu1_grad.ix2131096
+  %arena1098 = getelementptr inbounds float, ptr %arena, i64 %3747
+  %3748 = load float, ptr %arena1098, align 4
+  %3749 = fadd float %sum214, %3748
+  store float %3749, ptr %relu1_grad.sum215, align 4
+  %sum215 = load float, ptr %relu1_grad.sum215, align 4
+  %3750 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3751 = add nsw i64 %3750, 2
+  %3752 = mul nsw i64 %3751, 12544
+  %3753 = add nsw i64 7251216, %3752
+  %3754 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3755 = add nsw i64 %3753, %3754
+  %3756 = add nsw i64 %relu1_grad.iy2121095, 1
+  %3757 = add nsw i64 %3756, 1
+  %3758 = mul nsw i64 %3757, 28
+  %3759 = add nsw i64 %3755, %3758
+  %3760 = add nsw i64 %3759, %relu1_grad.ix2131096
+  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3760
+  %3761 = load float, ptr %arena1099, align 4
+  %3762 = fadd float %sum215, %3761
+  store float %3762, ptr %relu1_grad.sum216, align 4
+  %sum216 = load float, ptr %relu1_grad.sum216, align 4
+  %3763 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3764 = add nsw i64 %3763, 3
+  %3765 = mul nsw i64 %3764, 12544
+  %3766 = add nsw i64 7251216, %3765
+  %3767 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3768 = add nsw i64 %3766, %3767
+  %3769 = add nsw i64 %relu1_grad.iy2121095, 1
+  %3770 = mul nsw i64 %3769, 28
+  %3771 = add nsw i64 %3768, %3770
+  %3772 = add nsw i64 %3771, 2
+  %3773 = add nsw i64 %3772, %relu1_grad.ix2131096
+  %arena1100 = getelementptr inbounds float, ptr %arena, i64 %3773
+  %3774 = load float, ptr %arena1100, align 4
+  %3775 = fadd float %sum216, %3774
+  store float %3775, ptr %relu1_grad.sum217, align 4
+  %sum217 = load float, ptr %relu1_grad.sum217, align 4
+  %3776 = mul nsw i64 %relu1_grad.c1831062, 9
   %3777 = add nsw i64 %3776, 4
   %3778 = mul nsw i64 %3777, 12544
   %3779 = add nsw i64 7251216, %3778
-  %3780 = mul nsw i64 %relu1_grad.j173973, 784
+  %3780 = mul nsw i64 %relu1_grad.j1821061, 784
   %3781 = add nsw i64 %3779, %3780
-  %3782 = add nsw i64 %relu1_grad.iy2361044, 27
+  %3782 = add nsw i64 %relu1_grad.iy2121095, 1
   %3783 = mul nsw i64 %3782, 28
   %3784 = add nsw i64 %3781, %3783
-  %3785 = add nsw i64 %3784, 27
-  %3786 = add nsw i64 %3785, %relu1_grad.ix2371045
-  %arena1046 = getelementptr inbounds float, ptr %arena, i64 %3786
-  %3787 = load float, ptr %arena1046, align 4
-  store float %3787, ptr %relu1_grad.sum238, align 4
-  %sum238 = load float, ptr %relu1_grad.sum238, align 4
-  %3788 = mul nsw i64 %relu1_grad.c174974, 9
-  %3789 = add nsw i64 %3788, 5
-  %3790 = mul nsw i64 %3789, 12544
-  %3791 = add nsw i64 7251216, %3790
-  %3792 = mul nsw i64 %relu1_grad.j173973, 784
-  %3793 = add nsw i64 %3791, %3792
-  %3794 = add nsw i64 %relu1_grad.iy2361044, 27
-  %3795 = mul nsw i64 %3794, 28
-  %3796 = add nsw i64 %3793, %3795
-  %3797 = add nsw i64 %3796, 26
-  %3798 = add nsw i64 %3797, %relu1_grad.ix2371045
-  %arena1047 = getelementptr inbounds float, ptr %arena, i64 %3798
-  %3799 = load float, ptr %arena1047, align 4
-  %3800 = fadd float %sum238, %3799
-  store float %3800, ptr %relu1_grad.sum239, align 4
-  %sum239 = load float, ptr %relu1_grad.sum239, align 4
-  %3801 = mul nsw i64 %relu1_grad.c174974, 9
-  %3802 = add nsw i64 %3801, 7
+  %3785 = add nsw i64 %3784, 1
+  %3786 = add nsw i64 %3785, %relu1_grad.ix2131096
+  %arena1101 = getelementptr inbounds float, ptr %arena, i64 %3786
+  %3787 = load float, ptr %arena1101, align 4
+  %3788 = fadd float %sum217, %3787
+  store float %3788, ptr %relu1_grad.sum218, align 4
+  %sum218 = load float, ptr %relu1_grad.sum218, align 4
+  %3789 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3790 = add nsw i64 %3789, 5
+  %3791 = mul nsw i64 %3790, 12544
+  %3792 = add nsw i64 7251216, %3791
+  %3793 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3794 = add nsw i64 %3792, %3793
+  %3795 = add nsw i64 %relu1_grad.iy2121095, 1
+  %3796 = mul nsw i64 %3795, 28
+  %3797 = add nsw i64 %3794, %3796
+  %3798 = add nsw i64 %3797, %relu1_grad.ix2131096
+  %arena1102 = getelementptr inbounds float, ptr %arena, i64 %3798
+  %3799 = load float, ptr %arena1102, align 4
+  %3800 = fadd float %sum218, %3799
+  store float %3800, ptr %relu1_grad.sum219, align 4
+  %sum219 = load float, ptr %relu1_grad.sum219, align 4
+  %3801 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3802 = add nsw i64 %3801, 6
   %3803 = mul nsw i64 %3802, 12544
   %3804 = add nsw i64 7251216, %3803
-  %3805 = mul nsw i64 %relu1_grad.j173973, 784
+  %3805 = mul nsw i64 %relu1_grad.j1821061, 784
   %3806 = add nsw i64 %3804, %3805
-  %3807 = add nsw i64 %relu1_grad.iy2361044, 27
+  %3807 = add nsw i64 %relu1_grad.iy2121095, 1
   %3808 = add nsw i64 %3807, -1
   %3809 = mul nsw i64 %3808, 28
   %3810 = add nsw i64 %3806, %3809
-  %3811 = add nsw i64 %3810, 27
-  %3812 = add nsw i64 %3811, %relu1_grad.ix2371045
-  %arena1048 = getelementptr inbounds float, ptr %arena, i64 %3812
-  %3813 = load float, ptr %arena1048, align 4
-  %3814 = fadd float %sum239, %3813
-  store float %3814, ptr %relu1_grad.sum240, align 4
-  %sum240 = load float, ptr %relu1_grad.sum240, align 4
-  %3815 = mul nsw i64 %relu1_grad.c174974, 9
-  %3816 = add nsw i64 %3815, 8
+  %3811 = add nsw i64 %3810, 2
+  %3812 = add nsw i64 %3811, %relu1_grad.ix2131096
+  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3812
+  %3813 = load float, ptr %arena1103, align 4
+  %3814 = fadd float %sum219, %3813
+  store float %3814, ptr %relu1_grad.sum220, align 4
+  %sum220 = load float, ptr %relu1_grad.sum220, align 4
+  %3815 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3816 = add nsw i64 %3815, 7
   %3817 = mul nsw i64 %3816, 12544
   %3818 = add nsw i64 7251216, %3817
-  %3819 = mul nsw i64 %relu1_grad.j173973, 784
+  %3819 = mul nsw i64 %relu1_grad.j1821061, 784
   %3820 = add nsw i64 %3818, %3819
-  %3821 = add nsw i64 %relu1_grad.iy2361044, 27
+  %3821 = add nsw i64 %relu1_grad.iy2121095, 1
   %3822 = add nsw i64 %3821, -1
   %3823 = mul nsw i64 %3822, 28
   %3824 = add nsw i64 %3820, %3823
-  %3825 = add nsw i64 %3824, 26
-  %3826 = add nsw i64 %3825, %relu1_grad.ix2371045
-  %arena1049 = getelementptr inbounds float, ptr %arena, i64 %3826
-  %3827 = load float, ptr %arena1049, align 4
-  %3828 = fadd float %sum240, %3827
-  store float %3828, ptr %relu1_grad.sum241, align 4
-  %sum241 = load float, ptr %relu1_grad.sum241, align 4
-  %3829 = mul nsw i64 %relu1_grad.g165868, 16
-  %3830 = add nsw i64 %3829, %relu1_grad.j173973
-  %3831 = mul nsw i64 %3830, 25088
-  %3832 = add nsw i64 1605632, %3831
-  %3833 = mul nsw i64 %relu1_grad.c174974, 784
+  %3825 = add nsw i64 %3824, 1
+  %3826 = add nsw i64 %3825, %relu1_grad.ix2131096
+  %arena1104 = getelementptr inbounds float, ptr %arena, i64 %3826
+  %3827 = load float, ptr %arena1104, align 4
+  %3828 = fadd float %sum220, %3827
+  store float %3828, ptr %relu1_grad.sum221, align 4
+  %sum221 = load float, ptr %relu1_grad.sum221, align 4
+  %3829 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3830 = add nsw i64 %3829, 8
+  %3831 = mul nsw i64 %3830, 12544
+  %3832 = add nsw i64 7251216, %3831
+  %3833 = mul nsw i64 %relu1_grad.j1821061, 784
   %3834 = add nsw i64 %3832, %3833
-  %3835 = add nsw i64 %relu1_grad.iy2361044, 27
-  %3836 = mul nsw i64 %3835, 28
-  %3837 = add nsw i64 %3834, %3836
-  %3838 = add nsw i64 %3837, 27
-  %3839 = add nsw i64 %3838, %relu1_grad.ix2371045
-  %arena1050 = getelementptr inbounds float, ptr %arena, i64 %3839
-  store float %sum241, ptr %arena1050, align 4
-  %ix237.next = add nsw i64 %relu1_grad.ix2371045, 1
-  %3840 = icmp slt i64 %ix237.next, 1
-  br i1 %3840, label %relu1_grad.ix237, label %relu1_grad.ix237.end
+  %3835 = add nsw i64 %relu1_grad.iy2121095, 1
+  %3836 = add nsw i64 %3835, -1
+  %3837 = mul nsw i64 %3836, 28
+  %3838 = add nsw i64 %3834, %3837
+  %3839 = add nsw i64 %3838, %relu1_grad.ix2131096
+  %arena1105 = getelementptr inbounds float, ptr %arena, i64 %3839
+  %3840 = load float, ptr %arena1105, align 4
+  %3841 = fadd float %sum221, %3840
+  store float %3841, ptr %relu1_grad.sum222, align 4
+  %sum222 = load float, ptr %relu1_grad.sum222, align 4
+  %3842 = mul nsw i64 %relu1_grad.g174956, 16
+  %3843 = add nsw i64 %3842, %relu1_grad.j1821061
+  %3844 = mul nsw i64 %3843, 25088
+  %3845 = add nsw i64 1605632, %3844
+  %3846 = mul nsw i64 %relu1_grad.c1831062, 784
+  %3847 = add nsw i64 %3845, %3846
+  %3848 = add nsw i64 %relu1_grad.iy2121095, 1
+  %3849 = mul nsw i64 %3848, 28
+  %3850 = add nsw i64 %3847, %3849
+  %3851 = add nsw i64 %3850, 1
+  %3852 = add nsw i64 %3851, %relu1_grad.ix2131096
+  %arena1106 = getelementptr inbounds float, ptr %arena, i64 %3852
+  store float %sum222, ptr %arena1106, align 4
+  %ix213.next = add nsw i64 %relu1_grad.ix2131096, 1
+  %3853 = icmp slt i64 %ix213.next, 26
+  br i1 %3853, label %relu1_grad.ix213, label %relu1_grad.ix213.end
 
-relu1_grad.ix237.end:                             ; preds = %relu1_grad.ix237
-  %iy236.next = add nsw i64 %relu1_grad.iy2361044, 1
-  %3841 = icmp slt i64 %iy236.next, 1
-  br i1 %3841, label %relu1_grad.iy236, label %relu1_grad.iy236.end
+relu1_grad.ix213.end:                             ; preds = %relu1_grad.ix213
+  %iy212.next = add nsw i64 %relu1_grad.iy2121095, 1
+  %3854 = icmp slt i64 %iy212.next, 26
+  br i1 %3854, label %relu1_grad.iy212, label %relu1_grad.iy212.end
 
-conv1_grad.i242:                                  ; preds = %conv1_grad.i242, %relu1_grad.g165.end
-  %conv1_grad.i2421051 = phi i64 [ 0, %relu1_grad.g165.end ], [ %i242.next, %conv1_grad.i242 ]
-  %arena1052 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i2421051
-  %3842 = load float, ptr %arena1052, align 4
-  %3843 = fcmp ogt float %3842, 0.000000e+00
-  %3844 = add nsw i64 1605632, %conv1_grad.i2421051
-  %arena1053 = getelementptr inbounds float, ptr %arena, i64 %3844
-  %3845 = load float, ptr %arena1053, align 4
-  %3846 = select i1 %3843, float %3845, float 0.000000e+00
-  %3847 = add nsw i64 3220112, %conv1_grad.i2421051
-  %arena1054 = getelementptr inbounds float, ptr %arena, i64 %3847
-  store float %3846, ptr %arena1054, align 4
-  %i242.next = add nsw i64 %conv1_grad.i2421051, 1
-  %3848 = icmp slt i64 %i242.next, 1605632
-  br i1 %3848, label %conv1_grad.i242, label %conv1_grad.i242.end
+relu1_grad.iy223:                                 ; preds = %relu1_grad.ix224.end, %relu1_grad.iy212.end
+  %relu1_grad.iy2231107 = phi i64 [ 0, %relu1_grad.iy212.end ], [ %iy223.next, %relu1_grad.ix224.end ]
+  br label %relu1_grad.ix224
 
-conv1_grad.i242.end:                              ; preds = %conv1_grad.i242
-  br label %conv1_weight_grad.i243
+relu1_grad.iy223.end:                             ; preds = %relu1_grad.ix224.end
+  br label %relu1_grad.iy231
 
-conv1_weight_grad.i243:                           ; preds = %conv1_weight_grad.i243, %conv1_grad.i242.end
-  %conv1_weight_grad.i2431055 = phi i64 [ 0, %conv1_grad.i242.end ], [ %i243.next, %conv1_weight_grad.i243 ]
-  %3849 = add nsw i64 514304, %conv1_weight_grad.i2431055
-  %arena1056 = getelementptr inbounds float, ptr %arena, i64 %3849
-  store float 0.000000e+00, ptr %arena1056, align 4
-  %i243.next = add nsw i64 %conv1_weight_grad.i2431055, 1
-  %3850 = icmp slt i64 %i243.next, 288
-  br i1 %3850, label %conv1_weight_grad.i243, label %conv1_weight_grad.i243.end
-
-conv1_weight_grad.i243.end:                       ; preds = %conv1_weight_grad.i243
-  br label %conv1_weight_grad.g244
-
-conv1_weight_grad.g244:                           ; preds = %conv1_weight_grad.kp262.end, %conv1_weight_grad.i243.end
-  %conv1_weight_grad.g2441057 = phi i64 [ 0, %conv1_weight_grad.i243.end ], [ %g244.next, %conv1_weight_grad.kp262.end ]
-  br label %conv1_weight_grad.j245
-
-conv1_weight_grad.g244.end:                       ; preds = %conv1_weight_grad.kp262.end
-  br label %conv1_weight_grad.f267
-
-conv1_weight_grad.j245:                           ; preds = %conv1_weight_grad.c246.end, %conv1_weight_grad.g244
-  %conv1_weight_grad.j2451058 = phi i64 [ 0, %conv1_weight_grad.g244 ], [ %j245.next, %conv1_weight_grad.c246.end ]
-  br label %conv1_weight_grad.c246
-
-conv1_weight_grad.j245.end:                       ; preds = %conv1_weight_grad.c246.end
-  br label %conv1_weight_grad.j259
-
-conv1_weight_grad.c246:                           ; preds = %conv1_weight_grad.ky247.end, %conv1_weight_grad.j245
-  %conv1_weight_grad.c2461059 = phi i64 [ 0, %conv1_weight_grad.j245 ], [ %c246.next, %conv1_weight_grad.ky247.end ]
-  br label %conv1_weight_grad.ky247
-
-conv1_weight_grad.c246.end:                       ; preds = %conv1_weight_grad.ky247.end
-  %j245.next = add nsw i64 %conv1_weight_grad.j2451058, 1
-  %3851 = icmp slt i64 %j245.next, 16
-  br i1 %3851, label %conv1_weight_grad.j245, label %conv1_weight_grad.j245.end
-
-conv1_weight_grad.ky247:                          ; preds = %conv1_weight_grad.oy255.end, %conv1_weight_grad.c246
-  %conv1_weight_grad.ky2471060 = phi i64 [ 0, %conv1_weight_grad.c246 ], [ %ky247.next, %conv1_weight_grad.oy255.end ]
-  br label %conv1_weight_grad.oy248
-
-conv1_weight_grad.ky247.end:                      ; preds = %conv1_weight_grad.oy255.end
-  %c246.next = add nsw i64 %conv1_weight_grad.c2461059, 1
-  %3852 = icmp slt i64 %c246.next, 1
-  br i1 %3852, label %conv1_weight_grad.c246, label %conv1_weight_grad.c246.end
-
-conv1_weight_grad.oy248:                          ; preds = %conv1_weight_grad.endif1072, %conv1_weight_grad.ky247
-  %conv1_weight_grad.oy2481061 = phi i64 [ 0, %conv1_weight_grad.ky247 ], [ %oy248.next, %conv1_weight_grad.endif1072 ]
-  %3853 = add nsw i64 %conv1_weight_grad.oy2481061, %conv1_weight_grad.ky2471060
-  %3854 = add nsw i64 %3853, -1
-  %3855 = icmp slt i64 -1, %3854
-  %3856 = add nsw i64 %conv1_weight_grad.oy2481061, %conv1_weight_grad.ky2471060
-  %3857 = add nsw i64 %3856, -1
-  %3858 = icmp slt i64 %3857, 28
-  %3859 = and i1 %3855, %3858
-  br i1 %3859, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
-
-conv1_weight_grad.oy248.end:                      ; preds = %conv1_weight_grad.endif1072
-  br label %conv1_weight_grad.oy252
-
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy248
-  br label %conv1_weight_grad.ox249
-
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox250.end, %conv1_weight_grad.oy248
-  %3860 = add nsw i64 %conv1_weight_grad.oy2481061, %conv1_weight_grad.ky2471060
-  %3861 = add nsw i64 %3860, -1
-  %3862 = icmp slt i64 %3861, 0
-  br i1 %3862, label %conv1_weight_grad.then1067, label %conv1_weight_grad.endif1068
-
-conv1_weight_grad.ox249:                          ; preds = %conv1_weight_grad.ox249, %conv1_weight_grad.then
-  %conv1_weight_grad.ox2491062 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox249.next, %conv1_weight_grad.ox249 ]
-  %3863 = mul nsw i64 %conv1_weight_grad.g2441057, 16
-  %3864 = add nsw i64 %3863, %conv1_weight_grad.j2451058
-  %3865 = mul nsw i64 %3864, 784
-  %3866 = mul nsw i64 %conv1_weight_grad.c2461059, 784
-  %3867 = add nsw i64 %3865, %3866
-  %3868 = add nsw i64 %conv1_weight_grad.oy2481061, %conv1_weight_grad.ky2471060
-  %3869 = add nsw i64 %3868, -1
-  %3870 = mul nsw i64 %3869, 28
-  %3871 = add nsw i64 %3867, %3870
-  %3872 = add nsw i64 %conv1_weight_grad.ox2491062, 1
-  %3873 = add nsw i64 %3872, -1
-  %3874 = add nsw i64 %3871, %3873
-  %images1063 = getelementptr inbounds float, ptr %images, i64 %3874
-  %3875 = load float, ptr %images1063, align 4
-  %3876 = mul nsw i64 %conv1_weight_grad.c2461059, 3
-  %3877 = add nsw i64 %3876, %conv1_weight_grad.ky2471060
-  %3878 = mul nsw i64 %3877, 3
-  %3879 = mul nsw i64 %3878, 12544
-  %3880 = mul nsw i64 %conv1_weight_grad.j2451058, 784
-  %3881 = add nsw i64 %3879, %3880
-  %3882 = mul nsw i64 %conv1_weight_grad.oy2481061, 28
-  %3883 = add nsw i64 %conv1_weight_grad.ox2491062, 1
-  %3884 = add nsw i64 %3882, %3883
-  %3885 = add nsw i64 %3881, %3884
-  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %3885
-  store float %3875, ptr %arena1064, align 4
-  %ox249.next = add nsw i64 %conv1_weight_grad.ox2491062, 1
-  %3886 = icmp slt i64 %ox249.next, 27
-  br i1 %3886, label %conv1_weight_grad.ox249, label %conv1_weight_grad.ox249.end
-
-conv1_weight_grad.ox249.end:                      ; preds = %conv1_weight_grad.ox249
-  br label %conv1_weight_grad.ox250
-
-conv1_weight_grad.ox250:                          ; preds = %conv1_weight_grad.ox250, %conv1_weight_grad.ox249.end
-  %conv1_weight_grad.ox2501065 = phi i64 [ 0, %conv1_weight_grad.ox249.end ], [ %ox250.next, %conv1_weight_grad.ox250 ]
-  %3887 = mul nsw i64 %conv1_weight_grad.c2461059, 3
-  %3888 = add nsw i64 %3887, %conv1_weight_grad.ky2471060
-  %3889 = mul nsw i64 %3888, 3
-  %3890 = mul nsw i64 %3889, 12544
-  %3891 = mul nsw i64 %conv1_weight_grad.j2451058, 784
-  %3892 = add nsw i64 %3890, %3891
-  %3893 = mul nsw i64 %conv1_weight_grad.oy2481061, 28
-  %3894 = add nsw i64 %3893, %conv1_weight_grad.ox2501065
-  %3895 = add nsw i64 %3892, %3894
-  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3895
-  store float 0.000000e+00, ptr %arena1066, align 4
-  %ox250.next = add nsw i64 %conv1_weight_grad.ox2501065, 1
-  %3896 = icmp slt i64 %ox250.next, 1
-  br i1 %3896, label %conv1_weight_grad.ox250, label %conv1_weight_grad.ox250.end
-
-conv1_weight_grad.ox250.end:                      ; preds = %conv1_weight_grad.ox250
-  br label %conv1_weight_grad.endif
-
-conv1_weight_grad.then1067:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox251
-
-conv1_weight_grad.endif1068:                      ; preds = %conv1_weight_grad.ox251.end, %conv1_weight_grad.endif
-  %3897 = add nsw i64 %conv1_weight_grad.oy2481061, %conv1_weight_grad.ky2471060
-  %3898 = add nsw i64 %3897, -1
-  %3899 = icmp slt i64 27, %3898
-  br i1 %3899, label %conv1_weight_grad.then1071, label %conv1_weight_grad.endif1072
-
-conv1_weight_grad.ox251:                          ; preds = %conv1_weight_grad.ox251, %conv1_weight_grad.then1067
-  %conv1_weight_grad.ox2511069 = phi i64 [ 0, %conv1_weight_grad.then1067 ], [ %ox251.next, %conv1_weight_grad.ox251 ]
-  %3900 = mul nsw i64 %conv1_weight_grad.c2461059, 3
-  %3901 = add nsw i64 %3900, %conv1_weight_grad.ky2471060
-  %3902 = mul nsw i64 %3901, 3
-  %3903 = mul nsw i64 %3902, 12544
-  %3904 = mul nsw i64 %conv1_weight_grad.j2451058, 784
-  %3905 = add nsw i64 %3903, %3904
-  %3906 = mul nsw i64 %conv1_weight_grad.oy2481061, 28
-  %3907 = add nsw i64 %3906, %conv1_weight_grad.ox2511069
-  %3908 = add nsw i64 %3905, %3907
-  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %3908
-  store float 0.000000e+00, ptr %arena1070, align 4
-  %ox251.next = add nsw i64 %conv1_weight_grad.ox2511069, 1
-  %3909 = icmp slt i64 %ox251.next, 28
-  br i1 %3909, label %conv1_weight_grad.ox251, label %conv1_weight_grad.ox251.end
-
-conv1_weight_grad.ox251.end:                      ; preds = %conv1_weight_grad.ox251
-  br label %conv1_weight_grad.endif1068
-
-conv1_weight_grad.then1071:                       ; preds = %conv1_weight_grad.endif1068
-  br label %conv1_weight_grad.ox2511073
-
-conv1_weight_grad.endif1072:                      ; preds = %conv1_weight_grad.ox251.end1074, %conv1_weight_grad.endif1068
-  %oy248.next = add nsw i64 %conv1_weight_grad.oy2481061, 1
-  %3910 = icmp slt i64 %oy248.next, 28
-  br i1 %3910, label %conv1_weight_grad.oy248, label %conv1_weight_grad.oy248.end
-
-conv1_weight_grad.ox2511073:                      ; preds = %conv1_weight_grad.ox2511073, %conv1_weight_grad.then1071
-  %conv1_weight_grad.ox2511075 = phi i64 [ 0, %conv1_weight_grad.then1071 ], [ %ox251.next1077, %conv1_weight_grad.ox2511073 ]
-  %3911 = mul nsw i64 %conv1_weight_grad.c2461059, 3
-  %3912 = add nsw i64 %3911, %conv1_weight_grad.ky2471060
-  %3913 = mul nsw i64 %3912, 3
-  %3914 = mul nsw i64 %3913, 12544
-  %3915 = mul nsw i64 %conv1_weight_grad.j2451058, 784
-  %3916 = add nsw i64 %3914, %3915
-  %3917 = mul nsw i64 %conv1_weight_grad.oy2481061, 28
-  %3918 = add nsw i64 %3917, %conv1_weight_grad.ox2511075
-  %3919 = add nsw i64 %3916, %3918
-  %arena1076 = getelementptr inbounds float, ptr %arena, i64 %3919
-  store float 0.000000e+00, ptr %arena1076, align 4
-  %ox251.next1077 = add nsw i64 %conv1_weight_grad.ox2511075, 1
-  %3920 = icmp slt i64 %ox251.next1077, 28
-  br i1 %3920, label %conv1_weight_grad.ox2511073, label %conv1_weight_grad.ox251.end1074
-
-conv1_weight_grad.ox251.end1074:                  ; preds = %conv1_weight_grad.ox2511073
-  br label %conv1_weight_grad.endif1072
-
-conv1_weight_grad.oy252:                          ; preds = %conv1_weight_grad.endif1089, %conv1_weight_grad.oy248.end
-  %conv1_weight_grad.oy2521078 = phi i64 [ 0, %conv1_weight_grad.oy248.end ], [ %oy252.next, %conv1_weight_grad.endif1089 ]
-  %3921 = add nsw i64 %conv1_weight_grad.oy2521078, %conv1_weight_grad.ky2471060
-  %3922 = add nsw i64 %3921, -1
-  %3923 = icmp slt i64 -1, %3922
-  %3924 = add nsw i64 %conv1_weight_grad.oy2521078, %conv1_weight_grad.ky2471060
-  %3925 = add nsw i64 %3924, -1
-  %3926 = icmp slt i64 %3925, 28
-  %3927 = and i1 %3923, %3926
-  br i1 %3927, label %conv1_weight_grad.then1079, label %conv1_weight_grad.endif1080
-
-conv1_weight_grad.oy252.end:                      ; preds = %conv1_weight_grad.endif1089
-  br label %conv1_weight_grad.oy255
-
-conv1_weight_grad.then1079:                       ; preds = %conv1_weight_grad.oy252
-  br label %conv1_weight_grad.ox253
-
-conv1_weight_grad.endif1080:                      ; preds = %conv1_weight_grad.ox253.end, %conv1_weight_grad.oy252
-  %3928 = add nsw i64 %conv1_weight_grad.oy2521078, %conv1_weight_grad.ky2471060
+relu1_grad.ix224:                                 ; preds = %relu1_grad.ix224, %relu1_grad.iy223
+  %relu1_grad.ix2241108 = phi i64 [ 0, %relu1_grad.iy223 ], [ %ix224.next, %relu1_grad.ix224 ]
+  %3855 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3856 = add nsw i64 %3855, 1
+  %3857 = mul nsw i64 %3856, 12544
+  %3858 = add nsw i64 7251216, %3857
+  %3859 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3860 = add nsw i64 %3858, %3859
+  %3861 = add nsw i64 %relu1_grad.iy2231107, 1
+  %3862 = add nsw i64 %3861, 1
+  %3863 = mul nsw i64 %3862, 28
+  %3864 = add nsw i64 %3860, %3863
+  %3865 = add nsw i64 %3864, 27
+  %3866 = add nsw i64 %3865, %relu1_grad.ix2241108
+  %arena1109 = getelementptr inbounds float, ptr %arena, i64 %3866
+  %3867 = load float, ptr %arena1109, align 4
+  store float %3867, ptr %relu1_grad.sum225, align 4
+  %sum225 = load float, ptr %relu1_grad.sum225, align 4
+  %3868 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3869 = add nsw i64 %3868, 2
+  %3870 = mul nsw i64 %3869, 12544
+  %3871 = add nsw i64 7251216, %3870
+  %3872 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3873 = add nsw i64 %3871, %3872
+  %3874 = add nsw i64 %relu1_grad.iy2231107, 1
+  %3875 = add nsw i64 %3874, 1
+  %3876 = mul nsw i64 %3875, 28
+  %3877 = add nsw i64 %3873, %3876
+  %3878 = add nsw i64 %3877, 26
+  %3879 = add nsw i64 %3878, %relu1_grad.ix2241108
+  %arena1110 = getelementptr inbounds float, ptr %arena, i64 %3879
+  %3880 = load float, ptr %arena1110, align 4
+  %3881 = fadd float %sum225, %3880
+  store float %3881, ptr %relu1_grad.sum226, align 4
+  %sum226 = load float, ptr %relu1_grad.sum226, align 4
+  %3882 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3883 = add nsw i64 %3882, 4
+  %3884 = mul nsw i64 %3883, 12544
+  %3885 = add nsw i64 7251216, %3884
+  %3886 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3887 = add nsw i64 %3885, %3886
+  %3888 = add nsw i64 %relu1_grad.iy2231107, 1
+  %3889 = mul nsw i64 %3888, 28
+  %3890 = add nsw i64 %3887, %3889
+  %3891 = add nsw i64 %3890, 27
+  %3892 = add nsw i64 %3891, %relu1_grad.ix2241108
+  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3892
+  %3893 = load float, ptr %arena1111, align 4
+  %3894 = fadd float %sum226, %3893
+  store float %3894, ptr %relu1_grad.sum227, align 4
+  %sum227 = load float, ptr %relu1_grad.sum227, align 4
+  %3895 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3896 = add nsw i64 %3895, 5
+  %3897 = mul nsw i64 %3896, 12544
+  %3898 = add nsw i64 7251216, %3897
+  %3899 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3900 = add nsw i64 %3898, %3899
+  %3901 = add nsw i64 %relu1_grad.iy2231107, 1
+  %3902 = mul nsw i64 %3901, 28
+  %3903 = add nsw i64 %3900, %3902
+  %3904 = add nsw i64 %3903, 26
+  %3905 = add nsw i64 %3904, %relu1_grad.ix2241108
+  %arena1112 = getelementptr inbounds float, ptr %arena, i64 %3905
+  %3906 = load float, ptr %arena1112, align 4
+  %3907 = fadd float %sum227, %3906
+  store float %3907, ptr %relu1_grad.sum228, align 4
+  %sum228 = load float, ptr %relu1_grad.sum228, align 4
+  %3908 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3909 = add nsw i64 %3908, 7
+  %3910 = mul nsw i64 %3909, 12544
+  %3911 = add nsw i64 7251216, %3910
+  %3912 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3913 = add nsw i64 %3911, %3912
+  %3914 = add nsw i64 %relu1_grad.iy2231107, 1
+  %3915 = add nsw i64 %3914, -1
+  %3916 = mul nsw i64 %3915, 28
+  %3917 = add nsw i64 %3913, %3916
+  %3918 = add nsw i64 %3917, 27
+  %3919 = add nsw i64 %3918, %relu1_grad.ix2241108
+  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %3919
+  %3920 = load float, ptr %arena1113, align 4
+  %3921 = fadd float %sum228, %3920
+  store float %3921, ptr %relu1_grad.sum229, align 4
+  %sum229 = load float, ptr %relu1_grad.sum229, align 4
+  %3922 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3923 = add nsw i64 %3922, 8
+  %3924 = mul nsw i64 %3923, 12544
+  %3925 = add nsw i64 7251216, %3924
+  %3926 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3927 = add nsw i64 %3925, %3926
+  %3928 = add nsw i64 %relu1_grad.iy2231107, 1
   %3929 = add nsw i64 %3928, -1
-  %3930 = icmp slt i64 %3929, 0
-  br i1 %3930, label %conv1_weight_grad.then1084, label %conv1_weight_grad.endif1085
+  %3930 = mul nsw i64 %3929, 28
+  %3931 = add nsw i64 %3927, %3930
+  %3932 = add nsw i64 %3931, 26
+  %3933 = add nsw i64 %3932, %relu1_grad.ix2241108
+  %arena1114 = getelementptr inbounds float, ptr %arena, i64 %3933
+  %3934 = load float, ptr %arena1114, align 4
+  %3935 = fadd float %sum229, %3934
+  store float %3935, ptr %relu1_grad.sum230, align 4
+  %sum230 = load float, ptr %relu1_grad.sum230, align 4
+  %3936 = mul nsw i64 %relu1_grad.g174956, 16
+  %3937 = add nsw i64 %3936, %relu1_grad.j1821061
+  %3938 = mul nsw i64 %3937, 25088
+  %3939 = add nsw i64 1605632, %3938
+  %3940 = mul nsw i64 %relu1_grad.c1831062, 784
+  %3941 = add nsw i64 %3939, %3940
+  %3942 = add nsw i64 %relu1_grad.iy2231107, 1
+  %3943 = mul nsw i64 %3942, 28
+  %3944 = add nsw i64 %3941, %3943
+  %3945 = add nsw i64 %3944, 27
+  %3946 = add nsw i64 %3945, %relu1_grad.ix2241108
+  %arena1115 = getelementptr inbounds float, ptr %arena, i64 %3946
+  store float %sum230, ptr %arena1115, align 4
+  %ix224.next = add nsw i64 %relu1_grad.ix2241108, 1
+  %3947 = icmp slt i64 %ix224.next, 1
+  br i1 %3947, label %relu1_grad.ix224, label %relu1_grad.ix224.end
 
-conv1_weight_grad.ox253:                          ; preds = %conv1_weight_grad.ox253, %conv1_weight_grad.then1079
-  %conv1_weight_grad.ox2531081 = phi i64 [ 0, %conv1_weight_grad.then1079 ], [ %ox253.next, %conv1_weight_grad.ox253 ]
-  %3931 = mul nsw i64 %conv1_weight_grad.g2441057, 16
-  %3932 = add nsw i64 %3931, %conv1_weight_grad.j2451058
-  %3933 = mul nsw i64 %3932, 784
-  %3934 = mul nsw i64 %conv1_weight_grad.c2461059, 784
-  %3935 = add nsw i64 %3933, %3934
-  %3936 = add nsw i64 %conv1_weight_grad.oy2521078, %conv1_weight_grad.ky2471060
-  %3937 = add nsw i64 %3936, -1
-  %3938 = mul nsw i64 %3937, 28
-  %3939 = add nsw i64 %3935, %3938
-  %3940 = add nsw i64 %3939, %conv1_weight_grad.ox2531081
-  %images1082 = getelementptr inbounds float, ptr %images, i64 %3940
-  %3941 = load float, ptr %images1082, align 4
-  %3942 = mul nsw i64 %conv1_weight_grad.c2461059, 3
-  %3943 = add nsw i64 %3942, %conv1_weight_grad.ky2471060
-  %3944 = mul nsw i64 %3943, 3
-  %3945 = add nsw i64 %3944, 1
-  %3946 = mul nsw i64 %3945, 12544
-  %3947 = mul nsw i64 %conv1_weight_grad.j2451058, 784
-  %3948 = add nsw i64 %3946, %3947
-  %3949 = mul nsw i64 %conv1_weight_grad.oy2521078, 28
-  %3950 = add nsw i64 %3949, %conv1_weight_grad.ox2531081
-  %3951 = add nsw i64 %3948, %3950
-  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3951
-  store float %3941, ptr %arena1083, align 4
-  %ox253.next = add nsw i64 %conv1_weight_grad.ox2531081, 1
-  %3952 = icmp slt i64 %ox253.next, 28
-  br i1 %3952, label %conv1_weight_grad.ox253, label %conv1_weight_grad.ox253.end
+relu1_grad.ix224.end:                             ; preds = %relu1_grad.ix224
+  %iy223.next = add nsw i64 %relu1_grad.iy2231107, 1
+  %3948 = icmp slt i64 %iy223.next, 26
+  br i1 %3948, label %relu1_grad.iy223, label %relu1_grad.iy223.end
 
-conv1_weight_grad.ox253.end:                      ; preds = %conv1_weight_grad.ox253
-  br label %conv1_weight_grad.endif1080
+relu1_grad.iy231:                                 ; preds = %relu1_grad.ix232.end, %relu1_grad.iy223.end
+  %relu1_grad.iy2311116 = phi i64 [ 0, %relu1_grad.iy223.end ], [ %iy231.next, %relu1_grad.ix232.end ]
+  br label %relu1_grad.ix232
 
-conv1_weight_grad.then1084:                       ; preds = %conv1_weight_grad.endif1080
-  br label %conv1_weight_grad.ox254
+relu1_grad.iy231.end:                             ; preds = %relu1_grad.ix232.end
+  br label %relu1_grad.iy237
 
-conv1_weight_grad.endif1085:                      ; preds = %conv1_weight_grad.ox254.end, %conv1_weight_grad.endif1080
-  %3953 = add nsw i64 %conv1_weight_grad.oy2521078, %conv1_weight_grad.ky2471060
-  %3954 = add nsw i64 %3953, -1
-  %3955 = icmp slt i64 27, %3954
-  br i1 %3955, label %conv1_weight_grad.then1088, label %conv1_weight_grad.endif1089
-
-conv1_weight_grad.ox254:                          ; preds = %conv1_weight_grad.ox254, %conv1_weight_grad.then1084
-  %conv1_weight_grad.ox2541086 = phi i64 [ 0, %conv1_weight_grad.then1084 ], [ %ox254.next, %conv1_weight_grad.ox254 ]
-  %3956 = mul nsw i64 %conv1_weight_grad.c2461059, 3
-  %3957 = add nsw i64 %3956, %conv1_weight_grad.ky2471060
-  %3958 = mul nsw i64 %3957, 3
-  %3959 = add nsw i64 %3958, 1
-  %3960 = mul nsw i64 %3959, 12544
-  %3961 = mul nsw i64 %conv1_weight_grad.j2451058, 784
-  %3962 = add nsw i64 %3960, %3961
-  %3963 = mul nsw i64 %conv1_weight_grad.oy2521078, 28
-  %3964 = add nsw i64 %3963, %conv1_weight_grad.ox2541086
-  %3965 = add nsw i64 %3962, %3964
-  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %3965
-  store float 0.000000e+00, ptr %arena1087, align 4
-  %ox254.next = add nsw i64 %conv1_weight_grad.ox2541086, 1
-  %3966 = icmp slt i64 %ox254.next, 28
-  br i1 %3966, label %conv1_weight_grad.ox254, label %conv1_weight_grad.ox254.end
-
-conv1_weight_grad.ox254.end:                      ; preds = %conv1_weight_grad.ox254
-  br label %conv1_weight_grad.endif1085
-
-conv1_weight_grad.then1088:                       ; preds = %conv1_weight_grad.endif1085
-  br label %conv1_weight_grad.ox2541090
-
-conv1_weight_grad.endif1089:                      ; preds = %conv1_weight_grad.ox254.end1091, %conv1_weight_grad.endif1085
-  %oy252.next = add nsw i64 %conv1_weight_grad.oy2521078, 1
-  %3967 = icmp slt i64 %oy252.next, 28
-  br i1 %3967, label %conv1_weight_grad.oy252, label %conv1_weight_grad.oy252.end
-
-conv1_weight_grad.ox2541090:                      ; preds = %conv1_weight_grad.ox2541090, %conv1_weight_grad.then1088
-  %conv1_weight_grad.ox2541092 = phi i64 [ 0, %conv1_weight_grad.then1088 ], [ %ox254.next1094, %conv1_weight_grad.ox2541090 ]
-  %3968 = mul nsw i64 %conv1_weight_grad.c2461059, 3
-  %3969 = add nsw i64 %3968, %conv1_weight_grad.ky2471060
-  %3970 = mul nsw i64 %3969, 3
-  %3971 = add nsw i64 %3970, 1
-  %3972 = mul nsw i64 %3971, 12544
-  %3973 = mul nsw i64 %conv1_weight_grad.j2451058, 784
-  %3974 = add nsw i64 %3972, %3973
-  %3975 = mul nsw i64 %conv1_weight_grad.oy2521078, 28
-  %3976 = add nsw i64 %3975, %conv1_weight_grad.ox2541092
-  %3977 = add nsw i64 %3974, %3976
-  %arena1093 = getelementptr inbounds float, ptr %arena, i64 %3977
-  store float 0.000000e+00, ptr %arena1093, align 4
-  %ox254.next1094 = add nsw i64 %conv1_weight_grad.ox2541092, 1
-  %3978 = icmp slt i64 %ox254.next1094, 28
-  br i1 %3978, label %conv1_weight_grad.ox2541090, label %conv1_weight_grad.ox254.end1091
-
-conv1_weight_grad.ox254.end1091:                  ; preds = %conv1_weight_grad.ox2541090
-  br label %conv1_weight_grad.endif1089
-
-conv1_weight_grad.oy255:                          ; preds = %conv1_weight_grad.endif1108, %conv1_weight_grad.oy252.end
-  %conv1_weight_grad.oy2551095 = phi i64 [ 0, %conv1_weight_grad.oy252.end ], [ %oy255.next, %conv1_weight_grad.endif1108 ]
-  %3979 = add nsw i64 %conv1_weight_grad.oy2551095, %conv1_weight_grad.ky2471060
+relu1_grad.ix232:                                 ; preds = %relu1_grad.ix232, %relu1_grad.iy231
+  %relu1_grad.ix2321117 = phi i64 [ 0, %relu1_grad.iy231 ], [ %ix232.next, %relu1_grad.ix232 ]
+  %3949 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3950 = add nsw i64 %3949, 3
+  %3951 = mul nsw i64 %3950, 12544
+  %3952 = add nsw i64 7251216, %3951
+  %3953 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3954 = add nsw i64 %3952, %3953
+  %3955 = add nsw i64 %relu1_grad.iy2311116, 27
+  %3956 = mul nsw i64 %3955, 28
+  %3957 = add nsw i64 %3954, %3956
+  %3958 = add nsw i64 %3957, 1
+  %3959 = add nsw i64 %3958, %relu1_grad.ix2321117
+  %arena1118 = getelementptr inbounds float, ptr %arena, i64 %3959
+  %3960 = load float, ptr %arena1118, align 4
+  store float %3960, ptr %relu1_grad.sum233, align 4
+  %sum233 = load float, ptr %relu1_grad.sum233, align 4
+  %3961 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3962 = add nsw i64 %3961, 4
+  %3963 = mul nsw i64 %3962, 12544
+  %3964 = add nsw i64 7251216, %3963
+  %3965 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3966 = add nsw i64 %3964, %3965
+  %3967 = add nsw i64 %relu1_grad.iy2311116, 27
+  %3968 = mul nsw i64 %3967, 28
+  %3969 = add nsw i64 %3966, %3968
+  %3970 = add nsw i64 %3969, %relu1_grad.ix2321117
+  %arena1119 = getelementptr inbounds float, ptr %arena, i64 %3970
+  %3971 = load float, ptr %arena1119, align 4
+  %3972 = fadd float %sum233, %3971
+  store float %3972, ptr %relu1_grad.sum234, align 4
+  %sum234 = load float, ptr %relu1_grad.sum234, align 4
+  %3973 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3974 = add nsw i64 %3973, 6
+  %3975 = mul nsw i64 %3974, 12544
+  %3976 = add nsw i64 7251216, %3975
+  %3977 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3978 = add nsw i64 %3976, %3977
+  %3979 = add nsw i64 %relu1_grad.iy2311116, 27
   %3980 = add nsw i64 %3979, -1
-  %3981 = icmp slt i64 -1, %3980
-  %3982 = add nsw i64 %conv1_weight_grad.oy2551095, %conv1_weight_grad.ky2471060
-  %3983 = add nsw i64 %3982, -1
-  %3984 = icmp slt i64 %3983, 28
-  %3985 = and i1 %3981, %3984
-  br i1 %3985, label %conv1_weight_grad.then1096, label %conv1_weight_grad.endif1097
+  %3981 = mul nsw i64 %3980, 28
+  %3982 = add nsw i64 %3978, %3981
+  %3983 = add nsw i64 %3982, 1
+  %3984 = add nsw i64 %3983, %relu1_grad.ix2321117
+  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %3984
+  %3985 = load float, ptr %arena1120, align 4
+  %3986 = fadd float %sum234, %3985
+  store float %3986, ptr %relu1_grad.sum235, align 4
+  %sum235 = load float, ptr %relu1_grad.sum235, align 4
+  %3987 = mul nsw i64 %relu1_grad.c1831062, 9
+  %3988 = add nsw i64 %3987, 7
+  %3989 = mul nsw i64 %3988, 12544
+  %3990 = add nsw i64 7251216, %3989
+  %3991 = mul nsw i64 %relu1_grad.j1821061, 784
+  %3992 = add nsw i64 %3990, %3991
+  %3993 = add nsw i64 %relu1_grad.iy2311116, 27
+  %3994 = add nsw i64 %3993, -1
+  %3995 = mul nsw i64 %3994, 28
+  %3996 = add nsw i64 %3992, %3995
+  %3997 = add nsw i64 %3996, %relu1_grad.ix2321117
+  %arena1121 = getelementptr inbounds float, ptr %arena, i64 %3997
+  %3998 = load float, ptr %arena1121, align 4
+  %3999 = fadd float %sum235, %3998
+  store float %3999, ptr %relu1_grad.sum236, align 4
+  %sum236 = load float, ptr %relu1_grad.sum236, align 4
+  %4000 = mul nsw i64 %relu1_grad.g174956, 16
+  %4001 = add nsw i64 %4000, %relu1_grad.j1821061
+  %4002 = mul nsw i64 %4001, 25088
+  %4003 = add nsw i64 1605632, %4002
+  %4004 = mul nsw i64 %relu1_grad.c1831062, 784
+  %4005 = add nsw i64 %4003, %4004
+  %4006 = add nsw i64 %relu1_grad.iy2311116, 27
+  %4007 = mul nsw i64 %4006, 28
+  %4008 = add nsw i64 %4005, %4007
+  %4009 = add nsw i64 %4008, %relu1_grad.ix2321117
+  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %4009
+  store float %sum236, ptr %arena1122, align 4
+  %ix232.next = add nsw i64 %relu1_grad.ix2321117, 1
+  %4010 = icmp slt i64 %ix232.next, 1
+  br i1 %4010, label %relu1_grad.ix232, label %relu1_grad.ix232.end
 
-conv1_weight_grad.oy255.end:                      ; preds = %conv1_weight_grad.endif1108
-  %ky247.next = add nsw i64 %conv1_weight_grad.ky2471060, 1
-  %3986 = icmp slt i64 %ky247.next, 3
-  br i1 %3986, label %conv1_weight_grad.ky247, label %conv1_weight_grad.ky247.end
+relu1_grad.ix232.end:                             ; preds = %relu1_grad.ix232
+  %iy231.next = add nsw i64 %relu1_grad.iy2311116, 1
+  %4011 = icmp slt i64 %iy231.next, 1
+  br i1 %4011, label %relu1_grad.iy231, label %relu1_grad.iy231.end
 
-conv1_weight_grad.then1096:                       ; preds = %conv1_weight_grad.oy255
-  br label %conv1_weight_grad.ox256
+relu1_grad.iy237:                                 ; preds = %relu1_grad.ix238.end, %relu1_grad.iy231.end
+  %relu1_grad.iy2371123 = phi i64 [ 0, %relu1_grad.iy231.end ], [ %iy237.next, %relu1_grad.ix238.end ]
+  br label %relu1_grad.ix238
 
-conv1_weight_grad.endif1097:                      ; preds = %conv1_weight_grad.ox257.end, %conv1_weight_grad.oy255
-  %3987 = add nsw i64 %conv1_weight_grad.oy2551095, %conv1_weight_grad.ky2471060
-  %3988 = add nsw i64 %3987, -1
-  %3989 = icmp slt i64 %3988, 0
-  br i1 %3989, label %conv1_weight_grad.then1103, label %conv1_weight_grad.endif1104
+relu1_grad.iy237.end:                             ; preds = %relu1_grad.ix238.end
+  br label %relu1_grad.iy245
 
-conv1_weight_grad.ox256:                          ; preds = %conv1_weight_grad.ox256, %conv1_weight_grad.then1096
-  %conv1_weight_grad.ox2561098 = phi i64 [ 0, %conv1_weight_grad.then1096 ], [ %ox256.next, %conv1_weight_grad.ox256 ]
-  %3990 = mul nsw i64 %conv1_weight_grad.g2441057, 16
-  %3991 = add nsw i64 %3990, %conv1_weight_grad.j2451058
-  %3992 = mul nsw i64 %3991, 784
-  %3993 = mul nsw i64 %conv1_weight_grad.c2461059, 784
-  %3994 = add nsw i64 %3992, %3993
-  %3995 = add nsw i64 %conv1_weight_grad.oy2551095, %conv1_weight_grad.ky2471060
-  %3996 = add nsw i64 %3995, -1
-  %3997 = mul nsw i64 %3996, 28
-  %3998 = add nsw i64 %3994, %3997
-  %3999 = add nsw i64 %conv1_weight_grad.ox2561098, 1
-  %4000 = add nsw i64 %3998, %3999
-  %images1099 = getelementptr inbounds float, ptr %images, i64 %4000
-  %4001 = load float, ptr %images1099, align 4
-  %4002 = mul nsw i64 %conv1_weight_grad.c2461059, 3
-  %4003 = add nsw i64 %4002, %conv1_weight_grad.ky2471060
-  %4004 = mul nsw i64 %4003, 3
-  %4005 = add nsw i64 %4004, 2
-  %4006 = mul nsw i64 %4005, 12544
-  %4007 = mul nsw i64 %conv1_weight_grad.j2451058, 784
-  %4008 = add nsw i64 %4006, %4007
-  %4009 = mul nsw i64 %conv1_weight_grad.oy2551095, 28
-  %4010 = add nsw i64 %4009, %conv1_weight_grad.ox2561098
-  %4011 = add nsw i64 %4008, %4010
-  %arena1100 = getelementptr inbounds float, ptr %arena, i64 %4011
-  store float %4001, ptr %arena1100, align 4
-  %ox256.next = add nsw i64 %conv1_weight_grad.ox2561098, 1
-  %4012 = icmp slt i64 %ox256.next, 27
-  br i1 %4012, label %conv1_weight_grad.ox256, label %conv1_weight_grad.ox256.end
+relu1_grad.ix238:                                 ; preds = %relu1_grad.ix238, %relu1_grad.iy237
+  %relu1_grad.ix2381124 = phi i64 [ 0, %relu1_grad.iy237 ], [ %ix238.next, %relu1_grad.ix238 ]
+  %4012 = mul nsw i64 %relu1_grad.c1831062, 9
+  %4013 = add nsw i64 %4012, 3
+  %4014 = mul nsw i64 %4013, 12544
+  %4015 = add nsw i64 7251216, %4014
+  %4016 = mul nsw i64 %relu1_grad.j1821061, 784
+  %4017 = add nsw i64 %4015, %4016
+  %4018 = add nsw i64 %relu1_grad.iy2371123, 27
+  %4019 = mul nsw i64 %4018, 28
+  %4020 = add nsw i64 %4017, %4019
+  %4021 = add nsw i64 %4020, 2
+  %4022 = add nsw i64 %4021, %relu1_grad.ix2381124
+  %arena1125 = getelementptr inbounds float, ptr %arena, i64 %4022
+  %4023 = load float, ptr %arena1125, align 4
+  store float %4023, ptr %relu1_grad.sum239, align 4
+  %sum239 = load float, ptr %relu1_grad.sum239, align 4
+  %4024 = mul nsw i64 %relu1_grad.c1831062, 9
+  %4025 = add nsw i64 %4024, 4
+  %4026 = mul nsw i64 %4025, 12544
+  %4027 = add nsw i64 7251216, %4026
+  %4028 = mul nsw i64 %relu1_grad.j1821061, 784
+  %4029 = add nsw i64 %4027, %4028
+  %4030 = add nsw i64 %relu1_grad.iy2371123, 27
+  %4031 = mul nsw i64 %4030, 28
+  %4032 = add nsw i64 %4029, %4031
+  %4033 = add nsw i64 %4032, 1
+  %4034 = add nsw i64 %4033, %relu1_grad.ix2381124
+  %arena1126 = getelementptr inbounds float, ptr %arena, i64 %4034
+  %4035 = load float, ptr %arena1126, align 4
+  %4036 = fadd float %sum239, %4035
+  store float %4036, ptr %relu1_grad.sum240, align 4
+  %sum240 = load float, ptr %relu1_grad.sum240, align 4
+  %4037 = mul nsw i64 %relu1_grad.c1831062, 9
+  %4038 = add nsw i64 %4037, 5
+  %4039 = mul nsw i64 %4038, 12544
+  %4040 = add nsw i64 7251216, %4039
+  %4041 = mul nsw i64 %relu1_grad.j1821061, 784
+  %4042 = add nsw i64 %4040, %4041
+  %4043 = add nsw i64 %relu1_grad.iy2371123, 27
+  %4044 = mul nsw i64 %4043, 28
+  %4045 = add nsw i64 %4042, %4044
+  %4046 = add nsw i64 %4045, %relu1_grad.ix2381124
+  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %4046
+  %4047 = load float, ptr %arena1127, align 4
+  %4048 = fadd float %sum240, %4047
+  store float %4048, ptr %relu1_grad.sum241, align 4
+  %sum241 = load float, ptr %relu1_grad.sum241, align 4
+  %4049 = mul nsw i64 %relu1_grad.c1831062, 9
+  %4050 = add nsw i64 %4049, 6
+  %4051 = mul nsw i64 %4050, 12544
+  %4052 = add nsw i64 7251216, %4051
+  %4053 = mul nsw i64 %relu1_grad.j1821061, 784
+  %4054 = add nsw i64 %4052, %4053
+  %4055 = add nsw i64 %relu1_grad.iy2371123, 27
+  %4056 = add nsw i64 %4055, -1
+  %4057 = mul nsw i64 %4056, 28
+  %4058 = add nsw i64 %4054, %4057
+  %4059 = add nsw i64 %4058, 2
+  %4060 = add nsw i64 %4059, %relu1_grad.ix2381124
+  %arena1128 = getelementptr inbounds float, ptr %arena, i64 %4060
+  %4061 = load float, ptr %arena1128, align 4
+  %4062 = fadd float %sum241, %4061
+  store float %4062, ptr %relu1_grad.sum242, align 4
+  %sum242 = load float, ptr %relu1_grad.sum242, align 4
+  %4063 = mul nsw i64 %relu1_grad.c1831062, 9
+  %4064 = add nsw i64 %4063, 7
+  %4065 = mul nsw i64 %4064, 12544
+  %4066 = add nsw i64 7251216, %4065
+  %4067 = mul nsw i64 %relu1_grad.j1821061, 784
+  %4068 = add nsw i64 %4066, %4067
+  %4069 = add nsw i64 %relu1_grad.iy2371123, 27
+  %4070 = add nsw i64 %4069, -1
+  %4071 = mul nsw i64 %4070, 28
+  %4072 = add nsw i64 %4068, %4071
+  %4073 = add nsw i64 %4072, 1
+  %4074 = add nsw i64 %4073, %relu1_grad.ix2381124
+  %arena1129 = getelementptr inbounds float, ptr %arena, i64 %4074
+  %4075 = load float, ptr %arena1129, align 4
+  %4076 = fadd float %sum242, %4075
+  store float %4076, ptr %relu1_grad.sum243, align 4
+  %sum243 = load float, ptr %relu1_grad.sum243, align 4
+  %4077 = mul nsw i64 %relu1_grad.c1831062, 9
+  %4078 = add nsw i64 %4077, 8
+  %4079 = mul nsw i64 %4078, 12544
+  %4080 = add nsw i64 7251216, %4079
+  %4081 = mul nsw i64 %relu1_grad.j1821061, 784
+  %4082 = add nsw i64 %4080, %4081
+  %4083 = add nsw i64 %relu1_grad.iy2371123, 27
+  %4084 = add nsw i64 %4083, -1
+  %4085 = mul nsw i64 %4084, 28
+  %4086 = add nsw i64 %4082, %4085
+  %4087 = add nsw i64 %4086, %relu1_grad.ix2381124
+  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %4087
+  %4088 = load float, ptr %arena1130, align 4
+  %4089 = fadd float %sum243, %4088
+  store float %4089, ptr %relu1_grad.sum244, align 4
+  %sum244 = load float, ptr %relu1_grad.sum244, align 4
+  %4090 = mul nsw i64 %relu1_grad.g174956, 16
+  %4091 = add nsw i64 %4090, %relu1_grad.j1821061
+  %4092 = mul nsw i64 %4091, 25088
+  %4093 = add nsw i64 1605632, %4092
+  %4094 = mul nsw i64 %relu1_grad.c1831062, 784
+  %4095 = add nsw i64 %4093, %4094
+  %4096 = add nsw i64 %relu1_grad.iy2371123, 27
+  %4097 = mul nsw i64 %4096, 28
+  %4098 = add nsw i64 %4095, %4097
+  %4099 = add nsw i64 %4098, 1
+  %4100 = add nsw i64 %4099, %relu1_grad.ix2381124
+  %arena1131 = getelementptr inbounds float, ptr %arena, i64 %4100
+  store float %sum244, ptr %arena1131, align 4
+  %ix238.next = add nsw i64 %relu1_grad.ix2381124, 1
+  %4101 = icmp slt i64 %ix238.next, 26
+  br i1 %4101, label %relu1_grad.ix238, label %relu1_grad.ix238.end
 
-conv1_weight_grad.ox256.end:                      ; preds = %conv1_weight_grad.ox256
-  br label %conv1_weight_grad.ox257
+relu1_grad.ix238.end:                             ; preds = %relu1_grad.ix238
+  %iy237.next = add nsw i64 %relu1_grad.iy2371123, 1
+  %4102 = icmp slt i64 %iy237.next, 1
+  br i1 %4102, label %relu1_grad.iy237, label %relu1_grad.iy237.end
 
-conv1_weight_grad.ox257:                          ; preds = %conv1_weight_grad.ox257, %conv1_weight_grad.ox256.end
-  %conv1_weight_grad.ox2571101 = phi i64 [ 0, %conv1_weight_grad.ox256.end ], [ %ox257.next, %conv1_weight_grad.ox257 ]
-  %4013 = mul nsw i64 %conv1_weight_grad.c2461059, 3
-  %4014 = add nsw i64 %4013, %conv1_weight_grad.ky2471060
-  %4015 = mul nsw i64 %4014, 3
-  %4016 = add nsw i64 %4015, 2
-  %4017 = mul nsw i64 %4016, 12544
-  %4018 = mul nsw i64 %conv1_weight_grad.j2451058, 784
-  %4019 = add nsw i64 %4017, %4018
-  %4020 = mul nsw i64 %conv1_weight_grad.oy2551095, 28
-  %4021 = add nsw i64 %conv1_weight_grad.ox2571101, 27
-  %4022 = add nsw i64 %4020, %4021
-  %4023 = add nsw i64 %4019, %4022
-  %arena1102 = getelementptr inbounds float, ptr %arena, i64 %4023
-  store float 0.000000e+00, ptr %arena1102, align 4
-  %ox257.next = add nsw i64 %conv1_weight_grad.ox2571101, 1
-  %4024 = icmp slt i64 %ox257.next, 1
-  br i1 %4024, label %conv1_weight_grad.ox257, label %conv1_weight_grad.ox257.end
+relu1_grad.iy245:                                 ; preds = %relu1_grad.ix246.end, %relu1_grad.iy237.end
+  %relu1_grad.iy2451132 = phi i64 [ 0, %relu1_grad.iy237.end ], [ %iy245.next, %relu1_grad.ix246.end ]
+  br label %relu1_grad.ix246
 
-conv1_weight_grad.ox257.end:                      ; preds = %conv1_weight_grad.ox257
-  br label %conv1_weight_grad.endif1097
+relu1_grad.iy245.end:                             ; preds = %relu1_grad.ix246.end
+  %c183.next = add nsw i64 %relu1_grad.c1831062, 1
+  %4103 = icmp slt i64 %c183.next, 32
+  br i1 %4103, label %relu1_grad.c183, label %relu1_grad.c183.end
 
-conv1_weight_grad.then1103:                       ; preds = %conv1_weight_grad.endif1097
+relu1_grad.ix246:                                 ; preds = %relu1_grad.ix246, %relu1_grad.iy245
+  %relu1_grad.ix2461133 = phi i64 [ 0, %relu1_grad.iy245 ], [ %ix246.next, %relu1_grad.ix246 ]
+  %4104 = mul nsw i64 %relu1_grad.c1831062, 9
+  %4105 = add nsw i64 %4104, 4
+  %4106 = mul nsw i64 %4105, 12544
+  %4107 = add nsw i64 7251216, %4106
+  %4108 = mul nsw i64 %relu1_grad.j1821061, 784
+  %4109 = add nsw i64 %4107, %4108
+  %4110 = add nsw i64 %relu1_grad.iy2451132, 27
+  %4111 = mul nsw i64 %4110, 28
+  %4112 = add nsw i64 %4109, %4111
+  %4113 = add nsw i64 %4112, 27
+  %4114 = add nsw i64 %4113, %relu1_grad.ix2461133
+  %arena1134 = getelementptr inbounds float, ptr %arena, i64 %4114
+  %4115 = load float, ptr %arena1134, align 4
+  store float %4115, ptr %relu1_grad.sum247, align 4
+  %sum247 = load float, ptr %relu1_grad.sum247, align 4
+  %4116 = mul nsw i64 %relu1_grad.c1831062, 9
+  %4117 = add nsw i64 %4116, 5
+  %4118 = mul nsw i64 %4117, 12544
+  %4119 = add nsw i64 7251216, %4118
+  %4120 = mul nsw i64 %relu1_grad.j1821061, 784
+  %4121 = add nsw i64 %4119, %4120
+  %4122 = add nsw i64 %relu1_grad.iy2451132, 27
+  %4123 = mul nsw i64 %4122, 28
+  %4124 = add nsw i64 %4121, %4123
+  %4125 = add nsw i64 %4124, 26
+  %4126 = add nsw i64 %4125, %relu1_grad.ix2461133
+  %arena1135 = getelementptr inbounds float, ptr %arena, i64 %4126
+  %4127 = load float, ptr %arena1135, align 4
+  %4128 = fadd float %sum247, %4127
+  store float %4128, ptr %relu1_grad.sum248, align 4
+  %sum248 = load float, ptr %relu1_grad.sum248, align 4
+  %4129 = mul nsw i64 %relu1_grad.c1831062, 9
+  %4130 = add nsw i64 %4129, 7
+  %4131 = mul nsw i64 %4130, 12544
+  %4132 = add nsw i64 7251216, %4131
+  %4133 = mul nsw i64 %relu1_grad.j1821061, 784
+  %4134 = add nsw i64 %4132, %4133
+  %4135 = add nsw i64 %relu1_grad.iy2451132, 27
+  %4136 = add nsw i64 %4135, -1
+  %4137 = mul nsw i64 %4136, 28
+  %4138 = add nsw i64 %4134, %4137
+  %4139 = add nsw i64 %4138, 27
+  %4140 = add nsw i64 %4139, %relu1_grad.ix2461133
+  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %4140
+  %4141 = load float, ptr %arena1136, align 4
+  %4142 = fadd float %sum248, %4141
+  store float %4142, ptr %relu1_grad.sum249, align 4
+  %sum249 = load float, ptr %relu1_grad.sum249, align 4
+  %4143 = mul nsw i64 %relu1_grad.c1831062, 9
+  %4144 = add nsw i64 %4143, 8
+  %4145 = mul nsw i64 %4144, 12544
+  %4146 = add nsw i64 7251216, %4145
+  %4147 = mul nsw i64 %relu1_grad.j1821061, 784
+  %4148 = add nsw i64 %4146, %4147
+  %4149 = add nsw i64 %relu1_grad.iy2451132, 27
+  %4150 = add nsw i64 %4149, -1
+  %4151 = mul nsw i64 %4150, 28
+  %4152 = add nsw i64 %4148, %4151
+  %4153 = add nsw i64 %4152, 26
+  %4154 = add nsw i64 %4153, %relu1_grad.ix2461133
+  %arena1137 = getelementptr inbounds float, ptr %arena, i64 %4154
+  %4155 = load float, ptr %arena1137, align 4
+  %4156 = fadd float %sum249, %4155
+  store float %4156, ptr %relu1_grad.sum250, align 4
+  %sum250 = load float, ptr %relu1_grad.sum250, align 4
+  %4157 = mul nsw i64 %relu1_grad.g174956, 16
+  %4158 = add nsw i64 %4157, %relu1_grad.j1821061
+  %4159 = mul nsw i64 %4158, 25088
+  %4160 = add nsw i64 1605632, %4159
+  %4161 = mul nsw i64 %relu1_grad.c1831062, 784
+  %4162 = add nsw i64 %4160, %4161
+  %4163 = add nsw i64 %relu1_grad.iy2451132, 27
+  %4164 = mul nsw i64 %4163, 28
+  %4165 = add nsw i64 %4162, %4164
+  %4166 = add nsw i64 %4165, 27
+  %4167 = add nsw i64 %4166, %relu1_grad.ix2461133
+  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %4167
+  store float %sum250, ptr %arena1138, align 4
+  %ix246.next = add nsw i64 %relu1_grad.ix2461133, 1
+  %4168 = icmp slt i64 %ix246.next, 1
+  br i1 %4168, label %relu1_grad.ix246, label %relu1_grad.ix246.end
+
+relu1_grad.ix246.end:                             ; preds = %relu1_grad.ix246
+  %iy245.next = add nsw i64 %relu1_grad.iy2451132, 1
+  %4169 = icmp slt i64 %iy245.next, 1
+  br i1 %4169, label %relu1_grad.iy245, label %relu1_grad.iy245.end
+
+conv1_grad.i251:                                  ; preds = %conv1_grad.i251, %relu1_grad.g174.end
+  %conv1_grad.i2511139 = phi i64 [ 0, %relu1_grad.g174.end ], [ %i251.next, %conv1_grad.i251 ]
+  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i2511139
+  %4170 = load float, ptr %arena1140, align 4
+  %4171 = fcmp ogt float %4170, 0.000000e+00
+  %4172 = add nsw i64 1605632, %conv1_grad.i2511139
+  %arena1141 = getelementptr inbounds float, ptr %arena, i64 %4172
+  %4173 = load float, ptr %arena1141, align 4
+  %4174 = select i1 %4171, float %4173, float 0.000000e+00
+  %4175 = add nsw i64 3220112, %conv1_grad.i2511139
+  %arena1142 = getelementptr inbounds float, ptr %arena, i64 %4175
+  store float %4174, ptr %arena1142, align 4
+  %i251.next = add nsw i64 %conv1_grad.i2511139, 1
+  %4176 = icmp slt i64 %i251.next, 1605632
+  br i1 %4176, label %conv1_grad.i251, label %conv1_grad.i251.end
+
+conv1_grad.i251.end:                              ; preds = %conv1_grad.i251
+  br label %conv1_weight_grad.i252
+
+conv1_weight_grad.i252:                           ; preds = %conv1_weight_grad.i252, %conv1_grad.i251.end
+  %conv1_weight_grad.i2521143 = phi i64 [ 0, %conv1_grad.i251.end ], [ %i252.next, %conv1_weight_grad.i252 ]
+  %4177 = add nsw i64 514304, %conv1_weight_grad.i2521143
+  %arena1144 = getelementptr inbounds float, ptr %arena, i64 %4177
+  store float 0.000000e+00, ptr %arena1144, align 4
+  %i252.next = add nsw i64 %conv1_weight_grad.i2521143, 1
+  %4178 = icmp slt i64 %i252.next, 288
+  br i1 %4178, label %conv1_weight_grad.i252, label %conv1_weight_grad.i252.end
+
+conv1_weight_grad.i252.end:                       ; preds = %conv1_weight_grad.i252
+  br label %conv1_weight_grad.g253
+
+conv1_weight_grad.g253:                           ; preds = %conv1_weight_grad.kp271.end, %conv1_weight_grad.i252.end
+  %conv1_weight_grad.g2531145 = phi i64 [ 0, %conv1_weight_grad.i252.end ], [ %g253.next, %conv1_weight_grad.kp271.end ]
+  br label %conv1_weight_grad.j254
+
+conv1_weight_grad.g253.end:                       ; preds = %conv1_weight_grad.kp271.end
+  br label %conv1_weight_grad.f276
+
+conv1_weight_grad.j254:                           ; preds = %conv1_weight_grad.c255.end, %conv1_weight_grad.g253
+  %conv1_weight_grad.j2541146 = phi i64 [ 0, %conv1_weight_grad.g253 ], [ %j254.next, %conv1_weight_grad.c255.end ]
+  br label %conv1_weight_grad.c255
+
+conv1_weight_grad.j254.end:                       ; preds = %conv1_weight_grad.c255.end
+  br label %conv1_weight_grad.j268
+
+conv1_weight_grad.c255:                           ; preds = %conv1_weight_grad.ky256.end, %conv1_weight_grad.j254
+  %conv1_weight_grad.c2551147 = phi i64 [ 0, %conv1_weight_grad.j254 ], [ %c255.next, %conv1_weight_grad.ky256.end ]
+  br label %conv1_weight_grad.ky256
+
+conv1_weight_grad.c255.end:                       ; preds = %conv1_weight_grad.ky256.end
+  %j254.next = add nsw i64 %conv1_weight_grad.j2541146, 1
+  %4179 = icmp slt i64 %j254.next, 16
+  br i1 %4179, label %conv1_weight_grad.j254, label %conv1_weight_grad.j254.end
+
+conv1_weight_grad.ky256:                          ; preds = %conv1_weight_grad.oy264.end, %conv1_weight_grad.c255
+  %conv1_weight_grad.ky2561148 = phi i64 [ 0, %conv1_weight_grad.c255 ], [ %ky256.next, %conv1_weight_grad.oy264.end ]
+  br label %conv1_weight_grad.oy257
+
+conv1_weight_grad.ky256.end:                      ; preds = %conv1_weight_grad.oy264.end
+  %c255.next = add nsw i64 %conv1_weight_grad.c2551147, 1
+  %4180 = icmp slt i64 %c255.next, 1
+  br i1 %4180, label %conv1_weight_grad.c255, label %conv1_weight_grad.c255.end
+
+conv1_weight_grad.oy257:                          ; preds = %conv1_weight_grad.endif1160, %conv1_weight_grad.ky256
+  %conv1_weight_grad.oy2571149 = phi i64 [ 0, %conv1_weight_grad.ky256 ], [ %oy257.next, %conv1_weight_grad.endif1160 ]
+  %4181 = add nsw i64 %conv1_weight_grad.oy2571149, %conv1_weight_grad.ky2561148
+  %4182 = add nsw i64 %4181, -1
+  %4183 = icmp slt i64 -1, %4182
+  %4184 = add nsw i64 %conv1_weight_grad.oy2571149, %conv1_weight_grad.ky2561148
+  %4185 = add nsw i64 %4184, -1
+  %4186 = icmp slt i64 %4185, 28
+  %4187 = and i1 %4183, %4186
+  br i1 %4187, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+
+conv1_weight_grad.oy257.end:                      ; preds = %conv1_weight_grad.endif1160
+  br label %conv1_weight_grad.oy261
+
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy257
   br label %conv1_weight_grad.ox258
 
-conv1_weight_grad.endif1104:                      ; preds = %conv1_weight_grad.ox258.end, %conv1_weight_grad.endif1097
-  %4025 = add nsw i64 %conv1_weight_grad.oy2551095, %conv1_weight_grad.ky2471060
-  %4026 = add nsw i64 %4025, -1
-  %4027 = icmp slt i64 27, %4026
-  br i1 %4027, label %conv1_weight_grad.then1107, label %conv1_weight_grad.endif1108
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox259.end, %conv1_weight_grad.oy257
+  %4188 = add nsw i64 %conv1_weight_grad.oy2571149, %conv1_weight_grad.ky2561148
+  %4189 = add nsw i64 %4188, -1
+  %4190 = icmp slt i64 %4189, 0
+  br i1 %4190, label %conv1_weight_grad.then1155, label %conv1_weight_grad.endif1156
 
-conv1_weight_grad.ox258:                          ; preds = %conv1_weight_grad.ox258, %conv1_weight_grad.then1103
-  %conv1_weight_grad.ox2581105 = phi i64 [ 0, %conv1_weight_grad.then1103 ], [ %ox258.next, %conv1_weight_grad.ox258 ]
-  %4028 = mul nsw i64 %conv1_weight_grad.c2461059, 3
-  %4029 = add nsw i64 %4028, %conv1_weight_grad.ky2471060
-  %4030 = mul nsw i64 %4029, 3
-  %4031 = add nsw i64 %4030, 2
-  %4032 = mul nsw i64 %4031, 12544
-  %4033 = mul nsw i64 %conv1_weight_grad.j2451058, 784
-  %4034 = add nsw i64 %4032, %4033
-  %4035 = mul nsw i64 %conv1_weight_grad.oy2551095, 28
-  %4036 = add nsw i64 %4035, %conv1_weight_grad.ox2581105
-  %4037 = add nsw i64 %4034, %4036
-  %arena1106 = getelementptr inbounds float, ptr %arena, i64 %4037
-  store float 0.000000e+00, ptr %arena1106, align 4
-  %ox258.next = add nsw i64 %conv1_weight_grad.ox2581105, 1
-  %4038 = icmp slt i64 %ox258.next, 28
-  br i1 %4038, label %conv1_weight_grad.ox258, label %conv1_weight_grad.ox258.end
+conv1_weight_grad.ox258:                          ; preds = %conv1_weight_grad.ox258, %conv1_weight_grad.then
+  %conv1_weight_grad.ox2581150 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox258.next, %conv1_weight_grad.ox258 ]
+  %4191 = mul nsw i64 %conv1_weight_grad.g2531145, 16
+  %4192 = add nsw i64 %4191, %conv1_weight_grad.j2541146
+  %4193 = mul nsw i64 %4192, 784
+  %4194 = mul nsw i64 %conv1_weight_grad.c2551147, 784
+  %4195 = add nsw i64 %4193, %4194
+  %4196 = add nsw i64 %conv1_weight_grad.oy2571149, %conv1_weight_grad.ky2561148
+  %4197 = add nsw i64 %4196, -1
+  %4198 = mul nsw i64 %4197, 28
+  %4199 = add nsw i64 %4195, %4198
+  %4200 = add nsw i64 %conv1_weight_grad.ox2581150, 1
+  %4201 = add nsw i64 %4200, -1
+  %4202 = add nsw i64 %4199, %4201
+  %images1151 = getelementptr inbounds float, ptr %images, i64 %4202
+  %4203 = load float, ptr %images1151, align 4
+  %4204 = mul nsw i64 %conv1_weight_grad.c2551147, 3
+  %4205 = add nsw i64 %4204, %conv1_weight_grad.ky2561148
+  %4206 = mul nsw i64 %4205, 3
+  %4207 = mul nsw i64 %4206, 12544
+  %4208 = mul nsw i64 %conv1_weight_grad.j2541146, 784
+  %4209 = add nsw i64 %4207, %4208
+  %4210 = mul nsw i64 %conv1_weight_grad.oy2571149, 28
+  %4211 = add nsw i64 %conv1_weight_grad.ox2581150, 1
+  %4212 = add nsw i64 %4210, %4211
+  %4213 = add nsw i64 %4209, %4212
+  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %4213
+  store float %4203, ptr %arena1152, align 4
+  %ox258.next = add nsw i64 %conv1_weight_grad.ox2581150, 1
+  %4214 = icmp slt i64 %ox258.next, 27
+  br i1 %4214, label %conv1_weight_grad.ox258, label %conv1_weight_grad.ox258.end
 
 conv1_weight_grad.ox258.end:                      ; preds = %conv1_weight_grad.ox258
-  br label %conv1_weight_grad.endif1104
+  br label %conv1_weight_grad.ox259
 
-conv1_weight_grad.then1107:                       ; preds = %conv1_weight_grad.endif1104
-  br label %conv1_weight_grad.ox2581109
+conv1_weight_grad.ox259:                          ; preds = %conv1_weight_grad.ox259, %conv1_weight_grad.ox258.end
+  %conv1_weight_grad.ox2591153 = phi i64 [ 0, %conv1_weight_grad.ox258.end ], [ %ox259.next, %conv1_weight_grad.ox259 ]
+  %4215 = mul nsw i64 %conv1_weight_grad.c2551147, 3
+  %4216 = add nsw i64 %4215, %conv1_weight_grad.ky2561148
+  %4217 = mul nsw i64 %4216, 3
+  %4218 = mul nsw i64 %4217, 12544
+  %4219 = mul nsw i64 %conv1_weight_grad.j2541146, 784
+  %4220 = add nsw i64 %4218, %4219
+  %4221 = mul nsw i64 %conv1_weight_grad.oy2571149, 28
+  %4222 = add nsw i64 %4221, %conv1_weight_grad.ox2591153
+  %4223 = add nsw i64 %4220, %4222
+  %arena1154 = getelementptr inbounds float, ptr %arena, i64 %4223
+  store float 0.000000e+00, ptr %arena1154, align 4
+  %ox259.next = add nsw i64 %conv1_weight_grad.ox2591153, 1
+  %4224 = icmp slt i64 %ox259.next, 1
+  br i1 %4224, label %conv1_weight_grad.ox259, label %conv1_weight_grad.ox259.end
 
-conv1_weight_grad.endif1108:                      ; preds = %conv1_weight_grad.ox258.end1110, %conv1_weight_grad.endif1104
-  %oy255.next = add nsw i64 %conv1_weight_grad.oy2551095, 1
-  %4039 = icmp slt i64 %oy255.next, 28
-  br i1 %4039, label %conv1_weight_grad.oy255, label %conv1_weight_grad.oy255.end
+conv1_weight_grad.ox259.end:                      ; preds = %conv1_weight_grad.ox259
+  br label %conv1_weight_grad.endif
 
-conv1_weight_grad.ox2581109:                      ; preds = %conv1_weight_grad.ox2581109, %conv1_weight_grad.then1107
-  %conv1_weight_grad.ox2581111 = phi i64 [ 0, %conv1_weight_grad.then1107 ], [ %ox258.next1113, %conv1_weight_grad.ox2581109 ]
-  %4040 = mul nsw i64 %conv1_weight_grad.c2461059, 3
-  %4041 = add nsw i64 %4040, %conv1_weight_grad.ky2471060
-  %4042 = mul nsw i64 %4041, 3
-  %4043 = add nsw i64 %4042, 2
-  %4044 = mul nsw i64 %4043, 12544
-  %4045 = mul nsw i64 %conv1_weight_grad.j2451058, 784
-  %4046 = add nsw i64 %4044, %4045
-  %4047 = mul nsw i64 %conv1_weight_grad.oy2551095, 28
-  %4048 = add nsw i64 %4047, %conv1_weight_grad.ox2581111
-  %4049 = add nsw i64 %4046, %4048
-  %arena1112 = getelementptr inbounds float, ptr %arena, i64 %4049
-  store float 0.000000e+00, ptr %arena1112, align 4
-  %ox258.next1113 = add nsw i64 %conv1_weight_grad.ox2581111, 1
-  %4050 = icmp slt i64 %ox258.next1113, 28
-  br i1 %4050, label %conv1_weight_grad.ox2581109, label %conv1_weight_grad.ox258.end1110
+conv1_weight_grad.then1155:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox260
 
-conv1_weight_grad.ox258.end1110:                  ; preds = %conv1_weight_grad.ox2581109
-  br label %conv1_weight_grad.endif1108
+conv1_weight_grad.endif1156:                      ; preds = %conv1_weight_grad.ox260.end, %conv1_weight_grad.endif
+  %4225 = add nsw i64 %conv1_weight_grad.oy2571149, %conv1_weight_grad.ky2561148
+  %4226 = add nsw i64 %4225, -1
+  %4227 = icmp slt i64 27, %4226
+  br i1 %4227, label %conv1_weight_grad.then1159, label %conv1_weight_grad.endif1160
 
-conv1_weight_grad.j259:                           ; preds = %conv1_weight_grad.i260.end, %conv1_weight_grad.j245.end
-  %conv1_weight_grad.j2591114 = phi i64 [ 0, %conv1_weight_grad.j245.end ], [ %j259.next, %conv1_weight_grad.i260.end ]
-  br label %conv1_weight_grad.i260
+conv1_weight_grad.ox260:                          ; preds = %conv1_weight_grad.ox260, %conv1_weight_grad.then1155
+  %conv1_weight_grad.ox2601157 = phi i64 [ 0, %conv1_weight_grad.then1155 ], [ %ox260.next, %conv1_weight_grad.ox260 ]
+  %4228 = mul nsw i64 %conv1_weight_grad.c2551147, 3
+  %4229 = add nsw i64 %4228, %conv1_weight_grad.ky2561148
+  %4230 = mul nsw i64 %4229, 3
+  %4231 = mul nsw i64 %4230, 12544
+  %4232 = mul nsw i64 %conv1_weight_grad.j2541146, 784
+  %4233 = add nsw i64 %4231, %4232
+  %4234 = mul nsw i64 %conv1_weight_grad.oy2571149, 28
+  %4235 = add nsw i64 %4234, %conv1_weight_grad.ox2601157
+  %4236 = add nsw i64 %4233, %4235
+  %arena1158 = getelementptr inbounds float, ptr %arena, i64 %4236
+  store float 0.000000e+00, ptr %arena1158, align 4
+  %ox260.next = add nsw i64 %conv1_weight_grad.ox2601157, 1
+  %4237 = icmp slt i64 %ox260.next, 28
+  br i1 %4237, label %conv1_weight_grad.ox260, label %conv1_weight_grad.ox260.end
 
-conv1_weight_grad.j259.end:                       ; preds = %conv1_weight_grad.i260.end
-  br label %conv1_weight_grad.kp262
+conv1_weight_grad.ox260.end:                      ; preds = %conv1_weight_grad.ox260
+  br label %conv1_weight_grad.endif1156
 
-conv1_weight_grad.i260:                           ; preds = %conv1_weight_grad.f261.end, %conv1_weight_grad.j259
-  %conv1_weight_grad.i2601115 = phi i64 [ 0, %conv1_weight_grad.j259 ], [ %i260.next, %conv1_weight_grad.f261.end ]
-  br label %conv1_weight_grad.f261
+conv1_weight_grad.then1159:                       ; preds = %conv1_weight_grad.endif1156
+  br label %conv1_weight_grad.ox2601161
 
-conv1_weight_grad.i260.end:                       ; preds = %conv1_weight_grad.f261.end
-  %j259.next = add nsw i64 %conv1_weight_grad.j2591114, 1
-  %4051 = icmp slt i64 %j259.next, 16
-  br i1 %4051, label %conv1_weight_grad.j259, label %conv1_weight_grad.j259.end
+conv1_weight_grad.endif1160:                      ; preds = %conv1_weight_grad.ox260.end1162, %conv1_weight_grad.endif1156
+  %oy257.next = add nsw i64 %conv1_weight_grad.oy2571149, 1
+  %4238 = icmp slt i64 %oy257.next, 28
+  br i1 %4238, label %conv1_weight_grad.oy257, label %conv1_weight_grad.oy257.end
 
-conv1_weight_grad.f261:                           ; preds = %conv1_weight_grad.f261, %conv1_weight_grad.i260
-  %conv1_weight_grad.f2611116 = phi i64 [ 0, %conv1_weight_grad.i260 ], [ %f261.next, %conv1_weight_grad.f261 ]
-  %4052 = mul nsw i64 %conv1_weight_grad.g2441057, 16
-  %4053 = add nsw i64 %4052, %conv1_weight_grad.j2591114
-  %4054 = mul nsw i64 %4053, 25088
-  %4055 = add nsw i64 3220112, %4054
-  %4056 = mul nsw i64 %conv1_weight_grad.f2611116, 784
-  %4057 = add nsw i64 %4055, %4056
-  %4058 = add nsw i64 %4057, %conv1_weight_grad.i2601115
-  %arena1117 = getelementptr inbounds float, ptr %arena, i64 %4058
-  %4059 = load float, ptr %arena1117, align 4
-  %4060 = mul nsw i64 %conv1_weight_grad.j2591114, 784
-  %4061 = add nsw i64 %4060, %conv1_weight_grad.i2601115
-  %4062 = mul nsw i64 %4061, 32
-  %4063 = add nsw i64 112896, %4062
-  %4064 = add nsw i64 %4063, %conv1_weight_grad.f2611116
-  %arena1118 = getelementptr inbounds float, ptr %arena, i64 %4064
-  store float %4059, ptr %arena1118, align 4
-  %f261.next = add nsw i64 %conv1_weight_grad.f2611116, 1
-  %4065 = icmp slt i64 %f261.next, 32
-  br i1 %4065, label %conv1_weight_grad.f261, label %conv1_weight_grad.f261.end
+conv1_weight_grad.ox2601161:                      ; preds = %conv1_weight_grad.ox2601161, %conv1_weight_grad.then1159
+  %conv1_weight_grad.ox2601163 = phi i64 [ 0, %conv1_weight_grad.then1159 ], [ %ox260.next1165, %conv1_weight_grad.ox2601161 ]
+  %4239 = mul nsw i64 %conv1_weight_grad.c2551147, 3
+  %4240 = add nsw i64 %4239, %conv1_weight_grad.ky2561148
+  %4241 = mul nsw i64 %4240, 3
+  %4242 = mul nsw i64 %4241, 12544
+  %4243 = mul nsw i64 %conv1_weight_grad.j2541146, 784
+  %4244 = add nsw i64 %4242, %4243
+  %4245 = mul nsw i64 %conv1_weight_grad.oy2571149, 28
+  %4246 = add nsw i64 %4245, %conv1_weight_grad.ox2601163
+  %4247 = add nsw i64 %4244, %4246
+  %arena1164 = getelementptr inbounds float, ptr %arena, i64 %4247
+  store float 0.000000e+00, ptr %arena1164, align 4
+  %ox260.next1165 = add nsw i64 %conv1_weight_grad.ox2601163, 1
+  %4248 = icmp slt i64 %ox260.next1165, 28
+  br i1 %4248, label %conv1_weight_grad.ox2601161, label %conv1_weight_grad.ox260.end1162
 
-conv1_weight_grad.f261.end:                       ; preds = %conv1_weight_grad.f261
-  %i260.next = add nsw i64 %conv1_weight_grad.i2601115, 1
-  %4066 = icmp slt i64 %i260.next, 784
-  br i1 %4066, label %conv1_weight_grad.i260, label %conv1_weight_grad.i260.end
+conv1_weight_grad.ox260.end1162:                  ; preds = %conv1_weight_grad.ox2601161
+  br label %conv1_weight_grad.endif1160
 
-conv1_weight_grad.kp262:                          ; preds = %conv1_weight_grad.nb263.end, %conv1_weight_grad.j259.end
-  %conv1_weight_grad.kp2621119 = phi i64 [ 0, %conv1_weight_grad.j259.end ], [ %kp262.next, %conv1_weight_grad.nb263.end ]
-  br label %conv1_weight_grad.nb263
+conv1_weight_grad.oy261:                          ; preds = %conv1_weight_grad.endif1177, %conv1_weight_grad.oy257.end
+  %conv1_weight_grad.oy2611166 = phi i64 [ 0, %conv1_weight_grad.oy257.end ], [ %oy261.next, %conv1_weight_grad.endif1177 ]
+  %4249 = add nsw i64 %conv1_weight_grad.oy2611166, %conv1_weight_grad.ky2561148
+  %4250 = add nsw i64 %4249, -1
+  %4251 = icmp slt i64 -1, %4250
+  %4252 = add nsw i64 %conv1_weight_grad.oy2611166, %conv1_weight_grad.ky2561148
+  %4253 = add nsw i64 %4252, -1
+  %4254 = icmp slt i64 %4253, 28
+  %4255 = and i1 %4251, %4254
+  br i1 %4255, label %conv1_weight_grad.then1167, label %conv1_weight_grad.endif1168
 
-conv1_weight_grad.kp262.end:                      ; preds = %conv1_weight_grad.nb263.end
-  %g244.next = add nsw i64 %conv1_weight_grad.g2441057, 1
-  %4067 = icmp slt i64 %g244.next, 4
-  br i1 %4067, label %conv1_weight_grad.g244, label %conv1_weight_grad.g244.end
+conv1_weight_grad.oy261.end:                      ; preds = %conv1_weight_grad.endif1177
+  br label %conv1_weight_grad.oy264
 
-conv1_weight_grad.nb263:                          ; preds = %conv1_weight_grad.mb264.end, %conv1_weight_grad.kp262
-  %conv1_weight_grad.nb2631120 = phi i64 [ 0, %conv1_weight_grad.kp262 ], [ %nb263.next, %conv1_weight_grad.mb264.end ]
-  br label %conv1_weight_grad.mb264
+conv1_weight_grad.then1167:                       ; preds = %conv1_weight_grad.oy261
+  br label %conv1_weight_grad.ox262
 
-conv1_weight_grad.nb263.end:                      ; preds = %conv1_weight_grad.mb264.end
-  %kp262.next = add nsw i64 %conv1_weight_grad.kp2621119, 1
-  %4068 = icmp slt i64 %kp262.next, 49
-  br i1 %4068, label %conv1_weight_grad.kp262, label %conv1_weight_grad.kp262.end
+conv1_weight_grad.endif1168:                      ; preds = %conv1_weight_grad.ox262.end, %conv1_weight_grad.oy261
+  %4256 = add nsw i64 %conv1_weight_grad.oy2611166, %conv1_weight_grad.ky2561148
+  %4257 = add nsw i64 %4256, -1
+  %4258 = icmp slt i64 %4257, 0
+  br i1 %4258, label %conv1_weight_grad.then1172, label %conv1_weight_grad.endif1173
 
-conv1_weight_grad.mb264:                          ; preds = %conv1_weight_grad.k266.end, %conv1_weight_grad.nb263
-  %conv1_weight_grad.mb2641121 = phi i64 [ 0, %conv1_weight_grad.nb263 ], [ %mb264.next, %conv1_weight_grad.k266.end ]
-  %4069 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4070 = mul nsw i64 %4069, 32
-  %4071 = add nsw i64 514304, %4070
-  %4072 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4073 = add nsw i64 %4071, %4072
-  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %4073
-  %4074 = load <16 x float>, ptr %arena1122, align 4
-  store <16 x float> %4074, ptr %conv1_weight_grad.t265_c0_0, align 64
-  %4075 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4076 = mul nsw i64 %4075, 32
-  %4077 = add nsw i64 514304, %4076
-  %4078 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4079 = add nsw i64 %4077, %4078
-  %4080 = add nsw i64 %4079, 16
-  %arena1123 = getelementptr inbounds float, ptr %arena, i64 %4080
-  %4081 = load <16 x float>, ptr %arena1123, align 4
-  store <16 x float> %4081, ptr %conv1_weight_grad.t265_c0_1, align 64
-  %4082 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4083 = add nsw i64 %4082, 1
-  %4084 = mul nsw i64 %4083, 32
-  %4085 = add nsw i64 514304, %4084
-  %4086 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4087 = add nsw i64 %4085, %4086
-  %arena1124 = getelementptr inbounds float, ptr %arena, i64 %4087
-  %4088 = load <16 x float>, ptr %arena1124, align 4
-  store <16 x float> %4088, ptr %conv1_weight_grad.t265_c1_0, align 64
-  %4089 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4090 = add nsw i64 %4089, 1
-  %4091 = mul nsw i64 %4090, 32
-  %4092 = add nsw i64 514304, %4091
-  %4093 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4094 = add nsw i64 %4092, %4093
-  %4095 = add nsw i64 %4094, 16
-  %arena1125 = getelementptr inbounds float, ptr %arena, i64 %4095
-  %4096 = load <16 x float>, ptr %arena1125, align 4
-  store <16 x float> %4096, ptr %conv1_weight_grad.t265_c1_1, align 64
-  %4097 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4098 = add nsw i64 %4097, 2
-  %4099 = mul nsw i64 %4098, 32
-  %4100 = add nsw i64 514304, %4099
-  %4101 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4102 = add nsw i64 %4100, %4101
-  %arena1126 = getelementptr inbounds float, ptr %arena, i64 %4102
-  %4103 = load <16 x float>, ptr %arena1126, align 4
-  store <16 x float> %4103, ptr %conv1_weight_grad.t265_c2_0, align 64
-  %4104 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4105 = add nsw i64 %4104, 2
-  %4106 = mul nsw i64 %4105, 32
-  %4107 = add nsw i64 514304, %4106
-  %4108 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4109 = add nsw i64 %4107, %4108
-  %4110 = add nsw i64 %4109, 16
-  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %4110
-  %4111 = load <16 x float>, ptr %arena1127, align 4
-  store <16 x float> %4111, ptr %conv1_weight_grad.t265_c2_1, align 64
-  %4112 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4113 = add nsw i64 %4112, 3
-  %4114 = mul nsw i64 %4113, 32
-  %4115 = add nsw i64 514304, %4114
-  %4116 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4117 = add nsw i64 %4115, %4116
-  %arena1128 = getelementptr inbounds float, ptr %arena, i64 %4117
-  %4118 = load <16 x float>, ptr %arena1128, align 4
-  store <16 x float> %4118, ptr %conv1_weight_grad.t265_c3_0, align 64
-  %4119 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4120 = add nsw i64 %4119, 3
-  %4121 = mul nsw i64 %4120, 32
-  %4122 = add nsw i64 514304, %4121
-  %4123 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4124 = add nsw i64 %4122, %4123
-  %4125 = add nsw i64 %4124, 16
-  %arena1129 = getelementptr inbounds float, ptr %arena, i64 %4125
-  %4126 = load <16 x float>, ptr %arena1129, align 4
-  store <16 x float> %4126, ptr %conv1_weight_grad.t265_c3_1, align 64
-  %4127 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4128 = add nsw i64 %4127, 4
-  %4129 = mul nsw i64 %4128, 32
-  %4130 = add nsw i64 514304, %4129
-  %4131 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4132 = add nsw i64 %4130, %4131
-  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %4132
-  %4133 = load <16 x float>, ptr %arena1130, align 4
-  store <16 x float> %4133, ptr %conv1_weight_grad.t265_c4_0, align 64
-  %4134 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4135 = add nsw i64 %4134, 4
-  %4136 = mul nsw i64 %4135, 32
-  %4137 = add nsw i64 514304, %4136
-  %4138 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4139 = add nsw i64 %4137, %4138
-  %4140 = add nsw i64 %4139, 16
-  %arena1131 = getelementptr inbounds float, ptr %arena, i64 %4140
-  %4141 = load <16 x float>, ptr %arena1131, align 4
-  store <16 x float> %4141, ptr %conv1_weight_grad.t265_c4_1, align 64
-  %4142 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4143 = add nsw i64 %4142, 5
-  %4144 = mul nsw i64 %4143, 32
-  %4145 = add nsw i64 514304, %4144
-  %4146 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4147 = add nsw i64 %4145, %4146
-  %arena1132 = getelementptr inbounds float, ptr %arena, i64 %4147
-  %4148 = load <16 x float>, ptr %arena1132, align 4
-  store <16 x float> %4148, ptr %conv1_weight_grad.t265_c5_0, align 64
-  %4149 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4150 = add nsw i64 %4149, 5
-  %4151 = mul nsw i64 %4150, 32
-  %4152 = add nsw i64 514304, %4151
-  %4153 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4154 = add nsw i64 %4152, %4153
-  %4155 = add nsw i64 %4154, 16
-  %arena1133 = getelementptr inbounds float, ptr %arena, i64 %4155
-  %4156 = load <16 x float>, ptr %arena1133, align 4
-  store <16 x float> %4156, ptr %conv1_weight_grad.t265_c5_1, align 64
-  %4157 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4158 = add nsw i64 %4157, 6
-  %4159 = mul nsw i64 %4158, 32
-  %4160 = add nsw i64 514304, %4159
-  %4161 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4162 = add nsw i64 %4160, %4161
-  %arena1134 = getelementptr inbounds float, ptr %arena, i64 %4162
-  %4163 = load <16 x float>, ptr %arena1134, align 4
-  store <16 x float> %4163, ptr %conv1_weight_grad.t265_c6_0, align 64
-  %4164 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4165 = add nsw i64 %4164, 6
-  %4166 = mul nsw i64 %4165, 32
-  %4167 = add nsw i64 514304, %4166
-  %4168 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4169 = add nsw i64 %4167, %4168
-  %4170 = add nsw i64 %4169, 16
-  %arena1135 = getelementptr inbounds float, ptr %arena, i64 %4170
-  %4171 = load <16 x float>, ptr %arena1135, align 4
-  store <16 x float> %4171, ptr %conv1_weight_grad.t265_c6_1, align 64
-  %4172 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4173 = add nsw i64 %4172, 7
-  %4174 = mul nsw i64 %4173, 32
-  %4175 = add nsw i64 514304, %4174
-  %4176 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4177 = add nsw i64 %4175, %4176
-  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %4177
-  %4178 = load <16 x float>, ptr %arena1136, align 4
-  store <16 x float> %4178, ptr %conv1_weight_grad.t265_c7_0, align 64
-  %4179 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4180 = add nsw i64 %4179, 7
-  %4181 = mul nsw i64 %4180, 32
-  %4182 = add nsw i64 514304, %4181
-  %4183 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4184 = add nsw i64 %4182, %4183
-  %4185 = add nsw i64 %4184, 16
-  %arena1137 = getelementptr inbounds float, ptr %arena, i64 %4185
-  %4186 = load <16 x float>, ptr %arena1137, align 4
-  store <16 x float> %4186, ptr %conv1_weight_grad.t265_c7_1, align 64
-  %4187 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4188 = add nsw i64 %4187, 8
-  %4189 = mul nsw i64 %4188, 32
-  %4190 = add nsw i64 514304, %4189
-  %4191 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4192 = add nsw i64 %4190, %4191
-  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %4192
-  %4193 = load <16 x float>, ptr %arena1138, align 4
-  store <16 x float> %4193, ptr %conv1_weight_grad.t265_c8_0, align 64
-  %4194 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4195 = add nsw i64 %4194, 8
-  %4196 = mul nsw i64 %4195, 32
-  %4197 = add nsw i64 514304, %4196
-  %4198 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4199 = add nsw i64 %4197, %4198
-  %4200 = add nsw i64 %4199, 16
-  %arena1139 = getelementptr inbounds float, ptr %arena, i64 %4200
-  %4201 = load <16 x float>, ptr %arena1139, align 4
-  store <16 x float> %4201, ptr %conv1_weight_grad.t265_c8_1, align 64
-  br label %conv1_weight_grad.k266
-
-conv1_weight_grad.mb264.end:                      ; preds = %conv1_weight_grad.k266.end
-  %nb263.next = add nsw i64 %conv1_weight_grad.nb2631120, 1
-  %4202 = icmp slt i64 %nb263.next, 1
-  br i1 %4202, label %conv1_weight_grad.nb263, label %conv1_weight_grad.nb263.end
-
-conv1_weight_grad.k266:                           ; preds = %conv1_weight_grad.k266, %conv1_weight_grad.mb264
-  %conv1_weight_grad.k2661140 = phi i64 [ 0, %conv1_weight_grad.mb264 ], [ %k266.next, %conv1_weight_grad.k266 ]
-  %4203 = mul nsw i64 %conv1_weight_grad.kp2621119, 256
-  %4204 = add nsw i64 %conv1_weight_grad.k2661140, %4203
-  %4205 = mul nsw i64 %4204, 32
-  %4206 = add nsw i64 112896, %4205
-  %4207 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4208 = add nsw i64 %4206, %4207
-  %arena1141 = getelementptr inbounds float, ptr %arena, i64 %4208
-  %4209 = load <16 x float>, ptr %arena1141, align 4
-  store <16 x float> %4209, ptr %conv1_weight_grad.t265_b0, align 64
-  %4210 = mul nsw i64 %conv1_weight_grad.kp2621119, 256
-  %4211 = add nsw i64 %conv1_weight_grad.k2661140, %4210
-  %4212 = mul nsw i64 %4211, 32
-  %4213 = add nsw i64 112896, %4212
-  %4214 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4215 = add nsw i64 %4213, %4214
-  %4216 = add nsw i64 %4215, 16
-  %arena1142 = getelementptr inbounds float, ptr %arena, i64 %4216
-  %4217 = load <16 x float>, ptr %arena1142, align 4
-  store <16 x float> %4217, ptr %conv1_weight_grad.t265_b1, align 64
-  %4218 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4219 = mul nsw i64 %4218, 12544
-  %4220 = mul nsw i64 %conv1_weight_grad.kp2621119, 256
-  %4221 = add nsw i64 %conv1_weight_grad.k2661140, %4220
-  %4222 = add nsw i64 %4219, %4221
-  %arena1143 = getelementptr inbounds float, ptr %arena, i64 %4222
-  %4223 = load float, ptr %arena1143, align 4
-  %4224 = insertelement <16 x float> undef, float %4223, i32 0
-  %4225 = shufflevector <16 x float> %4224, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4225, ptr %conv1_weight_grad.t265_a0, align 64
-  %t265_a0 = load <16 x float>, ptr %conv1_weight_grad.t265_a0, align 64
-  %t265_b0 = load <16 x float>, ptr %conv1_weight_grad.t265_b0, align 64
-  %t265_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t265_c0_0, align 64
-  %4226 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a0, <16 x float> %t265_b0, <16 x float> %t265_c0_0)
-  store <16 x float> %4226, ptr %conv1_weight_grad.t265_c0_0, align 64
-  %t265_a01144 = load <16 x float>, ptr %conv1_weight_grad.t265_a0, align 64
-  %t265_b1 = load <16 x float>, ptr %conv1_weight_grad.t265_b1, align 64
-  %t265_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t265_c0_1, align 64
-  %4227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a01144, <16 x float> %t265_b1, <16 x float> %t265_c0_1)
-  store <16 x float> %4227, ptr %conv1_weight_grad.t265_c0_1, align 64
-  %4228 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4229 = add nsw i64 %4228, 1
-  %4230 = mul nsw i64 %4229, 12544
-  %4231 = mul nsw i64 %conv1_weight_grad.kp2621119, 256
-  %4232 = add nsw i64 %conv1_weight_grad.k2661140, %4231
-  %4233 = add nsw i64 %4230, %4232
-  %arena1145 = getelementptr inbounds float, ptr %arena, i64 %4233
-  %4234 = load float, ptr %arena1145, align 4
-  %4235 = insertelement <16 x float> undef, float %4234, i32 0
-  %4236 = shufflevector <16 x float> %4235, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4236, ptr %conv1_weight_grad.t265_a1, align 64
-  %t265_a1 = load <16 x float>, ptr %conv1_weight_grad.t265_a1, align 64
-  %t265_b01146 = load <16 x float>, ptr %conv1_weight_grad.t265_b0, align 64
-  %t265_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t265_c1_0, align 64
-  %4237 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a1, <16 x float> %t265_b01146, <16 x float> %t265_c1_0)
-  store <16 x float> %4237, ptr %conv1_weight_grad.t265_c1_0, align 64
-  %t265_a11147 = load <16 x float>, ptr %conv1_weight_grad.t265_a1, align 64
-  %t265_b11148 = load <16 x float>, ptr %conv1_weight_grad.t265_b1, align 64
-  %t265_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t265_c1_1, align 64
-  %4238 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a11147, <16 x float> %t265_b11148, <16 x float> %t265_c1_1)
-  store <16 x float> %4238, ptr %conv1_weight_grad.t265_c1_1, align 64
-  %4239 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4240 = add nsw i64 %4239, 2
-  %4241 = mul nsw i64 %4240, 12544
-  %4242 = mul nsw i64 %conv1_weight_grad.kp2621119, 256
-  %4243 = add nsw i64 %conv1_weight_grad.k2661140, %4242
-  %4244 = add nsw i64 %4241, %4243
-  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %4244
-  %4245 = load float, ptr %arena1149, align 4
-  %4246 = insertelement <16 x float> undef, float %4245, i32 0
-  %4247 = shufflevector <16 x float> %4246, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4247, ptr %conv1_weight_grad.t265_a2, align 64
-  %t265_a2 = load <16 x float>, ptr %conv1_weight_grad.t265_a2, align 64
-  %t265_b01150 = load <16 x float>, ptr %conv1_weight_grad.t265_b0, align 64
-  %t265_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t265_c2_0, align 64
-  %4248 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a2, <16 x float> %t265_b01150, <16 x float> %t265_c2_0)
-  store <16 x float> %4248, ptr %conv1_weight_grad.t265_c2_0, align 64
-  %t265_a21151 = load <16 x float>, ptr %conv1_weight_grad.t265_a2, align 64
-  %t265_b11152 = load <16 x float>, ptr %conv1_weight_grad.t265_b1, align 64
-  %t265_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t265_c2_1, align 64
-  %4249 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a21151, <16 x float> %t265_b11152, <16 x float> %t265_c2_1)
-  store <16 x float> %4249, ptr %conv1_weight_grad.t265_c2_1, align 64
-  %4250 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4251 = add nsw i64 %4250, 3
-  %4252 = mul nsw i64 %4251, 12544
-  %4253 = mul nsw i64 %conv1_weight_grad.kp2621119, 256
-  %4254 = add nsw i64 %conv1_weight_grad.k2661140, %4253
-  %4255 = add nsw i64 %4252, %4254
-  %arena1153 = getelementptr inbounds float, ptr %arena, i64 %4255
-  %4256 = load float, ptr %arena1153, align 4
-  %4257 = insertelement <16 x float> undef, float %4256, i32 0
-  %4258 = shufflevector <16 x float> %4257, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4258, ptr %conv1_weight_grad.t265_a3, align 64
-  %t265_a3 = load <16 x float>, ptr %conv1_weight_grad.t265_a3, align 64
-  %t265_b01154 = load <16 x float>, ptr %conv1_weight_grad.t265_b0, align 64
-  %t265_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t265_c3_0, align 64
-  %4259 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a3, <16 x float> %t265_b01154, <16 x float> %t265_c3_0)
-  store <16 x float> %4259, ptr %conv1_weight_grad.t265_c3_0, align 64
-  %t265_a31155 = load <16 x float>, ptr %conv1_weight_grad.t265_a3, align 64
-  %t265_b11156 = load <16 x float>, ptr %conv1_weight_grad.t265_b1, align 64
-  %t265_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t265_c3_1, align 64
-  %4260 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a31155, <16 x float> %t265_b11156, <16 x float> %t265_c3_1)
-  store <16 x float> %4260, ptr %conv1_weight_grad.t265_c3_1, align 64
-  %4261 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4262 = add nsw i64 %4261, 4
-  %4263 = mul nsw i64 %4262, 12544
-  %4264 = mul nsw i64 %conv1_weight_grad.kp2621119, 256
-  %4265 = add nsw i64 %conv1_weight_grad.k2661140, %4264
-  %4266 = add nsw i64 %4263, %4265
-  %arena1157 = getelementptr inbounds float, ptr %arena, i64 %4266
-  %4267 = load float, ptr %arena1157, align 4
-  %4268 = insertelement <16 x float> undef, float %4267, i32 0
-  %4269 = shufflevector <16 x float> %4268, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4269, ptr %conv1_weight_grad.t265_a4, align 64
-  %t265_a4 = load <16 x float>, ptr %conv1_weight_grad.t265_a4, align 64
-  %t265_b01158 = load <16 x float>, ptr %conv1_weight_grad.t265_b0, align 64
-  %t265_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t265_c4_0, align 64
-  %4270 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a4, <16 x float> %t265_b01158, <16 x float> %t265_c4_0)
-  store <16 x float> %4270, ptr %conv1_weight_grad.t265_c4_0, align 64
-  %t265_a41159 = load <16 x float>, ptr %conv1_weight_grad.t265_a4, align 64
-  %t265_b11160 = load <16 x float>, ptr %conv1_weight_grad.t265_b1, align 64
-  %t265_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t265_c4_1, align 64
-  %4271 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a41159, <16 x float> %t265_b11160, <16 x float> %t265_c4_1)
-  store <16 x float> %4271, ptr %conv1_weight_grad.t265_c4_1, align 64
-  %4272 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4273 = add nsw i64 %4272, 5
+conv1_weight_grad.ox262:                          ; preds = %conv1_weight_grad.ox262, %conv1_weight_grad.then1167
+  %conv1_weight_grad.ox2621169 = phi i64 [ 0, %conv1_weight_grad.then1167 ], [ %ox262.next, %conv1_weight_grad.ox262 ]
+  %4259 = mul nsw i64 %conv1_weight_grad.g2531145, 16
+  %4260 = add nsw i64 %4259, %conv1_weight_grad.j2541146
+  %4261 = mul nsw i64 %4260, 784
+  %4262 = mul nsw i64 %conv1_weight_grad.c2551147, 784
+  %4263 = add nsw i64 %4261, %4262
+  %4264 = add nsw i64 %conv1_weight_grad.oy2611166, %conv1_weight_grad.ky2561148
+  %4265 = add nsw i64 %4264, -1
+  %4266 = mul nsw i64 %4265, 28
+  %4267 = add nsw i64 %4263, %4266
+  %4268 = add nsw i64 %4267, %conv1_weight_grad.ox2621169
+  %images1170 = getelementptr inbounds float, ptr %images, i64 %4268
+  %4269 = load float, ptr %images1170, align 4
+  %4270 = mul nsw i64 %conv1_weight_grad.c2551147, 3
+  %4271 = add nsw i64 %4270, %conv1_weight_grad.ky2561148
+  %4272 = mul nsw i64 %4271, 3
+  %4273 = add nsw i64 %4272, 1
   %4274 = mul nsw i64 %4273, 12544
-  %4275 = mul nsw i64 %conv1_weight_grad.kp2621119, 256
-  %4276 = add nsw i64 %conv1_weight_grad.k2661140, %4275
-  %4277 = add nsw i64 %4274, %4276
-  %arena1161 = getelementptr inbounds float, ptr %arena, i64 %4277
-  %4278 = load float, ptr %arena1161, align 4
-  %4279 = insertelement <16 x float> undef, float %4278, i32 0
-  %4280 = shufflevector <16 x float> %4279, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4280, ptr %conv1_weight_grad.t265_a5, align 64
-  %t265_a5 = load <16 x float>, ptr %conv1_weight_grad.t265_a5, align 64
-  %t265_b01162 = load <16 x float>, ptr %conv1_weight_grad.t265_b0, align 64
-  %t265_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t265_c5_0, align 64
-  %4281 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a5, <16 x float> %t265_b01162, <16 x float> %t265_c5_0)
-  store <16 x float> %4281, ptr %conv1_weight_grad.t265_c5_0, align 64
-  %t265_a51163 = load <16 x float>, ptr %conv1_weight_grad.t265_a5, align 64
-  %t265_b11164 = load <16 x float>, ptr %conv1_weight_grad.t265_b1, align 64
-  %t265_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t265_c5_1, align 64
-  %4282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a51163, <16 x float> %t265_b11164, <16 x float> %t265_c5_1)
-  store <16 x float> %4282, ptr %conv1_weight_grad.t265_c5_1, align 64
-  %4283 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4284 = add nsw i64 %4283, 6
-  %4285 = mul nsw i64 %4284, 12544
-  %4286 = mul nsw i64 %conv1_weight_grad.kp2621119, 256
-  %4287 = add nsw i64 %conv1_weight_grad.k2661140, %4286
-  %4288 = add nsw i64 %4285, %4287
-  %arena1165 = getelementptr inbounds float, ptr %arena, i64 %4288
-  %4289 = load float, ptr %arena1165, align 4
-  %4290 = insertelement <16 x float> undef, float %4289, i32 0
-  %4291 = shufflevector <16 x float> %4290, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4291, ptr %conv1_weight_grad.t265_a6, align 64
-  %t265_a6 = load <16 x float>, ptr %conv1_weight_grad.t265_a6, align 64
-  %t265_b01166 = load <16 x float>, ptr %conv1_weight_grad.t265_b0, align 64
-  %t265_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t265_c6_0, align 64
-  %4292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a6, <16 x float> %t265_b01166, <16 x float> %t265_c6_0)
-  store <16 x float> %4292, ptr %conv1_weight_grad.t265_c6_0, align 64
-  %t265_a61167 = load <16 x float>, ptr %conv1_weight_grad.t265_a6, align 64
-  %t265_b11168 = load <16 x float>, ptr %conv1_weight_grad.t265_b1, align 64
-  %t265_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t265_c6_1, align 64
-  %4293 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a61167, <16 x float> %t265_b11168, <16 x float> %t265_c6_1)
-  store <16 x float> %4293, ptr %conv1_weight_grad.t265_c6_1, align 64
-  %4294 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4295 = add nsw i64 %4294, 7
-  %4296 = mul nsw i64 %4295, 12544
-  %4297 = mul nsw i64 %conv1_weight_grad.kp2621119, 256
-  %4298 = add nsw i64 %conv1_weight_grad.k2661140, %4297
-  %4299 = add nsw i64 %4296, %4298
-  %arena1169 = getelementptr inbounds float, ptr %arena, i64 %4299
-  %4300 = load float, ptr %arena1169, align 4
-  %4301 = insertelement <16 x float> undef, float %4300, i32 0
-  %4302 = shufflevector <16 x float> %4301, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4302, ptr %conv1_weight_grad.t265_a7, align 64
-  %t265_a7 = load <16 x float>, ptr %conv1_weight_grad.t265_a7, align 64
-  %t265_b01170 = load <16 x float>, ptr %conv1_weight_grad.t265_b0, align 64
-  %t265_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t265_c7_0, align 64
-  %4303 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a7, <16 x float> %t265_b01170, <16 x float> %t265_c7_0)
-  store <16 x float> %4303, ptr %conv1_weight_grad.t265_c7_0, align 64
-  %t265_a71171 = load <16 x float>, ptr %conv1_weight_grad.t265_a7, align 64
-  %t265_b11172 = load <16 x float>, ptr %conv1_weight_grad.t265_b1, align 64
-  %t265_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t265_c7_1, align 64
-  %4304 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a71171, <16 x float> %t265_b11172, <16 x float> %t265_c7_1)
-  store <16 x float> %4304, ptr %conv1_weight_grad.t265_c7_1, align 64
-  %4305 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4306 = add nsw i64 %4305, 8
-  %4307 = mul nsw i64 %4306, 12544
-  %4308 = mul nsw i64 %conv1_weight_grad.kp2621119, 256
-  %4309 = add nsw i64 %conv1_weight_grad.k2661140, %4308
-  %4310 = add nsw i64 %4307, %4309
-  %arena1173 = getelementptr inbounds float, ptr %arena, i64 %4310
-  %4311 = load float, ptr %arena1173, align 4
-  %4312 = insertelement <16 x float> undef, float %4311, i32 0
-  %4313 = shufflevector <16 x float> %4312, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4313, ptr %conv1_weight_grad.t265_a8, align 64
-  %t265_a8 = load <16 x float>, ptr %conv1_weight_grad.t265_a8, align 64
-  %t265_b01174 = load <16 x float>, ptr %conv1_weight_grad.t265_b0, align 64
-  %t265_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t265_c8_0, align 64
-  %4314 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a8, <16 x float> %t265_b01174, <16 x float> %t265_c8_0)
-  store <16 x float> %4314, ptr %conv1_weight_grad.t265_c8_0, align 64
-  %t265_a81175 = load <16 x float>, ptr %conv1_weight_grad.t265_a8, align 64
-  %t265_b11176 = load <16 x float>, ptr %conv1_weight_grad.t265_b1, align 64
-  %t265_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t265_c8_1, align 64
-  %4315 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t265_a81175, <16 x float> %t265_b11176, <16 x float> %t265_c8_1)
-  store <16 x float> %4315, ptr %conv1_weight_grad.t265_c8_1, align 64
-  %k266.next = add nsw i64 %conv1_weight_grad.k2661140, 1
-  %4316 = icmp slt i64 %k266.next, 256
-  br i1 %4316, label %conv1_weight_grad.k266, label %conv1_weight_grad.k266.end
+  %4275 = mul nsw i64 %conv1_weight_grad.j2541146, 784
+  %4276 = add nsw i64 %4274, %4275
+  %4277 = mul nsw i64 %conv1_weight_grad.oy2611166, 28
+  %4278 = add nsw i64 %4277, %conv1_weight_grad.ox2621169
+  %4279 = add nsw i64 %4276, %4278
+  %arena1171 = getelementptr inbounds float, ptr %arena, i64 %4279
+  store float %4269, ptr %arena1171, align 4
+  %ox262.next = add nsw i64 %conv1_weight_grad.ox2621169, 1
+  %4280 = icmp slt i64 %ox262.next, 28
+  br i1 %4280, label %conv1_weight_grad.ox262, label %conv1_weight_grad.ox262.end
 
-conv1_weight_grad.k266.end:                       ; preds = %conv1_weight_grad.k266
-  %t265_c0_01177 = load <16 x float>, ptr %conv1_weight_grad.t265_c0_0, align 64
-  %4317 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4318 = mul nsw i64 %4317, 32
-  %4319 = add nsw i64 514304, %4318
-  %4320 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4321 = add nsw i64 %4319, %4320
-  %arena1178 = getelementptr inbounds float, ptr %arena, i64 %4321
-  store <16 x float> %t265_c0_01177, ptr %arena1178, align 4
-  %t265_c0_11179 = load <16 x float>, ptr %conv1_weight_grad.t265_c0_1, align 64
-  %4322 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4323 = mul nsw i64 %4322, 32
-  %4324 = add nsw i64 514304, %4323
-  %4325 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4326 = add nsw i64 %4324, %4325
-  %4327 = add nsw i64 %4326, 16
-  %arena1180 = getelementptr inbounds float, ptr %arena, i64 %4327
-  store <16 x float> %t265_c0_11179, ptr %arena1180, align 4
-  %t265_c1_01181 = load <16 x float>, ptr %conv1_weight_grad.t265_c1_0, align 64
-  %4328 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4329 = add nsw i64 %4328, 1
-  %4330 = mul nsw i64 %4329, 32
-  %4331 = add nsw i64 514304, %4330
-  %4332 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4333 = add nsw i64 %4331, %4332
-  %arena1182 = getelementptr inbounds float, ptr %arena, i64 %4333
-  store <16 x float> %t265_c1_01181, ptr %arena1182, align 4
-  %t265_c1_11183 = load <16 x float>, ptr %conv1_weight_grad.t265_c1_1, align 64
-  %4334 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4335 = add nsw i64 %4334, 1
-  %4336 = mul nsw i64 %4335, 32
-  %4337 = add nsw i64 514304, %4336
-  %4338 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4339 = add nsw i64 %4337, %4338
-  %4340 = add nsw i64 %4339, 16
-  %arena1184 = getelementptr inbounds float, ptr %arena, i64 %4340
-  store <16 x float> %t265_c1_11183, ptr %arena1184, align 4
-  %t265_c2_01185 = load <16 x float>, ptr %conv1_weight_grad.t265_c2_0, align 64
-  %4341 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4342 = add nsw i64 %4341, 2
-  %4343 = mul nsw i64 %4342, 32
-  %4344 = add nsw i64 514304, %4343
-  %4345 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4346 = add nsw i64 %4344, %4345
-  %arena1186 = getelementptr inbounds float, ptr %arena, i64 %4346
-  store <16 x float> %t265_c2_01185, ptr %arena1186, align 4
-  %t265_c2_11187 = load <16 x float>, ptr %conv1_weight_grad.t265_c2_1, align 64
-  %4347 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4348 = add nsw i64 %4347, 2
-  %4349 = mul nsw i64 %4348, 32
-  %4350 = add nsw i64 514304, %4349
-  %4351 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4352 = add nsw i64 %4350, %4351
-  %4353 = add nsw i64 %4352, 16
-  %arena1188 = getelementptr inbounds float, ptr %arena, i64 %4353
-  store <16 x float> %t265_c2_11187, ptr %arena1188, align 4
-  %t265_c3_01189 = load <16 x float>, ptr %conv1_weight_grad.t265_c3_0, align 64
-  %4354 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4355 = add nsw i64 %4354, 3
-  %4356 = mul nsw i64 %4355, 32
-  %4357 = add nsw i64 514304, %4356
-  %4358 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4359 = add nsw i64 %4357, %4358
-  %arena1190 = getelementptr inbounds float, ptr %arena, i64 %4359
-  store <16 x float> %t265_c3_01189, ptr %arena1190, align 4
-  %t265_c3_11191 = load <16 x float>, ptr %conv1_weight_grad.t265_c3_1, align 64
-  %4360 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4361 = add nsw i64 %4360, 3
-  %4362 = mul nsw i64 %4361, 32
-  %4363 = add nsw i64 514304, %4362
-  %4364 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4365 = add nsw i64 %4363, %4364
-  %4366 = add nsw i64 %4365, 16
-  %arena1192 = getelementptr inbounds float, ptr %arena, i64 %4366
-  store <16 x float> %t265_c3_11191, ptr %arena1192, align 4
-  %t265_c4_01193 = load <16 x float>, ptr %conv1_weight_grad.t265_c4_0, align 64
-  %4367 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4368 = add nsw i64 %4367, 4
-  %4369 = mul nsw i64 %4368, 32
-  %4370 = add nsw i64 514304, %4369
-  %4371 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4372 = add nsw i64 %4370, %4371
-  %arena1194 = getelementptr inbounds float, ptr %arena, i64 %4372
-  store <16 x float> %t265_c4_01193, ptr %arena1194, align 4
-  %t265_c4_11195 = load <16 x float>, ptr %conv1_weight_grad.t265_c4_1, align 64
-  %4373 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4374 = add nsw i64 %4373, 4
-  %4375 = mul nsw i64 %4374, 32
-  %4376 = add nsw i64 514304, %4375
-  %4377 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4378 = add nsw i64 %4376, %4377
-  %4379 = add nsw i64 %4378, 16
-  %arena1196 = getelementptr inbounds float, ptr %arena, i64 %4379
-  store <16 x float> %t265_c4_11195, ptr %arena1196, align 4
-  %t265_c5_01197 = load <16 x float>, ptr %conv1_weight_grad.t265_c5_0, align 64
-  %4380 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4381 = add nsw i64 %4380, 5
-  %4382 = mul nsw i64 %4381, 32
-  %4383 = add nsw i64 514304, %4382
-  %4384 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
+conv1_weight_grad.ox262.end:                      ; preds = %conv1_weight_grad.ox262
+  br label %conv1_weight_grad.endif1168
+
+conv1_weight_grad.then1172:                       ; preds = %conv1_weight_grad.endif1168
+  br label %conv1_weight_grad.ox263
+
+conv1_weight_grad.endif1173:                      ; preds = %conv1_weight_grad.ox263.end, %conv1_weight_grad.endif1168
+  %4281 = add nsw i64 %conv1_weight_grad.oy2611166, %conv1_weight_grad.ky2561148
+  %4282 = add nsw i64 %4281, -1
+  %4283 = icmp slt i64 27, %4282
+  br i1 %4283, label %conv1_weight_grad.then1176, label %conv1_weight_grad.endif1177
+
+conv1_weight_grad.ox263:                          ; preds = %conv1_weight_grad.ox263, %conv1_weight_grad.then1172
+  %conv1_weight_grad.ox2631174 = phi i64 [ 0, %conv1_weight_grad.then1172 ], [ %ox263.next, %conv1_weight_grad.ox263 ]
+  %4284 = mul nsw i64 %conv1_weight_grad.c2551147, 3
+  %4285 = add nsw i64 %4284, %conv1_weight_grad.ky2561148
+  %4286 = mul nsw i64 %4285, 3
+  %4287 = add nsw i64 %4286, 1
+  %4288 = mul nsw i64 %4287, 12544
+  %4289 = mul nsw i64 %conv1_weight_grad.j2541146, 784
+  %4290 = add nsw i64 %4288, %4289
+  %4291 = mul nsw i64 %conv1_weight_grad.oy2611166, 28
+  %4292 = add nsw i64 %4291, %conv1_weight_grad.ox2631174
+  %4293 = add nsw i64 %4290, %4292
+  %arena1175 = getelementptr inbounds float, ptr %arena, i64 %4293
+  store float 0.000000e+00, ptr %arena1175, align 4
+  %ox263.next = add nsw i64 %conv1_weight_grad.ox2631174, 1
+  %4294 = icmp slt i64 %ox263.next, 28
+  br i1 %4294, label %conv1_weight_grad.ox263, label %conv1_weight_grad.ox263.end
+
+conv1_weight_grad.ox263.end:                      ; preds = %conv1_weight_grad.ox263
+  br label %conv1_weight_grad.endif1173
+
+conv1_weight_grad.then1176:                       ; preds = %conv1_weight_grad.endif1173
+  br label %conv1_weight_grad.ox2631178
+
+conv1_weight_grad.endif1177:                      ; preds = %conv1_weight_grad.ox263.end1179, %conv1_weight_grad.endif1173
+  %oy261.next = add nsw i64 %conv1_weight_grad.oy2611166, 1
+  %4295 = icmp slt i64 %oy261.next, 28
+  br i1 %4295, label %conv1_weight_grad.oy261, label %conv1_weight_grad.oy261.end
+
+conv1_weight_grad.ox2631178:                      ; preds = %conv1_weight_grad.ox2631178, %conv1_weight_grad.then1176
+  %conv1_weight_grad.ox2631180 = phi i64 [ 0, %conv1_weight_grad.then1176 ], [ %ox263.next1182, %conv1_weight_grad.ox2631178 ]
+  %4296 = mul nsw i64 %conv1_weight_grad.c2551147, 3
+  %4297 = add nsw i64 %4296, %conv1_weight_grad.ky2561148
+  %4298 = mul nsw i64 %4297, 3
+  %4299 = add nsw i64 %4298, 1
+  %4300 = mul nsw i64 %4299, 12544
+  %4301 = mul nsw i64 %conv1_weight_grad.j2541146, 784
+  %4302 = add nsw i64 %4300, %4301
+  %4303 = mul nsw i64 %conv1_weight_grad.oy2611166, 28
+  %4304 = add nsw i64 %4303, %conv1_weight_grad.ox2631180
+  %4305 = add nsw i64 %4302, %4304
+  %arena1181 = getelementptr inbounds float, ptr %arena, i64 %4305
+  store float 0.000000e+00, ptr %arena1181, align 4
+  %ox263.next1182 = add nsw i64 %conv1_weight_grad.ox2631180, 1
+  %4306 = icmp slt i64 %ox263.next1182, 28
+  br i1 %4306, label %conv1_weight_grad.ox2631178, label %conv1_weight_grad.ox263.end1179
+
+conv1_weight_grad.ox263.end1179:                  ; preds = %conv1_weight_grad.ox2631178
+  br label %conv1_weight_grad.endif1177
+
+conv1_weight_grad.oy264:                          ; preds = %conv1_weight_grad.endif1196, %conv1_weight_grad.oy261.end
+  %conv1_weight_grad.oy2641183 = phi i64 [ 0, %conv1_weight_grad.oy261.end ], [ %oy264.next, %conv1_weight_grad.endif1196 ]
+  %4307 = add nsw i64 %conv1_weight_grad.oy2641183, %conv1_weight_grad.ky2561148
+  %4308 = add nsw i64 %4307, -1
+  %4309 = icmp slt i64 -1, %4308
+  %4310 = add nsw i64 %conv1_weight_grad.oy2641183, %conv1_weight_grad.ky2561148
+  %4311 = add nsw i64 %4310, -1
+  %4312 = icmp slt i64 %4311, 28
+  %4313 = and i1 %4309, %4312
+  br i1 %4313, label %conv1_weight_grad.then1184, label %conv1_weight_grad.endif1185
+
+conv1_weight_grad.oy264.end:                      ; preds = %conv1_weight_grad.endif1196
+  %ky256.next = add nsw i64 %conv1_weight_grad.ky2561148, 1
+  %4314 = icmp slt i64 %ky256.next, 3
+  br i1 %4314, label %conv1_weight_grad.ky256, label %conv1_weight_grad.ky256.end
+
+conv1_weight_grad.then1184:                       ; preds = %conv1_weight_grad.oy264
+  br label %conv1_weight_grad.ox265
+
+conv1_weight_grad.endif1185:                      ; preds = %conv1_weight_grad.ox266.end, %conv1_weight_grad.oy264
+  %4315 = add nsw i64 %conv1_weight_grad.oy2641183, %conv1_weight_grad.ky2561148
+  %4316 = add nsw i64 %4315, -1
+  %4317 = icmp slt i64 %4316, 0
+  br i1 %4317, label %conv1_weight_grad.then1191, label %conv1_weight_grad.endif1192
+
+conv1_weight_grad.ox265:                          ; preds = %conv1_weight_grad.ox265, %conv1_weight_grad.then1184
+  %conv1_weight_grad.ox2651186 = phi i64 [ 0, %conv1_weight_grad.then1184 ], [ %ox265.next, %conv1_weight_grad.ox265 ]
+  %4318 = mul nsw i64 %conv1_weight_grad.g2531145, 16
+  %4319 = add nsw i64 %4318, %conv1_weight_grad.j2541146
+  %4320 = mul nsw i64 %4319, 784
+  %4321 = mul nsw i64 %conv1_weight_grad.c2551147, 784
+  %4322 = add nsw i64 %4320, %4321
+  %4323 = add nsw i64 %conv1_weight_grad.oy2641183, %conv1_weight_grad.ky2561148
+  %4324 = add nsw i64 %4323, -1
+  %4325 = mul nsw i64 %4324, 28
+  %4326 = add nsw i64 %4322, %4325
+  %4327 = add nsw i64 %conv1_weight_grad.ox2651186, 1
+  %4328 = add nsw i64 %4326, %4327
+  %images1187 = getelementptr inbounds float, ptr %images, i64 %4328
+  %4329 = load float, ptr %images1187, align 4
+  %4330 = mul nsw i64 %conv1_weight_grad.c2551147, 3
+  %4331 = add nsw i64 %4330, %conv1_weight_grad.ky2561148
+  %4332 = mul nsw i64 %4331, 3
+  %4333 = add nsw i64 %4332, 2
+  %4334 = mul nsw i64 %4333, 12544
+  %4335 = mul nsw i64 %conv1_weight_grad.j2541146, 784
+  %4336 = add nsw i64 %4334, %4335
+  %4337 = mul nsw i64 %conv1_weight_grad.oy2641183, 28
+  %4338 = add nsw i64 %4337, %conv1_weight_grad.ox2651186
+  %4339 = add nsw i64 %4336, %4338
+  %arena1188 = getelementptr inbounds float, ptr %arena, i64 %4339
+  store float %4329, ptr %arena1188, align 4
+  %ox265.next = add nsw i64 %conv1_weight_grad.ox2651186, 1
+  %4340 = icmp slt i64 %ox265.next, 27
+  br i1 %4340, label %conv1_weight_grad.ox265, label %conv1_weight_grad.ox265.end
+
+conv1_weight_grad.ox265.end:                      ; preds = %conv1_weight_grad.ox265
+  br label %conv1_weight_grad.ox266
+
+conv1_weight_grad.ox266:                          ; preds = %conv1_weight_grad.ox266, %conv1_weight_grad.ox265.end
+  %conv1_weight_grad.ox2661189 = phi i64 [ 0, %conv1_weight_grad.ox265.end ], [ %ox266.next, %conv1_weight_grad.ox266 ]
+  %4341 = mul nsw i64 %conv1_weight_grad.c2551147, 3
+  %4342 = add nsw i64 %4341, %conv1_weight_grad.ky2561148
+  %4343 = mul nsw i64 %4342, 3
+  %4344 = add nsw i64 %4343, 2
+  %4345 = mul nsw i64 %4344, 12544
+  %4346 = mul nsw i64 %conv1_weight_grad.j2541146, 784
+  %4347 = add nsw i64 %4345, %4346
+  %4348 = mul nsw i64 %conv1_weight_grad.oy2641183, 28
+  %4349 = add nsw i64 %conv1_weight_grad.ox2661189, 27
+  %4350 = add nsw i64 %4348, %4349
+  %4351 = add nsw i64 %4347, %4350
+  %arena1190 = getelementptr inbounds float, ptr %arena, i64 %4351
+  store float 0.000000e+00, ptr %arena1190, align 4
+  %ox266.next = add nsw i64 %conv1_weight_grad.ox2661189, 1
+  %4352 = icmp slt i64 %ox266.next, 1
+  br i1 %4352, label %conv1_weight_grad.ox266, label %conv1_weight_grad.ox266.end
+
+conv1_weight_grad.ox266.end:                      ; preds = %conv1_weight_grad.ox266
+  br label %conv1_weight_grad.endif1185
+
+conv1_weight_grad.then1191:                       ; preds = %conv1_weight_grad.endif1185
+  br label %conv1_weight_grad.ox267
+
+conv1_weight_grad.endif1192:                      ; preds = %conv1_weight_grad.ox267.end, %conv1_weight_grad.endif1185
+  %4353 = add nsw i64 %conv1_weight_grad.oy2641183, %conv1_weight_grad.ky2561148
+  %4354 = add nsw i64 %4353, -1
+  %4355 = icmp slt i64 27, %4354
+  br i1 %4355, label %conv1_weight_grad.then1195, label %conv1_weight_grad.endif1196
+
+conv1_weight_grad.ox267:                          ; preds = %conv1_weight_grad.ox267, %conv1_weight_grad.then1191
+  %conv1_weight_grad.ox2671193 = phi i64 [ 0, %conv1_weight_grad.then1191 ], [ %ox267.next, %conv1_weight_grad.ox267 ]
+  %4356 = mul nsw i64 %conv1_weight_grad.c2551147, 3
+  %4357 = add nsw i64 %4356, %conv1_weight_grad.ky2561148
+  %4358 = mul nsw i64 %4357, 3
+  %4359 = add nsw i64 %4358, 2
+  %4360 = mul nsw i64 %4359, 12544
+  %4361 = mul nsw i64 %conv1_weight_grad.j2541146, 784
+  %4362 = add nsw i64 %4360, %4361
+  %4363 = mul nsw i64 %conv1_weight_grad.oy2641183, 28
+  %4364 = add nsw i64 %4363, %conv1_weight_grad.ox2671193
+  %4365 = add nsw i64 %4362, %4364
+  %arena1194 = getelementptr inbounds float, ptr %arena, i64 %4365
+  store float 0.000000e+00, ptr %arena1194, align 4
+  %ox267.next = add nsw i64 %conv1_weight_grad.ox2671193, 1
+  %4366 = icmp slt i64 %ox267.next, 28
+  br i1 %4366, label %conv1_weight_grad.ox267, label %conv1_weight_grad.ox267.end
+
+conv1_weight_grad.ox267.end:                      ; preds = %conv1_weight_grad.ox267
+  br label %conv1_weight_grad.endif1192
+
+conv1_weight_grad.then1195:                       ; preds = %conv1_weight_grad.endif1192
+  br label %conv1_weight_grad.ox2671197
+
+conv1_weight_grad.endif1196:                      ; preds = %conv1_weight_grad.ox267.end1198, %conv1_weight_grad.endif1192
+  %oy264.next = add nsw i64 %conv1_weight_grad.oy2641183, 1
+  %4367 = icmp slt i64 %oy264.next, 28
+  br i1 %4367, label %conv1_weight_grad.oy264, label %conv1_weight_grad.oy264.end
+
+conv1_weight_grad.ox2671197:                      ; preds = %conv1_weight_grad.ox2671197, %conv1_weight_grad.then1195
+  %conv1_weight_grad.ox2671199 = phi i64 [ 0, %conv1_weight_grad.then1195 ], [ %ox267.next1201, %conv1_weight_grad.ox2671197 ]
+  %4368 = mul nsw i64 %conv1_weight_grad.c2551147, 3
+  %4369 = add nsw i64 %4368, %conv1_weight_grad.ky2561148
+  %4370 = mul nsw i64 %4369, 3
+  %4371 = add nsw i64 %4370, 2
+  %4372 = mul nsw i64 %4371, 12544
+  %4373 = mul nsw i64 %conv1_weight_grad.j2541146, 784
+  %4374 = add nsw i64 %4372, %4373
+  %4375 = mul nsw i64 %conv1_weight_grad.oy2641183, 28
+  %4376 = add nsw i64 %4375, %conv1_weight_grad.ox2671199
+  %4377 = add nsw i64 %4374, %4376
+  %arena1200 = getelementptr inbounds float, ptr %arena, i64 %4377
+  store float 0.000000e+00, ptr %arena1200, align 4
+  %ox267.next1201 = add nsw i64 %conv1_weight_grad.ox2671199, 1
+  %4378 = icmp slt i64 %ox267.next1201, 28
+  br i1 %4378, label %conv1_weight_grad.ox2671197, label %conv1_weight_grad.ox267.end1198
+
+conv1_weight_grad.ox267.end1198:                  ; preds = %conv1_weight_grad.ox2671197
+  br label %conv1_weight_grad.endif1196
+
+conv1_weight_grad.j268:                           ; preds = %conv1_weight_grad.i269.end, %conv1_weight_grad.j254.end
+  %conv1_weight_grad.j2681202 = phi i64 [ 0, %conv1_weight_grad.j254.end ], [ %j268.next, %conv1_weight_grad.i269.end ]
+  br label %conv1_weight_grad.i269
+
+conv1_weight_grad.j268.end:                       ; preds = %conv1_weight_grad.i269.end
+  br label %conv1_weight_grad.kp271
+
+conv1_weight_grad.i269:                           ; preds = %conv1_weight_grad.f270.end, %conv1_weight_grad.j268
+  %conv1_weight_grad.i2691203 = phi i64 [ 0, %conv1_weight_grad.j268 ], [ %i269.next, %conv1_weight_grad.f270.end ]
+  br label %conv1_weight_grad.f270
+
+conv1_weight_grad.i269.end:                       ; preds = %conv1_weight_grad.f270.end
+  %j268.next = add nsw i64 %conv1_weight_grad.j2681202, 1
+  %4379 = icmp slt i64 %j268.next, 16
+  br i1 %4379, label %conv1_weight_grad.j268, label %conv1_weight_grad.j268.end
+
+conv1_weight_grad.f270:                           ; preds = %conv1_weight_grad.f270, %conv1_weight_grad.i269
+  %conv1_weight_grad.f2701204 = phi i64 [ 0, %conv1_weight_grad.i269 ], [ %f270.next, %conv1_weight_grad.f270 ]
+  %4380 = mul nsw i64 %conv1_weight_grad.g2531145, 16
+  %4381 = add nsw i64 %4380, %conv1_weight_grad.j2681202
+  %4382 = mul nsw i64 %4381, 25088
+  %4383 = add nsw i64 3220112, %4382
+  %4384 = mul nsw i64 %conv1_weight_grad.f2701204, 784
   %4385 = add nsw i64 %4383, %4384
-  %arena1198 = getelementptr inbounds float, ptr %arena, i64 %4385
-  store <16 x float> %t265_c5_01197, ptr %arena1198, align 4
-  %t265_c5_11199 = load <16 x float>, ptr %conv1_weight_grad.t265_c5_1, align 64
-  %4386 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4387 = add nsw i64 %4386, 5
-  %4388 = mul nsw i64 %4387, 32
-  %4389 = add nsw i64 514304, %4388
-  %4390 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4391 = add nsw i64 %4389, %4390
-  %4392 = add nsw i64 %4391, 16
-  %arena1200 = getelementptr inbounds float, ptr %arena, i64 %4392
-  store <16 x float> %t265_c5_11199, ptr %arena1200, align 4
-  %t265_c6_01201 = load <16 x float>, ptr %conv1_weight_grad.t265_c6_0, align 64
-  %4393 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4394 = add nsw i64 %4393, 6
-  %4395 = mul nsw i64 %4394, 32
-  %4396 = add nsw i64 514304, %4395
-  %4397 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4398 = add nsw i64 %4396, %4397
-  %arena1202 = getelementptr inbounds float, ptr %arena, i64 %4398
-  store <16 x float> %t265_c6_01201, ptr %arena1202, align 4
-  %t265_c6_11203 = load <16 x float>, ptr %conv1_weight_grad.t265_c6_1, align 64
-  %4399 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4400 = add nsw i64 %4399, 6
-  %4401 = mul nsw i64 %4400, 32
-  %4402 = add nsw i64 514304, %4401
-  %4403 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4404 = add nsw i64 %4402, %4403
-  %4405 = add nsw i64 %4404, 16
-  %arena1204 = getelementptr inbounds float, ptr %arena, i64 %4405
-  store <16 x float> %t265_c6_11203, ptr %arena1204, align 4
-  %t265_c7_01205 = load <16 x float>, ptr %conv1_weight_grad.t265_c7_0, align 64
-  %4406 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4407 = add nsw i64 %4406, 7
-  %4408 = mul nsw i64 %4407, 32
-  %4409 = add nsw i64 514304, %4408
-  %4410 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4411 = add nsw i64 %4409, %4410
-  %arena1206 = getelementptr inbounds float, ptr %arena, i64 %4411
-  store <16 x float> %t265_c7_01205, ptr %arena1206, align 4
-  %t265_c7_11207 = load <16 x float>, ptr %conv1_weight_grad.t265_c7_1, align 64
-  %4412 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4413 = add nsw i64 %4412, 7
-  %4414 = mul nsw i64 %4413, 32
-  %4415 = add nsw i64 514304, %4414
-  %4416 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4417 = add nsw i64 %4415, %4416
-  %4418 = add nsw i64 %4417, 16
-  %arena1208 = getelementptr inbounds float, ptr %arena, i64 %4418
-  store <16 x float> %t265_c7_11207, ptr %arena1208, align 4
-  %t265_c8_01209 = load <16 x float>, ptr %conv1_weight_grad.t265_c8_0, align 64
-  %4419 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4420 = add nsw i64 %4419, 8
-  %4421 = mul nsw i64 %4420, 32
-  %4422 = add nsw i64 514304, %4421
-  %4423 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
-  %4424 = add nsw i64 %4422, %4423
-  %arena1210 = getelementptr inbounds float, ptr %arena, i64 %4424
-  store <16 x float> %t265_c8_01209, ptr %arena1210, align 4
-  %t265_c8_11211 = load <16 x float>, ptr %conv1_weight_grad.t265_c8_1, align 64
-  %4425 = mul nsw i64 %conv1_weight_grad.mb2641121, 9
-  %4426 = add nsw i64 %4425, 8
+  %4386 = add nsw i64 %4385, %conv1_weight_grad.i2691203
+  %arena1205 = getelementptr inbounds float, ptr %arena, i64 %4386
+  %4387 = load float, ptr %arena1205, align 4
+  %4388 = mul nsw i64 %conv1_weight_grad.j2681202, 784
+  %4389 = add nsw i64 %4388, %conv1_weight_grad.i2691203
+  %4390 = mul nsw i64 %4389, 32
+  %4391 = add nsw i64 112896, %4390
+  %4392 = add nsw i64 %4391, %conv1_weight_grad.f2701204
+  %arena1206 = getelementptr inbounds float, ptr %arena, i64 %4392
+  store float %4387, ptr %arena1206, align 4
+  %f270.next = add nsw i64 %conv1_weight_grad.f2701204, 1
+  %4393 = icmp slt i64 %f270.next, 32
+  br i1 %4393, label %conv1_weight_grad.f270, label %conv1_weight_grad.f270.end
+
+conv1_weight_grad.f270.end:                       ; preds = %conv1_weight_grad.f270
+  %i269.next = add nsw i64 %conv1_weight_grad.i2691203, 1
+  %4394 = icmp slt i64 %i269.next, 784
+  br i1 %4394, label %conv1_weight_grad.i269, label %conv1_weight_grad.i269.end
+
+conv1_weight_grad.kp271:                          ; preds = %conv1_weight_grad.nb272.end, %conv1_weight_grad.j268.end
+  %conv1_weight_grad.kp2711207 = phi i64 [ 0, %conv1_weight_grad.j268.end ], [ %kp271.next, %conv1_weight_grad.nb272.end ]
+  br label %conv1_weight_grad.nb272
+
+conv1_weight_grad.kp271.end:                      ; preds = %conv1_weight_grad.nb272.end
+  %g253.next = add nsw i64 %conv1_weight_grad.g2531145, 1
+  %4395 = icmp slt i64 %g253.next, 4
+  br i1 %4395, label %conv1_weight_grad.g253, label %conv1_weight_grad.g253.end
+
+conv1_weight_grad.nb272:                          ; preds = %conv1_weight_grad.mb273.end, %conv1_weight_grad.kp271
+  %conv1_weight_grad.nb2721208 = phi i64 [ 0, %conv1_weight_grad.kp271 ], [ %nb272.next, %conv1_weight_grad.mb273.end ]
+  br label %conv1_weight_grad.mb273
+
+conv1_weight_grad.nb272.end:                      ; preds = %conv1_weight_grad.mb273.end
+  %kp271.next = add nsw i64 %conv1_weight_grad.kp2711207, 1
+  %4396 = icmp slt i64 %kp271.next, 49
+  br i1 %4396, label %conv1_weight_grad.kp271, label %conv1_weight_grad.kp271.end
+
+conv1_weight_grad.mb273:                          ; preds = %conv1_weight_grad.k275.end, %conv1_weight_grad.nb272
+  %conv1_weight_grad.mb2731209 = phi i64 [ 0, %conv1_weight_grad.nb272 ], [ %mb273.next, %conv1_weight_grad.k275.end ]
+  %4397 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4398 = mul nsw i64 %4397, 32
+  %4399 = add nsw i64 514304, %4398
+  %4400 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4401 = add nsw i64 %4399, %4400
+  %arena1210 = getelementptr inbounds float, ptr %arena, i64 %4401
+  %4402 = load <16 x float>, ptr %arena1210, align 4
+  store <16 x float> %4402, ptr %conv1_weight_grad.t274_c0_0, align 64
+  %4403 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4404 = mul nsw i64 %4403, 32
+  %4405 = add nsw i64 514304, %4404
+  %4406 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4407 = add nsw i64 %4405, %4406
+  %4408 = add nsw i64 %4407, 16
+  %arena1211 = getelementptr inbounds float, ptr %arena, i64 %4408
+  %4409 = load <16 x float>, ptr %arena1211, align 4
+  store <16 x float> %4409, ptr %conv1_weight_grad.t274_c0_1, align 64
+  %4410 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4411 = add nsw i64 %4410, 1
+  %4412 = mul nsw i64 %4411, 32
+  %4413 = add nsw i64 514304, %4412
+  %4414 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4415 = add nsw i64 %4413, %4414
+  %arena1212 = getelementptr inbounds float, ptr %arena, i64 %4415
+  %4416 = load <16 x float>, ptr %arena1212, align 4
+  store <16 x float> %4416, ptr %conv1_weight_grad.t274_c1_0, align 64
+  %4417 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4418 = add nsw i64 %4417, 1
+  %4419 = mul nsw i64 %4418, 32
+  %4420 = add nsw i64 514304, %4419
+  %4421 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4422 = add nsw i64 %4420, %4421
+  %4423 = add nsw i64 %4422, 16
+  %arena1213 = getelementptr inbounds float, ptr %arena, i64 %4423
+  %4424 = load <16 x float>, ptr %arena1213, align 4
+  store <16 x float> %4424, ptr %conv1_weight_grad.t274_c1_1, align 64
+  %4425 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4426 = add nsw i64 %4425, 2
   %4427 = mul nsw i64 %4426, 32
   %4428 = add nsw i64 514304, %4427
-  %4429 = mul nsw i64 %conv1_weight_grad.nb2631120, 32
+  %4429 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
   %4430 = add nsw i64 %4428, %4429
-  %4431 = add nsw i64 %4430, 16
-  %arena1212 = getelementptr inbounds float, ptr %arena, i64 %4431
-  store <16 x float> %t265_c8_11211, ptr %arena1212, align 4
-  %mb264.next = add nsw i64 %conv1_weight_grad.mb2641121, 1
-  %4432 = icmp slt i64 %mb264.next, 1
-  br i1 %4432, label %conv1_weight_grad.mb264, label %conv1_weight_grad.mb264.end
+  %arena1214 = getelementptr inbounds float, ptr %arena, i64 %4430
+  %4431 = load <16 x float>, ptr %arena1214, align 4
+  store <16 x float> %4431, ptr %conv1_weight_grad.t274_c2_0, align 64
+  %4432 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4433 = add nsw i64 %4432, 2
+  %4434 = mul nsw i64 %4433, 32
+  %4435 = add nsw i64 514304, %4434
+  %4436 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4437 = add nsw i64 %4435, %4436
+  %4438 = add nsw i64 %4437, 16
+  %arena1215 = getelementptr inbounds float, ptr %arena, i64 %4438
+  %4439 = load <16 x float>, ptr %arena1215, align 4
+  store <16 x float> %4439, ptr %conv1_weight_grad.t274_c2_1, align 64
+  %4440 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4441 = add nsw i64 %4440, 3
+  %4442 = mul nsw i64 %4441, 32
+  %4443 = add nsw i64 514304, %4442
+  %4444 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4445 = add nsw i64 %4443, %4444
+  %arena1216 = getelementptr inbounds float, ptr %arena, i64 %4445
+  %4446 = load <16 x float>, ptr %arena1216, align 4
+  store <16 x float> %4446, ptr %conv1_weight_grad.t274_c3_0, align 64
+  %4447 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4448 = add nsw i64 %4447, 3
+  %4449 = mul nsw i64 %4448, 32
+  %4450 = add nsw i64 514304, %4449
+  %4451 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4452 = add nsw i64 %4450, %4451
+  %4453 = add nsw i64 %4452, 16
+  %arena1217 = getelementptr inbounds float, ptr %arena, i64 %4453
+  %4454 = load <16 x float>, ptr %arena1217, align 4
+  store <16 x float> %4454, ptr %conv1_weight_grad.t274_c3_1, align 64
+  %4455 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4456 = add nsw i64 %4455, 4
+  %4457 = mul nsw i64 %4456, 32
+  %4458 = add nsw i64 514304, %4457
+  %4459 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4460 = add nsw i64 %4458, %4459
+  %arena1218 = getelementptr inbounds float, ptr %arena, i64 %4460
+  %4461 = load <16 x float>, ptr %arena1218, align 4
+  store <16 x float> %4461, ptr %conv1_weight_grad.t274_c4_0, align 64
+  %4462 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4463 = add nsw i64 %4462, 4
+  %4464 = mul nsw i64 %4463, 32
+  %4465 = add nsw i64 514304, %4464
+  %4466 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4467 = add nsw i64 %4465, %4466
+  %4468 = add nsw i64 %4467, 16
+  %arena1219 = getelementptr inbounds float, ptr %arena, i64 %4468
+  %4469 = load <16 x float>, ptr %arena1219, align 4
+  store <16 x float> %4469, ptr %conv1_weight_grad.t274_c4_1, align 64
+  %4470 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4471 = add nsw i64 %4470, 5
+  %4472 = mul nsw i64 %4471, 32
+  %4473 = add nsw i64 514304, %4472
+  %4474 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4475 = add nsw i64 %4473, %4474
+  %arena1220 = getelementptr inbounds float, ptr %arena, i64 %4475
+  %4476 = load <16 x float>, ptr %arena1220, align 4
+  store <16 x float> %4476, ptr %conv1_weight_grad.t274_c5_0, align 64
+  %4477 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4478 = add nsw i64 %4477, 5
+  %4479 = mul nsw i64 %4478, 32
+  %4480 = add nsw i64 514304, %4479
+  %4481 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4482 = add nsw i64 %4480, %4481
+  %4483 = add nsw i64 %4482, 16
+  %arena1221 = getelementptr inbounds float, ptr %arena, i64 %4483
+  %4484 = load <16 x float>, ptr %arena1221, align 4
+  store <16 x float> %4484, ptr %conv1_weight_grad.t274_c5_1, align 64
+  %4485 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4486 = add nsw i64 %4485, 6
+  %4487 = mul nsw i64 %4486, 32
+  %4488 = add nsw i64 514304, %4487
+  %4489 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4490 = add nsw i64 %4488, %4489
+  %arena1222 = getelementptr inbounds float, ptr %arena, i64 %4490
+  %4491 = load <16 x float>, ptr %arena1222, align 4
+  store <16 x float> %4491, ptr %conv1_weight_grad.t274_c6_0, align 64
+  %4492 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4493 = add nsw i64 %4492, 6
+  %4494 = mul nsw i64 %4493, 32
+  %4495 = add nsw i64 514304, %4494
+  %4496 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4497 = add nsw i64 %4495, %4496
+  %4498 = add nsw i64 %4497, 16
+  %arena1223 = getelementptr inbounds float, ptr %arena, i64 %4498
+  %4499 = load <16 x float>, ptr %arena1223, align 4
+  store <16 x float> %4499, ptr %conv1_weight_grad.t274_c6_1, align 64
+  %4500 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4501 = add nsw i64 %4500, 7
+  %4502 = mul nsw i64 %4501, 32
+  %4503 = add nsw i64 514304, %4502
+  %4504 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4505 = add nsw i64 %4503, %4504
+  %arena1224 = getelementptr inbounds float, ptr %arena, i64 %4505
+  %4506 = load <16 x float>, ptr %arena1224, align 4
+  store <16 x float> %4506, ptr %conv1_weight_grad.t274_c7_0, align 64
+  %4507 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4508 = add nsw i64 %4507, 7
+  %4509 = mul nsw i64 %4508, 32
+  %4510 = add nsw i64 514304, %4509
+  %4511 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4512 = add nsw i64 %4510, %4511
+  %4513 = add nsw i64 %4512, 16
+  %arena1225 = getelementptr inbounds float, ptr %arena, i64 %4513
+  %4514 = load <16 x float>, ptr %arena1225, align 4
+  store <16 x float> %4514, ptr %conv1_weight_grad.t274_c7_1, align 64
+  %4515 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4516 = add nsw i64 %4515, 8
+  %4517 = mul nsw i64 %4516, 32
+  %4518 = add nsw i64 514304, %4517
+  %4519 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4520 = add nsw i64 %4518, %4519
+  %arena1226 = getelementptr inbounds float, ptr %arena, i64 %4520
+  %4521 = load <16 x float>, ptr %arena1226, align 4
+  store <16 x float> %4521, ptr %conv1_weight_grad.t274_c8_0, align 64
+  %4522 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4523 = add nsw i64 %4522, 8
+  %4524 = mul nsw i64 %4523, 32
+  %4525 = add nsw i64 514304, %4524
+  %4526 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4527 = add nsw i64 %4525, %4526
+  %4528 = add nsw i64 %4527, 16
+  %arena1227 = getelementptr inbounds float, ptr %arena, i64 %4528
+  %4529 = load <16 x float>, ptr %arena1227, align 4
+  store <16 x float> %4529, ptr %conv1_weight_grad.t274_c8_1, align 64
+  br label %conv1_weight_grad.k275
 
-conv1_weight_grad.f267:                           ; preds = %conv1_weight_grad.r268.end, %conv1_weight_grad.g244.end
-  %conv1_weight_grad.f2671213 = phi i64 [ 0, %conv1_weight_grad.g244.end ], [ %f267.next, %conv1_weight_grad.r268.end ]
-  br label %conv1_weight_grad.r268
+conv1_weight_grad.mb273.end:                      ; preds = %conv1_weight_grad.k275.end
+  %nb272.next = add nsw i64 %conv1_weight_grad.nb2721208, 1
+  %4530 = icmp slt i64 %nb272.next, 1
+  br i1 %4530, label %conv1_weight_grad.nb272, label %conv1_weight_grad.nb272.end
 
-conv1_weight_grad.f267.end:                       ; preds = %conv1_weight_grad.r268.end
-  br label %conv1_bias_grad.f269
+conv1_weight_grad.k275:                           ; preds = %conv1_weight_grad.k275, %conv1_weight_grad.mb273
+  %conv1_weight_grad.k2751228 = phi i64 [ 0, %conv1_weight_grad.mb273 ], [ %k275.next, %conv1_weight_grad.k275 ]
+  %4531 = mul nsw i64 %conv1_weight_grad.kp2711207, 256
+  %4532 = add nsw i64 %conv1_weight_grad.k2751228, %4531
+  %4533 = mul nsw i64 %4532, 32
+  %4534 = add nsw i64 112896, %4533
+  %4535 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4536 = add nsw i64 %4534, %4535
+  %arena1229 = getelementptr inbounds float, ptr %arena, i64 %4536
+  %4537 = load <16 x float>, ptr %arena1229, align 4
+  store <16 x float> %4537, ptr %conv1_weight_grad.t274_b0, align 64
+  %4538 = mul nsw i64 %conv1_weight_grad.kp2711207, 256
+  %4539 = add nsw i64 %conv1_weight_grad.k2751228, %4538
+  %4540 = mul nsw i64 %4539, 32
+  %4541 = add nsw i64 112896, %4540
+  %4542 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4543 = add nsw i64 %4541, %4542
+  %4544 = add nsw i64 %4543, 16
+  %arena1230 = getelementptr inbounds float, ptr %arena, i64 %4544
+  %4545 = load <16 x float>, ptr %arena1230, align 4
+  store <16 x float> %4545, ptr %conv1_weight_grad.t274_b1, align 64
+  %4546 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4547 = mul nsw i64 %4546, 12544
+  %4548 = mul nsw i64 %conv1_weight_grad.kp2711207, 256
+  %4549 = add nsw i64 %conv1_weight_grad.k2751228, %4548
+  %4550 = add nsw i64 %4547, %4549
+  %arena1231 = getelementptr inbounds float, ptr %arena, i64 %4550
+  %4551 = load float, ptr %arena1231, align 4
+  %4552 = insertelement <16 x float> undef, float %4551, i32 0
+  %4553 = shufflevector <16 x float> %4552, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4553, ptr %conv1_weight_grad.t274_a0, align 64
+  %t274_a0 = load <16 x float>, ptr %conv1_weight_grad.t274_a0, align 64
+  %t274_b0 = load <16 x float>, ptr %conv1_weight_grad.t274_b0, align 64
+  %t274_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t274_c0_0, align 64
+  %4554 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a0, <16 x float> %t274_b0, <16 x float> %t274_c0_0)
+  store <16 x float> %4554, ptr %conv1_weight_grad.t274_c0_0, align 64
+  %t274_a01232 = load <16 x float>, ptr %conv1_weight_grad.t274_a0, align 64
+  %t274_b1 = load <16 x float>, ptr %conv1_weight_grad.t274_b1, align 64
+  %t274_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t274_c0_1, align 64
+  %4555 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a01232, <16 x float> %t274_b1, <16 x float> %t274_c0_1)
+  store <16 x float> %4555, ptr %conv1_weight_grad.t274_c0_1, align 64
+  %4556 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4557 = add nsw i64 %4556, 1
+  %4558 = mul nsw i64 %4557, 12544
+  %4559 = mul nsw i64 %conv1_weight_grad.kp2711207, 256
+  %4560 = add nsw i64 %conv1_weight_grad.k2751228, %4559
+  %4561 = add nsw i64 %4558, %4560
+  %arena1233 = getelementptr inbounds float, ptr %arena, i64 %4561
+  %4562 = load float, ptr %arena1233, align 4
+  %4563 = insertelement <16 x float> undef, float %4562, i32 0
+  %4564 = shufflevector <16 x float> %4563, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4564, ptr %conv1_weight_grad.t274_a1, align 64
+  %t274_a1 = load <16 x float>, ptr %conv1_weight_grad.t274_a1, align 64
+  %t274_b01234 = load <16 x float>, ptr %conv1_weight_grad.t274_b0, align 64
+  %t274_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t274_c1_0, align 64
+  %4565 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a1, <16 x float> %t274_b01234, <16 x float> %t274_c1_0)
+  store <16 x float> %4565, ptr %conv1_weight_grad.t274_c1_0, align 64
+  %t274_a11235 = load <16 x float>, ptr %conv1_weight_grad.t274_a1, align 64
+  %t274_b11236 = load <16 x float>, ptr %conv1_weight_grad.t274_b1, align 64
+  %t274_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t274_c1_1, align 64
+  %4566 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a11235, <16 x float> %t274_b11236, <16 x float> %t274_c1_1)
+  store <16 x float> %4566, ptr %conv1_weight_grad.t274_c1_1, align 64
+  %4567 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4568 = add nsw i64 %4567, 2
+  %4569 = mul nsw i64 %4568, 12544
+  %4570 = mul nsw i64 %conv1_weight_grad.kp2711207, 256
+  %4571 = add nsw i64 %conv1_weight_grad.k2751228, %4570
+  %4572 = add nsw i64 %4569, %4571
+  %arena1237 = getelementptr inbounds float, ptr %arena, i64 %4572
+  %4573 = load float, ptr %arena1237, align 4
+  %4574 = insertelement <16 x float> undef, float %4573, i32 0
+  %4575 = shufflevector <16 x float> %4574, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4575, ptr %conv1_weight_grad.t274_a2, align 64
+  %t274_a2 = load <16 x float>, ptr %conv1_weight_grad.t274_a2, align 64
+  %t274_b01238 = load <16 x float>, ptr %conv1_weight_grad.t274_b0, align 64
+  %t274_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t274_c2_0, align 64
+  %4576 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a2, <16 x float> %t274_b01238, <16 x float> %t274_c2_0)
+  store <16 x float> %4576, ptr %conv1_weight_grad.t274_c2_0, align 64
+  %t274_a21239 = load <16 x float>, ptr %conv1_weight_grad.t274_a2, align 64
+  %t274_b11240 = load <16 x float>, ptr %conv1_weight_grad.t274_b1, align 64
+  %t274_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t274_c2_1, align 64
+  %4577 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a21239, <16 x float> %t274_b11240, <16 x float> %t274_c2_1)
+  store <16 x float> %4577, ptr %conv1_weight_grad.t274_c2_1, align 64
+  %4578 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4579 = add nsw i64 %4578, 3
+  %4580 = mul nsw i64 %4579, 12544
+  %4581 = mul nsw i64 %conv1_weight_grad.kp2711207, 256
+  %4582 = add nsw i64 %conv1_weight_grad.k2751228, %4581
+  %4583 = add nsw i64 %4580, %4582
+  %arena1241 = getelementptr inbounds float, ptr %arena, i64 %4583
+  %4584 = load float, ptr %arena1241, align 4
+  %4585 = insertelement <16 x float> undef, float %4584, i32 0
+  %4586 = shufflevector <16 x float> %4585, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4586, ptr %conv1_weight_grad.t274_a3, align 64
+  %t274_a3 = load <16 x float>, ptr %conv1_weight_grad.t274_a3, align 64
+  %t274_b01242 = load <16 x float>, ptr %conv1_weight_grad.t274_b0, align 64
+  %t274_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t274_c3_0, align 64
+  %4587 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a3, <16 x float> %t274_b01242, <16 x float> %t274_c3_0)
+  store <16 x float> %4587, ptr %conv1_weight_grad.t274_c3_0, align 64
+  %t274_a31243 = load <16 x float>, ptr %conv1_weight_grad.t274_a3, align 64
+  %t274_b11244 = load <16 x float>, ptr %conv1_weight_grad.t274_b1, align 64
+  %t274_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t274_c3_1, align 64
+  %4588 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a31243, <16 x float> %t274_b11244, <16 x float> %t274_c3_1)
+  store <16 x float> %4588, ptr %conv1_weight_grad.t274_c3_1, align 64
+  %4589 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4590 = add nsw i64 %4589, 4
+  %4591 = mul nsw i64 %4590, 12544
+  %4592 = mul nsw i64 %conv1_weight_grad.kp2711207, 256
+  %4593 = add nsw i64 %conv1_weight_grad.k2751228, %4592
+  %4594 = add nsw i64 %4591, %4593
+  %arena1245 = getelementptr inbounds float, ptr %arena, i64 %4594
+  %4595 = load float, ptr %arena1245, align 4
+  %4596 = insertelement <16 x float> undef, float %4595, i32 0
+  %4597 = shufflevector <16 x float> %4596, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4597, ptr %conv1_weight_grad.t274_a4, align 64
+  %t274_a4 = load <16 x float>, ptr %conv1_weight_grad.t274_a4, align 64
+  %t274_b01246 = load <16 x float>, ptr %conv1_weight_grad.t274_b0, align 64
+  %t274_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t274_c4_0, align 64
+  %4598 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a4, <16 x float> %t274_b01246, <16 x float> %t274_c4_0)
+  store <16 x float> %4598, ptr %conv1_weight_grad.t274_c4_0, align 64
+  %t274_a41247 = load <16 x float>, ptr %conv1_weight_grad.t274_a4, align 64
+  %t274_b11248 = load <16 x float>, ptr %conv1_weight_grad.t274_b1, align 64
+  %t274_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t274_c4_1, align 64
+  %4599 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a41247, <16 x float> %t274_b11248, <16 x float> %t274_c4_1)
+  store <16 x float> %4599, ptr %conv1_weight_grad.t274_c4_1, align 64
+  %4600 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4601 = add nsw i64 %4600, 5
+  %4602 = mul nsw i64 %4601, 12544
+  %4603 = mul nsw i64 %conv1_weight_grad.kp2711207, 256
+  %4604 = add nsw i64 %conv1_weight_grad.k2751228, %4603
+  %4605 = add nsw i64 %4602, %4604
+  %arena1249 = getelementptr inbounds float, ptr %arena, i64 %4605
+  %4606 = load float, ptr %arena1249, align 4
+  %4607 = insertelement <16 x float> undef, float %4606, i32 0
+  %4608 = shufflevector <16 x float> %4607, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4608, ptr %conv1_weight_grad.t274_a5, align 64
+  %t274_a5 = load <16 x float>, ptr %conv1_weight_grad.t274_a5, align 64
+  %t274_b01250 = load <16 x float>, ptr %conv1_weight_grad.t274_b0, align 64
+  %t274_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t274_c5_0, align 64
+  %4609 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a5, <16 x float> %t274_b01250, <16 x float> %t274_c5_0)
+  store <16 x float> %4609, ptr %conv1_weight_grad.t274_c5_0, align 64
+  %t274_a51251 = load <16 x float>, ptr %conv1_weight_grad.t274_a5, align 64
+  %t274_b11252 = load <16 x float>, ptr %conv1_weight_grad.t274_b1, align 64
+  %t274_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t274_c5_1, align 64
+  %4610 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a51251, <16 x float> %t274_b11252, <16 x float> %t274_c5_1)
+  store <16 x float> %4610, ptr %conv1_weight_grad.t274_c5_1, align 64
+  %4611 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4612 = add nsw i64 %4611, 6
+  %4613 = mul nsw i64 %4612, 12544
+  %4614 = mul nsw i64 %conv1_weight_grad.kp2711207, 256
+  %4615 = add nsw i64 %conv1_weight_grad.k2751228, %4614
+  %4616 = add nsw i64 %4613, %4615
+  %arena1253 = getelementptr inbounds float, ptr %arena, i64 %4616
+  %4617 = load float, ptr %arena1253, align 4
+  %4618 = insertelement <16 x float> undef, float %4617, i32 0
+  %4619 = shufflevector <16 x float> %4618, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4619, ptr %conv1_weight_grad.t274_a6, align 64
+  %t274_a6 = load <16 x float>, ptr %conv1_weight_grad.t274_a6, align 64
+  %t274_b01254 = load <16 x float>, ptr %conv1_weight_grad.t274_b0, align 64
+  %t274_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t274_c6_0, align 64
+  %4620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a6, <16 x float> %t274_b01254, <16 x float> %t274_c6_0)
+  store <16 x float> %4620, ptr %conv1_weight_grad.t274_c6_0, align 64
+  %t274_a61255 = load <16 x float>, ptr %conv1_weight_grad.t274_a6, align 64
+  %t274_b11256 = load <16 x float>, ptr %conv1_weight_grad.t274_b1, align 64
+  %t274_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t274_c6_1, align 64
+  %4621 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a61255, <16 x float> %t274_b11256, <16 x float> %t274_c6_1)
+  store <16 x float> %4621, ptr %conv1_weight_grad.t274_c6_1, align 64
+  %4622 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4623 = add nsw i64 %4622, 7
+  %4624 = mul nsw i64 %4623, 12544
+  %4625 = mul nsw i64 %conv1_weight_grad.kp2711207, 256
+  %4626 = add nsw i64 %conv1_weight_grad.k2751228, %4625
+  %4627 = add nsw i64 %4624, %4626
+  %arena1257 = getelementptr inbounds float, ptr %arena, i64 %4627
+  %4628 = load float, ptr %arena1257, align 4
+  %4629 = insertelement <16 x float> undef, float %4628, i32 0
+  %4630 = shufflevector <16 x float> %4629, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4630, ptr %conv1_weight_grad.t274_a7, align 64
+  %t274_a7 = load <16 x float>, ptr %conv1_weight_grad.t274_a7, align 64
+  %t274_b01258 = load <16 x float>, ptr %conv1_weight_grad.t274_b0, align 64
+  %t274_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t274_c7_0, align 64
+  %4631 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a7, <16 x float> %t274_b01258, <16 x float> %t274_c7_0)
+  store <16 x float> %4631, ptr %conv1_weight_grad.t274_c7_0, align 64
+  %t274_a71259 = load <16 x float>, ptr %conv1_weight_grad.t274_a7, align 64
+  %t274_b11260 = load <16 x float>, ptr %conv1_weight_grad.t274_b1, align 64
+  %t274_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t274_c7_1, align 64
+  %4632 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a71259, <16 x float> %t274_b11260, <16 x float> %t274_c7_1)
+  store <16 x float> %4632, ptr %conv1_weight_grad.t274_c7_1, align 64
+  %4633 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4634 = add nsw i64 %4633, 8
+  %4635 = mul nsw i64 %4634, 12544
+  %4636 = mul nsw i64 %conv1_weight_grad.kp2711207, 256
+  %4637 = add nsw i64 %conv1_weight_grad.k2751228, %4636
+  %4638 = add nsw i64 %4635, %4637
+  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %4638
+  %4639 = load float, ptr %arena1261, align 4
+  %4640 = insertelement <16 x float> undef, float %4639, i32 0
+  %4641 = shufflevector <16 x float> %4640, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4641, ptr %conv1_weight_grad.t274_a8, align 64
+  %t274_a8 = load <16 x float>, ptr %conv1_weight_grad.t274_a8, align 64
+  %t274_b01262 = load <16 x float>, ptr %conv1_weight_grad.t274_b0, align 64
+  %t274_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t274_c8_0, align 64
+  %4642 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a8, <16 x float> %t274_b01262, <16 x float> %t274_c8_0)
+  store <16 x float> %4642, ptr %conv1_weight_grad.t274_c8_0, align 64
+  %t274_a81263 = load <16 x float>, ptr %conv1_weight_grad.t274_a8, align 64
+  %t274_b11264 = load <16 x float>, ptr %conv1_weight_grad.t274_b1, align 64
+  %t274_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t274_c8_1, align 64
+  %4643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t274_a81263, <16 x float> %t274_b11264, <16 x float> %t274_c8_1)
+  store <16 x float> %4643, ptr %conv1_weight_grad.t274_c8_1, align 64
+  %k275.next = add nsw i64 %conv1_weight_grad.k2751228, 1
+  %4644 = icmp slt i64 %k275.next, 256
+  br i1 %4644, label %conv1_weight_grad.k275, label %conv1_weight_grad.k275.end
 
-conv1_weight_grad.r268:                           ; preds = %conv1_weight_grad.r268, %conv1_weight_grad.f267
-  %conv1_weight_grad.r2681214 = phi i64 [ 0, %conv1_weight_grad.f267 ], [ %r268.next, %conv1_weight_grad.r268 ]
-  %4433 = mul nsw i64 %conv1_weight_grad.r2681214, 32
-  %4434 = add nsw i64 514304, %4433
-  %4435 = add nsw i64 %4434, %conv1_weight_grad.f2671213
-  %arena1215 = getelementptr inbounds float, ptr %arena, i64 %4435
-  %4436 = load float, ptr %arena1215, align 4
-  %4437 = mul nsw i64 %conv1_weight_grad.f2671213, 9
-  %4438 = add nsw i64 %4437, %conv1_weight_grad.r2681214
-  %grads1216 = getelementptr inbounds float, ptr %grads, i64 %4438
-  store float %4436, ptr %grads1216, align 4
-  %r268.next = add nsw i64 %conv1_weight_grad.r2681214, 1
-  %4439 = icmp slt i64 %r268.next, 9
-  br i1 %4439, label %conv1_weight_grad.r268, label %conv1_weight_grad.r268.end
+conv1_weight_grad.k275.end:                       ; preds = %conv1_weight_grad.k275
+  %t274_c0_01265 = load <16 x float>, ptr %conv1_weight_grad.t274_c0_0, align 64
+  %4645 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4646 = mul nsw i64 %4645, 32
+  %4647 = add nsw i64 514304, %4646
+  %4648 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4649 = add nsw i64 %4647, %4648
+  %arena1266 = getelementptr inbounds float, ptr %arena, i64 %4649
+  store <16 x float> %t274_c0_01265, ptr %arena1266, align 4
+  %t274_c0_11267 = load <16 x float>, ptr %conv1_weight_grad.t274_c0_1, align 64
+  %4650 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4651 = mul nsw i64 %4650, 32
+  %4652 = add nsw i64 514304, %4651
+  %4653 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4654 = add nsw i64 %4652, %4653
+  %4655 = add nsw i64 %4654, 16
+  %arena1268 = getelementptr inbounds float, ptr %arena, i64 %4655
+  store <16 x float> %t274_c0_11267, ptr %arena1268, align 4
+  %t274_c1_01269 = load <16 x float>, ptr %conv1_weight_grad.t274_c1_0, align 64
+  %4656 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4657 = add nsw i64 %4656, 1
+  %4658 = mul nsw i64 %4657, 32
+  %4659 = add nsw i64 514304, %4658
+  %4660 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4661 = add nsw i64 %4659, %4660
+  %arena1270 = getelementptr inbounds float, ptr %arena, i64 %4661
+  store <16 x float> %t274_c1_01269, ptr %arena1270, align 4
+  %t274_c1_11271 = load <16 x float>, ptr %conv1_weight_grad.t274_c1_1, align 64
+  %4662 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4663 = add nsw i64 %4662, 1
+  %4664 = mul nsw i64 %4663, 32
+  %4665 = add nsw i64 514304, %4664
+  %4666 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4667 = add nsw i64 %4665, %4666
+  %4668 = add nsw i64 %4667, 16
+  %arena1272 = getelementptr inbounds float, ptr %arena, i64 %4668
+  store <16 x float> %t274_c1_11271, ptr %arena1272, align 4
+  %t274_c2_01273 = load <16 x float>, ptr %conv1_weight_grad.t274_c2_0, align 64
+  %4669 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4670 = add nsw i64 %4669, 2
+  %4671 = mul nsw i64 %4670, 32
+  %4672 = add nsw i64 514304, %4671
+  %4673 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4674 = add nsw i64 %4672, %4673
+  %arena1274 = getelementptr inbounds float, ptr %arena, i64 %4674
+  store <16 x float> %t274_c2_01273, ptr %arena1274, align 4
+  %t274_c2_11275 = load <16 x float>, ptr %conv1_weight_grad.t274_c2_1, align 64
+  %4675 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4676 = add nsw i64 %4675, 2
+  %4677 = mul nsw i64 %4676, 32
+  %4678 = add nsw i64 514304, %4677
+  %4679 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4680 = add nsw i64 %4678, %4679
+  %4681 = add nsw i64 %4680, 16
+  %arena1276 = getelementptr inbounds float, ptr %arena, i64 %4681
+  store <16 x float> %t274_c2_11275, ptr %arena1276, align 4
+  %t274_c3_01277 = load <16 x float>, ptr %conv1_weight_grad.t274_c3_0, align 64
+  %4682 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4683 = add nsw i64 %4682, 3
+  %4684 = mul nsw i64 %4683, 32
+  %4685 = add nsw i64 514304, %4684
+  %4686 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4687 = add nsw i64 %4685, %4686
+  %arena1278 = getelementptr inbounds float, ptr %arena, i64 %4687
+  store <16 x float> %t274_c3_01277, ptr %arena1278, align 4
+  %t274_c3_11279 = load <16 x float>, ptr %conv1_weight_grad.t274_c3_1, align 64
+  %4688 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4689 = add nsw i64 %4688, 3
+  %4690 = mul nsw i64 %4689, 32
+  %4691 = add nsw i64 514304, %4690
+  %4692 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4693 = add nsw i64 %4691, %4692
+  %4694 = add nsw i64 %4693, 16
+  %arena1280 = getelementptr inbounds float, ptr %arena, i64 %4694
+  store <16 x float> %t274_c3_11279, ptr %arena1280, align 4
+  %t274_c4_01281 = load <16 x float>, ptr %conv1_weight_grad.t274_c4_0, align 64
+  %4695 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4696 = add nsw i64 %4695, 4
+  %4697 = mul nsw i64 %4696, 32
+  %4698 = add nsw i64 514304, %4697
+  %4699 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4700 = add nsw i64 %4698, %4699
+  %arena1282 = getelementptr inbounds float, ptr %arena, i64 %4700
+  store <16 x float> %t274_c4_01281, ptr %arena1282, align 4
+  %t274_c4_11283 = load <16 x float>, ptr %conv1_weight_grad.t274_c4_1, align 64
+  %4701 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4702 = add nsw i64 %4701, 4
+  %4703 = mul nsw i64 %4702, 32
+  %4704 = add nsw i64 514304, %4703
+  %4705 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4706 = add nsw i64 %4704, %4705
+  %4707 = add nsw i64 %4706, 16
+  %arena1284 = getelementptr inbounds float, ptr %arena, i64 %4707
+  store <16 x float> %t274_c4_11283, ptr %arena1284, align 4
+  %t274_c5_01285 = load <16 x float>, ptr %conv1_weight_grad.t274_c5_0, align 64
+  %4708 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4709 = add nsw i64 %4708, 5
+  %4710 = mul nsw i64 %4709, 32
+  %4711 = add nsw i64 514304, %4710
+  %4712 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4713 = add nsw i64 %4711, %4712
+  %arena1286 = getelementptr inbounds float, ptr %arena, i64 %4713
+  store <16 x float> %t274_c5_01285, ptr %arena1286, align 4
+  %t274_c5_11287 = load <16 x float>, ptr %conv1_weight_grad.t274_c5_1, align 64
+  %4714 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4715 = add nsw i64 %4714, 5
+  %4716 = mul nsw i64 %4715, 32
+  %4717 = add nsw i64 514304, %4716
+  %4718 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4719 = add nsw i64 %4717, %4718
+  %4720 = add nsw i64 %4719, 16
+  %arena1288 = getelementptr inbounds float, ptr %arena, i64 %4720
+  store <16 x float> %t274_c5_11287, ptr %arena1288, align 4
+  %t274_c6_01289 = load <16 x float>, ptr %conv1_weight_grad.t274_c6_0, align 64
+  %4721 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4722 = add nsw i64 %4721, 6
+  %4723 = mul nsw i64 %4722, 32
+  %4724 = add nsw i64 514304, %4723
+  %4725 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4726 = add nsw i64 %4724, %4725
+  %arena1290 = getelementptr inbounds float, ptr %arena, i64 %4726
+  store <16 x float> %t274_c6_01289, ptr %arena1290, align 4
+  %t274_c6_11291 = load <16 x float>, ptr %conv1_weight_grad.t274_c6_1, align 64
+  %4727 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4728 = add nsw i64 %4727, 6
+  %4729 = mul nsw i64 %4728, 32
+  %4730 = add nsw i64 514304, %4729
+  %4731 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4732 = add nsw i64 %4730, %4731
+  %4733 = add nsw i64 %4732, 16
+  %arena1292 = getelementptr inbounds float, ptr %arena, i64 %4733
+  store <16 x float> %t274_c6_11291, ptr %arena1292, align 4
+  %t274_c7_01293 = load <16 x float>, ptr %conv1_weight_grad.t274_c7_0, align 64
+  %4734 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4735 = add nsw i64 %4734, 7
+  %4736 = mul nsw i64 %4735, 32
+  %4737 = add nsw i64 514304, %4736
+  %4738 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4739 = add nsw i64 %4737, %4738
+  %arena1294 = getelementptr inbounds float, ptr %arena, i64 %4739
+  store <16 x float> %t274_c7_01293, ptr %arena1294, align 4
+  %t274_c7_11295 = load <16 x float>, ptr %conv1_weight_grad.t274_c7_1, align 64
+  %4740 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4741 = add nsw i64 %4740, 7
+  %4742 = mul nsw i64 %4741, 32
+  %4743 = add nsw i64 514304, %4742
+  %4744 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4745 = add nsw i64 %4743, %4744
+  %4746 = add nsw i64 %4745, 16
+  %arena1296 = getelementptr inbounds float, ptr %arena, i64 %4746
+  store <16 x float> %t274_c7_11295, ptr %arena1296, align 4
+  %t274_c8_01297 = load <16 x float>, ptr %conv1_weight_grad.t274_c8_0, align 64
+  %4747 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4748 = add nsw i64 %4747, 8
+  %4749 = mul nsw i64 %4748, 32
+  %4750 = add nsw i64 514304, %4749
+  %4751 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4752 = add nsw i64 %4750, %4751
+  %arena1298 = getelementptr inbounds float, ptr %arena, i64 %4752
+  store <16 x float> %t274_c8_01297, ptr %arena1298, align 4
+  %t274_c8_11299 = load <16 x float>, ptr %conv1_weight_grad.t274_c8_1, align 64
+  %4753 = mul nsw i64 %conv1_weight_grad.mb2731209, 9
+  %4754 = add nsw i64 %4753, 8
+  %4755 = mul nsw i64 %4754, 32
+  %4756 = add nsw i64 514304, %4755
+  %4757 = mul nsw i64 %conv1_weight_grad.nb2721208, 32
+  %4758 = add nsw i64 %4756, %4757
+  %4759 = add nsw i64 %4758, 16
+  %arena1300 = getelementptr inbounds float, ptr %arena, i64 %4759
+  store <16 x float> %t274_c8_11299, ptr %arena1300, align 4
+  %mb273.next = add nsw i64 %conv1_weight_grad.mb2731209, 1
+  %4760 = icmp slt i64 %mb273.next, 1
+  br i1 %4760, label %conv1_weight_grad.mb273, label %conv1_weight_grad.mb273.end
 
-conv1_weight_grad.r268.end:                       ; preds = %conv1_weight_grad.r268
-  %f267.next = add nsw i64 %conv1_weight_grad.f2671213, 1
-  %4440 = icmp slt i64 %f267.next, 32
-  br i1 %4440, label %conv1_weight_grad.f267, label %conv1_weight_grad.f267.end
+conv1_weight_grad.f276:                           ; preds = %conv1_weight_grad.r277.end, %conv1_weight_grad.g253.end
+  %conv1_weight_grad.f2761301 = phi i64 [ 0, %conv1_weight_grad.g253.end ], [ %f276.next, %conv1_weight_grad.r277.end ]
+  br label %conv1_weight_grad.r277
 
-conv1_bias_grad.f269:                             ; preds = %conv1_bias_grad.img271.end, %conv1_weight_grad.f267.end
-  %conv1_bias_grad.f2691217 = phi i64 [ 0, %conv1_weight_grad.f267.end ], [ %f269.next, %conv1_bias_grad.img271.end ]
-  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc270, align 64
-  br label %conv1_bias_grad.img271
+conv1_weight_grad.f276.end:                       ; preds = %conv1_weight_grad.r277.end
+  br label %conv1_bias_grad.f278
 
-conv1_bias_grad.f269.end:                         ; preds = %conv1_bias_grad.img271.end
-  %4441 = sitofp i64 %step to float
-  %4442 = fmul float %4441, 0xBFBAF8E8A0000000
-  %4443 = call float @llvm.exp.f32(float %4442)
-  %4444 = fsub float 1.000000e+00, %4443
-  %4445 = fdiv float %lr, %4444
-  store float %4445, ptr %adam.step_size288, align 4
-  %4446 = sitofp i64 %step to float
-  %4447 = fmul float %4446, 0xBF50645940000000
-  %4448 = call float @llvm.exp.f32(float %4447)
-  %4449 = fsub float 1.000000e+00, %4448
-  %4450 = call float @llvm.sqrt.f32(float %4449)
-  store float %4450, ptr %adam.bc2_sqrt289, align 4
-  br label %adam.i290
+conv1_weight_grad.r277:                           ; preds = %conv1_weight_grad.r277, %conv1_weight_grad.f276
+  %conv1_weight_grad.r2771302 = phi i64 [ 0, %conv1_weight_grad.f276 ], [ %r277.next, %conv1_weight_grad.r277 ]
+  %4761 = mul nsw i64 %conv1_weight_grad.r2771302, 32
+  %4762 = add nsw i64 514304, %4761
+  %4763 = add nsw i64 %4762, %conv1_weight_grad.f2761301
+  %arena1303 = getelementptr inbounds float, ptr %arena, i64 %4763
+  %4764 = load float, ptr %arena1303, align 4
+  %4765 = mul nsw i64 %conv1_weight_grad.f2761301, 9
+  %4766 = add nsw i64 %4765, %conv1_weight_grad.r2771302
+  %grads1304 = getelementptr inbounds float, ptr %grads, i64 %4766
+  store float %4764, ptr %grads1304, align 4
+  %r277.next = add nsw i64 %conv1_weight_grad.r2771302, 1
+  %4767 = icmp slt i64 %r277.next, 9
+  br i1 %4767, label %conv1_weight_grad.r277, label %conv1_weight_grad.r277.end
 
-conv1_bias_grad.img271:                           ; preds = %conv1_bias_grad.i272.end, %conv1_bias_grad.f269
-  %conv1_bias_grad.img2711218 = phi i64 [ 0, %conv1_bias_grad.f269 ], [ %img271.next, %conv1_bias_grad.i272.end ]
-  br label %conv1_bias_grad.i272
+conv1_weight_grad.r277.end:                       ; preds = %conv1_weight_grad.r277
+  %f276.next = add nsw i64 %conv1_weight_grad.f2761301, 1
+  %4768 = icmp slt i64 %f276.next, 32
+  br i1 %4768, label %conv1_weight_grad.f276, label %conv1_weight_grad.f276.end
 
-conv1_bias_grad.img271.end:                       ; preds = %conv1_bias_grad.i272.end
-  %acc2701221 = load <16 x float>, ptr %conv1_bias_grad.acc270, align 64
-  %arena1222 = getelementptr inbounds float, ptr %arena, i64 0
-  store <16 x float> %acc2701221, ptr %arena1222, align 4
-  %arena1223 = getelementptr inbounds float, ptr %arena, i64 0
-  %4451 = load float, ptr %arena1223, align 4
-  %arena1224 = getelementptr inbounds float, ptr %arena, i64 1
-  %4452 = load float, ptr %arena1224, align 4
-  %4453 = fadd float %4451, %4452
-  store float %4453, ptr %conv1_bias_grad.sum273, align 4
-  %sum273 = load float, ptr %conv1_bias_grad.sum273, align 4
-  %arena1225 = getelementptr inbounds float, ptr %arena, i64 2
-  %4454 = load float, ptr %arena1225, align 4
-  %4455 = fadd float %sum273, %4454
-  store float %4455, ptr %conv1_bias_grad.sum274, align 4
-  %sum274 = load float, ptr %conv1_bias_grad.sum274, align 4
-  %arena1226 = getelementptr inbounds float, ptr %arena, i64 3
-  %4456 = load float, ptr %arena1226, align 4
-  %4457 = fadd float %sum274, %4456
-  store float %4457, ptr %conv1_bias_grad.sum275, align 4
-  %sum275 = load float, ptr %conv1_bias_grad.sum275, align 4
-  %arena1227 = getelementptr inbounds float, ptr %arena, i64 4
-  %4458 = load float, ptr %arena1227, align 4
-  %4459 = fadd float %sum275, %4458
-  store float %4459, ptr %conv1_bias_grad.sum276, align 4
-  %sum276 = load float, ptr %conv1_bias_grad.sum276, align 4
-  %arena1228 = getelementptr inbounds float, ptr %arena, i64 5
-  %4460 = load float, ptr %arena1228, align 4
-  %4461 = fadd float %sum276, %4460
-  store float %4461, ptr %conv1_bias_grad.sum277, align 4
-  %sum277 = load float, ptr %conv1_bias_grad.sum277, align 4
-  %arena1229 = getelementptr inbounds float, ptr %arena, i64 6
-  %4462 = load float, ptr %arena1229, align 4
-  %4463 = fadd float %sum277, %4462
-  store float %4463, ptr %conv1_bias_grad.sum278, align 4
-  %sum278 = load float, ptr %conv1_bias_grad.sum278, align 4
-  %arena1230 = getelementptr inbounds float, ptr %arena, i64 7
-  %4464 = load float, ptr %arena1230, align 4
-  %4465 = fadd float %sum278, %4464
-  store float %4465, ptr %conv1_bias_grad.sum279, align 4
-  %sum279 = load float, ptr %conv1_bias_grad.sum279, align 4
-  %arena1231 = getelementptr inbounds float, ptr %arena, i64 8
-  %4466 = load float, ptr %arena1231, align 4
-  %4467 = fadd float %sum279, %4466
-  store float %4467, ptr %conv1_bias_grad.sum280, align 4
-  %sum280 = load float, ptr %conv1_bias_grad.sum280, align 4
-  %arena1232 = getelementptr inbounds float, ptr %arena, i64 9
-  %4468 = load float, ptr %arena1232, align 4
-  %4469 = fadd float %sum280, %4468
-  store float %4469, ptr %conv1_bias_grad.sum281, align 4
-  %sum281 = load float, ptr %conv1_bias_grad.sum281, align 4
-  %arena1233 = getelementptr inbounds float, ptr %arena, i64 10
-  %4470 = load float, ptr %arena1233, align 4
-  %4471 = fadd float %sum281, %4470
-  store float %4471, ptr %conv1_bias_grad.sum282, align 4
+conv1_bias_grad.f278:                             ; preds = %conv1_bias_grad.img280.end, %conv1_weight_grad.f276.end
+  %conv1_bias_grad.f2781305 = phi i64 [ 0, %conv1_weight_grad.f276.end ], [ %f278.next, %conv1_bias_grad.img280.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc279, align 64
+  br label %conv1_bias_grad.img280
+
+conv1_bias_grad.f278.end:                         ; preds = %conv1_bias_grad.img280.end
+  %4769 = sitofp i64 %step to float
+  %4770 = fmul float %4769, 0xBFBAF8E8A0000000
+  %4771 = call float @llvm.exp.f32(float %4770)
+  %4772 = fsub float 1.000000e+00, %4771
+  %4773 = fdiv float %lr, %4772
+  store float %4773, ptr %adam.step_size297, align 4
+  %4774 = sitofp i64 %step to float
+  %4775 = fmul float %4774, 0xBF50645940000000
+  %4776 = call float @llvm.exp.f32(float %4775)
+  %4777 = fsub float 1.000000e+00, %4776
+  %4778 = call float @llvm.sqrt.f32(float %4777)
+  store float %4778, ptr %adam.bc2_sqrt298, align 4
+  br label %adam.i299
+
+conv1_bias_grad.img280:                           ; preds = %conv1_bias_grad.i281.end, %conv1_bias_grad.f278
+  %conv1_bias_grad.img2801306 = phi i64 [ 0, %conv1_bias_grad.f278 ], [ %img280.next, %conv1_bias_grad.i281.end ]
+  br label %conv1_bias_grad.i281
+
+conv1_bias_grad.img280.end:                       ; preds = %conv1_bias_grad.i281.end
+  %acc2791309 = load <16 x float>, ptr %conv1_bias_grad.acc279, align 64
+  %arena1310 = getelementptr inbounds float, ptr %arena, i64 0
+  store <16 x float> %acc2791309, ptr %arena1310, align 4
+  %arena1311 = getelementptr inbounds float, ptr %arena, i64 0
+  %4779 = load float, ptr %arena1311, align 4
+  %arena1312 = getelementptr inbounds float, ptr %arena, i64 1
+  %4780 = load float, ptr %arena1312, align 4
+  %4781 = fadd float %4779, %4780
+  store float %4781, ptr %conv1_bias_grad.sum282, align 4
   %sum282 = load float, ptr %conv1_bias_grad.sum282, align 4
-  %arena1234 = getelementptr inbounds float, ptr %arena, i64 11
-  %4472 = load float, ptr %arena1234, align 4
-  %4473 = fadd float %sum282, %4472
-  store float %4473, ptr %conv1_bias_grad.sum283, align 4
+  %arena1313 = getelementptr inbounds float, ptr %arena, i64 2
+  %4782 = load float, ptr %arena1313, align 4
+  %4783 = fadd float %sum282, %4782
+  store float %4783, ptr %conv1_bias_grad.sum283, align 4
   %sum283 = load float, ptr %conv1_bias_grad.sum283, align 4
-  %arena1235 = getelementptr inbounds float, ptr %arena, i64 12
-  %4474 = load float, ptr %arena1235, align 4
-  %4475 = fadd float %sum283, %4474
-  store float %4475, ptr %conv1_bias_grad.sum284, align 4
+  %arena1314 = getelementptr inbounds float, ptr %arena, i64 3
+  %4784 = load float, ptr %arena1314, align 4
+  %4785 = fadd float %sum283, %4784
+  store float %4785, ptr %conv1_bias_grad.sum284, align 4
   %sum284 = load float, ptr %conv1_bias_grad.sum284, align 4
-  %arena1236 = getelementptr inbounds float, ptr %arena, i64 13
-  %4476 = load float, ptr %arena1236, align 4
-  %4477 = fadd float %sum284, %4476
-  store float %4477, ptr %conv1_bias_grad.sum285, align 4
+  %arena1315 = getelementptr inbounds float, ptr %arena, i64 4
+  %4786 = load float, ptr %arena1315, align 4
+  %4787 = fadd float %sum284, %4786
+  store float %4787, ptr %conv1_bias_grad.sum285, align 4
   %sum285 = load float, ptr %conv1_bias_grad.sum285, align 4
-  %arena1237 = getelementptr inbounds float, ptr %arena, i64 14
-  %4478 = load float, ptr %arena1237, align 4
-  %4479 = fadd float %sum285, %4478
-  store float %4479, ptr %conv1_bias_grad.sum286, align 4
+  %arena1316 = getelementptr inbounds float, ptr %arena, i64 5
+  %4788 = load float, ptr %arena1316, align 4
+  %4789 = fadd float %sum285, %4788
+  store float %4789, ptr %conv1_bias_grad.sum286, align 4
   %sum286 = load float, ptr %conv1_bias_grad.sum286, align 4
-  %arena1238 = getelementptr inbounds float, ptr %arena, i64 15
-  %4480 = load float, ptr %arena1238, align 4
-  %4481 = fadd float %sum286, %4480
-  store float %4481, ptr %conv1_bias_grad.sum287, align 4
+  %arena1317 = getelementptr inbounds float, ptr %arena, i64 6
+  %4790 = load float, ptr %arena1317, align 4
+  %4791 = fadd float %sum286, %4790
+  store float %4791, ptr %conv1_bias_grad.sum287, align 4
   %sum287 = load float, ptr %conv1_bias_grad.sum287, align 4
-  %4482 = add nsw i64 288, %conv1_bias_grad.f2691217
-  %grads1239 = getelementptr inbounds float, ptr %grads, i64 %4482
-  store float %sum287, ptr %grads1239, align 4
-  %f269.next = add nsw i64 %conv1_bias_grad.f2691217, 1
-  %4483 = icmp slt i64 %f269.next, 32
-  br i1 %4483, label %conv1_bias_grad.f269, label %conv1_bias_grad.f269.end
+  %arena1318 = getelementptr inbounds float, ptr %arena, i64 7
+  %4792 = load float, ptr %arena1318, align 4
+  %4793 = fadd float %sum287, %4792
+  store float %4793, ptr %conv1_bias_grad.sum288, align 4
+  %sum288 = load float, ptr %conv1_bias_grad.sum288, align 4
+  %arena1319 = getelementptr inbounds float, ptr %arena, i64 8
+  %4794 = load float, ptr %arena1319, align 4
+  %4795 = fadd float %sum288, %4794
+  store float %4795, ptr %conv1_bias_grad.sum289, align 4
+  %sum289 = load float, ptr %conv1_bias_grad.sum289, align 4
+  %arena1320 = getelementptr inbounds float, ptr %arena, i64 9
+  %4796 = load float, ptr %arena1320, align 4
+  %4797 = fadd float %sum289, %4796
+  store float %4797, ptr %conv1_bias_grad.sum290, align 4
+  %sum290 = load float, ptr %conv1_bias_grad.sum290, align 4
+  %arena1321 = getelementptr inbounds float, ptr %arena, i64 10
+  %4798 = load float, ptr %arena1321, align 4
+  %4799 = fadd float %sum290, %4798
+  store float %4799, ptr %conv1_bias_grad.sum291, align 4
+  %sum291 = load float, ptr %conv1_bias_grad.sum291, align 4
+  %arena1322 = getelementptr inbounds float, ptr %arena, i64 11
+  %4800 = load float, ptr %arena1322, align 4
+  %4801 = fadd float %sum291, %4800
+  store float %4801, ptr %conv1_bias_grad.sum292, align 4
+  %sum292 = load float, ptr %conv1_bias_grad.sum292, align 4
+  %arena1323 = getelementptr inbounds float, ptr %arena, i64 12
+  %4802 = load float, ptr %arena1323, align 4
+  %4803 = fadd float %sum292, %4802
+  store float %4803, ptr %conv1_bias_grad.sum293, align 4
+  %sum293 = load float, ptr %conv1_bias_grad.sum293, align 4
+  %arena1324 = getelementptr inbounds float, ptr %arena, i64 13
+  %4804 = load float, ptr %arena1324, align 4
+  %4805 = fadd float %sum293, %4804
+  store float %4805, ptr %conv1_bias_grad.sum294, align 4
+  %sum294 = load float, ptr %conv1_bias_grad.sum294, align 4
+  %arena1325 = getelementptr inbounds float, ptr %arena, i64 14
+  %4806 = load float, ptr %arena1325, align 4
+  %4807 = fadd float %sum294, %4806
+  store float %4807, ptr %conv1_bias_grad.sum295, align 4
+  %sum295 = load float, ptr %conv1_bias_grad.sum295, align 4
+  %arena1326 = getelementptr inbounds float, ptr %arena, i64 15
+  %4808 = load float, ptr %arena1326, align 4
+  %4809 = fadd float %sum295, %4808
+  store float %4809, ptr %conv1_bias_grad.sum296, align 4
+  %sum296 = load float, ptr %conv1_bias_grad.sum296, align 4
+  %4810 = add nsw i64 288, %conv1_bias_grad.f2781305
+  %grads1327 = getelementptr inbounds float, ptr %grads, i64 %4810
+  store float %sum296, ptr %grads1327, align 4
+  %f278.next = add nsw i64 %conv1_bias_grad.f2781305, 1
+  %4811 = icmp slt i64 %f278.next, 32
+  br i1 %4811, label %conv1_bias_grad.f278, label %conv1_bias_grad.f278.end
 
-conv1_bias_grad.i272:                             ; preds = %conv1_bias_grad.i272, %conv1_bias_grad.img271
-  %conv1_bias_grad.i2721219 = phi i64 [ 0, %conv1_bias_grad.img271 ], [ %i272.next, %conv1_bias_grad.i272 ]
-  %4484 = mul nsw i64 %conv1_bias_grad.img2711218, 25088
-  %4485 = add nsw i64 3220112, %4484
-  %4486 = mul nsw i64 %conv1_bias_grad.f2691217, 784
-  %4487 = add nsw i64 %4485, %4486
-  %4488 = mul nsw i64 %conv1_bias_grad.i2721219, 16
-  %4489 = add nsw i64 %4487, %4488
-  %arena1220 = getelementptr inbounds float, ptr %arena, i64 %4489
-  %4490 = load <16 x float>, ptr %arena1220, align 4
-  %acc270 = load <16 x float>, ptr %conv1_bias_grad.acc270, align 64
-  %4491 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %4490, <16 x float> %acc270)
-  store <16 x float> %4491, ptr %conv1_bias_grad.acc270, align 64
-  %i272.next = add nsw i64 %conv1_bias_grad.i2721219, 1
-  %4492 = icmp slt i64 %i272.next, 49
-  br i1 %4492, label %conv1_bias_grad.i272, label %conv1_bias_grad.i272.end
+conv1_bias_grad.i281:                             ; preds = %conv1_bias_grad.i281, %conv1_bias_grad.img280
+  %conv1_bias_grad.i2811307 = phi i64 [ 0, %conv1_bias_grad.img280 ], [ %i281.next, %conv1_bias_grad.i281 ]
+  %4812 = mul nsw i64 %conv1_bias_grad.img2801306, 25088
+  %4813 = add nsw i64 3220112, %4812
+  %4814 = mul nsw i64 %conv1_bias_grad.f2781305, 784
+  %4815 = add nsw i64 %4813, %4814
+  %4816 = mul nsw i64 %conv1_bias_grad.i2811307, 16
+  %4817 = add nsw i64 %4815, %4816
+  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4817
+  %4818 = load <16 x float>, ptr %arena1308, align 4
+  %acc279 = load <16 x float>, ptr %conv1_bias_grad.acc279, align 64
+  %4819 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %4818, <16 x float> %acc279)
+  store <16 x float> %4819, ptr %conv1_bias_grad.acc279, align 64
+  %i281.next = add nsw i64 %conv1_bias_grad.i2811307, 1
+  %4820 = icmp slt i64 %i281.next, 49
+  br i1 %4820, label %conv1_bias_grad.i281, label %conv1_bias_grad.i281.end
 
-conv1_bias_grad.i272.end:                         ; preds = %conv1_bias_grad.i272
-  %img271.next = add nsw i64 %conv1_bias_grad.img2711218, 1
-  %4493 = icmp slt i64 %img271.next, 64
-  br i1 %4493, label %conv1_bias_grad.img271, label %conv1_bias_grad.img271.end
+conv1_bias_grad.i281.end:                         ; preds = %conv1_bias_grad.i281
+  %img280.next = add nsw i64 %conv1_bias_grad.img2801306, 1
+  %4821 = icmp slt i64 %img280.next, 64
+  br i1 %4821, label %conv1_bias_grad.img280, label %conv1_bias_grad.img280.end
 
-adam.i290:                                        ; preds = %adam.i290, %conv1_bias_grad.f269.end
-  %adam.i2901240 = phi i64 [ 0, %conv1_bias_grad.f269.end ], [ %i290.next, %adam.i290 ]
-  %grads1241 = getelementptr inbounds float, ptr %grads, i64 %adam.i2901240
-  %4494 = load float, ptr %grads1241, align 4
-  %params1242 = getelementptr inbounds float, ptr %params, i64 %adam.i2901240
-  %4495 = load float, ptr %params1242, align 4
-  %4496 = fmul float 0.000000e+00, %4495
-  %4497 = fadd float %4494, %4496
-  store float %4497, ptr %adam.g, align 4
-  %m1243 = getelementptr inbounds float, ptr %m, i64 %adam.i2901240
-  %4498 = load float, ptr %m1243, align 4
-  %4499 = fmul float 0x3FECCCCCC0000000, %4498
+adam.i299:                                        ; preds = %adam.i299, %conv1_bias_grad.f278.end
+  %adam.i2991328 = phi i64 [ 0, %conv1_bias_grad.f278.end ], [ %i299.next, %adam.i299 ]
+  %grads1329 = getelementptr inbounds float, ptr %grads, i64 %adam.i2991328
+  %4822 = load float, ptr %grads1329, align 4
+  %params1330 = getelementptr inbounds float, ptr %params, i64 %adam.i2991328
+  %4823 = load float, ptr %params1330, align 4
+  %4824 = fmul float 0.000000e+00, %4823
+  %4825 = fadd float %4822, %4824
+  store float %4825, ptr %adam.g, align 4
+  %m1331 = getelementptr inbounds float, ptr %m, i64 %adam.i2991328
+  %4826 = load float, ptr %m1331, align 4
+  %4827 = fmul float 0x3FECCCCCC0000000, %4826
   %g = load float, ptr %adam.g, align 4
-  %4500 = fmul float 0x3FB9999A00000000, %g
-  %4501 = fadd float %4499, %4500
-  store float %4501, ptr %adam.m_new, align 4
-  %v1244 = getelementptr inbounds float, ptr %v, i64 %adam.i2901240
-  %4502 = load float, ptr %v1244, align 4
-  %4503 = fmul float 0x3FEFF7CEE0000000, %4502
-  %g1245 = load float, ptr %adam.g, align 4
-  %4504 = fmul float 0x3F50624000000000, %g1245
-  %g1246 = load float, ptr %adam.g, align 4
-  %4505 = fmul float %4504, %g1246
-  %4506 = fadd float %4503, %4505
-  store float %4506, ptr %adam.v_new, align 4
+  %4828 = fmul float 0x3FB9999A00000000, %g
+  %4829 = fadd float %4827, %4828
+  store float %4829, ptr %adam.m_new, align 4
+  %v1332 = getelementptr inbounds float, ptr %v, i64 %adam.i2991328
+  %4830 = load float, ptr %v1332, align 4
+  %4831 = fmul float 0x3FEFF7CEE0000000, %4830
+  %g1333 = load float, ptr %adam.g, align 4
+  %4832 = fmul float 0x3F50624000000000, %g1333
+  %g1334 = load float, ptr %adam.g, align 4
+  %4833 = fmul float %4832, %g1334
+  %4834 = fadd float %4831, %4833
+  store float %4834, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1247 = getelementptr inbounds float, ptr %m, i64 %adam.i2901240
-  store float %m_new, ptr %m1247, align 4
+  %m1335 = getelementptr inbounds float, ptr %m, i64 %adam.i2991328
+  store float %m_new, ptr %m1335, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1248 = getelementptr inbounds float, ptr %v, i64 %adam.i2901240
-  store float %v_new, ptr %v1248, align 4
-  %params1249 = getelementptr inbounds float, ptr %params, i64 %adam.i2901240
-  %4507 = load float, ptr %params1249, align 4
-  %step_size288 = load float, ptr %adam.step_size288, align 4
-  %m_new1250 = load float, ptr %adam.m_new, align 4
-  %4508 = fmul float %step_size288, %m_new1250
-  %v_new1251 = load float, ptr %adam.v_new, align 4
-  %4509 = call float @llvm.sqrt.f32(float %v_new1251)
-  %bc2_sqrt289 = load float, ptr %adam.bc2_sqrt289, align 4
-  %4510 = fdiv float %4509, %bc2_sqrt289
-  %4511 = fadd float %4510, 0x3E45798EE0000000
-  %4512 = fdiv float %4508, %4511
-  %4513 = fsub float %4507, %4512
-  %params1252 = getelementptr inbounds float, ptr %params, i64 %adam.i2901240
-  store float %4513, ptr %params1252, align 4
-  %i290.next = add nsw i64 %adam.i2901240, 1
-  %4514 = icmp slt i64 %i290.next, 1625866
-  br i1 %4514, label %adam.i290, label %adam.i290.end
+  %v1336 = getelementptr inbounds float, ptr %v, i64 %adam.i2991328
+  store float %v_new, ptr %v1336, align 4
+  %params1337 = getelementptr inbounds float, ptr %params, i64 %adam.i2991328
+  %4835 = load float, ptr %params1337, align 4
+  %step_size297 = load float, ptr %adam.step_size297, align 4
+  %m_new1338 = load float, ptr %adam.m_new, align 4
+  %4836 = fmul float %step_size297, %m_new1338
+  %v_new1339 = load float, ptr %adam.v_new, align 4
+  %4837 = call float @llvm.sqrt.f32(float %v_new1339)
+  %bc2_sqrt298 = load float, ptr %adam.bc2_sqrt298, align 4
+  %4838 = fdiv float %4837, %bc2_sqrt298
+  %4839 = fadd float %4838, 0x3E45798EE0000000
+  %4840 = fdiv float %4836, %4839
+  %4841 = fsub float %4835, %4840
+  %params1340 = getelementptr inbounds float, ptr %params, i64 %adam.i2991328
+  store float %4841, ptr %params1340, align 4
+  %i299.next = add nsw i64 %adam.i2991328, 1
+  %4842 = icmp slt i64 %i299.next, 1625866
+  br i1 %4842, label %adam.i299, label %adam.i299.end
 
-adam.i290.end:                                    ; preds = %adam.i290
+adam.i299.end:                                    ; preds = %adam.i299
   ret void
 }
 
@@ -8689,6 +9266,30 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @convnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
+  %fc1.t93_a3 = alloca <16 x float>, align 64
+  %fc1.t93_a2 = alloca <16 x float>, align 64
+  %fc1.t93_a1 = alloca <16 x float>, align 64
+  %fc1.t93_a0 = alloca <16 x float>, align 64
+  %fc1.t93_b3 = alloca <16 x float>, align 64
+  %fc1.t93_b2 = alloca <16 x float>, align 64
+  %fc1.t93_b1 = alloca <16 x float>, align 64
+  %fc1.t93_b0 = alloca <16 x float>, align 64
+  %fc1.t93_c3_3 = alloca <16 x float>, align 64
+  %fc1.t93_c3_2 = alloca <16 x float>, align 64
+  %fc1.t93_c3_1 = alloca <16 x float>, align 64
+  %fc1.t93_c3_0 = alloca <16 x float>, align 64
+  %fc1.t93_c2_3 = alloca <16 x float>, align 64
+  %fc1.t93_c2_2 = alloca <16 x float>, align 64
+  %fc1.t93_c2_1 = alloca <16 x float>, align 64
+  %fc1.t93_c2_0 = alloca <16 x float>, align 64
+  %fc1.t93_c1_3 = alloca <16 x float>, align 64
+  %fc1.t93_c1_2 = alloca <16 x float>, align 64
+  %fc1.t93_c1_1 = alloca <16 x float>, align 64
+  %fc1.t93_c1_0 = alloca <16 x float>, align 64
+  %fc1.t93_c0_3 = alloca <16 x float>, align 64
+  %fc1.t93_c0_2 = alloca <16 x float>, align 64
+  %fc1.t93_c0_1 = alloca <16 x float>, align 64
+  %fc1.t93_c0_0 = alloca <16 x float>, align 64
   %conv2.best84 = alloca float, align 4
   %conv2.at85 = alloca float, align 4
   %conv2.v83 = alloca float, align 4
@@ -9608,10 +10209,6 @@ conv2.g24:                                        ; preds = %conv2.j72.end, %con
   br label %conv2.j25
 
 conv2.g24.end:                                    ; preds = %conv2.j72.end
-  %arena443 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params444 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena445 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena443, i32 12544, ptr %params444, i32 12544, float 0.000000e+00, ptr %arena445, i32 128)
   br label %fc1.n86
 
 conv2.j25:                                        ; preds = %conv2.c26.end, %conv2.g24
@@ -11769,81 +12366,640 @@ conv2.q74.end:                                    ; preds = %conv2.q74
   %1587 = icmp slt i64 %f73.next, 64
   br i1 %1587, label %conv2.f73, label %conv2.f73.end
 
-fc1.n86:                                          ; preds = %fc1.u87.end, %conv2.g24.end
-  %fc1.n86446 = phi i64 [ 0, %conv2.g24.end ], [ %n86.next, %fc1.u87.end ]
-  br label %fc1.u87
+fc1.n86:                                          ; preds = %fc1.k87.end, %conv2.g24.end
+  %fc1.n86443 = phi i64 [ 0, %conv2.g24.end ], [ %n86.next, %fc1.k87.end ]
+  br label %fc1.k87
 
-fc1.n86.end:                                      ; preds = %fc1.u87.end
-  %arena453 = getelementptr inbounds float, ptr %arena, i64 0
-  %params454 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena455 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena453, i32 128, ptr %params454, i32 128, float 0.000000e+00, ptr %arena455, i32 10)
-  br label %fc2.n88
+fc1.n86.end:                                      ; preds = %fc1.k87.end
+  br label %fc1.r88
 
-fc1.u87:                                          ; preds = %fc1.u87, %fc1.n86
-  %fc1.u87447 = phi i64 [ 0, %fc1.n86 ], [ %u87.next, %fc1.u87 ]
-  %1588 = mul nsw i64 %fc1.n86446, 128
-  %1589 = add nsw i64 %1588, %fc1.u87447
-  %arena448 = getelementptr inbounds float, ptr %arena, i64 %1589
-  %1590 = load float, ptr %arena448, align 4
-  %1591 = add nsw i64 1624448, %fc1.u87447
-  %params449 = getelementptr inbounds float, ptr %params, i64 %1591
-  %1592 = load float, ptr %params449, align 4
-  %1593 = fadd float %1590, %1592
-  %1594 = fcmp ogt float %1593, 0.000000e+00
-  %1595 = mul nsw i64 %fc1.n86446, 128
-  %1596 = add nsw i64 %1595, %fc1.u87447
-  %arena450 = getelementptr inbounds float, ptr %arena, i64 %1596
-  %1597 = load float, ptr %arena450, align 4
-  %1598 = add nsw i64 1624448, %fc1.u87447
-  %params451 = getelementptr inbounds float, ptr %params, i64 %1598
-  %1599 = load float, ptr %params451, align 4
-  %1600 = fadd float %1597, %1599
-  %1601 = select i1 %1594, float %1600, float 0.000000e+00
-  %1602 = mul nsw i64 %fc1.n86446, 128
-  %1603 = add nsw i64 %1602, %fc1.u87447
-  %arena452 = getelementptr inbounds float, ptr %arena, i64 %1603
-  store float %1601, ptr %arena452, align 4
-  %u87.next = add nsw i64 %fc1.u87447, 1
-  %1604 = icmp slt i64 %u87.next, 128
-  br i1 %1604, label %fc1.u87, label %fc1.u87.end
+fc1.k87:                                          ; preds = %fc1.k87, %fc1.n86
+  %fc1.k87444 = phi i64 [ 0, %fc1.n86 ], [ %k87.next, %fc1.k87 ]
+  %1588 = mul nsw i64 %fc1.n86443, 12544
+  %1589 = add nsw i64 1605632, %1588
+  %1590 = add nsw i64 %1589, %fc1.k87444
+  %arena445 = getelementptr inbounds float, ptr %arena, i64 %1590
+  %1591 = load float, ptr %arena445, align 4
+  %1592 = mul nsw i64 %fc1.k87444, 64
+  %1593 = add nsw i64 8192, %1592
+  %1594 = add nsw i64 %1593, %fc1.n86443
+  %arena446 = getelementptr inbounds float, ptr %arena, i64 %1594
+  store float %1591, ptr %arena446, align 4
+  %k87.next = add nsw i64 %fc1.k87444, 1
+  %1595 = icmp slt i64 %k87.next, 12544
+  br i1 %1595, label %fc1.k87, label %fc1.k87.end
 
-fc1.u87.end:                                      ; preds = %fc1.u87
-  %n86.next = add nsw i64 %fc1.n86446, 1
-  %1605 = icmp slt i64 %n86.next, 64
-  br i1 %1605, label %fc1.n86, label %fc1.n86.end
+fc1.k87.end:                                      ; preds = %fc1.k87
+  %n86.next = add nsw i64 %fc1.n86443, 1
+  %1596 = icmp slt i64 %n86.next, 64
+  br i1 %1596, label %fc1.n86, label %fc1.n86.end
 
-fc2.n88:                                          ; preds = %fc2.u89.end, %fc1.n86.end
-  %fc2.n88456 = phi i64 [ 0, %fc1.n86.end ], [ %n88.next, %fc2.u89.end ]
-  br label %fc2.u89
+fc1.r88:                                          ; preds = %fc1.i89.end, %fc1.n86.end
+  %fc1.r88447 = phi i64 [ 0, %fc1.n86.end ], [ %r88.next, %fc1.i89.end ]
+  br label %fc1.i89
 
-fc2.n88.end:                                      ; preds = %fc2.u89.end
+fc1.r88.end:                                      ; preds = %fc1.i89.end
+  br label %fc1.kp90
+
+fc1.i89:                                          ; preds = %fc1.i89, %fc1.r88
+  %fc1.i89448 = phi i64 [ 0, %fc1.r88 ], [ %i89.next, %fc1.i89 ]
+  %1597 = mul nsw i64 %fc1.r88447, 64
+  %1598 = add nsw i64 811008, %1597
+  %1599 = add nsw i64 %1598, %fc1.i89448
+  %arena449 = getelementptr inbounds float, ptr %arena, i64 %1599
+  store float 0.000000e+00, ptr %arena449, align 4
+  %i89.next = add nsw i64 %fc1.i89448, 1
+  %1600 = icmp slt i64 %i89.next, 64
+  br i1 %1600, label %fc1.i89, label %fc1.i89.end
+
+fc1.i89.end:                                      ; preds = %fc1.i89
+  %r88.next = add nsw i64 %fc1.r88447, 1
+  %1601 = icmp slt i64 %r88.next, 128
+  br i1 %1601, label %fc1.r88, label %fc1.r88.end
+
+fc1.kp90:                                         ; preds = %fc1.nb91.end, %fc1.r88.end
+  %fc1.kp90450 = phi i64 [ 0, %fc1.r88.end ], [ %kp90.next, %fc1.nb91.end ]
+  br label %fc1.nb91
+
+fc1.kp90.end:                                     ; preds = %fc1.nb91.end
+  br label %fc1.n95
+
+fc1.nb91:                                         ; preds = %fc1.mb92.end, %fc1.kp90
+  %fc1.nb91451 = phi i64 [ 0, %fc1.kp90 ], [ %nb91.next, %fc1.mb92.end ]
+  br label %fc1.mb92
+
+fc1.nb91.end:                                     ; preds = %fc1.mb92.end
+  %kp90.next = add nsw i64 %fc1.kp90450, 1
+  %1602 = icmp slt i64 %kp90.next, 49
+  br i1 %1602, label %fc1.kp90, label %fc1.kp90.end
+
+fc1.mb92:                                         ; preds = %fc1.k94.end, %fc1.nb91
+  %fc1.mb92452 = phi i64 [ 0, %fc1.nb91 ], [ %mb92.next, %fc1.k94.end ]
+  %1603 = mul nsw i64 %fc1.mb92452, 4
+  %1604 = mul nsw i64 %1603, 64
+  %1605 = add nsw i64 811008, %1604
+  %1606 = mul nsw i64 %fc1.nb91451, 64
+  %1607 = add nsw i64 %1605, %1606
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1607
+  %1608 = load <16 x float>, ptr %arena453, align 4
+  store <16 x float> %1608, ptr %fc1.t93_c0_0, align 64
+  %1609 = mul nsw i64 %fc1.mb92452, 4
+  %1610 = mul nsw i64 %1609, 64
+  %1611 = add nsw i64 811008, %1610
+  %1612 = mul nsw i64 %fc1.nb91451, 64
+  %1613 = add nsw i64 %1611, %1612
+  %1614 = add nsw i64 %1613, 16
+  %arena454 = getelementptr inbounds float, ptr %arena, i64 %1614
+  %1615 = load <16 x float>, ptr %arena454, align 4
+  store <16 x float> %1615, ptr %fc1.t93_c0_1, align 64
+  %1616 = mul nsw i64 %fc1.mb92452, 4
+  %1617 = mul nsw i64 %1616, 64
+  %1618 = add nsw i64 811008, %1617
+  %1619 = mul nsw i64 %fc1.nb91451, 64
+  %1620 = add nsw i64 %1618, %1619
+  %1621 = add nsw i64 %1620, 32
+  %arena455 = getelementptr inbounds float, ptr %arena, i64 %1621
+  %1622 = load <16 x float>, ptr %arena455, align 4
+  store <16 x float> %1622, ptr %fc1.t93_c0_2, align 64
+  %1623 = mul nsw i64 %fc1.mb92452, 4
+  %1624 = mul nsw i64 %1623, 64
+  %1625 = add nsw i64 811008, %1624
+  %1626 = mul nsw i64 %fc1.nb91451, 64
+  %1627 = add nsw i64 %1625, %1626
+  %1628 = add nsw i64 %1627, 48
+  %arena456 = getelementptr inbounds float, ptr %arena, i64 %1628
+  %1629 = load <16 x float>, ptr %arena456, align 4
+  store <16 x float> %1629, ptr %fc1.t93_c0_3, align 64
+  %1630 = mul nsw i64 %fc1.mb92452, 4
+  %1631 = add nsw i64 %1630, 1
+  %1632 = mul nsw i64 %1631, 64
+  %1633 = add nsw i64 811008, %1632
+  %1634 = mul nsw i64 %fc1.nb91451, 64
+  %1635 = add nsw i64 %1633, %1634
+  %arena457 = getelementptr inbounds float, ptr %arena, i64 %1635
+  %1636 = load <16 x float>, ptr %arena457, align 4
+  store <16 x float> %1636, ptr %fc1.t93_c1_0, align 64
+  %1637 = mul nsw i64 %fc1.mb92452, 4
+  %1638 = add nsw i64 %1637, 1
+  %1639 = mul nsw i64 %1638, 64
+  %1640 = add nsw i64 811008, %1639
+  %1641 = mul nsw i64 %fc1.nb91451, 64
+  %1642 = add nsw i64 %1640, %1641
+  %1643 = add nsw i64 %1642, 16
+  %arena458 = getelementptr inbounds float, ptr %arena, i64 %1643
+  %1644 = load <16 x float>, ptr %arena458, align 4
+  store <16 x float> %1644, ptr %fc1.t93_c1_1, align 64
+  %1645 = mul nsw i64 %fc1.mb92452, 4
+  %1646 = add nsw i64 %1645, 1
+  %1647 = mul nsw i64 %1646, 64
+  %1648 = add nsw i64 811008, %1647
+  %1649 = mul nsw i64 %fc1.nb91451, 64
+  %1650 = add nsw i64 %1648, %1649
+  %1651 = add nsw i64 %1650, 32
+  %arena459 = getelementptr inbounds float, ptr %arena, i64 %1651
+  %1652 = load <16 x float>, ptr %arena459, align 4
+  store <16 x float> %1652, ptr %fc1.t93_c1_2, align 64
+  %1653 = mul nsw i64 %fc1.mb92452, 4
+  %1654 = add nsw i64 %1653, 1
+  %1655 = mul nsw i64 %1654, 64
+  %1656 = add nsw i64 811008, %1655
+  %1657 = mul nsw i64 %fc1.nb91451, 64
+  %1658 = add nsw i64 %1656, %1657
+  %1659 = add nsw i64 %1658, 48
+  %arena460 = getelementptr inbounds float, ptr %arena, i64 %1659
+  %1660 = load <16 x float>, ptr %arena460, align 4
+  store <16 x float> %1660, ptr %fc1.t93_c1_3, align 64
+  %1661 = mul nsw i64 %fc1.mb92452, 4
+  %1662 = add nsw i64 %1661, 2
+  %1663 = mul nsw i64 %1662, 64
+  %1664 = add nsw i64 811008, %1663
+  %1665 = mul nsw i64 %fc1.nb91451, 64
+  %1666 = add nsw i64 %1664, %1665
+  %arena461 = getelementptr inbounds float, ptr %arena, i64 %1666
+  %1667 = load <16 x float>, ptr %arena461, align 4
+  store <16 x float> %1667, ptr %fc1.t93_c2_0, align 64
+  %1668 = mul nsw i64 %fc1.mb92452, 4
+  %1669 = add nsw i64 %1668, 2
+  %1670 = mul nsw i64 %1669, 64
+  %1671 = add nsw i64 811008, %1670
+  %1672 = mul nsw i64 %fc1.nb91451, 64
+  %1673 = add nsw i64 %1671, %1672
+  %1674 = add nsw i64 %1673, 16
+  %arena462 = getelementptr inbounds float, ptr %arena, i64 %1674
+  %1675 = load <16 x float>, ptr %arena462, align 4
+  store <16 x float> %1675, ptr %fc1.t93_c2_1, align 64
+  %1676 = mul nsw i64 %fc1.mb92452, 4
+  %1677 = add nsw i64 %1676, 2
+  %1678 = mul nsw i64 %1677, 64
+  %1679 = add nsw i64 811008, %1678
+  %1680 = mul nsw i64 %fc1.nb91451, 64
+  %1681 = add nsw i64 %1679, %1680
+  %1682 = add nsw i64 %1681, 32
+  %arena463 = getelementptr inbounds float, ptr %arena, i64 %1682
+  %1683 = load <16 x float>, ptr %arena463, align 4
+  store <16 x float> %1683, ptr %fc1.t93_c2_2, align 64
+  %1684 = mul nsw i64 %fc1.mb92452, 4
+  %1685 = add nsw i64 %1684, 2
+  %1686 = mul nsw i64 %1685, 64
+  %1687 = add nsw i64 811008, %1686
+  %1688 = mul nsw i64 %fc1.nb91451, 64
+  %1689 = add nsw i64 %1687, %1688
+  %1690 = add nsw i64 %1689, 48
+  %arena464 = getelementptr inbounds float, ptr %arena, i64 %1690
+  %1691 = load <16 x float>, ptr %arena464, align 4
+  store <16 x float> %1691, ptr %fc1.t93_c2_3, align 64
+  %1692 = mul nsw i64 %fc1.mb92452, 4
+  %1693 = add nsw i64 %1692, 3
+  %1694 = mul nsw i64 %1693, 64
+  %1695 = add nsw i64 811008, %1694
+  %1696 = mul nsw i64 %fc1.nb91451, 64
+  %1697 = add nsw i64 %1695, %1696
+  %arena465 = getelementptr inbounds float, ptr %arena, i64 %1697
+  %1698 = load <16 x float>, ptr %arena465, align 4
+  store <16 x float> %1698, ptr %fc1.t93_c3_0, align 64
+  %1699 = mul nsw i64 %fc1.mb92452, 4
+  %1700 = add nsw i64 %1699, 3
+  %1701 = mul nsw i64 %1700, 64
+  %1702 = add nsw i64 811008, %1701
+  %1703 = mul nsw i64 %fc1.nb91451, 64
+  %1704 = add nsw i64 %1702, %1703
+  %1705 = add nsw i64 %1704, 16
+  %arena466 = getelementptr inbounds float, ptr %arena, i64 %1705
+  %1706 = load <16 x float>, ptr %arena466, align 4
+  store <16 x float> %1706, ptr %fc1.t93_c3_1, align 64
+  %1707 = mul nsw i64 %fc1.mb92452, 4
+  %1708 = add nsw i64 %1707, 3
+  %1709 = mul nsw i64 %1708, 64
+  %1710 = add nsw i64 811008, %1709
+  %1711 = mul nsw i64 %fc1.nb91451, 64
+  %1712 = add nsw i64 %1710, %1711
+  %1713 = add nsw i64 %1712, 32
+  %arena467 = getelementptr inbounds float, ptr %arena, i64 %1713
+  %1714 = load <16 x float>, ptr %arena467, align 4
+  store <16 x float> %1714, ptr %fc1.t93_c3_2, align 64
+  %1715 = mul nsw i64 %fc1.mb92452, 4
+  %1716 = add nsw i64 %1715, 3
+  %1717 = mul nsw i64 %1716, 64
+  %1718 = add nsw i64 811008, %1717
+  %1719 = mul nsw i64 %fc1.nb91451, 64
+  %1720 = add nsw i64 %1718, %1719
+  %1721 = add nsw i64 %1720, 48
+  %arena468 = getelementptr inbounds float, ptr %arena, i64 %1721
+  %1722 = load <16 x float>, ptr %arena468, align 4
+  store <16 x float> %1722, ptr %fc1.t93_c3_3, align 64
+  br label %fc1.k94
+
+fc1.mb92.end:                                     ; preds = %fc1.k94.end
+  %nb91.next = add nsw i64 %fc1.nb91451, 1
+  %1723 = icmp slt i64 %nb91.next, 1
+  br i1 %1723, label %fc1.nb91, label %fc1.nb91.end
+
+fc1.k94:                                          ; preds = %fc1.k94, %fc1.mb92
+  %fc1.k94469 = phi i64 [ 0, %fc1.mb92 ], [ %k94.next, %fc1.k94 ]
+  %1724 = mul nsw i64 %fc1.kp90450, 256
+  %1725 = add nsw i64 %fc1.k94469, %1724
+  %1726 = mul nsw i64 %1725, 64
+  %1727 = add nsw i64 8192, %1726
+  %1728 = mul nsw i64 %fc1.nb91451, 64
+  %1729 = add nsw i64 %1727, %1728
+  %arena470 = getelementptr inbounds float, ptr %arena, i64 %1729
+  %1730 = load <16 x float>, ptr %arena470, align 4
+  store <16 x float> %1730, ptr %fc1.t93_b0, align 64
+  %1731 = mul nsw i64 %fc1.kp90450, 256
+  %1732 = add nsw i64 %fc1.k94469, %1731
+  %1733 = mul nsw i64 %1732, 64
+  %1734 = add nsw i64 8192, %1733
+  %1735 = mul nsw i64 %fc1.nb91451, 64
+  %1736 = add nsw i64 %1734, %1735
+  %1737 = add nsw i64 %1736, 16
+  %arena471 = getelementptr inbounds float, ptr %arena, i64 %1737
+  %1738 = load <16 x float>, ptr %arena471, align 4
+  store <16 x float> %1738, ptr %fc1.t93_b1, align 64
+  %1739 = mul nsw i64 %fc1.kp90450, 256
+  %1740 = add nsw i64 %fc1.k94469, %1739
+  %1741 = mul nsw i64 %1740, 64
+  %1742 = add nsw i64 8192, %1741
+  %1743 = mul nsw i64 %fc1.nb91451, 64
+  %1744 = add nsw i64 %1742, %1743
+  %1745 = add nsw i64 %1744, 32
+  %arena472 = getelementptr inbounds float, ptr %arena, i64 %1745
+  %1746 = load <16 x float>, ptr %arena472, align 4
+  store <16 x float> %1746, ptr %fc1.t93_b2, align 64
+  %1747 = mul nsw i64 %fc1.kp90450, 256
+  %1748 = add nsw i64 %fc1.k94469, %1747
+  %1749 = mul nsw i64 %1748, 64
+  %1750 = add nsw i64 8192, %1749
+  %1751 = mul nsw i64 %fc1.nb91451, 64
+  %1752 = add nsw i64 %1750, %1751
+  %1753 = add nsw i64 %1752, 48
+  %arena473 = getelementptr inbounds float, ptr %arena, i64 %1753
+  %1754 = load <16 x float>, ptr %arena473, align 4
+  store <16 x float> %1754, ptr %fc1.t93_b3, align 64
+  %1755 = mul nsw i64 %fc1.mb92452, 4
+  %1756 = mul nsw i64 %1755, 12544
+  %1757 = add nsw i64 18816, %1756
+  %1758 = mul nsw i64 %fc1.kp90450, 256
+  %1759 = add nsw i64 %fc1.k94469, %1758
+  %1760 = add nsw i64 %1757, %1759
+  %params474 = getelementptr inbounds float, ptr %params, i64 %1760
+  %1761 = load float, ptr %params474, align 4
+  %1762 = insertelement <16 x float> undef, float %1761, i32 0
+  %1763 = shufflevector <16 x float> %1762, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1763, ptr %fc1.t93_a0, align 64
+  %t93_a0 = load <16 x float>, ptr %fc1.t93_a0, align 64
+  %t93_b0 = load <16 x float>, ptr %fc1.t93_b0, align 64
+  %t93_c0_0 = load <16 x float>, ptr %fc1.t93_c0_0, align 64
+  %1764 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a0, <16 x float> %t93_b0, <16 x float> %t93_c0_0)
+  store <16 x float> %1764, ptr %fc1.t93_c0_0, align 64
+  %t93_a0475 = load <16 x float>, ptr %fc1.t93_a0, align 64
+  %t93_b1 = load <16 x float>, ptr %fc1.t93_b1, align 64
+  %t93_c0_1 = load <16 x float>, ptr %fc1.t93_c0_1, align 64
+  %1765 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a0475, <16 x float> %t93_b1, <16 x float> %t93_c0_1)
+  store <16 x float> %1765, ptr %fc1.t93_c0_1, align 64
+  %t93_a0476 = load <16 x float>, ptr %fc1.t93_a0, align 64
+  %t93_b2 = load <16 x float>, ptr %fc1.t93_b2, align 64
+  %t93_c0_2 = load <16 x float>, ptr %fc1.t93_c0_2, align 64
+  %1766 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a0476, <16 x float> %t93_b2, <16 x float> %t93_c0_2)
+  store <16 x float> %1766, ptr %fc1.t93_c0_2, align 64
+  %t93_a0477 = load <16 x float>, ptr %fc1.t93_a0, align 64
+  %t93_b3 = load <16 x float>, ptr %fc1.t93_b3, align 64
+  %t93_c0_3 = load <16 x float>, ptr %fc1.t93_c0_3, align 64
+  %1767 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a0477, <16 x float> %t93_b3, <16 x float> %t93_c0_3)
+  store <16 x float> %1767, ptr %fc1.t93_c0_3, align 64
+  %1768 = mul nsw i64 %fc1.mb92452, 4
+  %1769 = add nsw i64 %1768, 1
+  %1770 = mul nsw i64 %1769, 12544
+  %1771 = add nsw i64 18816, %1770
+  %1772 = mul nsw i64 %fc1.kp90450, 256
+  %1773 = add nsw i64 %fc1.k94469, %1772
+  %1774 = add nsw i64 %1771, %1773
+  %params478 = getelementptr inbounds float, ptr %params, i64 %1774
+  %1775 = load float, ptr %params478, align 4
+  %1776 = insertelement <16 x float> undef, float %1775, i32 0
+  %1777 = shufflevector <16 x float> %1776, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1777, ptr %fc1.t93_a1, align 64
+  %t93_a1 = load <16 x float>, ptr %fc1.t93_a1, align 64
+  %t93_b0479 = load <16 x float>, ptr %fc1.t93_b0, align 64
+  %t93_c1_0 = load <16 x float>, ptr %fc1.t93_c1_0, align 64
+  %1778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a1, <16 x float> %t93_b0479, <16 x float> %t93_c1_0)
+  store <16 x float> %1778, ptr %fc1.t93_c1_0, align 64
+  %t93_a1480 = load <16 x float>, ptr %fc1.t93_a1, align 64
+  %t93_b1481 = load <16 x float>, ptr %fc1.t93_b1, align 64
+  %t93_c1_1 = load <16 x float>, ptr %fc1.t93_c1_1, align 64
+  %1779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a1480, <16 x float> %t93_b1481, <16 x float> %t93_c1_1)
+  store <16 x float> %1779, ptr %fc1.t93_c1_1, align 64
+  %t93_a1482 = load <16 x float>, ptr %fc1.t93_a1, align 64
+  %t93_b2483 = load <16 x float>, ptr %fc1.t93_b2, align 64
+  %t93_c1_2 = load <16 x float>, ptr %fc1.t93_c1_2, align 64
+  %1780 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a1482, <16 x float> %t93_b2483, <16 x float> %t93_c1_2)
+  store <16 x float> %1780, ptr %fc1.t93_c1_2, align 64
+  %t93_a1484 = load <16 x float>, ptr %fc1.t93_a1, align 64
+  %t93_b3485 = load <16 x float>, ptr %fc1.t93_b3, align 64
+  %t93_c1_3 = load <16 x float>, ptr %fc1.t93_c1_3, align 64
+  %1781 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a1484, <16 x float> %t93_b3485, <16 x float> %t93_c1_3)
+  store <16 x float> %1781, ptr %fc1.t93_c1_3, align 64
+  %1782 = mul nsw i64 %fc1.mb92452, 4
+  %1783 = add nsw i64 %1782, 2
+  %1784 = mul nsw i64 %1783, 12544
+  %1785 = add nsw i64 18816, %1784
+  %1786 = mul nsw i64 %fc1.kp90450, 256
+  %1787 = add nsw i64 %fc1.k94469, %1786
+  %1788 = add nsw i64 %1785, %1787
+  %params486 = getelementptr inbounds float, ptr %params, i64 %1788
+  %1789 = load float, ptr %params486, align 4
+  %1790 = insertelement <16 x float> undef, float %1789, i32 0
+  %1791 = shufflevector <16 x float> %1790, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1791, ptr %fc1.t93_a2, align 64
+  %t93_a2 = load <16 x float>, ptr %fc1.t93_a2, align 64
+  %t93_b0487 = load <16 x float>, ptr %fc1.t93_b0, align 64
+  %t93_c2_0 = load <16 x float>, ptr %fc1.t93_c2_0, align 64
+  %1792 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a2, <16 x float> %t93_b0487, <16 x float> %t93_c2_0)
+  store <16 x float> %1792, ptr %fc1.t93_c2_0, align 64
+  %t93_a2488 = load <16 x float>, ptr %fc1.t93_a2, align 64
+  %t93_b1489 = load <16 x float>, ptr %fc1.t93_b1, align 64
+  %t93_c2_1 = load <16 x float>, ptr %fc1.t93_c2_1, align 64
+  %1793 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a2488, <16 x float> %t93_b1489, <16 x float> %t93_c2_1)
+  store <16 x float> %1793, ptr %fc1.t93_c2_1, align 64
+  %t93_a2490 = load <16 x float>, ptr %fc1.t93_a2, align 64
+  %t93_b2491 = load <16 x float>, ptr %fc1.t93_b2, align 64
+  %t93_c2_2 = load <16 x float>, ptr %fc1.t93_c2_2, align 64
+  %1794 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a2490, <16 x float> %t93_b2491, <16 x float> %t93_c2_2)
+  store <16 x float> %1794, ptr %fc1.t93_c2_2, align 64
+  %t93_a2492 = load <16 x float>, ptr %fc1.t93_a2, align 64
+  %t93_b3493 = load <16 x float>, ptr %fc1.t93_b3, align 64
+  %t93_c2_3 = load <16 x float>, ptr %fc1.t93_c2_3, align 64
+  %1795 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a2492, <16 x float> %t93_b3493, <16 x float> %t93_c2_3)
+  store <16 x float> %1795, ptr %fc1.t93_c2_3, align 64
+  %1796 = mul nsw i64 %fc1.mb92452, 4
+  %1797 = add nsw i64 %1796, 3
+  %1798 = mul nsw i64 %1797, 12544
+  %1799 = add nsw i64 18816, %1798
+  %1800 = mul nsw i64 %fc1.kp90450, 256
+  %1801 = add nsw i64 %fc1.k94469, %1800
+  %1802 = add nsw i64 %1799, %1801
+  %params494 = getelementptr inbounds float, ptr %params, i64 %1802
+  %1803 = load float, ptr %params494, align 4
+  %1804 = insertelement <16 x float> undef, float %1803, i32 0
+  %1805 = shufflevector <16 x float> %1804, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1805, ptr %fc1.t93_a3, align 64
+  %t93_a3 = load <16 x float>, ptr %fc1.t93_a3, align 64
+  %t93_b0495 = load <16 x float>, ptr %fc1.t93_b0, align 64
+  %t93_c3_0 = load <16 x float>, ptr %fc1.t93_c3_0, align 64
+  %1806 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a3, <16 x float> %t93_b0495, <16 x float> %t93_c3_0)
+  store <16 x float> %1806, ptr %fc1.t93_c3_0, align 64
+  %t93_a3496 = load <16 x float>, ptr %fc1.t93_a3, align 64
+  %t93_b1497 = load <16 x float>, ptr %fc1.t93_b1, align 64
+  %t93_c3_1 = load <16 x float>, ptr %fc1.t93_c3_1, align 64
+  %1807 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a3496, <16 x float> %t93_b1497, <16 x float> %t93_c3_1)
+  store <16 x float> %1807, ptr %fc1.t93_c3_1, align 64
+  %t93_a3498 = load <16 x float>, ptr %fc1.t93_a3, align 64
+  %t93_b2499 = load <16 x float>, ptr %fc1.t93_b2, align 64
+  %t93_c3_2 = load <16 x float>, ptr %fc1.t93_c3_2, align 64
+  %1808 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a3498, <16 x float> %t93_b2499, <16 x float> %t93_c3_2)
+  store <16 x float> %1808, ptr %fc1.t93_c3_2, align 64
+  %t93_a3500 = load <16 x float>, ptr %fc1.t93_a3, align 64
+  %t93_b3501 = load <16 x float>, ptr %fc1.t93_b3, align 64
+  %t93_c3_3 = load <16 x float>, ptr %fc1.t93_c3_3, align 64
+  %1809 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t93_a3500, <16 x float> %t93_b3501, <16 x float> %t93_c3_3)
+  store <16 x float> %1809, ptr %fc1.t93_c3_3, align 64
+  %k94.next = add nsw i64 %fc1.k94469, 1
+  %1810 = icmp slt i64 %k94.next, 256
+  br i1 %1810, label %fc1.k94, label %fc1.k94.end
+
+fc1.k94.end:                                      ; preds = %fc1.k94
+  %t93_c0_0502 = load <16 x float>, ptr %fc1.t93_c0_0, align 64
+  %1811 = mul nsw i64 %fc1.mb92452, 4
+  %1812 = mul nsw i64 %1811, 64
+  %1813 = add nsw i64 811008, %1812
+  %1814 = mul nsw i64 %fc1.nb91451, 64
+  %1815 = add nsw i64 %1813, %1814
+  %arena503 = getelementptr inbounds float, ptr %arena, i64 %1815
+  store <16 x float> %t93_c0_0502, ptr %arena503, align 4
+  %t93_c0_1504 = load <16 x float>, ptr %fc1.t93_c0_1, align 64
+  %1816 = mul nsw i64 %fc1.mb92452, 4
+  %1817 = mul nsw i64 %1816, 64
+  %1818 = add nsw i64 811008, %1817
+  %1819 = mul nsw i64 %fc1.nb91451, 64
+  %1820 = add nsw i64 %1818, %1819
+  %1821 = add nsw i64 %1820, 16
+  %arena505 = getelementptr inbounds float, ptr %arena, i64 %1821
+  store <16 x float> %t93_c0_1504, ptr %arena505, align 4
+  %t93_c0_2506 = load <16 x float>, ptr %fc1.t93_c0_2, align 64
+  %1822 = mul nsw i64 %fc1.mb92452, 4
+  %1823 = mul nsw i64 %1822, 64
+  %1824 = add nsw i64 811008, %1823
+  %1825 = mul nsw i64 %fc1.nb91451, 64
+  %1826 = add nsw i64 %1824, %1825
+  %1827 = add nsw i64 %1826, 32
+  %arena507 = getelementptr inbounds float, ptr %arena, i64 %1827
+  store <16 x float> %t93_c0_2506, ptr %arena507, align 4
+  %t93_c0_3508 = load <16 x float>, ptr %fc1.t93_c0_3, align 64
+  %1828 = mul nsw i64 %fc1.mb92452, 4
+  %1829 = mul nsw i64 %1828, 64
+  %1830 = add nsw i64 811008, %1829
+  %1831 = mul nsw i64 %fc1.nb91451, 64
+  %1832 = add nsw i64 %1830, %1831
+  %1833 = add nsw i64 %1832, 48
+  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1833
+  store <16 x float> %t93_c0_3508, ptr %arena509, align 4
+  %t93_c1_0510 = load <16 x float>, ptr %fc1.t93_c1_0, align 64
+  %1834 = mul nsw i64 %fc1.mb92452, 4
+  %1835 = add nsw i64 %1834, 1
+  %1836 = mul nsw i64 %1835, 64
+  %1837 = add nsw i64 811008, %1836
+  %1838 = mul nsw i64 %fc1.nb91451, 64
+  %1839 = add nsw i64 %1837, %1838
+  %arena511 = getelementptr inbounds float, ptr %arena, i64 %1839
+  store <16 x float> %t93_c1_0510, ptr %arena511, align 4
+  %t93_c1_1512 = load <16 x float>, ptr %fc1.t93_c1_1, align 64
+  %1840 = mul nsw i64 %fc1.mb92452, 4
+  %1841 = add nsw i64 %1840, 1
+  %1842 = mul nsw i64 %1841, 64
+  %1843 = add nsw i64 811008, %1842
+  %1844 = mul nsw i64 %fc1.nb91451, 64
+  %1845 = add nsw i64 %1843, %1844
+  %1846 = add nsw i64 %1845, 16
+  %arena513 = getelementptr inbounds float, ptr %arena, i64 %1846
+  store <16 x float> %t93_c1_1512, ptr %arena513, align 4
+  %t93_c1_2514 = load <16 x float>, ptr %fc1.t93_c1_2, align 64
+  %1847 = mul nsw i64 %fc1.mb92452, 4
+  %1848 = add nsw i64 %1847, 1
+  %1849 = mul nsw i64 %1848, 64
+  %1850 = add nsw i64 811008, %1849
+  %1851 = mul nsw i64 %fc1.nb91451, 64
+  %1852 = add nsw i64 %1850, %1851
+  %1853 = add nsw i64 %1852, 32
+  %arena515 = getelementptr inbounds float, ptr %arena, i64 %1853
+  store <16 x float> %t93_c1_2514, ptr %arena515, align 4
+  %t93_c1_3516 = load <16 x float>, ptr %fc1.t93_c1_3, align 64
+  %1854 = mul nsw i64 %fc1.mb92452, 4
+  %1855 = add nsw i64 %1854, 1
+  %1856 = mul nsw i64 %1855, 64
+  %1857 = add nsw i64 811008, %1856
+  %1858 = mul nsw i64 %fc1.nb91451, 64
+  %1859 = add nsw i64 %1857, %1858
+  %1860 = add nsw i64 %1859, 48
+  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1860
+  store <16 x float> %t93_c1_3516, ptr %arena517, align 4
+  %t93_c2_0518 = load <16 x float>, ptr %fc1.t93_c2_0, align 64
+  %1861 = mul nsw i64 %fc1.mb92452, 4
+  %1862 = add nsw i64 %1861, 2
+  %1863 = mul nsw i64 %1862, 64
+  %1864 = add nsw i64 811008, %1863
+  %1865 = mul nsw i64 %fc1.nb91451, 64
+  %1866 = add nsw i64 %1864, %1865
+  %arena519 = getelementptr inbounds float, ptr %arena, i64 %1866
+  store <16 x float> %t93_c2_0518, ptr %arena519, align 4
+  %t93_c2_1520 = load <16 x float>, ptr %fc1.t93_c2_1, align 64
+  %1867 = mul nsw i64 %fc1.mb92452, 4
+  %1868 = add nsw i64 %1867, 2
+  %1869 = mul nsw i64 %1868, 64
+  %1870 = add nsw i64 811008, %1869
+  %1871 = mul nsw i64 %fc1.nb91451, 64
+  %1872 = add nsw i64 %1870, %1871
+  %1873 = add nsw i64 %1872, 16
+  %arena521 = getelementptr inbounds float, ptr %arena, i64 %1873
+  store <16 x float> %t93_c2_1520, ptr %arena521, align 4
+  %t93_c2_2522 = load <16 x float>, ptr %fc1.t93_c2_2, align 64
+  %1874 = mul nsw i64 %fc1.mb92452, 4
+  %1875 = add nsw i64 %1874, 2
+  %1876 = mul nsw i64 %1875, 64
+  %1877 = add nsw i64 811008, %1876
+  %1878 = mul nsw i64 %fc1.nb91451, 64
+  %1879 = add nsw i64 %1877, %1878
+  %1880 = add nsw i64 %1879, 32
+  %arena523 = getelementptr inbounds float, ptr %arena, i64 %1880
+  store <16 x float> %t93_c2_2522, ptr %arena523, align 4
+  %t93_c2_3524 = load <16 x float>, ptr %fc1.t93_c2_3, align 64
+  %1881 = mul nsw i64 %fc1.mb92452, 4
+  %1882 = add nsw i64 %1881, 2
+  %1883 = mul nsw i64 %1882, 64
+  %1884 = add nsw i64 811008, %1883
+  %1885 = mul nsw i64 %fc1.nb91451, 64
+  %1886 = add nsw i64 %1884, %1885
+  %1887 = add nsw i64 %1886, 48
+  %arena525 = getelementptr inbounds float, ptr %arena, i64 %1887
+  store <16 x float> %t93_c2_3524, ptr %arena525, align 4
+  %t93_c3_0526 = load <16 x float>, ptr %fc1.t93_c3_0, align 64
+  %1888 = mul nsw i64 %fc1.mb92452, 4
+  %1889 = add nsw i64 %1888, 3
+  %1890 = mul nsw i64 %1889, 64
+  %1891 = add nsw i64 811008, %1890
+  %1892 = mul nsw i64 %fc1.nb91451, 64
+  %1893 = add nsw i64 %1891, %1892
+  %arena527 = getelementptr inbounds float, ptr %arena, i64 %1893
+  store <16 x float> %t93_c3_0526, ptr %arena527, align 4
+  %t93_c3_1528 = load <16 x float>, ptr %fc1.t93_c3_1, align 64
+  %1894 = mul nsw i64 %fc1.mb92452, 4
+  %1895 = add nsw i64 %1894, 3
+  %1896 = mul nsw i64 %1895, 64
+  %1897 = add nsw i64 811008, %1896
+  %1898 = mul nsw i64 %fc1.nb91451, 64
+  %1899 = add nsw i64 %1897, %1898
+  %1900 = add nsw i64 %1899, 16
+  %arena529 = getelementptr inbounds float, ptr %arena, i64 %1900
+  store <16 x float> %t93_c3_1528, ptr %arena529, align 4
+  %t93_c3_2530 = load <16 x float>, ptr %fc1.t93_c3_2, align 64
+  %1901 = mul nsw i64 %fc1.mb92452, 4
+  %1902 = add nsw i64 %1901, 3
+  %1903 = mul nsw i64 %1902, 64
+  %1904 = add nsw i64 811008, %1903
+  %1905 = mul nsw i64 %fc1.nb91451, 64
+  %1906 = add nsw i64 %1904, %1905
+  %1907 = add nsw i64 %1906, 32
+  %arena531 = getelementptr inbounds float, ptr %arena, i64 %1907
+  store <16 x float> %t93_c3_2530, ptr %arena531, align 4
+  %t93_c3_3532 = load <16 x float>, ptr %fc1.t93_c3_3, align 64
+  %1908 = mul nsw i64 %fc1.mb92452, 4
+  %1909 = add nsw i64 %1908, 3
+  %1910 = mul nsw i64 %1909, 64
+  %1911 = add nsw i64 811008, %1910
+  %1912 = mul nsw i64 %fc1.nb91451, 64
+  %1913 = add nsw i64 %1911, %1912
+  %1914 = add nsw i64 %1913, 48
+  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1914
+  store <16 x float> %t93_c3_3532, ptr %arena533, align 4
+  %mb92.next = add nsw i64 %fc1.mb92452, 1
+  %1915 = icmp slt i64 %mb92.next, 32
+  br i1 %1915, label %fc1.mb92, label %fc1.mb92.end
+
+fc1.n95:                                          ; preds = %fc1.u96.end, %fc1.kp90.end
+  %fc1.n95534 = phi i64 [ 0, %fc1.kp90.end ], [ %n95.next, %fc1.u96.end ]
+  br label %fc1.u96
+
+fc1.n95.end:                                      ; preds = %fc1.u96.end
+  %arena541 = getelementptr inbounds float, ptr %arena, i64 0
+  %params542 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena543 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena541, i32 128, ptr %params542, i32 128, float 0.000000e+00, ptr %arena543, i32 10)
+  br label %fc2.n97
+
+fc1.u96:                                          ; preds = %fc1.u96, %fc1.n95
+  %fc1.u96535 = phi i64 [ 0, %fc1.n95 ], [ %u96.next, %fc1.u96 ]
+  %1916 = mul nsw i64 %fc1.u96535, 64
+  %1917 = add nsw i64 811008, %1916
+  %1918 = add nsw i64 %1917, %fc1.n95534
+  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1918
+  %1919 = load float, ptr %arena536, align 4
+  %1920 = add nsw i64 1624448, %fc1.u96535
+  %params537 = getelementptr inbounds float, ptr %params, i64 %1920
+  %1921 = load float, ptr %params537, align 4
+  %1922 = fadd float %1919, %1921
+  %1923 = fcmp ogt float %1922, 0.000000e+00
+  %1924 = mul nsw i64 %fc1.u96535, 64
+  %1925 = add nsw i64 811008, %1924
+  %1926 = add nsw i64 %1925, %fc1.n95534
+  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1926
+  %1927 = load float, ptr %arena538, align 4
+  %1928 = add nsw i64 1624448, %fc1.u96535
+  %params539 = getelementptr inbounds float, ptr %params, i64 %1928
+  %1929 = load float, ptr %params539, align 4
+  %1930 = fadd float %1927, %1929
+  %1931 = select i1 %1923, float %1930, float 0.000000e+00
+  %1932 = mul nsw i64 %fc1.n95534, 128
+  %1933 = add nsw i64 %1932, %fc1.u96535
+  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1933
+  store float %1931, ptr %arena540, align 4
+  %u96.next = add nsw i64 %fc1.u96535, 1
+  %1934 = icmp slt i64 %u96.next, 128
+  br i1 %1934, label %fc1.u96, label %fc1.u96.end
+
+fc1.u96.end:                                      ; preds = %fc1.u96
+  %n95.next = add nsw i64 %fc1.n95534, 1
+  %1935 = icmp slt i64 %n95.next, 64
+  br i1 %1935, label %fc1.n95, label %fc1.n95.end
+
+fc2.n97:                                          ; preds = %fc2.u98.end, %fc1.n95.end
+  %fc2.n97544 = phi i64 [ 0, %fc1.n95.end ], [ %n97.next, %fc2.u98.end ]
+  br label %fc2.u98
+
+fc2.n97.end:                                      ; preds = %fc2.u98.end
   ret void
 
-fc2.u89:                                          ; preds = %fc2.u89, %fc2.n88
-  %fc2.u89457 = phi i64 [ 0, %fc2.n88 ], [ %u89.next, %fc2.u89 ]
-  %1606 = mul nsw i64 %fc2.n88456, 10
-  %1607 = add nsw i64 8192, %1606
-  %1608 = add nsw i64 %1607, %fc2.u89457
-  %arena458 = getelementptr inbounds float, ptr %arena, i64 %1608
-  %1609 = load float, ptr %arena458, align 4
-  %1610 = add nsw i64 1625856, %fc2.u89457
-  %params459 = getelementptr inbounds float, ptr %params, i64 %1610
-  %1611 = load float, ptr %params459, align 4
-  %1612 = fadd float %1609, %1611
-  %1613 = mul nsw i64 %fc2.n88456, 10
-  %1614 = add nsw i64 8192, %1613
-  %1615 = add nsw i64 %1614, %fc2.u89457
-  %arena460 = getelementptr inbounds float, ptr %arena, i64 %1615
-  store float %1612, ptr %arena460, align 4
-  %u89.next = add nsw i64 %fc2.u89457, 1
-  %1616 = icmp slt i64 %u89.next, 10
-  br i1 %1616, label %fc2.u89, label %fc2.u89.end
+fc2.u98:                                          ; preds = %fc2.u98, %fc2.n97
+  %fc2.u98545 = phi i64 [ 0, %fc2.n97 ], [ %u98.next, %fc2.u98 ]
+  %1936 = mul nsw i64 %fc2.n97544, 10
+  %1937 = add nsw i64 8192, %1936
+  %1938 = add nsw i64 %1937, %fc2.u98545
+  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1938
+  %1939 = load float, ptr %arena546, align 4
+  %1940 = add nsw i64 1625856, %fc2.u98545
+  %params547 = getelementptr inbounds float, ptr %params, i64 %1940
+  %1941 = load float, ptr %params547, align 4
+  %1942 = fadd float %1939, %1941
+  %1943 = mul nsw i64 %fc2.n97544, 10
+  %1944 = add nsw i64 8192, %1943
+  %1945 = add nsw i64 %1944, %fc2.u98545
+  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1945
+  store float %1942, ptr %arena548, align 4
+  %u98.next = add nsw i64 %fc2.u98545, 1
+  %1946 = icmp slt i64 %u98.next, 10
+  br i1 %1946, label %fc2.u98, label %fc2.u98.end
 
-fc2.u89.end:                                      ; preds = %fc2.u89
-  %n88.next = add nsw i64 %fc2.n88456, 1
-  %1617 = icmp slt i64 %n88.next, 64
-  br i1 %1617, label %fc2.n88, label %fc2.n88.end
+fc2.u98.end:                                      ; preds = %fc2.u98
+  %n97.next = add nsw i64 %fc2.n97544, 1
+  %1947 = icmp slt i64 %n97.next, 64
+  br i1 %1947, label %fc2.n97, label %fc2.n97.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

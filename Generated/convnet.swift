@@ -509,709 +509,782 @@ public func convnet_train_b64(
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 128, 12544, 1, arena + 1605632, 12544, params + 18816, 12544, Float(bitPattern: 0x0), arena + 3211264, 128)
   for n86 in 0..<64 {
-    do {  // SIMD16 over u87
-      var u87 = 0
-      while u87 &+ 16 <= 128 {
-        store16(arena, (3211264 +% (n86 *% 128)) &+ u87, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3211264 +% (n86 *% 128)) &+ u87) + load16(params, 1624448 &+ u87)), where: (load16(arena, (3211264 +% (n86 *% 128)) &+ u87) + load16(params, 1624448 &+ u87)) .> SIMD16<Float>(repeating: Float(0))))
-        u87 &+= 16
+    for k87 in 0..<12544 {
+      arena[((3219456 +% (k87 *% 64)) +% n86)] = arena[((1605632 +% (n86 *% 12544)) +% k87)]
+    }
+  }
+  for r88 in 0..<128 {
+    do {  // SIMD16 over i89
+      var i89 = 0
+      while i89 &+ 16 <= 64 {
+        store16(arena, (4022272 +% (r88 *% 64)) &+ i89, SIMD16<Float>(repeating: Float(0)))
+        i89 &+= 16
       }
-      while u87 < 128 {
-        arena[((3211264 +% (n86 *% 128)) +% u87)] = ((arena[((3211264 +% (n86 *% 128)) +% u87)] + params[(1624448 +% u87)]) > Float(0) ? (arena[((3211264 +% (n86 *% 128)) +% u87)] + params[(1624448 +% u87)]) : Float(0))
-        u87 &+= 1
+      while i89 < 64 {
+        arena[((4022272 +% (r88 *% 64)) +% i89)] = Float(0)
+        i89 &+= 1
       }
+    }
+  }
+  for kp90 in 0..<49 {
+    for nb91 in 0..<1 {
+      for mb92 in 0..<32 {
+        var t93_c0_0 = load16(arena, ((4022272 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)))
+        var t93_c0_1 = load16(arena, (((4022272 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 16))
+        var t93_c0_2 = load16(arena, (((4022272 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 32))
+        var t93_c0_3 = load16(arena, (((4022272 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 48))
+        var t93_c1_0 = load16(arena, ((4022272 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)))
+        var t93_c1_1 = load16(arena, (((4022272 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 16))
+        var t93_c1_2 = load16(arena, (((4022272 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 32))
+        var t93_c1_3 = load16(arena, (((4022272 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 48))
+        var t93_c2_0 = load16(arena, ((4022272 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)))
+        var t93_c2_1 = load16(arena, (((4022272 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 16))
+        var t93_c2_2 = load16(arena, (((4022272 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 32))
+        var t93_c2_3 = load16(arena, (((4022272 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 48))
+        var t93_c3_0 = load16(arena, ((4022272 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)))
+        var t93_c3_1 = load16(arena, (((4022272 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 16))
+        var t93_c3_2 = load16(arena, (((4022272 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 32))
+        var t93_c3_3 = load16(arena, (((4022272 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 48))
+        for k94 in 0..<256 {
+          let t93_b0 = load16(arena, ((3219456 +% ((k94 +% (kp90 *% 256)) *% 64)) +% (nb91 *% 64)))
+          let t93_b1 = load16(arena, (((3219456 +% ((k94 +% (kp90 *% 256)) *% 64)) +% (nb91 *% 64)) +% 16))
+          let t93_b2 = load16(arena, (((3219456 +% ((k94 +% (kp90 *% 256)) *% 64)) +% (nb91 *% 64)) +% 32))
+          let t93_b3 = load16(arena, (((3219456 +% ((k94 +% (kp90 *% 256)) *% 64)) +% (nb91 *% 64)) +% 48))
+          let t93_a0 = SIMD16<Float>(repeating: params[((18816 +% ((mb92 *% 4) *% 12544)) +% (k94 +% (kp90 *% 256)))])
+          t93_c0_0 = t93_c0_0.addingProduct(t93_a0, t93_b0)
+          t93_c0_1 = t93_c0_1.addingProduct(t93_a0, t93_b1)
+          t93_c0_2 = t93_c0_2.addingProduct(t93_a0, t93_b2)
+          t93_c0_3 = t93_c0_3.addingProduct(t93_a0, t93_b3)
+          let t93_a1 = SIMD16<Float>(repeating: params[((18816 +% (((mb92 *% 4) +% 1) *% 12544)) +% (k94 +% (kp90 *% 256)))])
+          t93_c1_0 = t93_c1_0.addingProduct(t93_a1, t93_b0)
+          t93_c1_1 = t93_c1_1.addingProduct(t93_a1, t93_b1)
+          t93_c1_2 = t93_c1_2.addingProduct(t93_a1, t93_b2)
+          t93_c1_3 = t93_c1_3.addingProduct(t93_a1, t93_b3)
+          let t93_a2 = SIMD16<Float>(repeating: params[((18816 +% (((mb92 *% 4) +% 2) *% 12544)) +% (k94 +% (kp90 *% 256)))])
+          t93_c2_0 = t93_c2_0.addingProduct(t93_a2, t93_b0)
+          t93_c2_1 = t93_c2_1.addingProduct(t93_a2, t93_b1)
+          t93_c2_2 = t93_c2_2.addingProduct(t93_a2, t93_b2)
+          t93_c2_3 = t93_c2_3.addingProduct(t93_a2, t93_b3)
+          let t93_a3 = SIMD16<Float>(repeating: params[((18816 +% (((mb92 *% 4) +% 3) *% 12544)) +% (k94 +% (kp90 *% 256)))])
+          t93_c3_0 = t93_c3_0.addingProduct(t93_a3, t93_b0)
+          t93_c3_1 = t93_c3_1.addingProduct(t93_a3, t93_b1)
+          t93_c3_2 = t93_c3_2.addingProduct(t93_a3, t93_b2)
+          t93_c3_3 = t93_c3_3.addingProduct(t93_a3, t93_b3)
+        }
+        store16(arena, ((4022272 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)), t93_c0_0)
+        store16(arena, (((4022272 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 16), t93_c0_1)
+        store16(arena, (((4022272 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 32), t93_c0_2)
+        store16(arena, (((4022272 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 48), t93_c0_3)
+        store16(arena, ((4022272 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)), t93_c1_0)
+        store16(arena, (((4022272 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 16), t93_c1_1)
+        store16(arena, (((4022272 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 32), t93_c1_2)
+        store16(arena, (((4022272 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 48), t93_c1_3)
+        store16(arena, ((4022272 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)), t93_c2_0)
+        store16(arena, (((4022272 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 16), t93_c2_1)
+        store16(arena, (((4022272 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 32), t93_c2_2)
+        store16(arena, (((4022272 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 48), t93_c2_3)
+        store16(arena, ((4022272 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)), t93_c3_0)
+        store16(arena, (((4022272 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 16), t93_c3_1)
+        store16(arena, (((4022272 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 32), t93_c3_2)
+        store16(arena, (((4022272 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 48), t93_c3_3)
+      }
+    }
+  }
+  for n95 in 0..<64 {
+    for u96 in 0..<128 {
+      arena[((3211264 +% (n95 *% 128)) +% u96)] = ((arena[((4022272 +% (u96 *% 64)) +% n95)] + params[(1624448 +% u96)]) > Float(0) ? (arena[((4022272 +% (u96 *% 64)) +% n95)] + params[(1624448 +% u96)]) : Float(0))
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3211264, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3219456, 10)
-  for n88 in 0..<64 {
-    do {  // SIMD16 over u89
-      var u89 = 0
-      while u89 < 10 {
-        arena[((3219456 +% (n88 *% 10)) +% u89)] = (arena[((3219456 +% (n88 *% 10)) +% u89)] + params[(1625856 +% u89)])
-        u89 &+= 1
+  for n97 in 0..<64 {
+    do {  // SIMD16 over u98
+      var u98 = 0
+      while u98 < 10 {
+        arena[((3219456 +% (n97 *% 10)) +% u98)] = (arena[((3219456 +% (n97 *% 10)) +% u98)] + params[(1625856 +% u98)])
+        u98 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total90: Float = Float(0)
-  for n91 in 0..<64 {
-    var m92: Float = arena[(3219456 +% (n91 *% 10))]
-    for k94 in 0..<10 {
-      m92 = { let x = m92, y = arena[((3219456 +% (n91 *% 10)) +% k94)]; return y > x ? y : x }()
+  var total99: Float = Float(0)
+  for n100 in 0..<64 {
+    var m101: Float = arena[(3219456 +% (n100 *% 10))]
+    for k103 in 0..<10 {
+      m101 = { let x = m101, y = arena[((3219456 +% (n100 *% 10)) +% k103)]; return y > x ? y : x }()
     }
-    var s93: Float = Float(0)
-    for k95 in 0..<10 {
-      s93 = (s93 + expf((arena[((3219456 +% (n91 *% 10)) +% k95)] - m92)))
+    var s102: Float = Float(0)
+    for k104 in 0..<10 {
+      s102 = (s102 + expf((arena[((3219456 +% (n100 *% 10)) +% k104)] - m101)))
     }
-    total90 = (total90 + ((m92 + logf(s93)) - arena[((3219456 +% (n91 *% 10)) +% Int(labels[n91]))]))
+    total99 = (total99 + ((m101 + logf(s102)) - arena[((3219456 +% (n100 *% 10)) +% Int(labels[n100]))]))
   }
-  arena[3220096] = (total90 / Float(64))
+  arena[3220096] = (total99 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n96 in 0..<64 {
-    var m97: Float = arena[(3219456 +% (n96 *% 10))]
-    for k99 in 0..<10 {
-      m97 = { let x = m97, y = arena[((3219456 +% (n96 *% 10)) +% k99)]; return y > x ? y : x }()
+  for n105 in 0..<64 {
+    var m106: Float = arena[(3219456 +% (n105 *% 10))]
+    for k108 in 0..<10 {
+      m106 = { let x = m106, y = arena[((3219456 +% (n105 *% 10)) +% k108)]; return y > x ? y : x }()
     }
-    var s98: Float = Float(0)
-    for k100 in 0..<10 {
-      s98 = (s98 + expf((arena[((3219456 +% (n96 *% 10)) +% k100)] - m97)))
+    var s107: Float = Float(0)
+    for k109 in 0..<10 {
+      s107 = (s107 + expf((arena[((3219456 +% (n105 *% 10)) +% k109)] - m106)))
     }
-    for k101 in 0..<10 {
-      arena[((3220112 +% (n96 *% 10)) +% k101)] = ((k101 == Int(labels[n96]) ? ((expf((arena[((3219456 +% (n96 *% 10)) +% k101)] - m97)) / s98) - Float(1)) : (expf((arena[((3219456 +% (n96 *% 10)) +% k101)] - m97)) / s98)) / Float(64))
+    for k110 in 0..<10 {
+      arena[((3220112 +% (n105 *% 10)) +% k110)] = ((k110 == Int(labels[n105]) ? ((expf((arena[((3219456 +% (n105 *% 10)) +% k110)] - m106)) / s107) - Float(1)) : (expf((arena[((3219456 +% (n105 *% 10)) +% k110)] - m106)) / s107)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3220112, 10, arena + 3211264, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u102 in 0..<10 {
-    var acc103: Float = Float(0)
-    for n104 in 0..<64 {
-      acc103 = (acc103 + arena[((3220112 +% (n104 *% 10)) +% u102)])
+  for u111 in 0..<10 {
+    var acc112: Float = Float(0)
+    for n113 in 0..<64 {
+      acc112 = (acc112 + arena[((3220112 +% (n113 *% 10)) +% u111)])
     }
-    grads[(1625856 +% u102)] = acc103
+    grads[(1625856 +% u111)] = acc112
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3220112, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3220752, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i105
-    var i105 = 0
-    while i105 &+ 16 <= 8192 {
-      store16(arena, 3228944 &+ i105, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i105), where: load16(arena, 3211264 &+ i105) .> SIMD16<Float>(repeating: Float(0))))
-      i105 &+= 16
+  do {  // SIMD16 over i114
+    var i114 = 0
+    while i114 &+ 16 <= 8192 {
+      store16(arena, 3228944 &+ i114, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i114), where: load16(arena, 3211264 &+ i114) .> SIMD16<Float>(repeating: Float(0))))
+      i114 &+= 16
     }
-    while i105 < 8192 {
-      arena[(3228944 +% i105)] = (arena[(3211264 +% i105)] > Float(0) ? arena[(3220752 +% i105)] : Float(0))
-      i105 &+= 1
+    while i114 < 8192 {
+      arena[(3228944 +% i114)] = (arena[(3211264 +% i114)] > Float(0) ? arena[(3220752 +% i114)] : Float(0))
+      i114 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  for nb106 in 0..<196 {
-    for mb107 in 0..<32 {
-      var t108_c0_0 = SIMD16<Float>()
-      var t108_c0_1 = SIMD16<Float>()
-      var t108_c0_2 = SIMD16<Float>()
-      var t108_c0_3 = SIMD16<Float>()
-      var t108_c1_0 = SIMD16<Float>()
-      var t108_c1_1 = SIMD16<Float>()
-      var t108_c1_2 = SIMD16<Float>()
-      var t108_c1_3 = SIMD16<Float>()
-      var t108_c2_0 = SIMD16<Float>()
-      var t108_c2_1 = SIMD16<Float>()
-      var t108_c2_2 = SIMD16<Float>()
-      var t108_c2_3 = SIMD16<Float>()
-      var t108_c3_0 = SIMD16<Float>()
-      var t108_c3_1 = SIMD16<Float>()
-      var t108_c3_2 = SIMD16<Float>()
-      var t108_c3_3 = SIMD16<Float>()
-      for k109 in 0..<64 {
-        let t108_b0 = load16(arena, ((1605632 +% (k109 *% 12544)) +% (nb106 *% 64)))
-        let t108_b1 = load16(arena, (((1605632 +% (k109 *% 12544)) +% (nb106 *% 64)) +% 16))
-        let t108_b2 = load16(arena, (((1605632 +% (k109 *% 12544)) +% (nb106 *% 64)) +% 32))
-        let t108_b3 = load16(arena, (((1605632 +% (k109 *% 12544)) +% (nb106 *% 64)) +% 48))
-        let t108_a0 = SIMD16<Float>(repeating: arena[((3228944 +% (mb107 *% 4)) +% (k109 *% 128))])
-        t108_c0_0 = t108_c0_0.addingProduct(t108_a0, t108_b0)
-        t108_c0_1 = t108_c0_1.addingProduct(t108_a0, t108_b1)
-        t108_c0_2 = t108_c0_2.addingProduct(t108_a0, t108_b2)
-        t108_c0_3 = t108_c0_3.addingProduct(t108_a0, t108_b3)
-        let t108_a1 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb107 *% 4) +% 1)) +% (k109 *% 128))])
-        t108_c1_0 = t108_c1_0.addingProduct(t108_a1, t108_b0)
-        t108_c1_1 = t108_c1_1.addingProduct(t108_a1, t108_b1)
-        t108_c1_2 = t108_c1_2.addingProduct(t108_a1, t108_b2)
-        t108_c1_3 = t108_c1_3.addingProduct(t108_a1, t108_b3)
-        let t108_a2 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb107 *% 4) +% 2)) +% (k109 *% 128))])
-        t108_c2_0 = t108_c2_0.addingProduct(t108_a2, t108_b0)
-        t108_c2_1 = t108_c2_1.addingProduct(t108_a2, t108_b1)
-        t108_c2_2 = t108_c2_2.addingProduct(t108_a2, t108_b2)
-        t108_c2_3 = t108_c2_3.addingProduct(t108_a2, t108_b3)
-        let t108_a3 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb107 *% 4) +% 3)) +% (k109 *% 128))])
-        t108_c3_0 = t108_c3_0.addingProduct(t108_a3, t108_b0)
-        t108_c3_1 = t108_c3_1.addingProduct(t108_a3, t108_b1)
-        t108_c3_2 = t108_c3_2.addingProduct(t108_a3, t108_b2)
-        t108_c3_3 = t108_c3_3.addingProduct(t108_a3, t108_b3)
+  for nb115 in 0..<196 {
+    for mb116 in 0..<32 {
+      var t117_c0_0 = SIMD16<Float>()
+      var t117_c0_1 = SIMD16<Float>()
+      var t117_c0_2 = SIMD16<Float>()
+      var t117_c0_3 = SIMD16<Float>()
+      var t117_c1_0 = SIMD16<Float>()
+      var t117_c1_1 = SIMD16<Float>()
+      var t117_c1_2 = SIMD16<Float>()
+      var t117_c1_3 = SIMD16<Float>()
+      var t117_c2_0 = SIMD16<Float>()
+      var t117_c2_1 = SIMD16<Float>()
+      var t117_c2_2 = SIMD16<Float>()
+      var t117_c2_3 = SIMD16<Float>()
+      var t117_c3_0 = SIMD16<Float>()
+      var t117_c3_1 = SIMD16<Float>()
+      var t117_c3_2 = SIMD16<Float>()
+      var t117_c3_3 = SIMD16<Float>()
+      for k118 in 0..<64 {
+        let t117_b0 = load16(arena, ((1605632 +% (k118 *% 12544)) +% (nb115 *% 64)))
+        let t117_b1 = load16(arena, (((1605632 +% (k118 *% 12544)) +% (nb115 *% 64)) +% 16))
+        let t117_b2 = load16(arena, (((1605632 +% (k118 *% 12544)) +% (nb115 *% 64)) +% 32))
+        let t117_b3 = load16(arena, (((1605632 +% (k118 *% 12544)) +% (nb115 *% 64)) +% 48))
+        let t117_a0 = SIMD16<Float>(repeating: arena[((3228944 +% (mb116 *% 4)) +% (k118 *% 128))])
+        t117_c0_0 = t117_c0_0.addingProduct(t117_a0, t117_b0)
+        t117_c0_1 = t117_c0_1.addingProduct(t117_a0, t117_b1)
+        t117_c0_2 = t117_c0_2.addingProduct(t117_a0, t117_b2)
+        t117_c0_3 = t117_c0_3.addingProduct(t117_a0, t117_b3)
+        let t117_a1 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb116 *% 4) +% 1)) +% (k118 *% 128))])
+        t117_c1_0 = t117_c1_0.addingProduct(t117_a1, t117_b0)
+        t117_c1_1 = t117_c1_1.addingProduct(t117_a1, t117_b1)
+        t117_c1_2 = t117_c1_2.addingProduct(t117_a1, t117_b2)
+        t117_c1_3 = t117_c1_3.addingProduct(t117_a1, t117_b3)
+        let t117_a2 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb116 *% 4) +% 2)) +% (k118 *% 128))])
+        t117_c2_0 = t117_c2_0.addingProduct(t117_a2, t117_b0)
+        t117_c2_1 = t117_c2_1.addingProduct(t117_a2, t117_b1)
+        t117_c2_2 = t117_c2_2.addingProduct(t117_a2, t117_b2)
+        t117_c2_3 = t117_c2_3.addingProduct(t117_a2, t117_b3)
+        let t117_a3 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb116 *% 4) +% 3)) +% (k118 *% 128))])
+        t117_c3_0 = t117_c3_0.addingProduct(t117_a3, t117_b0)
+        t117_c3_1 = t117_c3_1.addingProduct(t117_a3, t117_b1)
+        t117_c3_2 = t117_c3_2.addingProduct(t117_a3, t117_b2)
+        t117_c3_3 = t117_c3_3.addingProduct(t117_a3, t117_b3)
       }
-      store16(grads, ((18816 +% ((mb107 *% 4) *% 12544)) +% (nb106 *% 64)), t108_c0_0)
-      store16(grads, (((18816 +% ((mb107 *% 4) *% 12544)) +% (nb106 *% 64)) +% 16), t108_c0_1)
-      store16(grads, (((18816 +% ((mb107 *% 4) *% 12544)) +% (nb106 *% 64)) +% 32), t108_c0_2)
-      store16(grads, (((18816 +% ((mb107 *% 4) *% 12544)) +% (nb106 *% 64)) +% 48), t108_c0_3)
-      store16(grads, ((18816 +% (((mb107 *% 4) +% 1) *% 12544)) +% (nb106 *% 64)), t108_c1_0)
-      store16(grads, (((18816 +% (((mb107 *% 4) +% 1) *% 12544)) +% (nb106 *% 64)) +% 16), t108_c1_1)
-      store16(grads, (((18816 +% (((mb107 *% 4) +% 1) *% 12544)) +% (nb106 *% 64)) +% 32), t108_c1_2)
-      store16(grads, (((18816 +% (((mb107 *% 4) +% 1) *% 12544)) +% (nb106 *% 64)) +% 48), t108_c1_3)
-      store16(grads, ((18816 +% (((mb107 *% 4) +% 2) *% 12544)) +% (nb106 *% 64)), t108_c2_0)
-      store16(grads, (((18816 +% (((mb107 *% 4) +% 2) *% 12544)) +% (nb106 *% 64)) +% 16), t108_c2_1)
-      store16(grads, (((18816 +% (((mb107 *% 4) +% 2) *% 12544)) +% (nb106 *% 64)) +% 32), t108_c2_2)
-      store16(grads, (((18816 +% (((mb107 *% 4) +% 2) *% 12544)) +% (nb106 *% 64)) +% 48), t108_c2_3)
-      store16(grads, ((18816 +% (((mb107 *% 4) +% 3) *% 12544)) +% (nb106 *% 64)), t108_c3_0)
-      store16(grads, (((18816 +% (((mb107 *% 4) +% 3) *% 12544)) +% (nb106 *% 64)) +% 16), t108_c3_1)
-      store16(grads, (((18816 +% (((mb107 *% 4) +% 3) *% 12544)) +% (nb106 *% 64)) +% 32), t108_c3_2)
-      store16(grads, (((18816 +% (((mb107 *% 4) +% 3) *% 12544)) +% (nb106 *% 64)) +% 48), t108_c3_3)
+      store16(grads, ((18816 +% ((mb116 *% 4) *% 12544)) +% (nb115 *% 64)), t117_c0_0)
+      store16(grads, (((18816 +% ((mb116 *% 4) *% 12544)) +% (nb115 *% 64)) +% 16), t117_c0_1)
+      store16(grads, (((18816 +% ((mb116 *% 4) *% 12544)) +% (nb115 *% 64)) +% 32), t117_c0_2)
+      store16(grads, (((18816 +% ((mb116 *% 4) *% 12544)) +% (nb115 *% 64)) +% 48), t117_c0_3)
+      store16(grads, ((18816 +% (((mb116 *% 4) +% 1) *% 12544)) +% (nb115 *% 64)), t117_c1_0)
+      store16(grads, (((18816 +% (((mb116 *% 4) +% 1) *% 12544)) +% (nb115 *% 64)) +% 16), t117_c1_1)
+      store16(grads, (((18816 +% (((mb116 *% 4) +% 1) *% 12544)) +% (nb115 *% 64)) +% 32), t117_c1_2)
+      store16(grads, (((18816 +% (((mb116 *% 4) +% 1) *% 12544)) +% (nb115 *% 64)) +% 48), t117_c1_3)
+      store16(grads, ((18816 +% (((mb116 *% 4) +% 2) *% 12544)) +% (nb115 *% 64)), t117_c2_0)
+      store16(grads, (((18816 +% (((mb116 *% 4) +% 2) *% 12544)) +% (nb115 *% 64)) +% 16), t117_c2_1)
+      store16(grads, (((18816 +% (((mb116 *% 4) +% 2) *% 12544)) +% (nb115 *% 64)) +% 32), t117_c2_2)
+      store16(grads, (((18816 +% (((mb116 *% 4) +% 2) *% 12544)) +% (nb115 *% 64)) +% 48), t117_c2_3)
+      store16(grads, ((18816 +% (((mb116 *% 4) +% 3) *% 12544)) +% (nb115 *% 64)), t117_c3_0)
+      store16(grads, (((18816 +% (((mb116 *% 4) +% 3) *% 12544)) +% (nb115 *% 64)) +% 16), t117_c3_1)
+      store16(grads, (((18816 +% (((mb116 *% 4) +% 3) *% 12544)) +% (nb115 *% 64)) +% 32), t117_c3_2)
+      store16(grads, (((18816 +% (((mb116 *% 4) +% 3) *% 12544)) +% (nb115 *% 64)) +% 48), t117_c3_3)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u110 in 0..<128 {
-    var acc111: Float = Float(0)
-    for n112 in 0..<64 {
-      acc111 = (acc111 + arena[((3228944 +% (n112 *% 128)) +% u110)])
+  for u119 in 0..<128 {
+    var acc120: Float = Float(0)
+    for n121 in 0..<64 {
+      acc120 = (acc120 + arena[((3228944 +% (n121 *% 128)) +% u119)])
     }
-    grads[(1624448 +% u110)] = acc111
+    grads[(1624448 +% u119)] = acc120
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  for nb113 in 0..<196 {
-    for mb114 in 0..<16 {
-      var t115_c0_0 = SIMD16<Float>()
-      var t115_c0_1 = SIMD16<Float>()
-      var t115_c0_2 = SIMD16<Float>()
-      var t115_c0_3 = SIMD16<Float>()
-      var t115_c1_0 = SIMD16<Float>()
-      var t115_c1_1 = SIMD16<Float>()
-      var t115_c1_2 = SIMD16<Float>()
-      var t115_c1_3 = SIMD16<Float>()
-      var t115_c2_0 = SIMD16<Float>()
-      var t115_c2_1 = SIMD16<Float>()
-      var t115_c2_2 = SIMD16<Float>()
-      var t115_c2_3 = SIMD16<Float>()
-      var t115_c3_0 = SIMD16<Float>()
-      var t115_c3_1 = SIMD16<Float>()
-      var t115_c3_2 = SIMD16<Float>()
-      var t115_c3_3 = SIMD16<Float>()
-      for k116 in 0..<128 {
-        let t115_b0 = load16(params, ((18816 +% (k116 *% 12544)) +% (nb113 *% 64)))
-        let t115_b1 = load16(params, (((18816 +% (k116 *% 12544)) +% (nb113 *% 64)) +% 16))
-        let t115_b2 = load16(params, (((18816 +% (k116 *% 12544)) +% (nb113 *% 64)) +% 32))
-        let t115_b3 = load16(params, (((18816 +% (k116 *% 12544)) +% (nb113 *% 64)) +% 48))
-        let t115_a0 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb114 *% 4) *% 128)) +% k116)])
-        t115_c0_0 = t115_c0_0.addingProduct(t115_a0, t115_b0)
-        t115_c0_1 = t115_c0_1.addingProduct(t115_a0, t115_b1)
-        t115_c0_2 = t115_c0_2.addingProduct(t115_a0, t115_b2)
-        t115_c0_3 = t115_c0_3.addingProduct(t115_a0, t115_b3)
-        let t115_a1 = SIMD16<Float>(repeating: arena[((3228944 +% (((mb114 *% 4) +% 1) *% 128)) +% k116)])
-        t115_c1_0 = t115_c1_0.addingProduct(t115_a1, t115_b0)
-        t115_c1_1 = t115_c1_1.addingProduct(t115_a1, t115_b1)
-        t115_c1_2 = t115_c1_2.addingProduct(t115_a1, t115_b2)
-        t115_c1_3 = t115_c1_3.addingProduct(t115_a1, t115_b3)
-        let t115_a2 = SIMD16<Float>(repeating: arena[((3228944 +% (((mb114 *% 4) +% 2) *% 128)) +% k116)])
-        t115_c2_0 = t115_c2_0.addingProduct(t115_a2, t115_b0)
-        t115_c2_1 = t115_c2_1.addingProduct(t115_a2, t115_b1)
-        t115_c2_2 = t115_c2_2.addingProduct(t115_a2, t115_b2)
-        t115_c2_3 = t115_c2_3.addingProduct(t115_a2, t115_b3)
-        let t115_a3 = SIMD16<Float>(repeating: arena[((3228944 +% (((mb114 *% 4) +% 3) *% 128)) +% k116)])
-        t115_c3_0 = t115_c3_0.addingProduct(t115_a3, t115_b0)
-        t115_c3_1 = t115_c3_1.addingProduct(t115_a3, t115_b1)
-        t115_c3_2 = t115_c3_2.addingProduct(t115_a3, t115_b2)
-        t115_c3_3 = t115_c3_3.addingProduct(t115_a3, t115_b3)
+  for nb122 in 0..<196 {
+    for mb123 in 0..<16 {
+      var t124_c0_0 = SIMD16<Float>()
+      var t124_c0_1 = SIMD16<Float>()
+      var t124_c0_2 = SIMD16<Float>()
+      var t124_c0_3 = SIMD16<Float>()
+      var t124_c1_0 = SIMD16<Float>()
+      var t124_c1_1 = SIMD16<Float>()
+      var t124_c1_2 = SIMD16<Float>()
+      var t124_c1_3 = SIMD16<Float>()
+      var t124_c2_0 = SIMD16<Float>()
+      var t124_c2_1 = SIMD16<Float>()
+      var t124_c2_2 = SIMD16<Float>()
+      var t124_c2_3 = SIMD16<Float>()
+      var t124_c3_0 = SIMD16<Float>()
+      var t124_c3_1 = SIMD16<Float>()
+      var t124_c3_2 = SIMD16<Float>()
+      var t124_c3_3 = SIMD16<Float>()
+      for k125 in 0..<128 {
+        let t124_b0 = load16(params, ((18816 +% (k125 *% 12544)) +% (nb122 *% 64)))
+        let t124_b1 = load16(params, (((18816 +% (k125 *% 12544)) +% (nb122 *% 64)) +% 16))
+        let t124_b2 = load16(params, (((18816 +% (k125 *% 12544)) +% (nb122 *% 64)) +% 32))
+        let t124_b3 = load16(params, (((18816 +% (k125 *% 12544)) +% (nb122 *% 64)) +% 48))
+        let t124_a0 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb123 *% 4) *% 128)) +% k125)])
+        t124_c0_0 = t124_c0_0.addingProduct(t124_a0, t124_b0)
+        t124_c0_1 = t124_c0_1.addingProduct(t124_a0, t124_b1)
+        t124_c0_2 = t124_c0_2.addingProduct(t124_a0, t124_b2)
+        t124_c0_3 = t124_c0_3.addingProduct(t124_a0, t124_b3)
+        let t124_a1 = SIMD16<Float>(repeating: arena[((3228944 +% (((mb123 *% 4) +% 1) *% 128)) +% k125)])
+        t124_c1_0 = t124_c1_0.addingProduct(t124_a1, t124_b0)
+        t124_c1_1 = t124_c1_1.addingProduct(t124_a1, t124_b1)
+        t124_c1_2 = t124_c1_2.addingProduct(t124_a1, t124_b2)
+        t124_c1_3 = t124_c1_3.addingProduct(t124_a1, t124_b3)
+        let t124_a2 = SIMD16<Float>(repeating: arena[((3228944 +% (((mb123 *% 4) +% 2) *% 128)) +% k125)])
+        t124_c2_0 = t124_c2_0.addingProduct(t124_a2, t124_b0)
+        t124_c2_1 = t124_c2_1.addingProduct(t124_a2, t124_b1)
+        t124_c2_2 = t124_c2_2.addingProduct(t124_a2, t124_b2)
+        t124_c2_3 = t124_c2_3.addingProduct(t124_a2, t124_b3)
+        let t124_a3 = SIMD16<Float>(repeating: arena[((3228944 +% (((mb123 *% 4) +% 3) *% 128)) +% k125)])
+        t124_c3_0 = t124_c3_0.addingProduct(t124_a3, t124_b0)
+        t124_c3_1 = t124_c3_1.addingProduct(t124_a3, t124_b1)
+        t124_c3_2 = t124_c3_2.addingProduct(t124_a3, t124_b2)
+        t124_c3_3 = t124_c3_3.addingProduct(t124_a3, t124_b3)
       }
-      store16(arena, ((3237136 +% ((mb114 *% 4) *% 12544)) +% (nb113 *% 64)), t115_c0_0)
-      store16(arena, (((3237136 +% ((mb114 *% 4) *% 12544)) +% (nb113 *% 64)) +% 16), t115_c0_1)
-      store16(arena, (((3237136 +% ((mb114 *% 4) *% 12544)) +% (nb113 *% 64)) +% 32), t115_c0_2)
-      store16(arena, (((3237136 +% ((mb114 *% 4) *% 12544)) +% (nb113 *% 64)) +% 48), t115_c0_3)
-      store16(arena, ((3237136 +% (((mb114 *% 4) +% 1) *% 12544)) +% (nb113 *% 64)), t115_c1_0)
-      store16(arena, (((3237136 +% (((mb114 *% 4) +% 1) *% 12544)) +% (nb113 *% 64)) +% 16), t115_c1_1)
-      store16(arena, (((3237136 +% (((mb114 *% 4) +% 1) *% 12544)) +% (nb113 *% 64)) +% 32), t115_c1_2)
-      store16(arena, (((3237136 +% (((mb114 *% 4) +% 1) *% 12544)) +% (nb113 *% 64)) +% 48), t115_c1_3)
-      store16(arena, ((3237136 +% (((mb114 *% 4) +% 2) *% 12544)) +% (nb113 *% 64)), t115_c2_0)
-      store16(arena, (((3237136 +% (((mb114 *% 4) +% 2) *% 12544)) +% (nb113 *% 64)) +% 16), t115_c2_1)
-      store16(arena, (((3237136 +% (((mb114 *% 4) +% 2) *% 12544)) +% (nb113 *% 64)) +% 32), t115_c2_2)
-      store16(arena, (((3237136 +% (((mb114 *% 4) +% 2) *% 12544)) +% (nb113 *% 64)) +% 48), t115_c2_3)
-      store16(arena, ((3237136 +% (((mb114 *% 4) +% 3) *% 12544)) +% (nb113 *% 64)), t115_c3_0)
-      store16(arena, (((3237136 +% (((mb114 *% 4) +% 3) *% 12544)) +% (nb113 *% 64)) +% 16), t115_c3_1)
-      store16(arena, (((3237136 +% (((mb114 *% 4) +% 3) *% 12544)) +% (nb113 *% 64)) +% 32), t115_c3_2)
-      store16(arena, (((3237136 +% (((mb114 *% 4) +% 3) *% 12544)) +% (nb113 *% 64)) +% 48), t115_c3_3)
+      store16(arena, ((3237136 +% ((mb123 *% 4) *% 12544)) +% (nb122 *% 64)), t124_c0_0)
+      store16(arena, (((3237136 +% ((mb123 *% 4) *% 12544)) +% (nb122 *% 64)) +% 16), t124_c0_1)
+      store16(arena, (((3237136 +% ((mb123 *% 4) *% 12544)) +% (nb122 *% 64)) +% 32), t124_c0_2)
+      store16(arena, (((3237136 +% ((mb123 *% 4) *% 12544)) +% (nb122 *% 64)) +% 48), t124_c0_3)
+      store16(arena, ((3237136 +% (((mb123 *% 4) +% 1) *% 12544)) +% (nb122 *% 64)), t124_c1_0)
+      store16(arena, (((3237136 +% (((mb123 *% 4) +% 1) *% 12544)) +% (nb122 *% 64)) +% 16), t124_c1_1)
+      store16(arena, (((3237136 +% (((mb123 *% 4) +% 1) *% 12544)) +% (nb122 *% 64)) +% 32), t124_c1_2)
+      store16(arena, (((3237136 +% (((mb123 *% 4) +% 1) *% 12544)) +% (nb122 *% 64)) +% 48), t124_c1_3)
+      store16(arena, ((3237136 +% (((mb123 *% 4) +% 2) *% 12544)) +% (nb122 *% 64)), t124_c2_0)
+      store16(arena, (((3237136 +% (((mb123 *% 4) +% 2) *% 12544)) +% (nb122 *% 64)) +% 16), t124_c2_1)
+      store16(arena, (((3237136 +% (((mb123 *% 4) +% 2) *% 12544)) +% (nb122 *% 64)) +% 32), t124_c2_2)
+      store16(arena, (((3237136 +% (((mb123 *% 4) +% 2) *% 12544)) +% (nb122 *% 64)) +% 48), t124_c2_3)
+      store16(arena, ((3237136 +% (((mb123 *% 4) +% 3) *% 12544)) +% (nb122 *% 64)), t124_c3_0)
+      store16(arena, (((3237136 +% (((mb123 *% 4) +% 3) *% 12544)) +% (nb122 *% 64)) +% 16), t124_c3_1)
+      store16(arena, (((3237136 +% (((mb123 *% 4) +% 3) *% 12544)) +% (nb122 *% 64)) +% 32), t124_c3_2)
+      store16(arena, (((3237136 +% (((mb123 *% 4) +% 3) *% 12544)) +% (nb122 *% 64)) +% 48), t124_c3_3)
     }
   }
   // pool_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i117
-    var i117 = 0
-    while i117 &+ 16 <= 3211264 {
-      store16(arena, 4039952 &+ i117, SIMD16<Float>(repeating: Float(0)))
-      i117 &+= 16
+  do {  // SIMD16 over i126
+    var i126 = 0
+    while i126 &+ 16 <= 3211264 {
+      store16(arena, 4039952 &+ i126, SIMD16<Float>(repeating: Float(0)))
+      i126 &+= 16
     }
-    while i117 < 3211264 {
-      arena[(4039952 +% i117)] = Float(0)
-      i117 &+= 1
+    while i126 < 3211264 {
+      arena[(4039952 +% i126)] = Float(0)
+      i126 &+= 1
     }
   }
-  for q118 in 0..<4096 {
-    for i119 in 0..<196 {
-      if arena[(1605632 +% ((q118 *% 196) +% i119))] > Float(0) {
-        arena[((4039952 +% (q118 *% 784)) +% Int(arena[(2408448 +% ((q118 *% 196) +% i119))]))] += arena[(3237136 +% ((q118 *% 196) +% i119))]
+  for q127 in 0..<4096 {
+    for i128 in 0..<196 {
+      if arena[(1605632 +% ((q127 *% 196) +% i128))] > Float(0) {
+        arena[((4039952 +% (q127 *% 784)) +% Int(arena[(2408448 +% ((q127 *% 196) +% i128))]))] += arena[(3237136 +% ((q127 *% 196) +% i128))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i120
-    var i120 = 0
-    while i120 &+ 16 <= 18432 {
-      store16(arena, 11666704 &+ i120, SIMD16<Float>(repeating: Float(0)))
-      i120 &+= 16
+  do {  // SIMD16 over i129
+    var i129 = 0
+    while i129 &+ 16 <= 18432 {
+      store16(arena, 11666704 &+ i129, SIMD16<Float>(repeating: Float(0)))
+      i129 &+= 16
     }
-    while i120 < 18432 {
-      arena[(11666704 +% i120)] = Float(0)
-      i120 &+= 1
-    }
-  }
-  for g121 in 0..<4 {
-    for j122 in 0..<16 {
-      for c123 in 0..<32 {
-        for ky124 in 0..<3 {
-          for oy125 in 0..<28 {
-            if (-1 < ((oy125 +% ky124) +% -1) && ((oy125 +% ky124) +% -1) < 28) {
-              for ox126 in 0..<27 {
-                arena[(((7251216 +% ((((c123 *% 3) +% ky124) *% 3) *% 12544)) +% (j122 *% 784)) +% ((oy125 *% 28) +% (ox126 +% 1)))] = arena[((((((g121 *% 16) +% j122) *% 25088) +% (c123 *% 784)) +% (((oy125 +% ky124) +% -1) *% 28)) +% ((ox126 +% 1) +% -1))]
-              }
-              for ox127 in 0..<1 {
-                arena[(((7251216 +% ((((c123 *% 3) +% ky124) *% 3) *% 12544)) +% (j122 *% 784)) +% ((oy125 *% 28) +% ox127))] = Float(0)
-              }
-            }
-            if ((oy125 +% ky124) +% -1) < 0 {
-              for ox128 in 0..<28 {
-                arena[(((7251216 +% ((((c123 *% 3) +% ky124) *% 3) *% 12544)) +% (j122 *% 784)) +% ((oy125 *% 28) +% ox128))] = Float(0)
-              }
-            }
-            if 27 < ((oy125 +% ky124) +% -1) {
-              for ox128 in 0..<28 {
-                arena[(((7251216 +% ((((c123 *% 3) +% ky124) *% 3) *% 12544)) +% (j122 *% 784)) +% ((oy125 *% 28) +% ox128))] = Float(0)
-              }
-            }
-          }
-          for oy129 in 0..<28 {
-            if (-1 < ((oy129 +% ky124) +% -1) && ((oy129 +% ky124) +% -1) < 28) {
-              for ox130 in 0..<28 {
-                arena[(((7251216 +% (((((c123 *% 3) +% ky124) *% 3) +% 1) *% 12544)) +% (j122 *% 784)) +% ((oy129 *% 28) +% ox130))] = arena[((((((g121 *% 16) +% j122) *% 25088) +% (c123 *% 784)) +% (((oy129 +% ky124) +% -1) *% 28)) +% ox130)]
-              }
-            }
-            if ((oy129 +% ky124) +% -1) < 0 {
-              for ox131 in 0..<28 {
-                arena[(((7251216 +% (((((c123 *% 3) +% ky124) *% 3) +% 1) *% 12544)) +% (j122 *% 784)) +% ((oy129 *% 28) +% ox131))] = Float(0)
-              }
-            }
-            if 27 < ((oy129 +% ky124) +% -1) {
-              for ox131 in 0..<28 {
-                arena[(((7251216 +% (((((c123 *% 3) +% ky124) *% 3) +% 1) *% 12544)) +% (j122 *% 784)) +% ((oy129 *% 28) +% ox131))] = Float(0)
-              }
-            }
-          }
-          for oy132 in 0..<28 {
-            if (-1 < ((oy132 +% ky124) +% -1) && ((oy132 +% ky124) +% -1) < 28) {
-              for ox133 in 0..<27 {
-                arena[(((7251216 +% (((((c123 *% 3) +% ky124) *% 3) +% 2) *% 12544)) +% (j122 *% 784)) +% ((oy132 *% 28) +% ox133))] = arena[((((((g121 *% 16) +% j122) *% 25088) +% (c123 *% 784)) +% (((oy132 +% ky124) +% -1) *% 28)) +% (ox133 +% 1))]
-              }
-              for ox134 in 0..<1 {
-                arena[(((7251216 +% (((((c123 *% 3) +% ky124) *% 3) +% 2) *% 12544)) +% (j122 *% 784)) +% ((oy132 *% 28) +% (ox134 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy132 +% ky124) +% -1) < 0 {
-              for ox135 in 0..<28 {
-                arena[(((7251216 +% (((((c123 *% 3) +% ky124) *% 3) +% 2) *% 12544)) +% (j122 *% 784)) +% ((oy132 *% 28) +% ox135))] = Float(0)
-              }
-            }
-            if 27 < ((oy132 +% ky124) +% -1) {
-              for ox135 in 0..<28 {
-                arena[(((7251216 +% (((((c123 *% 3) +% ky124) *% 3) +% 2) *% 12544)) +% (j122 *% 784)) +% ((oy132 *% 28) +% ox135))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j136 in 0..<16 {
-      for i137 in 0..<784 {
-        for f138 in 0..<64 {
-          arena[((10863888 +% (((j136 *% 784) +% i137) *% 64)) +% f138)] = arena[(((4039952 +% (((g121 *% 16) +% j136) *% 50176)) +% (f138 *% 784)) +% i137)]
-        }
-      }
-    }
-    for kp139 in 0..<49 {
-      for nb140 in 0..<1 {
-        for mb141 in 0..<48 {
-          var t142_c0_0 = load16(arena, ((11666704 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)))
-          var t142_c0_1 = load16(arena, (((11666704 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 16))
-          var t142_c0_2 = load16(arena, (((11666704 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 32))
-          var t142_c0_3 = load16(arena, (((11666704 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 48))
-          var t142_c1_0 = load16(arena, ((11666704 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)))
-          var t142_c1_1 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 16))
-          var t142_c1_2 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 32))
-          var t142_c1_3 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 48))
-          var t142_c2_0 = load16(arena, ((11666704 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)))
-          var t142_c2_1 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 16))
-          var t142_c2_2 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 32))
-          var t142_c2_3 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 48))
-          var t142_c3_0 = load16(arena, ((11666704 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)))
-          var t142_c3_1 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 16))
-          var t142_c3_2 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 32))
-          var t142_c3_3 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 48))
-          var t142_c4_0 = load16(arena, ((11666704 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)))
-          var t142_c4_1 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 16))
-          var t142_c4_2 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 32))
-          var t142_c4_3 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 48))
-          var t142_c5_0 = load16(arena, ((11666704 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)))
-          var t142_c5_1 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 16))
-          var t142_c5_2 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 32))
-          var t142_c5_3 = load16(arena, (((11666704 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 48))
-          for k143 in 0..<256 {
-            let t142_b0 = load16(arena, ((10863888 +% ((k143 +% (kp139 *% 256)) *% 64)) +% (nb140 *% 64)))
-            let t142_b1 = load16(arena, (((10863888 +% ((k143 +% (kp139 *% 256)) *% 64)) +% (nb140 *% 64)) +% 16))
-            let t142_b2 = load16(arena, (((10863888 +% ((k143 +% (kp139 *% 256)) *% 64)) +% (nb140 *% 64)) +% 32))
-            let t142_b3 = load16(arena, (((10863888 +% ((k143 +% (kp139 *% 256)) *% 64)) +% (nb140 *% 64)) +% 48))
-            let t142_a0 = SIMD16<Float>(repeating: arena[((7251216 +% ((mb141 *% 6) *% 12544)) +% (k143 +% (kp139 *% 256)))])
-            t142_c0_0 = t142_c0_0.addingProduct(t142_a0, t142_b0)
-            t142_c0_1 = t142_c0_1.addingProduct(t142_a0, t142_b1)
-            t142_c0_2 = t142_c0_2.addingProduct(t142_a0, t142_b2)
-            t142_c0_3 = t142_c0_3.addingProduct(t142_a0, t142_b3)
-            let t142_a1 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb141 *% 6) +% 1) *% 12544)) +% (k143 +% (kp139 *% 256)))])
-            t142_c1_0 = t142_c1_0.addingProduct(t142_a1, t142_b0)
-            t142_c1_1 = t142_c1_1.addingProduct(t142_a1, t142_b1)
-            t142_c1_2 = t142_c1_2.addingProduct(t142_a1, t142_b2)
-            t142_c1_3 = t142_c1_3.addingProduct(t142_a1, t142_b3)
-            let t142_a2 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb141 *% 6) +% 2) *% 12544)) +% (k143 +% (kp139 *% 256)))])
-            t142_c2_0 = t142_c2_0.addingProduct(t142_a2, t142_b0)
-            t142_c2_1 = t142_c2_1.addingProduct(t142_a2, t142_b1)
-            t142_c2_2 = t142_c2_2.addingProduct(t142_a2, t142_b2)
-            t142_c2_3 = t142_c2_3.addingProduct(t142_a2, t142_b3)
-            let t142_a3 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb141 *% 6) +% 3) *% 12544)) +% (k143 +% (kp139 *% 256)))])
-            t142_c3_0 = t142_c3_0.addingProduct(t142_a3, t142_b0)
-            t142_c3_1 = t142_c3_1.addingProduct(t142_a3, t142_b1)
-            t142_c3_2 = t142_c3_2.addingProduct(t142_a3, t142_b2)
-            t142_c3_3 = t142_c3_3.addingProduct(t142_a3, t142_b3)
-            let t142_a4 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb141 *% 6) +% 4) *% 12544)) +% (k143 +% (kp139 *% 256)))])
-            t142_c4_0 = t142_c4_0.addingProduct(t142_a4, t142_b0)
-            t142_c4_1 = t142_c4_1.addingProduct(t142_a4, t142_b1)
-            t142_c4_2 = t142_c4_2.addingProduct(t142_a4, t142_b2)
-            t142_c4_3 = t142_c4_3.addingProduct(t142_a4, t142_b3)
-            let t142_a5 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb141 *% 6) +% 5) *% 12544)) +% (k143 +% (kp139 *% 256)))])
-            t142_c5_0 = t142_c5_0.addingProduct(t142_a5, t142_b0)
-            t142_c5_1 = t142_c5_1.addingProduct(t142_a5, t142_b1)
-            t142_c5_2 = t142_c5_2.addingProduct(t142_a5, t142_b2)
-            t142_c5_3 = t142_c5_3.addingProduct(t142_a5, t142_b3)
-          }
-          store16(arena, ((11666704 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)), t142_c0_0)
-          store16(arena, (((11666704 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 16), t142_c0_1)
-          store16(arena, (((11666704 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 32), t142_c0_2)
-          store16(arena, (((11666704 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 48), t142_c0_3)
-          store16(arena, ((11666704 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)), t142_c1_0)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 16), t142_c1_1)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 32), t142_c1_2)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 48), t142_c1_3)
-          store16(arena, ((11666704 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)), t142_c2_0)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 16), t142_c2_1)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 32), t142_c2_2)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 48), t142_c2_3)
-          store16(arena, ((11666704 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)), t142_c3_0)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 16), t142_c3_1)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 32), t142_c3_2)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 48), t142_c3_3)
-          store16(arena, ((11666704 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)), t142_c4_0)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 16), t142_c4_1)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 32), t142_c4_2)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 48), t142_c4_3)
-          store16(arena, ((11666704 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)), t142_c5_0)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 16), t142_c5_1)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 32), t142_c5_2)
-          store16(arena, (((11666704 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 48), t142_c5_3)
-        }
-      }
+    while i129 < 18432 {
+      arena[(11666704 +% i129)] = Float(0)
+      i129 &+= 1
     }
   }
-  for f144 in 0..<64 {
-    for r145 in 0..<288 {
-      grads[((320 +% (f144 *% 288)) +% r145)] = arena[((11666704 +% (r145 *% 64)) +% f144)]
+  for g130 in 0..<4 {
+    for j131 in 0..<16 {
+      for c132 in 0..<32 {
+        for ky133 in 0..<3 {
+          for oy134 in 0..<28 {
+            if (-1 < ((oy134 +% ky133) +% -1) && ((oy134 +% ky133) +% -1) < 28) {
+              for ox135 in 0..<27 {
+                arena[(((7251216 +% ((((c132 *% 3) +% ky133) *% 3) *% 12544)) +% (j131 *% 784)) +% ((oy134 *% 28) +% (ox135 +% 1)))] = arena[((((((g130 *% 16) +% j131) *% 25088) +% (c132 *% 784)) +% (((oy134 +% ky133) +% -1) *% 28)) +% ((ox135 +% 1) +% -1))]
+              }
+              for ox136 in 0..<1 {
+                arena[(((7251216 +% ((((c132 *% 3) +% ky133) *% 3) *% 12544)) +% (j131 *% 784)) +% ((oy134 *% 28) +% ox136))] = Float(0)
+              }
+            }
+            if ((oy134 +% ky133) +% -1) < 0 {
+              for ox137 in 0..<28 {
+                arena[(((7251216 +% ((((c132 *% 3) +% ky133) *% 3) *% 12544)) +% (j131 *% 784)) +% ((oy134 *% 28) +% ox137))] = Float(0)
+              }
+            }
+            if 27 < ((oy134 +% ky133) +% -1) {
+              for ox137 in 0..<28 {
+                arena[(((7251216 +% ((((c132 *% 3) +% ky133) *% 3) *% 12544)) +% (j131 *% 784)) +% ((oy134 *% 28) +% ox137))] = Float(0)
+              }
+            }
+          }
+          for oy138 in 0..<28 {
+            if (-1 < ((oy138 +% ky133) +% -1) && ((oy138 +% ky133) +% -1) < 28) {
+              for ox139 in 0..<28 {
+                arena[(((7251216 +% (((((c132 *% 3) +% ky133) *% 3) +% 1) *% 12544)) +% (j131 *% 784)) +% ((oy138 *% 28) +% ox139))] = arena[((((((g130 *% 16) +% j131) *% 25088) +% (c132 *% 784)) +% (((oy138 +% ky133) +% -1) *% 28)) +% ox139)]
+              }
+            }
+            if ((oy138 +% ky133) +% -1) < 0 {
+              for ox140 in 0..<28 {
+                arena[(((7251216 +% (((((c132 *% 3) +% ky133) *% 3) +% 1) *% 12544)) +% (j131 *% 784)) +% ((oy138 *% 28) +% ox140))] = Float(0)
+              }
+            }
+            if 27 < ((oy138 +% ky133) +% -1) {
+              for ox140 in 0..<28 {
+                arena[(((7251216 +% (((((c132 *% 3) +% ky133) *% 3) +% 1) *% 12544)) +% (j131 *% 784)) +% ((oy138 *% 28) +% ox140))] = Float(0)
+              }
+            }
+          }
+          for oy141 in 0..<28 {
+            if (-1 < ((oy141 +% ky133) +% -1) && ((oy141 +% ky133) +% -1) < 28) {
+              for ox142 in 0..<27 {
+                arena[(((7251216 +% (((((c132 *% 3) +% ky133) *% 3) +% 2) *% 12544)) +% (j131 *% 784)) +% ((oy141 *% 28) +% ox142))] = arena[((((((g130 *% 16) +% j131) *% 25088) +% (c132 *% 784)) +% (((oy141 +% ky133) +% -1) *% 28)) +% (ox142 +% 1))]
+              }
+              for ox143 in 0..<1 {
+                arena[(((7251216 +% (((((c132 *% 3) +% ky133) *% 3) +% 2) *% 12544)) +% (j131 *% 784)) +% ((oy141 *% 28) +% (ox143 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy141 +% ky133) +% -1) < 0 {
+              for ox144 in 0..<28 {
+                arena[(((7251216 +% (((((c132 *% 3) +% ky133) *% 3) +% 2) *% 12544)) +% (j131 *% 784)) +% ((oy141 *% 28) +% ox144))] = Float(0)
+              }
+            }
+            if 27 < ((oy141 +% ky133) +% -1) {
+              for ox144 in 0..<28 {
+                arena[(((7251216 +% (((((c132 *% 3) +% ky133) *% 3) +% 2) *% 12544)) +% (j131 *% 784)) +% ((oy141 *% 28) +% ox144))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j145 in 0..<16 {
+      for i146 in 0..<784 {
+        for f147 in 0..<64 {
+          arena[((10863888 +% (((j145 *% 784) +% i146) *% 64)) +% f147)] = arena[(((4039952 +% (((g130 *% 16) +% j145) *% 50176)) +% (f147 *% 784)) +% i146)]
+        }
+      }
+    }
+    for kp148 in 0..<49 {
+      for nb149 in 0..<1 {
+        for mb150 in 0..<48 {
+          var t151_c0_0 = load16(arena, ((11666704 +% ((mb150 *% 6) *% 64)) +% (nb149 *% 64)))
+          var t151_c0_1 = load16(arena, (((11666704 +% ((mb150 *% 6) *% 64)) +% (nb149 *% 64)) +% 16))
+          var t151_c0_2 = load16(arena, (((11666704 +% ((mb150 *% 6) *% 64)) +% (nb149 *% 64)) +% 32))
+          var t151_c0_3 = load16(arena, (((11666704 +% ((mb150 *% 6) *% 64)) +% (nb149 *% 64)) +% 48))
+          var t151_c1_0 = load16(arena, ((11666704 +% (((mb150 *% 6) +% 1) *% 64)) +% (nb149 *% 64)))
+          var t151_c1_1 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 1) *% 64)) +% (nb149 *% 64)) +% 16))
+          var t151_c1_2 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 1) *% 64)) +% (nb149 *% 64)) +% 32))
+          var t151_c1_3 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 1) *% 64)) +% (nb149 *% 64)) +% 48))
+          var t151_c2_0 = load16(arena, ((11666704 +% (((mb150 *% 6) +% 2) *% 64)) +% (nb149 *% 64)))
+          var t151_c2_1 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 2) *% 64)) +% (nb149 *% 64)) +% 16))
+          var t151_c2_2 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 2) *% 64)) +% (nb149 *% 64)) +% 32))
+          var t151_c2_3 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 2) *% 64)) +% (nb149 *% 64)) +% 48))
+          var t151_c3_0 = load16(arena, ((11666704 +% (((mb150 *% 6) +% 3) *% 64)) +% (nb149 *% 64)))
+          var t151_c3_1 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 3) *% 64)) +% (nb149 *% 64)) +% 16))
+          var t151_c3_2 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 3) *% 64)) +% (nb149 *% 64)) +% 32))
+          var t151_c3_3 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 3) *% 64)) +% (nb149 *% 64)) +% 48))
+          var t151_c4_0 = load16(arena, ((11666704 +% (((mb150 *% 6) +% 4) *% 64)) +% (nb149 *% 64)))
+          var t151_c4_1 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 4) *% 64)) +% (nb149 *% 64)) +% 16))
+          var t151_c4_2 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 4) *% 64)) +% (nb149 *% 64)) +% 32))
+          var t151_c4_3 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 4) *% 64)) +% (nb149 *% 64)) +% 48))
+          var t151_c5_0 = load16(arena, ((11666704 +% (((mb150 *% 6) +% 5) *% 64)) +% (nb149 *% 64)))
+          var t151_c5_1 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 5) *% 64)) +% (nb149 *% 64)) +% 16))
+          var t151_c5_2 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 5) *% 64)) +% (nb149 *% 64)) +% 32))
+          var t151_c5_3 = load16(arena, (((11666704 +% (((mb150 *% 6) +% 5) *% 64)) +% (nb149 *% 64)) +% 48))
+          for k152 in 0..<256 {
+            let t151_b0 = load16(arena, ((10863888 +% ((k152 +% (kp148 *% 256)) *% 64)) +% (nb149 *% 64)))
+            let t151_b1 = load16(arena, (((10863888 +% ((k152 +% (kp148 *% 256)) *% 64)) +% (nb149 *% 64)) +% 16))
+            let t151_b2 = load16(arena, (((10863888 +% ((k152 +% (kp148 *% 256)) *% 64)) +% (nb149 *% 64)) +% 32))
+            let t151_b3 = load16(arena, (((10863888 +% ((k152 +% (kp148 *% 256)) *% 64)) +% (nb149 *% 64)) +% 48))
+            let t151_a0 = SIMD16<Float>(repeating: arena[((7251216 +% ((mb150 *% 6) *% 12544)) +% (k152 +% (kp148 *% 256)))])
+            t151_c0_0 = t151_c0_0.addingProduct(t151_a0, t151_b0)
+            t151_c0_1 = t151_c0_1.addingProduct(t151_a0, t151_b1)
+            t151_c0_2 = t151_c0_2.addingProduct(t151_a0, t151_b2)
+            t151_c0_3 = t151_c0_3.addingProduct(t151_a0, t151_b3)
+            let t151_a1 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb150 *% 6) +% 1) *% 12544)) +% (k152 +% (kp148 *% 256)))])
+            t151_c1_0 = t151_c1_0.addingProduct(t151_a1, t151_b0)
+            t151_c1_1 = t151_c1_1.addingProduct(t151_a1, t151_b1)
+            t151_c1_2 = t151_c1_2.addingProduct(t151_a1, t151_b2)
+            t151_c1_3 = t151_c1_3.addingProduct(t151_a1, t151_b3)
+            let t151_a2 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb150 *% 6) +% 2) *% 12544)) +% (k152 +% (kp148 *% 256)))])
+            t151_c2_0 = t151_c2_0.addingProduct(t151_a2, t151_b0)
+            t151_c2_1 = t151_c2_1.addingProduct(t151_a2, t151_b1)
+            t151_c2_2 = t151_c2_2.addingProduct(t151_a2, t151_b2)
+            t151_c2_3 = t151_c2_3.addingProduct(t151_a2, t151_b3)
+            let t151_a3 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb150 *% 6) +% 3) *% 12544)) +% (k152 +% (kp148 *% 256)))])
+            t151_c3_0 = t151_c3_0.addingProduct(t151_a3, t151_b0)
+            t151_c3_1 = t151_c3_1.addingProduct(t151_a3, t151_b1)
+            t151_c3_2 = t151_c3_2.addingProduct(t151_a3, t151_b2)
+            t151_c3_3 = t151_c3_3.addingProduct(t151_a3, t151_b3)
+            let t151_a4 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb150 *% 6) +% 4) *% 12544)) +% (k152 +% (kp148 *% 256)))])
+            t151_c4_0 = t151_c4_0.addingProduct(t151_a4, t151_b0)
+            t151_c4_1 = t151_c4_1.addingProduct(t151_a4, t151_b1)
+            t151_c4_2 = t151_c4_2.addingProduct(t151_a4, t151_b2)
+            t151_c4_3 = t151_c4_3.addingProduct(t151_a4, t151_b3)
+            let t151_a5 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb150 *% 6) +% 5) *% 12544)) +% (k152 +% (kp148 *% 256)))])
+            t151_c5_0 = t151_c5_0.addingProduct(t151_a5, t151_b0)
+            t151_c5_1 = t151_c5_1.addingProduct(t151_a5, t151_b1)
+            t151_c5_2 = t151_c5_2.addingProduct(t151_a5, t151_b2)
+            t151_c5_3 = t151_c5_3.addingProduct(t151_a5, t151_b3)
+          }
+          store16(arena, ((11666704 +% ((mb150 *% 6) *% 64)) +% (nb149 *% 64)), t151_c0_0)
+          store16(arena, (((11666704 +% ((mb150 *% 6) *% 64)) +% (nb149 *% 64)) +% 16), t151_c0_1)
+          store16(arena, (((11666704 +% ((mb150 *% 6) *% 64)) +% (nb149 *% 64)) +% 32), t151_c0_2)
+          store16(arena, (((11666704 +% ((mb150 *% 6) *% 64)) +% (nb149 *% 64)) +% 48), t151_c0_3)
+          store16(arena, ((11666704 +% (((mb150 *% 6) +% 1) *% 64)) +% (nb149 *% 64)), t151_c1_0)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 1) *% 64)) +% (nb149 *% 64)) +% 16), t151_c1_1)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 1) *% 64)) +% (nb149 *% 64)) +% 32), t151_c1_2)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 1) *% 64)) +% (nb149 *% 64)) +% 48), t151_c1_3)
+          store16(arena, ((11666704 +% (((mb150 *% 6) +% 2) *% 64)) +% (nb149 *% 64)), t151_c2_0)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 2) *% 64)) +% (nb149 *% 64)) +% 16), t151_c2_1)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 2) *% 64)) +% (nb149 *% 64)) +% 32), t151_c2_2)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 2) *% 64)) +% (nb149 *% 64)) +% 48), t151_c2_3)
+          store16(arena, ((11666704 +% (((mb150 *% 6) +% 3) *% 64)) +% (nb149 *% 64)), t151_c3_0)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 3) *% 64)) +% (nb149 *% 64)) +% 16), t151_c3_1)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 3) *% 64)) +% (nb149 *% 64)) +% 32), t151_c3_2)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 3) *% 64)) +% (nb149 *% 64)) +% 48), t151_c3_3)
+          store16(arena, ((11666704 +% (((mb150 *% 6) +% 4) *% 64)) +% (nb149 *% 64)), t151_c4_0)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 4) *% 64)) +% (nb149 *% 64)) +% 16), t151_c4_1)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 4) *% 64)) +% (nb149 *% 64)) +% 32), t151_c4_2)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 4) *% 64)) +% (nb149 *% 64)) +% 48), t151_c4_3)
+          store16(arena, ((11666704 +% (((mb150 *% 6) +% 5) *% 64)) +% (nb149 *% 64)), t151_c5_0)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 5) *% 64)) +% (nb149 *% 64)) +% 16), t151_c5_1)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 5) *% 64)) +% (nb149 *% 64)) +% 32), t151_c5_2)
+          store16(arena, (((11666704 +% (((mb150 *% 6) +% 5) *% 64)) +% (nb149 *% 64)) +% 48), t151_c5_3)
+        }
+      }
+    }
+  }
+  for f153 in 0..<64 {
+    for r154 in 0..<288 {
+      grads[((320 +% (f153 *% 288)) +% r154)] = arena[((11666704 +% (r154 *% 64)) +% f153)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f146 in 0..<64 {
-    var acc147 = SIMD16<Float>()
-    for img148 in 0..<64 {
-      for i149 in 0..<49 {
-        acc147 = acc147.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((4039952 +% (img148 *% 50176)) +% (f146 *% 784)) +% (i149 *% 16))))
+  for f155 in 0..<64 {
+    var acc156 = SIMD16<Float>()
+    for img157 in 0..<64 {
+      for i158 in 0..<49 {
+        acc156 = acc156.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((4039952 +% (img157 *% 50176)) +% (f155 *% 784)) +% (i158 *% 16))))
       }
     }
-    store16(arena, 1605632, acc147)
-    var sum150: Float = (arena[1605632] + arena[1605633])
-    var sum151: Float = (sum150 + arena[1605634])
-    var sum152: Float = (sum151 + arena[1605635])
-    var sum153: Float = (sum152 + arena[1605636])
-    var sum154: Float = (sum153 + arena[1605637])
-    var sum155: Float = (sum154 + arena[1605638])
-    var sum156: Float = (sum155 + arena[1605639])
-    var sum157: Float = (sum156 + arena[1605640])
-    var sum158: Float = (sum157 + arena[1605641])
-    var sum159: Float = (sum158 + arena[1605642])
-    var sum160: Float = (sum159 + arena[1605643])
-    var sum161: Float = (sum160 + arena[1605644])
-    var sum162: Float = (sum161 + arena[1605645])
-    var sum163: Float = (sum162 + arena[1605646])
-    var sum164: Float = (sum163 + arena[1605647])
-    grads[(18752 +% f146)] = sum164
+    store16(arena, 1605632, acc156)
+    var sum159: Float = (arena[1605632] + arena[1605633])
+    var sum160: Float = (sum159 + arena[1605634])
+    var sum161: Float = (sum160 + arena[1605635])
+    var sum162: Float = (sum161 + arena[1605636])
+    var sum163: Float = (sum162 + arena[1605637])
+    var sum164: Float = (sum163 + arena[1605638])
+    var sum165: Float = (sum164 + arena[1605639])
+    var sum166: Float = (sum165 + arena[1605640])
+    var sum167: Float = (sum166 + arena[1605641])
+    var sum168: Float = (sum167 + arena[1605642])
+    var sum169: Float = (sum168 + arena[1605643])
+    var sum170: Float = (sum169 + arena[1605644])
+    var sum171: Float = (sum170 + arena[1605645])
+    var sum172: Float = (sum171 + arena[1605646])
+    var sum173: Float = (sum172 + arena[1605647])
+    grads[(18752 +% f155)] = sum173
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g165 in 0..<4 {
-    for j166 in 0..<16 {
-      for f167 in 0..<64 {
-        do {  // SIMD16 over i168
-          var i168 = 0
-          while i168 &+ 16 <= 784 {
-            store16(arena, ((10863888 +% (f167 *% 12544)) +% (j166 *% 784)) &+ i168, load16(arena, ((4039952 +% (((g165 *% 16) +% j166) *% 50176)) +% (f167 *% 784)) &+ i168))
-            i168 &+= 16
+  for g174 in 0..<4 {
+    for j175 in 0..<16 {
+      for f176 in 0..<64 {
+        do {  // SIMD16 over i177
+          var i177 = 0
+          while i177 &+ 16 <= 784 {
+            store16(arena, ((10863888 +% (f176 *% 12544)) +% (j175 *% 784)) &+ i177, load16(arena, ((4039952 +% (((g174 *% 16) +% j175) *% 50176)) +% (f176 *% 784)) &+ i177))
+            i177 &+= 16
           }
-          while i168 < 784 {
-            arena[(((10863888 +% (f167 *% 12544)) +% (j166 *% 784)) +% i168)] = arena[(((4039952 +% (((g165 *% 16) +% j166) *% 50176)) +% (f167 *% 784)) +% i168)]
-            i168 &+= 1
+          while i177 < 784 {
+            arena[(((10863888 +% (f176 *% 12544)) +% (j175 *% 784)) +% i177)] = arena[(((4039952 +% (((g174 *% 16) +% j175) *% 50176)) +% (f176 *% 784)) +% i177)]
+            i177 &+= 1
           }
         }
       }
     }
-    for nb169 in 0..<196 {
-      for mb170 in 0..<48 {
-        var t171_c0_0 = SIMD16<Float>()
-        var t171_c0_1 = SIMD16<Float>()
-        var t171_c0_2 = SIMD16<Float>()
-        var t171_c0_3 = SIMD16<Float>()
-        var t171_c1_0 = SIMD16<Float>()
-        var t171_c1_1 = SIMD16<Float>()
-        var t171_c1_2 = SIMD16<Float>()
-        var t171_c1_3 = SIMD16<Float>()
-        var t171_c2_0 = SIMD16<Float>()
-        var t171_c2_1 = SIMD16<Float>()
-        var t171_c2_2 = SIMD16<Float>()
-        var t171_c2_3 = SIMD16<Float>()
-        var t171_c3_0 = SIMD16<Float>()
-        var t171_c3_1 = SIMD16<Float>()
-        var t171_c3_2 = SIMD16<Float>()
-        var t171_c3_3 = SIMD16<Float>()
-        var t171_c4_0 = SIMD16<Float>()
-        var t171_c4_1 = SIMD16<Float>()
-        var t171_c4_2 = SIMD16<Float>()
-        var t171_c4_3 = SIMD16<Float>()
-        var t171_c5_0 = SIMD16<Float>()
-        var t171_c5_1 = SIMD16<Float>()
-        var t171_c5_2 = SIMD16<Float>()
-        var t171_c5_3 = SIMD16<Float>()
-        for k172 in 0..<64 {
-          let t171_b0 = load16(arena, ((10863888 +% (k172 *% 12544)) +% (nb169 *% 64)))
-          let t171_b1 = load16(arena, (((10863888 +% (k172 *% 12544)) +% (nb169 *% 64)) +% 16))
-          let t171_b2 = load16(arena, (((10863888 +% (k172 *% 12544)) +% (nb169 *% 64)) +% 32))
-          let t171_b3 = load16(arena, (((10863888 +% (k172 *% 12544)) +% (nb169 *% 64)) +% 48))
-          let t171_a0 = SIMD16<Float>(repeating: params[((320 +% (mb170 *% 6)) +% (k172 *% 288))])
-          t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
-          t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
-          t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
-          t171_c0_3 = t171_c0_3.addingProduct(t171_a0, t171_b3)
-          let t171_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb170 *% 6) +% 1)) +% (k172 *% 288))])
-          t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
-          t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
-          t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
-          t171_c1_3 = t171_c1_3.addingProduct(t171_a1, t171_b3)
-          let t171_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb170 *% 6) +% 2)) +% (k172 *% 288))])
-          t171_c2_0 = t171_c2_0.addingProduct(t171_a2, t171_b0)
-          t171_c2_1 = t171_c2_1.addingProduct(t171_a2, t171_b1)
-          t171_c2_2 = t171_c2_2.addingProduct(t171_a2, t171_b2)
-          t171_c2_3 = t171_c2_3.addingProduct(t171_a2, t171_b3)
-          let t171_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb170 *% 6) +% 3)) +% (k172 *% 288))])
-          t171_c3_0 = t171_c3_0.addingProduct(t171_a3, t171_b0)
-          t171_c3_1 = t171_c3_1.addingProduct(t171_a3, t171_b1)
-          t171_c3_2 = t171_c3_2.addingProduct(t171_a3, t171_b2)
-          t171_c3_3 = t171_c3_3.addingProduct(t171_a3, t171_b3)
-          let t171_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb170 *% 6) +% 4)) +% (k172 *% 288))])
-          t171_c4_0 = t171_c4_0.addingProduct(t171_a4, t171_b0)
-          t171_c4_1 = t171_c4_1.addingProduct(t171_a4, t171_b1)
-          t171_c4_2 = t171_c4_2.addingProduct(t171_a4, t171_b2)
-          t171_c4_3 = t171_c4_3.addingProduct(t171_a4, t171_b3)
-          let t171_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb170 *% 6) +% 5)) +% (k172 *% 288))])
-          t171_c5_0 = t171_c5_0.addingProduct(t171_a5, t171_b0)
-          t171_c5_1 = t171_c5_1.addingProduct(t171_a5, t171_b1)
-          t171_c5_2 = t171_c5_2.addingProduct(t171_a5, t171_b2)
-          t171_c5_3 = t171_c5_3.addingProduct(t171_a5, t171_b3)
+    for nb178 in 0..<196 {
+      for mb179 in 0..<48 {
+        var t180_c0_0 = SIMD16<Float>()
+        var t180_c0_1 = SIMD16<Float>()
+        var t180_c0_2 = SIMD16<Float>()
+        var t180_c0_3 = SIMD16<Float>()
+        var t180_c1_0 = SIMD16<Float>()
+        var t180_c1_1 = SIMD16<Float>()
+        var t180_c1_2 = SIMD16<Float>()
+        var t180_c1_3 = SIMD16<Float>()
+        var t180_c2_0 = SIMD16<Float>()
+        var t180_c2_1 = SIMD16<Float>()
+        var t180_c2_2 = SIMD16<Float>()
+        var t180_c2_3 = SIMD16<Float>()
+        var t180_c3_0 = SIMD16<Float>()
+        var t180_c3_1 = SIMD16<Float>()
+        var t180_c3_2 = SIMD16<Float>()
+        var t180_c3_3 = SIMD16<Float>()
+        var t180_c4_0 = SIMD16<Float>()
+        var t180_c4_1 = SIMD16<Float>()
+        var t180_c4_2 = SIMD16<Float>()
+        var t180_c4_3 = SIMD16<Float>()
+        var t180_c5_0 = SIMD16<Float>()
+        var t180_c5_1 = SIMD16<Float>()
+        var t180_c5_2 = SIMD16<Float>()
+        var t180_c5_3 = SIMD16<Float>()
+        for k181 in 0..<64 {
+          let t180_b0 = load16(arena, ((10863888 +% (k181 *% 12544)) +% (nb178 *% 64)))
+          let t180_b1 = load16(arena, (((10863888 +% (k181 *% 12544)) +% (nb178 *% 64)) +% 16))
+          let t180_b2 = load16(arena, (((10863888 +% (k181 *% 12544)) +% (nb178 *% 64)) +% 32))
+          let t180_b3 = load16(arena, (((10863888 +% (k181 *% 12544)) +% (nb178 *% 64)) +% 48))
+          let t180_a0 = SIMD16<Float>(repeating: params[((320 +% (mb179 *% 6)) +% (k181 *% 288))])
+          t180_c0_0 = t180_c0_0.addingProduct(t180_a0, t180_b0)
+          t180_c0_1 = t180_c0_1.addingProduct(t180_a0, t180_b1)
+          t180_c0_2 = t180_c0_2.addingProduct(t180_a0, t180_b2)
+          t180_c0_3 = t180_c0_3.addingProduct(t180_a0, t180_b3)
+          let t180_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb179 *% 6) +% 1)) +% (k181 *% 288))])
+          t180_c1_0 = t180_c1_0.addingProduct(t180_a1, t180_b0)
+          t180_c1_1 = t180_c1_1.addingProduct(t180_a1, t180_b1)
+          t180_c1_2 = t180_c1_2.addingProduct(t180_a1, t180_b2)
+          t180_c1_3 = t180_c1_3.addingProduct(t180_a1, t180_b3)
+          let t180_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb179 *% 6) +% 2)) +% (k181 *% 288))])
+          t180_c2_0 = t180_c2_0.addingProduct(t180_a2, t180_b0)
+          t180_c2_1 = t180_c2_1.addingProduct(t180_a2, t180_b1)
+          t180_c2_2 = t180_c2_2.addingProduct(t180_a2, t180_b2)
+          t180_c2_3 = t180_c2_3.addingProduct(t180_a2, t180_b3)
+          let t180_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb179 *% 6) +% 3)) +% (k181 *% 288))])
+          t180_c3_0 = t180_c3_0.addingProduct(t180_a3, t180_b0)
+          t180_c3_1 = t180_c3_1.addingProduct(t180_a3, t180_b1)
+          t180_c3_2 = t180_c3_2.addingProduct(t180_a3, t180_b2)
+          t180_c3_3 = t180_c3_3.addingProduct(t180_a3, t180_b3)
+          let t180_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb179 *% 6) +% 4)) +% (k181 *% 288))])
+          t180_c4_0 = t180_c4_0.addingProduct(t180_a4, t180_b0)
+          t180_c4_1 = t180_c4_1.addingProduct(t180_a4, t180_b1)
+          t180_c4_2 = t180_c4_2.addingProduct(t180_a4, t180_b2)
+          t180_c4_3 = t180_c4_3.addingProduct(t180_a4, t180_b3)
+          let t180_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb179 *% 6) +% 5)) +% (k181 *% 288))])
+          t180_c5_0 = t180_c5_0.addingProduct(t180_a5, t180_b0)
+          t180_c5_1 = t180_c5_1.addingProduct(t180_a5, t180_b1)
+          t180_c5_2 = t180_c5_2.addingProduct(t180_a5, t180_b2)
+          t180_c5_3 = t180_c5_3.addingProduct(t180_a5, t180_b3)
         }
-        store16(arena, ((7251216 +% ((mb170 *% 6) *% 12544)) +% (nb169 *% 64)), t171_c0_0)
-        store16(arena, (((7251216 +% ((mb170 *% 6) *% 12544)) +% (nb169 *% 64)) +% 16), t171_c0_1)
-        store16(arena, (((7251216 +% ((mb170 *% 6) *% 12544)) +% (nb169 *% 64)) +% 32), t171_c0_2)
-        store16(arena, (((7251216 +% ((mb170 *% 6) *% 12544)) +% (nb169 *% 64)) +% 48), t171_c0_3)
-        store16(arena, ((7251216 +% (((mb170 *% 6) +% 1) *% 12544)) +% (nb169 *% 64)), t171_c1_0)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 1) *% 12544)) +% (nb169 *% 64)) +% 16), t171_c1_1)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 1) *% 12544)) +% (nb169 *% 64)) +% 32), t171_c1_2)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 1) *% 12544)) +% (nb169 *% 64)) +% 48), t171_c1_3)
-        store16(arena, ((7251216 +% (((mb170 *% 6) +% 2) *% 12544)) +% (nb169 *% 64)), t171_c2_0)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 2) *% 12544)) +% (nb169 *% 64)) +% 16), t171_c2_1)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 2) *% 12544)) +% (nb169 *% 64)) +% 32), t171_c2_2)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 2) *% 12544)) +% (nb169 *% 64)) +% 48), t171_c2_3)
-        store16(arena, ((7251216 +% (((mb170 *% 6) +% 3) *% 12544)) +% (nb169 *% 64)), t171_c3_0)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 3) *% 12544)) +% (nb169 *% 64)) +% 16), t171_c3_1)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 3) *% 12544)) +% (nb169 *% 64)) +% 32), t171_c3_2)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 3) *% 12544)) +% (nb169 *% 64)) +% 48), t171_c3_3)
-        store16(arena, ((7251216 +% (((mb170 *% 6) +% 4) *% 12544)) +% (nb169 *% 64)), t171_c4_0)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 4) *% 12544)) +% (nb169 *% 64)) +% 16), t171_c4_1)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 4) *% 12544)) +% (nb169 *% 64)) +% 32), t171_c4_2)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 4) *% 12544)) +% (nb169 *% 64)) +% 48), t171_c4_3)
-        store16(arena, ((7251216 +% (((mb170 *% 6) +% 5) *% 12544)) +% (nb169 *% 64)), t171_c5_0)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 5) *% 12544)) +% (nb169 *% 64)) +% 16), t171_c5_1)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 5) *% 12544)) +% (nb169 *% 64)) +% 32), t171_c5_2)
-        store16(arena, (((7251216 +% (((mb170 *% 6) +% 5) *% 12544)) +% (nb169 *% 64)) +% 48), t171_c5_3)
+        store16(arena, ((7251216 +% ((mb179 *% 6) *% 12544)) +% (nb178 *% 64)), t180_c0_0)
+        store16(arena, (((7251216 +% ((mb179 *% 6) *% 12544)) +% (nb178 *% 64)) +% 16), t180_c0_1)
+        store16(arena, (((7251216 +% ((mb179 *% 6) *% 12544)) +% (nb178 *% 64)) +% 32), t180_c0_2)
+        store16(arena, (((7251216 +% ((mb179 *% 6) *% 12544)) +% (nb178 *% 64)) +% 48), t180_c0_3)
+        store16(arena, ((7251216 +% (((mb179 *% 6) +% 1) *% 12544)) +% (nb178 *% 64)), t180_c1_0)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 1) *% 12544)) +% (nb178 *% 64)) +% 16), t180_c1_1)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 1) *% 12544)) +% (nb178 *% 64)) +% 32), t180_c1_2)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 1) *% 12544)) +% (nb178 *% 64)) +% 48), t180_c1_3)
+        store16(arena, ((7251216 +% (((mb179 *% 6) +% 2) *% 12544)) +% (nb178 *% 64)), t180_c2_0)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 2) *% 12544)) +% (nb178 *% 64)) +% 16), t180_c2_1)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 2) *% 12544)) +% (nb178 *% 64)) +% 32), t180_c2_2)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 2) *% 12544)) +% (nb178 *% 64)) +% 48), t180_c2_3)
+        store16(arena, ((7251216 +% (((mb179 *% 6) +% 3) *% 12544)) +% (nb178 *% 64)), t180_c3_0)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 3) *% 12544)) +% (nb178 *% 64)) +% 16), t180_c3_1)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 3) *% 12544)) +% (nb178 *% 64)) +% 32), t180_c3_2)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 3) *% 12544)) +% (nb178 *% 64)) +% 48), t180_c3_3)
+        store16(arena, ((7251216 +% (((mb179 *% 6) +% 4) *% 12544)) +% (nb178 *% 64)), t180_c4_0)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 4) *% 12544)) +% (nb178 *% 64)) +% 16), t180_c4_1)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 4) *% 12544)) +% (nb178 *% 64)) +% 32), t180_c4_2)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 4) *% 12544)) +% (nb178 *% 64)) +% 48), t180_c4_3)
+        store16(arena, ((7251216 +% (((mb179 *% 6) +% 5) *% 12544)) +% (nb178 *% 64)), t180_c5_0)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 5) *% 12544)) +% (nb178 *% 64)) +% 16), t180_c5_1)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 5) *% 12544)) +% (nb178 *% 64)) +% 32), t180_c5_2)
+        store16(arena, (((7251216 +% (((mb179 *% 6) +% 5) *% 12544)) +% (nb178 *% 64)) +% 48), t180_c5_3)
       }
     }
-    for j173 in 0..<16 {
-      for c174 in 0..<32 {
-        for iy175 in 0..<1 {
-          do {  // SIMD16 over ix176
-            var ix176 = 0
-            while ix176 < 1 {
-              var sum177: Float = arena[(((((7251216 +% ((c174 *% 9) *% 12544)) +% (j173 *% 784)) +% ((iy175 +% 1) *% 28)) +% 1) +% ix176)]
-              var sum178: Float = (sum177 + arena[((((7251216 +% (((c174 *% 9) +% 1) *% 12544)) +% (j173 *% 784)) +% ((iy175 +% 1) *% 28)) +% ix176)])
-              var sum179: Float = (sum178 + arena[(((((7251216 +% (((c174 *% 9) +% 3) *% 12544)) +% (j173 *% 784)) +% (iy175 *% 28)) +% 1) +% ix176)])
-              var sum180: Float = (sum179 + arena[((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% (iy175 *% 28)) +% ix176)])
-              arena[((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% (iy175 *% 28)) +% ix176)] = sum180
-              ix176 &+= 1
+    for j182 in 0..<16 {
+      for c183 in 0..<32 {
+        for iy184 in 0..<1 {
+          do {  // SIMD16 over ix185
+            var ix185 = 0
+            while ix185 < 1 {
+              var sum186: Float = arena[(((((7251216 +% ((c183 *% 9) *% 12544)) +% (j182 *% 784)) +% ((iy184 +% 1) *% 28)) +% 1) +% ix185)]
+              var sum187: Float = (sum186 + arena[((((7251216 +% (((c183 *% 9) +% 1) *% 12544)) +% (j182 *% 784)) +% ((iy184 +% 1) *% 28)) +% ix185)])
+              var sum188: Float = (sum187 + arena[(((((7251216 +% (((c183 *% 9) +% 3) *% 12544)) +% (j182 *% 784)) +% (iy184 *% 28)) +% 1) +% ix185)])
+              var sum189: Float = (sum188 + arena[((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% (iy184 *% 28)) +% ix185)])
+              arena[((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% (iy184 *% 28)) +% ix185)] = sum189
+              ix185 &+= 1
             }
           }
         }
-        for iy181 in 0..<1 {
-          do {  // SIMD16 over ix182
-            var ix182 = 0
-            while ix182 &+ 16 <= 26 {
-              let sum183_v = load16(arena, ((((7251216 +% ((c174 *% 9) *% 12544)) +% (j173 *% 784)) +% ((iy181 +% 1) *% 28)) +% 2) &+ ix182)
-              let sum184_v = (sum183_v + load16(arena, ((((7251216 +% (((c174 *% 9) +% 1) *% 12544)) +% (j173 *% 784)) +% ((iy181 +% 1) *% 28)) +% 1) &+ ix182))
-              let sum185_v = (sum184_v + load16(arena, (((7251216 +% (((c174 *% 9) +% 2) *% 12544)) +% (j173 *% 784)) +% ((iy181 +% 1) *% 28)) &+ ix182))
-              let sum186_v = (sum185_v + load16(arena, ((((7251216 +% (((c174 *% 9) +% 3) *% 12544)) +% (j173 *% 784)) +% (iy181 *% 28)) +% 2) &+ ix182))
-              let sum187_v = (sum186_v + load16(arena, ((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% (iy181 *% 28)) +% 1) &+ ix182))
-              let sum188_v = (sum187_v + load16(arena, (((7251216 +% (((c174 *% 9) +% 5) *% 12544)) +% (j173 *% 784)) +% (iy181 *% 28)) &+ ix182))
-              store16(arena, ((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% (iy181 *% 28)) +% 1) &+ ix182, sum188_v)
-              ix182 &+= 16
+        for iy190 in 0..<1 {
+          do {  // SIMD16 over ix191
+            var ix191 = 0
+            while ix191 &+ 16 <= 26 {
+              let sum192_v = load16(arena, ((((7251216 +% ((c183 *% 9) *% 12544)) +% (j182 *% 784)) +% ((iy190 +% 1) *% 28)) +% 2) &+ ix191)
+              let sum193_v = (sum192_v + load16(arena, ((((7251216 +% (((c183 *% 9) +% 1) *% 12544)) +% (j182 *% 784)) +% ((iy190 +% 1) *% 28)) +% 1) &+ ix191))
+              let sum194_v = (sum193_v + load16(arena, (((7251216 +% (((c183 *% 9) +% 2) *% 12544)) +% (j182 *% 784)) +% ((iy190 +% 1) *% 28)) &+ ix191))
+              let sum195_v = (sum194_v + load16(arena, ((((7251216 +% (((c183 *% 9) +% 3) *% 12544)) +% (j182 *% 784)) +% (iy190 *% 28)) +% 2) &+ ix191))
+              let sum196_v = (sum195_v + load16(arena, ((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% (iy190 *% 28)) +% 1) &+ ix191))
+              let sum197_v = (sum196_v + load16(arena, (((7251216 +% (((c183 *% 9) +% 5) *% 12544)) +% (j182 *% 784)) +% (iy190 *% 28)) &+ ix191))
+              store16(arena, ((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% (iy190 *% 28)) +% 1) &+ ix191, sum197_v)
+              ix191 &+= 16
             }
-            while ix182 < 26 {
-              var sum183: Float = arena[(((((7251216 +% ((c174 *% 9) *% 12544)) +% (j173 *% 784)) +% ((iy181 +% 1) *% 28)) +% 2) +% ix182)]
-              var sum184: Float = (sum183 + arena[(((((7251216 +% (((c174 *% 9) +% 1) *% 12544)) +% (j173 *% 784)) +% ((iy181 +% 1) *% 28)) +% 1) +% ix182)])
-              var sum185: Float = (sum184 + arena[((((7251216 +% (((c174 *% 9) +% 2) *% 12544)) +% (j173 *% 784)) +% ((iy181 +% 1) *% 28)) +% ix182)])
-              var sum186: Float = (sum185 + arena[(((((7251216 +% (((c174 *% 9) +% 3) *% 12544)) +% (j173 *% 784)) +% (iy181 *% 28)) +% 2) +% ix182)])
-              var sum187: Float = (sum186 + arena[(((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% (iy181 *% 28)) +% 1) +% ix182)])
-              var sum188: Float = (sum187 + arena[((((7251216 +% (((c174 *% 9) +% 5) *% 12544)) +% (j173 *% 784)) +% (iy181 *% 28)) +% ix182)])
-              arena[(((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% (iy181 *% 28)) +% 1) +% ix182)] = sum188
-              ix182 &+= 1
-            }
-          }
-        }
-        for iy189 in 0..<1 {
-          do {  // SIMD16 over ix190
-            var ix190 = 0
-            while ix190 < 1 {
-              var sum191: Float = arena[(((((7251216 +% (((c174 *% 9) +% 1) *% 12544)) +% (j173 *% 784)) +% ((iy189 +% 1) *% 28)) +% 27) +% ix190)]
-              var sum192: Float = (sum191 + arena[(((((7251216 +% (((c174 *% 9) +% 2) *% 12544)) +% (j173 *% 784)) +% ((iy189 +% 1) *% 28)) +% 26) +% ix190)])
-              var sum193: Float = (sum192 + arena[(((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% (iy189 *% 28)) +% 27) +% ix190)])
-              var sum194: Float = (sum193 + arena[(((((7251216 +% (((c174 *% 9) +% 5) *% 12544)) +% (j173 *% 784)) +% (iy189 *% 28)) +% 26) +% ix190)])
-              arena[(((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% (iy189 *% 28)) +% 27) +% ix190)] = sum194
-              ix190 &+= 1
+            while ix191 < 26 {
+              var sum192: Float = arena[(((((7251216 +% ((c183 *% 9) *% 12544)) +% (j182 *% 784)) +% ((iy190 +% 1) *% 28)) +% 2) +% ix191)]
+              var sum193: Float = (sum192 + arena[(((((7251216 +% (((c183 *% 9) +% 1) *% 12544)) +% (j182 *% 784)) +% ((iy190 +% 1) *% 28)) +% 1) +% ix191)])
+              var sum194: Float = (sum193 + arena[((((7251216 +% (((c183 *% 9) +% 2) *% 12544)) +% (j182 *% 784)) +% ((iy190 +% 1) *% 28)) +% ix191)])
+              var sum195: Float = (sum194 + arena[(((((7251216 +% (((c183 *% 9) +% 3) *% 12544)) +% (j182 *% 784)) +% (iy190 *% 28)) +% 2) +% ix191)])
+              var sum196: Float = (sum195 + arena[(((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% (iy190 *% 28)) +% 1) +% ix191)])
+              var sum197: Float = (sum196 + arena[((((7251216 +% (((c183 *% 9) +% 5) *% 12544)) +% (j182 *% 784)) +% (iy190 *% 28)) +% ix191)])
+              arena[(((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% (iy190 *% 28)) +% 1) +% ix191)] = sum197
+              ix191 &+= 1
             }
           }
         }
-        for iy195 in 0..<26 {
-          do {  // SIMD16 over ix196
-            var ix196 = 0
-            while ix196 < 1 {
-              var sum197: Float = arena[(((((7251216 +% ((c174 *% 9) *% 12544)) +% (j173 *% 784)) +% (((iy195 +% 1) +% 1) *% 28)) +% 1) +% ix196)]
-              var sum198: Float = (sum197 + arena[((((7251216 +% (((c174 *% 9) +% 1) *% 12544)) +% (j173 *% 784)) +% (((iy195 +% 1) +% 1) *% 28)) +% ix196)])
-              var sum199: Float = (sum198 + arena[(((((7251216 +% (((c174 *% 9) +% 3) *% 12544)) +% (j173 *% 784)) +% ((iy195 +% 1) *% 28)) +% 1) +% ix196)])
-              var sum200: Float = (sum199 + arena[((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% ((iy195 +% 1) *% 28)) +% ix196)])
-              var sum201: Float = (sum200 + arena[(((((7251216 +% (((c174 *% 9) +% 6) *% 12544)) +% (j173 *% 784)) +% (((iy195 +% 1) +% -1) *% 28)) +% 1) +% ix196)])
-              var sum202: Float = (sum201 + arena[((((7251216 +% (((c174 *% 9) +% 7) *% 12544)) +% (j173 *% 784)) +% (((iy195 +% 1) +% -1) *% 28)) +% ix196)])
-              arena[((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% ((iy195 +% 1) *% 28)) +% ix196)] = sum202
-              ix196 &+= 1
+        for iy198 in 0..<1 {
+          do {  // SIMD16 over ix199
+            var ix199 = 0
+            while ix199 < 1 {
+              var sum200: Float = arena[(((((7251216 +% (((c183 *% 9) +% 1) *% 12544)) +% (j182 *% 784)) +% ((iy198 +% 1) *% 28)) +% 27) +% ix199)]
+              var sum201: Float = (sum200 + arena[(((((7251216 +% (((c183 *% 9) +% 2) *% 12544)) +% (j182 *% 784)) +% ((iy198 +% 1) *% 28)) +% 26) +% ix199)])
+              var sum202: Float = (sum201 + arena[(((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% (iy198 *% 28)) +% 27) +% ix199)])
+              var sum203: Float = (sum202 + arena[(((((7251216 +% (((c183 *% 9) +% 5) *% 12544)) +% (j182 *% 784)) +% (iy198 *% 28)) +% 26) +% ix199)])
+              arena[(((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% (iy198 *% 28)) +% 27) +% ix199)] = sum203
+              ix199 &+= 1
             }
           }
         }
-        for iy203 in 0..<26 {
-          do {  // SIMD16 over ix204
-            var ix204 = 0
-            while ix204 &+ 16 <= 26 {
-              let sum205_v = load16(arena, ((((7251216 +% ((c174 *% 9) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% 1) *% 28)) +% 2) &+ ix204)
-              let sum206_v = (sum205_v + load16(arena, ((((7251216 +% (((c174 *% 9) +% 1) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% 1) *% 28)) +% 1) &+ ix204))
-              let sum207_v = (sum206_v + load16(arena, (((7251216 +% (((c174 *% 9) +% 2) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% 1) *% 28)) &+ ix204))
-              let sum208_v = (sum207_v + load16(arena, ((((7251216 +% (((c174 *% 9) +% 3) *% 12544)) +% (j173 *% 784)) +% ((iy203 +% 1) *% 28)) +% 2) &+ ix204))
-              let sum209_v = (sum208_v + load16(arena, ((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% ((iy203 +% 1) *% 28)) +% 1) &+ ix204))
-              let sum210_v = (sum209_v + load16(arena, (((7251216 +% (((c174 *% 9) +% 5) *% 12544)) +% (j173 *% 784)) +% ((iy203 +% 1) *% 28)) &+ ix204))
-              let sum211_v = (sum210_v + load16(arena, ((((7251216 +% (((c174 *% 9) +% 6) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% -1) *% 28)) +% 2) &+ ix204))
-              let sum212_v = (sum211_v + load16(arena, ((((7251216 +% (((c174 *% 9) +% 7) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% -1) *% 28)) +% 1) &+ ix204))
-              let sum213_v = (sum212_v + load16(arena, (((7251216 +% (((c174 *% 9) +% 8) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% -1) *% 28)) &+ ix204))
-              store16(arena, ((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% ((iy203 +% 1) *% 28)) +% 1) &+ ix204, sum213_v)
-              ix204 &+= 16
-            }
-            while ix204 < 26 {
-              var sum205: Float = arena[(((((7251216 +% ((c174 *% 9) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% 1) *% 28)) +% 2) +% ix204)]
-              var sum206: Float = (sum205 + arena[(((((7251216 +% (((c174 *% 9) +% 1) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% 1) *% 28)) +% 1) +% ix204)])
-              var sum207: Float = (sum206 + arena[((((7251216 +% (((c174 *% 9) +% 2) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% 1) *% 28)) +% ix204)])
-              var sum208: Float = (sum207 + arena[(((((7251216 +% (((c174 *% 9) +% 3) *% 12544)) +% (j173 *% 784)) +% ((iy203 +% 1) *% 28)) +% 2) +% ix204)])
-              var sum209: Float = (sum208 + arena[(((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% ((iy203 +% 1) *% 28)) +% 1) +% ix204)])
-              var sum210: Float = (sum209 + arena[((((7251216 +% (((c174 *% 9) +% 5) *% 12544)) +% (j173 *% 784)) +% ((iy203 +% 1) *% 28)) +% ix204)])
-              var sum211: Float = (sum210 + arena[(((((7251216 +% (((c174 *% 9) +% 6) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% -1) *% 28)) +% 2) +% ix204)])
-              var sum212: Float = (sum211 + arena[(((((7251216 +% (((c174 *% 9) +% 7) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% -1) *% 28)) +% 1) +% ix204)])
-              var sum213: Float = (sum212 + arena[((((7251216 +% (((c174 *% 9) +% 8) *% 12544)) +% (j173 *% 784)) +% (((iy203 +% 1) +% -1) *% 28)) +% ix204)])
-              arena[(((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% ((iy203 +% 1) *% 28)) +% 1) +% ix204)] = sum213
-              ix204 &+= 1
+        for iy204 in 0..<26 {
+          do {  // SIMD16 over ix205
+            var ix205 = 0
+            while ix205 < 1 {
+              var sum206: Float = arena[(((((7251216 +% ((c183 *% 9) *% 12544)) +% (j182 *% 784)) +% (((iy204 +% 1) +% 1) *% 28)) +% 1) +% ix205)]
+              var sum207: Float = (sum206 + arena[((((7251216 +% (((c183 *% 9) +% 1) *% 12544)) +% (j182 *% 784)) +% (((iy204 +% 1) +% 1) *% 28)) +% ix205)])
+              var sum208: Float = (sum207 + arena[(((((7251216 +% (((c183 *% 9) +% 3) *% 12544)) +% (j182 *% 784)) +% ((iy204 +% 1) *% 28)) +% 1) +% ix205)])
+              var sum209: Float = (sum208 + arena[((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% ((iy204 +% 1) *% 28)) +% ix205)])
+              var sum210: Float = (sum209 + arena[(((((7251216 +% (((c183 *% 9) +% 6) *% 12544)) +% (j182 *% 784)) +% (((iy204 +% 1) +% -1) *% 28)) +% 1) +% ix205)])
+              var sum211: Float = (sum210 + arena[((((7251216 +% (((c183 *% 9) +% 7) *% 12544)) +% (j182 *% 784)) +% (((iy204 +% 1) +% -1) *% 28)) +% ix205)])
+              arena[((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% ((iy204 +% 1) *% 28)) +% ix205)] = sum211
+              ix205 &+= 1
             }
           }
         }
-        for iy214 in 0..<26 {
-          do {  // SIMD16 over ix215
-            var ix215 = 0
-            while ix215 < 1 {
-              var sum216: Float = arena[(((((7251216 +% (((c174 *% 9) +% 1) *% 12544)) +% (j173 *% 784)) +% (((iy214 +% 1) +% 1) *% 28)) +% 27) +% ix215)]
-              var sum217: Float = (sum216 + arena[(((((7251216 +% (((c174 *% 9) +% 2) *% 12544)) +% (j173 *% 784)) +% (((iy214 +% 1) +% 1) *% 28)) +% 26) +% ix215)])
-              var sum218: Float = (sum217 + arena[(((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% ((iy214 +% 1) *% 28)) +% 27) +% ix215)])
-              var sum219: Float = (sum218 + arena[(((((7251216 +% (((c174 *% 9) +% 5) *% 12544)) +% (j173 *% 784)) +% ((iy214 +% 1) *% 28)) +% 26) +% ix215)])
-              var sum220: Float = (sum219 + arena[(((((7251216 +% (((c174 *% 9) +% 7) *% 12544)) +% (j173 *% 784)) +% (((iy214 +% 1) +% -1) *% 28)) +% 27) +% ix215)])
-              var sum221: Float = (sum220 + arena[(((((7251216 +% (((c174 *% 9) +% 8) *% 12544)) +% (j173 *% 784)) +% (((iy214 +% 1) +% -1) *% 28)) +% 26) +% ix215)])
-              arena[(((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% ((iy214 +% 1) *% 28)) +% 27) +% ix215)] = sum221
-              ix215 &+= 1
+        for iy212 in 0..<26 {
+          do {  // SIMD16 over ix213
+            var ix213 = 0
+            while ix213 &+ 16 <= 26 {
+              let sum214_v = load16(arena, ((((7251216 +% ((c183 *% 9) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% 1) *% 28)) +% 2) &+ ix213)
+              let sum215_v = (sum214_v + load16(arena, ((((7251216 +% (((c183 *% 9) +% 1) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% 1) *% 28)) +% 1) &+ ix213))
+              let sum216_v = (sum215_v + load16(arena, (((7251216 +% (((c183 *% 9) +% 2) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% 1) *% 28)) &+ ix213))
+              let sum217_v = (sum216_v + load16(arena, ((((7251216 +% (((c183 *% 9) +% 3) *% 12544)) +% (j182 *% 784)) +% ((iy212 +% 1) *% 28)) +% 2) &+ ix213))
+              let sum218_v = (sum217_v + load16(arena, ((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% ((iy212 +% 1) *% 28)) +% 1) &+ ix213))
+              let sum219_v = (sum218_v + load16(arena, (((7251216 +% (((c183 *% 9) +% 5) *% 12544)) +% (j182 *% 784)) +% ((iy212 +% 1) *% 28)) &+ ix213))
+              let sum220_v = (sum219_v + load16(arena, ((((7251216 +% (((c183 *% 9) +% 6) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% -1) *% 28)) +% 2) &+ ix213))
+              let sum221_v = (sum220_v + load16(arena, ((((7251216 +% (((c183 *% 9) +% 7) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% -1) *% 28)) +% 1) &+ ix213))
+              let sum222_v = (sum221_v + load16(arena, (((7251216 +% (((c183 *% 9) +% 8) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% -1) *% 28)) &+ ix213))
+              store16(arena, ((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% ((iy212 +% 1) *% 28)) +% 1) &+ ix213, sum222_v)
+              ix213 &+= 16
+            }
+            while ix213 < 26 {
+              var sum214: Float = arena[(((((7251216 +% ((c183 *% 9) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% 1) *% 28)) +% 2) +% ix213)]
+              var sum215: Float = (sum214 + arena[(((((7251216 +% (((c183 *% 9) +% 1) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% 1) *% 28)) +% 1) +% ix213)])
+              var sum216: Float = (sum215 + arena[((((7251216 +% (((c183 *% 9) +% 2) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% 1) *% 28)) +% ix213)])
+              var sum217: Float = (sum216 + arena[(((((7251216 +% (((c183 *% 9) +% 3) *% 12544)) +% (j182 *% 784)) +% ((iy212 +% 1) *% 28)) +% 2) +% ix213)])
+              var sum218: Float = (sum217 + arena[(((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% ((iy212 +% 1) *% 28)) +% 1) +% ix213)])
+              var sum219: Float = (sum218 + arena[((((7251216 +% (((c183 *% 9) +% 5) *% 12544)) +% (j182 *% 784)) +% ((iy212 +% 1) *% 28)) +% ix213)])
+              var sum220: Float = (sum219 + arena[(((((7251216 +% (((c183 *% 9) +% 6) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% -1) *% 28)) +% 2) +% ix213)])
+              var sum221: Float = (sum220 + arena[(((((7251216 +% (((c183 *% 9) +% 7) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% -1) *% 28)) +% 1) +% ix213)])
+              var sum222: Float = (sum221 + arena[((((7251216 +% (((c183 *% 9) +% 8) *% 12544)) +% (j182 *% 784)) +% (((iy212 +% 1) +% -1) *% 28)) +% ix213)])
+              arena[(((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% ((iy212 +% 1) *% 28)) +% 1) +% ix213)] = sum222
+              ix213 &+= 1
             }
           }
         }
-        for iy222 in 0..<1 {
-          do {  // SIMD16 over ix223
-            var ix223 = 0
-            while ix223 < 1 {
-              var sum224: Float = arena[(((((7251216 +% (((c174 *% 9) +% 3) *% 12544)) +% (j173 *% 784)) +% ((iy222 +% 27) *% 28)) +% 1) +% ix223)]
-              var sum225: Float = (sum224 + arena[((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% ((iy222 +% 27) *% 28)) +% ix223)])
-              var sum226: Float = (sum225 + arena[(((((7251216 +% (((c174 *% 9) +% 6) *% 12544)) +% (j173 *% 784)) +% (((iy222 +% 27) +% -1) *% 28)) +% 1) +% ix223)])
-              var sum227: Float = (sum226 + arena[((((7251216 +% (((c174 *% 9) +% 7) *% 12544)) +% (j173 *% 784)) +% (((iy222 +% 27) +% -1) *% 28)) +% ix223)])
-              arena[((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% ((iy222 +% 27) *% 28)) +% ix223)] = sum227
-              ix223 &+= 1
+        for iy223 in 0..<26 {
+          do {  // SIMD16 over ix224
+            var ix224 = 0
+            while ix224 < 1 {
+              var sum225: Float = arena[(((((7251216 +% (((c183 *% 9) +% 1) *% 12544)) +% (j182 *% 784)) +% (((iy223 +% 1) +% 1) *% 28)) +% 27) +% ix224)]
+              var sum226: Float = (sum225 + arena[(((((7251216 +% (((c183 *% 9) +% 2) *% 12544)) +% (j182 *% 784)) +% (((iy223 +% 1) +% 1) *% 28)) +% 26) +% ix224)])
+              var sum227: Float = (sum226 + arena[(((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% ((iy223 +% 1) *% 28)) +% 27) +% ix224)])
+              var sum228: Float = (sum227 + arena[(((((7251216 +% (((c183 *% 9) +% 5) *% 12544)) +% (j182 *% 784)) +% ((iy223 +% 1) *% 28)) +% 26) +% ix224)])
+              var sum229: Float = (sum228 + arena[(((((7251216 +% (((c183 *% 9) +% 7) *% 12544)) +% (j182 *% 784)) +% (((iy223 +% 1) +% -1) *% 28)) +% 27) +% ix224)])
+              var sum230: Float = (sum229 + arena[(((((7251216 +% (((c183 *% 9) +% 8) *% 12544)) +% (j182 *% 784)) +% (((iy223 +% 1) +% -1) *% 28)) +% 26) +% ix224)])
+              arena[(((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% ((iy223 +% 1) *% 28)) +% 27) +% ix224)] = sum230
+              ix224 &+= 1
             }
           }
         }
-        for iy228 in 0..<1 {
-          do {  // SIMD16 over ix229
-            var ix229 = 0
-            while ix229 &+ 16 <= 26 {
-              let sum230_v = load16(arena, ((((7251216 +% (((c174 *% 9) +% 3) *% 12544)) +% (j173 *% 784)) +% ((iy228 +% 27) *% 28)) +% 2) &+ ix229)
-              let sum231_v = (sum230_v + load16(arena, ((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% ((iy228 +% 27) *% 28)) +% 1) &+ ix229))
-              let sum232_v = (sum231_v + load16(arena, (((7251216 +% (((c174 *% 9) +% 5) *% 12544)) +% (j173 *% 784)) +% ((iy228 +% 27) *% 28)) &+ ix229))
-              let sum233_v = (sum232_v + load16(arena, ((((7251216 +% (((c174 *% 9) +% 6) *% 12544)) +% (j173 *% 784)) +% (((iy228 +% 27) +% -1) *% 28)) +% 2) &+ ix229))
-              let sum234_v = (sum233_v + load16(arena, ((((7251216 +% (((c174 *% 9) +% 7) *% 12544)) +% (j173 *% 784)) +% (((iy228 +% 27) +% -1) *% 28)) +% 1) &+ ix229))
-              let sum235_v = (sum234_v + load16(arena, (((7251216 +% (((c174 *% 9) +% 8) *% 12544)) +% (j173 *% 784)) +% (((iy228 +% 27) +% -1) *% 28)) &+ ix229))
-              store16(arena, ((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% ((iy228 +% 27) *% 28)) +% 1) &+ ix229, sum235_v)
-              ix229 &+= 16
-            }
-            while ix229 < 26 {
-              var sum230: Float = arena[(((((7251216 +% (((c174 *% 9) +% 3) *% 12544)) +% (j173 *% 784)) +% ((iy228 +% 27) *% 28)) +% 2) +% ix229)]
-              var sum231: Float = (sum230 + arena[(((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% ((iy228 +% 27) *% 28)) +% 1) +% ix229)])
-              var sum232: Float = (sum231 + arena[((((7251216 +% (((c174 *% 9) +% 5) *% 12544)) +% (j173 *% 784)) +% ((iy228 +% 27) *% 28)) +% ix229)])
-              var sum233: Float = (sum232 + arena[(((((7251216 +% (((c174 *% 9) +% 6) *% 12544)) +% (j173 *% 784)) +% (((iy228 +% 27) +% -1) *% 28)) +% 2) +% ix229)])
-              var sum234: Float = (sum233 + arena[(((((7251216 +% (((c174 *% 9) +% 7) *% 12544)) +% (j173 *% 784)) +% (((iy228 +% 27) +% -1) *% 28)) +% 1) +% ix229)])
-              var sum235: Float = (sum234 + arena[((((7251216 +% (((c174 *% 9) +% 8) *% 12544)) +% (j173 *% 784)) +% (((iy228 +% 27) +% -1) *% 28)) +% ix229)])
-              arena[(((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% ((iy228 +% 27) *% 28)) +% 1) +% ix229)] = sum235
-              ix229 &+= 1
+        for iy231 in 0..<1 {
+          do {  // SIMD16 over ix232
+            var ix232 = 0
+            while ix232 < 1 {
+              var sum233: Float = arena[(((((7251216 +% (((c183 *% 9) +% 3) *% 12544)) +% (j182 *% 784)) +% ((iy231 +% 27) *% 28)) +% 1) +% ix232)]
+              var sum234: Float = (sum233 + arena[((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% ((iy231 +% 27) *% 28)) +% ix232)])
+              var sum235: Float = (sum234 + arena[(((((7251216 +% (((c183 *% 9) +% 6) *% 12544)) +% (j182 *% 784)) +% (((iy231 +% 27) +% -1) *% 28)) +% 1) +% ix232)])
+              var sum236: Float = (sum235 + arena[((((7251216 +% (((c183 *% 9) +% 7) *% 12544)) +% (j182 *% 784)) +% (((iy231 +% 27) +% -1) *% 28)) +% ix232)])
+              arena[((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% ((iy231 +% 27) *% 28)) +% ix232)] = sum236
+              ix232 &+= 1
             }
           }
         }
-        for iy236 in 0..<1 {
-          do {  // SIMD16 over ix237
-            var ix237 = 0
-            while ix237 < 1 {
-              var sum238: Float = arena[(((((7251216 +% (((c174 *% 9) +% 4) *% 12544)) +% (j173 *% 784)) +% ((iy236 +% 27) *% 28)) +% 27) +% ix237)]
-              var sum239: Float = (sum238 + arena[(((((7251216 +% (((c174 *% 9) +% 5) *% 12544)) +% (j173 *% 784)) +% ((iy236 +% 27) *% 28)) +% 26) +% ix237)])
-              var sum240: Float = (sum239 + arena[(((((7251216 +% (((c174 *% 9) +% 7) *% 12544)) +% (j173 *% 784)) +% (((iy236 +% 27) +% -1) *% 28)) +% 27) +% ix237)])
-              var sum241: Float = (sum240 + arena[(((((7251216 +% (((c174 *% 9) +% 8) *% 12544)) +% (j173 *% 784)) +% (((iy236 +% 27) +% -1) *% 28)) +% 26) +% ix237)])
-              arena[(((((1605632 +% (((g165 *% 16) +% j173) *% 25088)) +% (c174 *% 784)) +% ((iy236 +% 27) *% 28)) +% 27) +% ix237)] = sum241
-              ix237 &+= 1
+        for iy237 in 0..<1 {
+          do {  // SIMD16 over ix238
+            var ix238 = 0
+            while ix238 &+ 16 <= 26 {
+              let sum239_v = load16(arena, ((((7251216 +% (((c183 *% 9) +% 3) *% 12544)) +% (j182 *% 784)) +% ((iy237 +% 27) *% 28)) +% 2) &+ ix238)
+              let sum240_v = (sum239_v + load16(arena, ((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% ((iy237 +% 27) *% 28)) +% 1) &+ ix238))
+              let sum241_v = (sum240_v + load16(arena, (((7251216 +% (((c183 *% 9) +% 5) *% 12544)) +% (j182 *% 784)) +% ((iy237 +% 27) *% 28)) &+ ix238))
+              let sum242_v = (sum241_v + load16(arena, ((((7251216 +% (((c183 *% 9) +% 6) *% 12544)) +% (j182 *% 784)) +% (((iy237 +% 27) +% -1) *% 28)) +% 2) &+ ix238))
+              let sum243_v = (sum242_v + load16(arena, ((((7251216 +% (((c183 *% 9) +% 7) *% 12544)) +% (j182 *% 784)) +% (((iy237 +% 27) +% -1) *% 28)) +% 1) &+ ix238))
+              let sum244_v = (sum243_v + load16(arena, (((7251216 +% (((c183 *% 9) +% 8) *% 12544)) +% (j182 *% 784)) +% (((iy237 +% 27) +% -1) *% 28)) &+ ix238))
+              store16(arena, ((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% ((iy237 +% 27) *% 28)) +% 1) &+ ix238, sum244_v)
+              ix238 &+= 16
+            }
+            while ix238 < 26 {
+              var sum239: Float = arena[(((((7251216 +% (((c183 *% 9) +% 3) *% 12544)) +% (j182 *% 784)) +% ((iy237 +% 27) *% 28)) +% 2) +% ix238)]
+              var sum240: Float = (sum239 + arena[(((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% ((iy237 +% 27) *% 28)) +% 1) +% ix238)])
+              var sum241: Float = (sum240 + arena[((((7251216 +% (((c183 *% 9) +% 5) *% 12544)) +% (j182 *% 784)) +% ((iy237 +% 27) *% 28)) +% ix238)])
+              var sum242: Float = (sum241 + arena[(((((7251216 +% (((c183 *% 9) +% 6) *% 12544)) +% (j182 *% 784)) +% (((iy237 +% 27) +% -1) *% 28)) +% 2) +% ix238)])
+              var sum243: Float = (sum242 + arena[(((((7251216 +% (((c183 *% 9) +% 7) *% 12544)) +% (j182 *% 784)) +% (((iy237 +% 27) +% -1) *% 28)) +% 1) +% ix238)])
+              var sum244: Float = (sum243 + arena[((((7251216 +% (((c183 *% 9) +% 8) *% 12544)) +% (j182 *% 784)) +% (((iy237 +% 27) +% -1) *% 28)) +% ix238)])
+              arena[(((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% ((iy237 +% 27) *% 28)) +% 1) +% ix238)] = sum244
+              ix238 &+= 1
+            }
+          }
+        }
+        for iy245 in 0..<1 {
+          do {  // SIMD16 over ix246
+            var ix246 = 0
+            while ix246 < 1 {
+              var sum247: Float = arena[(((((7251216 +% (((c183 *% 9) +% 4) *% 12544)) +% (j182 *% 784)) +% ((iy245 +% 27) *% 28)) +% 27) +% ix246)]
+              var sum248: Float = (sum247 + arena[(((((7251216 +% (((c183 *% 9) +% 5) *% 12544)) +% (j182 *% 784)) +% ((iy245 +% 27) *% 28)) +% 26) +% ix246)])
+              var sum249: Float = (sum248 + arena[(((((7251216 +% (((c183 *% 9) +% 7) *% 12544)) +% (j182 *% 784)) +% (((iy245 +% 27) +% -1) *% 28)) +% 27) +% ix246)])
+              var sum250: Float = (sum249 + arena[(((((7251216 +% (((c183 *% 9) +% 8) *% 12544)) +% (j182 *% 784)) +% (((iy245 +% 27) +% -1) *% 28)) +% 26) +% ix246)])
+              arena[(((((1605632 +% (((g174 *% 16) +% j182) *% 25088)) +% (c183 *% 784)) +% ((iy245 +% 27) *% 28)) +% 27) +% ix246)] = sum250
+              ix246 &+= 1
             }
           }
         }
@@ -1219,227 +1292,227 @@ public func convnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i242
-    var i242 = 0
-    while i242 &+ 16 <= 1605632 {
-      store16(arena, 3220112 &+ i242, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i242), where: load16(arena, 0 &+ i242) .> SIMD16<Float>(repeating: Float(0))))
-      i242 &+= 16
+  do {  // SIMD16 over i251
+    var i251 = 0
+    while i251 &+ 16 <= 1605632 {
+      store16(arena, 3220112 &+ i251, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i251), where: load16(arena, 0 &+ i251) .> SIMD16<Float>(repeating: Float(0))))
+      i251 &+= 16
     }
-    while i242 < 1605632 {
-      arena[(3220112 +% i242)] = (arena[i242] > Float(0) ? arena[(1605632 +% i242)] : Float(0))
-      i242 &+= 1
+    while i251 < 1605632 {
+      arena[(3220112 +% i251)] = (arena[i251] > Float(0) ? arena[(1605632 +% i251)] : Float(0))
+      i251 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i243
-    var i243 = 0
-    while i243 &+ 16 <= 288 {
-      store16(arena, 514304 &+ i243, SIMD16<Float>(repeating: Float(0)))
-      i243 &+= 16
+  do {  // SIMD16 over i252
+    var i252 = 0
+    while i252 &+ 16 <= 288 {
+      store16(arena, 514304 &+ i252, SIMD16<Float>(repeating: Float(0)))
+      i252 &+= 16
     }
-    while i243 < 288 {
-      arena[(514304 +% i243)] = Float(0)
-      i243 &+= 1
-    }
-  }
-  for g244 in 0..<4 {
-    for j245 in 0..<16 {
-      for c246 in 0..<1 {
-        for ky247 in 0..<3 {
-          for oy248 in 0..<28 {
-            if (-1 < ((oy248 +% ky247) +% -1) && ((oy248 +% ky247) +% -1) < 28) {
-              for ox249 in 0..<27 {
-                arena[((((((c246 *% 3) +% ky247) *% 3) *% 12544) +% (j245 *% 784)) +% ((oy248 *% 28) +% (ox249 +% 1)))] = images[((((((g244 *% 16) +% j245) *% 784) +% (c246 *% 784)) +% (((oy248 +% ky247) +% -1) *% 28)) +% ((ox249 +% 1) +% -1))]
-              }
-              for ox250 in 0..<1 {
-                arena[((((((c246 *% 3) +% ky247) *% 3) *% 12544) +% (j245 *% 784)) +% ((oy248 *% 28) +% ox250))] = Float(0)
-              }
-            }
-            if ((oy248 +% ky247) +% -1) < 0 {
-              for ox251 in 0..<28 {
-                arena[((((((c246 *% 3) +% ky247) *% 3) *% 12544) +% (j245 *% 784)) +% ((oy248 *% 28) +% ox251))] = Float(0)
-              }
-            }
-            if 27 < ((oy248 +% ky247) +% -1) {
-              for ox251 in 0..<28 {
-                arena[((((((c246 *% 3) +% ky247) *% 3) *% 12544) +% (j245 *% 784)) +% ((oy248 *% 28) +% ox251))] = Float(0)
-              }
-            }
-          }
-          for oy252 in 0..<28 {
-            if (-1 < ((oy252 +% ky247) +% -1) && ((oy252 +% ky247) +% -1) < 28) {
-              for ox253 in 0..<28 {
-                arena[(((((((c246 *% 3) +% ky247) *% 3) +% 1) *% 12544) +% (j245 *% 784)) +% ((oy252 *% 28) +% ox253))] = images[((((((g244 *% 16) +% j245) *% 784) +% (c246 *% 784)) +% (((oy252 +% ky247) +% -1) *% 28)) +% ox253)]
-              }
-            }
-            if ((oy252 +% ky247) +% -1) < 0 {
-              for ox254 in 0..<28 {
-                arena[(((((((c246 *% 3) +% ky247) *% 3) +% 1) *% 12544) +% (j245 *% 784)) +% ((oy252 *% 28) +% ox254))] = Float(0)
-              }
-            }
-            if 27 < ((oy252 +% ky247) +% -1) {
-              for ox254 in 0..<28 {
-                arena[(((((((c246 *% 3) +% ky247) *% 3) +% 1) *% 12544) +% (j245 *% 784)) +% ((oy252 *% 28) +% ox254))] = Float(0)
-              }
-            }
-          }
-          for oy255 in 0..<28 {
-            if (-1 < ((oy255 +% ky247) +% -1) && ((oy255 +% ky247) +% -1) < 28) {
-              for ox256 in 0..<27 {
-                arena[(((((((c246 *% 3) +% ky247) *% 3) +% 2) *% 12544) +% (j245 *% 784)) +% ((oy255 *% 28) +% ox256))] = images[((((((g244 *% 16) +% j245) *% 784) +% (c246 *% 784)) +% (((oy255 +% ky247) +% -1) *% 28)) +% (ox256 +% 1))]
-              }
-              for ox257 in 0..<1 {
-                arena[(((((((c246 *% 3) +% ky247) *% 3) +% 2) *% 12544) +% (j245 *% 784)) +% ((oy255 *% 28) +% (ox257 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy255 +% ky247) +% -1) < 0 {
-              for ox258 in 0..<28 {
-                arena[(((((((c246 *% 3) +% ky247) *% 3) +% 2) *% 12544) +% (j245 *% 784)) +% ((oy255 *% 28) +% ox258))] = Float(0)
-              }
-            }
-            if 27 < ((oy255 +% ky247) +% -1) {
-              for ox258 in 0..<28 {
-                arena[(((((((c246 *% 3) +% ky247) *% 3) +% 2) *% 12544) +% (j245 *% 784)) +% ((oy255 *% 28) +% ox258))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j259 in 0..<16 {
-      for i260 in 0..<784 {
-        for f261 in 0..<32 {
-          arena[((112896 +% (((j259 *% 784) +% i260) *% 32)) +% f261)] = arena[(((3220112 +% (((g244 *% 16) +% j259) *% 25088)) +% (f261 *% 784)) +% i260)]
-        }
-      }
-    }
-    for kp262 in 0..<49 {
-      for nb263 in 0..<1 {
-        for mb264 in 0..<1 {
-          var t265_c0_0 = load16(arena, ((514304 +% ((mb264 *% 9) *% 32)) +% (nb263 *% 32)))
-          var t265_c0_1 = load16(arena, (((514304 +% ((mb264 *% 9) *% 32)) +% (nb263 *% 32)) +% 16))
-          var t265_c1_0 = load16(arena, ((514304 +% (((mb264 *% 9) +% 1) *% 32)) +% (nb263 *% 32)))
-          var t265_c1_1 = load16(arena, (((514304 +% (((mb264 *% 9) +% 1) *% 32)) +% (nb263 *% 32)) +% 16))
-          var t265_c2_0 = load16(arena, ((514304 +% (((mb264 *% 9) +% 2) *% 32)) +% (nb263 *% 32)))
-          var t265_c2_1 = load16(arena, (((514304 +% (((mb264 *% 9) +% 2) *% 32)) +% (nb263 *% 32)) +% 16))
-          var t265_c3_0 = load16(arena, ((514304 +% (((mb264 *% 9) +% 3) *% 32)) +% (nb263 *% 32)))
-          var t265_c3_1 = load16(arena, (((514304 +% (((mb264 *% 9) +% 3) *% 32)) +% (nb263 *% 32)) +% 16))
-          var t265_c4_0 = load16(arena, ((514304 +% (((mb264 *% 9) +% 4) *% 32)) +% (nb263 *% 32)))
-          var t265_c4_1 = load16(arena, (((514304 +% (((mb264 *% 9) +% 4) *% 32)) +% (nb263 *% 32)) +% 16))
-          var t265_c5_0 = load16(arena, ((514304 +% (((mb264 *% 9) +% 5) *% 32)) +% (nb263 *% 32)))
-          var t265_c5_1 = load16(arena, (((514304 +% (((mb264 *% 9) +% 5) *% 32)) +% (nb263 *% 32)) +% 16))
-          var t265_c6_0 = load16(arena, ((514304 +% (((mb264 *% 9) +% 6) *% 32)) +% (nb263 *% 32)))
-          var t265_c6_1 = load16(arena, (((514304 +% (((mb264 *% 9) +% 6) *% 32)) +% (nb263 *% 32)) +% 16))
-          var t265_c7_0 = load16(arena, ((514304 +% (((mb264 *% 9) +% 7) *% 32)) +% (nb263 *% 32)))
-          var t265_c7_1 = load16(arena, (((514304 +% (((mb264 *% 9) +% 7) *% 32)) +% (nb263 *% 32)) +% 16))
-          var t265_c8_0 = load16(arena, ((514304 +% (((mb264 *% 9) +% 8) *% 32)) +% (nb263 *% 32)))
-          var t265_c8_1 = load16(arena, (((514304 +% (((mb264 *% 9) +% 8) *% 32)) +% (nb263 *% 32)) +% 16))
-          for k266 in 0..<256 {
-            let t265_b0 = load16(arena, ((112896 +% ((k266 +% (kp262 *% 256)) *% 32)) +% (nb263 *% 32)))
-            let t265_b1 = load16(arena, (((112896 +% ((k266 +% (kp262 *% 256)) *% 32)) +% (nb263 *% 32)) +% 16))
-            let t265_a0 = SIMD16<Float>(repeating: arena[(((mb264 *% 9) *% 12544) +% (k266 +% (kp262 *% 256)))])
-            t265_c0_0 = t265_c0_0.addingProduct(t265_a0, t265_b0)
-            t265_c0_1 = t265_c0_1.addingProduct(t265_a0, t265_b1)
-            let t265_a1 = SIMD16<Float>(repeating: arena[((((mb264 *% 9) +% 1) *% 12544) +% (k266 +% (kp262 *% 256)))])
-            t265_c1_0 = t265_c1_0.addingProduct(t265_a1, t265_b0)
-            t265_c1_1 = t265_c1_1.addingProduct(t265_a1, t265_b1)
-            let t265_a2 = SIMD16<Float>(repeating: arena[((((mb264 *% 9) +% 2) *% 12544) +% (k266 +% (kp262 *% 256)))])
-            t265_c2_0 = t265_c2_0.addingProduct(t265_a2, t265_b0)
-            t265_c2_1 = t265_c2_1.addingProduct(t265_a2, t265_b1)
-            let t265_a3 = SIMD16<Float>(repeating: arena[((((mb264 *% 9) +% 3) *% 12544) +% (k266 +% (kp262 *% 256)))])
-            t265_c3_0 = t265_c3_0.addingProduct(t265_a3, t265_b0)
-            t265_c3_1 = t265_c3_1.addingProduct(t265_a3, t265_b1)
-            let t265_a4 = SIMD16<Float>(repeating: arena[((((mb264 *% 9) +% 4) *% 12544) +% (k266 +% (kp262 *% 256)))])
-            t265_c4_0 = t265_c4_0.addingProduct(t265_a4, t265_b0)
-            t265_c4_1 = t265_c4_1.addingProduct(t265_a4, t265_b1)
-            let t265_a5 = SIMD16<Float>(repeating: arena[((((mb264 *% 9) +% 5) *% 12544) +% (k266 +% (kp262 *% 256)))])
-            t265_c5_0 = t265_c5_0.addingProduct(t265_a5, t265_b0)
-            t265_c5_1 = t265_c5_1.addingProduct(t265_a5, t265_b1)
-            let t265_a6 = SIMD16<Float>(repeating: arena[((((mb264 *% 9) +% 6) *% 12544) +% (k266 +% (kp262 *% 256)))])
-            t265_c6_0 = t265_c6_0.addingProduct(t265_a6, t265_b0)
-            t265_c6_1 = t265_c6_1.addingProduct(t265_a6, t265_b1)
-            let t265_a7 = SIMD16<Float>(repeating: arena[((((mb264 *% 9) +% 7) *% 12544) +% (k266 +% (kp262 *% 256)))])
-            t265_c7_0 = t265_c7_0.addingProduct(t265_a7, t265_b0)
-            t265_c7_1 = t265_c7_1.addingProduct(t265_a7, t265_b1)
-            let t265_a8 = SIMD16<Float>(repeating: arena[((((mb264 *% 9) +% 8) *% 12544) +% (k266 +% (kp262 *% 256)))])
-            t265_c8_0 = t265_c8_0.addingProduct(t265_a8, t265_b0)
-            t265_c8_1 = t265_c8_1.addingProduct(t265_a8, t265_b1)
-          }
-          store16(arena, ((514304 +% ((mb264 *% 9) *% 32)) +% (nb263 *% 32)), t265_c0_0)
-          store16(arena, (((514304 +% ((mb264 *% 9) *% 32)) +% (nb263 *% 32)) +% 16), t265_c0_1)
-          store16(arena, ((514304 +% (((mb264 *% 9) +% 1) *% 32)) +% (nb263 *% 32)), t265_c1_0)
-          store16(arena, (((514304 +% (((mb264 *% 9) +% 1) *% 32)) +% (nb263 *% 32)) +% 16), t265_c1_1)
-          store16(arena, ((514304 +% (((mb264 *% 9) +% 2) *% 32)) +% (nb263 *% 32)), t265_c2_0)
-          store16(arena, (((514304 +% (((mb264 *% 9) +% 2) *% 32)) +% (nb263 *% 32)) +% 16), t265_c2_1)
-          store16(arena, ((514304 +% (((mb264 *% 9) +% 3) *% 32)) +% (nb263 *% 32)), t265_c3_0)
-          store16(arena, (((514304 +% (((mb264 *% 9) +% 3) *% 32)) +% (nb263 *% 32)) +% 16), t265_c3_1)
-          store16(arena, ((514304 +% (((mb264 *% 9) +% 4) *% 32)) +% (nb263 *% 32)), t265_c4_0)
-          store16(arena, (((514304 +% (((mb264 *% 9) +% 4) *% 32)) +% (nb263 *% 32)) +% 16), t265_c4_1)
-          store16(arena, ((514304 +% (((mb264 *% 9) +% 5) *% 32)) +% (nb263 *% 32)), t265_c5_0)
-          store16(arena, (((514304 +% (((mb264 *% 9) +% 5) *% 32)) +% (nb263 *% 32)) +% 16), t265_c5_1)
-          store16(arena, ((514304 +% (((mb264 *% 9) +% 6) *% 32)) +% (nb263 *% 32)), t265_c6_0)
-          store16(arena, (((514304 +% (((mb264 *% 9) +% 6) *% 32)) +% (nb263 *% 32)) +% 16), t265_c6_1)
-          store16(arena, ((514304 +% (((mb264 *% 9) +% 7) *% 32)) +% (nb263 *% 32)), t265_c7_0)
-          store16(arena, (((514304 +% (((mb264 *% 9) +% 7) *% 32)) +% (nb263 *% 32)) +% 16), t265_c7_1)
-          store16(arena, ((514304 +% (((mb264 *% 9) +% 8) *% 32)) +% (nb263 *% 32)), t265_c8_0)
-          store16(arena, (((514304 +% (((mb264 *% 9) +% 8) *% 32)) +% (nb263 *% 32)) +% 16), t265_c8_1)
-        }
-      }
+    while i252 < 288 {
+      arena[(514304 +% i252)] = Float(0)
+      i252 &+= 1
     }
   }
-  for f267 in 0..<32 {
-    for r268 in 0..<9 {
-      grads[((f267 *% 9) +% r268)] = arena[((514304 +% (r268 *% 32)) +% f267)]
+  for g253 in 0..<4 {
+    for j254 in 0..<16 {
+      for c255 in 0..<1 {
+        for ky256 in 0..<3 {
+          for oy257 in 0..<28 {
+            if (-1 < ((oy257 +% ky256) +% -1) && ((oy257 +% ky256) +% -1) < 28) {
+              for ox258 in 0..<27 {
+                arena[((((((c255 *% 3) +% ky256) *% 3) *% 12544) +% (j254 *% 784)) +% ((oy257 *% 28) +% (ox258 +% 1)))] = images[((((((g253 *% 16) +% j254) *% 784) +% (c255 *% 784)) +% (((oy257 +% ky256) +% -1) *% 28)) +% ((ox258 +% 1) +% -1))]
+              }
+              for ox259 in 0..<1 {
+                arena[((((((c255 *% 3) +% ky256) *% 3) *% 12544) +% (j254 *% 784)) +% ((oy257 *% 28) +% ox259))] = Float(0)
+              }
+            }
+            if ((oy257 +% ky256) +% -1) < 0 {
+              for ox260 in 0..<28 {
+                arena[((((((c255 *% 3) +% ky256) *% 3) *% 12544) +% (j254 *% 784)) +% ((oy257 *% 28) +% ox260))] = Float(0)
+              }
+            }
+            if 27 < ((oy257 +% ky256) +% -1) {
+              for ox260 in 0..<28 {
+                arena[((((((c255 *% 3) +% ky256) *% 3) *% 12544) +% (j254 *% 784)) +% ((oy257 *% 28) +% ox260))] = Float(0)
+              }
+            }
+          }
+          for oy261 in 0..<28 {
+            if (-1 < ((oy261 +% ky256) +% -1) && ((oy261 +% ky256) +% -1) < 28) {
+              for ox262 in 0..<28 {
+                arena[(((((((c255 *% 3) +% ky256) *% 3) +% 1) *% 12544) +% (j254 *% 784)) +% ((oy261 *% 28) +% ox262))] = images[((((((g253 *% 16) +% j254) *% 784) +% (c255 *% 784)) +% (((oy261 +% ky256) +% -1) *% 28)) +% ox262)]
+              }
+            }
+            if ((oy261 +% ky256) +% -1) < 0 {
+              for ox263 in 0..<28 {
+                arena[(((((((c255 *% 3) +% ky256) *% 3) +% 1) *% 12544) +% (j254 *% 784)) +% ((oy261 *% 28) +% ox263))] = Float(0)
+              }
+            }
+            if 27 < ((oy261 +% ky256) +% -1) {
+              for ox263 in 0..<28 {
+                arena[(((((((c255 *% 3) +% ky256) *% 3) +% 1) *% 12544) +% (j254 *% 784)) +% ((oy261 *% 28) +% ox263))] = Float(0)
+              }
+            }
+          }
+          for oy264 in 0..<28 {
+            if (-1 < ((oy264 +% ky256) +% -1) && ((oy264 +% ky256) +% -1) < 28) {
+              for ox265 in 0..<27 {
+                arena[(((((((c255 *% 3) +% ky256) *% 3) +% 2) *% 12544) +% (j254 *% 784)) +% ((oy264 *% 28) +% ox265))] = images[((((((g253 *% 16) +% j254) *% 784) +% (c255 *% 784)) +% (((oy264 +% ky256) +% -1) *% 28)) +% (ox265 +% 1))]
+              }
+              for ox266 in 0..<1 {
+                arena[(((((((c255 *% 3) +% ky256) *% 3) +% 2) *% 12544) +% (j254 *% 784)) +% ((oy264 *% 28) +% (ox266 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy264 +% ky256) +% -1) < 0 {
+              for ox267 in 0..<28 {
+                arena[(((((((c255 *% 3) +% ky256) *% 3) +% 2) *% 12544) +% (j254 *% 784)) +% ((oy264 *% 28) +% ox267))] = Float(0)
+              }
+            }
+            if 27 < ((oy264 +% ky256) +% -1) {
+              for ox267 in 0..<28 {
+                arena[(((((((c255 *% 3) +% ky256) *% 3) +% 2) *% 12544) +% (j254 *% 784)) +% ((oy264 *% 28) +% ox267))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j268 in 0..<16 {
+      for i269 in 0..<784 {
+        for f270 in 0..<32 {
+          arena[((112896 +% (((j268 *% 784) +% i269) *% 32)) +% f270)] = arena[(((3220112 +% (((g253 *% 16) +% j268) *% 25088)) +% (f270 *% 784)) +% i269)]
+        }
+      }
+    }
+    for kp271 in 0..<49 {
+      for nb272 in 0..<1 {
+        for mb273 in 0..<1 {
+          var t274_c0_0 = load16(arena, ((514304 +% ((mb273 *% 9) *% 32)) +% (nb272 *% 32)))
+          var t274_c0_1 = load16(arena, (((514304 +% ((mb273 *% 9) *% 32)) +% (nb272 *% 32)) +% 16))
+          var t274_c1_0 = load16(arena, ((514304 +% (((mb273 *% 9) +% 1) *% 32)) +% (nb272 *% 32)))
+          var t274_c1_1 = load16(arena, (((514304 +% (((mb273 *% 9) +% 1) *% 32)) +% (nb272 *% 32)) +% 16))
+          var t274_c2_0 = load16(arena, ((514304 +% (((mb273 *% 9) +% 2) *% 32)) +% (nb272 *% 32)))
+          var t274_c2_1 = load16(arena, (((514304 +% (((mb273 *% 9) +% 2) *% 32)) +% (nb272 *% 32)) +% 16))
+          var t274_c3_0 = load16(arena, ((514304 +% (((mb273 *% 9) +% 3) *% 32)) +% (nb272 *% 32)))
+          var t274_c3_1 = load16(arena, (((514304 +% (((mb273 *% 9) +% 3) *% 32)) +% (nb272 *% 32)) +% 16))
+          var t274_c4_0 = load16(arena, ((514304 +% (((mb273 *% 9) +% 4) *% 32)) +% (nb272 *% 32)))
+          var t274_c4_1 = load16(arena, (((514304 +% (((mb273 *% 9) +% 4) *% 32)) +% (nb272 *% 32)) +% 16))
+          var t274_c5_0 = load16(arena, ((514304 +% (((mb273 *% 9) +% 5) *% 32)) +% (nb272 *% 32)))
+          var t274_c5_1 = load16(arena, (((514304 +% (((mb273 *% 9) +% 5) *% 32)) +% (nb272 *% 32)) +% 16))
+          var t274_c6_0 = load16(arena, ((514304 +% (((mb273 *% 9) +% 6) *% 32)) +% (nb272 *% 32)))
+          var t274_c6_1 = load16(arena, (((514304 +% (((mb273 *% 9) +% 6) *% 32)) +% (nb272 *% 32)) +% 16))
+          var t274_c7_0 = load16(arena, ((514304 +% (((mb273 *% 9) +% 7) *% 32)) +% (nb272 *% 32)))
+          var t274_c7_1 = load16(arena, (((514304 +% (((mb273 *% 9) +% 7) *% 32)) +% (nb272 *% 32)) +% 16))
+          var t274_c8_0 = load16(arena, ((514304 +% (((mb273 *% 9) +% 8) *% 32)) +% (nb272 *% 32)))
+          var t274_c8_1 = load16(arena, (((514304 +% (((mb273 *% 9) +% 8) *% 32)) +% (nb272 *% 32)) +% 16))
+          for k275 in 0..<256 {
+            let t274_b0 = load16(arena, ((112896 +% ((k275 +% (kp271 *% 256)) *% 32)) +% (nb272 *% 32)))
+            let t274_b1 = load16(arena, (((112896 +% ((k275 +% (kp271 *% 256)) *% 32)) +% (nb272 *% 32)) +% 16))
+            let t274_a0 = SIMD16<Float>(repeating: arena[(((mb273 *% 9) *% 12544) +% (k275 +% (kp271 *% 256)))])
+            t274_c0_0 = t274_c0_0.addingProduct(t274_a0, t274_b0)
+            t274_c0_1 = t274_c0_1.addingProduct(t274_a0, t274_b1)
+            let t274_a1 = SIMD16<Float>(repeating: arena[((((mb273 *% 9) +% 1) *% 12544) +% (k275 +% (kp271 *% 256)))])
+            t274_c1_0 = t274_c1_0.addingProduct(t274_a1, t274_b0)
+            t274_c1_1 = t274_c1_1.addingProduct(t274_a1, t274_b1)
+            let t274_a2 = SIMD16<Float>(repeating: arena[((((mb273 *% 9) +% 2) *% 12544) +% (k275 +% (kp271 *% 256)))])
+            t274_c2_0 = t274_c2_0.addingProduct(t274_a2, t274_b0)
+            t274_c2_1 = t274_c2_1.addingProduct(t274_a2, t274_b1)
+            let t274_a3 = SIMD16<Float>(repeating: arena[((((mb273 *% 9) +% 3) *% 12544) +% (k275 +% (kp271 *% 256)))])
+            t274_c3_0 = t274_c3_0.addingProduct(t274_a3, t274_b0)
+            t274_c3_1 = t274_c3_1.addingProduct(t274_a3, t274_b1)
+            let t274_a4 = SIMD16<Float>(repeating: arena[((((mb273 *% 9) +% 4) *% 12544) +% (k275 +% (kp271 *% 256)))])
+            t274_c4_0 = t274_c4_0.addingProduct(t274_a4, t274_b0)
+            t274_c4_1 = t274_c4_1.addingProduct(t274_a4, t274_b1)
+            let t274_a5 = SIMD16<Float>(repeating: arena[((((mb273 *% 9) +% 5) *% 12544) +% (k275 +% (kp271 *% 256)))])
+            t274_c5_0 = t274_c5_0.addingProduct(t274_a5, t274_b0)
+            t274_c5_1 = t274_c5_1.addingProduct(t274_a5, t274_b1)
+            let t274_a6 = SIMD16<Float>(repeating: arena[((((mb273 *% 9) +% 6) *% 12544) +% (k275 +% (kp271 *% 256)))])
+            t274_c6_0 = t274_c6_0.addingProduct(t274_a6, t274_b0)
+            t274_c6_1 = t274_c6_1.addingProduct(t274_a6, t274_b1)
+            let t274_a7 = SIMD16<Float>(repeating: arena[((((mb273 *% 9) +% 7) *% 12544) +% (k275 +% (kp271 *% 256)))])
+            t274_c7_0 = t274_c7_0.addingProduct(t274_a7, t274_b0)
+            t274_c7_1 = t274_c7_1.addingProduct(t274_a7, t274_b1)
+            let t274_a8 = SIMD16<Float>(repeating: arena[((((mb273 *% 9) +% 8) *% 12544) +% (k275 +% (kp271 *% 256)))])
+            t274_c8_0 = t274_c8_0.addingProduct(t274_a8, t274_b0)
+            t274_c8_1 = t274_c8_1.addingProduct(t274_a8, t274_b1)
+          }
+          store16(arena, ((514304 +% ((mb273 *% 9) *% 32)) +% (nb272 *% 32)), t274_c0_0)
+          store16(arena, (((514304 +% ((mb273 *% 9) *% 32)) +% (nb272 *% 32)) +% 16), t274_c0_1)
+          store16(arena, ((514304 +% (((mb273 *% 9) +% 1) *% 32)) +% (nb272 *% 32)), t274_c1_0)
+          store16(arena, (((514304 +% (((mb273 *% 9) +% 1) *% 32)) +% (nb272 *% 32)) +% 16), t274_c1_1)
+          store16(arena, ((514304 +% (((mb273 *% 9) +% 2) *% 32)) +% (nb272 *% 32)), t274_c2_0)
+          store16(arena, (((514304 +% (((mb273 *% 9) +% 2) *% 32)) +% (nb272 *% 32)) +% 16), t274_c2_1)
+          store16(arena, ((514304 +% (((mb273 *% 9) +% 3) *% 32)) +% (nb272 *% 32)), t274_c3_0)
+          store16(arena, (((514304 +% (((mb273 *% 9) +% 3) *% 32)) +% (nb272 *% 32)) +% 16), t274_c3_1)
+          store16(arena, ((514304 +% (((mb273 *% 9) +% 4) *% 32)) +% (nb272 *% 32)), t274_c4_0)
+          store16(arena, (((514304 +% (((mb273 *% 9) +% 4) *% 32)) +% (nb272 *% 32)) +% 16), t274_c4_1)
+          store16(arena, ((514304 +% (((mb273 *% 9) +% 5) *% 32)) +% (nb272 *% 32)), t274_c5_0)
+          store16(arena, (((514304 +% (((mb273 *% 9) +% 5) *% 32)) +% (nb272 *% 32)) +% 16), t274_c5_1)
+          store16(arena, ((514304 +% (((mb273 *% 9) +% 6) *% 32)) +% (nb272 *% 32)), t274_c6_0)
+          store16(arena, (((514304 +% (((mb273 *% 9) +% 6) *% 32)) +% (nb272 *% 32)) +% 16), t274_c6_1)
+          store16(arena, ((514304 +% (((mb273 *% 9) +% 7) *% 32)) +% (nb272 *% 32)), t274_c7_0)
+          store16(arena, (((514304 +% (((mb273 *% 9) +% 7) *% 32)) +% (nb272 *% 32)) +% 16), t274_c7_1)
+          store16(arena, ((514304 +% (((mb273 *% 9) +% 8) *% 32)) +% (nb272 *% 32)), t274_c8_0)
+          store16(arena, (((514304 +% (((mb273 *% 9) +% 8) *% 32)) +% (nb272 *% 32)) +% 16), t274_c8_1)
+        }
+      }
+    }
+  }
+  for f276 in 0..<32 {
+    for r277 in 0..<9 {
+      grads[((f276 *% 9) +% r277)] = arena[((514304 +% (r277 *% 32)) +% f276)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f269 in 0..<32 {
-    var acc270 = SIMD16<Float>()
-    for img271 in 0..<64 {
-      for i272 in 0..<49 {
-        acc270 = acc270.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((3220112 +% (img271 *% 25088)) +% (f269 *% 784)) +% (i272 *% 16))))
+  for f278 in 0..<32 {
+    var acc279 = SIMD16<Float>()
+    for img280 in 0..<64 {
+      for i281 in 0..<49 {
+        acc279 = acc279.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((3220112 +% (img280 *% 25088)) +% (f278 *% 784)) +% (i281 *% 16))))
       }
     }
-    store16(arena, 0, acc270)
-    var sum273: Float = (arena[0] + arena[1])
-    var sum274: Float = (sum273 + arena[2])
-    var sum275: Float = (sum274 + arena[3])
-    var sum276: Float = (sum275 + arena[4])
-    var sum277: Float = (sum276 + arena[5])
-    var sum278: Float = (sum277 + arena[6])
-    var sum279: Float = (sum278 + arena[7])
-    var sum280: Float = (sum279 + arena[8])
-    var sum281: Float = (sum280 + arena[9])
-    var sum282: Float = (sum281 + arena[10])
-    var sum283: Float = (sum282 + arena[11])
-    var sum284: Float = (sum283 + arena[12])
-    var sum285: Float = (sum284 + arena[13])
-    var sum286: Float = (sum285 + arena[14])
-    var sum287: Float = (sum286 + arena[15])
-    grads[(288 +% f269)] = sum287
+    store16(arena, 0, acc279)
+    var sum282: Float = (arena[0] + arena[1])
+    var sum283: Float = (sum282 + arena[2])
+    var sum284: Float = (sum283 + arena[3])
+    var sum285: Float = (sum284 + arena[4])
+    var sum286: Float = (sum285 + arena[5])
+    var sum287: Float = (sum286 + arena[6])
+    var sum288: Float = (sum287 + arena[7])
+    var sum289: Float = (sum288 + arena[8])
+    var sum290: Float = (sum289 + arena[9])
+    var sum291: Float = (sum290 + arena[10])
+    var sum292: Float = (sum291 + arena[11])
+    var sum293: Float = (sum292 + arena[12])
+    var sum294: Float = (sum293 + arena[13])
+    var sum295: Float = (sum294 + arena[14])
+    var sum296: Float = (sum295 + arena[15])
+    grads[(288 +% f278)] = sum296
   }
   // adam = update of 1625866 parameters
-  var step_size288: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt289: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i290
-    var i290 = 0
-    while i290 &+ 16 <= 1625866 {
-      let g_v = (load16(grads, 0 &+ i290) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i290)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i290)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i290)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i290, m_new_v)
-      store16(v, 0 &+ i290, v_new_v)
-      store16(params, 0 &+ i290, (load16(params, 0 &+ i290) - ((SIMD16<Float>(repeating: step_size288) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt289)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i290 &+= 16
+  var step_size297: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt298: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i299
+    var i299 = 0
+    while i299 &+ 16 <= 1625866 {
+      let g_v = (load16(grads, 0 &+ i299) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i299)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i299)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i299)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i299, m_new_v)
+      store16(v, 0 &+ i299, v_new_v)
+      store16(params, 0 &+ i299, (load16(params, 0 &+ i299) - ((SIMD16<Float>(repeating: step_size297) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt298)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i299 &+= 16
     }
-    while i290 < 1625866 {
-      var g: Float = (grads[i290] + (Float(0) * params[i290]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i290]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i290]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i290] = m_new
-      v[i290] = v_new
-      params[i290] = (params[i290] - ((step_size288 * m_new) / ((sqrtf(v_new) / bc2_sqrt289) + Float(bitPattern: 0x322bcc77))))
-      i290 &+= 1
+    while i299 < 1625866 {
+      var g: Float = (grads[i299] + (Float(0) * params[i299]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i299]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i299]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i299] = m_new
+      v[i299] = v_new
+      params[i299] = (params[i299] - ((step_size297 * m_new) / ((sqrtf(v_new) / bc2_sqrt298) + Float(bitPattern: 0x322bcc77))))
+      i299 &+= 1
     }
   }
 }
@@ -1908,28 +1981,101 @@ public func convnet_infer_b64(
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 128, 12544, 1, arena + 1605632, 12544, params + 18816, 12544, Float(bitPattern: 0x0), arena + 0, 128)
   for n86 in 0..<64 {
-    do {  // SIMD16 over u87
-      var u87 = 0
-      while u87 &+ 16 <= 128 {
-        store16(arena, (n86 *% 128) &+ u87, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n86 *% 128) &+ u87) + load16(params, 1624448 &+ u87)), where: (load16(arena, (n86 *% 128) &+ u87) + load16(params, 1624448 &+ u87)) .> SIMD16<Float>(repeating: Float(0))))
-        u87 &+= 16
+    for k87 in 0..<12544 {
+      arena[((8192 +% (k87 *% 64)) +% n86)] = arena[((1605632 +% (n86 *% 12544)) +% k87)]
+    }
+  }
+  for r88 in 0..<128 {
+    do {  // SIMD16 over i89
+      var i89 = 0
+      while i89 &+ 16 <= 64 {
+        store16(arena, (811008 +% (r88 *% 64)) &+ i89, SIMD16<Float>(repeating: Float(0)))
+        i89 &+= 16
       }
-      while u87 < 128 {
-        arena[((n86 *% 128) +% u87)] = ((arena[((n86 *% 128) +% u87)] + params[(1624448 +% u87)]) > Float(0) ? (arena[((n86 *% 128) +% u87)] + params[(1624448 +% u87)]) : Float(0))
-        u87 &+= 1
+      while i89 < 64 {
+        arena[((811008 +% (r88 *% 64)) +% i89)] = Float(0)
+        i89 &+= 1
       }
+    }
+  }
+  for kp90 in 0..<49 {
+    for nb91 in 0..<1 {
+      for mb92 in 0..<32 {
+        var t93_c0_0 = load16(arena, ((811008 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)))
+        var t93_c0_1 = load16(arena, (((811008 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 16))
+        var t93_c0_2 = load16(arena, (((811008 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 32))
+        var t93_c0_3 = load16(arena, (((811008 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 48))
+        var t93_c1_0 = load16(arena, ((811008 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)))
+        var t93_c1_1 = load16(arena, (((811008 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 16))
+        var t93_c1_2 = load16(arena, (((811008 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 32))
+        var t93_c1_3 = load16(arena, (((811008 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 48))
+        var t93_c2_0 = load16(arena, ((811008 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)))
+        var t93_c2_1 = load16(arena, (((811008 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 16))
+        var t93_c2_2 = load16(arena, (((811008 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 32))
+        var t93_c2_3 = load16(arena, (((811008 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 48))
+        var t93_c3_0 = load16(arena, ((811008 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)))
+        var t93_c3_1 = load16(arena, (((811008 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 16))
+        var t93_c3_2 = load16(arena, (((811008 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 32))
+        var t93_c3_3 = load16(arena, (((811008 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 48))
+        for k94 in 0..<256 {
+          let t93_b0 = load16(arena, ((8192 +% ((k94 +% (kp90 *% 256)) *% 64)) +% (nb91 *% 64)))
+          let t93_b1 = load16(arena, (((8192 +% ((k94 +% (kp90 *% 256)) *% 64)) +% (nb91 *% 64)) +% 16))
+          let t93_b2 = load16(arena, (((8192 +% ((k94 +% (kp90 *% 256)) *% 64)) +% (nb91 *% 64)) +% 32))
+          let t93_b3 = load16(arena, (((8192 +% ((k94 +% (kp90 *% 256)) *% 64)) +% (nb91 *% 64)) +% 48))
+          let t93_a0 = SIMD16<Float>(repeating: params[((18816 +% ((mb92 *% 4) *% 12544)) +% (k94 +% (kp90 *% 256)))])
+          t93_c0_0 = t93_c0_0.addingProduct(t93_a0, t93_b0)
+          t93_c0_1 = t93_c0_1.addingProduct(t93_a0, t93_b1)
+          t93_c0_2 = t93_c0_2.addingProduct(t93_a0, t93_b2)
+          t93_c0_3 = t93_c0_3.addingProduct(t93_a0, t93_b3)
+          let t93_a1 = SIMD16<Float>(repeating: params[((18816 +% (((mb92 *% 4) +% 1) *% 12544)) +% (k94 +% (kp90 *% 256)))])
+          t93_c1_0 = t93_c1_0.addingProduct(t93_a1, t93_b0)
+          t93_c1_1 = t93_c1_1.addingProduct(t93_a1, t93_b1)
+          t93_c1_2 = t93_c1_2.addingProduct(t93_a1, t93_b2)
+          t93_c1_3 = t93_c1_3.addingProduct(t93_a1, t93_b3)
+          let t93_a2 = SIMD16<Float>(repeating: params[((18816 +% (((mb92 *% 4) +% 2) *% 12544)) +% (k94 +% (kp90 *% 256)))])
+          t93_c2_0 = t93_c2_0.addingProduct(t93_a2, t93_b0)
+          t93_c2_1 = t93_c2_1.addingProduct(t93_a2, t93_b1)
+          t93_c2_2 = t93_c2_2.addingProduct(t93_a2, t93_b2)
+          t93_c2_3 = t93_c2_3.addingProduct(t93_a2, t93_b3)
+          let t93_a3 = SIMD16<Float>(repeating: params[((18816 +% (((mb92 *% 4) +% 3) *% 12544)) +% (k94 +% (kp90 *% 256)))])
+          t93_c3_0 = t93_c3_0.addingProduct(t93_a3, t93_b0)
+          t93_c3_1 = t93_c3_1.addingProduct(t93_a3, t93_b1)
+          t93_c3_2 = t93_c3_2.addingProduct(t93_a3, t93_b2)
+          t93_c3_3 = t93_c3_3.addingProduct(t93_a3, t93_b3)
+        }
+        store16(arena, ((811008 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)), t93_c0_0)
+        store16(arena, (((811008 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 16), t93_c0_1)
+        store16(arena, (((811008 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 32), t93_c0_2)
+        store16(arena, (((811008 +% ((mb92 *% 4) *% 64)) +% (nb91 *% 64)) +% 48), t93_c0_3)
+        store16(arena, ((811008 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)), t93_c1_0)
+        store16(arena, (((811008 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 16), t93_c1_1)
+        store16(arena, (((811008 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 32), t93_c1_2)
+        store16(arena, (((811008 +% (((mb92 *% 4) +% 1) *% 64)) +% (nb91 *% 64)) +% 48), t93_c1_3)
+        store16(arena, ((811008 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)), t93_c2_0)
+        store16(arena, (((811008 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 16), t93_c2_1)
+        store16(arena, (((811008 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 32), t93_c2_2)
+        store16(arena, (((811008 +% (((mb92 *% 4) +% 2) *% 64)) +% (nb91 *% 64)) +% 48), t93_c2_3)
+        store16(arena, ((811008 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)), t93_c3_0)
+        store16(arena, (((811008 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 16), t93_c3_1)
+        store16(arena, (((811008 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 32), t93_c3_2)
+        store16(arena, (((811008 +% (((mb92 *% 4) +% 3) *% 64)) +% (nb91 *% 64)) +% 48), t93_c3_3)
+      }
+    }
+  }
+  for n95 in 0..<64 {
+    for u96 in 0..<128 {
+      arena[((n95 *% 128) +% u96)] = ((arena[((811008 +% (u96 *% 64)) +% n95)] + params[(1624448 +% u96)]) > Float(0) ? (arena[((811008 +% (u96 *% 64)) +% n95)] + params[(1624448 +% u96)]) : Float(0))
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n88 in 0..<64 {
-    do {  // SIMD16 over u89
-      var u89 = 0
-      while u89 < 10 {
-        arena[((8192 +% (n88 *% 10)) +% u89)] = (arena[((8192 +% (n88 *% 10)) +% u89)] + params[(1625856 +% u89)])
-        u89 &+= 1
+  for n97 in 0..<64 {
+    do {  // SIMD16 over u98
+      var u98 = 0
+      while u98 < 10 {
+        arena[((8192 +% (n97 *% 10)) +% u98)] = (arena[((8192 +% (n97 *% 10)) +% u98)] + params[(1625856 +% u98)])
+        u98 &+= 1
       }
     }
   }

@@ -403,698 +403,774 @@ public func lenet5_train_b64(
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 120, 400, 1, arena + 478720, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 504320, 120)
   for n60 in 0..<64 {
-    do {  // SIMD16 over u61
-      var u61 = 0
-      while u61 &+ 16 <= 120 {
-        store16(arena, (504320 +% (n60 *% 120)) &+ u61, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (504320 +% (n60 *% 120)) &+ u61) + load16(params, 50572 &+ u61)), where: (load16(arena, (504320 +% (n60 *% 120)) &+ u61) + load16(params, 50572 &+ u61)) .> SIMD16<Float>(repeating: Float(0))))
-        u61 &+= 16
+    for k61 in 0..<400 {
+      arena[((512000 +% (k61 *% 64)) +% n60)] = arena[((478720 +% (n60 *% 400)) +% k61)]
+    }
+  }
+  for r62 in 0..<120 {
+    do {  // SIMD16 over i63
+      var i63 = 0
+      while i63 &+ 16 <= 64 {
+        store16(arena, (537600 +% (r62 *% 64)) &+ i63, SIMD16<Float>(repeating: Float(0)))
+        i63 &+= 16
       }
-      while u61 < 120 {
-        arena[((504320 +% (n60 *% 120)) +% u61)] = ((arena[((504320 +% (n60 *% 120)) +% u61)] + params[(50572 +% u61)]) > Float(0) ? (arena[((504320 +% (n60 *% 120)) +% u61)] + params[(50572 +% u61)]) : Float(0))
-        u61 &+= 1
+      while i63 < 64 {
+        arena[((537600 +% (r62 *% 64)) +% i63)] = Float(0)
+        i63 &+= 1
       }
+    }
+  }
+  for kp64 in 0..<2 {
+    for nb65 in 0..<1 {
+      for mb66 in 0..<20 {
+        var t67_c0_0 = load16(arena, ((537600 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)))
+        var t67_c0_1 = load16(arena, (((537600 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c0_2 = load16(arena, (((537600 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c0_3 = load16(arena, (((537600 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 48))
+        var t67_c1_0 = load16(arena, ((537600 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)))
+        var t67_c1_1 = load16(arena, (((537600 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c1_2 = load16(arena, (((537600 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c1_3 = load16(arena, (((537600 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 48))
+        var t67_c2_0 = load16(arena, ((537600 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)))
+        var t67_c2_1 = load16(arena, (((537600 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c2_2 = load16(arena, (((537600 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c2_3 = load16(arena, (((537600 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 48))
+        var t67_c3_0 = load16(arena, ((537600 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)))
+        var t67_c3_1 = load16(arena, (((537600 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c3_2 = load16(arena, (((537600 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c3_3 = load16(arena, (((537600 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 48))
+        var t67_c4_0 = load16(arena, ((537600 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)))
+        var t67_c4_1 = load16(arena, (((537600 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c4_2 = load16(arena, (((537600 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c4_3 = load16(arena, (((537600 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 48))
+        var t67_c5_0 = load16(arena, ((537600 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)))
+        var t67_c5_1 = load16(arena, (((537600 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c5_2 = load16(arena, (((537600 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c5_3 = load16(arena, (((537600 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 48))
+        for k68 in 0..<200 {
+          let t67_b0 = load16(arena, ((512000 +% ((k68 +% (kp64 *% 200)) *% 64)) +% (nb65 *% 64)))
+          let t67_b1 = load16(arena, (((512000 +% ((k68 +% (kp64 *% 200)) *% 64)) +% (nb65 *% 64)) +% 16))
+          let t67_b2 = load16(arena, (((512000 +% ((k68 +% (kp64 *% 200)) *% 64)) +% (nb65 *% 64)) +% 32))
+          let t67_b3 = load16(arena, (((512000 +% ((k68 +% (kp64 *% 200)) *% 64)) +% (nb65 *% 64)) +% 48))
+          let t67_a0 = SIMD16<Float>(repeating: params[((2572 +% ((mb66 *% 6) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c0_0 = t67_c0_0.addingProduct(t67_a0, t67_b0)
+          t67_c0_1 = t67_c0_1.addingProduct(t67_a0, t67_b1)
+          t67_c0_2 = t67_c0_2.addingProduct(t67_a0, t67_b2)
+          t67_c0_3 = t67_c0_3.addingProduct(t67_a0, t67_b3)
+          let t67_a1 = SIMD16<Float>(repeating: params[((2572 +% (((mb66 *% 6) +% 1) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c1_0 = t67_c1_0.addingProduct(t67_a1, t67_b0)
+          t67_c1_1 = t67_c1_1.addingProduct(t67_a1, t67_b1)
+          t67_c1_2 = t67_c1_2.addingProduct(t67_a1, t67_b2)
+          t67_c1_3 = t67_c1_3.addingProduct(t67_a1, t67_b3)
+          let t67_a2 = SIMD16<Float>(repeating: params[((2572 +% (((mb66 *% 6) +% 2) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c2_0 = t67_c2_0.addingProduct(t67_a2, t67_b0)
+          t67_c2_1 = t67_c2_1.addingProduct(t67_a2, t67_b1)
+          t67_c2_2 = t67_c2_2.addingProduct(t67_a2, t67_b2)
+          t67_c2_3 = t67_c2_3.addingProduct(t67_a2, t67_b3)
+          let t67_a3 = SIMD16<Float>(repeating: params[((2572 +% (((mb66 *% 6) +% 3) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c3_0 = t67_c3_0.addingProduct(t67_a3, t67_b0)
+          t67_c3_1 = t67_c3_1.addingProduct(t67_a3, t67_b1)
+          t67_c3_2 = t67_c3_2.addingProduct(t67_a3, t67_b2)
+          t67_c3_3 = t67_c3_3.addingProduct(t67_a3, t67_b3)
+          let t67_a4 = SIMD16<Float>(repeating: params[((2572 +% (((mb66 *% 6) +% 4) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c4_0 = t67_c4_0.addingProduct(t67_a4, t67_b0)
+          t67_c4_1 = t67_c4_1.addingProduct(t67_a4, t67_b1)
+          t67_c4_2 = t67_c4_2.addingProduct(t67_a4, t67_b2)
+          t67_c4_3 = t67_c4_3.addingProduct(t67_a4, t67_b3)
+          let t67_a5 = SIMD16<Float>(repeating: params[((2572 +% (((mb66 *% 6) +% 5) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c5_0 = t67_c5_0.addingProduct(t67_a5, t67_b0)
+          t67_c5_1 = t67_c5_1.addingProduct(t67_a5, t67_b1)
+          t67_c5_2 = t67_c5_2.addingProduct(t67_a5, t67_b2)
+          t67_c5_3 = t67_c5_3.addingProduct(t67_a5, t67_b3)
+        }
+        store16(arena, ((537600 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)), t67_c0_0)
+        store16(arena, (((537600 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 16), t67_c0_1)
+        store16(arena, (((537600 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 32), t67_c0_2)
+        store16(arena, (((537600 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 48), t67_c0_3)
+        store16(arena, ((537600 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)), t67_c1_0)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 16), t67_c1_1)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 32), t67_c1_2)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 48), t67_c1_3)
+        store16(arena, ((537600 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)), t67_c2_0)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 16), t67_c2_1)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 32), t67_c2_2)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 48), t67_c2_3)
+        store16(arena, ((537600 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)), t67_c3_0)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 16), t67_c3_1)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 32), t67_c3_2)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 48), t67_c3_3)
+        store16(arena, ((537600 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)), t67_c4_0)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 16), t67_c4_1)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 32), t67_c4_2)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 48), t67_c4_3)
+        store16(arena, ((537600 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)), t67_c5_0)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 16), t67_c5_1)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 32), t67_c5_2)
+        store16(arena, (((537600 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 48), t67_c5_3)
+      }
+    }
+  }
+  for n69 in 0..<64 {
+    for u70 in 0..<120 {
+      arena[((504320 +% (n69 *% 120)) +% u70)] = ((arena[((537600 +% (u70 *% 64)) +% n69)] + params[(50572 +% u70)]) > Float(0) ? (arena[((537600 +% (u70 *% 64)) +% n69)] + params[(50572 +% u70)]) : Float(0))
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 504320, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 512000, 84)
-  for n62 in 0..<64 {
-    do {  // SIMD16 over u63
-      var u63 = 0
-      while u63 &+ 16 <= 84 {
-        store16(arena, (512000 +% (n62 *% 84)) &+ u63, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 +% (n62 *% 84)) &+ u63) + load16(params, 60772 &+ u63)), where: (load16(arena, (512000 +% (n62 *% 84)) &+ u63) + load16(params, 60772 &+ u63)) .> SIMD16<Float>(repeating: Float(0))))
-        u63 &+= 16
+  for n71 in 0..<64 {
+    do {  // SIMD16 over u72
+      var u72 = 0
+      while u72 &+ 16 <= 84 {
+        store16(arena, (512000 +% (n71 *% 84)) &+ u72, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 +% (n71 *% 84)) &+ u72) + load16(params, 60772 &+ u72)), where: (load16(arena, (512000 +% (n71 *% 84)) &+ u72) + load16(params, 60772 &+ u72)) .> SIMD16<Float>(repeating: Float(0))))
+        u72 &+= 16
       }
-      while u63 < 84 {
-        arena[((512000 +% (n62 *% 84)) +% u63)] = ((arena[((512000 +% (n62 *% 84)) +% u63)] + params[(60772 +% u63)]) > Float(0) ? (arena[((512000 +% (n62 *% 84)) +% u63)] + params[(60772 +% u63)]) : Float(0))
-        u63 &+= 1
+      while u72 < 84 {
+        arena[((512000 +% (n71 *% 84)) +% u72)] = ((arena[((512000 +% (n71 *% 84)) +% u72)] + params[(60772 +% u72)]) > Float(0) ? (arena[((512000 +% (n71 *% 84)) +% u72)] + params[(60772 +% u72)]) : Float(0))
+        u72 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 512000, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 517376, 10)
-  for n64 in 0..<64 {
-    do {  // SIMD16 over u65
-      var u65 = 0
-      while u65 < 10 {
-        arena[((517376 +% (n64 *% 10)) +% u65)] = (arena[((517376 +% (n64 *% 10)) +% u65)] + params[(61696 +% u65)])
-        u65 &+= 1
+  for n73 in 0..<64 {
+    do {  // SIMD16 over u74
+      var u74 = 0
+      while u74 < 10 {
+        arena[((517376 +% (n73 *% 10)) +% u74)] = (arena[((517376 +% (n73 *% 10)) +% u74)] + params[(61696 +% u74)])
+        u74 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc3, label)
-  var total66: Float = Float(0)
-  for n67 in 0..<64 {
-    var m68: Float = arena[(517376 +% (n67 *% 10))]
-    for k70 in 0..<10 {
-      m68 = { let x = m68, y = arena[((517376 +% (n67 *% 10)) +% k70)]; return y > x ? y : x }()
+  var total75: Float = Float(0)
+  for n76 in 0..<64 {
+    var m77: Float = arena[(517376 +% (n76 *% 10))]
+    for k79 in 0..<10 {
+      m77 = { let x = m77, y = arena[((517376 +% (n76 *% 10)) +% k79)]; return y > x ? y : x }()
     }
-    var s69: Float = Float(0)
-    for k71 in 0..<10 {
-      s69 = (s69 + expf((arena[((517376 +% (n67 *% 10)) +% k71)] - m68)))
+    var s78: Float = Float(0)
+    for k80 in 0..<10 {
+      s78 = (s78 + expf((arena[((517376 +% (n76 *% 10)) +% k80)] - m77)))
     }
-    total66 = (total66 + ((m68 + logf(s69)) - arena[((517376 +% (n67 *% 10)) +% Int(labels[n67]))]))
+    total75 = (total75 + ((m77 + logf(s78)) - arena[((517376 +% (n76 *% 10)) +% Int(labels[n76]))]))
   }
-  arena[518016] = (total66 / Float(64))
+  arena[518016] = (total75 / Float(64))
   // fc3_grad = cross_entropy_grad(fc3, label)
-  for n72 in 0..<64 {
-    var m73: Float = arena[(517376 +% (n72 *% 10))]
-    for k75 in 0..<10 {
-      m73 = { let x = m73, y = arena[((517376 +% (n72 *% 10)) +% k75)]; return y > x ? y : x }()
+  for n81 in 0..<64 {
+    var m82: Float = arena[(517376 +% (n81 *% 10))]
+    for k84 in 0..<10 {
+      m82 = { let x = m82, y = arena[((517376 +% (n81 *% 10)) +% k84)]; return y > x ? y : x }()
     }
-    var s74: Float = Float(0)
-    for k76 in 0..<10 {
-      s74 = (s74 + expf((arena[((517376 +% (n72 *% 10)) +% k76)] - m73)))
+    var s83: Float = Float(0)
+    for k85 in 0..<10 {
+      s83 = (s83 + expf((arena[((517376 +% (n81 *% 10)) +% k85)] - m82)))
     }
-    for k77 in 0..<10 {
-      arena[((518032 +% (n72 *% 10)) +% k77)] = ((k77 == Int(labels[n72]) ? ((expf((arena[((517376 +% (n72 *% 10)) +% k77)] - m73)) / s74) - Float(1)) : (expf((arena[((517376 +% (n72 *% 10)) +% k77)] - m73)) / s74)) / Float(64))
+    for k86 in 0..<10 {
+      arena[((518032 +% (n81 *% 10)) +% k86)] = ((k86 == Int(labels[n81]) ? ((expf((arena[((517376 +% (n81 *% 10)) +% k86)] - m82)) / s83) - Float(1)) : (expf((arena[((517376 +% (n81 *% 10)) +% k86)] - m82)) / s83)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
   sgemm(101, 112, 111, 10, 84, 64, 1, arena + 518032, 10, arena + 512000, 84, Float(bitPattern: 0x0), grads + 60856, 84)
   // fc3_bias_grad = dense_grad_bias(fc3_grad)
-  for u78 in 0..<10 {
-    var acc79: Float = Float(0)
-    for n80 in 0..<64 {
-      acc79 = (acc79 + arena[((518032 +% (n80 *% 10)) +% u78)])
+  for u87 in 0..<10 {
+    var acc88: Float = Float(0)
+    for n89 in 0..<64 {
+      acc88 = (acc88 + arena[((518032 +% (n89 *% 10)) +% u87)])
     }
-    grads[(61696 +% u78)] = acc79
+    grads[(61696 +% u87)] = acc88
   }
   // relu4_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 84, 10, 1, arena + 518032, 10, params + 60856, 84, Float(bitPattern: 0x0), arena + 518672, 84)
   // fc2_grad = relu_grad(relu4_grad, fc2)
-  do {  // SIMD16 over i81
-    var i81 = 0
-    while i81 &+ 16 <= 5376 {
-      store16(arena, 524048 &+ i81, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i81), where: load16(arena, 512000 &+ i81) .> SIMD16<Float>(repeating: Float(0))))
-      i81 &+= 16
+  do {  // SIMD16 over i90
+    var i90 = 0
+    while i90 &+ 16 <= 5376 {
+      store16(arena, 524048 &+ i90, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i90), where: load16(arena, 512000 &+ i90) .> SIMD16<Float>(repeating: Float(0))))
+      i90 &+= 16
     }
-    while i81 < 5376 {
-      arena[(524048 +% i81)] = (arena[(512000 +% i81)] > Float(0) ? arena[(518672 +% i81)] : Float(0))
-      i81 &+= 1
+    while i90 < 5376 {
+      arena[(524048 +% i90)] = (arena[(512000 +% i90)] > Float(0) ? arena[(518672 +% i90)] : Float(0))
+      i90 &+= 1
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 84, 120, 64, 1, arena + 524048, 84, arena + 504320, 120, Float(bitPattern: 0x0), grads + 50692, 120)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u82 in 0..<84 {
-    var acc83: Float = Float(0)
-    for n84 in 0..<64 {
-      acc83 = (acc83 + arena[((524048 +% (n84 *% 84)) +% u82)])
+  for u91 in 0..<84 {
+    var acc92: Float = Float(0)
+    for n93 in 0..<64 {
+      acc92 = (acc92 + arena[((524048 +% (n93 *% 84)) +% u91)])
     }
-    grads[(60772 +% u82)] = acc83
+    grads[(60772 +% u91)] = acc92
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 120, 84, 1, arena + 524048, 84, params + 50692, 120, Float(bitPattern: 0x0), arena + 529424, 120)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i85
-    var i85 = 0
-    while i85 &+ 16 <= 7680 {
-      store16(arena, 518032 &+ i85, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i85), where: load16(arena, 504320 &+ i85) .> SIMD16<Float>(repeating: Float(0))))
-      i85 &+= 16
+  do {  // SIMD16 over i94
+    var i94 = 0
+    while i94 &+ 16 <= 7680 {
+      store16(arena, 518032 &+ i94, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i94), where: load16(arena, 504320 &+ i94) .> SIMD16<Float>(repeating: Float(0))))
+      i94 &+= 16
     }
-    while i85 < 7680 {
-      arena[(518032 +% i85)] = (arena[(504320 +% i85)] > Float(0) ? arena[(529424 +% i85)] : Float(0))
-      i85 &+= 1
+    while i94 < 7680 {
+      arena[(518032 +% i94)] = (arena[(504320 +% i94)] > Float(0) ? arena[(529424 +% i94)] : Float(0))
+      i94 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  for nb86 in 0..<6 {
-    for mb87 in 0..<20 {
-      var t88_c0_0 = SIMD16<Float>()
-      var t88_c0_1 = SIMD16<Float>()
-      var t88_c0_2 = SIMD16<Float>()
-      var t88_c0_3 = SIMD16<Float>()
-      var t88_c1_0 = SIMD16<Float>()
-      var t88_c1_1 = SIMD16<Float>()
-      var t88_c1_2 = SIMD16<Float>()
-      var t88_c1_3 = SIMD16<Float>()
-      var t88_c2_0 = SIMD16<Float>()
-      var t88_c2_1 = SIMD16<Float>()
-      var t88_c2_2 = SIMD16<Float>()
-      var t88_c2_3 = SIMD16<Float>()
-      var t88_c3_0 = SIMD16<Float>()
-      var t88_c3_1 = SIMD16<Float>()
-      var t88_c3_2 = SIMD16<Float>()
-      var t88_c3_3 = SIMD16<Float>()
-      var t88_c4_0 = SIMD16<Float>()
-      var t88_c4_1 = SIMD16<Float>()
-      var t88_c4_2 = SIMD16<Float>()
-      var t88_c4_3 = SIMD16<Float>()
-      var t88_c5_0 = SIMD16<Float>()
-      var t88_c5_1 = SIMD16<Float>()
-      var t88_c5_2 = SIMD16<Float>()
-      var t88_c5_3 = SIMD16<Float>()
-      for k89 in 0..<64 {
-        let t88_b0 = load16(arena, ((478720 +% (k89 *% 400)) +% (nb86 *% 64)))
-        let t88_b1 = load16(arena, (((478720 +% (k89 *% 400)) +% (nb86 *% 64)) +% 16))
-        let t88_b2 = load16(arena, (((478720 +% (k89 *% 400)) +% (nb86 *% 64)) +% 32))
-        let t88_b3 = load16(arena, (((478720 +% (k89 *% 400)) +% (nb86 *% 64)) +% 48))
-        let t88_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb87 *% 6)) +% (k89 *% 120))])
-        t88_c0_0 = t88_c0_0.addingProduct(t88_a0, t88_b0)
-        t88_c0_1 = t88_c0_1.addingProduct(t88_a0, t88_b1)
-        t88_c0_2 = t88_c0_2.addingProduct(t88_a0, t88_b2)
-        t88_c0_3 = t88_c0_3.addingProduct(t88_a0, t88_b3)
-        let t88_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb87 *% 6) +% 1)) +% (k89 *% 120))])
-        t88_c1_0 = t88_c1_0.addingProduct(t88_a1, t88_b0)
-        t88_c1_1 = t88_c1_1.addingProduct(t88_a1, t88_b1)
-        t88_c1_2 = t88_c1_2.addingProduct(t88_a1, t88_b2)
-        t88_c1_3 = t88_c1_3.addingProduct(t88_a1, t88_b3)
-        let t88_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb87 *% 6) +% 2)) +% (k89 *% 120))])
-        t88_c2_0 = t88_c2_0.addingProduct(t88_a2, t88_b0)
-        t88_c2_1 = t88_c2_1.addingProduct(t88_a2, t88_b1)
-        t88_c2_2 = t88_c2_2.addingProduct(t88_a2, t88_b2)
-        t88_c2_3 = t88_c2_3.addingProduct(t88_a2, t88_b3)
-        let t88_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb87 *% 6) +% 3)) +% (k89 *% 120))])
-        t88_c3_0 = t88_c3_0.addingProduct(t88_a3, t88_b0)
-        t88_c3_1 = t88_c3_1.addingProduct(t88_a3, t88_b1)
-        t88_c3_2 = t88_c3_2.addingProduct(t88_a3, t88_b2)
-        t88_c3_3 = t88_c3_3.addingProduct(t88_a3, t88_b3)
-        let t88_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb87 *% 6) +% 4)) +% (k89 *% 120))])
-        t88_c4_0 = t88_c4_0.addingProduct(t88_a4, t88_b0)
-        t88_c4_1 = t88_c4_1.addingProduct(t88_a4, t88_b1)
-        t88_c4_2 = t88_c4_2.addingProduct(t88_a4, t88_b2)
-        t88_c4_3 = t88_c4_3.addingProduct(t88_a4, t88_b3)
-        let t88_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb87 *% 6) +% 5)) +% (k89 *% 120))])
-        t88_c5_0 = t88_c5_0.addingProduct(t88_a5, t88_b0)
-        t88_c5_1 = t88_c5_1.addingProduct(t88_a5, t88_b1)
-        t88_c5_2 = t88_c5_2.addingProduct(t88_a5, t88_b2)
-        t88_c5_3 = t88_c5_3.addingProduct(t88_a5, t88_b3)
+  for nb95 in 0..<6 {
+    for mb96 in 0..<20 {
+      var t97_c0_0 = SIMD16<Float>()
+      var t97_c0_1 = SIMD16<Float>()
+      var t97_c0_2 = SIMD16<Float>()
+      var t97_c0_3 = SIMD16<Float>()
+      var t97_c1_0 = SIMD16<Float>()
+      var t97_c1_1 = SIMD16<Float>()
+      var t97_c1_2 = SIMD16<Float>()
+      var t97_c1_3 = SIMD16<Float>()
+      var t97_c2_0 = SIMD16<Float>()
+      var t97_c2_1 = SIMD16<Float>()
+      var t97_c2_2 = SIMD16<Float>()
+      var t97_c2_3 = SIMD16<Float>()
+      var t97_c3_0 = SIMD16<Float>()
+      var t97_c3_1 = SIMD16<Float>()
+      var t97_c3_2 = SIMD16<Float>()
+      var t97_c3_3 = SIMD16<Float>()
+      var t97_c4_0 = SIMD16<Float>()
+      var t97_c4_1 = SIMD16<Float>()
+      var t97_c4_2 = SIMD16<Float>()
+      var t97_c4_3 = SIMD16<Float>()
+      var t97_c5_0 = SIMD16<Float>()
+      var t97_c5_1 = SIMD16<Float>()
+      var t97_c5_2 = SIMD16<Float>()
+      var t97_c5_3 = SIMD16<Float>()
+      for k98 in 0..<64 {
+        let t97_b0 = load16(arena, ((478720 +% (k98 *% 400)) +% (nb95 *% 64)))
+        let t97_b1 = load16(arena, (((478720 +% (k98 *% 400)) +% (nb95 *% 64)) +% 16))
+        let t97_b2 = load16(arena, (((478720 +% (k98 *% 400)) +% (nb95 *% 64)) +% 32))
+        let t97_b3 = load16(arena, (((478720 +% (k98 *% 400)) +% (nb95 *% 64)) +% 48))
+        let t97_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb96 *% 6)) +% (k98 *% 120))])
+        t97_c0_0 = t97_c0_0.addingProduct(t97_a0, t97_b0)
+        t97_c0_1 = t97_c0_1.addingProduct(t97_a0, t97_b1)
+        t97_c0_2 = t97_c0_2.addingProduct(t97_a0, t97_b2)
+        t97_c0_3 = t97_c0_3.addingProduct(t97_a0, t97_b3)
+        let t97_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb96 *% 6) +% 1)) +% (k98 *% 120))])
+        t97_c1_0 = t97_c1_0.addingProduct(t97_a1, t97_b0)
+        t97_c1_1 = t97_c1_1.addingProduct(t97_a1, t97_b1)
+        t97_c1_2 = t97_c1_2.addingProduct(t97_a1, t97_b2)
+        t97_c1_3 = t97_c1_3.addingProduct(t97_a1, t97_b3)
+        let t97_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb96 *% 6) +% 2)) +% (k98 *% 120))])
+        t97_c2_0 = t97_c2_0.addingProduct(t97_a2, t97_b0)
+        t97_c2_1 = t97_c2_1.addingProduct(t97_a2, t97_b1)
+        t97_c2_2 = t97_c2_2.addingProduct(t97_a2, t97_b2)
+        t97_c2_3 = t97_c2_3.addingProduct(t97_a2, t97_b3)
+        let t97_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb96 *% 6) +% 3)) +% (k98 *% 120))])
+        t97_c3_0 = t97_c3_0.addingProduct(t97_a3, t97_b0)
+        t97_c3_1 = t97_c3_1.addingProduct(t97_a3, t97_b1)
+        t97_c3_2 = t97_c3_2.addingProduct(t97_a3, t97_b2)
+        t97_c3_3 = t97_c3_3.addingProduct(t97_a3, t97_b3)
+        let t97_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb96 *% 6) +% 4)) +% (k98 *% 120))])
+        t97_c4_0 = t97_c4_0.addingProduct(t97_a4, t97_b0)
+        t97_c4_1 = t97_c4_1.addingProduct(t97_a4, t97_b1)
+        t97_c4_2 = t97_c4_2.addingProduct(t97_a4, t97_b2)
+        t97_c4_3 = t97_c4_3.addingProduct(t97_a4, t97_b3)
+        let t97_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb96 *% 6) +% 5)) +% (k98 *% 120))])
+        t97_c5_0 = t97_c5_0.addingProduct(t97_a5, t97_b0)
+        t97_c5_1 = t97_c5_1.addingProduct(t97_a5, t97_b1)
+        t97_c5_2 = t97_c5_2.addingProduct(t97_a5, t97_b2)
+        t97_c5_3 = t97_c5_3.addingProduct(t97_a5, t97_b3)
       }
-      store16(grads, ((2572 +% ((mb87 *% 6) *% 400)) +% (nb86 *% 64)), t88_c0_0)
-      store16(grads, (((2572 +% ((mb87 *% 6) *% 400)) +% (nb86 *% 64)) +% 16), t88_c0_1)
-      store16(grads, (((2572 +% ((mb87 *% 6) *% 400)) +% (nb86 *% 64)) +% 32), t88_c0_2)
-      store16(grads, (((2572 +% ((mb87 *% 6) *% 400)) +% (nb86 *% 64)) +% 48), t88_c0_3)
-      store16(grads, ((2572 +% (((mb87 *% 6) +% 1) *% 400)) +% (nb86 *% 64)), t88_c1_0)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 1) *% 400)) +% (nb86 *% 64)) +% 16), t88_c1_1)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 1) *% 400)) +% (nb86 *% 64)) +% 32), t88_c1_2)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 1) *% 400)) +% (nb86 *% 64)) +% 48), t88_c1_3)
-      store16(grads, ((2572 +% (((mb87 *% 6) +% 2) *% 400)) +% (nb86 *% 64)), t88_c2_0)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 2) *% 400)) +% (nb86 *% 64)) +% 16), t88_c2_1)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 2) *% 400)) +% (nb86 *% 64)) +% 32), t88_c2_2)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 2) *% 400)) +% (nb86 *% 64)) +% 48), t88_c2_3)
-      store16(grads, ((2572 +% (((mb87 *% 6) +% 3) *% 400)) +% (nb86 *% 64)), t88_c3_0)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 3) *% 400)) +% (nb86 *% 64)) +% 16), t88_c3_1)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 3) *% 400)) +% (nb86 *% 64)) +% 32), t88_c3_2)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 3) *% 400)) +% (nb86 *% 64)) +% 48), t88_c3_3)
-      store16(grads, ((2572 +% (((mb87 *% 6) +% 4) *% 400)) +% (nb86 *% 64)), t88_c4_0)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 4) *% 400)) +% (nb86 *% 64)) +% 16), t88_c4_1)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 4) *% 400)) +% (nb86 *% 64)) +% 32), t88_c4_2)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 4) *% 400)) +% (nb86 *% 64)) +% 48), t88_c4_3)
-      store16(grads, ((2572 +% (((mb87 *% 6) +% 5) *% 400)) +% (nb86 *% 64)), t88_c5_0)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 5) *% 400)) +% (nb86 *% 64)) +% 16), t88_c5_1)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 5) *% 400)) +% (nb86 *% 64)) +% 32), t88_c5_2)
-      store16(grads, (((2572 +% (((mb87 *% 6) +% 5) *% 400)) +% (nb86 *% 64)) +% 48), t88_c5_3)
+      store16(grads, ((2572 +% ((mb96 *% 6) *% 400)) +% (nb95 *% 64)), t97_c0_0)
+      store16(grads, (((2572 +% ((mb96 *% 6) *% 400)) +% (nb95 *% 64)) +% 16), t97_c0_1)
+      store16(grads, (((2572 +% ((mb96 *% 6) *% 400)) +% (nb95 *% 64)) +% 32), t97_c0_2)
+      store16(grads, (((2572 +% ((mb96 *% 6) *% 400)) +% (nb95 *% 64)) +% 48), t97_c0_3)
+      store16(grads, ((2572 +% (((mb96 *% 6) +% 1) *% 400)) +% (nb95 *% 64)), t97_c1_0)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 1) *% 400)) +% (nb95 *% 64)) +% 16), t97_c1_1)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 1) *% 400)) +% (nb95 *% 64)) +% 32), t97_c1_2)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 1) *% 400)) +% (nb95 *% 64)) +% 48), t97_c1_3)
+      store16(grads, ((2572 +% (((mb96 *% 6) +% 2) *% 400)) +% (nb95 *% 64)), t97_c2_0)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 2) *% 400)) +% (nb95 *% 64)) +% 16), t97_c2_1)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 2) *% 400)) +% (nb95 *% 64)) +% 32), t97_c2_2)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 2) *% 400)) +% (nb95 *% 64)) +% 48), t97_c2_3)
+      store16(grads, ((2572 +% (((mb96 *% 6) +% 3) *% 400)) +% (nb95 *% 64)), t97_c3_0)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 3) *% 400)) +% (nb95 *% 64)) +% 16), t97_c3_1)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 3) *% 400)) +% (nb95 *% 64)) +% 32), t97_c3_2)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 3) *% 400)) +% (nb95 *% 64)) +% 48), t97_c3_3)
+      store16(grads, ((2572 +% (((mb96 *% 6) +% 4) *% 400)) +% (nb95 *% 64)), t97_c4_0)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 4) *% 400)) +% (nb95 *% 64)) +% 16), t97_c4_1)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 4) *% 400)) +% (nb95 *% 64)) +% 32), t97_c4_2)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 4) *% 400)) +% (nb95 *% 64)) +% 48), t97_c4_3)
+      store16(grads, ((2572 +% (((mb96 *% 6) +% 5) *% 400)) +% (nb95 *% 64)), t97_c5_0)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 5) *% 400)) +% (nb95 *% 64)) +% 16), t97_c5_1)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 5) *% 400)) +% (nb95 *% 64)) +% 32), t97_c5_2)
+      store16(grads, (((2572 +% (((mb96 *% 6) +% 5) *% 400)) +% (nb95 *% 64)) +% 48), t97_c5_3)
     }
   }
-  for mb90 in 0..<20 {
-    var t91_c0_0 = SIMD16<Float>()
-    var t91_c1_0 = SIMD16<Float>()
-    var t91_c2_0 = SIMD16<Float>()
-    var t91_c3_0 = SIMD16<Float>()
-    var t91_c4_0 = SIMD16<Float>()
-    var t91_c5_0 = SIMD16<Float>()
-    for k92 in 0..<64 {
-      let t91_b0 = load16(arena, ((478720 +% (k92 *% 400)) +% 384))
-      let t91_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb90 *% 6)) +% (k92 *% 120))])
-      t91_c0_0 = t91_c0_0.addingProduct(t91_a0, t91_b0)
-      let t91_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb90 *% 6) +% 1)) +% (k92 *% 120))])
-      t91_c1_0 = t91_c1_0.addingProduct(t91_a1, t91_b0)
-      let t91_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb90 *% 6) +% 2)) +% (k92 *% 120))])
-      t91_c2_0 = t91_c2_0.addingProduct(t91_a2, t91_b0)
-      let t91_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb90 *% 6) +% 3)) +% (k92 *% 120))])
-      t91_c3_0 = t91_c3_0.addingProduct(t91_a3, t91_b0)
-      let t91_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb90 *% 6) +% 4)) +% (k92 *% 120))])
-      t91_c4_0 = t91_c4_0.addingProduct(t91_a4, t91_b0)
-      let t91_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb90 *% 6) +% 5)) +% (k92 *% 120))])
-      t91_c5_0 = t91_c5_0.addingProduct(t91_a5, t91_b0)
+  for mb99 in 0..<20 {
+    var t100_c0_0 = SIMD16<Float>()
+    var t100_c1_0 = SIMD16<Float>()
+    var t100_c2_0 = SIMD16<Float>()
+    var t100_c3_0 = SIMD16<Float>()
+    var t100_c4_0 = SIMD16<Float>()
+    var t100_c5_0 = SIMD16<Float>()
+    for k101 in 0..<64 {
+      let t100_b0 = load16(arena, ((478720 +% (k101 *% 400)) +% 384))
+      let t100_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb99 *% 6)) +% (k101 *% 120))])
+      t100_c0_0 = t100_c0_0.addingProduct(t100_a0, t100_b0)
+      let t100_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb99 *% 6) +% 1)) +% (k101 *% 120))])
+      t100_c1_0 = t100_c1_0.addingProduct(t100_a1, t100_b0)
+      let t100_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb99 *% 6) +% 2)) +% (k101 *% 120))])
+      t100_c2_0 = t100_c2_0.addingProduct(t100_a2, t100_b0)
+      let t100_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb99 *% 6) +% 3)) +% (k101 *% 120))])
+      t100_c3_0 = t100_c3_0.addingProduct(t100_a3, t100_b0)
+      let t100_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb99 *% 6) +% 4)) +% (k101 *% 120))])
+      t100_c4_0 = t100_c4_0.addingProduct(t100_a4, t100_b0)
+      let t100_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb99 *% 6) +% 5)) +% (k101 *% 120))])
+      t100_c5_0 = t100_c5_0.addingProduct(t100_a5, t100_b0)
     }
-    store16(grads, ((2572 +% ((mb90 *% 6) *% 400)) +% 384), t91_c0_0)
-    store16(grads, ((2572 +% (((mb90 *% 6) +% 1) *% 400)) +% 384), t91_c1_0)
-    store16(grads, ((2572 +% (((mb90 *% 6) +% 2) *% 400)) +% 384), t91_c2_0)
-    store16(grads, ((2572 +% (((mb90 *% 6) +% 3) *% 400)) +% 384), t91_c3_0)
-    store16(grads, ((2572 +% (((mb90 *% 6) +% 4) *% 400)) +% 384), t91_c4_0)
-    store16(grads, ((2572 +% (((mb90 *% 6) +% 5) *% 400)) +% 384), t91_c5_0)
+    store16(grads, ((2572 +% ((mb99 *% 6) *% 400)) +% 384), t100_c0_0)
+    store16(grads, ((2572 +% (((mb99 *% 6) +% 1) *% 400)) +% 384), t100_c1_0)
+    store16(grads, ((2572 +% (((mb99 *% 6) +% 2) *% 400)) +% 384), t100_c2_0)
+    store16(grads, ((2572 +% (((mb99 *% 6) +% 3) *% 400)) +% 384), t100_c3_0)
+    store16(grads, ((2572 +% (((mb99 *% 6) +% 4) *% 400)) +% 384), t100_c4_0)
+    store16(grads, ((2572 +% (((mb99 *% 6) +% 5) *% 400)) +% 384), t100_c5_0)
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u93 in 0..<120 {
-    var acc94: Float = Float(0)
-    for n95 in 0..<64 {
-      acc94 = (acc94 + arena[((518032 +% (n95 *% 120)) +% u93)])
+  for u102 in 0..<120 {
+    var acc103: Float = Float(0)
+    for n104 in 0..<64 {
+      acc103 = (acc103 + arena[((518032 +% (n104 *% 120)) +% u102)])
     }
-    grads[(50572 +% u93)] = acc94
+    grads[(50572 +% u102)] = acc103
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  for nb96 in 0..<6 {
-    for mb97 in 0..<16 {
-      var t98_c0_0 = SIMD16<Float>()
-      var t98_c0_1 = SIMD16<Float>()
-      var t98_c0_2 = SIMD16<Float>()
-      var t98_c0_3 = SIMD16<Float>()
-      var t98_c1_0 = SIMD16<Float>()
-      var t98_c1_1 = SIMD16<Float>()
-      var t98_c1_2 = SIMD16<Float>()
-      var t98_c1_3 = SIMD16<Float>()
-      var t98_c2_0 = SIMD16<Float>()
-      var t98_c2_1 = SIMD16<Float>()
-      var t98_c2_2 = SIMD16<Float>()
-      var t98_c2_3 = SIMD16<Float>()
-      var t98_c3_0 = SIMD16<Float>()
-      var t98_c3_1 = SIMD16<Float>()
-      var t98_c3_2 = SIMD16<Float>()
-      var t98_c3_3 = SIMD16<Float>()
-      for k99 in 0..<120 {
-        let t98_b0 = load16(params, ((2572 +% (k99 *% 400)) +% (nb96 *% 64)))
-        let t98_b1 = load16(params, (((2572 +% (k99 *% 400)) +% (nb96 *% 64)) +% 16))
-        let t98_b2 = load16(params, (((2572 +% (k99 *% 400)) +% (nb96 *% 64)) +% 32))
-        let t98_b3 = load16(params, (((2572 +% (k99 *% 400)) +% (nb96 *% 64)) +% 48))
-        let t98_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb97 *% 4) *% 120)) +% k99)])
-        t98_c0_0 = t98_c0_0.addingProduct(t98_a0, t98_b0)
-        t98_c0_1 = t98_c0_1.addingProduct(t98_a0, t98_b1)
-        t98_c0_2 = t98_c0_2.addingProduct(t98_a0, t98_b2)
-        t98_c0_3 = t98_c0_3.addingProduct(t98_a0, t98_b3)
-        let t98_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb97 *% 4) +% 1) *% 120)) +% k99)])
-        t98_c1_0 = t98_c1_0.addingProduct(t98_a1, t98_b0)
-        t98_c1_1 = t98_c1_1.addingProduct(t98_a1, t98_b1)
-        t98_c1_2 = t98_c1_2.addingProduct(t98_a1, t98_b2)
-        t98_c1_3 = t98_c1_3.addingProduct(t98_a1, t98_b3)
-        let t98_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb97 *% 4) +% 2) *% 120)) +% k99)])
-        t98_c2_0 = t98_c2_0.addingProduct(t98_a2, t98_b0)
-        t98_c2_1 = t98_c2_1.addingProduct(t98_a2, t98_b1)
-        t98_c2_2 = t98_c2_2.addingProduct(t98_a2, t98_b2)
-        t98_c2_3 = t98_c2_3.addingProduct(t98_a2, t98_b3)
-        let t98_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb97 *% 4) +% 3) *% 120)) +% k99)])
-        t98_c3_0 = t98_c3_0.addingProduct(t98_a3, t98_b0)
-        t98_c3_1 = t98_c3_1.addingProduct(t98_a3, t98_b1)
-        t98_c3_2 = t98_c3_2.addingProduct(t98_a3, t98_b2)
-        t98_c3_3 = t98_c3_3.addingProduct(t98_a3, t98_b3)
+  for nb105 in 0..<6 {
+    for mb106 in 0..<16 {
+      var t107_c0_0 = SIMD16<Float>()
+      var t107_c0_1 = SIMD16<Float>()
+      var t107_c0_2 = SIMD16<Float>()
+      var t107_c0_3 = SIMD16<Float>()
+      var t107_c1_0 = SIMD16<Float>()
+      var t107_c1_1 = SIMD16<Float>()
+      var t107_c1_2 = SIMD16<Float>()
+      var t107_c1_3 = SIMD16<Float>()
+      var t107_c2_0 = SIMD16<Float>()
+      var t107_c2_1 = SIMD16<Float>()
+      var t107_c2_2 = SIMD16<Float>()
+      var t107_c2_3 = SIMD16<Float>()
+      var t107_c3_0 = SIMD16<Float>()
+      var t107_c3_1 = SIMD16<Float>()
+      var t107_c3_2 = SIMD16<Float>()
+      var t107_c3_3 = SIMD16<Float>()
+      for k108 in 0..<120 {
+        let t107_b0 = load16(params, ((2572 +% (k108 *% 400)) +% (nb105 *% 64)))
+        let t107_b1 = load16(params, (((2572 +% (k108 *% 400)) +% (nb105 *% 64)) +% 16))
+        let t107_b2 = load16(params, (((2572 +% (k108 *% 400)) +% (nb105 *% 64)) +% 32))
+        let t107_b3 = load16(params, (((2572 +% (k108 *% 400)) +% (nb105 *% 64)) +% 48))
+        let t107_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb106 *% 4) *% 120)) +% k108)])
+        t107_c0_0 = t107_c0_0.addingProduct(t107_a0, t107_b0)
+        t107_c0_1 = t107_c0_1.addingProduct(t107_a0, t107_b1)
+        t107_c0_2 = t107_c0_2.addingProduct(t107_a0, t107_b2)
+        t107_c0_3 = t107_c0_3.addingProduct(t107_a0, t107_b3)
+        let t107_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb106 *% 4) +% 1) *% 120)) +% k108)])
+        t107_c1_0 = t107_c1_0.addingProduct(t107_a1, t107_b0)
+        t107_c1_1 = t107_c1_1.addingProduct(t107_a1, t107_b1)
+        t107_c1_2 = t107_c1_2.addingProduct(t107_a1, t107_b2)
+        t107_c1_3 = t107_c1_3.addingProduct(t107_a1, t107_b3)
+        let t107_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb106 *% 4) +% 2) *% 120)) +% k108)])
+        t107_c2_0 = t107_c2_0.addingProduct(t107_a2, t107_b0)
+        t107_c2_1 = t107_c2_1.addingProduct(t107_a2, t107_b1)
+        t107_c2_2 = t107_c2_2.addingProduct(t107_a2, t107_b2)
+        t107_c2_3 = t107_c2_3.addingProduct(t107_a2, t107_b3)
+        let t107_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb106 *% 4) +% 3) *% 120)) +% k108)])
+        t107_c3_0 = t107_c3_0.addingProduct(t107_a3, t107_b0)
+        t107_c3_1 = t107_c3_1.addingProduct(t107_a3, t107_b1)
+        t107_c3_2 = t107_c3_2.addingProduct(t107_a3, t107_b2)
+        t107_c3_3 = t107_c3_3.addingProduct(t107_a3, t107_b3)
       }
-      store16(arena, ((525712 +% ((mb97 *% 4) *% 400)) +% (nb96 *% 64)), t98_c0_0)
-      store16(arena, (((525712 +% ((mb97 *% 4) *% 400)) +% (nb96 *% 64)) +% 16), t98_c0_1)
-      store16(arena, (((525712 +% ((mb97 *% 4) *% 400)) +% (nb96 *% 64)) +% 32), t98_c0_2)
-      store16(arena, (((525712 +% ((mb97 *% 4) *% 400)) +% (nb96 *% 64)) +% 48), t98_c0_3)
-      store16(arena, ((525712 +% (((mb97 *% 4) +% 1) *% 400)) +% (nb96 *% 64)), t98_c1_0)
-      store16(arena, (((525712 +% (((mb97 *% 4) +% 1) *% 400)) +% (nb96 *% 64)) +% 16), t98_c1_1)
-      store16(arena, (((525712 +% (((mb97 *% 4) +% 1) *% 400)) +% (nb96 *% 64)) +% 32), t98_c1_2)
-      store16(arena, (((525712 +% (((mb97 *% 4) +% 1) *% 400)) +% (nb96 *% 64)) +% 48), t98_c1_3)
-      store16(arena, ((525712 +% (((mb97 *% 4) +% 2) *% 400)) +% (nb96 *% 64)), t98_c2_0)
-      store16(arena, (((525712 +% (((mb97 *% 4) +% 2) *% 400)) +% (nb96 *% 64)) +% 16), t98_c2_1)
-      store16(arena, (((525712 +% (((mb97 *% 4) +% 2) *% 400)) +% (nb96 *% 64)) +% 32), t98_c2_2)
-      store16(arena, (((525712 +% (((mb97 *% 4) +% 2) *% 400)) +% (nb96 *% 64)) +% 48), t98_c2_3)
-      store16(arena, ((525712 +% (((mb97 *% 4) +% 3) *% 400)) +% (nb96 *% 64)), t98_c3_0)
-      store16(arena, (((525712 +% (((mb97 *% 4) +% 3) *% 400)) +% (nb96 *% 64)) +% 16), t98_c3_1)
-      store16(arena, (((525712 +% (((mb97 *% 4) +% 3) *% 400)) +% (nb96 *% 64)) +% 32), t98_c3_2)
-      store16(arena, (((525712 +% (((mb97 *% 4) +% 3) *% 400)) +% (nb96 *% 64)) +% 48), t98_c3_3)
+      store16(arena, ((525712 +% ((mb106 *% 4) *% 400)) +% (nb105 *% 64)), t107_c0_0)
+      store16(arena, (((525712 +% ((mb106 *% 4) *% 400)) +% (nb105 *% 64)) +% 16), t107_c0_1)
+      store16(arena, (((525712 +% ((mb106 *% 4) *% 400)) +% (nb105 *% 64)) +% 32), t107_c0_2)
+      store16(arena, (((525712 +% ((mb106 *% 4) *% 400)) +% (nb105 *% 64)) +% 48), t107_c0_3)
+      store16(arena, ((525712 +% (((mb106 *% 4) +% 1) *% 400)) +% (nb105 *% 64)), t107_c1_0)
+      store16(arena, (((525712 +% (((mb106 *% 4) +% 1) *% 400)) +% (nb105 *% 64)) +% 16), t107_c1_1)
+      store16(arena, (((525712 +% (((mb106 *% 4) +% 1) *% 400)) +% (nb105 *% 64)) +% 32), t107_c1_2)
+      store16(arena, (((525712 +% (((mb106 *% 4) +% 1) *% 400)) +% (nb105 *% 64)) +% 48), t107_c1_3)
+      store16(arena, ((525712 +% (((mb106 *% 4) +% 2) *% 400)) +% (nb105 *% 64)), t107_c2_0)
+      store16(arena, (((525712 +% (((mb106 *% 4) +% 2) *% 400)) +% (nb105 *% 64)) +% 16), t107_c2_1)
+      store16(arena, (((525712 +% (((mb106 *% 4) +% 2) *% 400)) +% (nb105 *% 64)) +% 32), t107_c2_2)
+      store16(arena, (((525712 +% (((mb106 *% 4) +% 2) *% 400)) +% (nb105 *% 64)) +% 48), t107_c2_3)
+      store16(arena, ((525712 +% (((mb106 *% 4) +% 3) *% 400)) +% (nb105 *% 64)), t107_c3_0)
+      store16(arena, (((525712 +% (((mb106 *% 4) +% 3) *% 400)) +% (nb105 *% 64)) +% 16), t107_c3_1)
+      store16(arena, (((525712 +% (((mb106 *% 4) +% 3) *% 400)) +% (nb105 *% 64)) +% 32), t107_c3_2)
+      store16(arena, (((525712 +% (((mb106 *% 4) +% 3) *% 400)) +% (nb105 *% 64)) +% 48), t107_c3_3)
     }
   }
-  for mb100 in 0..<16 {
-    var t101_c0_0 = SIMD16<Float>()
-    var t101_c1_0 = SIMD16<Float>()
-    var t101_c2_0 = SIMD16<Float>()
-    var t101_c3_0 = SIMD16<Float>()
-    for k102 in 0..<120 {
-      let t101_b0 = load16(params, ((2572 +% (k102 *% 400)) +% 384))
-      let t101_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb100 *% 4) *% 120)) +% k102)])
-      t101_c0_0 = t101_c0_0.addingProduct(t101_a0, t101_b0)
-      let t101_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 4) +% 1) *% 120)) +% k102)])
-      t101_c1_0 = t101_c1_0.addingProduct(t101_a1, t101_b0)
-      let t101_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 4) +% 2) *% 120)) +% k102)])
-      t101_c2_0 = t101_c2_0.addingProduct(t101_a2, t101_b0)
-      let t101_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 4) +% 3) *% 120)) +% k102)])
-      t101_c3_0 = t101_c3_0.addingProduct(t101_a3, t101_b0)
+  for mb109 in 0..<16 {
+    var t110_c0_0 = SIMD16<Float>()
+    var t110_c1_0 = SIMD16<Float>()
+    var t110_c2_0 = SIMD16<Float>()
+    var t110_c3_0 = SIMD16<Float>()
+    for k111 in 0..<120 {
+      let t110_b0 = load16(params, ((2572 +% (k111 *% 400)) +% 384))
+      let t110_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb109 *% 4) *% 120)) +% k111)])
+      t110_c0_0 = t110_c0_0.addingProduct(t110_a0, t110_b0)
+      let t110_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb109 *% 4) +% 1) *% 120)) +% k111)])
+      t110_c1_0 = t110_c1_0.addingProduct(t110_a1, t110_b0)
+      let t110_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb109 *% 4) +% 2) *% 120)) +% k111)])
+      t110_c2_0 = t110_c2_0.addingProduct(t110_a2, t110_b0)
+      let t110_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb109 *% 4) +% 3) *% 120)) +% k111)])
+      t110_c3_0 = t110_c3_0.addingProduct(t110_a3, t110_b0)
     }
-    store16(arena, ((525712 +% ((mb100 *% 4) *% 400)) +% 384), t101_c0_0)
-    store16(arena, ((525712 +% (((mb100 *% 4) +% 1) *% 400)) +% 384), t101_c1_0)
-    store16(arena, ((525712 +% (((mb100 *% 4) +% 2) *% 400)) +% 384), t101_c2_0)
-    store16(arena, ((525712 +% (((mb100 *% 4) +% 3) *% 400)) +% 384), t101_c3_0)
+    store16(arena, ((525712 +% ((mb109 *% 4) *% 400)) +% 384), t110_c0_0)
+    store16(arena, ((525712 +% (((mb109 *% 4) +% 1) *% 400)) +% 384), t110_c1_0)
+    store16(arena, ((525712 +% (((mb109 *% 4) +% 2) *% 400)) +% 384), t110_c2_0)
+    store16(arena, ((525712 +% (((mb109 *% 4) +% 3) *% 400)) +% 384), t110_c3_0)
   }
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = avgpool_grad(pool2_grad, conv2)
-  do {  // SIMD16 over i103
-    var i103 = 0
-    while i103 &+ 16 <= 102400 {
-      store16(arena, 551312 &+ i103, SIMD16<Float>(repeating: Float(0)))
-      i103 &+= 16
+  do {  // SIMD16 over i112
+    var i112 = 0
+    while i112 &+ 16 <= 102400 {
+      store16(arena, 551312 &+ i112, SIMD16<Float>(repeating: Float(0)))
+      i112 &+= 16
     }
-    while i103 < 102400 {
-      arena[(551312 +% i103)] = Float(0)
-      i103 &+= 1
+    while i112 < 102400 {
+      arena[(551312 +% i112)] = Float(0)
+      i112 &+= 1
     }
   }
-  for q104 in 0..<1024 {
-    for py105 in 0..<5 {
-      for px106 in 0..<5 {
-        for ky107 in 0..<2 {
-          for kx108 in 0..<2 {
-            arena[(((551312 +% (((q104 *% 100) +% (py105 *% 20)) +% (px106 *% 2))) +% (ky107 *% 10)) +% kx108)] += (arena[(((525712 +% (q104 *% 25)) +% (py105 *% 5)) +% px106)] * Float(bitPattern: 0x3e800000))
+  for q113 in 0..<1024 {
+    for py114 in 0..<5 {
+      for px115 in 0..<5 {
+        for ky116 in 0..<2 {
+          for kx117 in 0..<2 {
+            arena[(((551312 +% (((q113 *% 100) +% (py114 *% 20)) +% (px115 *% 2))) +% (ky116 *% 10)) +% kx117)] += (arena[(((525712 +% (q113 *% 25)) +% (py114 *% 5)) +% px115)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv2_grad = relu_grad(relu2_grad, conv2)
-  do {  // SIMD16 over i109
-    var i109 = 0
-    while i109 &+ 16 <= 102400 {
-      store16(arena, 653712 &+ i109, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i109), where: load16(arena, 376320 &+ i109) .> SIMD16<Float>(repeating: Float(0))))
-      i109 &+= 16
+  do {  // SIMD16 over i118
+    var i118 = 0
+    while i118 &+ 16 <= 102400 {
+      store16(arena, 653712 &+ i118, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i118), where: load16(arena, 376320 &+ i118) .> SIMD16<Float>(repeating: Float(0))))
+      i118 &+= 16
     }
-    while i109 < 102400 {
-      arena[(653712 +% i109)] = (arena[(376320 +% i109)] > Float(0) ? arena[(551312 +% i109)] : Float(0))
-      i109 &+= 1
+    while i118 < 102400 {
+      arena[(653712 +% i118)] = (arena[(376320 +% i118)] > Float(0) ? arena[(551312 +% i118)] : Float(0))
+      i118 &+= 1
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  do {  // SIMD16 over i110
-    var i110 = 0
-    while i110 &+ 16 <= 2400 {
-      store16(arena, 1021712 &+ i110, SIMD16<Float>(repeating: Float(0)))
-      i110 &+= 16
+  do {  // SIMD16 over i119
+    var i119 = 0
+    while i119 &+ 16 <= 2400 {
+      store16(arena, 1021712 &+ i119, SIMD16<Float>(repeating: Float(0)))
+      i119 &+= 16
     }
-    while i110 < 2400 {
-      arena[(1021712 +% i110)] = Float(0)
-      i110 &+= 1
-    }
-  }
-  for g111 in 0..<4 {
-    for j112 in 0..<16 {
-      for c113 in 0..<6 {
-        for ky114 in 0..<5 {
-          for oy115 in 0..<10 {
-            for ox116 in 0..<10 {
-              arena[(((756112 +% ((((c113 *% 5) +% ky114) *% 5) *% 1600)) +% (j112 *% 100)) +% ((oy115 *% 10) +% ox116))] = arena[((((301056 +% (((g111 *% 16) +% j112) *% 1176)) +% (c113 *% 196)) +% ((oy115 +% ky114) *% 14)) +% ox116)]
-            }
-          }
-          for oy117 in 0..<10 {
-            for ox118 in 0..<10 {
-              arena[(((756112 +% (((((c113 *% 5) +% ky114) *% 5) +% 1) *% 1600)) +% (j112 *% 100)) +% ((oy117 *% 10) +% ox118))] = arena[((((301056 +% (((g111 *% 16) +% j112) *% 1176)) +% (c113 *% 196)) +% ((oy117 +% ky114) *% 14)) +% (ox118 +% 1))]
-            }
-          }
-          for oy119 in 0..<10 {
-            for ox120 in 0..<10 {
-              arena[(((756112 +% (((((c113 *% 5) +% ky114) *% 5) +% 2) *% 1600)) +% (j112 *% 100)) +% ((oy119 *% 10) +% ox120))] = arena[((((301056 +% (((g111 *% 16) +% j112) *% 1176)) +% (c113 *% 196)) +% ((oy119 +% ky114) *% 14)) +% (ox120 +% 2))]
-            }
-          }
-          for oy121 in 0..<10 {
-            for ox122 in 0..<10 {
-              arena[(((756112 +% (((((c113 *% 5) +% ky114) *% 5) +% 3) *% 1600)) +% (j112 *% 100)) +% ((oy121 *% 10) +% ox122))] = arena[((((301056 +% (((g111 *% 16) +% j112) *% 1176)) +% (c113 *% 196)) +% ((oy121 +% ky114) *% 14)) +% (ox122 +% 3))]
-            }
-          }
-          for oy123 in 0..<10 {
-            for ox124 in 0..<10 {
-              arena[(((756112 +% (((((c113 *% 5) +% ky114) *% 5) +% 4) *% 1600)) +% (j112 *% 100)) +% ((oy123 *% 10) +% ox124))] = arena[((((301056 +% (((g111 *% 16) +% j112) *% 1176)) +% (c113 *% 196)) +% ((oy123 +% ky114) *% 14)) +% (ox124 +% 4))]
-            }
-          }
-        }
-      }
-    }
-    for j125 in 0..<16 {
-      for i126 in 0..<100 {
-        for f127 in 0..<16 {
-          arena[((996112 +% (((j125 *% 100) +% i126) *% 16)) +% f127)] = arena[(((653712 +% (((g111 *% 16) +% j125) *% 1600)) +% (f127 *% 100)) +% i126)]
-        }
-      }
-    }
-    for kp128 in 0..<5 {
-      for nb129 in 0..<1 {
-        for mb130 in 0..<6 {
-          var t131_c0_0 = load16(arena, ((1021712 +% ((mb130 *% 25) *% 16)) +% (nb129 *% 16)))
-          var t131_c1_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 1) *% 16)) +% (nb129 *% 16)))
-          var t131_c2_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 2) *% 16)) +% (nb129 *% 16)))
-          var t131_c3_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 3) *% 16)) +% (nb129 *% 16)))
-          var t131_c4_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 4) *% 16)) +% (nb129 *% 16)))
-          var t131_c5_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 5) *% 16)) +% (nb129 *% 16)))
-          var t131_c6_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 6) *% 16)) +% (nb129 *% 16)))
-          var t131_c7_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 7) *% 16)) +% (nb129 *% 16)))
-          var t131_c8_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 8) *% 16)) +% (nb129 *% 16)))
-          var t131_c9_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 9) *% 16)) +% (nb129 *% 16)))
-          var t131_c10_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 10) *% 16)) +% (nb129 *% 16)))
-          var t131_c11_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 11) *% 16)) +% (nb129 *% 16)))
-          var t131_c12_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 12) *% 16)) +% (nb129 *% 16)))
-          var t131_c13_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 13) *% 16)) +% (nb129 *% 16)))
-          var t131_c14_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 14) *% 16)) +% (nb129 *% 16)))
-          var t131_c15_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 15) *% 16)) +% (nb129 *% 16)))
-          var t131_c16_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 16) *% 16)) +% (nb129 *% 16)))
-          var t131_c17_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 17) *% 16)) +% (nb129 *% 16)))
-          var t131_c18_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 18) *% 16)) +% (nb129 *% 16)))
-          var t131_c19_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 19) *% 16)) +% (nb129 *% 16)))
-          var t131_c20_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 20) *% 16)) +% (nb129 *% 16)))
-          var t131_c21_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 21) *% 16)) +% (nb129 *% 16)))
-          var t131_c22_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 22) *% 16)) +% (nb129 *% 16)))
-          var t131_c23_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 23) *% 16)) +% (nb129 *% 16)))
-          var t131_c24_0 = load16(arena, ((1021712 +% (((mb130 *% 25) +% 24) *% 16)) +% (nb129 *% 16)))
-          for k132 in 0..<320 {
-            let t131_b0 = load16(arena, ((996112 +% ((k132 +% (kp128 *% 320)) *% 16)) +% (nb129 *% 16)))
-            let t131_a0 = SIMD16<Float>(repeating: arena[((756112 +% ((mb130 *% 25) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c0_0 = t131_c0_0.addingProduct(t131_a0, t131_b0)
-            let t131_a1 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 1) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c1_0 = t131_c1_0.addingProduct(t131_a1, t131_b0)
-            let t131_a2 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 2) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c2_0 = t131_c2_0.addingProduct(t131_a2, t131_b0)
-            let t131_a3 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 3) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c3_0 = t131_c3_0.addingProduct(t131_a3, t131_b0)
-            let t131_a4 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 4) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c4_0 = t131_c4_0.addingProduct(t131_a4, t131_b0)
-            let t131_a5 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 5) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c5_0 = t131_c5_0.addingProduct(t131_a5, t131_b0)
-            let t131_a6 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 6) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c6_0 = t131_c6_0.addingProduct(t131_a6, t131_b0)
-            let t131_a7 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 7) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c7_0 = t131_c7_0.addingProduct(t131_a7, t131_b0)
-            let t131_a8 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 8) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c8_0 = t131_c8_0.addingProduct(t131_a8, t131_b0)
-            let t131_a9 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 9) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c9_0 = t131_c9_0.addingProduct(t131_a9, t131_b0)
-            let t131_a10 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 10) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c10_0 = t131_c10_0.addingProduct(t131_a10, t131_b0)
-            let t131_a11 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 11) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c11_0 = t131_c11_0.addingProduct(t131_a11, t131_b0)
-            let t131_a12 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 12) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c12_0 = t131_c12_0.addingProduct(t131_a12, t131_b0)
-            let t131_a13 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 13) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c13_0 = t131_c13_0.addingProduct(t131_a13, t131_b0)
-            let t131_a14 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 14) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c14_0 = t131_c14_0.addingProduct(t131_a14, t131_b0)
-            let t131_a15 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 15) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c15_0 = t131_c15_0.addingProduct(t131_a15, t131_b0)
-            let t131_a16 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 16) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c16_0 = t131_c16_0.addingProduct(t131_a16, t131_b0)
-            let t131_a17 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 17) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c17_0 = t131_c17_0.addingProduct(t131_a17, t131_b0)
-            let t131_a18 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 18) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c18_0 = t131_c18_0.addingProduct(t131_a18, t131_b0)
-            let t131_a19 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 19) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c19_0 = t131_c19_0.addingProduct(t131_a19, t131_b0)
-            let t131_a20 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 20) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c20_0 = t131_c20_0.addingProduct(t131_a20, t131_b0)
-            let t131_a21 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 21) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c21_0 = t131_c21_0.addingProduct(t131_a21, t131_b0)
-            let t131_a22 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 22) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c22_0 = t131_c22_0.addingProduct(t131_a22, t131_b0)
-            let t131_a23 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 23) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c23_0 = t131_c23_0.addingProduct(t131_a23, t131_b0)
-            let t131_a24 = SIMD16<Float>(repeating: arena[((756112 +% (((mb130 *% 25) +% 24) *% 1600)) +% (k132 +% (kp128 *% 320)))])
-            t131_c24_0 = t131_c24_0.addingProduct(t131_a24, t131_b0)
-          }
-          store16(arena, ((1021712 +% ((mb130 *% 25) *% 16)) +% (nb129 *% 16)), t131_c0_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 1) *% 16)) +% (nb129 *% 16)), t131_c1_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 2) *% 16)) +% (nb129 *% 16)), t131_c2_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 3) *% 16)) +% (nb129 *% 16)), t131_c3_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 4) *% 16)) +% (nb129 *% 16)), t131_c4_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 5) *% 16)) +% (nb129 *% 16)), t131_c5_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 6) *% 16)) +% (nb129 *% 16)), t131_c6_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 7) *% 16)) +% (nb129 *% 16)), t131_c7_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 8) *% 16)) +% (nb129 *% 16)), t131_c8_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 9) *% 16)) +% (nb129 *% 16)), t131_c9_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 10) *% 16)) +% (nb129 *% 16)), t131_c10_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 11) *% 16)) +% (nb129 *% 16)), t131_c11_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 12) *% 16)) +% (nb129 *% 16)), t131_c12_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 13) *% 16)) +% (nb129 *% 16)), t131_c13_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 14) *% 16)) +% (nb129 *% 16)), t131_c14_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 15) *% 16)) +% (nb129 *% 16)), t131_c15_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 16) *% 16)) +% (nb129 *% 16)), t131_c16_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 17) *% 16)) +% (nb129 *% 16)), t131_c17_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 18) *% 16)) +% (nb129 *% 16)), t131_c18_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 19) *% 16)) +% (nb129 *% 16)), t131_c19_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 20) *% 16)) +% (nb129 *% 16)), t131_c20_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 21) *% 16)) +% (nb129 *% 16)), t131_c21_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 22) *% 16)) +% (nb129 *% 16)), t131_c22_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 23) *% 16)) +% (nb129 *% 16)), t131_c23_0)
-          store16(arena, ((1021712 +% (((mb130 *% 25) +% 24) *% 16)) +% (nb129 *% 16)), t131_c24_0)
-        }
-      }
+    while i119 < 2400 {
+      arena[(1021712 +% i119)] = Float(0)
+      i119 &+= 1
     }
   }
-  for f133 in 0..<16 {
-    for r134 in 0..<150 {
-      grads[((156 +% (f133 *% 150)) +% r134)] = arena[((1021712 +% (r134 *% 16)) +% f133)]
+  for g120 in 0..<4 {
+    for j121 in 0..<16 {
+      for c122 in 0..<6 {
+        for ky123 in 0..<5 {
+          for oy124 in 0..<10 {
+            for ox125 in 0..<10 {
+              arena[(((756112 +% ((((c122 *% 5) +% ky123) *% 5) *% 1600)) +% (j121 *% 100)) +% ((oy124 *% 10) +% ox125))] = arena[((((301056 +% (((g120 *% 16) +% j121) *% 1176)) +% (c122 *% 196)) +% ((oy124 +% ky123) *% 14)) +% ox125)]
+            }
+          }
+          for oy126 in 0..<10 {
+            for ox127 in 0..<10 {
+              arena[(((756112 +% (((((c122 *% 5) +% ky123) *% 5) +% 1) *% 1600)) +% (j121 *% 100)) +% ((oy126 *% 10) +% ox127))] = arena[((((301056 +% (((g120 *% 16) +% j121) *% 1176)) +% (c122 *% 196)) +% ((oy126 +% ky123) *% 14)) +% (ox127 +% 1))]
+            }
+          }
+          for oy128 in 0..<10 {
+            for ox129 in 0..<10 {
+              arena[(((756112 +% (((((c122 *% 5) +% ky123) *% 5) +% 2) *% 1600)) +% (j121 *% 100)) +% ((oy128 *% 10) +% ox129))] = arena[((((301056 +% (((g120 *% 16) +% j121) *% 1176)) +% (c122 *% 196)) +% ((oy128 +% ky123) *% 14)) +% (ox129 +% 2))]
+            }
+          }
+          for oy130 in 0..<10 {
+            for ox131 in 0..<10 {
+              arena[(((756112 +% (((((c122 *% 5) +% ky123) *% 5) +% 3) *% 1600)) +% (j121 *% 100)) +% ((oy130 *% 10) +% ox131))] = arena[((((301056 +% (((g120 *% 16) +% j121) *% 1176)) +% (c122 *% 196)) +% ((oy130 +% ky123) *% 14)) +% (ox131 +% 3))]
+            }
+          }
+          for oy132 in 0..<10 {
+            for ox133 in 0..<10 {
+              arena[(((756112 +% (((((c122 *% 5) +% ky123) *% 5) +% 4) *% 1600)) +% (j121 *% 100)) +% ((oy132 *% 10) +% ox133))] = arena[((((301056 +% (((g120 *% 16) +% j121) *% 1176)) +% (c122 *% 196)) +% ((oy132 +% ky123) *% 14)) +% (ox133 +% 4))]
+            }
+          }
+        }
+      }
+    }
+    for j134 in 0..<16 {
+      for i135 in 0..<100 {
+        for f136 in 0..<16 {
+          arena[((996112 +% (((j134 *% 100) +% i135) *% 16)) +% f136)] = arena[(((653712 +% (((g120 *% 16) +% j134) *% 1600)) +% (f136 *% 100)) +% i135)]
+        }
+      }
+    }
+    for kp137 in 0..<5 {
+      for nb138 in 0..<1 {
+        for mb139 in 0..<6 {
+          var t140_c0_0 = load16(arena, ((1021712 +% ((mb139 *% 25) *% 16)) +% (nb138 *% 16)))
+          var t140_c1_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 1) *% 16)) +% (nb138 *% 16)))
+          var t140_c2_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 2) *% 16)) +% (nb138 *% 16)))
+          var t140_c3_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 3) *% 16)) +% (nb138 *% 16)))
+          var t140_c4_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 4) *% 16)) +% (nb138 *% 16)))
+          var t140_c5_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 5) *% 16)) +% (nb138 *% 16)))
+          var t140_c6_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 6) *% 16)) +% (nb138 *% 16)))
+          var t140_c7_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 7) *% 16)) +% (nb138 *% 16)))
+          var t140_c8_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 8) *% 16)) +% (nb138 *% 16)))
+          var t140_c9_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 9) *% 16)) +% (nb138 *% 16)))
+          var t140_c10_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 10) *% 16)) +% (nb138 *% 16)))
+          var t140_c11_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 11) *% 16)) +% (nb138 *% 16)))
+          var t140_c12_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 12) *% 16)) +% (nb138 *% 16)))
+          var t140_c13_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 13) *% 16)) +% (nb138 *% 16)))
+          var t140_c14_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 14) *% 16)) +% (nb138 *% 16)))
+          var t140_c15_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 15) *% 16)) +% (nb138 *% 16)))
+          var t140_c16_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 16) *% 16)) +% (nb138 *% 16)))
+          var t140_c17_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 17) *% 16)) +% (nb138 *% 16)))
+          var t140_c18_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 18) *% 16)) +% (nb138 *% 16)))
+          var t140_c19_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 19) *% 16)) +% (nb138 *% 16)))
+          var t140_c20_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 20) *% 16)) +% (nb138 *% 16)))
+          var t140_c21_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 21) *% 16)) +% (nb138 *% 16)))
+          var t140_c22_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 22) *% 16)) +% (nb138 *% 16)))
+          var t140_c23_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 23) *% 16)) +% (nb138 *% 16)))
+          var t140_c24_0 = load16(arena, ((1021712 +% (((mb139 *% 25) +% 24) *% 16)) +% (nb138 *% 16)))
+          for k141 in 0..<320 {
+            let t140_b0 = load16(arena, ((996112 +% ((k141 +% (kp137 *% 320)) *% 16)) +% (nb138 *% 16)))
+            let t140_a0 = SIMD16<Float>(repeating: arena[((756112 +% ((mb139 *% 25) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c0_0 = t140_c0_0.addingProduct(t140_a0, t140_b0)
+            let t140_a1 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 1) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c1_0 = t140_c1_0.addingProduct(t140_a1, t140_b0)
+            let t140_a2 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 2) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c2_0 = t140_c2_0.addingProduct(t140_a2, t140_b0)
+            let t140_a3 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 3) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c3_0 = t140_c3_0.addingProduct(t140_a3, t140_b0)
+            let t140_a4 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 4) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c4_0 = t140_c4_0.addingProduct(t140_a4, t140_b0)
+            let t140_a5 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 5) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c5_0 = t140_c5_0.addingProduct(t140_a5, t140_b0)
+            let t140_a6 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 6) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c6_0 = t140_c6_0.addingProduct(t140_a6, t140_b0)
+            let t140_a7 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 7) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c7_0 = t140_c7_0.addingProduct(t140_a7, t140_b0)
+            let t140_a8 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 8) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c8_0 = t140_c8_0.addingProduct(t140_a8, t140_b0)
+            let t140_a9 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 9) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c9_0 = t140_c9_0.addingProduct(t140_a9, t140_b0)
+            let t140_a10 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 10) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c10_0 = t140_c10_0.addingProduct(t140_a10, t140_b0)
+            let t140_a11 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 11) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c11_0 = t140_c11_0.addingProduct(t140_a11, t140_b0)
+            let t140_a12 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 12) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c12_0 = t140_c12_0.addingProduct(t140_a12, t140_b0)
+            let t140_a13 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 13) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c13_0 = t140_c13_0.addingProduct(t140_a13, t140_b0)
+            let t140_a14 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 14) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c14_0 = t140_c14_0.addingProduct(t140_a14, t140_b0)
+            let t140_a15 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 15) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c15_0 = t140_c15_0.addingProduct(t140_a15, t140_b0)
+            let t140_a16 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 16) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c16_0 = t140_c16_0.addingProduct(t140_a16, t140_b0)
+            let t140_a17 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 17) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c17_0 = t140_c17_0.addingProduct(t140_a17, t140_b0)
+            let t140_a18 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 18) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c18_0 = t140_c18_0.addingProduct(t140_a18, t140_b0)
+            let t140_a19 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 19) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c19_0 = t140_c19_0.addingProduct(t140_a19, t140_b0)
+            let t140_a20 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 20) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c20_0 = t140_c20_0.addingProduct(t140_a20, t140_b0)
+            let t140_a21 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 21) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c21_0 = t140_c21_0.addingProduct(t140_a21, t140_b0)
+            let t140_a22 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 22) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c22_0 = t140_c22_0.addingProduct(t140_a22, t140_b0)
+            let t140_a23 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 23) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c23_0 = t140_c23_0.addingProduct(t140_a23, t140_b0)
+            let t140_a24 = SIMD16<Float>(repeating: arena[((756112 +% (((mb139 *% 25) +% 24) *% 1600)) +% (k141 +% (kp137 *% 320)))])
+            t140_c24_0 = t140_c24_0.addingProduct(t140_a24, t140_b0)
+          }
+          store16(arena, ((1021712 +% ((mb139 *% 25) *% 16)) +% (nb138 *% 16)), t140_c0_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 1) *% 16)) +% (nb138 *% 16)), t140_c1_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 2) *% 16)) +% (nb138 *% 16)), t140_c2_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 3) *% 16)) +% (nb138 *% 16)), t140_c3_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 4) *% 16)) +% (nb138 *% 16)), t140_c4_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 5) *% 16)) +% (nb138 *% 16)), t140_c5_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 6) *% 16)) +% (nb138 *% 16)), t140_c6_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 7) *% 16)) +% (nb138 *% 16)), t140_c7_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 8) *% 16)) +% (nb138 *% 16)), t140_c8_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 9) *% 16)) +% (nb138 *% 16)), t140_c9_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 10) *% 16)) +% (nb138 *% 16)), t140_c10_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 11) *% 16)) +% (nb138 *% 16)), t140_c11_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 12) *% 16)) +% (nb138 *% 16)), t140_c12_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 13) *% 16)) +% (nb138 *% 16)), t140_c13_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 14) *% 16)) +% (nb138 *% 16)), t140_c14_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 15) *% 16)) +% (nb138 *% 16)), t140_c15_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 16) *% 16)) +% (nb138 *% 16)), t140_c16_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 17) *% 16)) +% (nb138 *% 16)), t140_c17_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 18) *% 16)) +% (nb138 *% 16)), t140_c18_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 19) *% 16)) +% (nb138 *% 16)), t140_c19_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 20) *% 16)) +% (nb138 *% 16)), t140_c20_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 21) *% 16)) +% (nb138 *% 16)), t140_c21_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 22) *% 16)) +% (nb138 *% 16)), t140_c22_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 23) *% 16)) +% (nb138 *% 16)), t140_c23_0)
+          store16(arena, ((1021712 +% (((mb139 *% 25) +% 24) *% 16)) +% (nb138 *% 16)), t140_c24_0)
+        }
+      }
+    }
+  }
+  for f142 in 0..<16 {
+    for r143 in 0..<150 {
+      grads[((156 +% (f142 *% 150)) +% r143)] = arena[((1021712 +% (r143 *% 16)) +% f142)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f135 in 0..<16 {
-    var acc136 = SIMD16<Float>()
-    for img137 in 0..<64 {
-      for i138 in 0..<6 {
-        acc136 = acc136.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((653712 +% (img137 *% 1600)) +% (f135 *% 100)) +% (i138 *% 16))))
+  for f144 in 0..<16 {
+    var acc145 = SIMD16<Float>()
+    for img146 in 0..<64 {
+      for i147 in 0..<6 {
+        acc145 = acc145.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((653712 +% (img146 *% 1600)) +% (f144 *% 100)) +% (i147 *% 16))))
       }
-      acc136 = acc136.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((653712 +% (img137 *% 1600)) +% (f135 *% 100)) +% 96), 4))
+      acc145 = acc145.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((653712 +% (img146 *% 1600)) +% (f144 *% 100)) +% 96), 4))
     }
-    store16(arena, 376320, acc136)
-    var sum139: Float = (arena[376320] + arena[376321])
-    var sum140: Float = (sum139 + arena[376322])
-    var sum141: Float = (sum140 + arena[376323])
-    var sum142: Float = (sum141 + arena[376324])
-    var sum143: Float = (sum142 + arena[376325])
-    var sum144: Float = (sum143 + arena[376326])
-    var sum145: Float = (sum144 + arena[376327])
-    var sum146: Float = (sum145 + arena[376328])
-    var sum147: Float = (sum146 + arena[376329])
-    var sum148: Float = (sum147 + arena[376330])
-    var sum149: Float = (sum148 + arena[376331])
-    var sum150: Float = (sum149 + arena[376332])
-    var sum151: Float = (sum150 + arena[376333])
-    var sum152: Float = (sum151 + arena[376334])
-    var sum153: Float = (sum152 + arena[376335])
-    grads[(2556 +% f135)] = sum153
+    store16(arena, 376320, acc145)
+    var sum148: Float = (arena[376320] + arena[376321])
+    var sum149: Float = (sum148 + arena[376322])
+    var sum150: Float = (sum149 + arena[376323])
+    var sum151: Float = (sum150 + arena[376324])
+    var sum152: Float = (sum151 + arena[376325])
+    var sum153: Float = (sum152 + arena[376326])
+    var sum154: Float = (sum153 + arena[376327])
+    var sum155: Float = (sum154 + arena[376328])
+    var sum156: Float = (sum155 + arena[376329])
+    var sum157: Float = (sum156 + arena[376330])
+    var sum158: Float = (sum157 + arena[376331])
+    var sum159: Float = (sum158 + arena[376332])
+    var sum160: Float = (sum159 + arena[376333])
+    var sum161: Float = (sum160 + arena[376334])
+    var sum162: Float = (sum161 + arena[376335])
+    grads[(2556 +% f144)] = sum162
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  for g154 in 0..<4 {
-    for j155 in 0..<16 {
-      for f156 in 0..<16 {
-        do {  // SIMD16 over i157
-          var i157 = 0
-          while i157 &+ 16 <= 100 {
-            store16(arena, ((996112 +% (f156 *% 1600)) +% (j155 *% 100)) &+ i157, load16(arena, ((653712 +% (((g154 *% 16) +% j155) *% 1600)) +% (f156 *% 100)) &+ i157))
-            i157 &+= 16
+  for g163 in 0..<4 {
+    for j164 in 0..<16 {
+      for f165 in 0..<16 {
+        do {  // SIMD16 over i166
+          var i166 = 0
+          while i166 &+ 16 <= 100 {
+            store16(arena, ((996112 +% (f165 *% 1600)) +% (j164 *% 100)) &+ i166, load16(arena, ((653712 +% (((g163 *% 16) +% j164) *% 1600)) +% (f165 *% 100)) &+ i166))
+            i166 &+= 16
           }
-          while i157 < 100 {
-            arena[(((996112 +% (f156 *% 1600)) +% (j155 *% 100)) +% i157)] = arena[(((653712 +% (((g154 *% 16) +% j155) *% 1600)) +% (f156 *% 100)) +% i157)]
-            i157 &+= 1
+          while i166 < 100 {
+            arena[(((996112 +% (f165 *% 1600)) +% (j164 *% 100)) +% i166)] = arena[(((653712 +% (((g163 *% 16) +% j164) *% 1600)) +% (f165 *% 100)) +% i166)]
+            i166 &+= 1
           }
         }
       }
     }
-    for nb158 in 0..<25 {
-      for mb159 in 0..<25 {
-        var t160_c0_0 = SIMD16<Float>()
-        var t160_c0_1 = SIMD16<Float>()
-        var t160_c0_2 = SIMD16<Float>()
-        var t160_c0_3 = SIMD16<Float>()
-        var t160_c1_0 = SIMD16<Float>()
-        var t160_c1_1 = SIMD16<Float>()
-        var t160_c1_2 = SIMD16<Float>()
-        var t160_c1_3 = SIMD16<Float>()
-        var t160_c2_0 = SIMD16<Float>()
-        var t160_c2_1 = SIMD16<Float>()
-        var t160_c2_2 = SIMD16<Float>()
-        var t160_c2_3 = SIMD16<Float>()
-        var t160_c3_0 = SIMD16<Float>()
-        var t160_c3_1 = SIMD16<Float>()
-        var t160_c3_2 = SIMD16<Float>()
-        var t160_c3_3 = SIMD16<Float>()
-        var t160_c4_0 = SIMD16<Float>()
-        var t160_c4_1 = SIMD16<Float>()
-        var t160_c4_2 = SIMD16<Float>()
-        var t160_c4_3 = SIMD16<Float>()
-        var t160_c5_0 = SIMD16<Float>()
-        var t160_c5_1 = SIMD16<Float>()
-        var t160_c5_2 = SIMD16<Float>()
-        var t160_c5_3 = SIMD16<Float>()
-        for k161 in 0..<16 {
-          let t160_b0 = load16(arena, ((996112 +% (k161 *% 1600)) +% (nb158 *% 64)))
-          let t160_b1 = load16(arena, (((996112 +% (k161 *% 1600)) +% (nb158 *% 64)) +% 16))
-          let t160_b2 = load16(arena, (((996112 +% (k161 *% 1600)) +% (nb158 *% 64)) +% 32))
-          let t160_b3 = load16(arena, (((996112 +% (k161 *% 1600)) +% (nb158 *% 64)) +% 48))
-          let t160_a0 = SIMD16<Float>(repeating: params[((156 +% (mb159 *% 6)) +% (k161 *% 150))])
-          t160_c0_0 = t160_c0_0.addingProduct(t160_a0, t160_b0)
-          t160_c0_1 = t160_c0_1.addingProduct(t160_a0, t160_b1)
-          t160_c0_2 = t160_c0_2.addingProduct(t160_a0, t160_b2)
-          t160_c0_3 = t160_c0_3.addingProduct(t160_a0, t160_b3)
-          let t160_a1 = SIMD16<Float>(repeating: params[((156 +% ((mb159 *% 6) +% 1)) +% (k161 *% 150))])
-          t160_c1_0 = t160_c1_0.addingProduct(t160_a1, t160_b0)
-          t160_c1_1 = t160_c1_1.addingProduct(t160_a1, t160_b1)
-          t160_c1_2 = t160_c1_2.addingProduct(t160_a1, t160_b2)
-          t160_c1_3 = t160_c1_3.addingProduct(t160_a1, t160_b3)
-          let t160_a2 = SIMD16<Float>(repeating: params[((156 +% ((mb159 *% 6) +% 2)) +% (k161 *% 150))])
-          t160_c2_0 = t160_c2_0.addingProduct(t160_a2, t160_b0)
-          t160_c2_1 = t160_c2_1.addingProduct(t160_a2, t160_b1)
-          t160_c2_2 = t160_c2_2.addingProduct(t160_a2, t160_b2)
-          t160_c2_3 = t160_c2_3.addingProduct(t160_a2, t160_b3)
-          let t160_a3 = SIMD16<Float>(repeating: params[((156 +% ((mb159 *% 6) +% 3)) +% (k161 *% 150))])
-          t160_c3_0 = t160_c3_0.addingProduct(t160_a3, t160_b0)
-          t160_c3_1 = t160_c3_1.addingProduct(t160_a3, t160_b1)
-          t160_c3_2 = t160_c3_2.addingProduct(t160_a3, t160_b2)
-          t160_c3_3 = t160_c3_3.addingProduct(t160_a3, t160_b3)
-          let t160_a4 = SIMD16<Float>(repeating: params[((156 +% ((mb159 *% 6) +% 4)) +% (k161 *% 150))])
-          t160_c4_0 = t160_c4_0.addingProduct(t160_a4, t160_b0)
-          t160_c4_1 = t160_c4_1.addingProduct(t160_a4, t160_b1)
-          t160_c4_2 = t160_c4_2.addingProduct(t160_a4, t160_b2)
-          t160_c4_3 = t160_c4_3.addingProduct(t160_a4, t160_b3)
-          let t160_a5 = SIMD16<Float>(repeating: params[((156 +% ((mb159 *% 6) +% 5)) +% (k161 *% 150))])
-          t160_c5_0 = t160_c5_0.addingProduct(t160_a5, t160_b0)
-          t160_c5_1 = t160_c5_1.addingProduct(t160_a5, t160_b1)
-          t160_c5_2 = t160_c5_2.addingProduct(t160_a5, t160_b2)
-          t160_c5_3 = t160_c5_3.addingProduct(t160_a5, t160_b3)
+    for nb167 in 0..<25 {
+      for mb168 in 0..<25 {
+        var t169_c0_0 = SIMD16<Float>()
+        var t169_c0_1 = SIMD16<Float>()
+        var t169_c0_2 = SIMD16<Float>()
+        var t169_c0_3 = SIMD16<Float>()
+        var t169_c1_0 = SIMD16<Float>()
+        var t169_c1_1 = SIMD16<Float>()
+        var t169_c1_2 = SIMD16<Float>()
+        var t169_c1_3 = SIMD16<Float>()
+        var t169_c2_0 = SIMD16<Float>()
+        var t169_c2_1 = SIMD16<Float>()
+        var t169_c2_2 = SIMD16<Float>()
+        var t169_c2_3 = SIMD16<Float>()
+        var t169_c3_0 = SIMD16<Float>()
+        var t169_c3_1 = SIMD16<Float>()
+        var t169_c3_2 = SIMD16<Float>()
+        var t169_c3_3 = SIMD16<Float>()
+        var t169_c4_0 = SIMD16<Float>()
+        var t169_c4_1 = SIMD16<Float>()
+        var t169_c4_2 = SIMD16<Float>()
+        var t169_c4_3 = SIMD16<Float>()
+        var t169_c5_0 = SIMD16<Float>()
+        var t169_c5_1 = SIMD16<Float>()
+        var t169_c5_2 = SIMD16<Float>()
+        var t169_c5_3 = SIMD16<Float>()
+        for k170 in 0..<16 {
+          let t169_b0 = load16(arena, ((996112 +% (k170 *% 1600)) +% (nb167 *% 64)))
+          let t169_b1 = load16(arena, (((996112 +% (k170 *% 1600)) +% (nb167 *% 64)) +% 16))
+          let t169_b2 = load16(arena, (((996112 +% (k170 *% 1600)) +% (nb167 *% 64)) +% 32))
+          let t169_b3 = load16(arena, (((996112 +% (k170 *% 1600)) +% (nb167 *% 64)) +% 48))
+          let t169_a0 = SIMD16<Float>(repeating: params[((156 +% (mb168 *% 6)) +% (k170 *% 150))])
+          t169_c0_0 = t169_c0_0.addingProduct(t169_a0, t169_b0)
+          t169_c0_1 = t169_c0_1.addingProduct(t169_a0, t169_b1)
+          t169_c0_2 = t169_c0_2.addingProduct(t169_a0, t169_b2)
+          t169_c0_3 = t169_c0_3.addingProduct(t169_a0, t169_b3)
+          let t169_a1 = SIMD16<Float>(repeating: params[((156 +% ((mb168 *% 6) +% 1)) +% (k170 *% 150))])
+          t169_c1_0 = t169_c1_0.addingProduct(t169_a1, t169_b0)
+          t169_c1_1 = t169_c1_1.addingProduct(t169_a1, t169_b1)
+          t169_c1_2 = t169_c1_2.addingProduct(t169_a1, t169_b2)
+          t169_c1_3 = t169_c1_3.addingProduct(t169_a1, t169_b3)
+          let t169_a2 = SIMD16<Float>(repeating: params[((156 +% ((mb168 *% 6) +% 2)) +% (k170 *% 150))])
+          t169_c2_0 = t169_c2_0.addingProduct(t169_a2, t169_b0)
+          t169_c2_1 = t169_c2_1.addingProduct(t169_a2, t169_b1)
+          t169_c2_2 = t169_c2_2.addingProduct(t169_a2, t169_b2)
+          t169_c2_3 = t169_c2_3.addingProduct(t169_a2, t169_b3)
+          let t169_a3 = SIMD16<Float>(repeating: params[((156 +% ((mb168 *% 6) +% 3)) +% (k170 *% 150))])
+          t169_c3_0 = t169_c3_0.addingProduct(t169_a3, t169_b0)
+          t169_c3_1 = t169_c3_1.addingProduct(t169_a3, t169_b1)
+          t169_c3_2 = t169_c3_2.addingProduct(t169_a3, t169_b2)
+          t169_c3_3 = t169_c3_3.addingProduct(t169_a3, t169_b3)
+          let t169_a4 = SIMD16<Float>(repeating: params[((156 +% ((mb168 *% 6) +% 4)) +% (k170 *% 150))])
+          t169_c4_0 = t169_c4_0.addingProduct(t169_a4, t169_b0)
+          t169_c4_1 = t169_c4_1.addingProduct(t169_a4, t169_b1)
+          t169_c4_2 = t169_c4_2.addingProduct(t169_a4, t169_b2)
+          t169_c4_3 = t169_c4_3.addingProduct(t169_a4, t169_b3)
+          let t169_a5 = SIMD16<Float>(repeating: params[((156 +% ((mb168 *% 6) +% 5)) +% (k170 *% 150))])
+          t169_c5_0 = t169_c5_0.addingProduct(t169_a5, t169_b0)
+          t169_c5_1 = t169_c5_1.addingProduct(t169_a5, t169_b1)
+          t169_c5_2 = t169_c5_2.addingProduct(t169_a5, t169_b2)
+          t169_c5_3 = t169_c5_3.addingProduct(t169_a5, t169_b3)
         }
-        store16(arena, ((756112 +% ((mb159 *% 6) *% 1600)) +% (nb158 *% 64)), t160_c0_0)
-        store16(arena, (((756112 +% ((mb159 *% 6) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c0_1)
-        store16(arena, (((756112 +% ((mb159 *% 6) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c0_2)
-        store16(arena, (((756112 +% ((mb159 *% 6) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c0_3)
-        store16(arena, ((756112 +% (((mb159 *% 6) +% 1) *% 1600)) +% (nb158 *% 64)), t160_c1_0)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 1) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c1_1)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 1) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c1_2)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 1) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c1_3)
-        store16(arena, ((756112 +% (((mb159 *% 6) +% 2) *% 1600)) +% (nb158 *% 64)), t160_c2_0)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 2) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c2_1)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 2) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c2_2)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 2) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c2_3)
-        store16(arena, ((756112 +% (((mb159 *% 6) +% 3) *% 1600)) +% (nb158 *% 64)), t160_c3_0)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 3) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c3_1)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 3) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c3_2)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 3) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c3_3)
-        store16(arena, ((756112 +% (((mb159 *% 6) +% 4) *% 1600)) +% (nb158 *% 64)), t160_c4_0)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 4) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c4_1)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 4) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c4_2)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 4) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c4_3)
-        store16(arena, ((756112 +% (((mb159 *% 6) +% 5) *% 1600)) +% (nb158 *% 64)), t160_c5_0)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 5) *% 1600)) +% (nb158 *% 64)) +% 16), t160_c5_1)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 5) *% 1600)) +% (nb158 *% 64)) +% 32), t160_c5_2)
-        store16(arena, (((756112 +% (((mb159 *% 6) +% 5) *% 1600)) +% (nb158 *% 64)) +% 48), t160_c5_3)
+        store16(arena, ((756112 +% ((mb168 *% 6) *% 1600)) +% (nb167 *% 64)), t169_c0_0)
+        store16(arena, (((756112 +% ((mb168 *% 6) *% 1600)) +% (nb167 *% 64)) +% 16), t169_c0_1)
+        store16(arena, (((756112 +% ((mb168 *% 6) *% 1600)) +% (nb167 *% 64)) +% 32), t169_c0_2)
+        store16(arena, (((756112 +% ((mb168 *% 6) *% 1600)) +% (nb167 *% 64)) +% 48), t169_c0_3)
+        store16(arena, ((756112 +% (((mb168 *% 6) +% 1) *% 1600)) +% (nb167 *% 64)), t169_c1_0)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 1) *% 1600)) +% (nb167 *% 64)) +% 16), t169_c1_1)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 1) *% 1600)) +% (nb167 *% 64)) +% 32), t169_c1_2)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 1) *% 1600)) +% (nb167 *% 64)) +% 48), t169_c1_3)
+        store16(arena, ((756112 +% (((mb168 *% 6) +% 2) *% 1600)) +% (nb167 *% 64)), t169_c2_0)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 2) *% 1600)) +% (nb167 *% 64)) +% 16), t169_c2_1)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 2) *% 1600)) +% (nb167 *% 64)) +% 32), t169_c2_2)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 2) *% 1600)) +% (nb167 *% 64)) +% 48), t169_c2_3)
+        store16(arena, ((756112 +% (((mb168 *% 6) +% 3) *% 1600)) +% (nb167 *% 64)), t169_c3_0)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 3) *% 1600)) +% (nb167 *% 64)) +% 16), t169_c3_1)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 3) *% 1600)) +% (nb167 *% 64)) +% 32), t169_c3_2)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 3) *% 1600)) +% (nb167 *% 64)) +% 48), t169_c3_3)
+        store16(arena, ((756112 +% (((mb168 *% 6) +% 4) *% 1600)) +% (nb167 *% 64)), t169_c4_0)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 4) *% 1600)) +% (nb167 *% 64)) +% 16), t169_c4_1)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 4) *% 1600)) +% (nb167 *% 64)) +% 32), t169_c4_2)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 4) *% 1600)) +% (nb167 *% 64)) +% 48), t169_c4_3)
+        store16(arena, ((756112 +% (((mb168 *% 6) +% 5) *% 1600)) +% (nb167 *% 64)), t169_c5_0)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 5) *% 1600)) +% (nb167 *% 64)) +% 16), t169_c5_1)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 5) *% 1600)) +% (nb167 *% 64)) +% 32), t169_c5_2)
+        store16(arena, (((756112 +% (((mb168 *% 6) +% 5) *% 1600)) +% (nb167 *% 64)) +% 48), t169_c5_3)
       }
     }
-    for j162 in 0..<16 {
-      for c163 in 0..<6 {
-        for iy164 in 0..<1 {
-          do {  // SIMD16 over ix165
-            var ix165 = 0
-            while ix165 < 1 {
-              var sum166: Float = arena[((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% (iy164 *% 10)) +% ix165)]
-              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy164 *% 14)) +% ix165)] = sum166
-              ix165 &+= 1
-            }
-          }
-        }
-        for iy167 in 0..<1 {
-          do {  // SIMD16 over ix168
-            var ix168 = 0
-            while ix168 < 1 {
-              var sum169: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% (iy167 *% 10)) +% 1) +% ix168)]
-              var sum170: Float = (sum169 + arena[((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% (iy167 *% 10)) +% ix168)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy167 *% 14)) +% 1) +% ix168)] = sum170
-              ix168 &+= 1
-            }
-          }
-        }
-        for iy171 in 0..<1 {
-          do {  // SIMD16 over ix172
-            var ix172 = 0
-            while ix172 < 1 {
-              var sum173: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% (iy171 *% 10)) +% 2) +% ix172)]
-              var sum174: Float = (sum173 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% (iy171 *% 10)) +% 1) +% ix172)])
-              var sum175: Float = (sum174 + arena[((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% (iy171 *% 10)) +% ix172)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy171 *% 14)) +% 2) +% ix172)] = sum175
-              ix172 &+= 1
+    for j171 in 0..<16 {
+      for c172 in 0..<6 {
+        for iy173 in 0..<1 {
+          do {  // SIMD16 over ix174
+            var ix174 = 0
+            while ix174 < 1 {
+              var sum175: Float = arena[((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% (iy173 *% 10)) +% ix174)]
+              arena[((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% (iy173 *% 14)) +% ix174)] = sum175
+              ix174 &+= 1
             }
           }
         }
@@ -1102,62 +1178,62 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix177
             var ix177 = 0
             while ix177 < 1 {
-              var sum178: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% (iy176 *% 10)) +% 3) +% ix177)]
-              var sum179: Float = (sum178 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% (iy176 *% 10)) +% 2) +% ix177)])
-              var sum180: Float = (sum179 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% (iy176 *% 10)) +% 1) +% ix177)])
-              var sum181: Float = (sum180 + arena[((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% (iy176 *% 10)) +% ix177)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy176 *% 14)) +% 3) +% ix177)] = sum181
+              var sum178: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% (iy176 *% 10)) +% 1) +% ix177)]
+              var sum179: Float = (sum178 + arena[((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% (iy176 *% 10)) +% ix177)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% (iy176 *% 14)) +% 1) +% ix177)] = sum179
               ix177 &+= 1
             }
           }
         }
-        for iy182 in 0..<1 {
-          do {  // SIMD16 over ix183
-            var ix183 = 0
-            while ix183 < 6 {
-              var sum184: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% (iy182 *% 10)) +% 4) +% ix183)]
-              var sum185: Float = (sum184 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% (iy182 *% 10)) +% 3) +% ix183)])
-              var sum186: Float = (sum185 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% (iy182 *% 10)) +% 2) +% ix183)])
-              var sum187: Float = (sum186 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% (iy182 *% 10)) +% 1) +% ix183)])
-              var sum188: Float = (sum187 + arena[((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% (iy182 *% 10)) +% ix183)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy182 *% 14)) +% 4) +% ix183)] = sum188
-              ix183 &+= 1
+        for iy180 in 0..<1 {
+          do {  // SIMD16 over ix181
+            var ix181 = 0
+            while ix181 < 1 {
+              var sum182: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% (iy180 *% 10)) +% 2) +% ix181)]
+              var sum183: Float = (sum182 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% (iy180 *% 10)) +% 1) +% ix181)])
+              var sum184: Float = (sum183 + arena[((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% (iy180 *% 10)) +% ix181)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% (iy180 *% 14)) +% 2) +% ix181)] = sum184
+              ix181 &+= 1
             }
           }
         }
-        for iy189 in 0..<1 {
-          do {  // SIMD16 over ix190
-            var ix190 = 0
-            while ix190 < 1 {
-              var sum191: Float = arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% (iy189 *% 10)) +% 9) +% ix190)]
-              var sum192: Float = (sum191 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% (iy189 *% 10)) +% 8) +% ix190)])
-              var sum193: Float = (sum192 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% (iy189 *% 10)) +% 7) +% ix190)])
-              var sum194: Float = (sum193 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% (iy189 *% 10)) +% 6) +% ix190)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy189 *% 14)) +% 10) +% ix190)] = sum194
-              ix190 &+= 1
+        for iy185 in 0..<1 {
+          do {  // SIMD16 over ix186
+            var ix186 = 0
+            while ix186 < 1 {
+              var sum187: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% (iy185 *% 10)) +% 3) +% ix186)]
+              var sum188: Float = (sum187 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% (iy185 *% 10)) +% 2) +% ix186)])
+              var sum189: Float = (sum188 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% (iy185 *% 10)) +% 1) +% ix186)])
+              var sum190: Float = (sum189 + arena[((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% (iy185 *% 10)) +% ix186)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% (iy185 *% 14)) +% 3) +% ix186)] = sum190
+              ix186 &+= 1
             }
           }
         }
-        for iy195 in 0..<1 {
-          do {  // SIMD16 over ix196
-            var ix196 = 0
-            while ix196 < 1 {
-              var sum197: Float = arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% (iy195 *% 10)) +% 9) +% ix196)]
-              var sum198: Float = (sum197 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% (iy195 *% 10)) +% 8) +% ix196)])
-              var sum199: Float = (sum198 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% (iy195 *% 10)) +% 7) +% ix196)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy195 *% 14)) +% 11) +% ix196)] = sum199
-              ix196 &+= 1
+        for iy191 in 0..<1 {
+          do {  // SIMD16 over ix192
+            var ix192 = 0
+            while ix192 < 6 {
+              var sum193: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% (iy191 *% 10)) +% 4) +% ix192)]
+              var sum194: Float = (sum193 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% (iy191 *% 10)) +% 3) +% ix192)])
+              var sum195: Float = (sum194 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% (iy191 *% 10)) +% 2) +% ix192)])
+              var sum196: Float = (sum195 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% (iy191 *% 10)) +% 1) +% ix192)])
+              var sum197: Float = (sum196 + arena[((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% (iy191 *% 10)) +% ix192)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% (iy191 *% 14)) +% 4) +% ix192)] = sum197
+              ix192 &+= 1
             }
           }
         }
-        for iy200 in 0..<1 {
-          do {  // SIMD16 over ix201
-            var ix201 = 0
-            while ix201 < 1 {
-              var sum202: Float = arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% (iy200 *% 10)) +% 9) +% ix201)]
-              var sum203: Float = (sum202 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% (iy200 *% 10)) +% 8) +% ix201)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy200 *% 14)) +% 12) +% ix201)] = sum203
-              ix201 &+= 1
+        for iy198 in 0..<1 {
+          do {  // SIMD16 over ix199
+            var ix199 = 0
+            while ix199 < 1 {
+              var sum200: Float = arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% (iy198 *% 10)) +% 9) +% ix199)]
+              var sum201: Float = (sum200 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% (iy198 *% 10)) +% 8) +% ix199)])
+              var sum202: Float = (sum201 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% (iy198 *% 10)) +% 7) +% ix199)])
+              var sum203: Float = (sum202 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% (iy198 *% 10)) +% 6) +% ix199)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% (iy198 *% 14)) +% 10) +% ix199)] = sum203
+              ix199 &+= 1
             }
           }
         }
@@ -1165,152 +1241,152 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix205
             var ix205 = 0
             while ix205 < 1 {
-              var sum206: Float = arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% (iy204 *% 10)) +% 9) +% ix205)]
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% (iy204 *% 14)) +% 13) +% ix205)] = sum206
+              var sum206: Float = arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% (iy204 *% 10)) +% 9) +% ix205)]
+              var sum207: Float = (sum206 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% (iy204 *% 10)) +% 8) +% ix205)])
+              var sum208: Float = (sum207 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% (iy204 *% 10)) +% 7) +% ix205)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% (iy204 *% 14)) +% 11) +% ix205)] = sum208
               ix205 &+= 1
             }
           }
         }
-        for iy207 in 0..<1 {
-          do {  // SIMD16 over ix208
-            var ix208 = 0
-            while ix208 < 1 {
-              var sum209: Float = arena[((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy207 +% 1) *% 10)) +% ix208)]
-              var sum210: Float = (sum209 + arena[((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy207 +% 1) +% -1) *% 10)) +% ix208)])
-              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy207 +% 1) *% 14)) +% ix208)] = sum210
-              ix208 &+= 1
+        for iy209 in 0..<1 {
+          do {  // SIMD16 over ix210
+            var ix210 = 0
+            while ix210 < 1 {
+              var sum211: Float = arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% (iy209 *% 10)) +% 9) +% ix210)]
+              var sum212: Float = (sum211 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% (iy209 *% 10)) +% 8) +% ix210)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% (iy209 *% 14)) +% 12) +% ix210)] = sum212
+              ix210 &+= 1
             }
           }
         }
-        for iy211 in 0..<1 {
-          do {  // SIMD16 over ix212
-            var ix212 = 0
-            while ix212 < 1 {
-              var sum213: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy211 +% 1) *% 10)) +% 1) +% ix212)]
-              var sum214: Float = (sum213 + arena[((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy211 +% 1) *% 10)) +% ix212)])
-              var sum215: Float = (sum214 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy211 +% 1) +% -1) *% 10)) +% 1) +% ix212)])
-              var sum216: Float = (sum215 + arena[((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy211 +% 1) +% -1) *% 10)) +% ix212)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy211 +% 1) *% 14)) +% 1) +% ix212)] = sum216
-              ix212 &+= 1
+        for iy213 in 0..<1 {
+          do {  // SIMD16 over ix214
+            var ix214 = 0
+            while ix214 < 1 {
+              var sum215: Float = arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% (iy213 *% 10)) +% 9) +% ix214)]
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% (iy213 *% 14)) +% 13) +% ix214)] = sum215
+              ix214 &+= 1
             }
           }
         }
-        for iy217 in 0..<1 {
-          do {  // SIMD16 over ix218
-            var ix218 = 0
-            while ix218 < 1 {
-              var sum219: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy217 +% 1) *% 10)) +% 2) +% ix218)]
-              var sum220: Float = (sum219 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy217 +% 1) *% 10)) +% 1) +% ix218)])
-              var sum221: Float = (sum220 + arena[((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy217 +% 1) *% 10)) +% ix218)])
-              var sum222: Float = (sum221 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy217 +% 1) +% -1) *% 10)) +% 2) +% ix218)])
-              var sum223: Float = (sum222 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy217 +% 1) +% -1) *% 10)) +% 1) +% ix218)])
-              var sum224: Float = (sum223 + arena[((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy217 +% 1) +% -1) *% 10)) +% ix218)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy217 +% 1) *% 14)) +% 2) +% ix218)] = sum224
-              ix218 &+= 1
+        for iy216 in 0..<1 {
+          do {  // SIMD16 over ix217
+            var ix217 = 0
+            while ix217 < 1 {
+              var sum218: Float = arena[((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy216 +% 1) *% 10)) +% ix217)]
+              var sum219: Float = (sum218 + arena[((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy216 +% 1) +% -1) *% 10)) +% ix217)])
+              arena[((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy216 +% 1) *% 14)) +% ix217)] = sum219
+              ix217 &+= 1
             }
           }
         }
-        for iy225 in 0..<1 {
-          do {  // SIMD16 over ix226
-            var ix226 = 0
-            while ix226 < 1 {
-              var sum227: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy225 +% 1) *% 10)) +% 3) +% ix226)]
-              var sum228: Float = (sum227 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy225 +% 1) *% 10)) +% 2) +% ix226)])
-              var sum229: Float = (sum228 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy225 +% 1) *% 10)) +% 1) +% ix226)])
-              var sum230: Float = (sum229 + arena[((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy225 +% 1) *% 10)) +% ix226)])
-              var sum231: Float = (sum230 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy225 +% 1) +% -1) *% 10)) +% 3) +% ix226)])
-              var sum232: Float = (sum231 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy225 +% 1) +% -1) *% 10)) +% 2) +% ix226)])
-              var sum233: Float = (sum232 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy225 +% 1) +% -1) *% 10)) +% 1) +% ix226)])
-              var sum234: Float = (sum233 + arena[((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy225 +% 1) +% -1) *% 10)) +% ix226)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy225 +% 1) *% 14)) +% 3) +% ix226)] = sum234
-              ix226 &+= 1
+        for iy220 in 0..<1 {
+          do {  // SIMD16 over ix221
+            var ix221 = 0
+            while ix221 < 1 {
+              var sum222: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy220 +% 1) *% 10)) +% 1) +% ix221)]
+              var sum223: Float = (sum222 + arena[((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy220 +% 1) *% 10)) +% ix221)])
+              var sum224: Float = (sum223 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy220 +% 1) +% -1) *% 10)) +% 1) +% ix221)])
+              var sum225: Float = (sum224 + arena[((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy220 +% 1) +% -1) *% 10)) +% ix221)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy220 +% 1) *% 14)) +% 1) +% ix221)] = sum225
+              ix221 &+= 1
             }
           }
         }
-        for iy235 in 0..<1 {
-          do {  // SIMD16 over ix236
-            var ix236 = 0
-            while ix236 < 6 {
-              var sum237: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy235 +% 1) *% 10)) +% 4) +% ix236)]
-              var sum238: Float = (sum237 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy235 +% 1) *% 10)) +% 3) +% ix236)])
-              var sum239: Float = (sum238 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy235 +% 1) *% 10)) +% 2) +% ix236)])
-              var sum240: Float = (sum239 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy235 +% 1) *% 10)) +% 1) +% ix236)])
-              var sum241: Float = (sum240 + arena[((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy235 +% 1) *% 10)) +% ix236)])
-              var sum242: Float = (sum241 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy235 +% 1) +% -1) *% 10)) +% 4) +% ix236)])
-              var sum243: Float = (sum242 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy235 +% 1) +% -1) *% 10)) +% 3) +% ix236)])
-              var sum244: Float = (sum243 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy235 +% 1) +% -1) *% 10)) +% 2) +% ix236)])
-              var sum245: Float = (sum244 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy235 +% 1) +% -1) *% 10)) +% 1) +% ix236)])
-              var sum246: Float = (sum245 + arena[((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy235 +% 1) +% -1) *% 10)) +% ix236)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy235 +% 1) *% 14)) +% 4) +% ix236)] = sum246
-              ix236 &+= 1
+        for iy226 in 0..<1 {
+          do {  // SIMD16 over ix227
+            var ix227 = 0
+            while ix227 < 1 {
+              var sum228: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy226 +% 1) *% 10)) +% 2) +% ix227)]
+              var sum229: Float = (sum228 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy226 +% 1) *% 10)) +% 1) +% ix227)])
+              var sum230: Float = (sum229 + arena[((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy226 +% 1) *% 10)) +% ix227)])
+              var sum231: Float = (sum230 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy226 +% 1) +% -1) *% 10)) +% 2) +% ix227)])
+              var sum232: Float = (sum231 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy226 +% 1) +% -1) *% 10)) +% 1) +% ix227)])
+              var sum233: Float = (sum232 + arena[((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy226 +% 1) +% -1) *% 10)) +% ix227)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy226 +% 1) *% 14)) +% 2) +% ix227)] = sum233
+              ix227 &+= 1
             }
           }
         }
-        for iy247 in 0..<1 {
-          do {  // SIMD16 over ix248
-            var ix248 = 0
-            while ix248 < 1 {
-              var sum249: Float = arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy247 +% 1) *% 10)) +% 9) +% ix248)]
-              var sum250: Float = (sum249 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy247 +% 1) *% 10)) +% 8) +% ix248)])
-              var sum251: Float = (sum250 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy247 +% 1) *% 10)) +% 7) +% ix248)])
-              var sum252: Float = (sum251 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy247 +% 1) *% 10)) +% 6) +% ix248)])
-              var sum253: Float = (sum252 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy247 +% 1) +% -1) *% 10)) +% 9) +% ix248)])
-              var sum254: Float = (sum253 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy247 +% 1) +% -1) *% 10)) +% 8) +% ix248)])
-              var sum255: Float = (sum254 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy247 +% 1) +% -1) *% 10)) +% 7) +% ix248)])
-              var sum256: Float = (sum255 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy247 +% 1) +% -1) *% 10)) +% 6) +% ix248)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy247 +% 1) *% 14)) +% 10) +% ix248)] = sum256
-              ix248 &+= 1
+        for iy234 in 0..<1 {
+          do {  // SIMD16 over ix235
+            var ix235 = 0
+            while ix235 < 1 {
+              var sum236: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy234 +% 1) *% 10)) +% 3) +% ix235)]
+              var sum237: Float = (sum236 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy234 +% 1) *% 10)) +% 2) +% ix235)])
+              var sum238: Float = (sum237 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy234 +% 1) *% 10)) +% 1) +% ix235)])
+              var sum239: Float = (sum238 + arena[((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy234 +% 1) *% 10)) +% ix235)])
+              var sum240: Float = (sum239 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% 3) +% ix235)])
+              var sum241: Float = (sum240 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% 2) +% ix235)])
+              var sum242: Float = (sum241 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% 1) +% ix235)])
+              var sum243: Float = (sum242 + arena[((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% ix235)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy234 +% 1) *% 14)) +% 3) +% ix235)] = sum243
+              ix235 &+= 1
             }
           }
         }
-        for iy257 in 0..<1 {
-          do {  // SIMD16 over ix258
-            var ix258 = 0
-            while ix258 < 1 {
-              var sum259: Float = arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy257 +% 1) *% 10)) +% 9) +% ix258)]
-              var sum260: Float = (sum259 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy257 +% 1) *% 10)) +% 8) +% ix258)])
-              var sum261: Float = (sum260 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy257 +% 1) *% 10)) +% 7) +% ix258)])
-              var sum262: Float = (sum261 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy257 +% 1) +% -1) *% 10)) +% 9) +% ix258)])
-              var sum263: Float = (sum262 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy257 +% 1) +% -1) *% 10)) +% 8) +% ix258)])
-              var sum264: Float = (sum263 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy257 +% 1) +% -1) *% 10)) +% 7) +% ix258)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy257 +% 1) *% 14)) +% 11) +% ix258)] = sum264
-              ix258 &+= 1
+        for iy244 in 0..<1 {
+          do {  // SIMD16 over ix245
+            var ix245 = 0
+            while ix245 < 6 {
+              var sum246: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy244 +% 1) *% 10)) +% 4) +% ix245)]
+              var sum247: Float = (sum246 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy244 +% 1) *% 10)) +% 3) +% ix245)])
+              var sum248: Float = (sum247 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy244 +% 1) *% 10)) +% 2) +% ix245)])
+              var sum249: Float = (sum248 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy244 +% 1) *% 10)) +% 1) +% ix245)])
+              var sum250: Float = (sum249 + arena[((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy244 +% 1) *% 10)) +% ix245)])
+              var sum251: Float = (sum250 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy244 +% 1) +% -1) *% 10)) +% 4) +% ix245)])
+              var sum252: Float = (sum251 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy244 +% 1) +% -1) *% 10)) +% 3) +% ix245)])
+              var sum253: Float = (sum252 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy244 +% 1) +% -1) *% 10)) +% 2) +% ix245)])
+              var sum254: Float = (sum253 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy244 +% 1) +% -1) *% 10)) +% 1) +% ix245)])
+              var sum255: Float = (sum254 + arena[((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy244 +% 1) +% -1) *% 10)) +% ix245)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy244 +% 1) *% 14)) +% 4) +% ix245)] = sum255
+              ix245 &+= 1
             }
           }
         }
-        for iy265 in 0..<1 {
-          do {  // SIMD16 over ix266
-            var ix266 = 0
-            while ix266 < 1 {
-              var sum267: Float = arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy265 +% 1) *% 10)) +% 9) +% ix266)]
-              var sum268: Float = (sum267 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy265 +% 1) *% 10)) +% 8) +% ix266)])
-              var sum269: Float = (sum268 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy265 +% 1) +% -1) *% 10)) +% 9) +% ix266)])
-              var sum270: Float = (sum269 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy265 +% 1) +% -1) *% 10)) +% 8) +% ix266)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy265 +% 1) *% 14)) +% 12) +% ix266)] = sum270
-              ix266 &+= 1
+        for iy256 in 0..<1 {
+          do {  // SIMD16 over ix257
+            var ix257 = 0
+            while ix257 < 1 {
+              var sum258: Float = arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy256 +% 1) *% 10)) +% 9) +% ix257)]
+              var sum259: Float = (sum258 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy256 +% 1) *% 10)) +% 8) +% ix257)])
+              var sum260: Float = (sum259 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy256 +% 1) *% 10)) +% 7) +% ix257)])
+              var sum261: Float = (sum260 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy256 +% 1) *% 10)) +% 6) +% ix257)])
+              var sum262: Float = (sum261 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy256 +% 1) +% -1) *% 10)) +% 9) +% ix257)])
+              var sum263: Float = (sum262 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy256 +% 1) +% -1) *% 10)) +% 8) +% ix257)])
+              var sum264: Float = (sum263 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy256 +% 1) +% -1) *% 10)) +% 7) +% ix257)])
+              var sum265: Float = (sum264 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy256 +% 1) +% -1) *% 10)) +% 6) +% ix257)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy256 +% 1) *% 14)) +% 10) +% ix257)] = sum265
+              ix257 &+= 1
             }
           }
         }
-        for iy271 in 0..<1 {
-          do {  // SIMD16 over ix272
-            var ix272 = 0
-            while ix272 < 1 {
-              var sum273: Float = arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy271 +% 1) *% 10)) +% 9) +% ix272)]
-              var sum274: Float = (sum273 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy271 +% 1) +% -1) *% 10)) +% 9) +% ix272)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy271 +% 1) *% 14)) +% 13) +% ix272)] = sum274
-              ix272 &+= 1
+        for iy266 in 0..<1 {
+          do {  // SIMD16 over ix267
+            var ix267 = 0
+            while ix267 < 1 {
+              var sum268: Float = arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy266 +% 1) *% 10)) +% 9) +% ix267)]
+              var sum269: Float = (sum268 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy266 +% 1) *% 10)) +% 8) +% ix267)])
+              var sum270: Float = (sum269 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy266 +% 1) *% 10)) +% 7) +% ix267)])
+              var sum271: Float = (sum270 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy266 +% 1) +% -1) *% 10)) +% 9) +% ix267)])
+              var sum272: Float = (sum271 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy266 +% 1) +% -1) *% 10)) +% 8) +% ix267)])
+              var sum273: Float = (sum272 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy266 +% 1) +% -1) *% 10)) +% 7) +% ix267)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy266 +% 1) *% 14)) +% 11) +% ix267)] = sum273
+              ix267 &+= 1
             }
           }
         }
-        for iy275 in 0..<1 {
-          do {  // SIMD16 over ix276
-            var ix276 = 0
-            while ix276 < 1 {
-              var sum277: Float = arena[((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy275 +% 2) *% 10)) +% ix276)]
-              var sum278: Float = (sum277 + arena[((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy275 +% 2) +% -1) *% 10)) +% ix276)])
-              var sum279: Float = (sum278 + arena[((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy275 +% 2) +% -2) *% 10)) +% ix276)])
-              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy275 +% 2) *% 14)) +% ix276)] = sum279
-              ix276 &+= 1
+        for iy274 in 0..<1 {
+          do {  // SIMD16 over ix275
+            var ix275 = 0
+            while ix275 < 1 {
+              var sum276: Float = arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy274 +% 1) *% 10)) +% 9) +% ix275)]
+              var sum277: Float = (sum276 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy274 +% 1) *% 10)) +% 8) +% ix275)])
+              var sum278: Float = (sum277 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 9) +% ix275)])
+              var sum279: Float = (sum278 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 8) +% ix275)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy274 +% 1) *% 14)) +% 12) +% ix275)] = sum279
+              ix275 &+= 1
             }
           }
         }
@@ -1318,878 +1394,878 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix281
             var ix281 = 0
             while ix281 < 1 {
-              var sum282: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy280 +% 2) *% 10)) +% 1) +% ix281)]
-              var sum283: Float = (sum282 + arena[((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy280 +% 2) *% 10)) +% ix281)])
-              var sum284: Float = (sum283 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy280 +% 2) +% -1) *% 10)) +% 1) +% ix281)])
-              var sum285: Float = (sum284 + arena[((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy280 +% 2) +% -1) *% 10)) +% ix281)])
-              var sum286: Float = (sum285 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy280 +% 2) +% -2) *% 10)) +% 1) +% ix281)])
-              var sum287: Float = (sum286 + arena[((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy280 +% 2) +% -2) *% 10)) +% ix281)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy280 +% 2) *% 14)) +% 1) +% ix281)] = sum287
+              var sum282: Float = arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy280 +% 1) *% 10)) +% 9) +% ix281)]
+              var sum283: Float = (sum282 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy280 +% 1) +% -1) *% 10)) +% 9) +% ix281)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy280 +% 1) *% 14)) +% 13) +% ix281)] = sum283
               ix281 &+= 1
             }
           }
         }
-        for iy288 in 0..<1 {
-          do {  // SIMD16 over ix289
-            var ix289 = 0
-            while ix289 < 1 {
-              var sum290: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy288 +% 2) *% 10)) +% 2) +% ix289)]
-              var sum291: Float = (sum290 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy288 +% 2) *% 10)) +% 1) +% ix289)])
-              var sum292: Float = (sum291 + arena[((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy288 +% 2) *% 10)) +% ix289)])
-              var sum293: Float = (sum292 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -1) *% 10)) +% 2) +% ix289)])
-              var sum294: Float = (sum293 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -1) *% 10)) +% 1) +% ix289)])
-              var sum295: Float = (sum294 + arena[((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -1) *% 10)) +% ix289)])
-              var sum296: Float = (sum295 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -2) *% 10)) +% 2) +% ix289)])
-              var sum297: Float = (sum296 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -2) *% 10)) +% 1) +% ix289)])
-              var sum298: Float = (sum297 + arena[((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy288 +% 2) +% -2) *% 10)) +% ix289)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy288 +% 2) *% 14)) +% 2) +% ix289)] = sum298
-              ix289 &+= 1
+        for iy284 in 0..<1 {
+          do {  // SIMD16 over ix285
+            var ix285 = 0
+            while ix285 < 1 {
+              var sum286: Float = arena[((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy284 +% 2) *% 10)) +% ix285)]
+              var sum287: Float = (sum286 + arena[((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy284 +% 2) +% -1) *% 10)) +% ix285)])
+              var sum288: Float = (sum287 + arena[((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy284 +% 2) +% -2) *% 10)) +% ix285)])
+              arena[((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy284 +% 2) *% 14)) +% ix285)] = sum288
+              ix285 &+= 1
             }
           }
         }
-        for iy299 in 0..<1 {
-          do {  // SIMD16 over ix300
-            var ix300 = 0
-            while ix300 < 1 {
-              var sum301: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy299 +% 2) *% 10)) +% 3) +% ix300)]
-              var sum302: Float = (sum301 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy299 +% 2) *% 10)) +% 2) +% ix300)])
-              var sum303: Float = (sum302 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy299 +% 2) *% 10)) +% 1) +% ix300)])
-              var sum304: Float = (sum303 + arena[((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy299 +% 2) *% 10)) +% ix300)])
-              var sum305: Float = (sum304 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -1) *% 10)) +% 3) +% ix300)])
-              var sum306: Float = (sum305 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -1) *% 10)) +% 2) +% ix300)])
-              var sum307: Float = (sum306 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -1) *% 10)) +% 1) +% ix300)])
-              var sum308: Float = (sum307 + arena[((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -1) *% 10)) +% ix300)])
-              var sum309: Float = (sum308 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -2) *% 10)) +% 3) +% ix300)])
-              var sum310: Float = (sum309 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -2) *% 10)) +% 2) +% ix300)])
-              var sum311: Float = (sum310 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -2) *% 10)) +% 1) +% ix300)])
-              var sum312: Float = (sum311 + arena[((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy299 +% 2) +% -2) *% 10)) +% ix300)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy299 +% 2) *% 14)) +% 3) +% ix300)] = sum312
-              ix300 &+= 1
+        for iy289 in 0..<1 {
+          do {  // SIMD16 over ix290
+            var ix290 = 0
+            while ix290 < 1 {
+              var sum291: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy289 +% 2) *% 10)) +% 1) +% ix290)]
+              var sum292: Float = (sum291 + arena[((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy289 +% 2) *% 10)) +% ix290)])
+              var sum293: Float = (sum292 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy289 +% 2) +% -1) *% 10)) +% 1) +% ix290)])
+              var sum294: Float = (sum293 + arena[((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy289 +% 2) +% -1) *% 10)) +% ix290)])
+              var sum295: Float = (sum294 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy289 +% 2) +% -2) *% 10)) +% 1) +% ix290)])
+              var sum296: Float = (sum295 + arena[((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy289 +% 2) +% -2) *% 10)) +% ix290)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy289 +% 2) *% 14)) +% 1) +% ix290)] = sum296
+              ix290 &+= 1
             }
           }
         }
-        for iy313 in 0..<1 {
-          do {  // SIMD16 over ix314
-            var ix314 = 0
-            while ix314 < 6 {
-              var sum315: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy313 +% 2) *% 10)) +% 4) +% ix314)]
-              var sum316: Float = (sum315 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy313 +% 2) *% 10)) +% 3) +% ix314)])
-              var sum317: Float = (sum316 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy313 +% 2) *% 10)) +% 2) +% ix314)])
-              var sum318: Float = (sum317 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy313 +% 2) *% 10)) +% 1) +% ix314)])
-              var sum319: Float = (sum318 + arena[((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy313 +% 2) *% 10)) +% ix314)])
-              var sum320: Float = (sum319 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -1) *% 10)) +% 4) +% ix314)])
-              var sum321: Float = (sum320 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -1) *% 10)) +% 3) +% ix314)])
-              var sum322: Float = (sum321 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -1) *% 10)) +% 2) +% ix314)])
-              var sum323: Float = (sum322 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -1) *% 10)) +% 1) +% ix314)])
-              var sum324: Float = (sum323 + arena[((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -1) *% 10)) +% ix314)])
-              var sum325: Float = (sum324 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -2) *% 10)) +% 4) +% ix314)])
-              var sum326: Float = (sum325 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -2) *% 10)) +% 3) +% ix314)])
-              var sum327: Float = (sum326 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -2) *% 10)) +% 2) +% ix314)])
-              var sum328: Float = (sum327 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -2) *% 10)) +% 1) +% ix314)])
-              var sum329: Float = (sum328 + arena[((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy313 +% 2) +% -2) *% 10)) +% ix314)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy313 +% 2) *% 14)) +% 4) +% ix314)] = sum329
-              ix314 &+= 1
+        for iy297 in 0..<1 {
+          do {  // SIMD16 over ix298
+            var ix298 = 0
+            while ix298 < 1 {
+              var sum299: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy297 +% 2) *% 10)) +% 2) +% ix298)]
+              var sum300: Float = (sum299 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy297 +% 2) *% 10)) +% 1) +% ix298)])
+              var sum301: Float = (sum300 + arena[((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy297 +% 2) *% 10)) +% ix298)])
+              var sum302: Float = (sum301 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy297 +% 2) +% -1) *% 10)) +% 2) +% ix298)])
+              var sum303: Float = (sum302 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy297 +% 2) +% -1) *% 10)) +% 1) +% ix298)])
+              var sum304: Float = (sum303 + arena[((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy297 +% 2) +% -1) *% 10)) +% ix298)])
+              var sum305: Float = (sum304 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy297 +% 2) +% -2) *% 10)) +% 2) +% ix298)])
+              var sum306: Float = (sum305 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy297 +% 2) +% -2) *% 10)) +% 1) +% ix298)])
+              var sum307: Float = (sum306 + arena[((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy297 +% 2) +% -2) *% 10)) +% ix298)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy297 +% 2) *% 14)) +% 2) +% ix298)] = sum307
+              ix298 &+= 1
             }
           }
         }
-        for iy330 in 0..<1 {
-          do {  // SIMD16 over ix331
-            var ix331 = 0
-            while ix331 < 1 {
-              var sum332: Float = arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy330 +% 2) *% 10)) +% 9) +% ix331)]
-              var sum333: Float = (sum332 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy330 +% 2) *% 10)) +% 8) +% ix331)])
-              var sum334: Float = (sum333 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy330 +% 2) *% 10)) +% 7) +% ix331)])
-              var sum335: Float = (sum334 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy330 +% 2) *% 10)) +% 6) +% ix331)])
-              var sum336: Float = (sum335 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 9) +% ix331)])
-              var sum337: Float = (sum336 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 8) +% ix331)])
-              var sum338: Float = (sum337 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 7) +% ix331)])
-              var sum339: Float = (sum338 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 6) +% ix331)])
-              var sum340: Float = (sum339 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 9) +% ix331)])
-              var sum341: Float = (sum340 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 8) +% ix331)])
-              var sum342: Float = (sum341 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 7) +% ix331)])
-              var sum343: Float = (sum342 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 6) +% ix331)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy330 +% 2) *% 14)) +% 10) +% ix331)] = sum343
-              ix331 &+= 1
+        for iy308 in 0..<1 {
+          do {  // SIMD16 over ix309
+            var ix309 = 0
+            while ix309 < 1 {
+              var sum310: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy308 +% 2) *% 10)) +% 3) +% ix309)]
+              var sum311: Float = (sum310 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy308 +% 2) *% 10)) +% 2) +% ix309)])
+              var sum312: Float = (sum311 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy308 +% 2) *% 10)) +% 1) +% ix309)])
+              var sum313: Float = (sum312 + arena[((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy308 +% 2) *% 10)) +% ix309)])
+              var sum314: Float = (sum313 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy308 +% 2) +% -1) *% 10)) +% 3) +% ix309)])
+              var sum315: Float = (sum314 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy308 +% 2) +% -1) *% 10)) +% 2) +% ix309)])
+              var sum316: Float = (sum315 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy308 +% 2) +% -1) *% 10)) +% 1) +% ix309)])
+              var sum317: Float = (sum316 + arena[((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy308 +% 2) +% -1) *% 10)) +% ix309)])
+              var sum318: Float = (sum317 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy308 +% 2) +% -2) *% 10)) +% 3) +% ix309)])
+              var sum319: Float = (sum318 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy308 +% 2) +% -2) *% 10)) +% 2) +% ix309)])
+              var sum320: Float = (sum319 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy308 +% 2) +% -2) *% 10)) +% 1) +% ix309)])
+              var sum321: Float = (sum320 + arena[((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy308 +% 2) +% -2) *% 10)) +% ix309)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy308 +% 2) *% 14)) +% 3) +% ix309)] = sum321
+              ix309 &+= 1
             }
           }
         }
-        for iy344 in 0..<1 {
-          do {  // SIMD16 over ix345
-            var ix345 = 0
-            while ix345 < 1 {
-              var sum346: Float = arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy344 +% 2) *% 10)) +% 9) +% ix345)]
-              var sum347: Float = (sum346 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy344 +% 2) *% 10)) +% 8) +% ix345)])
-              var sum348: Float = (sum347 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy344 +% 2) *% 10)) +% 7) +% ix345)])
-              var sum349: Float = (sum348 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -1) *% 10)) +% 9) +% ix345)])
-              var sum350: Float = (sum349 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -1) *% 10)) +% 8) +% ix345)])
-              var sum351: Float = (sum350 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -1) *% 10)) +% 7) +% ix345)])
-              var sum352: Float = (sum351 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -2) *% 10)) +% 9) +% ix345)])
-              var sum353: Float = (sum352 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -2) *% 10)) +% 8) +% ix345)])
-              var sum354: Float = (sum353 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy344 +% 2) +% -2) *% 10)) +% 7) +% ix345)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy344 +% 2) *% 14)) +% 11) +% ix345)] = sum354
-              ix345 &+= 1
+        for iy322 in 0..<1 {
+          do {  // SIMD16 over ix323
+            var ix323 = 0
+            while ix323 < 6 {
+              var sum324: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy322 +% 2) *% 10)) +% 4) +% ix323)]
+              var sum325: Float = (sum324 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy322 +% 2) *% 10)) +% 3) +% ix323)])
+              var sum326: Float = (sum325 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy322 +% 2) *% 10)) +% 2) +% ix323)])
+              var sum327: Float = (sum326 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy322 +% 2) *% 10)) +% 1) +% ix323)])
+              var sum328: Float = (sum327 + arena[((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy322 +% 2) *% 10)) +% ix323)])
+              var sum329: Float = (sum328 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy322 +% 2) +% -1) *% 10)) +% 4) +% ix323)])
+              var sum330: Float = (sum329 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy322 +% 2) +% -1) *% 10)) +% 3) +% ix323)])
+              var sum331: Float = (sum330 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy322 +% 2) +% -1) *% 10)) +% 2) +% ix323)])
+              var sum332: Float = (sum331 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy322 +% 2) +% -1) *% 10)) +% 1) +% ix323)])
+              var sum333: Float = (sum332 + arena[((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy322 +% 2) +% -1) *% 10)) +% ix323)])
+              var sum334: Float = (sum333 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy322 +% 2) +% -2) *% 10)) +% 4) +% ix323)])
+              var sum335: Float = (sum334 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy322 +% 2) +% -2) *% 10)) +% 3) +% ix323)])
+              var sum336: Float = (sum335 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy322 +% 2) +% -2) *% 10)) +% 2) +% ix323)])
+              var sum337: Float = (sum336 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy322 +% 2) +% -2) *% 10)) +% 1) +% ix323)])
+              var sum338: Float = (sum337 + arena[((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy322 +% 2) +% -2) *% 10)) +% ix323)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy322 +% 2) *% 14)) +% 4) +% ix323)] = sum338
+              ix323 &+= 1
             }
           }
         }
-        for iy355 in 0..<1 {
-          do {  // SIMD16 over ix356
-            var ix356 = 0
-            while ix356 < 1 {
-              var sum357: Float = arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy355 +% 2) *% 10)) +% 9) +% ix356)]
-              var sum358: Float = (sum357 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy355 +% 2) *% 10)) +% 8) +% ix356)])
-              var sum359: Float = (sum358 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy355 +% 2) +% -1) *% 10)) +% 9) +% ix356)])
-              var sum360: Float = (sum359 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy355 +% 2) +% -1) *% 10)) +% 8) +% ix356)])
-              var sum361: Float = (sum360 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy355 +% 2) +% -2) *% 10)) +% 9) +% ix356)])
-              var sum362: Float = (sum361 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy355 +% 2) +% -2) *% 10)) +% 8) +% ix356)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy355 +% 2) *% 14)) +% 12) +% ix356)] = sum362
-              ix356 &+= 1
+        for iy339 in 0..<1 {
+          do {  // SIMD16 over ix340
+            var ix340 = 0
+            while ix340 < 1 {
+              var sum341: Float = arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy339 +% 2) *% 10)) +% 9) +% ix340)]
+              var sum342: Float = (sum341 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy339 +% 2) *% 10)) +% 8) +% ix340)])
+              var sum343: Float = (sum342 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy339 +% 2) *% 10)) +% 7) +% ix340)])
+              var sum344: Float = (sum343 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy339 +% 2) *% 10)) +% 6) +% ix340)])
+              var sum345: Float = (sum344 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy339 +% 2) +% -1) *% 10)) +% 9) +% ix340)])
+              var sum346: Float = (sum345 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy339 +% 2) +% -1) *% 10)) +% 8) +% ix340)])
+              var sum347: Float = (sum346 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy339 +% 2) +% -1) *% 10)) +% 7) +% ix340)])
+              var sum348: Float = (sum347 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy339 +% 2) +% -1) *% 10)) +% 6) +% ix340)])
+              var sum349: Float = (sum348 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy339 +% 2) +% -2) *% 10)) +% 9) +% ix340)])
+              var sum350: Float = (sum349 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy339 +% 2) +% -2) *% 10)) +% 8) +% ix340)])
+              var sum351: Float = (sum350 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy339 +% 2) +% -2) *% 10)) +% 7) +% ix340)])
+              var sum352: Float = (sum351 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy339 +% 2) +% -2) *% 10)) +% 6) +% ix340)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy339 +% 2) *% 14)) +% 10) +% ix340)] = sum352
+              ix340 &+= 1
             }
           }
         }
-        for iy363 in 0..<1 {
-          do {  // SIMD16 over ix364
-            var ix364 = 0
-            while ix364 < 1 {
-              var sum365: Float = arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy363 +% 2) *% 10)) +% 9) +% ix364)]
-              var sum366: Float = (sum365 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy363 +% 2) +% -1) *% 10)) +% 9) +% ix364)])
-              var sum367: Float = (sum366 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy363 +% 2) +% -2) *% 10)) +% 9) +% ix364)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy363 +% 2) *% 14)) +% 13) +% ix364)] = sum367
-              ix364 &+= 1
+        for iy353 in 0..<1 {
+          do {  // SIMD16 over ix354
+            var ix354 = 0
+            while ix354 < 1 {
+              var sum355: Float = arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy353 +% 2) *% 10)) +% 9) +% ix354)]
+              var sum356: Float = (sum355 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy353 +% 2) *% 10)) +% 8) +% ix354)])
+              var sum357: Float = (sum356 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy353 +% 2) *% 10)) +% 7) +% ix354)])
+              var sum358: Float = (sum357 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy353 +% 2) +% -1) *% 10)) +% 9) +% ix354)])
+              var sum359: Float = (sum358 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy353 +% 2) +% -1) *% 10)) +% 8) +% ix354)])
+              var sum360: Float = (sum359 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy353 +% 2) +% -1) *% 10)) +% 7) +% ix354)])
+              var sum361: Float = (sum360 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy353 +% 2) +% -2) *% 10)) +% 9) +% ix354)])
+              var sum362: Float = (sum361 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy353 +% 2) +% -2) *% 10)) +% 8) +% ix354)])
+              var sum363: Float = (sum362 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy353 +% 2) +% -2) *% 10)) +% 7) +% ix354)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy353 +% 2) *% 14)) +% 11) +% ix354)] = sum363
+              ix354 &+= 1
             }
           }
         }
-        for iy368 in 0..<1 {
-          do {  // SIMD16 over ix369
-            var ix369 = 0
-            while ix369 < 1 {
-              var sum370: Float = arena[((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy368 +% 3) *% 10)) +% ix369)]
-              var sum371: Float = (sum370 + arena[((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy368 +% 3) +% -1) *% 10)) +% ix369)])
-              var sum372: Float = (sum371 + arena[((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy368 +% 3) +% -2) *% 10)) +% ix369)])
-              var sum373: Float = (sum372 + arena[((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy368 +% 3) +% -3) *% 10)) +% ix369)])
-              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy368 +% 3) *% 14)) +% ix369)] = sum373
-              ix369 &+= 1
+        for iy364 in 0..<1 {
+          do {  // SIMD16 over ix365
+            var ix365 = 0
+            while ix365 < 1 {
+              var sum366: Float = arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy364 +% 2) *% 10)) +% 9) +% ix365)]
+              var sum367: Float = (sum366 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy364 +% 2) *% 10)) +% 8) +% ix365)])
+              var sum368: Float = (sum367 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy364 +% 2) +% -1) *% 10)) +% 9) +% ix365)])
+              var sum369: Float = (sum368 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy364 +% 2) +% -1) *% 10)) +% 8) +% ix365)])
+              var sum370: Float = (sum369 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy364 +% 2) +% -2) *% 10)) +% 9) +% ix365)])
+              var sum371: Float = (sum370 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy364 +% 2) +% -2) *% 10)) +% 8) +% ix365)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy364 +% 2) *% 14)) +% 12) +% ix365)] = sum371
+              ix365 &+= 1
             }
           }
         }
-        for iy374 in 0..<1 {
-          do {  // SIMD16 over ix375
-            var ix375 = 0
-            while ix375 < 1 {
-              var sum376: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy374 +% 3) *% 10)) +% 1) +% ix375)]
-              var sum377: Float = (sum376 + arena[((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy374 +% 3) *% 10)) +% ix375)])
-              var sum378: Float = (sum377 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -1) *% 10)) +% 1) +% ix375)])
-              var sum379: Float = (sum378 + arena[((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -1) *% 10)) +% ix375)])
-              var sum380: Float = (sum379 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -2) *% 10)) +% 1) +% ix375)])
-              var sum381: Float = (sum380 + arena[((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -2) *% 10)) +% ix375)])
-              var sum382: Float = (sum381 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -3) *% 10)) +% 1) +% ix375)])
-              var sum383: Float = (sum382 + arena[((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy374 +% 3) +% -3) *% 10)) +% ix375)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy374 +% 3) *% 14)) +% 1) +% ix375)] = sum383
-              ix375 &+= 1
+        for iy372 in 0..<1 {
+          do {  // SIMD16 over ix373
+            var ix373 = 0
+            while ix373 < 1 {
+              var sum374: Float = arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy372 +% 2) *% 10)) +% 9) +% ix373)]
+              var sum375: Float = (sum374 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy372 +% 2) +% -1) *% 10)) +% 9) +% ix373)])
+              var sum376: Float = (sum375 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy372 +% 2) +% -2) *% 10)) +% 9) +% ix373)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy372 +% 2) *% 14)) +% 13) +% ix373)] = sum376
+              ix373 &+= 1
             }
           }
         }
-        for iy384 in 0..<1 {
-          do {  // SIMD16 over ix385
-            var ix385 = 0
-            while ix385 < 1 {
-              var sum386: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy384 +% 3) *% 10)) +% 2) +% ix385)]
-              var sum387: Float = (sum386 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy384 +% 3) *% 10)) +% 1) +% ix385)])
-              var sum388: Float = (sum387 + arena[((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy384 +% 3) *% 10)) +% ix385)])
-              var sum389: Float = (sum388 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -1) *% 10)) +% 2) +% ix385)])
-              var sum390: Float = (sum389 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -1) *% 10)) +% 1) +% ix385)])
-              var sum391: Float = (sum390 + arena[((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -1) *% 10)) +% ix385)])
-              var sum392: Float = (sum391 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -2) *% 10)) +% 2) +% ix385)])
-              var sum393: Float = (sum392 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -2) *% 10)) +% 1) +% ix385)])
-              var sum394: Float = (sum393 + arena[((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -2) *% 10)) +% ix385)])
-              var sum395: Float = (sum394 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -3) *% 10)) +% 2) +% ix385)])
-              var sum396: Float = (sum395 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -3) *% 10)) +% 1) +% ix385)])
-              var sum397: Float = (sum396 + arena[((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy384 +% 3) +% -3) *% 10)) +% ix385)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy384 +% 3) *% 14)) +% 2) +% ix385)] = sum397
-              ix385 &+= 1
+        for iy377 in 0..<1 {
+          do {  // SIMD16 over ix378
+            var ix378 = 0
+            while ix378 < 1 {
+              var sum379: Float = arena[((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy377 +% 3) *% 10)) +% ix378)]
+              var sum380: Float = (sum379 + arena[((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy377 +% 3) +% -1) *% 10)) +% ix378)])
+              var sum381: Float = (sum380 + arena[((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy377 +% 3) +% -2) *% 10)) +% ix378)])
+              var sum382: Float = (sum381 + arena[((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy377 +% 3) +% -3) *% 10)) +% ix378)])
+              arena[((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy377 +% 3) *% 14)) +% ix378)] = sum382
+              ix378 &+= 1
             }
           }
         }
-        for iy398 in 0..<1 {
-          do {  // SIMD16 over ix399
-            var ix399 = 0
-            while ix399 < 1 {
-              var sum400: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy398 +% 3) *% 10)) +% 3) +% ix399)]
-              var sum401: Float = (sum400 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy398 +% 3) *% 10)) +% 2) +% ix399)])
-              var sum402: Float = (sum401 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy398 +% 3) *% 10)) +% 1) +% ix399)])
-              var sum403: Float = (sum402 + arena[((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy398 +% 3) *% 10)) +% ix399)])
-              var sum404: Float = (sum403 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -1) *% 10)) +% 3) +% ix399)])
-              var sum405: Float = (sum404 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -1) *% 10)) +% 2) +% ix399)])
-              var sum406: Float = (sum405 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -1) *% 10)) +% 1) +% ix399)])
-              var sum407: Float = (sum406 + arena[((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -1) *% 10)) +% ix399)])
-              var sum408: Float = (sum407 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -2) *% 10)) +% 3) +% ix399)])
-              var sum409: Float = (sum408 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -2) *% 10)) +% 2) +% ix399)])
-              var sum410: Float = (sum409 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -2) *% 10)) +% 1) +% ix399)])
-              var sum411: Float = (sum410 + arena[((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -2) *% 10)) +% ix399)])
-              var sum412: Float = (sum411 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -3) *% 10)) +% 3) +% ix399)])
-              var sum413: Float = (sum412 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -3) *% 10)) +% 2) +% ix399)])
-              var sum414: Float = (sum413 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -3) *% 10)) +% 1) +% ix399)])
-              var sum415: Float = (sum414 + arena[((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy398 +% 3) +% -3) *% 10)) +% ix399)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy398 +% 3) *% 14)) +% 3) +% ix399)] = sum415
-              ix399 &+= 1
+        for iy383 in 0..<1 {
+          do {  // SIMD16 over ix384
+            var ix384 = 0
+            while ix384 < 1 {
+              var sum385: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy383 +% 3) *% 10)) +% 1) +% ix384)]
+              var sum386: Float = (sum385 + arena[((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy383 +% 3) *% 10)) +% ix384)])
+              var sum387: Float = (sum386 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy383 +% 3) +% -1) *% 10)) +% 1) +% ix384)])
+              var sum388: Float = (sum387 + arena[((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy383 +% 3) +% -1) *% 10)) +% ix384)])
+              var sum389: Float = (sum388 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy383 +% 3) +% -2) *% 10)) +% 1) +% ix384)])
+              var sum390: Float = (sum389 + arena[((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy383 +% 3) +% -2) *% 10)) +% ix384)])
+              var sum391: Float = (sum390 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy383 +% 3) +% -3) *% 10)) +% 1) +% ix384)])
+              var sum392: Float = (sum391 + arena[((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy383 +% 3) +% -3) *% 10)) +% ix384)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy383 +% 3) *% 14)) +% 1) +% ix384)] = sum392
+              ix384 &+= 1
             }
           }
         }
-        for iy416 in 0..<1 {
-          do {  // SIMD16 over ix417
-            var ix417 = 0
-            while ix417 < 6 {
-              var sum418: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy416 +% 3) *% 10)) +% 4) +% ix417)]
-              var sum419: Float = (sum418 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy416 +% 3) *% 10)) +% 3) +% ix417)])
-              var sum420: Float = (sum419 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy416 +% 3) *% 10)) +% 2) +% ix417)])
-              var sum421: Float = (sum420 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy416 +% 3) *% 10)) +% 1) +% ix417)])
-              var sum422: Float = (sum421 + arena[((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy416 +% 3) *% 10)) +% ix417)])
-              var sum423: Float = (sum422 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% 4) +% ix417)])
-              var sum424: Float = (sum423 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% 3) +% ix417)])
-              var sum425: Float = (sum424 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% 2) +% ix417)])
-              var sum426: Float = (sum425 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% 1) +% ix417)])
-              var sum427: Float = (sum426 + arena[((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% ix417)])
-              var sum428: Float = (sum427 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% 4) +% ix417)])
-              var sum429: Float = (sum428 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% 3) +% ix417)])
-              var sum430: Float = (sum429 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% 2) +% ix417)])
-              var sum431: Float = (sum430 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% 1) +% ix417)])
-              var sum432: Float = (sum431 + arena[((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% ix417)])
-              var sum433: Float = (sum432 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% 4) +% ix417)])
-              var sum434: Float = (sum433 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% 3) +% ix417)])
-              var sum435: Float = (sum434 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% 2) +% ix417)])
-              var sum436: Float = (sum435 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% 1) +% ix417)])
-              var sum437: Float = (sum436 + arena[((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% ix417)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy416 +% 3) *% 14)) +% 4) +% ix417)] = sum437
-              ix417 &+= 1
+        for iy393 in 0..<1 {
+          do {  // SIMD16 over ix394
+            var ix394 = 0
+            while ix394 < 1 {
+              var sum395: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy393 +% 3) *% 10)) +% 2) +% ix394)]
+              var sum396: Float = (sum395 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy393 +% 3) *% 10)) +% 1) +% ix394)])
+              var sum397: Float = (sum396 + arena[((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy393 +% 3) *% 10)) +% ix394)])
+              var sum398: Float = (sum397 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy393 +% 3) +% -1) *% 10)) +% 2) +% ix394)])
+              var sum399: Float = (sum398 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy393 +% 3) +% -1) *% 10)) +% 1) +% ix394)])
+              var sum400: Float = (sum399 + arena[((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy393 +% 3) +% -1) *% 10)) +% ix394)])
+              var sum401: Float = (sum400 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy393 +% 3) +% -2) *% 10)) +% 2) +% ix394)])
+              var sum402: Float = (sum401 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy393 +% 3) +% -2) *% 10)) +% 1) +% ix394)])
+              var sum403: Float = (sum402 + arena[((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy393 +% 3) +% -2) *% 10)) +% ix394)])
+              var sum404: Float = (sum403 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy393 +% 3) +% -3) *% 10)) +% 2) +% ix394)])
+              var sum405: Float = (sum404 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy393 +% 3) +% -3) *% 10)) +% 1) +% ix394)])
+              var sum406: Float = (sum405 + arena[((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy393 +% 3) +% -3) *% 10)) +% ix394)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy393 +% 3) *% 14)) +% 2) +% ix394)] = sum406
+              ix394 &+= 1
             }
           }
         }
-        for iy438 in 0..<1 {
-          do {  // SIMD16 over ix439
-            var ix439 = 0
-            while ix439 < 1 {
-              var sum440: Float = arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy438 +% 3) *% 10)) +% 9) +% ix439)]
-              var sum441: Float = (sum440 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy438 +% 3) *% 10)) +% 8) +% ix439)])
-              var sum442: Float = (sum441 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy438 +% 3) *% 10)) +% 7) +% ix439)])
-              var sum443: Float = (sum442 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy438 +% 3) *% 10)) +% 6) +% ix439)])
-              var sum444: Float = (sum443 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -1) *% 10)) +% 9) +% ix439)])
-              var sum445: Float = (sum444 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -1) *% 10)) +% 8) +% ix439)])
-              var sum446: Float = (sum445 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -1) *% 10)) +% 7) +% ix439)])
-              var sum447: Float = (sum446 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -1) *% 10)) +% 6) +% ix439)])
-              var sum448: Float = (sum447 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -2) *% 10)) +% 9) +% ix439)])
-              var sum449: Float = (sum448 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -2) *% 10)) +% 8) +% ix439)])
-              var sum450: Float = (sum449 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -2) *% 10)) +% 7) +% ix439)])
-              var sum451: Float = (sum450 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -2) *% 10)) +% 6) +% ix439)])
-              var sum452: Float = (sum451 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -3) *% 10)) +% 9) +% ix439)])
-              var sum453: Float = (sum452 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -3) *% 10)) +% 8) +% ix439)])
-              var sum454: Float = (sum453 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -3) *% 10)) +% 7) +% ix439)])
-              var sum455: Float = (sum454 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy438 +% 3) +% -3) *% 10)) +% 6) +% ix439)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy438 +% 3) *% 14)) +% 10) +% ix439)] = sum455
-              ix439 &+= 1
+        for iy407 in 0..<1 {
+          do {  // SIMD16 over ix408
+            var ix408 = 0
+            while ix408 < 1 {
+              var sum409: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy407 +% 3) *% 10)) +% 3) +% ix408)]
+              var sum410: Float = (sum409 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy407 +% 3) *% 10)) +% 2) +% ix408)])
+              var sum411: Float = (sum410 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy407 +% 3) *% 10)) +% 1) +% ix408)])
+              var sum412: Float = (sum411 + arena[((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy407 +% 3) *% 10)) +% ix408)])
+              var sum413: Float = (sum412 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -1) *% 10)) +% 3) +% ix408)])
+              var sum414: Float = (sum413 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -1) *% 10)) +% 2) +% ix408)])
+              var sum415: Float = (sum414 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -1) *% 10)) +% 1) +% ix408)])
+              var sum416: Float = (sum415 + arena[((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -1) *% 10)) +% ix408)])
+              var sum417: Float = (sum416 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -2) *% 10)) +% 3) +% ix408)])
+              var sum418: Float = (sum417 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -2) *% 10)) +% 2) +% ix408)])
+              var sum419: Float = (sum418 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -2) *% 10)) +% 1) +% ix408)])
+              var sum420: Float = (sum419 + arena[((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -2) *% 10)) +% ix408)])
+              var sum421: Float = (sum420 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -3) *% 10)) +% 3) +% ix408)])
+              var sum422: Float = (sum421 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -3) *% 10)) +% 2) +% ix408)])
+              var sum423: Float = (sum422 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -3) *% 10)) +% 1) +% ix408)])
+              var sum424: Float = (sum423 + arena[((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy407 +% 3) +% -3) *% 10)) +% ix408)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy407 +% 3) *% 14)) +% 3) +% ix408)] = sum424
+              ix408 &+= 1
             }
           }
         }
-        for iy456 in 0..<1 {
-          do {  // SIMD16 over ix457
-            var ix457 = 0
-            while ix457 < 1 {
-              var sum458: Float = arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy456 +% 3) *% 10)) +% 9) +% ix457)]
-              var sum459: Float = (sum458 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy456 +% 3) *% 10)) +% 8) +% ix457)])
-              var sum460: Float = (sum459 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy456 +% 3) *% 10)) +% 7) +% ix457)])
-              var sum461: Float = (sum460 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -1) *% 10)) +% 9) +% ix457)])
-              var sum462: Float = (sum461 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -1) *% 10)) +% 8) +% ix457)])
-              var sum463: Float = (sum462 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -1) *% 10)) +% 7) +% ix457)])
-              var sum464: Float = (sum463 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -2) *% 10)) +% 9) +% ix457)])
-              var sum465: Float = (sum464 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -2) *% 10)) +% 8) +% ix457)])
-              var sum466: Float = (sum465 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -2) *% 10)) +% 7) +% ix457)])
-              var sum467: Float = (sum466 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -3) *% 10)) +% 9) +% ix457)])
-              var sum468: Float = (sum467 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -3) *% 10)) +% 8) +% ix457)])
-              var sum469: Float = (sum468 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy456 +% 3) +% -3) *% 10)) +% 7) +% ix457)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy456 +% 3) *% 14)) +% 11) +% ix457)] = sum469
-              ix457 &+= 1
+        for iy425 in 0..<1 {
+          do {  // SIMD16 over ix426
+            var ix426 = 0
+            while ix426 < 6 {
+              var sum427: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy425 +% 3) *% 10)) +% 4) +% ix426)]
+              var sum428: Float = (sum427 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy425 +% 3) *% 10)) +% 3) +% ix426)])
+              var sum429: Float = (sum428 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy425 +% 3) *% 10)) +% 2) +% ix426)])
+              var sum430: Float = (sum429 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy425 +% 3) *% 10)) +% 1) +% ix426)])
+              var sum431: Float = (sum430 + arena[((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy425 +% 3) *% 10)) +% ix426)])
+              var sum432: Float = (sum431 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -1) *% 10)) +% 4) +% ix426)])
+              var sum433: Float = (sum432 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -1) *% 10)) +% 3) +% ix426)])
+              var sum434: Float = (sum433 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -1) *% 10)) +% 2) +% ix426)])
+              var sum435: Float = (sum434 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -1) *% 10)) +% 1) +% ix426)])
+              var sum436: Float = (sum435 + arena[((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -1) *% 10)) +% ix426)])
+              var sum437: Float = (sum436 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -2) *% 10)) +% 4) +% ix426)])
+              var sum438: Float = (sum437 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -2) *% 10)) +% 3) +% ix426)])
+              var sum439: Float = (sum438 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -2) *% 10)) +% 2) +% ix426)])
+              var sum440: Float = (sum439 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -2) *% 10)) +% 1) +% ix426)])
+              var sum441: Float = (sum440 + arena[((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -2) *% 10)) +% ix426)])
+              var sum442: Float = (sum441 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -3) *% 10)) +% 4) +% ix426)])
+              var sum443: Float = (sum442 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -3) *% 10)) +% 3) +% ix426)])
+              var sum444: Float = (sum443 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -3) *% 10)) +% 2) +% ix426)])
+              var sum445: Float = (sum444 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -3) *% 10)) +% 1) +% ix426)])
+              var sum446: Float = (sum445 + arena[((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy425 +% 3) +% -3) *% 10)) +% ix426)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy425 +% 3) *% 14)) +% 4) +% ix426)] = sum446
+              ix426 &+= 1
             }
           }
         }
-        for iy470 in 0..<1 {
-          do {  // SIMD16 over ix471
-            var ix471 = 0
-            while ix471 < 1 {
-              var sum472: Float = arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy470 +% 3) *% 10)) +% 9) +% ix471)]
-              var sum473: Float = (sum472 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy470 +% 3) *% 10)) +% 8) +% ix471)])
-              var sum474: Float = (sum473 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -1) *% 10)) +% 9) +% ix471)])
-              var sum475: Float = (sum474 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -1) *% 10)) +% 8) +% ix471)])
-              var sum476: Float = (sum475 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -2) *% 10)) +% 9) +% ix471)])
-              var sum477: Float = (sum476 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -2) *% 10)) +% 8) +% ix471)])
-              var sum478: Float = (sum477 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -3) *% 10)) +% 9) +% ix471)])
-              var sum479: Float = (sum478 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy470 +% 3) +% -3) *% 10)) +% 8) +% ix471)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy470 +% 3) *% 14)) +% 12) +% ix471)] = sum479
-              ix471 &+= 1
+        for iy447 in 0..<1 {
+          do {  // SIMD16 over ix448
+            var ix448 = 0
+            while ix448 < 1 {
+              var sum449: Float = arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy447 +% 3) *% 10)) +% 9) +% ix448)]
+              var sum450: Float = (sum449 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy447 +% 3) *% 10)) +% 8) +% ix448)])
+              var sum451: Float = (sum450 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy447 +% 3) *% 10)) +% 7) +% ix448)])
+              var sum452: Float = (sum451 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy447 +% 3) *% 10)) +% 6) +% ix448)])
+              var sum453: Float = (sum452 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -1) *% 10)) +% 9) +% ix448)])
+              var sum454: Float = (sum453 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -1) *% 10)) +% 8) +% ix448)])
+              var sum455: Float = (sum454 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -1) *% 10)) +% 7) +% ix448)])
+              var sum456: Float = (sum455 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -1) *% 10)) +% 6) +% ix448)])
+              var sum457: Float = (sum456 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -2) *% 10)) +% 9) +% ix448)])
+              var sum458: Float = (sum457 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -2) *% 10)) +% 8) +% ix448)])
+              var sum459: Float = (sum458 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -2) *% 10)) +% 7) +% ix448)])
+              var sum460: Float = (sum459 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -2) *% 10)) +% 6) +% ix448)])
+              var sum461: Float = (sum460 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -3) *% 10)) +% 9) +% ix448)])
+              var sum462: Float = (sum461 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -3) *% 10)) +% 8) +% ix448)])
+              var sum463: Float = (sum462 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -3) *% 10)) +% 7) +% ix448)])
+              var sum464: Float = (sum463 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy447 +% 3) +% -3) *% 10)) +% 6) +% ix448)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy447 +% 3) *% 14)) +% 10) +% ix448)] = sum464
+              ix448 &+= 1
             }
           }
         }
-        for iy480 in 0..<1 {
-          do {  // SIMD16 over ix481
-            var ix481 = 0
-            while ix481 < 1 {
-              var sum482: Float = arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy480 +% 3) *% 10)) +% 9) +% ix481)]
-              var sum483: Float = (sum482 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy480 +% 3) +% -1) *% 10)) +% 9) +% ix481)])
-              var sum484: Float = (sum483 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy480 +% 3) +% -2) *% 10)) +% 9) +% ix481)])
-              var sum485: Float = (sum484 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy480 +% 3) +% -3) *% 10)) +% 9) +% ix481)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy480 +% 3) *% 14)) +% 13) +% ix481)] = sum485
-              ix481 &+= 1
+        for iy465 in 0..<1 {
+          do {  // SIMD16 over ix466
+            var ix466 = 0
+            while ix466 < 1 {
+              var sum467: Float = arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy465 +% 3) *% 10)) +% 9) +% ix466)]
+              var sum468: Float = (sum467 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy465 +% 3) *% 10)) +% 8) +% ix466)])
+              var sum469: Float = (sum468 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy465 +% 3) *% 10)) +% 7) +% ix466)])
+              var sum470: Float = (sum469 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy465 +% 3) +% -1) *% 10)) +% 9) +% ix466)])
+              var sum471: Float = (sum470 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy465 +% 3) +% -1) *% 10)) +% 8) +% ix466)])
+              var sum472: Float = (sum471 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy465 +% 3) +% -1) *% 10)) +% 7) +% ix466)])
+              var sum473: Float = (sum472 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy465 +% 3) +% -2) *% 10)) +% 9) +% ix466)])
+              var sum474: Float = (sum473 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy465 +% 3) +% -2) *% 10)) +% 8) +% ix466)])
+              var sum475: Float = (sum474 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy465 +% 3) +% -2) *% 10)) +% 7) +% ix466)])
+              var sum476: Float = (sum475 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy465 +% 3) +% -3) *% 10)) +% 9) +% ix466)])
+              var sum477: Float = (sum476 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy465 +% 3) +% -3) *% 10)) +% 8) +% ix466)])
+              var sum478: Float = (sum477 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy465 +% 3) +% -3) *% 10)) +% 7) +% ix466)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy465 +% 3) *% 14)) +% 11) +% ix466)] = sum478
+              ix466 &+= 1
             }
           }
         }
-        for iy486 in 0..<6 {
-          do {  // SIMD16 over ix487
-            var ix487 = 0
-            while ix487 < 1 {
-              var sum488: Float = arena[((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy486 +% 4) *% 10)) +% ix487)]
-              var sum489: Float = (sum488 + arena[((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy486 +% 4) +% -1) *% 10)) +% ix487)])
-              var sum490: Float = (sum489 + arena[((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy486 +% 4) +% -2) *% 10)) +% ix487)])
-              var sum491: Float = (sum490 + arena[((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy486 +% 4) +% -3) *% 10)) +% ix487)])
-              var sum492: Float = (sum491 + arena[((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy486 +% 4) +% -4) *% 10)) +% ix487)])
-              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy486 +% 4) *% 14)) +% ix487)] = sum492
-              ix487 &+= 1
+        for iy479 in 0..<1 {
+          do {  // SIMD16 over ix480
+            var ix480 = 0
+            while ix480 < 1 {
+              var sum481: Float = arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy479 +% 3) *% 10)) +% 9) +% ix480)]
+              var sum482: Float = (sum481 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy479 +% 3) *% 10)) +% 8) +% ix480)])
+              var sum483: Float = (sum482 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy479 +% 3) +% -1) *% 10)) +% 9) +% ix480)])
+              var sum484: Float = (sum483 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy479 +% 3) +% -1) *% 10)) +% 8) +% ix480)])
+              var sum485: Float = (sum484 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy479 +% 3) +% -2) *% 10)) +% 9) +% ix480)])
+              var sum486: Float = (sum485 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy479 +% 3) +% -2) *% 10)) +% 8) +% ix480)])
+              var sum487: Float = (sum486 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy479 +% 3) +% -3) *% 10)) +% 9) +% ix480)])
+              var sum488: Float = (sum487 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy479 +% 3) +% -3) *% 10)) +% 8) +% ix480)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy479 +% 3) *% 14)) +% 12) +% ix480)] = sum488
+              ix480 &+= 1
             }
           }
         }
-        for iy493 in 0..<6 {
-          do {  // SIMD16 over ix494
-            var ix494 = 0
-            while ix494 < 1 {
-              var sum495: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy493 +% 4) *% 10)) +% 1) +% ix494)]
-              var sum496: Float = (sum495 + arena[((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy493 +% 4) *% 10)) +% ix494)])
-              var sum497: Float = (sum496 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -1) *% 10)) +% 1) +% ix494)])
-              var sum498: Float = (sum497 + arena[((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -1) *% 10)) +% ix494)])
-              var sum499: Float = (sum498 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -2) *% 10)) +% 1) +% ix494)])
-              var sum500: Float = (sum499 + arena[((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -2) *% 10)) +% ix494)])
-              var sum501: Float = (sum500 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -3) *% 10)) +% 1) +% ix494)])
-              var sum502: Float = (sum501 + arena[((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -3) *% 10)) +% ix494)])
-              var sum503: Float = (sum502 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -4) *% 10)) +% 1) +% ix494)])
-              var sum504: Float = (sum503 + arena[((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy493 +% 4) +% -4) *% 10)) +% ix494)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy493 +% 4) *% 14)) +% 1) +% ix494)] = sum504
-              ix494 &+= 1
+        for iy489 in 0..<1 {
+          do {  // SIMD16 over ix490
+            var ix490 = 0
+            while ix490 < 1 {
+              var sum491: Float = arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy489 +% 3) *% 10)) +% 9) +% ix490)]
+              var sum492: Float = (sum491 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy489 +% 3) +% -1) *% 10)) +% 9) +% ix490)])
+              var sum493: Float = (sum492 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy489 +% 3) +% -2) *% 10)) +% 9) +% ix490)])
+              var sum494: Float = (sum493 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy489 +% 3) +% -3) *% 10)) +% 9) +% ix490)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy489 +% 3) *% 14)) +% 13) +% ix490)] = sum494
+              ix490 &+= 1
             }
           }
         }
-        for iy505 in 0..<6 {
-          do {  // SIMD16 over ix506
-            var ix506 = 0
-            while ix506 < 1 {
-              var sum507: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy505 +% 4) *% 10)) +% 2) +% ix506)]
-              var sum508: Float = (sum507 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy505 +% 4) *% 10)) +% 1) +% ix506)])
-              var sum509: Float = (sum508 + arena[((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy505 +% 4) *% 10)) +% ix506)])
-              var sum510: Float = (sum509 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -1) *% 10)) +% 2) +% ix506)])
-              var sum511: Float = (sum510 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -1) *% 10)) +% 1) +% ix506)])
-              var sum512: Float = (sum511 + arena[((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -1) *% 10)) +% ix506)])
-              var sum513: Float = (sum512 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -2) *% 10)) +% 2) +% ix506)])
-              var sum514: Float = (sum513 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -2) *% 10)) +% 1) +% ix506)])
-              var sum515: Float = (sum514 + arena[((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -2) *% 10)) +% ix506)])
-              var sum516: Float = (sum515 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -3) *% 10)) +% 2) +% ix506)])
-              var sum517: Float = (sum516 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -3) *% 10)) +% 1) +% ix506)])
-              var sum518: Float = (sum517 + arena[((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -3) *% 10)) +% ix506)])
-              var sum519: Float = (sum518 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -4) *% 10)) +% 2) +% ix506)])
-              var sum520: Float = (sum519 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -4) *% 10)) +% 1) +% ix506)])
-              var sum521: Float = (sum520 + arena[((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy505 +% 4) +% -4) *% 10)) +% ix506)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy505 +% 4) *% 14)) +% 2) +% ix506)] = sum521
-              ix506 &+= 1
+        for iy495 in 0..<6 {
+          do {  // SIMD16 over ix496
+            var ix496 = 0
+            while ix496 < 1 {
+              var sum497: Float = arena[((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy495 +% 4) *% 10)) +% ix496)]
+              var sum498: Float = (sum497 + arena[((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy495 +% 4) +% -1) *% 10)) +% ix496)])
+              var sum499: Float = (sum498 + arena[((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy495 +% 4) +% -2) *% 10)) +% ix496)])
+              var sum500: Float = (sum499 + arena[((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy495 +% 4) +% -3) *% 10)) +% ix496)])
+              var sum501: Float = (sum500 + arena[((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy495 +% 4) +% -4) *% 10)) +% ix496)])
+              arena[((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy495 +% 4) *% 14)) +% ix496)] = sum501
+              ix496 &+= 1
             }
           }
         }
-        for iy522 in 0..<6 {
-          do {  // SIMD16 over ix523
-            var ix523 = 0
-            while ix523 < 1 {
-              var sum524: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy522 +% 4) *% 10)) +% 3) +% ix523)]
-              var sum525: Float = (sum524 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy522 +% 4) *% 10)) +% 2) +% ix523)])
-              var sum526: Float = (sum525 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy522 +% 4) *% 10)) +% 1) +% ix523)])
-              var sum527: Float = (sum526 + arena[((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy522 +% 4) *% 10)) +% ix523)])
-              var sum528: Float = (sum527 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 3) +% ix523)])
-              var sum529: Float = (sum528 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 2) +% ix523)])
-              var sum530: Float = (sum529 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 1) +% ix523)])
-              var sum531: Float = (sum530 + arena[((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% ix523)])
-              var sum532: Float = (sum531 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 3) +% ix523)])
-              var sum533: Float = (sum532 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 2) +% ix523)])
-              var sum534: Float = (sum533 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 1) +% ix523)])
-              var sum535: Float = (sum534 + arena[((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% ix523)])
-              var sum536: Float = (sum535 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 3) +% ix523)])
-              var sum537: Float = (sum536 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 2) +% ix523)])
-              var sum538: Float = (sum537 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 1) +% ix523)])
-              var sum539: Float = (sum538 + arena[((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% ix523)])
-              var sum540: Float = (sum539 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 3) +% ix523)])
-              var sum541: Float = (sum540 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 2) +% ix523)])
-              var sum542: Float = (sum541 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 1) +% ix523)])
-              var sum543: Float = (sum542 + arena[((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% ix523)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy522 +% 4) *% 14)) +% 3) +% ix523)] = sum543
-              ix523 &+= 1
+        for iy502 in 0..<6 {
+          do {  // SIMD16 over ix503
+            var ix503 = 0
+            while ix503 < 1 {
+              var sum504: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy502 +% 4) *% 10)) +% 1) +% ix503)]
+              var sum505: Float = (sum504 + arena[((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy502 +% 4) *% 10)) +% ix503)])
+              var sum506: Float = (sum505 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy502 +% 4) +% -1) *% 10)) +% 1) +% ix503)])
+              var sum507: Float = (sum506 + arena[((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy502 +% 4) +% -1) *% 10)) +% ix503)])
+              var sum508: Float = (sum507 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy502 +% 4) +% -2) *% 10)) +% 1) +% ix503)])
+              var sum509: Float = (sum508 + arena[((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy502 +% 4) +% -2) *% 10)) +% ix503)])
+              var sum510: Float = (sum509 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy502 +% 4) +% -3) *% 10)) +% 1) +% ix503)])
+              var sum511: Float = (sum510 + arena[((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy502 +% 4) +% -3) *% 10)) +% ix503)])
+              var sum512: Float = (sum511 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy502 +% 4) +% -4) *% 10)) +% 1) +% ix503)])
+              var sum513: Float = (sum512 + arena[((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy502 +% 4) +% -4) *% 10)) +% ix503)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy502 +% 4) *% 14)) +% 1) +% ix503)] = sum513
+              ix503 &+= 1
             }
           }
         }
-        for iy544 in 0..<6 {
-          do {  // SIMD16 over ix545
-            var ix545 = 0
-            while ix545 < 6 {
-              var sum546: Float = arena[(((((756112 +% ((c163 *% 25) *% 1600)) +% (j162 *% 100)) +% ((iy544 +% 4) *% 10)) +% 4) +% ix545)]
-              var sum547: Float = (sum546 + arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy544 +% 4) *% 10)) +% 3) +% ix545)])
-              var sum548: Float = (sum547 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy544 +% 4) *% 10)) +% 2) +% ix545)])
-              var sum549: Float = (sum548 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy544 +% 4) *% 10)) +% 1) +% ix545)])
-              var sum550: Float = (sum549 + arena[((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy544 +% 4) *% 10)) +% ix545)])
-              var sum551: Float = (sum550 + arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -1) *% 10)) +% 4) +% ix545)])
-              var sum552: Float = (sum551 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -1) *% 10)) +% 3) +% ix545)])
-              var sum553: Float = (sum552 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -1) *% 10)) +% 2) +% ix545)])
-              var sum554: Float = (sum553 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -1) *% 10)) +% 1) +% ix545)])
-              var sum555: Float = (sum554 + arena[((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -1) *% 10)) +% ix545)])
-              var sum556: Float = (sum555 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -2) *% 10)) +% 4) +% ix545)])
-              var sum557: Float = (sum556 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -2) *% 10)) +% 3) +% ix545)])
-              var sum558: Float = (sum557 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -2) *% 10)) +% 2) +% ix545)])
-              var sum559: Float = (sum558 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -2) *% 10)) +% 1) +% ix545)])
-              var sum560: Float = (sum559 + arena[((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -2) *% 10)) +% ix545)])
-              var sum561: Float = (sum560 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -3) *% 10)) +% 4) +% ix545)])
-              var sum562: Float = (sum561 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -3) *% 10)) +% 3) +% ix545)])
-              var sum563: Float = (sum562 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -3) *% 10)) +% 2) +% ix545)])
-              var sum564: Float = (sum563 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -3) *% 10)) +% 1) +% ix545)])
-              var sum565: Float = (sum564 + arena[((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -3) *% 10)) +% ix545)])
-              var sum566: Float = (sum565 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -4) *% 10)) +% 4) +% ix545)])
-              var sum567: Float = (sum566 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -4) *% 10)) +% 3) +% ix545)])
-              var sum568: Float = (sum567 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -4) *% 10)) +% 2) +% ix545)])
-              var sum569: Float = (sum568 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -4) *% 10)) +% 1) +% ix545)])
-              var sum570: Float = (sum569 + arena[((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy544 +% 4) +% -4) *% 10)) +% ix545)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy544 +% 4) *% 14)) +% 4) +% ix545)] = sum570
-              ix545 &+= 1
+        for iy514 in 0..<6 {
+          do {  // SIMD16 over ix515
+            var ix515 = 0
+            while ix515 < 1 {
+              var sum516: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy514 +% 4) *% 10)) +% 2) +% ix515)]
+              var sum517: Float = (sum516 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy514 +% 4) *% 10)) +% 1) +% ix515)])
+              var sum518: Float = (sum517 + arena[((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy514 +% 4) *% 10)) +% ix515)])
+              var sum519: Float = (sum518 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -1) *% 10)) +% 2) +% ix515)])
+              var sum520: Float = (sum519 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -1) *% 10)) +% 1) +% ix515)])
+              var sum521: Float = (sum520 + arena[((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -1) *% 10)) +% ix515)])
+              var sum522: Float = (sum521 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -2) *% 10)) +% 2) +% ix515)])
+              var sum523: Float = (sum522 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -2) *% 10)) +% 1) +% ix515)])
+              var sum524: Float = (sum523 + arena[((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -2) *% 10)) +% ix515)])
+              var sum525: Float = (sum524 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -3) *% 10)) +% 2) +% ix515)])
+              var sum526: Float = (sum525 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -3) *% 10)) +% 1) +% ix515)])
+              var sum527: Float = (sum526 + arena[((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -3) *% 10)) +% ix515)])
+              var sum528: Float = (sum527 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -4) *% 10)) +% 2) +% ix515)])
+              var sum529: Float = (sum528 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -4) *% 10)) +% 1) +% ix515)])
+              var sum530: Float = (sum529 + arena[((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy514 +% 4) +% -4) *% 10)) +% ix515)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy514 +% 4) *% 14)) +% 2) +% ix515)] = sum530
+              ix515 &+= 1
             }
           }
         }
-        for iy571 in 0..<6 {
-          do {  // SIMD16 over ix572
-            var ix572 = 0
-            while ix572 < 1 {
-              var sum573: Float = arena[(((((756112 +% (((c163 *% 25) +% 1) *% 1600)) +% (j162 *% 100)) +% ((iy571 +% 4) *% 10)) +% 9) +% ix572)]
-              var sum574: Float = (sum573 + arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy571 +% 4) *% 10)) +% 8) +% ix572)])
-              var sum575: Float = (sum574 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy571 +% 4) *% 10)) +% 7) +% ix572)])
-              var sum576: Float = (sum575 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy571 +% 4) *% 10)) +% 6) +% ix572)])
-              var sum577: Float = (sum576 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -1) *% 10)) +% 9) +% ix572)])
-              var sum578: Float = (sum577 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -1) *% 10)) +% 8) +% ix572)])
-              var sum579: Float = (sum578 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -1) *% 10)) +% 7) +% ix572)])
-              var sum580: Float = (sum579 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -1) *% 10)) +% 6) +% ix572)])
-              var sum581: Float = (sum580 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -2) *% 10)) +% 9) +% ix572)])
-              var sum582: Float = (sum581 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -2) *% 10)) +% 8) +% ix572)])
-              var sum583: Float = (sum582 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -2) *% 10)) +% 7) +% ix572)])
-              var sum584: Float = (sum583 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -2) *% 10)) +% 6) +% ix572)])
-              var sum585: Float = (sum584 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -3) *% 10)) +% 9) +% ix572)])
-              var sum586: Float = (sum585 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -3) *% 10)) +% 8) +% ix572)])
-              var sum587: Float = (sum586 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -3) *% 10)) +% 7) +% ix572)])
-              var sum588: Float = (sum587 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -3) *% 10)) +% 6) +% ix572)])
-              var sum589: Float = (sum588 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -4) *% 10)) +% 9) +% ix572)])
-              var sum590: Float = (sum589 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -4) *% 10)) +% 8) +% ix572)])
-              var sum591: Float = (sum590 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -4) *% 10)) +% 7) +% ix572)])
-              var sum592: Float = (sum591 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy571 +% 4) +% -4) *% 10)) +% 6) +% ix572)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy571 +% 4) *% 14)) +% 10) +% ix572)] = sum592
-              ix572 &+= 1
+        for iy531 in 0..<6 {
+          do {  // SIMD16 over ix532
+            var ix532 = 0
+            while ix532 < 1 {
+              var sum533: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy531 +% 4) *% 10)) +% 3) +% ix532)]
+              var sum534: Float = (sum533 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy531 +% 4) *% 10)) +% 2) +% ix532)])
+              var sum535: Float = (sum534 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy531 +% 4) *% 10)) +% 1) +% ix532)])
+              var sum536: Float = (sum535 + arena[((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy531 +% 4) *% 10)) +% ix532)])
+              var sum537: Float = (sum536 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -1) *% 10)) +% 3) +% ix532)])
+              var sum538: Float = (sum537 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -1) *% 10)) +% 2) +% ix532)])
+              var sum539: Float = (sum538 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -1) *% 10)) +% 1) +% ix532)])
+              var sum540: Float = (sum539 + arena[((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -1) *% 10)) +% ix532)])
+              var sum541: Float = (sum540 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -2) *% 10)) +% 3) +% ix532)])
+              var sum542: Float = (sum541 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -2) *% 10)) +% 2) +% ix532)])
+              var sum543: Float = (sum542 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -2) *% 10)) +% 1) +% ix532)])
+              var sum544: Float = (sum543 + arena[((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -2) *% 10)) +% ix532)])
+              var sum545: Float = (sum544 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -3) *% 10)) +% 3) +% ix532)])
+              var sum546: Float = (sum545 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -3) *% 10)) +% 2) +% ix532)])
+              var sum547: Float = (sum546 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -3) *% 10)) +% 1) +% ix532)])
+              var sum548: Float = (sum547 + arena[((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -3) *% 10)) +% ix532)])
+              var sum549: Float = (sum548 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -4) *% 10)) +% 3) +% ix532)])
+              var sum550: Float = (sum549 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -4) *% 10)) +% 2) +% ix532)])
+              var sum551: Float = (sum550 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -4) *% 10)) +% 1) +% ix532)])
+              var sum552: Float = (sum551 + arena[((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy531 +% 4) +% -4) *% 10)) +% ix532)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy531 +% 4) *% 14)) +% 3) +% ix532)] = sum552
+              ix532 &+= 1
             }
           }
         }
-        for iy593 in 0..<6 {
-          do {  // SIMD16 over ix594
-            var ix594 = 0
-            while ix594 < 1 {
-              var sum595: Float = arena[(((((756112 +% (((c163 *% 25) +% 2) *% 1600)) +% (j162 *% 100)) +% ((iy593 +% 4) *% 10)) +% 9) +% ix594)]
-              var sum596: Float = (sum595 + arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy593 +% 4) *% 10)) +% 8) +% ix594)])
-              var sum597: Float = (sum596 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy593 +% 4) *% 10)) +% 7) +% ix594)])
-              var sum598: Float = (sum597 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -1) *% 10)) +% 9) +% ix594)])
-              var sum599: Float = (sum598 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -1) *% 10)) +% 8) +% ix594)])
-              var sum600: Float = (sum599 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -1) *% 10)) +% 7) +% ix594)])
-              var sum601: Float = (sum600 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -2) *% 10)) +% 9) +% ix594)])
-              var sum602: Float = (sum601 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -2) *% 10)) +% 8) +% ix594)])
-              var sum603: Float = (sum602 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -2) *% 10)) +% 7) +% ix594)])
-              var sum604: Float = (sum603 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -3) *% 10)) +% 9) +% ix594)])
-              var sum605: Float = (sum604 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -3) *% 10)) +% 8) +% ix594)])
-              var sum606: Float = (sum605 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -3) *% 10)) +% 7) +% ix594)])
-              var sum607: Float = (sum606 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -4) *% 10)) +% 9) +% ix594)])
-              var sum608: Float = (sum607 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -4) *% 10)) +% 8) +% ix594)])
-              var sum609: Float = (sum608 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy593 +% 4) +% -4) *% 10)) +% 7) +% ix594)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy593 +% 4) *% 14)) +% 11) +% ix594)] = sum609
-              ix594 &+= 1
+        for iy553 in 0..<6 {
+          do {  // SIMD16 over ix554
+            var ix554 = 0
+            while ix554 < 6 {
+              var sum555: Float = arena[(((((756112 +% ((c172 *% 25) *% 1600)) +% (j171 *% 100)) +% ((iy553 +% 4) *% 10)) +% 4) +% ix554)]
+              var sum556: Float = (sum555 + arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy553 +% 4) *% 10)) +% 3) +% ix554)])
+              var sum557: Float = (sum556 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy553 +% 4) *% 10)) +% 2) +% ix554)])
+              var sum558: Float = (sum557 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy553 +% 4) *% 10)) +% 1) +% ix554)])
+              var sum559: Float = (sum558 + arena[((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy553 +% 4) *% 10)) +% ix554)])
+              var sum560: Float = (sum559 + arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -1) *% 10)) +% 4) +% ix554)])
+              var sum561: Float = (sum560 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -1) *% 10)) +% 3) +% ix554)])
+              var sum562: Float = (sum561 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -1) *% 10)) +% 2) +% ix554)])
+              var sum563: Float = (sum562 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -1) *% 10)) +% 1) +% ix554)])
+              var sum564: Float = (sum563 + arena[((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -1) *% 10)) +% ix554)])
+              var sum565: Float = (sum564 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -2) *% 10)) +% 4) +% ix554)])
+              var sum566: Float = (sum565 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -2) *% 10)) +% 3) +% ix554)])
+              var sum567: Float = (sum566 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -2) *% 10)) +% 2) +% ix554)])
+              var sum568: Float = (sum567 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -2) *% 10)) +% 1) +% ix554)])
+              var sum569: Float = (sum568 + arena[((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -2) *% 10)) +% ix554)])
+              var sum570: Float = (sum569 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -3) *% 10)) +% 4) +% ix554)])
+              var sum571: Float = (sum570 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -3) *% 10)) +% 3) +% ix554)])
+              var sum572: Float = (sum571 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -3) *% 10)) +% 2) +% ix554)])
+              var sum573: Float = (sum572 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -3) *% 10)) +% 1) +% ix554)])
+              var sum574: Float = (sum573 + arena[((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -3) *% 10)) +% ix554)])
+              var sum575: Float = (sum574 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -4) *% 10)) +% 4) +% ix554)])
+              var sum576: Float = (sum575 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -4) *% 10)) +% 3) +% ix554)])
+              var sum577: Float = (sum576 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -4) *% 10)) +% 2) +% ix554)])
+              var sum578: Float = (sum577 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -4) *% 10)) +% 1) +% ix554)])
+              var sum579: Float = (sum578 + arena[((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy553 +% 4) +% -4) *% 10)) +% ix554)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy553 +% 4) *% 14)) +% 4) +% ix554)] = sum579
+              ix554 &+= 1
             }
           }
         }
-        for iy610 in 0..<6 {
-          do {  // SIMD16 over ix611
-            var ix611 = 0
-            while ix611 < 1 {
-              var sum612: Float = arena[(((((756112 +% (((c163 *% 25) +% 3) *% 1600)) +% (j162 *% 100)) +% ((iy610 +% 4) *% 10)) +% 9) +% ix611)]
-              var sum613: Float = (sum612 + arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy610 +% 4) *% 10)) +% 8) +% ix611)])
-              var sum614: Float = (sum613 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 9) +% ix611)])
-              var sum615: Float = (sum614 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 8) +% ix611)])
-              var sum616: Float = (sum615 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 9) +% ix611)])
-              var sum617: Float = (sum616 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 8) +% ix611)])
-              var sum618: Float = (sum617 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 9) +% ix611)])
-              var sum619: Float = (sum618 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 8) +% ix611)])
-              var sum620: Float = (sum619 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 9) +% ix611)])
-              var sum621: Float = (sum620 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 8) +% ix611)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy610 +% 4) *% 14)) +% 12) +% ix611)] = sum621
-              ix611 &+= 1
+        for iy580 in 0..<6 {
+          do {  // SIMD16 over ix581
+            var ix581 = 0
+            while ix581 < 1 {
+              var sum582: Float = arena[(((((756112 +% (((c172 *% 25) +% 1) *% 1600)) +% (j171 *% 100)) +% ((iy580 +% 4) *% 10)) +% 9) +% ix581)]
+              var sum583: Float = (sum582 + arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy580 +% 4) *% 10)) +% 8) +% ix581)])
+              var sum584: Float = (sum583 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy580 +% 4) *% 10)) +% 7) +% ix581)])
+              var sum585: Float = (sum584 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy580 +% 4) *% 10)) +% 6) +% ix581)])
+              var sum586: Float = (sum585 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -1) *% 10)) +% 9) +% ix581)])
+              var sum587: Float = (sum586 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -1) *% 10)) +% 8) +% ix581)])
+              var sum588: Float = (sum587 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -1) *% 10)) +% 7) +% ix581)])
+              var sum589: Float = (sum588 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -1) *% 10)) +% 6) +% ix581)])
+              var sum590: Float = (sum589 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -2) *% 10)) +% 9) +% ix581)])
+              var sum591: Float = (sum590 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -2) *% 10)) +% 8) +% ix581)])
+              var sum592: Float = (sum591 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -2) *% 10)) +% 7) +% ix581)])
+              var sum593: Float = (sum592 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -2) *% 10)) +% 6) +% ix581)])
+              var sum594: Float = (sum593 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -3) *% 10)) +% 9) +% ix581)])
+              var sum595: Float = (sum594 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -3) *% 10)) +% 8) +% ix581)])
+              var sum596: Float = (sum595 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -3) *% 10)) +% 7) +% ix581)])
+              var sum597: Float = (sum596 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -3) *% 10)) +% 6) +% ix581)])
+              var sum598: Float = (sum597 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -4) *% 10)) +% 9) +% ix581)])
+              var sum599: Float = (sum598 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -4) *% 10)) +% 8) +% ix581)])
+              var sum600: Float = (sum599 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -4) *% 10)) +% 7) +% ix581)])
+              var sum601: Float = (sum600 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy580 +% 4) +% -4) *% 10)) +% 6) +% ix581)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy580 +% 4) *% 14)) +% 10) +% ix581)] = sum601
+              ix581 &+= 1
             }
           }
         }
-        for iy622 in 0..<6 {
-          do {  // SIMD16 over ix623
-            var ix623 = 0
-            while ix623 < 1 {
-              var sum624: Float = arena[(((((756112 +% (((c163 *% 25) +% 4) *% 1600)) +% (j162 *% 100)) +% ((iy622 +% 4) *% 10)) +% 9) +% ix623)]
-              var sum625: Float = (sum624 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy622 +% 4) +% -1) *% 10)) +% 9) +% ix623)])
-              var sum626: Float = (sum625 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy622 +% 4) +% -2) *% 10)) +% 9) +% ix623)])
-              var sum627: Float = (sum626 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy622 +% 4) +% -3) *% 10)) +% 9) +% ix623)])
-              var sum628: Float = (sum627 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy622 +% 4) +% -4) *% 10)) +% 9) +% ix623)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy622 +% 4) *% 14)) +% 13) +% ix623)] = sum628
-              ix623 &+= 1
+        for iy602 in 0..<6 {
+          do {  // SIMD16 over ix603
+            var ix603 = 0
+            while ix603 < 1 {
+              var sum604: Float = arena[(((((756112 +% (((c172 *% 25) +% 2) *% 1600)) +% (j171 *% 100)) +% ((iy602 +% 4) *% 10)) +% 9) +% ix603)]
+              var sum605: Float = (sum604 + arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy602 +% 4) *% 10)) +% 8) +% ix603)])
+              var sum606: Float = (sum605 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy602 +% 4) *% 10)) +% 7) +% ix603)])
+              var sum607: Float = (sum606 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -1) *% 10)) +% 9) +% ix603)])
+              var sum608: Float = (sum607 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -1) *% 10)) +% 8) +% ix603)])
+              var sum609: Float = (sum608 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -1) *% 10)) +% 7) +% ix603)])
+              var sum610: Float = (sum609 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -2) *% 10)) +% 9) +% ix603)])
+              var sum611: Float = (sum610 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -2) *% 10)) +% 8) +% ix603)])
+              var sum612: Float = (sum611 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -2) *% 10)) +% 7) +% ix603)])
+              var sum613: Float = (sum612 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -3) *% 10)) +% 9) +% ix603)])
+              var sum614: Float = (sum613 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -3) *% 10)) +% 8) +% ix603)])
+              var sum615: Float = (sum614 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -3) *% 10)) +% 7) +% ix603)])
+              var sum616: Float = (sum615 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -4) *% 10)) +% 9) +% ix603)])
+              var sum617: Float = (sum616 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -4) *% 10)) +% 8) +% ix603)])
+              var sum618: Float = (sum617 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy602 +% 4) +% -4) *% 10)) +% 7) +% ix603)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy602 +% 4) *% 14)) +% 11) +% ix603)] = sum618
+              ix603 &+= 1
             }
           }
         }
-        for iy629 in 0..<1 {
-          do {  // SIMD16 over ix630
-            var ix630 = 0
-            while ix630 < 1 {
-              var sum631: Float = arena[((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy629 +% 10) +% -1) *% 10)) +% ix630)]
-              var sum632: Float = (sum631 + arena[((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy629 +% 10) +% -2) *% 10)) +% ix630)])
-              var sum633: Float = (sum632 + arena[((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy629 +% 10) +% -3) *% 10)) +% ix630)])
-              var sum634: Float = (sum633 + arena[((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy629 +% 10) +% -4) *% 10)) +% ix630)])
-              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy629 +% 10) *% 14)) +% ix630)] = sum634
-              ix630 &+= 1
+        for iy619 in 0..<6 {
+          do {  // SIMD16 over ix620
+            var ix620 = 0
+            while ix620 < 1 {
+              var sum621: Float = arena[(((((756112 +% (((c172 *% 25) +% 3) *% 1600)) +% (j171 *% 100)) +% ((iy619 +% 4) *% 10)) +% 9) +% ix620)]
+              var sum622: Float = (sum621 + arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy619 +% 4) *% 10)) +% 8) +% ix620)])
+              var sum623: Float = (sum622 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy619 +% 4) +% -1) *% 10)) +% 9) +% ix620)])
+              var sum624: Float = (sum623 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy619 +% 4) +% -1) *% 10)) +% 8) +% ix620)])
+              var sum625: Float = (sum624 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy619 +% 4) +% -2) *% 10)) +% 9) +% ix620)])
+              var sum626: Float = (sum625 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy619 +% 4) +% -2) *% 10)) +% 8) +% ix620)])
+              var sum627: Float = (sum626 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy619 +% 4) +% -3) *% 10)) +% 9) +% ix620)])
+              var sum628: Float = (sum627 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy619 +% 4) +% -3) *% 10)) +% 8) +% ix620)])
+              var sum629: Float = (sum628 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy619 +% 4) +% -4) *% 10)) +% 9) +% ix620)])
+              var sum630: Float = (sum629 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy619 +% 4) +% -4) *% 10)) +% 8) +% ix620)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy619 +% 4) *% 14)) +% 12) +% ix620)] = sum630
+              ix620 &+= 1
             }
           }
         }
-        for iy635 in 0..<1 {
-          do {  // SIMD16 over ix636
-            var ix636 = 0
-            while ix636 < 1 {
-              var sum637: Float = arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -1) *% 10)) +% 1) +% ix636)]
-              var sum638: Float = (sum637 + arena[((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -1) *% 10)) +% ix636)])
-              var sum639: Float = (sum638 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -2) *% 10)) +% 1) +% ix636)])
-              var sum640: Float = (sum639 + arena[((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -2) *% 10)) +% ix636)])
-              var sum641: Float = (sum640 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -3) *% 10)) +% 1) +% ix636)])
-              var sum642: Float = (sum641 + arena[((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -3) *% 10)) +% ix636)])
-              var sum643: Float = (sum642 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -4) *% 10)) +% 1) +% ix636)])
-              var sum644: Float = (sum643 + arena[((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy635 +% 10) +% -4) *% 10)) +% ix636)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy635 +% 10) *% 14)) +% 1) +% ix636)] = sum644
-              ix636 &+= 1
+        for iy631 in 0..<6 {
+          do {  // SIMD16 over ix632
+            var ix632 = 0
+            while ix632 < 1 {
+              var sum633: Float = arena[(((((756112 +% (((c172 *% 25) +% 4) *% 1600)) +% (j171 *% 100)) +% ((iy631 +% 4) *% 10)) +% 9) +% ix632)]
+              var sum634: Float = (sum633 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy631 +% 4) +% -1) *% 10)) +% 9) +% ix632)])
+              var sum635: Float = (sum634 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy631 +% 4) +% -2) *% 10)) +% 9) +% ix632)])
+              var sum636: Float = (sum635 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy631 +% 4) +% -3) *% 10)) +% 9) +% ix632)])
+              var sum637: Float = (sum636 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy631 +% 4) +% -4) *% 10)) +% 9) +% ix632)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy631 +% 4) *% 14)) +% 13) +% ix632)] = sum637
+              ix632 &+= 1
             }
           }
         }
-        for iy645 in 0..<1 {
-          do {  // SIMD16 over ix646
-            var ix646 = 0
-            while ix646 < 1 {
-              var sum647: Float = arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -1) *% 10)) +% 2) +% ix646)]
-              var sum648: Float = (sum647 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -1) *% 10)) +% 1) +% ix646)])
-              var sum649: Float = (sum648 + arena[((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -1) *% 10)) +% ix646)])
-              var sum650: Float = (sum649 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -2) *% 10)) +% 2) +% ix646)])
-              var sum651: Float = (sum650 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -2) *% 10)) +% 1) +% ix646)])
-              var sum652: Float = (sum651 + arena[((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -2) *% 10)) +% ix646)])
-              var sum653: Float = (sum652 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -3) *% 10)) +% 2) +% ix646)])
-              var sum654: Float = (sum653 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -3) *% 10)) +% 1) +% ix646)])
-              var sum655: Float = (sum654 + arena[((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -3) *% 10)) +% ix646)])
-              var sum656: Float = (sum655 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -4) *% 10)) +% 2) +% ix646)])
-              var sum657: Float = (sum656 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -4) *% 10)) +% 1) +% ix646)])
-              var sum658: Float = (sum657 + arena[((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy645 +% 10) +% -4) *% 10)) +% ix646)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy645 +% 10) *% 14)) +% 2) +% ix646)] = sum658
-              ix646 &+= 1
+        for iy638 in 0..<1 {
+          do {  // SIMD16 over ix639
+            var ix639 = 0
+            while ix639 < 1 {
+              var sum640: Float = arena[((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy638 +% 10) +% -1) *% 10)) +% ix639)]
+              var sum641: Float = (sum640 + arena[((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy638 +% 10) +% -2) *% 10)) +% ix639)])
+              var sum642: Float = (sum641 + arena[((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy638 +% 10) +% -3) *% 10)) +% ix639)])
+              var sum643: Float = (sum642 + arena[((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy638 +% 10) +% -4) *% 10)) +% ix639)])
+              arena[((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy638 +% 10) *% 14)) +% ix639)] = sum643
+              ix639 &+= 1
             }
           }
         }
-        for iy659 in 0..<1 {
-          do {  // SIMD16 over ix660
-            var ix660 = 0
-            while ix660 < 1 {
-              var sum661: Float = arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -1) *% 10)) +% 3) +% ix660)]
-              var sum662: Float = (sum661 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -1) *% 10)) +% 2) +% ix660)])
-              var sum663: Float = (sum662 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -1) *% 10)) +% 1) +% ix660)])
-              var sum664: Float = (sum663 + arena[((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -1) *% 10)) +% ix660)])
-              var sum665: Float = (sum664 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -2) *% 10)) +% 3) +% ix660)])
-              var sum666: Float = (sum665 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -2) *% 10)) +% 2) +% ix660)])
-              var sum667: Float = (sum666 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -2) *% 10)) +% 1) +% ix660)])
-              var sum668: Float = (sum667 + arena[((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -2) *% 10)) +% ix660)])
-              var sum669: Float = (sum668 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -3) *% 10)) +% 3) +% ix660)])
-              var sum670: Float = (sum669 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -3) *% 10)) +% 2) +% ix660)])
-              var sum671: Float = (sum670 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -3) *% 10)) +% 1) +% ix660)])
-              var sum672: Float = (sum671 + arena[((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -3) *% 10)) +% ix660)])
-              var sum673: Float = (sum672 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -4) *% 10)) +% 3) +% ix660)])
-              var sum674: Float = (sum673 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -4) *% 10)) +% 2) +% ix660)])
-              var sum675: Float = (sum674 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -4) *% 10)) +% 1) +% ix660)])
-              var sum676: Float = (sum675 + arena[((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy659 +% 10) +% -4) *% 10)) +% ix660)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy659 +% 10) *% 14)) +% 3) +% ix660)] = sum676
-              ix660 &+= 1
+        for iy644 in 0..<1 {
+          do {  // SIMD16 over ix645
+            var ix645 = 0
+            while ix645 < 1 {
+              var sum646: Float = arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy644 +% 10) +% -1) *% 10)) +% 1) +% ix645)]
+              var sum647: Float = (sum646 + arena[((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy644 +% 10) +% -1) *% 10)) +% ix645)])
+              var sum648: Float = (sum647 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy644 +% 10) +% -2) *% 10)) +% 1) +% ix645)])
+              var sum649: Float = (sum648 + arena[((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy644 +% 10) +% -2) *% 10)) +% ix645)])
+              var sum650: Float = (sum649 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy644 +% 10) +% -3) *% 10)) +% 1) +% ix645)])
+              var sum651: Float = (sum650 + arena[((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy644 +% 10) +% -3) *% 10)) +% ix645)])
+              var sum652: Float = (sum651 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy644 +% 10) +% -4) *% 10)) +% 1) +% ix645)])
+              var sum653: Float = (sum652 + arena[((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy644 +% 10) +% -4) *% 10)) +% ix645)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy644 +% 10) *% 14)) +% 1) +% ix645)] = sum653
+              ix645 &+= 1
             }
           }
         }
-        for iy677 in 0..<1 {
-          do {  // SIMD16 over ix678
-            var ix678 = 0
-            while ix678 < 6 {
-              var sum679: Float = arena[(((((756112 +% (((c163 *% 25) +% 5) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% 4) +% ix678)]
-              var sum680: Float = (sum679 + arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% 3) +% ix678)])
-              var sum681: Float = (sum680 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% 2) +% ix678)])
-              var sum682: Float = (sum681 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% 1) +% ix678)])
-              var sum683: Float = (sum682 + arena[((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% ix678)])
-              var sum684: Float = (sum683 + arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% 4) +% ix678)])
-              var sum685: Float = (sum684 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% 3) +% ix678)])
-              var sum686: Float = (sum685 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% 2) +% ix678)])
-              var sum687: Float = (sum686 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% 1) +% ix678)])
-              var sum688: Float = (sum687 + arena[((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% ix678)])
-              var sum689: Float = (sum688 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% 4) +% ix678)])
-              var sum690: Float = (sum689 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% 3) +% ix678)])
-              var sum691: Float = (sum690 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% 2) +% ix678)])
-              var sum692: Float = (sum691 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% 1) +% ix678)])
-              var sum693: Float = (sum692 + arena[((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% ix678)])
-              var sum694: Float = (sum693 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% 4) +% ix678)])
-              var sum695: Float = (sum694 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% 3) +% ix678)])
-              var sum696: Float = (sum695 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% 2) +% ix678)])
-              var sum697: Float = (sum696 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% 1) +% ix678)])
-              var sum698: Float = (sum697 + arena[((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% ix678)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy677 +% 10) *% 14)) +% 4) +% ix678)] = sum698
-              ix678 &+= 1
+        for iy654 in 0..<1 {
+          do {  // SIMD16 over ix655
+            var ix655 = 0
+            while ix655 < 1 {
+              var sum656: Float = arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -1) *% 10)) +% 2) +% ix655)]
+              var sum657: Float = (sum656 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -1) *% 10)) +% 1) +% ix655)])
+              var sum658: Float = (sum657 + arena[((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -1) *% 10)) +% ix655)])
+              var sum659: Float = (sum658 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -2) *% 10)) +% 2) +% ix655)])
+              var sum660: Float = (sum659 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -2) *% 10)) +% 1) +% ix655)])
+              var sum661: Float = (sum660 + arena[((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -2) *% 10)) +% ix655)])
+              var sum662: Float = (sum661 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -3) *% 10)) +% 2) +% ix655)])
+              var sum663: Float = (sum662 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -3) *% 10)) +% 1) +% ix655)])
+              var sum664: Float = (sum663 + arena[((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -3) *% 10)) +% ix655)])
+              var sum665: Float = (sum664 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -4) *% 10)) +% 2) +% ix655)])
+              var sum666: Float = (sum665 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -4) *% 10)) +% 1) +% ix655)])
+              var sum667: Float = (sum666 + arena[((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy654 +% 10) +% -4) *% 10)) +% ix655)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy654 +% 10) *% 14)) +% 2) +% ix655)] = sum667
+              ix655 &+= 1
             }
           }
         }
-        for iy699 in 0..<1 {
-          do {  // SIMD16 over ix700
-            var ix700 = 0
-            while ix700 < 1 {
-              var sum701: Float = arena[(((((756112 +% (((c163 *% 25) +% 6) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -1) *% 10)) +% 9) +% ix700)]
-              var sum702: Float = (sum701 + arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -1) *% 10)) +% 8) +% ix700)])
-              var sum703: Float = (sum702 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -1) *% 10)) +% 7) +% ix700)])
-              var sum704: Float = (sum703 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -1) *% 10)) +% 6) +% ix700)])
-              var sum705: Float = (sum704 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -2) *% 10)) +% 9) +% ix700)])
-              var sum706: Float = (sum705 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -2) *% 10)) +% 8) +% ix700)])
-              var sum707: Float = (sum706 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -2) *% 10)) +% 7) +% ix700)])
-              var sum708: Float = (sum707 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -2) *% 10)) +% 6) +% ix700)])
-              var sum709: Float = (sum708 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -3) *% 10)) +% 9) +% ix700)])
-              var sum710: Float = (sum709 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -3) *% 10)) +% 8) +% ix700)])
-              var sum711: Float = (sum710 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -3) *% 10)) +% 7) +% ix700)])
-              var sum712: Float = (sum711 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -3) *% 10)) +% 6) +% ix700)])
-              var sum713: Float = (sum712 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -4) *% 10)) +% 9) +% ix700)])
-              var sum714: Float = (sum713 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -4) *% 10)) +% 8) +% ix700)])
-              var sum715: Float = (sum714 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -4) *% 10)) +% 7) +% ix700)])
-              var sum716: Float = (sum715 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy699 +% 10) +% -4) *% 10)) +% 6) +% ix700)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy699 +% 10) *% 14)) +% 10) +% ix700)] = sum716
-              ix700 &+= 1
+        for iy668 in 0..<1 {
+          do {  // SIMD16 over ix669
+            var ix669 = 0
+            while ix669 < 1 {
+              var sum670: Float = arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -1) *% 10)) +% 3) +% ix669)]
+              var sum671: Float = (sum670 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -1) *% 10)) +% 2) +% ix669)])
+              var sum672: Float = (sum671 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -1) *% 10)) +% 1) +% ix669)])
+              var sum673: Float = (sum672 + arena[((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -1) *% 10)) +% ix669)])
+              var sum674: Float = (sum673 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -2) *% 10)) +% 3) +% ix669)])
+              var sum675: Float = (sum674 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -2) *% 10)) +% 2) +% ix669)])
+              var sum676: Float = (sum675 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -2) *% 10)) +% 1) +% ix669)])
+              var sum677: Float = (sum676 + arena[((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -2) *% 10)) +% ix669)])
+              var sum678: Float = (sum677 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -3) *% 10)) +% 3) +% ix669)])
+              var sum679: Float = (sum678 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -3) *% 10)) +% 2) +% ix669)])
+              var sum680: Float = (sum679 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -3) *% 10)) +% 1) +% ix669)])
+              var sum681: Float = (sum680 + arena[((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -3) *% 10)) +% ix669)])
+              var sum682: Float = (sum681 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -4) *% 10)) +% 3) +% ix669)])
+              var sum683: Float = (sum682 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -4) *% 10)) +% 2) +% ix669)])
+              var sum684: Float = (sum683 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -4) *% 10)) +% 1) +% ix669)])
+              var sum685: Float = (sum684 + arena[((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy668 +% 10) +% -4) *% 10)) +% ix669)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy668 +% 10) *% 14)) +% 3) +% ix669)] = sum685
+              ix669 &+= 1
             }
           }
         }
-        for iy717 in 0..<1 {
-          do {  // SIMD16 over ix718
-            var ix718 = 0
-            while ix718 < 1 {
-              var sum719: Float = arena[(((((756112 +% (((c163 *% 25) +% 7) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -1) *% 10)) +% 9) +% ix718)]
-              var sum720: Float = (sum719 + arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -1) *% 10)) +% 8) +% ix718)])
-              var sum721: Float = (sum720 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -1) *% 10)) +% 7) +% ix718)])
-              var sum722: Float = (sum721 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -2) *% 10)) +% 9) +% ix718)])
-              var sum723: Float = (sum722 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -2) *% 10)) +% 8) +% ix718)])
-              var sum724: Float = (sum723 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -2) *% 10)) +% 7) +% ix718)])
-              var sum725: Float = (sum724 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -3) *% 10)) +% 9) +% ix718)])
-              var sum726: Float = (sum725 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -3) *% 10)) +% 8) +% ix718)])
-              var sum727: Float = (sum726 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -3) *% 10)) +% 7) +% ix718)])
-              var sum728: Float = (sum727 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -4) *% 10)) +% 9) +% ix718)])
-              var sum729: Float = (sum728 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -4) *% 10)) +% 8) +% ix718)])
-              var sum730: Float = (sum729 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy717 +% 10) +% -4) *% 10)) +% 7) +% ix718)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy717 +% 10) *% 14)) +% 11) +% ix718)] = sum730
-              ix718 &+= 1
+        for iy686 in 0..<1 {
+          do {  // SIMD16 over ix687
+            var ix687 = 0
+            while ix687 < 6 {
+              var sum688: Float = arena[(((((756112 +% (((c172 *% 25) +% 5) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -1) *% 10)) +% 4) +% ix687)]
+              var sum689: Float = (sum688 + arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -1) *% 10)) +% 3) +% ix687)])
+              var sum690: Float = (sum689 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -1) *% 10)) +% 2) +% ix687)])
+              var sum691: Float = (sum690 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -1) *% 10)) +% 1) +% ix687)])
+              var sum692: Float = (sum691 + arena[((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -1) *% 10)) +% ix687)])
+              var sum693: Float = (sum692 + arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -2) *% 10)) +% 4) +% ix687)])
+              var sum694: Float = (sum693 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -2) *% 10)) +% 3) +% ix687)])
+              var sum695: Float = (sum694 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -2) *% 10)) +% 2) +% ix687)])
+              var sum696: Float = (sum695 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -2) *% 10)) +% 1) +% ix687)])
+              var sum697: Float = (sum696 + arena[((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -2) *% 10)) +% ix687)])
+              var sum698: Float = (sum697 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -3) *% 10)) +% 4) +% ix687)])
+              var sum699: Float = (sum698 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -3) *% 10)) +% 3) +% ix687)])
+              var sum700: Float = (sum699 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -3) *% 10)) +% 2) +% ix687)])
+              var sum701: Float = (sum700 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -3) *% 10)) +% 1) +% ix687)])
+              var sum702: Float = (sum701 + arena[((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -3) *% 10)) +% ix687)])
+              var sum703: Float = (sum702 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -4) *% 10)) +% 4) +% ix687)])
+              var sum704: Float = (sum703 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -4) *% 10)) +% 3) +% ix687)])
+              var sum705: Float = (sum704 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -4) *% 10)) +% 2) +% ix687)])
+              var sum706: Float = (sum705 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -4) *% 10)) +% 1) +% ix687)])
+              var sum707: Float = (sum706 + arena[((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy686 +% 10) +% -4) *% 10)) +% ix687)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy686 +% 10) *% 14)) +% 4) +% ix687)] = sum707
+              ix687 &+= 1
             }
           }
         }
-        for iy731 in 0..<1 {
-          do {  // SIMD16 over ix732
-            var ix732 = 0
-            while ix732 < 1 {
-              var sum733: Float = arena[(((((756112 +% (((c163 *% 25) +% 8) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -1) *% 10)) +% 9) +% ix732)]
-              var sum734: Float = (sum733 + arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -1) *% 10)) +% 8) +% ix732)])
-              var sum735: Float = (sum734 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -2) *% 10)) +% 9) +% ix732)])
-              var sum736: Float = (sum735 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -2) *% 10)) +% 8) +% ix732)])
-              var sum737: Float = (sum736 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -3) *% 10)) +% 9) +% ix732)])
-              var sum738: Float = (sum737 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -3) *% 10)) +% 8) +% ix732)])
-              var sum739: Float = (sum738 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -4) *% 10)) +% 9) +% ix732)])
-              var sum740: Float = (sum739 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy731 +% 10) +% -4) *% 10)) +% 8) +% ix732)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy731 +% 10) *% 14)) +% 12) +% ix732)] = sum740
-              ix732 &+= 1
+        for iy708 in 0..<1 {
+          do {  // SIMD16 over ix709
+            var ix709 = 0
+            while ix709 < 1 {
+              var sum710: Float = arena[(((((756112 +% (((c172 *% 25) +% 6) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -1) *% 10)) +% 9) +% ix709)]
+              var sum711: Float = (sum710 + arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -1) *% 10)) +% 8) +% ix709)])
+              var sum712: Float = (sum711 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -1) *% 10)) +% 7) +% ix709)])
+              var sum713: Float = (sum712 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -1) *% 10)) +% 6) +% ix709)])
+              var sum714: Float = (sum713 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -2) *% 10)) +% 9) +% ix709)])
+              var sum715: Float = (sum714 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -2) *% 10)) +% 8) +% ix709)])
+              var sum716: Float = (sum715 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -2) *% 10)) +% 7) +% ix709)])
+              var sum717: Float = (sum716 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -2) *% 10)) +% 6) +% ix709)])
+              var sum718: Float = (sum717 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -3) *% 10)) +% 9) +% ix709)])
+              var sum719: Float = (sum718 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -3) *% 10)) +% 8) +% ix709)])
+              var sum720: Float = (sum719 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -3) *% 10)) +% 7) +% ix709)])
+              var sum721: Float = (sum720 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -3) *% 10)) +% 6) +% ix709)])
+              var sum722: Float = (sum721 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -4) *% 10)) +% 9) +% ix709)])
+              var sum723: Float = (sum722 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -4) *% 10)) +% 8) +% ix709)])
+              var sum724: Float = (sum723 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -4) *% 10)) +% 7) +% ix709)])
+              var sum725: Float = (sum724 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy708 +% 10) +% -4) *% 10)) +% 6) +% ix709)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy708 +% 10) *% 14)) +% 10) +% ix709)] = sum725
+              ix709 &+= 1
             }
           }
         }
-        for iy741 in 0..<1 {
-          do {  // SIMD16 over ix742
-            var ix742 = 0
-            while ix742 < 1 {
-              var sum743: Float = arena[(((((756112 +% (((c163 *% 25) +% 9) *% 1600)) +% (j162 *% 100)) +% (((iy741 +% 10) +% -1) *% 10)) +% 9) +% ix742)]
-              var sum744: Float = (sum743 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy741 +% 10) +% -2) *% 10)) +% 9) +% ix742)])
-              var sum745: Float = (sum744 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy741 +% 10) +% -3) *% 10)) +% 9) +% ix742)])
-              var sum746: Float = (sum745 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy741 +% 10) +% -4) *% 10)) +% 9) +% ix742)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy741 +% 10) *% 14)) +% 13) +% ix742)] = sum746
-              ix742 &+= 1
+        for iy726 in 0..<1 {
+          do {  // SIMD16 over ix727
+            var ix727 = 0
+            while ix727 < 1 {
+              var sum728: Float = arena[(((((756112 +% (((c172 *% 25) +% 7) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -1) *% 10)) +% 9) +% ix727)]
+              var sum729: Float = (sum728 + arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -1) *% 10)) +% 8) +% ix727)])
+              var sum730: Float = (sum729 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -1) *% 10)) +% 7) +% ix727)])
+              var sum731: Float = (sum730 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -2) *% 10)) +% 9) +% ix727)])
+              var sum732: Float = (sum731 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -2) *% 10)) +% 8) +% ix727)])
+              var sum733: Float = (sum732 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -2) *% 10)) +% 7) +% ix727)])
+              var sum734: Float = (sum733 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -3) *% 10)) +% 9) +% ix727)])
+              var sum735: Float = (sum734 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -3) *% 10)) +% 8) +% ix727)])
+              var sum736: Float = (sum735 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -3) *% 10)) +% 7) +% ix727)])
+              var sum737: Float = (sum736 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -4) *% 10)) +% 9) +% ix727)])
+              var sum738: Float = (sum737 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -4) *% 10)) +% 8) +% ix727)])
+              var sum739: Float = (sum738 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy726 +% 10) +% -4) *% 10)) +% 7) +% ix727)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy726 +% 10) *% 14)) +% 11) +% ix727)] = sum739
+              ix727 &+= 1
             }
           }
         }
-        for iy747 in 0..<1 {
-          do {  // SIMD16 over ix748
-            var ix748 = 0
-            while ix748 < 1 {
-              var sum749: Float = arena[((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy747 +% 11) +% -2) *% 10)) +% ix748)]
-              var sum750: Float = (sum749 + arena[((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy747 +% 11) +% -3) *% 10)) +% ix748)])
-              var sum751: Float = (sum750 + arena[((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy747 +% 11) +% -4) *% 10)) +% ix748)])
-              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy747 +% 11) *% 14)) +% ix748)] = sum751
-              ix748 &+= 1
+        for iy740 in 0..<1 {
+          do {  // SIMD16 over ix741
+            var ix741 = 0
+            while ix741 < 1 {
+              var sum742: Float = arena[(((((756112 +% (((c172 *% 25) +% 8) *% 1600)) +% (j171 *% 100)) +% (((iy740 +% 10) +% -1) *% 10)) +% 9) +% ix741)]
+              var sum743: Float = (sum742 + arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy740 +% 10) +% -1) *% 10)) +% 8) +% ix741)])
+              var sum744: Float = (sum743 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy740 +% 10) +% -2) *% 10)) +% 9) +% ix741)])
+              var sum745: Float = (sum744 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy740 +% 10) +% -2) *% 10)) +% 8) +% ix741)])
+              var sum746: Float = (sum745 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy740 +% 10) +% -3) *% 10)) +% 9) +% ix741)])
+              var sum747: Float = (sum746 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy740 +% 10) +% -3) *% 10)) +% 8) +% ix741)])
+              var sum748: Float = (sum747 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy740 +% 10) +% -4) *% 10)) +% 9) +% ix741)])
+              var sum749: Float = (sum748 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy740 +% 10) +% -4) *% 10)) +% 8) +% ix741)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy740 +% 10) *% 14)) +% 12) +% ix741)] = sum749
+              ix741 &+= 1
             }
           }
         }
-        for iy752 in 0..<1 {
-          do {  // SIMD16 over ix753
-            var ix753 = 0
-            while ix753 < 1 {
-              var sum754: Float = arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -2) *% 10)) +% 1) +% ix753)]
-              var sum755: Float = (sum754 + arena[((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -2) *% 10)) +% ix753)])
-              var sum756: Float = (sum755 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -3) *% 10)) +% 1) +% ix753)])
-              var sum757: Float = (sum756 + arena[((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -3) *% 10)) +% ix753)])
-              var sum758: Float = (sum757 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -4) *% 10)) +% 1) +% ix753)])
-              var sum759: Float = (sum758 + arena[((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy752 +% 11) +% -4) *% 10)) +% ix753)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy752 +% 11) *% 14)) +% 1) +% ix753)] = sum759
-              ix753 &+= 1
+        for iy750 in 0..<1 {
+          do {  // SIMD16 over ix751
+            var ix751 = 0
+            while ix751 < 1 {
+              var sum752: Float = arena[(((((756112 +% (((c172 *% 25) +% 9) *% 1600)) +% (j171 *% 100)) +% (((iy750 +% 10) +% -1) *% 10)) +% 9) +% ix751)]
+              var sum753: Float = (sum752 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy750 +% 10) +% -2) *% 10)) +% 9) +% ix751)])
+              var sum754: Float = (sum753 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy750 +% 10) +% -3) *% 10)) +% 9) +% ix751)])
+              var sum755: Float = (sum754 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy750 +% 10) +% -4) *% 10)) +% 9) +% ix751)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy750 +% 10) *% 14)) +% 13) +% ix751)] = sum755
+              ix751 &+= 1
             }
           }
         }
-        for iy760 in 0..<1 {
-          do {  // SIMD16 over ix761
-            var ix761 = 0
-            while ix761 < 1 {
-              var sum762: Float = arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -2) *% 10)) +% 2) +% ix761)]
-              var sum763: Float = (sum762 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -2) *% 10)) +% 1) +% ix761)])
-              var sum764: Float = (sum763 + arena[((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -2) *% 10)) +% ix761)])
-              var sum765: Float = (sum764 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -3) *% 10)) +% 2) +% ix761)])
-              var sum766: Float = (sum765 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -3) *% 10)) +% 1) +% ix761)])
-              var sum767: Float = (sum766 + arena[((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -3) *% 10)) +% ix761)])
-              var sum768: Float = (sum767 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -4) *% 10)) +% 2) +% ix761)])
-              var sum769: Float = (sum768 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -4) *% 10)) +% 1) +% ix761)])
-              var sum770: Float = (sum769 + arena[((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy760 +% 11) +% -4) *% 10)) +% ix761)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy760 +% 11) *% 14)) +% 2) +% ix761)] = sum770
-              ix761 &+= 1
+        for iy756 in 0..<1 {
+          do {  // SIMD16 over ix757
+            var ix757 = 0
+            while ix757 < 1 {
+              var sum758: Float = arena[((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy756 +% 11) +% -2) *% 10)) +% ix757)]
+              var sum759: Float = (sum758 + arena[((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy756 +% 11) +% -3) *% 10)) +% ix757)])
+              var sum760: Float = (sum759 + arena[((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy756 +% 11) +% -4) *% 10)) +% ix757)])
+              arena[((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy756 +% 11) *% 14)) +% ix757)] = sum760
+              ix757 &+= 1
             }
           }
         }
-        for iy771 in 0..<1 {
-          do {  // SIMD16 over ix772
-            var ix772 = 0
-            while ix772 < 1 {
-              var sum773: Float = arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -2) *% 10)) +% 3) +% ix772)]
-              var sum774: Float = (sum773 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -2) *% 10)) +% 2) +% ix772)])
-              var sum775: Float = (sum774 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -2) *% 10)) +% 1) +% ix772)])
-              var sum776: Float = (sum775 + arena[((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -2) *% 10)) +% ix772)])
-              var sum777: Float = (sum776 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -3) *% 10)) +% 3) +% ix772)])
-              var sum778: Float = (sum777 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -3) *% 10)) +% 2) +% ix772)])
-              var sum779: Float = (sum778 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -3) *% 10)) +% 1) +% ix772)])
-              var sum780: Float = (sum779 + arena[((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -3) *% 10)) +% ix772)])
-              var sum781: Float = (sum780 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -4) *% 10)) +% 3) +% ix772)])
-              var sum782: Float = (sum781 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -4) *% 10)) +% 2) +% ix772)])
-              var sum783: Float = (sum782 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -4) *% 10)) +% 1) +% ix772)])
-              var sum784: Float = (sum783 + arena[((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy771 +% 11) +% -4) *% 10)) +% ix772)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy771 +% 11) *% 14)) +% 3) +% ix772)] = sum784
-              ix772 &+= 1
+        for iy761 in 0..<1 {
+          do {  // SIMD16 over ix762
+            var ix762 = 0
+            while ix762 < 1 {
+              var sum763: Float = arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy761 +% 11) +% -2) *% 10)) +% 1) +% ix762)]
+              var sum764: Float = (sum763 + arena[((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy761 +% 11) +% -2) *% 10)) +% ix762)])
+              var sum765: Float = (sum764 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy761 +% 11) +% -3) *% 10)) +% 1) +% ix762)])
+              var sum766: Float = (sum765 + arena[((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy761 +% 11) +% -3) *% 10)) +% ix762)])
+              var sum767: Float = (sum766 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy761 +% 11) +% -4) *% 10)) +% 1) +% ix762)])
+              var sum768: Float = (sum767 + arena[((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy761 +% 11) +% -4) *% 10)) +% ix762)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy761 +% 11) *% 14)) +% 1) +% ix762)] = sum768
+              ix762 &+= 1
             }
           }
         }
-        for iy785 in 0..<1 {
-          do {  // SIMD16 over ix786
-            var ix786 = 0
-            while ix786 < 6 {
-              var sum787: Float = arena[(((((756112 +% (((c163 *% 25) +% 10) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -2) *% 10)) +% 4) +% ix786)]
-              var sum788: Float = (sum787 + arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -2) *% 10)) +% 3) +% ix786)])
-              var sum789: Float = (sum788 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -2) *% 10)) +% 2) +% ix786)])
-              var sum790: Float = (sum789 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -2) *% 10)) +% 1) +% ix786)])
-              var sum791: Float = (sum790 + arena[((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -2) *% 10)) +% ix786)])
-              var sum792: Float = (sum791 + arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -3) *% 10)) +% 4) +% ix786)])
-              var sum793: Float = (sum792 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -3) *% 10)) +% 3) +% ix786)])
-              var sum794: Float = (sum793 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -3) *% 10)) +% 2) +% ix786)])
-              var sum795: Float = (sum794 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -3) *% 10)) +% 1) +% ix786)])
-              var sum796: Float = (sum795 + arena[((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -3) *% 10)) +% ix786)])
-              var sum797: Float = (sum796 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -4) *% 10)) +% 4) +% ix786)])
-              var sum798: Float = (sum797 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -4) *% 10)) +% 3) +% ix786)])
-              var sum799: Float = (sum798 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -4) *% 10)) +% 2) +% ix786)])
-              var sum800: Float = (sum799 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -4) *% 10)) +% 1) +% ix786)])
-              var sum801: Float = (sum800 + arena[((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy785 +% 11) +% -4) *% 10)) +% ix786)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy785 +% 11) *% 14)) +% 4) +% ix786)] = sum801
-              ix786 &+= 1
+        for iy769 in 0..<1 {
+          do {  // SIMD16 over ix770
+            var ix770 = 0
+            while ix770 < 1 {
+              var sum771: Float = arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy769 +% 11) +% -2) *% 10)) +% 2) +% ix770)]
+              var sum772: Float = (sum771 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy769 +% 11) +% -2) *% 10)) +% 1) +% ix770)])
+              var sum773: Float = (sum772 + arena[((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy769 +% 11) +% -2) *% 10)) +% ix770)])
+              var sum774: Float = (sum773 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy769 +% 11) +% -3) *% 10)) +% 2) +% ix770)])
+              var sum775: Float = (sum774 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy769 +% 11) +% -3) *% 10)) +% 1) +% ix770)])
+              var sum776: Float = (sum775 + arena[((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy769 +% 11) +% -3) *% 10)) +% ix770)])
+              var sum777: Float = (sum776 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy769 +% 11) +% -4) *% 10)) +% 2) +% ix770)])
+              var sum778: Float = (sum777 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy769 +% 11) +% -4) *% 10)) +% 1) +% ix770)])
+              var sum779: Float = (sum778 + arena[((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy769 +% 11) +% -4) *% 10)) +% ix770)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy769 +% 11) *% 14)) +% 2) +% ix770)] = sum779
+              ix770 &+= 1
             }
           }
         }
-        for iy802 in 0..<1 {
-          do {  // SIMD16 over ix803
-            var ix803 = 0
-            while ix803 < 1 {
-              var sum804: Float = arena[(((((756112 +% (((c163 *% 25) +% 11) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 9) +% ix803)]
-              var sum805: Float = (sum804 + arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 8) +% ix803)])
-              var sum806: Float = (sum805 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 7) +% ix803)])
-              var sum807: Float = (sum806 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 6) +% ix803)])
-              var sum808: Float = (sum807 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 9) +% ix803)])
-              var sum809: Float = (sum808 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 8) +% ix803)])
-              var sum810: Float = (sum809 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 7) +% ix803)])
-              var sum811: Float = (sum810 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 6) +% ix803)])
-              var sum812: Float = (sum811 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 9) +% ix803)])
-              var sum813: Float = (sum812 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 8) +% ix803)])
-              var sum814: Float = (sum813 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 7) +% ix803)])
-              var sum815: Float = (sum814 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 6) +% ix803)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy802 +% 11) *% 14)) +% 10) +% ix803)] = sum815
-              ix803 &+= 1
+        for iy780 in 0..<1 {
+          do {  // SIMD16 over ix781
+            var ix781 = 0
+            while ix781 < 1 {
+              var sum782: Float = arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -2) *% 10)) +% 3) +% ix781)]
+              var sum783: Float = (sum782 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -2) *% 10)) +% 2) +% ix781)])
+              var sum784: Float = (sum783 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -2) *% 10)) +% 1) +% ix781)])
+              var sum785: Float = (sum784 + arena[((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -2) *% 10)) +% ix781)])
+              var sum786: Float = (sum785 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -3) *% 10)) +% 3) +% ix781)])
+              var sum787: Float = (sum786 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -3) *% 10)) +% 2) +% ix781)])
+              var sum788: Float = (sum787 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -3) *% 10)) +% 1) +% ix781)])
+              var sum789: Float = (sum788 + arena[((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -3) *% 10)) +% ix781)])
+              var sum790: Float = (sum789 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -4) *% 10)) +% 3) +% ix781)])
+              var sum791: Float = (sum790 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -4) *% 10)) +% 2) +% ix781)])
+              var sum792: Float = (sum791 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -4) *% 10)) +% 1) +% ix781)])
+              var sum793: Float = (sum792 + arena[((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy780 +% 11) +% -4) *% 10)) +% ix781)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy780 +% 11) *% 14)) +% 3) +% ix781)] = sum793
+              ix781 &+= 1
             }
           }
         }
-        for iy816 in 0..<1 {
-          do {  // SIMD16 over ix817
-            var ix817 = 0
-            while ix817 < 1 {
-              var sum818: Float = arena[(((((756112 +% (((c163 *% 25) +% 12) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -2) *% 10)) +% 9) +% ix817)]
-              var sum819: Float = (sum818 + arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -2) *% 10)) +% 8) +% ix817)])
-              var sum820: Float = (sum819 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -2) *% 10)) +% 7) +% ix817)])
-              var sum821: Float = (sum820 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -3) *% 10)) +% 9) +% ix817)])
-              var sum822: Float = (sum821 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -3) *% 10)) +% 8) +% ix817)])
-              var sum823: Float = (sum822 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -3) *% 10)) +% 7) +% ix817)])
-              var sum824: Float = (sum823 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -4) *% 10)) +% 9) +% ix817)])
-              var sum825: Float = (sum824 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -4) *% 10)) +% 8) +% ix817)])
-              var sum826: Float = (sum825 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy816 +% 11) +% -4) *% 10)) +% 7) +% ix817)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy816 +% 11) *% 14)) +% 11) +% ix817)] = sum826
-              ix817 &+= 1
+        for iy794 in 0..<1 {
+          do {  // SIMD16 over ix795
+            var ix795 = 0
+            while ix795 < 6 {
+              var sum796: Float = arena[(((((756112 +% (((c172 *% 25) +% 10) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -2) *% 10)) +% 4) +% ix795)]
+              var sum797: Float = (sum796 + arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -2) *% 10)) +% 3) +% ix795)])
+              var sum798: Float = (sum797 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -2) *% 10)) +% 2) +% ix795)])
+              var sum799: Float = (sum798 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -2) *% 10)) +% 1) +% ix795)])
+              var sum800: Float = (sum799 + arena[((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -2) *% 10)) +% ix795)])
+              var sum801: Float = (sum800 + arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -3) *% 10)) +% 4) +% ix795)])
+              var sum802: Float = (sum801 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -3) *% 10)) +% 3) +% ix795)])
+              var sum803: Float = (sum802 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -3) *% 10)) +% 2) +% ix795)])
+              var sum804: Float = (sum803 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -3) *% 10)) +% 1) +% ix795)])
+              var sum805: Float = (sum804 + arena[((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -3) *% 10)) +% ix795)])
+              var sum806: Float = (sum805 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -4) *% 10)) +% 4) +% ix795)])
+              var sum807: Float = (sum806 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -4) *% 10)) +% 3) +% ix795)])
+              var sum808: Float = (sum807 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -4) *% 10)) +% 2) +% ix795)])
+              var sum809: Float = (sum808 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -4) *% 10)) +% 1) +% ix795)])
+              var sum810: Float = (sum809 + arena[((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy794 +% 11) +% -4) *% 10)) +% ix795)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy794 +% 11) *% 14)) +% 4) +% ix795)] = sum810
+              ix795 &+= 1
             }
           }
         }
-        for iy827 in 0..<1 {
-          do {  // SIMD16 over ix828
-            var ix828 = 0
-            while ix828 < 1 {
-              var sum829: Float = arena[(((((756112 +% (((c163 *% 25) +% 13) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -2) *% 10)) +% 9) +% ix828)]
-              var sum830: Float = (sum829 + arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -2) *% 10)) +% 8) +% ix828)])
-              var sum831: Float = (sum830 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -3) *% 10)) +% 9) +% ix828)])
-              var sum832: Float = (sum831 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -3) *% 10)) +% 8) +% ix828)])
-              var sum833: Float = (sum832 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -4) *% 10)) +% 9) +% ix828)])
-              var sum834: Float = (sum833 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy827 +% 11) +% -4) *% 10)) +% 8) +% ix828)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy827 +% 11) *% 14)) +% 12) +% ix828)] = sum834
-              ix828 &+= 1
+        for iy811 in 0..<1 {
+          do {  // SIMD16 over ix812
+            var ix812 = 0
+            while ix812 < 1 {
+              var sum813: Float = arena[(((((756112 +% (((c172 *% 25) +% 11) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -2) *% 10)) +% 9) +% ix812)]
+              var sum814: Float = (sum813 + arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -2) *% 10)) +% 8) +% ix812)])
+              var sum815: Float = (sum814 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -2) *% 10)) +% 7) +% ix812)])
+              var sum816: Float = (sum815 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -2) *% 10)) +% 6) +% ix812)])
+              var sum817: Float = (sum816 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -3) *% 10)) +% 9) +% ix812)])
+              var sum818: Float = (sum817 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -3) *% 10)) +% 8) +% ix812)])
+              var sum819: Float = (sum818 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -3) *% 10)) +% 7) +% ix812)])
+              var sum820: Float = (sum819 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -3) *% 10)) +% 6) +% ix812)])
+              var sum821: Float = (sum820 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -4) *% 10)) +% 9) +% ix812)])
+              var sum822: Float = (sum821 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -4) *% 10)) +% 8) +% ix812)])
+              var sum823: Float = (sum822 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -4) *% 10)) +% 7) +% ix812)])
+              var sum824: Float = (sum823 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy811 +% 11) +% -4) *% 10)) +% 6) +% ix812)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy811 +% 11) *% 14)) +% 10) +% ix812)] = sum824
+              ix812 &+= 1
             }
           }
         }
-        for iy835 in 0..<1 {
-          do {  // SIMD16 over ix836
-            var ix836 = 0
-            while ix836 < 1 {
-              var sum837: Float = arena[(((((756112 +% (((c163 *% 25) +% 14) *% 1600)) +% (j162 *% 100)) +% (((iy835 +% 11) +% -2) *% 10)) +% 9) +% ix836)]
-              var sum838: Float = (sum837 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy835 +% 11) +% -3) *% 10)) +% 9) +% ix836)])
-              var sum839: Float = (sum838 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy835 +% 11) +% -4) *% 10)) +% 9) +% ix836)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy835 +% 11) *% 14)) +% 13) +% ix836)] = sum839
-              ix836 &+= 1
+        for iy825 in 0..<1 {
+          do {  // SIMD16 over ix826
+            var ix826 = 0
+            while ix826 < 1 {
+              var sum827: Float = arena[(((((756112 +% (((c172 *% 25) +% 12) *% 1600)) +% (j171 *% 100)) +% (((iy825 +% 11) +% -2) *% 10)) +% 9) +% ix826)]
+              var sum828: Float = (sum827 + arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy825 +% 11) +% -2) *% 10)) +% 8) +% ix826)])
+              var sum829: Float = (sum828 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy825 +% 11) +% -2) *% 10)) +% 7) +% ix826)])
+              var sum830: Float = (sum829 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy825 +% 11) +% -3) *% 10)) +% 9) +% ix826)])
+              var sum831: Float = (sum830 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy825 +% 11) +% -3) *% 10)) +% 8) +% ix826)])
+              var sum832: Float = (sum831 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy825 +% 11) +% -3) *% 10)) +% 7) +% ix826)])
+              var sum833: Float = (sum832 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy825 +% 11) +% -4) *% 10)) +% 9) +% ix826)])
+              var sum834: Float = (sum833 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy825 +% 11) +% -4) *% 10)) +% 8) +% ix826)])
+              var sum835: Float = (sum834 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy825 +% 11) +% -4) *% 10)) +% 7) +% ix826)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy825 +% 11) *% 14)) +% 11) +% ix826)] = sum835
+              ix826 &+= 1
             }
           }
         }
-        for iy840 in 0..<1 {
-          do {  // SIMD16 over ix841
-            var ix841 = 0
-            while ix841 < 1 {
-              var sum842: Float = arena[((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy840 +% 12) +% -3) *% 10)) +% ix841)]
-              var sum843: Float = (sum842 + arena[((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy840 +% 12) +% -4) *% 10)) +% ix841)])
-              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy840 +% 12) *% 14)) +% ix841)] = sum843
-              ix841 &+= 1
+        for iy836 in 0..<1 {
+          do {  // SIMD16 over ix837
+            var ix837 = 0
+            while ix837 < 1 {
+              var sum838: Float = arena[(((((756112 +% (((c172 *% 25) +% 13) *% 1600)) +% (j171 *% 100)) +% (((iy836 +% 11) +% -2) *% 10)) +% 9) +% ix837)]
+              var sum839: Float = (sum838 + arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy836 +% 11) +% -2) *% 10)) +% 8) +% ix837)])
+              var sum840: Float = (sum839 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy836 +% 11) +% -3) *% 10)) +% 9) +% ix837)])
+              var sum841: Float = (sum840 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy836 +% 11) +% -3) *% 10)) +% 8) +% ix837)])
+              var sum842: Float = (sum841 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy836 +% 11) +% -4) *% 10)) +% 9) +% ix837)])
+              var sum843: Float = (sum842 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy836 +% 11) +% -4) *% 10)) +% 8) +% ix837)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy836 +% 11) *% 14)) +% 12) +% ix837)] = sum843
+              ix837 &+= 1
             }
           }
         }
@@ -2197,152 +2273,152 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix845
             var ix845 = 0
             while ix845 < 1 {
-              var sum846: Float = arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy844 +% 12) +% -3) *% 10)) +% 1) +% ix845)]
-              var sum847: Float = (sum846 + arena[((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy844 +% 12) +% -3) *% 10)) +% ix845)])
-              var sum848: Float = (sum847 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy844 +% 12) +% -4) *% 10)) +% 1) +% ix845)])
-              var sum849: Float = (sum848 + arena[((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy844 +% 12) +% -4) *% 10)) +% ix845)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy844 +% 12) *% 14)) +% 1) +% ix845)] = sum849
+              var sum846: Float = arena[(((((756112 +% (((c172 *% 25) +% 14) *% 1600)) +% (j171 *% 100)) +% (((iy844 +% 11) +% -2) *% 10)) +% 9) +% ix845)]
+              var sum847: Float = (sum846 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy844 +% 11) +% -3) *% 10)) +% 9) +% ix845)])
+              var sum848: Float = (sum847 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy844 +% 11) +% -4) *% 10)) +% 9) +% ix845)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy844 +% 11) *% 14)) +% 13) +% ix845)] = sum848
               ix845 &+= 1
             }
           }
         }
-        for iy850 in 0..<1 {
-          do {  // SIMD16 over ix851
-            var ix851 = 0
-            while ix851 < 1 {
-              var sum852: Float = arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -3) *% 10)) +% 2) +% ix851)]
-              var sum853: Float = (sum852 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -3) *% 10)) +% 1) +% ix851)])
-              var sum854: Float = (sum853 + arena[((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -3) *% 10)) +% ix851)])
-              var sum855: Float = (sum854 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -4) *% 10)) +% 2) +% ix851)])
-              var sum856: Float = (sum855 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -4) *% 10)) +% 1) +% ix851)])
-              var sum857: Float = (sum856 + arena[((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy850 +% 12) +% -4) *% 10)) +% ix851)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy850 +% 12) *% 14)) +% 2) +% ix851)] = sum857
-              ix851 &+= 1
+        for iy849 in 0..<1 {
+          do {  // SIMD16 over ix850
+            var ix850 = 0
+            while ix850 < 1 {
+              var sum851: Float = arena[((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy849 +% 12) +% -3) *% 10)) +% ix850)]
+              var sum852: Float = (sum851 + arena[((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy849 +% 12) +% -4) *% 10)) +% ix850)])
+              arena[((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy849 +% 12) *% 14)) +% ix850)] = sum852
+              ix850 &+= 1
             }
           }
         }
-        for iy858 in 0..<1 {
-          do {  // SIMD16 over ix859
-            var ix859 = 0
-            while ix859 < 1 {
-              var sum860: Float = arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -3) *% 10)) +% 3) +% ix859)]
-              var sum861: Float = (sum860 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -3) *% 10)) +% 2) +% ix859)])
-              var sum862: Float = (sum861 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -3) *% 10)) +% 1) +% ix859)])
-              var sum863: Float = (sum862 + arena[((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -3) *% 10)) +% ix859)])
-              var sum864: Float = (sum863 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -4) *% 10)) +% 3) +% ix859)])
-              var sum865: Float = (sum864 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -4) *% 10)) +% 2) +% ix859)])
-              var sum866: Float = (sum865 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -4) *% 10)) +% 1) +% ix859)])
-              var sum867: Float = (sum866 + arena[((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy858 +% 12) +% -4) *% 10)) +% ix859)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy858 +% 12) *% 14)) +% 3) +% ix859)] = sum867
-              ix859 &+= 1
+        for iy853 in 0..<1 {
+          do {  // SIMD16 over ix854
+            var ix854 = 0
+            while ix854 < 1 {
+              var sum855: Float = arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy853 +% 12) +% -3) *% 10)) +% 1) +% ix854)]
+              var sum856: Float = (sum855 + arena[((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy853 +% 12) +% -3) *% 10)) +% ix854)])
+              var sum857: Float = (sum856 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy853 +% 12) +% -4) *% 10)) +% 1) +% ix854)])
+              var sum858: Float = (sum857 + arena[((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy853 +% 12) +% -4) *% 10)) +% ix854)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy853 +% 12) *% 14)) +% 1) +% ix854)] = sum858
+              ix854 &+= 1
             }
           }
         }
-        for iy868 in 0..<1 {
-          do {  // SIMD16 over ix869
-            var ix869 = 0
-            while ix869 < 6 {
-              var sum870: Float = arena[(((((756112 +% (((c163 *% 25) +% 15) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -3) *% 10)) +% 4) +% ix869)]
-              var sum871: Float = (sum870 + arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -3) *% 10)) +% 3) +% ix869)])
-              var sum872: Float = (sum871 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -3) *% 10)) +% 2) +% ix869)])
-              var sum873: Float = (sum872 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -3) *% 10)) +% 1) +% ix869)])
-              var sum874: Float = (sum873 + arena[((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -3) *% 10)) +% ix869)])
-              var sum875: Float = (sum874 + arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -4) *% 10)) +% 4) +% ix869)])
-              var sum876: Float = (sum875 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -4) *% 10)) +% 3) +% ix869)])
-              var sum877: Float = (sum876 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -4) *% 10)) +% 2) +% ix869)])
-              var sum878: Float = (sum877 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -4) *% 10)) +% 1) +% ix869)])
-              var sum879: Float = (sum878 + arena[((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy868 +% 12) +% -4) *% 10)) +% ix869)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy868 +% 12) *% 14)) +% 4) +% ix869)] = sum879
-              ix869 &+= 1
+        for iy859 in 0..<1 {
+          do {  // SIMD16 over ix860
+            var ix860 = 0
+            while ix860 < 1 {
+              var sum861: Float = arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy859 +% 12) +% -3) *% 10)) +% 2) +% ix860)]
+              var sum862: Float = (sum861 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy859 +% 12) +% -3) *% 10)) +% 1) +% ix860)])
+              var sum863: Float = (sum862 + arena[((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy859 +% 12) +% -3) *% 10)) +% ix860)])
+              var sum864: Float = (sum863 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy859 +% 12) +% -4) *% 10)) +% 2) +% ix860)])
+              var sum865: Float = (sum864 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy859 +% 12) +% -4) *% 10)) +% 1) +% ix860)])
+              var sum866: Float = (sum865 + arena[((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy859 +% 12) +% -4) *% 10)) +% ix860)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy859 +% 12) *% 14)) +% 2) +% ix860)] = sum866
+              ix860 &+= 1
             }
           }
         }
-        for iy880 in 0..<1 {
-          do {  // SIMD16 over ix881
-            var ix881 = 0
-            while ix881 < 1 {
-              var sum882: Float = arena[(((((756112 +% (((c163 *% 25) +% 16) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -3) *% 10)) +% 9) +% ix881)]
-              var sum883: Float = (sum882 + arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -3) *% 10)) +% 8) +% ix881)])
-              var sum884: Float = (sum883 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -3) *% 10)) +% 7) +% ix881)])
-              var sum885: Float = (sum884 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -3) *% 10)) +% 6) +% ix881)])
-              var sum886: Float = (sum885 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -4) *% 10)) +% 9) +% ix881)])
-              var sum887: Float = (sum886 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -4) *% 10)) +% 8) +% ix881)])
-              var sum888: Float = (sum887 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -4) *% 10)) +% 7) +% ix881)])
-              var sum889: Float = (sum888 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy880 +% 12) +% -4) *% 10)) +% 6) +% ix881)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy880 +% 12) *% 14)) +% 10) +% ix881)] = sum889
-              ix881 &+= 1
+        for iy867 in 0..<1 {
+          do {  // SIMD16 over ix868
+            var ix868 = 0
+            while ix868 < 1 {
+              var sum869: Float = arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% 3) +% ix868)]
+              var sum870: Float = (sum869 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% 2) +% ix868)])
+              var sum871: Float = (sum870 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% 1) +% ix868)])
+              var sum872: Float = (sum871 + arena[((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% ix868)])
+              var sum873: Float = (sum872 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% 3) +% ix868)])
+              var sum874: Float = (sum873 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% 2) +% ix868)])
+              var sum875: Float = (sum874 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% 1) +% ix868)])
+              var sum876: Float = (sum875 + arena[((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% ix868)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy867 +% 12) *% 14)) +% 3) +% ix868)] = sum876
+              ix868 &+= 1
             }
           }
         }
-        for iy890 in 0..<1 {
-          do {  // SIMD16 over ix891
-            var ix891 = 0
-            while ix891 < 1 {
-              var sum892: Float = arena[(((((756112 +% (((c163 *% 25) +% 17) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -3) *% 10)) +% 9) +% ix891)]
-              var sum893: Float = (sum892 + arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -3) *% 10)) +% 8) +% ix891)])
-              var sum894: Float = (sum893 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -3) *% 10)) +% 7) +% ix891)])
-              var sum895: Float = (sum894 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -4) *% 10)) +% 9) +% ix891)])
-              var sum896: Float = (sum895 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -4) *% 10)) +% 8) +% ix891)])
-              var sum897: Float = (sum896 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy890 +% 12) +% -4) *% 10)) +% 7) +% ix891)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy890 +% 12) *% 14)) +% 11) +% ix891)] = sum897
-              ix891 &+= 1
+        for iy877 in 0..<1 {
+          do {  // SIMD16 over ix878
+            var ix878 = 0
+            while ix878 < 6 {
+              var sum879: Float = arena[(((((756112 +% (((c172 *% 25) +% 15) *% 1600)) +% (j171 *% 100)) +% (((iy877 +% 12) +% -3) *% 10)) +% 4) +% ix878)]
+              var sum880: Float = (sum879 + arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy877 +% 12) +% -3) *% 10)) +% 3) +% ix878)])
+              var sum881: Float = (sum880 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy877 +% 12) +% -3) *% 10)) +% 2) +% ix878)])
+              var sum882: Float = (sum881 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy877 +% 12) +% -3) *% 10)) +% 1) +% ix878)])
+              var sum883: Float = (sum882 + arena[((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy877 +% 12) +% -3) *% 10)) +% ix878)])
+              var sum884: Float = (sum883 + arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy877 +% 12) +% -4) *% 10)) +% 4) +% ix878)])
+              var sum885: Float = (sum884 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy877 +% 12) +% -4) *% 10)) +% 3) +% ix878)])
+              var sum886: Float = (sum885 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy877 +% 12) +% -4) *% 10)) +% 2) +% ix878)])
+              var sum887: Float = (sum886 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy877 +% 12) +% -4) *% 10)) +% 1) +% ix878)])
+              var sum888: Float = (sum887 + arena[((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy877 +% 12) +% -4) *% 10)) +% ix878)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy877 +% 12) *% 14)) +% 4) +% ix878)] = sum888
+              ix878 &+= 1
             }
           }
         }
-        for iy898 in 0..<1 {
-          do {  // SIMD16 over ix899
-            var ix899 = 0
-            while ix899 < 1 {
-              var sum900: Float = arena[(((((756112 +% (((c163 *% 25) +% 18) *% 1600)) +% (j162 *% 100)) +% (((iy898 +% 12) +% -3) *% 10)) +% 9) +% ix899)]
-              var sum901: Float = (sum900 + arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy898 +% 12) +% -3) *% 10)) +% 8) +% ix899)])
-              var sum902: Float = (sum901 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy898 +% 12) +% -4) *% 10)) +% 9) +% ix899)])
-              var sum903: Float = (sum902 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy898 +% 12) +% -4) *% 10)) +% 8) +% ix899)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy898 +% 12) *% 14)) +% 12) +% ix899)] = sum903
-              ix899 &+= 1
+        for iy889 in 0..<1 {
+          do {  // SIMD16 over ix890
+            var ix890 = 0
+            while ix890 < 1 {
+              var sum891: Float = arena[(((((756112 +% (((c172 *% 25) +% 16) *% 1600)) +% (j171 *% 100)) +% (((iy889 +% 12) +% -3) *% 10)) +% 9) +% ix890)]
+              var sum892: Float = (sum891 + arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy889 +% 12) +% -3) *% 10)) +% 8) +% ix890)])
+              var sum893: Float = (sum892 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy889 +% 12) +% -3) *% 10)) +% 7) +% ix890)])
+              var sum894: Float = (sum893 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy889 +% 12) +% -3) *% 10)) +% 6) +% ix890)])
+              var sum895: Float = (sum894 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy889 +% 12) +% -4) *% 10)) +% 9) +% ix890)])
+              var sum896: Float = (sum895 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy889 +% 12) +% -4) *% 10)) +% 8) +% ix890)])
+              var sum897: Float = (sum896 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy889 +% 12) +% -4) *% 10)) +% 7) +% ix890)])
+              var sum898: Float = (sum897 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy889 +% 12) +% -4) *% 10)) +% 6) +% ix890)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy889 +% 12) *% 14)) +% 10) +% ix890)] = sum898
+              ix890 &+= 1
             }
           }
         }
-        for iy904 in 0..<1 {
-          do {  // SIMD16 over ix905
-            var ix905 = 0
-            while ix905 < 1 {
-              var sum906: Float = arena[(((((756112 +% (((c163 *% 25) +% 19) *% 1600)) +% (j162 *% 100)) +% (((iy904 +% 12) +% -3) *% 10)) +% 9) +% ix905)]
-              var sum907: Float = (sum906 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy904 +% 12) +% -4) *% 10)) +% 9) +% ix905)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy904 +% 12) *% 14)) +% 13) +% ix905)] = sum907
-              ix905 &+= 1
+        for iy899 in 0..<1 {
+          do {  // SIMD16 over ix900
+            var ix900 = 0
+            while ix900 < 1 {
+              var sum901: Float = arena[(((((756112 +% (((c172 *% 25) +% 17) *% 1600)) +% (j171 *% 100)) +% (((iy899 +% 12) +% -3) *% 10)) +% 9) +% ix900)]
+              var sum902: Float = (sum901 + arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy899 +% 12) +% -3) *% 10)) +% 8) +% ix900)])
+              var sum903: Float = (sum902 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy899 +% 12) +% -3) *% 10)) +% 7) +% ix900)])
+              var sum904: Float = (sum903 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy899 +% 12) +% -4) *% 10)) +% 9) +% ix900)])
+              var sum905: Float = (sum904 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy899 +% 12) +% -4) *% 10)) +% 8) +% ix900)])
+              var sum906: Float = (sum905 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy899 +% 12) +% -4) *% 10)) +% 7) +% ix900)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy899 +% 12) *% 14)) +% 11) +% ix900)] = sum906
+              ix900 &+= 1
             }
           }
         }
-        for iy908 in 0..<1 {
-          do {  // SIMD16 over ix909
-            var ix909 = 0
-            while ix909 < 1 {
-              var sum910: Float = arena[((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy908 +% 13) +% -4) *% 10)) +% ix909)]
-              arena[((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy908 +% 13) *% 14)) +% ix909)] = sum910
-              ix909 &+= 1
+        for iy907 in 0..<1 {
+          do {  // SIMD16 over ix908
+            var ix908 = 0
+            while ix908 < 1 {
+              var sum909: Float = arena[(((((756112 +% (((c172 *% 25) +% 18) *% 1600)) +% (j171 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 9) +% ix908)]
+              var sum910: Float = (sum909 + arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 8) +% ix908)])
+              var sum911: Float = (sum910 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 9) +% ix908)])
+              var sum912: Float = (sum911 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 8) +% ix908)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy907 +% 12) *% 14)) +% 12) +% ix908)] = sum912
+              ix908 &+= 1
             }
           }
         }
-        for iy911 in 0..<1 {
-          do {  // SIMD16 over ix912
-            var ix912 = 0
-            while ix912 < 1 {
-              var sum913: Float = arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy911 +% 13) +% -4) *% 10)) +% 1) +% ix912)]
-              var sum914: Float = (sum913 + arena[((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy911 +% 13) +% -4) *% 10)) +% ix912)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy911 +% 13) *% 14)) +% 1) +% ix912)] = sum914
-              ix912 &+= 1
+        for iy913 in 0..<1 {
+          do {  // SIMD16 over ix914
+            var ix914 = 0
+            while ix914 < 1 {
+              var sum915: Float = arena[(((((756112 +% (((c172 *% 25) +% 19) *% 1600)) +% (j171 *% 100)) +% (((iy913 +% 12) +% -3) *% 10)) +% 9) +% ix914)]
+              var sum916: Float = (sum915 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy913 +% 12) +% -4) *% 10)) +% 9) +% ix914)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy913 +% 12) *% 14)) +% 13) +% ix914)] = sum916
+              ix914 &+= 1
             }
           }
         }
-        for iy915 in 0..<1 {
-          do {  // SIMD16 over ix916
-            var ix916 = 0
-            while ix916 < 1 {
-              var sum917: Float = arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy915 +% 13) +% -4) *% 10)) +% 2) +% ix916)]
-              var sum918: Float = (sum917 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy915 +% 13) +% -4) *% 10)) +% 1) +% ix916)])
-              var sum919: Float = (sum918 + arena[((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy915 +% 13) +% -4) *% 10)) +% ix916)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy915 +% 13) *% 14)) +% 2) +% ix916)] = sum919
-              ix916 &+= 1
+        for iy917 in 0..<1 {
+          do {  // SIMD16 over ix918
+            var ix918 = 0
+            while ix918 < 1 {
+              var sum919: Float = arena[((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy917 +% 13) +% -4) *% 10)) +% ix918)]
+              arena[((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy917 +% 13) *% 14)) +% ix918)] = sum919
+              ix918 &+= 1
             }
           }
         }
@@ -2350,62 +2426,62 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix921
             var ix921 = 0
             while ix921 < 1 {
-              var sum922: Float = arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy920 +% 13) +% -4) *% 10)) +% 3) +% ix921)]
-              var sum923: Float = (sum922 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy920 +% 13) +% -4) *% 10)) +% 2) +% ix921)])
-              var sum924: Float = (sum923 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy920 +% 13) +% -4) *% 10)) +% 1) +% ix921)])
-              var sum925: Float = (sum924 + arena[((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy920 +% 13) +% -4) *% 10)) +% ix921)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy920 +% 13) *% 14)) +% 3) +% ix921)] = sum925
+              var sum922: Float = arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy920 +% 13) +% -4) *% 10)) +% 1) +% ix921)]
+              var sum923: Float = (sum922 + arena[((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy920 +% 13) +% -4) *% 10)) +% ix921)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy920 +% 13) *% 14)) +% 1) +% ix921)] = sum923
               ix921 &+= 1
             }
           }
         }
-        for iy926 in 0..<1 {
-          do {  // SIMD16 over ix927
-            var ix927 = 0
-            while ix927 < 6 {
-              var sum928: Float = arena[(((((756112 +% (((c163 *% 25) +% 20) *% 1600)) +% (j162 *% 100)) +% (((iy926 +% 13) +% -4) *% 10)) +% 4) +% ix927)]
-              var sum929: Float = (sum928 + arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy926 +% 13) +% -4) *% 10)) +% 3) +% ix927)])
-              var sum930: Float = (sum929 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy926 +% 13) +% -4) *% 10)) +% 2) +% ix927)])
-              var sum931: Float = (sum930 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy926 +% 13) +% -4) *% 10)) +% 1) +% ix927)])
-              var sum932: Float = (sum931 + arena[((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy926 +% 13) +% -4) *% 10)) +% ix927)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy926 +% 13) *% 14)) +% 4) +% ix927)] = sum932
-              ix927 &+= 1
+        for iy924 in 0..<1 {
+          do {  // SIMD16 over ix925
+            var ix925 = 0
+            while ix925 < 1 {
+              var sum926: Float = arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy924 +% 13) +% -4) *% 10)) +% 2) +% ix925)]
+              var sum927: Float = (sum926 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy924 +% 13) +% -4) *% 10)) +% 1) +% ix925)])
+              var sum928: Float = (sum927 + arena[((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy924 +% 13) +% -4) *% 10)) +% ix925)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy924 +% 13) *% 14)) +% 2) +% ix925)] = sum928
+              ix925 &+= 1
             }
           }
         }
-        for iy933 in 0..<1 {
-          do {  // SIMD16 over ix934
-            var ix934 = 0
-            while ix934 < 1 {
-              var sum935: Float = arena[(((((756112 +% (((c163 *% 25) +% 21) *% 1600)) +% (j162 *% 100)) +% (((iy933 +% 13) +% -4) *% 10)) +% 9) +% ix934)]
-              var sum936: Float = (sum935 + arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy933 +% 13) +% -4) *% 10)) +% 8) +% ix934)])
-              var sum937: Float = (sum936 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy933 +% 13) +% -4) *% 10)) +% 7) +% ix934)])
-              var sum938: Float = (sum937 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy933 +% 13) +% -4) *% 10)) +% 6) +% ix934)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy933 +% 13) *% 14)) +% 10) +% ix934)] = sum938
-              ix934 &+= 1
+        for iy929 in 0..<1 {
+          do {  // SIMD16 over ix930
+            var ix930 = 0
+            while ix930 < 1 {
+              var sum931: Float = arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy929 +% 13) +% -4) *% 10)) +% 3) +% ix930)]
+              var sum932: Float = (sum931 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy929 +% 13) +% -4) *% 10)) +% 2) +% ix930)])
+              var sum933: Float = (sum932 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy929 +% 13) +% -4) *% 10)) +% 1) +% ix930)])
+              var sum934: Float = (sum933 + arena[((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy929 +% 13) +% -4) *% 10)) +% ix930)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy929 +% 13) *% 14)) +% 3) +% ix930)] = sum934
+              ix930 &+= 1
             }
           }
         }
-        for iy939 in 0..<1 {
-          do {  // SIMD16 over ix940
-            var ix940 = 0
-            while ix940 < 1 {
-              var sum941: Float = arena[(((((756112 +% (((c163 *% 25) +% 22) *% 1600)) +% (j162 *% 100)) +% (((iy939 +% 13) +% -4) *% 10)) +% 9) +% ix940)]
-              var sum942: Float = (sum941 + arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy939 +% 13) +% -4) *% 10)) +% 8) +% ix940)])
-              var sum943: Float = (sum942 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy939 +% 13) +% -4) *% 10)) +% 7) +% ix940)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy939 +% 13) *% 14)) +% 11) +% ix940)] = sum943
-              ix940 &+= 1
+        for iy935 in 0..<1 {
+          do {  // SIMD16 over ix936
+            var ix936 = 0
+            while ix936 < 6 {
+              var sum937: Float = arena[(((((756112 +% (((c172 *% 25) +% 20) *% 1600)) +% (j171 *% 100)) +% (((iy935 +% 13) +% -4) *% 10)) +% 4) +% ix936)]
+              var sum938: Float = (sum937 + arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy935 +% 13) +% -4) *% 10)) +% 3) +% ix936)])
+              var sum939: Float = (sum938 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy935 +% 13) +% -4) *% 10)) +% 2) +% ix936)])
+              var sum940: Float = (sum939 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy935 +% 13) +% -4) *% 10)) +% 1) +% ix936)])
+              var sum941: Float = (sum940 + arena[((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy935 +% 13) +% -4) *% 10)) +% ix936)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy935 +% 13) *% 14)) +% 4) +% ix936)] = sum941
+              ix936 &+= 1
             }
           }
         }
-        for iy944 in 0..<1 {
-          do {  // SIMD16 over ix945
-            var ix945 = 0
-            while ix945 < 1 {
-              var sum946: Float = arena[(((((756112 +% (((c163 *% 25) +% 23) *% 1600)) +% (j162 *% 100)) +% (((iy944 +% 13) +% -4) *% 10)) +% 9) +% ix945)]
-              var sum947: Float = (sum946 + arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy944 +% 13) +% -4) *% 10)) +% 8) +% ix945)])
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy944 +% 13) *% 14)) +% 12) +% ix945)] = sum947
-              ix945 &+= 1
+        for iy942 in 0..<1 {
+          do {  // SIMD16 over ix943
+            var ix943 = 0
+            while ix943 < 1 {
+              var sum944: Float = arena[(((((756112 +% (((c172 *% 25) +% 21) *% 1600)) +% (j171 *% 100)) +% (((iy942 +% 13) +% -4) *% 10)) +% 9) +% ix943)]
+              var sum945: Float = (sum944 + arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy942 +% 13) +% -4) *% 10)) +% 8) +% ix943)])
+              var sum946: Float = (sum945 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy942 +% 13) +% -4) *% 10)) +% 7) +% ix943)])
+              var sum947: Float = (sum946 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy942 +% 13) +% -4) *% 10)) +% 6) +% ix943)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy942 +% 13) *% 14)) +% 10) +% ix943)] = sum947
+              ix943 &+= 1
             }
           }
         }
@@ -2413,9 +2489,32 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix949
             var ix949 = 0
             while ix949 < 1 {
-              var sum950: Float = arena[(((((756112 +% (((c163 *% 25) +% 24) *% 1600)) +% (j162 *% 100)) +% (((iy948 +% 13) +% -4) *% 10)) +% 9) +% ix949)]
-              arena[(((((376320 +% (((g154 *% 16) +% j162) *% 1176)) +% (c163 *% 196)) +% ((iy948 +% 13) *% 14)) +% 13) +% ix949)] = sum950
+              var sum950: Float = arena[(((((756112 +% (((c172 *% 25) +% 22) *% 1600)) +% (j171 *% 100)) +% (((iy948 +% 13) +% -4) *% 10)) +% 9) +% ix949)]
+              var sum951: Float = (sum950 + arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy948 +% 13) +% -4) *% 10)) +% 8) +% ix949)])
+              var sum952: Float = (sum951 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy948 +% 13) +% -4) *% 10)) +% 7) +% ix949)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy948 +% 13) *% 14)) +% 11) +% ix949)] = sum952
               ix949 &+= 1
+            }
+          }
+        }
+        for iy953 in 0..<1 {
+          do {  // SIMD16 over ix954
+            var ix954 = 0
+            while ix954 < 1 {
+              var sum955: Float = arena[(((((756112 +% (((c172 *% 25) +% 23) *% 1600)) +% (j171 *% 100)) +% (((iy953 +% 13) +% -4) *% 10)) +% 9) +% ix954)]
+              var sum956: Float = (sum955 + arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy953 +% 13) +% -4) *% 10)) +% 8) +% ix954)])
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy953 +% 13) *% 14)) +% 12) +% ix954)] = sum956
+              ix954 &+= 1
+            }
+          }
+        }
+        for iy957 in 0..<1 {
+          do {  // SIMD16 over ix958
+            var ix958 = 0
+            while ix958 < 1 {
+              var sum959: Float = arena[(((((756112 +% (((c172 *% 25) +% 24) *% 1600)) +% (j171 *% 100)) +% (((iy957 +% 13) +% -4) *% 10)) +% 9) +% ix958)]
+              arena[(((((376320 +% (((g163 *% 16) +% j171) *% 1176)) +% (c172 *% 196)) +% ((iy957 +% 13) *% 14)) +% 13) +% ix958)] = sum959
+              ix958 &+= 1
             }
           }
         }
@@ -2423,324 +2522,324 @@ public func lenet5_train_b64(
     }
   }
   // relu1_grad = avgpool_grad(pool1_grad, conv1)
-  do {  // SIMD16 over i951
-    var i951 = 0
-    while i951 &+ 16 <= 301056 {
-      store16(arena, 518032 &+ i951, SIMD16<Float>(repeating: Float(0)))
-      i951 &+= 16
+  do {  // SIMD16 over i960
+    var i960 = 0
+    while i960 &+ 16 <= 301056 {
+      store16(arena, 518032 &+ i960, SIMD16<Float>(repeating: Float(0)))
+      i960 &+= 16
     }
-    while i951 < 301056 {
-      arena[(518032 +% i951)] = Float(0)
-      i951 &+= 1
+    while i960 < 301056 {
+      arena[(518032 +% i960)] = Float(0)
+      i960 &+= 1
     }
   }
-  for q952 in 0..<384 {
-    for py953 in 0..<14 {
-      for px954 in 0..<14 {
-        for ky955 in 0..<2 {
-          for kx956 in 0..<2 {
-            arena[(((518032 +% (((q952 *% 784) +% (py953 *% 56)) +% (px954 *% 2))) +% (ky955 *% 28)) +% kx956)] += (arena[(((376320 +% (q952 *% 196)) +% (py953 *% 14)) +% px954)] * Float(bitPattern: 0x3e800000))
+  for q961 in 0..<384 {
+    for py962 in 0..<14 {
+      for px963 in 0..<14 {
+        for ky964 in 0..<2 {
+          for kx965 in 0..<2 {
+            arena[(((518032 +% (((q961 *% 784) +% (py962 *% 56)) +% (px963 *% 2))) +% (ky964 *% 28)) +% kx965)] += (arena[(((376320 +% (q961 *% 196)) +% (py962 *% 14)) +% px963)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i957
-    var i957 = 0
-    while i957 &+ 16 <= 301056 {
-      store16(arena, 819088 &+ i957, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i957), where: load16(arena, 0 &+ i957) .> SIMD16<Float>(repeating: Float(0))))
-      i957 &+= 16
+  do {  // SIMD16 over i966
+    var i966 = 0
+    while i966 &+ 16 <= 301056 {
+      store16(arena, 819088 &+ i966, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i966), where: load16(arena, 0 &+ i966) .> SIMD16<Float>(repeating: Float(0))))
+      i966 &+= 16
     }
-    while i957 < 301056 {
-      arena[(819088 +% i957)] = (arena[i957] > Float(0) ? arena[(518032 +% i957)] : Float(0))
-      i957 &+= 1
+    while i966 < 301056 {
+      arena[(819088 +% i966)] = (arena[i966] > Float(0) ? arena[(518032 +% i966)] : Float(0))
+      i966 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i958
-    var i958 = 0
-    while i958 &+ 16 <= 150 {
-      store16(arena, 388864 &+ i958, SIMD16<Float>(repeating: Float(0)))
-      i958 &+= 16
+  do {  // SIMD16 over i967
+    var i967 = 0
+    while i967 &+ 16 <= 150 {
+      store16(arena, 388864 &+ i967, SIMD16<Float>(repeating: Float(0)))
+      i967 &+= 16
     }
-    while i958 < 150 {
-      arena[(388864 +% i958)] = Float(0)
-      i958 &+= 1
-    }
-  }
-  for g959 in 0..<4 {
-    for j960 in 0..<16 {
-      for c961 in 0..<1 {
-        for ky962 in 0..<5 {
-          for oy963 in 0..<28 {
-            if (-1 < ((oy963 +% ky962) +% -2) && ((oy963 +% ky962) +% -2) < 28) {
-              for ox964 in 0..<26 {
-                arena[((((((c961 *% 5) +% ky962) *% 5) *% 12544) +% (j960 *% 784)) +% ((oy963 *% 28) +% (ox964 +% 2)))] = images[((((((g959 *% 16) +% j960) *% 784) +% (c961 *% 784)) +% (((oy963 +% ky962) +% -2) *% 28)) +% ((ox964 +% 2) +% -2))]
-              }
-              for ox965 in 0..<2 {
-                arena[((((((c961 *% 5) +% ky962) *% 5) *% 12544) +% (j960 *% 784)) +% ((oy963 *% 28) +% ox965))] = Float(0)
-              }
-            }
-            if ((oy963 +% ky962) +% -2) < 0 {
-              for ox966 in 0..<28 {
-                arena[((((((c961 *% 5) +% ky962) *% 5) *% 12544) +% (j960 *% 784)) +% ((oy963 *% 28) +% ox966))] = Float(0)
-              }
-            }
-            if 27 < ((oy963 +% ky962) +% -2) {
-              for ox966 in 0..<28 {
-                arena[((((((c961 *% 5) +% ky962) *% 5) *% 12544) +% (j960 *% 784)) +% ((oy963 *% 28) +% ox966))] = Float(0)
-              }
-            }
-          }
-          for oy967 in 0..<28 {
-            if (-1 < ((oy967 +% ky962) +% -2) && ((oy967 +% ky962) +% -2) < 28) {
-              for ox968 in 0..<27 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 1) *% 12544) +% (j960 *% 784)) +% ((oy967 *% 28) +% (ox968 +% 1)))] = images[((((((g959 *% 16) +% j960) *% 784) +% (c961 *% 784)) +% (((oy967 +% ky962) +% -2) *% 28)) +% ((ox968 +% 1) +% -1))]
-              }
-              for ox969 in 0..<1 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 1) *% 12544) +% (j960 *% 784)) +% ((oy967 *% 28) +% ox969))] = Float(0)
-              }
-            }
-            if ((oy967 +% ky962) +% -2) < 0 {
-              for ox970 in 0..<28 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 1) *% 12544) +% (j960 *% 784)) +% ((oy967 *% 28) +% ox970))] = Float(0)
-              }
-            }
-            if 27 < ((oy967 +% ky962) +% -2) {
-              for ox970 in 0..<28 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 1) *% 12544) +% (j960 *% 784)) +% ((oy967 *% 28) +% ox970))] = Float(0)
-              }
-            }
-          }
-          for oy971 in 0..<28 {
-            if (-1 < ((oy971 +% ky962) +% -2) && ((oy971 +% ky962) +% -2) < 28) {
-              for ox972 in 0..<28 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 2) *% 12544) +% (j960 *% 784)) +% ((oy971 *% 28) +% ox972))] = images[((((((g959 *% 16) +% j960) *% 784) +% (c961 *% 784)) +% (((oy971 +% ky962) +% -2) *% 28)) +% ox972)]
-              }
-            }
-            if ((oy971 +% ky962) +% -2) < 0 {
-              for ox973 in 0..<28 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 2) *% 12544) +% (j960 *% 784)) +% ((oy971 *% 28) +% ox973))] = Float(0)
-              }
-            }
-            if 27 < ((oy971 +% ky962) +% -2) {
-              for ox973 in 0..<28 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 2) *% 12544) +% (j960 *% 784)) +% ((oy971 *% 28) +% ox973))] = Float(0)
-              }
-            }
-          }
-          for oy974 in 0..<28 {
-            if (-1 < ((oy974 +% ky962) +% -2) && ((oy974 +% ky962) +% -2) < 28) {
-              for ox975 in 0..<27 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 3) *% 12544) +% (j960 *% 784)) +% ((oy974 *% 28) +% ox975))] = images[((((((g959 *% 16) +% j960) *% 784) +% (c961 *% 784)) +% (((oy974 +% ky962) +% -2) *% 28)) +% (ox975 +% 1))]
-              }
-              for ox976 in 0..<1 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 3) *% 12544) +% (j960 *% 784)) +% ((oy974 *% 28) +% (ox976 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy974 +% ky962) +% -2) < 0 {
-              for ox977 in 0..<28 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 3) *% 12544) +% (j960 *% 784)) +% ((oy974 *% 28) +% ox977))] = Float(0)
-              }
-            }
-            if 27 < ((oy974 +% ky962) +% -2) {
-              for ox977 in 0..<28 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 3) *% 12544) +% (j960 *% 784)) +% ((oy974 *% 28) +% ox977))] = Float(0)
-              }
-            }
-          }
-          for oy978 in 0..<28 {
-            if (-1 < ((oy978 +% ky962) +% -2) && ((oy978 +% ky962) +% -2) < 28) {
-              for ox979 in 0..<26 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 4) *% 12544) +% (j960 *% 784)) +% ((oy978 *% 28) +% ox979))] = images[((((((g959 *% 16) +% j960) *% 784) +% (c961 *% 784)) +% (((oy978 +% ky962) +% -2) *% 28)) +% (ox979 +% 2))]
-              }
-              for ox980 in 0..<2 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 4) *% 12544) +% (j960 *% 784)) +% ((oy978 *% 28) +% (ox980 +% 26)))] = Float(0)
-              }
-            }
-            if ((oy978 +% ky962) +% -2) < 0 {
-              for ox981 in 0..<28 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 4) *% 12544) +% (j960 *% 784)) +% ((oy978 *% 28) +% ox981))] = Float(0)
-              }
-            }
-            if 27 < ((oy978 +% ky962) +% -2) {
-              for ox981 in 0..<28 {
-                arena[(((((((c961 *% 5) +% ky962) *% 5) +% 4) *% 12544) +% (j960 *% 784)) +% ((oy978 *% 28) +% ox981))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j982 in 0..<16 {
-      for i983 in 0..<784 {
-        for f984 in 0..<6 {
-          arena[((313600 +% (((j982 *% 784) +% i983) *% 6)) +% f984)] = arena[(((819088 +% (((g959 *% 16) +% j982) *% 4704)) +% (f984 *% 784)) +% i983)]
-        }
-      }
-    }
-    for kp985 in 0..<49 {
-      for mb986 in 0..<1 {
-        var t987_c0_0 = loadPartial(arena, (388864 +% ((mb986 *% 25) *% 6)), 6)
-        var t987_c1_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 1) *% 6)), 6)
-        var t987_c2_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 2) *% 6)), 6)
-        var t987_c3_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 3) *% 6)), 6)
-        var t987_c4_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 4) *% 6)), 6)
-        var t987_c5_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 5) *% 6)), 6)
-        var t987_c6_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 6) *% 6)), 6)
-        var t987_c7_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 7) *% 6)), 6)
-        var t987_c8_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 8) *% 6)), 6)
-        var t987_c9_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 9) *% 6)), 6)
-        var t987_c10_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 10) *% 6)), 6)
-        var t987_c11_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 11) *% 6)), 6)
-        var t987_c12_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 12) *% 6)), 6)
-        var t987_c13_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 13) *% 6)), 6)
-        var t987_c14_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 14) *% 6)), 6)
-        var t987_c15_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 15) *% 6)), 6)
-        var t987_c16_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 16) *% 6)), 6)
-        var t987_c17_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 17) *% 6)), 6)
-        var t987_c18_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 18) *% 6)), 6)
-        var t987_c19_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 19) *% 6)), 6)
-        var t987_c20_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 20) *% 6)), 6)
-        var t987_c21_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 21) *% 6)), 6)
-        var t987_c22_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 22) *% 6)), 6)
-        var t987_c23_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 23) *% 6)), 6)
-        var t987_c24_0 = loadPartial(arena, (388864 +% (((mb986 *% 25) +% 24) *% 6)), 6)
-        for k988 in 0..<256 {
-          let t987_b0 = loadPartial(arena, (313600 +% ((k988 +% (kp985 *% 256)) *% 6)), 6)
-          let t987_a0 = SIMD16<Float>(repeating: arena[(((mb986 *% 25) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c0_0 = t987_c0_0.addingProduct(t987_a0, t987_b0)
-          let t987_a1 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 1) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c1_0 = t987_c1_0.addingProduct(t987_a1, t987_b0)
-          let t987_a2 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 2) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c2_0 = t987_c2_0.addingProduct(t987_a2, t987_b0)
-          let t987_a3 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 3) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c3_0 = t987_c3_0.addingProduct(t987_a3, t987_b0)
-          let t987_a4 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 4) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c4_0 = t987_c4_0.addingProduct(t987_a4, t987_b0)
-          let t987_a5 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 5) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c5_0 = t987_c5_0.addingProduct(t987_a5, t987_b0)
-          let t987_a6 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 6) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c6_0 = t987_c6_0.addingProduct(t987_a6, t987_b0)
-          let t987_a7 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 7) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c7_0 = t987_c7_0.addingProduct(t987_a7, t987_b0)
-          let t987_a8 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 8) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c8_0 = t987_c8_0.addingProduct(t987_a8, t987_b0)
-          let t987_a9 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 9) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c9_0 = t987_c9_0.addingProduct(t987_a9, t987_b0)
-          let t987_a10 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 10) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c10_0 = t987_c10_0.addingProduct(t987_a10, t987_b0)
-          let t987_a11 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 11) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c11_0 = t987_c11_0.addingProduct(t987_a11, t987_b0)
-          let t987_a12 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 12) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c12_0 = t987_c12_0.addingProduct(t987_a12, t987_b0)
-          let t987_a13 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 13) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c13_0 = t987_c13_0.addingProduct(t987_a13, t987_b0)
-          let t987_a14 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 14) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c14_0 = t987_c14_0.addingProduct(t987_a14, t987_b0)
-          let t987_a15 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 15) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c15_0 = t987_c15_0.addingProduct(t987_a15, t987_b0)
-          let t987_a16 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 16) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c16_0 = t987_c16_0.addingProduct(t987_a16, t987_b0)
-          let t987_a17 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 17) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c17_0 = t987_c17_0.addingProduct(t987_a17, t987_b0)
-          let t987_a18 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 18) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c18_0 = t987_c18_0.addingProduct(t987_a18, t987_b0)
-          let t987_a19 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 19) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c19_0 = t987_c19_0.addingProduct(t987_a19, t987_b0)
-          let t987_a20 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 20) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c20_0 = t987_c20_0.addingProduct(t987_a20, t987_b0)
-          let t987_a21 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 21) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c21_0 = t987_c21_0.addingProduct(t987_a21, t987_b0)
-          let t987_a22 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 22) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c22_0 = t987_c22_0.addingProduct(t987_a22, t987_b0)
-          let t987_a23 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 23) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c23_0 = t987_c23_0.addingProduct(t987_a23, t987_b0)
-          let t987_a24 = SIMD16<Float>(repeating: arena[((((mb986 *% 25) +% 24) *% 12544) +% (k988 +% (kp985 *% 256)))])
-          t987_c24_0 = t987_c24_0.addingProduct(t987_a24, t987_b0)
-        }
-        storePartial(arena, (388864 +% ((mb986 *% 25) *% 6)), t987_c0_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 1) *% 6)), t987_c1_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 2) *% 6)), t987_c2_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 3) *% 6)), t987_c3_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 4) *% 6)), t987_c4_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 5) *% 6)), t987_c5_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 6) *% 6)), t987_c6_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 7) *% 6)), t987_c7_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 8) *% 6)), t987_c8_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 9) *% 6)), t987_c9_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 10) *% 6)), t987_c10_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 11) *% 6)), t987_c11_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 12) *% 6)), t987_c12_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 13) *% 6)), t987_c13_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 14) *% 6)), t987_c14_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 15) *% 6)), t987_c15_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 16) *% 6)), t987_c16_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 17) *% 6)), t987_c17_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 18) *% 6)), t987_c18_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 19) *% 6)), t987_c19_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 20) *% 6)), t987_c20_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 21) *% 6)), t987_c21_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 22) *% 6)), t987_c22_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 23) *% 6)), t987_c23_0, 6)
-        storePartial(arena, (388864 +% (((mb986 *% 25) +% 24) *% 6)), t987_c24_0, 6)
-      }
+    while i967 < 150 {
+      arena[(388864 +% i967)] = Float(0)
+      i967 &+= 1
     }
   }
-  for f989 in 0..<6 {
-    for r990 in 0..<25 {
-      grads[((f989 *% 25) +% r990)] = arena[((388864 +% (r990 *% 6)) +% f989)]
+  for g968 in 0..<4 {
+    for j969 in 0..<16 {
+      for c970 in 0..<1 {
+        for ky971 in 0..<5 {
+          for oy972 in 0..<28 {
+            if (-1 < ((oy972 +% ky971) +% -2) && ((oy972 +% ky971) +% -2) < 28) {
+              for ox973 in 0..<26 {
+                arena[((((((c970 *% 5) +% ky971) *% 5) *% 12544) +% (j969 *% 784)) +% ((oy972 *% 28) +% (ox973 +% 2)))] = images[((((((g968 *% 16) +% j969) *% 784) +% (c970 *% 784)) +% (((oy972 +% ky971) +% -2) *% 28)) +% ((ox973 +% 2) +% -2))]
+              }
+              for ox974 in 0..<2 {
+                arena[((((((c970 *% 5) +% ky971) *% 5) *% 12544) +% (j969 *% 784)) +% ((oy972 *% 28) +% ox974))] = Float(0)
+              }
+            }
+            if ((oy972 +% ky971) +% -2) < 0 {
+              for ox975 in 0..<28 {
+                arena[((((((c970 *% 5) +% ky971) *% 5) *% 12544) +% (j969 *% 784)) +% ((oy972 *% 28) +% ox975))] = Float(0)
+              }
+            }
+            if 27 < ((oy972 +% ky971) +% -2) {
+              for ox975 in 0..<28 {
+                arena[((((((c970 *% 5) +% ky971) *% 5) *% 12544) +% (j969 *% 784)) +% ((oy972 *% 28) +% ox975))] = Float(0)
+              }
+            }
+          }
+          for oy976 in 0..<28 {
+            if (-1 < ((oy976 +% ky971) +% -2) && ((oy976 +% ky971) +% -2) < 28) {
+              for ox977 in 0..<27 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 1) *% 12544) +% (j969 *% 784)) +% ((oy976 *% 28) +% (ox977 +% 1)))] = images[((((((g968 *% 16) +% j969) *% 784) +% (c970 *% 784)) +% (((oy976 +% ky971) +% -2) *% 28)) +% ((ox977 +% 1) +% -1))]
+              }
+              for ox978 in 0..<1 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 1) *% 12544) +% (j969 *% 784)) +% ((oy976 *% 28) +% ox978))] = Float(0)
+              }
+            }
+            if ((oy976 +% ky971) +% -2) < 0 {
+              for ox979 in 0..<28 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 1) *% 12544) +% (j969 *% 784)) +% ((oy976 *% 28) +% ox979))] = Float(0)
+              }
+            }
+            if 27 < ((oy976 +% ky971) +% -2) {
+              for ox979 in 0..<28 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 1) *% 12544) +% (j969 *% 784)) +% ((oy976 *% 28) +% ox979))] = Float(0)
+              }
+            }
+          }
+          for oy980 in 0..<28 {
+            if (-1 < ((oy980 +% ky971) +% -2) && ((oy980 +% ky971) +% -2) < 28) {
+              for ox981 in 0..<28 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 2) *% 12544) +% (j969 *% 784)) +% ((oy980 *% 28) +% ox981))] = images[((((((g968 *% 16) +% j969) *% 784) +% (c970 *% 784)) +% (((oy980 +% ky971) +% -2) *% 28)) +% ox981)]
+              }
+            }
+            if ((oy980 +% ky971) +% -2) < 0 {
+              for ox982 in 0..<28 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 2) *% 12544) +% (j969 *% 784)) +% ((oy980 *% 28) +% ox982))] = Float(0)
+              }
+            }
+            if 27 < ((oy980 +% ky971) +% -2) {
+              for ox982 in 0..<28 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 2) *% 12544) +% (j969 *% 784)) +% ((oy980 *% 28) +% ox982))] = Float(0)
+              }
+            }
+          }
+          for oy983 in 0..<28 {
+            if (-1 < ((oy983 +% ky971) +% -2) && ((oy983 +% ky971) +% -2) < 28) {
+              for ox984 in 0..<27 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 3) *% 12544) +% (j969 *% 784)) +% ((oy983 *% 28) +% ox984))] = images[((((((g968 *% 16) +% j969) *% 784) +% (c970 *% 784)) +% (((oy983 +% ky971) +% -2) *% 28)) +% (ox984 +% 1))]
+              }
+              for ox985 in 0..<1 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 3) *% 12544) +% (j969 *% 784)) +% ((oy983 *% 28) +% (ox985 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy983 +% ky971) +% -2) < 0 {
+              for ox986 in 0..<28 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 3) *% 12544) +% (j969 *% 784)) +% ((oy983 *% 28) +% ox986))] = Float(0)
+              }
+            }
+            if 27 < ((oy983 +% ky971) +% -2) {
+              for ox986 in 0..<28 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 3) *% 12544) +% (j969 *% 784)) +% ((oy983 *% 28) +% ox986))] = Float(0)
+              }
+            }
+          }
+          for oy987 in 0..<28 {
+            if (-1 < ((oy987 +% ky971) +% -2) && ((oy987 +% ky971) +% -2) < 28) {
+              for ox988 in 0..<26 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 4) *% 12544) +% (j969 *% 784)) +% ((oy987 *% 28) +% ox988))] = images[((((((g968 *% 16) +% j969) *% 784) +% (c970 *% 784)) +% (((oy987 +% ky971) +% -2) *% 28)) +% (ox988 +% 2))]
+              }
+              for ox989 in 0..<2 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 4) *% 12544) +% (j969 *% 784)) +% ((oy987 *% 28) +% (ox989 +% 26)))] = Float(0)
+              }
+            }
+            if ((oy987 +% ky971) +% -2) < 0 {
+              for ox990 in 0..<28 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 4) *% 12544) +% (j969 *% 784)) +% ((oy987 *% 28) +% ox990))] = Float(0)
+              }
+            }
+            if 27 < ((oy987 +% ky971) +% -2) {
+              for ox990 in 0..<28 {
+                arena[(((((((c970 *% 5) +% ky971) *% 5) +% 4) *% 12544) +% (j969 *% 784)) +% ((oy987 *% 28) +% ox990))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j991 in 0..<16 {
+      for i992 in 0..<784 {
+        for f993 in 0..<6 {
+          arena[((313600 +% (((j991 *% 784) +% i992) *% 6)) +% f993)] = arena[(((819088 +% (((g968 *% 16) +% j991) *% 4704)) +% (f993 *% 784)) +% i992)]
+        }
+      }
+    }
+    for kp994 in 0..<49 {
+      for mb995 in 0..<1 {
+        var t996_c0_0 = loadPartial(arena, (388864 +% ((mb995 *% 25) *% 6)), 6)
+        var t996_c1_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 1) *% 6)), 6)
+        var t996_c2_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 2) *% 6)), 6)
+        var t996_c3_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 3) *% 6)), 6)
+        var t996_c4_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 4) *% 6)), 6)
+        var t996_c5_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 5) *% 6)), 6)
+        var t996_c6_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 6) *% 6)), 6)
+        var t996_c7_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 7) *% 6)), 6)
+        var t996_c8_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 8) *% 6)), 6)
+        var t996_c9_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 9) *% 6)), 6)
+        var t996_c10_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 10) *% 6)), 6)
+        var t996_c11_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 11) *% 6)), 6)
+        var t996_c12_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 12) *% 6)), 6)
+        var t996_c13_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 13) *% 6)), 6)
+        var t996_c14_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 14) *% 6)), 6)
+        var t996_c15_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 15) *% 6)), 6)
+        var t996_c16_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 16) *% 6)), 6)
+        var t996_c17_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 17) *% 6)), 6)
+        var t996_c18_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 18) *% 6)), 6)
+        var t996_c19_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 19) *% 6)), 6)
+        var t996_c20_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 20) *% 6)), 6)
+        var t996_c21_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 21) *% 6)), 6)
+        var t996_c22_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 22) *% 6)), 6)
+        var t996_c23_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 23) *% 6)), 6)
+        var t996_c24_0 = loadPartial(arena, (388864 +% (((mb995 *% 25) +% 24) *% 6)), 6)
+        for k997 in 0..<256 {
+          let t996_b0 = loadPartial(arena, (313600 +% ((k997 +% (kp994 *% 256)) *% 6)), 6)
+          let t996_a0 = SIMD16<Float>(repeating: arena[(((mb995 *% 25) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c0_0 = t996_c0_0.addingProduct(t996_a0, t996_b0)
+          let t996_a1 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 1) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c1_0 = t996_c1_0.addingProduct(t996_a1, t996_b0)
+          let t996_a2 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 2) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c2_0 = t996_c2_0.addingProduct(t996_a2, t996_b0)
+          let t996_a3 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 3) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c3_0 = t996_c3_0.addingProduct(t996_a3, t996_b0)
+          let t996_a4 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 4) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c4_0 = t996_c4_0.addingProduct(t996_a4, t996_b0)
+          let t996_a5 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 5) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c5_0 = t996_c5_0.addingProduct(t996_a5, t996_b0)
+          let t996_a6 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 6) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c6_0 = t996_c6_0.addingProduct(t996_a6, t996_b0)
+          let t996_a7 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 7) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c7_0 = t996_c7_0.addingProduct(t996_a7, t996_b0)
+          let t996_a8 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 8) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c8_0 = t996_c8_0.addingProduct(t996_a8, t996_b0)
+          let t996_a9 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 9) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c9_0 = t996_c9_0.addingProduct(t996_a9, t996_b0)
+          let t996_a10 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 10) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c10_0 = t996_c10_0.addingProduct(t996_a10, t996_b0)
+          let t996_a11 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 11) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c11_0 = t996_c11_0.addingProduct(t996_a11, t996_b0)
+          let t996_a12 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 12) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c12_0 = t996_c12_0.addingProduct(t996_a12, t996_b0)
+          let t996_a13 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 13) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c13_0 = t996_c13_0.addingProduct(t996_a13, t996_b0)
+          let t996_a14 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 14) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c14_0 = t996_c14_0.addingProduct(t996_a14, t996_b0)
+          let t996_a15 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 15) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c15_0 = t996_c15_0.addingProduct(t996_a15, t996_b0)
+          let t996_a16 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 16) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c16_0 = t996_c16_0.addingProduct(t996_a16, t996_b0)
+          let t996_a17 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 17) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c17_0 = t996_c17_0.addingProduct(t996_a17, t996_b0)
+          let t996_a18 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 18) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c18_0 = t996_c18_0.addingProduct(t996_a18, t996_b0)
+          let t996_a19 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 19) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c19_0 = t996_c19_0.addingProduct(t996_a19, t996_b0)
+          let t996_a20 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 20) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c20_0 = t996_c20_0.addingProduct(t996_a20, t996_b0)
+          let t996_a21 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 21) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c21_0 = t996_c21_0.addingProduct(t996_a21, t996_b0)
+          let t996_a22 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 22) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c22_0 = t996_c22_0.addingProduct(t996_a22, t996_b0)
+          let t996_a23 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 23) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c23_0 = t996_c23_0.addingProduct(t996_a23, t996_b0)
+          let t996_a24 = SIMD16<Float>(repeating: arena[((((mb995 *% 25) +% 24) *% 12544) +% (k997 +% (kp994 *% 256)))])
+          t996_c24_0 = t996_c24_0.addingProduct(t996_a24, t996_b0)
+        }
+        storePartial(arena, (388864 +% ((mb995 *% 25) *% 6)), t996_c0_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 1) *% 6)), t996_c1_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 2) *% 6)), t996_c2_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 3) *% 6)), t996_c3_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 4) *% 6)), t996_c4_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 5) *% 6)), t996_c5_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 6) *% 6)), t996_c6_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 7) *% 6)), t996_c7_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 8) *% 6)), t996_c8_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 9) *% 6)), t996_c9_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 10) *% 6)), t996_c10_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 11) *% 6)), t996_c11_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 12) *% 6)), t996_c12_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 13) *% 6)), t996_c13_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 14) *% 6)), t996_c14_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 15) *% 6)), t996_c15_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 16) *% 6)), t996_c16_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 17) *% 6)), t996_c17_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 18) *% 6)), t996_c18_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 19) *% 6)), t996_c19_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 20) *% 6)), t996_c20_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 21) *% 6)), t996_c21_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 22) *% 6)), t996_c22_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 23) *% 6)), t996_c23_0, 6)
+        storePartial(arena, (388864 +% (((mb995 *% 25) +% 24) *% 6)), t996_c24_0, 6)
+      }
+    }
+  }
+  for f998 in 0..<6 {
+    for r999 in 0..<25 {
+      grads[((f998 *% 25) +% r999)] = arena[((388864 +% (r999 *% 6)) +% f998)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f991 in 0..<6 {
-    var acc992 = SIMD16<Float>()
-    for img993 in 0..<64 {
-      for i994 in 0..<49 {
-        acc992 = acc992.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((819088 +% (img993 *% 4704)) +% (f991 *% 784)) +% (i994 *% 16))))
+  for f1000 in 0..<6 {
+    var acc1001 = SIMD16<Float>()
+    for img1002 in 0..<64 {
+      for i1003 in 0..<49 {
+        acc1001 = acc1001.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((819088 +% (img1002 *% 4704)) +% (f1000 *% 784)) +% (i1003 *% 16))))
       }
     }
-    store16(arena, 0, acc992)
-    var sum995: Float = (arena[0] + arena[1])
-    var sum996: Float = (sum995 + arena[2])
-    var sum997: Float = (sum996 + arena[3])
-    var sum998: Float = (sum997 + arena[4])
-    var sum999: Float = (sum998 + arena[5])
-    var sum1000: Float = (sum999 + arena[6])
-    var sum1001: Float = (sum1000 + arena[7])
-    var sum1002: Float = (sum1001 + arena[8])
-    var sum1003: Float = (sum1002 + arena[9])
-    var sum1004: Float = (sum1003 + arena[10])
-    var sum1005: Float = (sum1004 + arena[11])
-    var sum1006: Float = (sum1005 + arena[12])
-    var sum1007: Float = (sum1006 + arena[13])
-    var sum1008: Float = (sum1007 + arena[14])
-    var sum1009: Float = (sum1008 + arena[15])
-    grads[(150 +% f991)] = sum1009
+    store16(arena, 0, acc1001)
+    var sum1004: Float = (arena[0] + arena[1])
+    var sum1005: Float = (sum1004 + arena[2])
+    var sum1006: Float = (sum1005 + arena[3])
+    var sum1007: Float = (sum1006 + arena[4])
+    var sum1008: Float = (sum1007 + arena[5])
+    var sum1009: Float = (sum1008 + arena[6])
+    var sum1010: Float = (sum1009 + arena[7])
+    var sum1011: Float = (sum1010 + arena[8])
+    var sum1012: Float = (sum1011 + arena[9])
+    var sum1013: Float = (sum1012 + arena[10])
+    var sum1014: Float = (sum1013 + arena[11])
+    var sum1015: Float = (sum1014 + arena[12])
+    var sum1016: Float = (sum1015 + arena[13])
+    var sum1017: Float = (sum1016 + arena[14])
+    var sum1018: Float = (sum1017 + arena[15])
+    grads[(150 +% f1000)] = sum1018
   }
   // adam = update of 61706 parameters
-  var step_size1010: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt1011: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i1012
-    var i1012 = 0
-    while i1012 &+ 16 <= 61706 {
-      let g_v = (load16(grads, 0 &+ i1012) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i1012)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i1012)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i1012)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i1012, m_new_v)
-      store16(v, 0 &+ i1012, v_new_v)
-      store16(params, 0 &+ i1012, (load16(params, 0 &+ i1012) - ((SIMD16<Float>(repeating: step_size1010) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt1011)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i1012 &+= 16
+  var step_size1019: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt1020: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i1021
+    var i1021 = 0
+    while i1021 &+ 16 <= 61706 {
+      let g_v = (load16(grads, 0 &+ i1021) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i1021)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i1021)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i1021)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i1021, m_new_v)
+      store16(v, 0 &+ i1021, v_new_v)
+      store16(params, 0 &+ i1021, (load16(params, 0 &+ i1021) - ((SIMD16<Float>(repeating: step_size1019) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt1020)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i1021 &+= 16
     }
-    while i1012 < 61706 {
-      var g: Float = (grads[i1012] + (Float(0) * params[i1012]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i1012]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i1012]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i1012] = m_new
-      v[i1012] = v_new
-      params[i1012] = (params[i1012] - ((step_size1010 * m_new) / ((sqrtf(v_new) / bc2_sqrt1011) + Float(bitPattern: 0x322bcc77))))
-      i1012 &+= 1
+    while i1021 < 61706 {
+      var g: Float = (grads[i1021] + (Float(0) * params[i1021]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i1021]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i1021]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i1021] = m_new
+      v[i1021] = v_new
+      params[i1021] = (params[i1021] - ((step_size1019 * m_new) / ((sqrtf(v_new) / bc2_sqrt1020) + Float(bitPattern: 0x322bcc77))))
+      i1021 &+= 1
     }
   }
 }
@@ -3103,43 +3202,142 @@ public func lenet5_infer_b64(
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 120, 400, 1, arena + 102400, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 0, 120)
   for n60 in 0..<64 {
-    do {  // SIMD16 over u61
-      var u61 = 0
-      while u61 &+ 16 <= 120 {
-        store16(arena, (n60 *% 120) &+ u61, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n60 *% 120) &+ u61) + load16(params, 50572 &+ u61)), where: (load16(arena, (n60 *% 120) &+ u61) + load16(params, 50572 &+ u61)) .> SIMD16<Float>(repeating: Float(0))))
-        u61 &+= 16
+    for k61 in 0..<400 {
+      arena[((7680 +% (k61 *% 64)) +% n60)] = arena[((102400 +% (n60 *% 400)) +% k61)]
+    }
+  }
+  for r62 in 0..<120 {
+    do {  // SIMD16 over i63
+      var i63 = 0
+      while i63 &+ 16 <= 64 {
+        store16(arena, (33280 +% (r62 *% 64)) &+ i63, SIMD16<Float>(repeating: Float(0)))
+        i63 &+= 16
       }
-      while u61 < 120 {
-        arena[((n60 *% 120) +% u61)] = ((arena[((n60 *% 120) +% u61)] + params[(50572 +% u61)]) > Float(0) ? (arena[((n60 *% 120) +% u61)] + params[(50572 +% u61)]) : Float(0))
-        u61 &+= 1
+      while i63 < 64 {
+        arena[((33280 +% (r62 *% 64)) +% i63)] = Float(0)
+        i63 &+= 1
       }
+    }
+  }
+  for kp64 in 0..<2 {
+    for nb65 in 0..<1 {
+      for mb66 in 0..<20 {
+        var t67_c0_0 = load16(arena, ((33280 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)))
+        var t67_c0_1 = load16(arena, (((33280 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c0_2 = load16(arena, (((33280 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c0_3 = load16(arena, (((33280 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 48))
+        var t67_c1_0 = load16(arena, ((33280 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)))
+        var t67_c1_1 = load16(arena, (((33280 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c1_2 = load16(arena, (((33280 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c1_3 = load16(arena, (((33280 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 48))
+        var t67_c2_0 = load16(arena, ((33280 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)))
+        var t67_c2_1 = load16(arena, (((33280 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c2_2 = load16(arena, (((33280 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c2_3 = load16(arena, (((33280 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 48))
+        var t67_c3_0 = load16(arena, ((33280 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)))
+        var t67_c3_1 = load16(arena, (((33280 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c3_2 = load16(arena, (((33280 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c3_3 = load16(arena, (((33280 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 48))
+        var t67_c4_0 = load16(arena, ((33280 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)))
+        var t67_c4_1 = load16(arena, (((33280 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c4_2 = load16(arena, (((33280 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c4_3 = load16(arena, (((33280 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 48))
+        var t67_c5_0 = load16(arena, ((33280 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)))
+        var t67_c5_1 = load16(arena, (((33280 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 16))
+        var t67_c5_2 = load16(arena, (((33280 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 32))
+        var t67_c5_3 = load16(arena, (((33280 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 48))
+        for k68 in 0..<200 {
+          let t67_b0 = load16(arena, ((7680 +% ((k68 +% (kp64 *% 200)) *% 64)) +% (nb65 *% 64)))
+          let t67_b1 = load16(arena, (((7680 +% ((k68 +% (kp64 *% 200)) *% 64)) +% (nb65 *% 64)) +% 16))
+          let t67_b2 = load16(arena, (((7680 +% ((k68 +% (kp64 *% 200)) *% 64)) +% (nb65 *% 64)) +% 32))
+          let t67_b3 = load16(arena, (((7680 +% ((k68 +% (kp64 *% 200)) *% 64)) +% (nb65 *% 64)) +% 48))
+          let t67_a0 = SIMD16<Float>(repeating: params[((2572 +% ((mb66 *% 6) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c0_0 = t67_c0_0.addingProduct(t67_a0, t67_b0)
+          t67_c0_1 = t67_c0_1.addingProduct(t67_a0, t67_b1)
+          t67_c0_2 = t67_c0_2.addingProduct(t67_a0, t67_b2)
+          t67_c0_3 = t67_c0_3.addingProduct(t67_a0, t67_b3)
+          let t67_a1 = SIMD16<Float>(repeating: params[((2572 +% (((mb66 *% 6) +% 1) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c1_0 = t67_c1_0.addingProduct(t67_a1, t67_b0)
+          t67_c1_1 = t67_c1_1.addingProduct(t67_a1, t67_b1)
+          t67_c1_2 = t67_c1_2.addingProduct(t67_a1, t67_b2)
+          t67_c1_3 = t67_c1_3.addingProduct(t67_a1, t67_b3)
+          let t67_a2 = SIMD16<Float>(repeating: params[((2572 +% (((mb66 *% 6) +% 2) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c2_0 = t67_c2_0.addingProduct(t67_a2, t67_b0)
+          t67_c2_1 = t67_c2_1.addingProduct(t67_a2, t67_b1)
+          t67_c2_2 = t67_c2_2.addingProduct(t67_a2, t67_b2)
+          t67_c2_3 = t67_c2_3.addingProduct(t67_a2, t67_b3)
+          let t67_a3 = SIMD16<Float>(repeating: params[((2572 +% (((mb66 *% 6) +% 3) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c3_0 = t67_c3_0.addingProduct(t67_a3, t67_b0)
+          t67_c3_1 = t67_c3_1.addingProduct(t67_a3, t67_b1)
+          t67_c3_2 = t67_c3_2.addingProduct(t67_a3, t67_b2)
+          t67_c3_3 = t67_c3_3.addingProduct(t67_a3, t67_b3)
+          let t67_a4 = SIMD16<Float>(repeating: params[((2572 +% (((mb66 *% 6) +% 4) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c4_0 = t67_c4_0.addingProduct(t67_a4, t67_b0)
+          t67_c4_1 = t67_c4_1.addingProduct(t67_a4, t67_b1)
+          t67_c4_2 = t67_c4_2.addingProduct(t67_a4, t67_b2)
+          t67_c4_3 = t67_c4_3.addingProduct(t67_a4, t67_b3)
+          let t67_a5 = SIMD16<Float>(repeating: params[((2572 +% (((mb66 *% 6) +% 5) *% 400)) +% (k68 +% (kp64 *% 200)))])
+          t67_c5_0 = t67_c5_0.addingProduct(t67_a5, t67_b0)
+          t67_c5_1 = t67_c5_1.addingProduct(t67_a5, t67_b1)
+          t67_c5_2 = t67_c5_2.addingProduct(t67_a5, t67_b2)
+          t67_c5_3 = t67_c5_3.addingProduct(t67_a5, t67_b3)
+        }
+        store16(arena, ((33280 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)), t67_c0_0)
+        store16(arena, (((33280 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 16), t67_c0_1)
+        store16(arena, (((33280 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 32), t67_c0_2)
+        store16(arena, (((33280 +% ((mb66 *% 6) *% 64)) +% (nb65 *% 64)) +% 48), t67_c0_3)
+        store16(arena, ((33280 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)), t67_c1_0)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 16), t67_c1_1)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 32), t67_c1_2)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 1) *% 64)) +% (nb65 *% 64)) +% 48), t67_c1_3)
+        store16(arena, ((33280 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)), t67_c2_0)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 16), t67_c2_1)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 32), t67_c2_2)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 2) *% 64)) +% (nb65 *% 64)) +% 48), t67_c2_3)
+        store16(arena, ((33280 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)), t67_c3_0)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 16), t67_c3_1)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 32), t67_c3_2)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 3) *% 64)) +% (nb65 *% 64)) +% 48), t67_c3_3)
+        store16(arena, ((33280 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)), t67_c4_0)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 16), t67_c4_1)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 32), t67_c4_2)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 4) *% 64)) +% (nb65 *% 64)) +% 48), t67_c4_3)
+        store16(arena, ((33280 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)), t67_c5_0)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 16), t67_c5_1)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 32), t67_c5_2)
+        store16(arena, (((33280 +% (((mb66 *% 6) +% 5) *% 64)) +% (nb65 *% 64)) +% 48), t67_c5_3)
+      }
+    }
+  }
+  for n69 in 0..<64 {
+    for u70 in 0..<120 {
+      arena[((n69 *% 120) +% u70)] = ((arena[((33280 +% (u70 *% 64)) +% n69)] + params[(50572 +% u70)]) > Float(0) ? (arena[((33280 +% (u70 *% 64)) +% n69)] + params[(50572 +% u70)]) : Float(0))
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 0, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 7680, 84)
-  for n62 in 0..<64 {
-    do {  // SIMD16 over u63
-      var u63 = 0
-      while u63 &+ 16 <= 84 {
-        store16(arena, (7680 +% (n62 *% 84)) &+ u63, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 +% (n62 *% 84)) &+ u63) + load16(params, 60772 &+ u63)), where: (load16(arena, (7680 +% (n62 *% 84)) &+ u63) + load16(params, 60772 &+ u63)) .> SIMD16<Float>(repeating: Float(0))))
-        u63 &+= 16
+  for n71 in 0..<64 {
+    do {  // SIMD16 over u72
+      var u72 = 0
+      while u72 &+ 16 <= 84 {
+        store16(arena, (7680 +% (n71 *% 84)) &+ u72, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 +% (n71 *% 84)) &+ u72) + load16(params, 60772 &+ u72)), where: (load16(arena, (7680 +% (n71 *% 84)) &+ u72) + load16(params, 60772 &+ u72)) .> SIMD16<Float>(repeating: Float(0))))
+        u72 &+= 16
       }
-      while u63 < 84 {
-        arena[((7680 +% (n62 *% 84)) +% u63)] = ((arena[((7680 +% (n62 *% 84)) +% u63)] + params[(60772 +% u63)]) > Float(0) ? (arena[((7680 +% (n62 *% 84)) +% u63)] + params[(60772 +% u63)]) : Float(0))
-        u63 &+= 1
+      while u72 < 84 {
+        arena[((7680 +% (n71 *% 84)) +% u72)] = ((arena[((7680 +% (n71 *% 84)) +% u72)] + params[(60772 +% u72)]) > Float(0) ? (arena[((7680 +% (n71 *% 84)) +% u72)] + params[(60772 +% u72)]) : Float(0))
+        u72 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 7680, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 0, 10)
-  for n64 in 0..<64 {
-    do {  // SIMD16 over u65
-      var u65 = 0
-      while u65 < 10 {
-        arena[((n64 *% 10) +% u65)] = (arena[((n64 *% 10) +% u65)] + params[(61696 +% u65)])
-        u65 &+= 1
+  for n73 in 0..<64 {
+    do {  // SIMD16 over u74
+      var u74 = 0
+      while u74 < 10 {
+        arena[((n73 *% 10) +% u74)] = (arena[((n73 *% 10) +% u74)] + params[(61696 +% u74)])
+        u74 &+= 1
       }
     }
   }

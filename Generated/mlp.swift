@@ -57,366 +57,497 @@ public func mlp_train_b64(
   _ = (lr, step, seed)
   // flat = flatten(image)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 256, 784, 1, images + 0, 784, params + 0, 784, Float(bitPattern: 0x0), arena + 0, 256)
   for n1 in 0..<64 {
-    do {  // SIMD16 over u2
-      var u2 = 0
-      while u2 &+ 16 <= 256 {
-        store16(arena, (n1 *% 256) &+ u2, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n1 *% 256) &+ u2) + load16(params, 200704 &+ u2)), where: (load16(arena, (n1 *% 256) &+ u2) + load16(params, 200704 &+ u2)) .> SIMD16<Float>(repeating: Float(0))))
-        u2 &+= 16
+    for k2 in 0..<784 {
+      arena[((16384 +% (k2 *% 64)) +% n1)] = images[((n1 *% 784) +% k2)]
+    }
+  }
+  for r3 in 0..<256 {
+    do {  // SIMD16 over i4
+      var i4 = 0
+      while i4 &+ 16 <= 64 {
+        store16(arena, (66560 +% (r3 *% 64)) &+ i4, SIMD16<Float>(repeating: Float(0)))
+        i4 &+= 16
       }
-      while u2 < 256 {
-        arena[((n1 *% 256) +% u2)] = ((arena[((n1 *% 256) +% u2)] + params[(200704 +% u2)]) > Float(0) ? (arena[((n1 *% 256) +% u2)] + params[(200704 +% u2)]) : Float(0))
-        u2 &+= 1
+      while i4 < 64 {
+        arena[((66560 +% (r3 *% 64)) +% i4)] = Float(0)
+        i4 &+= 1
       }
     }
   }
+  for kp5 in 0..<4 {
+    for nb6 in 0..<1 {
+      for mb7 in 0..<64 {
+        var t8_c0_0 = load16(arena, ((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)))
+        var t8_c0_1 = load16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 16))
+        var t8_c0_2 = load16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 32))
+        var t8_c0_3 = load16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 48))
+        var t8_c1_0 = load16(arena, ((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)))
+        var t8_c1_1 = load16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 16))
+        var t8_c1_2 = load16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 32))
+        var t8_c1_3 = load16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 48))
+        var t8_c2_0 = load16(arena, ((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)))
+        var t8_c2_1 = load16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 16))
+        var t8_c2_2 = load16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 32))
+        var t8_c2_3 = load16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 48))
+        var t8_c3_0 = load16(arena, ((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)))
+        var t8_c3_1 = load16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 16))
+        var t8_c3_2 = load16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 32))
+        var t8_c3_3 = load16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 48))
+        for k9 in 0..<196 {
+          let t8_b0 = load16(arena, ((16384 +% ((k9 +% (kp5 *% 196)) *% 64)) +% (nb6 *% 64)))
+          let t8_b1 = load16(arena, (((16384 +% ((k9 +% (kp5 *% 196)) *% 64)) +% (nb6 *% 64)) +% 16))
+          let t8_b2 = load16(arena, (((16384 +% ((k9 +% (kp5 *% 196)) *% 64)) +% (nb6 *% 64)) +% 32))
+          let t8_b3 = load16(arena, (((16384 +% ((k9 +% (kp5 *% 196)) *% 64)) +% (nb6 *% 64)) +% 48))
+          let t8_a0 = SIMD16<Float>(repeating: params[(((mb7 *% 4) *% 784) +% (k9 +% (kp5 *% 196)))])
+          t8_c0_0 = t8_c0_0.addingProduct(t8_a0, t8_b0)
+          t8_c0_1 = t8_c0_1.addingProduct(t8_a0, t8_b1)
+          t8_c0_2 = t8_c0_2.addingProduct(t8_a0, t8_b2)
+          t8_c0_3 = t8_c0_3.addingProduct(t8_a0, t8_b3)
+          let t8_a1 = SIMD16<Float>(repeating: params[((((mb7 *% 4) +% 1) *% 784) +% (k9 +% (kp5 *% 196)))])
+          t8_c1_0 = t8_c1_0.addingProduct(t8_a1, t8_b0)
+          t8_c1_1 = t8_c1_1.addingProduct(t8_a1, t8_b1)
+          t8_c1_2 = t8_c1_2.addingProduct(t8_a1, t8_b2)
+          t8_c1_3 = t8_c1_3.addingProduct(t8_a1, t8_b3)
+          let t8_a2 = SIMD16<Float>(repeating: params[((((mb7 *% 4) +% 2) *% 784) +% (k9 +% (kp5 *% 196)))])
+          t8_c2_0 = t8_c2_0.addingProduct(t8_a2, t8_b0)
+          t8_c2_1 = t8_c2_1.addingProduct(t8_a2, t8_b1)
+          t8_c2_2 = t8_c2_2.addingProduct(t8_a2, t8_b2)
+          t8_c2_3 = t8_c2_3.addingProduct(t8_a2, t8_b3)
+          let t8_a3 = SIMD16<Float>(repeating: params[((((mb7 *% 4) +% 3) *% 784) +% (k9 +% (kp5 *% 196)))])
+          t8_c3_0 = t8_c3_0.addingProduct(t8_a3, t8_b0)
+          t8_c3_1 = t8_c3_1.addingProduct(t8_a3, t8_b1)
+          t8_c3_2 = t8_c3_2.addingProduct(t8_a3, t8_b2)
+          t8_c3_3 = t8_c3_3.addingProduct(t8_a3, t8_b3)
+        }
+        store16(arena, ((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)), t8_c0_0)
+        store16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 16), t8_c0_1)
+        store16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 32), t8_c0_2)
+        store16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 48), t8_c0_3)
+        store16(arena, ((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)), t8_c1_0)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 16), t8_c1_1)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 32), t8_c1_2)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 48), t8_c1_3)
+        store16(arena, ((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)), t8_c2_0)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 16), t8_c2_1)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 32), t8_c2_2)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 48), t8_c2_3)
+        store16(arena, ((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)), t8_c3_0)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 16), t8_c3_1)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 32), t8_c3_2)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 48), t8_c3_3)
+      }
+    }
+  }
+  for n10 in 0..<64 {
+    for u11 in 0..<256 {
+      arena[((n10 *% 256) +% u11)] = ((arena[((66560 +% (u11 *% 64)) +% n10)] + params[(200704 +% u11)]) > Float(0) ? (arena[((66560 +% (u11 *% 64)) +% n10)] + params[(200704 +% u11)]) : Float(0))
+    }
+  }
   // drop = dropout(fc1)
-  for i3 in 0..<16384 {
-    arena[(16384 +% i3)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i3) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 3355443 ? (arena[i3] * Float(bitPattern: 0x3fa00000)) : Float(0))
+  for i12 in 0..<16384 {
+    arena[(16384 +% i12)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i12) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 3355443 ? (arena[i12] * Float(bitPattern: 0x3fa00000)) : Float(0))
   }
   // fc2 = dense_relu(drop)
-  sgemm(101, 111, 112, 64, 128, 256, 1, arena + 16384, 256, params + 200960, 256, Float(bitPattern: 0x0), arena + 32768, 128)
-  for n4 in 0..<64 {
-    do {  // SIMD16 over u5
-      var u5 = 0
-      while u5 &+ 16 <= 128 {
-        store16(arena, (32768 +% (n4 *% 128)) &+ u5, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (32768 +% (n4 *% 128)) &+ u5) + load16(params, 233728 &+ u5)), where: (load16(arena, (32768 +% (n4 *% 128)) &+ u5) + load16(params, 233728 &+ u5)) .> SIMD16<Float>(repeating: Float(0))))
-        u5 &+= 16
+  for n13 in 0..<64 {
+    for k14 in 0..<256 {
+      arena[((40960 +% (k14 *% 64)) +% n13)] = arena[((16384 +% (n13 *% 256)) +% k14)]
+    }
+  }
+  for nb15 in 0..<1 {
+    for mb16 in 0..<32 {
+      var t17_c0_0 = SIMD16<Float>()
+      var t17_c0_1 = SIMD16<Float>()
+      var t17_c0_2 = SIMD16<Float>()
+      var t17_c0_3 = SIMD16<Float>()
+      var t17_c1_0 = SIMD16<Float>()
+      var t17_c1_1 = SIMD16<Float>()
+      var t17_c1_2 = SIMD16<Float>()
+      var t17_c1_3 = SIMD16<Float>()
+      var t17_c2_0 = SIMD16<Float>()
+      var t17_c2_1 = SIMD16<Float>()
+      var t17_c2_2 = SIMD16<Float>()
+      var t17_c2_3 = SIMD16<Float>()
+      var t17_c3_0 = SIMD16<Float>()
+      var t17_c3_1 = SIMD16<Float>()
+      var t17_c3_2 = SIMD16<Float>()
+      var t17_c3_3 = SIMD16<Float>()
+      for k18 in 0..<256 {
+        let t17_b0 = load16(arena, ((40960 +% (k18 *% 64)) +% (nb15 *% 64)))
+        let t17_b1 = load16(arena, (((40960 +% (k18 *% 64)) +% (nb15 *% 64)) +% 16))
+        let t17_b2 = load16(arena, (((40960 +% (k18 *% 64)) +% (nb15 *% 64)) +% 32))
+        let t17_b3 = load16(arena, (((40960 +% (k18 *% 64)) +% (nb15 *% 64)) +% 48))
+        let t17_a0 = SIMD16<Float>(repeating: params[((200960 +% ((mb16 *% 4) *% 256)) +% k18)])
+        t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
+        t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
+        t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
+        t17_c0_3 = t17_c0_3.addingProduct(t17_a0, t17_b3)
+        let t17_a1 = SIMD16<Float>(repeating: params[((200960 +% (((mb16 *% 4) +% 1) *% 256)) +% k18)])
+        t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
+        t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
+        t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
+        t17_c1_3 = t17_c1_3.addingProduct(t17_a1, t17_b3)
+        let t17_a2 = SIMD16<Float>(repeating: params[((200960 +% (((mb16 *% 4) +% 2) *% 256)) +% k18)])
+        t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
+        t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
+        t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
+        t17_c2_3 = t17_c2_3.addingProduct(t17_a2, t17_b3)
+        let t17_a3 = SIMD16<Float>(repeating: params[((200960 +% (((mb16 *% 4) +% 3) *% 256)) +% k18)])
+        t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
+        t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
+        t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
+        t17_c3_3 = t17_c3_3.addingProduct(t17_a3, t17_b3)
       }
-      while u5 < 128 {
-        arena[((32768 +% (n4 *% 128)) +% u5)] = ((arena[((32768 +% (n4 *% 128)) +% u5)] + params[(233728 +% u5)]) > Float(0) ? (arena[((32768 +% (n4 *% 128)) +% u5)] + params[(233728 +% u5)]) : Float(0))
-        u5 &+= 1
-      }
+      store16(arena, ((57344 +% ((mb16 *% 4) *% 64)) +% (nb15 *% 64)), t17_c0_0)
+      store16(arena, (((57344 +% ((mb16 *% 4) *% 64)) +% (nb15 *% 64)) +% 16), t17_c0_1)
+      store16(arena, (((57344 +% ((mb16 *% 4) *% 64)) +% (nb15 *% 64)) +% 32), t17_c0_2)
+      store16(arena, (((57344 +% ((mb16 *% 4) *% 64)) +% (nb15 *% 64)) +% 48), t17_c0_3)
+      store16(arena, ((57344 +% (((mb16 *% 4) +% 1) *% 64)) +% (nb15 *% 64)), t17_c1_0)
+      store16(arena, (((57344 +% (((mb16 *% 4) +% 1) *% 64)) +% (nb15 *% 64)) +% 16), t17_c1_1)
+      store16(arena, (((57344 +% (((mb16 *% 4) +% 1) *% 64)) +% (nb15 *% 64)) +% 32), t17_c1_2)
+      store16(arena, (((57344 +% (((mb16 *% 4) +% 1) *% 64)) +% (nb15 *% 64)) +% 48), t17_c1_3)
+      store16(arena, ((57344 +% (((mb16 *% 4) +% 2) *% 64)) +% (nb15 *% 64)), t17_c2_0)
+      store16(arena, (((57344 +% (((mb16 *% 4) +% 2) *% 64)) +% (nb15 *% 64)) +% 16), t17_c2_1)
+      store16(arena, (((57344 +% (((mb16 *% 4) +% 2) *% 64)) +% (nb15 *% 64)) +% 32), t17_c2_2)
+      store16(arena, (((57344 +% (((mb16 *% 4) +% 2) *% 64)) +% (nb15 *% 64)) +% 48), t17_c2_3)
+      store16(arena, ((57344 +% (((mb16 *% 4) +% 3) *% 64)) +% (nb15 *% 64)), t17_c3_0)
+      store16(arena, (((57344 +% (((mb16 *% 4) +% 3) *% 64)) +% (nb15 *% 64)) +% 16), t17_c3_1)
+      store16(arena, (((57344 +% (((mb16 *% 4) +% 3) *% 64)) +% (nb15 *% 64)) +% 32), t17_c3_2)
+      store16(arena, (((57344 +% (((mb16 *% 4) +% 3) *% 64)) +% (nb15 *% 64)) +% 48), t17_c3_3)
+    }
+  }
+  for n19 in 0..<64 {
+    for u20 in 0..<128 {
+      arena[((32768 +% (n19 *% 128)) +% u20)] = ((arena[((57344 +% (u20 *% 64)) +% n19)] + params[(233728 +% u20)]) > Float(0) ? (arena[((57344 +% (u20 *% 64)) +% n19)] + params[(233728 +% u20)]) : Float(0))
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 32768, 128, params + 233856, 128, Float(bitPattern: 0x0), arena + 40960, 10)
-  for n6 in 0..<64 {
-    do {  // SIMD16 over u7
-      var u7 = 0
-      while u7 < 10 {
-        arena[((40960 +% (n6 *% 10)) +% u7)] = (arena[((40960 +% (n6 *% 10)) +% u7)] + params[(235136 +% u7)])
-        u7 &+= 1
+  for n21 in 0..<64 {
+    do {  // SIMD16 over u22
+      var u22 = 0
+      while u22 < 10 {
+        arena[((40960 +% (n21 *% 10)) +% u22)] = (arena[((40960 +% (n21 *% 10)) +% u22)] + params[(235136 +% u22)])
+        u22 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc3, label)
-  var total8: Float = Float(0)
-  for n9 in 0..<64 {
-    var m10: Float = arena[(40960 +% (n9 *% 10))]
-    for k12 in 0..<10 {
-      m10 = { let x = m10, y = arena[((40960 +% (n9 *% 10)) +% k12)]; return y > x ? y : x }()
+  var total23: Float = Float(0)
+  for n24 in 0..<64 {
+    var m25: Float = arena[(40960 +% (n24 *% 10))]
+    for k27 in 0..<10 {
+      m25 = { let x = m25, y = arena[((40960 +% (n24 *% 10)) +% k27)]; return y > x ? y : x }()
     }
-    var s11: Float = Float(0)
-    for k13 in 0..<10 {
-      s11 = (s11 + expf((arena[((40960 +% (n9 *% 10)) +% k13)] - m10)))
+    var s26: Float = Float(0)
+    for k28 in 0..<10 {
+      s26 = (s26 + expf((arena[((40960 +% (n24 *% 10)) +% k28)] - m25)))
     }
-    total8 = (total8 + ((m10 + logf(s11)) - arena[((40960 +% (n9 *% 10)) +% Int(labels[n9]))]))
+    total23 = (total23 + ((m25 + logf(s26)) - arena[((40960 +% (n24 *% 10)) +% Int(labels[n24]))]))
   }
-  arena[41600] = (total8 / Float(64))
+  arena[41600] = (total23 / Float(64))
   // fc3_grad = cross_entropy_grad(fc3, label)
-  for n14 in 0..<64 {
-    var m15: Float = arena[(40960 +% (n14 *% 10))]
-    for k17 in 0..<10 {
-      m15 = { let x = m15, y = arena[((40960 +% (n14 *% 10)) +% k17)]; return y > x ? y : x }()
+  for n29 in 0..<64 {
+    var m30: Float = arena[(40960 +% (n29 *% 10))]
+    for k32 in 0..<10 {
+      m30 = { let x = m30, y = arena[((40960 +% (n29 *% 10)) +% k32)]; return y > x ? y : x }()
     }
-    var s16: Float = Float(0)
-    for k18 in 0..<10 {
-      s16 = (s16 + expf((arena[((40960 +% (n14 *% 10)) +% k18)] - m15)))
+    var s31: Float = Float(0)
+    for k33 in 0..<10 {
+      s31 = (s31 + expf((arena[((40960 +% (n29 *% 10)) +% k33)] - m30)))
     }
-    for k19 in 0..<10 {
-      arena[((41616 +% (n14 *% 10)) +% k19)] = ((k19 == Int(labels[n14]) ? ((expf((arena[((40960 +% (n14 *% 10)) +% k19)] - m15)) / s16) - Float(1)) : (expf((arena[((40960 +% (n14 *% 10)) +% k19)] - m15)) / s16)) / Float(64))
+    for k34 in 0..<10 {
+      arena[((41616 +% (n29 *% 10)) +% k34)] = ((k34 == Int(labels[n29]) ? ((expf((arena[((40960 +% (n29 *% 10)) +% k34)] - m30)) / s31) - Float(1)) : (expf((arena[((40960 +% (n29 *% 10)) +% k34)] - m30)) / s31)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 41616, 10, arena + 32768, 128, Float(bitPattern: 0x0), grads + 233856, 128)
   // fc3_bias_grad = dense_grad_bias(fc3_grad)
-  for u20 in 0..<10 {
-    var acc21: Float = Float(0)
-    for n22 in 0..<64 {
-      acc21 = (acc21 + arena[((41616 +% (n22 *% 10)) +% u20)])
+  for u35 in 0..<10 {
+    var acc36: Float = Float(0)
+    for n37 in 0..<64 {
+      acc36 = (acc36 + arena[((41616 +% (n37 *% 10)) +% u35)])
     }
-    grads[(235136 +% u20)] = acc21
+    grads[(235136 +% u35)] = acc36
   }
   // relu2_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 41616, 10, params + 233856, 128, Float(bitPattern: 0x0), arena + 42256, 128)
   // fc2_grad = relu_grad(relu2_grad, fc2)
-  do {  // SIMD16 over i23
-    var i23 = 0
-    while i23 &+ 16 <= 8192 {
-      store16(arena, 50448 &+ i23, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 42256 &+ i23), where: load16(arena, 32768 &+ i23) .> SIMD16<Float>(repeating: Float(0))))
-      i23 &+= 16
+  do {  // SIMD16 over i38
+    var i38 = 0
+    while i38 &+ 16 <= 8192 {
+      store16(arena, 50448 &+ i38, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 42256 &+ i38), where: load16(arena, 32768 &+ i38) .> SIMD16<Float>(repeating: Float(0))))
+      i38 &+= 16
     }
-    while i23 < 8192 {
-      arena[(50448 +% i23)] = (arena[(32768 +% i23)] > Float(0) ? arena[(42256 +% i23)] : Float(0))
-      i23 &+= 1
+    while i38 < 8192 {
+      arena[(50448 +% i38)] = (arena[(32768 +% i38)] > Float(0) ? arena[(42256 +% i38)] : Float(0))
+      i38 &+= 1
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
-  for nb24 in 0..<4 {
-    for mb25 in 0..<32 {
-      var t26_c0_0 = SIMD16<Float>()
-      var t26_c0_1 = SIMD16<Float>()
-      var t26_c0_2 = SIMD16<Float>()
-      var t26_c0_3 = SIMD16<Float>()
-      var t26_c1_0 = SIMD16<Float>()
-      var t26_c1_1 = SIMD16<Float>()
-      var t26_c1_2 = SIMD16<Float>()
-      var t26_c1_3 = SIMD16<Float>()
-      var t26_c2_0 = SIMD16<Float>()
-      var t26_c2_1 = SIMD16<Float>()
-      var t26_c2_2 = SIMD16<Float>()
-      var t26_c2_3 = SIMD16<Float>()
-      var t26_c3_0 = SIMD16<Float>()
-      var t26_c3_1 = SIMD16<Float>()
-      var t26_c3_2 = SIMD16<Float>()
-      var t26_c3_3 = SIMD16<Float>()
-      for k27 in 0..<64 {
-        let t26_b0 = load16(arena, ((16384 +% (k27 *% 256)) +% (nb24 *% 64)))
-        let t26_b1 = load16(arena, (((16384 +% (k27 *% 256)) +% (nb24 *% 64)) +% 16))
-        let t26_b2 = load16(arena, (((16384 +% (k27 *% 256)) +% (nb24 *% 64)) +% 32))
-        let t26_b3 = load16(arena, (((16384 +% (k27 *% 256)) +% (nb24 *% 64)) +% 48))
-        let t26_a0 = SIMD16<Float>(repeating: arena[((50448 +% (mb25 *% 4)) +% (k27 *% 128))])
-        t26_c0_0 = t26_c0_0.addingProduct(t26_a0, t26_b0)
-        t26_c0_1 = t26_c0_1.addingProduct(t26_a0, t26_b1)
-        t26_c0_2 = t26_c0_2.addingProduct(t26_a0, t26_b2)
-        t26_c0_3 = t26_c0_3.addingProduct(t26_a0, t26_b3)
-        let t26_a1 = SIMD16<Float>(repeating: arena[((50448 +% ((mb25 *% 4) +% 1)) +% (k27 *% 128))])
-        t26_c1_0 = t26_c1_0.addingProduct(t26_a1, t26_b0)
-        t26_c1_1 = t26_c1_1.addingProduct(t26_a1, t26_b1)
-        t26_c1_2 = t26_c1_2.addingProduct(t26_a1, t26_b2)
-        t26_c1_3 = t26_c1_3.addingProduct(t26_a1, t26_b3)
-        let t26_a2 = SIMD16<Float>(repeating: arena[((50448 +% ((mb25 *% 4) +% 2)) +% (k27 *% 128))])
-        t26_c2_0 = t26_c2_0.addingProduct(t26_a2, t26_b0)
-        t26_c2_1 = t26_c2_1.addingProduct(t26_a2, t26_b1)
-        t26_c2_2 = t26_c2_2.addingProduct(t26_a2, t26_b2)
-        t26_c2_3 = t26_c2_3.addingProduct(t26_a2, t26_b3)
-        let t26_a3 = SIMD16<Float>(repeating: arena[((50448 +% ((mb25 *% 4) +% 3)) +% (k27 *% 128))])
-        t26_c3_0 = t26_c3_0.addingProduct(t26_a3, t26_b0)
-        t26_c3_1 = t26_c3_1.addingProduct(t26_a3, t26_b1)
-        t26_c3_2 = t26_c3_2.addingProduct(t26_a3, t26_b2)
-        t26_c3_3 = t26_c3_3.addingProduct(t26_a3, t26_b3)
+  for nb39 in 0..<4 {
+    for mb40 in 0..<32 {
+      var t41_c0_0 = SIMD16<Float>()
+      var t41_c0_1 = SIMD16<Float>()
+      var t41_c0_2 = SIMD16<Float>()
+      var t41_c0_3 = SIMD16<Float>()
+      var t41_c1_0 = SIMD16<Float>()
+      var t41_c1_1 = SIMD16<Float>()
+      var t41_c1_2 = SIMD16<Float>()
+      var t41_c1_3 = SIMD16<Float>()
+      var t41_c2_0 = SIMD16<Float>()
+      var t41_c2_1 = SIMD16<Float>()
+      var t41_c2_2 = SIMD16<Float>()
+      var t41_c2_3 = SIMD16<Float>()
+      var t41_c3_0 = SIMD16<Float>()
+      var t41_c3_1 = SIMD16<Float>()
+      var t41_c3_2 = SIMD16<Float>()
+      var t41_c3_3 = SIMD16<Float>()
+      for k42 in 0..<64 {
+        let t41_b0 = load16(arena, ((16384 +% (k42 *% 256)) +% (nb39 *% 64)))
+        let t41_b1 = load16(arena, (((16384 +% (k42 *% 256)) +% (nb39 *% 64)) +% 16))
+        let t41_b2 = load16(arena, (((16384 +% (k42 *% 256)) +% (nb39 *% 64)) +% 32))
+        let t41_b3 = load16(arena, (((16384 +% (k42 *% 256)) +% (nb39 *% 64)) +% 48))
+        let t41_a0 = SIMD16<Float>(repeating: arena[((50448 +% (mb40 *% 4)) +% (k42 *% 128))])
+        t41_c0_0 = t41_c0_0.addingProduct(t41_a0, t41_b0)
+        t41_c0_1 = t41_c0_1.addingProduct(t41_a0, t41_b1)
+        t41_c0_2 = t41_c0_2.addingProduct(t41_a0, t41_b2)
+        t41_c0_3 = t41_c0_3.addingProduct(t41_a0, t41_b3)
+        let t41_a1 = SIMD16<Float>(repeating: arena[((50448 +% ((mb40 *% 4) +% 1)) +% (k42 *% 128))])
+        t41_c1_0 = t41_c1_0.addingProduct(t41_a1, t41_b0)
+        t41_c1_1 = t41_c1_1.addingProduct(t41_a1, t41_b1)
+        t41_c1_2 = t41_c1_2.addingProduct(t41_a1, t41_b2)
+        t41_c1_3 = t41_c1_3.addingProduct(t41_a1, t41_b3)
+        let t41_a2 = SIMD16<Float>(repeating: arena[((50448 +% ((mb40 *% 4) +% 2)) +% (k42 *% 128))])
+        t41_c2_0 = t41_c2_0.addingProduct(t41_a2, t41_b0)
+        t41_c2_1 = t41_c2_1.addingProduct(t41_a2, t41_b1)
+        t41_c2_2 = t41_c2_2.addingProduct(t41_a2, t41_b2)
+        t41_c2_3 = t41_c2_3.addingProduct(t41_a2, t41_b3)
+        let t41_a3 = SIMD16<Float>(repeating: arena[((50448 +% ((mb40 *% 4) +% 3)) +% (k42 *% 128))])
+        t41_c3_0 = t41_c3_0.addingProduct(t41_a3, t41_b0)
+        t41_c3_1 = t41_c3_1.addingProduct(t41_a3, t41_b1)
+        t41_c3_2 = t41_c3_2.addingProduct(t41_a3, t41_b2)
+        t41_c3_3 = t41_c3_3.addingProduct(t41_a3, t41_b3)
       }
-      store16(grads, ((200960 +% ((mb25 *% 4) *% 256)) +% (nb24 *% 64)), t26_c0_0)
-      store16(grads, (((200960 +% ((mb25 *% 4) *% 256)) +% (nb24 *% 64)) +% 16), t26_c0_1)
-      store16(grads, (((200960 +% ((mb25 *% 4) *% 256)) +% (nb24 *% 64)) +% 32), t26_c0_2)
-      store16(grads, (((200960 +% ((mb25 *% 4) *% 256)) +% (nb24 *% 64)) +% 48), t26_c0_3)
-      store16(grads, ((200960 +% (((mb25 *% 4) +% 1) *% 256)) +% (nb24 *% 64)), t26_c1_0)
-      store16(grads, (((200960 +% (((mb25 *% 4) +% 1) *% 256)) +% (nb24 *% 64)) +% 16), t26_c1_1)
-      store16(grads, (((200960 +% (((mb25 *% 4) +% 1) *% 256)) +% (nb24 *% 64)) +% 32), t26_c1_2)
-      store16(grads, (((200960 +% (((mb25 *% 4) +% 1) *% 256)) +% (nb24 *% 64)) +% 48), t26_c1_3)
-      store16(grads, ((200960 +% (((mb25 *% 4) +% 2) *% 256)) +% (nb24 *% 64)), t26_c2_0)
-      store16(grads, (((200960 +% (((mb25 *% 4) +% 2) *% 256)) +% (nb24 *% 64)) +% 16), t26_c2_1)
-      store16(grads, (((200960 +% (((mb25 *% 4) +% 2) *% 256)) +% (nb24 *% 64)) +% 32), t26_c2_2)
-      store16(grads, (((200960 +% (((mb25 *% 4) +% 2) *% 256)) +% (nb24 *% 64)) +% 48), t26_c2_3)
-      store16(grads, ((200960 +% (((mb25 *% 4) +% 3) *% 256)) +% (nb24 *% 64)), t26_c3_0)
-      store16(grads, (((200960 +% (((mb25 *% 4) +% 3) *% 256)) +% (nb24 *% 64)) +% 16), t26_c3_1)
-      store16(grads, (((200960 +% (((mb25 *% 4) +% 3) *% 256)) +% (nb24 *% 64)) +% 32), t26_c3_2)
-      store16(grads, (((200960 +% (((mb25 *% 4) +% 3) *% 256)) +% (nb24 *% 64)) +% 48), t26_c3_3)
+      store16(grads, ((200960 +% ((mb40 *% 4) *% 256)) +% (nb39 *% 64)), t41_c0_0)
+      store16(grads, (((200960 +% ((mb40 *% 4) *% 256)) +% (nb39 *% 64)) +% 16), t41_c0_1)
+      store16(grads, (((200960 +% ((mb40 *% 4) *% 256)) +% (nb39 *% 64)) +% 32), t41_c0_2)
+      store16(grads, (((200960 +% ((mb40 *% 4) *% 256)) +% (nb39 *% 64)) +% 48), t41_c0_3)
+      store16(grads, ((200960 +% (((mb40 *% 4) +% 1) *% 256)) +% (nb39 *% 64)), t41_c1_0)
+      store16(grads, (((200960 +% (((mb40 *% 4) +% 1) *% 256)) +% (nb39 *% 64)) +% 16), t41_c1_1)
+      store16(grads, (((200960 +% (((mb40 *% 4) +% 1) *% 256)) +% (nb39 *% 64)) +% 32), t41_c1_2)
+      store16(grads, (((200960 +% (((mb40 *% 4) +% 1) *% 256)) +% (nb39 *% 64)) +% 48), t41_c1_3)
+      store16(grads, ((200960 +% (((mb40 *% 4) +% 2) *% 256)) +% (nb39 *% 64)), t41_c2_0)
+      store16(grads, (((200960 +% (((mb40 *% 4) +% 2) *% 256)) +% (nb39 *% 64)) +% 16), t41_c2_1)
+      store16(grads, (((200960 +% (((mb40 *% 4) +% 2) *% 256)) +% (nb39 *% 64)) +% 32), t41_c2_2)
+      store16(grads, (((200960 +% (((mb40 *% 4) +% 2) *% 256)) +% (nb39 *% 64)) +% 48), t41_c2_3)
+      store16(grads, ((200960 +% (((mb40 *% 4) +% 3) *% 256)) +% (nb39 *% 64)), t41_c3_0)
+      store16(grads, (((200960 +% (((mb40 *% 4) +% 3) *% 256)) +% (nb39 *% 64)) +% 16), t41_c3_1)
+      store16(grads, (((200960 +% (((mb40 *% 4) +% 3) *% 256)) +% (nb39 *% 64)) +% 32), t41_c3_2)
+      store16(grads, (((200960 +% (((mb40 *% 4) +% 3) *% 256)) +% (nb39 *% 64)) +% 48), t41_c3_3)
     }
   }
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u28 in 0..<128 {
-    var acc29: Float = Float(0)
-    for n30 in 0..<64 {
-      acc29 = (acc29 + arena[((50448 +% (n30 *% 128)) +% u28)])
+  for u43 in 0..<128 {
+    var acc44: Float = Float(0)
+    for n45 in 0..<64 {
+      acc44 = (acc44 + arena[((50448 +% (n45 *% 128)) +% u43)])
     }
-    grads[(233728 +% u28)] = acc29
+    grads[(233728 +% u43)] = acc44
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
-  for nb31 in 0..<4 {
-    for mb32 in 0..<16 {
-      var t33_c0_0 = SIMD16<Float>()
-      var t33_c0_1 = SIMD16<Float>()
-      var t33_c0_2 = SIMD16<Float>()
-      var t33_c0_3 = SIMD16<Float>()
-      var t33_c1_0 = SIMD16<Float>()
-      var t33_c1_1 = SIMD16<Float>()
-      var t33_c1_2 = SIMD16<Float>()
-      var t33_c1_3 = SIMD16<Float>()
-      var t33_c2_0 = SIMD16<Float>()
-      var t33_c2_1 = SIMD16<Float>()
-      var t33_c2_2 = SIMD16<Float>()
-      var t33_c2_3 = SIMD16<Float>()
-      var t33_c3_0 = SIMD16<Float>()
-      var t33_c3_1 = SIMD16<Float>()
-      var t33_c3_2 = SIMD16<Float>()
-      var t33_c3_3 = SIMD16<Float>()
-      for k34 in 0..<128 {
-        let t33_b0 = load16(params, ((200960 +% (k34 *% 256)) +% (nb31 *% 64)))
-        let t33_b1 = load16(params, (((200960 +% (k34 *% 256)) +% (nb31 *% 64)) +% 16))
-        let t33_b2 = load16(params, (((200960 +% (k34 *% 256)) +% (nb31 *% 64)) +% 32))
-        let t33_b3 = load16(params, (((200960 +% (k34 *% 256)) +% (nb31 *% 64)) +% 48))
-        let t33_a0 = SIMD16<Float>(repeating: arena[((50448 +% ((mb32 *% 4) *% 128)) +% k34)])
-        t33_c0_0 = t33_c0_0.addingProduct(t33_a0, t33_b0)
-        t33_c0_1 = t33_c0_1.addingProduct(t33_a0, t33_b1)
-        t33_c0_2 = t33_c0_2.addingProduct(t33_a0, t33_b2)
-        t33_c0_3 = t33_c0_3.addingProduct(t33_a0, t33_b3)
-        let t33_a1 = SIMD16<Float>(repeating: arena[((50448 +% (((mb32 *% 4) +% 1) *% 128)) +% k34)])
-        t33_c1_0 = t33_c1_0.addingProduct(t33_a1, t33_b0)
-        t33_c1_1 = t33_c1_1.addingProduct(t33_a1, t33_b1)
-        t33_c1_2 = t33_c1_2.addingProduct(t33_a1, t33_b2)
-        t33_c1_3 = t33_c1_3.addingProduct(t33_a1, t33_b3)
-        let t33_a2 = SIMD16<Float>(repeating: arena[((50448 +% (((mb32 *% 4) +% 2) *% 128)) +% k34)])
-        t33_c2_0 = t33_c2_0.addingProduct(t33_a2, t33_b0)
-        t33_c2_1 = t33_c2_1.addingProduct(t33_a2, t33_b1)
-        t33_c2_2 = t33_c2_2.addingProduct(t33_a2, t33_b2)
-        t33_c2_3 = t33_c2_3.addingProduct(t33_a2, t33_b3)
-        let t33_a3 = SIMD16<Float>(repeating: arena[((50448 +% (((mb32 *% 4) +% 3) *% 128)) +% k34)])
-        t33_c3_0 = t33_c3_0.addingProduct(t33_a3, t33_b0)
-        t33_c3_1 = t33_c3_1.addingProduct(t33_a3, t33_b1)
-        t33_c3_2 = t33_c3_2.addingProduct(t33_a3, t33_b2)
-        t33_c3_3 = t33_c3_3.addingProduct(t33_a3, t33_b3)
+  for nb46 in 0..<4 {
+    for mb47 in 0..<16 {
+      var t48_c0_0 = SIMD16<Float>()
+      var t48_c0_1 = SIMD16<Float>()
+      var t48_c0_2 = SIMD16<Float>()
+      var t48_c0_3 = SIMD16<Float>()
+      var t48_c1_0 = SIMD16<Float>()
+      var t48_c1_1 = SIMD16<Float>()
+      var t48_c1_2 = SIMD16<Float>()
+      var t48_c1_3 = SIMD16<Float>()
+      var t48_c2_0 = SIMD16<Float>()
+      var t48_c2_1 = SIMD16<Float>()
+      var t48_c2_2 = SIMD16<Float>()
+      var t48_c2_3 = SIMD16<Float>()
+      var t48_c3_0 = SIMD16<Float>()
+      var t48_c3_1 = SIMD16<Float>()
+      var t48_c3_2 = SIMD16<Float>()
+      var t48_c3_3 = SIMD16<Float>()
+      for k49 in 0..<128 {
+        let t48_b0 = load16(params, ((200960 +% (k49 *% 256)) +% (nb46 *% 64)))
+        let t48_b1 = load16(params, (((200960 +% (k49 *% 256)) +% (nb46 *% 64)) +% 16))
+        let t48_b2 = load16(params, (((200960 +% (k49 *% 256)) +% (nb46 *% 64)) +% 32))
+        let t48_b3 = load16(params, (((200960 +% (k49 *% 256)) +% (nb46 *% 64)) +% 48))
+        let t48_a0 = SIMD16<Float>(repeating: arena[((50448 +% ((mb47 *% 4) *% 128)) +% k49)])
+        t48_c0_0 = t48_c0_0.addingProduct(t48_a0, t48_b0)
+        t48_c0_1 = t48_c0_1.addingProduct(t48_a0, t48_b1)
+        t48_c0_2 = t48_c0_2.addingProduct(t48_a0, t48_b2)
+        t48_c0_3 = t48_c0_3.addingProduct(t48_a0, t48_b3)
+        let t48_a1 = SIMD16<Float>(repeating: arena[((50448 +% (((mb47 *% 4) +% 1) *% 128)) +% k49)])
+        t48_c1_0 = t48_c1_0.addingProduct(t48_a1, t48_b0)
+        t48_c1_1 = t48_c1_1.addingProduct(t48_a1, t48_b1)
+        t48_c1_2 = t48_c1_2.addingProduct(t48_a1, t48_b2)
+        t48_c1_3 = t48_c1_3.addingProduct(t48_a1, t48_b3)
+        let t48_a2 = SIMD16<Float>(repeating: arena[((50448 +% (((mb47 *% 4) +% 2) *% 128)) +% k49)])
+        t48_c2_0 = t48_c2_0.addingProduct(t48_a2, t48_b0)
+        t48_c2_1 = t48_c2_1.addingProduct(t48_a2, t48_b1)
+        t48_c2_2 = t48_c2_2.addingProduct(t48_a2, t48_b2)
+        t48_c2_3 = t48_c2_3.addingProduct(t48_a2, t48_b3)
+        let t48_a3 = SIMD16<Float>(repeating: arena[((50448 +% (((mb47 *% 4) +% 3) *% 128)) +% k49)])
+        t48_c3_0 = t48_c3_0.addingProduct(t48_a3, t48_b0)
+        t48_c3_1 = t48_c3_1.addingProduct(t48_a3, t48_b1)
+        t48_c3_2 = t48_c3_2.addingProduct(t48_a3, t48_b2)
+        t48_c3_3 = t48_c3_3.addingProduct(t48_a3, t48_b3)
       }
-      store16(arena, ((58640 +% ((mb32 *% 4) *% 256)) +% (nb31 *% 64)), t33_c0_0)
-      store16(arena, (((58640 +% ((mb32 *% 4) *% 256)) +% (nb31 *% 64)) +% 16), t33_c0_1)
-      store16(arena, (((58640 +% ((mb32 *% 4) *% 256)) +% (nb31 *% 64)) +% 32), t33_c0_2)
-      store16(arena, (((58640 +% ((mb32 *% 4) *% 256)) +% (nb31 *% 64)) +% 48), t33_c0_3)
-      store16(arena, ((58640 +% (((mb32 *% 4) +% 1) *% 256)) +% (nb31 *% 64)), t33_c1_0)
-      store16(arena, (((58640 +% (((mb32 *% 4) +% 1) *% 256)) +% (nb31 *% 64)) +% 16), t33_c1_1)
-      store16(arena, (((58640 +% (((mb32 *% 4) +% 1) *% 256)) +% (nb31 *% 64)) +% 32), t33_c1_2)
-      store16(arena, (((58640 +% (((mb32 *% 4) +% 1) *% 256)) +% (nb31 *% 64)) +% 48), t33_c1_3)
-      store16(arena, ((58640 +% (((mb32 *% 4) +% 2) *% 256)) +% (nb31 *% 64)), t33_c2_0)
-      store16(arena, (((58640 +% (((mb32 *% 4) +% 2) *% 256)) +% (nb31 *% 64)) +% 16), t33_c2_1)
-      store16(arena, (((58640 +% (((mb32 *% 4) +% 2) *% 256)) +% (nb31 *% 64)) +% 32), t33_c2_2)
-      store16(arena, (((58640 +% (((mb32 *% 4) +% 2) *% 256)) +% (nb31 *% 64)) +% 48), t33_c2_3)
-      store16(arena, ((58640 +% (((mb32 *% 4) +% 3) *% 256)) +% (nb31 *% 64)), t33_c3_0)
-      store16(arena, (((58640 +% (((mb32 *% 4) +% 3) *% 256)) +% (nb31 *% 64)) +% 16), t33_c3_1)
-      store16(arena, (((58640 +% (((mb32 *% 4) +% 3) *% 256)) +% (nb31 *% 64)) +% 32), t33_c3_2)
-      store16(arena, (((58640 +% (((mb32 *% 4) +% 3) *% 256)) +% (nb31 *% 64)) +% 48), t33_c3_3)
+      store16(arena, ((58640 +% ((mb47 *% 4) *% 256)) +% (nb46 *% 64)), t48_c0_0)
+      store16(arena, (((58640 +% ((mb47 *% 4) *% 256)) +% (nb46 *% 64)) +% 16), t48_c0_1)
+      store16(arena, (((58640 +% ((mb47 *% 4) *% 256)) +% (nb46 *% 64)) +% 32), t48_c0_2)
+      store16(arena, (((58640 +% ((mb47 *% 4) *% 256)) +% (nb46 *% 64)) +% 48), t48_c0_3)
+      store16(arena, ((58640 +% (((mb47 *% 4) +% 1) *% 256)) +% (nb46 *% 64)), t48_c1_0)
+      store16(arena, (((58640 +% (((mb47 *% 4) +% 1) *% 256)) +% (nb46 *% 64)) +% 16), t48_c1_1)
+      store16(arena, (((58640 +% (((mb47 *% 4) +% 1) *% 256)) +% (nb46 *% 64)) +% 32), t48_c1_2)
+      store16(arena, (((58640 +% (((mb47 *% 4) +% 1) *% 256)) +% (nb46 *% 64)) +% 48), t48_c1_3)
+      store16(arena, ((58640 +% (((mb47 *% 4) +% 2) *% 256)) +% (nb46 *% 64)), t48_c2_0)
+      store16(arena, (((58640 +% (((mb47 *% 4) +% 2) *% 256)) +% (nb46 *% 64)) +% 16), t48_c2_1)
+      store16(arena, (((58640 +% (((mb47 *% 4) +% 2) *% 256)) +% (nb46 *% 64)) +% 32), t48_c2_2)
+      store16(arena, (((58640 +% (((mb47 *% 4) +% 2) *% 256)) +% (nb46 *% 64)) +% 48), t48_c2_3)
+      store16(arena, ((58640 +% (((mb47 *% 4) +% 3) *% 256)) +% (nb46 *% 64)), t48_c3_0)
+      store16(arena, (((58640 +% (((mb47 *% 4) +% 3) *% 256)) +% (nb46 *% 64)) +% 16), t48_c3_1)
+      store16(arena, (((58640 +% (((mb47 *% 4) +% 3) *% 256)) +% (nb46 *% 64)) +% 32), t48_c3_2)
+      store16(arena, (((58640 +% (((mb47 *% 4) +% 3) *% 256)) +% (nb46 *% 64)) +% 48), t48_c3_3)
     }
   }
   // relu1_grad = dropout_grad(drop_grad, drop)
-  for i35 in 0..<16384 {
-    arena[(41616 +% i35)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i35) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 3355443 ? (arena[(58640 +% i35)] * Float(bitPattern: 0x3fa00000)) : Float(0))
+  for i50 in 0..<16384 {
+    arena[(41616 +% i50)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i50) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 3355443 ? (arena[(58640 +% i50)] * Float(bitPattern: 0x3fa00000)) : Float(0))
   }
   // fc1_grad = relu_grad(relu1_grad, fc1)
-  do {  // SIMD16 over i36
-    var i36 = 0
-    while i36 &+ 16 <= 16384 {
-      store16(arena, 16384 &+ i36, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 41616 &+ i36), where: load16(arena, 0 &+ i36) .> SIMD16<Float>(repeating: Float(0))))
-      i36 &+= 16
+  do {  // SIMD16 over i51
+    var i51 = 0
+    while i51 &+ 16 <= 16384 {
+      store16(arena, 16384 &+ i51, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 41616 &+ i51), where: load16(arena, 0 &+ i51) .> SIMD16<Float>(repeating: Float(0))))
+      i51 &+= 16
     }
-    while i36 < 16384 {
-      arena[(16384 +% i36)] = (arena[i36] > Float(0) ? arena[(41616 +% i36)] : Float(0))
-      i36 &+= 1
+    while i51 < 16384 {
+      arena[(16384 +% i51)] = (arena[i51] > Float(0) ? arena[(41616 +% i51)] : Float(0))
+      i51 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  for nb37 in 0..<12 {
-    for mb38 in 0..<64 {
-      var t39_c0_0 = SIMD16<Float>()
-      var t39_c0_1 = SIMD16<Float>()
-      var t39_c0_2 = SIMD16<Float>()
-      var t39_c0_3 = SIMD16<Float>()
-      var t39_c1_0 = SIMD16<Float>()
-      var t39_c1_1 = SIMD16<Float>()
-      var t39_c1_2 = SIMD16<Float>()
-      var t39_c1_3 = SIMD16<Float>()
-      var t39_c2_0 = SIMD16<Float>()
-      var t39_c2_1 = SIMD16<Float>()
-      var t39_c2_2 = SIMD16<Float>()
-      var t39_c2_3 = SIMD16<Float>()
-      var t39_c3_0 = SIMD16<Float>()
-      var t39_c3_1 = SIMD16<Float>()
-      var t39_c3_2 = SIMD16<Float>()
-      var t39_c3_3 = SIMD16<Float>()
-      for k40 in 0..<64 {
-        let t39_b0 = load16(images, ((k40 *% 784) +% (nb37 *% 64)))
-        let t39_b1 = load16(images, (((k40 *% 784) +% (nb37 *% 64)) +% 16))
-        let t39_b2 = load16(images, (((k40 *% 784) +% (nb37 *% 64)) +% 32))
-        let t39_b3 = load16(images, (((k40 *% 784) +% (nb37 *% 64)) +% 48))
-        let t39_a0 = SIMD16<Float>(repeating: arena[((16384 +% (mb38 *% 4)) +% (k40 *% 256))])
-        t39_c0_0 = t39_c0_0.addingProduct(t39_a0, t39_b0)
-        t39_c0_1 = t39_c0_1.addingProduct(t39_a0, t39_b1)
-        t39_c0_2 = t39_c0_2.addingProduct(t39_a0, t39_b2)
-        t39_c0_3 = t39_c0_3.addingProduct(t39_a0, t39_b3)
-        let t39_a1 = SIMD16<Float>(repeating: arena[((16384 +% ((mb38 *% 4) +% 1)) +% (k40 *% 256))])
-        t39_c1_0 = t39_c1_0.addingProduct(t39_a1, t39_b0)
-        t39_c1_1 = t39_c1_1.addingProduct(t39_a1, t39_b1)
-        t39_c1_2 = t39_c1_2.addingProduct(t39_a1, t39_b2)
-        t39_c1_3 = t39_c1_3.addingProduct(t39_a1, t39_b3)
-        let t39_a2 = SIMD16<Float>(repeating: arena[((16384 +% ((mb38 *% 4) +% 2)) +% (k40 *% 256))])
-        t39_c2_0 = t39_c2_0.addingProduct(t39_a2, t39_b0)
-        t39_c2_1 = t39_c2_1.addingProduct(t39_a2, t39_b1)
-        t39_c2_2 = t39_c2_2.addingProduct(t39_a2, t39_b2)
-        t39_c2_3 = t39_c2_3.addingProduct(t39_a2, t39_b3)
-        let t39_a3 = SIMD16<Float>(repeating: arena[((16384 +% ((mb38 *% 4) +% 3)) +% (k40 *% 256))])
-        t39_c3_0 = t39_c3_0.addingProduct(t39_a3, t39_b0)
-        t39_c3_1 = t39_c3_1.addingProduct(t39_a3, t39_b1)
-        t39_c3_2 = t39_c3_2.addingProduct(t39_a3, t39_b2)
-        t39_c3_3 = t39_c3_3.addingProduct(t39_a3, t39_b3)
+  for nb52 in 0..<12 {
+    for mb53 in 0..<64 {
+      var t54_c0_0 = SIMD16<Float>()
+      var t54_c0_1 = SIMD16<Float>()
+      var t54_c0_2 = SIMD16<Float>()
+      var t54_c0_3 = SIMD16<Float>()
+      var t54_c1_0 = SIMD16<Float>()
+      var t54_c1_1 = SIMD16<Float>()
+      var t54_c1_2 = SIMD16<Float>()
+      var t54_c1_3 = SIMD16<Float>()
+      var t54_c2_0 = SIMD16<Float>()
+      var t54_c2_1 = SIMD16<Float>()
+      var t54_c2_2 = SIMD16<Float>()
+      var t54_c2_3 = SIMD16<Float>()
+      var t54_c3_0 = SIMD16<Float>()
+      var t54_c3_1 = SIMD16<Float>()
+      var t54_c3_2 = SIMD16<Float>()
+      var t54_c3_3 = SIMD16<Float>()
+      for k55 in 0..<64 {
+        let t54_b0 = load16(images, ((k55 *% 784) +% (nb52 *% 64)))
+        let t54_b1 = load16(images, (((k55 *% 784) +% (nb52 *% 64)) +% 16))
+        let t54_b2 = load16(images, (((k55 *% 784) +% (nb52 *% 64)) +% 32))
+        let t54_b3 = load16(images, (((k55 *% 784) +% (nb52 *% 64)) +% 48))
+        let t54_a0 = SIMD16<Float>(repeating: arena[((16384 +% (mb53 *% 4)) +% (k55 *% 256))])
+        t54_c0_0 = t54_c0_0.addingProduct(t54_a0, t54_b0)
+        t54_c0_1 = t54_c0_1.addingProduct(t54_a0, t54_b1)
+        t54_c0_2 = t54_c0_2.addingProduct(t54_a0, t54_b2)
+        t54_c0_3 = t54_c0_3.addingProduct(t54_a0, t54_b3)
+        let t54_a1 = SIMD16<Float>(repeating: arena[((16384 +% ((mb53 *% 4) +% 1)) +% (k55 *% 256))])
+        t54_c1_0 = t54_c1_0.addingProduct(t54_a1, t54_b0)
+        t54_c1_1 = t54_c1_1.addingProduct(t54_a1, t54_b1)
+        t54_c1_2 = t54_c1_2.addingProduct(t54_a1, t54_b2)
+        t54_c1_3 = t54_c1_3.addingProduct(t54_a1, t54_b3)
+        let t54_a2 = SIMD16<Float>(repeating: arena[((16384 +% ((mb53 *% 4) +% 2)) +% (k55 *% 256))])
+        t54_c2_0 = t54_c2_0.addingProduct(t54_a2, t54_b0)
+        t54_c2_1 = t54_c2_1.addingProduct(t54_a2, t54_b1)
+        t54_c2_2 = t54_c2_2.addingProduct(t54_a2, t54_b2)
+        t54_c2_3 = t54_c2_3.addingProduct(t54_a2, t54_b3)
+        let t54_a3 = SIMD16<Float>(repeating: arena[((16384 +% ((mb53 *% 4) +% 3)) +% (k55 *% 256))])
+        t54_c3_0 = t54_c3_0.addingProduct(t54_a3, t54_b0)
+        t54_c3_1 = t54_c3_1.addingProduct(t54_a3, t54_b1)
+        t54_c3_2 = t54_c3_2.addingProduct(t54_a3, t54_b2)
+        t54_c3_3 = t54_c3_3.addingProduct(t54_a3, t54_b3)
       }
-      store16(grads, (((mb38 *% 4) *% 784) +% (nb37 *% 64)), t39_c0_0)
-      store16(grads, ((((mb38 *% 4) *% 784) +% (nb37 *% 64)) +% 16), t39_c0_1)
-      store16(grads, ((((mb38 *% 4) *% 784) +% (nb37 *% 64)) +% 32), t39_c0_2)
-      store16(grads, ((((mb38 *% 4) *% 784) +% (nb37 *% 64)) +% 48), t39_c0_3)
-      store16(grads, ((((mb38 *% 4) +% 1) *% 784) +% (nb37 *% 64)), t39_c1_0)
-      store16(grads, (((((mb38 *% 4) +% 1) *% 784) +% (nb37 *% 64)) +% 16), t39_c1_1)
-      store16(grads, (((((mb38 *% 4) +% 1) *% 784) +% (nb37 *% 64)) +% 32), t39_c1_2)
-      store16(grads, (((((mb38 *% 4) +% 1) *% 784) +% (nb37 *% 64)) +% 48), t39_c1_3)
-      store16(grads, ((((mb38 *% 4) +% 2) *% 784) +% (nb37 *% 64)), t39_c2_0)
-      store16(grads, (((((mb38 *% 4) +% 2) *% 784) +% (nb37 *% 64)) +% 16), t39_c2_1)
-      store16(grads, (((((mb38 *% 4) +% 2) *% 784) +% (nb37 *% 64)) +% 32), t39_c2_2)
-      store16(grads, (((((mb38 *% 4) +% 2) *% 784) +% (nb37 *% 64)) +% 48), t39_c2_3)
-      store16(grads, ((((mb38 *% 4) +% 3) *% 784) +% (nb37 *% 64)), t39_c3_0)
-      store16(grads, (((((mb38 *% 4) +% 3) *% 784) +% (nb37 *% 64)) +% 16), t39_c3_1)
-      store16(grads, (((((mb38 *% 4) +% 3) *% 784) +% (nb37 *% 64)) +% 32), t39_c3_2)
-      store16(grads, (((((mb38 *% 4) +% 3) *% 784) +% (nb37 *% 64)) +% 48), t39_c3_3)
+      store16(grads, (((mb53 *% 4) *% 784) +% (nb52 *% 64)), t54_c0_0)
+      store16(grads, ((((mb53 *% 4) *% 784) +% (nb52 *% 64)) +% 16), t54_c0_1)
+      store16(grads, ((((mb53 *% 4) *% 784) +% (nb52 *% 64)) +% 32), t54_c0_2)
+      store16(grads, ((((mb53 *% 4) *% 784) +% (nb52 *% 64)) +% 48), t54_c0_3)
+      store16(grads, ((((mb53 *% 4) +% 1) *% 784) +% (nb52 *% 64)), t54_c1_0)
+      store16(grads, (((((mb53 *% 4) +% 1) *% 784) +% (nb52 *% 64)) +% 16), t54_c1_1)
+      store16(grads, (((((mb53 *% 4) +% 1) *% 784) +% (nb52 *% 64)) +% 32), t54_c1_2)
+      store16(grads, (((((mb53 *% 4) +% 1) *% 784) +% (nb52 *% 64)) +% 48), t54_c1_3)
+      store16(grads, ((((mb53 *% 4) +% 2) *% 784) +% (nb52 *% 64)), t54_c2_0)
+      store16(grads, (((((mb53 *% 4) +% 2) *% 784) +% (nb52 *% 64)) +% 16), t54_c2_1)
+      store16(grads, (((((mb53 *% 4) +% 2) *% 784) +% (nb52 *% 64)) +% 32), t54_c2_2)
+      store16(grads, (((((mb53 *% 4) +% 2) *% 784) +% (nb52 *% 64)) +% 48), t54_c2_3)
+      store16(grads, ((((mb53 *% 4) +% 3) *% 784) +% (nb52 *% 64)), t54_c3_0)
+      store16(grads, (((((mb53 *% 4) +% 3) *% 784) +% (nb52 *% 64)) +% 16), t54_c3_1)
+      store16(grads, (((((mb53 *% 4) +% 3) *% 784) +% (nb52 *% 64)) +% 32), t54_c3_2)
+      store16(grads, (((((mb53 *% 4) +% 3) *% 784) +% (nb52 *% 64)) +% 48), t54_c3_3)
     }
   }
-  for mb41 in 0..<64 {
-    var t42_c0_0 = SIMD16<Float>()
-    var t42_c1_0 = SIMD16<Float>()
-    var t42_c2_0 = SIMD16<Float>()
-    var t42_c3_0 = SIMD16<Float>()
-    for k43 in 0..<64 {
-      let t42_b0 = load16(images, ((k43 *% 784) +% 768))
-      let t42_a0 = SIMD16<Float>(repeating: arena[((16384 +% (mb41 *% 4)) +% (k43 *% 256))])
-      t42_c0_0 = t42_c0_0.addingProduct(t42_a0, t42_b0)
-      let t42_a1 = SIMD16<Float>(repeating: arena[((16384 +% ((mb41 *% 4) +% 1)) +% (k43 *% 256))])
-      t42_c1_0 = t42_c1_0.addingProduct(t42_a1, t42_b0)
-      let t42_a2 = SIMD16<Float>(repeating: arena[((16384 +% ((mb41 *% 4) +% 2)) +% (k43 *% 256))])
-      t42_c2_0 = t42_c2_0.addingProduct(t42_a2, t42_b0)
-      let t42_a3 = SIMD16<Float>(repeating: arena[((16384 +% ((mb41 *% 4) +% 3)) +% (k43 *% 256))])
-      t42_c3_0 = t42_c3_0.addingProduct(t42_a3, t42_b0)
+  for mb56 in 0..<64 {
+    var t57_c0_0 = SIMD16<Float>()
+    var t57_c1_0 = SIMD16<Float>()
+    var t57_c2_0 = SIMD16<Float>()
+    var t57_c3_0 = SIMD16<Float>()
+    for k58 in 0..<64 {
+      let t57_b0 = load16(images, ((k58 *% 784) +% 768))
+      let t57_a0 = SIMD16<Float>(repeating: arena[((16384 +% (mb56 *% 4)) +% (k58 *% 256))])
+      t57_c0_0 = t57_c0_0.addingProduct(t57_a0, t57_b0)
+      let t57_a1 = SIMD16<Float>(repeating: arena[((16384 +% ((mb56 *% 4) +% 1)) +% (k58 *% 256))])
+      t57_c1_0 = t57_c1_0.addingProduct(t57_a1, t57_b0)
+      let t57_a2 = SIMD16<Float>(repeating: arena[((16384 +% ((mb56 *% 4) +% 2)) +% (k58 *% 256))])
+      t57_c2_0 = t57_c2_0.addingProduct(t57_a2, t57_b0)
+      let t57_a3 = SIMD16<Float>(repeating: arena[((16384 +% ((mb56 *% 4) +% 3)) +% (k58 *% 256))])
+      t57_c3_0 = t57_c3_0.addingProduct(t57_a3, t57_b0)
     }
-    store16(grads, (((mb41 *% 4) *% 784) +% 768), t42_c0_0)
-    store16(grads, ((((mb41 *% 4) +% 1) *% 784) +% 768), t42_c1_0)
-    store16(grads, ((((mb41 *% 4) +% 2) *% 784) +% 768), t42_c2_0)
-    store16(grads, ((((mb41 *% 4) +% 3) *% 784) +% 768), t42_c3_0)
+    store16(grads, (((mb56 *% 4) *% 784) +% 768), t57_c0_0)
+    store16(grads, ((((mb56 *% 4) +% 1) *% 784) +% 768), t57_c1_0)
+    store16(grads, ((((mb56 *% 4) +% 2) *% 784) +% 768), t57_c2_0)
+    store16(grads, ((((mb56 *% 4) +% 3) *% 784) +% 768), t57_c3_0)
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u44 in 0..<256 {
-    var acc45: Float = Float(0)
-    for n46 in 0..<64 {
-      acc45 = (acc45 + arena[((16384 +% (n46 *% 256)) +% u44)])
+  for u59 in 0..<256 {
+    var acc60: Float = Float(0)
+    for n61 in 0..<64 {
+      acc60 = (acc60 + arena[((16384 +% (n61 *% 256)) +% u59)])
     }
-    grads[(200704 +% u44)] = acc45
+    grads[(200704 +% u59)] = acc60
   }
   // adam = update of 235146 parameters
-  var step_size47: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt48: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i49
-    var i49 = 0
-    while i49 &+ 16 <= 235146 {
-      let g_v = (load16(grads, 0 &+ i49) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i49)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i49)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i49)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i49, m_new_v)
-      store16(v, 0 &+ i49, v_new_v)
-      store16(params, 0 &+ i49, (load16(params, 0 &+ i49) - ((SIMD16<Float>(repeating: step_size47) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt48)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i49 &+= 16
+  var step_size62: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt63: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i64
+    var i64 = 0
+    while i64 &+ 16 <= 235146 {
+      let g_v = (load16(grads, 0 &+ i64) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i64)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i64)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i64)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i64, m_new_v)
+      store16(v, 0 &+ i64, v_new_v)
+      store16(params, 0 &+ i64, (load16(params, 0 &+ i64) - ((SIMD16<Float>(repeating: step_size62) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt63)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i64 &+= 16
     }
-    while i49 < 235146 {
-      var g: Float = (grads[i49] + (Float(0) * params[i49]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i49]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i49]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i49] = m_new
-      v[i49] = v_new
-      params[i49] = (params[i49] - ((step_size47 * m_new) / ((sqrtf(v_new) / bc2_sqrt48) + Float(bitPattern: 0x322bcc77))))
-      i49 &+= 1
+    while i64 < 235146 {
+      var g: Float = (grads[i64] + (Float(0) * params[i64]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i64]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i64]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i64] = m_new
+      v[i64] = v_new
+      params[i64] = (params[i64] - ((step_size62 * m_new) / ((sqrtf(v_new) / bc2_sqrt63) + Float(bitPattern: 0x322bcc77))))
+      i64 &+= 1
     }
   }
 }
@@ -433,44 +564,175 @@ public func mlp_infer_b64(
   _ = (lr, step, seed)
   // flat = flatten(image)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 256, 784, 1, images + 0, 784, params + 0, 784, Float(bitPattern: 0x0), arena + 0, 256)
   for n1 in 0..<64 {
-    do {  // SIMD16 over u2
-      var u2 = 0
-      while u2 &+ 16 <= 256 {
-        store16(arena, (n1 *% 256) &+ u2, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n1 *% 256) &+ u2) + load16(params, 200704 &+ u2)), where: (load16(arena, (n1 *% 256) &+ u2) + load16(params, 200704 &+ u2)) .> SIMD16<Float>(repeating: Float(0))))
-        u2 &+= 16
+    for k2 in 0..<784 {
+      arena[((16384 +% (k2 *% 64)) +% n1)] = images[((n1 *% 784) +% k2)]
+    }
+  }
+  for r3 in 0..<256 {
+    do {  // SIMD16 over i4
+      var i4 = 0
+      while i4 &+ 16 <= 64 {
+        store16(arena, (66560 +% (r3 *% 64)) &+ i4, SIMD16<Float>(repeating: Float(0)))
+        i4 &+= 16
       }
-      while u2 < 256 {
-        arena[((n1 *% 256) +% u2)] = ((arena[((n1 *% 256) +% u2)] + params[(200704 +% u2)]) > Float(0) ? (arena[((n1 *% 256) +% u2)] + params[(200704 +% u2)]) : Float(0))
-        u2 &+= 1
+      while i4 < 64 {
+        arena[((66560 +% (r3 *% 64)) +% i4)] = Float(0)
+        i4 &+= 1
       }
+    }
+  }
+  for kp5 in 0..<4 {
+    for nb6 in 0..<1 {
+      for mb7 in 0..<64 {
+        var t8_c0_0 = load16(arena, ((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)))
+        var t8_c0_1 = load16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 16))
+        var t8_c0_2 = load16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 32))
+        var t8_c0_3 = load16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 48))
+        var t8_c1_0 = load16(arena, ((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)))
+        var t8_c1_1 = load16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 16))
+        var t8_c1_2 = load16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 32))
+        var t8_c1_3 = load16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 48))
+        var t8_c2_0 = load16(arena, ((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)))
+        var t8_c2_1 = load16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 16))
+        var t8_c2_2 = load16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 32))
+        var t8_c2_3 = load16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 48))
+        var t8_c3_0 = load16(arena, ((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)))
+        var t8_c3_1 = load16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 16))
+        var t8_c3_2 = load16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 32))
+        var t8_c3_3 = load16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 48))
+        for k9 in 0..<196 {
+          let t8_b0 = load16(arena, ((16384 +% ((k9 +% (kp5 *% 196)) *% 64)) +% (nb6 *% 64)))
+          let t8_b1 = load16(arena, (((16384 +% ((k9 +% (kp5 *% 196)) *% 64)) +% (nb6 *% 64)) +% 16))
+          let t8_b2 = load16(arena, (((16384 +% ((k9 +% (kp5 *% 196)) *% 64)) +% (nb6 *% 64)) +% 32))
+          let t8_b3 = load16(arena, (((16384 +% ((k9 +% (kp5 *% 196)) *% 64)) +% (nb6 *% 64)) +% 48))
+          let t8_a0 = SIMD16<Float>(repeating: params[(((mb7 *% 4) *% 784) +% (k9 +% (kp5 *% 196)))])
+          t8_c0_0 = t8_c0_0.addingProduct(t8_a0, t8_b0)
+          t8_c0_1 = t8_c0_1.addingProduct(t8_a0, t8_b1)
+          t8_c0_2 = t8_c0_2.addingProduct(t8_a0, t8_b2)
+          t8_c0_3 = t8_c0_3.addingProduct(t8_a0, t8_b3)
+          let t8_a1 = SIMD16<Float>(repeating: params[((((mb7 *% 4) +% 1) *% 784) +% (k9 +% (kp5 *% 196)))])
+          t8_c1_0 = t8_c1_0.addingProduct(t8_a1, t8_b0)
+          t8_c1_1 = t8_c1_1.addingProduct(t8_a1, t8_b1)
+          t8_c1_2 = t8_c1_2.addingProduct(t8_a1, t8_b2)
+          t8_c1_3 = t8_c1_3.addingProduct(t8_a1, t8_b3)
+          let t8_a2 = SIMD16<Float>(repeating: params[((((mb7 *% 4) +% 2) *% 784) +% (k9 +% (kp5 *% 196)))])
+          t8_c2_0 = t8_c2_0.addingProduct(t8_a2, t8_b0)
+          t8_c2_1 = t8_c2_1.addingProduct(t8_a2, t8_b1)
+          t8_c2_2 = t8_c2_2.addingProduct(t8_a2, t8_b2)
+          t8_c2_3 = t8_c2_3.addingProduct(t8_a2, t8_b3)
+          let t8_a3 = SIMD16<Float>(repeating: params[((((mb7 *% 4) +% 3) *% 784) +% (k9 +% (kp5 *% 196)))])
+          t8_c3_0 = t8_c3_0.addingProduct(t8_a3, t8_b0)
+          t8_c3_1 = t8_c3_1.addingProduct(t8_a3, t8_b1)
+          t8_c3_2 = t8_c3_2.addingProduct(t8_a3, t8_b2)
+          t8_c3_3 = t8_c3_3.addingProduct(t8_a3, t8_b3)
+        }
+        store16(arena, ((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)), t8_c0_0)
+        store16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 16), t8_c0_1)
+        store16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 32), t8_c0_2)
+        store16(arena, (((66560 +% ((mb7 *% 4) *% 64)) +% (nb6 *% 64)) +% 48), t8_c0_3)
+        store16(arena, ((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)), t8_c1_0)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 16), t8_c1_1)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 32), t8_c1_2)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 1) *% 64)) +% (nb6 *% 64)) +% 48), t8_c1_3)
+        store16(arena, ((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)), t8_c2_0)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 16), t8_c2_1)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 32), t8_c2_2)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 2) *% 64)) +% (nb6 *% 64)) +% 48), t8_c2_3)
+        store16(arena, ((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)), t8_c3_0)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 16), t8_c3_1)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 32), t8_c3_2)
+        store16(arena, (((66560 +% (((mb7 *% 4) +% 3) *% 64)) +% (nb6 *% 64)) +% 48), t8_c3_3)
+      }
+    }
+  }
+  for n10 in 0..<64 {
+    for u11 in 0..<256 {
+      arena[((n10 *% 256) +% u11)] = ((arena[((66560 +% (u11 *% 64)) +% n10)] + params[(200704 +% u11)]) > Float(0) ? (arena[((66560 +% (u11 *% 64)) +% n10)] + params[(200704 +% u11)]) : Float(0))
     }
   }
   // drop = dropout(fc1)
   // fc2 = dense_relu(drop)
-  sgemm(101, 111, 112, 64, 128, 256, 1, arena + 0, 256, params + 200960, 256, Float(bitPattern: 0x0), arena + 16384, 128)
-  for n3 in 0..<64 {
-    do {  // SIMD16 over u4
-      var u4 = 0
-      while u4 &+ 16 <= 128 {
-        store16(arena, (16384 +% (n3 *% 128)) &+ u4, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (16384 +% (n3 *% 128)) &+ u4) + load16(params, 233728 &+ u4)), where: (load16(arena, (16384 +% (n3 *% 128)) &+ u4) + load16(params, 233728 &+ u4)) .> SIMD16<Float>(repeating: Float(0))))
-        u4 &+= 16
+  for n12 in 0..<64 {
+    for k13 in 0..<256 {
+      arena[((24576 +% (k13 *% 64)) +% n12)] = arena[((n12 *% 256) +% k13)]
+    }
+  }
+  for nb14 in 0..<1 {
+    for mb15 in 0..<32 {
+      var t16_c0_0 = SIMD16<Float>()
+      var t16_c0_1 = SIMD16<Float>()
+      var t16_c0_2 = SIMD16<Float>()
+      var t16_c0_3 = SIMD16<Float>()
+      var t16_c1_0 = SIMD16<Float>()
+      var t16_c1_1 = SIMD16<Float>()
+      var t16_c1_2 = SIMD16<Float>()
+      var t16_c1_3 = SIMD16<Float>()
+      var t16_c2_0 = SIMD16<Float>()
+      var t16_c2_1 = SIMD16<Float>()
+      var t16_c2_2 = SIMD16<Float>()
+      var t16_c2_3 = SIMD16<Float>()
+      var t16_c3_0 = SIMD16<Float>()
+      var t16_c3_1 = SIMD16<Float>()
+      var t16_c3_2 = SIMD16<Float>()
+      var t16_c3_3 = SIMD16<Float>()
+      for k17 in 0..<256 {
+        let t16_b0 = load16(arena, ((24576 +% (k17 *% 64)) +% (nb14 *% 64)))
+        let t16_b1 = load16(arena, (((24576 +% (k17 *% 64)) +% (nb14 *% 64)) +% 16))
+        let t16_b2 = load16(arena, (((24576 +% (k17 *% 64)) +% (nb14 *% 64)) +% 32))
+        let t16_b3 = load16(arena, (((24576 +% (k17 *% 64)) +% (nb14 *% 64)) +% 48))
+        let t16_a0 = SIMD16<Float>(repeating: params[((200960 +% ((mb15 *% 4) *% 256)) +% k17)])
+        t16_c0_0 = t16_c0_0.addingProduct(t16_a0, t16_b0)
+        t16_c0_1 = t16_c0_1.addingProduct(t16_a0, t16_b1)
+        t16_c0_2 = t16_c0_2.addingProduct(t16_a0, t16_b2)
+        t16_c0_3 = t16_c0_3.addingProduct(t16_a0, t16_b3)
+        let t16_a1 = SIMD16<Float>(repeating: params[((200960 +% (((mb15 *% 4) +% 1) *% 256)) +% k17)])
+        t16_c1_0 = t16_c1_0.addingProduct(t16_a1, t16_b0)
+        t16_c1_1 = t16_c1_1.addingProduct(t16_a1, t16_b1)
+        t16_c1_2 = t16_c1_2.addingProduct(t16_a1, t16_b2)
+        t16_c1_3 = t16_c1_3.addingProduct(t16_a1, t16_b3)
+        let t16_a2 = SIMD16<Float>(repeating: params[((200960 +% (((mb15 *% 4) +% 2) *% 256)) +% k17)])
+        t16_c2_0 = t16_c2_0.addingProduct(t16_a2, t16_b0)
+        t16_c2_1 = t16_c2_1.addingProduct(t16_a2, t16_b1)
+        t16_c2_2 = t16_c2_2.addingProduct(t16_a2, t16_b2)
+        t16_c2_3 = t16_c2_3.addingProduct(t16_a2, t16_b3)
+        let t16_a3 = SIMD16<Float>(repeating: params[((200960 +% (((mb15 *% 4) +% 3) *% 256)) +% k17)])
+        t16_c3_0 = t16_c3_0.addingProduct(t16_a3, t16_b0)
+        t16_c3_1 = t16_c3_1.addingProduct(t16_a3, t16_b1)
+        t16_c3_2 = t16_c3_2.addingProduct(t16_a3, t16_b2)
+        t16_c3_3 = t16_c3_3.addingProduct(t16_a3, t16_b3)
       }
-      while u4 < 128 {
-        arena[((16384 +% (n3 *% 128)) +% u4)] = ((arena[((16384 +% (n3 *% 128)) +% u4)] + params[(233728 +% u4)]) > Float(0) ? (arena[((16384 +% (n3 *% 128)) +% u4)] + params[(233728 +% u4)]) : Float(0))
-        u4 &+= 1
-      }
+      store16(arena, ((40960 +% ((mb15 *% 4) *% 64)) +% (nb14 *% 64)), t16_c0_0)
+      store16(arena, (((40960 +% ((mb15 *% 4) *% 64)) +% (nb14 *% 64)) +% 16), t16_c0_1)
+      store16(arena, (((40960 +% ((mb15 *% 4) *% 64)) +% (nb14 *% 64)) +% 32), t16_c0_2)
+      store16(arena, (((40960 +% ((mb15 *% 4) *% 64)) +% (nb14 *% 64)) +% 48), t16_c0_3)
+      store16(arena, ((40960 +% (((mb15 *% 4) +% 1) *% 64)) +% (nb14 *% 64)), t16_c1_0)
+      store16(arena, (((40960 +% (((mb15 *% 4) +% 1) *% 64)) +% (nb14 *% 64)) +% 16), t16_c1_1)
+      store16(arena, (((40960 +% (((mb15 *% 4) +% 1) *% 64)) +% (nb14 *% 64)) +% 32), t16_c1_2)
+      store16(arena, (((40960 +% (((mb15 *% 4) +% 1) *% 64)) +% (nb14 *% 64)) +% 48), t16_c1_3)
+      store16(arena, ((40960 +% (((mb15 *% 4) +% 2) *% 64)) +% (nb14 *% 64)), t16_c2_0)
+      store16(arena, (((40960 +% (((mb15 *% 4) +% 2) *% 64)) +% (nb14 *% 64)) +% 16), t16_c2_1)
+      store16(arena, (((40960 +% (((mb15 *% 4) +% 2) *% 64)) +% (nb14 *% 64)) +% 32), t16_c2_2)
+      store16(arena, (((40960 +% (((mb15 *% 4) +% 2) *% 64)) +% (nb14 *% 64)) +% 48), t16_c2_3)
+      store16(arena, ((40960 +% (((mb15 *% 4) +% 3) *% 64)) +% (nb14 *% 64)), t16_c3_0)
+      store16(arena, (((40960 +% (((mb15 *% 4) +% 3) *% 64)) +% (nb14 *% 64)) +% 16), t16_c3_1)
+      store16(arena, (((40960 +% (((mb15 *% 4) +% 3) *% 64)) +% (nb14 *% 64)) +% 32), t16_c3_2)
+      store16(arena, (((40960 +% (((mb15 *% 4) +% 3) *% 64)) +% (nb14 *% 64)) +% 48), t16_c3_3)
+    }
+  }
+  for n18 in 0..<64 {
+    for u19 in 0..<128 {
+      arena[((16384 +% (n18 *% 128)) +% u19)] = ((arena[((40960 +% (u19 *% 64)) +% n18)] + params[(233728 +% u19)]) > Float(0) ? (arena[((40960 +% (u19 *% 64)) +% n18)] + params[(233728 +% u19)]) : Float(0))
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 16384, 128, params + 233856, 128, Float(bitPattern: 0x0), arena + 0, 10)
-  for n5 in 0..<64 {
-    do {  // SIMD16 over u6
-      var u6 = 0
-      while u6 < 10 {
-        arena[((n5 *% 10) +% u6)] = (arena[((n5 *% 10) +% u6)] + params[(235136 +% u6)])
-        u6 &+= 1
+  for n20 in 0..<64 {
+    do {  // SIMD16 over u21
+      var u21 = 0
+      while u21 < 10 {
+        arena[((n20 *% 10) +% u21)] = (arena[((n20 *% 10) +% u21)] + params[(235136 +% u21)])
+        u21 &+= 1
       }
     }
   }

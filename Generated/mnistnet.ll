@@ -7,275 +7,299 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt332 = alloca float, align 4
-  %adam.step_size331 = alloca float, align 4
+  %adam.bc2_sqrt341 = alloca float, align 4
+  %adam.step_size340 = alloca float, align 4
+  %conv1_bias_grad.sum339 = alloca float, align 4
+  %conv1_bias_grad.sum338 = alloca float, align 4
+  %conv1_bias_grad.sum337 = alloca float, align 4
+  %conv1_bias_grad.sum336 = alloca float, align 4
+  %conv1_bias_grad.sum335 = alloca float, align 4
+  %conv1_bias_grad.sum334 = alloca float, align 4
+  %conv1_bias_grad.sum333 = alloca float, align 4
+  %conv1_bias_grad.sum332 = alloca float, align 4
+  %conv1_bias_grad.sum331 = alloca float, align 4
   %conv1_bias_grad.sum330 = alloca float, align 4
   %conv1_bias_grad.sum329 = alloca float, align 4
   %conv1_bias_grad.sum328 = alloca float, align 4
   %conv1_bias_grad.sum327 = alloca float, align 4
   %conv1_bias_grad.sum326 = alloca float, align 4
   %conv1_bias_grad.sum325 = alloca float, align 4
-  %conv1_bias_grad.sum324 = alloca float, align 4
-  %conv1_bias_grad.sum323 = alloca float, align 4
-  %conv1_bias_grad.sum322 = alloca float, align 4
-  %conv1_bias_grad.sum321 = alloca float, align 4
-  %conv1_bias_grad.sum320 = alloca float, align 4
-  %conv1_bias_grad.sum319 = alloca float, align 4
-  %conv1_bias_grad.sum318 = alloca float, align 4
-  %conv1_bias_grad.sum317 = alloca float, align 4
-  %conv1_bias_grad.sum316 = alloca float, align 4
-  %conv1_bias_grad.acc313 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t308_c0_0 = alloca <16 x float>, align 64
+  %conv1_bias_grad.acc322 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t317_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.sum298 = alloca float, align 4
+  %relu1_grad.sum295 = alloca float, align 4
+  %relu1_grad.sum294 = alloca float, align 4
+  %relu1_grad.sum291 = alloca float, align 4
+  %relu1_grad.sum290 = alloca float, align 4
   %relu1_grad.sum289 = alloca float, align 4
   %relu1_grad.sum286 = alloca float, align 4
   %relu1_grad.sum285 = alloca float, align 4
   %relu1_grad.sum282 = alloca float, align 4
-  %relu1_grad.sum281 = alloca float, align 4
-  %relu1_grad.sum280 = alloca float, align 4
-  %relu1_grad.sum277 = alloca float, align 4
-  %relu1_grad.sum276 = alloca float, align 4
+  %relu1_grad.sum279 = alloca float, align 4
+  %relu1_grad.sum278 = alloca float, align 4
+  %relu1_grad.sum275 = alloca float, align 4
+  %relu1_grad.sum274 = alloca float, align 4
   %relu1_grad.sum273 = alloca float, align 4
-  %relu1_grad.sum270 = alloca float, align 4
+  %relu1_grad.sum272 = alloca float, align 4
   %relu1_grad.sum269 = alloca float, align 4
+  %relu1_grad.sum268 = alloca float, align 4
+  %relu1_grad.sum267 = alloca float, align 4
   %relu1_grad.sum266 = alloca float, align 4
   %relu1_grad.sum265 = alloca float, align 4
   %relu1_grad.sum264 = alloca float, align 4
-  %relu1_grad.sum263 = alloca float, align 4
+  %relu1_grad.sum261 = alloca float, align 4
   %relu1_grad.sum260 = alloca float, align 4
   %relu1_grad.sum259 = alloca float, align 4
   %relu1_grad.sum258 = alloca float, align 4
-  %relu1_grad.sum257 = alloca float, align 4
-  %relu1_grad.sum256 = alloca float, align 4
   %relu1_grad.sum255 = alloca float, align 4
-  %relu1_grad.sum252 = alloca float, align 4
+  %relu1_grad.sum254 = alloca float, align 4
   %relu1_grad.sum251 = alloca float, align 4
   %relu1_grad.sum250 = alloca float, align 4
   %relu1_grad.sum249 = alloca float, align 4
   %relu1_grad.sum246 = alloca float, align 4
   %relu1_grad.sum245 = alloca float, align 4
+  %relu1_grad.sum244 = alloca float, align 4
+  %relu1_grad.sum243 = alloca float, align 4
   %relu1_grad.sum242 = alloca float, align 4
   %relu1_grad.sum241 = alloca float, align 4
-  %relu1_grad.sum240 = alloca float, align 4
+  %relu1_grad.sum238 = alloca float, align 4
   %relu1_grad.sum237 = alloca float, align 4
   %relu1_grad.sum236 = alloca float, align 4
   %relu1_grad.sum235 = alloca float, align 4
   %relu1_grad.sum234 = alloca float, align 4
   %relu1_grad.sum233 = alloca float, align 4
   %relu1_grad.sum232 = alloca float, align 4
-  %relu1_grad.sum229 = alloca float, align 4
-  %relu1_grad.sum228 = alloca float, align 4
+  %relu1_grad.sum231 = alloca float, align 4
+  %relu1_grad.sum230 = alloca float, align 4
   %relu1_grad.sum227 = alloca float, align 4
   %relu1_grad.sum226 = alloca float, align 4
   %relu1_grad.sum225 = alloca float, align 4
   %relu1_grad.sum224 = alloca float, align 4
   %relu1_grad.sum223 = alloca float, align 4
   %relu1_grad.sum222 = alloca float, align 4
-  %relu1_grad.sum221 = alloca float, align 4
+  %relu1_grad.sum219 = alloca float, align 4
   %relu1_grad.sum218 = alloca float, align 4
   %relu1_grad.sum217 = alloca float, align 4
-  %relu1_grad.sum216 = alloca float, align 4
-  %relu1_grad.sum215 = alloca float, align 4
   %relu1_grad.sum214 = alloca float, align 4
   %relu1_grad.sum213 = alloca float, align 4
   %relu1_grad.sum210 = alloca float, align 4
   %relu1_grad.sum209 = alloca float, align 4
   %relu1_grad.sum208 = alloca float, align 4
-  %relu1_grad.sum205 = alloca float, align 4
+  %relu1_grad.sum207 = alloca float, align 4
   %relu1_grad.sum204 = alloca float, align 4
+  %relu1_grad.sum203 = alloca float, align 4
+  %relu1_grad.sum202 = alloca float, align 4
   %relu1_grad.sum201 = alloca float, align 4
   %relu1_grad.sum200 = alloca float, align 4
   %relu1_grad.sum199 = alloca float, align 4
-  %relu1_grad.sum198 = alloca float, align 4
+  %relu1_grad.sum196 = alloca float, align 4
   %relu1_grad.sum195 = alloca float, align 4
   %relu1_grad.sum194 = alloca float, align 4
   %relu1_grad.sum193 = alloca float, align 4
-  %relu1_grad.sum192 = alloca float, align 4
-  %relu1_grad.sum191 = alloca float, align 4
   %relu1_grad.sum190 = alloca float, align 4
-  %relu1_grad.sum187 = alloca float, align 4
+  %relu1_grad.sum189 = alloca float, align 4
   %relu1_grad.sum186 = alloca float, align 4
-  %relu1_grad.sum185 = alloca float, align 4
-  %relu1_grad.sum184 = alloca float, align 4
-  %relu1_grad.sum181 = alloca float, align 4
-  %relu1_grad.sum180 = alloca float, align 4
+  %relu1_grad.sum183 = alloca float, align 4
+  %relu1_grad.sum182 = alloca float, align 4
+  %relu1_grad.sum179 = alloca float, align 4
+  %relu1_grad.sum178 = alloca float, align 4
   %relu1_grad.sum177 = alloca float, align 4
   %relu1_grad.sum174 = alloca float, align 4
   %relu1_grad.sum173 = alloca float, align 4
   %relu1_grad.sum170 = alloca float, align 4
-  %relu1_grad.sum169 = alloca float, align 4
-  %relu1_grad.sum168 = alloca float, align 4
-  %relu1_grad.sum165 = alloca float, align 4
-  %relu1_grad.sum164 = alloca float, align 4
-  %relu1_grad.sum161 = alloca float, align 4
-  %relu1_grad.t155_a5 = alloca <16 x float>, align 64
-  %relu1_grad.t155_a4 = alloca <16 x float>, align 64
-  %relu1_grad.t155_a3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_a2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_a1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_a0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_b3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_b2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_b1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_b0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c5_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c5_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c5_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c5_0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c4_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c4_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c4_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c4_0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c3_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c3_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c3_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c3_0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c2_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c2_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c2_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c2_0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c1_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c1_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c1_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c1_0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c0_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c0_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c0_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.t164_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t164_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t164_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t164_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t164_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t164_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t164_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t164_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t164_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t164_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t164_c0_0 = alloca <16 x float>, align 64
+  %conv2_bias_grad.sum157 = alloca float, align 4
+  %conv2_bias_grad.sum156 = alloca float, align 4
+  %conv2_bias_grad.sum155 = alloca float, align 4
+  %conv2_bias_grad.sum154 = alloca float, align 4
+  %conv2_bias_grad.sum153 = alloca float, align 4
+  %conv2_bias_grad.sum152 = alloca float, align 4
+  %conv2_bias_grad.sum151 = alloca float, align 4
+  %conv2_bias_grad.sum150 = alloca float, align 4
+  %conv2_bias_grad.sum149 = alloca float, align 4
   %conv2_bias_grad.sum148 = alloca float, align 4
   %conv2_bias_grad.sum147 = alloca float, align 4
   %conv2_bias_grad.sum146 = alloca float, align 4
   %conv2_bias_grad.sum145 = alloca float, align 4
   %conv2_bias_grad.sum144 = alloca float, align 4
   %conv2_bias_grad.sum143 = alloca float, align 4
-  %conv2_bias_grad.sum142 = alloca float, align 4
-  %conv2_bias_grad.sum141 = alloca float, align 4
-  %conv2_bias_grad.sum140 = alloca float, align 4
-  %conv2_bias_grad.sum139 = alloca float, align 4
-  %conv2_bias_grad.sum138 = alloca float, align 4
-  %conv2_bias_grad.sum137 = alloca float, align 4
-  %conv2_bias_grad.sum136 = alloca float, align 4
-  %conv2_bias_grad.sum135 = alloca float, align 4
-  %conv2_bias_grad.sum134 = alloca float, align 4
-  %conv2_bias_grad.acc131 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t126_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t103_a3 = alloca <16 x float>, align 64
-  %flat_grad.t103_a2 = alloca <16 x float>, align 64
-  %flat_grad.t103_a1 = alloca <16 x float>, align 64
-  %flat_grad.t103_a0 = alloca <16 x float>, align 64
-  %flat_grad.t103_b3 = alloca <16 x float>, align 64
-  %flat_grad.t103_b2 = alloca <16 x float>, align 64
-  %flat_grad.t103_b1 = alloca <16 x float>, align 64
-  %flat_grad.t103_b0 = alloca <16 x float>, align 64
-  %flat_grad.t103_c3_3 = alloca <16 x float>, align 64
-  %flat_grad.t103_c3_2 = alloca <16 x float>, align 64
-  %flat_grad.t103_c3_1 = alloca <16 x float>, align 64
-  %flat_grad.t103_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t103_c2_3 = alloca <16 x float>, align 64
-  %flat_grad.t103_c2_2 = alloca <16 x float>, align 64
-  %flat_grad.t103_c2_1 = alloca <16 x float>, align 64
-  %flat_grad.t103_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t103_c1_3 = alloca <16 x float>, align 64
-  %flat_grad.t103_c1_2 = alloca <16 x float>, align 64
-  %flat_grad.t103_c1_1 = alloca <16 x float>, align 64
-  %flat_grad.t103_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t103_c0_3 = alloca <16 x float>, align 64
-  %flat_grad.t103_c0_2 = alloca <16 x float>, align 64
-  %flat_grad.t103_c0_1 = alloca <16 x float>, align 64
-  %flat_grad.t103_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc99 = alloca float, align 4
-  %fc1_weight_grad.t96_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c3_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c3_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c2_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c2_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t96_c0_0 = alloca <16 x float>, align 64
-  %fc2_bias_grad.acc90 = alloca float, align 4
-  %fc2_grad.s85 = alloca float, align 4
-  %fc2_grad.m84 = alloca float, align 4
-  %loss.s80 = alloca float, align 4
-  %loss.m79 = alloca float, align 4
-  %loss.total77 = alloca float, align 4
-  %probs.s73 = alloca float, align 4
-  %probs.m72 = alloca float, align 4
+  %conv2_bias_grad.acc140 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t135_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t112_a3 = alloca <16 x float>, align 64
+  %flat_grad.t112_a2 = alloca <16 x float>, align 64
+  %flat_grad.t112_a1 = alloca <16 x float>, align 64
+  %flat_grad.t112_a0 = alloca <16 x float>, align 64
+  %flat_grad.t112_b3 = alloca <16 x float>, align 64
+  %flat_grad.t112_b2 = alloca <16 x float>, align 64
+  %flat_grad.t112_b1 = alloca <16 x float>, align 64
+  %flat_grad.t112_b0 = alloca <16 x float>, align 64
+  %flat_grad.t112_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t112_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t112_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t112_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t112_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t112_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t112_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t112_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t112_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t112_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t112_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t112_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t112_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t112_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t112_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t112_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc108 = alloca float, align 4
+  %fc1_weight_grad.t105_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t105_c0_0 = alloca <16 x float>, align 64
+  %fc2_bias_grad.acc99 = alloca float, align 4
+  %fc2_grad.s94 = alloca float, align 4
+  %fc2_grad.m93 = alloca float, align 4
+  %loss.s89 = alloca float, align 4
+  %loss.m88 = alloca float, align 4
+  %loss.total86 = alloca float, align 4
+  %probs.s82 = alloca float, align 4
+  %probs.m81 = alloca float, align 4
+  %fc1.t73_a3 = alloca <16 x float>, align 64
+  %fc1.t73_a2 = alloca <16 x float>, align 64
+  %fc1.t73_a1 = alloca <16 x float>, align 64
+  %fc1.t73_a0 = alloca <16 x float>, align 64
+  %fc1.t73_b3 = alloca <16 x float>, align 64
+  %fc1.t73_b2 = alloca <16 x float>, align 64
+  %fc1.t73_b1 = alloca <16 x float>, align 64
+  %fc1.t73_b0 = alloca <16 x float>, align 64
+  %fc1.t73_c3_3 = alloca <16 x float>, align 64
+  %fc1.t73_c3_2 = alloca <16 x float>, align 64
+  %fc1.t73_c3_1 = alloca <16 x float>, align 64
+  %fc1.t73_c3_0 = alloca <16 x float>, align 64
+  %fc1.t73_c2_3 = alloca <16 x float>, align 64
+  %fc1.t73_c2_2 = alloca <16 x float>, align 64
+  %fc1.t73_c2_1 = alloca <16 x float>, align 64
+  %fc1.t73_c2_0 = alloca <16 x float>, align 64
+  %fc1.t73_c1_3 = alloca <16 x float>, align 64
+  %fc1.t73_c1_2 = alloca <16 x float>, align 64
+  %fc1.t73_c1_1 = alloca <16 x float>, align 64
+  %fc1.t73_c1_0 = alloca <16 x float>, align 64
+  %fc1.t73_c0_3 = alloca <16 x float>, align 64
+  %fc1.t73_c0_2 = alloca <16 x float>, align 64
+  %fc1.t73_c0_1 = alloca <16 x float>, align 64
+  %fc1.t73_c0_0 = alloca <16 x float>, align 64
   %conv2.best63 = alloca float, align 4
   %conv2.at64 = alloca float, align 4
   %conv2.v62 = alloca float, align 4
@@ -2038,6053 +2062,6606 @@ drop1.i65:                                        ; preds = %drop1.i65, %conv2.g
   br i1 %893, label %drop1.i65, label %drop1.i65.end
 
 drop1.i65.end:                                    ; preds = %drop1.i65
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %params244 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 3153920
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena243, i32 9216, ptr %params244, i32 9216, float 0.000000e+00, ptr %arena245, i32 128)
   br label %fc1.n66
 
-fc1.n66:                                          ; preds = %fc1.u67.end, %drop1.i65.end
-  %fc1.n66246 = phi i64 [ 0, %drop1.i65.end ], [ %n66.next, %fc1.u67.end ]
-  br label %fc1.u67
+fc1.n66:                                          ; preds = %fc1.k67.end, %drop1.i65.end
+  %fc1.n66243 = phi i64 [ 0, %drop1.i65.end ], [ %n66.next, %fc1.k67.end ]
+  br label %fc1.k67
 
-fc1.n66.end:                                      ; preds = %fc1.u67.end
-  br label %drop2.i68
+fc1.n66.end:                                      ; preds = %fc1.k67.end
+  br label %fc1.r68
 
-fc1.u67:                                          ; preds = %fc1.u67, %fc1.n66
-  %fc1.u67247 = phi i64 [ 0, %fc1.n66 ], [ %u67.next, %fc1.u67 ]
-  %894 = mul nsw i64 %fc1.n66246, 128
-  %895 = add nsw i64 3153920, %894
-  %896 = add nsw i64 %895, %fc1.u67247
-  %arena248 = getelementptr inbounds float, ptr %arena, i64 %896
-  %897 = load float, ptr %arena248, align 4
-  %898 = add nsw i64 1198464, %fc1.u67247
-  %params249 = getelementptr inbounds float, ptr %params, i64 %898
-  %899 = load float, ptr %params249, align 4
-  %900 = fadd float %897, %899
-  %901 = fcmp ogt float %900, 0.000000e+00
-  %902 = mul nsw i64 %fc1.n66246, 128
-  %903 = add nsw i64 3153920, %902
-  %904 = add nsw i64 %903, %fc1.u67247
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %904
-  %905 = load float, ptr %arena250, align 4
-  %906 = add nsw i64 1198464, %fc1.u67247
-  %params251 = getelementptr inbounds float, ptr %params, i64 %906
-  %907 = load float, ptr %params251, align 4
-  %908 = fadd float %905, %907
-  %909 = select i1 %901, float %908, float 0.000000e+00
-  %910 = mul nsw i64 %fc1.n66246, 128
-  %911 = add nsw i64 3153920, %910
-  %912 = add nsw i64 %911, %fc1.u67247
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 %912
-  store float %909, ptr %arena252, align 4
-  %u67.next = add nsw i64 %fc1.u67247, 1
-  %913 = icmp slt i64 %u67.next, 128
-  br i1 %913, label %fc1.u67, label %fc1.u67.end
+fc1.k67:                                          ; preds = %fc1.k67, %fc1.n66
+  %fc1.k67244 = phi i64 [ 0, %fc1.n66 ], [ %k67.next, %fc1.k67 ]
+  %894 = mul nsw i64 %fc1.n66243, 9216
+  %895 = add nsw i64 2564096, %894
+  %896 = add nsw i64 %895, %fc1.k67244
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %896
+  %897 = load float, ptr %arena245, align 4
+  %898 = mul nsw i64 %fc1.k67244, 64
+  %899 = add nsw i64 3162112, %898
+  %900 = add nsw i64 %899, %fc1.n66243
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %900
+  store float %897, ptr %arena246, align 4
+  %k67.next = add nsw i64 %fc1.k67244, 1
+  %901 = icmp slt i64 %k67.next, 9216
+  br i1 %901, label %fc1.k67, label %fc1.k67.end
 
-fc1.u67.end:                                      ; preds = %fc1.u67
-  %n66.next = add nsw i64 %fc1.n66246, 1
-  %914 = icmp slt i64 %n66.next, 64
-  br i1 %914, label %fc1.n66, label %fc1.n66.end
+fc1.k67.end:                                      ; preds = %fc1.k67
+  %n66.next = add nsw i64 %fc1.n66243, 1
+  %902 = icmp slt i64 %n66.next, 64
+  br i1 %902, label %fc1.n66, label %fc1.n66.end
 
-drop2.i68:                                        ; preds = %drop2.i68, %fc1.n66.end
-  %drop2.i68253 = phi i64 [ 0, %fc1.n66.end ], [ %i68.next, %drop2.i68 ]
-  %915 = xor i64 %seed, 7835719957706616186
-  %916 = lshr i64 %915, 30
-  %917 = xor i64 %915, %916
-  %918 = mul i64 %917, -4658895280553007687
-  %919 = lshr i64 %918, 27
-  %920 = xor i64 %918, %919
-  %921 = mul i64 %920, -7723592293110705685
-  %922 = lshr i64 %921, 31
-  %923 = xor i64 %921, %922
-  %924 = add i64 %923, %step
-  %925 = lshr i64 %924, 30
-  %926 = xor i64 %924, %925
-  %927 = mul i64 %926, -4658895280553007687
-  %928 = lshr i64 %927, 27
-  %929 = xor i64 %927, %928
-  %930 = mul i64 %929, -7723592293110705685
-  %931 = lshr i64 %930, 31
-  %932 = xor i64 %930, %931
-  %933 = mul i64 %drop2.i68253, -7046029254386353131
-  %934 = add i64 %932, %933
-  %935 = lshr i64 %934, 30
-  %936 = xor i64 %934, %935
-  %937 = mul i64 %936, -4658895280553007687
-  %938 = lshr i64 %937, 27
-  %939 = xor i64 %937, %938
-  %940 = mul i64 %939, -7723592293110705685
-  %941 = lshr i64 %940, 31
-  %942 = xor i64 %940, %941
-  %943 = lshr i64 %942, 40
-  %keep254 = icmp uge i64 %943, 8388608
-  %944 = add nsw i64 3153920, %drop2.i68253
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %944
-  %945 = load float, ptr %arena255, align 4
-  %946 = fmul float %945, 2.000000e+00
-  %947 = select i1 %keep254, float %946, float 0.000000e+00
-  %948 = add nsw i64 3162112, %drop2.i68253
-  %arena256 = getelementptr inbounds float, ptr %arena, i64 %948
-  store float %947, ptr %arena256, align 4
-  %i68.next = add nsw i64 %drop2.i68253, 1
-  %949 = icmp slt i64 %i68.next, 8192
-  br i1 %949, label %drop2.i68, label %drop2.i68.end
+fc1.r68:                                          ; preds = %fc1.i69.end, %fc1.n66.end
+  %fc1.r68247 = phi i64 [ 0, %fc1.n66.end ], [ %r68.next, %fc1.i69.end ]
+  br label %fc1.i69
 
-drop2.i68.end:                                    ; preds = %drop2.i68
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params258 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 3170304
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena257, i32 128, ptr %params258, i32 128, float 0.000000e+00, ptr %arena259, i32 10)
-  br label %fc2.n69
+fc1.r68.end:                                      ; preds = %fc1.i69.end
+  br label %fc1.kp70
 
-fc2.n69:                                          ; preds = %fc2.u70.end, %drop2.i68.end
-  %fc2.n69260 = phi i64 [ 0, %drop2.i68.end ], [ %n69.next, %fc2.u70.end ]
-  br label %fc2.u70
+fc1.i69:                                          ; preds = %fc1.i69, %fc1.r68
+  %fc1.i69248 = phi i64 [ 0, %fc1.r68 ], [ %i69.next, %fc1.i69 ]
+  %903 = mul nsw i64 %fc1.r68247, 64
+  %904 = add nsw i64 3751936, %903
+  %905 = add nsw i64 %904, %fc1.i69248
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %905
+  store float 0.000000e+00, ptr %arena249, align 4
+  %i69.next = add nsw i64 %fc1.i69248, 1
+  %906 = icmp slt i64 %i69.next, 64
+  br i1 %906, label %fc1.i69, label %fc1.i69.end
 
-fc2.n69.end:                                      ; preds = %fc2.u70.end
-  br label %probs.n71
+fc1.i69.end:                                      ; preds = %fc1.i69
+  %r68.next = add nsw i64 %fc1.r68247, 1
+  %907 = icmp slt i64 %r68.next, 128
+  br i1 %907, label %fc1.r68, label %fc1.r68.end
 
-fc2.u70:                                          ; preds = %fc2.u70, %fc2.n69
-  %fc2.u70261 = phi i64 [ 0, %fc2.n69 ], [ %u70.next, %fc2.u70 ]
-  %950 = mul nsw i64 %fc2.n69260, 10
-  %951 = add nsw i64 3170304, %950
-  %952 = add nsw i64 %951, %fc2.u70261
-  %arena262 = getelementptr inbounds float, ptr %arena, i64 %952
-  %953 = load float, ptr %arena262, align 4
-  %954 = add nsw i64 1199872, %fc2.u70261
-  %params263 = getelementptr inbounds float, ptr %params, i64 %954
-  %955 = load float, ptr %params263, align 4
-  %956 = fadd float %953, %955
-  %957 = mul nsw i64 %fc2.n69260, 10
-  %958 = add nsw i64 3170304, %957
-  %959 = add nsw i64 %958, %fc2.u70261
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 %959
-  store float %956, ptr %arena264, align 4
-  %u70.next = add nsw i64 %fc2.u70261, 1
-  %960 = icmp slt i64 %u70.next, 10
-  br i1 %960, label %fc2.u70, label %fc2.u70.end
+fc1.kp70:                                         ; preds = %fc1.nb71.end, %fc1.r68.end
+  %fc1.kp70250 = phi i64 [ 0, %fc1.r68.end ], [ %kp70.next, %fc1.nb71.end ]
+  br label %fc1.nb71
 
-fc2.u70.end:                                      ; preds = %fc2.u70
-  %n69.next = add nsw i64 %fc2.n69260, 1
-  %961 = icmp slt i64 %n69.next, 64
-  br i1 %961, label %fc2.n69, label %fc2.n69.end
+fc1.kp70.end:                                     ; preds = %fc1.nb71.end
+  br label %fc1.n75
 
-probs.n71:                                        ; preds = %probs.k76.end, %fc2.n69.end
-  %probs.n71265 = phi i64 [ 0, %fc2.n69.end ], [ %n71.next, %probs.k76.end ]
-  %962 = mul nsw i64 %probs.n71265, 10
-  %963 = add nsw i64 3170304, %962
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %963
-  %964 = load float, ptr %arena266, align 4
-  store float %964, ptr %probs.m72, align 4
-  br label %probs.k74
+fc1.nb71:                                         ; preds = %fc1.mb72.end, %fc1.kp70
+  %fc1.nb71251 = phi i64 [ 0, %fc1.kp70 ], [ %nb71.next, %fc1.mb72.end ]
+  br label %fc1.mb72
 
-probs.n71.end:                                    ; preds = %probs.k76.end
-  store float 0.000000e+00, ptr %loss.total77, align 4
-  br label %loss.n78
+fc1.nb71.end:                                     ; preds = %fc1.mb72.end
+  %kp70.next = add nsw i64 %fc1.kp70250, 1
+  %908 = icmp slt i64 %kp70.next, 24
+  br i1 %908, label %fc1.kp70, label %fc1.kp70.end
 
-probs.k74:                                        ; preds = %probs.k74, %probs.n71
-  %probs.k74267 = phi i64 [ 0, %probs.n71 ], [ %k74.next, %probs.k74 ]
-  %m72 = load float, ptr %probs.m72, align 4
-  %965 = mul nsw i64 %probs.n71265, 10
-  %966 = add nsw i64 3170304, %965
-  %967 = add nsw i64 %966, %probs.k74267
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 %967
-  %968 = load float, ptr %arena268, align 4
-  %969 = fcmp ogt float %968, %m72
-  %970 = select i1 %969, float %968, float %m72
-  store float %970, ptr %probs.m72, align 4
-  %k74.next = add nsw i64 %probs.k74267, 1
-  %971 = icmp slt i64 %k74.next, 10
-  br i1 %971, label %probs.k74, label %probs.k74.end
+fc1.mb72:                                         ; preds = %fc1.k74.end, %fc1.nb71
+  %fc1.mb72252 = phi i64 [ 0, %fc1.nb71 ], [ %mb72.next, %fc1.k74.end ]
+  %909 = mul nsw i64 %fc1.mb72252, 4
+  %910 = mul nsw i64 %909, 64
+  %911 = add nsw i64 3751936, %910
+  %912 = mul nsw i64 %fc1.nb71251, 64
+  %913 = add nsw i64 %911, %912
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %913
+  %914 = load <16 x float>, ptr %arena253, align 4
+  store <16 x float> %914, ptr %fc1.t73_c0_0, align 64
+  %915 = mul nsw i64 %fc1.mb72252, 4
+  %916 = mul nsw i64 %915, 64
+  %917 = add nsw i64 3751936, %916
+  %918 = mul nsw i64 %fc1.nb71251, 64
+  %919 = add nsw i64 %917, %918
+  %920 = add nsw i64 %919, 16
+  %arena254 = getelementptr inbounds float, ptr %arena, i64 %920
+  %921 = load <16 x float>, ptr %arena254, align 4
+  store <16 x float> %921, ptr %fc1.t73_c0_1, align 64
+  %922 = mul nsw i64 %fc1.mb72252, 4
+  %923 = mul nsw i64 %922, 64
+  %924 = add nsw i64 3751936, %923
+  %925 = mul nsw i64 %fc1.nb71251, 64
+  %926 = add nsw i64 %924, %925
+  %927 = add nsw i64 %926, 32
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %927
+  %928 = load <16 x float>, ptr %arena255, align 4
+  store <16 x float> %928, ptr %fc1.t73_c0_2, align 64
+  %929 = mul nsw i64 %fc1.mb72252, 4
+  %930 = mul nsw i64 %929, 64
+  %931 = add nsw i64 3751936, %930
+  %932 = mul nsw i64 %fc1.nb71251, 64
+  %933 = add nsw i64 %931, %932
+  %934 = add nsw i64 %933, 48
+  %arena256 = getelementptr inbounds float, ptr %arena, i64 %934
+  %935 = load <16 x float>, ptr %arena256, align 4
+  store <16 x float> %935, ptr %fc1.t73_c0_3, align 64
+  %936 = mul nsw i64 %fc1.mb72252, 4
+  %937 = add nsw i64 %936, 1
+  %938 = mul nsw i64 %937, 64
+  %939 = add nsw i64 3751936, %938
+  %940 = mul nsw i64 %fc1.nb71251, 64
+  %941 = add nsw i64 %939, %940
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %941
+  %942 = load <16 x float>, ptr %arena257, align 4
+  store <16 x float> %942, ptr %fc1.t73_c1_0, align 64
+  %943 = mul nsw i64 %fc1.mb72252, 4
+  %944 = add nsw i64 %943, 1
+  %945 = mul nsw i64 %944, 64
+  %946 = add nsw i64 3751936, %945
+  %947 = mul nsw i64 %fc1.nb71251, 64
+  %948 = add nsw i64 %946, %947
+  %949 = add nsw i64 %948, 16
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 %949
+  %950 = load <16 x float>, ptr %arena258, align 4
+  store <16 x float> %950, ptr %fc1.t73_c1_1, align 64
+  %951 = mul nsw i64 %fc1.mb72252, 4
+  %952 = add nsw i64 %951, 1
+  %953 = mul nsw i64 %952, 64
+  %954 = add nsw i64 3751936, %953
+  %955 = mul nsw i64 %fc1.nb71251, 64
+  %956 = add nsw i64 %954, %955
+  %957 = add nsw i64 %956, 32
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %957
+  %958 = load <16 x float>, ptr %arena259, align 4
+  store <16 x float> %958, ptr %fc1.t73_c1_2, align 64
+  %959 = mul nsw i64 %fc1.mb72252, 4
+  %960 = add nsw i64 %959, 1
+  %961 = mul nsw i64 %960, 64
+  %962 = add nsw i64 3751936, %961
+  %963 = mul nsw i64 %fc1.nb71251, 64
+  %964 = add nsw i64 %962, %963
+  %965 = add nsw i64 %964, 48
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %965
+  %966 = load <16 x float>, ptr %arena260, align 4
+  store <16 x float> %966, ptr %fc1.t73_c1_3, align 64
+  %967 = mul nsw i64 %fc1.mb72252, 4
+  %968 = add nsw i64 %967, 2
+  %969 = mul nsw i64 %968, 64
+  %970 = add nsw i64 3751936, %969
+  %971 = mul nsw i64 %fc1.nb71251, 64
+  %972 = add nsw i64 %970, %971
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %972
+  %973 = load <16 x float>, ptr %arena261, align 4
+  store <16 x float> %973, ptr %fc1.t73_c2_0, align 64
+  %974 = mul nsw i64 %fc1.mb72252, 4
+  %975 = add nsw i64 %974, 2
+  %976 = mul nsw i64 %975, 64
+  %977 = add nsw i64 3751936, %976
+  %978 = mul nsw i64 %fc1.nb71251, 64
+  %979 = add nsw i64 %977, %978
+  %980 = add nsw i64 %979, 16
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 %980
+  %981 = load <16 x float>, ptr %arena262, align 4
+  store <16 x float> %981, ptr %fc1.t73_c2_1, align 64
+  %982 = mul nsw i64 %fc1.mb72252, 4
+  %983 = add nsw i64 %982, 2
+  %984 = mul nsw i64 %983, 64
+  %985 = add nsw i64 3751936, %984
+  %986 = mul nsw i64 %fc1.nb71251, 64
+  %987 = add nsw i64 %985, %986
+  %988 = add nsw i64 %987, 32
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %988
+  %989 = load <16 x float>, ptr %arena263, align 4
+  store <16 x float> %989, ptr %fc1.t73_c2_2, align 64
+  %990 = mul nsw i64 %fc1.mb72252, 4
+  %991 = add nsw i64 %990, 2
+  %992 = mul nsw i64 %991, 64
+  %993 = add nsw i64 3751936, %992
+  %994 = mul nsw i64 %fc1.nb71251, 64
+  %995 = add nsw i64 %993, %994
+  %996 = add nsw i64 %995, 48
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %996
+  %997 = load <16 x float>, ptr %arena264, align 4
+  store <16 x float> %997, ptr %fc1.t73_c2_3, align 64
+  %998 = mul nsw i64 %fc1.mb72252, 4
+  %999 = add nsw i64 %998, 3
+  %1000 = mul nsw i64 %999, 64
+  %1001 = add nsw i64 3751936, %1000
+  %1002 = mul nsw i64 %fc1.nb71251, 64
+  %1003 = add nsw i64 %1001, %1002
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %1003
+  %1004 = load <16 x float>, ptr %arena265, align 4
+  store <16 x float> %1004, ptr %fc1.t73_c3_0, align 64
+  %1005 = mul nsw i64 %fc1.mb72252, 4
+  %1006 = add nsw i64 %1005, 3
+  %1007 = mul nsw i64 %1006, 64
+  %1008 = add nsw i64 3751936, %1007
+  %1009 = mul nsw i64 %fc1.nb71251, 64
+  %1010 = add nsw i64 %1008, %1009
+  %1011 = add nsw i64 %1010, 16
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %1011
+  %1012 = load <16 x float>, ptr %arena266, align 4
+  store <16 x float> %1012, ptr %fc1.t73_c3_1, align 64
+  %1013 = mul nsw i64 %fc1.mb72252, 4
+  %1014 = add nsw i64 %1013, 3
+  %1015 = mul nsw i64 %1014, 64
+  %1016 = add nsw i64 3751936, %1015
+  %1017 = mul nsw i64 %fc1.nb71251, 64
+  %1018 = add nsw i64 %1016, %1017
+  %1019 = add nsw i64 %1018, 32
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %1019
+  %1020 = load <16 x float>, ptr %arena267, align 4
+  store <16 x float> %1020, ptr %fc1.t73_c3_2, align 64
+  %1021 = mul nsw i64 %fc1.mb72252, 4
+  %1022 = add nsw i64 %1021, 3
+  %1023 = mul nsw i64 %1022, 64
+  %1024 = add nsw i64 3751936, %1023
+  %1025 = mul nsw i64 %fc1.nb71251, 64
+  %1026 = add nsw i64 %1024, %1025
+  %1027 = add nsw i64 %1026, 48
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 %1027
+  %1028 = load <16 x float>, ptr %arena268, align 4
+  store <16 x float> %1028, ptr %fc1.t73_c3_3, align 64
+  br label %fc1.k74
 
-probs.k74.end:                                    ; preds = %probs.k74
-  store float 0.000000e+00, ptr %probs.s73, align 4
-  br label %probs.k75
+fc1.mb72.end:                                     ; preds = %fc1.k74.end
+  %nb71.next = add nsw i64 %fc1.nb71251, 1
+  %1029 = icmp slt i64 %nb71.next, 1
+  br i1 %1029, label %fc1.nb71, label %fc1.nb71.end
 
-probs.k75:                                        ; preds = %probs.k75, %probs.k74.end
-  %probs.k75269 = phi i64 [ 0, %probs.k74.end ], [ %k75.next, %probs.k75 ]
-  %s73 = load float, ptr %probs.s73, align 4
-  %972 = mul nsw i64 %probs.n71265, 10
-  %973 = add nsw i64 3170304, %972
-  %974 = add nsw i64 %973, %probs.k75269
-  %arena270 = getelementptr inbounds float, ptr %arena, i64 %974
-  %975 = load float, ptr %arena270, align 4
-  %m72271 = load float, ptr %probs.m72, align 4
-  %976 = fsub float %975, %m72271
-  %977 = call float @llvm.exp.f32(float %976)
-  %978 = fadd float %s73, %977
-  store float %978, ptr %probs.s73, align 4
-  %k75.next = add nsw i64 %probs.k75269, 1
-  %979 = icmp slt i64 %k75.next, 10
-  br i1 %979, label %probs.k75, label %probs.k75.end
+fc1.k74:                                          ; preds = %fc1.k74, %fc1.mb72
+  %fc1.k74269 = phi i64 [ 0, %fc1.mb72 ], [ %k74.next, %fc1.k74 ]
+  %1030 = mul nsw i64 %fc1.kp70250, 384
+  %1031 = add nsw i64 %fc1.k74269, %1030
+  %1032 = mul nsw i64 %1031, 64
+  %1033 = add nsw i64 3162112, %1032
+  %1034 = mul nsw i64 %fc1.nb71251, 64
+  %1035 = add nsw i64 %1033, %1034
+  %arena270 = getelementptr inbounds float, ptr %arena, i64 %1035
+  %1036 = load <16 x float>, ptr %arena270, align 4
+  store <16 x float> %1036, ptr %fc1.t73_b0, align 64
+  %1037 = mul nsw i64 %fc1.kp70250, 384
+  %1038 = add nsw i64 %fc1.k74269, %1037
+  %1039 = mul nsw i64 %1038, 64
+  %1040 = add nsw i64 3162112, %1039
+  %1041 = mul nsw i64 %fc1.nb71251, 64
+  %1042 = add nsw i64 %1040, %1041
+  %1043 = add nsw i64 %1042, 16
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %1043
+  %1044 = load <16 x float>, ptr %arena271, align 4
+  store <16 x float> %1044, ptr %fc1.t73_b1, align 64
+  %1045 = mul nsw i64 %fc1.kp70250, 384
+  %1046 = add nsw i64 %fc1.k74269, %1045
+  %1047 = mul nsw i64 %1046, 64
+  %1048 = add nsw i64 3162112, %1047
+  %1049 = mul nsw i64 %fc1.nb71251, 64
+  %1050 = add nsw i64 %1048, %1049
+  %1051 = add nsw i64 %1050, 32
+  %arena272 = getelementptr inbounds float, ptr %arena, i64 %1051
+  %1052 = load <16 x float>, ptr %arena272, align 4
+  store <16 x float> %1052, ptr %fc1.t73_b2, align 64
+  %1053 = mul nsw i64 %fc1.kp70250, 384
+  %1054 = add nsw i64 %fc1.k74269, %1053
+  %1055 = mul nsw i64 %1054, 64
+  %1056 = add nsw i64 3162112, %1055
+  %1057 = mul nsw i64 %fc1.nb71251, 64
+  %1058 = add nsw i64 %1056, %1057
+  %1059 = add nsw i64 %1058, 48
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %1059
+  %1060 = load <16 x float>, ptr %arena273, align 4
+  store <16 x float> %1060, ptr %fc1.t73_b3, align 64
+  %1061 = mul nsw i64 %fc1.mb72252, 4
+  %1062 = mul nsw i64 %1061, 9216
+  %1063 = add nsw i64 18816, %1062
+  %1064 = mul nsw i64 %fc1.kp70250, 384
+  %1065 = add nsw i64 %fc1.k74269, %1064
+  %1066 = add nsw i64 %1063, %1065
+  %params274 = getelementptr inbounds float, ptr %params, i64 %1066
+  %1067 = load float, ptr %params274, align 4
+  %1068 = insertelement <16 x float> undef, float %1067, i32 0
+  %1069 = shufflevector <16 x float> %1068, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1069, ptr %fc1.t73_a0, align 64
+  %t73_a0 = load <16 x float>, ptr %fc1.t73_a0, align 64
+  %t73_b0 = load <16 x float>, ptr %fc1.t73_b0, align 64
+  %t73_c0_0 = load <16 x float>, ptr %fc1.t73_c0_0, align 64
+  %1070 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a0, <16 x float> %t73_b0, <16 x float> %t73_c0_0)
+  store <16 x float> %1070, ptr %fc1.t73_c0_0, align 64
+  %t73_a0275 = load <16 x float>, ptr %fc1.t73_a0, align 64
+  %t73_b1 = load <16 x float>, ptr %fc1.t73_b1, align 64
+  %t73_c0_1 = load <16 x float>, ptr %fc1.t73_c0_1, align 64
+  %1071 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a0275, <16 x float> %t73_b1, <16 x float> %t73_c0_1)
+  store <16 x float> %1071, ptr %fc1.t73_c0_1, align 64
+  %t73_a0276 = load <16 x float>, ptr %fc1.t73_a0, align 64
+  %t73_b2 = load <16 x float>, ptr %fc1.t73_b2, align 64
+  %t73_c0_2 = load <16 x float>, ptr %fc1.t73_c0_2, align 64
+  %1072 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a0276, <16 x float> %t73_b2, <16 x float> %t73_c0_2)
+  store <16 x float> %1072, ptr %fc1.t73_c0_2, align 64
+  %t73_a0277 = load <16 x float>, ptr %fc1.t73_a0, align 64
+  %t73_b3 = load <16 x float>, ptr %fc1.t73_b3, align 64
+  %t73_c0_3 = load <16 x float>, ptr %fc1.t73_c0_3, align 64
+  %1073 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a0277, <16 x float> %t73_b3, <16 x float> %t73_c0_3)
+  store <16 x float> %1073, ptr %fc1.t73_c0_3, align 64
+  %1074 = mul nsw i64 %fc1.mb72252, 4
+  %1075 = add nsw i64 %1074, 1
+  %1076 = mul nsw i64 %1075, 9216
+  %1077 = add nsw i64 18816, %1076
+  %1078 = mul nsw i64 %fc1.kp70250, 384
+  %1079 = add nsw i64 %fc1.k74269, %1078
+  %1080 = add nsw i64 %1077, %1079
+  %params278 = getelementptr inbounds float, ptr %params, i64 %1080
+  %1081 = load float, ptr %params278, align 4
+  %1082 = insertelement <16 x float> undef, float %1081, i32 0
+  %1083 = shufflevector <16 x float> %1082, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1083, ptr %fc1.t73_a1, align 64
+  %t73_a1 = load <16 x float>, ptr %fc1.t73_a1, align 64
+  %t73_b0279 = load <16 x float>, ptr %fc1.t73_b0, align 64
+  %t73_c1_0 = load <16 x float>, ptr %fc1.t73_c1_0, align 64
+  %1084 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a1, <16 x float> %t73_b0279, <16 x float> %t73_c1_0)
+  store <16 x float> %1084, ptr %fc1.t73_c1_0, align 64
+  %t73_a1280 = load <16 x float>, ptr %fc1.t73_a1, align 64
+  %t73_b1281 = load <16 x float>, ptr %fc1.t73_b1, align 64
+  %t73_c1_1 = load <16 x float>, ptr %fc1.t73_c1_1, align 64
+  %1085 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a1280, <16 x float> %t73_b1281, <16 x float> %t73_c1_1)
+  store <16 x float> %1085, ptr %fc1.t73_c1_1, align 64
+  %t73_a1282 = load <16 x float>, ptr %fc1.t73_a1, align 64
+  %t73_b2283 = load <16 x float>, ptr %fc1.t73_b2, align 64
+  %t73_c1_2 = load <16 x float>, ptr %fc1.t73_c1_2, align 64
+  %1086 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a1282, <16 x float> %t73_b2283, <16 x float> %t73_c1_2)
+  store <16 x float> %1086, ptr %fc1.t73_c1_2, align 64
+  %t73_a1284 = load <16 x float>, ptr %fc1.t73_a1, align 64
+  %t73_b3285 = load <16 x float>, ptr %fc1.t73_b3, align 64
+  %t73_c1_3 = load <16 x float>, ptr %fc1.t73_c1_3, align 64
+  %1087 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a1284, <16 x float> %t73_b3285, <16 x float> %t73_c1_3)
+  store <16 x float> %1087, ptr %fc1.t73_c1_3, align 64
+  %1088 = mul nsw i64 %fc1.mb72252, 4
+  %1089 = add nsw i64 %1088, 2
+  %1090 = mul nsw i64 %1089, 9216
+  %1091 = add nsw i64 18816, %1090
+  %1092 = mul nsw i64 %fc1.kp70250, 384
+  %1093 = add nsw i64 %fc1.k74269, %1092
+  %1094 = add nsw i64 %1091, %1093
+  %params286 = getelementptr inbounds float, ptr %params, i64 %1094
+  %1095 = load float, ptr %params286, align 4
+  %1096 = insertelement <16 x float> undef, float %1095, i32 0
+  %1097 = shufflevector <16 x float> %1096, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1097, ptr %fc1.t73_a2, align 64
+  %t73_a2 = load <16 x float>, ptr %fc1.t73_a2, align 64
+  %t73_b0287 = load <16 x float>, ptr %fc1.t73_b0, align 64
+  %t73_c2_0 = load <16 x float>, ptr %fc1.t73_c2_0, align 64
+  %1098 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a2, <16 x float> %t73_b0287, <16 x float> %t73_c2_0)
+  store <16 x float> %1098, ptr %fc1.t73_c2_0, align 64
+  %t73_a2288 = load <16 x float>, ptr %fc1.t73_a2, align 64
+  %t73_b1289 = load <16 x float>, ptr %fc1.t73_b1, align 64
+  %t73_c2_1 = load <16 x float>, ptr %fc1.t73_c2_1, align 64
+  %1099 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a2288, <16 x float> %t73_b1289, <16 x float> %t73_c2_1)
+  store <16 x float> %1099, ptr %fc1.t73_c2_1, align 64
+  %t73_a2290 = load <16 x float>, ptr %fc1.t73_a2, align 64
+  %t73_b2291 = load <16 x float>, ptr %fc1.t73_b2, align 64
+  %t73_c2_2 = load <16 x float>, ptr %fc1.t73_c2_2, align 64
+  %1100 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a2290, <16 x float> %t73_b2291, <16 x float> %t73_c2_2)
+  store <16 x float> %1100, ptr %fc1.t73_c2_2, align 64
+  %t73_a2292 = load <16 x float>, ptr %fc1.t73_a2, align 64
+  %t73_b3293 = load <16 x float>, ptr %fc1.t73_b3, align 64
+  %t73_c2_3 = load <16 x float>, ptr %fc1.t73_c2_3, align 64
+  %1101 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a2292, <16 x float> %t73_b3293, <16 x float> %t73_c2_3)
+  store <16 x float> %1101, ptr %fc1.t73_c2_3, align 64
+  %1102 = mul nsw i64 %fc1.mb72252, 4
+  %1103 = add nsw i64 %1102, 3
+  %1104 = mul nsw i64 %1103, 9216
+  %1105 = add nsw i64 18816, %1104
+  %1106 = mul nsw i64 %fc1.kp70250, 384
+  %1107 = add nsw i64 %fc1.k74269, %1106
+  %1108 = add nsw i64 %1105, %1107
+  %params294 = getelementptr inbounds float, ptr %params, i64 %1108
+  %1109 = load float, ptr %params294, align 4
+  %1110 = insertelement <16 x float> undef, float %1109, i32 0
+  %1111 = shufflevector <16 x float> %1110, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1111, ptr %fc1.t73_a3, align 64
+  %t73_a3 = load <16 x float>, ptr %fc1.t73_a3, align 64
+  %t73_b0295 = load <16 x float>, ptr %fc1.t73_b0, align 64
+  %t73_c3_0 = load <16 x float>, ptr %fc1.t73_c3_0, align 64
+  %1112 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a3, <16 x float> %t73_b0295, <16 x float> %t73_c3_0)
+  store <16 x float> %1112, ptr %fc1.t73_c3_0, align 64
+  %t73_a3296 = load <16 x float>, ptr %fc1.t73_a3, align 64
+  %t73_b1297 = load <16 x float>, ptr %fc1.t73_b1, align 64
+  %t73_c3_1 = load <16 x float>, ptr %fc1.t73_c3_1, align 64
+  %1113 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a3296, <16 x float> %t73_b1297, <16 x float> %t73_c3_1)
+  store <16 x float> %1113, ptr %fc1.t73_c3_1, align 64
+  %t73_a3298 = load <16 x float>, ptr %fc1.t73_a3, align 64
+  %t73_b2299 = load <16 x float>, ptr %fc1.t73_b2, align 64
+  %t73_c3_2 = load <16 x float>, ptr %fc1.t73_c3_2, align 64
+  %1114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a3298, <16 x float> %t73_b2299, <16 x float> %t73_c3_2)
+  store <16 x float> %1114, ptr %fc1.t73_c3_2, align 64
+  %t73_a3300 = load <16 x float>, ptr %fc1.t73_a3, align 64
+  %t73_b3301 = load <16 x float>, ptr %fc1.t73_b3, align 64
+  %t73_c3_3 = load <16 x float>, ptr %fc1.t73_c3_3, align 64
+  %1115 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t73_a3300, <16 x float> %t73_b3301, <16 x float> %t73_c3_3)
+  store <16 x float> %1115, ptr %fc1.t73_c3_3, align 64
+  %k74.next = add nsw i64 %fc1.k74269, 1
+  %1116 = icmp slt i64 %k74.next, 384
+  br i1 %1116, label %fc1.k74, label %fc1.k74.end
 
-probs.k75.end:                                    ; preds = %probs.k75
-  br label %probs.k76
-
-probs.k76:                                        ; preds = %probs.k76, %probs.k75.end
-  %probs.k76272 = phi i64 [ 0, %probs.k75.end ], [ %k76.next, %probs.k76 ]
-  %980 = mul nsw i64 %probs.n71265, 10
-  %981 = add nsw i64 3170304, %980
-  %982 = add nsw i64 %981, %probs.k76272
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %982
-  %983 = load float, ptr %arena273, align 4
-  %m72274 = load float, ptr %probs.m72, align 4
-  %984 = fsub float %983, %m72274
-  %985 = call float @llvm.exp.f32(float %984)
-  %s73275 = load float, ptr %probs.s73, align 4
-  %986 = fdiv float %985, %s73275
-  %987 = mul nsw i64 %probs.n71265, 10
-  %988 = add nsw i64 3170944, %987
-  %989 = add nsw i64 %988, %probs.k76272
-  %arena276 = getelementptr inbounds float, ptr %arena, i64 %989
-  store float %986, ptr %arena276, align 4
-  %k76.next = add nsw i64 %probs.k76272, 1
-  %990 = icmp slt i64 %k76.next, 10
-  br i1 %990, label %probs.k76, label %probs.k76.end
-
-probs.k76.end:                                    ; preds = %probs.k76
-  %n71.next = add nsw i64 %probs.n71265, 1
-  %991 = icmp slt i64 %n71.next, 64
-  br i1 %991, label %probs.n71, label %probs.n71.end
-
-loss.n78:                                         ; preds = %loss.k82.end, %probs.n71.end
-  %loss.n78277 = phi i64 [ 0, %probs.n71.end ], [ %n78.next, %loss.k82.end ]
-  %992 = mul nsw i64 %loss.n78277, 10
-  %993 = add nsw i64 3170304, %992
-  %arena278 = getelementptr inbounds float, ptr %arena, i64 %993
-  %994 = load float, ptr %arena278, align 4
-  store float %994, ptr %loss.m79, align 4
-  br label %loss.k81
-
-loss.n78.end:                                     ; preds = %loss.k82.end
-  %total77288 = load float, ptr %loss.total77, align 4
-  %995 = fdiv float %total77288, 6.400000e+01
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 3171584
-  store float %995, ptr %arena289, align 4
-  br label %fc2_grad.n83
-
-loss.k81:                                         ; preds = %loss.k81, %loss.n78
-  %loss.k81279 = phi i64 [ 0, %loss.n78 ], [ %k81.next, %loss.k81 ]
-  %m79 = load float, ptr %loss.m79, align 4
-  %996 = mul nsw i64 %loss.n78277, 10
-  %997 = add nsw i64 3170304, %996
-  %998 = add nsw i64 %997, %loss.k81279
-  %arena280 = getelementptr inbounds float, ptr %arena, i64 %998
-  %999 = load float, ptr %arena280, align 4
-  %1000 = fcmp ogt float %999, %m79
-  %1001 = select i1 %1000, float %999, float %m79
-  store float %1001, ptr %loss.m79, align 4
-  %k81.next = add nsw i64 %loss.k81279, 1
-  %1002 = icmp slt i64 %k81.next, 10
-  br i1 %1002, label %loss.k81, label %loss.k81.end
-
-loss.k81.end:                                     ; preds = %loss.k81
-  store float 0.000000e+00, ptr %loss.s80, align 4
-  br label %loss.k82
-
-loss.k82:                                         ; preds = %loss.k82, %loss.k81.end
-  %loss.k82281 = phi i64 [ 0, %loss.k81.end ], [ %k82.next, %loss.k82 ]
-  %s80 = load float, ptr %loss.s80, align 4
-  %1003 = mul nsw i64 %loss.n78277, 10
-  %1004 = add nsw i64 3170304, %1003
-  %1005 = add nsw i64 %1004, %loss.k82281
-  %arena282 = getelementptr inbounds float, ptr %arena, i64 %1005
-  %1006 = load float, ptr %arena282, align 4
-  %m79283 = load float, ptr %loss.m79, align 4
-  %1007 = fsub float %1006, %m79283
-  %1008 = call float @llvm.exp.f32(float %1007)
-  %1009 = fadd float %s80, %1008
-  store float %1009, ptr %loss.s80, align 4
-  %k82.next = add nsw i64 %loss.k82281, 1
-  %1010 = icmp slt i64 %k82.next, 10
-  br i1 %1010, label %loss.k82, label %loss.k82.end
-
-loss.k82.end:                                     ; preds = %loss.k82
-  %total77 = load float, ptr %loss.total77, align 4
-  %m79284 = load float, ptr %loss.m79, align 4
-  %s80285 = load float, ptr %loss.s80, align 4
-  %1011 = call float @llvm.log.f32(float %s80285)
-  %1012 = fadd float %m79284, %1011
-  %1013 = mul nsw i64 %loss.n78277, 10
-  %1014 = add nsw i64 3170304, %1013
-  %labels286 = getelementptr inbounds i32, ptr %labels, i64 %loss.n78277
-  %label = load i32, ptr %labels286, align 4
-  %1015 = sext i32 %label to i64
-  %1016 = add nsw i64 %1014, %1015
-  %arena287 = getelementptr inbounds float, ptr %arena, i64 %1016
-  %1017 = load float, ptr %arena287, align 4
-  %1018 = fsub float %1012, %1017
-  %1019 = fadd float %total77, %1018
-  store float %1019, ptr %loss.total77, align 4
-  %n78.next = add nsw i64 %loss.n78277, 1
-  %1020 = icmp slt i64 %n78.next, 64
-  br i1 %1020, label %loss.n78, label %loss.n78.end
-
-fc2_grad.n83:                                     ; preds = %fc2_grad.k88.end, %loss.n78.end
-  %fc2_grad.n83290 = phi i64 [ 0, %loss.n78.end ], [ %n83.next, %fc2_grad.k88.end ]
-  %1021 = mul nsw i64 %fc2_grad.n83290, 10
-  %1022 = add nsw i64 3170304, %1021
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 %1022
-  %1023 = load float, ptr %arena291, align 4
-  store float %1023, ptr %fc2_grad.m84, align 4
-  br label %fc2_grad.k86
-
-fc2_grad.n83.end:                                 ; preds = %fc2_grad.k88.end
-  %arena307 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %arena308 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %grads309 = getelementptr inbounds float, ptr %grads, i64 1198592
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena307, i32 10, ptr %arena308, i32 128, float 0.000000e+00, ptr %grads309, i32 128)
-  br label %fc2_bias_grad.u89
-
-fc2_grad.k86:                                     ; preds = %fc2_grad.k86, %fc2_grad.n83
-  %fc2_grad.k86292 = phi i64 [ 0, %fc2_grad.n83 ], [ %k86.next, %fc2_grad.k86 ]
-  %m84 = load float, ptr %fc2_grad.m84, align 4
-  %1024 = mul nsw i64 %fc2_grad.n83290, 10
-  %1025 = add nsw i64 3170304, %1024
-  %1026 = add nsw i64 %1025, %fc2_grad.k86292
-  %arena293 = getelementptr inbounds float, ptr %arena, i64 %1026
-  %1027 = load float, ptr %arena293, align 4
-  %1028 = fcmp ogt float %1027, %m84
-  %1029 = select i1 %1028, float %1027, float %m84
-  store float %1029, ptr %fc2_grad.m84, align 4
-  %k86.next = add nsw i64 %fc2_grad.k86292, 1
-  %1030 = icmp slt i64 %k86.next, 10
-  br i1 %1030, label %fc2_grad.k86, label %fc2_grad.k86.end
-
-fc2_grad.k86.end:                                 ; preds = %fc2_grad.k86
-  store float 0.000000e+00, ptr %fc2_grad.s85, align 4
-  br label %fc2_grad.k87
-
-fc2_grad.k87:                                     ; preds = %fc2_grad.k87, %fc2_grad.k86.end
-  %fc2_grad.k87294 = phi i64 [ 0, %fc2_grad.k86.end ], [ %k87.next, %fc2_grad.k87 ]
-  %s85 = load float, ptr %fc2_grad.s85, align 4
-  %1031 = mul nsw i64 %fc2_grad.n83290, 10
-  %1032 = add nsw i64 3170304, %1031
-  %1033 = add nsw i64 %1032, %fc2_grad.k87294
-  %arena295 = getelementptr inbounds float, ptr %arena, i64 %1033
-  %1034 = load float, ptr %arena295, align 4
-  %m84296 = load float, ptr %fc2_grad.m84, align 4
-  %1035 = fsub float %1034, %m84296
-  %1036 = call float @llvm.exp.f32(float %1035)
-  %1037 = fadd float %s85, %1036
-  store float %1037, ptr %fc2_grad.s85, align 4
-  %k87.next = add nsw i64 %fc2_grad.k87294, 1
-  %1038 = icmp slt i64 %k87.next, 10
-  br i1 %1038, label %fc2_grad.k87, label %fc2_grad.k87.end
-
-fc2_grad.k87.end:                                 ; preds = %fc2_grad.k87
-  br label %fc2_grad.k88
-
-fc2_grad.k88:                                     ; preds = %fc2_grad.k88, %fc2_grad.k87.end
-  %fc2_grad.k88297 = phi i64 [ 0, %fc2_grad.k87.end ], [ %k88.next, %fc2_grad.k88 ]
-  %labels298 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n83290
-  %label299 = load i32, ptr %labels298, align 4
-  %1039 = sext i32 %label299 to i64
-  %1040 = icmp eq i64 %fc2_grad.k88297, %1039
-  %1041 = mul nsw i64 %fc2_grad.n83290, 10
-  %1042 = add nsw i64 3170304, %1041
-  %1043 = add nsw i64 %1042, %fc2_grad.k88297
-  %arena300 = getelementptr inbounds float, ptr %arena, i64 %1043
-  %1044 = load float, ptr %arena300, align 4
-  %m84301 = load float, ptr %fc2_grad.m84, align 4
-  %1045 = fsub float %1044, %m84301
-  %1046 = call float @llvm.exp.f32(float %1045)
-  %s85302 = load float, ptr %fc2_grad.s85, align 4
-  %1047 = fdiv float %1046, %s85302
-  %1048 = fsub float %1047, 1.000000e+00
-  %1049 = mul nsw i64 %fc2_grad.n83290, 10
-  %1050 = add nsw i64 3170304, %1049
-  %1051 = add nsw i64 %1050, %fc2_grad.k88297
-  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1051
-  %1052 = load float, ptr %arena303, align 4
-  %m84304 = load float, ptr %fc2_grad.m84, align 4
-  %1053 = fsub float %1052, %m84304
-  %1054 = call float @llvm.exp.f32(float %1053)
-  %s85305 = load float, ptr %fc2_grad.s85, align 4
-  %1055 = fdiv float %1054, %s85305
-  %1056 = select i1 %1040, float %1048, float %1055
-  %1057 = fdiv float %1056, 6.400000e+01
-  %1058 = mul nsw i64 %fc2_grad.n83290, 10
-  %1059 = add nsw i64 3171600, %1058
-  %1060 = add nsw i64 %1059, %fc2_grad.k88297
-  %arena306 = getelementptr inbounds float, ptr %arena, i64 %1060
-  store float %1057, ptr %arena306, align 4
-  %k88.next = add nsw i64 %fc2_grad.k88297, 1
-  %1061 = icmp slt i64 %k88.next, 10
-  br i1 %1061, label %fc2_grad.k88, label %fc2_grad.k88.end
-
-fc2_grad.k88.end:                                 ; preds = %fc2_grad.k88
-  %n83.next = add nsw i64 %fc2_grad.n83290, 1
-  %1062 = icmp slt i64 %n83.next, 64
-  br i1 %1062, label %fc2_grad.n83, label %fc2_grad.n83.end
-
-fc2_bias_grad.u89:                                ; preds = %fc2_bias_grad.n91.end, %fc2_grad.n83.end
-  %fc2_bias_grad.u89310 = phi i64 [ 0, %fc2_grad.n83.end ], [ %u89.next, %fc2_bias_grad.n91.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc90, align 4
-  br label %fc2_bias_grad.n91
-
-fc2_bias_grad.u89.end:                            ; preds = %fc2_bias_grad.n91.end
-  %arena315 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %params316 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena317 = getelementptr inbounds float, ptr %arena, i64 3172240
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena315, i32 10, ptr %params316, i32 128, float 0.000000e+00, ptr %arena317, i32 128)
-  br label %relu3_grad.i92
-
-fc2_bias_grad.n91:                                ; preds = %fc2_bias_grad.n91, %fc2_bias_grad.u89
-  %fc2_bias_grad.n91311 = phi i64 [ 0, %fc2_bias_grad.u89 ], [ %n91.next, %fc2_bias_grad.n91 ]
-  %acc90 = load float, ptr %fc2_bias_grad.acc90, align 4
-  %1063 = mul nsw i64 %fc2_bias_grad.n91311, 10
-  %1064 = add nsw i64 3171600, %1063
-  %1065 = add nsw i64 %1064, %fc2_bias_grad.u89310
-  %arena312 = getelementptr inbounds float, ptr %arena, i64 %1065
-  %1066 = load float, ptr %arena312, align 4
-  %1067 = fadd float %acc90, %1066
-  store float %1067, ptr %fc2_bias_grad.acc90, align 4
-  %n91.next = add nsw i64 %fc2_bias_grad.n91311, 1
-  %1068 = icmp slt i64 %n91.next, 64
-  br i1 %1068, label %fc2_bias_grad.n91, label %fc2_bias_grad.n91.end
-
-fc2_bias_grad.n91.end:                            ; preds = %fc2_bias_grad.n91
-  %acc90313 = load float, ptr %fc2_bias_grad.acc90, align 4
-  %1069 = add nsw i64 1199872, %fc2_bias_grad.u89310
-  %grads314 = getelementptr inbounds float, ptr %grads, i64 %1069
-  store float %acc90313, ptr %grads314, align 4
-  %u89.next = add nsw i64 %fc2_bias_grad.u89310, 1
-  %1070 = icmp slt i64 %u89.next, 10
-  br i1 %1070, label %fc2_bias_grad.u89, label %fc2_bias_grad.u89.end
-
-relu3_grad.i92:                                   ; preds = %relu3_grad.i92, %fc2_bias_grad.u89.end
-  %relu3_grad.i92318 = phi i64 [ 0, %fc2_bias_grad.u89.end ], [ %i92.next, %relu3_grad.i92 ]
-  %1071 = xor i64 %seed, 7835719957706616186
-  %1072 = lshr i64 %1071, 30
-  %1073 = xor i64 %1071, %1072
-  %1074 = mul i64 %1073, -4658895280553007687
-  %1075 = lshr i64 %1074, 27
-  %1076 = xor i64 %1074, %1075
-  %1077 = mul i64 %1076, -7723592293110705685
-  %1078 = lshr i64 %1077, 31
-  %1079 = xor i64 %1077, %1078
-  %1080 = add i64 %1079, %step
-  %1081 = lshr i64 %1080, 30
-  %1082 = xor i64 %1080, %1081
-  %1083 = mul i64 %1082, -4658895280553007687
-  %1084 = lshr i64 %1083, 27
-  %1085 = xor i64 %1083, %1084
-  %1086 = mul i64 %1085, -7723592293110705685
-  %1087 = lshr i64 %1086, 31
-  %1088 = xor i64 %1086, %1087
-  %1089 = mul i64 %relu3_grad.i92318, -7046029254386353131
-  %1090 = add i64 %1088, %1089
-  %1091 = lshr i64 %1090, 30
-  %1092 = xor i64 %1090, %1091
-  %1093 = mul i64 %1092, -4658895280553007687
-  %1094 = lshr i64 %1093, 27
-  %1095 = xor i64 %1093, %1094
-  %1096 = mul i64 %1095, -7723592293110705685
-  %1097 = lshr i64 %1096, 31
-  %1098 = xor i64 %1096, %1097
-  %1099 = lshr i64 %1098, 40
-  %keep319 = icmp uge i64 %1099, 8388608
-  %1100 = add nsw i64 3172240, %relu3_grad.i92318
-  %arena320 = getelementptr inbounds float, ptr %arena, i64 %1100
-  %1101 = load float, ptr %arena320, align 4
-  %1102 = fmul float %1101, 2.000000e+00
-  %1103 = select i1 %keep319, float %1102, float 0.000000e+00
-  %1104 = add nsw i64 3180432, %relu3_grad.i92318
-  %arena321 = getelementptr inbounds float, ptr %arena, i64 %1104
-  store float %1103, ptr %arena321, align 4
-  %i92.next = add nsw i64 %relu3_grad.i92318, 1
-  %1105 = icmp slt i64 %i92.next, 8192
-  br i1 %1105, label %relu3_grad.i92, label %relu3_grad.i92.end
-
-relu3_grad.i92.end:                               ; preds = %relu3_grad.i92
-  br label %fc1_grad.i93
-
-fc1_grad.i93:                                     ; preds = %fc1_grad.i93, %relu3_grad.i92.end
-  %fc1_grad.i93322 = phi i64 [ 0, %relu3_grad.i92.end ], [ %i93.next, %fc1_grad.i93 ]
-  %1106 = add nsw i64 3153920, %fc1_grad.i93322
-  %arena323 = getelementptr inbounds float, ptr %arena, i64 %1106
-  %1107 = load float, ptr %arena323, align 4
-  %1108 = fcmp ogt float %1107, 0.000000e+00
-  %1109 = add nsw i64 3180432, %fc1_grad.i93322
-  %arena324 = getelementptr inbounds float, ptr %arena, i64 %1109
-  %1110 = load float, ptr %arena324, align 4
-  %1111 = select i1 %1108, float %1110, float 0.000000e+00
-  %1112 = add nsw i64 3162112, %fc1_grad.i93322
-  %arena325 = getelementptr inbounds float, ptr %arena, i64 %1112
-  store float %1111, ptr %arena325, align 4
-  %i93.next = add nsw i64 %fc1_grad.i93322, 1
-  %1113 = icmp slt i64 %i93.next, 8192
-  br i1 %1113, label %fc1_grad.i93, label %fc1_grad.i93.end
-
-fc1_grad.i93.end:                                 ; preds = %fc1_grad.i93
-  br label %fc1_weight_grad.nb94
-
-fc1_weight_grad.nb94:                             ; preds = %fc1_weight_grad.mb95.end, %fc1_grad.i93.end
-  %fc1_weight_grad.nb94326 = phi i64 [ 0, %fc1_grad.i93.end ], [ %nb94.next, %fc1_weight_grad.mb95.end ]
-  br label %fc1_weight_grad.mb95
-
-fc1_weight_grad.nb94.end:                         ; preds = %fc1_weight_grad.mb95.end
-  br label %fc1_bias_grad.u98
-
-fc1_weight_grad.mb95:                             ; preds = %fc1_weight_grad.k97.end, %fc1_weight_grad.nb94
-  %fc1_weight_grad.mb95327 = phi i64 [ 0, %fc1_weight_grad.nb94 ], [ %mb95.next, %fc1_weight_grad.k97.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t96_c3_3, align 64
-  br label %fc1_weight_grad.k97
-
-fc1_weight_grad.mb95.end:                         ; preds = %fc1_weight_grad.k97.end
-  %nb94.next = add nsw i64 %fc1_weight_grad.nb94326, 1
-  %1114 = icmp slt i64 %nb94.next, 144
-  br i1 %1114, label %fc1_weight_grad.nb94, label %fc1_weight_grad.nb94.end
-
-fc1_weight_grad.k97:                              ; preds = %fc1_weight_grad.k97, %fc1_weight_grad.mb95
-  %fc1_weight_grad.k97328 = phi i64 [ 0, %fc1_weight_grad.mb95 ], [ %k97.next, %fc1_weight_grad.k97 ]
-  %1115 = mul nsw i64 %fc1_weight_grad.k97328, 9216
-  %1116 = add nsw i64 2564096, %1115
-  %1117 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1118 = add nsw i64 %1116, %1117
-  %arena329 = getelementptr inbounds float, ptr %arena, i64 %1118
-  %1119 = load <16 x float>, ptr %arena329, align 4
-  store <16 x float> %1119, ptr %fc1_weight_grad.t96_b0, align 64
-  %1120 = mul nsw i64 %fc1_weight_grad.k97328, 9216
-  %1121 = add nsw i64 2564096, %1120
-  %1122 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1123 = add nsw i64 %1121, %1122
-  %1124 = add nsw i64 %1123, 16
-  %arena330 = getelementptr inbounds float, ptr %arena, i64 %1124
-  %1125 = load <16 x float>, ptr %arena330, align 4
-  store <16 x float> %1125, ptr %fc1_weight_grad.t96_b1, align 64
-  %1126 = mul nsw i64 %fc1_weight_grad.k97328, 9216
-  %1127 = add nsw i64 2564096, %1126
-  %1128 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1129 = add nsw i64 %1127, %1128
-  %1130 = add nsw i64 %1129, 32
-  %arena331 = getelementptr inbounds float, ptr %arena, i64 %1130
-  %1131 = load <16 x float>, ptr %arena331, align 4
-  store <16 x float> %1131, ptr %fc1_weight_grad.t96_b2, align 64
-  %1132 = mul nsw i64 %fc1_weight_grad.k97328, 9216
-  %1133 = add nsw i64 2564096, %1132
-  %1134 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1135 = add nsw i64 %1133, %1134
-  %1136 = add nsw i64 %1135, 48
-  %arena332 = getelementptr inbounds float, ptr %arena, i64 %1136
-  %1137 = load <16 x float>, ptr %arena332, align 4
-  store <16 x float> %1137, ptr %fc1_weight_grad.t96_b3, align 64
-  %1138 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1139 = add nsw i64 3162112, %1138
-  %1140 = mul nsw i64 %fc1_weight_grad.k97328, 128
-  %1141 = add nsw i64 %1139, %1140
-  %arena333 = getelementptr inbounds float, ptr %arena, i64 %1141
-  %1142 = load float, ptr %arena333, align 4
-  %1143 = insertelement <16 x float> undef, float %1142, i32 0
-  %1144 = shufflevector <16 x float> %1143, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1144, ptr %fc1_weight_grad.t96_a0, align 64
-  %t96_a0 = load <16 x float>, ptr %fc1_weight_grad.t96_a0, align 64
-  %t96_b0 = load <16 x float>, ptr %fc1_weight_grad.t96_b0, align 64
-  %t96_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t96_c0_0, align 64
-  %1145 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a0, <16 x float> %t96_b0, <16 x float> %t96_c0_0)
-  store <16 x float> %1145, ptr %fc1_weight_grad.t96_c0_0, align 64
-  %t96_a0334 = load <16 x float>, ptr %fc1_weight_grad.t96_a0, align 64
-  %t96_b1 = load <16 x float>, ptr %fc1_weight_grad.t96_b1, align 64
-  %t96_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t96_c0_1, align 64
-  %1146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a0334, <16 x float> %t96_b1, <16 x float> %t96_c0_1)
-  store <16 x float> %1146, ptr %fc1_weight_grad.t96_c0_1, align 64
-  %t96_a0335 = load <16 x float>, ptr %fc1_weight_grad.t96_a0, align 64
-  %t96_b2 = load <16 x float>, ptr %fc1_weight_grad.t96_b2, align 64
-  %t96_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t96_c0_2, align 64
-  %1147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a0335, <16 x float> %t96_b2, <16 x float> %t96_c0_2)
-  store <16 x float> %1147, ptr %fc1_weight_grad.t96_c0_2, align 64
-  %t96_a0336 = load <16 x float>, ptr %fc1_weight_grad.t96_a0, align 64
-  %t96_b3 = load <16 x float>, ptr %fc1_weight_grad.t96_b3, align 64
-  %t96_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t96_c0_3, align 64
-  %1148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a0336, <16 x float> %t96_b3, <16 x float> %t96_c0_3)
-  store <16 x float> %1148, ptr %fc1_weight_grad.t96_c0_3, align 64
-  %1149 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1150 = add nsw i64 %1149, 1
-  %1151 = add nsw i64 3162112, %1150
-  %1152 = mul nsw i64 %fc1_weight_grad.k97328, 128
-  %1153 = add nsw i64 %1151, %1152
-  %arena337 = getelementptr inbounds float, ptr %arena, i64 %1153
-  %1154 = load float, ptr %arena337, align 4
-  %1155 = insertelement <16 x float> undef, float %1154, i32 0
-  %1156 = shufflevector <16 x float> %1155, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1156, ptr %fc1_weight_grad.t96_a1, align 64
-  %t96_a1 = load <16 x float>, ptr %fc1_weight_grad.t96_a1, align 64
-  %t96_b0338 = load <16 x float>, ptr %fc1_weight_grad.t96_b0, align 64
-  %t96_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t96_c1_0, align 64
-  %1157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a1, <16 x float> %t96_b0338, <16 x float> %t96_c1_0)
-  store <16 x float> %1157, ptr %fc1_weight_grad.t96_c1_0, align 64
-  %t96_a1339 = load <16 x float>, ptr %fc1_weight_grad.t96_a1, align 64
-  %t96_b1340 = load <16 x float>, ptr %fc1_weight_grad.t96_b1, align 64
-  %t96_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t96_c1_1, align 64
-  %1158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a1339, <16 x float> %t96_b1340, <16 x float> %t96_c1_1)
-  store <16 x float> %1158, ptr %fc1_weight_grad.t96_c1_1, align 64
-  %t96_a1341 = load <16 x float>, ptr %fc1_weight_grad.t96_a1, align 64
-  %t96_b2342 = load <16 x float>, ptr %fc1_weight_grad.t96_b2, align 64
-  %t96_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t96_c1_2, align 64
-  %1159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a1341, <16 x float> %t96_b2342, <16 x float> %t96_c1_2)
-  store <16 x float> %1159, ptr %fc1_weight_grad.t96_c1_2, align 64
-  %t96_a1343 = load <16 x float>, ptr %fc1_weight_grad.t96_a1, align 64
-  %t96_b3344 = load <16 x float>, ptr %fc1_weight_grad.t96_b3, align 64
-  %t96_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t96_c1_3, align 64
-  %1160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a1343, <16 x float> %t96_b3344, <16 x float> %t96_c1_3)
-  store <16 x float> %1160, ptr %fc1_weight_grad.t96_c1_3, align 64
-  %1161 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1162 = add nsw i64 %1161, 2
-  %1163 = add nsw i64 3162112, %1162
-  %1164 = mul nsw i64 %fc1_weight_grad.k97328, 128
+fc1.k74.end:                                      ; preds = %fc1.k74
+  %t73_c0_0302 = load <16 x float>, ptr %fc1.t73_c0_0, align 64
+  %1117 = mul nsw i64 %fc1.mb72252, 4
+  %1118 = mul nsw i64 %1117, 64
+  %1119 = add nsw i64 3751936, %1118
+  %1120 = mul nsw i64 %fc1.nb71251, 64
+  %1121 = add nsw i64 %1119, %1120
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1121
+  store <16 x float> %t73_c0_0302, ptr %arena303, align 4
+  %t73_c0_1304 = load <16 x float>, ptr %fc1.t73_c0_1, align 64
+  %1122 = mul nsw i64 %fc1.mb72252, 4
+  %1123 = mul nsw i64 %1122, 64
+  %1124 = add nsw i64 3751936, %1123
+  %1125 = mul nsw i64 %fc1.nb71251, 64
+  %1126 = add nsw i64 %1124, %1125
+  %1127 = add nsw i64 %1126, 16
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %1127
+  store <16 x float> %t73_c0_1304, ptr %arena305, align 4
+  %t73_c0_2306 = load <16 x float>, ptr %fc1.t73_c0_2, align 64
+  %1128 = mul nsw i64 %fc1.mb72252, 4
+  %1129 = mul nsw i64 %1128, 64
+  %1130 = add nsw i64 3751936, %1129
+  %1131 = mul nsw i64 %fc1.nb71251, 64
+  %1132 = add nsw i64 %1130, %1131
+  %1133 = add nsw i64 %1132, 32
+  %arena307 = getelementptr inbounds float, ptr %arena, i64 %1133
+  store <16 x float> %t73_c0_2306, ptr %arena307, align 4
+  %t73_c0_3308 = load <16 x float>, ptr %fc1.t73_c0_3, align 64
+  %1134 = mul nsw i64 %fc1.mb72252, 4
+  %1135 = mul nsw i64 %1134, 64
+  %1136 = add nsw i64 3751936, %1135
+  %1137 = mul nsw i64 %fc1.nb71251, 64
+  %1138 = add nsw i64 %1136, %1137
+  %1139 = add nsw i64 %1138, 48
+  %arena309 = getelementptr inbounds float, ptr %arena, i64 %1139
+  store <16 x float> %t73_c0_3308, ptr %arena309, align 4
+  %t73_c1_0310 = load <16 x float>, ptr %fc1.t73_c1_0, align 64
+  %1140 = mul nsw i64 %fc1.mb72252, 4
+  %1141 = add nsw i64 %1140, 1
+  %1142 = mul nsw i64 %1141, 64
+  %1143 = add nsw i64 3751936, %1142
+  %1144 = mul nsw i64 %fc1.nb71251, 64
+  %1145 = add nsw i64 %1143, %1144
+  %arena311 = getelementptr inbounds float, ptr %arena, i64 %1145
+  store <16 x float> %t73_c1_0310, ptr %arena311, align 4
+  %t73_c1_1312 = load <16 x float>, ptr %fc1.t73_c1_1, align 64
+  %1146 = mul nsw i64 %fc1.mb72252, 4
+  %1147 = add nsw i64 %1146, 1
+  %1148 = mul nsw i64 %1147, 64
+  %1149 = add nsw i64 3751936, %1148
+  %1150 = mul nsw i64 %fc1.nb71251, 64
+  %1151 = add nsw i64 %1149, %1150
+  %1152 = add nsw i64 %1151, 16
+  %arena313 = getelementptr inbounds float, ptr %arena, i64 %1152
+  store <16 x float> %t73_c1_1312, ptr %arena313, align 4
+  %t73_c1_2314 = load <16 x float>, ptr %fc1.t73_c1_2, align 64
+  %1153 = mul nsw i64 %fc1.mb72252, 4
+  %1154 = add nsw i64 %1153, 1
+  %1155 = mul nsw i64 %1154, 64
+  %1156 = add nsw i64 3751936, %1155
+  %1157 = mul nsw i64 %fc1.nb71251, 64
+  %1158 = add nsw i64 %1156, %1157
+  %1159 = add nsw i64 %1158, 32
+  %arena315 = getelementptr inbounds float, ptr %arena, i64 %1159
+  store <16 x float> %t73_c1_2314, ptr %arena315, align 4
+  %t73_c1_3316 = load <16 x float>, ptr %fc1.t73_c1_3, align 64
+  %1160 = mul nsw i64 %fc1.mb72252, 4
+  %1161 = add nsw i64 %1160, 1
+  %1162 = mul nsw i64 %1161, 64
+  %1163 = add nsw i64 3751936, %1162
+  %1164 = mul nsw i64 %fc1.nb71251, 64
   %1165 = add nsw i64 %1163, %1164
-  %arena345 = getelementptr inbounds float, ptr %arena, i64 %1165
-  %1166 = load float, ptr %arena345, align 4
-  %1167 = insertelement <16 x float> undef, float %1166, i32 0
-  %1168 = shufflevector <16 x float> %1167, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1168, ptr %fc1_weight_grad.t96_a2, align 64
-  %t96_a2 = load <16 x float>, ptr %fc1_weight_grad.t96_a2, align 64
-  %t96_b0346 = load <16 x float>, ptr %fc1_weight_grad.t96_b0, align 64
-  %t96_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t96_c2_0, align 64
-  %1169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a2, <16 x float> %t96_b0346, <16 x float> %t96_c2_0)
-  store <16 x float> %1169, ptr %fc1_weight_grad.t96_c2_0, align 64
-  %t96_a2347 = load <16 x float>, ptr %fc1_weight_grad.t96_a2, align 64
-  %t96_b1348 = load <16 x float>, ptr %fc1_weight_grad.t96_b1, align 64
-  %t96_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t96_c2_1, align 64
-  %1170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a2347, <16 x float> %t96_b1348, <16 x float> %t96_c2_1)
-  store <16 x float> %1170, ptr %fc1_weight_grad.t96_c2_1, align 64
-  %t96_a2349 = load <16 x float>, ptr %fc1_weight_grad.t96_a2, align 64
-  %t96_b2350 = load <16 x float>, ptr %fc1_weight_grad.t96_b2, align 64
-  %t96_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t96_c2_2, align 64
-  %1171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a2349, <16 x float> %t96_b2350, <16 x float> %t96_c2_2)
-  store <16 x float> %1171, ptr %fc1_weight_grad.t96_c2_2, align 64
-  %t96_a2351 = load <16 x float>, ptr %fc1_weight_grad.t96_a2, align 64
-  %t96_b3352 = load <16 x float>, ptr %fc1_weight_grad.t96_b3, align 64
-  %t96_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t96_c2_3, align 64
-  %1172 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a2351, <16 x float> %t96_b3352, <16 x float> %t96_c2_3)
-  store <16 x float> %1172, ptr %fc1_weight_grad.t96_c2_3, align 64
-  %1173 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1174 = add nsw i64 %1173, 3
-  %1175 = add nsw i64 3162112, %1174
-  %1176 = mul nsw i64 %fc1_weight_grad.k97328, 128
-  %1177 = add nsw i64 %1175, %1176
-  %arena353 = getelementptr inbounds float, ptr %arena, i64 %1177
-  %1178 = load float, ptr %arena353, align 4
-  %1179 = insertelement <16 x float> undef, float %1178, i32 0
-  %1180 = shufflevector <16 x float> %1179, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1180, ptr %fc1_weight_grad.t96_a3, align 64
-  %t96_a3 = load <16 x float>, ptr %fc1_weight_grad.t96_a3, align 64
-  %t96_b0354 = load <16 x float>, ptr %fc1_weight_grad.t96_b0, align 64
-  %t96_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t96_c3_0, align 64
-  %1181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a3, <16 x float> %t96_b0354, <16 x float> %t96_c3_0)
-  store <16 x float> %1181, ptr %fc1_weight_grad.t96_c3_0, align 64
-  %t96_a3355 = load <16 x float>, ptr %fc1_weight_grad.t96_a3, align 64
-  %t96_b1356 = load <16 x float>, ptr %fc1_weight_grad.t96_b1, align 64
-  %t96_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t96_c3_1, align 64
-  %1182 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a3355, <16 x float> %t96_b1356, <16 x float> %t96_c3_1)
-  store <16 x float> %1182, ptr %fc1_weight_grad.t96_c3_1, align 64
-  %t96_a3357 = load <16 x float>, ptr %fc1_weight_grad.t96_a3, align 64
-  %t96_b2358 = load <16 x float>, ptr %fc1_weight_grad.t96_b2, align 64
-  %t96_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t96_c3_2, align 64
-  %1183 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a3357, <16 x float> %t96_b2358, <16 x float> %t96_c3_2)
-  store <16 x float> %1183, ptr %fc1_weight_grad.t96_c3_2, align 64
-  %t96_a3359 = load <16 x float>, ptr %fc1_weight_grad.t96_a3, align 64
-  %t96_b3360 = load <16 x float>, ptr %fc1_weight_grad.t96_b3, align 64
-  %t96_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t96_c3_3, align 64
-  %1184 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a3359, <16 x float> %t96_b3360, <16 x float> %t96_c3_3)
-  store <16 x float> %1184, ptr %fc1_weight_grad.t96_c3_3, align 64
-  %k97.next = add nsw i64 %fc1_weight_grad.k97328, 1
-  %1185 = icmp slt i64 %k97.next, 64
-  br i1 %1185, label %fc1_weight_grad.k97, label %fc1_weight_grad.k97.end
+  %1166 = add nsw i64 %1165, 48
+  %arena317 = getelementptr inbounds float, ptr %arena, i64 %1166
+  store <16 x float> %t73_c1_3316, ptr %arena317, align 4
+  %t73_c2_0318 = load <16 x float>, ptr %fc1.t73_c2_0, align 64
+  %1167 = mul nsw i64 %fc1.mb72252, 4
+  %1168 = add nsw i64 %1167, 2
+  %1169 = mul nsw i64 %1168, 64
+  %1170 = add nsw i64 3751936, %1169
+  %1171 = mul nsw i64 %fc1.nb71251, 64
+  %1172 = add nsw i64 %1170, %1171
+  %arena319 = getelementptr inbounds float, ptr %arena, i64 %1172
+  store <16 x float> %t73_c2_0318, ptr %arena319, align 4
+  %t73_c2_1320 = load <16 x float>, ptr %fc1.t73_c2_1, align 64
+  %1173 = mul nsw i64 %fc1.mb72252, 4
+  %1174 = add nsw i64 %1173, 2
+  %1175 = mul nsw i64 %1174, 64
+  %1176 = add nsw i64 3751936, %1175
+  %1177 = mul nsw i64 %fc1.nb71251, 64
+  %1178 = add nsw i64 %1176, %1177
+  %1179 = add nsw i64 %1178, 16
+  %arena321 = getelementptr inbounds float, ptr %arena, i64 %1179
+  store <16 x float> %t73_c2_1320, ptr %arena321, align 4
+  %t73_c2_2322 = load <16 x float>, ptr %fc1.t73_c2_2, align 64
+  %1180 = mul nsw i64 %fc1.mb72252, 4
+  %1181 = add nsw i64 %1180, 2
+  %1182 = mul nsw i64 %1181, 64
+  %1183 = add nsw i64 3751936, %1182
+  %1184 = mul nsw i64 %fc1.nb71251, 64
+  %1185 = add nsw i64 %1183, %1184
+  %1186 = add nsw i64 %1185, 32
+  %arena323 = getelementptr inbounds float, ptr %arena, i64 %1186
+  store <16 x float> %t73_c2_2322, ptr %arena323, align 4
+  %t73_c2_3324 = load <16 x float>, ptr %fc1.t73_c2_3, align 64
+  %1187 = mul nsw i64 %fc1.mb72252, 4
+  %1188 = add nsw i64 %1187, 2
+  %1189 = mul nsw i64 %1188, 64
+  %1190 = add nsw i64 3751936, %1189
+  %1191 = mul nsw i64 %fc1.nb71251, 64
+  %1192 = add nsw i64 %1190, %1191
+  %1193 = add nsw i64 %1192, 48
+  %arena325 = getelementptr inbounds float, ptr %arena, i64 %1193
+  store <16 x float> %t73_c2_3324, ptr %arena325, align 4
+  %t73_c3_0326 = load <16 x float>, ptr %fc1.t73_c3_0, align 64
+  %1194 = mul nsw i64 %fc1.mb72252, 4
+  %1195 = add nsw i64 %1194, 3
+  %1196 = mul nsw i64 %1195, 64
+  %1197 = add nsw i64 3751936, %1196
+  %1198 = mul nsw i64 %fc1.nb71251, 64
+  %1199 = add nsw i64 %1197, %1198
+  %arena327 = getelementptr inbounds float, ptr %arena, i64 %1199
+  store <16 x float> %t73_c3_0326, ptr %arena327, align 4
+  %t73_c3_1328 = load <16 x float>, ptr %fc1.t73_c3_1, align 64
+  %1200 = mul nsw i64 %fc1.mb72252, 4
+  %1201 = add nsw i64 %1200, 3
+  %1202 = mul nsw i64 %1201, 64
+  %1203 = add nsw i64 3751936, %1202
+  %1204 = mul nsw i64 %fc1.nb71251, 64
+  %1205 = add nsw i64 %1203, %1204
+  %1206 = add nsw i64 %1205, 16
+  %arena329 = getelementptr inbounds float, ptr %arena, i64 %1206
+  store <16 x float> %t73_c3_1328, ptr %arena329, align 4
+  %t73_c3_2330 = load <16 x float>, ptr %fc1.t73_c3_2, align 64
+  %1207 = mul nsw i64 %fc1.mb72252, 4
+  %1208 = add nsw i64 %1207, 3
+  %1209 = mul nsw i64 %1208, 64
+  %1210 = add nsw i64 3751936, %1209
+  %1211 = mul nsw i64 %fc1.nb71251, 64
+  %1212 = add nsw i64 %1210, %1211
+  %1213 = add nsw i64 %1212, 32
+  %arena331 = getelementptr inbounds float, ptr %arena, i64 %1213
+  store <16 x float> %t73_c3_2330, ptr %arena331, align 4
+  %t73_c3_3332 = load <16 x float>, ptr %fc1.t73_c3_3, align 64
+  %1214 = mul nsw i64 %fc1.mb72252, 4
+  %1215 = add nsw i64 %1214, 3
+  %1216 = mul nsw i64 %1215, 64
+  %1217 = add nsw i64 3751936, %1216
+  %1218 = mul nsw i64 %fc1.nb71251, 64
+  %1219 = add nsw i64 %1217, %1218
+  %1220 = add nsw i64 %1219, 48
+  %arena333 = getelementptr inbounds float, ptr %arena, i64 %1220
+  store <16 x float> %t73_c3_3332, ptr %arena333, align 4
+  %mb72.next = add nsw i64 %fc1.mb72252, 1
+  %1221 = icmp slt i64 %mb72.next, 32
+  br i1 %1221, label %fc1.mb72, label %fc1.mb72.end
 
-fc1_weight_grad.k97.end:                          ; preds = %fc1_weight_grad.k97
-  %t96_c0_0361 = load <16 x float>, ptr %fc1_weight_grad.t96_c0_0, align 64
-  %1186 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1187 = mul nsw i64 %1186, 9216
-  %1188 = add nsw i64 18816, %1187
-  %1189 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1190 = add nsw i64 %1188, %1189
-  %grads362 = getelementptr inbounds float, ptr %grads, i64 %1190
-  store <16 x float> %t96_c0_0361, ptr %grads362, align 4
-  %t96_c0_1363 = load <16 x float>, ptr %fc1_weight_grad.t96_c0_1, align 64
-  %1191 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1192 = mul nsw i64 %1191, 9216
-  %1193 = add nsw i64 18816, %1192
-  %1194 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1195 = add nsw i64 %1193, %1194
-  %1196 = add nsw i64 %1195, 16
-  %grads364 = getelementptr inbounds float, ptr %grads, i64 %1196
-  store <16 x float> %t96_c0_1363, ptr %grads364, align 4
-  %t96_c0_2365 = load <16 x float>, ptr %fc1_weight_grad.t96_c0_2, align 64
-  %1197 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1198 = mul nsw i64 %1197, 9216
-  %1199 = add nsw i64 18816, %1198
-  %1200 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1201 = add nsw i64 %1199, %1200
-  %1202 = add nsw i64 %1201, 32
-  %grads366 = getelementptr inbounds float, ptr %grads, i64 %1202
-  store <16 x float> %t96_c0_2365, ptr %grads366, align 4
-  %t96_c0_3367 = load <16 x float>, ptr %fc1_weight_grad.t96_c0_3, align 64
-  %1203 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1204 = mul nsw i64 %1203, 9216
-  %1205 = add nsw i64 18816, %1204
-  %1206 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1207 = add nsw i64 %1205, %1206
-  %1208 = add nsw i64 %1207, 48
-  %grads368 = getelementptr inbounds float, ptr %grads, i64 %1208
-  store <16 x float> %t96_c0_3367, ptr %grads368, align 4
-  %t96_c1_0369 = load <16 x float>, ptr %fc1_weight_grad.t96_c1_0, align 64
-  %1209 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1210 = add nsw i64 %1209, 1
-  %1211 = mul nsw i64 %1210, 9216
-  %1212 = add nsw i64 18816, %1211
-  %1213 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1214 = add nsw i64 %1212, %1213
-  %grads370 = getelementptr inbounds float, ptr %grads, i64 %1214
-  store <16 x float> %t96_c1_0369, ptr %grads370, align 4
-  %t96_c1_1371 = load <16 x float>, ptr %fc1_weight_grad.t96_c1_1, align 64
-  %1215 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1216 = add nsw i64 %1215, 1
-  %1217 = mul nsw i64 %1216, 9216
-  %1218 = add nsw i64 18816, %1217
-  %1219 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1220 = add nsw i64 %1218, %1219
-  %1221 = add nsw i64 %1220, 16
-  %grads372 = getelementptr inbounds float, ptr %grads, i64 %1221
-  store <16 x float> %t96_c1_1371, ptr %grads372, align 4
-  %t96_c1_2373 = load <16 x float>, ptr %fc1_weight_grad.t96_c1_2, align 64
-  %1222 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1223 = add nsw i64 %1222, 1
-  %1224 = mul nsw i64 %1223, 9216
-  %1225 = add nsw i64 18816, %1224
-  %1226 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1227 = add nsw i64 %1225, %1226
-  %1228 = add nsw i64 %1227, 32
-  %grads374 = getelementptr inbounds float, ptr %grads, i64 %1228
-  store <16 x float> %t96_c1_2373, ptr %grads374, align 4
-  %t96_c1_3375 = load <16 x float>, ptr %fc1_weight_grad.t96_c1_3, align 64
-  %1229 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1230 = add nsw i64 %1229, 1
-  %1231 = mul nsw i64 %1230, 9216
-  %1232 = add nsw i64 18816, %1231
-  %1233 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1234 = add nsw i64 %1232, %1233
-  %1235 = add nsw i64 %1234, 48
-  %grads376 = getelementptr inbounds float, ptr %grads, i64 %1235
-  store <16 x float> %t96_c1_3375, ptr %grads376, align 4
-  %t96_c2_0377 = load <16 x float>, ptr %fc1_weight_grad.t96_c2_0, align 64
-  %1236 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1237 = add nsw i64 %1236, 2
-  %1238 = mul nsw i64 %1237, 9216
-  %1239 = add nsw i64 18816, %1238
-  %1240 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1241 = add nsw i64 %1239, %1240
-  %grads378 = getelementptr inbounds float, ptr %grads, i64 %1241
-  store <16 x float> %t96_c2_0377, ptr %grads378, align 4
-  %t96_c2_1379 = load <16 x float>, ptr %fc1_weight_grad.t96_c2_1, align 64
-  %1242 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1243 = add nsw i64 %1242, 2
-  %1244 = mul nsw i64 %1243, 9216
-  %1245 = add nsw i64 18816, %1244
-  %1246 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1247 = add nsw i64 %1245, %1246
-  %1248 = add nsw i64 %1247, 16
-  %grads380 = getelementptr inbounds float, ptr %grads, i64 %1248
-  store <16 x float> %t96_c2_1379, ptr %grads380, align 4
-  %t96_c2_2381 = load <16 x float>, ptr %fc1_weight_grad.t96_c2_2, align 64
-  %1249 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1250 = add nsw i64 %1249, 2
-  %1251 = mul nsw i64 %1250, 9216
-  %1252 = add nsw i64 18816, %1251
-  %1253 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1254 = add nsw i64 %1252, %1253
-  %1255 = add nsw i64 %1254, 32
-  %grads382 = getelementptr inbounds float, ptr %grads, i64 %1255
-  store <16 x float> %t96_c2_2381, ptr %grads382, align 4
-  %t96_c2_3383 = load <16 x float>, ptr %fc1_weight_grad.t96_c2_3, align 64
-  %1256 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1257 = add nsw i64 %1256, 2
-  %1258 = mul nsw i64 %1257, 9216
-  %1259 = add nsw i64 18816, %1258
-  %1260 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1261 = add nsw i64 %1259, %1260
-  %1262 = add nsw i64 %1261, 48
-  %grads384 = getelementptr inbounds float, ptr %grads, i64 %1262
-  store <16 x float> %t96_c2_3383, ptr %grads384, align 4
-  %t96_c3_0385 = load <16 x float>, ptr %fc1_weight_grad.t96_c3_0, align 64
-  %1263 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1264 = add nsw i64 %1263, 3
-  %1265 = mul nsw i64 %1264, 9216
-  %1266 = add nsw i64 18816, %1265
-  %1267 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1268 = add nsw i64 %1266, %1267
-  %grads386 = getelementptr inbounds float, ptr %grads, i64 %1268
-  store <16 x float> %t96_c3_0385, ptr %grads386, align 4
-  %t96_c3_1387 = load <16 x float>, ptr %fc1_weight_grad.t96_c3_1, align 64
-  %1269 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1270 = add nsw i64 %1269, 3
-  %1271 = mul nsw i64 %1270, 9216
-  %1272 = add nsw i64 18816, %1271
-  %1273 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1274 = add nsw i64 %1272, %1273
-  %1275 = add nsw i64 %1274, 16
-  %grads388 = getelementptr inbounds float, ptr %grads, i64 %1275
-  store <16 x float> %t96_c3_1387, ptr %grads388, align 4
-  %t96_c3_2389 = load <16 x float>, ptr %fc1_weight_grad.t96_c3_2, align 64
-  %1276 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1277 = add nsw i64 %1276, 3
-  %1278 = mul nsw i64 %1277, 9216
-  %1279 = add nsw i64 18816, %1278
-  %1280 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1281 = add nsw i64 %1279, %1280
-  %1282 = add nsw i64 %1281, 32
-  %grads390 = getelementptr inbounds float, ptr %grads, i64 %1282
-  store <16 x float> %t96_c3_2389, ptr %grads390, align 4
-  %t96_c3_3391 = load <16 x float>, ptr %fc1_weight_grad.t96_c3_3, align 64
-  %1283 = mul nsw i64 %fc1_weight_grad.mb95327, 4
-  %1284 = add nsw i64 %1283, 3
-  %1285 = mul nsw i64 %1284, 9216
-  %1286 = add nsw i64 18816, %1285
-  %1287 = mul nsw i64 %fc1_weight_grad.nb94326, 64
-  %1288 = add nsw i64 %1286, %1287
-  %1289 = add nsw i64 %1288, 48
-  %grads392 = getelementptr inbounds float, ptr %grads, i64 %1289
-  store <16 x float> %t96_c3_3391, ptr %grads392, align 4
-  %mb95.next = add nsw i64 %fc1_weight_grad.mb95327, 1
-  %1290 = icmp slt i64 %mb95.next, 32
-  br i1 %1290, label %fc1_weight_grad.mb95, label %fc1_weight_grad.mb95.end
+fc1.n75:                                          ; preds = %fc1.u76.end, %fc1.kp70.end
+  %fc1.n75334 = phi i64 [ 0, %fc1.kp70.end ], [ %n75.next, %fc1.u76.end ]
+  br label %fc1.u76
 
-fc1_bias_grad.u98:                                ; preds = %fc1_bias_grad.n100.end, %fc1_weight_grad.nb94.end
-  %fc1_bias_grad.u98393 = phi i64 [ 0, %fc1_weight_grad.nb94.end ], [ %u98.next, %fc1_bias_grad.n100.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc99, align 4
-  br label %fc1_bias_grad.n100
+fc1.n75.end:                                      ; preds = %fc1.u76.end
+  br label %drop2.i77
 
-fc1_bias_grad.u98.end:                            ; preds = %fc1_bias_grad.n100.end
-  br label %flat_grad.nb101
+fc1.u76:                                          ; preds = %fc1.u76, %fc1.n75
+  %fc1.u76335 = phi i64 [ 0, %fc1.n75 ], [ %u76.next, %fc1.u76 ]
+  %1222 = mul nsw i64 %fc1.u76335, 64
+  %1223 = add nsw i64 3751936, %1222
+  %1224 = add nsw i64 %1223, %fc1.n75334
+  %arena336 = getelementptr inbounds float, ptr %arena, i64 %1224
+  %1225 = load float, ptr %arena336, align 4
+  %1226 = add nsw i64 1198464, %fc1.u76335
+  %params337 = getelementptr inbounds float, ptr %params, i64 %1226
+  %1227 = load float, ptr %params337, align 4
+  %1228 = fadd float %1225, %1227
+  %1229 = fcmp ogt float %1228, 0.000000e+00
+  %1230 = mul nsw i64 %fc1.u76335, 64
+  %1231 = add nsw i64 3751936, %1230
+  %1232 = add nsw i64 %1231, %fc1.n75334
+  %arena338 = getelementptr inbounds float, ptr %arena, i64 %1232
+  %1233 = load float, ptr %arena338, align 4
+  %1234 = add nsw i64 1198464, %fc1.u76335
+  %params339 = getelementptr inbounds float, ptr %params, i64 %1234
+  %1235 = load float, ptr %params339, align 4
+  %1236 = fadd float %1233, %1235
+  %1237 = select i1 %1229, float %1236, float 0.000000e+00
+  %1238 = mul nsw i64 %fc1.n75334, 128
+  %1239 = add nsw i64 3153920, %1238
+  %1240 = add nsw i64 %1239, %fc1.u76335
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 %1240
+  store float %1237, ptr %arena340, align 4
+  %u76.next = add nsw i64 %fc1.u76335, 1
+  %1241 = icmp slt i64 %u76.next, 128
+  br i1 %1241, label %fc1.u76, label %fc1.u76.end
 
-fc1_bias_grad.n100:                               ; preds = %fc1_bias_grad.n100, %fc1_bias_grad.u98
-  %fc1_bias_grad.n100394 = phi i64 [ 0, %fc1_bias_grad.u98 ], [ %n100.next, %fc1_bias_grad.n100 ]
-  %acc99 = load float, ptr %fc1_bias_grad.acc99, align 4
-  %1291 = mul nsw i64 %fc1_bias_grad.n100394, 128
-  %1292 = add nsw i64 3162112, %1291
-  %1293 = add nsw i64 %1292, %fc1_bias_grad.u98393
-  %arena395 = getelementptr inbounds float, ptr %arena, i64 %1293
-  %1294 = load float, ptr %arena395, align 4
-  %1295 = fadd float %acc99, %1294
-  store float %1295, ptr %fc1_bias_grad.acc99, align 4
-  %n100.next = add nsw i64 %fc1_bias_grad.n100394, 1
-  %1296 = icmp slt i64 %n100.next, 64
-  br i1 %1296, label %fc1_bias_grad.n100, label %fc1_bias_grad.n100.end
+fc1.u76.end:                                      ; preds = %fc1.u76
+  %n75.next = add nsw i64 %fc1.n75334, 1
+  %1242 = icmp slt i64 %n75.next, 64
+  br i1 %1242, label %fc1.n75, label %fc1.n75.end
 
-fc1_bias_grad.n100.end:                           ; preds = %fc1_bias_grad.n100
-  %acc99396 = load float, ptr %fc1_bias_grad.acc99, align 4
-  %1297 = add nsw i64 1198464, %fc1_bias_grad.u98393
-  %grads397 = getelementptr inbounds float, ptr %grads, i64 %1297
-  store float %acc99396, ptr %grads397, align 4
-  %u98.next = add nsw i64 %fc1_bias_grad.u98393, 1
-  %1298 = icmp slt i64 %u98.next, 128
-  br i1 %1298, label %fc1_bias_grad.u98, label %fc1_bias_grad.u98.end
+drop2.i77:                                        ; preds = %drop2.i77, %fc1.n75.end
+  %drop2.i77341 = phi i64 [ 0, %fc1.n75.end ], [ %i77.next, %drop2.i77 ]
+  %1243 = xor i64 %seed, 7835719957706616186
+  %1244 = lshr i64 %1243, 30
+  %1245 = xor i64 %1243, %1244
+  %1246 = mul i64 %1245, -4658895280553007687
+  %1247 = lshr i64 %1246, 27
+  %1248 = xor i64 %1246, %1247
+  %1249 = mul i64 %1248, -7723592293110705685
+  %1250 = lshr i64 %1249, 31
+  %1251 = xor i64 %1249, %1250
+  %1252 = add i64 %1251, %step
+  %1253 = lshr i64 %1252, 30
+  %1254 = xor i64 %1252, %1253
+  %1255 = mul i64 %1254, -4658895280553007687
+  %1256 = lshr i64 %1255, 27
+  %1257 = xor i64 %1255, %1256
+  %1258 = mul i64 %1257, -7723592293110705685
+  %1259 = lshr i64 %1258, 31
+  %1260 = xor i64 %1258, %1259
+  %1261 = mul i64 %drop2.i77341, -7046029254386353131
+  %1262 = add i64 %1260, %1261
+  %1263 = lshr i64 %1262, 30
+  %1264 = xor i64 %1262, %1263
+  %1265 = mul i64 %1264, -4658895280553007687
+  %1266 = lshr i64 %1265, 27
+  %1267 = xor i64 %1265, %1266
+  %1268 = mul i64 %1267, -7723592293110705685
+  %1269 = lshr i64 %1268, 31
+  %1270 = xor i64 %1268, %1269
+  %1271 = lshr i64 %1270, 40
+  %keep342 = icmp uge i64 %1271, 8388608
+  %1272 = add nsw i64 3153920, %drop2.i77341
+  %arena343 = getelementptr inbounds float, ptr %arena, i64 %1272
+  %1273 = load float, ptr %arena343, align 4
+  %1274 = fmul float %1273, 2.000000e+00
+  %1275 = select i1 %keep342, float %1274, float 0.000000e+00
+  %1276 = add nsw i64 3162112, %drop2.i77341
+  %arena344 = getelementptr inbounds float, ptr %arena, i64 %1276
+  store float %1275, ptr %arena344, align 4
+  %i77.next = add nsw i64 %drop2.i77341, 1
+  %1277 = icmp slt i64 %i77.next, 8192
+  br i1 %1277, label %drop2.i77, label %drop2.i77.end
 
-flat_grad.nb101:                                  ; preds = %flat_grad.mb102.end, %fc1_bias_grad.u98.end
-  %flat_grad.nb101398 = phi i64 [ 0, %fc1_bias_grad.u98.end ], [ %nb101.next, %flat_grad.mb102.end ]
-  br label %flat_grad.mb102
+drop2.i77.end:                                    ; preds = %drop2.i77
+  %arena345 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %params346 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena347 = getelementptr inbounds float, ptr %arena, i64 3170304
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena345, i32 128, ptr %params346, i32 128, float 0.000000e+00, ptr %arena347, i32 10)
+  br label %fc2.n78
 
-flat_grad.nb101.end:                              ; preds = %flat_grad.mb102.end
-  br label %pool_grad.i105
+fc2.n78:                                          ; preds = %fc2.u79.end, %drop2.i77.end
+  %fc2.n78348 = phi i64 [ 0, %drop2.i77.end ], [ %n78.next, %fc2.u79.end ]
+  br label %fc2.u79
 
-flat_grad.mb102:                                  ; preds = %flat_grad.k104.end, %flat_grad.nb101
-  %flat_grad.mb102399 = phi i64 [ 0, %flat_grad.nb101 ], [ %mb102.next, %flat_grad.k104.end ]
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t103_c3_3, align 64
-  br label %flat_grad.k104
+fc2.n78.end:                                      ; preds = %fc2.u79.end
+  br label %probs.n80
 
-flat_grad.mb102.end:                              ; preds = %flat_grad.k104.end
-  %nb101.next = add nsw i64 %flat_grad.nb101398, 1
-  %1299 = icmp slt i64 %nb101.next, 144
-  br i1 %1299, label %flat_grad.nb101, label %flat_grad.nb101.end
+fc2.u79:                                          ; preds = %fc2.u79, %fc2.n78
+  %fc2.u79349 = phi i64 [ 0, %fc2.n78 ], [ %u79.next, %fc2.u79 ]
+  %1278 = mul nsw i64 %fc2.n78348, 10
+  %1279 = add nsw i64 3170304, %1278
+  %1280 = add nsw i64 %1279, %fc2.u79349
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 %1280
+  %1281 = load float, ptr %arena350, align 4
+  %1282 = add nsw i64 1199872, %fc2.u79349
+  %params351 = getelementptr inbounds float, ptr %params, i64 %1282
+  %1283 = load float, ptr %params351, align 4
+  %1284 = fadd float %1281, %1283
+  %1285 = mul nsw i64 %fc2.n78348, 10
+  %1286 = add nsw i64 3170304, %1285
+  %1287 = add nsw i64 %1286, %fc2.u79349
+  %arena352 = getelementptr inbounds float, ptr %arena, i64 %1287
+  store float %1284, ptr %arena352, align 4
+  %u79.next = add nsw i64 %fc2.u79349, 1
+  %1288 = icmp slt i64 %u79.next, 10
+  br i1 %1288, label %fc2.u79, label %fc2.u79.end
 
-flat_grad.k104:                                   ; preds = %flat_grad.k104, %flat_grad.mb102
-  %flat_grad.k104400 = phi i64 [ 0, %flat_grad.mb102 ], [ %k104.next, %flat_grad.k104 ]
-  %1300 = mul nsw i64 %flat_grad.k104400, 9216
-  %1301 = add nsw i64 18816, %1300
-  %1302 = mul nsw i64 %flat_grad.nb101398, 64
-  %1303 = add nsw i64 %1301, %1302
-  %params401 = getelementptr inbounds float, ptr %params, i64 %1303
-  %1304 = load <16 x float>, ptr %params401, align 4
-  store <16 x float> %1304, ptr %flat_grad.t103_b0, align 64
-  %1305 = mul nsw i64 %flat_grad.k104400, 9216
-  %1306 = add nsw i64 18816, %1305
-  %1307 = mul nsw i64 %flat_grad.nb101398, 64
-  %1308 = add nsw i64 %1306, %1307
-  %1309 = add nsw i64 %1308, 16
-  %params402 = getelementptr inbounds float, ptr %params, i64 %1309
-  %1310 = load <16 x float>, ptr %params402, align 4
-  store <16 x float> %1310, ptr %flat_grad.t103_b1, align 64
-  %1311 = mul nsw i64 %flat_grad.k104400, 9216
-  %1312 = add nsw i64 18816, %1311
-  %1313 = mul nsw i64 %flat_grad.nb101398, 64
-  %1314 = add nsw i64 %1312, %1313
-  %1315 = add nsw i64 %1314, 32
-  %params403 = getelementptr inbounds float, ptr %params, i64 %1315
-  %1316 = load <16 x float>, ptr %params403, align 4
-  store <16 x float> %1316, ptr %flat_grad.t103_b2, align 64
-  %1317 = mul nsw i64 %flat_grad.k104400, 9216
-  %1318 = add nsw i64 18816, %1317
-  %1319 = mul nsw i64 %flat_grad.nb101398, 64
-  %1320 = add nsw i64 %1318, %1319
-  %1321 = add nsw i64 %1320, 48
-  %params404 = getelementptr inbounds float, ptr %params, i64 %1321
-  %1322 = load <16 x float>, ptr %params404, align 4
-  store <16 x float> %1322, ptr %flat_grad.t103_b3, align 64
-  %1323 = mul nsw i64 %flat_grad.mb102399, 4
-  %1324 = mul nsw i64 %1323, 128
-  %1325 = add nsw i64 3162112, %1324
-  %1326 = add nsw i64 %1325, %flat_grad.k104400
-  %arena405 = getelementptr inbounds float, ptr %arena, i64 %1326
-  %1327 = load float, ptr %arena405, align 4
-  %1328 = insertelement <16 x float> undef, float %1327, i32 0
-  %1329 = shufflevector <16 x float> %1328, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1329, ptr %flat_grad.t103_a0, align 64
-  %t103_a0 = load <16 x float>, ptr %flat_grad.t103_a0, align 64
-  %t103_b0 = load <16 x float>, ptr %flat_grad.t103_b0, align 64
-  %t103_c0_0 = load <16 x float>, ptr %flat_grad.t103_c0_0, align 64
-  %1330 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a0, <16 x float> %t103_b0, <16 x float> %t103_c0_0)
-  store <16 x float> %1330, ptr %flat_grad.t103_c0_0, align 64
-  %t103_a0406 = load <16 x float>, ptr %flat_grad.t103_a0, align 64
-  %t103_b1 = load <16 x float>, ptr %flat_grad.t103_b1, align 64
-  %t103_c0_1 = load <16 x float>, ptr %flat_grad.t103_c0_1, align 64
-  %1331 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a0406, <16 x float> %t103_b1, <16 x float> %t103_c0_1)
-  store <16 x float> %1331, ptr %flat_grad.t103_c0_1, align 64
-  %t103_a0407 = load <16 x float>, ptr %flat_grad.t103_a0, align 64
-  %t103_b2 = load <16 x float>, ptr %flat_grad.t103_b2, align 64
-  %t103_c0_2 = load <16 x float>, ptr %flat_grad.t103_c0_2, align 64
-  %1332 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a0407, <16 x float> %t103_b2, <16 x float> %t103_c0_2)
-  store <16 x float> %1332, ptr %flat_grad.t103_c0_2, align 64
-  %t103_a0408 = load <16 x float>, ptr %flat_grad.t103_a0, align 64
-  %t103_b3 = load <16 x float>, ptr %flat_grad.t103_b3, align 64
-  %t103_c0_3 = load <16 x float>, ptr %flat_grad.t103_c0_3, align 64
-  %1333 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a0408, <16 x float> %t103_b3, <16 x float> %t103_c0_3)
-  store <16 x float> %1333, ptr %flat_grad.t103_c0_3, align 64
-  %1334 = mul nsw i64 %flat_grad.mb102399, 4
-  %1335 = add nsw i64 %1334, 1
-  %1336 = mul nsw i64 %1335, 128
-  %1337 = add nsw i64 3162112, %1336
-  %1338 = add nsw i64 %1337, %flat_grad.k104400
-  %arena409 = getelementptr inbounds float, ptr %arena, i64 %1338
-  %1339 = load float, ptr %arena409, align 4
-  %1340 = insertelement <16 x float> undef, float %1339, i32 0
-  %1341 = shufflevector <16 x float> %1340, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1341, ptr %flat_grad.t103_a1, align 64
-  %t103_a1 = load <16 x float>, ptr %flat_grad.t103_a1, align 64
-  %t103_b0410 = load <16 x float>, ptr %flat_grad.t103_b0, align 64
-  %t103_c1_0 = load <16 x float>, ptr %flat_grad.t103_c1_0, align 64
-  %1342 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a1, <16 x float> %t103_b0410, <16 x float> %t103_c1_0)
-  store <16 x float> %1342, ptr %flat_grad.t103_c1_0, align 64
-  %t103_a1411 = load <16 x float>, ptr %flat_grad.t103_a1, align 64
-  %t103_b1412 = load <16 x float>, ptr %flat_grad.t103_b1, align 64
-  %t103_c1_1 = load <16 x float>, ptr %flat_grad.t103_c1_1, align 64
-  %1343 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a1411, <16 x float> %t103_b1412, <16 x float> %t103_c1_1)
-  store <16 x float> %1343, ptr %flat_grad.t103_c1_1, align 64
-  %t103_a1413 = load <16 x float>, ptr %flat_grad.t103_a1, align 64
-  %t103_b2414 = load <16 x float>, ptr %flat_grad.t103_b2, align 64
-  %t103_c1_2 = load <16 x float>, ptr %flat_grad.t103_c1_2, align 64
-  %1344 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a1413, <16 x float> %t103_b2414, <16 x float> %t103_c1_2)
-  store <16 x float> %1344, ptr %flat_grad.t103_c1_2, align 64
-  %t103_a1415 = load <16 x float>, ptr %flat_grad.t103_a1, align 64
-  %t103_b3416 = load <16 x float>, ptr %flat_grad.t103_b3, align 64
-  %t103_c1_3 = load <16 x float>, ptr %flat_grad.t103_c1_3, align 64
-  %1345 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a1415, <16 x float> %t103_b3416, <16 x float> %t103_c1_3)
-  store <16 x float> %1345, ptr %flat_grad.t103_c1_3, align 64
-  %1346 = mul nsw i64 %flat_grad.mb102399, 4
-  %1347 = add nsw i64 %1346, 2
-  %1348 = mul nsw i64 %1347, 128
-  %1349 = add nsw i64 3162112, %1348
-  %1350 = add nsw i64 %1349, %flat_grad.k104400
-  %arena417 = getelementptr inbounds float, ptr %arena, i64 %1350
-  %1351 = load float, ptr %arena417, align 4
-  %1352 = insertelement <16 x float> undef, float %1351, i32 0
-  %1353 = shufflevector <16 x float> %1352, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1353, ptr %flat_grad.t103_a2, align 64
-  %t103_a2 = load <16 x float>, ptr %flat_grad.t103_a2, align 64
-  %t103_b0418 = load <16 x float>, ptr %flat_grad.t103_b0, align 64
-  %t103_c2_0 = load <16 x float>, ptr %flat_grad.t103_c2_0, align 64
-  %1354 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a2, <16 x float> %t103_b0418, <16 x float> %t103_c2_0)
-  store <16 x float> %1354, ptr %flat_grad.t103_c2_0, align 64
-  %t103_a2419 = load <16 x float>, ptr %flat_grad.t103_a2, align 64
-  %t103_b1420 = load <16 x float>, ptr %flat_grad.t103_b1, align 64
-  %t103_c2_1 = load <16 x float>, ptr %flat_grad.t103_c2_1, align 64
-  %1355 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a2419, <16 x float> %t103_b1420, <16 x float> %t103_c2_1)
-  store <16 x float> %1355, ptr %flat_grad.t103_c2_1, align 64
-  %t103_a2421 = load <16 x float>, ptr %flat_grad.t103_a2, align 64
-  %t103_b2422 = load <16 x float>, ptr %flat_grad.t103_b2, align 64
-  %t103_c2_2 = load <16 x float>, ptr %flat_grad.t103_c2_2, align 64
-  %1356 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a2421, <16 x float> %t103_b2422, <16 x float> %t103_c2_2)
-  store <16 x float> %1356, ptr %flat_grad.t103_c2_2, align 64
-  %t103_a2423 = load <16 x float>, ptr %flat_grad.t103_a2, align 64
-  %t103_b3424 = load <16 x float>, ptr %flat_grad.t103_b3, align 64
-  %t103_c2_3 = load <16 x float>, ptr %flat_grad.t103_c2_3, align 64
-  %1357 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a2423, <16 x float> %t103_b3424, <16 x float> %t103_c2_3)
-  store <16 x float> %1357, ptr %flat_grad.t103_c2_3, align 64
-  %1358 = mul nsw i64 %flat_grad.mb102399, 4
-  %1359 = add nsw i64 %1358, 3
-  %1360 = mul nsw i64 %1359, 128
-  %1361 = add nsw i64 3162112, %1360
-  %1362 = add nsw i64 %1361, %flat_grad.k104400
-  %arena425 = getelementptr inbounds float, ptr %arena, i64 %1362
-  %1363 = load float, ptr %arena425, align 4
-  %1364 = insertelement <16 x float> undef, float %1363, i32 0
-  %1365 = shufflevector <16 x float> %1364, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1365, ptr %flat_grad.t103_a3, align 64
-  %t103_a3 = load <16 x float>, ptr %flat_grad.t103_a3, align 64
-  %t103_b0426 = load <16 x float>, ptr %flat_grad.t103_b0, align 64
-  %t103_c3_0 = load <16 x float>, ptr %flat_grad.t103_c3_0, align 64
-  %1366 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a3, <16 x float> %t103_b0426, <16 x float> %t103_c3_0)
-  store <16 x float> %1366, ptr %flat_grad.t103_c3_0, align 64
-  %t103_a3427 = load <16 x float>, ptr %flat_grad.t103_a3, align 64
-  %t103_b1428 = load <16 x float>, ptr %flat_grad.t103_b1, align 64
-  %t103_c3_1 = load <16 x float>, ptr %flat_grad.t103_c3_1, align 64
-  %1367 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a3427, <16 x float> %t103_b1428, <16 x float> %t103_c3_1)
-  store <16 x float> %1367, ptr %flat_grad.t103_c3_1, align 64
-  %t103_a3429 = load <16 x float>, ptr %flat_grad.t103_a3, align 64
-  %t103_b2430 = load <16 x float>, ptr %flat_grad.t103_b2, align 64
-  %t103_c3_2 = load <16 x float>, ptr %flat_grad.t103_c3_2, align 64
-  %1368 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a3429, <16 x float> %t103_b2430, <16 x float> %t103_c3_2)
-  store <16 x float> %1368, ptr %flat_grad.t103_c3_2, align 64
-  %t103_a3431 = load <16 x float>, ptr %flat_grad.t103_a3, align 64
-  %t103_b3432 = load <16 x float>, ptr %flat_grad.t103_b3, align 64
-  %t103_c3_3 = load <16 x float>, ptr %flat_grad.t103_c3_3, align 64
-  %1369 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t103_a3431, <16 x float> %t103_b3432, <16 x float> %t103_c3_3)
-  store <16 x float> %1369, ptr %flat_grad.t103_c3_3, align 64
-  %k104.next = add nsw i64 %flat_grad.k104400, 1
-  %1370 = icmp slt i64 %k104.next, 128
-  br i1 %1370, label %flat_grad.k104, label %flat_grad.k104.end
+fc2.u79.end:                                      ; preds = %fc2.u79
+  %n78.next = add nsw i64 %fc2.n78348, 1
+  %1289 = icmp slt i64 %n78.next, 64
+  br i1 %1289, label %fc2.n78, label %fc2.n78.end
 
-flat_grad.k104.end:                               ; preds = %flat_grad.k104
-  %t103_c0_0433 = load <16 x float>, ptr %flat_grad.t103_c0_0, align 64
-  %1371 = mul nsw i64 %flat_grad.mb102399, 4
-  %1372 = mul nsw i64 %1371, 9216
-  %1373 = add nsw i64 3171600, %1372
-  %1374 = mul nsw i64 %flat_grad.nb101398, 64
-  %1375 = add nsw i64 %1373, %1374
-  %arena434 = getelementptr inbounds float, ptr %arena, i64 %1375
-  store <16 x float> %t103_c0_0433, ptr %arena434, align 4
-  %t103_c0_1435 = load <16 x float>, ptr %flat_grad.t103_c0_1, align 64
-  %1376 = mul nsw i64 %flat_grad.mb102399, 4
-  %1377 = mul nsw i64 %1376, 9216
-  %1378 = add nsw i64 3171600, %1377
-  %1379 = mul nsw i64 %flat_grad.nb101398, 64
-  %1380 = add nsw i64 %1378, %1379
-  %1381 = add nsw i64 %1380, 16
-  %arena436 = getelementptr inbounds float, ptr %arena, i64 %1381
-  store <16 x float> %t103_c0_1435, ptr %arena436, align 4
-  %t103_c0_2437 = load <16 x float>, ptr %flat_grad.t103_c0_2, align 64
-  %1382 = mul nsw i64 %flat_grad.mb102399, 4
-  %1383 = mul nsw i64 %1382, 9216
-  %1384 = add nsw i64 3171600, %1383
-  %1385 = mul nsw i64 %flat_grad.nb101398, 64
-  %1386 = add nsw i64 %1384, %1385
-  %1387 = add nsw i64 %1386, 32
-  %arena438 = getelementptr inbounds float, ptr %arena, i64 %1387
-  store <16 x float> %t103_c0_2437, ptr %arena438, align 4
-  %t103_c0_3439 = load <16 x float>, ptr %flat_grad.t103_c0_3, align 64
-  %1388 = mul nsw i64 %flat_grad.mb102399, 4
-  %1389 = mul nsw i64 %1388, 9216
-  %1390 = add nsw i64 3171600, %1389
-  %1391 = mul nsw i64 %flat_grad.nb101398, 64
-  %1392 = add nsw i64 %1390, %1391
-  %1393 = add nsw i64 %1392, 48
-  %arena440 = getelementptr inbounds float, ptr %arena, i64 %1393
-  store <16 x float> %t103_c0_3439, ptr %arena440, align 4
-  %t103_c1_0441 = load <16 x float>, ptr %flat_grad.t103_c1_0, align 64
-  %1394 = mul nsw i64 %flat_grad.mb102399, 4
-  %1395 = add nsw i64 %1394, 1
-  %1396 = mul nsw i64 %1395, 9216
-  %1397 = add nsw i64 3171600, %1396
-  %1398 = mul nsw i64 %flat_grad.nb101398, 64
-  %1399 = add nsw i64 %1397, %1398
-  %arena442 = getelementptr inbounds float, ptr %arena, i64 %1399
-  store <16 x float> %t103_c1_0441, ptr %arena442, align 4
-  %t103_c1_1443 = load <16 x float>, ptr %flat_grad.t103_c1_1, align 64
-  %1400 = mul nsw i64 %flat_grad.mb102399, 4
-  %1401 = add nsw i64 %1400, 1
-  %1402 = mul nsw i64 %1401, 9216
-  %1403 = add nsw i64 3171600, %1402
-  %1404 = mul nsw i64 %flat_grad.nb101398, 64
-  %1405 = add nsw i64 %1403, %1404
-  %1406 = add nsw i64 %1405, 16
-  %arena444 = getelementptr inbounds float, ptr %arena, i64 %1406
-  store <16 x float> %t103_c1_1443, ptr %arena444, align 4
-  %t103_c1_2445 = load <16 x float>, ptr %flat_grad.t103_c1_2, align 64
-  %1407 = mul nsw i64 %flat_grad.mb102399, 4
-  %1408 = add nsw i64 %1407, 1
-  %1409 = mul nsw i64 %1408, 9216
-  %1410 = add nsw i64 3171600, %1409
-  %1411 = mul nsw i64 %flat_grad.nb101398, 64
-  %1412 = add nsw i64 %1410, %1411
-  %1413 = add nsw i64 %1412, 32
-  %arena446 = getelementptr inbounds float, ptr %arena, i64 %1413
-  store <16 x float> %t103_c1_2445, ptr %arena446, align 4
-  %t103_c1_3447 = load <16 x float>, ptr %flat_grad.t103_c1_3, align 64
-  %1414 = mul nsw i64 %flat_grad.mb102399, 4
-  %1415 = add nsw i64 %1414, 1
-  %1416 = mul nsw i64 %1415, 9216
-  %1417 = add nsw i64 3171600, %1416
-  %1418 = mul nsw i64 %flat_grad.nb101398, 64
-  %1419 = add nsw i64 %1417, %1418
-  %1420 = add nsw i64 %1419, 48
-  %arena448 = getelementptr inbounds float, ptr %arena, i64 %1420
-  store <16 x float> %t103_c1_3447, ptr %arena448, align 4
-  %t103_c2_0449 = load <16 x float>, ptr %flat_grad.t103_c2_0, align 64
-  %1421 = mul nsw i64 %flat_grad.mb102399, 4
-  %1422 = add nsw i64 %1421, 2
-  %1423 = mul nsw i64 %1422, 9216
-  %1424 = add nsw i64 3171600, %1423
-  %1425 = mul nsw i64 %flat_grad.nb101398, 64
-  %1426 = add nsw i64 %1424, %1425
-  %arena450 = getelementptr inbounds float, ptr %arena, i64 %1426
-  store <16 x float> %t103_c2_0449, ptr %arena450, align 4
-  %t103_c2_1451 = load <16 x float>, ptr %flat_grad.t103_c2_1, align 64
-  %1427 = mul nsw i64 %flat_grad.mb102399, 4
-  %1428 = add nsw i64 %1427, 2
-  %1429 = mul nsw i64 %1428, 9216
-  %1430 = add nsw i64 3171600, %1429
-  %1431 = mul nsw i64 %flat_grad.nb101398, 64
-  %1432 = add nsw i64 %1430, %1431
-  %1433 = add nsw i64 %1432, 16
-  %arena452 = getelementptr inbounds float, ptr %arena, i64 %1433
-  store <16 x float> %t103_c2_1451, ptr %arena452, align 4
-  %t103_c2_2453 = load <16 x float>, ptr %flat_grad.t103_c2_2, align 64
-  %1434 = mul nsw i64 %flat_grad.mb102399, 4
-  %1435 = add nsw i64 %1434, 2
-  %1436 = mul nsw i64 %1435, 9216
-  %1437 = add nsw i64 3171600, %1436
-  %1438 = mul nsw i64 %flat_grad.nb101398, 64
-  %1439 = add nsw i64 %1437, %1438
-  %1440 = add nsw i64 %1439, 32
-  %arena454 = getelementptr inbounds float, ptr %arena, i64 %1440
-  store <16 x float> %t103_c2_2453, ptr %arena454, align 4
-  %t103_c2_3455 = load <16 x float>, ptr %flat_grad.t103_c2_3, align 64
-  %1441 = mul nsw i64 %flat_grad.mb102399, 4
-  %1442 = add nsw i64 %1441, 2
-  %1443 = mul nsw i64 %1442, 9216
-  %1444 = add nsw i64 3171600, %1443
-  %1445 = mul nsw i64 %flat_grad.nb101398, 64
+probs.n80:                                        ; preds = %probs.k85.end, %fc2.n78.end
+  %probs.n80353 = phi i64 [ 0, %fc2.n78.end ], [ %n80.next, %probs.k85.end ]
+  %1290 = mul nsw i64 %probs.n80353, 10
+  %1291 = add nsw i64 3170304, %1290
+  %arena354 = getelementptr inbounds float, ptr %arena, i64 %1291
+  %1292 = load float, ptr %arena354, align 4
+  store float %1292, ptr %probs.m81, align 4
+  br label %probs.k83
+
+probs.n80.end:                                    ; preds = %probs.k85.end
+  store float 0.000000e+00, ptr %loss.total86, align 4
+  br label %loss.n87
+
+probs.k83:                                        ; preds = %probs.k83, %probs.n80
+  %probs.k83355 = phi i64 [ 0, %probs.n80 ], [ %k83.next, %probs.k83 ]
+  %m81 = load float, ptr %probs.m81, align 4
+  %1293 = mul nsw i64 %probs.n80353, 10
+  %1294 = add nsw i64 3170304, %1293
+  %1295 = add nsw i64 %1294, %probs.k83355
+  %arena356 = getelementptr inbounds float, ptr %arena, i64 %1295
+  %1296 = load float, ptr %arena356, align 4
+  %1297 = fcmp ogt float %1296, %m81
+  %1298 = select i1 %1297, float %1296, float %m81
+  store float %1298, ptr %probs.m81, align 4
+  %k83.next = add nsw i64 %probs.k83355, 1
+  %1299 = icmp slt i64 %k83.next, 10
+  br i1 %1299, label %probs.k83, label %probs.k83.end
+
+probs.k83.end:                                    ; preds = %probs.k83
+  store float 0.000000e+00, ptr %probs.s82, align 4
+  br label %probs.k84
+
+probs.k84:                                        ; preds = %probs.k84, %probs.k83.end
+  %probs.k84357 = phi i64 [ 0, %probs.k83.end ], [ %k84.next, %probs.k84 ]
+  %s82 = load float, ptr %probs.s82, align 4
+  %1300 = mul nsw i64 %probs.n80353, 10
+  %1301 = add nsw i64 3170304, %1300
+  %1302 = add nsw i64 %1301, %probs.k84357
+  %arena358 = getelementptr inbounds float, ptr %arena, i64 %1302
+  %1303 = load float, ptr %arena358, align 4
+  %m81359 = load float, ptr %probs.m81, align 4
+  %1304 = fsub float %1303, %m81359
+  %1305 = call float @llvm.exp.f32(float %1304)
+  %1306 = fadd float %s82, %1305
+  store float %1306, ptr %probs.s82, align 4
+  %k84.next = add nsw i64 %probs.k84357, 1
+  %1307 = icmp slt i64 %k84.next, 10
+  br i1 %1307, label %probs.k84, label %probs.k84.end
+
+probs.k84.end:                                    ; preds = %probs.k84
+  br label %probs.k85
+
+probs.k85:                                        ; preds = %probs.k85, %probs.k84.end
+  %probs.k85360 = phi i64 [ 0, %probs.k84.end ], [ %k85.next, %probs.k85 ]
+  %1308 = mul nsw i64 %probs.n80353, 10
+  %1309 = add nsw i64 3170304, %1308
+  %1310 = add nsw i64 %1309, %probs.k85360
+  %arena361 = getelementptr inbounds float, ptr %arena, i64 %1310
+  %1311 = load float, ptr %arena361, align 4
+  %m81362 = load float, ptr %probs.m81, align 4
+  %1312 = fsub float %1311, %m81362
+  %1313 = call float @llvm.exp.f32(float %1312)
+  %s82363 = load float, ptr %probs.s82, align 4
+  %1314 = fdiv float %1313, %s82363
+  %1315 = mul nsw i64 %probs.n80353, 10
+  %1316 = add nsw i64 3170944, %1315
+  %1317 = add nsw i64 %1316, %probs.k85360
+  %arena364 = getelementptr inbounds float, ptr %arena, i64 %1317
+  store float %1314, ptr %arena364, align 4
+  %k85.next = add nsw i64 %probs.k85360, 1
+  %1318 = icmp slt i64 %k85.next, 10
+  br i1 %1318, label %probs.k85, label %probs.k85.end
+
+probs.k85.end:                                    ; preds = %probs.k85
+  %n80.next = add nsw i64 %probs.n80353, 1
+  %1319 = icmp slt i64 %n80.next, 64
+  br i1 %1319, label %probs.n80, label %probs.n80.end
+
+loss.n87:                                         ; preds = %loss.k91.end, %probs.n80.end
+  %loss.n87365 = phi i64 [ 0, %probs.n80.end ], [ %n87.next, %loss.k91.end ]
+  %1320 = mul nsw i64 %loss.n87365, 10
+  %1321 = add nsw i64 3170304, %1320
+  %arena366 = getelementptr inbounds float, ptr %arena, i64 %1321
+  %1322 = load float, ptr %arena366, align 4
+  store float %1322, ptr %loss.m88, align 4
+  br label %loss.k90
+
+loss.n87.end:                                     ; preds = %loss.k91.end
+  %total86376 = load float, ptr %loss.total86, align 4
+  %1323 = fdiv float %total86376, 6.400000e+01
+  %arena377 = getelementptr inbounds float, ptr %arena, i64 3171584
+  store float %1323, ptr %arena377, align 4
+  br label %fc2_grad.n92
+
+loss.k90:                                         ; preds = %loss.k90, %loss.n87
+  %loss.k90367 = phi i64 [ 0, %loss.n87 ], [ %k90.next, %loss.k90 ]
+  %m88 = load float, ptr %loss.m88, align 4
+  %1324 = mul nsw i64 %loss.n87365, 10
+  %1325 = add nsw i64 3170304, %1324
+  %1326 = add nsw i64 %1325, %loss.k90367
+  %arena368 = getelementptr inbounds float, ptr %arena, i64 %1326
+  %1327 = load float, ptr %arena368, align 4
+  %1328 = fcmp ogt float %1327, %m88
+  %1329 = select i1 %1328, float %1327, float %m88
+  store float %1329, ptr %loss.m88, align 4
+  %k90.next = add nsw i64 %loss.k90367, 1
+  %1330 = icmp slt i64 %k90.next, 10
+  br i1 %1330, label %loss.k90, label %loss.k90.end
+
+loss.k90.end:                                     ; preds = %loss.k90
+  store float 0.000000e+00, ptr %loss.s89, align 4
+  br label %loss.k91
+
+loss.k91:                                         ; preds = %loss.k91, %loss.k90.end
+  %loss.k91369 = phi i64 [ 0, %loss.k90.end ], [ %k91.next, %loss.k91 ]
+  %s89 = load float, ptr %loss.s89, align 4
+  %1331 = mul nsw i64 %loss.n87365, 10
+  %1332 = add nsw i64 3170304, %1331
+  %1333 = add nsw i64 %1332, %loss.k91369
+  %arena370 = getelementptr inbounds float, ptr %arena, i64 %1333
+  %1334 = load float, ptr %arena370, align 4
+  %m88371 = load float, ptr %loss.m88, align 4
+  %1335 = fsub float %1334, %m88371
+  %1336 = call float @llvm.exp.f32(float %1335)
+  %1337 = fadd float %s89, %1336
+  store float %1337, ptr %loss.s89, align 4
+  %k91.next = add nsw i64 %loss.k91369, 1
+  %1338 = icmp slt i64 %k91.next, 10
+  br i1 %1338, label %loss.k91, label %loss.k91.end
+
+loss.k91.end:                                     ; preds = %loss.k91
+  %total86 = load float, ptr %loss.total86, align 4
+  %m88372 = load float, ptr %loss.m88, align 4
+  %s89373 = load float, ptr %loss.s89, align 4
+  %1339 = call float @llvm.log.f32(float %s89373)
+  %1340 = fadd float %m88372, %1339
+  %1341 = mul nsw i64 %loss.n87365, 10
+  %1342 = add nsw i64 3170304, %1341
+  %labels374 = getelementptr inbounds i32, ptr %labels, i64 %loss.n87365
+  %label = load i32, ptr %labels374, align 4
+  %1343 = sext i32 %label to i64
+  %1344 = add nsw i64 %1342, %1343
+  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1344
+  %1345 = load float, ptr %arena375, align 4
+  %1346 = fsub float %1340, %1345
+  %1347 = fadd float %total86, %1346
+  store float %1347, ptr %loss.total86, align 4
+  %n87.next = add nsw i64 %loss.n87365, 1
+  %1348 = icmp slt i64 %n87.next, 64
+  br i1 %1348, label %loss.n87, label %loss.n87.end
+
+fc2_grad.n92:                                     ; preds = %fc2_grad.k97.end, %loss.n87.end
+  %fc2_grad.n92378 = phi i64 [ 0, %loss.n87.end ], [ %n92.next, %fc2_grad.k97.end ]
+  %1349 = mul nsw i64 %fc2_grad.n92378, 10
+  %1350 = add nsw i64 3170304, %1349
+  %arena379 = getelementptr inbounds float, ptr %arena, i64 %1350
+  %1351 = load float, ptr %arena379, align 4
+  store float %1351, ptr %fc2_grad.m93, align 4
+  br label %fc2_grad.k95
+
+fc2_grad.n92.end:                                 ; preds = %fc2_grad.k97.end
+  %arena395 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %arena396 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %grads397 = getelementptr inbounds float, ptr %grads, i64 1198592
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena395, i32 10, ptr %arena396, i32 128, float 0.000000e+00, ptr %grads397, i32 128)
+  br label %fc2_bias_grad.u98
+
+fc2_grad.k95:                                     ; preds = %fc2_grad.k95, %fc2_grad.n92
+  %fc2_grad.k95380 = phi i64 [ 0, %fc2_grad.n92 ], [ %k95.next, %fc2_grad.k95 ]
+  %m93 = load float, ptr %fc2_grad.m93, align 4
+  %1352 = mul nsw i64 %fc2_grad.n92378, 10
+  %1353 = add nsw i64 3170304, %1352
+  %1354 = add nsw i64 %1353, %fc2_grad.k95380
+  %arena381 = getelementptr inbounds float, ptr %arena, i64 %1354
+  %1355 = load float, ptr %arena381, align 4
+  %1356 = fcmp ogt float %1355, %m93
+  %1357 = select i1 %1356, float %1355, float %m93
+  store float %1357, ptr %fc2_grad.m93, align 4
+  %k95.next = add nsw i64 %fc2_grad.k95380, 1
+  %1358 = icmp slt i64 %k95.next, 10
+  br i1 %1358, label %fc2_grad.k95, label %fc2_grad.k95.end
+
+fc2_grad.k95.end:                                 ; preds = %fc2_grad.k95
+  store float 0.000000e+00, ptr %fc2_grad.s94, align 4
+  br label %fc2_grad.k96
+
+fc2_grad.k96:                                     ; preds = %fc2_grad.k96, %fc2_grad.k95.end
+  %fc2_grad.k96382 = phi i64 [ 0, %fc2_grad.k95.end ], [ %k96.next, %fc2_grad.k96 ]
+  %s94 = load float, ptr %fc2_grad.s94, align 4
+  %1359 = mul nsw i64 %fc2_grad.n92378, 10
+  %1360 = add nsw i64 3170304, %1359
+  %1361 = add nsw i64 %1360, %fc2_grad.k96382
+  %arena383 = getelementptr inbounds float, ptr %arena, i64 %1361
+  %1362 = load float, ptr %arena383, align 4
+  %m93384 = load float, ptr %fc2_grad.m93, align 4
+  %1363 = fsub float %1362, %m93384
+  %1364 = call float @llvm.exp.f32(float %1363)
+  %1365 = fadd float %s94, %1364
+  store float %1365, ptr %fc2_grad.s94, align 4
+  %k96.next = add nsw i64 %fc2_grad.k96382, 1
+  %1366 = icmp slt i64 %k96.next, 10
+  br i1 %1366, label %fc2_grad.k96, label %fc2_grad.k96.end
+
+fc2_grad.k96.end:                                 ; preds = %fc2_grad.k96
+  br label %fc2_grad.k97
+
+fc2_grad.k97:                                     ; preds = %fc2_grad.k97, %fc2_grad.k96.end
+  %fc2_grad.k97385 = phi i64 [ 0, %fc2_grad.k96.end ], [ %k97.next, %fc2_grad.k97 ]
+  %labels386 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n92378
+  %label387 = load i32, ptr %labels386, align 4
+  %1367 = sext i32 %label387 to i64
+  %1368 = icmp eq i64 %fc2_grad.k97385, %1367
+  %1369 = mul nsw i64 %fc2_grad.n92378, 10
+  %1370 = add nsw i64 3170304, %1369
+  %1371 = add nsw i64 %1370, %fc2_grad.k97385
+  %arena388 = getelementptr inbounds float, ptr %arena, i64 %1371
+  %1372 = load float, ptr %arena388, align 4
+  %m93389 = load float, ptr %fc2_grad.m93, align 4
+  %1373 = fsub float %1372, %m93389
+  %1374 = call float @llvm.exp.f32(float %1373)
+  %s94390 = load float, ptr %fc2_grad.s94, align 4
+  %1375 = fdiv float %1374, %s94390
+  %1376 = fsub float %1375, 1.000000e+00
+  %1377 = mul nsw i64 %fc2_grad.n92378, 10
+  %1378 = add nsw i64 3170304, %1377
+  %1379 = add nsw i64 %1378, %fc2_grad.k97385
+  %arena391 = getelementptr inbounds float, ptr %arena, i64 %1379
+  %1380 = load float, ptr %arena391, align 4
+  %m93392 = load float, ptr %fc2_grad.m93, align 4
+  %1381 = fsub float %1380, %m93392
+  %1382 = call float @llvm.exp.f32(float %1381)
+  %s94393 = load float, ptr %fc2_grad.s94, align 4
+  %1383 = fdiv float %1382, %s94393
+  %1384 = select i1 %1368, float %1376, float %1383
+  %1385 = fdiv float %1384, 6.400000e+01
+  %1386 = mul nsw i64 %fc2_grad.n92378, 10
+  %1387 = add nsw i64 3171600, %1386
+  %1388 = add nsw i64 %1387, %fc2_grad.k97385
+  %arena394 = getelementptr inbounds float, ptr %arena, i64 %1388
+  store float %1385, ptr %arena394, align 4
+  %k97.next = add nsw i64 %fc2_grad.k97385, 1
+  %1389 = icmp slt i64 %k97.next, 10
+  br i1 %1389, label %fc2_grad.k97, label %fc2_grad.k97.end
+
+fc2_grad.k97.end:                                 ; preds = %fc2_grad.k97
+  %n92.next = add nsw i64 %fc2_grad.n92378, 1
+  %1390 = icmp slt i64 %n92.next, 64
+  br i1 %1390, label %fc2_grad.n92, label %fc2_grad.n92.end
+
+fc2_bias_grad.u98:                                ; preds = %fc2_bias_grad.n100.end, %fc2_grad.n92.end
+  %fc2_bias_grad.u98398 = phi i64 [ 0, %fc2_grad.n92.end ], [ %u98.next, %fc2_bias_grad.n100.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc99, align 4
+  br label %fc2_bias_grad.n100
+
+fc2_bias_grad.u98.end:                            ; preds = %fc2_bias_grad.n100.end
+  %arena403 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %params404 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena405 = getelementptr inbounds float, ptr %arena, i64 3172240
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena403, i32 10, ptr %params404, i32 128, float 0.000000e+00, ptr %arena405, i32 128)
+  br label %relu3_grad.i101
+
+fc2_bias_grad.n100:                               ; preds = %fc2_bias_grad.n100, %fc2_bias_grad.u98
+  %fc2_bias_grad.n100399 = phi i64 [ 0, %fc2_bias_grad.u98 ], [ %n100.next, %fc2_bias_grad.n100 ]
+  %acc99 = load float, ptr %fc2_bias_grad.acc99, align 4
+  %1391 = mul nsw i64 %fc2_bias_grad.n100399, 10
+  %1392 = add nsw i64 3171600, %1391
+  %1393 = add nsw i64 %1392, %fc2_bias_grad.u98398
+  %arena400 = getelementptr inbounds float, ptr %arena, i64 %1393
+  %1394 = load float, ptr %arena400, align 4
+  %1395 = fadd float %acc99, %1394
+  store float %1395, ptr %fc2_bias_grad.acc99, align 4
+  %n100.next = add nsw i64 %fc2_bias_grad.n100399, 1
+  %1396 = icmp slt i64 %n100.next, 64
+  br i1 %1396, label %fc2_bias_grad.n100, label %fc2_bias_grad.n100.end
+
+fc2_bias_grad.n100.end:                           ; preds = %fc2_bias_grad.n100
+  %acc99401 = load float, ptr %fc2_bias_grad.acc99, align 4
+  %1397 = add nsw i64 1199872, %fc2_bias_grad.u98398
+  %grads402 = getelementptr inbounds float, ptr %grads, i64 %1397
+  store float %acc99401, ptr %grads402, align 4
+  %u98.next = add nsw i64 %fc2_bias_grad.u98398, 1
+  %1398 = icmp slt i64 %u98.next, 10
+  br i1 %1398, label %fc2_bias_grad.u98, label %fc2_bias_grad.u98.end
+
+relu3_grad.i101:                                  ; preds = %relu3_grad.i101, %fc2_bias_grad.u98.end
+  %relu3_grad.i101406 = phi i64 [ 0, %fc2_bias_grad.u98.end ], [ %i101.next, %relu3_grad.i101 ]
+  %1399 = xor i64 %seed, 7835719957706616186
+  %1400 = lshr i64 %1399, 30
+  %1401 = xor i64 %1399, %1400
+  %1402 = mul i64 %1401, -4658895280553007687
+  %1403 = lshr i64 %1402, 27
+  %1404 = xor i64 %1402, %1403
+  %1405 = mul i64 %1404, -7723592293110705685
+  %1406 = lshr i64 %1405, 31
+  %1407 = xor i64 %1405, %1406
+  %1408 = add i64 %1407, %step
+  %1409 = lshr i64 %1408, 30
+  %1410 = xor i64 %1408, %1409
+  %1411 = mul i64 %1410, -4658895280553007687
+  %1412 = lshr i64 %1411, 27
+  %1413 = xor i64 %1411, %1412
+  %1414 = mul i64 %1413, -7723592293110705685
+  %1415 = lshr i64 %1414, 31
+  %1416 = xor i64 %1414, %1415
+  %1417 = mul i64 %relu3_grad.i101406, -7046029254386353131
+  %1418 = add i64 %1416, %1417
+  %1419 = lshr i64 %1418, 30
+  %1420 = xor i64 %1418, %1419
+  %1421 = mul i64 %1420, -4658895280553007687
+  %1422 = lshr i64 %1421, 27
+  %1423 = xor i64 %1421, %1422
+  %1424 = mul i64 %1423, -7723592293110705685
+  %1425 = lshr i64 %1424, 31
+  %1426 = xor i64 %1424, %1425
+  %1427 = lshr i64 %1426, 40
+  %keep407 = icmp uge i64 %1427, 8388608
+  %1428 = add nsw i64 3172240, %relu3_grad.i101406
+  %arena408 = getelementptr inbounds float, ptr %arena, i64 %1428
+  %1429 = load float, ptr %arena408, align 4
+  %1430 = fmul float %1429, 2.000000e+00
+  %1431 = select i1 %keep407, float %1430, float 0.000000e+00
+  %1432 = add nsw i64 3180432, %relu3_grad.i101406
+  %arena409 = getelementptr inbounds float, ptr %arena, i64 %1432
+  store float %1431, ptr %arena409, align 4
+  %i101.next = add nsw i64 %relu3_grad.i101406, 1
+  %1433 = icmp slt i64 %i101.next, 8192
+  br i1 %1433, label %relu3_grad.i101, label %relu3_grad.i101.end
+
+relu3_grad.i101.end:                              ; preds = %relu3_grad.i101
+  br label %fc1_grad.i102
+
+fc1_grad.i102:                                    ; preds = %fc1_grad.i102, %relu3_grad.i101.end
+  %fc1_grad.i102410 = phi i64 [ 0, %relu3_grad.i101.end ], [ %i102.next, %fc1_grad.i102 ]
+  %1434 = add nsw i64 3153920, %fc1_grad.i102410
+  %arena411 = getelementptr inbounds float, ptr %arena, i64 %1434
+  %1435 = load float, ptr %arena411, align 4
+  %1436 = fcmp ogt float %1435, 0.000000e+00
+  %1437 = add nsw i64 3180432, %fc1_grad.i102410
+  %arena412 = getelementptr inbounds float, ptr %arena, i64 %1437
+  %1438 = load float, ptr %arena412, align 4
+  %1439 = select i1 %1436, float %1438, float 0.000000e+00
+  %1440 = add nsw i64 3162112, %fc1_grad.i102410
+  %arena413 = getelementptr inbounds float, ptr %arena, i64 %1440
+  store float %1439, ptr %arena413, align 4
+  %i102.next = add nsw i64 %fc1_grad.i102410, 1
+  %1441 = icmp slt i64 %i102.next, 8192
+  br i1 %1441, label %fc1_grad.i102, label %fc1_grad.i102.end
+
+fc1_grad.i102.end:                                ; preds = %fc1_grad.i102
+  br label %fc1_weight_grad.nb103
+
+fc1_weight_grad.nb103:                            ; preds = %fc1_weight_grad.mb104.end, %fc1_grad.i102.end
+  %fc1_weight_grad.nb103414 = phi i64 [ 0, %fc1_grad.i102.end ], [ %nb103.next, %fc1_weight_grad.mb104.end ]
+  br label %fc1_weight_grad.mb104
+
+fc1_weight_grad.nb103.end:                        ; preds = %fc1_weight_grad.mb104.end
+  br label %fc1_bias_grad.u107
+
+fc1_weight_grad.mb104:                            ; preds = %fc1_weight_grad.k106.end, %fc1_weight_grad.nb103
+  %fc1_weight_grad.mb104415 = phi i64 [ 0, %fc1_weight_grad.nb103 ], [ %mb104.next, %fc1_weight_grad.k106.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t105_c3_3, align 64
+  br label %fc1_weight_grad.k106
+
+fc1_weight_grad.mb104.end:                        ; preds = %fc1_weight_grad.k106.end
+  %nb103.next = add nsw i64 %fc1_weight_grad.nb103414, 1
+  %1442 = icmp slt i64 %nb103.next, 144
+  br i1 %1442, label %fc1_weight_grad.nb103, label %fc1_weight_grad.nb103.end
+
+fc1_weight_grad.k106:                             ; preds = %fc1_weight_grad.k106, %fc1_weight_grad.mb104
+  %fc1_weight_grad.k106416 = phi i64 [ 0, %fc1_weight_grad.mb104 ], [ %k106.next, %fc1_weight_grad.k106 ]
+  %1443 = mul nsw i64 %fc1_weight_grad.k106416, 9216
+  %1444 = add nsw i64 2564096, %1443
+  %1445 = mul nsw i64 %fc1_weight_grad.nb103414, 64
   %1446 = add nsw i64 %1444, %1445
-  %1447 = add nsw i64 %1446, 48
-  %arena456 = getelementptr inbounds float, ptr %arena, i64 %1447
-  store <16 x float> %t103_c2_3455, ptr %arena456, align 4
-  %t103_c3_0457 = load <16 x float>, ptr %flat_grad.t103_c3_0, align 64
-  %1448 = mul nsw i64 %flat_grad.mb102399, 4
-  %1449 = add nsw i64 %1448, 3
-  %1450 = mul nsw i64 %1449, 9216
-  %1451 = add nsw i64 3171600, %1450
-  %1452 = mul nsw i64 %flat_grad.nb101398, 64
-  %1453 = add nsw i64 %1451, %1452
-  %arena458 = getelementptr inbounds float, ptr %arena, i64 %1453
-  store <16 x float> %t103_c3_0457, ptr %arena458, align 4
-  %t103_c3_1459 = load <16 x float>, ptr %flat_grad.t103_c3_1, align 64
-  %1454 = mul nsw i64 %flat_grad.mb102399, 4
-  %1455 = add nsw i64 %1454, 3
-  %1456 = mul nsw i64 %1455, 9216
-  %1457 = add nsw i64 3171600, %1456
-  %1458 = mul nsw i64 %flat_grad.nb101398, 64
-  %1459 = add nsw i64 %1457, %1458
-  %1460 = add nsw i64 %1459, 16
-  %arena460 = getelementptr inbounds float, ptr %arena, i64 %1460
-  store <16 x float> %t103_c3_1459, ptr %arena460, align 4
-  %t103_c3_2461 = load <16 x float>, ptr %flat_grad.t103_c3_2, align 64
-  %1461 = mul nsw i64 %flat_grad.mb102399, 4
-  %1462 = add nsw i64 %1461, 3
-  %1463 = mul nsw i64 %1462, 9216
-  %1464 = add nsw i64 3171600, %1463
-  %1465 = mul nsw i64 %flat_grad.nb101398, 64
-  %1466 = add nsw i64 %1464, %1465
-  %1467 = add nsw i64 %1466, 32
-  %arena462 = getelementptr inbounds float, ptr %arena, i64 %1467
-  store <16 x float> %t103_c3_2461, ptr %arena462, align 4
-  %t103_c3_3463 = load <16 x float>, ptr %flat_grad.t103_c3_3, align 64
-  %1468 = mul nsw i64 %flat_grad.mb102399, 4
-  %1469 = add nsw i64 %1468, 3
-  %1470 = mul nsw i64 %1469, 9216
-  %1471 = add nsw i64 3171600, %1470
-  %1472 = mul nsw i64 %flat_grad.nb101398, 64
-  %1473 = add nsw i64 %1471, %1472
-  %1474 = add nsw i64 %1473, 48
-  %arena464 = getelementptr inbounds float, ptr %arena, i64 %1474
-  store <16 x float> %t103_c3_3463, ptr %arena464, align 4
-  %mb102.next = add nsw i64 %flat_grad.mb102399, 1
-  %1475 = icmp slt i64 %mb102.next, 16
-  br i1 %1475, label %flat_grad.mb102, label %flat_grad.mb102.end
+  %arena417 = getelementptr inbounds float, ptr %arena, i64 %1446
+  %1447 = load <16 x float>, ptr %arena417, align 4
+  store <16 x float> %1447, ptr %fc1_weight_grad.t105_b0, align 64
+  %1448 = mul nsw i64 %fc1_weight_grad.k106416, 9216
+  %1449 = add nsw i64 2564096, %1448
+  %1450 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1451 = add nsw i64 %1449, %1450
+  %1452 = add nsw i64 %1451, 16
+  %arena418 = getelementptr inbounds float, ptr %arena, i64 %1452
+  %1453 = load <16 x float>, ptr %arena418, align 4
+  store <16 x float> %1453, ptr %fc1_weight_grad.t105_b1, align 64
+  %1454 = mul nsw i64 %fc1_weight_grad.k106416, 9216
+  %1455 = add nsw i64 2564096, %1454
+  %1456 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1457 = add nsw i64 %1455, %1456
+  %1458 = add nsw i64 %1457, 32
+  %arena419 = getelementptr inbounds float, ptr %arena, i64 %1458
+  %1459 = load <16 x float>, ptr %arena419, align 4
+  store <16 x float> %1459, ptr %fc1_weight_grad.t105_b2, align 64
+  %1460 = mul nsw i64 %fc1_weight_grad.k106416, 9216
+  %1461 = add nsw i64 2564096, %1460
+  %1462 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1463 = add nsw i64 %1461, %1462
+  %1464 = add nsw i64 %1463, 48
+  %arena420 = getelementptr inbounds float, ptr %arena, i64 %1464
+  %1465 = load <16 x float>, ptr %arena420, align 4
+  store <16 x float> %1465, ptr %fc1_weight_grad.t105_b3, align 64
+  %1466 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1467 = add nsw i64 3162112, %1466
+  %1468 = mul nsw i64 %fc1_weight_grad.k106416, 128
+  %1469 = add nsw i64 %1467, %1468
+  %arena421 = getelementptr inbounds float, ptr %arena, i64 %1469
+  %1470 = load float, ptr %arena421, align 4
+  %1471 = insertelement <16 x float> undef, float %1470, i32 0
+  %1472 = shufflevector <16 x float> %1471, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1472, ptr %fc1_weight_grad.t105_a0, align 64
+  %t105_a0 = load <16 x float>, ptr %fc1_weight_grad.t105_a0, align 64
+  %t105_b0 = load <16 x float>, ptr %fc1_weight_grad.t105_b0, align 64
+  %t105_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t105_c0_0, align 64
+  %1473 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a0, <16 x float> %t105_b0, <16 x float> %t105_c0_0)
+  store <16 x float> %1473, ptr %fc1_weight_grad.t105_c0_0, align 64
+  %t105_a0422 = load <16 x float>, ptr %fc1_weight_grad.t105_a0, align 64
+  %t105_b1 = load <16 x float>, ptr %fc1_weight_grad.t105_b1, align 64
+  %t105_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t105_c0_1, align 64
+  %1474 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a0422, <16 x float> %t105_b1, <16 x float> %t105_c0_1)
+  store <16 x float> %1474, ptr %fc1_weight_grad.t105_c0_1, align 64
+  %t105_a0423 = load <16 x float>, ptr %fc1_weight_grad.t105_a0, align 64
+  %t105_b2 = load <16 x float>, ptr %fc1_weight_grad.t105_b2, align 64
+  %t105_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t105_c0_2, align 64
+  %1475 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a0423, <16 x float> %t105_b2, <16 x float> %t105_c0_2)
+  store <16 x float> %1475, ptr %fc1_weight_grad.t105_c0_2, align 64
+  %t105_a0424 = load <16 x float>, ptr %fc1_weight_grad.t105_a0, align 64
+  %t105_b3 = load <16 x float>, ptr %fc1_weight_grad.t105_b3, align 64
+  %t105_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t105_c0_3, align 64
+  %1476 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a0424, <16 x float> %t105_b3, <16 x float> %t105_c0_3)
+  store <16 x float> %1476, ptr %fc1_weight_grad.t105_c0_3, align 64
+  %1477 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1478 = add nsw i64 %1477, 1
+  %1479 = add nsw i64 3162112, %1478
+  %1480 = mul nsw i64 %fc1_weight_grad.k106416, 128
+  %1481 = add nsw i64 %1479, %1480
+  %arena425 = getelementptr inbounds float, ptr %arena, i64 %1481
+  %1482 = load float, ptr %arena425, align 4
+  %1483 = insertelement <16 x float> undef, float %1482, i32 0
+  %1484 = shufflevector <16 x float> %1483, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1484, ptr %fc1_weight_grad.t105_a1, align 64
+  %t105_a1 = load <16 x float>, ptr %fc1_weight_grad.t105_a1, align 64
+  %t105_b0426 = load <16 x float>, ptr %fc1_weight_grad.t105_b0, align 64
+  %t105_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t105_c1_0, align 64
+  %1485 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a1, <16 x float> %t105_b0426, <16 x float> %t105_c1_0)
+  store <16 x float> %1485, ptr %fc1_weight_grad.t105_c1_0, align 64
+  %t105_a1427 = load <16 x float>, ptr %fc1_weight_grad.t105_a1, align 64
+  %t105_b1428 = load <16 x float>, ptr %fc1_weight_grad.t105_b1, align 64
+  %t105_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t105_c1_1, align 64
+  %1486 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a1427, <16 x float> %t105_b1428, <16 x float> %t105_c1_1)
+  store <16 x float> %1486, ptr %fc1_weight_grad.t105_c1_1, align 64
+  %t105_a1429 = load <16 x float>, ptr %fc1_weight_grad.t105_a1, align 64
+  %t105_b2430 = load <16 x float>, ptr %fc1_weight_grad.t105_b2, align 64
+  %t105_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t105_c1_2, align 64
+  %1487 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a1429, <16 x float> %t105_b2430, <16 x float> %t105_c1_2)
+  store <16 x float> %1487, ptr %fc1_weight_grad.t105_c1_2, align 64
+  %t105_a1431 = load <16 x float>, ptr %fc1_weight_grad.t105_a1, align 64
+  %t105_b3432 = load <16 x float>, ptr %fc1_weight_grad.t105_b3, align 64
+  %t105_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t105_c1_3, align 64
+  %1488 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a1431, <16 x float> %t105_b3432, <16 x float> %t105_c1_3)
+  store <16 x float> %1488, ptr %fc1_weight_grad.t105_c1_3, align 64
+  %1489 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1490 = add nsw i64 %1489, 2
+  %1491 = add nsw i64 3162112, %1490
+  %1492 = mul nsw i64 %fc1_weight_grad.k106416, 128
+  %1493 = add nsw i64 %1491, %1492
+  %arena433 = getelementptr inbounds float, ptr %arena, i64 %1493
+  %1494 = load float, ptr %arena433, align 4
+  %1495 = insertelement <16 x float> undef, float %1494, i32 0
+  %1496 = shufflevector <16 x float> %1495, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1496, ptr %fc1_weight_grad.t105_a2, align 64
+  %t105_a2 = load <16 x float>, ptr %fc1_weight_grad.t105_a2, align 64
+  %t105_b0434 = load <16 x float>, ptr %fc1_weight_grad.t105_b0, align 64
+  %t105_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t105_c2_0, align 64
+  %1497 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a2, <16 x float> %t105_b0434, <16 x float> %t105_c2_0)
+  store <16 x float> %1497, ptr %fc1_weight_grad.t105_c2_0, align 64
+  %t105_a2435 = load <16 x float>, ptr %fc1_weight_grad.t105_a2, align 64
+  %t105_b1436 = load <16 x float>, ptr %fc1_weight_grad.t105_b1, align 64
+  %t105_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t105_c2_1, align 64
+  %1498 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a2435, <16 x float> %t105_b1436, <16 x float> %t105_c2_1)
+  store <16 x float> %1498, ptr %fc1_weight_grad.t105_c2_1, align 64
+  %t105_a2437 = load <16 x float>, ptr %fc1_weight_grad.t105_a2, align 64
+  %t105_b2438 = load <16 x float>, ptr %fc1_weight_grad.t105_b2, align 64
+  %t105_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t105_c2_2, align 64
+  %1499 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a2437, <16 x float> %t105_b2438, <16 x float> %t105_c2_2)
+  store <16 x float> %1499, ptr %fc1_weight_grad.t105_c2_2, align 64
+  %t105_a2439 = load <16 x float>, ptr %fc1_weight_grad.t105_a2, align 64
+  %t105_b3440 = load <16 x float>, ptr %fc1_weight_grad.t105_b3, align 64
+  %t105_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t105_c2_3, align 64
+  %1500 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a2439, <16 x float> %t105_b3440, <16 x float> %t105_c2_3)
+  store <16 x float> %1500, ptr %fc1_weight_grad.t105_c2_3, align 64
+  %1501 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1502 = add nsw i64 %1501, 3
+  %1503 = add nsw i64 3162112, %1502
+  %1504 = mul nsw i64 %fc1_weight_grad.k106416, 128
+  %1505 = add nsw i64 %1503, %1504
+  %arena441 = getelementptr inbounds float, ptr %arena, i64 %1505
+  %1506 = load float, ptr %arena441, align 4
+  %1507 = insertelement <16 x float> undef, float %1506, i32 0
+  %1508 = shufflevector <16 x float> %1507, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1508, ptr %fc1_weight_grad.t105_a3, align 64
+  %t105_a3 = load <16 x float>, ptr %fc1_weight_grad.t105_a3, align 64
+  %t105_b0442 = load <16 x float>, ptr %fc1_weight_grad.t105_b0, align 64
+  %t105_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t105_c3_0, align 64
+  %1509 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a3, <16 x float> %t105_b0442, <16 x float> %t105_c3_0)
+  store <16 x float> %1509, ptr %fc1_weight_grad.t105_c3_0, align 64
+  %t105_a3443 = load <16 x float>, ptr %fc1_weight_grad.t105_a3, align 64
+  %t105_b1444 = load <16 x float>, ptr %fc1_weight_grad.t105_b1, align 64
+  %t105_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t105_c3_1, align 64
+  %1510 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a3443, <16 x float> %t105_b1444, <16 x float> %t105_c3_1)
+  store <16 x float> %1510, ptr %fc1_weight_grad.t105_c3_1, align 64
+  %t105_a3445 = load <16 x float>, ptr %fc1_weight_grad.t105_a3, align 64
+  %t105_b2446 = load <16 x float>, ptr %fc1_weight_grad.t105_b2, align 64
+  %t105_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t105_c3_2, align 64
+  %1511 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a3445, <16 x float> %t105_b2446, <16 x float> %t105_c3_2)
+  store <16 x float> %1511, ptr %fc1_weight_grad.t105_c3_2, align 64
+  %t105_a3447 = load <16 x float>, ptr %fc1_weight_grad.t105_a3, align 64
+  %t105_b3448 = load <16 x float>, ptr %fc1_weight_grad.t105_b3, align 64
+  %t105_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t105_c3_3, align 64
+  %1512 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t105_a3447, <16 x float> %t105_b3448, <16 x float> %t105_c3_3)
+  store <16 x float> %1512, ptr %fc1_weight_grad.t105_c3_3, align 64
+  %k106.next = add nsw i64 %fc1_weight_grad.k106416, 1
+  %1513 = icmp slt i64 %k106.next, 64
+  br i1 %1513, label %fc1_weight_grad.k106, label %fc1_weight_grad.k106.end
 
-pool_grad.i105:                                   ; preds = %pool_grad.i105, %flat_grad.nb101.end
-  %pool_grad.i105465 = phi i64 [ 0, %flat_grad.nb101.end ], [ %i105.next, %pool_grad.i105 ]
-  %1476 = xor i64 %seed, 7835718858194987975
-  %1477 = lshr i64 %1476, 30
-  %1478 = xor i64 %1476, %1477
-  %1479 = mul i64 %1478, -4658895280553007687
-  %1480 = lshr i64 %1479, 27
-  %1481 = xor i64 %1479, %1480
-  %1482 = mul i64 %1481, -7723592293110705685
-  %1483 = lshr i64 %1482, 31
-  %1484 = xor i64 %1482, %1483
-  %1485 = add i64 %1484, %step
-  %1486 = lshr i64 %1485, 30
-  %1487 = xor i64 %1485, %1486
-  %1488 = mul i64 %1487, -4658895280553007687
-  %1489 = lshr i64 %1488, 27
-  %1490 = xor i64 %1488, %1489
-  %1491 = mul i64 %1490, -7723592293110705685
-  %1492 = lshr i64 %1491, 31
-  %1493 = xor i64 %1491, %1492
-  %1494 = mul i64 %pool_grad.i105465, -7046029254386353131
-  %1495 = add i64 %1493, %1494
-  %1496 = lshr i64 %1495, 30
-  %1497 = xor i64 %1495, %1496
-  %1498 = mul i64 %1497, -4658895280553007687
-  %1499 = lshr i64 %1498, 27
-  %1500 = xor i64 %1498, %1499
-  %1501 = mul i64 %1500, -7723592293110705685
-  %1502 = lshr i64 %1501, 31
-  %1503 = xor i64 %1501, %1502
-  %1504 = lshr i64 %1503, 40
-  %keep466 = icmp uge i64 %1504, 4194304
-  %1505 = add nsw i64 3171600, %pool_grad.i105465
-  %arena467 = getelementptr inbounds float, ptr %arena, i64 %1505
-  %1506 = load float, ptr %arena467, align 4
-  %1507 = fmul float %1506, 0x3FF5555560000000
-  %1508 = select i1 %keep466, float %1507, float 0.000000e+00
-  %1509 = add nsw i64 3761424, %pool_grad.i105465
-  %arena468 = getelementptr inbounds float, ptr %arena, i64 %1509
-  store float %1508, ptr %arena468, align 4
-  %i105.next = add nsw i64 %pool_grad.i105465, 1
-  %1510 = icmp slt i64 %i105.next, 589824
-  br i1 %1510, label %pool_grad.i105, label %pool_grad.i105.end
-
-pool_grad.i105.end:                               ; preds = %pool_grad.i105
-  br label %conv2_grad.i106
-
-conv2_grad.i106:                                  ; preds = %conv2_grad.i106, %pool_grad.i105.end
-  %conv2_grad.i106469 = phi i64 [ 0, %pool_grad.i105.end ], [ %i106.next, %conv2_grad.i106 ]
-  %1511 = add nsw i64 4351248, %conv2_grad.i106469
-  %arena470 = getelementptr inbounds float, ptr %arena, i64 %1511
-  store float 0.000000e+00, ptr %arena470, align 4
-  %i106.next = add nsw i64 %conv2_grad.i106469, 1
-  %1512 = icmp slt i64 %i106.next, 2359296
-  br i1 %1512, label %conv2_grad.i106, label %conv2_grad.i106.end
-
-conv2_grad.i106.end:                              ; preds = %conv2_grad.i106
-  br label %conv2_grad.q107
-
-conv2_grad.q107:                                  ; preds = %conv2_grad.i108.end, %conv2_grad.i106.end
-  %conv2_grad.q107471 = phi i64 [ 0, %conv2_grad.i106.end ], [ %q107.next, %conv2_grad.i108.end ]
-  br label %conv2_grad.i108
-
-conv2_grad.q107.end:                              ; preds = %conv2_grad.i108.end
-  br label %conv2_weight_grad.i109
-
-conv2_grad.i108:                                  ; preds = %conv2_grad.endif, %conv2_grad.q107
-  %conv2_grad.i108472 = phi i64 [ 0, %conv2_grad.q107 ], [ %i108.next, %conv2_grad.endif ]
-  %1513 = mul nsw i64 %conv2_grad.q107471, 144
-  %1514 = add nsw i64 %1513, %conv2_grad.i108472
-  %1515 = add nsw i64 1384448, %1514
-  %arena473 = getelementptr inbounds float, ptr %arena, i64 %1515
-  %1516 = load float, ptr %arena473, align 4
-  %1517 = fcmp ogt float %1516, 0.000000e+00
-  br i1 %1517, label %conv2_grad.then, label %conv2_grad.endif
-
-conv2_grad.i108.end:                              ; preds = %conv2_grad.endif
-  %q107.next = add nsw i64 %conv2_grad.q107471, 1
-  %1518 = icmp slt i64 %q107.next, 4096
-  br i1 %1518, label %conv2_grad.q107, label %conv2_grad.q107.end
-
-conv2_grad.then:                                  ; preds = %conv2_grad.i108
-  %1519 = mul nsw i64 %conv2_grad.q107471, 576
-  %1520 = add nsw i64 4351248, %1519
-  %1521 = mul nsw i64 %conv2_grad.q107471, 144
-  %1522 = add nsw i64 %1521, %conv2_grad.i108472
-  %1523 = add nsw i64 1974272, %1522
-  %arena474 = getelementptr inbounds float, ptr %arena, i64 %1523
-  %1524 = load float, ptr %arena474, align 4
-  %1525 = fptosi float %1524 to i64
-  %1526 = add nsw i64 %1520, %1525
-  %arena475 = getelementptr inbounds float, ptr %arena, i64 %1526
-  %1527 = load float, ptr %arena475, align 4
-  %1528 = mul nsw i64 %conv2_grad.q107471, 144
-  %1529 = add nsw i64 %1528, %conv2_grad.i108472
-  %1530 = add nsw i64 3761424, %1529
-  %arena476 = getelementptr inbounds float, ptr %arena, i64 %1530
-  %1531 = load float, ptr %arena476, align 4
-  %1532 = fadd float %1527, %1531
-  store float %1532, ptr %arena475, align 4
-  br label %conv2_grad.endif
-
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i108
-  %i108.next = add nsw i64 %conv2_grad.i108472, 1
-  %1533 = icmp slt i64 %i108.next, 144
-  br i1 %1533, label %conv2_grad.i108, label %conv2_grad.i108.end
-
-conv2_weight_grad.i109:                           ; preds = %conv2_weight_grad.i109, %conv2_grad.q107.end
-  %conv2_weight_grad.i109477 = phi i64 [ 0, %conv2_grad.q107.end ], [ %i109.next, %conv2_weight_grad.i109 ]
-  %1534 = add nsw i64 9954576, %conv2_weight_grad.i109477
-  %arena478 = getelementptr inbounds float, ptr %arena, i64 %1534
-  store float 0.000000e+00, ptr %arena478, align 4
-  %i109.next = add nsw i64 %conv2_weight_grad.i109477, 1
-  %1535 = icmp slt i64 %i109.next, 18432
-  br i1 %1535, label %conv2_weight_grad.i109, label %conv2_weight_grad.i109.end
-
-conv2_weight_grad.i109.end:                       ; preds = %conv2_weight_grad.i109
-  br label %conv2_weight_grad.g110
-
-conv2_weight_grad.g110:                           ; preds = %conv2_weight_grad.kp123.end, %conv2_weight_grad.i109.end
-  %conv2_weight_grad.g110479 = phi i64 [ 0, %conv2_weight_grad.i109.end ], [ %g110.next, %conv2_weight_grad.kp123.end ]
-  br label %conv2_weight_grad.j111
-
-conv2_weight_grad.g110.end:                       ; preds = %conv2_weight_grad.kp123.end
-  br label %conv2_weight_grad.f128
-
-conv2_weight_grad.j111:                           ; preds = %conv2_weight_grad.c112.end, %conv2_weight_grad.g110
-  %conv2_weight_grad.j111480 = phi i64 [ 0, %conv2_weight_grad.g110 ], [ %j111.next, %conv2_weight_grad.c112.end ]
-  br label %conv2_weight_grad.c112
-
-conv2_weight_grad.j111.end:                       ; preds = %conv2_weight_grad.c112.end
-  br label %conv2_weight_grad.j120
-
-conv2_weight_grad.c112:                           ; preds = %conv2_weight_grad.ky113.end, %conv2_weight_grad.j111
-  %conv2_weight_grad.c112481 = phi i64 [ 0, %conv2_weight_grad.j111 ], [ %c112.next, %conv2_weight_grad.ky113.end ]
-  br label %conv2_weight_grad.ky113
-
-conv2_weight_grad.c112.end:                       ; preds = %conv2_weight_grad.ky113.end
-  %j111.next = add nsw i64 %conv2_weight_grad.j111480, 1
-  %1536 = icmp slt i64 %j111.next, 16
-  br i1 %1536, label %conv2_weight_grad.j111, label %conv2_weight_grad.j111.end
-
-conv2_weight_grad.ky113:                          ; preds = %conv2_weight_grad.oy118.end, %conv2_weight_grad.c112
-  %conv2_weight_grad.ky113482 = phi i64 [ 0, %conv2_weight_grad.c112 ], [ %ky113.next, %conv2_weight_grad.oy118.end ]
-  br label %conv2_weight_grad.oy114
-
-conv2_weight_grad.ky113.end:                      ; preds = %conv2_weight_grad.oy118.end
-  %c112.next = add nsw i64 %conv2_weight_grad.c112481, 1
-  %1537 = icmp slt i64 %c112.next, 32
-  br i1 %1537, label %conv2_weight_grad.c112, label %conv2_weight_grad.c112.end
-
-conv2_weight_grad.oy114:                          ; preds = %conv2_weight_grad.ox115.end, %conv2_weight_grad.ky113
-  %conv2_weight_grad.oy114483 = phi i64 [ 0, %conv2_weight_grad.ky113 ], [ %oy114.next, %conv2_weight_grad.ox115.end ]
-  br label %conv2_weight_grad.ox115
-
-conv2_weight_grad.oy114.end:                      ; preds = %conv2_weight_grad.ox115.end
-  br label %conv2_weight_grad.oy116
-
-conv2_weight_grad.ox115:                          ; preds = %conv2_weight_grad.ox115, %conv2_weight_grad.oy114
-  %conv2_weight_grad.ox115484 = phi i64 [ 0, %conv2_weight_grad.oy114 ], [ %ox115.next, %conv2_weight_grad.ox115 ]
-  %1538 = mul nsw i64 %conv2_weight_grad.g110479, 16
-  %1539 = add nsw i64 %1538, %conv2_weight_grad.j111480
-  %1540 = mul nsw i64 %1539, 21632
-  %1541 = mul nsw i64 %conv2_weight_grad.c112481, 676
+fc1_weight_grad.k106.end:                         ; preds = %fc1_weight_grad.k106
+  %t105_c0_0449 = load <16 x float>, ptr %fc1_weight_grad.t105_c0_0, align 64
+  %1514 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1515 = mul nsw i64 %1514, 9216
+  %1516 = add nsw i64 18816, %1515
+  %1517 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1518 = add nsw i64 %1516, %1517
+  %grads450 = getelementptr inbounds float, ptr %grads, i64 %1518
+  store <16 x float> %t105_c0_0449, ptr %grads450, align 4
+  %t105_c0_1451 = load <16 x float>, ptr %fc1_weight_grad.t105_c0_1, align 64
+  %1519 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1520 = mul nsw i64 %1519, 9216
+  %1521 = add nsw i64 18816, %1520
+  %1522 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1523 = add nsw i64 %1521, %1522
+  %1524 = add nsw i64 %1523, 16
+  %grads452 = getelementptr inbounds float, ptr %grads, i64 %1524
+  store <16 x float> %t105_c0_1451, ptr %grads452, align 4
+  %t105_c0_2453 = load <16 x float>, ptr %fc1_weight_grad.t105_c0_2, align 64
+  %1525 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1526 = mul nsw i64 %1525, 9216
+  %1527 = add nsw i64 18816, %1526
+  %1528 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1529 = add nsw i64 %1527, %1528
+  %1530 = add nsw i64 %1529, 32
+  %grads454 = getelementptr inbounds float, ptr %grads, i64 %1530
+  store <16 x float> %t105_c0_2453, ptr %grads454, align 4
+  %t105_c0_3455 = load <16 x float>, ptr %fc1_weight_grad.t105_c0_3, align 64
+  %1531 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1532 = mul nsw i64 %1531, 9216
+  %1533 = add nsw i64 18816, %1532
+  %1534 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1535 = add nsw i64 %1533, %1534
+  %1536 = add nsw i64 %1535, 48
+  %grads456 = getelementptr inbounds float, ptr %grads, i64 %1536
+  store <16 x float> %t105_c0_3455, ptr %grads456, align 4
+  %t105_c1_0457 = load <16 x float>, ptr %fc1_weight_grad.t105_c1_0, align 64
+  %1537 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1538 = add nsw i64 %1537, 1
+  %1539 = mul nsw i64 %1538, 9216
+  %1540 = add nsw i64 18816, %1539
+  %1541 = mul nsw i64 %fc1_weight_grad.nb103414, 64
   %1542 = add nsw i64 %1540, %1541
-  %1543 = add nsw i64 %conv2_weight_grad.oy114483, %conv2_weight_grad.ky113482
-  %1544 = mul nsw i64 %1543, 26
-  %1545 = add nsw i64 %1542, %1544
-  %1546 = add nsw i64 %1545, %conv2_weight_grad.ox115484
-  %arena485 = getelementptr inbounds float, ptr %arena, i64 %1546
-  %1547 = load float, ptr %arena485, align 4
-  %1548 = mul nsw i64 %conv2_weight_grad.c112481, 3
-  %1549 = add nsw i64 %1548, %conv2_weight_grad.ky113482
-  %1550 = mul nsw i64 %1549, 3
-  %1551 = mul nsw i64 %1550, 9216
-  %1552 = add nsw i64 6710544, %1551
-  %1553 = mul nsw i64 %conv2_weight_grad.j111480, 576
-  %1554 = add nsw i64 %1552, %1553
-  %1555 = mul nsw i64 %conv2_weight_grad.oy114483, 24
-  %1556 = add nsw i64 %1555, %conv2_weight_grad.ox115484
-  %1557 = add nsw i64 %1554, %1556
-  %arena486 = getelementptr inbounds float, ptr %arena, i64 %1557
-  store float %1547, ptr %arena486, align 4
-  %ox115.next = add nsw i64 %conv2_weight_grad.ox115484, 1
-  %1558 = icmp slt i64 %ox115.next, 24
-  br i1 %1558, label %conv2_weight_grad.ox115, label %conv2_weight_grad.ox115.end
-
-conv2_weight_grad.ox115.end:                      ; preds = %conv2_weight_grad.ox115
-  %oy114.next = add nsw i64 %conv2_weight_grad.oy114483, 1
-  %1559 = icmp slt i64 %oy114.next, 24
-  br i1 %1559, label %conv2_weight_grad.oy114, label %conv2_weight_grad.oy114.end
-
-conv2_weight_grad.oy116:                          ; preds = %conv2_weight_grad.ox117.end, %conv2_weight_grad.oy114.end
-  %conv2_weight_grad.oy116487 = phi i64 [ 0, %conv2_weight_grad.oy114.end ], [ %oy116.next, %conv2_weight_grad.ox117.end ]
-  br label %conv2_weight_grad.ox117
-
-conv2_weight_grad.oy116.end:                      ; preds = %conv2_weight_grad.ox117.end
-  br label %conv2_weight_grad.oy118
-
-conv2_weight_grad.ox117:                          ; preds = %conv2_weight_grad.ox117, %conv2_weight_grad.oy116
-  %conv2_weight_grad.ox117488 = phi i64 [ 0, %conv2_weight_grad.oy116 ], [ %ox117.next, %conv2_weight_grad.ox117 ]
-  %1560 = mul nsw i64 %conv2_weight_grad.g110479, 16
-  %1561 = add nsw i64 %1560, %conv2_weight_grad.j111480
-  %1562 = mul nsw i64 %1561, 21632
-  %1563 = mul nsw i64 %conv2_weight_grad.c112481, 676
-  %1564 = add nsw i64 %1562, %1563
-  %1565 = add nsw i64 %conv2_weight_grad.oy116487, %conv2_weight_grad.ky113482
-  %1566 = mul nsw i64 %1565, 26
-  %1567 = add nsw i64 %1564, %1566
-  %1568 = add nsw i64 %conv2_weight_grad.ox117488, 1
+  %grads458 = getelementptr inbounds float, ptr %grads, i64 %1542
+  store <16 x float> %t105_c1_0457, ptr %grads458, align 4
+  %t105_c1_1459 = load <16 x float>, ptr %fc1_weight_grad.t105_c1_1, align 64
+  %1543 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1544 = add nsw i64 %1543, 1
+  %1545 = mul nsw i64 %1544, 9216
+  %1546 = add nsw i64 18816, %1545
+  %1547 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1548 = add nsw i64 %1546, %1547
+  %1549 = add nsw i64 %1548, 16
+  %grads460 = getelementptr inbounds float, ptr %grads, i64 %1549
+  store <16 x float> %t105_c1_1459, ptr %grads460, align 4
+  %t105_c1_2461 = load <16 x float>, ptr %fc1_weight_grad.t105_c1_2, align 64
+  %1550 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1551 = add nsw i64 %1550, 1
+  %1552 = mul nsw i64 %1551, 9216
+  %1553 = add nsw i64 18816, %1552
+  %1554 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1555 = add nsw i64 %1553, %1554
+  %1556 = add nsw i64 %1555, 32
+  %grads462 = getelementptr inbounds float, ptr %grads, i64 %1556
+  store <16 x float> %t105_c1_2461, ptr %grads462, align 4
+  %t105_c1_3463 = load <16 x float>, ptr %fc1_weight_grad.t105_c1_3, align 64
+  %1557 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1558 = add nsw i64 %1557, 1
+  %1559 = mul nsw i64 %1558, 9216
+  %1560 = add nsw i64 18816, %1559
+  %1561 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1562 = add nsw i64 %1560, %1561
+  %1563 = add nsw i64 %1562, 48
+  %grads464 = getelementptr inbounds float, ptr %grads, i64 %1563
+  store <16 x float> %t105_c1_3463, ptr %grads464, align 4
+  %t105_c2_0465 = load <16 x float>, ptr %fc1_weight_grad.t105_c2_0, align 64
+  %1564 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1565 = add nsw i64 %1564, 2
+  %1566 = mul nsw i64 %1565, 9216
+  %1567 = add nsw i64 18816, %1566
+  %1568 = mul nsw i64 %fc1_weight_grad.nb103414, 64
   %1569 = add nsw i64 %1567, %1568
-  %arena489 = getelementptr inbounds float, ptr %arena, i64 %1569
-  %1570 = load float, ptr %arena489, align 4
-  %1571 = mul nsw i64 %conv2_weight_grad.c112481, 3
-  %1572 = add nsw i64 %1571, %conv2_weight_grad.ky113482
-  %1573 = mul nsw i64 %1572, 3
-  %1574 = add nsw i64 %1573, 1
-  %1575 = mul nsw i64 %1574, 9216
-  %1576 = add nsw i64 6710544, %1575
-  %1577 = mul nsw i64 %conv2_weight_grad.j111480, 576
-  %1578 = add nsw i64 %1576, %1577
-  %1579 = mul nsw i64 %conv2_weight_grad.oy116487, 24
-  %1580 = add nsw i64 %1579, %conv2_weight_grad.ox117488
-  %1581 = add nsw i64 %1578, %1580
-  %arena490 = getelementptr inbounds float, ptr %arena, i64 %1581
-  store float %1570, ptr %arena490, align 4
-  %ox117.next = add nsw i64 %conv2_weight_grad.ox117488, 1
-  %1582 = icmp slt i64 %ox117.next, 24
-  br i1 %1582, label %conv2_weight_grad.ox117, label %conv2_weight_grad.ox117.end
-
-conv2_weight_grad.ox117.end:                      ; preds = %conv2_weight_grad.ox117
-  %oy116.next = add nsw i64 %conv2_weight_grad.oy116487, 1
-  %1583 = icmp slt i64 %oy116.next, 24
-  br i1 %1583, label %conv2_weight_grad.oy116, label %conv2_weight_grad.oy116.end
-
-conv2_weight_grad.oy118:                          ; preds = %conv2_weight_grad.ox119.end, %conv2_weight_grad.oy116.end
-  %conv2_weight_grad.oy118491 = phi i64 [ 0, %conv2_weight_grad.oy116.end ], [ %oy118.next, %conv2_weight_grad.ox119.end ]
-  br label %conv2_weight_grad.ox119
-
-conv2_weight_grad.oy118.end:                      ; preds = %conv2_weight_grad.ox119.end
-  %ky113.next = add nsw i64 %conv2_weight_grad.ky113482, 1
-  %1584 = icmp slt i64 %ky113.next, 3
-  br i1 %1584, label %conv2_weight_grad.ky113, label %conv2_weight_grad.ky113.end
-
-conv2_weight_grad.ox119:                          ; preds = %conv2_weight_grad.ox119, %conv2_weight_grad.oy118
-  %conv2_weight_grad.ox119492 = phi i64 [ 0, %conv2_weight_grad.oy118 ], [ %ox119.next, %conv2_weight_grad.ox119 ]
-  %1585 = mul nsw i64 %conv2_weight_grad.g110479, 16
-  %1586 = add nsw i64 %1585, %conv2_weight_grad.j111480
-  %1587 = mul nsw i64 %1586, 21632
-  %1588 = mul nsw i64 %conv2_weight_grad.c112481, 676
+  %grads466 = getelementptr inbounds float, ptr %grads, i64 %1569
+  store <16 x float> %t105_c2_0465, ptr %grads466, align 4
+  %t105_c2_1467 = load <16 x float>, ptr %fc1_weight_grad.t105_c2_1, align 64
+  %1570 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1571 = add nsw i64 %1570, 2
+  %1572 = mul nsw i64 %1571, 9216
+  %1573 = add nsw i64 18816, %1572
+  %1574 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1575 = add nsw i64 %1573, %1574
+  %1576 = add nsw i64 %1575, 16
+  %grads468 = getelementptr inbounds float, ptr %grads, i64 %1576
+  store <16 x float> %t105_c2_1467, ptr %grads468, align 4
+  %t105_c2_2469 = load <16 x float>, ptr %fc1_weight_grad.t105_c2_2, align 64
+  %1577 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1578 = add nsw i64 %1577, 2
+  %1579 = mul nsw i64 %1578, 9216
+  %1580 = add nsw i64 18816, %1579
+  %1581 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1582 = add nsw i64 %1580, %1581
+  %1583 = add nsw i64 %1582, 32
+  %grads470 = getelementptr inbounds float, ptr %grads, i64 %1583
+  store <16 x float> %t105_c2_2469, ptr %grads470, align 4
+  %t105_c2_3471 = load <16 x float>, ptr %fc1_weight_grad.t105_c2_3, align 64
+  %1584 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1585 = add nsw i64 %1584, 2
+  %1586 = mul nsw i64 %1585, 9216
+  %1587 = add nsw i64 18816, %1586
+  %1588 = mul nsw i64 %fc1_weight_grad.nb103414, 64
   %1589 = add nsw i64 %1587, %1588
-  %1590 = add nsw i64 %conv2_weight_grad.oy118491, %conv2_weight_grad.ky113482
-  %1591 = mul nsw i64 %1590, 26
-  %1592 = add nsw i64 %1589, %1591
-  %1593 = add nsw i64 %conv2_weight_grad.ox119492, 2
-  %1594 = add nsw i64 %1592, %1593
-  %arena493 = getelementptr inbounds float, ptr %arena, i64 %1594
-  %1595 = load float, ptr %arena493, align 4
-  %1596 = mul nsw i64 %conv2_weight_grad.c112481, 3
-  %1597 = add nsw i64 %1596, %conv2_weight_grad.ky113482
-  %1598 = mul nsw i64 %1597, 3
-  %1599 = add nsw i64 %1598, 2
-  %1600 = mul nsw i64 %1599, 9216
-  %1601 = add nsw i64 6710544, %1600
-  %1602 = mul nsw i64 %conv2_weight_grad.j111480, 576
-  %1603 = add nsw i64 %1601, %1602
-  %1604 = mul nsw i64 %conv2_weight_grad.oy118491, 24
-  %1605 = add nsw i64 %1604, %conv2_weight_grad.ox119492
-  %1606 = add nsw i64 %1603, %1605
-  %arena494 = getelementptr inbounds float, ptr %arena, i64 %1606
-  store float %1595, ptr %arena494, align 4
-  %ox119.next = add nsw i64 %conv2_weight_grad.ox119492, 1
-  %1607 = icmp slt i64 %ox119.next, 24
-  br i1 %1607, label %conv2_weight_grad.ox119, label %conv2_weight_grad.ox119.end
+  %1590 = add nsw i64 %1589, 48
+  %grads472 = getelementptr inbounds float, ptr %grads, i64 %1590
+  store <16 x float> %t105_c2_3471, ptr %grads472, align 4
+  %t105_c3_0473 = load <16 x float>, ptr %fc1_weight_grad.t105_c3_0, align 64
+  %1591 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1592 = add nsw i64 %1591, 3
+  %1593 = mul nsw i64 %1592, 9216
+  %1594 = add nsw i64 18816, %1593
+  %1595 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1596 = add nsw i64 %1594, %1595
+  %grads474 = getelementptr inbounds float, ptr %grads, i64 %1596
+  store <16 x float> %t105_c3_0473, ptr %grads474, align 4
+  %t105_c3_1475 = load <16 x float>, ptr %fc1_weight_grad.t105_c3_1, align 64
+  %1597 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1598 = add nsw i64 %1597, 3
+  %1599 = mul nsw i64 %1598, 9216
+  %1600 = add nsw i64 18816, %1599
+  %1601 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1602 = add nsw i64 %1600, %1601
+  %1603 = add nsw i64 %1602, 16
+  %grads476 = getelementptr inbounds float, ptr %grads, i64 %1603
+  store <16 x float> %t105_c3_1475, ptr %grads476, align 4
+  %t105_c3_2477 = load <16 x float>, ptr %fc1_weight_grad.t105_c3_2, align 64
+  %1604 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1605 = add nsw i64 %1604, 3
+  %1606 = mul nsw i64 %1605, 9216
+  %1607 = add nsw i64 18816, %1606
+  %1608 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1609 = add nsw i64 %1607, %1608
+  %1610 = add nsw i64 %1609, 32
+  %grads478 = getelementptr inbounds float, ptr %grads, i64 %1610
+  store <16 x float> %t105_c3_2477, ptr %grads478, align 4
+  %t105_c3_3479 = load <16 x float>, ptr %fc1_weight_grad.t105_c3_3, align 64
+  %1611 = mul nsw i64 %fc1_weight_grad.mb104415, 4
+  %1612 = add nsw i64 %1611, 3
+  %1613 = mul nsw i64 %1612, 9216
+  %1614 = add nsw i64 18816, %1613
+  %1615 = mul nsw i64 %fc1_weight_grad.nb103414, 64
+  %1616 = add nsw i64 %1614, %1615
+  %1617 = add nsw i64 %1616, 48
+  %grads480 = getelementptr inbounds float, ptr %grads, i64 %1617
+  store <16 x float> %t105_c3_3479, ptr %grads480, align 4
+  %mb104.next = add nsw i64 %fc1_weight_grad.mb104415, 1
+  %1618 = icmp slt i64 %mb104.next, 32
+  br i1 %1618, label %fc1_weight_grad.mb104, label %fc1_weight_grad.mb104.end
 
-conv2_weight_grad.ox119.end:                      ; preds = %conv2_weight_grad.ox119
-  %oy118.next = add nsw i64 %conv2_weight_grad.oy118491, 1
-  %1608 = icmp slt i64 %oy118.next, 24
-  br i1 %1608, label %conv2_weight_grad.oy118, label %conv2_weight_grad.oy118.end
+fc1_bias_grad.u107:                               ; preds = %fc1_bias_grad.n109.end, %fc1_weight_grad.nb103.end
+  %fc1_bias_grad.u107481 = phi i64 [ 0, %fc1_weight_grad.nb103.end ], [ %u107.next, %fc1_bias_grad.n109.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc108, align 4
+  br label %fc1_bias_grad.n109
 
-conv2_weight_grad.j120:                           ; preds = %conv2_weight_grad.i121.end, %conv2_weight_grad.j111.end
-  %conv2_weight_grad.j120495 = phi i64 [ 0, %conv2_weight_grad.j111.end ], [ %j120.next, %conv2_weight_grad.i121.end ]
-  br label %conv2_weight_grad.i121
+fc1_bias_grad.u107.end:                           ; preds = %fc1_bias_grad.n109.end
+  br label %flat_grad.nb110
 
-conv2_weight_grad.j120.end:                       ; preds = %conv2_weight_grad.i121.end
-  br label %conv2_weight_grad.kp123
+fc1_bias_grad.n109:                               ; preds = %fc1_bias_grad.n109, %fc1_bias_grad.u107
+  %fc1_bias_grad.n109482 = phi i64 [ 0, %fc1_bias_grad.u107 ], [ %n109.next, %fc1_bias_grad.n109 ]
+  %acc108 = load float, ptr %fc1_bias_grad.acc108, align 4
+  %1619 = mul nsw i64 %fc1_bias_grad.n109482, 128
+  %1620 = add nsw i64 3162112, %1619
+  %1621 = add nsw i64 %1620, %fc1_bias_grad.u107481
+  %arena483 = getelementptr inbounds float, ptr %arena, i64 %1621
+  %1622 = load float, ptr %arena483, align 4
+  %1623 = fadd float %acc108, %1622
+  store float %1623, ptr %fc1_bias_grad.acc108, align 4
+  %n109.next = add nsw i64 %fc1_bias_grad.n109482, 1
+  %1624 = icmp slt i64 %n109.next, 64
+  br i1 %1624, label %fc1_bias_grad.n109, label %fc1_bias_grad.n109.end
 
-conv2_weight_grad.i121:                           ; preds = %conv2_weight_grad.f122.end, %conv2_weight_grad.j120
-  %conv2_weight_grad.i121496 = phi i64 [ 0, %conv2_weight_grad.j120 ], [ %i121.next, %conv2_weight_grad.f122.end ]
-  br label %conv2_weight_grad.f122
+fc1_bias_grad.n109.end:                           ; preds = %fc1_bias_grad.n109
+  %acc108484 = load float, ptr %fc1_bias_grad.acc108, align 4
+  %1625 = add nsw i64 1198464, %fc1_bias_grad.u107481
+  %grads485 = getelementptr inbounds float, ptr %grads, i64 %1625
+  store float %acc108484, ptr %grads485, align 4
+  %u107.next = add nsw i64 %fc1_bias_grad.u107481, 1
+  %1626 = icmp slt i64 %u107.next, 128
+  br i1 %1626, label %fc1_bias_grad.u107, label %fc1_bias_grad.u107.end
 
-conv2_weight_grad.i121.end:                       ; preds = %conv2_weight_grad.f122.end
-  %j120.next = add nsw i64 %conv2_weight_grad.j120495, 1
-  %1609 = icmp slt i64 %j120.next, 16
-  br i1 %1609, label %conv2_weight_grad.j120, label %conv2_weight_grad.j120.end
+flat_grad.nb110:                                  ; preds = %flat_grad.mb111.end, %fc1_bias_grad.u107.end
+  %flat_grad.nb110486 = phi i64 [ 0, %fc1_bias_grad.u107.end ], [ %nb110.next, %flat_grad.mb111.end ]
+  br label %flat_grad.mb111
 
-conv2_weight_grad.f122:                           ; preds = %conv2_weight_grad.f122, %conv2_weight_grad.i121
-  %conv2_weight_grad.f122497 = phi i64 [ 0, %conv2_weight_grad.i121 ], [ %f122.next, %conv2_weight_grad.f122 ]
-  %1610 = mul nsw i64 %conv2_weight_grad.g110479, 16
-  %1611 = add nsw i64 %1610, %conv2_weight_grad.j120495
-  %1612 = mul nsw i64 %1611, 36864
-  %1613 = add nsw i64 4351248, %1612
-  %1614 = mul nsw i64 %conv2_weight_grad.f122497, 576
-  %1615 = add nsw i64 %1613, %1614
-  %1616 = add nsw i64 %1615, %conv2_weight_grad.i121496
-  %arena498 = getelementptr inbounds float, ptr %arena, i64 %1616
-  %1617 = load float, ptr %arena498, align 4
-  %1618 = mul nsw i64 %conv2_weight_grad.j120495, 576
-  %1619 = add nsw i64 %1618, %conv2_weight_grad.i121496
-  %1620 = mul nsw i64 %1619, 64
-  %1621 = add nsw i64 9364752, %1620
-  %1622 = add nsw i64 %1621, %conv2_weight_grad.f122497
-  %arena499 = getelementptr inbounds float, ptr %arena, i64 %1622
-  store float %1617, ptr %arena499, align 4
-  %f122.next = add nsw i64 %conv2_weight_grad.f122497, 1
-  %1623 = icmp slt i64 %f122.next, 64
-  br i1 %1623, label %conv2_weight_grad.f122, label %conv2_weight_grad.f122.end
+flat_grad.nb110.end:                              ; preds = %flat_grad.mb111.end
+  br label %pool_grad.i114
 
-conv2_weight_grad.f122.end:                       ; preds = %conv2_weight_grad.f122
-  %i121.next = add nsw i64 %conv2_weight_grad.i121496, 1
-  %1624 = icmp slt i64 %i121.next, 576
-  br i1 %1624, label %conv2_weight_grad.i121, label %conv2_weight_grad.i121.end
+flat_grad.mb111:                                  ; preds = %flat_grad.k113.end, %flat_grad.nb110
+  %flat_grad.mb111487 = phi i64 [ 0, %flat_grad.nb110 ], [ %mb111.next, %flat_grad.k113.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t112_c3_3, align 64
+  br label %flat_grad.k113
 
-conv2_weight_grad.kp123:                          ; preds = %conv2_weight_grad.nb124.end, %conv2_weight_grad.j120.end
-  %conv2_weight_grad.kp123500 = phi i64 [ 0, %conv2_weight_grad.j120.end ], [ %kp123.next, %conv2_weight_grad.nb124.end ]
-  br label %conv2_weight_grad.nb124
+flat_grad.mb111.end:                              ; preds = %flat_grad.k113.end
+  %nb110.next = add nsw i64 %flat_grad.nb110486, 1
+  %1627 = icmp slt i64 %nb110.next, 144
+  br i1 %1627, label %flat_grad.nb110, label %flat_grad.nb110.end
 
-conv2_weight_grad.kp123.end:                      ; preds = %conv2_weight_grad.nb124.end
-  %g110.next = add nsw i64 %conv2_weight_grad.g110479, 1
-  %1625 = icmp slt i64 %g110.next, 4
-  br i1 %1625, label %conv2_weight_grad.g110, label %conv2_weight_grad.g110.end
-
-conv2_weight_grad.nb124:                          ; preds = %conv2_weight_grad.mb125.end, %conv2_weight_grad.kp123
-  %conv2_weight_grad.nb124501 = phi i64 [ 0, %conv2_weight_grad.kp123 ], [ %nb124.next, %conv2_weight_grad.mb125.end ]
-  br label %conv2_weight_grad.mb125
-
-conv2_weight_grad.nb124.end:                      ; preds = %conv2_weight_grad.mb125.end
-  %kp123.next = add nsw i64 %conv2_weight_grad.kp123500, 1
-  %1626 = icmp slt i64 %kp123.next, 24
-  br i1 %1626, label %conv2_weight_grad.kp123, label %conv2_weight_grad.kp123.end
-
-conv2_weight_grad.mb125:                          ; preds = %conv2_weight_grad.k127.end, %conv2_weight_grad.nb124
-  %conv2_weight_grad.mb125502 = phi i64 [ 0, %conv2_weight_grad.nb124 ], [ %mb125.next, %conv2_weight_grad.k127.end ]
-  %1627 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1628 = mul nsw i64 %1627, 64
-  %1629 = add nsw i64 9954576, %1628
-  %1630 = mul nsw i64 %conv2_weight_grad.nb124501, 64
+flat_grad.k113:                                   ; preds = %flat_grad.k113, %flat_grad.mb111
+  %flat_grad.k113488 = phi i64 [ 0, %flat_grad.mb111 ], [ %k113.next, %flat_grad.k113 ]
+  %1628 = mul nsw i64 %flat_grad.k113488, 9216
+  %1629 = add nsw i64 18816, %1628
+  %1630 = mul nsw i64 %flat_grad.nb110486, 64
   %1631 = add nsw i64 %1629, %1630
-  %arena503 = getelementptr inbounds float, ptr %arena, i64 %1631
-  %1632 = load <16 x float>, ptr %arena503, align 4
-  store <16 x float> %1632, ptr %conv2_weight_grad.t126_c0_0, align 64
-  %1633 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1634 = mul nsw i64 %1633, 64
-  %1635 = add nsw i64 9954576, %1634
-  %1636 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1637 = add nsw i64 %1635, %1636
-  %1638 = add nsw i64 %1637, 16
-  %arena504 = getelementptr inbounds float, ptr %arena, i64 %1638
-  %1639 = load <16 x float>, ptr %arena504, align 4
-  store <16 x float> %1639, ptr %conv2_weight_grad.t126_c0_1, align 64
-  %1640 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1641 = mul nsw i64 %1640, 64
-  %1642 = add nsw i64 9954576, %1641
-  %1643 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1644 = add nsw i64 %1642, %1643
-  %1645 = add nsw i64 %1644, 32
-  %arena505 = getelementptr inbounds float, ptr %arena, i64 %1645
-  %1646 = load <16 x float>, ptr %arena505, align 4
-  store <16 x float> %1646, ptr %conv2_weight_grad.t126_c0_2, align 64
-  %1647 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1648 = mul nsw i64 %1647, 64
-  %1649 = add nsw i64 9954576, %1648
-  %1650 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1651 = add nsw i64 %1649, %1650
-  %1652 = add nsw i64 %1651, 48
-  %arena506 = getelementptr inbounds float, ptr %arena, i64 %1652
-  %1653 = load <16 x float>, ptr %arena506, align 4
-  store <16 x float> %1653, ptr %conv2_weight_grad.t126_c0_3, align 64
-  %1654 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1655 = add nsw i64 %1654, 1
-  %1656 = mul nsw i64 %1655, 64
-  %1657 = add nsw i64 9954576, %1656
-  %1658 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1659 = add nsw i64 %1657, %1658
-  %arena507 = getelementptr inbounds float, ptr %arena, i64 %1659
-  %1660 = load <16 x float>, ptr %arena507, align 4
-  store <16 x float> %1660, ptr %conv2_weight_grad.t126_c1_0, align 64
-  %1661 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1662 = add nsw i64 %1661, 1
-  %1663 = mul nsw i64 %1662, 64
-  %1664 = add nsw i64 9954576, %1663
-  %1665 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1666 = add nsw i64 %1664, %1665
-  %1667 = add nsw i64 %1666, 16
-  %arena508 = getelementptr inbounds float, ptr %arena, i64 %1667
-  %1668 = load <16 x float>, ptr %arena508, align 4
-  store <16 x float> %1668, ptr %conv2_weight_grad.t126_c1_1, align 64
-  %1669 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1670 = add nsw i64 %1669, 1
-  %1671 = mul nsw i64 %1670, 64
-  %1672 = add nsw i64 9954576, %1671
-  %1673 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1674 = add nsw i64 %1672, %1673
-  %1675 = add nsw i64 %1674, 32
-  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1675
-  %1676 = load <16 x float>, ptr %arena509, align 4
-  store <16 x float> %1676, ptr %conv2_weight_grad.t126_c1_2, align 64
-  %1677 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1678 = add nsw i64 %1677, 1
-  %1679 = mul nsw i64 %1678, 64
-  %1680 = add nsw i64 9954576, %1679
-  %1681 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1682 = add nsw i64 %1680, %1681
-  %1683 = add nsw i64 %1682, 48
-  %arena510 = getelementptr inbounds float, ptr %arena, i64 %1683
-  %1684 = load <16 x float>, ptr %arena510, align 4
-  store <16 x float> %1684, ptr %conv2_weight_grad.t126_c1_3, align 64
-  %1685 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1686 = add nsw i64 %1685, 2
-  %1687 = mul nsw i64 %1686, 64
-  %1688 = add nsw i64 9954576, %1687
-  %1689 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1690 = add nsw i64 %1688, %1689
-  %arena511 = getelementptr inbounds float, ptr %arena, i64 %1690
-  %1691 = load <16 x float>, ptr %arena511, align 4
-  store <16 x float> %1691, ptr %conv2_weight_grad.t126_c2_0, align 64
-  %1692 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1693 = add nsw i64 %1692, 2
-  %1694 = mul nsw i64 %1693, 64
-  %1695 = add nsw i64 9954576, %1694
-  %1696 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1697 = add nsw i64 %1695, %1696
-  %1698 = add nsw i64 %1697, 16
-  %arena512 = getelementptr inbounds float, ptr %arena, i64 %1698
-  %1699 = load <16 x float>, ptr %arena512, align 4
-  store <16 x float> %1699, ptr %conv2_weight_grad.t126_c2_1, align 64
-  %1700 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1701 = add nsw i64 %1700, 2
-  %1702 = mul nsw i64 %1701, 64
-  %1703 = add nsw i64 9954576, %1702
-  %1704 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1705 = add nsw i64 %1703, %1704
-  %1706 = add nsw i64 %1705, 32
-  %arena513 = getelementptr inbounds float, ptr %arena, i64 %1706
-  %1707 = load <16 x float>, ptr %arena513, align 4
-  store <16 x float> %1707, ptr %conv2_weight_grad.t126_c2_2, align 64
-  %1708 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1709 = add nsw i64 %1708, 2
-  %1710 = mul nsw i64 %1709, 64
-  %1711 = add nsw i64 9954576, %1710
-  %1712 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1713 = add nsw i64 %1711, %1712
-  %1714 = add nsw i64 %1713, 48
-  %arena514 = getelementptr inbounds float, ptr %arena, i64 %1714
-  %1715 = load <16 x float>, ptr %arena514, align 4
-  store <16 x float> %1715, ptr %conv2_weight_grad.t126_c2_3, align 64
-  %1716 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1717 = add nsw i64 %1716, 3
-  %1718 = mul nsw i64 %1717, 64
-  %1719 = add nsw i64 9954576, %1718
-  %1720 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1721 = add nsw i64 %1719, %1720
-  %arena515 = getelementptr inbounds float, ptr %arena, i64 %1721
-  %1722 = load <16 x float>, ptr %arena515, align 4
-  store <16 x float> %1722, ptr %conv2_weight_grad.t126_c3_0, align 64
-  %1723 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1724 = add nsw i64 %1723, 3
-  %1725 = mul nsw i64 %1724, 64
-  %1726 = add nsw i64 9954576, %1725
-  %1727 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1728 = add nsw i64 %1726, %1727
-  %1729 = add nsw i64 %1728, 16
-  %arena516 = getelementptr inbounds float, ptr %arena, i64 %1729
-  %1730 = load <16 x float>, ptr %arena516, align 4
-  store <16 x float> %1730, ptr %conv2_weight_grad.t126_c3_1, align 64
-  %1731 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1732 = add nsw i64 %1731, 3
-  %1733 = mul nsw i64 %1732, 64
-  %1734 = add nsw i64 9954576, %1733
-  %1735 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1736 = add nsw i64 %1734, %1735
-  %1737 = add nsw i64 %1736, 32
-  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1737
-  %1738 = load <16 x float>, ptr %arena517, align 4
-  store <16 x float> %1738, ptr %conv2_weight_grad.t126_c3_2, align 64
-  %1739 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1740 = add nsw i64 %1739, 3
-  %1741 = mul nsw i64 %1740, 64
-  %1742 = add nsw i64 9954576, %1741
-  %1743 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1744 = add nsw i64 %1742, %1743
-  %1745 = add nsw i64 %1744, 48
-  %arena518 = getelementptr inbounds float, ptr %arena, i64 %1745
-  %1746 = load <16 x float>, ptr %arena518, align 4
-  store <16 x float> %1746, ptr %conv2_weight_grad.t126_c3_3, align 64
-  %1747 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1748 = add nsw i64 %1747, 4
-  %1749 = mul nsw i64 %1748, 64
-  %1750 = add nsw i64 9954576, %1749
-  %1751 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1752 = add nsw i64 %1750, %1751
-  %arena519 = getelementptr inbounds float, ptr %arena, i64 %1752
-  %1753 = load <16 x float>, ptr %arena519, align 4
-  store <16 x float> %1753, ptr %conv2_weight_grad.t126_c4_0, align 64
-  %1754 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1755 = add nsw i64 %1754, 4
-  %1756 = mul nsw i64 %1755, 64
-  %1757 = add nsw i64 9954576, %1756
-  %1758 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1759 = add nsw i64 %1757, %1758
-  %1760 = add nsw i64 %1759, 16
-  %arena520 = getelementptr inbounds float, ptr %arena, i64 %1760
-  %1761 = load <16 x float>, ptr %arena520, align 4
-  store <16 x float> %1761, ptr %conv2_weight_grad.t126_c4_1, align 64
-  %1762 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1763 = add nsw i64 %1762, 4
-  %1764 = mul nsw i64 %1763, 64
-  %1765 = add nsw i64 9954576, %1764
-  %1766 = mul nsw i64 %conv2_weight_grad.nb124501, 64
+  %params489 = getelementptr inbounds float, ptr %params, i64 %1631
+  %1632 = load <16 x float>, ptr %params489, align 4
+  store <16 x float> %1632, ptr %flat_grad.t112_b0, align 64
+  %1633 = mul nsw i64 %flat_grad.k113488, 9216
+  %1634 = add nsw i64 18816, %1633
+  %1635 = mul nsw i64 %flat_grad.nb110486, 64
+  %1636 = add nsw i64 %1634, %1635
+  %1637 = add nsw i64 %1636, 16
+  %params490 = getelementptr inbounds float, ptr %params, i64 %1637
+  %1638 = load <16 x float>, ptr %params490, align 4
+  store <16 x float> %1638, ptr %flat_grad.t112_b1, align 64
+  %1639 = mul nsw i64 %flat_grad.k113488, 9216
+  %1640 = add nsw i64 18816, %1639
+  %1641 = mul nsw i64 %flat_grad.nb110486, 64
+  %1642 = add nsw i64 %1640, %1641
+  %1643 = add nsw i64 %1642, 32
+  %params491 = getelementptr inbounds float, ptr %params, i64 %1643
+  %1644 = load <16 x float>, ptr %params491, align 4
+  store <16 x float> %1644, ptr %flat_grad.t112_b2, align 64
+  %1645 = mul nsw i64 %flat_grad.k113488, 9216
+  %1646 = add nsw i64 18816, %1645
+  %1647 = mul nsw i64 %flat_grad.nb110486, 64
+  %1648 = add nsw i64 %1646, %1647
+  %1649 = add nsw i64 %1648, 48
+  %params492 = getelementptr inbounds float, ptr %params, i64 %1649
+  %1650 = load <16 x float>, ptr %params492, align 4
+  store <16 x float> %1650, ptr %flat_grad.t112_b3, align 64
+  %1651 = mul nsw i64 %flat_grad.mb111487, 4
+  %1652 = mul nsw i64 %1651, 128
+  %1653 = add nsw i64 3162112, %1652
+  %1654 = add nsw i64 %1653, %flat_grad.k113488
+  %arena493 = getelementptr inbounds float, ptr %arena, i64 %1654
+  %1655 = load float, ptr %arena493, align 4
+  %1656 = insertelement <16 x float> undef, float %1655, i32 0
+  %1657 = shufflevector <16 x float> %1656, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1657, ptr %flat_grad.t112_a0, align 64
+  %t112_a0 = load <16 x float>, ptr %flat_grad.t112_a0, align 64
+  %t112_b0 = load <16 x float>, ptr %flat_grad.t112_b0, align 64
+  %t112_c0_0 = load <16 x float>, ptr %flat_grad.t112_c0_0, align 64
+  %1658 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a0, <16 x float> %t112_b0, <16 x float> %t112_c0_0)
+  store <16 x float> %1658, ptr %flat_grad.t112_c0_0, align 64
+  %t112_a0494 = load <16 x float>, ptr %flat_grad.t112_a0, align 64
+  %t112_b1 = load <16 x float>, ptr %flat_grad.t112_b1, align 64
+  %t112_c0_1 = load <16 x float>, ptr %flat_grad.t112_c0_1, align 64
+  %1659 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a0494, <16 x float> %t112_b1, <16 x float> %t112_c0_1)
+  store <16 x float> %1659, ptr %flat_grad.t112_c0_1, align 64
+  %t112_a0495 = load <16 x float>, ptr %flat_grad.t112_a0, align 64
+  %t112_b2 = load <16 x float>, ptr %flat_grad.t112_b2, align 64
+  %t112_c0_2 = load <16 x float>, ptr %flat_grad.t112_c0_2, align 64
+  %1660 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a0495, <16 x float> %t112_b2, <16 x float> %t112_c0_2)
+  store <16 x float> %1660, ptr %flat_grad.t112_c0_2, align 64
+  %t112_a0496 = load <16 x float>, ptr %flat_grad.t112_a0, align 64
+  %t112_b3 = load <16 x float>, ptr %flat_grad.t112_b3, align 64
+  %t112_c0_3 = load <16 x float>, ptr %flat_grad.t112_c0_3, align 64
+  %1661 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a0496, <16 x float> %t112_b3, <16 x float> %t112_c0_3)
+  store <16 x float> %1661, ptr %flat_grad.t112_c0_3, align 64
+  %1662 = mul nsw i64 %flat_grad.mb111487, 4
+  %1663 = add nsw i64 %1662, 1
+  %1664 = mul nsw i64 %1663, 128
+  %1665 = add nsw i64 3162112, %1664
+  %1666 = add nsw i64 %1665, %flat_grad.k113488
+  %arena497 = getelementptr inbounds float, ptr %arena, i64 %1666
+  %1667 = load float, ptr %arena497, align 4
+  %1668 = insertelement <16 x float> undef, float %1667, i32 0
+  %1669 = shufflevector <16 x float> %1668, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1669, ptr %flat_grad.t112_a1, align 64
+  %t112_a1 = load <16 x float>, ptr %flat_grad.t112_a1, align 64
+  %t112_b0498 = load <16 x float>, ptr %flat_grad.t112_b0, align 64
+  %t112_c1_0 = load <16 x float>, ptr %flat_grad.t112_c1_0, align 64
+  %1670 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a1, <16 x float> %t112_b0498, <16 x float> %t112_c1_0)
+  store <16 x float> %1670, ptr %flat_grad.t112_c1_0, align 64
+  %t112_a1499 = load <16 x float>, ptr %flat_grad.t112_a1, align 64
+  %t112_b1500 = load <16 x float>, ptr %flat_grad.t112_b1, align 64
+  %t112_c1_1 = load <16 x float>, ptr %flat_grad.t112_c1_1, align 64
+  %1671 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a1499, <16 x float> %t112_b1500, <16 x float> %t112_c1_1)
+  store <16 x float> %1671, ptr %flat_grad.t112_c1_1, align 64
+  %t112_a1501 = load <16 x float>, ptr %flat_grad.t112_a1, align 64
+  %t112_b2502 = load <16 x float>, ptr %flat_grad.t112_b2, align 64
+  %t112_c1_2 = load <16 x float>, ptr %flat_grad.t112_c1_2, align 64
+  %1672 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a1501, <16 x float> %t112_b2502, <16 x float> %t112_c1_2)
+  store <16 x float> %1672, ptr %flat_grad.t112_c1_2, align 64
+  %t112_a1503 = load <16 x float>, ptr %flat_grad.t112_a1, align 64
+  %t112_b3504 = load <16 x float>, ptr %flat_grad.t112_b3, align 64
+  %t112_c1_3 = load <16 x float>, ptr %flat_grad.t112_c1_3, align 64
+  %1673 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a1503, <16 x float> %t112_b3504, <16 x float> %t112_c1_3)
+  store <16 x float> %1673, ptr %flat_grad.t112_c1_3, align 64
+  %1674 = mul nsw i64 %flat_grad.mb111487, 4
+  %1675 = add nsw i64 %1674, 2
+  %1676 = mul nsw i64 %1675, 128
+  %1677 = add nsw i64 3162112, %1676
+  %1678 = add nsw i64 %1677, %flat_grad.k113488
+  %arena505 = getelementptr inbounds float, ptr %arena, i64 %1678
+  %1679 = load float, ptr %arena505, align 4
+  %1680 = insertelement <16 x float> undef, float %1679, i32 0
+  %1681 = shufflevector <16 x float> %1680, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1681, ptr %flat_grad.t112_a2, align 64
+  %t112_a2 = load <16 x float>, ptr %flat_grad.t112_a2, align 64
+  %t112_b0506 = load <16 x float>, ptr %flat_grad.t112_b0, align 64
+  %t112_c2_0 = load <16 x float>, ptr %flat_grad.t112_c2_0, align 64
+  %1682 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a2, <16 x float> %t112_b0506, <16 x float> %t112_c2_0)
+  store <16 x float> %1682, ptr %flat_grad.t112_c2_0, align 64
+  %t112_a2507 = load <16 x float>, ptr %flat_grad.t112_a2, align 64
+  %t112_b1508 = load <16 x float>, ptr %flat_grad.t112_b1, align 64
+  %t112_c2_1 = load <16 x float>, ptr %flat_grad.t112_c2_1, align 64
+  %1683 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a2507, <16 x float> %t112_b1508, <16 x float> %t112_c2_1)
+  store <16 x float> %1683, ptr %flat_grad.t112_c2_1, align 64
+  %t112_a2509 = load <16 x float>, ptr %flat_grad.t112_a2, align 64
+  %t112_b2510 = load <16 x float>, ptr %flat_grad.t112_b2, align 64
+  %t112_c2_2 = load <16 x float>, ptr %flat_grad.t112_c2_2, align 64
+  %1684 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a2509, <16 x float> %t112_b2510, <16 x float> %t112_c2_2)
+  store <16 x float> %1684, ptr %flat_grad.t112_c2_2, align 64
+  %t112_a2511 = load <16 x float>, ptr %flat_grad.t112_a2, align 64
+  %t112_b3512 = load <16 x float>, ptr %flat_grad.t112_b3, align 64
+  %t112_c2_3 = load <16 x float>, ptr %flat_grad.t112_c2_3, align 64
+  %1685 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a2511, <16 x float> %t112_b3512, <16 x float> %t112_c2_3)
+  store <16 x float> %1685, ptr %flat_grad.t112_c2_3, align 64
+  %1686 = mul nsw i64 %flat_grad.mb111487, 4
+  %1687 = add nsw i64 %1686, 3
+  %1688 = mul nsw i64 %1687, 128
+  %1689 = add nsw i64 3162112, %1688
+  %1690 = add nsw i64 %1689, %flat_grad.k113488
+  %arena513 = getelementptr inbounds float, ptr %arena, i64 %1690
+  %1691 = load float, ptr %arena513, align 4
+  %1692 = insertelement <16 x float> undef, float %1691, i32 0
+  %1693 = shufflevector <16 x float> %1692, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1693, ptr %flat_grad.t112_a3, align 64
+  %t112_a3 = load <16 x float>, ptr %flat_grad.t112_a3, align 64
+  %t112_b0514 = load <16 x float>, ptr %flat_grad.t112_b0, align 64
+  %t112_c3_0 = load <16 x float>, ptr %flat_grad.t112_c3_0, align 64
+  %1694 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a3, <16 x float> %t112_b0514, <16 x float> %t112_c3_0)
+  store <16 x float> %1694, ptr %flat_grad.t112_c3_0, align 64
+  %t112_a3515 = load <16 x float>, ptr %flat_grad.t112_a3, align 64
+  %t112_b1516 = load <16 x float>, ptr %flat_grad.t112_b1, align 64
+  %t112_c3_1 = load <16 x float>, ptr %flat_grad.t112_c3_1, align 64
+  %1695 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a3515, <16 x float> %t112_b1516, <16 x float> %t112_c3_1)
+  store <16 x float> %1695, ptr %flat_grad.t112_c3_1, align 64
+  %t112_a3517 = load <16 x float>, ptr %flat_grad.t112_a3, align 64
+  %t112_b2518 = load <16 x float>, ptr %flat_grad.t112_b2, align 64
+  %t112_c3_2 = load <16 x float>, ptr %flat_grad.t112_c3_2, align 64
+  %1696 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a3517, <16 x float> %t112_b2518, <16 x float> %t112_c3_2)
+  store <16 x float> %1696, ptr %flat_grad.t112_c3_2, align 64
+  %t112_a3519 = load <16 x float>, ptr %flat_grad.t112_a3, align 64
+  %t112_b3520 = load <16 x float>, ptr %flat_grad.t112_b3, align 64
+  %t112_c3_3 = load <16 x float>, ptr %flat_grad.t112_c3_3, align 64
+  %1697 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a3519, <16 x float> %t112_b3520, <16 x float> %t112_c3_3)
+  store <16 x float> %1697, ptr %flat_grad.t112_c3_3, align 64
+  %k113.next = add nsw i64 %flat_grad.k113488, 1
+  %1698 = icmp slt i64 %k113.next, 128
+  br i1 %1698, label %flat_grad.k113, label %flat_grad.k113.end
+
+flat_grad.k113.end:                               ; preds = %flat_grad.k113
+  %t112_c0_0521 = load <16 x float>, ptr %flat_grad.t112_c0_0, align 64
+  %1699 = mul nsw i64 %flat_grad.mb111487, 4
+  %1700 = mul nsw i64 %1699, 9216
+  %1701 = add nsw i64 3171600, %1700
+  %1702 = mul nsw i64 %flat_grad.nb110486, 64
+  %1703 = add nsw i64 %1701, %1702
+  %arena522 = getelementptr inbounds float, ptr %arena, i64 %1703
+  store <16 x float> %t112_c0_0521, ptr %arena522, align 4
+  %t112_c0_1523 = load <16 x float>, ptr %flat_grad.t112_c0_1, align 64
+  %1704 = mul nsw i64 %flat_grad.mb111487, 4
+  %1705 = mul nsw i64 %1704, 9216
+  %1706 = add nsw i64 3171600, %1705
+  %1707 = mul nsw i64 %flat_grad.nb110486, 64
+  %1708 = add nsw i64 %1706, %1707
+  %1709 = add nsw i64 %1708, 16
+  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1709
+  store <16 x float> %t112_c0_1523, ptr %arena524, align 4
+  %t112_c0_2525 = load <16 x float>, ptr %flat_grad.t112_c0_2, align 64
+  %1710 = mul nsw i64 %flat_grad.mb111487, 4
+  %1711 = mul nsw i64 %1710, 9216
+  %1712 = add nsw i64 3171600, %1711
+  %1713 = mul nsw i64 %flat_grad.nb110486, 64
+  %1714 = add nsw i64 %1712, %1713
+  %1715 = add nsw i64 %1714, 32
+  %arena526 = getelementptr inbounds float, ptr %arena, i64 %1715
+  store <16 x float> %t112_c0_2525, ptr %arena526, align 4
+  %t112_c0_3527 = load <16 x float>, ptr %flat_grad.t112_c0_3, align 64
+  %1716 = mul nsw i64 %flat_grad.mb111487, 4
+  %1717 = mul nsw i64 %1716, 9216
+  %1718 = add nsw i64 3171600, %1717
+  %1719 = mul nsw i64 %flat_grad.nb110486, 64
+  %1720 = add nsw i64 %1718, %1719
+  %1721 = add nsw i64 %1720, 48
+  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1721
+  store <16 x float> %t112_c0_3527, ptr %arena528, align 4
+  %t112_c1_0529 = load <16 x float>, ptr %flat_grad.t112_c1_0, align 64
+  %1722 = mul nsw i64 %flat_grad.mb111487, 4
+  %1723 = add nsw i64 %1722, 1
+  %1724 = mul nsw i64 %1723, 9216
+  %1725 = add nsw i64 3171600, %1724
+  %1726 = mul nsw i64 %flat_grad.nb110486, 64
+  %1727 = add nsw i64 %1725, %1726
+  %arena530 = getelementptr inbounds float, ptr %arena, i64 %1727
+  store <16 x float> %t112_c1_0529, ptr %arena530, align 4
+  %t112_c1_1531 = load <16 x float>, ptr %flat_grad.t112_c1_1, align 64
+  %1728 = mul nsw i64 %flat_grad.mb111487, 4
+  %1729 = add nsw i64 %1728, 1
+  %1730 = mul nsw i64 %1729, 9216
+  %1731 = add nsw i64 3171600, %1730
+  %1732 = mul nsw i64 %flat_grad.nb110486, 64
+  %1733 = add nsw i64 %1731, %1732
+  %1734 = add nsw i64 %1733, 16
+  %arena532 = getelementptr inbounds float, ptr %arena, i64 %1734
+  store <16 x float> %t112_c1_1531, ptr %arena532, align 4
+  %t112_c1_2533 = load <16 x float>, ptr %flat_grad.t112_c1_2, align 64
+  %1735 = mul nsw i64 %flat_grad.mb111487, 4
+  %1736 = add nsw i64 %1735, 1
+  %1737 = mul nsw i64 %1736, 9216
+  %1738 = add nsw i64 3171600, %1737
+  %1739 = mul nsw i64 %flat_grad.nb110486, 64
+  %1740 = add nsw i64 %1738, %1739
+  %1741 = add nsw i64 %1740, 32
+  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1741
+  store <16 x float> %t112_c1_2533, ptr %arena534, align 4
+  %t112_c1_3535 = load <16 x float>, ptr %flat_grad.t112_c1_3, align 64
+  %1742 = mul nsw i64 %flat_grad.mb111487, 4
+  %1743 = add nsw i64 %1742, 1
+  %1744 = mul nsw i64 %1743, 9216
+  %1745 = add nsw i64 3171600, %1744
+  %1746 = mul nsw i64 %flat_grad.nb110486, 64
+  %1747 = add nsw i64 %1745, %1746
+  %1748 = add nsw i64 %1747, 48
+  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1748
+  store <16 x float> %t112_c1_3535, ptr %arena536, align 4
+  %t112_c2_0537 = load <16 x float>, ptr %flat_grad.t112_c2_0, align 64
+  %1749 = mul nsw i64 %flat_grad.mb111487, 4
+  %1750 = add nsw i64 %1749, 2
+  %1751 = mul nsw i64 %1750, 9216
+  %1752 = add nsw i64 3171600, %1751
+  %1753 = mul nsw i64 %flat_grad.nb110486, 64
+  %1754 = add nsw i64 %1752, %1753
+  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1754
+  store <16 x float> %t112_c2_0537, ptr %arena538, align 4
+  %t112_c2_1539 = load <16 x float>, ptr %flat_grad.t112_c2_1, align 64
+  %1755 = mul nsw i64 %flat_grad.mb111487, 4
+  %1756 = add nsw i64 %1755, 2
+  %1757 = mul nsw i64 %1756, 9216
+  %1758 = add nsw i64 3171600, %1757
+  %1759 = mul nsw i64 %flat_grad.nb110486, 64
+  %1760 = add nsw i64 %1758, %1759
+  %1761 = add nsw i64 %1760, 16
+  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1761
+  store <16 x float> %t112_c2_1539, ptr %arena540, align 4
+  %t112_c2_2541 = load <16 x float>, ptr %flat_grad.t112_c2_2, align 64
+  %1762 = mul nsw i64 %flat_grad.mb111487, 4
+  %1763 = add nsw i64 %1762, 2
+  %1764 = mul nsw i64 %1763, 9216
+  %1765 = add nsw i64 3171600, %1764
+  %1766 = mul nsw i64 %flat_grad.nb110486, 64
   %1767 = add nsw i64 %1765, %1766
   %1768 = add nsw i64 %1767, 32
-  %arena521 = getelementptr inbounds float, ptr %arena, i64 %1768
-  %1769 = load <16 x float>, ptr %arena521, align 4
-  store <16 x float> %1769, ptr %conv2_weight_grad.t126_c4_2, align 64
-  %1770 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1771 = add nsw i64 %1770, 4
-  %1772 = mul nsw i64 %1771, 64
-  %1773 = add nsw i64 9954576, %1772
-  %1774 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1775 = add nsw i64 %1773, %1774
-  %1776 = add nsw i64 %1775, 48
-  %arena522 = getelementptr inbounds float, ptr %arena, i64 %1776
-  %1777 = load <16 x float>, ptr %arena522, align 4
-  store <16 x float> %1777, ptr %conv2_weight_grad.t126_c4_3, align 64
-  %1778 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1779 = add nsw i64 %1778, 5
-  %1780 = mul nsw i64 %1779, 64
-  %1781 = add nsw i64 9954576, %1780
-  %1782 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1783 = add nsw i64 %1781, %1782
-  %arena523 = getelementptr inbounds float, ptr %arena, i64 %1783
-  %1784 = load <16 x float>, ptr %arena523, align 4
-  store <16 x float> %1784, ptr %conv2_weight_grad.t126_c5_0, align 64
-  %1785 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1786 = add nsw i64 %1785, 5
-  %1787 = mul nsw i64 %1786, 64
-  %1788 = add nsw i64 9954576, %1787
-  %1789 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1790 = add nsw i64 %1788, %1789
-  %1791 = add nsw i64 %1790, 16
-  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1791
-  %1792 = load <16 x float>, ptr %arena524, align 4
-  store <16 x float> %1792, ptr %conv2_weight_grad.t126_c5_1, align 64
-  %1793 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1794 = add nsw i64 %1793, 5
-  %1795 = mul nsw i64 %1794, 64
-  %1796 = add nsw i64 9954576, %1795
-  %1797 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1798 = add nsw i64 %1796, %1797
-  %1799 = add nsw i64 %1798, 32
-  %arena525 = getelementptr inbounds float, ptr %arena, i64 %1799
-  %1800 = load <16 x float>, ptr %arena525, align 4
-  store <16 x float> %1800, ptr %conv2_weight_grad.t126_c5_2, align 64
-  %1801 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1802 = add nsw i64 %1801, 5
-  %1803 = mul nsw i64 %1802, 64
-  %1804 = add nsw i64 9954576, %1803
-  %1805 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1806 = add nsw i64 %1804, %1805
-  %1807 = add nsw i64 %1806, 48
-  %arena526 = getelementptr inbounds float, ptr %arena, i64 %1807
-  %1808 = load <16 x float>, ptr %arena526, align 4
-  store <16 x float> %1808, ptr %conv2_weight_grad.t126_c5_3, align 64
-  br label %conv2_weight_grad.k127
+  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1768
+  store <16 x float> %t112_c2_2541, ptr %arena542, align 4
+  %t112_c2_3543 = load <16 x float>, ptr %flat_grad.t112_c2_3, align 64
+  %1769 = mul nsw i64 %flat_grad.mb111487, 4
+  %1770 = add nsw i64 %1769, 2
+  %1771 = mul nsw i64 %1770, 9216
+  %1772 = add nsw i64 3171600, %1771
+  %1773 = mul nsw i64 %flat_grad.nb110486, 64
+  %1774 = add nsw i64 %1772, %1773
+  %1775 = add nsw i64 %1774, 48
+  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1775
+  store <16 x float> %t112_c2_3543, ptr %arena544, align 4
+  %t112_c3_0545 = load <16 x float>, ptr %flat_grad.t112_c3_0, align 64
+  %1776 = mul nsw i64 %flat_grad.mb111487, 4
+  %1777 = add nsw i64 %1776, 3
+  %1778 = mul nsw i64 %1777, 9216
+  %1779 = add nsw i64 3171600, %1778
+  %1780 = mul nsw i64 %flat_grad.nb110486, 64
+  %1781 = add nsw i64 %1779, %1780
+  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1781
+  store <16 x float> %t112_c3_0545, ptr %arena546, align 4
+  %t112_c3_1547 = load <16 x float>, ptr %flat_grad.t112_c3_1, align 64
+  %1782 = mul nsw i64 %flat_grad.mb111487, 4
+  %1783 = add nsw i64 %1782, 3
+  %1784 = mul nsw i64 %1783, 9216
+  %1785 = add nsw i64 3171600, %1784
+  %1786 = mul nsw i64 %flat_grad.nb110486, 64
+  %1787 = add nsw i64 %1785, %1786
+  %1788 = add nsw i64 %1787, 16
+  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1788
+  store <16 x float> %t112_c3_1547, ptr %arena548, align 4
+  %t112_c3_2549 = load <16 x float>, ptr %flat_grad.t112_c3_2, align 64
+  %1789 = mul nsw i64 %flat_grad.mb111487, 4
+  %1790 = add nsw i64 %1789, 3
+  %1791 = mul nsw i64 %1790, 9216
+  %1792 = add nsw i64 3171600, %1791
+  %1793 = mul nsw i64 %flat_grad.nb110486, 64
+  %1794 = add nsw i64 %1792, %1793
+  %1795 = add nsw i64 %1794, 32
+  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1795
+  store <16 x float> %t112_c3_2549, ptr %arena550, align 4
+  %t112_c3_3551 = load <16 x float>, ptr %flat_grad.t112_c3_3, align 64
+  %1796 = mul nsw i64 %flat_grad.mb111487, 4
+  %1797 = add nsw i64 %1796, 3
+  %1798 = mul nsw i64 %1797, 9216
+  %1799 = add nsw i64 3171600, %1798
+  %1800 = mul nsw i64 %flat_grad.nb110486, 64
+  %1801 = add nsw i64 %1799, %1800
+  %1802 = add nsw i64 %1801, 48
+  %arena552 = getelementptr inbounds float, ptr %arena, i64 %1802
+  store <16 x float> %t112_c3_3551, ptr %arena552, align 4
+  %mb111.next = add nsw i64 %flat_grad.mb111487, 1
+  %1803 = icmp slt i64 %mb111.next, 16
+  br i1 %1803, label %flat_grad.mb111, label %flat_grad.mb111.end
 
-conv2_weight_grad.mb125.end:                      ; preds = %conv2_weight_grad.k127.end
-  %nb124.next = add nsw i64 %conv2_weight_grad.nb124501, 1
-  %1809 = icmp slt i64 %nb124.next, 1
-  br i1 %1809, label %conv2_weight_grad.nb124, label %conv2_weight_grad.nb124.end
+pool_grad.i114:                                   ; preds = %pool_grad.i114, %flat_grad.nb110.end
+  %pool_grad.i114553 = phi i64 [ 0, %flat_grad.nb110.end ], [ %i114.next, %pool_grad.i114 ]
+  %1804 = xor i64 %seed, 7835718858194987975
+  %1805 = lshr i64 %1804, 30
+  %1806 = xor i64 %1804, %1805
+  %1807 = mul i64 %1806, -4658895280553007687
+  %1808 = lshr i64 %1807, 27
+  %1809 = xor i64 %1807, %1808
+  %1810 = mul i64 %1809, -7723592293110705685
+  %1811 = lshr i64 %1810, 31
+  %1812 = xor i64 %1810, %1811
+  %1813 = add i64 %1812, %step
+  %1814 = lshr i64 %1813, 30
+  %1815 = xor i64 %1813, %1814
+  %1816 = mul i64 %1815, -4658895280553007687
+  %1817 = lshr i64 %1816, 27
+  %1818 = xor i64 %1816, %1817
+  %1819 = mul i64 %1818, -7723592293110705685
+  %1820 = lshr i64 %1819, 31
+  %1821 = xor i64 %1819, %1820
+  %1822 = mul i64 %pool_grad.i114553, -7046029254386353131
+  %1823 = add i64 %1821, %1822
+  %1824 = lshr i64 %1823, 30
+  %1825 = xor i64 %1823, %1824
+  %1826 = mul i64 %1825, -4658895280553007687
+  %1827 = lshr i64 %1826, 27
+  %1828 = xor i64 %1826, %1827
+  %1829 = mul i64 %1828, -7723592293110705685
+  %1830 = lshr i64 %1829, 31
+  %1831 = xor i64 %1829, %1830
+  %1832 = lshr i64 %1831, 40
+  %keep554 = icmp uge i64 %1832, 4194304
+  %1833 = add nsw i64 3171600, %pool_grad.i114553
+  %arena555 = getelementptr inbounds float, ptr %arena, i64 %1833
+  %1834 = load float, ptr %arena555, align 4
+  %1835 = fmul float %1834, 0x3FF5555560000000
+  %1836 = select i1 %keep554, float %1835, float 0.000000e+00
+  %1837 = add nsw i64 3761424, %pool_grad.i114553
+  %arena556 = getelementptr inbounds float, ptr %arena, i64 %1837
+  store float %1836, ptr %arena556, align 4
+  %i114.next = add nsw i64 %pool_grad.i114553, 1
+  %1838 = icmp slt i64 %i114.next, 589824
+  br i1 %1838, label %pool_grad.i114, label %pool_grad.i114.end
 
-conv2_weight_grad.k127:                           ; preds = %conv2_weight_grad.k127, %conv2_weight_grad.mb125
-  %conv2_weight_grad.k127527 = phi i64 [ 0, %conv2_weight_grad.mb125 ], [ %k127.next, %conv2_weight_grad.k127 ]
-  %1810 = mul nsw i64 %conv2_weight_grad.kp123500, 384
-  %1811 = add nsw i64 %conv2_weight_grad.k127527, %1810
-  %1812 = mul nsw i64 %1811, 64
-  %1813 = add nsw i64 9364752, %1812
-  %1814 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1815 = add nsw i64 %1813, %1814
-  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1815
-  %1816 = load <16 x float>, ptr %arena528, align 4
-  store <16 x float> %1816, ptr %conv2_weight_grad.t126_b0, align 64
-  %1817 = mul nsw i64 %conv2_weight_grad.kp123500, 384
-  %1818 = add nsw i64 %conv2_weight_grad.k127527, %1817
-  %1819 = mul nsw i64 %1818, 64
-  %1820 = add nsw i64 9364752, %1819
-  %1821 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1822 = add nsw i64 %1820, %1821
-  %1823 = add nsw i64 %1822, 16
-  %arena529 = getelementptr inbounds float, ptr %arena, i64 %1823
-  %1824 = load <16 x float>, ptr %arena529, align 4
-  store <16 x float> %1824, ptr %conv2_weight_grad.t126_b1, align 64
-  %1825 = mul nsw i64 %conv2_weight_grad.kp123500, 384
-  %1826 = add nsw i64 %conv2_weight_grad.k127527, %1825
-  %1827 = mul nsw i64 %1826, 64
-  %1828 = add nsw i64 9364752, %1827
-  %1829 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1830 = add nsw i64 %1828, %1829
-  %1831 = add nsw i64 %1830, 32
-  %arena530 = getelementptr inbounds float, ptr %arena, i64 %1831
-  %1832 = load <16 x float>, ptr %arena530, align 4
-  store <16 x float> %1832, ptr %conv2_weight_grad.t126_b2, align 64
-  %1833 = mul nsw i64 %conv2_weight_grad.kp123500, 384
-  %1834 = add nsw i64 %conv2_weight_grad.k127527, %1833
-  %1835 = mul nsw i64 %1834, 64
-  %1836 = add nsw i64 9364752, %1835
-  %1837 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1838 = add nsw i64 %1836, %1837
-  %1839 = add nsw i64 %1838, 48
-  %arena531 = getelementptr inbounds float, ptr %arena, i64 %1839
-  %1840 = load <16 x float>, ptr %arena531, align 4
-  store <16 x float> %1840, ptr %conv2_weight_grad.t126_b3, align 64
-  %1841 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1842 = mul nsw i64 %1841, 9216
-  %1843 = add nsw i64 6710544, %1842
-  %1844 = mul nsw i64 %conv2_weight_grad.kp123500, 384
-  %1845 = add nsw i64 %conv2_weight_grad.k127527, %1844
-  %1846 = add nsw i64 %1843, %1845
-  %arena532 = getelementptr inbounds float, ptr %arena, i64 %1846
-  %1847 = load float, ptr %arena532, align 4
-  %1848 = insertelement <16 x float> undef, float %1847, i32 0
-  %1849 = shufflevector <16 x float> %1848, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1849, ptr %conv2_weight_grad.t126_a0, align 64
-  %t126_a0 = load <16 x float>, ptr %conv2_weight_grad.t126_a0, align 64
-  %t126_b0 = load <16 x float>, ptr %conv2_weight_grad.t126_b0, align 64
-  %t126_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t126_c0_0, align 64
-  %1850 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a0, <16 x float> %t126_b0, <16 x float> %t126_c0_0)
-  store <16 x float> %1850, ptr %conv2_weight_grad.t126_c0_0, align 64
-  %t126_a0533 = load <16 x float>, ptr %conv2_weight_grad.t126_a0, align 64
-  %t126_b1 = load <16 x float>, ptr %conv2_weight_grad.t126_b1, align 64
-  %t126_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t126_c0_1, align 64
-  %1851 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a0533, <16 x float> %t126_b1, <16 x float> %t126_c0_1)
-  store <16 x float> %1851, ptr %conv2_weight_grad.t126_c0_1, align 64
-  %t126_a0534 = load <16 x float>, ptr %conv2_weight_grad.t126_a0, align 64
-  %t126_b2 = load <16 x float>, ptr %conv2_weight_grad.t126_b2, align 64
-  %t126_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t126_c0_2, align 64
-  %1852 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a0534, <16 x float> %t126_b2, <16 x float> %t126_c0_2)
-  store <16 x float> %1852, ptr %conv2_weight_grad.t126_c0_2, align 64
-  %t126_a0535 = load <16 x float>, ptr %conv2_weight_grad.t126_a0, align 64
-  %t126_b3 = load <16 x float>, ptr %conv2_weight_grad.t126_b3, align 64
-  %t126_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t126_c0_3, align 64
-  %1853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a0535, <16 x float> %t126_b3, <16 x float> %t126_c0_3)
-  store <16 x float> %1853, ptr %conv2_weight_grad.t126_c0_3, align 64
-  %1854 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1855 = add nsw i64 %1854, 1
-  %1856 = mul nsw i64 %1855, 9216
-  %1857 = add nsw i64 6710544, %1856
-  %1858 = mul nsw i64 %conv2_weight_grad.kp123500, 384
-  %1859 = add nsw i64 %conv2_weight_grad.k127527, %1858
-  %1860 = add nsw i64 %1857, %1859
-  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1860
-  %1861 = load float, ptr %arena536, align 4
-  %1862 = insertelement <16 x float> undef, float %1861, i32 0
-  %1863 = shufflevector <16 x float> %1862, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1863, ptr %conv2_weight_grad.t126_a1, align 64
-  %t126_a1 = load <16 x float>, ptr %conv2_weight_grad.t126_a1, align 64
-  %t126_b0537 = load <16 x float>, ptr %conv2_weight_grad.t126_b0, align 64
-  %t126_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t126_c1_0, align 64
-  %1864 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a1, <16 x float> %t126_b0537, <16 x float> %t126_c1_0)
-  store <16 x float> %1864, ptr %conv2_weight_grad.t126_c1_0, align 64
-  %t126_a1538 = load <16 x float>, ptr %conv2_weight_grad.t126_a1, align 64
-  %t126_b1539 = load <16 x float>, ptr %conv2_weight_grad.t126_b1, align 64
-  %t126_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t126_c1_1, align 64
-  %1865 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a1538, <16 x float> %t126_b1539, <16 x float> %t126_c1_1)
-  store <16 x float> %1865, ptr %conv2_weight_grad.t126_c1_1, align 64
-  %t126_a1540 = load <16 x float>, ptr %conv2_weight_grad.t126_a1, align 64
-  %t126_b2541 = load <16 x float>, ptr %conv2_weight_grad.t126_b2, align 64
-  %t126_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t126_c1_2, align 64
-  %1866 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a1540, <16 x float> %t126_b2541, <16 x float> %t126_c1_2)
-  store <16 x float> %1866, ptr %conv2_weight_grad.t126_c1_2, align 64
-  %t126_a1542 = load <16 x float>, ptr %conv2_weight_grad.t126_a1, align 64
-  %t126_b3543 = load <16 x float>, ptr %conv2_weight_grad.t126_b3, align 64
-  %t126_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t126_c1_3, align 64
-  %1867 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a1542, <16 x float> %t126_b3543, <16 x float> %t126_c1_3)
-  store <16 x float> %1867, ptr %conv2_weight_grad.t126_c1_3, align 64
-  %1868 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1869 = add nsw i64 %1868, 2
-  %1870 = mul nsw i64 %1869, 9216
-  %1871 = add nsw i64 6710544, %1870
-  %1872 = mul nsw i64 %conv2_weight_grad.kp123500, 384
-  %1873 = add nsw i64 %conv2_weight_grad.k127527, %1872
-  %1874 = add nsw i64 %1871, %1873
-  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1874
-  %1875 = load float, ptr %arena544, align 4
-  %1876 = insertelement <16 x float> undef, float %1875, i32 0
-  %1877 = shufflevector <16 x float> %1876, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1877, ptr %conv2_weight_grad.t126_a2, align 64
-  %t126_a2 = load <16 x float>, ptr %conv2_weight_grad.t126_a2, align 64
-  %t126_b0545 = load <16 x float>, ptr %conv2_weight_grad.t126_b0, align 64
-  %t126_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t126_c2_0, align 64
-  %1878 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a2, <16 x float> %t126_b0545, <16 x float> %t126_c2_0)
-  store <16 x float> %1878, ptr %conv2_weight_grad.t126_c2_0, align 64
-  %t126_a2546 = load <16 x float>, ptr %conv2_weight_grad.t126_a2, align 64
-  %t126_b1547 = load <16 x float>, ptr %conv2_weight_grad.t126_b1, align 64
-  %t126_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t126_c2_1, align 64
-  %1879 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a2546, <16 x float> %t126_b1547, <16 x float> %t126_c2_1)
-  store <16 x float> %1879, ptr %conv2_weight_grad.t126_c2_1, align 64
-  %t126_a2548 = load <16 x float>, ptr %conv2_weight_grad.t126_a2, align 64
-  %t126_b2549 = load <16 x float>, ptr %conv2_weight_grad.t126_b2, align 64
-  %t126_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t126_c2_2, align 64
-  %1880 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a2548, <16 x float> %t126_b2549, <16 x float> %t126_c2_2)
-  store <16 x float> %1880, ptr %conv2_weight_grad.t126_c2_2, align 64
-  %t126_a2550 = load <16 x float>, ptr %conv2_weight_grad.t126_a2, align 64
-  %t126_b3551 = load <16 x float>, ptr %conv2_weight_grad.t126_b3, align 64
-  %t126_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t126_c2_3, align 64
-  %1881 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a2550, <16 x float> %t126_b3551, <16 x float> %t126_c2_3)
-  store <16 x float> %1881, ptr %conv2_weight_grad.t126_c2_3, align 64
-  %1882 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1883 = add nsw i64 %1882, 3
-  %1884 = mul nsw i64 %1883, 9216
-  %1885 = add nsw i64 6710544, %1884
-  %1886 = mul nsw i64 %conv2_weight_grad.kp123500, 384
-  %1887 = add nsw i64 %conv2_weight_grad.k127527, %1886
-  %1888 = add nsw i64 %1885, %1887
-  %arena552 = getelementptr inbounds float, ptr %arena, i64 %1888
-  %1889 = load float, ptr %arena552, align 4
-  %1890 = insertelement <16 x float> undef, float %1889, i32 0
-  %1891 = shufflevector <16 x float> %1890, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1891, ptr %conv2_weight_grad.t126_a3, align 64
-  %t126_a3 = load <16 x float>, ptr %conv2_weight_grad.t126_a3, align 64
-  %t126_b0553 = load <16 x float>, ptr %conv2_weight_grad.t126_b0, align 64
-  %t126_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t126_c3_0, align 64
-  %1892 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a3, <16 x float> %t126_b0553, <16 x float> %t126_c3_0)
-  store <16 x float> %1892, ptr %conv2_weight_grad.t126_c3_0, align 64
-  %t126_a3554 = load <16 x float>, ptr %conv2_weight_grad.t126_a3, align 64
-  %t126_b1555 = load <16 x float>, ptr %conv2_weight_grad.t126_b1, align 64
-  %t126_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t126_c3_1, align 64
-  %1893 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a3554, <16 x float> %t126_b1555, <16 x float> %t126_c3_1)
-  store <16 x float> %1893, ptr %conv2_weight_grad.t126_c3_1, align 64
-  %t126_a3556 = load <16 x float>, ptr %conv2_weight_grad.t126_a3, align 64
-  %t126_b2557 = load <16 x float>, ptr %conv2_weight_grad.t126_b2, align 64
-  %t126_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t126_c3_2, align 64
-  %1894 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a3556, <16 x float> %t126_b2557, <16 x float> %t126_c3_2)
-  store <16 x float> %1894, ptr %conv2_weight_grad.t126_c3_2, align 64
-  %t126_a3558 = load <16 x float>, ptr %conv2_weight_grad.t126_a3, align 64
-  %t126_b3559 = load <16 x float>, ptr %conv2_weight_grad.t126_b3, align 64
-  %t126_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t126_c3_3, align 64
-  %1895 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a3558, <16 x float> %t126_b3559, <16 x float> %t126_c3_3)
-  store <16 x float> %1895, ptr %conv2_weight_grad.t126_c3_3, align 64
-  %1896 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1897 = add nsw i64 %1896, 4
-  %1898 = mul nsw i64 %1897, 9216
-  %1899 = add nsw i64 6710544, %1898
-  %1900 = mul nsw i64 %conv2_weight_grad.kp123500, 384
-  %1901 = add nsw i64 %conv2_weight_grad.k127527, %1900
-  %1902 = add nsw i64 %1899, %1901
-  %arena560 = getelementptr inbounds float, ptr %arena, i64 %1902
-  %1903 = load float, ptr %arena560, align 4
-  %1904 = insertelement <16 x float> undef, float %1903, i32 0
-  %1905 = shufflevector <16 x float> %1904, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1905, ptr %conv2_weight_grad.t126_a4, align 64
-  %t126_a4 = load <16 x float>, ptr %conv2_weight_grad.t126_a4, align 64
-  %t126_b0561 = load <16 x float>, ptr %conv2_weight_grad.t126_b0, align 64
-  %t126_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t126_c4_0, align 64
-  %1906 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a4, <16 x float> %t126_b0561, <16 x float> %t126_c4_0)
-  store <16 x float> %1906, ptr %conv2_weight_grad.t126_c4_0, align 64
-  %t126_a4562 = load <16 x float>, ptr %conv2_weight_grad.t126_a4, align 64
-  %t126_b1563 = load <16 x float>, ptr %conv2_weight_grad.t126_b1, align 64
-  %t126_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t126_c4_1, align 64
-  %1907 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a4562, <16 x float> %t126_b1563, <16 x float> %t126_c4_1)
-  store <16 x float> %1907, ptr %conv2_weight_grad.t126_c4_1, align 64
-  %t126_a4564 = load <16 x float>, ptr %conv2_weight_grad.t126_a4, align 64
-  %t126_b2565 = load <16 x float>, ptr %conv2_weight_grad.t126_b2, align 64
-  %t126_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t126_c4_2, align 64
-  %1908 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a4564, <16 x float> %t126_b2565, <16 x float> %t126_c4_2)
-  store <16 x float> %1908, ptr %conv2_weight_grad.t126_c4_2, align 64
-  %t126_a4566 = load <16 x float>, ptr %conv2_weight_grad.t126_a4, align 64
-  %t126_b3567 = load <16 x float>, ptr %conv2_weight_grad.t126_b3, align 64
-  %t126_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t126_c4_3, align 64
-  %1909 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a4566, <16 x float> %t126_b3567, <16 x float> %t126_c4_3)
-  store <16 x float> %1909, ptr %conv2_weight_grad.t126_c4_3, align 64
-  %1910 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1911 = add nsw i64 %1910, 5
-  %1912 = mul nsw i64 %1911, 9216
-  %1913 = add nsw i64 6710544, %1912
-  %1914 = mul nsw i64 %conv2_weight_grad.kp123500, 384
-  %1915 = add nsw i64 %conv2_weight_grad.k127527, %1914
-  %1916 = add nsw i64 %1913, %1915
-  %arena568 = getelementptr inbounds float, ptr %arena, i64 %1916
-  %1917 = load float, ptr %arena568, align 4
-  %1918 = insertelement <16 x float> undef, float %1917, i32 0
-  %1919 = shufflevector <16 x float> %1918, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1919, ptr %conv2_weight_grad.t126_a5, align 64
-  %t126_a5 = load <16 x float>, ptr %conv2_weight_grad.t126_a5, align 64
-  %t126_b0569 = load <16 x float>, ptr %conv2_weight_grad.t126_b0, align 64
-  %t126_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t126_c5_0, align 64
-  %1920 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a5, <16 x float> %t126_b0569, <16 x float> %t126_c5_0)
-  store <16 x float> %1920, ptr %conv2_weight_grad.t126_c5_0, align 64
-  %t126_a5570 = load <16 x float>, ptr %conv2_weight_grad.t126_a5, align 64
-  %t126_b1571 = load <16 x float>, ptr %conv2_weight_grad.t126_b1, align 64
-  %t126_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t126_c5_1, align 64
-  %1921 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a5570, <16 x float> %t126_b1571, <16 x float> %t126_c5_1)
-  store <16 x float> %1921, ptr %conv2_weight_grad.t126_c5_1, align 64
-  %t126_a5572 = load <16 x float>, ptr %conv2_weight_grad.t126_a5, align 64
-  %t126_b2573 = load <16 x float>, ptr %conv2_weight_grad.t126_b2, align 64
-  %t126_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t126_c5_2, align 64
-  %1922 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a5572, <16 x float> %t126_b2573, <16 x float> %t126_c5_2)
-  store <16 x float> %1922, ptr %conv2_weight_grad.t126_c5_2, align 64
-  %t126_a5574 = load <16 x float>, ptr %conv2_weight_grad.t126_a5, align 64
-  %t126_b3575 = load <16 x float>, ptr %conv2_weight_grad.t126_b3, align 64
-  %t126_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t126_c5_3, align 64
-  %1923 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a5574, <16 x float> %t126_b3575, <16 x float> %t126_c5_3)
-  store <16 x float> %1923, ptr %conv2_weight_grad.t126_c5_3, align 64
-  %k127.next = add nsw i64 %conv2_weight_grad.k127527, 1
-  %1924 = icmp slt i64 %k127.next, 384
-  br i1 %1924, label %conv2_weight_grad.k127, label %conv2_weight_grad.k127.end
+pool_grad.i114.end:                               ; preds = %pool_grad.i114
+  br label %conv2_grad.i115
 
-conv2_weight_grad.k127.end:                       ; preds = %conv2_weight_grad.k127
-  %t126_c0_0576 = load <16 x float>, ptr %conv2_weight_grad.t126_c0_0, align 64
-  %1925 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1926 = mul nsw i64 %1925, 64
-  %1927 = add nsw i64 9954576, %1926
-  %1928 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1929 = add nsw i64 %1927, %1928
-  %arena577 = getelementptr inbounds float, ptr %arena, i64 %1929
-  store <16 x float> %t126_c0_0576, ptr %arena577, align 4
-  %t126_c0_1578 = load <16 x float>, ptr %conv2_weight_grad.t126_c0_1, align 64
-  %1930 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1931 = mul nsw i64 %1930, 64
-  %1932 = add nsw i64 9954576, %1931
-  %1933 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1934 = add nsw i64 %1932, %1933
-  %1935 = add nsw i64 %1934, 16
-  %arena579 = getelementptr inbounds float, ptr %arena, i64 %1935
-  store <16 x float> %t126_c0_1578, ptr %arena579, align 4
-  %t126_c0_2580 = load <16 x float>, ptr %conv2_weight_grad.t126_c0_2, align 64
-  %1936 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1937 = mul nsw i64 %1936, 64
-  %1938 = add nsw i64 9954576, %1937
-  %1939 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1940 = add nsw i64 %1938, %1939
-  %1941 = add nsw i64 %1940, 32
-  %arena581 = getelementptr inbounds float, ptr %arena, i64 %1941
-  store <16 x float> %t126_c0_2580, ptr %arena581, align 4
-  %t126_c0_3582 = load <16 x float>, ptr %conv2_weight_grad.t126_c0_3, align 64
-  %1942 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1943 = mul nsw i64 %1942, 64
-  %1944 = add nsw i64 9954576, %1943
-  %1945 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1946 = add nsw i64 %1944, %1945
-  %1947 = add nsw i64 %1946, 48
-  %arena583 = getelementptr inbounds float, ptr %arena, i64 %1947
-  store <16 x float> %t126_c0_3582, ptr %arena583, align 4
-  %t126_c1_0584 = load <16 x float>, ptr %conv2_weight_grad.t126_c1_0, align 64
-  %1948 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1949 = add nsw i64 %1948, 1
-  %1950 = mul nsw i64 %1949, 64
-  %1951 = add nsw i64 9954576, %1950
-  %1952 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1953 = add nsw i64 %1951, %1952
-  %arena585 = getelementptr inbounds float, ptr %arena, i64 %1953
-  store <16 x float> %t126_c1_0584, ptr %arena585, align 4
-  %t126_c1_1586 = load <16 x float>, ptr %conv2_weight_grad.t126_c1_1, align 64
-  %1954 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1955 = add nsw i64 %1954, 1
+conv2_grad.i115:                                  ; preds = %conv2_grad.i115, %pool_grad.i114.end
+  %conv2_grad.i115557 = phi i64 [ 0, %pool_grad.i114.end ], [ %i115.next, %conv2_grad.i115 ]
+  %1839 = add nsw i64 4351248, %conv2_grad.i115557
+  %arena558 = getelementptr inbounds float, ptr %arena, i64 %1839
+  store float 0.000000e+00, ptr %arena558, align 4
+  %i115.next = add nsw i64 %conv2_grad.i115557, 1
+  %1840 = icmp slt i64 %i115.next, 2359296
+  br i1 %1840, label %conv2_grad.i115, label %conv2_grad.i115.end
+
+conv2_grad.i115.end:                              ; preds = %conv2_grad.i115
+  br label %conv2_grad.q116
+
+conv2_grad.q116:                                  ; preds = %conv2_grad.i117.end, %conv2_grad.i115.end
+  %conv2_grad.q116559 = phi i64 [ 0, %conv2_grad.i115.end ], [ %q116.next, %conv2_grad.i117.end ]
+  br label %conv2_grad.i117
+
+conv2_grad.q116.end:                              ; preds = %conv2_grad.i117.end
+  br label %conv2_weight_grad.i118
+
+conv2_grad.i117:                                  ; preds = %conv2_grad.endif, %conv2_grad.q116
+  %conv2_grad.i117560 = phi i64 [ 0, %conv2_grad.q116 ], [ %i117.next, %conv2_grad.endif ]
+  %1841 = mul nsw i64 %conv2_grad.q116559, 144
+  %1842 = add nsw i64 %1841, %conv2_grad.i117560
+  %1843 = add nsw i64 1384448, %1842
+  %arena561 = getelementptr inbounds float, ptr %arena, i64 %1843
+  %1844 = load float, ptr %arena561, align 4
+  %1845 = fcmp ogt float %1844, 0.000000e+00
+  br i1 %1845, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i117.end:                              ; preds = %conv2_grad.endif
+  %q116.next = add nsw i64 %conv2_grad.q116559, 1
+  %1846 = icmp slt i64 %q116.next, 4096
+  br i1 %1846, label %conv2_grad.q116, label %conv2_grad.q116.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i117
+  %1847 = mul nsw i64 %conv2_grad.q116559, 576
+  %1848 = add nsw i64 4351248, %1847
+  %1849 = mul nsw i64 %conv2_grad.q116559, 144
+  %1850 = add nsw i64 %1849, %conv2_grad.i117560
+  %1851 = add nsw i64 1974272, %1850
+  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1851
+  %1852 = load float, ptr %arena562, align 4
+  %1853 = fptosi float %1852 to i64
+  %1854 = add nsw i64 %1848, %1853
+  %arena563 = getelementptr inbounds float, ptr %arena, i64 %1854
+  %1855 = load float, ptr %arena563, align 4
+  %1856 = mul nsw i64 %conv2_grad.q116559, 144
+  %1857 = add nsw i64 %1856, %conv2_grad.i117560
+  %1858 = add nsw i64 3761424, %1857
+  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1858
+  %1859 = load float, ptr %arena564, align 4
+  %1860 = fadd float %1855, %1859
+  store float %1860, ptr %arena563, align 4
+  br label %conv2_grad.endif
+
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i117
+  %i117.next = add nsw i64 %conv2_grad.i117560, 1
+  %1861 = icmp slt i64 %i117.next, 144
+  br i1 %1861, label %conv2_grad.i117, label %conv2_grad.i117.end
+
+conv2_weight_grad.i118:                           ; preds = %conv2_weight_grad.i118, %conv2_grad.q116.end
+  %conv2_weight_grad.i118565 = phi i64 [ 0, %conv2_grad.q116.end ], [ %i118.next, %conv2_weight_grad.i118 ]
+  %1862 = add nsw i64 9954576, %conv2_weight_grad.i118565
+  %arena566 = getelementptr inbounds float, ptr %arena, i64 %1862
+  store float 0.000000e+00, ptr %arena566, align 4
+  %i118.next = add nsw i64 %conv2_weight_grad.i118565, 1
+  %1863 = icmp slt i64 %i118.next, 18432
+  br i1 %1863, label %conv2_weight_grad.i118, label %conv2_weight_grad.i118.end
+
+conv2_weight_grad.i118.end:                       ; preds = %conv2_weight_grad.i118
+  br label %conv2_weight_grad.g119
+
+conv2_weight_grad.g119:                           ; preds = %conv2_weight_grad.kp132.end, %conv2_weight_grad.i118.end
+  %conv2_weight_grad.g119567 = phi i64 [ 0, %conv2_weight_grad.i118.end ], [ %g119.next, %conv2_weight_grad.kp132.end ]
+  br label %conv2_weight_grad.j120
+
+conv2_weight_grad.g119.end:                       ; preds = %conv2_weight_grad.kp132.end
+  br label %conv2_weight_grad.f137
+
+conv2_weight_grad.j120:                           ; preds = %conv2_weight_grad.c121.end, %conv2_weight_grad.g119
+  %conv2_weight_grad.j120568 = phi i64 [ 0, %conv2_weight_grad.g119 ], [ %j120.next, %conv2_weight_grad.c121.end ]
+  br label %conv2_weight_grad.c121
+
+conv2_weight_grad.j120.end:                       ; preds = %conv2_weight_grad.c121.end
+  br label %conv2_weight_grad.j129
+
+conv2_weight_grad.c121:                           ; preds = %conv2_weight_grad.ky122.end, %conv2_weight_grad.j120
+  %conv2_weight_grad.c121569 = phi i64 [ 0, %conv2_weight_grad.j120 ], [ %c121.next, %conv2_weight_grad.ky122.end ]
+  br label %conv2_weight_grad.ky122
+
+conv2_weight_grad.c121.end:                       ; preds = %conv2_weight_grad.ky122.end
+  %j120.next = add nsw i64 %conv2_weight_grad.j120568, 1
+  %1864 = icmp slt i64 %j120.next, 16
+  br i1 %1864, label %conv2_weight_grad.j120, label %conv2_weight_grad.j120.end
+
+conv2_weight_grad.ky122:                          ; preds = %conv2_weight_grad.oy127.end, %conv2_weight_grad.c121
+  %conv2_weight_grad.ky122570 = phi i64 [ 0, %conv2_weight_grad.c121 ], [ %ky122.next, %conv2_weight_grad.oy127.end ]
+  br label %conv2_weight_grad.oy123
+
+conv2_weight_grad.ky122.end:                      ; preds = %conv2_weight_grad.oy127.end
+  %c121.next = add nsw i64 %conv2_weight_grad.c121569, 1
+  %1865 = icmp slt i64 %c121.next, 32
+  br i1 %1865, label %conv2_weight_grad.c121, label %conv2_weight_grad.c121.end
+
+conv2_weight_grad.oy123:                          ; preds = %conv2_weight_grad.ox124.end, %conv2_weight_grad.ky122
+  %conv2_weight_grad.oy123571 = phi i64 [ 0, %conv2_weight_grad.ky122 ], [ %oy123.next, %conv2_weight_grad.ox124.end ]
+  br label %conv2_weight_grad.ox124
+
+conv2_weight_grad.oy123.end:                      ; preds = %conv2_weight_grad.ox124.end
+  br label %conv2_weight_grad.oy125
+
+conv2_weight_grad.ox124:                          ; preds = %conv2_weight_grad.ox124, %conv2_weight_grad.oy123
+  %conv2_weight_grad.ox124572 = phi i64 [ 0, %conv2_weight_grad.oy123 ], [ %ox124.next, %conv2_weight_grad.ox124 ]
+  %1866 = mul nsw i64 %conv2_weight_grad.g119567, 16
+  %1867 = add nsw i64 %1866, %conv2_weight_grad.j120568
+  %1868 = mul nsw i64 %1867, 21632
+  %1869 = mul nsw i64 %conv2_weight_grad.c121569, 676
+  %1870 = add nsw i64 %1868, %1869
+  %1871 = add nsw i64 %conv2_weight_grad.oy123571, %conv2_weight_grad.ky122570
+  %1872 = mul nsw i64 %1871, 26
+  %1873 = add nsw i64 %1870, %1872
+  %1874 = add nsw i64 %1873, %conv2_weight_grad.ox124572
+  %arena573 = getelementptr inbounds float, ptr %arena, i64 %1874
+  %1875 = load float, ptr %arena573, align 4
+  %1876 = mul nsw i64 %conv2_weight_grad.c121569, 3
+  %1877 = add nsw i64 %1876, %conv2_weight_grad.ky122570
+  %1878 = mul nsw i64 %1877, 3
+  %1879 = mul nsw i64 %1878, 9216
+  %1880 = add nsw i64 6710544, %1879
+  %1881 = mul nsw i64 %conv2_weight_grad.j120568, 576
+  %1882 = add nsw i64 %1880, %1881
+  %1883 = mul nsw i64 %conv2_weight_grad.oy123571, 24
+  %1884 = add nsw i64 %1883, %conv2_weight_grad.ox124572
+  %1885 = add nsw i64 %1882, %1884
+  %arena574 = getelementptr inbounds float, ptr %arena, i64 %1885
+  store float %1875, ptr %arena574, align 4
+  %ox124.next = add nsw i64 %conv2_weight_grad.ox124572, 1
+  %1886 = icmp slt i64 %ox124.next, 24
+  br i1 %1886, label %conv2_weight_grad.ox124, label %conv2_weight_grad.ox124.end
+
+conv2_weight_grad.ox124.end:                      ; preds = %conv2_weight_grad.ox124
+  %oy123.next = add nsw i64 %conv2_weight_grad.oy123571, 1
+  %1887 = icmp slt i64 %oy123.next, 24
+  br i1 %1887, label %conv2_weight_grad.oy123, label %conv2_weight_grad.oy123.end
+
+conv2_weight_grad.oy125:                          ; preds = %conv2_weight_grad.ox126.end, %conv2_weight_grad.oy123.end
+  %conv2_weight_grad.oy125575 = phi i64 [ 0, %conv2_weight_grad.oy123.end ], [ %oy125.next, %conv2_weight_grad.ox126.end ]
+  br label %conv2_weight_grad.ox126
+
+conv2_weight_grad.oy125.end:                      ; preds = %conv2_weight_grad.ox126.end
+  br label %conv2_weight_grad.oy127
+
+conv2_weight_grad.ox126:                          ; preds = %conv2_weight_grad.ox126, %conv2_weight_grad.oy125
+  %conv2_weight_grad.ox126576 = phi i64 [ 0, %conv2_weight_grad.oy125 ], [ %ox126.next, %conv2_weight_grad.ox126 ]
+  %1888 = mul nsw i64 %conv2_weight_grad.g119567, 16
+  %1889 = add nsw i64 %1888, %conv2_weight_grad.j120568
+  %1890 = mul nsw i64 %1889, 21632
+  %1891 = mul nsw i64 %conv2_weight_grad.c121569, 676
+  %1892 = add nsw i64 %1890, %1891
+  %1893 = add nsw i64 %conv2_weight_grad.oy125575, %conv2_weight_grad.ky122570
+  %1894 = mul nsw i64 %1893, 26
+  %1895 = add nsw i64 %1892, %1894
+  %1896 = add nsw i64 %conv2_weight_grad.ox126576, 1
+  %1897 = add nsw i64 %1895, %1896
+  %arena577 = getelementptr inbounds float, ptr %arena, i64 %1897
+  %1898 = load float, ptr %arena577, align 4
+  %1899 = mul nsw i64 %conv2_weight_grad.c121569, 3
+  %1900 = add nsw i64 %1899, %conv2_weight_grad.ky122570
+  %1901 = mul nsw i64 %1900, 3
+  %1902 = add nsw i64 %1901, 1
+  %1903 = mul nsw i64 %1902, 9216
+  %1904 = add nsw i64 6710544, %1903
+  %1905 = mul nsw i64 %conv2_weight_grad.j120568, 576
+  %1906 = add nsw i64 %1904, %1905
+  %1907 = mul nsw i64 %conv2_weight_grad.oy125575, 24
+  %1908 = add nsw i64 %1907, %conv2_weight_grad.ox126576
+  %1909 = add nsw i64 %1906, %1908
+  %arena578 = getelementptr inbounds float, ptr %arena, i64 %1909
+  store float %1898, ptr %arena578, align 4
+  %ox126.next = add nsw i64 %conv2_weight_grad.ox126576, 1
+  %1910 = icmp slt i64 %ox126.next, 24
+  br i1 %1910, label %conv2_weight_grad.ox126, label %conv2_weight_grad.ox126.end
+
+conv2_weight_grad.ox126.end:                      ; preds = %conv2_weight_grad.ox126
+  %oy125.next = add nsw i64 %conv2_weight_grad.oy125575, 1
+  %1911 = icmp slt i64 %oy125.next, 24
+  br i1 %1911, label %conv2_weight_grad.oy125, label %conv2_weight_grad.oy125.end
+
+conv2_weight_grad.oy127:                          ; preds = %conv2_weight_grad.ox128.end, %conv2_weight_grad.oy125.end
+  %conv2_weight_grad.oy127579 = phi i64 [ 0, %conv2_weight_grad.oy125.end ], [ %oy127.next, %conv2_weight_grad.ox128.end ]
+  br label %conv2_weight_grad.ox128
+
+conv2_weight_grad.oy127.end:                      ; preds = %conv2_weight_grad.ox128.end
+  %ky122.next = add nsw i64 %conv2_weight_grad.ky122570, 1
+  %1912 = icmp slt i64 %ky122.next, 3
+  br i1 %1912, label %conv2_weight_grad.ky122, label %conv2_weight_grad.ky122.end
+
+conv2_weight_grad.ox128:                          ; preds = %conv2_weight_grad.ox128, %conv2_weight_grad.oy127
+  %conv2_weight_grad.ox128580 = phi i64 [ 0, %conv2_weight_grad.oy127 ], [ %ox128.next, %conv2_weight_grad.ox128 ]
+  %1913 = mul nsw i64 %conv2_weight_grad.g119567, 16
+  %1914 = add nsw i64 %1913, %conv2_weight_grad.j120568
+  %1915 = mul nsw i64 %1914, 21632
+  %1916 = mul nsw i64 %conv2_weight_grad.c121569, 676
+  %1917 = add nsw i64 %1915, %1916
+  %1918 = add nsw i64 %conv2_weight_grad.oy127579, %conv2_weight_grad.ky122570
+  %1919 = mul nsw i64 %1918, 26
+  %1920 = add nsw i64 %1917, %1919
+  %1921 = add nsw i64 %conv2_weight_grad.ox128580, 2
+  %1922 = add nsw i64 %1920, %1921
+  %arena581 = getelementptr inbounds float, ptr %arena, i64 %1922
+  %1923 = load float, ptr %arena581, align 4
+  %1924 = mul nsw i64 %conv2_weight_grad.c121569, 3
+  %1925 = add nsw i64 %1924, %conv2_weight_grad.ky122570
+  %1926 = mul nsw i64 %1925, 3
+  %1927 = add nsw i64 %1926, 2
+  %1928 = mul nsw i64 %1927, 9216
+  %1929 = add nsw i64 6710544, %1928
+  %1930 = mul nsw i64 %conv2_weight_grad.j120568, 576
+  %1931 = add nsw i64 %1929, %1930
+  %1932 = mul nsw i64 %conv2_weight_grad.oy127579, 24
+  %1933 = add nsw i64 %1932, %conv2_weight_grad.ox128580
+  %1934 = add nsw i64 %1931, %1933
+  %arena582 = getelementptr inbounds float, ptr %arena, i64 %1934
+  store float %1923, ptr %arena582, align 4
+  %ox128.next = add nsw i64 %conv2_weight_grad.ox128580, 1
+  %1935 = icmp slt i64 %ox128.next, 24
+  br i1 %1935, label %conv2_weight_grad.ox128, label %conv2_weight_grad.ox128.end
+
+conv2_weight_grad.ox128.end:                      ; preds = %conv2_weight_grad.ox128
+  %oy127.next = add nsw i64 %conv2_weight_grad.oy127579, 1
+  %1936 = icmp slt i64 %oy127.next, 24
+  br i1 %1936, label %conv2_weight_grad.oy127, label %conv2_weight_grad.oy127.end
+
+conv2_weight_grad.j129:                           ; preds = %conv2_weight_grad.i130.end, %conv2_weight_grad.j120.end
+  %conv2_weight_grad.j129583 = phi i64 [ 0, %conv2_weight_grad.j120.end ], [ %j129.next, %conv2_weight_grad.i130.end ]
+  br label %conv2_weight_grad.i130
+
+conv2_weight_grad.j129.end:                       ; preds = %conv2_weight_grad.i130.end
+  br label %conv2_weight_grad.kp132
+
+conv2_weight_grad.i130:                           ; preds = %conv2_weight_grad.f131.end, %conv2_weight_grad.j129
+  %conv2_weight_grad.i130584 = phi i64 [ 0, %conv2_weight_grad.j129 ], [ %i130.next, %conv2_weight_grad.f131.end ]
+  br label %conv2_weight_grad.f131
+
+conv2_weight_grad.i130.end:                       ; preds = %conv2_weight_grad.f131.end
+  %j129.next = add nsw i64 %conv2_weight_grad.j129583, 1
+  %1937 = icmp slt i64 %j129.next, 16
+  br i1 %1937, label %conv2_weight_grad.j129, label %conv2_weight_grad.j129.end
+
+conv2_weight_grad.f131:                           ; preds = %conv2_weight_grad.f131, %conv2_weight_grad.i130
+  %conv2_weight_grad.f131585 = phi i64 [ 0, %conv2_weight_grad.i130 ], [ %f131.next, %conv2_weight_grad.f131 ]
+  %1938 = mul nsw i64 %conv2_weight_grad.g119567, 16
+  %1939 = add nsw i64 %1938, %conv2_weight_grad.j129583
+  %1940 = mul nsw i64 %1939, 36864
+  %1941 = add nsw i64 4351248, %1940
+  %1942 = mul nsw i64 %conv2_weight_grad.f131585, 576
+  %1943 = add nsw i64 %1941, %1942
+  %1944 = add nsw i64 %1943, %conv2_weight_grad.i130584
+  %arena586 = getelementptr inbounds float, ptr %arena, i64 %1944
+  %1945 = load float, ptr %arena586, align 4
+  %1946 = mul nsw i64 %conv2_weight_grad.j129583, 576
+  %1947 = add nsw i64 %1946, %conv2_weight_grad.i130584
+  %1948 = mul nsw i64 %1947, 64
+  %1949 = add nsw i64 9364752, %1948
+  %1950 = add nsw i64 %1949, %conv2_weight_grad.f131585
+  %arena587 = getelementptr inbounds float, ptr %arena, i64 %1950
+  store float %1945, ptr %arena587, align 4
+  %f131.next = add nsw i64 %conv2_weight_grad.f131585, 1
+  %1951 = icmp slt i64 %f131.next, 64
+  br i1 %1951, label %conv2_weight_grad.f131, label %conv2_weight_grad.f131.end
+
+conv2_weight_grad.f131.end:                       ; preds = %conv2_weight_grad.f131
+  %i130.next = add nsw i64 %conv2_weight_grad.i130584, 1
+  %1952 = icmp slt i64 %i130.next, 576
+  br i1 %1952, label %conv2_weight_grad.i130, label %conv2_weight_grad.i130.end
+
+conv2_weight_grad.kp132:                          ; preds = %conv2_weight_grad.nb133.end, %conv2_weight_grad.j129.end
+  %conv2_weight_grad.kp132588 = phi i64 [ 0, %conv2_weight_grad.j129.end ], [ %kp132.next, %conv2_weight_grad.nb133.end ]
+  br label %conv2_weight_grad.nb133
+
+conv2_weight_grad.kp132.end:                      ; preds = %conv2_weight_grad.nb133.end
+  %g119.next = add nsw i64 %conv2_weight_grad.g119567, 1
+  %1953 = icmp slt i64 %g119.next, 4
+  br i1 %1953, label %conv2_weight_grad.g119, label %conv2_weight_grad.g119.end
+
+conv2_weight_grad.nb133:                          ; preds = %conv2_weight_grad.mb134.end, %conv2_weight_grad.kp132
+  %conv2_weight_grad.nb133589 = phi i64 [ 0, %conv2_weight_grad.kp132 ], [ %nb133.next, %conv2_weight_grad.mb134.end ]
+  br label %conv2_weight_grad.mb134
+
+conv2_weight_grad.nb133.end:                      ; preds = %conv2_weight_grad.mb134.end
+  %kp132.next = add nsw i64 %conv2_weight_grad.kp132588, 1
+  %1954 = icmp slt i64 %kp132.next, 24
+  br i1 %1954, label %conv2_weight_grad.kp132, label %conv2_weight_grad.kp132.end
+
+conv2_weight_grad.mb134:                          ; preds = %conv2_weight_grad.k136.end, %conv2_weight_grad.nb133
+  %conv2_weight_grad.mb134590 = phi i64 [ 0, %conv2_weight_grad.nb133 ], [ %mb134.next, %conv2_weight_grad.k136.end ]
+  %1955 = mul nsw i64 %conv2_weight_grad.mb134590, 6
   %1956 = mul nsw i64 %1955, 64
   %1957 = add nsw i64 9954576, %1956
-  %1958 = mul nsw i64 %conv2_weight_grad.nb124501, 64
+  %1958 = mul nsw i64 %conv2_weight_grad.nb133589, 64
   %1959 = add nsw i64 %1957, %1958
-  %1960 = add nsw i64 %1959, 16
-  %arena587 = getelementptr inbounds float, ptr %arena, i64 %1960
-  store <16 x float> %t126_c1_1586, ptr %arena587, align 4
-  %t126_c1_2588 = load <16 x float>, ptr %conv2_weight_grad.t126_c1_2, align 64
-  %1961 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1962 = add nsw i64 %1961, 1
-  %1963 = mul nsw i64 %1962, 64
-  %1964 = add nsw i64 9954576, %1963
-  %1965 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1966 = add nsw i64 %1964, %1965
-  %1967 = add nsw i64 %1966, 32
-  %arena589 = getelementptr inbounds float, ptr %arena, i64 %1967
-  store <16 x float> %t126_c1_2588, ptr %arena589, align 4
-  %t126_c1_3590 = load <16 x float>, ptr %conv2_weight_grad.t126_c1_3, align 64
-  %1968 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1969 = add nsw i64 %1968, 1
-  %1970 = mul nsw i64 %1969, 64
-  %1971 = add nsw i64 9954576, %1970
-  %1972 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1973 = add nsw i64 %1971, %1972
-  %1974 = add nsw i64 %1973, 48
-  %arena591 = getelementptr inbounds float, ptr %arena, i64 %1974
-  store <16 x float> %t126_c1_3590, ptr %arena591, align 4
-  %t126_c2_0592 = load <16 x float>, ptr %conv2_weight_grad.t126_c2_0, align 64
-  %1975 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1976 = add nsw i64 %1975, 2
-  %1977 = mul nsw i64 %1976, 64
-  %1978 = add nsw i64 9954576, %1977
-  %1979 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1980 = add nsw i64 %1978, %1979
-  %arena593 = getelementptr inbounds float, ptr %arena, i64 %1980
-  store <16 x float> %t126_c2_0592, ptr %arena593, align 4
-  %t126_c2_1594 = load <16 x float>, ptr %conv2_weight_grad.t126_c2_1, align 64
-  %1981 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1982 = add nsw i64 %1981, 2
-  %1983 = mul nsw i64 %1982, 64
-  %1984 = add nsw i64 9954576, %1983
-  %1985 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1986 = add nsw i64 %1984, %1985
-  %1987 = add nsw i64 %1986, 16
+  %arena591 = getelementptr inbounds float, ptr %arena, i64 %1959
+  %1960 = load <16 x float>, ptr %arena591, align 4
+  store <16 x float> %1960, ptr %conv2_weight_grad.t135_c0_0, align 64
+  %1961 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %1962 = mul nsw i64 %1961, 64
+  %1963 = add nsw i64 9954576, %1962
+  %1964 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %1965 = add nsw i64 %1963, %1964
+  %1966 = add nsw i64 %1965, 16
+  %arena592 = getelementptr inbounds float, ptr %arena, i64 %1966
+  %1967 = load <16 x float>, ptr %arena592, align 4
+  store <16 x float> %1967, ptr %conv2_weight_grad.t135_c0_1, align 64
+  %1968 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %1969 = mul nsw i64 %1968, 64
+  %1970 = add nsw i64 9954576, %1969
+  %1971 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %1972 = add nsw i64 %1970, %1971
+  %1973 = add nsw i64 %1972, 32
+  %arena593 = getelementptr inbounds float, ptr %arena, i64 %1973
+  %1974 = load <16 x float>, ptr %arena593, align 4
+  store <16 x float> %1974, ptr %conv2_weight_grad.t135_c0_2, align 64
+  %1975 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %1976 = mul nsw i64 %1975, 64
+  %1977 = add nsw i64 9954576, %1976
+  %1978 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %1979 = add nsw i64 %1977, %1978
+  %1980 = add nsw i64 %1979, 48
+  %arena594 = getelementptr inbounds float, ptr %arena, i64 %1980
+  %1981 = load <16 x float>, ptr %arena594, align 4
+  store <16 x float> %1981, ptr %conv2_weight_grad.t135_c0_3, align 64
+  %1982 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %1983 = add nsw i64 %1982, 1
+  %1984 = mul nsw i64 %1983, 64
+  %1985 = add nsw i64 9954576, %1984
+  %1986 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %1987 = add nsw i64 %1985, %1986
   %arena595 = getelementptr inbounds float, ptr %arena, i64 %1987
-  store <16 x float> %t126_c2_1594, ptr %arena595, align 4
-  %t126_c2_2596 = load <16 x float>, ptr %conv2_weight_grad.t126_c2_2, align 64
-  %1988 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1989 = add nsw i64 %1988, 2
-  %1990 = mul nsw i64 %1989, 64
-  %1991 = add nsw i64 9954576, %1990
-  %1992 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %1993 = add nsw i64 %1991, %1992
-  %1994 = add nsw i64 %1993, 32
-  %arena597 = getelementptr inbounds float, ptr %arena, i64 %1994
-  store <16 x float> %t126_c2_2596, ptr %arena597, align 4
-  %t126_c2_3598 = load <16 x float>, ptr %conv2_weight_grad.t126_c2_3, align 64
-  %1995 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %1996 = add nsw i64 %1995, 2
-  %1997 = mul nsw i64 %1996, 64
-  %1998 = add nsw i64 9954576, %1997
-  %1999 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2000 = add nsw i64 %1998, %1999
-  %2001 = add nsw i64 %2000, 48
-  %arena599 = getelementptr inbounds float, ptr %arena, i64 %2001
-  store <16 x float> %t126_c2_3598, ptr %arena599, align 4
-  %t126_c3_0600 = load <16 x float>, ptr %conv2_weight_grad.t126_c3_0, align 64
-  %2002 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2003 = add nsw i64 %2002, 3
-  %2004 = mul nsw i64 %2003, 64
-  %2005 = add nsw i64 9954576, %2004
-  %2006 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2007 = add nsw i64 %2005, %2006
-  %arena601 = getelementptr inbounds float, ptr %arena, i64 %2007
-  store <16 x float> %t126_c3_0600, ptr %arena601, align 4
-  %t126_c3_1602 = load <16 x float>, ptr %conv2_weight_grad.t126_c3_1, align 64
-  %2008 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2009 = add nsw i64 %2008, 3
-  %2010 = mul nsw i64 %2009, 64
-  %2011 = add nsw i64 9954576, %2010
-  %2012 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2013 = add nsw i64 %2011, %2012
-  %2014 = add nsw i64 %2013, 16
-  %arena603 = getelementptr inbounds float, ptr %arena, i64 %2014
-  store <16 x float> %t126_c3_1602, ptr %arena603, align 4
-  %t126_c3_2604 = load <16 x float>, ptr %conv2_weight_grad.t126_c3_2, align 64
-  %2015 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2016 = add nsw i64 %2015, 3
-  %2017 = mul nsw i64 %2016, 64
-  %2018 = add nsw i64 9954576, %2017
-  %2019 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2020 = add nsw i64 %2018, %2019
-  %2021 = add nsw i64 %2020, 32
-  %arena605 = getelementptr inbounds float, ptr %arena, i64 %2021
-  store <16 x float> %t126_c3_2604, ptr %arena605, align 4
-  %t126_c3_3606 = load <16 x float>, ptr %conv2_weight_grad.t126_c3_3, align 64
-  %2022 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2023 = add nsw i64 %2022, 3
-  %2024 = mul nsw i64 %2023, 64
-  %2025 = add nsw i64 9954576, %2024
-  %2026 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2027 = add nsw i64 %2025, %2026
-  %2028 = add nsw i64 %2027, 48
-  %arena607 = getelementptr inbounds float, ptr %arena, i64 %2028
-  store <16 x float> %t126_c3_3606, ptr %arena607, align 4
-  %t126_c4_0608 = load <16 x float>, ptr %conv2_weight_grad.t126_c4_0, align 64
-  %2029 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2030 = add nsw i64 %2029, 4
-  %2031 = mul nsw i64 %2030, 64
-  %2032 = add nsw i64 9954576, %2031
-  %2033 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2034 = add nsw i64 %2032, %2033
-  %arena609 = getelementptr inbounds float, ptr %arena, i64 %2034
-  store <16 x float> %t126_c4_0608, ptr %arena609, align 4
-  %t126_c4_1610 = load <16 x float>, ptr %conv2_weight_grad.t126_c4_1, align 64
-  %2035 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2036 = add nsw i64 %2035, 4
-  %2037 = mul nsw i64 %2036, 64
-  %2038 = add nsw i64 9954576, %2037
-  %2039 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2040 = add nsw i64 %2038, %2039
-  %2041 = add nsw i64 %2040, 16
-  %arena611 = getelementptr inbounds float, ptr %arena, i64 %2041
-  store <16 x float> %t126_c4_1610, ptr %arena611, align 4
-  %t126_c4_2612 = load <16 x float>, ptr %conv2_weight_grad.t126_c4_2, align 64
-  %2042 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2043 = add nsw i64 %2042, 4
-  %2044 = mul nsw i64 %2043, 64
-  %2045 = add nsw i64 9954576, %2044
-  %2046 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2047 = add nsw i64 %2045, %2046
-  %2048 = add nsw i64 %2047, 32
-  %arena613 = getelementptr inbounds float, ptr %arena, i64 %2048
-  store <16 x float> %t126_c4_2612, ptr %arena613, align 4
-  %t126_c4_3614 = load <16 x float>, ptr %conv2_weight_grad.t126_c4_3, align 64
-  %2049 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2050 = add nsw i64 %2049, 4
-  %2051 = mul nsw i64 %2050, 64
-  %2052 = add nsw i64 9954576, %2051
-  %2053 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2054 = add nsw i64 %2052, %2053
-  %2055 = add nsw i64 %2054, 48
-  %arena615 = getelementptr inbounds float, ptr %arena, i64 %2055
-  store <16 x float> %t126_c4_3614, ptr %arena615, align 4
-  %t126_c5_0616 = load <16 x float>, ptr %conv2_weight_grad.t126_c5_0, align 64
-  %2056 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2057 = add nsw i64 %2056, 5
-  %2058 = mul nsw i64 %2057, 64
-  %2059 = add nsw i64 9954576, %2058
-  %2060 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2061 = add nsw i64 %2059, %2060
-  %arena617 = getelementptr inbounds float, ptr %arena, i64 %2061
-  store <16 x float> %t126_c5_0616, ptr %arena617, align 4
-  %t126_c5_1618 = load <16 x float>, ptr %conv2_weight_grad.t126_c5_1, align 64
-  %2062 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2063 = add nsw i64 %2062, 5
-  %2064 = mul nsw i64 %2063, 64
-  %2065 = add nsw i64 9954576, %2064
-  %2066 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2067 = add nsw i64 %2065, %2066
-  %2068 = add nsw i64 %2067, 16
-  %arena619 = getelementptr inbounds float, ptr %arena, i64 %2068
-  store <16 x float> %t126_c5_1618, ptr %arena619, align 4
-  %t126_c5_2620 = load <16 x float>, ptr %conv2_weight_grad.t126_c5_2, align 64
-  %2069 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2070 = add nsw i64 %2069, 5
-  %2071 = mul nsw i64 %2070, 64
-  %2072 = add nsw i64 9954576, %2071
-  %2073 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2074 = add nsw i64 %2072, %2073
-  %2075 = add nsw i64 %2074, 32
-  %arena621 = getelementptr inbounds float, ptr %arena, i64 %2075
-  store <16 x float> %t126_c5_2620, ptr %arena621, align 4
-  %t126_c5_3622 = load <16 x float>, ptr %conv2_weight_grad.t126_c5_3, align 64
-  %2076 = mul nsw i64 %conv2_weight_grad.mb125502, 6
-  %2077 = add nsw i64 %2076, 5
-  %2078 = mul nsw i64 %2077, 64
-  %2079 = add nsw i64 9954576, %2078
-  %2080 = mul nsw i64 %conv2_weight_grad.nb124501, 64
-  %2081 = add nsw i64 %2079, %2080
-  %2082 = add nsw i64 %2081, 48
-  %arena623 = getelementptr inbounds float, ptr %arena, i64 %2082
-  store <16 x float> %t126_c5_3622, ptr %arena623, align 4
-  %mb125.next = add nsw i64 %conv2_weight_grad.mb125502, 1
-  %2083 = icmp slt i64 %mb125.next, 48
-  br i1 %2083, label %conv2_weight_grad.mb125, label %conv2_weight_grad.mb125.end
-
-conv2_weight_grad.f128:                           ; preds = %conv2_weight_grad.r129.end, %conv2_weight_grad.g110.end
-  %conv2_weight_grad.f128624 = phi i64 [ 0, %conv2_weight_grad.g110.end ], [ %f128.next, %conv2_weight_grad.r129.end ]
-  br label %conv2_weight_grad.r129
-
-conv2_weight_grad.f128.end:                       ; preds = %conv2_weight_grad.r129.end
-  br label %conv2_bias_grad.f130
-
-conv2_weight_grad.r129:                           ; preds = %conv2_weight_grad.r129, %conv2_weight_grad.f128
-  %conv2_weight_grad.r129625 = phi i64 [ 0, %conv2_weight_grad.f128 ], [ %r129.next, %conv2_weight_grad.r129 ]
-  %2084 = mul nsw i64 %conv2_weight_grad.r129625, 64
+  %1988 = load <16 x float>, ptr %arena595, align 4
+  store <16 x float> %1988, ptr %conv2_weight_grad.t135_c1_0, align 64
+  %1989 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %1990 = add nsw i64 %1989, 1
+  %1991 = mul nsw i64 %1990, 64
+  %1992 = add nsw i64 9954576, %1991
+  %1993 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %1994 = add nsw i64 %1992, %1993
+  %1995 = add nsw i64 %1994, 16
+  %arena596 = getelementptr inbounds float, ptr %arena, i64 %1995
+  %1996 = load <16 x float>, ptr %arena596, align 4
+  store <16 x float> %1996, ptr %conv2_weight_grad.t135_c1_1, align 64
+  %1997 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %1998 = add nsw i64 %1997, 1
+  %1999 = mul nsw i64 %1998, 64
+  %2000 = add nsw i64 9954576, %1999
+  %2001 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2002 = add nsw i64 %2000, %2001
+  %2003 = add nsw i64 %2002, 32
+  %arena597 = getelementptr inbounds float, ptr %arena, i64 %2003
+  %2004 = load <16 x float>, ptr %arena597, align 4
+  store <16 x float> %2004, ptr %conv2_weight_grad.t135_c1_2, align 64
+  %2005 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2006 = add nsw i64 %2005, 1
+  %2007 = mul nsw i64 %2006, 64
+  %2008 = add nsw i64 9954576, %2007
+  %2009 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2010 = add nsw i64 %2008, %2009
+  %2011 = add nsw i64 %2010, 48
+  %arena598 = getelementptr inbounds float, ptr %arena, i64 %2011
+  %2012 = load <16 x float>, ptr %arena598, align 4
+  store <16 x float> %2012, ptr %conv2_weight_grad.t135_c1_3, align 64
+  %2013 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2014 = add nsw i64 %2013, 2
+  %2015 = mul nsw i64 %2014, 64
+  %2016 = add nsw i64 9954576, %2015
+  %2017 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2018 = add nsw i64 %2016, %2017
+  %arena599 = getelementptr inbounds float, ptr %arena, i64 %2018
+  %2019 = load <16 x float>, ptr %arena599, align 4
+  store <16 x float> %2019, ptr %conv2_weight_grad.t135_c2_0, align 64
+  %2020 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2021 = add nsw i64 %2020, 2
+  %2022 = mul nsw i64 %2021, 64
+  %2023 = add nsw i64 9954576, %2022
+  %2024 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2025 = add nsw i64 %2023, %2024
+  %2026 = add nsw i64 %2025, 16
+  %arena600 = getelementptr inbounds float, ptr %arena, i64 %2026
+  %2027 = load <16 x float>, ptr %arena600, align 4
+  store <16 x float> %2027, ptr %conv2_weight_grad.t135_c2_1, align 64
+  %2028 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2029 = add nsw i64 %2028, 2
+  %2030 = mul nsw i64 %2029, 64
+  %2031 = add nsw i64 9954576, %2030
+  %2032 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2033 = add nsw i64 %2031, %2032
+  %2034 = add nsw i64 %2033, 32
+  %arena601 = getelementptr inbounds float, ptr %arena, i64 %2034
+  %2035 = load <16 x float>, ptr %arena601, align 4
+  store <16 x float> %2035, ptr %conv2_weight_grad.t135_c2_2, align 64
+  %2036 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2037 = add nsw i64 %2036, 2
+  %2038 = mul nsw i64 %2037, 64
+  %2039 = add nsw i64 9954576, %2038
+  %2040 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2041 = add nsw i64 %2039, %2040
+  %2042 = add nsw i64 %2041, 48
+  %arena602 = getelementptr inbounds float, ptr %arena, i64 %2042
+  %2043 = load <16 x float>, ptr %arena602, align 4
+  store <16 x float> %2043, ptr %conv2_weight_grad.t135_c2_3, align 64
+  %2044 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2045 = add nsw i64 %2044, 3
+  %2046 = mul nsw i64 %2045, 64
+  %2047 = add nsw i64 9954576, %2046
+  %2048 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2049 = add nsw i64 %2047, %2048
+  %arena603 = getelementptr inbounds float, ptr %arena, i64 %2049
+  %2050 = load <16 x float>, ptr %arena603, align 4
+  store <16 x float> %2050, ptr %conv2_weight_grad.t135_c3_0, align 64
+  %2051 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2052 = add nsw i64 %2051, 3
+  %2053 = mul nsw i64 %2052, 64
+  %2054 = add nsw i64 9954576, %2053
+  %2055 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2056 = add nsw i64 %2054, %2055
+  %2057 = add nsw i64 %2056, 16
+  %arena604 = getelementptr inbounds float, ptr %arena, i64 %2057
+  %2058 = load <16 x float>, ptr %arena604, align 4
+  store <16 x float> %2058, ptr %conv2_weight_grad.t135_c3_1, align 64
+  %2059 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2060 = add nsw i64 %2059, 3
+  %2061 = mul nsw i64 %2060, 64
+  %2062 = add nsw i64 9954576, %2061
+  %2063 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2064 = add nsw i64 %2062, %2063
+  %2065 = add nsw i64 %2064, 32
+  %arena605 = getelementptr inbounds float, ptr %arena, i64 %2065
+  %2066 = load <16 x float>, ptr %arena605, align 4
+  store <16 x float> %2066, ptr %conv2_weight_grad.t135_c3_2, align 64
+  %2067 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2068 = add nsw i64 %2067, 3
+  %2069 = mul nsw i64 %2068, 64
+  %2070 = add nsw i64 9954576, %2069
+  %2071 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2072 = add nsw i64 %2070, %2071
+  %2073 = add nsw i64 %2072, 48
+  %arena606 = getelementptr inbounds float, ptr %arena, i64 %2073
+  %2074 = load <16 x float>, ptr %arena606, align 4
+  store <16 x float> %2074, ptr %conv2_weight_grad.t135_c3_3, align 64
+  %2075 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2076 = add nsw i64 %2075, 4
+  %2077 = mul nsw i64 %2076, 64
+  %2078 = add nsw i64 9954576, %2077
+  %2079 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2080 = add nsw i64 %2078, %2079
+  %arena607 = getelementptr inbounds float, ptr %arena, i64 %2080
+  %2081 = load <16 x float>, ptr %arena607, align 4
+  store <16 x float> %2081, ptr %conv2_weight_grad.t135_c4_0, align 64
+  %2082 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2083 = add nsw i64 %2082, 4
+  %2084 = mul nsw i64 %2083, 64
   %2085 = add nsw i64 9954576, %2084
-  %2086 = add nsw i64 %2085, %conv2_weight_grad.f128624
-  %arena626 = getelementptr inbounds float, ptr %arena, i64 %2086
-  %2087 = load float, ptr %arena626, align 4
-  %2088 = mul nsw i64 %conv2_weight_grad.f128624, 288
-  %2089 = add nsw i64 320, %2088
-  %2090 = add nsw i64 %2089, %conv2_weight_grad.r129625
-  %grads627 = getelementptr inbounds float, ptr %grads, i64 %2090
-  store float %2087, ptr %grads627, align 4
-  %r129.next = add nsw i64 %conv2_weight_grad.r129625, 1
-  %2091 = icmp slt i64 %r129.next, 288
-  br i1 %2091, label %conv2_weight_grad.r129, label %conv2_weight_grad.r129.end
+  %2086 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2087 = add nsw i64 %2085, %2086
+  %2088 = add nsw i64 %2087, 16
+  %arena608 = getelementptr inbounds float, ptr %arena, i64 %2088
+  %2089 = load <16 x float>, ptr %arena608, align 4
+  store <16 x float> %2089, ptr %conv2_weight_grad.t135_c4_1, align 64
+  %2090 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2091 = add nsw i64 %2090, 4
+  %2092 = mul nsw i64 %2091, 64
+  %2093 = add nsw i64 9954576, %2092
+  %2094 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2095 = add nsw i64 %2093, %2094
+  %2096 = add nsw i64 %2095, 32
+  %arena609 = getelementptr inbounds float, ptr %arena, i64 %2096
+  %2097 = load <16 x float>, ptr %arena609, align 4
+  store <16 x float> %2097, ptr %conv2_weight_grad.t135_c4_2, align 64
+  %2098 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2099 = add nsw i64 %2098, 4
+  %2100 = mul nsw i64 %2099, 64
+  %2101 = add nsw i64 9954576, %2100
+  %2102 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2103 = add nsw i64 %2101, %2102
+  %2104 = add nsw i64 %2103, 48
+  %arena610 = getelementptr inbounds float, ptr %arena, i64 %2104
+  %2105 = load <16 x float>, ptr %arena610, align 4
+  store <16 x float> %2105, ptr %conv2_weight_grad.t135_c4_3, align 64
+  %2106 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2107 = add nsw i64 %2106, 5
+  %2108 = mul nsw i64 %2107, 64
+  %2109 = add nsw i64 9954576, %2108
+  %2110 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2111 = add nsw i64 %2109, %2110
+  %arena611 = getelementptr inbounds float, ptr %arena, i64 %2111
+  %2112 = load <16 x float>, ptr %arena611, align 4
+  store <16 x float> %2112, ptr %conv2_weight_grad.t135_c5_0, align 64
+  %2113 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2114 = add nsw i64 %2113, 5
+  %2115 = mul nsw i64 %2114, 64
+  %2116 = add nsw i64 9954576, %2115
+  %2117 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2118 = add nsw i64 %2116, %2117
+  %2119 = add nsw i64 %2118, 16
+  %arena612 = getelementptr inbounds float, ptr %arena, i64 %2119
+  %2120 = load <16 x float>, ptr %arena612, align 4
+  store <16 x float> %2120, ptr %conv2_weight_grad.t135_c5_1, align 64
+  %2121 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2122 = add nsw i64 %2121, 5
+  %2123 = mul nsw i64 %2122, 64
+  %2124 = add nsw i64 9954576, %2123
+  %2125 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2126 = add nsw i64 %2124, %2125
+  %2127 = add nsw i64 %2126, 32
+  %arena613 = getelementptr inbounds float, ptr %arena, i64 %2127
+  %2128 = load <16 x float>, ptr %arena613, align 4
+  store <16 x float> %2128, ptr %conv2_weight_grad.t135_c5_2, align 64
+  %2129 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2130 = add nsw i64 %2129, 5
+  %2131 = mul nsw i64 %2130, 64
+  %2132 = add nsw i64 9954576, %2131
+  %2133 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2134 = add nsw i64 %2132, %2133
+  %2135 = add nsw i64 %2134, 48
+  %arena614 = getelementptr inbounds float, ptr %arena, i64 %2135
+  %2136 = load <16 x float>, ptr %arena614, align 4
+  store <16 x float> %2136, ptr %conv2_weight_grad.t135_c5_3, align 64
+  br label %conv2_weight_grad.k136
 
-conv2_weight_grad.r129.end:                       ; preds = %conv2_weight_grad.r129
-  %f128.next = add nsw i64 %conv2_weight_grad.f128624, 1
-  %2092 = icmp slt i64 %f128.next, 64
-  br i1 %2092, label %conv2_weight_grad.f128, label %conv2_weight_grad.f128.end
+conv2_weight_grad.mb134.end:                      ; preds = %conv2_weight_grad.k136.end
+  %nb133.next = add nsw i64 %conv2_weight_grad.nb133589, 1
+  %2137 = icmp slt i64 %nb133.next, 1
+  br i1 %2137, label %conv2_weight_grad.nb133, label %conv2_weight_grad.nb133.end
 
-conv2_bias_grad.f130:                             ; preds = %conv2_bias_grad.img132.end, %conv2_weight_grad.f128.end
-  %conv2_bias_grad.f130628 = phi i64 [ 0, %conv2_weight_grad.f128.end ], [ %f130.next, %conv2_bias_grad.img132.end ]
-  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc131, align 64
-  br label %conv2_bias_grad.img132
+conv2_weight_grad.k136:                           ; preds = %conv2_weight_grad.k136, %conv2_weight_grad.mb134
+  %conv2_weight_grad.k136615 = phi i64 [ 0, %conv2_weight_grad.mb134 ], [ %k136.next, %conv2_weight_grad.k136 ]
+  %2138 = mul nsw i64 %conv2_weight_grad.kp132588, 384
+  %2139 = add nsw i64 %conv2_weight_grad.k136615, %2138
+  %2140 = mul nsw i64 %2139, 64
+  %2141 = add nsw i64 9364752, %2140
+  %2142 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2143 = add nsw i64 %2141, %2142
+  %arena616 = getelementptr inbounds float, ptr %arena, i64 %2143
+  %2144 = load <16 x float>, ptr %arena616, align 4
+  store <16 x float> %2144, ptr %conv2_weight_grad.t135_b0, align 64
+  %2145 = mul nsw i64 %conv2_weight_grad.kp132588, 384
+  %2146 = add nsw i64 %conv2_weight_grad.k136615, %2145
+  %2147 = mul nsw i64 %2146, 64
+  %2148 = add nsw i64 9364752, %2147
+  %2149 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2150 = add nsw i64 %2148, %2149
+  %2151 = add nsw i64 %2150, 16
+  %arena617 = getelementptr inbounds float, ptr %arena, i64 %2151
+  %2152 = load <16 x float>, ptr %arena617, align 4
+  store <16 x float> %2152, ptr %conv2_weight_grad.t135_b1, align 64
+  %2153 = mul nsw i64 %conv2_weight_grad.kp132588, 384
+  %2154 = add nsw i64 %conv2_weight_grad.k136615, %2153
+  %2155 = mul nsw i64 %2154, 64
+  %2156 = add nsw i64 9364752, %2155
+  %2157 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2158 = add nsw i64 %2156, %2157
+  %2159 = add nsw i64 %2158, 32
+  %arena618 = getelementptr inbounds float, ptr %arena, i64 %2159
+  %2160 = load <16 x float>, ptr %arena618, align 4
+  store <16 x float> %2160, ptr %conv2_weight_grad.t135_b2, align 64
+  %2161 = mul nsw i64 %conv2_weight_grad.kp132588, 384
+  %2162 = add nsw i64 %conv2_weight_grad.k136615, %2161
+  %2163 = mul nsw i64 %2162, 64
+  %2164 = add nsw i64 9364752, %2163
+  %2165 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2166 = add nsw i64 %2164, %2165
+  %2167 = add nsw i64 %2166, 48
+  %arena619 = getelementptr inbounds float, ptr %arena, i64 %2167
+  %2168 = load <16 x float>, ptr %arena619, align 4
+  store <16 x float> %2168, ptr %conv2_weight_grad.t135_b3, align 64
+  %2169 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2170 = mul nsw i64 %2169, 9216
+  %2171 = add nsw i64 6710544, %2170
+  %2172 = mul nsw i64 %conv2_weight_grad.kp132588, 384
+  %2173 = add nsw i64 %conv2_weight_grad.k136615, %2172
+  %2174 = add nsw i64 %2171, %2173
+  %arena620 = getelementptr inbounds float, ptr %arena, i64 %2174
+  %2175 = load float, ptr %arena620, align 4
+  %2176 = insertelement <16 x float> undef, float %2175, i32 0
+  %2177 = shufflevector <16 x float> %2176, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2177, ptr %conv2_weight_grad.t135_a0, align 64
+  %t135_a0 = load <16 x float>, ptr %conv2_weight_grad.t135_a0, align 64
+  %t135_b0 = load <16 x float>, ptr %conv2_weight_grad.t135_b0, align 64
+  %t135_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t135_c0_0, align 64
+  %2178 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0, <16 x float> %t135_b0, <16 x float> %t135_c0_0)
+  store <16 x float> %2178, ptr %conv2_weight_grad.t135_c0_0, align 64
+  %t135_a0621 = load <16 x float>, ptr %conv2_weight_grad.t135_a0, align 64
+  %t135_b1 = load <16 x float>, ptr %conv2_weight_grad.t135_b1, align 64
+  %t135_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t135_c0_1, align 64
+  %2179 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0621, <16 x float> %t135_b1, <16 x float> %t135_c0_1)
+  store <16 x float> %2179, ptr %conv2_weight_grad.t135_c0_1, align 64
+  %t135_a0622 = load <16 x float>, ptr %conv2_weight_grad.t135_a0, align 64
+  %t135_b2 = load <16 x float>, ptr %conv2_weight_grad.t135_b2, align 64
+  %t135_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t135_c0_2, align 64
+  %2180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0622, <16 x float> %t135_b2, <16 x float> %t135_c0_2)
+  store <16 x float> %2180, ptr %conv2_weight_grad.t135_c0_2, align 64
+  %t135_a0623 = load <16 x float>, ptr %conv2_weight_grad.t135_a0, align 64
+  %t135_b3 = load <16 x float>, ptr %conv2_weight_grad.t135_b3, align 64
+  %t135_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t135_c0_3, align 64
+  %2181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0623, <16 x float> %t135_b3, <16 x float> %t135_c0_3)
+  store <16 x float> %2181, ptr %conv2_weight_grad.t135_c0_3, align 64
+  %2182 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2183 = add nsw i64 %2182, 1
+  %2184 = mul nsw i64 %2183, 9216
+  %2185 = add nsw i64 6710544, %2184
+  %2186 = mul nsw i64 %conv2_weight_grad.kp132588, 384
+  %2187 = add nsw i64 %conv2_weight_grad.k136615, %2186
+  %2188 = add nsw i64 %2185, %2187
+  %arena624 = getelementptr inbounds float, ptr %arena, i64 %2188
+  %2189 = load float, ptr %arena624, align 4
+  %2190 = insertelement <16 x float> undef, float %2189, i32 0
+  %2191 = shufflevector <16 x float> %2190, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2191, ptr %conv2_weight_grad.t135_a1, align 64
+  %t135_a1 = load <16 x float>, ptr %conv2_weight_grad.t135_a1, align 64
+  %t135_b0625 = load <16 x float>, ptr %conv2_weight_grad.t135_b0, align 64
+  %t135_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t135_c1_0, align 64
+  %2192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1, <16 x float> %t135_b0625, <16 x float> %t135_c1_0)
+  store <16 x float> %2192, ptr %conv2_weight_grad.t135_c1_0, align 64
+  %t135_a1626 = load <16 x float>, ptr %conv2_weight_grad.t135_a1, align 64
+  %t135_b1627 = load <16 x float>, ptr %conv2_weight_grad.t135_b1, align 64
+  %t135_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t135_c1_1, align 64
+  %2193 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1626, <16 x float> %t135_b1627, <16 x float> %t135_c1_1)
+  store <16 x float> %2193, ptr %conv2_weight_grad.t135_c1_1, align 64
+  %t135_a1628 = load <16 x float>, ptr %conv2_weight_grad.t135_a1, align 64
+  %t135_b2629 = load <16 x float>, ptr %conv2_weight_grad.t135_b2, align 64
+  %t135_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t135_c1_2, align 64
+  %2194 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1628, <16 x float> %t135_b2629, <16 x float> %t135_c1_2)
+  store <16 x float> %2194, ptr %conv2_weight_grad.t135_c1_2, align 64
+  %t135_a1630 = load <16 x float>, ptr %conv2_weight_grad.t135_a1, align 64
+  %t135_b3631 = load <16 x float>, ptr %conv2_weight_grad.t135_b3, align 64
+  %t135_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t135_c1_3, align 64
+  %2195 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1630, <16 x float> %t135_b3631, <16 x float> %t135_c1_3)
+  store <16 x float> %2195, ptr %conv2_weight_grad.t135_c1_3, align 64
+  %2196 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2197 = add nsw i64 %2196, 2
+  %2198 = mul nsw i64 %2197, 9216
+  %2199 = add nsw i64 6710544, %2198
+  %2200 = mul nsw i64 %conv2_weight_grad.kp132588, 384
+  %2201 = add nsw i64 %conv2_weight_grad.k136615, %2200
+  %2202 = add nsw i64 %2199, %2201
+  %arena632 = getelementptr inbounds float, ptr %arena, i64 %2202
+  %2203 = load float, ptr %arena632, align 4
+  %2204 = insertelement <16 x float> undef, float %2203, i32 0
+  %2205 = shufflevector <16 x float> %2204, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2205, ptr %conv2_weight_grad.t135_a2, align 64
+  %t135_a2 = load <16 x float>, ptr %conv2_weight_grad.t135_a2, align 64
+  %t135_b0633 = load <16 x float>, ptr %conv2_weight_grad.t135_b0, align 64
+  %t135_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t135_c2_0, align 64
+  %2206 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2, <16 x float> %t135_b0633, <16 x float> %t135_c2_0)
+  store <16 x float> %2206, ptr %conv2_weight_grad.t135_c2_0, align 64
+  %t135_a2634 = load <16 x float>, ptr %conv2_weight_grad.t135_a2, align 64
+  %t135_b1635 = load <16 x float>, ptr %conv2_weight_grad.t135_b1, align 64
+  %t135_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t135_c2_1, align 64
+  %2207 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2634, <16 x float> %t135_b1635, <16 x float> %t135_c2_1)
+  store <16 x float> %2207, ptr %conv2_weight_grad.t135_c2_1, align 64
+  %t135_a2636 = load <16 x float>, ptr %conv2_weight_grad.t135_a2, align 64
+  %t135_b2637 = load <16 x float>, ptr %conv2_weight_grad.t135_b2, align 64
+  %t135_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t135_c2_2, align 64
+  %2208 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2636, <16 x float> %t135_b2637, <16 x float> %t135_c2_2)
+  store <16 x float> %2208, ptr %conv2_weight_grad.t135_c2_2, align 64
+  %t135_a2638 = load <16 x float>, ptr %conv2_weight_grad.t135_a2, align 64
+  %t135_b3639 = load <16 x float>, ptr %conv2_weight_grad.t135_b3, align 64
+  %t135_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t135_c2_3, align 64
+  %2209 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2638, <16 x float> %t135_b3639, <16 x float> %t135_c2_3)
+  store <16 x float> %2209, ptr %conv2_weight_grad.t135_c2_3, align 64
+  %2210 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2211 = add nsw i64 %2210, 3
+  %2212 = mul nsw i64 %2211, 9216
+  %2213 = add nsw i64 6710544, %2212
+  %2214 = mul nsw i64 %conv2_weight_grad.kp132588, 384
+  %2215 = add nsw i64 %conv2_weight_grad.k136615, %2214
+  %2216 = add nsw i64 %2213, %2215
+  %arena640 = getelementptr inbounds float, ptr %arena, i64 %2216
+  %2217 = load float, ptr %arena640, align 4
+  %2218 = insertelement <16 x float> undef, float %2217, i32 0
+  %2219 = shufflevector <16 x float> %2218, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2219, ptr %conv2_weight_grad.t135_a3, align 64
+  %t135_a3 = load <16 x float>, ptr %conv2_weight_grad.t135_a3, align 64
+  %t135_b0641 = load <16 x float>, ptr %conv2_weight_grad.t135_b0, align 64
+  %t135_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t135_c3_0, align 64
+  %2220 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3, <16 x float> %t135_b0641, <16 x float> %t135_c3_0)
+  store <16 x float> %2220, ptr %conv2_weight_grad.t135_c3_0, align 64
+  %t135_a3642 = load <16 x float>, ptr %conv2_weight_grad.t135_a3, align 64
+  %t135_b1643 = load <16 x float>, ptr %conv2_weight_grad.t135_b1, align 64
+  %t135_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t135_c3_1, align 64
+  %2221 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3642, <16 x float> %t135_b1643, <16 x float> %t135_c3_1)
+  store <16 x float> %2221, ptr %conv2_weight_grad.t135_c3_1, align 64
+  %t135_a3644 = load <16 x float>, ptr %conv2_weight_grad.t135_a3, align 64
+  %t135_b2645 = load <16 x float>, ptr %conv2_weight_grad.t135_b2, align 64
+  %t135_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t135_c3_2, align 64
+  %2222 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3644, <16 x float> %t135_b2645, <16 x float> %t135_c3_2)
+  store <16 x float> %2222, ptr %conv2_weight_grad.t135_c3_2, align 64
+  %t135_a3646 = load <16 x float>, ptr %conv2_weight_grad.t135_a3, align 64
+  %t135_b3647 = load <16 x float>, ptr %conv2_weight_grad.t135_b3, align 64
+  %t135_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t135_c3_3, align 64
+  %2223 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3646, <16 x float> %t135_b3647, <16 x float> %t135_c3_3)
+  store <16 x float> %2223, ptr %conv2_weight_grad.t135_c3_3, align 64
+  %2224 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2225 = add nsw i64 %2224, 4
+  %2226 = mul nsw i64 %2225, 9216
+  %2227 = add nsw i64 6710544, %2226
+  %2228 = mul nsw i64 %conv2_weight_grad.kp132588, 384
+  %2229 = add nsw i64 %conv2_weight_grad.k136615, %2228
+  %2230 = add nsw i64 %2227, %2229
+  %arena648 = getelementptr inbounds float, ptr %arena, i64 %2230
+  %2231 = load float, ptr %arena648, align 4
+  %2232 = insertelement <16 x float> undef, float %2231, i32 0
+  %2233 = shufflevector <16 x float> %2232, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2233, ptr %conv2_weight_grad.t135_a4, align 64
+  %t135_a4 = load <16 x float>, ptr %conv2_weight_grad.t135_a4, align 64
+  %t135_b0649 = load <16 x float>, ptr %conv2_weight_grad.t135_b0, align 64
+  %t135_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t135_c4_0, align 64
+  %2234 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4, <16 x float> %t135_b0649, <16 x float> %t135_c4_0)
+  store <16 x float> %2234, ptr %conv2_weight_grad.t135_c4_0, align 64
+  %t135_a4650 = load <16 x float>, ptr %conv2_weight_grad.t135_a4, align 64
+  %t135_b1651 = load <16 x float>, ptr %conv2_weight_grad.t135_b1, align 64
+  %t135_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t135_c4_1, align 64
+  %2235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4650, <16 x float> %t135_b1651, <16 x float> %t135_c4_1)
+  store <16 x float> %2235, ptr %conv2_weight_grad.t135_c4_1, align 64
+  %t135_a4652 = load <16 x float>, ptr %conv2_weight_grad.t135_a4, align 64
+  %t135_b2653 = load <16 x float>, ptr %conv2_weight_grad.t135_b2, align 64
+  %t135_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t135_c4_2, align 64
+  %2236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4652, <16 x float> %t135_b2653, <16 x float> %t135_c4_2)
+  store <16 x float> %2236, ptr %conv2_weight_grad.t135_c4_2, align 64
+  %t135_a4654 = load <16 x float>, ptr %conv2_weight_grad.t135_a4, align 64
+  %t135_b3655 = load <16 x float>, ptr %conv2_weight_grad.t135_b3, align 64
+  %t135_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t135_c4_3, align 64
+  %2237 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4654, <16 x float> %t135_b3655, <16 x float> %t135_c4_3)
+  store <16 x float> %2237, ptr %conv2_weight_grad.t135_c4_3, align 64
+  %2238 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2239 = add nsw i64 %2238, 5
+  %2240 = mul nsw i64 %2239, 9216
+  %2241 = add nsw i64 6710544, %2240
+  %2242 = mul nsw i64 %conv2_weight_grad.kp132588, 384
+  %2243 = add nsw i64 %conv2_weight_grad.k136615, %2242
+  %2244 = add nsw i64 %2241, %2243
+  %arena656 = getelementptr inbounds float, ptr %arena, i64 %2244
+  %2245 = load float, ptr %arena656, align 4
+  %2246 = insertelement <16 x float> undef, float %2245, i32 0
+  %2247 = shufflevector <16 x float> %2246, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2247, ptr %conv2_weight_grad.t135_a5, align 64
+  %t135_a5 = load <16 x float>, ptr %conv2_weight_grad.t135_a5, align 64
+  %t135_b0657 = load <16 x float>, ptr %conv2_weight_grad.t135_b0, align 64
+  %t135_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t135_c5_0, align 64
+  %2248 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5, <16 x float> %t135_b0657, <16 x float> %t135_c5_0)
+  store <16 x float> %2248, ptr %conv2_weight_grad.t135_c5_0, align 64
+  %t135_a5658 = load <16 x float>, ptr %conv2_weight_grad.t135_a5, align 64
+  %t135_b1659 = load <16 x float>, ptr %conv2_weight_grad.t135_b1, align 64
+  %t135_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t135_c5_1, align 64
+  %2249 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5658, <16 x float> %t135_b1659, <16 x float> %t135_c5_1)
+  store <16 x float> %2249, ptr %conv2_weight_grad.t135_c5_1, align 64
+  %t135_a5660 = load <16 x float>, ptr %conv2_weight_grad.t135_a5, align 64
+  %t135_b2661 = load <16 x float>, ptr %conv2_weight_grad.t135_b2, align 64
+  %t135_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t135_c5_2, align 64
+  %2250 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5660, <16 x float> %t135_b2661, <16 x float> %t135_c5_2)
+  store <16 x float> %2250, ptr %conv2_weight_grad.t135_c5_2, align 64
+  %t135_a5662 = load <16 x float>, ptr %conv2_weight_grad.t135_a5, align 64
+  %t135_b3663 = load <16 x float>, ptr %conv2_weight_grad.t135_b3, align 64
+  %t135_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t135_c5_3, align 64
+  %2251 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5662, <16 x float> %t135_b3663, <16 x float> %t135_c5_3)
+  store <16 x float> %2251, ptr %conv2_weight_grad.t135_c5_3, align 64
+  %k136.next = add nsw i64 %conv2_weight_grad.k136615, 1
+  %2252 = icmp slt i64 %k136.next, 384
+  br i1 %2252, label %conv2_weight_grad.k136, label %conv2_weight_grad.k136.end
 
-conv2_bias_grad.f130.end:                         ; preds = %conv2_bias_grad.img132.end
-  br label %relu1_grad.g149
-
-conv2_bias_grad.img132:                           ; preds = %conv2_bias_grad.i133.end, %conv2_bias_grad.f130
-  %conv2_bias_grad.img132629 = phi i64 [ 0, %conv2_bias_grad.f130 ], [ %img132.next, %conv2_bias_grad.i133.end ]
-  br label %conv2_bias_grad.i133
-
-conv2_bias_grad.img132.end:                       ; preds = %conv2_bias_grad.i133.end
-  %acc131632 = load <16 x float>, ptr %conv2_bias_grad.acc131, align 64
-  %arena633 = getelementptr inbounds float, ptr %arena, i64 1384448
-  store <16 x float> %acc131632, ptr %arena633, align 4
-  %arena634 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %2093 = load float, ptr %arena634, align 4
-  %arena635 = getelementptr inbounds float, ptr %arena, i64 1384449
-  %2094 = load float, ptr %arena635, align 4
-  %2095 = fadd float %2093, %2094
-  store float %2095, ptr %conv2_bias_grad.sum134, align 4
-  %sum134 = load float, ptr %conv2_bias_grad.sum134, align 4
-  %arena636 = getelementptr inbounds float, ptr %arena, i64 1384450
-  %2096 = load float, ptr %arena636, align 4
-  %2097 = fadd float %sum134, %2096
-  store float %2097, ptr %conv2_bias_grad.sum135, align 4
-  %sum135 = load float, ptr %conv2_bias_grad.sum135, align 4
-  %arena637 = getelementptr inbounds float, ptr %arena, i64 1384451
-  %2098 = load float, ptr %arena637, align 4
-  %2099 = fadd float %sum135, %2098
-  store float %2099, ptr %conv2_bias_grad.sum136, align 4
-  %sum136 = load float, ptr %conv2_bias_grad.sum136, align 4
-  %arena638 = getelementptr inbounds float, ptr %arena, i64 1384452
-  %2100 = load float, ptr %arena638, align 4
-  %2101 = fadd float %sum136, %2100
-  store float %2101, ptr %conv2_bias_grad.sum137, align 4
-  %sum137 = load float, ptr %conv2_bias_grad.sum137, align 4
-  %arena639 = getelementptr inbounds float, ptr %arena, i64 1384453
-  %2102 = load float, ptr %arena639, align 4
-  %2103 = fadd float %sum137, %2102
-  store float %2103, ptr %conv2_bias_grad.sum138, align 4
-  %sum138 = load float, ptr %conv2_bias_grad.sum138, align 4
-  %arena640 = getelementptr inbounds float, ptr %arena, i64 1384454
-  %2104 = load float, ptr %arena640, align 4
-  %2105 = fadd float %sum138, %2104
-  store float %2105, ptr %conv2_bias_grad.sum139, align 4
-  %sum139 = load float, ptr %conv2_bias_grad.sum139, align 4
-  %arena641 = getelementptr inbounds float, ptr %arena, i64 1384455
-  %2106 = load float, ptr %arena641, align 4
-  %2107 = fadd float %sum139, %2106
-  store float %2107, ptr %conv2_bias_grad.sum140, align 4
-  %sum140 = load float, ptr %conv2_bias_grad.sum140, align 4
-  %arena642 = getelementptr inbounds float, ptr %arena, i64 1384456
-  %2108 = load float, ptr %arena642, align 4
-  %2109 = fadd float %sum140, %2108
-  store float %2109, ptr %conv2_bias_grad.sum141, align 4
-  %sum141 = load float, ptr %conv2_bias_grad.sum141, align 4
-  %arena643 = getelementptr inbounds float, ptr %arena, i64 1384457
-  %2110 = load float, ptr %arena643, align 4
-  %2111 = fadd float %sum141, %2110
-  store float %2111, ptr %conv2_bias_grad.sum142, align 4
-  %sum142 = load float, ptr %conv2_bias_grad.sum142, align 4
-  %arena644 = getelementptr inbounds float, ptr %arena, i64 1384458
-  %2112 = load float, ptr %arena644, align 4
-  %2113 = fadd float %sum142, %2112
-  store float %2113, ptr %conv2_bias_grad.sum143, align 4
-  %sum143 = load float, ptr %conv2_bias_grad.sum143, align 4
-  %arena645 = getelementptr inbounds float, ptr %arena, i64 1384459
-  %2114 = load float, ptr %arena645, align 4
-  %2115 = fadd float %sum143, %2114
-  store float %2115, ptr %conv2_bias_grad.sum144, align 4
-  %sum144 = load float, ptr %conv2_bias_grad.sum144, align 4
-  %arena646 = getelementptr inbounds float, ptr %arena, i64 1384460
-  %2116 = load float, ptr %arena646, align 4
-  %2117 = fadd float %sum144, %2116
-  store float %2117, ptr %conv2_bias_grad.sum145, align 4
-  %sum145 = load float, ptr %conv2_bias_grad.sum145, align 4
-  %arena647 = getelementptr inbounds float, ptr %arena, i64 1384461
-  %2118 = load float, ptr %arena647, align 4
-  %2119 = fadd float %sum145, %2118
-  store float %2119, ptr %conv2_bias_grad.sum146, align 4
-  %sum146 = load float, ptr %conv2_bias_grad.sum146, align 4
-  %arena648 = getelementptr inbounds float, ptr %arena, i64 1384462
-  %2120 = load float, ptr %arena648, align 4
-  %2121 = fadd float %sum146, %2120
-  store float %2121, ptr %conv2_bias_grad.sum147, align 4
-  %sum147 = load float, ptr %conv2_bias_grad.sum147, align 4
-  %arena649 = getelementptr inbounds float, ptr %arena, i64 1384463
-  %2122 = load float, ptr %arena649, align 4
-  %2123 = fadd float %sum147, %2122
-  store float %2123, ptr %conv2_bias_grad.sum148, align 4
-  %sum148 = load float, ptr %conv2_bias_grad.sum148, align 4
-  %2124 = add nsw i64 18752, %conv2_bias_grad.f130628
-  %grads650 = getelementptr inbounds float, ptr %grads, i64 %2124
-  store float %sum148, ptr %grads650, align 4
-  %f130.next = add nsw i64 %conv2_bias_grad.f130628, 1
-  %2125 = icmp slt i64 %f130.next, 64
-  br i1 %2125, label %conv2_bias_grad.f130, label %conv2_bias_grad.f130.end
-
-conv2_bias_grad.i133:                             ; preds = %conv2_bias_grad.i133, %conv2_bias_grad.img132
-  %conv2_bias_grad.i133630 = phi i64 [ 0, %conv2_bias_grad.img132 ], [ %i133.next, %conv2_bias_grad.i133 ]
-  %2126 = mul nsw i64 %conv2_bias_grad.img132629, 36864
-  %2127 = add nsw i64 4351248, %2126
-  %2128 = mul nsw i64 %conv2_bias_grad.f130628, 576
-  %2129 = add nsw i64 %2127, %2128
-  %2130 = mul nsw i64 %conv2_bias_grad.i133630, 16
-  %2131 = add nsw i64 %2129, %2130
-  %arena631 = getelementptr inbounds float, ptr %arena, i64 %2131
-  %2132 = load <16 x float>, ptr %arena631, align 4
-  %acc131 = load <16 x float>, ptr %conv2_bias_grad.acc131, align 64
-  %2133 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %2132, <16 x float> %acc131)
-  store <16 x float> %2133, ptr %conv2_bias_grad.acc131, align 64
-  %i133.next = add nsw i64 %conv2_bias_grad.i133630, 1
-  %2134 = icmp slt i64 %i133.next, 36
-  br i1 %2134, label %conv2_bias_grad.i133, label %conv2_bias_grad.i133.end
-
-conv2_bias_grad.i133.end:                         ; preds = %conv2_bias_grad.i133
-  %img132.next = add nsw i64 %conv2_bias_grad.img132629, 1
-  %2135 = icmp slt i64 %img132.next, 64
-  br i1 %2135, label %conv2_bias_grad.img132, label %conv2_bias_grad.img132.end
-
-relu1_grad.g149:                                  ; preds = %relu1_grad.j157.end, %conv2_bias_grad.f130.end
-  %relu1_grad.g149651 = phi i64 [ 0, %conv2_bias_grad.f130.end ], [ %g149.next, %relu1_grad.j157.end ]
-  br label %relu1_grad.j150
-
-relu1_grad.g149.end:                              ; preds = %relu1_grad.j157.end
-  br label %conv1_grad.i290
-
-relu1_grad.j150:                                  ; preds = %relu1_grad.f151.end, %relu1_grad.g149
-  %relu1_grad.j150652 = phi i64 [ 0, %relu1_grad.g149 ], [ %j150.next, %relu1_grad.f151.end ]
-  br label %relu1_grad.f151
-
-relu1_grad.j150.end:                              ; preds = %relu1_grad.f151.end
-  br label %relu1_grad.nb153
-
-relu1_grad.f151:                                  ; preds = %relu1_grad.i152.end, %relu1_grad.j150
-  %relu1_grad.f151653 = phi i64 [ 0, %relu1_grad.j150 ], [ %f151.next, %relu1_grad.i152.end ]
-  br label %relu1_grad.i152
-
-relu1_grad.f151.end:                              ; preds = %relu1_grad.i152.end
-  %j150.next = add nsw i64 %relu1_grad.j150652, 1
-  %2136 = icmp slt i64 %j150.next, 16
-  br i1 %2136, label %relu1_grad.j150, label %relu1_grad.j150.end
-
-relu1_grad.i152:                                  ; preds = %relu1_grad.i152, %relu1_grad.f151
-  %relu1_grad.i152654 = phi i64 [ 0, %relu1_grad.f151 ], [ %i152.next, %relu1_grad.i152 ]
-  %2137 = mul nsw i64 %relu1_grad.g149651, 16
-  %2138 = add nsw i64 %2137, %relu1_grad.j150652
-  %2139 = mul nsw i64 %2138, 36864
-  %2140 = add nsw i64 4351248, %2139
-  %2141 = mul nsw i64 %relu1_grad.f151653, 576
-  %2142 = add nsw i64 %2140, %2141
-  %2143 = add nsw i64 %2142, %relu1_grad.i152654
-  %arena655 = getelementptr inbounds float, ptr %arena, i64 %2143
-  %2144 = load float, ptr %arena655, align 4
-  %2145 = mul nsw i64 %relu1_grad.f151653, 9216
-  %2146 = add nsw i64 9364752, %2145
-  %2147 = mul nsw i64 %relu1_grad.j150652, 576
-  %2148 = add nsw i64 %2146, %2147
-  %2149 = add nsw i64 %2148, %relu1_grad.i152654
-  %arena656 = getelementptr inbounds float, ptr %arena, i64 %2149
-  store float %2144, ptr %arena656, align 4
-  %i152.next = add nsw i64 %relu1_grad.i152654, 1
-  %2150 = icmp slt i64 %i152.next, 576
-  br i1 %2150, label %relu1_grad.i152, label %relu1_grad.i152.end
-
-relu1_grad.i152.end:                              ; preds = %relu1_grad.i152
-  %f151.next = add nsw i64 %relu1_grad.f151653, 1
-  %2151 = icmp slt i64 %f151.next, 64
-  br i1 %2151, label %relu1_grad.f151, label %relu1_grad.f151.end
-
-relu1_grad.nb153:                                 ; preds = %relu1_grad.mb154.end, %relu1_grad.j150.end
-  %relu1_grad.nb153657 = phi i64 [ 0, %relu1_grad.j150.end ], [ %nb153.next, %relu1_grad.mb154.end ]
-  br label %relu1_grad.mb154
-
-relu1_grad.nb153.end:                             ; preds = %relu1_grad.mb154.end
-  br label %relu1_grad.j157
-
-relu1_grad.mb154:                                 ; preds = %relu1_grad.k156.end, %relu1_grad.nb153
-  %relu1_grad.mb154658 = phi i64 [ 0, %relu1_grad.nb153 ], [ %mb154.next, %relu1_grad.k156.end ]
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_3, align 64
-  br label %relu1_grad.k156
-
-relu1_grad.mb154.end:                             ; preds = %relu1_grad.k156.end
-  %nb153.next = add nsw i64 %relu1_grad.nb153657, 1
-  %2152 = icmp slt i64 %nb153.next, 144
-  br i1 %2152, label %relu1_grad.nb153, label %relu1_grad.nb153.end
-
-relu1_grad.k156:                                  ; preds = %relu1_grad.k156, %relu1_grad.mb154
-  %relu1_grad.k156659 = phi i64 [ 0, %relu1_grad.mb154 ], [ %k156.next, %relu1_grad.k156 ]
-  %2153 = mul nsw i64 %relu1_grad.k156659, 9216
-  %2154 = add nsw i64 9364752, %2153
-  %2155 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2156 = add nsw i64 %2154, %2155
-  %arena660 = getelementptr inbounds float, ptr %arena, i64 %2156
-  %2157 = load <16 x float>, ptr %arena660, align 4
-  store <16 x float> %2157, ptr %relu1_grad.t155_b0, align 64
-  %2158 = mul nsw i64 %relu1_grad.k156659, 9216
-  %2159 = add nsw i64 9364752, %2158
-  %2160 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2161 = add nsw i64 %2159, %2160
-  %2162 = add nsw i64 %2161, 16
-  %arena661 = getelementptr inbounds float, ptr %arena, i64 %2162
-  %2163 = load <16 x float>, ptr %arena661, align 4
-  store <16 x float> %2163, ptr %relu1_grad.t155_b1, align 64
-  %2164 = mul nsw i64 %relu1_grad.k156659, 9216
-  %2165 = add nsw i64 9364752, %2164
-  %2166 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2167 = add nsw i64 %2165, %2166
-  %2168 = add nsw i64 %2167, 32
-  %arena662 = getelementptr inbounds float, ptr %arena, i64 %2168
-  %2169 = load <16 x float>, ptr %arena662, align 4
-  store <16 x float> %2169, ptr %relu1_grad.t155_b2, align 64
-  %2170 = mul nsw i64 %relu1_grad.k156659, 9216
-  %2171 = add nsw i64 9364752, %2170
-  %2172 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2173 = add nsw i64 %2171, %2172
-  %2174 = add nsw i64 %2173, 48
-  %arena663 = getelementptr inbounds float, ptr %arena, i64 %2174
-  %2175 = load <16 x float>, ptr %arena663, align 4
-  store <16 x float> %2175, ptr %relu1_grad.t155_b3, align 64
-  %2176 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2177 = add nsw i64 320, %2176
-  %2178 = mul nsw i64 %relu1_grad.k156659, 288
-  %2179 = add nsw i64 %2177, %2178
-  %params664 = getelementptr inbounds float, ptr %params, i64 %2179
-  %2180 = load float, ptr %params664, align 4
-  %2181 = insertelement <16 x float> undef, float %2180, i32 0
-  %2182 = shufflevector <16 x float> %2181, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2182, ptr %relu1_grad.t155_a0, align 64
-  %t155_a0 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
-  %t155_b0 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c0_0 = load <16 x float>, ptr %relu1_grad.t155_c0_0, align 64
-  %2183 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a0, <16 x float> %t155_b0, <16 x float> %t155_c0_0)
-  store <16 x float> %2183, ptr %relu1_grad.t155_c0_0, align 64
-  %t155_a0665 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
-  %t155_b1 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c0_1 = load <16 x float>, ptr %relu1_grad.t155_c0_1, align 64
-  %2184 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a0665, <16 x float> %t155_b1, <16 x float> %t155_c0_1)
-  store <16 x float> %2184, ptr %relu1_grad.t155_c0_1, align 64
-  %t155_a0666 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
-  %t155_b2 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c0_2 = load <16 x float>, ptr %relu1_grad.t155_c0_2, align 64
-  %2185 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a0666, <16 x float> %t155_b2, <16 x float> %t155_c0_2)
-  store <16 x float> %2185, ptr %relu1_grad.t155_c0_2, align 64
-  %t155_a0667 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
-  %t155_b3 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c0_3 = load <16 x float>, ptr %relu1_grad.t155_c0_3, align 64
-  %2186 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a0667, <16 x float> %t155_b3, <16 x float> %t155_c0_3)
-  store <16 x float> %2186, ptr %relu1_grad.t155_c0_3, align 64
-  %2187 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2188 = add nsw i64 %2187, 1
-  %2189 = add nsw i64 320, %2188
-  %2190 = mul nsw i64 %relu1_grad.k156659, 288
-  %2191 = add nsw i64 %2189, %2190
-  %params668 = getelementptr inbounds float, ptr %params, i64 %2191
-  %2192 = load float, ptr %params668, align 4
-  %2193 = insertelement <16 x float> undef, float %2192, i32 0
-  %2194 = shufflevector <16 x float> %2193, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2194, ptr %relu1_grad.t155_a1, align 64
-  %t155_a1 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
-  %t155_b0669 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c1_0 = load <16 x float>, ptr %relu1_grad.t155_c1_0, align 64
-  %2195 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a1, <16 x float> %t155_b0669, <16 x float> %t155_c1_0)
-  store <16 x float> %2195, ptr %relu1_grad.t155_c1_0, align 64
-  %t155_a1670 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
-  %t155_b1671 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c1_1 = load <16 x float>, ptr %relu1_grad.t155_c1_1, align 64
-  %2196 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a1670, <16 x float> %t155_b1671, <16 x float> %t155_c1_1)
-  store <16 x float> %2196, ptr %relu1_grad.t155_c1_1, align 64
-  %t155_a1672 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
-  %t155_b2673 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c1_2 = load <16 x float>, ptr %relu1_grad.t155_c1_2, align 64
-  %2197 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a1672, <16 x float> %t155_b2673, <16 x float> %t155_c1_2)
-  store <16 x float> %2197, ptr %relu1_grad.t155_c1_2, align 64
-  %t155_a1674 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
-  %t155_b3675 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c1_3 = load <16 x float>, ptr %relu1_grad.t155_c1_3, align 64
-  %2198 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a1674, <16 x float> %t155_b3675, <16 x float> %t155_c1_3)
-  store <16 x float> %2198, ptr %relu1_grad.t155_c1_3, align 64
-  %2199 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2200 = add nsw i64 %2199, 2
-  %2201 = add nsw i64 320, %2200
-  %2202 = mul nsw i64 %relu1_grad.k156659, 288
-  %2203 = add nsw i64 %2201, %2202
-  %params676 = getelementptr inbounds float, ptr %params, i64 %2203
-  %2204 = load float, ptr %params676, align 4
-  %2205 = insertelement <16 x float> undef, float %2204, i32 0
-  %2206 = shufflevector <16 x float> %2205, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2206, ptr %relu1_grad.t155_a2, align 64
-  %t155_a2 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
-  %t155_b0677 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c2_0 = load <16 x float>, ptr %relu1_grad.t155_c2_0, align 64
-  %2207 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a2, <16 x float> %t155_b0677, <16 x float> %t155_c2_0)
-  store <16 x float> %2207, ptr %relu1_grad.t155_c2_0, align 64
-  %t155_a2678 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
-  %t155_b1679 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c2_1 = load <16 x float>, ptr %relu1_grad.t155_c2_1, align 64
-  %2208 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a2678, <16 x float> %t155_b1679, <16 x float> %t155_c2_1)
-  store <16 x float> %2208, ptr %relu1_grad.t155_c2_1, align 64
-  %t155_a2680 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
-  %t155_b2681 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c2_2 = load <16 x float>, ptr %relu1_grad.t155_c2_2, align 64
-  %2209 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a2680, <16 x float> %t155_b2681, <16 x float> %t155_c2_2)
-  store <16 x float> %2209, ptr %relu1_grad.t155_c2_2, align 64
-  %t155_a2682 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
-  %t155_b3683 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c2_3 = load <16 x float>, ptr %relu1_grad.t155_c2_3, align 64
-  %2210 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a2682, <16 x float> %t155_b3683, <16 x float> %t155_c2_3)
-  store <16 x float> %2210, ptr %relu1_grad.t155_c2_3, align 64
-  %2211 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2212 = add nsw i64 %2211, 3
-  %2213 = add nsw i64 320, %2212
-  %2214 = mul nsw i64 %relu1_grad.k156659, 288
-  %2215 = add nsw i64 %2213, %2214
-  %params684 = getelementptr inbounds float, ptr %params, i64 %2215
-  %2216 = load float, ptr %params684, align 4
-  %2217 = insertelement <16 x float> undef, float %2216, i32 0
-  %2218 = shufflevector <16 x float> %2217, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2218, ptr %relu1_grad.t155_a3, align 64
-  %t155_a3 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
-  %t155_b0685 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c3_0 = load <16 x float>, ptr %relu1_grad.t155_c3_0, align 64
-  %2219 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a3, <16 x float> %t155_b0685, <16 x float> %t155_c3_0)
-  store <16 x float> %2219, ptr %relu1_grad.t155_c3_0, align 64
-  %t155_a3686 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
-  %t155_b1687 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c3_1 = load <16 x float>, ptr %relu1_grad.t155_c3_1, align 64
-  %2220 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a3686, <16 x float> %t155_b1687, <16 x float> %t155_c3_1)
-  store <16 x float> %2220, ptr %relu1_grad.t155_c3_1, align 64
-  %t155_a3688 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
-  %t155_b2689 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c3_2 = load <16 x float>, ptr %relu1_grad.t155_c3_2, align 64
-  %2221 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a3688, <16 x float> %t155_b2689, <16 x float> %t155_c3_2)
-  store <16 x float> %2221, ptr %relu1_grad.t155_c3_2, align 64
-  %t155_a3690 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
-  %t155_b3691 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c3_3 = load <16 x float>, ptr %relu1_grad.t155_c3_3, align 64
-  %2222 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a3690, <16 x float> %t155_b3691, <16 x float> %t155_c3_3)
-  store <16 x float> %2222, ptr %relu1_grad.t155_c3_3, align 64
-  %2223 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2224 = add nsw i64 %2223, 4
-  %2225 = add nsw i64 320, %2224
-  %2226 = mul nsw i64 %relu1_grad.k156659, 288
-  %2227 = add nsw i64 %2225, %2226
-  %params692 = getelementptr inbounds float, ptr %params, i64 %2227
-  %2228 = load float, ptr %params692, align 4
-  %2229 = insertelement <16 x float> undef, float %2228, i32 0
-  %2230 = shufflevector <16 x float> %2229, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2230, ptr %relu1_grad.t155_a4, align 64
-  %t155_a4 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
-  %t155_b0693 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c4_0 = load <16 x float>, ptr %relu1_grad.t155_c4_0, align 64
-  %2231 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a4, <16 x float> %t155_b0693, <16 x float> %t155_c4_0)
-  store <16 x float> %2231, ptr %relu1_grad.t155_c4_0, align 64
-  %t155_a4694 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
-  %t155_b1695 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c4_1 = load <16 x float>, ptr %relu1_grad.t155_c4_1, align 64
-  %2232 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a4694, <16 x float> %t155_b1695, <16 x float> %t155_c4_1)
-  store <16 x float> %2232, ptr %relu1_grad.t155_c4_1, align 64
-  %t155_a4696 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
-  %t155_b2697 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c4_2 = load <16 x float>, ptr %relu1_grad.t155_c4_2, align 64
-  %2233 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a4696, <16 x float> %t155_b2697, <16 x float> %t155_c4_2)
-  store <16 x float> %2233, ptr %relu1_grad.t155_c4_2, align 64
-  %t155_a4698 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
-  %t155_b3699 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c4_3 = load <16 x float>, ptr %relu1_grad.t155_c4_3, align 64
-  %2234 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a4698, <16 x float> %t155_b3699, <16 x float> %t155_c4_3)
-  store <16 x float> %2234, ptr %relu1_grad.t155_c4_3, align 64
-  %2235 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2236 = add nsw i64 %2235, 5
-  %2237 = add nsw i64 320, %2236
-  %2238 = mul nsw i64 %relu1_grad.k156659, 288
-  %2239 = add nsw i64 %2237, %2238
-  %params700 = getelementptr inbounds float, ptr %params, i64 %2239
-  %2240 = load float, ptr %params700, align 4
-  %2241 = insertelement <16 x float> undef, float %2240, i32 0
-  %2242 = shufflevector <16 x float> %2241, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2242, ptr %relu1_grad.t155_a5, align 64
-  %t155_a5 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
-  %t155_b0701 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c5_0 = load <16 x float>, ptr %relu1_grad.t155_c5_0, align 64
-  %2243 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a5, <16 x float> %t155_b0701, <16 x float> %t155_c5_0)
-  store <16 x float> %2243, ptr %relu1_grad.t155_c5_0, align 64
-  %t155_a5702 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
-  %t155_b1703 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c5_1 = load <16 x float>, ptr %relu1_grad.t155_c5_1, align 64
-  %2244 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a5702, <16 x float> %t155_b1703, <16 x float> %t155_c5_1)
-  store <16 x float> %2244, ptr %relu1_grad.t155_c5_1, align 64
-  %t155_a5704 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
-  %t155_b2705 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c5_2 = load <16 x float>, ptr %relu1_grad.t155_c5_2, align 64
-  %2245 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a5704, <16 x float> %t155_b2705, <16 x float> %t155_c5_2)
-  store <16 x float> %2245, ptr %relu1_grad.t155_c5_2, align 64
-  %t155_a5706 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
-  %t155_b3707 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c5_3 = load <16 x float>, ptr %relu1_grad.t155_c5_3, align 64
-  %2246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a5706, <16 x float> %t155_b3707, <16 x float> %t155_c5_3)
-  store <16 x float> %2246, ptr %relu1_grad.t155_c5_3, align 64
-  %k156.next = add nsw i64 %relu1_grad.k156659, 1
-  %2247 = icmp slt i64 %k156.next, 64
-  br i1 %2247, label %relu1_grad.k156, label %relu1_grad.k156.end
-
-relu1_grad.k156.end:                              ; preds = %relu1_grad.k156
-  %t155_c0_0708 = load <16 x float>, ptr %relu1_grad.t155_c0_0, align 64
-  %2248 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2249 = mul nsw i64 %2248, 9216
-  %2250 = add nsw i64 6710544, %2249
-  %2251 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2252 = add nsw i64 %2250, %2251
-  %arena709 = getelementptr inbounds float, ptr %arena, i64 %2252
-  store <16 x float> %t155_c0_0708, ptr %arena709, align 4
-  %t155_c0_1710 = load <16 x float>, ptr %relu1_grad.t155_c0_1, align 64
-  %2253 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2254 = mul nsw i64 %2253, 9216
-  %2255 = add nsw i64 6710544, %2254
-  %2256 = mul nsw i64 %relu1_grad.nb153657, 64
+conv2_weight_grad.k136.end:                       ; preds = %conv2_weight_grad.k136
+  %t135_c0_0664 = load <16 x float>, ptr %conv2_weight_grad.t135_c0_0, align 64
+  %2253 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2254 = mul nsw i64 %2253, 64
+  %2255 = add nsw i64 9954576, %2254
+  %2256 = mul nsw i64 %conv2_weight_grad.nb133589, 64
   %2257 = add nsw i64 %2255, %2256
-  %2258 = add nsw i64 %2257, 16
-  %arena711 = getelementptr inbounds float, ptr %arena, i64 %2258
-  store <16 x float> %t155_c0_1710, ptr %arena711, align 4
-  %t155_c0_2712 = load <16 x float>, ptr %relu1_grad.t155_c0_2, align 64
-  %2259 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2260 = mul nsw i64 %2259, 9216
-  %2261 = add nsw i64 6710544, %2260
-  %2262 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2263 = add nsw i64 %2261, %2262
-  %2264 = add nsw i64 %2263, 32
-  %arena713 = getelementptr inbounds float, ptr %arena, i64 %2264
-  store <16 x float> %t155_c0_2712, ptr %arena713, align 4
-  %t155_c0_3714 = load <16 x float>, ptr %relu1_grad.t155_c0_3, align 64
-  %2265 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2266 = mul nsw i64 %2265, 9216
-  %2267 = add nsw i64 6710544, %2266
-  %2268 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2269 = add nsw i64 %2267, %2268
-  %2270 = add nsw i64 %2269, 48
-  %arena715 = getelementptr inbounds float, ptr %arena, i64 %2270
-  store <16 x float> %t155_c0_3714, ptr %arena715, align 4
-  %t155_c1_0716 = load <16 x float>, ptr %relu1_grad.t155_c1_0, align 64
-  %2271 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2272 = add nsw i64 %2271, 1
-  %2273 = mul nsw i64 %2272, 9216
-  %2274 = add nsw i64 6710544, %2273
-  %2275 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2276 = add nsw i64 %2274, %2275
-  %arena717 = getelementptr inbounds float, ptr %arena, i64 %2276
-  store <16 x float> %t155_c1_0716, ptr %arena717, align 4
-  %t155_c1_1718 = load <16 x float>, ptr %relu1_grad.t155_c1_1, align 64
-  %2277 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2278 = add nsw i64 %2277, 1
-  %2279 = mul nsw i64 %2278, 9216
-  %2280 = add nsw i64 6710544, %2279
-  %2281 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2282 = add nsw i64 %2280, %2281
-  %2283 = add nsw i64 %2282, 16
-  %arena719 = getelementptr inbounds float, ptr %arena, i64 %2283
-  store <16 x float> %t155_c1_1718, ptr %arena719, align 4
-  %t155_c1_2720 = load <16 x float>, ptr %relu1_grad.t155_c1_2, align 64
-  %2284 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2285 = add nsw i64 %2284, 1
-  %2286 = mul nsw i64 %2285, 9216
-  %2287 = add nsw i64 6710544, %2286
-  %2288 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2289 = add nsw i64 %2287, %2288
-  %2290 = add nsw i64 %2289, 32
-  %arena721 = getelementptr inbounds float, ptr %arena, i64 %2290
-  store <16 x float> %t155_c1_2720, ptr %arena721, align 4
-  %t155_c1_3722 = load <16 x float>, ptr %relu1_grad.t155_c1_3, align 64
-  %2291 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2292 = add nsw i64 %2291, 1
-  %2293 = mul nsw i64 %2292, 9216
-  %2294 = add nsw i64 6710544, %2293
-  %2295 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2296 = add nsw i64 %2294, %2295
-  %2297 = add nsw i64 %2296, 48
-  %arena723 = getelementptr inbounds float, ptr %arena, i64 %2297
-  store <16 x float> %t155_c1_3722, ptr %arena723, align 4
-  %t155_c2_0724 = load <16 x float>, ptr %relu1_grad.t155_c2_0, align 64
-  %2298 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2299 = add nsw i64 %2298, 2
-  %2300 = mul nsw i64 %2299, 9216
-  %2301 = add nsw i64 6710544, %2300
-  %2302 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2303 = add nsw i64 %2301, %2302
-  %arena725 = getelementptr inbounds float, ptr %arena, i64 %2303
-  store <16 x float> %t155_c2_0724, ptr %arena725, align 4
-  %t155_c2_1726 = load <16 x float>, ptr %relu1_grad.t155_c2_1, align 64
-  %2304 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2305 = add nsw i64 %2304, 2
-  %2306 = mul nsw i64 %2305, 9216
-  %2307 = add nsw i64 6710544, %2306
-  %2308 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2309 = add nsw i64 %2307, %2308
-  %2310 = add nsw i64 %2309, 16
-  %arena727 = getelementptr inbounds float, ptr %arena, i64 %2310
-  store <16 x float> %t155_c2_1726, ptr %arena727, align 4
-  %t155_c2_2728 = load <16 x float>, ptr %relu1_grad.t155_c2_2, align 64
-  %2311 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2312 = add nsw i64 %2311, 2
-  %2313 = mul nsw i64 %2312, 9216
-  %2314 = add nsw i64 6710544, %2313
-  %2315 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2316 = add nsw i64 %2314, %2315
-  %2317 = add nsw i64 %2316, 32
-  %arena729 = getelementptr inbounds float, ptr %arena, i64 %2317
-  store <16 x float> %t155_c2_2728, ptr %arena729, align 4
-  %t155_c2_3730 = load <16 x float>, ptr %relu1_grad.t155_c2_3, align 64
-  %2318 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2319 = add nsw i64 %2318, 2
-  %2320 = mul nsw i64 %2319, 9216
-  %2321 = add nsw i64 6710544, %2320
-  %2322 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2323 = add nsw i64 %2321, %2322
-  %2324 = add nsw i64 %2323, 48
-  %arena731 = getelementptr inbounds float, ptr %arena, i64 %2324
-  store <16 x float> %t155_c2_3730, ptr %arena731, align 4
-  %t155_c3_0732 = load <16 x float>, ptr %relu1_grad.t155_c3_0, align 64
-  %2325 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2326 = add nsw i64 %2325, 3
-  %2327 = mul nsw i64 %2326, 9216
-  %2328 = add nsw i64 6710544, %2327
-  %2329 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2330 = add nsw i64 %2328, %2329
-  %arena733 = getelementptr inbounds float, ptr %arena, i64 %2330
-  store <16 x float> %t155_c3_0732, ptr %arena733, align 4
-  %t155_c3_1734 = load <16 x float>, ptr %relu1_grad.t155_c3_1, align 64
-  %2331 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2332 = add nsw i64 %2331, 3
-  %2333 = mul nsw i64 %2332, 9216
-  %2334 = add nsw i64 6710544, %2333
-  %2335 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2336 = add nsw i64 %2334, %2335
-  %2337 = add nsw i64 %2336, 16
-  %arena735 = getelementptr inbounds float, ptr %arena, i64 %2337
-  store <16 x float> %t155_c3_1734, ptr %arena735, align 4
-  %t155_c3_2736 = load <16 x float>, ptr %relu1_grad.t155_c3_2, align 64
-  %2338 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2339 = add nsw i64 %2338, 3
-  %2340 = mul nsw i64 %2339, 9216
-  %2341 = add nsw i64 6710544, %2340
-  %2342 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2343 = add nsw i64 %2341, %2342
-  %2344 = add nsw i64 %2343, 32
-  %arena737 = getelementptr inbounds float, ptr %arena, i64 %2344
-  store <16 x float> %t155_c3_2736, ptr %arena737, align 4
-  %t155_c3_3738 = load <16 x float>, ptr %relu1_grad.t155_c3_3, align 64
-  %2345 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2346 = add nsw i64 %2345, 3
-  %2347 = mul nsw i64 %2346, 9216
-  %2348 = add nsw i64 6710544, %2347
-  %2349 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2350 = add nsw i64 %2348, %2349
-  %2351 = add nsw i64 %2350, 48
-  %arena739 = getelementptr inbounds float, ptr %arena, i64 %2351
-  store <16 x float> %t155_c3_3738, ptr %arena739, align 4
-  %t155_c4_0740 = load <16 x float>, ptr %relu1_grad.t155_c4_0, align 64
-  %2352 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2353 = add nsw i64 %2352, 4
-  %2354 = mul nsw i64 %2353, 9216
-  %2355 = add nsw i64 6710544, %2354
-  %2356 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2357 = add nsw i64 %2355, %2356
-  %arena741 = getelementptr inbounds float, ptr %arena, i64 %2357
-  store <16 x float> %t155_c4_0740, ptr %arena741, align 4
-  %t155_c4_1742 = load <16 x float>, ptr %relu1_grad.t155_c4_1, align 64
-  %2358 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2359 = add nsw i64 %2358, 4
-  %2360 = mul nsw i64 %2359, 9216
-  %2361 = add nsw i64 6710544, %2360
-  %2362 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2363 = add nsw i64 %2361, %2362
-  %2364 = add nsw i64 %2363, 16
-  %arena743 = getelementptr inbounds float, ptr %arena, i64 %2364
-  store <16 x float> %t155_c4_1742, ptr %arena743, align 4
-  %t155_c4_2744 = load <16 x float>, ptr %relu1_grad.t155_c4_2, align 64
-  %2365 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2366 = add nsw i64 %2365, 4
-  %2367 = mul nsw i64 %2366, 9216
-  %2368 = add nsw i64 6710544, %2367
-  %2369 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2370 = add nsw i64 %2368, %2369
-  %2371 = add nsw i64 %2370, 32
-  %arena745 = getelementptr inbounds float, ptr %arena, i64 %2371
-  store <16 x float> %t155_c4_2744, ptr %arena745, align 4
-  %t155_c4_3746 = load <16 x float>, ptr %relu1_grad.t155_c4_3, align 64
-  %2372 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2373 = add nsw i64 %2372, 4
-  %2374 = mul nsw i64 %2373, 9216
-  %2375 = add nsw i64 6710544, %2374
-  %2376 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2377 = add nsw i64 %2375, %2376
-  %2378 = add nsw i64 %2377, 48
-  %arena747 = getelementptr inbounds float, ptr %arena, i64 %2378
-  store <16 x float> %t155_c4_3746, ptr %arena747, align 4
-  %t155_c5_0748 = load <16 x float>, ptr %relu1_grad.t155_c5_0, align 64
-  %2379 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2380 = add nsw i64 %2379, 5
-  %2381 = mul nsw i64 %2380, 9216
-  %2382 = add nsw i64 6710544, %2381
-  %2383 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2384 = add nsw i64 %2382, %2383
-  %arena749 = getelementptr inbounds float, ptr %arena, i64 %2384
-  store <16 x float> %t155_c5_0748, ptr %arena749, align 4
-  %t155_c5_1750 = load <16 x float>, ptr %relu1_grad.t155_c5_1, align 64
-  %2385 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2386 = add nsw i64 %2385, 5
-  %2387 = mul nsw i64 %2386, 9216
-  %2388 = add nsw i64 6710544, %2387
-  %2389 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2390 = add nsw i64 %2388, %2389
-  %2391 = add nsw i64 %2390, 16
-  %arena751 = getelementptr inbounds float, ptr %arena, i64 %2391
-  store <16 x float> %t155_c5_1750, ptr %arena751, align 4
-  %t155_c5_2752 = load <16 x float>, ptr %relu1_grad.t155_c5_2, align 64
-  %2392 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2393 = add nsw i64 %2392, 5
-  %2394 = mul nsw i64 %2393, 9216
-  %2395 = add nsw i64 6710544, %2394
-  %2396 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2397 = add nsw i64 %2395, %2396
-  %2398 = add nsw i64 %2397, 32
-  %arena753 = getelementptr inbounds float, ptr %arena, i64 %2398
-  store <16 x float> %t155_c5_2752, ptr %arena753, align 4
-  %t155_c5_3754 = load <16 x float>, ptr %relu1_grad.t155_c5_3, align 64
-  %2399 = mul nsw i64 %relu1_grad.mb154658, 6
-  %2400 = add nsw i64 %2399, 5
-  %2401 = mul nsw i64 %2400, 9216
-  %2402 = add nsw i64 6710544, %2401
-  %2403 = mul nsw i64 %relu1_grad.nb153657, 64
-  %2404 = add nsw i64 %2402, %2403
-  %2405 = add nsw i64 %2404, 48
-  %arena755 = getelementptr inbounds float, ptr %arena, i64 %2405
-  store <16 x float> %t155_c5_3754, ptr %arena755, align 4
-  %mb154.next = add nsw i64 %relu1_grad.mb154658, 1
-  %2406 = icmp slt i64 %mb154.next, 48
-  br i1 %2406, label %relu1_grad.mb154, label %relu1_grad.mb154.end
+  %arena665 = getelementptr inbounds float, ptr %arena, i64 %2257
+  store <16 x float> %t135_c0_0664, ptr %arena665, align 4
+  %t135_c0_1666 = load <16 x float>, ptr %conv2_weight_grad.t135_c0_1, align 64
+  %2258 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2259 = mul nsw i64 %2258, 64
+  %2260 = add nsw i64 9954576, %2259
+  %2261 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2262 = add nsw i64 %2260, %2261
+  %2263 = add nsw i64 %2262, 16
+  %arena667 = getelementptr inbounds float, ptr %arena, i64 %2263
+  store <16 x float> %t135_c0_1666, ptr %arena667, align 4
+  %t135_c0_2668 = load <16 x float>, ptr %conv2_weight_grad.t135_c0_2, align 64
+  %2264 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2265 = mul nsw i64 %2264, 64
+  %2266 = add nsw i64 9954576, %2265
+  %2267 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2268 = add nsw i64 %2266, %2267
+  %2269 = add nsw i64 %2268, 32
+  %arena669 = getelementptr inbounds float, ptr %arena, i64 %2269
+  store <16 x float> %t135_c0_2668, ptr %arena669, align 4
+  %t135_c0_3670 = load <16 x float>, ptr %conv2_weight_grad.t135_c0_3, align 64
+  %2270 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2271 = mul nsw i64 %2270, 64
+  %2272 = add nsw i64 9954576, %2271
+  %2273 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2274 = add nsw i64 %2272, %2273
+  %2275 = add nsw i64 %2274, 48
+  %arena671 = getelementptr inbounds float, ptr %arena, i64 %2275
+  store <16 x float> %t135_c0_3670, ptr %arena671, align 4
+  %t135_c1_0672 = load <16 x float>, ptr %conv2_weight_grad.t135_c1_0, align 64
+  %2276 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2277 = add nsw i64 %2276, 1
+  %2278 = mul nsw i64 %2277, 64
+  %2279 = add nsw i64 9954576, %2278
+  %2280 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2281 = add nsw i64 %2279, %2280
+  %arena673 = getelementptr inbounds float, ptr %arena, i64 %2281
+  store <16 x float> %t135_c1_0672, ptr %arena673, align 4
+  %t135_c1_1674 = load <16 x float>, ptr %conv2_weight_grad.t135_c1_1, align 64
+  %2282 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2283 = add nsw i64 %2282, 1
+  %2284 = mul nsw i64 %2283, 64
+  %2285 = add nsw i64 9954576, %2284
+  %2286 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2287 = add nsw i64 %2285, %2286
+  %2288 = add nsw i64 %2287, 16
+  %arena675 = getelementptr inbounds float, ptr %arena, i64 %2288
+  store <16 x float> %t135_c1_1674, ptr %arena675, align 4
+  %t135_c1_2676 = load <16 x float>, ptr %conv2_weight_grad.t135_c1_2, align 64
+  %2289 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2290 = add nsw i64 %2289, 1
+  %2291 = mul nsw i64 %2290, 64
+  %2292 = add nsw i64 9954576, %2291
+  %2293 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2294 = add nsw i64 %2292, %2293
+  %2295 = add nsw i64 %2294, 32
+  %arena677 = getelementptr inbounds float, ptr %arena, i64 %2295
+  store <16 x float> %t135_c1_2676, ptr %arena677, align 4
+  %t135_c1_3678 = load <16 x float>, ptr %conv2_weight_grad.t135_c1_3, align 64
+  %2296 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2297 = add nsw i64 %2296, 1
+  %2298 = mul nsw i64 %2297, 64
+  %2299 = add nsw i64 9954576, %2298
+  %2300 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2301 = add nsw i64 %2299, %2300
+  %2302 = add nsw i64 %2301, 48
+  %arena679 = getelementptr inbounds float, ptr %arena, i64 %2302
+  store <16 x float> %t135_c1_3678, ptr %arena679, align 4
+  %t135_c2_0680 = load <16 x float>, ptr %conv2_weight_grad.t135_c2_0, align 64
+  %2303 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2304 = add nsw i64 %2303, 2
+  %2305 = mul nsw i64 %2304, 64
+  %2306 = add nsw i64 9954576, %2305
+  %2307 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2308 = add nsw i64 %2306, %2307
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2308
+  store <16 x float> %t135_c2_0680, ptr %arena681, align 4
+  %t135_c2_1682 = load <16 x float>, ptr %conv2_weight_grad.t135_c2_1, align 64
+  %2309 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2310 = add nsw i64 %2309, 2
+  %2311 = mul nsw i64 %2310, 64
+  %2312 = add nsw i64 9954576, %2311
+  %2313 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2314 = add nsw i64 %2312, %2313
+  %2315 = add nsw i64 %2314, 16
+  %arena683 = getelementptr inbounds float, ptr %arena, i64 %2315
+  store <16 x float> %t135_c2_1682, ptr %arena683, align 4
+  %t135_c2_2684 = load <16 x float>, ptr %conv2_weight_grad.t135_c2_2, align 64
+  %2316 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2317 = add nsw i64 %2316, 2
+  %2318 = mul nsw i64 %2317, 64
+  %2319 = add nsw i64 9954576, %2318
+  %2320 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2321 = add nsw i64 %2319, %2320
+  %2322 = add nsw i64 %2321, 32
+  %arena685 = getelementptr inbounds float, ptr %arena, i64 %2322
+  store <16 x float> %t135_c2_2684, ptr %arena685, align 4
+  %t135_c2_3686 = load <16 x float>, ptr %conv2_weight_grad.t135_c2_3, align 64
+  %2323 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2324 = add nsw i64 %2323, 2
+  %2325 = mul nsw i64 %2324, 64
+  %2326 = add nsw i64 9954576, %2325
+  %2327 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2328 = add nsw i64 %2326, %2327
+  %2329 = add nsw i64 %2328, 48
+  %arena687 = getelementptr inbounds float, ptr %arena, i64 %2329
+  store <16 x float> %t135_c2_3686, ptr %arena687, align 4
+  %t135_c3_0688 = load <16 x float>, ptr %conv2_weight_grad.t135_c3_0, align 64
+  %2330 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2331 = add nsw i64 %2330, 3
+  %2332 = mul nsw i64 %2331, 64
+  %2333 = add nsw i64 9954576, %2332
+  %2334 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2335 = add nsw i64 %2333, %2334
+  %arena689 = getelementptr inbounds float, ptr %arena, i64 %2335
+  store <16 x float> %t135_c3_0688, ptr %arena689, align 4
+  %t135_c3_1690 = load <16 x float>, ptr %conv2_weight_grad.t135_c3_1, align 64
+  %2336 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2337 = add nsw i64 %2336, 3
+  %2338 = mul nsw i64 %2337, 64
+  %2339 = add nsw i64 9954576, %2338
+  %2340 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2341 = add nsw i64 %2339, %2340
+  %2342 = add nsw i64 %2341, 16
+  %arena691 = getelementptr inbounds float, ptr %arena, i64 %2342
+  store <16 x float> %t135_c3_1690, ptr %arena691, align 4
+  %t135_c3_2692 = load <16 x float>, ptr %conv2_weight_grad.t135_c3_2, align 64
+  %2343 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2344 = add nsw i64 %2343, 3
+  %2345 = mul nsw i64 %2344, 64
+  %2346 = add nsw i64 9954576, %2345
+  %2347 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2348 = add nsw i64 %2346, %2347
+  %2349 = add nsw i64 %2348, 32
+  %arena693 = getelementptr inbounds float, ptr %arena, i64 %2349
+  store <16 x float> %t135_c3_2692, ptr %arena693, align 4
+  %t135_c3_3694 = load <16 x float>, ptr %conv2_weight_grad.t135_c3_3, align 64
+  %2350 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2351 = add nsw i64 %2350, 3
+  %2352 = mul nsw i64 %2351, 64
+  %2353 = add nsw i64 9954576, %2352
+  %2354 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2355 = add nsw i64 %2353, %2354
+  %2356 = add nsw i64 %2355, 48
+  %arena695 = getelementptr inbounds float, ptr %arena, i64 %2356
+  store <16 x float> %t135_c3_3694, ptr %arena695, align 4
+  %t135_c4_0696 = load <16 x float>, ptr %conv2_weight_grad.t135_c4_0, align 64
+  %2357 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2358 = add nsw i64 %2357, 4
+  %2359 = mul nsw i64 %2358, 64
+  %2360 = add nsw i64 9954576, %2359
+  %2361 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2362 = add nsw i64 %2360, %2361
+  %arena697 = getelementptr inbounds float, ptr %arena, i64 %2362
+  store <16 x float> %t135_c4_0696, ptr %arena697, align 4
+  %t135_c4_1698 = load <16 x float>, ptr %conv2_weight_grad.t135_c4_1, align 64
+  %2363 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2364 = add nsw i64 %2363, 4
+  %2365 = mul nsw i64 %2364, 64
+  %2366 = add nsw i64 9954576, %2365
+  %2367 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2368 = add nsw i64 %2366, %2367
+  %2369 = add nsw i64 %2368, 16
+  %arena699 = getelementptr inbounds float, ptr %arena, i64 %2369
+  store <16 x float> %t135_c4_1698, ptr %arena699, align 4
+  %t135_c4_2700 = load <16 x float>, ptr %conv2_weight_grad.t135_c4_2, align 64
+  %2370 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2371 = add nsw i64 %2370, 4
+  %2372 = mul nsw i64 %2371, 64
+  %2373 = add nsw i64 9954576, %2372
+  %2374 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2375 = add nsw i64 %2373, %2374
+  %2376 = add nsw i64 %2375, 32
+  %arena701 = getelementptr inbounds float, ptr %arena, i64 %2376
+  store <16 x float> %t135_c4_2700, ptr %arena701, align 4
+  %t135_c4_3702 = load <16 x float>, ptr %conv2_weight_grad.t135_c4_3, align 64
+  %2377 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2378 = add nsw i64 %2377, 4
+  %2379 = mul nsw i64 %2378, 64
+  %2380 = add nsw i64 9954576, %2379
+  %2381 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2382 = add nsw i64 %2380, %2381
+  %2383 = add nsw i64 %2382, 48
+  %arena703 = getelementptr inbounds float, ptr %arena, i64 %2383
+  store <16 x float> %t135_c4_3702, ptr %arena703, align 4
+  %t135_c5_0704 = load <16 x float>, ptr %conv2_weight_grad.t135_c5_0, align 64
+  %2384 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2385 = add nsw i64 %2384, 5
+  %2386 = mul nsw i64 %2385, 64
+  %2387 = add nsw i64 9954576, %2386
+  %2388 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2389 = add nsw i64 %2387, %2388
+  %arena705 = getelementptr inbounds float, ptr %arena, i64 %2389
+  store <16 x float> %t135_c5_0704, ptr %arena705, align 4
+  %t135_c5_1706 = load <16 x float>, ptr %conv2_weight_grad.t135_c5_1, align 64
+  %2390 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2391 = add nsw i64 %2390, 5
+  %2392 = mul nsw i64 %2391, 64
+  %2393 = add nsw i64 9954576, %2392
+  %2394 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2395 = add nsw i64 %2393, %2394
+  %2396 = add nsw i64 %2395, 16
+  %arena707 = getelementptr inbounds float, ptr %arena, i64 %2396
+  store <16 x float> %t135_c5_1706, ptr %arena707, align 4
+  %t135_c5_2708 = load <16 x float>, ptr %conv2_weight_grad.t135_c5_2, align 64
+  %2397 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2398 = add nsw i64 %2397, 5
+  %2399 = mul nsw i64 %2398, 64
+  %2400 = add nsw i64 9954576, %2399
+  %2401 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2402 = add nsw i64 %2400, %2401
+  %2403 = add nsw i64 %2402, 32
+  %arena709 = getelementptr inbounds float, ptr %arena, i64 %2403
+  store <16 x float> %t135_c5_2708, ptr %arena709, align 4
+  %t135_c5_3710 = load <16 x float>, ptr %conv2_weight_grad.t135_c5_3, align 64
+  %2404 = mul nsw i64 %conv2_weight_grad.mb134590, 6
+  %2405 = add nsw i64 %2404, 5
+  %2406 = mul nsw i64 %2405, 64
+  %2407 = add nsw i64 9954576, %2406
+  %2408 = mul nsw i64 %conv2_weight_grad.nb133589, 64
+  %2409 = add nsw i64 %2407, %2408
+  %2410 = add nsw i64 %2409, 48
+  %arena711 = getelementptr inbounds float, ptr %arena, i64 %2410
+  store <16 x float> %t135_c5_3710, ptr %arena711, align 4
+  %mb134.next = add nsw i64 %conv2_weight_grad.mb134590, 1
+  %2411 = icmp slt i64 %mb134.next, 48
+  br i1 %2411, label %conv2_weight_grad.mb134, label %conv2_weight_grad.mb134.end
 
-relu1_grad.j157:                                  ; preds = %relu1_grad.c158.end, %relu1_grad.nb153.end
-  %relu1_grad.j157756 = phi i64 [ 0, %relu1_grad.nb153.end ], [ %j157.next, %relu1_grad.c158.end ]
-  br label %relu1_grad.c158
+conv2_weight_grad.f137:                           ; preds = %conv2_weight_grad.r138.end, %conv2_weight_grad.g119.end
+  %conv2_weight_grad.f137712 = phi i64 [ 0, %conv2_weight_grad.g119.end ], [ %f137.next, %conv2_weight_grad.r138.end ]
+  br label %conv2_weight_grad.r138
 
-relu1_grad.j157.end:                              ; preds = %relu1_grad.c158.end
-  %g149.next = add nsw i64 %relu1_grad.g149651, 1
-  %2407 = icmp slt i64 %g149.next, 4
-  br i1 %2407, label %relu1_grad.g149, label %relu1_grad.g149.end
+conv2_weight_grad.f137.end:                       ; preds = %conv2_weight_grad.r138.end
+  br label %conv2_bias_grad.f139
 
-relu1_grad.c158:                                  ; preds = %relu1_grad.iy287.end, %relu1_grad.j157
-  %relu1_grad.c158757 = phi i64 [ 0, %relu1_grad.j157 ], [ %c158.next, %relu1_grad.iy287.end ]
-  br label %relu1_grad.iy159
+conv2_weight_grad.r138:                           ; preds = %conv2_weight_grad.r138, %conv2_weight_grad.f137
+  %conv2_weight_grad.r138713 = phi i64 [ 0, %conv2_weight_grad.f137 ], [ %r138.next, %conv2_weight_grad.r138 ]
+  %2412 = mul nsw i64 %conv2_weight_grad.r138713, 64
+  %2413 = add nsw i64 9954576, %2412
+  %2414 = add nsw i64 %2413, %conv2_weight_grad.f137712
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2414
+  %2415 = load float, ptr %arena714, align 4
+  %2416 = mul nsw i64 %conv2_weight_grad.f137712, 288
+  %2417 = add nsw i64 320, %2416
+  %2418 = add nsw i64 %2417, %conv2_weight_grad.r138713
+  %grads715 = getelementptr inbounds float, ptr %grads, i64 %2418
+  store float %2415, ptr %grads715, align 4
+  %r138.next = add nsw i64 %conv2_weight_grad.r138713, 1
+  %2419 = icmp slt i64 %r138.next, 288
+  br i1 %2419, label %conv2_weight_grad.r138, label %conv2_weight_grad.r138.end
 
-relu1_grad.c158.end:                              ; preds = %relu1_grad.iy287.end
-  %j157.next = add nsw i64 %relu1_grad.j157756, 1
-  %2408 = icmp slt i64 %j157.next, 16
-  br i1 %2408, label %relu1_grad.j157, label %relu1_grad.j157.end
+conv2_weight_grad.r138.end:                       ; preds = %conv2_weight_grad.r138
+  %f137.next = add nsw i64 %conv2_weight_grad.f137712, 1
+  %2420 = icmp slt i64 %f137.next, 64
+  br i1 %2420, label %conv2_weight_grad.f137, label %conv2_weight_grad.f137.end
 
-relu1_grad.iy159:                                 ; preds = %relu1_grad.ix160.end, %relu1_grad.c158
-  %relu1_grad.iy159758 = phi i64 [ 0, %relu1_grad.c158 ], [ %iy159.next, %relu1_grad.ix160.end ]
-  br label %relu1_grad.ix160
+conv2_bias_grad.f139:                             ; preds = %conv2_bias_grad.img141.end, %conv2_weight_grad.f137.end
+  %conv2_bias_grad.f139716 = phi i64 [ 0, %conv2_weight_grad.f137.end ], [ %f139.next, %conv2_bias_grad.img141.end ]
+  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc140, align 64
+  br label %conv2_bias_grad.img141
 
-relu1_grad.iy159.end:                             ; preds = %relu1_grad.ix160.end
-  br label %relu1_grad.iy162
+conv2_bias_grad.f139.end:                         ; preds = %conv2_bias_grad.img141.end
+  br label %relu1_grad.g158
 
-relu1_grad.ix160:                                 ; preds = %relu1_grad.ix160, %relu1_grad.iy159
-  %relu1_grad.ix160759 = phi i64 [ 0, %relu1_grad.iy159 ], [ %ix160.next, %relu1_grad.ix160 ]
-  %2409 = mul nsw i64 %relu1_grad.c158757, 9
-  %2410 = mul nsw i64 %2409, 9216
-  %2411 = add nsw i64 6710544, %2410
-  %2412 = mul nsw i64 %relu1_grad.j157756, 576
-  %2413 = add nsw i64 %2411, %2412
-  %2414 = mul nsw i64 %relu1_grad.iy159758, 24
-  %2415 = add nsw i64 %2413, %2414
-  %2416 = add nsw i64 %2415, %relu1_grad.ix160759
-  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2416
-  %2417 = load float, ptr %arena760, align 4
-  store float %2417, ptr %relu1_grad.sum161, align 4
-  %sum161 = load float, ptr %relu1_grad.sum161, align 4
-  %2418 = mul nsw i64 %relu1_grad.g149651, 16
-  %2419 = add nsw i64 %2418, %relu1_grad.j157756
-  %2420 = mul nsw i64 %2419, 21632
-  %2421 = add nsw i64 1384448, %2420
-  %2422 = mul nsw i64 %relu1_grad.c158757, 676
-  %2423 = add nsw i64 %2421, %2422
-  %2424 = mul nsw i64 %relu1_grad.iy159758, 26
-  %2425 = add nsw i64 %2423, %2424
-  %2426 = add nsw i64 %2425, %relu1_grad.ix160759
-  %arena761 = getelementptr inbounds float, ptr %arena, i64 %2426
-  store float %sum161, ptr %arena761, align 4
-  %ix160.next = add nsw i64 %relu1_grad.ix160759, 1
-  %2427 = icmp slt i64 %ix160.next, 1
-  br i1 %2427, label %relu1_grad.ix160, label %relu1_grad.ix160.end
+conv2_bias_grad.img141:                           ; preds = %conv2_bias_grad.i142.end, %conv2_bias_grad.f139
+  %conv2_bias_grad.img141717 = phi i64 [ 0, %conv2_bias_grad.f139 ], [ %img141.next, %conv2_bias_grad.i142.end ]
+  br label %conv2_bias_grad.i142
 
-relu1_grad.ix160.end:                             ; preds = %relu1_grad.ix160
-  %iy159.next = add nsw i64 %relu1_grad.iy159758, 1
-  %2428 = icmp slt i64 %iy159.next, 1
-  br i1 %2428, label %relu1_grad.iy159, label %relu1_grad.iy159.end
+conv2_bias_grad.img141.end:                       ; preds = %conv2_bias_grad.i142.end
+  %acc140720 = load <16 x float>, ptr %conv2_bias_grad.acc140, align 64
+  %arena721 = getelementptr inbounds float, ptr %arena, i64 1384448
+  store <16 x float> %acc140720, ptr %arena721, align 4
+  %arena722 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %2421 = load float, ptr %arena722, align 4
+  %arena723 = getelementptr inbounds float, ptr %arena, i64 1384449
+  %2422 = load float, ptr %arena723, align 4
+  %2423 = fadd float %2421, %2422
+  store float %2423, ptr %conv2_bias_grad.sum143, align 4
+  %sum143 = load float, ptr %conv2_bias_grad.sum143, align 4
+  %arena724 = getelementptr inbounds float, ptr %arena, i64 1384450
+  %2424 = load float, ptr %arena724, align 4
+  %2425 = fadd float %sum143, %2424
+  store float %2425, ptr %conv2_bias_grad.sum144, align 4
+  %sum144 = load float, ptr %conv2_bias_grad.sum144, align 4
+  %arena725 = getelementptr inbounds float, ptr %arena, i64 1384451
+  %2426 = load float, ptr %arena725, align 4
+  %2427 = fadd float %sum144, %2426
+  store float %2427, ptr %conv2_bias_grad.sum145, align 4
+  %sum145 = load float, ptr %conv2_bias_grad.sum145, align 4
+  %arena726 = getelementptr inbounds float, ptr %arena, i64 1384452
+  %2428 = load float, ptr %arena726, align 4
+  %2429 = fadd float %sum145, %2428
+  store float %2429, ptr %conv2_bias_grad.sum146, align 4
+  %sum146 = load float, ptr %conv2_bias_grad.sum146, align 4
+  %arena727 = getelementptr inbounds float, ptr %arena, i64 1384453
+  %2430 = load float, ptr %arena727, align 4
+  %2431 = fadd float %sum146, %2430
+  store float %2431, ptr %conv2_bias_grad.sum147, align 4
+  %sum147 = load float, ptr %conv2_bias_grad.sum147, align 4
+  %arena728 = getelementptr inbounds float, ptr %arena, i64 1384454
+  %2432 = load float, ptr %arena728, align 4
+  %2433 = fadd float %sum147, %2432
+  store float %2433, ptr %conv2_bias_grad.sum148, align 4
+  %sum148 = load float, ptr %conv2_bias_grad.sum148, align 4
+  %arena729 = getelementptr inbounds float, ptr %arena, i64 1384455
+  %2434 = load float, ptr %arena729, align 4
+  %2435 = fadd float %sum148, %2434
+  store float %2435, ptr %conv2_bias_grad.sum149, align 4
+  %sum149 = load float, ptr %conv2_bias_grad.sum149, align 4
+  %arena730 = getelementptr inbounds float, ptr %arena, i64 1384456
+  %2436 = load float, ptr %arena730, align 4
+  %2437 = fadd float %sum149, %2436
+  store float %2437, ptr %conv2_bias_grad.sum150, align 4
+  %sum150 = load float, ptr %conv2_bias_grad.sum150, align 4
+  %arena731 = getelementptr inbounds float, ptr %arena, i64 1384457
+  %2438 = load float, ptr %arena731, align 4
+  %2439 = fadd float %sum150, %2438
+  store float %2439, ptr %conv2_bias_grad.sum151, align 4
+  %sum151 = load float, ptr %conv2_bias_grad.sum151, align 4
+  %arena732 = getelementptr inbounds float, ptr %arena, i64 1384458
+  %2440 = load float, ptr %arena732, align 4
+  %2441 = fadd float %sum151, %2440
+  store float %2441, ptr %conv2_bias_grad.sum152, align 4
+  %sum152 = load float, ptr %conv2_bias_grad.sum152, align 4
+  %arena733 = getelementptr inbounds float, ptr %arena, i64 1384459
+  %2442 = load float, ptr %arena733, align 4
+  %2443 = fadd float %sum152, %2442
+  store float %2443, ptr %conv2_bias_grad.sum153, align 4
+  %sum153 = load float, ptr %conv2_bias_grad.sum153, align 4
+  %arena734 = getelementptr inbounds float, ptr %arena, i64 1384460
+  %2444 = load float, ptr %arena734, align 4
+  %2445 = fadd float %sum153, %2444
+  store float %2445, ptr %conv2_bias_grad.sum154, align 4
+  %sum154 = load float, ptr %conv2_bias_grad.sum154, align 4
+  %arena735 = getelementptr inbounds float, ptr %arena, i64 1384461
+  %2446 = load float, ptr %arena735, align 4
+  %2447 = fadd float %sum154, %2446
+  store float %2447, ptr %conv2_bias_grad.sum155, align 4
+  %sum155 = load float, ptr %conv2_bias_grad.sum155, align 4
+  %arena736 = getelementptr inbounds float, ptr %arena, i64 1384462
+  %2448 = load float, ptr %arena736, align 4
+  %2449 = fadd float %sum155, %2448
+  store float %2449, ptr %conv2_bias_grad.sum156, align 4
+  %sum156 = load float, ptr %conv2_bias_grad.sum156, align 4
+  %arena737 = getelementptr inbounds float, ptr %arena, i64 1384463
+  %2450 = load float, ptr %arena737, align 4
+  %2451 = fadd float %sum156, %2450
+  store float %2451, ptr %conv2_bias_grad.sum157, align 4
+  %sum157 = load float, ptr %conv2_bias_grad.sum157, align 4
+  %2452 = add nsw i64 18752, %conv2_bias_grad.f139716
+  %grads738 = getelementptr inbounds float, ptr %grads, i64 %2452
+  store float %sum157, ptr %grads738, align 4
+  %f139.next = add nsw i64 %conv2_bias_grad.f139716, 1
+  %2453 = icmp slt i64 %f139.next, 64
+  br i1 %2453, label %conv2_bias_grad.f139, label %conv2_bias_grad.f139.end
 
-relu1_grad.iy162:                                 ; preds = %relu1_grad.ix163.end, %relu1_grad.iy159.end
-  %relu1_grad.iy162762 = phi i64 [ 0, %relu1_grad.iy159.end ], [ %iy162.next, %relu1_grad.ix163.end ]
-  br label %relu1_grad.ix163
-
-relu1_grad.iy162.end:                             ; preds = %relu1_grad.ix163.end
-  br label %relu1_grad.iy166
-
-relu1_grad.ix163:                                 ; preds = %relu1_grad.ix163, %relu1_grad.iy162
-  %relu1_grad.ix163763 = phi i64 [ 0, %relu1_grad.iy162 ], [ %ix163.next, %relu1_grad.ix163 ]
-  %2429 = mul nsw i64 %relu1_grad.c158757, 9
-  %2430 = mul nsw i64 %2429, 9216
-  %2431 = add nsw i64 6710544, %2430
-  %2432 = mul nsw i64 %relu1_grad.j157756, 576
-  %2433 = add nsw i64 %2431, %2432
-  %2434 = mul nsw i64 %relu1_grad.iy162762, 24
-  %2435 = add nsw i64 %2433, %2434
-  %2436 = add nsw i64 %2435, 1
-  %2437 = add nsw i64 %2436, %relu1_grad.ix163763
-  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2437
-  %2438 = load float, ptr %arena764, align 4
-  store float %2438, ptr %relu1_grad.sum164, align 4
-  %sum164 = load float, ptr %relu1_grad.sum164, align 4
-  %2439 = mul nsw i64 %relu1_grad.c158757, 9
-  %2440 = add nsw i64 %2439, 1
-  %2441 = mul nsw i64 %2440, 9216
-  %2442 = add nsw i64 6710544, %2441
-  %2443 = mul nsw i64 %relu1_grad.j157756, 576
-  %2444 = add nsw i64 %2442, %2443
-  %2445 = mul nsw i64 %relu1_grad.iy162762, 24
-  %2446 = add nsw i64 %2444, %2445
-  %2447 = add nsw i64 %2446, %relu1_grad.ix163763
-  %arena765 = getelementptr inbounds float, ptr %arena, i64 %2447
-  %2448 = load float, ptr %arena765, align 4
-  %2449 = fadd float %sum164, %2448
-  store float %2449, ptr %relu1_grad.sum165, align 4
-  %sum165 = load float, ptr %relu1_grad.sum165, align 4
-  %2450 = mul nsw i64 %relu1_grad.g149651, 16
-  %2451 = add nsw i64 %2450, %relu1_grad.j157756
-  %2452 = mul nsw i64 %2451, 21632
-  %2453 = add nsw i64 1384448, %2452
-  %2454 = mul nsw i64 %relu1_grad.c158757, 676
-  %2455 = add nsw i64 %2453, %2454
-  %2456 = mul nsw i64 %relu1_grad.iy162762, 26
+conv2_bias_grad.i142:                             ; preds = %conv2_bias_grad.i142, %conv2_bias_grad.img141
+  %conv2_bias_grad.i142718 = phi i64 [ 0, %conv2_bias_grad.img141 ], [ %i142.next, %conv2_bias_grad.i142 ]
+  %2454 = mul nsw i64 %conv2_bias_grad.img141717, 36864
+  %2455 = add nsw i64 4351248, %2454
+  %2456 = mul nsw i64 %conv2_bias_grad.f139716, 576
   %2457 = add nsw i64 %2455, %2456
-  %2458 = add nsw i64 %2457, 1
-  %2459 = add nsw i64 %2458, %relu1_grad.ix163763
-  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2459
-  store float %sum165, ptr %arena766, align 4
-  %ix163.next = add nsw i64 %relu1_grad.ix163763, 1
-  %2460 = icmp slt i64 %ix163.next, 1
-  br i1 %2460, label %relu1_grad.ix163, label %relu1_grad.ix163.end
+  %2458 = mul nsw i64 %conv2_bias_grad.i142718, 16
+  %2459 = add nsw i64 %2457, %2458
+  %arena719 = getelementptr inbounds float, ptr %arena, i64 %2459
+  %2460 = load <16 x float>, ptr %arena719, align 4
+  %acc140 = load <16 x float>, ptr %conv2_bias_grad.acc140, align 64
+  %2461 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %2460, <16 x float> %acc140)
+  store <16 x float> %2461, ptr %conv2_bias_grad.acc140, align 64
+  %i142.next = add nsw i64 %conv2_bias_grad.i142718, 1
+  %2462 = icmp slt i64 %i142.next, 36
+  br i1 %2462, label %conv2_bias_grad.i142, label %conv2_bias_grad.i142.end
 
-relu1_grad.ix163.end:                             ; preds = %relu1_grad.ix163
-  %iy162.next = add nsw i64 %relu1_grad.iy162762, 1
-  %2461 = icmp slt i64 %iy162.next, 1
-  br i1 %2461, label %relu1_grad.iy162, label %relu1_grad.iy162.end
+conv2_bias_grad.i142.end:                         ; preds = %conv2_bias_grad.i142
+  %img141.next = add nsw i64 %conv2_bias_grad.img141717, 1
+  %2463 = icmp slt i64 %img141.next, 64
+  br i1 %2463, label %conv2_bias_grad.img141, label %conv2_bias_grad.img141.end
 
-relu1_grad.iy166:                                 ; preds = %relu1_grad.ix167.end, %relu1_grad.iy162.end
-  %relu1_grad.iy166767 = phi i64 [ 0, %relu1_grad.iy162.end ], [ %iy166.next, %relu1_grad.ix167.end ]
-  br label %relu1_grad.ix167
+relu1_grad.g158:                                  ; preds = %relu1_grad.j166.end, %conv2_bias_grad.f139.end
+  %relu1_grad.g158739 = phi i64 [ 0, %conv2_bias_grad.f139.end ], [ %g158.next, %relu1_grad.j166.end ]
+  br label %relu1_grad.j159
 
-relu1_grad.iy166.end:                             ; preds = %relu1_grad.ix167.end
+relu1_grad.g158.end:                              ; preds = %relu1_grad.j166.end
+  br label %conv1_grad.i299
+
+relu1_grad.j159:                                  ; preds = %relu1_grad.f160.end, %relu1_grad.g158
+  %relu1_grad.j159740 = phi i64 [ 0, %relu1_grad.g158 ], [ %j159.next, %relu1_grad.f160.end ]
+  br label %relu1_grad.f160
+
+relu1_grad.j159.end:                              ; preds = %relu1_grad.f160.end
+  br label %relu1_grad.nb162
+
+relu1_grad.f160:                                  ; preds = %relu1_grad.i161.end, %relu1_grad.j159
+  %relu1_grad.f160741 = phi i64 [ 0, %relu1_grad.j159 ], [ %f160.next, %relu1_grad.i161.end ]
+  br label %relu1_grad.i161
+
+relu1_grad.f160.end:                              ; preds = %relu1_grad.i161.end
+  %j159.next = add nsw i64 %relu1_grad.j159740, 1
+  %2464 = icmp slt i64 %j159.next, 16
+  br i1 %2464, label %relu1_grad.j159, label %relu1_grad.j159.end
+
+relu1_grad.i161:                                  ; preds = %relu1_grad.i161, %relu1_grad.f160
+  %relu1_grad.i161742 = phi i64 [ 0, %relu1_grad.f160 ], [ %i161.next, %relu1_grad.i161 ]
+  %2465 = mul nsw i64 %relu1_grad.g158739, 16
+  %2466 = add nsw i64 %2465, %relu1_grad.j159740
+  %2467 = mul nsw i64 %2466, 36864
+  %2468 = add nsw i64 4351248, %2467
+  %2469 = mul nsw i64 %relu1_grad.f160741, 576
+  %2470 = add nsw i64 %2468, %2469
+  %2471 = add nsw i64 %2470, %relu1_grad.i161742
+  %arena743 = getelementptr inbounds float, ptr %arena, i64 %2471
+  %2472 = load float, ptr %arena743, align 4
+  %2473 = mul nsw i64 %relu1_grad.f160741, 9216
+  %2474 = add nsw i64 9364752, %2473
+  %2475 = mul nsw i64 %relu1_grad.j159740, 576
+  %2476 = add nsw i64 %2474, %2475
+  %2477 = add nsw i64 %2476, %relu1_grad.i161742
+  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2477
+  store float %2472, ptr %arena744, align 4
+  %i161.next = add nsw i64 %relu1_grad.i161742, 1
+  %2478 = icmp slt i64 %i161.next, 576
+  br i1 %2478, label %relu1_grad.i161, label %relu1_grad.i161.end
+
+relu1_grad.i161.end:                              ; preds = %relu1_grad.i161
+  %f160.next = add nsw i64 %relu1_grad.f160741, 1
+  %2479 = icmp slt i64 %f160.next, 64
+  br i1 %2479, label %relu1_grad.f160, label %relu1_grad.f160.end
+
+relu1_grad.nb162:                                 ; preds = %relu1_grad.mb163.end, %relu1_grad.j159.end
+  %relu1_grad.nb162745 = phi i64 [ 0, %relu1_grad.j159.end ], [ %nb162.next, %relu1_grad.mb163.end ]
+  br label %relu1_grad.mb163
+
+relu1_grad.nb162.end:                             ; preds = %relu1_grad.mb163.end
+  br label %relu1_grad.j166
+
+relu1_grad.mb163:                                 ; preds = %relu1_grad.k165.end, %relu1_grad.nb162
+  %relu1_grad.mb163746 = phi i64 [ 0, %relu1_grad.nb162 ], [ %mb163.next, %relu1_grad.k165.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t164_c5_3, align 64
+  br label %relu1_grad.k165
+
+relu1_grad.mb163.end:                             ; preds = %relu1_grad.k165.end
+  %nb162.next = add nsw i64 %relu1_grad.nb162745, 1
+  %2480 = icmp slt i64 %nb162.next, 144
+  br i1 %2480, label %relu1_grad.nb162, label %relu1_grad.nb162.end
+
+relu1_grad.k165:                                  ; preds = %relu1_grad.k165, %relu1_grad.mb163
+  %relu1_grad.k165747 = phi i64 [ 0, %relu1_grad.mb163 ], [ %k165.next, %relu1_grad.k165 ]
+  %2481 = mul nsw i64 %relu1_grad.k165747, 9216
+  %2482 = add nsw i64 9364752, %2481
+  %2483 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2484 = add nsw i64 %2482, %2483
+  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2484
+  %2485 = load <16 x float>, ptr %arena748, align 4
+  store <16 x float> %2485, ptr %relu1_grad.t164_b0, align 64
+  %2486 = mul nsw i64 %relu1_grad.k165747, 9216
+  %2487 = add nsw i64 9364752, %2486
+  %2488 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2489 = add nsw i64 %2487, %2488
+  %2490 = add nsw i64 %2489, 16
+  %arena749 = getelementptr inbounds float, ptr %arena, i64 %2490
+  %2491 = load <16 x float>, ptr %arena749, align 4
+  store <16 x float> %2491, ptr %relu1_grad.t164_b1, align 64
+  %2492 = mul nsw i64 %relu1_grad.k165747, 9216
+  %2493 = add nsw i64 9364752, %2492
+  %2494 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2495 = add nsw i64 %2493, %2494
+  %2496 = add nsw i64 %2495, 32
+  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2496
+  %2497 = load <16 x float>, ptr %arena750, align 4
+  store <16 x float> %2497, ptr %relu1_grad.t164_b2, align 64
+  %2498 = mul nsw i64 %relu1_grad.k165747, 9216
+  %2499 = add nsw i64 9364752, %2498
+  %2500 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2501 = add nsw i64 %2499, %2500
+  %2502 = add nsw i64 %2501, 48
+  %arena751 = getelementptr inbounds float, ptr %arena, i64 %2502
+  %2503 = load <16 x float>, ptr %arena751, align 4
+  store <16 x float> %2503, ptr %relu1_grad.t164_b3, align 64
+  %2504 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2505 = add nsw i64 320, %2504
+  %2506 = mul nsw i64 %relu1_grad.k165747, 288
+  %2507 = add nsw i64 %2505, %2506
+  %params752 = getelementptr inbounds float, ptr %params, i64 %2507
+  %2508 = load float, ptr %params752, align 4
+  %2509 = insertelement <16 x float> undef, float %2508, i32 0
+  %2510 = shufflevector <16 x float> %2509, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2510, ptr %relu1_grad.t164_a0, align 64
+  %t164_a0 = load <16 x float>, ptr %relu1_grad.t164_a0, align 64
+  %t164_b0 = load <16 x float>, ptr %relu1_grad.t164_b0, align 64
+  %t164_c0_0 = load <16 x float>, ptr %relu1_grad.t164_c0_0, align 64
+  %2511 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a0, <16 x float> %t164_b0, <16 x float> %t164_c0_0)
+  store <16 x float> %2511, ptr %relu1_grad.t164_c0_0, align 64
+  %t164_a0753 = load <16 x float>, ptr %relu1_grad.t164_a0, align 64
+  %t164_b1 = load <16 x float>, ptr %relu1_grad.t164_b1, align 64
+  %t164_c0_1 = load <16 x float>, ptr %relu1_grad.t164_c0_1, align 64
+  %2512 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a0753, <16 x float> %t164_b1, <16 x float> %t164_c0_1)
+  store <16 x float> %2512, ptr %relu1_grad.t164_c0_1, align 64
+  %t164_a0754 = load <16 x float>, ptr %relu1_grad.t164_a0, align 64
+  %t164_b2 = load <16 x float>, ptr %relu1_grad.t164_b2, align 64
+  %t164_c0_2 = load <16 x float>, ptr %relu1_grad.t164_c0_2, align 64
+  %2513 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a0754, <16 x float> %t164_b2, <16 x float> %t164_c0_2)
+  store <16 x float> %2513, ptr %relu1_grad.t164_c0_2, align 64
+  %t164_a0755 = load <16 x float>, ptr %relu1_grad.t164_a0, align 64
+  %t164_b3 = load <16 x float>, ptr %relu1_grad.t164_b3, align 64
+  %t164_c0_3 = load <16 x float>, ptr %relu1_grad.t164_c0_3, align 64
+  %2514 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a0755, <16 x float> %t164_b3, <16 x float> %t164_c0_3)
+  store <16 x float> %2514, ptr %relu1_grad.t164_c0_3, align 64
+  %2515 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2516 = add nsw i64 %2515, 1
+  %2517 = add nsw i64 320, %2516
+  %2518 = mul nsw i64 %relu1_grad.k165747, 288
+  %2519 = add nsw i64 %2517, %2518
+  %params756 = getelementptr inbounds float, ptr %params, i64 %2519
+  %2520 = load float, ptr %params756, align 4
+  %2521 = insertelement <16 x float> undef, float %2520, i32 0
+  %2522 = shufflevector <16 x float> %2521, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2522, ptr %relu1_grad.t164_a1, align 64
+  %t164_a1 = load <16 x float>, ptr %relu1_grad.t164_a1, align 64
+  %t164_b0757 = load <16 x float>, ptr %relu1_grad.t164_b0, align 64
+  %t164_c1_0 = load <16 x float>, ptr %relu1_grad.t164_c1_0, align 64
+  %2523 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a1, <16 x float> %t164_b0757, <16 x float> %t164_c1_0)
+  store <16 x float> %2523, ptr %relu1_grad.t164_c1_0, align 64
+  %t164_a1758 = load <16 x float>, ptr %relu1_grad.t164_a1, align 64
+  %t164_b1759 = load <16 x float>, ptr %relu1_grad.t164_b1, align 64
+  %t164_c1_1 = load <16 x float>, ptr %relu1_grad.t164_c1_1, align 64
+  %2524 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a1758, <16 x float> %t164_b1759, <16 x float> %t164_c1_1)
+  store <16 x float> %2524, ptr %relu1_grad.t164_c1_1, align 64
+  %t164_a1760 = load <16 x float>, ptr %relu1_grad.t164_a1, align 64
+  %t164_b2761 = load <16 x float>, ptr %relu1_grad.t164_b2, align 64
+  %t164_c1_2 = load <16 x float>, ptr %relu1_grad.t164_c1_2, align 64
+  %2525 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a1760, <16 x float> %t164_b2761, <16 x float> %t164_c1_2)
+  store <16 x float> %2525, ptr %relu1_grad.t164_c1_2, align 64
+  %t164_a1762 = load <16 x float>, ptr %relu1_grad.t164_a1, align 64
+  %t164_b3763 = load <16 x float>, ptr %relu1_grad.t164_b3, align 64
+  %t164_c1_3 = load <16 x float>, ptr %relu1_grad.t164_c1_3, align 64
+  %2526 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a1762, <16 x float> %t164_b3763, <16 x float> %t164_c1_3)
+  store <16 x float> %2526, ptr %relu1_grad.t164_c1_3, align 64
+  %2527 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2528 = add nsw i64 %2527, 2
+  %2529 = add nsw i64 320, %2528
+  %2530 = mul nsw i64 %relu1_grad.k165747, 288
+  %2531 = add nsw i64 %2529, %2530
+  %params764 = getelementptr inbounds float, ptr %params, i64 %2531
+  %2532 = load float, ptr %params764, align 4
+  %2533 = insertelement <16 x float> undef, float %2532, i32 0
+  %2534 = shufflevector <16 x float> %2533, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2534, ptr %relu1_grad.t164_a2, align 64
+  %t164_a2 = load <16 x float>, ptr %relu1_grad.t164_a2, align 64
+  %t164_b0765 = load <16 x float>, ptr %relu1_grad.t164_b0, align 64
+  %t164_c2_0 = load <16 x float>, ptr %relu1_grad.t164_c2_0, align 64
+  %2535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a2, <16 x float> %t164_b0765, <16 x float> %t164_c2_0)
+  store <16 x float> %2535, ptr %relu1_grad.t164_c2_0, align 64
+  %t164_a2766 = load <16 x float>, ptr %relu1_grad.t164_a2, align 64
+  %t164_b1767 = load <16 x float>, ptr %relu1_grad.t164_b1, align 64
+  %t164_c2_1 = load <16 x float>, ptr %relu1_grad.t164_c2_1, align 64
+  %2536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a2766, <16 x float> %t164_b1767, <16 x float> %t164_c2_1)
+  store <16 x float> %2536, ptr %relu1_grad.t164_c2_1, align 64
+  %t164_a2768 = load <16 x float>, ptr %relu1_grad.t164_a2, align 64
+  %t164_b2769 = load <16 x float>, ptr %relu1_grad.t164_b2, align 64
+  %t164_c2_2 = load <16 x float>, ptr %relu1_grad.t164_c2_2, align 64
+  %2537 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a2768, <16 x float> %t164_b2769, <16 x float> %t164_c2_2)
+  store <16 x float> %2537, ptr %relu1_grad.t164_c2_2, align 64
+  %t164_a2770 = load <16 x float>, ptr %relu1_grad.t164_a2, align 64
+  %t164_b3771 = load <16 x float>, ptr %relu1_grad.t164_b3, align 64
+  %t164_c2_3 = load <16 x float>, ptr %relu1_grad.t164_c2_3, align 64
+  %2538 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a2770, <16 x float> %t164_b3771, <16 x float> %t164_c2_3)
+  store <16 x float> %2538, ptr %relu1_grad.t164_c2_3, align 64
+  %2539 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2540 = add nsw i64 %2539, 3
+  %2541 = add nsw i64 320, %2540
+  %2542 = mul nsw i64 %relu1_grad.k165747, 288
+  %2543 = add nsw i64 %2541, %2542
+  %params772 = getelementptr inbounds float, ptr %params, i64 %2543
+  %2544 = load float, ptr %params772, align 4
+  %2545 = insertelement <16 x float> undef, float %2544, i32 0
+  %2546 = shufflevector <16 x float> %2545, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2546, ptr %relu1_grad.t164_a3, align 64
+  %t164_a3 = load <16 x float>, ptr %relu1_grad.t164_a3, align 64
+  %t164_b0773 = load <16 x float>, ptr %relu1_grad.t164_b0, align 64
+  %t164_c3_0 = load <16 x float>, ptr %relu1_grad.t164_c3_0, align 64
+  %2547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a3, <16 x float> %t164_b0773, <16 x float> %t164_c3_0)
+  store <16 x float> %2547, ptr %relu1_grad.t164_c3_0, align 64
+  %t164_a3774 = load <16 x float>, ptr %relu1_grad.t164_a3, align 64
+  %t164_b1775 = load <16 x float>, ptr %relu1_grad.t164_b1, align 64
+  %t164_c3_1 = load <16 x float>, ptr %relu1_grad.t164_c3_1, align 64
+  %2548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a3774, <16 x float> %t164_b1775, <16 x float> %t164_c3_1)
+  store <16 x float> %2548, ptr %relu1_grad.t164_c3_1, align 64
+  %t164_a3776 = load <16 x float>, ptr %relu1_grad.t164_a3, align 64
+  %t164_b2777 = load <16 x float>, ptr %relu1_grad.t164_b2, align 64
+  %t164_c3_2 = load <16 x float>, ptr %relu1_grad.t164_c3_2, align 64
+  %2549 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a3776, <16 x float> %t164_b2777, <16 x float> %t164_c3_2)
+  store <16 x float> %2549, ptr %relu1_grad.t164_c3_2, align 64
+  %t164_a3778 = load <16 x float>, ptr %relu1_grad.t164_a3, align 64
+  %t164_b3779 = load <16 x float>, ptr %relu1_grad.t164_b3, align 64
+  %t164_c3_3 = load <16 x float>, ptr %relu1_grad.t164_c3_3, align 64
+  %2550 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a3778, <16 x float> %t164_b3779, <16 x float> %t164_c3_3)
+  store <16 x float> %2550, ptr %relu1_grad.t164_c3_3, align 64
+  %2551 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2552 = add nsw i64 %2551, 4
+  %2553 = add nsw i64 320, %2552
+  %2554 = mul nsw i64 %relu1_grad.k165747, 288
+  %2555 = add nsw i64 %2553, %2554
+  %params780 = getelementptr inbounds float, ptr %params, i64 %2555
+  %2556 = load float, ptr %params780, align 4
+  %2557 = insertelement <16 x float> undef, float %2556, i32 0
+  %2558 = shufflevector <16 x float> %2557, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2558, ptr %relu1_grad.t164_a4, align 64
+  %t164_a4 = load <16 x float>, ptr %relu1_grad.t164_a4, align 64
+  %t164_b0781 = load <16 x float>, ptr %relu1_grad.t164_b0, align 64
+  %t164_c4_0 = load <16 x float>, ptr %relu1_grad.t164_c4_0, align 64
+  %2559 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a4, <16 x float> %t164_b0781, <16 x float> %t164_c4_0)
+  store <16 x float> %2559, ptr %relu1_grad.t164_c4_0, align 64
+  %t164_a4782 = load <16 x float>, ptr %relu1_grad.t164_a4, align 64
+  %t164_b1783 = load <16 x float>, ptr %relu1_grad.t164_b1, align 64
+  %t164_c4_1 = load <16 x float>, ptr %relu1_grad.t164_c4_1, align 64
+  %2560 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a4782, <16 x float> %t164_b1783, <16 x float> %t164_c4_1)
+  store <16 x float> %2560, ptr %relu1_grad.t164_c4_1, align 64
+  %t164_a4784 = load <16 x float>, ptr %relu1_grad.t164_a4, align 64
+  %t164_b2785 = load <16 x float>, ptr %relu1_grad.t164_b2, align 64
+  %t164_c4_2 = load <16 x float>, ptr %relu1_grad.t164_c4_2, align 64
+  %2561 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a4784, <16 x float> %t164_b2785, <16 x float> %t164_c4_2)
+  store <16 x float> %2561, ptr %relu1_grad.t164_c4_2, align 64
+  %t164_a4786 = load <16 x float>, ptr %relu1_grad.t164_a4, align 64
+  %t164_b3787 = load <16 x float>, ptr %relu1_grad.t164_b3, align 64
+  %t164_c4_3 = load <16 x float>, ptr %relu1_grad.t164_c4_3, align 64
+  %2562 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a4786, <16 x float> %t164_b3787, <16 x float> %t164_c4_3)
+  store <16 x float> %2562, ptr %relu1_grad.t164_c4_3, align 64
+  %2563 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2564 = add nsw i64 %2563, 5
+  %2565 = add nsw i64 320, %2564
+  %2566 = mul nsw i64 %relu1_grad.k165747, 288
+  %2567 = add nsw i64 %2565, %2566
+  %params788 = getelementptr inbounds float, ptr %params, i64 %2567
+  %2568 = load float, ptr %params788, align 4
+  %2569 = insertelement <16 x float> undef, float %2568, i32 0
+  %2570 = shufflevector <16 x float> %2569, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2570, ptr %relu1_grad.t164_a5, align 64
+  %t164_a5 = load <16 x float>, ptr %relu1_grad.t164_a5, align 64
+  %t164_b0789 = load <16 x float>, ptr %relu1_grad.t164_b0, align 64
+  %t164_c5_0 = load <16 x float>, ptr %relu1_grad.t164_c5_0, align 64
+  %2571 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a5, <16 x float> %t164_b0789, <16 x float> %t164_c5_0)
+  store <16 x float> %2571, ptr %relu1_grad.t164_c5_0, align 64
+  %t164_a5790 = load <16 x float>, ptr %relu1_grad.t164_a5, align 64
+  %t164_b1791 = load <16 x float>, ptr %relu1_grad.t164_b1, align 64
+  %t164_c5_1 = load <16 x float>, ptr %relu1_grad.t164_c5_1, align 64
+  %2572 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a5790, <16 x float> %t164_b1791, <16 x float> %t164_c5_1)
+  store <16 x float> %2572, ptr %relu1_grad.t164_c5_1, align 64
+  %t164_a5792 = load <16 x float>, ptr %relu1_grad.t164_a5, align 64
+  %t164_b2793 = load <16 x float>, ptr %relu1_grad.t164_b2, align 64
+  %t164_c5_2 = load <16 x float>, ptr %relu1_grad.t164_c5_2, align 64
+  %2573 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a5792, <16 x float> %t164_b2793, <16 x float> %t164_c5_2)
+  store <16 x float> %2573, ptr %relu1_grad.t164_c5_2, align 64
+  %t164_a5794 = load <16 x float>, ptr %relu1_grad.t164_a5, align 64
+  %t164_b3795 = load <16 x float>, ptr %relu1_grad.t164_b3, align 64
+  %t164_c5_3 = load <16 x float>, ptr %relu1_grad.t164_c5_3, align 64
+  %2574 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t164_a5794, <16 x float> %t164_b3795, <16 x float> %t164_c5_3)
+  store <16 x float> %2574, ptr %relu1_grad.t164_c5_3, align 64
+  %k165.next = add nsw i64 %relu1_grad.k165747, 1
+  %2575 = icmp slt i64 %k165.next, 64
+  br i1 %2575, label %relu1_grad.k165, label %relu1_grad.k165.end
+
+relu1_grad.k165.end:                              ; preds = %relu1_grad.k165
+  %t164_c0_0796 = load <16 x float>, ptr %relu1_grad.t164_c0_0, align 64
+  %2576 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2577 = mul nsw i64 %2576, 9216
+  %2578 = add nsw i64 6710544, %2577
+  %2579 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2580 = add nsw i64 %2578, %2579
+  %arena797 = getelementptr inbounds float, ptr %arena, i64 %2580
+  store <16 x float> %t164_c0_0796, ptr %arena797, align 4
+  %t164_c0_1798 = load <16 x float>, ptr %relu1_grad.t164_c0_1, align 64
+  %2581 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2582 = mul nsw i64 %2581, 9216
+  %2583 = add nsw i64 6710544, %2582
+  %2584 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2585 = add nsw i64 %2583, %2584
+  %2586 = add nsw i64 %2585, 16
+  %arena799 = getelementptr inbounds float, ptr %arena, i64 %2586
+  store <16 x float> %t164_c0_1798, ptr %arena799, align 4
+  %t164_c0_2800 = load <16 x float>, ptr %relu1_grad.t164_c0_2, align 64
+  %2587 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2588 = mul nsw i64 %2587, 9216
+  %2589 = add nsw i64 6710544, %2588
+  %2590 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2591 = add nsw i64 %2589, %2590
+  %2592 = add nsw i64 %2591, 32
+  %arena801 = getelementptr inbounds float, ptr %arena, i64 %2592
+  store <16 x float> %t164_c0_2800, ptr %arena801, align 4
+  %t164_c0_3802 = load <16 x float>, ptr %relu1_grad.t164_c0_3, align 64
+  %2593 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2594 = mul nsw i64 %2593, 9216
+  %2595 = add nsw i64 6710544, %2594
+  %2596 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2597 = add nsw i64 %2595, %2596
+  %2598 = add nsw i64 %2597, 48
+  %arena803 = getelementptr inbounds float, ptr %arena, i64 %2598
+  store <16 x float> %t164_c0_3802, ptr %arena803, align 4
+  %t164_c1_0804 = load <16 x float>, ptr %relu1_grad.t164_c1_0, align 64
+  %2599 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2600 = add nsw i64 %2599, 1
+  %2601 = mul nsw i64 %2600, 9216
+  %2602 = add nsw i64 6710544, %2601
+  %2603 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2604 = add nsw i64 %2602, %2603
+  %arena805 = getelementptr inbounds float, ptr %arena, i64 %2604
+  store <16 x float> %t164_c1_0804, ptr %arena805, align 4
+  %t164_c1_1806 = load <16 x float>, ptr %relu1_grad.t164_c1_1, align 64
+  %2605 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2606 = add nsw i64 %2605, 1
+  %2607 = mul nsw i64 %2606, 9216
+  %2608 = add nsw i64 6710544, %2607
+  %2609 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2610 = add nsw i64 %2608, %2609
+  %2611 = add nsw i64 %2610, 16
+  %arena807 = getelementptr inbounds float, ptr %arena, i64 %2611
+  store <16 x float> %t164_c1_1806, ptr %arena807, align 4
+  %t164_c1_2808 = load <16 x float>, ptr %relu1_grad.t164_c1_2, align 64
+  %2612 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2613 = add nsw i64 %2612, 1
+  %2614 = mul nsw i64 %2613, 9216
+  %2615 = add nsw i64 6710544, %2614
+  %2616 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2617 = add nsw i64 %2615, %2616
+  %2618 = add nsw i64 %2617, 32
+  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2618
+  store <16 x float> %t164_c1_2808, ptr %arena809, align 4
+  %t164_c1_3810 = load <16 x float>, ptr %relu1_grad.t164_c1_3, align 64
+  %2619 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2620 = add nsw i64 %2619, 1
+  %2621 = mul nsw i64 %2620, 9216
+  %2622 = add nsw i64 6710544, %2621
+  %2623 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2624 = add nsw i64 %2622, %2623
+  %2625 = add nsw i64 %2624, 48
+  %arena811 = getelementptr inbounds float, ptr %arena, i64 %2625
+  store <16 x float> %t164_c1_3810, ptr %arena811, align 4
+  %t164_c2_0812 = load <16 x float>, ptr %relu1_grad.t164_c2_0, align 64
+  %2626 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2627 = add nsw i64 %2626, 2
+  %2628 = mul nsw i64 %2627, 9216
+  %2629 = add nsw i64 6710544, %2628
+  %2630 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2631 = add nsw i64 %2629, %2630
+  %arena813 = getelementptr inbounds float, ptr %arena, i64 %2631
+  store <16 x float> %t164_c2_0812, ptr %arena813, align 4
+  %t164_c2_1814 = load <16 x float>, ptr %relu1_grad.t164_c2_1, align 64
+  %2632 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2633 = add nsw i64 %2632, 2
+  %2634 = mul nsw i64 %2633, 9216
+  %2635 = add nsw i64 6710544, %2634
+  %2636 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2637 = add nsw i64 %2635, %2636
+  %2638 = add nsw i64 %2637, 16
+  %arena815 = getelementptr inbounds float, ptr %arena, i64 %2638
+  store <16 x float> %t164_c2_1814, ptr %arena815, align 4
+  %t164_c2_2816 = load <16 x float>, ptr %relu1_grad.t164_c2_2, align 64
+  %2639 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2640 = add nsw i64 %2639, 2
+  %2641 = mul nsw i64 %2640, 9216
+  %2642 = add nsw i64 6710544, %2641
+  %2643 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2644 = add nsw i64 %2642, %2643
+  %2645 = add nsw i64 %2644, 32
+  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2645
+  store <16 x float> %t164_c2_2816, ptr %arena817, align 4
+  %t164_c2_3818 = load <16 x float>, ptr %relu1_grad.t164_c2_3, align 64
+  %2646 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2647 = add nsw i64 %2646, 2
+  %2648 = mul nsw i64 %2647, 9216
+  %2649 = add nsw i64 6710544, %2648
+  %2650 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2651 = add nsw i64 %2649, %2650
+  %2652 = add nsw i64 %2651, 48
+  %arena819 = getelementptr inbounds float, ptr %arena, i64 %2652
+  store <16 x float> %t164_c2_3818, ptr %arena819, align 4
+  %t164_c3_0820 = load <16 x float>, ptr %relu1_grad.t164_c3_0, align 64
+  %2653 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2654 = add nsw i64 %2653, 3
+  %2655 = mul nsw i64 %2654, 9216
+  %2656 = add nsw i64 6710544, %2655
+  %2657 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2658 = add nsw i64 %2656, %2657
+  %arena821 = getelementptr inbounds float, ptr %arena, i64 %2658
+  store <16 x float> %t164_c3_0820, ptr %arena821, align 4
+  %t164_c3_1822 = load <16 x float>, ptr %relu1_grad.t164_c3_1, align 64
+  %2659 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2660 = add nsw i64 %2659, 3
+  %2661 = mul nsw i64 %2660, 9216
+  %2662 = add nsw i64 6710544, %2661
+  %2663 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2664 = add nsw i64 %2662, %2663
+  %2665 = add nsw i64 %2664, 16
+  %arena823 = getelementptr inbounds float, ptr %arena, i64 %2665
+  store <16 x float> %t164_c3_1822, ptr %arena823, align 4
+  %t164_c3_2824 = load <16 x float>, ptr %relu1_grad.t164_c3_2, align 64
+  %2666 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2667 = add nsw i64 %2666, 3
+  %2668 = mul nsw i64 %2667, 9216
+  %2669 = add nsw i64 6710544, %2668
+  %2670 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2671 = add nsw i64 %2669, %2670
+  %2672 = add nsw i64 %2671, 32
+  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2672
+  store <16 x float> %t164_c3_2824, ptr %arena825, align 4
+  %t164_c3_3826 = load <16 x float>, ptr %relu1_grad.t164_c3_3, align 64
+  %2673 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2674 = add nsw i64 %2673, 3
+  %2675 = mul nsw i64 %2674, 9216
+  %2676 = add nsw i64 6710544, %2675
+  %2677 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2678 = add nsw i64 %2676, %2677
+  %2679 = add nsw i64 %2678, 48
+  %arena827 = getelementptr inbounds float, ptr %arena, i64 %2679
+  store <16 x float> %t164_c3_3826, ptr %arena827, align 4
+  %t164_c4_0828 = load <16 x float>, ptr %relu1_grad.t164_c4_0, align 64
+  %2680 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2681 = add nsw i64 %2680, 4
+  %2682 = mul nsw i64 %2681, 9216
+  %2683 = add nsw i64 6710544, %2682
+  %2684 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2685 = add nsw i64 %2683, %2684
+  %arena829 = getelementptr inbounds float, ptr %arena, i64 %2685
+  store <16 x float> %t164_c4_0828, ptr %arena829, align 4
+  %t164_c4_1830 = load <16 x float>, ptr %relu1_grad.t164_c4_1, align 64
+  %2686 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2687 = add nsw i64 %2686, 4
+  %2688 = mul nsw i64 %2687, 9216
+  %2689 = add nsw i64 6710544, %2688
+  %2690 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2691 = add nsw i64 %2689, %2690
+  %2692 = add nsw i64 %2691, 16
+  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2692
+  store <16 x float> %t164_c4_1830, ptr %arena831, align 4
+  %t164_c4_2832 = load <16 x float>, ptr %relu1_grad.t164_c4_2, align 64
+  %2693 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2694 = add nsw i64 %2693, 4
+  %2695 = mul nsw i64 %2694, 9216
+  %2696 = add nsw i64 6710544, %2695
+  %2697 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2698 = add nsw i64 %2696, %2697
+  %2699 = add nsw i64 %2698, 32
+  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2699
+  store <16 x float> %t164_c4_2832, ptr %arena833, align 4
+  %t164_c4_3834 = load <16 x float>, ptr %relu1_grad.t164_c4_3, align 64
+  %2700 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2701 = add nsw i64 %2700, 4
+  %2702 = mul nsw i64 %2701, 9216
+  %2703 = add nsw i64 6710544, %2702
+  %2704 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2705 = add nsw i64 %2703, %2704
+  %2706 = add nsw i64 %2705, 48
+  %arena835 = getelementptr inbounds float, ptr %arena, i64 %2706
+  store <16 x float> %t164_c4_3834, ptr %arena835, align 4
+  %t164_c5_0836 = load <16 x float>, ptr %relu1_grad.t164_c5_0, align 64
+  %2707 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2708 = add nsw i64 %2707, 5
+  %2709 = mul nsw i64 %2708, 9216
+  %2710 = add nsw i64 6710544, %2709
+  %2711 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2712 = add nsw i64 %2710, %2711
+  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2712
+  store <16 x float> %t164_c5_0836, ptr %arena837, align 4
+  %t164_c5_1838 = load <16 x float>, ptr %relu1_grad.t164_c5_1, align 64
+  %2713 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2714 = add nsw i64 %2713, 5
+  %2715 = mul nsw i64 %2714, 9216
+  %2716 = add nsw i64 6710544, %2715
+  %2717 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2718 = add nsw i64 %2716, %2717
+  %2719 = add nsw i64 %2718, 16
+  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2719
+  store <16 x float> %t164_c5_1838, ptr %arena839, align 4
+  %t164_c5_2840 = load <16 x float>, ptr %relu1_grad.t164_c5_2, align 64
+  %2720 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2721 = add nsw i64 %2720, 5
+  %2722 = mul nsw i64 %2721, 9216
+  %2723 = add nsw i64 6710544, %2722
+  %2724 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2725 = add nsw i64 %2723, %2724
+  %2726 = add nsw i64 %2725, 32
+  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2726
+  store <16 x float> %t164_c5_2840, ptr %arena841, align 4
+  %t164_c5_3842 = load <16 x float>, ptr %relu1_grad.t164_c5_3, align 64
+  %2727 = mul nsw i64 %relu1_grad.mb163746, 6
+  %2728 = add nsw i64 %2727, 5
+  %2729 = mul nsw i64 %2728, 9216
+  %2730 = add nsw i64 6710544, %2729
+  %2731 = mul nsw i64 %relu1_grad.nb162745, 64
+  %2732 = add nsw i64 %2730, %2731
+  %2733 = add nsw i64 %2732, 48
+  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2733
+  store <16 x float> %t164_c5_3842, ptr %arena843, align 4
+  %mb163.next = add nsw i64 %relu1_grad.mb163746, 1
+  %2734 = icmp slt i64 %mb163.next, 48
+  br i1 %2734, label %relu1_grad.mb163, label %relu1_grad.mb163.end
+
+relu1_grad.j166:                                  ; preds = %relu1_grad.c167.end, %relu1_grad.nb162.end
+  %relu1_grad.j166844 = phi i64 [ 0, %relu1_grad.nb162.end ], [ %j166.next, %relu1_grad.c167.end ]
+  br label %relu1_grad.c167
+
+relu1_grad.j166.end:                              ; preds = %relu1_grad.c167.end
+  %g158.next = add nsw i64 %relu1_grad.g158739, 1
+  %2735 = icmp slt i64 %g158.next, 4
+  br i1 %2735, label %relu1_grad.g158, label %relu1_grad.g158.end
+
+relu1_grad.c167:                                  ; preds = %relu1_grad.iy296.end, %relu1_grad.j166
+  %relu1_grad.c167845 = phi i64 [ 0, %relu1_grad.j166 ], [ %c167.next, %relu1_grad.iy296.end ]
+  br label %relu1_grad.iy168
+
+relu1_grad.c167.end:                              ; preds = %relu1_grad.iy296.end
+  %j166.next = add nsw i64 %relu1_grad.j166844, 1
+  %2736 = icmp slt i64 %j166.next, 16
+  br i1 %2736, label %relu1_grad.j166, label %relu1_grad.j166.end
+
+relu1_grad.iy168:                                 ; preds = %relu1_grad.ix169.end, %relu1_grad.c167
+  %relu1_grad.iy168846 = phi i64 [ 0, %relu1_grad.c167 ], [ %iy168.next, %relu1_grad.ix169.end ]
+  br label %relu1_grad.ix169
+
+relu1_grad.iy168.end:                             ; preds = %relu1_grad.ix169.end
   br label %relu1_grad.iy171
 
-relu1_grad.ix167:                                 ; preds = %relu1_grad.ix167, %relu1_grad.iy166
-  %relu1_grad.ix167768 = phi i64 [ 0, %relu1_grad.iy166 ], [ %ix167.next, %relu1_grad.ix167 ]
-  %2462 = mul nsw i64 %relu1_grad.c158757, 9
-  %2463 = mul nsw i64 %2462, 9216
-  %2464 = add nsw i64 6710544, %2463
-  %2465 = mul nsw i64 %relu1_grad.j157756, 576
-  %2466 = add nsw i64 %2464, %2465
-  %2467 = mul nsw i64 %relu1_grad.iy166767, 24
-  %2468 = add nsw i64 %2466, %2467
-  %2469 = add nsw i64 %2468, 2
-  %2470 = add nsw i64 %2469, %relu1_grad.ix167768
-  %arena769 = getelementptr inbounds float, ptr %arena, i64 %2470
-  %2471 = load float, ptr %arena769, align 4
-  store float %2471, ptr %relu1_grad.sum168, align 4
-  %sum168 = load float, ptr %relu1_grad.sum168, align 4
-  %2472 = mul nsw i64 %relu1_grad.c158757, 9
-  %2473 = add nsw i64 %2472, 1
-  %2474 = mul nsw i64 %2473, 9216
-  %2475 = add nsw i64 6710544, %2474
-  %2476 = mul nsw i64 %relu1_grad.j157756, 576
-  %2477 = add nsw i64 %2475, %2476
-  %2478 = mul nsw i64 %relu1_grad.iy166767, 24
-  %2479 = add nsw i64 %2477, %2478
-  %2480 = add nsw i64 %2479, 1
-  %2481 = add nsw i64 %2480, %relu1_grad.ix167768
-  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2481
-  %2482 = load float, ptr %arena770, align 4
-  %2483 = fadd float %sum168, %2482
-  store float %2483, ptr %relu1_grad.sum169, align 4
-  %sum169 = load float, ptr %relu1_grad.sum169, align 4
-  %2484 = mul nsw i64 %relu1_grad.c158757, 9
-  %2485 = add nsw i64 %2484, 2
-  %2486 = mul nsw i64 %2485, 9216
-  %2487 = add nsw i64 6710544, %2486
-  %2488 = mul nsw i64 %relu1_grad.j157756, 576
-  %2489 = add nsw i64 %2487, %2488
-  %2490 = mul nsw i64 %relu1_grad.iy166767, 24
-  %2491 = add nsw i64 %2489, %2490
-  %2492 = add nsw i64 %2491, %relu1_grad.ix167768
-  %arena771 = getelementptr inbounds float, ptr %arena, i64 %2492
-  %2493 = load float, ptr %arena771, align 4
-  %2494 = fadd float %sum169, %2493
-  store float %2494, ptr %relu1_grad.sum170, align 4
+relu1_grad.ix169:                                 ; preds = %relu1_grad.ix169, %relu1_grad.iy168
+  %relu1_grad.ix169847 = phi i64 [ 0, %relu1_grad.iy168 ], [ %ix169.next, %relu1_grad.ix169 ]
+  %2737 = mul nsw i64 %relu1_grad.c167845, 9
+  %2738 = mul nsw i64 %2737, 9216
+  %2739 = add nsw i64 6710544, %2738
+  %2740 = mul nsw i64 %relu1_grad.j166844, 576
+  %2741 = add nsw i64 %2739, %2740
+  %2742 = mul nsw i64 %relu1_grad.iy168846, 24
+  %2743 = add nsw i64 %2741, %2742
+  %2744 = add nsw i64 %2743, %relu1_grad.ix169847
+  %arena848 = getelementptr inbounds float, ptr %arena, i64 %2744
+  %2745 = load float, ptr %arena848, align 4
+  store float %2745, ptr %relu1_grad.sum170, align 4
   %sum170 = load float, ptr %relu1_grad.sum170, align 4
-  %2495 = mul nsw i64 %relu1_grad.g149651, 16
-  %2496 = add nsw i64 %2495, %relu1_grad.j157756
-  %2497 = mul nsw i64 %2496, 21632
-  %2498 = add nsw i64 1384448, %2497
-  %2499 = mul nsw i64 %relu1_grad.c158757, 676
-  %2500 = add nsw i64 %2498, %2499
-  %2501 = mul nsw i64 %relu1_grad.iy166767, 26
-  %2502 = add nsw i64 %2500, %2501
-  %2503 = add nsw i64 %2502, 2
-  %2504 = add nsw i64 %2503, %relu1_grad.ix167768
-  %arena772 = getelementptr inbounds float, ptr %arena, i64 %2504
-  store float %sum170, ptr %arena772, align 4
-  %ix167.next = add nsw i64 %relu1_grad.ix167768, 1
-  %2505 = icmp slt i64 %ix167.next, 22
-  br i1 %2505, label %relu1_grad.ix167, label %relu1_grad.ix167.end
+  %2746 = mul nsw i64 %relu1_grad.g158739, 16
+  %2747 = add nsw i64 %2746, %relu1_grad.j166844
+  %2748 = mul nsw i64 %2747, 21632
+  %2749 = add nsw i64 1384448, %2748
+  %2750 = mul nsw i64 %relu1_grad.c167845, 676
+  %2751 = add nsw i64 %2749, %2750
+  %2752 = mul nsw i64 %relu1_grad.iy168846, 26
+  %2753 = add nsw i64 %2751, %2752
+  %2754 = add nsw i64 %2753, %relu1_grad.ix169847
+  %arena849 = getelementptr inbounds float, ptr %arena, i64 %2754
+  store float %sum170, ptr %arena849, align 4
+  %ix169.next = add nsw i64 %relu1_grad.ix169847, 1
+  %2755 = icmp slt i64 %ix169.next, 1
+  br i1 %2755, label %relu1_grad.ix169, label %relu1_grad.ix169.end
 
-relu1_grad.ix167.end:                             ; preds = %relu1_grad.ix167
-  %iy166.next = add nsw i64 %relu1_grad.iy166767, 1
-  %2506 = icmp slt i64 %iy166.next, 1
-  br i1 %2506, label %relu1_grad.iy166, label %relu1_grad.iy166.end
+relu1_grad.ix169.end:                             ; preds = %relu1_grad.ix169
+  %iy168.next = add nsw i64 %relu1_grad.iy168846, 1
+  %2756 = icmp slt i64 %iy168.next, 1
+  br i1 %2756, label %relu1_grad.iy168, label %relu1_grad.iy168.end
 
-relu1_grad.iy171:                                 ; preds = %relu1_grad.ix172.end, %relu1_grad.iy166.end
-  %relu1_grad.iy171773 = phi i64 [ 0, %relu1_grad.iy166.end ], [ %iy171.next, %relu1_grad.ix172.end ]
+relu1_grad.iy171:                                 ; preds = %relu1_grad.ix172.end, %relu1_grad.iy168.end
+  %relu1_grad.iy171850 = phi i64 [ 0, %relu1_grad.iy168.end ], [ %iy171.next, %relu1_grad.ix172.end ]
   br label %relu1_grad.ix172
 
 relu1_grad.iy171.end:                             ; preds = %relu1_grad.ix172.end
   br label %relu1_grad.iy175
 
 relu1_grad.ix172:                                 ; preds = %relu1_grad.ix172, %relu1_grad.iy171
-  %relu1_grad.ix172774 = phi i64 [ 0, %relu1_grad.iy171 ], [ %ix172.next, %relu1_grad.ix172 ]
-  %2507 = mul nsw i64 %relu1_grad.c158757, 9
-  %2508 = add nsw i64 %2507, 1
-  %2509 = mul nsw i64 %2508, 9216
-  %2510 = add nsw i64 6710544, %2509
-  %2511 = mul nsw i64 %relu1_grad.j157756, 576
-  %2512 = add nsw i64 %2510, %2511
-  %2513 = mul nsw i64 %relu1_grad.iy171773, 24
-  %2514 = add nsw i64 %2512, %2513
-  %2515 = add nsw i64 %2514, 23
-  %2516 = add nsw i64 %2515, %relu1_grad.ix172774
-  %arena775 = getelementptr inbounds float, ptr %arena, i64 %2516
-  %2517 = load float, ptr %arena775, align 4
-  store float %2517, ptr %relu1_grad.sum173, align 4
+  %relu1_grad.ix172851 = phi i64 [ 0, %relu1_grad.iy171 ], [ %ix172.next, %relu1_grad.ix172 ]
+  %2757 = mul nsw i64 %relu1_grad.c167845, 9
+  %2758 = mul nsw i64 %2757, 9216
+  %2759 = add nsw i64 6710544, %2758
+  %2760 = mul nsw i64 %relu1_grad.j166844, 576
+  %2761 = add nsw i64 %2759, %2760
+  %2762 = mul nsw i64 %relu1_grad.iy171850, 24
+  %2763 = add nsw i64 %2761, %2762
+  %2764 = add nsw i64 %2763, 1
+  %2765 = add nsw i64 %2764, %relu1_grad.ix172851
+  %arena852 = getelementptr inbounds float, ptr %arena, i64 %2765
+  %2766 = load float, ptr %arena852, align 4
+  store float %2766, ptr %relu1_grad.sum173, align 4
   %sum173 = load float, ptr %relu1_grad.sum173, align 4
-  %2518 = mul nsw i64 %relu1_grad.c158757, 9
-  %2519 = add nsw i64 %2518, 2
-  %2520 = mul nsw i64 %2519, 9216
-  %2521 = add nsw i64 6710544, %2520
-  %2522 = mul nsw i64 %relu1_grad.j157756, 576
-  %2523 = add nsw i64 %2521, %2522
-  %2524 = mul nsw i64 %relu1_grad.iy171773, 24
-  %2525 = add nsw i64 %2523, %2524
-  %2526 = add nsw i64 %2525, 22
-  %2527 = add nsw i64 %2526, %relu1_grad.ix172774
-  %arena776 = getelementptr inbounds float, ptr %arena, i64 %2527
-  %2528 = load float, ptr %arena776, align 4
-  %2529 = fadd float %sum173, %2528
-  store float %2529, ptr %relu1_grad.sum174, align 4
+  %2767 = mul nsw i64 %relu1_grad.c167845, 9
+  %2768 = add nsw i64 %2767, 1
+  %2769 = mul nsw i64 %2768, 9216
+  %2770 = add nsw i64 6710544, %2769
+  %2771 = mul nsw i64 %relu1_grad.j166844, 576
+  %2772 = add nsw i64 %2770, %2771
+  %2773 = mul nsw i64 %relu1_grad.iy171850, 24
+  %2774 = add nsw i64 %2772, %2773
+  %2775 = add nsw i64 %2774, %relu1_grad.ix172851
+  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2775
+  %2776 = load float, ptr %arena853, align 4
+  %2777 = fadd float %sum173, %2776
+  store float %2777, ptr %relu1_grad.sum174, align 4
   %sum174 = load float, ptr %relu1_grad.sum174, align 4
-  %2530 = mul nsw i64 %relu1_grad.g149651, 16
-  %2531 = add nsw i64 %2530, %relu1_grad.j157756
-  %2532 = mul nsw i64 %2531, 21632
-  %2533 = add nsw i64 1384448, %2532
-  %2534 = mul nsw i64 %relu1_grad.c158757, 676
-  %2535 = add nsw i64 %2533, %2534
-  %2536 = mul nsw i64 %relu1_grad.iy171773, 26
-  %2537 = add nsw i64 %2535, %2536
-  %2538 = add nsw i64 %2537, 24
-  %2539 = add nsw i64 %2538, %relu1_grad.ix172774
-  %arena777 = getelementptr inbounds float, ptr %arena, i64 %2539
-  store float %sum174, ptr %arena777, align 4
-  %ix172.next = add nsw i64 %relu1_grad.ix172774, 1
-  %2540 = icmp slt i64 %ix172.next, 1
-  br i1 %2540, label %relu1_grad.ix172, label %relu1_grad.ix172.end
+  %2778 = mul nsw i64 %relu1_grad.g158739, 16
+  %2779 = add nsw i64 %2778, %relu1_grad.j166844
+  %2780 = mul nsw i64 %2779, 21632
+  %2781 = add nsw i64 1384448, %2780
+  %2782 = mul nsw i64 %relu1_grad.c167845, 676
+  %2783 = add nsw i64 %2781, %2782
+  %2784 = mul nsw i64 %relu1_grad.iy171850, 26
+  %2785 = add nsw i64 %2783, %2784
+  %2786 = add nsw i64 %2785, 1
+  %2787 = add nsw i64 %2786, %relu1_grad.ix172851
+  %arena854 = getelementptr inbounds float, ptr %arena, i64 %2787
+  store float %sum174, ptr %arena854, align 4
+  %ix172.next = add nsw i64 %relu1_grad.ix172851, 1
+  %2788 = icmp slt i64 %ix172.next, 1
+  br i1 %2788, label %relu1_grad.ix172, label %relu1_grad.ix172.end
 
 relu1_grad.ix172.end:                             ; preds = %relu1_grad.ix172
-  %iy171.next = add nsw i64 %relu1_grad.iy171773, 1
-  %2541 = icmp slt i64 %iy171.next, 1
-  br i1 %2541, label %relu1_grad.iy171, label %relu1_grad.iy171.end
+  %iy171.next = add nsw i64 %relu1_grad.iy171850, 1
+  %2789 = icmp slt i64 %iy171.next, 1
+  br i1 %2789, label %relu1_grad.iy171, label %relu1_grad.iy171.end
 
 relu1_grad.iy175:                                 ; preds = %relu1_grad.ix176.end, %relu1_grad.iy171.end
-  %relu1_grad.iy175778 = phi i64 [ 0, %relu1_grad.iy171.end ], [ %iy175.next, %relu1_grad.ix176.end ]
+  %relu1_grad.iy175855 = phi i64 [ 0, %relu1_grad.iy171.end ], [ %iy175.next, %relu1_grad.ix176.end ]
   br label %relu1_grad.ix176
 
 relu1_grad.iy175.end:                             ; preds = %relu1_grad.ix176.end
-  br label %relu1_grad.iy178
+  br label %relu1_grad.iy180
 
 relu1_grad.ix176:                                 ; preds = %relu1_grad.ix176, %relu1_grad.iy175
-  %relu1_grad.ix176779 = phi i64 [ 0, %relu1_grad.iy175 ], [ %ix176.next, %relu1_grad.ix176 ]
-  %2542 = mul nsw i64 %relu1_grad.c158757, 9
-  %2543 = add nsw i64 %2542, 2
-  %2544 = mul nsw i64 %2543, 9216
-  %2545 = add nsw i64 6710544, %2544
-  %2546 = mul nsw i64 %relu1_grad.j157756, 576
-  %2547 = add nsw i64 %2545, %2546
-  %2548 = mul nsw i64 %relu1_grad.iy175778, 24
-  %2549 = add nsw i64 %2547, %2548
-  %2550 = add nsw i64 %2549, 23
-  %2551 = add nsw i64 %2550, %relu1_grad.ix176779
-  %arena780 = getelementptr inbounds float, ptr %arena, i64 %2551
-  %2552 = load float, ptr %arena780, align 4
-  store float %2552, ptr %relu1_grad.sum177, align 4
+  %relu1_grad.ix176856 = phi i64 [ 0, %relu1_grad.iy175 ], [ %ix176.next, %relu1_grad.ix176 ]
+  %2790 = mul nsw i64 %relu1_grad.c167845, 9
+  %2791 = mul nsw i64 %2790, 9216
+  %2792 = add nsw i64 6710544, %2791
+  %2793 = mul nsw i64 %relu1_grad.j166844, 576
+  %2794 = add nsw i64 %2792, %2793
+  %2795 = mul nsw i64 %relu1_grad.iy175855, 24
+  %2796 = add nsw i64 %2794, %2795
+  %2797 = add nsw i64 %2796, 2
+  %2798 = add nsw i64 %2797, %relu1_grad.ix176856
+  %arena857 = getelementptr inbounds float, ptr %arena, i64 %2798
+  %2799 = load float, ptr %arena857, align 4
+  store float %2799, ptr %relu1_grad.sum177, align 4
   %sum177 = load float, ptr %relu1_grad.sum177, align 4
-  %2553 = mul nsw i64 %relu1_grad.g149651, 16
-  %2554 = add nsw i64 %2553, %relu1_grad.j157756
-  %2555 = mul nsw i64 %2554, 21632
-  %2556 = add nsw i64 1384448, %2555
-  %2557 = mul nsw i64 %relu1_grad.c158757, 676
-  %2558 = add nsw i64 %2556, %2557
-  %2559 = mul nsw i64 %relu1_grad.iy175778, 26
-  %2560 = add nsw i64 %2558, %2559
-  %2561 = add nsw i64 %2560, 25
-  %2562 = add nsw i64 %2561, %relu1_grad.ix176779
-  %arena781 = getelementptr inbounds float, ptr %arena, i64 %2562
-  store float %sum177, ptr %arena781, align 4
-  %ix176.next = add nsw i64 %relu1_grad.ix176779, 1
-  %2563 = icmp slt i64 %ix176.next, 1
-  br i1 %2563, label %relu1_grad.ix176, label %relu1_grad.ix176.end
+  %2800 = mul nsw i64 %relu1_grad.c167845, 9
+  %2801 = add nsw i64 %2800, 1
+  %2802 = mul nsw i64 %2801, 9216
+  %2803 = add nsw i64 6710544, %2802
+  %2804 = mul nsw i64 %relu1_grad.j166844, 576
+  %2805 = add nsw i64 %2803, %2804
+  %2806 = mul nsw i64 %relu1_grad.iy175855, 24
+  %2807 = add nsw i64 %2805, %2806
+  %2808 = add nsw i64 %2807, 1
+  %2809 = add nsw i64 %2808, %relu1_grad.ix176856
+  %arena858 = getelementptr inbounds float, ptr %arena, i64 %2809
+  %2810 = load float, ptr %arena858, align 4
+  %2811 = fadd float %sum177, %2810
+  store float %2811, ptr %relu1_grad.sum178, align 4
+  %sum178 = load float, ptr %relu1_grad.sum178, align 4
+  %2812 = mul nsw i64 %relu1_grad.c167845, 9
+  %2813 = add nsw i64 %2812, 2
+  %2814 = mul nsw i64 %2813, 9216
+  %2815 = add nsw i64 6710544, %2814
+  %2816 = mul nsw i64 %relu1_grad.j166844, 576
+  %2817 = add nsw i64 %2815, %2816
+  %2818 = mul nsw i64 %relu1_grad.iy175855, 24
+  %2819 = add nsw i64 %2817, %2818
+  %2820 = add nsw i64 %2819, %relu1_grad.ix176856
+  %arena859 = getelementptr inbounds float, ptr %arena, i64 %2820
+  %2821 = load float, ptr %arena859, align 4
+  %2822 = fadd float %sum178, %2821
+  store float %2822, ptr %relu1_grad.sum179, align 4
+  %sum179 = load float, ptr %relu1_grad.sum179, align 4
+  %2823 = mul nsw i64 %relu1_grad.g158739, 16
+  %2824 = add nsw i64 %2823, %relu1_grad.j166844
+  %2825 = mul nsw i64 %2824, 21632
+  %2826 = add nsw i64 1384448, %2825
+  %2827 = mul nsw i64 %relu1_grad.c167845, 676
+  %2828 = add nsw i64 %2826, %2827
+  %2829 = mul nsw i64 %relu1_grad.iy175855, 26
+  %2830 = add nsw i64 %2828, %2829
+  %2831 = add nsw i64 %2830, 2
+  %2832 = add nsw i64 %2831, %relu1_grad.ix176856
+  %arena860 = getelementptr inbounds float, ptr %arena, i64 %2832
+  store float %sum179, ptr %arena860, align 4
+  %ix176.next = add nsw i64 %relu1_grad.ix176856, 1
+  %2833 = icmp slt i64 %ix176.next, 22
+  br i1 %2833, label %relu1_grad.ix176, label %relu1_grad.ix176.end
 
 relu1_grad.ix176.end:                             ; preds = %relu1_grad.ix176
-  %iy175.next = add nsw i64 %relu1_grad.iy175778, 1
-  %2564 = icmp slt i64 %iy175.next, 1
-  br i1 %2564, label %relu1_grad.iy175, label %relu1_grad.iy175.end
+  %iy175.next = add nsw i64 %relu1_grad.iy175855, 1
+  %2834 = icmp slt i64 %iy175.next, 1
+  br i1 %2834, label %relu1_grad.iy175, label %relu1_grad.iy175.end
 
-relu1_grad.iy178:                                 ; preds = %relu1_grad.ix179.end, %relu1_grad.iy175.end
-  %relu1_grad.iy178782 = phi i64 [ 0, %relu1_grad.iy175.end ], [ %iy178.next, %relu1_grad.ix179.end ]
-  br label %relu1_grad.ix179
+relu1_grad.iy180:                                 ; preds = %relu1_grad.ix181.end, %relu1_grad.iy175.end
+  %relu1_grad.iy180861 = phi i64 [ 0, %relu1_grad.iy175.end ], [ %iy180.next, %relu1_grad.ix181.end ]
+  br label %relu1_grad.ix181
 
-relu1_grad.iy178.end:                             ; preds = %relu1_grad.ix179.end
-  br label %relu1_grad.iy182
+relu1_grad.iy180.end:                             ; preds = %relu1_grad.ix181.end
+  br label %relu1_grad.iy184
 
-relu1_grad.ix179:                                 ; preds = %relu1_grad.ix179, %relu1_grad.iy178
-  %relu1_grad.ix179783 = phi i64 [ 0, %relu1_grad.iy178 ], [ %ix179.next, %relu1_grad.ix179 ]
-  %2565 = mul nsw i64 %relu1_grad.c158757, 9
-  %2566 = mul nsw i64 %2565, 9216
-  %2567 = add nsw i64 6710544, %2566
-  %2568 = mul nsw i64 %relu1_grad.j157756, 576
-  %2569 = add nsw i64 %2567, %2568
-  %2570 = add nsw i64 %relu1_grad.iy178782, 1
-  %2571 = mul nsw i64 %2570, 24
-  %2572 = add nsw i64 %2569, %2571
-  %2573 = add nsw i64 %2572, %relu1_grad.ix179783
-  %arena784 = getelementptr inbounds float, ptr %arena, i64 %2573
-  %2574 = load float, ptr %arena784, align 4
-  store float %2574, ptr %relu1_grad.sum180, align 4
-  %sum180 = load float, ptr %relu1_grad.sum180, align 4
-  %2575 = mul nsw i64 %relu1_grad.c158757, 9
-  %2576 = add nsw i64 %2575, 3
-  %2577 = mul nsw i64 %2576, 9216
-  %2578 = add nsw i64 6710544, %2577
-  %2579 = mul nsw i64 %relu1_grad.j157756, 576
-  %2580 = add nsw i64 %2578, %2579
-  %2581 = add nsw i64 %relu1_grad.iy178782, 1
-  %2582 = add nsw i64 %2581, -1
-  %2583 = mul nsw i64 %2582, 24
-  %2584 = add nsw i64 %2580, %2583
-  %2585 = add nsw i64 %2584, %relu1_grad.ix179783
-  %arena785 = getelementptr inbounds float, ptr %arena, i64 %2585
-  %2586 = load float, ptr %arena785, align 4
-  %2587 = fadd float %sum180, %2586
-  store float %2587, ptr %relu1_grad.sum181, align 4
-  %sum181 = load float, ptr %relu1_grad.sum181, align 4
-  %2588 = mul nsw i64 %relu1_grad.g149651, 16
-  %2589 = add nsw i64 %2588, %relu1_grad.j157756
-  %2590 = mul nsw i64 %2589, 21632
-  %2591 = add nsw i64 1384448, %2590
-  %2592 = mul nsw i64 %relu1_grad.c158757, 676
-  %2593 = add nsw i64 %2591, %2592
-  %2594 = add nsw i64 %relu1_grad.iy178782, 1
-  %2595 = mul nsw i64 %2594, 26
-  %2596 = add nsw i64 %2593, %2595
-  %2597 = add nsw i64 %2596, %relu1_grad.ix179783
-  %arena786 = getelementptr inbounds float, ptr %arena, i64 %2597
-  store float %sum181, ptr %arena786, align 4
-  %ix179.next = add nsw i64 %relu1_grad.ix179783, 1
-  %2598 = icmp slt i64 %ix179.next, 1
-  br i1 %2598, label %relu1_grad.ix179, label %relu1_grad.ix179.end
+relu1_grad.ix181:                                 ; preds = %relu1_grad.ix181, %relu1_grad.iy180
+  %relu1_grad.ix181862 = phi i64 [ 0, %relu1_grad.iy180 ], [ %ix181.next, %relu1_grad.ix181 ]
+  %2835 = mul nsw i64 %relu1_grad.c167845, 9
+  %2836 = add nsw i64 %2835, 1
+  %2837 = mul nsw i64 %2836, 9216
+  %2838 = add nsw i64 6710544, %2837
+  %2839 = mul nsw i64 %relu1_grad.j166844, 576
+  %2840 = add nsw i64 %2838, %2839
+  %2841 = mul nsw i64 %relu1_grad.iy180861, 24
+  %2842 = add nsw i64 %2840, %2841
+  %2843 = add nsw i64 %2842, 23
+  %2844 = add nsw i64 %2843, %relu1_grad.ix181862
+  %arena863 = getelementptr inbounds float, ptr %arena, i64 %2844
+  %2845 = load float, ptr %arena863, align 4
+  store float %2845, ptr %relu1_grad.sum182, align 4
+  %sum182 = load float, ptr %relu1_grad.sum182, align 4
+  %2846 = mul nsw i64 %relu1_grad.c167845, 9
+  %2847 = add nsw i64 %2846, 2
+  %2848 = mul nsw i64 %2847, 9216
+  %2849 = add nsw i64 6710544, %2848
+  %2850 = mul nsw i64 %relu1_grad.j166844, 576
+  %2851 = add nsw i64 %2849, %2850
+  %2852 = mul nsw i64 %relu1_grad.iy180861, 24
+  %2853 = add nsw i64 %2851, %2852
+  %2854 = add nsw i64 %2853, 22
+  %2855 = add nsw i64 %2854, %relu1_grad.ix181862
+  %arena864 = getelementptr inbounds float, ptr %arena, i64 %2855
+  %2856 = load float, ptr %arena864, align 4
+  %2857 = fadd float %sum182, %2856
+  store float %2857, ptr %relu1_grad.sum183, align 4
+  %sum183 = load float, ptr %relu1_grad.sum183, align 4
+  %2858 = mul nsw i64 %relu1_grad.g158739, 16
+  %2859 = add nsw i64 %2858, %relu1_grad.j166844
+  %2860 = mul nsw i64 %2859, 21632
+  %2861 = add nsw i64 1384448, %2860
+  %2862 = mul nsw i64 %relu1_grad.c167845, 676
+  %2863 = add nsw i64 %2861, %2862
+  %2864 = mul nsw i64 %relu1_grad.iy180861, 26
+  %2865 = add nsw i64 %2863, %2864
+  %2866 = add nsw i64 %2865, 24
+  %2867 = add nsw i64 %2866, %relu1_grad.ix181862
+  %arena865 = getelementptr inbounds float, ptr %arena, i64 %2867
+  store float %sum183, ptr %arena865, align 4
+  %ix181.next = add nsw i64 %relu1_grad.ix181862, 1
+  %2868 = icmp slt i64 %ix181.next, 1
+  br i1 %2868, label %relu1_grad.ix181, label %relu1_grad.ix181.end
 
-relu1_grad.ix179.end:                             ; preds = %relu1_grad.ix179
-  %iy178.next = add nsw i64 %relu1_grad.iy178782, 1
-  %2599 = icmp slt i64 %iy178.next, 1
-  br i1 %2599, label %relu1_grad.iy178, label %relu1_grad.iy178.end
+relu1_grad.ix181.end:                             ; preds = %relu1_grad.ix181
+  %iy180.next = add nsw i64 %relu1_grad.iy180861, 1
+  %2869 = icmp slt i64 %iy180.next, 1
+  br i1 %2869, label %relu1_grad.iy180, label %relu1_grad.iy180.end
 
-relu1_grad.iy182:                                 ; preds = %relu1_grad.ix183.end, %relu1_grad.iy178.end
-  %relu1_grad.iy182787 = phi i64 [ 0, %relu1_grad.iy178.end ], [ %iy182.next, %relu1_grad.ix183.end ]
-  br label %relu1_grad.ix183
+relu1_grad.iy184:                                 ; preds = %relu1_grad.ix185.end, %relu1_grad.iy180.end
+  %relu1_grad.iy184866 = phi i64 [ 0, %relu1_grad.iy180.end ], [ %iy184.next, %relu1_grad.ix185.end ]
+  br label %relu1_grad.ix185
 
-relu1_grad.iy182.end:                             ; preds = %relu1_grad.ix183.end
-  br label %relu1_grad.iy188
+relu1_grad.iy184.end:                             ; preds = %relu1_grad.ix185.end
+  br label %relu1_grad.iy187
 
-relu1_grad.ix183:                                 ; preds = %relu1_grad.ix183, %relu1_grad.iy182
-  %relu1_grad.ix183788 = phi i64 [ 0, %relu1_grad.iy182 ], [ %ix183.next, %relu1_grad.ix183 ]
-  %2600 = mul nsw i64 %relu1_grad.c158757, 9
-  %2601 = mul nsw i64 %2600, 9216
-  %2602 = add nsw i64 6710544, %2601
-  %2603 = mul nsw i64 %relu1_grad.j157756, 576
-  %2604 = add nsw i64 %2602, %2603
-  %2605 = add nsw i64 %relu1_grad.iy182787, 1
-  %2606 = mul nsw i64 %2605, 24
-  %2607 = add nsw i64 %2604, %2606
-  %2608 = add nsw i64 %2607, 1
-  %2609 = add nsw i64 %2608, %relu1_grad.ix183788
-  %arena789 = getelementptr inbounds float, ptr %arena, i64 %2609
-  %2610 = load float, ptr %arena789, align 4
-  store float %2610, ptr %relu1_grad.sum184, align 4
-  %sum184 = load float, ptr %relu1_grad.sum184, align 4
-  %2611 = mul nsw i64 %relu1_grad.c158757, 9
-  %2612 = add nsw i64 %2611, 1
-  %2613 = mul nsw i64 %2612, 9216
-  %2614 = add nsw i64 6710544, %2613
-  %2615 = mul nsw i64 %relu1_grad.j157756, 576
-  %2616 = add nsw i64 %2614, %2615
-  %2617 = add nsw i64 %relu1_grad.iy182787, 1
-  %2618 = mul nsw i64 %2617, 24
-  %2619 = add nsw i64 %2616, %2618
-  %2620 = add nsw i64 %2619, %relu1_grad.ix183788
-  %arena790 = getelementptr inbounds float, ptr %arena, i64 %2620
-  %2621 = load float, ptr %arena790, align 4
-  %2622 = fadd float %sum184, %2621
-  store float %2622, ptr %relu1_grad.sum185, align 4
-  %sum185 = load float, ptr %relu1_grad.sum185, align 4
-  %2623 = mul nsw i64 %relu1_grad.c158757, 9
-  %2624 = add nsw i64 %2623, 3
-  %2625 = mul nsw i64 %2624, 9216
-  %2626 = add nsw i64 6710544, %2625
-  %2627 = mul nsw i64 %relu1_grad.j157756, 576
-  %2628 = add nsw i64 %2626, %2627
-  %2629 = add nsw i64 %relu1_grad.iy182787, 1
-  %2630 = add nsw i64 %2629, -1
-  %2631 = mul nsw i64 %2630, 24
-  %2632 = add nsw i64 %2628, %2631
-  %2633 = add nsw i64 %2632, 1
-  %2634 = add nsw i64 %2633, %relu1_grad.ix183788
-  %arena791 = getelementptr inbounds float, ptr %arena, i64 %2634
-  %2635 = load float, ptr %arena791, align 4
-  %2636 = fadd float %sum185, %2635
-  store float %2636, ptr %relu1_grad.sum186, align 4
+relu1_grad.ix185:                                 ; preds = %relu1_grad.ix185, %relu1_grad.iy184
+  %relu1_grad.ix185867 = phi i64 [ 0, %relu1_grad.iy184 ], [ %ix185.next, %relu1_grad.ix185 ]
+  %2870 = mul nsw i64 %relu1_grad.c167845, 9
+  %2871 = add nsw i64 %2870, 2
+  %2872 = mul nsw i64 %2871, 9216
+  %2873 = add nsw i64 6710544, %2872
+  %2874 = mul nsw i64 %relu1_grad.j166844, 576
+  %2875 = add nsw i64 %2873, %2874
+  %2876 = mul nsw i64 %relu1_grad.iy184866, 24
+  %2877 = add nsw i64 %2875, %2876
+  %2878 = add nsw i64 %2877, 23
+  %2879 = add nsw i64 %2878, %relu1_grad.ix185867
+  %arena868 = getelementptr inbounds float, ptr %arena, i64 %2879
+  %2880 = load float, ptr %arena868, align 4
+  store float %2880, ptr %relu1_grad.sum186, align 4
   %sum186 = load float, ptr %relu1_grad.sum186, align 4
-  %2637 = mul nsw i64 %relu1_grad.c158757, 9
-  %2638 = add nsw i64 %2637, 4
-  %2639 = mul nsw i64 %2638, 9216
-  %2640 = add nsw i64 6710544, %2639
-  %2641 = mul nsw i64 %relu1_grad.j157756, 576
-  %2642 = add nsw i64 %2640, %2641
-  %2643 = add nsw i64 %relu1_grad.iy182787, 1
-  %2644 = add nsw i64 %2643, -1
-  %2645 = mul nsw i64 %2644, 24
-  %2646 = add nsw i64 %2642, %2645
-  %2647 = add nsw i64 %2646, %relu1_grad.ix183788
-  %arena792 = getelementptr inbounds float, ptr %arena, i64 %2647
-  %2648 = load float, ptr %arena792, align 4
-  %2649 = fadd float %sum186, %2648
-  store float %2649, ptr %relu1_grad.sum187, align 4
-  %sum187 = load float, ptr %relu1_grad.sum187, align 4
-  %2650 = mul nsw i64 %relu1_grad.g149651, 16
-  %2651 = add nsw i64 %2650, %relu1_grad.j157756
-  %2652 = mul nsw i64 %2651, 21632
-  %2653 = add nsw i64 1384448, %2652
-  %2654 = mul nsw i64 %relu1_grad.c158757, 676
-  %2655 = add nsw i64 %2653, %2654
-  %2656 = add nsw i64 %relu1_grad.iy182787, 1
-  %2657 = mul nsw i64 %2656, 26
-  %2658 = add nsw i64 %2655, %2657
-  %2659 = add nsw i64 %2658, 1
-  %2660 = add nsw i64 %2659, %relu1_grad.ix183788
-  %arena793 = getelementptr inbounds float, ptr %arena, i64 %2660
-  store float %sum187, ptr %arena793, align 4
-  %ix183.next = add nsw i64 %relu1_grad.ix183788, 1
-  %2661 = icmp slt i64 %ix183.next, 1
-  br i1 %2661, label %relu1_grad.ix183, label %relu1_grad.ix183.end
+  %2881 = mul nsw i64 %relu1_grad.g158739, 16
+  %2882 = add nsw i64 %2881, %relu1_grad.j166844
+  %2883 = mul nsw i64 %2882, 21632
+  %2884 = add nsw i64 1384448, %2883
+  %2885 = mul nsw i64 %relu1_grad.c167845, 676
+  %2886 = add nsw i64 %2884, %2885
+  %2887 = mul nsw i64 %relu1_grad.iy184866, 26
+  %2888 = add nsw i64 %2886, %2887
+  %2889 = add nsw i64 %2888, 25
+  %2890 = add nsw i64 %2889, %relu1_grad.ix185867
+  %arena869 = getelementptr inbounds float, ptr %arena, i64 %2890
+  store float %sum186, ptr %arena869, align 4
+  %ix185.next = add nsw i64 %relu1_grad.ix185867, 1
+  %2891 = icmp slt i64 %ix185.next, 1
+  br i1 %2891, label %relu1_grad.ix185, label %relu1_grad.ix185.end
 
-relu1_grad.ix183.end:                             ; preds = %relu1_grad.ix183
-  %iy182.next = add nsw i64 %relu1_grad.iy182787, 1
-  %2662 = icmp slt i64 %iy182.next, 1
-  br i1 %2662, label %relu1_grad.iy182, label %relu1_grad.iy182.end
+relu1_grad.ix185.end:                             ; preds = %relu1_grad.ix185
+  %iy184.next = add nsw i64 %relu1_grad.iy184866, 1
+  %2892 = icmp slt i64 %iy184.next, 1
+  br i1 %2892, label %relu1_grad.iy184, label %relu1_grad.iy184.end
 
-relu1_grad.iy188:                                 ; preds = %relu1_grad.ix189.end, %relu1_grad.iy182.end
-  %relu1_grad.iy188794 = phi i64 [ 0, %relu1_grad.iy182.end ], [ %iy188.next, %relu1_grad.ix189.end ]
-  br label %relu1_grad.ix189
+relu1_grad.iy187:                                 ; preds = %relu1_grad.ix188.end, %relu1_grad.iy184.end
+  %relu1_grad.iy187870 = phi i64 [ 0, %relu1_grad.iy184.end ], [ %iy187.next, %relu1_grad.ix188.end ]
+  br label %relu1_grad.ix188
 
-relu1_grad.iy188.end:                             ; preds = %relu1_grad.ix189.end
-  br label %relu1_grad.iy196
+relu1_grad.iy187.end:                             ; preds = %relu1_grad.ix188.end
+  br label %relu1_grad.iy191
 
-relu1_grad.ix189:                                 ; preds = %relu1_grad.ix189, %relu1_grad.iy188
-  %relu1_grad.ix189795 = phi i64 [ 0, %relu1_grad.iy188 ], [ %ix189.next, %relu1_grad.ix189 ]
-  %2663 = mul nsw i64 %relu1_grad.c158757, 9
-  %2664 = mul nsw i64 %2663, 9216
-  %2665 = add nsw i64 6710544, %2664
-  %2666 = mul nsw i64 %relu1_grad.j157756, 576
-  %2667 = add nsw i64 %2665, %2666
-  %2668 = add nsw i64 %relu1_grad.iy188794, 1
-  %2669 = mul nsw i64 %2668, 24
-  %2670 = add nsw i64 %2667, %2669
-  %2671 = add nsw i64 %2670, 2
-  %2672 = add nsw i64 %2671, %relu1_grad.ix189795
-  %arena796 = getelementptr inbounds float, ptr %arena, i64 %2672
-  %2673 = load float, ptr %arena796, align 4
-  store float %2673, ptr %relu1_grad.sum190, align 4
+relu1_grad.ix188:                                 ; preds = %relu1_grad.ix188, %relu1_grad.iy187
+  %relu1_grad.ix188871 = phi i64 [ 0, %relu1_grad.iy187 ], [ %ix188.next, %relu1_grad.ix188 ]
+  %2893 = mul nsw i64 %relu1_grad.c167845, 9
+  %2894 = mul nsw i64 %2893, 9216
+  %2895 = add nsw i64 6710544, %2894
+  %2896 = mul nsw i64 %relu1_grad.j166844, 576
+  %2897 = add nsw i64 %2895, %2896
+  %2898 = add nsw i64 %relu1_grad.iy187870, 1
+  %2899 = mul nsw i64 %2898, 24
+  %2900 = add nsw i64 %2897, %2899
+  %2901 = add nsw i64 %2900, %relu1_grad.ix188871
+  %arena872 = getelementptr inbounds float, ptr %arena, i64 %2901
+  %2902 = load float, ptr %arena872, align 4
+  store float %2902, ptr %relu1_grad.sum189, align 4
+  %sum189 = load float, ptr %relu1_grad.sum189, align 4
+  %2903 = mul nsw i64 %relu1_grad.c167845, 9
+  %2904 = add nsw i64 %2903, 3
+  %2905 = mul nsw i64 %2904, 9216
+  %2906 = add nsw i64 6710544, %2905
+  %2907 = mul nsw i64 %relu1_grad.j166844, 576
+  %2908 = add nsw i64 %2906, %2907
+  %2909 = add nsw i64 %relu1_grad.iy187870, 1
+  %2910 = add nsw i64 %2909, -1
+  %2911 = mul nsw i64 %2910, 24
+  %2912 = add nsw i64 %2908, %2911
+  %2913 = add nsw i64 %2912, %relu1_grad.ix188871
+  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2913
+  %2914 = load float, ptr %arena873, align 4
+  %2915 = fadd float %sum189, %2914
+  store float %2915, ptr %relu1_grad.sum190, align 4
   %sum190 = load float, ptr %relu1_grad.sum190, align 4
-  %2674 = mul nsw i64 %relu1_grad.c158757, 9
-  %2675 = add nsw i64 %2674, 1
-  %2676 = mul nsw i64 %2675, 9216
-  %2677 = add nsw i64 6710544, %2676
-  %2678 = mul nsw i64 %relu1_grad.j157756, 576
-  %2679 = add nsw i64 %2677, %2678
-  %2680 = add nsw i64 %relu1_grad.iy188794, 1
-  %2681 = mul nsw i64 %2680, 24
-  %2682 = add nsw i64 %2679, %2681
-  %2683 = add nsw i64 %2682, 1
-  %2684 = add nsw i64 %2683, %relu1_grad.ix189795
-  %arena797 = getelementptr inbounds float, ptr %arena, i64 %2684
-  %2685 = load float, ptr %arena797, align 4
-  %2686 = fadd float %sum190, %2685
-  store float %2686, ptr %relu1_grad.sum191, align 4
-  %sum191 = load float, ptr %relu1_grad.sum191, align 4
-  %2687 = mul nsw i64 %relu1_grad.c158757, 9
-  %2688 = add nsw i64 %2687, 2
-  %2689 = mul nsw i64 %2688, 9216
-  %2690 = add nsw i64 6710544, %2689
-  %2691 = mul nsw i64 %relu1_grad.j157756, 576
-  %2692 = add nsw i64 %2690, %2691
-  %2693 = add nsw i64 %relu1_grad.iy188794, 1
-  %2694 = mul nsw i64 %2693, 24
-  %2695 = add nsw i64 %2692, %2694
-  %2696 = add nsw i64 %2695, %relu1_grad.ix189795
-  %arena798 = getelementptr inbounds float, ptr %arena, i64 %2696
-  %2697 = load float, ptr %arena798, align 4
-  %2698 = fadd float %sum191, %2697
-  store float %2698, ptr %relu1_grad.sum192, align 4
-  %sum192 = load float, ptr %relu1_grad.sum192, align 4
-  %2699 = mul nsw i64 %relu1_grad.c158757, 9
-  %2700 = add nsw i64 %2699, 3
-  %2701 = mul nsw i64 %2700, 9216
-  %2702 = add nsw i64 6710544, %2701
-  %2703 = mul nsw i64 %relu1_grad.j157756, 576
-  %2704 = add nsw i64 %2702, %2703
-  %2705 = add nsw i64 %relu1_grad.iy188794, 1
-  %2706 = add nsw i64 %2705, -1
-  %2707 = mul nsw i64 %2706, 24
-  %2708 = add nsw i64 %2704, %2707
-  %2709 = add nsw i64 %2708, 2
-  %2710 = add nsw i64 %2709, %relu1_grad.ix189795
-  %arena799 = getelementptr inbounds float, ptr %arena, i64 %2710
-  %2711 = load float, ptr %arena799, align 4
-  %2712 = fadd float %sum192, %2711
-  store float %2712, ptr %relu1_grad.sum193, align 4
+  %2916 = mul nsw i64 %relu1_grad.g158739, 16
+  %2917 = add nsw i64 %2916, %relu1_grad.j166844
+  %2918 = mul nsw i64 %2917, 21632
+  %2919 = add nsw i64 1384448, %2918
+  %2920 = mul nsw i64 %relu1_grad.c167845, 676
+  %2921 = add nsw i64 %2919, %2920
+  %2922 = add nsw i64 %relu1_grad.iy187870, 1
+  %2923 = mul nsw i64 %2922, 26
+  %2924 = add nsw i64 %2921, %2923
+  %2925 = add nsw i64 %2924, %relu1_grad.ix188871
+  %arena874 = getelementptr inbounds float, ptr %arena, i64 %2925
+  store float %sum190, ptr %arena874, align 4
+  %ix188.next = add nsw i64 %relu1_grad.ix188871, 1
+  %2926 = icmp slt i64 %ix188.next, 1
+  br i1 %2926, label %relu1_grad.ix188, label %relu1_grad.ix188.end
+
+relu1_grad.ix188.end:                             ; preds = %relu1_grad.ix188
+  %iy187.next = add nsw i64 %relu1_grad.iy187870, 1
+  %2927 = icmp slt i64 %iy187.next, 1
+  br i1 %2927, label %relu1_grad.iy187, label %relu1_grad.iy187.end
+
+relu1_grad.iy191:                                 ; preds = %relu1_grad.ix192.end, %relu1_grad.iy187.end
+  %relu1_grad.iy191875 = phi i64 [ 0, %relu1_grad.iy187.end ], [ %iy191.next, %relu1_grad.ix192.end ]
+  br label %relu1_grad.ix192
+
+relu1_grad.iy191.end:                             ; preds = %relu1_grad.ix192.end
+  br label %relu1_grad.iy197
+
+relu1_grad.ix192:                                 ; preds = %relu1_grad.ix192, %relu1_grad.iy191
+  %relu1_grad.ix192876 = phi i64 [ 0, %relu1_grad.iy191 ], [ %ix192.next, %relu1_grad.ix192 ]
+  %2928 = mul nsw i64 %relu1_grad.c167845, 9
+  %2929 = mul nsw i64 %2928, 9216
+  %2930 = add nsw i64 6710544, %2929
+  %2931 = mul nsw i64 %relu1_grad.j166844, 576
+  %2932 = add nsw i64 %2930, %2931
+  %2933 = add nsw i64 %relu1_grad.iy191875, 1
+  %2934 = mul nsw i64 %2933, 24
+  %2935 = add nsw i64 %2932, %2934
+  %2936 = add nsw i64 %2935, 1
+  %2937 = add nsw i64 %2936, %relu1_grad.ix192876
+  %arena877 = getelementptr inbounds float, ptr %arena, i64 %2937
+  %2938 = load float, ptr %arena877, align 4
+  store float %2938, ptr %relu1_grad.sum193, align 4
   %sum193 = load float, ptr %relu1_grad.sum193, align 4
-  %2713 = mul nsw i64 %relu1_grad.c158757, 9
-  %2714 = add nsw i64 %2713, 4
-  %2715 = mul nsw i64 %2714, 9216
-  %2716 = add nsw i64 6710544, %2715
-  %2717 = mul nsw i64 %relu1_grad.j157756, 576
-  %2718 = add nsw i64 %2716, %2717
-  %2719 = add nsw i64 %relu1_grad.iy188794, 1
-  %2720 = add nsw i64 %2719, -1
-  %2721 = mul nsw i64 %2720, 24
-  %2722 = add nsw i64 %2718, %2721
-  %2723 = add nsw i64 %2722, 1
-  %2724 = add nsw i64 %2723, %relu1_grad.ix189795
-  %arena800 = getelementptr inbounds float, ptr %arena, i64 %2724
-  %2725 = load float, ptr %arena800, align 4
-  %2726 = fadd float %sum193, %2725
-  store float %2726, ptr %relu1_grad.sum194, align 4
+  %2939 = mul nsw i64 %relu1_grad.c167845, 9
+  %2940 = add nsw i64 %2939, 1
+  %2941 = mul nsw i64 %2940, 9216
+  %2942 = add nsw i64 6710544, %2941
+  %2943 = mul nsw i64 %relu1_grad.j166844, 576
+  %2944 = add nsw i64 %2942, %2943
+  %2945 = add nsw i64 %relu1_grad.iy191875, 1
+  %2946 = mul nsw i64 %2945, 24
+  %2947 = add nsw i64 %2944, %2946
+  %2948 = add nsw i64 %2947, %relu1_grad.ix192876
+  %arena878 = getelementptr inbounds float, ptr %arena, i64 %2948
+  %2949 = load float, ptr %arena878, align 4
+  %2950 = fadd float %sum193, %2949
+  store float %2950, ptr %relu1_grad.sum194, align 4
   %sum194 = load float, ptr %relu1_grad.sum194, align 4
-  %2727 = mul nsw i64 %relu1_grad.c158757, 9
-  %2728 = add nsw i64 %2727, 5
-  %2729 = mul nsw i64 %2728, 9216
-  %2730 = add nsw i64 6710544, %2729
-  %2731 = mul nsw i64 %relu1_grad.j157756, 576
-  %2732 = add nsw i64 %2730, %2731
-  %2733 = add nsw i64 %relu1_grad.iy188794, 1
-  %2734 = add nsw i64 %2733, -1
-  %2735 = mul nsw i64 %2734, 24
-  %2736 = add nsw i64 %2732, %2735
-  %2737 = add nsw i64 %2736, %relu1_grad.ix189795
-  %arena801 = getelementptr inbounds float, ptr %arena, i64 %2737
-  %2738 = load float, ptr %arena801, align 4
-  %2739 = fadd float %sum194, %2738
-  store float %2739, ptr %relu1_grad.sum195, align 4
+  %2951 = mul nsw i64 %relu1_grad.c167845, 9
+  %2952 = add nsw i64 %2951, 3
+  %2953 = mul nsw i64 %2952, 9216
+  %2954 = add nsw i64 6710544, %2953
+  %2955 = mul nsw i64 %relu1_grad.j166844, 576
+  %2956 = add nsw i64 %2954, %2955
+  %2957 = add nsw i64 %relu1_grad.iy191875, 1
+  %2958 = add nsw i64 %2957, -1
+  %2959 = mul nsw i64 %2958, 24
+  %2960 = add nsw i64 %2956, %2959
+  %2961 = add nsw i64 %2960, 1
+  %2962 = add nsw i64 %2961, %relu1_grad.ix192876
+  %arena879 = getelementptr inbounds float, ptr %arena, i64 %2962
+  %2963 = load float, ptr %arena879, align 4
+  %2964 = fadd float %sum194, %2963
+  store float %2964, ptr %relu1_grad.sum195, align 4
   %sum195 = load float, ptr %relu1_grad.sum195, align 4
-  %2740 = mul nsw i64 %relu1_grad.g149651, 16
-  %2741 = add nsw i64 %2740, %relu1_grad.j157756
-  %2742 = mul nsw i64 %2741, 21632
-  %2743 = add nsw i64 1384448, %2742
-  %2744 = mul nsw i64 %relu1_grad.c158757, 676
-  %2745 = add nsw i64 %2743, %2744
-  %2746 = add nsw i64 %relu1_grad.iy188794, 1
-  %2747 = mul nsw i64 %2746, 26
-  %2748 = add nsw i64 %2745, %2747
-  %2749 = add nsw i64 %2748, 2
-  %2750 = add nsw i64 %2749, %relu1_grad.ix189795
-  %arena802 = getelementptr inbounds float, ptr %arena, i64 %2750
-  store float %sum195, ptr %arena802, align 4
-  %ix189.next = add nsw i64 %relu1_grad.ix189795, 1
-  %2751 = icmp slt i64 %ix189.next, 22
-  br i1 %2751, label %relu1_grad.ix189, label %relu1_grad.ix189.end
+  %2965 = mul nsw i64 %relu1_grad.c167845, 9
+  %2966 = add nsw i64 %2965, 4
+  %2967 = mul nsw i64 %2966, 9216
+  %2968 = add nsw i64 6710544, %2967
+  %2969 = mul nsw i64 %relu1_grad.j166844, 576
+  %2970 = add nsw i64 %2968, %2969
+  %2971 = add nsw i64 %relu1_grad.iy191875, 1
+  %2972 = add nsw i64 %2971, -1
+  %2973 = mul nsw i64 %2972, 24
+  %2974 = add nsw i64 %2970, %2973
+  %2975 = add nsw i64 %2974, %relu1_grad.ix192876
+  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2975
+  %2976 = load float, ptr %arena880, align 4
+  %2977 = fadd float %sum195, %2976
+  store float %2977, ptr %relu1_grad.sum196, align 4
+  %sum196 = load float, ptr %relu1_grad.sum196, align 4
+  %2978 = mul nsw i64 %relu1_grad.g158739, 16
+  %2979 = add nsw i64 %2978, %relu1_grad.j166844
+  %2980 = mul nsw i64 %2979, 21632
+  %2981 = add nsw i64 1384448, %2980
+  %2982 = mul nsw i64 %relu1_grad.c167845, 676
+  %2983 = add nsw i64 %2981, %2982
+  %2984 = add nsw i64 %relu1_grad.iy191875, 1
+  %2985 = mul nsw i64 %2984, 26
+  %2986 = add nsw i64 %2983, %2985
+  %2987 = add nsw i64 %2986, 1
+  %2988 = add nsw i64 %2987, %relu1_grad.ix192876
+  %arena881 = getelementptr inbounds float, ptr %arena, i64 %2988
+  store float %sum196, ptr %arena881, align 4
+  %ix192.next = add nsw i64 %relu1_grad.ix192876, 1
+  %2989 = icmp slt i64 %ix192.next, 1
+  br i1 %2989, label %relu1_grad.ix192, label %relu1_grad.ix192.end
 
-relu1_grad.ix189.end:                             ; preds = %relu1_grad.ix189
-  %iy188.next = add nsw i64 %relu1_grad.iy188794, 1
-  %2752 = icmp slt i64 %iy188.next, 1
-  br i1 %2752, label %relu1_grad.iy188, label %relu1_grad.iy188.end
+relu1_grad.ix192.end:                             ; preds = %relu1_grad.ix192
+  %iy191.next = add nsw i64 %relu1_grad.iy191875, 1
+  %2990 = icmp slt i64 %iy191.next, 1
+  br i1 %2990, label %relu1_grad.iy191, label %relu1_grad.iy191.end
 
-relu1_grad.iy196:                                 ; preds = %relu1_grad.ix197.end, %relu1_grad.iy188.end
-  %relu1_grad.iy196803 = phi i64 [ 0, %relu1_grad.iy188.end ], [ %iy196.next, %relu1_grad.ix197.end ]
-  br label %relu1_grad.ix197
+relu1_grad.iy197:                                 ; preds = %relu1_grad.ix198.end, %relu1_grad.iy191.end
+  %relu1_grad.iy197882 = phi i64 [ 0, %relu1_grad.iy191.end ], [ %iy197.next, %relu1_grad.ix198.end ]
+  br label %relu1_grad.ix198
 
-relu1_grad.iy196.end:                             ; preds = %relu1_grad.ix197.end
-  br label %relu1_grad.iy202
+relu1_grad.iy197.end:                             ; preds = %relu1_grad.ix198.end
+  br label %relu1_grad.iy205
 
-relu1_grad.ix197:                                 ; preds = %relu1_grad.ix197, %relu1_grad.iy196
-  %relu1_grad.ix197804 = phi i64 [ 0, %relu1_grad.iy196 ], [ %ix197.next, %relu1_grad.ix197 ]
-  %2753 = mul nsw i64 %relu1_grad.c158757, 9
-  %2754 = add nsw i64 %2753, 1
-  %2755 = mul nsw i64 %2754, 9216
-  %2756 = add nsw i64 6710544, %2755
-  %2757 = mul nsw i64 %relu1_grad.j157756, 576
-  %2758 = add nsw i64 %2756, %2757
-  %2759 = add nsw i64 %relu1_grad.iy196803, 1
-  %2760 = mul nsw i64 %2759, 24
-  %2761 = add nsw i64 %2758, %2760
-  %2762 = add nsw i64 %2761, 23
-  %2763 = add nsw i64 %2762, %relu1_grad.ix197804
-  %arena805 = getelementptr inbounds float, ptr %arena, i64 %2763
-  %2764 = load float, ptr %arena805, align 4
-  store float %2764, ptr %relu1_grad.sum198, align 4
-  %sum198 = load float, ptr %relu1_grad.sum198, align 4
-  %2765 = mul nsw i64 %relu1_grad.c158757, 9
-  %2766 = add nsw i64 %2765, 2
-  %2767 = mul nsw i64 %2766, 9216
-  %2768 = add nsw i64 6710544, %2767
-  %2769 = mul nsw i64 %relu1_grad.j157756, 576
-  %2770 = add nsw i64 %2768, %2769
-  %2771 = add nsw i64 %relu1_grad.iy196803, 1
-  %2772 = mul nsw i64 %2771, 24
-  %2773 = add nsw i64 %2770, %2772
-  %2774 = add nsw i64 %2773, 22
-  %2775 = add nsw i64 %2774, %relu1_grad.ix197804
-  %arena806 = getelementptr inbounds float, ptr %arena, i64 %2775
-  %2776 = load float, ptr %arena806, align 4
-  %2777 = fadd float %sum198, %2776
-  store float %2777, ptr %relu1_grad.sum199, align 4
+relu1_grad.ix198:                                 ; preds = %relu1_grad.ix198, %relu1_grad.iy197
+  %relu1_grad.ix198883 = phi i64 [ 0, %relu1_grad.iy197 ], [ %ix198.next, %relu1_grad.ix198 ]
+  %2991 = mul nsw i64 %relu1_grad.c167845, 9
+  %2992 = mul nsw i64 %2991, 9216
+  %2993 = add nsw i64 6710544, %2992
+  %2994 = mul nsw i64 %relu1_grad.j166844, 576
+  %2995 = add nsw i64 %2993, %2994
+  %2996 = add nsw i64 %relu1_grad.iy197882, 1
+  %2997 = mul nsw i64 %2996, 24
+  %2998 = add nsw i64 %2995, %2997
+  %2999 = add nsw i64 %2998, 2
+  %3000 = add nsw i64 %2999, %relu1_grad.ix198883
+  %arena884 = getelementptr inbounds float, ptr %arena, i64 %3000
+  %3001 = load float, ptr %arena884, align 4
+  store float %3001, ptr %relu1_grad.sum199, align 4
   %sum199 = load float, ptr %relu1_grad.sum199, align 4
-  %2778 = mul nsw i64 %relu1_grad.c158757, 9
-  %2779 = add nsw i64 %2778, 4
-  %2780 = mul nsw i64 %2779, 9216
-  %2781 = add nsw i64 6710544, %2780
-  %2782 = mul nsw i64 %relu1_grad.j157756, 576
-  %2783 = add nsw i64 %2781, %2782
-  %2784 = add nsw i64 %relu1_grad.iy196803, 1
-  %2785 = add nsw i64 %2784, -1
-  %2786 = mul nsw i64 %2785, 24
-  %2787 = add nsw i64 %2783, %2786
-  %2788 = add nsw i64 %2787, 23
-  %2789 = add nsw i64 %2788, %relu1_grad.ix197804
-  %arena807 = getelementptr inbounds float, ptr %arena, i64 %2789
-  %2790 = load float, ptr %arena807, align 4
-  %2791 = fadd float %sum199, %2790
-  store float %2791, ptr %relu1_grad.sum200, align 4
+  %3002 = mul nsw i64 %relu1_grad.c167845, 9
+  %3003 = add nsw i64 %3002, 1
+  %3004 = mul nsw i64 %3003, 9216
+  %3005 = add nsw i64 6710544, %3004
+  %3006 = mul nsw i64 %relu1_grad.j166844, 576
+  %3007 = add nsw i64 %3005, %3006
+  %3008 = add nsw i64 %relu1_grad.iy197882, 1
+  %3009 = mul nsw i64 %3008, 24
+  %3010 = add nsw i64 %3007, %3009
+  %3011 = add nsw i64 %3010, 1
+  %3012 = add nsw i64 %3011, %relu1_grad.ix198883
+  %arena885 = getelementptr inbounds float, ptr %arena, i64 %3012
+  %3013 = load float, ptr %arena885, align 4
+  %3014 = fadd float %sum199, %3013
+  store float %3014, ptr %relu1_grad.sum200, align 4
   %sum200 = load float, ptr %relu1_grad.sum200, align 4
-  %2792 = mul nsw i64 %relu1_grad.c158757, 9
-  %2793 = add nsw i64 %2792, 5
-  %2794 = mul nsw i64 %2793, 9216
-  %2795 = add nsw i64 6710544, %2794
-  %2796 = mul nsw i64 %relu1_grad.j157756, 576
-  %2797 = add nsw i64 %2795, %2796
-  %2798 = add nsw i64 %relu1_grad.iy196803, 1
-  %2799 = add nsw i64 %2798, -1
-  %2800 = mul nsw i64 %2799, 24
-  %2801 = add nsw i64 %2797, %2800
-  %2802 = add nsw i64 %2801, 22
-  %2803 = add nsw i64 %2802, %relu1_grad.ix197804
-  %arena808 = getelementptr inbounds float, ptr %arena, i64 %2803
-  %2804 = load float, ptr %arena808, align 4
-  %2805 = fadd float %sum200, %2804
-  store float %2805, ptr %relu1_grad.sum201, align 4
+  %3015 = mul nsw i64 %relu1_grad.c167845, 9
+  %3016 = add nsw i64 %3015, 2
+  %3017 = mul nsw i64 %3016, 9216
+  %3018 = add nsw i64 6710544, %3017
+  %3019 = mul nsw i64 %relu1_grad.j166844, 576
+  %3020 = add nsw i64 %3018, %3019
+  %3021 = add nsw i64 %relu1_grad.iy197882, 1
+  %3022 = mul nsw i64 %3021, 24
+  %3023 = add nsw i64 %3020, %3022
+  %3024 = add nsw i64 %3023, %relu1_grad.ix198883
+  %arena886 = getelementptr inbounds float, ptr %arena, i64 %3024
+  %3025 = load float, ptr %arena886, align 4
+  %3026 = fadd float %sum200, %3025
+  store float %3026, ptr %relu1_grad.sum201, align 4
   %sum201 = load float, ptr %relu1_grad.sum201, align 4
-  %2806 = mul nsw i64 %relu1_grad.g149651, 16
-  %2807 = add nsw i64 %2806, %relu1_grad.j157756
-  %2808 = mul nsw i64 %2807, 21632
-  %2809 = add nsw i64 1384448, %2808
-  %2810 = mul nsw i64 %relu1_grad.c158757, 676
-  %2811 = add nsw i64 %2809, %2810
-  %2812 = add nsw i64 %relu1_grad.iy196803, 1
-  %2813 = mul nsw i64 %2812, 26
-  %2814 = add nsw i64 %2811, %2813
-  %2815 = add nsw i64 %2814, 24
-  %2816 = add nsw i64 %2815, %relu1_grad.ix197804
-  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2816
-  store float %sum201, ptr %arena809, align 4
-  %ix197.next = add nsw i64 %relu1_grad.ix197804, 1
-  %2817 = icmp slt i64 %ix197.next, 1
-  br i1 %2817, label %relu1_grad.ix197, label %relu1_grad.ix197.end
-
-relu1_grad.ix197.end:                             ; preds = %relu1_grad.ix197
-  %iy196.next = add nsw i64 %relu1_grad.iy196803, 1
-  %2818 = icmp slt i64 %iy196.next, 1
-  br i1 %2818, label %relu1_grad.iy196, label %relu1_grad.iy196.end
-
-relu1_grad.iy202:                                 ; preds = %relu1_grad.ix203.end, %relu1_grad.iy196.end
-  %relu1_grad.iy202810 = phi i64 [ 0, %relu1_grad.iy196.end ], [ %iy202.next, %relu1_grad.ix203.end ]
-  br label %relu1_grad.ix203
-
-relu1_grad.iy202.end:                             ; preds = %relu1_grad.ix203.end
-  br label %relu1_grad.iy206
-
-relu1_grad.ix203:                                 ; preds = %relu1_grad.ix203, %relu1_grad.iy202
-  %relu1_grad.ix203811 = phi i64 [ 0, %relu1_grad.iy202 ], [ %ix203.next, %relu1_grad.ix203 ]
-  %2819 = mul nsw i64 %relu1_grad.c158757, 9
-  %2820 = add nsw i64 %2819, 2
-  %2821 = mul nsw i64 %2820, 9216
-  %2822 = add nsw i64 6710544, %2821
-  %2823 = mul nsw i64 %relu1_grad.j157756, 576
-  %2824 = add nsw i64 %2822, %2823
-  %2825 = add nsw i64 %relu1_grad.iy202810, 1
-  %2826 = mul nsw i64 %2825, 24
-  %2827 = add nsw i64 %2824, %2826
-  %2828 = add nsw i64 %2827, 23
-  %2829 = add nsw i64 %2828, %relu1_grad.ix203811
-  %arena812 = getelementptr inbounds float, ptr %arena, i64 %2829
-  %2830 = load float, ptr %arena812, align 4
-  store float %2830, ptr %relu1_grad.sum204, align 4
+  %3027 = mul nsw i64 %relu1_grad.c167845, 9
+  %3028 = add nsw i64 %3027, 3
+  %3029 = mul nsw i64 %3028, 9216
+  %3030 = add nsw i64 6710544, %3029
+  %3031 = mul nsw i64 %relu1_grad.j166844, 576
+  %3032 = add nsw i64 %3030, %3031
+  %3033 = add nsw i64 %relu1_grad.iy197882, 1
+  %3034 = add nsw i64 %3033, -1
+  %3035 = mul nsw i64 %3034, 24
+  %3036 = add nsw i64 %3032, %3035
+  %3037 = add nsw i64 %3036, 2
+  %3038 = add nsw i64 %3037, %relu1_grad.ix198883
+  %arena887 = getelementptr inbounds float, ptr %arena, i64 %3038
+  %3039 = load float, ptr %arena887, align 4
+  %3040 = fadd float %sum201, %3039
+  store float %3040, ptr %relu1_grad.sum202, align 4
+  %sum202 = load float, ptr %relu1_grad.sum202, align 4
+  %3041 = mul nsw i64 %relu1_grad.c167845, 9
+  %3042 = add nsw i64 %3041, 4
+  %3043 = mul nsw i64 %3042, 9216
+  %3044 = add nsw i64 6710544, %3043
+  %3045 = mul nsw i64 %relu1_grad.j166844, 576
+  %3046 = add nsw i64 %3044, %3045
+  %3047 = add nsw i64 %relu1_grad.iy197882, 1
+  %3048 = add nsw i64 %3047, -1
+  %3049 = mul nsw i64 %3048, 24
+  %3050 = add nsw i64 %3046, %3049
+  %3051 = add nsw i64 %3050, 1
+  %3052 = add nsw i64 %3051, %relu1_grad.ix198883
+  %arena888 = getelementptr inbounds float, ptr %arena, i64 %3052
+  %3053 = load float, ptr %arena888, align 4
+  %3054 = fadd float %sum202, %3053
+  store float %3054, ptr %relu1_grad.sum203, align 4
+  %sum203 = load float, ptr %relu1_grad.sum203, align 4
+  %3055 = mul nsw i64 %relu1_grad.c167845, 9
+  %3056 = add nsw i64 %3055, 5
+  %3057 = mul nsw i64 %3056, 9216
+  %3058 = add nsw i64 6710544, %3057
+  %3059 = mul nsw i64 %relu1_grad.j166844, 576
+  %3060 = add nsw i64 %3058, %3059
+  %3061 = add nsw i64 %relu1_grad.iy197882, 1
+  %3062 = add nsw i64 %3061, -1
+  %3063 = mul nsw i64 %3062, 24
+  %3064 = add nsw i64 %3060, %3063
+  %3065 = add nsw i64 %3064, %relu1_grad.ix198883
+  %arena889 = getelementptr inbounds float, ptr %arena, i64 %3065
+  %3066 = load float, ptr %arena889, align 4
+  %3067 = fadd float %sum203, %3066
+  store float %3067, ptr %relu1_grad.sum204, align 4
   %sum204 = load float, ptr %relu1_grad.sum204, align 4
-  %2831 = mul nsw i64 %relu1_grad.c158757, 9
-  %2832 = add nsw i64 %2831, 5
-  %2833 = mul nsw i64 %2832, 9216
-  %2834 = add nsw i64 6710544, %2833
-  %2835 = mul nsw i64 %relu1_grad.j157756, 576
-  %2836 = add nsw i64 %2834, %2835
-  %2837 = add nsw i64 %relu1_grad.iy202810, 1
-  %2838 = add nsw i64 %2837, -1
-  %2839 = mul nsw i64 %2838, 24
-  %2840 = add nsw i64 %2836, %2839
-  %2841 = add nsw i64 %2840, 23
-  %2842 = add nsw i64 %2841, %relu1_grad.ix203811
-  %arena813 = getelementptr inbounds float, ptr %arena, i64 %2842
-  %2843 = load float, ptr %arena813, align 4
-  %2844 = fadd float %sum204, %2843
-  store float %2844, ptr %relu1_grad.sum205, align 4
-  %sum205 = load float, ptr %relu1_grad.sum205, align 4
-  %2845 = mul nsw i64 %relu1_grad.g149651, 16
-  %2846 = add nsw i64 %2845, %relu1_grad.j157756
-  %2847 = mul nsw i64 %2846, 21632
-  %2848 = add nsw i64 1384448, %2847
-  %2849 = mul nsw i64 %relu1_grad.c158757, 676
-  %2850 = add nsw i64 %2848, %2849
-  %2851 = add nsw i64 %relu1_grad.iy202810, 1
-  %2852 = mul nsw i64 %2851, 26
-  %2853 = add nsw i64 %2850, %2852
-  %2854 = add nsw i64 %2853, 25
-  %2855 = add nsw i64 %2854, %relu1_grad.ix203811
-  %arena814 = getelementptr inbounds float, ptr %arena, i64 %2855
-  store float %sum205, ptr %arena814, align 4
-  %ix203.next = add nsw i64 %relu1_grad.ix203811, 1
-  %2856 = icmp slt i64 %ix203.next, 1
-  br i1 %2856, label %relu1_grad.ix203, label %relu1_grad.ix203.end
+  %3068 = mul nsw i64 %relu1_grad.g158739, 16
+  %3069 = add nsw i64 %3068, %relu1_grad.j166844
+  %3070 = mul nsw i64 %3069, 21632
+  %3071 = add nsw i64 1384448, %3070
+  %3072 = mul nsw i64 %relu1_grad.c167845, 676
+  %3073 = add nsw i64 %3071, %3072
+  %3074 = add nsw i64 %relu1_grad.iy197882, 1
+  %3075 = mul nsw i64 %3074, 26
+  %3076 = add nsw i64 %3073, %3075
+  %3077 = add nsw i64 %3076, 2
+  %3078 = add nsw i64 %3077, %relu1_grad.ix198883
+  %arena890 = getelementptr inbounds float, ptr %arena, i64 %3078
+  store float %sum204, ptr %arena890, align 4
+  %ix198.next = add nsw i64 %relu1_grad.ix198883, 1
+  %3079 = icmp slt i64 %ix198.next, 22
+  br i1 %3079, label %relu1_grad.ix198, label %relu1_grad.ix198.end
 
-relu1_grad.ix203.end:                             ; preds = %relu1_grad.ix203
-  %iy202.next = add nsw i64 %relu1_grad.iy202810, 1
-  %2857 = icmp slt i64 %iy202.next, 1
-  br i1 %2857, label %relu1_grad.iy202, label %relu1_grad.iy202.end
+relu1_grad.ix198.end:                             ; preds = %relu1_grad.ix198
+  %iy197.next = add nsw i64 %relu1_grad.iy197882, 1
+  %3080 = icmp slt i64 %iy197.next, 1
+  br i1 %3080, label %relu1_grad.iy197, label %relu1_grad.iy197.end
 
-relu1_grad.iy206:                                 ; preds = %relu1_grad.ix207.end, %relu1_grad.iy202.end
-  %relu1_grad.iy206815 = phi i64 [ 0, %relu1_grad.iy202.end ], [ %iy206.next, %relu1_grad.ix207.end ]
-  br label %relu1_grad.ix207
+relu1_grad.iy205:                                 ; preds = %relu1_grad.ix206.end, %relu1_grad.iy197.end
+  %relu1_grad.iy205891 = phi i64 [ 0, %relu1_grad.iy197.end ], [ %iy205.next, %relu1_grad.ix206.end ]
+  br label %relu1_grad.ix206
 
-relu1_grad.iy206.end:                             ; preds = %relu1_grad.ix207.end
+relu1_grad.iy205.end:                             ; preds = %relu1_grad.ix206.end
   br label %relu1_grad.iy211
 
-relu1_grad.ix207:                                 ; preds = %relu1_grad.ix207, %relu1_grad.iy206
-  %relu1_grad.ix207816 = phi i64 [ 0, %relu1_grad.iy206 ], [ %ix207.next, %relu1_grad.ix207 ]
-  %2858 = mul nsw i64 %relu1_grad.c158757, 9
-  %2859 = mul nsw i64 %2858, 9216
-  %2860 = add nsw i64 6710544, %2859
-  %2861 = mul nsw i64 %relu1_grad.j157756, 576
-  %2862 = add nsw i64 %2860, %2861
-  %2863 = add nsw i64 %relu1_grad.iy206815, 2
-  %2864 = mul nsw i64 %2863, 24
-  %2865 = add nsw i64 %2862, %2864
-  %2866 = add nsw i64 %2865, %relu1_grad.ix207816
-  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2866
-  %2867 = load float, ptr %arena817, align 4
-  store float %2867, ptr %relu1_grad.sum208, align 4
+relu1_grad.ix206:                                 ; preds = %relu1_grad.ix206, %relu1_grad.iy205
+  %relu1_grad.ix206892 = phi i64 [ 0, %relu1_grad.iy205 ], [ %ix206.next, %relu1_grad.ix206 ]
+  %3081 = mul nsw i64 %relu1_grad.c167845, 9
+  %3082 = add nsw i64 %3081, 1
+  %3083 = mul nsw i64 %3082, 9216
+  %3084 = add nsw i64 6710544, %3083
+  %3085 = mul nsw i64 %relu1_grad.j166844, 576
+  %3086 = add nsw i64 %3084, %3085
+  %3087 = add nsw i64 %relu1_grad.iy205891, 1
+  %3088 = mul nsw i64 %3087, 24
+  %3089 = add nsw i64 %3086, %3088
+  %3090 = add nsw i64 %3089, 23
+  %3091 = add nsw i64 %3090, %relu1_grad.ix206892
+  %arena893 = getelementptr inbounds float, ptr %arena, i64 %3091
+  %3092 = load float, ptr %arena893, align 4
+  store float %3092, ptr %relu1_grad.sum207, align 4
+  %sum207 = load float, ptr %relu1_grad.sum207, align 4
+  %3093 = mul nsw i64 %relu1_grad.c167845, 9
+  %3094 = add nsw i64 %3093, 2
+  %3095 = mul nsw i64 %3094, 9216
+  %3096 = add nsw i64 6710544, %3095
+  %3097 = mul nsw i64 %relu1_grad.j166844, 576
+  %3098 = add nsw i64 %3096, %3097
+  %3099 = add nsw i64 %relu1_grad.iy205891, 1
+  %3100 = mul nsw i64 %3099, 24
+  %3101 = add nsw i64 %3098, %3100
+  %3102 = add nsw i64 %3101, 22
+  %3103 = add nsw i64 %3102, %relu1_grad.ix206892
+  %arena894 = getelementptr inbounds float, ptr %arena, i64 %3103
+  %3104 = load float, ptr %arena894, align 4
+  %3105 = fadd float %sum207, %3104
+  store float %3105, ptr %relu1_grad.sum208, align 4
   %sum208 = load float, ptr %relu1_grad.sum208, align 4
-  %2868 = mul nsw i64 %relu1_grad.c158757, 9
-  %2869 = add nsw i64 %2868, 3
-  %2870 = mul nsw i64 %2869, 9216
-  %2871 = add nsw i64 6710544, %2870
-  %2872 = mul nsw i64 %relu1_grad.j157756, 576
-  %2873 = add nsw i64 %2871, %2872
-  %2874 = add nsw i64 %relu1_grad.iy206815, 2
-  %2875 = add nsw i64 %2874, -1
-  %2876 = mul nsw i64 %2875, 24
-  %2877 = add nsw i64 %2873, %2876
-  %2878 = add nsw i64 %2877, %relu1_grad.ix207816
-  %arena818 = getelementptr inbounds float, ptr %arena, i64 %2878
-  %2879 = load float, ptr %arena818, align 4
-  %2880 = fadd float %sum208, %2879
-  store float %2880, ptr %relu1_grad.sum209, align 4
+  %3106 = mul nsw i64 %relu1_grad.c167845, 9
+  %3107 = add nsw i64 %3106, 4
+  %3108 = mul nsw i64 %3107, 9216
+  %3109 = add nsw i64 6710544, %3108
+  %3110 = mul nsw i64 %relu1_grad.j166844, 576
+  %3111 = add nsw i64 %3109, %3110
+  %3112 = add nsw i64 %relu1_grad.iy205891, 1
+  %3113 = add nsw i64 %3112, -1
+  %3114 = mul nsw i64 %3113, 24
+  %3115 = add nsw i64 %3111, %3114
+  %3116 = add nsw i64 %3115, 23
+  %3117 = add nsw i64 %3116, %relu1_grad.ix206892
+  %arena895 = getelementptr inbounds float, ptr %arena, i64 %3117
+  %3118 = load float, ptr %arena895, align 4
+  %3119 = fadd float %sum208, %3118
+  store float %3119, ptr %relu1_grad.sum209, align 4
   %sum209 = load float, ptr %relu1_grad.sum209, align 4
-  %2881 = mul nsw i64 %relu1_grad.c158757, 9
-  %2882 = add nsw i64 %2881, 6
-  %2883 = mul nsw i64 %2882, 9216
-  %2884 = add nsw i64 6710544, %2883
-  %2885 = mul nsw i64 %relu1_grad.j157756, 576
-  %2886 = add nsw i64 %2884, %2885
-  %2887 = add nsw i64 %relu1_grad.iy206815, 2
-  %2888 = add nsw i64 %2887, -2
-  %2889 = mul nsw i64 %2888, 24
-  %2890 = add nsw i64 %2886, %2889
-  %2891 = add nsw i64 %2890, %relu1_grad.ix207816
-  %arena819 = getelementptr inbounds float, ptr %arena, i64 %2891
-  %2892 = load float, ptr %arena819, align 4
-  %2893 = fadd float %sum209, %2892
-  store float %2893, ptr %relu1_grad.sum210, align 4
+  %3120 = mul nsw i64 %relu1_grad.c167845, 9
+  %3121 = add nsw i64 %3120, 5
+  %3122 = mul nsw i64 %3121, 9216
+  %3123 = add nsw i64 6710544, %3122
+  %3124 = mul nsw i64 %relu1_grad.j166844, 576
+  %3125 = add nsw i64 %3123, %3124
+  %3126 = add nsw i64 %relu1_grad.iy205891, 1
+  %3127 = add nsw i64 %3126, -1
+  %3128 = mul nsw i64 %3127, 24
+  %3129 = add nsw i64 %3125, %3128
+  %3130 = add nsw i64 %3129, 22
+  %3131 = add nsw i64 %3130, %relu1_grad.ix206892
+  %arena896 = getelementptr inbounds float, ptr %arena, i64 %3131
+  %3132 = load float, ptr %arena896, align 4
+  %3133 = fadd float %sum209, %3132
+  store float %3133, ptr %relu1_grad.sum210, align 4
   %sum210 = load float, ptr %relu1_grad.sum210, align 4
-  %2894 = mul nsw i64 %relu1_grad.g149651, 16
-  %2895 = add nsw i64 %2894, %relu1_grad.j157756
-  %2896 = mul nsw i64 %2895, 21632
-  %2897 = add nsw i64 1384448, %2896
-  %2898 = mul nsw i64 %relu1_grad.c158757, 676
-  %2899 = add nsw i64 %2897, %2898
-  %2900 = add nsw i64 %relu1_grad.iy206815, 2
-  %2901 = mul nsw i64 %2900, 26
-  %2902 = add nsw i64 %2899, %2901
-  %2903 = add nsw i64 %2902, %relu1_grad.ix207816
-  %arena820 = getelementptr inbounds float, ptr %arena, i64 %2903
-  store float %sum210, ptr %arena820, align 4
-  %ix207.next = add nsw i64 %relu1_grad.ix207816, 1
-  %2904 = icmp slt i64 %ix207.next, 1
-  br i1 %2904, label %relu1_grad.ix207, label %relu1_grad.ix207.end
+  %3134 = mul nsw i64 %relu1_grad.g158739, 16
+  %3135 = add nsw i64 %3134, %relu1_grad.j166844
+  %3136 = mul nsw i64 %3135, 21632
+  %3137 = add nsw i64 1384448, %3136
+  %3138 = mul nsw i64 %relu1_grad.c167845, 676
+  %3139 = add nsw i64 %3137, %3138
+  %3140 = add nsw i64 %relu1_grad.iy205891, 1
+  %3141 = mul nsw i64 %3140, 26
+  %3142 = add nsw i64 %3139, %3141
+  %3143 = add nsw i64 %3142, 24
+  %3144 = add nsw i64 %3143, %relu1_grad.ix206892
+  %arena897 = getelementptr inbounds float, ptr %arena, i64 %3144
+  store float %sum210, ptr %arena897, align 4
+  %ix206.next = add nsw i64 %relu1_grad.ix206892, 1
+  %3145 = icmp slt i64 %ix206.next, 1
+  br i1 %3145, label %relu1_grad.ix206, label %relu1_grad.ix206.end
 
-relu1_grad.ix207.end:                             ; preds = %relu1_grad.ix207
-  %iy206.next = add nsw i64 %relu1_grad.iy206815, 1
-  %2905 = icmp slt i64 %iy206.next, 22
-  br i1 %2905, label %relu1_grad.iy206, label %relu1_grad.iy206.end
+relu1_grad.ix206.end:                             ; preds = %relu1_grad.ix206
+  %iy205.next = add nsw i64 %relu1_grad.iy205891, 1
+  %3146 = icmp slt i64 %iy205.next, 1
+  br i1 %3146, label %relu1_grad.iy205, label %relu1_grad.iy205.end
 
-relu1_grad.iy211:                                 ; preds = %relu1_grad.ix212.end, %relu1_grad.iy206.end
-  %relu1_grad.iy211821 = phi i64 [ 0, %relu1_grad.iy206.end ], [ %iy211.next, %relu1_grad.ix212.end ]
+relu1_grad.iy211:                                 ; preds = %relu1_grad.ix212.end, %relu1_grad.iy205.end
+  %relu1_grad.iy211898 = phi i64 [ 0, %relu1_grad.iy205.end ], [ %iy211.next, %relu1_grad.ix212.end ]
   br label %relu1_grad.ix212
 
 relu1_grad.iy211.end:                             ; preds = %relu1_grad.ix212.end
-  br label %relu1_grad.iy219
+  br label %relu1_grad.iy215
 
 relu1_grad.ix212:                                 ; preds = %relu1_grad.ix212, %relu1_grad.iy211
-  %relu1_grad.ix212822 = phi i64 [ 0, %relu1_grad.iy211 ], [ %ix212.next, %relu1_grad.ix212 ]
-  %2906 = mul nsw i64 %relu1_grad.c158757, 9
-  %2907 = mul nsw i64 %2906, 9216
-  %2908 = add nsw i64 6710544, %2907
-  %2909 = mul nsw i64 %relu1_grad.j157756, 576
-  %2910 = add nsw i64 %2908, %2909
-  %2911 = add nsw i64 %relu1_grad.iy211821, 2
-  %2912 = mul nsw i64 %2911, 24
-  %2913 = add nsw i64 %2910, %2912
-  %2914 = add nsw i64 %2913, 1
-  %2915 = add nsw i64 %2914, %relu1_grad.ix212822
-  %arena823 = getelementptr inbounds float, ptr %arena, i64 %2915
-  %2916 = load float, ptr %arena823, align 4
-  store float %2916, ptr %relu1_grad.sum213, align 4
+  %relu1_grad.ix212899 = phi i64 [ 0, %relu1_grad.iy211 ], [ %ix212.next, %relu1_grad.ix212 ]
+  %3147 = mul nsw i64 %relu1_grad.c167845, 9
+  %3148 = add nsw i64 %3147, 2
+  %3149 = mul nsw i64 %3148, 9216
+  %3150 = add nsw i64 6710544, %3149
+  %3151 = mul nsw i64 %relu1_grad.j166844, 576
+  %3152 = add nsw i64 %3150, %3151
+  %3153 = add nsw i64 %relu1_grad.iy211898, 1
+  %3154 = mul nsw i64 %3153, 24
+  %3155 = add nsw i64 %3152, %3154
+  %3156 = add nsw i64 %3155, 23
+  %3157 = add nsw i64 %3156, %relu1_grad.ix212899
+  %arena900 = getelementptr inbounds float, ptr %arena, i64 %3157
+  %3158 = load float, ptr %arena900, align 4
+  store float %3158, ptr %relu1_grad.sum213, align 4
   %sum213 = load float, ptr %relu1_grad.sum213, align 4
-  %2917 = mul nsw i64 %relu1_grad.c158757, 9
-  %2918 = add nsw i64 %2917, 1
-  %2919 = mul nsw i64 %2918, 9216
-  %2920 = add nsw i64 6710544, %2919
-  %2921 = mul nsw i64 %relu1_grad.j157756, 576
-  %2922 = add nsw i64 %2920, %2921
-  %2923 = add nsw i64 %relu1_grad.iy211821, 2
-  %2924 = mul nsw i64 %2923, 24
-  %2925 = add nsw i64 %2922, %2924
-  %2926 = add nsw i64 %2925, %relu1_grad.ix212822
-  %arena824 = getelementptr inbounds float, ptr %arena, i64 %2926
-  %2927 = load float, ptr %arena824, align 4
-  %2928 = fadd float %sum213, %2927
-  store float %2928, ptr %relu1_grad.sum214, align 4
+  %3159 = mul nsw i64 %relu1_grad.c167845, 9
+  %3160 = add nsw i64 %3159, 5
+  %3161 = mul nsw i64 %3160, 9216
+  %3162 = add nsw i64 6710544, %3161
+  %3163 = mul nsw i64 %relu1_grad.j166844, 576
+  %3164 = add nsw i64 %3162, %3163
+  %3165 = add nsw i64 %relu1_grad.iy211898, 1
+  %3166 = add nsw i64 %3165, -1
+  %3167 = mul nsw i64 %3166, 24
+  %3168 = add nsw i64 %3164, %3167
+  %3169 = add nsw i64 %3168, 23
+  %3170 = add nsw i64 %3169, %relu1_grad.ix212899
+  %arena901 = getelementptr inbounds float, ptr %arena, i64 %3170
+  %3171 = load float, ptr %arena901, align 4
+  %3172 = fadd float %sum213, %3171
+  store float %3172, ptr %relu1_grad.sum214, align 4
   %sum214 = load float, ptr %relu1_grad.sum214, align 4
-  %2929 = mul nsw i64 %relu1_grad.c158757, 9
-  %2930 = add nsw i64 %2929, 3
-  %2931 = mul nsw i64 %2930, 9216
-  %2932 = add nsw i64 6710544, %2931
-  %2933 = mul nsw i64 %relu1_grad.j157756, 576
-  %2934 = add nsw i64 %2932, %2933
-  %2935 = add nsw i64 %relu1_grad.iy211821, 2
-  %2936 = add nsw i64 %2935, -1
-  %2937 = mul nsw i64 %2936, 24
-  %2938 = add nsw i64 %2934, %2937
-  %2939 = add nsw i64 %2938, 1
-  %2940 = add nsw i64 %2939, %relu1_grad.ix212822
-  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2940
-  %2941 = load float, ptr %arena825, align 4
-  %2942 = fadd float %sum214, %2941
-  store float %2942, ptr %relu1_grad.sum215, align 4
-  %sum215 = load float, ptr %relu1_grad.sum215, align 4
-  %2943 = mul nsw i64 %relu1_grad.c158757, 9
-  %2944 = add nsw i64 %2943, 4
-  %2945 = mul nsw i64 %2944, 9216
-  %2946 = add nsw i64 6710544, %2945
-  %2947 = mul nsw i64 %relu1_grad.j157756, 576
-  %2948 = add nsw i64 %2946, %2947
-  %2949 = add nsw i64 %relu1_grad.iy211821, 2
-  %2950 = add nsw i64 %2949, -1
-  %2951 = mul nsw i64 %2950, 24
-  %2952 = add nsw i64 %2948, %2951
-  %2953 = add nsw i64 %2952, %relu1_grad.ix212822
-  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2953
-  %2954 = load float, ptr %arena826, align 4
-  %2955 = fadd float %sum215, %2954
-  store float %2955, ptr %relu1_grad.sum216, align 4
-  %sum216 = load float, ptr %relu1_grad.sum216, align 4
-  %2956 = mul nsw i64 %relu1_grad.c158757, 9
-  %2957 = add nsw i64 %2956, 6
-  %2958 = mul nsw i64 %2957, 9216
-  %2959 = add nsw i64 6710544, %2958
-  %2960 = mul nsw i64 %relu1_grad.j157756, 576
-  %2961 = add nsw i64 %2959, %2960
-  %2962 = add nsw i64 %relu1_grad.iy211821, 2
-  %2963 = add nsw i64 %2962, -2
-  %2964 = mul nsw i64 %2963, 24
-  %2965 = add nsw i64 %2961, %2964
-  %2966 = add nsw i64 %2965, 1
-  %2967 = add nsw i64 %2966, %relu1_grad.ix212822
-  %arena827 = getelementptr inbounds float, ptr %arena, i64 %2967
-  %2968 = load float, ptr %arena827, align 4
-  %2969 = fadd float %sum216, %2968
-  store float %2969, ptr %relu1_grad.sum217, align 4
-  %sum217 = load float, ptr %relu1_grad.sum217, align 4
-  %2970 = mul nsw i64 %relu1_grad.c158757, 9
-  %2971 = add nsw i64 %2970, 7
-  %2972 = mul nsw i64 %2971, 9216
-  %2973 = add nsw i64 6710544, %2972
-  %2974 = mul nsw i64 %relu1_grad.j157756, 576
-  %2975 = add nsw i64 %2973, %2974
-  %2976 = add nsw i64 %relu1_grad.iy211821, 2
-  %2977 = add nsw i64 %2976, -2
-  %2978 = mul nsw i64 %2977, 24
-  %2979 = add nsw i64 %2975, %2978
-  %2980 = add nsw i64 %2979, %relu1_grad.ix212822
-  %arena828 = getelementptr inbounds float, ptr %arena, i64 %2980
-  %2981 = load float, ptr %arena828, align 4
-  %2982 = fadd float %sum217, %2981
-  store float %2982, ptr %relu1_grad.sum218, align 4
-  %sum218 = load float, ptr %relu1_grad.sum218, align 4
-  %2983 = mul nsw i64 %relu1_grad.g149651, 16
-  %2984 = add nsw i64 %2983, %relu1_grad.j157756
-  %2985 = mul nsw i64 %2984, 21632
-  %2986 = add nsw i64 1384448, %2985
-  %2987 = mul nsw i64 %relu1_grad.c158757, 676
-  %2988 = add nsw i64 %2986, %2987
-  %2989 = add nsw i64 %relu1_grad.iy211821, 2
-  %2990 = mul nsw i64 %2989, 26
-  %2991 = add nsw i64 %2988, %2990
-  %2992 = add nsw i64 %2991, 1
-  %2993 = add nsw i64 %2992, %relu1_grad.ix212822
-  %arena829 = getelementptr inbounds float, ptr %arena, i64 %2993
-  store float %sum218, ptr %arena829, align 4
-  %ix212.next = add nsw i64 %relu1_grad.ix212822, 1
-  %2994 = icmp slt i64 %ix212.next, 1
-  br i1 %2994, label %relu1_grad.ix212, label %relu1_grad.ix212.end
+  %3173 = mul nsw i64 %relu1_grad.g158739, 16
+  %3174 = add nsw i64 %3173, %relu1_grad.j166844
+  %3175 = mul nsw i64 %3174, 21632
+  %3176 = add nsw i64 1384448, %3175
+  %3177 = mul nsw i64 %relu1_grad.c167845, 676
+  %3178 = add nsw i64 %3176, %3177
+  %3179 = add nsw i64 %relu1_grad.iy211898, 1
+  %3180 = mul nsw i64 %3179, 26
+  %3181 = add nsw i64 %3178, %3180
+  %3182 = add nsw i64 %3181, 25
+  %3183 = add nsw i64 %3182, %relu1_grad.ix212899
+  %arena902 = getelementptr inbounds float, ptr %arena, i64 %3183
+  store float %sum214, ptr %arena902, align 4
+  %ix212.next = add nsw i64 %relu1_grad.ix212899, 1
+  %3184 = icmp slt i64 %ix212.next, 1
+  br i1 %3184, label %relu1_grad.ix212, label %relu1_grad.ix212.end
 
 relu1_grad.ix212.end:                             ; preds = %relu1_grad.ix212
-  %iy211.next = add nsw i64 %relu1_grad.iy211821, 1
-  %2995 = icmp slt i64 %iy211.next, 22
-  br i1 %2995, label %relu1_grad.iy211, label %relu1_grad.iy211.end
+  %iy211.next = add nsw i64 %relu1_grad.iy211898, 1
+  %3185 = icmp slt i64 %iy211.next, 1
+  br i1 %3185, label %relu1_grad.iy211, label %relu1_grad.iy211.end
 
-relu1_grad.iy219:                                 ; preds = %relu1_grad.ix220.end, %relu1_grad.iy211.end
-  %relu1_grad.iy219830 = phi i64 [ 0, %relu1_grad.iy211.end ], [ %iy219.next, %relu1_grad.ix220.end ]
-  br label %relu1_grad.ix220
+relu1_grad.iy215:                                 ; preds = %relu1_grad.ix216.end, %relu1_grad.iy211.end
+  %relu1_grad.iy215903 = phi i64 [ 0, %relu1_grad.iy211.end ], [ %iy215.next, %relu1_grad.ix216.end ]
+  br label %relu1_grad.ix216
 
-relu1_grad.iy219.end:                             ; preds = %relu1_grad.ix220.end
-  br label %relu1_grad.iy230
+relu1_grad.iy215.end:                             ; preds = %relu1_grad.ix216.end
+  br label %relu1_grad.iy220
 
-relu1_grad.ix220:                                 ; preds = %relu1_grad.ix220, %relu1_grad.iy219
-  %relu1_grad.ix220831 = phi i64 [ 0, %relu1_grad.iy219 ], [ %ix220.next, %relu1_grad.ix220 ]
-  %2996 = mul nsw i64 %relu1_grad.c158757, 9
-  %2997 = mul nsw i64 %2996, 9216
-  %2998 = add nsw i64 6710544, %2997
-  %2999 = mul nsw i64 %relu1_grad.j157756, 576
-  %3000 = add nsw i64 %2998, %2999
-  %3001 = add nsw i64 %relu1_grad.iy219830, 2
-  %3002 = mul nsw i64 %3001, 24
-  %3003 = add nsw i64 %3000, %3002
-  %3004 = add nsw i64 %3003, 2
-  %3005 = add nsw i64 %3004, %relu1_grad.ix220831
-  %arena832 = getelementptr inbounds float, ptr %arena, i64 %3005
-  %3006 = load float, ptr %arena832, align 4
-  store float %3006, ptr %relu1_grad.sum221, align 4
-  %sum221 = load float, ptr %relu1_grad.sum221, align 4
-  %3007 = mul nsw i64 %relu1_grad.c158757, 9
-  %3008 = add nsw i64 %3007, 1
-  %3009 = mul nsw i64 %3008, 9216
-  %3010 = add nsw i64 6710544, %3009
-  %3011 = mul nsw i64 %relu1_grad.j157756, 576
-  %3012 = add nsw i64 %3010, %3011
-  %3013 = add nsw i64 %relu1_grad.iy219830, 2
-  %3014 = mul nsw i64 %3013, 24
-  %3015 = add nsw i64 %3012, %3014
-  %3016 = add nsw i64 %3015, 1
-  %3017 = add nsw i64 %3016, %relu1_grad.ix220831
-  %arena833 = getelementptr inbounds float, ptr %arena, i64 %3017
-  %3018 = load float, ptr %arena833, align 4
-  %3019 = fadd float %sum221, %3018
-  store float %3019, ptr %relu1_grad.sum222, align 4
-  %sum222 = load float, ptr %relu1_grad.sum222, align 4
-  %3020 = mul nsw i64 %relu1_grad.c158757, 9
-  %3021 = add nsw i64 %3020, 2
-  %3022 = mul nsw i64 %3021, 9216
-  %3023 = add nsw i64 6710544, %3022
-  %3024 = mul nsw i64 %relu1_grad.j157756, 576
-  %3025 = add nsw i64 %3023, %3024
-  %3026 = add nsw i64 %relu1_grad.iy219830, 2
-  %3027 = mul nsw i64 %3026, 24
-  %3028 = add nsw i64 %3025, %3027
-  %3029 = add nsw i64 %3028, %relu1_grad.ix220831
-  %arena834 = getelementptr inbounds float, ptr %arena, i64 %3029
-  %3030 = load float, ptr %arena834, align 4
-  %3031 = fadd float %sum222, %3030
-  store float %3031, ptr %relu1_grad.sum223, align 4
-  %sum223 = load float, ptr %relu1_grad.sum223, align 4
-  %3032 = mul nsw i64 %relu1_grad.c158757, 9
-  %3033 = add nsw i64 %3032, 3
-  %3034 = mul nsw i64 %3033, 9216
-  %3035 = add nsw i64 6710544, %3034
-  %3036 = mul nsw i64 %relu1_grad.j157756, 576
-  %3037 = add nsw i64 %3035, %3036
-  %3038 = add nsw i64 %relu1_grad.iy219830, 2
-  %3039 = add nsw i64 %3038, -1
-  %3040 = mul nsw i64 %3039, 24
-  %3041 = add nsw i64 %3037, %3040
-  %3042 = add nsw i64 %3041, 2
-  %3043 = add nsw i64 %3042, %relu1_grad.ix220831
-  %arena835 = getelementptr inbounds float, ptr %arena, i64 %3043
-  %3044 = load float, ptr %arena835, align 4
-  %3045 = fadd float %sum223, %3044
-  store float %3045, ptr %relu1_grad.sum224, align 4
-  %sum224 = load float, ptr %relu1_grad.sum224, align 4
-  %3046 = mul nsw i64 %relu1_grad.c158757, 9
-  %3047 = add nsw i64 %3046, 4
-  %3048 = mul nsw i64 %3047, 9216
-  %3049 = add nsw i64 6710544, %3048
-  %3050 = mul nsw i64 %relu1_grad.j157756, 576
-  %3051 = add nsw i64 %3049, %3050
-  %3052 = add nsw i64 %relu1_grad.iy219830, 2
-  %3053 = add nsw i64 %3052, -1
-  %3054 = mul nsw i64 %3053, 24
-  %3055 = add nsw i64 %3051, %3054
-  %3056 = add nsw i64 %3055, 1
-  %3057 = add nsw i64 %3056, %relu1_grad.ix220831
-  %arena836 = getelementptr inbounds float, ptr %arena, i64 %3057
-  %3058 = load float, ptr %arena836, align 4
-  %3059 = fadd float %sum224, %3058
-  store float %3059, ptr %relu1_grad.sum225, align 4
-  %sum225 = load float, ptr %relu1_grad.sum225, align 4
-  %3060 = mul nsw i64 %relu1_grad.c158757, 9
-  %3061 = add nsw i64 %3060, 5
-  %3062 = mul nsw i64 %3061, 9216
-  %3063 = add nsw i64 6710544, %3062
-  %3064 = mul nsw i64 %relu1_grad.j157756, 576
-  %3065 = add nsw i64 %3063, %3064
-  %3066 = add nsw i64 %relu1_grad.iy219830, 2
-  %3067 = add nsw i64 %3066, -1
-  %3068 = mul nsw i64 %3067, 24
-  %3069 = add nsw i64 %3065, %3068
-  %3070 = add nsw i64 %3069, %relu1_grad.ix220831
-  %arena837 = getelementptr inbounds float, ptr %arena, i64 %3070
-  %3071 = load float, ptr %arena837, align 4
-  %3072 = fadd float %sum225, %3071
-  store float %3072, ptr %relu1_grad.sum226, align 4
-  %sum226 = load float, ptr %relu1_grad.sum226, align 4
-  %3073 = mul nsw i64 %relu1_grad.c158757, 9
-  %3074 = add nsw i64 %3073, 6
-  %3075 = mul nsw i64 %3074, 9216
-  %3076 = add nsw i64 6710544, %3075
-  %3077 = mul nsw i64 %relu1_grad.j157756, 576
-  %3078 = add nsw i64 %3076, %3077
-  %3079 = add nsw i64 %relu1_grad.iy219830, 2
-  %3080 = add nsw i64 %3079, -2
-  %3081 = mul nsw i64 %3080, 24
-  %3082 = add nsw i64 %3078, %3081
-  %3083 = add nsw i64 %3082, 2
-  %3084 = add nsw i64 %3083, %relu1_grad.ix220831
-  %arena838 = getelementptr inbounds float, ptr %arena, i64 %3084
-  %3085 = load float, ptr %arena838, align 4
-  %3086 = fadd float %sum226, %3085
-  store float %3086, ptr %relu1_grad.sum227, align 4
-  %sum227 = load float, ptr %relu1_grad.sum227, align 4
-  %3087 = mul nsw i64 %relu1_grad.c158757, 9
-  %3088 = add nsw i64 %3087, 7
-  %3089 = mul nsw i64 %3088, 9216
-  %3090 = add nsw i64 6710544, %3089
-  %3091 = mul nsw i64 %relu1_grad.j157756, 576
-  %3092 = add nsw i64 %3090, %3091
-  %3093 = add nsw i64 %relu1_grad.iy219830, 2
-  %3094 = add nsw i64 %3093, -2
-  %3095 = mul nsw i64 %3094, 24
-  %3096 = add nsw i64 %3092, %3095
-  %3097 = add nsw i64 %3096, 1
-  %3098 = add nsw i64 %3097, %relu1_grad.ix220831
-  %arena839 = getelementptr inbounds float, ptr %arena, i64 %3098
-  %3099 = load float, ptr %arena839, align 4
-  %3100 = fadd float %sum227, %3099
-  store float %3100, ptr %relu1_grad.sum228, align 4
-  %sum228 = load float, ptr %relu1_grad.sum228, align 4
-  %3101 = mul nsw i64 %relu1_grad.c158757, 9
-  %3102 = add nsw i64 %3101, 8
-  %3103 = mul nsw i64 %3102, 9216
-  %3104 = add nsw i64 6710544, %3103
-  %3105 = mul nsw i64 %relu1_grad.j157756, 576
-  %3106 = add nsw i64 %3104, %3105
-  %3107 = add nsw i64 %relu1_grad.iy219830, 2
-  %3108 = add nsw i64 %3107, -2
-  %3109 = mul nsw i64 %3108, 24
-  %3110 = add nsw i64 %3106, %3109
-  %3111 = add nsw i64 %3110, %relu1_grad.ix220831
-  %arena840 = getelementptr inbounds float, ptr %arena, i64 %3111
-  %3112 = load float, ptr %arena840, align 4
-  %3113 = fadd float %sum228, %3112
-  store float %3113, ptr %relu1_grad.sum229, align 4
-  %sum229 = load float, ptr %relu1_grad.sum229, align 4
-  %3114 = mul nsw i64 %relu1_grad.g149651, 16
-  %3115 = add nsw i64 %3114, %relu1_grad.j157756
-  %3116 = mul nsw i64 %3115, 21632
-  %3117 = add nsw i64 1384448, %3116
-  %3118 = mul nsw i64 %relu1_grad.c158757, 676
-  %3119 = add nsw i64 %3117, %3118
-  %3120 = add nsw i64 %relu1_grad.iy219830, 2
-  %3121 = mul nsw i64 %3120, 26
-  %3122 = add nsw i64 %3119, %3121
-  %3123 = add nsw i64 %3122, 2
-  %3124 = add nsw i64 %3123, %relu1_grad.ix220831
-  %arena841 = getelementptr inbounds float, ptr %arena, i64 %3124
-  store float %sum229, ptr %arena841, align 4
-  %ix220.next = add nsw i64 %relu1_grad.ix220831, 1
-  %3125 = icmp slt i64 %ix220.next, 22
-  br i1 %3125, label %relu1_grad.ix220, label %relu1_grad.ix220.end
+relu1_grad.ix216:                                 ; preds = %relu1_grad.ix216, %relu1_grad.iy215
+  %relu1_grad.ix216904 = phi i64 [ 0, %relu1_grad.iy215 ], [ %ix216.next, %relu1_grad.ix216 ]
+  %3186 = mul nsw i64 %relu1_grad.c167845, 9
+  %3187 = mul nsw i64 %3186, 9216
+  %3188 = add nsw i64 6710544, %3187
+  %3189 = mul nsw i64 %relu1_grad.j166844, 576
+  %3190 = add nsw i64 %3188, %3189
+  %3191 = add nsw i64 %relu1_grad.iy215903, 2
+  %3192 = mul nsw i64 %3191, 24
+  %3193 = add nsw i64 %3190, %3192
+  %3194 = add nsw i64 %3193, %relu1_grad.ix216904
+  %arena905 = getelementptr inbounds float, ptr %arena, i64 %3194
+  %3195 = load float, ptr %arena905, align 4
+  store float %3195, ptr %relu1_grad.sum217, align 4
+  %sum217 = load float, ptr %relu1_grad.sum217, align 4
+  %3196 = mul nsw i64 %relu1_grad.c167845, 9
+  %3197 = add nsw i64 %3196, 3
+  %3198 = mul nsw i64 %3197, 9216
+  %3199 = add nsw i64 6710544, %3198
+  %3200 = mul nsw i64 %relu1_grad.j166844, 576
+  %3201 = add nsw i64 %3199, %3200
+  %3202 = add nsw i64 %relu1_grad.iy215903, 2
+  %3203 = add nsw i64 %3202, -1
+  %3204 = mul nsw i64 %3203, 24
+  %3205 = add nsw i64 %3201, %3204
+  %3206 = add nsw i64 %3205, %relu1_grad.ix216904
+  %arena906 = getelementptr inbounds float, ptr %arena, i64 %3206
+  %3207 = load float, ptr %arena906, align 4
+  %3208 = fadd float %sum217, %3207
+  store float %3208, ptr %relu1_grad.sum218, align 4
+  %sum218 = load float, ptr %relu1_grad.sum218, align 4
+  %3209 = mul nsw i64 %relu1_grad.c167845, 9
+  %3210 = add nsw i64 %3209, 6
+  %3211 = mul nsw i64 %3210, 9216
+  %3212 = add nsw i64 6710544, %3211
+  %3213 = mul nsw i64 %relu1_grad.j166844, 576
+  %3214 = add nsw i64 %3212, %3213
+  %3215 = add nsw i64 %relu1_grad.iy215903, 2
+  %3216 = add nsw i64 %3215, -2
+  %3217 = mul nsw i64 %3216, 24
+  %3218 = add nsw i64 %3214, %3217
+  %3219 = add nsw i64 %3218, %relu1_grad.ix216904
+  %arena907 = getelementptr inbounds float, ptr %arena, i64 %3219
+  %3220 = load float, ptr %arena907, align 4
+  %3221 = fadd float %sum218, %3220
+  store float %3221, ptr %relu1_grad.sum219, align 4
+  %sum219 = load float, ptr %relu1_grad.sum219, align 4
+  %3222 = mul nsw i64 %relu1_grad.g158739, 16
+  %3223 = add nsw i64 %3222, %relu1_grad.j166844
+  %3224 = mul nsw i64 %3223, 21632
+  %3225 = add nsw i64 1384448, %3224
+  %3226 = mul nsw i64 %relu1_grad.c167845, 676
+  %3227 = add nsw i64 %3225, %3226
+  %3228 = add nsw i64 %relu1_grad.iy215903, 2
+  %3229 = mul nsw i64 %3228, 26
+  %3230 = add nsw i64 %3227, %3229
+  %3231 = add nsw i64 %3230, %relu1_grad.ix216904
+  %arena908 = getelementptr inbounds float, ptr %arena, i64 %3231
+  store float %sum219, ptr %arena908, align 4
+  %ix216.next = add nsw i64 %relu1_grad.ix216904, 1
+  %3232 = icmp slt i64 %ix216.next, 1
+  br i1 %3232, label %relu1_grad.ix216, label %relu1_grad.ix216.end
 
-relu1_grad.ix220.end:                             ; preds = %relu1_grad.ix220
-  %iy219.next = add nsw i64 %relu1_grad.iy219830, 1
-  %3126 = icmp slt i64 %iy219.next, 22
-  br i1 %3126, label %relu1_grad.iy219, label %relu1_grad.iy219.end
+relu1_grad.ix216.end:                             ; preds = %relu1_grad.ix216
+  %iy215.next = add nsw i64 %relu1_grad.iy215903, 1
+  %3233 = icmp slt i64 %iy215.next, 22
+  br i1 %3233, label %relu1_grad.iy215, label %relu1_grad.iy215.end
 
-relu1_grad.iy230:                                 ; preds = %relu1_grad.ix231.end, %relu1_grad.iy219.end
-  %relu1_grad.iy230842 = phi i64 [ 0, %relu1_grad.iy219.end ], [ %iy230.next, %relu1_grad.ix231.end ]
-  br label %relu1_grad.ix231
+relu1_grad.iy220:                                 ; preds = %relu1_grad.ix221.end, %relu1_grad.iy215.end
+  %relu1_grad.iy220909 = phi i64 [ 0, %relu1_grad.iy215.end ], [ %iy220.next, %relu1_grad.ix221.end ]
+  br label %relu1_grad.ix221
 
-relu1_grad.iy230.end:                             ; preds = %relu1_grad.ix231.end
-  br label %relu1_grad.iy238
+relu1_grad.iy220.end:                             ; preds = %relu1_grad.ix221.end
+  br label %relu1_grad.iy228
 
-relu1_grad.ix231:                                 ; preds = %relu1_grad.ix231, %relu1_grad.iy230
-  %relu1_grad.ix231843 = phi i64 [ 0, %relu1_grad.iy230 ], [ %ix231.next, %relu1_grad.ix231 ]
-  %3127 = mul nsw i64 %relu1_grad.c158757, 9
-  %3128 = add nsw i64 %3127, 1
-  %3129 = mul nsw i64 %3128, 9216
-  %3130 = add nsw i64 6710544, %3129
-  %3131 = mul nsw i64 %relu1_grad.j157756, 576
-  %3132 = add nsw i64 %3130, %3131
-  %3133 = add nsw i64 %relu1_grad.iy230842, 2
-  %3134 = mul nsw i64 %3133, 24
-  %3135 = add nsw i64 %3132, %3134
-  %3136 = add nsw i64 %3135, 23
-  %3137 = add nsw i64 %3136, %relu1_grad.ix231843
-  %arena844 = getelementptr inbounds float, ptr %arena, i64 %3137
-  %3138 = load float, ptr %arena844, align 4
-  store float %3138, ptr %relu1_grad.sum232, align 4
-  %sum232 = load float, ptr %relu1_grad.sum232, align 4
-  %3139 = mul nsw i64 %relu1_grad.c158757, 9
-  %3140 = add nsw i64 %3139, 2
-  %3141 = mul nsw i64 %3140, 9216
-  %3142 = add nsw i64 6710544, %3141
-  %3143 = mul nsw i64 %relu1_grad.j157756, 576
-  %3144 = add nsw i64 %3142, %3143
-  %3145 = add nsw i64 %relu1_grad.iy230842, 2
-  %3146 = mul nsw i64 %3145, 24
-  %3147 = add nsw i64 %3144, %3146
-  %3148 = add nsw i64 %3147, 22
-  %3149 = add nsw i64 %3148, %relu1_grad.ix231843
-  %arena845 = getelementptr inbounds float, ptr %arena, i64 %3149
-  %3150 = load float, ptr %arena845, align 4
-  %3151 = fadd float %sum232, %3150
-  store float %3151, ptr %relu1_grad.sum233, align 4
-  %sum233 = load float, ptr %relu1_grad.sum233, align 4
-  %3152 = mul nsw i64 %relu1_grad.c158757, 9
-  %3153 = add nsw i64 %3152, 4
-  %3154 = mul nsw i64 %3153, 9216
-  %3155 = add nsw i64 6710544, %3154
-  %3156 = mul nsw i64 %relu1_grad.j157756, 576
-  %3157 = add nsw i64 %3155, %3156
-  %3158 = add nsw i64 %relu1_grad.iy230842, 2
-  %3159 = add nsw i64 %3158, -1
-  %3160 = mul nsw i64 %3159, 24
-  %3161 = add nsw i64 %3157, %3160
-  %3162 = add nsw i64 %3161, 23
-  %3163 = add nsw i64 %3162, %relu1_grad.ix231843
-  %arena846 = getelementptr inbounds float, ptr %arena, i64 %3163
-  %3164 = load float, ptr %arena846, align 4
-  %3165 = fadd float %sum233, %3164
-  store float %3165, ptr %relu1_grad.sum234, align 4
-  %sum234 = load float, ptr %relu1_grad.sum234, align 4
-  %3166 = mul nsw i64 %relu1_grad.c158757, 9
-  %3167 = add nsw i64 %3166, 5
-  %3168 = mul nsw i64 %3167, 9216
-  %3169 = add nsw i64 6710544, %3168
-  %3170 = mul nsw i64 %relu1_grad.j157756, 576
-  %3171 = add nsw i64 %3169, %3170
-  %3172 = add nsw i64 %relu1_grad.iy230842, 2
-  %3173 = add nsw i64 %3172, -1
-  %3174 = mul nsw i64 %3173, 24
-  %3175 = add nsw i64 %3171, %3174
-  %3176 = add nsw i64 %3175, 22
-  %3177 = add nsw i64 %3176, %relu1_grad.ix231843
-  %arena847 = getelementptr inbounds float, ptr %arena, i64 %3177
-  %3178 = load float, ptr %arena847, align 4
-  %3179 = fadd float %sum234, %3178
-  store float %3179, ptr %relu1_grad.sum235, align 4
-  %sum235 = load float, ptr %relu1_grad.sum235, align 4
-  %3180 = mul nsw i64 %relu1_grad.c158757, 9
-  %3181 = add nsw i64 %3180, 7
-  %3182 = mul nsw i64 %3181, 9216
-  %3183 = add nsw i64 6710544, %3182
-  %3184 = mul nsw i64 %relu1_grad.j157756, 576
-  %3185 = add nsw i64 %3183, %3184
-  %3186 = add nsw i64 %relu1_grad.iy230842, 2
-  %3187 = add nsw i64 %3186, -2
-  %3188 = mul nsw i64 %3187, 24
-  %3189 = add nsw i64 %3185, %3188
-  %3190 = add nsw i64 %3189, 23
-  %3191 = add nsw i64 %3190, %relu1_grad.ix231843
-  %arena848 = getelementptr inbounds float, ptr %arena, i64 %3191
-  %3192 = load float, ptr %arena848, align 4
-  %3193 = fadd float %sum235, %3192
-  store float %3193, ptr %relu1_grad.sum236, align 4
-  %sum236 = load float, ptr %relu1_grad.sum236, align 4
-  %3194 = mul nsw i64 %relu1_grad.c158757, 9
-  %3195 = add nsw i64 %3194, 8
-  %3196 = mul nsw i64 %3195, 9216
-  %3197 = add nsw i64 6710544, %3196
-  %3198 = mul nsw i64 %relu1_grad.j157756, 576
-  %3199 = add nsw i64 %3197, %3198
-  %3200 = add nsw i64 %relu1_grad.iy230842, 2
-  %3201 = add nsw i64 %3200, -2
-  %3202 = mul nsw i64 %3201, 24
-  %3203 = add nsw i64 %3199, %3202
-  %3204 = add nsw i64 %3203, 22
-  %3205 = add nsw i64 %3204, %relu1_grad.ix231843
-  %arena849 = getelementptr inbounds float, ptr %arena, i64 %3205
-  %3206 = load float, ptr %arena849, align 4
-  %3207 = fadd float %sum236, %3206
-  store float %3207, ptr %relu1_grad.sum237, align 4
-  %sum237 = load float, ptr %relu1_grad.sum237, align 4
-  %3208 = mul nsw i64 %relu1_grad.g149651, 16
-  %3209 = add nsw i64 %3208, %relu1_grad.j157756
-  %3210 = mul nsw i64 %3209, 21632
-  %3211 = add nsw i64 1384448, %3210
-  %3212 = mul nsw i64 %relu1_grad.c158757, 676
-  %3213 = add nsw i64 %3211, %3212
-  %3214 = add nsw i64 %relu1_grad.iy230842, 2
-  %3215 = mul nsw i64 %3214, 26
-  %3216 = add nsw i64 %3213, %3215
-  %3217 = add nsw i64 %3216, 24
-  %3218 = add nsw i64 %3217, %relu1_grad.ix231843
-  %arena850 = getelementptr inbounds float, ptr %arena, i64 %3218
-  store float %sum237, ptr %arena850, align 4
-  %ix231.next = add nsw i64 %relu1_grad.ix231843, 1
-  %3219 = icmp slt i64 %ix231.next, 1
-  br i1 %3219, label %relu1_grad.ix231, label %relu1_grad.ix231.end
-
-relu1_grad.ix231.end:                             ; preds = %relu1_grad.ix231
-  %iy230.next = add nsw i64 %relu1_grad.iy230842, 1
-  %3220 = icmp slt i64 %iy230.next, 22
-  br i1 %3220, label %relu1_grad.iy230, label %relu1_grad.iy230.end
-
-relu1_grad.iy238:                                 ; preds = %relu1_grad.ix239.end, %relu1_grad.iy230.end
-  %relu1_grad.iy238851 = phi i64 [ 0, %relu1_grad.iy230.end ], [ %iy238.next, %relu1_grad.ix239.end ]
-  br label %relu1_grad.ix239
-
-relu1_grad.iy238.end:                             ; preds = %relu1_grad.ix239.end
-  br label %relu1_grad.iy243
-
-relu1_grad.ix239:                                 ; preds = %relu1_grad.ix239, %relu1_grad.iy238
-  %relu1_grad.ix239852 = phi i64 [ 0, %relu1_grad.iy238 ], [ %ix239.next, %relu1_grad.ix239 ]
-  %3221 = mul nsw i64 %relu1_grad.c158757, 9
-  %3222 = add nsw i64 %3221, 2
-  %3223 = mul nsw i64 %3222, 9216
-  %3224 = add nsw i64 6710544, %3223
-  %3225 = mul nsw i64 %relu1_grad.j157756, 576
-  %3226 = add nsw i64 %3224, %3225
-  %3227 = add nsw i64 %relu1_grad.iy238851, 2
-  %3228 = mul nsw i64 %3227, 24
-  %3229 = add nsw i64 %3226, %3228
-  %3230 = add nsw i64 %3229, 23
-  %3231 = add nsw i64 %3230, %relu1_grad.ix239852
-  %arena853 = getelementptr inbounds float, ptr %arena, i64 %3231
-  %3232 = load float, ptr %arena853, align 4
-  store float %3232, ptr %relu1_grad.sum240, align 4
-  %sum240 = load float, ptr %relu1_grad.sum240, align 4
-  %3233 = mul nsw i64 %relu1_grad.c158757, 9
-  %3234 = add nsw i64 %3233, 5
+relu1_grad.ix221:                                 ; preds = %relu1_grad.ix221, %relu1_grad.iy220
+  %relu1_grad.ix221910 = phi i64 [ 0, %relu1_grad.iy220 ], [ %ix221.next, %relu1_grad.ix221 ]
+  %3234 = mul nsw i64 %relu1_grad.c167845, 9
   %3235 = mul nsw i64 %3234, 9216
   %3236 = add nsw i64 6710544, %3235
-  %3237 = mul nsw i64 %relu1_grad.j157756, 576
+  %3237 = mul nsw i64 %relu1_grad.j166844, 576
   %3238 = add nsw i64 %3236, %3237
-  %3239 = add nsw i64 %relu1_grad.iy238851, 2
-  %3240 = add nsw i64 %3239, -1
-  %3241 = mul nsw i64 %3240, 24
-  %3242 = add nsw i64 %3238, %3241
-  %3243 = add nsw i64 %3242, 23
-  %3244 = add nsw i64 %3243, %relu1_grad.ix239852
-  %arena854 = getelementptr inbounds float, ptr %arena, i64 %3244
-  %3245 = load float, ptr %arena854, align 4
-  %3246 = fadd float %sum240, %3245
-  store float %3246, ptr %relu1_grad.sum241, align 4
-  %sum241 = load float, ptr %relu1_grad.sum241, align 4
-  %3247 = mul nsw i64 %relu1_grad.c158757, 9
-  %3248 = add nsw i64 %3247, 8
-  %3249 = mul nsw i64 %3248, 9216
-  %3250 = add nsw i64 6710544, %3249
-  %3251 = mul nsw i64 %relu1_grad.j157756, 576
-  %3252 = add nsw i64 %3250, %3251
-  %3253 = add nsw i64 %relu1_grad.iy238851, 2
-  %3254 = add nsw i64 %3253, -2
-  %3255 = mul nsw i64 %3254, 24
-  %3256 = add nsw i64 %3252, %3255
-  %3257 = add nsw i64 %3256, 23
-  %3258 = add nsw i64 %3257, %relu1_grad.ix239852
-  %arena855 = getelementptr inbounds float, ptr %arena, i64 %3258
-  %3259 = load float, ptr %arena855, align 4
-  %3260 = fadd float %sum241, %3259
-  store float %3260, ptr %relu1_grad.sum242, align 4
-  %sum242 = load float, ptr %relu1_grad.sum242, align 4
-  %3261 = mul nsw i64 %relu1_grad.g149651, 16
-  %3262 = add nsw i64 %3261, %relu1_grad.j157756
-  %3263 = mul nsw i64 %3262, 21632
-  %3264 = add nsw i64 1384448, %3263
-  %3265 = mul nsw i64 %relu1_grad.c158757, 676
-  %3266 = add nsw i64 %3264, %3265
-  %3267 = add nsw i64 %relu1_grad.iy238851, 2
-  %3268 = mul nsw i64 %3267, 26
-  %3269 = add nsw i64 %3266, %3268
-  %3270 = add nsw i64 %3269, 25
-  %3271 = add nsw i64 %3270, %relu1_grad.ix239852
-  %arena856 = getelementptr inbounds float, ptr %arena, i64 %3271
-  store float %sum242, ptr %arena856, align 4
-  %ix239.next = add nsw i64 %relu1_grad.ix239852, 1
-  %3272 = icmp slt i64 %ix239.next, 1
-  br i1 %3272, label %relu1_grad.ix239, label %relu1_grad.ix239.end
+  %3239 = add nsw i64 %relu1_grad.iy220909, 2
+  %3240 = mul nsw i64 %3239, 24
+  %3241 = add nsw i64 %3238, %3240
+  %3242 = add nsw i64 %3241, 1
+  %3243 = add nsw i64 %3242, %relu1_grad.ix221910
+  %arena911 = getelementptr inbounds float, ptr %arena, i64 %3243
+  %3244 = load float, ptr %arena911, align 4
+  store float %3244, ptr %relu1_grad.sum222, align 4
+  %sum222 = load float, ptr %relu1_grad.sum222, align 4
+  %3245 = mul nsw i64 %relu1_grad.c167845, 9
+  %3246 = add nsw i64 %3245, 1
+  %3247 = mul nsw i64 %3246, 9216
+  %3248 = add nsw i64 6710544, %3247
+  %3249 = mul nsw i64 %relu1_grad.j166844, 576
+  %3250 = add nsw i64 %3248, %3249
+  %3251 = add nsw i64 %relu1_grad.iy220909, 2
+  %3252 = mul nsw i64 %3251, 24
+  %3253 = add nsw i64 %3250, %3252
+  %3254 = add nsw i64 %3253, %relu1_grad.ix221910
+  %arena912 = getelementptr inbounds float, ptr %arena, i64 %3254
+  %3255 = load float, ptr %arena912, align 4
+  %3256 = fadd float %sum222, %3255
+  store float %3256, ptr %relu1_grad.sum223, align 4
+  %sum223 = load float, ptr %relu1_grad.sum223, align 4
+  %3257 = mul nsw i64 %relu1_grad.c167845, 9
+  %3258 = add nsw i64 %3257, 3
+  %3259 = mul nsw i64 %3258, 9216
+  %3260 = add nsw i64 6710544, %3259
+  %3261 = mul nsw i64 %relu1_grad.j166844, 576
+  %3262 = add nsw i64 %3260, %3261
+  %3263 = add nsw i64 %relu1_grad.iy220909, 2
+  %3264 = add nsw i64 %3263, -1
+  %3265 = mul nsw i64 %3264, 24
+  %3266 = add nsw i64 %3262, %3265
+  %3267 = add nsw i64 %3266, 1
+  %3268 = add nsw i64 %3267, %relu1_grad.ix221910
+  %arena913 = getelementptr inbounds float, ptr %arena, i64 %3268
+  %3269 = load float, ptr %arena913, align 4
+  %3270 = fadd float %sum223, %3269
+  store float %3270, ptr %relu1_grad.sum224, align 4
+  %sum224 = load float, ptr %relu1_grad.sum224, align 4
+  %3271 = mul nsw i64 %relu1_grad.c167845, 9
+  %3272 = add nsw i64 %3271, 4
+  %3273 = mul nsw i64 %3272, 9216
+  %3274 = add nsw i64 6710544, %3273
+  %3275 = mul nsw i64 %relu1_grad.j166844, 576
+  %3276 = add nsw i64 %3274, %3275
+  %3277 = add nsw i64 %relu1_grad.iy220909, 2
+  %3278 = add nsw i64 %3277, -1
+  %3279 = mul nsw i64 %3278, 24
+  %3280 = add nsw i64 %3276, %3279
+  %3281 = add nsw i64 %3280, %relu1_grad.ix221910
+  %arena914 = getelementptr inbounds float, ptr %arena, i64 %3281
+  %3282 = load float, ptr %arena914, align 4
+  %3283 = fadd float %sum224, %3282
+  store float %3283, ptr %relu1_grad.sum225, align 4
+  %sum225 = load float, ptr %relu1_grad.sum225, align 4
+  %3284 = mul nsw i64 %relu1_grad.c167845, 9
+  %3285 = add nsw i64 %3284, 6
+  %3286 = mul nsw i64 %3285, 9216
+  %3287 = add nsw i64 6710544, %3286
+  %3288 = mul nsw i64 %relu1_grad.j166844, 576
+  %3289 = add nsw i64 %3287, %3288
+  %3290 = add nsw i64 %relu1_grad.iy220909, 2
+  %3291 = add nsw i64 %3290, -2
+  %3292 = mul nsw i64 %3291, 24
+  %3293 = add nsw i64 %3289, %3292
+  %3294 = add nsw i64 %3293, 1
+  %3295 = add nsw i64 %3294, %relu1_grad.ix221910
+  %arena915 = getelementptr inbounds float, ptr %arena, i64 %3295
+  %3296 = load float, ptr %arena915, align 4
+  %3297 = fadd float %sum225, %3296
+  store float %3297, ptr %relu1_grad.sum226, align 4
+  %sum226 = load float, ptr %relu1_grad.sum226, align 4
+  %3298 = mul nsw i64 %relu1_grad.c167845, 9
+  %3299 = add nsw i64 %3298, 7
+  %3300 = mul nsw i64 %3299, 9216
+  %3301 = add nsw i64 6710544, %3300
+  %3302 = mul nsw i64 %relu1_grad.j166844, 576
+  %3303 = add nsw i64 %3301, %3302
+  %3304 = add nsw i64 %relu1_grad.iy220909, 2
+  %3305 = add nsw i64 %3304, -2
+  %3306 = mul nsw i64 %3305, 24
+  %3307 = add nsw i64 %3303, %3306
+  %3308 = add nsw i64 %3307, %relu1_grad.ix221910
+  %arena916 = getelementptr inbounds float, ptr %arena, i64 %3308
+  %3309 = load float, ptr %arena916, align 4
+  %3310 = fadd float %sum226, %3309
+  store float %3310, ptr %relu1_grad.sum227, align 4
+  %sum227 = load float, ptr %relu1_grad.sum227, align 4
+  %3311 = mul nsw i64 %relu1_grad.g158739, 16
+  %3312 = add nsw i64 %3311, %relu1_grad.j166844
+  %3313 = mul nsw i64 %3312, 21632
+  %3314 = add nsw i64 1384448, %3313
+  %3315 = mul nsw i64 %relu1_grad.c167845, 676
+  %3316 = add nsw i64 %3314, %3315
+  %3317 = add nsw i64 %relu1_grad.iy220909, 2
+  %3318 = mul nsw i64 %3317, 26
+  %3319 = add nsw i64 %3316, %3318
+  %3320 = add nsw i64 %3319, 1
+  %3321 = add nsw i64 %3320, %relu1_grad.ix221910
+  %arena917 = getelementptr inbounds float, ptr %arena, i64 %3321
+  store float %sum227, ptr %arena917, align 4
+  %ix221.next = add nsw i64 %relu1_grad.ix221910, 1
+  %3322 = icmp slt i64 %ix221.next, 1
+  br i1 %3322, label %relu1_grad.ix221, label %relu1_grad.ix221.end
 
-relu1_grad.ix239.end:                             ; preds = %relu1_grad.ix239
-  %iy238.next = add nsw i64 %relu1_grad.iy238851, 1
-  %3273 = icmp slt i64 %iy238.next, 22
-  br i1 %3273, label %relu1_grad.iy238, label %relu1_grad.iy238.end
+relu1_grad.ix221.end:                             ; preds = %relu1_grad.ix221
+  %iy220.next = add nsw i64 %relu1_grad.iy220909, 1
+  %3323 = icmp slt i64 %iy220.next, 22
+  br i1 %3323, label %relu1_grad.iy220, label %relu1_grad.iy220.end
 
-relu1_grad.iy243:                                 ; preds = %relu1_grad.ix244.end, %relu1_grad.iy238.end
-  %relu1_grad.iy243857 = phi i64 [ 0, %relu1_grad.iy238.end ], [ %iy243.next, %relu1_grad.ix244.end ]
-  br label %relu1_grad.ix244
+relu1_grad.iy228:                                 ; preds = %relu1_grad.ix229.end, %relu1_grad.iy220.end
+  %relu1_grad.iy228918 = phi i64 [ 0, %relu1_grad.iy220.end ], [ %iy228.next, %relu1_grad.ix229.end ]
+  br label %relu1_grad.ix229
 
-relu1_grad.iy243.end:                             ; preds = %relu1_grad.ix244.end
+relu1_grad.iy228.end:                             ; preds = %relu1_grad.ix229.end
+  br label %relu1_grad.iy239
+
+relu1_grad.ix229:                                 ; preds = %relu1_grad.ix229, %relu1_grad.iy228
+  %relu1_grad.ix229919 = phi i64 [ 0, %relu1_grad.iy228 ], [ %ix229.next, %relu1_grad.ix229 ]
+  %3324 = mul nsw i64 %relu1_grad.c167845, 9
+  %3325 = mul nsw i64 %3324, 9216
+  %3326 = add nsw i64 6710544, %3325
+  %3327 = mul nsw i64 %relu1_grad.j166844, 576
+  %3328 = add nsw i64 %3326, %3327
+  %3329 = add nsw i64 %relu1_grad.iy228918, 2
+  %3330 = mul nsw i64 %3329, 24
+  %3331 = add nsw i64 %3328, %3330
+  %3332 = add nsw i64 %3331, 2
+  %3333 = add nsw i64 %3332, %relu1_grad.ix229919
+  %arena920 = getelementptr inbounds float, ptr %arena, i64 %3333
+  %3334 = load float, ptr %arena920, align 4
+  store float %3334, ptr %relu1_grad.sum230, align 4
+  %sum230 = load float, ptr %relu1_grad.sum230, align 4
+  %3335 = mul nsw i64 %relu1_grad.c167845, 9
+  %3336 = add nsw i64 %3335, 1
+  %3337 = mul nsw i64 %3336, 9216
+  %3338 = add nsw i64 6710544, %3337
+  %3339 = mul nsw i64 %relu1_grad.j166844, 576
+  %3340 = add nsw i64 %3338, %3339
+  %3341 = add nsw i64 %relu1_grad.iy228918, 2
+  %3342 = mul nsw i64 %3341, 24
+  %3343 = add nsw i64 %3340, %3342
+  %3344 = add nsw i64 %3343, 1
+  %3345 = add nsw i64 %3344, %relu1_grad.ix229919
+  %arena921 = getelementptr inbounds float, ptr %arena, i64 %3345
+  %3346 = load float, ptr %arena921, align 4
+  %3347 = fadd float %sum230, %3346
+  store float %3347, ptr %relu1_grad.sum231, align 4
+  %sum231 = load float, ptr %relu1_grad.sum231, align 4
+  %3348 = mul nsw i64 %relu1_grad.c167845, 9
+  %3349 = add nsw i64 %3348, 2
+  %3350 = mul nsw i64 %3349, 9216
+  %3351 = add nsw i64 6710544, %3350
+  %3352 = mul nsw i64 %relu1_grad.j166844, 576
+  %3353 = add nsw i64 %3351, %3352
+  %3354 = add nsw i64 %relu1_grad.iy228918, 2
+  %3355 = mul nsw i64 %3354, 24
+  %3356 = add nsw i64 %3353, %3355
+  %3357 = add nsw i64 %3356, %relu1_grad.ix229919
+  %arena922 = getelementptr inbounds float, ptr %arena, i64 %3357
+  %3358 = load float, ptr %arena922, align 4
+  %3359 = fadd float %sum231, %3358
+  store float %3359, ptr %relu1_grad.sum232, align 4
+  %sum232 = load float, ptr %relu1_grad.sum232, align 4
+  %3360 = mul nsw i64 %relu1_grad.c167845, 9
+  %3361 = add nsw i64 %3360, 3
+  %3362 = mul nsw i64 %3361, 9216
+  %3363 = add nsw i64 6710544, %3362
+  %3364 = mul nsw i64 %relu1_grad.j166844, 576
+  %3365 = add nsw i64 %3363, %3364
+  %3366 = add nsw i64 %relu1_grad.iy228918, 2
+  %3367 = add nsw i64 %3366, -1
+  %3368 = mul nsw i64 %3367, 24
+  %3369 = add nsw i64 %3365, %3368
+  %3370 = add nsw i64 %3369, 2
+  %3371 = add nsw i64 %3370, %relu1_grad.ix229919
+  %arena923 = getelementptr inbounds float, ptr %arena, i64 %3371
+  %3372 = load float, ptr %arena923, align 4
+  %3373 = fadd float %sum232, %3372
+  store float %3373, ptr %relu1_grad.sum233, align 4
+  %sum233 = load float, ptr %relu1_grad.sum233, align 4
+  %3374 = mul nsw i64 %relu1_grad.c167845, 9
+  %3375 = add nsw i64 %3374, 4
+  %3376 = mul nsw i64 %3375, 9216
+  %3377 = add nsw i64 6710544, %3376
+  %3378 = mul nsw i64 %relu1_grad.j166844, 576
+  %3379 = add nsw i64 %3377, %3378
+  %3380 = add nsw i64 %relu1_grad.iy228918, 2
+  %3381 = add nsw i64 %3380, -1
+  %3382 = mul nsw i64 %3381, 24
+  %3383 = add nsw i64 %3379, %3382
+  %3384 = add nsw i64 %3383, 1
+  %3385 = add nsw i64 %3384, %relu1_grad.ix229919
+  %arena924 = getelementptr inbounds float, ptr %arena, i64 %3385
+  %3386 = load float, ptr %arena924, align 4
+  %3387 = fadd float %sum233, %3386
+  store float %3387, ptr %relu1_grad.sum234, align 4
+  %sum234 = load float, ptr %relu1_grad.sum234, align 4
+  %3388 = mul nsw i64 %relu1_grad.c167845, 9
+  %3389 = add nsw i64 %3388, 5
+  %3390 = mul nsw i64 %3389, 9216
+  %3391 = add nsw i64 6710544, %3390
+  %3392 = mul nsw i64 %relu1_grad.j166844, 576
+  %3393 = add nsw i64 %3391, %3392
+  %3394 = add nsw i64 %relu1_grad.iy228918, 2
+  %3395 = add nsw i64 %3394, -1
+  %3396 = mul nsw i64 %3395, 24
+  %3397 = add nsw i64 %3393, %3396
+  %3398 = add nsw i64 %3397, %relu1_grad.ix229919
+  %arena925 = getelementptr inbounds float, ptr %arena, i64 %3398
+  %3399 = load float, ptr %arena925, align 4
+  %3400 = fadd float %sum234, %3399
+  store float %3400, ptr %relu1_grad.sum235, align 4
+  %sum235 = load float, ptr %relu1_grad.sum235, align 4
+  %3401 = mul nsw i64 %relu1_grad.c167845, 9
+  %3402 = add nsw i64 %3401, 6
+  %3403 = mul nsw i64 %3402, 9216
+  %3404 = add nsw i64 6710544, %3403
+  %3405 = mul nsw i64 %relu1_grad.j166844, 576
+  %3406 = add nsw i64 %3404, %3405
+  %3407 = add nsw i64 %relu1_grad.iy228918, 2
+  %3408 = add nsw i64 %3407, -2
+  %3409 = mul nsw i64 %3408, 24
+  %3410 = add nsw i64 %3406, %3409
+  %3411 = add nsw i64 %3410, 2
+  %3412 = add nsw i64 %3411, %relu1_grad.ix229919
+  %arena926 = getelementptr inbounds float, ptr %arena, i64 %3412
+  %3413 = load float, ptr %arena926, align 4
+  %3414 = fadd float %sum235, %3413
+  store float %3414, ptr %relu1_grad.sum236, align 4
+  %sum236 = load float, ptr %relu1_grad.sum236, align 4
+  %3415 = mul nsw i64 %relu1_grad.c167845, 9
+  %3416 = add nsw i64 %3415, 7
+  %3417 = mul nsw i64 %3416, 9216
+  %3418 = add nsw i64 6710544, %3417
+  %3419 = mul nsw i64 %relu1_grad.j166844, 576
+  %3420 = add nsw i64 %3418, %3419
+  %3421 = add nsw i64 %relu1_grad.iy228918, 2
+  %3422 = add nsw i64 %3421, -2
+  %3423 = mul nsw i64 %3422, 24
+  %3424 = add nsw i64 %3420, %3423
+  %3425 = add nsw i64 %3424, 1
+  %3426 = add nsw i64 %3425, %relu1_grad.ix229919
+  %arena927 = getelementptr inbounds float, ptr %arena, i64 %3426
+  %3427 = load float, ptr %arena927, align 4
+  %3428 = fadd float %sum236, %3427
+  store float %3428, ptr %relu1_grad.sum237, align 4
+  %sum237 = load float, ptr %relu1_grad.sum237, align 4
+  %3429 = mul nsw i64 %relu1_grad.c167845, 9
+  %3430 = add nsw i64 %3429, 8
+  %3431 = mul nsw i64 %3430, 9216
+  %3432 = add nsw i64 6710544, %3431
+  %3433 = mul nsw i64 %relu1_grad.j166844, 576
+  %3434 = add nsw i64 %3432, %3433
+  %3435 = add nsw i64 %relu1_grad.iy228918, 2
+  %3436 = add nsw i64 %3435, -2
+  %3437 = mul nsw i64 %3436, 24
+  %3438 = add nsw i64 %3434, %3437
+  %3439 = add nsw i64 %3438, %relu1_grad.ix229919
+  %arena928 = getelementptr inbounds float, ptr %arena, i64 %3439
+  %3440 = load float, ptr %arena928, align 4
+  %3441 = fadd float %sum237, %3440
+  store float %3441, ptr %relu1_grad.sum238, align 4
+  %sum238 = load float, ptr %relu1_grad.sum238, align 4
+  %3442 = mul nsw i64 %relu1_grad.g158739, 16
+  %3443 = add nsw i64 %3442, %relu1_grad.j166844
+  %3444 = mul nsw i64 %3443, 21632
+  %3445 = add nsw i64 1384448, %3444
+  %3446 = mul nsw i64 %relu1_grad.c167845, 676
+  %3447 = add nsw i64 %3445, %3446
+  %3448 = add nsw i64 %relu1_grad.iy228918, 2
+  %3449 = mul nsw i64 %3448, 26
+  %3450 = add nsw i64 %3447, %3449
+  %3451 = add nsw i64 %3450, 2
+  %3452 = add nsw i64 %3451, %relu1_grad.ix229919
+  %arena929 = getelementptr inbounds float, ptr %arena, i64 %3452
+  store float %sum238, ptr %arena929, align 4
+  %ix229.next = add nsw i64 %relu1_grad.ix229919, 1
+  %3453 = icmp slt i64 %ix229.next, 22
+  br i1 %3453, label %relu1_grad.ix229, label %relu1_grad.ix229.end
+
+relu1_grad.ix229.end:                             ; preds = %relu1_grad.ix229
+  %iy228.next = add nsw i64 %relu1_grad.iy228918, 1
+  %3454 = icmp slt i64 %iy228.next, 22
+  br i1 %3454, label %relu1_grad.iy228, label %relu1_grad.iy228.end
+
+relu1_grad.iy239:                                 ; preds = %relu1_grad.ix240.end, %relu1_grad.iy228.end
+  %relu1_grad.iy239930 = phi i64 [ 0, %relu1_grad.iy228.end ], [ %iy239.next, %relu1_grad.ix240.end ]
+  br label %relu1_grad.ix240
+
+relu1_grad.iy239.end:                             ; preds = %relu1_grad.ix240.end
   br label %relu1_grad.iy247
 
-relu1_grad.ix244:                                 ; preds = %relu1_grad.ix244, %relu1_grad.iy243
-  %relu1_grad.ix244858 = phi i64 [ 0, %relu1_grad.iy243 ], [ %ix244.next, %relu1_grad.ix244 ]
-  %3274 = mul nsw i64 %relu1_grad.c158757, 9
-  %3275 = add nsw i64 %3274, 3
-  %3276 = mul nsw i64 %3275, 9216
-  %3277 = add nsw i64 6710544, %3276
-  %3278 = mul nsw i64 %relu1_grad.j157756, 576
-  %3279 = add nsw i64 %3277, %3278
-  %3280 = add nsw i64 %relu1_grad.iy243857, 24
-  %3281 = add nsw i64 %3280, -1
-  %3282 = mul nsw i64 %3281, 24
-  %3283 = add nsw i64 %3279, %3282
-  %3284 = add nsw i64 %3283, %relu1_grad.ix244858
-  %arena859 = getelementptr inbounds float, ptr %arena, i64 %3284
-  %3285 = load float, ptr %arena859, align 4
-  store float %3285, ptr %relu1_grad.sum245, align 4
+relu1_grad.ix240:                                 ; preds = %relu1_grad.ix240, %relu1_grad.iy239
+  %relu1_grad.ix240931 = phi i64 [ 0, %relu1_grad.iy239 ], [ %ix240.next, %relu1_grad.ix240 ]
+  %3455 = mul nsw i64 %relu1_grad.c167845, 9
+  %3456 = add nsw i64 %3455, 1
+  %3457 = mul nsw i64 %3456, 9216
+  %3458 = add nsw i64 6710544, %3457
+  %3459 = mul nsw i64 %relu1_grad.j166844, 576
+  %3460 = add nsw i64 %3458, %3459
+  %3461 = add nsw i64 %relu1_grad.iy239930, 2
+  %3462 = mul nsw i64 %3461, 24
+  %3463 = add nsw i64 %3460, %3462
+  %3464 = add nsw i64 %3463, 23
+  %3465 = add nsw i64 %3464, %relu1_grad.ix240931
+  %arena932 = getelementptr inbounds float, ptr %arena, i64 %3465
+  %3466 = load float, ptr %arena932, align 4
+  store float %3466, ptr %relu1_grad.sum241, align 4
+  %sum241 = load float, ptr %relu1_grad.sum241, align 4
+  %3467 = mul nsw i64 %relu1_grad.c167845, 9
+  %3468 = add nsw i64 %3467, 2
+  %3469 = mul nsw i64 %3468, 9216
+  %3470 = add nsw i64 6710544, %3469
+  %3471 = mul nsw i64 %relu1_grad.j166844, 576
+  %3472 = add nsw i64 %3470, %3471
+  %3473 = add nsw i64 %relu1_grad.iy239930, 2
+  %3474 = mul nsw i64 %3473, 24
+  %3475 = add nsw i64 %3472, %3474
+  %3476 = add nsw i64 %3475, 22
+  %3477 = add nsw i64 %3476, %relu1_grad.ix240931
+  %arena933 = getelementptr inbounds float, ptr %arena, i64 %3477
+  %3478 = load float, ptr %arena933, align 4
+  %3479 = fadd float %sum241, %3478
+  store float %3479, ptr %relu1_grad.sum242, align 4
+  %sum242 = load float, ptr %relu1_grad.sum242, align 4
+  %3480 = mul nsw i64 %relu1_grad.c167845, 9
+  %3481 = add nsw i64 %3480, 4
+  %3482 = mul nsw i64 %3481, 9216
+  %3483 = add nsw i64 6710544, %3482
+  %3484 = mul nsw i64 %relu1_grad.j166844, 576
+  %3485 = add nsw i64 %3483, %3484
+  %3486 = add nsw i64 %relu1_grad.iy239930, 2
+  %3487 = add nsw i64 %3486, -1
+  %3488 = mul nsw i64 %3487, 24
+  %3489 = add nsw i64 %3485, %3488
+  %3490 = add nsw i64 %3489, 23
+  %3491 = add nsw i64 %3490, %relu1_grad.ix240931
+  %arena934 = getelementptr inbounds float, ptr %arena, i64 %3491
+  %3492 = load float, ptr %arena934, align 4
+  %3493 = fadd float %sum242, %3492
+  store float %3493, ptr %relu1_grad.sum243, align 4
+  %sum243 = load float, ptr %relu1_grad.sum243, align 4
+  %3494 = mul nsw i64 %relu1_grad.c167845, 9
+  %3495 = add nsw i64 %3494, 5
+  %3496 = mul nsw i64 %3495, 9216
+  %3497 = add nsw i64 6710544, %3496
+  %3498 = mul nsw i64 %relu1_grad.j166844, 576
+  %3499 = add nsw i64 %3497, %3498
+  %3500 = add nsw i64 %relu1_grad.iy239930, 2
+  %3501 = add nsw i64 %3500, -1
+  %3502 = mul nsw i64 %3501, 24
+  %3503 = add nsw i64 %3499, %3502
+  %3504 = add nsw i64 %3503, 22
+  %3505 = add nsw i64 %3504, %relu1_grad.ix240931
+  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3505
+  %3506 = load float, ptr %arena935, align 4
+  %3507 = fadd float %sum243, %3506
+  store float %3507, ptr %relu1_grad.sum244, align 4
+  %sum244 = load float, ptr %relu1_grad.sum244, align 4
+  %3508 = mul nsw i64 %relu1_grad.c167845, 9
+  %3509 = add nsw i64 %3508, 7
+  %3510 = mul nsw i64 %3509, 9216
+  %3511 = add nsw i64 6710544, %3510
+  %3512 = mul nsw i64 %relu1_grad.j166844, 576
+  %3513 = add nsw i64 %3511, %3512
+  %3514 = add nsw i64 %relu1_grad.iy239930, 2
+  %3515 = add nsw i64 %3514, -2
+  %3516 = mul nsw i64 %3515, 24
+  %3517 = add nsw i64 %3513, %3516
+  %3518 = add nsw i64 %3517, 23
+  %3519 = add nsw i64 %3518, %relu1_grad.ix240931
+  %arena936 = getelementptr inbounds float, ptr %arena, i64 %3519
+  %3520 = load float, ptr %arena936, align 4
+  %3521 = fadd float %sum244, %3520
+  store float %3521, ptr %relu1_grad.sum245, align 4
   %sum245 = load float, ptr %relu1_grad.sum245, align 4
-  %3286 = mul nsw i64 %relu1_grad.c158757, 9
-  %3287 = add nsw i64 %3286, 6
-  %3288 = mul nsw i64 %3287, 9216
-  %3289 = add nsw i64 6710544, %3288
-  %3290 = mul nsw i64 %relu1_grad.j157756, 576
-  %3291 = add nsw i64 %3289, %3290
-  %3292 = add nsw i64 %relu1_grad.iy243857, 24
-  %3293 = add nsw i64 %3292, -2
-  %3294 = mul nsw i64 %3293, 24
-  %3295 = add nsw i64 %3291, %3294
-  %3296 = add nsw i64 %3295, %relu1_grad.ix244858
-  %arena860 = getelementptr inbounds float, ptr %arena, i64 %3296
-  %3297 = load float, ptr %arena860, align 4
-  %3298 = fadd float %sum245, %3297
-  store float %3298, ptr %relu1_grad.sum246, align 4
+  %3522 = mul nsw i64 %relu1_grad.c167845, 9
+  %3523 = add nsw i64 %3522, 8
+  %3524 = mul nsw i64 %3523, 9216
+  %3525 = add nsw i64 6710544, %3524
+  %3526 = mul nsw i64 %relu1_grad.j166844, 576
+  %3527 = add nsw i64 %3525, %3526
+  %3528 = add nsw i64 %relu1_grad.iy239930, 2
+  %3529 = add nsw i64 %3528, -2
+  %3530 = mul nsw i64 %3529, 24
+  %3531 = add nsw i64 %3527, %3530
+  %3532 = add nsw i64 %3531, 22
+  %3533 = add nsw i64 %3532, %relu1_grad.ix240931
+  %arena937 = getelementptr inbounds float, ptr %arena, i64 %3533
+  %3534 = load float, ptr %arena937, align 4
+  %3535 = fadd float %sum245, %3534
+  store float %3535, ptr %relu1_grad.sum246, align 4
   %sum246 = load float, ptr %relu1_grad.sum246, align 4
-  %3299 = mul nsw i64 %relu1_grad.g149651, 16
-  %3300 = add nsw i64 %3299, %relu1_grad.j157756
-  %3301 = mul nsw i64 %3300, 21632
-  %3302 = add nsw i64 1384448, %3301
-  %3303 = mul nsw i64 %relu1_grad.c158757, 676
-  %3304 = add nsw i64 %3302, %3303
-  %3305 = add nsw i64 %relu1_grad.iy243857, 24
-  %3306 = mul nsw i64 %3305, 26
-  %3307 = add nsw i64 %3304, %3306
-  %3308 = add nsw i64 %3307, %relu1_grad.ix244858
-  %arena861 = getelementptr inbounds float, ptr %arena, i64 %3308
-  store float %sum246, ptr %arena861, align 4
-  %ix244.next = add nsw i64 %relu1_grad.ix244858, 1
-  %3309 = icmp slt i64 %ix244.next, 1
-  br i1 %3309, label %relu1_grad.ix244, label %relu1_grad.ix244.end
+  %3536 = mul nsw i64 %relu1_grad.g158739, 16
+  %3537 = add nsw i64 %3536, %relu1_grad.j166844
+  %3538 = mul nsw i64 %3537, 21632
+  %3539 = add nsw i64 1384448, %3538
+  %3540 = mul nsw i64 %relu1_grad.c167845, 676
+  %3541 = add nsw i64 %3539, %3540
+  %3542 = add nsw i64 %relu1_grad.iy239930, 2
+  %3543 = mul nsw i64 %3542, 26
+  %3544 = add nsw i64 %3541, %3543
+  %3545 = add nsw i64 %3544, 24
+  %3546 = add nsw i64 %3545, %relu1_grad.ix240931
+  %arena938 = getelementptr inbounds float, ptr %arena, i64 %3546
+  store float %sum246, ptr %arena938, align 4
+  %ix240.next = add nsw i64 %relu1_grad.ix240931, 1
+  %3547 = icmp slt i64 %ix240.next, 1
+  br i1 %3547, label %relu1_grad.ix240, label %relu1_grad.ix240.end
 
-relu1_grad.ix244.end:                             ; preds = %relu1_grad.ix244
-  %iy243.next = add nsw i64 %relu1_grad.iy243857, 1
-  %3310 = icmp slt i64 %iy243.next, 1
-  br i1 %3310, label %relu1_grad.iy243, label %relu1_grad.iy243.end
+relu1_grad.ix240.end:                             ; preds = %relu1_grad.ix240
+  %iy239.next = add nsw i64 %relu1_grad.iy239930, 1
+  %3548 = icmp slt i64 %iy239.next, 22
+  br i1 %3548, label %relu1_grad.iy239, label %relu1_grad.iy239.end
 
-relu1_grad.iy247:                                 ; preds = %relu1_grad.ix248.end, %relu1_grad.iy243.end
-  %relu1_grad.iy247862 = phi i64 [ 0, %relu1_grad.iy243.end ], [ %iy247.next, %relu1_grad.ix248.end ]
+relu1_grad.iy247:                                 ; preds = %relu1_grad.ix248.end, %relu1_grad.iy239.end
+  %relu1_grad.iy247939 = phi i64 [ 0, %relu1_grad.iy239.end ], [ %iy247.next, %relu1_grad.ix248.end ]
   br label %relu1_grad.ix248
 
 relu1_grad.iy247.end:                             ; preds = %relu1_grad.ix248.end
-  br label %relu1_grad.iy253
+  br label %relu1_grad.iy252
 
 relu1_grad.ix248:                                 ; preds = %relu1_grad.ix248, %relu1_grad.iy247
-  %relu1_grad.ix248863 = phi i64 [ 0, %relu1_grad.iy247 ], [ %ix248.next, %relu1_grad.ix248 ]
-  %3311 = mul nsw i64 %relu1_grad.c158757, 9
-  %3312 = add nsw i64 %3311, 3
-  %3313 = mul nsw i64 %3312, 9216
-  %3314 = add nsw i64 6710544, %3313
-  %3315 = mul nsw i64 %relu1_grad.j157756, 576
-  %3316 = add nsw i64 %3314, %3315
-  %3317 = add nsw i64 %relu1_grad.iy247862, 24
-  %3318 = add nsw i64 %3317, -1
-  %3319 = mul nsw i64 %3318, 24
-  %3320 = add nsw i64 %3316, %3319
-  %3321 = add nsw i64 %3320, 1
-  %3322 = add nsw i64 %3321, %relu1_grad.ix248863
-  %arena864 = getelementptr inbounds float, ptr %arena, i64 %3322
-  %3323 = load float, ptr %arena864, align 4
-  store float %3323, ptr %relu1_grad.sum249, align 4
+  %relu1_grad.ix248940 = phi i64 [ 0, %relu1_grad.iy247 ], [ %ix248.next, %relu1_grad.ix248 ]
+  %3549 = mul nsw i64 %relu1_grad.c167845, 9
+  %3550 = add nsw i64 %3549, 2
+  %3551 = mul nsw i64 %3550, 9216
+  %3552 = add nsw i64 6710544, %3551
+  %3553 = mul nsw i64 %relu1_grad.j166844, 576
+  %3554 = add nsw i64 %3552, %3553
+  %3555 = add nsw i64 %relu1_grad.iy247939, 2
+  %3556 = mul nsw i64 %3555, 24
+  %3557 = add nsw i64 %3554, %3556
+  %3558 = add nsw i64 %3557, 23
+  %3559 = add nsw i64 %3558, %relu1_grad.ix248940
+  %arena941 = getelementptr inbounds float, ptr %arena, i64 %3559
+  %3560 = load float, ptr %arena941, align 4
+  store float %3560, ptr %relu1_grad.sum249, align 4
   %sum249 = load float, ptr %relu1_grad.sum249, align 4
-  %3324 = mul nsw i64 %relu1_grad.c158757, 9
-  %3325 = add nsw i64 %3324, 4
-  %3326 = mul nsw i64 %3325, 9216
-  %3327 = add nsw i64 6710544, %3326
-  %3328 = mul nsw i64 %relu1_grad.j157756, 576
-  %3329 = add nsw i64 %3327, %3328
-  %3330 = add nsw i64 %relu1_grad.iy247862, 24
-  %3331 = add nsw i64 %3330, -1
-  %3332 = mul nsw i64 %3331, 24
-  %3333 = add nsw i64 %3329, %3332
-  %3334 = add nsw i64 %3333, %relu1_grad.ix248863
-  %arena865 = getelementptr inbounds float, ptr %arena, i64 %3334
-  %3335 = load float, ptr %arena865, align 4
-  %3336 = fadd float %sum249, %3335
-  store float %3336, ptr %relu1_grad.sum250, align 4
+  %3561 = mul nsw i64 %relu1_grad.c167845, 9
+  %3562 = add nsw i64 %3561, 5
+  %3563 = mul nsw i64 %3562, 9216
+  %3564 = add nsw i64 6710544, %3563
+  %3565 = mul nsw i64 %relu1_grad.j166844, 576
+  %3566 = add nsw i64 %3564, %3565
+  %3567 = add nsw i64 %relu1_grad.iy247939, 2
+  %3568 = add nsw i64 %3567, -1
+  %3569 = mul nsw i64 %3568, 24
+  %3570 = add nsw i64 %3566, %3569
+  %3571 = add nsw i64 %3570, 23
+  %3572 = add nsw i64 %3571, %relu1_grad.ix248940
+  %arena942 = getelementptr inbounds float, ptr %arena, i64 %3572
+  %3573 = load float, ptr %arena942, align 4
+  %3574 = fadd float %sum249, %3573
+  store float %3574, ptr %relu1_grad.sum250, align 4
   %sum250 = load float, ptr %relu1_grad.sum250, align 4
-  %3337 = mul nsw i64 %relu1_grad.c158757, 9
-  %3338 = add nsw i64 %3337, 6
-  %3339 = mul nsw i64 %3338, 9216
-  %3340 = add nsw i64 6710544, %3339
-  %3341 = mul nsw i64 %relu1_grad.j157756, 576
-  %3342 = add nsw i64 %3340, %3341
-  %3343 = add nsw i64 %relu1_grad.iy247862, 24
-  %3344 = add nsw i64 %3343, -2
-  %3345 = mul nsw i64 %3344, 24
-  %3346 = add nsw i64 %3342, %3345
-  %3347 = add nsw i64 %3346, 1
-  %3348 = add nsw i64 %3347, %relu1_grad.ix248863
-  %arena866 = getelementptr inbounds float, ptr %arena, i64 %3348
-  %3349 = load float, ptr %arena866, align 4
-  %3350 = fadd float %sum250, %3349
-  store float %3350, ptr %relu1_grad.sum251, align 4
+  %3575 = mul nsw i64 %relu1_grad.c167845, 9
+  %3576 = add nsw i64 %3575, 8
+  %3577 = mul nsw i64 %3576, 9216
+  %3578 = add nsw i64 6710544, %3577
+  %3579 = mul nsw i64 %relu1_grad.j166844, 576
+  %3580 = add nsw i64 %3578, %3579
+  %3581 = add nsw i64 %relu1_grad.iy247939, 2
+  %3582 = add nsw i64 %3581, -2
+  %3583 = mul nsw i64 %3582, 24
+  %3584 = add nsw i64 %3580, %3583
+  %3585 = add nsw i64 %3584, 23
+  %3586 = add nsw i64 %3585, %relu1_grad.ix248940
+  %arena943 = getelementptr inbounds float, ptr %arena, i64 %3586
+  %3587 = load float, ptr %arena943, align 4
+  %3588 = fadd float %sum250, %3587
+  store float %3588, ptr %relu1_grad.sum251, align 4
   %sum251 = load float, ptr %relu1_grad.sum251, align 4
-  %3351 = mul nsw i64 %relu1_grad.c158757, 9
-  %3352 = add nsw i64 %3351, 7
-  %3353 = mul nsw i64 %3352, 9216
-  %3354 = add nsw i64 6710544, %3353
-  %3355 = mul nsw i64 %relu1_grad.j157756, 576
-  %3356 = add nsw i64 %3354, %3355
-  %3357 = add nsw i64 %relu1_grad.iy247862, 24
-  %3358 = add nsw i64 %3357, -2
-  %3359 = mul nsw i64 %3358, 24
-  %3360 = add nsw i64 %3356, %3359
-  %3361 = add nsw i64 %3360, %relu1_grad.ix248863
-  %arena867 = getelementptr inbounds float, ptr %arena, i64 %3361
-  %3362 = load float, ptr %arena867, align 4
-  %3363 = fadd float %sum251, %3362
-  store float %3363, ptr %relu1_grad.sum252, align 4
-  %sum252 = load float, ptr %relu1_grad.sum252, align 4
-  %3364 = mul nsw i64 %relu1_grad.g149651, 16
-  %3365 = add nsw i64 %3364, %relu1_grad.j157756
-  %3366 = mul nsw i64 %3365, 21632
-  %3367 = add nsw i64 1384448, %3366
-  %3368 = mul nsw i64 %relu1_grad.c158757, 676
-  %3369 = add nsw i64 %3367, %3368
-  %3370 = add nsw i64 %relu1_grad.iy247862, 24
-  %3371 = mul nsw i64 %3370, 26
-  %3372 = add nsw i64 %3369, %3371
-  %3373 = add nsw i64 %3372, 1
-  %3374 = add nsw i64 %3373, %relu1_grad.ix248863
-  %arena868 = getelementptr inbounds float, ptr %arena, i64 %3374
-  store float %sum252, ptr %arena868, align 4
-  %ix248.next = add nsw i64 %relu1_grad.ix248863, 1
-  %3375 = icmp slt i64 %ix248.next, 1
-  br i1 %3375, label %relu1_grad.ix248, label %relu1_grad.ix248.end
+  %3589 = mul nsw i64 %relu1_grad.g158739, 16
+  %3590 = add nsw i64 %3589, %relu1_grad.j166844
+  %3591 = mul nsw i64 %3590, 21632
+  %3592 = add nsw i64 1384448, %3591
+  %3593 = mul nsw i64 %relu1_grad.c167845, 676
+  %3594 = add nsw i64 %3592, %3593
+  %3595 = add nsw i64 %relu1_grad.iy247939, 2
+  %3596 = mul nsw i64 %3595, 26
+  %3597 = add nsw i64 %3594, %3596
+  %3598 = add nsw i64 %3597, 25
+  %3599 = add nsw i64 %3598, %relu1_grad.ix248940
+  %arena944 = getelementptr inbounds float, ptr %arena, i64 %3599
+  store float %sum251, ptr %arena944, align 4
+  %ix248.next = add nsw i64 %relu1_grad.ix248940, 1
+  %3600 = icmp slt i64 %ix248.next, 1
+  br i1 %3600, label %relu1_grad.ix248, label %relu1_grad.ix248.end
 
 relu1_grad.ix248.end:                             ; preds = %relu1_grad.ix248
-  %iy247.next = add nsw i64 %relu1_grad.iy247862, 1
-  %3376 = icmp slt i64 %iy247.next, 1
-  br i1 %3376, label %relu1_grad.iy247, label %relu1_grad.iy247.end
+  %iy247.next = add nsw i64 %relu1_grad.iy247939, 1
+  %3601 = icmp slt i64 %iy247.next, 22
+  br i1 %3601, label %relu1_grad.iy247, label %relu1_grad.iy247.end
 
-relu1_grad.iy253:                                 ; preds = %relu1_grad.ix254.end, %relu1_grad.iy247.end
-  %relu1_grad.iy253869 = phi i64 [ 0, %relu1_grad.iy247.end ], [ %iy253.next, %relu1_grad.ix254.end ]
-  br label %relu1_grad.ix254
+relu1_grad.iy252:                                 ; preds = %relu1_grad.ix253.end, %relu1_grad.iy247.end
+  %relu1_grad.iy252945 = phi i64 [ 0, %relu1_grad.iy247.end ], [ %iy252.next, %relu1_grad.ix253.end ]
+  br label %relu1_grad.ix253
 
-relu1_grad.iy253.end:                             ; preds = %relu1_grad.ix254.end
-  br label %relu1_grad.iy261
+relu1_grad.iy252.end:                             ; preds = %relu1_grad.ix253.end
+  br label %relu1_grad.iy256
 
-relu1_grad.ix254:                                 ; preds = %relu1_grad.ix254, %relu1_grad.iy253
-  %relu1_grad.ix254870 = phi i64 [ 0, %relu1_grad.iy253 ], [ %ix254.next, %relu1_grad.ix254 ]
-  %3377 = mul nsw i64 %relu1_grad.c158757, 9
-  %3378 = add nsw i64 %3377, 3
-  %3379 = mul nsw i64 %3378, 9216
-  %3380 = add nsw i64 6710544, %3379
-  %3381 = mul nsw i64 %relu1_grad.j157756, 576
-  %3382 = add nsw i64 %3380, %3381
-  %3383 = add nsw i64 %relu1_grad.iy253869, 24
-  %3384 = add nsw i64 %3383, -1
-  %3385 = mul nsw i64 %3384, 24
-  %3386 = add nsw i64 %3382, %3385
-  %3387 = add nsw i64 %3386, 2
-  %3388 = add nsw i64 %3387, %relu1_grad.ix254870
-  %arena871 = getelementptr inbounds float, ptr %arena, i64 %3388
-  %3389 = load float, ptr %arena871, align 4
-  store float %3389, ptr %relu1_grad.sum255, align 4
+relu1_grad.ix253:                                 ; preds = %relu1_grad.ix253, %relu1_grad.iy252
+  %relu1_grad.ix253946 = phi i64 [ 0, %relu1_grad.iy252 ], [ %ix253.next, %relu1_grad.ix253 ]
+  %3602 = mul nsw i64 %relu1_grad.c167845, 9
+  %3603 = add nsw i64 %3602, 3
+  %3604 = mul nsw i64 %3603, 9216
+  %3605 = add nsw i64 6710544, %3604
+  %3606 = mul nsw i64 %relu1_grad.j166844, 576
+  %3607 = add nsw i64 %3605, %3606
+  %3608 = add nsw i64 %relu1_grad.iy252945, 24
+  %3609 = add nsw i64 %3608, -1
+  %3610 = mul nsw i64 %3609, 24
+  %3611 = add nsw i64 %3607, %3610
+  %3612 = add nsw i64 %3611, %relu1_grad.ix253946
+  %arena947 = getelementptr inbounds float, ptr %arena, i64 %3612
+  %3613 = load float, ptr %arena947, align 4
+  store float %3613, ptr %relu1_grad.sum254, align 4
+  %sum254 = load float, ptr %relu1_grad.sum254, align 4
+  %3614 = mul nsw i64 %relu1_grad.c167845, 9
+  %3615 = add nsw i64 %3614, 6
+  %3616 = mul nsw i64 %3615, 9216
+  %3617 = add nsw i64 6710544, %3616
+  %3618 = mul nsw i64 %relu1_grad.j166844, 576
+  %3619 = add nsw i64 %3617, %3618
+  %3620 = add nsw i64 %relu1_grad.iy252945, 24
+  %3621 = add nsw i64 %3620, -2
+  %3622 = mul nsw i64 %3621, 24
+  %3623 = add nsw i64 %3619, %3622
+  %3624 = add nsw i64 %3623, %relu1_grad.ix253946
+  %arena948 = getelementptr inbounds float, ptr %arena, i64 %3624
+  %3625 = load float, ptr %arena948, align 4
+  %3626 = fadd float %sum254, %3625
+  store float %3626, ptr %relu1_grad.sum255, align 4
   %sum255 = load float, ptr %relu1_grad.sum255, align 4
-  %3390 = mul nsw i64 %relu1_grad.c158757, 9
-  %3391 = add nsw i64 %3390, 4
-  %3392 = mul nsw i64 %3391, 9216
-  %3393 = add nsw i64 6710544, %3392
-  %3394 = mul nsw i64 %relu1_grad.j157756, 576
-  %3395 = add nsw i64 %3393, %3394
-  %3396 = add nsw i64 %relu1_grad.iy253869, 24
-  %3397 = add nsw i64 %3396, -1
-  %3398 = mul nsw i64 %3397, 24
-  %3399 = add nsw i64 %3395, %3398
-  %3400 = add nsw i64 %3399, 1
-  %3401 = add nsw i64 %3400, %relu1_grad.ix254870
-  %arena872 = getelementptr inbounds float, ptr %arena, i64 %3401
-  %3402 = load float, ptr %arena872, align 4
-  %3403 = fadd float %sum255, %3402
-  store float %3403, ptr %relu1_grad.sum256, align 4
-  %sum256 = load float, ptr %relu1_grad.sum256, align 4
-  %3404 = mul nsw i64 %relu1_grad.c158757, 9
-  %3405 = add nsw i64 %3404, 5
-  %3406 = mul nsw i64 %3405, 9216
-  %3407 = add nsw i64 6710544, %3406
-  %3408 = mul nsw i64 %relu1_grad.j157756, 576
-  %3409 = add nsw i64 %3407, %3408
-  %3410 = add nsw i64 %relu1_grad.iy253869, 24
-  %3411 = add nsw i64 %3410, -1
-  %3412 = mul nsw i64 %3411, 24
-  %3413 = add nsw i64 %3409, %3412
-  %3414 = add nsw i64 %3413, %relu1_grad.ix254870
-  %arena873 = getelementptr inbounds float, ptr %arena, i64 %3414
-  %3415 = load float, ptr %arena873, align 4
-  %3416 = fadd float %sum256, %3415
-  store float %3416, ptr %relu1_grad.sum257, align 4
-  %sum257 = load float, ptr %relu1_grad.sum257, align 4
-  %3417 = mul nsw i64 %relu1_grad.c158757, 9
-  %3418 = add nsw i64 %3417, 6
-  %3419 = mul nsw i64 %3418, 9216
-  %3420 = add nsw i64 6710544, %3419
-  %3421 = mul nsw i64 %relu1_grad.j157756, 576
-  %3422 = add nsw i64 %3420, %3421
-  %3423 = add nsw i64 %relu1_grad.iy253869, 24
-  %3424 = add nsw i64 %3423, -2
-  %3425 = mul nsw i64 %3424, 24
-  %3426 = add nsw i64 %3422, %3425
-  %3427 = add nsw i64 %3426, 2
-  %3428 = add nsw i64 %3427, %relu1_grad.ix254870
-  %arena874 = getelementptr inbounds float, ptr %arena, i64 %3428
-  %3429 = load float, ptr %arena874, align 4
-  %3430 = fadd float %sum257, %3429
-  store float %3430, ptr %relu1_grad.sum258, align 4
+  %3627 = mul nsw i64 %relu1_grad.g158739, 16
+  %3628 = add nsw i64 %3627, %relu1_grad.j166844
+  %3629 = mul nsw i64 %3628, 21632
+  %3630 = add nsw i64 1384448, %3629
+  %3631 = mul nsw i64 %relu1_grad.c167845, 676
+  %3632 = add nsw i64 %3630, %3631
+  %3633 = add nsw i64 %relu1_grad.iy252945, 24
+  %3634 = mul nsw i64 %3633, 26
+  %3635 = add nsw i64 %3632, %3634
+  %3636 = add nsw i64 %3635, %relu1_grad.ix253946
+  %arena949 = getelementptr inbounds float, ptr %arena, i64 %3636
+  store float %sum255, ptr %arena949, align 4
+  %ix253.next = add nsw i64 %relu1_grad.ix253946, 1
+  %3637 = icmp slt i64 %ix253.next, 1
+  br i1 %3637, label %relu1_grad.ix253, label %relu1_grad.ix253.end
+
+relu1_grad.ix253.end:                             ; preds = %relu1_grad.ix253
+  %iy252.next = add nsw i64 %relu1_grad.iy252945, 1
+  %3638 = icmp slt i64 %iy252.next, 1
+  br i1 %3638, label %relu1_grad.iy252, label %relu1_grad.iy252.end
+
+relu1_grad.iy256:                                 ; preds = %relu1_grad.ix257.end, %relu1_grad.iy252.end
+  %relu1_grad.iy256950 = phi i64 [ 0, %relu1_grad.iy252.end ], [ %iy256.next, %relu1_grad.ix257.end ]
+  br label %relu1_grad.ix257
+
+relu1_grad.iy256.end:                             ; preds = %relu1_grad.ix257.end
+  br label %relu1_grad.iy262
+
+relu1_grad.ix257:                                 ; preds = %relu1_grad.ix257, %relu1_grad.iy256
+  %relu1_grad.ix257951 = phi i64 [ 0, %relu1_grad.iy256 ], [ %ix257.next, %relu1_grad.ix257 ]
+  %3639 = mul nsw i64 %relu1_grad.c167845, 9
+  %3640 = add nsw i64 %3639, 3
+  %3641 = mul nsw i64 %3640, 9216
+  %3642 = add nsw i64 6710544, %3641
+  %3643 = mul nsw i64 %relu1_grad.j166844, 576
+  %3644 = add nsw i64 %3642, %3643
+  %3645 = add nsw i64 %relu1_grad.iy256950, 24
+  %3646 = add nsw i64 %3645, -1
+  %3647 = mul nsw i64 %3646, 24
+  %3648 = add nsw i64 %3644, %3647
+  %3649 = add nsw i64 %3648, 1
+  %3650 = add nsw i64 %3649, %relu1_grad.ix257951
+  %arena952 = getelementptr inbounds float, ptr %arena, i64 %3650
+  %3651 = load float, ptr %arena952, align 4
+  store float %3651, ptr %relu1_grad.sum258, align 4
   %sum258 = load float, ptr %relu1_grad.sum258, align 4
-  %3431 = mul nsw i64 %relu1_grad.c158757, 9
-  %3432 = add nsw i64 %3431, 7
-  %3433 = mul nsw i64 %3432, 9216
-  %3434 = add nsw i64 6710544, %3433
-  %3435 = mul nsw i64 %relu1_grad.j157756, 576
-  %3436 = add nsw i64 %3434, %3435
-  %3437 = add nsw i64 %relu1_grad.iy253869, 24
-  %3438 = add nsw i64 %3437, -2
-  %3439 = mul nsw i64 %3438, 24
-  %3440 = add nsw i64 %3436, %3439
-  %3441 = add nsw i64 %3440, 1
-  %3442 = add nsw i64 %3441, %relu1_grad.ix254870
-  %arena875 = getelementptr inbounds float, ptr %arena, i64 %3442
-  %3443 = load float, ptr %arena875, align 4
-  %3444 = fadd float %sum258, %3443
-  store float %3444, ptr %relu1_grad.sum259, align 4
+  %3652 = mul nsw i64 %relu1_grad.c167845, 9
+  %3653 = add nsw i64 %3652, 4
+  %3654 = mul nsw i64 %3653, 9216
+  %3655 = add nsw i64 6710544, %3654
+  %3656 = mul nsw i64 %relu1_grad.j166844, 576
+  %3657 = add nsw i64 %3655, %3656
+  %3658 = add nsw i64 %relu1_grad.iy256950, 24
+  %3659 = add nsw i64 %3658, -1
+  %3660 = mul nsw i64 %3659, 24
+  %3661 = add nsw i64 %3657, %3660
+  %3662 = add nsw i64 %3661, %relu1_grad.ix257951
+  %arena953 = getelementptr inbounds float, ptr %arena, i64 %3662
+  %3663 = load float, ptr %arena953, align 4
+  %3664 = fadd float %sum258, %3663
+  store float %3664, ptr %relu1_grad.sum259, align 4
   %sum259 = load float, ptr %relu1_grad.sum259, align 4
-  %3445 = mul nsw i64 %relu1_grad.c158757, 9
-  %3446 = add nsw i64 %3445, 8
-  %3447 = mul nsw i64 %3446, 9216
-  %3448 = add nsw i64 6710544, %3447
-  %3449 = mul nsw i64 %relu1_grad.j157756, 576
-  %3450 = add nsw i64 %3448, %3449
-  %3451 = add nsw i64 %relu1_grad.iy253869, 24
-  %3452 = add nsw i64 %3451, -2
-  %3453 = mul nsw i64 %3452, 24
-  %3454 = add nsw i64 %3450, %3453
-  %3455 = add nsw i64 %3454, %relu1_grad.ix254870
-  %arena876 = getelementptr inbounds float, ptr %arena, i64 %3455
-  %3456 = load float, ptr %arena876, align 4
-  %3457 = fadd float %sum259, %3456
-  store float %3457, ptr %relu1_grad.sum260, align 4
+  %3665 = mul nsw i64 %relu1_grad.c167845, 9
+  %3666 = add nsw i64 %3665, 6
+  %3667 = mul nsw i64 %3666, 9216
+  %3668 = add nsw i64 6710544, %3667
+  %3669 = mul nsw i64 %relu1_grad.j166844, 576
+  %3670 = add nsw i64 %3668, %3669
+  %3671 = add nsw i64 %relu1_grad.iy256950, 24
+  %3672 = add nsw i64 %3671, -2
+  %3673 = mul nsw i64 %3672, 24
+  %3674 = add nsw i64 %3670, %3673
+  %3675 = add nsw i64 %3674, 1
+  %3676 = add nsw i64 %3675, %relu1_grad.ix257951
+  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3676
+  %3677 = load float, ptr %arena954, align 4
+  %3678 = fadd float %sum259, %3677
+  store float %3678, ptr %relu1_grad.sum260, align 4
   %sum260 = load float, ptr %relu1_grad.sum260, align 4
-  %3458 = mul nsw i64 %relu1_grad.g149651, 16
-  %3459 = add nsw i64 %3458, %relu1_grad.j157756
-  %3460 = mul nsw i64 %3459, 21632
-  %3461 = add nsw i64 1384448, %3460
-  %3462 = mul nsw i64 %relu1_grad.c158757, 676
-  %3463 = add nsw i64 %3461, %3462
-  %3464 = add nsw i64 %relu1_grad.iy253869, 24
-  %3465 = mul nsw i64 %3464, 26
-  %3466 = add nsw i64 %3463, %3465
-  %3467 = add nsw i64 %3466, 2
-  %3468 = add nsw i64 %3467, %relu1_grad.ix254870
-  %arena877 = getelementptr inbounds float, ptr %arena, i64 %3468
-  store float %sum260, ptr %arena877, align 4
-  %ix254.next = add nsw i64 %relu1_grad.ix254870, 1
-  %3469 = icmp slt i64 %ix254.next, 22
-  br i1 %3469, label %relu1_grad.ix254, label %relu1_grad.ix254.end
+  %3679 = mul nsw i64 %relu1_grad.c167845, 9
+  %3680 = add nsw i64 %3679, 7
+  %3681 = mul nsw i64 %3680, 9216
+  %3682 = add nsw i64 6710544, %3681
+  %3683 = mul nsw i64 %relu1_grad.j166844, 576
+  %3684 = add nsw i64 %3682, %3683
+  %3685 = add nsw i64 %relu1_grad.iy256950, 24
+  %3686 = add nsw i64 %3685, -2
+  %3687 = mul nsw i64 %3686, 24
+  %3688 = add nsw i64 %3684, %3687
+  %3689 = add nsw i64 %3688, %relu1_grad.ix257951
+  %arena955 = getelementptr inbounds float, ptr %arena, i64 %3689
+  %3690 = load float, ptr %arena955, align 4
+  %3691 = fadd float %sum260, %3690
+  store float %3691, ptr %relu1_grad.sum261, align 4
+  %sum261 = load float, ptr %relu1_grad.sum261, align 4
+  %3692 = mul nsw i64 %relu1_grad.g158739, 16
+  %3693 = add nsw i64 %3692, %relu1_grad.j166844
+  %3694 = mul nsw i64 %3693, 21632
+  %3695 = add nsw i64 1384448, %3694
+  %3696 = mul nsw i64 %relu1_grad.c167845, 676
+  %3697 = add nsw i64 %3695, %3696
+  %3698 = add nsw i64 %relu1_grad.iy256950, 24
+  %3699 = mul nsw i64 %3698, 26
+  %3700 = add nsw i64 %3697, %3699
+  %3701 = add nsw i64 %3700, 1
+  %3702 = add nsw i64 %3701, %relu1_grad.ix257951
+  %arena956 = getelementptr inbounds float, ptr %arena, i64 %3702
+  store float %sum261, ptr %arena956, align 4
+  %ix257.next = add nsw i64 %relu1_grad.ix257951, 1
+  %3703 = icmp slt i64 %ix257.next, 1
+  br i1 %3703, label %relu1_grad.ix257, label %relu1_grad.ix257.end
 
-relu1_grad.ix254.end:                             ; preds = %relu1_grad.ix254
-  %iy253.next = add nsw i64 %relu1_grad.iy253869, 1
-  %3470 = icmp slt i64 %iy253.next, 1
-  br i1 %3470, label %relu1_grad.iy253, label %relu1_grad.iy253.end
+relu1_grad.ix257.end:                             ; preds = %relu1_grad.ix257
+  %iy256.next = add nsw i64 %relu1_grad.iy256950, 1
+  %3704 = icmp slt i64 %iy256.next, 1
+  br i1 %3704, label %relu1_grad.iy256, label %relu1_grad.iy256.end
 
-relu1_grad.iy261:                                 ; preds = %relu1_grad.ix262.end, %relu1_grad.iy253.end
-  %relu1_grad.iy261878 = phi i64 [ 0, %relu1_grad.iy253.end ], [ %iy261.next, %relu1_grad.ix262.end ]
-  br label %relu1_grad.ix262
+relu1_grad.iy262:                                 ; preds = %relu1_grad.ix263.end, %relu1_grad.iy256.end
+  %relu1_grad.iy262957 = phi i64 [ 0, %relu1_grad.iy256.end ], [ %iy262.next, %relu1_grad.ix263.end ]
+  br label %relu1_grad.ix263
 
-relu1_grad.iy261.end:                             ; preds = %relu1_grad.ix262.end
-  br label %relu1_grad.iy267
+relu1_grad.iy262.end:                             ; preds = %relu1_grad.ix263.end
+  br label %relu1_grad.iy270
 
-relu1_grad.ix262:                                 ; preds = %relu1_grad.ix262, %relu1_grad.iy261
-  %relu1_grad.ix262879 = phi i64 [ 0, %relu1_grad.iy261 ], [ %ix262.next, %relu1_grad.ix262 ]
-  %3471 = mul nsw i64 %relu1_grad.c158757, 9
-  %3472 = add nsw i64 %3471, 4
-  %3473 = mul nsw i64 %3472, 9216
-  %3474 = add nsw i64 6710544, %3473
-  %3475 = mul nsw i64 %relu1_grad.j157756, 576
-  %3476 = add nsw i64 %3474, %3475
-  %3477 = add nsw i64 %relu1_grad.iy261878, 24
-  %3478 = add nsw i64 %3477, -1
-  %3479 = mul nsw i64 %3478, 24
-  %3480 = add nsw i64 %3476, %3479
-  %3481 = add nsw i64 %3480, 23
-  %3482 = add nsw i64 %3481, %relu1_grad.ix262879
-  %arena880 = getelementptr inbounds float, ptr %arena, i64 %3482
-  %3483 = load float, ptr %arena880, align 4
-  store float %3483, ptr %relu1_grad.sum263, align 4
-  %sum263 = load float, ptr %relu1_grad.sum263, align 4
-  %3484 = mul nsw i64 %relu1_grad.c158757, 9
-  %3485 = add nsw i64 %3484, 5
-  %3486 = mul nsw i64 %3485, 9216
-  %3487 = add nsw i64 6710544, %3486
-  %3488 = mul nsw i64 %relu1_grad.j157756, 576
-  %3489 = add nsw i64 %3487, %3488
-  %3490 = add nsw i64 %relu1_grad.iy261878, 24
-  %3491 = add nsw i64 %3490, -1
-  %3492 = mul nsw i64 %3491, 24
-  %3493 = add nsw i64 %3489, %3492
-  %3494 = add nsw i64 %3493, 22
-  %3495 = add nsw i64 %3494, %relu1_grad.ix262879
-  %arena881 = getelementptr inbounds float, ptr %arena, i64 %3495
-  %3496 = load float, ptr %arena881, align 4
-  %3497 = fadd float %sum263, %3496
-  store float %3497, ptr %relu1_grad.sum264, align 4
+relu1_grad.ix263:                                 ; preds = %relu1_grad.ix263, %relu1_grad.iy262
+  %relu1_grad.ix263958 = phi i64 [ 0, %relu1_grad.iy262 ], [ %ix263.next, %relu1_grad.ix263 ]
+  %3705 = mul nsw i64 %relu1_grad.c167845, 9
+  %3706 = add nsw i64 %3705, 3
+  %3707 = mul nsw i64 %3706, 9216
+  %3708 = add nsw i64 6710544, %3707
+  %3709 = mul nsw i64 %relu1_grad.j166844, 576
+  %3710 = add nsw i64 %3708, %3709
+  %3711 = add nsw i64 %relu1_grad.iy262957, 24
+  %3712 = add nsw i64 %3711, -1
+  %3713 = mul nsw i64 %3712, 24
+  %3714 = add nsw i64 %3710, %3713
+  %3715 = add nsw i64 %3714, 2
+  %3716 = add nsw i64 %3715, %relu1_grad.ix263958
+  %arena959 = getelementptr inbounds float, ptr %arena, i64 %3716
+  %3717 = load float, ptr %arena959, align 4
+  store float %3717, ptr %relu1_grad.sum264, align 4
   %sum264 = load float, ptr %relu1_grad.sum264, align 4
-  %3498 = mul nsw i64 %relu1_grad.c158757, 9
-  %3499 = add nsw i64 %3498, 7
-  %3500 = mul nsw i64 %3499, 9216
-  %3501 = add nsw i64 6710544, %3500
-  %3502 = mul nsw i64 %relu1_grad.j157756, 576
-  %3503 = add nsw i64 %3501, %3502
-  %3504 = add nsw i64 %relu1_grad.iy261878, 24
-  %3505 = add nsw i64 %3504, -2
-  %3506 = mul nsw i64 %3505, 24
-  %3507 = add nsw i64 %3503, %3506
-  %3508 = add nsw i64 %3507, 23
-  %3509 = add nsw i64 %3508, %relu1_grad.ix262879
-  %arena882 = getelementptr inbounds float, ptr %arena, i64 %3509
-  %3510 = load float, ptr %arena882, align 4
-  %3511 = fadd float %sum264, %3510
-  store float %3511, ptr %relu1_grad.sum265, align 4
+  %3718 = mul nsw i64 %relu1_grad.c167845, 9
+  %3719 = add nsw i64 %3718, 4
+  %3720 = mul nsw i64 %3719, 9216
+  %3721 = add nsw i64 6710544, %3720
+  %3722 = mul nsw i64 %relu1_grad.j166844, 576
+  %3723 = add nsw i64 %3721, %3722
+  %3724 = add nsw i64 %relu1_grad.iy262957, 24
+  %3725 = add nsw i64 %3724, -1
+  %3726 = mul nsw i64 %3725, 24
+  %3727 = add nsw i64 %3723, %3726
+  %3728 = add nsw i64 %3727, 1
+  %3729 = add nsw i64 %3728, %relu1_grad.ix263958
+  %arena960 = getelementptr inbounds float, ptr %arena, i64 %3729
+  %3730 = load float, ptr %arena960, align 4
+  %3731 = fadd float %sum264, %3730
+  store float %3731, ptr %relu1_grad.sum265, align 4
   %sum265 = load float, ptr %relu1_grad.sum265, align 4
-  %3512 = mul nsw i64 %relu1_grad.c158757, 9
-  %3513 = add nsw i64 %3512, 8
-  %3514 = mul nsw i64 %3513, 9216
-  %3515 = add nsw i64 6710544, %3514
-  %3516 = mul nsw i64 %relu1_grad.j157756, 576
-  %3517 = add nsw i64 %3515, %3516
-  %3518 = add nsw i64 %relu1_grad.iy261878, 24
-  %3519 = add nsw i64 %3518, -2
-  %3520 = mul nsw i64 %3519, 24
-  %3521 = add nsw i64 %3517, %3520
-  %3522 = add nsw i64 %3521, 22
-  %3523 = add nsw i64 %3522, %relu1_grad.ix262879
-  %arena883 = getelementptr inbounds float, ptr %arena, i64 %3523
-  %3524 = load float, ptr %arena883, align 4
-  %3525 = fadd float %sum265, %3524
-  store float %3525, ptr %relu1_grad.sum266, align 4
+  %3732 = mul nsw i64 %relu1_grad.c167845, 9
+  %3733 = add nsw i64 %3732, 5
+  %3734 = mul nsw i64 %3733, 9216
+  %3735 = add nsw i64 6710544, %3734
+  %3736 = mul nsw i64 %relu1_grad.j166844, 576
+  %3737 = add nsw i64 %3735, %3736
+  %3738 = add nsw i64 %relu1_grad.iy262957, 24
+  %3739 = add nsw i64 %3738, -1
+  %3740 = mul nsw i64 %3739, 24
+  %3741 = add nsw i64 %3737, %3740
+  %3742 = add nsw i64 %3741, %relu1_grad.ix263958
+  %arena961 = getelementptr inbounds float, ptr %arena, i64 %3742
+  %3743 = load float, ptr %arena961, align 4
+  %3744 = fadd float %sum265, %3743
+  store float %3744, ptr %relu1_grad.sum266, align 4
   %sum266 = load float, ptr %relu1_grad.sum266, align 4
-  %3526 = mul nsw i64 %relu1_grad.g149651, 16
-  %3527 = add nsw i64 %3526, %relu1_grad.j157756
-  %3528 = mul nsw i64 %3527, 21632
-  %3529 = add nsw i64 1384448, %3528
-  %3530 = mul nsw i64 %relu1_grad.c158757, 676
-  %3531 = add nsw i64 %3529, %3530
-  %3532 = add nsw i64 %relu1_grad.iy261878, 24
-  %3533 = mul nsw i64 %3532, 26
-  %3534 = add nsw i64 %3531, %3533
-  %3535 = add nsw i64 %3534, 24
-  %3536 = add nsw i64 %3535, %relu1_grad.ix262879
-  %arena884 = getelementptr inbounds float, ptr %arena, i64 %3536
-  store float %sum266, ptr %arena884, align 4
-  %ix262.next = add nsw i64 %relu1_grad.ix262879, 1
-  %3537 = icmp slt i64 %ix262.next, 1
-  br i1 %3537, label %relu1_grad.ix262, label %relu1_grad.ix262.end
-
-relu1_grad.ix262.end:                             ; preds = %relu1_grad.ix262
-  %iy261.next = add nsw i64 %relu1_grad.iy261878, 1
-  %3538 = icmp slt i64 %iy261.next, 1
-  br i1 %3538, label %relu1_grad.iy261, label %relu1_grad.iy261.end
-
-relu1_grad.iy267:                                 ; preds = %relu1_grad.ix268.end, %relu1_grad.iy261.end
-  %relu1_grad.iy267885 = phi i64 [ 0, %relu1_grad.iy261.end ], [ %iy267.next, %relu1_grad.ix268.end ]
-  br label %relu1_grad.ix268
-
-relu1_grad.iy267.end:                             ; preds = %relu1_grad.ix268.end
-  br label %relu1_grad.iy271
-
-relu1_grad.ix268:                                 ; preds = %relu1_grad.ix268, %relu1_grad.iy267
-  %relu1_grad.ix268886 = phi i64 [ 0, %relu1_grad.iy267 ], [ %ix268.next, %relu1_grad.ix268 ]
-  %3539 = mul nsw i64 %relu1_grad.c158757, 9
-  %3540 = add nsw i64 %3539, 5
-  %3541 = mul nsw i64 %3540, 9216
-  %3542 = add nsw i64 6710544, %3541
-  %3543 = mul nsw i64 %relu1_grad.j157756, 576
-  %3544 = add nsw i64 %3542, %3543
-  %3545 = add nsw i64 %relu1_grad.iy267885, 24
-  %3546 = add nsw i64 %3545, -1
-  %3547 = mul nsw i64 %3546, 24
-  %3548 = add nsw i64 %3544, %3547
-  %3549 = add nsw i64 %3548, 23
-  %3550 = add nsw i64 %3549, %relu1_grad.ix268886
-  %arena887 = getelementptr inbounds float, ptr %arena, i64 %3550
-  %3551 = load float, ptr %arena887, align 4
-  store float %3551, ptr %relu1_grad.sum269, align 4
+  %3745 = mul nsw i64 %relu1_grad.c167845, 9
+  %3746 = add nsw i64 %3745, 6
+  %3747 = mul nsw i64 %3746, 9216
+  %3748 = add nsw i64 6710544, %3747
+  %3749 = mul nsw i64 %relu1_grad.j166844, 576
+  %3750 = add nsw i64 %3748, %3749
+  %3751 = add nsw i64 %relu1_grad.iy262957, 24
+  %3752 = add nsw i64 %3751, -2
+  %3753 = mul nsw i64 %3752, 24
+  %3754 = add nsw i64 %3750, %3753
+  %3755 = add nsw i64 %3754, 2
+  %3756 = add nsw i64 %3755, %relu1_grad.ix263958
+  %arena962 = getelementptr inbounds float, ptr %arena, i64 %3756
+  %3757 = load float, ptr %arena962, align 4
+  %3758 = fadd float %sum266, %3757
+  store float %3758, ptr %relu1_grad.sum267, align 4
+  %sum267 = load float, ptr %relu1_grad.sum267, align 4
+  %3759 = mul nsw i64 %relu1_grad.c167845, 9
+  %3760 = add nsw i64 %3759, 7
+  %3761 = mul nsw i64 %3760, 9216
+  %3762 = add nsw i64 6710544, %3761
+  %3763 = mul nsw i64 %relu1_grad.j166844, 576
+  %3764 = add nsw i64 %3762, %3763
+  %3765 = add nsw i64 %relu1_grad.iy262957, 24
+  %3766 = add nsw i64 %3765, -2
+  %3767 = mul nsw i64 %3766, 24
+  %3768 = add nsw i64 %3764, %3767
+  %3769 = add nsw i64 %3768, 1
+  %3770 = add nsw i64 %3769, %relu1_grad.ix263958
+  %arena963 = getelementptr inbounds float, ptr %arena, i64 %3770
+  %3771 = load float, ptr %arena963, align 4
+  %3772 = fadd float %sum267, %3771
+  store float %3772, ptr %relu1_grad.sum268, align 4
+  %sum268 = load float, ptr %relu1_grad.sum268, align 4
+  %3773 = mul nsw i64 %relu1_grad.c167845, 9
+  %3774 = add nsw i64 %3773, 8
+  %3775 = mul nsw i64 %3774, 9216
+  %3776 = add nsw i64 6710544, %3775
+  %3777 = mul nsw i64 %relu1_grad.j166844, 576
+  %3778 = add nsw i64 %3776, %3777
+  %3779 = add nsw i64 %relu1_grad.iy262957, 24
+  %3780 = add nsw i64 %3779, -2
+  %3781 = mul nsw i64 %3780, 24
+  %3782 = add nsw i64 %3778, %3781
+  %3783 = add nsw i64 %3782, %relu1_grad.ix263958
+  %arena964 = getelementptr inbounds float, ptr %arena, i64 %3783
+  %3784 = load float, ptr %arena964, align 4
+  %3785 = fadd float %sum268, %3784
+  store float %3785, ptr %relu1_grad.sum269, align 4
   %sum269 = load float, ptr %relu1_grad.sum269, align 4
-  %3552 = mul nsw i64 %relu1_grad.c158757, 9
-  %3553 = add nsw i64 %3552, 8
-  %3554 = mul nsw i64 %3553, 9216
-  %3555 = add nsw i64 6710544, %3554
-  %3556 = mul nsw i64 %relu1_grad.j157756, 576
-  %3557 = add nsw i64 %3555, %3556
-  %3558 = add nsw i64 %relu1_grad.iy267885, 24
-  %3559 = add nsw i64 %3558, -2
-  %3560 = mul nsw i64 %3559, 24
-  %3561 = add nsw i64 %3557, %3560
-  %3562 = add nsw i64 %3561, 23
-  %3563 = add nsw i64 %3562, %relu1_grad.ix268886
-  %arena888 = getelementptr inbounds float, ptr %arena, i64 %3563
-  %3564 = load float, ptr %arena888, align 4
-  %3565 = fadd float %sum269, %3564
-  store float %3565, ptr %relu1_grad.sum270, align 4
-  %sum270 = load float, ptr %relu1_grad.sum270, align 4
-  %3566 = mul nsw i64 %relu1_grad.g149651, 16
-  %3567 = add nsw i64 %3566, %relu1_grad.j157756
-  %3568 = mul nsw i64 %3567, 21632
-  %3569 = add nsw i64 1384448, %3568
-  %3570 = mul nsw i64 %relu1_grad.c158757, 676
-  %3571 = add nsw i64 %3569, %3570
-  %3572 = add nsw i64 %relu1_grad.iy267885, 24
-  %3573 = mul nsw i64 %3572, 26
-  %3574 = add nsw i64 %3571, %3573
-  %3575 = add nsw i64 %3574, 25
-  %3576 = add nsw i64 %3575, %relu1_grad.ix268886
-  %arena889 = getelementptr inbounds float, ptr %arena, i64 %3576
-  store float %sum270, ptr %arena889, align 4
-  %ix268.next = add nsw i64 %relu1_grad.ix268886, 1
-  %3577 = icmp slt i64 %ix268.next, 1
-  br i1 %3577, label %relu1_grad.ix268, label %relu1_grad.ix268.end
+  %3786 = mul nsw i64 %relu1_grad.g158739, 16
+  %3787 = add nsw i64 %3786, %relu1_grad.j166844
+  %3788 = mul nsw i64 %3787, 21632
+  %3789 = add nsw i64 1384448, %3788
+  %3790 = mul nsw i64 %relu1_grad.c167845, 676
+  %3791 = add nsw i64 %3789, %3790
+  %3792 = add nsw i64 %relu1_grad.iy262957, 24
+  %3793 = mul nsw i64 %3792, 26
+  %3794 = add nsw i64 %3791, %3793
+  %3795 = add nsw i64 %3794, 2
+  %3796 = add nsw i64 %3795, %relu1_grad.ix263958
+  %arena965 = getelementptr inbounds float, ptr %arena, i64 %3796
+  store float %sum269, ptr %arena965, align 4
+  %ix263.next = add nsw i64 %relu1_grad.ix263958, 1
+  %3797 = icmp slt i64 %ix263.next, 22
+  br i1 %3797, label %relu1_grad.ix263, label %relu1_grad.ix263.end
 
-relu1_grad.ix268.end:                             ; preds = %relu1_grad.ix268
-  %iy267.next = add nsw i64 %relu1_grad.iy267885, 1
-  %3578 = icmp slt i64 %iy267.next, 1
-  br i1 %3578, label %relu1_grad.iy267, label %relu1_grad.iy267.end
+relu1_grad.ix263.end:                             ; preds = %relu1_grad.ix263
+  %iy262.next = add nsw i64 %relu1_grad.iy262957, 1
+  %3798 = icmp slt i64 %iy262.next, 1
+  br i1 %3798, label %relu1_grad.iy262, label %relu1_grad.iy262.end
 
-relu1_grad.iy271:                                 ; preds = %relu1_grad.ix272.end, %relu1_grad.iy267.end
-  %relu1_grad.iy271890 = phi i64 [ 0, %relu1_grad.iy267.end ], [ %iy271.next, %relu1_grad.ix272.end ]
-  br label %relu1_grad.ix272
+relu1_grad.iy270:                                 ; preds = %relu1_grad.ix271.end, %relu1_grad.iy262.end
+  %relu1_grad.iy270966 = phi i64 [ 0, %relu1_grad.iy262.end ], [ %iy270.next, %relu1_grad.ix271.end ]
+  br label %relu1_grad.ix271
 
-relu1_grad.iy271.end:                             ; preds = %relu1_grad.ix272.end
-  br label %relu1_grad.iy274
+relu1_grad.iy270.end:                             ; preds = %relu1_grad.ix271.end
+  br label %relu1_grad.iy276
 
-relu1_grad.ix272:                                 ; preds = %relu1_grad.ix272, %relu1_grad.iy271
-  %relu1_grad.ix272891 = phi i64 [ 0, %relu1_grad.iy271 ], [ %ix272.next, %relu1_grad.ix272 ]
-  %3579 = mul nsw i64 %relu1_grad.c158757, 9
-  %3580 = add nsw i64 %3579, 6
-  %3581 = mul nsw i64 %3580, 9216
-  %3582 = add nsw i64 6710544, %3581
-  %3583 = mul nsw i64 %relu1_grad.j157756, 576
-  %3584 = add nsw i64 %3582, %3583
-  %3585 = add nsw i64 %relu1_grad.iy271890, 25
-  %3586 = add nsw i64 %3585, -2
-  %3587 = mul nsw i64 %3586, 24
-  %3588 = add nsw i64 %3584, %3587
-  %3589 = add nsw i64 %3588, %relu1_grad.ix272891
-  %arena892 = getelementptr inbounds float, ptr %arena, i64 %3589
-  %3590 = load float, ptr %arena892, align 4
-  store float %3590, ptr %relu1_grad.sum273, align 4
+relu1_grad.ix271:                                 ; preds = %relu1_grad.ix271, %relu1_grad.iy270
+  %relu1_grad.ix271967 = phi i64 [ 0, %relu1_grad.iy270 ], [ %ix271.next, %relu1_grad.ix271 ]
+  %3799 = mul nsw i64 %relu1_grad.c167845, 9
+  %3800 = add nsw i64 %3799, 4
+  %3801 = mul nsw i64 %3800, 9216
+  %3802 = add nsw i64 6710544, %3801
+  %3803 = mul nsw i64 %relu1_grad.j166844, 576
+  %3804 = add nsw i64 %3802, %3803
+  %3805 = add nsw i64 %relu1_grad.iy270966, 24
+  %3806 = add nsw i64 %3805, -1
+  %3807 = mul nsw i64 %3806, 24
+  %3808 = add nsw i64 %3804, %3807
+  %3809 = add nsw i64 %3808, 23
+  %3810 = add nsw i64 %3809, %relu1_grad.ix271967
+  %arena968 = getelementptr inbounds float, ptr %arena, i64 %3810
+  %3811 = load float, ptr %arena968, align 4
+  store float %3811, ptr %relu1_grad.sum272, align 4
+  %sum272 = load float, ptr %relu1_grad.sum272, align 4
+  %3812 = mul nsw i64 %relu1_grad.c167845, 9
+  %3813 = add nsw i64 %3812, 5
+  %3814 = mul nsw i64 %3813, 9216
+  %3815 = add nsw i64 6710544, %3814
+  %3816 = mul nsw i64 %relu1_grad.j166844, 576
+  %3817 = add nsw i64 %3815, %3816
+  %3818 = add nsw i64 %relu1_grad.iy270966, 24
+  %3819 = add nsw i64 %3818, -1
+  %3820 = mul nsw i64 %3819, 24
+  %3821 = add nsw i64 %3817, %3820
+  %3822 = add nsw i64 %3821, 22
+  %3823 = add nsw i64 %3822, %relu1_grad.ix271967
+  %arena969 = getelementptr inbounds float, ptr %arena, i64 %3823
+  %3824 = load float, ptr %arena969, align 4
+  %3825 = fadd float %sum272, %3824
+  store float %3825, ptr %relu1_grad.sum273, align 4
   %sum273 = load float, ptr %relu1_grad.sum273, align 4
-  %3591 = mul nsw i64 %relu1_grad.g149651, 16
-  %3592 = add nsw i64 %3591, %relu1_grad.j157756
-  %3593 = mul nsw i64 %3592, 21632
-  %3594 = add nsw i64 1384448, %3593
-  %3595 = mul nsw i64 %relu1_grad.c158757, 676
-  %3596 = add nsw i64 %3594, %3595
-  %3597 = add nsw i64 %relu1_grad.iy271890, 25
-  %3598 = mul nsw i64 %3597, 26
-  %3599 = add nsw i64 %3596, %3598
-  %3600 = add nsw i64 %3599, %relu1_grad.ix272891
-  %arena893 = getelementptr inbounds float, ptr %arena, i64 %3600
-  store float %sum273, ptr %arena893, align 4
-  %ix272.next = add nsw i64 %relu1_grad.ix272891, 1
-  %3601 = icmp slt i64 %ix272.next, 1
-  br i1 %3601, label %relu1_grad.ix272, label %relu1_grad.ix272.end
+  %3826 = mul nsw i64 %relu1_grad.c167845, 9
+  %3827 = add nsw i64 %3826, 7
+  %3828 = mul nsw i64 %3827, 9216
+  %3829 = add nsw i64 6710544, %3828
+  %3830 = mul nsw i64 %relu1_grad.j166844, 576
+  %3831 = add nsw i64 %3829, %3830
+  %3832 = add nsw i64 %relu1_grad.iy270966, 24
+  %3833 = add nsw i64 %3832, -2
+  %3834 = mul nsw i64 %3833, 24
+  %3835 = add nsw i64 %3831, %3834
+  %3836 = add nsw i64 %3835, 23
+  %3837 = add nsw i64 %3836, %relu1_grad.ix271967
+  %arena970 = getelementptr inbounds float, ptr %arena, i64 %3837
+  %3838 = load float, ptr %arena970, align 4
+  %3839 = fadd float %sum273, %3838
+  store float %3839, ptr %relu1_grad.sum274, align 4
+  %sum274 = load float, ptr %relu1_grad.sum274, align 4
+  %3840 = mul nsw i64 %relu1_grad.c167845, 9
+  %3841 = add nsw i64 %3840, 8
+  %3842 = mul nsw i64 %3841, 9216
+  %3843 = add nsw i64 6710544, %3842
+  %3844 = mul nsw i64 %relu1_grad.j166844, 576
+  %3845 = add nsw i64 %3843, %3844
+  %3846 = add nsw i64 %relu1_grad.iy270966, 24
+  %3847 = add nsw i64 %3846, -2
+  %3848 = mul nsw i64 %3847, 24
+  %3849 = add nsw i64 %3845, %3848
+  %3850 = add nsw i64 %3849, 22
+  %3851 = add nsw i64 %3850, %relu1_grad.ix271967
+  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3851
+  %3852 = load float, ptr %arena971, align 4
+  %3853 = fadd float %sum274, %3852
+  store float %3853, ptr %relu1_grad.sum275, align 4
+  %sum275 = load float, ptr %relu1_grad.sum275, align 4
+  %3854 = mul nsw i64 %relu1_grad.g158739, 16
+  %3855 = add nsw i64 %3854, %relu1_grad.j166844
+  %3856 = mul nsw i64 %3855, 21632
+  %3857 = add nsw i64 1384448, %3856
+  %3858 = mul nsw i64 %relu1_grad.c167845, 676
+  %3859 = add nsw i64 %3857, %3858
+  %3860 = add nsw i64 %relu1_grad.iy270966, 24
+  %3861 = mul nsw i64 %3860, 26
+  %3862 = add nsw i64 %3859, %3861
+  %3863 = add nsw i64 %3862, 24
+  %3864 = add nsw i64 %3863, %relu1_grad.ix271967
+  %arena972 = getelementptr inbounds float, ptr %arena, i64 %3864
+  store float %sum275, ptr %arena972, align 4
+  %ix271.next = add nsw i64 %relu1_grad.ix271967, 1
+  %3865 = icmp slt i64 %ix271.next, 1
+  br i1 %3865, label %relu1_grad.ix271, label %relu1_grad.ix271.end
 
-relu1_grad.ix272.end:                             ; preds = %relu1_grad.ix272
-  %iy271.next = add nsw i64 %relu1_grad.iy271890, 1
-  %3602 = icmp slt i64 %iy271.next, 1
-  br i1 %3602, label %relu1_grad.iy271, label %relu1_grad.iy271.end
+relu1_grad.ix271.end:                             ; preds = %relu1_grad.ix271
+  %iy270.next = add nsw i64 %relu1_grad.iy270966, 1
+  %3866 = icmp slt i64 %iy270.next, 1
+  br i1 %3866, label %relu1_grad.iy270, label %relu1_grad.iy270.end
 
-relu1_grad.iy274:                                 ; preds = %relu1_grad.ix275.end, %relu1_grad.iy271.end
-  %relu1_grad.iy274894 = phi i64 [ 0, %relu1_grad.iy271.end ], [ %iy274.next, %relu1_grad.ix275.end ]
-  br label %relu1_grad.ix275
+relu1_grad.iy276:                                 ; preds = %relu1_grad.ix277.end, %relu1_grad.iy270.end
+  %relu1_grad.iy276973 = phi i64 [ 0, %relu1_grad.iy270.end ], [ %iy276.next, %relu1_grad.ix277.end ]
+  br label %relu1_grad.ix277
 
-relu1_grad.iy274.end:                             ; preds = %relu1_grad.ix275.end
-  br label %relu1_grad.iy278
+relu1_grad.iy276.end:                             ; preds = %relu1_grad.ix277.end
+  br label %relu1_grad.iy280
 
-relu1_grad.ix275:                                 ; preds = %relu1_grad.ix275, %relu1_grad.iy274
-  %relu1_grad.ix275895 = phi i64 [ 0, %relu1_grad.iy274 ], [ %ix275.next, %relu1_grad.ix275 ]
-  %3603 = mul nsw i64 %relu1_grad.c158757, 9
-  %3604 = add nsw i64 %3603, 6
-  %3605 = mul nsw i64 %3604, 9216
-  %3606 = add nsw i64 6710544, %3605
-  %3607 = mul nsw i64 %relu1_grad.j157756, 576
-  %3608 = add nsw i64 %3606, %3607
-  %3609 = add nsw i64 %relu1_grad.iy274894, 25
-  %3610 = add nsw i64 %3609, -2
-  %3611 = mul nsw i64 %3610, 24
-  %3612 = add nsw i64 %3608, %3611
-  %3613 = add nsw i64 %3612, 1
-  %3614 = add nsw i64 %3613, %relu1_grad.ix275895
-  %arena896 = getelementptr inbounds float, ptr %arena, i64 %3614
-  %3615 = load float, ptr %arena896, align 4
-  store float %3615, ptr %relu1_grad.sum276, align 4
-  %sum276 = load float, ptr %relu1_grad.sum276, align 4
-  %3616 = mul nsw i64 %relu1_grad.c158757, 9
-  %3617 = add nsw i64 %3616, 7
-  %3618 = mul nsw i64 %3617, 9216
-  %3619 = add nsw i64 6710544, %3618
-  %3620 = mul nsw i64 %relu1_grad.j157756, 576
-  %3621 = add nsw i64 %3619, %3620
-  %3622 = add nsw i64 %relu1_grad.iy274894, 25
-  %3623 = add nsw i64 %3622, -2
-  %3624 = mul nsw i64 %3623, 24
-  %3625 = add nsw i64 %3621, %3624
-  %3626 = add nsw i64 %3625, %relu1_grad.ix275895
-  %arena897 = getelementptr inbounds float, ptr %arena, i64 %3626
-  %3627 = load float, ptr %arena897, align 4
-  %3628 = fadd float %sum276, %3627
-  store float %3628, ptr %relu1_grad.sum277, align 4
-  %sum277 = load float, ptr %relu1_grad.sum277, align 4
-  %3629 = mul nsw i64 %relu1_grad.g149651, 16
-  %3630 = add nsw i64 %3629, %relu1_grad.j157756
-  %3631 = mul nsw i64 %3630, 21632
-  %3632 = add nsw i64 1384448, %3631
-  %3633 = mul nsw i64 %relu1_grad.c158757, 676
-  %3634 = add nsw i64 %3632, %3633
-  %3635 = add nsw i64 %relu1_grad.iy274894, 25
-  %3636 = mul nsw i64 %3635, 26
-  %3637 = add nsw i64 %3634, %3636
-  %3638 = add nsw i64 %3637, 1
-  %3639 = add nsw i64 %3638, %relu1_grad.ix275895
-  %arena898 = getelementptr inbounds float, ptr %arena, i64 %3639
-  store float %sum277, ptr %arena898, align 4
-  %ix275.next = add nsw i64 %relu1_grad.ix275895, 1
-  %3640 = icmp slt i64 %ix275.next, 1
-  br i1 %3640, label %relu1_grad.ix275, label %relu1_grad.ix275.end
+relu1_grad.ix277:                                 ; preds = %relu1_grad.ix277, %relu1_grad.iy276
+  %relu1_grad.ix277974 = phi i64 [ 0, %relu1_grad.iy276 ], [ %ix277.next, %relu1_grad.ix277 ]
+  %3867 = mul nsw i64 %relu1_grad.c167845, 9
+  %3868 = add nsw i64 %3867, 5
+  %3869 = mul nsw i64 %3868, 9216
+  %3870 = add nsw i64 6710544, %3869
+  %3871 = mul nsw i64 %relu1_grad.j166844, 576
+  %3872 = add nsw i64 %3870, %3871
+  %3873 = add nsw i64 %relu1_grad.iy276973, 24
+  %3874 = add nsw i64 %3873, -1
+  %3875 = mul nsw i64 %3874, 24
+  %3876 = add nsw i64 %3872, %3875
+  %3877 = add nsw i64 %3876, 23
+  %3878 = add nsw i64 %3877, %relu1_grad.ix277974
+  %arena975 = getelementptr inbounds float, ptr %arena, i64 %3878
+  %3879 = load float, ptr %arena975, align 4
+  store float %3879, ptr %relu1_grad.sum278, align 4
+  %sum278 = load float, ptr %relu1_grad.sum278, align 4
+  %3880 = mul nsw i64 %relu1_grad.c167845, 9
+  %3881 = add nsw i64 %3880, 8
+  %3882 = mul nsw i64 %3881, 9216
+  %3883 = add nsw i64 6710544, %3882
+  %3884 = mul nsw i64 %relu1_grad.j166844, 576
+  %3885 = add nsw i64 %3883, %3884
+  %3886 = add nsw i64 %relu1_grad.iy276973, 24
+  %3887 = add nsw i64 %3886, -2
+  %3888 = mul nsw i64 %3887, 24
+  %3889 = add nsw i64 %3885, %3888
+  %3890 = add nsw i64 %3889, 23
+  %3891 = add nsw i64 %3890, %relu1_grad.ix277974
+  %arena976 = getelementptr inbounds float, ptr %arena, i64 %3891
+  %3892 = load float, ptr %arena976, align 4
+  %3893 = fadd float %sum278, %3892
+  store float %3893, ptr %relu1_grad.sum279, align 4
+  %sum279 = load float, ptr %relu1_grad.sum279, align 4
+  %3894 = mul nsw i64 %relu1_grad.g158739, 16
+  %3895 = add nsw i64 %3894, %relu1_grad.j166844
+  %3896 = mul nsw i64 %3895, 21632
+  %3897 = add nsw i64 1384448, %3896
+  %3898 = mul nsw i64 %relu1_grad.c167845, 676
+  %3899 = add nsw i64 %3897, %3898
+  %3900 = add nsw i64 %relu1_grad.iy276973, 24
+  %3901 = mul nsw i64 %3900, 26
+  %3902 = add nsw i64 %3899, %3901
+  %3903 = add nsw i64 %3902, 25
+  %3904 = add nsw i64 %3903, %relu1_grad.ix277974
+  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3904
+  store float %sum279, ptr %arena977, align 4
+  %ix277.next = add nsw i64 %relu1_grad.ix277974, 1
+  %3905 = icmp slt i64 %ix277.next, 1
+  br i1 %3905, label %relu1_grad.ix277, label %relu1_grad.ix277.end
 
-relu1_grad.ix275.end:                             ; preds = %relu1_grad.ix275
-  %iy274.next = add nsw i64 %relu1_grad.iy274894, 1
-  %3641 = icmp slt i64 %iy274.next, 1
-  br i1 %3641, label %relu1_grad.iy274, label %relu1_grad.iy274.end
+relu1_grad.ix277.end:                             ; preds = %relu1_grad.ix277
+  %iy276.next = add nsw i64 %relu1_grad.iy276973, 1
+  %3906 = icmp slt i64 %iy276.next, 1
+  br i1 %3906, label %relu1_grad.iy276, label %relu1_grad.iy276.end
 
-relu1_grad.iy278:                                 ; preds = %relu1_grad.ix279.end, %relu1_grad.iy274.end
-  %relu1_grad.iy278899 = phi i64 [ 0, %relu1_grad.iy274.end ], [ %iy278.next, %relu1_grad.ix279.end ]
-  br label %relu1_grad.ix279
+relu1_grad.iy280:                                 ; preds = %relu1_grad.ix281.end, %relu1_grad.iy276.end
+  %relu1_grad.iy280978 = phi i64 [ 0, %relu1_grad.iy276.end ], [ %iy280.next, %relu1_grad.ix281.end ]
+  br label %relu1_grad.ix281
 
-relu1_grad.iy278.end:                             ; preds = %relu1_grad.ix279.end
+relu1_grad.iy280.end:                             ; preds = %relu1_grad.ix281.end
   br label %relu1_grad.iy283
 
-relu1_grad.ix279:                                 ; preds = %relu1_grad.ix279, %relu1_grad.iy278
-  %relu1_grad.ix279900 = phi i64 [ 0, %relu1_grad.iy278 ], [ %ix279.next, %relu1_grad.ix279 ]
-  %3642 = mul nsw i64 %relu1_grad.c158757, 9
-  %3643 = add nsw i64 %3642, 6
-  %3644 = mul nsw i64 %3643, 9216
-  %3645 = add nsw i64 6710544, %3644
-  %3646 = mul nsw i64 %relu1_grad.j157756, 576
-  %3647 = add nsw i64 %3645, %3646
-  %3648 = add nsw i64 %relu1_grad.iy278899, 25
-  %3649 = add nsw i64 %3648, -2
-  %3650 = mul nsw i64 %3649, 24
-  %3651 = add nsw i64 %3647, %3650
-  %3652 = add nsw i64 %3651, 2
-  %3653 = add nsw i64 %3652, %relu1_grad.ix279900
-  %arena901 = getelementptr inbounds float, ptr %arena, i64 %3653
-  %3654 = load float, ptr %arena901, align 4
-  store float %3654, ptr %relu1_grad.sum280, align 4
-  %sum280 = load float, ptr %relu1_grad.sum280, align 4
-  %3655 = mul nsw i64 %relu1_grad.c158757, 9
-  %3656 = add nsw i64 %3655, 7
-  %3657 = mul nsw i64 %3656, 9216
-  %3658 = add nsw i64 6710544, %3657
-  %3659 = mul nsw i64 %relu1_grad.j157756, 576
-  %3660 = add nsw i64 %3658, %3659
-  %3661 = add nsw i64 %relu1_grad.iy278899, 25
-  %3662 = add nsw i64 %3661, -2
-  %3663 = mul nsw i64 %3662, 24
-  %3664 = add nsw i64 %3660, %3663
-  %3665 = add nsw i64 %3664, 1
-  %3666 = add nsw i64 %3665, %relu1_grad.ix279900
-  %arena902 = getelementptr inbounds float, ptr %arena, i64 %3666
-  %3667 = load float, ptr %arena902, align 4
-  %3668 = fadd float %sum280, %3667
-  store float %3668, ptr %relu1_grad.sum281, align 4
-  %sum281 = load float, ptr %relu1_grad.sum281, align 4
-  %3669 = mul nsw i64 %relu1_grad.c158757, 9
-  %3670 = add nsw i64 %3669, 8
-  %3671 = mul nsw i64 %3670, 9216
-  %3672 = add nsw i64 6710544, %3671
-  %3673 = mul nsw i64 %relu1_grad.j157756, 576
-  %3674 = add nsw i64 %3672, %3673
-  %3675 = add nsw i64 %relu1_grad.iy278899, 25
-  %3676 = add nsw i64 %3675, -2
-  %3677 = mul nsw i64 %3676, 24
-  %3678 = add nsw i64 %3674, %3677
-  %3679 = add nsw i64 %3678, %relu1_grad.ix279900
-  %arena903 = getelementptr inbounds float, ptr %arena, i64 %3679
-  %3680 = load float, ptr %arena903, align 4
-  %3681 = fadd float %sum281, %3680
-  store float %3681, ptr %relu1_grad.sum282, align 4
+relu1_grad.ix281:                                 ; preds = %relu1_grad.ix281, %relu1_grad.iy280
+  %relu1_grad.ix281979 = phi i64 [ 0, %relu1_grad.iy280 ], [ %ix281.next, %relu1_grad.ix281 ]
+  %3907 = mul nsw i64 %relu1_grad.c167845, 9
+  %3908 = add nsw i64 %3907, 6
+  %3909 = mul nsw i64 %3908, 9216
+  %3910 = add nsw i64 6710544, %3909
+  %3911 = mul nsw i64 %relu1_grad.j166844, 576
+  %3912 = add nsw i64 %3910, %3911
+  %3913 = add nsw i64 %relu1_grad.iy280978, 25
+  %3914 = add nsw i64 %3913, -2
+  %3915 = mul nsw i64 %3914, 24
+  %3916 = add nsw i64 %3912, %3915
+  %3917 = add nsw i64 %3916, %relu1_grad.ix281979
+  %arena980 = getelementptr inbounds float, ptr %arena, i64 %3917
+  %3918 = load float, ptr %arena980, align 4
+  store float %3918, ptr %relu1_grad.sum282, align 4
   %sum282 = load float, ptr %relu1_grad.sum282, align 4
-  %3682 = mul nsw i64 %relu1_grad.g149651, 16
-  %3683 = add nsw i64 %3682, %relu1_grad.j157756
-  %3684 = mul nsw i64 %3683, 21632
-  %3685 = add nsw i64 1384448, %3684
-  %3686 = mul nsw i64 %relu1_grad.c158757, 676
-  %3687 = add nsw i64 %3685, %3686
-  %3688 = add nsw i64 %relu1_grad.iy278899, 25
-  %3689 = mul nsw i64 %3688, 26
-  %3690 = add nsw i64 %3687, %3689
-  %3691 = add nsw i64 %3690, 2
-  %3692 = add nsw i64 %3691, %relu1_grad.ix279900
-  %arena904 = getelementptr inbounds float, ptr %arena, i64 %3692
-  store float %sum282, ptr %arena904, align 4
-  %ix279.next = add nsw i64 %relu1_grad.ix279900, 1
-  %3693 = icmp slt i64 %ix279.next, 22
-  br i1 %3693, label %relu1_grad.ix279, label %relu1_grad.ix279.end
+  %3919 = mul nsw i64 %relu1_grad.g158739, 16
+  %3920 = add nsw i64 %3919, %relu1_grad.j166844
+  %3921 = mul nsw i64 %3920, 21632
+  %3922 = add nsw i64 1384448, %3921
+  %3923 = mul nsw i64 %relu1_grad.c167845, 676
+  %3924 = add nsw i64 %3922, %3923
+  %3925 = add nsw i64 %relu1_grad.iy280978, 25
+  %3926 = mul nsw i64 %3925, 26
+  %3927 = add nsw i64 %3924, %3926
+  %3928 = add nsw i64 %3927, %relu1_grad.ix281979
+  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3928
+  store float %sum282, ptr %arena981, align 4
+  %ix281.next = add nsw i64 %relu1_grad.ix281979, 1
+  %3929 = icmp slt i64 %ix281.next, 1
+  br i1 %3929, label %relu1_grad.ix281, label %relu1_grad.ix281.end
 
-relu1_grad.ix279.end:                             ; preds = %relu1_grad.ix279
-  %iy278.next = add nsw i64 %relu1_grad.iy278899, 1
-  %3694 = icmp slt i64 %iy278.next, 1
-  br i1 %3694, label %relu1_grad.iy278, label %relu1_grad.iy278.end
+relu1_grad.ix281.end:                             ; preds = %relu1_grad.ix281
+  %iy280.next = add nsw i64 %relu1_grad.iy280978, 1
+  %3930 = icmp slt i64 %iy280.next, 1
+  br i1 %3930, label %relu1_grad.iy280, label %relu1_grad.iy280.end
 
-relu1_grad.iy283:                                 ; preds = %relu1_grad.ix284.end, %relu1_grad.iy278.end
-  %relu1_grad.iy283905 = phi i64 [ 0, %relu1_grad.iy278.end ], [ %iy283.next, %relu1_grad.ix284.end ]
+relu1_grad.iy283:                                 ; preds = %relu1_grad.ix284.end, %relu1_grad.iy280.end
+  %relu1_grad.iy283982 = phi i64 [ 0, %relu1_grad.iy280.end ], [ %iy283.next, %relu1_grad.ix284.end ]
   br label %relu1_grad.ix284
 
 relu1_grad.iy283.end:                             ; preds = %relu1_grad.ix284.end
   br label %relu1_grad.iy287
 
 relu1_grad.ix284:                                 ; preds = %relu1_grad.ix284, %relu1_grad.iy283
-  %relu1_grad.ix284906 = phi i64 [ 0, %relu1_grad.iy283 ], [ %ix284.next, %relu1_grad.ix284 ]
-  %3695 = mul nsw i64 %relu1_grad.c158757, 9
-  %3696 = add nsw i64 %3695, 7
-  %3697 = mul nsw i64 %3696, 9216
-  %3698 = add nsw i64 6710544, %3697
-  %3699 = mul nsw i64 %relu1_grad.j157756, 576
-  %3700 = add nsw i64 %3698, %3699
-  %3701 = add nsw i64 %relu1_grad.iy283905, 25
-  %3702 = add nsw i64 %3701, -2
-  %3703 = mul nsw i64 %3702, 24
-  %3704 = add nsw i64 %3700, %3703
-  %3705 = add nsw i64 %3704, 23
-  %3706 = add nsw i64 %3705, %relu1_grad.ix284906
-  %arena907 = getelementptr inbounds float, ptr %arena, i64 %3706
-  %3707 = load float, ptr %arena907, align 4
-  store float %3707, ptr %relu1_grad.sum285, align 4
+  %relu1_grad.ix284983 = phi i64 [ 0, %relu1_grad.iy283 ], [ %ix284.next, %relu1_grad.ix284 ]
+  %3931 = mul nsw i64 %relu1_grad.c167845, 9
+  %3932 = add nsw i64 %3931, 6
+  %3933 = mul nsw i64 %3932, 9216
+  %3934 = add nsw i64 6710544, %3933
+  %3935 = mul nsw i64 %relu1_grad.j166844, 576
+  %3936 = add nsw i64 %3934, %3935
+  %3937 = add nsw i64 %relu1_grad.iy283982, 25
+  %3938 = add nsw i64 %3937, -2
+  %3939 = mul nsw i64 %3938, 24
+  %3940 = add nsw i64 %3936, %3939
+  %3941 = add nsw i64 %3940, 1
+  %3942 = add nsw i64 %3941, %relu1_grad.ix284983
+  %arena984 = getelementptr inbounds float, ptr %arena, i64 %3942
+  %3943 = load float, ptr %arena984, align 4
+  store float %3943, ptr %relu1_grad.sum285, align 4
   %sum285 = load float, ptr %relu1_grad.sum285, align 4
-  %3708 = mul nsw i64 %relu1_grad.c158757, 9
-  %3709 = add nsw i64 %3708, 8
-  %3710 = mul nsw i64 %3709, 9216
-  %3711 = add nsw i64 6710544, %3710
-  %3712 = mul nsw i64 %relu1_grad.j157756, 576
-  %3713 = add nsw i64 %3711, %3712
-  %3714 = add nsw i64 %relu1_grad.iy283905, 25
-  %3715 = add nsw i64 %3714, -2
-  %3716 = mul nsw i64 %3715, 24
-  %3717 = add nsw i64 %3713, %3716
-  %3718 = add nsw i64 %3717, 22
-  %3719 = add nsw i64 %3718, %relu1_grad.ix284906
-  %arena908 = getelementptr inbounds float, ptr %arena, i64 %3719
-  %3720 = load float, ptr %arena908, align 4
-  %3721 = fadd float %sum285, %3720
-  store float %3721, ptr %relu1_grad.sum286, align 4
+  %3944 = mul nsw i64 %relu1_grad.c167845, 9
+  %3945 = add nsw i64 %3944, 7
+  %3946 = mul nsw i64 %3945, 9216
+  %3947 = add nsw i64 6710544, %3946
+  %3948 = mul nsw i64 %relu1_grad.j166844, 576
+  %3949 = add nsw i64 %3947, %3948
+  %3950 = add nsw i64 %relu1_grad.iy283982, 25
+  %3951 = add nsw i64 %3950, -2
+  %3952 = mul nsw i64 %3951, 24
+  %3953 = add nsw i64 %3949, %3952
+  %3954 = add nsw i64 %3953, %relu1_grad.ix284983
+  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3954
+  %3955 = load float, ptr %arena985, align 4
+  %3956 = fadd float %sum285, %3955
+  store float %3956, ptr %relu1_grad.sum286, align 4
   %sum286 = load float, ptr %relu1_grad.sum286, align 4
-  %3722 = mul nsw i64 %relu1_grad.g149651, 16
-  %3723 = add nsw i64 %3722, %relu1_grad.j157756
-  %3724 = mul nsw i64 %3723, 21632
-  %3725 = add nsw i64 1384448, %3724
-  %3726 = mul nsw i64 %relu1_grad.c158757, 676
-  %3727 = add nsw i64 %3725, %3726
-  %3728 = add nsw i64 %relu1_grad.iy283905, 25
-  %3729 = mul nsw i64 %3728, 26
-  %3730 = add nsw i64 %3727, %3729
-  %3731 = add nsw i64 %3730, 24
-  %3732 = add nsw i64 %3731, %relu1_grad.ix284906
-  %arena909 = getelementptr inbounds float, ptr %arena, i64 %3732
-  store float %sum286, ptr %arena909, align 4
-  %ix284.next = add nsw i64 %relu1_grad.ix284906, 1
-  %3733 = icmp slt i64 %ix284.next, 1
-  br i1 %3733, label %relu1_grad.ix284, label %relu1_grad.ix284.end
+  %3957 = mul nsw i64 %relu1_grad.g158739, 16
+  %3958 = add nsw i64 %3957, %relu1_grad.j166844
+  %3959 = mul nsw i64 %3958, 21632
+  %3960 = add nsw i64 1384448, %3959
+  %3961 = mul nsw i64 %relu1_grad.c167845, 676
+  %3962 = add nsw i64 %3960, %3961
+  %3963 = add nsw i64 %relu1_grad.iy283982, 25
+  %3964 = mul nsw i64 %3963, 26
+  %3965 = add nsw i64 %3962, %3964
+  %3966 = add nsw i64 %3965, 1
+  %3967 = add nsw i64 %3966, %relu1_grad.ix284983
+  %arena986 = getelementptr inbounds float, ptr %arena, i64 %3967
+  store float %sum286, ptr %arena986, align 4
+  %ix284.next = add nsw i64 %relu1_grad.ix284983, 1
+  %3968 = icmp slt i64 %ix284.next, 1
+  br i1 %3968, label %relu1_grad.ix284, label %relu1_grad.ix284.end
 
 relu1_grad.ix284.end:                             ; preds = %relu1_grad.ix284
-  %iy283.next = add nsw i64 %relu1_grad.iy283905, 1
-  %3734 = icmp slt i64 %iy283.next, 1
-  br i1 %3734, label %relu1_grad.iy283, label %relu1_grad.iy283.end
+  %iy283.next = add nsw i64 %relu1_grad.iy283982, 1
+  %3969 = icmp slt i64 %iy283.next, 1
+  br i1 %3969, label %relu1_grad.iy283, label %relu1_grad.iy283.end
 
 relu1_grad.iy287:                                 ; preds = %relu1_grad.ix288.end, %relu1_grad.iy283.end
-  %relu1_grad.iy287910 = phi i64 [ 0, %relu1_grad.iy283.end ], [ %iy287.next, %relu1_grad.ix288.end ]
+  %relu1_grad.iy287987 = phi i64 [ 0, %relu1_grad.iy283.end ], [ %iy287.next, %relu1_grad.ix288.end ]
   br label %relu1_grad.ix288
 
 relu1_grad.iy287.end:                             ; preds = %relu1_grad.ix288.end
-  %c158.next = add nsw i64 %relu1_grad.c158757, 1
-  %3735 = icmp slt i64 %c158.next, 32
-  br i1 %3735, label %relu1_grad.c158, label %relu1_grad.c158.end
+  br label %relu1_grad.iy292
 
 relu1_grad.ix288:                                 ; preds = %relu1_grad.ix288, %relu1_grad.iy287
-  %relu1_grad.ix288911 = phi i64 [ 0, %relu1_grad.iy287 ], [ %ix288.next, %relu1_grad.ix288 ]
-  %3736 = mul nsw i64 %relu1_grad.c158757, 9
-  %3737 = add nsw i64 %3736, 8
-  %3738 = mul nsw i64 %3737, 9216
-  %3739 = add nsw i64 6710544, %3738
-  %3740 = mul nsw i64 %relu1_grad.j157756, 576
-  %3741 = add nsw i64 %3739, %3740
-  %3742 = add nsw i64 %relu1_grad.iy287910, 25
-  %3743 = add nsw i64 %3742, -2
-  %3744 = mul nsw i64 %3743, 24
-  %3745 = add nsw i64 %3741, %3744
-  %3746 = add nsw i64 %3745, 23
-  %3747 = add nsw i64 %3746, %relu1_grad.ix288911
-  %arena912 = getelementptr inbounds float, ptr %arena, i64 %3747
-  %3748 = load float, ptr %arena912, align 4
-  store float %3748, ptr %relu1_grad.sum289, align 4
+  %relu1_grad.ix288988 = phi i64 [ 0, %relu1_grad.iy287 ], [ %ix288.next, %relu1_grad.ix288 ]
+  %3970 = mul nsw i64 %relu1_grad.c167845, 9
+  %3971 = add nsw i64 %3970, 6
+  %3972 = mul nsw i64 %3971, 9216
+  %3973 = add nsw i64 6710544, %3972
+  %3974 = mul nsw i64 %relu1_grad.j166844, 576
+  %3975 = add nsw i64 %3973, %3974
+  %3976 = add nsw i64 %relu1_grad.iy287987, 25
+  %3977 = add nsw i64 %3976, -2
+  %3978 = mul nsw i64 %3977, 24
+  %3979 = add nsw i64 %3975, %3978
+  %3980 = add nsw i64 %3979, 2
+  %3981 = add nsw i64 %3980, %relu1_grad.ix288988
+  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3981
+  %3982 = load float, ptr %arena989, align 4
+  store float %3982, ptr %relu1_grad.sum289, align 4
   %sum289 = load float, ptr %relu1_grad.sum289, align 4
-  %3749 = mul nsw i64 %relu1_grad.g149651, 16
-  %3750 = add nsw i64 %3749, %relu1_grad.j157756
-  %3751 = mul nsw i64 %3750, 21632
-  %3752 = add nsw i64 1384448, %3751
-  %3753 = mul nsw i64 %relu1_grad.c158757, 676
-  %3754 = add nsw i64 %3752, %3753
-  %3755 = add nsw i64 %relu1_grad.iy287910, 25
-  %3756 = mul nsw i64 %3755, 26
-  %3757 = add nsw i64 %3754, %3756
-  %3758 = add nsw i64 %3757, 25
-  %3759 = add nsw i64 %3758, %relu1_grad.ix288911
-  %arena913 = getelementptr inbounds float, ptr %arena, i64 %3759
-  store float %sum289, ptr %arena913, align 4
-  %ix288.next = add nsw i64 %relu1_grad.ix288911, 1
-  %3760 = icmp slt i64 %ix288.next, 1
-  br i1 %3760, label %relu1_grad.ix288, label %relu1_grad.ix288.end
+  %3983 = mul nsw i64 %relu1_grad.c167845, 9
+  %3984 = add nsw i64 %3983, 7
+  %3985 = mul nsw i64 %3984, 9216
+  %3986 = add nsw i64 6710544, %3985
+  %3987 = mul nsw i64 %relu1_grad.j166844, 576
+  %3988 = add nsw i64 %3986, %3987
+  %3989 = add nsw i64 %relu1_grad.iy287987, 25
+  %3990 = add nsw i64 %3989, -2
+  %3991 = mul nsw i64 %3990, 24
+  %3992 = add nsw i64 %3988, %3991
+  %3993 = add nsw i64 %3992, 1
+  %3994 = add nsw i64 %3993, %relu1_grad.ix288988
+  %arena990 = getelementptr inbounds float, ptr %arena, i64 %3994
+  %3995 = load float, ptr %arena990, align 4
+  %3996 = fadd float %sum289, %3995
+  store float %3996, ptr %relu1_grad.sum290, align 4
+  %sum290 = load float, ptr %relu1_grad.sum290, align 4
+  %3997 = mul nsw i64 %relu1_grad.c167845, 9
+  %3998 = add nsw i64 %3997, 8
+  %3999 = mul nsw i64 %3998, 9216
+  %4000 = add nsw i64 6710544, %3999
+  %4001 = mul nsw i64 %relu1_grad.j166844, 576
+  %4002 = add nsw i64 %4000, %4001
+  %4003 = add nsw i64 %relu1_grad.iy287987, 25
+  %4004 = add nsw i64 %4003, -2
+  %4005 = mul nsw i64 %4004, 24
+  %4006 = add nsw i64 %4002, %4005
+  %4007 = add nsw i64 %4006, %relu1_grad.ix288988
+  %arena991 = getelementptr inbounds float, ptr %arena, i64 %4007
+  %4008 = load float, ptr %arena991, align 4
+  %4009 = fadd float %sum290, %4008
+  store float %4009, ptr %relu1_grad.sum291, align 4
+  %sum291 = load float, ptr %relu1_grad.sum291, align 4
+  %4010 = mul nsw i64 %relu1_grad.g158739, 16
+  %4011 = add nsw i64 %4010, %relu1_grad.j166844
+  %4012 = mul nsw i64 %4011, 21632
+  %4013 = add nsw i64 1384448, %4012
+  %4014 = mul nsw i64 %relu1_grad.c167845, 676
+  %4015 = add nsw i64 %4013, %4014
+  %4016 = add nsw i64 %relu1_grad.iy287987, 25
+  %4017 = mul nsw i64 %4016, 26
+  %4018 = add nsw i64 %4015, %4017
+  %4019 = add nsw i64 %4018, 2
+  %4020 = add nsw i64 %4019, %relu1_grad.ix288988
+  %arena992 = getelementptr inbounds float, ptr %arena, i64 %4020
+  store float %sum291, ptr %arena992, align 4
+  %ix288.next = add nsw i64 %relu1_grad.ix288988, 1
+  %4021 = icmp slt i64 %ix288.next, 22
+  br i1 %4021, label %relu1_grad.ix288, label %relu1_grad.ix288.end
 
 relu1_grad.ix288.end:                             ; preds = %relu1_grad.ix288
-  %iy287.next = add nsw i64 %relu1_grad.iy287910, 1
-  %3761 = icmp slt i64 %iy287.next, 1
-  br i1 %3761, label %relu1_grad.iy287, label %relu1_grad.iy287.end
+  %iy287.next = add nsw i64 %relu1_grad.iy287987, 1
+  %4022 = icmp slt i64 %iy287.next, 1
+  br i1 %4022, label %relu1_grad.iy287, label %relu1_grad.iy287.end
 
-conv1_grad.i290:                                  ; preds = %conv1_grad.i290, %relu1_grad.g149.end
-  %conv1_grad.i290914 = phi i64 [ 0, %relu1_grad.g149.end ], [ %i290.next, %conv1_grad.i290 ]
-  %arena915 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i290914
-  %3762 = load float, ptr %arena915, align 4
-  %3763 = fcmp ogt float %3762, 0.000000e+00
-  %3764 = add nsw i64 1384448, %conv1_grad.i290914
-  %arena916 = getelementptr inbounds float, ptr %arena, i64 %3764
-  %3765 = load float, ptr %arena916, align 4
-  %3766 = select i1 %3763, float %3765, float 0.000000e+00
-  %3767 = add nsw i64 3171600, %conv1_grad.i290914
-  %arena917 = getelementptr inbounds float, ptr %arena, i64 %3767
-  store float %3766, ptr %arena917, align 4
-  %i290.next = add nsw i64 %conv1_grad.i290914, 1
-  %3768 = icmp slt i64 %i290.next, 1384448
-  br i1 %3768, label %conv1_grad.i290, label %conv1_grad.i290.end
+relu1_grad.iy292:                                 ; preds = %relu1_grad.ix293.end, %relu1_grad.iy287.end
+  %relu1_grad.iy292993 = phi i64 [ 0, %relu1_grad.iy287.end ], [ %iy292.next, %relu1_grad.ix293.end ]
+  br label %relu1_grad.ix293
 
-conv1_grad.i290.end:                              ; preds = %conv1_grad.i290
-  br label %conv1_weight_grad.i291
+relu1_grad.iy292.end:                             ; preds = %relu1_grad.ix293.end
+  br label %relu1_grad.iy296
 
-conv1_weight_grad.i291:                           ; preds = %conv1_weight_grad.i291, %conv1_grad.i290.end
-  %conv1_weight_grad.i291918 = phi i64 [ 0, %conv1_grad.i290.end ], [ %i291.next, %conv1_weight_grad.i291 ]
-  %3769 = add nsw i64 443456, %conv1_weight_grad.i291918
-  %arena919 = getelementptr inbounds float, ptr %arena, i64 %3769
-  store float 0.000000e+00, ptr %arena919, align 4
-  %i291.next = add nsw i64 %conv1_weight_grad.i291918, 1
-  %3770 = icmp slt i64 %i291.next, 288
-  br i1 %3770, label %conv1_weight_grad.i291, label %conv1_weight_grad.i291.end
+relu1_grad.ix293:                                 ; preds = %relu1_grad.ix293, %relu1_grad.iy292
+  %relu1_grad.ix293994 = phi i64 [ 0, %relu1_grad.iy292 ], [ %ix293.next, %relu1_grad.ix293 ]
+  %4023 = mul nsw i64 %relu1_grad.c167845, 9
+  %4024 = add nsw i64 %4023, 7
+  %4025 = mul nsw i64 %4024, 9216
+  %4026 = add nsw i64 6710544, %4025
+  %4027 = mul nsw i64 %relu1_grad.j166844, 576
+  %4028 = add nsw i64 %4026, %4027
+  %4029 = add nsw i64 %relu1_grad.iy292993, 25
+  %4030 = add nsw i64 %4029, -2
+  %4031 = mul nsw i64 %4030, 24
+  %4032 = add nsw i64 %4028, %4031
+  %4033 = add nsw i64 %4032, 23
+  %4034 = add nsw i64 %4033, %relu1_grad.ix293994
+  %arena995 = getelementptr inbounds float, ptr %arena, i64 %4034
+  %4035 = load float, ptr %arena995, align 4
+  store float %4035, ptr %relu1_grad.sum294, align 4
+  %sum294 = load float, ptr %relu1_grad.sum294, align 4
+  %4036 = mul nsw i64 %relu1_grad.c167845, 9
+  %4037 = add nsw i64 %4036, 8
+  %4038 = mul nsw i64 %4037, 9216
+  %4039 = add nsw i64 6710544, %4038
+  %4040 = mul nsw i64 %relu1_grad.j166844, 576
+  %4041 = add nsw i64 %4039, %4040
+  %4042 = add nsw i64 %relu1_grad.iy292993, 25
+  %4043 = add nsw i64 %4042, -2
+  %4044 = mul nsw i64 %4043, 24
+  %4045 = add nsw i64 %4041, %4044
+  %4046 = add nsw i64 %4045, 22
+  %4047 = add nsw i64 %4046, %relu1_grad.ix293994
+  %arena996 = getelementptr inbounds float, ptr %arena, i64 %4047
+  %4048 = load float, ptr %arena996, align 4
+  %4049 = fadd float %sum294, %4048
+  store float %4049, ptr %relu1_grad.sum295, align 4
+  %sum295 = load float, ptr %relu1_grad.sum295, align 4
+  %4050 = mul nsw i64 %relu1_grad.g158739, 16
+  %4051 = add nsw i64 %4050, %relu1_grad.j166844
+  %4052 = mul nsw i64 %4051, 21632
+  %4053 = add nsw i64 1384448, %4052
+  %4054 = mul nsw i64 %relu1_grad.c167845, 676
+  %4055 = add nsw i64 %4053, %4054
+  %4056 = add nsw i64 %relu1_grad.iy292993, 25
+  %4057 = mul nsw i64 %4056, 26
+  %4058 = add nsw i64 %4055, %4057
+  %4059 = add nsw i64 %4058, 24
+  %4060 = add nsw i64 %4059, %relu1_grad.ix293994
+  %arena997 = getelementptr inbounds float, ptr %arena, i64 %4060
+  store float %sum295, ptr %arena997, align 4
+  %ix293.next = add nsw i64 %relu1_grad.ix293994, 1
+  %4061 = icmp slt i64 %ix293.next, 1
+  br i1 %4061, label %relu1_grad.ix293, label %relu1_grad.ix293.end
 
-conv1_weight_grad.i291.end:                       ; preds = %conv1_weight_grad.i291
-  br label %conv1_weight_grad.g292
+relu1_grad.ix293.end:                             ; preds = %relu1_grad.ix293
+  %iy292.next = add nsw i64 %relu1_grad.iy292993, 1
+  %4062 = icmp slt i64 %iy292.next, 1
+  br i1 %4062, label %relu1_grad.iy292, label %relu1_grad.iy292.end
 
-conv1_weight_grad.g292:                           ; preds = %conv1_weight_grad.kp305.end, %conv1_weight_grad.i291.end
-  %conv1_weight_grad.g292920 = phi i64 [ 0, %conv1_weight_grad.i291.end ], [ %g292.next, %conv1_weight_grad.kp305.end ]
-  br label %conv1_weight_grad.j293
+relu1_grad.iy296:                                 ; preds = %relu1_grad.ix297.end, %relu1_grad.iy292.end
+  %relu1_grad.iy296998 = phi i64 [ 0, %relu1_grad.iy292.end ], [ %iy296.next, %relu1_grad.ix297.end ]
+  br label %relu1_grad.ix297
 
-conv1_weight_grad.g292.end:                       ; preds = %conv1_weight_grad.kp305.end
-  br label %conv1_weight_grad.f310
+relu1_grad.iy296.end:                             ; preds = %relu1_grad.ix297.end
+  %c167.next = add nsw i64 %relu1_grad.c167845, 1
+  %4063 = icmp slt i64 %c167.next, 32
+  br i1 %4063, label %relu1_grad.c167, label %relu1_grad.c167.end
 
-conv1_weight_grad.j293:                           ; preds = %conv1_weight_grad.c294.end, %conv1_weight_grad.g292
-  %conv1_weight_grad.j293921 = phi i64 [ 0, %conv1_weight_grad.g292 ], [ %j293.next, %conv1_weight_grad.c294.end ]
-  br label %conv1_weight_grad.c294
+relu1_grad.ix297:                                 ; preds = %relu1_grad.ix297, %relu1_grad.iy296
+  %relu1_grad.ix297999 = phi i64 [ 0, %relu1_grad.iy296 ], [ %ix297.next, %relu1_grad.ix297 ]
+  %4064 = mul nsw i64 %relu1_grad.c167845, 9
+  %4065 = add nsw i64 %4064, 8
+  %4066 = mul nsw i64 %4065, 9216
+  %4067 = add nsw i64 6710544, %4066
+  %4068 = mul nsw i64 %relu1_grad.j166844, 576
+  %4069 = add nsw i64 %4067, %4068
+  %4070 = add nsw i64 %relu1_grad.iy296998, 25
+  %4071 = add nsw i64 %4070, -2
+  %4072 = mul nsw i64 %4071, 24
+  %4073 = add nsw i64 %4069, %4072
+  %4074 = add nsw i64 %4073, 23
+  %4075 = add nsw i64 %4074, %relu1_grad.ix297999
+  %arena1000 = getelementptr inbounds float, ptr %arena, i64 %4075
+  %4076 = load float, ptr %arena1000, align 4
+  store float %4076, ptr %relu1_grad.sum298, align 4
+  %sum298 = load float, ptr %relu1_grad.sum298, align 4
+  %4077 = mul nsw i64 %relu1_grad.g158739, 16
+  %4078 = add nsw i64 %4077, %relu1_grad.j166844
+  %4079 = mul nsw i64 %4078, 21632
+  %4080 = add nsw i64 1384448, %4079
+  %4081 = mul nsw i64 %relu1_grad.c167845, 676
+  %4082 = add nsw i64 %4080, %4081
+  %4083 = add nsw i64 %relu1_grad.iy296998, 25
+  %4084 = mul nsw i64 %4083, 26
+  %4085 = add nsw i64 %4082, %4084
+  %4086 = add nsw i64 %4085, 25
+  %4087 = add nsw i64 %4086, %relu1_grad.ix297999
+  %arena1001 = getelementptr inbounds float, ptr %arena, i64 %4087
+  store float %sum298, ptr %arena1001, align 4
+  %ix297.next = add nsw i64 %relu1_grad.ix297999, 1
+  %4088 = icmp slt i64 %ix297.next, 1
+  br i1 %4088, label %relu1_grad.ix297, label %relu1_grad.ix297.end
 
-conv1_weight_grad.j293.end:                       ; preds = %conv1_weight_grad.c294.end
+relu1_grad.ix297.end:                             ; preds = %relu1_grad.ix297
+  %iy296.next = add nsw i64 %relu1_grad.iy296998, 1
+  %4089 = icmp slt i64 %iy296.next, 1
+  br i1 %4089, label %relu1_grad.iy296, label %relu1_grad.iy296.end
+
+conv1_grad.i299:                                  ; preds = %conv1_grad.i299, %relu1_grad.g158.end
+  %conv1_grad.i2991002 = phi i64 [ 0, %relu1_grad.g158.end ], [ %i299.next, %conv1_grad.i299 ]
+  %arena1003 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i2991002
+  %4090 = load float, ptr %arena1003, align 4
+  %4091 = fcmp ogt float %4090, 0.000000e+00
+  %4092 = add nsw i64 1384448, %conv1_grad.i2991002
+  %arena1004 = getelementptr inbounds float, ptr %arena, i64 %4092
+  %4093 = load float, ptr %arena1004, align 4
+  %4094 = select i1 %4091, float %4093, float 0.000000e+00
+  %4095 = add nsw i64 3171600, %conv1_grad.i2991002
+  %arena1005 = getelementptr inbounds float, ptr %arena, i64 %4095
+  store float %4094, ptr %arena1005, align 4
+  %i299.next = add nsw i64 %conv1_grad.i2991002, 1
+  %4096 = icmp slt i64 %i299.next, 1384448
+  br i1 %4096, label %conv1_grad.i299, label %conv1_grad.i299.end
+
+conv1_grad.i299.end:                              ; preds = %conv1_grad.i299
+  br label %conv1_weight_grad.i300
+
+conv1_weight_grad.i300:                           ; preds = %conv1_weight_grad.i300, %conv1_grad.i299.end
+  %conv1_weight_grad.i3001006 = phi i64 [ 0, %conv1_grad.i299.end ], [ %i300.next, %conv1_weight_grad.i300 ]
+  %4097 = add nsw i64 443456, %conv1_weight_grad.i3001006
+  %arena1007 = getelementptr inbounds float, ptr %arena, i64 %4097
+  store float 0.000000e+00, ptr %arena1007, align 4
+  %i300.next = add nsw i64 %conv1_weight_grad.i3001006, 1
+  %4098 = icmp slt i64 %i300.next, 288
+  br i1 %4098, label %conv1_weight_grad.i300, label %conv1_weight_grad.i300.end
+
+conv1_weight_grad.i300.end:                       ; preds = %conv1_weight_grad.i300
+  br label %conv1_weight_grad.g301
+
+conv1_weight_grad.g301:                           ; preds = %conv1_weight_grad.kp314.end, %conv1_weight_grad.i300.end
+  %conv1_weight_grad.g3011008 = phi i64 [ 0, %conv1_weight_grad.i300.end ], [ %g301.next, %conv1_weight_grad.kp314.end ]
   br label %conv1_weight_grad.j302
 
-conv1_weight_grad.c294:                           ; preds = %conv1_weight_grad.ky295.end, %conv1_weight_grad.j293
-  %conv1_weight_grad.c294922 = phi i64 [ 0, %conv1_weight_grad.j293 ], [ %c294.next, %conv1_weight_grad.ky295.end ]
-  br label %conv1_weight_grad.ky295
+conv1_weight_grad.g301.end:                       ; preds = %conv1_weight_grad.kp314.end
+  br label %conv1_weight_grad.f319
 
-conv1_weight_grad.c294.end:                       ; preds = %conv1_weight_grad.ky295.end
-  %j293.next = add nsw i64 %conv1_weight_grad.j293921, 1
-  %3771 = icmp slt i64 %j293.next, 16
-  br i1 %3771, label %conv1_weight_grad.j293, label %conv1_weight_grad.j293.end
+conv1_weight_grad.j302:                           ; preds = %conv1_weight_grad.c303.end, %conv1_weight_grad.g301
+  %conv1_weight_grad.j3021009 = phi i64 [ 0, %conv1_weight_grad.g301 ], [ %j302.next, %conv1_weight_grad.c303.end ]
+  br label %conv1_weight_grad.c303
 
-conv1_weight_grad.ky295:                          ; preds = %conv1_weight_grad.oy300.end, %conv1_weight_grad.c294
-  %conv1_weight_grad.ky295923 = phi i64 [ 0, %conv1_weight_grad.c294 ], [ %ky295.next, %conv1_weight_grad.oy300.end ]
-  br label %conv1_weight_grad.oy296
+conv1_weight_grad.j302.end:                       ; preds = %conv1_weight_grad.c303.end
+  br label %conv1_weight_grad.j311
 
-conv1_weight_grad.ky295.end:                      ; preds = %conv1_weight_grad.oy300.end
-  %c294.next = add nsw i64 %conv1_weight_grad.c294922, 1
-  %3772 = icmp slt i64 %c294.next, 1
-  br i1 %3772, label %conv1_weight_grad.c294, label %conv1_weight_grad.c294.end
+conv1_weight_grad.c303:                           ; preds = %conv1_weight_grad.ky304.end, %conv1_weight_grad.j302
+  %conv1_weight_grad.c3031010 = phi i64 [ 0, %conv1_weight_grad.j302 ], [ %c303.next, %conv1_weight_grad.ky304.end ]
+  br label %conv1_weight_grad.ky304
 
-conv1_weight_grad.oy296:                          ; preds = %conv1_weight_grad.ox297.end, %conv1_weight_grad.ky295
-  %conv1_weight_grad.oy296924 = phi i64 [ 0, %conv1_weight_grad.ky295 ], [ %oy296.next, %conv1_weight_grad.ox297.end ]
-  br label %conv1_weight_grad.ox297
+conv1_weight_grad.c303.end:                       ; preds = %conv1_weight_grad.ky304.end
+  %j302.next = add nsw i64 %conv1_weight_grad.j3021009, 1
+  %4099 = icmp slt i64 %j302.next, 16
+  br i1 %4099, label %conv1_weight_grad.j302, label %conv1_weight_grad.j302.end
 
-conv1_weight_grad.oy296.end:                      ; preds = %conv1_weight_grad.ox297.end
-  br label %conv1_weight_grad.oy298
+conv1_weight_grad.ky304:                          ; preds = %conv1_weight_grad.oy309.end, %conv1_weight_grad.c303
+  %conv1_weight_grad.ky3041011 = phi i64 [ 0, %conv1_weight_grad.c303 ], [ %ky304.next, %conv1_weight_grad.oy309.end ]
+  br label %conv1_weight_grad.oy305
 
-conv1_weight_grad.ox297:                          ; preds = %conv1_weight_grad.ox297, %conv1_weight_grad.oy296
-  %conv1_weight_grad.ox297925 = phi i64 [ 0, %conv1_weight_grad.oy296 ], [ %ox297.next, %conv1_weight_grad.ox297 ]
-  %3773 = mul nsw i64 %conv1_weight_grad.g292920, 16
-  %3774 = add nsw i64 %3773, %conv1_weight_grad.j293921
-  %3775 = mul nsw i64 %3774, 784
-  %3776 = mul nsw i64 %conv1_weight_grad.c294922, 784
-  %3777 = add nsw i64 %3775, %3776
-  %3778 = add nsw i64 %conv1_weight_grad.oy296924, %conv1_weight_grad.ky295923
-  %3779 = mul nsw i64 %3778, 28
-  %3780 = add nsw i64 %3777, %3779
-  %3781 = add nsw i64 %3780, %conv1_weight_grad.ox297925
-  %images926 = getelementptr inbounds float, ptr %images, i64 %3781
-  %3782 = load float, ptr %images926, align 4
-  %3783 = mul nsw i64 %conv1_weight_grad.c294922, 3
-  %3784 = add nsw i64 %3783, %conv1_weight_grad.ky295923
-  %3785 = mul nsw i64 %3784, 3
-  %3786 = mul nsw i64 %3785, 10816
-  %3787 = mul nsw i64 %conv1_weight_grad.j293921, 676
-  %3788 = add nsw i64 %3786, %3787
-  %3789 = mul nsw i64 %conv1_weight_grad.oy296924, 26
-  %3790 = add nsw i64 %3789, %conv1_weight_grad.ox297925
-  %3791 = add nsw i64 %3788, %3790
-  %arena927 = getelementptr inbounds float, ptr %arena, i64 %3791
-  store float %3782, ptr %arena927, align 4
-  %ox297.next = add nsw i64 %conv1_weight_grad.ox297925, 1
-  %3792 = icmp slt i64 %ox297.next, 26
-  br i1 %3792, label %conv1_weight_grad.ox297, label %conv1_weight_grad.ox297.end
+conv1_weight_grad.ky304.end:                      ; preds = %conv1_weight_grad.oy309.end
+  %c303.next = add nsw i64 %conv1_weight_grad.c3031010, 1
+  %4100 = icmp slt i64 %c303.next, 1
+  br i1 %4100, label %conv1_weight_grad.c303, label %conv1_weight_grad.c303.end
 
-conv1_weight_grad.ox297.end:                      ; preds = %conv1_weight_grad.ox297
-  %oy296.next = add nsw i64 %conv1_weight_grad.oy296924, 1
-  %3793 = icmp slt i64 %oy296.next, 26
-  br i1 %3793, label %conv1_weight_grad.oy296, label %conv1_weight_grad.oy296.end
+conv1_weight_grad.oy305:                          ; preds = %conv1_weight_grad.ox306.end, %conv1_weight_grad.ky304
+  %conv1_weight_grad.oy3051012 = phi i64 [ 0, %conv1_weight_grad.ky304 ], [ %oy305.next, %conv1_weight_grad.ox306.end ]
+  br label %conv1_weight_grad.ox306
 
-conv1_weight_grad.oy298:                          ; preds = %conv1_weight_grad.ox299.end, %conv1_weight_grad.oy296.end
-  %conv1_weight_grad.oy298928 = phi i64 [ 0, %conv1_weight_grad.oy296.end ], [ %oy298.next, %conv1_weight_grad.ox299.end ]
-  br label %conv1_weight_grad.ox299
+conv1_weight_grad.oy305.end:                      ; preds = %conv1_weight_grad.ox306.end
+  br label %conv1_weight_grad.oy307
 
-conv1_weight_grad.oy298.end:                      ; preds = %conv1_weight_grad.ox299.end
-  br label %conv1_weight_grad.oy300
-
-conv1_weight_grad.ox299:                          ; preds = %conv1_weight_grad.ox299, %conv1_weight_grad.oy298
-  %conv1_weight_grad.ox299929 = phi i64 [ 0, %conv1_weight_grad.oy298 ], [ %ox299.next, %conv1_weight_grad.ox299 ]
-  %3794 = mul nsw i64 %conv1_weight_grad.g292920, 16
-  %3795 = add nsw i64 %3794, %conv1_weight_grad.j293921
-  %3796 = mul nsw i64 %3795, 784
-  %3797 = mul nsw i64 %conv1_weight_grad.c294922, 784
-  %3798 = add nsw i64 %3796, %3797
-  %3799 = add nsw i64 %conv1_weight_grad.oy298928, %conv1_weight_grad.ky295923
-  %3800 = mul nsw i64 %3799, 28
-  %3801 = add nsw i64 %3798, %3800
-  %3802 = add nsw i64 %conv1_weight_grad.ox299929, 1
-  %3803 = add nsw i64 %3801, %3802
-  %images930 = getelementptr inbounds float, ptr %images, i64 %3803
-  %3804 = load float, ptr %images930, align 4
-  %3805 = mul nsw i64 %conv1_weight_grad.c294922, 3
-  %3806 = add nsw i64 %3805, %conv1_weight_grad.ky295923
-  %3807 = mul nsw i64 %3806, 3
-  %3808 = add nsw i64 %3807, 1
-  %3809 = mul nsw i64 %3808, 10816
-  %3810 = mul nsw i64 %conv1_weight_grad.j293921, 676
-  %3811 = add nsw i64 %3809, %3810
-  %3812 = mul nsw i64 %conv1_weight_grad.oy298928, 26
-  %3813 = add nsw i64 %3812, %conv1_weight_grad.ox299929
-  %3814 = add nsw i64 %3811, %3813
-  %arena931 = getelementptr inbounds float, ptr %arena, i64 %3814
-  store float %3804, ptr %arena931, align 4
-  %ox299.next = add nsw i64 %conv1_weight_grad.ox299929, 1
-  %3815 = icmp slt i64 %ox299.next, 26
-  br i1 %3815, label %conv1_weight_grad.ox299, label %conv1_weight_grad.ox299.end
-
-conv1_weight_grad.ox299.end:                      ; preds = %conv1_weight_grad.ox299
-  %oy298.next = add nsw i64 %conv1_weight_grad.oy298928, 1
-  %3816 = icmp slt i64 %oy298.next, 26
-  br i1 %3816, label %conv1_weight_grad.oy298, label %conv1_weight_grad.oy298.end
-
-conv1_weight_grad.oy300:                          ; preds = %conv1_weight_grad.ox301.end, %conv1_weight_grad.oy298.end
-  %conv1_weight_grad.oy300932 = phi i64 [ 0, %conv1_weight_grad.oy298.end ], [ %oy300.next, %conv1_weight_grad.ox301.end ]
-  br label %conv1_weight_grad.ox301
-
-conv1_weight_grad.oy300.end:                      ; preds = %conv1_weight_grad.ox301.end
-  %ky295.next = add nsw i64 %conv1_weight_grad.ky295923, 1
-  %3817 = icmp slt i64 %ky295.next, 3
-  br i1 %3817, label %conv1_weight_grad.ky295, label %conv1_weight_grad.ky295.end
-
-conv1_weight_grad.ox301:                          ; preds = %conv1_weight_grad.ox301, %conv1_weight_grad.oy300
-  %conv1_weight_grad.ox301933 = phi i64 [ 0, %conv1_weight_grad.oy300 ], [ %ox301.next, %conv1_weight_grad.ox301 ]
-  %3818 = mul nsw i64 %conv1_weight_grad.g292920, 16
-  %3819 = add nsw i64 %3818, %conv1_weight_grad.j293921
-  %3820 = mul nsw i64 %3819, 784
-  %3821 = mul nsw i64 %conv1_weight_grad.c294922, 784
-  %3822 = add nsw i64 %3820, %3821
-  %3823 = add nsw i64 %conv1_weight_grad.oy300932, %conv1_weight_grad.ky295923
-  %3824 = mul nsw i64 %3823, 28
-  %3825 = add nsw i64 %3822, %3824
-  %3826 = add nsw i64 %conv1_weight_grad.ox301933, 2
-  %3827 = add nsw i64 %3825, %3826
-  %images934 = getelementptr inbounds float, ptr %images, i64 %3827
-  %3828 = load float, ptr %images934, align 4
-  %3829 = mul nsw i64 %conv1_weight_grad.c294922, 3
-  %3830 = add nsw i64 %3829, %conv1_weight_grad.ky295923
-  %3831 = mul nsw i64 %3830, 3
-  %3832 = add nsw i64 %3831, 2
-  %3833 = mul nsw i64 %3832, 10816
-  %3834 = mul nsw i64 %conv1_weight_grad.j293921, 676
-  %3835 = add nsw i64 %3833, %3834
-  %3836 = mul nsw i64 %conv1_weight_grad.oy300932, 26
-  %3837 = add nsw i64 %3836, %conv1_weight_grad.ox301933
-  %3838 = add nsw i64 %3835, %3837
-  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3838
-  store float %3828, ptr %arena935, align 4
-  %ox301.next = add nsw i64 %conv1_weight_grad.ox301933, 1
-  %3839 = icmp slt i64 %ox301.next, 26
-  br i1 %3839, label %conv1_weight_grad.ox301, label %conv1_weight_grad.ox301.end
-
-conv1_weight_grad.ox301.end:                      ; preds = %conv1_weight_grad.ox301
-  %oy300.next = add nsw i64 %conv1_weight_grad.oy300932, 1
-  %3840 = icmp slt i64 %oy300.next, 26
-  br i1 %3840, label %conv1_weight_grad.oy300, label %conv1_weight_grad.oy300.end
-
-conv1_weight_grad.j302:                           ; preds = %conv1_weight_grad.i303.end, %conv1_weight_grad.j293.end
-  %conv1_weight_grad.j302936 = phi i64 [ 0, %conv1_weight_grad.j293.end ], [ %j302.next, %conv1_weight_grad.i303.end ]
-  br label %conv1_weight_grad.i303
-
-conv1_weight_grad.j302.end:                       ; preds = %conv1_weight_grad.i303.end
-  br label %conv1_weight_grad.kp305
-
-conv1_weight_grad.i303:                           ; preds = %conv1_weight_grad.f304.end, %conv1_weight_grad.j302
-  %conv1_weight_grad.i303937 = phi i64 [ 0, %conv1_weight_grad.j302 ], [ %i303.next, %conv1_weight_grad.f304.end ]
-  br label %conv1_weight_grad.f304
-
-conv1_weight_grad.i303.end:                       ; preds = %conv1_weight_grad.f304.end
-  %j302.next = add nsw i64 %conv1_weight_grad.j302936, 1
-  %3841 = icmp slt i64 %j302.next, 16
-  br i1 %3841, label %conv1_weight_grad.j302, label %conv1_weight_grad.j302.end
-
-conv1_weight_grad.f304:                           ; preds = %conv1_weight_grad.f304, %conv1_weight_grad.i303
-  %conv1_weight_grad.f304938 = phi i64 [ 0, %conv1_weight_grad.i303 ], [ %f304.next, %conv1_weight_grad.f304 ]
-  %3842 = mul nsw i64 %conv1_weight_grad.g292920, 16
-  %3843 = add nsw i64 %3842, %conv1_weight_grad.j302936
-  %3844 = mul nsw i64 %3843, 21632
-  %3845 = add nsw i64 3171600, %3844
-  %3846 = mul nsw i64 %conv1_weight_grad.f304938, 676
-  %3847 = add nsw i64 %3845, %3846
-  %3848 = add nsw i64 %3847, %conv1_weight_grad.i303937
-  %arena939 = getelementptr inbounds float, ptr %arena, i64 %3848
-  %3849 = load float, ptr %arena939, align 4
-  %3850 = mul nsw i64 %conv1_weight_grad.j302936, 676
-  %3851 = add nsw i64 %3850, %conv1_weight_grad.i303937
-  %3852 = mul nsw i64 %3851, 32
-  %3853 = add nsw i64 97344, %3852
-  %3854 = add nsw i64 %3853, %conv1_weight_grad.f304938
-  %arena940 = getelementptr inbounds float, ptr %arena, i64 %3854
-  store float %3849, ptr %arena940, align 4
-  %f304.next = add nsw i64 %conv1_weight_grad.f304938, 1
-  %3855 = icmp slt i64 %f304.next, 32
-  br i1 %3855, label %conv1_weight_grad.f304, label %conv1_weight_grad.f304.end
-
-conv1_weight_grad.f304.end:                       ; preds = %conv1_weight_grad.f304
-  %i303.next = add nsw i64 %conv1_weight_grad.i303937, 1
-  %3856 = icmp slt i64 %i303.next, 676
-  br i1 %3856, label %conv1_weight_grad.i303, label %conv1_weight_grad.i303.end
-
-conv1_weight_grad.kp305:                          ; preds = %conv1_weight_grad.nb306.end, %conv1_weight_grad.j302.end
-  %conv1_weight_grad.kp305941 = phi i64 [ 0, %conv1_weight_grad.j302.end ], [ %kp305.next, %conv1_weight_grad.nb306.end ]
-  br label %conv1_weight_grad.nb306
-
-conv1_weight_grad.kp305.end:                      ; preds = %conv1_weight_grad.nb306.end
-  %g292.next = add nsw i64 %conv1_weight_grad.g292920, 1
-  %3857 = icmp slt i64 %g292.next, 4
-  br i1 %3857, label %conv1_weight_grad.g292, label %conv1_weight_grad.g292.end
-
-conv1_weight_grad.nb306:                          ; preds = %conv1_weight_grad.mb307.end, %conv1_weight_grad.kp305
-  %conv1_weight_grad.nb306942 = phi i64 [ 0, %conv1_weight_grad.kp305 ], [ %nb306.next, %conv1_weight_grad.mb307.end ]
-  br label %conv1_weight_grad.mb307
-
-conv1_weight_grad.nb306.end:                      ; preds = %conv1_weight_grad.mb307.end
-  %kp305.next = add nsw i64 %conv1_weight_grad.kp305941, 1
-  %3858 = icmp slt i64 %kp305.next, 32
-  br i1 %3858, label %conv1_weight_grad.kp305, label %conv1_weight_grad.kp305.end
-
-conv1_weight_grad.mb307:                          ; preds = %conv1_weight_grad.k309.end, %conv1_weight_grad.nb306
-  %conv1_weight_grad.mb307943 = phi i64 [ 0, %conv1_weight_grad.nb306 ], [ %mb307.next, %conv1_weight_grad.k309.end ]
-  %3859 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3860 = mul nsw i64 %3859, 32
-  %3861 = add nsw i64 443456, %3860
-  %3862 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3863 = add nsw i64 %3861, %3862
-  %arena944 = getelementptr inbounds float, ptr %arena, i64 %3863
-  %3864 = load <16 x float>, ptr %arena944, align 4
-  store <16 x float> %3864, ptr %conv1_weight_grad.t308_c0_0, align 64
-  %3865 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3866 = mul nsw i64 %3865, 32
-  %3867 = add nsw i64 443456, %3866
-  %3868 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3869 = add nsw i64 %3867, %3868
-  %3870 = add nsw i64 %3869, 16
-  %arena945 = getelementptr inbounds float, ptr %arena, i64 %3870
-  %3871 = load <16 x float>, ptr %arena945, align 4
-  store <16 x float> %3871, ptr %conv1_weight_grad.t308_c0_1, align 64
-  %3872 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3873 = add nsw i64 %3872, 1
-  %3874 = mul nsw i64 %3873, 32
-  %3875 = add nsw i64 443456, %3874
-  %3876 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3877 = add nsw i64 %3875, %3876
-  %arena946 = getelementptr inbounds float, ptr %arena, i64 %3877
-  %3878 = load <16 x float>, ptr %arena946, align 4
-  store <16 x float> %3878, ptr %conv1_weight_grad.t308_c1_0, align 64
-  %3879 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3880 = add nsw i64 %3879, 1
-  %3881 = mul nsw i64 %3880, 32
-  %3882 = add nsw i64 443456, %3881
-  %3883 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3884 = add nsw i64 %3882, %3883
-  %3885 = add nsw i64 %3884, 16
-  %arena947 = getelementptr inbounds float, ptr %arena, i64 %3885
-  %3886 = load <16 x float>, ptr %arena947, align 4
-  store <16 x float> %3886, ptr %conv1_weight_grad.t308_c1_1, align 64
-  %3887 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3888 = add nsw i64 %3887, 2
-  %3889 = mul nsw i64 %3888, 32
-  %3890 = add nsw i64 443456, %3889
-  %3891 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3892 = add nsw i64 %3890, %3891
-  %arena948 = getelementptr inbounds float, ptr %arena, i64 %3892
-  %3893 = load <16 x float>, ptr %arena948, align 4
-  store <16 x float> %3893, ptr %conv1_weight_grad.t308_c2_0, align 64
-  %3894 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3895 = add nsw i64 %3894, 2
-  %3896 = mul nsw i64 %3895, 32
-  %3897 = add nsw i64 443456, %3896
-  %3898 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3899 = add nsw i64 %3897, %3898
-  %3900 = add nsw i64 %3899, 16
-  %arena949 = getelementptr inbounds float, ptr %arena, i64 %3900
-  %3901 = load <16 x float>, ptr %arena949, align 4
-  store <16 x float> %3901, ptr %conv1_weight_grad.t308_c2_1, align 64
-  %3902 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3903 = add nsw i64 %3902, 3
-  %3904 = mul nsw i64 %3903, 32
-  %3905 = add nsw i64 443456, %3904
-  %3906 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3907 = add nsw i64 %3905, %3906
-  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3907
-  %3908 = load <16 x float>, ptr %arena950, align 4
-  store <16 x float> %3908, ptr %conv1_weight_grad.t308_c3_0, align 64
-  %3909 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3910 = add nsw i64 %3909, 3
-  %3911 = mul nsw i64 %3910, 32
-  %3912 = add nsw i64 443456, %3911
-  %3913 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3914 = add nsw i64 %3912, %3913
-  %3915 = add nsw i64 %3914, 16
-  %arena951 = getelementptr inbounds float, ptr %arena, i64 %3915
-  %3916 = load <16 x float>, ptr %arena951, align 4
-  store <16 x float> %3916, ptr %conv1_weight_grad.t308_c3_1, align 64
-  %3917 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3918 = add nsw i64 %3917, 4
-  %3919 = mul nsw i64 %3918, 32
-  %3920 = add nsw i64 443456, %3919
-  %3921 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3922 = add nsw i64 %3920, %3921
-  %arena952 = getelementptr inbounds float, ptr %arena, i64 %3922
-  %3923 = load <16 x float>, ptr %arena952, align 4
-  store <16 x float> %3923, ptr %conv1_weight_grad.t308_c4_0, align 64
-  %3924 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3925 = add nsw i64 %3924, 4
-  %3926 = mul nsw i64 %3925, 32
-  %3927 = add nsw i64 443456, %3926
-  %3928 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3929 = add nsw i64 %3927, %3928
-  %3930 = add nsw i64 %3929, 16
-  %arena953 = getelementptr inbounds float, ptr %arena, i64 %3930
-  %3931 = load <16 x float>, ptr %arena953, align 4
-  store <16 x float> %3931, ptr %conv1_weight_grad.t308_c4_1, align 64
-  %3932 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3933 = add nsw i64 %3932, 5
-  %3934 = mul nsw i64 %3933, 32
-  %3935 = add nsw i64 443456, %3934
-  %3936 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3937 = add nsw i64 %3935, %3936
-  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3937
-  %3938 = load <16 x float>, ptr %arena954, align 4
-  store <16 x float> %3938, ptr %conv1_weight_grad.t308_c5_0, align 64
-  %3939 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3940 = add nsw i64 %3939, 5
-  %3941 = mul nsw i64 %3940, 32
-  %3942 = add nsw i64 443456, %3941
-  %3943 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3944 = add nsw i64 %3942, %3943
-  %3945 = add nsw i64 %3944, 16
-  %arena955 = getelementptr inbounds float, ptr %arena, i64 %3945
-  %3946 = load <16 x float>, ptr %arena955, align 4
-  store <16 x float> %3946, ptr %conv1_weight_grad.t308_c5_1, align 64
-  %3947 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3948 = add nsw i64 %3947, 6
-  %3949 = mul nsw i64 %3948, 32
-  %3950 = add nsw i64 443456, %3949
-  %3951 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3952 = add nsw i64 %3950, %3951
-  %arena956 = getelementptr inbounds float, ptr %arena, i64 %3952
-  %3953 = load <16 x float>, ptr %arena956, align 4
-  store <16 x float> %3953, ptr %conv1_weight_grad.t308_c6_0, align 64
-  %3954 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3955 = add nsw i64 %3954, 6
-  %3956 = mul nsw i64 %3955, 32
-  %3957 = add nsw i64 443456, %3956
-  %3958 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3959 = add nsw i64 %3957, %3958
-  %3960 = add nsw i64 %3959, 16
-  %arena957 = getelementptr inbounds float, ptr %arena, i64 %3960
-  %3961 = load <16 x float>, ptr %arena957, align 4
-  store <16 x float> %3961, ptr %conv1_weight_grad.t308_c6_1, align 64
-  %3962 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3963 = add nsw i64 %3962, 7
-  %3964 = mul nsw i64 %3963, 32
-  %3965 = add nsw i64 443456, %3964
-  %3966 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3967 = add nsw i64 %3965, %3966
-  %arena958 = getelementptr inbounds float, ptr %arena, i64 %3967
-  %3968 = load <16 x float>, ptr %arena958, align 4
-  store <16 x float> %3968, ptr %conv1_weight_grad.t308_c7_0, align 64
-  %3969 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3970 = add nsw i64 %3969, 7
-  %3971 = mul nsw i64 %3970, 32
-  %3972 = add nsw i64 443456, %3971
-  %3973 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3974 = add nsw i64 %3972, %3973
-  %3975 = add nsw i64 %3974, 16
-  %arena959 = getelementptr inbounds float, ptr %arena, i64 %3975
-  %3976 = load <16 x float>, ptr %arena959, align 4
-  store <16 x float> %3976, ptr %conv1_weight_grad.t308_c7_1, align 64
-  %3977 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3978 = add nsw i64 %3977, 8
-  %3979 = mul nsw i64 %3978, 32
-  %3980 = add nsw i64 443456, %3979
-  %3981 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3982 = add nsw i64 %3980, %3981
-  %arena960 = getelementptr inbounds float, ptr %arena, i64 %3982
-  %3983 = load <16 x float>, ptr %arena960, align 4
-  store <16 x float> %3983, ptr %conv1_weight_grad.t308_c8_0, align 64
-  %3984 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %3985 = add nsw i64 %3984, 8
-  %3986 = mul nsw i64 %3985, 32
-  %3987 = add nsw i64 443456, %3986
-  %3988 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3989 = add nsw i64 %3987, %3988
-  %3990 = add nsw i64 %3989, 16
-  %arena961 = getelementptr inbounds float, ptr %arena, i64 %3990
-  %3991 = load <16 x float>, ptr %arena961, align 4
-  store <16 x float> %3991, ptr %conv1_weight_grad.t308_c8_1, align 64
-  br label %conv1_weight_grad.k309
-
-conv1_weight_grad.mb307.end:                      ; preds = %conv1_weight_grad.k309.end
-  %nb306.next = add nsw i64 %conv1_weight_grad.nb306942, 1
-  %3992 = icmp slt i64 %nb306.next, 1
-  br i1 %3992, label %conv1_weight_grad.nb306, label %conv1_weight_grad.nb306.end
-
-conv1_weight_grad.k309:                           ; preds = %conv1_weight_grad.k309, %conv1_weight_grad.mb307
-  %conv1_weight_grad.k309962 = phi i64 [ 0, %conv1_weight_grad.mb307 ], [ %k309.next, %conv1_weight_grad.k309 ]
-  %3993 = mul nsw i64 %conv1_weight_grad.kp305941, 338
-  %3994 = add nsw i64 %conv1_weight_grad.k309962, %3993
-  %3995 = mul nsw i64 %3994, 32
-  %3996 = add nsw i64 97344, %3995
-  %3997 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %3998 = add nsw i64 %3996, %3997
-  %arena963 = getelementptr inbounds float, ptr %arena, i64 %3998
-  %3999 = load <16 x float>, ptr %arena963, align 4
-  store <16 x float> %3999, ptr %conv1_weight_grad.t308_b0, align 64
-  %4000 = mul nsw i64 %conv1_weight_grad.kp305941, 338
-  %4001 = add nsw i64 %conv1_weight_grad.k309962, %4000
-  %4002 = mul nsw i64 %4001, 32
-  %4003 = add nsw i64 97344, %4002
-  %4004 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4005 = add nsw i64 %4003, %4004
-  %4006 = add nsw i64 %4005, 16
-  %arena964 = getelementptr inbounds float, ptr %arena, i64 %4006
-  %4007 = load <16 x float>, ptr %arena964, align 4
-  store <16 x float> %4007, ptr %conv1_weight_grad.t308_b1, align 64
-  %4008 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4009 = mul nsw i64 %4008, 10816
-  %4010 = mul nsw i64 %conv1_weight_grad.kp305941, 338
-  %4011 = add nsw i64 %conv1_weight_grad.k309962, %4010
-  %4012 = add nsw i64 %4009, %4011
-  %arena965 = getelementptr inbounds float, ptr %arena, i64 %4012
-  %4013 = load float, ptr %arena965, align 4
-  %4014 = insertelement <16 x float> undef, float %4013, i32 0
-  %4015 = shufflevector <16 x float> %4014, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4015, ptr %conv1_weight_grad.t308_a0, align 64
-  %t308_a0 = load <16 x float>, ptr %conv1_weight_grad.t308_a0, align 64
-  %t308_b0 = load <16 x float>, ptr %conv1_weight_grad.t308_b0, align 64
-  %t308_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t308_c0_0, align 64
-  %4016 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a0, <16 x float> %t308_b0, <16 x float> %t308_c0_0)
-  store <16 x float> %4016, ptr %conv1_weight_grad.t308_c0_0, align 64
-  %t308_a0966 = load <16 x float>, ptr %conv1_weight_grad.t308_a0, align 64
-  %t308_b1 = load <16 x float>, ptr %conv1_weight_grad.t308_b1, align 64
-  %t308_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t308_c0_1, align 64
-  %4017 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a0966, <16 x float> %t308_b1, <16 x float> %t308_c0_1)
-  store <16 x float> %4017, ptr %conv1_weight_grad.t308_c0_1, align 64
-  %4018 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4019 = add nsw i64 %4018, 1
-  %4020 = mul nsw i64 %4019, 10816
-  %4021 = mul nsw i64 %conv1_weight_grad.kp305941, 338
-  %4022 = add nsw i64 %conv1_weight_grad.k309962, %4021
-  %4023 = add nsw i64 %4020, %4022
-  %arena967 = getelementptr inbounds float, ptr %arena, i64 %4023
-  %4024 = load float, ptr %arena967, align 4
-  %4025 = insertelement <16 x float> undef, float %4024, i32 0
-  %4026 = shufflevector <16 x float> %4025, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4026, ptr %conv1_weight_grad.t308_a1, align 64
-  %t308_a1 = load <16 x float>, ptr %conv1_weight_grad.t308_a1, align 64
-  %t308_b0968 = load <16 x float>, ptr %conv1_weight_grad.t308_b0, align 64
-  %t308_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t308_c1_0, align 64
-  %4027 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a1, <16 x float> %t308_b0968, <16 x float> %t308_c1_0)
-  store <16 x float> %4027, ptr %conv1_weight_grad.t308_c1_0, align 64
-  %t308_a1969 = load <16 x float>, ptr %conv1_weight_grad.t308_a1, align 64
-  %t308_b1970 = load <16 x float>, ptr %conv1_weight_grad.t308_b1, align 64
-  %t308_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t308_c1_1, align 64
-  %4028 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a1969, <16 x float> %t308_b1970, <16 x float> %t308_c1_1)
-  store <16 x float> %4028, ptr %conv1_weight_grad.t308_c1_1, align 64
-  %4029 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4030 = add nsw i64 %4029, 2
-  %4031 = mul nsw i64 %4030, 10816
-  %4032 = mul nsw i64 %conv1_weight_grad.kp305941, 338
-  %4033 = add nsw i64 %conv1_weight_grad.k309962, %4032
-  %4034 = add nsw i64 %4031, %4033
-  %arena971 = getelementptr inbounds float, ptr %arena, i64 %4034
-  %4035 = load float, ptr %arena971, align 4
-  %4036 = insertelement <16 x float> undef, float %4035, i32 0
-  %4037 = shufflevector <16 x float> %4036, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4037, ptr %conv1_weight_grad.t308_a2, align 64
-  %t308_a2 = load <16 x float>, ptr %conv1_weight_grad.t308_a2, align 64
-  %t308_b0972 = load <16 x float>, ptr %conv1_weight_grad.t308_b0, align 64
-  %t308_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t308_c2_0, align 64
-  %4038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a2, <16 x float> %t308_b0972, <16 x float> %t308_c2_0)
-  store <16 x float> %4038, ptr %conv1_weight_grad.t308_c2_0, align 64
-  %t308_a2973 = load <16 x float>, ptr %conv1_weight_grad.t308_a2, align 64
-  %t308_b1974 = load <16 x float>, ptr %conv1_weight_grad.t308_b1, align 64
-  %t308_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t308_c2_1, align 64
-  %4039 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a2973, <16 x float> %t308_b1974, <16 x float> %t308_c2_1)
-  store <16 x float> %4039, ptr %conv1_weight_grad.t308_c2_1, align 64
-  %4040 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4041 = add nsw i64 %4040, 3
-  %4042 = mul nsw i64 %4041, 10816
-  %4043 = mul nsw i64 %conv1_weight_grad.kp305941, 338
-  %4044 = add nsw i64 %conv1_weight_grad.k309962, %4043
-  %4045 = add nsw i64 %4042, %4044
-  %arena975 = getelementptr inbounds float, ptr %arena, i64 %4045
-  %4046 = load float, ptr %arena975, align 4
-  %4047 = insertelement <16 x float> undef, float %4046, i32 0
-  %4048 = shufflevector <16 x float> %4047, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4048, ptr %conv1_weight_grad.t308_a3, align 64
-  %t308_a3 = load <16 x float>, ptr %conv1_weight_grad.t308_a3, align 64
-  %t308_b0976 = load <16 x float>, ptr %conv1_weight_grad.t308_b0, align 64
-  %t308_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t308_c3_0, align 64
-  %4049 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a3, <16 x float> %t308_b0976, <16 x float> %t308_c3_0)
-  store <16 x float> %4049, ptr %conv1_weight_grad.t308_c3_0, align 64
-  %t308_a3977 = load <16 x float>, ptr %conv1_weight_grad.t308_a3, align 64
-  %t308_b1978 = load <16 x float>, ptr %conv1_weight_grad.t308_b1, align 64
-  %t308_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t308_c3_1, align 64
-  %4050 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a3977, <16 x float> %t308_b1978, <16 x float> %t308_c3_1)
-  store <16 x float> %4050, ptr %conv1_weight_grad.t308_c3_1, align 64
-  %4051 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4052 = add nsw i64 %4051, 4
-  %4053 = mul nsw i64 %4052, 10816
-  %4054 = mul nsw i64 %conv1_weight_grad.kp305941, 338
-  %4055 = add nsw i64 %conv1_weight_grad.k309962, %4054
-  %4056 = add nsw i64 %4053, %4055
-  %arena979 = getelementptr inbounds float, ptr %arena, i64 %4056
-  %4057 = load float, ptr %arena979, align 4
-  %4058 = insertelement <16 x float> undef, float %4057, i32 0
-  %4059 = shufflevector <16 x float> %4058, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4059, ptr %conv1_weight_grad.t308_a4, align 64
-  %t308_a4 = load <16 x float>, ptr %conv1_weight_grad.t308_a4, align 64
-  %t308_b0980 = load <16 x float>, ptr %conv1_weight_grad.t308_b0, align 64
-  %t308_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t308_c4_0, align 64
-  %4060 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a4, <16 x float> %t308_b0980, <16 x float> %t308_c4_0)
-  store <16 x float> %4060, ptr %conv1_weight_grad.t308_c4_0, align 64
-  %t308_a4981 = load <16 x float>, ptr %conv1_weight_grad.t308_a4, align 64
-  %t308_b1982 = load <16 x float>, ptr %conv1_weight_grad.t308_b1, align 64
-  %t308_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t308_c4_1, align 64
-  %4061 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a4981, <16 x float> %t308_b1982, <16 x float> %t308_c4_1)
-  store <16 x float> %4061, ptr %conv1_weight_grad.t308_c4_1, align 64
-  %4062 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4063 = add nsw i64 %4062, 5
-  %4064 = mul nsw i64 %4063, 10816
-  %4065 = mul nsw i64 %conv1_weight_grad.kp305941, 338
-  %4066 = add nsw i64 %conv1_weight_grad.k309962, %4065
-  %4067 = add nsw i64 %4064, %4066
-  %arena983 = getelementptr inbounds float, ptr %arena, i64 %4067
-  %4068 = load float, ptr %arena983, align 4
-  %4069 = insertelement <16 x float> undef, float %4068, i32 0
-  %4070 = shufflevector <16 x float> %4069, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4070, ptr %conv1_weight_grad.t308_a5, align 64
-  %t308_a5 = load <16 x float>, ptr %conv1_weight_grad.t308_a5, align 64
-  %t308_b0984 = load <16 x float>, ptr %conv1_weight_grad.t308_b0, align 64
-  %t308_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t308_c5_0, align 64
-  %4071 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a5, <16 x float> %t308_b0984, <16 x float> %t308_c5_0)
-  store <16 x float> %4071, ptr %conv1_weight_grad.t308_c5_0, align 64
-  %t308_a5985 = load <16 x float>, ptr %conv1_weight_grad.t308_a5, align 64
-  %t308_b1986 = load <16 x float>, ptr %conv1_weight_grad.t308_b1, align 64
-  %t308_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t308_c5_1, align 64
-  %4072 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a5985, <16 x float> %t308_b1986, <16 x float> %t308_c5_1)
-  store <16 x float> %4072, ptr %conv1_weight_grad.t308_c5_1, align 64
-  %4073 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4074 = add nsw i64 %4073, 6
-  %4075 = mul nsw i64 %4074, 10816
-  %4076 = mul nsw i64 %conv1_weight_grad.kp305941, 338
-  %4077 = add nsw i64 %conv1_weight_grad.k309962, %4076
-  %4078 = add nsw i64 %4075, %4077
-  %arena987 = getelementptr inbounds float, ptr %arena, i64 %4078
-  %4079 = load float, ptr %arena987, align 4
-  %4080 = insertelement <16 x float> undef, float %4079, i32 0
-  %4081 = shufflevector <16 x float> %4080, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4081, ptr %conv1_weight_grad.t308_a6, align 64
-  %t308_a6 = load <16 x float>, ptr %conv1_weight_grad.t308_a6, align 64
-  %t308_b0988 = load <16 x float>, ptr %conv1_weight_grad.t308_b0, align 64
-  %t308_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t308_c6_0, align 64
-  %4082 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a6, <16 x float> %t308_b0988, <16 x float> %t308_c6_0)
-  store <16 x float> %4082, ptr %conv1_weight_grad.t308_c6_0, align 64
-  %t308_a6989 = load <16 x float>, ptr %conv1_weight_grad.t308_a6, align 64
-  %t308_b1990 = load <16 x float>, ptr %conv1_weight_grad.t308_b1, align 64
-  %t308_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t308_c6_1, align 64
-  %4083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a6989, <16 x float> %t308_b1990, <16 x float> %t308_c6_1)
-  store <16 x float> %4083, ptr %conv1_weight_grad.t308_c6_1, align 64
-  %4084 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4085 = add nsw i64 %4084, 7
-  %4086 = mul nsw i64 %4085, 10816
-  %4087 = mul nsw i64 %conv1_weight_grad.kp305941, 338
-  %4088 = add nsw i64 %conv1_weight_grad.k309962, %4087
-  %4089 = add nsw i64 %4086, %4088
-  %arena991 = getelementptr inbounds float, ptr %arena, i64 %4089
-  %4090 = load float, ptr %arena991, align 4
-  %4091 = insertelement <16 x float> undef, float %4090, i32 0
-  %4092 = shufflevector <16 x float> %4091, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4092, ptr %conv1_weight_grad.t308_a7, align 64
-  %t308_a7 = load <16 x float>, ptr %conv1_weight_grad.t308_a7, align 64
-  %t308_b0992 = load <16 x float>, ptr %conv1_weight_grad.t308_b0, align 64
-  %t308_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t308_c7_0, align 64
-  %4093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a7, <16 x float> %t308_b0992, <16 x float> %t308_c7_0)
-  store <16 x float> %4093, ptr %conv1_weight_grad.t308_c7_0, align 64
-  %t308_a7993 = load <16 x float>, ptr %conv1_weight_grad.t308_a7, align 64
-  %t308_b1994 = load <16 x float>, ptr %conv1_weight_grad.t308_b1, align 64
-  %t308_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t308_c7_1, align 64
-  %4094 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a7993, <16 x float> %t308_b1994, <16 x float> %t308_c7_1)
-  store <16 x float> %4094, ptr %conv1_weight_grad.t308_c7_1, align 64
-  %4095 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4096 = add nsw i64 %4095, 8
-  %4097 = mul nsw i64 %4096, 10816
-  %4098 = mul nsw i64 %conv1_weight_grad.kp305941, 338
-  %4099 = add nsw i64 %conv1_weight_grad.k309962, %4098
-  %4100 = add nsw i64 %4097, %4099
-  %arena995 = getelementptr inbounds float, ptr %arena, i64 %4100
-  %4101 = load float, ptr %arena995, align 4
-  %4102 = insertelement <16 x float> undef, float %4101, i32 0
-  %4103 = shufflevector <16 x float> %4102, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4103, ptr %conv1_weight_grad.t308_a8, align 64
-  %t308_a8 = load <16 x float>, ptr %conv1_weight_grad.t308_a8, align 64
-  %t308_b0996 = load <16 x float>, ptr %conv1_weight_grad.t308_b0, align 64
-  %t308_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t308_c8_0, align 64
-  %4104 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a8, <16 x float> %t308_b0996, <16 x float> %t308_c8_0)
-  store <16 x float> %4104, ptr %conv1_weight_grad.t308_c8_0, align 64
-  %t308_a8997 = load <16 x float>, ptr %conv1_weight_grad.t308_a8, align 64
-  %t308_b1998 = load <16 x float>, ptr %conv1_weight_grad.t308_b1, align 64
-  %t308_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t308_c8_1, align 64
-  %4105 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t308_a8997, <16 x float> %t308_b1998, <16 x float> %t308_c8_1)
-  store <16 x float> %4105, ptr %conv1_weight_grad.t308_c8_1, align 64
-  %k309.next = add nsw i64 %conv1_weight_grad.k309962, 1
-  %4106 = icmp slt i64 %k309.next, 338
-  br i1 %4106, label %conv1_weight_grad.k309, label %conv1_weight_grad.k309.end
-
-conv1_weight_grad.k309.end:                       ; preds = %conv1_weight_grad.k309
-  %t308_c0_0999 = load <16 x float>, ptr %conv1_weight_grad.t308_c0_0, align 64
-  %4107 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4108 = mul nsw i64 %4107, 32
-  %4109 = add nsw i64 443456, %4108
-  %4110 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4111 = add nsw i64 %4109, %4110
-  %arena1000 = getelementptr inbounds float, ptr %arena, i64 %4111
-  store <16 x float> %t308_c0_0999, ptr %arena1000, align 4
-  %t308_c0_11001 = load <16 x float>, ptr %conv1_weight_grad.t308_c0_1, align 64
-  %4112 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4113 = mul nsw i64 %4112, 32
-  %4114 = add nsw i64 443456, %4113
-  %4115 = mul nsw i64 %conv1_weight_grad.nb306942, 32
+conv1_weight_grad.ox306:                          ; preds = %conv1_weight_grad.ox306, %conv1_weight_grad.oy305
+  %conv1_weight_grad.ox3061013 = phi i64 [ 0, %conv1_weight_grad.oy305 ], [ %ox306.next, %conv1_weight_grad.ox306 ]
+  %4101 = mul nsw i64 %conv1_weight_grad.g3011008, 16
+  %4102 = add nsw i64 %4101, %conv1_weight_grad.j3021009
+  %4103 = mul nsw i64 %4102, 784
+  %4104 = mul nsw i64 %conv1_weight_grad.c3031010, 784
+  %4105 = add nsw i64 %4103, %4104
+  %4106 = add nsw i64 %conv1_weight_grad.oy3051012, %conv1_weight_grad.ky3041011
+  %4107 = mul nsw i64 %4106, 28
+  %4108 = add nsw i64 %4105, %4107
+  %4109 = add nsw i64 %4108, %conv1_weight_grad.ox3061013
+  %images1014 = getelementptr inbounds float, ptr %images, i64 %4109
+  %4110 = load float, ptr %images1014, align 4
+  %4111 = mul nsw i64 %conv1_weight_grad.c3031010, 3
+  %4112 = add nsw i64 %4111, %conv1_weight_grad.ky3041011
+  %4113 = mul nsw i64 %4112, 3
+  %4114 = mul nsw i64 %4113, 10816
+  %4115 = mul nsw i64 %conv1_weight_grad.j3021009, 676
   %4116 = add nsw i64 %4114, %4115
-  %4117 = add nsw i64 %4116, 16
-  %arena1002 = getelementptr inbounds float, ptr %arena, i64 %4117
-  store <16 x float> %t308_c0_11001, ptr %arena1002, align 4
-  %t308_c1_01003 = load <16 x float>, ptr %conv1_weight_grad.t308_c1_0, align 64
-  %4118 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4119 = add nsw i64 %4118, 1
-  %4120 = mul nsw i64 %4119, 32
-  %4121 = add nsw i64 443456, %4120
-  %4122 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4123 = add nsw i64 %4121, %4122
-  %arena1004 = getelementptr inbounds float, ptr %arena, i64 %4123
-  store <16 x float> %t308_c1_01003, ptr %arena1004, align 4
-  %t308_c1_11005 = load <16 x float>, ptr %conv1_weight_grad.t308_c1_1, align 64
-  %4124 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4125 = add nsw i64 %4124, 1
-  %4126 = mul nsw i64 %4125, 32
-  %4127 = add nsw i64 443456, %4126
-  %4128 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4129 = add nsw i64 %4127, %4128
-  %4130 = add nsw i64 %4129, 16
-  %arena1006 = getelementptr inbounds float, ptr %arena, i64 %4130
-  store <16 x float> %t308_c1_11005, ptr %arena1006, align 4
-  %t308_c2_01007 = load <16 x float>, ptr %conv1_weight_grad.t308_c2_0, align 64
-  %4131 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4132 = add nsw i64 %4131, 2
-  %4133 = mul nsw i64 %4132, 32
-  %4134 = add nsw i64 443456, %4133
-  %4135 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4136 = add nsw i64 %4134, %4135
-  %arena1008 = getelementptr inbounds float, ptr %arena, i64 %4136
-  store <16 x float> %t308_c2_01007, ptr %arena1008, align 4
-  %t308_c2_11009 = load <16 x float>, ptr %conv1_weight_grad.t308_c2_1, align 64
-  %4137 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4138 = add nsw i64 %4137, 2
-  %4139 = mul nsw i64 %4138, 32
-  %4140 = add nsw i64 443456, %4139
-  %4141 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4142 = add nsw i64 %4140, %4141
-  %4143 = add nsw i64 %4142, 16
-  %arena1010 = getelementptr inbounds float, ptr %arena, i64 %4143
-  store <16 x float> %t308_c2_11009, ptr %arena1010, align 4
-  %t308_c3_01011 = load <16 x float>, ptr %conv1_weight_grad.t308_c3_0, align 64
-  %4144 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4145 = add nsw i64 %4144, 3
-  %4146 = mul nsw i64 %4145, 32
-  %4147 = add nsw i64 443456, %4146
-  %4148 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4149 = add nsw i64 %4147, %4148
-  %arena1012 = getelementptr inbounds float, ptr %arena, i64 %4149
-  store <16 x float> %t308_c3_01011, ptr %arena1012, align 4
-  %t308_c3_11013 = load <16 x float>, ptr %conv1_weight_grad.t308_c3_1, align 64
-  %4150 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4151 = add nsw i64 %4150, 3
-  %4152 = mul nsw i64 %4151, 32
-  %4153 = add nsw i64 443456, %4152
-  %4154 = mul nsw i64 %conv1_weight_grad.nb306942, 32
+  %4117 = mul nsw i64 %conv1_weight_grad.oy3051012, 26
+  %4118 = add nsw i64 %4117, %conv1_weight_grad.ox3061013
+  %4119 = add nsw i64 %4116, %4118
+  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %4119
+  store float %4110, ptr %arena1015, align 4
+  %ox306.next = add nsw i64 %conv1_weight_grad.ox3061013, 1
+  %4120 = icmp slt i64 %ox306.next, 26
+  br i1 %4120, label %conv1_weight_grad.ox306, label %conv1_weight_grad.ox306.end
+
+conv1_weight_grad.ox306.end:                      ; preds = %conv1_weight_grad.ox306
+  %oy305.next = add nsw i64 %conv1_weight_grad.oy3051012, 1
+  %4121 = icmp slt i64 %oy305.next, 26
+  br i1 %4121, label %conv1_weight_grad.oy305, label %conv1_weight_grad.oy305.end
+
+conv1_weight_grad.oy307:                          ; preds = %conv1_weight_grad.ox308.end, %conv1_weight_grad.oy305.end
+  %conv1_weight_grad.oy3071016 = phi i64 [ 0, %conv1_weight_grad.oy305.end ], [ %oy307.next, %conv1_weight_grad.ox308.end ]
+  br label %conv1_weight_grad.ox308
+
+conv1_weight_grad.oy307.end:                      ; preds = %conv1_weight_grad.ox308.end
+  br label %conv1_weight_grad.oy309
+
+conv1_weight_grad.ox308:                          ; preds = %conv1_weight_grad.ox308, %conv1_weight_grad.oy307
+  %conv1_weight_grad.ox3081017 = phi i64 [ 0, %conv1_weight_grad.oy307 ], [ %ox308.next, %conv1_weight_grad.ox308 ]
+  %4122 = mul nsw i64 %conv1_weight_grad.g3011008, 16
+  %4123 = add nsw i64 %4122, %conv1_weight_grad.j3021009
+  %4124 = mul nsw i64 %4123, 784
+  %4125 = mul nsw i64 %conv1_weight_grad.c3031010, 784
+  %4126 = add nsw i64 %4124, %4125
+  %4127 = add nsw i64 %conv1_weight_grad.oy3071016, %conv1_weight_grad.ky3041011
+  %4128 = mul nsw i64 %4127, 28
+  %4129 = add nsw i64 %4126, %4128
+  %4130 = add nsw i64 %conv1_weight_grad.ox3081017, 1
+  %4131 = add nsw i64 %4129, %4130
+  %images1018 = getelementptr inbounds float, ptr %images, i64 %4131
+  %4132 = load float, ptr %images1018, align 4
+  %4133 = mul nsw i64 %conv1_weight_grad.c3031010, 3
+  %4134 = add nsw i64 %4133, %conv1_weight_grad.ky3041011
+  %4135 = mul nsw i64 %4134, 3
+  %4136 = add nsw i64 %4135, 1
+  %4137 = mul nsw i64 %4136, 10816
+  %4138 = mul nsw i64 %conv1_weight_grad.j3021009, 676
+  %4139 = add nsw i64 %4137, %4138
+  %4140 = mul nsw i64 %conv1_weight_grad.oy3071016, 26
+  %4141 = add nsw i64 %4140, %conv1_weight_grad.ox3081017
+  %4142 = add nsw i64 %4139, %4141
+  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %4142
+  store float %4132, ptr %arena1019, align 4
+  %ox308.next = add nsw i64 %conv1_weight_grad.ox3081017, 1
+  %4143 = icmp slt i64 %ox308.next, 26
+  br i1 %4143, label %conv1_weight_grad.ox308, label %conv1_weight_grad.ox308.end
+
+conv1_weight_grad.ox308.end:                      ; preds = %conv1_weight_grad.ox308
+  %oy307.next = add nsw i64 %conv1_weight_grad.oy3071016, 1
+  %4144 = icmp slt i64 %oy307.next, 26
+  br i1 %4144, label %conv1_weight_grad.oy307, label %conv1_weight_grad.oy307.end
+
+conv1_weight_grad.oy309:                          ; preds = %conv1_weight_grad.ox310.end, %conv1_weight_grad.oy307.end
+  %conv1_weight_grad.oy3091020 = phi i64 [ 0, %conv1_weight_grad.oy307.end ], [ %oy309.next, %conv1_weight_grad.ox310.end ]
+  br label %conv1_weight_grad.ox310
+
+conv1_weight_grad.oy309.end:                      ; preds = %conv1_weight_grad.ox310.end
+  %ky304.next = add nsw i64 %conv1_weight_grad.ky3041011, 1
+  %4145 = icmp slt i64 %ky304.next, 3
+  br i1 %4145, label %conv1_weight_grad.ky304, label %conv1_weight_grad.ky304.end
+
+conv1_weight_grad.ox310:                          ; preds = %conv1_weight_grad.ox310, %conv1_weight_grad.oy309
+  %conv1_weight_grad.ox3101021 = phi i64 [ 0, %conv1_weight_grad.oy309 ], [ %ox310.next, %conv1_weight_grad.ox310 ]
+  %4146 = mul nsw i64 %conv1_weight_grad.g3011008, 16
+  %4147 = add nsw i64 %4146, %conv1_weight_grad.j3021009
+  %4148 = mul nsw i64 %4147, 784
+  %4149 = mul nsw i64 %conv1_weight_grad.c3031010, 784
+  %4150 = add nsw i64 %4148, %4149
+  %4151 = add nsw i64 %conv1_weight_grad.oy3091020, %conv1_weight_grad.ky3041011
+  %4152 = mul nsw i64 %4151, 28
+  %4153 = add nsw i64 %4150, %4152
+  %4154 = add nsw i64 %conv1_weight_grad.ox3101021, 2
   %4155 = add nsw i64 %4153, %4154
-  %4156 = add nsw i64 %4155, 16
-  %arena1014 = getelementptr inbounds float, ptr %arena, i64 %4156
-  store <16 x float> %t308_c3_11013, ptr %arena1014, align 4
-  %t308_c4_01015 = load <16 x float>, ptr %conv1_weight_grad.t308_c4_0, align 64
-  %4157 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4158 = add nsw i64 %4157, 4
-  %4159 = mul nsw i64 %4158, 32
-  %4160 = add nsw i64 443456, %4159
-  %4161 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4162 = add nsw i64 %4160, %4161
-  %arena1016 = getelementptr inbounds float, ptr %arena, i64 %4162
-  store <16 x float> %t308_c4_01015, ptr %arena1016, align 4
-  %t308_c4_11017 = load <16 x float>, ptr %conv1_weight_grad.t308_c4_1, align 64
-  %4163 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4164 = add nsw i64 %4163, 4
-  %4165 = mul nsw i64 %4164, 32
-  %4166 = add nsw i64 443456, %4165
-  %4167 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4168 = add nsw i64 %4166, %4167
-  %4169 = add nsw i64 %4168, 16
-  %arena1018 = getelementptr inbounds float, ptr %arena, i64 %4169
-  store <16 x float> %t308_c4_11017, ptr %arena1018, align 4
-  %t308_c5_01019 = load <16 x float>, ptr %conv1_weight_grad.t308_c5_0, align 64
-  %4170 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4171 = add nsw i64 %4170, 5
-  %4172 = mul nsw i64 %4171, 32
-  %4173 = add nsw i64 443456, %4172
-  %4174 = mul nsw i64 %conv1_weight_grad.nb306942, 32
+  %images1022 = getelementptr inbounds float, ptr %images, i64 %4155
+  %4156 = load float, ptr %images1022, align 4
+  %4157 = mul nsw i64 %conv1_weight_grad.c3031010, 3
+  %4158 = add nsw i64 %4157, %conv1_weight_grad.ky3041011
+  %4159 = mul nsw i64 %4158, 3
+  %4160 = add nsw i64 %4159, 2
+  %4161 = mul nsw i64 %4160, 10816
+  %4162 = mul nsw i64 %conv1_weight_grad.j3021009, 676
+  %4163 = add nsw i64 %4161, %4162
+  %4164 = mul nsw i64 %conv1_weight_grad.oy3091020, 26
+  %4165 = add nsw i64 %4164, %conv1_weight_grad.ox3101021
+  %4166 = add nsw i64 %4163, %4165
+  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %4166
+  store float %4156, ptr %arena1023, align 4
+  %ox310.next = add nsw i64 %conv1_weight_grad.ox3101021, 1
+  %4167 = icmp slt i64 %ox310.next, 26
+  br i1 %4167, label %conv1_weight_grad.ox310, label %conv1_weight_grad.ox310.end
+
+conv1_weight_grad.ox310.end:                      ; preds = %conv1_weight_grad.ox310
+  %oy309.next = add nsw i64 %conv1_weight_grad.oy3091020, 1
+  %4168 = icmp slt i64 %oy309.next, 26
+  br i1 %4168, label %conv1_weight_grad.oy309, label %conv1_weight_grad.oy309.end
+
+conv1_weight_grad.j311:                           ; preds = %conv1_weight_grad.i312.end, %conv1_weight_grad.j302.end
+  %conv1_weight_grad.j3111024 = phi i64 [ 0, %conv1_weight_grad.j302.end ], [ %j311.next, %conv1_weight_grad.i312.end ]
+  br label %conv1_weight_grad.i312
+
+conv1_weight_grad.j311.end:                       ; preds = %conv1_weight_grad.i312.end
+  br label %conv1_weight_grad.kp314
+
+conv1_weight_grad.i312:                           ; preds = %conv1_weight_grad.f313.end, %conv1_weight_grad.j311
+  %conv1_weight_grad.i3121025 = phi i64 [ 0, %conv1_weight_grad.j311 ], [ %i312.next, %conv1_weight_grad.f313.end ]
+  br label %conv1_weight_grad.f313
+
+conv1_weight_grad.i312.end:                       ; preds = %conv1_weight_grad.f313.end
+  %j311.next = add nsw i64 %conv1_weight_grad.j3111024, 1
+  %4169 = icmp slt i64 %j311.next, 16
+  br i1 %4169, label %conv1_weight_grad.j311, label %conv1_weight_grad.j311.end
+
+conv1_weight_grad.f313:                           ; preds = %conv1_weight_grad.f313, %conv1_weight_grad.i312
+  %conv1_weight_grad.f3131026 = phi i64 [ 0, %conv1_weight_grad.i312 ], [ %f313.next, %conv1_weight_grad.f313 ]
+  %4170 = mul nsw i64 %conv1_weight_grad.g3011008, 16
+  %4171 = add nsw i64 %4170, %conv1_weight_grad.j3111024
+  %4172 = mul nsw i64 %4171, 21632
+  %4173 = add nsw i64 3171600, %4172
+  %4174 = mul nsw i64 %conv1_weight_grad.f3131026, 676
   %4175 = add nsw i64 %4173, %4174
-  %arena1020 = getelementptr inbounds float, ptr %arena, i64 %4175
-  store <16 x float> %t308_c5_01019, ptr %arena1020, align 4
-  %t308_c5_11021 = load <16 x float>, ptr %conv1_weight_grad.t308_c5_1, align 64
-  %4176 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4177 = add nsw i64 %4176, 5
-  %4178 = mul nsw i64 %4177, 32
-  %4179 = add nsw i64 443456, %4178
-  %4180 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4181 = add nsw i64 %4179, %4180
-  %4182 = add nsw i64 %4181, 16
-  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %4182
-  store <16 x float> %t308_c5_11021, ptr %arena1022, align 4
-  %t308_c6_01023 = load <16 x float>, ptr %conv1_weight_grad.t308_c6_0, align 64
-  %4183 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4184 = add nsw i64 %4183, 6
-  %4185 = mul nsw i64 %4184, 32
-  %4186 = add nsw i64 443456, %4185
-  %4187 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4188 = add nsw i64 %4186, %4187
-  %arena1024 = getelementptr inbounds float, ptr %arena, i64 %4188
-  store <16 x float> %t308_c6_01023, ptr %arena1024, align 4
-  %t308_c6_11025 = load <16 x float>, ptr %conv1_weight_grad.t308_c6_1, align 64
-  %4189 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4190 = add nsw i64 %4189, 6
-  %4191 = mul nsw i64 %4190, 32
-  %4192 = add nsw i64 443456, %4191
-  %4193 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4194 = add nsw i64 %4192, %4193
-  %4195 = add nsw i64 %4194, 16
-  %arena1026 = getelementptr inbounds float, ptr %arena, i64 %4195
-  store <16 x float> %t308_c6_11025, ptr %arena1026, align 4
-  %t308_c7_01027 = load <16 x float>, ptr %conv1_weight_grad.t308_c7_0, align 64
-  %4196 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4197 = add nsw i64 %4196, 7
-  %4198 = mul nsw i64 %4197, 32
-  %4199 = add nsw i64 443456, %4198
-  %4200 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4201 = add nsw i64 %4199, %4200
-  %arena1028 = getelementptr inbounds float, ptr %arena, i64 %4201
-  store <16 x float> %t308_c7_01027, ptr %arena1028, align 4
-  %t308_c7_11029 = load <16 x float>, ptr %conv1_weight_grad.t308_c7_1, align 64
-  %4202 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4203 = add nsw i64 %4202, 7
-  %4204 = mul nsw i64 %4203, 32
-  %4205 = add nsw i64 443456, %4204
-  %4206 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4207 = add nsw i64 %4205, %4206
-  %4208 = add nsw i64 %4207, 16
-  %arena1030 = getelementptr inbounds float, ptr %arena, i64 %4208
-  store <16 x float> %t308_c7_11029, ptr %arena1030, align 4
-  %t308_c8_01031 = load <16 x float>, ptr %conv1_weight_grad.t308_c8_0, align 64
-  %4209 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4210 = add nsw i64 %4209, 8
-  %4211 = mul nsw i64 %4210, 32
-  %4212 = add nsw i64 443456, %4211
-  %4213 = mul nsw i64 %conv1_weight_grad.nb306942, 32
-  %4214 = add nsw i64 %4212, %4213
-  %arena1032 = getelementptr inbounds float, ptr %arena, i64 %4214
-  store <16 x float> %t308_c8_01031, ptr %arena1032, align 4
-  %t308_c8_11033 = load <16 x float>, ptr %conv1_weight_grad.t308_c8_1, align 64
-  %4215 = mul nsw i64 %conv1_weight_grad.mb307943, 9
-  %4216 = add nsw i64 %4215, 8
+  %4176 = add nsw i64 %4175, %conv1_weight_grad.i3121025
+  %arena1027 = getelementptr inbounds float, ptr %arena, i64 %4176
+  %4177 = load float, ptr %arena1027, align 4
+  %4178 = mul nsw i64 %conv1_weight_grad.j3111024, 676
+  %4179 = add nsw i64 %4178, %conv1_weight_grad.i3121025
+  %4180 = mul nsw i64 %4179, 32
+  %4181 = add nsw i64 97344, %4180
+  %4182 = add nsw i64 %4181, %conv1_weight_grad.f3131026
+  %arena1028 = getelementptr inbounds float, ptr %arena, i64 %4182
+  store float %4177, ptr %arena1028, align 4
+  %f313.next = add nsw i64 %conv1_weight_grad.f3131026, 1
+  %4183 = icmp slt i64 %f313.next, 32
+  br i1 %4183, label %conv1_weight_grad.f313, label %conv1_weight_grad.f313.end
+
+conv1_weight_grad.f313.end:                       ; preds = %conv1_weight_grad.f313
+  %i312.next = add nsw i64 %conv1_weight_grad.i3121025, 1
+  %4184 = icmp slt i64 %i312.next, 676
+  br i1 %4184, label %conv1_weight_grad.i312, label %conv1_weight_grad.i312.end
+
+conv1_weight_grad.kp314:                          ; preds = %conv1_weight_grad.nb315.end, %conv1_weight_grad.j311.end
+  %conv1_weight_grad.kp3141029 = phi i64 [ 0, %conv1_weight_grad.j311.end ], [ %kp314.next, %conv1_weight_grad.nb315.end ]
+  br label %conv1_weight_grad.nb315
+
+conv1_weight_grad.kp314.end:                      ; preds = %conv1_weight_grad.nb315.end
+  %g301.next = add nsw i64 %conv1_weight_grad.g3011008, 1
+  %4185 = icmp slt i64 %g301.next, 4
+  br i1 %4185, label %conv1_weight_grad.g301, label %conv1_weight_grad.g301.end
+
+conv1_weight_grad.nb315:                          ; preds = %conv1_weight_grad.mb316.end, %conv1_weight_grad.kp314
+  %conv1_weight_grad.nb3151030 = phi i64 [ 0, %conv1_weight_grad.kp314 ], [ %nb315.next, %conv1_weight_grad.mb316.end ]
+  br label %conv1_weight_grad.mb316
+
+conv1_weight_grad.nb315.end:                      ; preds = %conv1_weight_grad.mb316.end
+  %kp314.next = add nsw i64 %conv1_weight_grad.kp3141029, 1
+  %4186 = icmp slt i64 %kp314.next, 32
+  br i1 %4186, label %conv1_weight_grad.kp314, label %conv1_weight_grad.kp314.end
+
+conv1_weight_grad.mb316:                          ; preds = %conv1_weight_grad.k318.end, %conv1_weight_grad.nb315
+  %conv1_weight_grad.mb3161031 = phi i64 [ 0, %conv1_weight_grad.nb315 ], [ %mb316.next, %conv1_weight_grad.k318.end ]
+  %4187 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4188 = mul nsw i64 %4187, 32
+  %4189 = add nsw i64 443456, %4188
+  %4190 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4191 = add nsw i64 %4189, %4190
+  %arena1032 = getelementptr inbounds float, ptr %arena, i64 %4191
+  %4192 = load <16 x float>, ptr %arena1032, align 4
+  store <16 x float> %4192, ptr %conv1_weight_grad.t317_c0_0, align 64
+  %4193 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4194 = mul nsw i64 %4193, 32
+  %4195 = add nsw i64 443456, %4194
+  %4196 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4197 = add nsw i64 %4195, %4196
+  %4198 = add nsw i64 %4197, 16
+  %arena1033 = getelementptr inbounds float, ptr %arena, i64 %4198
+  %4199 = load <16 x float>, ptr %arena1033, align 4
+  store <16 x float> %4199, ptr %conv1_weight_grad.t317_c0_1, align 64
+  %4200 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4201 = add nsw i64 %4200, 1
+  %4202 = mul nsw i64 %4201, 32
+  %4203 = add nsw i64 443456, %4202
+  %4204 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4205 = add nsw i64 %4203, %4204
+  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %4205
+  %4206 = load <16 x float>, ptr %arena1034, align 4
+  store <16 x float> %4206, ptr %conv1_weight_grad.t317_c1_0, align 64
+  %4207 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4208 = add nsw i64 %4207, 1
+  %4209 = mul nsw i64 %4208, 32
+  %4210 = add nsw i64 443456, %4209
+  %4211 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4212 = add nsw i64 %4210, %4211
+  %4213 = add nsw i64 %4212, 16
+  %arena1035 = getelementptr inbounds float, ptr %arena, i64 %4213
+  %4214 = load <16 x float>, ptr %arena1035, align 4
+  store <16 x float> %4214, ptr %conv1_weight_grad.t317_c1_1, align 64
+  %4215 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4216 = add nsw i64 %4215, 2
   %4217 = mul nsw i64 %4216, 32
   %4218 = add nsw i64 443456, %4217
-  %4219 = mul nsw i64 %conv1_weight_grad.nb306942, 32
+  %4219 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
   %4220 = add nsw i64 %4218, %4219
-  %4221 = add nsw i64 %4220, 16
-  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %4221
-  store <16 x float> %t308_c8_11033, ptr %arena1034, align 4
-  %mb307.next = add nsw i64 %conv1_weight_grad.mb307943, 1
-  %4222 = icmp slt i64 %mb307.next, 1
-  br i1 %4222, label %conv1_weight_grad.mb307, label %conv1_weight_grad.mb307.end
+  %arena1036 = getelementptr inbounds float, ptr %arena, i64 %4220
+  %4221 = load <16 x float>, ptr %arena1036, align 4
+  store <16 x float> %4221, ptr %conv1_weight_grad.t317_c2_0, align 64
+  %4222 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4223 = add nsw i64 %4222, 2
+  %4224 = mul nsw i64 %4223, 32
+  %4225 = add nsw i64 443456, %4224
+  %4226 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4227 = add nsw i64 %4225, %4226
+  %4228 = add nsw i64 %4227, 16
+  %arena1037 = getelementptr inbounds float, ptr %arena, i64 %4228
+  %4229 = load <16 x float>, ptr %arena1037, align 4
+  store <16 x float> %4229, ptr %conv1_weight_grad.t317_c2_1, align 64
+  %4230 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4231 = add nsw i64 %4230, 3
+  %4232 = mul nsw i64 %4231, 32
+  %4233 = add nsw i64 443456, %4232
+  %4234 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4235 = add nsw i64 %4233, %4234
+  %arena1038 = getelementptr inbounds float, ptr %arena, i64 %4235
+  %4236 = load <16 x float>, ptr %arena1038, align 4
+  store <16 x float> %4236, ptr %conv1_weight_grad.t317_c3_0, align 64
+  %4237 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4238 = add nsw i64 %4237, 3
+  %4239 = mul nsw i64 %4238, 32
+  %4240 = add nsw i64 443456, %4239
+  %4241 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4242 = add nsw i64 %4240, %4241
+  %4243 = add nsw i64 %4242, 16
+  %arena1039 = getelementptr inbounds float, ptr %arena, i64 %4243
+  %4244 = load <16 x float>, ptr %arena1039, align 4
+  store <16 x float> %4244, ptr %conv1_weight_grad.t317_c3_1, align 64
+  %4245 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4246 = add nsw i64 %4245, 4
+  %4247 = mul nsw i64 %4246, 32
+  %4248 = add nsw i64 443456, %4247
+  %4249 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4250 = add nsw i64 %4248, %4249
+  %arena1040 = getelementptr inbounds float, ptr %arena, i64 %4250
+  %4251 = load <16 x float>, ptr %arena1040, align 4
+  store <16 x float> %4251, ptr %conv1_weight_grad.t317_c4_0, align 64
+  %4252 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4253 = add nsw i64 %4252, 4
+  %4254 = mul nsw i64 %4253, 32
+  %4255 = add nsw i64 443456, %4254
+  %4256 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4257 = add nsw i64 %4255, %4256
+  %4258 = add nsw i64 %4257, 16
+  %arena1041 = getelementptr inbounds float, ptr %arena, i64 %4258
+  %4259 = load <16 x float>, ptr %arena1041, align 4
+  store <16 x float> %4259, ptr %conv1_weight_grad.t317_c4_1, align 64
+  %4260 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4261 = add nsw i64 %4260, 5
+  %4262 = mul nsw i64 %4261, 32
+  %4263 = add nsw i64 443456, %4262
+  %4264 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4265 = add nsw i64 %4263, %4264
+  %arena1042 = getelementptr inbounds float, ptr %arena, i64 %4265
+  %4266 = load <16 x float>, ptr %arena1042, align 4
+  store <16 x float> %4266, ptr %conv1_weight_grad.t317_c5_0, align 64
+  %4267 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4268 = add nsw i64 %4267, 5
+  %4269 = mul nsw i64 %4268, 32
+  %4270 = add nsw i64 443456, %4269
+  %4271 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4272 = add nsw i64 %4270, %4271
+  %4273 = add nsw i64 %4272, 16
+  %arena1043 = getelementptr inbounds float, ptr %arena, i64 %4273
+  %4274 = load <16 x float>, ptr %arena1043, align 4
+  store <16 x float> %4274, ptr %conv1_weight_grad.t317_c5_1, align 64
+  %4275 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4276 = add nsw i64 %4275, 6
+  %4277 = mul nsw i64 %4276, 32
+  %4278 = add nsw i64 443456, %4277
+  %4279 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4280 = add nsw i64 %4278, %4279
+  %arena1044 = getelementptr inbounds float, ptr %arena, i64 %4280
+  %4281 = load <16 x float>, ptr %arena1044, align 4
+  store <16 x float> %4281, ptr %conv1_weight_grad.t317_c6_0, align 64
+  %4282 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4283 = add nsw i64 %4282, 6
+  %4284 = mul nsw i64 %4283, 32
+  %4285 = add nsw i64 443456, %4284
+  %4286 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4287 = add nsw i64 %4285, %4286
+  %4288 = add nsw i64 %4287, 16
+  %arena1045 = getelementptr inbounds float, ptr %arena, i64 %4288
+  %4289 = load <16 x float>, ptr %arena1045, align 4
+  store <16 x float> %4289, ptr %conv1_weight_grad.t317_c6_1, align 64
+  %4290 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4291 = add nsw i64 %4290, 7
+  %4292 = mul nsw i64 %4291, 32
+  %4293 = add nsw i64 443456, %4292
+  %4294 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4295 = add nsw i64 %4293, %4294
+  %arena1046 = getelementptr inbounds float, ptr %arena, i64 %4295
+  %4296 = load <16 x float>, ptr %arena1046, align 4
+  store <16 x float> %4296, ptr %conv1_weight_grad.t317_c7_0, align 64
+  %4297 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4298 = add nsw i64 %4297, 7
+  %4299 = mul nsw i64 %4298, 32
+  %4300 = add nsw i64 443456, %4299
+  %4301 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4302 = add nsw i64 %4300, %4301
+  %4303 = add nsw i64 %4302, 16
+  %arena1047 = getelementptr inbounds float, ptr %arena, i64 %4303
+  %4304 = load <16 x float>, ptr %arena1047, align 4
+  store <16 x float> %4304, ptr %conv1_weight_grad.t317_c7_1, align 64
+  %4305 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4306 = add nsw i64 %4305, 8
+  %4307 = mul nsw i64 %4306, 32
+  %4308 = add nsw i64 443456, %4307
+  %4309 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4310 = add nsw i64 %4308, %4309
+  %arena1048 = getelementptr inbounds float, ptr %arena, i64 %4310
+  %4311 = load <16 x float>, ptr %arena1048, align 4
+  store <16 x float> %4311, ptr %conv1_weight_grad.t317_c8_0, align 64
+  %4312 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4313 = add nsw i64 %4312, 8
+  %4314 = mul nsw i64 %4313, 32
+  %4315 = add nsw i64 443456, %4314
+  %4316 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4317 = add nsw i64 %4315, %4316
+  %4318 = add nsw i64 %4317, 16
+  %arena1049 = getelementptr inbounds float, ptr %arena, i64 %4318
+  %4319 = load <16 x float>, ptr %arena1049, align 4
+  store <16 x float> %4319, ptr %conv1_weight_grad.t317_c8_1, align 64
+  br label %conv1_weight_grad.k318
 
-conv1_weight_grad.f310:                           ; preds = %conv1_weight_grad.r311.end, %conv1_weight_grad.g292.end
-  %conv1_weight_grad.f3101035 = phi i64 [ 0, %conv1_weight_grad.g292.end ], [ %f310.next, %conv1_weight_grad.r311.end ]
-  br label %conv1_weight_grad.r311
+conv1_weight_grad.mb316.end:                      ; preds = %conv1_weight_grad.k318.end
+  %nb315.next = add nsw i64 %conv1_weight_grad.nb3151030, 1
+  %4320 = icmp slt i64 %nb315.next, 1
+  br i1 %4320, label %conv1_weight_grad.nb315, label %conv1_weight_grad.nb315.end
 
-conv1_weight_grad.f310.end:                       ; preds = %conv1_weight_grad.r311.end
-  br label %conv1_bias_grad.f312
+conv1_weight_grad.k318:                           ; preds = %conv1_weight_grad.k318, %conv1_weight_grad.mb316
+  %conv1_weight_grad.k3181050 = phi i64 [ 0, %conv1_weight_grad.mb316 ], [ %k318.next, %conv1_weight_grad.k318 ]
+  %4321 = mul nsw i64 %conv1_weight_grad.kp3141029, 338
+  %4322 = add nsw i64 %conv1_weight_grad.k3181050, %4321
+  %4323 = mul nsw i64 %4322, 32
+  %4324 = add nsw i64 97344, %4323
+  %4325 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4326 = add nsw i64 %4324, %4325
+  %arena1051 = getelementptr inbounds float, ptr %arena, i64 %4326
+  %4327 = load <16 x float>, ptr %arena1051, align 4
+  store <16 x float> %4327, ptr %conv1_weight_grad.t317_b0, align 64
+  %4328 = mul nsw i64 %conv1_weight_grad.kp3141029, 338
+  %4329 = add nsw i64 %conv1_weight_grad.k3181050, %4328
+  %4330 = mul nsw i64 %4329, 32
+  %4331 = add nsw i64 97344, %4330
+  %4332 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4333 = add nsw i64 %4331, %4332
+  %4334 = add nsw i64 %4333, 16
+  %arena1052 = getelementptr inbounds float, ptr %arena, i64 %4334
+  %4335 = load <16 x float>, ptr %arena1052, align 4
+  store <16 x float> %4335, ptr %conv1_weight_grad.t317_b1, align 64
+  %4336 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4337 = mul nsw i64 %4336, 10816
+  %4338 = mul nsw i64 %conv1_weight_grad.kp3141029, 338
+  %4339 = add nsw i64 %conv1_weight_grad.k3181050, %4338
+  %4340 = add nsw i64 %4337, %4339
+  %arena1053 = getelementptr inbounds float, ptr %arena, i64 %4340
+  %4341 = load float, ptr %arena1053, align 4
+  %4342 = insertelement <16 x float> undef, float %4341, i32 0
+  %4343 = shufflevector <16 x float> %4342, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4343, ptr %conv1_weight_grad.t317_a0, align 64
+  %t317_a0 = load <16 x float>, ptr %conv1_weight_grad.t317_a0, align 64
+  %t317_b0 = load <16 x float>, ptr %conv1_weight_grad.t317_b0, align 64
+  %t317_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t317_c0_0, align 64
+  %4344 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a0, <16 x float> %t317_b0, <16 x float> %t317_c0_0)
+  store <16 x float> %4344, ptr %conv1_weight_grad.t317_c0_0, align 64
+  %t317_a01054 = load <16 x float>, ptr %conv1_weight_grad.t317_a0, align 64
+  %t317_b1 = load <16 x float>, ptr %conv1_weight_grad.t317_b1, align 64
+  %t317_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t317_c0_1, align 64
+  %4345 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a01054, <16 x float> %t317_b1, <16 x float> %t317_c0_1)
+  store <16 x float> %4345, ptr %conv1_weight_grad.t317_c0_1, align 64
+  %4346 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4347 = add nsw i64 %4346, 1
+  %4348 = mul nsw i64 %4347, 10816
+  %4349 = mul nsw i64 %conv1_weight_grad.kp3141029, 338
+  %4350 = add nsw i64 %conv1_weight_grad.k3181050, %4349
+  %4351 = add nsw i64 %4348, %4350
+  %arena1055 = getelementptr inbounds float, ptr %arena, i64 %4351
+  %4352 = load float, ptr %arena1055, align 4
+  %4353 = insertelement <16 x float> undef, float %4352, i32 0
+  %4354 = shufflevector <16 x float> %4353, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4354, ptr %conv1_weight_grad.t317_a1, align 64
+  %t317_a1 = load <16 x float>, ptr %conv1_weight_grad.t317_a1, align 64
+  %t317_b01056 = load <16 x float>, ptr %conv1_weight_grad.t317_b0, align 64
+  %t317_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t317_c1_0, align 64
+  %4355 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a1, <16 x float> %t317_b01056, <16 x float> %t317_c1_0)
+  store <16 x float> %4355, ptr %conv1_weight_grad.t317_c1_0, align 64
+  %t317_a11057 = load <16 x float>, ptr %conv1_weight_grad.t317_a1, align 64
+  %t317_b11058 = load <16 x float>, ptr %conv1_weight_grad.t317_b1, align 64
+  %t317_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t317_c1_1, align 64
+  %4356 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a11057, <16 x float> %t317_b11058, <16 x float> %t317_c1_1)
+  store <16 x float> %4356, ptr %conv1_weight_grad.t317_c1_1, align 64
+  %4357 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4358 = add nsw i64 %4357, 2
+  %4359 = mul nsw i64 %4358, 10816
+  %4360 = mul nsw i64 %conv1_weight_grad.kp3141029, 338
+  %4361 = add nsw i64 %conv1_weight_grad.k3181050, %4360
+  %4362 = add nsw i64 %4359, %4361
+  %arena1059 = getelementptr inbounds float, ptr %arena, i64 %4362
+  %4363 = load float, ptr %arena1059, align 4
+  %4364 = insertelement <16 x float> undef, float %4363, i32 0
+  %4365 = shufflevector <16 x float> %4364, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4365, ptr %conv1_weight_grad.t317_a2, align 64
+  %t317_a2 = load <16 x float>, ptr %conv1_weight_grad.t317_a2, align 64
+  %t317_b01060 = load <16 x float>, ptr %conv1_weight_grad.t317_b0, align 64
+  %t317_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t317_c2_0, align 64
+  %4366 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a2, <16 x float> %t317_b01060, <16 x float> %t317_c2_0)
+  store <16 x float> %4366, ptr %conv1_weight_grad.t317_c2_0, align 64
+  %t317_a21061 = load <16 x float>, ptr %conv1_weight_grad.t317_a2, align 64
+  %t317_b11062 = load <16 x float>, ptr %conv1_weight_grad.t317_b1, align 64
+  %t317_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t317_c2_1, align 64
+  %4367 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a21061, <16 x float> %t317_b11062, <16 x float> %t317_c2_1)
+  store <16 x float> %4367, ptr %conv1_weight_grad.t317_c2_1, align 64
+  %4368 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4369 = add nsw i64 %4368, 3
+  %4370 = mul nsw i64 %4369, 10816
+  %4371 = mul nsw i64 %conv1_weight_grad.kp3141029, 338
+  %4372 = add nsw i64 %conv1_weight_grad.k3181050, %4371
+  %4373 = add nsw i64 %4370, %4372
+  %arena1063 = getelementptr inbounds float, ptr %arena, i64 %4373
+  %4374 = load float, ptr %arena1063, align 4
+  %4375 = insertelement <16 x float> undef, float %4374, i32 0
+  %4376 = shufflevector <16 x float> %4375, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4376, ptr %conv1_weight_grad.t317_a3, align 64
+  %t317_a3 = load <16 x float>, ptr %conv1_weight_grad.t317_a3, align 64
+  %t317_b01064 = load <16 x float>, ptr %conv1_weight_grad.t317_b0, align 64
+  %t317_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t317_c3_0, align 64
+  %4377 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a3, <16 x float> %t317_b01064, <16 x float> %t317_c3_0)
+  store <16 x float> %4377, ptr %conv1_weight_grad.t317_c3_0, align 64
+  %t317_a31065 = load <16 x float>, ptr %conv1_weight_grad.t317_a3, align 64
+  %t317_b11066 = load <16 x float>, ptr %conv1_weight_grad.t317_b1, align 64
+  %t317_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t317_c3_1, align 64
+  %4378 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a31065, <16 x float> %t317_b11066, <16 x float> %t317_c3_1)
+  store <16 x float> %4378, ptr %conv1_weight_grad.t317_c3_1, align 64
+  %4379 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4380 = add nsw i64 %4379, 4
+  %4381 = mul nsw i64 %4380, 10816
+  %4382 = mul nsw i64 %conv1_weight_grad.kp3141029, 338
+  %4383 = add nsw i64 %conv1_weight_grad.k3181050, %4382
+  %4384 = add nsw i64 %4381, %4383
+  %arena1067 = getelementptr inbounds float, ptr %arena, i64 %4384
+  %4385 = load float, ptr %arena1067, align 4
+  %4386 = insertelement <16 x float> undef, float %4385, i32 0
+  %4387 = shufflevector <16 x float> %4386, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4387, ptr %conv1_weight_grad.t317_a4, align 64
+  %t317_a4 = load <16 x float>, ptr %conv1_weight_grad.t317_a4, align 64
+  %t317_b01068 = load <16 x float>, ptr %conv1_weight_grad.t317_b0, align 64
+  %t317_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t317_c4_0, align 64
+  %4388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a4, <16 x float> %t317_b01068, <16 x float> %t317_c4_0)
+  store <16 x float> %4388, ptr %conv1_weight_grad.t317_c4_0, align 64
+  %t317_a41069 = load <16 x float>, ptr %conv1_weight_grad.t317_a4, align 64
+  %t317_b11070 = load <16 x float>, ptr %conv1_weight_grad.t317_b1, align 64
+  %t317_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t317_c4_1, align 64
+  %4389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a41069, <16 x float> %t317_b11070, <16 x float> %t317_c4_1)
+  store <16 x float> %4389, ptr %conv1_weight_grad.t317_c4_1, align 64
+  %4390 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4391 = add nsw i64 %4390, 5
+  %4392 = mul nsw i64 %4391, 10816
+  %4393 = mul nsw i64 %conv1_weight_grad.kp3141029, 338
+  %4394 = add nsw i64 %conv1_weight_grad.k3181050, %4393
+  %4395 = add nsw i64 %4392, %4394
+  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %4395
+  %4396 = load float, ptr %arena1071, align 4
+  %4397 = insertelement <16 x float> undef, float %4396, i32 0
+  %4398 = shufflevector <16 x float> %4397, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4398, ptr %conv1_weight_grad.t317_a5, align 64
+  %t317_a5 = load <16 x float>, ptr %conv1_weight_grad.t317_a5, align 64
+  %t317_b01072 = load <16 x float>, ptr %conv1_weight_grad.t317_b0, align 64
+  %t317_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t317_c5_0, align 64
+  %4399 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a5, <16 x float> %t317_b01072, <16 x float> %t317_c5_0)
+  store <16 x float> %4399, ptr %conv1_weight_grad.t317_c5_0, align 64
+  %t317_a51073 = load <16 x float>, ptr %conv1_weight_grad.t317_a5, align 64
+  %t317_b11074 = load <16 x float>, ptr %conv1_weight_grad.t317_b1, align 64
+  %t317_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t317_c5_1, align 64
+  %4400 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a51073, <16 x float> %t317_b11074, <16 x float> %t317_c5_1)
+  store <16 x float> %4400, ptr %conv1_weight_grad.t317_c5_1, align 64
+  %4401 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4402 = add nsw i64 %4401, 6
+  %4403 = mul nsw i64 %4402, 10816
+  %4404 = mul nsw i64 %conv1_weight_grad.kp3141029, 338
+  %4405 = add nsw i64 %conv1_weight_grad.k3181050, %4404
+  %4406 = add nsw i64 %4403, %4405
+  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %4406
+  %4407 = load float, ptr %arena1075, align 4
+  %4408 = insertelement <16 x float> undef, float %4407, i32 0
+  %4409 = shufflevector <16 x float> %4408, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4409, ptr %conv1_weight_grad.t317_a6, align 64
+  %t317_a6 = load <16 x float>, ptr %conv1_weight_grad.t317_a6, align 64
+  %t317_b01076 = load <16 x float>, ptr %conv1_weight_grad.t317_b0, align 64
+  %t317_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t317_c6_0, align 64
+  %4410 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a6, <16 x float> %t317_b01076, <16 x float> %t317_c6_0)
+  store <16 x float> %4410, ptr %conv1_weight_grad.t317_c6_0, align 64
+  %t317_a61077 = load <16 x float>, ptr %conv1_weight_grad.t317_a6, align 64
+  %t317_b11078 = load <16 x float>, ptr %conv1_weight_grad.t317_b1, align 64
+  %t317_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t317_c6_1, align 64
+  %4411 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a61077, <16 x float> %t317_b11078, <16 x float> %t317_c6_1)
+  store <16 x float> %4411, ptr %conv1_weight_grad.t317_c6_1, align 64
+  %4412 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4413 = add nsw i64 %4412, 7
+  %4414 = mul nsw i64 %4413, 10816
+  %4415 = mul nsw i64 %conv1_weight_grad.kp3141029, 338
+  %4416 = add nsw i64 %conv1_weight_grad.k3181050, %4415
+  %4417 = add nsw i64 %4414, %4416
+  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %4417
+  %4418 = load float, ptr %arena1079, align 4
+  %4419 = insertelement <16 x float> undef, float %4418, i32 0
+  %4420 = shufflevector <16 x float> %4419, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4420, ptr %conv1_weight_grad.t317_a7, align 64
+  %t317_a7 = load <16 x float>, ptr %conv1_weight_grad.t317_a7, align 64
+  %t317_b01080 = load <16 x float>, ptr %conv1_weight_grad.t317_b0, align 64
+  %t317_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t317_c7_0, align 64
+  %4421 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a7, <16 x float> %t317_b01080, <16 x float> %t317_c7_0)
+  store <16 x float> %4421, ptr %conv1_weight_grad.t317_c7_0, align 64
+  %t317_a71081 = load <16 x float>, ptr %conv1_weight_grad.t317_a7, align 64
+  %t317_b11082 = load <16 x float>, ptr %conv1_weight_grad.t317_b1, align 64
+  %t317_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t317_c7_1, align 64
+  %4422 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a71081, <16 x float> %t317_b11082, <16 x float> %t317_c7_1)
+  store <16 x float> %4422, ptr %conv1_weight_grad.t317_c7_1, align 64
+  %4423 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4424 = add nsw i64 %4423, 8
+  %4425 = mul nsw i64 %4424, 10816
+  %4426 = mul nsw i64 %conv1_weight_grad.kp3141029, 338
+  %4427 = add nsw i64 %conv1_weight_grad.k3181050, %4426
+  %4428 = add nsw i64 %4425, %4427
+  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %4428
+  %4429 = load float, ptr %arena1083, align 4
+  %4430 = insertelement <16 x float> undef, float %4429, i32 0
+  %4431 = shufflevector <16 x float> %4430, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4431, ptr %conv1_weight_grad.t317_a8, align 64
+  %t317_a8 = load <16 x float>, ptr %conv1_weight_grad.t317_a8, align 64
+  %t317_b01084 = load <16 x float>, ptr %conv1_weight_grad.t317_b0, align 64
+  %t317_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t317_c8_0, align 64
+  %4432 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a8, <16 x float> %t317_b01084, <16 x float> %t317_c8_0)
+  store <16 x float> %4432, ptr %conv1_weight_grad.t317_c8_0, align 64
+  %t317_a81085 = load <16 x float>, ptr %conv1_weight_grad.t317_a8, align 64
+  %t317_b11086 = load <16 x float>, ptr %conv1_weight_grad.t317_b1, align 64
+  %t317_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t317_c8_1, align 64
+  %4433 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t317_a81085, <16 x float> %t317_b11086, <16 x float> %t317_c8_1)
+  store <16 x float> %4433, ptr %conv1_weight_grad.t317_c8_1, align 64
+  %k318.next = add nsw i64 %conv1_weight_grad.k3181050, 1
+  %4434 = icmp slt i64 %k318.next, 338
+  br i1 %4434, label %conv1_weight_grad.k318, label %conv1_weight_grad.k318.end
 
-conv1_weight_grad.r311:                           ; preds = %conv1_weight_grad.r311, %conv1_weight_grad.f310
-  %conv1_weight_grad.r3111036 = phi i64 [ 0, %conv1_weight_grad.f310 ], [ %r311.next, %conv1_weight_grad.r311 ]
-  %4223 = mul nsw i64 %conv1_weight_grad.r3111036, 32
-  %4224 = add nsw i64 443456, %4223
-  %4225 = add nsw i64 %4224, %conv1_weight_grad.f3101035
-  %arena1037 = getelementptr inbounds float, ptr %arena, i64 %4225
-  %4226 = load float, ptr %arena1037, align 4
-  %4227 = mul nsw i64 %conv1_weight_grad.f3101035, 9
-  %4228 = add nsw i64 %4227, %conv1_weight_grad.r3111036
-  %grads1038 = getelementptr inbounds float, ptr %grads, i64 %4228
-  store float %4226, ptr %grads1038, align 4
-  %r311.next = add nsw i64 %conv1_weight_grad.r3111036, 1
-  %4229 = icmp slt i64 %r311.next, 9
-  br i1 %4229, label %conv1_weight_grad.r311, label %conv1_weight_grad.r311.end
+conv1_weight_grad.k318.end:                       ; preds = %conv1_weight_grad.k318
+  %t317_c0_01087 = load <16 x float>, ptr %conv1_weight_grad.t317_c0_0, align 64
+  %4435 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4436 = mul nsw i64 %4435, 32
+  %4437 = add nsw i64 443456, %4436
+  %4438 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4439 = add nsw i64 %4437, %4438
+  %arena1088 = getelementptr inbounds float, ptr %arena, i64 %4439
+  store <16 x float> %t317_c0_01087, ptr %arena1088, align 4
+  %t317_c0_11089 = load <16 x float>, ptr %conv1_weight_grad.t317_c0_1, align 64
+  %4440 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4441 = mul nsw i64 %4440, 32
+  %4442 = add nsw i64 443456, %4441
+  %4443 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4444 = add nsw i64 %4442, %4443
+  %4445 = add nsw i64 %4444, 16
+  %arena1090 = getelementptr inbounds float, ptr %arena, i64 %4445
+  store <16 x float> %t317_c0_11089, ptr %arena1090, align 4
+  %t317_c1_01091 = load <16 x float>, ptr %conv1_weight_grad.t317_c1_0, align 64
+  %4446 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4447 = add nsw i64 %4446, 1
+  %4448 = mul nsw i64 %4447, 32
+  %4449 = add nsw i64 443456, %4448
+  %4450 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4451 = add nsw i64 %4449, %4450
+  %arena1092 = getelementptr inbounds float, ptr %arena, i64 %4451
+  store <16 x float> %t317_c1_01091, ptr %arena1092, align 4
+  %t317_c1_11093 = load <16 x float>, ptr %conv1_weight_grad.t317_c1_1, align 64
+  %4452 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4453 = add nsw i64 %4452, 1
+  %4454 = mul nsw i64 %4453, 32
+  %4455 = add nsw i64 443456, %4454
+  %4456 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4457 = add nsw i64 %4455, %4456
+  %4458 = add nsw i64 %4457, 16
+  %arena1094 = getelementptr inbounds float, ptr %arena, i64 %4458
+  store <16 x float> %t317_c1_11093, ptr %arena1094, align 4
+  %t317_c2_01095 = load <16 x float>, ptr %conv1_weight_grad.t317_c2_0, align 64
+  %4459 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4460 = add nsw i64 %4459, 2
+  %4461 = mul nsw i64 %4460, 32
+  %4462 = add nsw i64 443456, %4461
+  %4463 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4464 = add nsw i64 %4462, %4463
+  %arena1096 = getelementptr inbounds float, ptr %arena, i64 %4464
+  store <16 x float> %t317_c2_01095, ptr %arena1096, align 4
+  %t317_c2_11097 = load <16 x float>, ptr %conv1_weight_grad.t317_c2_1, align 64
+  %4465 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4466 = add nsw i64 %4465, 2
+  %4467 = mul nsw i64 %4466, 32
+  %4468 = add nsw i64 443456, %4467
+  %4469 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4470 = add nsw i64 %4468, %4469
+  %4471 = add nsw i64 %4470, 16
+  %arena1098 = getelementptr inbounds float, ptr %arena, i64 %4471
+  store <16 x float> %t317_c2_11097, ptr %arena1098, align 4
+  %t317_c3_01099 = load <16 x float>, ptr %conv1_weight_grad.t317_c3_0, align 64
+  %4472 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4473 = add nsw i64 %4472, 3
+  %4474 = mul nsw i64 %4473, 32
+  %4475 = add nsw i64 443456, %4474
+  %4476 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4477 = add nsw i64 %4475, %4476
+  %arena1100 = getelementptr inbounds float, ptr %arena, i64 %4477
+  store <16 x float> %t317_c3_01099, ptr %arena1100, align 4
+  %t317_c3_11101 = load <16 x float>, ptr %conv1_weight_grad.t317_c3_1, align 64
+  %4478 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4479 = add nsw i64 %4478, 3
+  %4480 = mul nsw i64 %4479, 32
+  %4481 = add nsw i64 443456, %4480
+  %4482 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4483 = add nsw i64 %4481, %4482
+  %4484 = add nsw i64 %4483, 16
+  %arena1102 = getelementptr inbounds float, ptr %arena, i64 %4484
+  store <16 x float> %t317_c3_11101, ptr %arena1102, align 4
+  %t317_c4_01103 = load <16 x float>, ptr %conv1_weight_grad.t317_c4_0, align 64
+  %4485 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4486 = add nsw i64 %4485, 4
+  %4487 = mul nsw i64 %4486, 32
+  %4488 = add nsw i64 443456, %4487
+  %4489 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4490 = add nsw i64 %4488, %4489
+  %arena1104 = getelementptr inbounds float, ptr %arena, i64 %4490
+  store <16 x float> %t317_c4_01103, ptr %arena1104, align 4
+  %t317_c4_11105 = load <16 x float>, ptr %conv1_weight_grad.t317_c4_1, align 64
+  %4491 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4492 = add nsw i64 %4491, 4
+  %4493 = mul nsw i64 %4492, 32
+  %4494 = add nsw i64 443456, %4493
+  %4495 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4496 = add nsw i64 %4494, %4495
+  %4497 = add nsw i64 %4496, 16
+  %arena1106 = getelementptr inbounds float, ptr %arena, i64 %4497
+  store <16 x float> %t317_c4_11105, ptr %arena1106, align 4
+  %t317_c5_01107 = load <16 x float>, ptr %conv1_weight_grad.t317_c5_0, align 64
+  %4498 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4499 = add nsw i64 %4498, 5
+  %4500 = mul nsw i64 %4499, 32
+  %4501 = add nsw i64 443456, %4500
+  %4502 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4503 = add nsw i64 %4501, %4502
+  %arena1108 = getelementptr inbounds float, ptr %arena, i64 %4503
+  store <16 x float> %t317_c5_01107, ptr %arena1108, align 4
+  %t317_c5_11109 = load <16 x float>, ptr %conv1_weight_grad.t317_c5_1, align 64
+  %4504 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4505 = add nsw i64 %4504, 5
+  %4506 = mul nsw i64 %4505, 32
+  %4507 = add nsw i64 443456, %4506
+  %4508 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4509 = add nsw i64 %4507, %4508
+  %4510 = add nsw i64 %4509, 16
+  %arena1110 = getelementptr inbounds float, ptr %arena, i64 %4510
+  store <16 x float> %t317_c5_11109, ptr %arena1110, align 4
+  %t317_c6_01111 = load <16 x float>, ptr %conv1_weight_grad.t317_c6_0, align 64
+  %4511 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4512 = add nsw i64 %4511, 6
+  %4513 = mul nsw i64 %4512, 32
+  %4514 = add nsw i64 443456, %4513
+  %4515 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4516 = add nsw i64 %4514, %4515
+  %arena1112 = getelementptr inbounds float, ptr %arena, i64 %4516
+  store <16 x float> %t317_c6_01111, ptr %arena1112, align 4
+  %t317_c6_11113 = load <16 x float>, ptr %conv1_weight_grad.t317_c6_1, align 64
+  %4517 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4518 = add nsw i64 %4517, 6
+  %4519 = mul nsw i64 %4518, 32
+  %4520 = add nsw i64 443456, %4519
+  %4521 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4522 = add nsw i64 %4520, %4521
+  %4523 = add nsw i64 %4522, 16
+  %arena1114 = getelementptr inbounds float, ptr %arena, i64 %4523
+  store <16 x float> %t317_c6_11113, ptr %arena1114, align 4
+  %t317_c7_01115 = load <16 x float>, ptr %conv1_weight_grad.t317_c7_0, align 64
+  %4524 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4525 = add nsw i64 %4524, 7
+  %4526 = mul nsw i64 %4525, 32
+  %4527 = add nsw i64 443456, %4526
+  %4528 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4529 = add nsw i64 %4527, %4528
+  %arena1116 = getelementptr inbounds float, ptr %arena, i64 %4529
+  store <16 x float> %t317_c7_01115, ptr %arena1116, align 4
+  %t317_c7_11117 = load <16 x float>, ptr %conv1_weight_grad.t317_c7_1, align 64
+  %4530 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4531 = add nsw i64 %4530, 7
+  %4532 = mul nsw i64 %4531, 32
+  %4533 = add nsw i64 443456, %4532
+  %4534 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4535 = add nsw i64 %4533, %4534
+  %4536 = add nsw i64 %4535, 16
+  %arena1118 = getelementptr inbounds float, ptr %arena, i64 %4536
+  store <16 x float> %t317_c7_11117, ptr %arena1118, align 4
+  %t317_c8_01119 = load <16 x float>, ptr %conv1_weight_grad.t317_c8_0, align 64
+  %4537 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4538 = add nsw i64 %4537, 8
+  %4539 = mul nsw i64 %4538, 32
+  %4540 = add nsw i64 443456, %4539
+  %4541 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4542 = add nsw i64 %4540, %4541
+  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %4542
+  store <16 x float> %t317_c8_01119, ptr %arena1120, align 4
+  %t317_c8_11121 = load <16 x float>, ptr %conv1_weight_grad.t317_c8_1, align 64
+  %4543 = mul nsw i64 %conv1_weight_grad.mb3161031, 9
+  %4544 = add nsw i64 %4543, 8
+  %4545 = mul nsw i64 %4544, 32
+  %4546 = add nsw i64 443456, %4545
+  %4547 = mul nsw i64 %conv1_weight_grad.nb3151030, 32
+  %4548 = add nsw i64 %4546, %4547
+  %4549 = add nsw i64 %4548, 16
+  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %4549
+  store <16 x float> %t317_c8_11121, ptr %arena1122, align 4
+  %mb316.next = add nsw i64 %conv1_weight_grad.mb3161031, 1
+  %4550 = icmp slt i64 %mb316.next, 1
+  br i1 %4550, label %conv1_weight_grad.mb316, label %conv1_weight_grad.mb316.end
 
-conv1_weight_grad.r311.end:                       ; preds = %conv1_weight_grad.r311
-  %f310.next = add nsw i64 %conv1_weight_grad.f3101035, 1
-  %4230 = icmp slt i64 %f310.next, 32
-  br i1 %4230, label %conv1_weight_grad.f310, label %conv1_weight_grad.f310.end
+conv1_weight_grad.f319:                           ; preds = %conv1_weight_grad.r320.end, %conv1_weight_grad.g301.end
+  %conv1_weight_grad.f3191123 = phi i64 [ 0, %conv1_weight_grad.g301.end ], [ %f319.next, %conv1_weight_grad.r320.end ]
+  br label %conv1_weight_grad.r320
 
-conv1_bias_grad.f312:                             ; preds = %conv1_bias_grad.img314.end, %conv1_weight_grad.f310.end
-  %conv1_bias_grad.f3121039 = phi i64 [ 0, %conv1_weight_grad.f310.end ], [ %f312.next, %conv1_bias_grad.img314.end ]
-  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc313, align 64
-  br label %conv1_bias_grad.img314
+conv1_weight_grad.f319.end:                       ; preds = %conv1_weight_grad.r320.end
+  br label %conv1_bias_grad.f321
 
-conv1_bias_grad.f312.end:                         ; preds = %conv1_bias_grad.img314.end
-  %4231 = sitofp i64 %step to float
-  %4232 = fmul float %4231, 0xBFBAF8E8A0000000
-  %4233 = call float @llvm.exp.f32(float %4232)
-  %4234 = fsub float 1.000000e+00, %4233
-  %4235 = fdiv float %lr, %4234
-  store float %4235, ptr %adam.step_size331, align 4
-  %4236 = sitofp i64 %step to float
-  %4237 = fmul float %4236, 0xBF50645940000000
-  %4238 = call float @llvm.exp.f32(float %4237)
-  %4239 = fsub float 1.000000e+00, %4238
-  %4240 = call float @llvm.sqrt.f32(float %4239)
-  store float %4240, ptr %adam.bc2_sqrt332, align 4
-  br label %adam.i333
+conv1_weight_grad.r320:                           ; preds = %conv1_weight_grad.r320, %conv1_weight_grad.f319
+  %conv1_weight_grad.r3201124 = phi i64 [ 0, %conv1_weight_grad.f319 ], [ %r320.next, %conv1_weight_grad.r320 ]
+  %4551 = mul nsw i64 %conv1_weight_grad.r3201124, 32
+  %4552 = add nsw i64 443456, %4551
+  %4553 = add nsw i64 %4552, %conv1_weight_grad.f3191123
+  %arena1125 = getelementptr inbounds float, ptr %arena, i64 %4553
+  %4554 = load float, ptr %arena1125, align 4
+  %4555 = mul nsw i64 %conv1_weight_grad.f3191123, 9
+  %4556 = add nsw i64 %4555, %conv1_weight_grad.r3201124
+  %grads1126 = getelementptr inbounds float, ptr %grads, i64 %4556
+  store float %4554, ptr %grads1126, align 4
+  %r320.next = add nsw i64 %conv1_weight_grad.r3201124, 1
+  %4557 = icmp slt i64 %r320.next, 9
+  br i1 %4557, label %conv1_weight_grad.r320, label %conv1_weight_grad.r320.end
 
-conv1_bias_grad.img314:                           ; preds = %conv1_bias_grad.i315.end, %conv1_bias_grad.f312
-  %conv1_bias_grad.img3141040 = phi i64 [ 0, %conv1_bias_grad.f312 ], [ %img314.next, %conv1_bias_grad.i315.end ]
-  br label %conv1_bias_grad.i315
+conv1_weight_grad.r320.end:                       ; preds = %conv1_weight_grad.r320
+  %f319.next = add nsw i64 %conv1_weight_grad.f3191123, 1
+  %4558 = icmp slt i64 %f319.next, 32
+  br i1 %4558, label %conv1_weight_grad.f319, label %conv1_weight_grad.f319.end
 
-conv1_bias_grad.img314.end:                       ; preds = %conv1_bias_grad.i315.end
-  %acc3131045 = load <16 x float>, ptr %conv1_bias_grad.acc313, align 64
-  %arena1046 = getelementptr inbounds float, ptr %arena, i64 0
-  store <16 x float> %acc3131045, ptr %arena1046, align 4
-  %arena1047 = getelementptr inbounds float, ptr %arena, i64 0
-  %4241 = load float, ptr %arena1047, align 4
-  %arena1048 = getelementptr inbounds float, ptr %arena, i64 1
-  %4242 = load float, ptr %arena1048, align 4
-  %4243 = fadd float %4241, %4242
-  store float %4243, ptr %conv1_bias_grad.sum316, align 4
-  %sum316 = load float, ptr %conv1_bias_grad.sum316, align 4
-  %arena1049 = getelementptr inbounds float, ptr %arena, i64 2
-  %4244 = load float, ptr %arena1049, align 4
-  %4245 = fadd float %sum316, %4244
-  store float %4245, ptr %conv1_bias_grad.sum317, align 4
-  %sum317 = load float, ptr %conv1_bias_grad.sum317, align 4
-  %arena1050 = getelementptr inbounds float, ptr %arena, i64 3
-  %4246 = load float, ptr %arena1050, align 4
-  %4247 = fadd float %sum317, %4246
-  store float %4247, ptr %conv1_bias_grad.sum318, align 4
-  %sum318 = load float, ptr %conv1_bias_grad.sum318, align 4
-  %arena1051 = getelementptr inbounds float, ptr %arena, i64 4
-  %4248 = load float, ptr %arena1051, align 4
-  %4249 = fadd float %sum318, %4248
-  store float %4249, ptr %conv1_bias_grad.sum319, align 4
-  %sum319 = load float, ptr %conv1_bias_grad.sum319, align 4
-  %arena1052 = getelementptr inbounds float, ptr %arena, i64 5
-  %4250 = load float, ptr %arena1052, align 4
-  %4251 = fadd float %sum319, %4250
-  store float %4251, ptr %conv1_bias_grad.sum320, align 4
-  %sum320 = load float, ptr %conv1_bias_grad.sum320, align 4
-  %arena1053 = getelementptr inbounds float, ptr %arena, i64 6
-  %4252 = load float, ptr %arena1053, align 4
-  %4253 = fadd float %sum320, %4252
-  store float %4253, ptr %conv1_bias_grad.sum321, align 4
-  %sum321 = load float, ptr %conv1_bias_grad.sum321, align 4
-  %arena1054 = getelementptr inbounds float, ptr %arena, i64 7
-  %4254 = load float, ptr %arena1054, align 4
-  %4255 = fadd float %sum321, %4254
-  store float %4255, ptr %conv1_bias_grad.sum322, align 4
-  %sum322 = load float, ptr %conv1_bias_grad.sum322, align 4
-  %arena1055 = getelementptr inbounds float, ptr %arena, i64 8
-  %4256 = load float, ptr %arena1055, align 4
-  %4257 = fadd float %sum322, %4256
-  store float %4257, ptr %conv1_bias_grad.sum323, align 4
-  %sum323 = load float, ptr %conv1_bias_grad.sum323, align 4
-  %arena1056 = getelementptr inbounds float, ptr %arena, i64 9
-  %4258 = load float, ptr %arena1056, align 4
-  %4259 = fadd float %sum323, %4258
-  store float %4259, ptr %conv1_bias_grad.sum324, align 4
-  %sum324 = load float, ptr %conv1_bias_grad.sum324, align 4
-  %arena1057 = getelementptr inbounds float, ptr %arena, i64 10
-  %4260 = load float, ptr %arena1057, align 4
-  %4261 = fadd float %sum324, %4260
-  store float %4261, ptr %conv1_bias_grad.sum325, align 4
+conv1_bias_grad.f321:                             ; preds = %conv1_bias_grad.img323.end, %conv1_weight_grad.f319.end
+  %conv1_bias_grad.f3211127 = phi i64 [ 0, %conv1_weight_grad.f319.end ], [ %f321.next, %conv1_bias_grad.img323.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc322, align 64
+  br label %conv1_bias_grad.img323
+
+conv1_bias_grad.f321.end:                         ; preds = %conv1_bias_grad.img323.end
+  %4559 = sitofp i64 %step to float
+  %4560 = fmul float %4559, 0xBFBAF8E8A0000000
+  %4561 = call float @llvm.exp.f32(float %4560)
+  %4562 = fsub float 1.000000e+00, %4561
+  %4563 = fdiv float %lr, %4562
+  store float %4563, ptr %adam.step_size340, align 4
+  %4564 = sitofp i64 %step to float
+  %4565 = fmul float %4564, 0xBF50645940000000
+  %4566 = call float @llvm.exp.f32(float %4565)
+  %4567 = fsub float 1.000000e+00, %4566
+  %4568 = call float @llvm.sqrt.f32(float %4567)
+  store float %4568, ptr %adam.bc2_sqrt341, align 4
+  br label %adam.i342
+
+conv1_bias_grad.img323:                           ; preds = %conv1_bias_grad.i324.end, %conv1_bias_grad.f321
+  %conv1_bias_grad.img3231128 = phi i64 [ 0, %conv1_bias_grad.f321 ], [ %img323.next, %conv1_bias_grad.i324.end ]
+  br label %conv1_bias_grad.i324
+
+conv1_bias_grad.img323.end:                       ; preds = %conv1_bias_grad.i324.end
+  %acc3221133 = load <16 x float>, ptr %conv1_bias_grad.acc322, align 64
+  %arena1134 = getelementptr inbounds float, ptr %arena, i64 0
+  store <16 x float> %acc3221133, ptr %arena1134, align 4
+  %arena1135 = getelementptr inbounds float, ptr %arena, i64 0
+  %4569 = load float, ptr %arena1135, align 4
+  %arena1136 = getelementptr inbounds float, ptr %arena, i64 1
+  %4570 = load float, ptr %arena1136, align 4
+  %4571 = fadd float %4569, %4570
+  store float %4571, ptr %conv1_bias_grad.sum325, align 4
   %sum325 = load float, ptr %conv1_bias_grad.sum325, align 4
-  %arena1058 = getelementptr inbounds float, ptr %arena, i64 11
-  %4262 = load float, ptr %arena1058, align 4
-  %4263 = fadd float %sum325, %4262
-  store float %4263, ptr %conv1_bias_grad.sum326, align 4
+  %arena1137 = getelementptr inbounds float, ptr %arena, i64 2
+  %4572 = load float, ptr %arena1137, align 4
+  %4573 = fadd float %sum325, %4572
+  store float %4573, ptr %conv1_bias_grad.sum326, align 4
   %sum326 = load float, ptr %conv1_bias_grad.sum326, align 4
-  %arena1059 = getelementptr inbounds float, ptr %arena, i64 12
-  %4264 = load float, ptr %arena1059, align 4
-  %4265 = fadd float %sum326, %4264
-  store float %4265, ptr %conv1_bias_grad.sum327, align 4
+  %arena1138 = getelementptr inbounds float, ptr %arena, i64 3
+  %4574 = load float, ptr %arena1138, align 4
+  %4575 = fadd float %sum326, %4574
+  store float %4575, ptr %conv1_bias_grad.sum327, align 4
   %sum327 = load float, ptr %conv1_bias_grad.sum327, align 4
-  %arena1060 = getelementptr inbounds float, ptr %arena, i64 13
-  %4266 = load float, ptr %arena1060, align 4
-  %4267 = fadd float %sum327, %4266
-  store float %4267, ptr %conv1_bias_grad.sum328, align 4
+  %arena1139 = getelementptr inbounds float, ptr %arena, i64 4
+  %4576 = load float, ptr %arena1139, align 4
+  %4577 = fadd float %sum327, %4576
+  store float %4577, ptr %conv1_bias_grad.sum328, align 4
   %sum328 = load float, ptr %conv1_bias_grad.sum328, align 4
-  %arena1061 = getelementptr inbounds float, ptr %arena, i64 14
-  %4268 = load float, ptr %arena1061, align 4
-  %4269 = fadd float %sum328, %4268
-  store float %4269, ptr %conv1_bias_grad.sum329, align 4
+  %arena1140 = getelementptr inbounds float, ptr %arena, i64 5
+  %4578 = load float, ptr %arena1140, align 4
+  %4579 = fadd float %sum328, %4578
+  store float %4579, ptr %conv1_bias_grad.sum329, align 4
   %sum329 = load float, ptr %conv1_bias_grad.sum329, align 4
-  %arena1062 = getelementptr inbounds float, ptr %arena, i64 15
-  %4270 = load float, ptr %arena1062, align 4
-  %4271 = fadd float %sum329, %4270
-  store float %4271, ptr %conv1_bias_grad.sum330, align 4
+  %arena1141 = getelementptr inbounds float, ptr %arena, i64 6
+  %4580 = load float, ptr %arena1141, align 4
+  %4581 = fadd float %sum329, %4580
+  store float %4581, ptr %conv1_bias_grad.sum330, align 4
   %sum330 = load float, ptr %conv1_bias_grad.sum330, align 4
-  %4272 = add nsw i64 288, %conv1_bias_grad.f3121039
-  %grads1063 = getelementptr inbounds float, ptr %grads, i64 %4272
-  store float %sum330, ptr %grads1063, align 4
-  %f312.next = add nsw i64 %conv1_bias_grad.f3121039, 1
-  %4273 = icmp slt i64 %f312.next, 32
-  br i1 %4273, label %conv1_bias_grad.f312, label %conv1_bias_grad.f312.end
+  %arena1142 = getelementptr inbounds float, ptr %arena, i64 7
+  %4582 = load float, ptr %arena1142, align 4
+  %4583 = fadd float %sum330, %4582
+  store float %4583, ptr %conv1_bias_grad.sum331, align 4
+  %sum331 = load float, ptr %conv1_bias_grad.sum331, align 4
+  %arena1143 = getelementptr inbounds float, ptr %arena, i64 8
+  %4584 = load float, ptr %arena1143, align 4
+  %4585 = fadd float %sum331, %4584
+  store float %4585, ptr %conv1_bias_grad.sum332, align 4
+  %sum332 = load float, ptr %conv1_bias_grad.sum332, align 4
+  %arena1144 = getelementptr inbounds float, ptr %arena, i64 9
+  %4586 = load float, ptr %arena1144, align 4
+  %4587 = fadd float %sum332, %4586
+  store float %4587, ptr %conv1_bias_grad.sum333, align 4
+  %sum333 = load float, ptr %conv1_bias_grad.sum333, align 4
+  %arena1145 = getelementptr inbounds float, ptr %arena, i64 10
+  %4588 = load float, ptr %arena1145, align 4
+  %4589 = fadd float %sum333, %4588
+  store float %4589, ptr %conv1_bias_grad.sum334, align 4
+  %sum334 = load float, ptr %conv1_bias_grad.sum334, align 4
+  %arena1146 = getelementptr inbounds float, ptr %arena, i64 11
+  %4590 = load float, ptr %arena1146, align 4
+  %4591 = fadd float %sum334, %4590
+  store float %4591, ptr %conv1_bias_grad.sum335, align 4
+  %sum335 = load float, ptr %conv1_bias_grad.sum335, align 4
+  %arena1147 = getelementptr inbounds float, ptr %arena, i64 12
+  %4592 = load float, ptr %arena1147, align 4
+  %4593 = fadd float %sum335, %4592
+  store float %4593, ptr %conv1_bias_grad.sum336, align 4
+  %sum336 = load float, ptr %conv1_bias_grad.sum336, align 4
+  %arena1148 = getelementptr inbounds float, ptr %arena, i64 13
+  %4594 = load float, ptr %arena1148, align 4
+  %4595 = fadd float %sum336, %4594
+  store float %4595, ptr %conv1_bias_grad.sum337, align 4
+  %sum337 = load float, ptr %conv1_bias_grad.sum337, align 4
+  %arena1149 = getelementptr inbounds float, ptr %arena, i64 14
+  %4596 = load float, ptr %arena1149, align 4
+  %4597 = fadd float %sum337, %4596
+  store float %4597, ptr %conv1_bias_grad.sum338, align 4
+  %sum338 = load float, ptr %conv1_bias_grad.sum338, align 4
+  %arena1150 = getelementptr inbounds float, ptr %arena, i64 15
+  %4598 = load float, ptr %arena1150, align 4
+  %4599 = fadd float %sum338, %4598
+  store float %4599, ptr %conv1_bias_grad.sum339, align 4
+  %sum339 = load float, ptr %conv1_bias_grad.sum339, align 4
+  %4600 = add nsw i64 288, %conv1_bias_grad.f3211127
+  %grads1151 = getelementptr inbounds float, ptr %grads, i64 %4600
+  store float %sum339, ptr %grads1151, align 4
+  %f321.next = add nsw i64 %conv1_bias_grad.f3211127, 1
+  %4601 = icmp slt i64 %f321.next, 32
+  br i1 %4601, label %conv1_bias_grad.f321, label %conv1_bias_grad.f321.end
 
-conv1_bias_grad.i315:                             ; preds = %conv1_bias_grad.i315, %conv1_bias_grad.img314
-  %conv1_bias_grad.i3151041 = phi i64 [ 0, %conv1_bias_grad.img314 ], [ %i315.next, %conv1_bias_grad.i315 ]
-  %4274 = mul nsw i64 %conv1_bias_grad.img3141040, 21632
-  %4275 = add nsw i64 3171600, %4274
-  %4276 = mul nsw i64 %conv1_bias_grad.f3121039, 676
-  %4277 = add nsw i64 %4275, %4276
-  %4278 = mul nsw i64 %conv1_bias_grad.i3151041, 16
-  %4279 = add nsw i64 %4277, %4278
-  %arena1042 = getelementptr inbounds float, ptr %arena, i64 %4279
-  %4280 = load <16 x float>, ptr %arena1042, align 4
-  %acc313 = load <16 x float>, ptr %conv1_bias_grad.acc313, align 64
-  %4281 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %4280, <16 x float> %acc313)
-  store <16 x float> %4281, ptr %conv1_bias_grad.acc313, align 64
-  %i315.next = add nsw i64 %conv1_bias_grad.i3151041, 1
-  %4282 = icmp slt i64 %i315.next, 42
-  br i1 %4282, label %conv1_bias_grad.i315, label %conv1_bias_grad.i315.end
+conv1_bias_grad.i324:                             ; preds = %conv1_bias_grad.i324, %conv1_bias_grad.img323
+  %conv1_bias_grad.i3241129 = phi i64 [ 0, %conv1_bias_grad.img323 ], [ %i324.next, %conv1_bias_grad.i324 ]
+  %4602 = mul nsw i64 %conv1_bias_grad.img3231128, 21632
+  %4603 = add nsw i64 3171600, %4602
+  %4604 = mul nsw i64 %conv1_bias_grad.f3211127, 676
+  %4605 = add nsw i64 %4603, %4604
+  %4606 = mul nsw i64 %conv1_bias_grad.i3241129, 16
+  %4607 = add nsw i64 %4605, %4606
+  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %4607
+  %4608 = load <16 x float>, ptr %arena1130, align 4
+  %acc322 = load <16 x float>, ptr %conv1_bias_grad.acc322, align 64
+  %4609 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %4608, <16 x float> %acc322)
+  store <16 x float> %4609, ptr %conv1_bias_grad.acc322, align 64
+  %i324.next = add nsw i64 %conv1_bias_grad.i3241129, 1
+  %4610 = icmp slt i64 %i324.next, 42
+  br i1 %4610, label %conv1_bias_grad.i324, label %conv1_bias_grad.i324.end
 
-conv1_bias_grad.i315.end:                         ; preds = %conv1_bias_grad.i315
-  %4283 = mul nsw i64 %conv1_bias_grad.img3141040, 21632
-  %4284 = add nsw i64 3171600, %4283
-  %4285 = mul nsw i64 %conv1_bias_grad.f3121039, 676
-  %4286 = add nsw i64 %4284, %4285
-  %4287 = add nsw i64 %4286, 672
-  %arena1043 = getelementptr inbounds float, ptr %arena, i64 %4287
-  %4288 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1043, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  %acc3131044 = load <16 x float>, ptr %conv1_bias_grad.acc313, align 64
-  %4289 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %4288, <16 x float> %acc3131044)
-  store <16 x float> %4289, ptr %conv1_bias_grad.acc313, align 64
-  %img314.next = add nsw i64 %conv1_bias_grad.img3141040, 1
-  %4290 = icmp slt i64 %img314.next, 64
-  br i1 %4290, label %conv1_bias_grad.img314, label %conv1_bias_grad.img314.end
+conv1_bias_grad.i324.end:                         ; preds = %conv1_bias_grad.i324
+  %4611 = mul nsw i64 %conv1_bias_grad.img3231128, 21632
+  %4612 = add nsw i64 3171600, %4611
+  %4613 = mul nsw i64 %conv1_bias_grad.f3211127, 676
+  %4614 = add nsw i64 %4612, %4613
+  %4615 = add nsw i64 %4614, 672
+  %arena1131 = getelementptr inbounds float, ptr %arena, i64 %4615
+  %4616 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1131, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  %acc3221132 = load <16 x float>, ptr %conv1_bias_grad.acc322, align 64
+  %4617 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %4616, <16 x float> %acc3221132)
+  store <16 x float> %4617, ptr %conv1_bias_grad.acc322, align 64
+  %img323.next = add nsw i64 %conv1_bias_grad.img3231128, 1
+  %4618 = icmp slt i64 %img323.next, 64
+  br i1 %4618, label %conv1_bias_grad.img323, label %conv1_bias_grad.img323.end
 
-adam.i333:                                        ; preds = %adam.i333, %conv1_bias_grad.f312.end
-  %adam.i3331064 = phi i64 [ 0, %conv1_bias_grad.f312.end ], [ %i333.next, %adam.i333 ]
-  %grads1065 = getelementptr inbounds float, ptr %grads, i64 %adam.i3331064
-  %4291 = load float, ptr %grads1065, align 4
-  %params1066 = getelementptr inbounds float, ptr %params, i64 %adam.i3331064
-  %4292 = load float, ptr %params1066, align 4
-  %4293 = fmul float 0.000000e+00, %4292
-  %4294 = fadd float %4291, %4293
-  store float %4294, ptr %adam.g, align 4
-  %m1067 = getelementptr inbounds float, ptr %m, i64 %adam.i3331064
-  %4295 = load float, ptr %m1067, align 4
-  %4296 = fmul float 0x3FECCCCCC0000000, %4295
+adam.i342:                                        ; preds = %adam.i342, %conv1_bias_grad.f321.end
+  %adam.i3421152 = phi i64 [ 0, %conv1_bias_grad.f321.end ], [ %i342.next, %adam.i342 ]
+  %grads1153 = getelementptr inbounds float, ptr %grads, i64 %adam.i3421152
+  %4619 = load float, ptr %grads1153, align 4
+  %params1154 = getelementptr inbounds float, ptr %params, i64 %adam.i3421152
+  %4620 = load float, ptr %params1154, align 4
+  %4621 = fmul float 0.000000e+00, %4620
+  %4622 = fadd float %4619, %4621
+  store float %4622, ptr %adam.g, align 4
+  %m1155 = getelementptr inbounds float, ptr %m, i64 %adam.i3421152
+  %4623 = load float, ptr %m1155, align 4
+  %4624 = fmul float 0x3FECCCCCC0000000, %4623
   %g = load float, ptr %adam.g, align 4
-  %4297 = fmul float 0x3FB9999A00000000, %g
-  %4298 = fadd float %4296, %4297
-  store float %4298, ptr %adam.m_new, align 4
-  %v1068 = getelementptr inbounds float, ptr %v, i64 %adam.i3331064
-  %4299 = load float, ptr %v1068, align 4
-  %4300 = fmul float 0x3FEFF7CEE0000000, %4299
-  %g1069 = load float, ptr %adam.g, align 4
-  %4301 = fmul float 0x3F50624000000000, %g1069
-  %g1070 = load float, ptr %adam.g, align 4
-  %4302 = fmul float %4301, %g1070
-  %4303 = fadd float %4300, %4302
-  store float %4303, ptr %adam.v_new, align 4
+  %4625 = fmul float 0x3FB9999A00000000, %g
+  %4626 = fadd float %4624, %4625
+  store float %4626, ptr %adam.m_new, align 4
+  %v1156 = getelementptr inbounds float, ptr %v, i64 %adam.i3421152
+  %4627 = load float, ptr %v1156, align 4
+  %4628 = fmul float 0x3FEFF7CEE0000000, %4627
+  %g1157 = load float, ptr %adam.g, align 4
+  %4629 = fmul float 0x3F50624000000000, %g1157
+  %g1158 = load float, ptr %adam.g, align 4
+  %4630 = fmul float %4629, %g1158
+  %4631 = fadd float %4628, %4630
+  store float %4631, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1071 = getelementptr inbounds float, ptr %m, i64 %adam.i3331064
-  store float %m_new, ptr %m1071, align 4
+  %m1159 = getelementptr inbounds float, ptr %m, i64 %adam.i3421152
+  store float %m_new, ptr %m1159, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1072 = getelementptr inbounds float, ptr %v, i64 %adam.i3331064
-  store float %v_new, ptr %v1072, align 4
-  %params1073 = getelementptr inbounds float, ptr %params, i64 %adam.i3331064
-  %4304 = load float, ptr %params1073, align 4
-  %step_size331 = load float, ptr %adam.step_size331, align 4
-  %m_new1074 = load float, ptr %adam.m_new, align 4
-  %4305 = fmul float %step_size331, %m_new1074
-  %v_new1075 = load float, ptr %adam.v_new, align 4
-  %4306 = call float @llvm.sqrt.f32(float %v_new1075)
-  %bc2_sqrt332 = load float, ptr %adam.bc2_sqrt332, align 4
-  %4307 = fdiv float %4306, %bc2_sqrt332
-  %4308 = fadd float %4307, 0x3E45798EE0000000
-  %4309 = fdiv float %4305, %4308
-  %4310 = fsub float %4304, %4309
-  %params1076 = getelementptr inbounds float, ptr %params, i64 %adam.i3331064
-  store float %4310, ptr %params1076, align 4
-  %i333.next = add nsw i64 %adam.i3331064, 1
-  %4311 = icmp slt i64 %i333.next, 1199882
-  br i1 %4311, label %adam.i333, label %adam.i333.end
+  %v1160 = getelementptr inbounds float, ptr %v, i64 %adam.i3421152
+  store float %v_new, ptr %v1160, align 4
+  %params1161 = getelementptr inbounds float, ptr %params, i64 %adam.i3421152
+  %4632 = load float, ptr %params1161, align 4
+  %step_size340 = load float, ptr %adam.step_size340, align 4
+  %m_new1162 = load float, ptr %adam.m_new, align 4
+  %4633 = fmul float %step_size340, %m_new1162
+  %v_new1163 = load float, ptr %adam.v_new, align 4
+  %4634 = call float @llvm.sqrt.f32(float %v_new1163)
+  %bc2_sqrt341 = load float, ptr %adam.bc2_sqrt341, align 4
+  %4635 = fdiv float %4634, %bc2_sqrt341
+  %4636 = fadd float %4635, 0x3E45798EE0000000
+  %4637 = fdiv float %4633, %4636
+  %4638 = fsub float %4632, %4637
+  %params1164 = getelementptr inbounds float, ptr %params, i64 %adam.i3421152
+  store float %4638, ptr %params1164, align 4
+  %i342.next = add nsw i64 %adam.i3421152, 1
+  %4639 = icmp slt i64 %i342.next, 1199882
+  br i1 %4639, label %adam.i342, label %adam.i342.end
 
-adam.i333.end:                                    ; preds = %adam.i333
+adam.i342.end:                                    ; preds = %adam.i342
   ret void
 }
 
@@ -8107,8 +8684,32 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %probs.s71 = alloca float, align 4
-  %probs.m70 = alloca float, align 4
+  %probs.s80 = alloca float, align 4
+  %probs.m79 = alloca float, align 4
+  %fc1.t72_a3 = alloca <16 x float>, align 64
+  %fc1.t72_a2 = alloca <16 x float>, align 64
+  %fc1.t72_a1 = alloca <16 x float>, align 64
+  %fc1.t72_a0 = alloca <16 x float>, align 64
+  %fc1.t72_b3 = alloca <16 x float>, align 64
+  %fc1.t72_b2 = alloca <16 x float>, align 64
+  %fc1.t72_b1 = alloca <16 x float>, align 64
+  %fc1.t72_b0 = alloca <16 x float>, align 64
+  %fc1.t72_c3_3 = alloca <16 x float>, align 64
+  %fc1.t72_c3_2 = alloca <16 x float>, align 64
+  %fc1.t72_c3_1 = alloca <16 x float>, align 64
+  %fc1.t72_c3_0 = alloca <16 x float>, align 64
+  %fc1.t72_c2_3 = alloca <16 x float>, align 64
+  %fc1.t72_c2_2 = alloca <16 x float>, align 64
+  %fc1.t72_c2_1 = alloca <16 x float>, align 64
+  %fc1.t72_c2_0 = alloca <16 x float>, align 64
+  %fc1.t72_c1_3 = alloca <16 x float>, align 64
+  %fc1.t72_c1_2 = alloca <16 x float>, align 64
+  %fc1.t72_c1_1 = alloca <16 x float>, align 64
+  %fc1.t72_c1_0 = alloca <16 x float>, align 64
+  %fc1.t72_c0_3 = alloca <16 x float>, align 64
+  %fc1.t72_c0_2 = alloca <16 x float>, align 64
+  %fc1.t72_c0_1 = alloca <16 x float>, align 64
+  %fc1.t72_c0_0 = alloca <16 x float>, align 64
   %conv2.best63 = alloca float, align 4
   %conv2.at64 = alloca float, align 4
   %conv2.v62 = alloca float, align 4
@@ -8756,10 +9357,6 @@ conv2.g19:                                        ; preds = %conv2.j51.end, %con
   br label %conv2.j20
 
 conv2.g19.end:                                    ; preds = %conv2.j51.end
-  %arena240 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %params241 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena242 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena240, i32 9216, ptr %params241, i32 9216, float 0.000000e+00, ptr %arena242, i32 128)
   br label %fc1.n65
 
 conv2.j20:                                        ; preds = %conv2.c21.end, %conv2.g19
@@ -9830,157 +10427,716 @@ conv2.q53.end:                                    ; preds = %conv2.q53
   %858 = icmp slt i64 %f52.next, 64
   br i1 %858, label %conv2.f52, label %conv2.f52.end
 
-fc1.n65:                                          ; preds = %fc1.u66.end, %conv2.g19.end
-  %fc1.n65243 = phi i64 [ 0, %conv2.g19.end ], [ %n65.next, %fc1.u66.end ]
-  br label %fc1.u66
+fc1.n65:                                          ; preds = %fc1.k66.end, %conv2.g19.end
+  %fc1.n65240 = phi i64 [ 0, %conv2.g19.end ], [ %n65.next, %fc1.k66.end ]
+  br label %fc1.k66
 
-fc1.n65.end:                                      ; preds = %fc1.u66.end
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 0
-  %params251 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena250, i32 128, ptr %params251, i32 128, float 0.000000e+00, ptr %arena252, i32 10)
-  br label %fc2.n67
+fc1.n65.end:                                      ; preds = %fc1.k66.end
+  br label %fc1.r67
 
-fc1.u66:                                          ; preds = %fc1.u66, %fc1.n65
-  %fc1.u66244 = phi i64 [ 0, %fc1.n65 ], [ %u66.next, %fc1.u66 ]
-  %859 = mul nsw i64 %fc1.n65243, 128
-  %860 = add nsw i64 %859, %fc1.u66244
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %860
-  %861 = load float, ptr %arena245, align 4
-  %862 = add nsw i64 1198464, %fc1.u66244
-  %params246 = getelementptr inbounds float, ptr %params, i64 %862
-  %863 = load float, ptr %params246, align 4
-  %864 = fadd float %861, %863
-  %865 = fcmp ogt float %864, 0.000000e+00
-  %866 = mul nsw i64 %fc1.n65243, 128
-  %867 = add nsw i64 %866, %fc1.u66244
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 %867
-  %868 = load float, ptr %arena247, align 4
-  %869 = add nsw i64 1198464, %fc1.u66244
-  %params248 = getelementptr inbounds float, ptr %params, i64 %869
-  %870 = load float, ptr %params248, align 4
-  %871 = fadd float %868, %870
-  %872 = select i1 %865, float %871, float 0.000000e+00
-  %873 = mul nsw i64 %fc1.n65243, 128
-  %874 = add nsw i64 %873, %fc1.u66244
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %874
-  store float %872, ptr %arena249, align 4
-  %u66.next = add nsw i64 %fc1.u66244, 1
-  %875 = icmp slt i64 %u66.next, 128
-  br i1 %875, label %fc1.u66, label %fc1.u66.end
+fc1.k66:                                          ; preds = %fc1.k66, %fc1.n65
+  %fc1.k66241 = phi i64 [ 0, %fc1.n65 ], [ %k66.next, %fc1.k66 ]
+  %859 = mul nsw i64 %fc1.n65240, 9216
+  %860 = add nsw i64 1384448, %859
+  %861 = add nsw i64 %860, %fc1.k66241
+  %arena242 = getelementptr inbounds float, ptr %arena, i64 %861
+  %862 = load float, ptr %arena242, align 4
+  %863 = mul nsw i64 %fc1.k66241, 64
+  %864 = add nsw i64 8192, %863
+  %865 = add nsw i64 %864, %fc1.n65240
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %865
+  store float %862, ptr %arena243, align 4
+  %k66.next = add nsw i64 %fc1.k66241, 1
+  %866 = icmp slt i64 %k66.next, 9216
+  br i1 %866, label %fc1.k66, label %fc1.k66.end
 
-fc1.u66.end:                                      ; preds = %fc1.u66
-  %n65.next = add nsw i64 %fc1.n65243, 1
-  %876 = icmp slt i64 %n65.next, 64
-  br i1 %876, label %fc1.n65, label %fc1.n65.end
+fc1.k66.end:                                      ; preds = %fc1.k66
+  %n65.next = add nsw i64 %fc1.n65240, 1
+  %867 = icmp slt i64 %n65.next, 64
+  br i1 %867, label %fc1.n65, label %fc1.n65.end
 
-fc2.n67:                                          ; preds = %fc2.u68.end, %fc1.n65.end
-  %fc2.n67253 = phi i64 [ 0, %fc1.n65.end ], [ %n67.next, %fc2.u68.end ]
-  br label %fc2.u68
+fc1.r67:                                          ; preds = %fc1.i68.end, %fc1.n65.end
+  %fc1.r67244 = phi i64 [ 0, %fc1.n65.end ], [ %r67.next, %fc1.i68.end ]
+  br label %fc1.i68
 
-fc2.n67.end:                                      ; preds = %fc2.u68.end
-  br label %probs.n69
+fc1.r67.end:                                      ; preds = %fc1.i68.end
+  br label %fc1.kp69
 
-fc2.u68:                                          ; preds = %fc2.u68, %fc2.n67
-  %fc2.u68254 = phi i64 [ 0, %fc2.n67 ], [ %u68.next, %fc2.u68 ]
-  %877 = mul nsw i64 %fc2.n67253, 10
-  %878 = add nsw i64 8192, %877
-  %879 = add nsw i64 %878, %fc2.u68254
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %879
-  %880 = load float, ptr %arena255, align 4
-  %881 = add nsw i64 1199872, %fc2.u68254
-  %params256 = getelementptr inbounds float, ptr %params, i64 %881
-  %882 = load float, ptr %params256, align 4
-  %883 = fadd float %880, %882
-  %884 = mul nsw i64 %fc2.n67253, 10
-  %885 = add nsw i64 8192, %884
-  %886 = add nsw i64 %885, %fc2.u68254
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %886
-  store float %883, ptr %arena257, align 4
-  %u68.next = add nsw i64 %fc2.u68254, 1
-  %887 = icmp slt i64 %u68.next, 10
-  br i1 %887, label %fc2.u68, label %fc2.u68.end
+fc1.i68:                                          ; preds = %fc1.i68, %fc1.r67
+  %fc1.i68245 = phi i64 [ 0, %fc1.r67 ], [ %i68.next, %fc1.i68 ]
+  %868 = mul nsw i64 %fc1.r67244, 64
+  %869 = add nsw i64 598016, %868
+  %870 = add nsw i64 %869, %fc1.i68245
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %870
+  store float 0.000000e+00, ptr %arena246, align 4
+  %i68.next = add nsw i64 %fc1.i68245, 1
+  %871 = icmp slt i64 %i68.next, 64
+  br i1 %871, label %fc1.i68, label %fc1.i68.end
 
-fc2.u68.end:                                      ; preds = %fc2.u68
-  %n67.next = add nsw i64 %fc2.n67253, 1
-  %888 = icmp slt i64 %n67.next, 64
-  br i1 %888, label %fc2.n67, label %fc2.n67.end
+fc1.i68.end:                                      ; preds = %fc1.i68
+  %r67.next = add nsw i64 %fc1.r67244, 1
+  %872 = icmp slt i64 %r67.next, 128
+  br i1 %872, label %fc1.r67, label %fc1.r67.end
 
-probs.n69:                                        ; preds = %probs.k74.end, %fc2.n67.end
-  %probs.n69258 = phi i64 [ 0, %fc2.n67.end ], [ %n69.next, %probs.k74.end ]
-  %889 = mul nsw i64 %probs.n69258, 10
-  %890 = add nsw i64 8192, %889
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 %890
-  %891 = load float, ptr %arena259, align 4
-  store float %891, ptr %probs.m70, align 4
-  br label %probs.k72
+fc1.kp69:                                         ; preds = %fc1.nb70.end, %fc1.r67.end
+  %fc1.kp69247 = phi i64 [ 0, %fc1.r67.end ], [ %kp69.next, %fc1.nb70.end ]
+  br label %fc1.nb70
 
-probs.n69.end:                                    ; preds = %probs.k74.end
+fc1.kp69.end:                                     ; preds = %fc1.nb70.end
+  br label %fc1.n74
+
+fc1.nb70:                                         ; preds = %fc1.mb71.end, %fc1.kp69
+  %fc1.nb70248 = phi i64 [ 0, %fc1.kp69 ], [ %nb70.next, %fc1.mb71.end ]
+  br label %fc1.mb71
+
+fc1.nb70.end:                                     ; preds = %fc1.mb71.end
+  %kp69.next = add nsw i64 %fc1.kp69247, 1
+  %873 = icmp slt i64 %kp69.next, 24
+  br i1 %873, label %fc1.kp69, label %fc1.kp69.end
+
+fc1.mb71:                                         ; preds = %fc1.k73.end, %fc1.nb70
+  %fc1.mb71249 = phi i64 [ 0, %fc1.nb70 ], [ %mb71.next, %fc1.k73.end ]
+  %874 = mul nsw i64 %fc1.mb71249, 4
+  %875 = mul nsw i64 %874, 64
+  %876 = add nsw i64 598016, %875
+  %877 = mul nsw i64 %fc1.nb70248, 64
+  %878 = add nsw i64 %876, %877
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 %878
+  %879 = load <16 x float>, ptr %arena250, align 4
+  store <16 x float> %879, ptr %fc1.t72_c0_0, align 64
+  %880 = mul nsw i64 %fc1.mb71249, 4
+  %881 = mul nsw i64 %880, 64
+  %882 = add nsw i64 598016, %881
+  %883 = mul nsw i64 %fc1.nb70248, 64
+  %884 = add nsw i64 %882, %883
+  %885 = add nsw i64 %884, 16
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %885
+  %886 = load <16 x float>, ptr %arena251, align 4
+  store <16 x float> %886, ptr %fc1.t72_c0_1, align 64
+  %887 = mul nsw i64 %fc1.mb71249, 4
+  %888 = mul nsw i64 %887, 64
+  %889 = add nsw i64 598016, %888
+  %890 = mul nsw i64 %fc1.nb70248, 64
+  %891 = add nsw i64 %889, %890
+  %892 = add nsw i64 %891, 32
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 %892
+  %893 = load <16 x float>, ptr %arena252, align 4
+  store <16 x float> %893, ptr %fc1.t72_c0_2, align 64
+  %894 = mul nsw i64 %fc1.mb71249, 4
+  %895 = mul nsw i64 %894, 64
+  %896 = add nsw i64 598016, %895
+  %897 = mul nsw i64 %fc1.nb70248, 64
+  %898 = add nsw i64 %896, %897
+  %899 = add nsw i64 %898, 48
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %899
+  %900 = load <16 x float>, ptr %arena253, align 4
+  store <16 x float> %900, ptr %fc1.t72_c0_3, align 64
+  %901 = mul nsw i64 %fc1.mb71249, 4
+  %902 = add nsw i64 %901, 1
+  %903 = mul nsw i64 %902, 64
+  %904 = add nsw i64 598016, %903
+  %905 = mul nsw i64 %fc1.nb70248, 64
+  %906 = add nsw i64 %904, %905
+  %arena254 = getelementptr inbounds float, ptr %arena, i64 %906
+  %907 = load <16 x float>, ptr %arena254, align 4
+  store <16 x float> %907, ptr %fc1.t72_c1_0, align 64
+  %908 = mul nsw i64 %fc1.mb71249, 4
+  %909 = add nsw i64 %908, 1
+  %910 = mul nsw i64 %909, 64
+  %911 = add nsw i64 598016, %910
+  %912 = mul nsw i64 %fc1.nb70248, 64
+  %913 = add nsw i64 %911, %912
+  %914 = add nsw i64 %913, 16
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %914
+  %915 = load <16 x float>, ptr %arena255, align 4
+  store <16 x float> %915, ptr %fc1.t72_c1_1, align 64
+  %916 = mul nsw i64 %fc1.mb71249, 4
+  %917 = add nsw i64 %916, 1
+  %918 = mul nsw i64 %917, 64
+  %919 = add nsw i64 598016, %918
+  %920 = mul nsw i64 %fc1.nb70248, 64
+  %921 = add nsw i64 %919, %920
+  %922 = add nsw i64 %921, 32
+  %arena256 = getelementptr inbounds float, ptr %arena, i64 %922
+  %923 = load <16 x float>, ptr %arena256, align 4
+  store <16 x float> %923, ptr %fc1.t72_c1_2, align 64
+  %924 = mul nsw i64 %fc1.mb71249, 4
+  %925 = add nsw i64 %924, 1
+  %926 = mul nsw i64 %925, 64
+  %927 = add nsw i64 598016, %926
+  %928 = mul nsw i64 %fc1.nb70248, 64
+  %929 = add nsw i64 %927, %928
+  %930 = add nsw i64 %929, 48
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %930
+  %931 = load <16 x float>, ptr %arena257, align 4
+  store <16 x float> %931, ptr %fc1.t72_c1_3, align 64
+  %932 = mul nsw i64 %fc1.mb71249, 4
+  %933 = add nsw i64 %932, 2
+  %934 = mul nsw i64 %933, 64
+  %935 = add nsw i64 598016, %934
+  %936 = mul nsw i64 %fc1.nb70248, 64
+  %937 = add nsw i64 %935, %936
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 %937
+  %938 = load <16 x float>, ptr %arena258, align 4
+  store <16 x float> %938, ptr %fc1.t72_c2_0, align 64
+  %939 = mul nsw i64 %fc1.mb71249, 4
+  %940 = add nsw i64 %939, 2
+  %941 = mul nsw i64 %940, 64
+  %942 = add nsw i64 598016, %941
+  %943 = mul nsw i64 %fc1.nb70248, 64
+  %944 = add nsw i64 %942, %943
+  %945 = add nsw i64 %944, 16
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %945
+  %946 = load <16 x float>, ptr %arena259, align 4
+  store <16 x float> %946, ptr %fc1.t72_c2_1, align 64
+  %947 = mul nsw i64 %fc1.mb71249, 4
+  %948 = add nsw i64 %947, 2
+  %949 = mul nsw i64 %948, 64
+  %950 = add nsw i64 598016, %949
+  %951 = mul nsw i64 %fc1.nb70248, 64
+  %952 = add nsw i64 %950, %951
+  %953 = add nsw i64 %952, 32
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %953
+  %954 = load <16 x float>, ptr %arena260, align 4
+  store <16 x float> %954, ptr %fc1.t72_c2_2, align 64
+  %955 = mul nsw i64 %fc1.mb71249, 4
+  %956 = add nsw i64 %955, 2
+  %957 = mul nsw i64 %956, 64
+  %958 = add nsw i64 598016, %957
+  %959 = mul nsw i64 %fc1.nb70248, 64
+  %960 = add nsw i64 %958, %959
+  %961 = add nsw i64 %960, 48
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %961
+  %962 = load <16 x float>, ptr %arena261, align 4
+  store <16 x float> %962, ptr %fc1.t72_c2_3, align 64
+  %963 = mul nsw i64 %fc1.mb71249, 4
+  %964 = add nsw i64 %963, 3
+  %965 = mul nsw i64 %964, 64
+  %966 = add nsw i64 598016, %965
+  %967 = mul nsw i64 %fc1.nb70248, 64
+  %968 = add nsw i64 %966, %967
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 %968
+  %969 = load <16 x float>, ptr %arena262, align 4
+  store <16 x float> %969, ptr %fc1.t72_c3_0, align 64
+  %970 = mul nsw i64 %fc1.mb71249, 4
+  %971 = add nsw i64 %970, 3
+  %972 = mul nsw i64 %971, 64
+  %973 = add nsw i64 598016, %972
+  %974 = mul nsw i64 %fc1.nb70248, 64
+  %975 = add nsw i64 %973, %974
+  %976 = add nsw i64 %975, 16
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %976
+  %977 = load <16 x float>, ptr %arena263, align 4
+  store <16 x float> %977, ptr %fc1.t72_c3_1, align 64
+  %978 = mul nsw i64 %fc1.mb71249, 4
+  %979 = add nsw i64 %978, 3
+  %980 = mul nsw i64 %979, 64
+  %981 = add nsw i64 598016, %980
+  %982 = mul nsw i64 %fc1.nb70248, 64
+  %983 = add nsw i64 %981, %982
+  %984 = add nsw i64 %983, 32
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %984
+  %985 = load <16 x float>, ptr %arena264, align 4
+  store <16 x float> %985, ptr %fc1.t72_c3_2, align 64
+  %986 = mul nsw i64 %fc1.mb71249, 4
+  %987 = add nsw i64 %986, 3
+  %988 = mul nsw i64 %987, 64
+  %989 = add nsw i64 598016, %988
+  %990 = mul nsw i64 %fc1.nb70248, 64
+  %991 = add nsw i64 %989, %990
+  %992 = add nsw i64 %991, 48
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %992
+  %993 = load <16 x float>, ptr %arena265, align 4
+  store <16 x float> %993, ptr %fc1.t72_c3_3, align 64
+  br label %fc1.k73
+
+fc1.mb71.end:                                     ; preds = %fc1.k73.end
+  %nb70.next = add nsw i64 %fc1.nb70248, 1
+  %994 = icmp slt i64 %nb70.next, 1
+  br i1 %994, label %fc1.nb70, label %fc1.nb70.end
+
+fc1.k73:                                          ; preds = %fc1.k73, %fc1.mb71
+  %fc1.k73266 = phi i64 [ 0, %fc1.mb71 ], [ %k73.next, %fc1.k73 ]
+  %995 = mul nsw i64 %fc1.kp69247, 384
+  %996 = add nsw i64 %fc1.k73266, %995
+  %997 = mul nsw i64 %996, 64
+  %998 = add nsw i64 8192, %997
+  %999 = mul nsw i64 %fc1.nb70248, 64
+  %1000 = add nsw i64 %998, %999
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %1000
+  %1001 = load <16 x float>, ptr %arena267, align 4
+  store <16 x float> %1001, ptr %fc1.t72_b0, align 64
+  %1002 = mul nsw i64 %fc1.kp69247, 384
+  %1003 = add nsw i64 %fc1.k73266, %1002
+  %1004 = mul nsw i64 %1003, 64
+  %1005 = add nsw i64 8192, %1004
+  %1006 = mul nsw i64 %fc1.nb70248, 64
+  %1007 = add nsw i64 %1005, %1006
+  %1008 = add nsw i64 %1007, 16
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 %1008
+  %1009 = load <16 x float>, ptr %arena268, align 4
+  store <16 x float> %1009, ptr %fc1.t72_b1, align 64
+  %1010 = mul nsw i64 %fc1.kp69247, 384
+  %1011 = add nsw i64 %fc1.k73266, %1010
+  %1012 = mul nsw i64 %1011, 64
+  %1013 = add nsw i64 8192, %1012
+  %1014 = mul nsw i64 %fc1.nb70248, 64
+  %1015 = add nsw i64 %1013, %1014
+  %1016 = add nsw i64 %1015, 32
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %1016
+  %1017 = load <16 x float>, ptr %arena269, align 4
+  store <16 x float> %1017, ptr %fc1.t72_b2, align 64
+  %1018 = mul nsw i64 %fc1.kp69247, 384
+  %1019 = add nsw i64 %fc1.k73266, %1018
+  %1020 = mul nsw i64 %1019, 64
+  %1021 = add nsw i64 8192, %1020
+  %1022 = mul nsw i64 %fc1.nb70248, 64
+  %1023 = add nsw i64 %1021, %1022
+  %1024 = add nsw i64 %1023, 48
+  %arena270 = getelementptr inbounds float, ptr %arena, i64 %1024
+  %1025 = load <16 x float>, ptr %arena270, align 4
+  store <16 x float> %1025, ptr %fc1.t72_b3, align 64
+  %1026 = mul nsw i64 %fc1.mb71249, 4
+  %1027 = mul nsw i64 %1026, 9216
+  %1028 = add nsw i64 18816, %1027
+  %1029 = mul nsw i64 %fc1.kp69247, 384
+  %1030 = add nsw i64 %fc1.k73266, %1029
+  %1031 = add nsw i64 %1028, %1030
+  %params271 = getelementptr inbounds float, ptr %params, i64 %1031
+  %1032 = load float, ptr %params271, align 4
+  %1033 = insertelement <16 x float> undef, float %1032, i32 0
+  %1034 = shufflevector <16 x float> %1033, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1034, ptr %fc1.t72_a0, align 64
+  %t72_a0 = load <16 x float>, ptr %fc1.t72_a0, align 64
+  %t72_b0 = load <16 x float>, ptr %fc1.t72_b0, align 64
+  %t72_c0_0 = load <16 x float>, ptr %fc1.t72_c0_0, align 64
+  %1035 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a0, <16 x float> %t72_b0, <16 x float> %t72_c0_0)
+  store <16 x float> %1035, ptr %fc1.t72_c0_0, align 64
+  %t72_a0272 = load <16 x float>, ptr %fc1.t72_a0, align 64
+  %t72_b1 = load <16 x float>, ptr %fc1.t72_b1, align 64
+  %t72_c0_1 = load <16 x float>, ptr %fc1.t72_c0_1, align 64
+  %1036 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a0272, <16 x float> %t72_b1, <16 x float> %t72_c0_1)
+  store <16 x float> %1036, ptr %fc1.t72_c0_1, align 64
+  %t72_a0273 = load <16 x float>, ptr %fc1.t72_a0, align 64
+  %t72_b2 = load <16 x float>, ptr %fc1.t72_b2, align 64
+  %t72_c0_2 = load <16 x float>, ptr %fc1.t72_c0_2, align 64
+  %1037 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a0273, <16 x float> %t72_b2, <16 x float> %t72_c0_2)
+  store <16 x float> %1037, ptr %fc1.t72_c0_2, align 64
+  %t72_a0274 = load <16 x float>, ptr %fc1.t72_a0, align 64
+  %t72_b3 = load <16 x float>, ptr %fc1.t72_b3, align 64
+  %t72_c0_3 = load <16 x float>, ptr %fc1.t72_c0_3, align 64
+  %1038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a0274, <16 x float> %t72_b3, <16 x float> %t72_c0_3)
+  store <16 x float> %1038, ptr %fc1.t72_c0_3, align 64
+  %1039 = mul nsw i64 %fc1.mb71249, 4
+  %1040 = add nsw i64 %1039, 1
+  %1041 = mul nsw i64 %1040, 9216
+  %1042 = add nsw i64 18816, %1041
+  %1043 = mul nsw i64 %fc1.kp69247, 384
+  %1044 = add nsw i64 %fc1.k73266, %1043
+  %1045 = add nsw i64 %1042, %1044
+  %params275 = getelementptr inbounds float, ptr %params, i64 %1045
+  %1046 = load float, ptr %params275, align 4
+  %1047 = insertelement <16 x float> undef, float %1046, i32 0
+  %1048 = shufflevector <16 x float> %1047, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1048, ptr %fc1.t72_a1, align 64
+  %t72_a1 = load <16 x float>, ptr %fc1.t72_a1, align 64
+  %t72_b0276 = load <16 x float>, ptr %fc1.t72_b0, align 64
+  %t72_c1_0 = load <16 x float>, ptr %fc1.t72_c1_0, align 64
+  %1049 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a1, <16 x float> %t72_b0276, <16 x float> %t72_c1_0)
+  store <16 x float> %1049, ptr %fc1.t72_c1_0, align 64
+  %t72_a1277 = load <16 x float>, ptr %fc1.t72_a1, align 64
+  %t72_b1278 = load <16 x float>, ptr %fc1.t72_b1, align 64
+  %t72_c1_1 = load <16 x float>, ptr %fc1.t72_c1_1, align 64
+  %1050 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a1277, <16 x float> %t72_b1278, <16 x float> %t72_c1_1)
+  store <16 x float> %1050, ptr %fc1.t72_c1_1, align 64
+  %t72_a1279 = load <16 x float>, ptr %fc1.t72_a1, align 64
+  %t72_b2280 = load <16 x float>, ptr %fc1.t72_b2, align 64
+  %t72_c1_2 = load <16 x float>, ptr %fc1.t72_c1_2, align 64
+  %1051 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a1279, <16 x float> %t72_b2280, <16 x float> %t72_c1_2)
+  store <16 x float> %1051, ptr %fc1.t72_c1_2, align 64
+  %t72_a1281 = load <16 x float>, ptr %fc1.t72_a1, align 64
+  %t72_b3282 = load <16 x float>, ptr %fc1.t72_b3, align 64
+  %t72_c1_3 = load <16 x float>, ptr %fc1.t72_c1_3, align 64
+  %1052 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a1281, <16 x float> %t72_b3282, <16 x float> %t72_c1_3)
+  store <16 x float> %1052, ptr %fc1.t72_c1_3, align 64
+  %1053 = mul nsw i64 %fc1.mb71249, 4
+  %1054 = add nsw i64 %1053, 2
+  %1055 = mul nsw i64 %1054, 9216
+  %1056 = add nsw i64 18816, %1055
+  %1057 = mul nsw i64 %fc1.kp69247, 384
+  %1058 = add nsw i64 %fc1.k73266, %1057
+  %1059 = add nsw i64 %1056, %1058
+  %params283 = getelementptr inbounds float, ptr %params, i64 %1059
+  %1060 = load float, ptr %params283, align 4
+  %1061 = insertelement <16 x float> undef, float %1060, i32 0
+  %1062 = shufflevector <16 x float> %1061, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1062, ptr %fc1.t72_a2, align 64
+  %t72_a2 = load <16 x float>, ptr %fc1.t72_a2, align 64
+  %t72_b0284 = load <16 x float>, ptr %fc1.t72_b0, align 64
+  %t72_c2_0 = load <16 x float>, ptr %fc1.t72_c2_0, align 64
+  %1063 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a2, <16 x float> %t72_b0284, <16 x float> %t72_c2_0)
+  store <16 x float> %1063, ptr %fc1.t72_c2_0, align 64
+  %t72_a2285 = load <16 x float>, ptr %fc1.t72_a2, align 64
+  %t72_b1286 = load <16 x float>, ptr %fc1.t72_b1, align 64
+  %t72_c2_1 = load <16 x float>, ptr %fc1.t72_c2_1, align 64
+  %1064 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a2285, <16 x float> %t72_b1286, <16 x float> %t72_c2_1)
+  store <16 x float> %1064, ptr %fc1.t72_c2_1, align 64
+  %t72_a2287 = load <16 x float>, ptr %fc1.t72_a2, align 64
+  %t72_b2288 = load <16 x float>, ptr %fc1.t72_b2, align 64
+  %t72_c2_2 = load <16 x float>, ptr %fc1.t72_c2_2, align 64
+  %1065 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a2287, <16 x float> %t72_b2288, <16 x float> %t72_c2_2)
+  store <16 x float> %1065, ptr %fc1.t72_c2_2, align 64
+  %t72_a2289 = load <16 x float>, ptr %fc1.t72_a2, align 64
+  %t72_b3290 = load <16 x float>, ptr %fc1.t72_b3, align 64
+  %t72_c2_3 = load <16 x float>, ptr %fc1.t72_c2_3, align 64
+  %1066 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a2289, <16 x float> %t72_b3290, <16 x float> %t72_c2_3)
+  store <16 x float> %1066, ptr %fc1.t72_c2_3, align 64
+  %1067 = mul nsw i64 %fc1.mb71249, 4
+  %1068 = add nsw i64 %1067, 3
+  %1069 = mul nsw i64 %1068, 9216
+  %1070 = add nsw i64 18816, %1069
+  %1071 = mul nsw i64 %fc1.kp69247, 384
+  %1072 = add nsw i64 %fc1.k73266, %1071
+  %1073 = add nsw i64 %1070, %1072
+  %params291 = getelementptr inbounds float, ptr %params, i64 %1073
+  %1074 = load float, ptr %params291, align 4
+  %1075 = insertelement <16 x float> undef, float %1074, i32 0
+  %1076 = shufflevector <16 x float> %1075, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1076, ptr %fc1.t72_a3, align 64
+  %t72_a3 = load <16 x float>, ptr %fc1.t72_a3, align 64
+  %t72_b0292 = load <16 x float>, ptr %fc1.t72_b0, align 64
+  %t72_c3_0 = load <16 x float>, ptr %fc1.t72_c3_0, align 64
+  %1077 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a3, <16 x float> %t72_b0292, <16 x float> %t72_c3_0)
+  store <16 x float> %1077, ptr %fc1.t72_c3_0, align 64
+  %t72_a3293 = load <16 x float>, ptr %fc1.t72_a3, align 64
+  %t72_b1294 = load <16 x float>, ptr %fc1.t72_b1, align 64
+  %t72_c3_1 = load <16 x float>, ptr %fc1.t72_c3_1, align 64
+  %1078 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a3293, <16 x float> %t72_b1294, <16 x float> %t72_c3_1)
+  store <16 x float> %1078, ptr %fc1.t72_c3_1, align 64
+  %t72_a3295 = load <16 x float>, ptr %fc1.t72_a3, align 64
+  %t72_b2296 = load <16 x float>, ptr %fc1.t72_b2, align 64
+  %t72_c3_2 = load <16 x float>, ptr %fc1.t72_c3_2, align 64
+  %1079 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a3295, <16 x float> %t72_b2296, <16 x float> %t72_c3_2)
+  store <16 x float> %1079, ptr %fc1.t72_c3_2, align 64
+  %t72_a3297 = load <16 x float>, ptr %fc1.t72_a3, align 64
+  %t72_b3298 = load <16 x float>, ptr %fc1.t72_b3, align 64
+  %t72_c3_3 = load <16 x float>, ptr %fc1.t72_c3_3, align 64
+  %1080 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t72_a3297, <16 x float> %t72_b3298, <16 x float> %t72_c3_3)
+  store <16 x float> %1080, ptr %fc1.t72_c3_3, align 64
+  %k73.next = add nsw i64 %fc1.k73266, 1
+  %1081 = icmp slt i64 %k73.next, 384
+  br i1 %1081, label %fc1.k73, label %fc1.k73.end
+
+fc1.k73.end:                                      ; preds = %fc1.k73
+  %t72_c0_0299 = load <16 x float>, ptr %fc1.t72_c0_0, align 64
+  %1082 = mul nsw i64 %fc1.mb71249, 4
+  %1083 = mul nsw i64 %1082, 64
+  %1084 = add nsw i64 598016, %1083
+  %1085 = mul nsw i64 %fc1.nb70248, 64
+  %1086 = add nsw i64 %1084, %1085
+  %arena300 = getelementptr inbounds float, ptr %arena, i64 %1086
+  store <16 x float> %t72_c0_0299, ptr %arena300, align 4
+  %t72_c0_1301 = load <16 x float>, ptr %fc1.t72_c0_1, align 64
+  %1087 = mul nsw i64 %fc1.mb71249, 4
+  %1088 = mul nsw i64 %1087, 64
+  %1089 = add nsw i64 598016, %1088
+  %1090 = mul nsw i64 %fc1.nb70248, 64
+  %1091 = add nsw i64 %1089, %1090
+  %1092 = add nsw i64 %1091, 16
+  %arena302 = getelementptr inbounds float, ptr %arena, i64 %1092
+  store <16 x float> %t72_c0_1301, ptr %arena302, align 4
+  %t72_c0_2303 = load <16 x float>, ptr %fc1.t72_c0_2, align 64
+  %1093 = mul nsw i64 %fc1.mb71249, 4
+  %1094 = mul nsw i64 %1093, 64
+  %1095 = add nsw i64 598016, %1094
+  %1096 = mul nsw i64 %fc1.nb70248, 64
+  %1097 = add nsw i64 %1095, %1096
+  %1098 = add nsw i64 %1097, 32
+  %arena304 = getelementptr inbounds float, ptr %arena, i64 %1098
+  store <16 x float> %t72_c0_2303, ptr %arena304, align 4
+  %t72_c0_3305 = load <16 x float>, ptr %fc1.t72_c0_3, align 64
+  %1099 = mul nsw i64 %fc1.mb71249, 4
+  %1100 = mul nsw i64 %1099, 64
+  %1101 = add nsw i64 598016, %1100
+  %1102 = mul nsw i64 %fc1.nb70248, 64
+  %1103 = add nsw i64 %1101, %1102
+  %1104 = add nsw i64 %1103, 48
+  %arena306 = getelementptr inbounds float, ptr %arena, i64 %1104
+  store <16 x float> %t72_c0_3305, ptr %arena306, align 4
+  %t72_c1_0307 = load <16 x float>, ptr %fc1.t72_c1_0, align 64
+  %1105 = mul nsw i64 %fc1.mb71249, 4
+  %1106 = add nsw i64 %1105, 1
+  %1107 = mul nsw i64 %1106, 64
+  %1108 = add nsw i64 598016, %1107
+  %1109 = mul nsw i64 %fc1.nb70248, 64
+  %1110 = add nsw i64 %1108, %1109
+  %arena308 = getelementptr inbounds float, ptr %arena, i64 %1110
+  store <16 x float> %t72_c1_0307, ptr %arena308, align 4
+  %t72_c1_1309 = load <16 x float>, ptr %fc1.t72_c1_1, align 64
+  %1111 = mul nsw i64 %fc1.mb71249, 4
+  %1112 = add nsw i64 %1111, 1
+  %1113 = mul nsw i64 %1112, 64
+  %1114 = add nsw i64 598016, %1113
+  %1115 = mul nsw i64 %fc1.nb70248, 64
+  %1116 = add nsw i64 %1114, %1115
+  %1117 = add nsw i64 %1116, 16
+  %arena310 = getelementptr inbounds float, ptr %arena, i64 %1117
+  store <16 x float> %t72_c1_1309, ptr %arena310, align 4
+  %t72_c1_2311 = load <16 x float>, ptr %fc1.t72_c1_2, align 64
+  %1118 = mul nsw i64 %fc1.mb71249, 4
+  %1119 = add nsw i64 %1118, 1
+  %1120 = mul nsw i64 %1119, 64
+  %1121 = add nsw i64 598016, %1120
+  %1122 = mul nsw i64 %fc1.nb70248, 64
+  %1123 = add nsw i64 %1121, %1122
+  %1124 = add nsw i64 %1123, 32
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %1124
+  store <16 x float> %t72_c1_2311, ptr %arena312, align 4
+  %t72_c1_3313 = load <16 x float>, ptr %fc1.t72_c1_3, align 64
+  %1125 = mul nsw i64 %fc1.mb71249, 4
+  %1126 = add nsw i64 %1125, 1
+  %1127 = mul nsw i64 %1126, 64
+  %1128 = add nsw i64 598016, %1127
+  %1129 = mul nsw i64 %fc1.nb70248, 64
+  %1130 = add nsw i64 %1128, %1129
+  %1131 = add nsw i64 %1130, 48
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %1131
+  store <16 x float> %t72_c1_3313, ptr %arena314, align 4
+  %t72_c2_0315 = load <16 x float>, ptr %fc1.t72_c2_0, align 64
+  %1132 = mul nsw i64 %fc1.mb71249, 4
+  %1133 = add nsw i64 %1132, 2
+  %1134 = mul nsw i64 %1133, 64
+  %1135 = add nsw i64 598016, %1134
+  %1136 = mul nsw i64 %fc1.nb70248, 64
+  %1137 = add nsw i64 %1135, %1136
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %1137
+  store <16 x float> %t72_c2_0315, ptr %arena316, align 4
+  %t72_c2_1317 = load <16 x float>, ptr %fc1.t72_c2_1, align 64
+  %1138 = mul nsw i64 %fc1.mb71249, 4
+  %1139 = add nsw i64 %1138, 2
+  %1140 = mul nsw i64 %1139, 64
+  %1141 = add nsw i64 598016, %1140
+  %1142 = mul nsw i64 %fc1.nb70248, 64
+  %1143 = add nsw i64 %1141, %1142
+  %1144 = add nsw i64 %1143, 16
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 %1144
+  store <16 x float> %t72_c2_1317, ptr %arena318, align 4
+  %t72_c2_2319 = load <16 x float>, ptr %fc1.t72_c2_2, align 64
+  %1145 = mul nsw i64 %fc1.mb71249, 4
+  %1146 = add nsw i64 %1145, 2
+  %1147 = mul nsw i64 %1146, 64
+  %1148 = add nsw i64 598016, %1147
+  %1149 = mul nsw i64 %fc1.nb70248, 64
+  %1150 = add nsw i64 %1148, %1149
+  %1151 = add nsw i64 %1150, 32
+  %arena320 = getelementptr inbounds float, ptr %arena, i64 %1151
+  store <16 x float> %t72_c2_2319, ptr %arena320, align 4
+  %t72_c2_3321 = load <16 x float>, ptr %fc1.t72_c2_3, align 64
+  %1152 = mul nsw i64 %fc1.mb71249, 4
+  %1153 = add nsw i64 %1152, 2
+  %1154 = mul nsw i64 %1153, 64
+  %1155 = add nsw i64 598016, %1154
+  %1156 = mul nsw i64 %fc1.nb70248, 64
+  %1157 = add nsw i64 %1155, %1156
+  %1158 = add nsw i64 %1157, 48
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %1158
+  store <16 x float> %t72_c2_3321, ptr %arena322, align 4
+  %t72_c3_0323 = load <16 x float>, ptr %fc1.t72_c3_0, align 64
+  %1159 = mul nsw i64 %fc1.mb71249, 4
+  %1160 = add nsw i64 %1159, 3
+  %1161 = mul nsw i64 %1160, 64
+  %1162 = add nsw i64 598016, %1161
+  %1163 = mul nsw i64 %fc1.nb70248, 64
+  %1164 = add nsw i64 %1162, %1163
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %1164
+  store <16 x float> %t72_c3_0323, ptr %arena324, align 4
+  %t72_c3_1325 = load <16 x float>, ptr %fc1.t72_c3_1, align 64
+  %1165 = mul nsw i64 %fc1.mb71249, 4
+  %1166 = add nsw i64 %1165, 3
+  %1167 = mul nsw i64 %1166, 64
+  %1168 = add nsw i64 598016, %1167
+  %1169 = mul nsw i64 %fc1.nb70248, 64
+  %1170 = add nsw i64 %1168, %1169
+  %1171 = add nsw i64 %1170, 16
+  %arena326 = getelementptr inbounds float, ptr %arena, i64 %1171
+  store <16 x float> %t72_c3_1325, ptr %arena326, align 4
+  %t72_c3_2327 = load <16 x float>, ptr %fc1.t72_c3_2, align 64
+  %1172 = mul nsw i64 %fc1.mb71249, 4
+  %1173 = add nsw i64 %1172, 3
+  %1174 = mul nsw i64 %1173, 64
+  %1175 = add nsw i64 598016, %1174
+  %1176 = mul nsw i64 %fc1.nb70248, 64
+  %1177 = add nsw i64 %1175, %1176
+  %1178 = add nsw i64 %1177, 32
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %1178
+  store <16 x float> %t72_c3_2327, ptr %arena328, align 4
+  %t72_c3_3329 = load <16 x float>, ptr %fc1.t72_c3_3, align 64
+  %1179 = mul nsw i64 %fc1.mb71249, 4
+  %1180 = add nsw i64 %1179, 3
+  %1181 = mul nsw i64 %1180, 64
+  %1182 = add nsw i64 598016, %1181
+  %1183 = mul nsw i64 %fc1.nb70248, 64
+  %1184 = add nsw i64 %1182, %1183
+  %1185 = add nsw i64 %1184, 48
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %1185
+  store <16 x float> %t72_c3_3329, ptr %arena330, align 4
+  %mb71.next = add nsw i64 %fc1.mb71249, 1
+  %1186 = icmp slt i64 %mb71.next, 32
+  br i1 %1186, label %fc1.mb71, label %fc1.mb71.end
+
+fc1.n74:                                          ; preds = %fc1.u75.end, %fc1.kp69.end
+  %fc1.n74331 = phi i64 [ 0, %fc1.kp69.end ], [ %n74.next, %fc1.u75.end ]
+  br label %fc1.u75
+
+fc1.n74.end:                                      ; preds = %fc1.u75.end
+  %arena338 = getelementptr inbounds float, ptr %arena, i64 0
+  %params339 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena338, i32 128, ptr %params339, i32 128, float 0.000000e+00, ptr %arena340, i32 10)
+  br label %fc2.n76
+
+fc1.u75:                                          ; preds = %fc1.u75, %fc1.n74
+  %fc1.u75332 = phi i64 [ 0, %fc1.n74 ], [ %u75.next, %fc1.u75 ]
+  %1187 = mul nsw i64 %fc1.u75332, 64
+  %1188 = add nsw i64 598016, %1187
+  %1189 = add nsw i64 %1188, %fc1.n74331
+  %arena333 = getelementptr inbounds float, ptr %arena, i64 %1189
+  %1190 = load float, ptr %arena333, align 4
+  %1191 = add nsw i64 1198464, %fc1.u75332
+  %params334 = getelementptr inbounds float, ptr %params, i64 %1191
+  %1192 = load float, ptr %params334, align 4
+  %1193 = fadd float %1190, %1192
+  %1194 = fcmp ogt float %1193, 0.000000e+00
+  %1195 = mul nsw i64 %fc1.u75332, 64
+  %1196 = add nsw i64 598016, %1195
+  %1197 = add nsw i64 %1196, %fc1.n74331
+  %arena335 = getelementptr inbounds float, ptr %arena, i64 %1197
+  %1198 = load float, ptr %arena335, align 4
+  %1199 = add nsw i64 1198464, %fc1.u75332
+  %params336 = getelementptr inbounds float, ptr %params, i64 %1199
+  %1200 = load float, ptr %params336, align 4
+  %1201 = fadd float %1198, %1200
+  %1202 = select i1 %1194, float %1201, float 0.000000e+00
+  %1203 = mul nsw i64 %fc1.n74331, 128
+  %1204 = add nsw i64 %1203, %fc1.u75332
+  %arena337 = getelementptr inbounds float, ptr %arena, i64 %1204
+  store float %1202, ptr %arena337, align 4
+  %u75.next = add nsw i64 %fc1.u75332, 1
+  %1205 = icmp slt i64 %u75.next, 128
+  br i1 %1205, label %fc1.u75, label %fc1.u75.end
+
+fc1.u75.end:                                      ; preds = %fc1.u75
+  %n74.next = add nsw i64 %fc1.n74331, 1
+  %1206 = icmp slt i64 %n74.next, 64
+  br i1 %1206, label %fc1.n74, label %fc1.n74.end
+
+fc2.n76:                                          ; preds = %fc2.u77.end, %fc1.n74.end
+  %fc2.n76341 = phi i64 [ 0, %fc1.n74.end ], [ %n76.next, %fc2.u77.end ]
+  br label %fc2.u77
+
+fc2.n76.end:                                      ; preds = %fc2.u77.end
+  br label %probs.n78
+
+fc2.u77:                                          ; preds = %fc2.u77, %fc2.n76
+  %fc2.u77342 = phi i64 [ 0, %fc2.n76 ], [ %u77.next, %fc2.u77 ]
+  %1207 = mul nsw i64 %fc2.n76341, 10
+  %1208 = add nsw i64 8192, %1207
+  %1209 = add nsw i64 %1208, %fc2.u77342
+  %arena343 = getelementptr inbounds float, ptr %arena, i64 %1209
+  %1210 = load float, ptr %arena343, align 4
+  %1211 = add nsw i64 1199872, %fc2.u77342
+  %params344 = getelementptr inbounds float, ptr %params, i64 %1211
+  %1212 = load float, ptr %params344, align 4
+  %1213 = fadd float %1210, %1212
+  %1214 = mul nsw i64 %fc2.n76341, 10
+  %1215 = add nsw i64 8192, %1214
+  %1216 = add nsw i64 %1215, %fc2.u77342
+  %arena345 = getelementptr inbounds float, ptr %arena, i64 %1216
+  store float %1213, ptr %arena345, align 4
+  %u77.next = add nsw i64 %fc2.u77342, 1
+  %1217 = icmp slt i64 %u77.next, 10
+  br i1 %1217, label %fc2.u77, label %fc2.u77.end
+
+fc2.u77.end:                                      ; preds = %fc2.u77
+  %n76.next = add nsw i64 %fc2.n76341, 1
+  %1218 = icmp slt i64 %n76.next, 64
+  br i1 %1218, label %fc2.n76, label %fc2.n76.end
+
+probs.n78:                                        ; preds = %probs.k83.end, %fc2.n76.end
+  %probs.n78346 = phi i64 [ 0, %fc2.n76.end ], [ %n78.next, %probs.k83.end ]
+  %1219 = mul nsw i64 %probs.n78346, 10
+  %1220 = add nsw i64 8192, %1219
+  %arena347 = getelementptr inbounds float, ptr %arena, i64 %1220
+  %1221 = load float, ptr %arena347, align 4
+  store float %1221, ptr %probs.m79, align 4
+  br label %probs.k81
+
+probs.n78.end:                                    ; preds = %probs.k83.end
   ret void
 
-probs.k72:                                        ; preds = %probs.k72, %probs.n69
-  %probs.k72260 = phi i64 [ 0, %probs.n69 ], [ %k72.next, %probs.k72 ]
-  %m70 = load float, ptr %probs.m70, align 4
-  %892 = mul nsw i64 %probs.n69258, 10
-  %893 = add nsw i64 8192, %892
-  %894 = add nsw i64 %893, %probs.k72260
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %894
-  %895 = load float, ptr %arena261, align 4
-  %896 = fcmp ogt float %895, %m70
-  %897 = select i1 %896, float %895, float %m70
-  store float %897, ptr %probs.m70, align 4
-  %k72.next = add nsw i64 %probs.k72260, 1
-  %898 = icmp slt i64 %k72.next, 10
-  br i1 %898, label %probs.k72, label %probs.k72.end
+probs.k81:                                        ; preds = %probs.k81, %probs.n78
+  %probs.k81348 = phi i64 [ 0, %probs.n78 ], [ %k81.next, %probs.k81 ]
+  %m79 = load float, ptr %probs.m79, align 4
+  %1222 = mul nsw i64 %probs.n78346, 10
+  %1223 = add nsw i64 8192, %1222
+  %1224 = add nsw i64 %1223, %probs.k81348
+  %arena349 = getelementptr inbounds float, ptr %arena, i64 %1224
+  %1225 = load float, ptr %arena349, align 4
+  %1226 = fcmp ogt float %1225, %m79
+  %1227 = select i1 %1226, float %1225, float %m79
+  store float %1227, ptr %probs.m79, align 4
+  %k81.next = add nsw i64 %probs.k81348, 1
+  %1228 = icmp slt i64 %k81.next, 10
+  br i1 %1228, label %probs.k81, label %probs.k81.end
 
-probs.k72.end:                                    ; preds = %probs.k72
-  store float 0.000000e+00, ptr %probs.s71, align 4
-  br label %probs.k73
+probs.k81.end:                                    ; preds = %probs.k81
+  store float 0.000000e+00, ptr %probs.s80, align 4
+  br label %probs.k82
 
-probs.k73:                                        ; preds = %probs.k73, %probs.k72.end
-  %probs.k73262 = phi i64 [ 0, %probs.k72.end ], [ %k73.next, %probs.k73 ]
-  %s71 = load float, ptr %probs.s71, align 4
-  %899 = mul nsw i64 %probs.n69258, 10
-  %900 = add nsw i64 8192, %899
-  %901 = add nsw i64 %900, %probs.k73262
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 %901
-  %902 = load float, ptr %arena263, align 4
-  %m70264 = load float, ptr %probs.m70, align 4
-  %903 = fsub float %902, %m70264
-  %904 = call float @llvm.exp.f32(float %903)
-  %905 = fadd float %s71, %904
-  store float %905, ptr %probs.s71, align 4
-  %k73.next = add nsw i64 %probs.k73262, 1
-  %906 = icmp slt i64 %k73.next, 10
-  br i1 %906, label %probs.k73, label %probs.k73.end
+probs.k82:                                        ; preds = %probs.k82, %probs.k81.end
+  %probs.k82350 = phi i64 [ 0, %probs.k81.end ], [ %k82.next, %probs.k82 ]
+  %s80 = load float, ptr %probs.s80, align 4
+  %1229 = mul nsw i64 %probs.n78346, 10
+  %1230 = add nsw i64 8192, %1229
+  %1231 = add nsw i64 %1230, %probs.k82350
+  %arena351 = getelementptr inbounds float, ptr %arena, i64 %1231
+  %1232 = load float, ptr %arena351, align 4
+  %m79352 = load float, ptr %probs.m79, align 4
+  %1233 = fsub float %1232, %m79352
+  %1234 = call float @llvm.exp.f32(float %1233)
+  %1235 = fadd float %s80, %1234
+  store float %1235, ptr %probs.s80, align 4
+  %k82.next = add nsw i64 %probs.k82350, 1
+  %1236 = icmp slt i64 %k82.next, 10
+  br i1 %1236, label %probs.k82, label %probs.k82.end
 
-probs.k73.end:                                    ; preds = %probs.k73
-  br label %probs.k74
+probs.k82.end:                                    ; preds = %probs.k82
+  br label %probs.k83
 
-probs.k74:                                        ; preds = %probs.k74, %probs.k73.end
-  %probs.k74265 = phi i64 [ 0, %probs.k73.end ], [ %k74.next, %probs.k74 ]
-  %907 = mul nsw i64 %probs.n69258, 10
-  %908 = add nsw i64 8192, %907
-  %909 = add nsw i64 %908, %probs.k74265
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %909
-  %910 = load float, ptr %arena266, align 4
-  %m70267 = load float, ptr %probs.m70, align 4
-  %911 = fsub float %910, %m70267
-  %912 = call float @llvm.exp.f32(float %911)
-  %s71268 = load float, ptr %probs.s71, align 4
-  %913 = fdiv float %912, %s71268
-  %914 = mul nsw i64 %probs.n69258, 10
-  %915 = add nsw i64 %914, %probs.k74265
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %915
-  store float %913, ptr %arena269, align 4
-  %k74.next = add nsw i64 %probs.k74265, 1
-  %916 = icmp slt i64 %k74.next, 10
-  br i1 %916, label %probs.k74, label %probs.k74.end
+probs.k83:                                        ; preds = %probs.k83, %probs.k82.end
+  %probs.k83353 = phi i64 [ 0, %probs.k82.end ], [ %k83.next, %probs.k83 ]
+  %1237 = mul nsw i64 %probs.n78346, 10
+  %1238 = add nsw i64 8192, %1237
+  %1239 = add nsw i64 %1238, %probs.k83353
+  %arena354 = getelementptr inbounds float, ptr %arena, i64 %1239
+  %1240 = load float, ptr %arena354, align 4
+  %m79355 = load float, ptr %probs.m79, align 4
+  %1241 = fsub float %1240, %m79355
+  %1242 = call float @llvm.exp.f32(float %1241)
+  %s80356 = load float, ptr %probs.s80, align 4
+  %1243 = fdiv float %1242, %s80356
+  %1244 = mul nsw i64 %probs.n78346, 10
+  %1245 = add nsw i64 %1244, %probs.k83353
+  %arena357 = getelementptr inbounds float, ptr %arena, i64 %1245
+  store float %1243, ptr %arena357, align 4
+  %k83.next = add nsw i64 %probs.k83353, 1
+  %1246 = icmp slt i64 %k83.next, 10
+  br i1 %1246, label %probs.k83, label %probs.k83.end
 
-probs.k74.end:                                    ; preds = %probs.k74
-  %n69.next = add nsw i64 %probs.n69258, 1
-  %917 = icmp slt i64 %n69.next, 64
-  br i1 %917, label %probs.n69, label %probs.n69.end
+probs.k83.end:                                    ; preds = %probs.k83
+  %n78.next = add nsw i64 %probs.n78346, 1
+  %1247 = icmp slt i64 %n78.next, 64
+  br i1 %1247, label %probs.n78, label %probs.n78.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

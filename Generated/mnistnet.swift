@@ -315,570 +315,613 @@ public func mnistnet_train_b64(
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 2564096, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3153920, 128)
   for n66 in 0..<64 {
-    do {  // SIMD16 over u67
-      var u67 = 0
-      while u67 &+ 16 <= 128 {
-        store16(arena, (3153920 +% (n66 *% 128)) &+ u67, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 +% (n66 *% 128)) &+ u67) + load16(params, 1198464 &+ u67)), where: (load16(arena, (3153920 +% (n66 *% 128)) &+ u67) + load16(params, 1198464 &+ u67)) .> SIMD16<Float>(repeating: Float(0))))
-        u67 &+= 16
+    for k67 in 0..<9216 {
+      arena[((3162112 +% (k67 *% 64)) +% n66)] = arena[((2564096 +% (n66 *% 9216)) +% k67)]
+    }
+  }
+  for r68 in 0..<128 {
+    do {  // SIMD16 over i69
+      var i69 = 0
+      while i69 &+ 16 <= 64 {
+        store16(arena, (3751936 +% (r68 *% 64)) &+ i69, SIMD16<Float>(repeating: Float(0)))
+        i69 &+= 16
       }
-      while u67 < 128 {
-        arena[((3153920 +% (n66 *% 128)) +% u67)] = ((arena[((3153920 +% (n66 *% 128)) +% u67)] + params[(1198464 +% u67)]) > Float(0) ? (arena[((3153920 +% (n66 *% 128)) +% u67)] + params[(1198464 +% u67)]) : Float(0))
-        u67 &+= 1
+      while i69 < 64 {
+        arena[((3751936 +% (r68 *% 64)) +% i69)] = Float(0)
+        i69 &+= 1
       }
     }
   }
+  for kp70 in 0..<24 {
+    for nb71 in 0..<1 {
+      for mb72 in 0..<32 {
+        var t73_c0_0 = load16(arena, ((3751936 +% ((mb72 *% 4) *% 64)) +% (nb71 *% 64)))
+        var t73_c0_1 = load16(arena, (((3751936 +% ((mb72 *% 4) *% 64)) +% (nb71 *% 64)) +% 16))
+        var t73_c0_2 = load16(arena, (((3751936 +% ((mb72 *% 4) *% 64)) +% (nb71 *% 64)) +% 32))
+        var t73_c0_3 = load16(arena, (((3751936 +% ((mb72 *% 4) *% 64)) +% (nb71 *% 64)) +% 48))
+        var t73_c1_0 = load16(arena, ((3751936 +% (((mb72 *% 4) +% 1) *% 64)) +% (nb71 *% 64)))
+        var t73_c1_1 = load16(arena, (((3751936 +% (((mb72 *% 4) +% 1) *% 64)) +% (nb71 *% 64)) +% 16))
+        var t73_c1_2 = load16(arena, (((3751936 +% (((mb72 *% 4) +% 1) *% 64)) +% (nb71 *% 64)) +% 32))
+        var t73_c1_3 = load16(arena, (((3751936 +% (((mb72 *% 4) +% 1) *% 64)) +% (nb71 *% 64)) +% 48))
+        var t73_c2_0 = load16(arena, ((3751936 +% (((mb72 *% 4) +% 2) *% 64)) +% (nb71 *% 64)))
+        var t73_c2_1 = load16(arena, (((3751936 +% (((mb72 *% 4) +% 2) *% 64)) +% (nb71 *% 64)) +% 16))
+        var t73_c2_2 = load16(arena, (((3751936 +% (((mb72 *% 4) +% 2) *% 64)) +% (nb71 *% 64)) +% 32))
+        var t73_c2_3 = load16(arena, (((3751936 +% (((mb72 *% 4) +% 2) *% 64)) +% (nb71 *% 64)) +% 48))
+        var t73_c3_0 = load16(arena, ((3751936 +% (((mb72 *% 4) +% 3) *% 64)) +% (nb71 *% 64)))
+        var t73_c3_1 = load16(arena, (((3751936 +% (((mb72 *% 4) +% 3) *% 64)) +% (nb71 *% 64)) +% 16))
+        var t73_c3_2 = load16(arena, (((3751936 +% (((mb72 *% 4) +% 3) *% 64)) +% (nb71 *% 64)) +% 32))
+        var t73_c3_3 = load16(arena, (((3751936 +% (((mb72 *% 4) +% 3) *% 64)) +% (nb71 *% 64)) +% 48))
+        for k74 in 0..<384 {
+          let t73_b0 = load16(arena, ((3162112 +% ((k74 +% (kp70 *% 384)) *% 64)) +% (nb71 *% 64)))
+          let t73_b1 = load16(arena, (((3162112 +% ((k74 +% (kp70 *% 384)) *% 64)) +% (nb71 *% 64)) +% 16))
+          let t73_b2 = load16(arena, (((3162112 +% ((k74 +% (kp70 *% 384)) *% 64)) +% (nb71 *% 64)) +% 32))
+          let t73_b3 = load16(arena, (((3162112 +% ((k74 +% (kp70 *% 384)) *% 64)) +% (nb71 *% 64)) +% 48))
+          let t73_a0 = SIMD16<Float>(repeating: params[((18816 +% ((mb72 *% 4) *% 9216)) +% (k74 +% (kp70 *% 384)))])
+          t73_c0_0 = t73_c0_0.addingProduct(t73_a0, t73_b0)
+          t73_c0_1 = t73_c0_1.addingProduct(t73_a0, t73_b1)
+          t73_c0_2 = t73_c0_2.addingProduct(t73_a0, t73_b2)
+          t73_c0_3 = t73_c0_3.addingProduct(t73_a0, t73_b3)
+          let t73_a1 = SIMD16<Float>(repeating: params[((18816 +% (((mb72 *% 4) +% 1) *% 9216)) +% (k74 +% (kp70 *% 384)))])
+          t73_c1_0 = t73_c1_0.addingProduct(t73_a1, t73_b0)
+          t73_c1_1 = t73_c1_1.addingProduct(t73_a1, t73_b1)
+          t73_c1_2 = t73_c1_2.addingProduct(t73_a1, t73_b2)
+          t73_c1_3 = t73_c1_3.addingProduct(t73_a1, t73_b3)
+          let t73_a2 = SIMD16<Float>(repeating: params[((18816 +% (((mb72 *% 4) +% 2) *% 9216)) +% (k74 +% (kp70 *% 384)))])
+          t73_c2_0 = t73_c2_0.addingProduct(t73_a2, t73_b0)
+          t73_c2_1 = t73_c2_1.addingProduct(t73_a2, t73_b1)
+          t73_c2_2 = t73_c2_2.addingProduct(t73_a2, t73_b2)
+          t73_c2_3 = t73_c2_3.addingProduct(t73_a2, t73_b3)
+          let t73_a3 = SIMD16<Float>(repeating: params[((18816 +% (((mb72 *% 4) +% 3) *% 9216)) +% (k74 +% (kp70 *% 384)))])
+          t73_c3_0 = t73_c3_0.addingProduct(t73_a3, t73_b0)
+          t73_c3_1 = t73_c3_1.addingProduct(t73_a3, t73_b1)
+          t73_c3_2 = t73_c3_2.addingProduct(t73_a3, t73_b2)
+          t73_c3_3 = t73_c3_3.addingProduct(t73_a3, t73_b3)
+        }
+        store16(arena, ((3751936 +% ((mb72 *% 4) *% 64)) +% (nb71 *% 64)), t73_c0_0)
+        store16(arena, (((3751936 +% ((mb72 *% 4) *% 64)) +% (nb71 *% 64)) +% 16), t73_c0_1)
+        store16(arena, (((3751936 +% ((mb72 *% 4) *% 64)) +% (nb71 *% 64)) +% 32), t73_c0_2)
+        store16(arena, (((3751936 +% ((mb72 *% 4) *% 64)) +% (nb71 *% 64)) +% 48), t73_c0_3)
+        store16(arena, ((3751936 +% (((mb72 *% 4) +% 1) *% 64)) +% (nb71 *% 64)), t73_c1_0)
+        store16(arena, (((3751936 +% (((mb72 *% 4) +% 1) *% 64)) +% (nb71 *% 64)) +% 16), t73_c1_1)
+        store16(arena, (((3751936 +% (((mb72 *% 4) +% 1) *% 64)) +% (nb71 *% 64)) +% 32), t73_c1_2)
+        store16(arena, (((3751936 +% (((mb72 *% 4) +% 1) *% 64)) +% (nb71 *% 64)) +% 48), t73_c1_3)
+        store16(arena, ((3751936 +% (((mb72 *% 4) +% 2) *% 64)) +% (nb71 *% 64)), t73_c2_0)
+        store16(arena, (((3751936 +% (((mb72 *% 4) +% 2) *% 64)) +% (nb71 *% 64)) +% 16), t73_c2_1)
+        store16(arena, (((3751936 +% (((mb72 *% 4) +% 2) *% 64)) +% (nb71 *% 64)) +% 32), t73_c2_2)
+        store16(arena, (((3751936 +% (((mb72 *% 4) +% 2) *% 64)) +% (nb71 *% 64)) +% 48), t73_c2_3)
+        store16(arena, ((3751936 +% (((mb72 *% 4) +% 3) *% 64)) +% (nb71 *% 64)), t73_c3_0)
+        store16(arena, (((3751936 +% (((mb72 *% 4) +% 3) *% 64)) +% (nb71 *% 64)) +% 16), t73_c3_1)
+        store16(arena, (((3751936 +% (((mb72 *% 4) +% 3) *% 64)) +% (nb71 *% 64)) +% 32), t73_c3_2)
+        store16(arena, (((3751936 +% (((mb72 *% 4) +% 3) *% 64)) +% (nb71 *% 64)) +% 48), t73_c3_3)
+      }
+    }
+  }
+  for n75 in 0..<64 {
+    for u76 in 0..<128 {
+      arena[((3153920 +% (n75 *% 128)) +% u76)] = ((arena[((3751936 +% (u76 *% 64)) +% n75)] + params[(1198464 +% u76)]) > Float(0) ? (arena[((3751936 +% (u76 *% 64)) +% n75)] + params[(1198464 +% u76)]) : Float(0))
+    }
+  }
   // drop2 = dropout(fc1)
-  for i68 in 0..<8192 {
-    arena[(3162112 +% i68)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i68) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 +% i68)] * Float(2)) : Float(0))
+  for i77 in 0..<8192 {
+    arena[(3162112 +% i77)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i77) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 +% i77)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
-  for n69 in 0..<64 {
-    do {  // SIMD16 over u70
-      var u70 = 0
-      while u70 < 10 {
-        arena[((3170304 +% (n69 *% 10)) +% u70)] = (arena[((3170304 +% (n69 *% 10)) +% u70)] + params[(1199872 +% u70)])
-        u70 &+= 1
+  for n78 in 0..<64 {
+    do {  // SIMD16 over u79
+      var u79 = 0
+      while u79 < 10 {
+        arena[((3170304 +% (n78 *% 10)) +% u79)] = (arena[((3170304 +% (n78 *% 10)) +% u79)] + params[(1199872 +% u79)])
+        u79 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n71 in 0..<64 {
-    var m72: Float = arena[(3170304 +% (n71 *% 10))]
-    for k74 in 0..<10 {
-      m72 = { let x = m72, y = arena[((3170304 +% (n71 *% 10)) +% k74)]; return y > x ? y : x }()
+  for n80 in 0..<64 {
+    var m81: Float = arena[(3170304 +% (n80 *% 10))]
+    for k83 in 0..<10 {
+      m81 = { let x = m81, y = arena[((3170304 +% (n80 *% 10)) +% k83)]; return y > x ? y : x }()
     }
-    var s73: Float = Float(0)
-    for k75 in 0..<10 {
-      s73 = (s73 + expf((arena[((3170304 +% (n71 *% 10)) +% k75)] - m72)))
+    var s82: Float = Float(0)
+    for k84 in 0..<10 {
+      s82 = (s82 + expf((arena[((3170304 +% (n80 *% 10)) +% k84)] - m81)))
     }
-    for k76 in 0..<10 {
-      arena[((3170944 +% (n71 *% 10)) +% k76)] = (expf((arena[((3170304 +% (n71 *% 10)) +% k76)] - m72)) / s73)
+    for k85 in 0..<10 {
+      arena[((3170944 +% (n80 *% 10)) +% k85)] = (expf((arena[((3170304 +% (n80 *% 10)) +% k85)] - m81)) / s82)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total77: Float = Float(0)
-  for n78 in 0..<64 {
-    var m79: Float = arena[(3170304 +% (n78 *% 10))]
-    for k81 in 0..<10 {
-      m79 = { let x = m79, y = arena[((3170304 +% (n78 *% 10)) +% k81)]; return y > x ? y : x }()
+  var total86: Float = Float(0)
+  for n87 in 0..<64 {
+    var m88: Float = arena[(3170304 +% (n87 *% 10))]
+    for k90 in 0..<10 {
+      m88 = { let x = m88, y = arena[((3170304 +% (n87 *% 10)) +% k90)]; return y > x ? y : x }()
     }
-    var s80: Float = Float(0)
-    for k82 in 0..<10 {
-      s80 = (s80 + expf((arena[((3170304 +% (n78 *% 10)) +% k82)] - m79)))
+    var s89: Float = Float(0)
+    for k91 in 0..<10 {
+      s89 = (s89 + expf((arena[((3170304 +% (n87 *% 10)) +% k91)] - m88)))
     }
-    total77 = (total77 + ((m79 + logf(s80)) - arena[((3170304 +% (n78 *% 10)) +% Int(labels[n78]))]))
+    total86 = (total86 + ((m88 + logf(s89)) - arena[((3170304 +% (n87 *% 10)) +% Int(labels[n87]))]))
   }
-  arena[3171584] = (total77 / Float(64))
+  arena[3171584] = (total86 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n83 in 0..<64 {
-    var m84: Float = arena[(3170304 +% (n83 *% 10))]
-    for k86 in 0..<10 {
-      m84 = { let x = m84, y = arena[((3170304 +% (n83 *% 10)) +% k86)]; return y > x ? y : x }()
+  for n92 in 0..<64 {
+    var m93: Float = arena[(3170304 +% (n92 *% 10))]
+    for k95 in 0..<10 {
+      m93 = { let x = m93, y = arena[((3170304 +% (n92 *% 10)) +% k95)]; return y > x ? y : x }()
     }
-    var s85: Float = Float(0)
-    for k87 in 0..<10 {
-      s85 = (s85 + expf((arena[((3170304 +% (n83 *% 10)) +% k87)] - m84)))
+    var s94: Float = Float(0)
+    for k96 in 0..<10 {
+      s94 = (s94 + expf((arena[((3170304 +% (n92 *% 10)) +% k96)] - m93)))
     }
-    for k88 in 0..<10 {
-      arena[((3171600 +% (n83 *% 10)) +% k88)] = ((k88 == Int(labels[n83]) ? ((expf((arena[((3170304 +% (n83 *% 10)) +% k88)] - m84)) / s85) - Float(1)) : (expf((arena[((3170304 +% (n83 *% 10)) +% k88)] - m84)) / s85)) / Float(64))
+    for k97 in 0..<10 {
+      arena[((3171600 +% (n92 *% 10)) +% k97)] = ((k97 == Int(labels[n92]) ? ((expf((arena[((3170304 +% (n92 *% 10)) +% k97)] - m93)) / s94) - Float(1)) : (expf((arena[((3170304 +% (n92 *% 10)) +% k97)] - m93)) / s94)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u89 in 0..<10 {
-    var acc90: Float = Float(0)
-    for n91 in 0..<64 {
-      acc90 = (acc90 + arena[((3171600 +% (n91 *% 10)) +% u89)])
+  for u98 in 0..<10 {
+    var acc99: Float = Float(0)
+    for n100 in 0..<64 {
+      acc99 = (acc99 + arena[((3171600 +% (n100 *% 10)) +% u98)])
     }
-    grads[(1199872 +% u89)] = acc90
+    grads[(1199872 +% u98)] = acc99
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  for i92 in 0..<8192 {
-    arena[(3180432 +% i92)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i92) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 +% i92)] * Float(2)) : Float(0))
+  for i101 in 0..<8192 {
+    arena[(3180432 +% i101)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i101) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 +% i101)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i93
-    var i93 = 0
-    while i93 &+ 16 <= 8192 {
-      store16(arena, 3162112 &+ i93, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i93), where: load16(arena, 3153920 &+ i93) .> SIMD16<Float>(repeating: Float(0))))
-      i93 &+= 16
+  do {  // SIMD16 over i102
+    var i102 = 0
+    while i102 &+ 16 <= 8192 {
+      store16(arena, 3162112 &+ i102, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i102), where: load16(arena, 3153920 &+ i102) .> SIMD16<Float>(repeating: Float(0))))
+      i102 &+= 16
     }
-    while i93 < 8192 {
-      arena[(3162112 +% i93)] = (arena[(3153920 +% i93)] > Float(0) ? arena[(3180432 +% i93)] : Float(0))
-      i93 &+= 1
+    while i102 < 8192 {
+      arena[(3162112 +% i102)] = (arena[(3153920 +% i102)] > Float(0) ? arena[(3180432 +% i102)] : Float(0))
+      i102 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  for nb94 in 0..<144 {
-    for mb95 in 0..<32 {
-      var t96_c0_0 = SIMD16<Float>()
-      var t96_c0_1 = SIMD16<Float>()
-      var t96_c0_2 = SIMD16<Float>()
-      var t96_c0_3 = SIMD16<Float>()
-      var t96_c1_0 = SIMD16<Float>()
-      var t96_c1_1 = SIMD16<Float>()
-      var t96_c1_2 = SIMD16<Float>()
-      var t96_c1_3 = SIMD16<Float>()
-      var t96_c2_0 = SIMD16<Float>()
-      var t96_c2_1 = SIMD16<Float>()
-      var t96_c2_2 = SIMD16<Float>()
-      var t96_c2_3 = SIMD16<Float>()
-      var t96_c3_0 = SIMD16<Float>()
-      var t96_c3_1 = SIMD16<Float>()
-      var t96_c3_2 = SIMD16<Float>()
-      var t96_c3_3 = SIMD16<Float>()
-      for k97 in 0..<64 {
-        let t96_b0 = load16(arena, ((2564096 +% (k97 *% 9216)) +% (nb94 *% 64)))
-        let t96_b1 = load16(arena, (((2564096 +% (k97 *% 9216)) +% (nb94 *% 64)) +% 16))
-        let t96_b2 = load16(arena, (((2564096 +% (k97 *% 9216)) +% (nb94 *% 64)) +% 32))
-        let t96_b3 = load16(arena, (((2564096 +% (k97 *% 9216)) +% (nb94 *% 64)) +% 48))
-        let t96_a0 = SIMD16<Float>(repeating: arena[((3162112 +% (mb95 *% 4)) +% (k97 *% 128))])
-        t96_c0_0 = t96_c0_0.addingProduct(t96_a0, t96_b0)
-        t96_c0_1 = t96_c0_1.addingProduct(t96_a0, t96_b1)
-        t96_c0_2 = t96_c0_2.addingProduct(t96_a0, t96_b2)
-        t96_c0_3 = t96_c0_3.addingProduct(t96_a0, t96_b3)
-        let t96_a1 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb95 *% 4) +% 1)) +% (k97 *% 128))])
-        t96_c1_0 = t96_c1_0.addingProduct(t96_a1, t96_b0)
-        t96_c1_1 = t96_c1_1.addingProduct(t96_a1, t96_b1)
-        t96_c1_2 = t96_c1_2.addingProduct(t96_a1, t96_b2)
-        t96_c1_3 = t96_c1_3.addingProduct(t96_a1, t96_b3)
-        let t96_a2 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb95 *% 4) +% 2)) +% (k97 *% 128))])
-        t96_c2_0 = t96_c2_0.addingProduct(t96_a2, t96_b0)
-        t96_c2_1 = t96_c2_1.addingProduct(t96_a2, t96_b1)
-        t96_c2_2 = t96_c2_2.addingProduct(t96_a2, t96_b2)
-        t96_c2_3 = t96_c2_3.addingProduct(t96_a2, t96_b3)
-        let t96_a3 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb95 *% 4) +% 3)) +% (k97 *% 128))])
-        t96_c3_0 = t96_c3_0.addingProduct(t96_a3, t96_b0)
-        t96_c3_1 = t96_c3_1.addingProduct(t96_a3, t96_b1)
-        t96_c3_2 = t96_c3_2.addingProduct(t96_a3, t96_b2)
-        t96_c3_3 = t96_c3_3.addingProduct(t96_a3, t96_b3)
+  for nb103 in 0..<144 {
+    for mb104 in 0..<32 {
+      var t105_c0_0 = SIMD16<Float>()
+      var t105_c0_1 = SIMD16<Float>()
+      var t105_c0_2 = SIMD16<Float>()
+      var t105_c0_3 = SIMD16<Float>()
+      var t105_c1_0 = SIMD16<Float>()
+      var t105_c1_1 = SIMD16<Float>()
+      var t105_c1_2 = SIMD16<Float>()
+      var t105_c1_3 = SIMD16<Float>()
+      var t105_c2_0 = SIMD16<Float>()
+      var t105_c2_1 = SIMD16<Float>()
+      var t105_c2_2 = SIMD16<Float>()
+      var t105_c2_3 = SIMD16<Float>()
+      var t105_c3_0 = SIMD16<Float>()
+      var t105_c3_1 = SIMD16<Float>()
+      var t105_c3_2 = SIMD16<Float>()
+      var t105_c3_3 = SIMD16<Float>()
+      for k106 in 0..<64 {
+        let t105_b0 = load16(arena, ((2564096 +% (k106 *% 9216)) +% (nb103 *% 64)))
+        let t105_b1 = load16(arena, (((2564096 +% (k106 *% 9216)) +% (nb103 *% 64)) +% 16))
+        let t105_b2 = load16(arena, (((2564096 +% (k106 *% 9216)) +% (nb103 *% 64)) +% 32))
+        let t105_b3 = load16(arena, (((2564096 +% (k106 *% 9216)) +% (nb103 *% 64)) +% 48))
+        let t105_a0 = SIMD16<Float>(repeating: arena[((3162112 +% (mb104 *% 4)) +% (k106 *% 128))])
+        t105_c0_0 = t105_c0_0.addingProduct(t105_a0, t105_b0)
+        t105_c0_1 = t105_c0_1.addingProduct(t105_a0, t105_b1)
+        t105_c0_2 = t105_c0_2.addingProduct(t105_a0, t105_b2)
+        t105_c0_3 = t105_c0_3.addingProduct(t105_a0, t105_b3)
+        let t105_a1 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb104 *% 4) +% 1)) +% (k106 *% 128))])
+        t105_c1_0 = t105_c1_0.addingProduct(t105_a1, t105_b0)
+        t105_c1_1 = t105_c1_1.addingProduct(t105_a1, t105_b1)
+        t105_c1_2 = t105_c1_2.addingProduct(t105_a1, t105_b2)
+        t105_c1_3 = t105_c1_3.addingProduct(t105_a1, t105_b3)
+        let t105_a2 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb104 *% 4) +% 2)) +% (k106 *% 128))])
+        t105_c2_0 = t105_c2_0.addingProduct(t105_a2, t105_b0)
+        t105_c2_1 = t105_c2_1.addingProduct(t105_a2, t105_b1)
+        t105_c2_2 = t105_c2_2.addingProduct(t105_a2, t105_b2)
+        t105_c2_3 = t105_c2_3.addingProduct(t105_a2, t105_b3)
+        let t105_a3 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb104 *% 4) +% 3)) +% (k106 *% 128))])
+        t105_c3_0 = t105_c3_0.addingProduct(t105_a3, t105_b0)
+        t105_c3_1 = t105_c3_1.addingProduct(t105_a3, t105_b1)
+        t105_c3_2 = t105_c3_2.addingProduct(t105_a3, t105_b2)
+        t105_c3_3 = t105_c3_3.addingProduct(t105_a3, t105_b3)
       }
-      store16(grads, ((18816 +% ((mb95 *% 4) *% 9216)) +% (nb94 *% 64)), t96_c0_0)
-      store16(grads, (((18816 +% ((mb95 *% 4) *% 9216)) +% (nb94 *% 64)) +% 16), t96_c0_1)
-      store16(grads, (((18816 +% ((mb95 *% 4) *% 9216)) +% (nb94 *% 64)) +% 32), t96_c0_2)
-      store16(grads, (((18816 +% ((mb95 *% 4) *% 9216)) +% (nb94 *% 64)) +% 48), t96_c0_3)
-      store16(grads, ((18816 +% (((mb95 *% 4) +% 1) *% 9216)) +% (nb94 *% 64)), t96_c1_0)
-      store16(grads, (((18816 +% (((mb95 *% 4) +% 1) *% 9216)) +% (nb94 *% 64)) +% 16), t96_c1_1)
-      store16(grads, (((18816 +% (((mb95 *% 4) +% 1) *% 9216)) +% (nb94 *% 64)) +% 32), t96_c1_2)
-      store16(grads, (((18816 +% (((mb95 *% 4) +% 1) *% 9216)) +% (nb94 *% 64)) +% 48), t96_c1_3)
-      store16(grads, ((18816 +% (((mb95 *% 4) +% 2) *% 9216)) +% (nb94 *% 64)), t96_c2_0)
-      store16(grads, (((18816 +% (((mb95 *% 4) +% 2) *% 9216)) +% (nb94 *% 64)) +% 16), t96_c2_1)
-      store16(grads, (((18816 +% (((mb95 *% 4) +% 2) *% 9216)) +% (nb94 *% 64)) +% 32), t96_c2_2)
-      store16(grads, (((18816 +% (((mb95 *% 4) +% 2) *% 9216)) +% (nb94 *% 64)) +% 48), t96_c2_3)
-      store16(grads, ((18816 +% (((mb95 *% 4) +% 3) *% 9216)) +% (nb94 *% 64)), t96_c3_0)
-      store16(grads, (((18816 +% (((mb95 *% 4) +% 3) *% 9216)) +% (nb94 *% 64)) +% 16), t96_c3_1)
-      store16(grads, (((18816 +% (((mb95 *% 4) +% 3) *% 9216)) +% (nb94 *% 64)) +% 32), t96_c3_2)
-      store16(grads, (((18816 +% (((mb95 *% 4) +% 3) *% 9216)) +% (nb94 *% 64)) +% 48), t96_c3_3)
+      store16(grads, ((18816 +% ((mb104 *% 4) *% 9216)) +% (nb103 *% 64)), t105_c0_0)
+      store16(grads, (((18816 +% ((mb104 *% 4) *% 9216)) +% (nb103 *% 64)) +% 16), t105_c0_1)
+      store16(grads, (((18816 +% ((mb104 *% 4) *% 9216)) +% (nb103 *% 64)) +% 32), t105_c0_2)
+      store16(grads, (((18816 +% ((mb104 *% 4) *% 9216)) +% (nb103 *% 64)) +% 48), t105_c0_3)
+      store16(grads, ((18816 +% (((mb104 *% 4) +% 1) *% 9216)) +% (nb103 *% 64)), t105_c1_0)
+      store16(grads, (((18816 +% (((mb104 *% 4) +% 1) *% 9216)) +% (nb103 *% 64)) +% 16), t105_c1_1)
+      store16(grads, (((18816 +% (((mb104 *% 4) +% 1) *% 9216)) +% (nb103 *% 64)) +% 32), t105_c1_2)
+      store16(grads, (((18816 +% (((mb104 *% 4) +% 1) *% 9216)) +% (nb103 *% 64)) +% 48), t105_c1_3)
+      store16(grads, ((18816 +% (((mb104 *% 4) +% 2) *% 9216)) +% (nb103 *% 64)), t105_c2_0)
+      store16(grads, (((18816 +% (((mb104 *% 4) +% 2) *% 9216)) +% (nb103 *% 64)) +% 16), t105_c2_1)
+      store16(grads, (((18816 +% (((mb104 *% 4) +% 2) *% 9216)) +% (nb103 *% 64)) +% 32), t105_c2_2)
+      store16(grads, (((18816 +% (((mb104 *% 4) +% 2) *% 9216)) +% (nb103 *% 64)) +% 48), t105_c2_3)
+      store16(grads, ((18816 +% (((mb104 *% 4) +% 3) *% 9216)) +% (nb103 *% 64)), t105_c3_0)
+      store16(grads, (((18816 +% (((mb104 *% 4) +% 3) *% 9216)) +% (nb103 *% 64)) +% 16), t105_c3_1)
+      store16(grads, (((18816 +% (((mb104 *% 4) +% 3) *% 9216)) +% (nb103 *% 64)) +% 32), t105_c3_2)
+      store16(grads, (((18816 +% (((mb104 *% 4) +% 3) *% 9216)) +% (nb103 *% 64)) +% 48), t105_c3_3)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u98 in 0..<128 {
-    var acc99: Float = Float(0)
-    for n100 in 0..<64 {
-      acc99 = (acc99 + arena[((3162112 +% (n100 *% 128)) +% u98)])
+  for u107 in 0..<128 {
+    var acc108: Float = Float(0)
+    for n109 in 0..<64 {
+      acc108 = (acc108 + arena[((3162112 +% (n109 *% 128)) +% u107)])
     }
-    grads[(1198464 +% u98)] = acc99
+    grads[(1198464 +% u107)] = acc108
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  for nb101 in 0..<144 {
-    for mb102 in 0..<16 {
-      var t103_c0_0 = SIMD16<Float>()
-      var t103_c0_1 = SIMD16<Float>()
-      var t103_c0_2 = SIMD16<Float>()
-      var t103_c0_3 = SIMD16<Float>()
-      var t103_c1_0 = SIMD16<Float>()
-      var t103_c1_1 = SIMD16<Float>()
-      var t103_c1_2 = SIMD16<Float>()
-      var t103_c1_3 = SIMD16<Float>()
-      var t103_c2_0 = SIMD16<Float>()
-      var t103_c2_1 = SIMD16<Float>()
-      var t103_c2_2 = SIMD16<Float>()
-      var t103_c2_3 = SIMD16<Float>()
-      var t103_c3_0 = SIMD16<Float>()
-      var t103_c3_1 = SIMD16<Float>()
-      var t103_c3_2 = SIMD16<Float>()
-      var t103_c3_3 = SIMD16<Float>()
-      for k104 in 0..<128 {
-        let t103_b0 = load16(params, ((18816 +% (k104 *% 9216)) +% (nb101 *% 64)))
-        let t103_b1 = load16(params, (((18816 +% (k104 *% 9216)) +% (nb101 *% 64)) +% 16))
-        let t103_b2 = load16(params, (((18816 +% (k104 *% 9216)) +% (nb101 *% 64)) +% 32))
-        let t103_b3 = load16(params, (((18816 +% (k104 *% 9216)) +% (nb101 *% 64)) +% 48))
-        let t103_a0 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb102 *% 4) *% 128)) +% k104)])
-        t103_c0_0 = t103_c0_0.addingProduct(t103_a0, t103_b0)
-        t103_c0_1 = t103_c0_1.addingProduct(t103_a0, t103_b1)
-        t103_c0_2 = t103_c0_2.addingProduct(t103_a0, t103_b2)
-        t103_c0_3 = t103_c0_3.addingProduct(t103_a0, t103_b3)
-        let t103_a1 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb102 *% 4) +% 1) *% 128)) +% k104)])
-        t103_c1_0 = t103_c1_0.addingProduct(t103_a1, t103_b0)
-        t103_c1_1 = t103_c1_1.addingProduct(t103_a1, t103_b1)
-        t103_c1_2 = t103_c1_2.addingProduct(t103_a1, t103_b2)
-        t103_c1_3 = t103_c1_3.addingProduct(t103_a1, t103_b3)
-        let t103_a2 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb102 *% 4) +% 2) *% 128)) +% k104)])
-        t103_c2_0 = t103_c2_0.addingProduct(t103_a2, t103_b0)
-        t103_c2_1 = t103_c2_1.addingProduct(t103_a2, t103_b1)
-        t103_c2_2 = t103_c2_2.addingProduct(t103_a2, t103_b2)
-        t103_c2_3 = t103_c2_3.addingProduct(t103_a2, t103_b3)
-        let t103_a3 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb102 *% 4) +% 3) *% 128)) +% k104)])
-        t103_c3_0 = t103_c3_0.addingProduct(t103_a3, t103_b0)
-        t103_c3_1 = t103_c3_1.addingProduct(t103_a3, t103_b1)
-        t103_c3_2 = t103_c3_2.addingProduct(t103_a3, t103_b2)
-        t103_c3_3 = t103_c3_3.addingProduct(t103_a3, t103_b3)
+  for nb110 in 0..<144 {
+    for mb111 in 0..<16 {
+      var t112_c0_0 = SIMD16<Float>()
+      var t112_c0_1 = SIMD16<Float>()
+      var t112_c0_2 = SIMD16<Float>()
+      var t112_c0_3 = SIMD16<Float>()
+      var t112_c1_0 = SIMD16<Float>()
+      var t112_c1_1 = SIMD16<Float>()
+      var t112_c1_2 = SIMD16<Float>()
+      var t112_c1_3 = SIMD16<Float>()
+      var t112_c2_0 = SIMD16<Float>()
+      var t112_c2_1 = SIMD16<Float>()
+      var t112_c2_2 = SIMD16<Float>()
+      var t112_c2_3 = SIMD16<Float>()
+      var t112_c3_0 = SIMD16<Float>()
+      var t112_c3_1 = SIMD16<Float>()
+      var t112_c3_2 = SIMD16<Float>()
+      var t112_c3_3 = SIMD16<Float>()
+      for k113 in 0..<128 {
+        let t112_b0 = load16(params, ((18816 +% (k113 *% 9216)) +% (nb110 *% 64)))
+        let t112_b1 = load16(params, (((18816 +% (k113 *% 9216)) +% (nb110 *% 64)) +% 16))
+        let t112_b2 = load16(params, (((18816 +% (k113 *% 9216)) +% (nb110 *% 64)) +% 32))
+        let t112_b3 = load16(params, (((18816 +% (k113 *% 9216)) +% (nb110 *% 64)) +% 48))
+        let t112_a0 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb111 *% 4) *% 128)) +% k113)])
+        t112_c0_0 = t112_c0_0.addingProduct(t112_a0, t112_b0)
+        t112_c0_1 = t112_c0_1.addingProduct(t112_a0, t112_b1)
+        t112_c0_2 = t112_c0_2.addingProduct(t112_a0, t112_b2)
+        t112_c0_3 = t112_c0_3.addingProduct(t112_a0, t112_b3)
+        let t112_a1 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb111 *% 4) +% 1) *% 128)) +% k113)])
+        t112_c1_0 = t112_c1_0.addingProduct(t112_a1, t112_b0)
+        t112_c1_1 = t112_c1_1.addingProduct(t112_a1, t112_b1)
+        t112_c1_2 = t112_c1_2.addingProduct(t112_a1, t112_b2)
+        t112_c1_3 = t112_c1_3.addingProduct(t112_a1, t112_b3)
+        let t112_a2 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb111 *% 4) +% 2) *% 128)) +% k113)])
+        t112_c2_0 = t112_c2_0.addingProduct(t112_a2, t112_b0)
+        t112_c2_1 = t112_c2_1.addingProduct(t112_a2, t112_b1)
+        t112_c2_2 = t112_c2_2.addingProduct(t112_a2, t112_b2)
+        t112_c2_3 = t112_c2_3.addingProduct(t112_a2, t112_b3)
+        let t112_a3 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb111 *% 4) +% 3) *% 128)) +% k113)])
+        t112_c3_0 = t112_c3_0.addingProduct(t112_a3, t112_b0)
+        t112_c3_1 = t112_c3_1.addingProduct(t112_a3, t112_b1)
+        t112_c3_2 = t112_c3_2.addingProduct(t112_a3, t112_b2)
+        t112_c3_3 = t112_c3_3.addingProduct(t112_a3, t112_b3)
       }
-      store16(arena, ((3171600 +% ((mb102 *% 4) *% 9216)) +% (nb101 *% 64)), t103_c0_0)
-      store16(arena, (((3171600 +% ((mb102 *% 4) *% 9216)) +% (nb101 *% 64)) +% 16), t103_c0_1)
-      store16(arena, (((3171600 +% ((mb102 *% 4) *% 9216)) +% (nb101 *% 64)) +% 32), t103_c0_2)
-      store16(arena, (((3171600 +% ((mb102 *% 4) *% 9216)) +% (nb101 *% 64)) +% 48), t103_c0_3)
-      store16(arena, ((3171600 +% (((mb102 *% 4) +% 1) *% 9216)) +% (nb101 *% 64)), t103_c1_0)
-      store16(arena, (((3171600 +% (((mb102 *% 4) +% 1) *% 9216)) +% (nb101 *% 64)) +% 16), t103_c1_1)
-      store16(arena, (((3171600 +% (((mb102 *% 4) +% 1) *% 9216)) +% (nb101 *% 64)) +% 32), t103_c1_2)
-      store16(arena, (((3171600 +% (((mb102 *% 4) +% 1) *% 9216)) +% (nb101 *% 64)) +% 48), t103_c1_3)
-      store16(arena, ((3171600 +% (((mb102 *% 4) +% 2) *% 9216)) +% (nb101 *% 64)), t103_c2_0)
-      store16(arena, (((3171600 +% (((mb102 *% 4) +% 2) *% 9216)) +% (nb101 *% 64)) +% 16), t103_c2_1)
-      store16(arena, (((3171600 +% (((mb102 *% 4) +% 2) *% 9216)) +% (nb101 *% 64)) +% 32), t103_c2_2)
-      store16(arena, (((3171600 +% (((mb102 *% 4) +% 2) *% 9216)) +% (nb101 *% 64)) +% 48), t103_c2_3)
-      store16(arena, ((3171600 +% (((mb102 *% 4) +% 3) *% 9216)) +% (nb101 *% 64)), t103_c3_0)
-      store16(arena, (((3171600 +% (((mb102 *% 4) +% 3) *% 9216)) +% (nb101 *% 64)) +% 16), t103_c3_1)
-      store16(arena, (((3171600 +% (((mb102 *% 4) +% 3) *% 9216)) +% (nb101 *% 64)) +% 32), t103_c3_2)
-      store16(arena, (((3171600 +% (((mb102 *% 4) +% 3) *% 9216)) +% (nb101 *% 64)) +% 48), t103_c3_3)
+      store16(arena, ((3171600 +% ((mb111 *% 4) *% 9216)) +% (nb110 *% 64)), t112_c0_0)
+      store16(arena, (((3171600 +% ((mb111 *% 4) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c0_1)
+      store16(arena, (((3171600 +% ((mb111 *% 4) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c0_2)
+      store16(arena, (((3171600 +% ((mb111 *% 4) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c0_3)
+      store16(arena, ((3171600 +% (((mb111 *% 4) +% 1) *% 9216)) +% (nb110 *% 64)), t112_c1_0)
+      store16(arena, (((3171600 +% (((mb111 *% 4) +% 1) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c1_1)
+      store16(arena, (((3171600 +% (((mb111 *% 4) +% 1) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c1_2)
+      store16(arena, (((3171600 +% (((mb111 *% 4) +% 1) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c1_3)
+      store16(arena, ((3171600 +% (((mb111 *% 4) +% 2) *% 9216)) +% (nb110 *% 64)), t112_c2_0)
+      store16(arena, (((3171600 +% (((mb111 *% 4) +% 2) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c2_1)
+      store16(arena, (((3171600 +% (((mb111 *% 4) +% 2) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c2_2)
+      store16(arena, (((3171600 +% (((mb111 *% 4) +% 2) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c2_3)
+      store16(arena, ((3171600 +% (((mb111 *% 4) +% 3) *% 9216)) +% (nb110 *% 64)), t112_c3_0)
+      store16(arena, (((3171600 +% (((mb111 *% 4) +% 3) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c3_1)
+      store16(arena, (((3171600 +% (((mb111 *% 4) +% 3) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c3_2)
+      store16(arena, (((3171600 +% (((mb111 *% 4) +% 3) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c3_3)
     }
   }
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  for i105 in 0..<589824 {
-    arena[(3761424 +% i105)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i105) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 +% i105)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i114 in 0..<589824 {
+    arena[(3761424 +% i114)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i114) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 +% i114)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i106
-    var i106 = 0
-    while i106 &+ 16 <= 2359296 {
-      store16(arena, 4351248 &+ i106, SIMD16<Float>(repeating: Float(0)))
-      i106 &+= 16
+  do {  // SIMD16 over i115
+    var i115 = 0
+    while i115 &+ 16 <= 2359296 {
+      store16(arena, 4351248 &+ i115, SIMD16<Float>(repeating: Float(0)))
+      i115 &+= 16
     }
-    while i106 < 2359296 {
-      arena[(4351248 +% i106)] = Float(0)
-      i106 &+= 1
+    while i115 < 2359296 {
+      arena[(4351248 +% i115)] = Float(0)
+      i115 &+= 1
     }
   }
-  for q107 in 0..<4096 {
-    for i108 in 0..<144 {
-      if arena[(1384448 +% ((q107 *% 144) +% i108))] > Float(0) {
-        arena[((4351248 +% (q107 *% 576)) +% Int(arena[(1974272 +% ((q107 *% 144) +% i108))]))] += arena[(3761424 +% ((q107 *% 144) +% i108))]
+  for q116 in 0..<4096 {
+    for i117 in 0..<144 {
+      if arena[(1384448 +% ((q116 *% 144) +% i117))] > Float(0) {
+        arena[((4351248 +% (q116 *% 576)) +% Int(arena[(1974272 +% ((q116 *% 144) +% i117))]))] += arena[(3761424 +% ((q116 *% 144) +% i117))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i109
-    var i109 = 0
-    while i109 &+ 16 <= 18432 {
-      store16(arena, 9954576 &+ i109, SIMD16<Float>(repeating: Float(0)))
-      i109 &+= 16
+  do {  // SIMD16 over i118
+    var i118 = 0
+    while i118 &+ 16 <= 18432 {
+      store16(arena, 9954576 &+ i118, SIMD16<Float>(repeating: Float(0)))
+      i118 &+= 16
     }
-    while i109 < 18432 {
-      arena[(9954576 +% i109)] = Float(0)
-      i109 &+= 1
+    while i118 < 18432 {
+      arena[(9954576 +% i118)] = Float(0)
+      i118 &+= 1
     }
   }
-  for g110 in 0..<4 {
-    for j111 in 0..<16 {
-      for c112 in 0..<32 {
-        for ky113 in 0..<3 {
-          for oy114 in 0..<24 {
-            for ox115 in 0..<24 {
-              arena[(((6710544 +% ((((c112 *% 3) +% ky113) *% 3) *% 9216)) +% (j111 *% 576)) +% ((oy114 *% 24) +% ox115))] = arena[((((((g110 *% 16) +% j111) *% 21632) +% (c112 *% 676)) +% ((oy114 +% ky113) *% 26)) +% ox115)]
-            }
-          }
-          for oy116 in 0..<24 {
-            for ox117 in 0..<24 {
-              arena[(((6710544 +% (((((c112 *% 3) +% ky113) *% 3) +% 1) *% 9216)) +% (j111 *% 576)) +% ((oy116 *% 24) +% ox117))] = arena[((((((g110 *% 16) +% j111) *% 21632) +% (c112 *% 676)) +% ((oy116 +% ky113) *% 26)) +% (ox117 +% 1))]
-            }
-          }
-          for oy118 in 0..<24 {
-            for ox119 in 0..<24 {
-              arena[(((6710544 +% (((((c112 *% 3) +% ky113) *% 3) +% 2) *% 9216)) +% (j111 *% 576)) +% ((oy118 *% 24) +% ox119))] = arena[((((((g110 *% 16) +% j111) *% 21632) +% (c112 *% 676)) +% ((oy118 +% ky113) *% 26)) +% (ox119 +% 2))]
-            }
-          }
-        }
-      }
-    }
+  for g119 in 0..<4 {
     for j120 in 0..<16 {
-      for i121 in 0..<576 {
-        for f122 in 0..<64 {
-          arena[((9364752 +% (((j120 *% 576) +% i121) *% 64)) +% f122)] = arena[(((4351248 +% (((g110 *% 16) +% j120) *% 36864)) +% (f122 *% 576)) +% i121)]
+      for c121 in 0..<32 {
+        for ky122 in 0..<3 {
+          for oy123 in 0..<24 {
+            for ox124 in 0..<24 {
+              arena[(((6710544 +% ((((c121 *% 3) +% ky122) *% 3) *% 9216)) +% (j120 *% 576)) +% ((oy123 *% 24) +% ox124))] = arena[((((((g119 *% 16) +% j120) *% 21632) +% (c121 *% 676)) +% ((oy123 +% ky122) *% 26)) +% ox124)]
+            }
+          }
+          for oy125 in 0..<24 {
+            for ox126 in 0..<24 {
+              arena[(((6710544 +% (((((c121 *% 3) +% ky122) *% 3) +% 1) *% 9216)) +% (j120 *% 576)) +% ((oy125 *% 24) +% ox126))] = arena[((((((g119 *% 16) +% j120) *% 21632) +% (c121 *% 676)) +% ((oy125 +% ky122) *% 26)) +% (ox126 +% 1))]
+            }
+          }
+          for oy127 in 0..<24 {
+            for ox128 in 0..<24 {
+              arena[(((6710544 +% (((((c121 *% 3) +% ky122) *% 3) +% 2) *% 9216)) +% (j120 *% 576)) +% ((oy127 *% 24) +% ox128))] = arena[((((((g119 *% 16) +% j120) *% 21632) +% (c121 *% 676)) +% ((oy127 +% ky122) *% 26)) +% (ox128 +% 2))]
+            }
+          }
         }
       }
     }
-    for kp123 in 0..<24 {
-      for nb124 in 0..<1 {
-        for mb125 in 0..<48 {
-          var t126_c0_0 = load16(arena, ((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)))
-          var t126_c0_1 = load16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 16))
-          var t126_c0_2 = load16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 32))
-          var t126_c0_3 = load16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 48))
-          var t126_c1_0 = load16(arena, ((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)))
-          var t126_c1_1 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 16))
-          var t126_c1_2 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 32))
-          var t126_c1_3 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 48))
-          var t126_c2_0 = load16(arena, ((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)))
-          var t126_c2_1 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 16))
-          var t126_c2_2 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 32))
-          var t126_c2_3 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 48))
-          var t126_c3_0 = load16(arena, ((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)))
-          var t126_c3_1 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 16))
-          var t126_c3_2 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 32))
-          var t126_c3_3 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 48))
-          var t126_c4_0 = load16(arena, ((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)))
-          var t126_c4_1 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 16))
-          var t126_c4_2 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 32))
-          var t126_c4_3 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 48))
-          var t126_c5_0 = load16(arena, ((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)))
-          var t126_c5_1 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 16))
-          var t126_c5_2 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 32))
-          var t126_c5_3 = load16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 48))
-          for k127 in 0..<384 {
-            let t126_b0 = load16(arena, ((9364752 +% ((k127 +% (kp123 *% 384)) *% 64)) +% (nb124 *% 64)))
-            let t126_b1 = load16(arena, (((9364752 +% ((k127 +% (kp123 *% 384)) *% 64)) +% (nb124 *% 64)) +% 16))
-            let t126_b2 = load16(arena, (((9364752 +% ((k127 +% (kp123 *% 384)) *% 64)) +% (nb124 *% 64)) +% 32))
-            let t126_b3 = load16(arena, (((9364752 +% ((k127 +% (kp123 *% 384)) *% 64)) +% (nb124 *% 64)) +% 48))
-            let t126_a0 = SIMD16<Float>(repeating: arena[((6710544 +% ((mb125 *% 6) *% 9216)) +% (k127 +% (kp123 *% 384)))])
-            t126_c0_0 = t126_c0_0.addingProduct(t126_a0, t126_b0)
-            t126_c0_1 = t126_c0_1.addingProduct(t126_a0, t126_b1)
-            t126_c0_2 = t126_c0_2.addingProduct(t126_a0, t126_b2)
-            t126_c0_3 = t126_c0_3.addingProduct(t126_a0, t126_b3)
-            let t126_a1 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb125 *% 6) +% 1) *% 9216)) +% (k127 +% (kp123 *% 384)))])
-            t126_c1_0 = t126_c1_0.addingProduct(t126_a1, t126_b0)
-            t126_c1_1 = t126_c1_1.addingProduct(t126_a1, t126_b1)
-            t126_c1_2 = t126_c1_2.addingProduct(t126_a1, t126_b2)
-            t126_c1_3 = t126_c1_3.addingProduct(t126_a1, t126_b3)
-            let t126_a2 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb125 *% 6) +% 2) *% 9216)) +% (k127 +% (kp123 *% 384)))])
-            t126_c2_0 = t126_c2_0.addingProduct(t126_a2, t126_b0)
-            t126_c2_1 = t126_c2_1.addingProduct(t126_a2, t126_b1)
-            t126_c2_2 = t126_c2_2.addingProduct(t126_a2, t126_b2)
-            t126_c2_3 = t126_c2_3.addingProduct(t126_a2, t126_b3)
-            let t126_a3 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb125 *% 6) +% 3) *% 9216)) +% (k127 +% (kp123 *% 384)))])
-            t126_c3_0 = t126_c3_0.addingProduct(t126_a3, t126_b0)
-            t126_c3_1 = t126_c3_1.addingProduct(t126_a3, t126_b1)
-            t126_c3_2 = t126_c3_2.addingProduct(t126_a3, t126_b2)
-            t126_c3_3 = t126_c3_3.addingProduct(t126_a3, t126_b3)
-            let t126_a4 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb125 *% 6) +% 4) *% 9216)) +% (k127 +% (kp123 *% 384)))])
-            t126_c4_0 = t126_c4_0.addingProduct(t126_a4, t126_b0)
-            t126_c4_1 = t126_c4_1.addingProduct(t126_a4, t126_b1)
-            t126_c4_2 = t126_c4_2.addingProduct(t126_a4, t126_b2)
-            t126_c4_3 = t126_c4_3.addingProduct(t126_a4, t126_b3)
-            let t126_a5 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb125 *% 6) +% 5) *% 9216)) +% (k127 +% (kp123 *% 384)))])
-            t126_c5_0 = t126_c5_0.addingProduct(t126_a5, t126_b0)
-            t126_c5_1 = t126_c5_1.addingProduct(t126_a5, t126_b1)
-            t126_c5_2 = t126_c5_2.addingProduct(t126_a5, t126_b2)
-            t126_c5_3 = t126_c5_3.addingProduct(t126_a5, t126_b3)
+    for j129 in 0..<16 {
+      for i130 in 0..<576 {
+        for f131 in 0..<64 {
+          arena[((9364752 +% (((j129 *% 576) +% i130) *% 64)) +% f131)] = arena[(((4351248 +% (((g119 *% 16) +% j129) *% 36864)) +% (f131 *% 576)) +% i130)]
+        }
+      }
+    }
+    for kp132 in 0..<24 {
+      for nb133 in 0..<1 {
+        for mb134 in 0..<48 {
+          var t135_c0_0 = load16(arena, ((9954576 +% ((mb134 *% 6) *% 64)) +% (nb133 *% 64)))
+          var t135_c0_1 = load16(arena, (((9954576 +% ((mb134 *% 6) *% 64)) +% (nb133 *% 64)) +% 16))
+          var t135_c0_2 = load16(arena, (((9954576 +% ((mb134 *% 6) *% 64)) +% (nb133 *% 64)) +% 32))
+          var t135_c0_3 = load16(arena, (((9954576 +% ((mb134 *% 6) *% 64)) +% (nb133 *% 64)) +% 48))
+          var t135_c1_0 = load16(arena, ((9954576 +% (((mb134 *% 6) +% 1) *% 64)) +% (nb133 *% 64)))
+          var t135_c1_1 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 1) *% 64)) +% (nb133 *% 64)) +% 16))
+          var t135_c1_2 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 1) *% 64)) +% (nb133 *% 64)) +% 32))
+          var t135_c1_3 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 1) *% 64)) +% (nb133 *% 64)) +% 48))
+          var t135_c2_0 = load16(arena, ((9954576 +% (((mb134 *% 6) +% 2) *% 64)) +% (nb133 *% 64)))
+          var t135_c2_1 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 2) *% 64)) +% (nb133 *% 64)) +% 16))
+          var t135_c2_2 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 2) *% 64)) +% (nb133 *% 64)) +% 32))
+          var t135_c2_3 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 2) *% 64)) +% (nb133 *% 64)) +% 48))
+          var t135_c3_0 = load16(arena, ((9954576 +% (((mb134 *% 6) +% 3) *% 64)) +% (nb133 *% 64)))
+          var t135_c3_1 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 3) *% 64)) +% (nb133 *% 64)) +% 16))
+          var t135_c3_2 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 3) *% 64)) +% (nb133 *% 64)) +% 32))
+          var t135_c3_3 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 3) *% 64)) +% (nb133 *% 64)) +% 48))
+          var t135_c4_0 = load16(arena, ((9954576 +% (((mb134 *% 6) +% 4) *% 64)) +% (nb133 *% 64)))
+          var t135_c4_1 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 4) *% 64)) +% (nb133 *% 64)) +% 16))
+          var t135_c4_2 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 4) *% 64)) +% (nb133 *% 64)) +% 32))
+          var t135_c4_3 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 4) *% 64)) +% (nb133 *% 64)) +% 48))
+          var t135_c5_0 = load16(arena, ((9954576 +% (((mb134 *% 6) +% 5) *% 64)) +% (nb133 *% 64)))
+          var t135_c5_1 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 5) *% 64)) +% (nb133 *% 64)) +% 16))
+          var t135_c5_2 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 5) *% 64)) +% (nb133 *% 64)) +% 32))
+          var t135_c5_3 = load16(arena, (((9954576 +% (((mb134 *% 6) +% 5) *% 64)) +% (nb133 *% 64)) +% 48))
+          for k136 in 0..<384 {
+            let t135_b0 = load16(arena, ((9364752 +% ((k136 +% (kp132 *% 384)) *% 64)) +% (nb133 *% 64)))
+            let t135_b1 = load16(arena, (((9364752 +% ((k136 +% (kp132 *% 384)) *% 64)) +% (nb133 *% 64)) +% 16))
+            let t135_b2 = load16(arena, (((9364752 +% ((k136 +% (kp132 *% 384)) *% 64)) +% (nb133 *% 64)) +% 32))
+            let t135_b3 = load16(arena, (((9364752 +% ((k136 +% (kp132 *% 384)) *% 64)) +% (nb133 *% 64)) +% 48))
+            let t135_a0 = SIMD16<Float>(repeating: arena[((6710544 +% ((mb134 *% 6) *% 9216)) +% (k136 +% (kp132 *% 384)))])
+            t135_c0_0 = t135_c0_0.addingProduct(t135_a0, t135_b0)
+            t135_c0_1 = t135_c0_1.addingProduct(t135_a0, t135_b1)
+            t135_c0_2 = t135_c0_2.addingProduct(t135_a0, t135_b2)
+            t135_c0_3 = t135_c0_3.addingProduct(t135_a0, t135_b3)
+            let t135_a1 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb134 *% 6) +% 1) *% 9216)) +% (k136 +% (kp132 *% 384)))])
+            t135_c1_0 = t135_c1_0.addingProduct(t135_a1, t135_b0)
+            t135_c1_1 = t135_c1_1.addingProduct(t135_a1, t135_b1)
+            t135_c1_2 = t135_c1_2.addingProduct(t135_a1, t135_b2)
+            t135_c1_3 = t135_c1_3.addingProduct(t135_a1, t135_b3)
+            let t135_a2 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb134 *% 6) +% 2) *% 9216)) +% (k136 +% (kp132 *% 384)))])
+            t135_c2_0 = t135_c2_0.addingProduct(t135_a2, t135_b0)
+            t135_c2_1 = t135_c2_1.addingProduct(t135_a2, t135_b1)
+            t135_c2_2 = t135_c2_2.addingProduct(t135_a2, t135_b2)
+            t135_c2_3 = t135_c2_3.addingProduct(t135_a2, t135_b3)
+            let t135_a3 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb134 *% 6) +% 3) *% 9216)) +% (k136 +% (kp132 *% 384)))])
+            t135_c3_0 = t135_c3_0.addingProduct(t135_a3, t135_b0)
+            t135_c3_1 = t135_c3_1.addingProduct(t135_a3, t135_b1)
+            t135_c3_2 = t135_c3_2.addingProduct(t135_a3, t135_b2)
+            t135_c3_3 = t135_c3_3.addingProduct(t135_a3, t135_b3)
+            let t135_a4 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb134 *% 6) +% 4) *% 9216)) +% (k136 +% (kp132 *% 384)))])
+            t135_c4_0 = t135_c4_0.addingProduct(t135_a4, t135_b0)
+            t135_c4_1 = t135_c4_1.addingProduct(t135_a4, t135_b1)
+            t135_c4_2 = t135_c4_2.addingProduct(t135_a4, t135_b2)
+            t135_c4_3 = t135_c4_3.addingProduct(t135_a4, t135_b3)
+            let t135_a5 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb134 *% 6) +% 5) *% 9216)) +% (k136 +% (kp132 *% 384)))])
+            t135_c5_0 = t135_c5_0.addingProduct(t135_a5, t135_b0)
+            t135_c5_1 = t135_c5_1.addingProduct(t135_a5, t135_b1)
+            t135_c5_2 = t135_c5_2.addingProduct(t135_a5, t135_b2)
+            t135_c5_3 = t135_c5_3.addingProduct(t135_a5, t135_b3)
           }
-          store16(arena, ((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)), t126_c0_0)
-          store16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 16), t126_c0_1)
-          store16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 32), t126_c0_2)
-          store16(arena, (((9954576 +% ((mb125 *% 6) *% 64)) +% (nb124 *% 64)) +% 48), t126_c0_3)
-          store16(arena, ((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)), t126_c1_0)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 16), t126_c1_1)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 32), t126_c1_2)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 1) *% 64)) +% (nb124 *% 64)) +% 48), t126_c1_3)
-          store16(arena, ((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)), t126_c2_0)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 16), t126_c2_1)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 32), t126_c2_2)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 2) *% 64)) +% (nb124 *% 64)) +% 48), t126_c2_3)
-          store16(arena, ((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)), t126_c3_0)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 16), t126_c3_1)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 32), t126_c3_2)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 3) *% 64)) +% (nb124 *% 64)) +% 48), t126_c3_3)
-          store16(arena, ((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)), t126_c4_0)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 16), t126_c4_1)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 32), t126_c4_2)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 4) *% 64)) +% (nb124 *% 64)) +% 48), t126_c4_3)
-          store16(arena, ((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)), t126_c5_0)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 16), t126_c5_1)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 32), t126_c5_2)
-          store16(arena, (((9954576 +% (((mb125 *% 6) +% 5) *% 64)) +% (nb124 *% 64)) +% 48), t126_c5_3)
+          store16(arena, ((9954576 +% ((mb134 *% 6) *% 64)) +% (nb133 *% 64)), t135_c0_0)
+          store16(arena, (((9954576 +% ((mb134 *% 6) *% 64)) +% (nb133 *% 64)) +% 16), t135_c0_1)
+          store16(arena, (((9954576 +% ((mb134 *% 6) *% 64)) +% (nb133 *% 64)) +% 32), t135_c0_2)
+          store16(arena, (((9954576 +% ((mb134 *% 6) *% 64)) +% (nb133 *% 64)) +% 48), t135_c0_3)
+          store16(arena, ((9954576 +% (((mb134 *% 6) +% 1) *% 64)) +% (nb133 *% 64)), t135_c1_0)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 1) *% 64)) +% (nb133 *% 64)) +% 16), t135_c1_1)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 1) *% 64)) +% (nb133 *% 64)) +% 32), t135_c1_2)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 1) *% 64)) +% (nb133 *% 64)) +% 48), t135_c1_3)
+          store16(arena, ((9954576 +% (((mb134 *% 6) +% 2) *% 64)) +% (nb133 *% 64)), t135_c2_0)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 2) *% 64)) +% (nb133 *% 64)) +% 16), t135_c2_1)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 2) *% 64)) +% (nb133 *% 64)) +% 32), t135_c2_2)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 2) *% 64)) +% (nb133 *% 64)) +% 48), t135_c2_3)
+          store16(arena, ((9954576 +% (((mb134 *% 6) +% 3) *% 64)) +% (nb133 *% 64)), t135_c3_0)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 3) *% 64)) +% (nb133 *% 64)) +% 16), t135_c3_1)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 3) *% 64)) +% (nb133 *% 64)) +% 32), t135_c3_2)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 3) *% 64)) +% (nb133 *% 64)) +% 48), t135_c3_3)
+          store16(arena, ((9954576 +% (((mb134 *% 6) +% 4) *% 64)) +% (nb133 *% 64)), t135_c4_0)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 4) *% 64)) +% (nb133 *% 64)) +% 16), t135_c4_1)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 4) *% 64)) +% (nb133 *% 64)) +% 32), t135_c4_2)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 4) *% 64)) +% (nb133 *% 64)) +% 48), t135_c4_3)
+          store16(arena, ((9954576 +% (((mb134 *% 6) +% 5) *% 64)) +% (nb133 *% 64)), t135_c5_0)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 5) *% 64)) +% (nb133 *% 64)) +% 16), t135_c5_1)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 5) *% 64)) +% (nb133 *% 64)) +% 32), t135_c5_2)
+          store16(arena, (((9954576 +% (((mb134 *% 6) +% 5) *% 64)) +% (nb133 *% 64)) +% 48), t135_c5_3)
         }
       }
     }
   }
-  for f128 in 0..<64 {
-    for r129 in 0..<288 {
-      grads[((320 +% (f128 *% 288)) +% r129)] = arena[((9954576 +% (r129 *% 64)) +% f128)]
+  for f137 in 0..<64 {
+    for r138 in 0..<288 {
+      grads[((320 +% (f137 *% 288)) +% r138)] = arena[((9954576 +% (r138 *% 64)) +% f137)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f130 in 0..<64 {
-    var acc131 = SIMD16<Float>()
-    for img132 in 0..<64 {
-      for i133 in 0..<36 {
-        acc131 = acc131.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((4351248 +% (img132 *% 36864)) +% (f130 *% 576)) +% (i133 *% 16))))
+  for f139 in 0..<64 {
+    var acc140 = SIMD16<Float>()
+    for img141 in 0..<64 {
+      for i142 in 0..<36 {
+        acc140 = acc140.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((4351248 +% (img141 *% 36864)) +% (f139 *% 576)) +% (i142 *% 16))))
       }
     }
-    store16(arena, 1384448, acc131)
-    var sum134: Float = (arena[1384448] + arena[1384449])
-    var sum135: Float = (sum134 + arena[1384450])
-    var sum136: Float = (sum135 + arena[1384451])
-    var sum137: Float = (sum136 + arena[1384452])
-    var sum138: Float = (sum137 + arena[1384453])
-    var sum139: Float = (sum138 + arena[1384454])
-    var sum140: Float = (sum139 + arena[1384455])
-    var sum141: Float = (sum140 + arena[1384456])
-    var sum142: Float = (sum141 + arena[1384457])
-    var sum143: Float = (sum142 + arena[1384458])
-    var sum144: Float = (sum143 + arena[1384459])
-    var sum145: Float = (sum144 + arena[1384460])
-    var sum146: Float = (sum145 + arena[1384461])
-    var sum147: Float = (sum146 + arena[1384462])
-    var sum148: Float = (sum147 + arena[1384463])
-    grads[(18752 +% f130)] = sum148
+    store16(arena, 1384448, acc140)
+    var sum143: Float = (arena[1384448] + arena[1384449])
+    var sum144: Float = (sum143 + arena[1384450])
+    var sum145: Float = (sum144 + arena[1384451])
+    var sum146: Float = (sum145 + arena[1384452])
+    var sum147: Float = (sum146 + arena[1384453])
+    var sum148: Float = (sum147 + arena[1384454])
+    var sum149: Float = (sum148 + arena[1384455])
+    var sum150: Float = (sum149 + arena[1384456])
+    var sum151: Float = (sum150 + arena[1384457])
+    var sum152: Float = (sum151 + arena[1384458])
+    var sum153: Float = (sum152 + arena[1384459])
+    var sum154: Float = (sum153 + arena[1384460])
+    var sum155: Float = (sum154 + arena[1384461])
+    var sum156: Float = (sum155 + arena[1384462])
+    var sum157: Float = (sum156 + arena[1384463])
+    grads[(18752 +% f139)] = sum157
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g149 in 0..<4 {
-    for j150 in 0..<16 {
-      for f151 in 0..<64 {
-        do {  // SIMD16 over i152
-          var i152 = 0
-          while i152 &+ 16 <= 576 {
-            store16(arena, ((9364752 +% (f151 *% 9216)) +% (j150 *% 576)) &+ i152, load16(arena, ((4351248 +% (((g149 *% 16) +% j150) *% 36864)) +% (f151 *% 576)) &+ i152))
-            i152 &+= 16
+  for g158 in 0..<4 {
+    for j159 in 0..<16 {
+      for f160 in 0..<64 {
+        do {  // SIMD16 over i161
+          var i161 = 0
+          while i161 &+ 16 <= 576 {
+            store16(arena, ((9364752 +% (f160 *% 9216)) +% (j159 *% 576)) &+ i161, load16(arena, ((4351248 +% (((g158 *% 16) +% j159) *% 36864)) +% (f160 *% 576)) &+ i161))
+            i161 &+= 16
           }
-          while i152 < 576 {
-            arena[(((9364752 +% (f151 *% 9216)) +% (j150 *% 576)) +% i152)] = arena[(((4351248 +% (((g149 *% 16) +% j150) *% 36864)) +% (f151 *% 576)) +% i152)]
-            i152 &+= 1
+          while i161 < 576 {
+            arena[(((9364752 +% (f160 *% 9216)) +% (j159 *% 576)) +% i161)] = arena[(((4351248 +% (((g158 *% 16) +% j159) *% 36864)) +% (f160 *% 576)) +% i161)]
+            i161 &+= 1
           }
         }
       }
     }
-    for nb153 in 0..<144 {
-      for mb154 in 0..<48 {
-        var t155_c0_0 = SIMD16<Float>()
-        var t155_c0_1 = SIMD16<Float>()
-        var t155_c0_2 = SIMD16<Float>()
-        var t155_c0_3 = SIMD16<Float>()
-        var t155_c1_0 = SIMD16<Float>()
-        var t155_c1_1 = SIMD16<Float>()
-        var t155_c1_2 = SIMD16<Float>()
-        var t155_c1_3 = SIMD16<Float>()
-        var t155_c2_0 = SIMD16<Float>()
-        var t155_c2_1 = SIMD16<Float>()
-        var t155_c2_2 = SIMD16<Float>()
-        var t155_c2_3 = SIMD16<Float>()
-        var t155_c3_0 = SIMD16<Float>()
-        var t155_c3_1 = SIMD16<Float>()
-        var t155_c3_2 = SIMD16<Float>()
-        var t155_c3_3 = SIMD16<Float>()
-        var t155_c4_0 = SIMD16<Float>()
-        var t155_c4_1 = SIMD16<Float>()
-        var t155_c4_2 = SIMD16<Float>()
-        var t155_c4_3 = SIMD16<Float>()
-        var t155_c5_0 = SIMD16<Float>()
-        var t155_c5_1 = SIMD16<Float>()
-        var t155_c5_2 = SIMD16<Float>()
-        var t155_c5_3 = SIMD16<Float>()
-        for k156 in 0..<64 {
-          let t155_b0 = load16(arena, ((9364752 +% (k156 *% 9216)) +% (nb153 *% 64)))
-          let t155_b1 = load16(arena, (((9364752 +% (k156 *% 9216)) +% (nb153 *% 64)) +% 16))
-          let t155_b2 = load16(arena, (((9364752 +% (k156 *% 9216)) +% (nb153 *% 64)) +% 32))
-          let t155_b3 = load16(arena, (((9364752 +% (k156 *% 9216)) +% (nb153 *% 64)) +% 48))
-          let t155_a0 = SIMD16<Float>(repeating: params[((320 +% (mb154 *% 6)) +% (k156 *% 288))])
-          t155_c0_0 = t155_c0_0.addingProduct(t155_a0, t155_b0)
-          t155_c0_1 = t155_c0_1.addingProduct(t155_a0, t155_b1)
-          t155_c0_2 = t155_c0_2.addingProduct(t155_a0, t155_b2)
-          t155_c0_3 = t155_c0_3.addingProduct(t155_a0, t155_b3)
-          let t155_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 1)) +% (k156 *% 288))])
-          t155_c1_0 = t155_c1_0.addingProduct(t155_a1, t155_b0)
-          t155_c1_1 = t155_c1_1.addingProduct(t155_a1, t155_b1)
-          t155_c1_2 = t155_c1_2.addingProduct(t155_a1, t155_b2)
-          t155_c1_3 = t155_c1_3.addingProduct(t155_a1, t155_b3)
-          let t155_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 2)) +% (k156 *% 288))])
-          t155_c2_0 = t155_c2_0.addingProduct(t155_a2, t155_b0)
-          t155_c2_1 = t155_c2_1.addingProduct(t155_a2, t155_b1)
-          t155_c2_2 = t155_c2_2.addingProduct(t155_a2, t155_b2)
-          t155_c2_3 = t155_c2_3.addingProduct(t155_a2, t155_b3)
-          let t155_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 3)) +% (k156 *% 288))])
-          t155_c3_0 = t155_c3_0.addingProduct(t155_a3, t155_b0)
-          t155_c3_1 = t155_c3_1.addingProduct(t155_a3, t155_b1)
-          t155_c3_2 = t155_c3_2.addingProduct(t155_a3, t155_b2)
-          t155_c3_3 = t155_c3_3.addingProduct(t155_a3, t155_b3)
-          let t155_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 4)) +% (k156 *% 288))])
-          t155_c4_0 = t155_c4_0.addingProduct(t155_a4, t155_b0)
-          t155_c4_1 = t155_c4_1.addingProduct(t155_a4, t155_b1)
-          t155_c4_2 = t155_c4_2.addingProduct(t155_a4, t155_b2)
-          t155_c4_3 = t155_c4_3.addingProduct(t155_a4, t155_b3)
-          let t155_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 5)) +% (k156 *% 288))])
-          t155_c5_0 = t155_c5_0.addingProduct(t155_a5, t155_b0)
-          t155_c5_1 = t155_c5_1.addingProduct(t155_a5, t155_b1)
-          t155_c5_2 = t155_c5_2.addingProduct(t155_a5, t155_b2)
-          t155_c5_3 = t155_c5_3.addingProduct(t155_a5, t155_b3)
+    for nb162 in 0..<144 {
+      for mb163 in 0..<48 {
+        var t164_c0_0 = SIMD16<Float>()
+        var t164_c0_1 = SIMD16<Float>()
+        var t164_c0_2 = SIMD16<Float>()
+        var t164_c0_3 = SIMD16<Float>()
+        var t164_c1_0 = SIMD16<Float>()
+        var t164_c1_1 = SIMD16<Float>()
+        var t164_c1_2 = SIMD16<Float>()
+        var t164_c1_3 = SIMD16<Float>()
+        var t164_c2_0 = SIMD16<Float>()
+        var t164_c2_1 = SIMD16<Float>()
+        var t164_c2_2 = SIMD16<Float>()
+        var t164_c2_3 = SIMD16<Float>()
+        var t164_c3_0 = SIMD16<Float>()
+        var t164_c3_1 = SIMD16<Float>()
+        var t164_c3_2 = SIMD16<Float>()
+        var t164_c3_3 = SIMD16<Float>()
+        var t164_c4_0 = SIMD16<Float>()
+        var t164_c4_1 = SIMD16<Float>()
+        var t164_c4_2 = SIMD16<Float>()
+        var t164_c4_3 = SIMD16<Float>()
+        var t164_c5_0 = SIMD16<Float>()
+        var t164_c5_1 = SIMD16<Float>()
+        var t164_c5_2 = SIMD16<Float>()
+        var t164_c5_3 = SIMD16<Float>()
+        for k165 in 0..<64 {
+          let t164_b0 = load16(arena, ((9364752 +% (k165 *% 9216)) +% (nb162 *% 64)))
+          let t164_b1 = load16(arena, (((9364752 +% (k165 *% 9216)) +% (nb162 *% 64)) +% 16))
+          let t164_b2 = load16(arena, (((9364752 +% (k165 *% 9216)) +% (nb162 *% 64)) +% 32))
+          let t164_b3 = load16(arena, (((9364752 +% (k165 *% 9216)) +% (nb162 *% 64)) +% 48))
+          let t164_a0 = SIMD16<Float>(repeating: params[((320 +% (mb163 *% 6)) +% (k165 *% 288))])
+          t164_c0_0 = t164_c0_0.addingProduct(t164_a0, t164_b0)
+          t164_c0_1 = t164_c0_1.addingProduct(t164_a0, t164_b1)
+          t164_c0_2 = t164_c0_2.addingProduct(t164_a0, t164_b2)
+          t164_c0_3 = t164_c0_3.addingProduct(t164_a0, t164_b3)
+          let t164_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb163 *% 6) +% 1)) +% (k165 *% 288))])
+          t164_c1_0 = t164_c1_0.addingProduct(t164_a1, t164_b0)
+          t164_c1_1 = t164_c1_1.addingProduct(t164_a1, t164_b1)
+          t164_c1_2 = t164_c1_2.addingProduct(t164_a1, t164_b2)
+          t164_c1_3 = t164_c1_3.addingProduct(t164_a1, t164_b3)
+          let t164_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb163 *% 6) +% 2)) +% (k165 *% 288))])
+          t164_c2_0 = t164_c2_0.addingProduct(t164_a2, t164_b0)
+          t164_c2_1 = t164_c2_1.addingProduct(t164_a2, t164_b1)
+          t164_c2_2 = t164_c2_2.addingProduct(t164_a2, t164_b2)
+          t164_c2_3 = t164_c2_3.addingProduct(t164_a2, t164_b3)
+          let t164_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb163 *% 6) +% 3)) +% (k165 *% 288))])
+          t164_c3_0 = t164_c3_0.addingProduct(t164_a3, t164_b0)
+          t164_c3_1 = t164_c3_1.addingProduct(t164_a3, t164_b1)
+          t164_c3_2 = t164_c3_2.addingProduct(t164_a3, t164_b2)
+          t164_c3_3 = t164_c3_3.addingProduct(t164_a3, t164_b3)
+          let t164_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb163 *% 6) +% 4)) +% (k165 *% 288))])
+          t164_c4_0 = t164_c4_0.addingProduct(t164_a4, t164_b0)
+          t164_c4_1 = t164_c4_1.addingProduct(t164_a4, t164_b1)
+          t164_c4_2 = t164_c4_2.addingProduct(t164_a4, t164_b2)
+          t164_c4_3 = t164_c4_3.addingProduct(t164_a4, t164_b3)
+          let t164_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb163 *% 6) +% 5)) +% (k165 *% 288))])
+          t164_c5_0 = t164_c5_0.addingProduct(t164_a5, t164_b0)
+          t164_c5_1 = t164_c5_1.addingProduct(t164_a5, t164_b1)
+          t164_c5_2 = t164_c5_2.addingProduct(t164_a5, t164_b2)
+          t164_c5_3 = t164_c5_3.addingProduct(t164_a5, t164_b3)
         }
-        store16(arena, ((6710544 +% ((mb154 *% 6) *% 9216)) +% (nb153 *% 64)), t155_c0_0)
-        store16(arena, (((6710544 +% ((mb154 *% 6) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c0_1)
-        store16(arena, (((6710544 +% ((mb154 *% 6) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c0_2)
-        store16(arena, (((6710544 +% ((mb154 *% 6) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c0_3)
-        store16(arena, ((6710544 +% (((mb154 *% 6) +% 1) *% 9216)) +% (nb153 *% 64)), t155_c1_0)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 1) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c1_1)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 1) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c1_2)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 1) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c1_3)
-        store16(arena, ((6710544 +% (((mb154 *% 6) +% 2) *% 9216)) +% (nb153 *% 64)), t155_c2_0)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 2) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c2_1)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 2) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c2_2)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 2) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c2_3)
-        store16(arena, ((6710544 +% (((mb154 *% 6) +% 3) *% 9216)) +% (nb153 *% 64)), t155_c3_0)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 3) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c3_1)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 3) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c3_2)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 3) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c3_3)
-        store16(arena, ((6710544 +% (((mb154 *% 6) +% 4) *% 9216)) +% (nb153 *% 64)), t155_c4_0)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 4) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c4_1)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 4) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c4_2)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 4) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c4_3)
-        store16(arena, ((6710544 +% (((mb154 *% 6) +% 5) *% 9216)) +% (nb153 *% 64)), t155_c5_0)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 5) *% 9216)) +% (nb153 *% 64)) +% 16), t155_c5_1)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 5) *% 9216)) +% (nb153 *% 64)) +% 32), t155_c5_2)
-        store16(arena, (((6710544 +% (((mb154 *% 6) +% 5) *% 9216)) +% (nb153 *% 64)) +% 48), t155_c5_3)
+        store16(arena, ((6710544 +% ((mb163 *% 6) *% 9216)) +% (nb162 *% 64)), t164_c0_0)
+        store16(arena, (((6710544 +% ((mb163 *% 6) *% 9216)) +% (nb162 *% 64)) +% 16), t164_c0_1)
+        store16(arena, (((6710544 +% ((mb163 *% 6) *% 9216)) +% (nb162 *% 64)) +% 32), t164_c0_2)
+        store16(arena, (((6710544 +% ((mb163 *% 6) *% 9216)) +% (nb162 *% 64)) +% 48), t164_c0_3)
+        store16(arena, ((6710544 +% (((mb163 *% 6) +% 1) *% 9216)) +% (nb162 *% 64)), t164_c1_0)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 1) *% 9216)) +% (nb162 *% 64)) +% 16), t164_c1_1)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 1) *% 9216)) +% (nb162 *% 64)) +% 32), t164_c1_2)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 1) *% 9216)) +% (nb162 *% 64)) +% 48), t164_c1_3)
+        store16(arena, ((6710544 +% (((mb163 *% 6) +% 2) *% 9216)) +% (nb162 *% 64)), t164_c2_0)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 2) *% 9216)) +% (nb162 *% 64)) +% 16), t164_c2_1)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 2) *% 9216)) +% (nb162 *% 64)) +% 32), t164_c2_2)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 2) *% 9216)) +% (nb162 *% 64)) +% 48), t164_c2_3)
+        store16(arena, ((6710544 +% (((mb163 *% 6) +% 3) *% 9216)) +% (nb162 *% 64)), t164_c3_0)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 3) *% 9216)) +% (nb162 *% 64)) +% 16), t164_c3_1)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 3) *% 9216)) +% (nb162 *% 64)) +% 32), t164_c3_2)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 3) *% 9216)) +% (nb162 *% 64)) +% 48), t164_c3_3)
+        store16(arena, ((6710544 +% (((mb163 *% 6) +% 4) *% 9216)) +% (nb162 *% 64)), t164_c4_0)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 4) *% 9216)) +% (nb162 *% 64)) +% 16), t164_c4_1)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 4) *% 9216)) +% (nb162 *% 64)) +% 32), t164_c4_2)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 4) *% 9216)) +% (nb162 *% 64)) +% 48), t164_c4_3)
+        store16(arena, ((6710544 +% (((mb163 *% 6) +% 5) *% 9216)) +% (nb162 *% 64)), t164_c5_0)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 5) *% 9216)) +% (nb162 *% 64)) +% 16), t164_c5_1)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 5) *% 9216)) +% (nb162 *% 64)) +% 32), t164_c5_2)
+        store16(arena, (((6710544 +% (((mb163 *% 6) +% 5) *% 9216)) +% (nb162 *% 64)) +% 48), t164_c5_3)
       }
     }
-    for j157 in 0..<16 {
-      for c158 in 0..<32 {
-        for iy159 in 0..<1 {
-          do {  // SIMD16 over ix160
-            var ix160 = 0
-            while ix160 < 1 {
-              var sum161: Float = arena[((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% (iy159 *% 24)) +% ix160)]
-              arena[((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy159 *% 26)) +% ix160)] = sum161
-              ix160 &+= 1
-            }
-          }
-        }
-        for iy162 in 0..<1 {
-          do {  // SIMD16 over ix163
-            var ix163 = 0
-            while ix163 < 1 {
-              var sum164: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% (iy162 *% 24)) +% 1) +% ix163)]
-              var sum165: Float = (sum164 + arena[((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% (iy162 *% 24)) +% ix163)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy162 *% 26)) +% 1) +% ix163)] = sum165
-              ix163 &+= 1
-            }
-          }
-        }
-        for iy166 in 0..<1 {
-          do {  // SIMD16 over ix167
-            var ix167 = 0
-            while ix167 &+ 16 <= 22 {
-              let sum168_v = load16(arena, ((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) +% 2) &+ ix167)
-              let sum169_v = (sum168_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) +% 1) &+ ix167))
-              let sum170_v = (sum169_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) &+ ix167))
-              store16(arena, ((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy166 *% 26)) +% 2) &+ ix167, sum170_v)
-              ix167 &+= 16
-            }
-            while ix167 < 22 {
-              var sum168: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) +% 2) +% ix167)]
-              var sum169: Float = (sum168 + arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) +% 1) +% ix167)])
-              var sum170: Float = (sum169 + arena[((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% (iy166 *% 24)) +% ix167)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy166 *% 26)) +% 2) +% ix167)] = sum170
-              ix167 &+= 1
+    for j166 in 0..<16 {
+      for c167 in 0..<32 {
+        for iy168 in 0..<1 {
+          do {  // SIMD16 over ix169
+            var ix169 = 0
+            while ix169 < 1 {
+              var sum170: Float = arena[((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% (iy168 *% 24)) +% ix169)]
+              arena[((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% (iy168 *% 26)) +% ix169)] = sum170
+              ix169 &+= 1
             }
           }
         }
@@ -886,9 +929,9 @@ public func mnistnet_train_b64(
           do {  // SIMD16 over ix172
             var ix172 = 0
             while ix172 < 1 {
-              var sum173: Float = arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% (iy171 *% 24)) +% 23) +% ix172)]
-              var sum174: Float = (sum173 + arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% (iy171 *% 24)) +% 22) +% ix172)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy171 *% 26)) +% 24) +% ix172)] = sum174
+              var sum173: Float = arena[(((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% (iy171 *% 24)) +% 1) +% ix172)]
+              var sum174: Float = (sum173 + arena[((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% (iy171 *% 24)) +% ix172)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% (iy171 *% 26)) +% 1) +% ix172)] = sum174
               ix172 &+= 1
             }
           }
@@ -896,281 +939,281 @@ public func mnistnet_train_b64(
         for iy175 in 0..<1 {
           do {  // SIMD16 over ix176
             var ix176 = 0
-            while ix176 < 1 {
-              var sum177: Float = arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% (iy175 *% 24)) +% 23) +% ix176)]
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% (iy175 *% 26)) +% 25) +% ix176)] = sum177
+            while ix176 &+ 16 <= 22 {
+              let sum177_v = load16(arena, ((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% (iy175 *% 24)) +% 2) &+ ix176)
+              let sum178_v = (sum177_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% (iy175 *% 24)) +% 1) &+ ix176))
+              let sum179_v = (sum178_v + load16(arena, (((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% (iy175 *% 24)) &+ ix176))
+              store16(arena, ((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% (iy175 *% 26)) +% 2) &+ ix176, sum179_v)
+              ix176 &+= 16
+            }
+            while ix176 < 22 {
+              var sum177: Float = arena[(((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% (iy175 *% 24)) +% 2) +% ix176)]
+              var sum178: Float = (sum177 + arena[(((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% (iy175 *% 24)) +% 1) +% ix176)])
+              var sum179: Float = (sum178 + arena[((((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% (iy175 *% 24)) +% ix176)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% (iy175 *% 26)) +% 2) +% ix176)] = sum179
               ix176 &+= 1
             }
           }
         }
-        for iy178 in 0..<1 {
-          do {  // SIMD16 over ix179
-            var ix179 = 0
-            while ix179 < 1 {
-              var sum180: Float = arena[((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy178 +% 1) *% 24)) +% ix179)]
-              var sum181: Float = (sum180 + arena[((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy178 +% 1) +% -1) *% 24)) +% ix179)])
-              arena[((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy178 +% 1) *% 26)) +% ix179)] = sum181
-              ix179 &+= 1
+        for iy180 in 0..<1 {
+          do {  // SIMD16 over ix181
+            var ix181 = 0
+            while ix181 < 1 {
+              var sum182: Float = arena[(((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% (iy180 *% 24)) +% 23) +% ix181)]
+              var sum183: Float = (sum182 + arena[(((((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% (iy180 *% 24)) +% 22) +% ix181)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% (iy180 *% 26)) +% 24) +% ix181)] = sum183
+              ix181 &+= 1
             }
           }
         }
-        for iy182 in 0..<1 {
-          do {  // SIMD16 over ix183
-            var ix183 = 0
-            while ix183 < 1 {
-              var sum184: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy182 +% 1) *% 24)) +% 1) +% ix183)]
-              var sum185: Float = (sum184 + arena[((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy182 +% 1) *% 24)) +% ix183)])
-              var sum186: Float = (sum185 + arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy182 +% 1) +% -1) *% 24)) +% 1) +% ix183)])
-              var sum187: Float = (sum186 + arena[((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy182 +% 1) +% -1) *% 24)) +% ix183)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy182 +% 1) *% 26)) +% 1) +% ix183)] = sum187
-              ix183 &+= 1
+        for iy184 in 0..<1 {
+          do {  // SIMD16 over ix185
+            var ix185 = 0
+            while ix185 < 1 {
+              var sum186: Float = arena[(((((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% (iy184 *% 24)) +% 23) +% ix185)]
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% (iy184 *% 26)) +% 25) +% ix185)] = sum186
+              ix185 &+= 1
             }
           }
         }
-        for iy188 in 0..<1 {
-          do {  // SIMD16 over ix189
-            var ix189 = 0
-            while ix189 &+ 16 <= 22 {
-              let sum190_v = load16(arena, ((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) +% 2) &+ ix189)
-              let sum191_v = (sum190_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) +% 1) &+ ix189))
-              let sum192_v = (sum191_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) &+ ix189))
-              let sum193_v = (sum192_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) +% 2) &+ ix189))
-              let sum194_v = (sum193_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) +% 1) &+ ix189))
-              let sum195_v = (sum194_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) &+ ix189))
-              store16(arena, ((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy188 +% 1) *% 26)) +% 2) &+ ix189, sum195_v)
-              ix189 &+= 16
-            }
-            while ix189 < 22 {
-              var sum190: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) +% 2) +% ix189)]
-              var sum191: Float = (sum190 + arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) +% 1) +% ix189)])
-              var sum192: Float = (sum191 + arena[((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy188 +% 1) *% 24)) +% ix189)])
-              var sum193: Float = (sum192 + arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) +% 2) +% ix189)])
-              var sum194: Float = (sum193 + arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) +% 1) +% ix189)])
-              var sum195: Float = (sum194 + arena[((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy188 +% 1) +% -1) *% 24)) +% ix189)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy188 +% 1) *% 26)) +% 2) +% ix189)] = sum195
-              ix189 &+= 1
+        for iy187 in 0..<1 {
+          do {  // SIMD16 over ix188
+            var ix188 = 0
+            while ix188 < 1 {
+              var sum189: Float = arena[((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% ((iy187 +% 1) *% 24)) +% ix188)]
+              var sum190: Float = (sum189 + arena[((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy187 +% 1) +% -1) *% 24)) +% ix188)])
+              arena[((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy187 +% 1) *% 26)) +% ix188)] = sum190
+              ix188 &+= 1
             }
           }
         }
-        for iy196 in 0..<1 {
-          do {  // SIMD16 over ix197
-            var ix197 = 0
-            while ix197 < 1 {
-              var sum198: Float = arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy196 +% 1) *% 24)) +% 23) +% ix197)]
-              var sum199: Float = (sum198 + arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy196 +% 1) *% 24)) +% 22) +% ix197)])
-              var sum200: Float = (sum199 + arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy196 +% 1) +% -1) *% 24)) +% 23) +% ix197)])
-              var sum201: Float = (sum200 + arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy196 +% 1) +% -1) *% 24)) +% 22) +% ix197)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy196 +% 1) *% 26)) +% 24) +% ix197)] = sum201
-              ix197 &+= 1
+        for iy191 in 0..<1 {
+          do {  // SIMD16 over ix192
+            var ix192 = 0
+            while ix192 < 1 {
+              var sum193: Float = arena[(((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% ((iy191 +% 1) *% 24)) +% 1) +% ix192)]
+              var sum194: Float = (sum193 + arena[((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% ((iy191 +% 1) *% 24)) +% ix192)])
+              var sum195: Float = (sum194 + arena[(((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy191 +% 1) +% -1) *% 24)) +% 1) +% ix192)])
+              var sum196: Float = (sum195 + arena[((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy191 +% 1) +% -1) *% 24)) +% ix192)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy191 +% 1) *% 26)) +% 1) +% ix192)] = sum196
+              ix192 &+= 1
             }
           }
         }
-        for iy202 in 0..<1 {
-          do {  // SIMD16 over ix203
-            var ix203 = 0
-            while ix203 < 1 {
-              var sum204: Float = arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy202 +% 1) *% 24)) +% 23) +% ix203)]
-              var sum205: Float = (sum204 + arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy202 +% 1) +% -1) *% 24)) +% 23) +% ix203)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy202 +% 1) *% 26)) +% 25) +% ix203)] = sum205
-              ix203 &+= 1
+        for iy197 in 0..<1 {
+          do {  // SIMD16 over ix198
+            var ix198 = 0
+            while ix198 &+ 16 <= 22 {
+              let sum199_v = load16(arena, ((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% ((iy197 +% 1) *% 24)) +% 2) &+ ix198)
+              let sum200_v = (sum199_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% ((iy197 +% 1) *% 24)) +% 1) &+ ix198))
+              let sum201_v = (sum200_v + load16(arena, (((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% ((iy197 +% 1) *% 24)) &+ ix198))
+              let sum202_v = (sum201_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy197 +% 1) +% -1) *% 24)) +% 2) &+ ix198))
+              let sum203_v = (sum202_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy197 +% 1) +% -1) *% 24)) +% 1) &+ ix198))
+              let sum204_v = (sum203_v + load16(arena, (((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy197 +% 1) +% -1) *% 24)) &+ ix198))
+              store16(arena, ((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy197 +% 1) *% 26)) +% 2) &+ ix198, sum204_v)
+              ix198 &+= 16
+            }
+            while ix198 < 22 {
+              var sum199: Float = arena[(((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% ((iy197 +% 1) *% 24)) +% 2) +% ix198)]
+              var sum200: Float = (sum199 + arena[(((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% ((iy197 +% 1) *% 24)) +% 1) +% ix198)])
+              var sum201: Float = (sum200 + arena[((((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% ((iy197 +% 1) *% 24)) +% ix198)])
+              var sum202: Float = (sum201 + arena[(((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy197 +% 1) +% -1) *% 24)) +% 2) +% ix198)])
+              var sum203: Float = (sum202 + arena[(((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy197 +% 1) +% -1) *% 24)) +% 1) +% ix198)])
+              var sum204: Float = (sum203 + arena[((((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy197 +% 1) +% -1) *% 24)) +% ix198)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy197 +% 1) *% 26)) +% 2) +% ix198)] = sum204
+              ix198 &+= 1
             }
           }
         }
-        for iy206 in 0..<22 {
-          do {  // SIMD16 over ix207
-            var ix207 = 0
-            while ix207 < 1 {
-              var sum208: Float = arena[((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy206 +% 2) *% 24)) +% ix207)]
-              var sum209: Float = (sum208 + arena[((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy206 +% 2) +% -1) *% 24)) +% ix207)])
-              var sum210: Float = (sum209 + arena[((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy206 +% 2) +% -2) *% 24)) +% ix207)])
-              arena[((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy206 +% 2) *% 26)) +% ix207)] = sum210
-              ix207 &+= 1
+        for iy205 in 0..<1 {
+          do {  // SIMD16 over ix206
+            var ix206 = 0
+            while ix206 < 1 {
+              var sum207: Float = arena[(((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% ((iy205 +% 1) *% 24)) +% 23) +% ix206)]
+              var sum208: Float = (sum207 + arena[(((((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% ((iy205 +% 1) *% 24)) +% 22) +% ix206)])
+              var sum209: Float = (sum208 + arena[(((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy205 +% 1) +% -1) *% 24)) +% 23) +% ix206)])
+              var sum210: Float = (sum209 + arena[(((((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy205 +% 1) +% -1) *% 24)) +% 22) +% ix206)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy205 +% 1) *% 26)) +% 24) +% ix206)] = sum210
+              ix206 &+= 1
             }
           }
         }
-        for iy211 in 0..<22 {
+        for iy211 in 0..<1 {
           do {  // SIMD16 over ix212
             var ix212 = 0
             while ix212 < 1 {
-              var sum213: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy211 +% 2) *% 24)) +% 1) +% ix212)]
-              var sum214: Float = (sum213 + arena[((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy211 +% 2) *% 24)) +% ix212)])
-              var sum215: Float = (sum214 + arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy211 +% 2) +% -1) *% 24)) +% 1) +% ix212)])
-              var sum216: Float = (sum215 + arena[((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy211 +% 2) +% -1) *% 24)) +% ix212)])
-              var sum217: Float = (sum216 + arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy211 +% 2) +% -2) *% 24)) +% 1) +% ix212)])
-              var sum218: Float = (sum217 + arena[((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy211 +% 2) +% -2) *% 24)) +% ix212)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy211 +% 2) *% 26)) +% 1) +% ix212)] = sum218
+              var sum213: Float = arena[(((((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% ((iy211 +% 1) *% 24)) +% 23) +% ix212)]
+              var sum214: Float = (sum213 + arena[(((((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy211 +% 1) +% -1) *% 24)) +% 23) +% ix212)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy211 +% 1) *% 26)) +% 25) +% ix212)] = sum214
               ix212 &+= 1
             }
           }
         }
-        for iy219 in 0..<22 {
-          do {  // SIMD16 over ix220
-            var ix220 = 0
-            while ix220 &+ 16 <= 22 {
-              let sum221_v = load16(arena, ((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) +% 2) &+ ix220)
-              let sum222_v = (sum221_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) +% 1) &+ ix220))
-              let sum223_v = (sum222_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) &+ ix220))
-              let sum224_v = (sum223_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) +% 2) &+ ix220))
-              let sum225_v = (sum224_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) +% 1) &+ ix220))
-              let sum226_v = (sum225_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) &+ ix220))
-              let sum227_v = (sum226_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) +% 2) &+ ix220))
-              let sum228_v = (sum227_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) +% 1) &+ ix220))
-              let sum229_v = (sum228_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) &+ ix220))
-              store16(arena, ((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy219 +% 2) *% 26)) +% 2) &+ ix220, sum229_v)
-              ix220 &+= 16
-            }
-            while ix220 < 22 {
-              var sum221: Float = arena[(((((6710544 +% ((c158 *% 9) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) +% 2) +% ix220)]
-              var sum222: Float = (sum221 + arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) +% 1) +% ix220)])
-              var sum223: Float = (sum222 + arena[((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy219 +% 2) *% 24)) +% ix220)])
-              var sum224: Float = (sum223 + arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) +% 2) +% ix220)])
-              var sum225: Float = (sum224 + arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) +% 1) +% ix220)])
-              var sum226: Float = (sum225 + arena[((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -1) *% 24)) +% ix220)])
-              var sum227: Float = (sum226 + arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) +% 2) +% ix220)])
-              var sum228: Float = (sum227 + arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) +% 1) +% ix220)])
-              var sum229: Float = (sum228 + arena[((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy219 +% 2) +% -2) *% 24)) +% ix220)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy219 +% 2) *% 26)) +% 2) +% ix220)] = sum229
-              ix220 &+= 1
+        for iy215 in 0..<22 {
+          do {  // SIMD16 over ix216
+            var ix216 = 0
+            while ix216 < 1 {
+              var sum217: Float = arena[((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% ((iy215 +% 2) *% 24)) +% ix216)]
+              var sum218: Float = (sum217 + arena[((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy215 +% 2) +% -1) *% 24)) +% ix216)])
+              var sum219: Float = (sum218 + arena[((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy215 +% 2) +% -2) *% 24)) +% ix216)])
+              arena[((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy215 +% 2) *% 26)) +% ix216)] = sum219
+              ix216 &+= 1
             }
           }
         }
-        for iy230 in 0..<22 {
-          do {  // SIMD16 over ix231
-            var ix231 = 0
-            while ix231 < 1 {
-              var sum232: Float = arena[(((((6710544 +% (((c158 *% 9) +% 1) *% 9216)) +% (j157 *% 576)) +% ((iy230 +% 2) *% 24)) +% 23) +% ix231)]
-              var sum233: Float = (sum232 + arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy230 +% 2) *% 24)) +% 22) +% ix231)])
-              var sum234: Float = (sum233 + arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy230 +% 2) +% -1) *% 24)) +% 23) +% ix231)])
-              var sum235: Float = (sum234 + arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy230 +% 2) +% -1) *% 24)) +% 22) +% ix231)])
-              var sum236: Float = (sum235 + arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy230 +% 2) +% -2) *% 24)) +% 23) +% ix231)])
-              var sum237: Float = (sum236 + arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy230 +% 2) +% -2) *% 24)) +% 22) +% ix231)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy230 +% 2) *% 26)) +% 24) +% ix231)] = sum237
-              ix231 &+= 1
+        for iy220 in 0..<22 {
+          do {  // SIMD16 over ix221
+            var ix221 = 0
+            while ix221 < 1 {
+              var sum222: Float = arena[(((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% ((iy220 +% 2) *% 24)) +% 1) +% ix221)]
+              var sum223: Float = (sum222 + arena[((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% ((iy220 +% 2) *% 24)) +% ix221)])
+              var sum224: Float = (sum223 + arena[(((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy220 +% 2) +% -1) *% 24)) +% 1) +% ix221)])
+              var sum225: Float = (sum224 + arena[((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy220 +% 2) +% -1) *% 24)) +% ix221)])
+              var sum226: Float = (sum225 + arena[(((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy220 +% 2) +% -2) *% 24)) +% 1) +% ix221)])
+              var sum227: Float = (sum226 + arena[((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy220 +% 2) +% -2) *% 24)) +% ix221)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy220 +% 2) *% 26)) +% 1) +% ix221)] = sum227
+              ix221 &+= 1
             }
           }
         }
-        for iy238 in 0..<22 {
-          do {  // SIMD16 over ix239
-            var ix239 = 0
-            while ix239 < 1 {
-              var sum240: Float = arena[(((((6710544 +% (((c158 *% 9) +% 2) *% 9216)) +% (j157 *% 576)) +% ((iy238 +% 2) *% 24)) +% 23) +% ix239)]
-              var sum241: Float = (sum240 + arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy238 +% 2) +% -1) *% 24)) +% 23) +% ix239)])
-              var sum242: Float = (sum241 + arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy238 +% 2) +% -2) *% 24)) +% 23) +% ix239)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy238 +% 2) *% 26)) +% 25) +% ix239)] = sum242
-              ix239 &+= 1
+        for iy228 in 0..<22 {
+          do {  // SIMD16 over ix229
+            var ix229 = 0
+            while ix229 &+ 16 <= 22 {
+              let sum230_v = load16(arena, ((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% ((iy228 +% 2) *% 24)) +% 2) &+ ix229)
+              let sum231_v = (sum230_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% ((iy228 +% 2) *% 24)) +% 1) &+ ix229))
+              let sum232_v = (sum231_v + load16(arena, (((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% ((iy228 +% 2) *% 24)) &+ ix229))
+              let sum233_v = (sum232_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -1) *% 24)) +% 2) &+ ix229))
+              let sum234_v = (sum233_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -1) *% 24)) +% 1) &+ ix229))
+              let sum235_v = (sum234_v + load16(arena, (((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -1) *% 24)) &+ ix229))
+              let sum236_v = (sum235_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -2) *% 24)) +% 2) &+ ix229))
+              let sum237_v = (sum236_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -2) *% 24)) +% 1) &+ ix229))
+              let sum238_v = (sum237_v + load16(arena, (((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -2) *% 24)) &+ ix229))
+              store16(arena, ((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy228 +% 2) *% 26)) +% 2) &+ ix229, sum238_v)
+              ix229 &+= 16
+            }
+            while ix229 < 22 {
+              var sum230: Float = arena[(((((6710544 +% ((c167 *% 9) *% 9216)) +% (j166 *% 576)) +% ((iy228 +% 2) *% 24)) +% 2) +% ix229)]
+              var sum231: Float = (sum230 + arena[(((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% ((iy228 +% 2) *% 24)) +% 1) +% ix229)])
+              var sum232: Float = (sum231 + arena[((((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% ((iy228 +% 2) *% 24)) +% ix229)])
+              var sum233: Float = (sum232 + arena[(((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -1) *% 24)) +% 2) +% ix229)])
+              var sum234: Float = (sum233 + arena[(((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -1) *% 24)) +% 1) +% ix229)])
+              var sum235: Float = (sum234 + arena[((((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -1) *% 24)) +% ix229)])
+              var sum236: Float = (sum235 + arena[(((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -2) *% 24)) +% 2) +% ix229)])
+              var sum237: Float = (sum236 + arena[(((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -2) *% 24)) +% 1) +% ix229)])
+              var sum238: Float = (sum237 + arena[((((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy228 +% 2) +% -2) *% 24)) +% ix229)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy228 +% 2) *% 26)) +% 2) +% ix229)] = sum238
+              ix229 &+= 1
             }
           }
         }
-        for iy243 in 0..<1 {
-          do {  // SIMD16 over ix244
-            var ix244 = 0
-            while ix244 < 1 {
-              var sum245: Float = arena[((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy243 +% 24) +% -1) *% 24)) +% ix244)]
-              var sum246: Float = (sum245 + arena[((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy243 +% 24) +% -2) *% 24)) +% ix244)])
-              arena[((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy243 +% 24) *% 26)) +% ix244)] = sum246
-              ix244 &+= 1
+        for iy239 in 0..<22 {
+          do {  // SIMD16 over ix240
+            var ix240 = 0
+            while ix240 < 1 {
+              var sum241: Float = arena[(((((6710544 +% (((c167 *% 9) +% 1) *% 9216)) +% (j166 *% 576)) +% ((iy239 +% 2) *% 24)) +% 23) +% ix240)]
+              var sum242: Float = (sum241 + arena[(((((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% ((iy239 +% 2) *% 24)) +% 22) +% ix240)])
+              var sum243: Float = (sum242 + arena[(((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy239 +% 2) +% -1) *% 24)) +% 23) +% ix240)])
+              var sum244: Float = (sum243 + arena[(((((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy239 +% 2) +% -1) *% 24)) +% 22) +% ix240)])
+              var sum245: Float = (sum244 + arena[(((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy239 +% 2) +% -2) *% 24)) +% 23) +% ix240)])
+              var sum246: Float = (sum245 + arena[(((((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy239 +% 2) +% -2) *% 24)) +% 22) +% ix240)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy239 +% 2) *% 26)) +% 24) +% ix240)] = sum246
+              ix240 &+= 1
             }
           }
         }
-        for iy247 in 0..<1 {
+        for iy247 in 0..<22 {
           do {  // SIMD16 over ix248
             var ix248 = 0
             while ix248 < 1 {
-              var sum249: Float = arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy247 +% 24) +% -1) *% 24)) +% 1) +% ix248)]
-              var sum250: Float = (sum249 + arena[((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy247 +% 24) +% -1) *% 24)) +% ix248)])
-              var sum251: Float = (sum250 + arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy247 +% 24) +% -2) *% 24)) +% 1) +% ix248)])
-              var sum252: Float = (sum251 + arena[((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy247 +% 24) +% -2) *% 24)) +% ix248)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy247 +% 24) *% 26)) +% 1) +% ix248)] = sum252
+              var sum249: Float = arena[(((((6710544 +% (((c167 *% 9) +% 2) *% 9216)) +% (j166 *% 576)) +% ((iy247 +% 2) *% 24)) +% 23) +% ix248)]
+              var sum250: Float = (sum249 + arena[(((((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy247 +% 2) +% -1) *% 24)) +% 23) +% ix248)])
+              var sum251: Float = (sum250 + arena[(((((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy247 +% 2) +% -2) *% 24)) +% 23) +% ix248)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy247 +% 2) *% 26)) +% 25) +% ix248)] = sum251
               ix248 &+= 1
             }
           }
         }
-        for iy253 in 0..<1 {
-          do {  // SIMD16 over ix254
-            var ix254 = 0
-            while ix254 &+ 16 <= 22 {
-              let sum255_v = load16(arena, ((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) +% 2) &+ ix254)
-              let sum256_v = (sum255_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) +% 1) &+ ix254))
-              let sum257_v = (sum256_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) &+ ix254))
-              let sum258_v = (sum257_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) +% 2) &+ ix254))
-              let sum259_v = (sum258_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) +% 1) &+ ix254))
-              let sum260_v = (sum259_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) &+ ix254))
-              store16(arena, ((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy253 +% 24) *% 26)) +% 2) &+ ix254, sum260_v)
-              ix254 &+= 16
-            }
-            while ix254 < 22 {
-              var sum255: Float = arena[(((((6710544 +% (((c158 *% 9) +% 3) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) +% 2) +% ix254)]
-              var sum256: Float = (sum255 + arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) +% 1) +% ix254)])
-              var sum257: Float = (sum256 + arena[((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -1) *% 24)) +% ix254)])
-              var sum258: Float = (sum257 + arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) +% 2) +% ix254)])
-              var sum259: Float = (sum258 + arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) +% 1) +% ix254)])
-              var sum260: Float = (sum259 + arena[((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy253 +% 24) +% -2) *% 24)) +% ix254)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy253 +% 24) *% 26)) +% 2) +% ix254)] = sum260
-              ix254 &+= 1
+        for iy252 in 0..<1 {
+          do {  // SIMD16 over ix253
+            var ix253 = 0
+            while ix253 < 1 {
+              var sum254: Float = arena[((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy252 +% 24) +% -1) *% 24)) +% ix253)]
+              var sum255: Float = (sum254 + arena[((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy252 +% 24) +% -2) *% 24)) +% ix253)])
+              arena[((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy252 +% 24) *% 26)) +% ix253)] = sum255
+              ix253 &+= 1
             }
           }
         }
-        for iy261 in 0..<1 {
-          do {  // SIMD16 over ix262
-            var ix262 = 0
-            while ix262 < 1 {
-              var sum263: Float = arena[(((((6710544 +% (((c158 *% 9) +% 4) *% 9216)) +% (j157 *% 576)) +% (((iy261 +% 24) +% -1) *% 24)) +% 23) +% ix262)]
-              var sum264: Float = (sum263 + arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy261 +% 24) +% -1) *% 24)) +% 22) +% ix262)])
-              var sum265: Float = (sum264 + arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy261 +% 24) +% -2) *% 24)) +% 23) +% ix262)])
-              var sum266: Float = (sum265 + arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy261 +% 24) +% -2) *% 24)) +% 22) +% ix262)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy261 +% 24) *% 26)) +% 24) +% ix262)] = sum266
-              ix262 &+= 1
+        for iy256 in 0..<1 {
+          do {  // SIMD16 over ix257
+            var ix257 = 0
+            while ix257 < 1 {
+              var sum258: Float = arena[(((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy256 +% 24) +% -1) *% 24)) +% 1) +% ix257)]
+              var sum259: Float = (sum258 + arena[((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy256 +% 24) +% -1) *% 24)) +% ix257)])
+              var sum260: Float = (sum259 + arena[(((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy256 +% 24) +% -2) *% 24)) +% 1) +% ix257)])
+              var sum261: Float = (sum260 + arena[((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy256 +% 24) +% -2) *% 24)) +% ix257)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy256 +% 24) *% 26)) +% 1) +% ix257)] = sum261
+              ix257 &+= 1
             }
           }
         }
-        for iy267 in 0..<1 {
-          do {  // SIMD16 over ix268
-            var ix268 = 0
-            while ix268 < 1 {
-              var sum269: Float = arena[(((((6710544 +% (((c158 *% 9) +% 5) *% 9216)) +% (j157 *% 576)) +% (((iy267 +% 24) +% -1) *% 24)) +% 23) +% ix268)]
-              var sum270: Float = (sum269 + arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy267 +% 24) +% -2) *% 24)) +% 23) +% ix268)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy267 +% 24) *% 26)) +% 25) +% ix268)] = sum270
-              ix268 &+= 1
+        for iy262 in 0..<1 {
+          do {  // SIMD16 over ix263
+            var ix263 = 0
+            while ix263 &+ 16 <= 22 {
+              let sum264_v = load16(arena, ((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -1) *% 24)) +% 2) &+ ix263)
+              let sum265_v = (sum264_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -1) *% 24)) +% 1) &+ ix263))
+              let sum266_v = (sum265_v + load16(arena, (((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -1) *% 24)) &+ ix263))
+              let sum267_v = (sum266_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -2) *% 24)) +% 2) &+ ix263))
+              let sum268_v = (sum267_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -2) *% 24)) +% 1) &+ ix263))
+              let sum269_v = (sum268_v + load16(arena, (((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -2) *% 24)) &+ ix263))
+              store16(arena, ((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy262 +% 24) *% 26)) +% 2) &+ ix263, sum269_v)
+              ix263 &+= 16
+            }
+            while ix263 < 22 {
+              var sum264: Float = arena[(((((6710544 +% (((c167 *% 9) +% 3) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -1) *% 24)) +% 2) +% ix263)]
+              var sum265: Float = (sum264 + arena[(((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -1) *% 24)) +% 1) +% ix263)])
+              var sum266: Float = (sum265 + arena[((((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -1) *% 24)) +% ix263)])
+              var sum267: Float = (sum266 + arena[(((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -2) *% 24)) +% 2) +% ix263)])
+              var sum268: Float = (sum267 + arena[(((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -2) *% 24)) +% 1) +% ix263)])
+              var sum269: Float = (sum268 + arena[((((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy262 +% 24) +% -2) *% 24)) +% ix263)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy262 +% 24) *% 26)) +% 2) +% ix263)] = sum269
+              ix263 &+= 1
             }
           }
         }
-        for iy271 in 0..<1 {
-          do {  // SIMD16 over ix272
-            var ix272 = 0
-            while ix272 < 1 {
-              var sum273: Float = arena[((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy271 +% 25) +% -2) *% 24)) +% ix272)]
-              arena[((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy271 +% 25) *% 26)) +% ix272)] = sum273
-              ix272 &+= 1
+        for iy270 in 0..<1 {
+          do {  // SIMD16 over ix271
+            var ix271 = 0
+            while ix271 < 1 {
+              var sum272: Float = arena[(((((6710544 +% (((c167 *% 9) +% 4) *% 9216)) +% (j166 *% 576)) +% (((iy270 +% 24) +% -1) *% 24)) +% 23) +% ix271)]
+              var sum273: Float = (sum272 + arena[(((((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy270 +% 24) +% -1) *% 24)) +% 22) +% ix271)])
+              var sum274: Float = (sum273 + arena[(((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy270 +% 24) +% -2) *% 24)) +% 23) +% ix271)])
+              var sum275: Float = (sum274 + arena[(((((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy270 +% 24) +% -2) *% 24)) +% 22) +% ix271)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy270 +% 24) *% 26)) +% 24) +% ix271)] = sum275
+              ix271 &+= 1
             }
           }
         }
-        for iy274 in 0..<1 {
-          do {  // SIMD16 over ix275
-            var ix275 = 0
-            while ix275 < 1 {
-              var sum276: Float = arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy274 +% 25) +% -2) *% 24)) +% 1) +% ix275)]
-              var sum277: Float = (sum276 + arena[((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy274 +% 25) +% -2) *% 24)) +% ix275)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy274 +% 25) *% 26)) +% 1) +% ix275)] = sum277
-              ix275 &+= 1
+        for iy276 in 0..<1 {
+          do {  // SIMD16 over ix277
+            var ix277 = 0
+            while ix277 < 1 {
+              var sum278: Float = arena[(((((6710544 +% (((c167 *% 9) +% 5) *% 9216)) +% (j166 *% 576)) +% (((iy276 +% 24) +% -1) *% 24)) +% 23) +% ix277)]
+              var sum279: Float = (sum278 + arena[(((((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy276 +% 24) +% -2) *% 24)) +% 23) +% ix277)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy276 +% 24) *% 26)) +% 25) +% ix277)] = sum279
+              ix277 &+= 1
             }
           }
         }
-        for iy278 in 0..<1 {
-          do {  // SIMD16 over ix279
-            var ix279 = 0
-            while ix279 &+ 16 <= 22 {
-              let sum280_v = load16(arena, ((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% 2) &+ ix279)
-              let sum281_v = (sum280_v + load16(arena, ((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% 1) &+ ix279))
-              let sum282_v = (sum281_v + load16(arena, (((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) &+ ix279))
-              store16(arena, ((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy278 +% 25) *% 26)) +% 2) &+ ix279, sum282_v)
-              ix279 &+= 16
-            }
-            while ix279 < 22 {
-              var sum280: Float = arena[(((((6710544 +% (((c158 *% 9) +% 6) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% 2) +% ix279)]
-              var sum281: Float = (sum280 + arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% 1) +% ix279)])
-              var sum282: Float = (sum281 + arena[((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% ix279)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy278 +% 25) *% 26)) +% 2) +% ix279)] = sum282
-              ix279 &+= 1
+        for iy280 in 0..<1 {
+          do {  // SIMD16 over ix281
+            var ix281 = 0
+            while ix281 < 1 {
+              var sum282: Float = arena[((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy280 +% 25) +% -2) *% 24)) +% ix281)]
+              arena[((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy280 +% 25) *% 26)) +% ix281)] = sum282
+              ix281 &+= 1
             }
           }
         }
@@ -1178,9 +1221,9 @@ public func mnistnet_train_b64(
           do {  // SIMD16 over ix284
             var ix284 = 0
             while ix284 < 1 {
-              var sum285: Float = arena[(((((6710544 +% (((c158 *% 9) +% 7) *% 9216)) +% (j157 *% 576)) +% (((iy283 +% 25) +% -2) *% 24)) +% 23) +% ix284)]
-              var sum286: Float = (sum285 + arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy283 +% 25) +% -2) *% 24)) +% 22) +% ix284)])
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy283 +% 25) *% 26)) +% 24) +% ix284)] = sum286
+              var sum285: Float = arena[(((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy283 +% 25) +% -2) *% 24)) +% 1) +% ix284)]
+              var sum286: Float = (sum285 + arena[((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy283 +% 25) +% -2) *% 24)) +% ix284)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy283 +% 25) *% 26)) +% 1) +% ix284)] = sum286
               ix284 &+= 1
             }
           }
@@ -1188,10 +1231,40 @@ public func mnistnet_train_b64(
         for iy287 in 0..<1 {
           do {  // SIMD16 over ix288
             var ix288 = 0
-            while ix288 < 1 {
-              var sum289: Float = arena[(((((6710544 +% (((c158 *% 9) +% 8) *% 9216)) +% (j157 *% 576)) +% (((iy287 +% 25) +% -2) *% 24)) +% 23) +% ix288)]
-              arena[(((((1384448 +% (((g149 *% 16) +% j157) *% 21632)) +% (c158 *% 676)) +% ((iy287 +% 25) *% 26)) +% 25) +% ix288)] = sum289
+            while ix288 &+ 16 <= 22 {
+              let sum289_v = load16(arena, ((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy287 +% 25) +% -2) *% 24)) +% 2) &+ ix288)
+              let sum290_v = (sum289_v + load16(arena, ((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy287 +% 25) +% -2) *% 24)) +% 1) &+ ix288))
+              let sum291_v = (sum290_v + load16(arena, (((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy287 +% 25) +% -2) *% 24)) &+ ix288))
+              store16(arena, ((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy287 +% 25) *% 26)) +% 2) &+ ix288, sum291_v)
+              ix288 &+= 16
+            }
+            while ix288 < 22 {
+              var sum289: Float = arena[(((((6710544 +% (((c167 *% 9) +% 6) *% 9216)) +% (j166 *% 576)) +% (((iy287 +% 25) +% -2) *% 24)) +% 2) +% ix288)]
+              var sum290: Float = (sum289 + arena[(((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy287 +% 25) +% -2) *% 24)) +% 1) +% ix288)])
+              var sum291: Float = (sum290 + arena[((((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy287 +% 25) +% -2) *% 24)) +% ix288)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy287 +% 25) *% 26)) +% 2) +% ix288)] = sum291
               ix288 &+= 1
+            }
+          }
+        }
+        for iy292 in 0..<1 {
+          do {  // SIMD16 over ix293
+            var ix293 = 0
+            while ix293 < 1 {
+              var sum294: Float = arena[(((((6710544 +% (((c167 *% 9) +% 7) *% 9216)) +% (j166 *% 576)) +% (((iy292 +% 25) +% -2) *% 24)) +% 23) +% ix293)]
+              var sum295: Float = (sum294 + arena[(((((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy292 +% 25) +% -2) *% 24)) +% 22) +% ix293)])
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy292 +% 25) *% 26)) +% 24) +% ix293)] = sum295
+              ix293 &+= 1
+            }
+          }
+        }
+        for iy296 in 0..<1 {
+          do {  // SIMD16 over ix297
+            var ix297 = 0
+            while ix297 < 1 {
+              var sum298: Float = arena[(((((6710544 +% (((c167 *% 9) +% 8) *% 9216)) +% (j166 *% 576)) +% (((iy296 +% 25) +% -2) *% 24)) +% 23) +% ix297)]
+              arena[(((((1384448 +% (((g158 *% 16) +% j166) *% 21632)) +% (c167 *% 676)) +% ((iy296 +% 25) *% 26)) +% 25) +% ix297)] = sum298
+              ix297 &+= 1
             }
           }
         }
@@ -1199,186 +1272,186 @@ public func mnistnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i290
-    var i290 = 0
-    while i290 &+ 16 <= 1384448 {
-      store16(arena, 3171600 &+ i290, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i290), where: load16(arena, 0 &+ i290) .> SIMD16<Float>(repeating: Float(0))))
-      i290 &+= 16
+  do {  // SIMD16 over i299
+    var i299 = 0
+    while i299 &+ 16 <= 1384448 {
+      store16(arena, 3171600 &+ i299, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i299), where: load16(arena, 0 &+ i299) .> SIMD16<Float>(repeating: Float(0))))
+      i299 &+= 16
     }
-    while i290 < 1384448 {
-      arena[(3171600 +% i290)] = (arena[i290] > Float(0) ? arena[(1384448 +% i290)] : Float(0))
-      i290 &+= 1
+    while i299 < 1384448 {
+      arena[(3171600 +% i299)] = (arena[i299] > Float(0) ? arena[(1384448 +% i299)] : Float(0))
+      i299 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i291
-    var i291 = 0
-    while i291 &+ 16 <= 288 {
-      store16(arena, 443456 &+ i291, SIMD16<Float>(repeating: Float(0)))
-      i291 &+= 16
+  do {  // SIMD16 over i300
+    var i300 = 0
+    while i300 &+ 16 <= 288 {
+      store16(arena, 443456 &+ i300, SIMD16<Float>(repeating: Float(0)))
+      i300 &+= 16
     }
-    while i291 < 288 {
-      arena[(443456 +% i291)] = Float(0)
-      i291 &+= 1
+    while i300 < 288 {
+      arena[(443456 +% i300)] = Float(0)
+      i300 &+= 1
     }
   }
-  for g292 in 0..<4 {
-    for j293 in 0..<16 {
-      for c294 in 0..<1 {
-        for ky295 in 0..<3 {
-          for oy296 in 0..<26 {
-            for ox297 in 0..<26 {
-              arena[((((((c294 *% 3) +% ky295) *% 3) *% 10816) +% (j293 *% 676)) +% ((oy296 *% 26) +% ox297))] = images[((((((g292 *% 16) +% j293) *% 784) +% (c294 *% 784)) +% ((oy296 +% ky295) *% 28)) +% ox297)]
-            }
-          }
-          for oy298 in 0..<26 {
-            for ox299 in 0..<26 {
-              arena[(((((((c294 *% 3) +% ky295) *% 3) +% 1) *% 10816) +% (j293 *% 676)) +% ((oy298 *% 26) +% ox299))] = images[((((((g292 *% 16) +% j293) *% 784) +% (c294 *% 784)) +% ((oy298 +% ky295) *% 28)) +% (ox299 +% 1))]
-            }
-          }
-          for oy300 in 0..<26 {
-            for ox301 in 0..<26 {
-              arena[(((((((c294 *% 3) +% ky295) *% 3) +% 2) *% 10816) +% (j293 *% 676)) +% ((oy300 *% 26) +% ox301))] = images[((((((g292 *% 16) +% j293) *% 784) +% (c294 *% 784)) +% ((oy300 +% ky295) *% 28)) +% (ox301 +% 2))]
-            }
-          }
-        }
-      }
-    }
+  for g301 in 0..<4 {
     for j302 in 0..<16 {
-      for i303 in 0..<676 {
-        for f304 in 0..<32 {
-          arena[((97344 +% (((j302 *% 676) +% i303) *% 32)) +% f304)] = arena[(((3171600 +% (((g292 *% 16) +% j302) *% 21632)) +% (f304 *% 676)) +% i303)]
+      for c303 in 0..<1 {
+        for ky304 in 0..<3 {
+          for oy305 in 0..<26 {
+            for ox306 in 0..<26 {
+              arena[((((((c303 *% 3) +% ky304) *% 3) *% 10816) +% (j302 *% 676)) +% ((oy305 *% 26) +% ox306))] = images[((((((g301 *% 16) +% j302) *% 784) +% (c303 *% 784)) +% ((oy305 +% ky304) *% 28)) +% ox306)]
+            }
+          }
+          for oy307 in 0..<26 {
+            for ox308 in 0..<26 {
+              arena[(((((((c303 *% 3) +% ky304) *% 3) +% 1) *% 10816) +% (j302 *% 676)) +% ((oy307 *% 26) +% ox308))] = images[((((((g301 *% 16) +% j302) *% 784) +% (c303 *% 784)) +% ((oy307 +% ky304) *% 28)) +% (ox308 +% 1))]
+            }
+          }
+          for oy309 in 0..<26 {
+            for ox310 in 0..<26 {
+              arena[(((((((c303 *% 3) +% ky304) *% 3) +% 2) *% 10816) +% (j302 *% 676)) +% ((oy309 *% 26) +% ox310))] = images[((((((g301 *% 16) +% j302) *% 784) +% (c303 *% 784)) +% ((oy309 +% ky304) *% 28)) +% (ox310 +% 2))]
+            }
+          }
         }
       }
     }
-    for kp305 in 0..<32 {
-      for nb306 in 0..<1 {
-        for mb307 in 0..<1 {
-          var t308_c0_0 = load16(arena, ((443456 +% ((mb307 *% 9) *% 32)) +% (nb306 *% 32)))
-          var t308_c0_1 = load16(arena, (((443456 +% ((mb307 *% 9) *% 32)) +% (nb306 *% 32)) +% 16))
-          var t308_c1_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 1) *% 32)) +% (nb306 *% 32)))
-          var t308_c1_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 1) *% 32)) +% (nb306 *% 32)) +% 16))
-          var t308_c2_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 2) *% 32)) +% (nb306 *% 32)))
-          var t308_c2_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 2) *% 32)) +% (nb306 *% 32)) +% 16))
-          var t308_c3_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 3) *% 32)) +% (nb306 *% 32)))
-          var t308_c3_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 3) *% 32)) +% (nb306 *% 32)) +% 16))
-          var t308_c4_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 4) *% 32)) +% (nb306 *% 32)))
-          var t308_c4_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 4) *% 32)) +% (nb306 *% 32)) +% 16))
-          var t308_c5_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 5) *% 32)) +% (nb306 *% 32)))
-          var t308_c5_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 5) *% 32)) +% (nb306 *% 32)) +% 16))
-          var t308_c6_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 6) *% 32)) +% (nb306 *% 32)))
-          var t308_c6_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 6) *% 32)) +% (nb306 *% 32)) +% 16))
-          var t308_c7_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 7) *% 32)) +% (nb306 *% 32)))
-          var t308_c7_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 7) *% 32)) +% (nb306 *% 32)) +% 16))
-          var t308_c8_0 = load16(arena, ((443456 +% (((mb307 *% 9) +% 8) *% 32)) +% (nb306 *% 32)))
-          var t308_c8_1 = load16(arena, (((443456 +% (((mb307 *% 9) +% 8) *% 32)) +% (nb306 *% 32)) +% 16))
-          for k309 in 0..<338 {
-            let t308_b0 = load16(arena, ((97344 +% ((k309 +% (kp305 *% 338)) *% 32)) +% (nb306 *% 32)))
-            let t308_b1 = load16(arena, (((97344 +% ((k309 +% (kp305 *% 338)) *% 32)) +% (nb306 *% 32)) +% 16))
-            let t308_a0 = SIMD16<Float>(repeating: arena[(((mb307 *% 9) *% 10816) +% (k309 +% (kp305 *% 338)))])
-            t308_c0_0 = t308_c0_0.addingProduct(t308_a0, t308_b0)
-            t308_c0_1 = t308_c0_1.addingProduct(t308_a0, t308_b1)
-            let t308_a1 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 1) *% 10816) +% (k309 +% (kp305 *% 338)))])
-            t308_c1_0 = t308_c1_0.addingProduct(t308_a1, t308_b0)
-            t308_c1_1 = t308_c1_1.addingProduct(t308_a1, t308_b1)
-            let t308_a2 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 2) *% 10816) +% (k309 +% (kp305 *% 338)))])
-            t308_c2_0 = t308_c2_0.addingProduct(t308_a2, t308_b0)
-            t308_c2_1 = t308_c2_1.addingProduct(t308_a2, t308_b1)
-            let t308_a3 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 3) *% 10816) +% (k309 +% (kp305 *% 338)))])
-            t308_c3_0 = t308_c3_0.addingProduct(t308_a3, t308_b0)
-            t308_c3_1 = t308_c3_1.addingProduct(t308_a3, t308_b1)
-            let t308_a4 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 4) *% 10816) +% (k309 +% (kp305 *% 338)))])
-            t308_c4_0 = t308_c4_0.addingProduct(t308_a4, t308_b0)
-            t308_c4_1 = t308_c4_1.addingProduct(t308_a4, t308_b1)
-            let t308_a5 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 5) *% 10816) +% (k309 +% (kp305 *% 338)))])
-            t308_c5_0 = t308_c5_0.addingProduct(t308_a5, t308_b0)
-            t308_c5_1 = t308_c5_1.addingProduct(t308_a5, t308_b1)
-            let t308_a6 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 6) *% 10816) +% (k309 +% (kp305 *% 338)))])
-            t308_c6_0 = t308_c6_0.addingProduct(t308_a6, t308_b0)
-            t308_c6_1 = t308_c6_1.addingProduct(t308_a6, t308_b1)
-            let t308_a7 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 7) *% 10816) +% (k309 +% (kp305 *% 338)))])
-            t308_c7_0 = t308_c7_0.addingProduct(t308_a7, t308_b0)
-            t308_c7_1 = t308_c7_1.addingProduct(t308_a7, t308_b1)
-            let t308_a8 = SIMD16<Float>(repeating: arena[((((mb307 *% 9) +% 8) *% 10816) +% (k309 +% (kp305 *% 338)))])
-            t308_c8_0 = t308_c8_0.addingProduct(t308_a8, t308_b0)
-            t308_c8_1 = t308_c8_1.addingProduct(t308_a8, t308_b1)
+    for j311 in 0..<16 {
+      for i312 in 0..<676 {
+        for f313 in 0..<32 {
+          arena[((97344 +% (((j311 *% 676) +% i312) *% 32)) +% f313)] = arena[(((3171600 +% (((g301 *% 16) +% j311) *% 21632)) +% (f313 *% 676)) +% i312)]
+        }
+      }
+    }
+    for kp314 in 0..<32 {
+      for nb315 in 0..<1 {
+        for mb316 in 0..<1 {
+          var t317_c0_0 = load16(arena, ((443456 +% ((mb316 *% 9) *% 32)) +% (nb315 *% 32)))
+          var t317_c0_1 = load16(arena, (((443456 +% ((mb316 *% 9) *% 32)) +% (nb315 *% 32)) +% 16))
+          var t317_c1_0 = load16(arena, ((443456 +% (((mb316 *% 9) +% 1) *% 32)) +% (nb315 *% 32)))
+          var t317_c1_1 = load16(arena, (((443456 +% (((mb316 *% 9) +% 1) *% 32)) +% (nb315 *% 32)) +% 16))
+          var t317_c2_0 = load16(arena, ((443456 +% (((mb316 *% 9) +% 2) *% 32)) +% (nb315 *% 32)))
+          var t317_c2_1 = load16(arena, (((443456 +% (((mb316 *% 9) +% 2) *% 32)) +% (nb315 *% 32)) +% 16))
+          var t317_c3_0 = load16(arena, ((443456 +% (((mb316 *% 9) +% 3) *% 32)) +% (nb315 *% 32)))
+          var t317_c3_1 = load16(arena, (((443456 +% (((mb316 *% 9) +% 3) *% 32)) +% (nb315 *% 32)) +% 16))
+          var t317_c4_0 = load16(arena, ((443456 +% (((mb316 *% 9) +% 4) *% 32)) +% (nb315 *% 32)))
+          var t317_c4_1 = load16(arena, (((443456 +% (((mb316 *% 9) +% 4) *% 32)) +% (nb315 *% 32)) +% 16))
+          var t317_c5_0 = load16(arena, ((443456 +% (((mb316 *% 9) +% 5) *% 32)) +% (nb315 *% 32)))
+          var t317_c5_1 = load16(arena, (((443456 +% (((mb316 *% 9) +% 5) *% 32)) +% (nb315 *% 32)) +% 16))
+          var t317_c6_0 = load16(arena, ((443456 +% (((mb316 *% 9) +% 6) *% 32)) +% (nb315 *% 32)))
+          var t317_c6_1 = load16(arena, (((443456 +% (((mb316 *% 9) +% 6) *% 32)) +% (nb315 *% 32)) +% 16))
+          var t317_c7_0 = load16(arena, ((443456 +% (((mb316 *% 9) +% 7) *% 32)) +% (nb315 *% 32)))
+          var t317_c7_1 = load16(arena, (((443456 +% (((mb316 *% 9) +% 7) *% 32)) +% (nb315 *% 32)) +% 16))
+          var t317_c8_0 = load16(arena, ((443456 +% (((mb316 *% 9) +% 8) *% 32)) +% (nb315 *% 32)))
+          var t317_c8_1 = load16(arena, (((443456 +% (((mb316 *% 9) +% 8) *% 32)) +% (nb315 *% 32)) +% 16))
+          for k318 in 0..<338 {
+            let t317_b0 = load16(arena, ((97344 +% ((k318 +% (kp314 *% 338)) *% 32)) +% (nb315 *% 32)))
+            let t317_b1 = load16(arena, (((97344 +% ((k318 +% (kp314 *% 338)) *% 32)) +% (nb315 *% 32)) +% 16))
+            let t317_a0 = SIMD16<Float>(repeating: arena[(((mb316 *% 9) *% 10816) +% (k318 +% (kp314 *% 338)))])
+            t317_c0_0 = t317_c0_0.addingProduct(t317_a0, t317_b0)
+            t317_c0_1 = t317_c0_1.addingProduct(t317_a0, t317_b1)
+            let t317_a1 = SIMD16<Float>(repeating: arena[((((mb316 *% 9) +% 1) *% 10816) +% (k318 +% (kp314 *% 338)))])
+            t317_c1_0 = t317_c1_0.addingProduct(t317_a1, t317_b0)
+            t317_c1_1 = t317_c1_1.addingProduct(t317_a1, t317_b1)
+            let t317_a2 = SIMD16<Float>(repeating: arena[((((mb316 *% 9) +% 2) *% 10816) +% (k318 +% (kp314 *% 338)))])
+            t317_c2_0 = t317_c2_0.addingProduct(t317_a2, t317_b0)
+            t317_c2_1 = t317_c2_1.addingProduct(t317_a2, t317_b1)
+            let t317_a3 = SIMD16<Float>(repeating: arena[((((mb316 *% 9) +% 3) *% 10816) +% (k318 +% (kp314 *% 338)))])
+            t317_c3_0 = t317_c3_0.addingProduct(t317_a3, t317_b0)
+            t317_c3_1 = t317_c3_1.addingProduct(t317_a3, t317_b1)
+            let t317_a4 = SIMD16<Float>(repeating: arena[((((mb316 *% 9) +% 4) *% 10816) +% (k318 +% (kp314 *% 338)))])
+            t317_c4_0 = t317_c4_0.addingProduct(t317_a4, t317_b0)
+            t317_c4_1 = t317_c4_1.addingProduct(t317_a4, t317_b1)
+            let t317_a5 = SIMD16<Float>(repeating: arena[((((mb316 *% 9) +% 5) *% 10816) +% (k318 +% (kp314 *% 338)))])
+            t317_c5_0 = t317_c5_0.addingProduct(t317_a5, t317_b0)
+            t317_c5_1 = t317_c5_1.addingProduct(t317_a5, t317_b1)
+            let t317_a6 = SIMD16<Float>(repeating: arena[((((mb316 *% 9) +% 6) *% 10816) +% (k318 +% (kp314 *% 338)))])
+            t317_c6_0 = t317_c6_0.addingProduct(t317_a6, t317_b0)
+            t317_c6_1 = t317_c6_1.addingProduct(t317_a6, t317_b1)
+            let t317_a7 = SIMD16<Float>(repeating: arena[((((mb316 *% 9) +% 7) *% 10816) +% (k318 +% (kp314 *% 338)))])
+            t317_c7_0 = t317_c7_0.addingProduct(t317_a7, t317_b0)
+            t317_c7_1 = t317_c7_1.addingProduct(t317_a7, t317_b1)
+            let t317_a8 = SIMD16<Float>(repeating: arena[((((mb316 *% 9) +% 8) *% 10816) +% (k318 +% (kp314 *% 338)))])
+            t317_c8_0 = t317_c8_0.addingProduct(t317_a8, t317_b0)
+            t317_c8_1 = t317_c8_1.addingProduct(t317_a8, t317_b1)
           }
-          store16(arena, ((443456 +% ((mb307 *% 9) *% 32)) +% (nb306 *% 32)), t308_c0_0)
-          store16(arena, (((443456 +% ((mb307 *% 9) *% 32)) +% (nb306 *% 32)) +% 16), t308_c0_1)
-          store16(arena, ((443456 +% (((mb307 *% 9) +% 1) *% 32)) +% (nb306 *% 32)), t308_c1_0)
-          store16(arena, (((443456 +% (((mb307 *% 9) +% 1) *% 32)) +% (nb306 *% 32)) +% 16), t308_c1_1)
-          store16(arena, ((443456 +% (((mb307 *% 9) +% 2) *% 32)) +% (nb306 *% 32)), t308_c2_0)
-          store16(arena, (((443456 +% (((mb307 *% 9) +% 2) *% 32)) +% (nb306 *% 32)) +% 16), t308_c2_1)
-          store16(arena, ((443456 +% (((mb307 *% 9) +% 3) *% 32)) +% (nb306 *% 32)), t308_c3_0)
-          store16(arena, (((443456 +% (((mb307 *% 9) +% 3) *% 32)) +% (nb306 *% 32)) +% 16), t308_c3_1)
-          store16(arena, ((443456 +% (((mb307 *% 9) +% 4) *% 32)) +% (nb306 *% 32)), t308_c4_0)
-          store16(arena, (((443456 +% (((mb307 *% 9) +% 4) *% 32)) +% (nb306 *% 32)) +% 16), t308_c4_1)
-          store16(arena, ((443456 +% (((mb307 *% 9) +% 5) *% 32)) +% (nb306 *% 32)), t308_c5_0)
-          store16(arena, (((443456 +% (((mb307 *% 9) +% 5) *% 32)) +% (nb306 *% 32)) +% 16), t308_c5_1)
-          store16(arena, ((443456 +% (((mb307 *% 9) +% 6) *% 32)) +% (nb306 *% 32)), t308_c6_0)
-          store16(arena, (((443456 +% (((mb307 *% 9) +% 6) *% 32)) +% (nb306 *% 32)) +% 16), t308_c6_1)
-          store16(arena, ((443456 +% (((mb307 *% 9) +% 7) *% 32)) +% (nb306 *% 32)), t308_c7_0)
-          store16(arena, (((443456 +% (((mb307 *% 9) +% 7) *% 32)) +% (nb306 *% 32)) +% 16), t308_c7_1)
-          store16(arena, ((443456 +% (((mb307 *% 9) +% 8) *% 32)) +% (nb306 *% 32)), t308_c8_0)
-          store16(arena, (((443456 +% (((mb307 *% 9) +% 8) *% 32)) +% (nb306 *% 32)) +% 16), t308_c8_1)
+          store16(arena, ((443456 +% ((mb316 *% 9) *% 32)) +% (nb315 *% 32)), t317_c0_0)
+          store16(arena, (((443456 +% ((mb316 *% 9) *% 32)) +% (nb315 *% 32)) +% 16), t317_c0_1)
+          store16(arena, ((443456 +% (((mb316 *% 9) +% 1) *% 32)) +% (nb315 *% 32)), t317_c1_0)
+          store16(arena, (((443456 +% (((mb316 *% 9) +% 1) *% 32)) +% (nb315 *% 32)) +% 16), t317_c1_1)
+          store16(arena, ((443456 +% (((mb316 *% 9) +% 2) *% 32)) +% (nb315 *% 32)), t317_c2_0)
+          store16(arena, (((443456 +% (((mb316 *% 9) +% 2) *% 32)) +% (nb315 *% 32)) +% 16), t317_c2_1)
+          store16(arena, ((443456 +% (((mb316 *% 9) +% 3) *% 32)) +% (nb315 *% 32)), t317_c3_0)
+          store16(arena, (((443456 +% (((mb316 *% 9) +% 3) *% 32)) +% (nb315 *% 32)) +% 16), t317_c3_1)
+          store16(arena, ((443456 +% (((mb316 *% 9) +% 4) *% 32)) +% (nb315 *% 32)), t317_c4_0)
+          store16(arena, (((443456 +% (((mb316 *% 9) +% 4) *% 32)) +% (nb315 *% 32)) +% 16), t317_c4_1)
+          store16(arena, ((443456 +% (((mb316 *% 9) +% 5) *% 32)) +% (nb315 *% 32)), t317_c5_0)
+          store16(arena, (((443456 +% (((mb316 *% 9) +% 5) *% 32)) +% (nb315 *% 32)) +% 16), t317_c5_1)
+          store16(arena, ((443456 +% (((mb316 *% 9) +% 6) *% 32)) +% (nb315 *% 32)), t317_c6_0)
+          store16(arena, (((443456 +% (((mb316 *% 9) +% 6) *% 32)) +% (nb315 *% 32)) +% 16), t317_c6_1)
+          store16(arena, ((443456 +% (((mb316 *% 9) +% 7) *% 32)) +% (nb315 *% 32)), t317_c7_0)
+          store16(arena, (((443456 +% (((mb316 *% 9) +% 7) *% 32)) +% (nb315 *% 32)) +% 16), t317_c7_1)
+          store16(arena, ((443456 +% (((mb316 *% 9) +% 8) *% 32)) +% (nb315 *% 32)), t317_c8_0)
+          store16(arena, (((443456 +% (((mb316 *% 9) +% 8) *% 32)) +% (nb315 *% 32)) +% 16), t317_c8_1)
         }
       }
     }
   }
-  for f310 in 0..<32 {
-    for r311 in 0..<9 {
-      grads[((f310 *% 9) +% r311)] = arena[((443456 +% (r311 *% 32)) +% f310)]
+  for f319 in 0..<32 {
+    for r320 in 0..<9 {
+      grads[((f319 *% 9) +% r320)] = arena[((443456 +% (r320 *% 32)) +% f319)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f312 in 0..<32 {
-    var acc313 = SIMD16<Float>()
-    for img314 in 0..<64 {
-      for i315 in 0..<42 {
-        acc313 = acc313.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((3171600 +% (img314 *% 21632)) +% (f312 *% 676)) +% (i315 *% 16))))
+  for f321 in 0..<32 {
+    var acc322 = SIMD16<Float>()
+    for img323 in 0..<64 {
+      for i324 in 0..<42 {
+        acc322 = acc322.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((3171600 +% (img323 *% 21632)) +% (f321 *% 676)) +% (i324 *% 16))))
       }
-      acc313 = acc313.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img314 *% 21632)) +% (f312 *% 676)) +% 672), 4))
+      acc322 = acc322.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img323 *% 21632)) +% (f321 *% 676)) +% 672), 4))
     }
-    store16(arena, 0, acc313)
-    var sum316: Float = (arena[0] + arena[1])
-    var sum317: Float = (sum316 + arena[2])
-    var sum318: Float = (sum317 + arena[3])
-    var sum319: Float = (sum318 + arena[4])
-    var sum320: Float = (sum319 + arena[5])
-    var sum321: Float = (sum320 + arena[6])
-    var sum322: Float = (sum321 + arena[7])
-    var sum323: Float = (sum322 + arena[8])
-    var sum324: Float = (sum323 + arena[9])
-    var sum325: Float = (sum324 + arena[10])
-    var sum326: Float = (sum325 + arena[11])
-    var sum327: Float = (sum326 + arena[12])
-    var sum328: Float = (sum327 + arena[13])
-    var sum329: Float = (sum328 + arena[14])
-    var sum330: Float = (sum329 + arena[15])
-    grads[(288 +% f312)] = sum330
+    store16(arena, 0, acc322)
+    var sum325: Float = (arena[0] + arena[1])
+    var sum326: Float = (sum325 + arena[2])
+    var sum327: Float = (sum326 + arena[3])
+    var sum328: Float = (sum327 + arena[4])
+    var sum329: Float = (sum328 + arena[5])
+    var sum330: Float = (sum329 + arena[6])
+    var sum331: Float = (sum330 + arena[7])
+    var sum332: Float = (sum331 + arena[8])
+    var sum333: Float = (sum332 + arena[9])
+    var sum334: Float = (sum333 + arena[10])
+    var sum335: Float = (sum334 + arena[11])
+    var sum336: Float = (sum335 + arena[12])
+    var sum337: Float = (sum336 + arena[13])
+    var sum338: Float = (sum337 + arena[14])
+    var sum339: Float = (sum338 + arena[15])
+    grads[(288 +% f321)] = sum339
   }
   // adam = update of 1199882 parameters
-  var step_size331: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt332: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i333
-    var i333 = 0
-    while i333 &+ 16 <= 1199882 {
-      let g_v = (load16(grads, 0 &+ i333) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i333)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i333)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i333)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i333, m_new_v)
-      store16(v, 0 &+ i333, v_new_v)
-      store16(params, 0 &+ i333, (load16(params, 0 &+ i333) - ((SIMD16<Float>(repeating: step_size331) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt332)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i333 &+= 16
+  var step_size340: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt341: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i342
+    var i342 = 0
+    while i342 &+ 16 <= 1199882 {
+      let g_v = (load16(grads, 0 &+ i342) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i342)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i342)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i342)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i342, m_new_v)
+      store16(v, 0 &+ i342, v_new_v)
+      store16(params, 0 &+ i342, (load16(params, 0 &+ i342) - ((SIMD16<Float>(repeating: step_size340) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt341)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i342 &+= 16
     }
-    while i333 < 1199882 {
-      var g: Float = (grads[i333] + (Float(0) * params[i333]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i333]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i333]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i333] = m_new
-      v[i333] = v_new
-      params[i333] = (params[i333] - ((step_size331 * m_new) / ((sqrtf(v_new) / bc2_sqrt332) + Float(bitPattern: 0x322bcc77))))
-      i333 &+= 1
+    while i342 < 1199882 {
+      var g: Float = (grads[i342] + (Float(0) * params[i342]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i342]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i342]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i342] = m_new
+      v[i342] = v_new
+      params[i342] = (params[i342] - ((step_size340 * m_new) / ((sqrtf(v_new) / bc2_sqrt341) + Float(bitPattern: 0x322bcc77))))
+      i342 &+= 1
     }
   }
 }
@@ -1650,44 +1723,117 @@ public func mnistnet_infer_b64(
   // drop1 = dropout(conv2)
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 1384448, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 0, 128)
   for n65 in 0..<64 {
-    do {  // SIMD16 over u66
-      var u66 = 0
-      while u66 &+ 16 <= 128 {
-        store16(arena, (n65 *% 128) &+ u66, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n65 *% 128) &+ u66) + load16(params, 1198464 &+ u66)), where: (load16(arena, (n65 *% 128) &+ u66) + load16(params, 1198464 &+ u66)) .> SIMD16<Float>(repeating: Float(0))))
-        u66 &+= 16
+    for k66 in 0..<9216 {
+      arena[((8192 +% (k66 *% 64)) +% n65)] = arena[((1384448 +% (n65 *% 9216)) +% k66)]
+    }
+  }
+  for r67 in 0..<128 {
+    do {  // SIMD16 over i68
+      var i68 = 0
+      while i68 &+ 16 <= 64 {
+        store16(arena, (598016 +% (r67 *% 64)) &+ i68, SIMD16<Float>(repeating: Float(0)))
+        i68 &+= 16
       }
-      while u66 < 128 {
-        arena[((n65 *% 128) +% u66)] = ((arena[((n65 *% 128) +% u66)] + params[(1198464 +% u66)]) > Float(0) ? (arena[((n65 *% 128) +% u66)] + params[(1198464 +% u66)]) : Float(0))
-        u66 &+= 1
+      while i68 < 64 {
+        arena[((598016 +% (r67 *% 64)) +% i68)] = Float(0)
+        i68 &+= 1
       }
+    }
+  }
+  for kp69 in 0..<24 {
+    for nb70 in 0..<1 {
+      for mb71 in 0..<32 {
+        var t72_c0_0 = load16(arena, ((598016 +% ((mb71 *% 4) *% 64)) +% (nb70 *% 64)))
+        var t72_c0_1 = load16(arena, (((598016 +% ((mb71 *% 4) *% 64)) +% (nb70 *% 64)) +% 16))
+        var t72_c0_2 = load16(arena, (((598016 +% ((mb71 *% 4) *% 64)) +% (nb70 *% 64)) +% 32))
+        var t72_c0_3 = load16(arena, (((598016 +% ((mb71 *% 4) *% 64)) +% (nb70 *% 64)) +% 48))
+        var t72_c1_0 = load16(arena, ((598016 +% (((mb71 *% 4) +% 1) *% 64)) +% (nb70 *% 64)))
+        var t72_c1_1 = load16(arena, (((598016 +% (((mb71 *% 4) +% 1) *% 64)) +% (nb70 *% 64)) +% 16))
+        var t72_c1_2 = load16(arena, (((598016 +% (((mb71 *% 4) +% 1) *% 64)) +% (nb70 *% 64)) +% 32))
+        var t72_c1_3 = load16(arena, (((598016 +% (((mb71 *% 4) +% 1) *% 64)) +% (nb70 *% 64)) +% 48))
+        var t72_c2_0 = load16(arena, ((598016 +% (((mb71 *% 4) +% 2) *% 64)) +% (nb70 *% 64)))
+        var t72_c2_1 = load16(arena, (((598016 +% (((mb71 *% 4) +% 2) *% 64)) +% (nb70 *% 64)) +% 16))
+        var t72_c2_2 = load16(arena, (((598016 +% (((mb71 *% 4) +% 2) *% 64)) +% (nb70 *% 64)) +% 32))
+        var t72_c2_3 = load16(arena, (((598016 +% (((mb71 *% 4) +% 2) *% 64)) +% (nb70 *% 64)) +% 48))
+        var t72_c3_0 = load16(arena, ((598016 +% (((mb71 *% 4) +% 3) *% 64)) +% (nb70 *% 64)))
+        var t72_c3_1 = load16(arena, (((598016 +% (((mb71 *% 4) +% 3) *% 64)) +% (nb70 *% 64)) +% 16))
+        var t72_c3_2 = load16(arena, (((598016 +% (((mb71 *% 4) +% 3) *% 64)) +% (nb70 *% 64)) +% 32))
+        var t72_c3_3 = load16(arena, (((598016 +% (((mb71 *% 4) +% 3) *% 64)) +% (nb70 *% 64)) +% 48))
+        for k73 in 0..<384 {
+          let t72_b0 = load16(arena, ((8192 +% ((k73 +% (kp69 *% 384)) *% 64)) +% (nb70 *% 64)))
+          let t72_b1 = load16(arena, (((8192 +% ((k73 +% (kp69 *% 384)) *% 64)) +% (nb70 *% 64)) +% 16))
+          let t72_b2 = load16(arena, (((8192 +% ((k73 +% (kp69 *% 384)) *% 64)) +% (nb70 *% 64)) +% 32))
+          let t72_b3 = load16(arena, (((8192 +% ((k73 +% (kp69 *% 384)) *% 64)) +% (nb70 *% 64)) +% 48))
+          let t72_a0 = SIMD16<Float>(repeating: params[((18816 +% ((mb71 *% 4) *% 9216)) +% (k73 +% (kp69 *% 384)))])
+          t72_c0_0 = t72_c0_0.addingProduct(t72_a0, t72_b0)
+          t72_c0_1 = t72_c0_1.addingProduct(t72_a0, t72_b1)
+          t72_c0_2 = t72_c0_2.addingProduct(t72_a0, t72_b2)
+          t72_c0_3 = t72_c0_3.addingProduct(t72_a0, t72_b3)
+          let t72_a1 = SIMD16<Float>(repeating: params[((18816 +% (((mb71 *% 4) +% 1) *% 9216)) +% (k73 +% (kp69 *% 384)))])
+          t72_c1_0 = t72_c1_0.addingProduct(t72_a1, t72_b0)
+          t72_c1_1 = t72_c1_1.addingProduct(t72_a1, t72_b1)
+          t72_c1_2 = t72_c1_2.addingProduct(t72_a1, t72_b2)
+          t72_c1_3 = t72_c1_3.addingProduct(t72_a1, t72_b3)
+          let t72_a2 = SIMD16<Float>(repeating: params[((18816 +% (((mb71 *% 4) +% 2) *% 9216)) +% (k73 +% (kp69 *% 384)))])
+          t72_c2_0 = t72_c2_0.addingProduct(t72_a2, t72_b0)
+          t72_c2_1 = t72_c2_1.addingProduct(t72_a2, t72_b1)
+          t72_c2_2 = t72_c2_2.addingProduct(t72_a2, t72_b2)
+          t72_c2_3 = t72_c2_3.addingProduct(t72_a2, t72_b3)
+          let t72_a3 = SIMD16<Float>(repeating: params[((18816 +% (((mb71 *% 4) +% 3) *% 9216)) +% (k73 +% (kp69 *% 384)))])
+          t72_c3_0 = t72_c3_0.addingProduct(t72_a3, t72_b0)
+          t72_c3_1 = t72_c3_1.addingProduct(t72_a3, t72_b1)
+          t72_c3_2 = t72_c3_2.addingProduct(t72_a3, t72_b2)
+          t72_c3_3 = t72_c3_3.addingProduct(t72_a3, t72_b3)
+        }
+        store16(arena, ((598016 +% ((mb71 *% 4) *% 64)) +% (nb70 *% 64)), t72_c0_0)
+        store16(arena, (((598016 +% ((mb71 *% 4) *% 64)) +% (nb70 *% 64)) +% 16), t72_c0_1)
+        store16(arena, (((598016 +% ((mb71 *% 4) *% 64)) +% (nb70 *% 64)) +% 32), t72_c0_2)
+        store16(arena, (((598016 +% ((mb71 *% 4) *% 64)) +% (nb70 *% 64)) +% 48), t72_c0_3)
+        store16(arena, ((598016 +% (((mb71 *% 4) +% 1) *% 64)) +% (nb70 *% 64)), t72_c1_0)
+        store16(arena, (((598016 +% (((mb71 *% 4) +% 1) *% 64)) +% (nb70 *% 64)) +% 16), t72_c1_1)
+        store16(arena, (((598016 +% (((mb71 *% 4) +% 1) *% 64)) +% (nb70 *% 64)) +% 32), t72_c1_2)
+        store16(arena, (((598016 +% (((mb71 *% 4) +% 1) *% 64)) +% (nb70 *% 64)) +% 48), t72_c1_3)
+        store16(arena, ((598016 +% (((mb71 *% 4) +% 2) *% 64)) +% (nb70 *% 64)), t72_c2_0)
+        store16(arena, (((598016 +% (((mb71 *% 4) +% 2) *% 64)) +% (nb70 *% 64)) +% 16), t72_c2_1)
+        store16(arena, (((598016 +% (((mb71 *% 4) +% 2) *% 64)) +% (nb70 *% 64)) +% 32), t72_c2_2)
+        store16(arena, (((598016 +% (((mb71 *% 4) +% 2) *% 64)) +% (nb70 *% 64)) +% 48), t72_c2_3)
+        store16(arena, ((598016 +% (((mb71 *% 4) +% 3) *% 64)) +% (nb70 *% 64)), t72_c3_0)
+        store16(arena, (((598016 +% (((mb71 *% 4) +% 3) *% 64)) +% (nb70 *% 64)) +% 16), t72_c3_1)
+        store16(arena, (((598016 +% (((mb71 *% 4) +% 3) *% 64)) +% (nb70 *% 64)) +% 32), t72_c3_2)
+        store16(arena, (((598016 +% (((mb71 *% 4) +% 3) *% 64)) +% (nb70 *% 64)) +% 48), t72_c3_3)
+      }
+    }
+  }
+  for n74 in 0..<64 {
+    for u75 in 0..<128 {
+      arena[((n74 *% 128) +% u75)] = ((arena[((598016 +% (u75 *% 64)) +% n74)] + params[(1198464 +% u75)]) > Float(0) ? (arena[((598016 +% (u75 *% 64)) +% n74)] + params[(1198464 +% u75)]) : Float(0))
     }
   }
   // drop2 = dropout(fc1)
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n67 in 0..<64 {
-    do {  // SIMD16 over u68
-      var u68 = 0
-      while u68 < 10 {
-        arena[((8192 +% (n67 *% 10)) +% u68)] = (arena[((8192 +% (n67 *% 10)) +% u68)] + params[(1199872 +% u68)])
-        u68 &+= 1
+  for n76 in 0..<64 {
+    do {  // SIMD16 over u77
+      var u77 = 0
+      while u77 < 10 {
+        arena[((8192 +% (n76 *% 10)) +% u77)] = (arena[((8192 +% (n76 *% 10)) +% u77)] + params[(1199872 +% u77)])
+        u77 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n69 in 0..<64 {
-    var m70: Float = arena[(8192 +% (n69 *% 10))]
-    for k72 in 0..<10 {
-      m70 = { let x = m70, y = arena[((8192 +% (n69 *% 10)) +% k72)]; return y > x ? y : x }()
+  for n78 in 0..<64 {
+    var m79: Float = arena[(8192 +% (n78 *% 10))]
+    for k81 in 0..<10 {
+      m79 = { let x = m79, y = arena[((8192 +% (n78 *% 10)) +% k81)]; return y > x ? y : x }()
     }
-    var s71: Float = Float(0)
-    for k73 in 0..<10 {
-      s71 = (s71 + expf((arena[((8192 +% (n69 *% 10)) +% k73)] - m70)))
+    var s80: Float = Float(0)
+    for k82 in 0..<10 {
+      s80 = (s80 + expf((arena[((8192 +% (n78 *% 10)) +% k82)] - m79)))
     }
-    for k74 in 0..<10 {
-      arena[((n69 *% 10) +% k74)] = (expf((arena[((8192 +% (n69 *% 10)) +% k74)] - m70)) / s71)
+    for k83 in 0..<10 {
+      arena[((n78 *% 10) +% k83)] = (expf((arena[((8192 +% (n78 *% 10)) +% k83)] - m79)) / s80)
     }
   }
 }

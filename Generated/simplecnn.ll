@@ -7,241 +7,265 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt334 = alloca float, align 4
-  %adam.step_size333 = alloca float, align 4
+  %adam.bc2_sqrt343 = alloca float, align 4
+  %adam.step_size342 = alloca float, align 4
+  %conv1_bias_grad.sum341 = alloca float, align 4
+  %conv1_bias_grad.sum340 = alloca float, align 4
+  %conv1_bias_grad.sum339 = alloca float, align 4
+  %conv1_bias_grad.sum338 = alloca float, align 4
+  %conv1_bias_grad.sum337 = alloca float, align 4
+  %conv1_bias_grad.sum336 = alloca float, align 4
+  %conv1_bias_grad.sum335 = alloca float, align 4
+  %conv1_bias_grad.sum334 = alloca float, align 4
+  %conv1_bias_grad.sum333 = alloca float, align 4
   %conv1_bias_grad.sum332 = alloca float, align 4
   %conv1_bias_grad.sum331 = alloca float, align 4
   %conv1_bias_grad.sum330 = alloca float, align 4
   %conv1_bias_grad.sum329 = alloca float, align 4
   %conv1_bias_grad.sum328 = alloca float, align 4
   %conv1_bias_grad.sum327 = alloca float, align 4
-  %conv1_bias_grad.sum326 = alloca float, align 4
-  %conv1_bias_grad.sum325 = alloca float, align 4
-  %conv1_bias_grad.sum324 = alloca float, align 4
-  %conv1_bias_grad.sum323 = alloca float, align 4
-  %conv1_bias_grad.sum322 = alloca float, align 4
-  %conv1_bias_grad.sum321 = alloca float, align 4
-  %conv1_bias_grad.sum320 = alloca float, align 4
-  %conv1_bias_grad.sum319 = alloca float, align 4
-  %conv1_bias_grad.sum318 = alloca float, align 4
-  %conv1_bias_grad.acc315 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t310_c0_0 = alloca <16 x float>, align 64
+  %conv1_bias_grad.acc324 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t319_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.sum293 = alloca float, align 4
+  %pool1_grad.sum292 = alloca float, align 4
+  %pool1_grad.sum291 = alloca float, align 4
+  %pool1_grad.sum290 = alloca float, align 4
+  %pool1_grad.sum287 = alloca float, align 4
+  %pool1_grad.sum286 = alloca float, align 4
+  %pool1_grad.sum285 = alloca float, align 4
   %pool1_grad.sum284 = alloca float, align 4
   %pool1_grad.sum283 = alloca float, align 4
   %pool1_grad.sum282 = alloca float, align 4
-  %pool1_grad.sum281 = alloca float, align 4
+  %pool1_grad.sum279 = alloca float, align 4
   %pool1_grad.sum278 = alloca float, align 4
   %pool1_grad.sum277 = alloca float, align 4
   %pool1_grad.sum276 = alloca float, align 4
-  %pool1_grad.sum275 = alloca float, align 4
-  %pool1_grad.sum274 = alloca float, align 4
   %pool1_grad.sum273 = alloca float, align 4
+  %pool1_grad.sum272 = alloca float, align 4
+  %pool1_grad.sum271 = alloca float, align 4
   %pool1_grad.sum270 = alloca float, align 4
   %pool1_grad.sum269 = alloca float, align 4
   %pool1_grad.sum268 = alloca float, align 4
-  %pool1_grad.sum267 = alloca float, align 4
+  %pool1_grad.sum265 = alloca float, align 4
   %pool1_grad.sum264 = alloca float, align 4
   %pool1_grad.sum263 = alloca float, align 4
   %pool1_grad.sum262 = alloca float, align 4
   %pool1_grad.sum261 = alloca float, align 4
   %pool1_grad.sum260 = alloca float, align 4
   %pool1_grad.sum259 = alloca float, align 4
-  %pool1_grad.sum256 = alloca float, align 4
-  %pool1_grad.sum255 = alloca float, align 4
+  %pool1_grad.sum258 = alloca float, align 4
+  %pool1_grad.sum257 = alloca float, align 4
   %pool1_grad.sum254 = alloca float, align 4
   %pool1_grad.sum253 = alloca float, align 4
   %pool1_grad.sum252 = alloca float, align 4
   %pool1_grad.sum251 = alloca float, align 4
   %pool1_grad.sum250 = alloca float, align 4
   %pool1_grad.sum249 = alloca float, align 4
-  %pool1_grad.sum248 = alloca float, align 4
+  %pool1_grad.sum246 = alloca float, align 4
   %pool1_grad.sum245 = alloca float, align 4
   %pool1_grad.sum244 = alloca float, align 4
   %pool1_grad.sum243 = alloca float, align 4
-  %pool1_grad.sum242 = alloca float, align 4
-  %pool1_grad.sum241 = alloca float, align 4
   %pool1_grad.sum240 = alloca float, align 4
+  %pool1_grad.sum239 = alloca float, align 4
+  %pool1_grad.sum238 = alloca float, align 4
   %pool1_grad.sum237 = alloca float, align 4
   %pool1_grad.sum236 = alloca float, align 4
   %pool1_grad.sum235 = alloca float, align 4
-  %pool1_grad.sum234 = alloca float, align 4
+  %pool1_grad.sum232 = alloca float, align 4
   %pool1_grad.sum231 = alloca float, align 4
   %pool1_grad.sum230 = alloca float, align 4
   %pool1_grad.sum229 = alloca float, align 4
-  %pool1_grad.sum228 = alloca float, align 4
-  %pool1_grad.sum227 = alloca float, align 4
-  %pool1_grad.sum226 = alloca float, align 4
-  %pool1_grad.sum223 = alloca float, align 4
-  %pool1_grad.sum222 = alloca float, align 4
-  %pool1_grad.sum221 = alloca float, align 4
-  %pool1_grad.sum220 = alloca float, align 4
-  %pool1_grad.t214_a5 = alloca <16 x float>, align 64
-  %pool1_grad.t214_a4 = alloca <16 x float>, align 64
-  %pool1_grad.t214_a3 = alloca <16 x float>, align 64
-  %pool1_grad.t214_a2 = alloca <16 x float>, align 64
-  %pool1_grad.t214_a1 = alloca <16 x float>, align 64
-  %pool1_grad.t214_a0 = alloca <16 x float>, align 64
-  %pool1_grad.t214_b3 = alloca <16 x float>, align 64
-  %pool1_grad.t214_b2 = alloca <16 x float>, align 64
-  %pool1_grad.t214_b1 = alloca <16 x float>, align 64
-  %pool1_grad.t214_b0 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c5_3 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c5_2 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c5_1 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c5_0 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c4_3 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c4_2 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c4_1 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c4_0 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c3_3 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c3_2 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c3_1 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c3_0 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c2_3 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c2_2 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c2_1 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c2_0 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c1_3 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c1_2 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c1_1 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c1_0 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c0_3 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c0_2 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c0_1 = alloca <16 x float>, align 64
-  %pool1_grad.t214_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.t223_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t223_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t223_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t223_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t223_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t223_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t223_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t223_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t223_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t223_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t223_c0_0 = alloca <16 x float>, align 64
+  %conv2_bias_grad.sum216 = alloca float, align 4
+  %conv2_bias_grad.sum215 = alloca float, align 4
+  %conv2_bias_grad.sum214 = alloca float, align 4
+  %conv2_bias_grad.sum213 = alloca float, align 4
+  %conv2_bias_grad.sum212 = alloca float, align 4
+  %conv2_bias_grad.sum211 = alloca float, align 4
+  %conv2_bias_grad.sum210 = alloca float, align 4
+  %conv2_bias_grad.sum209 = alloca float, align 4
+  %conv2_bias_grad.sum208 = alloca float, align 4
   %conv2_bias_grad.sum207 = alloca float, align 4
   %conv2_bias_grad.sum206 = alloca float, align 4
   %conv2_bias_grad.sum205 = alloca float, align 4
   %conv2_bias_grad.sum204 = alloca float, align 4
   %conv2_bias_grad.sum203 = alloca float, align 4
   %conv2_bias_grad.sum202 = alloca float, align 4
-  %conv2_bias_grad.sum201 = alloca float, align 4
-  %conv2_bias_grad.sum200 = alloca float, align 4
-  %conv2_bias_grad.sum199 = alloca float, align 4
-  %conv2_bias_grad.sum198 = alloca float, align 4
-  %conv2_bias_grad.sum197 = alloca float, align 4
-  %conv2_bias_grad.sum196 = alloca float, align 4
-  %conv2_bias_grad.sum195 = alloca float, align 4
-  %conv2_bias_grad.sum194 = alloca float, align 4
-  %conv2_bias_grad.sum193 = alloca float, align 4
-  %conv2_bias_grad.acc190 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t158_a3 = alloca <16 x float>, align 64
-  %flat_grad.t158_a2 = alloca <16 x float>, align 64
-  %flat_grad.t158_a1 = alloca <16 x float>, align 64
-  %flat_grad.t158_a0 = alloca <16 x float>, align 64
-  %flat_grad.t158_b3 = alloca <16 x float>, align 64
-  %flat_grad.t158_b2 = alloca <16 x float>, align 64
-  %flat_grad.t158_b1 = alloca <16 x float>, align 64
-  %flat_grad.t158_b0 = alloca <16 x float>, align 64
-  %flat_grad.t158_c3_3 = alloca <16 x float>, align 64
-  %flat_grad.t158_c3_2 = alloca <16 x float>, align 64
-  %flat_grad.t158_c3_1 = alloca <16 x float>, align 64
-  %flat_grad.t158_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t158_c2_3 = alloca <16 x float>, align 64
-  %flat_grad.t158_c2_2 = alloca <16 x float>, align 64
-  %flat_grad.t158_c2_1 = alloca <16 x float>, align 64
-  %flat_grad.t158_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t158_c1_3 = alloca <16 x float>, align 64
-  %flat_grad.t158_c1_2 = alloca <16 x float>, align 64
-  %flat_grad.t158_c1_1 = alloca <16 x float>, align 64
-  %flat_grad.t158_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t158_c0_3 = alloca <16 x float>, align 64
-  %flat_grad.t158_c0_2 = alloca <16 x float>, align 64
-  %flat_grad.t158_c0_1 = alloca <16 x float>, align 64
-  %flat_grad.t158_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc154 = alloca float, align 4
-  %fc1_weight_grad.t151_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c3_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c3_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c2_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c2_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t151_c0_0 = alloca <16 x float>, align 64
-  %fc2_bias_grad.acc145 = alloca float, align 4
-  %fc2_grad.s140 = alloca float, align 4
-  %fc2_grad.m139 = alloca float, align 4
-  %loss.s135 = alloca float, align 4
-  %loss.m134 = alloca float, align 4
-  %loss.total132 = alloca float, align 4
+  %conv2_bias_grad.acc199 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t194_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t167_a3 = alloca <16 x float>, align 64
+  %flat_grad.t167_a2 = alloca <16 x float>, align 64
+  %flat_grad.t167_a1 = alloca <16 x float>, align 64
+  %flat_grad.t167_a0 = alloca <16 x float>, align 64
+  %flat_grad.t167_b3 = alloca <16 x float>, align 64
+  %flat_grad.t167_b2 = alloca <16 x float>, align 64
+  %flat_grad.t167_b1 = alloca <16 x float>, align 64
+  %flat_grad.t167_b0 = alloca <16 x float>, align 64
+  %flat_grad.t167_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t167_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t167_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t167_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t167_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t167_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t167_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t167_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t167_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t167_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t167_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t167_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t167_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t167_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t167_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t167_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc163 = alloca float, align 4
+  %fc1_weight_grad.t160_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t160_c0_0 = alloca <16 x float>, align 64
+  %fc2_bias_grad.acc154 = alloca float, align 4
+  %fc2_grad.s149 = alloca float, align 4
+  %fc2_grad.m148 = alloca float, align 4
+  %loss.s144 = alloca float, align 4
+  %loss.m143 = alloca float, align 4
+  %loss.total141 = alloca float, align 4
+  %fc1.t134_a3 = alloca <16 x float>, align 64
+  %fc1.t134_a2 = alloca <16 x float>, align 64
+  %fc1.t134_a1 = alloca <16 x float>, align 64
+  %fc1.t134_a0 = alloca <16 x float>, align 64
+  %fc1.t134_b3 = alloca <16 x float>, align 64
+  %fc1.t134_b2 = alloca <16 x float>, align 64
+  %fc1.t134_b1 = alloca <16 x float>, align 64
+  %fc1.t134_b0 = alloca <16 x float>, align 64
+  %fc1.t134_c3_3 = alloca <16 x float>, align 64
+  %fc1.t134_c3_2 = alloca <16 x float>, align 64
+  %fc1.t134_c3_1 = alloca <16 x float>, align 64
+  %fc1.t134_c3_0 = alloca <16 x float>, align 64
+  %fc1.t134_c2_3 = alloca <16 x float>, align 64
+  %fc1.t134_c2_2 = alloca <16 x float>, align 64
+  %fc1.t134_c2_1 = alloca <16 x float>, align 64
+  %fc1.t134_c2_0 = alloca <16 x float>, align 64
+  %fc1.t134_c1_3 = alloca <16 x float>, align 64
+  %fc1.t134_c1_2 = alloca <16 x float>, align 64
+  %fc1.t134_c1_1 = alloca <16 x float>, align 64
+  %fc1.t134_c1_0 = alloca <16 x float>, align 64
+  %fc1.t134_c0_3 = alloca <16 x float>, align 64
+  %fc1.t134_c0_2 = alloca <16 x float>, align 64
+  %fc1.t134_c0_1 = alloca <16 x float>, align 64
+  %fc1.t134_c0_0 = alloca <16 x float>, align 64
   %conv2.best125 = alloca float, align 4
   %conv2.at126 = alloca float, align 4
   %conv2.v124 = alloca float, align 4
@@ -2512,10 +2536,6 @@ conv2.g65:                                        ; preds = %conv2.j113.end, %co
   br label %conv2.j66
 
 conv2.g65.end:                                    ; preds = %conv2.j113.end
-  %arena621 = getelementptr inbounds float, ptr %arena, i64 802816
-  %params622 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena623 = getelementptr inbounds float, ptr %arena, i64 1204224
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena621, i32 3136, ptr %params622, i32 3136, float 0.000000e+00, ptr %arena623, i32 128)
   br label %fc1.n127
 
 conv2.j66:                                        ; preds = %conv2.c67.end, %conv2.g65
@@ -4673,5498 +4693,6055 @@ conv2.q115.end:                                   ; preds = %conv2.q115
   %2342 = icmp slt i64 %f114.next, 64
   br i1 %2342, label %conv2.f114, label %conv2.f114.end
 
-fc1.n127:                                         ; preds = %fc1.u128.end, %conv2.g65.end
-  %fc1.n127624 = phi i64 [ 0, %conv2.g65.end ], [ %n127.next, %fc1.u128.end ]
-  br label %fc1.u128
+fc1.n127:                                         ; preds = %fc1.k128.end, %conv2.g65.end
+  %fc1.n127621 = phi i64 [ 0, %conv2.g65.end ], [ %n127.next, %fc1.k128.end ]
+  br label %fc1.k128
 
-fc1.n127.end:                                     ; preds = %fc1.u128.end
-  br label %drop.i129
+fc1.n127.end:                                     ; preds = %fc1.k128.end
+  br label %fc1.r129
 
-fc1.u128:                                         ; preds = %fc1.u128, %fc1.n127
-  %fc1.u128625 = phi i64 [ 0, %fc1.n127 ], [ %u128.next, %fc1.u128 ]
-  %2343 = mul nsw i64 %fc1.n127624, 128
-  %2344 = add nsw i64 1204224, %2343
-  %2345 = add nsw i64 %2344, %fc1.u128625
-  %arena626 = getelementptr inbounds float, ptr %arena, i64 %2345
-  %2346 = load float, ptr %arena626, align 4
-  %2347 = add nsw i64 420224, %fc1.u128625
-  %params627 = getelementptr inbounds float, ptr %params, i64 %2347
-  %2348 = load float, ptr %params627, align 4
-  %2349 = fadd float %2346, %2348
-  %2350 = fcmp ogt float %2349, 0.000000e+00
-  %2351 = mul nsw i64 %fc1.n127624, 128
-  %2352 = add nsw i64 1204224, %2351
-  %2353 = add nsw i64 %2352, %fc1.u128625
-  %arena628 = getelementptr inbounds float, ptr %arena, i64 %2353
-  %2354 = load float, ptr %arena628, align 4
-  %2355 = add nsw i64 420224, %fc1.u128625
-  %params629 = getelementptr inbounds float, ptr %params, i64 %2355
-  %2356 = load float, ptr %params629, align 4
-  %2357 = fadd float %2354, %2356
-  %2358 = select i1 %2350, float %2357, float 0.000000e+00
-  %2359 = mul nsw i64 %fc1.n127624, 128
-  %2360 = add nsw i64 1204224, %2359
-  %2361 = add nsw i64 %2360, %fc1.u128625
-  %arena630 = getelementptr inbounds float, ptr %arena, i64 %2361
-  store float %2358, ptr %arena630, align 4
-  %u128.next = add nsw i64 %fc1.u128625, 1
-  %2362 = icmp slt i64 %u128.next, 128
-  br i1 %2362, label %fc1.u128, label %fc1.u128.end
+fc1.k128:                                         ; preds = %fc1.k128, %fc1.n127
+  %fc1.k128622 = phi i64 [ 0, %fc1.n127 ], [ %k128.next, %fc1.k128 ]
+  %2343 = mul nsw i64 %fc1.n127621, 3136
+  %2344 = add nsw i64 802816, %2343
+  %2345 = add nsw i64 %2344, %fc1.k128622
+  %arena623 = getelementptr inbounds float, ptr %arena, i64 %2345
+  %2346 = load float, ptr %arena623, align 4
+  %2347 = mul nsw i64 %fc1.k128622, 64
+  %2348 = add nsw i64 1212416, %2347
+  %2349 = add nsw i64 %2348, %fc1.n127621
+  %arena624 = getelementptr inbounds float, ptr %arena, i64 %2349
+  store float %2346, ptr %arena624, align 4
+  %k128.next = add nsw i64 %fc1.k128622, 1
+  %2350 = icmp slt i64 %k128.next, 3136
+  br i1 %2350, label %fc1.k128, label %fc1.k128.end
 
-fc1.u128.end:                                     ; preds = %fc1.u128
-  %n127.next = add nsw i64 %fc1.n127624, 1
-  %2363 = icmp slt i64 %n127.next, 64
-  br i1 %2363, label %fc1.n127, label %fc1.n127.end
+fc1.k128.end:                                     ; preds = %fc1.k128
+  %n127.next = add nsw i64 %fc1.n127621, 1
+  %2351 = icmp slt i64 %n127.next, 64
+  br i1 %2351, label %fc1.n127, label %fc1.n127.end
 
-drop.i129:                                        ; preds = %drop.i129, %fc1.n127.end
-  %drop.i129631 = phi i64 [ 0, %fc1.n127.end ], [ %i129.next, %drop.i129 ]
-  %2364 = xor i64 %seed, -1035080904108319828
-  %2365 = lshr i64 %2364, 30
-  %2366 = xor i64 %2364, %2365
-  %2367 = mul i64 %2366, -4658895280553007687
-  %2368 = lshr i64 %2367, 27
-  %2369 = xor i64 %2367, %2368
-  %2370 = mul i64 %2369, -7723592293110705685
-  %2371 = lshr i64 %2370, 31
-  %2372 = xor i64 %2370, %2371
-  %2373 = add i64 %2372, %step
-  %2374 = lshr i64 %2373, 30
-  %2375 = xor i64 %2373, %2374
-  %2376 = mul i64 %2375, -4658895280553007687
-  %2377 = lshr i64 %2376, 27
-  %2378 = xor i64 %2376, %2377
-  %2379 = mul i64 %2378, -7723592293110705685
-  %2380 = lshr i64 %2379, 31
-  %2381 = xor i64 %2379, %2380
-  %2382 = mul i64 %drop.i129631, -7046029254386353131
-  %2383 = add i64 %2381, %2382
-  %2384 = lshr i64 %2383, 30
-  %2385 = xor i64 %2383, %2384
-  %2386 = mul i64 %2385, -4658895280553007687
-  %2387 = lshr i64 %2386, 27
-  %2388 = xor i64 %2386, %2387
-  %2389 = mul i64 %2388, -7723592293110705685
-  %2390 = lshr i64 %2389, 31
-  %2391 = xor i64 %2389, %2390
-  %2392 = lshr i64 %2391, 40
-  %keep = icmp uge i64 %2392, 8388608
-  %2393 = add nsw i64 1204224, %drop.i129631
-  %arena632 = getelementptr inbounds float, ptr %arena, i64 %2393
-  %2394 = load float, ptr %arena632, align 4
-  %2395 = fmul float %2394, 2.000000e+00
-  %2396 = select i1 %keep, float %2395, float 0.000000e+00
-  %2397 = add nsw i64 1212416, %drop.i129631
-  %arena633 = getelementptr inbounds float, ptr %arena, i64 %2397
-  store float %2396, ptr %arena633, align 4
-  %i129.next = add nsw i64 %drop.i129631, 1
-  %2398 = icmp slt i64 %i129.next, 8192
-  br i1 %2398, label %drop.i129, label %drop.i129.end
+fc1.r129:                                         ; preds = %fc1.i130.end, %fc1.n127.end
+  %fc1.r129625 = phi i64 [ 0, %fc1.n127.end ], [ %r129.next, %fc1.i130.end ]
+  br label %fc1.i130
 
-drop.i129.end:                                    ; preds = %drop.i129
-  %arena634 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %params635 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena636 = getelementptr inbounds float, ptr %arena, i64 1220608
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena634, i32 128, ptr %params635, i32 128, float 0.000000e+00, ptr %arena636, i32 10)
-  br label %fc2.n130
+fc1.r129.end:                                     ; preds = %fc1.i130.end
+  br label %fc1.kp131
 
-fc2.n130:                                         ; preds = %fc2.u131.end, %drop.i129.end
-  %fc2.n130637 = phi i64 [ 0, %drop.i129.end ], [ %n130.next, %fc2.u131.end ]
-  br label %fc2.u131
+fc1.i130:                                         ; preds = %fc1.i130, %fc1.r129
+  %fc1.i130626 = phi i64 [ 0, %fc1.r129 ], [ %i130.next, %fc1.i130 ]
+  %2352 = mul nsw i64 %fc1.r129625, 64
+  %2353 = add nsw i64 1413120, %2352
+  %2354 = add nsw i64 %2353, %fc1.i130626
+  %arena627 = getelementptr inbounds float, ptr %arena, i64 %2354
+  store float 0.000000e+00, ptr %arena627, align 4
+  %i130.next = add nsw i64 %fc1.i130626, 1
+  %2355 = icmp slt i64 %i130.next, 64
+  br i1 %2355, label %fc1.i130, label %fc1.i130.end
 
-fc2.n130.end:                                     ; preds = %fc2.u131.end
-  store float 0.000000e+00, ptr %loss.total132, align 4
-  br label %loss.n133
+fc1.i130.end:                                     ; preds = %fc1.i130
+  %r129.next = add nsw i64 %fc1.r129625, 1
+  %2356 = icmp slt i64 %r129.next, 128
+  br i1 %2356, label %fc1.r129, label %fc1.r129.end
 
-fc2.u131:                                         ; preds = %fc2.u131, %fc2.n130
-  %fc2.u131638 = phi i64 [ 0, %fc2.n130 ], [ %u131.next, %fc2.u131 ]
-  %2399 = mul nsw i64 %fc2.n130637, 10
-  %2400 = add nsw i64 1220608, %2399
-  %2401 = add nsw i64 %2400, %fc2.u131638
-  %arena639 = getelementptr inbounds float, ptr %arena, i64 %2401
-  %2402 = load float, ptr %arena639, align 4
-  %2403 = add nsw i64 421632, %fc2.u131638
-  %params640 = getelementptr inbounds float, ptr %params, i64 %2403
-  %2404 = load float, ptr %params640, align 4
-  %2405 = fadd float %2402, %2404
-  %2406 = mul nsw i64 %fc2.n130637, 10
-  %2407 = add nsw i64 1220608, %2406
-  %2408 = add nsw i64 %2407, %fc2.u131638
-  %arena641 = getelementptr inbounds float, ptr %arena, i64 %2408
-  store float %2405, ptr %arena641, align 4
-  %u131.next = add nsw i64 %fc2.u131638, 1
-  %2409 = icmp slt i64 %u131.next, 10
-  br i1 %2409, label %fc2.u131, label %fc2.u131.end
+fc1.kp131:                                        ; preds = %fc1.nb132.end, %fc1.r129.end
+  %fc1.kp131628 = phi i64 [ 0, %fc1.r129.end ], [ %kp131.next, %fc1.nb132.end ]
+  br label %fc1.nb132
 
-fc2.u131.end:                                     ; preds = %fc2.u131
-  %n130.next = add nsw i64 %fc2.n130637, 1
-  %2410 = icmp slt i64 %n130.next, 64
-  br i1 %2410, label %fc2.n130, label %fc2.n130.end
+fc1.kp131.end:                                    ; preds = %fc1.nb132.end
+  br label %fc1.n136
 
-loss.n133:                                        ; preds = %loss.k137.end, %fc2.n130.end
-  %loss.n133642 = phi i64 [ 0, %fc2.n130.end ], [ %n133.next, %loss.k137.end ]
-  %2411 = mul nsw i64 %loss.n133642, 10
-  %2412 = add nsw i64 1220608, %2411
-  %arena643 = getelementptr inbounds float, ptr %arena, i64 %2412
-  %2413 = load float, ptr %arena643, align 4
-  store float %2413, ptr %loss.m134, align 4
-  br label %loss.k136
+fc1.nb132:                                        ; preds = %fc1.mb133.end, %fc1.kp131
+  %fc1.nb132629 = phi i64 [ 0, %fc1.kp131 ], [ %nb132.next, %fc1.mb133.end ]
+  br label %fc1.mb133
 
-loss.n133.end:                                    ; preds = %loss.k137.end
-  %total132653 = load float, ptr %loss.total132, align 4
-  %2414 = fdiv float %total132653, 6.400000e+01
-  %arena654 = getelementptr inbounds float, ptr %arena, i64 1221248
-  store float %2414, ptr %arena654, align 4
-  br label %fc2_grad.n138
+fc1.nb132.end:                                    ; preds = %fc1.mb133.end
+  %kp131.next = add nsw i64 %fc1.kp131628, 1
+  %2357 = icmp slt i64 %kp131.next, 14
+  br i1 %2357, label %fc1.kp131, label %fc1.kp131.end
 
-loss.k136:                                        ; preds = %loss.k136, %loss.n133
-  %loss.k136644 = phi i64 [ 0, %loss.n133 ], [ %k136.next, %loss.k136 ]
-  %m134 = load float, ptr %loss.m134, align 4
-  %2415 = mul nsw i64 %loss.n133642, 10
-  %2416 = add nsw i64 1220608, %2415
-  %2417 = add nsw i64 %2416, %loss.k136644
-  %arena645 = getelementptr inbounds float, ptr %arena, i64 %2417
-  %2418 = load float, ptr %arena645, align 4
-  %2419 = fcmp ogt float %2418, %m134
-  %2420 = select i1 %2419, float %2418, float %m134
-  store float %2420, ptr %loss.m134, align 4
-  %k136.next = add nsw i64 %loss.k136644, 1
-  %2421 = icmp slt i64 %k136.next, 10
-  br i1 %2421, label %loss.k136, label %loss.k136.end
+fc1.mb133:                                        ; preds = %fc1.k135.end, %fc1.nb132
+  %fc1.mb133630 = phi i64 [ 0, %fc1.nb132 ], [ %mb133.next, %fc1.k135.end ]
+  %2358 = mul nsw i64 %fc1.mb133630, 4
+  %2359 = mul nsw i64 %2358, 64
+  %2360 = add nsw i64 1413120, %2359
+  %2361 = mul nsw i64 %fc1.nb132629, 64
+  %2362 = add nsw i64 %2360, %2361
+  %arena631 = getelementptr inbounds float, ptr %arena, i64 %2362
+  %2363 = load <16 x float>, ptr %arena631, align 4
+  store <16 x float> %2363, ptr %fc1.t134_c0_0, align 64
+  %2364 = mul nsw i64 %fc1.mb133630, 4
+  %2365 = mul nsw i64 %2364, 64
+  %2366 = add nsw i64 1413120, %2365
+  %2367 = mul nsw i64 %fc1.nb132629, 64
+  %2368 = add nsw i64 %2366, %2367
+  %2369 = add nsw i64 %2368, 16
+  %arena632 = getelementptr inbounds float, ptr %arena, i64 %2369
+  %2370 = load <16 x float>, ptr %arena632, align 4
+  store <16 x float> %2370, ptr %fc1.t134_c0_1, align 64
+  %2371 = mul nsw i64 %fc1.mb133630, 4
+  %2372 = mul nsw i64 %2371, 64
+  %2373 = add nsw i64 1413120, %2372
+  %2374 = mul nsw i64 %fc1.nb132629, 64
+  %2375 = add nsw i64 %2373, %2374
+  %2376 = add nsw i64 %2375, 32
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %2376
+  %2377 = load <16 x float>, ptr %arena633, align 4
+  store <16 x float> %2377, ptr %fc1.t134_c0_2, align 64
+  %2378 = mul nsw i64 %fc1.mb133630, 4
+  %2379 = mul nsw i64 %2378, 64
+  %2380 = add nsw i64 1413120, %2379
+  %2381 = mul nsw i64 %fc1.nb132629, 64
+  %2382 = add nsw i64 %2380, %2381
+  %2383 = add nsw i64 %2382, 48
+  %arena634 = getelementptr inbounds float, ptr %arena, i64 %2383
+  %2384 = load <16 x float>, ptr %arena634, align 4
+  store <16 x float> %2384, ptr %fc1.t134_c0_3, align 64
+  %2385 = mul nsw i64 %fc1.mb133630, 4
+  %2386 = add nsw i64 %2385, 1
+  %2387 = mul nsw i64 %2386, 64
+  %2388 = add nsw i64 1413120, %2387
+  %2389 = mul nsw i64 %fc1.nb132629, 64
+  %2390 = add nsw i64 %2388, %2389
+  %arena635 = getelementptr inbounds float, ptr %arena, i64 %2390
+  %2391 = load <16 x float>, ptr %arena635, align 4
+  store <16 x float> %2391, ptr %fc1.t134_c1_0, align 64
+  %2392 = mul nsw i64 %fc1.mb133630, 4
+  %2393 = add nsw i64 %2392, 1
+  %2394 = mul nsw i64 %2393, 64
+  %2395 = add nsw i64 1413120, %2394
+  %2396 = mul nsw i64 %fc1.nb132629, 64
+  %2397 = add nsw i64 %2395, %2396
+  %2398 = add nsw i64 %2397, 16
+  %arena636 = getelementptr inbounds float, ptr %arena, i64 %2398
+  %2399 = load <16 x float>, ptr %arena636, align 4
+  store <16 x float> %2399, ptr %fc1.t134_c1_1, align 64
+  %2400 = mul nsw i64 %fc1.mb133630, 4
+  %2401 = add nsw i64 %2400, 1
+  %2402 = mul nsw i64 %2401, 64
+  %2403 = add nsw i64 1413120, %2402
+  %2404 = mul nsw i64 %fc1.nb132629, 64
+  %2405 = add nsw i64 %2403, %2404
+  %2406 = add nsw i64 %2405, 32
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %2406
+  %2407 = load <16 x float>, ptr %arena637, align 4
+  store <16 x float> %2407, ptr %fc1.t134_c1_2, align 64
+  %2408 = mul nsw i64 %fc1.mb133630, 4
+  %2409 = add nsw i64 %2408, 1
+  %2410 = mul nsw i64 %2409, 64
+  %2411 = add nsw i64 1413120, %2410
+  %2412 = mul nsw i64 %fc1.nb132629, 64
+  %2413 = add nsw i64 %2411, %2412
+  %2414 = add nsw i64 %2413, 48
+  %arena638 = getelementptr inbounds float, ptr %arena, i64 %2414
+  %2415 = load <16 x float>, ptr %arena638, align 4
+  store <16 x float> %2415, ptr %fc1.t134_c1_3, align 64
+  %2416 = mul nsw i64 %fc1.mb133630, 4
+  %2417 = add nsw i64 %2416, 2
+  %2418 = mul nsw i64 %2417, 64
+  %2419 = add nsw i64 1413120, %2418
+  %2420 = mul nsw i64 %fc1.nb132629, 64
+  %2421 = add nsw i64 %2419, %2420
+  %arena639 = getelementptr inbounds float, ptr %arena, i64 %2421
+  %2422 = load <16 x float>, ptr %arena639, align 4
+  store <16 x float> %2422, ptr %fc1.t134_c2_0, align 64
+  %2423 = mul nsw i64 %fc1.mb133630, 4
+  %2424 = add nsw i64 %2423, 2
+  %2425 = mul nsw i64 %2424, 64
+  %2426 = add nsw i64 1413120, %2425
+  %2427 = mul nsw i64 %fc1.nb132629, 64
+  %2428 = add nsw i64 %2426, %2427
+  %2429 = add nsw i64 %2428, 16
+  %arena640 = getelementptr inbounds float, ptr %arena, i64 %2429
+  %2430 = load <16 x float>, ptr %arena640, align 4
+  store <16 x float> %2430, ptr %fc1.t134_c2_1, align 64
+  %2431 = mul nsw i64 %fc1.mb133630, 4
+  %2432 = add nsw i64 %2431, 2
+  %2433 = mul nsw i64 %2432, 64
+  %2434 = add nsw i64 1413120, %2433
+  %2435 = mul nsw i64 %fc1.nb132629, 64
+  %2436 = add nsw i64 %2434, %2435
+  %2437 = add nsw i64 %2436, 32
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %2437
+  %2438 = load <16 x float>, ptr %arena641, align 4
+  store <16 x float> %2438, ptr %fc1.t134_c2_2, align 64
+  %2439 = mul nsw i64 %fc1.mb133630, 4
+  %2440 = add nsw i64 %2439, 2
+  %2441 = mul nsw i64 %2440, 64
+  %2442 = add nsw i64 1413120, %2441
+  %2443 = mul nsw i64 %fc1.nb132629, 64
+  %2444 = add nsw i64 %2442, %2443
+  %2445 = add nsw i64 %2444, 48
+  %arena642 = getelementptr inbounds float, ptr %arena, i64 %2445
+  %2446 = load <16 x float>, ptr %arena642, align 4
+  store <16 x float> %2446, ptr %fc1.t134_c2_3, align 64
+  %2447 = mul nsw i64 %fc1.mb133630, 4
+  %2448 = add nsw i64 %2447, 3
+  %2449 = mul nsw i64 %2448, 64
+  %2450 = add nsw i64 1413120, %2449
+  %2451 = mul nsw i64 %fc1.nb132629, 64
+  %2452 = add nsw i64 %2450, %2451
+  %arena643 = getelementptr inbounds float, ptr %arena, i64 %2452
+  %2453 = load <16 x float>, ptr %arena643, align 4
+  store <16 x float> %2453, ptr %fc1.t134_c3_0, align 64
+  %2454 = mul nsw i64 %fc1.mb133630, 4
+  %2455 = add nsw i64 %2454, 3
+  %2456 = mul nsw i64 %2455, 64
+  %2457 = add nsw i64 1413120, %2456
+  %2458 = mul nsw i64 %fc1.nb132629, 64
+  %2459 = add nsw i64 %2457, %2458
+  %2460 = add nsw i64 %2459, 16
+  %arena644 = getelementptr inbounds float, ptr %arena, i64 %2460
+  %2461 = load <16 x float>, ptr %arena644, align 4
+  store <16 x float> %2461, ptr %fc1.t134_c3_1, align 64
+  %2462 = mul nsw i64 %fc1.mb133630, 4
+  %2463 = add nsw i64 %2462, 3
+  %2464 = mul nsw i64 %2463, 64
+  %2465 = add nsw i64 1413120, %2464
+  %2466 = mul nsw i64 %fc1.nb132629, 64
+  %2467 = add nsw i64 %2465, %2466
+  %2468 = add nsw i64 %2467, 32
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %2468
+  %2469 = load <16 x float>, ptr %arena645, align 4
+  store <16 x float> %2469, ptr %fc1.t134_c3_2, align 64
+  %2470 = mul nsw i64 %fc1.mb133630, 4
+  %2471 = add nsw i64 %2470, 3
+  %2472 = mul nsw i64 %2471, 64
+  %2473 = add nsw i64 1413120, %2472
+  %2474 = mul nsw i64 %fc1.nb132629, 64
+  %2475 = add nsw i64 %2473, %2474
+  %2476 = add nsw i64 %2475, 48
+  %arena646 = getelementptr inbounds float, ptr %arena, i64 %2476
+  %2477 = load <16 x float>, ptr %arena646, align 4
+  store <16 x float> %2477, ptr %fc1.t134_c3_3, align 64
+  br label %fc1.k135
 
-loss.k136.end:                                    ; preds = %loss.k136
-  store float 0.000000e+00, ptr %loss.s135, align 4
-  br label %loss.k137
+fc1.mb133.end:                                    ; preds = %fc1.k135.end
+  %nb132.next = add nsw i64 %fc1.nb132629, 1
+  %2478 = icmp slt i64 %nb132.next, 1
+  br i1 %2478, label %fc1.nb132, label %fc1.nb132.end
 
-loss.k137:                                        ; preds = %loss.k137, %loss.k136.end
-  %loss.k137646 = phi i64 [ 0, %loss.k136.end ], [ %k137.next, %loss.k137 ]
-  %s135 = load float, ptr %loss.s135, align 4
-  %2422 = mul nsw i64 %loss.n133642, 10
-  %2423 = add nsw i64 1220608, %2422
-  %2424 = add nsw i64 %2423, %loss.k137646
-  %arena647 = getelementptr inbounds float, ptr %arena, i64 %2424
-  %2425 = load float, ptr %arena647, align 4
-  %m134648 = load float, ptr %loss.m134, align 4
-  %2426 = fsub float %2425, %m134648
-  %2427 = call float @llvm.exp.f32(float %2426)
-  %2428 = fadd float %s135, %2427
-  store float %2428, ptr %loss.s135, align 4
-  %k137.next = add nsw i64 %loss.k137646, 1
-  %2429 = icmp slt i64 %k137.next, 10
-  br i1 %2429, label %loss.k137, label %loss.k137.end
+fc1.k135:                                         ; preds = %fc1.k135, %fc1.mb133
+  %fc1.k135647 = phi i64 [ 0, %fc1.mb133 ], [ %k135.next, %fc1.k135 ]
+  %2479 = mul nsw i64 %fc1.kp131628, 224
+  %2480 = add nsw i64 %fc1.k135647, %2479
+  %2481 = mul nsw i64 %2480, 64
+  %2482 = add nsw i64 1212416, %2481
+  %2483 = mul nsw i64 %fc1.nb132629, 64
+  %2484 = add nsw i64 %2482, %2483
+  %arena648 = getelementptr inbounds float, ptr %arena, i64 %2484
+  %2485 = load <16 x float>, ptr %arena648, align 4
+  store <16 x float> %2485, ptr %fc1.t134_b0, align 64
+  %2486 = mul nsw i64 %fc1.kp131628, 224
+  %2487 = add nsw i64 %fc1.k135647, %2486
+  %2488 = mul nsw i64 %2487, 64
+  %2489 = add nsw i64 1212416, %2488
+  %2490 = mul nsw i64 %fc1.nb132629, 64
+  %2491 = add nsw i64 %2489, %2490
+  %2492 = add nsw i64 %2491, 16
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %2492
+  %2493 = load <16 x float>, ptr %arena649, align 4
+  store <16 x float> %2493, ptr %fc1.t134_b1, align 64
+  %2494 = mul nsw i64 %fc1.kp131628, 224
+  %2495 = add nsw i64 %fc1.k135647, %2494
+  %2496 = mul nsw i64 %2495, 64
+  %2497 = add nsw i64 1212416, %2496
+  %2498 = mul nsw i64 %fc1.nb132629, 64
+  %2499 = add nsw i64 %2497, %2498
+  %2500 = add nsw i64 %2499, 32
+  %arena650 = getelementptr inbounds float, ptr %arena, i64 %2500
+  %2501 = load <16 x float>, ptr %arena650, align 4
+  store <16 x float> %2501, ptr %fc1.t134_b2, align 64
+  %2502 = mul nsw i64 %fc1.kp131628, 224
+  %2503 = add nsw i64 %fc1.k135647, %2502
+  %2504 = mul nsw i64 %2503, 64
+  %2505 = add nsw i64 1212416, %2504
+  %2506 = mul nsw i64 %fc1.nb132629, 64
+  %2507 = add nsw i64 %2505, %2506
+  %2508 = add nsw i64 %2507, 48
+  %arena651 = getelementptr inbounds float, ptr %arena, i64 %2508
+  %2509 = load <16 x float>, ptr %arena651, align 4
+  store <16 x float> %2509, ptr %fc1.t134_b3, align 64
+  %2510 = mul nsw i64 %fc1.mb133630, 4
+  %2511 = mul nsw i64 %2510, 3136
+  %2512 = add nsw i64 18816, %2511
+  %2513 = mul nsw i64 %fc1.kp131628, 224
+  %2514 = add nsw i64 %fc1.k135647, %2513
+  %2515 = add nsw i64 %2512, %2514
+  %params652 = getelementptr inbounds float, ptr %params, i64 %2515
+  %2516 = load float, ptr %params652, align 4
+  %2517 = insertelement <16 x float> undef, float %2516, i32 0
+  %2518 = shufflevector <16 x float> %2517, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2518, ptr %fc1.t134_a0, align 64
+  %t134_a0 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b0 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c0_0 = load <16 x float>, ptr %fc1.t134_c0_0, align 64
+  %2519 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0, <16 x float> %t134_b0, <16 x float> %t134_c0_0)
+  store <16 x float> %2519, ptr %fc1.t134_c0_0, align 64
+  %t134_a0653 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b1 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c0_1 = load <16 x float>, ptr %fc1.t134_c0_1, align 64
+  %2520 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0653, <16 x float> %t134_b1, <16 x float> %t134_c0_1)
+  store <16 x float> %2520, ptr %fc1.t134_c0_1, align 64
+  %t134_a0654 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b2 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c0_2 = load <16 x float>, ptr %fc1.t134_c0_2, align 64
+  %2521 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0654, <16 x float> %t134_b2, <16 x float> %t134_c0_2)
+  store <16 x float> %2521, ptr %fc1.t134_c0_2, align 64
+  %t134_a0655 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b3 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c0_3 = load <16 x float>, ptr %fc1.t134_c0_3, align 64
+  %2522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0655, <16 x float> %t134_b3, <16 x float> %t134_c0_3)
+  store <16 x float> %2522, ptr %fc1.t134_c0_3, align 64
+  %2523 = mul nsw i64 %fc1.mb133630, 4
+  %2524 = add nsw i64 %2523, 1
+  %2525 = mul nsw i64 %2524, 3136
+  %2526 = add nsw i64 18816, %2525
+  %2527 = mul nsw i64 %fc1.kp131628, 224
+  %2528 = add nsw i64 %fc1.k135647, %2527
+  %2529 = add nsw i64 %2526, %2528
+  %params656 = getelementptr inbounds float, ptr %params, i64 %2529
+  %2530 = load float, ptr %params656, align 4
+  %2531 = insertelement <16 x float> undef, float %2530, i32 0
+  %2532 = shufflevector <16 x float> %2531, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2532, ptr %fc1.t134_a1, align 64
+  %t134_a1 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b0657 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c1_0 = load <16 x float>, ptr %fc1.t134_c1_0, align 64
+  %2533 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1, <16 x float> %t134_b0657, <16 x float> %t134_c1_0)
+  store <16 x float> %2533, ptr %fc1.t134_c1_0, align 64
+  %t134_a1658 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b1659 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c1_1 = load <16 x float>, ptr %fc1.t134_c1_1, align 64
+  %2534 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1658, <16 x float> %t134_b1659, <16 x float> %t134_c1_1)
+  store <16 x float> %2534, ptr %fc1.t134_c1_1, align 64
+  %t134_a1660 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b2661 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c1_2 = load <16 x float>, ptr %fc1.t134_c1_2, align 64
+  %2535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1660, <16 x float> %t134_b2661, <16 x float> %t134_c1_2)
+  store <16 x float> %2535, ptr %fc1.t134_c1_2, align 64
+  %t134_a1662 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b3663 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c1_3 = load <16 x float>, ptr %fc1.t134_c1_3, align 64
+  %2536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1662, <16 x float> %t134_b3663, <16 x float> %t134_c1_3)
+  store <16 x float> %2536, ptr %fc1.t134_c1_3, align 64
+  %2537 = mul nsw i64 %fc1.mb133630, 4
+  %2538 = add nsw i64 %2537, 2
+  %2539 = mul nsw i64 %2538, 3136
+  %2540 = add nsw i64 18816, %2539
+  %2541 = mul nsw i64 %fc1.kp131628, 224
+  %2542 = add nsw i64 %fc1.k135647, %2541
+  %2543 = add nsw i64 %2540, %2542
+  %params664 = getelementptr inbounds float, ptr %params, i64 %2543
+  %2544 = load float, ptr %params664, align 4
+  %2545 = insertelement <16 x float> undef, float %2544, i32 0
+  %2546 = shufflevector <16 x float> %2545, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2546, ptr %fc1.t134_a2, align 64
+  %t134_a2 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b0665 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c2_0 = load <16 x float>, ptr %fc1.t134_c2_0, align 64
+  %2547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2, <16 x float> %t134_b0665, <16 x float> %t134_c2_0)
+  store <16 x float> %2547, ptr %fc1.t134_c2_0, align 64
+  %t134_a2666 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b1667 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c2_1 = load <16 x float>, ptr %fc1.t134_c2_1, align 64
+  %2548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2666, <16 x float> %t134_b1667, <16 x float> %t134_c2_1)
+  store <16 x float> %2548, ptr %fc1.t134_c2_1, align 64
+  %t134_a2668 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b2669 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c2_2 = load <16 x float>, ptr %fc1.t134_c2_2, align 64
+  %2549 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2668, <16 x float> %t134_b2669, <16 x float> %t134_c2_2)
+  store <16 x float> %2549, ptr %fc1.t134_c2_2, align 64
+  %t134_a2670 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b3671 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c2_3 = load <16 x float>, ptr %fc1.t134_c2_3, align 64
+  %2550 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2670, <16 x float> %t134_b3671, <16 x float> %t134_c2_3)
+  store <16 x float> %2550, ptr %fc1.t134_c2_3, align 64
+  %2551 = mul nsw i64 %fc1.mb133630, 4
+  %2552 = add nsw i64 %2551, 3
+  %2553 = mul nsw i64 %2552, 3136
+  %2554 = add nsw i64 18816, %2553
+  %2555 = mul nsw i64 %fc1.kp131628, 224
+  %2556 = add nsw i64 %fc1.k135647, %2555
+  %2557 = add nsw i64 %2554, %2556
+  %params672 = getelementptr inbounds float, ptr %params, i64 %2557
+  %2558 = load float, ptr %params672, align 4
+  %2559 = insertelement <16 x float> undef, float %2558, i32 0
+  %2560 = shufflevector <16 x float> %2559, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2560, ptr %fc1.t134_a3, align 64
+  %t134_a3 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b0673 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c3_0 = load <16 x float>, ptr %fc1.t134_c3_0, align 64
+  %2561 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3, <16 x float> %t134_b0673, <16 x float> %t134_c3_0)
+  store <16 x float> %2561, ptr %fc1.t134_c3_0, align 64
+  %t134_a3674 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b1675 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c3_1 = load <16 x float>, ptr %fc1.t134_c3_1, align 64
+  %2562 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3674, <16 x float> %t134_b1675, <16 x float> %t134_c3_1)
+  store <16 x float> %2562, ptr %fc1.t134_c3_1, align 64
+  %t134_a3676 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b2677 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c3_2 = load <16 x float>, ptr %fc1.t134_c3_2, align 64
+  %2563 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3676, <16 x float> %t134_b2677, <16 x float> %t134_c3_2)
+  store <16 x float> %2563, ptr %fc1.t134_c3_2, align 64
+  %t134_a3678 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b3679 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c3_3 = load <16 x float>, ptr %fc1.t134_c3_3, align 64
+  %2564 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3678, <16 x float> %t134_b3679, <16 x float> %t134_c3_3)
+  store <16 x float> %2564, ptr %fc1.t134_c3_3, align 64
+  %k135.next = add nsw i64 %fc1.k135647, 1
+  %2565 = icmp slt i64 %k135.next, 224
+  br i1 %2565, label %fc1.k135, label %fc1.k135.end
 
-loss.k137.end:                                    ; preds = %loss.k137
-  %total132 = load float, ptr %loss.total132, align 4
-  %m134649 = load float, ptr %loss.m134, align 4
-  %s135650 = load float, ptr %loss.s135, align 4
-  %2430 = call float @llvm.log.f32(float %s135650)
-  %2431 = fadd float %m134649, %2430
-  %2432 = mul nsw i64 %loss.n133642, 10
-  %2433 = add nsw i64 1220608, %2432
-  %labels651 = getelementptr inbounds i32, ptr %labels, i64 %loss.n133642
-  %label = load i32, ptr %labels651, align 4
-  %2434 = sext i32 %label to i64
-  %2435 = add nsw i64 %2433, %2434
-  %arena652 = getelementptr inbounds float, ptr %arena, i64 %2435
-  %2436 = load float, ptr %arena652, align 4
-  %2437 = fsub float %2431, %2436
-  %2438 = fadd float %total132, %2437
-  store float %2438, ptr %loss.total132, align 4
-  %n133.next = add nsw i64 %loss.n133642, 1
-  %2439 = icmp slt i64 %n133.next, 64
-  br i1 %2439, label %loss.n133, label %loss.n133.end
-
-fc2_grad.n138:                                    ; preds = %fc2_grad.k143.end, %loss.n133.end
-  %fc2_grad.n138655 = phi i64 [ 0, %loss.n133.end ], [ %n138.next, %fc2_grad.k143.end ]
-  %2440 = mul nsw i64 %fc2_grad.n138655, 10
-  %2441 = add nsw i64 1220608, %2440
-  %arena656 = getelementptr inbounds float, ptr %arena, i64 %2441
-  %2442 = load float, ptr %arena656, align 4
-  store float %2442, ptr %fc2_grad.m139, align 4
-  br label %fc2_grad.k141
-
-fc2_grad.n138.end:                                ; preds = %fc2_grad.k143.end
-  %arena672 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %arena673 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %grads674 = getelementptr inbounds float, ptr %grads, i64 420352
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena672, i32 10, ptr %arena673, i32 128, float 0.000000e+00, ptr %grads674, i32 128)
-  br label %fc2_bias_grad.u144
-
-fc2_grad.k141:                                    ; preds = %fc2_grad.k141, %fc2_grad.n138
-  %fc2_grad.k141657 = phi i64 [ 0, %fc2_grad.n138 ], [ %k141.next, %fc2_grad.k141 ]
-  %m139 = load float, ptr %fc2_grad.m139, align 4
-  %2443 = mul nsw i64 %fc2_grad.n138655, 10
-  %2444 = add nsw i64 1220608, %2443
-  %2445 = add nsw i64 %2444, %fc2_grad.k141657
-  %arena658 = getelementptr inbounds float, ptr %arena, i64 %2445
-  %2446 = load float, ptr %arena658, align 4
-  %2447 = fcmp ogt float %2446, %m139
-  %2448 = select i1 %2447, float %2446, float %m139
-  store float %2448, ptr %fc2_grad.m139, align 4
-  %k141.next = add nsw i64 %fc2_grad.k141657, 1
-  %2449 = icmp slt i64 %k141.next, 10
-  br i1 %2449, label %fc2_grad.k141, label %fc2_grad.k141.end
-
-fc2_grad.k141.end:                                ; preds = %fc2_grad.k141
-  store float 0.000000e+00, ptr %fc2_grad.s140, align 4
-  br label %fc2_grad.k142
-
-fc2_grad.k142:                                    ; preds = %fc2_grad.k142, %fc2_grad.k141.end
-  %fc2_grad.k142659 = phi i64 [ 0, %fc2_grad.k141.end ], [ %k142.next, %fc2_grad.k142 ]
-  %s140 = load float, ptr %fc2_grad.s140, align 4
-  %2450 = mul nsw i64 %fc2_grad.n138655, 10
-  %2451 = add nsw i64 1220608, %2450
-  %2452 = add nsw i64 %2451, %fc2_grad.k142659
-  %arena660 = getelementptr inbounds float, ptr %arena, i64 %2452
-  %2453 = load float, ptr %arena660, align 4
-  %m139661 = load float, ptr %fc2_grad.m139, align 4
-  %2454 = fsub float %2453, %m139661
-  %2455 = call float @llvm.exp.f32(float %2454)
-  %2456 = fadd float %s140, %2455
-  store float %2456, ptr %fc2_grad.s140, align 4
-  %k142.next = add nsw i64 %fc2_grad.k142659, 1
-  %2457 = icmp slt i64 %k142.next, 10
-  br i1 %2457, label %fc2_grad.k142, label %fc2_grad.k142.end
-
-fc2_grad.k142.end:                                ; preds = %fc2_grad.k142
-  br label %fc2_grad.k143
-
-fc2_grad.k143:                                    ; preds = %fc2_grad.k143, %fc2_grad.k142.end
-  %fc2_grad.k143662 = phi i64 [ 0, %fc2_grad.k142.end ], [ %k143.next, %fc2_grad.k143 ]
-  %labels663 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n138655
-  %label664 = load i32, ptr %labels663, align 4
-  %2458 = sext i32 %label664 to i64
-  %2459 = icmp eq i64 %fc2_grad.k143662, %2458
-  %2460 = mul nsw i64 %fc2_grad.n138655, 10
-  %2461 = add nsw i64 1220608, %2460
-  %2462 = add nsw i64 %2461, %fc2_grad.k143662
-  %arena665 = getelementptr inbounds float, ptr %arena, i64 %2462
-  %2463 = load float, ptr %arena665, align 4
-  %m139666 = load float, ptr %fc2_grad.m139, align 4
-  %2464 = fsub float %2463, %m139666
-  %2465 = call float @llvm.exp.f32(float %2464)
-  %s140667 = load float, ptr %fc2_grad.s140, align 4
-  %2466 = fdiv float %2465, %s140667
-  %2467 = fsub float %2466, 1.000000e+00
-  %2468 = mul nsw i64 %fc2_grad.n138655, 10
-  %2469 = add nsw i64 1220608, %2468
-  %2470 = add nsw i64 %2469, %fc2_grad.k143662
-  %arena668 = getelementptr inbounds float, ptr %arena, i64 %2470
-  %2471 = load float, ptr %arena668, align 4
-  %m139669 = load float, ptr %fc2_grad.m139, align 4
-  %2472 = fsub float %2471, %m139669
-  %2473 = call float @llvm.exp.f32(float %2472)
-  %s140670 = load float, ptr %fc2_grad.s140, align 4
-  %2474 = fdiv float %2473, %s140670
-  %2475 = select i1 %2459, float %2467, float %2474
-  %2476 = fdiv float %2475, 6.400000e+01
-  %2477 = mul nsw i64 %fc2_grad.n138655, 10
-  %2478 = add nsw i64 1221264, %2477
-  %2479 = add nsw i64 %2478, %fc2_grad.k143662
-  %arena671 = getelementptr inbounds float, ptr %arena, i64 %2479
-  store float %2476, ptr %arena671, align 4
-  %k143.next = add nsw i64 %fc2_grad.k143662, 1
-  %2480 = icmp slt i64 %k143.next, 10
-  br i1 %2480, label %fc2_grad.k143, label %fc2_grad.k143.end
-
-fc2_grad.k143.end:                                ; preds = %fc2_grad.k143
-  %n138.next = add nsw i64 %fc2_grad.n138655, 1
-  %2481 = icmp slt i64 %n138.next, 64
-  br i1 %2481, label %fc2_grad.n138, label %fc2_grad.n138.end
-
-fc2_bias_grad.u144:                               ; preds = %fc2_bias_grad.n146.end, %fc2_grad.n138.end
-  %fc2_bias_grad.u144675 = phi i64 [ 0, %fc2_grad.n138.end ], [ %u144.next, %fc2_bias_grad.n146.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc145, align 4
-  br label %fc2_bias_grad.n146
-
-fc2_bias_grad.u144.end:                           ; preds = %fc2_bias_grad.n146.end
-  %arena680 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %params681 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena682 = getelementptr inbounds float, ptr %arena, i64 1221904
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena680, i32 10, ptr %params681, i32 128, float 0.000000e+00, ptr %arena682, i32 128)
-  br label %relu3_grad.i147
-
-fc2_bias_grad.n146:                               ; preds = %fc2_bias_grad.n146, %fc2_bias_grad.u144
-  %fc2_bias_grad.n146676 = phi i64 [ 0, %fc2_bias_grad.u144 ], [ %n146.next, %fc2_bias_grad.n146 ]
-  %acc145 = load float, ptr %fc2_bias_grad.acc145, align 4
-  %2482 = mul nsw i64 %fc2_bias_grad.n146676, 10
-  %2483 = add nsw i64 1221264, %2482
-  %2484 = add nsw i64 %2483, %fc2_bias_grad.u144675
-  %arena677 = getelementptr inbounds float, ptr %arena, i64 %2484
-  %2485 = load float, ptr %arena677, align 4
-  %2486 = fadd float %acc145, %2485
-  store float %2486, ptr %fc2_bias_grad.acc145, align 4
-  %n146.next = add nsw i64 %fc2_bias_grad.n146676, 1
-  %2487 = icmp slt i64 %n146.next, 64
-  br i1 %2487, label %fc2_bias_grad.n146, label %fc2_bias_grad.n146.end
-
-fc2_bias_grad.n146.end:                           ; preds = %fc2_bias_grad.n146
-  %acc145678 = load float, ptr %fc2_bias_grad.acc145, align 4
-  %2488 = add nsw i64 421632, %fc2_bias_grad.u144675
-  %grads679 = getelementptr inbounds float, ptr %grads, i64 %2488
-  store float %acc145678, ptr %grads679, align 4
-  %u144.next = add nsw i64 %fc2_bias_grad.u144675, 1
-  %2489 = icmp slt i64 %u144.next, 10
-  br i1 %2489, label %fc2_bias_grad.u144, label %fc2_bias_grad.u144.end
-
-relu3_grad.i147:                                  ; preds = %relu3_grad.i147, %fc2_bias_grad.u144.end
-  %relu3_grad.i147683 = phi i64 [ 0, %fc2_bias_grad.u144.end ], [ %i147.next, %relu3_grad.i147 ]
-  %2490 = xor i64 %seed, -1035080904108319828
-  %2491 = lshr i64 %2490, 30
-  %2492 = xor i64 %2490, %2491
-  %2493 = mul i64 %2492, -4658895280553007687
-  %2494 = lshr i64 %2493, 27
-  %2495 = xor i64 %2493, %2494
-  %2496 = mul i64 %2495, -7723592293110705685
-  %2497 = lshr i64 %2496, 31
-  %2498 = xor i64 %2496, %2497
-  %2499 = add i64 %2498, %step
-  %2500 = lshr i64 %2499, 30
-  %2501 = xor i64 %2499, %2500
-  %2502 = mul i64 %2501, -4658895280553007687
-  %2503 = lshr i64 %2502, 27
-  %2504 = xor i64 %2502, %2503
-  %2505 = mul i64 %2504, -7723592293110705685
-  %2506 = lshr i64 %2505, 31
-  %2507 = xor i64 %2505, %2506
-  %2508 = mul i64 %relu3_grad.i147683, -7046029254386353131
-  %2509 = add i64 %2507, %2508
-  %2510 = lshr i64 %2509, 30
-  %2511 = xor i64 %2509, %2510
-  %2512 = mul i64 %2511, -4658895280553007687
-  %2513 = lshr i64 %2512, 27
-  %2514 = xor i64 %2512, %2513
-  %2515 = mul i64 %2514, -7723592293110705685
-  %2516 = lshr i64 %2515, 31
-  %2517 = xor i64 %2515, %2516
-  %2518 = lshr i64 %2517, 40
-  %keep684 = icmp uge i64 %2518, 8388608
-  %2519 = add nsw i64 1221904, %relu3_grad.i147683
-  %arena685 = getelementptr inbounds float, ptr %arena, i64 %2519
-  %2520 = load float, ptr %arena685, align 4
-  %2521 = fmul float %2520, 2.000000e+00
-  %2522 = select i1 %keep684, float %2521, float 0.000000e+00
-  %2523 = add nsw i64 1230096, %relu3_grad.i147683
-  %arena686 = getelementptr inbounds float, ptr %arena, i64 %2523
-  store float %2522, ptr %arena686, align 4
-  %i147.next = add nsw i64 %relu3_grad.i147683, 1
-  %2524 = icmp slt i64 %i147.next, 8192
-  br i1 %2524, label %relu3_grad.i147, label %relu3_grad.i147.end
-
-relu3_grad.i147.end:                              ; preds = %relu3_grad.i147
-  br label %fc1_grad.i148
-
-fc1_grad.i148:                                    ; preds = %fc1_grad.i148, %relu3_grad.i147.end
-  %fc1_grad.i148687 = phi i64 [ 0, %relu3_grad.i147.end ], [ %i148.next, %fc1_grad.i148 ]
-  %2525 = add nsw i64 1204224, %fc1_grad.i148687
-  %arena688 = getelementptr inbounds float, ptr %arena, i64 %2525
-  %2526 = load float, ptr %arena688, align 4
-  %2527 = fcmp ogt float %2526, 0.000000e+00
-  %2528 = add nsw i64 1230096, %fc1_grad.i148687
-  %arena689 = getelementptr inbounds float, ptr %arena, i64 %2528
-  %2529 = load float, ptr %arena689, align 4
-  %2530 = select i1 %2527, float %2529, float 0.000000e+00
-  %2531 = add nsw i64 1212416, %fc1_grad.i148687
-  %arena690 = getelementptr inbounds float, ptr %arena, i64 %2531
-  store float %2530, ptr %arena690, align 4
-  %i148.next = add nsw i64 %fc1_grad.i148687, 1
-  %2532 = icmp slt i64 %i148.next, 8192
-  br i1 %2532, label %fc1_grad.i148, label %fc1_grad.i148.end
-
-fc1_grad.i148.end:                                ; preds = %fc1_grad.i148
-  br label %fc1_weight_grad.nb149
-
-fc1_weight_grad.nb149:                            ; preds = %fc1_weight_grad.mb150.end, %fc1_grad.i148.end
-  %fc1_weight_grad.nb149691 = phi i64 [ 0, %fc1_grad.i148.end ], [ %nb149.next, %fc1_weight_grad.mb150.end ]
-  br label %fc1_weight_grad.mb150
-
-fc1_weight_grad.nb149.end:                        ; preds = %fc1_weight_grad.mb150.end
-  br label %fc1_bias_grad.u153
-
-fc1_weight_grad.mb150:                            ; preds = %fc1_weight_grad.k152.end, %fc1_weight_grad.nb149
-  %fc1_weight_grad.mb150692 = phi i64 [ 0, %fc1_weight_grad.nb149 ], [ %mb150.next, %fc1_weight_grad.k152.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t151_c3_3, align 64
-  br label %fc1_weight_grad.k152
-
-fc1_weight_grad.mb150.end:                        ; preds = %fc1_weight_grad.k152.end
-  %nb149.next = add nsw i64 %fc1_weight_grad.nb149691, 1
-  %2533 = icmp slt i64 %nb149.next, 49
-  br i1 %2533, label %fc1_weight_grad.nb149, label %fc1_weight_grad.nb149.end
-
-fc1_weight_grad.k152:                             ; preds = %fc1_weight_grad.k152, %fc1_weight_grad.mb150
-  %fc1_weight_grad.k152693 = phi i64 [ 0, %fc1_weight_grad.mb150 ], [ %k152.next, %fc1_weight_grad.k152 ]
-  %2534 = mul nsw i64 %fc1_weight_grad.k152693, 3136
-  %2535 = add nsw i64 802816, %2534
-  %2536 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2537 = add nsw i64 %2535, %2536
-  %arena694 = getelementptr inbounds float, ptr %arena, i64 %2537
-  %2538 = load <16 x float>, ptr %arena694, align 4
-  store <16 x float> %2538, ptr %fc1_weight_grad.t151_b0, align 64
-  %2539 = mul nsw i64 %fc1_weight_grad.k152693, 3136
-  %2540 = add nsw i64 802816, %2539
-  %2541 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2542 = add nsw i64 %2540, %2541
-  %2543 = add nsw i64 %2542, 16
-  %arena695 = getelementptr inbounds float, ptr %arena, i64 %2543
-  %2544 = load <16 x float>, ptr %arena695, align 4
-  store <16 x float> %2544, ptr %fc1_weight_grad.t151_b1, align 64
-  %2545 = mul nsw i64 %fc1_weight_grad.k152693, 3136
-  %2546 = add nsw i64 802816, %2545
-  %2547 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2548 = add nsw i64 %2546, %2547
-  %2549 = add nsw i64 %2548, 32
-  %arena696 = getelementptr inbounds float, ptr %arena, i64 %2549
-  %2550 = load <16 x float>, ptr %arena696, align 4
-  store <16 x float> %2550, ptr %fc1_weight_grad.t151_b2, align 64
-  %2551 = mul nsw i64 %fc1_weight_grad.k152693, 3136
-  %2552 = add nsw i64 802816, %2551
-  %2553 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2554 = add nsw i64 %2552, %2553
-  %2555 = add nsw i64 %2554, 48
-  %arena697 = getelementptr inbounds float, ptr %arena, i64 %2555
-  %2556 = load <16 x float>, ptr %arena697, align 4
-  store <16 x float> %2556, ptr %fc1_weight_grad.t151_b3, align 64
-  %2557 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2558 = add nsw i64 1212416, %2557
-  %2559 = mul nsw i64 %fc1_weight_grad.k152693, 128
-  %2560 = add nsw i64 %2558, %2559
-  %arena698 = getelementptr inbounds float, ptr %arena, i64 %2560
-  %2561 = load float, ptr %arena698, align 4
-  %2562 = insertelement <16 x float> undef, float %2561, i32 0
-  %2563 = shufflevector <16 x float> %2562, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2563, ptr %fc1_weight_grad.t151_a0, align 64
-  %t151_a0 = load <16 x float>, ptr %fc1_weight_grad.t151_a0, align 64
-  %t151_b0 = load <16 x float>, ptr %fc1_weight_grad.t151_b0, align 64
-  %t151_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t151_c0_0, align 64
-  %2564 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0, <16 x float> %t151_b0, <16 x float> %t151_c0_0)
-  store <16 x float> %2564, ptr %fc1_weight_grad.t151_c0_0, align 64
-  %t151_a0699 = load <16 x float>, ptr %fc1_weight_grad.t151_a0, align 64
-  %t151_b1 = load <16 x float>, ptr %fc1_weight_grad.t151_b1, align 64
-  %t151_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t151_c0_1, align 64
-  %2565 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0699, <16 x float> %t151_b1, <16 x float> %t151_c0_1)
-  store <16 x float> %2565, ptr %fc1_weight_grad.t151_c0_1, align 64
-  %t151_a0700 = load <16 x float>, ptr %fc1_weight_grad.t151_a0, align 64
-  %t151_b2 = load <16 x float>, ptr %fc1_weight_grad.t151_b2, align 64
-  %t151_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t151_c0_2, align 64
-  %2566 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0700, <16 x float> %t151_b2, <16 x float> %t151_c0_2)
-  store <16 x float> %2566, ptr %fc1_weight_grad.t151_c0_2, align 64
-  %t151_a0701 = load <16 x float>, ptr %fc1_weight_grad.t151_a0, align 64
-  %t151_b3 = load <16 x float>, ptr %fc1_weight_grad.t151_b3, align 64
-  %t151_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t151_c0_3, align 64
-  %2567 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0701, <16 x float> %t151_b3, <16 x float> %t151_c0_3)
-  store <16 x float> %2567, ptr %fc1_weight_grad.t151_c0_3, align 64
-  %2568 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2569 = add nsw i64 %2568, 1
-  %2570 = add nsw i64 1212416, %2569
-  %2571 = mul nsw i64 %fc1_weight_grad.k152693, 128
-  %2572 = add nsw i64 %2570, %2571
-  %arena702 = getelementptr inbounds float, ptr %arena, i64 %2572
-  %2573 = load float, ptr %arena702, align 4
-  %2574 = insertelement <16 x float> undef, float %2573, i32 0
-  %2575 = shufflevector <16 x float> %2574, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2575, ptr %fc1_weight_grad.t151_a1, align 64
-  %t151_a1 = load <16 x float>, ptr %fc1_weight_grad.t151_a1, align 64
-  %t151_b0703 = load <16 x float>, ptr %fc1_weight_grad.t151_b0, align 64
-  %t151_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t151_c1_0, align 64
-  %2576 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1, <16 x float> %t151_b0703, <16 x float> %t151_c1_0)
-  store <16 x float> %2576, ptr %fc1_weight_grad.t151_c1_0, align 64
-  %t151_a1704 = load <16 x float>, ptr %fc1_weight_grad.t151_a1, align 64
-  %t151_b1705 = load <16 x float>, ptr %fc1_weight_grad.t151_b1, align 64
-  %t151_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t151_c1_1, align 64
-  %2577 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1704, <16 x float> %t151_b1705, <16 x float> %t151_c1_1)
-  store <16 x float> %2577, ptr %fc1_weight_grad.t151_c1_1, align 64
-  %t151_a1706 = load <16 x float>, ptr %fc1_weight_grad.t151_a1, align 64
-  %t151_b2707 = load <16 x float>, ptr %fc1_weight_grad.t151_b2, align 64
-  %t151_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t151_c1_2, align 64
-  %2578 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1706, <16 x float> %t151_b2707, <16 x float> %t151_c1_2)
-  store <16 x float> %2578, ptr %fc1_weight_grad.t151_c1_2, align 64
-  %t151_a1708 = load <16 x float>, ptr %fc1_weight_grad.t151_a1, align 64
-  %t151_b3709 = load <16 x float>, ptr %fc1_weight_grad.t151_b3, align 64
-  %t151_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t151_c1_3, align 64
-  %2579 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1708, <16 x float> %t151_b3709, <16 x float> %t151_c1_3)
-  store <16 x float> %2579, ptr %fc1_weight_grad.t151_c1_3, align 64
-  %2580 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2581 = add nsw i64 %2580, 2
-  %2582 = add nsw i64 1212416, %2581
-  %2583 = mul nsw i64 %fc1_weight_grad.k152693, 128
-  %2584 = add nsw i64 %2582, %2583
-  %arena710 = getelementptr inbounds float, ptr %arena, i64 %2584
-  %2585 = load float, ptr %arena710, align 4
-  %2586 = insertelement <16 x float> undef, float %2585, i32 0
-  %2587 = shufflevector <16 x float> %2586, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2587, ptr %fc1_weight_grad.t151_a2, align 64
-  %t151_a2 = load <16 x float>, ptr %fc1_weight_grad.t151_a2, align 64
-  %t151_b0711 = load <16 x float>, ptr %fc1_weight_grad.t151_b0, align 64
-  %t151_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t151_c2_0, align 64
-  %2588 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2, <16 x float> %t151_b0711, <16 x float> %t151_c2_0)
-  store <16 x float> %2588, ptr %fc1_weight_grad.t151_c2_0, align 64
-  %t151_a2712 = load <16 x float>, ptr %fc1_weight_grad.t151_a2, align 64
-  %t151_b1713 = load <16 x float>, ptr %fc1_weight_grad.t151_b1, align 64
-  %t151_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t151_c2_1, align 64
-  %2589 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2712, <16 x float> %t151_b1713, <16 x float> %t151_c2_1)
-  store <16 x float> %2589, ptr %fc1_weight_grad.t151_c2_1, align 64
-  %t151_a2714 = load <16 x float>, ptr %fc1_weight_grad.t151_a2, align 64
-  %t151_b2715 = load <16 x float>, ptr %fc1_weight_grad.t151_b2, align 64
-  %t151_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t151_c2_2, align 64
-  %2590 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2714, <16 x float> %t151_b2715, <16 x float> %t151_c2_2)
-  store <16 x float> %2590, ptr %fc1_weight_grad.t151_c2_2, align 64
-  %t151_a2716 = load <16 x float>, ptr %fc1_weight_grad.t151_a2, align 64
-  %t151_b3717 = load <16 x float>, ptr %fc1_weight_grad.t151_b3, align 64
-  %t151_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t151_c2_3, align 64
-  %2591 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2716, <16 x float> %t151_b3717, <16 x float> %t151_c2_3)
-  store <16 x float> %2591, ptr %fc1_weight_grad.t151_c2_3, align 64
-  %2592 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2593 = add nsw i64 %2592, 3
-  %2594 = add nsw i64 1212416, %2593
-  %2595 = mul nsw i64 %fc1_weight_grad.k152693, 128
-  %2596 = add nsw i64 %2594, %2595
-  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2596
-  %2597 = load float, ptr %arena718, align 4
-  %2598 = insertelement <16 x float> undef, float %2597, i32 0
-  %2599 = shufflevector <16 x float> %2598, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2599, ptr %fc1_weight_grad.t151_a3, align 64
-  %t151_a3 = load <16 x float>, ptr %fc1_weight_grad.t151_a3, align 64
-  %t151_b0719 = load <16 x float>, ptr %fc1_weight_grad.t151_b0, align 64
-  %t151_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t151_c3_0, align 64
-  %2600 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3, <16 x float> %t151_b0719, <16 x float> %t151_c3_0)
-  store <16 x float> %2600, ptr %fc1_weight_grad.t151_c3_0, align 64
-  %t151_a3720 = load <16 x float>, ptr %fc1_weight_grad.t151_a3, align 64
-  %t151_b1721 = load <16 x float>, ptr %fc1_weight_grad.t151_b1, align 64
-  %t151_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t151_c3_1, align 64
-  %2601 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3720, <16 x float> %t151_b1721, <16 x float> %t151_c3_1)
-  store <16 x float> %2601, ptr %fc1_weight_grad.t151_c3_1, align 64
-  %t151_a3722 = load <16 x float>, ptr %fc1_weight_grad.t151_a3, align 64
-  %t151_b2723 = load <16 x float>, ptr %fc1_weight_grad.t151_b2, align 64
-  %t151_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t151_c3_2, align 64
-  %2602 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3722, <16 x float> %t151_b2723, <16 x float> %t151_c3_2)
-  store <16 x float> %2602, ptr %fc1_weight_grad.t151_c3_2, align 64
-  %t151_a3724 = load <16 x float>, ptr %fc1_weight_grad.t151_a3, align 64
-  %t151_b3725 = load <16 x float>, ptr %fc1_weight_grad.t151_b3, align 64
-  %t151_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t151_c3_3, align 64
-  %2603 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3724, <16 x float> %t151_b3725, <16 x float> %t151_c3_3)
-  store <16 x float> %2603, ptr %fc1_weight_grad.t151_c3_3, align 64
-  %k152.next = add nsw i64 %fc1_weight_grad.k152693, 1
-  %2604 = icmp slt i64 %k152.next, 64
-  br i1 %2604, label %fc1_weight_grad.k152, label %fc1_weight_grad.k152.end
-
-fc1_weight_grad.k152.end:                         ; preds = %fc1_weight_grad.k152
-  %t151_c0_0726 = load <16 x float>, ptr %fc1_weight_grad.t151_c0_0, align 64
-  %2605 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2606 = mul nsw i64 %2605, 3136
-  %2607 = add nsw i64 18816, %2606
-  %2608 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2609 = add nsw i64 %2607, %2608
-  %grads727 = getelementptr inbounds float, ptr %grads, i64 %2609
-  store <16 x float> %t151_c0_0726, ptr %grads727, align 4
-  %t151_c0_1728 = load <16 x float>, ptr %fc1_weight_grad.t151_c0_1, align 64
-  %2610 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2611 = mul nsw i64 %2610, 3136
-  %2612 = add nsw i64 18816, %2611
-  %2613 = mul nsw i64 %fc1_weight_grad.nb149691, 64
+fc1.k135.end:                                     ; preds = %fc1.k135
+  %t134_c0_0680 = load <16 x float>, ptr %fc1.t134_c0_0, align 64
+  %2566 = mul nsw i64 %fc1.mb133630, 4
+  %2567 = mul nsw i64 %2566, 64
+  %2568 = add nsw i64 1413120, %2567
+  %2569 = mul nsw i64 %fc1.nb132629, 64
+  %2570 = add nsw i64 %2568, %2569
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2570
+  store <16 x float> %t134_c0_0680, ptr %arena681, align 4
+  %t134_c0_1682 = load <16 x float>, ptr %fc1.t134_c0_1, align 64
+  %2571 = mul nsw i64 %fc1.mb133630, 4
+  %2572 = mul nsw i64 %2571, 64
+  %2573 = add nsw i64 1413120, %2572
+  %2574 = mul nsw i64 %fc1.nb132629, 64
+  %2575 = add nsw i64 %2573, %2574
+  %2576 = add nsw i64 %2575, 16
+  %arena683 = getelementptr inbounds float, ptr %arena, i64 %2576
+  store <16 x float> %t134_c0_1682, ptr %arena683, align 4
+  %t134_c0_2684 = load <16 x float>, ptr %fc1.t134_c0_2, align 64
+  %2577 = mul nsw i64 %fc1.mb133630, 4
+  %2578 = mul nsw i64 %2577, 64
+  %2579 = add nsw i64 1413120, %2578
+  %2580 = mul nsw i64 %fc1.nb132629, 64
+  %2581 = add nsw i64 %2579, %2580
+  %2582 = add nsw i64 %2581, 32
+  %arena685 = getelementptr inbounds float, ptr %arena, i64 %2582
+  store <16 x float> %t134_c0_2684, ptr %arena685, align 4
+  %t134_c0_3686 = load <16 x float>, ptr %fc1.t134_c0_3, align 64
+  %2583 = mul nsw i64 %fc1.mb133630, 4
+  %2584 = mul nsw i64 %2583, 64
+  %2585 = add nsw i64 1413120, %2584
+  %2586 = mul nsw i64 %fc1.nb132629, 64
+  %2587 = add nsw i64 %2585, %2586
+  %2588 = add nsw i64 %2587, 48
+  %arena687 = getelementptr inbounds float, ptr %arena, i64 %2588
+  store <16 x float> %t134_c0_3686, ptr %arena687, align 4
+  %t134_c1_0688 = load <16 x float>, ptr %fc1.t134_c1_0, align 64
+  %2589 = mul nsw i64 %fc1.mb133630, 4
+  %2590 = add nsw i64 %2589, 1
+  %2591 = mul nsw i64 %2590, 64
+  %2592 = add nsw i64 1413120, %2591
+  %2593 = mul nsw i64 %fc1.nb132629, 64
+  %2594 = add nsw i64 %2592, %2593
+  %arena689 = getelementptr inbounds float, ptr %arena, i64 %2594
+  store <16 x float> %t134_c1_0688, ptr %arena689, align 4
+  %t134_c1_1690 = load <16 x float>, ptr %fc1.t134_c1_1, align 64
+  %2595 = mul nsw i64 %fc1.mb133630, 4
+  %2596 = add nsw i64 %2595, 1
+  %2597 = mul nsw i64 %2596, 64
+  %2598 = add nsw i64 1413120, %2597
+  %2599 = mul nsw i64 %fc1.nb132629, 64
+  %2600 = add nsw i64 %2598, %2599
+  %2601 = add nsw i64 %2600, 16
+  %arena691 = getelementptr inbounds float, ptr %arena, i64 %2601
+  store <16 x float> %t134_c1_1690, ptr %arena691, align 4
+  %t134_c1_2692 = load <16 x float>, ptr %fc1.t134_c1_2, align 64
+  %2602 = mul nsw i64 %fc1.mb133630, 4
+  %2603 = add nsw i64 %2602, 1
+  %2604 = mul nsw i64 %2603, 64
+  %2605 = add nsw i64 1413120, %2604
+  %2606 = mul nsw i64 %fc1.nb132629, 64
+  %2607 = add nsw i64 %2605, %2606
+  %2608 = add nsw i64 %2607, 32
+  %arena693 = getelementptr inbounds float, ptr %arena, i64 %2608
+  store <16 x float> %t134_c1_2692, ptr %arena693, align 4
+  %t134_c1_3694 = load <16 x float>, ptr %fc1.t134_c1_3, align 64
+  %2609 = mul nsw i64 %fc1.mb133630, 4
+  %2610 = add nsw i64 %2609, 1
+  %2611 = mul nsw i64 %2610, 64
+  %2612 = add nsw i64 1413120, %2611
+  %2613 = mul nsw i64 %fc1.nb132629, 64
   %2614 = add nsw i64 %2612, %2613
-  %2615 = add nsw i64 %2614, 16
-  %grads729 = getelementptr inbounds float, ptr %grads, i64 %2615
-  store <16 x float> %t151_c0_1728, ptr %grads729, align 4
-  %t151_c0_2730 = load <16 x float>, ptr %fc1_weight_grad.t151_c0_2, align 64
-  %2616 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2617 = mul nsw i64 %2616, 3136
-  %2618 = add nsw i64 18816, %2617
-  %2619 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2620 = add nsw i64 %2618, %2619
-  %2621 = add nsw i64 %2620, 32
-  %grads731 = getelementptr inbounds float, ptr %grads, i64 %2621
-  store <16 x float> %t151_c0_2730, ptr %grads731, align 4
-  %t151_c0_3732 = load <16 x float>, ptr %fc1_weight_grad.t151_c0_3, align 64
-  %2622 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2623 = mul nsw i64 %2622, 3136
-  %2624 = add nsw i64 18816, %2623
-  %2625 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2626 = add nsw i64 %2624, %2625
-  %2627 = add nsw i64 %2626, 48
-  %grads733 = getelementptr inbounds float, ptr %grads, i64 %2627
-  store <16 x float> %t151_c0_3732, ptr %grads733, align 4
-  %t151_c1_0734 = load <16 x float>, ptr %fc1_weight_grad.t151_c1_0, align 64
-  %2628 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2629 = add nsw i64 %2628, 1
-  %2630 = mul nsw i64 %2629, 3136
-  %2631 = add nsw i64 18816, %2630
-  %2632 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2633 = add nsw i64 %2631, %2632
-  %grads735 = getelementptr inbounds float, ptr %grads, i64 %2633
-  store <16 x float> %t151_c1_0734, ptr %grads735, align 4
-  %t151_c1_1736 = load <16 x float>, ptr %fc1_weight_grad.t151_c1_1, align 64
-  %2634 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2635 = add nsw i64 %2634, 1
-  %2636 = mul nsw i64 %2635, 3136
-  %2637 = add nsw i64 18816, %2636
-  %2638 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2639 = add nsw i64 %2637, %2638
-  %2640 = add nsw i64 %2639, 16
-  %grads737 = getelementptr inbounds float, ptr %grads, i64 %2640
-  store <16 x float> %t151_c1_1736, ptr %grads737, align 4
-  %t151_c1_2738 = load <16 x float>, ptr %fc1_weight_grad.t151_c1_2, align 64
-  %2641 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2642 = add nsw i64 %2641, 1
-  %2643 = mul nsw i64 %2642, 3136
-  %2644 = add nsw i64 18816, %2643
-  %2645 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2646 = add nsw i64 %2644, %2645
-  %2647 = add nsw i64 %2646, 32
-  %grads739 = getelementptr inbounds float, ptr %grads, i64 %2647
-  store <16 x float> %t151_c1_2738, ptr %grads739, align 4
-  %t151_c1_3740 = load <16 x float>, ptr %fc1_weight_grad.t151_c1_3, align 64
-  %2648 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2649 = add nsw i64 %2648, 1
-  %2650 = mul nsw i64 %2649, 3136
-  %2651 = add nsw i64 18816, %2650
-  %2652 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2653 = add nsw i64 %2651, %2652
-  %2654 = add nsw i64 %2653, 48
-  %grads741 = getelementptr inbounds float, ptr %grads, i64 %2654
-  store <16 x float> %t151_c1_3740, ptr %grads741, align 4
-  %t151_c2_0742 = load <16 x float>, ptr %fc1_weight_grad.t151_c2_0, align 64
-  %2655 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2656 = add nsw i64 %2655, 2
-  %2657 = mul nsw i64 %2656, 3136
-  %2658 = add nsw i64 18816, %2657
-  %2659 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2660 = add nsw i64 %2658, %2659
-  %grads743 = getelementptr inbounds float, ptr %grads, i64 %2660
-  store <16 x float> %t151_c2_0742, ptr %grads743, align 4
-  %t151_c2_1744 = load <16 x float>, ptr %fc1_weight_grad.t151_c2_1, align 64
-  %2661 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2662 = add nsw i64 %2661, 2
-  %2663 = mul nsw i64 %2662, 3136
-  %2664 = add nsw i64 18816, %2663
-  %2665 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2666 = add nsw i64 %2664, %2665
-  %2667 = add nsw i64 %2666, 16
-  %grads745 = getelementptr inbounds float, ptr %grads, i64 %2667
-  store <16 x float> %t151_c2_1744, ptr %grads745, align 4
-  %t151_c2_2746 = load <16 x float>, ptr %fc1_weight_grad.t151_c2_2, align 64
-  %2668 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2669 = add nsw i64 %2668, 2
-  %2670 = mul nsw i64 %2669, 3136
-  %2671 = add nsw i64 18816, %2670
-  %2672 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2673 = add nsw i64 %2671, %2672
-  %2674 = add nsw i64 %2673, 32
-  %grads747 = getelementptr inbounds float, ptr %grads, i64 %2674
-  store <16 x float> %t151_c2_2746, ptr %grads747, align 4
-  %t151_c2_3748 = load <16 x float>, ptr %fc1_weight_grad.t151_c2_3, align 64
-  %2675 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2676 = add nsw i64 %2675, 2
-  %2677 = mul nsw i64 %2676, 3136
-  %2678 = add nsw i64 18816, %2677
-  %2679 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2680 = add nsw i64 %2678, %2679
-  %2681 = add nsw i64 %2680, 48
-  %grads749 = getelementptr inbounds float, ptr %grads, i64 %2681
-  store <16 x float> %t151_c2_3748, ptr %grads749, align 4
-  %t151_c3_0750 = load <16 x float>, ptr %fc1_weight_grad.t151_c3_0, align 64
-  %2682 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2683 = add nsw i64 %2682, 3
-  %2684 = mul nsw i64 %2683, 3136
-  %2685 = add nsw i64 18816, %2684
-  %2686 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2687 = add nsw i64 %2685, %2686
-  %grads751 = getelementptr inbounds float, ptr %grads, i64 %2687
-  store <16 x float> %t151_c3_0750, ptr %grads751, align 4
-  %t151_c3_1752 = load <16 x float>, ptr %fc1_weight_grad.t151_c3_1, align 64
-  %2688 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2689 = add nsw i64 %2688, 3
-  %2690 = mul nsw i64 %2689, 3136
-  %2691 = add nsw i64 18816, %2690
-  %2692 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2693 = add nsw i64 %2691, %2692
-  %2694 = add nsw i64 %2693, 16
-  %grads753 = getelementptr inbounds float, ptr %grads, i64 %2694
-  store <16 x float> %t151_c3_1752, ptr %grads753, align 4
-  %t151_c3_2754 = load <16 x float>, ptr %fc1_weight_grad.t151_c3_2, align 64
-  %2695 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2696 = add nsw i64 %2695, 3
-  %2697 = mul nsw i64 %2696, 3136
-  %2698 = add nsw i64 18816, %2697
-  %2699 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2700 = add nsw i64 %2698, %2699
-  %2701 = add nsw i64 %2700, 32
-  %grads755 = getelementptr inbounds float, ptr %grads, i64 %2701
-  store <16 x float> %t151_c3_2754, ptr %grads755, align 4
-  %t151_c3_3756 = load <16 x float>, ptr %fc1_weight_grad.t151_c3_3, align 64
-  %2702 = mul nsw i64 %fc1_weight_grad.mb150692, 4
-  %2703 = add nsw i64 %2702, 3
-  %2704 = mul nsw i64 %2703, 3136
-  %2705 = add nsw i64 18816, %2704
-  %2706 = mul nsw i64 %fc1_weight_grad.nb149691, 64
-  %2707 = add nsw i64 %2705, %2706
-  %2708 = add nsw i64 %2707, 48
-  %grads757 = getelementptr inbounds float, ptr %grads, i64 %2708
-  store <16 x float> %t151_c3_3756, ptr %grads757, align 4
-  %mb150.next = add nsw i64 %fc1_weight_grad.mb150692, 1
-  %2709 = icmp slt i64 %mb150.next, 32
-  br i1 %2709, label %fc1_weight_grad.mb150, label %fc1_weight_grad.mb150.end
+  %2615 = add nsw i64 %2614, 48
+  %arena695 = getelementptr inbounds float, ptr %arena, i64 %2615
+  store <16 x float> %t134_c1_3694, ptr %arena695, align 4
+  %t134_c2_0696 = load <16 x float>, ptr %fc1.t134_c2_0, align 64
+  %2616 = mul nsw i64 %fc1.mb133630, 4
+  %2617 = add nsw i64 %2616, 2
+  %2618 = mul nsw i64 %2617, 64
+  %2619 = add nsw i64 1413120, %2618
+  %2620 = mul nsw i64 %fc1.nb132629, 64
+  %2621 = add nsw i64 %2619, %2620
+  %arena697 = getelementptr inbounds float, ptr %arena, i64 %2621
+  store <16 x float> %t134_c2_0696, ptr %arena697, align 4
+  %t134_c2_1698 = load <16 x float>, ptr %fc1.t134_c2_1, align 64
+  %2622 = mul nsw i64 %fc1.mb133630, 4
+  %2623 = add nsw i64 %2622, 2
+  %2624 = mul nsw i64 %2623, 64
+  %2625 = add nsw i64 1413120, %2624
+  %2626 = mul nsw i64 %fc1.nb132629, 64
+  %2627 = add nsw i64 %2625, %2626
+  %2628 = add nsw i64 %2627, 16
+  %arena699 = getelementptr inbounds float, ptr %arena, i64 %2628
+  store <16 x float> %t134_c2_1698, ptr %arena699, align 4
+  %t134_c2_2700 = load <16 x float>, ptr %fc1.t134_c2_2, align 64
+  %2629 = mul nsw i64 %fc1.mb133630, 4
+  %2630 = add nsw i64 %2629, 2
+  %2631 = mul nsw i64 %2630, 64
+  %2632 = add nsw i64 1413120, %2631
+  %2633 = mul nsw i64 %fc1.nb132629, 64
+  %2634 = add nsw i64 %2632, %2633
+  %2635 = add nsw i64 %2634, 32
+  %arena701 = getelementptr inbounds float, ptr %arena, i64 %2635
+  store <16 x float> %t134_c2_2700, ptr %arena701, align 4
+  %t134_c2_3702 = load <16 x float>, ptr %fc1.t134_c2_3, align 64
+  %2636 = mul nsw i64 %fc1.mb133630, 4
+  %2637 = add nsw i64 %2636, 2
+  %2638 = mul nsw i64 %2637, 64
+  %2639 = add nsw i64 1413120, %2638
+  %2640 = mul nsw i64 %fc1.nb132629, 64
+  %2641 = add nsw i64 %2639, %2640
+  %2642 = add nsw i64 %2641, 48
+  %arena703 = getelementptr inbounds float, ptr %arena, i64 %2642
+  store <16 x float> %t134_c2_3702, ptr %arena703, align 4
+  %t134_c3_0704 = load <16 x float>, ptr %fc1.t134_c3_0, align 64
+  %2643 = mul nsw i64 %fc1.mb133630, 4
+  %2644 = add nsw i64 %2643, 3
+  %2645 = mul nsw i64 %2644, 64
+  %2646 = add nsw i64 1413120, %2645
+  %2647 = mul nsw i64 %fc1.nb132629, 64
+  %2648 = add nsw i64 %2646, %2647
+  %arena705 = getelementptr inbounds float, ptr %arena, i64 %2648
+  store <16 x float> %t134_c3_0704, ptr %arena705, align 4
+  %t134_c3_1706 = load <16 x float>, ptr %fc1.t134_c3_1, align 64
+  %2649 = mul nsw i64 %fc1.mb133630, 4
+  %2650 = add nsw i64 %2649, 3
+  %2651 = mul nsw i64 %2650, 64
+  %2652 = add nsw i64 1413120, %2651
+  %2653 = mul nsw i64 %fc1.nb132629, 64
+  %2654 = add nsw i64 %2652, %2653
+  %2655 = add nsw i64 %2654, 16
+  %arena707 = getelementptr inbounds float, ptr %arena, i64 %2655
+  store <16 x float> %t134_c3_1706, ptr %arena707, align 4
+  %t134_c3_2708 = load <16 x float>, ptr %fc1.t134_c3_2, align 64
+  %2656 = mul nsw i64 %fc1.mb133630, 4
+  %2657 = add nsw i64 %2656, 3
+  %2658 = mul nsw i64 %2657, 64
+  %2659 = add nsw i64 1413120, %2658
+  %2660 = mul nsw i64 %fc1.nb132629, 64
+  %2661 = add nsw i64 %2659, %2660
+  %2662 = add nsw i64 %2661, 32
+  %arena709 = getelementptr inbounds float, ptr %arena, i64 %2662
+  store <16 x float> %t134_c3_2708, ptr %arena709, align 4
+  %t134_c3_3710 = load <16 x float>, ptr %fc1.t134_c3_3, align 64
+  %2663 = mul nsw i64 %fc1.mb133630, 4
+  %2664 = add nsw i64 %2663, 3
+  %2665 = mul nsw i64 %2664, 64
+  %2666 = add nsw i64 1413120, %2665
+  %2667 = mul nsw i64 %fc1.nb132629, 64
+  %2668 = add nsw i64 %2666, %2667
+  %2669 = add nsw i64 %2668, 48
+  %arena711 = getelementptr inbounds float, ptr %arena, i64 %2669
+  store <16 x float> %t134_c3_3710, ptr %arena711, align 4
+  %mb133.next = add nsw i64 %fc1.mb133630, 1
+  %2670 = icmp slt i64 %mb133.next, 32
+  br i1 %2670, label %fc1.mb133, label %fc1.mb133.end
 
-fc1_bias_grad.u153:                               ; preds = %fc1_bias_grad.n155.end, %fc1_weight_grad.nb149.end
-  %fc1_bias_grad.u153758 = phi i64 [ 0, %fc1_weight_grad.nb149.end ], [ %u153.next, %fc1_bias_grad.n155.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc154, align 4
-  br label %fc1_bias_grad.n155
+fc1.n136:                                         ; preds = %fc1.u137.end, %fc1.kp131.end
+  %fc1.n136712 = phi i64 [ 0, %fc1.kp131.end ], [ %n136.next, %fc1.u137.end ]
+  br label %fc1.u137
 
-fc1_bias_grad.u153.end:                           ; preds = %fc1_bias_grad.n155.end
-  br label %flat_grad.nb156
+fc1.n136.end:                                     ; preds = %fc1.u137.end
+  br label %drop.i138
 
-fc1_bias_grad.n155:                               ; preds = %fc1_bias_grad.n155, %fc1_bias_grad.u153
-  %fc1_bias_grad.n155759 = phi i64 [ 0, %fc1_bias_grad.u153 ], [ %n155.next, %fc1_bias_grad.n155 ]
-  %acc154 = load float, ptr %fc1_bias_grad.acc154, align 4
-  %2710 = mul nsw i64 %fc1_bias_grad.n155759, 128
-  %2711 = add nsw i64 1212416, %2710
-  %2712 = add nsw i64 %2711, %fc1_bias_grad.u153758
-  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2712
-  %2713 = load float, ptr %arena760, align 4
-  %2714 = fadd float %acc154, %2713
-  store float %2714, ptr %fc1_bias_grad.acc154, align 4
-  %n155.next = add nsw i64 %fc1_bias_grad.n155759, 1
-  %2715 = icmp slt i64 %n155.next, 64
-  br i1 %2715, label %fc1_bias_grad.n155, label %fc1_bias_grad.n155.end
+fc1.u137:                                         ; preds = %fc1.u137, %fc1.n136
+  %fc1.u137713 = phi i64 [ 0, %fc1.n136 ], [ %u137.next, %fc1.u137 ]
+  %2671 = mul nsw i64 %fc1.u137713, 64
+  %2672 = add nsw i64 1413120, %2671
+  %2673 = add nsw i64 %2672, %fc1.n136712
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2673
+  %2674 = load float, ptr %arena714, align 4
+  %2675 = add nsw i64 420224, %fc1.u137713
+  %params715 = getelementptr inbounds float, ptr %params, i64 %2675
+  %2676 = load float, ptr %params715, align 4
+  %2677 = fadd float %2674, %2676
+  %2678 = fcmp ogt float %2677, 0.000000e+00
+  %2679 = mul nsw i64 %fc1.u137713, 64
+  %2680 = add nsw i64 1413120, %2679
+  %2681 = add nsw i64 %2680, %fc1.n136712
+  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2681
+  %2682 = load float, ptr %arena716, align 4
+  %2683 = add nsw i64 420224, %fc1.u137713
+  %params717 = getelementptr inbounds float, ptr %params, i64 %2683
+  %2684 = load float, ptr %params717, align 4
+  %2685 = fadd float %2682, %2684
+  %2686 = select i1 %2678, float %2685, float 0.000000e+00
+  %2687 = mul nsw i64 %fc1.n136712, 128
+  %2688 = add nsw i64 1204224, %2687
+  %2689 = add nsw i64 %2688, %fc1.u137713
+  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2689
+  store float %2686, ptr %arena718, align 4
+  %u137.next = add nsw i64 %fc1.u137713, 1
+  %2690 = icmp slt i64 %u137.next, 128
+  br i1 %2690, label %fc1.u137, label %fc1.u137.end
 
-fc1_bias_grad.n155.end:                           ; preds = %fc1_bias_grad.n155
-  %acc154761 = load float, ptr %fc1_bias_grad.acc154, align 4
-  %2716 = add nsw i64 420224, %fc1_bias_grad.u153758
-  %grads762 = getelementptr inbounds float, ptr %grads, i64 %2716
-  store float %acc154761, ptr %grads762, align 4
-  %u153.next = add nsw i64 %fc1_bias_grad.u153758, 1
-  %2717 = icmp slt i64 %u153.next, 128
-  br i1 %2717, label %fc1_bias_grad.u153, label %fc1_bias_grad.u153.end
+fc1.u137.end:                                     ; preds = %fc1.u137
+  %n136.next = add nsw i64 %fc1.n136712, 1
+  %2691 = icmp slt i64 %n136.next, 64
+  br i1 %2691, label %fc1.n136, label %fc1.n136.end
 
-flat_grad.nb156:                                  ; preds = %flat_grad.mb157.end, %fc1_bias_grad.u153.end
-  %flat_grad.nb156763 = phi i64 [ 0, %fc1_bias_grad.u153.end ], [ %nb156.next, %flat_grad.mb157.end ]
-  br label %flat_grad.mb157
+drop.i138:                                        ; preds = %drop.i138, %fc1.n136.end
+  %drop.i138719 = phi i64 [ 0, %fc1.n136.end ], [ %i138.next, %drop.i138 ]
+  %2692 = xor i64 %seed, -1035080904108319828
+  %2693 = lshr i64 %2692, 30
+  %2694 = xor i64 %2692, %2693
+  %2695 = mul i64 %2694, -4658895280553007687
+  %2696 = lshr i64 %2695, 27
+  %2697 = xor i64 %2695, %2696
+  %2698 = mul i64 %2697, -7723592293110705685
+  %2699 = lshr i64 %2698, 31
+  %2700 = xor i64 %2698, %2699
+  %2701 = add i64 %2700, %step
+  %2702 = lshr i64 %2701, 30
+  %2703 = xor i64 %2701, %2702
+  %2704 = mul i64 %2703, -4658895280553007687
+  %2705 = lshr i64 %2704, 27
+  %2706 = xor i64 %2704, %2705
+  %2707 = mul i64 %2706, -7723592293110705685
+  %2708 = lshr i64 %2707, 31
+  %2709 = xor i64 %2707, %2708
+  %2710 = mul i64 %drop.i138719, -7046029254386353131
+  %2711 = add i64 %2709, %2710
+  %2712 = lshr i64 %2711, 30
+  %2713 = xor i64 %2711, %2712
+  %2714 = mul i64 %2713, -4658895280553007687
+  %2715 = lshr i64 %2714, 27
+  %2716 = xor i64 %2714, %2715
+  %2717 = mul i64 %2716, -7723592293110705685
+  %2718 = lshr i64 %2717, 31
+  %2719 = xor i64 %2717, %2718
+  %2720 = lshr i64 %2719, 40
+  %keep = icmp uge i64 %2720, 8388608
+  %2721 = add nsw i64 1204224, %drop.i138719
+  %arena720 = getelementptr inbounds float, ptr %arena, i64 %2721
+  %2722 = load float, ptr %arena720, align 4
+  %2723 = fmul float %2722, 2.000000e+00
+  %2724 = select i1 %keep, float %2723, float 0.000000e+00
+  %2725 = add nsw i64 1212416, %drop.i138719
+  %arena721 = getelementptr inbounds float, ptr %arena, i64 %2725
+  store float %2724, ptr %arena721, align 4
+  %i138.next = add nsw i64 %drop.i138719, 1
+  %2726 = icmp slt i64 %i138.next, 8192
+  br i1 %2726, label %drop.i138, label %drop.i138.end
 
-flat_grad.nb156.end:                              ; preds = %flat_grad.mb157.end
-  br label %conv2_grad.i160
+drop.i138.end:                                    ; preds = %drop.i138
+  %arena722 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %params723 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena724 = getelementptr inbounds float, ptr %arena, i64 1220608
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena722, i32 128, ptr %params723, i32 128, float 0.000000e+00, ptr %arena724, i32 10)
+  br label %fc2.n139
 
-flat_grad.mb157:                                  ; preds = %flat_grad.k159.end, %flat_grad.nb156
-  %flat_grad.mb157764 = phi i64 [ 0, %flat_grad.nb156 ], [ %mb157.next, %flat_grad.k159.end ]
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t158_c3_3, align 64
-  br label %flat_grad.k159
+fc2.n139:                                         ; preds = %fc2.u140.end, %drop.i138.end
+  %fc2.n139725 = phi i64 [ 0, %drop.i138.end ], [ %n139.next, %fc2.u140.end ]
+  br label %fc2.u140
 
-flat_grad.mb157.end:                              ; preds = %flat_grad.k159.end
-  %nb156.next = add nsw i64 %flat_grad.nb156763, 1
-  %2718 = icmp slt i64 %nb156.next, 49
-  br i1 %2718, label %flat_grad.nb156, label %flat_grad.nb156.end
+fc2.n139.end:                                     ; preds = %fc2.u140.end
+  store float 0.000000e+00, ptr %loss.total141, align 4
+  br label %loss.n142
 
-flat_grad.k159:                                   ; preds = %flat_grad.k159, %flat_grad.mb157
-  %flat_grad.k159765 = phi i64 [ 0, %flat_grad.mb157 ], [ %k159.next, %flat_grad.k159 ]
-  %2719 = mul nsw i64 %flat_grad.k159765, 3136
-  %2720 = add nsw i64 18816, %2719
-  %2721 = mul nsw i64 %flat_grad.nb156763, 64
-  %2722 = add nsw i64 %2720, %2721
-  %params766 = getelementptr inbounds float, ptr %params, i64 %2722
-  %2723 = load <16 x float>, ptr %params766, align 4
-  store <16 x float> %2723, ptr %flat_grad.t158_b0, align 64
-  %2724 = mul nsw i64 %flat_grad.k159765, 3136
-  %2725 = add nsw i64 18816, %2724
-  %2726 = mul nsw i64 %flat_grad.nb156763, 64
-  %2727 = add nsw i64 %2725, %2726
-  %2728 = add nsw i64 %2727, 16
-  %params767 = getelementptr inbounds float, ptr %params, i64 %2728
-  %2729 = load <16 x float>, ptr %params767, align 4
-  store <16 x float> %2729, ptr %flat_grad.t158_b1, align 64
-  %2730 = mul nsw i64 %flat_grad.k159765, 3136
-  %2731 = add nsw i64 18816, %2730
-  %2732 = mul nsw i64 %flat_grad.nb156763, 64
-  %2733 = add nsw i64 %2731, %2732
-  %2734 = add nsw i64 %2733, 32
-  %params768 = getelementptr inbounds float, ptr %params, i64 %2734
-  %2735 = load <16 x float>, ptr %params768, align 4
-  store <16 x float> %2735, ptr %flat_grad.t158_b2, align 64
-  %2736 = mul nsw i64 %flat_grad.k159765, 3136
-  %2737 = add nsw i64 18816, %2736
-  %2738 = mul nsw i64 %flat_grad.nb156763, 64
-  %2739 = add nsw i64 %2737, %2738
-  %2740 = add nsw i64 %2739, 48
-  %params769 = getelementptr inbounds float, ptr %params, i64 %2740
-  %2741 = load <16 x float>, ptr %params769, align 4
-  store <16 x float> %2741, ptr %flat_grad.t158_b3, align 64
-  %2742 = mul nsw i64 %flat_grad.mb157764, 4
-  %2743 = mul nsw i64 %2742, 128
-  %2744 = add nsw i64 1212416, %2743
-  %2745 = add nsw i64 %2744, %flat_grad.k159765
-  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2745
-  %2746 = load float, ptr %arena770, align 4
-  %2747 = insertelement <16 x float> undef, float %2746, i32 0
-  %2748 = shufflevector <16 x float> %2747, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2748, ptr %flat_grad.t158_a0, align 64
-  %t158_a0 = load <16 x float>, ptr %flat_grad.t158_a0, align 64
-  %t158_b0 = load <16 x float>, ptr %flat_grad.t158_b0, align 64
-  %t158_c0_0 = load <16 x float>, ptr %flat_grad.t158_c0_0, align 64
-  %2749 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a0, <16 x float> %t158_b0, <16 x float> %t158_c0_0)
-  store <16 x float> %2749, ptr %flat_grad.t158_c0_0, align 64
-  %t158_a0771 = load <16 x float>, ptr %flat_grad.t158_a0, align 64
-  %t158_b1 = load <16 x float>, ptr %flat_grad.t158_b1, align 64
-  %t158_c0_1 = load <16 x float>, ptr %flat_grad.t158_c0_1, align 64
-  %2750 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a0771, <16 x float> %t158_b1, <16 x float> %t158_c0_1)
-  store <16 x float> %2750, ptr %flat_grad.t158_c0_1, align 64
-  %t158_a0772 = load <16 x float>, ptr %flat_grad.t158_a0, align 64
-  %t158_b2 = load <16 x float>, ptr %flat_grad.t158_b2, align 64
-  %t158_c0_2 = load <16 x float>, ptr %flat_grad.t158_c0_2, align 64
-  %2751 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a0772, <16 x float> %t158_b2, <16 x float> %t158_c0_2)
-  store <16 x float> %2751, ptr %flat_grad.t158_c0_2, align 64
-  %t158_a0773 = load <16 x float>, ptr %flat_grad.t158_a0, align 64
-  %t158_b3 = load <16 x float>, ptr %flat_grad.t158_b3, align 64
-  %t158_c0_3 = load <16 x float>, ptr %flat_grad.t158_c0_3, align 64
-  %2752 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a0773, <16 x float> %t158_b3, <16 x float> %t158_c0_3)
-  store <16 x float> %2752, ptr %flat_grad.t158_c0_3, align 64
-  %2753 = mul nsw i64 %flat_grad.mb157764, 4
-  %2754 = add nsw i64 %2753, 1
-  %2755 = mul nsw i64 %2754, 128
-  %2756 = add nsw i64 1212416, %2755
-  %2757 = add nsw i64 %2756, %flat_grad.k159765
-  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2757
-  %2758 = load float, ptr %arena774, align 4
-  %2759 = insertelement <16 x float> undef, float %2758, i32 0
-  %2760 = shufflevector <16 x float> %2759, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2760, ptr %flat_grad.t158_a1, align 64
-  %t158_a1 = load <16 x float>, ptr %flat_grad.t158_a1, align 64
-  %t158_b0775 = load <16 x float>, ptr %flat_grad.t158_b0, align 64
-  %t158_c1_0 = load <16 x float>, ptr %flat_grad.t158_c1_0, align 64
-  %2761 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a1, <16 x float> %t158_b0775, <16 x float> %t158_c1_0)
-  store <16 x float> %2761, ptr %flat_grad.t158_c1_0, align 64
-  %t158_a1776 = load <16 x float>, ptr %flat_grad.t158_a1, align 64
-  %t158_b1777 = load <16 x float>, ptr %flat_grad.t158_b1, align 64
-  %t158_c1_1 = load <16 x float>, ptr %flat_grad.t158_c1_1, align 64
-  %2762 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a1776, <16 x float> %t158_b1777, <16 x float> %t158_c1_1)
-  store <16 x float> %2762, ptr %flat_grad.t158_c1_1, align 64
-  %t158_a1778 = load <16 x float>, ptr %flat_grad.t158_a1, align 64
-  %t158_b2779 = load <16 x float>, ptr %flat_grad.t158_b2, align 64
-  %t158_c1_2 = load <16 x float>, ptr %flat_grad.t158_c1_2, align 64
-  %2763 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a1778, <16 x float> %t158_b2779, <16 x float> %t158_c1_2)
-  store <16 x float> %2763, ptr %flat_grad.t158_c1_2, align 64
-  %t158_a1780 = load <16 x float>, ptr %flat_grad.t158_a1, align 64
-  %t158_b3781 = load <16 x float>, ptr %flat_grad.t158_b3, align 64
-  %t158_c1_3 = load <16 x float>, ptr %flat_grad.t158_c1_3, align 64
-  %2764 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a1780, <16 x float> %t158_b3781, <16 x float> %t158_c1_3)
-  store <16 x float> %2764, ptr %flat_grad.t158_c1_3, align 64
-  %2765 = mul nsw i64 %flat_grad.mb157764, 4
-  %2766 = add nsw i64 %2765, 2
-  %2767 = mul nsw i64 %2766, 128
-  %2768 = add nsw i64 1212416, %2767
-  %2769 = add nsw i64 %2768, %flat_grad.k159765
-  %arena782 = getelementptr inbounds float, ptr %arena, i64 %2769
-  %2770 = load float, ptr %arena782, align 4
-  %2771 = insertelement <16 x float> undef, float %2770, i32 0
-  %2772 = shufflevector <16 x float> %2771, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2772, ptr %flat_grad.t158_a2, align 64
-  %t158_a2 = load <16 x float>, ptr %flat_grad.t158_a2, align 64
-  %t158_b0783 = load <16 x float>, ptr %flat_grad.t158_b0, align 64
-  %t158_c2_0 = load <16 x float>, ptr %flat_grad.t158_c2_0, align 64
-  %2773 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a2, <16 x float> %t158_b0783, <16 x float> %t158_c2_0)
-  store <16 x float> %2773, ptr %flat_grad.t158_c2_0, align 64
-  %t158_a2784 = load <16 x float>, ptr %flat_grad.t158_a2, align 64
-  %t158_b1785 = load <16 x float>, ptr %flat_grad.t158_b1, align 64
-  %t158_c2_1 = load <16 x float>, ptr %flat_grad.t158_c2_1, align 64
-  %2774 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a2784, <16 x float> %t158_b1785, <16 x float> %t158_c2_1)
-  store <16 x float> %2774, ptr %flat_grad.t158_c2_1, align 64
-  %t158_a2786 = load <16 x float>, ptr %flat_grad.t158_a2, align 64
-  %t158_b2787 = load <16 x float>, ptr %flat_grad.t158_b2, align 64
-  %t158_c2_2 = load <16 x float>, ptr %flat_grad.t158_c2_2, align 64
-  %2775 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a2786, <16 x float> %t158_b2787, <16 x float> %t158_c2_2)
-  store <16 x float> %2775, ptr %flat_grad.t158_c2_2, align 64
-  %t158_a2788 = load <16 x float>, ptr %flat_grad.t158_a2, align 64
-  %t158_b3789 = load <16 x float>, ptr %flat_grad.t158_b3, align 64
-  %t158_c2_3 = load <16 x float>, ptr %flat_grad.t158_c2_3, align 64
-  %2776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a2788, <16 x float> %t158_b3789, <16 x float> %t158_c2_3)
-  store <16 x float> %2776, ptr %flat_grad.t158_c2_3, align 64
-  %2777 = mul nsw i64 %flat_grad.mb157764, 4
-  %2778 = add nsw i64 %2777, 3
-  %2779 = mul nsw i64 %2778, 128
-  %2780 = add nsw i64 1212416, %2779
-  %2781 = add nsw i64 %2780, %flat_grad.k159765
-  %arena790 = getelementptr inbounds float, ptr %arena, i64 %2781
-  %2782 = load float, ptr %arena790, align 4
-  %2783 = insertelement <16 x float> undef, float %2782, i32 0
-  %2784 = shufflevector <16 x float> %2783, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2784, ptr %flat_grad.t158_a3, align 64
-  %t158_a3 = load <16 x float>, ptr %flat_grad.t158_a3, align 64
-  %t158_b0791 = load <16 x float>, ptr %flat_grad.t158_b0, align 64
-  %t158_c3_0 = load <16 x float>, ptr %flat_grad.t158_c3_0, align 64
-  %2785 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a3, <16 x float> %t158_b0791, <16 x float> %t158_c3_0)
-  store <16 x float> %2785, ptr %flat_grad.t158_c3_0, align 64
-  %t158_a3792 = load <16 x float>, ptr %flat_grad.t158_a3, align 64
-  %t158_b1793 = load <16 x float>, ptr %flat_grad.t158_b1, align 64
-  %t158_c3_1 = load <16 x float>, ptr %flat_grad.t158_c3_1, align 64
-  %2786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a3792, <16 x float> %t158_b1793, <16 x float> %t158_c3_1)
-  store <16 x float> %2786, ptr %flat_grad.t158_c3_1, align 64
-  %t158_a3794 = load <16 x float>, ptr %flat_grad.t158_a3, align 64
-  %t158_b2795 = load <16 x float>, ptr %flat_grad.t158_b2, align 64
-  %t158_c3_2 = load <16 x float>, ptr %flat_grad.t158_c3_2, align 64
-  %2787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a3794, <16 x float> %t158_b2795, <16 x float> %t158_c3_2)
-  store <16 x float> %2787, ptr %flat_grad.t158_c3_2, align 64
-  %t158_a3796 = load <16 x float>, ptr %flat_grad.t158_a3, align 64
-  %t158_b3797 = load <16 x float>, ptr %flat_grad.t158_b3, align 64
-  %t158_c3_3 = load <16 x float>, ptr %flat_grad.t158_c3_3, align 64
-  %2788 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a3796, <16 x float> %t158_b3797, <16 x float> %t158_c3_3)
-  store <16 x float> %2788, ptr %flat_grad.t158_c3_3, align 64
-  %k159.next = add nsw i64 %flat_grad.k159765, 1
-  %2789 = icmp slt i64 %k159.next, 128
-  br i1 %2789, label %flat_grad.k159, label %flat_grad.k159.end
+fc2.u140:                                         ; preds = %fc2.u140, %fc2.n139
+  %fc2.u140726 = phi i64 [ 0, %fc2.n139 ], [ %u140.next, %fc2.u140 ]
+  %2727 = mul nsw i64 %fc2.n139725, 10
+  %2728 = add nsw i64 1220608, %2727
+  %2729 = add nsw i64 %2728, %fc2.u140726
+  %arena727 = getelementptr inbounds float, ptr %arena, i64 %2729
+  %2730 = load float, ptr %arena727, align 4
+  %2731 = add nsw i64 421632, %fc2.u140726
+  %params728 = getelementptr inbounds float, ptr %params, i64 %2731
+  %2732 = load float, ptr %params728, align 4
+  %2733 = fadd float %2730, %2732
+  %2734 = mul nsw i64 %fc2.n139725, 10
+  %2735 = add nsw i64 1220608, %2734
+  %2736 = add nsw i64 %2735, %fc2.u140726
+  %arena729 = getelementptr inbounds float, ptr %arena, i64 %2736
+  store float %2733, ptr %arena729, align 4
+  %u140.next = add nsw i64 %fc2.u140726, 1
+  %2737 = icmp slt i64 %u140.next, 10
+  br i1 %2737, label %fc2.u140, label %fc2.u140.end
 
-flat_grad.k159.end:                               ; preds = %flat_grad.k159
-  %t158_c0_0798 = load <16 x float>, ptr %flat_grad.t158_c0_0, align 64
-  %2790 = mul nsw i64 %flat_grad.mb157764, 4
-  %2791 = mul nsw i64 %2790, 3136
-  %2792 = add nsw i64 1221264, %2791
-  %2793 = mul nsw i64 %flat_grad.nb156763, 64
-  %2794 = add nsw i64 %2792, %2793
-  %arena799 = getelementptr inbounds float, ptr %arena, i64 %2794
-  store <16 x float> %t158_c0_0798, ptr %arena799, align 4
-  %t158_c0_1800 = load <16 x float>, ptr %flat_grad.t158_c0_1, align 64
-  %2795 = mul nsw i64 %flat_grad.mb157764, 4
-  %2796 = mul nsw i64 %2795, 3136
-  %2797 = add nsw i64 1221264, %2796
-  %2798 = mul nsw i64 %flat_grad.nb156763, 64
-  %2799 = add nsw i64 %2797, %2798
-  %2800 = add nsw i64 %2799, 16
-  %arena801 = getelementptr inbounds float, ptr %arena, i64 %2800
-  store <16 x float> %t158_c0_1800, ptr %arena801, align 4
-  %t158_c0_2802 = load <16 x float>, ptr %flat_grad.t158_c0_2, align 64
-  %2801 = mul nsw i64 %flat_grad.mb157764, 4
-  %2802 = mul nsw i64 %2801, 3136
-  %2803 = add nsw i64 1221264, %2802
-  %2804 = mul nsw i64 %flat_grad.nb156763, 64
-  %2805 = add nsw i64 %2803, %2804
-  %2806 = add nsw i64 %2805, 32
-  %arena803 = getelementptr inbounds float, ptr %arena, i64 %2806
-  store <16 x float> %t158_c0_2802, ptr %arena803, align 4
-  %t158_c0_3804 = load <16 x float>, ptr %flat_grad.t158_c0_3, align 64
-  %2807 = mul nsw i64 %flat_grad.mb157764, 4
-  %2808 = mul nsw i64 %2807, 3136
-  %2809 = add nsw i64 1221264, %2808
-  %2810 = mul nsw i64 %flat_grad.nb156763, 64
-  %2811 = add nsw i64 %2809, %2810
-  %2812 = add nsw i64 %2811, 48
-  %arena805 = getelementptr inbounds float, ptr %arena, i64 %2812
-  store <16 x float> %t158_c0_3804, ptr %arena805, align 4
-  %t158_c1_0806 = load <16 x float>, ptr %flat_grad.t158_c1_0, align 64
-  %2813 = mul nsw i64 %flat_grad.mb157764, 4
-  %2814 = add nsw i64 %2813, 1
-  %2815 = mul nsw i64 %2814, 3136
-  %2816 = add nsw i64 1221264, %2815
-  %2817 = mul nsw i64 %flat_grad.nb156763, 64
-  %2818 = add nsw i64 %2816, %2817
-  %arena807 = getelementptr inbounds float, ptr %arena, i64 %2818
-  store <16 x float> %t158_c1_0806, ptr %arena807, align 4
-  %t158_c1_1808 = load <16 x float>, ptr %flat_grad.t158_c1_1, align 64
-  %2819 = mul nsw i64 %flat_grad.mb157764, 4
-  %2820 = add nsw i64 %2819, 1
-  %2821 = mul nsw i64 %2820, 3136
-  %2822 = add nsw i64 1221264, %2821
-  %2823 = mul nsw i64 %flat_grad.nb156763, 64
-  %2824 = add nsw i64 %2822, %2823
-  %2825 = add nsw i64 %2824, 16
-  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2825
-  store <16 x float> %t158_c1_1808, ptr %arena809, align 4
-  %t158_c1_2810 = load <16 x float>, ptr %flat_grad.t158_c1_2, align 64
-  %2826 = mul nsw i64 %flat_grad.mb157764, 4
-  %2827 = add nsw i64 %2826, 1
-  %2828 = mul nsw i64 %2827, 3136
-  %2829 = add nsw i64 1221264, %2828
-  %2830 = mul nsw i64 %flat_grad.nb156763, 64
-  %2831 = add nsw i64 %2829, %2830
-  %2832 = add nsw i64 %2831, 32
-  %arena811 = getelementptr inbounds float, ptr %arena, i64 %2832
-  store <16 x float> %t158_c1_2810, ptr %arena811, align 4
-  %t158_c1_3812 = load <16 x float>, ptr %flat_grad.t158_c1_3, align 64
-  %2833 = mul nsw i64 %flat_grad.mb157764, 4
-  %2834 = add nsw i64 %2833, 1
-  %2835 = mul nsw i64 %2834, 3136
-  %2836 = add nsw i64 1221264, %2835
-  %2837 = mul nsw i64 %flat_grad.nb156763, 64
-  %2838 = add nsw i64 %2836, %2837
-  %2839 = add nsw i64 %2838, 48
-  %arena813 = getelementptr inbounds float, ptr %arena, i64 %2839
-  store <16 x float> %t158_c1_3812, ptr %arena813, align 4
-  %t158_c2_0814 = load <16 x float>, ptr %flat_grad.t158_c2_0, align 64
-  %2840 = mul nsw i64 %flat_grad.mb157764, 4
-  %2841 = add nsw i64 %2840, 2
-  %2842 = mul nsw i64 %2841, 3136
-  %2843 = add nsw i64 1221264, %2842
-  %2844 = mul nsw i64 %flat_grad.nb156763, 64
-  %2845 = add nsw i64 %2843, %2844
-  %arena815 = getelementptr inbounds float, ptr %arena, i64 %2845
-  store <16 x float> %t158_c2_0814, ptr %arena815, align 4
-  %t158_c2_1816 = load <16 x float>, ptr %flat_grad.t158_c2_1, align 64
-  %2846 = mul nsw i64 %flat_grad.mb157764, 4
-  %2847 = add nsw i64 %2846, 2
-  %2848 = mul nsw i64 %2847, 3136
-  %2849 = add nsw i64 1221264, %2848
-  %2850 = mul nsw i64 %flat_grad.nb156763, 64
-  %2851 = add nsw i64 %2849, %2850
-  %2852 = add nsw i64 %2851, 16
-  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2852
-  store <16 x float> %t158_c2_1816, ptr %arena817, align 4
-  %t158_c2_2818 = load <16 x float>, ptr %flat_grad.t158_c2_2, align 64
-  %2853 = mul nsw i64 %flat_grad.mb157764, 4
-  %2854 = add nsw i64 %2853, 2
-  %2855 = mul nsw i64 %2854, 3136
-  %2856 = add nsw i64 1221264, %2855
-  %2857 = mul nsw i64 %flat_grad.nb156763, 64
-  %2858 = add nsw i64 %2856, %2857
-  %2859 = add nsw i64 %2858, 32
-  %arena819 = getelementptr inbounds float, ptr %arena, i64 %2859
-  store <16 x float> %t158_c2_2818, ptr %arena819, align 4
-  %t158_c2_3820 = load <16 x float>, ptr %flat_grad.t158_c2_3, align 64
-  %2860 = mul nsw i64 %flat_grad.mb157764, 4
-  %2861 = add nsw i64 %2860, 2
-  %2862 = mul nsw i64 %2861, 3136
-  %2863 = add nsw i64 1221264, %2862
-  %2864 = mul nsw i64 %flat_grad.nb156763, 64
+fc2.u140.end:                                     ; preds = %fc2.u140
+  %n139.next = add nsw i64 %fc2.n139725, 1
+  %2738 = icmp slt i64 %n139.next, 64
+  br i1 %2738, label %fc2.n139, label %fc2.n139.end
+
+loss.n142:                                        ; preds = %loss.k146.end, %fc2.n139.end
+  %loss.n142730 = phi i64 [ 0, %fc2.n139.end ], [ %n142.next, %loss.k146.end ]
+  %2739 = mul nsw i64 %loss.n142730, 10
+  %2740 = add nsw i64 1220608, %2739
+  %arena731 = getelementptr inbounds float, ptr %arena, i64 %2740
+  %2741 = load float, ptr %arena731, align 4
+  store float %2741, ptr %loss.m143, align 4
+  br label %loss.k145
+
+loss.n142.end:                                    ; preds = %loss.k146.end
+  %total141741 = load float, ptr %loss.total141, align 4
+  %2742 = fdiv float %total141741, 6.400000e+01
+  %arena742 = getelementptr inbounds float, ptr %arena, i64 1221248
+  store float %2742, ptr %arena742, align 4
+  br label %fc2_grad.n147
+
+loss.k145:                                        ; preds = %loss.k145, %loss.n142
+  %loss.k145732 = phi i64 [ 0, %loss.n142 ], [ %k145.next, %loss.k145 ]
+  %m143 = load float, ptr %loss.m143, align 4
+  %2743 = mul nsw i64 %loss.n142730, 10
+  %2744 = add nsw i64 1220608, %2743
+  %2745 = add nsw i64 %2744, %loss.k145732
+  %arena733 = getelementptr inbounds float, ptr %arena, i64 %2745
+  %2746 = load float, ptr %arena733, align 4
+  %2747 = fcmp ogt float %2746, %m143
+  %2748 = select i1 %2747, float %2746, float %m143
+  store float %2748, ptr %loss.m143, align 4
+  %k145.next = add nsw i64 %loss.k145732, 1
+  %2749 = icmp slt i64 %k145.next, 10
+  br i1 %2749, label %loss.k145, label %loss.k145.end
+
+loss.k145.end:                                    ; preds = %loss.k145
+  store float 0.000000e+00, ptr %loss.s144, align 4
+  br label %loss.k146
+
+loss.k146:                                        ; preds = %loss.k146, %loss.k145.end
+  %loss.k146734 = phi i64 [ 0, %loss.k145.end ], [ %k146.next, %loss.k146 ]
+  %s144 = load float, ptr %loss.s144, align 4
+  %2750 = mul nsw i64 %loss.n142730, 10
+  %2751 = add nsw i64 1220608, %2750
+  %2752 = add nsw i64 %2751, %loss.k146734
+  %arena735 = getelementptr inbounds float, ptr %arena, i64 %2752
+  %2753 = load float, ptr %arena735, align 4
+  %m143736 = load float, ptr %loss.m143, align 4
+  %2754 = fsub float %2753, %m143736
+  %2755 = call float @llvm.exp.f32(float %2754)
+  %2756 = fadd float %s144, %2755
+  store float %2756, ptr %loss.s144, align 4
+  %k146.next = add nsw i64 %loss.k146734, 1
+  %2757 = icmp slt i64 %k146.next, 10
+  br i1 %2757, label %loss.k146, label %loss.k146.end
+
+loss.k146.end:                                    ; preds = %loss.k146
+  %total141 = load float, ptr %loss.total141, align 4
+  %m143737 = load float, ptr %loss.m143, align 4
+  %s144738 = load float, ptr %loss.s144, align 4
+  %2758 = call float @llvm.log.f32(float %s144738)
+  %2759 = fadd float %m143737, %2758
+  %2760 = mul nsw i64 %loss.n142730, 10
+  %2761 = add nsw i64 1220608, %2760
+  %labels739 = getelementptr inbounds i32, ptr %labels, i64 %loss.n142730
+  %label = load i32, ptr %labels739, align 4
+  %2762 = sext i32 %label to i64
+  %2763 = add nsw i64 %2761, %2762
+  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2763
+  %2764 = load float, ptr %arena740, align 4
+  %2765 = fsub float %2759, %2764
+  %2766 = fadd float %total141, %2765
+  store float %2766, ptr %loss.total141, align 4
+  %n142.next = add nsw i64 %loss.n142730, 1
+  %2767 = icmp slt i64 %n142.next, 64
+  br i1 %2767, label %loss.n142, label %loss.n142.end
+
+fc2_grad.n147:                                    ; preds = %fc2_grad.k152.end, %loss.n142.end
+  %fc2_grad.n147743 = phi i64 [ 0, %loss.n142.end ], [ %n147.next, %fc2_grad.k152.end ]
+  %2768 = mul nsw i64 %fc2_grad.n147743, 10
+  %2769 = add nsw i64 1220608, %2768
+  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2769
+  %2770 = load float, ptr %arena744, align 4
+  store float %2770, ptr %fc2_grad.m148, align 4
+  br label %fc2_grad.k150
+
+fc2_grad.n147.end:                                ; preds = %fc2_grad.k152.end
+  %arena760 = getelementptr inbounds float, ptr %arena, i64 1221264
+  %arena761 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %grads762 = getelementptr inbounds float, ptr %grads, i64 420352
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena760, i32 10, ptr %arena761, i32 128, float 0.000000e+00, ptr %grads762, i32 128)
+  br label %fc2_bias_grad.u153
+
+fc2_grad.k150:                                    ; preds = %fc2_grad.k150, %fc2_grad.n147
+  %fc2_grad.k150745 = phi i64 [ 0, %fc2_grad.n147 ], [ %k150.next, %fc2_grad.k150 ]
+  %m148 = load float, ptr %fc2_grad.m148, align 4
+  %2771 = mul nsw i64 %fc2_grad.n147743, 10
+  %2772 = add nsw i64 1220608, %2771
+  %2773 = add nsw i64 %2772, %fc2_grad.k150745
+  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2773
+  %2774 = load float, ptr %arena746, align 4
+  %2775 = fcmp ogt float %2774, %m148
+  %2776 = select i1 %2775, float %2774, float %m148
+  store float %2776, ptr %fc2_grad.m148, align 4
+  %k150.next = add nsw i64 %fc2_grad.k150745, 1
+  %2777 = icmp slt i64 %k150.next, 10
+  br i1 %2777, label %fc2_grad.k150, label %fc2_grad.k150.end
+
+fc2_grad.k150.end:                                ; preds = %fc2_grad.k150
+  store float 0.000000e+00, ptr %fc2_grad.s149, align 4
+  br label %fc2_grad.k151
+
+fc2_grad.k151:                                    ; preds = %fc2_grad.k151, %fc2_grad.k150.end
+  %fc2_grad.k151747 = phi i64 [ 0, %fc2_grad.k150.end ], [ %k151.next, %fc2_grad.k151 ]
+  %s149 = load float, ptr %fc2_grad.s149, align 4
+  %2778 = mul nsw i64 %fc2_grad.n147743, 10
+  %2779 = add nsw i64 1220608, %2778
+  %2780 = add nsw i64 %2779, %fc2_grad.k151747
+  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2780
+  %2781 = load float, ptr %arena748, align 4
+  %m148749 = load float, ptr %fc2_grad.m148, align 4
+  %2782 = fsub float %2781, %m148749
+  %2783 = call float @llvm.exp.f32(float %2782)
+  %2784 = fadd float %s149, %2783
+  store float %2784, ptr %fc2_grad.s149, align 4
+  %k151.next = add nsw i64 %fc2_grad.k151747, 1
+  %2785 = icmp slt i64 %k151.next, 10
+  br i1 %2785, label %fc2_grad.k151, label %fc2_grad.k151.end
+
+fc2_grad.k151.end:                                ; preds = %fc2_grad.k151
+  br label %fc2_grad.k152
+
+fc2_grad.k152:                                    ; preds = %fc2_grad.k152, %fc2_grad.k151.end
+  %fc2_grad.k152750 = phi i64 [ 0, %fc2_grad.k151.end ], [ %k152.next, %fc2_grad.k152 ]
+  %labels751 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n147743
+  %label752 = load i32, ptr %labels751, align 4
+  %2786 = sext i32 %label752 to i64
+  %2787 = icmp eq i64 %fc2_grad.k152750, %2786
+  %2788 = mul nsw i64 %fc2_grad.n147743, 10
+  %2789 = add nsw i64 1220608, %2788
+  %2790 = add nsw i64 %2789, %fc2_grad.k152750
+  %arena753 = getelementptr inbounds float, ptr %arena, i64 %2790
+  %2791 = load float, ptr %arena753, align 4
+  %m148754 = load float, ptr %fc2_grad.m148, align 4
+  %2792 = fsub float %2791, %m148754
+  %2793 = call float @llvm.exp.f32(float %2792)
+  %s149755 = load float, ptr %fc2_grad.s149, align 4
+  %2794 = fdiv float %2793, %s149755
+  %2795 = fsub float %2794, 1.000000e+00
+  %2796 = mul nsw i64 %fc2_grad.n147743, 10
+  %2797 = add nsw i64 1220608, %2796
+  %2798 = add nsw i64 %2797, %fc2_grad.k152750
+  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2798
+  %2799 = load float, ptr %arena756, align 4
+  %m148757 = load float, ptr %fc2_grad.m148, align 4
+  %2800 = fsub float %2799, %m148757
+  %2801 = call float @llvm.exp.f32(float %2800)
+  %s149758 = load float, ptr %fc2_grad.s149, align 4
+  %2802 = fdiv float %2801, %s149758
+  %2803 = select i1 %2787, float %2795, float %2802
+  %2804 = fdiv float %2803, 6.400000e+01
+  %2805 = mul nsw i64 %fc2_grad.n147743, 10
+  %2806 = add nsw i64 1221264, %2805
+  %2807 = add nsw i64 %2806, %fc2_grad.k152750
+  %arena759 = getelementptr inbounds float, ptr %arena, i64 %2807
+  store float %2804, ptr %arena759, align 4
+  %k152.next = add nsw i64 %fc2_grad.k152750, 1
+  %2808 = icmp slt i64 %k152.next, 10
+  br i1 %2808, label %fc2_grad.k152, label %fc2_grad.k152.end
+
+fc2_grad.k152.end:                                ; preds = %fc2_grad.k152
+  %n147.next = add nsw i64 %fc2_grad.n147743, 1
+  %2809 = icmp slt i64 %n147.next, 64
+  br i1 %2809, label %fc2_grad.n147, label %fc2_grad.n147.end
+
+fc2_bias_grad.u153:                               ; preds = %fc2_bias_grad.n155.end, %fc2_grad.n147.end
+  %fc2_bias_grad.u153763 = phi i64 [ 0, %fc2_grad.n147.end ], [ %u153.next, %fc2_bias_grad.n155.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc154, align 4
+  br label %fc2_bias_grad.n155
+
+fc2_bias_grad.u153.end:                           ; preds = %fc2_bias_grad.n155.end
+  %arena768 = getelementptr inbounds float, ptr %arena, i64 1221264
+  %params769 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena770 = getelementptr inbounds float, ptr %arena, i64 1221904
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena768, i32 10, ptr %params769, i32 128, float 0.000000e+00, ptr %arena770, i32 128)
+  br label %relu3_grad.i156
+
+fc2_bias_grad.n155:                               ; preds = %fc2_bias_grad.n155, %fc2_bias_grad.u153
+  %fc2_bias_grad.n155764 = phi i64 [ 0, %fc2_bias_grad.u153 ], [ %n155.next, %fc2_bias_grad.n155 ]
+  %acc154 = load float, ptr %fc2_bias_grad.acc154, align 4
+  %2810 = mul nsw i64 %fc2_bias_grad.n155764, 10
+  %2811 = add nsw i64 1221264, %2810
+  %2812 = add nsw i64 %2811, %fc2_bias_grad.u153763
+  %arena765 = getelementptr inbounds float, ptr %arena, i64 %2812
+  %2813 = load float, ptr %arena765, align 4
+  %2814 = fadd float %acc154, %2813
+  store float %2814, ptr %fc2_bias_grad.acc154, align 4
+  %n155.next = add nsw i64 %fc2_bias_grad.n155764, 1
+  %2815 = icmp slt i64 %n155.next, 64
+  br i1 %2815, label %fc2_bias_grad.n155, label %fc2_bias_grad.n155.end
+
+fc2_bias_grad.n155.end:                           ; preds = %fc2_bias_grad.n155
+  %acc154766 = load float, ptr %fc2_bias_grad.acc154, align 4
+  %2816 = add nsw i64 421632, %fc2_bias_grad.u153763
+  %grads767 = getelementptr inbounds float, ptr %grads, i64 %2816
+  store float %acc154766, ptr %grads767, align 4
+  %u153.next = add nsw i64 %fc2_bias_grad.u153763, 1
+  %2817 = icmp slt i64 %u153.next, 10
+  br i1 %2817, label %fc2_bias_grad.u153, label %fc2_bias_grad.u153.end
+
+relu3_grad.i156:                                  ; preds = %relu3_grad.i156, %fc2_bias_grad.u153.end
+  %relu3_grad.i156771 = phi i64 [ 0, %fc2_bias_grad.u153.end ], [ %i156.next, %relu3_grad.i156 ]
+  %2818 = xor i64 %seed, -1035080904108319828
+  %2819 = lshr i64 %2818, 30
+  %2820 = xor i64 %2818, %2819
+  %2821 = mul i64 %2820, -4658895280553007687
+  %2822 = lshr i64 %2821, 27
+  %2823 = xor i64 %2821, %2822
+  %2824 = mul i64 %2823, -7723592293110705685
+  %2825 = lshr i64 %2824, 31
+  %2826 = xor i64 %2824, %2825
+  %2827 = add i64 %2826, %step
+  %2828 = lshr i64 %2827, 30
+  %2829 = xor i64 %2827, %2828
+  %2830 = mul i64 %2829, -4658895280553007687
+  %2831 = lshr i64 %2830, 27
+  %2832 = xor i64 %2830, %2831
+  %2833 = mul i64 %2832, -7723592293110705685
+  %2834 = lshr i64 %2833, 31
+  %2835 = xor i64 %2833, %2834
+  %2836 = mul i64 %relu3_grad.i156771, -7046029254386353131
+  %2837 = add i64 %2835, %2836
+  %2838 = lshr i64 %2837, 30
+  %2839 = xor i64 %2837, %2838
+  %2840 = mul i64 %2839, -4658895280553007687
+  %2841 = lshr i64 %2840, 27
+  %2842 = xor i64 %2840, %2841
+  %2843 = mul i64 %2842, -7723592293110705685
+  %2844 = lshr i64 %2843, 31
+  %2845 = xor i64 %2843, %2844
+  %2846 = lshr i64 %2845, 40
+  %keep772 = icmp uge i64 %2846, 8388608
+  %2847 = add nsw i64 1221904, %relu3_grad.i156771
+  %arena773 = getelementptr inbounds float, ptr %arena, i64 %2847
+  %2848 = load float, ptr %arena773, align 4
+  %2849 = fmul float %2848, 2.000000e+00
+  %2850 = select i1 %keep772, float %2849, float 0.000000e+00
+  %2851 = add nsw i64 1230096, %relu3_grad.i156771
+  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2851
+  store float %2850, ptr %arena774, align 4
+  %i156.next = add nsw i64 %relu3_grad.i156771, 1
+  %2852 = icmp slt i64 %i156.next, 8192
+  br i1 %2852, label %relu3_grad.i156, label %relu3_grad.i156.end
+
+relu3_grad.i156.end:                              ; preds = %relu3_grad.i156
+  br label %fc1_grad.i157
+
+fc1_grad.i157:                                    ; preds = %fc1_grad.i157, %relu3_grad.i156.end
+  %fc1_grad.i157775 = phi i64 [ 0, %relu3_grad.i156.end ], [ %i157.next, %fc1_grad.i157 ]
+  %2853 = add nsw i64 1204224, %fc1_grad.i157775
+  %arena776 = getelementptr inbounds float, ptr %arena, i64 %2853
+  %2854 = load float, ptr %arena776, align 4
+  %2855 = fcmp ogt float %2854, 0.000000e+00
+  %2856 = add nsw i64 1230096, %fc1_grad.i157775
+  %arena777 = getelementptr inbounds float, ptr %arena, i64 %2856
+  %2857 = load float, ptr %arena777, align 4
+  %2858 = select i1 %2855, float %2857, float 0.000000e+00
+  %2859 = add nsw i64 1212416, %fc1_grad.i157775
+  %arena778 = getelementptr inbounds float, ptr %arena, i64 %2859
+  store float %2858, ptr %arena778, align 4
+  %i157.next = add nsw i64 %fc1_grad.i157775, 1
+  %2860 = icmp slt i64 %i157.next, 8192
+  br i1 %2860, label %fc1_grad.i157, label %fc1_grad.i157.end
+
+fc1_grad.i157.end:                                ; preds = %fc1_grad.i157
+  br label %fc1_weight_grad.nb158
+
+fc1_weight_grad.nb158:                            ; preds = %fc1_weight_grad.mb159.end, %fc1_grad.i157.end
+  %fc1_weight_grad.nb158779 = phi i64 [ 0, %fc1_grad.i157.end ], [ %nb158.next, %fc1_weight_grad.mb159.end ]
+  br label %fc1_weight_grad.mb159
+
+fc1_weight_grad.nb158.end:                        ; preds = %fc1_weight_grad.mb159.end
+  br label %fc1_bias_grad.u162
+
+fc1_weight_grad.mb159:                            ; preds = %fc1_weight_grad.k161.end, %fc1_weight_grad.nb158
+  %fc1_weight_grad.mb159780 = phi i64 [ 0, %fc1_weight_grad.nb158 ], [ %mb159.next, %fc1_weight_grad.k161.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t160_c3_3, align 64
+  br label %fc1_weight_grad.k161
+
+fc1_weight_grad.mb159.end:                        ; preds = %fc1_weight_grad.k161.end
+  %nb158.next = add nsw i64 %fc1_weight_grad.nb158779, 1
+  %2861 = icmp slt i64 %nb158.next, 49
+  br i1 %2861, label %fc1_weight_grad.nb158, label %fc1_weight_grad.nb158.end
+
+fc1_weight_grad.k161:                             ; preds = %fc1_weight_grad.k161, %fc1_weight_grad.mb159
+  %fc1_weight_grad.k161781 = phi i64 [ 0, %fc1_weight_grad.mb159 ], [ %k161.next, %fc1_weight_grad.k161 ]
+  %2862 = mul nsw i64 %fc1_weight_grad.k161781, 3136
+  %2863 = add nsw i64 802816, %2862
+  %2864 = mul nsw i64 %fc1_weight_grad.nb158779, 64
   %2865 = add nsw i64 %2863, %2864
-  %2866 = add nsw i64 %2865, 48
-  %arena821 = getelementptr inbounds float, ptr %arena, i64 %2866
-  store <16 x float> %t158_c2_3820, ptr %arena821, align 4
-  %t158_c3_0822 = load <16 x float>, ptr %flat_grad.t158_c3_0, align 64
-  %2867 = mul nsw i64 %flat_grad.mb157764, 4
-  %2868 = add nsw i64 %2867, 3
-  %2869 = mul nsw i64 %2868, 3136
-  %2870 = add nsw i64 1221264, %2869
-  %2871 = mul nsw i64 %flat_grad.nb156763, 64
-  %2872 = add nsw i64 %2870, %2871
-  %arena823 = getelementptr inbounds float, ptr %arena, i64 %2872
-  store <16 x float> %t158_c3_0822, ptr %arena823, align 4
-  %t158_c3_1824 = load <16 x float>, ptr %flat_grad.t158_c3_1, align 64
-  %2873 = mul nsw i64 %flat_grad.mb157764, 4
-  %2874 = add nsw i64 %2873, 3
-  %2875 = mul nsw i64 %2874, 3136
-  %2876 = add nsw i64 1221264, %2875
-  %2877 = mul nsw i64 %flat_grad.nb156763, 64
-  %2878 = add nsw i64 %2876, %2877
-  %2879 = add nsw i64 %2878, 16
-  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2879
-  store <16 x float> %t158_c3_1824, ptr %arena825, align 4
-  %t158_c3_2826 = load <16 x float>, ptr %flat_grad.t158_c3_2, align 64
-  %2880 = mul nsw i64 %flat_grad.mb157764, 4
-  %2881 = add nsw i64 %2880, 3
-  %2882 = mul nsw i64 %2881, 3136
-  %2883 = add nsw i64 1221264, %2882
-  %2884 = mul nsw i64 %flat_grad.nb156763, 64
-  %2885 = add nsw i64 %2883, %2884
-  %2886 = add nsw i64 %2885, 32
-  %arena827 = getelementptr inbounds float, ptr %arena, i64 %2886
-  store <16 x float> %t158_c3_2826, ptr %arena827, align 4
-  %t158_c3_3828 = load <16 x float>, ptr %flat_grad.t158_c3_3, align 64
-  %2887 = mul nsw i64 %flat_grad.mb157764, 4
-  %2888 = add nsw i64 %2887, 3
-  %2889 = mul nsw i64 %2888, 3136
-  %2890 = add nsw i64 1221264, %2889
-  %2891 = mul nsw i64 %flat_grad.nb156763, 64
-  %2892 = add nsw i64 %2890, %2891
-  %2893 = add nsw i64 %2892, 48
-  %arena829 = getelementptr inbounds float, ptr %arena, i64 %2893
-  store <16 x float> %t158_c3_3828, ptr %arena829, align 4
-  %mb157.next = add nsw i64 %flat_grad.mb157764, 1
-  %2894 = icmp slt i64 %mb157.next, 16
-  br i1 %2894, label %flat_grad.mb157, label %flat_grad.mb157.end
+  %arena782 = getelementptr inbounds float, ptr %arena, i64 %2865
+  %2866 = load <16 x float>, ptr %arena782, align 4
+  store <16 x float> %2866, ptr %fc1_weight_grad.t160_b0, align 64
+  %2867 = mul nsw i64 %fc1_weight_grad.k161781, 3136
+  %2868 = add nsw i64 802816, %2867
+  %2869 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2870 = add nsw i64 %2868, %2869
+  %2871 = add nsw i64 %2870, 16
+  %arena783 = getelementptr inbounds float, ptr %arena, i64 %2871
+  %2872 = load <16 x float>, ptr %arena783, align 4
+  store <16 x float> %2872, ptr %fc1_weight_grad.t160_b1, align 64
+  %2873 = mul nsw i64 %fc1_weight_grad.k161781, 3136
+  %2874 = add nsw i64 802816, %2873
+  %2875 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2876 = add nsw i64 %2874, %2875
+  %2877 = add nsw i64 %2876, 32
+  %arena784 = getelementptr inbounds float, ptr %arena, i64 %2877
+  %2878 = load <16 x float>, ptr %arena784, align 4
+  store <16 x float> %2878, ptr %fc1_weight_grad.t160_b2, align 64
+  %2879 = mul nsw i64 %fc1_weight_grad.k161781, 3136
+  %2880 = add nsw i64 802816, %2879
+  %2881 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2882 = add nsw i64 %2880, %2881
+  %2883 = add nsw i64 %2882, 48
+  %arena785 = getelementptr inbounds float, ptr %arena, i64 %2883
+  %2884 = load <16 x float>, ptr %arena785, align 4
+  store <16 x float> %2884, ptr %fc1_weight_grad.t160_b3, align 64
+  %2885 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2886 = add nsw i64 1212416, %2885
+  %2887 = mul nsw i64 %fc1_weight_grad.k161781, 128
+  %2888 = add nsw i64 %2886, %2887
+  %arena786 = getelementptr inbounds float, ptr %arena, i64 %2888
+  %2889 = load float, ptr %arena786, align 4
+  %2890 = insertelement <16 x float> undef, float %2889, i32 0
+  %2891 = shufflevector <16 x float> %2890, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2891, ptr %fc1_weight_grad.t160_a0, align 64
+  %t160_a0 = load <16 x float>, ptr %fc1_weight_grad.t160_a0, align 64
+  %t160_b0 = load <16 x float>, ptr %fc1_weight_grad.t160_b0, align 64
+  %t160_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t160_c0_0, align 64
+  %2892 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a0, <16 x float> %t160_b0, <16 x float> %t160_c0_0)
+  store <16 x float> %2892, ptr %fc1_weight_grad.t160_c0_0, align 64
+  %t160_a0787 = load <16 x float>, ptr %fc1_weight_grad.t160_a0, align 64
+  %t160_b1 = load <16 x float>, ptr %fc1_weight_grad.t160_b1, align 64
+  %t160_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t160_c0_1, align 64
+  %2893 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a0787, <16 x float> %t160_b1, <16 x float> %t160_c0_1)
+  store <16 x float> %2893, ptr %fc1_weight_grad.t160_c0_1, align 64
+  %t160_a0788 = load <16 x float>, ptr %fc1_weight_grad.t160_a0, align 64
+  %t160_b2 = load <16 x float>, ptr %fc1_weight_grad.t160_b2, align 64
+  %t160_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t160_c0_2, align 64
+  %2894 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a0788, <16 x float> %t160_b2, <16 x float> %t160_c0_2)
+  store <16 x float> %2894, ptr %fc1_weight_grad.t160_c0_2, align 64
+  %t160_a0789 = load <16 x float>, ptr %fc1_weight_grad.t160_a0, align 64
+  %t160_b3 = load <16 x float>, ptr %fc1_weight_grad.t160_b3, align 64
+  %t160_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t160_c0_3, align 64
+  %2895 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a0789, <16 x float> %t160_b3, <16 x float> %t160_c0_3)
+  store <16 x float> %2895, ptr %fc1_weight_grad.t160_c0_3, align 64
+  %2896 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2897 = add nsw i64 %2896, 1
+  %2898 = add nsw i64 1212416, %2897
+  %2899 = mul nsw i64 %fc1_weight_grad.k161781, 128
+  %2900 = add nsw i64 %2898, %2899
+  %arena790 = getelementptr inbounds float, ptr %arena, i64 %2900
+  %2901 = load float, ptr %arena790, align 4
+  %2902 = insertelement <16 x float> undef, float %2901, i32 0
+  %2903 = shufflevector <16 x float> %2902, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2903, ptr %fc1_weight_grad.t160_a1, align 64
+  %t160_a1 = load <16 x float>, ptr %fc1_weight_grad.t160_a1, align 64
+  %t160_b0791 = load <16 x float>, ptr %fc1_weight_grad.t160_b0, align 64
+  %t160_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t160_c1_0, align 64
+  %2904 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a1, <16 x float> %t160_b0791, <16 x float> %t160_c1_0)
+  store <16 x float> %2904, ptr %fc1_weight_grad.t160_c1_0, align 64
+  %t160_a1792 = load <16 x float>, ptr %fc1_weight_grad.t160_a1, align 64
+  %t160_b1793 = load <16 x float>, ptr %fc1_weight_grad.t160_b1, align 64
+  %t160_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t160_c1_1, align 64
+  %2905 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a1792, <16 x float> %t160_b1793, <16 x float> %t160_c1_1)
+  store <16 x float> %2905, ptr %fc1_weight_grad.t160_c1_1, align 64
+  %t160_a1794 = load <16 x float>, ptr %fc1_weight_grad.t160_a1, align 64
+  %t160_b2795 = load <16 x float>, ptr %fc1_weight_grad.t160_b2, align 64
+  %t160_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t160_c1_2, align 64
+  %2906 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a1794, <16 x float> %t160_b2795, <16 x float> %t160_c1_2)
+  store <16 x float> %2906, ptr %fc1_weight_grad.t160_c1_2, align 64
+  %t160_a1796 = load <16 x float>, ptr %fc1_weight_grad.t160_a1, align 64
+  %t160_b3797 = load <16 x float>, ptr %fc1_weight_grad.t160_b3, align 64
+  %t160_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t160_c1_3, align 64
+  %2907 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a1796, <16 x float> %t160_b3797, <16 x float> %t160_c1_3)
+  store <16 x float> %2907, ptr %fc1_weight_grad.t160_c1_3, align 64
+  %2908 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2909 = add nsw i64 %2908, 2
+  %2910 = add nsw i64 1212416, %2909
+  %2911 = mul nsw i64 %fc1_weight_grad.k161781, 128
+  %2912 = add nsw i64 %2910, %2911
+  %arena798 = getelementptr inbounds float, ptr %arena, i64 %2912
+  %2913 = load float, ptr %arena798, align 4
+  %2914 = insertelement <16 x float> undef, float %2913, i32 0
+  %2915 = shufflevector <16 x float> %2914, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2915, ptr %fc1_weight_grad.t160_a2, align 64
+  %t160_a2 = load <16 x float>, ptr %fc1_weight_grad.t160_a2, align 64
+  %t160_b0799 = load <16 x float>, ptr %fc1_weight_grad.t160_b0, align 64
+  %t160_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t160_c2_0, align 64
+  %2916 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a2, <16 x float> %t160_b0799, <16 x float> %t160_c2_0)
+  store <16 x float> %2916, ptr %fc1_weight_grad.t160_c2_0, align 64
+  %t160_a2800 = load <16 x float>, ptr %fc1_weight_grad.t160_a2, align 64
+  %t160_b1801 = load <16 x float>, ptr %fc1_weight_grad.t160_b1, align 64
+  %t160_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t160_c2_1, align 64
+  %2917 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a2800, <16 x float> %t160_b1801, <16 x float> %t160_c2_1)
+  store <16 x float> %2917, ptr %fc1_weight_grad.t160_c2_1, align 64
+  %t160_a2802 = load <16 x float>, ptr %fc1_weight_grad.t160_a2, align 64
+  %t160_b2803 = load <16 x float>, ptr %fc1_weight_grad.t160_b2, align 64
+  %t160_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t160_c2_2, align 64
+  %2918 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a2802, <16 x float> %t160_b2803, <16 x float> %t160_c2_2)
+  store <16 x float> %2918, ptr %fc1_weight_grad.t160_c2_2, align 64
+  %t160_a2804 = load <16 x float>, ptr %fc1_weight_grad.t160_a2, align 64
+  %t160_b3805 = load <16 x float>, ptr %fc1_weight_grad.t160_b3, align 64
+  %t160_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t160_c2_3, align 64
+  %2919 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a2804, <16 x float> %t160_b3805, <16 x float> %t160_c2_3)
+  store <16 x float> %2919, ptr %fc1_weight_grad.t160_c2_3, align 64
+  %2920 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2921 = add nsw i64 %2920, 3
+  %2922 = add nsw i64 1212416, %2921
+  %2923 = mul nsw i64 %fc1_weight_grad.k161781, 128
+  %2924 = add nsw i64 %2922, %2923
+  %arena806 = getelementptr inbounds float, ptr %arena, i64 %2924
+  %2925 = load float, ptr %arena806, align 4
+  %2926 = insertelement <16 x float> undef, float %2925, i32 0
+  %2927 = shufflevector <16 x float> %2926, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2927, ptr %fc1_weight_grad.t160_a3, align 64
+  %t160_a3 = load <16 x float>, ptr %fc1_weight_grad.t160_a3, align 64
+  %t160_b0807 = load <16 x float>, ptr %fc1_weight_grad.t160_b0, align 64
+  %t160_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t160_c3_0, align 64
+  %2928 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a3, <16 x float> %t160_b0807, <16 x float> %t160_c3_0)
+  store <16 x float> %2928, ptr %fc1_weight_grad.t160_c3_0, align 64
+  %t160_a3808 = load <16 x float>, ptr %fc1_weight_grad.t160_a3, align 64
+  %t160_b1809 = load <16 x float>, ptr %fc1_weight_grad.t160_b1, align 64
+  %t160_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t160_c3_1, align 64
+  %2929 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a3808, <16 x float> %t160_b1809, <16 x float> %t160_c3_1)
+  store <16 x float> %2929, ptr %fc1_weight_grad.t160_c3_1, align 64
+  %t160_a3810 = load <16 x float>, ptr %fc1_weight_grad.t160_a3, align 64
+  %t160_b2811 = load <16 x float>, ptr %fc1_weight_grad.t160_b2, align 64
+  %t160_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t160_c3_2, align 64
+  %2930 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a3810, <16 x float> %t160_b2811, <16 x float> %t160_c3_2)
+  store <16 x float> %2930, ptr %fc1_weight_grad.t160_c3_2, align 64
+  %t160_a3812 = load <16 x float>, ptr %fc1_weight_grad.t160_a3, align 64
+  %t160_b3813 = load <16 x float>, ptr %fc1_weight_grad.t160_b3, align 64
+  %t160_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t160_c3_3, align 64
+  %2931 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a3812, <16 x float> %t160_b3813, <16 x float> %t160_c3_3)
+  store <16 x float> %2931, ptr %fc1_weight_grad.t160_c3_3, align 64
+  %k161.next = add nsw i64 %fc1_weight_grad.k161781, 1
+  %2932 = icmp slt i64 %k161.next, 64
+  br i1 %2932, label %fc1_weight_grad.k161, label %fc1_weight_grad.k161.end
 
-conv2_grad.i160:                                  ; preds = %conv2_grad.i160, %flat_grad.nb156.end
-  %conv2_grad.i160830 = phi i64 [ 0, %flat_grad.nb156.end ], [ %i160.next, %conv2_grad.i160 ]
-  %2895 = add nsw i64 1421968, %conv2_grad.i160830
-  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2895
-  store float 0.000000e+00, ptr %arena831, align 4
-  %i160.next = add nsw i64 %conv2_grad.i160830, 1
-  %2896 = icmp slt i64 %i160.next, 802816
-  br i1 %2896, label %conv2_grad.i160, label %conv2_grad.i160.end
+fc1_weight_grad.k161.end:                         ; preds = %fc1_weight_grad.k161
+  %t160_c0_0814 = load <16 x float>, ptr %fc1_weight_grad.t160_c0_0, align 64
+  %2933 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2934 = mul nsw i64 %2933, 3136
+  %2935 = add nsw i64 18816, %2934
+  %2936 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2937 = add nsw i64 %2935, %2936
+  %grads815 = getelementptr inbounds float, ptr %grads, i64 %2937
+  store <16 x float> %t160_c0_0814, ptr %grads815, align 4
+  %t160_c0_1816 = load <16 x float>, ptr %fc1_weight_grad.t160_c0_1, align 64
+  %2938 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2939 = mul nsw i64 %2938, 3136
+  %2940 = add nsw i64 18816, %2939
+  %2941 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2942 = add nsw i64 %2940, %2941
+  %2943 = add nsw i64 %2942, 16
+  %grads817 = getelementptr inbounds float, ptr %grads, i64 %2943
+  store <16 x float> %t160_c0_1816, ptr %grads817, align 4
+  %t160_c0_2818 = load <16 x float>, ptr %fc1_weight_grad.t160_c0_2, align 64
+  %2944 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2945 = mul nsw i64 %2944, 3136
+  %2946 = add nsw i64 18816, %2945
+  %2947 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2948 = add nsw i64 %2946, %2947
+  %2949 = add nsw i64 %2948, 32
+  %grads819 = getelementptr inbounds float, ptr %grads, i64 %2949
+  store <16 x float> %t160_c0_2818, ptr %grads819, align 4
+  %t160_c0_3820 = load <16 x float>, ptr %fc1_weight_grad.t160_c0_3, align 64
+  %2950 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2951 = mul nsw i64 %2950, 3136
+  %2952 = add nsw i64 18816, %2951
+  %2953 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2954 = add nsw i64 %2952, %2953
+  %2955 = add nsw i64 %2954, 48
+  %grads821 = getelementptr inbounds float, ptr %grads, i64 %2955
+  store <16 x float> %t160_c0_3820, ptr %grads821, align 4
+  %t160_c1_0822 = load <16 x float>, ptr %fc1_weight_grad.t160_c1_0, align 64
+  %2956 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2957 = add nsw i64 %2956, 1
+  %2958 = mul nsw i64 %2957, 3136
+  %2959 = add nsw i64 18816, %2958
+  %2960 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2961 = add nsw i64 %2959, %2960
+  %grads823 = getelementptr inbounds float, ptr %grads, i64 %2961
+  store <16 x float> %t160_c1_0822, ptr %grads823, align 4
+  %t160_c1_1824 = load <16 x float>, ptr %fc1_weight_grad.t160_c1_1, align 64
+  %2962 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2963 = add nsw i64 %2962, 1
+  %2964 = mul nsw i64 %2963, 3136
+  %2965 = add nsw i64 18816, %2964
+  %2966 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2967 = add nsw i64 %2965, %2966
+  %2968 = add nsw i64 %2967, 16
+  %grads825 = getelementptr inbounds float, ptr %grads, i64 %2968
+  store <16 x float> %t160_c1_1824, ptr %grads825, align 4
+  %t160_c1_2826 = load <16 x float>, ptr %fc1_weight_grad.t160_c1_2, align 64
+  %2969 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2970 = add nsw i64 %2969, 1
+  %2971 = mul nsw i64 %2970, 3136
+  %2972 = add nsw i64 18816, %2971
+  %2973 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2974 = add nsw i64 %2972, %2973
+  %2975 = add nsw i64 %2974, 32
+  %grads827 = getelementptr inbounds float, ptr %grads, i64 %2975
+  store <16 x float> %t160_c1_2826, ptr %grads827, align 4
+  %t160_c1_3828 = load <16 x float>, ptr %fc1_weight_grad.t160_c1_3, align 64
+  %2976 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2977 = add nsw i64 %2976, 1
+  %2978 = mul nsw i64 %2977, 3136
+  %2979 = add nsw i64 18816, %2978
+  %2980 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2981 = add nsw i64 %2979, %2980
+  %2982 = add nsw i64 %2981, 48
+  %grads829 = getelementptr inbounds float, ptr %grads, i64 %2982
+  store <16 x float> %t160_c1_3828, ptr %grads829, align 4
+  %t160_c2_0830 = load <16 x float>, ptr %fc1_weight_grad.t160_c2_0, align 64
+  %2983 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2984 = add nsw i64 %2983, 2
+  %2985 = mul nsw i64 %2984, 3136
+  %2986 = add nsw i64 18816, %2985
+  %2987 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2988 = add nsw i64 %2986, %2987
+  %grads831 = getelementptr inbounds float, ptr %grads, i64 %2988
+  store <16 x float> %t160_c2_0830, ptr %grads831, align 4
+  %t160_c2_1832 = load <16 x float>, ptr %fc1_weight_grad.t160_c2_1, align 64
+  %2989 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2990 = add nsw i64 %2989, 2
+  %2991 = mul nsw i64 %2990, 3136
+  %2992 = add nsw i64 18816, %2991
+  %2993 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %2994 = add nsw i64 %2992, %2993
+  %2995 = add nsw i64 %2994, 16
+  %grads833 = getelementptr inbounds float, ptr %grads, i64 %2995
+  store <16 x float> %t160_c2_1832, ptr %grads833, align 4
+  %t160_c2_2834 = load <16 x float>, ptr %fc1_weight_grad.t160_c2_2, align 64
+  %2996 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %2997 = add nsw i64 %2996, 2
+  %2998 = mul nsw i64 %2997, 3136
+  %2999 = add nsw i64 18816, %2998
+  %3000 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %3001 = add nsw i64 %2999, %3000
+  %3002 = add nsw i64 %3001, 32
+  %grads835 = getelementptr inbounds float, ptr %grads, i64 %3002
+  store <16 x float> %t160_c2_2834, ptr %grads835, align 4
+  %t160_c2_3836 = load <16 x float>, ptr %fc1_weight_grad.t160_c2_3, align 64
+  %3003 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %3004 = add nsw i64 %3003, 2
+  %3005 = mul nsw i64 %3004, 3136
+  %3006 = add nsw i64 18816, %3005
+  %3007 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %3008 = add nsw i64 %3006, %3007
+  %3009 = add nsw i64 %3008, 48
+  %grads837 = getelementptr inbounds float, ptr %grads, i64 %3009
+  store <16 x float> %t160_c2_3836, ptr %grads837, align 4
+  %t160_c3_0838 = load <16 x float>, ptr %fc1_weight_grad.t160_c3_0, align 64
+  %3010 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %3011 = add nsw i64 %3010, 3
+  %3012 = mul nsw i64 %3011, 3136
+  %3013 = add nsw i64 18816, %3012
+  %3014 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %3015 = add nsw i64 %3013, %3014
+  %grads839 = getelementptr inbounds float, ptr %grads, i64 %3015
+  store <16 x float> %t160_c3_0838, ptr %grads839, align 4
+  %t160_c3_1840 = load <16 x float>, ptr %fc1_weight_grad.t160_c3_1, align 64
+  %3016 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %3017 = add nsw i64 %3016, 3
+  %3018 = mul nsw i64 %3017, 3136
+  %3019 = add nsw i64 18816, %3018
+  %3020 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %3021 = add nsw i64 %3019, %3020
+  %3022 = add nsw i64 %3021, 16
+  %grads841 = getelementptr inbounds float, ptr %grads, i64 %3022
+  store <16 x float> %t160_c3_1840, ptr %grads841, align 4
+  %t160_c3_2842 = load <16 x float>, ptr %fc1_weight_grad.t160_c3_2, align 64
+  %3023 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %3024 = add nsw i64 %3023, 3
+  %3025 = mul nsw i64 %3024, 3136
+  %3026 = add nsw i64 18816, %3025
+  %3027 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %3028 = add nsw i64 %3026, %3027
+  %3029 = add nsw i64 %3028, 32
+  %grads843 = getelementptr inbounds float, ptr %grads, i64 %3029
+  store <16 x float> %t160_c3_2842, ptr %grads843, align 4
+  %t160_c3_3844 = load <16 x float>, ptr %fc1_weight_grad.t160_c3_3, align 64
+  %3030 = mul nsw i64 %fc1_weight_grad.mb159780, 4
+  %3031 = add nsw i64 %3030, 3
+  %3032 = mul nsw i64 %3031, 3136
+  %3033 = add nsw i64 18816, %3032
+  %3034 = mul nsw i64 %fc1_weight_grad.nb158779, 64
+  %3035 = add nsw i64 %3033, %3034
+  %3036 = add nsw i64 %3035, 48
+  %grads845 = getelementptr inbounds float, ptr %grads, i64 %3036
+  store <16 x float> %t160_c3_3844, ptr %grads845, align 4
+  %mb159.next = add nsw i64 %fc1_weight_grad.mb159780, 1
+  %3037 = icmp slt i64 %mb159.next, 32
+  br i1 %3037, label %fc1_weight_grad.mb159, label %fc1_weight_grad.mb159.end
 
-conv2_grad.i160.end:                              ; preds = %conv2_grad.i160
-  br label %conv2_grad.q161
+fc1_bias_grad.u162:                               ; preds = %fc1_bias_grad.n164.end, %fc1_weight_grad.nb158.end
+  %fc1_bias_grad.u162846 = phi i64 [ 0, %fc1_weight_grad.nb158.end ], [ %u162.next, %fc1_bias_grad.n164.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc163, align 4
+  br label %fc1_bias_grad.n164
 
-conv2_grad.q161:                                  ; preds = %conv2_grad.i162.end, %conv2_grad.i160.end
-  %conv2_grad.q161832 = phi i64 [ 0, %conv2_grad.i160.end ], [ %q161.next, %conv2_grad.i162.end ]
-  br label %conv2_grad.i162
+fc1_bias_grad.u162.end:                           ; preds = %fc1_bias_grad.n164.end
+  br label %flat_grad.nb165
 
-conv2_grad.q161.end:                              ; preds = %conv2_grad.i162.end
-  br label %conv2_weight_grad.i163
+fc1_bias_grad.n164:                               ; preds = %fc1_bias_grad.n164, %fc1_bias_grad.u162
+  %fc1_bias_grad.n164847 = phi i64 [ 0, %fc1_bias_grad.u162 ], [ %n164.next, %fc1_bias_grad.n164 ]
+  %acc163 = load float, ptr %fc1_bias_grad.acc163, align 4
+  %3038 = mul nsw i64 %fc1_bias_grad.n164847, 128
+  %3039 = add nsw i64 1212416, %3038
+  %3040 = add nsw i64 %3039, %fc1_bias_grad.u162846
+  %arena848 = getelementptr inbounds float, ptr %arena, i64 %3040
+  %3041 = load float, ptr %arena848, align 4
+  %3042 = fadd float %acc163, %3041
+  store float %3042, ptr %fc1_bias_grad.acc163, align 4
+  %n164.next = add nsw i64 %fc1_bias_grad.n164847, 1
+  %3043 = icmp slt i64 %n164.next, 64
+  br i1 %3043, label %fc1_bias_grad.n164, label %fc1_bias_grad.n164.end
 
-conv2_grad.i162:                                  ; preds = %conv2_grad.endif, %conv2_grad.q161
-  %conv2_grad.i162833 = phi i64 [ 0, %conv2_grad.q161 ], [ %i162.next, %conv2_grad.endif ]
-  %2897 = mul nsw i64 %conv2_grad.q161832, 49
-  %2898 = add nsw i64 %2897, %conv2_grad.i162833
-  %2899 = add nsw i64 802816, %2898
-  %arena834 = getelementptr inbounds float, ptr %arena, i64 %2899
-  %2900 = load float, ptr %arena834, align 4
-  %2901 = fcmp ogt float %2900, 0.000000e+00
-  br i1 %2901, label %conv2_grad.then, label %conv2_grad.endif
+fc1_bias_grad.n164.end:                           ; preds = %fc1_bias_grad.n164
+  %acc163849 = load float, ptr %fc1_bias_grad.acc163, align 4
+  %3044 = add nsw i64 420224, %fc1_bias_grad.u162846
+  %grads850 = getelementptr inbounds float, ptr %grads, i64 %3044
+  store float %acc163849, ptr %grads850, align 4
+  %u162.next = add nsw i64 %fc1_bias_grad.u162846, 1
+  %3045 = icmp slt i64 %u162.next, 128
+  br i1 %3045, label %fc1_bias_grad.u162, label %fc1_bias_grad.u162.end
 
-conv2_grad.i162.end:                              ; preds = %conv2_grad.endif
-  %q161.next = add nsw i64 %conv2_grad.q161832, 1
-  %2902 = icmp slt i64 %q161.next, 4096
-  br i1 %2902, label %conv2_grad.q161, label %conv2_grad.q161.end
+flat_grad.nb165:                                  ; preds = %flat_grad.mb166.end, %fc1_bias_grad.u162.end
+  %flat_grad.nb165851 = phi i64 [ 0, %fc1_bias_grad.u162.end ], [ %nb165.next, %flat_grad.mb166.end ]
+  br label %flat_grad.mb166
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i162
-  %2903 = mul nsw i64 %conv2_grad.q161832, 196
-  %2904 = add nsw i64 1421968, %2903
-  %2905 = mul nsw i64 %conv2_grad.q161832, 49
-  %2906 = add nsw i64 %2905, %conv2_grad.i162833
-  %2907 = add nsw i64 1003520, %2906
-  %arena835 = getelementptr inbounds float, ptr %arena, i64 %2907
-  %2908 = load float, ptr %arena835, align 4
-  %2909 = fptosi float %2908 to i64
-  %2910 = add nsw i64 %2904, %2909
-  %arena836 = getelementptr inbounds float, ptr %arena, i64 %2910
-  %2911 = load float, ptr %arena836, align 4
-  %2912 = mul nsw i64 %conv2_grad.q161832, 49
-  %2913 = add nsw i64 %2912, %conv2_grad.i162833
-  %2914 = add nsw i64 1221264, %2913
-  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2914
-  %2915 = load float, ptr %arena837, align 4
-  %2916 = fadd float %2911, %2915
-  store float %2916, ptr %arena836, align 4
+flat_grad.nb165.end:                              ; preds = %flat_grad.mb166.end
+  br label %conv2_grad.i169
+
+flat_grad.mb166:                                  ; preds = %flat_grad.k168.end, %flat_grad.nb165
+  %flat_grad.mb166852 = phi i64 [ 0, %flat_grad.nb165 ], [ %mb166.next, %flat_grad.k168.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t167_c3_3, align 64
+  br label %flat_grad.k168
+
+flat_grad.mb166.end:                              ; preds = %flat_grad.k168.end
+  %nb165.next = add nsw i64 %flat_grad.nb165851, 1
+  %3046 = icmp slt i64 %nb165.next, 49
+  br i1 %3046, label %flat_grad.nb165, label %flat_grad.nb165.end
+
+flat_grad.k168:                                   ; preds = %flat_grad.k168, %flat_grad.mb166
+  %flat_grad.k168853 = phi i64 [ 0, %flat_grad.mb166 ], [ %k168.next, %flat_grad.k168 ]
+  %3047 = mul nsw i64 %flat_grad.k168853, 3136
+  %3048 = add nsw i64 18816, %3047
+  %3049 = mul nsw i64 %flat_grad.nb165851, 64
+  %3050 = add nsw i64 %3048, %3049
+  %params854 = getelementptr inbounds float, ptr %params, i64 %3050
+  %3051 = load <16 x float>, ptr %params854, align 4
+  store <16 x float> %3051, ptr %flat_grad.t167_b0, align 64
+  %3052 = mul nsw i64 %flat_grad.k168853, 3136
+  %3053 = add nsw i64 18816, %3052
+  %3054 = mul nsw i64 %flat_grad.nb165851, 64
+  %3055 = add nsw i64 %3053, %3054
+  %3056 = add nsw i64 %3055, 16
+  %params855 = getelementptr inbounds float, ptr %params, i64 %3056
+  %3057 = load <16 x float>, ptr %params855, align 4
+  store <16 x float> %3057, ptr %flat_grad.t167_b1, align 64
+  %3058 = mul nsw i64 %flat_grad.k168853, 3136
+  %3059 = add nsw i64 18816, %3058
+  %3060 = mul nsw i64 %flat_grad.nb165851, 64
+  %3061 = add nsw i64 %3059, %3060
+  %3062 = add nsw i64 %3061, 32
+  %params856 = getelementptr inbounds float, ptr %params, i64 %3062
+  %3063 = load <16 x float>, ptr %params856, align 4
+  store <16 x float> %3063, ptr %flat_grad.t167_b2, align 64
+  %3064 = mul nsw i64 %flat_grad.k168853, 3136
+  %3065 = add nsw i64 18816, %3064
+  %3066 = mul nsw i64 %flat_grad.nb165851, 64
+  %3067 = add nsw i64 %3065, %3066
+  %3068 = add nsw i64 %3067, 48
+  %params857 = getelementptr inbounds float, ptr %params, i64 %3068
+  %3069 = load <16 x float>, ptr %params857, align 4
+  store <16 x float> %3069, ptr %flat_grad.t167_b3, align 64
+  %3070 = mul nsw i64 %flat_grad.mb166852, 4
+  %3071 = mul nsw i64 %3070, 128
+  %3072 = add nsw i64 1212416, %3071
+  %3073 = add nsw i64 %3072, %flat_grad.k168853
+  %arena858 = getelementptr inbounds float, ptr %arena, i64 %3073
+  %3074 = load float, ptr %arena858, align 4
+  %3075 = insertelement <16 x float> undef, float %3074, i32 0
+  %3076 = shufflevector <16 x float> %3075, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3076, ptr %flat_grad.t167_a0, align 64
+  %t167_a0 = load <16 x float>, ptr %flat_grad.t167_a0, align 64
+  %t167_b0 = load <16 x float>, ptr %flat_grad.t167_b0, align 64
+  %t167_c0_0 = load <16 x float>, ptr %flat_grad.t167_c0_0, align 64
+  %3077 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a0, <16 x float> %t167_b0, <16 x float> %t167_c0_0)
+  store <16 x float> %3077, ptr %flat_grad.t167_c0_0, align 64
+  %t167_a0859 = load <16 x float>, ptr %flat_grad.t167_a0, align 64
+  %t167_b1 = load <16 x float>, ptr %flat_grad.t167_b1, align 64
+  %t167_c0_1 = load <16 x float>, ptr %flat_grad.t167_c0_1, align 64
+  %3078 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a0859, <16 x float> %t167_b1, <16 x float> %t167_c0_1)
+  store <16 x float> %3078, ptr %flat_grad.t167_c0_1, align 64
+  %t167_a0860 = load <16 x float>, ptr %flat_grad.t167_a0, align 64
+  %t167_b2 = load <16 x float>, ptr %flat_grad.t167_b2, align 64
+  %t167_c0_2 = load <16 x float>, ptr %flat_grad.t167_c0_2, align 64
+  %3079 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a0860, <16 x float> %t167_b2, <16 x float> %t167_c0_2)
+  store <16 x float> %3079, ptr %flat_grad.t167_c0_2, align 64
+  %t167_a0861 = load <16 x float>, ptr %flat_grad.t167_a0, align 64
+  %t167_b3 = load <16 x float>, ptr %flat_grad.t167_b3, align 64
+  %t167_c0_3 = load <16 x float>, ptr %flat_grad.t167_c0_3, align 64
+  %3080 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a0861, <16 x float> %t167_b3, <16 x float> %t167_c0_3)
+  store <16 x float> %3080, ptr %flat_grad.t167_c0_3, align 64
+  %3081 = mul nsw i64 %flat_grad.mb166852, 4
+  %3082 = add nsw i64 %3081, 1
+  %3083 = mul nsw i64 %3082, 128
+  %3084 = add nsw i64 1212416, %3083
+  %3085 = add nsw i64 %3084, %flat_grad.k168853
+  %arena862 = getelementptr inbounds float, ptr %arena, i64 %3085
+  %3086 = load float, ptr %arena862, align 4
+  %3087 = insertelement <16 x float> undef, float %3086, i32 0
+  %3088 = shufflevector <16 x float> %3087, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3088, ptr %flat_grad.t167_a1, align 64
+  %t167_a1 = load <16 x float>, ptr %flat_grad.t167_a1, align 64
+  %t167_b0863 = load <16 x float>, ptr %flat_grad.t167_b0, align 64
+  %t167_c1_0 = load <16 x float>, ptr %flat_grad.t167_c1_0, align 64
+  %3089 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a1, <16 x float> %t167_b0863, <16 x float> %t167_c1_0)
+  store <16 x float> %3089, ptr %flat_grad.t167_c1_0, align 64
+  %t167_a1864 = load <16 x float>, ptr %flat_grad.t167_a1, align 64
+  %t167_b1865 = load <16 x float>, ptr %flat_grad.t167_b1, align 64
+  %t167_c1_1 = load <16 x float>, ptr %flat_grad.t167_c1_1, align 64
+  %3090 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a1864, <16 x float> %t167_b1865, <16 x float> %t167_c1_1)
+  store <16 x float> %3090, ptr %flat_grad.t167_c1_1, align 64
+  %t167_a1866 = load <16 x float>, ptr %flat_grad.t167_a1, align 64
+  %t167_b2867 = load <16 x float>, ptr %flat_grad.t167_b2, align 64
+  %t167_c1_2 = load <16 x float>, ptr %flat_grad.t167_c1_2, align 64
+  %3091 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a1866, <16 x float> %t167_b2867, <16 x float> %t167_c1_2)
+  store <16 x float> %3091, ptr %flat_grad.t167_c1_2, align 64
+  %t167_a1868 = load <16 x float>, ptr %flat_grad.t167_a1, align 64
+  %t167_b3869 = load <16 x float>, ptr %flat_grad.t167_b3, align 64
+  %t167_c1_3 = load <16 x float>, ptr %flat_grad.t167_c1_3, align 64
+  %3092 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a1868, <16 x float> %t167_b3869, <16 x float> %t167_c1_3)
+  store <16 x float> %3092, ptr %flat_grad.t167_c1_3, align 64
+  %3093 = mul nsw i64 %flat_grad.mb166852, 4
+  %3094 = add nsw i64 %3093, 2
+  %3095 = mul nsw i64 %3094, 128
+  %3096 = add nsw i64 1212416, %3095
+  %3097 = add nsw i64 %3096, %flat_grad.k168853
+  %arena870 = getelementptr inbounds float, ptr %arena, i64 %3097
+  %3098 = load float, ptr %arena870, align 4
+  %3099 = insertelement <16 x float> undef, float %3098, i32 0
+  %3100 = shufflevector <16 x float> %3099, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3100, ptr %flat_grad.t167_a2, align 64
+  %t167_a2 = load <16 x float>, ptr %flat_grad.t167_a2, align 64
+  %t167_b0871 = load <16 x float>, ptr %flat_grad.t167_b0, align 64
+  %t167_c2_0 = load <16 x float>, ptr %flat_grad.t167_c2_0, align 64
+  %3101 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a2, <16 x float> %t167_b0871, <16 x float> %t167_c2_0)
+  store <16 x float> %3101, ptr %flat_grad.t167_c2_0, align 64
+  %t167_a2872 = load <16 x float>, ptr %flat_grad.t167_a2, align 64
+  %t167_b1873 = load <16 x float>, ptr %flat_grad.t167_b1, align 64
+  %t167_c2_1 = load <16 x float>, ptr %flat_grad.t167_c2_1, align 64
+  %3102 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a2872, <16 x float> %t167_b1873, <16 x float> %t167_c2_1)
+  store <16 x float> %3102, ptr %flat_grad.t167_c2_1, align 64
+  %t167_a2874 = load <16 x float>, ptr %flat_grad.t167_a2, align 64
+  %t167_b2875 = load <16 x float>, ptr %flat_grad.t167_b2, align 64
+  %t167_c2_2 = load <16 x float>, ptr %flat_grad.t167_c2_2, align 64
+  %3103 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a2874, <16 x float> %t167_b2875, <16 x float> %t167_c2_2)
+  store <16 x float> %3103, ptr %flat_grad.t167_c2_2, align 64
+  %t167_a2876 = load <16 x float>, ptr %flat_grad.t167_a2, align 64
+  %t167_b3877 = load <16 x float>, ptr %flat_grad.t167_b3, align 64
+  %t167_c2_3 = load <16 x float>, ptr %flat_grad.t167_c2_3, align 64
+  %3104 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a2876, <16 x float> %t167_b3877, <16 x float> %t167_c2_3)
+  store <16 x float> %3104, ptr %flat_grad.t167_c2_3, align 64
+  %3105 = mul nsw i64 %flat_grad.mb166852, 4
+  %3106 = add nsw i64 %3105, 3
+  %3107 = mul nsw i64 %3106, 128
+  %3108 = add nsw i64 1212416, %3107
+  %3109 = add nsw i64 %3108, %flat_grad.k168853
+  %arena878 = getelementptr inbounds float, ptr %arena, i64 %3109
+  %3110 = load float, ptr %arena878, align 4
+  %3111 = insertelement <16 x float> undef, float %3110, i32 0
+  %3112 = shufflevector <16 x float> %3111, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3112, ptr %flat_grad.t167_a3, align 64
+  %t167_a3 = load <16 x float>, ptr %flat_grad.t167_a3, align 64
+  %t167_b0879 = load <16 x float>, ptr %flat_grad.t167_b0, align 64
+  %t167_c3_0 = load <16 x float>, ptr %flat_grad.t167_c3_0, align 64
+  %3113 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a3, <16 x float> %t167_b0879, <16 x float> %t167_c3_0)
+  store <16 x float> %3113, ptr %flat_grad.t167_c3_0, align 64
+  %t167_a3880 = load <16 x float>, ptr %flat_grad.t167_a3, align 64
+  %t167_b1881 = load <16 x float>, ptr %flat_grad.t167_b1, align 64
+  %t167_c3_1 = load <16 x float>, ptr %flat_grad.t167_c3_1, align 64
+  %3114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a3880, <16 x float> %t167_b1881, <16 x float> %t167_c3_1)
+  store <16 x float> %3114, ptr %flat_grad.t167_c3_1, align 64
+  %t167_a3882 = load <16 x float>, ptr %flat_grad.t167_a3, align 64
+  %t167_b2883 = load <16 x float>, ptr %flat_grad.t167_b2, align 64
+  %t167_c3_2 = load <16 x float>, ptr %flat_grad.t167_c3_2, align 64
+  %3115 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a3882, <16 x float> %t167_b2883, <16 x float> %t167_c3_2)
+  store <16 x float> %3115, ptr %flat_grad.t167_c3_2, align 64
+  %t167_a3884 = load <16 x float>, ptr %flat_grad.t167_a3, align 64
+  %t167_b3885 = load <16 x float>, ptr %flat_grad.t167_b3, align 64
+  %t167_c3_3 = load <16 x float>, ptr %flat_grad.t167_c3_3, align 64
+  %3116 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a3884, <16 x float> %t167_b3885, <16 x float> %t167_c3_3)
+  store <16 x float> %3116, ptr %flat_grad.t167_c3_3, align 64
+  %k168.next = add nsw i64 %flat_grad.k168853, 1
+  %3117 = icmp slt i64 %k168.next, 128
+  br i1 %3117, label %flat_grad.k168, label %flat_grad.k168.end
+
+flat_grad.k168.end:                               ; preds = %flat_grad.k168
+  %t167_c0_0886 = load <16 x float>, ptr %flat_grad.t167_c0_0, align 64
+  %3118 = mul nsw i64 %flat_grad.mb166852, 4
+  %3119 = mul nsw i64 %3118, 3136
+  %3120 = add nsw i64 1221264, %3119
+  %3121 = mul nsw i64 %flat_grad.nb165851, 64
+  %3122 = add nsw i64 %3120, %3121
+  %arena887 = getelementptr inbounds float, ptr %arena, i64 %3122
+  store <16 x float> %t167_c0_0886, ptr %arena887, align 4
+  %t167_c0_1888 = load <16 x float>, ptr %flat_grad.t167_c0_1, align 64
+  %3123 = mul nsw i64 %flat_grad.mb166852, 4
+  %3124 = mul nsw i64 %3123, 3136
+  %3125 = add nsw i64 1221264, %3124
+  %3126 = mul nsw i64 %flat_grad.nb165851, 64
+  %3127 = add nsw i64 %3125, %3126
+  %3128 = add nsw i64 %3127, 16
+  %arena889 = getelementptr inbounds float, ptr %arena, i64 %3128
+  store <16 x float> %t167_c0_1888, ptr %arena889, align 4
+  %t167_c0_2890 = load <16 x float>, ptr %flat_grad.t167_c0_2, align 64
+  %3129 = mul nsw i64 %flat_grad.mb166852, 4
+  %3130 = mul nsw i64 %3129, 3136
+  %3131 = add nsw i64 1221264, %3130
+  %3132 = mul nsw i64 %flat_grad.nb165851, 64
+  %3133 = add nsw i64 %3131, %3132
+  %3134 = add nsw i64 %3133, 32
+  %arena891 = getelementptr inbounds float, ptr %arena, i64 %3134
+  store <16 x float> %t167_c0_2890, ptr %arena891, align 4
+  %t167_c0_3892 = load <16 x float>, ptr %flat_grad.t167_c0_3, align 64
+  %3135 = mul nsw i64 %flat_grad.mb166852, 4
+  %3136 = mul nsw i64 %3135, 3136
+  %3137 = add nsw i64 1221264, %3136
+  %3138 = mul nsw i64 %flat_grad.nb165851, 64
+  %3139 = add nsw i64 %3137, %3138
+  %3140 = add nsw i64 %3139, 48
+  %arena893 = getelementptr inbounds float, ptr %arena, i64 %3140
+  store <16 x float> %t167_c0_3892, ptr %arena893, align 4
+  %t167_c1_0894 = load <16 x float>, ptr %flat_grad.t167_c1_0, align 64
+  %3141 = mul nsw i64 %flat_grad.mb166852, 4
+  %3142 = add nsw i64 %3141, 1
+  %3143 = mul nsw i64 %3142, 3136
+  %3144 = add nsw i64 1221264, %3143
+  %3145 = mul nsw i64 %flat_grad.nb165851, 64
+  %3146 = add nsw i64 %3144, %3145
+  %arena895 = getelementptr inbounds float, ptr %arena, i64 %3146
+  store <16 x float> %t167_c1_0894, ptr %arena895, align 4
+  %t167_c1_1896 = load <16 x float>, ptr %flat_grad.t167_c1_1, align 64
+  %3147 = mul nsw i64 %flat_grad.mb166852, 4
+  %3148 = add nsw i64 %3147, 1
+  %3149 = mul nsw i64 %3148, 3136
+  %3150 = add nsw i64 1221264, %3149
+  %3151 = mul nsw i64 %flat_grad.nb165851, 64
+  %3152 = add nsw i64 %3150, %3151
+  %3153 = add nsw i64 %3152, 16
+  %arena897 = getelementptr inbounds float, ptr %arena, i64 %3153
+  store <16 x float> %t167_c1_1896, ptr %arena897, align 4
+  %t167_c1_2898 = load <16 x float>, ptr %flat_grad.t167_c1_2, align 64
+  %3154 = mul nsw i64 %flat_grad.mb166852, 4
+  %3155 = add nsw i64 %3154, 1
+  %3156 = mul nsw i64 %3155, 3136
+  %3157 = add nsw i64 1221264, %3156
+  %3158 = mul nsw i64 %flat_grad.nb165851, 64
+  %3159 = add nsw i64 %3157, %3158
+  %3160 = add nsw i64 %3159, 32
+  %arena899 = getelementptr inbounds float, ptr %arena, i64 %3160
+  store <16 x float> %t167_c1_2898, ptr %arena899, align 4
+  %t167_c1_3900 = load <16 x float>, ptr %flat_grad.t167_c1_3, align 64
+  %3161 = mul nsw i64 %flat_grad.mb166852, 4
+  %3162 = add nsw i64 %3161, 1
+  %3163 = mul nsw i64 %3162, 3136
+  %3164 = add nsw i64 1221264, %3163
+  %3165 = mul nsw i64 %flat_grad.nb165851, 64
+  %3166 = add nsw i64 %3164, %3165
+  %3167 = add nsw i64 %3166, 48
+  %arena901 = getelementptr inbounds float, ptr %arena, i64 %3167
+  store <16 x float> %t167_c1_3900, ptr %arena901, align 4
+  %t167_c2_0902 = load <16 x float>, ptr %flat_grad.t167_c2_0, align 64
+  %3168 = mul nsw i64 %flat_grad.mb166852, 4
+  %3169 = add nsw i64 %3168, 2
+  %3170 = mul nsw i64 %3169, 3136
+  %3171 = add nsw i64 1221264, %3170
+  %3172 = mul nsw i64 %flat_grad.nb165851, 64
+  %3173 = add nsw i64 %3171, %3172
+  %arena903 = getelementptr inbounds float, ptr %arena, i64 %3173
+  store <16 x float> %t167_c2_0902, ptr %arena903, align 4
+  %t167_c2_1904 = load <16 x float>, ptr %flat_grad.t167_c2_1, align 64
+  %3174 = mul nsw i64 %flat_grad.mb166852, 4
+  %3175 = add nsw i64 %3174, 2
+  %3176 = mul nsw i64 %3175, 3136
+  %3177 = add nsw i64 1221264, %3176
+  %3178 = mul nsw i64 %flat_grad.nb165851, 64
+  %3179 = add nsw i64 %3177, %3178
+  %3180 = add nsw i64 %3179, 16
+  %arena905 = getelementptr inbounds float, ptr %arena, i64 %3180
+  store <16 x float> %t167_c2_1904, ptr %arena905, align 4
+  %t167_c2_2906 = load <16 x float>, ptr %flat_grad.t167_c2_2, align 64
+  %3181 = mul nsw i64 %flat_grad.mb166852, 4
+  %3182 = add nsw i64 %3181, 2
+  %3183 = mul nsw i64 %3182, 3136
+  %3184 = add nsw i64 1221264, %3183
+  %3185 = mul nsw i64 %flat_grad.nb165851, 64
+  %3186 = add nsw i64 %3184, %3185
+  %3187 = add nsw i64 %3186, 32
+  %arena907 = getelementptr inbounds float, ptr %arena, i64 %3187
+  store <16 x float> %t167_c2_2906, ptr %arena907, align 4
+  %t167_c2_3908 = load <16 x float>, ptr %flat_grad.t167_c2_3, align 64
+  %3188 = mul nsw i64 %flat_grad.mb166852, 4
+  %3189 = add nsw i64 %3188, 2
+  %3190 = mul nsw i64 %3189, 3136
+  %3191 = add nsw i64 1221264, %3190
+  %3192 = mul nsw i64 %flat_grad.nb165851, 64
+  %3193 = add nsw i64 %3191, %3192
+  %3194 = add nsw i64 %3193, 48
+  %arena909 = getelementptr inbounds float, ptr %arena, i64 %3194
+  store <16 x float> %t167_c2_3908, ptr %arena909, align 4
+  %t167_c3_0910 = load <16 x float>, ptr %flat_grad.t167_c3_0, align 64
+  %3195 = mul nsw i64 %flat_grad.mb166852, 4
+  %3196 = add nsw i64 %3195, 3
+  %3197 = mul nsw i64 %3196, 3136
+  %3198 = add nsw i64 1221264, %3197
+  %3199 = mul nsw i64 %flat_grad.nb165851, 64
+  %3200 = add nsw i64 %3198, %3199
+  %arena911 = getelementptr inbounds float, ptr %arena, i64 %3200
+  store <16 x float> %t167_c3_0910, ptr %arena911, align 4
+  %t167_c3_1912 = load <16 x float>, ptr %flat_grad.t167_c3_1, align 64
+  %3201 = mul nsw i64 %flat_grad.mb166852, 4
+  %3202 = add nsw i64 %3201, 3
+  %3203 = mul nsw i64 %3202, 3136
+  %3204 = add nsw i64 1221264, %3203
+  %3205 = mul nsw i64 %flat_grad.nb165851, 64
+  %3206 = add nsw i64 %3204, %3205
+  %3207 = add nsw i64 %3206, 16
+  %arena913 = getelementptr inbounds float, ptr %arena, i64 %3207
+  store <16 x float> %t167_c3_1912, ptr %arena913, align 4
+  %t167_c3_2914 = load <16 x float>, ptr %flat_grad.t167_c3_2, align 64
+  %3208 = mul nsw i64 %flat_grad.mb166852, 4
+  %3209 = add nsw i64 %3208, 3
+  %3210 = mul nsw i64 %3209, 3136
+  %3211 = add nsw i64 1221264, %3210
+  %3212 = mul nsw i64 %flat_grad.nb165851, 64
+  %3213 = add nsw i64 %3211, %3212
+  %3214 = add nsw i64 %3213, 32
+  %arena915 = getelementptr inbounds float, ptr %arena, i64 %3214
+  store <16 x float> %t167_c3_2914, ptr %arena915, align 4
+  %t167_c3_3916 = load <16 x float>, ptr %flat_grad.t167_c3_3, align 64
+  %3215 = mul nsw i64 %flat_grad.mb166852, 4
+  %3216 = add nsw i64 %3215, 3
+  %3217 = mul nsw i64 %3216, 3136
+  %3218 = add nsw i64 1221264, %3217
+  %3219 = mul nsw i64 %flat_grad.nb165851, 64
+  %3220 = add nsw i64 %3218, %3219
+  %3221 = add nsw i64 %3220, 48
+  %arena917 = getelementptr inbounds float, ptr %arena, i64 %3221
+  store <16 x float> %t167_c3_3916, ptr %arena917, align 4
+  %mb166.next = add nsw i64 %flat_grad.mb166852, 1
+  %3222 = icmp slt i64 %mb166.next, 16
+  br i1 %3222, label %flat_grad.mb166, label %flat_grad.mb166.end
+
+conv2_grad.i169:                                  ; preds = %conv2_grad.i169, %flat_grad.nb165.end
+  %conv2_grad.i169918 = phi i64 [ 0, %flat_grad.nb165.end ], [ %i169.next, %conv2_grad.i169 ]
+  %3223 = add nsw i64 1421968, %conv2_grad.i169918
+  %arena919 = getelementptr inbounds float, ptr %arena, i64 %3223
+  store float 0.000000e+00, ptr %arena919, align 4
+  %i169.next = add nsw i64 %conv2_grad.i169918, 1
+  %3224 = icmp slt i64 %i169.next, 802816
+  br i1 %3224, label %conv2_grad.i169, label %conv2_grad.i169.end
+
+conv2_grad.i169.end:                              ; preds = %conv2_grad.i169
+  br label %conv2_grad.q170
+
+conv2_grad.q170:                                  ; preds = %conv2_grad.i171.end, %conv2_grad.i169.end
+  %conv2_grad.q170920 = phi i64 [ 0, %conv2_grad.i169.end ], [ %q170.next, %conv2_grad.i171.end ]
+  br label %conv2_grad.i171
+
+conv2_grad.q170.end:                              ; preds = %conv2_grad.i171.end
+  br label %conv2_weight_grad.i172
+
+conv2_grad.i171:                                  ; preds = %conv2_grad.endif, %conv2_grad.q170
+  %conv2_grad.i171921 = phi i64 [ 0, %conv2_grad.q170 ], [ %i171.next, %conv2_grad.endif ]
+  %3225 = mul nsw i64 %conv2_grad.q170920, 49
+  %3226 = add nsw i64 %3225, %conv2_grad.i171921
+  %3227 = add nsw i64 802816, %3226
+  %arena922 = getelementptr inbounds float, ptr %arena, i64 %3227
+  %3228 = load float, ptr %arena922, align 4
+  %3229 = fcmp ogt float %3228, 0.000000e+00
+  br i1 %3229, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i171.end:                              ; preds = %conv2_grad.endif
+  %q170.next = add nsw i64 %conv2_grad.q170920, 1
+  %3230 = icmp slt i64 %q170.next, 4096
+  br i1 %3230, label %conv2_grad.q170, label %conv2_grad.q170.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i171
+  %3231 = mul nsw i64 %conv2_grad.q170920, 196
+  %3232 = add nsw i64 1421968, %3231
+  %3233 = mul nsw i64 %conv2_grad.q170920, 49
+  %3234 = add nsw i64 %3233, %conv2_grad.i171921
+  %3235 = add nsw i64 1003520, %3234
+  %arena923 = getelementptr inbounds float, ptr %arena, i64 %3235
+  %3236 = load float, ptr %arena923, align 4
+  %3237 = fptosi float %3236 to i64
+  %3238 = add nsw i64 %3232, %3237
+  %arena924 = getelementptr inbounds float, ptr %arena, i64 %3238
+  %3239 = load float, ptr %arena924, align 4
+  %3240 = mul nsw i64 %conv2_grad.q170920, 49
+  %3241 = add nsw i64 %3240, %conv2_grad.i171921
+  %3242 = add nsw i64 1221264, %3241
+  %arena925 = getelementptr inbounds float, ptr %arena, i64 %3242
+  %3243 = load float, ptr %arena925, align 4
+  %3244 = fadd float %3239, %3243
+  store float %3244, ptr %arena924, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i162
-  %i162.next = add nsw i64 %conv2_grad.i162833, 1
-  %2917 = icmp slt i64 %i162.next, 49
-  br i1 %2917, label %conv2_grad.i162, label %conv2_grad.i162.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i171
+  %i171.next = add nsw i64 %conv2_grad.i171921, 1
+  %3245 = icmp slt i64 %i171.next, 49
+  br i1 %3245, label %conv2_grad.i171, label %conv2_grad.i171.end
 
-conv2_weight_grad.i163:                           ; preds = %conv2_weight_grad.i163, %conv2_grad.q161.end
-  %conv2_weight_grad.i163838 = phi i64 [ 0, %conv2_grad.q161.end ], [ %i163.next, %conv2_weight_grad.i163 ]
-  %2918 = add nsw i64 3328656, %conv2_weight_grad.i163838
-  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2918
-  store float 0.000000e+00, ptr %arena839, align 4
-  %i163.next = add nsw i64 %conv2_weight_grad.i163838, 1
-  %2919 = icmp slt i64 %i163.next, 18432
-  br i1 %2919, label %conv2_weight_grad.i163, label %conv2_weight_grad.i163.end
+conv2_weight_grad.i172:                           ; preds = %conv2_weight_grad.i172, %conv2_grad.q170.end
+  %conv2_weight_grad.i172926 = phi i64 [ 0, %conv2_grad.q170.end ], [ %i172.next, %conv2_weight_grad.i172 ]
+  %3246 = add nsw i64 3328656, %conv2_weight_grad.i172926
+  %arena927 = getelementptr inbounds float, ptr %arena, i64 %3246
+  store float 0.000000e+00, ptr %arena927, align 4
+  %i172.next = add nsw i64 %conv2_weight_grad.i172926, 1
+  %3247 = icmp slt i64 %i172.next, 18432
+  br i1 %3247, label %conv2_weight_grad.i172, label %conv2_weight_grad.i172.end
 
-conv2_weight_grad.i163.end:                       ; preds = %conv2_weight_grad.i163
-  br label %conv2_weight_grad.g164
+conv2_weight_grad.i172.end:                       ; preds = %conv2_weight_grad.i172
+  br label %conv2_weight_grad.g173
 
-conv2_weight_grad.g164:                           ; preds = %conv2_weight_grad.kp182.end, %conv2_weight_grad.i163.end
-  %conv2_weight_grad.g164840 = phi i64 [ 0, %conv2_weight_grad.i163.end ], [ %g164.next, %conv2_weight_grad.kp182.end ]
-  br label %conv2_weight_grad.j165
+conv2_weight_grad.g173:                           ; preds = %conv2_weight_grad.kp191.end, %conv2_weight_grad.i172.end
+  %conv2_weight_grad.g173928 = phi i64 [ 0, %conv2_weight_grad.i172.end ], [ %g173.next, %conv2_weight_grad.kp191.end ]
+  br label %conv2_weight_grad.j174
 
-conv2_weight_grad.g164.end:                       ; preds = %conv2_weight_grad.kp182.end
-  br label %conv2_weight_grad.f187
+conv2_weight_grad.g173.end:                       ; preds = %conv2_weight_grad.kp191.end
+  br label %conv2_weight_grad.f196
 
-conv2_weight_grad.j165:                           ; preds = %conv2_weight_grad.c166.end, %conv2_weight_grad.g164
-  %conv2_weight_grad.j165841 = phi i64 [ 0, %conv2_weight_grad.g164 ], [ %j165.next, %conv2_weight_grad.c166.end ]
-  br label %conv2_weight_grad.c166
+conv2_weight_grad.j174:                           ; preds = %conv2_weight_grad.c175.end, %conv2_weight_grad.g173
+  %conv2_weight_grad.j174929 = phi i64 [ 0, %conv2_weight_grad.g173 ], [ %j174.next, %conv2_weight_grad.c175.end ]
+  br label %conv2_weight_grad.c175
 
-conv2_weight_grad.j165.end:                       ; preds = %conv2_weight_grad.c166.end
-  br label %conv2_weight_grad.j179
+conv2_weight_grad.j174.end:                       ; preds = %conv2_weight_grad.c175.end
+  br label %conv2_weight_grad.j188
 
-conv2_weight_grad.c166:                           ; preds = %conv2_weight_grad.ky167.end, %conv2_weight_grad.j165
-  %conv2_weight_grad.c166842 = phi i64 [ 0, %conv2_weight_grad.j165 ], [ %c166.next, %conv2_weight_grad.ky167.end ]
-  br label %conv2_weight_grad.ky167
+conv2_weight_grad.c175:                           ; preds = %conv2_weight_grad.ky176.end, %conv2_weight_grad.j174
+  %conv2_weight_grad.c175930 = phi i64 [ 0, %conv2_weight_grad.j174 ], [ %c175.next, %conv2_weight_grad.ky176.end ]
+  br label %conv2_weight_grad.ky176
 
-conv2_weight_grad.c166.end:                       ; preds = %conv2_weight_grad.ky167.end
-  %j165.next = add nsw i64 %conv2_weight_grad.j165841, 1
-  %2920 = icmp slt i64 %j165.next, 16
-  br i1 %2920, label %conv2_weight_grad.j165, label %conv2_weight_grad.j165.end
+conv2_weight_grad.c175.end:                       ; preds = %conv2_weight_grad.ky176.end
+  %j174.next = add nsw i64 %conv2_weight_grad.j174929, 1
+  %3248 = icmp slt i64 %j174.next, 16
+  br i1 %3248, label %conv2_weight_grad.j174, label %conv2_weight_grad.j174.end
 
-conv2_weight_grad.ky167:                          ; preds = %conv2_weight_grad.oy175.end, %conv2_weight_grad.c166
-  %conv2_weight_grad.ky167843 = phi i64 [ 0, %conv2_weight_grad.c166 ], [ %ky167.next, %conv2_weight_grad.oy175.end ]
-  br label %conv2_weight_grad.oy168
+conv2_weight_grad.ky176:                          ; preds = %conv2_weight_grad.oy184.end, %conv2_weight_grad.c175
+  %conv2_weight_grad.ky176931 = phi i64 [ 0, %conv2_weight_grad.c175 ], [ %ky176.next, %conv2_weight_grad.oy184.end ]
+  br label %conv2_weight_grad.oy177
 
-conv2_weight_grad.ky167.end:                      ; preds = %conv2_weight_grad.oy175.end
-  %c166.next = add nsw i64 %conv2_weight_grad.c166842, 1
-  %2921 = icmp slt i64 %c166.next, 32
-  br i1 %2921, label %conv2_weight_grad.c166, label %conv2_weight_grad.c166.end
+conv2_weight_grad.ky176.end:                      ; preds = %conv2_weight_grad.oy184.end
+  %c175.next = add nsw i64 %conv2_weight_grad.c175930, 1
+  %3249 = icmp slt i64 %c175.next, 32
+  br i1 %3249, label %conv2_weight_grad.c175, label %conv2_weight_grad.c175.end
 
-conv2_weight_grad.oy168:                          ; preds = %conv2_weight_grad.endif855, %conv2_weight_grad.ky167
-  %conv2_weight_grad.oy168844 = phi i64 [ 0, %conv2_weight_grad.ky167 ], [ %oy168.next, %conv2_weight_grad.endif855 ]
-  %2922 = add nsw i64 %conv2_weight_grad.oy168844, %conv2_weight_grad.ky167843
-  %2923 = add nsw i64 %2922, -1
-  %2924 = icmp slt i64 -1, %2923
-  %2925 = add nsw i64 %conv2_weight_grad.oy168844, %conv2_weight_grad.ky167843
-  %2926 = add nsw i64 %2925, -1
-  %2927 = icmp slt i64 %2926, 14
-  %2928 = and i1 %2924, %2927
-  br i1 %2928, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+conv2_weight_grad.oy177:                          ; preds = %conv2_weight_grad.endif943, %conv2_weight_grad.ky176
+  %conv2_weight_grad.oy177932 = phi i64 [ 0, %conv2_weight_grad.ky176 ], [ %oy177.next, %conv2_weight_grad.endif943 ]
+  %3250 = add nsw i64 %conv2_weight_grad.oy177932, %conv2_weight_grad.ky176931
+  %3251 = add nsw i64 %3250, -1
+  %3252 = icmp slt i64 -1, %3251
+  %3253 = add nsw i64 %conv2_weight_grad.oy177932, %conv2_weight_grad.ky176931
+  %3254 = add nsw i64 %3253, -1
+  %3255 = icmp slt i64 %3254, 14
+  %3256 = and i1 %3252, %3255
+  br i1 %3256, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy168.end:                      ; preds = %conv2_weight_grad.endif855
-  br label %conv2_weight_grad.oy172
+conv2_weight_grad.oy177.end:                      ; preds = %conv2_weight_grad.endif943
+  br label %conv2_weight_grad.oy181
 
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy168
-  br label %conv2_weight_grad.ox169
-
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox170.end, %conv2_weight_grad.oy168
-  %2929 = add nsw i64 %conv2_weight_grad.oy168844, %conv2_weight_grad.ky167843
-  %2930 = add nsw i64 %2929, -1
-  %2931 = icmp slt i64 %2930, 0
-  br i1 %2931, label %conv2_weight_grad.then850, label %conv2_weight_grad.endif851
-
-conv2_weight_grad.ox169:                          ; preds = %conv2_weight_grad.ox169, %conv2_weight_grad.then
-  %conv2_weight_grad.ox169845 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox169.next, %conv2_weight_grad.ox169 ]
-  %2932 = mul nsw i64 %conv2_weight_grad.g164840, 16
-  %2933 = add nsw i64 %2932, %conv2_weight_grad.j165841
-  %2934 = mul nsw i64 %2933, 6272
-  %2935 = mul nsw i64 %conv2_weight_grad.c166842, 196
-  %2936 = add nsw i64 %2934, %2935
-  %2937 = add nsw i64 %conv2_weight_grad.oy168844, %conv2_weight_grad.ky167843
-  %2938 = add nsw i64 %2937, -1
-  %2939 = mul nsw i64 %2938, 14
-  %2940 = add nsw i64 %2936, %2939
-  %2941 = add nsw i64 %conv2_weight_grad.ox169845, 1
-  %2942 = add nsw i64 %2941, -1
-  %2943 = add nsw i64 %2940, %2942
-  %arena846 = getelementptr inbounds float, ptr %arena, i64 %2943
-  %2944 = load float, ptr %arena846, align 4
-  %2945 = mul nsw i64 %conv2_weight_grad.c166842, 3
-  %2946 = add nsw i64 %2945, %conv2_weight_grad.ky167843
-  %2947 = mul nsw i64 %2946, 3
-  %2948 = mul nsw i64 %2947, 3136
-  %2949 = add nsw i64 2224784, %2948
-  %2950 = mul nsw i64 %conv2_weight_grad.j165841, 196
-  %2951 = add nsw i64 %2949, %2950
-  %2952 = mul nsw i64 %conv2_weight_grad.oy168844, 14
-  %2953 = add nsw i64 %conv2_weight_grad.ox169845, 1
-  %2954 = add nsw i64 %2952, %2953
-  %2955 = add nsw i64 %2951, %2954
-  %arena847 = getelementptr inbounds float, ptr %arena, i64 %2955
-  store float %2944, ptr %arena847, align 4
-  %ox169.next = add nsw i64 %conv2_weight_grad.ox169845, 1
-  %2956 = icmp slt i64 %ox169.next, 13
-  br i1 %2956, label %conv2_weight_grad.ox169, label %conv2_weight_grad.ox169.end
-
-conv2_weight_grad.ox169.end:                      ; preds = %conv2_weight_grad.ox169
-  br label %conv2_weight_grad.ox170
-
-conv2_weight_grad.ox170:                          ; preds = %conv2_weight_grad.ox170, %conv2_weight_grad.ox169.end
-  %conv2_weight_grad.ox170848 = phi i64 [ 0, %conv2_weight_grad.ox169.end ], [ %ox170.next, %conv2_weight_grad.ox170 ]
-  %2957 = mul nsw i64 %conv2_weight_grad.c166842, 3
-  %2958 = add nsw i64 %2957, %conv2_weight_grad.ky167843
-  %2959 = mul nsw i64 %2958, 3
-  %2960 = mul nsw i64 %2959, 3136
-  %2961 = add nsw i64 2224784, %2960
-  %2962 = mul nsw i64 %conv2_weight_grad.j165841, 196
-  %2963 = add nsw i64 %2961, %2962
-  %2964 = mul nsw i64 %conv2_weight_grad.oy168844, 14
-  %2965 = add nsw i64 %2964, %conv2_weight_grad.ox170848
-  %2966 = add nsw i64 %2963, %2965
-  %arena849 = getelementptr inbounds float, ptr %arena, i64 %2966
-  store float 0.000000e+00, ptr %arena849, align 4
-  %ox170.next = add nsw i64 %conv2_weight_grad.ox170848, 1
-  %2967 = icmp slt i64 %ox170.next, 1
-  br i1 %2967, label %conv2_weight_grad.ox170, label %conv2_weight_grad.ox170.end
-
-conv2_weight_grad.ox170.end:                      ; preds = %conv2_weight_grad.ox170
-  br label %conv2_weight_grad.endif
-
-conv2_weight_grad.then850:                        ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.ox171
-
-conv2_weight_grad.endif851:                       ; preds = %conv2_weight_grad.ox171.end, %conv2_weight_grad.endif
-  %2968 = add nsw i64 %conv2_weight_grad.oy168844, %conv2_weight_grad.ky167843
-  %2969 = add nsw i64 %2968, -1
-  %2970 = icmp slt i64 13, %2969
-  br i1 %2970, label %conv2_weight_grad.then854, label %conv2_weight_grad.endif855
-
-conv2_weight_grad.ox171:                          ; preds = %conv2_weight_grad.ox171, %conv2_weight_grad.then850
-  %conv2_weight_grad.ox171852 = phi i64 [ 0, %conv2_weight_grad.then850 ], [ %ox171.next, %conv2_weight_grad.ox171 ]
-  %2971 = mul nsw i64 %conv2_weight_grad.c166842, 3
-  %2972 = add nsw i64 %2971, %conv2_weight_grad.ky167843
-  %2973 = mul nsw i64 %2972, 3
-  %2974 = mul nsw i64 %2973, 3136
-  %2975 = add nsw i64 2224784, %2974
-  %2976 = mul nsw i64 %conv2_weight_grad.j165841, 196
-  %2977 = add nsw i64 %2975, %2976
-  %2978 = mul nsw i64 %conv2_weight_grad.oy168844, 14
-  %2979 = add nsw i64 %2978, %conv2_weight_grad.ox171852
-  %2980 = add nsw i64 %2977, %2979
-  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2980
-  store float 0.000000e+00, ptr %arena853, align 4
-  %ox171.next = add nsw i64 %conv2_weight_grad.ox171852, 1
-  %2981 = icmp slt i64 %ox171.next, 14
-  br i1 %2981, label %conv2_weight_grad.ox171, label %conv2_weight_grad.ox171.end
-
-conv2_weight_grad.ox171.end:                      ; preds = %conv2_weight_grad.ox171
-  br label %conv2_weight_grad.endif851
-
-conv2_weight_grad.then854:                        ; preds = %conv2_weight_grad.endif851
-  br label %conv2_weight_grad.ox171856
-
-conv2_weight_grad.endif855:                       ; preds = %conv2_weight_grad.ox171.end857, %conv2_weight_grad.endif851
-  %oy168.next = add nsw i64 %conv2_weight_grad.oy168844, 1
-  %2982 = icmp slt i64 %oy168.next, 14
-  br i1 %2982, label %conv2_weight_grad.oy168, label %conv2_weight_grad.oy168.end
-
-conv2_weight_grad.ox171856:                       ; preds = %conv2_weight_grad.ox171856, %conv2_weight_grad.then854
-  %conv2_weight_grad.ox171858 = phi i64 [ 0, %conv2_weight_grad.then854 ], [ %ox171.next860, %conv2_weight_grad.ox171856 ]
-  %2983 = mul nsw i64 %conv2_weight_grad.c166842, 3
-  %2984 = add nsw i64 %2983, %conv2_weight_grad.ky167843
-  %2985 = mul nsw i64 %2984, 3
-  %2986 = mul nsw i64 %2985, 3136
-  %2987 = add nsw i64 2224784, %2986
-  %2988 = mul nsw i64 %conv2_weight_grad.j165841, 196
-  %2989 = add nsw i64 %2987, %2988
-  %2990 = mul nsw i64 %conv2_weight_grad.oy168844, 14
-  %2991 = add nsw i64 %2990, %conv2_weight_grad.ox171858
-  %2992 = add nsw i64 %2989, %2991
-  %arena859 = getelementptr inbounds float, ptr %arena, i64 %2992
-  store float 0.000000e+00, ptr %arena859, align 4
-  %ox171.next860 = add nsw i64 %conv2_weight_grad.ox171858, 1
-  %2993 = icmp slt i64 %ox171.next860, 14
-  br i1 %2993, label %conv2_weight_grad.ox171856, label %conv2_weight_grad.ox171.end857
-
-conv2_weight_grad.ox171.end857:                   ; preds = %conv2_weight_grad.ox171856
-  br label %conv2_weight_grad.endif855
-
-conv2_weight_grad.oy172:                          ; preds = %conv2_weight_grad.endif872, %conv2_weight_grad.oy168.end
-  %conv2_weight_grad.oy172861 = phi i64 [ 0, %conv2_weight_grad.oy168.end ], [ %oy172.next, %conv2_weight_grad.endif872 ]
-  %2994 = add nsw i64 %conv2_weight_grad.oy172861, %conv2_weight_grad.ky167843
-  %2995 = add nsw i64 %2994, -1
-  %2996 = icmp slt i64 -1, %2995
-  %2997 = add nsw i64 %conv2_weight_grad.oy172861, %conv2_weight_grad.ky167843
-  %2998 = add nsw i64 %2997, -1
-  %2999 = icmp slt i64 %2998, 14
-  %3000 = and i1 %2996, %2999
-  br i1 %3000, label %conv2_weight_grad.then862, label %conv2_weight_grad.endif863
-
-conv2_weight_grad.oy172.end:                      ; preds = %conv2_weight_grad.endif872
-  br label %conv2_weight_grad.oy175
-
-conv2_weight_grad.then862:                        ; preds = %conv2_weight_grad.oy172
-  br label %conv2_weight_grad.ox173
-
-conv2_weight_grad.endif863:                       ; preds = %conv2_weight_grad.ox173.end, %conv2_weight_grad.oy172
-  %3001 = add nsw i64 %conv2_weight_grad.oy172861, %conv2_weight_grad.ky167843
-  %3002 = add nsw i64 %3001, -1
-  %3003 = icmp slt i64 %3002, 0
-  br i1 %3003, label %conv2_weight_grad.then867, label %conv2_weight_grad.endif868
-
-conv2_weight_grad.ox173:                          ; preds = %conv2_weight_grad.ox173, %conv2_weight_grad.then862
-  %conv2_weight_grad.ox173864 = phi i64 [ 0, %conv2_weight_grad.then862 ], [ %ox173.next, %conv2_weight_grad.ox173 ]
-  %3004 = mul nsw i64 %conv2_weight_grad.g164840, 16
-  %3005 = add nsw i64 %3004, %conv2_weight_grad.j165841
-  %3006 = mul nsw i64 %3005, 6272
-  %3007 = mul nsw i64 %conv2_weight_grad.c166842, 196
-  %3008 = add nsw i64 %3006, %3007
-  %3009 = add nsw i64 %conv2_weight_grad.oy172861, %conv2_weight_grad.ky167843
-  %3010 = add nsw i64 %3009, -1
-  %3011 = mul nsw i64 %3010, 14
-  %3012 = add nsw i64 %3008, %3011
-  %3013 = add nsw i64 %3012, %conv2_weight_grad.ox173864
-  %arena865 = getelementptr inbounds float, ptr %arena, i64 %3013
-  %3014 = load float, ptr %arena865, align 4
-  %3015 = mul nsw i64 %conv2_weight_grad.c166842, 3
-  %3016 = add nsw i64 %3015, %conv2_weight_grad.ky167843
-  %3017 = mul nsw i64 %3016, 3
-  %3018 = add nsw i64 %3017, 1
-  %3019 = mul nsw i64 %3018, 3136
-  %3020 = add nsw i64 2224784, %3019
-  %3021 = mul nsw i64 %conv2_weight_grad.j165841, 196
-  %3022 = add nsw i64 %3020, %3021
-  %3023 = mul nsw i64 %conv2_weight_grad.oy172861, 14
-  %3024 = add nsw i64 %3023, %conv2_weight_grad.ox173864
-  %3025 = add nsw i64 %3022, %3024
-  %arena866 = getelementptr inbounds float, ptr %arena, i64 %3025
-  store float %3014, ptr %arena866, align 4
-  %ox173.next = add nsw i64 %conv2_weight_grad.ox173864, 1
-  %3026 = icmp slt i64 %ox173.next, 14
-  br i1 %3026, label %conv2_weight_grad.ox173, label %conv2_weight_grad.ox173.end
-
-conv2_weight_grad.ox173.end:                      ; preds = %conv2_weight_grad.ox173
-  br label %conv2_weight_grad.endif863
-
-conv2_weight_grad.then867:                        ; preds = %conv2_weight_grad.endif863
-  br label %conv2_weight_grad.ox174
-
-conv2_weight_grad.endif868:                       ; preds = %conv2_weight_grad.ox174.end, %conv2_weight_grad.endif863
-  %3027 = add nsw i64 %conv2_weight_grad.oy172861, %conv2_weight_grad.ky167843
-  %3028 = add nsw i64 %3027, -1
-  %3029 = icmp slt i64 13, %3028
-  br i1 %3029, label %conv2_weight_grad.then871, label %conv2_weight_grad.endif872
-
-conv2_weight_grad.ox174:                          ; preds = %conv2_weight_grad.ox174, %conv2_weight_grad.then867
-  %conv2_weight_grad.ox174869 = phi i64 [ 0, %conv2_weight_grad.then867 ], [ %ox174.next, %conv2_weight_grad.ox174 ]
-  %3030 = mul nsw i64 %conv2_weight_grad.c166842, 3
-  %3031 = add nsw i64 %3030, %conv2_weight_grad.ky167843
-  %3032 = mul nsw i64 %3031, 3
-  %3033 = add nsw i64 %3032, 1
-  %3034 = mul nsw i64 %3033, 3136
-  %3035 = add nsw i64 2224784, %3034
-  %3036 = mul nsw i64 %conv2_weight_grad.j165841, 196
-  %3037 = add nsw i64 %3035, %3036
-  %3038 = mul nsw i64 %conv2_weight_grad.oy172861, 14
-  %3039 = add nsw i64 %3038, %conv2_weight_grad.ox174869
-  %3040 = add nsw i64 %3037, %3039
-  %arena870 = getelementptr inbounds float, ptr %arena, i64 %3040
-  store float 0.000000e+00, ptr %arena870, align 4
-  %ox174.next = add nsw i64 %conv2_weight_grad.ox174869, 1
-  %3041 = icmp slt i64 %ox174.next, 14
-  br i1 %3041, label %conv2_weight_grad.ox174, label %conv2_weight_grad.ox174.end
-
-conv2_weight_grad.ox174.end:                      ; preds = %conv2_weight_grad.ox174
-  br label %conv2_weight_grad.endif868
-
-conv2_weight_grad.then871:                        ; preds = %conv2_weight_grad.endif868
-  br label %conv2_weight_grad.ox174873
-
-conv2_weight_grad.endif872:                       ; preds = %conv2_weight_grad.ox174.end874, %conv2_weight_grad.endif868
-  %oy172.next = add nsw i64 %conv2_weight_grad.oy172861, 1
-  %3042 = icmp slt i64 %oy172.next, 14
-  br i1 %3042, label %conv2_weight_grad.oy172, label %conv2_weight_grad.oy172.end
-
-conv2_weight_grad.ox174873:                       ; preds = %conv2_weight_grad.ox174873, %conv2_weight_grad.then871
-  %conv2_weight_grad.ox174875 = phi i64 [ 0, %conv2_weight_grad.then871 ], [ %ox174.next877, %conv2_weight_grad.ox174873 ]
-  %3043 = mul nsw i64 %conv2_weight_grad.c166842, 3
-  %3044 = add nsw i64 %3043, %conv2_weight_grad.ky167843
-  %3045 = mul nsw i64 %3044, 3
-  %3046 = add nsw i64 %3045, 1
-  %3047 = mul nsw i64 %3046, 3136
-  %3048 = add nsw i64 2224784, %3047
-  %3049 = mul nsw i64 %conv2_weight_grad.j165841, 196
-  %3050 = add nsw i64 %3048, %3049
-  %3051 = mul nsw i64 %conv2_weight_grad.oy172861, 14
-  %3052 = add nsw i64 %3051, %conv2_weight_grad.ox174875
-  %3053 = add nsw i64 %3050, %3052
-  %arena876 = getelementptr inbounds float, ptr %arena, i64 %3053
-  store float 0.000000e+00, ptr %arena876, align 4
-  %ox174.next877 = add nsw i64 %conv2_weight_grad.ox174875, 1
-  %3054 = icmp slt i64 %ox174.next877, 14
-  br i1 %3054, label %conv2_weight_grad.ox174873, label %conv2_weight_grad.ox174.end874
-
-conv2_weight_grad.ox174.end874:                   ; preds = %conv2_weight_grad.ox174873
-  br label %conv2_weight_grad.endif872
-
-conv2_weight_grad.oy175:                          ; preds = %conv2_weight_grad.endif891, %conv2_weight_grad.oy172.end
-  %conv2_weight_grad.oy175878 = phi i64 [ 0, %conv2_weight_grad.oy172.end ], [ %oy175.next, %conv2_weight_grad.endif891 ]
-  %3055 = add nsw i64 %conv2_weight_grad.oy175878, %conv2_weight_grad.ky167843
-  %3056 = add nsw i64 %3055, -1
-  %3057 = icmp slt i64 -1, %3056
-  %3058 = add nsw i64 %conv2_weight_grad.oy175878, %conv2_weight_grad.ky167843
-  %3059 = add nsw i64 %3058, -1
-  %3060 = icmp slt i64 %3059, 14
-  %3061 = and i1 %3057, %3060
-  br i1 %3061, label %conv2_weight_grad.then879, label %conv2_weight_grad.endif880
-
-conv2_weight_grad.oy175.end:                      ; preds = %conv2_weight_grad.endif891
-  %ky167.next = add nsw i64 %conv2_weight_grad.ky167843, 1
-  %3062 = icmp slt i64 %ky167.next, 3
-  br i1 %3062, label %conv2_weight_grad.ky167, label %conv2_weight_grad.ky167.end
-
-conv2_weight_grad.then879:                        ; preds = %conv2_weight_grad.oy175
-  br label %conv2_weight_grad.ox176
-
-conv2_weight_grad.endif880:                       ; preds = %conv2_weight_grad.ox177.end, %conv2_weight_grad.oy175
-  %3063 = add nsw i64 %conv2_weight_grad.oy175878, %conv2_weight_grad.ky167843
-  %3064 = add nsw i64 %3063, -1
-  %3065 = icmp slt i64 %3064, 0
-  br i1 %3065, label %conv2_weight_grad.then886, label %conv2_weight_grad.endif887
-
-conv2_weight_grad.ox176:                          ; preds = %conv2_weight_grad.ox176, %conv2_weight_grad.then879
-  %conv2_weight_grad.ox176881 = phi i64 [ 0, %conv2_weight_grad.then879 ], [ %ox176.next, %conv2_weight_grad.ox176 ]
-  %3066 = mul nsw i64 %conv2_weight_grad.g164840, 16
-  %3067 = add nsw i64 %3066, %conv2_weight_grad.j165841
-  %3068 = mul nsw i64 %3067, 6272
-  %3069 = mul nsw i64 %conv2_weight_grad.c166842, 196
-  %3070 = add nsw i64 %3068, %3069
-  %3071 = add nsw i64 %conv2_weight_grad.oy175878, %conv2_weight_grad.ky167843
-  %3072 = add nsw i64 %3071, -1
-  %3073 = mul nsw i64 %3072, 14
-  %3074 = add nsw i64 %3070, %3073
-  %3075 = add nsw i64 %conv2_weight_grad.ox176881, 1
-  %3076 = add nsw i64 %3074, %3075
-  %arena882 = getelementptr inbounds float, ptr %arena, i64 %3076
-  %3077 = load float, ptr %arena882, align 4
-  %3078 = mul nsw i64 %conv2_weight_grad.c166842, 3
-  %3079 = add nsw i64 %3078, %conv2_weight_grad.ky167843
-  %3080 = mul nsw i64 %3079, 3
-  %3081 = add nsw i64 %3080, 2
-  %3082 = mul nsw i64 %3081, 3136
-  %3083 = add nsw i64 2224784, %3082
-  %3084 = mul nsw i64 %conv2_weight_grad.j165841, 196
-  %3085 = add nsw i64 %3083, %3084
-  %3086 = mul nsw i64 %conv2_weight_grad.oy175878, 14
-  %3087 = add nsw i64 %3086, %conv2_weight_grad.ox176881
-  %3088 = add nsw i64 %3085, %3087
-  %arena883 = getelementptr inbounds float, ptr %arena, i64 %3088
-  store float %3077, ptr %arena883, align 4
-  %ox176.next = add nsw i64 %conv2_weight_grad.ox176881, 1
-  %3089 = icmp slt i64 %ox176.next, 13
-  br i1 %3089, label %conv2_weight_grad.ox176, label %conv2_weight_grad.ox176.end
-
-conv2_weight_grad.ox176.end:                      ; preds = %conv2_weight_grad.ox176
-  br label %conv2_weight_grad.ox177
-
-conv2_weight_grad.ox177:                          ; preds = %conv2_weight_grad.ox177, %conv2_weight_grad.ox176.end
-  %conv2_weight_grad.ox177884 = phi i64 [ 0, %conv2_weight_grad.ox176.end ], [ %ox177.next, %conv2_weight_grad.ox177 ]
-  %3090 = mul nsw i64 %conv2_weight_grad.c166842, 3
-  %3091 = add nsw i64 %3090, %conv2_weight_grad.ky167843
-  %3092 = mul nsw i64 %3091, 3
-  %3093 = add nsw i64 %3092, 2
-  %3094 = mul nsw i64 %3093, 3136
-  %3095 = add nsw i64 2224784, %3094
-  %3096 = mul nsw i64 %conv2_weight_grad.j165841, 196
-  %3097 = add nsw i64 %3095, %3096
-  %3098 = mul nsw i64 %conv2_weight_grad.oy175878, 14
-  %3099 = add nsw i64 %conv2_weight_grad.ox177884, 13
-  %3100 = add nsw i64 %3098, %3099
-  %3101 = add nsw i64 %3097, %3100
-  %arena885 = getelementptr inbounds float, ptr %arena, i64 %3101
-  store float 0.000000e+00, ptr %arena885, align 4
-  %ox177.next = add nsw i64 %conv2_weight_grad.ox177884, 1
-  %3102 = icmp slt i64 %ox177.next, 1
-  br i1 %3102, label %conv2_weight_grad.ox177, label %conv2_weight_grad.ox177.end
-
-conv2_weight_grad.ox177.end:                      ; preds = %conv2_weight_grad.ox177
-  br label %conv2_weight_grad.endif880
-
-conv2_weight_grad.then886:                        ; preds = %conv2_weight_grad.endif880
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy177
   br label %conv2_weight_grad.ox178
 
-conv2_weight_grad.endif887:                       ; preds = %conv2_weight_grad.ox178.end, %conv2_weight_grad.endif880
-  %3103 = add nsw i64 %conv2_weight_grad.oy175878, %conv2_weight_grad.ky167843
-  %3104 = add nsw i64 %3103, -1
-  %3105 = icmp slt i64 13, %3104
-  br i1 %3105, label %conv2_weight_grad.then890, label %conv2_weight_grad.endif891
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox179.end, %conv2_weight_grad.oy177
+  %3257 = add nsw i64 %conv2_weight_grad.oy177932, %conv2_weight_grad.ky176931
+  %3258 = add nsw i64 %3257, -1
+  %3259 = icmp slt i64 %3258, 0
+  br i1 %3259, label %conv2_weight_grad.then938, label %conv2_weight_grad.endif939
 
-conv2_weight_grad.ox178:                          ; preds = %conv2_weight_grad.ox178, %conv2_weight_grad.then886
-  %conv2_weight_grad.ox178888 = phi i64 [ 0, %conv2_weight_grad.then886 ], [ %ox178.next, %conv2_weight_grad.ox178 ]
-  %3106 = mul nsw i64 %conv2_weight_grad.c166842, 3
-  %3107 = add nsw i64 %3106, %conv2_weight_grad.ky167843
-  %3108 = mul nsw i64 %3107, 3
-  %3109 = add nsw i64 %3108, 2
-  %3110 = mul nsw i64 %3109, 3136
-  %3111 = add nsw i64 2224784, %3110
-  %3112 = mul nsw i64 %conv2_weight_grad.j165841, 196
-  %3113 = add nsw i64 %3111, %3112
-  %3114 = mul nsw i64 %conv2_weight_grad.oy175878, 14
-  %3115 = add nsw i64 %3114, %conv2_weight_grad.ox178888
-  %3116 = add nsw i64 %3113, %3115
-  %arena889 = getelementptr inbounds float, ptr %arena, i64 %3116
-  store float 0.000000e+00, ptr %arena889, align 4
-  %ox178.next = add nsw i64 %conv2_weight_grad.ox178888, 1
-  %3117 = icmp slt i64 %ox178.next, 14
-  br i1 %3117, label %conv2_weight_grad.ox178, label %conv2_weight_grad.ox178.end
+conv2_weight_grad.ox178:                          ; preds = %conv2_weight_grad.ox178, %conv2_weight_grad.then
+  %conv2_weight_grad.ox178933 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox178.next, %conv2_weight_grad.ox178 ]
+  %3260 = mul nsw i64 %conv2_weight_grad.g173928, 16
+  %3261 = add nsw i64 %3260, %conv2_weight_grad.j174929
+  %3262 = mul nsw i64 %3261, 6272
+  %3263 = mul nsw i64 %conv2_weight_grad.c175930, 196
+  %3264 = add nsw i64 %3262, %3263
+  %3265 = add nsw i64 %conv2_weight_grad.oy177932, %conv2_weight_grad.ky176931
+  %3266 = add nsw i64 %3265, -1
+  %3267 = mul nsw i64 %3266, 14
+  %3268 = add nsw i64 %3264, %3267
+  %3269 = add nsw i64 %conv2_weight_grad.ox178933, 1
+  %3270 = add nsw i64 %3269, -1
+  %3271 = add nsw i64 %3268, %3270
+  %arena934 = getelementptr inbounds float, ptr %arena, i64 %3271
+  %3272 = load float, ptr %arena934, align 4
+  %3273 = mul nsw i64 %conv2_weight_grad.c175930, 3
+  %3274 = add nsw i64 %3273, %conv2_weight_grad.ky176931
+  %3275 = mul nsw i64 %3274, 3
+  %3276 = mul nsw i64 %3275, 3136
+  %3277 = add nsw i64 2224784, %3276
+  %3278 = mul nsw i64 %conv2_weight_grad.j174929, 196
+  %3279 = add nsw i64 %3277, %3278
+  %3280 = mul nsw i64 %conv2_weight_grad.oy177932, 14
+  %3281 = add nsw i64 %conv2_weight_grad.ox178933, 1
+  %3282 = add nsw i64 %3280, %3281
+  %3283 = add nsw i64 %3279, %3282
+  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3283
+  store float %3272, ptr %arena935, align 4
+  %ox178.next = add nsw i64 %conv2_weight_grad.ox178933, 1
+  %3284 = icmp slt i64 %ox178.next, 13
+  br i1 %3284, label %conv2_weight_grad.ox178, label %conv2_weight_grad.ox178.end
 
 conv2_weight_grad.ox178.end:                      ; preds = %conv2_weight_grad.ox178
-  br label %conv2_weight_grad.endif887
+  br label %conv2_weight_grad.ox179
 
-conv2_weight_grad.then890:                        ; preds = %conv2_weight_grad.endif887
-  br label %conv2_weight_grad.ox178892
+conv2_weight_grad.ox179:                          ; preds = %conv2_weight_grad.ox179, %conv2_weight_grad.ox178.end
+  %conv2_weight_grad.ox179936 = phi i64 [ 0, %conv2_weight_grad.ox178.end ], [ %ox179.next, %conv2_weight_grad.ox179 ]
+  %3285 = mul nsw i64 %conv2_weight_grad.c175930, 3
+  %3286 = add nsw i64 %3285, %conv2_weight_grad.ky176931
+  %3287 = mul nsw i64 %3286, 3
+  %3288 = mul nsw i64 %3287, 3136
+  %3289 = add nsw i64 2224784, %3288
+  %3290 = mul nsw i64 %conv2_weight_grad.j174929, 196
+  %3291 = add nsw i64 %3289, %3290
+  %3292 = mul nsw i64 %conv2_weight_grad.oy177932, 14
+  %3293 = add nsw i64 %3292, %conv2_weight_grad.ox179936
+  %3294 = add nsw i64 %3291, %3293
+  %arena937 = getelementptr inbounds float, ptr %arena, i64 %3294
+  store float 0.000000e+00, ptr %arena937, align 4
+  %ox179.next = add nsw i64 %conv2_weight_grad.ox179936, 1
+  %3295 = icmp slt i64 %ox179.next, 1
+  br i1 %3295, label %conv2_weight_grad.ox179, label %conv2_weight_grad.ox179.end
 
-conv2_weight_grad.endif891:                       ; preds = %conv2_weight_grad.ox178.end893, %conv2_weight_grad.endif887
-  %oy175.next = add nsw i64 %conv2_weight_grad.oy175878, 1
-  %3118 = icmp slt i64 %oy175.next, 14
-  br i1 %3118, label %conv2_weight_grad.oy175, label %conv2_weight_grad.oy175.end
+conv2_weight_grad.ox179.end:                      ; preds = %conv2_weight_grad.ox179
+  br label %conv2_weight_grad.endif
 
-conv2_weight_grad.ox178892:                       ; preds = %conv2_weight_grad.ox178892, %conv2_weight_grad.then890
-  %conv2_weight_grad.ox178894 = phi i64 [ 0, %conv2_weight_grad.then890 ], [ %ox178.next896, %conv2_weight_grad.ox178892 ]
-  %3119 = mul nsw i64 %conv2_weight_grad.c166842, 3
-  %3120 = add nsw i64 %3119, %conv2_weight_grad.ky167843
-  %3121 = mul nsw i64 %3120, 3
-  %3122 = add nsw i64 %3121, 2
-  %3123 = mul nsw i64 %3122, 3136
-  %3124 = add nsw i64 2224784, %3123
-  %3125 = mul nsw i64 %conv2_weight_grad.j165841, 196
-  %3126 = add nsw i64 %3124, %3125
-  %3127 = mul nsw i64 %conv2_weight_grad.oy175878, 14
-  %3128 = add nsw i64 %3127, %conv2_weight_grad.ox178894
-  %3129 = add nsw i64 %3126, %3128
-  %arena895 = getelementptr inbounds float, ptr %arena, i64 %3129
-  store float 0.000000e+00, ptr %arena895, align 4
-  %ox178.next896 = add nsw i64 %conv2_weight_grad.ox178894, 1
-  %3130 = icmp slt i64 %ox178.next896, 14
-  br i1 %3130, label %conv2_weight_grad.ox178892, label %conv2_weight_grad.ox178.end893
+conv2_weight_grad.then938:                        ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.ox180
 
-conv2_weight_grad.ox178.end893:                   ; preds = %conv2_weight_grad.ox178892
-  br label %conv2_weight_grad.endif891
+conv2_weight_grad.endif939:                       ; preds = %conv2_weight_grad.ox180.end, %conv2_weight_grad.endif
+  %3296 = add nsw i64 %conv2_weight_grad.oy177932, %conv2_weight_grad.ky176931
+  %3297 = add nsw i64 %3296, -1
+  %3298 = icmp slt i64 13, %3297
+  br i1 %3298, label %conv2_weight_grad.then942, label %conv2_weight_grad.endif943
 
-conv2_weight_grad.j179:                           ; preds = %conv2_weight_grad.i180.end, %conv2_weight_grad.j165.end
-  %conv2_weight_grad.j179897 = phi i64 [ 0, %conv2_weight_grad.j165.end ], [ %j179.next, %conv2_weight_grad.i180.end ]
-  br label %conv2_weight_grad.i180
-
-conv2_weight_grad.j179.end:                       ; preds = %conv2_weight_grad.i180.end
-  br label %conv2_weight_grad.kp182
-
-conv2_weight_grad.i180:                           ; preds = %conv2_weight_grad.f181.end, %conv2_weight_grad.j179
-  %conv2_weight_grad.i180898 = phi i64 [ 0, %conv2_weight_grad.j179 ], [ %i180.next, %conv2_weight_grad.f181.end ]
-  br label %conv2_weight_grad.f181
-
-conv2_weight_grad.i180.end:                       ; preds = %conv2_weight_grad.f181.end
-  %j179.next = add nsw i64 %conv2_weight_grad.j179897, 1
-  %3131 = icmp slt i64 %j179.next, 16
-  br i1 %3131, label %conv2_weight_grad.j179, label %conv2_weight_grad.j179.end
-
-conv2_weight_grad.f181:                           ; preds = %conv2_weight_grad.f181, %conv2_weight_grad.i180
-  %conv2_weight_grad.f181899 = phi i64 [ 0, %conv2_weight_grad.i180 ], [ %f181.next, %conv2_weight_grad.f181 ]
-  %3132 = mul nsw i64 %conv2_weight_grad.g164840, 16
-  %3133 = add nsw i64 %3132, %conv2_weight_grad.j179897
-  %3134 = mul nsw i64 %3133, 12544
-  %3135 = add nsw i64 1421968, %3134
-  %3136 = mul nsw i64 %conv2_weight_grad.f181899, 196
-  %3137 = add nsw i64 %3135, %3136
-  %3138 = add nsw i64 %3137, %conv2_weight_grad.i180898
-  %arena900 = getelementptr inbounds float, ptr %arena, i64 %3138
-  %3139 = load float, ptr %arena900, align 4
-  %3140 = mul nsw i64 %conv2_weight_grad.j179897, 196
-  %3141 = add nsw i64 %3140, %conv2_weight_grad.i180898
-  %3142 = mul nsw i64 %3141, 64
-  %3143 = add nsw i64 3127952, %3142
-  %3144 = add nsw i64 %3143, %conv2_weight_grad.f181899
-  %arena901 = getelementptr inbounds float, ptr %arena, i64 %3144
-  store float %3139, ptr %arena901, align 4
-  %f181.next = add nsw i64 %conv2_weight_grad.f181899, 1
-  %3145 = icmp slt i64 %f181.next, 64
-  br i1 %3145, label %conv2_weight_grad.f181, label %conv2_weight_grad.f181.end
-
-conv2_weight_grad.f181.end:                       ; preds = %conv2_weight_grad.f181
-  %i180.next = add nsw i64 %conv2_weight_grad.i180898, 1
-  %3146 = icmp slt i64 %i180.next, 196
-  br i1 %3146, label %conv2_weight_grad.i180, label %conv2_weight_grad.i180.end
-
-conv2_weight_grad.kp182:                          ; preds = %conv2_weight_grad.nb183.end, %conv2_weight_grad.j179.end
-  %conv2_weight_grad.kp182902 = phi i64 [ 0, %conv2_weight_grad.j179.end ], [ %kp182.next, %conv2_weight_grad.nb183.end ]
-  br label %conv2_weight_grad.nb183
-
-conv2_weight_grad.kp182.end:                      ; preds = %conv2_weight_grad.nb183.end
-  %g164.next = add nsw i64 %conv2_weight_grad.g164840, 1
-  %3147 = icmp slt i64 %g164.next, 4
-  br i1 %3147, label %conv2_weight_grad.g164, label %conv2_weight_grad.g164.end
-
-conv2_weight_grad.nb183:                          ; preds = %conv2_weight_grad.mb184.end, %conv2_weight_grad.kp182
-  %conv2_weight_grad.nb183903 = phi i64 [ 0, %conv2_weight_grad.kp182 ], [ %nb183.next, %conv2_weight_grad.mb184.end ]
-  br label %conv2_weight_grad.mb184
-
-conv2_weight_grad.nb183.end:                      ; preds = %conv2_weight_grad.mb184.end
-  %kp182.next = add nsw i64 %conv2_weight_grad.kp182902, 1
-  %3148 = icmp slt i64 %kp182.next, 14
-  br i1 %3148, label %conv2_weight_grad.kp182, label %conv2_weight_grad.kp182.end
-
-conv2_weight_grad.mb184:                          ; preds = %conv2_weight_grad.k186.end, %conv2_weight_grad.nb183
-  %conv2_weight_grad.mb184904 = phi i64 [ 0, %conv2_weight_grad.nb183 ], [ %mb184.next, %conv2_weight_grad.k186.end ]
-  %3149 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3150 = mul nsw i64 %3149, 64
-  %3151 = add nsw i64 3328656, %3150
-  %3152 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3153 = add nsw i64 %3151, %3152
-  %arena905 = getelementptr inbounds float, ptr %arena, i64 %3153
-  %3154 = load <16 x float>, ptr %arena905, align 4
-  store <16 x float> %3154, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %3155 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3156 = mul nsw i64 %3155, 64
-  %3157 = add nsw i64 3328656, %3156
-  %3158 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3159 = add nsw i64 %3157, %3158
-  %3160 = add nsw i64 %3159, 16
-  %arena906 = getelementptr inbounds float, ptr %arena, i64 %3160
-  %3161 = load <16 x float>, ptr %arena906, align 4
-  store <16 x float> %3161, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %3162 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3163 = mul nsw i64 %3162, 64
-  %3164 = add nsw i64 3328656, %3163
-  %3165 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3166 = add nsw i64 %3164, %3165
-  %3167 = add nsw i64 %3166, 32
-  %arena907 = getelementptr inbounds float, ptr %arena, i64 %3167
-  %3168 = load <16 x float>, ptr %arena907, align 4
-  store <16 x float> %3168, ptr %conv2_weight_grad.t185_c0_2, align 64
-  %3169 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3170 = mul nsw i64 %3169, 64
-  %3171 = add nsw i64 3328656, %3170
-  %3172 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3173 = add nsw i64 %3171, %3172
-  %3174 = add nsw i64 %3173, 48
-  %arena908 = getelementptr inbounds float, ptr %arena, i64 %3174
-  %3175 = load <16 x float>, ptr %arena908, align 4
-  store <16 x float> %3175, ptr %conv2_weight_grad.t185_c0_3, align 64
-  %3176 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3177 = add nsw i64 %3176, 1
-  %3178 = mul nsw i64 %3177, 64
-  %3179 = add nsw i64 3328656, %3178
-  %3180 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3181 = add nsw i64 %3179, %3180
-  %arena909 = getelementptr inbounds float, ptr %arena, i64 %3181
-  %3182 = load <16 x float>, ptr %arena909, align 4
-  store <16 x float> %3182, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %3183 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3184 = add nsw i64 %3183, 1
-  %3185 = mul nsw i64 %3184, 64
-  %3186 = add nsw i64 3328656, %3185
-  %3187 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3188 = add nsw i64 %3186, %3187
-  %3189 = add nsw i64 %3188, 16
-  %arena910 = getelementptr inbounds float, ptr %arena, i64 %3189
-  %3190 = load <16 x float>, ptr %arena910, align 4
-  store <16 x float> %3190, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %3191 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3192 = add nsw i64 %3191, 1
-  %3193 = mul nsw i64 %3192, 64
-  %3194 = add nsw i64 3328656, %3193
-  %3195 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3196 = add nsw i64 %3194, %3195
-  %3197 = add nsw i64 %3196, 32
-  %arena911 = getelementptr inbounds float, ptr %arena, i64 %3197
-  %3198 = load <16 x float>, ptr %arena911, align 4
-  store <16 x float> %3198, ptr %conv2_weight_grad.t185_c1_2, align 64
-  %3199 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3200 = add nsw i64 %3199, 1
-  %3201 = mul nsw i64 %3200, 64
-  %3202 = add nsw i64 3328656, %3201
-  %3203 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3204 = add nsw i64 %3202, %3203
-  %3205 = add nsw i64 %3204, 48
-  %arena912 = getelementptr inbounds float, ptr %arena, i64 %3205
-  %3206 = load <16 x float>, ptr %arena912, align 4
-  store <16 x float> %3206, ptr %conv2_weight_grad.t185_c1_3, align 64
-  %3207 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3208 = add nsw i64 %3207, 2
-  %3209 = mul nsw i64 %3208, 64
-  %3210 = add nsw i64 3328656, %3209
-  %3211 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3212 = add nsw i64 %3210, %3211
-  %arena913 = getelementptr inbounds float, ptr %arena, i64 %3212
-  %3213 = load <16 x float>, ptr %arena913, align 4
-  store <16 x float> %3213, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %3214 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3215 = add nsw i64 %3214, 2
-  %3216 = mul nsw i64 %3215, 64
-  %3217 = add nsw i64 3328656, %3216
-  %3218 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3219 = add nsw i64 %3217, %3218
-  %3220 = add nsw i64 %3219, 16
-  %arena914 = getelementptr inbounds float, ptr %arena, i64 %3220
-  %3221 = load <16 x float>, ptr %arena914, align 4
-  store <16 x float> %3221, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %3222 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3223 = add nsw i64 %3222, 2
-  %3224 = mul nsw i64 %3223, 64
-  %3225 = add nsw i64 3328656, %3224
-  %3226 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3227 = add nsw i64 %3225, %3226
-  %3228 = add nsw i64 %3227, 32
-  %arena915 = getelementptr inbounds float, ptr %arena, i64 %3228
-  %3229 = load <16 x float>, ptr %arena915, align 4
-  store <16 x float> %3229, ptr %conv2_weight_grad.t185_c2_2, align 64
-  %3230 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3231 = add nsw i64 %3230, 2
-  %3232 = mul nsw i64 %3231, 64
-  %3233 = add nsw i64 3328656, %3232
-  %3234 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3235 = add nsw i64 %3233, %3234
-  %3236 = add nsw i64 %3235, 48
-  %arena916 = getelementptr inbounds float, ptr %arena, i64 %3236
-  %3237 = load <16 x float>, ptr %arena916, align 4
-  store <16 x float> %3237, ptr %conv2_weight_grad.t185_c2_3, align 64
-  %3238 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3239 = add nsw i64 %3238, 3
-  %3240 = mul nsw i64 %3239, 64
-  %3241 = add nsw i64 3328656, %3240
-  %3242 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3243 = add nsw i64 %3241, %3242
-  %arena917 = getelementptr inbounds float, ptr %arena, i64 %3243
-  %3244 = load <16 x float>, ptr %arena917, align 4
-  store <16 x float> %3244, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %3245 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3246 = add nsw i64 %3245, 3
-  %3247 = mul nsw i64 %3246, 64
-  %3248 = add nsw i64 3328656, %3247
-  %3249 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3250 = add nsw i64 %3248, %3249
-  %3251 = add nsw i64 %3250, 16
-  %arena918 = getelementptr inbounds float, ptr %arena, i64 %3251
-  %3252 = load <16 x float>, ptr %arena918, align 4
-  store <16 x float> %3252, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %3253 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3254 = add nsw i64 %3253, 3
-  %3255 = mul nsw i64 %3254, 64
-  %3256 = add nsw i64 3328656, %3255
-  %3257 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3258 = add nsw i64 %3256, %3257
-  %3259 = add nsw i64 %3258, 32
-  %arena919 = getelementptr inbounds float, ptr %arena, i64 %3259
-  %3260 = load <16 x float>, ptr %arena919, align 4
-  store <16 x float> %3260, ptr %conv2_weight_grad.t185_c3_2, align 64
-  %3261 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3262 = add nsw i64 %3261, 3
-  %3263 = mul nsw i64 %3262, 64
-  %3264 = add nsw i64 3328656, %3263
-  %3265 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3266 = add nsw i64 %3264, %3265
-  %3267 = add nsw i64 %3266, 48
-  %arena920 = getelementptr inbounds float, ptr %arena, i64 %3267
-  %3268 = load <16 x float>, ptr %arena920, align 4
-  store <16 x float> %3268, ptr %conv2_weight_grad.t185_c3_3, align 64
-  %3269 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3270 = add nsw i64 %3269, 4
-  %3271 = mul nsw i64 %3270, 64
-  %3272 = add nsw i64 3328656, %3271
-  %3273 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3274 = add nsw i64 %3272, %3273
-  %arena921 = getelementptr inbounds float, ptr %arena, i64 %3274
-  %3275 = load <16 x float>, ptr %arena921, align 4
-  store <16 x float> %3275, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %3276 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3277 = add nsw i64 %3276, 4
-  %3278 = mul nsw i64 %3277, 64
-  %3279 = add nsw i64 3328656, %3278
-  %3280 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3281 = add nsw i64 %3279, %3280
-  %3282 = add nsw i64 %3281, 16
-  %arena922 = getelementptr inbounds float, ptr %arena, i64 %3282
-  %3283 = load <16 x float>, ptr %arena922, align 4
-  store <16 x float> %3283, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %3284 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3285 = add nsw i64 %3284, 4
-  %3286 = mul nsw i64 %3285, 64
-  %3287 = add nsw i64 3328656, %3286
-  %3288 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3289 = add nsw i64 %3287, %3288
-  %3290 = add nsw i64 %3289, 32
-  %arena923 = getelementptr inbounds float, ptr %arena, i64 %3290
-  %3291 = load <16 x float>, ptr %arena923, align 4
-  store <16 x float> %3291, ptr %conv2_weight_grad.t185_c4_2, align 64
-  %3292 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3293 = add nsw i64 %3292, 4
-  %3294 = mul nsw i64 %3293, 64
-  %3295 = add nsw i64 3328656, %3294
-  %3296 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3297 = add nsw i64 %3295, %3296
-  %3298 = add nsw i64 %3297, 48
-  %arena924 = getelementptr inbounds float, ptr %arena, i64 %3298
-  %3299 = load <16 x float>, ptr %arena924, align 4
-  store <16 x float> %3299, ptr %conv2_weight_grad.t185_c4_3, align 64
-  %3300 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3301 = add nsw i64 %3300, 5
-  %3302 = mul nsw i64 %3301, 64
-  %3303 = add nsw i64 3328656, %3302
-  %3304 = mul nsw i64 %conv2_weight_grad.nb183903, 64
+conv2_weight_grad.ox180:                          ; preds = %conv2_weight_grad.ox180, %conv2_weight_grad.then938
+  %conv2_weight_grad.ox180940 = phi i64 [ 0, %conv2_weight_grad.then938 ], [ %ox180.next, %conv2_weight_grad.ox180 ]
+  %3299 = mul nsw i64 %conv2_weight_grad.c175930, 3
+  %3300 = add nsw i64 %3299, %conv2_weight_grad.ky176931
+  %3301 = mul nsw i64 %3300, 3
+  %3302 = mul nsw i64 %3301, 3136
+  %3303 = add nsw i64 2224784, %3302
+  %3304 = mul nsw i64 %conv2_weight_grad.j174929, 196
   %3305 = add nsw i64 %3303, %3304
-  %arena925 = getelementptr inbounds float, ptr %arena, i64 %3305
-  %3306 = load <16 x float>, ptr %arena925, align 4
-  store <16 x float> %3306, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %3307 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3308 = add nsw i64 %3307, 5
-  %3309 = mul nsw i64 %3308, 64
-  %3310 = add nsw i64 3328656, %3309
-  %3311 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3312 = add nsw i64 %3310, %3311
-  %3313 = add nsw i64 %3312, 16
-  %arena926 = getelementptr inbounds float, ptr %arena, i64 %3313
-  %3314 = load <16 x float>, ptr %arena926, align 4
-  store <16 x float> %3314, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %3315 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3316 = add nsw i64 %3315, 5
-  %3317 = mul nsw i64 %3316, 64
-  %3318 = add nsw i64 3328656, %3317
-  %3319 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3320 = add nsw i64 %3318, %3319
-  %3321 = add nsw i64 %3320, 32
-  %arena927 = getelementptr inbounds float, ptr %arena, i64 %3321
-  %3322 = load <16 x float>, ptr %arena927, align 4
-  store <16 x float> %3322, ptr %conv2_weight_grad.t185_c5_2, align 64
-  %3323 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3324 = add nsw i64 %3323, 5
-  %3325 = mul nsw i64 %3324, 64
-  %3326 = add nsw i64 3328656, %3325
-  %3327 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3328 = add nsw i64 %3326, %3327
-  %3329 = add nsw i64 %3328, 48
-  %arena928 = getelementptr inbounds float, ptr %arena, i64 %3329
-  %3330 = load <16 x float>, ptr %arena928, align 4
-  store <16 x float> %3330, ptr %conv2_weight_grad.t185_c5_3, align 64
-  br label %conv2_weight_grad.k186
+  %3306 = mul nsw i64 %conv2_weight_grad.oy177932, 14
+  %3307 = add nsw i64 %3306, %conv2_weight_grad.ox180940
+  %3308 = add nsw i64 %3305, %3307
+  %arena941 = getelementptr inbounds float, ptr %arena, i64 %3308
+  store float 0.000000e+00, ptr %arena941, align 4
+  %ox180.next = add nsw i64 %conv2_weight_grad.ox180940, 1
+  %3309 = icmp slt i64 %ox180.next, 14
+  br i1 %3309, label %conv2_weight_grad.ox180, label %conv2_weight_grad.ox180.end
 
-conv2_weight_grad.mb184.end:                      ; preds = %conv2_weight_grad.k186.end
-  %nb183.next = add nsw i64 %conv2_weight_grad.nb183903, 1
-  %3331 = icmp slt i64 %nb183.next, 1
-  br i1 %3331, label %conv2_weight_grad.nb183, label %conv2_weight_grad.nb183.end
+conv2_weight_grad.ox180.end:                      ; preds = %conv2_weight_grad.ox180
+  br label %conv2_weight_grad.endif939
 
-conv2_weight_grad.k186:                           ; preds = %conv2_weight_grad.k186, %conv2_weight_grad.mb184
-  %conv2_weight_grad.k186929 = phi i64 [ 0, %conv2_weight_grad.mb184 ], [ %k186.next, %conv2_weight_grad.k186 ]
-  %3332 = mul nsw i64 %conv2_weight_grad.kp182902, 224
-  %3333 = add nsw i64 %conv2_weight_grad.k186929, %3332
-  %3334 = mul nsw i64 %3333, 64
-  %3335 = add nsw i64 3127952, %3334
-  %3336 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3337 = add nsw i64 %3335, %3336
-  %arena930 = getelementptr inbounds float, ptr %arena, i64 %3337
-  %3338 = load <16 x float>, ptr %arena930, align 4
-  store <16 x float> %3338, ptr %conv2_weight_grad.t185_b0, align 64
-  %3339 = mul nsw i64 %conv2_weight_grad.kp182902, 224
-  %3340 = add nsw i64 %conv2_weight_grad.k186929, %3339
-  %3341 = mul nsw i64 %3340, 64
-  %3342 = add nsw i64 3127952, %3341
-  %3343 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3344 = add nsw i64 %3342, %3343
-  %3345 = add nsw i64 %3344, 16
-  %arena931 = getelementptr inbounds float, ptr %arena, i64 %3345
-  %3346 = load <16 x float>, ptr %arena931, align 4
-  store <16 x float> %3346, ptr %conv2_weight_grad.t185_b1, align 64
-  %3347 = mul nsw i64 %conv2_weight_grad.kp182902, 224
-  %3348 = add nsw i64 %conv2_weight_grad.k186929, %3347
-  %3349 = mul nsw i64 %3348, 64
-  %3350 = add nsw i64 3127952, %3349
-  %3351 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3352 = add nsw i64 %3350, %3351
-  %3353 = add nsw i64 %3352, 32
-  %arena932 = getelementptr inbounds float, ptr %arena, i64 %3353
-  %3354 = load <16 x float>, ptr %arena932, align 4
-  store <16 x float> %3354, ptr %conv2_weight_grad.t185_b2, align 64
-  %3355 = mul nsw i64 %conv2_weight_grad.kp182902, 224
-  %3356 = add nsw i64 %conv2_weight_grad.k186929, %3355
-  %3357 = mul nsw i64 %3356, 64
-  %3358 = add nsw i64 3127952, %3357
-  %3359 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3360 = add nsw i64 %3358, %3359
-  %3361 = add nsw i64 %3360, 48
-  %arena933 = getelementptr inbounds float, ptr %arena, i64 %3361
-  %3362 = load <16 x float>, ptr %arena933, align 4
-  store <16 x float> %3362, ptr %conv2_weight_grad.t185_b3, align 64
-  %3363 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3364 = mul nsw i64 %3363, 3136
-  %3365 = add nsw i64 2224784, %3364
-  %3366 = mul nsw i64 %conv2_weight_grad.kp182902, 224
-  %3367 = add nsw i64 %conv2_weight_grad.k186929, %3366
+conv2_weight_grad.then942:                        ; preds = %conv2_weight_grad.endif939
+  br label %conv2_weight_grad.ox180944
+
+conv2_weight_grad.endif943:                       ; preds = %conv2_weight_grad.ox180.end945, %conv2_weight_grad.endif939
+  %oy177.next = add nsw i64 %conv2_weight_grad.oy177932, 1
+  %3310 = icmp slt i64 %oy177.next, 14
+  br i1 %3310, label %conv2_weight_grad.oy177, label %conv2_weight_grad.oy177.end
+
+conv2_weight_grad.ox180944:                       ; preds = %conv2_weight_grad.ox180944, %conv2_weight_grad.then942
+  %conv2_weight_grad.ox180946 = phi i64 [ 0, %conv2_weight_grad.then942 ], [ %ox180.next948, %conv2_weight_grad.ox180944 ]
+  %3311 = mul nsw i64 %conv2_weight_grad.c175930, 3
+  %3312 = add nsw i64 %3311, %conv2_weight_grad.ky176931
+  %3313 = mul nsw i64 %3312, 3
+  %3314 = mul nsw i64 %3313, 3136
+  %3315 = add nsw i64 2224784, %3314
+  %3316 = mul nsw i64 %conv2_weight_grad.j174929, 196
+  %3317 = add nsw i64 %3315, %3316
+  %3318 = mul nsw i64 %conv2_weight_grad.oy177932, 14
+  %3319 = add nsw i64 %3318, %conv2_weight_grad.ox180946
+  %3320 = add nsw i64 %3317, %3319
+  %arena947 = getelementptr inbounds float, ptr %arena, i64 %3320
+  store float 0.000000e+00, ptr %arena947, align 4
+  %ox180.next948 = add nsw i64 %conv2_weight_grad.ox180946, 1
+  %3321 = icmp slt i64 %ox180.next948, 14
+  br i1 %3321, label %conv2_weight_grad.ox180944, label %conv2_weight_grad.ox180.end945
+
+conv2_weight_grad.ox180.end945:                   ; preds = %conv2_weight_grad.ox180944
+  br label %conv2_weight_grad.endif943
+
+conv2_weight_grad.oy181:                          ; preds = %conv2_weight_grad.endif960, %conv2_weight_grad.oy177.end
+  %conv2_weight_grad.oy181949 = phi i64 [ 0, %conv2_weight_grad.oy177.end ], [ %oy181.next, %conv2_weight_grad.endif960 ]
+  %3322 = add nsw i64 %conv2_weight_grad.oy181949, %conv2_weight_grad.ky176931
+  %3323 = add nsw i64 %3322, -1
+  %3324 = icmp slt i64 -1, %3323
+  %3325 = add nsw i64 %conv2_weight_grad.oy181949, %conv2_weight_grad.ky176931
+  %3326 = add nsw i64 %3325, -1
+  %3327 = icmp slt i64 %3326, 14
+  %3328 = and i1 %3324, %3327
+  br i1 %3328, label %conv2_weight_grad.then950, label %conv2_weight_grad.endif951
+
+conv2_weight_grad.oy181.end:                      ; preds = %conv2_weight_grad.endif960
+  br label %conv2_weight_grad.oy184
+
+conv2_weight_grad.then950:                        ; preds = %conv2_weight_grad.oy181
+  br label %conv2_weight_grad.ox182
+
+conv2_weight_grad.endif951:                       ; preds = %conv2_weight_grad.ox182.end, %conv2_weight_grad.oy181
+  %3329 = add nsw i64 %conv2_weight_grad.oy181949, %conv2_weight_grad.ky176931
+  %3330 = add nsw i64 %3329, -1
+  %3331 = icmp slt i64 %3330, 0
+  br i1 %3331, label %conv2_weight_grad.then955, label %conv2_weight_grad.endif956
+
+conv2_weight_grad.ox182:                          ; preds = %conv2_weight_grad.ox182, %conv2_weight_grad.then950
+  %conv2_weight_grad.ox182952 = phi i64 [ 0, %conv2_weight_grad.then950 ], [ %ox182.next, %conv2_weight_grad.ox182 ]
+  %3332 = mul nsw i64 %conv2_weight_grad.g173928, 16
+  %3333 = add nsw i64 %3332, %conv2_weight_grad.j174929
+  %3334 = mul nsw i64 %3333, 6272
+  %3335 = mul nsw i64 %conv2_weight_grad.c175930, 196
+  %3336 = add nsw i64 %3334, %3335
+  %3337 = add nsw i64 %conv2_weight_grad.oy181949, %conv2_weight_grad.ky176931
+  %3338 = add nsw i64 %3337, -1
+  %3339 = mul nsw i64 %3338, 14
+  %3340 = add nsw i64 %3336, %3339
+  %3341 = add nsw i64 %3340, %conv2_weight_grad.ox182952
+  %arena953 = getelementptr inbounds float, ptr %arena, i64 %3341
+  %3342 = load float, ptr %arena953, align 4
+  %3343 = mul nsw i64 %conv2_weight_grad.c175930, 3
+  %3344 = add nsw i64 %3343, %conv2_weight_grad.ky176931
+  %3345 = mul nsw i64 %3344, 3
+  %3346 = add nsw i64 %3345, 1
+  %3347 = mul nsw i64 %3346, 3136
+  %3348 = add nsw i64 2224784, %3347
+  %3349 = mul nsw i64 %conv2_weight_grad.j174929, 196
+  %3350 = add nsw i64 %3348, %3349
+  %3351 = mul nsw i64 %conv2_weight_grad.oy181949, 14
+  %3352 = add nsw i64 %3351, %conv2_weight_grad.ox182952
+  %3353 = add nsw i64 %3350, %3352
+  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3353
+  store float %3342, ptr %arena954, align 4
+  %ox182.next = add nsw i64 %conv2_weight_grad.ox182952, 1
+  %3354 = icmp slt i64 %ox182.next, 14
+  br i1 %3354, label %conv2_weight_grad.ox182, label %conv2_weight_grad.ox182.end
+
+conv2_weight_grad.ox182.end:                      ; preds = %conv2_weight_grad.ox182
+  br label %conv2_weight_grad.endif951
+
+conv2_weight_grad.then955:                        ; preds = %conv2_weight_grad.endif951
+  br label %conv2_weight_grad.ox183
+
+conv2_weight_grad.endif956:                       ; preds = %conv2_weight_grad.ox183.end, %conv2_weight_grad.endif951
+  %3355 = add nsw i64 %conv2_weight_grad.oy181949, %conv2_weight_grad.ky176931
+  %3356 = add nsw i64 %3355, -1
+  %3357 = icmp slt i64 13, %3356
+  br i1 %3357, label %conv2_weight_grad.then959, label %conv2_weight_grad.endif960
+
+conv2_weight_grad.ox183:                          ; preds = %conv2_weight_grad.ox183, %conv2_weight_grad.then955
+  %conv2_weight_grad.ox183957 = phi i64 [ 0, %conv2_weight_grad.then955 ], [ %ox183.next, %conv2_weight_grad.ox183 ]
+  %3358 = mul nsw i64 %conv2_weight_grad.c175930, 3
+  %3359 = add nsw i64 %3358, %conv2_weight_grad.ky176931
+  %3360 = mul nsw i64 %3359, 3
+  %3361 = add nsw i64 %3360, 1
+  %3362 = mul nsw i64 %3361, 3136
+  %3363 = add nsw i64 2224784, %3362
+  %3364 = mul nsw i64 %conv2_weight_grad.j174929, 196
+  %3365 = add nsw i64 %3363, %3364
+  %3366 = mul nsw i64 %conv2_weight_grad.oy181949, 14
+  %3367 = add nsw i64 %3366, %conv2_weight_grad.ox183957
   %3368 = add nsw i64 %3365, %3367
-  %arena934 = getelementptr inbounds float, ptr %arena, i64 %3368
-  %3369 = load float, ptr %arena934, align 4
-  %3370 = insertelement <16 x float> undef, float %3369, i32 0
-  %3371 = shufflevector <16 x float> %3370, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3371, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_a0 = load <16 x float>, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_b0 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %3372 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a0, <16 x float> %t185_b0, <16 x float> %t185_c0_0)
-  store <16 x float> %3372, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %t185_a0935 = load <16 x float>, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_b1 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %3373 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a0935, <16 x float> %t185_b1, <16 x float> %t185_c0_1)
-  store <16 x float> %3373, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %t185_a0936 = load <16 x float>, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_b2 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_2, align 64
-  %3374 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a0936, <16 x float> %t185_b2, <16 x float> %t185_c0_2)
-  store <16 x float> %3374, ptr %conv2_weight_grad.t185_c0_2, align 64
-  %t185_a0937 = load <16 x float>, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_b3 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_3, align 64
-  %3375 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a0937, <16 x float> %t185_b3, <16 x float> %t185_c0_3)
-  store <16 x float> %3375, ptr %conv2_weight_grad.t185_c0_3, align 64
-  %3376 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3377 = add nsw i64 %3376, 1
-  %3378 = mul nsw i64 %3377, 3136
-  %3379 = add nsw i64 2224784, %3378
-  %3380 = mul nsw i64 %conv2_weight_grad.kp182902, 224
-  %3381 = add nsw i64 %conv2_weight_grad.k186929, %3380
-  %3382 = add nsw i64 %3379, %3381
-  %arena938 = getelementptr inbounds float, ptr %arena, i64 %3382
-  %3383 = load float, ptr %arena938, align 4
-  %3384 = insertelement <16 x float> undef, float %3383, i32 0
-  %3385 = shufflevector <16 x float> %3384, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3385, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_a1 = load <16 x float>, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_b0939 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %3386 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a1, <16 x float> %t185_b0939, <16 x float> %t185_c1_0)
-  store <16 x float> %3386, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %t185_a1940 = load <16 x float>, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_b1941 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %3387 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a1940, <16 x float> %t185_b1941, <16 x float> %t185_c1_1)
-  store <16 x float> %3387, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %t185_a1942 = load <16 x float>, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_b2943 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_2, align 64
-  %3388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a1942, <16 x float> %t185_b2943, <16 x float> %t185_c1_2)
-  store <16 x float> %3388, ptr %conv2_weight_grad.t185_c1_2, align 64
-  %t185_a1944 = load <16 x float>, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_b3945 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_3, align 64
-  %3389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a1944, <16 x float> %t185_b3945, <16 x float> %t185_c1_3)
-  store <16 x float> %3389, ptr %conv2_weight_grad.t185_c1_3, align 64
-  %3390 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3391 = add nsw i64 %3390, 2
-  %3392 = mul nsw i64 %3391, 3136
-  %3393 = add nsw i64 2224784, %3392
-  %3394 = mul nsw i64 %conv2_weight_grad.kp182902, 224
-  %3395 = add nsw i64 %conv2_weight_grad.k186929, %3394
-  %3396 = add nsw i64 %3393, %3395
-  %arena946 = getelementptr inbounds float, ptr %arena, i64 %3396
-  %3397 = load float, ptr %arena946, align 4
-  %3398 = insertelement <16 x float> undef, float %3397, i32 0
-  %3399 = shufflevector <16 x float> %3398, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3399, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_a2 = load <16 x float>, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_b0947 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %3400 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a2, <16 x float> %t185_b0947, <16 x float> %t185_c2_0)
-  store <16 x float> %3400, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %t185_a2948 = load <16 x float>, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_b1949 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %3401 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a2948, <16 x float> %t185_b1949, <16 x float> %t185_c2_1)
-  store <16 x float> %3401, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %t185_a2950 = load <16 x float>, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_b2951 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_2, align 64
-  %3402 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a2950, <16 x float> %t185_b2951, <16 x float> %t185_c2_2)
-  store <16 x float> %3402, ptr %conv2_weight_grad.t185_c2_2, align 64
-  %t185_a2952 = load <16 x float>, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_b3953 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_3, align 64
-  %3403 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a2952, <16 x float> %t185_b3953, <16 x float> %t185_c2_3)
-  store <16 x float> %3403, ptr %conv2_weight_grad.t185_c2_3, align 64
-  %3404 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3405 = add nsw i64 %3404, 3
-  %3406 = mul nsw i64 %3405, 3136
-  %3407 = add nsw i64 2224784, %3406
-  %3408 = mul nsw i64 %conv2_weight_grad.kp182902, 224
-  %3409 = add nsw i64 %conv2_weight_grad.k186929, %3408
-  %3410 = add nsw i64 %3407, %3409
-  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3410
-  %3411 = load float, ptr %arena954, align 4
-  %3412 = insertelement <16 x float> undef, float %3411, i32 0
-  %3413 = shufflevector <16 x float> %3412, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3413, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_a3 = load <16 x float>, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_b0955 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %3414 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a3, <16 x float> %t185_b0955, <16 x float> %t185_c3_0)
-  store <16 x float> %3414, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %t185_a3956 = load <16 x float>, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_b1957 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %3415 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a3956, <16 x float> %t185_b1957, <16 x float> %t185_c3_1)
-  store <16 x float> %3415, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %t185_a3958 = load <16 x float>, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_b2959 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_2, align 64
-  %3416 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a3958, <16 x float> %t185_b2959, <16 x float> %t185_c3_2)
-  store <16 x float> %3416, ptr %conv2_weight_grad.t185_c3_2, align 64
-  %t185_a3960 = load <16 x float>, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_b3961 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_3, align 64
-  %3417 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a3960, <16 x float> %t185_b3961, <16 x float> %t185_c3_3)
-  store <16 x float> %3417, ptr %conv2_weight_grad.t185_c3_3, align 64
-  %3418 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3419 = add nsw i64 %3418, 4
-  %3420 = mul nsw i64 %3419, 3136
-  %3421 = add nsw i64 2224784, %3420
-  %3422 = mul nsw i64 %conv2_weight_grad.kp182902, 224
-  %3423 = add nsw i64 %conv2_weight_grad.k186929, %3422
-  %3424 = add nsw i64 %3421, %3423
-  %arena962 = getelementptr inbounds float, ptr %arena, i64 %3424
-  %3425 = load float, ptr %arena962, align 4
-  %3426 = insertelement <16 x float> undef, float %3425, i32 0
-  %3427 = shufflevector <16 x float> %3426, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3427, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_a4 = load <16 x float>, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_b0963 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %3428 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a4, <16 x float> %t185_b0963, <16 x float> %t185_c4_0)
-  store <16 x float> %3428, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %t185_a4964 = load <16 x float>, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_b1965 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %3429 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a4964, <16 x float> %t185_b1965, <16 x float> %t185_c4_1)
-  store <16 x float> %3429, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %t185_a4966 = load <16 x float>, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_b2967 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_2, align 64
-  %3430 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a4966, <16 x float> %t185_b2967, <16 x float> %t185_c4_2)
-  store <16 x float> %3430, ptr %conv2_weight_grad.t185_c4_2, align 64
-  %t185_a4968 = load <16 x float>, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_b3969 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_3, align 64
-  %3431 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a4968, <16 x float> %t185_b3969, <16 x float> %t185_c4_3)
-  store <16 x float> %3431, ptr %conv2_weight_grad.t185_c4_3, align 64
-  %3432 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3433 = add nsw i64 %3432, 5
-  %3434 = mul nsw i64 %3433, 3136
-  %3435 = add nsw i64 2224784, %3434
-  %3436 = mul nsw i64 %conv2_weight_grad.kp182902, 224
-  %3437 = add nsw i64 %conv2_weight_grad.k186929, %3436
-  %3438 = add nsw i64 %3435, %3437
-  %arena970 = getelementptr inbounds float, ptr %arena, i64 %3438
-  %3439 = load float, ptr %arena970, align 4
-  %3440 = insertelement <16 x float> undef, float %3439, i32 0
-  %3441 = shufflevector <16 x float> %3440, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3441, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_a5 = load <16 x float>, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_b0971 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %3442 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a5, <16 x float> %t185_b0971, <16 x float> %t185_c5_0)
-  store <16 x float> %3442, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %t185_a5972 = load <16 x float>, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_b1973 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %3443 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a5972, <16 x float> %t185_b1973, <16 x float> %t185_c5_1)
-  store <16 x float> %3443, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %t185_a5974 = load <16 x float>, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_b2975 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_2, align 64
-  %3444 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a5974, <16 x float> %t185_b2975, <16 x float> %t185_c5_2)
-  store <16 x float> %3444, ptr %conv2_weight_grad.t185_c5_2, align 64
-  %t185_a5976 = load <16 x float>, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_b3977 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_3, align 64
-  %3445 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a5976, <16 x float> %t185_b3977, <16 x float> %t185_c5_3)
-  store <16 x float> %3445, ptr %conv2_weight_grad.t185_c5_3, align 64
-  %k186.next = add nsw i64 %conv2_weight_grad.k186929, 1
-  %3446 = icmp slt i64 %k186.next, 224
-  br i1 %3446, label %conv2_weight_grad.k186, label %conv2_weight_grad.k186.end
+  %arena958 = getelementptr inbounds float, ptr %arena, i64 %3368
+  store float 0.000000e+00, ptr %arena958, align 4
+  %ox183.next = add nsw i64 %conv2_weight_grad.ox183957, 1
+  %3369 = icmp slt i64 %ox183.next, 14
+  br i1 %3369, label %conv2_weight_grad.ox183, label %conv2_weight_grad.ox183.end
 
-conv2_weight_grad.k186.end:                       ; preds = %conv2_weight_grad.k186
-  %t185_c0_0978 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %3447 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3448 = mul nsw i64 %3447, 64
-  %3449 = add nsw i64 3328656, %3448
-  %3450 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3451 = add nsw i64 %3449, %3450
-  %arena979 = getelementptr inbounds float, ptr %arena, i64 %3451
-  store <16 x float> %t185_c0_0978, ptr %arena979, align 4
-  %t185_c0_1980 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %3452 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3453 = mul nsw i64 %3452, 64
-  %3454 = add nsw i64 3328656, %3453
-  %3455 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3456 = add nsw i64 %3454, %3455
-  %3457 = add nsw i64 %3456, 16
-  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3457
-  store <16 x float> %t185_c0_1980, ptr %arena981, align 4
-  %t185_c0_2982 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_2, align 64
-  %3458 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3459 = mul nsw i64 %3458, 64
-  %3460 = add nsw i64 3328656, %3459
-  %3461 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3462 = add nsw i64 %3460, %3461
-  %3463 = add nsw i64 %3462, 32
-  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3463
-  store <16 x float> %t185_c0_2982, ptr %arena983, align 4
-  %t185_c0_3984 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_3, align 64
-  %3464 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3465 = mul nsw i64 %3464, 64
-  %3466 = add nsw i64 3328656, %3465
-  %3467 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3468 = add nsw i64 %3466, %3467
-  %3469 = add nsw i64 %3468, 48
-  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3469
-  store <16 x float> %t185_c0_3984, ptr %arena985, align 4
-  %t185_c1_0986 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %3470 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3471 = add nsw i64 %3470, 1
-  %3472 = mul nsw i64 %3471, 64
-  %3473 = add nsw i64 3328656, %3472
-  %3474 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3475 = add nsw i64 %3473, %3474
-  %arena987 = getelementptr inbounds float, ptr %arena, i64 %3475
-  store <16 x float> %t185_c1_0986, ptr %arena987, align 4
-  %t185_c1_1988 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %3476 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3477 = add nsw i64 %3476, 1
+conv2_weight_grad.ox183.end:                      ; preds = %conv2_weight_grad.ox183
+  br label %conv2_weight_grad.endif956
+
+conv2_weight_grad.then959:                        ; preds = %conv2_weight_grad.endif956
+  br label %conv2_weight_grad.ox183961
+
+conv2_weight_grad.endif960:                       ; preds = %conv2_weight_grad.ox183.end962, %conv2_weight_grad.endif956
+  %oy181.next = add nsw i64 %conv2_weight_grad.oy181949, 1
+  %3370 = icmp slt i64 %oy181.next, 14
+  br i1 %3370, label %conv2_weight_grad.oy181, label %conv2_weight_grad.oy181.end
+
+conv2_weight_grad.ox183961:                       ; preds = %conv2_weight_grad.ox183961, %conv2_weight_grad.then959
+  %conv2_weight_grad.ox183963 = phi i64 [ 0, %conv2_weight_grad.then959 ], [ %ox183.next965, %conv2_weight_grad.ox183961 ]
+  %3371 = mul nsw i64 %conv2_weight_grad.c175930, 3
+  %3372 = add nsw i64 %3371, %conv2_weight_grad.ky176931
+  %3373 = mul nsw i64 %3372, 3
+  %3374 = add nsw i64 %3373, 1
+  %3375 = mul nsw i64 %3374, 3136
+  %3376 = add nsw i64 2224784, %3375
+  %3377 = mul nsw i64 %conv2_weight_grad.j174929, 196
+  %3378 = add nsw i64 %3376, %3377
+  %3379 = mul nsw i64 %conv2_weight_grad.oy181949, 14
+  %3380 = add nsw i64 %3379, %conv2_weight_grad.ox183963
+  %3381 = add nsw i64 %3378, %3380
+  %arena964 = getelementptr inbounds float, ptr %arena, i64 %3381
+  store float 0.000000e+00, ptr %arena964, align 4
+  %ox183.next965 = add nsw i64 %conv2_weight_grad.ox183963, 1
+  %3382 = icmp slt i64 %ox183.next965, 14
+  br i1 %3382, label %conv2_weight_grad.ox183961, label %conv2_weight_grad.ox183.end962
+
+conv2_weight_grad.ox183.end962:                   ; preds = %conv2_weight_grad.ox183961
+  br label %conv2_weight_grad.endif960
+
+conv2_weight_grad.oy184:                          ; preds = %conv2_weight_grad.endif979, %conv2_weight_grad.oy181.end
+  %conv2_weight_grad.oy184966 = phi i64 [ 0, %conv2_weight_grad.oy181.end ], [ %oy184.next, %conv2_weight_grad.endif979 ]
+  %3383 = add nsw i64 %conv2_weight_grad.oy184966, %conv2_weight_grad.ky176931
+  %3384 = add nsw i64 %3383, -1
+  %3385 = icmp slt i64 -1, %3384
+  %3386 = add nsw i64 %conv2_weight_grad.oy184966, %conv2_weight_grad.ky176931
+  %3387 = add nsw i64 %3386, -1
+  %3388 = icmp slt i64 %3387, 14
+  %3389 = and i1 %3385, %3388
+  br i1 %3389, label %conv2_weight_grad.then967, label %conv2_weight_grad.endif968
+
+conv2_weight_grad.oy184.end:                      ; preds = %conv2_weight_grad.endif979
+  %ky176.next = add nsw i64 %conv2_weight_grad.ky176931, 1
+  %3390 = icmp slt i64 %ky176.next, 3
+  br i1 %3390, label %conv2_weight_grad.ky176, label %conv2_weight_grad.ky176.end
+
+conv2_weight_grad.then967:                        ; preds = %conv2_weight_grad.oy184
+  br label %conv2_weight_grad.ox185
+
+conv2_weight_grad.endif968:                       ; preds = %conv2_weight_grad.ox186.end, %conv2_weight_grad.oy184
+  %3391 = add nsw i64 %conv2_weight_grad.oy184966, %conv2_weight_grad.ky176931
+  %3392 = add nsw i64 %3391, -1
+  %3393 = icmp slt i64 %3392, 0
+  br i1 %3393, label %conv2_weight_grad.then974, label %conv2_weight_grad.endif975
+
+conv2_weight_grad.ox185:                          ; preds = %conv2_weight_grad.ox185, %conv2_weight_grad.then967
+  %conv2_weight_grad.ox185969 = phi i64 [ 0, %conv2_weight_grad.then967 ], [ %ox185.next, %conv2_weight_grad.ox185 ]
+  %3394 = mul nsw i64 %conv2_weight_grad.g173928, 16
+  %3395 = add nsw i64 %3394, %conv2_weight_grad.j174929
+  %3396 = mul nsw i64 %3395, 6272
+  %3397 = mul nsw i64 %conv2_weight_grad.c175930, 196
+  %3398 = add nsw i64 %3396, %3397
+  %3399 = add nsw i64 %conv2_weight_grad.oy184966, %conv2_weight_grad.ky176931
+  %3400 = add nsw i64 %3399, -1
+  %3401 = mul nsw i64 %3400, 14
+  %3402 = add nsw i64 %3398, %3401
+  %3403 = add nsw i64 %conv2_weight_grad.ox185969, 1
+  %3404 = add nsw i64 %3402, %3403
+  %arena970 = getelementptr inbounds float, ptr %arena, i64 %3404
+  %3405 = load float, ptr %arena970, align 4
+  %3406 = mul nsw i64 %conv2_weight_grad.c175930, 3
+  %3407 = add nsw i64 %3406, %conv2_weight_grad.ky176931
+  %3408 = mul nsw i64 %3407, 3
+  %3409 = add nsw i64 %3408, 2
+  %3410 = mul nsw i64 %3409, 3136
+  %3411 = add nsw i64 2224784, %3410
+  %3412 = mul nsw i64 %conv2_weight_grad.j174929, 196
+  %3413 = add nsw i64 %3411, %3412
+  %3414 = mul nsw i64 %conv2_weight_grad.oy184966, 14
+  %3415 = add nsw i64 %3414, %conv2_weight_grad.ox185969
+  %3416 = add nsw i64 %3413, %3415
+  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3416
+  store float %3405, ptr %arena971, align 4
+  %ox185.next = add nsw i64 %conv2_weight_grad.ox185969, 1
+  %3417 = icmp slt i64 %ox185.next, 13
+  br i1 %3417, label %conv2_weight_grad.ox185, label %conv2_weight_grad.ox185.end
+
+conv2_weight_grad.ox185.end:                      ; preds = %conv2_weight_grad.ox185
+  br label %conv2_weight_grad.ox186
+
+conv2_weight_grad.ox186:                          ; preds = %conv2_weight_grad.ox186, %conv2_weight_grad.ox185.end
+  %conv2_weight_grad.ox186972 = phi i64 [ 0, %conv2_weight_grad.ox185.end ], [ %ox186.next, %conv2_weight_grad.ox186 ]
+  %3418 = mul nsw i64 %conv2_weight_grad.c175930, 3
+  %3419 = add nsw i64 %3418, %conv2_weight_grad.ky176931
+  %3420 = mul nsw i64 %3419, 3
+  %3421 = add nsw i64 %3420, 2
+  %3422 = mul nsw i64 %3421, 3136
+  %3423 = add nsw i64 2224784, %3422
+  %3424 = mul nsw i64 %conv2_weight_grad.j174929, 196
+  %3425 = add nsw i64 %3423, %3424
+  %3426 = mul nsw i64 %conv2_weight_grad.oy184966, 14
+  %3427 = add nsw i64 %conv2_weight_grad.ox186972, 13
+  %3428 = add nsw i64 %3426, %3427
+  %3429 = add nsw i64 %3425, %3428
+  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3429
+  store float 0.000000e+00, ptr %arena973, align 4
+  %ox186.next = add nsw i64 %conv2_weight_grad.ox186972, 1
+  %3430 = icmp slt i64 %ox186.next, 1
+  br i1 %3430, label %conv2_weight_grad.ox186, label %conv2_weight_grad.ox186.end
+
+conv2_weight_grad.ox186.end:                      ; preds = %conv2_weight_grad.ox186
+  br label %conv2_weight_grad.endif968
+
+conv2_weight_grad.then974:                        ; preds = %conv2_weight_grad.endif968
+  br label %conv2_weight_grad.ox187
+
+conv2_weight_grad.endif975:                       ; preds = %conv2_weight_grad.ox187.end, %conv2_weight_grad.endif968
+  %3431 = add nsw i64 %conv2_weight_grad.oy184966, %conv2_weight_grad.ky176931
+  %3432 = add nsw i64 %3431, -1
+  %3433 = icmp slt i64 13, %3432
+  br i1 %3433, label %conv2_weight_grad.then978, label %conv2_weight_grad.endif979
+
+conv2_weight_grad.ox187:                          ; preds = %conv2_weight_grad.ox187, %conv2_weight_grad.then974
+  %conv2_weight_grad.ox187976 = phi i64 [ 0, %conv2_weight_grad.then974 ], [ %ox187.next, %conv2_weight_grad.ox187 ]
+  %3434 = mul nsw i64 %conv2_weight_grad.c175930, 3
+  %3435 = add nsw i64 %3434, %conv2_weight_grad.ky176931
+  %3436 = mul nsw i64 %3435, 3
+  %3437 = add nsw i64 %3436, 2
+  %3438 = mul nsw i64 %3437, 3136
+  %3439 = add nsw i64 2224784, %3438
+  %3440 = mul nsw i64 %conv2_weight_grad.j174929, 196
+  %3441 = add nsw i64 %3439, %3440
+  %3442 = mul nsw i64 %conv2_weight_grad.oy184966, 14
+  %3443 = add nsw i64 %3442, %conv2_weight_grad.ox187976
+  %3444 = add nsw i64 %3441, %3443
+  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3444
+  store float 0.000000e+00, ptr %arena977, align 4
+  %ox187.next = add nsw i64 %conv2_weight_grad.ox187976, 1
+  %3445 = icmp slt i64 %ox187.next, 14
+  br i1 %3445, label %conv2_weight_grad.ox187, label %conv2_weight_grad.ox187.end
+
+conv2_weight_grad.ox187.end:                      ; preds = %conv2_weight_grad.ox187
+  br label %conv2_weight_grad.endif975
+
+conv2_weight_grad.then978:                        ; preds = %conv2_weight_grad.endif975
+  br label %conv2_weight_grad.ox187980
+
+conv2_weight_grad.endif979:                       ; preds = %conv2_weight_grad.ox187.end981, %conv2_weight_grad.endif975
+  %oy184.next = add nsw i64 %conv2_weight_grad.oy184966, 1
+  %3446 = icmp slt i64 %oy184.next, 14
+  br i1 %3446, label %conv2_weight_grad.oy184, label %conv2_weight_grad.oy184.end
+
+conv2_weight_grad.ox187980:                       ; preds = %conv2_weight_grad.ox187980, %conv2_weight_grad.then978
+  %conv2_weight_grad.ox187982 = phi i64 [ 0, %conv2_weight_grad.then978 ], [ %ox187.next984, %conv2_weight_grad.ox187980 ]
+  %3447 = mul nsw i64 %conv2_weight_grad.c175930, 3
+  %3448 = add nsw i64 %3447, %conv2_weight_grad.ky176931
+  %3449 = mul nsw i64 %3448, 3
+  %3450 = add nsw i64 %3449, 2
+  %3451 = mul nsw i64 %3450, 3136
+  %3452 = add nsw i64 2224784, %3451
+  %3453 = mul nsw i64 %conv2_weight_grad.j174929, 196
+  %3454 = add nsw i64 %3452, %3453
+  %3455 = mul nsw i64 %conv2_weight_grad.oy184966, 14
+  %3456 = add nsw i64 %3455, %conv2_weight_grad.ox187982
+  %3457 = add nsw i64 %3454, %3456
+  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3457
+  store float 0.000000e+00, ptr %arena983, align 4
+  %ox187.next984 = add nsw i64 %conv2_weight_grad.ox187982, 1
+  %3458 = icmp slt i64 %ox187.next984, 14
+  br i1 %3458, label %conv2_weight_grad.ox187980, label %conv2_weight_grad.ox187.end981
+
+conv2_weight_grad.ox187.end981:                   ; preds = %conv2_weight_grad.ox187980
+  br label %conv2_weight_grad.endif979
+
+conv2_weight_grad.j188:                           ; preds = %conv2_weight_grad.i189.end, %conv2_weight_grad.j174.end
+  %conv2_weight_grad.j188985 = phi i64 [ 0, %conv2_weight_grad.j174.end ], [ %j188.next, %conv2_weight_grad.i189.end ]
+  br label %conv2_weight_grad.i189
+
+conv2_weight_grad.j188.end:                       ; preds = %conv2_weight_grad.i189.end
+  br label %conv2_weight_grad.kp191
+
+conv2_weight_grad.i189:                           ; preds = %conv2_weight_grad.f190.end, %conv2_weight_grad.j188
+  %conv2_weight_grad.i189986 = phi i64 [ 0, %conv2_weight_grad.j188 ], [ %i189.next, %conv2_weight_grad.f190.end ]
+  br label %conv2_weight_grad.f190
+
+conv2_weight_grad.i189.end:                       ; preds = %conv2_weight_grad.f190.end
+  %j188.next = add nsw i64 %conv2_weight_grad.j188985, 1
+  %3459 = icmp slt i64 %j188.next, 16
+  br i1 %3459, label %conv2_weight_grad.j188, label %conv2_weight_grad.j188.end
+
+conv2_weight_grad.f190:                           ; preds = %conv2_weight_grad.f190, %conv2_weight_grad.i189
+  %conv2_weight_grad.f190987 = phi i64 [ 0, %conv2_weight_grad.i189 ], [ %f190.next, %conv2_weight_grad.f190 ]
+  %3460 = mul nsw i64 %conv2_weight_grad.g173928, 16
+  %3461 = add nsw i64 %3460, %conv2_weight_grad.j188985
+  %3462 = mul nsw i64 %3461, 12544
+  %3463 = add nsw i64 1421968, %3462
+  %3464 = mul nsw i64 %conv2_weight_grad.f190987, 196
+  %3465 = add nsw i64 %3463, %3464
+  %3466 = add nsw i64 %3465, %conv2_weight_grad.i189986
+  %arena988 = getelementptr inbounds float, ptr %arena, i64 %3466
+  %3467 = load float, ptr %arena988, align 4
+  %3468 = mul nsw i64 %conv2_weight_grad.j188985, 196
+  %3469 = add nsw i64 %3468, %conv2_weight_grad.i189986
+  %3470 = mul nsw i64 %3469, 64
+  %3471 = add nsw i64 3127952, %3470
+  %3472 = add nsw i64 %3471, %conv2_weight_grad.f190987
+  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3472
+  store float %3467, ptr %arena989, align 4
+  %f190.next = add nsw i64 %conv2_weight_grad.f190987, 1
+  %3473 = icmp slt i64 %f190.next, 64
+  br i1 %3473, label %conv2_weight_grad.f190, label %conv2_weight_grad.f190.end
+
+conv2_weight_grad.f190.end:                       ; preds = %conv2_weight_grad.f190
+  %i189.next = add nsw i64 %conv2_weight_grad.i189986, 1
+  %3474 = icmp slt i64 %i189.next, 196
+  br i1 %3474, label %conv2_weight_grad.i189, label %conv2_weight_grad.i189.end
+
+conv2_weight_grad.kp191:                          ; preds = %conv2_weight_grad.nb192.end, %conv2_weight_grad.j188.end
+  %conv2_weight_grad.kp191990 = phi i64 [ 0, %conv2_weight_grad.j188.end ], [ %kp191.next, %conv2_weight_grad.nb192.end ]
+  br label %conv2_weight_grad.nb192
+
+conv2_weight_grad.kp191.end:                      ; preds = %conv2_weight_grad.nb192.end
+  %g173.next = add nsw i64 %conv2_weight_grad.g173928, 1
+  %3475 = icmp slt i64 %g173.next, 4
+  br i1 %3475, label %conv2_weight_grad.g173, label %conv2_weight_grad.g173.end
+
+conv2_weight_grad.nb192:                          ; preds = %conv2_weight_grad.mb193.end, %conv2_weight_grad.kp191
+  %conv2_weight_grad.nb192991 = phi i64 [ 0, %conv2_weight_grad.kp191 ], [ %nb192.next, %conv2_weight_grad.mb193.end ]
+  br label %conv2_weight_grad.mb193
+
+conv2_weight_grad.nb192.end:                      ; preds = %conv2_weight_grad.mb193.end
+  %kp191.next = add nsw i64 %conv2_weight_grad.kp191990, 1
+  %3476 = icmp slt i64 %kp191.next, 14
+  br i1 %3476, label %conv2_weight_grad.kp191, label %conv2_weight_grad.kp191.end
+
+conv2_weight_grad.mb193:                          ; preds = %conv2_weight_grad.k195.end, %conv2_weight_grad.nb192
+  %conv2_weight_grad.mb193992 = phi i64 [ 0, %conv2_weight_grad.nb192 ], [ %mb193.next, %conv2_weight_grad.k195.end ]
+  %3477 = mul nsw i64 %conv2_weight_grad.mb193992, 6
   %3478 = mul nsw i64 %3477, 64
   %3479 = add nsw i64 3328656, %3478
-  %3480 = mul nsw i64 %conv2_weight_grad.nb183903, 64
+  %3480 = mul nsw i64 %conv2_weight_grad.nb192991, 64
   %3481 = add nsw i64 %3479, %3480
-  %3482 = add nsw i64 %3481, 16
-  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3482
-  store <16 x float> %t185_c1_1988, ptr %arena989, align 4
-  %t185_c1_2990 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_2, align 64
-  %3483 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3484 = add nsw i64 %3483, 1
-  %3485 = mul nsw i64 %3484, 64
-  %3486 = add nsw i64 3328656, %3485
-  %3487 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3488 = add nsw i64 %3486, %3487
-  %3489 = add nsw i64 %3488, 32
-  %arena991 = getelementptr inbounds float, ptr %arena, i64 %3489
-  store <16 x float> %t185_c1_2990, ptr %arena991, align 4
-  %t185_c1_3992 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_3, align 64
-  %3490 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3491 = add nsw i64 %3490, 1
-  %3492 = mul nsw i64 %3491, 64
-  %3493 = add nsw i64 3328656, %3492
-  %3494 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3495 = add nsw i64 %3493, %3494
-  %3496 = add nsw i64 %3495, 48
-  %arena993 = getelementptr inbounds float, ptr %arena, i64 %3496
-  store <16 x float> %t185_c1_3992, ptr %arena993, align 4
-  %t185_c2_0994 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %3497 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3498 = add nsw i64 %3497, 2
-  %3499 = mul nsw i64 %3498, 64
-  %3500 = add nsw i64 3328656, %3499
-  %3501 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3502 = add nsw i64 %3500, %3501
-  %arena995 = getelementptr inbounds float, ptr %arena, i64 %3502
-  store <16 x float> %t185_c2_0994, ptr %arena995, align 4
-  %t185_c2_1996 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %3503 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3504 = add nsw i64 %3503, 2
-  %3505 = mul nsw i64 %3504, 64
-  %3506 = add nsw i64 3328656, %3505
-  %3507 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3508 = add nsw i64 %3506, %3507
-  %3509 = add nsw i64 %3508, 16
+  %arena993 = getelementptr inbounds float, ptr %arena, i64 %3481
+  %3482 = load <16 x float>, ptr %arena993, align 4
+  store <16 x float> %3482, ptr %conv2_weight_grad.t194_c0_0, align 64
+  %3483 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3484 = mul nsw i64 %3483, 64
+  %3485 = add nsw i64 3328656, %3484
+  %3486 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3487 = add nsw i64 %3485, %3486
+  %3488 = add nsw i64 %3487, 16
+  %arena994 = getelementptr inbounds float, ptr %arena, i64 %3488
+  %3489 = load <16 x float>, ptr %arena994, align 4
+  store <16 x float> %3489, ptr %conv2_weight_grad.t194_c0_1, align 64
+  %3490 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3491 = mul nsw i64 %3490, 64
+  %3492 = add nsw i64 3328656, %3491
+  %3493 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3494 = add nsw i64 %3492, %3493
+  %3495 = add nsw i64 %3494, 32
+  %arena995 = getelementptr inbounds float, ptr %arena, i64 %3495
+  %3496 = load <16 x float>, ptr %arena995, align 4
+  store <16 x float> %3496, ptr %conv2_weight_grad.t194_c0_2, align 64
+  %3497 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3498 = mul nsw i64 %3497, 64
+  %3499 = add nsw i64 3328656, %3498
+  %3500 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3501 = add nsw i64 %3499, %3500
+  %3502 = add nsw i64 %3501, 48
+  %arena996 = getelementptr inbounds float, ptr %arena, i64 %3502
+  %3503 = load <16 x float>, ptr %arena996, align 4
+  store <16 x float> %3503, ptr %conv2_weight_grad.t194_c0_3, align 64
+  %3504 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3505 = add nsw i64 %3504, 1
+  %3506 = mul nsw i64 %3505, 64
+  %3507 = add nsw i64 3328656, %3506
+  %3508 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3509 = add nsw i64 %3507, %3508
   %arena997 = getelementptr inbounds float, ptr %arena, i64 %3509
-  store <16 x float> %t185_c2_1996, ptr %arena997, align 4
-  %t185_c2_2998 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_2, align 64
-  %3510 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3511 = add nsw i64 %3510, 2
-  %3512 = mul nsw i64 %3511, 64
-  %3513 = add nsw i64 3328656, %3512
-  %3514 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3515 = add nsw i64 %3513, %3514
-  %3516 = add nsw i64 %3515, 32
-  %arena999 = getelementptr inbounds float, ptr %arena, i64 %3516
-  store <16 x float> %t185_c2_2998, ptr %arena999, align 4
-  %t185_c2_31000 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_3, align 64
-  %3517 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3518 = add nsw i64 %3517, 2
-  %3519 = mul nsw i64 %3518, 64
-  %3520 = add nsw i64 3328656, %3519
-  %3521 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3522 = add nsw i64 %3520, %3521
-  %3523 = add nsw i64 %3522, 48
-  %arena1001 = getelementptr inbounds float, ptr %arena, i64 %3523
-  store <16 x float> %t185_c2_31000, ptr %arena1001, align 4
-  %t185_c3_01002 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %3524 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3525 = add nsw i64 %3524, 3
-  %3526 = mul nsw i64 %3525, 64
-  %3527 = add nsw i64 3328656, %3526
-  %3528 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3529 = add nsw i64 %3527, %3528
-  %arena1003 = getelementptr inbounds float, ptr %arena, i64 %3529
-  store <16 x float> %t185_c3_01002, ptr %arena1003, align 4
-  %t185_c3_11004 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %3530 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3531 = add nsw i64 %3530, 3
-  %3532 = mul nsw i64 %3531, 64
-  %3533 = add nsw i64 3328656, %3532
-  %3534 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3535 = add nsw i64 %3533, %3534
-  %3536 = add nsw i64 %3535, 16
-  %arena1005 = getelementptr inbounds float, ptr %arena, i64 %3536
-  store <16 x float> %t185_c3_11004, ptr %arena1005, align 4
-  %t185_c3_21006 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_2, align 64
-  %3537 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3538 = add nsw i64 %3537, 3
-  %3539 = mul nsw i64 %3538, 64
-  %3540 = add nsw i64 3328656, %3539
-  %3541 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3542 = add nsw i64 %3540, %3541
-  %3543 = add nsw i64 %3542, 32
-  %arena1007 = getelementptr inbounds float, ptr %arena, i64 %3543
-  store <16 x float> %t185_c3_21006, ptr %arena1007, align 4
-  %t185_c3_31008 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_3, align 64
-  %3544 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3545 = add nsw i64 %3544, 3
-  %3546 = mul nsw i64 %3545, 64
-  %3547 = add nsw i64 3328656, %3546
-  %3548 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3549 = add nsw i64 %3547, %3548
-  %3550 = add nsw i64 %3549, 48
-  %arena1009 = getelementptr inbounds float, ptr %arena, i64 %3550
-  store <16 x float> %t185_c3_31008, ptr %arena1009, align 4
-  %t185_c4_01010 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %3551 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3552 = add nsw i64 %3551, 4
-  %3553 = mul nsw i64 %3552, 64
-  %3554 = add nsw i64 3328656, %3553
-  %3555 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3556 = add nsw i64 %3554, %3555
-  %arena1011 = getelementptr inbounds float, ptr %arena, i64 %3556
-  store <16 x float> %t185_c4_01010, ptr %arena1011, align 4
-  %t185_c4_11012 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %3557 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3558 = add nsw i64 %3557, 4
-  %3559 = mul nsw i64 %3558, 64
-  %3560 = add nsw i64 3328656, %3559
-  %3561 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3562 = add nsw i64 %3560, %3561
-  %3563 = add nsw i64 %3562, 16
-  %arena1013 = getelementptr inbounds float, ptr %arena, i64 %3563
-  store <16 x float> %t185_c4_11012, ptr %arena1013, align 4
-  %t185_c4_21014 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_2, align 64
-  %3564 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3565 = add nsw i64 %3564, 4
-  %3566 = mul nsw i64 %3565, 64
-  %3567 = add nsw i64 3328656, %3566
-  %3568 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3569 = add nsw i64 %3567, %3568
-  %3570 = add nsw i64 %3569, 32
-  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %3570
-  store <16 x float> %t185_c4_21014, ptr %arena1015, align 4
-  %t185_c4_31016 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_3, align 64
-  %3571 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3572 = add nsw i64 %3571, 4
-  %3573 = mul nsw i64 %3572, 64
-  %3574 = add nsw i64 3328656, %3573
-  %3575 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3576 = add nsw i64 %3574, %3575
-  %3577 = add nsw i64 %3576, 48
-  %arena1017 = getelementptr inbounds float, ptr %arena, i64 %3577
-  store <16 x float> %t185_c4_31016, ptr %arena1017, align 4
-  %t185_c5_01018 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %3578 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3579 = add nsw i64 %3578, 5
-  %3580 = mul nsw i64 %3579, 64
-  %3581 = add nsw i64 3328656, %3580
-  %3582 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3583 = add nsw i64 %3581, %3582
-  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %3583
-  store <16 x float> %t185_c5_01018, ptr %arena1019, align 4
-  %t185_c5_11020 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %3584 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3585 = add nsw i64 %3584, 5
-  %3586 = mul nsw i64 %3585, 64
-  %3587 = add nsw i64 3328656, %3586
-  %3588 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3589 = add nsw i64 %3587, %3588
-  %3590 = add nsw i64 %3589, 16
-  %arena1021 = getelementptr inbounds float, ptr %arena, i64 %3590
-  store <16 x float> %t185_c5_11020, ptr %arena1021, align 4
-  %t185_c5_21022 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_2, align 64
-  %3591 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3592 = add nsw i64 %3591, 5
-  %3593 = mul nsw i64 %3592, 64
-  %3594 = add nsw i64 3328656, %3593
-  %3595 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3596 = add nsw i64 %3594, %3595
-  %3597 = add nsw i64 %3596, 32
-  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %3597
-  store <16 x float> %t185_c5_21022, ptr %arena1023, align 4
-  %t185_c5_31024 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_3, align 64
-  %3598 = mul nsw i64 %conv2_weight_grad.mb184904, 6
-  %3599 = add nsw i64 %3598, 5
-  %3600 = mul nsw i64 %3599, 64
-  %3601 = add nsw i64 3328656, %3600
-  %3602 = mul nsw i64 %conv2_weight_grad.nb183903, 64
-  %3603 = add nsw i64 %3601, %3602
-  %3604 = add nsw i64 %3603, 48
-  %arena1025 = getelementptr inbounds float, ptr %arena, i64 %3604
-  store <16 x float> %t185_c5_31024, ptr %arena1025, align 4
-  %mb184.next = add nsw i64 %conv2_weight_grad.mb184904, 1
-  %3605 = icmp slt i64 %mb184.next, 48
-  br i1 %3605, label %conv2_weight_grad.mb184, label %conv2_weight_grad.mb184.end
-
-conv2_weight_grad.f187:                           ; preds = %conv2_weight_grad.r188.end, %conv2_weight_grad.g164.end
-  %conv2_weight_grad.f1871026 = phi i64 [ 0, %conv2_weight_grad.g164.end ], [ %f187.next, %conv2_weight_grad.r188.end ]
-  br label %conv2_weight_grad.r188
-
-conv2_weight_grad.f187.end:                       ; preds = %conv2_weight_grad.r188.end
-  br label %conv2_bias_grad.f189
-
-conv2_weight_grad.r188:                           ; preds = %conv2_weight_grad.r188, %conv2_weight_grad.f187
-  %conv2_weight_grad.r1881027 = phi i64 [ 0, %conv2_weight_grad.f187 ], [ %r188.next, %conv2_weight_grad.r188 ]
-  %3606 = mul nsw i64 %conv2_weight_grad.r1881027, 64
+  %3510 = load <16 x float>, ptr %arena997, align 4
+  store <16 x float> %3510, ptr %conv2_weight_grad.t194_c1_0, align 64
+  %3511 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3512 = add nsw i64 %3511, 1
+  %3513 = mul nsw i64 %3512, 64
+  %3514 = add nsw i64 3328656, %3513
+  %3515 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3516 = add nsw i64 %3514, %3515
+  %3517 = add nsw i64 %3516, 16
+  %arena998 = getelementptr inbounds float, ptr %arena, i64 %3517
+  %3518 = load <16 x float>, ptr %arena998, align 4
+  store <16 x float> %3518, ptr %conv2_weight_grad.t194_c1_1, align 64
+  %3519 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3520 = add nsw i64 %3519, 1
+  %3521 = mul nsw i64 %3520, 64
+  %3522 = add nsw i64 3328656, %3521
+  %3523 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3524 = add nsw i64 %3522, %3523
+  %3525 = add nsw i64 %3524, 32
+  %arena999 = getelementptr inbounds float, ptr %arena, i64 %3525
+  %3526 = load <16 x float>, ptr %arena999, align 4
+  store <16 x float> %3526, ptr %conv2_weight_grad.t194_c1_2, align 64
+  %3527 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3528 = add nsw i64 %3527, 1
+  %3529 = mul nsw i64 %3528, 64
+  %3530 = add nsw i64 3328656, %3529
+  %3531 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3532 = add nsw i64 %3530, %3531
+  %3533 = add nsw i64 %3532, 48
+  %arena1000 = getelementptr inbounds float, ptr %arena, i64 %3533
+  %3534 = load <16 x float>, ptr %arena1000, align 4
+  store <16 x float> %3534, ptr %conv2_weight_grad.t194_c1_3, align 64
+  %3535 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3536 = add nsw i64 %3535, 2
+  %3537 = mul nsw i64 %3536, 64
+  %3538 = add nsw i64 3328656, %3537
+  %3539 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3540 = add nsw i64 %3538, %3539
+  %arena1001 = getelementptr inbounds float, ptr %arena, i64 %3540
+  %3541 = load <16 x float>, ptr %arena1001, align 4
+  store <16 x float> %3541, ptr %conv2_weight_grad.t194_c2_0, align 64
+  %3542 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3543 = add nsw i64 %3542, 2
+  %3544 = mul nsw i64 %3543, 64
+  %3545 = add nsw i64 3328656, %3544
+  %3546 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3547 = add nsw i64 %3545, %3546
+  %3548 = add nsw i64 %3547, 16
+  %arena1002 = getelementptr inbounds float, ptr %arena, i64 %3548
+  %3549 = load <16 x float>, ptr %arena1002, align 4
+  store <16 x float> %3549, ptr %conv2_weight_grad.t194_c2_1, align 64
+  %3550 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3551 = add nsw i64 %3550, 2
+  %3552 = mul nsw i64 %3551, 64
+  %3553 = add nsw i64 3328656, %3552
+  %3554 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3555 = add nsw i64 %3553, %3554
+  %3556 = add nsw i64 %3555, 32
+  %arena1003 = getelementptr inbounds float, ptr %arena, i64 %3556
+  %3557 = load <16 x float>, ptr %arena1003, align 4
+  store <16 x float> %3557, ptr %conv2_weight_grad.t194_c2_2, align 64
+  %3558 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3559 = add nsw i64 %3558, 2
+  %3560 = mul nsw i64 %3559, 64
+  %3561 = add nsw i64 3328656, %3560
+  %3562 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3563 = add nsw i64 %3561, %3562
+  %3564 = add nsw i64 %3563, 48
+  %arena1004 = getelementptr inbounds float, ptr %arena, i64 %3564
+  %3565 = load <16 x float>, ptr %arena1004, align 4
+  store <16 x float> %3565, ptr %conv2_weight_grad.t194_c2_3, align 64
+  %3566 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3567 = add nsw i64 %3566, 3
+  %3568 = mul nsw i64 %3567, 64
+  %3569 = add nsw i64 3328656, %3568
+  %3570 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3571 = add nsw i64 %3569, %3570
+  %arena1005 = getelementptr inbounds float, ptr %arena, i64 %3571
+  %3572 = load <16 x float>, ptr %arena1005, align 4
+  store <16 x float> %3572, ptr %conv2_weight_grad.t194_c3_0, align 64
+  %3573 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3574 = add nsw i64 %3573, 3
+  %3575 = mul nsw i64 %3574, 64
+  %3576 = add nsw i64 3328656, %3575
+  %3577 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3578 = add nsw i64 %3576, %3577
+  %3579 = add nsw i64 %3578, 16
+  %arena1006 = getelementptr inbounds float, ptr %arena, i64 %3579
+  %3580 = load <16 x float>, ptr %arena1006, align 4
+  store <16 x float> %3580, ptr %conv2_weight_grad.t194_c3_1, align 64
+  %3581 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3582 = add nsw i64 %3581, 3
+  %3583 = mul nsw i64 %3582, 64
+  %3584 = add nsw i64 3328656, %3583
+  %3585 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3586 = add nsw i64 %3584, %3585
+  %3587 = add nsw i64 %3586, 32
+  %arena1007 = getelementptr inbounds float, ptr %arena, i64 %3587
+  %3588 = load <16 x float>, ptr %arena1007, align 4
+  store <16 x float> %3588, ptr %conv2_weight_grad.t194_c3_2, align 64
+  %3589 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3590 = add nsw i64 %3589, 3
+  %3591 = mul nsw i64 %3590, 64
+  %3592 = add nsw i64 3328656, %3591
+  %3593 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3594 = add nsw i64 %3592, %3593
+  %3595 = add nsw i64 %3594, 48
+  %arena1008 = getelementptr inbounds float, ptr %arena, i64 %3595
+  %3596 = load <16 x float>, ptr %arena1008, align 4
+  store <16 x float> %3596, ptr %conv2_weight_grad.t194_c3_3, align 64
+  %3597 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3598 = add nsw i64 %3597, 4
+  %3599 = mul nsw i64 %3598, 64
+  %3600 = add nsw i64 3328656, %3599
+  %3601 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3602 = add nsw i64 %3600, %3601
+  %arena1009 = getelementptr inbounds float, ptr %arena, i64 %3602
+  %3603 = load <16 x float>, ptr %arena1009, align 4
+  store <16 x float> %3603, ptr %conv2_weight_grad.t194_c4_0, align 64
+  %3604 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3605 = add nsw i64 %3604, 4
+  %3606 = mul nsw i64 %3605, 64
   %3607 = add nsw i64 3328656, %3606
-  %3608 = add nsw i64 %3607, %conv2_weight_grad.f1871026
-  %arena1028 = getelementptr inbounds float, ptr %arena, i64 %3608
-  %3609 = load float, ptr %arena1028, align 4
-  %3610 = mul nsw i64 %conv2_weight_grad.f1871026, 288
-  %3611 = add nsw i64 320, %3610
-  %3612 = add nsw i64 %3611, %conv2_weight_grad.r1881027
-  %grads1029 = getelementptr inbounds float, ptr %grads, i64 %3612
-  store float %3609, ptr %grads1029, align 4
-  %r188.next = add nsw i64 %conv2_weight_grad.r1881027, 1
-  %3613 = icmp slt i64 %r188.next, 288
-  br i1 %3613, label %conv2_weight_grad.r188, label %conv2_weight_grad.r188.end
+  %3608 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3609 = add nsw i64 %3607, %3608
+  %3610 = add nsw i64 %3609, 16
+  %arena1010 = getelementptr inbounds float, ptr %arena, i64 %3610
+  %3611 = load <16 x float>, ptr %arena1010, align 4
+  store <16 x float> %3611, ptr %conv2_weight_grad.t194_c4_1, align 64
+  %3612 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3613 = add nsw i64 %3612, 4
+  %3614 = mul nsw i64 %3613, 64
+  %3615 = add nsw i64 3328656, %3614
+  %3616 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3617 = add nsw i64 %3615, %3616
+  %3618 = add nsw i64 %3617, 32
+  %arena1011 = getelementptr inbounds float, ptr %arena, i64 %3618
+  %3619 = load <16 x float>, ptr %arena1011, align 4
+  store <16 x float> %3619, ptr %conv2_weight_grad.t194_c4_2, align 64
+  %3620 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3621 = add nsw i64 %3620, 4
+  %3622 = mul nsw i64 %3621, 64
+  %3623 = add nsw i64 3328656, %3622
+  %3624 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3625 = add nsw i64 %3623, %3624
+  %3626 = add nsw i64 %3625, 48
+  %arena1012 = getelementptr inbounds float, ptr %arena, i64 %3626
+  %3627 = load <16 x float>, ptr %arena1012, align 4
+  store <16 x float> %3627, ptr %conv2_weight_grad.t194_c4_3, align 64
+  %3628 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3629 = add nsw i64 %3628, 5
+  %3630 = mul nsw i64 %3629, 64
+  %3631 = add nsw i64 3328656, %3630
+  %3632 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3633 = add nsw i64 %3631, %3632
+  %arena1013 = getelementptr inbounds float, ptr %arena, i64 %3633
+  %3634 = load <16 x float>, ptr %arena1013, align 4
+  store <16 x float> %3634, ptr %conv2_weight_grad.t194_c5_0, align 64
+  %3635 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3636 = add nsw i64 %3635, 5
+  %3637 = mul nsw i64 %3636, 64
+  %3638 = add nsw i64 3328656, %3637
+  %3639 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3640 = add nsw i64 %3638, %3639
+  %3641 = add nsw i64 %3640, 16
+  %arena1014 = getelementptr inbounds float, ptr %arena, i64 %3641
+  %3642 = load <16 x float>, ptr %arena1014, align 4
+  store <16 x float> %3642, ptr %conv2_weight_grad.t194_c5_1, align 64
+  %3643 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3644 = add nsw i64 %3643, 5
+  %3645 = mul nsw i64 %3644, 64
+  %3646 = add nsw i64 3328656, %3645
+  %3647 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3648 = add nsw i64 %3646, %3647
+  %3649 = add nsw i64 %3648, 32
+  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %3649
+  %3650 = load <16 x float>, ptr %arena1015, align 4
+  store <16 x float> %3650, ptr %conv2_weight_grad.t194_c5_2, align 64
+  %3651 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3652 = add nsw i64 %3651, 5
+  %3653 = mul nsw i64 %3652, 64
+  %3654 = add nsw i64 3328656, %3653
+  %3655 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3656 = add nsw i64 %3654, %3655
+  %3657 = add nsw i64 %3656, 48
+  %arena1016 = getelementptr inbounds float, ptr %arena, i64 %3657
+  %3658 = load <16 x float>, ptr %arena1016, align 4
+  store <16 x float> %3658, ptr %conv2_weight_grad.t194_c5_3, align 64
+  br label %conv2_weight_grad.k195
 
-conv2_weight_grad.r188.end:                       ; preds = %conv2_weight_grad.r188
-  %f187.next = add nsw i64 %conv2_weight_grad.f1871026, 1
-  %3614 = icmp slt i64 %f187.next, 64
-  br i1 %3614, label %conv2_weight_grad.f187, label %conv2_weight_grad.f187.end
+conv2_weight_grad.mb193.end:                      ; preds = %conv2_weight_grad.k195.end
+  %nb192.next = add nsw i64 %conv2_weight_grad.nb192991, 1
+  %3659 = icmp slt i64 %nb192.next, 1
+  br i1 %3659, label %conv2_weight_grad.nb192, label %conv2_weight_grad.nb192.end
 
-conv2_bias_grad.f189:                             ; preds = %conv2_bias_grad.img191.end, %conv2_weight_grad.f187.end
-  %conv2_bias_grad.f1891030 = phi i64 [ 0, %conv2_weight_grad.f187.end ], [ %f189.next, %conv2_bias_grad.img191.end ]
-  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc190, align 64
-  br label %conv2_bias_grad.img191
+conv2_weight_grad.k195:                           ; preds = %conv2_weight_grad.k195, %conv2_weight_grad.mb193
+  %conv2_weight_grad.k1951017 = phi i64 [ 0, %conv2_weight_grad.mb193 ], [ %k195.next, %conv2_weight_grad.k195 ]
+  %3660 = mul nsw i64 %conv2_weight_grad.kp191990, 224
+  %3661 = add nsw i64 %conv2_weight_grad.k1951017, %3660
+  %3662 = mul nsw i64 %3661, 64
+  %3663 = add nsw i64 3127952, %3662
+  %3664 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3665 = add nsw i64 %3663, %3664
+  %arena1018 = getelementptr inbounds float, ptr %arena, i64 %3665
+  %3666 = load <16 x float>, ptr %arena1018, align 4
+  store <16 x float> %3666, ptr %conv2_weight_grad.t194_b0, align 64
+  %3667 = mul nsw i64 %conv2_weight_grad.kp191990, 224
+  %3668 = add nsw i64 %conv2_weight_grad.k1951017, %3667
+  %3669 = mul nsw i64 %3668, 64
+  %3670 = add nsw i64 3127952, %3669
+  %3671 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3672 = add nsw i64 %3670, %3671
+  %3673 = add nsw i64 %3672, 16
+  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %3673
+  %3674 = load <16 x float>, ptr %arena1019, align 4
+  store <16 x float> %3674, ptr %conv2_weight_grad.t194_b1, align 64
+  %3675 = mul nsw i64 %conv2_weight_grad.kp191990, 224
+  %3676 = add nsw i64 %conv2_weight_grad.k1951017, %3675
+  %3677 = mul nsw i64 %3676, 64
+  %3678 = add nsw i64 3127952, %3677
+  %3679 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3680 = add nsw i64 %3678, %3679
+  %3681 = add nsw i64 %3680, 32
+  %arena1020 = getelementptr inbounds float, ptr %arena, i64 %3681
+  %3682 = load <16 x float>, ptr %arena1020, align 4
+  store <16 x float> %3682, ptr %conv2_weight_grad.t194_b2, align 64
+  %3683 = mul nsw i64 %conv2_weight_grad.kp191990, 224
+  %3684 = add nsw i64 %conv2_weight_grad.k1951017, %3683
+  %3685 = mul nsw i64 %3684, 64
+  %3686 = add nsw i64 3127952, %3685
+  %3687 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3688 = add nsw i64 %3686, %3687
+  %3689 = add nsw i64 %3688, 48
+  %arena1021 = getelementptr inbounds float, ptr %arena, i64 %3689
+  %3690 = load <16 x float>, ptr %arena1021, align 4
+  store <16 x float> %3690, ptr %conv2_weight_grad.t194_b3, align 64
+  %3691 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3692 = mul nsw i64 %3691, 3136
+  %3693 = add nsw i64 2224784, %3692
+  %3694 = mul nsw i64 %conv2_weight_grad.kp191990, 224
+  %3695 = add nsw i64 %conv2_weight_grad.k1951017, %3694
+  %3696 = add nsw i64 %3693, %3695
+  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %3696
+  %3697 = load float, ptr %arena1022, align 4
+  %3698 = insertelement <16 x float> undef, float %3697, i32 0
+  %3699 = shufflevector <16 x float> %3698, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3699, ptr %conv2_weight_grad.t194_a0, align 64
+  %t194_a0 = load <16 x float>, ptr %conv2_weight_grad.t194_a0, align 64
+  %t194_b0 = load <16 x float>, ptr %conv2_weight_grad.t194_b0, align 64
+  %t194_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t194_c0_0, align 64
+  %3700 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a0, <16 x float> %t194_b0, <16 x float> %t194_c0_0)
+  store <16 x float> %3700, ptr %conv2_weight_grad.t194_c0_0, align 64
+  %t194_a01023 = load <16 x float>, ptr %conv2_weight_grad.t194_a0, align 64
+  %t194_b1 = load <16 x float>, ptr %conv2_weight_grad.t194_b1, align 64
+  %t194_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t194_c0_1, align 64
+  %3701 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a01023, <16 x float> %t194_b1, <16 x float> %t194_c0_1)
+  store <16 x float> %3701, ptr %conv2_weight_grad.t194_c0_1, align 64
+  %t194_a01024 = load <16 x float>, ptr %conv2_weight_grad.t194_a0, align 64
+  %t194_b2 = load <16 x float>, ptr %conv2_weight_grad.t194_b2, align 64
+  %t194_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t194_c0_2, align 64
+  %3702 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a01024, <16 x float> %t194_b2, <16 x float> %t194_c0_2)
+  store <16 x float> %3702, ptr %conv2_weight_grad.t194_c0_2, align 64
+  %t194_a01025 = load <16 x float>, ptr %conv2_weight_grad.t194_a0, align 64
+  %t194_b3 = load <16 x float>, ptr %conv2_weight_grad.t194_b3, align 64
+  %t194_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t194_c0_3, align 64
+  %3703 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a01025, <16 x float> %t194_b3, <16 x float> %t194_c0_3)
+  store <16 x float> %3703, ptr %conv2_weight_grad.t194_c0_3, align 64
+  %3704 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3705 = add nsw i64 %3704, 1
+  %3706 = mul nsw i64 %3705, 3136
+  %3707 = add nsw i64 2224784, %3706
+  %3708 = mul nsw i64 %conv2_weight_grad.kp191990, 224
+  %3709 = add nsw i64 %conv2_weight_grad.k1951017, %3708
+  %3710 = add nsw i64 %3707, %3709
+  %arena1026 = getelementptr inbounds float, ptr %arena, i64 %3710
+  %3711 = load float, ptr %arena1026, align 4
+  %3712 = insertelement <16 x float> undef, float %3711, i32 0
+  %3713 = shufflevector <16 x float> %3712, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3713, ptr %conv2_weight_grad.t194_a1, align 64
+  %t194_a1 = load <16 x float>, ptr %conv2_weight_grad.t194_a1, align 64
+  %t194_b01027 = load <16 x float>, ptr %conv2_weight_grad.t194_b0, align 64
+  %t194_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t194_c1_0, align 64
+  %3714 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a1, <16 x float> %t194_b01027, <16 x float> %t194_c1_0)
+  store <16 x float> %3714, ptr %conv2_weight_grad.t194_c1_0, align 64
+  %t194_a11028 = load <16 x float>, ptr %conv2_weight_grad.t194_a1, align 64
+  %t194_b11029 = load <16 x float>, ptr %conv2_weight_grad.t194_b1, align 64
+  %t194_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t194_c1_1, align 64
+  %3715 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a11028, <16 x float> %t194_b11029, <16 x float> %t194_c1_1)
+  store <16 x float> %3715, ptr %conv2_weight_grad.t194_c1_1, align 64
+  %t194_a11030 = load <16 x float>, ptr %conv2_weight_grad.t194_a1, align 64
+  %t194_b21031 = load <16 x float>, ptr %conv2_weight_grad.t194_b2, align 64
+  %t194_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t194_c1_2, align 64
+  %3716 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a11030, <16 x float> %t194_b21031, <16 x float> %t194_c1_2)
+  store <16 x float> %3716, ptr %conv2_weight_grad.t194_c1_2, align 64
+  %t194_a11032 = load <16 x float>, ptr %conv2_weight_grad.t194_a1, align 64
+  %t194_b31033 = load <16 x float>, ptr %conv2_weight_grad.t194_b3, align 64
+  %t194_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t194_c1_3, align 64
+  %3717 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a11032, <16 x float> %t194_b31033, <16 x float> %t194_c1_3)
+  store <16 x float> %3717, ptr %conv2_weight_grad.t194_c1_3, align 64
+  %3718 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3719 = add nsw i64 %3718, 2
+  %3720 = mul nsw i64 %3719, 3136
+  %3721 = add nsw i64 2224784, %3720
+  %3722 = mul nsw i64 %conv2_weight_grad.kp191990, 224
+  %3723 = add nsw i64 %conv2_weight_grad.k1951017, %3722
+  %3724 = add nsw i64 %3721, %3723
+  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %3724
+  %3725 = load float, ptr %arena1034, align 4
+  %3726 = insertelement <16 x float> undef, float %3725, i32 0
+  %3727 = shufflevector <16 x float> %3726, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3727, ptr %conv2_weight_grad.t194_a2, align 64
+  %t194_a2 = load <16 x float>, ptr %conv2_weight_grad.t194_a2, align 64
+  %t194_b01035 = load <16 x float>, ptr %conv2_weight_grad.t194_b0, align 64
+  %t194_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t194_c2_0, align 64
+  %3728 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a2, <16 x float> %t194_b01035, <16 x float> %t194_c2_0)
+  store <16 x float> %3728, ptr %conv2_weight_grad.t194_c2_0, align 64
+  %t194_a21036 = load <16 x float>, ptr %conv2_weight_grad.t194_a2, align 64
+  %t194_b11037 = load <16 x float>, ptr %conv2_weight_grad.t194_b1, align 64
+  %t194_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t194_c2_1, align 64
+  %3729 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a21036, <16 x float> %t194_b11037, <16 x float> %t194_c2_1)
+  store <16 x float> %3729, ptr %conv2_weight_grad.t194_c2_1, align 64
+  %t194_a21038 = load <16 x float>, ptr %conv2_weight_grad.t194_a2, align 64
+  %t194_b21039 = load <16 x float>, ptr %conv2_weight_grad.t194_b2, align 64
+  %t194_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t194_c2_2, align 64
+  %3730 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a21038, <16 x float> %t194_b21039, <16 x float> %t194_c2_2)
+  store <16 x float> %3730, ptr %conv2_weight_grad.t194_c2_2, align 64
+  %t194_a21040 = load <16 x float>, ptr %conv2_weight_grad.t194_a2, align 64
+  %t194_b31041 = load <16 x float>, ptr %conv2_weight_grad.t194_b3, align 64
+  %t194_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t194_c2_3, align 64
+  %3731 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a21040, <16 x float> %t194_b31041, <16 x float> %t194_c2_3)
+  store <16 x float> %3731, ptr %conv2_weight_grad.t194_c2_3, align 64
+  %3732 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3733 = add nsw i64 %3732, 3
+  %3734 = mul nsw i64 %3733, 3136
+  %3735 = add nsw i64 2224784, %3734
+  %3736 = mul nsw i64 %conv2_weight_grad.kp191990, 224
+  %3737 = add nsw i64 %conv2_weight_grad.k1951017, %3736
+  %3738 = add nsw i64 %3735, %3737
+  %arena1042 = getelementptr inbounds float, ptr %arena, i64 %3738
+  %3739 = load float, ptr %arena1042, align 4
+  %3740 = insertelement <16 x float> undef, float %3739, i32 0
+  %3741 = shufflevector <16 x float> %3740, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3741, ptr %conv2_weight_grad.t194_a3, align 64
+  %t194_a3 = load <16 x float>, ptr %conv2_weight_grad.t194_a3, align 64
+  %t194_b01043 = load <16 x float>, ptr %conv2_weight_grad.t194_b0, align 64
+  %t194_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t194_c3_0, align 64
+  %3742 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a3, <16 x float> %t194_b01043, <16 x float> %t194_c3_0)
+  store <16 x float> %3742, ptr %conv2_weight_grad.t194_c3_0, align 64
+  %t194_a31044 = load <16 x float>, ptr %conv2_weight_grad.t194_a3, align 64
+  %t194_b11045 = load <16 x float>, ptr %conv2_weight_grad.t194_b1, align 64
+  %t194_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t194_c3_1, align 64
+  %3743 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a31044, <16 x float> %t194_b11045, <16 x float> %t194_c3_1)
+  store <16 x float> %3743, ptr %conv2_weight_grad.t194_c3_1, align 64
+  %t194_a31046 = load <16 x float>, ptr %conv2_weight_grad.t194_a3, align 64
+  %t194_b21047 = load <16 x float>, ptr %conv2_weight_grad.t194_b2, align 64
+  %t194_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t194_c3_2, align 64
+  %3744 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a31046, <16 x float> %t194_b21047, <16 x float> %t194_c3_2)
+  store <16 x float> %3744, ptr %conv2_weight_grad.t194_c3_2, align 64
+  %t194_a31048 = load <16 x float>, ptr %conv2_weight_grad.t194_a3, align 64
+  %t194_b31049 = load <16 x float>, ptr %conv2_weight_grad.t194_b3, align 64
+  %t194_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t194_c3_3, align 64
+  %3745 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a31048, <16 x float> %t194_b31049, <16 x float> %t194_c3_3)
+  store <16 x float> %3745, ptr %conv2_weight_grad.t194_c3_3, align 64
+  %3746 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3747 = add nsw i64 %3746, 4
+  %3748 = mul nsw i64 %3747, 3136
+  %3749 = add nsw i64 2224784, %3748
+  %3750 = mul nsw i64 %conv2_weight_grad.kp191990, 224
+  %3751 = add nsw i64 %conv2_weight_grad.k1951017, %3750
+  %3752 = add nsw i64 %3749, %3751
+  %arena1050 = getelementptr inbounds float, ptr %arena, i64 %3752
+  %3753 = load float, ptr %arena1050, align 4
+  %3754 = insertelement <16 x float> undef, float %3753, i32 0
+  %3755 = shufflevector <16 x float> %3754, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3755, ptr %conv2_weight_grad.t194_a4, align 64
+  %t194_a4 = load <16 x float>, ptr %conv2_weight_grad.t194_a4, align 64
+  %t194_b01051 = load <16 x float>, ptr %conv2_weight_grad.t194_b0, align 64
+  %t194_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t194_c4_0, align 64
+  %3756 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a4, <16 x float> %t194_b01051, <16 x float> %t194_c4_0)
+  store <16 x float> %3756, ptr %conv2_weight_grad.t194_c4_0, align 64
+  %t194_a41052 = load <16 x float>, ptr %conv2_weight_grad.t194_a4, align 64
+  %t194_b11053 = load <16 x float>, ptr %conv2_weight_grad.t194_b1, align 64
+  %t194_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t194_c4_1, align 64
+  %3757 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a41052, <16 x float> %t194_b11053, <16 x float> %t194_c4_1)
+  store <16 x float> %3757, ptr %conv2_weight_grad.t194_c4_1, align 64
+  %t194_a41054 = load <16 x float>, ptr %conv2_weight_grad.t194_a4, align 64
+  %t194_b21055 = load <16 x float>, ptr %conv2_weight_grad.t194_b2, align 64
+  %t194_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t194_c4_2, align 64
+  %3758 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a41054, <16 x float> %t194_b21055, <16 x float> %t194_c4_2)
+  store <16 x float> %3758, ptr %conv2_weight_grad.t194_c4_2, align 64
+  %t194_a41056 = load <16 x float>, ptr %conv2_weight_grad.t194_a4, align 64
+  %t194_b31057 = load <16 x float>, ptr %conv2_weight_grad.t194_b3, align 64
+  %t194_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t194_c4_3, align 64
+  %3759 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a41056, <16 x float> %t194_b31057, <16 x float> %t194_c4_3)
+  store <16 x float> %3759, ptr %conv2_weight_grad.t194_c4_3, align 64
+  %3760 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3761 = add nsw i64 %3760, 5
+  %3762 = mul nsw i64 %3761, 3136
+  %3763 = add nsw i64 2224784, %3762
+  %3764 = mul nsw i64 %conv2_weight_grad.kp191990, 224
+  %3765 = add nsw i64 %conv2_weight_grad.k1951017, %3764
+  %3766 = add nsw i64 %3763, %3765
+  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %3766
+  %3767 = load float, ptr %arena1058, align 4
+  %3768 = insertelement <16 x float> undef, float %3767, i32 0
+  %3769 = shufflevector <16 x float> %3768, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3769, ptr %conv2_weight_grad.t194_a5, align 64
+  %t194_a5 = load <16 x float>, ptr %conv2_weight_grad.t194_a5, align 64
+  %t194_b01059 = load <16 x float>, ptr %conv2_weight_grad.t194_b0, align 64
+  %t194_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t194_c5_0, align 64
+  %3770 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a5, <16 x float> %t194_b01059, <16 x float> %t194_c5_0)
+  store <16 x float> %3770, ptr %conv2_weight_grad.t194_c5_0, align 64
+  %t194_a51060 = load <16 x float>, ptr %conv2_weight_grad.t194_a5, align 64
+  %t194_b11061 = load <16 x float>, ptr %conv2_weight_grad.t194_b1, align 64
+  %t194_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t194_c5_1, align 64
+  %3771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a51060, <16 x float> %t194_b11061, <16 x float> %t194_c5_1)
+  store <16 x float> %3771, ptr %conv2_weight_grad.t194_c5_1, align 64
+  %t194_a51062 = load <16 x float>, ptr %conv2_weight_grad.t194_a5, align 64
+  %t194_b21063 = load <16 x float>, ptr %conv2_weight_grad.t194_b2, align 64
+  %t194_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t194_c5_2, align 64
+  %3772 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a51062, <16 x float> %t194_b21063, <16 x float> %t194_c5_2)
+  store <16 x float> %3772, ptr %conv2_weight_grad.t194_c5_2, align 64
+  %t194_a51064 = load <16 x float>, ptr %conv2_weight_grad.t194_a5, align 64
+  %t194_b31065 = load <16 x float>, ptr %conv2_weight_grad.t194_b3, align 64
+  %t194_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t194_c5_3, align 64
+  %3773 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a51064, <16 x float> %t194_b31065, <16 x float> %t194_c5_3)
+  store <16 x float> %3773, ptr %conv2_weight_grad.t194_c5_3, align 64
+  %k195.next = add nsw i64 %conv2_weight_grad.k1951017, 1
+  %3774 = icmp slt i64 %k195.next, 224
+  br i1 %3774, label %conv2_weight_grad.k195, label %conv2_weight_grad.k195.end
 
-conv2_bias_grad.f189.end:                         ; preds = %conv2_bias_grad.img191.end
-  br label %pool1_grad.g208
+conv2_weight_grad.k195.end:                       ; preds = %conv2_weight_grad.k195
+  %t194_c0_01066 = load <16 x float>, ptr %conv2_weight_grad.t194_c0_0, align 64
+  %3775 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3776 = mul nsw i64 %3775, 64
+  %3777 = add nsw i64 3328656, %3776
+  %3778 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3779 = add nsw i64 %3777, %3778
+  %arena1067 = getelementptr inbounds float, ptr %arena, i64 %3779
+  store <16 x float> %t194_c0_01066, ptr %arena1067, align 4
+  %t194_c0_11068 = load <16 x float>, ptr %conv2_weight_grad.t194_c0_1, align 64
+  %3780 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3781 = mul nsw i64 %3780, 64
+  %3782 = add nsw i64 3328656, %3781
+  %3783 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3784 = add nsw i64 %3782, %3783
+  %3785 = add nsw i64 %3784, 16
+  %arena1069 = getelementptr inbounds float, ptr %arena, i64 %3785
+  store <16 x float> %t194_c0_11068, ptr %arena1069, align 4
+  %t194_c0_21070 = load <16 x float>, ptr %conv2_weight_grad.t194_c0_2, align 64
+  %3786 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3787 = mul nsw i64 %3786, 64
+  %3788 = add nsw i64 3328656, %3787
+  %3789 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3790 = add nsw i64 %3788, %3789
+  %3791 = add nsw i64 %3790, 32
+  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %3791
+  store <16 x float> %t194_c0_21070, ptr %arena1071, align 4
+  %t194_c0_31072 = load <16 x float>, ptr %conv2_weight_grad.t194_c0_3, align 64
+  %3792 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3793 = mul nsw i64 %3792, 64
+  %3794 = add nsw i64 3328656, %3793
+  %3795 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3796 = add nsw i64 %3794, %3795
+  %3797 = add nsw i64 %3796, 48
+  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %3797
+  store <16 x float> %t194_c0_31072, ptr %arena1073, align 4
+  %t194_c1_01074 = load <16 x float>, ptr %conv2_weight_grad.t194_c1_0, align 64
+  %3798 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3799 = add nsw i64 %3798, 1
+  %3800 = mul nsw i64 %3799, 64
+  %3801 = add nsw i64 3328656, %3800
+  %3802 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3803 = add nsw i64 %3801, %3802
+  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %3803
+  store <16 x float> %t194_c1_01074, ptr %arena1075, align 4
+  %t194_c1_11076 = load <16 x float>, ptr %conv2_weight_grad.t194_c1_1, align 64
+  %3804 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3805 = add nsw i64 %3804, 1
+  %3806 = mul nsw i64 %3805, 64
+  %3807 = add nsw i64 3328656, %3806
+  %3808 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3809 = add nsw i64 %3807, %3808
+  %3810 = add nsw i64 %3809, 16
+  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %3810
+  store <16 x float> %t194_c1_11076, ptr %arena1077, align 4
+  %t194_c1_21078 = load <16 x float>, ptr %conv2_weight_grad.t194_c1_2, align 64
+  %3811 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3812 = add nsw i64 %3811, 1
+  %3813 = mul nsw i64 %3812, 64
+  %3814 = add nsw i64 3328656, %3813
+  %3815 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3816 = add nsw i64 %3814, %3815
+  %3817 = add nsw i64 %3816, 32
+  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %3817
+  store <16 x float> %t194_c1_21078, ptr %arena1079, align 4
+  %t194_c1_31080 = load <16 x float>, ptr %conv2_weight_grad.t194_c1_3, align 64
+  %3818 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3819 = add nsw i64 %3818, 1
+  %3820 = mul nsw i64 %3819, 64
+  %3821 = add nsw i64 3328656, %3820
+  %3822 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3823 = add nsw i64 %3821, %3822
+  %3824 = add nsw i64 %3823, 48
+  %arena1081 = getelementptr inbounds float, ptr %arena, i64 %3824
+  store <16 x float> %t194_c1_31080, ptr %arena1081, align 4
+  %t194_c2_01082 = load <16 x float>, ptr %conv2_weight_grad.t194_c2_0, align 64
+  %3825 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3826 = add nsw i64 %3825, 2
+  %3827 = mul nsw i64 %3826, 64
+  %3828 = add nsw i64 3328656, %3827
+  %3829 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3830 = add nsw i64 %3828, %3829
+  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3830
+  store <16 x float> %t194_c2_01082, ptr %arena1083, align 4
+  %t194_c2_11084 = load <16 x float>, ptr %conv2_weight_grad.t194_c2_1, align 64
+  %3831 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3832 = add nsw i64 %3831, 2
+  %3833 = mul nsw i64 %3832, 64
+  %3834 = add nsw i64 3328656, %3833
+  %3835 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3836 = add nsw i64 %3834, %3835
+  %3837 = add nsw i64 %3836, 16
+  %arena1085 = getelementptr inbounds float, ptr %arena, i64 %3837
+  store <16 x float> %t194_c2_11084, ptr %arena1085, align 4
+  %t194_c2_21086 = load <16 x float>, ptr %conv2_weight_grad.t194_c2_2, align 64
+  %3838 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3839 = add nsw i64 %3838, 2
+  %3840 = mul nsw i64 %3839, 64
+  %3841 = add nsw i64 3328656, %3840
+  %3842 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3843 = add nsw i64 %3841, %3842
+  %3844 = add nsw i64 %3843, 32
+  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %3844
+  store <16 x float> %t194_c2_21086, ptr %arena1087, align 4
+  %t194_c2_31088 = load <16 x float>, ptr %conv2_weight_grad.t194_c2_3, align 64
+  %3845 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3846 = add nsw i64 %3845, 2
+  %3847 = mul nsw i64 %3846, 64
+  %3848 = add nsw i64 3328656, %3847
+  %3849 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3850 = add nsw i64 %3848, %3849
+  %3851 = add nsw i64 %3850, 48
+  %arena1089 = getelementptr inbounds float, ptr %arena, i64 %3851
+  store <16 x float> %t194_c2_31088, ptr %arena1089, align 4
+  %t194_c3_01090 = load <16 x float>, ptr %conv2_weight_grad.t194_c3_0, align 64
+  %3852 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3853 = add nsw i64 %3852, 3
+  %3854 = mul nsw i64 %3853, 64
+  %3855 = add nsw i64 3328656, %3854
+  %3856 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3857 = add nsw i64 %3855, %3856
+  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3857
+  store <16 x float> %t194_c3_01090, ptr %arena1091, align 4
+  %t194_c3_11092 = load <16 x float>, ptr %conv2_weight_grad.t194_c3_1, align 64
+  %3858 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3859 = add nsw i64 %3858, 3
+  %3860 = mul nsw i64 %3859, 64
+  %3861 = add nsw i64 3328656, %3860
+  %3862 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3863 = add nsw i64 %3861, %3862
+  %3864 = add nsw i64 %3863, 16
+  %arena1093 = getelementptr inbounds float, ptr %arena, i64 %3864
+  store <16 x float> %t194_c3_11092, ptr %arena1093, align 4
+  %t194_c3_21094 = load <16 x float>, ptr %conv2_weight_grad.t194_c3_2, align 64
+  %3865 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3866 = add nsw i64 %3865, 3
+  %3867 = mul nsw i64 %3866, 64
+  %3868 = add nsw i64 3328656, %3867
+  %3869 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3870 = add nsw i64 %3868, %3869
+  %3871 = add nsw i64 %3870, 32
+  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3871
+  store <16 x float> %t194_c3_21094, ptr %arena1095, align 4
+  %t194_c3_31096 = load <16 x float>, ptr %conv2_weight_grad.t194_c3_3, align 64
+  %3872 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3873 = add nsw i64 %3872, 3
+  %3874 = mul nsw i64 %3873, 64
+  %3875 = add nsw i64 3328656, %3874
+  %3876 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3877 = add nsw i64 %3875, %3876
+  %3878 = add nsw i64 %3877, 48
+  %arena1097 = getelementptr inbounds float, ptr %arena, i64 %3878
+  store <16 x float> %t194_c3_31096, ptr %arena1097, align 4
+  %t194_c4_01098 = load <16 x float>, ptr %conv2_weight_grad.t194_c4_0, align 64
+  %3879 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3880 = add nsw i64 %3879, 4
+  %3881 = mul nsw i64 %3880, 64
+  %3882 = add nsw i64 3328656, %3881
+  %3883 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3884 = add nsw i64 %3882, %3883
+  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3884
+  store <16 x float> %t194_c4_01098, ptr %arena1099, align 4
+  %t194_c4_11100 = load <16 x float>, ptr %conv2_weight_grad.t194_c4_1, align 64
+  %3885 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3886 = add nsw i64 %3885, 4
+  %3887 = mul nsw i64 %3886, 64
+  %3888 = add nsw i64 3328656, %3887
+  %3889 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3890 = add nsw i64 %3888, %3889
+  %3891 = add nsw i64 %3890, 16
+  %arena1101 = getelementptr inbounds float, ptr %arena, i64 %3891
+  store <16 x float> %t194_c4_11100, ptr %arena1101, align 4
+  %t194_c4_21102 = load <16 x float>, ptr %conv2_weight_grad.t194_c4_2, align 64
+  %3892 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3893 = add nsw i64 %3892, 4
+  %3894 = mul nsw i64 %3893, 64
+  %3895 = add nsw i64 3328656, %3894
+  %3896 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3897 = add nsw i64 %3895, %3896
+  %3898 = add nsw i64 %3897, 32
+  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3898
+  store <16 x float> %t194_c4_21102, ptr %arena1103, align 4
+  %t194_c4_31104 = load <16 x float>, ptr %conv2_weight_grad.t194_c4_3, align 64
+  %3899 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3900 = add nsw i64 %3899, 4
+  %3901 = mul nsw i64 %3900, 64
+  %3902 = add nsw i64 3328656, %3901
+  %3903 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3904 = add nsw i64 %3902, %3903
+  %3905 = add nsw i64 %3904, 48
+  %arena1105 = getelementptr inbounds float, ptr %arena, i64 %3905
+  store <16 x float> %t194_c4_31104, ptr %arena1105, align 4
+  %t194_c5_01106 = load <16 x float>, ptr %conv2_weight_grad.t194_c5_0, align 64
+  %3906 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3907 = add nsw i64 %3906, 5
+  %3908 = mul nsw i64 %3907, 64
+  %3909 = add nsw i64 3328656, %3908
+  %3910 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3911 = add nsw i64 %3909, %3910
+  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %3911
+  store <16 x float> %t194_c5_01106, ptr %arena1107, align 4
+  %t194_c5_11108 = load <16 x float>, ptr %conv2_weight_grad.t194_c5_1, align 64
+  %3912 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3913 = add nsw i64 %3912, 5
+  %3914 = mul nsw i64 %3913, 64
+  %3915 = add nsw i64 3328656, %3914
+  %3916 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3917 = add nsw i64 %3915, %3916
+  %3918 = add nsw i64 %3917, 16
+  %arena1109 = getelementptr inbounds float, ptr %arena, i64 %3918
+  store <16 x float> %t194_c5_11108, ptr %arena1109, align 4
+  %t194_c5_21110 = load <16 x float>, ptr %conv2_weight_grad.t194_c5_2, align 64
+  %3919 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3920 = add nsw i64 %3919, 5
+  %3921 = mul nsw i64 %3920, 64
+  %3922 = add nsw i64 3328656, %3921
+  %3923 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3924 = add nsw i64 %3922, %3923
+  %3925 = add nsw i64 %3924, 32
+  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3925
+  store <16 x float> %t194_c5_21110, ptr %arena1111, align 4
+  %t194_c5_31112 = load <16 x float>, ptr %conv2_weight_grad.t194_c5_3, align 64
+  %3926 = mul nsw i64 %conv2_weight_grad.mb193992, 6
+  %3927 = add nsw i64 %3926, 5
+  %3928 = mul nsw i64 %3927, 64
+  %3929 = add nsw i64 3328656, %3928
+  %3930 = mul nsw i64 %conv2_weight_grad.nb192991, 64
+  %3931 = add nsw i64 %3929, %3930
+  %3932 = add nsw i64 %3931, 48
+  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %3932
+  store <16 x float> %t194_c5_31112, ptr %arena1113, align 4
+  %mb193.next = add nsw i64 %conv2_weight_grad.mb193992, 1
+  %3933 = icmp slt i64 %mb193.next, 48
+  br i1 %3933, label %conv2_weight_grad.mb193, label %conv2_weight_grad.mb193.end
 
-conv2_bias_grad.img191:                           ; preds = %conv2_bias_grad.i192.end, %conv2_bias_grad.f189
-  %conv2_bias_grad.img1911031 = phi i64 [ 0, %conv2_bias_grad.f189 ], [ %img191.next, %conv2_bias_grad.i192.end ]
-  br label %conv2_bias_grad.i192
+conv2_weight_grad.f196:                           ; preds = %conv2_weight_grad.r197.end, %conv2_weight_grad.g173.end
+  %conv2_weight_grad.f1961114 = phi i64 [ 0, %conv2_weight_grad.g173.end ], [ %f196.next, %conv2_weight_grad.r197.end ]
+  br label %conv2_weight_grad.r197
 
-conv2_bias_grad.img191.end:                       ; preds = %conv2_bias_grad.i192.end
-  %acc1901036 = load <16 x float>, ptr %conv2_bias_grad.acc190, align 64
-  %arena1037 = getelementptr inbounds float, ptr %arena, i64 802816
-  store <16 x float> %acc1901036, ptr %arena1037, align 4
-  %arena1038 = getelementptr inbounds float, ptr %arena, i64 802816
-  %3615 = load float, ptr %arena1038, align 4
-  %arena1039 = getelementptr inbounds float, ptr %arena, i64 802817
-  %3616 = load float, ptr %arena1039, align 4
-  %3617 = fadd float %3615, %3616
-  store float %3617, ptr %conv2_bias_grad.sum193, align 4
-  %sum193 = load float, ptr %conv2_bias_grad.sum193, align 4
-  %arena1040 = getelementptr inbounds float, ptr %arena, i64 802818
-  %3618 = load float, ptr %arena1040, align 4
-  %3619 = fadd float %sum193, %3618
-  store float %3619, ptr %conv2_bias_grad.sum194, align 4
-  %sum194 = load float, ptr %conv2_bias_grad.sum194, align 4
-  %arena1041 = getelementptr inbounds float, ptr %arena, i64 802819
-  %3620 = load float, ptr %arena1041, align 4
-  %3621 = fadd float %sum194, %3620
-  store float %3621, ptr %conv2_bias_grad.sum195, align 4
-  %sum195 = load float, ptr %conv2_bias_grad.sum195, align 4
-  %arena1042 = getelementptr inbounds float, ptr %arena, i64 802820
-  %3622 = load float, ptr %arena1042, align 4
-  %3623 = fadd float %sum195, %3622
-  store float %3623, ptr %conv2_bias_grad.sum196, align 4
-  %sum196 = load float, ptr %conv2_bias_grad.sum196, align 4
-  %arena1043 = getelementptr inbounds float, ptr %arena, i64 802821
-  %3624 = load float, ptr %arena1043, align 4
-  %3625 = fadd float %sum196, %3624
-  store float %3625, ptr %conv2_bias_grad.sum197, align 4
-  %sum197 = load float, ptr %conv2_bias_grad.sum197, align 4
-  %arena1044 = getelementptr inbounds float, ptr %arena, i64 802822
-  %3626 = load float, ptr %arena1044, align 4
-  %3627 = fadd float %sum197, %3626
-  store float %3627, ptr %conv2_bias_grad.sum198, align 4
-  %sum198 = load float, ptr %conv2_bias_grad.sum198, align 4
-  %arena1045 = getelementptr inbounds float, ptr %arena, i64 802823
-  %3628 = load float, ptr %arena1045, align 4
-  %3629 = fadd float %sum198, %3628
-  store float %3629, ptr %conv2_bias_grad.sum199, align 4
-  %sum199 = load float, ptr %conv2_bias_grad.sum199, align 4
-  %arena1046 = getelementptr inbounds float, ptr %arena, i64 802824
-  %3630 = load float, ptr %arena1046, align 4
-  %3631 = fadd float %sum199, %3630
-  store float %3631, ptr %conv2_bias_grad.sum200, align 4
-  %sum200 = load float, ptr %conv2_bias_grad.sum200, align 4
-  %arena1047 = getelementptr inbounds float, ptr %arena, i64 802825
-  %3632 = load float, ptr %arena1047, align 4
-  %3633 = fadd float %sum200, %3632
-  store float %3633, ptr %conv2_bias_grad.sum201, align 4
-  %sum201 = load float, ptr %conv2_bias_grad.sum201, align 4
-  %arena1048 = getelementptr inbounds float, ptr %arena, i64 802826
-  %3634 = load float, ptr %arena1048, align 4
-  %3635 = fadd float %sum201, %3634
-  store float %3635, ptr %conv2_bias_grad.sum202, align 4
+conv2_weight_grad.f196.end:                       ; preds = %conv2_weight_grad.r197.end
+  br label %conv2_bias_grad.f198
+
+conv2_weight_grad.r197:                           ; preds = %conv2_weight_grad.r197, %conv2_weight_grad.f196
+  %conv2_weight_grad.r1971115 = phi i64 [ 0, %conv2_weight_grad.f196 ], [ %r197.next, %conv2_weight_grad.r197 ]
+  %3934 = mul nsw i64 %conv2_weight_grad.r1971115, 64
+  %3935 = add nsw i64 3328656, %3934
+  %3936 = add nsw i64 %3935, %conv2_weight_grad.f1961114
+  %arena1116 = getelementptr inbounds float, ptr %arena, i64 %3936
+  %3937 = load float, ptr %arena1116, align 4
+  %3938 = mul nsw i64 %conv2_weight_grad.f1961114, 288
+  %3939 = add nsw i64 320, %3938
+  %3940 = add nsw i64 %3939, %conv2_weight_grad.r1971115
+  %grads1117 = getelementptr inbounds float, ptr %grads, i64 %3940
+  store float %3937, ptr %grads1117, align 4
+  %r197.next = add nsw i64 %conv2_weight_grad.r1971115, 1
+  %3941 = icmp slt i64 %r197.next, 288
+  br i1 %3941, label %conv2_weight_grad.r197, label %conv2_weight_grad.r197.end
+
+conv2_weight_grad.r197.end:                       ; preds = %conv2_weight_grad.r197
+  %f196.next = add nsw i64 %conv2_weight_grad.f1961114, 1
+  %3942 = icmp slt i64 %f196.next, 64
+  br i1 %3942, label %conv2_weight_grad.f196, label %conv2_weight_grad.f196.end
+
+conv2_bias_grad.f198:                             ; preds = %conv2_bias_grad.img200.end, %conv2_weight_grad.f196.end
+  %conv2_bias_grad.f1981118 = phi i64 [ 0, %conv2_weight_grad.f196.end ], [ %f198.next, %conv2_bias_grad.img200.end ]
+  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc199, align 64
+  br label %conv2_bias_grad.img200
+
+conv2_bias_grad.f198.end:                         ; preds = %conv2_bias_grad.img200.end
+  br label %pool1_grad.g217
+
+conv2_bias_grad.img200:                           ; preds = %conv2_bias_grad.i201.end, %conv2_bias_grad.f198
+  %conv2_bias_grad.img2001119 = phi i64 [ 0, %conv2_bias_grad.f198 ], [ %img200.next, %conv2_bias_grad.i201.end ]
+  br label %conv2_bias_grad.i201
+
+conv2_bias_grad.img200.end:                       ; preds = %conv2_bias_grad.i201.end
+  %acc1991124 = load <16 x float>, ptr %conv2_bias_grad.acc199, align 64
+  %arena1125 = getelementptr inbounds float, ptr %arena, i64 802816
+  store <16 x float> %acc1991124, ptr %arena1125, align 4
+  %arena1126 = getelementptr inbounds float, ptr %arena, i64 802816
+  %3943 = load float, ptr %arena1126, align 4
+  %arena1127 = getelementptr inbounds float, ptr %arena, i64 802817
+  %3944 = load float, ptr %arena1127, align 4
+  %3945 = fadd float %3943, %3944
+  store float %3945, ptr %conv2_bias_grad.sum202, align 4
   %sum202 = load float, ptr %conv2_bias_grad.sum202, align 4
-  %arena1049 = getelementptr inbounds float, ptr %arena, i64 802827
-  %3636 = load float, ptr %arena1049, align 4
-  %3637 = fadd float %sum202, %3636
-  store float %3637, ptr %conv2_bias_grad.sum203, align 4
+  %arena1128 = getelementptr inbounds float, ptr %arena, i64 802818
+  %3946 = load float, ptr %arena1128, align 4
+  %3947 = fadd float %sum202, %3946
+  store float %3947, ptr %conv2_bias_grad.sum203, align 4
   %sum203 = load float, ptr %conv2_bias_grad.sum203, align 4
-  %arena1050 = getelementptr inbounds float, ptr %arena, i64 802828
-  %3638 = load float, ptr %arena1050, align 4
-  %3639 = fadd float %sum203, %3638
-  store float %3639, ptr %conv2_bias_grad.sum204, align 4
+  %arena1129 = getelementptr inbounds float, ptr %arena, i64 802819
+  %3948 = load float, ptr %arena1129, align 4
+  %3949 = fadd float %sum203, %3948
+  store float %3949, ptr %conv2_bias_grad.sum204, align 4
   %sum204 = load float, ptr %conv2_bias_grad.sum204, align 4
-  %arena1051 = getelementptr inbounds float, ptr %arena, i64 802829
-  %3640 = load float, ptr %arena1051, align 4
-  %3641 = fadd float %sum204, %3640
-  store float %3641, ptr %conv2_bias_grad.sum205, align 4
+  %arena1130 = getelementptr inbounds float, ptr %arena, i64 802820
+  %3950 = load float, ptr %arena1130, align 4
+  %3951 = fadd float %sum204, %3950
+  store float %3951, ptr %conv2_bias_grad.sum205, align 4
   %sum205 = load float, ptr %conv2_bias_grad.sum205, align 4
-  %arena1052 = getelementptr inbounds float, ptr %arena, i64 802830
-  %3642 = load float, ptr %arena1052, align 4
-  %3643 = fadd float %sum205, %3642
-  store float %3643, ptr %conv2_bias_grad.sum206, align 4
+  %arena1131 = getelementptr inbounds float, ptr %arena, i64 802821
+  %3952 = load float, ptr %arena1131, align 4
+  %3953 = fadd float %sum205, %3952
+  store float %3953, ptr %conv2_bias_grad.sum206, align 4
   %sum206 = load float, ptr %conv2_bias_grad.sum206, align 4
-  %arena1053 = getelementptr inbounds float, ptr %arena, i64 802831
-  %3644 = load float, ptr %arena1053, align 4
-  %3645 = fadd float %sum206, %3644
-  store float %3645, ptr %conv2_bias_grad.sum207, align 4
+  %arena1132 = getelementptr inbounds float, ptr %arena, i64 802822
+  %3954 = load float, ptr %arena1132, align 4
+  %3955 = fadd float %sum206, %3954
+  store float %3955, ptr %conv2_bias_grad.sum207, align 4
   %sum207 = load float, ptr %conv2_bias_grad.sum207, align 4
-  %3646 = add nsw i64 18752, %conv2_bias_grad.f1891030
-  %grads1054 = getelementptr inbounds float, ptr %grads, i64 %3646
-  store float %sum207, ptr %grads1054, align 4
-  %f189.next = add nsw i64 %conv2_bias_grad.f1891030, 1
-  %3647 = icmp slt i64 %f189.next, 64
-  br i1 %3647, label %conv2_bias_grad.f189, label %conv2_bias_grad.f189.end
+  %arena1133 = getelementptr inbounds float, ptr %arena, i64 802823
+  %3956 = load float, ptr %arena1133, align 4
+  %3957 = fadd float %sum207, %3956
+  store float %3957, ptr %conv2_bias_grad.sum208, align 4
+  %sum208 = load float, ptr %conv2_bias_grad.sum208, align 4
+  %arena1134 = getelementptr inbounds float, ptr %arena, i64 802824
+  %3958 = load float, ptr %arena1134, align 4
+  %3959 = fadd float %sum208, %3958
+  store float %3959, ptr %conv2_bias_grad.sum209, align 4
+  %sum209 = load float, ptr %conv2_bias_grad.sum209, align 4
+  %arena1135 = getelementptr inbounds float, ptr %arena, i64 802825
+  %3960 = load float, ptr %arena1135, align 4
+  %3961 = fadd float %sum209, %3960
+  store float %3961, ptr %conv2_bias_grad.sum210, align 4
+  %sum210 = load float, ptr %conv2_bias_grad.sum210, align 4
+  %arena1136 = getelementptr inbounds float, ptr %arena, i64 802826
+  %3962 = load float, ptr %arena1136, align 4
+  %3963 = fadd float %sum210, %3962
+  store float %3963, ptr %conv2_bias_grad.sum211, align 4
+  %sum211 = load float, ptr %conv2_bias_grad.sum211, align 4
+  %arena1137 = getelementptr inbounds float, ptr %arena, i64 802827
+  %3964 = load float, ptr %arena1137, align 4
+  %3965 = fadd float %sum211, %3964
+  store float %3965, ptr %conv2_bias_grad.sum212, align 4
+  %sum212 = load float, ptr %conv2_bias_grad.sum212, align 4
+  %arena1138 = getelementptr inbounds float, ptr %arena, i64 802828
+  %3966 = load float, ptr %arena1138, align 4
+  %3967 = fadd float %sum212, %3966
+  store float %3967, ptr %conv2_bias_grad.sum213, align 4
+  %sum213 = load float, ptr %conv2_bias_grad.sum213, align 4
+  %arena1139 = getelementptr inbounds float, ptr %arena, i64 802829
+  %3968 = load float, ptr %arena1139, align 4
+  %3969 = fadd float %sum213, %3968
+  store float %3969, ptr %conv2_bias_grad.sum214, align 4
+  %sum214 = load float, ptr %conv2_bias_grad.sum214, align 4
+  %arena1140 = getelementptr inbounds float, ptr %arena, i64 802830
+  %3970 = load float, ptr %arena1140, align 4
+  %3971 = fadd float %sum214, %3970
+  store float %3971, ptr %conv2_bias_grad.sum215, align 4
+  %sum215 = load float, ptr %conv2_bias_grad.sum215, align 4
+  %arena1141 = getelementptr inbounds float, ptr %arena, i64 802831
+  %3972 = load float, ptr %arena1141, align 4
+  %3973 = fadd float %sum215, %3972
+  store float %3973, ptr %conv2_bias_grad.sum216, align 4
+  %sum216 = load float, ptr %conv2_bias_grad.sum216, align 4
+  %3974 = add nsw i64 18752, %conv2_bias_grad.f1981118
+  %grads1142 = getelementptr inbounds float, ptr %grads, i64 %3974
+  store float %sum216, ptr %grads1142, align 4
+  %f198.next = add nsw i64 %conv2_bias_grad.f1981118, 1
+  %3975 = icmp slt i64 %f198.next, 64
+  br i1 %3975, label %conv2_bias_grad.f198, label %conv2_bias_grad.f198.end
 
-conv2_bias_grad.i192:                             ; preds = %conv2_bias_grad.i192, %conv2_bias_grad.img191
-  %conv2_bias_grad.i1921032 = phi i64 [ 0, %conv2_bias_grad.img191 ], [ %i192.next, %conv2_bias_grad.i192 ]
-  %3648 = mul nsw i64 %conv2_bias_grad.img1911031, 12544
-  %3649 = add nsw i64 1421968, %3648
-  %3650 = mul nsw i64 %conv2_bias_grad.f1891030, 196
-  %3651 = add nsw i64 %3649, %3650
-  %3652 = mul nsw i64 %conv2_bias_grad.i1921032, 16
-  %3653 = add nsw i64 %3651, %3652
-  %arena1033 = getelementptr inbounds float, ptr %arena, i64 %3653
-  %3654 = load <16 x float>, ptr %arena1033, align 4
-  %acc190 = load <16 x float>, ptr %conv2_bias_grad.acc190, align 64
-  %3655 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %3654, <16 x float> %acc190)
-  store <16 x float> %3655, ptr %conv2_bias_grad.acc190, align 64
-  %i192.next = add nsw i64 %conv2_bias_grad.i1921032, 1
-  %3656 = icmp slt i64 %i192.next, 12
-  br i1 %3656, label %conv2_bias_grad.i192, label %conv2_bias_grad.i192.end
+conv2_bias_grad.i201:                             ; preds = %conv2_bias_grad.i201, %conv2_bias_grad.img200
+  %conv2_bias_grad.i2011120 = phi i64 [ 0, %conv2_bias_grad.img200 ], [ %i201.next, %conv2_bias_grad.i201 ]
+  %3976 = mul nsw i64 %conv2_bias_grad.img2001119, 12544
+  %3977 = add nsw i64 1421968, %3976
+  %3978 = mul nsw i64 %conv2_bias_grad.f1981118, 196
+  %3979 = add nsw i64 %3977, %3978
+  %3980 = mul nsw i64 %conv2_bias_grad.i2011120, 16
+  %3981 = add nsw i64 %3979, %3980
+  %arena1121 = getelementptr inbounds float, ptr %arena, i64 %3981
+  %3982 = load <16 x float>, ptr %arena1121, align 4
+  %acc199 = load <16 x float>, ptr %conv2_bias_grad.acc199, align 64
+  %3983 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %3982, <16 x float> %acc199)
+  store <16 x float> %3983, ptr %conv2_bias_grad.acc199, align 64
+  %i201.next = add nsw i64 %conv2_bias_grad.i2011120, 1
+  %3984 = icmp slt i64 %i201.next, 12
+  br i1 %3984, label %conv2_bias_grad.i201, label %conv2_bias_grad.i201.end
 
-conv2_bias_grad.i192.end:                         ; preds = %conv2_bias_grad.i192
-  %3657 = mul nsw i64 %conv2_bias_grad.img1911031, 12544
-  %3658 = add nsw i64 1421968, %3657
-  %3659 = mul nsw i64 %conv2_bias_grad.f1891030, 196
-  %3660 = add nsw i64 %3658, %3659
-  %3661 = add nsw i64 %3660, 192
-  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %3661
-  %3662 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1034, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  %acc1901035 = load <16 x float>, ptr %conv2_bias_grad.acc190, align 64
-  %3663 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %3662, <16 x float> %acc1901035)
-  store <16 x float> %3663, ptr %conv2_bias_grad.acc190, align 64
-  %img191.next = add nsw i64 %conv2_bias_grad.img1911031, 1
-  %3664 = icmp slt i64 %img191.next, 64
-  br i1 %3664, label %conv2_bias_grad.img191, label %conv2_bias_grad.img191.end
+conv2_bias_grad.i201.end:                         ; preds = %conv2_bias_grad.i201
+  %3985 = mul nsw i64 %conv2_bias_grad.img2001119, 12544
+  %3986 = add nsw i64 1421968, %3985
+  %3987 = mul nsw i64 %conv2_bias_grad.f1981118, 196
+  %3988 = add nsw i64 %3986, %3987
+  %3989 = add nsw i64 %3988, 192
+  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %3989
+  %3990 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1122, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  %acc1991123 = load <16 x float>, ptr %conv2_bias_grad.acc199, align 64
+  %3991 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %3990, <16 x float> %acc1991123)
+  store <16 x float> %3991, ptr %conv2_bias_grad.acc199, align 64
+  %img200.next = add nsw i64 %conv2_bias_grad.img2001119, 1
+  %3992 = icmp slt i64 %img200.next, 64
+  br i1 %3992, label %conv2_bias_grad.img200, label %conv2_bias_grad.img200.end
 
-pool1_grad.g208:                                  ; preds = %pool1_grad.j216.end, %conv2_bias_grad.f189.end
-  %pool1_grad.g2081055 = phi i64 [ 0, %conv2_bias_grad.f189.end ], [ %g208.next, %pool1_grad.j216.end ]
-  br label %pool1_grad.j209
+pool1_grad.g217:                                  ; preds = %pool1_grad.j225.end, %conv2_bias_grad.f198.end
+  %pool1_grad.g2171143 = phi i64 [ 0, %conv2_bias_grad.f198.end ], [ %g217.next, %pool1_grad.j225.end ]
+  br label %pool1_grad.j218
 
-pool1_grad.g208.end:                              ; preds = %pool1_grad.j216.end
-  br label %conv1_grad.i285
+pool1_grad.g217.end:                              ; preds = %pool1_grad.j225.end
+  br label %conv1_grad.i294
 
-pool1_grad.j209:                                  ; preds = %pool1_grad.f210.end, %pool1_grad.g208
-  %pool1_grad.j2091056 = phi i64 [ 0, %pool1_grad.g208 ], [ %j209.next, %pool1_grad.f210.end ]
-  br label %pool1_grad.f210
+pool1_grad.j218:                                  ; preds = %pool1_grad.f219.end, %pool1_grad.g217
+  %pool1_grad.j2181144 = phi i64 [ 0, %pool1_grad.g217 ], [ %j218.next, %pool1_grad.f219.end ]
+  br label %pool1_grad.f219
 
-pool1_grad.j209.end:                              ; preds = %pool1_grad.f210.end
-  br label %pool1_grad.nb212
+pool1_grad.j218.end:                              ; preds = %pool1_grad.f219.end
+  br label %pool1_grad.nb221
 
-pool1_grad.f210:                                  ; preds = %pool1_grad.i211.end, %pool1_grad.j209
-  %pool1_grad.f2101057 = phi i64 [ 0, %pool1_grad.j209 ], [ %f210.next, %pool1_grad.i211.end ]
-  br label %pool1_grad.i211
+pool1_grad.f219:                                  ; preds = %pool1_grad.i220.end, %pool1_grad.j218
+  %pool1_grad.f2191145 = phi i64 [ 0, %pool1_grad.j218 ], [ %f219.next, %pool1_grad.i220.end ]
+  br label %pool1_grad.i220
 
-pool1_grad.f210.end:                              ; preds = %pool1_grad.i211.end
-  %j209.next = add nsw i64 %pool1_grad.j2091056, 1
-  %3665 = icmp slt i64 %j209.next, 16
-  br i1 %3665, label %pool1_grad.j209, label %pool1_grad.j209.end
+pool1_grad.f219.end:                              ; preds = %pool1_grad.i220.end
+  %j218.next = add nsw i64 %pool1_grad.j2181144, 1
+  %3993 = icmp slt i64 %j218.next, 16
+  br i1 %3993, label %pool1_grad.j218, label %pool1_grad.j218.end
 
-pool1_grad.i211:                                  ; preds = %pool1_grad.i211, %pool1_grad.f210
-  %pool1_grad.i2111058 = phi i64 [ 0, %pool1_grad.f210 ], [ %i211.next, %pool1_grad.i211 ]
-  %3666 = mul nsw i64 %pool1_grad.g2081055, 16
-  %3667 = add nsw i64 %3666, %pool1_grad.j2091056
-  %3668 = mul nsw i64 %3667, 12544
-  %3669 = add nsw i64 1421968, %3668
-  %3670 = mul nsw i64 %pool1_grad.f2101057, 196
-  %3671 = add nsw i64 %3669, %3670
-  %3672 = add nsw i64 %3671, %pool1_grad.i2111058
-  %arena1059 = getelementptr inbounds float, ptr %arena, i64 %3672
-  %3673 = load float, ptr %arena1059, align 4
-  %3674 = mul nsw i64 %pool1_grad.f2101057, 3136
-  %3675 = add nsw i64 3127952, %3674
-  %3676 = mul nsw i64 %pool1_grad.j2091056, 196
-  %3677 = add nsw i64 %3675, %3676
-  %3678 = add nsw i64 %3677, %pool1_grad.i2111058
-  %arena1060 = getelementptr inbounds float, ptr %arena, i64 %3678
-  store float %3673, ptr %arena1060, align 4
-  %i211.next = add nsw i64 %pool1_grad.i2111058, 1
-  %3679 = icmp slt i64 %i211.next, 196
-  br i1 %3679, label %pool1_grad.i211, label %pool1_grad.i211.end
-
-pool1_grad.i211.end:                              ; preds = %pool1_grad.i211
-  %f210.next = add nsw i64 %pool1_grad.f2101057, 1
-  %3680 = icmp slt i64 %f210.next, 64
-  br i1 %3680, label %pool1_grad.f210, label %pool1_grad.f210.end
-
-pool1_grad.nb212:                                 ; preds = %pool1_grad.mb213.end, %pool1_grad.j209.end
-  %pool1_grad.nb2121061 = phi i64 [ 0, %pool1_grad.j209.end ], [ %nb212.next, %pool1_grad.mb213.end ]
-  br label %pool1_grad.mb213
-
-pool1_grad.nb212.end:                             ; preds = %pool1_grad.mb213.end
-  br label %pool1_grad.j216
-
-pool1_grad.mb213:                                 ; preds = %pool1_grad.k215.end, %pool1_grad.nb212
-  %pool1_grad.mb2131062 = phi i64 [ 0, %pool1_grad.nb212 ], [ %mb213.next, %pool1_grad.k215.end ]
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t214_c5_3, align 64
-  br label %pool1_grad.k215
-
-pool1_grad.mb213.end:                             ; preds = %pool1_grad.k215.end
-  %nb212.next = add nsw i64 %pool1_grad.nb2121061, 1
-  %3681 = icmp slt i64 %nb212.next, 49
-  br i1 %3681, label %pool1_grad.nb212, label %pool1_grad.nb212.end
-
-pool1_grad.k215:                                  ; preds = %pool1_grad.k215, %pool1_grad.mb213
-  %pool1_grad.k2151063 = phi i64 [ 0, %pool1_grad.mb213 ], [ %k215.next, %pool1_grad.k215 ]
-  %3682 = mul nsw i64 %pool1_grad.k2151063, 3136
-  %3683 = add nsw i64 3127952, %3682
-  %3684 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3685 = add nsw i64 %3683, %3684
-  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %3685
-  %3686 = load <16 x float>, ptr %arena1064, align 4
-  store <16 x float> %3686, ptr %pool1_grad.t214_b0, align 64
-  %3687 = mul nsw i64 %pool1_grad.k2151063, 3136
-  %3688 = add nsw i64 3127952, %3687
-  %3689 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3690 = add nsw i64 %3688, %3689
-  %3691 = add nsw i64 %3690, 16
-  %arena1065 = getelementptr inbounds float, ptr %arena, i64 %3691
-  %3692 = load <16 x float>, ptr %arena1065, align 4
-  store <16 x float> %3692, ptr %pool1_grad.t214_b1, align 64
-  %3693 = mul nsw i64 %pool1_grad.k2151063, 3136
-  %3694 = add nsw i64 3127952, %3693
-  %3695 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3696 = add nsw i64 %3694, %3695
-  %3697 = add nsw i64 %3696, 32
-  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3697
-  %3698 = load <16 x float>, ptr %arena1066, align 4
-  store <16 x float> %3698, ptr %pool1_grad.t214_b2, align 64
-  %3699 = mul nsw i64 %pool1_grad.k2151063, 3136
-  %3700 = add nsw i64 3127952, %3699
-  %3701 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3702 = add nsw i64 %3700, %3701
-  %3703 = add nsw i64 %3702, 48
-  %arena1067 = getelementptr inbounds float, ptr %arena, i64 %3703
-  %3704 = load <16 x float>, ptr %arena1067, align 4
-  store <16 x float> %3704, ptr %pool1_grad.t214_b3, align 64
-  %3705 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3706 = add nsw i64 320, %3705
-  %3707 = mul nsw i64 %pool1_grad.k2151063, 288
-  %3708 = add nsw i64 %3706, %3707
-  %params1068 = getelementptr inbounds float, ptr %params, i64 %3708
-  %3709 = load float, ptr %params1068, align 4
-  %3710 = insertelement <16 x float> undef, float %3709, i32 0
-  %3711 = shufflevector <16 x float> %3710, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3711, ptr %pool1_grad.t214_a0, align 64
-  %t214_a0 = load <16 x float>, ptr %pool1_grad.t214_a0, align 64
-  %t214_b0 = load <16 x float>, ptr %pool1_grad.t214_b0, align 64
-  %t214_c0_0 = load <16 x float>, ptr %pool1_grad.t214_c0_0, align 64
-  %3712 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a0, <16 x float> %t214_b0, <16 x float> %t214_c0_0)
-  store <16 x float> %3712, ptr %pool1_grad.t214_c0_0, align 64
-  %t214_a01069 = load <16 x float>, ptr %pool1_grad.t214_a0, align 64
-  %t214_b1 = load <16 x float>, ptr %pool1_grad.t214_b1, align 64
-  %t214_c0_1 = load <16 x float>, ptr %pool1_grad.t214_c0_1, align 64
-  %3713 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a01069, <16 x float> %t214_b1, <16 x float> %t214_c0_1)
-  store <16 x float> %3713, ptr %pool1_grad.t214_c0_1, align 64
-  %t214_a01070 = load <16 x float>, ptr %pool1_grad.t214_a0, align 64
-  %t214_b2 = load <16 x float>, ptr %pool1_grad.t214_b2, align 64
-  %t214_c0_2 = load <16 x float>, ptr %pool1_grad.t214_c0_2, align 64
-  %3714 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a01070, <16 x float> %t214_b2, <16 x float> %t214_c0_2)
-  store <16 x float> %3714, ptr %pool1_grad.t214_c0_2, align 64
-  %t214_a01071 = load <16 x float>, ptr %pool1_grad.t214_a0, align 64
-  %t214_b3 = load <16 x float>, ptr %pool1_grad.t214_b3, align 64
-  %t214_c0_3 = load <16 x float>, ptr %pool1_grad.t214_c0_3, align 64
-  %3715 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a01071, <16 x float> %t214_b3, <16 x float> %t214_c0_3)
-  store <16 x float> %3715, ptr %pool1_grad.t214_c0_3, align 64
-  %3716 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3717 = add nsw i64 %3716, 1
-  %3718 = add nsw i64 320, %3717
-  %3719 = mul nsw i64 %pool1_grad.k2151063, 288
-  %3720 = add nsw i64 %3718, %3719
-  %params1072 = getelementptr inbounds float, ptr %params, i64 %3720
-  %3721 = load float, ptr %params1072, align 4
-  %3722 = insertelement <16 x float> undef, float %3721, i32 0
-  %3723 = shufflevector <16 x float> %3722, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3723, ptr %pool1_grad.t214_a1, align 64
-  %t214_a1 = load <16 x float>, ptr %pool1_grad.t214_a1, align 64
-  %t214_b01073 = load <16 x float>, ptr %pool1_grad.t214_b0, align 64
-  %t214_c1_0 = load <16 x float>, ptr %pool1_grad.t214_c1_0, align 64
-  %3724 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a1, <16 x float> %t214_b01073, <16 x float> %t214_c1_0)
-  store <16 x float> %3724, ptr %pool1_grad.t214_c1_0, align 64
-  %t214_a11074 = load <16 x float>, ptr %pool1_grad.t214_a1, align 64
-  %t214_b11075 = load <16 x float>, ptr %pool1_grad.t214_b1, align 64
-  %t214_c1_1 = load <16 x float>, ptr %pool1_grad.t214_c1_1, align 64
-  %3725 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a11074, <16 x float> %t214_b11075, <16 x float> %t214_c1_1)
-  store <16 x float> %3725, ptr %pool1_grad.t214_c1_1, align 64
-  %t214_a11076 = load <16 x float>, ptr %pool1_grad.t214_a1, align 64
-  %t214_b21077 = load <16 x float>, ptr %pool1_grad.t214_b2, align 64
-  %t214_c1_2 = load <16 x float>, ptr %pool1_grad.t214_c1_2, align 64
-  %3726 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a11076, <16 x float> %t214_b21077, <16 x float> %t214_c1_2)
-  store <16 x float> %3726, ptr %pool1_grad.t214_c1_2, align 64
-  %t214_a11078 = load <16 x float>, ptr %pool1_grad.t214_a1, align 64
-  %t214_b31079 = load <16 x float>, ptr %pool1_grad.t214_b3, align 64
-  %t214_c1_3 = load <16 x float>, ptr %pool1_grad.t214_c1_3, align 64
-  %3727 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a11078, <16 x float> %t214_b31079, <16 x float> %t214_c1_3)
-  store <16 x float> %3727, ptr %pool1_grad.t214_c1_3, align 64
-  %3728 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3729 = add nsw i64 %3728, 2
-  %3730 = add nsw i64 320, %3729
-  %3731 = mul nsw i64 %pool1_grad.k2151063, 288
-  %3732 = add nsw i64 %3730, %3731
-  %params1080 = getelementptr inbounds float, ptr %params, i64 %3732
-  %3733 = load float, ptr %params1080, align 4
-  %3734 = insertelement <16 x float> undef, float %3733, i32 0
-  %3735 = shufflevector <16 x float> %3734, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3735, ptr %pool1_grad.t214_a2, align 64
-  %t214_a2 = load <16 x float>, ptr %pool1_grad.t214_a2, align 64
-  %t214_b01081 = load <16 x float>, ptr %pool1_grad.t214_b0, align 64
-  %t214_c2_0 = load <16 x float>, ptr %pool1_grad.t214_c2_0, align 64
-  %3736 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a2, <16 x float> %t214_b01081, <16 x float> %t214_c2_0)
-  store <16 x float> %3736, ptr %pool1_grad.t214_c2_0, align 64
-  %t214_a21082 = load <16 x float>, ptr %pool1_grad.t214_a2, align 64
-  %t214_b11083 = load <16 x float>, ptr %pool1_grad.t214_b1, align 64
-  %t214_c2_1 = load <16 x float>, ptr %pool1_grad.t214_c2_1, align 64
-  %3737 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a21082, <16 x float> %t214_b11083, <16 x float> %t214_c2_1)
-  store <16 x float> %3737, ptr %pool1_grad.t214_c2_1, align 64
-  %t214_a21084 = load <16 x float>, ptr %pool1_grad.t214_a2, align 64
-  %t214_b21085 = load <16 x float>, ptr %pool1_grad.t214_b2, align 64
-  %t214_c2_2 = load <16 x float>, ptr %pool1_grad.t214_c2_2, align 64
-  %3738 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a21084, <16 x float> %t214_b21085, <16 x float> %t214_c2_2)
-  store <16 x float> %3738, ptr %pool1_grad.t214_c2_2, align 64
-  %t214_a21086 = load <16 x float>, ptr %pool1_grad.t214_a2, align 64
-  %t214_b31087 = load <16 x float>, ptr %pool1_grad.t214_b3, align 64
-  %t214_c2_3 = load <16 x float>, ptr %pool1_grad.t214_c2_3, align 64
-  %3739 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a21086, <16 x float> %t214_b31087, <16 x float> %t214_c2_3)
-  store <16 x float> %3739, ptr %pool1_grad.t214_c2_3, align 64
-  %3740 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3741 = add nsw i64 %3740, 3
-  %3742 = add nsw i64 320, %3741
-  %3743 = mul nsw i64 %pool1_grad.k2151063, 288
-  %3744 = add nsw i64 %3742, %3743
-  %params1088 = getelementptr inbounds float, ptr %params, i64 %3744
-  %3745 = load float, ptr %params1088, align 4
-  %3746 = insertelement <16 x float> undef, float %3745, i32 0
-  %3747 = shufflevector <16 x float> %3746, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3747, ptr %pool1_grad.t214_a3, align 64
-  %t214_a3 = load <16 x float>, ptr %pool1_grad.t214_a3, align 64
-  %t214_b01089 = load <16 x float>, ptr %pool1_grad.t214_b0, align 64
-  %t214_c3_0 = load <16 x float>, ptr %pool1_grad.t214_c3_0, align 64
-  %3748 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a3, <16 x float> %t214_b01089, <16 x float> %t214_c3_0)
-  store <16 x float> %3748, ptr %pool1_grad.t214_c3_0, align 64
-  %t214_a31090 = load <16 x float>, ptr %pool1_grad.t214_a3, align 64
-  %t214_b11091 = load <16 x float>, ptr %pool1_grad.t214_b1, align 64
-  %t214_c3_1 = load <16 x float>, ptr %pool1_grad.t214_c3_1, align 64
-  %3749 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a31090, <16 x float> %t214_b11091, <16 x float> %t214_c3_1)
-  store <16 x float> %3749, ptr %pool1_grad.t214_c3_1, align 64
-  %t214_a31092 = load <16 x float>, ptr %pool1_grad.t214_a3, align 64
-  %t214_b21093 = load <16 x float>, ptr %pool1_grad.t214_b2, align 64
-  %t214_c3_2 = load <16 x float>, ptr %pool1_grad.t214_c3_2, align 64
-  %3750 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a31092, <16 x float> %t214_b21093, <16 x float> %t214_c3_2)
-  store <16 x float> %3750, ptr %pool1_grad.t214_c3_2, align 64
-  %t214_a31094 = load <16 x float>, ptr %pool1_grad.t214_a3, align 64
-  %t214_b31095 = load <16 x float>, ptr %pool1_grad.t214_b3, align 64
-  %t214_c3_3 = load <16 x float>, ptr %pool1_grad.t214_c3_3, align 64
-  %3751 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a31094, <16 x float> %t214_b31095, <16 x float> %t214_c3_3)
-  store <16 x float> %3751, ptr %pool1_grad.t214_c3_3, align 64
-  %3752 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3753 = add nsw i64 %3752, 4
-  %3754 = add nsw i64 320, %3753
-  %3755 = mul nsw i64 %pool1_grad.k2151063, 288
-  %3756 = add nsw i64 %3754, %3755
-  %params1096 = getelementptr inbounds float, ptr %params, i64 %3756
-  %3757 = load float, ptr %params1096, align 4
-  %3758 = insertelement <16 x float> undef, float %3757, i32 0
-  %3759 = shufflevector <16 x float> %3758, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3759, ptr %pool1_grad.t214_a4, align 64
-  %t214_a4 = load <16 x float>, ptr %pool1_grad.t214_a4, align 64
-  %t214_b01097 = load <16 x float>, ptr %pool1_grad.t214_b0, align 64
-  %t214_c4_0 = load <16 x float>, ptr %pool1_grad.t214_c4_0, align 64
-  %3760 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a4, <16 x float> %t214_b01097, <16 x float> %t214_c4_0)
-  store <16 x float> %3760, ptr %pool1_grad.t214_c4_0, align 64
-  %t214_a41098 = load <16 x float>, ptr %pool1_grad.t214_a4, align 64
-  %t214_b11099 = load <16 x float>, ptr %pool1_grad.t214_b1, align 64
-  %t214_c4_1 = load <16 x float>, ptr %pool1_grad.t214_c4_1, align 64
-  %3761 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a41098, <16 x float> %t214_b11099, <16 x float> %t214_c4_1)
-  store <16 x float> %3761, ptr %pool1_grad.t214_c4_1, align 64
-  %t214_a41100 = load <16 x float>, ptr %pool1_grad.t214_a4, align 64
-  %t214_b21101 = load <16 x float>, ptr %pool1_grad.t214_b2, align 64
-  %t214_c4_2 = load <16 x float>, ptr %pool1_grad.t214_c4_2, align 64
-  %3762 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a41100, <16 x float> %t214_b21101, <16 x float> %t214_c4_2)
-  store <16 x float> %3762, ptr %pool1_grad.t214_c4_2, align 64
-  %t214_a41102 = load <16 x float>, ptr %pool1_grad.t214_a4, align 64
-  %t214_b31103 = load <16 x float>, ptr %pool1_grad.t214_b3, align 64
-  %t214_c4_3 = load <16 x float>, ptr %pool1_grad.t214_c4_3, align 64
-  %3763 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a41102, <16 x float> %t214_b31103, <16 x float> %t214_c4_3)
-  store <16 x float> %3763, ptr %pool1_grad.t214_c4_3, align 64
-  %3764 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3765 = add nsw i64 %3764, 5
-  %3766 = add nsw i64 320, %3765
-  %3767 = mul nsw i64 %pool1_grad.k2151063, 288
-  %3768 = add nsw i64 %3766, %3767
-  %params1104 = getelementptr inbounds float, ptr %params, i64 %3768
-  %3769 = load float, ptr %params1104, align 4
-  %3770 = insertelement <16 x float> undef, float %3769, i32 0
-  %3771 = shufflevector <16 x float> %3770, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3771, ptr %pool1_grad.t214_a5, align 64
-  %t214_a5 = load <16 x float>, ptr %pool1_grad.t214_a5, align 64
-  %t214_b01105 = load <16 x float>, ptr %pool1_grad.t214_b0, align 64
-  %t214_c5_0 = load <16 x float>, ptr %pool1_grad.t214_c5_0, align 64
-  %3772 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a5, <16 x float> %t214_b01105, <16 x float> %t214_c5_0)
-  store <16 x float> %3772, ptr %pool1_grad.t214_c5_0, align 64
-  %t214_a51106 = load <16 x float>, ptr %pool1_grad.t214_a5, align 64
-  %t214_b11107 = load <16 x float>, ptr %pool1_grad.t214_b1, align 64
-  %t214_c5_1 = load <16 x float>, ptr %pool1_grad.t214_c5_1, align 64
-  %3773 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a51106, <16 x float> %t214_b11107, <16 x float> %t214_c5_1)
-  store <16 x float> %3773, ptr %pool1_grad.t214_c5_1, align 64
-  %t214_a51108 = load <16 x float>, ptr %pool1_grad.t214_a5, align 64
-  %t214_b21109 = load <16 x float>, ptr %pool1_grad.t214_b2, align 64
-  %t214_c5_2 = load <16 x float>, ptr %pool1_grad.t214_c5_2, align 64
-  %3774 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a51108, <16 x float> %t214_b21109, <16 x float> %t214_c5_2)
-  store <16 x float> %3774, ptr %pool1_grad.t214_c5_2, align 64
-  %t214_a51110 = load <16 x float>, ptr %pool1_grad.t214_a5, align 64
-  %t214_b31111 = load <16 x float>, ptr %pool1_grad.t214_b3, align 64
-  %t214_c5_3 = load <16 x float>, ptr %pool1_grad.t214_c5_3, align 64
-  %3775 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t214_a51110, <16 x float> %t214_b31111, <16 x float> %t214_c5_3)
-  store <16 x float> %3775, ptr %pool1_grad.t214_c5_3, align 64
-  %k215.next = add nsw i64 %pool1_grad.k2151063, 1
-  %3776 = icmp slt i64 %k215.next, 64
-  br i1 %3776, label %pool1_grad.k215, label %pool1_grad.k215.end
-
-pool1_grad.k215.end:                              ; preds = %pool1_grad.k215
-  %t214_c0_01112 = load <16 x float>, ptr %pool1_grad.t214_c0_0, align 64
-  %3777 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3778 = mul nsw i64 %3777, 3136
-  %3779 = add nsw i64 2224784, %3778
-  %3780 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3781 = add nsw i64 %3779, %3780
-  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %3781
-  store <16 x float> %t214_c0_01112, ptr %arena1113, align 4
-  %t214_c0_11114 = load <16 x float>, ptr %pool1_grad.t214_c0_1, align 64
-  %3782 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3783 = mul nsw i64 %3782, 3136
-  %3784 = add nsw i64 2224784, %3783
-  %3785 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3786 = add nsw i64 %3784, %3785
-  %3787 = add nsw i64 %3786, 16
-  %arena1115 = getelementptr inbounds float, ptr %arena, i64 %3787
-  store <16 x float> %t214_c0_11114, ptr %arena1115, align 4
-  %t214_c0_21116 = load <16 x float>, ptr %pool1_grad.t214_c0_2, align 64
-  %3788 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3789 = mul nsw i64 %3788, 3136
-  %3790 = add nsw i64 2224784, %3789
-  %3791 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3792 = add nsw i64 %3790, %3791
-  %3793 = add nsw i64 %3792, 32
-  %arena1117 = getelementptr inbounds float, ptr %arena, i64 %3793
-  store <16 x float> %t214_c0_21116, ptr %arena1117, align 4
-  %t214_c0_31118 = load <16 x float>, ptr %pool1_grad.t214_c0_3, align 64
-  %3794 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3795 = mul nsw i64 %3794, 3136
-  %3796 = add nsw i64 2224784, %3795
-  %3797 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3798 = add nsw i64 %3796, %3797
-  %3799 = add nsw i64 %3798, 48
-  %arena1119 = getelementptr inbounds float, ptr %arena, i64 %3799
-  store <16 x float> %t214_c0_31118, ptr %arena1119, align 4
-  %t214_c1_01120 = load <16 x float>, ptr %pool1_grad.t214_c1_0, align 64
-  %3800 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3801 = add nsw i64 %3800, 1
-  %3802 = mul nsw i64 %3801, 3136
-  %3803 = add nsw i64 2224784, %3802
-  %3804 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3805 = add nsw i64 %3803, %3804
-  %arena1121 = getelementptr inbounds float, ptr %arena, i64 %3805
-  store <16 x float> %t214_c1_01120, ptr %arena1121, align 4
-  %t214_c1_11122 = load <16 x float>, ptr %pool1_grad.t214_c1_1, align 64
-  %3806 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3807 = add nsw i64 %3806, 1
-  %3808 = mul nsw i64 %3807, 3136
-  %3809 = add nsw i64 2224784, %3808
-  %3810 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3811 = add nsw i64 %3809, %3810
-  %3812 = add nsw i64 %3811, 16
-  %arena1123 = getelementptr inbounds float, ptr %arena, i64 %3812
-  store <16 x float> %t214_c1_11122, ptr %arena1123, align 4
-  %t214_c1_21124 = load <16 x float>, ptr %pool1_grad.t214_c1_2, align 64
-  %3813 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3814 = add nsw i64 %3813, 1
-  %3815 = mul nsw i64 %3814, 3136
-  %3816 = add nsw i64 2224784, %3815
-  %3817 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3818 = add nsw i64 %3816, %3817
-  %3819 = add nsw i64 %3818, 32
-  %arena1125 = getelementptr inbounds float, ptr %arena, i64 %3819
-  store <16 x float> %t214_c1_21124, ptr %arena1125, align 4
-  %t214_c1_31126 = load <16 x float>, ptr %pool1_grad.t214_c1_3, align 64
-  %3820 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3821 = add nsw i64 %3820, 1
-  %3822 = mul nsw i64 %3821, 3136
-  %3823 = add nsw i64 2224784, %3822
-  %3824 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3825 = add nsw i64 %3823, %3824
-  %3826 = add nsw i64 %3825, 48
-  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %3826
-  store <16 x float> %t214_c1_31126, ptr %arena1127, align 4
-  %t214_c2_01128 = load <16 x float>, ptr %pool1_grad.t214_c2_0, align 64
-  %3827 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3828 = add nsw i64 %3827, 2
-  %3829 = mul nsw i64 %3828, 3136
-  %3830 = add nsw i64 2224784, %3829
-  %3831 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3832 = add nsw i64 %3830, %3831
-  %arena1129 = getelementptr inbounds float, ptr %arena, i64 %3832
-  store <16 x float> %t214_c2_01128, ptr %arena1129, align 4
-  %t214_c2_11130 = load <16 x float>, ptr %pool1_grad.t214_c2_1, align 64
-  %3833 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3834 = add nsw i64 %3833, 2
-  %3835 = mul nsw i64 %3834, 3136
-  %3836 = add nsw i64 2224784, %3835
-  %3837 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3838 = add nsw i64 %3836, %3837
-  %3839 = add nsw i64 %3838, 16
-  %arena1131 = getelementptr inbounds float, ptr %arena, i64 %3839
-  store <16 x float> %t214_c2_11130, ptr %arena1131, align 4
-  %t214_c2_21132 = load <16 x float>, ptr %pool1_grad.t214_c2_2, align 64
-  %3840 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3841 = add nsw i64 %3840, 2
-  %3842 = mul nsw i64 %3841, 3136
-  %3843 = add nsw i64 2224784, %3842
-  %3844 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3845 = add nsw i64 %3843, %3844
-  %3846 = add nsw i64 %3845, 32
-  %arena1133 = getelementptr inbounds float, ptr %arena, i64 %3846
-  store <16 x float> %t214_c2_21132, ptr %arena1133, align 4
-  %t214_c2_31134 = load <16 x float>, ptr %pool1_grad.t214_c2_3, align 64
-  %3847 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3848 = add nsw i64 %3847, 2
-  %3849 = mul nsw i64 %3848, 3136
-  %3850 = add nsw i64 2224784, %3849
-  %3851 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3852 = add nsw i64 %3850, %3851
-  %3853 = add nsw i64 %3852, 48
-  %arena1135 = getelementptr inbounds float, ptr %arena, i64 %3853
-  store <16 x float> %t214_c2_31134, ptr %arena1135, align 4
-  %t214_c3_01136 = load <16 x float>, ptr %pool1_grad.t214_c3_0, align 64
-  %3854 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3855 = add nsw i64 %3854, 3
-  %3856 = mul nsw i64 %3855, 3136
-  %3857 = add nsw i64 2224784, %3856
-  %3858 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3859 = add nsw i64 %3857, %3858
-  %arena1137 = getelementptr inbounds float, ptr %arena, i64 %3859
-  store <16 x float> %t214_c3_01136, ptr %arena1137, align 4
-  %t214_c3_11138 = load <16 x float>, ptr %pool1_grad.t214_c3_1, align 64
-  %3860 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3861 = add nsw i64 %3860, 3
-  %3862 = mul nsw i64 %3861, 3136
-  %3863 = add nsw i64 2224784, %3862
-  %3864 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3865 = add nsw i64 %3863, %3864
-  %3866 = add nsw i64 %3865, 16
-  %arena1139 = getelementptr inbounds float, ptr %arena, i64 %3866
-  store <16 x float> %t214_c3_11138, ptr %arena1139, align 4
-  %t214_c3_21140 = load <16 x float>, ptr %pool1_grad.t214_c3_2, align 64
-  %3867 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3868 = add nsw i64 %3867, 3
-  %3869 = mul nsw i64 %3868, 3136
-  %3870 = add nsw i64 2224784, %3869
-  %3871 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3872 = add nsw i64 %3870, %3871
-  %3873 = add nsw i64 %3872, 32
-  %arena1141 = getelementptr inbounds float, ptr %arena, i64 %3873
-  store <16 x float> %t214_c3_21140, ptr %arena1141, align 4
-  %t214_c3_31142 = load <16 x float>, ptr %pool1_grad.t214_c3_3, align 64
-  %3874 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3875 = add nsw i64 %3874, 3
-  %3876 = mul nsw i64 %3875, 3136
-  %3877 = add nsw i64 2224784, %3876
-  %3878 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3879 = add nsw i64 %3877, %3878
-  %3880 = add nsw i64 %3879, 48
-  %arena1143 = getelementptr inbounds float, ptr %arena, i64 %3880
-  store <16 x float> %t214_c3_31142, ptr %arena1143, align 4
-  %t214_c4_01144 = load <16 x float>, ptr %pool1_grad.t214_c4_0, align 64
-  %3881 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3882 = add nsw i64 %3881, 4
-  %3883 = mul nsw i64 %3882, 3136
-  %3884 = add nsw i64 2224784, %3883
-  %3885 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3886 = add nsw i64 %3884, %3885
-  %arena1145 = getelementptr inbounds float, ptr %arena, i64 %3886
-  store <16 x float> %t214_c4_01144, ptr %arena1145, align 4
-  %t214_c4_11146 = load <16 x float>, ptr %pool1_grad.t214_c4_1, align 64
-  %3887 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3888 = add nsw i64 %3887, 4
-  %3889 = mul nsw i64 %3888, 3136
-  %3890 = add nsw i64 2224784, %3889
-  %3891 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3892 = add nsw i64 %3890, %3891
-  %3893 = add nsw i64 %3892, 16
-  %arena1147 = getelementptr inbounds float, ptr %arena, i64 %3893
-  store <16 x float> %t214_c4_11146, ptr %arena1147, align 4
-  %t214_c4_21148 = load <16 x float>, ptr %pool1_grad.t214_c4_2, align 64
-  %3894 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3895 = add nsw i64 %3894, 4
-  %3896 = mul nsw i64 %3895, 3136
-  %3897 = add nsw i64 2224784, %3896
-  %3898 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3899 = add nsw i64 %3897, %3898
-  %3900 = add nsw i64 %3899, 32
-  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %3900
-  store <16 x float> %t214_c4_21148, ptr %arena1149, align 4
-  %t214_c4_31150 = load <16 x float>, ptr %pool1_grad.t214_c4_3, align 64
-  %3901 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3902 = add nsw i64 %3901, 4
-  %3903 = mul nsw i64 %3902, 3136
-  %3904 = add nsw i64 2224784, %3903
-  %3905 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3906 = add nsw i64 %3904, %3905
-  %3907 = add nsw i64 %3906, 48
-  %arena1151 = getelementptr inbounds float, ptr %arena, i64 %3907
-  store <16 x float> %t214_c4_31150, ptr %arena1151, align 4
-  %t214_c5_01152 = load <16 x float>, ptr %pool1_grad.t214_c5_0, align 64
-  %3908 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3909 = add nsw i64 %3908, 5
-  %3910 = mul nsw i64 %3909, 3136
-  %3911 = add nsw i64 2224784, %3910
-  %3912 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3913 = add nsw i64 %3911, %3912
-  %arena1153 = getelementptr inbounds float, ptr %arena, i64 %3913
-  store <16 x float> %t214_c5_01152, ptr %arena1153, align 4
-  %t214_c5_11154 = load <16 x float>, ptr %pool1_grad.t214_c5_1, align 64
-  %3914 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3915 = add nsw i64 %3914, 5
-  %3916 = mul nsw i64 %3915, 3136
-  %3917 = add nsw i64 2224784, %3916
-  %3918 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3919 = add nsw i64 %3917, %3918
-  %3920 = add nsw i64 %3919, 16
-  %arena1155 = getelementptr inbounds float, ptr %arena, i64 %3920
-  store <16 x float> %t214_c5_11154, ptr %arena1155, align 4
-  %t214_c5_21156 = load <16 x float>, ptr %pool1_grad.t214_c5_2, align 64
-  %3921 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3922 = add nsw i64 %3921, 5
-  %3923 = mul nsw i64 %3922, 3136
-  %3924 = add nsw i64 2224784, %3923
-  %3925 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3926 = add nsw i64 %3924, %3925
-  %3927 = add nsw i64 %3926, 32
-  %arena1157 = getelementptr inbounds float, ptr %arena, i64 %3927
-  store <16 x float> %t214_c5_21156, ptr %arena1157, align 4
-  %t214_c5_31158 = load <16 x float>, ptr %pool1_grad.t214_c5_3, align 64
-  %3928 = mul nsw i64 %pool1_grad.mb2131062, 6
-  %3929 = add nsw i64 %3928, 5
-  %3930 = mul nsw i64 %3929, 3136
-  %3931 = add nsw i64 2224784, %3930
-  %3932 = mul nsw i64 %pool1_grad.nb2121061, 64
-  %3933 = add nsw i64 %3931, %3932
-  %3934 = add nsw i64 %3933, 48
-  %arena1159 = getelementptr inbounds float, ptr %arena, i64 %3934
-  store <16 x float> %t214_c5_31158, ptr %arena1159, align 4
-  %mb213.next = add nsw i64 %pool1_grad.mb2131062, 1
-  %3935 = icmp slt i64 %mb213.next, 48
-  br i1 %3935, label %pool1_grad.mb213, label %pool1_grad.mb213.end
-
-pool1_grad.j216:                                  ; preds = %pool1_grad.c217.end, %pool1_grad.nb212.end
-  %pool1_grad.j2161160 = phi i64 [ 0, %pool1_grad.nb212.end ], [ %j216.next, %pool1_grad.c217.end ]
-  br label %pool1_grad.c217
-
-pool1_grad.j216.end:                              ; preds = %pool1_grad.c217.end
-  %g208.next = add nsw i64 %pool1_grad.g2081055, 1
-  %3936 = icmp slt i64 %g208.next, 4
-  br i1 %3936, label %pool1_grad.g208, label %pool1_grad.g208.end
-
-pool1_grad.c217:                                  ; preds = %pool1_grad.iy279.end, %pool1_grad.j216
-  %pool1_grad.c2171161 = phi i64 [ 0, %pool1_grad.j216 ], [ %c217.next, %pool1_grad.iy279.end ]
-  br label %pool1_grad.iy218
-
-pool1_grad.c217.end:                              ; preds = %pool1_grad.iy279.end
-  %j216.next = add nsw i64 %pool1_grad.j2161160, 1
-  %3937 = icmp slt i64 %j216.next, 16
-  br i1 %3937, label %pool1_grad.j216, label %pool1_grad.j216.end
-
-pool1_grad.iy218:                                 ; preds = %pool1_grad.ix219.end, %pool1_grad.c217
-  %pool1_grad.iy2181162 = phi i64 [ 0, %pool1_grad.c217 ], [ %iy218.next, %pool1_grad.ix219.end ]
-  br label %pool1_grad.ix219
-
-pool1_grad.iy218.end:                             ; preds = %pool1_grad.ix219.end
-  br label %pool1_grad.iy224
-
-pool1_grad.ix219:                                 ; preds = %pool1_grad.ix219, %pool1_grad.iy218
-  %pool1_grad.ix2191163 = phi i64 [ 0, %pool1_grad.iy218 ], [ %ix219.next, %pool1_grad.ix219 ]
-  %3938 = mul nsw i64 %pool1_grad.c2171161, 9
-  %3939 = mul nsw i64 %3938, 3136
-  %3940 = add nsw i64 2224784, %3939
-  %3941 = mul nsw i64 %pool1_grad.j2161160, 196
-  %3942 = add nsw i64 %3940, %3941
-  %3943 = add nsw i64 %pool1_grad.iy2181162, 1
-  %3944 = mul nsw i64 %3943, 14
-  %3945 = add nsw i64 %3942, %3944
-  %3946 = add nsw i64 %3945, 1
-  %3947 = add nsw i64 %3946, %pool1_grad.ix2191163
-  %arena1164 = getelementptr inbounds float, ptr %arena, i64 %3947
-  %3948 = load float, ptr %arena1164, align 4
-  store float %3948, ptr %pool1_grad.sum220, align 4
-  %sum220 = load float, ptr %pool1_grad.sum220, align 4
-  %3949 = mul nsw i64 %pool1_grad.c2171161, 9
-  %3950 = add nsw i64 %3949, 1
-  %3951 = mul nsw i64 %3950, 3136
-  %3952 = add nsw i64 2224784, %3951
-  %3953 = mul nsw i64 %pool1_grad.j2161160, 196
-  %3954 = add nsw i64 %3952, %3953
-  %3955 = add nsw i64 %pool1_grad.iy2181162, 1
-  %3956 = mul nsw i64 %3955, 14
-  %3957 = add nsw i64 %3954, %3956
-  %3958 = add nsw i64 %3957, %pool1_grad.ix2191163
-  %arena1165 = getelementptr inbounds float, ptr %arena, i64 %3958
-  %3959 = load float, ptr %arena1165, align 4
-  %3960 = fadd float %sum220, %3959
-  store float %3960, ptr %pool1_grad.sum221, align 4
-  %sum221 = load float, ptr %pool1_grad.sum221, align 4
-  %3961 = mul nsw i64 %pool1_grad.c2171161, 9
-  %3962 = add nsw i64 %3961, 3
-  %3963 = mul nsw i64 %3962, 3136
-  %3964 = add nsw i64 2224784, %3963
-  %3965 = mul nsw i64 %pool1_grad.j2161160, 196
-  %3966 = add nsw i64 %3964, %3965
-  %3967 = mul nsw i64 %pool1_grad.iy2181162, 14
-  %3968 = add nsw i64 %3966, %3967
-  %3969 = add nsw i64 %3968, 1
-  %3970 = add nsw i64 %3969, %pool1_grad.ix2191163
-  %arena1166 = getelementptr inbounds float, ptr %arena, i64 %3970
-  %3971 = load float, ptr %arena1166, align 4
-  %3972 = fadd float %sum221, %3971
-  store float %3972, ptr %pool1_grad.sum222, align 4
-  %sum222 = load float, ptr %pool1_grad.sum222, align 4
-  %3973 = mul nsw i64 %pool1_grad.c2171161, 9
-  %3974 = add nsw i64 %3973, 4
-  %3975 = mul nsw i64 %3974, 3136
-  %3976 = add nsw i64 2224784, %3975
-  %3977 = mul nsw i64 %pool1_grad.j2161160, 196
-  %3978 = add nsw i64 %3976, %3977
-  %3979 = mul nsw i64 %pool1_grad.iy2181162, 14
-  %3980 = add nsw i64 %3978, %3979
-  %3981 = add nsw i64 %3980, %pool1_grad.ix2191163
-  %arena1167 = getelementptr inbounds float, ptr %arena, i64 %3981
-  %3982 = load float, ptr %arena1167, align 4
-  %3983 = fadd float %sum222, %3982
-  store float %3983, ptr %pool1_grad.sum223, align 4
-  %sum223 = load float, ptr %pool1_grad.sum223, align 4
-  %3984 = mul nsw i64 %pool1_grad.g2081055, 16
-  %3985 = add nsw i64 %3984, %pool1_grad.j2161160
-  %3986 = mul nsw i64 %3985, 6272
-  %3987 = add nsw i64 802816, %3986
-  %3988 = mul nsw i64 %pool1_grad.c2171161, 196
-  %3989 = add nsw i64 %3987, %3988
-  %3990 = mul nsw i64 %pool1_grad.iy2181162, 14
-  %3991 = add nsw i64 %3989, %3990
-  %3992 = add nsw i64 %3991, %pool1_grad.ix2191163
-  %arena1168 = getelementptr inbounds float, ptr %arena, i64 %3992
-  store float %sum223, ptr %arena1168, align 4
-  %ix219.next = add nsw i64 %pool1_grad.ix2191163, 1
-  %3993 = icmp slt i64 %ix219.next, 1
-  br i1 %3993, label %pool1_grad.ix219, label %pool1_grad.ix219.end
-
-pool1_grad.ix219.end:                             ; preds = %pool1_grad.ix219
-  %iy218.next = add nsw i64 %pool1_grad.iy2181162, 1
-  %3994 = icmp slt i64 %iy218.next, 1
-  br i1 %3994, label %pool1_grad.iy218, label %pool1_grad.iy218.end
-
-pool1_grad.iy224:                                 ; preds = %pool1_grad.ix225.end, %pool1_grad.iy218.end
-  %pool1_grad.iy2241169 = phi i64 [ 0, %pool1_grad.iy218.end ], [ %iy224.next, %pool1_grad.ix225.end ]
-  br label %pool1_grad.ix225
-
-pool1_grad.iy224.end:                             ; preds = %pool1_grad.ix225.end
-  br label %pool1_grad.iy232
-
-pool1_grad.ix225:                                 ; preds = %pool1_grad.ix225, %pool1_grad.iy224
-  %pool1_grad.ix2251170 = phi i64 [ 0, %pool1_grad.iy224 ], [ %ix225.next, %pool1_grad.ix225 ]
-  %3995 = mul nsw i64 %pool1_grad.c2171161, 9
-  %3996 = mul nsw i64 %3995, 3136
-  %3997 = add nsw i64 2224784, %3996
-  %3998 = mul nsw i64 %pool1_grad.j2161160, 196
+pool1_grad.i220:                                  ; preds = %pool1_grad.i220, %pool1_grad.f219
+  %pool1_grad.i2201146 = phi i64 [ 0, %pool1_grad.f219 ], [ %i220.next, %pool1_grad.i220 ]
+  %3994 = mul nsw i64 %pool1_grad.g2171143, 16
+  %3995 = add nsw i64 %3994, %pool1_grad.j2181144
+  %3996 = mul nsw i64 %3995, 12544
+  %3997 = add nsw i64 1421968, %3996
+  %3998 = mul nsw i64 %pool1_grad.f2191145, 196
   %3999 = add nsw i64 %3997, %3998
-  %4000 = add nsw i64 %pool1_grad.iy2241169, 1
-  %4001 = mul nsw i64 %4000, 14
-  %4002 = add nsw i64 %3999, %4001
-  %4003 = add nsw i64 %4002, 2
-  %4004 = add nsw i64 %4003, %pool1_grad.ix2251170
-  %arena1171 = getelementptr inbounds float, ptr %arena, i64 %4004
-  %4005 = load float, ptr %arena1171, align 4
-  store float %4005, ptr %pool1_grad.sum226, align 4
-  %sum226 = load float, ptr %pool1_grad.sum226, align 4
-  %4006 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4007 = add nsw i64 %4006, 1
-  %4008 = mul nsw i64 %4007, 3136
-  %4009 = add nsw i64 2224784, %4008
-  %4010 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4011 = add nsw i64 %4009, %4010
-  %4012 = add nsw i64 %pool1_grad.iy2241169, 1
-  %4013 = mul nsw i64 %4012, 14
-  %4014 = add nsw i64 %4011, %4013
-  %4015 = add nsw i64 %4014, 1
-  %4016 = add nsw i64 %4015, %pool1_grad.ix2251170
-  %arena1172 = getelementptr inbounds float, ptr %arena, i64 %4016
-  %4017 = load float, ptr %arena1172, align 4
-  %4018 = fadd float %sum226, %4017
-  store float %4018, ptr %pool1_grad.sum227, align 4
-  %sum227 = load float, ptr %pool1_grad.sum227, align 4
-  %4019 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4020 = add nsw i64 %4019, 2
-  %4021 = mul nsw i64 %4020, 3136
-  %4022 = add nsw i64 2224784, %4021
-  %4023 = mul nsw i64 %pool1_grad.j2161160, 196
+  %4000 = add nsw i64 %3999, %pool1_grad.i2201146
+  %arena1147 = getelementptr inbounds float, ptr %arena, i64 %4000
+  %4001 = load float, ptr %arena1147, align 4
+  %4002 = mul nsw i64 %pool1_grad.f2191145, 3136
+  %4003 = add nsw i64 3127952, %4002
+  %4004 = mul nsw i64 %pool1_grad.j2181144, 196
+  %4005 = add nsw i64 %4003, %4004
+  %4006 = add nsw i64 %4005, %pool1_grad.i2201146
+  %arena1148 = getelementptr inbounds float, ptr %arena, i64 %4006
+  store float %4001, ptr %arena1148, align 4
+  %i220.next = add nsw i64 %pool1_grad.i2201146, 1
+  %4007 = icmp slt i64 %i220.next, 196
+  br i1 %4007, label %pool1_grad.i220, label %pool1_grad.i220.end
+
+pool1_grad.i220.end:                              ; preds = %pool1_grad.i220
+  %f219.next = add nsw i64 %pool1_grad.f2191145, 1
+  %4008 = icmp slt i64 %f219.next, 64
+  br i1 %4008, label %pool1_grad.f219, label %pool1_grad.f219.end
+
+pool1_grad.nb221:                                 ; preds = %pool1_grad.mb222.end, %pool1_grad.j218.end
+  %pool1_grad.nb2211149 = phi i64 [ 0, %pool1_grad.j218.end ], [ %nb221.next, %pool1_grad.mb222.end ]
+  br label %pool1_grad.mb222
+
+pool1_grad.nb221.end:                             ; preds = %pool1_grad.mb222.end
+  br label %pool1_grad.j225
+
+pool1_grad.mb222:                                 ; preds = %pool1_grad.k224.end, %pool1_grad.nb221
+  %pool1_grad.mb2221150 = phi i64 [ 0, %pool1_grad.nb221 ], [ %mb222.next, %pool1_grad.k224.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t223_c5_3, align 64
+  br label %pool1_grad.k224
+
+pool1_grad.mb222.end:                             ; preds = %pool1_grad.k224.end
+  %nb221.next = add nsw i64 %pool1_grad.nb2211149, 1
+  %4009 = icmp slt i64 %nb221.next, 49
+  br i1 %4009, label %pool1_grad.nb221, label %pool1_grad.nb221.end
+
+pool1_grad.k224:                                  ; preds = %pool1_grad.k224, %pool1_grad.mb222
+  %pool1_grad.k2241151 = phi i64 [ 0, %pool1_grad.mb222 ], [ %k224.next, %pool1_grad.k224 ]
+  %4010 = mul nsw i64 %pool1_grad.k2241151, 3136
+  %4011 = add nsw i64 3127952, %4010
+  %4012 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4013 = add nsw i64 %4011, %4012
+  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %4013
+  %4014 = load <16 x float>, ptr %arena1152, align 4
+  store <16 x float> %4014, ptr %pool1_grad.t223_b0, align 64
+  %4015 = mul nsw i64 %pool1_grad.k2241151, 3136
+  %4016 = add nsw i64 3127952, %4015
+  %4017 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4018 = add nsw i64 %4016, %4017
+  %4019 = add nsw i64 %4018, 16
+  %arena1153 = getelementptr inbounds float, ptr %arena, i64 %4019
+  %4020 = load <16 x float>, ptr %arena1153, align 4
+  store <16 x float> %4020, ptr %pool1_grad.t223_b1, align 64
+  %4021 = mul nsw i64 %pool1_grad.k2241151, 3136
+  %4022 = add nsw i64 3127952, %4021
+  %4023 = mul nsw i64 %pool1_grad.nb2211149, 64
   %4024 = add nsw i64 %4022, %4023
-  %4025 = add nsw i64 %pool1_grad.iy2241169, 1
-  %4026 = mul nsw i64 %4025, 14
-  %4027 = add nsw i64 %4024, %4026
-  %4028 = add nsw i64 %4027, %pool1_grad.ix2251170
-  %arena1173 = getelementptr inbounds float, ptr %arena, i64 %4028
-  %4029 = load float, ptr %arena1173, align 4
-  %4030 = fadd float %sum227, %4029
-  store float %4030, ptr %pool1_grad.sum228, align 4
-  %sum228 = load float, ptr %pool1_grad.sum228, align 4
-  %4031 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4032 = add nsw i64 %4031, 3
-  %4033 = mul nsw i64 %4032, 3136
-  %4034 = add nsw i64 2224784, %4033
-  %4035 = mul nsw i64 %pool1_grad.j2161160, 196
+  %4025 = add nsw i64 %4024, 32
+  %arena1154 = getelementptr inbounds float, ptr %arena, i64 %4025
+  %4026 = load <16 x float>, ptr %arena1154, align 4
+  store <16 x float> %4026, ptr %pool1_grad.t223_b2, align 64
+  %4027 = mul nsw i64 %pool1_grad.k2241151, 3136
+  %4028 = add nsw i64 3127952, %4027
+  %4029 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4030 = add nsw i64 %4028, %4029
+  %4031 = add nsw i64 %4030, 48
+  %arena1155 = getelementptr inbounds float, ptr %arena, i64 %4031
+  %4032 = load <16 x float>, ptr %arena1155, align 4
+  store <16 x float> %4032, ptr %pool1_grad.t223_b3, align 64
+  %4033 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4034 = add nsw i64 320, %4033
+  %4035 = mul nsw i64 %pool1_grad.k2241151, 288
   %4036 = add nsw i64 %4034, %4035
-  %4037 = mul nsw i64 %pool1_grad.iy2241169, 14
-  %4038 = add nsw i64 %4036, %4037
-  %4039 = add nsw i64 %4038, 2
-  %4040 = add nsw i64 %4039, %pool1_grad.ix2251170
-  %arena1174 = getelementptr inbounds float, ptr %arena, i64 %4040
-  %4041 = load float, ptr %arena1174, align 4
-  %4042 = fadd float %sum228, %4041
-  store float %4042, ptr %pool1_grad.sum229, align 4
-  %sum229 = load float, ptr %pool1_grad.sum229, align 4
-  %4043 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4044 = add nsw i64 %4043, 4
-  %4045 = mul nsw i64 %4044, 3136
-  %4046 = add nsw i64 2224784, %4045
-  %4047 = mul nsw i64 %pool1_grad.j2161160, 196
+  %params1156 = getelementptr inbounds float, ptr %params, i64 %4036
+  %4037 = load float, ptr %params1156, align 4
+  %4038 = insertelement <16 x float> undef, float %4037, i32 0
+  %4039 = shufflevector <16 x float> %4038, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4039, ptr %pool1_grad.t223_a0, align 64
+  %t223_a0 = load <16 x float>, ptr %pool1_grad.t223_a0, align 64
+  %t223_b0 = load <16 x float>, ptr %pool1_grad.t223_b0, align 64
+  %t223_c0_0 = load <16 x float>, ptr %pool1_grad.t223_c0_0, align 64
+  %4040 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a0, <16 x float> %t223_b0, <16 x float> %t223_c0_0)
+  store <16 x float> %4040, ptr %pool1_grad.t223_c0_0, align 64
+  %t223_a01157 = load <16 x float>, ptr %pool1_grad.t223_a0, align 64
+  %t223_b1 = load <16 x float>, ptr %pool1_grad.t223_b1, align 64
+  %t223_c0_1 = load <16 x float>, ptr %pool1_grad.t223_c0_1, align 64
+  %4041 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a01157, <16 x float> %t223_b1, <16 x float> %t223_c0_1)
+  store <16 x float> %4041, ptr %pool1_grad.t223_c0_1, align 64
+  %t223_a01158 = load <16 x float>, ptr %pool1_grad.t223_a0, align 64
+  %t223_b2 = load <16 x float>, ptr %pool1_grad.t223_b2, align 64
+  %t223_c0_2 = load <16 x float>, ptr %pool1_grad.t223_c0_2, align 64
+  %4042 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a01158, <16 x float> %t223_b2, <16 x float> %t223_c0_2)
+  store <16 x float> %4042, ptr %pool1_grad.t223_c0_2, align 64
+  %t223_a01159 = load <16 x float>, ptr %pool1_grad.t223_a0, align 64
+  %t223_b3 = load <16 x float>, ptr %pool1_grad.t223_b3, align 64
+  %t223_c0_3 = load <16 x float>, ptr %pool1_grad.t223_c0_3, align 64
+  %4043 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a01159, <16 x float> %t223_b3, <16 x float> %t223_c0_3)
+  store <16 x float> %4043, ptr %pool1_grad.t223_c0_3, align 64
+  %4044 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4045 = add nsw i64 %4044, 1
+  %4046 = add nsw i64 320, %4045
+  %4047 = mul nsw i64 %pool1_grad.k2241151, 288
   %4048 = add nsw i64 %4046, %4047
-  %4049 = mul nsw i64 %pool1_grad.iy2241169, 14
-  %4050 = add nsw i64 %4048, %4049
-  %4051 = add nsw i64 %4050, 1
-  %4052 = add nsw i64 %4051, %pool1_grad.ix2251170
-  %arena1175 = getelementptr inbounds float, ptr %arena, i64 %4052
-  %4053 = load float, ptr %arena1175, align 4
-  %4054 = fadd float %sum229, %4053
-  store float %4054, ptr %pool1_grad.sum230, align 4
-  %sum230 = load float, ptr %pool1_grad.sum230, align 4
-  %4055 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4056 = add nsw i64 %4055, 5
-  %4057 = mul nsw i64 %4056, 3136
-  %4058 = add nsw i64 2224784, %4057
-  %4059 = mul nsw i64 %pool1_grad.j2161160, 196
+  %params1160 = getelementptr inbounds float, ptr %params, i64 %4048
+  %4049 = load float, ptr %params1160, align 4
+  %4050 = insertelement <16 x float> undef, float %4049, i32 0
+  %4051 = shufflevector <16 x float> %4050, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4051, ptr %pool1_grad.t223_a1, align 64
+  %t223_a1 = load <16 x float>, ptr %pool1_grad.t223_a1, align 64
+  %t223_b01161 = load <16 x float>, ptr %pool1_grad.t223_b0, align 64
+  %t223_c1_0 = load <16 x float>, ptr %pool1_grad.t223_c1_0, align 64
+  %4052 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a1, <16 x float> %t223_b01161, <16 x float> %t223_c1_0)
+  store <16 x float> %4052, ptr %pool1_grad.t223_c1_0, align 64
+  %t223_a11162 = load <16 x float>, ptr %pool1_grad.t223_a1, align 64
+  %t223_b11163 = load <16 x float>, ptr %pool1_grad.t223_b1, align 64
+  %t223_c1_1 = load <16 x float>, ptr %pool1_grad.t223_c1_1, align 64
+  %4053 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a11162, <16 x float> %t223_b11163, <16 x float> %t223_c1_1)
+  store <16 x float> %4053, ptr %pool1_grad.t223_c1_1, align 64
+  %t223_a11164 = load <16 x float>, ptr %pool1_grad.t223_a1, align 64
+  %t223_b21165 = load <16 x float>, ptr %pool1_grad.t223_b2, align 64
+  %t223_c1_2 = load <16 x float>, ptr %pool1_grad.t223_c1_2, align 64
+  %4054 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a11164, <16 x float> %t223_b21165, <16 x float> %t223_c1_2)
+  store <16 x float> %4054, ptr %pool1_grad.t223_c1_2, align 64
+  %t223_a11166 = load <16 x float>, ptr %pool1_grad.t223_a1, align 64
+  %t223_b31167 = load <16 x float>, ptr %pool1_grad.t223_b3, align 64
+  %t223_c1_3 = load <16 x float>, ptr %pool1_grad.t223_c1_3, align 64
+  %4055 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a11166, <16 x float> %t223_b31167, <16 x float> %t223_c1_3)
+  store <16 x float> %4055, ptr %pool1_grad.t223_c1_3, align 64
+  %4056 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4057 = add nsw i64 %4056, 2
+  %4058 = add nsw i64 320, %4057
+  %4059 = mul nsw i64 %pool1_grad.k2241151, 288
   %4060 = add nsw i64 %4058, %4059
-  %4061 = mul nsw i64 %pool1_grad.iy2241169, 14
-  %4062 = add nsw i64 %4060, %4061
-  %4063 = add nsw i64 %4062, %pool1_grad.ix2251170
-  %arena1176 = getelementptr inbounds float, ptr %arena, i64 %4063
-  %4064 = load float, ptr %arena1176, align 4
-  %4065 = fadd float %sum230, %4064
-  store float %4065, ptr %pool1_grad.sum231, align 4
-  %sum231 = load float, ptr %pool1_grad.sum231, align 4
-  %4066 = mul nsw i64 %pool1_grad.g2081055, 16
-  %4067 = add nsw i64 %4066, %pool1_grad.j2161160
-  %4068 = mul nsw i64 %4067, 6272
-  %4069 = add nsw i64 802816, %4068
-  %4070 = mul nsw i64 %pool1_grad.c2171161, 196
-  %4071 = add nsw i64 %4069, %4070
-  %4072 = mul nsw i64 %pool1_grad.iy2241169, 14
-  %4073 = add nsw i64 %4071, %4072
-  %4074 = add nsw i64 %4073, 1
-  %4075 = add nsw i64 %4074, %pool1_grad.ix2251170
-  %arena1177 = getelementptr inbounds float, ptr %arena, i64 %4075
-  store float %sum231, ptr %arena1177, align 4
-  %ix225.next = add nsw i64 %pool1_grad.ix2251170, 1
-  %4076 = icmp slt i64 %ix225.next, 12
-  br i1 %4076, label %pool1_grad.ix225, label %pool1_grad.ix225.end
+  %params1168 = getelementptr inbounds float, ptr %params, i64 %4060
+  %4061 = load float, ptr %params1168, align 4
+  %4062 = insertelement <16 x float> undef, float %4061, i32 0
+  %4063 = shufflevector <16 x float> %4062, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4063, ptr %pool1_grad.t223_a2, align 64
+  %t223_a2 = load <16 x float>, ptr %pool1_grad.t223_a2, align 64
+  %t223_b01169 = load <16 x float>, ptr %pool1_grad.t223_b0, align 64
+  %t223_c2_0 = load <16 x float>, ptr %pool1_grad.t223_c2_0, align 64
+  %4064 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a2, <16 x float> %t223_b01169, <16 x float> %t223_c2_0)
+  store <16 x float> %4064, ptr %pool1_grad.t223_c2_0, align 64
+  %t223_a21170 = load <16 x float>, ptr %pool1_grad.t223_a2, align 64
+  %t223_b11171 = load <16 x float>, ptr %pool1_grad.t223_b1, align 64
+  %t223_c2_1 = load <16 x float>, ptr %pool1_grad.t223_c2_1, align 64
+  %4065 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a21170, <16 x float> %t223_b11171, <16 x float> %t223_c2_1)
+  store <16 x float> %4065, ptr %pool1_grad.t223_c2_1, align 64
+  %t223_a21172 = load <16 x float>, ptr %pool1_grad.t223_a2, align 64
+  %t223_b21173 = load <16 x float>, ptr %pool1_grad.t223_b2, align 64
+  %t223_c2_2 = load <16 x float>, ptr %pool1_grad.t223_c2_2, align 64
+  %4066 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a21172, <16 x float> %t223_b21173, <16 x float> %t223_c2_2)
+  store <16 x float> %4066, ptr %pool1_grad.t223_c2_2, align 64
+  %t223_a21174 = load <16 x float>, ptr %pool1_grad.t223_a2, align 64
+  %t223_b31175 = load <16 x float>, ptr %pool1_grad.t223_b3, align 64
+  %t223_c2_3 = load <16 x float>, ptr %pool1_grad.t223_c2_3, align 64
+  %4067 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a21174, <16 x float> %t223_b31175, <16 x float> %t223_c2_3)
+  store <16 x float> %4067, ptr %pool1_grad.t223_c2_3, align 64
+  %4068 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4069 = add nsw i64 %4068, 3
+  %4070 = add nsw i64 320, %4069
+  %4071 = mul nsw i64 %pool1_grad.k2241151, 288
+  %4072 = add nsw i64 %4070, %4071
+  %params1176 = getelementptr inbounds float, ptr %params, i64 %4072
+  %4073 = load float, ptr %params1176, align 4
+  %4074 = insertelement <16 x float> undef, float %4073, i32 0
+  %4075 = shufflevector <16 x float> %4074, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4075, ptr %pool1_grad.t223_a3, align 64
+  %t223_a3 = load <16 x float>, ptr %pool1_grad.t223_a3, align 64
+  %t223_b01177 = load <16 x float>, ptr %pool1_grad.t223_b0, align 64
+  %t223_c3_0 = load <16 x float>, ptr %pool1_grad.t223_c3_0, align 64
+  %4076 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a3, <16 x float> %t223_b01177, <16 x float> %t223_c3_0)
+  store <16 x float> %4076, ptr %pool1_grad.t223_c3_0, align 64
+  %t223_a31178 = load <16 x float>, ptr %pool1_grad.t223_a3, align 64
+  %t223_b11179 = load <16 x float>, ptr %pool1_grad.t223_b1, align 64
+  %t223_c3_1 = load <16 x float>, ptr %pool1_grad.t223_c3_1, align 64
+  %4077 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a31178, <16 x float> %t223_b11179, <16 x float> %t223_c3_1)
+  store <16 x float> %4077, ptr %pool1_grad.t223_c3_1, align 64
+  %t223_a31180 = load <16 x float>, ptr %pool1_grad.t223_a3, align 64
+  %t223_b21181 = load <16 x float>, ptr %pool1_grad.t223_b2, align 64
+  %t223_c3_2 = load <16 x float>, ptr %pool1_grad.t223_c3_2, align 64
+  %4078 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a31180, <16 x float> %t223_b21181, <16 x float> %t223_c3_2)
+  store <16 x float> %4078, ptr %pool1_grad.t223_c3_2, align 64
+  %t223_a31182 = load <16 x float>, ptr %pool1_grad.t223_a3, align 64
+  %t223_b31183 = load <16 x float>, ptr %pool1_grad.t223_b3, align 64
+  %t223_c3_3 = load <16 x float>, ptr %pool1_grad.t223_c3_3, align 64
+  %4079 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a31182, <16 x float> %t223_b31183, <16 x float> %t223_c3_3)
+  store <16 x float> %4079, ptr %pool1_grad.t223_c3_3, align 64
+  %4080 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4081 = add nsw i64 %4080, 4
+  %4082 = add nsw i64 320, %4081
+  %4083 = mul nsw i64 %pool1_grad.k2241151, 288
+  %4084 = add nsw i64 %4082, %4083
+  %params1184 = getelementptr inbounds float, ptr %params, i64 %4084
+  %4085 = load float, ptr %params1184, align 4
+  %4086 = insertelement <16 x float> undef, float %4085, i32 0
+  %4087 = shufflevector <16 x float> %4086, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4087, ptr %pool1_grad.t223_a4, align 64
+  %t223_a4 = load <16 x float>, ptr %pool1_grad.t223_a4, align 64
+  %t223_b01185 = load <16 x float>, ptr %pool1_grad.t223_b0, align 64
+  %t223_c4_0 = load <16 x float>, ptr %pool1_grad.t223_c4_0, align 64
+  %4088 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a4, <16 x float> %t223_b01185, <16 x float> %t223_c4_0)
+  store <16 x float> %4088, ptr %pool1_grad.t223_c4_0, align 64
+  %t223_a41186 = load <16 x float>, ptr %pool1_grad.t223_a4, align 64
+  %t223_b11187 = load <16 x float>, ptr %pool1_grad.t223_b1, align 64
+  %t223_c4_1 = load <16 x float>, ptr %pool1_grad.t223_c4_1, align 64
+  %4089 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a41186, <16 x float> %t223_b11187, <16 x float> %t223_c4_1)
+  store <16 x float> %4089, ptr %pool1_grad.t223_c4_1, align 64
+  %t223_a41188 = load <16 x float>, ptr %pool1_grad.t223_a4, align 64
+  %t223_b21189 = load <16 x float>, ptr %pool1_grad.t223_b2, align 64
+  %t223_c4_2 = load <16 x float>, ptr %pool1_grad.t223_c4_2, align 64
+  %4090 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a41188, <16 x float> %t223_b21189, <16 x float> %t223_c4_2)
+  store <16 x float> %4090, ptr %pool1_grad.t223_c4_2, align 64
+  %t223_a41190 = load <16 x float>, ptr %pool1_grad.t223_a4, align 64
+  %t223_b31191 = load <16 x float>, ptr %pool1_grad.t223_b3, align 64
+  %t223_c4_3 = load <16 x float>, ptr %pool1_grad.t223_c4_3, align 64
+  %4091 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a41190, <16 x float> %t223_b31191, <16 x float> %t223_c4_3)
+  store <16 x float> %4091, ptr %pool1_grad.t223_c4_3, align 64
+  %4092 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4093 = add nsw i64 %4092, 5
+  %4094 = add nsw i64 320, %4093
+  %4095 = mul nsw i64 %pool1_grad.k2241151, 288
+  %4096 = add nsw i64 %4094, %4095
+  %params1192 = getelementptr inbounds float, ptr %params, i64 %4096
+  %4097 = load float, ptr %params1192, align 4
+  %4098 = insertelement <16 x float> undef, float %4097, i32 0
+  %4099 = shufflevector <16 x float> %4098, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4099, ptr %pool1_grad.t223_a5, align 64
+  %t223_a5 = load <16 x float>, ptr %pool1_grad.t223_a5, align 64
+  %t223_b01193 = load <16 x float>, ptr %pool1_grad.t223_b0, align 64
+  %t223_c5_0 = load <16 x float>, ptr %pool1_grad.t223_c5_0, align 64
+  %4100 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a5, <16 x float> %t223_b01193, <16 x float> %t223_c5_0)
+  store <16 x float> %4100, ptr %pool1_grad.t223_c5_0, align 64
+  %t223_a51194 = load <16 x float>, ptr %pool1_grad.t223_a5, align 64
+  %t223_b11195 = load <16 x float>, ptr %pool1_grad.t223_b1, align 64
+  %t223_c5_1 = load <16 x float>, ptr %pool1_grad.t223_c5_1, align 64
+  %4101 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a51194, <16 x float> %t223_b11195, <16 x float> %t223_c5_1)
+  store <16 x float> %4101, ptr %pool1_grad.t223_c5_1, align 64
+  %t223_a51196 = load <16 x float>, ptr %pool1_grad.t223_a5, align 64
+  %t223_b21197 = load <16 x float>, ptr %pool1_grad.t223_b2, align 64
+  %t223_c5_2 = load <16 x float>, ptr %pool1_grad.t223_c5_2, align 64
+  %4102 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a51196, <16 x float> %t223_b21197, <16 x float> %t223_c5_2)
+  store <16 x float> %4102, ptr %pool1_grad.t223_c5_2, align 64
+  %t223_a51198 = load <16 x float>, ptr %pool1_grad.t223_a5, align 64
+  %t223_b31199 = load <16 x float>, ptr %pool1_grad.t223_b3, align 64
+  %t223_c5_3 = load <16 x float>, ptr %pool1_grad.t223_c5_3, align 64
+  %4103 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t223_a51198, <16 x float> %t223_b31199, <16 x float> %t223_c5_3)
+  store <16 x float> %4103, ptr %pool1_grad.t223_c5_3, align 64
+  %k224.next = add nsw i64 %pool1_grad.k2241151, 1
+  %4104 = icmp slt i64 %k224.next, 64
+  br i1 %4104, label %pool1_grad.k224, label %pool1_grad.k224.end
 
-pool1_grad.ix225.end:                             ; preds = %pool1_grad.ix225
-  %iy224.next = add nsw i64 %pool1_grad.iy2241169, 1
-  %4077 = icmp slt i64 %iy224.next, 1
-  br i1 %4077, label %pool1_grad.iy224, label %pool1_grad.iy224.end
-
-pool1_grad.iy232:                                 ; preds = %pool1_grad.ix233.end, %pool1_grad.iy224.end
-  %pool1_grad.iy2321178 = phi i64 [ 0, %pool1_grad.iy224.end ], [ %iy232.next, %pool1_grad.ix233.end ]
-  br label %pool1_grad.ix233
-
-pool1_grad.iy232.end:                             ; preds = %pool1_grad.ix233.end
-  br label %pool1_grad.iy238
-
-pool1_grad.ix233:                                 ; preds = %pool1_grad.ix233, %pool1_grad.iy232
-  %pool1_grad.ix2331179 = phi i64 [ 0, %pool1_grad.iy232 ], [ %ix233.next, %pool1_grad.ix233 ]
-  %4078 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4079 = add nsw i64 %4078, 1
-  %4080 = mul nsw i64 %4079, 3136
-  %4081 = add nsw i64 2224784, %4080
-  %4082 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4083 = add nsw i64 %4081, %4082
-  %4084 = add nsw i64 %pool1_grad.iy2321178, 1
-  %4085 = mul nsw i64 %4084, 14
-  %4086 = add nsw i64 %4083, %4085
-  %4087 = add nsw i64 %4086, 13
-  %4088 = add nsw i64 %4087, %pool1_grad.ix2331179
-  %arena1180 = getelementptr inbounds float, ptr %arena, i64 %4088
-  %4089 = load float, ptr %arena1180, align 4
-  store float %4089, ptr %pool1_grad.sum234, align 4
-  %sum234 = load float, ptr %pool1_grad.sum234, align 4
-  %4090 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4091 = add nsw i64 %4090, 2
-  %4092 = mul nsw i64 %4091, 3136
-  %4093 = add nsw i64 2224784, %4092
-  %4094 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4095 = add nsw i64 %4093, %4094
-  %4096 = add nsw i64 %pool1_grad.iy2321178, 1
-  %4097 = mul nsw i64 %4096, 14
-  %4098 = add nsw i64 %4095, %4097
-  %4099 = add nsw i64 %4098, 12
-  %4100 = add nsw i64 %4099, %pool1_grad.ix2331179
-  %arena1181 = getelementptr inbounds float, ptr %arena, i64 %4100
-  %4101 = load float, ptr %arena1181, align 4
-  %4102 = fadd float %sum234, %4101
-  store float %4102, ptr %pool1_grad.sum235, align 4
-  %sum235 = load float, ptr %pool1_grad.sum235, align 4
-  %4103 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4104 = add nsw i64 %4103, 4
-  %4105 = mul nsw i64 %4104, 3136
-  %4106 = add nsw i64 2224784, %4105
-  %4107 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4108 = add nsw i64 %4106, %4107
-  %4109 = mul nsw i64 %pool1_grad.iy2321178, 14
-  %4110 = add nsw i64 %4108, %4109
-  %4111 = add nsw i64 %4110, 13
-  %4112 = add nsw i64 %4111, %pool1_grad.ix2331179
-  %arena1182 = getelementptr inbounds float, ptr %arena, i64 %4112
-  %4113 = load float, ptr %arena1182, align 4
-  %4114 = fadd float %sum235, %4113
-  store float %4114, ptr %pool1_grad.sum236, align 4
-  %sum236 = load float, ptr %pool1_grad.sum236, align 4
-  %4115 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4116 = add nsw i64 %4115, 5
+pool1_grad.k224.end:                              ; preds = %pool1_grad.k224
+  %t223_c0_01200 = load <16 x float>, ptr %pool1_grad.t223_c0_0, align 64
+  %4105 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4106 = mul nsw i64 %4105, 3136
+  %4107 = add nsw i64 2224784, %4106
+  %4108 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4109 = add nsw i64 %4107, %4108
+  %arena1201 = getelementptr inbounds float, ptr %arena, i64 %4109
+  store <16 x float> %t223_c0_01200, ptr %arena1201, align 4
+  %t223_c0_11202 = load <16 x float>, ptr %pool1_grad.t223_c0_1, align 64
+  %4110 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4111 = mul nsw i64 %4110, 3136
+  %4112 = add nsw i64 2224784, %4111
+  %4113 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4114 = add nsw i64 %4112, %4113
+  %4115 = add nsw i64 %4114, 16
+  %arena1203 = getelementptr inbounds float, ptr %arena, i64 %4115
+  store <16 x float> %t223_c0_11202, ptr %arena1203, align 4
+  %t223_c0_21204 = load <16 x float>, ptr %pool1_grad.t223_c0_2, align 64
+  %4116 = mul nsw i64 %pool1_grad.mb2221150, 6
   %4117 = mul nsw i64 %4116, 3136
   %4118 = add nsw i64 2224784, %4117
-  %4119 = mul nsw i64 %pool1_grad.j2161160, 196
+  %4119 = mul nsw i64 %pool1_grad.nb2211149, 64
   %4120 = add nsw i64 %4118, %4119
-  %4121 = mul nsw i64 %pool1_grad.iy2321178, 14
-  %4122 = add nsw i64 %4120, %4121
-  %4123 = add nsw i64 %4122, 12
-  %4124 = add nsw i64 %4123, %pool1_grad.ix2331179
-  %arena1183 = getelementptr inbounds float, ptr %arena, i64 %4124
-  %4125 = load float, ptr %arena1183, align 4
-  %4126 = fadd float %sum236, %4125
-  store float %4126, ptr %pool1_grad.sum237, align 4
-  %sum237 = load float, ptr %pool1_grad.sum237, align 4
-  %4127 = mul nsw i64 %pool1_grad.g2081055, 16
-  %4128 = add nsw i64 %4127, %pool1_grad.j2161160
-  %4129 = mul nsw i64 %4128, 6272
-  %4130 = add nsw i64 802816, %4129
-  %4131 = mul nsw i64 %pool1_grad.c2171161, 196
-  %4132 = add nsw i64 %4130, %4131
-  %4133 = mul nsw i64 %pool1_grad.iy2321178, 14
-  %4134 = add nsw i64 %4132, %4133
-  %4135 = add nsw i64 %4134, 13
-  %4136 = add nsw i64 %4135, %pool1_grad.ix2331179
-  %arena1184 = getelementptr inbounds float, ptr %arena, i64 %4136
-  store float %sum237, ptr %arena1184, align 4
-  %ix233.next = add nsw i64 %pool1_grad.ix2331179, 1
-  %4137 = icmp slt i64 %ix233.next, 1
-  br i1 %4137, label %pool1_grad.ix233, label %pool1_grad.ix233.end
+  %4121 = add nsw i64 %4120, 32
+  %arena1205 = getelementptr inbounds float, ptr %arena, i64 %4121
+  store <16 x float> %t223_c0_21204, ptr %arena1205, align 4
+  %t223_c0_31206 = load <16 x float>, ptr %pool1_grad.t223_c0_3, align 64
+  %4122 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4123 = mul nsw i64 %4122, 3136
+  %4124 = add nsw i64 2224784, %4123
+  %4125 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4126 = add nsw i64 %4124, %4125
+  %4127 = add nsw i64 %4126, 48
+  %arena1207 = getelementptr inbounds float, ptr %arena, i64 %4127
+  store <16 x float> %t223_c0_31206, ptr %arena1207, align 4
+  %t223_c1_01208 = load <16 x float>, ptr %pool1_grad.t223_c1_0, align 64
+  %4128 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4129 = add nsw i64 %4128, 1
+  %4130 = mul nsw i64 %4129, 3136
+  %4131 = add nsw i64 2224784, %4130
+  %4132 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4133 = add nsw i64 %4131, %4132
+  %arena1209 = getelementptr inbounds float, ptr %arena, i64 %4133
+  store <16 x float> %t223_c1_01208, ptr %arena1209, align 4
+  %t223_c1_11210 = load <16 x float>, ptr %pool1_grad.t223_c1_1, align 64
+  %4134 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4135 = add nsw i64 %4134, 1
+  %4136 = mul nsw i64 %4135, 3136
+  %4137 = add nsw i64 2224784, %4136
+  %4138 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4139 = add nsw i64 %4137, %4138
+  %4140 = add nsw i64 %4139, 16
+  %arena1211 = getelementptr inbounds float, ptr %arena, i64 %4140
+  store <16 x float> %t223_c1_11210, ptr %arena1211, align 4
+  %t223_c1_21212 = load <16 x float>, ptr %pool1_grad.t223_c1_2, align 64
+  %4141 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4142 = add nsw i64 %4141, 1
+  %4143 = mul nsw i64 %4142, 3136
+  %4144 = add nsw i64 2224784, %4143
+  %4145 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4146 = add nsw i64 %4144, %4145
+  %4147 = add nsw i64 %4146, 32
+  %arena1213 = getelementptr inbounds float, ptr %arena, i64 %4147
+  store <16 x float> %t223_c1_21212, ptr %arena1213, align 4
+  %t223_c1_31214 = load <16 x float>, ptr %pool1_grad.t223_c1_3, align 64
+  %4148 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4149 = add nsw i64 %4148, 1
+  %4150 = mul nsw i64 %4149, 3136
+  %4151 = add nsw i64 2224784, %4150
+  %4152 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4153 = add nsw i64 %4151, %4152
+  %4154 = add nsw i64 %4153, 48
+  %arena1215 = getelementptr inbounds float, ptr %arena, i64 %4154
+  store <16 x float> %t223_c1_31214, ptr %arena1215, align 4
+  %t223_c2_01216 = load <16 x float>, ptr %pool1_grad.t223_c2_0, align 64
+  %4155 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4156 = add nsw i64 %4155, 2
+  %4157 = mul nsw i64 %4156, 3136
+  %4158 = add nsw i64 2224784, %4157
+  %4159 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4160 = add nsw i64 %4158, %4159
+  %arena1217 = getelementptr inbounds float, ptr %arena, i64 %4160
+  store <16 x float> %t223_c2_01216, ptr %arena1217, align 4
+  %t223_c2_11218 = load <16 x float>, ptr %pool1_grad.t223_c2_1, align 64
+  %4161 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4162 = add nsw i64 %4161, 2
+  %4163 = mul nsw i64 %4162, 3136
+  %4164 = add nsw i64 2224784, %4163
+  %4165 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4166 = add nsw i64 %4164, %4165
+  %4167 = add nsw i64 %4166, 16
+  %arena1219 = getelementptr inbounds float, ptr %arena, i64 %4167
+  store <16 x float> %t223_c2_11218, ptr %arena1219, align 4
+  %t223_c2_21220 = load <16 x float>, ptr %pool1_grad.t223_c2_2, align 64
+  %4168 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4169 = add nsw i64 %4168, 2
+  %4170 = mul nsw i64 %4169, 3136
+  %4171 = add nsw i64 2224784, %4170
+  %4172 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4173 = add nsw i64 %4171, %4172
+  %4174 = add nsw i64 %4173, 32
+  %arena1221 = getelementptr inbounds float, ptr %arena, i64 %4174
+  store <16 x float> %t223_c2_21220, ptr %arena1221, align 4
+  %t223_c2_31222 = load <16 x float>, ptr %pool1_grad.t223_c2_3, align 64
+  %4175 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4176 = add nsw i64 %4175, 2
+  %4177 = mul nsw i64 %4176, 3136
+  %4178 = add nsw i64 2224784, %4177
+  %4179 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4180 = add nsw i64 %4178, %4179
+  %4181 = add nsw i64 %4180, 48
+  %arena1223 = getelementptr inbounds float, ptr %arena, i64 %4181
+  store <16 x float> %t223_c2_31222, ptr %arena1223, align 4
+  %t223_c3_01224 = load <16 x float>, ptr %pool1_grad.t223_c3_0, align 64
+  %4182 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4183 = add nsw i64 %4182, 3
+  %4184 = mul nsw i64 %4183, 3136
+  %4185 = add nsw i64 2224784, %4184
+  %4186 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4187 = add nsw i64 %4185, %4186
+  %arena1225 = getelementptr inbounds float, ptr %arena, i64 %4187
+  store <16 x float> %t223_c3_01224, ptr %arena1225, align 4
+  %t223_c3_11226 = load <16 x float>, ptr %pool1_grad.t223_c3_1, align 64
+  %4188 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4189 = add nsw i64 %4188, 3
+  %4190 = mul nsw i64 %4189, 3136
+  %4191 = add nsw i64 2224784, %4190
+  %4192 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4193 = add nsw i64 %4191, %4192
+  %4194 = add nsw i64 %4193, 16
+  %arena1227 = getelementptr inbounds float, ptr %arena, i64 %4194
+  store <16 x float> %t223_c3_11226, ptr %arena1227, align 4
+  %t223_c3_21228 = load <16 x float>, ptr %pool1_grad.t223_c3_2, align 64
+  %4195 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4196 = add nsw i64 %4195, 3
+  %4197 = mul nsw i64 %4196, 3136
+  %4198 = add nsw i64 2224784, %4197
+  %4199 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4200 = add nsw i64 %4198, %4199
+  %4201 = add nsw i64 %4200, 32
+  %arena1229 = getelementptr inbounds float, ptr %arena, i64 %4201
+  store <16 x float> %t223_c3_21228, ptr %arena1229, align 4
+  %t223_c3_31230 = load <16 x float>, ptr %pool1_grad.t223_c3_3, align 64
+  %4202 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4203 = add nsw i64 %4202, 3
+  %4204 = mul nsw i64 %4203, 3136
+  %4205 = add nsw i64 2224784, %4204
+  %4206 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4207 = add nsw i64 %4205, %4206
+  %4208 = add nsw i64 %4207, 48
+  %arena1231 = getelementptr inbounds float, ptr %arena, i64 %4208
+  store <16 x float> %t223_c3_31230, ptr %arena1231, align 4
+  %t223_c4_01232 = load <16 x float>, ptr %pool1_grad.t223_c4_0, align 64
+  %4209 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4210 = add nsw i64 %4209, 4
+  %4211 = mul nsw i64 %4210, 3136
+  %4212 = add nsw i64 2224784, %4211
+  %4213 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4214 = add nsw i64 %4212, %4213
+  %arena1233 = getelementptr inbounds float, ptr %arena, i64 %4214
+  store <16 x float> %t223_c4_01232, ptr %arena1233, align 4
+  %t223_c4_11234 = load <16 x float>, ptr %pool1_grad.t223_c4_1, align 64
+  %4215 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4216 = add nsw i64 %4215, 4
+  %4217 = mul nsw i64 %4216, 3136
+  %4218 = add nsw i64 2224784, %4217
+  %4219 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4220 = add nsw i64 %4218, %4219
+  %4221 = add nsw i64 %4220, 16
+  %arena1235 = getelementptr inbounds float, ptr %arena, i64 %4221
+  store <16 x float> %t223_c4_11234, ptr %arena1235, align 4
+  %t223_c4_21236 = load <16 x float>, ptr %pool1_grad.t223_c4_2, align 64
+  %4222 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4223 = add nsw i64 %4222, 4
+  %4224 = mul nsw i64 %4223, 3136
+  %4225 = add nsw i64 2224784, %4224
+  %4226 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4227 = add nsw i64 %4225, %4226
+  %4228 = add nsw i64 %4227, 32
+  %arena1237 = getelementptr inbounds float, ptr %arena, i64 %4228
+  store <16 x float> %t223_c4_21236, ptr %arena1237, align 4
+  %t223_c4_31238 = load <16 x float>, ptr %pool1_grad.t223_c4_3, align 64
+  %4229 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4230 = add nsw i64 %4229, 4
+  %4231 = mul nsw i64 %4230, 3136
+  %4232 = add nsw i64 2224784, %4231
+  %4233 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4234 = add nsw i64 %4232, %4233
+  %4235 = add nsw i64 %4234, 48
+  %arena1239 = getelementptr inbounds float, ptr %arena, i64 %4235
+  store <16 x float> %t223_c4_31238, ptr %arena1239, align 4
+  %t223_c5_01240 = load <16 x float>, ptr %pool1_grad.t223_c5_0, align 64
+  %4236 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4237 = add nsw i64 %4236, 5
+  %4238 = mul nsw i64 %4237, 3136
+  %4239 = add nsw i64 2224784, %4238
+  %4240 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4241 = add nsw i64 %4239, %4240
+  %arena1241 = getelementptr inbounds float, ptr %arena, i64 %4241
+  store <16 x float> %t223_c5_01240, ptr %arena1241, align 4
+  %t223_c5_11242 = load <16 x float>, ptr %pool1_grad.t223_c5_1, align 64
+  %4242 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4243 = add nsw i64 %4242, 5
+  %4244 = mul nsw i64 %4243, 3136
+  %4245 = add nsw i64 2224784, %4244
+  %4246 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4247 = add nsw i64 %4245, %4246
+  %4248 = add nsw i64 %4247, 16
+  %arena1243 = getelementptr inbounds float, ptr %arena, i64 %4248
+  store <16 x float> %t223_c5_11242, ptr %arena1243, align 4
+  %t223_c5_21244 = load <16 x float>, ptr %pool1_grad.t223_c5_2, align 64
+  %4249 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4250 = add nsw i64 %4249, 5
+  %4251 = mul nsw i64 %4250, 3136
+  %4252 = add nsw i64 2224784, %4251
+  %4253 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4254 = add nsw i64 %4252, %4253
+  %4255 = add nsw i64 %4254, 32
+  %arena1245 = getelementptr inbounds float, ptr %arena, i64 %4255
+  store <16 x float> %t223_c5_21244, ptr %arena1245, align 4
+  %t223_c5_31246 = load <16 x float>, ptr %pool1_grad.t223_c5_3, align 64
+  %4256 = mul nsw i64 %pool1_grad.mb2221150, 6
+  %4257 = add nsw i64 %4256, 5
+  %4258 = mul nsw i64 %4257, 3136
+  %4259 = add nsw i64 2224784, %4258
+  %4260 = mul nsw i64 %pool1_grad.nb2211149, 64
+  %4261 = add nsw i64 %4259, %4260
+  %4262 = add nsw i64 %4261, 48
+  %arena1247 = getelementptr inbounds float, ptr %arena, i64 %4262
+  store <16 x float> %t223_c5_31246, ptr %arena1247, align 4
+  %mb222.next = add nsw i64 %pool1_grad.mb2221150, 1
+  %4263 = icmp slt i64 %mb222.next, 48
+  br i1 %4263, label %pool1_grad.mb222, label %pool1_grad.mb222.end
 
-pool1_grad.ix233.end:                             ; preds = %pool1_grad.ix233
-  %iy232.next = add nsw i64 %pool1_grad.iy2321178, 1
-  %4138 = icmp slt i64 %iy232.next, 1
-  br i1 %4138, label %pool1_grad.iy232, label %pool1_grad.iy232.end
+pool1_grad.j225:                                  ; preds = %pool1_grad.c226.end, %pool1_grad.nb221.end
+  %pool1_grad.j2251248 = phi i64 [ 0, %pool1_grad.nb221.end ], [ %j225.next, %pool1_grad.c226.end ]
+  br label %pool1_grad.c226
 
-pool1_grad.iy238:                                 ; preds = %pool1_grad.ix239.end, %pool1_grad.iy232.end
-  %pool1_grad.iy2381185 = phi i64 [ 0, %pool1_grad.iy232.end ], [ %iy238.next, %pool1_grad.ix239.end ]
-  br label %pool1_grad.ix239
+pool1_grad.j225.end:                              ; preds = %pool1_grad.c226.end
+  %g217.next = add nsw i64 %pool1_grad.g2171143, 1
+  %4264 = icmp slt i64 %g217.next, 4
+  br i1 %4264, label %pool1_grad.g217, label %pool1_grad.g217.end
 
-pool1_grad.iy238.end:                             ; preds = %pool1_grad.ix239.end
-  br label %pool1_grad.iy246
+pool1_grad.c226:                                  ; preds = %pool1_grad.iy288.end, %pool1_grad.j225
+  %pool1_grad.c2261249 = phi i64 [ 0, %pool1_grad.j225 ], [ %c226.next, %pool1_grad.iy288.end ]
+  br label %pool1_grad.iy227
 
-pool1_grad.ix239:                                 ; preds = %pool1_grad.ix239, %pool1_grad.iy238
-  %pool1_grad.ix2391186 = phi i64 [ 0, %pool1_grad.iy238 ], [ %ix239.next, %pool1_grad.ix239 ]
-  %4139 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4140 = mul nsw i64 %4139, 3136
-  %4141 = add nsw i64 2224784, %4140
-  %4142 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4143 = add nsw i64 %4141, %4142
-  %4144 = add nsw i64 %pool1_grad.iy2381185, 1
-  %4145 = add nsw i64 %4144, 1
-  %4146 = mul nsw i64 %4145, 14
-  %4147 = add nsw i64 %4143, %4146
-  %4148 = add nsw i64 %4147, 1
-  %4149 = add nsw i64 %4148, %pool1_grad.ix2391186
-  %arena1187 = getelementptr inbounds float, ptr %arena, i64 %4149
-  %4150 = load float, ptr %arena1187, align 4
-  store float %4150, ptr %pool1_grad.sum240, align 4
-  %sum240 = load float, ptr %pool1_grad.sum240, align 4
-  %4151 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4152 = add nsw i64 %4151, 1
-  %4153 = mul nsw i64 %4152, 3136
-  %4154 = add nsw i64 2224784, %4153
-  %4155 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4156 = add nsw i64 %4154, %4155
-  %4157 = add nsw i64 %pool1_grad.iy2381185, 1
-  %4158 = add nsw i64 %4157, 1
-  %4159 = mul nsw i64 %4158, 14
-  %4160 = add nsw i64 %4156, %4159
-  %4161 = add nsw i64 %4160, %pool1_grad.ix2391186
-  %arena1188 = getelementptr inbounds float, ptr %arena, i64 %4161
-  %4162 = load float, ptr %arena1188, align 4
-  %4163 = fadd float %sum240, %4162
-  store float %4163, ptr %pool1_grad.sum241, align 4
-  %sum241 = load float, ptr %pool1_grad.sum241, align 4
-  %4164 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4165 = add nsw i64 %4164, 3
-  %4166 = mul nsw i64 %4165, 3136
-  %4167 = add nsw i64 2224784, %4166
-  %4168 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4169 = add nsw i64 %4167, %4168
-  %4170 = add nsw i64 %pool1_grad.iy2381185, 1
-  %4171 = mul nsw i64 %4170, 14
-  %4172 = add nsw i64 %4169, %4171
-  %4173 = add nsw i64 %4172, 1
-  %4174 = add nsw i64 %4173, %pool1_grad.ix2391186
-  %arena1189 = getelementptr inbounds float, ptr %arena, i64 %4174
-  %4175 = load float, ptr %arena1189, align 4
-  %4176 = fadd float %sum241, %4175
-  store float %4176, ptr %pool1_grad.sum242, align 4
-  %sum242 = load float, ptr %pool1_grad.sum242, align 4
-  %4177 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4178 = add nsw i64 %4177, 4
-  %4179 = mul nsw i64 %4178, 3136
-  %4180 = add nsw i64 2224784, %4179
-  %4181 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4182 = add nsw i64 %4180, %4181
-  %4183 = add nsw i64 %pool1_grad.iy2381185, 1
-  %4184 = mul nsw i64 %4183, 14
-  %4185 = add nsw i64 %4182, %4184
-  %4186 = add nsw i64 %4185, %pool1_grad.ix2391186
-  %arena1190 = getelementptr inbounds float, ptr %arena, i64 %4186
-  %4187 = load float, ptr %arena1190, align 4
-  %4188 = fadd float %sum242, %4187
-  store float %4188, ptr %pool1_grad.sum243, align 4
-  %sum243 = load float, ptr %pool1_grad.sum243, align 4
-  %4189 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4190 = add nsw i64 %4189, 6
-  %4191 = mul nsw i64 %4190, 3136
-  %4192 = add nsw i64 2224784, %4191
-  %4193 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4194 = add nsw i64 %4192, %4193
-  %4195 = add nsw i64 %pool1_grad.iy2381185, 1
-  %4196 = add nsw i64 %4195, -1
-  %4197 = mul nsw i64 %4196, 14
-  %4198 = add nsw i64 %4194, %4197
-  %4199 = add nsw i64 %4198, 1
-  %4200 = add nsw i64 %4199, %pool1_grad.ix2391186
-  %arena1191 = getelementptr inbounds float, ptr %arena, i64 %4200
-  %4201 = load float, ptr %arena1191, align 4
-  %4202 = fadd float %sum243, %4201
-  store float %4202, ptr %pool1_grad.sum244, align 4
-  %sum244 = load float, ptr %pool1_grad.sum244, align 4
-  %4203 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4204 = add nsw i64 %4203, 7
-  %4205 = mul nsw i64 %4204, 3136
-  %4206 = add nsw i64 2224784, %4205
-  %4207 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4208 = add nsw i64 %4206, %4207
-  %4209 = add nsw i64 %pool1_grad.iy2381185, 1
-  %4210 = add nsw i64 %4209, -1
-  %4211 = mul nsw i64 %4210, 14
-  %4212 = add nsw i64 %4208, %4211
-  %4213 = add nsw i64 %4212, %pool1_grad.ix2391186
-  %arena1192 = getelementptr inbounds float, ptr %arena, i64 %4213
-  %4214 = load float, ptr %arena1192, align 4
-  %4215 = fadd float %sum244, %4214
-  store float %4215, ptr %pool1_grad.sum245, align 4
-  %sum245 = load float, ptr %pool1_grad.sum245, align 4
-  %4216 = mul nsw i64 %pool1_grad.g2081055, 16
-  %4217 = add nsw i64 %4216, %pool1_grad.j2161160
-  %4218 = mul nsw i64 %4217, 6272
-  %4219 = add nsw i64 802816, %4218
-  %4220 = mul nsw i64 %pool1_grad.c2171161, 196
-  %4221 = add nsw i64 %4219, %4220
-  %4222 = add nsw i64 %pool1_grad.iy2381185, 1
-  %4223 = mul nsw i64 %4222, 14
-  %4224 = add nsw i64 %4221, %4223
-  %4225 = add nsw i64 %4224, %pool1_grad.ix2391186
-  %arena1193 = getelementptr inbounds float, ptr %arena, i64 %4225
-  store float %sum245, ptr %arena1193, align 4
-  %ix239.next = add nsw i64 %pool1_grad.ix2391186, 1
-  %4226 = icmp slt i64 %ix239.next, 1
-  br i1 %4226, label %pool1_grad.ix239, label %pool1_grad.ix239.end
+pool1_grad.c226.end:                              ; preds = %pool1_grad.iy288.end
+  %j225.next = add nsw i64 %pool1_grad.j2251248, 1
+  %4265 = icmp slt i64 %j225.next, 16
+  br i1 %4265, label %pool1_grad.j225, label %pool1_grad.j225.end
 
-pool1_grad.ix239.end:                             ; preds = %pool1_grad.ix239
-  %iy238.next = add nsw i64 %pool1_grad.iy2381185, 1
-  %4227 = icmp slt i64 %iy238.next, 12
-  br i1 %4227, label %pool1_grad.iy238, label %pool1_grad.iy238.end
+pool1_grad.iy227:                                 ; preds = %pool1_grad.ix228.end, %pool1_grad.c226
+  %pool1_grad.iy2271250 = phi i64 [ 0, %pool1_grad.c226 ], [ %iy227.next, %pool1_grad.ix228.end ]
+  br label %pool1_grad.ix228
 
-pool1_grad.iy246:                                 ; preds = %pool1_grad.ix247.end, %pool1_grad.iy238.end
-  %pool1_grad.iy2461194 = phi i64 [ 0, %pool1_grad.iy238.end ], [ %iy246.next, %pool1_grad.ix247.end ]
-  br label %pool1_grad.ix247
+pool1_grad.iy227.end:                             ; preds = %pool1_grad.ix228.end
+  br label %pool1_grad.iy233
 
-pool1_grad.iy246.end:                             ; preds = %pool1_grad.ix247.end
-  br label %pool1_grad.iy257
+pool1_grad.ix228:                                 ; preds = %pool1_grad.ix228, %pool1_grad.iy227
+  %pool1_grad.ix2281251 = phi i64 [ 0, %pool1_grad.iy227 ], [ %ix228.next, %pool1_grad.ix228 ]
+  %4266 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4267 = mul nsw i64 %4266, 3136
+  %4268 = add nsw i64 2224784, %4267
+  %4269 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4270 = add nsw i64 %4268, %4269
+  %4271 = add nsw i64 %pool1_grad.iy2271250, 1
+  %4272 = mul nsw i64 %4271, 14
+  %4273 = add nsw i64 %4270, %4272
+  %4274 = add nsw i64 %4273, 1
+  %4275 = add nsw i64 %4274, %pool1_grad.ix2281251
+  %arena1252 = getelementptr inbounds float, ptr %arena, i64 %4275
+  %4276 = load float, ptr %arena1252, align 4
+  store float %4276, ptr %pool1_grad.sum229, align 4
+  %sum229 = load float, ptr %pool1_grad.sum229, align 4
+  %4277 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4278 = add nsw i64 %4277, 1
+  %4279 = mul nsw i64 %4278, 3136
+  %4280 = add nsw i64 2224784, %4279
+  %4281 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4282 = add nsw i64 %4280, %4281
+  %4283 = add nsw i64 %pool1_grad.iy2271250, 1
+  %4284 = mul nsw i64 %4283, 14
+  %4285 = add nsw i64 %4282, %4284
+  %4286 = add nsw i64 %4285, %pool1_grad.ix2281251
+  %arena1253 = getelementptr inbounds float, ptr %arena, i64 %4286
+  %4287 = load float, ptr %arena1253, align 4
+  %4288 = fadd float %sum229, %4287
+  store float %4288, ptr %pool1_grad.sum230, align 4
+  %sum230 = load float, ptr %pool1_grad.sum230, align 4
+  %4289 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4290 = add nsw i64 %4289, 3
+  %4291 = mul nsw i64 %4290, 3136
+  %4292 = add nsw i64 2224784, %4291
+  %4293 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4294 = add nsw i64 %4292, %4293
+  %4295 = mul nsw i64 %pool1_grad.iy2271250, 14
+  %4296 = add nsw i64 %4294, %4295
+  %4297 = add nsw i64 %4296, 1
+  %4298 = add nsw i64 %4297, %pool1_grad.ix2281251
+  %arena1254 = getelementptr inbounds float, ptr %arena, i64 %4298
+  %4299 = load float, ptr %arena1254, align 4
+  %4300 = fadd float %sum230, %4299
+  store float %4300, ptr %pool1_grad.sum231, align 4
+  %sum231 = load float, ptr %pool1_grad.sum231, align 4
+  %4301 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4302 = add nsw i64 %4301, 4
+  %4303 = mul nsw i64 %4302, 3136
+  %4304 = add nsw i64 2224784, %4303
+  %4305 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4306 = add nsw i64 %4304, %4305
+  %4307 = mul nsw i64 %pool1_grad.iy2271250, 14
+  %4308 = add nsw i64 %4306, %4307
+  %4309 = add nsw i64 %4308, %pool1_grad.ix2281251
+  %arena1255 = getelementptr inbounds float, ptr %arena, i64 %4309
+  %4310 = load float, ptr %arena1255, align 4
+  %4311 = fadd float %sum231, %4310
+  store float %4311, ptr %pool1_grad.sum232, align 4
+  %sum232 = load float, ptr %pool1_grad.sum232, align 4
+  %4312 = mul nsw i64 %pool1_grad.g2171143, 16
+  %4313 = add nsw i64 %4312, %pool1_grad.j2251248
+  %4314 = mul nsw i64 %4313, 6272
+  %4315 = add nsw i64 802816, %4314
+  %4316 = mul nsw i64 %pool1_grad.c2261249, 196
+  %4317 = add nsw i64 %4315, %4316
+  %4318 = mul nsw i64 %pool1_grad.iy2271250, 14
+  %4319 = add nsw i64 %4317, %4318
+  %4320 = add nsw i64 %4319, %pool1_grad.ix2281251
+  %arena1256 = getelementptr inbounds float, ptr %arena, i64 %4320
+  store float %sum232, ptr %arena1256, align 4
+  %ix228.next = add nsw i64 %pool1_grad.ix2281251, 1
+  %4321 = icmp slt i64 %ix228.next, 1
+  br i1 %4321, label %pool1_grad.ix228, label %pool1_grad.ix228.end
 
-pool1_grad.ix247:                                 ; preds = %pool1_grad.ix247, %pool1_grad.iy246
-  %pool1_grad.ix2471195 = phi i64 [ 0, %pool1_grad.iy246 ], [ %ix247.next, %pool1_grad.ix247 ]
-  %4228 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4229 = mul nsw i64 %4228, 3136
-  %4230 = add nsw i64 2224784, %4229
-  %4231 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4232 = add nsw i64 %4230, %4231
-  %4233 = add nsw i64 %pool1_grad.iy2461194, 1
-  %4234 = add nsw i64 %4233, 1
-  %4235 = mul nsw i64 %4234, 14
-  %4236 = add nsw i64 %4232, %4235
-  %4237 = add nsw i64 %4236, 2
-  %4238 = add nsw i64 %4237, %pool1_grad.ix2471195
-  %arena1196 = getelementptr inbounds float, ptr %arena, i64 %4238
-  %4239 = load float, ptr %arena1196, align 4
-  store float %4239, ptr %pool1_grad.sum248, align 4
-  %sum248 = load float, ptr %pool1_grad.sum248, align 4
-  %4240 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4241 = add nsw i64 %4240, 1
-  %4242 = mul nsw i64 %4241, 3136
-  %4243 = add nsw i64 2224784, %4242
-  %4244 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4245 = add nsw i64 %4243, %4244
-  %4246 = add nsw i64 %pool1_grad.iy2461194, 1
-  %4247 = add nsw i64 %4246, 1
-  %4248 = mul nsw i64 %4247, 14
-  %4249 = add nsw i64 %4245, %4248
-  %4250 = add nsw i64 %4249, 1
-  %4251 = add nsw i64 %4250, %pool1_grad.ix2471195
-  %arena1197 = getelementptr inbounds float, ptr %arena, i64 %4251
-  %4252 = load float, ptr %arena1197, align 4
-  %4253 = fadd float %sum248, %4252
-  store float %4253, ptr %pool1_grad.sum249, align 4
-  %sum249 = load float, ptr %pool1_grad.sum249, align 4
-  %4254 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4255 = add nsw i64 %4254, 2
-  %4256 = mul nsw i64 %4255, 3136
-  %4257 = add nsw i64 2224784, %4256
-  %4258 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4259 = add nsw i64 %4257, %4258
-  %4260 = add nsw i64 %pool1_grad.iy2461194, 1
-  %4261 = add nsw i64 %4260, 1
-  %4262 = mul nsw i64 %4261, 14
-  %4263 = add nsw i64 %4259, %4262
-  %4264 = add nsw i64 %4263, %pool1_grad.ix2471195
-  %arena1198 = getelementptr inbounds float, ptr %arena, i64 %4264
-  %4265 = load float, ptr %arena1198, align 4
-  %4266 = fadd float %sum249, %4265
-  store float %4266, ptr %pool1_grad.sum250, align 4
-  %sum250 = load float, ptr %pool1_grad.sum250, align 4
-  %4267 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4268 = add nsw i64 %4267, 3
-  %4269 = mul nsw i64 %4268, 3136
-  %4270 = add nsw i64 2224784, %4269
-  %4271 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4272 = add nsw i64 %4270, %4271
-  %4273 = add nsw i64 %pool1_grad.iy2461194, 1
-  %4274 = mul nsw i64 %4273, 14
-  %4275 = add nsw i64 %4272, %4274
-  %4276 = add nsw i64 %4275, 2
-  %4277 = add nsw i64 %4276, %pool1_grad.ix2471195
-  %arena1199 = getelementptr inbounds float, ptr %arena, i64 %4277
-  %4278 = load float, ptr %arena1199, align 4
-  %4279 = fadd float %sum250, %4278
-  store float %4279, ptr %pool1_grad.sum251, align 4
-  %sum251 = load float, ptr %pool1_grad.sum251, align 4
-  %4280 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4281 = add nsw i64 %4280, 4
-  %4282 = mul nsw i64 %4281, 3136
-  %4283 = add nsw i64 2224784, %4282
-  %4284 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4285 = add nsw i64 %4283, %4284
-  %4286 = add nsw i64 %pool1_grad.iy2461194, 1
-  %4287 = mul nsw i64 %4286, 14
-  %4288 = add nsw i64 %4285, %4287
-  %4289 = add nsw i64 %4288, 1
-  %4290 = add nsw i64 %4289, %pool1_grad.ix2471195
-  %arena1200 = getelementptr inbounds float, ptr %arena, i64 %4290
-  %4291 = load float, ptr %arena1200, align 4
-  %4292 = fadd float %sum251, %4291
-  store float %4292, ptr %pool1_grad.sum252, align 4
-  %sum252 = load float, ptr %pool1_grad.sum252, align 4
-  %4293 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4294 = add nsw i64 %4293, 5
-  %4295 = mul nsw i64 %4294, 3136
-  %4296 = add nsw i64 2224784, %4295
-  %4297 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4298 = add nsw i64 %4296, %4297
-  %4299 = add nsw i64 %pool1_grad.iy2461194, 1
-  %4300 = mul nsw i64 %4299, 14
-  %4301 = add nsw i64 %4298, %4300
-  %4302 = add nsw i64 %4301, %pool1_grad.ix2471195
-  %arena1201 = getelementptr inbounds float, ptr %arena, i64 %4302
-  %4303 = load float, ptr %arena1201, align 4
-  %4304 = fadd float %sum252, %4303
-  store float %4304, ptr %pool1_grad.sum253, align 4
-  %sum253 = load float, ptr %pool1_grad.sum253, align 4
-  %4305 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4306 = add nsw i64 %4305, 6
-  %4307 = mul nsw i64 %4306, 3136
-  %4308 = add nsw i64 2224784, %4307
-  %4309 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4310 = add nsw i64 %4308, %4309
-  %4311 = add nsw i64 %pool1_grad.iy2461194, 1
-  %4312 = add nsw i64 %4311, -1
-  %4313 = mul nsw i64 %4312, 14
-  %4314 = add nsw i64 %4310, %4313
-  %4315 = add nsw i64 %4314, 2
-  %4316 = add nsw i64 %4315, %pool1_grad.ix2471195
-  %arena1202 = getelementptr inbounds float, ptr %arena, i64 %4316
-  %4317 = load float, ptr %arena1202, align 4
-  %4318 = fadd float %sum253, %4317
-  store float %4318, ptr %pool1_grad.sum254, align 4
-  %sum254 = load float, ptr %pool1_grad.sum254, align 4
-  %4319 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4320 = add nsw i64 %4319, 7
-  %4321 = mul nsw i64 %4320, 3136
-  %4322 = add nsw i64 2224784, %4321
-  %4323 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4324 = add nsw i64 %4322, %4323
-  %4325 = add nsw i64 %pool1_grad.iy2461194, 1
-  %4326 = add nsw i64 %4325, -1
-  %4327 = mul nsw i64 %4326, 14
-  %4328 = add nsw i64 %4324, %4327
-  %4329 = add nsw i64 %4328, 1
-  %4330 = add nsw i64 %4329, %pool1_grad.ix2471195
-  %arena1203 = getelementptr inbounds float, ptr %arena, i64 %4330
-  %4331 = load float, ptr %arena1203, align 4
-  %4332 = fadd float %sum254, %4331
-  store float %4332, ptr %pool1_grad.sum255, align 4
-  %sum255 = load float, ptr %pool1_grad.sum255, align 4
-  %4333 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4334 = add nsw i64 %4333, 8
-  %4335 = mul nsw i64 %4334, 3136
-  %4336 = add nsw i64 2224784, %4335
-  %4337 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4338 = add nsw i64 %4336, %4337
-  %4339 = add nsw i64 %pool1_grad.iy2461194, 1
-  %4340 = add nsw i64 %4339, -1
+pool1_grad.ix228.end:                             ; preds = %pool1_grad.ix228
+  %iy227.next = add nsw i64 %pool1_grad.iy2271250, 1
+  %4322 = icmp slt i64 %iy227.next, 1
+  br i1 %4322, label %pool1_grad.iy227, label %pool1_grad.iy227.end
+
+pool1_grad.iy233:                                 ; preds = %pool1_grad.ix234.end, %pool1_grad.iy227.end
+  %pool1_grad.iy2331257 = phi i64 [ 0, %pool1_grad.iy227.end ], [ %iy233.next, %pool1_grad.ix234.end ]
+  br label %pool1_grad.ix234
+
+pool1_grad.iy233.end:                             ; preds = %pool1_grad.ix234.end
+  br label %pool1_grad.iy241
+
+pool1_grad.ix234:                                 ; preds = %pool1_grad.ix234, %pool1_grad.iy233
+  %pool1_grad.ix2341258 = phi i64 [ 0, %pool1_grad.iy233 ], [ %ix234.next, %pool1_grad.ix234 ]
+  %4323 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4324 = mul nsw i64 %4323, 3136
+  %4325 = add nsw i64 2224784, %4324
+  %4326 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4327 = add nsw i64 %4325, %4326
+  %4328 = add nsw i64 %pool1_grad.iy2331257, 1
+  %4329 = mul nsw i64 %4328, 14
+  %4330 = add nsw i64 %4327, %4329
+  %4331 = add nsw i64 %4330, 2
+  %4332 = add nsw i64 %4331, %pool1_grad.ix2341258
+  %arena1259 = getelementptr inbounds float, ptr %arena, i64 %4332
+  %4333 = load float, ptr %arena1259, align 4
+  store float %4333, ptr %pool1_grad.sum235, align 4
+  %sum235 = load float, ptr %pool1_grad.sum235, align 4
+  %4334 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4335 = add nsw i64 %4334, 1
+  %4336 = mul nsw i64 %4335, 3136
+  %4337 = add nsw i64 2224784, %4336
+  %4338 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4339 = add nsw i64 %4337, %4338
+  %4340 = add nsw i64 %pool1_grad.iy2331257, 1
   %4341 = mul nsw i64 %4340, 14
-  %4342 = add nsw i64 %4338, %4341
-  %4343 = add nsw i64 %4342, %pool1_grad.ix2471195
-  %arena1204 = getelementptr inbounds float, ptr %arena, i64 %4343
-  %4344 = load float, ptr %arena1204, align 4
-  %4345 = fadd float %sum255, %4344
-  store float %4345, ptr %pool1_grad.sum256, align 4
-  %sum256 = load float, ptr %pool1_grad.sum256, align 4
-  %4346 = mul nsw i64 %pool1_grad.g2081055, 16
-  %4347 = add nsw i64 %4346, %pool1_grad.j2161160
-  %4348 = mul nsw i64 %4347, 6272
-  %4349 = add nsw i64 802816, %4348
-  %4350 = mul nsw i64 %pool1_grad.c2171161, 196
-  %4351 = add nsw i64 %4349, %4350
-  %4352 = add nsw i64 %pool1_grad.iy2461194, 1
-  %4353 = mul nsw i64 %4352, 14
-  %4354 = add nsw i64 %4351, %4353
-  %4355 = add nsw i64 %4354, 1
-  %4356 = add nsw i64 %4355, %pool1_grad.ix2471195
-  %arena1205 = getelementptr inbounds float, ptr %arena, i64 %4356
-  store float %sum256, ptr %arena1205, align 4
-  %ix247.next = add nsw i64 %pool1_grad.ix2471195, 1
-  %4357 = icmp slt i64 %ix247.next, 12
-  br i1 %4357, label %pool1_grad.ix247, label %pool1_grad.ix247.end
-
-pool1_grad.ix247.end:                             ; preds = %pool1_grad.ix247
-  %iy246.next = add nsw i64 %pool1_grad.iy2461194, 1
-  %4358 = icmp slt i64 %iy246.next, 12
-  br i1 %4358, label %pool1_grad.iy246, label %pool1_grad.iy246.end
-
-pool1_grad.iy257:                                 ; preds = %pool1_grad.ix258.end, %pool1_grad.iy246.end
-  %pool1_grad.iy2571206 = phi i64 [ 0, %pool1_grad.iy246.end ], [ %iy257.next, %pool1_grad.ix258.end ]
-  br label %pool1_grad.ix258
-
-pool1_grad.iy257.end:                             ; preds = %pool1_grad.ix258.end
-  br label %pool1_grad.iy265
-
-pool1_grad.ix258:                                 ; preds = %pool1_grad.ix258, %pool1_grad.iy257
-  %pool1_grad.ix2581207 = phi i64 [ 0, %pool1_grad.iy257 ], [ %ix258.next, %pool1_grad.ix258 ]
-  %4359 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4360 = add nsw i64 %4359, 1
+  %4342 = add nsw i64 %4339, %4341
+  %4343 = add nsw i64 %4342, 1
+  %4344 = add nsw i64 %4343, %pool1_grad.ix2341258
+  %arena1260 = getelementptr inbounds float, ptr %arena, i64 %4344
+  %4345 = load float, ptr %arena1260, align 4
+  %4346 = fadd float %sum235, %4345
+  store float %4346, ptr %pool1_grad.sum236, align 4
+  %sum236 = load float, ptr %pool1_grad.sum236, align 4
+  %4347 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4348 = add nsw i64 %4347, 2
+  %4349 = mul nsw i64 %4348, 3136
+  %4350 = add nsw i64 2224784, %4349
+  %4351 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4352 = add nsw i64 %4350, %4351
+  %4353 = add nsw i64 %pool1_grad.iy2331257, 1
+  %4354 = mul nsw i64 %4353, 14
+  %4355 = add nsw i64 %4352, %4354
+  %4356 = add nsw i64 %4355, %pool1_grad.ix2341258
+  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %4356
+  %4357 = load float, ptr %arena1261, align 4
+  %4358 = fadd float %sum236, %4357
+  store float %4358, ptr %pool1_grad.sum237, align 4
+  %sum237 = load float, ptr %pool1_grad.sum237, align 4
+  %4359 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4360 = add nsw i64 %4359, 3
   %4361 = mul nsw i64 %4360, 3136
   %4362 = add nsw i64 2224784, %4361
-  %4363 = mul nsw i64 %pool1_grad.j2161160, 196
+  %4363 = mul nsw i64 %pool1_grad.j2251248, 196
   %4364 = add nsw i64 %4362, %4363
-  %4365 = add nsw i64 %pool1_grad.iy2571206, 1
-  %4366 = add nsw i64 %4365, 1
-  %4367 = mul nsw i64 %4366, 14
-  %4368 = add nsw i64 %4364, %4367
-  %4369 = add nsw i64 %4368, 13
-  %4370 = add nsw i64 %4369, %pool1_grad.ix2581207
-  %arena1208 = getelementptr inbounds float, ptr %arena, i64 %4370
-  %4371 = load float, ptr %arena1208, align 4
-  store float %4371, ptr %pool1_grad.sum259, align 4
-  %sum259 = load float, ptr %pool1_grad.sum259, align 4
-  %4372 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4373 = add nsw i64 %4372, 2
-  %4374 = mul nsw i64 %4373, 3136
-  %4375 = add nsw i64 2224784, %4374
-  %4376 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4377 = add nsw i64 %4375, %4376
-  %4378 = add nsw i64 %pool1_grad.iy2571206, 1
+  %4365 = mul nsw i64 %pool1_grad.iy2331257, 14
+  %4366 = add nsw i64 %4364, %4365
+  %4367 = add nsw i64 %4366, 2
+  %4368 = add nsw i64 %4367, %pool1_grad.ix2341258
+  %arena1262 = getelementptr inbounds float, ptr %arena, i64 %4368
+  %4369 = load float, ptr %arena1262, align 4
+  %4370 = fadd float %sum237, %4369
+  store float %4370, ptr %pool1_grad.sum238, align 4
+  %sum238 = load float, ptr %pool1_grad.sum238, align 4
+  %4371 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4372 = add nsw i64 %4371, 4
+  %4373 = mul nsw i64 %4372, 3136
+  %4374 = add nsw i64 2224784, %4373
+  %4375 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4376 = add nsw i64 %4374, %4375
+  %4377 = mul nsw i64 %pool1_grad.iy2331257, 14
+  %4378 = add nsw i64 %4376, %4377
   %4379 = add nsw i64 %4378, 1
-  %4380 = mul nsw i64 %4379, 14
-  %4381 = add nsw i64 %4377, %4380
-  %4382 = add nsw i64 %4381, 12
-  %4383 = add nsw i64 %4382, %pool1_grad.ix2581207
-  %arena1209 = getelementptr inbounds float, ptr %arena, i64 %4383
-  %4384 = load float, ptr %arena1209, align 4
-  %4385 = fadd float %sum259, %4384
-  store float %4385, ptr %pool1_grad.sum260, align 4
-  %sum260 = load float, ptr %pool1_grad.sum260, align 4
-  %4386 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4387 = add nsw i64 %4386, 4
-  %4388 = mul nsw i64 %4387, 3136
-  %4389 = add nsw i64 2224784, %4388
-  %4390 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4391 = add nsw i64 %4389, %4390
-  %4392 = add nsw i64 %pool1_grad.iy2571206, 1
-  %4393 = mul nsw i64 %4392, 14
-  %4394 = add nsw i64 %4391, %4393
-  %4395 = add nsw i64 %4394, 13
-  %4396 = add nsw i64 %4395, %pool1_grad.ix2581207
-  %arena1210 = getelementptr inbounds float, ptr %arena, i64 %4396
-  %4397 = load float, ptr %arena1210, align 4
-  %4398 = fadd float %sum260, %4397
-  store float %4398, ptr %pool1_grad.sum261, align 4
-  %sum261 = load float, ptr %pool1_grad.sum261, align 4
-  %4399 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4400 = add nsw i64 %4399, 5
-  %4401 = mul nsw i64 %4400, 3136
-  %4402 = add nsw i64 2224784, %4401
-  %4403 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4404 = add nsw i64 %4402, %4403
-  %4405 = add nsw i64 %pool1_grad.iy2571206, 1
-  %4406 = mul nsw i64 %4405, 14
-  %4407 = add nsw i64 %4404, %4406
-  %4408 = add nsw i64 %4407, 12
-  %4409 = add nsw i64 %4408, %pool1_grad.ix2581207
-  %arena1211 = getelementptr inbounds float, ptr %arena, i64 %4409
-  %4410 = load float, ptr %arena1211, align 4
-  %4411 = fadd float %sum261, %4410
-  store float %4411, ptr %pool1_grad.sum262, align 4
-  %sum262 = load float, ptr %pool1_grad.sum262, align 4
-  %4412 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4413 = add nsw i64 %4412, 7
-  %4414 = mul nsw i64 %4413, 3136
-  %4415 = add nsw i64 2224784, %4414
-  %4416 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4417 = add nsw i64 %4415, %4416
-  %4418 = add nsw i64 %pool1_grad.iy2571206, 1
-  %4419 = add nsw i64 %4418, -1
-  %4420 = mul nsw i64 %4419, 14
-  %4421 = add nsw i64 %4417, %4420
-  %4422 = add nsw i64 %4421, 13
-  %4423 = add nsw i64 %4422, %pool1_grad.ix2581207
-  %arena1212 = getelementptr inbounds float, ptr %arena, i64 %4423
-  %4424 = load float, ptr %arena1212, align 4
-  %4425 = fadd float %sum262, %4424
-  store float %4425, ptr %pool1_grad.sum263, align 4
-  %sum263 = load float, ptr %pool1_grad.sum263, align 4
-  %4426 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4427 = add nsw i64 %4426, 8
-  %4428 = mul nsw i64 %4427, 3136
-  %4429 = add nsw i64 2224784, %4428
-  %4430 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4431 = add nsw i64 %4429, %4430
-  %4432 = add nsw i64 %pool1_grad.iy2571206, 1
-  %4433 = add nsw i64 %4432, -1
-  %4434 = mul nsw i64 %4433, 14
-  %4435 = add nsw i64 %4431, %4434
-  %4436 = add nsw i64 %4435, 12
-  %4437 = add nsw i64 %4436, %pool1_grad.ix2581207
-  %arena1213 = getelementptr inbounds float, ptr %arena, i64 %4437
-  %4438 = load float, ptr %arena1213, align 4
-  %4439 = fadd float %sum263, %4438
-  store float %4439, ptr %pool1_grad.sum264, align 4
-  %sum264 = load float, ptr %pool1_grad.sum264, align 4
-  %4440 = mul nsw i64 %pool1_grad.g2081055, 16
-  %4441 = add nsw i64 %4440, %pool1_grad.j2161160
-  %4442 = mul nsw i64 %4441, 6272
-  %4443 = add nsw i64 802816, %4442
-  %4444 = mul nsw i64 %pool1_grad.c2171161, 196
-  %4445 = add nsw i64 %4443, %4444
-  %4446 = add nsw i64 %pool1_grad.iy2571206, 1
-  %4447 = mul nsw i64 %4446, 14
-  %4448 = add nsw i64 %4445, %4447
-  %4449 = add nsw i64 %4448, 13
-  %4450 = add nsw i64 %4449, %pool1_grad.ix2581207
-  %arena1214 = getelementptr inbounds float, ptr %arena, i64 %4450
-  store float %sum264, ptr %arena1214, align 4
-  %ix258.next = add nsw i64 %pool1_grad.ix2581207, 1
-  %4451 = icmp slt i64 %ix258.next, 1
-  br i1 %4451, label %pool1_grad.ix258, label %pool1_grad.ix258.end
+  %4380 = add nsw i64 %4379, %pool1_grad.ix2341258
+  %arena1263 = getelementptr inbounds float, ptr %arena, i64 %4380
+  %4381 = load float, ptr %arena1263, align 4
+  %4382 = fadd float %sum238, %4381
+  store float %4382, ptr %pool1_grad.sum239, align 4
+  %sum239 = load float, ptr %pool1_grad.sum239, align 4
+  %4383 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4384 = add nsw i64 %4383, 5
+  %4385 = mul nsw i64 %4384, 3136
+  %4386 = add nsw i64 2224784, %4385
+  %4387 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4388 = add nsw i64 %4386, %4387
+  %4389 = mul nsw i64 %pool1_grad.iy2331257, 14
+  %4390 = add nsw i64 %4388, %4389
+  %4391 = add nsw i64 %4390, %pool1_grad.ix2341258
+  %arena1264 = getelementptr inbounds float, ptr %arena, i64 %4391
+  %4392 = load float, ptr %arena1264, align 4
+  %4393 = fadd float %sum239, %4392
+  store float %4393, ptr %pool1_grad.sum240, align 4
+  %sum240 = load float, ptr %pool1_grad.sum240, align 4
+  %4394 = mul nsw i64 %pool1_grad.g2171143, 16
+  %4395 = add nsw i64 %4394, %pool1_grad.j2251248
+  %4396 = mul nsw i64 %4395, 6272
+  %4397 = add nsw i64 802816, %4396
+  %4398 = mul nsw i64 %pool1_grad.c2261249, 196
+  %4399 = add nsw i64 %4397, %4398
+  %4400 = mul nsw i64 %pool1_grad.iy2331257, 14
+  %4401 = add nsw i64 %4399, %4400
+  %4402 = add nsw i64 %4401, 1
+  %4403 = add nsw i64 %4402, %pool1_grad.ix2341258
+  %arena1265 = getelementptr inbounds float, ptr %arena, i64 %4403
+  store float %sum240, ptr %arena1265, align 4
+  %ix234.next = add nsw i64 %pool1_grad.ix2341258, 1
+  %4404 = icmp slt i64 %ix234.next, 12
+  br i1 %4404, label %pool1_grad.ix234, label %pool1_grad.ix234.end
 
-pool1_grad.ix258.end:                             ; preds = %pool1_grad.ix258
-  %iy257.next = add nsw i64 %pool1_grad.iy2571206, 1
-  %4452 = icmp slt i64 %iy257.next, 12
-  br i1 %4452, label %pool1_grad.iy257, label %pool1_grad.iy257.end
+pool1_grad.ix234.end:                             ; preds = %pool1_grad.ix234
+  %iy233.next = add nsw i64 %pool1_grad.iy2331257, 1
+  %4405 = icmp slt i64 %iy233.next, 1
+  br i1 %4405, label %pool1_grad.iy233, label %pool1_grad.iy233.end
 
-pool1_grad.iy265:                                 ; preds = %pool1_grad.ix266.end, %pool1_grad.iy257.end
-  %pool1_grad.iy2651215 = phi i64 [ 0, %pool1_grad.iy257.end ], [ %iy265.next, %pool1_grad.ix266.end ]
-  br label %pool1_grad.ix266
+pool1_grad.iy241:                                 ; preds = %pool1_grad.ix242.end, %pool1_grad.iy233.end
+  %pool1_grad.iy2411266 = phi i64 [ 0, %pool1_grad.iy233.end ], [ %iy241.next, %pool1_grad.ix242.end ]
+  br label %pool1_grad.ix242
 
-pool1_grad.iy265.end:                             ; preds = %pool1_grad.ix266.end
-  br label %pool1_grad.iy271
+pool1_grad.iy241.end:                             ; preds = %pool1_grad.ix242.end
+  br label %pool1_grad.iy247
 
-pool1_grad.ix266:                                 ; preds = %pool1_grad.ix266, %pool1_grad.iy265
-  %pool1_grad.ix2661216 = phi i64 [ 0, %pool1_grad.iy265 ], [ %ix266.next, %pool1_grad.ix266 ]
-  %4453 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4454 = add nsw i64 %4453, 3
-  %4455 = mul nsw i64 %4454, 3136
-  %4456 = add nsw i64 2224784, %4455
-  %4457 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4458 = add nsw i64 %4456, %4457
-  %4459 = add nsw i64 %pool1_grad.iy2651215, 13
-  %4460 = mul nsw i64 %4459, 14
-  %4461 = add nsw i64 %4458, %4460
-  %4462 = add nsw i64 %4461, 1
-  %4463 = add nsw i64 %4462, %pool1_grad.ix2661216
-  %arena1217 = getelementptr inbounds float, ptr %arena, i64 %4463
-  %4464 = load float, ptr %arena1217, align 4
-  store float %4464, ptr %pool1_grad.sum267, align 4
-  %sum267 = load float, ptr %pool1_grad.sum267, align 4
-  %4465 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4466 = add nsw i64 %4465, 4
-  %4467 = mul nsw i64 %4466, 3136
-  %4468 = add nsw i64 2224784, %4467
-  %4469 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4470 = add nsw i64 %4468, %4469
-  %4471 = add nsw i64 %pool1_grad.iy2651215, 13
-  %4472 = mul nsw i64 %4471, 14
-  %4473 = add nsw i64 %4470, %4472
-  %4474 = add nsw i64 %4473, %pool1_grad.ix2661216
-  %arena1218 = getelementptr inbounds float, ptr %arena, i64 %4474
-  %4475 = load float, ptr %arena1218, align 4
-  %4476 = fadd float %sum267, %4475
-  store float %4476, ptr %pool1_grad.sum268, align 4
-  %sum268 = load float, ptr %pool1_grad.sum268, align 4
-  %4477 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4478 = add nsw i64 %4477, 6
-  %4479 = mul nsw i64 %4478, 3136
-  %4480 = add nsw i64 2224784, %4479
-  %4481 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4482 = add nsw i64 %4480, %4481
-  %4483 = add nsw i64 %pool1_grad.iy2651215, 13
-  %4484 = add nsw i64 %4483, -1
-  %4485 = mul nsw i64 %4484, 14
-  %4486 = add nsw i64 %4482, %4485
-  %4487 = add nsw i64 %4486, 1
-  %4488 = add nsw i64 %4487, %pool1_grad.ix2661216
-  %arena1219 = getelementptr inbounds float, ptr %arena, i64 %4488
-  %4489 = load float, ptr %arena1219, align 4
-  %4490 = fadd float %sum268, %4489
-  store float %4490, ptr %pool1_grad.sum269, align 4
-  %sum269 = load float, ptr %pool1_grad.sum269, align 4
-  %4491 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4492 = add nsw i64 %4491, 7
-  %4493 = mul nsw i64 %4492, 3136
-  %4494 = add nsw i64 2224784, %4493
-  %4495 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4496 = add nsw i64 %4494, %4495
-  %4497 = add nsw i64 %pool1_grad.iy2651215, 13
-  %4498 = add nsw i64 %4497, -1
+pool1_grad.ix242:                                 ; preds = %pool1_grad.ix242, %pool1_grad.iy241
+  %pool1_grad.ix2421267 = phi i64 [ 0, %pool1_grad.iy241 ], [ %ix242.next, %pool1_grad.ix242 ]
+  %4406 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4407 = add nsw i64 %4406, 1
+  %4408 = mul nsw i64 %4407, 3136
+  %4409 = add nsw i64 2224784, %4408
+  %4410 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4411 = add nsw i64 %4409, %4410
+  %4412 = add nsw i64 %pool1_grad.iy2411266, 1
+  %4413 = mul nsw i64 %4412, 14
+  %4414 = add nsw i64 %4411, %4413
+  %4415 = add nsw i64 %4414, 13
+  %4416 = add nsw i64 %4415, %pool1_grad.ix2421267
+  %arena1268 = getelementptr inbounds float, ptr %arena, i64 %4416
+  %4417 = load float, ptr %arena1268, align 4
+  store float %4417, ptr %pool1_grad.sum243, align 4
+  %sum243 = load float, ptr %pool1_grad.sum243, align 4
+  %4418 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4419 = add nsw i64 %4418, 2
+  %4420 = mul nsw i64 %4419, 3136
+  %4421 = add nsw i64 2224784, %4420
+  %4422 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4423 = add nsw i64 %4421, %4422
+  %4424 = add nsw i64 %pool1_grad.iy2411266, 1
+  %4425 = mul nsw i64 %4424, 14
+  %4426 = add nsw i64 %4423, %4425
+  %4427 = add nsw i64 %4426, 12
+  %4428 = add nsw i64 %4427, %pool1_grad.ix2421267
+  %arena1269 = getelementptr inbounds float, ptr %arena, i64 %4428
+  %4429 = load float, ptr %arena1269, align 4
+  %4430 = fadd float %sum243, %4429
+  store float %4430, ptr %pool1_grad.sum244, align 4
+  %sum244 = load float, ptr %pool1_grad.sum244, align 4
+  %4431 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4432 = add nsw i64 %4431, 4
+  %4433 = mul nsw i64 %4432, 3136
+  %4434 = add nsw i64 2224784, %4433
+  %4435 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4436 = add nsw i64 %4434, %4435
+  %4437 = mul nsw i64 %pool1_grad.iy2411266, 14
+  %4438 = add nsw i64 %4436, %4437
+  %4439 = add nsw i64 %4438, 13
+  %4440 = add nsw i64 %4439, %pool1_grad.ix2421267
+  %arena1270 = getelementptr inbounds float, ptr %arena, i64 %4440
+  %4441 = load float, ptr %arena1270, align 4
+  %4442 = fadd float %sum244, %4441
+  store float %4442, ptr %pool1_grad.sum245, align 4
+  %sum245 = load float, ptr %pool1_grad.sum245, align 4
+  %4443 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4444 = add nsw i64 %4443, 5
+  %4445 = mul nsw i64 %4444, 3136
+  %4446 = add nsw i64 2224784, %4445
+  %4447 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4448 = add nsw i64 %4446, %4447
+  %4449 = mul nsw i64 %pool1_grad.iy2411266, 14
+  %4450 = add nsw i64 %4448, %4449
+  %4451 = add nsw i64 %4450, 12
+  %4452 = add nsw i64 %4451, %pool1_grad.ix2421267
+  %arena1271 = getelementptr inbounds float, ptr %arena, i64 %4452
+  %4453 = load float, ptr %arena1271, align 4
+  %4454 = fadd float %sum245, %4453
+  store float %4454, ptr %pool1_grad.sum246, align 4
+  %sum246 = load float, ptr %pool1_grad.sum246, align 4
+  %4455 = mul nsw i64 %pool1_grad.g2171143, 16
+  %4456 = add nsw i64 %4455, %pool1_grad.j2251248
+  %4457 = mul nsw i64 %4456, 6272
+  %4458 = add nsw i64 802816, %4457
+  %4459 = mul nsw i64 %pool1_grad.c2261249, 196
+  %4460 = add nsw i64 %4458, %4459
+  %4461 = mul nsw i64 %pool1_grad.iy2411266, 14
+  %4462 = add nsw i64 %4460, %4461
+  %4463 = add nsw i64 %4462, 13
+  %4464 = add nsw i64 %4463, %pool1_grad.ix2421267
+  %arena1272 = getelementptr inbounds float, ptr %arena, i64 %4464
+  store float %sum246, ptr %arena1272, align 4
+  %ix242.next = add nsw i64 %pool1_grad.ix2421267, 1
+  %4465 = icmp slt i64 %ix242.next, 1
+  br i1 %4465, label %pool1_grad.ix242, label %pool1_grad.ix242.end
+
+pool1_grad.ix242.end:                             ; preds = %pool1_grad.ix242
+  %iy241.next = add nsw i64 %pool1_grad.iy2411266, 1
+  %4466 = icmp slt i64 %iy241.next, 1
+  br i1 %4466, label %pool1_grad.iy241, label %pool1_grad.iy241.end
+
+pool1_grad.iy247:                                 ; preds = %pool1_grad.ix248.end, %pool1_grad.iy241.end
+  %pool1_grad.iy2471273 = phi i64 [ 0, %pool1_grad.iy241.end ], [ %iy247.next, %pool1_grad.ix248.end ]
+  br label %pool1_grad.ix248
+
+pool1_grad.iy247.end:                             ; preds = %pool1_grad.ix248.end
+  br label %pool1_grad.iy255
+
+pool1_grad.ix248:                                 ; preds = %pool1_grad.ix248, %pool1_grad.iy247
+  %pool1_grad.ix2481274 = phi i64 [ 0, %pool1_grad.iy247 ], [ %ix248.next, %pool1_grad.ix248 ]
+  %4467 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4468 = mul nsw i64 %4467, 3136
+  %4469 = add nsw i64 2224784, %4468
+  %4470 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4471 = add nsw i64 %4469, %4470
+  %4472 = add nsw i64 %pool1_grad.iy2471273, 1
+  %4473 = add nsw i64 %4472, 1
+  %4474 = mul nsw i64 %4473, 14
+  %4475 = add nsw i64 %4471, %4474
+  %4476 = add nsw i64 %4475, 1
+  %4477 = add nsw i64 %4476, %pool1_grad.ix2481274
+  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %4477
+  %4478 = load float, ptr %arena1275, align 4
+  store float %4478, ptr %pool1_grad.sum249, align 4
+  %sum249 = load float, ptr %pool1_grad.sum249, align 4
+  %4479 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4480 = add nsw i64 %4479, 1
+  %4481 = mul nsw i64 %4480, 3136
+  %4482 = add nsw i64 2224784, %4481
+  %4483 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4484 = add nsw i64 %4482, %4483
+  %4485 = add nsw i64 %pool1_grad.iy2471273, 1
+  %4486 = add nsw i64 %4485, 1
+  %4487 = mul nsw i64 %4486, 14
+  %4488 = add nsw i64 %4484, %4487
+  %4489 = add nsw i64 %4488, %pool1_grad.ix2481274
+  %arena1276 = getelementptr inbounds float, ptr %arena, i64 %4489
+  %4490 = load float, ptr %arena1276, align 4
+  %4491 = fadd float %sum249, %4490
+  store float %4491, ptr %pool1_grad.sum250, align 4
+  %sum250 = load float, ptr %pool1_grad.sum250, align 4
+  %4492 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4493 = add nsw i64 %4492, 3
+  %4494 = mul nsw i64 %4493, 3136
+  %4495 = add nsw i64 2224784, %4494
+  %4496 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4497 = add nsw i64 %4495, %4496
+  %4498 = add nsw i64 %pool1_grad.iy2471273, 1
   %4499 = mul nsw i64 %4498, 14
-  %4500 = add nsw i64 %4496, %4499
-  %4501 = add nsw i64 %4500, %pool1_grad.ix2661216
-  %arena1220 = getelementptr inbounds float, ptr %arena, i64 %4501
-  %4502 = load float, ptr %arena1220, align 4
-  %4503 = fadd float %sum269, %4502
-  store float %4503, ptr %pool1_grad.sum270, align 4
-  %sum270 = load float, ptr %pool1_grad.sum270, align 4
-  %4504 = mul nsw i64 %pool1_grad.g2081055, 16
-  %4505 = add nsw i64 %4504, %pool1_grad.j2161160
-  %4506 = mul nsw i64 %4505, 6272
-  %4507 = add nsw i64 802816, %4506
-  %4508 = mul nsw i64 %pool1_grad.c2171161, 196
-  %4509 = add nsw i64 %4507, %4508
-  %4510 = add nsw i64 %pool1_grad.iy2651215, 13
-  %4511 = mul nsw i64 %4510, 14
-  %4512 = add nsw i64 %4509, %4511
-  %4513 = add nsw i64 %4512, %pool1_grad.ix2661216
-  %arena1221 = getelementptr inbounds float, ptr %arena, i64 %4513
-  store float %sum270, ptr %arena1221, align 4
-  %ix266.next = add nsw i64 %pool1_grad.ix2661216, 1
-  %4514 = icmp slt i64 %ix266.next, 1
-  br i1 %4514, label %pool1_grad.ix266, label %pool1_grad.ix266.end
+  %4500 = add nsw i64 %4497, %4499
+  %4501 = add nsw i64 %4500, 1
+  %4502 = add nsw i64 %4501, %pool1_grad.ix2481274
+  %arena1277 = getelementptr inbounds float, ptr %arena, i64 %4502
+  %4503 = load float, ptr %arena1277, align 4
+  %4504 = fadd float %sum250, %4503
+  store float %4504, ptr %pool1_grad.sum251, align 4
+  %sum251 = load float, ptr %pool1_grad.sum251, align 4
+  %4505 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4506 = add nsw i64 %4505, 4
+  %4507 = mul nsw i64 %4506, 3136
+  %4508 = add nsw i64 2224784, %4507
+  %4509 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4510 = add nsw i64 %4508, %4509
+  %4511 = add nsw i64 %pool1_grad.iy2471273, 1
+  %4512 = mul nsw i64 %4511, 14
+  %4513 = add nsw i64 %4510, %4512
+  %4514 = add nsw i64 %4513, %pool1_grad.ix2481274
+  %arena1278 = getelementptr inbounds float, ptr %arena, i64 %4514
+  %4515 = load float, ptr %arena1278, align 4
+  %4516 = fadd float %sum251, %4515
+  store float %4516, ptr %pool1_grad.sum252, align 4
+  %sum252 = load float, ptr %pool1_grad.sum252, align 4
+  %4517 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4518 = add nsw i64 %4517, 6
+  %4519 = mul nsw i64 %4518, 3136
+  %4520 = add nsw i64 2224784, %4519
+  %4521 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4522 = add nsw i64 %4520, %4521
+  %4523 = add nsw i64 %pool1_grad.iy2471273, 1
+  %4524 = add nsw i64 %4523, -1
+  %4525 = mul nsw i64 %4524, 14
+  %4526 = add nsw i64 %4522, %4525
+  %4527 = add nsw i64 %4526, 1
+  %4528 = add nsw i64 %4527, %pool1_grad.ix2481274
+  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %4528
+  %4529 = load float, ptr %arena1279, align 4
+  %4530 = fadd float %sum252, %4529
+  store float %4530, ptr %pool1_grad.sum253, align 4
+  %sum253 = load float, ptr %pool1_grad.sum253, align 4
+  %4531 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4532 = add nsw i64 %4531, 7
+  %4533 = mul nsw i64 %4532, 3136
+  %4534 = add nsw i64 2224784, %4533
+  %4535 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4536 = add nsw i64 %4534, %4535
+  %4537 = add nsw i64 %pool1_grad.iy2471273, 1
+  %4538 = add nsw i64 %4537, -1
+  %4539 = mul nsw i64 %4538, 14
+  %4540 = add nsw i64 %4536, %4539
+  %4541 = add nsw i64 %4540, %pool1_grad.ix2481274
+  %arena1280 = getelementptr inbounds float, ptr %arena, i64 %4541
+  %4542 = load float, ptr %arena1280, align 4
+  %4543 = fadd float %sum253, %4542
+  store float %4543, ptr %pool1_grad.sum254, align 4
+  %sum254 = load float, ptr %pool1_grad.sum254, align 4
+  %4544 = mul nsw i64 %pool1_grad.g2171143, 16
+  %4545 = add nsw i64 %4544, %pool1_grad.j2251248
+  %4546 = mul nsw i64 %4545, 6272
+  %4547 = add nsw i64 802816, %4546
+  %4548 = mul nsw i64 %pool1_grad.c2261249, 196
+  %4549 = add nsw i64 %4547, %4548
+  %4550 = add nsw i64 %pool1_grad.iy2471273, 1
+  %4551 = mul nsw i64 %4550, 14
+  %4552 = add nsw i64 %4549, %4551
+  %4553 = add nsw i64 %4552, %pool1_grad.ix2481274
+  %arena1281 = getelementptr inbounds float, ptr %arena, i64 %4553
+  store float %sum254, ptr %arena1281, align 4
+  %ix248.next = add nsw i64 %pool1_grad.ix2481274, 1
+  %4554 = icmp slt i64 %ix248.next, 1
+  br i1 %4554, label %pool1_grad.ix248, label %pool1_grad.ix248.end
 
-pool1_grad.ix266.end:                             ; preds = %pool1_grad.ix266
-  %iy265.next = add nsw i64 %pool1_grad.iy2651215, 1
-  %4515 = icmp slt i64 %iy265.next, 1
-  br i1 %4515, label %pool1_grad.iy265, label %pool1_grad.iy265.end
+pool1_grad.ix248.end:                             ; preds = %pool1_grad.ix248
+  %iy247.next = add nsw i64 %pool1_grad.iy2471273, 1
+  %4555 = icmp slt i64 %iy247.next, 12
+  br i1 %4555, label %pool1_grad.iy247, label %pool1_grad.iy247.end
 
-pool1_grad.iy271:                                 ; preds = %pool1_grad.ix272.end, %pool1_grad.iy265.end
-  %pool1_grad.iy2711222 = phi i64 [ 0, %pool1_grad.iy265.end ], [ %iy271.next, %pool1_grad.ix272.end ]
-  br label %pool1_grad.ix272
+pool1_grad.iy255:                                 ; preds = %pool1_grad.ix256.end, %pool1_grad.iy247.end
+  %pool1_grad.iy2551282 = phi i64 [ 0, %pool1_grad.iy247.end ], [ %iy255.next, %pool1_grad.ix256.end ]
+  br label %pool1_grad.ix256
 
-pool1_grad.iy271.end:                             ; preds = %pool1_grad.ix272.end
-  br label %pool1_grad.iy279
+pool1_grad.iy255.end:                             ; preds = %pool1_grad.ix256.end
+  br label %pool1_grad.iy266
 
-pool1_grad.ix272:                                 ; preds = %pool1_grad.ix272, %pool1_grad.iy271
-  %pool1_grad.ix2721223 = phi i64 [ 0, %pool1_grad.iy271 ], [ %ix272.next, %pool1_grad.ix272 ]
-  %4516 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4517 = add nsw i64 %4516, 3
-  %4518 = mul nsw i64 %4517, 3136
-  %4519 = add nsw i64 2224784, %4518
-  %4520 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4521 = add nsw i64 %4519, %4520
-  %4522 = add nsw i64 %pool1_grad.iy2711222, 13
-  %4523 = mul nsw i64 %4522, 14
-  %4524 = add nsw i64 %4521, %4523
-  %4525 = add nsw i64 %4524, 2
-  %4526 = add nsw i64 %4525, %pool1_grad.ix2721223
-  %arena1224 = getelementptr inbounds float, ptr %arena, i64 %4526
-  %4527 = load float, ptr %arena1224, align 4
-  store float %4527, ptr %pool1_grad.sum273, align 4
-  %sum273 = load float, ptr %pool1_grad.sum273, align 4
-  %4528 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4529 = add nsw i64 %4528, 4
-  %4530 = mul nsw i64 %4529, 3136
-  %4531 = add nsw i64 2224784, %4530
-  %4532 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4533 = add nsw i64 %4531, %4532
-  %4534 = add nsw i64 %pool1_grad.iy2711222, 13
-  %4535 = mul nsw i64 %4534, 14
-  %4536 = add nsw i64 %4533, %4535
-  %4537 = add nsw i64 %4536, 1
-  %4538 = add nsw i64 %4537, %pool1_grad.ix2721223
-  %arena1225 = getelementptr inbounds float, ptr %arena, i64 %4538
-  %4539 = load float, ptr %arena1225, align 4
-  %4540 = fadd float %sum273, %4539
-  store float %4540, ptr %pool1_grad.sum274, align 4
-  %sum274 = load float, ptr %pool1_grad.sum274, align 4
-  %4541 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4542 = add nsw i64 %4541, 5
-  %4543 = mul nsw i64 %4542, 3136
-  %4544 = add nsw i64 2224784, %4543
-  %4545 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4546 = add nsw i64 %4544, %4545
-  %4547 = add nsw i64 %pool1_grad.iy2711222, 13
-  %4548 = mul nsw i64 %4547, 14
-  %4549 = add nsw i64 %4546, %4548
-  %4550 = add nsw i64 %4549, %pool1_grad.ix2721223
-  %arena1226 = getelementptr inbounds float, ptr %arena, i64 %4550
-  %4551 = load float, ptr %arena1226, align 4
-  %4552 = fadd float %sum274, %4551
-  store float %4552, ptr %pool1_grad.sum275, align 4
-  %sum275 = load float, ptr %pool1_grad.sum275, align 4
-  %4553 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4554 = add nsw i64 %4553, 6
-  %4555 = mul nsw i64 %4554, 3136
-  %4556 = add nsw i64 2224784, %4555
-  %4557 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4558 = add nsw i64 %4556, %4557
-  %4559 = add nsw i64 %pool1_grad.iy2711222, 13
-  %4560 = add nsw i64 %4559, -1
-  %4561 = mul nsw i64 %4560, 14
-  %4562 = add nsw i64 %4558, %4561
-  %4563 = add nsw i64 %4562, 2
-  %4564 = add nsw i64 %4563, %pool1_grad.ix2721223
-  %arena1227 = getelementptr inbounds float, ptr %arena, i64 %4564
-  %4565 = load float, ptr %arena1227, align 4
-  %4566 = fadd float %sum275, %4565
-  store float %4566, ptr %pool1_grad.sum276, align 4
-  %sum276 = load float, ptr %pool1_grad.sum276, align 4
-  %4567 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4568 = add nsw i64 %4567, 7
-  %4569 = mul nsw i64 %4568, 3136
-  %4570 = add nsw i64 2224784, %4569
-  %4571 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4572 = add nsw i64 %4570, %4571
-  %4573 = add nsw i64 %pool1_grad.iy2711222, 13
-  %4574 = add nsw i64 %4573, -1
-  %4575 = mul nsw i64 %4574, 14
-  %4576 = add nsw i64 %4572, %4575
-  %4577 = add nsw i64 %4576, 1
-  %4578 = add nsw i64 %4577, %pool1_grad.ix2721223
-  %arena1228 = getelementptr inbounds float, ptr %arena, i64 %4578
-  %4579 = load float, ptr %arena1228, align 4
-  %4580 = fadd float %sum276, %4579
-  store float %4580, ptr %pool1_grad.sum277, align 4
-  %sum277 = load float, ptr %pool1_grad.sum277, align 4
-  %4581 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4582 = add nsw i64 %4581, 8
-  %4583 = mul nsw i64 %4582, 3136
-  %4584 = add nsw i64 2224784, %4583
-  %4585 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4586 = add nsw i64 %4584, %4585
-  %4587 = add nsw i64 %pool1_grad.iy2711222, 13
-  %4588 = add nsw i64 %4587, -1
-  %4589 = mul nsw i64 %4588, 14
-  %4590 = add nsw i64 %4586, %4589
-  %4591 = add nsw i64 %4590, %pool1_grad.ix2721223
-  %arena1229 = getelementptr inbounds float, ptr %arena, i64 %4591
-  %4592 = load float, ptr %arena1229, align 4
-  %4593 = fadd float %sum277, %4592
-  store float %4593, ptr %pool1_grad.sum278, align 4
-  %sum278 = load float, ptr %pool1_grad.sum278, align 4
-  %4594 = mul nsw i64 %pool1_grad.g2081055, 16
-  %4595 = add nsw i64 %4594, %pool1_grad.j2161160
-  %4596 = mul nsw i64 %4595, 6272
-  %4597 = add nsw i64 802816, %4596
-  %4598 = mul nsw i64 %pool1_grad.c2171161, 196
-  %4599 = add nsw i64 %4597, %4598
-  %4600 = add nsw i64 %pool1_grad.iy2711222, 13
-  %4601 = mul nsw i64 %4600, 14
-  %4602 = add nsw i64 %4599, %4601
-  %4603 = add nsw i64 %4602, 1
-  %4604 = add nsw i64 %4603, %pool1_grad.ix2721223
-  %arena1230 = getelementptr inbounds float, ptr %arena, i64 %4604
-  store float %sum278, ptr %arena1230, align 4
-  %ix272.next = add nsw i64 %pool1_grad.ix2721223, 1
-  %4605 = icmp slt i64 %ix272.next, 12
-  br i1 %4605, label %pool1_grad.ix272, label %pool1_grad.ix272.end
-
-pool1_grad.ix272.end:                             ; preds = %pool1_grad.ix272
-  %iy271.next = add nsw i64 %pool1_grad.iy2711222, 1
-  %4606 = icmp slt i64 %iy271.next, 1
-  br i1 %4606, label %pool1_grad.iy271, label %pool1_grad.iy271.end
-
-pool1_grad.iy279:                                 ; preds = %pool1_grad.ix280.end, %pool1_grad.iy271.end
-  %pool1_grad.iy2791231 = phi i64 [ 0, %pool1_grad.iy271.end ], [ %iy279.next, %pool1_grad.ix280.end ]
-  br label %pool1_grad.ix280
-
-pool1_grad.iy279.end:                             ; preds = %pool1_grad.ix280.end
-  %c217.next = add nsw i64 %pool1_grad.c2171161, 1
-  %4607 = icmp slt i64 %c217.next, 32
-  br i1 %4607, label %pool1_grad.c217, label %pool1_grad.c217.end
-
-pool1_grad.ix280:                                 ; preds = %pool1_grad.ix280, %pool1_grad.iy279
-  %pool1_grad.ix2801232 = phi i64 [ 0, %pool1_grad.iy279 ], [ %ix280.next, %pool1_grad.ix280 ]
-  %4608 = mul nsw i64 %pool1_grad.c2171161, 9
+pool1_grad.ix256:                                 ; preds = %pool1_grad.ix256, %pool1_grad.iy255
+  %pool1_grad.ix2561283 = phi i64 [ 0, %pool1_grad.iy255 ], [ %ix256.next, %pool1_grad.ix256 ]
+  %4556 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4557 = mul nsw i64 %4556, 3136
+  %4558 = add nsw i64 2224784, %4557
+  %4559 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4560 = add nsw i64 %4558, %4559
+  %4561 = add nsw i64 %pool1_grad.iy2551282, 1
+  %4562 = add nsw i64 %4561, 1
+  %4563 = mul nsw i64 %4562, 14
+  %4564 = add nsw i64 %4560, %4563
+  %4565 = add nsw i64 %4564, 2
+  %4566 = add nsw i64 %4565, %pool1_grad.ix2561283
+  %arena1284 = getelementptr inbounds float, ptr %arena, i64 %4566
+  %4567 = load float, ptr %arena1284, align 4
+  store float %4567, ptr %pool1_grad.sum257, align 4
+  %sum257 = load float, ptr %pool1_grad.sum257, align 4
+  %4568 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4569 = add nsw i64 %4568, 1
+  %4570 = mul nsw i64 %4569, 3136
+  %4571 = add nsw i64 2224784, %4570
+  %4572 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4573 = add nsw i64 %4571, %4572
+  %4574 = add nsw i64 %pool1_grad.iy2551282, 1
+  %4575 = add nsw i64 %4574, 1
+  %4576 = mul nsw i64 %4575, 14
+  %4577 = add nsw i64 %4573, %4576
+  %4578 = add nsw i64 %4577, 1
+  %4579 = add nsw i64 %4578, %pool1_grad.ix2561283
+  %arena1285 = getelementptr inbounds float, ptr %arena, i64 %4579
+  %4580 = load float, ptr %arena1285, align 4
+  %4581 = fadd float %sum257, %4580
+  store float %4581, ptr %pool1_grad.sum258, align 4
+  %sum258 = load float, ptr %pool1_grad.sum258, align 4
+  %4582 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4583 = add nsw i64 %4582, 2
+  %4584 = mul nsw i64 %4583, 3136
+  %4585 = add nsw i64 2224784, %4584
+  %4586 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4587 = add nsw i64 %4585, %4586
+  %4588 = add nsw i64 %pool1_grad.iy2551282, 1
+  %4589 = add nsw i64 %4588, 1
+  %4590 = mul nsw i64 %4589, 14
+  %4591 = add nsw i64 %4587, %4590
+  %4592 = add nsw i64 %4591, %pool1_grad.ix2561283
+  %arena1286 = getelementptr inbounds float, ptr %arena, i64 %4592
+  %4593 = load float, ptr %arena1286, align 4
+  %4594 = fadd float %sum258, %4593
+  store float %4594, ptr %pool1_grad.sum259, align 4
+  %sum259 = load float, ptr %pool1_grad.sum259, align 4
+  %4595 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4596 = add nsw i64 %4595, 3
+  %4597 = mul nsw i64 %4596, 3136
+  %4598 = add nsw i64 2224784, %4597
+  %4599 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4600 = add nsw i64 %4598, %4599
+  %4601 = add nsw i64 %pool1_grad.iy2551282, 1
+  %4602 = mul nsw i64 %4601, 14
+  %4603 = add nsw i64 %4600, %4602
+  %4604 = add nsw i64 %4603, 2
+  %4605 = add nsw i64 %4604, %pool1_grad.ix2561283
+  %arena1287 = getelementptr inbounds float, ptr %arena, i64 %4605
+  %4606 = load float, ptr %arena1287, align 4
+  %4607 = fadd float %sum259, %4606
+  store float %4607, ptr %pool1_grad.sum260, align 4
+  %sum260 = load float, ptr %pool1_grad.sum260, align 4
+  %4608 = mul nsw i64 %pool1_grad.c2261249, 9
   %4609 = add nsw i64 %4608, 4
   %4610 = mul nsw i64 %4609, 3136
   %4611 = add nsw i64 2224784, %4610
-  %4612 = mul nsw i64 %pool1_grad.j2161160, 196
+  %4612 = mul nsw i64 %pool1_grad.j2251248, 196
   %4613 = add nsw i64 %4611, %4612
-  %4614 = add nsw i64 %pool1_grad.iy2791231, 13
+  %4614 = add nsw i64 %pool1_grad.iy2551282, 1
   %4615 = mul nsw i64 %4614, 14
   %4616 = add nsw i64 %4613, %4615
-  %4617 = add nsw i64 %4616, 13
-  %4618 = add nsw i64 %4617, %pool1_grad.ix2801232
-  %arena1233 = getelementptr inbounds float, ptr %arena, i64 %4618
-  %4619 = load float, ptr %arena1233, align 4
-  store float %4619, ptr %pool1_grad.sum281, align 4
-  %sum281 = load float, ptr %pool1_grad.sum281, align 4
-  %4620 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4621 = add nsw i64 %4620, 5
-  %4622 = mul nsw i64 %4621, 3136
-  %4623 = add nsw i64 2224784, %4622
-  %4624 = mul nsw i64 %pool1_grad.j2161160, 196
-  %4625 = add nsw i64 %4623, %4624
-  %4626 = add nsw i64 %pool1_grad.iy2791231, 13
-  %4627 = mul nsw i64 %4626, 14
-  %4628 = add nsw i64 %4625, %4627
-  %4629 = add nsw i64 %4628, 12
-  %4630 = add nsw i64 %4629, %pool1_grad.ix2801232
-  %arena1234 = getelementptr inbounds float, ptr %arena, i64 %4630
-  %4631 = load float, ptr %arena1234, align 4
-  %4632 = fadd float %sum281, %4631
-  store float %4632, ptr %pool1_grad.sum282, align 4
-  %sum282 = load float, ptr %pool1_grad.sum282, align 4
-  %4633 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4634 = add nsw i64 %4633, 7
+  %4617 = add nsw i64 %4616, 1
+  %4618 = add nsw i64 %4617, %pool1_grad.ix2561283
+  %arena1288 = getelementptr inbounds float, ptr %arena, i64 %4618
+  %4619 = load float, ptr %arena1288, align 4
+  %4620 = fadd float %sum260, %4619
+  store float %4620, ptr %pool1_grad.sum261, align 4
+  %sum261 = load float, ptr %pool1_grad.sum261, align 4
+  %4621 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4622 = add nsw i64 %4621, 5
+  %4623 = mul nsw i64 %4622, 3136
+  %4624 = add nsw i64 2224784, %4623
+  %4625 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4626 = add nsw i64 %4624, %4625
+  %4627 = add nsw i64 %pool1_grad.iy2551282, 1
+  %4628 = mul nsw i64 %4627, 14
+  %4629 = add nsw i64 %4626, %4628
+  %4630 = add nsw i64 %4629, %pool1_grad.ix2561283
+  %arena1289 = getelementptr inbounds float, ptr %arena, i64 %4630
+  %4631 = load float, ptr %arena1289, align 4
+  %4632 = fadd float %sum261, %4631
+  store float %4632, ptr %pool1_grad.sum262, align 4
+  %sum262 = load float, ptr %pool1_grad.sum262, align 4
+  %4633 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4634 = add nsw i64 %4633, 6
   %4635 = mul nsw i64 %4634, 3136
   %4636 = add nsw i64 2224784, %4635
-  %4637 = mul nsw i64 %pool1_grad.j2161160, 196
+  %4637 = mul nsw i64 %pool1_grad.j2251248, 196
   %4638 = add nsw i64 %4636, %4637
-  %4639 = add nsw i64 %pool1_grad.iy2791231, 13
+  %4639 = add nsw i64 %pool1_grad.iy2551282, 1
   %4640 = add nsw i64 %4639, -1
   %4641 = mul nsw i64 %4640, 14
   %4642 = add nsw i64 %4638, %4641
-  %4643 = add nsw i64 %4642, 13
-  %4644 = add nsw i64 %4643, %pool1_grad.ix2801232
-  %arena1235 = getelementptr inbounds float, ptr %arena, i64 %4644
-  %4645 = load float, ptr %arena1235, align 4
-  %4646 = fadd float %sum282, %4645
-  store float %4646, ptr %pool1_grad.sum283, align 4
-  %sum283 = load float, ptr %pool1_grad.sum283, align 4
-  %4647 = mul nsw i64 %pool1_grad.c2171161, 9
-  %4648 = add nsw i64 %4647, 8
+  %4643 = add nsw i64 %4642, 2
+  %4644 = add nsw i64 %4643, %pool1_grad.ix2561283
+  %arena1290 = getelementptr inbounds float, ptr %arena, i64 %4644
+  %4645 = load float, ptr %arena1290, align 4
+  %4646 = fadd float %sum262, %4645
+  store float %4646, ptr %pool1_grad.sum263, align 4
+  %sum263 = load float, ptr %pool1_grad.sum263, align 4
+  %4647 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4648 = add nsw i64 %4647, 7
   %4649 = mul nsw i64 %4648, 3136
   %4650 = add nsw i64 2224784, %4649
-  %4651 = mul nsw i64 %pool1_grad.j2161160, 196
+  %4651 = mul nsw i64 %pool1_grad.j2251248, 196
   %4652 = add nsw i64 %4650, %4651
-  %4653 = add nsw i64 %pool1_grad.iy2791231, 13
+  %4653 = add nsw i64 %pool1_grad.iy2551282, 1
   %4654 = add nsw i64 %4653, -1
   %4655 = mul nsw i64 %4654, 14
   %4656 = add nsw i64 %4652, %4655
-  %4657 = add nsw i64 %4656, 12
-  %4658 = add nsw i64 %4657, %pool1_grad.ix2801232
-  %arena1236 = getelementptr inbounds float, ptr %arena, i64 %4658
-  %4659 = load float, ptr %arena1236, align 4
-  %4660 = fadd float %sum283, %4659
-  store float %4660, ptr %pool1_grad.sum284, align 4
-  %sum284 = load float, ptr %pool1_grad.sum284, align 4
-  %4661 = mul nsw i64 %pool1_grad.g2081055, 16
-  %4662 = add nsw i64 %4661, %pool1_grad.j2161160
-  %4663 = mul nsw i64 %4662, 6272
-  %4664 = add nsw i64 802816, %4663
-  %4665 = mul nsw i64 %pool1_grad.c2171161, 196
+  %4657 = add nsw i64 %4656, 1
+  %4658 = add nsw i64 %4657, %pool1_grad.ix2561283
+  %arena1291 = getelementptr inbounds float, ptr %arena, i64 %4658
+  %4659 = load float, ptr %arena1291, align 4
+  %4660 = fadd float %sum263, %4659
+  store float %4660, ptr %pool1_grad.sum264, align 4
+  %sum264 = load float, ptr %pool1_grad.sum264, align 4
+  %4661 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4662 = add nsw i64 %4661, 8
+  %4663 = mul nsw i64 %4662, 3136
+  %4664 = add nsw i64 2224784, %4663
+  %4665 = mul nsw i64 %pool1_grad.j2251248, 196
   %4666 = add nsw i64 %4664, %4665
-  %4667 = add nsw i64 %pool1_grad.iy2791231, 13
-  %4668 = mul nsw i64 %4667, 14
-  %4669 = add nsw i64 %4666, %4668
-  %4670 = add nsw i64 %4669, 13
-  %4671 = add nsw i64 %4670, %pool1_grad.ix2801232
-  %arena1237 = getelementptr inbounds float, ptr %arena, i64 %4671
-  store float %sum284, ptr %arena1237, align 4
-  %ix280.next = add nsw i64 %pool1_grad.ix2801232, 1
-  %4672 = icmp slt i64 %ix280.next, 1
-  br i1 %4672, label %pool1_grad.ix280, label %pool1_grad.ix280.end
+  %4667 = add nsw i64 %pool1_grad.iy2551282, 1
+  %4668 = add nsw i64 %4667, -1
+  %4669 = mul nsw i64 %4668, 14
+  %4670 = add nsw i64 %4666, %4669
+  %4671 = add nsw i64 %4670, %pool1_grad.ix2561283
+  %arena1292 = getelementptr inbounds float, ptr %arena, i64 %4671
+  %4672 = load float, ptr %arena1292, align 4
+  %4673 = fadd float %sum264, %4672
+  store float %4673, ptr %pool1_grad.sum265, align 4
+  %sum265 = load float, ptr %pool1_grad.sum265, align 4
+  %4674 = mul nsw i64 %pool1_grad.g2171143, 16
+  %4675 = add nsw i64 %4674, %pool1_grad.j2251248
+  %4676 = mul nsw i64 %4675, 6272
+  %4677 = add nsw i64 802816, %4676
+  %4678 = mul nsw i64 %pool1_grad.c2261249, 196
+  %4679 = add nsw i64 %4677, %4678
+  %4680 = add nsw i64 %pool1_grad.iy2551282, 1
+  %4681 = mul nsw i64 %4680, 14
+  %4682 = add nsw i64 %4679, %4681
+  %4683 = add nsw i64 %4682, 1
+  %4684 = add nsw i64 %4683, %pool1_grad.ix2561283
+  %arena1293 = getelementptr inbounds float, ptr %arena, i64 %4684
+  store float %sum265, ptr %arena1293, align 4
+  %ix256.next = add nsw i64 %pool1_grad.ix2561283, 1
+  %4685 = icmp slt i64 %ix256.next, 12
+  br i1 %4685, label %pool1_grad.ix256, label %pool1_grad.ix256.end
 
-pool1_grad.ix280.end:                             ; preds = %pool1_grad.ix280
-  %iy279.next = add nsw i64 %pool1_grad.iy2791231, 1
-  %4673 = icmp slt i64 %iy279.next, 1
-  br i1 %4673, label %pool1_grad.iy279, label %pool1_grad.iy279.end
+pool1_grad.ix256.end:                             ; preds = %pool1_grad.ix256
+  %iy255.next = add nsw i64 %pool1_grad.iy2551282, 1
+  %4686 = icmp slt i64 %iy255.next, 12
+  br i1 %4686, label %pool1_grad.iy255, label %pool1_grad.iy255.end
 
-conv1_grad.i285:                                  ; preds = %conv1_grad.i285, %pool1_grad.g208.end
-  %conv1_grad.i2851238 = phi i64 [ 0, %pool1_grad.g208.end ], [ %i285.next, %conv1_grad.i285 ]
-  %4674 = add nsw i64 1221264, %conv1_grad.i2851238
-  %arena1239 = getelementptr inbounds float, ptr %arena, i64 %4674
-  store float 0.000000e+00, ptr %arena1239, align 4
-  %i285.next = add nsw i64 %conv1_grad.i2851238, 1
-  %4675 = icmp slt i64 %i285.next, 1605632
-  br i1 %4675, label %conv1_grad.i285, label %conv1_grad.i285.end
+pool1_grad.iy266:                                 ; preds = %pool1_grad.ix267.end, %pool1_grad.iy255.end
+  %pool1_grad.iy2661294 = phi i64 [ 0, %pool1_grad.iy255.end ], [ %iy266.next, %pool1_grad.ix267.end ]
+  br label %pool1_grad.ix267
 
-conv1_grad.i285.end:                              ; preds = %conv1_grad.i285
-  br label %conv1_grad.q286
+pool1_grad.iy266.end:                             ; preds = %pool1_grad.ix267.end
+  br label %pool1_grad.iy274
 
-conv1_grad.q286:                                  ; preds = %conv1_grad.i287.end, %conv1_grad.i285.end
-  %conv1_grad.q2861240 = phi i64 [ 0, %conv1_grad.i285.end ], [ %q286.next, %conv1_grad.i287.end ]
-  br label %conv1_grad.i287
+pool1_grad.ix267:                                 ; preds = %pool1_grad.ix267, %pool1_grad.iy266
+  %pool1_grad.ix2671295 = phi i64 [ 0, %pool1_grad.iy266 ], [ %ix267.next, %pool1_grad.ix267 ]
+  %4687 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4688 = add nsw i64 %4687, 1
+  %4689 = mul nsw i64 %4688, 3136
+  %4690 = add nsw i64 2224784, %4689
+  %4691 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4692 = add nsw i64 %4690, %4691
+  %4693 = add nsw i64 %pool1_grad.iy2661294, 1
+  %4694 = add nsw i64 %4693, 1
+  %4695 = mul nsw i64 %4694, 14
+  %4696 = add nsw i64 %4692, %4695
+  %4697 = add nsw i64 %4696, 13
+  %4698 = add nsw i64 %4697, %pool1_grad.ix2671295
+  %arena1296 = getelementptr inbounds float, ptr %arena, i64 %4698
+  %4699 = load float, ptr %arena1296, align 4
+  store float %4699, ptr %pool1_grad.sum268, align 4
+  %sum268 = load float, ptr %pool1_grad.sum268, align 4
+  %4700 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4701 = add nsw i64 %4700, 2
+  %4702 = mul nsw i64 %4701, 3136
+  %4703 = add nsw i64 2224784, %4702
+  %4704 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4705 = add nsw i64 %4703, %4704
+  %4706 = add nsw i64 %pool1_grad.iy2661294, 1
+  %4707 = add nsw i64 %4706, 1
+  %4708 = mul nsw i64 %4707, 14
+  %4709 = add nsw i64 %4705, %4708
+  %4710 = add nsw i64 %4709, 12
+  %4711 = add nsw i64 %4710, %pool1_grad.ix2671295
+  %arena1297 = getelementptr inbounds float, ptr %arena, i64 %4711
+  %4712 = load float, ptr %arena1297, align 4
+  %4713 = fadd float %sum268, %4712
+  store float %4713, ptr %pool1_grad.sum269, align 4
+  %sum269 = load float, ptr %pool1_grad.sum269, align 4
+  %4714 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4715 = add nsw i64 %4714, 4
+  %4716 = mul nsw i64 %4715, 3136
+  %4717 = add nsw i64 2224784, %4716
+  %4718 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4719 = add nsw i64 %4717, %4718
+  %4720 = add nsw i64 %pool1_grad.iy2661294, 1
+  %4721 = mul nsw i64 %4720, 14
+  %4722 = add nsw i64 %4719, %4721
+  %4723 = add nsw i64 %4722, 13
+  %4724 = add nsw i64 %4723, %pool1_grad.ix2671295
+  %arena1298 = getelementptr inbounds float, ptr %arena, i64 %4724
+  %4725 = load float, ptr %arena1298, align 4
+  %4726 = fadd float %sum269, %4725
+  store float %4726, ptr %pool1_grad.sum270, align 4
+  %sum270 = load float, ptr %pool1_grad.sum270, align 4
+  %4727 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4728 = add nsw i64 %4727, 5
+  %4729 = mul nsw i64 %4728, 3136
+  %4730 = add nsw i64 2224784, %4729
+  %4731 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4732 = add nsw i64 %4730, %4731
+  %4733 = add nsw i64 %pool1_grad.iy2661294, 1
+  %4734 = mul nsw i64 %4733, 14
+  %4735 = add nsw i64 %4732, %4734
+  %4736 = add nsw i64 %4735, 12
+  %4737 = add nsw i64 %4736, %pool1_grad.ix2671295
+  %arena1299 = getelementptr inbounds float, ptr %arena, i64 %4737
+  %4738 = load float, ptr %arena1299, align 4
+  %4739 = fadd float %sum270, %4738
+  store float %4739, ptr %pool1_grad.sum271, align 4
+  %sum271 = load float, ptr %pool1_grad.sum271, align 4
+  %4740 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4741 = add nsw i64 %4740, 7
+  %4742 = mul nsw i64 %4741, 3136
+  %4743 = add nsw i64 2224784, %4742
+  %4744 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4745 = add nsw i64 %4743, %4744
+  %4746 = add nsw i64 %pool1_grad.iy2661294, 1
+  %4747 = add nsw i64 %4746, -1
+  %4748 = mul nsw i64 %4747, 14
+  %4749 = add nsw i64 %4745, %4748
+  %4750 = add nsw i64 %4749, 13
+  %4751 = add nsw i64 %4750, %pool1_grad.ix2671295
+  %arena1300 = getelementptr inbounds float, ptr %arena, i64 %4751
+  %4752 = load float, ptr %arena1300, align 4
+  %4753 = fadd float %sum271, %4752
+  store float %4753, ptr %pool1_grad.sum272, align 4
+  %sum272 = load float, ptr %pool1_grad.sum272, align 4
+  %4754 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4755 = add nsw i64 %4754, 8
+  %4756 = mul nsw i64 %4755, 3136
+  %4757 = add nsw i64 2224784, %4756
+  %4758 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4759 = add nsw i64 %4757, %4758
+  %4760 = add nsw i64 %pool1_grad.iy2661294, 1
+  %4761 = add nsw i64 %4760, -1
+  %4762 = mul nsw i64 %4761, 14
+  %4763 = add nsw i64 %4759, %4762
+  %4764 = add nsw i64 %4763, 12
+  %4765 = add nsw i64 %4764, %pool1_grad.ix2671295
+  %arena1301 = getelementptr inbounds float, ptr %arena, i64 %4765
+  %4766 = load float, ptr %arena1301, align 4
+  %4767 = fadd float %sum272, %4766
+  store float %4767, ptr %pool1_grad.sum273, align 4
+  %sum273 = load float, ptr %pool1_grad.sum273, align 4
+  %4768 = mul nsw i64 %pool1_grad.g2171143, 16
+  %4769 = add nsw i64 %4768, %pool1_grad.j2251248
+  %4770 = mul nsw i64 %4769, 6272
+  %4771 = add nsw i64 802816, %4770
+  %4772 = mul nsw i64 %pool1_grad.c2261249, 196
+  %4773 = add nsw i64 %4771, %4772
+  %4774 = add nsw i64 %pool1_grad.iy2661294, 1
+  %4775 = mul nsw i64 %4774, 14
+  %4776 = add nsw i64 %4773, %4775
+  %4777 = add nsw i64 %4776, 13
+  %4778 = add nsw i64 %4777, %pool1_grad.ix2671295
+  %arena1302 = getelementptr inbounds float, ptr %arena, i64 %4778
+  store float %sum273, ptr %arena1302, align 4
+  %ix267.next = add nsw i64 %pool1_grad.ix2671295, 1
+  %4779 = icmp slt i64 %ix267.next, 1
+  br i1 %4779, label %pool1_grad.ix267, label %pool1_grad.ix267.end
 
-conv1_grad.q286.end:                              ; preds = %conv1_grad.i287.end
-  br label %conv1_weight_grad.i288
+pool1_grad.ix267.end:                             ; preds = %pool1_grad.ix267
+  %iy266.next = add nsw i64 %pool1_grad.iy2661294, 1
+  %4780 = icmp slt i64 %iy266.next, 12
+  br i1 %4780, label %pool1_grad.iy266, label %pool1_grad.iy266.end
 
-conv1_grad.i287:                                  ; preds = %conv1_grad.endif, %conv1_grad.q286
-  %conv1_grad.i2871241 = phi i64 [ 0, %conv1_grad.q286 ], [ %i287.next, %conv1_grad.endif ]
-  %4676 = mul nsw i64 %conv1_grad.q2861240, 196
-  %4677 = add nsw i64 %4676, %conv1_grad.i2871241
-  %arena1242 = getelementptr inbounds float, ptr %arena, i64 %4677
-  %4678 = load float, ptr %arena1242, align 4
-  %4679 = fcmp ogt float %4678, 0.000000e+00
-  br i1 %4679, label %conv1_grad.then, label %conv1_grad.endif
+pool1_grad.iy274:                                 ; preds = %pool1_grad.ix275.end, %pool1_grad.iy266.end
+  %pool1_grad.iy2741303 = phi i64 [ 0, %pool1_grad.iy266.end ], [ %iy274.next, %pool1_grad.ix275.end ]
+  br label %pool1_grad.ix275
 
-conv1_grad.i287.end:                              ; preds = %conv1_grad.endif
-  %q286.next = add nsw i64 %conv1_grad.q2861240, 1
-  %4680 = icmp slt i64 %q286.next, 2048
-  br i1 %4680, label %conv1_grad.q286, label %conv1_grad.q286.end
+pool1_grad.iy274.end:                             ; preds = %pool1_grad.ix275.end
+  br label %pool1_grad.iy280
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i287
-  %4681 = mul nsw i64 %conv1_grad.q2861240, 784
-  %4682 = add nsw i64 1221264, %4681
-  %4683 = mul nsw i64 %conv1_grad.q2861240, 196
-  %4684 = add nsw i64 %4683, %conv1_grad.i2871241
-  %4685 = add nsw i64 401408, %4684
-  %arena1243 = getelementptr inbounds float, ptr %arena, i64 %4685
-  %4686 = load float, ptr %arena1243, align 4
-  %4687 = fptosi float %4686 to i64
-  %4688 = add nsw i64 %4682, %4687
-  %arena1244 = getelementptr inbounds float, ptr %arena, i64 %4688
-  %4689 = load float, ptr %arena1244, align 4
-  %4690 = mul nsw i64 %conv1_grad.q2861240, 196
-  %4691 = add nsw i64 %4690, %conv1_grad.i2871241
-  %4692 = add nsw i64 802816, %4691
-  %arena1245 = getelementptr inbounds float, ptr %arena, i64 %4692
-  %4693 = load float, ptr %arena1245, align 4
-  %4694 = fadd float %4689, %4693
-  store float %4694, ptr %arena1244, align 4
+pool1_grad.ix275:                                 ; preds = %pool1_grad.ix275, %pool1_grad.iy274
+  %pool1_grad.ix2751304 = phi i64 [ 0, %pool1_grad.iy274 ], [ %ix275.next, %pool1_grad.ix275 ]
+  %4781 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4782 = add nsw i64 %4781, 3
+  %4783 = mul nsw i64 %4782, 3136
+  %4784 = add nsw i64 2224784, %4783
+  %4785 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4786 = add nsw i64 %4784, %4785
+  %4787 = add nsw i64 %pool1_grad.iy2741303, 13
+  %4788 = mul nsw i64 %4787, 14
+  %4789 = add nsw i64 %4786, %4788
+  %4790 = add nsw i64 %4789, 1
+  %4791 = add nsw i64 %4790, %pool1_grad.ix2751304
+  %arena1305 = getelementptr inbounds float, ptr %arena, i64 %4791
+  %4792 = load float, ptr %arena1305, align 4
+  store float %4792, ptr %pool1_grad.sum276, align 4
+  %sum276 = load float, ptr %pool1_grad.sum276, align 4
+  %4793 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4794 = add nsw i64 %4793, 4
+  %4795 = mul nsw i64 %4794, 3136
+  %4796 = add nsw i64 2224784, %4795
+  %4797 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4798 = add nsw i64 %4796, %4797
+  %4799 = add nsw i64 %pool1_grad.iy2741303, 13
+  %4800 = mul nsw i64 %4799, 14
+  %4801 = add nsw i64 %4798, %4800
+  %4802 = add nsw i64 %4801, %pool1_grad.ix2751304
+  %arena1306 = getelementptr inbounds float, ptr %arena, i64 %4802
+  %4803 = load float, ptr %arena1306, align 4
+  %4804 = fadd float %sum276, %4803
+  store float %4804, ptr %pool1_grad.sum277, align 4
+  %sum277 = load float, ptr %pool1_grad.sum277, align 4
+  %4805 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4806 = add nsw i64 %4805, 6
+  %4807 = mul nsw i64 %4806, 3136
+  %4808 = add nsw i64 2224784, %4807
+  %4809 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4810 = add nsw i64 %4808, %4809
+  %4811 = add nsw i64 %pool1_grad.iy2741303, 13
+  %4812 = add nsw i64 %4811, -1
+  %4813 = mul nsw i64 %4812, 14
+  %4814 = add nsw i64 %4810, %4813
+  %4815 = add nsw i64 %4814, 1
+  %4816 = add nsw i64 %4815, %pool1_grad.ix2751304
+  %arena1307 = getelementptr inbounds float, ptr %arena, i64 %4816
+  %4817 = load float, ptr %arena1307, align 4
+  %4818 = fadd float %sum277, %4817
+  store float %4818, ptr %pool1_grad.sum278, align 4
+  %sum278 = load float, ptr %pool1_grad.sum278, align 4
+  %4819 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4820 = add nsw i64 %4819, 7
+  %4821 = mul nsw i64 %4820, 3136
+  %4822 = add nsw i64 2224784, %4821
+  %4823 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4824 = add nsw i64 %4822, %4823
+  %4825 = add nsw i64 %pool1_grad.iy2741303, 13
+  %4826 = add nsw i64 %4825, -1
+  %4827 = mul nsw i64 %4826, 14
+  %4828 = add nsw i64 %4824, %4827
+  %4829 = add nsw i64 %4828, %pool1_grad.ix2751304
+  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4829
+  %4830 = load float, ptr %arena1308, align 4
+  %4831 = fadd float %sum278, %4830
+  store float %4831, ptr %pool1_grad.sum279, align 4
+  %sum279 = load float, ptr %pool1_grad.sum279, align 4
+  %4832 = mul nsw i64 %pool1_grad.g2171143, 16
+  %4833 = add nsw i64 %4832, %pool1_grad.j2251248
+  %4834 = mul nsw i64 %4833, 6272
+  %4835 = add nsw i64 802816, %4834
+  %4836 = mul nsw i64 %pool1_grad.c2261249, 196
+  %4837 = add nsw i64 %4835, %4836
+  %4838 = add nsw i64 %pool1_grad.iy2741303, 13
+  %4839 = mul nsw i64 %4838, 14
+  %4840 = add nsw i64 %4837, %4839
+  %4841 = add nsw i64 %4840, %pool1_grad.ix2751304
+  %arena1309 = getelementptr inbounds float, ptr %arena, i64 %4841
+  store float %sum279, ptr %arena1309, align 4
+  %ix275.next = add nsw i64 %pool1_grad.ix2751304, 1
+  %4842 = icmp slt i64 %ix275.next, 1
+  br i1 %4842, label %pool1_grad.ix275, label %pool1_grad.ix275.end
+
+pool1_grad.ix275.end:                             ; preds = %pool1_grad.ix275
+  %iy274.next = add nsw i64 %pool1_grad.iy2741303, 1
+  %4843 = icmp slt i64 %iy274.next, 1
+  br i1 %4843, label %pool1_grad.iy274, label %pool1_grad.iy274.end
+
+pool1_grad.iy280:                                 ; preds = %pool1_grad.ix281.end, %pool1_grad.iy274.end
+  %pool1_grad.iy2801310 = phi i64 [ 0, %pool1_grad.iy274.end ], [ %iy280.next, %pool1_grad.ix281.end ]
+  br label %pool1_grad.ix281
+
+pool1_grad.iy280.end:                             ; preds = %pool1_grad.ix281.end
+  br label %pool1_grad.iy288
+
+pool1_grad.ix281:                                 ; preds = %pool1_grad.ix281, %pool1_grad.iy280
+  %pool1_grad.ix2811311 = phi i64 [ 0, %pool1_grad.iy280 ], [ %ix281.next, %pool1_grad.ix281 ]
+  %4844 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4845 = add nsw i64 %4844, 3
+  %4846 = mul nsw i64 %4845, 3136
+  %4847 = add nsw i64 2224784, %4846
+  %4848 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4849 = add nsw i64 %4847, %4848
+  %4850 = add nsw i64 %pool1_grad.iy2801310, 13
+  %4851 = mul nsw i64 %4850, 14
+  %4852 = add nsw i64 %4849, %4851
+  %4853 = add nsw i64 %4852, 2
+  %4854 = add nsw i64 %4853, %pool1_grad.ix2811311
+  %arena1312 = getelementptr inbounds float, ptr %arena, i64 %4854
+  %4855 = load float, ptr %arena1312, align 4
+  store float %4855, ptr %pool1_grad.sum282, align 4
+  %sum282 = load float, ptr %pool1_grad.sum282, align 4
+  %4856 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4857 = add nsw i64 %4856, 4
+  %4858 = mul nsw i64 %4857, 3136
+  %4859 = add nsw i64 2224784, %4858
+  %4860 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4861 = add nsw i64 %4859, %4860
+  %4862 = add nsw i64 %pool1_grad.iy2801310, 13
+  %4863 = mul nsw i64 %4862, 14
+  %4864 = add nsw i64 %4861, %4863
+  %4865 = add nsw i64 %4864, 1
+  %4866 = add nsw i64 %4865, %pool1_grad.ix2811311
+  %arena1313 = getelementptr inbounds float, ptr %arena, i64 %4866
+  %4867 = load float, ptr %arena1313, align 4
+  %4868 = fadd float %sum282, %4867
+  store float %4868, ptr %pool1_grad.sum283, align 4
+  %sum283 = load float, ptr %pool1_grad.sum283, align 4
+  %4869 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4870 = add nsw i64 %4869, 5
+  %4871 = mul nsw i64 %4870, 3136
+  %4872 = add nsw i64 2224784, %4871
+  %4873 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4874 = add nsw i64 %4872, %4873
+  %4875 = add nsw i64 %pool1_grad.iy2801310, 13
+  %4876 = mul nsw i64 %4875, 14
+  %4877 = add nsw i64 %4874, %4876
+  %4878 = add nsw i64 %4877, %pool1_grad.ix2811311
+  %arena1314 = getelementptr inbounds float, ptr %arena, i64 %4878
+  %4879 = load float, ptr %arena1314, align 4
+  %4880 = fadd float %sum283, %4879
+  store float %4880, ptr %pool1_grad.sum284, align 4
+  %sum284 = load float, ptr %pool1_grad.sum284, align 4
+  %4881 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4882 = add nsw i64 %4881, 6
+  %4883 = mul nsw i64 %4882, 3136
+  %4884 = add nsw i64 2224784, %4883
+  %4885 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4886 = add nsw i64 %4884, %4885
+  %4887 = add nsw i64 %pool1_grad.iy2801310, 13
+  %4888 = add nsw i64 %4887, -1
+  %4889 = mul nsw i64 %4888, 14
+  %4890 = add nsw i64 %4886, %4889
+  %4891 = add nsw i64 %4890, 2
+  %4892 = add nsw i64 %4891, %pool1_grad.ix2811311
+  %arena1315 = getelementptr inbounds float, ptr %arena, i64 %4892
+  %4893 = load float, ptr %arena1315, align 4
+  %4894 = fadd float %sum284, %4893
+  store float %4894, ptr %pool1_grad.sum285, align 4
+  %sum285 = load float, ptr %pool1_grad.sum285, align 4
+  %4895 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4896 = add nsw i64 %4895, 7
+  %4897 = mul nsw i64 %4896, 3136
+  %4898 = add nsw i64 2224784, %4897
+  %4899 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4900 = add nsw i64 %4898, %4899
+  %4901 = add nsw i64 %pool1_grad.iy2801310, 13
+  %4902 = add nsw i64 %4901, -1
+  %4903 = mul nsw i64 %4902, 14
+  %4904 = add nsw i64 %4900, %4903
+  %4905 = add nsw i64 %4904, 1
+  %4906 = add nsw i64 %4905, %pool1_grad.ix2811311
+  %arena1316 = getelementptr inbounds float, ptr %arena, i64 %4906
+  %4907 = load float, ptr %arena1316, align 4
+  %4908 = fadd float %sum285, %4907
+  store float %4908, ptr %pool1_grad.sum286, align 4
+  %sum286 = load float, ptr %pool1_grad.sum286, align 4
+  %4909 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4910 = add nsw i64 %4909, 8
+  %4911 = mul nsw i64 %4910, 3136
+  %4912 = add nsw i64 2224784, %4911
+  %4913 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4914 = add nsw i64 %4912, %4913
+  %4915 = add nsw i64 %pool1_grad.iy2801310, 13
+  %4916 = add nsw i64 %4915, -1
+  %4917 = mul nsw i64 %4916, 14
+  %4918 = add nsw i64 %4914, %4917
+  %4919 = add nsw i64 %4918, %pool1_grad.ix2811311
+  %arena1317 = getelementptr inbounds float, ptr %arena, i64 %4919
+  %4920 = load float, ptr %arena1317, align 4
+  %4921 = fadd float %sum286, %4920
+  store float %4921, ptr %pool1_grad.sum287, align 4
+  %sum287 = load float, ptr %pool1_grad.sum287, align 4
+  %4922 = mul nsw i64 %pool1_grad.g2171143, 16
+  %4923 = add nsw i64 %4922, %pool1_grad.j2251248
+  %4924 = mul nsw i64 %4923, 6272
+  %4925 = add nsw i64 802816, %4924
+  %4926 = mul nsw i64 %pool1_grad.c2261249, 196
+  %4927 = add nsw i64 %4925, %4926
+  %4928 = add nsw i64 %pool1_grad.iy2801310, 13
+  %4929 = mul nsw i64 %4928, 14
+  %4930 = add nsw i64 %4927, %4929
+  %4931 = add nsw i64 %4930, 1
+  %4932 = add nsw i64 %4931, %pool1_grad.ix2811311
+  %arena1318 = getelementptr inbounds float, ptr %arena, i64 %4932
+  store float %sum287, ptr %arena1318, align 4
+  %ix281.next = add nsw i64 %pool1_grad.ix2811311, 1
+  %4933 = icmp slt i64 %ix281.next, 12
+  br i1 %4933, label %pool1_grad.ix281, label %pool1_grad.ix281.end
+
+pool1_grad.ix281.end:                             ; preds = %pool1_grad.ix281
+  %iy280.next = add nsw i64 %pool1_grad.iy2801310, 1
+  %4934 = icmp slt i64 %iy280.next, 1
+  br i1 %4934, label %pool1_grad.iy280, label %pool1_grad.iy280.end
+
+pool1_grad.iy288:                                 ; preds = %pool1_grad.ix289.end, %pool1_grad.iy280.end
+  %pool1_grad.iy2881319 = phi i64 [ 0, %pool1_grad.iy280.end ], [ %iy288.next, %pool1_grad.ix289.end ]
+  br label %pool1_grad.ix289
+
+pool1_grad.iy288.end:                             ; preds = %pool1_grad.ix289.end
+  %c226.next = add nsw i64 %pool1_grad.c2261249, 1
+  %4935 = icmp slt i64 %c226.next, 32
+  br i1 %4935, label %pool1_grad.c226, label %pool1_grad.c226.end
+
+pool1_grad.ix289:                                 ; preds = %pool1_grad.ix289, %pool1_grad.iy288
+  %pool1_grad.ix2891320 = phi i64 [ 0, %pool1_grad.iy288 ], [ %ix289.next, %pool1_grad.ix289 ]
+  %4936 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4937 = add nsw i64 %4936, 4
+  %4938 = mul nsw i64 %4937, 3136
+  %4939 = add nsw i64 2224784, %4938
+  %4940 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4941 = add nsw i64 %4939, %4940
+  %4942 = add nsw i64 %pool1_grad.iy2881319, 13
+  %4943 = mul nsw i64 %4942, 14
+  %4944 = add nsw i64 %4941, %4943
+  %4945 = add nsw i64 %4944, 13
+  %4946 = add nsw i64 %4945, %pool1_grad.ix2891320
+  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %4946
+  %4947 = load float, ptr %arena1321, align 4
+  store float %4947, ptr %pool1_grad.sum290, align 4
+  %sum290 = load float, ptr %pool1_grad.sum290, align 4
+  %4948 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4949 = add nsw i64 %4948, 5
+  %4950 = mul nsw i64 %4949, 3136
+  %4951 = add nsw i64 2224784, %4950
+  %4952 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4953 = add nsw i64 %4951, %4952
+  %4954 = add nsw i64 %pool1_grad.iy2881319, 13
+  %4955 = mul nsw i64 %4954, 14
+  %4956 = add nsw i64 %4953, %4955
+  %4957 = add nsw i64 %4956, 12
+  %4958 = add nsw i64 %4957, %pool1_grad.ix2891320
+  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4958
+  %4959 = load float, ptr %arena1322, align 4
+  %4960 = fadd float %sum290, %4959
+  store float %4960, ptr %pool1_grad.sum291, align 4
+  %sum291 = load float, ptr %pool1_grad.sum291, align 4
+  %4961 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4962 = add nsw i64 %4961, 7
+  %4963 = mul nsw i64 %4962, 3136
+  %4964 = add nsw i64 2224784, %4963
+  %4965 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4966 = add nsw i64 %4964, %4965
+  %4967 = add nsw i64 %pool1_grad.iy2881319, 13
+  %4968 = add nsw i64 %4967, -1
+  %4969 = mul nsw i64 %4968, 14
+  %4970 = add nsw i64 %4966, %4969
+  %4971 = add nsw i64 %4970, 13
+  %4972 = add nsw i64 %4971, %pool1_grad.ix2891320
+  %arena1323 = getelementptr inbounds float, ptr %arena, i64 %4972
+  %4973 = load float, ptr %arena1323, align 4
+  %4974 = fadd float %sum291, %4973
+  store float %4974, ptr %pool1_grad.sum292, align 4
+  %sum292 = load float, ptr %pool1_grad.sum292, align 4
+  %4975 = mul nsw i64 %pool1_grad.c2261249, 9
+  %4976 = add nsw i64 %4975, 8
+  %4977 = mul nsw i64 %4976, 3136
+  %4978 = add nsw i64 2224784, %4977
+  %4979 = mul nsw i64 %pool1_grad.j2251248, 196
+  %4980 = add nsw i64 %4978, %4979
+  %4981 = add nsw i64 %pool1_grad.iy2881319, 13
+  %4982 = add nsw i64 %4981, -1
+  %4983 = mul nsw i64 %4982, 14
+  %4984 = add nsw i64 %4980, %4983
+  %4985 = add nsw i64 %4984, 12
+  %4986 = add nsw i64 %4985, %pool1_grad.ix2891320
+  %arena1324 = getelementptr inbounds float, ptr %arena, i64 %4986
+  %4987 = load float, ptr %arena1324, align 4
+  %4988 = fadd float %sum292, %4987
+  store float %4988, ptr %pool1_grad.sum293, align 4
+  %sum293 = load float, ptr %pool1_grad.sum293, align 4
+  %4989 = mul nsw i64 %pool1_grad.g2171143, 16
+  %4990 = add nsw i64 %4989, %pool1_grad.j2251248
+  %4991 = mul nsw i64 %4990, 6272
+  %4992 = add nsw i64 802816, %4991
+  %4993 = mul nsw i64 %pool1_grad.c2261249, 196
+  %4994 = add nsw i64 %4992, %4993
+  %4995 = add nsw i64 %pool1_grad.iy2881319, 13
+  %4996 = mul nsw i64 %4995, 14
+  %4997 = add nsw i64 %4994, %4996
+  %4998 = add nsw i64 %4997, 13
+  %4999 = add nsw i64 %4998, %pool1_grad.ix2891320
+  %arena1325 = getelementptr inbounds float, ptr %arena, i64 %4999
+  store float %sum293, ptr %arena1325, align 4
+  %ix289.next = add nsw i64 %pool1_grad.ix2891320, 1
+  %5000 = icmp slt i64 %ix289.next, 1
+  br i1 %5000, label %pool1_grad.ix289, label %pool1_grad.ix289.end
+
+pool1_grad.ix289.end:                             ; preds = %pool1_grad.ix289
+  %iy288.next = add nsw i64 %pool1_grad.iy2881319, 1
+  %5001 = icmp slt i64 %iy288.next, 1
+  br i1 %5001, label %pool1_grad.iy288, label %pool1_grad.iy288.end
+
+conv1_grad.i294:                                  ; preds = %conv1_grad.i294, %pool1_grad.g217.end
+  %conv1_grad.i2941326 = phi i64 [ 0, %pool1_grad.g217.end ], [ %i294.next, %conv1_grad.i294 ]
+  %5002 = add nsw i64 1221264, %conv1_grad.i2941326
+  %arena1327 = getelementptr inbounds float, ptr %arena, i64 %5002
+  store float 0.000000e+00, ptr %arena1327, align 4
+  %i294.next = add nsw i64 %conv1_grad.i2941326, 1
+  %5003 = icmp slt i64 %i294.next, 1605632
+  br i1 %5003, label %conv1_grad.i294, label %conv1_grad.i294.end
+
+conv1_grad.i294.end:                              ; preds = %conv1_grad.i294
+  br label %conv1_grad.q295
+
+conv1_grad.q295:                                  ; preds = %conv1_grad.i296.end, %conv1_grad.i294.end
+  %conv1_grad.q2951328 = phi i64 [ 0, %conv1_grad.i294.end ], [ %q295.next, %conv1_grad.i296.end ]
+  br label %conv1_grad.i296
+
+conv1_grad.q295.end:                              ; preds = %conv1_grad.i296.end
+  br label %conv1_weight_grad.i297
+
+conv1_grad.i296:                                  ; preds = %conv1_grad.endif, %conv1_grad.q295
+  %conv1_grad.i2961329 = phi i64 [ 0, %conv1_grad.q295 ], [ %i296.next, %conv1_grad.endif ]
+  %5004 = mul nsw i64 %conv1_grad.q2951328, 196
+  %5005 = add nsw i64 %5004, %conv1_grad.i2961329
+  %arena1330 = getelementptr inbounds float, ptr %arena, i64 %5005
+  %5006 = load float, ptr %arena1330, align 4
+  %5007 = fcmp ogt float %5006, 0.000000e+00
+  br i1 %5007, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i296.end:                              ; preds = %conv1_grad.endif
+  %q295.next = add nsw i64 %conv1_grad.q2951328, 1
+  %5008 = icmp slt i64 %q295.next, 2048
+  br i1 %5008, label %conv1_grad.q295, label %conv1_grad.q295.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i296
+  %5009 = mul nsw i64 %conv1_grad.q2951328, 784
+  %5010 = add nsw i64 1221264, %5009
+  %5011 = mul nsw i64 %conv1_grad.q2951328, 196
+  %5012 = add nsw i64 %5011, %conv1_grad.i2961329
+  %5013 = add nsw i64 401408, %5012
+  %arena1331 = getelementptr inbounds float, ptr %arena, i64 %5013
+  %5014 = load float, ptr %arena1331, align 4
+  %5015 = fptosi float %5014 to i64
+  %5016 = add nsw i64 %5010, %5015
+  %arena1332 = getelementptr inbounds float, ptr %arena, i64 %5016
+  %5017 = load float, ptr %arena1332, align 4
+  %5018 = mul nsw i64 %conv1_grad.q2951328, 196
+  %5019 = add nsw i64 %5018, %conv1_grad.i2961329
+  %5020 = add nsw i64 802816, %5019
+  %arena1333 = getelementptr inbounds float, ptr %arena, i64 %5020
+  %5021 = load float, ptr %arena1333, align 4
+  %5022 = fadd float %5017, %5021
+  store float %5022, ptr %arena1332, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i287
-  %i287.next = add nsw i64 %conv1_grad.i2871241, 1
-  %4695 = icmp slt i64 %i287.next, 196
-  br i1 %4695, label %conv1_grad.i287, label %conv1_grad.i287.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i296
+  %i296.next = add nsw i64 %conv1_grad.i2961329, 1
+  %5023 = icmp slt i64 %i296.next, 196
+  br i1 %5023, label %conv1_grad.i296, label %conv1_grad.i296.end
 
-conv1_weight_grad.i288:                           ; preds = %conv1_weight_grad.i288, %conv1_grad.q286.end
-  %conv1_weight_grad.i2881246 = phi i64 [ 0, %conv1_grad.q286.end ], [ %i288.next, %conv1_weight_grad.i288 ]
-  %4696 = add nsw i64 514304, %conv1_weight_grad.i2881246
-  %arena1247 = getelementptr inbounds float, ptr %arena, i64 %4696
-  store float 0.000000e+00, ptr %arena1247, align 4
-  %i288.next = add nsw i64 %conv1_weight_grad.i2881246, 1
-  %4697 = icmp slt i64 %i288.next, 288
-  br i1 %4697, label %conv1_weight_grad.i288, label %conv1_weight_grad.i288.end
+conv1_weight_grad.i297:                           ; preds = %conv1_weight_grad.i297, %conv1_grad.q295.end
+  %conv1_weight_grad.i2971334 = phi i64 [ 0, %conv1_grad.q295.end ], [ %i297.next, %conv1_weight_grad.i297 ]
+  %5024 = add nsw i64 514304, %conv1_weight_grad.i2971334
+  %arena1335 = getelementptr inbounds float, ptr %arena, i64 %5024
+  store float 0.000000e+00, ptr %arena1335, align 4
+  %i297.next = add nsw i64 %conv1_weight_grad.i2971334, 1
+  %5025 = icmp slt i64 %i297.next, 288
+  br i1 %5025, label %conv1_weight_grad.i297, label %conv1_weight_grad.i297.end
 
-conv1_weight_grad.i288.end:                       ; preds = %conv1_weight_grad.i288
-  br label %conv1_weight_grad.g289
+conv1_weight_grad.i297.end:                       ; preds = %conv1_weight_grad.i297
+  br label %conv1_weight_grad.g298
 
-conv1_weight_grad.g289:                           ; preds = %conv1_weight_grad.kp307.end, %conv1_weight_grad.i288.end
-  %conv1_weight_grad.g2891248 = phi i64 [ 0, %conv1_weight_grad.i288.end ], [ %g289.next, %conv1_weight_grad.kp307.end ]
-  br label %conv1_weight_grad.j290
+conv1_weight_grad.g298:                           ; preds = %conv1_weight_grad.kp316.end, %conv1_weight_grad.i297.end
+  %conv1_weight_grad.g2981336 = phi i64 [ 0, %conv1_weight_grad.i297.end ], [ %g298.next, %conv1_weight_grad.kp316.end ]
+  br label %conv1_weight_grad.j299
 
-conv1_weight_grad.g289.end:                       ; preds = %conv1_weight_grad.kp307.end
-  br label %conv1_weight_grad.f312
+conv1_weight_grad.g298.end:                       ; preds = %conv1_weight_grad.kp316.end
+  br label %conv1_weight_grad.f321
 
-conv1_weight_grad.j290:                           ; preds = %conv1_weight_grad.c291.end, %conv1_weight_grad.g289
-  %conv1_weight_grad.j2901249 = phi i64 [ 0, %conv1_weight_grad.g289 ], [ %j290.next, %conv1_weight_grad.c291.end ]
-  br label %conv1_weight_grad.c291
+conv1_weight_grad.j299:                           ; preds = %conv1_weight_grad.c300.end, %conv1_weight_grad.g298
+  %conv1_weight_grad.j2991337 = phi i64 [ 0, %conv1_weight_grad.g298 ], [ %j299.next, %conv1_weight_grad.c300.end ]
+  br label %conv1_weight_grad.c300
 
-conv1_weight_grad.j290.end:                       ; preds = %conv1_weight_grad.c291.end
-  br label %conv1_weight_grad.j304
+conv1_weight_grad.j299.end:                       ; preds = %conv1_weight_grad.c300.end
+  br label %conv1_weight_grad.j313
 
-conv1_weight_grad.c291:                           ; preds = %conv1_weight_grad.ky292.end, %conv1_weight_grad.j290
-  %conv1_weight_grad.c2911250 = phi i64 [ 0, %conv1_weight_grad.j290 ], [ %c291.next, %conv1_weight_grad.ky292.end ]
-  br label %conv1_weight_grad.ky292
+conv1_weight_grad.c300:                           ; preds = %conv1_weight_grad.ky301.end, %conv1_weight_grad.j299
+  %conv1_weight_grad.c3001338 = phi i64 [ 0, %conv1_weight_grad.j299 ], [ %c300.next, %conv1_weight_grad.ky301.end ]
+  br label %conv1_weight_grad.ky301
 
-conv1_weight_grad.c291.end:                       ; preds = %conv1_weight_grad.ky292.end
-  %j290.next = add nsw i64 %conv1_weight_grad.j2901249, 1
-  %4698 = icmp slt i64 %j290.next, 16
-  br i1 %4698, label %conv1_weight_grad.j290, label %conv1_weight_grad.j290.end
+conv1_weight_grad.c300.end:                       ; preds = %conv1_weight_grad.ky301.end
+  %j299.next = add nsw i64 %conv1_weight_grad.j2991337, 1
+  %5026 = icmp slt i64 %j299.next, 16
+  br i1 %5026, label %conv1_weight_grad.j299, label %conv1_weight_grad.j299.end
 
-conv1_weight_grad.ky292:                          ; preds = %conv1_weight_grad.oy300.end, %conv1_weight_grad.c291
-  %conv1_weight_grad.ky2921251 = phi i64 [ 0, %conv1_weight_grad.c291 ], [ %ky292.next, %conv1_weight_grad.oy300.end ]
-  br label %conv1_weight_grad.oy293
+conv1_weight_grad.ky301:                          ; preds = %conv1_weight_grad.oy309.end, %conv1_weight_grad.c300
+  %conv1_weight_grad.ky3011339 = phi i64 [ 0, %conv1_weight_grad.c300 ], [ %ky301.next, %conv1_weight_grad.oy309.end ]
+  br label %conv1_weight_grad.oy302
 
-conv1_weight_grad.ky292.end:                      ; preds = %conv1_weight_grad.oy300.end
-  %c291.next = add nsw i64 %conv1_weight_grad.c2911250, 1
-  %4699 = icmp slt i64 %c291.next, 1
-  br i1 %4699, label %conv1_weight_grad.c291, label %conv1_weight_grad.c291.end
+conv1_weight_grad.ky301.end:                      ; preds = %conv1_weight_grad.oy309.end
+  %c300.next = add nsw i64 %conv1_weight_grad.c3001338, 1
+  %5027 = icmp slt i64 %c300.next, 1
+  br i1 %5027, label %conv1_weight_grad.c300, label %conv1_weight_grad.c300.end
 
-conv1_weight_grad.oy293:                          ; preds = %conv1_weight_grad.endif1263, %conv1_weight_grad.ky292
-  %conv1_weight_grad.oy2931252 = phi i64 [ 0, %conv1_weight_grad.ky292 ], [ %oy293.next, %conv1_weight_grad.endif1263 ]
-  %4700 = add nsw i64 %conv1_weight_grad.oy2931252, %conv1_weight_grad.ky2921251
-  %4701 = add nsw i64 %4700, -1
-  %4702 = icmp slt i64 -1, %4701
-  %4703 = add nsw i64 %conv1_weight_grad.oy2931252, %conv1_weight_grad.ky2921251
-  %4704 = add nsw i64 %4703, -1
-  %4705 = icmp slt i64 %4704, 28
-  %4706 = and i1 %4702, %4705
-  br i1 %4706, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy302:                          ; preds = %conv1_weight_grad.endif1351, %conv1_weight_grad.ky301
+  %conv1_weight_grad.oy3021340 = phi i64 [ 0, %conv1_weight_grad.ky301 ], [ %oy302.next, %conv1_weight_grad.endif1351 ]
+  %5028 = add nsw i64 %conv1_weight_grad.oy3021340, %conv1_weight_grad.ky3011339
+  %5029 = add nsw i64 %5028, -1
+  %5030 = icmp slt i64 -1, %5029
+  %5031 = add nsw i64 %conv1_weight_grad.oy3021340, %conv1_weight_grad.ky3011339
+  %5032 = add nsw i64 %5031, -1
+  %5033 = icmp slt i64 %5032, 28
+  %5034 = and i1 %5030, %5033
+  br i1 %5034, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy293.end:                      ; preds = %conv1_weight_grad.endif1263
-  br label %conv1_weight_grad.oy297
+conv1_weight_grad.oy302.end:                      ; preds = %conv1_weight_grad.endif1351
+  br label %conv1_weight_grad.oy306
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy293
-  br label %conv1_weight_grad.ox294
-
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox295.end, %conv1_weight_grad.oy293
-  %4707 = add nsw i64 %conv1_weight_grad.oy2931252, %conv1_weight_grad.ky2921251
-  %4708 = add nsw i64 %4707, -1
-  %4709 = icmp slt i64 %4708, 0
-  br i1 %4709, label %conv1_weight_grad.then1258, label %conv1_weight_grad.endif1259
-
-conv1_weight_grad.ox294:                          ; preds = %conv1_weight_grad.ox294, %conv1_weight_grad.then
-  %conv1_weight_grad.ox2941253 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox294.next, %conv1_weight_grad.ox294 ]
-  %4710 = mul nsw i64 %conv1_weight_grad.g2891248, 16
-  %4711 = add nsw i64 %4710, %conv1_weight_grad.j2901249
-  %4712 = mul nsw i64 %4711, 784
-  %4713 = mul nsw i64 %conv1_weight_grad.c2911250, 784
-  %4714 = add nsw i64 %4712, %4713
-  %4715 = add nsw i64 %conv1_weight_grad.oy2931252, %conv1_weight_grad.ky2921251
-  %4716 = add nsw i64 %4715, -1
-  %4717 = mul nsw i64 %4716, 28
-  %4718 = add nsw i64 %4714, %4717
-  %4719 = add nsw i64 %conv1_weight_grad.ox2941253, 1
-  %4720 = add nsw i64 %4719, -1
-  %4721 = add nsw i64 %4718, %4720
-  %images1254 = getelementptr inbounds float, ptr %images, i64 %4721
-  %4722 = load float, ptr %images1254, align 4
-  %4723 = mul nsw i64 %conv1_weight_grad.c2911250, 3
-  %4724 = add nsw i64 %4723, %conv1_weight_grad.ky2921251
-  %4725 = mul nsw i64 %4724, 3
-  %4726 = mul nsw i64 %4725, 12544
-  %4727 = mul nsw i64 %conv1_weight_grad.j2901249, 784
-  %4728 = add nsw i64 %4726, %4727
-  %4729 = mul nsw i64 %conv1_weight_grad.oy2931252, 28
-  %4730 = add nsw i64 %conv1_weight_grad.ox2941253, 1
-  %4731 = add nsw i64 %4729, %4730
-  %4732 = add nsw i64 %4728, %4731
-  %arena1255 = getelementptr inbounds float, ptr %arena, i64 %4732
-  store float %4722, ptr %arena1255, align 4
-  %ox294.next = add nsw i64 %conv1_weight_grad.ox2941253, 1
-  %4733 = icmp slt i64 %ox294.next, 27
-  br i1 %4733, label %conv1_weight_grad.ox294, label %conv1_weight_grad.ox294.end
-
-conv1_weight_grad.ox294.end:                      ; preds = %conv1_weight_grad.ox294
-  br label %conv1_weight_grad.ox295
-
-conv1_weight_grad.ox295:                          ; preds = %conv1_weight_grad.ox295, %conv1_weight_grad.ox294.end
-  %conv1_weight_grad.ox2951256 = phi i64 [ 0, %conv1_weight_grad.ox294.end ], [ %ox295.next, %conv1_weight_grad.ox295 ]
-  %4734 = mul nsw i64 %conv1_weight_grad.c2911250, 3
-  %4735 = add nsw i64 %4734, %conv1_weight_grad.ky2921251
-  %4736 = mul nsw i64 %4735, 3
-  %4737 = mul nsw i64 %4736, 12544
-  %4738 = mul nsw i64 %conv1_weight_grad.j2901249, 784
-  %4739 = add nsw i64 %4737, %4738
-  %4740 = mul nsw i64 %conv1_weight_grad.oy2931252, 28
-  %4741 = add nsw i64 %4740, %conv1_weight_grad.ox2951256
-  %4742 = add nsw i64 %4739, %4741
-  %arena1257 = getelementptr inbounds float, ptr %arena, i64 %4742
-  store float 0.000000e+00, ptr %arena1257, align 4
-  %ox295.next = add nsw i64 %conv1_weight_grad.ox2951256, 1
-  %4743 = icmp slt i64 %ox295.next, 1
-  br i1 %4743, label %conv1_weight_grad.ox295, label %conv1_weight_grad.ox295.end
-
-conv1_weight_grad.ox295.end:                      ; preds = %conv1_weight_grad.ox295
-  br label %conv1_weight_grad.endif
-
-conv1_weight_grad.then1258:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox296
-
-conv1_weight_grad.endif1259:                      ; preds = %conv1_weight_grad.ox296.end, %conv1_weight_grad.endif
-  %4744 = add nsw i64 %conv1_weight_grad.oy2931252, %conv1_weight_grad.ky2921251
-  %4745 = add nsw i64 %4744, -1
-  %4746 = icmp slt i64 27, %4745
-  br i1 %4746, label %conv1_weight_grad.then1262, label %conv1_weight_grad.endif1263
-
-conv1_weight_grad.ox296:                          ; preds = %conv1_weight_grad.ox296, %conv1_weight_grad.then1258
-  %conv1_weight_grad.ox2961260 = phi i64 [ 0, %conv1_weight_grad.then1258 ], [ %ox296.next, %conv1_weight_grad.ox296 ]
-  %4747 = mul nsw i64 %conv1_weight_grad.c2911250, 3
-  %4748 = add nsw i64 %4747, %conv1_weight_grad.ky2921251
-  %4749 = mul nsw i64 %4748, 3
-  %4750 = mul nsw i64 %4749, 12544
-  %4751 = mul nsw i64 %conv1_weight_grad.j2901249, 784
-  %4752 = add nsw i64 %4750, %4751
-  %4753 = mul nsw i64 %conv1_weight_grad.oy2931252, 28
-  %4754 = add nsw i64 %4753, %conv1_weight_grad.ox2961260
-  %4755 = add nsw i64 %4752, %4754
-  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %4755
-  store float 0.000000e+00, ptr %arena1261, align 4
-  %ox296.next = add nsw i64 %conv1_weight_grad.ox2961260, 1
-  %4756 = icmp slt i64 %ox296.next, 28
-  br i1 %4756, label %conv1_weight_grad.ox296, label %conv1_weight_grad.ox296.end
-
-conv1_weight_grad.ox296.end:                      ; preds = %conv1_weight_grad.ox296
-  br label %conv1_weight_grad.endif1259
-
-conv1_weight_grad.then1262:                       ; preds = %conv1_weight_grad.endif1259
-  br label %conv1_weight_grad.ox2961264
-
-conv1_weight_grad.endif1263:                      ; preds = %conv1_weight_grad.ox296.end1265, %conv1_weight_grad.endif1259
-  %oy293.next = add nsw i64 %conv1_weight_grad.oy2931252, 1
-  %4757 = icmp slt i64 %oy293.next, 28
-  br i1 %4757, label %conv1_weight_grad.oy293, label %conv1_weight_grad.oy293.end
-
-conv1_weight_grad.ox2961264:                      ; preds = %conv1_weight_grad.ox2961264, %conv1_weight_grad.then1262
-  %conv1_weight_grad.ox2961266 = phi i64 [ 0, %conv1_weight_grad.then1262 ], [ %ox296.next1268, %conv1_weight_grad.ox2961264 ]
-  %4758 = mul nsw i64 %conv1_weight_grad.c2911250, 3
-  %4759 = add nsw i64 %4758, %conv1_weight_grad.ky2921251
-  %4760 = mul nsw i64 %4759, 3
-  %4761 = mul nsw i64 %4760, 12544
-  %4762 = mul nsw i64 %conv1_weight_grad.j2901249, 784
-  %4763 = add nsw i64 %4761, %4762
-  %4764 = mul nsw i64 %conv1_weight_grad.oy2931252, 28
-  %4765 = add nsw i64 %4764, %conv1_weight_grad.ox2961266
-  %4766 = add nsw i64 %4763, %4765
-  %arena1267 = getelementptr inbounds float, ptr %arena, i64 %4766
-  store float 0.000000e+00, ptr %arena1267, align 4
-  %ox296.next1268 = add nsw i64 %conv1_weight_grad.ox2961266, 1
-  %4767 = icmp slt i64 %ox296.next1268, 28
-  br i1 %4767, label %conv1_weight_grad.ox2961264, label %conv1_weight_grad.ox296.end1265
-
-conv1_weight_grad.ox296.end1265:                  ; preds = %conv1_weight_grad.ox2961264
-  br label %conv1_weight_grad.endif1263
-
-conv1_weight_grad.oy297:                          ; preds = %conv1_weight_grad.endif1280, %conv1_weight_grad.oy293.end
-  %conv1_weight_grad.oy2971269 = phi i64 [ 0, %conv1_weight_grad.oy293.end ], [ %oy297.next, %conv1_weight_grad.endif1280 ]
-  %4768 = add nsw i64 %conv1_weight_grad.oy2971269, %conv1_weight_grad.ky2921251
-  %4769 = add nsw i64 %4768, -1
-  %4770 = icmp slt i64 -1, %4769
-  %4771 = add nsw i64 %conv1_weight_grad.oy2971269, %conv1_weight_grad.ky2921251
-  %4772 = add nsw i64 %4771, -1
-  %4773 = icmp slt i64 %4772, 28
-  %4774 = and i1 %4770, %4773
-  br i1 %4774, label %conv1_weight_grad.then1270, label %conv1_weight_grad.endif1271
-
-conv1_weight_grad.oy297.end:                      ; preds = %conv1_weight_grad.endif1280
-  br label %conv1_weight_grad.oy300
-
-conv1_weight_grad.then1270:                       ; preds = %conv1_weight_grad.oy297
-  br label %conv1_weight_grad.ox298
-
-conv1_weight_grad.endif1271:                      ; preds = %conv1_weight_grad.ox298.end, %conv1_weight_grad.oy297
-  %4775 = add nsw i64 %conv1_weight_grad.oy2971269, %conv1_weight_grad.ky2921251
-  %4776 = add nsw i64 %4775, -1
-  %4777 = icmp slt i64 %4776, 0
-  br i1 %4777, label %conv1_weight_grad.then1275, label %conv1_weight_grad.endif1276
-
-conv1_weight_grad.ox298:                          ; preds = %conv1_weight_grad.ox298, %conv1_weight_grad.then1270
-  %conv1_weight_grad.ox2981272 = phi i64 [ 0, %conv1_weight_grad.then1270 ], [ %ox298.next, %conv1_weight_grad.ox298 ]
-  %4778 = mul nsw i64 %conv1_weight_grad.g2891248, 16
-  %4779 = add nsw i64 %4778, %conv1_weight_grad.j2901249
-  %4780 = mul nsw i64 %4779, 784
-  %4781 = mul nsw i64 %conv1_weight_grad.c2911250, 784
-  %4782 = add nsw i64 %4780, %4781
-  %4783 = add nsw i64 %conv1_weight_grad.oy2971269, %conv1_weight_grad.ky2921251
-  %4784 = add nsw i64 %4783, -1
-  %4785 = mul nsw i64 %4784, 28
-  %4786 = add nsw i64 %4782, %4785
-  %4787 = add nsw i64 %4786, %conv1_weight_grad.ox2981272
-  %images1273 = getelementptr inbounds float, ptr %images, i64 %4787
-  %4788 = load float, ptr %images1273, align 4
-  %4789 = mul nsw i64 %conv1_weight_grad.c2911250, 3
-  %4790 = add nsw i64 %4789, %conv1_weight_grad.ky2921251
-  %4791 = mul nsw i64 %4790, 3
-  %4792 = add nsw i64 %4791, 1
-  %4793 = mul nsw i64 %4792, 12544
-  %4794 = mul nsw i64 %conv1_weight_grad.j2901249, 784
-  %4795 = add nsw i64 %4793, %4794
-  %4796 = mul nsw i64 %conv1_weight_grad.oy2971269, 28
-  %4797 = add nsw i64 %4796, %conv1_weight_grad.ox2981272
-  %4798 = add nsw i64 %4795, %4797
-  %arena1274 = getelementptr inbounds float, ptr %arena, i64 %4798
-  store float %4788, ptr %arena1274, align 4
-  %ox298.next = add nsw i64 %conv1_weight_grad.ox2981272, 1
-  %4799 = icmp slt i64 %ox298.next, 28
-  br i1 %4799, label %conv1_weight_grad.ox298, label %conv1_weight_grad.ox298.end
-
-conv1_weight_grad.ox298.end:                      ; preds = %conv1_weight_grad.ox298
-  br label %conv1_weight_grad.endif1271
-
-conv1_weight_grad.then1275:                       ; preds = %conv1_weight_grad.endif1271
-  br label %conv1_weight_grad.ox299
-
-conv1_weight_grad.endif1276:                      ; preds = %conv1_weight_grad.ox299.end, %conv1_weight_grad.endif1271
-  %4800 = add nsw i64 %conv1_weight_grad.oy2971269, %conv1_weight_grad.ky2921251
-  %4801 = add nsw i64 %4800, -1
-  %4802 = icmp slt i64 27, %4801
-  br i1 %4802, label %conv1_weight_grad.then1279, label %conv1_weight_grad.endif1280
-
-conv1_weight_grad.ox299:                          ; preds = %conv1_weight_grad.ox299, %conv1_weight_grad.then1275
-  %conv1_weight_grad.ox2991277 = phi i64 [ 0, %conv1_weight_grad.then1275 ], [ %ox299.next, %conv1_weight_grad.ox299 ]
-  %4803 = mul nsw i64 %conv1_weight_grad.c2911250, 3
-  %4804 = add nsw i64 %4803, %conv1_weight_grad.ky2921251
-  %4805 = mul nsw i64 %4804, 3
-  %4806 = add nsw i64 %4805, 1
-  %4807 = mul nsw i64 %4806, 12544
-  %4808 = mul nsw i64 %conv1_weight_grad.j2901249, 784
-  %4809 = add nsw i64 %4807, %4808
-  %4810 = mul nsw i64 %conv1_weight_grad.oy2971269, 28
-  %4811 = add nsw i64 %4810, %conv1_weight_grad.ox2991277
-  %4812 = add nsw i64 %4809, %4811
-  %arena1278 = getelementptr inbounds float, ptr %arena, i64 %4812
-  store float 0.000000e+00, ptr %arena1278, align 4
-  %ox299.next = add nsw i64 %conv1_weight_grad.ox2991277, 1
-  %4813 = icmp slt i64 %ox299.next, 28
-  br i1 %4813, label %conv1_weight_grad.ox299, label %conv1_weight_grad.ox299.end
-
-conv1_weight_grad.ox299.end:                      ; preds = %conv1_weight_grad.ox299
-  br label %conv1_weight_grad.endif1276
-
-conv1_weight_grad.then1279:                       ; preds = %conv1_weight_grad.endif1276
-  br label %conv1_weight_grad.ox2991281
-
-conv1_weight_grad.endif1280:                      ; preds = %conv1_weight_grad.ox299.end1282, %conv1_weight_grad.endif1276
-  %oy297.next = add nsw i64 %conv1_weight_grad.oy2971269, 1
-  %4814 = icmp slt i64 %oy297.next, 28
-  br i1 %4814, label %conv1_weight_grad.oy297, label %conv1_weight_grad.oy297.end
-
-conv1_weight_grad.ox2991281:                      ; preds = %conv1_weight_grad.ox2991281, %conv1_weight_grad.then1279
-  %conv1_weight_grad.ox2991283 = phi i64 [ 0, %conv1_weight_grad.then1279 ], [ %ox299.next1285, %conv1_weight_grad.ox2991281 ]
-  %4815 = mul nsw i64 %conv1_weight_grad.c2911250, 3
-  %4816 = add nsw i64 %4815, %conv1_weight_grad.ky2921251
-  %4817 = mul nsw i64 %4816, 3
-  %4818 = add nsw i64 %4817, 1
-  %4819 = mul nsw i64 %4818, 12544
-  %4820 = mul nsw i64 %conv1_weight_grad.j2901249, 784
-  %4821 = add nsw i64 %4819, %4820
-  %4822 = mul nsw i64 %conv1_weight_grad.oy2971269, 28
-  %4823 = add nsw i64 %4822, %conv1_weight_grad.ox2991283
-  %4824 = add nsw i64 %4821, %4823
-  %arena1284 = getelementptr inbounds float, ptr %arena, i64 %4824
-  store float 0.000000e+00, ptr %arena1284, align 4
-  %ox299.next1285 = add nsw i64 %conv1_weight_grad.ox2991283, 1
-  %4825 = icmp slt i64 %ox299.next1285, 28
-  br i1 %4825, label %conv1_weight_grad.ox2991281, label %conv1_weight_grad.ox299.end1282
-
-conv1_weight_grad.ox299.end1282:                  ; preds = %conv1_weight_grad.ox2991281
-  br label %conv1_weight_grad.endif1280
-
-conv1_weight_grad.oy300:                          ; preds = %conv1_weight_grad.endif1299, %conv1_weight_grad.oy297.end
-  %conv1_weight_grad.oy3001286 = phi i64 [ 0, %conv1_weight_grad.oy297.end ], [ %oy300.next, %conv1_weight_grad.endif1299 ]
-  %4826 = add nsw i64 %conv1_weight_grad.oy3001286, %conv1_weight_grad.ky2921251
-  %4827 = add nsw i64 %4826, -1
-  %4828 = icmp slt i64 -1, %4827
-  %4829 = add nsw i64 %conv1_weight_grad.oy3001286, %conv1_weight_grad.ky2921251
-  %4830 = add nsw i64 %4829, -1
-  %4831 = icmp slt i64 %4830, 28
-  %4832 = and i1 %4828, %4831
-  br i1 %4832, label %conv1_weight_grad.then1287, label %conv1_weight_grad.endif1288
-
-conv1_weight_grad.oy300.end:                      ; preds = %conv1_weight_grad.endif1299
-  %ky292.next = add nsw i64 %conv1_weight_grad.ky2921251, 1
-  %4833 = icmp slt i64 %ky292.next, 3
-  br i1 %4833, label %conv1_weight_grad.ky292, label %conv1_weight_grad.ky292.end
-
-conv1_weight_grad.then1287:                       ; preds = %conv1_weight_grad.oy300
-  br label %conv1_weight_grad.ox301
-
-conv1_weight_grad.endif1288:                      ; preds = %conv1_weight_grad.ox302.end, %conv1_weight_grad.oy300
-  %4834 = add nsw i64 %conv1_weight_grad.oy3001286, %conv1_weight_grad.ky2921251
-  %4835 = add nsw i64 %4834, -1
-  %4836 = icmp slt i64 %4835, 0
-  br i1 %4836, label %conv1_weight_grad.then1294, label %conv1_weight_grad.endif1295
-
-conv1_weight_grad.ox301:                          ; preds = %conv1_weight_grad.ox301, %conv1_weight_grad.then1287
-  %conv1_weight_grad.ox3011289 = phi i64 [ 0, %conv1_weight_grad.then1287 ], [ %ox301.next, %conv1_weight_grad.ox301 ]
-  %4837 = mul nsw i64 %conv1_weight_grad.g2891248, 16
-  %4838 = add nsw i64 %4837, %conv1_weight_grad.j2901249
-  %4839 = mul nsw i64 %4838, 784
-  %4840 = mul nsw i64 %conv1_weight_grad.c2911250, 784
-  %4841 = add nsw i64 %4839, %4840
-  %4842 = add nsw i64 %conv1_weight_grad.oy3001286, %conv1_weight_grad.ky2921251
-  %4843 = add nsw i64 %4842, -1
-  %4844 = mul nsw i64 %4843, 28
-  %4845 = add nsw i64 %4841, %4844
-  %4846 = add nsw i64 %conv1_weight_grad.ox3011289, 1
-  %4847 = add nsw i64 %4845, %4846
-  %images1290 = getelementptr inbounds float, ptr %images, i64 %4847
-  %4848 = load float, ptr %images1290, align 4
-  %4849 = mul nsw i64 %conv1_weight_grad.c2911250, 3
-  %4850 = add nsw i64 %4849, %conv1_weight_grad.ky2921251
-  %4851 = mul nsw i64 %4850, 3
-  %4852 = add nsw i64 %4851, 2
-  %4853 = mul nsw i64 %4852, 12544
-  %4854 = mul nsw i64 %conv1_weight_grad.j2901249, 784
-  %4855 = add nsw i64 %4853, %4854
-  %4856 = mul nsw i64 %conv1_weight_grad.oy3001286, 28
-  %4857 = add nsw i64 %4856, %conv1_weight_grad.ox3011289
-  %4858 = add nsw i64 %4855, %4857
-  %arena1291 = getelementptr inbounds float, ptr %arena, i64 %4858
-  store float %4848, ptr %arena1291, align 4
-  %ox301.next = add nsw i64 %conv1_weight_grad.ox3011289, 1
-  %4859 = icmp slt i64 %ox301.next, 27
-  br i1 %4859, label %conv1_weight_grad.ox301, label %conv1_weight_grad.ox301.end
-
-conv1_weight_grad.ox301.end:                      ; preds = %conv1_weight_grad.ox301
-  br label %conv1_weight_grad.ox302
-
-conv1_weight_grad.ox302:                          ; preds = %conv1_weight_grad.ox302, %conv1_weight_grad.ox301.end
-  %conv1_weight_grad.ox3021292 = phi i64 [ 0, %conv1_weight_grad.ox301.end ], [ %ox302.next, %conv1_weight_grad.ox302 ]
-  %4860 = mul nsw i64 %conv1_weight_grad.c2911250, 3
-  %4861 = add nsw i64 %4860, %conv1_weight_grad.ky2921251
-  %4862 = mul nsw i64 %4861, 3
-  %4863 = add nsw i64 %4862, 2
-  %4864 = mul nsw i64 %4863, 12544
-  %4865 = mul nsw i64 %conv1_weight_grad.j2901249, 784
-  %4866 = add nsw i64 %4864, %4865
-  %4867 = mul nsw i64 %conv1_weight_grad.oy3001286, 28
-  %4868 = add nsw i64 %conv1_weight_grad.ox3021292, 27
-  %4869 = add nsw i64 %4867, %4868
-  %4870 = add nsw i64 %4866, %4869
-  %arena1293 = getelementptr inbounds float, ptr %arena, i64 %4870
-  store float 0.000000e+00, ptr %arena1293, align 4
-  %ox302.next = add nsw i64 %conv1_weight_grad.ox3021292, 1
-  %4871 = icmp slt i64 %ox302.next, 1
-  br i1 %4871, label %conv1_weight_grad.ox302, label %conv1_weight_grad.ox302.end
-
-conv1_weight_grad.ox302.end:                      ; preds = %conv1_weight_grad.ox302
-  br label %conv1_weight_grad.endif1288
-
-conv1_weight_grad.then1294:                       ; preds = %conv1_weight_grad.endif1288
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy302
   br label %conv1_weight_grad.ox303
 
-conv1_weight_grad.endif1295:                      ; preds = %conv1_weight_grad.ox303.end, %conv1_weight_grad.endif1288
-  %4872 = add nsw i64 %conv1_weight_grad.oy3001286, %conv1_weight_grad.ky2921251
-  %4873 = add nsw i64 %4872, -1
-  %4874 = icmp slt i64 27, %4873
-  br i1 %4874, label %conv1_weight_grad.then1298, label %conv1_weight_grad.endif1299
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox304.end, %conv1_weight_grad.oy302
+  %5035 = add nsw i64 %conv1_weight_grad.oy3021340, %conv1_weight_grad.ky3011339
+  %5036 = add nsw i64 %5035, -1
+  %5037 = icmp slt i64 %5036, 0
+  br i1 %5037, label %conv1_weight_grad.then1346, label %conv1_weight_grad.endif1347
 
-conv1_weight_grad.ox303:                          ; preds = %conv1_weight_grad.ox303, %conv1_weight_grad.then1294
-  %conv1_weight_grad.ox3031296 = phi i64 [ 0, %conv1_weight_grad.then1294 ], [ %ox303.next, %conv1_weight_grad.ox303 ]
-  %4875 = mul nsw i64 %conv1_weight_grad.c2911250, 3
-  %4876 = add nsw i64 %4875, %conv1_weight_grad.ky2921251
-  %4877 = mul nsw i64 %4876, 3
-  %4878 = add nsw i64 %4877, 2
-  %4879 = mul nsw i64 %4878, 12544
-  %4880 = mul nsw i64 %conv1_weight_grad.j2901249, 784
-  %4881 = add nsw i64 %4879, %4880
-  %4882 = mul nsw i64 %conv1_weight_grad.oy3001286, 28
-  %4883 = add nsw i64 %4882, %conv1_weight_grad.ox3031296
-  %4884 = add nsw i64 %4881, %4883
-  %arena1297 = getelementptr inbounds float, ptr %arena, i64 %4884
-  store float 0.000000e+00, ptr %arena1297, align 4
-  %ox303.next = add nsw i64 %conv1_weight_grad.ox3031296, 1
-  %4885 = icmp slt i64 %ox303.next, 28
-  br i1 %4885, label %conv1_weight_grad.ox303, label %conv1_weight_grad.ox303.end
+conv1_weight_grad.ox303:                          ; preds = %conv1_weight_grad.ox303, %conv1_weight_grad.then
+  %conv1_weight_grad.ox3031341 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox303.next, %conv1_weight_grad.ox303 ]
+  %5038 = mul nsw i64 %conv1_weight_grad.g2981336, 16
+  %5039 = add nsw i64 %5038, %conv1_weight_grad.j2991337
+  %5040 = mul nsw i64 %5039, 784
+  %5041 = mul nsw i64 %conv1_weight_grad.c3001338, 784
+  %5042 = add nsw i64 %5040, %5041
+  %5043 = add nsw i64 %conv1_weight_grad.oy3021340, %conv1_weight_grad.ky3011339
+  %5044 = add nsw i64 %5043, -1
+  %5045 = mul nsw i64 %5044, 28
+  %5046 = add nsw i64 %5042, %5045
+  %5047 = add nsw i64 %conv1_weight_grad.ox3031341, 1
+  %5048 = add nsw i64 %5047, -1
+  %5049 = add nsw i64 %5046, %5048
+  %images1342 = getelementptr inbounds float, ptr %images, i64 %5049
+  %5050 = load float, ptr %images1342, align 4
+  %5051 = mul nsw i64 %conv1_weight_grad.c3001338, 3
+  %5052 = add nsw i64 %5051, %conv1_weight_grad.ky3011339
+  %5053 = mul nsw i64 %5052, 3
+  %5054 = mul nsw i64 %5053, 12544
+  %5055 = mul nsw i64 %conv1_weight_grad.j2991337, 784
+  %5056 = add nsw i64 %5054, %5055
+  %5057 = mul nsw i64 %conv1_weight_grad.oy3021340, 28
+  %5058 = add nsw i64 %conv1_weight_grad.ox3031341, 1
+  %5059 = add nsw i64 %5057, %5058
+  %5060 = add nsw i64 %5056, %5059
+  %arena1343 = getelementptr inbounds float, ptr %arena, i64 %5060
+  store float %5050, ptr %arena1343, align 4
+  %ox303.next = add nsw i64 %conv1_weight_grad.ox3031341, 1
+  %5061 = icmp slt i64 %ox303.next, 27
+  br i1 %5061, label %conv1_weight_grad.ox303, label %conv1_weight_grad.ox303.end
 
 conv1_weight_grad.ox303.end:                      ; preds = %conv1_weight_grad.ox303
-  br label %conv1_weight_grad.endif1295
+  br label %conv1_weight_grad.ox304
 
-conv1_weight_grad.then1298:                       ; preds = %conv1_weight_grad.endif1295
-  br label %conv1_weight_grad.ox3031300
+conv1_weight_grad.ox304:                          ; preds = %conv1_weight_grad.ox304, %conv1_weight_grad.ox303.end
+  %conv1_weight_grad.ox3041344 = phi i64 [ 0, %conv1_weight_grad.ox303.end ], [ %ox304.next, %conv1_weight_grad.ox304 ]
+  %5062 = mul nsw i64 %conv1_weight_grad.c3001338, 3
+  %5063 = add nsw i64 %5062, %conv1_weight_grad.ky3011339
+  %5064 = mul nsw i64 %5063, 3
+  %5065 = mul nsw i64 %5064, 12544
+  %5066 = mul nsw i64 %conv1_weight_grad.j2991337, 784
+  %5067 = add nsw i64 %5065, %5066
+  %5068 = mul nsw i64 %conv1_weight_grad.oy3021340, 28
+  %5069 = add nsw i64 %5068, %conv1_weight_grad.ox3041344
+  %5070 = add nsw i64 %5067, %5069
+  %arena1345 = getelementptr inbounds float, ptr %arena, i64 %5070
+  store float 0.000000e+00, ptr %arena1345, align 4
+  %ox304.next = add nsw i64 %conv1_weight_grad.ox3041344, 1
+  %5071 = icmp slt i64 %ox304.next, 1
+  br i1 %5071, label %conv1_weight_grad.ox304, label %conv1_weight_grad.ox304.end
 
-conv1_weight_grad.endif1299:                      ; preds = %conv1_weight_grad.ox303.end1301, %conv1_weight_grad.endif1295
-  %oy300.next = add nsw i64 %conv1_weight_grad.oy3001286, 1
-  %4886 = icmp slt i64 %oy300.next, 28
-  br i1 %4886, label %conv1_weight_grad.oy300, label %conv1_weight_grad.oy300.end
+conv1_weight_grad.ox304.end:                      ; preds = %conv1_weight_grad.ox304
+  br label %conv1_weight_grad.endif
 
-conv1_weight_grad.ox3031300:                      ; preds = %conv1_weight_grad.ox3031300, %conv1_weight_grad.then1298
-  %conv1_weight_grad.ox3031302 = phi i64 [ 0, %conv1_weight_grad.then1298 ], [ %ox303.next1304, %conv1_weight_grad.ox3031300 ]
-  %4887 = mul nsw i64 %conv1_weight_grad.c2911250, 3
-  %4888 = add nsw i64 %4887, %conv1_weight_grad.ky2921251
-  %4889 = mul nsw i64 %4888, 3
-  %4890 = add nsw i64 %4889, 2
-  %4891 = mul nsw i64 %4890, 12544
-  %4892 = mul nsw i64 %conv1_weight_grad.j2901249, 784
-  %4893 = add nsw i64 %4891, %4892
-  %4894 = mul nsw i64 %conv1_weight_grad.oy3001286, 28
-  %4895 = add nsw i64 %4894, %conv1_weight_grad.ox3031302
-  %4896 = add nsw i64 %4893, %4895
-  %arena1303 = getelementptr inbounds float, ptr %arena, i64 %4896
-  store float 0.000000e+00, ptr %arena1303, align 4
-  %ox303.next1304 = add nsw i64 %conv1_weight_grad.ox3031302, 1
-  %4897 = icmp slt i64 %ox303.next1304, 28
-  br i1 %4897, label %conv1_weight_grad.ox3031300, label %conv1_weight_grad.ox303.end1301
+conv1_weight_grad.then1346:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox305
 
-conv1_weight_grad.ox303.end1301:                  ; preds = %conv1_weight_grad.ox3031300
-  br label %conv1_weight_grad.endif1299
+conv1_weight_grad.endif1347:                      ; preds = %conv1_weight_grad.ox305.end, %conv1_weight_grad.endif
+  %5072 = add nsw i64 %conv1_weight_grad.oy3021340, %conv1_weight_grad.ky3011339
+  %5073 = add nsw i64 %5072, -1
+  %5074 = icmp slt i64 27, %5073
+  br i1 %5074, label %conv1_weight_grad.then1350, label %conv1_weight_grad.endif1351
 
-conv1_weight_grad.j304:                           ; preds = %conv1_weight_grad.i305.end, %conv1_weight_grad.j290.end
-  %conv1_weight_grad.j3041305 = phi i64 [ 0, %conv1_weight_grad.j290.end ], [ %j304.next, %conv1_weight_grad.i305.end ]
-  br label %conv1_weight_grad.i305
+conv1_weight_grad.ox305:                          ; preds = %conv1_weight_grad.ox305, %conv1_weight_grad.then1346
+  %conv1_weight_grad.ox3051348 = phi i64 [ 0, %conv1_weight_grad.then1346 ], [ %ox305.next, %conv1_weight_grad.ox305 ]
+  %5075 = mul nsw i64 %conv1_weight_grad.c3001338, 3
+  %5076 = add nsw i64 %5075, %conv1_weight_grad.ky3011339
+  %5077 = mul nsw i64 %5076, 3
+  %5078 = mul nsw i64 %5077, 12544
+  %5079 = mul nsw i64 %conv1_weight_grad.j2991337, 784
+  %5080 = add nsw i64 %5078, %5079
+  %5081 = mul nsw i64 %conv1_weight_grad.oy3021340, 28
+  %5082 = add nsw i64 %5081, %conv1_weight_grad.ox3051348
+  %5083 = add nsw i64 %5080, %5082
+  %arena1349 = getelementptr inbounds float, ptr %arena, i64 %5083
+  store float 0.000000e+00, ptr %arena1349, align 4
+  %ox305.next = add nsw i64 %conv1_weight_grad.ox3051348, 1
+  %5084 = icmp slt i64 %ox305.next, 28
+  br i1 %5084, label %conv1_weight_grad.ox305, label %conv1_weight_grad.ox305.end
 
-conv1_weight_grad.j304.end:                       ; preds = %conv1_weight_grad.i305.end
-  br label %conv1_weight_grad.kp307
+conv1_weight_grad.ox305.end:                      ; preds = %conv1_weight_grad.ox305
+  br label %conv1_weight_grad.endif1347
 
-conv1_weight_grad.i305:                           ; preds = %conv1_weight_grad.f306.end, %conv1_weight_grad.j304
-  %conv1_weight_grad.i3051306 = phi i64 [ 0, %conv1_weight_grad.j304 ], [ %i305.next, %conv1_weight_grad.f306.end ]
-  br label %conv1_weight_grad.f306
+conv1_weight_grad.then1350:                       ; preds = %conv1_weight_grad.endif1347
+  br label %conv1_weight_grad.ox3051352
 
-conv1_weight_grad.i305.end:                       ; preds = %conv1_weight_grad.f306.end
-  %j304.next = add nsw i64 %conv1_weight_grad.j3041305, 1
-  %4898 = icmp slt i64 %j304.next, 16
-  br i1 %4898, label %conv1_weight_grad.j304, label %conv1_weight_grad.j304.end
+conv1_weight_grad.endif1351:                      ; preds = %conv1_weight_grad.ox305.end1353, %conv1_weight_grad.endif1347
+  %oy302.next = add nsw i64 %conv1_weight_grad.oy3021340, 1
+  %5085 = icmp slt i64 %oy302.next, 28
+  br i1 %5085, label %conv1_weight_grad.oy302, label %conv1_weight_grad.oy302.end
 
-conv1_weight_grad.f306:                           ; preds = %conv1_weight_grad.f306, %conv1_weight_grad.i305
-  %conv1_weight_grad.f3061307 = phi i64 [ 0, %conv1_weight_grad.i305 ], [ %f306.next, %conv1_weight_grad.f306 ]
-  %4899 = mul nsw i64 %conv1_weight_grad.g2891248, 16
-  %4900 = add nsw i64 %4899, %conv1_weight_grad.j3041305
-  %4901 = mul nsw i64 %4900, 25088
-  %4902 = add nsw i64 1221264, %4901
-  %4903 = mul nsw i64 %conv1_weight_grad.f3061307, 784
-  %4904 = add nsw i64 %4902, %4903
-  %4905 = add nsw i64 %4904, %conv1_weight_grad.i3051306
-  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4905
-  %4906 = load float, ptr %arena1308, align 4
-  %4907 = mul nsw i64 %conv1_weight_grad.j3041305, 784
-  %4908 = add nsw i64 %4907, %conv1_weight_grad.i3051306
-  %4909 = mul nsw i64 %4908, 32
-  %4910 = add nsw i64 112896, %4909
-  %4911 = add nsw i64 %4910, %conv1_weight_grad.f3061307
-  %arena1309 = getelementptr inbounds float, ptr %arena, i64 %4911
-  store float %4906, ptr %arena1309, align 4
-  %f306.next = add nsw i64 %conv1_weight_grad.f3061307, 1
-  %4912 = icmp slt i64 %f306.next, 32
-  br i1 %4912, label %conv1_weight_grad.f306, label %conv1_weight_grad.f306.end
+conv1_weight_grad.ox3051352:                      ; preds = %conv1_weight_grad.ox3051352, %conv1_weight_grad.then1350
+  %conv1_weight_grad.ox3051354 = phi i64 [ 0, %conv1_weight_grad.then1350 ], [ %ox305.next1356, %conv1_weight_grad.ox3051352 ]
+  %5086 = mul nsw i64 %conv1_weight_grad.c3001338, 3
+  %5087 = add nsw i64 %5086, %conv1_weight_grad.ky3011339
+  %5088 = mul nsw i64 %5087, 3
+  %5089 = mul nsw i64 %5088, 12544
+  %5090 = mul nsw i64 %conv1_weight_grad.j2991337, 784
+  %5091 = add nsw i64 %5089, %5090
+  %5092 = mul nsw i64 %conv1_weight_grad.oy3021340, 28
+  %5093 = add nsw i64 %5092, %conv1_weight_grad.ox3051354
+  %5094 = add nsw i64 %5091, %5093
+  %arena1355 = getelementptr inbounds float, ptr %arena, i64 %5094
+  store float 0.000000e+00, ptr %arena1355, align 4
+  %ox305.next1356 = add nsw i64 %conv1_weight_grad.ox3051354, 1
+  %5095 = icmp slt i64 %ox305.next1356, 28
+  br i1 %5095, label %conv1_weight_grad.ox3051352, label %conv1_weight_grad.ox305.end1353
 
-conv1_weight_grad.f306.end:                       ; preds = %conv1_weight_grad.f306
-  %i305.next = add nsw i64 %conv1_weight_grad.i3051306, 1
-  %4913 = icmp slt i64 %i305.next, 784
-  br i1 %4913, label %conv1_weight_grad.i305, label %conv1_weight_grad.i305.end
+conv1_weight_grad.ox305.end1353:                  ; preds = %conv1_weight_grad.ox3051352
+  br label %conv1_weight_grad.endif1351
 
-conv1_weight_grad.kp307:                          ; preds = %conv1_weight_grad.nb308.end, %conv1_weight_grad.j304.end
-  %conv1_weight_grad.kp3071310 = phi i64 [ 0, %conv1_weight_grad.j304.end ], [ %kp307.next, %conv1_weight_grad.nb308.end ]
-  br label %conv1_weight_grad.nb308
+conv1_weight_grad.oy306:                          ; preds = %conv1_weight_grad.endif1368, %conv1_weight_grad.oy302.end
+  %conv1_weight_grad.oy3061357 = phi i64 [ 0, %conv1_weight_grad.oy302.end ], [ %oy306.next, %conv1_weight_grad.endif1368 ]
+  %5096 = add nsw i64 %conv1_weight_grad.oy3061357, %conv1_weight_grad.ky3011339
+  %5097 = add nsw i64 %5096, -1
+  %5098 = icmp slt i64 -1, %5097
+  %5099 = add nsw i64 %conv1_weight_grad.oy3061357, %conv1_weight_grad.ky3011339
+  %5100 = add nsw i64 %5099, -1
+  %5101 = icmp slt i64 %5100, 28
+  %5102 = and i1 %5098, %5101
+  br i1 %5102, label %conv1_weight_grad.then1358, label %conv1_weight_grad.endif1359
 
-conv1_weight_grad.kp307.end:                      ; preds = %conv1_weight_grad.nb308.end
-  %g289.next = add nsw i64 %conv1_weight_grad.g2891248, 1
-  %4914 = icmp slt i64 %g289.next, 4
-  br i1 %4914, label %conv1_weight_grad.g289, label %conv1_weight_grad.g289.end
+conv1_weight_grad.oy306.end:                      ; preds = %conv1_weight_grad.endif1368
+  br label %conv1_weight_grad.oy309
 
-conv1_weight_grad.nb308:                          ; preds = %conv1_weight_grad.mb309.end, %conv1_weight_grad.kp307
-  %conv1_weight_grad.nb3081311 = phi i64 [ 0, %conv1_weight_grad.kp307 ], [ %nb308.next, %conv1_weight_grad.mb309.end ]
-  br label %conv1_weight_grad.mb309
+conv1_weight_grad.then1358:                       ; preds = %conv1_weight_grad.oy306
+  br label %conv1_weight_grad.ox307
 
-conv1_weight_grad.nb308.end:                      ; preds = %conv1_weight_grad.mb309.end
-  %kp307.next = add nsw i64 %conv1_weight_grad.kp3071310, 1
-  %4915 = icmp slt i64 %kp307.next, 49
-  br i1 %4915, label %conv1_weight_grad.kp307, label %conv1_weight_grad.kp307.end
+conv1_weight_grad.endif1359:                      ; preds = %conv1_weight_grad.ox307.end, %conv1_weight_grad.oy306
+  %5103 = add nsw i64 %conv1_weight_grad.oy3061357, %conv1_weight_grad.ky3011339
+  %5104 = add nsw i64 %5103, -1
+  %5105 = icmp slt i64 %5104, 0
+  br i1 %5105, label %conv1_weight_grad.then1363, label %conv1_weight_grad.endif1364
 
-conv1_weight_grad.mb309:                          ; preds = %conv1_weight_grad.k311.end, %conv1_weight_grad.nb308
-  %conv1_weight_grad.mb3091312 = phi i64 [ 0, %conv1_weight_grad.nb308 ], [ %mb309.next, %conv1_weight_grad.k311.end ]
-  %4916 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4917 = mul nsw i64 %4916, 32
-  %4918 = add nsw i64 514304, %4917
-  %4919 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %4920 = add nsw i64 %4918, %4919
-  %arena1313 = getelementptr inbounds float, ptr %arena, i64 %4920
-  %4921 = load <16 x float>, ptr %arena1313, align 4
-  store <16 x float> %4921, ptr %conv1_weight_grad.t310_c0_0, align 64
-  %4922 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4923 = mul nsw i64 %4922, 32
-  %4924 = add nsw i64 514304, %4923
-  %4925 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %4926 = add nsw i64 %4924, %4925
-  %4927 = add nsw i64 %4926, 16
-  %arena1314 = getelementptr inbounds float, ptr %arena, i64 %4927
-  %4928 = load <16 x float>, ptr %arena1314, align 4
-  store <16 x float> %4928, ptr %conv1_weight_grad.t310_c0_1, align 64
-  %4929 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4930 = add nsw i64 %4929, 1
-  %4931 = mul nsw i64 %4930, 32
-  %4932 = add nsw i64 514304, %4931
-  %4933 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %4934 = add nsw i64 %4932, %4933
-  %arena1315 = getelementptr inbounds float, ptr %arena, i64 %4934
-  %4935 = load <16 x float>, ptr %arena1315, align 4
-  store <16 x float> %4935, ptr %conv1_weight_grad.t310_c1_0, align 64
-  %4936 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4937 = add nsw i64 %4936, 1
-  %4938 = mul nsw i64 %4937, 32
-  %4939 = add nsw i64 514304, %4938
-  %4940 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %4941 = add nsw i64 %4939, %4940
-  %4942 = add nsw i64 %4941, 16
-  %arena1316 = getelementptr inbounds float, ptr %arena, i64 %4942
-  %4943 = load <16 x float>, ptr %arena1316, align 4
-  store <16 x float> %4943, ptr %conv1_weight_grad.t310_c1_1, align 64
-  %4944 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4945 = add nsw i64 %4944, 2
-  %4946 = mul nsw i64 %4945, 32
-  %4947 = add nsw i64 514304, %4946
-  %4948 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %4949 = add nsw i64 %4947, %4948
-  %arena1317 = getelementptr inbounds float, ptr %arena, i64 %4949
-  %4950 = load <16 x float>, ptr %arena1317, align 4
-  store <16 x float> %4950, ptr %conv1_weight_grad.t310_c2_0, align 64
-  %4951 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4952 = add nsw i64 %4951, 2
-  %4953 = mul nsw i64 %4952, 32
-  %4954 = add nsw i64 514304, %4953
-  %4955 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %4956 = add nsw i64 %4954, %4955
-  %4957 = add nsw i64 %4956, 16
-  %arena1318 = getelementptr inbounds float, ptr %arena, i64 %4957
-  %4958 = load <16 x float>, ptr %arena1318, align 4
-  store <16 x float> %4958, ptr %conv1_weight_grad.t310_c2_1, align 64
-  %4959 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4960 = add nsw i64 %4959, 3
-  %4961 = mul nsw i64 %4960, 32
-  %4962 = add nsw i64 514304, %4961
-  %4963 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %4964 = add nsw i64 %4962, %4963
-  %arena1319 = getelementptr inbounds float, ptr %arena, i64 %4964
-  %4965 = load <16 x float>, ptr %arena1319, align 4
-  store <16 x float> %4965, ptr %conv1_weight_grad.t310_c3_0, align 64
-  %4966 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4967 = add nsw i64 %4966, 3
-  %4968 = mul nsw i64 %4967, 32
-  %4969 = add nsw i64 514304, %4968
-  %4970 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %4971 = add nsw i64 %4969, %4970
-  %4972 = add nsw i64 %4971, 16
-  %arena1320 = getelementptr inbounds float, ptr %arena, i64 %4972
-  %4973 = load <16 x float>, ptr %arena1320, align 4
-  store <16 x float> %4973, ptr %conv1_weight_grad.t310_c3_1, align 64
-  %4974 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4975 = add nsw i64 %4974, 4
-  %4976 = mul nsw i64 %4975, 32
-  %4977 = add nsw i64 514304, %4976
-  %4978 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %4979 = add nsw i64 %4977, %4978
-  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %4979
-  %4980 = load <16 x float>, ptr %arena1321, align 4
-  store <16 x float> %4980, ptr %conv1_weight_grad.t310_c4_0, align 64
-  %4981 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4982 = add nsw i64 %4981, 4
-  %4983 = mul nsw i64 %4982, 32
-  %4984 = add nsw i64 514304, %4983
-  %4985 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %4986 = add nsw i64 %4984, %4985
-  %4987 = add nsw i64 %4986, 16
-  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4987
-  %4988 = load <16 x float>, ptr %arena1322, align 4
-  store <16 x float> %4988, ptr %conv1_weight_grad.t310_c4_1, align 64
-  %4989 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4990 = add nsw i64 %4989, 5
-  %4991 = mul nsw i64 %4990, 32
-  %4992 = add nsw i64 514304, %4991
-  %4993 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %4994 = add nsw i64 %4992, %4993
-  %arena1323 = getelementptr inbounds float, ptr %arena, i64 %4994
-  %4995 = load <16 x float>, ptr %arena1323, align 4
-  store <16 x float> %4995, ptr %conv1_weight_grad.t310_c5_0, align 64
-  %4996 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %4997 = add nsw i64 %4996, 5
-  %4998 = mul nsw i64 %4997, 32
-  %4999 = add nsw i64 514304, %4998
-  %5000 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5001 = add nsw i64 %4999, %5000
-  %5002 = add nsw i64 %5001, 16
-  %arena1324 = getelementptr inbounds float, ptr %arena, i64 %5002
-  %5003 = load <16 x float>, ptr %arena1324, align 4
-  store <16 x float> %5003, ptr %conv1_weight_grad.t310_c5_1, align 64
-  %5004 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5005 = add nsw i64 %5004, 6
-  %5006 = mul nsw i64 %5005, 32
-  %5007 = add nsw i64 514304, %5006
-  %5008 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5009 = add nsw i64 %5007, %5008
-  %arena1325 = getelementptr inbounds float, ptr %arena, i64 %5009
-  %5010 = load <16 x float>, ptr %arena1325, align 4
-  store <16 x float> %5010, ptr %conv1_weight_grad.t310_c6_0, align 64
-  %5011 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5012 = add nsw i64 %5011, 6
-  %5013 = mul nsw i64 %5012, 32
-  %5014 = add nsw i64 514304, %5013
-  %5015 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5016 = add nsw i64 %5014, %5015
-  %5017 = add nsw i64 %5016, 16
-  %arena1326 = getelementptr inbounds float, ptr %arena, i64 %5017
-  %5018 = load <16 x float>, ptr %arena1326, align 4
-  store <16 x float> %5018, ptr %conv1_weight_grad.t310_c6_1, align 64
-  %5019 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5020 = add nsw i64 %5019, 7
-  %5021 = mul nsw i64 %5020, 32
-  %5022 = add nsw i64 514304, %5021
-  %5023 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5024 = add nsw i64 %5022, %5023
-  %arena1327 = getelementptr inbounds float, ptr %arena, i64 %5024
-  %5025 = load <16 x float>, ptr %arena1327, align 4
-  store <16 x float> %5025, ptr %conv1_weight_grad.t310_c7_0, align 64
-  %5026 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5027 = add nsw i64 %5026, 7
-  %5028 = mul nsw i64 %5027, 32
-  %5029 = add nsw i64 514304, %5028
-  %5030 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5031 = add nsw i64 %5029, %5030
-  %5032 = add nsw i64 %5031, 16
-  %arena1328 = getelementptr inbounds float, ptr %arena, i64 %5032
-  %5033 = load <16 x float>, ptr %arena1328, align 4
-  store <16 x float> %5033, ptr %conv1_weight_grad.t310_c7_1, align 64
-  %5034 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5035 = add nsw i64 %5034, 8
-  %5036 = mul nsw i64 %5035, 32
-  %5037 = add nsw i64 514304, %5036
-  %5038 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5039 = add nsw i64 %5037, %5038
-  %arena1329 = getelementptr inbounds float, ptr %arena, i64 %5039
-  %5040 = load <16 x float>, ptr %arena1329, align 4
-  store <16 x float> %5040, ptr %conv1_weight_grad.t310_c8_0, align 64
-  %5041 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5042 = add nsw i64 %5041, 8
-  %5043 = mul nsw i64 %5042, 32
-  %5044 = add nsw i64 514304, %5043
-  %5045 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5046 = add nsw i64 %5044, %5045
-  %5047 = add nsw i64 %5046, 16
-  %arena1330 = getelementptr inbounds float, ptr %arena, i64 %5047
-  %5048 = load <16 x float>, ptr %arena1330, align 4
-  store <16 x float> %5048, ptr %conv1_weight_grad.t310_c8_1, align 64
-  br label %conv1_weight_grad.k311
-
-conv1_weight_grad.mb309.end:                      ; preds = %conv1_weight_grad.k311.end
-  %nb308.next = add nsw i64 %conv1_weight_grad.nb3081311, 1
-  %5049 = icmp slt i64 %nb308.next, 1
-  br i1 %5049, label %conv1_weight_grad.nb308, label %conv1_weight_grad.nb308.end
-
-conv1_weight_grad.k311:                           ; preds = %conv1_weight_grad.k311, %conv1_weight_grad.mb309
-  %conv1_weight_grad.k3111331 = phi i64 [ 0, %conv1_weight_grad.mb309 ], [ %k311.next, %conv1_weight_grad.k311 ]
-  %5050 = mul nsw i64 %conv1_weight_grad.kp3071310, 256
-  %5051 = add nsw i64 %conv1_weight_grad.k3111331, %5050
-  %5052 = mul nsw i64 %5051, 32
-  %5053 = add nsw i64 112896, %5052
-  %5054 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5055 = add nsw i64 %5053, %5054
-  %arena1332 = getelementptr inbounds float, ptr %arena, i64 %5055
-  %5056 = load <16 x float>, ptr %arena1332, align 4
-  store <16 x float> %5056, ptr %conv1_weight_grad.t310_b0, align 64
-  %5057 = mul nsw i64 %conv1_weight_grad.kp3071310, 256
-  %5058 = add nsw i64 %conv1_weight_grad.k3111331, %5057
-  %5059 = mul nsw i64 %5058, 32
-  %5060 = add nsw i64 112896, %5059
-  %5061 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5062 = add nsw i64 %5060, %5061
-  %5063 = add nsw i64 %5062, 16
-  %arena1333 = getelementptr inbounds float, ptr %arena, i64 %5063
-  %5064 = load <16 x float>, ptr %arena1333, align 4
-  store <16 x float> %5064, ptr %conv1_weight_grad.t310_b1, align 64
-  %5065 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5066 = mul nsw i64 %5065, 12544
-  %5067 = mul nsw i64 %conv1_weight_grad.kp3071310, 256
-  %5068 = add nsw i64 %conv1_weight_grad.k3111331, %5067
-  %5069 = add nsw i64 %5066, %5068
-  %arena1334 = getelementptr inbounds float, ptr %arena, i64 %5069
-  %5070 = load float, ptr %arena1334, align 4
-  %5071 = insertelement <16 x float> undef, float %5070, i32 0
-  %5072 = shufflevector <16 x float> %5071, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5072, ptr %conv1_weight_grad.t310_a0, align 64
-  %t310_a0 = load <16 x float>, ptr %conv1_weight_grad.t310_a0, align 64
-  %t310_b0 = load <16 x float>, ptr %conv1_weight_grad.t310_b0, align 64
-  %t310_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t310_c0_0, align 64
-  %5073 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a0, <16 x float> %t310_b0, <16 x float> %t310_c0_0)
-  store <16 x float> %5073, ptr %conv1_weight_grad.t310_c0_0, align 64
-  %t310_a01335 = load <16 x float>, ptr %conv1_weight_grad.t310_a0, align 64
-  %t310_b1 = load <16 x float>, ptr %conv1_weight_grad.t310_b1, align 64
-  %t310_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t310_c0_1, align 64
-  %5074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a01335, <16 x float> %t310_b1, <16 x float> %t310_c0_1)
-  store <16 x float> %5074, ptr %conv1_weight_grad.t310_c0_1, align 64
-  %5075 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5076 = add nsw i64 %5075, 1
-  %5077 = mul nsw i64 %5076, 12544
-  %5078 = mul nsw i64 %conv1_weight_grad.kp3071310, 256
-  %5079 = add nsw i64 %conv1_weight_grad.k3111331, %5078
-  %5080 = add nsw i64 %5077, %5079
-  %arena1336 = getelementptr inbounds float, ptr %arena, i64 %5080
-  %5081 = load float, ptr %arena1336, align 4
-  %5082 = insertelement <16 x float> undef, float %5081, i32 0
-  %5083 = shufflevector <16 x float> %5082, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5083, ptr %conv1_weight_grad.t310_a1, align 64
-  %t310_a1 = load <16 x float>, ptr %conv1_weight_grad.t310_a1, align 64
-  %t310_b01337 = load <16 x float>, ptr %conv1_weight_grad.t310_b0, align 64
-  %t310_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t310_c1_0, align 64
-  %5084 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a1, <16 x float> %t310_b01337, <16 x float> %t310_c1_0)
-  store <16 x float> %5084, ptr %conv1_weight_grad.t310_c1_0, align 64
-  %t310_a11338 = load <16 x float>, ptr %conv1_weight_grad.t310_a1, align 64
-  %t310_b11339 = load <16 x float>, ptr %conv1_weight_grad.t310_b1, align 64
-  %t310_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t310_c1_1, align 64
-  %5085 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a11338, <16 x float> %t310_b11339, <16 x float> %t310_c1_1)
-  store <16 x float> %5085, ptr %conv1_weight_grad.t310_c1_1, align 64
-  %5086 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5087 = add nsw i64 %5086, 2
-  %5088 = mul nsw i64 %5087, 12544
-  %5089 = mul nsw i64 %conv1_weight_grad.kp3071310, 256
-  %5090 = add nsw i64 %conv1_weight_grad.k3111331, %5089
-  %5091 = add nsw i64 %5088, %5090
-  %arena1340 = getelementptr inbounds float, ptr %arena, i64 %5091
-  %5092 = load float, ptr %arena1340, align 4
-  %5093 = insertelement <16 x float> undef, float %5092, i32 0
-  %5094 = shufflevector <16 x float> %5093, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5094, ptr %conv1_weight_grad.t310_a2, align 64
-  %t310_a2 = load <16 x float>, ptr %conv1_weight_grad.t310_a2, align 64
-  %t310_b01341 = load <16 x float>, ptr %conv1_weight_grad.t310_b0, align 64
-  %t310_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t310_c2_0, align 64
-  %5095 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a2, <16 x float> %t310_b01341, <16 x float> %t310_c2_0)
-  store <16 x float> %5095, ptr %conv1_weight_grad.t310_c2_0, align 64
-  %t310_a21342 = load <16 x float>, ptr %conv1_weight_grad.t310_a2, align 64
-  %t310_b11343 = load <16 x float>, ptr %conv1_weight_grad.t310_b1, align 64
-  %t310_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t310_c2_1, align 64
-  %5096 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a21342, <16 x float> %t310_b11343, <16 x float> %t310_c2_1)
-  store <16 x float> %5096, ptr %conv1_weight_grad.t310_c2_1, align 64
-  %5097 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5098 = add nsw i64 %5097, 3
-  %5099 = mul nsw i64 %5098, 12544
-  %5100 = mul nsw i64 %conv1_weight_grad.kp3071310, 256
-  %5101 = add nsw i64 %conv1_weight_grad.k3111331, %5100
-  %5102 = add nsw i64 %5099, %5101
-  %arena1344 = getelementptr inbounds float, ptr %arena, i64 %5102
-  %5103 = load float, ptr %arena1344, align 4
-  %5104 = insertelement <16 x float> undef, float %5103, i32 0
-  %5105 = shufflevector <16 x float> %5104, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5105, ptr %conv1_weight_grad.t310_a3, align 64
-  %t310_a3 = load <16 x float>, ptr %conv1_weight_grad.t310_a3, align 64
-  %t310_b01345 = load <16 x float>, ptr %conv1_weight_grad.t310_b0, align 64
-  %t310_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t310_c3_0, align 64
-  %5106 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a3, <16 x float> %t310_b01345, <16 x float> %t310_c3_0)
-  store <16 x float> %5106, ptr %conv1_weight_grad.t310_c3_0, align 64
-  %t310_a31346 = load <16 x float>, ptr %conv1_weight_grad.t310_a3, align 64
-  %t310_b11347 = load <16 x float>, ptr %conv1_weight_grad.t310_b1, align 64
-  %t310_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t310_c3_1, align 64
-  %5107 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a31346, <16 x float> %t310_b11347, <16 x float> %t310_c3_1)
-  store <16 x float> %5107, ptr %conv1_weight_grad.t310_c3_1, align 64
-  %5108 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5109 = add nsw i64 %5108, 4
-  %5110 = mul nsw i64 %5109, 12544
-  %5111 = mul nsw i64 %conv1_weight_grad.kp3071310, 256
-  %5112 = add nsw i64 %conv1_weight_grad.k3111331, %5111
-  %5113 = add nsw i64 %5110, %5112
-  %arena1348 = getelementptr inbounds float, ptr %arena, i64 %5113
-  %5114 = load float, ptr %arena1348, align 4
-  %5115 = insertelement <16 x float> undef, float %5114, i32 0
-  %5116 = shufflevector <16 x float> %5115, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5116, ptr %conv1_weight_grad.t310_a4, align 64
-  %t310_a4 = load <16 x float>, ptr %conv1_weight_grad.t310_a4, align 64
-  %t310_b01349 = load <16 x float>, ptr %conv1_weight_grad.t310_b0, align 64
-  %t310_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t310_c4_0, align 64
-  %5117 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a4, <16 x float> %t310_b01349, <16 x float> %t310_c4_0)
-  store <16 x float> %5117, ptr %conv1_weight_grad.t310_c4_0, align 64
-  %t310_a41350 = load <16 x float>, ptr %conv1_weight_grad.t310_a4, align 64
-  %t310_b11351 = load <16 x float>, ptr %conv1_weight_grad.t310_b1, align 64
-  %t310_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t310_c4_1, align 64
-  %5118 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a41350, <16 x float> %t310_b11351, <16 x float> %t310_c4_1)
-  store <16 x float> %5118, ptr %conv1_weight_grad.t310_c4_1, align 64
-  %5119 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5120 = add nsw i64 %5119, 5
+conv1_weight_grad.ox307:                          ; preds = %conv1_weight_grad.ox307, %conv1_weight_grad.then1358
+  %conv1_weight_grad.ox3071360 = phi i64 [ 0, %conv1_weight_grad.then1358 ], [ %ox307.next, %conv1_weight_grad.ox307 ]
+  %5106 = mul nsw i64 %conv1_weight_grad.g2981336, 16
+  %5107 = add nsw i64 %5106, %conv1_weight_grad.j2991337
+  %5108 = mul nsw i64 %5107, 784
+  %5109 = mul nsw i64 %conv1_weight_grad.c3001338, 784
+  %5110 = add nsw i64 %5108, %5109
+  %5111 = add nsw i64 %conv1_weight_grad.oy3061357, %conv1_weight_grad.ky3011339
+  %5112 = add nsw i64 %5111, -1
+  %5113 = mul nsw i64 %5112, 28
+  %5114 = add nsw i64 %5110, %5113
+  %5115 = add nsw i64 %5114, %conv1_weight_grad.ox3071360
+  %images1361 = getelementptr inbounds float, ptr %images, i64 %5115
+  %5116 = load float, ptr %images1361, align 4
+  %5117 = mul nsw i64 %conv1_weight_grad.c3001338, 3
+  %5118 = add nsw i64 %5117, %conv1_weight_grad.ky3011339
+  %5119 = mul nsw i64 %5118, 3
+  %5120 = add nsw i64 %5119, 1
   %5121 = mul nsw i64 %5120, 12544
-  %5122 = mul nsw i64 %conv1_weight_grad.kp3071310, 256
-  %5123 = add nsw i64 %conv1_weight_grad.k3111331, %5122
-  %5124 = add nsw i64 %5121, %5123
-  %arena1352 = getelementptr inbounds float, ptr %arena, i64 %5124
-  %5125 = load float, ptr %arena1352, align 4
-  %5126 = insertelement <16 x float> undef, float %5125, i32 0
-  %5127 = shufflevector <16 x float> %5126, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5127, ptr %conv1_weight_grad.t310_a5, align 64
-  %t310_a5 = load <16 x float>, ptr %conv1_weight_grad.t310_a5, align 64
-  %t310_b01353 = load <16 x float>, ptr %conv1_weight_grad.t310_b0, align 64
-  %t310_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t310_c5_0, align 64
-  %5128 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a5, <16 x float> %t310_b01353, <16 x float> %t310_c5_0)
-  store <16 x float> %5128, ptr %conv1_weight_grad.t310_c5_0, align 64
-  %t310_a51354 = load <16 x float>, ptr %conv1_weight_grad.t310_a5, align 64
-  %t310_b11355 = load <16 x float>, ptr %conv1_weight_grad.t310_b1, align 64
-  %t310_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t310_c5_1, align 64
-  %5129 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a51354, <16 x float> %t310_b11355, <16 x float> %t310_c5_1)
-  store <16 x float> %5129, ptr %conv1_weight_grad.t310_c5_1, align 64
-  %5130 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5131 = add nsw i64 %5130, 6
-  %5132 = mul nsw i64 %5131, 12544
-  %5133 = mul nsw i64 %conv1_weight_grad.kp3071310, 256
-  %5134 = add nsw i64 %conv1_weight_grad.k3111331, %5133
-  %5135 = add nsw i64 %5132, %5134
-  %arena1356 = getelementptr inbounds float, ptr %arena, i64 %5135
-  %5136 = load float, ptr %arena1356, align 4
-  %5137 = insertelement <16 x float> undef, float %5136, i32 0
-  %5138 = shufflevector <16 x float> %5137, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5138, ptr %conv1_weight_grad.t310_a6, align 64
-  %t310_a6 = load <16 x float>, ptr %conv1_weight_grad.t310_a6, align 64
-  %t310_b01357 = load <16 x float>, ptr %conv1_weight_grad.t310_b0, align 64
-  %t310_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t310_c6_0, align 64
-  %5139 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a6, <16 x float> %t310_b01357, <16 x float> %t310_c6_0)
-  store <16 x float> %5139, ptr %conv1_weight_grad.t310_c6_0, align 64
-  %t310_a61358 = load <16 x float>, ptr %conv1_weight_grad.t310_a6, align 64
-  %t310_b11359 = load <16 x float>, ptr %conv1_weight_grad.t310_b1, align 64
-  %t310_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t310_c6_1, align 64
-  %5140 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a61358, <16 x float> %t310_b11359, <16 x float> %t310_c6_1)
-  store <16 x float> %5140, ptr %conv1_weight_grad.t310_c6_1, align 64
-  %5141 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5142 = add nsw i64 %5141, 7
-  %5143 = mul nsw i64 %5142, 12544
-  %5144 = mul nsw i64 %conv1_weight_grad.kp3071310, 256
-  %5145 = add nsw i64 %conv1_weight_grad.k3111331, %5144
-  %5146 = add nsw i64 %5143, %5145
-  %arena1360 = getelementptr inbounds float, ptr %arena, i64 %5146
-  %5147 = load float, ptr %arena1360, align 4
-  %5148 = insertelement <16 x float> undef, float %5147, i32 0
-  %5149 = shufflevector <16 x float> %5148, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5149, ptr %conv1_weight_grad.t310_a7, align 64
-  %t310_a7 = load <16 x float>, ptr %conv1_weight_grad.t310_a7, align 64
-  %t310_b01361 = load <16 x float>, ptr %conv1_weight_grad.t310_b0, align 64
-  %t310_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t310_c7_0, align 64
-  %5150 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a7, <16 x float> %t310_b01361, <16 x float> %t310_c7_0)
-  store <16 x float> %5150, ptr %conv1_weight_grad.t310_c7_0, align 64
-  %t310_a71362 = load <16 x float>, ptr %conv1_weight_grad.t310_a7, align 64
-  %t310_b11363 = load <16 x float>, ptr %conv1_weight_grad.t310_b1, align 64
-  %t310_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t310_c7_1, align 64
-  %5151 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a71362, <16 x float> %t310_b11363, <16 x float> %t310_c7_1)
-  store <16 x float> %5151, ptr %conv1_weight_grad.t310_c7_1, align 64
-  %5152 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5153 = add nsw i64 %5152, 8
-  %5154 = mul nsw i64 %5153, 12544
-  %5155 = mul nsw i64 %conv1_weight_grad.kp3071310, 256
-  %5156 = add nsw i64 %conv1_weight_grad.k3111331, %5155
-  %5157 = add nsw i64 %5154, %5156
-  %arena1364 = getelementptr inbounds float, ptr %arena, i64 %5157
-  %5158 = load float, ptr %arena1364, align 4
-  %5159 = insertelement <16 x float> undef, float %5158, i32 0
-  %5160 = shufflevector <16 x float> %5159, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5160, ptr %conv1_weight_grad.t310_a8, align 64
-  %t310_a8 = load <16 x float>, ptr %conv1_weight_grad.t310_a8, align 64
-  %t310_b01365 = load <16 x float>, ptr %conv1_weight_grad.t310_b0, align 64
-  %t310_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t310_c8_0, align 64
-  %5161 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a8, <16 x float> %t310_b01365, <16 x float> %t310_c8_0)
-  store <16 x float> %5161, ptr %conv1_weight_grad.t310_c8_0, align 64
-  %t310_a81366 = load <16 x float>, ptr %conv1_weight_grad.t310_a8, align 64
-  %t310_b11367 = load <16 x float>, ptr %conv1_weight_grad.t310_b1, align 64
-  %t310_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t310_c8_1, align 64
-  %5162 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t310_a81366, <16 x float> %t310_b11367, <16 x float> %t310_c8_1)
-  store <16 x float> %5162, ptr %conv1_weight_grad.t310_c8_1, align 64
-  %k311.next = add nsw i64 %conv1_weight_grad.k3111331, 1
-  %5163 = icmp slt i64 %k311.next, 256
-  br i1 %5163, label %conv1_weight_grad.k311, label %conv1_weight_grad.k311.end
+  %5122 = mul nsw i64 %conv1_weight_grad.j2991337, 784
+  %5123 = add nsw i64 %5121, %5122
+  %5124 = mul nsw i64 %conv1_weight_grad.oy3061357, 28
+  %5125 = add nsw i64 %5124, %conv1_weight_grad.ox3071360
+  %5126 = add nsw i64 %5123, %5125
+  %arena1362 = getelementptr inbounds float, ptr %arena, i64 %5126
+  store float %5116, ptr %arena1362, align 4
+  %ox307.next = add nsw i64 %conv1_weight_grad.ox3071360, 1
+  %5127 = icmp slt i64 %ox307.next, 28
+  br i1 %5127, label %conv1_weight_grad.ox307, label %conv1_weight_grad.ox307.end
 
-conv1_weight_grad.k311.end:                       ; preds = %conv1_weight_grad.k311
-  %t310_c0_01368 = load <16 x float>, ptr %conv1_weight_grad.t310_c0_0, align 64
-  %5164 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5165 = mul nsw i64 %5164, 32
-  %5166 = add nsw i64 514304, %5165
-  %5167 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5168 = add nsw i64 %5166, %5167
-  %arena1369 = getelementptr inbounds float, ptr %arena, i64 %5168
-  store <16 x float> %t310_c0_01368, ptr %arena1369, align 4
-  %t310_c0_11370 = load <16 x float>, ptr %conv1_weight_grad.t310_c0_1, align 64
-  %5169 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5170 = mul nsw i64 %5169, 32
-  %5171 = add nsw i64 514304, %5170
-  %5172 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5173 = add nsw i64 %5171, %5172
-  %5174 = add nsw i64 %5173, 16
-  %arena1371 = getelementptr inbounds float, ptr %arena, i64 %5174
-  store <16 x float> %t310_c0_11370, ptr %arena1371, align 4
-  %t310_c1_01372 = load <16 x float>, ptr %conv1_weight_grad.t310_c1_0, align 64
-  %5175 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5176 = add nsw i64 %5175, 1
-  %5177 = mul nsw i64 %5176, 32
-  %5178 = add nsw i64 514304, %5177
-  %5179 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5180 = add nsw i64 %5178, %5179
-  %arena1373 = getelementptr inbounds float, ptr %arena, i64 %5180
-  store <16 x float> %t310_c1_01372, ptr %arena1373, align 4
-  %t310_c1_11374 = load <16 x float>, ptr %conv1_weight_grad.t310_c1_1, align 64
-  %5181 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5182 = add nsw i64 %5181, 1
-  %5183 = mul nsw i64 %5182, 32
-  %5184 = add nsw i64 514304, %5183
-  %5185 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5186 = add nsw i64 %5184, %5185
-  %5187 = add nsw i64 %5186, 16
-  %arena1375 = getelementptr inbounds float, ptr %arena, i64 %5187
-  store <16 x float> %t310_c1_11374, ptr %arena1375, align 4
-  %t310_c2_01376 = load <16 x float>, ptr %conv1_weight_grad.t310_c2_0, align 64
-  %5188 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5189 = add nsw i64 %5188, 2
-  %5190 = mul nsw i64 %5189, 32
-  %5191 = add nsw i64 514304, %5190
-  %5192 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5193 = add nsw i64 %5191, %5192
-  %arena1377 = getelementptr inbounds float, ptr %arena, i64 %5193
-  store <16 x float> %t310_c2_01376, ptr %arena1377, align 4
-  %t310_c2_11378 = load <16 x float>, ptr %conv1_weight_grad.t310_c2_1, align 64
-  %5194 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5195 = add nsw i64 %5194, 2
-  %5196 = mul nsw i64 %5195, 32
-  %5197 = add nsw i64 514304, %5196
-  %5198 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5199 = add nsw i64 %5197, %5198
-  %5200 = add nsw i64 %5199, 16
-  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %5200
-  store <16 x float> %t310_c2_11378, ptr %arena1379, align 4
-  %t310_c3_01380 = load <16 x float>, ptr %conv1_weight_grad.t310_c3_0, align 64
-  %5201 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5202 = add nsw i64 %5201, 3
-  %5203 = mul nsw i64 %5202, 32
-  %5204 = add nsw i64 514304, %5203
-  %5205 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5206 = add nsw i64 %5204, %5205
-  %arena1381 = getelementptr inbounds float, ptr %arena, i64 %5206
-  store <16 x float> %t310_c3_01380, ptr %arena1381, align 4
-  %t310_c3_11382 = load <16 x float>, ptr %conv1_weight_grad.t310_c3_1, align 64
-  %5207 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5208 = add nsw i64 %5207, 3
-  %5209 = mul nsw i64 %5208, 32
-  %5210 = add nsw i64 514304, %5209
-  %5211 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5212 = add nsw i64 %5210, %5211
-  %5213 = add nsw i64 %5212, 16
-  %arena1383 = getelementptr inbounds float, ptr %arena, i64 %5213
-  store <16 x float> %t310_c3_11382, ptr %arena1383, align 4
-  %t310_c4_01384 = load <16 x float>, ptr %conv1_weight_grad.t310_c4_0, align 64
-  %5214 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5215 = add nsw i64 %5214, 4
-  %5216 = mul nsw i64 %5215, 32
-  %5217 = add nsw i64 514304, %5216
-  %5218 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5219 = add nsw i64 %5217, %5218
-  %arena1385 = getelementptr inbounds float, ptr %arena, i64 %5219
-  store <16 x float> %t310_c4_01384, ptr %arena1385, align 4
-  %t310_c4_11386 = load <16 x float>, ptr %conv1_weight_grad.t310_c4_1, align 64
-  %5220 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5221 = add nsw i64 %5220, 4
-  %5222 = mul nsw i64 %5221, 32
-  %5223 = add nsw i64 514304, %5222
-  %5224 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5225 = add nsw i64 %5223, %5224
-  %5226 = add nsw i64 %5225, 16
-  %arena1387 = getelementptr inbounds float, ptr %arena, i64 %5226
-  store <16 x float> %t310_c4_11386, ptr %arena1387, align 4
-  %t310_c5_01388 = load <16 x float>, ptr %conv1_weight_grad.t310_c5_0, align 64
-  %5227 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5228 = add nsw i64 %5227, 5
-  %5229 = mul nsw i64 %5228, 32
-  %5230 = add nsw i64 514304, %5229
-  %5231 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
+conv1_weight_grad.ox307.end:                      ; preds = %conv1_weight_grad.ox307
+  br label %conv1_weight_grad.endif1359
+
+conv1_weight_grad.then1363:                       ; preds = %conv1_weight_grad.endif1359
+  br label %conv1_weight_grad.ox308
+
+conv1_weight_grad.endif1364:                      ; preds = %conv1_weight_grad.ox308.end, %conv1_weight_grad.endif1359
+  %5128 = add nsw i64 %conv1_weight_grad.oy3061357, %conv1_weight_grad.ky3011339
+  %5129 = add nsw i64 %5128, -1
+  %5130 = icmp slt i64 27, %5129
+  br i1 %5130, label %conv1_weight_grad.then1367, label %conv1_weight_grad.endif1368
+
+conv1_weight_grad.ox308:                          ; preds = %conv1_weight_grad.ox308, %conv1_weight_grad.then1363
+  %conv1_weight_grad.ox3081365 = phi i64 [ 0, %conv1_weight_grad.then1363 ], [ %ox308.next, %conv1_weight_grad.ox308 ]
+  %5131 = mul nsw i64 %conv1_weight_grad.c3001338, 3
+  %5132 = add nsw i64 %5131, %conv1_weight_grad.ky3011339
+  %5133 = mul nsw i64 %5132, 3
+  %5134 = add nsw i64 %5133, 1
+  %5135 = mul nsw i64 %5134, 12544
+  %5136 = mul nsw i64 %conv1_weight_grad.j2991337, 784
+  %5137 = add nsw i64 %5135, %5136
+  %5138 = mul nsw i64 %conv1_weight_grad.oy3061357, 28
+  %5139 = add nsw i64 %5138, %conv1_weight_grad.ox3081365
+  %5140 = add nsw i64 %5137, %5139
+  %arena1366 = getelementptr inbounds float, ptr %arena, i64 %5140
+  store float 0.000000e+00, ptr %arena1366, align 4
+  %ox308.next = add nsw i64 %conv1_weight_grad.ox3081365, 1
+  %5141 = icmp slt i64 %ox308.next, 28
+  br i1 %5141, label %conv1_weight_grad.ox308, label %conv1_weight_grad.ox308.end
+
+conv1_weight_grad.ox308.end:                      ; preds = %conv1_weight_grad.ox308
+  br label %conv1_weight_grad.endif1364
+
+conv1_weight_grad.then1367:                       ; preds = %conv1_weight_grad.endif1364
+  br label %conv1_weight_grad.ox3081369
+
+conv1_weight_grad.endif1368:                      ; preds = %conv1_weight_grad.ox308.end1370, %conv1_weight_grad.endif1364
+  %oy306.next = add nsw i64 %conv1_weight_grad.oy3061357, 1
+  %5142 = icmp slt i64 %oy306.next, 28
+  br i1 %5142, label %conv1_weight_grad.oy306, label %conv1_weight_grad.oy306.end
+
+conv1_weight_grad.ox3081369:                      ; preds = %conv1_weight_grad.ox3081369, %conv1_weight_grad.then1367
+  %conv1_weight_grad.ox3081371 = phi i64 [ 0, %conv1_weight_grad.then1367 ], [ %ox308.next1373, %conv1_weight_grad.ox3081369 ]
+  %5143 = mul nsw i64 %conv1_weight_grad.c3001338, 3
+  %5144 = add nsw i64 %5143, %conv1_weight_grad.ky3011339
+  %5145 = mul nsw i64 %5144, 3
+  %5146 = add nsw i64 %5145, 1
+  %5147 = mul nsw i64 %5146, 12544
+  %5148 = mul nsw i64 %conv1_weight_grad.j2991337, 784
+  %5149 = add nsw i64 %5147, %5148
+  %5150 = mul nsw i64 %conv1_weight_grad.oy3061357, 28
+  %5151 = add nsw i64 %5150, %conv1_weight_grad.ox3081371
+  %5152 = add nsw i64 %5149, %5151
+  %arena1372 = getelementptr inbounds float, ptr %arena, i64 %5152
+  store float 0.000000e+00, ptr %arena1372, align 4
+  %ox308.next1373 = add nsw i64 %conv1_weight_grad.ox3081371, 1
+  %5153 = icmp slt i64 %ox308.next1373, 28
+  br i1 %5153, label %conv1_weight_grad.ox3081369, label %conv1_weight_grad.ox308.end1370
+
+conv1_weight_grad.ox308.end1370:                  ; preds = %conv1_weight_grad.ox3081369
+  br label %conv1_weight_grad.endif1368
+
+conv1_weight_grad.oy309:                          ; preds = %conv1_weight_grad.endif1387, %conv1_weight_grad.oy306.end
+  %conv1_weight_grad.oy3091374 = phi i64 [ 0, %conv1_weight_grad.oy306.end ], [ %oy309.next, %conv1_weight_grad.endif1387 ]
+  %5154 = add nsw i64 %conv1_weight_grad.oy3091374, %conv1_weight_grad.ky3011339
+  %5155 = add nsw i64 %5154, -1
+  %5156 = icmp slt i64 -1, %5155
+  %5157 = add nsw i64 %conv1_weight_grad.oy3091374, %conv1_weight_grad.ky3011339
+  %5158 = add nsw i64 %5157, -1
+  %5159 = icmp slt i64 %5158, 28
+  %5160 = and i1 %5156, %5159
+  br i1 %5160, label %conv1_weight_grad.then1375, label %conv1_weight_grad.endif1376
+
+conv1_weight_grad.oy309.end:                      ; preds = %conv1_weight_grad.endif1387
+  %ky301.next = add nsw i64 %conv1_weight_grad.ky3011339, 1
+  %5161 = icmp slt i64 %ky301.next, 3
+  br i1 %5161, label %conv1_weight_grad.ky301, label %conv1_weight_grad.ky301.end
+
+conv1_weight_grad.then1375:                       ; preds = %conv1_weight_grad.oy309
+  br label %conv1_weight_grad.ox310
+
+conv1_weight_grad.endif1376:                      ; preds = %conv1_weight_grad.ox311.end, %conv1_weight_grad.oy309
+  %5162 = add nsw i64 %conv1_weight_grad.oy3091374, %conv1_weight_grad.ky3011339
+  %5163 = add nsw i64 %5162, -1
+  %5164 = icmp slt i64 %5163, 0
+  br i1 %5164, label %conv1_weight_grad.then1382, label %conv1_weight_grad.endif1383
+
+conv1_weight_grad.ox310:                          ; preds = %conv1_weight_grad.ox310, %conv1_weight_grad.then1375
+  %conv1_weight_grad.ox3101377 = phi i64 [ 0, %conv1_weight_grad.then1375 ], [ %ox310.next, %conv1_weight_grad.ox310 ]
+  %5165 = mul nsw i64 %conv1_weight_grad.g2981336, 16
+  %5166 = add nsw i64 %5165, %conv1_weight_grad.j2991337
+  %5167 = mul nsw i64 %5166, 784
+  %5168 = mul nsw i64 %conv1_weight_grad.c3001338, 784
+  %5169 = add nsw i64 %5167, %5168
+  %5170 = add nsw i64 %conv1_weight_grad.oy3091374, %conv1_weight_grad.ky3011339
+  %5171 = add nsw i64 %5170, -1
+  %5172 = mul nsw i64 %5171, 28
+  %5173 = add nsw i64 %5169, %5172
+  %5174 = add nsw i64 %conv1_weight_grad.ox3101377, 1
+  %5175 = add nsw i64 %5173, %5174
+  %images1378 = getelementptr inbounds float, ptr %images, i64 %5175
+  %5176 = load float, ptr %images1378, align 4
+  %5177 = mul nsw i64 %conv1_weight_grad.c3001338, 3
+  %5178 = add nsw i64 %5177, %conv1_weight_grad.ky3011339
+  %5179 = mul nsw i64 %5178, 3
+  %5180 = add nsw i64 %5179, 2
+  %5181 = mul nsw i64 %5180, 12544
+  %5182 = mul nsw i64 %conv1_weight_grad.j2991337, 784
+  %5183 = add nsw i64 %5181, %5182
+  %5184 = mul nsw i64 %conv1_weight_grad.oy3091374, 28
+  %5185 = add nsw i64 %5184, %conv1_weight_grad.ox3101377
+  %5186 = add nsw i64 %5183, %5185
+  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %5186
+  store float %5176, ptr %arena1379, align 4
+  %ox310.next = add nsw i64 %conv1_weight_grad.ox3101377, 1
+  %5187 = icmp slt i64 %ox310.next, 27
+  br i1 %5187, label %conv1_weight_grad.ox310, label %conv1_weight_grad.ox310.end
+
+conv1_weight_grad.ox310.end:                      ; preds = %conv1_weight_grad.ox310
+  br label %conv1_weight_grad.ox311
+
+conv1_weight_grad.ox311:                          ; preds = %conv1_weight_grad.ox311, %conv1_weight_grad.ox310.end
+  %conv1_weight_grad.ox3111380 = phi i64 [ 0, %conv1_weight_grad.ox310.end ], [ %ox311.next, %conv1_weight_grad.ox311 ]
+  %5188 = mul nsw i64 %conv1_weight_grad.c3001338, 3
+  %5189 = add nsw i64 %5188, %conv1_weight_grad.ky3011339
+  %5190 = mul nsw i64 %5189, 3
+  %5191 = add nsw i64 %5190, 2
+  %5192 = mul nsw i64 %5191, 12544
+  %5193 = mul nsw i64 %conv1_weight_grad.j2991337, 784
+  %5194 = add nsw i64 %5192, %5193
+  %5195 = mul nsw i64 %conv1_weight_grad.oy3091374, 28
+  %5196 = add nsw i64 %conv1_weight_grad.ox3111380, 27
+  %5197 = add nsw i64 %5195, %5196
+  %5198 = add nsw i64 %5194, %5197
+  %arena1381 = getelementptr inbounds float, ptr %arena, i64 %5198
+  store float 0.000000e+00, ptr %arena1381, align 4
+  %ox311.next = add nsw i64 %conv1_weight_grad.ox3111380, 1
+  %5199 = icmp slt i64 %ox311.next, 1
+  br i1 %5199, label %conv1_weight_grad.ox311, label %conv1_weight_grad.ox311.end
+
+conv1_weight_grad.ox311.end:                      ; preds = %conv1_weight_grad.ox311
+  br label %conv1_weight_grad.endif1376
+
+conv1_weight_grad.then1382:                       ; preds = %conv1_weight_grad.endif1376
+  br label %conv1_weight_grad.ox312
+
+conv1_weight_grad.endif1383:                      ; preds = %conv1_weight_grad.ox312.end, %conv1_weight_grad.endif1376
+  %5200 = add nsw i64 %conv1_weight_grad.oy3091374, %conv1_weight_grad.ky3011339
+  %5201 = add nsw i64 %5200, -1
+  %5202 = icmp slt i64 27, %5201
+  br i1 %5202, label %conv1_weight_grad.then1386, label %conv1_weight_grad.endif1387
+
+conv1_weight_grad.ox312:                          ; preds = %conv1_weight_grad.ox312, %conv1_weight_grad.then1382
+  %conv1_weight_grad.ox3121384 = phi i64 [ 0, %conv1_weight_grad.then1382 ], [ %ox312.next, %conv1_weight_grad.ox312 ]
+  %5203 = mul nsw i64 %conv1_weight_grad.c3001338, 3
+  %5204 = add nsw i64 %5203, %conv1_weight_grad.ky3011339
+  %5205 = mul nsw i64 %5204, 3
+  %5206 = add nsw i64 %5205, 2
+  %5207 = mul nsw i64 %5206, 12544
+  %5208 = mul nsw i64 %conv1_weight_grad.j2991337, 784
+  %5209 = add nsw i64 %5207, %5208
+  %5210 = mul nsw i64 %conv1_weight_grad.oy3091374, 28
+  %5211 = add nsw i64 %5210, %conv1_weight_grad.ox3121384
+  %5212 = add nsw i64 %5209, %5211
+  %arena1385 = getelementptr inbounds float, ptr %arena, i64 %5212
+  store float 0.000000e+00, ptr %arena1385, align 4
+  %ox312.next = add nsw i64 %conv1_weight_grad.ox3121384, 1
+  %5213 = icmp slt i64 %ox312.next, 28
+  br i1 %5213, label %conv1_weight_grad.ox312, label %conv1_weight_grad.ox312.end
+
+conv1_weight_grad.ox312.end:                      ; preds = %conv1_weight_grad.ox312
+  br label %conv1_weight_grad.endif1383
+
+conv1_weight_grad.then1386:                       ; preds = %conv1_weight_grad.endif1383
+  br label %conv1_weight_grad.ox3121388
+
+conv1_weight_grad.endif1387:                      ; preds = %conv1_weight_grad.ox312.end1389, %conv1_weight_grad.endif1383
+  %oy309.next = add nsw i64 %conv1_weight_grad.oy3091374, 1
+  %5214 = icmp slt i64 %oy309.next, 28
+  br i1 %5214, label %conv1_weight_grad.oy309, label %conv1_weight_grad.oy309.end
+
+conv1_weight_grad.ox3121388:                      ; preds = %conv1_weight_grad.ox3121388, %conv1_weight_grad.then1386
+  %conv1_weight_grad.ox3121390 = phi i64 [ 0, %conv1_weight_grad.then1386 ], [ %ox312.next1392, %conv1_weight_grad.ox3121388 ]
+  %5215 = mul nsw i64 %conv1_weight_grad.c3001338, 3
+  %5216 = add nsw i64 %5215, %conv1_weight_grad.ky3011339
+  %5217 = mul nsw i64 %5216, 3
+  %5218 = add nsw i64 %5217, 2
+  %5219 = mul nsw i64 %5218, 12544
+  %5220 = mul nsw i64 %conv1_weight_grad.j2991337, 784
+  %5221 = add nsw i64 %5219, %5220
+  %5222 = mul nsw i64 %conv1_weight_grad.oy3091374, 28
+  %5223 = add nsw i64 %5222, %conv1_weight_grad.ox3121390
+  %5224 = add nsw i64 %5221, %5223
+  %arena1391 = getelementptr inbounds float, ptr %arena, i64 %5224
+  store float 0.000000e+00, ptr %arena1391, align 4
+  %ox312.next1392 = add nsw i64 %conv1_weight_grad.ox3121390, 1
+  %5225 = icmp slt i64 %ox312.next1392, 28
+  br i1 %5225, label %conv1_weight_grad.ox3121388, label %conv1_weight_grad.ox312.end1389
+
+conv1_weight_grad.ox312.end1389:                  ; preds = %conv1_weight_grad.ox3121388
+  br label %conv1_weight_grad.endif1387
+
+conv1_weight_grad.j313:                           ; preds = %conv1_weight_grad.i314.end, %conv1_weight_grad.j299.end
+  %conv1_weight_grad.j3131393 = phi i64 [ 0, %conv1_weight_grad.j299.end ], [ %j313.next, %conv1_weight_grad.i314.end ]
+  br label %conv1_weight_grad.i314
+
+conv1_weight_grad.j313.end:                       ; preds = %conv1_weight_grad.i314.end
+  br label %conv1_weight_grad.kp316
+
+conv1_weight_grad.i314:                           ; preds = %conv1_weight_grad.f315.end, %conv1_weight_grad.j313
+  %conv1_weight_grad.i3141394 = phi i64 [ 0, %conv1_weight_grad.j313 ], [ %i314.next, %conv1_weight_grad.f315.end ]
+  br label %conv1_weight_grad.f315
+
+conv1_weight_grad.i314.end:                       ; preds = %conv1_weight_grad.f315.end
+  %j313.next = add nsw i64 %conv1_weight_grad.j3131393, 1
+  %5226 = icmp slt i64 %j313.next, 16
+  br i1 %5226, label %conv1_weight_grad.j313, label %conv1_weight_grad.j313.end
+
+conv1_weight_grad.f315:                           ; preds = %conv1_weight_grad.f315, %conv1_weight_grad.i314
+  %conv1_weight_grad.f3151395 = phi i64 [ 0, %conv1_weight_grad.i314 ], [ %f315.next, %conv1_weight_grad.f315 ]
+  %5227 = mul nsw i64 %conv1_weight_grad.g2981336, 16
+  %5228 = add nsw i64 %5227, %conv1_weight_grad.j3131393
+  %5229 = mul nsw i64 %5228, 25088
+  %5230 = add nsw i64 1221264, %5229
+  %5231 = mul nsw i64 %conv1_weight_grad.f3151395, 784
   %5232 = add nsw i64 %5230, %5231
-  %arena1389 = getelementptr inbounds float, ptr %arena, i64 %5232
-  store <16 x float> %t310_c5_01388, ptr %arena1389, align 4
-  %t310_c5_11390 = load <16 x float>, ptr %conv1_weight_grad.t310_c5_1, align 64
-  %5233 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5234 = add nsw i64 %5233, 5
-  %5235 = mul nsw i64 %5234, 32
-  %5236 = add nsw i64 514304, %5235
-  %5237 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5238 = add nsw i64 %5236, %5237
-  %5239 = add nsw i64 %5238, 16
-  %arena1391 = getelementptr inbounds float, ptr %arena, i64 %5239
-  store <16 x float> %t310_c5_11390, ptr %arena1391, align 4
-  %t310_c6_01392 = load <16 x float>, ptr %conv1_weight_grad.t310_c6_0, align 64
-  %5240 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5241 = add nsw i64 %5240, 6
-  %5242 = mul nsw i64 %5241, 32
-  %5243 = add nsw i64 514304, %5242
-  %5244 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5245 = add nsw i64 %5243, %5244
-  %arena1393 = getelementptr inbounds float, ptr %arena, i64 %5245
-  store <16 x float> %t310_c6_01392, ptr %arena1393, align 4
-  %t310_c6_11394 = load <16 x float>, ptr %conv1_weight_grad.t310_c6_1, align 64
-  %5246 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5247 = add nsw i64 %5246, 6
-  %5248 = mul nsw i64 %5247, 32
-  %5249 = add nsw i64 514304, %5248
-  %5250 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5251 = add nsw i64 %5249, %5250
-  %5252 = add nsw i64 %5251, 16
-  %arena1395 = getelementptr inbounds float, ptr %arena, i64 %5252
-  store <16 x float> %t310_c6_11394, ptr %arena1395, align 4
-  %t310_c7_01396 = load <16 x float>, ptr %conv1_weight_grad.t310_c7_0, align 64
-  %5253 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5254 = add nsw i64 %5253, 7
-  %5255 = mul nsw i64 %5254, 32
-  %5256 = add nsw i64 514304, %5255
-  %5257 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5258 = add nsw i64 %5256, %5257
-  %arena1397 = getelementptr inbounds float, ptr %arena, i64 %5258
-  store <16 x float> %t310_c7_01396, ptr %arena1397, align 4
-  %t310_c7_11398 = load <16 x float>, ptr %conv1_weight_grad.t310_c7_1, align 64
-  %5259 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5260 = add nsw i64 %5259, 7
-  %5261 = mul nsw i64 %5260, 32
-  %5262 = add nsw i64 514304, %5261
-  %5263 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5264 = add nsw i64 %5262, %5263
-  %5265 = add nsw i64 %5264, 16
-  %arena1399 = getelementptr inbounds float, ptr %arena, i64 %5265
-  store <16 x float> %t310_c7_11398, ptr %arena1399, align 4
-  %t310_c8_01400 = load <16 x float>, ptr %conv1_weight_grad.t310_c8_0, align 64
-  %5266 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5267 = add nsw i64 %5266, 8
-  %5268 = mul nsw i64 %5267, 32
-  %5269 = add nsw i64 514304, %5268
-  %5270 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
-  %5271 = add nsw i64 %5269, %5270
-  %arena1401 = getelementptr inbounds float, ptr %arena, i64 %5271
-  store <16 x float> %t310_c8_01400, ptr %arena1401, align 4
-  %t310_c8_11402 = load <16 x float>, ptr %conv1_weight_grad.t310_c8_1, align 64
-  %5272 = mul nsw i64 %conv1_weight_grad.mb3091312, 9
-  %5273 = add nsw i64 %5272, 8
+  %5233 = add nsw i64 %5232, %conv1_weight_grad.i3141394
+  %arena1396 = getelementptr inbounds float, ptr %arena, i64 %5233
+  %5234 = load float, ptr %arena1396, align 4
+  %5235 = mul nsw i64 %conv1_weight_grad.j3131393, 784
+  %5236 = add nsw i64 %5235, %conv1_weight_grad.i3141394
+  %5237 = mul nsw i64 %5236, 32
+  %5238 = add nsw i64 112896, %5237
+  %5239 = add nsw i64 %5238, %conv1_weight_grad.f3151395
+  %arena1397 = getelementptr inbounds float, ptr %arena, i64 %5239
+  store float %5234, ptr %arena1397, align 4
+  %f315.next = add nsw i64 %conv1_weight_grad.f3151395, 1
+  %5240 = icmp slt i64 %f315.next, 32
+  br i1 %5240, label %conv1_weight_grad.f315, label %conv1_weight_grad.f315.end
+
+conv1_weight_grad.f315.end:                       ; preds = %conv1_weight_grad.f315
+  %i314.next = add nsw i64 %conv1_weight_grad.i3141394, 1
+  %5241 = icmp slt i64 %i314.next, 784
+  br i1 %5241, label %conv1_weight_grad.i314, label %conv1_weight_grad.i314.end
+
+conv1_weight_grad.kp316:                          ; preds = %conv1_weight_grad.nb317.end, %conv1_weight_grad.j313.end
+  %conv1_weight_grad.kp3161398 = phi i64 [ 0, %conv1_weight_grad.j313.end ], [ %kp316.next, %conv1_weight_grad.nb317.end ]
+  br label %conv1_weight_grad.nb317
+
+conv1_weight_grad.kp316.end:                      ; preds = %conv1_weight_grad.nb317.end
+  %g298.next = add nsw i64 %conv1_weight_grad.g2981336, 1
+  %5242 = icmp slt i64 %g298.next, 4
+  br i1 %5242, label %conv1_weight_grad.g298, label %conv1_weight_grad.g298.end
+
+conv1_weight_grad.nb317:                          ; preds = %conv1_weight_grad.mb318.end, %conv1_weight_grad.kp316
+  %conv1_weight_grad.nb3171399 = phi i64 [ 0, %conv1_weight_grad.kp316 ], [ %nb317.next, %conv1_weight_grad.mb318.end ]
+  br label %conv1_weight_grad.mb318
+
+conv1_weight_grad.nb317.end:                      ; preds = %conv1_weight_grad.mb318.end
+  %kp316.next = add nsw i64 %conv1_weight_grad.kp3161398, 1
+  %5243 = icmp slt i64 %kp316.next, 49
+  br i1 %5243, label %conv1_weight_grad.kp316, label %conv1_weight_grad.kp316.end
+
+conv1_weight_grad.mb318:                          ; preds = %conv1_weight_grad.k320.end, %conv1_weight_grad.nb317
+  %conv1_weight_grad.mb3181400 = phi i64 [ 0, %conv1_weight_grad.nb317 ], [ %mb318.next, %conv1_weight_grad.k320.end ]
+  %5244 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5245 = mul nsw i64 %5244, 32
+  %5246 = add nsw i64 514304, %5245
+  %5247 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5248 = add nsw i64 %5246, %5247
+  %arena1401 = getelementptr inbounds float, ptr %arena, i64 %5248
+  %5249 = load <16 x float>, ptr %arena1401, align 4
+  store <16 x float> %5249, ptr %conv1_weight_grad.t319_c0_0, align 64
+  %5250 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5251 = mul nsw i64 %5250, 32
+  %5252 = add nsw i64 514304, %5251
+  %5253 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5254 = add nsw i64 %5252, %5253
+  %5255 = add nsw i64 %5254, 16
+  %arena1402 = getelementptr inbounds float, ptr %arena, i64 %5255
+  %5256 = load <16 x float>, ptr %arena1402, align 4
+  store <16 x float> %5256, ptr %conv1_weight_grad.t319_c0_1, align 64
+  %5257 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5258 = add nsw i64 %5257, 1
+  %5259 = mul nsw i64 %5258, 32
+  %5260 = add nsw i64 514304, %5259
+  %5261 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5262 = add nsw i64 %5260, %5261
+  %arena1403 = getelementptr inbounds float, ptr %arena, i64 %5262
+  %5263 = load <16 x float>, ptr %arena1403, align 4
+  store <16 x float> %5263, ptr %conv1_weight_grad.t319_c1_0, align 64
+  %5264 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5265 = add nsw i64 %5264, 1
+  %5266 = mul nsw i64 %5265, 32
+  %5267 = add nsw i64 514304, %5266
+  %5268 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5269 = add nsw i64 %5267, %5268
+  %5270 = add nsw i64 %5269, 16
+  %arena1404 = getelementptr inbounds float, ptr %arena, i64 %5270
+  %5271 = load <16 x float>, ptr %arena1404, align 4
+  store <16 x float> %5271, ptr %conv1_weight_grad.t319_c1_1, align 64
+  %5272 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5273 = add nsw i64 %5272, 2
   %5274 = mul nsw i64 %5273, 32
   %5275 = add nsw i64 514304, %5274
-  %5276 = mul nsw i64 %conv1_weight_grad.nb3081311, 32
+  %5276 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
   %5277 = add nsw i64 %5275, %5276
-  %5278 = add nsw i64 %5277, 16
-  %arena1403 = getelementptr inbounds float, ptr %arena, i64 %5278
-  store <16 x float> %t310_c8_11402, ptr %arena1403, align 4
-  %mb309.next = add nsw i64 %conv1_weight_grad.mb3091312, 1
-  %5279 = icmp slt i64 %mb309.next, 1
-  br i1 %5279, label %conv1_weight_grad.mb309, label %conv1_weight_grad.mb309.end
+  %arena1405 = getelementptr inbounds float, ptr %arena, i64 %5277
+  %5278 = load <16 x float>, ptr %arena1405, align 4
+  store <16 x float> %5278, ptr %conv1_weight_grad.t319_c2_0, align 64
+  %5279 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5280 = add nsw i64 %5279, 2
+  %5281 = mul nsw i64 %5280, 32
+  %5282 = add nsw i64 514304, %5281
+  %5283 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5284 = add nsw i64 %5282, %5283
+  %5285 = add nsw i64 %5284, 16
+  %arena1406 = getelementptr inbounds float, ptr %arena, i64 %5285
+  %5286 = load <16 x float>, ptr %arena1406, align 4
+  store <16 x float> %5286, ptr %conv1_weight_grad.t319_c2_1, align 64
+  %5287 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5288 = add nsw i64 %5287, 3
+  %5289 = mul nsw i64 %5288, 32
+  %5290 = add nsw i64 514304, %5289
+  %5291 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5292 = add nsw i64 %5290, %5291
+  %arena1407 = getelementptr inbounds float, ptr %arena, i64 %5292
+  %5293 = load <16 x float>, ptr %arena1407, align 4
+  store <16 x float> %5293, ptr %conv1_weight_grad.t319_c3_0, align 64
+  %5294 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5295 = add nsw i64 %5294, 3
+  %5296 = mul nsw i64 %5295, 32
+  %5297 = add nsw i64 514304, %5296
+  %5298 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5299 = add nsw i64 %5297, %5298
+  %5300 = add nsw i64 %5299, 16
+  %arena1408 = getelementptr inbounds float, ptr %arena, i64 %5300
+  %5301 = load <16 x float>, ptr %arena1408, align 4
+  store <16 x float> %5301, ptr %conv1_weight_grad.t319_c3_1, align 64
+  %5302 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5303 = add nsw i64 %5302, 4
+  %5304 = mul nsw i64 %5303, 32
+  %5305 = add nsw i64 514304, %5304
+  %5306 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5307 = add nsw i64 %5305, %5306
+  %arena1409 = getelementptr inbounds float, ptr %arena, i64 %5307
+  %5308 = load <16 x float>, ptr %arena1409, align 4
+  store <16 x float> %5308, ptr %conv1_weight_grad.t319_c4_0, align 64
+  %5309 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5310 = add nsw i64 %5309, 4
+  %5311 = mul nsw i64 %5310, 32
+  %5312 = add nsw i64 514304, %5311
+  %5313 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5314 = add nsw i64 %5312, %5313
+  %5315 = add nsw i64 %5314, 16
+  %arena1410 = getelementptr inbounds float, ptr %arena, i64 %5315
+  %5316 = load <16 x float>, ptr %arena1410, align 4
+  store <16 x float> %5316, ptr %conv1_weight_grad.t319_c4_1, align 64
+  %5317 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5318 = add nsw i64 %5317, 5
+  %5319 = mul nsw i64 %5318, 32
+  %5320 = add nsw i64 514304, %5319
+  %5321 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5322 = add nsw i64 %5320, %5321
+  %arena1411 = getelementptr inbounds float, ptr %arena, i64 %5322
+  %5323 = load <16 x float>, ptr %arena1411, align 4
+  store <16 x float> %5323, ptr %conv1_weight_grad.t319_c5_0, align 64
+  %5324 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5325 = add nsw i64 %5324, 5
+  %5326 = mul nsw i64 %5325, 32
+  %5327 = add nsw i64 514304, %5326
+  %5328 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5329 = add nsw i64 %5327, %5328
+  %5330 = add nsw i64 %5329, 16
+  %arena1412 = getelementptr inbounds float, ptr %arena, i64 %5330
+  %5331 = load <16 x float>, ptr %arena1412, align 4
+  store <16 x float> %5331, ptr %conv1_weight_grad.t319_c5_1, align 64
+  %5332 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5333 = add nsw i64 %5332, 6
+  %5334 = mul nsw i64 %5333, 32
+  %5335 = add nsw i64 514304, %5334
+  %5336 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5337 = add nsw i64 %5335, %5336
+  %arena1413 = getelementptr inbounds float, ptr %arena, i64 %5337
+  %5338 = load <16 x float>, ptr %arena1413, align 4
+  store <16 x float> %5338, ptr %conv1_weight_grad.t319_c6_0, align 64
+  %5339 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5340 = add nsw i64 %5339, 6
+  %5341 = mul nsw i64 %5340, 32
+  %5342 = add nsw i64 514304, %5341
+  %5343 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5344 = add nsw i64 %5342, %5343
+  %5345 = add nsw i64 %5344, 16
+  %arena1414 = getelementptr inbounds float, ptr %arena, i64 %5345
+  %5346 = load <16 x float>, ptr %arena1414, align 4
+  store <16 x float> %5346, ptr %conv1_weight_grad.t319_c6_1, align 64
+  %5347 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5348 = add nsw i64 %5347, 7
+  %5349 = mul nsw i64 %5348, 32
+  %5350 = add nsw i64 514304, %5349
+  %5351 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5352 = add nsw i64 %5350, %5351
+  %arena1415 = getelementptr inbounds float, ptr %arena, i64 %5352
+  %5353 = load <16 x float>, ptr %arena1415, align 4
+  store <16 x float> %5353, ptr %conv1_weight_grad.t319_c7_0, align 64
+  %5354 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5355 = add nsw i64 %5354, 7
+  %5356 = mul nsw i64 %5355, 32
+  %5357 = add nsw i64 514304, %5356
+  %5358 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5359 = add nsw i64 %5357, %5358
+  %5360 = add nsw i64 %5359, 16
+  %arena1416 = getelementptr inbounds float, ptr %arena, i64 %5360
+  %5361 = load <16 x float>, ptr %arena1416, align 4
+  store <16 x float> %5361, ptr %conv1_weight_grad.t319_c7_1, align 64
+  %5362 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5363 = add nsw i64 %5362, 8
+  %5364 = mul nsw i64 %5363, 32
+  %5365 = add nsw i64 514304, %5364
+  %5366 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5367 = add nsw i64 %5365, %5366
+  %arena1417 = getelementptr inbounds float, ptr %arena, i64 %5367
+  %5368 = load <16 x float>, ptr %arena1417, align 4
+  store <16 x float> %5368, ptr %conv1_weight_grad.t319_c8_0, align 64
+  %5369 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5370 = add nsw i64 %5369, 8
+  %5371 = mul nsw i64 %5370, 32
+  %5372 = add nsw i64 514304, %5371
+  %5373 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5374 = add nsw i64 %5372, %5373
+  %5375 = add nsw i64 %5374, 16
+  %arena1418 = getelementptr inbounds float, ptr %arena, i64 %5375
+  %5376 = load <16 x float>, ptr %arena1418, align 4
+  store <16 x float> %5376, ptr %conv1_weight_grad.t319_c8_1, align 64
+  br label %conv1_weight_grad.k320
 
-conv1_weight_grad.f312:                           ; preds = %conv1_weight_grad.r313.end, %conv1_weight_grad.g289.end
-  %conv1_weight_grad.f3121404 = phi i64 [ 0, %conv1_weight_grad.g289.end ], [ %f312.next, %conv1_weight_grad.r313.end ]
-  br label %conv1_weight_grad.r313
+conv1_weight_grad.mb318.end:                      ; preds = %conv1_weight_grad.k320.end
+  %nb317.next = add nsw i64 %conv1_weight_grad.nb3171399, 1
+  %5377 = icmp slt i64 %nb317.next, 1
+  br i1 %5377, label %conv1_weight_grad.nb317, label %conv1_weight_grad.nb317.end
 
-conv1_weight_grad.f312.end:                       ; preds = %conv1_weight_grad.r313.end
-  br label %conv1_bias_grad.f314
+conv1_weight_grad.k320:                           ; preds = %conv1_weight_grad.k320, %conv1_weight_grad.mb318
+  %conv1_weight_grad.k3201419 = phi i64 [ 0, %conv1_weight_grad.mb318 ], [ %k320.next, %conv1_weight_grad.k320 ]
+  %5378 = mul nsw i64 %conv1_weight_grad.kp3161398, 256
+  %5379 = add nsw i64 %conv1_weight_grad.k3201419, %5378
+  %5380 = mul nsw i64 %5379, 32
+  %5381 = add nsw i64 112896, %5380
+  %5382 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5383 = add nsw i64 %5381, %5382
+  %arena1420 = getelementptr inbounds float, ptr %arena, i64 %5383
+  %5384 = load <16 x float>, ptr %arena1420, align 4
+  store <16 x float> %5384, ptr %conv1_weight_grad.t319_b0, align 64
+  %5385 = mul nsw i64 %conv1_weight_grad.kp3161398, 256
+  %5386 = add nsw i64 %conv1_weight_grad.k3201419, %5385
+  %5387 = mul nsw i64 %5386, 32
+  %5388 = add nsw i64 112896, %5387
+  %5389 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5390 = add nsw i64 %5388, %5389
+  %5391 = add nsw i64 %5390, 16
+  %arena1421 = getelementptr inbounds float, ptr %arena, i64 %5391
+  %5392 = load <16 x float>, ptr %arena1421, align 4
+  store <16 x float> %5392, ptr %conv1_weight_grad.t319_b1, align 64
+  %5393 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5394 = mul nsw i64 %5393, 12544
+  %5395 = mul nsw i64 %conv1_weight_grad.kp3161398, 256
+  %5396 = add nsw i64 %conv1_weight_grad.k3201419, %5395
+  %5397 = add nsw i64 %5394, %5396
+  %arena1422 = getelementptr inbounds float, ptr %arena, i64 %5397
+  %5398 = load float, ptr %arena1422, align 4
+  %5399 = insertelement <16 x float> undef, float %5398, i32 0
+  %5400 = shufflevector <16 x float> %5399, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5400, ptr %conv1_weight_grad.t319_a0, align 64
+  %t319_a0 = load <16 x float>, ptr %conv1_weight_grad.t319_a0, align 64
+  %t319_b0 = load <16 x float>, ptr %conv1_weight_grad.t319_b0, align 64
+  %t319_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t319_c0_0, align 64
+  %5401 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a0, <16 x float> %t319_b0, <16 x float> %t319_c0_0)
+  store <16 x float> %5401, ptr %conv1_weight_grad.t319_c0_0, align 64
+  %t319_a01423 = load <16 x float>, ptr %conv1_weight_grad.t319_a0, align 64
+  %t319_b1 = load <16 x float>, ptr %conv1_weight_grad.t319_b1, align 64
+  %t319_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t319_c0_1, align 64
+  %5402 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a01423, <16 x float> %t319_b1, <16 x float> %t319_c0_1)
+  store <16 x float> %5402, ptr %conv1_weight_grad.t319_c0_1, align 64
+  %5403 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5404 = add nsw i64 %5403, 1
+  %5405 = mul nsw i64 %5404, 12544
+  %5406 = mul nsw i64 %conv1_weight_grad.kp3161398, 256
+  %5407 = add nsw i64 %conv1_weight_grad.k3201419, %5406
+  %5408 = add nsw i64 %5405, %5407
+  %arena1424 = getelementptr inbounds float, ptr %arena, i64 %5408
+  %5409 = load float, ptr %arena1424, align 4
+  %5410 = insertelement <16 x float> undef, float %5409, i32 0
+  %5411 = shufflevector <16 x float> %5410, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5411, ptr %conv1_weight_grad.t319_a1, align 64
+  %t319_a1 = load <16 x float>, ptr %conv1_weight_grad.t319_a1, align 64
+  %t319_b01425 = load <16 x float>, ptr %conv1_weight_grad.t319_b0, align 64
+  %t319_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t319_c1_0, align 64
+  %5412 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a1, <16 x float> %t319_b01425, <16 x float> %t319_c1_0)
+  store <16 x float> %5412, ptr %conv1_weight_grad.t319_c1_0, align 64
+  %t319_a11426 = load <16 x float>, ptr %conv1_weight_grad.t319_a1, align 64
+  %t319_b11427 = load <16 x float>, ptr %conv1_weight_grad.t319_b1, align 64
+  %t319_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t319_c1_1, align 64
+  %5413 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a11426, <16 x float> %t319_b11427, <16 x float> %t319_c1_1)
+  store <16 x float> %5413, ptr %conv1_weight_grad.t319_c1_1, align 64
+  %5414 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5415 = add nsw i64 %5414, 2
+  %5416 = mul nsw i64 %5415, 12544
+  %5417 = mul nsw i64 %conv1_weight_grad.kp3161398, 256
+  %5418 = add nsw i64 %conv1_weight_grad.k3201419, %5417
+  %5419 = add nsw i64 %5416, %5418
+  %arena1428 = getelementptr inbounds float, ptr %arena, i64 %5419
+  %5420 = load float, ptr %arena1428, align 4
+  %5421 = insertelement <16 x float> undef, float %5420, i32 0
+  %5422 = shufflevector <16 x float> %5421, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5422, ptr %conv1_weight_grad.t319_a2, align 64
+  %t319_a2 = load <16 x float>, ptr %conv1_weight_grad.t319_a2, align 64
+  %t319_b01429 = load <16 x float>, ptr %conv1_weight_grad.t319_b0, align 64
+  %t319_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t319_c2_0, align 64
+  %5423 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a2, <16 x float> %t319_b01429, <16 x float> %t319_c2_0)
+  store <16 x float> %5423, ptr %conv1_weight_grad.t319_c2_0, align 64
+  %t319_a21430 = load <16 x float>, ptr %conv1_weight_grad.t319_a2, align 64
+  %t319_b11431 = load <16 x float>, ptr %conv1_weight_grad.t319_b1, align 64
+  %t319_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t319_c2_1, align 64
+  %5424 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a21430, <16 x float> %t319_b11431, <16 x float> %t319_c2_1)
+  store <16 x float> %5424, ptr %conv1_weight_grad.t319_c2_1, align 64
+  %5425 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5426 = add nsw i64 %5425, 3
+  %5427 = mul nsw i64 %5426, 12544
+  %5428 = mul nsw i64 %conv1_weight_grad.kp3161398, 256
+  %5429 = add nsw i64 %conv1_weight_grad.k3201419, %5428
+  %5430 = add nsw i64 %5427, %5429
+  %arena1432 = getelementptr inbounds float, ptr %arena, i64 %5430
+  %5431 = load float, ptr %arena1432, align 4
+  %5432 = insertelement <16 x float> undef, float %5431, i32 0
+  %5433 = shufflevector <16 x float> %5432, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5433, ptr %conv1_weight_grad.t319_a3, align 64
+  %t319_a3 = load <16 x float>, ptr %conv1_weight_grad.t319_a3, align 64
+  %t319_b01433 = load <16 x float>, ptr %conv1_weight_grad.t319_b0, align 64
+  %t319_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t319_c3_0, align 64
+  %5434 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a3, <16 x float> %t319_b01433, <16 x float> %t319_c3_0)
+  store <16 x float> %5434, ptr %conv1_weight_grad.t319_c3_0, align 64
+  %t319_a31434 = load <16 x float>, ptr %conv1_weight_grad.t319_a3, align 64
+  %t319_b11435 = load <16 x float>, ptr %conv1_weight_grad.t319_b1, align 64
+  %t319_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t319_c3_1, align 64
+  %5435 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a31434, <16 x float> %t319_b11435, <16 x float> %t319_c3_1)
+  store <16 x float> %5435, ptr %conv1_weight_grad.t319_c3_1, align 64
+  %5436 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5437 = add nsw i64 %5436, 4
+  %5438 = mul nsw i64 %5437, 12544
+  %5439 = mul nsw i64 %conv1_weight_grad.kp3161398, 256
+  %5440 = add nsw i64 %conv1_weight_grad.k3201419, %5439
+  %5441 = add nsw i64 %5438, %5440
+  %arena1436 = getelementptr inbounds float, ptr %arena, i64 %5441
+  %5442 = load float, ptr %arena1436, align 4
+  %5443 = insertelement <16 x float> undef, float %5442, i32 0
+  %5444 = shufflevector <16 x float> %5443, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5444, ptr %conv1_weight_grad.t319_a4, align 64
+  %t319_a4 = load <16 x float>, ptr %conv1_weight_grad.t319_a4, align 64
+  %t319_b01437 = load <16 x float>, ptr %conv1_weight_grad.t319_b0, align 64
+  %t319_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t319_c4_0, align 64
+  %5445 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a4, <16 x float> %t319_b01437, <16 x float> %t319_c4_0)
+  store <16 x float> %5445, ptr %conv1_weight_grad.t319_c4_0, align 64
+  %t319_a41438 = load <16 x float>, ptr %conv1_weight_grad.t319_a4, align 64
+  %t319_b11439 = load <16 x float>, ptr %conv1_weight_grad.t319_b1, align 64
+  %t319_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t319_c4_1, align 64
+  %5446 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a41438, <16 x float> %t319_b11439, <16 x float> %t319_c4_1)
+  store <16 x float> %5446, ptr %conv1_weight_grad.t319_c4_1, align 64
+  %5447 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5448 = add nsw i64 %5447, 5
+  %5449 = mul nsw i64 %5448, 12544
+  %5450 = mul nsw i64 %conv1_weight_grad.kp3161398, 256
+  %5451 = add nsw i64 %conv1_weight_grad.k3201419, %5450
+  %5452 = add nsw i64 %5449, %5451
+  %arena1440 = getelementptr inbounds float, ptr %arena, i64 %5452
+  %5453 = load float, ptr %arena1440, align 4
+  %5454 = insertelement <16 x float> undef, float %5453, i32 0
+  %5455 = shufflevector <16 x float> %5454, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5455, ptr %conv1_weight_grad.t319_a5, align 64
+  %t319_a5 = load <16 x float>, ptr %conv1_weight_grad.t319_a5, align 64
+  %t319_b01441 = load <16 x float>, ptr %conv1_weight_grad.t319_b0, align 64
+  %t319_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t319_c5_0, align 64
+  %5456 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a5, <16 x float> %t319_b01441, <16 x float> %t319_c5_0)
+  store <16 x float> %5456, ptr %conv1_weight_grad.t319_c5_0, align 64
+  %t319_a51442 = load <16 x float>, ptr %conv1_weight_grad.t319_a5, align 64
+  %t319_b11443 = load <16 x float>, ptr %conv1_weight_grad.t319_b1, align 64
+  %t319_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t319_c5_1, align 64
+  %5457 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a51442, <16 x float> %t319_b11443, <16 x float> %t319_c5_1)
+  store <16 x float> %5457, ptr %conv1_weight_grad.t319_c5_1, align 64
+  %5458 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5459 = add nsw i64 %5458, 6
+  %5460 = mul nsw i64 %5459, 12544
+  %5461 = mul nsw i64 %conv1_weight_grad.kp3161398, 256
+  %5462 = add nsw i64 %conv1_weight_grad.k3201419, %5461
+  %5463 = add nsw i64 %5460, %5462
+  %arena1444 = getelementptr inbounds float, ptr %arena, i64 %5463
+  %5464 = load float, ptr %arena1444, align 4
+  %5465 = insertelement <16 x float> undef, float %5464, i32 0
+  %5466 = shufflevector <16 x float> %5465, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5466, ptr %conv1_weight_grad.t319_a6, align 64
+  %t319_a6 = load <16 x float>, ptr %conv1_weight_grad.t319_a6, align 64
+  %t319_b01445 = load <16 x float>, ptr %conv1_weight_grad.t319_b0, align 64
+  %t319_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t319_c6_0, align 64
+  %5467 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a6, <16 x float> %t319_b01445, <16 x float> %t319_c6_0)
+  store <16 x float> %5467, ptr %conv1_weight_grad.t319_c6_0, align 64
+  %t319_a61446 = load <16 x float>, ptr %conv1_weight_grad.t319_a6, align 64
+  %t319_b11447 = load <16 x float>, ptr %conv1_weight_grad.t319_b1, align 64
+  %t319_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t319_c6_1, align 64
+  %5468 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a61446, <16 x float> %t319_b11447, <16 x float> %t319_c6_1)
+  store <16 x float> %5468, ptr %conv1_weight_grad.t319_c6_1, align 64
+  %5469 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5470 = add nsw i64 %5469, 7
+  %5471 = mul nsw i64 %5470, 12544
+  %5472 = mul nsw i64 %conv1_weight_grad.kp3161398, 256
+  %5473 = add nsw i64 %conv1_weight_grad.k3201419, %5472
+  %5474 = add nsw i64 %5471, %5473
+  %arena1448 = getelementptr inbounds float, ptr %arena, i64 %5474
+  %5475 = load float, ptr %arena1448, align 4
+  %5476 = insertelement <16 x float> undef, float %5475, i32 0
+  %5477 = shufflevector <16 x float> %5476, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5477, ptr %conv1_weight_grad.t319_a7, align 64
+  %t319_a7 = load <16 x float>, ptr %conv1_weight_grad.t319_a7, align 64
+  %t319_b01449 = load <16 x float>, ptr %conv1_weight_grad.t319_b0, align 64
+  %t319_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t319_c7_0, align 64
+  %5478 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a7, <16 x float> %t319_b01449, <16 x float> %t319_c7_0)
+  store <16 x float> %5478, ptr %conv1_weight_grad.t319_c7_0, align 64
+  %t319_a71450 = load <16 x float>, ptr %conv1_weight_grad.t319_a7, align 64
+  %t319_b11451 = load <16 x float>, ptr %conv1_weight_grad.t319_b1, align 64
+  %t319_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t319_c7_1, align 64
+  %5479 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a71450, <16 x float> %t319_b11451, <16 x float> %t319_c7_1)
+  store <16 x float> %5479, ptr %conv1_weight_grad.t319_c7_1, align 64
+  %5480 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5481 = add nsw i64 %5480, 8
+  %5482 = mul nsw i64 %5481, 12544
+  %5483 = mul nsw i64 %conv1_weight_grad.kp3161398, 256
+  %5484 = add nsw i64 %conv1_weight_grad.k3201419, %5483
+  %5485 = add nsw i64 %5482, %5484
+  %arena1452 = getelementptr inbounds float, ptr %arena, i64 %5485
+  %5486 = load float, ptr %arena1452, align 4
+  %5487 = insertelement <16 x float> undef, float %5486, i32 0
+  %5488 = shufflevector <16 x float> %5487, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5488, ptr %conv1_weight_grad.t319_a8, align 64
+  %t319_a8 = load <16 x float>, ptr %conv1_weight_grad.t319_a8, align 64
+  %t319_b01453 = load <16 x float>, ptr %conv1_weight_grad.t319_b0, align 64
+  %t319_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t319_c8_0, align 64
+  %5489 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a8, <16 x float> %t319_b01453, <16 x float> %t319_c8_0)
+  store <16 x float> %5489, ptr %conv1_weight_grad.t319_c8_0, align 64
+  %t319_a81454 = load <16 x float>, ptr %conv1_weight_grad.t319_a8, align 64
+  %t319_b11455 = load <16 x float>, ptr %conv1_weight_grad.t319_b1, align 64
+  %t319_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t319_c8_1, align 64
+  %5490 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t319_a81454, <16 x float> %t319_b11455, <16 x float> %t319_c8_1)
+  store <16 x float> %5490, ptr %conv1_weight_grad.t319_c8_1, align 64
+  %k320.next = add nsw i64 %conv1_weight_grad.k3201419, 1
+  %5491 = icmp slt i64 %k320.next, 256
+  br i1 %5491, label %conv1_weight_grad.k320, label %conv1_weight_grad.k320.end
 
-conv1_weight_grad.r313:                           ; preds = %conv1_weight_grad.r313, %conv1_weight_grad.f312
-  %conv1_weight_grad.r3131405 = phi i64 [ 0, %conv1_weight_grad.f312 ], [ %r313.next, %conv1_weight_grad.r313 ]
-  %5280 = mul nsw i64 %conv1_weight_grad.r3131405, 32
-  %5281 = add nsw i64 514304, %5280
-  %5282 = add nsw i64 %5281, %conv1_weight_grad.f3121404
-  %arena1406 = getelementptr inbounds float, ptr %arena, i64 %5282
-  %5283 = load float, ptr %arena1406, align 4
-  %5284 = mul nsw i64 %conv1_weight_grad.f3121404, 9
-  %5285 = add nsw i64 %5284, %conv1_weight_grad.r3131405
-  %grads1407 = getelementptr inbounds float, ptr %grads, i64 %5285
-  store float %5283, ptr %grads1407, align 4
-  %r313.next = add nsw i64 %conv1_weight_grad.r3131405, 1
-  %5286 = icmp slt i64 %r313.next, 9
-  br i1 %5286, label %conv1_weight_grad.r313, label %conv1_weight_grad.r313.end
+conv1_weight_grad.k320.end:                       ; preds = %conv1_weight_grad.k320
+  %t319_c0_01456 = load <16 x float>, ptr %conv1_weight_grad.t319_c0_0, align 64
+  %5492 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5493 = mul nsw i64 %5492, 32
+  %5494 = add nsw i64 514304, %5493
+  %5495 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5496 = add nsw i64 %5494, %5495
+  %arena1457 = getelementptr inbounds float, ptr %arena, i64 %5496
+  store <16 x float> %t319_c0_01456, ptr %arena1457, align 4
+  %t319_c0_11458 = load <16 x float>, ptr %conv1_weight_grad.t319_c0_1, align 64
+  %5497 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5498 = mul nsw i64 %5497, 32
+  %5499 = add nsw i64 514304, %5498
+  %5500 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5501 = add nsw i64 %5499, %5500
+  %5502 = add nsw i64 %5501, 16
+  %arena1459 = getelementptr inbounds float, ptr %arena, i64 %5502
+  store <16 x float> %t319_c0_11458, ptr %arena1459, align 4
+  %t319_c1_01460 = load <16 x float>, ptr %conv1_weight_grad.t319_c1_0, align 64
+  %5503 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5504 = add nsw i64 %5503, 1
+  %5505 = mul nsw i64 %5504, 32
+  %5506 = add nsw i64 514304, %5505
+  %5507 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5508 = add nsw i64 %5506, %5507
+  %arena1461 = getelementptr inbounds float, ptr %arena, i64 %5508
+  store <16 x float> %t319_c1_01460, ptr %arena1461, align 4
+  %t319_c1_11462 = load <16 x float>, ptr %conv1_weight_grad.t319_c1_1, align 64
+  %5509 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5510 = add nsw i64 %5509, 1
+  %5511 = mul nsw i64 %5510, 32
+  %5512 = add nsw i64 514304, %5511
+  %5513 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5514 = add nsw i64 %5512, %5513
+  %5515 = add nsw i64 %5514, 16
+  %arena1463 = getelementptr inbounds float, ptr %arena, i64 %5515
+  store <16 x float> %t319_c1_11462, ptr %arena1463, align 4
+  %t319_c2_01464 = load <16 x float>, ptr %conv1_weight_grad.t319_c2_0, align 64
+  %5516 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5517 = add nsw i64 %5516, 2
+  %5518 = mul nsw i64 %5517, 32
+  %5519 = add nsw i64 514304, %5518
+  %5520 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5521 = add nsw i64 %5519, %5520
+  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %5521
+  store <16 x float> %t319_c2_01464, ptr %arena1465, align 4
+  %t319_c2_11466 = load <16 x float>, ptr %conv1_weight_grad.t319_c2_1, align 64
+  %5522 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5523 = add nsw i64 %5522, 2
+  %5524 = mul nsw i64 %5523, 32
+  %5525 = add nsw i64 514304, %5524
+  %5526 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5527 = add nsw i64 %5525, %5526
+  %5528 = add nsw i64 %5527, 16
+  %arena1467 = getelementptr inbounds float, ptr %arena, i64 %5528
+  store <16 x float> %t319_c2_11466, ptr %arena1467, align 4
+  %t319_c3_01468 = load <16 x float>, ptr %conv1_weight_grad.t319_c3_0, align 64
+  %5529 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5530 = add nsw i64 %5529, 3
+  %5531 = mul nsw i64 %5530, 32
+  %5532 = add nsw i64 514304, %5531
+  %5533 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5534 = add nsw i64 %5532, %5533
+  %arena1469 = getelementptr inbounds float, ptr %arena, i64 %5534
+  store <16 x float> %t319_c3_01468, ptr %arena1469, align 4
+  %t319_c3_11470 = load <16 x float>, ptr %conv1_weight_grad.t319_c3_1, align 64
+  %5535 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5536 = add nsw i64 %5535, 3
+  %5537 = mul nsw i64 %5536, 32
+  %5538 = add nsw i64 514304, %5537
+  %5539 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5540 = add nsw i64 %5538, %5539
+  %5541 = add nsw i64 %5540, 16
+  %arena1471 = getelementptr inbounds float, ptr %arena, i64 %5541
+  store <16 x float> %t319_c3_11470, ptr %arena1471, align 4
+  %t319_c4_01472 = load <16 x float>, ptr %conv1_weight_grad.t319_c4_0, align 64
+  %5542 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5543 = add nsw i64 %5542, 4
+  %5544 = mul nsw i64 %5543, 32
+  %5545 = add nsw i64 514304, %5544
+  %5546 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5547 = add nsw i64 %5545, %5546
+  %arena1473 = getelementptr inbounds float, ptr %arena, i64 %5547
+  store <16 x float> %t319_c4_01472, ptr %arena1473, align 4
+  %t319_c4_11474 = load <16 x float>, ptr %conv1_weight_grad.t319_c4_1, align 64
+  %5548 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5549 = add nsw i64 %5548, 4
+  %5550 = mul nsw i64 %5549, 32
+  %5551 = add nsw i64 514304, %5550
+  %5552 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5553 = add nsw i64 %5551, %5552
+  %5554 = add nsw i64 %5553, 16
+  %arena1475 = getelementptr inbounds float, ptr %arena, i64 %5554
+  store <16 x float> %t319_c4_11474, ptr %arena1475, align 4
+  %t319_c5_01476 = load <16 x float>, ptr %conv1_weight_grad.t319_c5_0, align 64
+  %5555 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5556 = add nsw i64 %5555, 5
+  %5557 = mul nsw i64 %5556, 32
+  %5558 = add nsw i64 514304, %5557
+  %5559 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5560 = add nsw i64 %5558, %5559
+  %arena1477 = getelementptr inbounds float, ptr %arena, i64 %5560
+  store <16 x float> %t319_c5_01476, ptr %arena1477, align 4
+  %t319_c5_11478 = load <16 x float>, ptr %conv1_weight_grad.t319_c5_1, align 64
+  %5561 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5562 = add nsw i64 %5561, 5
+  %5563 = mul nsw i64 %5562, 32
+  %5564 = add nsw i64 514304, %5563
+  %5565 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5566 = add nsw i64 %5564, %5565
+  %5567 = add nsw i64 %5566, 16
+  %arena1479 = getelementptr inbounds float, ptr %arena, i64 %5567
+  store <16 x float> %t319_c5_11478, ptr %arena1479, align 4
+  %t319_c6_01480 = load <16 x float>, ptr %conv1_weight_grad.t319_c6_0, align 64
+  %5568 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5569 = add nsw i64 %5568, 6
+  %5570 = mul nsw i64 %5569, 32
+  %5571 = add nsw i64 514304, %5570
+  %5572 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5573 = add nsw i64 %5571, %5572
+  %arena1481 = getelementptr inbounds float, ptr %arena, i64 %5573
+  store <16 x float> %t319_c6_01480, ptr %arena1481, align 4
+  %t319_c6_11482 = load <16 x float>, ptr %conv1_weight_grad.t319_c6_1, align 64
+  %5574 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5575 = add nsw i64 %5574, 6
+  %5576 = mul nsw i64 %5575, 32
+  %5577 = add nsw i64 514304, %5576
+  %5578 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5579 = add nsw i64 %5577, %5578
+  %5580 = add nsw i64 %5579, 16
+  %arena1483 = getelementptr inbounds float, ptr %arena, i64 %5580
+  store <16 x float> %t319_c6_11482, ptr %arena1483, align 4
+  %t319_c7_01484 = load <16 x float>, ptr %conv1_weight_grad.t319_c7_0, align 64
+  %5581 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5582 = add nsw i64 %5581, 7
+  %5583 = mul nsw i64 %5582, 32
+  %5584 = add nsw i64 514304, %5583
+  %5585 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5586 = add nsw i64 %5584, %5585
+  %arena1485 = getelementptr inbounds float, ptr %arena, i64 %5586
+  store <16 x float> %t319_c7_01484, ptr %arena1485, align 4
+  %t319_c7_11486 = load <16 x float>, ptr %conv1_weight_grad.t319_c7_1, align 64
+  %5587 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5588 = add nsw i64 %5587, 7
+  %5589 = mul nsw i64 %5588, 32
+  %5590 = add nsw i64 514304, %5589
+  %5591 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5592 = add nsw i64 %5590, %5591
+  %5593 = add nsw i64 %5592, 16
+  %arena1487 = getelementptr inbounds float, ptr %arena, i64 %5593
+  store <16 x float> %t319_c7_11486, ptr %arena1487, align 4
+  %t319_c8_01488 = load <16 x float>, ptr %conv1_weight_grad.t319_c8_0, align 64
+  %5594 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5595 = add nsw i64 %5594, 8
+  %5596 = mul nsw i64 %5595, 32
+  %5597 = add nsw i64 514304, %5596
+  %5598 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5599 = add nsw i64 %5597, %5598
+  %arena1489 = getelementptr inbounds float, ptr %arena, i64 %5599
+  store <16 x float> %t319_c8_01488, ptr %arena1489, align 4
+  %t319_c8_11490 = load <16 x float>, ptr %conv1_weight_grad.t319_c8_1, align 64
+  %5600 = mul nsw i64 %conv1_weight_grad.mb3181400, 9
+  %5601 = add nsw i64 %5600, 8
+  %5602 = mul nsw i64 %5601, 32
+  %5603 = add nsw i64 514304, %5602
+  %5604 = mul nsw i64 %conv1_weight_grad.nb3171399, 32
+  %5605 = add nsw i64 %5603, %5604
+  %5606 = add nsw i64 %5605, 16
+  %arena1491 = getelementptr inbounds float, ptr %arena, i64 %5606
+  store <16 x float> %t319_c8_11490, ptr %arena1491, align 4
+  %mb318.next = add nsw i64 %conv1_weight_grad.mb3181400, 1
+  %5607 = icmp slt i64 %mb318.next, 1
+  br i1 %5607, label %conv1_weight_grad.mb318, label %conv1_weight_grad.mb318.end
 
-conv1_weight_grad.r313.end:                       ; preds = %conv1_weight_grad.r313
-  %f312.next = add nsw i64 %conv1_weight_grad.f3121404, 1
-  %5287 = icmp slt i64 %f312.next, 32
-  br i1 %5287, label %conv1_weight_grad.f312, label %conv1_weight_grad.f312.end
+conv1_weight_grad.f321:                           ; preds = %conv1_weight_grad.r322.end, %conv1_weight_grad.g298.end
+  %conv1_weight_grad.f3211492 = phi i64 [ 0, %conv1_weight_grad.g298.end ], [ %f321.next, %conv1_weight_grad.r322.end ]
+  br label %conv1_weight_grad.r322
 
-conv1_bias_grad.f314:                             ; preds = %conv1_bias_grad.img316.end, %conv1_weight_grad.f312.end
-  %conv1_bias_grad.f3141408 = phi i64 [ 0, %conv1_weight_grad.f312.end ], [ %f314.next, %conv1_bias_grad.img316.end ]
-  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc315, align 64
-  br label %conv1_bias_grad.img316
+conv1_weight_grad.f321.end:                       ; preds = %conv1_weight_grad.r322.end
+  br label %conv1_bias_grad.f323
 
-conv1_bias_grad.f314.end:                         ; preds = %conv1_bias_grad.img316.end
-  %5288 = sitofp i64 %step to float
-  %5289 = fmul float %5288, 0xBFBAF8E8A0000000
-  %5290 = call float @llvm.exp.f32(float %5289)
-  %5291 = fsub float 1.000000e+00, %5290
-  %5292 = fdiv float %lr, %5291
-  store float %5292, ptr %adam.step_size333, align 4
-  %5293 = sitofp i64 %step to float
-  %5294 = fmul float %5293, 0xBF50645940000000
-  %5295 = call float @llvm.exp.f32(float %5294)
-  %5296 = fsub float 1.000000e+00, %5295
-  %5297 = call float @llvm.sqrt.f32(float %5296)
-  store float %5297, ptr %adam.bc2_sqrt334, align 4
-  br label %adam.i335
+conv1_weight_grad.r322:                           ; preds = %conv1_weight_grad.r322, %conv1_weight_grad.f321
+  %conv1_weight_grad.r3221493 = phi i64 [ 0, %conv1_weight_grad.f321 ], [ %r322.next, %conv1_weight_grad.r322 ]
+  %5608 = mul nsw i64 %conv1_weight_grad.r3221493, 32
+  %5609 = add nsw i64 514304, %5608
+  %5610 = add nsw i64 %5609, %conv1_weight_grad.f3211492
+  %arena1494 = getelementptr inbounds float, ptr %arena, i64 %5610
+  %5611 = load float, ptr %arena1494, align 4
+  %5612 = mul nsw i64 %conv1_weight_grad.f3211492, 9
+  %5613 = add nsw i64 %5612, %conv1_weight_grad.r3221493
+  %grads1495 = getelementptr inbounds float, ptr %grads, i64 %5613
+  store float %5611, ptr %grads1495, align 4
+  %r322.next = add nsw i64 %conv1_weight_grad.r3221493, 1
+  %5614 = icmp slt i64 %r322.next, 9
+  br i1 %5614, label %conv1_weight_grad.r322, label %conv1_weight_grad.r322.end
 
-conv1_bias_grad.img316:                           ; preds = %conv1_bias_grad.i317.end, %conv1_bias_grad.f314
-  %conv1_bias_grad.img3161409 = phi i64 [ 0, %conv1_bias_grad.f314 ], [ %img316.next, %conv1_bias_grad.i317.end ]
-  br label %conv1_bias_grad.i317
+conv1_weight_grad.r322.end:                       ; preds = %conv1_weight_grad.r322
+  %f321.next = add nsw i64 %conv1_weight_grad.f3211492, 1
+  %5615 = icmp slt i64 %f321.next, 32
+  br i1 %5615, label %conv1_weight_grad.f321, label %conv1_weight_grad.f321.end
 
-conv1_bias_grad.img316.end:                       ; preds = %conv1_bias_grad.i317.end
-  %acc3151412 = load <16 x float>, ptr %conv1_bias_grad.acc315, align 64
-  %arena1413 = getelementptr inbounds float, ptr %arena, i64 0
-  store <16 x float> %acc3151412, ptr %arena1413, align 4
-  %arena1414 = getelementptr inbounds float, ptr %arena, i64 0
-  %5298 = load float, ptr %arena1414, align 4
-  %arena1415 = getelementptr inbounds float, ptr %arena, i64 1
-  %5299 = load float, ptr %arena1415, align 4
-  %5300 = fadd float %5298, %5299
-  store float %5300, ptr %conv1_bias_grad.sum318, align 4
-  %sum318 = load float, ptr %conv1_bias_grad.sum318, align 4
-  %arena1416 = getelementptr inbounds float, ptr %arena, i64 2
-  %5301 = load float, ptr %arena1416, align 4
-  %5302 = fadd float %sum318, %5301
-  store float %5302, ptr %conv1_bias_grad.sum319, align 4
-  %sum319 = load float, ptr %conv1_bias_grad.sum319, align 4
-  %arena1417 = getelementptr inbounds float, ptr %arena, i64 3
-  %5303 = load float, ptr %arena1417, align 4
-  %5304 = fadd float %sum319, %5303
-  store float %5304, ptr %conv1_bias_grad.sum320, align 4
-  %sum320 = load float, ptr %conv1_bias_grad.sum320, align 4
-  %arena1418 = getelementptr inbounds float, ptr %arena, i64 4
-  %5305 = load float, ptr %arena1418, align 4
-  %5306 = fadd float %sum320, %5305
-  store float %5306, ptr %conv1_bias_grad.sum321, align 4
-  %sum321 = load float, ptr %conv1_bias_grad.sum321, align 4
-  %arena1419 = getelementptr inbounds float, ptr %arena, i64 5
-  %5307 = load float, ptr %arena1419, align 4
-  %5308 = fadd float %sum321, %5307
-  store float %5308, ptr %conv1_bias_grad.sum322, align 4
-  %sum322 = load float, ptr %conv1_bias_grad.sum322, align 4
-  %arena1420 = getelementptr inbounds float, ptr %arena, i64 6
-  %5309 = load float, ptr %arena1420, align 4
-  %5310 = fadd float %sum322, %5309
-  store float %5310, ptr %conv1_bias_grad.sum323, align 4
-  %sum323 = load float, ptr %conv1_bias_grad.sum323, align 4
-  %arena1421 = getelementptr inbounds float, ptr %arena, i64 7
-  %5311 = load float, ptr %arena1421, align 4
-  %5312 = fadd float %sum323, %5311
-  store float %5312, ptr %conv1_bias_grad.sum324, align 4
-  %sum324 = load float, ptr %conv1_bias_grad.sum324, align 4
-  %arena1422 = getelementptr inbounds float, ptr %arena, i64 8
-  %5313 = load float, ptr %arena1422, align 4
-  %5314 = fadd float %sum324, %5313
-  store float %5314, ptr %conv1_bias_grad.sum325, align 4
-  %sum325 = load float, ptr %conv1_bias_grad.sum325, align 4
-  %arena1423 = getelementptr inbounds float, ptr %arena, i64 9
-  %5315 = load float, ptr %arena1423, align 4
-  %5316 = fadd float %sum325, %5315
-  store float %5316, ptr %conv1_bias_grad.sum326, align 4
-  %sum326 = load float, ptr %conv1_bias_grad.sum326, align 4
-  %arena1424 = getelementptr inbounds float, ptr %arena, i64 10
-  %5317 = load float, ptr %arena1424, align 4
-  %5318 = fadd float %sum326, %5317
-  store float %5318, ptr %conv1_bias_grad.sum327, align 4
+conv1_bias_grad.f323:                             ; preds = %conv1_bias_grad.img325.end, %conv1_weight_grad.f321.end
+  %conv1_bias_grad.f3231496 = phi i64 [ 0, %conv1_weight_grad.f321.end ], [ %f323.next, %conv1_bias_grad.img325.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc324, align 64
+  br label %conv1_bias_grad.img325
+
+conv1_bias_grad.f323.end:                         ; preds = %conv1_bias_grad.img325.end
+  %5616 = sitofp i64 %step to float
+  %5617 = fmul float %5616, 0xBFBAF8E8A0000000
+  %5618 = call float @llvm.exp.f32(float %5617)
+  %5619 = fsub float 1.000000e+00, %5618
+  %5620 = fdiv float %lr, %5619
+  store float %5620, ptr %adam.step_size342, align 4
+  %5621 = sitofp i64 %step to float
+  %5622 = fmul float %5621, 0xBF50645940000000
+  %5623 = call float @llvm.exp.f32(float %5622)
+  %5624 = fsub float 1.000000e+00, %5623
+  %5625 = call float @llvm.sqrt.f32(float %5624)
+  store float %5625, ptr %adam.bc2_sqrt343, align 4
+  br label %adam.i344
+
+conv1_bias_grad.img325:                           ; preds = %conv1_bias_grad.i326.end, %conv1_bias_grad.f323
+  %conv1_bias_grad.img3251497 = phi i64 [ 0, %conv1_bias_grad.f323 ], [ %img325.next, %conv1_bias_grad.i326.end ]
+  br label %conv1_bias_grad.i326
+
+conv1_bias_grad.img325.end:                       ; preds = %conv1_bias_grad.i326.end
+  %acc3241500 = load <16 x float>, ptr %conv1_bias_grad.acc324, align 64
+  %arena1501 = getelementptr inbounds float, ptr %arena, i64 0
+  store <16 x float> %acc3241500, ptr %arena1501, align 4
+  %arena1502 = getelementptr inbounds float, ptr %arena, i64 0
+  %5626 = load float, ptr %arena1502, align 4
+  %arena1503 = getelementptr inbounds float, ptr %arena, i64 1
+  %5627 = load float, ptr %arena1503, align 4
+  %5628 = fadd float %5626, %5627
+  store float %5628, ptr %conv1_bias_grad.sum327, align 4
   %sum327 = load float, ptr %conv1_bias_grad.sum327, align 4
-  %arena1425 = getelementptr inbounds float, ptr %arena, i64 11
-  %5319 = load float, ptr %arena1425, align 4
-  %5320 = fadd float %sum327, %5319
-  store float %5320, ptr %conv1_bias_grad.sum328, align 4
+  %arena1504 = getelementptr inbounds float, ptr %arena, i64 2
+  %5629 = load float, ptr %arena1504, align 4
+  %5630 = fadd float %sum327, %5629
+  store float %5630, ptr %conv1_bias_grad.sum328, align 4
   %sum328 = load float, ptr %conv1_bias_grad.sum328, align 4
-  %arena1426 = getelementptr inbounds float, ptr %arena, i64 12
-  %5321 = load float, ptr %arena1426, align 4
-  %5322 = fadd float %sum328, %5321
-  store float %5322, ptr %conv1_bias_grad.sum329, align 4
+  %arena1505 = getelementptr inbounds float, ptr %arena, i64 3
+  %5631 = load float, ptr %arena1505, align 4
+  %5632 = fadd float %sum328, %5631
+  store float %5632, ptr %conv1_bias_grad.sum329, align 4
   %sum329 = load float, ptr %conv1_bias_grad.sum329, align 4
-  %arena1427 = getelementptr inbounds float, ptr %arena, i64 13
-  %5323 = load float, ptr %arena1427, align 4
-  %5324 = fadd float %sum329, %5323
-  store float %5324, ptr %conv1_bias_grad.sum330, align 4
+  %arena1506 = getelementptr inbounds float, ptr %arena, i64 4
+  %5633 = load float, ptr %arena1506, align 4
+  %5634 = fadd float %sum329, %5633
+  store float %5634, ptr %conv1_bias_grad.sum330, align 4
   %sum330 = load float, ptr %conv1_bias_grad.sum330, align 4
-  %arena1428 = getelementptr inbounds float, ptr %arena, i64 14
-  %5325 = load float, ptr %arena1428, align 4
-  %5326 = fadd float %sum330, %5325
-  store float %5326, ptr %conv1_bias_grad.sum331, align 4
+  %arena1507 = getelementptr inbounds float, ptr %arena, i64 5
+  %5635 = load float, ptr %arena1507, align 4
+  %5636 = fadd float %sum330, %5635
+  store float %5636, ptr %conv1_bias_grad.sum331, align 4
   %sum331 = load float, ptr %conv1_bias_grad.sum331, align 4
-  %arena1429 = getelementptr inbounds float, ptr %arena, i64 15
-  %5327 = load float, ptr %arena1429, align 4
-  %5328 = fadd float %sum331, %5327
-  store float %5328, ptr %conv1_bias_grad.sum332, align 4
+  %arena1508 = getelementptr inbounds float, ptr %arena, i64 6
+  %5637 = load float, ptr %arena1508, align 4
+  %5638 = fadd float %sum331, %5637
+  store float %5638, ptr %conv1_bias_grad.sum332, align 4
   %sum332 = load float, ptr %conv1_bias_grad.sum332, align 4
-  %5329 = add nsw i64 288, %conv1_bias_grad.f3141408
-  %grads1430 = getelementptr inbounds float, ptr %grads, i64 %5329
-  store float %sum332, ptr %grads1430, align 4
-  %f314.next = add nsw i64 %conv1_bias_grad.f3141408, 1
-  %5330 = icmp slt i64 %f314.next, 32
-  br i1 %5330, label %conv1_bias_grad.f314, label %conv1_bias_grad.f314.end
+  %arena1509 = getelementptr inbounds float, ptr %arena, i64 7
+  %5639 = load float, ptr %arena1509, align 4
+  %5640 = fadd float %sum332, %5639
+  store float %5640, ptr %conv1_bias_grad.sum333, align 4
+  %sum333 = load float, ptr %conv1_bias_grad.sum333, align 4
+  %arena1510 = getelementptr inbounds float, ptr %arena, i64 8
+  %5641 = load float, ptr %arena1510, align 4
+  %5642 = fadd float %sum333, %5641
+  store float %5642, ptr %conv1_bias_grad.sum334, align 4
+  %sum334 = load float, ptr %conv1_bias_grad.sum334, align 4
+  %arena1511 = getelementptr inbounds float, ptr %arena, i64 9
+  %5643 = load float, ptr %arena1511, align 4
+  %5644 = fadd float %sum334, %5643
+  store float %5644, ptr %conv1_bias_grad.sum335, align 4
+  %sum335 = load float, ptr %conv1_bias_grad.sum335, align 4
+  %arena1512 = getelementptr inbounds float, ptr %arena, i64 10
+  %5645 = load float, ptr %arena1512, align 4
+  %5646 = fadd float %sum335, %5645
+  store float %5646, ptr %conv1_bias_grad.sum336, align 4
+  %sum336 = load float, ptr %conv1_bias_grad.sum336, align 4
+  %arena1513 = getelementptr inbounds float, ptr %arena, i64 11
+  %5647 = load float, ptr %arena1513, align 4
+  %5648 = fadd float %sum336, %5647
+  store float %5648, ptr %conv1_bias_grad.sum337, align 4
+  %sum337 = load float, ptr %conv1_bias_grad.sum337, align 4
+  %arena1514 = getelementptr inbounds float, ptr %arena, i64 12
+  %5649 = load float, ptr %arena1514, align 4
+  %5650 = fadd float %sum337, %5649
+  store float %5650, ptr %conv1_bias_grad.sum338, align 4
+  %sum338 = load float, ptr %conv1_bias_grad.sum338, align 4
+  %arena1515 = getelementptr inbounds float, ptr %arena, i64 13
+  %5651 = load float, ptr %arena1515, align 4
+  %5652 = fadd float %sum338, %5651
+  store float %5652, ptr %conv1_bias_grad.sum339, align 4
+  %sum339 = load float, ptr %conv1_bias_grad.sum339, align 4
+  %arena1516 = getelementptr inbounds float, ptr %arena, i64 14
+  %5653 = load float, ptr %arena1516, align 4
+  %5654 = fadd float %sum339, %5653
+  store float %5654, ptr %conv1_bias_grad.sum340, align 4
+  %sum340 = load float, ptr %conv1_bias_grad.sum340, align 4
+  %arena1517 = getelementptr inbounds float, ptr %arena, i64 15
+  %5655 = load float, ptr %arena1517, align 4
+  %5656 = fadd float %sum340, %5655
+  store float %5656, ptr %conv1_bias_grad.sum341, align 4
+  %sum341 = load float, ptr %conv1_bias_grad.sum341, align 4
+  %5657 = add nsw i64 288, %conv1_bias_grad.f3231496
+  %grads1518 = getelementptr inbounds float, ptr %grads, i64 %5657
+  store float %sum341, ptr %grads1518, align 4
+  %f323.next = add nsw i64 %conv1_bias_grad.f3231496, 1
+  %5658 = icmp slt i64 %f323.next, 32
+  br i1 %5658, label %conv1_bias_grad.f323, label %conv1_bias_grad.f323.end
 
-conv1_bias_grad.i317:                             ; preds = %conv1_bias_grad.i317, %conv1_bias_grad.img316
-  %conv1_bias_grad.i3171410 = phi i64 [ 0, %conv1_bias_grad.img316 ], [ %i317.next, %conv1_bias_grad.i317 ]
-  %5331 = mul nsw i64 %conv1_bias_grad.img3161409, 25088
-  %5332 = add nsw i64 1221264, %5331
-  %5333 = mul nsw i64 %conv1_bias_grad.f3141408, 784
-  %5334 = add nsw i64 %5332, %5333
-  %5335 = mul nsw i64 %conv1_bias_grad.i3171410, 16
-  %5336 = add nsw i64 %5334, %5335
-  %arena1411 = getelementptr inbounds float, ptr %arena, i64 %5336
-  %5337 = load <16 x float>, ptr %arena1411, align 4
-  %acc315 = load <16 x float>, ptr %conv1_bias_grad.acc315, align 64
-  %5338 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %5337, <16 x float> %acc315)
-  store <16 x float> %5338, ptr %conv1_bias_grad.acc315, align 64
-  %i317.next = add nsw i64 %conv1_bias_grad.i3171410, 1
-  %5339 = icmp slt i64 %i317.next, 49
-  br i1 %5339, label %conv1_bias_grad.i317, label %conv1_bias_grad.i317.end
+conv1_bias_grad.i326:                             ; preds = %conv1_bias_grad.i326, %conv1_bias_grad.img325
+  %conv1_bias_grad.i3261498 = phi i64 [ 0, %conv1_bias_grad.img325 ], [ %i326.next, %conv1_bias_grad.i326 ]
+  %5659 = mul nsw i64 %conv1_bias_grad.img3251497, 25088
+  %5660 = add nsw i64 1221264, %5659
+  %5661 = mul nsw i64 %conv1_bias_grad.f3231496, 784
+  %5662 = add nsw i64 %5660, %5661
+  %5663 = mul nsw i64 %conv1_bias_grad.i3261498, 16
+  %5664 = add nsw i64 %5662, %5663
+  %arena1499 = getelementptr inbounds float, ptr %arena, i64 %5664
+  %5665 = load <16 x float>, ptr %arena1499, align 4
+  %acc324 = load <16 x float>, ptr %conv1_bias_grad.acc324, align 64
+  %5666 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %5665, <16 x float> %acc324)
+  store <16 x float> %5666, ptr %conv1_bias_grad.acc324, align 64
+  %i326.next = add nsw i64 %conv1_bias_grad.i3261498, 1
+  %5667 = icmp slt i64 %i326.next, 49
+  br i1 %5667, label %conv1_bias_grad.i326, label %conv1_bias_grad.i326.end
 
-conv1_bias_grad.i317.end:                         ; preds = %conv1_bias_grad.i317
-  %img316.next = add nsw i64 %conv1_bias_grad.img3161409, 1
-  %5340 = icmp slt i64 %img316.next, 64
-  br i1 %5340, label %conv1_bias_grad.img316, label %conv1_bias_grad.img316.end
+conv1_bias_grad.i326.end:                         ; preds = %conv1_bias_grad.i326
+  %img325.next = add nsw i64 %conv1_bias_grad.img3251497, 1
+  %5668 = icmp slt i64 %img325.next, 64
+  br i1 %5668, label %conv1_bias_grad.img325, label %conv1_bias_grad.img325.end
 
-adam.i335:                                        ; preds = %adam.i335, %conv1_bias_grad.f314.end
-  %adam.i3351431 = phi i64 [ 0, %conv1_bias_grad.f314.end ], [ %i335.next, %adam.i335 ]
-  %grads1432 = getelementptr inbounds float, ptr %grads, i64 %adam.i3351431
-  %5341 = load float, ptr %grads1432, align 4
-  %params1433 = getelementptr inbounds float, ptr %params, i64 %adam.i3351431
-  %5342 = load float, ptr %params1433, align 4
-  %5343 = fmul float 0.000000e+00, %5342
-  %5344 = fadd float %5341, %5343
-  store float %5344, ptr %adam.g, align 4
-  %m1434 = getelementptr inbounds float, ptr %m, i64 %adam.i3351431
-  %5345 = load float, ptr %m1434, align 4
-  %5346 = fmul float 0x3FECCCCCC0000000, %5345
+adam.i344:                                        ; preds = %adam.i344, %conv1_bias_grad.f323.end
+  %adam.i3441519 = phi i64 [ 0, %conv1_bias_grad.f323.end ], [ %i344.next, %adam.i344 ]
+  %grads1520 = getelementptr inbounds float, ptr %grads, i64 %adam.i3441519
+  %5669 = load float, ptr %grads1520, align 4
+  %params1521 = getelementptr inbounds float, ptr %params, i64 %adam.i3441519
+  %5670 = load float, ptr %params1521, align 4
+  %5671 = fmul float 0.000000e+00, %5670
+  %5672 = fadd float %5669, %5671
+  store float %5672, ptr %adam.g, align 4
+  %m1522 = getelementptr inbounds float, ptr %m, i64 %adam.i3441519
+  %5673 = load float, ptr %m1522, align 4
+  %5674 = fmul float 0x3FECCCCCC0000000, %5673
   %g = load float, ptr %adam.g, align 4
-  %5347 = fmul float 0x3FB9999A00000000, %g
-  %5348 = fadd float %5346, %5347
-  store float %5348, ptr %adam.m_new, align 4
-  %v1435 = getelementptr inbounds float, ptr %v, i64 %adam.i3351431
-  %5349 = load float, ptr %v1435, align 4
-  %5350 = fmul float 0x3FEFF7CEE0000000, %5349
-  %g1436 = load float, ptr %adam.g, align 4
-  %5351 = fmul float 0x3F50624000000000, %g1436
-  %g1437 = load float, ptr %adam.g, align 4
-  %5352 = fmul float %5351, %g1437
-  %5353 = fadd float %5350, %5352
-  store float %5353, ptr %adam.v_new, align 4
+  %5675 = fmul float 0x3FB9999A00000000, %g
+  %5676 = fadd float %5674, %5675
+  store float %5676, ptr %adam.m_new, align 4
+  %v1523 = getelementptr inbounds float, ptr %v, i64 %adam.i3441519
+  %5677 = load float, ptr %v1523, align 4
+  %5678 = fmul float 0x3FEFF7CEE0000000, %5677
+  %g1524 = load float, ptr %adam.g, align 4
+  %5679 = fmul float 0x3F50624000000000, %g1524
+  %g1525 = load float, ptr %adam.g, align 4
+  %5680 = fmul float %5679, %g1525
+  %5681 = fadd float %5678, %5680
+  store float %5681, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1438 = getelementptr inbounds float, ptr %m, i64 %adam.i3351431
-  store float %m_new, ptr %m1438, align 4
+  %m1526 = getelementptr inbounds float, ptr %m, i64 %adam.i3441519
+  store float %m_new, ptr %m1526, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1439 = getelementptr inbounds float, ptr %v, i64 %adam.i3351431
-  store float %v_new, ptr %v1439, align 4
-  %params1440 = getelementptr inbounds float, ptr %params, i64 %adam.i3351431
-  %5354 = load float, ptr %params1440, align 4
-  %step_size333 = load float, ptr %adam.step_size333, align 4
-  %m_new1441 = load float, ptr %adam.m_new, align 4
-  %5355 = fmul float %step_size333, %m_new1441
-  %v_new1442 = load float, ptr %adam.v_new, align 4
-  %5356 = call float @llvm.sqrt.f32(float %v_new1442)
-  %bc2_sqrt334 = load float, ptr %adam.bc2_sqrt334, align 4
-  %5357 = fdiv float %5356, %bc2_sqrt334
-  %5358 = fadd float %5357, 0x3E45798EE0000000
-  %5359 = fdiv float %5355, %5358
-  %5360 = fsub float %5354, %5359
-  %params1443 = getelementptr inbounds float, ptr %params, i64 %adam.i3351431
-  store float %5360, ptr %params1443, align 4
-  %i335.next = add nsw i64 %adam.i3351431, 1
-  %5361 = icmp slt i64 %i335.next, 421642
-  br i1 %5361, label %adam.i335, label %adam.i335.end
+  %v1527 = getelementptr inbounds float, ptr %v, i64 %adam.i3441519
+  store float %v_new, ptr %v1527, align 4
+  %params1528 = getelementptr inbounds float, ptr %params, i64 %adam.i3441519
+  %5682 = load float, ptr %params1528, align 4
+  %step_size342 = load float, ptr %adam.step_size342, align 4
+  %m_new1529 = load float, ptr %adam.m_new, align 4
+  %5683 = fmul float %step_size342, %m_new1529
+  %v_new1530 = load float, ptr %adam.v_new, align 4
+  %5684 = call float @llvm.sqrt.f32(float %v_new1530)
+  %bc2_sqrt343 = load float, ptr %adam.bc2_sqrt343, align 4
+  %5685 = fdiv float %5684, %bc2_sqrt343
+  %5686 = fadd float %5685, 0x3E45798EE0000000
+  %5687 = fdiv float %5683, %5686
+  %5688 = fsub float %5682, %5687
+  %params1531 = getelementptr inbounds float, ptr %params, i64 %adam.i3441519
+  store float %5688, ptr %params1531, align 4
+  %i344.next = add nsw i64 %adam.i3441519, 1
+  %5689 = icmp slt i64 %i344.next, 421642
+  br i1 %5689, label %adam.i344, label %adam.i344.end
 
-adam.i335.end:                                    ; preds = %adam.i335
+adam.i344.end:                                    ; preds = %adam.i344
   ret void
 }
 
@@ -10187,6 +10764,30 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
+  %fc1.t134_a3 = alloca <16 x float>, align 64
+  %fc1.t134_a2 = alloca <16 x float>, align 64
+  %fc1.t134_a1 = alloca <16 x float>, align 64
+  %fc1.t134_a0 = alloca <16 x float>, align 64
+  %fc1.t134_b3 = alloca <16 x float>, align 64
+  %fc1.t134_b2 = alloca <16 x float>, align 64
+  %fc1.t134_b1 = alloca <16 x float>, align 64
+  %fc1.t134_b0 = alloca <16 x float>, align 64
+  %fc1.t134_c3_3 = alloca <16 x float>, align 64
+  %fc1.t134_c3_2 = alloca <16 x float>, align 64
+  %fc1.t134_c3_1 = alloca <16 x float>, align 64
+  %fc1.t134_c3_0 = alloca <16 x float>, align 64
+  %fc1.t134_c2_3 = alloca <16 x float>, align 64
+  %fc1.t134_c2_2 = alloca <16 x float>, align 64
+  %fc1.t134_c2_1 = alloca <16 x float>, align 64
+  %fc1.t134_c2_0 = alloca <16 x float>, align 64
+  %fc1.t134_c1_3 = alloca <16 x float>, align 64
+  %fc1.t134_c1_2 = alloca <16 x float>, align 64
+  %fc1.t134_c1_1 = alloca <16 x float>, align 64
+  %fc1.t134_c1_0 = alloca <16 x float>, align 64
+  %fc1.t134_c0_3 = alloca <16 x float>, align 64
+  %fc1.t134_c0_2 = alloca <16 x float>, align 64
+  %fc1.t134_c0_1 = alloca <16 x float>, align 64
+  %fc1.t134_c0_0 = alloca <16 x float>, align 64
   %conv2.best125 = alloca float, align 4
   %conv2.at126 = alloca float, align 4
   %conv2.v124 = alloca float, align 4
@@ -12457,10 +13058,6 @@ conv2.g65:                                        ; preds = %conv2.j113.end, %co
   br label %conv2.j66
 
 conv2.g65.end:                                    ; preds = %conv2.j113.end
-  %arena621 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params622 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena623 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena621, i32 3136, ptr %params622, i32 3136, float 0.000000e+00, ptr %arena623, i32 128)
   br label %fc1.n127
 
 conv2.j66:                                        ; preds = %conv2.c67.end, %conv2.g65
@@ -14618,81 +15215,640 @@ conv2.q115.end:                                   ; preds = %conv2.q115
   %2342 = icmp slt i64 %f114.next, 64
   br i1 %2342, label %conv2.f114, label %conv2.f114.end
 
-fc1.n127:                                         ; preds = %fc1.u128.end, %conv2.g65.end
-  %fc1.n127624 = phi i64 [ 0, %conv2.g65.end ], [ %n127.next, %fc1.u128.end ]
-  br label %fc1.u128
+fc1.n127:                                         ; preds = %fc1.k128.end, %conv2.g65.end
+  %fc1.n127621 = phi i64 [ 0, %conv2.g65.end ], [ %n127.next, %fc1.k128.end ]
+  br label %fc1.k128
 
-fc1.n127.end:                                     ; preds = %fc1.u128.end
-  %arena631 = getelementptr inbounds float, ptr %arena, i64 0
-  %params632 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena633 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena631, i32 128, ptr %params632, i32 128, float 0.000000e+00, ptr %arena633, i32 10)
-  br label %fc2.n129
+fc1.n127.end:                                     ; preds = %fc1.k128.end
+  br label %fc1.r129
 
-fc1.u128:                                         ; preds = %fc1.u128, %fc1.n127
-  %fc1.u128625 = phi i64 [ 0, %fc1.n127 ], [ %u128.next, %fc1.u128 ]
-  %2343 = mul nsw i64 %fc1.n127624, 128
-  %2344 = add nsw i64 %2343, %fc1.u128625
-  %arena626 = getelementptr inbounds float, ptr %arena, i64 %2344
-  %2345 = load float, ptr %arena626, align 4
-  %2346 = add nsw i64 420224, %fc1.u128625
-  %params627 = getelementptr inbounds float, ptr %params, i64 %2346
-  %2347 = load float, ptr %params627, align 4
-  %2348 = fadd float %2345, %2347
-  %2349 = fcmp ogt float %2348, 0.000000e+00
-  %2350 = mul nsw i64 %fc1.n127624, 128
-  %2351 = add nsw i64 %2350, %fc1.u128625
-  %arena628 = getelementptr inbounds float, ptr %arena, i64 %2351
-  %2352 = load float, ptr %arena628, align 4
-  %2353 = add nsw i64 420224, %fc1.u128625
-  %params629 = getelementptr inbounds float, ptr %params, i64 %2353
-  %2354 = load float, ptr %params629, align 4
-  %2355 = fadd float %2352, %2354
-  %2356 = select i1 %2349, float %2355, float 0.000000e+00
-  %2357 = mul nsw i64 %fc1.n127624, 128
-  %2358 = add nsw i64 %2357, %fc1.u128625
-  %arena630 = getelementptr inbounds float, ptr %arena, i64 %2358
-  store float %2356, ptr %arena630, align 4
-  %u128.next = add nsw i64 %fc1.u128625, 1
-  %2359 = icmp slt i64 %u128.next, 128
-  br i1 %2359, label %fc1.u128, label %fc1.u128.end
+fc1.k128:                                         ; preds = %fc1.k128, %fc1.n127
+  %fc1.k128622 = phi i64 [ 0, %fc1.n127 ], [ %k128.next, %fc1.k128 ]
+  %2343 = mul nsw i64 %fc1.n127621, 3136
+  %2344 = add nsw i64 401408, %2343
+  %2345 = add nsw i64 %2344, %fc1.k128622
+  %arena623 = getelementptr inbounds float, ptr %arena, i64 %2345
+  %2346 = load float, ptr %arena623, align 4
+  %2347 = mul nsw i64 %fc1.k128622, 64
+  %2348 = add nsw i64 8192, %2347
+  %2349 = add nsw i64 %2348, %fc1.n127621
+  %arena624 = getelementptr inbounds float, ptr %arena, i64 %2349
+  store float %2346, ptr %arena624, align 4
+  %k128.next = add nsw i64 %fc1.k128622, 1
+  %2350 = icmp slt i64 %k128.next, 3136
+  br i1 %2350, label %fc1.k128, label %fc1.k128.end
 
-fc1.u128.end:                                     ; preds = %fc1.u128
-  %n127.next = add nsw i64 %fc1.n127624, 1
-  %2360 = icmp slt i64 %n127.next, 64
-  br i1 %2360, label %fc1.n127, label %fc1.n127.end
+fc1.k128.end:                                     ; preds = %fc1.k128
+  %n127.next = add nsw i64 %fc1.n127621, 1
+  %2351 = icmp slt i64 %n127.next, 64
+  br i1 %2351, label %fc1.n127, label %fc1.n127.end
 
-fc2.n129:                                         ; preds = %fc2.u130.end, %fc1.n127.end
-  %fc2.n129634 = phi i64 [ 0, %fc1.n127.end ], [ %n129.next, %fc2.u130.end ]
-  br label %fc2.u130
+fc1.r129:                                         ; preds = %fc1.i130.end, %fc1.n127.end
+  %fc1.r129625 = phi i64 [ 0, %fc1.n127.end ], [ %r129.next, %fc1.i130.end ]
+  br label %fc1.i130
 
-fc2.n129.end:                                     ; preds = %fc2.u130.end
+fc1.r129.end:                                     ; preds = %fc1.i130.end
+  br label %fc1.kp131
+
+fc1.i130:                                         ; preds = %fc1.i130, %fc1.r129
+  %fc1.i130626 = phi i64 [ 0, %fc1.r129 ], [ %i130.next, %fc1.i130 ]
+  %2352 = mul nsw i64 %fc1.r129625, 64
+  %2353 = add nsw i64 208896, %2352
+  %2354 = add nsw i64 %2353, %fc1.i130626
+  %arena627 = getelementptr inbounds float, ptr %arena, i64 %2354
+  store float 0.000000e+00, ptr %arena627, align 4
+  %i130.next = add nsw i64 %fc1.i130626, 1
+  %2355 = icmp slt i64 %i130.next, 64
+  br i1 %2355, label %fc1.i130, label %fc1.i130.end
+
+fc1.i130.end:                                     ; preds = %fc1.i130
+  %r129.next = add nsw i64 %fc1.r129625, 1
+  %2356 = icmp slt i64 %r129.next, 128
+  br i1 %2356, label %fc1.r129, label %fc1.r129.end
+
+fc1.kp131:                                        ; preds = %fc1.nb132.end, %fc1.r129.end
+  %fc1.kp131628 = phi i64 [ 0, %fc1.r129.end ], [ %kp131.next, %fc1.nb132.end ]
+  br label %fc1.nb132
+
+fc1.kp131.end:                                    ; preds = %fc1.nb132.end
+  br label %fc1.n136
+
+fc1.nb132:                                        ; preds = %fc1.mb133.end, %fc1.kp131
+  %fc1.nb132629 = phi i64 [ 0, %fc1.kp131 ], [ %nb132.next, %fc1.mb133.end ]
+  br label %fc1.mb133
+
+fc1.nb132.end:                                    ; preds = %fc1.mb133.end
+  %kp131.next = add nsw i64 %fc1.kp131628, 1
+  %2357 = icmp slt i64 %kp131.next, 14
+  br i1 %2357, label %fc1.kp131, label %fc1.kp131.end
+
+fc1.mb133:                                        ; preds = %fc1.k135.end, %fc1.nb132
+  %fc1.mb133630 = phi i64 [ 0, %fc1.nb132 ], [ %mb133.next, %fc1.k135.end ]
+  %2358 = mul nsw i64 %fc1.mb133630, 4
+  %2359 = mul nsw i64 %2358, 64
+  %2360 = add nsw i64 208896, %2359
+  %2361 = mul nsw i64 %fc1.nb132629, 64
+  %2362 = add nsw i64 %2360, %2361
+  %arena631 = getelementptr inbounds float, ptr %arena, i64 %2362
+  %2363 = load <16 x float>, ptr %arena631, align 4
+  store <16 x float> %2363, ptr %fc1.t134_c0_0, align 64
+  %2364 = mul nsw i64 %fc1.mb133630, 4
+  %2365 = mul nsw i64 %2364, 64
+  %2366 = add nsw i64 208896, %2365
+  %2367 = mul nsw i64 %fc1.nb132629, 64
+  %2368 = add nsw i64 %2366, %2367
+  %2369 = add nsw i64 %2368, 16
+  %arena632 = getelementptr inbounds float, ptr %arena, i64 %2369
+  %2370 = load <16 x float>, ptr %arena632, align 4
+  store <16 x float> %2370, ptr %fc1.t134_c0_1, align 64
+  %2371 = mul nsw i64 %fc1.mb133630, 4
+  %2372 = mul nsw i64 %2371, 64
+  %2373 = add nsw i64 208896, %2372
+  %2374 = mul nsw i64 %fc1.nb132629, 64
+  %2375 = add nsw i64 %2373, %2374
+  %2376 = add nsw i64 %2375, 32
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %2376
+  %2377 = load <16 x float>, ptr %arena633, align 4
+  store <16 x float> %2377, ptr %fc1.t134_c0_2, align 64
+  %2378 = mul nsw i64 %fc1.mb133630, 4
+  %2379 = mul nsw i64 %2378, 64
+  %2380 = add nsw i64 208896, %2379
+  %2381 = mul nsw i64 %fc1.nb132629, 64
+  %2382 = add nsw i64 %2380, %2381
+  %2383 = add nsw i64 %2382, 48
+  %arena634 = getelementptr inbounds float, ptr %arena, i64 %2383
+  %2384 = load <16 x float>, ptr %arena634, align 4
+  store <16 x float> %2384, ptr %fc1.t134_c0_3, align 64
+  %2385 = mul nsw i64 %fc1.mb133630, 4
+  %2386 = add nsw i64 %2385, 1
+  %2387 = mul nsw i64 %2386, 64
+  %2388 = add nsw i64 208896, %2387
+  %2389 = mul nsw i64 %fc1.nb132629, 64
+  %2390 = add nsw i64 %2388, %2389
+  %arena635 = getelementptr inbounds float, ptr %arena, i64 %2390
+  %2391 = load <16 x float>, ptr %arena635, align 4
+  store <16 x float> %2391, ptr %fc1.t134_c1_0, align 64
+  %2392 = mul nsw i64 %fc1.mb133630, 4
+  %2393 = add nsw i64 %2392, 1
+  %2394 = mul nsw i64 %2393, 64
+  %2395 = add nsw i64 208896, %2394
+  %2396 = mul nsw i64 %fc1.nb132629, 64
+  %2397 = add nsw i64 %2395, %2396
+  %2398 = add nsw i64 %2397, 16
+  %arena636 = getelementptr inbounds float, ptr %arena, i64 %2398
+  %2399 = load <16 x float>, ptr %arena636, align 4
+  store <16 x float> %2399, ptr %fc1.t134_c1_1, align 64
+  %2400 = mul nsw i64 %fc1.mb133630, 4
+  %2401 = add nsw i64 %2400, 1
+  %2402 = mul nsw i64 %2401, 64
+  %2403 = add nsw i64 208896, %2402
+  %2404 = mul nsw i64 %fc1.nb132629, 64
+  %2405 = add nsw i64 %2403, %2404
+  %2406 = add nsw i64 %2405, 32
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %2406
+  %2407 = load <16 x float>, ptr %arena637, align 4
+  store <16 x float> %2407, ptr %fc1.t134_c1_2, align 64
+  %2408 = mul nsw i64 %fc1.mb133630, 4
+  %2409 = add nsw i64 %2408, 1
+  %2410 = mul nsw i64 %2409, 64
+  %2411 = add nsw i64 208896, %2410
+  %2412 = mul nsw i64 %fc1.nb132629, 64
+  %2413 = add nsw i64 %2411, %2412
+  %2414 = add nsw i64 %2413, 48
+  %arena638 = getelementptr inbounds float, ptr %arena, i64 %2414
+  %2415 = load <16 x float>, ptr %arena638, align 4
+  store <16 x float> %2415, ptr %fc1.t134_c1_3, align 64
+  %2416 = mul nsw i64 %fc1.mb133630, 4
+  %2417 = add nsw i64 %2416, 2
+  %2418 = mul nsw i64 %2417, 64
+  %2419 = add nsw i64 208896, %2418
+  %2420 = mul nsw i64 %fc1.nb132629, 64
+  %2421 = add nsw i64 %2419, %2420
+  %arena639 = getelementptr inbounds float, ptr %arena, i64 %2421
+  %2422 = load <16 x float>, ptr %arena639, align 4
+  store <16 x float> %2422, ptr %fc1.t134_c2_0, align 64
+  %2423 = mul nsw i64 %fc1.mb133630, 4
+  %2424 = add nsw i64 %2423, 2
+  %2425 = mul nsw i64 %2424, 64
+  %2426 = add nsw i64 208896, %2425
+  %2427 = mul nsw i64 %fc1.nb132629, 64
+  %2428 = add nsw i64 %2426, %2427
+  %2429 = add nsw i64 %2428, 16
+  %arena640 = getelementptr inbounds float, ptr %arena, i64 %2429
+  %2430 = load <16 x float>, ptr %arena640, align 4
+  store <16 x float> %2430, ptr %fc1.t134_c2_1, align 64
+  %2431 = mul nsw i64 %fc1.mb133630, 4
+  %2432 = add nsw i64 %2431, 2
+  %2433 = mul nsw i64 %2432, 64
+  %2434 = add nsw i64 208896, %2433
+  %2435 = mul nsw i64 %fc1.nb132629, 64
+  %2436 = add nsw i64 %2434, %2435
+  %2437 = add nsw i64 %2436, 32
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %2437
+  %2438 = load <16 x float>, ptr %arena641, align 4
+  store <16 x float> %2438, ptr %fc1.t134_c2_2, align 64
+  %2439 = mul nsw i64 %fc1.mb133630, 4
+  %2440 = add nsw i64 %2439, 2
+  %2441 = mul nsw i64 %2440, 64
+  %2442 = add nsw i64 208896, %2441
+  %2443 = mul nsw i64 %fc1.nb132629, 64
+  %2444 = add nsw i64 %2442, %2443
+  %2445 = add nsw i64 %2444, 48
+  %arena642 = getelementptr inbounds float, ptr %arena, i64 %2445
+  %2446 = load <16 x float>, ptr %arena642, align 4
+  store <16 x float> %2446, ptr %fc1.t134_c2_3, align 64
+  %2447 = mul nsw i64 %fc1.mb133630, 4
+  %2448 = add nsw i64 %2447, 3
+  %2449 = mul nsw i64 %2448, 64
+  %2450 = add nsw i64 208896, %2449
+  %2451 = mul nsw i64 %fc1.nb132629, 64
+  %2452 = add nsw i64 %2450, %2451
+  %arena643 = getelementptr inbounds float, ptr %arena, i64 %2452
+  %2453 = load <16 x float>, ptr %arena643, align 4
+  store <16 x float> %2453, ptr %fc1.t134_c3_0, align 64
+  %2454 = mul nsw i64 %fc1.mb133630, 4
+  %2455 = add nsw i64 %2454, 3
+  %2456 = mul nsw i64 %2455, 64
+  %2457 = add nsw i64 208896, %2456
+  %2458 = mul nsw i64 %fc1.nb132629, 64
+  %2459 = add nsw i64 %2457, %2458
+  %2460 = add nsw i64 %2459, 16
+  %arena644 = getelementptr inbounds float, ptr %arena, i64 %2460
+  %2461 = load <16 x float>, ptr %arena644, align 4
+  store <16 x float> %2461, ptr %fc1.t134_c3_1, align 64
+  %2462 = mul nsw i64 %fc1.mb133630, 4
+  %2463 = add nsw i64 %2462, 3
+  %2464 = mul nsw i64 %2463, 64
+  %2465 = add nsw i64 208896, %2464
+  %2466 = mul nsw i64 %fc1.nb132629, 64
+  %2467 = add nsw i64 %2465, %2466
+  %2468 = add nsw i64 %2467, 32
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %2468
+  %2469 = load <16 x float>, ptr %arena645, align 4
+  store <16 x float> %2469, ptr %fc1.t134_c3_2, align 64
+  %2470 = mul nsw i64 %fc1.mb133630, 4
+  %2471 = add nsw i64 %2470, 3
+  %2472 = mul nsw i64 %2471, 64
+  %2473 = add nsw i64 208896, %2472
+  %2474 = mul nsw i64 %fc1.nb132629, 64
+  %2475 = add nsw i64 %2473, %2474
+  %2476 = add nsw i64 %2475, 48
+  %arena646 = getelementptr inbounds float, ptr %arena, i64 %2476
+  %2477 = load <16 x float>, ptr %arena646, align 4
+  store <16 x float> %2477, ptr %fc1.t134_c3_3, align 64
+  br label %fc1.k135
+
+fc1.mb133.end:                                    ; preds = %fc1.k135.end
+  %nb132.next = add nsw i64 %fc1.nb132629, 1
+  %2478 = icmp slt i64 %nb132.next, 1
+  br i1 %2478, label %fc1.nb132, label %fc1.nb132.end
+
+fc1.k135:                                         ; preds = %fc1.k135, %fc1.mb133
+  %fc1.k135647 = phi i64 [ 0, %fc1.mb133 ], [ %k135.next, %fc1.k135 ]
+  %2479 = mul nsw i64 %fc1.kp131628, 224
+  %2480 = add nsw i64 %fc1.k135647, %2479
+  %2481 = mul nsw i64 %2480, 64
+  %2482 = add nsw i64 8192, %2481
+  %2483 = mul nsw i64 %fc1.nb132629, 64
+  %2484 = add nsw i64 %2482, %2483
+  %arena648 = getelementptr inbounds float, ptr %arena, i64 %2484
+  %2485 = load <16 x float>, ptr %arena648, align 4
+  store <16 x float> %2485, ptr %fc1.t134_b0, align 64
+  %2486 = mul nsw i64 %fc1.kp131628, 224
+  %2487 = add nsw i64 %fc1.k135647, %2486
+  %2488 = mul nsw i64 %2487, 64
+  %2489 = add nsw i64 8192, %2488
+  %2490 = mul nsw i64 %fc1.nb132629, 64
+  %2491 = add nsw i64 %2489, %2490
+  %2492 = add nsw i64 %2491, 16
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %2492
+  %2493 = load <16 x float>, ptr %arena649, align 4
+  store <16 x float> %2493, ptr %fc1.t134_b1, align 64
+  %2494 = mul nsw i64 %fc1.kp131628, 224
+  %2495 = add nsw i64 %fc1.k135647, %2494
+  %2496 = mul nsw i64 %2495, 64
+  %2497 = add nsw i64 8192, %2496
+  %2498 = mul nsw i64 %fc1.nb132629, 64
+  %2499 = add nsw i64 %2497, %2498
+  %2500 = add nsw i64 %2499, 32
+  %arena650 = getelementptr inbounds float, ptr %arena, i64 %2500
+  %2501 = load <16 x float>, ptr %arena650, align 4
+  store <16 x float> %2501, ptr %fc1.t134_b2, align 64
+  %2502 = mul nsw i64 %fc1.kp131628, 224
+  %2503 = add nsw i64 %fc1.k135647, %2502
+  %2504 = mul nsw i64 %2503, 64
+  %2505 = add nsw i64 8192, %2504
+  %2506 = mul nsw i64 %fc1.nb132629, 64
+  %2507 = add nsw i64 %2505, %2506
+  %2508 = add nsw i64 %2507, 48
+  %arena651 = getelementptr inbounds float, ptr %arena, i64 %2508
+  %2509 = load <16 x float>, ptr %arena651, align 4
+  store <16 x float> %2509, ptr %fc1.t134_b3, align 64
+  %2510 = mul nsw i64 %fc1.mb133630, 4
+  %2511 = mul nsw i64 %2510, 3136
+  %2512 = add nsw i64 18816, %2511
+  %2513 = mul nsw i64 %fc1.kp131628, 224
+  %2514 = add nsw i64 %fc1.k135647, %2513
+  %2515 = add nsw i64 %2512, %2514
+  %params652 = getelementptr inbounds float, ptr %params, i64 %2515
+  %2516 = load float, ptr %params652, align 4
+  %2517 = insertelement <16 x float> undef, float %2516, i32 0
+  %2518 = shufflevector <16 x float> %2517, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2518, ptr %fc1.t134_a0, align 64
+  %t134_a0 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b0 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c0_0 = load <16 x float>, ptr %fc1.t134_c0_0, align 64
+  %2519 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0, <16 x float> %t134_b0, <16 x float> %t134_c0_0)
+  store <16 x float> %2519, ptr %fc1.t134_c0_0, align 64
+  %t134_a0653 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b1 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c0_1 = load <16 x float>, ptr %fc1.t134_c0_1, align 64
+  %2520 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0653, <16 x float> %t134_b1, <16 x float> %t134_c0_1)
+  store <16 x float> %2520, ptr %fc1.t134_c0_1, align 64
+  %t134_a0654 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b2 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c0_2 = load <16 x float>, ptr %fc1.t134_c0_2, align 64
+  %2521 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0654, <16 x float> %t134_b2, <16 x float> %t134_c0_2)
+  store <16 x float> %2521, ptr %fc1.t134_c0_2, align 64
+  %t134_a0655 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b3 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c0_3 = load <16 x float>, ptr %fc1.t134_c0_3, align 64
+  %2522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0655, <16 x float> %t134_b3, <16 x float> %t134_c0_3)
+  store <16 x float> %2522, ptr %fc1.t134_c0_3, align 64
+  %2523 = mul nsw i64 %fc1.mb133630, 4
+  %2524 = add nsw i64 %2523, 1
+  %2525 = mul nsw i64 %2524, 3136
+  %2526 = add nsw i64 18816, %2525
+  %2527 = mul nsw i64 %fc1.kp131628, 224
+  %2528 = add nsw i64 %fc1.k135647, %2527
+  %2529 = add nsw i64 %2526, %2528
+  %params656 = getelementptr inbounds float, ptr %params, i64 %2529
+  %2530 = load float, ptr %params656, align 4
+  %2531 = insertelement <16 x float> undef, float %2530, i32 0
+  %2532 = shufflevector <16 x float> %2531, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2532, ptr %fc1.t134_a1, align 64
+  %t134_a1 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b0657 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c1_0 = load <16 x float>, ptr %fc1.t134_c1_0, align 64
+  %2533 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1, <16 x float> %t134_b0657, <16 x float> %t134_c1_0)
+  store <16 x float> %2533, ptr %fc1.t134_c1_0, align 64
+  %t134_a1658 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b1659 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c1_1 = load <16 x float>, ptr %fc1.t134_c1_1, align 64
+  %2534 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1658, <16 x float> %t134_b1659, <16 x float> %t134_c1_1)
+  store <16 x float> %2534, ptr %fc1.t134_c1_1, align 64
+  %t134_a1660 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b2661 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c1_2 = load <16 x float>, ptr %fc1.t134_c1_2, align 64
+  %2535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1660, <16 x float> %t134_b2661, <16 x float> %t134_c1_2)
+  store <16 x float> %2535, ptr %fc1.t134_c1_2, align 64
+  %t134_a1662 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b3663 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c1_3 = load <16 x float>, ptr %fc1.t134_c1_3, align 64
+  %2536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1662, <16 x float> %t134_b3663, <16 x float> %t134_c1_3)
+  store <16 x float> %2536, ptr %fc1.t134_c1_3, align 64
+  %2537 = mul nsw i64 %fc1.mb133630, 4
+  %2538 = add nsw i64 %2537, 2
+  %2539 = mul nsw i64 %2538, 3136
+  %2540 = add nsw i64 18816, %2539
+  %2541 = mul nsw i64 %fc1.kp131628, 224
+  %2542 = add nsw i64 %fc1.k135647, %2541
+  %2543 = add nsw i64 %2540, %2542
+  %params664 = getelementptr inbounds float, ptr %params, i64 %2543
+  %2544 = load float, ptr %params664, align 4
+  %2545 = insertelement <16 x float> undef, float %2544, i32 0
+  %2546 = shufflevector <16 x float> %2545, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2546, ptr %fc1.t134_a2, align 64
+  %t134_a2 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b0665 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c2_0 = load <16 x float>, ptr %fc1.t134_c2_0, align 64
+  %2547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2, <16 x float> %t134_b0665, <16 x float> %t134_c2_0)
+  store <16 x float> %2547, ptr %fc1.t134_c2_0, align 64
+  %t134_a2666 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b1667 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c2_1 = load <16 x float>, ptr %fc1.t134_c2_1, align 64
+  %2548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2666, <16 x float> %t134_b1667, <16 x float> %t134_c2_1)
+  store <16 x float> %2548, ptr %fc1.t134_c2_1, align 64
+  %t134_a2668 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b2669 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c2_2 = load <16 x float>, ptr %fc1.t134_c2_2, align 64
+  %2549 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2668, <16 x float> %t134_b2669, <16 x float> %t134_c2_2)
+  store <16 x float> %2549, ptr %fc1.t134_c2_2, align 64
+  %t134_a2670 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b3671 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c2_3 = load <16 x float>, ptr %fc1.t134_c2_3, align 64
+  %2550 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2670, <16 x float> %t134_b3671, <16 x float> %t134_c2_3)
+  store <16 x float> %2550, ptr %fc1.t134_c2_3, align 64
+  %2551 = mul nsw i64 %fc1.mb133630, 4
+  %2552 = add nsw i64 %2551, 3
+  %2553 = mul nsw i64 %2552, 3136
+  %2554 = add nsw i64 18816, %2553
+  %2555 = mul nsw i64 %fc1.kp131628, 224
+  %2556 = add nsw i64 %fc1.k135647, %2555
+  %2557 = add nsw i64 %2554, %2556
+  %params672 = getelementptr inbounds float, ptr %params, i64 %2557
+  %2558 = load float, ptr %params672, align 4
+  %2559 = insertelement <16 x float> undef, float %2558, i32 0
+  %2560 = shufflevector <16 x float> %2559, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2560, ptr %fc1.t134_a3, align 64
+  %t134_a3 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b0673 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c3_0 = load <16 x float>, ptr %fc1.t134_c3_0, align 64
+  %2561 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3, <16 x float> %t134_b0673, <16 x float> %t134_c3_0)
+  store <16 x float> %2561, ptr %fc1.t134_c3_0, align 64
+  %t134_a3674 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b1675 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c3_1 = load <16 x float>, ptr %fc1.t134_c3_1, align 64
+  %2562 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3674, <16 x float> %t134_b1675, <16 x float> %t134_c3_1)
+  store <16 x float> %2562, ptr %fc1.t134_c3_1, align 64
+  %t134_a3676 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b2677 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c3_2 = load <16 x float>, ptr %fc1.t134_c3_2, align 64
+  %2563 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3676, <16 x float> %t134_b2677, <16 x float> %t134_c3_2)
+  store <16 x float> %2563, ptr %fc1.t134_c3_2, align 64
+  %t134_a3678 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b3679 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c3_3 = load <16 x float>, ptr %fc1.t134_c3_3, align 64
+  %2564 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3678, <16 x float> %t134_b3679, <16 x float> %t134_c3_3)
+  store <16 x float> %2564, ptr %fc1.t134_c3_3, align 64
+  %k135.next = add nsw i64 %fc1.k135647, 1
+  %2565 = icmp slt i64 %k135.next, 224
+  br i1 %2565, label %fc1.k135, label %fc1.k135.end
+
+fc1.k135.end:                                     ; preds = %fc1.k135
+  %t134_c0_0680 = load <16 x float>, ptr %fc1.t134_c0_0, align 64
+  %2566 = mul nsw i64 %fc1.mb133630, 4
+  %2567 = mul nsw i64 %2566, 64
+  %2568 = add nsw i64 208896, %2567
+  %2569 = mul nsw i64 %fc1.nb132629, 64
+  %2570 = add nsw i64 %2568, %2569
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2570
+  store <16 x float> %t134_c0_0680, ptr %arena681, align 4
+  %t134_c0_1682 = load <16 x float>, ptr %fc1.t134_c0_1, align 64
+  %2571 = mul nsw i64 %fc1.mb133630, 4
+  %2572 = mul nsw i64 %2571, 64
+  %2573 = add nsw i64 208896, %2572
+  %2574 = mul nsw i64 %fc1.nb132629, 64
+  %2575 = add nsw i64 %2573, %2574
+  %2576 = add nsw i64 %2575, 16
+  %arena683 = getelementptr inbounds float, ptr %arena, i64 %2576
+  store <16 x float> %t134_c0_1682, ptr %arena683, align 4
+  %t134_c0_2684 = load <16 x float>, ptr %fc1.t134_c0_2, align 64
+  %2577 = mul nsw i64 %fc1.mb133630, 4
+  %2578 = mul nsw i64 %2577, 64
+  %2579 = add nsw i64 208896, %2578
+  %2580 = mul nsw i64 %fc1.nb132629, 64
+  %2581 = add nsw i64 %2579, %2580
+  %2582 = add nsw i64 %2581, 32
+  %arena685 = getelementptr inbounds float, ptr %arena, i64 %2582
+  store <16 x float> %t134_c0_2684, ptr %arena685, align 4
+  %t134_c0_3686 = load <16 x float>, ptr %fc1.t134_c0_3, align 64
+  %2583 = mul nsw i64 %fc1.mb133630, 4
+  %2584 = mul nsw i64 %2583, 64
+  %2585 = add nsw i64 208896, %2584
+  %2586 = mul nsw i64 %fc1.nb132629, 64
+  %2587 = add nsw i64 %2585, %2586
+  %2588 = add nsw i64 %2587, 48
+  %arena687 = getelementptr inbounds float, ptr %arena, i64 %2588
+  store <16 x float> %t134_c0_3686, ptr %arena687, align 4
+  %t134_c1_0688 = load <16 x float>, ptr %fc1.t134_c1_0, align 64
+  %2589 = mul nsw i64 %fc1.mb133630, 4
+  %2590 = add nsw i64 %2589, 1
+  %2591 = mul nsw i64 %2590, 64
+  %2592 = add nsw i64 208896, %2591
+  %2593 = mul nsw i64 %fc1.nb132629, 64
+  %2594 = add nsw i64 %2592, %2593
+  %arena689 = getelementptr inbounds float, ptr %arena, i64 %2594
+  store <16 x float> %t134_c1_0688, ptr %arena689, align 4
+  %t134_c1_1690 = load <16 x float>, ptr %fc1.t134_c1_1, align 64
+  %2595 = mul nsw i64 %fc1.mb133630, 4
+  %2596 = add nsw i64 %2595, 1
+  %2597 = mul nsw i64 %2596, 64
+  %2598 = add nsw i64 208896, %2597
+  %2599 = mul nsw i64 %fc1.nb132629, 64
+  %2600 = add nsw i64 %2598, %2599
+  %2601 = add nsw i64 %2600, 16
+  %arena691 = getelementptr inbounds float, ptr %arena, i64 %2601
+  store <16 x float> %t134_c1_1690, ptr %arena691, align 4
+  %t134_c1_2692 = load <16 x float>, ptr %fc1.t134_c1_2, align 64
+  %2602 = mul nsw i64 %fc1.mb133630, 4
+  %2603 = add nsw i64 %2602, 1
+  %2604 = mul nsw i64 %2603, 64
+  %2605 = add nsw i64 208896, %2604
+  %2606 = mul nsw i64 %fc1.nb132629, 64
+  %2607 = add nsw i64 %2605, %2606
+  %2608 = add nsw i64 %2607, 32
+  %arena693 = getelementptr inbounds float, ptr %arena, i64 %2608
+  store <16 x float> %t134_c1_2692, ptr %arena693, align 4
+  %t134_c1_3694 = load <16 x float>, ptr %fc1.t134_c1_3, align 64
+  %2609 = mul nsw i64 %fc1.mb133630, 4
+  %2610 = add nsw i64 %2609, 1
+  %2611 = mul nsw i64 %2610, 64
+  %2612 = add nsw i64 208896, %2611
+  %2613 = mul nsw i64 %fc1.nb132629, 64
+  %2614 = add nsw i64 %2612, %2613
+  %2615 = add nsw i64 %2614, 48
+  %arena695 = getelementptr inbounds float, ptr %arena, i64 %2615
+  store <16 x float> %t134_c1_3694, ptr %arena695, align 4
+  %t134_c2_0696 = load <16 x float>, ptr %fc1.t134_c2_0, align 64
+  %2616 = mul nsw i64 %fc1.mb133630, 4
+  %2617 = add nsw i64 %2616, 2
+  %2618 = mul nsw i64 %2617, 64
+  %2619 = add nsw i64 208896, %2618
+  %2620 = mul nsw i64 %fc1.nb132629, 64
+  %2621 = add nsw i64 %2619, %2620
+  %arena697 = getelementptr inbounds float, ptr %arena, i64 %2621
+  store <16 x float> %t134_c2_0696, ptr %arena697, align 4
+  %t134_c2_1698 = load <16 x float>, ptr %fc1.t134_c2_1, align 64
+  %2622 = mul nsw i64 %fc1.mb133630, 4
+  %2623 = add nsw i64 %2622, 2
+  %2624 = mul nsw i64 %2623, 64
+  %2625 = add nsw i64 208896, %2624
+  %2626 = mul nsw i64 %fc1.nb132629, 64
+  %2627 = add nsw i64 %2625, %2626
+  %2628 = add nsw i64 %2627, 16
+  %arena699 = getelementptr inbounds float, ptr %arena, i64 %2628
+  store <16 x float> %t134_c2_1698, ptr %arena699, align 4
+  %t134_c2_2700 = load <16 x float>, ptr %fc1.t134_c2_2, align 64
+  %2629 = mul nsw i64 %fc1.mb133630, 4
+  %2630 = add nsw i64 %2629, 2
+  %2631 = mul nsw i64 %2630, 64
+  %2632 = add nsw i64 208896, %2631
+  %2633 = mul nsw i64 %fc1.nb132629, 64
+  %2634 = add nsw i64 %2632, %2633
+  %2635 = add nsw i64 %2634, 32
+  %arena701 = getelementptr inbounds float, ptr %arena, i64 %2635
+  store <16 x float> %t134_c2_2700, ptr %arena701, align 4
+  %t134_c2_3702 = load <16 x float>, ptr %fc1.t134_c2_3, align 64
+  %2636 = mul nsw i64 %fc1.mb133630, 4
+  %2637 = add nsw i64 %2636, 2
+  %2638 = mul nsw i64 %2637, 64
+  %2639 = add nsw i64 208896, %2638
+  %2640 = mul nsw i64 %fc1.nb132629, 64
+  %2641 = add nsw i64 %2639, %2640
+  %2642 = add nsw i64 %2641, 48
+  %arena703 = getelementptr inbounds float, ptr %arena, i64 %2642
+  store <16 x float> %t134_c2_3702, ptr %arena703, align 4
+  %t134_c3_0704 = load <16 x float>, ptr %fc1.t134_c3_0, align 64
+  %2643 = mul nsw i64 %fc1.mb133630, 4
+  %2644 = add nsw i64 %2643, 3
+  %2645 = mul nsw i64 %2644, 64
+  %2646 = add nsw i64 208896, %2645
+  %2647 = mul nsw i64 %fc1.nb132629, 64
+  %2648 = add nsw i64 %2646, %2647
+  %arena705 = getelementptr inbounds float, ptr %arena, i64 %2648
+  store <16 x float> %t134_c3_0704, ptr %arena705, align 4
+  %t134_c3_1706 = load <16 x float>, ptr %fc1.t134_c3_1, align 64
+  %2649 = mul nsw i64 %fc1.mb133630, 4
+  %2650 = add nsw i64 %2649, 3
+  %2651 = mul nsw i64 %2650, 64
+  %2652 = add nsw i64 208896, %2651
+  %2653 = mul nsw i64 %fc1.nb132629, 64
+  %2654 = add nsw i64 %2652, %2653
+  %2655 = add nsw i64 %2654, 16
+  %arena707 = getelementptr inbounds float, ptr %arena, i64 %2655
+  store <16 x float> %t134_c3_1706, ptr %arena707, align 4
+  %t134_c3_2708 = load <16 x float>, ptr %fc1.t134_c3_2, align 64
+  %2656 = mul nsw i64 %fc1.mb133630, 4
+  %2657 = add nsw i64 %2656, 3
+  %2658 = mul nsw i64 %2657, 64
+  %2659 = add nsw i64 208896, %2658
+  %2660 = mul nsw i64 %fc1.nb132629, 64
+  %2661 = add nsw i64 %2659, %2660
+  %2662 = add nsw i64 %2661, 32
+  %arena709 = getelementptr inbounds float, ptr %arena, i64 %2662
+  store <16 x float> %t134_c3_2708, ptr %arena709, align 4
+  %t134_c3_3710 = load <16 x float>, ptr %fc1.t134_c3_3, align 64
+  %2663 = mul nsw i64 %fc1.mb133630, 4
+  %2664 = add nsw i64 %2663, 3
+  %2665 = mul nsw i64 %2664, 64
+  %2666 = add nsw i64 208896, %2665
+  %2667 = mul nsw i64 %fc1.nb132629, 64
+  %2668 = add nsw i64 %2666, %2667
+  %2669 = add nsw i64 %2668, 48
+  %arena711 = getelementptr inbounds float, ptr %arena, i64 %2669
+  store <16 x float> %t134_c3_3710, ptr %arena711, align 4
+  %mb133.next = add nsw i64 %fc1.mb133630, 1
+  %2670 = icmp slt i64 %mb133.next, 32
+  br i1 %2670, label %fc1.mb133, label %fc1.mb133.end
+
+fc1.n136:                                         ; preds = %fc1.u137.end, %fc1.kp131.end
+  %fc1.n136712 = phi i64 [ 0, %fc1.kp131.end ], [ %n136.next, %fc1.u137.end ]
+  br label %fc1.u137
+
+fc1.n136.end:                                     ; preds = %fc1.u137.end
+  %arena719 = getelementptr inbounds float, ptr %arena, i64 0
+  %params720 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena721 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena719, i32 128, ptr %params720, i32 128, float 0.000000e+00, ptr %arena721, i32 10)
+  br label %fc2.n138
+
+fc1.u137:                                         ; preds = %fc1.u137, %fc1.n136
+  %fc1.u137713 = phi i64 [ 0, %fc1.n136 ], [ %u137.next, %fc1.u137 ]
+  %2671 = mul nsw i64 %fc1.u137713, 64
+  %2672 = add nsw i64 208896, %2671
+  %2673 = add nsw i64 %2672, %fc1.n136712
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2673
+  %2674 = load float, ptr %arena714, align 4
+  %2675 = add nsw i64 420224, %fc1.u137713
+  %params715 = getelementptr inbounds float, ptr %params, i64 %2675
+  %2676 = load float, ptr %params715, align 4
+  %2677 = fadd float %2674, %2676
+  %2678 = fcmp ogt float %2677, 0.000000e+00
+  %2679 = mul nsw i64 %fc1.u137713, 64
+  %2680 = add nsw i64 208896, %2679
+  %2681 = add nsw i64 %2680, %fc1.n136712
+  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2681
+  %2682 = load float, ptr %arena716, align 4
+  %2683 = add nsw i64 420224, %fc1.u137713
+  %params717 = getelementptr inbounds float, ptr %params, i64 %2683
+  %2684 = load float, ptr %params717, align 4
+  %2685 = fadd float %2682, %2684
+  %2686 = select i1 %2678, float %2685, float 0.000000e+00
+  %2687 = mul nsw i64 %fc1.n136712, 128
+  %2688 = add nsw i64 %2687, %fc1.u137713
+  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2688
+  store float %2686, ptr %arena718, align 4
+  %u137.next = add nsw i64 %fc1.u137713, 1
+  %2689 = icmp slt i64 %u137.next, 128
+  br i1 %2689, label %fc1.u137, label %fc1.u137.end
+
+fc1.u137.end:                                     ; preds = %fc1.u137
+  %n136.next = add nsw i64 %fc1.n136712, 1
+  %2690 = icmp slt i64 %n136.next, 64
+  br i1 %2690, label %fc1.n136, label %fc1.n136.end
+
+fc2.n138:                                         ; preds = %fc2.u139.end, %fc1.n136.end
+  %fc2.n138722 = phi i64 [ 0, %fc1.n136.end ], [ %n138.next, %fc2.u139.end ]
+  br label %fc2.u139
+
+fc2.n138.end:                                     ; preds = %fc2.u139.end
   ret void
 
-fc2.u130:                                         ; preds = %fc2.u130, %fc2.n129
-  %fc2.u130635 = phi i64 [ 0, %fc2.n129 ], [ %u130.next, %fc2.u130 ]
-  %2361 = mul nsw i64 %fc2.n129634, 10
-  %2362 = add nsw i64 8192, %2361
-  %2363 = add nsw i64 %2362, %fc2.u130635
-  %arena636 = getelementptr inbounds float, ptr %arena, i64 %2363
-  %2364 = load float, ptr %arena636, align 4
-  %2365 = add nsw i64 421632, %fc2.u130635
-  %params637 = getelementptr inbounds float, ptr %params, i64 %2365
-  %2366 = load float, ptr %params637, align 4
-  %2367 = fadd float %2364, %2366
-  %2368 = mul nsw i64 %fc2.n129634, 10
-  %2369 = add nsw i64 8192, %2368
-  %2370 = add nsw i64 %2369, %fc2.u130635
-  %arena638 = getelementptr inbounds float, ptr %arena, i64 %2370
-  store float %2367, ptr %arena638, align 4
-  %u130.next = add nsw i64 %fc2.u130635, 1
-  %2371 = icmp slt i64 %u130.next, 10
-  br i1 %2371, label %fc2.u130, label %fc2.u130.end
+fc2.u139:                                         ; preds = %fc2.u139, %fc2.n138
+  %fc2.u139723 = phi i64 [ 0, %fc2.n138 ], [ %u139.next, %fc2.u139 ]
+  %2691 = mul nsw i64 %fc2.n138722, 10
+  %2692 = add nsw i64 8192, %2691
+  %2693 = add nsw i64 %2692, %fc2.u139723
+  %arena724 = getelementptr inbounds float, ptr %arena, i64 %2693
+  %2694 = load float, ptr %arena724, align 4
+  %2695 = add nsw i64 421632, %fc2.u139723
+  %params725 = getelementptr inbounds float, ptr %params, i64 %2695
+  %2696 = load float, ptr %params725, align 4
+  %2697 = fadd float %2694, %2696
+  %2698 = mul nsw i64 %fc2.n138722, 10
+  %2699 = add nsw i64 8192, %2698
+  %2700 = add nsw i64 %2699, %fc2.u139723
+  %arena726 = getelementptr inbounds float, ptr %arena, i64 %2700
+  store float %2697, ptr %arena726, align 4
+  %u139.next = add nsw i64 %fc2.u139723, 1
+  %2701 = icmp slt i64 %u139.next, 10
+  br i1 %2701, label %fc2.u139, label %fc2.u139.end
 
-fc2.u130.end:                                     ; preds = %fc2.u130
-  %n129.next = add nsw i64 %fc2.n129634, 1
-  %2372 = icmp slt i64 %n129.next, 64
-  br i1 %2372, label %fc2.n129, label %fc2.n129.end
+fc2.u139.end:                                     ; preds = %fc2.u139
+  %n138.next = add nsw i64 %fc2.n138722, 1
+  %2702 = icmp slt i64 %n138.next, 64
+  br i1 %2702, label %fc2.n138, label %fc2.n138.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

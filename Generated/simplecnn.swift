@@ -675,685 +675,758 @@ public func simplecnn_train_b64(
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 128, 3136, 1, arena + 802816, 3136, params + 18816, 3136, Float(bitPattern: 0x0), arena + 1204224, 128)
   for n127 in 0..<64 {
-    do {  // SIMD16 over u128
-      var u128 = 0
-      while u128 &+ 16 <= 128 {
-        store16(arena, (1204224 +% (n127 *% 128)) &+ u128, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (1204224 +% (n127 *% 128)) &+ u128) + load16(params, 420224 &+ u128)), where: (load16(arena, (1204224 +% (n127 *% 128)) &+ u128) + load16(params, 420224 &+ u128)) .> SIMD16<Float>(repeating: Float(0))))
-        u128 &+= 16
+    for k128 in 0..<3136 {
+      arena[((1212416 +% (k128 *% 64)) +% n127)] = arena[((802816 +% (n127 *% 3136)) +% k128)]
+    }
+  }
+  for r129 in 0..<128 {
+    do {  // SIMD16 over i130
+      var i130 = 0
+      while i130 &+ 16 <= 64 {
+        store16(arena, (1413120 +% (r129 *% 64)) &+ i130, SIMD16<Float>(repeating: Float(0)))
+        i130 &+= 16
       }
-      while u128 < 128 {
-        arena[((1204224 +% (n127 *% 128)) +% u128)] = ((arena[((1204224 +% (n127 *% 128)) +% u128)] + params[(420224 +% u128)]) > Float(0) ? (arena[((1204224 +% (n127 *% 128)) +% u128)] + params[(420224 +% u128)]) : Float(0))
-        u128 &+= 1
+      while i130 < 64 {
+        arena[((1413120 +% (r129 *% 64)) +% i130)] = Float(0)
+        i130 &+= 1
       }
     }
   }
+  for kp131 in 0..<14 {
+    for nb132 in 0..<1 {
+      for mb133 in 0..<32 {
+        var t134_c0_0 = load16(arena, ((1413120 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)))
+        var t134_c0_1 = load16(arena, (((1413120 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c0_2 = load16(arena, (((1413120 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c0_3 = load16(arena, (((1413120 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c1_0 = load16(arena, ((1413120 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)))
+        var t134_c1_1 = load16(arena, (((1413120 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c1_2 = load16(arena, (((1413120 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c1_3 = load16(arena, (((1413120 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c2_0 = load16(arena, ((1413120 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)))
+        var t134_c2_1 = load16(arena, (((1413120 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c2_2 = load16(arena, (((1413120 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c2_3 = load16(arena, (((1413120 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c3_0 = load16(arena, ((1413120 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)))
+        var t134_c3_1 = load16(arena, (((1413120 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c3_2 = load16(arena, (((1413120 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c3_3 = load16(arena, (((1413120 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 48))
+        for k135 in 0..<224 {
+          let t134_b0 = load16(arena, ((1212416 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)))
+          let t134_b1 = load16(arena, (((1212416 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 16))
+          let t134_b2 = load16(arena, (((1212416 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 32))
+          let t134_b3 = load16(arena, (((1212416 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 48))
+          let t134_a0 = SIMD16<Float>(repeating: params[((18816 +% ((mb133 *% 4) *% 3136)) +% (k135 +% (kp131 *% 224)))])
+          t134_c0_0 = t134_c0_0.addingProduct(t134_a0, t134_b0)
+          t134_c0_1 = t134_c0_1.addingProduct(t134_a0, t134_b1)
+          t134_c0_2 = t134_c0_2.addingProduct(t134_a0, t134_b2)
+          t134_c0_3 = t134_c0_3.addingProduct(t134_a0, t134_b3)
+          let t134_a1 = SIMD16<Float>(repeating: params[((18816 +% (((mb133 *% 4) +% 1) *% 3136)) +% (k135 +% (kp131 *% 224)))])
+          t134_c1_0 = t134_c1_0.addingProduct(t134_a1, t134_b0)
+          t134_c1_1 = t134_c1_1.addingProduct(t134_a1, t134_b1)
+          t134_c1_2 = t134_c1_2.addingProduct(t134_a1, t134_b2)
+          t134_c1_3 = t134_c1_3.addingProduct(t134_a1, t134_b3)
+          let t134_a2 = SIMD16<Float>(repeating: params[((18816 +% (((mb133 *% 4) +% 2) *% 3136)) +% (k135 +% (kp131 *% 224)))])
+          t134_c2_0 = t134_c2_0.addingProduct(t134_a2, t134_b0)
+          t134_c2_1 = t134_c2_1.addingProduct(t134_a2, t134_b1)
+          t134_c2_2 = t134_c2_2.addingProduct(t134_a2, t134_b2)
+          t134_c2_3 = t134_c2_3.addingProduct(t134_a2, t134_b3)
+          let t134_a3 = SIMD16<Float>(repeating: params[((18816 +% (((mb133 *% 4) +% 3) *% 3136)) +% (k135 +% (kp131 *% 224)))])
+          t134_c3_0 = t134_c3_0.addingProduct(t134_a3, t134_b0)
+          t134_c3_1 = t134_c3_1.addingProduct(t134_a3, t134_b1)
+          t134_c3_2 = t134_c3_2.addingProduct(t134_a3, t134_b2)
+          t134_c3_3 = t134_c3_3.addingProduct(t134_a3, t134_b3)
+        }
+        store16(arena, ((1413120 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)), t134_c0_0)
+        store16(arena, (((1413120 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 16), t134_c0_1)
+        store16(arena, (((1413120 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 32), t134_c0_2)
+        store16(arena, (((1413120 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 48), t134_c0_3)
+        store16(arena, ((1413120 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)), t134_c1_0)
+        store16(arena, (((1413120 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 16), t134_c1_1)
+        store16(arena, (((1413120 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 32), t134_c1_2)
+        store16(arena, (((1413120 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 48), t134_c1_3)
+        store16(arena, ((1413120 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)), t134_c2_0)
+        store16(arena, (((1413120 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 16), t134_c2_1)
+        store16(arena, (((1413120 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 32), t134_c2_2)
+        store16(arena, (((1413120 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 48), t134_c2_3)
+        store16(arena, ((1413120 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)), t134_c3_0)
+        store16(arena, (((1413120 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 16), t134_c3_1)
+        store16(arena, (((1413120 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 32), t134_c3_2)
+        store16(arena, (((1413120 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 48), t134_c3_3)
+      }
+    }
+  }
+  for n136 in 0..<64 {
+    for u137 in 0..<128 {
+      arena[((1204224 +% (n136 *% 128)) +% u137)] = ((arena[((1413120 +% (u137 *% 64)) +% n136)] + params[(420224 +% u137)]) > Float(0) ? (arena[((1413120 +% (u137 *% 64)) +% n136)] + params[(420224 +% u137)]) : Float(0))
+    }
+  }
   // drop = dropout(fc1)
-  for i129 in 0..<8192 {
-    arena[(1212416 +% i129)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i129) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 +% i129)] * Float(2)) : Float(0))
+  for i138 in 0..<8192 {
+    arena[(1212416 +% i138)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i138) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 +% i138)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
-  for n130 in 0..<64 {
-    do {  // SIMD16 over u131
-      var u131 = 0
-      while u131 < 10 {
-        arena[((1220608 +% (n130 *% 10)) +% u131)] = (arena[((1220608 +% (n130 *% 10)) +% u131)] + params[(421632 +% u131)])
-        u131 &+= 1
+  for n139 in 0..<64 {
+    do {  // SIMD16 over u140
+      var u140 = 0
+      while u140 < 10 {
+        arena[((1220608 +% (n139 *% 10)) +% u140)] = (arena[((1220608 +% (n139 *% 10)) +% u140)] + params[(421632 +% u140)])
+        u140 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total132: Float = Float(0)
-  for n133 in 0..<64 {
-    var m134: Float = arena[(1220608 +% (n133 *% 10))]
-    for k136 in 0..<10 {
-      m134 = { let x = m134, y = arena[((1220608 +% (n133 *% 10)) +% k136)]; return y > x ? y : x }()
+  var total141: Float = Float(0)
+  for n142 in 0..<64 {
+    var m143: Float = arena[(1220608 +% (n142 *% 10))]
+    for k145 in 0..<10 {
+      m143 = { let x = m143, y = arena[((1220608 +% (n142 *% 10)) +% k145)]; return y > x ? y : x }()
     }
-    var s135: Float = Float(0)
-    for k137 in 0..<10 {
-      s135 = (s135 + expf((arena[((1220608 +% (n133 *% 10)) +% k137)] - m134)))
+    var s144: Float = Float(0)
+    for k146 in 0..<10 {
+      s144 = (s144 + expf((arena[((1220608 +% (n142 *% 10)) +% k146)] - m143)))
     }
-    total132 = (total132 + ((m134 + logf(s135)) - arena[((1220608 +% (n133 *% 10)) +% Int(labels[n133]))]))
+    total141 = (total141 + ((m143 + logf(s144)) - arena[((1220608 +% (n142 *% 10)) +% Int(labels[n142]))]))
   }
-  arena[1221248] = (total132 / Float(64))
+  arena[1221248] = (total141 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n138 in 0..<64 {
-    var m139: Float = arena[(1220608 +% (n138 *% 10))]
-    for k141 in 0..<10 {
-      m139 = { let x = m139, y = arena[((1220608 +% (n138 *% 10)) +% k141)]; return y > x ? y : x }()
+  for n147 in 0..<64 {
+    var m148: Float = arena[(1220608 +% (n147 *% 10))]
+    for k150 in 0..<10 {
+      m148 = { let x = m148, y = arena[((1220608 +% (n147 *% 10)) +% k150)]; return y > x ? y : x }()
     }
-    var s140: Float = Float(0)
-    for k142 in 0..<10 {
-      s140 = (s140 + expf((arena[((1220608 +% (n138 *% 10)) +% k142)] - m139)))
+    var s149: Float = Float(0)
+    for k151 in 0..<10 {
+      s149 = (s149 + expf((arena[((1220608 +% (n147 *% 10)) +% k151)] - m148)))
     }
-    for k143 in 0..<10 {
-      arena[((1221264 +% (n138 *% 10)) +% k143)] = ((k143 == Int(labels[n138]) ? ((expf((arena[((1220608 +% (n138 *% 10)) +% k143)] - m139)) / s140) - Float(1)) : (expf((arena[((1220608 +% (n138 *% 10)) +% k143)] - m139)) / s140)) / Float(64))
+    for k152 in 0..<10 {
+      arena[((1221264 +% (n147 *% 10)) +% k152)] = ((k152 == Int(labels[n147]) ? ((expf((arena[((1220608 +% (n147 *% 10)) +% k152)] - m148)) / s149) - Float(1)) : (expf((arena[((1220608 +% (n147 *% 10)) +% k152)] - m148)) / s149)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 1221264, 10, arena + 1212416, 128, Float(bitPattern: 0x0), grads + 420352, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u144 in 0..<10 {
-    var acc145: Float = Float(0)
-    for n146 in 0..<64 {
-      acc145 = (acc145 + arena[((1221264 +% (n146 *% 10)) +% u144)])
+  for u153 in 0..<10 {
+    var acc154: Float = Float(0)
+    for n155 in 0..<64 {
+      acc154 = (acc154 + arena[((1221264 +% (n155 *% 10)) +% u153)])
     }
-    grads[(421632 +% u144)] = acc145
+    grads[(421632 +% u153)] = acc154
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 1221264, 10, params + 420352, 128, Float(bitPattern: 0x0), arena + 1221904, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  for i147 in 0..<8192 {
-    arena[(1230096 +% i147)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i147) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 +% i147)] * Float(2)) : Float(0))
+  for i156 in 0..<8192 {
+    arena[(1230096 +% i156)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i156) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 +% i156)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i148
-    var i148 = 0
-    while i148 &+ 16 <= 8192 {
-      store16(arena, 1212416 &+ i148, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i148), where: load16(arena, 1204224 &+ i148) .> SIMD16<Float>(repeating: Float(0))))
-      i148 &+= 16
+  do {  // SIMD16 over i157
+    var i157 = 0
+    while i157 &+ 16 <= 8192 {
+      store16(arena, 1212416 &+ i157, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i157), where: load16(arena, 1204224 &+ i157) .> SIMD16<Float>(repeating: Float(0))))
+      i157 &+= 16
     }
-    while i148 < 8192 {
-      arena[(1212416 +% i148)] = (arena[(1204224 +% i148)] > Float(0) ? arena[(1230096 +% i148)] : Float(0))
-      i148 &+= 1
+    while i157 < 8192 {
+      arena[(1212416 +% i157)] = (arena[(1204224 +% i157)] > Float(0) ? arena[(1230096 +% i157)] : Float(0))
+      i157 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  for nb149 in 0..<49 {
-    for mb150 in 0..<32 {
-      var t151_c0_0 = SIMD16<Float>()
-      var t151_c0_1 = SIMD16<Float>()
-      var t151_c0_2 = SIMD16<Float>()
-      var t151_c0_3 = SIMD16<Float>()
-      var t151_c1_0 = SIMD16<Float>()
-      var t151_c1_1 = SIMD16<Float>()
-      var t151_c1_2 = SIMD16<Float>()
-      var t151_c1_3 = SIMD16<Float>()
-      var t151_c2_0 = SIMD16<Float>()
-      var t151_c2_1 = SIMD16<Float>()
-      var t151_c2_2 = SIMD16<Float>()
-      var t151_c2_3 = SIMD16<Float>()
-      var t151_c3_0 = SIMD16<Float>()
-      var t151_c3_1 = SIMD16<Float>()
-      var t151_c3_2 = SIMD16<Float>()
-      var t151_c3_3 = SIMD16<Float>()
-      for k152 in 0..<64 {
-        let t151_b0 = load16(arena, ((802816 +% (k152 *% 3136)) +% (nb149 *% 64)))
-        let t151_b1 = load16(arena, (((802816 +% (k152 *% 3136)) +% (nb149 *% 64)) +% 16))
-        let t151_b2 = load16(arena, (((802816 +% (k152 *% 3136)) +% (nb149 *% 64)) +% 32))
-        let t151_b3 = load16(arena, (((802816 +% (k152 *% 3136)) +% (nb149 *% 64)) +% 48))
-        let t151_a0 = SIMD16<Float>(repeating: arena[((1212416 +% (mb150 *% 4)) +% (k152 *% 128))])
-        t151_c0_0 = t151_c0_0.addingProduct(t151_a0, t151_b0)
-        t151_c0_1 = t151_c0_1.addingProduct(t151_a0, t151_b1)
-        t151_c0_2 = t151_c0_2.addingProduct(t151_a0, t151_b2)
-        t151_c0_3 = t151_c0_3.addingProduct(t151_a0, t151_b3)
-        let t151_a1 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb150 *% 4) +% 1)) +% (k152 *% 128))])
-        t151_c1_0 = t151_c1_0.addingProduct(t151_a1, t151_b0)
-        t151_c1_1 = t151_c1_1.addingProduct(t151_a1, t151_b1)
-        t151_c1_2 = t151_c1_2.addingProduct(t151_a1, t151_b2)
-        t151_c1_3 = t151_c1_3.addingProduct(t151_a1, t151_b3)
-        let t151_a2 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb150 *% 4) +% 2)) +% (k152 *% 128))])
-        t151_c2_0 = t151_c2_0.addingProduct(t151_a2, t151_b0)
-        t151_c2_1 = t151_c2_1.addingProduct(t151_a2, t151_b1)
-        t151_c2_2 = t151_c2_2.addingProduct(t151_a2, t151_b2)
-        t151_c2_3 = t151_c2_3.addingProduct(t151_a2, t151_b3)
-        let t151_a3 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb150 *% 4) +% 3)) +% (k152 *% 128))])
-        t151_c3_0 = t151_c3_0.addingProduct(t151_a3, t151_b0)
-        t151_c3_1 = t151_c3_1.addingProduct(t151_a3, t151_b1)
-        t151_c3_2 = t151_c3_2.addingProduct(t151_a3, t151_b2)
-        t151_c3_3 = t151_c3_3.addingProduct(t151_a3, t151_b3)
+  for nb158 in 0..<49 {
+    for mb159 in 0..<32 {
+      var t160_c0_0 = SIMD16<Float>()
+      var t160_c0_1 = SIMD16<Float>()
+      var t160_c0_2 = SIMD16<Float>()
+      var t160_c0_3 = SIMD16<Float>()
+      var t160_c1_0 = SIMD16<Float>()
+      var t160_c1_1 = SIMD16<Float>()
+      var t160_c1_2 = SIMD16<Float>()
+      var t160_c1_3 = SIMD16<Float>()
+      var t160_c2_0 = SIMD16<Float>()
+      var t160_c2_1 = SIMD16<Float>()
+      var t160_c2_2 = SIMD16<Float>()
+      var t160_c2_3 = SIMD16<Float>()
+      var t160_c3_0 = SIMD16<Float>()
+      var t160_c3_1 = SIMD16<Float>()
+      var t160_c3_2 = SIMD16<Float>()
+      var t160_c3_3 = SIMD16<Float>()
+      for k161 in 0..<64 {
+        let t160_b0 = load16(arena, ((802816 +% (k161 *% 3136)) +% (nb158 *% 64)))
+        let t160_b1 = load16(arena, (((802816 +% (k161 *% 3136)) +% (nb158 *% 64)) +% 16))
+        let t160_b2 = load16(arena, (((802816 +% (k161 *% 3136)) +% (nb158 *% 64)) +% 32))
+        let t160_b3 = load16(arena, (((802816 +% (k161 *% 3136)) +% (nb158 *% 64)) +% 48))
+        let t160_a0 = SIMD16<Float>(repeating: arena[((1212416 +% (mb159 *% 4)) +% (k161 *% 128))])
+        t160_c0_0 = t160_c0_0.addingProduct(t160_a0, t160_b0)
+        t160_c0_1 = t160_c0_1.addingProduct(t160_a0, t160_b1)
+        t160_c0_2 = t160_c0_2.addingProduct(t160_a0, t160_b2)
+        t160_c0_3 = t160_c0_3.addingProduct(t160_a0, t160_b3)
+        let t160_a1 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb159 *% 4) +% 1)) +% (k161 *% 128))])
+        t160_c1_0 = t160_c1_0.addingProduct(t160_a1, t160_b0)
+        t160_c1_1 = t160_c1_1.addingProduct(t160_a1, t160_b1)
+        t160_c1_2 = t160_c1_2.addingProduct(t160_a1, t160_b2)
+        t160_c1_3 = t160_c1_3.addingProduct(t160_a1, t160_b3)
+        let t160_a2 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb159 *% 4) +% 2)) +% (k161 *% 128))])
+        t160_c2_0 = t160_c2_0.addingProduct(t160_a2, t160_b0)
+        t160_c2_1 = t160_c2_1.addingProduct(t160_a2, t160_b1)
+        t160_c2_2 = t160_c2_2.addingProduct(t160_a2, t160_b2)
+        t160_c2_3 = t160_c2_3.addingProduct(t160_a2, t160_b3)
+        let t160_a3 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb159 *% 4) +% 3)) +% (k161 *% 128))])
+        t160_c3_0 = t160_c3_0.addingProduct(t160_a3, t160_b0)
+        t160_c3_1 = t160_c3_1.addingProduct(t160_a3, t160_b1)
+        t160_c3_2 = t160_c3_2.addingProduct(t160_a3, t160_b2)
+        t160_c3_3 = t160_c3_3.addingProduct(t160_a3, t160_b3)
       }
-      store16(grads, ((18816 +% ((mb150 *% 4) *% 3136)) +% (nb149 *% 64)), t151_c0_0)
-      store16(grads, (((18816 +% ((mb150 *% 4) *% 3136)) +% (nb149 *% 64)) +% 16), t151_c0_1)
-      store16(grads, (((18816 +% ((mb150 *% 4) *% 3136)) +% (nb149 *% 64)) +% 32), t151_c0_2)
-      store16(grads, (((18816 +% ((mb150 *% 4) *% 3136)) +% (nb149 *% 64)) +% 48), t151_c0_3)
-      store16(grads, ((18816 +% (((mb150 *% 4) +% 1) *% 3136)) +% (nb149 *% 64)), t151_c1_0)
-      store16(grads, (((18816 +% (((mb150 *% 4) +% 1) *% 3136)) +% (nb149 *% 64)) +% 16), t151_c1_1)
-      store16(grads, (((18816 +% (((mb150 *% 4) +% 1) *% 3136)) +% (nb149 *% 64)) +% 32), t151_c1_2)
-      store16(grads, (((18816 +% (((mb150 *% 4) +% 1) *% 3136)) +% (nb149 *% 64)) +% 48), t151_c1_3)
-      store16(grads, ((18816 +% (((mb150 *% 4) +% 2) *% 3136)) +% (nb149 *% 64)), t151_c2_0)
-      store16(grads, (((18816 +% (((mb150 *% 4) +% 2) *% 3136)) +% (nb149 *% 64)) +% 16), t151_c2_1)
-      store16(grads, (((18816 +% (((mb150 *% 4) +% 2) *% 3136)) +% (nb149 *% 64)) +% 32), t151_c2_2)
-      store16(grads, (((18816 +% (((mb150 *% 4) +% 2) *% 3136)) +% (nb149 *% 64)) +% 48), t151_c2_3)
-      store16(grads, ((18816 +% (((mb150 *% 4) +% 3) *% 3136)) +% (nb149 *% 64)), t151_c3_0)
-      store16(grads, (((18816 +% (((mb150 *% 4) +% 3) *% 3136)) +% (nb149 *% 64)) +% 16), t151_c3_1)
-      store16(grads, (((18816 +% (((mb150 *% 4) +% 3) *% 3136)) +% (nb149 *% 64)) +% 32), t151_c3_2)
-      store16(grads, (((18816 +% (((mb150 *% 4) +% 3) *% 3136)) +% (nb149 *% 64)) +% 48), t151_c3_3)
+      store16(grads, ((18816 +% ((mb159 *% 4) *% 3136)) +% (nb158 *% 64)), t160_c0_0)
+      store16(grads, (((18816 +% ((mb159 *% 4) *% 3136)) +% (nb158 *% 64)) +% 16), t160_c0_1)
+      store16(grads, (((18816 +% ((mb159 *% 4) *% 3136)) +% (nb158 *% 64)) +% 32), t160_c0_2)
+      store16(grads, (((18816 +% ((mb159 *% 4) *% 3136)) +% (nb158 *% 64)) +% 48), t160_c0_3)
+      store16(grads, ((18816 +% (((mb159 *% 4) +% 1) *% 3136)) +% (nb158 *% 64)), t160_c1_0)
+      store16(grads, (((18816 +% (((mb159 *% 4) +% 1) *% 3136)) +% (nb158 *% 64)) +% 16), t160_c1_1)
+      store16(grads, (((18816 +% (((mb159 *% 4) +% 1) *% 3136)) +% (nb158 *% 64)) +% 32), t160_c1_2)
+      store16(grads, (((18816 +% (((mb159 *% 4) +% 1) *% 3136)) +% (nb158 *% 64)) +% 48), t160_c1_3)
+      store16(grads, ((18816 +% (((mb159 *% 4) +% 2) *% 3136)) +% (nb158 *% 64)), t160_c2_0)
+      store16(grads, (((18816 +% (((mb159 *% 4) +% 2) *% 3136)) +% (nb158 *% 64)) +% 16), t160_c2_1)
+      store16(grads, (((18816 +% (((mb159 *% 4) +% 2) *% 3136)) +% (nb158 *% 64)) +% 32), t160_c2_2)
+      store16(grads, (((18816 +% (((mb159 *% 4) +% 2) *% 3136)) +% (nb158 *% 64)) +% 48), t160_c2_3)
+      store16(grads, ((18816 +% (((mb159 *% 4) +% 3) *% 3136)) +% (nb158 *% 64)), t160_c3_0)
+      store16(grads, (((18816 +% (((mb159 *% 4) +% 3) *% 3136)) +% (nb158 *% 64)) +% 16), t160_c3_1)
+      store16(grads, (((18816 +% (((mb159 *% 4) +% 3) *% 3136)) +% (nb158 *% 64)) +% 32), t160_c3_2)
+      store16(grads, (((18816 +% (((mb159 *% 4) +% 3) *% 3136)) +% (nb158 *% 64)) +% 48), t160_c3_3)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u153 in 0..<128 {
-    var acc154: Float = Float(0)
-    for n155 in 0..<64 {
-      acc154 = (acc154 + arena[((1212416 +% (n155 *% 128)) +% u153)])
+  for u162 in 0..<128 {
+    var acc163: Float = Float(0)
+    for n164 in 0..<64 {
+      acc163 = (acc163 + arena[((1212416 +% (n164 *% 128)) +% u162)])
     }
-    grads[(420224 +% u153)] = acc154
+    grads[(420224 +% u162)] = acc163
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  for nb156 in 0..<49 {
-    for mb157 in 0..<16 {
-      var t158_c0_0 = SIMD16<Float>()
-      var t158_c0_1 = SIMD16<Float>()
-      var t158_c0_2 = SIMD16<Float>()
-      var t158_c0_3 = SIMD16<Float>()
-      var t158_c1_0 = SIMD16<Float>()
-      var t158_c1_1 = SIMD16<Float>()
-      var t158_c1_2 = SIMD16<Float>()
-      var t158_c1_3 = SIMD16<Float>()
-      var t158_c2_0 = SIMD16<Float>()
-      var t158_c2_1 = SIMD16<Float>()
-      var t158_c2_2 = SIMD16<Float>()
-      var t158_c2_3 = SIMD16<Float>()
-      var t158_c3_0 = SIMD16<Float>()
-      var t158_c3_1 = SIMD16<Float>()
-      var t158_c3_2 = SIMD16<Float>()
-      var t158_c3_3 = SIMD16<Float>()
-      for k159 in 0..<128 {
-        let t158_b0 = load16(params, ((18816 +% (k159 *% 3136)) +% (nb156 *% 64)))
-        let t158_b1 = load16(params, (((18816 +% (k159 *% 3136)) +% (nb156 *% 64)) +% 16))
-        let t158_b2 = load16(params, (((18816 +% (k159 *% 3136)) +% (nb156 *% 64)) +% 32))
-        let t158_b3 = load16(params, (((18816 +% (k159 *% 3136)) +% (nb156 *% 64)) +% 48))
-        let t158_a0 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb157 *% 4) *% 128)) +% k159)])
-        t158_c0_0 = t158_c0_0.addingProduct(t158_a0, t158_b0)
-        t158_c0_1 = t158_c0_1.addingProduct(t158_a0, t158_b1)
-        t158_c0_2 = t158_c0_2.addingProduct(t158_a0, t158_b2)
-        t158_c0_3 = t158_c0_3.addingProduct(t158_a0, t158_b3)
-        let t158_a1 = SIMD16<Float>(repeating: arena[((1212416 +% (((mb157 *% 4) +% 1) *% 128)) +% k159)])
-        t158_c1_0 = t158_c1_0.addingProduct(t158_a1, t158_b0)
-        t158_c1_1 = t158_c1_1.addingProduct(t158_a1, t158_b1)
-        t158_c1_2 = t158_c1_2.addingProduct(t158_a1, t158_b2)
-        t158_c1_3 = t158_c1_3.addingProduct(t158_a1, t158_b3)
-        let t158_a2 = SIMD16<Float>(repeating: arena[((1212416 +% (((mb157 *% 4) +% 2) *% 128)) +% k159)])
-        t158_c2_0 = t158_c2_0.addingProduct(t158_a2, t158_b0)
-        t158_c2_1 = t158_c2_1.addingProduct(t158_a2, t158_b1)
-        t158_c2_2 = t158_c2_2.addingProduct(t158_a2, t158_b2)
-        t158_c2_3 = t158_c2_3.addingProduct(t158_a2, t158_b3)
-        let t158_a3 = SIMD16<Float>(repeating: arena[((1212416 +% (((mb157 *% 4) +% 3) *% 128)) +% k159)])
-        t158_c3_0 = t158_c3_0.addingProduct(t158_a3, t158_b0)
-        t158_c3_1 = t158_c3_1.addingProduct(t158_a3, t158_b1)
-        t158_c3_2 = t158_c3_2.addingProduct(t158_a3, t158_b2)
-        t158_c3_3 = t158_c3_3.addingProduct(t158_a3, t158_b3)
+  for nb165 in 0..<49 {
+    for mb166 in 0..<16 {
+      var t167_c0_0 = SIMD16<Float>()
+      var t167_c0_1 = SIMD16<Float>()
+      var t167_c0_2 = SIMD16<Float>()
+      var t167_c0_3 = SIMD16<Float>()
+      var t167_c1_0 = SIMD16<Float>()
+      var t167_c1_1 = SIMD16<Float>()
+      var t167_c1_2 = SIMD16<Float>()
+      var t167_c1_3 = SIMD16<Float>()
+      var t167_c2_0 = SIMD16<Float>()
+      var t167_c2_1 = SIMD16<Float>()
+      var t167_c2_2 = SIMD16<Float>()
+      var t167_c2_3 = SIMD16<Float>()
+      var t167_c3_0 = SIMD16<Float>()
+      var t167_c3_1 = SIMD16<Float>()
+      var t167_c3_2 = SIMD16<Float>()
+      var t167_c3_3 = SIMD16<Float>()
+      for k168 in 0..<128 {
+        let t167_b0 = load16(params, ((18816 +% (k168 *% 3136)) +% (nb165 *% 64)))
+        let t167_b1 = load16(params, (((18816 +% (k168 *% 3136)) +% (nb165 *% 64)) +% 16))
+        let t167_b2 = load16(params, (((18816 +% (k168 *% 3136)) +% (nb165 *% 64)) +% 32))
+        let t167_b3 = load16(params, (((18816 +% (k168 *% 3136)) +% (nb165 *% 64)) +% 48))
+        let t167_a0 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb166 *% 4) *% 128)) +% k168)])
+        t167_c0_0 = t167_c0_0.addingProduct(t167_a0, t167_b0)
+        t167_c0_1 = t167_c0_1.addingProduct(t167_a0, t167_b1)
+        t167_c0_2 = t167_c0_2.addingProduct(t167_a0, t167_b2)
+        t167_c0_3 = t167_c0_3.addingProduct(t167_a0, t167_b3)
+        let t167_a1 = SIMD16<Float>(repeating: arena[((1212416 +% (((mb166 *% 4) +% 1) *% 128)) +% k168)])
+        t167_c1_0 = t167_c1_0.addingProduct(t167_a1, t167_b0)
+        t167_c1_1 = t167_c1_1.addingProduct(t167_a1, t167_b1)
+        t167_c1_2 = t167_c1_2.addingProduct(t167_a1, t167_b2)
+        t167_c1_3 = t167_c1_3.addingProduct(t167_a1, t167_b3)
+        let t167_a2 = SIMD16<Float>(repeating: arena[((1212416 +% (((mb166 *% 4) +% 2) *% 128)) +% k168)])
+        t167_c2_0 = t167_c2_0.addingProduct(t167_a2, t167_b0)
+        t167_c2_1 = t167_c2_1.addingProduct(t167_a2, t167_b1)
+        t167_c2_2 = t167_c2_2.addingProduct(t167_a2, t167_b2)
+        t167_c2_3 = t167_c2_3.addingProduct(t167_a2, t167_b3)
+        let t167_a3 = SIMD16<Float>(repeating: arena[((1212416 +% (((mb166 *% 4) +% 3) *% 128)) +% k168)])
+        t167_c3_0 = t167_c3_0.addingProduct(t167_a3, t167_b0)
+        t167_c3_1 = t167_c3_1.addingProduct(t167_a3, t167_b1)
+        t167_c3_2 = t167_c3_2.addingProduct(t167_a3, t167_b2)
+        t167_c3_3 = t167_c3_3.addingProduct(t167_a3, t167_b3)
       }
-      store16(arena, ((1221264 +% ((mb157 *% 4) *% 3136)) +% (nb156 *% 64)), t158_c0_0)
-      store16(arena, (((1221264 +% ((mb157 *% 4) *% 3136)) +% (nb156 *% 64)) +% 16), t158_c0_1)
-      store16(arena, (((1221264 +% ((mb157 *% 4) *% 3136)) +% (nb156 *% 64)) +% 32), t158_c0_2)
-      store16(arena, (((1221264 +% ((mb157 *% 4) *% 3136)) +% (nb156 *% 64)) +% 48), t158_c0_3)
-      store16(arena, ((1221264 +% (((mb157 *% 4) +% 1) *% 3136)) +% (nb156 *% 64)), t158_c1_0)
-      store16(arena, (((1221264 +% (((mb157 *% 4) +% 1) *% 3136)) +% (nb156 *% 64)) +% 16), t158_c1_1)
-      store16(arena, (((1221264 +% (((mb157 *% 4) +% 1) *% 3136)) +% (nb156 *% 64)) +% 32), t158_c1_2)
-      store16(arena, (((1221264 +% (((mb157 *% 4) +% 1) *% 3136)) +% (nb156 *% 64)) +% 48), t158_c1_3)
-      store16(arena, ((1221264 +% (((mb157 *% 4) +% 2) *% 3136)) +% (nb156 *% 64)), t158_c2_0)
-      store16(arena, (((1221264 +% (((mb157 *% 4) +% 2) *% 3136)) +% (nb156 *% 64)) +% 16), t158_c2_1)
-      store16(arena, (((1221264 +% (((mb157 *% 4) +% 2) *% 3136)) +% (nb156 *% 64)) +% 32), t158_c2_2)
-      store16(arena, (((1221264 +% (((mb157 *% 4) +% 2) *% 3136)) +% (nb156 *% 64)) +% 48), t158_c2_3)
-      store16(arena, ((1221264 +% (((mb157 *% 4) +% 3) *% 3136)) +% (nb156 *% 64)), t158_c3_0)
-      store16(arena, (((1221264 +% (((mb157 *% 4) +% 3) *% 3136)) +% (nb156 *% 64)) +% 16), t158_c3_1)
-      store16(arena, (((1221264 +% (((mb157 *% 4) +% 3) *% 3136)) +% (nb156 *% 64)) +% 32), t158_c3_2)
-      store16(arena, (((1221264 +% (((mb157 *% 4) +% 3) *% 3136)) +% (nb156 *% 64)) +% 48), t158_c3_3)
+      store16(arena, ((1221264 +% ((mb166 *% 4) *% 3136)) +% (nb165 *% 64)), t167_c0_0)
+      store16(arena, (((1221264 +% ((mb166 *% 4) *% 3136)) +% (nb165 *% 64)) +% 16), t167_c0_1)
+      store16(arena, (((1221264 +% ((mb166 *% 4) *% 3136)) +% (nb165 *% 64)) +% 32), t167_c0_2)
+      store16(arena, (((1221264 +% ((mb166 *% 4) *% 3136)) +% (nb165 *% 64)) +% 48), t167_c0_3)
+      store16(arena, ((1221264 +% (((mb166 *% 4) +% 1) *% 3136)) +% (nb165 *% 64)), t167_c1_0)
+      store16(arena, (((1221264 +% (((mb166 *% 4) +% 1) *% 3136)) +% (nb165 *% 64)) +% 16), t167_c1_1)
+      store16(arena, (((1221264 +% (((mb166 *% 4) +% 1) *% 3136)) +% (nb165 *% 64)) +% 32), t167_c1_2)
+      store16(arena, (((1221264 +% (((mb166 *% 4) +% 1) *% 3136)) +% (nb165 *% 64)) +% 48), t167_c1_3)
+      store16(arena, ((1221264 +% (((mb166 *% 4) +% 2) *% 3136)) +% (nb165 *% 64)), t167_c2_0)
+      store16(arena, (((1221264 +% (((mb166 *% 4) +% 2) *% 3136)) +% (nb165 *% 64)) +% 16), t167_c2_1)
+      store16(arena, (((1221264 +% (((mb166 *% 4) +% 2) *% 3136)) +% (nb165 *% 64)) +% 32), t167_c2_2)
+      store16(arena, (((1221264 +% (((mb166 *% 4) +% 2) *% 3136)) +% (nb165 *% 64)) +% 48), t167_c2_3)
+      store16(arena, ((1221264 +% (((mb166 *% 4) +% 3) *% 3136)) +% (nb165 *% 64)), t167_c3_0)
+      store16(arena, (((1221264 +% (((mb166 *% 4) +% 3) *% 3136)) +% (nb165 *% 64)) +% 16), t167_c3_1)
+      store16(arena, (((1221264 +% (((mb166 *% 4) +% 3) *% 3136)) +% (nb165 *% 64)) +% 32), t167_c3_2)
+      store16(arena, (((1221264 +% (((mb166 *% 4) +% 3) *% 3136)) +% (nb165 *% 64)) +% 48), t167_c3_3)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i160
-    var i160 = 0
-    while i160 &+ 16 <= 802816 {
-      store16(arena, 1421968 &+ i160, SIMD16<Float>(repeating: Float(0)))
-      i160 &+= 16
+  do {  // SIMD16 over i169
+    var i169 = 0
+    while i169 &+ 16 <= 802816 {
+      store16(arena, 1421968 &+ i169, SIMD16<Float>(repeating: Float(0)))
+      i169 &+= 16
     }
-    while i160 < 802816 {
-      arena[(1421968 +% i160)] = Float(0)
-      i160 &+= 1
+    while i169 < 802816 {
+      arena[(1421968 +% i169)] = Float(0)
+      i169 &+= 1
     }
   }
-  for q161 in 0..<4096 {
-    for i162 in 0..<49 {
-      if arena[(802816 +% ((q161 *% 49) +% i162))] > Float(0) {
-        arena[((1421968 +% (q161 *% 196)) +% Int(arena[(1003520 +% ((q161 *% 49) +% i162))]))] += arena[(1221264 +% ((q161 *% 49) +% i162))]
+  for q170 in 0..<4096 {
+    for i171 in 0..<49 {
+      if arena[(802816 +% ((q170 *% 49) +% i171))] > Float(0) {
+        arena[((1421968 +% (q170 *% 196)) +% Int(arena[(1003520 +% ((q170 *% 49) +% i171))]))] += arena[(1221264 +% ((q170 *% 49) +% i171))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i163
-    var i163 = 0
-    while i163 &+ 16 <= 18432 {
-      store16(arena, 3328656 &+ i163, SIMD16<Float>(repeating: Float(0)))
-      i163 &+= 16
+  do {  // SIMD16 over i172
+    var i172 = 0
+    while i172 &+ 16 <= 18432 {
+      store16(arena, 3328656 &+ i172, SIMD16<Float>(repeating: Float(0)))
+      i172 &+= 16
     }
-    while i163 < 18432 {
-      arena[(3328656 +% i163)] = Float(0)
-      i163 &+= 1
-    }
-  }
-  for g164 in 0..<4 {
-    for j165 in 0..<16 {
-      for c166 in 0..<32 {
-        for ky167 in 0..<3 {
-          for oy168 in 0..<14 {
-            if (-1 < ((oy168 +% ky167) +% -1) && ((oy168 +% ky167) +% -1) < 14) {
-              for ox169 in 0..<13 {
-                arena[(((2224784 +% ((((c166 *% 3) +% ky167) *% 3) *% 3136)) +% (j165 *% 196)) +% ((oy168 *% 14) +% (ox169 +% 1)))] = arena[((((((g164 *% 16) +% j165) *% 6272) +% (c166 *% 196)) +% (((oy168 +% ky167) +% -1) *% 14)) +% ((ox169 +% 1) +% -1))]
-              }
-              for ox170 in 0..<1 {
-                arena[(((2224784 +% ((((c166 *% 3) +% ky167) *% 3) *% 3136)) +% (j165 *% 196)) +% ((oy168 *% 14) +% ox170))] = Float(0)
-              }
-            }
-            if ((oy168 +% ky167) +% -1) < 0 {
-              for ox171 in 0..<14 {
-                arena[(((2224784 +% ((((c166 *% 3) +% ky167) *% 3) *% 3136)) +% (j165 *% 196)) +% ((oy168 *% 14) +% ox171))] = Float(0)
-              }
-            }
-            if 13 < ((oy168 +% ky167) +% -1) {
-              for ox171 in 0..<14 {
-                arena[(((2224784 +% ((((c166 *% 3) +% ky167) *% 3) *% 3136)) +% (j165 *% 196)) +% ((oy168 *% 14) +% ox171))] = Float(0)
-              }
-            }
-          }
-          for oy172 in 0..<14 {
-            if (-1 < ((oy172 +% ky167) +% -1) && ((oy172 +% ky167) +% -1) < 14) {
-              for ox173 in 0..<14 {
-                arena[(((2224784 +% (((((c166 *% 3) +% ky167) *% 3) +% 1) *% 3136)) +% (j165 *% 196)) +% ((oy172 *% 14) +% ox173))] = arena[((((((g164 *% 16) +% j165) *% 6272) +% (c166 *% 196)) +% (((oy172 +% ky167) +% -1) *% 14)) +% ox173)]
-              }
-            }
-            if ((oy172 +% ky167) +% -1) < 0 {
-              for ox174 in 0..<14 {
-                arena[(((2224784 +% (((((c166 *% 3) +% ky167) *% 3) +% 1) *% 3136)) +% (j165 *% 196)) +% ((oy172 *% 14) +% ox174))] = Float(0)
-              }
-            }
-            if 13 < ((oy172 +% ky167) +% -1) {
-              for ox174 in 0..<14 {
-                arena[(((2224784 +% (((((c166 *% 3) +% ky167) *% 3) +% 1) *% 3136)) +% (j165 *% 196)) +% ((oy172 *% 14) +% ox174))] = Float(0)
-              }
-            }
-          }
-          for oy175 in 0..<14 {
-            if (-1 < ((oy175 +% ky167) +% -1) && ((oy175 +% ky167) +% -1) < 14) {
-              for ox176 in 0..<13 {
-                arena[(((2224784 +% (((((c166 *% 3) +% ky167) *% 3) +% 2) *% 3136)) +% (j165 *% 196)) +% ((oy175 *% 14) +% ox176))] = arena[((((((g164 *% 16) +% j165) *% 6272) +% (c166 *% 196)) +% (((oy175 +% ky167) +% -1) *% 14)) +% (ox176 +% 1))]
-              }
-              for ox177 in 0..<1 {
-                arena[(((2224784 +% (((((c166 *% 3) +% ky167) *% 3) +% 2) *% 3136)) +% (j165 *% 196)) +% ((oy175 *% 14) +% (ox177 +% 13)))] = Float(0)
-              }
-            }
-            if ((oy175 +% ky167) +% -1) < 0 {
-              for ox178 in 0..<14 {
-                arena[(((2224784 +% (((((c166 *% 3) +% ky167) *% 3) +% 2) *% 3136)) +% (j165 *% 196)) +% ((oy175 *% 14) +% ox178))] = Float(0)
-              }
-            }
-            if 13 < ((oy175 +% ky167) +% -1) {
-              for ox178 in 0..<14 {
-                arena[(((2224784 +% (((((c166 *% 3) +% ky167) *% 3) +% 2) *% 3136)) +% (j165 *% 196)) +% ((oy175 *% 14) +% ox178))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j179 in 0..<16 {
-      for i180 in 0..<196 {
-        for f181 in 0..<64 {
-          arena[((3127952 +% (((j179 *% 196) +% i180) *% 64)) +% f181)] = arena[(((1421968 +% (((g164 *% 16) +% j179) *% 12544)) +% (f181 *% 196)) +% i180)]
-        }
-      }
-    }
-    for kp182 in 0..<14 {
-      for nb183 in 0..<1 {
-        for mb184 in 0..<48 {
-          var t185_c0_0 = load16(arena, ((3328656 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)))
-          var t185_c0_1 = load16(arena, (((3328656 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 16))
-          var t185_c0_2 = load16(arena, (((3328656 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 32))
-          var t185_c0_3 = load16(arena, (((3328656 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 48))
-          var t185_c1_0 = load16(arena, ((3328656 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)))
-          var t185_c1_1 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 16))
-          var t185_c1_2 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 32))
-          var t185_c1_3 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 48))
-          var t185_c2_0 = load16(arena, ((3328656 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)))
-          var t185_c2_1 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 16))
-          var t185_c2_2 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 32))
-          var t185_c2_3 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 48))
-          var t185_c3_0 = load16(arena, ((3328656 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)))
-          var t185_c3_1 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 16))
-          var t185_c3_2 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 32))
-          var t185_c3_3 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 48))
-          var t185_c4_0 = load16(arena, ((3328656 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)))
-          var t185_c4_1 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 16))
-          var t185_c4_2 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 32))
-          var t185_c4_3 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 48))
-          var t185_c5_0 = load16(arena, ((3328656 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)))
-          var t185_c5_1 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 16))
-          var t185_c5_2 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 32))
-          var t185_c5_3 = load16(arena, (((3328656 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 48))
-          for k186 in 0..<224 {
-            let t185_b0 = load16(arena, ((3127952 +% ((k186 +% (kp182 *% 224)) *% 64)) +% (nb183 *% 64)))
-            let t185_b1 = load16(arena, (((3127952 +% ((k186 +% (kp182 *% 224)) *% 64)) +% (nb183 *% 64)) +% 16))
-            let t185_b2 = load16(arena, (((3127952 +% ((k186 +% (kp182 *% 224)) *% 64)) +% (nb183 *% 64)) +% 32))
-            let t185_b3 = load16(arena, (((3127952 +% ((k186 +% (kp182 *% 224)) *% 64)) +% (nb183 *% 64)) +% 48))
-            let t185_a0 = SIMD16<Float>(repeating: arena[((2224784 +% ((mb184 *% 6) *% 3136)) +% (k186 +% (kp182 *% 224)))])
-            t185_c0_0 = t185_c0_0.addingProduct(t185_a0, t185_b0)
-            t185_c0_1 = t185_c0_1.addingProduct(t185_a0, t185_b1)
-            t185_c0_2 = t185_c0_2.addingProduct(t185_a0, t185_b2)
-            t185_c0_3 = t185_c0_3.addingProduct(t185_a0, t185_b3)
-            let t185_a1 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb184 *% 6) +% 1) *% 3136)) +% (k186 +% (kp182 *% 224)))])
-            t185_c1_0 = t185_c1_0.addingProduct(t185_a1, t185_b0)
-            t185_c1_1 = t185_c1_1.addingProduct(t185_a1, t185_b1)
-            t185_c1_2 = t185_c1_2.addingProduct(t185_a1, t185_b2)
-            t185_c1_3 = t185_c1_3.addingProduct(t185_a1, t185_b3)
-            let t185_a2 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb184 *% 6) +% 2) *% 3136)) +% (k186 +% (kp182 *% 224)))])
-            t185_c2_0 = t185_c2_0.addingProduct(t185_a2, t185_b0)
-            t185_c2_1 = t185_c2_1.addingProduct(t185_a2, t185_b1)
-            t185_c2_2 = t185_c2_2.addingProduct(t185_a2, t185_b2)
-            t185_c2_3 = t185_c2_3.addingProduct(t185_a2, t185_b3)
-            let t185_a3 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb184 *% 6) +% 3) *% 3136)) +% (k186 +% (kp182 *% 224)))])
-            t185_c3_0 = t185_c3_0.addingProduct(t185_a3, t185_b0)
-            t185_c3_1 = t185_c3_1.addingProduct(t185_a3, t185_b1)
-            t185_c3_2 = t185_c3_2.addingProduct(t185_a3, t185_b2)
-            t185_c3_3 = t185_c3_3.addingProduct(t185_a3, t185_b3)
-            let t185_a4 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb184 *% 6) +% 4) *% 3136)) +% (k186 +% (kp182 *% 224)))])
-            t185_c4_0 = t185_c4_0.addingProduct(t185_a4, t185_b0)
-            t185_c4_1 = t185_c4_1.addingProduct(t185_a4, t185_b1)
-            t185_c4_2 = t185_c4_2.addingProduct(t185_a4, t185_b2)
-            t185_c4_3 = t185_c4_3.addingProduct(t185_a4, t185_b3)
-            let t185_a5 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb184 *% 6) +% 5) *% 3136)) +% (k186 +% (kp182 *% 224)))])
-            t185_c5_0 = t185_c5_0.addingProduct(t185_a5, t185_b0)
-            t185_c5_1 = t185_c5_1.addingProduct(t185_a5, t185_b1)
-            t185_c5_2 = t185_c5_2.addingProduct(t185_a5, t185_b2)
-            t185_c5_3 = t185_c5_3.addingProduct(t185_a5, t185_b3)
-          }
-          store16(arena, ((3328656 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)), t185_c0_0)
-          store16(arena, (((3328656 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 16), t185_c0_1)
-          store16(arena, (((3328656 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 32), t185_c0_2)
-          store16(arena, (((3328656 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 48), t185_c0_3)
-          store16(arena, ((3328656 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)), t185_c1_0)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 16), t185_c1_1)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 32), t185_c1_2)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 48), t185_c1_3)
-          store16(arena, ((3328656 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)), t185_c2_0)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 16), t185_c2_1)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 32), t185_c2_2)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 48), t185_c2_3)
-          store16(arena, ((3328656 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)), t185_c3_0)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 16), t185_c3_1)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 32), t185_c3_2)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 48), t185_c3_3)
-          store16(arena, ((3328656 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)), t185_c4_0)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 16), t185_c4_1)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 32), t185_c4_2)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 48), t185_c4_3)
-          store16(arena, ((3328656 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)), t185_c5_0)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 16), t185_c5_1)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 32), t185_c5_2)
-          store16(arena, (((3328656 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 48), t185_c5_3)
-        }
-      }
+    while i172 < 18432 {
+      arena[(3328656 +% i172)] = Float(0)
+      i172 &+= 1
     }
   }
-  for f187 in 0..<64 {
-    for r188 in 0..<288 {
-      grads[((320 +% (f187 *% 288)) +% r188)] = arena[((3328656 +% (r188 *% 64)) +% f187)]
+  for g173 in 0..<4 {
+    for j174 in 0..<16 {
+      for c175 in 0..<32 {
+        for ky176 in 0..<3 {
+          for oy177 in 0..<14 {
+            if (-1 < ((oy177 +% ky176) +% -1) && ((oy177 +% ky176) +% -1) < 14) {
+              for ox178 in 0..<13 {
+                arena[(((2224784 +% ((((c175 *% 3) +% ky176) *% 3) *% 3136)) +% (j174 *% 196)) +% ((oy177 *% 14) +% (ox178 +% 1)))] = arena[((((((g173 *% 16) +% j174) *% 6272) +% (c175 *% 196)) +% (((oy177 +% ky176) +% -1) *% 14)) +% ((ox178 +% 1) +% -1))]
+              }
+              for ox179 in 0..<1 {
+                arena[(((2224784 +% ((((c175 *% 3) +% ky176) *% 3) *% 3136)) +% (j174 *% 196)) +% ((oy177 *% 14) +% ox179))] = Float(0)
+              }
+            }
+            if ((oy177 +% ky176) +% -1) < 0 {
+              for ox180 in 0..<14 {
+                arena[(((2224784 +% ((((c175 *% 3) +% ky176) *% 3) *% 3136)) +% (j174 *% 196)) +% ((oy177 *% 14) +% ox180))] = Float(0)
+              }
+            }
+            if 13 < ((oy177 +% ky176) +% -1) {
+              for ox180 in 0..<14 {
+                arena[(((2224784 +% ((((c175 *% 3) +% ky176) *% 3) *% 3136)) +% (j174 *% 196)) +% ((oy177 *% 14) +% ox180))] = Float(0)
+              }
+            }
+          }
+          for oy181 in 0..<14 {
+            if (-1 < ((oy181 +% ky176) +% -1) && ((oy181 +% ky176) +% -1) < 14) {
+              for ox182 in 0..<14 {
+                arena[(((2224784 +% (((((c175 *% 3) +% ky176) *% 3) +% 1) *% 3136)) +% (j174 *% 196)) +% ((oy181 *% 14) +% ox182))] = arena[((((((g173 *% 16) +% j174) *% 6272) +% (c175 *% 196)) +% (((oy181 +% ky176) +% -1) *% 14)) +% ox182)]
+              }
+            }
+            if ((oy181 +% ky176) +% -1) < 0 {
+              for ox183 in 0..<14 {
+                arena[(((2224784 +% (((((c175 *% 3) +% ky176) *% 3) +% 1) *% 3136)) +% (j174 *% 196)) +% ((oy181 *% 14) +% ox183))] = Float(0)
+              }
+            }
+            if 13 < ((oy181 +% ky176) +% -1) {
+              for ox183 in 0..<14 {
+                arena[(((2224784 +% (((((c175 *% 3) +% ky176) *% 3) +% 1) *% 3136)) +% (j174 *% 196)) +% ((oy181 *% 14) +% ox183))] = Float(0)
+              }
+            }
+          }
+          for oy184 in 0..<14 {
+            if (-1 < ((oy184 +% ky176) +% -1) && ((oy184 +% ky176) +% -1) < 14) {
+              for ox185 in 0..<13 {
+                arena[(((2224784 +% (((((c175 *% 3) +% ky176) *% 3) +% 2) *% 3136)) +% (j174 *% 196)) +% ((oy184 *% 14) +% ox185))] = arena[((((((g173 *% 16) +% j174) *% 6272) +% (c175 *% 196)) +% (((oy184 +% ky176) +% -1) *% 14)) +% (ox185 +% 1))]
+              }
+              for ox186 in 0..<1 {
+                arena[(((2224784 +% (((((c175 *% 3) +% ky176) *% 3) +% 2) *% 3136)) +% (j174 *% 196)) +% ((oy184 *% 14) +% (ox186 +% 13)))] = Float(0)
+              }
+            }
+            if ((oy184 +% ky176) +% -1) < 0 {
+              for ox187 in 0..<14 {
+                arena[(((2224784 +% (((((c175 *% 3) +% ky176) *% 3) +% 2) *% 3136)) +% (j174 *% 196)) +% ((oy184 *% 14) +% ox187))] = Float(0)
+              }
+            }
+            if 13 < ((oy184 +% ky176) +% -1) {
+              for ox187 in 0..<14 {
+                arena[(((2224784 +% (((((c175 *% 3) +% ky176) *% 3) +% 2) *% 3136)) +% (j174 *% 196)) +% ((oy184 *% 14) +% ox187))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j188 in 0..<16 {
+      for i189 in 0..<196 {
+        for f190 in 0..<64 {
+          arena[((3127952 +% (((j188 *% 196) +% i189) *% 64)) +% f190)] = arena[(((1421968 +% (((g173 *% 16) +% j188) *% 12544)) +% (f190 *% 196)) +% i189)]
+        }
+      }
+    }
+    for kp191 in 0..<14 {
+      for nb192 in 0..<1 {
+        for mb193 in 0..<48 {
+          var t194_c0_0 = load16(arena, ((3328656 +% ((mb193 *% 6) *% 64)) +% (nb192 *% 64)))
+          var t194_c0_1 = load16(arena, (((3328656 +% ((mb193 *% 6) *% 64)) +% (nb192 *% 64)) +% 16))
+          var t194_c0_2 = load16(arena, (((3328656 +% ((mb193 *% 6) *% 64)) +% (nb192 *% 64)) +% 32))
+          var t194_c0_3 = load16(arena, (((3328656 +% ((mb193 *% 6) *% 64)) +% (nb192 *% 64)) +% 48))
+          var t194_c1_0 = load16(arena, ((3328656 +% (((mb193 *% 6) +% 1) *% 64)) +% (nb192 *% 64)))
+          var t194_c1_1 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 1) *% 64)) +% (nb192 *% 64)) +% 16))
+          var t194_c1_2 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 1) *% 64)) +% (nb192 *% 64)) +% 32))
+          var t194_c1_3 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 1) *% 64)) +% (nb192 *% 64)) +% 48))
+          var t194_c2_0 = load16(arena, ((3328656 +% (((mb193 *% 6) +% 2) *% 64)) +% (nb192 *% 64)))
+          var t194_c2_1 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 2) *% 64)) +% (nb192 *% 64)) +% 16))
+          var t194_c2_2 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 2) *% 64)) +% (nb192 *% 64)) +% 32))
+          var t194_c2_3 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 2) *% 64)) +% (nb192 *% 64)) +% 48))
+          var t194_c3_0 = load16(arena, ((3328656 +% (((mb193 *% 6) +% 3) *% 64)) +% (nb192 *% 64)))
+          var t194_c3_1 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 3) *% 64)) +% (nb192 *% 64)) +% 16))
+          var t194_c3_2 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 3) *% 64)) +% (nb192 *% 64)) +% 32))
+          var t194_c3_3 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 3) *% 64)) +% (nb192 *% 64)) +% 48))
+          var t194_c4_0 = load16(arena, ((3328656 +% (((mb193 *% 6) +% 4) *% 64)) +% (nb192 *% 64)))
+          var t194_c4_1 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 4) *% 64)) +% (nb192 *% 64)) +% 16))
+          var t194_c4_2 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 4) *% 64)) +% (nb192 *% 64)) +% 32))
+          var t194_c4_3 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 4) *% 64)) +% (nb192 *% 64)) +% 48))
+          var t194_c5_0 = load16(arena, ((3328656 +% (((mb193 *% 6) +% 5) *% 64)) +% (nb192 *% 64)))
+          var t194_c5_1 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 5) *% 64)) +% (nb192 *% 64)) +% 16))
+          var t194_c5_2 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 5) *% 64)) +% (nb192 *% 64)) +% 32))
+          var t194_c5_3 = load16(arena, (((3328656 +% (((mb193 *% 6) +% 5) *% 64)) +% (nb192 *% 64)) +% 48))
+          for k195 in 0..<224 {
+            let t194_b0 = load16(arena, ((3127952 +% ((k195 +% (kp191 *% 224)) *% 64)) +% (nb192 *% 64)))
+            let t194_b1 = load16(arena, (((3127952 +% ((k195 +% (kp191 *% 224)) *% 64)) +% (nb192 *% 64)) +% 16))
+            let t194_b2 = load16(arena, (((3127952 +% ((k195 +% (kp191 *% 224)) *% 64)) +% (nb192 *% 64)) +% 32))
+            let t194_b3 = load16(arena, (((3127952 +% ((k195 +% (kp191 *% 224)) *% 64)) +% (nb192 *% 64)) +% 48))
+            let t194_a0 = SIMD16<Float>(repeating: arena[((2224784 +% ((mb193 *% 6) *% 3136)) +% (k195 +% (kp191 *% 224)))])
+            t194_c0_0 = t194_c0_0.addingProduct(t194_a0, t194_b0)
+            t194_c0_1 = t194_c0_1.addingProduct(t194_a0, t194_b1)
+            t194_c0_2 = t194_c0_2.addingProduct(t194_a0, t194_b2)
+            t194_c0_3 = t194_c0_3.addingProduct(t194_a0, t194_b3)
+            let t194_a1 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb193 *% 6) +% 1) *% 3136)) +% (k195 +% (kp191 *% 224)))])
+            t194_c1_0 = t194_c1_0.addingProduct(t194_a1, t194_b0)
+            t194_c1_1 = t194_c1_1.addingProduct(t194_a1, t194_b1)
+            t194_c1_2 = t194_c1_2.addingProduct(t194_a1, t194_b2)
+            t194_c1_3 = t194_c1_3.addingProduct(t194_a1, t194_b3)
+            let t194_a2 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb193 *% 6) +% 2) *% 3136)) +% (k195 +% (kp191 *% 224)))])
+            t194_c2_0 = t194_c2_0.addingProduct(t194_a2, t194_b0)
+            t194_c2_1 = t194_c2_1.addingProduct(t194_a2, t194_b1)
+            t194_c2_2 = t194_c2_2.addingProduct(t194_a2, t194_b2)
+            t194_c2_3 = t194_c2_3.addingProduct(t194_a2, t194_b3)
+            let t194_a3 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb193 *% 6) +% 3) *% 3136)) +% (k195 +% (kp191 *% 224)))])
+            t194_c3_0 = t194_c3_0.addingProduct(t194_a3, t194_b0)
+            t194_c3_1 = t194_c3_1.addingProduct(t194_a3, t194_b1)
+            t194_c3_2 = t194_c3_2.addingProduct(t194_a3, t194_b2)
+            t194_c3_3 = t194_c3_3.addingProduct(t194_a3, t194_b3)
+            let t194_a4 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb193 *% 6) +% 4) *% 3136)) +% (k195 +% (kp191 *% 224)))])
+            t194_c4_0 = t194_c4_0.addingProduct(t194_a4, t194_b0)
+            t194_c4_1 = t194_c4_1.addingProduct(t194_a4, t194_b1)
+            t194_c4_2 = t194_c4_2.addingProduct(t194_a4, t194_b2)
+            t194_c4_3 = t194_c4_3.addingProduct(t194_a4, t194_b3)
+            let t194_a5 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb193 *% 6) +% 5) *% 3136)) +% (k195 +% (kp191 *% 224)))])
+            t194_c5_0 = t194_c5_0.addingProduct(t194_a5, t194_b0)
+            t194_c5_1 = t194_c5_1.addingProduct(t194_a5, t194_b1)
+            t194_c5_2 = t194_c5_2.addingProduct(t194_a5, t194_b2)
+            t194_c5_3 = t194_c5_3.addingProduct(t194_a5, t194_b3)
+          }
+          store16(arena, ((3328656 +% ((mb193 *% 6) *% 64)) +% (nb192 *% 64)), t194_c0_0)
+          store16(arena, (((3328656 +% ((mb193 *% 6) *% 64)) +% (nb192 *% 64)) +% 16), t194_c0_1)
+          store16(arena, (((3328656 +% ((mb193 *% 6) *% 64)) +% (nb192 *% 64)) +% 32), t194_c0_2)
+          store16(arena, (((3328656 +% ((mb193 *% 6) *% 64)) +% (nb192 *% 64)) +% 48), t194_c0_3)
+          store16(arena, ((3328656 +% (((mb193 *% 6) +% 1) *% 64)) +% (nb192 *% 64)), t194_c1_0)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 1) *% 64)) +% (nb192 *% 64)) +% 16), t194_c1_1)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 1) *% 64)) +% (nb192 *% 64)) +% 32), t194_c1_2)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 1) *% 64)) +% (nb192 *% 64)) +% 48), t194_c1_3)
+          store16(arena, ((3328656 +% (((mb193 *% 6) +% 2) *% 64)) +% (nb192 *% 64)), t194_c2_0)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 2) *% 64)) +% (nb192 *% 64)) +% 16), t194_c2_1)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 2) *% 64)) +% (nb192 *% 64)) +% 32), t194_c2_2)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 2) *% 64)) +% (nb192 *% 64)) +% 48), t194_c2_3)
+          store16(arena, ((3328656 +% (((mb193 *% 6) +% 3) *% 64)) +% (nb192 *% 64)), t194_c3_0)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 3) *% 64)) +% (nb192 *% 64)) +% 16), t194_c3_1)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 3) *% 64)) +% (nb192 *% 64)) +% 32), t194_c3_2)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 3) *% 64)) +% (nb192 *% 64)) +% 48), t194_c3_3)
+          store16(arena, ((3328656 +% (((mb193 *% 6) +% 4) *% 64)) +% (nb192 *% 64)), t194_c4_0)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 4) *% 64)) +% (nb192 *% 64)) +% 16), t194_c4_1)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 4) *% 64)) +% (nb192 *% 64)) +% 32), t194_c4_2)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 4) *% 64)) +% (nb192 *% 64)) +% 48), t194_c4_3)
+          store16(arena, ((3328656 +% (((mb193 *% 6) +% 5) *% 64)) +% (nb192 *% 64)), t194_c5_0)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 5) *% 64)) +% (nb192 *% 64)) +% 16), t194_c5_1)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 5) *% 64)) +% (nb192 *% 64)) +% 32), t194_c5_2)
+          store16(arena, (((3328656 +% (((mb193 *% 6) +% 5) *% 64)) +% (nb192 *% 64)) +% 48), t194_c5_3)
+        }
+      }
+    }
+  }
+  for f196 in 0..<64 {
+    for r197 in 0..<288 {
+      grads[((320 +% (f196 *% 288)) +% r197)] = arena[((3328656 +% (r197 *% 64)) +% f196)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f189 in 0..<64 {
-    var acc190 = SIMD16<Float>()
-    for img191 in 0..<64 {
-      for i192 in 0..<12 {
-        acc190 = acc190.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((1421968 +% (img191 *% 12544)) +% (f189 *% 196)) +% (i192 *% 16))))
+  for f198 in 0..<64 {
+    var acc199 = SIMD16<Float>()
+    for img200 in 0..<64 {
+      for i201 in 0..<12 {
+        acc199 = acc199.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((1421968 +% (img200 *% 12544)) +% (f198 *% 196)) +% (i201 *% 16))))
       }
-      acc190 = acc190.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img191 *% 12544)) +% (f189 *% 196)) +% 192), 4))
+      acc199 = acc199.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img200 *% 12544)) +% (f198 *% 196)) +% 192), 4))
     }
-    store16(arena, 802816, acc190)
-    var sum193: Float = (arena[802816] + arena[802817])
-    var sum194: Float = (sum193 + arena[802818])
-    var sum195: Float = (sum194 + arena[802819])
-    var sum196: Float = (sum195 + arena[802820])
-    var sum197: Float = (sum196 + arena[802821])
-    var sum198: Float = (sum197 + arena[802822])
-    var sum199: Float = (sum198 + arena[802823])
-    var sum200: Float = (sum199 + arena[802824])
-    var sum201: Float = (sum200 + arena[802825])
-    var sum202: Float = (sum201 + arena[802826])
-    var sum203: Float = (sum202 + arena[802827])
-    var sum204: Float = (sum203 + arena[802828])
-    var sum205: Float = (sum204 + arena[802829])
-    var sum206: Float = (sum205 + arena[802830])
-    var sum207: Float = (sum206 + arena[802831])
-    grads[(18752 +% f189)] = sum207
+    store16(arena, 802816, acc199)
+    var sum202: Float = (arena[802816] + arena[802817])
+    var sum203: Float = (sum202 + arena[802818])
+    var sum204: Float = (sum203 + arena[802819])
+    var sum205: Float = (sum204 + arena[802820])
+    var sum206: Float = (sum205 + arena[802821])
+    var sum207: Float = (sum206 + arena[802822])
+    var sum208: Float = (sum207 + arena[802823])
+    var sum209: Float = (sum208 + arena[802824])
+    var sum210: Float = (sum209 + arena[802825])
+    var sum211: Float = (sum210 + arena[802826])
+    var sum212: Float = (sum211 + arena[802827])
+    var sum213: Float = (sum212 + arena[802828])
+    var sum214: Float = (sum213 + arena[802829])
+    var sum215: Float = (sum214 + arena[802830])
+    var sum216: Float = (sum215 + arena[802831])
+    grads[(18752 +% f198)] = sum216
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g208 in 0..<4 {
-    for j209 in 0..<16 {
-      for f210 in 0..<64 {
-        do {  // SIMD16 over i211
-          var i211 = 0
-          while i211 &+ 16 <= 196 {
-            store16(arena, ((3127952 +% (f210 *% 3136)) +% (j209 *% 196)) &+ i211, load16(arena, ((1421968 +% (((g208 *% 16) +% j209) *% 12544)) +% (f210 *% 196)) &+ i211))
-            i211 &+= 16
+  for g217 in 0..<4 {
+    for j218 in 0..<16 {
+      for f219 in 0..<64 {
+        do {  // SIMD16 over i220
+          var i220 = 0
+          while i220 &+ 16 <= 196 {
+            store16(arena, ((3127952 +% (f219 *% 3136)) +% (j218 *% 196)) &+ i220, load16(arena, ((1421968 +% (((g217 *% 16) +% j218) *% 12544)) +% (f219 *% 196)) &+ i220))
+            i220 &+= 16
           }
-          while i211 < 196 {
-            arena[(((3127952 +% (f210 *% 3136)) +% (j209 *% 196)) +% i211)] = arena[(((1421968 +% (((g208 *% 16) +% j209) *% 12544)) +% (f210 *% 196)) +% i211)]
-            i211 &+= 1
+          while i220 < 196 {
+            arena[(((3127952 +% (f219 *% 3136)) +% (j218 *% 196)) +% i220)] = arena[(((1421968 +% (((g217 *% 16) +% j218) *% 12544)) +% (f219 *% 196)) +% i220)]
+            i220 &+= 1
           }
         }
       }
     }
-    for nb212 in 0..<49 {
-      for mb213 in 0..<48 {
-        var t214_c0_0 = SIMD16<Float>()
-        var t214_c0_1 = SIMD16<Float>()
-        var t214_c0_2 = SIMD16<Float>()
-        var t214_c0_3 = SIMD16<Float>()
-        var t214_c1_0 = SIMD16<Float>()
-        var t214_c1_1 = SIMD16<Float>()
-        var t214_c1_2 = SIMD16<Float>()
-        var t214_c1_3 = SIMD16<Float>()
-        var t214_c2_0 = SIMD16<Float>()
-        var t214_c2_1 = SIMD16<Float>()
-        var t214_c2_2 = SIMD16<Float>()
-        var t214_c2_3 = SIMD16<Float>()
-        var t214_c3_0 = SIMD16<Float>()
-        var t214_c3_1 = SIMD16<Float>()
-        var t214_c3_2 = SIMD16<Float>()
-        var t214_c3_3 = SIMD16<Float>()
-        var t214_c4_0 = SIMD16<Float>()
-        var t214_c4_1 = SIMD16<Float>()
-        var t214_c4_2 = SIMD16<Float>()
-        var t214_c4_3 = SIMD16<Float>()
-        var t214_c5_0 = SIMD16<Float>()
-        var t214_c5_1 = SIMD16<Float>()
-        var t214_c5_2 = SIMD16<Float>()
-        var t214_c5_3 = SIMD16<Float>()
-        for k215 in 0..<64 {
-          let t214_b0 = load16(arena, ((3127952 +% (k215 *% 3136)) +% (nb212 *% 64)))
-          let t214_b1 = load16(arena, (((3127952 +% (k215 *% 3136)) +% (nb212 *% 64)) +% 16))
-          let t214_b2 = load16(arena, (((3127952 +% (k215 *% 3136)) +% (nb212 *% 64)) +% 32))
-          let t214_b3 = load16(arena, (((3127952 +% (k215 *% 3136)) +% (nb212 *% 64)) +% 48))
-          let t214_a0 = SIMD16<Float>(repeating: params[((320 +% (mb213 *% 6)) +% (k215 *% 288))])
-          t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
-          t214_c0_1 = t214_c0_1.addingProduct(t214_a0, t214_b1)
-          t214_c0_2 = t214_c0_2.addingProduct(t214_a0, t214_b2)
-          t214_c0_3 = t214_c0_3.addingProduct(t214_a0, t214_b3)
-          let t214_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb213 *% 6) +% 1)) +% (k215 *% 288))])
-          t214_c1_0 = t214_c1_0.addingProduct(t214_a1, t214_b0)
-          t214_c1_1 = t214_c1_1.addingProduct(t214_a1, t214_b1)
-          t214_c1_2 = t214_c1_2.addingProduct(t214_a1, t214_b2)
-          t214_c1_3 = t214_c1_3.addingProduct(t214_a1, t214_b3)
-          let t214_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb213 *% 6) +% 2)) +% (k215 *% 288))])
-          t214_c2_0 = t214_c2_0.addingProduct(t214_a2, t214_b0)
-          t214_c2_1 = t214_c2_1.addingProduct(t214_a2, t214_b1)
-          t214_c2_2 = t214_c2_2.addingProduct(t214_a2, t214_b2)
-          t214_c2_3 = t214_c2_3.addingProduct(t214_a2, t214_b3)
-          let t214_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb213 *% 6) +% 3)) +% (k215 *% 288))])
-          t214_c3_0 = t214_c3_0.addingProduct(t214_a3, t214_b0)
-          t214_c3_1 = t214_c3_1.addingProduct(t214_a3, t214_b1)
-          t214_c3_2 = t214_c3_2.addingProduct(t214_a3, t214_b2)
-          t214_c3_3 = t214_c3_3.addingProduct(t214_a3, t214_b3)
-          let t214_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb213 *% 6) +% 4)) +% (k215 *% 288))])
-          t214_c4_0 = t214_c4_0.addingProduct(t214_a4, t214_b0)
-          t214_c4_1 = t214_c4_1.addingProduct(t214_a4, t214_b1)
-          t214_c4_2 = t214_c4_2.addingProduct(t214_a4, t214_b2)
-          t214_c4_3 = t214_c4_3.addingProduct(t214_a4, t214_b3)
-          let t214_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb213 *% 6) +% 5)) +% (k215 *% 288))])
-          t214_c5_0 = t214_c5_0.addingProduct(t214_a5, t214_b0)
-          t214_c5_1 = t214_c5_1.addingProduct(t214_a5, t214_b1)
-          t214_c5_2 = t214_c5_2.addingProduct(t214_a5, t214_b2)
-          t214_c5_3 = t214_c5_3.addingProduct(t214_a5, t214_b3)
+    for nb221 in 0..<49 {
+      for mb222 in 0..<48 {
+        var t223_c0_0 = SIMD16<Float>()
+        var t223_c0_1 = SIMD16<Float>()
+        var t223_c0_2 = SIMD16<Float>()
+        var t223_c0_3 = SIMD16<Float>()
+        var t223_c1_0 = SIMD16<Float>()
+        var t223_c1_1 = SIMD16<Float>()
+        var t223_c1_2 = SIMD16<Float>()
+        var t223_c1_3 = SIMD16<Float>()
+        var t223_c2_0 = SIMD16<Float>()
+        var t223_c2_1 = SIMD16<Float>()
+        var t223_c2_2 = SIMD16<Float>()
+        var t223_c2_3 = SIMD16<Float>()
+        var t223_c3_0 = SIMD16<Float>()
+        var t223_c3_1 = SIMD16<Float>()
+        var t223_c3_2 = SIMD16<Float>()
+        var t223_c3_3 = SIMD16<Float>()
+        var t223_c4_0 = SIMD16<Float>()
+        var t223_c4_1 = SIMD16<Float>()
+        var t223_c4_2 = SIMD16<Float>()
+        var t223_c4_3 = SIMD16<Float>()
+        var t223_c5_0 = SIMD16<Float>()
+        var t223_c5_1 = SIMD16<Float>()
+        var t223_c5_2 = SIMD16<Float>()
+        var t223_c5_3 = SIMD16<Float>()
+        for k224 in 0..<64 {
+          let t223_b0 = load16(arena, ((3127952 +% (k224 *% 3136)) +% (nb221 *% 64)))
+          let t223_b1 = load16(arena, (((3127952 +% (k224 *% 3136)) +% (nb221 *% 64)) +% 16))
+          let t223_b2 = load16(arena, (((3127952 +% (k224 *% 3136)) +% (nb221 *% 64)) +% 32))
+          let t223_b3 = load16(arena, (((3127952 +% (k224 *% 3136)) +% (nb221 *% 64)) +% 48))
+          let t223_a0 = SIMD16<Float>(repeating: params[((320 +% (mb222 *% 6)) +% (k224 *% 288))])
+          t223_c0_0 = t223_c0_0.addingProduct(t223_a0, t223_b0)
+          t223_c0_1 = t223_c0_1.addingProduct(t223_a0, t223_b1)
+          t223_c0_2 = t223_c0_2.addingProduct(t223_a0, t223_b2)
+          t223_c0_3 = t223_c0_3.addingProduct(t223_a0, t223_b3)
+          let t223_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb222 *% 6) +% 1)) +% (k224 *% 288))])
+          t223_c1_0 = t223_c1_0.addingProduct(t223_a1, t223_b0)
+          t223_c1_1 = t223_c1_1.addingProduct(t223_a1, t223_b1)
+          t223_c1_2 = t223_c1_2.addingProduct(t223_a1, t223_b2)
+          t223_c1_3 = t223_c1_3.addingProduct(t223_a1, t223_b3)
+          let t223_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb222 *% 6) +% 2)) +% (k224 *% 288))])
+          t223_c2_0 = t223_c2_0.addingProduct(t223_a2, t223_b0)
+          t223_c2_1 = t223_c2_1.addingProduct(t223_a2, t223_b1)
+          t223_c2_2 = t223_c2_2.addingProduct(t223_a2, t223_b2)
+          t223_c2_3 = t223_c2_3.addingProduct(t223_a2, t223_b3)
+          let t223_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb222 *% 6) +% 3)) +% (k224 *% 288))])
+          t223_c3_0 = t223_c3_0.addingProduct(t223_a3, t223_b0)
+          t223_c3_1 = t223_c3_1.addingProduct(t223_a3, t223_b1)
+          t223_c3_2 = t223_c3_2.addingProduct(t223_a3, t223_b2)
+          t223_c3_3 = t223_c3_3.addingProduct(t223_a3, t223_b3)
+          let t223_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb222 *% 6) +% 4)) +% (k224 *% 288))])
+          t223_c4_0 = t223_c4_0.addingProduct(t223_a4, t223_b0)
+          t223_c4_1 = t223_c4_1.addingProduct(t223_a4, t223_b1)
+          t223_c4_2 = t223_c4_2.addingProduct(t223_a4, t223_b2)
+          t223_c4_3 = t223_c4_3.addingProduct(t223_a4, t223_b3)
+          let t223_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb222 *% 6) +% 5)) +% (k224 *% 288))])
+          t223_c5_0 = t223_c5_0.addingProduct(t223_a5, t223_b0)
+          t223_c5_1 = t223_c5_1.addingProduct(t223_a5, t223_b1)
+          t223_c5_2 = t223_c5_2.addingProduct(t223_a5, t223_b2)
+          t223_c5_3 = t223_c5_3.addingProduct(t223_a5, t223_b3)
         }
-        store16(arena, ((2224784 +% ((mb213 *% 6) *% 3136)) +% (nb212 *% 64)), t214_c0_0)
-        store16(arena, (((2224784 +% ((mb213 *% 6) *% 3136)) +% (nb212 *% 64)) +% 16), t214_c0_1)
-        store16(arena, (((2224784 +% ((mb213 *% 6) *% 3136)) +% (nb212 *% 64)) +% 32), t214_c0_2)
-        store16(arena, (((2224784 +% ((mb213 *% 6) *% 3136)) +% (nb212 *% 64)) +% 48), t214_c0_3)
-        store16(arena, ((2224784 +% (((mb213 *% 6) +% 1) *% 3136)) +% (nb212 *% 64)), t214_c1_0)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 1) *% 3136)) +% (nb212 *% 64)) +% 16), t214_c1_1)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 1) *% 3136)) +% (nb212 *% 64)) +% 32), t214_c1_2)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 1) *% 3136)) +% (nb212 *% 64)) +% 48), t214_c1_3)
-        store16(arena, ((2224784 +% (((mb213 *% 6) +% 2) *% 3136)) +% (nb212 *% 64)), t214_c2_0)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 2) *% 3136)) +% (nb212 *% 64)) +% 16), t214_c2_1)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 2) *% 3136)) +% (nb212 *% 64)) +% 32), t214_c2_2)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 2) *% 3136)) +% (nb212 *% 64)) +% 48), t214_c2_3)
-        store16(arena, ((2224784 +% (((mb213 *% 6) +% 3) *% 3136)) +% (nb212 *% 64)), t214_c3_0)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 3) *% 3136)) +% (nb212 *% 64)) +% 16), t214_c3_1)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 3) *% 3136)) +% (nb212 *% 64)) +% 32), t214_c3_2)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 3) *% 3136)) +% (nb212 *% 64)) +% 48), t214_c3_3)
-        store16(arena, ((2224784 +% (((mb213 *% 6) +% 4) *% 3136)) +% (nb212 *% 64)), t214_c4_0)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 4) *% 3136)) +% (nb212 *% 64)) +% 16), t214_c4_1)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 4) *% 3136)) +% (nb212 *% 64)) +% 32), t214_c4_2)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 4) *% 3136)) +% (nb212 *% 64)) +% 48), t214_c4_3)
-        store16(arena, ((2224784 +% (((mb213 *% 6) +% 5) *% 3136)) +% (nb212 *% 64)), t214_c5_0)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 5) *% 3136)) +% (nb212 *% 64)) +% 16), t214_c5_1)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 5) *% 3136)) +% (nb212 *% 64)) +% 32), t214_c5_2)
-        store16(arena, (((2224784 +% (((mb213 *% 6) +% 5) *% 3136)) +% (nb212 *% 64)) +% 48), t214_c5_3)
+        store16(arena, ((2224784 +% ((mb222 *% 6) *% 3136)) +% (nb221 *% 64)), t223_c0_0)
+        store16(arena, (((2224784 +% ((mb222 *% 6) *% 3136)) +% (nb221 *% 64)) +% 16), t223_c0_1)
+        store16(arena, (((2224784 +% ((mb222 *% 6) *% 3136)) +% (nb221 *% 64)) +% 32), t223_c0_2)
+        store16(arena, (((2224784 +% ((mb222 *% 6) *% 3136)) +% (nb221 *% 64)) +% 48), t223_c0_3)
+        store16(arena, ((2224784 +% (((mb222 *% 6) +% 1) *% 3136)) +% (nb221 *% 64)), t223_c1_0)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 1) *% 3136)) +% (nb221 *% 64)) +% 16), t223_c1_1)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 1) *% 3136)) +% (nb221 *% 64)) +% 32), t223_c1_2)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 1) *% 3136)) +% (nb221 *% 64)) +% 48), t223_c1_3)
+        store16(arena, ((2224784 +% (((mb222 *% 6) +% 2) *% 3136)) +% (nb221 *% 64)), t223_c2_0)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 2) *% 3136)) +% (nb221 *% 64)) +% 16), t223_c2_1)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 2) *% 3136)) +% (nb221 *% 64)) +% 32), t223_c2_2)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 2) *% 3136)) +% (nb221 *% 64)) +% 48), t223_c2_3)
+        store16(arena, ((2224784 +% (((mb222 *% 6) +% 3) *% 3136)) +% (nb221 *% 64)), t223_c3_0)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 3) *% 3136)) +% (nb221 *% 64)) +% 16), t223_c3_1)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 3) *% 3136)) +% (nb221 *% 64)) +% 32), t223_c3_2)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 3) *% 3136)) +% (nb221 *% 64)) +% 48), t223_c3_3)
+        store16(arena, ((2224784 +% (((mb222 *% 6) +% 4) *% 3136)) +% (nb221 *% 64)), t223_c4_0)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 4) *% 3136)) +% (nb221 *% 64)) +% 16), t223_c4_1)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 4) *% 3136)) +% (nb221 *% 64)) +% 32), t223_c4_2)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 4) *% 3136)) +% (nb221 *% 64)) +% 48), t223_c4_3)
+        store16(arena, ((2224784 +% (((mb222 *% 6) +% 5) *% 3136)) +% (nb221 *% 64)), t223_c5_0)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 5) *% 3136)) +% (nb221 *% 64)) +% 16), t223_c5_1)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 5) *% 3136)) +% (nb221 *% 64)) +% 32), t223_c5_2)
+        store16(arena, (((2224784 +% (((mb222 *% 6) +% 5) *% 3136)) +% (nb221 *% 64)) +% 48), t223_c5_3)
       }
     }
-    for j216 in 0..<16 {
-      for c217 in 0..<32 {
-        for iy218 in 0..<1 {
-          do {  // SIMD16 over ix219
-            var ix219 = 0
-            while ix219 < 1 {
-              var sum220: Float = arena[(((((2224784 +% ((c217 *% 9) *% 3136)) +% (j216 *% 196)) +% ((iy218 +% 1) *% 14)) +% 1) +% ix219)]
-              var sum221: Float = (sum220 + arena[((((2224784 +% (((c217 *% 9) +% 1) *% 3136)) +% (j216 *% 196)) +% ((iy218 +% 1) *% 14)) +% ix219)])
-              var sum222: Float = (sum221 + arena[(((((2224784 +% (((c217 *% 9) +% 3) *% 3136)) +% (j216 *% 196)) +% (iy218 *% 14)) +% 1) +% ix219)])
-              var sum223: Float = (sum222 + arena[((((2224784 +% (((c217 *% 9) +% 4) *% 3136)) +% (j216 *% 196)) +% (iy218 *% 14)) +% ix219)])
-              arena[((((802816 +% (((g208 *% 16) +% j216) *% 6272)) +% (c217 *% 196)) +% (iy218 *% 14)) +% ix219)] = sum223
-              ix219 &+= 1
+    for j225 in 0..<16 {
+      for c226 in 0..<32 {
+        for iy227 in 0..<1 {
+          do {  // SIMD16 over ix228
+            var ix228 = 0
+            while ix228 < 1 {
+              var sum229: Float = arena[(((((2224784 +% ((c226 *% 9) *% 3136)) +% (j225 *% 196)) +% ((iy227 +% 1) *% 14)) +% 1) +% ix228)]
+              var sum230: Float = (sum229 + arena[((((2224784 +% (((c226 *% 9) +% 1) *% 3136)) +% (j225 *% 196)) +% ((iy227 +% 1) *% 14)) +% ix228)])
+              var sum231: Float = (sum230 + arena[(((((2224784 +% (((c226 *% 9) +% 3) *% 3136)) +% (j225 *% 196)) +% (iy227 *% 14)) +% 1) +% ix228)])
+              var sum232: Float = (sum231 + arena[((((2224784 +% (((c226 *% 9) +% 4) *% 3136)) +% (j225 *% 196)) +% (iy227 *% 14)) +% ix228)])
+              arena[((((802816 +% (((g217 *% 16) +% j225) *% 6272)) +% (c226 *% 196)) +% (iy227 *% 14)) +% ix228)] = sum232
+              ix228 &+= 1
             }
           }
         }
-        for iy224 in 0..<1 {
-          do {  // SIMD16 over ix225
-            var ix225 = 0
-            while ix225 < 12 {
-              var sum226: Float = arena[(((((2224784 +% ((c217 *% 9) *% 3136)) +% (j216 *% 196)) +% ((iy224 +% 1) *% 14)) +% 2) +% ix225)]
-              var sum227: Float = (sum226 + arena[(((((2224784 +% (((c217 *% 9) +% 1) *% 3136)) +% (j216 *% 196)) +% ((iy224 +% 1) *% 14)) +% 1) +% ix225)])
-              var sum228: Float = (sum227 + arena[((((2224784 +% (((c217 *% 9) +% 2) *% 3136)) +% (j216 *% 196)) +% ((iy224 +% 1) *% 14)) +% ix225)])
-              var sum229: Float = (sum228 + arena[(((((2224784 +% (((c217 *% 9) +% 3) *% 3136)) +% (j216 *% 196)) +% (iy224 *% 14)) +% 2) +% ix225)])
-              var sum230: Float = (sum229 + arena[(((((2224784 +% (((c217 *% 9) +% 4) *% 3136)) +% (j216 *% 196)) +% (iy224 *% 14)) +% 1) +% ix225)])
-              var sum231: Float = (sum230 + arena[((((2224784 +% (((c217 *% 9) +% 5) *% 3136)) +% (j216 *% 196)) +% (iy224 *% 14)) +% ix225)])
-              arena[(((((802816 +% (((g208 *% 16) +% j216) *% 6272)) +% (c217 *% 196)) +% (iy224 *% 14)) +% 1) +% ix225)] = sum231
-              ix225 &+= 1
+        for iy233 in 0..<1 {
+          do {  // SIMD16 over ix234
+            var ix234 = 0
+            while ix234 < 12 {
+              var sum235: Float = arena[(((((2224784 +% ((c226 *% 9) *% 3136)) +% (j225 *% 196)) +% ((iy233 +% 1) *% 14)) +% 2) +% ix234)]
+              var sum236: Float = (sum235 + arena[(((((2224784 +% (((c226 *% 9) +% 1) *% 3136)) +% (j225 *% 196)) +% ((iy233 +% 1) *% 14)) +% 1) +% ix234)])
+              var sum237: Float = (sum236 + arena[((((2224784 +% (((c226 *% 9) +% 2) *% 3136)) +% (j225 *% 196)) +% ((iy233 +% 1) *% 14)) +% ix234)])
+              var sum238: Float = (sum237 + arena[(((((2224784 +% (((c226 *% 9) +% 3) *% 3136)) +% (j225 *% 196)) +% (iy233 *% 14)) +% 2) +% ix234)])
+              var sum239: Float = (sum238 + arena[(((((2224784 +% (((c226 *% 9) +% 4) *% 3136)) +% (j225 *% 196)) +% (iy233 *% 14)) +% 1) +% ix234)])
+              var sum240: Float = (sum239 + arena[((((2224784 +% (((c226 *% 9) +% 5) *% 3136)) +% (j225 *% 196)) +% (iy233 *% 14)) +% ix234)])
+              arena[(((((802816 +% (((g217 *% 16) +% j225) *% 6272)) +% (c226 *% 196)) +% (iy233 *% 14)) +% 1) +% ix234)] = sum240
+              ix234 &+= 1
             }
           }
         }
-        for iy232 in 0..<1 {
-          do {  // SIMD16 over ix233
-            var ix233 = 0
-            while ix233 < 1 {
-              var sum234: Float = arena[(((((2224784 +% (((c217 *% 9) +% 1) *% 3136)) +% (j216 *% 196)) +% ((iy232 +% 1) *% 14)) +% 13) +% ix233)]
-              var sum235: Float = (sum234 + arena[(((((2224784 +% (((c217 *% 9) +% 2) *% 3136)) +% (j216 *% 196)) +% ((iy232 +% 1) *% 14)) +% 12) +% ix233)])
-              var sum236: Float = (sum235 + arena[(((((2224784 +% (((c217 *% 9) +% 4) *% 3136)) +% (j216 *% 196)) +% (iy232 *% 14)) +% 13) +% ix233)])
-              var sum237: Float = (sum236 + arena[(((((2224784 +% (((c217 *% 9) +% 5) *% 3136)) +% (j216 *% 196)) +% (iy232 *% 14)) +% 12) +% ix233)])
-              arena[(((((802816 +% (((g208 *% 16) +% j216) *% 6272)) +% (c217 *% 196)) +% (iy232 *% 14)) +% 13) +% ix233)] = sum237
-              ix233 &+= 1
+        for iy241 in 0..<1 {
+          do {  // SIMD16 over ix242
+            var ix242 = 0
+            while ix242 < 1 {
+              var sum243: Float = arena[(((((2224784 +% (((c226 *% 9) +% 1) *% 3136)) +% (j225 *% 196)) +% ((iy241 +% 1) *% 14)) +% 13) +% ix242)]
+              var sum244: Float = (sum243 + arena[(((((2224784 +% (((c226 *% 9) +% 2) *% 3136)) +% (j225 *% 196)) +% ((iy241 +% 1) *% 14)) +% 12) +% ix242)])
+              var sum245: Float = (sum244 + arena[(((((2224784 +% (((c226 *% 9) +% 4) *% 3136)) +% (j225 *% 196)) +% (iy241 *% 14)) +% 13) +% ix242)])
+              var sum246: Float = (sum245 + arena[(((((2224784 +% (((c226 *% 9) +% 5) *% 3136)) +% (j225 *% 196)) +% (iy241 *% 14)) +% 12) +% ix242)])
+              arena[(((((802816 +% (((g217 *% 16) +% j225) *% 6272)) +% (c226 *% 196)) +% (iy241 *% 14)) +% 13) +% ix242)] = sum246
+              ix242 &+= 1
             }
           }
         }
-        for iy238 in 0..<12 {
-          do {  // SIMD16 over ix239
-            var ix239 = 0
-            while ix239 < 1 {
-              var sum240: Float = arena[(((((2224784 +% ((c217 *% 9) *% 3136)) +% (j216 *% 196)) +% (((iy238 +% 1) +% 1) *% 14)) +% 1) +% ix239)]
-              var sum241: Float = (sum240 + arena[((((2224784 +% (((c217 *% 9) +% 1) *% 3136)) +% (j216 *% 196)) +% (((iy238 +% 1) +% 1) *% 14)) +% ix239)])
-              var sum242: Float = (sum241 + arena[(((((2224784 +% (((c217 *% 9) +% 3) *% 3136)) +% (j216 *% 196)) +% ((iy238 +% 1) *% 14)) +% 1) +% ix239)])
-              var sum243: Float = (sum242 + arena[((((2224784 +% (((c217 *% 9) +% 4) *% 3136)) +% (j216 *% 196)) +% ((iy238 +% 1) *% 14)) +% ix239)])
-              var sum244: Float = (sum243 + arena[(((((2224784 +% (((c217 *% 9) +% 6) *% 3136)) +% (j216 *% 196)) +% (((iy238 +% 1) +% -1) *% 14)) +% 1) +% ix239)])
-              var sum245: Float = (sum244 + arena[((((2224784 +% (((c217 *% 9) +% 7) *% 3136)) +% (j216 *% 196)) +% (((iy238 +% 1) +% -1) *% 14)) +% ix239)])
-              arena[((((802816 +% (((g208 *% 16) +% j216) *% 6272)) +% (c217 *% 196)) +% ((iy238 +% 1) *% 14)) +% ix239)] = sum245
-              ix239 &+= 1
+        for iy247 in 0..<12 {
+          do {  // SIMD16 over ix248
+            var ix248 = 0
+            while ix248 < 1 {
+              var sum249: Float = arena[(((((2224784 +% ((c226 *% 9) *% 3136)) +% (j225 *% 196)) +% (((iy247 +% 1) +% 1) *% 14)) +% 1) +% ix248)]
+              var sum250: Float = (sum249 + arena[((((2224784 +% (((c226 *% 9) +% 1) *% 3136)) +% (j225 *% 196)) +% (((iy247 +% 1) +% 1) *% 14)) +% ix248)])
+              var sum251: Float = (sum250 + arena[(((((2224784 +% (((c226 *% 9) +% 3) *% 3136)) +% (j225 *% 196)) +% ((iy247 +% 1) *% 14)) +% 1) +% ix248)])
+              var sum252: Float = (sum251 + arena[((((2224784 +% (((c226 *% 9) +% 4) *% 3136)) +% (j225 *% 196)) +% ((iy247 +% 1) *% 14)) +% ix248)])
+              var sum253: Float = (sum252 + arena[(((((2224784 +% (((c226 *% 9) +% 6) *% 3136)) +% (j225 *% 196)) +% (((iy247 +% 1) +% -1) *% 14)) +% 1) +% ix248)])
+              var sum254: Float = (sum253 + arena[((((2224784 +% (((c226 *% 9) +% 7) *% 3136)) +% (j225 *% 196)) +% (((iy247 +% 1) +% -1) *% 14)) +% ix248)])
+              arena[((((802816 +% (((g217 *% 16) +% j225) *% 6272)) +% (c226 *% 196)) +% ((iy247 +% 1) *% 14)) +% ix248)] = sum254
+              ix248 &+= 1
             }
           }
         }
-        for iy246 in 0..<12 {
-          do {  // SIMD16 over ix247
-            var ix247 = 0
-            while ix247 < 12 {
-              var sum248: Float = arena[(((((2224784 +% ((c217 *% 9) *% 3136)) +% (j216 *% 196)) +% (((iy246 +% 1) +% 1) *% 14)) +% 2) +% ix247)]
-              var sum249: Float = (sum248 + arena[(((((2224784 +% (((c217 *% 9) +% 1) *% 3136)) +% (j216 *% 196)) +% (((iy246 +% 1) +% 1) *% 14)) +% 1) +% ix247)])
-              var sum250: Float = (sum249 + arena[((((2224784 +% (((c217 *% 9) +% 2) *% 3136)) +% (j216 *% 196)) +% (((iy246 +% 1) +% 1) *% 14)) +% ix247)])
-              var sum251: Float = (sum250 + arena[(((((2224784 +% (((c217 *% 9) +% 3) *% 3136)) +% (j216 *% 196)) +% ((iy246 +% 1) *% 14)) +% 2) +% ix247)])
-              var sum252: Float = (sum251 + arena[(((((2224784 +% (((c217 *% 9) +% 4) *% 3136)) +% (j216 *% 196)) +% ((iy246 +% 1) *% 14)) +% 1) +% ix247)])
-              var sum253: Float = (sum252 + arena[((((2224784 +% (((c217 *% 9) +% 5) *% 3136)) +% (j216 *% 196)) +% ((iy246 +% 1) *% 14)) +% ix247)])
-              var sum254: Float = (sum253 + arena[(((((2224784 +% (((c217 *% 9) +% 6) *% 3136)) +% (j216 *% 196)) +% (((iy246 +% 1) +% -1) *% 14)) +% 2) +% ix247)])
-              var sum255: Float = (sum254 + arena[(((((2224784 +% (((c217 *% 9) +% 7) *% 3136)) +% (j216 *% 196)) +% (((iy246 +% 1) +% -1) *% 14)) +% 1) +% ix247)])
-              var sum256: Float = (sum255 + arena[((((2224784 +% (((c217 *% 9) +% 8) *% 3136)) +% (j216 *% 196)) +% (((iy246 +% 1) +% -1) *% 14)) +% ix247)])
-              arena[(((((802816 +% (((g208 *% 16) +% j216) *% 6272)) +% (c217 *% 196)) +% ((iy246 +% 1) *% 14)) +% 1) +% ix247)] = sum256
-              ix247 &+= 1
+        for iy255 in 0..<12 {
+          do {  // SIMD16 over ix256
+            var ix256 = 0
+            while ix256 < 12 {
+              var sum257: Float = arena[(((((2224784 +% ((c226 *% 9) *% 3136)) +% (j225 *% 196)) +% (((iy255 +% 1) +% 1) *% 14)) +% 2) +% ix256)]
+              var sum258: Float = (sum257 + arena[(((((2224784 +% (((c226 *% 9) +% 1) *% 3136)) +% (j225 *% 196)) +% (((iy255 +% 1) +% 1) *% 14)) +% 1) +% ix256)])
+              var sum259: Float = (sum258 + arena[((((2224784 +% (((c226 *% 9) +% 2) *% 3136)) +% (j225 *% 196)) +% (((iy255 +% 1) +% 1) *% 14)) +% ix256)])
+              var sum260: Float = (sum259 + arena[(((((2224784 +% (((c226 *% 9) +% 3) *% 3136)) +% (j225 *% 196)) +% ((iy255 +% 1) *% 14)) +% 2) +% ix256)])
+              var sum261: Float = (sum260 + arena[(((((2224784 +% (((c226 *% 9) +% 4) *% 3136)) +% (j225 *% 196)) +% ((iy255 +% 1) *% 14)) +% 1) +% ix256)])
+              var sum262: Float = (sum261 + arena[((((2224784 +% (((c226 *% 9) +% 5) *% 3136)) +% (j225 *% 196)) +% ((iy255 +% 1) *% 14)) +% ix256)])
+              var sum263: Float = (sum262 + arena[(((((2224784 +% (((c226 *% 9) +% 6) *% 3136)) +% (j225 *% 196)) +% (((iy255 +% 1) +% -1) *% 14)) +% 2) +% ix256)])
+              var sum264: Float = (sum263 + arena[(((((2224784 +% (((c226 *% 9) +% 7) *% 3136)) +% (j225 *% 196)) +% (((iy255 +% 1) +% -1) *% 14)) +% 1) +% ix256)])
+              var sum265: Float = (sum264 + arena[((((2224784 +% (((c226 *% 9) +% 8) *% 3136)) +% (j225 *% 196)) +% (((iy255 +% 1) +% -1) *% 14)) +% ix256)])
+              arena[(((((802816 +% (((g217 *% 16) +% j225) *% 6272)) +% (c226 *% 196)) +% ((iy255 +% 1) *% 14)) +% 1) +% ix256)] = sum265
+              ix256 &+= 1
             }
           }
         }
-        for iy257 in 0..<12 {
-          do {  // SIMD16 over ix258
-            var ix258 = 0
-            while ix258 < 1 {
-              var sum259: Float = arena[(((((2224784 +% (((c217 *% 9) +% 1) *% 3136)) +% (j216 *% 196)) +% (((iy257 +% 1) +% 1) *% 14)) +% 13) +% ix258)]
-              var sum260: Float = (sum259 + arena[(((((2224784 +% (((c217 *% 9) +% 2) *% 3136)) +% (j216 *% 196)) +% (((iy257 +% 1) +% 1) *% 14)) +% 12) +% ix258)])
-              var sum261: Float = (sum260 + arena[(((((2224784 +% (((c217 *% 9) +% 4) *% 3136)) +% (j216 *% 196)) +% ((iy257 +% 1) *% 14)) +% 13) +% ix258)])
-              var sum262: Float = (sum261 + arena[(((((2224784 +% (((c217 *% 9) +% 5) *% 3136)) +% (j216 *% 196)) +% ((iy257 +% 1) *% 14)) +% 12) +% ix258)])
-              var sum263: Float = (sum262 + arena[(((((2224784 +% (((c217 *% 9) +% 7) *% 3136)) +% (j216 *% 196)) +% (((iy257 +% 1) +% -1) *% 14)) +% 13) +% ix258)])
-              var sum264: Float = (sum263 + arena[(((((2224784 +% (((c217 *% 9) +% 8) *% 3136)) +% (j216 *% 196)) +% (((iy257 +% 1) +% -1) *% 14)) +% 12) +% ix258)])
-              arena[(((((802816 +% (((g208 *% 16) +% j216) *% 6272)) +% (c217 *% 196)) +% ((iy257 +% 1) *% 14)) +% 13) +% ix258)] = sum264
-              ix258 &+= 1
+        for iy266 in 0..<12 {
+          do {  // SIMD16 over ix267
+            var ix267 = 0
+            while ix267 < 1 {
+              var sum268: Float = arena[(((((2224784 +% (((c226 *% 9) +% 1) *% 3136)) +% (j225 *% 196)) +% (((iy266 +% 1) +% 1) *% 14)) +% 13) +% ix267)]
+              var sum269: Float = (sum268 + arena[(((((2224784 +% (((c226 *% 9) +% 2) *% 3136)) +% (j225 *% 196)) +% (((iy266 +% 1) +% 1) *% 14)) +% 12) +% ix267)])
+              var sum270: Float = (sum269 + arena[(((((2224784 +% (((c226 *% 9) +% 4) *% 3136)) +% (j225 *% 196)) +% ((iy266 +% 1) *% 14)) +% 13) +% ix267)])
+              var sum271: Float = (sum270 + arena[(((((2224784 +% (((c226 *% 9) +% 5) *% 3136)) +% (j225 *% 196)) +% ((iy266 +% 1) *% 14)) +% 12) +% ix267)])
+              var sum272: Float = (sum271 + arena[(((((2224784 +% (((c226 *% 9) +% 7) *% 3136)) +% (j225 *% 196)) +% (((iy266 +% 1) +% -1) *% 14)) +% 13) +% ix267)])
+              var sum273: Float = (sum272 + arena[(((((2224784 +% (((c226 *% 9) +% 8) *% 3136)) +% (j225 *% 196)) +% (((iy266 +% 1) +% -1) *% 14)) +% 12) +% ix267)])
+              arena[(((((802816 +% (((g217 *% 16) +% j225) *% 6272)) +% (c226 *% 196)) +% ((iy266 +% 1) *% 14)) +% 13) +% ix267)] = sum273
+              ix267 &+= 1
             }
           }
         }
-        for iy265 in 0..<1 {
-          do {  // SIMD16 over ix266
-            var ix266 = 0
-            while ix266 < 1 {
-              var sum267: Float = arena[(((((2224784 +% (((c217 *% 9) +% 3) *% 3136)) +% (j216 *% 196)) +% ((iy265 +% 13) *% 14)) +% 1) +% ix266)]
-              var sum268: Float = (sum267 + arena[((((2224784 +% (((c217 *% 9) +% 4) *% 3136)) +% (j216 *% 196)) +% ((iy265 +% 13) *% 14)) +% ix266)])
-              var sum269: Float = (sum268 + arena[(((((2224784 +% (((c217 *% 9) +% 6) *% 3136)) +% (j216 *% 196)) +% (((iy265 +% 13) +% -1) *% 14)) +% 1) +% ix266)])
-              var sum270: Float = (sum269 + arena[((((2224784 +% (((c217 *% 9) +% 7) *% 3136)) +% (j216 *% 196)) +% (((iy265 +% 13) +% -1) *% 14)) +% ix266)])
-              arena[((((802816 +% (((g208 *% 16) +% j216) *% 6272)) +% (c217 *% 196)) +% ((iy265 +% 13) *% 14)) +% ix266)] = sum270
-              ix266 &+= 1
+        for iy274 in 0..<1 {
+          do {  // SIMD16 over ix275
+            var ix275 = 0
+            while ix275 < 1 {
+              var sum276: Float = arena[(((((2224784 +% (((c226 *% 9) +% 3) *% 3136)) +% (j225 *% 196)) +% ((iy274 +% 13) *% 14)) +% 1) +% ix275)]
+              var sum277: Float = (sum276 + arena[((((2224784 +% (((c226 *% 9) +% 4) *% 3136)) +% (j225 *% 196)) +% ((iy274 +% 13) *% 14)) +% ix275)])
+              var sum278: Float = (sum277 + arena[(((((2224784 +% (((c226 *% 9) +% 6) *% 3136)) +% (j225 *% 196)) +% (((iy274 +% 13) +% -1) *% 14)) +% 1) +% ix275)])
+              var sum279: Float = (sum278 + arena[((((2224784 +% (((c226 *% 9) +% 7) *% 3136)) +% (j225 *% 196)) +% (((iy274 +% 13) +% -1) *% 14)) +% ix275)])
+              arena[((((802816 +% (((g217 *% 16) +% j225) *% 6272)) +% (c226 *% 196)) +% ((iy274 +% 13) *% 14)) +% ix275)] = sum279
+              ix275 &+= 1
             }
           }
         }
-        for iy271 in 0..<1 {
-          do {  // SIMD16 over ix272
-            var ix272 = 0
-            while ix272 < 12 {
-              var sum273: Float = arena[(((((2224784 +% (((c217 *% 9) +% 3) *% 3136)) +% (j216 *% 196)) +% ((iy271 +% 13) *% 14)) +% 2) +% ix272)]
-              var sum274: Float = (sum273 + arena[(((((2224784 +% (((c217 *% 9) +% 4) *% 3136)) +% (j216 *% 196)) +% ((iy271 +% 13) *% 14)) +% 1) +% ix272)])
-              var sum275: Float = (sum274 + arena[((((2224784 +% (((c217 *% 9) +% 5) *% 3136)) +% (j216 *% 196)) +% ((iy271 +% 13) *% 14)) +% ix272)])
-              var sum276: Float = (sum275 + arena[(((((2224784 +% (((c217 *% 9) +% 6) *% 3136)) +% (j216 *% 196)) +% (((iy271 +% 13) +% -1) *% 14)) +% 2) +% ix272)])
-              var sum277: Float = (sum276 + arena[(((((2224784 +% (((c217 *% 9) +% 7) *% 3136)) +% (j216 *% 196)) +% (((iy271 +% 13) +% -1) *% 14)) +% 1) +% ix272)])
-              var sum278: Float = (sum277 + arena[((((2224784 +% (((c217 *% 9) +% 8) *% 3136)) +% (j216 *% 196)) +% (((iy271 +% 13) +% -1) *% 14)) +% ix272)])
-              arena[(((((802816 +% (((g208 *% 16) +% j216) *% 6272)) +% (c217 *% 196)) +% ((iy271 +% 13) *% 14)) +% 1) +% ix272)] = sum278
-              ix272 &+= 1
+        for iy280 in 0..<1 {
+          do {  // SIMD16 over ix281
+            var ix281 = 0
+            while ix281 < 12 {
+              var sum282: Float = arena[(((((2224784 +% (((c226 *% 9) +% 3) *% 3136)) +% (j225 *% 196)) +% ((iy280 +% 13) *% 14)) +% 2) +% ix281)]
+              var sum283: Float = (sum282 + arena[(((((2224784 +% (((c226 *% 9) +% 4) *% 3136)) +% (j225 *% 196)) +% ((iy280 +% 13) *% 14)) +% 1) +% ix281)])
+              var sum284: Float = (sum283 + arena[((((2224784 +% (((c226 *% 9) +% 5) *% 3136)) +% (j225 *% 196)) +% ((iy280 +% 13) *% 14)) +% ix281)])
+              var sum285: Float = (sum284 + arena[(((((2224784 +% (((c226 *% 9) +% 6) *% 3136)) +% (j225 *% 196)) +% (((iy280 +% 13) +% -1) *% 14)) +% 2) +% ix281)])
+              var sum286: Float = (sum285 + arena[(((((2224784 +% (((c226 *% 9) +% 7) *% 3136)) +% (j225 *% 196)) +% (((iy280 +% 13) +% -1) *% 14)) +% 1) +% ix281)])
+              var sum287: Float = (sum286 + arena[((((2224784 +% (((c226 *% 9) +% 8) *% 3136)) +% (j225 *% 196)) +% (((iy280 +% 13) +% -1) *% 14)) +% ix281)])
+              arena[(((((802816 +% (((g217 *% 16) +% j225) *% 6272)) +% (c226 *% 196)) +% ((iy280 +% 13) *% 14)) +% 1) +% ix281)] = sum287
+              ix281 &+= 1
             }
           }
         }
-        for iy279 in 0..<1 {
-          do {  // SIMD16 over ix280
-            var ix280 = 0
-            while ix280 < 1 {
-              var sum281: Float = arena[(((((2224784 +% (((c217 *% 9) +% 4) *% 3136)) +% (j216 *% 196)) +% ((iy279 +% 13) *% 14)) +% 13) +% ix280)]
-              var sum282: Float = (sum281 + arena[(((((2224784 +% (((c217 *% 9) +% 5) *% 3136)) +% (j216 *% 196)) +% ((iy279 +% 13) *% 14)) +% 12) +% ix280)])
-              var sum283: Float = (sum282 + arena[(((((2224784 +% (((c217 *% 9) +% 7) *% 3136)) +% (j216 *% 196)) +% (((iy279 +% 13) +% -1) *% 14)) +% 13) +% ix280)])
-              var sum284: Float = (sum283 + arena[(((((2224784 +% (((c217 *% 9) +% 8) *% 3136)) +% (j216 *% 196)) +% (((iy279 +% 13) +% -1) *% 14)) +% 12) +% ix280)])
-              arena[(((((802816 +% (((g208 *% 16) +% j216) *% 6272)) +% (c217 *% 196)) +% ((iy279 +% 13) *% 14)) +% 13) +% ix280)] = sum284
-              ix280 &+= 1
+        for iy288 in 0..<1 {
+          do {  // SIMD16 over ix289
+            var ix289 = 0
+            while ix289 < 1 {
+              var sum290: Float = arena[(((((2224784 +% (((c226 *% 9) +% 4) *% 3136)) +% (j225 *% 196)) +% ((iy288 +% 13) *% 14)) +% 13) +% ix289)]
+              var sum291: Float = (sum290 + arena[(((((2224784 +% (((c226 *% 9) +% 5) *% 3136)) +% (j225 *% 196)) +% ((iy288 +% 13) *% 14)) +% 12) +% ix289)])
+              var sum292: Float = (sum291 + arena[(((((2224784 +% (((c226 *% 9) +% 7) *% 3136)) +% (j225 *% 196)) +% (((iy288 +% 13) +% -1) *% 14)) +% 13) +% ix289)])
+              var sum293: Float = (sum292 + arena[(((((2224784 +% (((c226 *% 9) +% 8) *% 3136)) +% (j225 *% 196)) +% (((iy288 +% 13) +% -1) *% 14)) +% 12) +% ix289)])
+              arena[(((((802816 +% (((g217 *% 16) +% j225) *% 6272)) +% (c226 *% 196)) +% ((iy288 +% 13) *% 14)) +% 13) +% ix289)] = sum293
+              ix289 &+= 1
             }
           }
         }
@@ -1361,234 +1434,234 @@ public func simplecnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i285
-    var i285 = 0
-    while i285 &+ 16 <= 1605632 {
-      store16(arena, 1221264 &+ i285, SIMD16<Float>(repeating: Float(0)))
-      i285 &+= 16
+  do {  // SIMD16 over i294
+    var i294 = 0
+    while i294 &+ 16 <= 1605632 {
+      store16(arena, 1221264 &+ i294, SIMD16<Float>(repeating: Float(0)))
+      i294 &+= 16
     }
-    while i285 < 1605632 {
-      arena[(1221264 +% i285)] = Float(0)
-      i285 &+= 1
+    while i294 < 1605632 {
+      arena[(1221264 +% i294)] = Float(0)
+      i294 &+= 1
     }
   }
-  for q286 in 0..<2048 {
-    for i287 in 0..<196 {
-      if arena[((q286 *% 196) +% i287)] > Float(0) {
-        arena[((1221264 +% (q286 *% 784)) +% Int(arena[(401408 +% ((q286 *% 196) +% i287))]))] += arena[(802816 +% ((q286 *% 196) +% i287))]
+  for q295 in 0..<2048 {
+    for i296 in 0..<196 {
+      if arena[((q295 *% 196) +% i296)] > Float(0) {
+        arena[((1221264 +% (q295 *% 784)) +% Int(arena[(401408 +% ((q295 *% 196) +% i296))]))] += arena[(802816 +% ((q295 *% 196) +% i296))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i288
-    var i288 = 0
-    while i288 &+ 16 <= 288 {
-      store16(arena, 514304 &+ i288, SIMD16<Float>(repeating: Float(0)))
-      i288 &+= 16
+  do {  // SIMD16 over i297
+    var i297 = 0
+    while i297 &+ 16 <= 288 {
+      store16(arena, 514304 &+ i297, SIMD16<Float>(repeating: Float(0)))
+      i297 &+= 16
     }
-    while i288 < 288 {
-      arena[(514304 +% i288)] = Float(0)
-      i288 &+= 1
-    }
-  }
-  for g289 in 0..<4 {
-    for j290 in 0..<16 {
-      for c291 in 0..<1 {
-        for ky292 in 0..<3 {
-          for oy293 in 0..<28 {
-            if (-1 < ((oy293 +% ky292) +% -1) && ((oy293 +% ky292) +% -1) < 28) {
-              for ox294 in 0..<27 {
-                arena[((((((c291 *% 3) +% ky292) *% 3) *% 12544) +% (j290 *% 784)) +% ((oy293 *% 28) +% (ox294 +% 1)))] = images[((((((g289 *% 16) +% j290) *% 784) +% (c291 *% 784)) +% (((oy293 +% ky292) +% -1) *% 28)) +% ((ox294 +% 1) +% -1))]
-              }
-              for ox295 in 0..<1 {
-                arena[((((((c291 *% 3) +% ky292) *% 3) *% 12544) +% (j290 *% 784)) +% ((oy293 *% 28) +% ox295))] = Float(0)
-              }
-            }
-            if ((oy293 +% ky292) +% -1) < 0 {
-              for ox296 in 0..<28 {
-                arena[((((((c291 *% 3) +% ky292) *% 3) *% 12544) +% (j290 *% 784)) +% ((oy293 *% 28) +% ox296))] = Float(0)
-              }
-            }
-            if 27 < ((oy293 +% ky292) +% -1) {
-              for ox296 in 0..<28 {
-                arena[((((((c291 *% 3) +% ky292) *% 3) *% 12544) +% (j290 *% 784)) +% ((oy293 *% 28) +% ox296))] = Float(0)
-              }
-            }
-          }
-          for oy297 in 0..<28 {
-            if (-1 < ((oy297 +% ky292) +% -1) && ((oy297 +% ky292) +% -1) < 28) {
-              for ox298 in 0..<28 {
-                arena[(((((((c291 *% 3) +% ky292) *% 3) +% 1) *% 12544) +% (j290 *% 784)) +% ((oy297 *% 28) +% ox298))] = images[((((((g289 *% 16) +% j290) *% 784) +% (c291 *% 784)) +% (((oy297 +% ky292) +% -1) *% 28)) +% ox298)]
-              }
-            }
-            if ((oy297 +% ky292) +% -1) < 0 {
-              for ox299 in 0..<28 {
-                arena[(((((((c291 *% 3) +% ky292) *% 3) +% 1) *% 12544) +% (j290 *% 784)) +% ((oy297 *% 28) +% ox299))] = Float(0)
-              }
-            }
-            if 27 < ((oy297 +% ky292) +% -1) {
-              for ox299 in 0..<28 {
-                arena[(((((((c291 *% 3) +% ky292) *% 3) +% 1) *% 12544) +% (j290 *% 784)) +% ((oy297 *% 28) +% ox299))] = Float(0)
-              }
-            }
-          }
-          for oy300 in 0..<28 {
-            if (-1 < ((oy300 +% ky292) +% -1) && ((oy300 +% ky292) +% -1) < 28) {
-              for ox301 in 0..<27 {
-                arena[(((((((c291 *% 3) +% ky292) *% 3) +% 2) *% 12544) +% (j290 *% 784)) +% ((oy300 *% 28) +% ox301))] = images[((((((g289 *% 16) +% j290) *% 784) +% (c291 *% 784)) +% (((oy300 +% ky292) +% -1) *% 28)) +% (ox301 +% 1))]
-              }
-              for ox302 in 0..<1 {
-                arena[(((((((c291 *% 3) +% ky292) *% 3) +% 2) *% 12544) +% (j290 *% 784)) +% ((oy300 *% 28) +% (ox302 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy300 +% ky292) +% -1) < 0 {
-              for ox303 in 0..<28 {
-                arena[(((((((c291 *% 3) +% ky292) *% 3) +% 2) *% 12544) +% (j290 *% 784)) +% ((oy300 *% 28) +% ox303))] = Float(0)
-              }
-            }
-            if 27 < ((oy300 +% ky292) +% -1) {
-              for ox303 in 0..<28 {
-                arena[(((((((c291 *% 3) +% ky292) *% 3) +% 2) *% 12544) +% (j290 *% 784)) +% ((oy300 *% 28) +% ox303))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j304 in 0..<16 {
-      for i305 in 0..<784 {
-        for f306 in 0..<32 {
-          arena[((112896 +% (((j304 *% 784) +% i305) *% 32)) +% f306)] = arena[(((1221264 +% (((g289 *% 16) +% j304) *% 25088)) +% (f306 *% 784)) +% i305)]
-        }
-      }
-    }
-    for kp307 in 0..<49 {
-      for nb308 in 0..<1 {
-        for mb309 in 0..<1 {
-          var t310_c0_0 = load16(arena, ((514304 +% ((mb309 *% 9) *% 32)) +% (nb308 *% 32)))
-          var t310_c0_1 = load16(arena, (((514304 +% ((mb309 *% 9) *% 32)) +% (nb308 *% 32)) +% 16))
-          var t310_c1_0 = load16(arena, ((514304 +% (((mb309 *% 9) +% 1) *% 32)) +% (nb308 *% 32)))
-          var t310_c1_1 = load16(arena, (((514304 +% (((mb309 *% 9) +% 1) *% 32)) +% (nb308 *% 32)) +% 16))
-          var t310_c2_0 = load16(arena, ((514304 +% (((mb309 *% 9) +% 2) *% 32)) +% (nb308 *% 32)))
-          var t310_c2_1 = load16(arena, (((514304 +% (((mb309 *% 9) +% 2) *% 32)) +% (nb308 *% 32)) +% 16))
-          var t310_c3_0 = load16(arena, ((514304 +% (((mb309 *% 9) +% 3) *% 32)) +% (nb308 *% 32)))
-          var t310_c3_1 = load16(arena, (((514304 +% (((mb309 *% 9) +% 3) *% 32)) +% (nb308 *% 32)) +% 16))
-          var t310_c4_0 = load16(arena, ((514304 +% (((mb309 *% 9) +% 4) *% 32)) +% (nb308 *% 32)))
-          var t310_c4_1 = load16(arena, (((514304 +% (((mb309 *% 9) +% 4) *% 32)) +% (nb308 *% 32)) +% 16))
-          var t310_c5_0 = load16(arena, ((514304 +% (((mb309 *% 9) +% 5) *% 32)) +% (nb308 *% 32)))
-          var t310_c5_1 = load16(arena, (((514304 +% (((mb309 *% 9) +% 5) *% 32)) +% (nb308 *% 32)) +% 16))
-          var t310_c6_0 = load16(arena, ((514304 +% (((mb309 *% 9) +% 6) *% 32)) +% (nb308 *% 32)))
-          var t310_c6_1 = load16(arena, (((514304 +% (((mb309 *% 9) +% 6) *% 32)) +% (nb308 *% 32)) +% 16))
-          var t310_c7_0 = load16(arena, ((514304 +% (((mb309 *% 9) +% 7) *% 32)) +% (nb308 *% 32)))
-          var t310_c7_1 = load16(arena, (((514304 +% (((mb309 *% 9) +% 7) *% 32)) +% (nb308 *% 32)) +% 16))
-          var t310_c8_0 = load16(arena, ((514304 +% (((mb309 *% 9) +% 8) *% 32)) +% (nb308 *% 32)))
-          var t310_c8_1 = load16(arena, (((514304 +% (((mb309 *% 9) +% 8) *% 32)) +% (nb308 *% 32)) +% 16))
-          for k311 in 0..<256 {
-            let t310_b0 = load16(arena, ((112896 +% ((k311 +% (kp307 *% 256)) *% 32)) +% (nb308 *% 32)))
-            let t310_b1 = load16(arena, (((112896 +% ((k311 +% (kp307 *% 256)) *% 32)) +% (nb308 *% 32)) +% 16))
-            let t310_a0 = SIMD16<Float>(repeating: arena[(((mb309 *% 9) *% 12544) +% (k311 +% (kp307 *% 256)))])
-            t310_c0_0 = t310_c0_0.addingProduct(t310_a0, t310_b0)
-            t310_c0_1 = t310_c0_1.addingProduct(t310_a0, t310_b1)
-            let t310_a1 = SIMD16<Float>(repeating: arena[((((mb309 *% 9) +% 1) *% 12544) +% (k311 +% (kp307 *% 256)))])
-            t310_c1_0 = t310_c1_0.addingProduct(t310_a1, t310_b0)
-            t310_c1_1 = t310_c1_1.addingProduct(t310_a1, t310_b1)
-            let t310_a2 = SIMD16<Float>(repeating: arena[((((mb309 *% 9) +% 2) *% 12544) +% (k311 +% (kp307 *% 256)))])
-            t310_c2_0 = t310_c2_0.addingProduct(t310_a2, t310_b0)
-            t310_c2_1 = t310_c2_1.addingProduct(t310_a2, t310_b1)
-            let t310_a3 = SIMD16<Float>(repeating: arena[((((mb309 *% 9) +% 3) *% 12544) +% (k311 +% (kp307 *% 256)))])
-            t310_c3_0 = t310_c3_0.addingProduct(t310_a3, t310_b0)
-            t310_c3_1 = t310_c3_1.addingProduct(t310_a3, t310_b1)
-            let t310_a4 = SIMD16<Float>(repeating: arena[((((mb309 *% 9) +% 4) *% 12544) +% (k311 +% (kp307 *% 256)))])
-            t310_c4_0 = t310_c4_0.addingProduct(t310_a4, t310_b0)
-            t310_c4_1 = t310_c4_1.addingProduct(t310_a4, t310_b1)
-            let t310_a5 = SIMD16<Float>(repeating: arena[((((mb309 *% 9) +% 5) *% 12544) +% (k311 +% (kp307 *% 256)))])
-            t310_c5_0 = t310_c5_0.addingProduct(t310_a5, t310_b0)
-            t310_c5_1 = t310_c5_1.addingProduct(t310_a5, t310_b1)
-            let t310_a6 = SIMD16<Float>(repeating: arena[((((mb309 *% 9) +% 6) *% 12544) +% (k311 +% (kp307 *% 256)))])
-            t310_c6_0 = t310_c6_0.addingProduct(t310_a6, t310_b0)
-            t310_c6_1 = t310_c6_1.addingProduct(t310_a6, t310_b1)
-            let t310_a7 = SIMD16<Float>(repeating: arena[((((mb309 *% 9) +% 7) *% 12544) +% (k311 +% (kp307 *% 256)))])
-            t310_c7_0 = t310_c7_0.addingProduct(t310_a7, t310_b0)
-            t310_c7_1 = t310_c7_1.addingProduct(t310_a7, t310_b1)
-            let t310_a8 = SIMD16<Float>(repeating: arena[((((mb309 *% 9) +% 8) *% 12544) +% (k311 +% (kp307 *% 256)))])
-            t310_c8_0 = t310_c8_0.addingProduct(t310_a8, t310_b0)
-            t310_c8_1 = t310_c8_1.addingProduct(t310_a8, t310_b1)
-          }
-          store16(arena, ((514304 +% ((mb309 *% 9) *% 32)) +% (nb308 *% 32)), t310_c0_0)
-          store16(arena, (((514304 +% ((mb309 *% 9) *% 32)) +% (nb308 *% 32)) +% 16), t310_c0_1)
-          store16(arena, ((514304 +% (((mb309 *% 9) +% 1) *% 32)) +% (nb308 *% 32)), t310_c1_0)
-          store16(arena, (((514304 +% (((mb309 *% 9) +% 1) *% 32)) +% (nb308 *% 32)) +% 16), t310_c1_1)
-          store16(arena, ((514304 +% (((mb309 *% 9) +% 2) *% 32)) +% (nb308 *% 32)), t310_c2_0)
-          store16(arena, (((514304 +% (((mb309 *% 9) +% 2) *% 32)) +% (nb308 *% 32)) +% 16), t310_c2_1)
-          store16(arena, ((514304 +% (((mb309 *% 9) +% 3) *% 32)) +% (nb308 *% 32)), t310_c3_0)
-          store16(arena, (((514304 +% (((mb309 *% 9) +% 3) *% 32)) +% (nb308 *% 32)) +% 16), t310_c3_1)
-          store16(arena, ((514304 +% (((mb309 *% 9) +% 4) *% 32)) +% (nb308 *% 32)), t310_c4_0)
-          store16(arena, (((514304 +% (((mb309 *% 9) +% 4) *% 32)) +% (nb308 *% 32)) +% 16), t310_c4_1)
-          store16(arena, ((514304 +% (((mb309 *% 9) +% 5) *% 32)) +% (nb308 *% 32)), t310_c5_0)
-          store16(arena, (((514304 +% (((mb309 *% 9) +% 5) *% 32)) +% (nb308 *% 32)) +% 16), t310_c5_1)
-          store16(arena, ((514304 +% (((mb309 *% 9) +% 6) *% 32)) +% (nb308 *% 32)), t310_c6_0)
-          store16(arena, (((514304 +% (((mb309 *% 9) +% 6) *% 32)) +% (nb308 *% 32)) +% 16), t310_c6_1)
-          store16(arena, ((514304 +% (((mb309 *% 9) +% 7) *% 32)) +% (nb308 *% 32)), t310_c7_0)
-          store16(arena, (((514304 +% (((mb309 *% 9) +% 7) *% 32)) +% (nb308 *% 32)) +% 16), t310_c7_1)
-          store16(arena, ((514304 +% (((mb309 *% 9) +% 8) *% 32)) +% (nb308 *% 32)), t310_c8_0)
-          store16(arena, (((514304 +% (((mb309 *% 9) +% 8) *% 32)) +% (nb308 *% 32)) +% 16), t310_c8_1)
-        }
-      }
+    while i297 < 288 {
+      arena[(514304 +% i297)] = Float(0)
+      i297 &+= 1
     }
   }
-  for f312 in 0..<32 {
-    for r313 in 0..<9 {
-      grads[((f312 *% 9) +% r313)] = arena[((514304 +% (r313 *% 32)) +% f312)]
+  for g298 in 0..<4 {
+    for j299 in 0..<16 {
+      for c300 in 0..<1 {
+        for ky301 in 0..<3 {
+          for oy302 in 0..<28 {
+            if (-1 < ((oy302 +% ky301) +% -1) && ((oy302 +% ky301) +% -1) < 28) {
+              for ox303 in 0..<27 {
+                arena[((((((c300 *% 3) +% ky301) *% 3) *% 12544) +% (j299 *% 784)) +% ((oy302 *% 28) +% (ox303 +% 1)))] = images[((((((g298 *% 16) +% j299) *% 784) +% (c300 *% 784)) +% (((oy302 +% ky301) +% -1) *% 28)) +% ((ox303 +% 1) +% -1))]
+              }
+              for ox304 in 0..<1 {
+                arena[((((((c300 *% 3) +% ky301) *% 3) *% 12544) +% (j299 *% 784)) +% ((oy302 *% 28) +% ox304))] = Float(0)
+              }
+            }
+            if ((oy302 +% ky301) +% -1) < 0 {
+              for ox305 in 0..<28 {
+                arena[((((((c300 *% 3) +% ky301) *% 3) *% 12544) +% (j299 *% 784)) +% ((oy302 *% 28) +% ox305))] = Float(0)
+              }
+            }
+            if 27 < ((oy302 +% ky301) +% -1) {
+              for ox305 in 0..<28 {
+                arena[((((((c300 *% 3) +% ky301) *% 3) *% 12544) +% (j299 *% 784)) +% ((oy302 *% 28) +% ox305))] = Float(0)
+              }
+            }
+          }
+          for oy306 in 0..<28 {
+            if (-1 < ((oy306 +% ky301) +% -1) && ((oy306 +% ky301) +% -1) < 28) {
+              for ox307 in 0..<28 {
+                arena[(((((((c300 *% 3) +% ky301) *% 3) +% 1) *% 12544) +% (j299 *% 784)) +% ((oy306 *% 28) +% ox307))] = images[((((((g298 *% 16) +% j299) *% 784) +% (c300 *% 784)) +% (((oy306 +% ky301) +% -1) *% 28)) +% ox307)]
+              }
+            }
+            if ((oy306 +% ky301) +% -1) < 0 {
+              for ox308 in 0..<28 {
+                arena[(((((((c300 *% 3) +% ky301) *% 3) +% 1) *% 12544) +% (j299 *% 784)) +% ((oy306 *% 28) +% ox308))] = Float(0)
+              }
+            }
+            if 27 < ((oy306 +% ky301) +% -1) {
+              for ox308 in 0..<28 {
+                arena[(((((((c300 *% 3) +% ky301) *% 3) +% 1) *% 12544) +% (j299 *% 784)) +% ((oy306 *% 28) +% ox308))] = Float(0)
+              }
+            }
+          }
+          for oy309 in 0..<28 {
+            if (-1 < ((oy309 +% ky301) +% -1) && ((oy309 +% ky301) +% -1) < 28) {
+              for ox310 in 0..<27 {
+                arena[(((((((c300 *% 3) +% ky301) *% 3) +% 2) *% 12544) +% (j299 *% 784)) +% ((oy309 *% 28) +% ox310))] = images[((((((g298 *% 16) +% j299) *% 784) +% (c300 *% 784)) +% (((oy309 +% ky301) +% -1) *% 28)) +% (ox310 +% 1))]
+              }
+              for ox311 in 0..<1 {
+                arena[(((((((c300 *% 3) +% ky301) *% 3) +% 2) *% 12544) +% (j299 *% 784)) +% ((oy309 *% 28) +% (ox311 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy309 +% ky301) +% -1) < 0 {
+              for ox312 in 0..<28 {
+                arena[(((((((c300 *% 3) +% ky301) *% 3) +% 2) *% 12544) +% (j299 *% 784)) +% ((oy309 *% 28) +% ox312))] = Float(0)
+              }
+            }
+            if 27 < ((oy309 +% ky301) +% -1) {
+              for ox312 in 0..<28 {
+                arena[(((((((c300 *% 3) +% ky301) *% 3) +% 2) *% 12544) +% (j299 *% 784)) +% ((oy309 *% 28) +% ox312))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j313 in 0..<16 {
+      for i314 in 0..<784 {
+        for f315 in 0..<32 {
+          arena[((112896 +% (((j313 *% 784) +% i314) *% 32)) +% f315)] = arena[(((1221264 +% (((g298 *% 16) +% j313) *% 25088)) +% (f315 *% 784)) +% i314)]
+        }
+      }
+    }
+    for kp316 in 0..<49 {
+      for nb317 in 0..<1 {
+        for mb318 in 0..<1 {
+          var t319_c0_0 = load16(arena, ((514304 +% ((mb318 *% 9) *% 32)) +% (nb317 *% 32)))
+          var t319_c0_1 = load16(arena, (((514304 +% ((mb318 *% 9) *% 32)) +% (nb317 *% 32)) +% 16))
+          var t319_c1_0 = load16(arena, ((514304 +% (((mb318 *% 9) +% 1) *% 32)) +% (nb317 *% 32)))
+          var t319_c1_1 = load16(arena, (((514304 +% (((mb318 *% 9) +% 1) *% 32)) +% (nb317 *% 32)) +% 16))
+          var t319_c2_0 = load16(arena, ((514304 +% (((mb318 *% 9) +% 2) *% 32)) +% (nb317 *% 32)))
+          var t319_c2_1 = load16(arena, (((514304 +% (((mb318 *% 9) +% 2) *% 32)) +% (nb317 *% 32)) +% 16))
+          var t319_c3_0 = load16(arena, ((514304 +% (((mb318 *% 9) +% 3) *% 32)) +% (nb317 *% 32)))
+          var t319_c3_1 = load16(arena, (((514304 +% (((mb318 *% 9) +% 3) *% 32)) +% (nb317 *% 32)) +% 16))
+          var t319_c4_0 = load16(arena, ((514304 +% (((mb318 *% 9) +% 4) *% 32)) +% (nb317 *% 32)))
+          var t319_c4_1 = load16(arena, (((514304 +% (((mb318 *% 9) +% 4) *% 32)) +% (nb317 *% 32)) +% 16))
+          var t319_c5_0 = load16(arena, ((514304 +% (((mb318 *% 9) +% 5) *% 32)) +% (nb317 *% 32)))
+          var t319_c5_1 = load16(arena, (((514304 +% (((mb318 *% 9) +% 5) *% 32)) +% (nb317 *% 32)) +% 16))
+          var t319_c6_0 = load16(arena, ((514304 +% (((mb318 *% 9) +% 6) *% 32)) +% (nb317 *% 32)))
+          var t319_c6_1 = load16(arena, (((514304 +% (((mb318 *% 9) +% 6) *% 32)) +% (nb317 *% 32)) +% 16))
+          var t319_c7_0 = load16(arena, ((514304 +% (((mb318 *% 9) +% 7) *% 32)) +% (nb317 *% 32)))
+          var t319_c7_1 = load16(arena, (((514304 +% (((mb318 *% 9) +% 7) *% 32)) +% (nb317 *% 32)) +% 16))
+          var t319_c8_0 = load16(arena, ((514304 +% (((mb318 *% 9) +% 8) *% 32)) +% (nb317 *% 32)))
+          var t319_c8_1 = load16(arena, (((514304 +% (((mb318 *% 9) +% 8) *% 32)) +% (nb317 *% 32)) +% 16))
+          for k320 in 0..<256 {
+            let t319_b0 = load16(arena, ((112896 +% ((k320 +% (kp316 *% 256)) *% 32)) +% (nb317 *% 32)))
+            let t319_b1 = load16(arena, (((112896 +% ((k320 +% (kp316 *% 256)) *% 32)) +% (nb317 *% 32)) +% 16))
+            let t319_a0 = SIMD16<Float>(repeating: arena[(((mb318 *% 9) *% 12544) +% (k320 +% (kp316 *% 256)))])
+            t319_c0_0 = t319_c0_0.addingProduct(t319_a0, t319_b0)
+            t319_c0_1 = t319_c0_1.addingProduct(t319_a0, t319_b1)
+            let t319_a1 = SIMD16<Float>(repeating: arena[((((mb318 *% 9) +% 1) *% 12544) +% (k320 +% (kp316 *% 256)))])
+            t319_c1_0 = t319_c1_0.addingProduct(t319_a1, t319_b0)
+            t319_c1_1 = t319_c1_1.addingProduct(t319_a1, t319_b1)
+            let t319_a2 = SIMD16<Float>(repeating: arena[((((mb318 *% 9) +% 2) *% 12544) +% (k320 +% (kp316 *% 256)))])
+            t319_c2_0 = t319_c2_0.addingProduct(t319_a2, t319_b0)
+            t319_c2_1 = t319_c2_1.addingProduct(t319_a2, t319_b1)
+            let t319_a3 = SIMD16<Float>(repeating: arena[((((mb318 *% 9) +% 3) *% 12544) +% (k320 +% (kp316 *% 256)))])
+            t319_c3_0 = t319_c3_0.addingProduct(t319_a3, t319_b0)
+            t319_c3_1 = t319_c3_1.addingProduct(t319_a3, t319_b1)
+            let t319_a4 = SIMD16<Float>(repeating: arena[((((mb318 *% 9) +% 4) *% 12544) +% (k320 +% (kp316 *% 256)))])
+            t319_c4_0 = t319_c4_0.addingProduct(t319_a4, t319_b0)
+            t319_c4_1 = t319_c4_1.addingProduct(t319_a4, t319_b1)
+            let t319_a5 = SIMD16<Float>(repeating: arena[((((mb318 *% 9) +% 5) *% 12544) +% (k320 +% (kp316 *% 256)))])
+            t319_c5_0 = t319_c5_0.addingProduct(t319_a5, t319_b0)
+            t319_c5_1 = t319_c5_1.addingProduct(t319_a5, t319_b1)
+            let t319_a6 = SIMD16<Float>(repeating: arena[((((mb318 *% 9) +% 6) *% 12544) +% (k320 +% (kp316 *% 256)))])
+            t319_c6_0 = t319_c6_0.addingProduct(t319_a6, t319_b0)
+            t319_c6_1 = t319_c6_1.addingProduct(t319_a6, t319_b1)
+            let t319_a7 = SIMD16<Float>(repeating: arena[((((mb318 *% 9) +% 7) *% 12544) +% (k320 +% (kp316 *% 256)))])
+            t319_c7_0 = t319_c7_0.addingProduct(t319_a7, t319_b0)
+            t319_c7_1 = t319_c7_1.addingProduct(t319_a7, t319_b1)
+            let t319_a8 = SIMD16<Float>(repeating: arena[((((mb318 *% 9) +% 8) *% 12544) +% (k320 +% (kp316 *% 256)))])
+            t319_c8_0 = t319_c8_0.addingProduct(t319_a8, t319_b0)
+            t319_c8_1 = t319_c8_1.addingProduct(t319_a8, t319_b1)
+          }
+          store16(arena, ((514304 +% ((mb318 *% 9) *% 32)) +% (nb317 *% 32)), t319_c0_0)
+          store16(arena, (((514304 +% ((mb318 *% 9) *% 32)) +% (nb317 *% 32)) +% 16), t319_c0_1)
+          store16(arena, ((514304 +% (((mb318 *% 9) +% 1) *% 32)) +% (nb317 *% 32)), t319_c1_0)
+          store16(arena, (((514304 +% (((mb318 *% 9) +% 1) *% 32)) +% (nb317 *% 32)) +% 16), t319_c1_1)
+          store16(arena, ((514304 +% (((mb318 *% 9) +% 2) *% 32)) +% (nb317 *% 32)), t319_c2_0)
+          store16(arena, (((514304 +% (((mb318 *% 9) +% 2) *% 32)) +% (nb317 *% 32)) +% 16), t319_c2_1)
+          store16(arena, ((514304 +% (((mb318 *% 9) +% 3) *% 32)) +% (nb317 *% 32)), t319_c3_0)
+          store16(arena, (((514304 +% (((mb318 *% 9) +% 3) *% 32)) +% (nb317 *% 32)) +% 16), t319_c3_1)
+          store16(arena, ((514304 +% (((mb318 *% 9) +% 4) *% 32)) +% (nb317 *% 32)), t319_c4_0)
+          store16(arena, (((514304 +% (((mb318 *% 9) +% 4) *% 32)) +% (nb317 *% 32)) +% 16), t319_c4_1)
+          store16(arena, ((514304 +% (((mb318 *% 9) +% 5) *% 32)) +% (nb317 *% 32)), t319_c5_0)
+          store16(arena, (((514304 +% (((mb318 *% 9) +% 5) *% 32)) +% (nb317 *% 32)) +% 16), t319_c5_1)
+          store16(arena, ((514304 +% (((mb318 *% 9) +% 6) *% 32)) +% (nb317 *% 32)), t319_c6_0)
+          store16(arena, (((514304 +% (((mb318 *% 9) +% 6) *% 32)) +% (nb317 *% 32)) +% 16), t319_c6_1)
+          store16(arena, ((514304 +% (((mb318 *% 9) +% 7) *% 32)) +% (nb317 *% 32)), t319_c7_0)
+          store16(arena, (((514304 +% (((mb318 *% 9) +% 7) *% 32)) +% (nb317 *% 32)) +% 16), t319_c7_1)
+          store16(arena, ((514304 +% (((mb318 *% 9) +% 8) *% 32)) +% (nb317 *% 32)), t319_c8_0)
+          store16(arena, (((514304 +% (((mb318 *% 9) +% 8) *% 32)) +% (nb317 *% 32)) +% 16), t319_c8_1)
+        }
+      }
+    }
+  }
+  for f321 in 0..<32 {
+    for r322 in 0..<9 {
+      grads[((f321 *% 9) +% r322)] = arena[((514304 +% (r322 *% 32)) +% f321)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f314 in 0..<32 {
-    var acc315 = SIMD16<Float>()
-    for img316 in 0..<64 {
-      for i317 in 0..<49 {
-        acc315 = acc315.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((1221264 +% (img316 *% 25088)) +% (f314 *% 784)) +% (i317 *% 16))))
+  for f323 in 0..<32 {
+    var acc324 = SIMD16<Float>()
+    for img325 in 0..<64 {
+      for i326 in 0..<49 {
+        acc324 = acc324.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((1221264 +% (img325 *% 25088)) +% (f323 *% 784)) +% (i326 *% 16))))
       }
     }
-    store16(arena, 0, acc315)
-    var sum318: Float = (arena[0] + arena[1])
-    var sum319: Float = (sum318 + arena[2])
-    var sum320: Float = (sum319 + arena[3])
-    var sum321: Float = (sum320 + arena[4])
-    var sum322: Float = (sum321 + arena[5])
-    var sum323: Float = (sum322 + arena[6])
-    var sum324: Float = (sum323 + arena[7])
-    var sum325: Float = (sum324 + arena[8])
-    var sum326: Float = (sum325 + arena[9])
-    var sum327: Float = (sum326 + arena[10])
-    var sum328: Float = (sum327 + arena[11])
-    var sum329: Float = (sum328 + arena[12])
-    var sum330: Float = (sum329 + arena[13])
-    var sum331: Float = (sum330 + arena[14])
-    var sum332: Float = (sum331 + arena[15])
-    grads[(288 +% f314)] = sum332
+    store16(arena, 0, acc324)
+    var sum327: Float = (arena[0] + arena[1])
+    var sum328: Float = (sum327 + arena[2])
+    var sum329: Float = (sum328 + arena[3])
+    var sum330: Float = (sum329 + arena[4])
+    var sum331: Float = (sum330 + arena[5])
+    var sum332: Float = (sum331 + arena[6])
+    var sum333: Float = (sum332 + arena[7])
+    var sum334: Float = (sum333 + arena[8])
+    var sum335: Float = (sum334 + arena[9])
+    var sum336: Float = (sum335 + arena[10])
+    var sum337: Float = (sum336 + arena[11])
+    var sum338: Float = (sum337 + arena[12])
+    var sum339: Float = (sum338 + arena[13])
+    var sum340: Float = (sum339 + arena[14])
+    var sum341: Float = (sum340 + arena[15])
+    grads[(288 +% f323)] = sum341
   }
   // adam = update of 421642 parameters
-  var step_size333: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt334: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i335
-    var i335 = 0
-    while i335 &+ 16 <= 421642 {
-      let g_v = (load16(grads, 0 &+ i335) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i335)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i335)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i335)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i335, m_new_v)
-      store16(v, 0 &+ i335, v_new_v)
-      store16(params, 0 &+ i335, (load16(params, 0 &+ i335) - ((SIMD16<Float>(repeating: step_size333) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt334)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i335 &+= 16
+  var step_size342: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt343: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i344
+    var i344 = 0
+    while i344 &+ 16 <= 421642 {
+      let g_v = (load16(grads, 0 &+ i344) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i344)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i344)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i344)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i344, m_new_v)
+      store16(v, 0 &+ i344, v_new_v)
+      store16(params, 0 &+ i344, (load16(params, 0 &+ i344) - ((SIMD16<Float>(repeating: step_size342) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt343)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i344 &+= 16
     }
-    while i335 < 421642 {
-      var g: Float = (grads[i335] + (Float(0) * params[i335]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i335]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i335]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i335] = m_new
-      v[i335] = v_new
-      params[i335] = (params[i335] - ((step_size333 * m_new) / ((sqrtf(v_new) / bc2_sqrt334) + Float(bitPattern: 0x322bcc77))))
-      i335 &+= 1
+    while i344 < 421642 {
+      var g: Float = (grads[i344] + (Float(0) * params[i344]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i344]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i344]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i344] = m_new
+      v[i344] = v_new
+      params[i344] = (params[i344] - ((step_size342 * m_new) / ((sqrtf(v_new) / bc2_sqrt343) + Float(bitPattern: 0x322bcc77))))
+      i344 &+= 1
     }
   }
 }
@@ -2223,29 +2296,102 @@ public func simplecnn_infer_b64(
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 128, 3136, 1, arena + 401408, 3136, params + 18816, 3136, Float(bitPattern: 0x0), arena + 0, 128)
   for n127 in 0..<64 {
-    do {  // SIMD16 over u128
-      var u128 = 0
-      while u128 &+ 16 <= 128 {
-        store16(arena, (n127 *% 128) &+ u128, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n127 *% 128) &+ u128) + load16(params, 420224 &+ u128)), where: (load16(arena, (n127 *% 128) &+ u128) + load16(params, 420224 &+ u128)) .> SIMD16<Float>(repeating: Float(0))))
-        u128 &+= 16
+    for k128 in 0..<3136 {
+      arena[((8192 +% (k128 *% 64)) +% n127)] = arena[((401408 +% (n127 *% 3136)) +% k128)]
+    }
+  }
+  for r129 in 0..<128 {
+    do {  // SIMD16 over i130
+      var i130 = 0
+      while i130 &+ 16 <= 64 {
+        store16(arena, (208896 +% (r129 *% 64)) &+ i130, SIMD16<Float>(repeating: Float(0)))
+        i130 &+= 16
       }
-      while u128 < 128 {
-        arena[((n127 *% 128) +% u128)] = ((arena[((n127 *% 128) +% u128)] + params[(420224 +% u128)]) > Float(0) ? (arena[((n127 *% 128) +% u128)] + params[(420224 +% u128)]) : Float(0))
-        u128 &+= 1
+      while i130 < 64 {
+        arena[((208896 +% (r129 *% 64)) +% i130)] = Float(0)
+        i130 &+= 1
       }
+    }
+  }
+  for kp131 in 0..<14 {
+    for nb132 in 0..<1 {
+      for mb133 in 0..<32 {
+        var t134_c0_0 = load16(arena, ((208896 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)))
+        var t134_c0_1 = load16(arena, (((208896 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c0_2 = load16(arena, (((208896 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c0_3 = load16(arena, (((208896 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c1_0 = load16(arena, ((208896 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)))
+        var t134_c1_1 = load16(arena, (((208896 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c1_2 = load16(arena, (((208896 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c1_3 = load16(arena, (((208896 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c2_0 = load16(arena, ((208896 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)))
+        var t134_c2_1 = load16(arena, (((208896 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c2_2 = load16(arena, (((208896 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c2_3 = load16(arena, (((208896 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c3_0 = load16(arena, ((208896 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)))
+        var t134_c3_1 = load16(arena, (((208896 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c3_2 = load16(arena, (((208896 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c3_3 = load16(arena, (((208896 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 48))
+        for k135 in 0..<224 {
+          let t134_b0 = load16(arena, ((8192 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)))
+          let t134_b1 = load16(arena, (((8192 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 16))
+          let t134_b2 = load16(arena, (((8192 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 32))
+          let t134_b3 = load16(arena, (((8192 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 48))
+          let t134_a0 = SIMD16<Float>(repeating: params[((18816 +% ((mb133 *% 4) *% 3136)) +% (k135 +% (kp131 *% 224)))])
+          t134_c0_0 = t134_c0_0.addingProduct(t134_a0, t134_b0)
+          t134_c0_1 = t134_c0_1.addingProduct(t134_a0, t134_b1)
+          t134_c0_2 = t134_c0_2.addingProduct(t134_a0, t134_b2)
+          t134_c0_3 = t134_c0_3.addingProduct(t134_a0, t134_b3)
+          let t134_a1 = SIMD16<Float>(repeating: params[((18816 +% (((mb133 *% 4) +% 1) *% 3136)) +% (k135 +% (kp131 *% 224)))])
+          t134_c1_0 = t134_c1_0.addingProduct(t134_a1, t134_b0)
+          t134_c1_1 = t134_c1_1.addingProduct(t134_a1, t134_b1)
+          t134_c1_2 = t134_c1_2.addingProduct(t134_a1, t134_b2)
+          t134_c1_3 = t134_c1_3.addingProduct(t134_a1, t134_b3)
+          let t134_a2 = SIMD16<Float>(repeating: params[((18816 +% (((mb133 *% 4) +% 2) *% 3136)) +% (k135 +% (kp131 *% 224)))])
+          t134_c2_0 = t134_c2_0.addingProduct(t134_a2, t134_b0)
+          t134_c2_1 = t134_c2_1.addingProduct(t134_a2, t134_b1)
+          t134_c2_2 = t134_c2_2.addingProduct(t134_a2, t134_b2)
+          t134_c2_3 = t134_c2_3.addingProduct(t134_a2, t134_b3)
+          let t134_a3 = SIMD16<Float>(repeating: params[((18816 +% (((mb133 *% 4) +% 3) *% 3136)) +% (k135 +% (kp131 *% 224)))])
+          t134_c3_0 = t134_c3_0.addingProduct(t134_a3, t134_b0)
+          t134_c3_1 = t134_c3_1.addingProduct(t134_a3, t134_b1)
+          t134_c3_2 = t134_c3_2.addingProduct(t134_a3, t134_b2)
+          t134_c3_3 = t134_c3_3.addingProduct(t134_a3, t134_b3)
+        }
+        store16(arena, ((208896 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)), t134_c0_0)
+        store16(arena, (((208896 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 16), t134_c0_1)
+        store16(arena, (((208896 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 32), t134_c0_2)
+        store16(arena, (((208896 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 48), t134_c0_3)
+        store16(arena, ((208896 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)), t134_c1_0)
+        store16(arena, (((208896 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 16), t134_c1_1)
+        store16(arena, (((208896 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 32), t134_c1_2)
+        store16(arena, (((208896 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 48), t134_c1_3)
+        store16(arena, ((208896 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)), t134_c2_0)
+        store16(arena, (((208896 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 16), t134_c2_1)
+        store16(arena, (((208896 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 32), t134_c2_2)
+        store16(arena, (((208896 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 48), t134_c2_3)
+        store16(arena, ((208896 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)), t134_c3_0)
+        store16(arena, (((208896 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 16), t134_c3_1)
+        store16(arena, (((208896 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 32), t134_c3_2)
+        store16(arena, (((208896 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 48), t134_c3_3)
+      }
+    }
+  }
+  for n136 in 0..<64 {
+    for u137 in 0..<128 {
+      arena[((n136 *% 128) +% u137)] = ((arena[((208896 +% (u137 *% 64)) +% n136)] + params[(420224 +% u137)]) > Float(0) ? (arena[((208896 +% (u137 *% 64)) +% n136)] + params[(420224 +% u137)]) : Float(0))
     }
   }
   // drop = dropout(fc1)
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n129 in 0..<64 {
-    do {  // SIMD16 over u130
-      var u130 = 0
-      while u130 < 10 {
-        arena[((8192 +% (n129 *% 10)) +% u130)] = (arena[((8192 +% (n129 *% 10)) +% u130)] + params[(421632 +% u130)])
-        u130 &+= 1
+  for n138 in 0..<64 {
+    do {  // SIMD16 over u139
+      var u139 = 0
+      while u139 < 10 {
+        arena[((8192 +% (n138 *% 10)) +% u139)] = (arena[((8192 +% (n138 *% 10)) +% u139)] + params[(421632 +% u139)])
+        u139 &+= 1
       }
     }
   }

@@ -7,263 +7,287 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt338 = alloca float, align 4
-  %adam.step_size337 = alloca float, align 4
+  %adam.bc2_sqrt347 = alloca float, align 4
+  %adam.step_size346 = alloca float, align 4
+  %conv1_bias_grad.sum345 = alloca float, align 4
+  %conv1_bias_grad.sum344 = alloca float, align 4
+  %conv1_bias_grad.sum343 = alloca float, align 4
+  %conv1_bias_grad.sum342 = alloca float, align 4
+  %conv1_bias_grad.sum341 = alloca float, align 4
+  %conv1_bias_grad.sum340 = alloca float, align 4
+  %conv1_bias_grad.sum339 = alloca float, align 4
+  %conv1_bias_grad.sum338 = alloca float, align 4
+  %conv1_bias_grad.sum337 = alloca float, align 4
   %conv1_bias_grad.sum336 = alloca float, align 4
   %conv1_bias_grad.sum335 = alloca float, align 4
   %conv1_bias_grad.sum334 = alloca float, align 4
   %conv1_bias_grad.sum333 = alloca float, align 4
   %conv1_bias_grad.sum332 = alloca float, align 4
   %conv1_bias_grad.sum331 = alloca float, align 4
-  %conv1_bias_grad.sum330 = alloca float, align 4
-  %conv1_bias_grad.sum329 = alloca float, align 4
-  %conv1_bias_grad.sum328 = alloca float, align 4
-  %conv1_bias_grad.sum327 = alloca float, align 4
-  %conv1_bias_grad.sum326 = alloca float, align 4
-  %conv1_bias_grad.sum325 = alloca float, align 4
-  %conv1_bias_grad.sum324 = alloca float, align 4
-  %conv1_bias_grad.sum323 = alloca float, align 4
-  %conv1_bias_grad.sum322 = alloca float, align 4
-  %conv1_bias_grad.acc319 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t314_c0_0 = alloca <16 x float>, align 64
+  %conv1_bias_grad.acc328 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t323_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.sum297 = alloca float, align 4
+  %pool1_grad.sum296 = alloca float, align 4
+  %pool1_grad.sum295 = alloca float, align 4
+  %pool1_grad.sum294 = alloca float, align 4
+  %pool1_grad.sum291 = alloca float, align 4
+  %pool1_grad.sum290 = alloca float, align 4
+  %pool1_grad.sum289 = alloca float, align 4
   %pool1_grad.sum288 = alloca float, align 4
   %pool1_grad.sum287 = alloca float, align 4
   %pool1_grad.sum286 = alloca float, align 4
-  %pool1_grad.sum285 = alloca float, align 4
+  %pool1_grad.sum283 = alloca float, align 4
   %pool1_grad.sum282 = alloca float, align 4
   %pool1_grad.sum281 = alloca float, align 4
   %pool1_grad.sum280 = alloca float, align 4
-  %pool1_grad.sum279 = alloca float, align 4
-  %pool1_grad.sum278 = alloca float, align 4
   %pool1_grad.sum277 = alloca float, align 4
+  %pool1_grad.sum276 = alloca float, align 4
+  %pool1_grad.sum275 = alloca float, align 4
   %pool1_grad.sum274 = alloca float, align 4
   %pool1_grad.sum273 = alloca float, align 4
   %pool1_grad.sum272 = alloca float, align 4
-  %pool1_grad.sum271 = alloca float, align 4
+  %pool1_grad.sum269 = alloca float, align 4
   %pool1_grad.sum268 = alloca float, align 4
   %pool1_grad.sum267 = alloca float, align 4
   %pool1_grad.sum266 = alloca float, align 4
   %pool1_grad.sum265 = alloca float, align 4
   %pool1_grad.sum264 = alloca float, align 4
   %pool1_grad.sum263 = alloca float, align 4
-  %pool1_grad.sum260 = alloca float, align 4
-  %pool1_grad.sum259 = alloca float, align 4
+  %pool1_grad.sum262 = alloca float, align 4
+  %pool1_grad.sum261 = alloca float, align 4
   %pool1_grad.sum258 = alloca float, align 4
   %pool1_grad.sum257 = alloca float, align 4
   %pool1_grad.sum256 = alloca float, align 4
   %pool1_grad.sum255 = alloca float, align 4
   %pool1_grad.sum254 = alloca float, align 4
   %pool1_grad.sum253 = alloca float, align 4
-  %pool1_grad.sum252 = alloca float, align 4
+  %pool1_grad.sum250 = alloca float, align 4
   %pool1_grad.sum249 = alloca float, align 4
   %pool1_grad.sum248 = alloca float, align 4
   %pool1_grad.sum247 = alloca float, align 4
-  %pool1_grad.sum246 = alloca float, align 4
-  %pool1_grad.sum245 = alloca float, align 4
   %pool1_grad.sum244 = alloca float, align 4
+  %pool1_grad.sum243 = alloca float, align 4
+  %pool1_grad.sum242 = alloca float, align 4
   %pool1_grad.sum241 = alloca float, align 4
   %pool1_grad.sum240 = alloca float, align 4
   %pool1_grad.sum239 = alloca float, align 4
-  %pool1_grad.sum238 = alloca float, align 4
+  %pool1_grad.sum236 = alloca float, align 4
   %pool1_grad.sum235 = alloca float, align 4
   %pool1_grad.sum234 = alloca float, align 4
   %pool1_grad.sum233 = alloca float, align 4
-  %pool1_grad.sum232 = alloca float, align 4
-  %pool1_grad.sum231 = alloca float, align 4
-  %pool1_grad.sum230 = alloca float, align 4
-  %pool1_grad.sum227 = alloca float, align 4
-  %pool1_grad.sum226 = alloca float, align 4
-  %pool1_grad.sum225 = alloca float, align 4
-  %pool1_grad.sum224 = alloca float, align 4
-  %pool1_grad.t218_a5 = alloca <16 x float>, align 64
-  %pool1_grad.t218_a4 = alloca <16 x float>, align 64
-  %pool1_grad.t218_a3 = alloca <16 x float>, align 64
-  %pool1_grad.t218_a2 = alloca <16 x float>, align 64
-  %pool1_grad.t218_a1 = alloca <16 x float>, align 64
-  %pool1_grad.t218_a0 = alloca <16 x float>, align 64
-  %pool1_grad.t218_b3 = alloca <16 x float>, align 64
-  %pool1_grad.t218_b2 = alloca <16 x float>, align 64
-  %pool1_grad.t218_b1 = alloca <16 x float>, align 64
-  %pool1_grad.t218_b0 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c5_3 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c5_2 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c5_1 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c5_0 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c4_3 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c4_2 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c4_1 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c4_0 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c3_3 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c3_2 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c3_1 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c3_0 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c2_3 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c2_2 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c2_1 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c2_0 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c1_3 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c1_2 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c1_1 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c1_0 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c0_3 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c0_2 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c0_1 = alloca <16 x float>, align 64
-  %pool1_grad.t218_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.t227_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t227_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t227_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t227_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t227_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t227_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t227_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t227_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t227_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t227_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t227_c0_0 = alloca <16 x float>, align 64
+  %conv2_bias_grad.sum220 = alloca float, align 4
+  %conv2_bias_grad.sum219 = alloca float, align 4
+  %conv2_bias_grad.sum218 = alloca float, align 4
+  %conv2_bias_grad.sum217 = alloca float, align 4
+  %conv2_bias_grad.sum216 = alloca float, align 4
+  %conv2_bias_grad.sum215 = alloca float, align 4
+  %conv2_bias_grad.sum214 = alloca float, align 4
+  %conv2_bias_grad.sum213 = alloca float, align 4
+  %conv2_bias_grad.sum212 = alloca float, align 4
   %conv2_bias_grad.sum211 = alloca float, align 4
   %conv2_bias_grad.sum210 = alloca float, align 4
   %conv2_bias_grad.sum209 = alloca float, align 4
   %conv2_bias_grad.sum208 = alloca float, align 4
   %conv2_bias_grad.sum207 = alloca float, align 4
   %conv2_bias_grad.sum206 = alloca float, align 4
-  %conv2_bias_grad.sum205 = alloca float, align 4
-  %conv2_bias_grad.sum204 = alloca float, align 4
-  %conv2_bias_grad.sum203 = alloca float, align 4
-  %conv2_bias_grad.sum202 = alloca float, align 4
-  %conv2_bias_grad.sum201 = alloca float, align 4
-  %conv2_bias_grad.sum200 = alloca float, align 4
-  %conv2_bias_grad.sum199 = alloca float, align 4
-  %conv2_bias_grad.sum198 = alloca float, align 4
-  %conv2_bias_grad.sum197 = alloca float, align 4
-  %conv2_bias_grad.acc194 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a11 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a10 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a9 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a8 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a7 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a6 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c11_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c11_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c10_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c10_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c9_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c9_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c8_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c8_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c7_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c7_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c6_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c6_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t189_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t162_a3 = alloca <16 x float>, align 64
-  %flat_grad.t162_a2 = alloca <16 x float>, align 64
-  %flat_grad.t162_a1 = alloca <16 x float>, align 64
-  %flat_grad.t162_a0 = alloca <16 x float>, align 64
-  %flat_grad.t162_b1 = alloca <16 x float>, align 64
-  %flat_grad.t162_b0 = alloca <16 x float>, align 64
-  %flat_grad.t162_c3_1 = alloca <16 x float>, align 64
-  %flat_grad.t162_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t162_c2_1 = alloca <16 x float>, align 64
-  %flat_grad.t162_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t162_c1_1 = alloca <16 x float>, align 64
-  %flat_grad.t162_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t162_c0_1 = alloca <16 x float>, align 64
-  %flat_grad.t162_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t159_a3 = alloca <16 x float>, align 64
-  %flat_grad.t159_a2 = alloca <16 x float>, align 64
-  %flat_grad.t159_a1 = alloca <16 x float>, align 64
-  %flat_grad.t159_a0 = alloca <16 x float>, align 64
-  %flat_grad.t159_b3 = alloca <16 x float>, align 64
-  %flat_grad.t159_b2 = alloca <16 x float>, align 64
-  %flat_grad.t159_b1 = alloca <16 x float>, align 64
-  %flat_grad.t159_b0 = alloca <16 x float>, align 64
-  %flat_grad.t159_c3_3 = alloca <16 x float>, align 64
-  %flat_grad.t159_c3_2 = alloca <16 x float>, align 64
-  %flat_grad.t159_c3_1 = alloca <16 x float>, align 64
-  %flat_grad.t159_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t159_c2_3 = alloca <16 x float>, align 64
-  %flat_grad.t159_c2_2 = alloca <16 x float>, align 64
-  %flat_grad.t159_c2_1 = alloca <16 x float>, align 64
-  %flat_grad.t159_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t159_c1_3 = alloca <16 x float>, align 64
-  %flat_grad.t159_c1_2 = alloca <16 x float>, align 64
-  %flat_grad.t159_c1_1 = alloca <16 x float>, align 64
-  %flat_grad.t159_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t159_c0_3 = alloca <16 x float>, align 64
-  %flat_grad.t159_c0_2 = alloca <16 x float>, align 64
-  %flat_grad.t159_c0_1 = alloca <16 x float>, align 64
-  %flat_grad.t159_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc155 = alloca float, align 4
-  %fc1_weight_grad.t152_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t152_c0_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c3_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c3_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c2_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c2_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t149_c0_0 = alloca <16 x float>, align 64
-  %fc2_bias_grad.acc144 = alloca float, align 4
-  %fc2_grad.s139 = alloca float, align 4
-  %fc2_grad.m138 = alloca float, align 4
-  %loss.s134 = alloca float, align 4
-  %loss.m133 = alloca float, align 4
-  %loss.total131 = alloca float, align 4
+  %conv2_bias_grad.acc203 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a11 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a10 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a9 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a8 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a7 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a6 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c11_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c11_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c10_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c10_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c9_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c9_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c8_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c8_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c7_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c7_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c6_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c6_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t198_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t171_a3 = alloca <16 x float>, align 64
+  %flat_grad.t171_a2 = alloca <16 x float>, align 64
+  %flat_grad.t171_a1 = alloca <16 x float>, align 64
+  %flat_grad.t171_a0 = alloca <16 x float>, align 64
+  %flat_grad.t171_b1 = alloca <16 x float>, align 64
+  %flat_grad.t171_b0 = alloca <16 x float>, align 64
+  %flat_grad.t171_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t171_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t171_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t171_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t171_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t171_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t171_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t171_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t168_a3 = alloca <16 x float>, align 64
+  %flat_grad.t168_a2 = alloca <16 x float>, align 64
+  %flat_grad.t168_a1 = alloca <16 x float>, align 64
+  %flat_grad.t168_a0 = alloca <16 x float>, align 64
+  %flat_grad.t168_b3 = alloca <16 x float>, align 64
+  %flat_grad.t168_b2 = alloca <16 x float>, align 64
+  %flat_grad.t168_b1 = alloca <16 x float>, align 64
+  %flat_grad.t168_b0 = alloca <16 x float>, align 64
+  %flat_grad.t168_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t168_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t168_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t168_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t168_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t168_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t168_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t168_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t168_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t168_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t168_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t168_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t168_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t168_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t168_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t168_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc164 = alloca float, align 4
+  %fc1_weight_grad.t161_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t161_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t158_c0_0 = alloca <16 x float>, align 64
+  %fc2_bias_grad.acc153 = alloca float, align 4
+  %fc2_grad.s148 = alloca float, align 4
+  %fc2_grad.m147 = alloca float, align 4
+  %loss.s143 = alloca float, align 4
+  %loss.m142 = alloca float, align 4
+  %loss.total140 = alloca float, align 4
+  %fc1.t134_a3 = alloca <16 x float>, align 64
+  %fc1.t134_a2 = alloca <16 x float>, align 64
+  %fc1.t134_a1 = alloca <16 x float>, align 64
+  %fc1.t134_a0 = alloca <16 x float>, align 64
+  %fc1.t134_b3 = alloca <16 x float>, align 64
+  %fc1.t134_b2 = alloca <16 x float>, align 64
+  %fc1.t134_b1 = alloca <16 x float>, align 64
+  %fc1.t134_b0 = alloca <16 x float>, align 64
+  %fc1.t134_c3_3 = alloca <16 x float>, align 64
+  %fc1.t134_c3_2 = alloca <16 x float>, align 64
+  %fc1.t134_c3_1 = alloca <16 x float>, align 64
+  %fc1.t134_c3_0 = alloca <16 x float>, align 64
+  %fc1.t134_c2_3 = alloca <16 x float>, align 64
+  %fc1.t134_c2_2 = alloca <16 x float>, align 64
+  %fc1.t134_c2_1 = alloca <16 x float>, align 64
+  %fc1.t134_c2_0 = alloca <16 x float>, align 64
+  %fc1.t134_c1_3 = alloca <16 x float>, align 64
+  %fc1.t134_c1_2 = alloca <16 x float>, align 64
+  %fc1.t134_c1_1 = alloca <16 x float>, align 64
+  %fc1.t134_c1_0 = alloca <16 x float>, align 64
+  %fc1.t134_c0_3 = alloca <16 x float>, align 64
+  %fc1.t134_c0_2 = alloca <16 x float>, align 64
+  %fc1.t134_c0_1 = alloca <16 x float>, align 64
+  %fc1.t134_c0_0 = alloca <16 x float>, align 64
   %conv2.best125 = alloca float, align 4
   %conv2.at126 = alloca float, align 4
   %conv2.v124 = alloca float, align 4
@@ -2534,10 +2558,6 @@ conv2.g65:                                        ; preds = %conv2.j113.end, %co
   br label %conv2.j66
 
 conv2.g65.end:                                    ; preds = %conv2.j113.end
-  %arena621 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params622 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena623 = getelementptr inbounds float, ptr %arena, i64 602112
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena621, i32 1568, ptr %params622, i32 1568, float 0.000000e+00, ptr %arena623, i32 128)
   br label %fc1.n127
 
 conv2.j66:                                        ; preds = %conv2.c67.end, %conv2.g65
@@ -4695,5583 +4715,6140 @@ conv2.q115.end:                                   ; preds = %conv2.q115
   %2342 = icmp slt i64 %f114.next, 32
   br i1 %2342, label %conv2.f114, label %conv2.f114.end
 
-fc1.n127:                                         ; preds = %fc1.u128.end, %conv2.g65.end
-  %fc1.n127624 = phi i64 [ 0, %conv2.g65.end ], [ %n127.next, %fc1.u128.end ]
-  br label %fc1.u128
+fc1.n127:                                         ; preds = %fc1.k128.end, %conv2.g65.end
+  %fc1.n127621 = phi i64 [ 0, %conv2.g65.end ], [ %n127.next, %fc1.k128.end ]
+  br label %fc1.k128
 
-fc1.n127.end:                                     ; preds = %fc1.u128.end
-  %arena631 = getelementptr inbounds float, ptr %arena, i64 602112
-  %params632 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena633 = getelementptr inbounds float, ptr %arena, i64 610304
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena631, i32 128, ptr %params632, i32 128, float 0.000000e+00, ptr %arena633, i32 10)
-  br label %fc2.n129
+fc1.n127.end:                                     ; preds = %fc1.k128.end
+  br label %fc1.r129
 
-fc1.u128:                                         ; preds = %fc1.u128, %fc1.n127
-  %fc1.u128625 = phi i64 [ 0, %fc1.n127 ], [ %u128.next, %fc1.u128 ]
-  %2343 = mul nsw i64 %fc1.n127624, 128
-  %2344 = add nsw i64 602112, %2343
-  %2345 = add nsw i64 %2344, %fc1.u128625
-  %arena626 = getelementptr inbounds float, ptr %arena, i64 %2345
-  %2346 = load float, ptr %arena626, align 4
-  %2347 = add nsw i64 205504, %fc1.u128625
-  %params627 = getelementptr inbounds float, ptr %params, i64 %2347
-  %2348 = load float, ptr %params627, align 4
-  %2349 = fadd float %2346, %2348
-  %2350 = fcmp ogt float %2349, 0.000000e+00
-  %2351 = mul nsw i64 %fc1.n127624, 128
-  %2352 = add nsw i64 602112, %2351
-  %2353 = add nsw i64 %2352, %fc1.u128625
-  %arena628 = getelementptr inbounds float, ptr %arena, i64 %2353
-  %2354 = load float, ptr %arena628, align 4
-  %2355 = add nsw i64 205504, %fc1.u128625
-  %params629 = getelementptr inbounds float, ptr %params, i64 %2355
-  %2356 = load float, ptr %params629, align 4
-  %2357 = fadd float %2354, %2356
-  %2358 = select i1 %2350, float %2357, float 0.000000e+00
-  %2359 = mul nsw i64 %fc1.n127624, 128
-  %2360 = add nsw i64 602112, %2359
-  %2361 = add nsw i64 %2360, %fc1.u128625
-  %arena630 = getelementptr inbounds float, ptr %arena, i64 %2361
-  store float %2358, ptr %arena630, align 4
-  %u128.next = add nsw i64 %fc1.u128625, 1
-  %2362 = icmp slt i64 %u128.next, 128
-  br i1 %2362, label %fc1.u128, label %fc1.u128.end
+fc1.k128:                                         ; preds = %fc1.k128, %fc1.n127
+  %fc1.k128622 = phi i64 [ 0, %fc1.n127 ], [ %k128.next, %fc1.k128 ]
+  %2343 = mul nsw i64 %fc1.n127621, 1568
+  %2344 = add nsw i64 401408, %2343
+  %2345 = add nsw i64 %2344, %fc1.k128622
+  %arena623 = getelementptr inbounds float, ptr %arena, i64 %2345
+  %2346 = load float, ptr %arena623, align 4
+  %2347 = mul nsw i64 %fc1.k128622, 64
+  %2348 = add nsw i64 610304, %2347
+  %2349 = add nsw i64 %2348, %fc1.n127621
+  %arena624 = getelementptr inbounds float, ptr %arena, i64 %2349
+  store float %2346, ptr %arena624, align 4
+  %k128.next = add nsw i64 %fc1.k128622, 1
+  %2350 = icmp slt i64 %k128.next, 1568
+  br i1 %2350, label %fc1.k128, label %fc1.k128.end
 
-fc1.u128.end:                                     ; preds = %fc1.u128
-  %n127.next = add nsw i64 %fc1.n127624, 1
-  %2363 = icmp slt i64 %n127.next, 64
-  br i1 %2363, label %fc1.n127, label %fc1.n127.end
+fc1.k128.end:                                     ; preds = %fc1.k128
+  %n127.next = add nsw i64 %fc1.n127621, 1
+  %2351 = icmp slt i64 %n127.next, 64
+  br i1 %2351, label %fc1.n127, label %fc1.n127.end
 
-fc2.n129:                                         ; preds = %fc2.u130.end, %fc1.n127.end
-  %fc2.n129634 = phi i64 [ 0, %fc1.n127.end ], [ %n129.next, %fc2.u130.end ]
-  br label %fc2.u130
+fc1.r129:                                         ; preds = %fc1.i130.end, %fc1.n127.end
+  %fc1.r129625 = phi i64 [ 0, %fc1.n127.end ], [ %r129.next, %fc1.i130.end ]
+  br label %fc1.i130
 
-fc2.n129.end:                                     ; preds = %fc2.u130.end
-  store float 0.000000e+00, ptr %loss.total131, align 4
-  br label %loss.n132
+fc1.r129.end:                                     ; preds = %fc1.i130.end
+  br label %fc1.kp131
 
-fc2.u130:                                         ; preds = %fc2.u130, %fc2.n129
-  %fc2.u130635 = phi i64 [ 0, %fc2.n129 ], [ %u130.next, %fc2.u130 ]
-  %2364 = mul nsw i64 %fc2.n129634, 10
-  %2365 = add nsw i64 610304, %2364
-  %2366 = add nsw i64 %2365, %fc2.u130635
-  %arena636 = getelementptr inbounds float, ptr %arena, i64 %2366
-  %2367 = load float, ptr %arena636, align 4
-  %2368 = add nsw i64 206912, %fc2.u130635
-  %params637 = getelementptr inbounds float, ptr %params, i64 %2368
-  %2369 = load float, ptr %params637, align 4
-  %2370 = fadd float %2367, %2369
-  %2371 = mul nsw i64 %fc2.n129634, 10
-  %2372 = add nsw i64 610304, %2371
-  %2373 = add nsw i64 %2372, %fc2.u130635
-  %arena638 = getelementptr inbounds float, ptr %arena, i64 %2373
-  store float %2370, ptr %arena638, align 4
-  %u130.next = add nsw i64 %fc2.u130635, 1
-  %2374 = icmp slt i64 %u130.next, 10
-  br i1 %2374, label %fc2.u130, label %fc2.u130.end
+fc1.i130:                                         ; preds = %fc1.i130, %fc1.r129
+  %fc1.i130626 = phi i64 [ 0, %fc1.r129 ], [ %i130.next, %fc1.i130 ]
+  %2352 = mul nsw i64 %fc1.r129625, 64
+  %2353 = add nsw i64 710656, %2352
+  %2354 = add nsw i64 %2353, %fc1.i130626
+  %arena627 = getelementptr inbounds float, ptr %arena, i64 %2354
+  store float 0.000000e+00, ptr %arena627, align 4
+  %i130.next = add nsw i64 %fc1.i130626, 1
+  %2355 = icmp slt i64 %i130.next, 64
+  br i1 %2355, label %fc1.i130, label %fc1.i130.end
 
-fc2.u130.end:                                     ; preds = %fc2.u130
-  %n129.next = add nsw i64 %fc2.n129634, 1
-  %2375 = icmp slt i64 %n129.next, 64
-  br i1 %2375, label %fc2.n129, label %fc2.n129.end
+fc1.i130.end:                                     ; preds = %fc1.i130
+  %r129.next = add nsw i64 %fc1.r129625, 1
+  %2356 = icmp slt i64 %r129.next, 128
+  br i1 %2356, label %fc1.r129, label %fc1.r129.end
 
-loss.n132:                                        ; preds = %loss.k136.end, %fc2.n129.end
-  %loss.n132639 = phi i64 [ 0, %fc2.n129.end ], [ %n132.next, %loss.k136.end ]
-  %2376 = mul nsw i64 %loss.n132639, 10
-  %2377 = add nsw i64 610304, %2376
-  %arena640 = getelementptr inbounds float, ptr %arena, i64 %2377
-  %2378 = load float, ptr %arena640, align 4
-  store float %2378, ptr %loss.m133, align 4
-  br label %loss.k135
+fc1.kp131:                                        ; preds = %fc1.nb132.end, %fc1.r129.end
+  %fc1.kp131628 = phi i64 [ 0, %fc1.r129.end ], [ %kp131.next, %fc1.nb132.end ]
+  br label %fc1.nb132
 
-loss.n132.end:                                    ; preds = %loss.k136.end
-  %total131650 = load float, ptr %loss.total131, align 4
-  %2379 = fdiv float %total131650, 6.400000e+01
-  %arena651 = getelementptr inbounds float, ptr %arena, i64 610944
-  store float %2379, ptr %arena651, align 4
-  br label %fc2_grad.n137
+fc1.kp131.end:                                    ; preds = %fc1.nb132.end
+  br label %fc1.n136
 
-loss.k135:                                        ; preds = %loss.k135, %loss.n132
-  %loss.k135641 = phi i64 [ 0, %loss.n132 ], [ %k135.next, %loss.k135 ]
-  %m133 = load float, ptr %loss.m133, align 4
-  %2380 = mul nsw i64 %loss.n132639, 10
-  %2381 = add nsw i64 610304, %2380
-  %2382 = add nsw i64 %2381, %loss.k135641
-  %arena642 = getelementptr inbounds float, ptr %arena, i64 %2382
-  %2383 = load float, ptr %arena642, align 4
-  %2384 = fcmp ogt float %2383, %m133
-  %2385 = select i1 %2384, float %2383, float %m133
-  store float %2385, ptr %loss.m133, align 4
-  %k135.next = add nsw i64 %loss.k135641, 1
-  %2386 = icmp slt i64 %k135.next, 10
-  br i1 %2386, label %loss.k135, label %loss.k135.end
+fc1.nb132:                                        ; preds = %fc1.mb133.end, %fc1.kp131
+  %fc1.nb132629 = phi i64 [ 0, %fc1.kp131 ], [ %nb132.next, %fc1.mb133.end ]
+  br label %fc1.mb133
 
-loss.k135.end:                                    ; preds = %loss.k135
-  store float 0.000000e+00, ptr %loss.s134, align 4
-  br label %loss.k136
+fc1.nb132.end:                                    ; preds = %fc1.mb133.end
+  %kp131.next = add nsw i64 %fc1.kp131628, 1
+  %2357 = icmp slt i64 %kp131.next, 7
+  br i1 %2357, label %fc1.kp131, label %fc1.kp131.end
 
-loss.k136:                                        ; preds = %loss.k136, %loss.k135.end
-  %loss.k136643 = phi i64 [ 0, %loss.k135.end ], [ %k136.next, %loss.k136 ]
-  %s134 = load float, ptr %loss.s134, align 4
-  %2387 = mul nsw i64 %loss.n132639, 10
-  %2388 = add nsw i64 610304, %2387
-  %2389 = add nsw i64 %2388, %loss.k136643
-  %arena644 = getelementptr inbounds float, ptr %arena, i64 %2389
-  %2390 = load float, ptr %arena644, align 4
-  %m133645 = load float, ptr %loss.m133, align 4
-  %2391 = fsub float %2390, %m133645
-  %2392 = call float @llvm.exp.f32(float %2391)
-  %2393 = fadd float %s134, %2392
-  store float %2393, ptr %loss.s134, align 4
-  %k136.next = add nsw i64 %loss.k136643, 1
-  %2394 = icmp slt i64 %k136.next, 10
-  br i1 %2394, label %loss.k136, label %loss.k136.end
-
-loss.k136.end:                                    ; preds = %loss.k136
-  %total131 = load float, ptr %loss.total131, align 4
-  %m133646 = load float, ptr %loss.m133, align 4
-  %s134647 = load float, ptr %loss.s134, align 4
-  %2395 = call float @llvm.log.f32(float %s134647)
-  %2396 = fadd float %m133646, %2395
-  %2397 = mul nsw i64 %loss.n132639, 10
-  %2398 = add nsw i64 610304, %2397
-  %labels648 = getelementptr inbounds i32, ptr %labels, i64 %loss.n132639
-  %label = load i32, ptr %labels648, align 4
-  %2399 = sext i32 %label to i64
-  %2400 = add nsw i64 %2398, %2399
-  %arena649 = getelementptr inbounds float, ptr %arena, i64 %2400
-  %2401 = load float, ptr %arena649, align 4
-  %2402 = fsub float %2396, %2401
-  %2403 = fadd float %total131, %2402
-  store float %2403, ptr %loss.total131, align 4
-  %n132.next = add nsw i64 %loss.n132639, 1
-  %2404 = icmp slt i64 %n132.next, 64
-  br i1 %2404, label %loss.n132, label %loss.n132.end
-
-fc2_grad.n137:                                    ; preds = %fc2_grad.k142.end, %loss.n132.end
-  %fc2_grad.n137652 = phi i64 [ 0, %loss.n132.end ], [ %n137.next, %fc2_grad.k142.end ]
-  %2405 = mul nsw i64 %fc2_grad.n137652, 10
-  %2406 = add nsw i64 610304, %2405
-  %arena653 = getelementptr inbounds float, ptr %arena, i64 %2406
-  %2407 = load float, ptr %arena653, align 4
-  store float %2407, ptr %fc2_grad.m138, align 4
-  br label %fc2_grad.k140
-
-fc2_grad.n137.end:                                ; preds = %fc2_grad.k142.end
-  %arena669 = getelementptr inbounds float, ptr %arena, i64 610960
-  %arena670 = getelementptr inbounds float, ptr %arena, i64 602112
-  %grads671 = getelementptr inbounds float, ptr %grads, i64 205632
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena669, i32 10, ptr %arena670, i32 128, float 0.000000e+00, ptr %grads671, i32 128)
-  br label %fc2_bias_grad.u143
-
-fc2_grad.k140:                                    ; preds = %fc2_grad.k140, %fc2_grad.n137
-  %fc2_grad.k140654 = phi i64 [ 0, %fc2_grad.n137 ], [ %k140.next, %fc2_grad.k140 ]
-  %m138 = load float, ptr %fc2_grad.m138, align 4
-  %2408 = mul nsw i64 %fc2_grad.n137652, 10
-  %2409 = add nsw i64 610304, %2408
-  %2410 = add nsw i64 %2409, %fc2_grad.k140654
-  %arena655 = getelementptr inbounds float, ptr %arena, i64 %2410
-  %2411 = load float, ptr %arena655, align 4
-  %2412 = fcmp ogt float %2411, %m138
-  %2413 = select i1 %2412, float %2411, float %m138
-  store float %2413, ptr %fc2_grad.m138, align 4
-  %k140.next = add nsw i64 %fc2_grad.k140654, 1
-  %2414 = icmp slt i64 %k140.next, 10
-  br i1 %2414, label %fc2_grad.k140, label %fc2_grad.k140.end
-
-fc2_grad.k140.end:                                ; preds = %fc2_grad.k140
-  store float 0.000000e+00, ptr %fc2_grad.s139, align 4
-  br label %fc2_grad.k141
-
-fc2_grad.k141:                                    ; preds = %fc2_grad.k141, %fc2_grad.k140.end
-  %fc2_grad.k141656 = phi i64 [ 0, %fc2_grad.k140.end ], [ %k141.next, %fc2_grad.k141 ]
-  %s139 = load float, ptr %fc2_grad.s139, align 4
-  %2415 = mul nsw i64 %fc2_grad.n137652, 10
-  %2416 = add nsw i64 610304, %2415
-  %2417 = add nsw i64 %2416, %fc2_grad.k141656
-  %arena657 = getelementptr inbounds float, ptr %arena, i64 %2417
-  %2418 = load float, ptr %arena657, align 4
-  %m138658 = load float, ptr %fc2_grad.m138, align 4
-  %2419 = fsub float %2418, %m138658
-  %2420 = call float @llvm.exp.f32(float %2419)
-  %2421 = fadd float %s139, %2420
-  store float %2421, ptr %fc2_grad.s139, align 4
-  %k141.next = add nsw i64 %fc2_grad.k141656, 1
-  %2422 = icmp slt i64 %k141.next, 10
-  br i1 %2422, label %fc2_grad.k141, label %fc2_grad.k141.end
-
-fc2_grad.k141.end:                                ; preds = %fc2_grad.k141
-  br label %fc2_grad.k142
-
-fc2_grad.k142:                                    ; preds = %fc2_grad.k142, %fc2_grad.k141.end
-  %fc2_grad.k142659 = phi i64 [ 0, %fc2_grad.k141.end ], [ %k142.next, %fc2_grad.k142 ]
-  %labels660 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n137652
-  %label661 = load i32, ptr %labels660, align 4
-  %2423 = sext i32 %label661 to i64
-  %2424 = icmp eq i64 %fc2_grad.k142659, %2423
-  %2425 = mul nsw i64 %fc2_grad.n137652, 10
-  %2426 = add nsw i64 610304, %2425
-  %2427 = add nsw i64 %2426, %fc2_grad.k142659
-  %arena662 = getelementptr inbounds float, ptr %arena, i64 %2427
-  %2428 = load float, ptr %arena662, align 4
-  %m138663 = load float, ptr %fc2_grad.m138, align 4
-  %2429 = fsub float %2428, %m138663
-  %2430 = call float @llvm.exp.f32(float %2429)
-  %s139664 = load float, ptr %fc2_grad.s139, align 4
-  %2431 = fdiv float %2430, %s139664
-  %2432 = fsub float %2431, 1.000000e+00
-  %2433 = mul nsw i64 %fc2_grad.n137652, 10
-  %2434 = add nsw i64 610304, %2433
-  %2435 = add nsw i64 %2434, %fc2_grad.k142659
-  %arena665 = getelementptr inbounds float, ptr %arena, i64 %2435
-  %2436 = load float, ptr %arena665, align 4
-  %m138666 = load float, ptr %fc2_grad.m138, align 4
-  %2437 = fsub float %2436, %m138666
-  %2438 = call float @llvm.exp.f32(float %2437)
-  %s139667 = load float, ptr %fc2_grad.s139, align 4
-  %2439 = fdiv float %2438, %s139667
-  %2440 = select i1 %2424, float %2432, float %2439
-  %2441 = fdiv float %2440, 6.400000e+01
-  %2442 = mul nsw i64 %fc2_grad.n137652, 10
-  %2443 = add nsw i64 610960, %2442
-  %2444 = add nsw i64 %2443, %fc2_grad.k142659
-  %arena668 = getelementptr inbounds float, ptr %arena, i64 %2444
-  store float %2441, ptr %arena668, align 4
-  %k142.next = add nsw i64 %fc2_grad.k142659, 1
-  %2445 = icmp slt i64 %k142.next, 10
-  br i1 %2445, label %fc2_grad.k142, label %fc2_grad.k142.end
-
-fc2_grad.k142.end:                                ; preds = %fc2_grad.k142
-  %n137.next = add nsw i64 %fc2_grad.n137652, 1
-  %2446 = icmp slt i64 %n137.next, 64
-  br i1 %2446, label %fc2_grad.n137, label %fc2_grad.n137.end
-
-fc2_bias_grad.u143:                               ; preds = %fc2_bias_grad.n145.end, %fc2_grad.n137.end
-  %fc2_bias_grad.u143672 = phi i64 [ 0, %fc2_grad.n137.end ], [ %u143.next, %fc2_bias_grad.n145.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc144, align 4
-  br label %fc2_bias_grad.n145
-
-fc2_bias_grad.u143.end:                           ; preds = %fc2_bias_grad.n145.end
-  %arena677 = getelementptr inbounds float, ptr %arena, i64 610960
-  %params678 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena679 = getelementptr inbounds float, ptr %arena, i64 611600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena677, i32 10, ptr %params678, i32 128, float 0.000000e+00, ptr %arena679, i32 128)
-  br label %fc1_grad.i146
-
-fc2_bias_grad.n145:                               ; preds = %fc2_bias_grad.n145, %fc2_bias_grad.u143
-  %fc2_bias_grad.n145673 = phi i64 [ 0, %fc2_bias_grad.u143 ], [ %n145.next, %fc2_bias_grad.n145 ]
-  %acc144 = load float, ptr %fc2_bias_grad.acc144, align 4
-  %2447 = mul nsw i64 %fc2_bias_grad.n145673, 10
-  %2448 = add nsw i64 610960, %2447
-  %2449 = add nsw i64 %2448, %fc2_bias_grad.u143672
-  %arena674 = getelementptr inbounds float, ptr %arena, i64 %2449
-  %2450 = load float, ptr %arena674, align 4
-  %2451 = fadd float %acc144, %2450
-  store float %2451, ptr %fc2_bias_grad.acc144, align 4
-  %n145.next = add nsw i64 %fc2_bias_grad.n145673, 1
-  %2452 = icmp slt i64 %n145.next, 64
-  br i1 %2452, label %fc2_bias_grad.n145, label %fc2_bias_grad.n145.end
-
-fc2_bias_grad.n145.end:                           ; preds = %fc2_bias_grad.n145
-  %acc144675 = load float, ptr %fc2_bias_grad.acc144, align 4
-  %2453 = add nsw i64 206912, %fc2_bias_grad.u143672
-  %grads676 = getelementptr inbounds float, ptr %grads, i64 %2453
-  store float %acc144675, ptr %grads676, align 4
-  %u143.next = add nsw i64 %fc2_bias_grad.u143672, 1
-  %2454 = icmp slt i64 %u143.next, 10
-  br i1 %2454, label %fc2_bias_grad.u143, label %fc2_bias_grad.u143.end
-
-fc1_grad.i146:                                    ; preds = %fc1_grad.i146, %fc2_bias_grad.u143.end
-  %fc1_grad.i146680 = phi i64 [ 0, %fc2_bias_grad.u143.end ], [ %i146.next, %fc1_grad.i146 ]
-  %2455 = add nsw i64 602112, %fc1_grad.i146680
-  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2455
-  %2456 = load float, ptr %arena681, align 4
-  %2457 = fcmp ogt float %2456, 0.000000e+00
-  %2458 = add nsw i64 611600, %fc1_grad.i146680
-  %arena682 = getelementptr inbounds float, ptr %arena, i64 %2458
-  %2459 = load float, ptr %arena682, align 4
-  %2460 = select i1 %2457, float %2459, float 0.000000e+00
-  %2461 = add nsw i64 619792, %fc1_grad.i146680
-  %arena683 = getelementptr inbounds float, ptr %arena, i64 %2461
-  store float %2460, ptr %arena683, align 4
-  %i146.next = add nsw i64 %fc1_grad.i146680, 1
-  %2462 = icmp slt i64 %i146.next, 8192
-  br i1 %2462, label %fc1_grad.i146, label %fc1_grad.i146.end
-
-fc1_grad.i146.end:                                ; preds = %fc1_grad.i146
-  br label %fc1_weight_grad.nb147
-
-fc1_weight_grad.nb147:                            ; preds = %fc1_weight_grad.mb148.end, %fc1_grad.i146.end
-  %fc1_weight_grad.nb147684 = phi i64 [ 0, %fc1_grad.i146.end ], [ %nb147.next, %fc1_weight_grad.mb148.end ]
-  br label %fc1_weight_grad.mb148
-
-fc1_weight_grad.nb147.end:                        ; preds = %fc1_weight_grad.mb148.end
-  br label %fc1_weight_grad.mb151
-
-fc1_weight_grad.mb148:                            ; preds = %fc1_weight_grad.k150.end, %fc1_weight_grad.nb147
-  %fc1_weight_grad.mb148685 = phi i64 [ 0, %fc1_weight_grad.nb147 ], [ %mb148.next, %fc1_weight_grad.k150.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c3_3, align 64
-  br label %fc1_weight_grad.k150
-
-fc1_weight_grad.mb148.end:                        ; preds = %fc1_weight_grad.k150.end
-  %nb147.next = add nsw i64 %fc1_weight_grad.nb147684, 1
-  %2463 = icmp slt i64 %nb147.next, 24
-  br i1 %2463, label %fc1_weight_grad.nb147, label %fc1_weight_grad.nb147.end
-
-fc1_weight_grad.k150:                             ; preds = %fc1_weight_grad.k150, %fc1_weight_grad.mb148
-  %fc1_weight_grad.k150686 = phi i64 [ 0, %fc1_weight_grad.mb148 ], [ %k150.next, %fc1_weight_grad.k150 ]
-  %2464 = mul nsw i64 %fc1_weight_grad.k150686, 1568
-  %2465 = add nsw i64 401408, %2464
-  %2466 = mul nsw i64 %fc1_weight_grad.nb147684, 64
+fc1.mb133:                                        ; preds = %fc1.k135.end, %fc1.nb132
+  %fc1.mb133630 = phi i64 [ 0, %fc1.nb132 ], [ %mb133.next, %fc1.k135.end ]
+  %2358 = mul nsw i64 %fc1.mb133630, 4
+  %2359 = mul nsw i64 %2358, 64
+  %2360 = add nsw i64 710656, %2359
+  %2361 = mul nsw i64 %fc1.nb132629, 64
+  %2362 = add nsw i64 %2360, %2361
+  %arena631 = getelementptr inbounds float, ptr %arena, i64 %2362
+  %2363 = load <16 x float>, ptr %arena631, align 4
+  store <16 x float> %2363, ptr %fc1.t134_c0_0, align 64
+  %2364 = mul nsw i64 %fc1.mb133630, 4
+  %2365 = mul nsw i64 %2364, 64
+  %2366 = add nsw i64 710656, %2365
+  %2367 = mul nsw i64 %fc1.nb132629, 64
+  %2368 = add nsw i64 %2366, %2367
+  %2369 = add nsw i64 %2368, 16
+  %arena632 = getelementptr inbounds float, ptr %arena, i64 %2369
+  %2370 = load <16 x float>, ptr %arena632, align 4
+  store <16 x float> %2370, ptr %fc1.t134_c0_1, align 64
+  %2371 = mul nsw i64 %fc1.mb133630, 4
+  %2372 = mul nsw i64 %2371, 64
+  %2373 = add nsw i64 710656, %2372
+  %2374 = mul nsw i64 %fc1.nb132629, 64
+  %2375 = add nsw i64 %2373, %2374
+  %2376 = add nsw i64 %2375, 32
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %2376
+  %2377 = load <16 x float>, ptr %arena633, align 4
+  store <16 x float> %2377, ptr %fc1.t134_c0_2, align 64
+  %2378 = mul nsw i64 %fc1.mb133630, 4
+  %2379 = mul nsw i64 %2378, 64
+  %2380 = add nsw i64 710656, %2379
+  %2381 = mul nsw i64 %fc1.nb132629, 64
+  %2382 = add nsw i64 %2380, %2381
+  %2383 = add nsw i64 %2382, 48
+  %arena634 = getelementptr inbounds float, ptr %arena, i64 %2383
+  %2384 = load <16 x float>, ptr %arena634, align 4
+  store <16 x float> %2384, ptr %fc1.t134_c0_3, align 64
+  %2385 = mul nsw i64 %fc1.mb133630, 4
+  %2386 = add nsw i64 %2385, 1
+  %2387 = mul nsw i64 %2386, 64
+  %2388 = add nsw i64 710656, %2387
+  %2389 = mul nsw i64 %fc1.nb132629, 64
+  %2390 = add nsw i64 %2388, %2389
+  %arena635 = getelementptr inbounds float, ptr %arena, i64 %2390
+  %2391 = load <16 x float>, ptr %arena635, align 4
+  store <16 x float> %2391, ptr %fc1.t134_c1_0, align 64
+  %2392 = mul nsw i64 %fc1.mb133630, 4
+  %2393 = add nsw i64 %2392, 1
+  %2394 = mul nsw i64 %2393, 64
+  %2395 = add nsw i64 710656, %2394
+  %2396 = mul nsw i64 %fc1.nb132629, 64
+  %2397 = add nsw i64 %2395, %2396
+  %2398 = add nsw i64 %2397, 16
+  %arena636 = getelementptr inbounds float, ptr %arena, i64 %2398
+  %2399 = load <16 x float>, ptr %arena636, align 4
+  store <16 x float> %2399, ptr %fc1.t134_c1_1, align 64
+  %2400 = mul nsw i64 %fc1.mb133630, 4
+  %2401 = add nsw i64 %2400, 1
+  %2402 = mul nsw i64 %2401, 64
+  %2403 = add nsw i64 710656, %2402
+  %2404 = mul nsw i64 %fc1.nb132629, 64
+  %2405 = add nsw i64 %2403, %2404
+  %2406 = add nsw i64 %2405, 32
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %2406
+  %2407 = load <16 x float>, ptr %arena637, align 4
+  store <16 x float> %2407, ptr %fc1.t134_c1_2, align 64
+  %2408 = mul nsw i64 %fc1.mb133630, 4
+  %2409 = add nsw i64 %2408, 1
+  %2410 = mul nsw i64 %2409, 64
+  %2411 = add nsw i64 710656, %2410
+  %2412 = mul nsw i64 %fc1.nb132629, 64
+  %2413 = add nsw i64 %2411, %2412
+  %2414 = add nsw i64 %2413, 48
+  %arena638 = getelementptr inbounds float, ptr %arena, i64 %2414
+  %2415 = load <16 x float>, ptr %arena638, align 4
+  store <16 x float> %2415, ptr %fc1.t134_c1_3, align 64
+  %2416 = mul nsw i64 %fc1.mb133630, 4
+  %2417 = add nsw i64 %2416, 2
+  %2418 = mul nsw i64 %2417, 64
+  %2419 = add nsw i64 710656, %2418
+  %2420 = mul nsw i64 %fc1.nb132629, 64
+  %2421 = add nsw i64 %2419, %2420
+  %arena639 = getelementptr inbounds float, ptr %arena, i64 %2421
+  %2422 = load <16 x float>, ptr %arena639, align 4
+  store <16 x float> %2422, ptr %fc1.t134_c2_0, align 64
+  %2423 = mul nsw i64 %fc1.mb133630, 4
+  %2424 = add nsw i64 %2423, 2
+  %2425 = mul nsw i64 %2424, 64
+  %2426 = add nsw i64 710656, %2425
+  %2427 = mul nsw i64 %fc1.nb132629, 64
+  %2428 = add nsw i64 %2426, %2427
+  %2429 = add nsw i64 %2428, 16
+  %arena640 = getelementptr inbounds float, ptr %arena, i64 %2429
+  %2430 = load <16 x float>, ptr %arena640, align 4
+  store <16 x float> %2430, ptr %fc1.t134_c2_1, align 64
+  %2431 = mul nsw i64 %fc1.mb133630, 4
+  %2432 = add nsw i64 %2431, 2
+  %2433 = mul nsw i64 %2432, 64
+  %2434 = add nsw i64 710656, %2433
+  %2435 = mul nsw i64 %fc1.nb132629, 64
+  %2436 = add nsw i64 %2434, %2435
+  %2437 = add nsw i64 %2436, 32
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %2437
+  %2438 = load <16 x float>, ptr %arena641, align 4
+  store <16 x float> %2438, ptr %fc1.t134_c2_2, align 64
+  %2439 = mul nsw i64 %fc1.mb133630, 4
+  %2440 = add nsw i64 %2439, 2
+  %2441 = mul nsw i64 %2440, 64
+  %2442 = add nsw i64 710656, %2441
+  %2443 = mul nsw i64 %fc1.nb132629, 64
+  %2444 = add nsw i64 %2442, %2443
+  %2445 = add nsw i64 %2444, 48
+  %arena642 = getelementptr inbounds float, ptr %arena, i64 %2445
+  %2446 = load <16 x float>, ptr %arena642, align 4
+  store <16 x float> %2446, ptr %fc1.t134_c2_3, align 64
+  %2447 = mul nsw i64 %fc1.mb133630, 4
+  %2448 = add nsw i64 %2447, 3
+  %2449 = mul nsw i64 %2448, 64
+  %2450 = add nsw i64 710656, %2449
+  %2451 = mul nsw i64 %fc1.nb132629, 64
+  %2452 = add nsw i64 %2450, %2451
+  %arena643 = getelementptr inbounds float, ptr %arena, i64 %2452
+  %2453 = load <16 x float>, ptr %arena643, align 4
+  store <16 x float> %2453, ptr %fc1.t134_c3_0, align 64
+  %2454 = mul nsw i64 %fc1.mb133630, 4
+  %2455 = add nsw i64 %2454, 3
+  %2456 = mul nsw i64 %2455, 64
+  %2457 = add nsw i64 710656, %2456
+  %2458 = mul nsw i64 %fc1.nb132629, 64
+  %2459 = add nsw i64 %2457, %2458
+  %2460 = add nsw i64 %2459, 16
+  %arena644 = getelementptr inbounds float, ptr %arena, i64 %2460
+  %2461 = load <16 x float>, ptr %arena644, align 4
+  store <16 x float> %2461, ptr %fc1.t134_c3_1, align 64
+  %2462 = mul nsw i64 %fc1.mb133630, 4
+  %2463 = add nsw i64 %2462, 3
+  %2464 = mul nsw i64 %2463, 64
+  %2465 = add nsw i64 710656, %2464
+  %2466 = mul nsw i64 %fc1.nb132629, 64
   %2467 = add nsw i64 %2465, %2466
-  %arena687 = getelementptr inbounds float, ptr %arena, i64 %2467
-  %2468 = load <16 x float>, ptr %arena687, align 4
-  store <16 x float> %2468, ptr %fc1_weight_grad.t149_b0, align 64
-  %2469 = mul nsw i64 %fc1_weight_grad.k150686, 1568
-  %2470 = add nsw i64 401408, %2469
-  %2471 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2472 = add nsw i64 %2470, %2471
-  %2473 = add nsw i64 %2472, 16
-  %arena688 = getelementptr inbounds float, ptr %arena, i64 %2473
-  %2474 = load <16 x float>, ptr %arena688, align 4
-  store <16 x float> %2474, ptr %fc1_weight_grad.t149_b1, align 64
-  %2475 = mul nsw i64 %fc1_weight_grad.k150686, 1568
-  %2476 = add nsw i64 401408, %2475
-  %2477 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2478 = add nsw i64 %2476, %2477
-  %2479 = add nsw i64 %2478, 32
-  %arena689 = getelementptr inbounds float, ptr %arena, i64 %2479
-  %2480 = load <16 x float>, ptr %arena689, align 4
-  store <16 x float> %2480, ptr %fc1_weight_grad.t149_b2, align 64
-  %2481 = mul nsw i64 %fc1_weight_grad.k150686, 1568
-  %2482 = add nsw i64 401408, %2481
-  %2483 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2484 = add nsw i64 %2482, %2483
-  %2485 = add nsw i64 %2484, 48
-  %arena690 = getelementptr inbounds float, ptr %arena, i64 %2485
-  %2486 = load <16 x float>, ptr %arena690, align 4
-  store <16 x float> %2486, ptr %fc1_weight_grad.t149_b3, align 64
-  %2487 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2488 = add nsw i64 619792, %2487
-  %2489 = mul nsw i64 %fc1_weight_grad.k150686, 128
-  %2490 = add nsw i64 %2488, %2489
-  %arena691 = getelementptr inbounds float, ptr %arena, i64 %2490
-  %2491 = load float, ptr %arena691, align 4
-  %2492 = insertelement <16 x float> undef, float %2491, i32 0
-  %2493 = shufflevector <16 x float> %2492, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2493, ptr %fc1_weight_grad.t149_a0, align 64
-  %t149_a0 = load <16 x float>, ptr %fc1_weight_grad.t149_a0, align 64
-  %t149_b0 = load <16 x float>, ptr %fc1_weight_grad.t149_b0, align 64
-  %t149_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t149_c0_0, align 64
-  %2494 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a0, <16 x float> %t149_b0, <16 x float> %t149_c0_0)
-  store <16 x float> %2494, ptr %fc1_weight_grad.t149_c0_0, align 64
-  %t149_a0692 = load <16 x float>, ptr %fc1_weight_grad.t149_a0, align 64
-  %t149_b1 = load <16 x float>, ptr %fc1_weight_grad.t149_b1, align 64
-  %t149_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t149_c0_1, align 64
-  %2495 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a0692, <16 x float> %t149_b1, <16 x float> %t149_c0_1)
-  store <16 x float> %2495, ptr %fc1_weight_grad.t149_c0_1, align 64
-  %t149_a0693 = load <16 x float>, ptr %fc1_weight_grad.t149_a0, align 64
-  %t149_b2 = load <16 x float>, ptr %fc1_weight_grad.t149_b2, align 64
-  %t149_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t149_c0_2, align 64
-  %2496 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a0693, <16 x float> %t149_b2, <16 x float> %t149_c0_2)
-  store <16 x float> %2496, ptr %fc1_weight_grad.t149_c0_2, align 64
-  %t149_a0694 = load <16 x float>, ptr %fc1_weight_grad.t149_a0, align 64
-  %t149_b3 = load <16 x float>, ptr %fc1_weight_grad.t149_b3, align 64
-  %t149_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t149_c0_3, align 64
-  %2497 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a0694, <16 x float> %t149_b3, <16 x float> %t149_c0_3)
-  store <16 x float> %2497, ptr %fc1_weight_grad.t149_c0_3, align 64
-  %2498 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2499 = add nsw i64 %2498, 1
-  %2500 = add nsw i64 619792, %2499
-  %2501 = mul nsw i64 %fc1_weight_grad.k150686, 128
-  %2502 = add nsw i64 %2500, %2501
-  %arena695 = getelementptr inbounds float, ptr %arena, i64 %2502
-  %2503 = load float, ptr %arena695, align 4
-  %2504 = insertelement <16 x float> undef, float %2503, i32 0
-  %2505 = shufflevector <16 x float> %2504, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2505, ptr %fc1_weight_grad.t149_a1, align 64
-  %t149_a1 = load <16 x float>, ptr %fc1_weight_grad.t149_a1, align 64
-  %t149_b0696 = load <16 x float>, ptr %fc1_weight_grad.t149_b0, align 64
-  %t149_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t149_c1_0, align 64
-  %2506 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a1, <16 x float> %t149_b0696, <16 x float> %t149_c1_0)
-  store <16 x float> %2506, ptr %fc1_weight_grad.t149_c1_0, align 64
-  %t149_a1697 = load <16 x float>, ptr %fc1_weight_grad.t149_a1, align 64
-  %t149_b1698 = load <16 x float>, ptr %fc1_weight_grad.t149_b1, align 64
-  %t149_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t149_c1_1, align 64
-  %2507 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a1697, <16 x float> %t149_b1698, <16 x float> %t149_c1_1)
-  store <16 x float> %2507, ptr %fc1_weight_grad.t149_c1_1, align 64
-  %t149_a1699 = load <16 x float>, ptr %fc1_weight_grad.t149_a1, align 64
-  %t149_b2700 = load <16 x float>, ptr %fc1_weight_grad.t149_b2, align 64
-  %t149_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t149_c1_2, align 64
-  %2508 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a1699, <16 x float> %t149_b2700, <16 x float> %t149_c1_2)
-  store <16 x float> %2508, ptr %fc1_weight_grad.t149_c1_2, align 64
-  %t149_a1701 = load <16 x float>, ptr %fc1_weight_grad.t149_a1, align 64
-  %t149_b3702 = load <16 x float>, ptr %fc1_weight_grad.t149_b3, align 64
-  %t149_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t149_c1_3, align 64
-  %2509 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a1701, <16 x float> %t149_b3702, <16 x float> %t149_c1_3)
-  store <16 x float> %2509, ptr %fc1_weight_grad.t149_c1_3, align 64
-  %2510 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2511 = add nsw i64 %2510, 2
-  %2512 = add nsw i64 619792, %2511
-  %2513 = mul nsw i64 %fc1_weight_grad.k150686, 128
-  %2514 = add nsw i64 %2512, %2513
-  %arena703 = getelementptr inbounds float, ptr %arena, i64 %2514
-  %2515 = load float, ptr %arena703, align 4
-  %2516 = insertelement <16 x float> undef, float %2515, i32 0
-  %2517 = shufflevector <16 x float> %2516, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2517, ptr %fc1_weight_grad.t149_a2, align 64
-  %t149_a2 = load <16 x float>, ptr %fc1_weight_grad.t149_a2, align 64
-  %t149_b0704 = load <16 x float>, ptr %fc1_weight_grad.t149_b0, align 64
-  %t149_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t149_c2_0, align 64
-  %2518 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a2, <16 x float> %t149_b0704, <16 x float> %t149_c2_0)
-  store <16 x float> %2518, ptr %fc1_weight_grad.t149_c2_0, align 64
-  %t149_a2705 = load <16 x float>, ptr %fc1_weight_grad.t149_a2, align 64
-  %t149_b1706 = load <16 x float>, ptr %fc1_weight_grad.t149_b1, align 64
-  %t149_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t149_c2_1, align 64
-  %2519 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a2705, <16 x float> %t149_b1706, <16 x float> %t149_c2_1)
-  store <16 x float> %2519, ptr %fc1_weight_grad.t149_c2_1, align 64
-  %t149_a2707 = load <16 x float>, ptr %fc1_weight_grad.t149_a2, align 64
-  %t149_b2708 = load <16 x float>, ptr %fc1_weight_grad.t149_b2, align 64
-  %t149_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t149_c2_2, align 64
-  %2520 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a2707, <16 x float> %t149_b2708, <16 x float> %t149_c2_2)
-  store <16 x float> %2520, ptr %fc1_weight_grad.t149_c2_2, align 64
-  %t149_a2709 = load <16 x float>, ptr %fc1_weight_grad.t149_a2, align 64
-  %t149_b3710 = load <16 x float>, ptr %fc1_weight_grad.t149_b3, align 64
-  %t149_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t149_c2_3, align 64
-  %2521 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a2709, <16 x float> %t149_b3710, <16 x float> %t149_c2_3)
-  store <16 x float> %2521, ptr %fc1_weight_grad.t149_c2_3, align 64
-  %2522 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2523 = add nsw i64 %2522, 3
-  %2524 = add nsw i64 619792, %2523
-  %2525 = mul nsw i64 %fc1_weight_grad.k150686, 128
-  %2526 = add nsw i64 %2524, %2525
-  %arena711 = getelementptr inbounds float, ptr %arena, i64 %2526
-  %2527 = load float, ptr %arena711, align 4
-  %2528 = insertelement <16 x float> undef, float %2527, i32 0
-  %2529 = shufflevector <16 x float> %2528, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2529, ptr %fc1_weight_grad.t149_a3, align 64
-  %t149_a3 = load <16 x float>, ptr %fc1_weight_grad.t149_a3, align 64
-  %t149_b0712 = load <16 x float>, ptr %fc1_weight_grad.t149_b0, align 64
-  %t149_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t149_c3_0, align 64
-  %2530 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a3, <16 x float> %t149_b0712, <16 x float> %t149_c3_0)
-  store <16 x float> %2530, ptr %fc1_weight_grad.t149_c3_0, align 64
-  %t149_a3713 = load <16 x float>, ptr %fc1_weight_grad.t149_a3, align 64
-  %t149_b1714 = load <16 x float>, ptr %fc1_weight_grad.t149_b1, align 64
-  %t149_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t149_c3_1, align 64
-  %2531 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a3713, <16 x float> %t149_b1714, <16 x float> %t149_c3_1)
-  store <16 x float> %2531, ptr %fc1_weight_grad.t149_c3_1, align 64
-  %t149_a3715 = load <16 x float>, ptr %fc1_weight_grad.t149_a3, align 64
-  %t149_b2716 = load <16 x float>, ptr %fc1_weight_grad.t149_b2, align 64
-  %t149_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t149_c3_2, align 64
-  %2532 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a3715, <16 x float> %t149_b2716, <16 x float> %t149_c3_2)
-  store <16 x float> %2532, ptr %fc1_weight_grad.t149_c3_2, align 64
-  %t149_a3717 = load <16 x float>, ptr %fc1_weight_grad.t149_a3, align 64
-  %t149_b3718 = load <16 x float>, ptr %fc1_weight_grad.t149_b3, align 64
-  %t149_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t149_c3_3, align 64
-  %2533 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a3717, <16 x float> %t149_b3718, <16 x float> %t149_c3_3)
-  store <16 x float> %2533, ptr %fc1_weight_grad.t149_c3_3, align 64
-  %k150.next = add nsw i64 %fc1_weight_grad.k150686, 1
-  %2534 = icmp slt i64 %k150.next, 64
-  br i1 %2534, label %fc1_weight_grad.k150, label %fc1_weight_grad.k150.end
+  %2468 = add nsw i64 %2467, 32
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %2468
+  %2469 = load <16 x float>, ptr %arena645, align 4
+  store <16 x float> %2469, ptr %fc1.t134_c3_2, align 64
+  %2470 = mul nsw i64 %fc1.mb133630, 4
+  %2471 = add nsw i64 %2470, 3
+  %2472 = mul nsw i64 %2471, 64
+  %2473 = add nsw i64 710656, %2472
+  %2474 = mul nsw i64 %fc1.nb132629, 64
+  %2475 = add nsw i64 %2473, %2474
+  %2476 = add nsw i64 %2475, 48
+  %arena646 = getelementptr inbounds float, ptr %arena, i64 %2476
+  %2477 = load <16 x float>, ptr %arena646, align 4
+  store <16 x float> %2477, ptr %fc1.t134_c3_3, align 64
+  br label %fc1.k135
 
-fc1_weight_grad.k150.end:                         ; preds = %fc1_weight_grad.k150
-  %t149_c0_0719 = load <16 x float>, ptr %fc1_weight_grad.t149_c0_0, align 64
-  %2535 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2536 = mul nsw i64 %2535, 1568
-  %2537 = add nsw i64 4800, %2536
-  %2538 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2539 = add nsw i64 %2537, %2538
-  %grads720 = getelementptr inbounds float, ptr %grads, i64 %2539
-  store <16 x float> %t149_c0_0719, ptr %grads720, align 4
-  %t149_c0_1721 = load <16 x float>, ptr %fc1_weight_grad.t149_c0_1, align 64
-  %2540 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2541 = mul nsw i64 %2540, 1568
-  %2542 = add nsw i64 4800, %2541
-  %2543 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2544 = add nsw i64 %2542, %2543
-  %2545 = add nsw i64 %2544, 16
-  %grads722 = getelementptr inbounds float, ptr %grads, i64 %2545
-  store <16 x float> %t149_c0_1721, ptr %grads722, align 4
-  %t149_c0_2723 = load <16 x float>, ptr %fc1_weight_grad.t149_c0_2, align 64
-  %2546 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2547 = mul nsw i64 %2546, 1568
-  %2548 = add nsw i64 4800, %2547
-  %2549 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2550 = add nsw i64 %2548, %2549
-  %2551 = add nsw i64 %2550, 32
-  %grads724 = getelementptr inbounds float, ptr %grads, i64 %2551
-  store <16 x float> %t149_c0_2723, ptr %grads724, align 4
-  %t149_c0_3725 = load <16 x float>, ptr %fc1_weight_grad.t149_c0_3, align 64
-  %2552 = mul nsw i64 %fc1_weight_grad.mb148685, 4
+fc1.mb133.end:                                    ; preds = %fc1.k135.end
+  %nb132.next = add nsw i64 %fc1.nb132629, 1
+  %2478 = icmp slt i64 %nb132.next, 1
+  br i1 %2478, label %fc1.nb132, label %fc1.nb132.end
+
+fc1.k135:                                         ; preds = %fc1.k135, %fc1.mb133
+  %fc1.k135647 = phi i64 [ 0, %fc1.mb133 ], [ %k135.next, %fc1.k135 ]
+  %2479 = mul nsw i64 %fc1.kp131628, 224
+  %2480 = add nsw i64 %fc1.k135647, %2479
+  %2481 = mul nsw i64 %2480, 64
+  %2482 = add nsw i64 610304, %2481
+  %2483 = mul nsw i64 %fc1.nb132629, 64
+  %2484 = add nsw i64 %2482, %2483
+  %arena648 = getelementptr inbounds float, ptr %arena, i64 %2484
+  %2485 = load <16 x float>, ptr %arena648, align 4
+  store <16 x float> %2485, ptr %fc1.t134_b0, align 64
+  %2486 = mul nsw i64 %fc1.kp131628, 224
+  %2487 = add nsw i64 %fc1.k135647, %2486
+  %2488 = mul nsw i64 %2487, 64
+  %2489 = add nsw i64 610304, %2488
+  %2490 = mul nsw i64 %fc1.nb132629, 64
+  %2491 = add nsw i64 %2489, %2490
+  %2492 = add nsw i64 %2491, 16
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %2492
+  %2493 = load <16 x float>, ptr %arena649, align 4
+  store <16 x float> %2493, ptr %fc1.t134_b1, align 64
+  %2494 = mul nsw i64 %fc1.kp131628, 224
+  %2495 = add nsw i64 %fc1.k135647, %2494
+  %2496 = mul nsw i64 %2495, 64
+  %2497 = add nsw i64 610304, %2496
+  %2498 = mul nsw i64 %fc1.nb132629, 64
+  %2499 = add nsw i64 %2497, %2498
+  %2500 = add nsw i64 %2499, 32
+  %arena650 = getelementptr inbounds float, ptr %arena, i64 %2500
+  %2501 = load <16 x float>, ptr %arena650, align 4
+  store <16 x float> %2501, ptr %fc1.t134_b2, align 64
+  %2502 = mul nsw i64 %fc1.kp131628, 224
+  %2503 = add nsw i64 %fc1.k135647, %2502
+  %2504 = mul nsw i64 %2503, 64
+  %2505 = add nsw i64 610304, %2504
+  %2506 = mul nsw i64 %fc1.nb132629, 64
+  %2507 = add nsw i64 %2505, %2506
+  %2508 = add nsw i64 %2507, 48
+  %arena651 = getelementptr inbounds float, ptr %arena, i64 %2508
+  %2509 = load <16 x float>, ptr %arena651, align 4
+  store <16 x float> %2509, ptr %fc1.t134_b3, align 64
+  %2510 = mul nsw i64 %fc1.mb133630, 4
+  %2511 = mul nsw i64 %2510, 1568
+  %2512 = add nsw i64 4800, %2511
+  %2513 = mul nsw i64 %fc1.kp131628, 224
+  %2514 = add nsw i64 %fc1.k135647, %2513
+  %2515 = add nsw i64 %2512, %2514
+  %params652 = getelementptr inbounds float, ptr %params, i64 %2515
+  %2516 = load float, ptr %params652, align 4
+  %2517 = insertelement <16 x float> undef, float %2516, i32 0
+  %2518 = shufflevector <16 x float> %2517, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2518, ptr %fc1.t134_a0, align 64
+  %t134_a0 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b0 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c0_0 = load <16 x float>, ptr %fc1.t134_c0_0, align 64
+  %2519 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0, <16 x float> %t134_b0, <16 x float> %t134_c0_0)
+  store <16 x float> %2519, ptr %fc1.t134_c0_0, align 64
+  %t134_a0653 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b1 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c0_1 = load <16 x float>, ptr %fc1.t134_c0_1, align 64
+  %2520 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0653, <16 x float> %t134_b1, <16 x float> %t134_c0_1)
+  store <16 x float> %2520, ptr %fc1.t134_c0_1, align 64
+  %t134_a0654 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b2 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c0_2 = load <16 x float>, ptr %fc1.t134_c0_2, align 64
+  %2521 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0654, <16 x float> %t134_b2, <16 x float> %t134_c0_2)
+  store <16 x float> %2521, ptr %fc1.t134_c0_2, align 64
+  %t134_a0655 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b3 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c0_3 = load <16 x float>, ptr %fc1.t134_c0_3, align 64
+  %2522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0655, <16 x float> %t134_b3, <16 x float> %t134_c0_3)
+  store <16 x float> %2522, ptr %fc1.t134_c0_3, align 64
+  %2523 = mul nsw i64 %fc1.mb133630, 4
+  %2524 = add nsw i64 %2523, 1
+  %2525 = mul nsw i64 %2524, 1568
+  %2526 = add nsw i64 4800, %2525
+  %2527 = mul nsw i64 %fc1.kp131628, 224
+  %2528 = add nsw i64 %fc1.k135647, %2527
+  %2529 = add nsw i64 %2526, %2528
+  %params656 = getelementptr inbounds float, ptr %params, i64 %2529
+  %2530 = load float, ptr %params656, align 4
+  %2531 = insertelement <16 x float> undef, float %2530, i32 0
+  %2532 = shufflevector <16 x float> %2531, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2532, ptr %fc1.t134_a1, align 64
+  %t134_a1 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b0657 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c1_0 = load <16 x float>, ptr %fc1.t134_c1_0, align 64
+  %2533 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1, <16 x float> %t134_b0657, <16 x float> %t134_c1_0)
+  store <16 x float> %2533, ptr %fc1.t134_c1_0, align 64
+  %t134_a1658 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b1659 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c1_1 = load <16 x float>, ptr %fc1.t134_c1_1, align 64
+  %2534 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1658, <16 x float> %t134_b1659, <16 x float> %t134_c1_1)
+  store <16 x float> %2534, ptr %fc1.t134_c1_1, align 64
+  %t134_a1660 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b2661 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c1_2 = load <16 x float>, ptr %fc1.t134_c1_2, align 64
+  %2535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1660, <16 x float> %t134_b2661, <16 x float> %t134_c1_2)
+  store <16 x float> %2535, ptr %fc1.t134_c1_2, align 64
+  %t134_a1662 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b3663 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c1_3 = load <16 x float>, ptr %fc1.t134_c1_3, align 64
+  %2536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1662, <16 x float> %t134_b3663, <16 x float> %t134_c1_3)
+  store <16 x float> %2536, ptr %fc1.t134_c1_3, align 64
+  %2537 = mul nsw i64 %fc1.mb133630, 4
+  %2538 = add nsw i64 %2537, 2
+  %2539 = mul nsw i64 %2538, 1568
+  %2540 = add nsw i64 4800, %2539
+  %2541 = mul nsw i64 %fc1.kp131628, 224
+  %2542 = add nsw i64 %fc1.k135647, %2541
+  %2543 = add nsw i64 %2540, %2542
+  %params664 = getelementptr inbounds float, ptr %params, i64 %2543
+  %2544 = load float, ptr %params664, align 4
+  %2545 = insertelement <16 x float> undef, float %2544, i32 0
+  %2546 = shufflevector <16 x float> %2545, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2546, ptr %fc1.t134_a2, align 64
+  %t134_a2 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b0665 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c2_0 = load <16 x float>, ptr %fc1.t134_c2_0, align 64
+  %2547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2, <16 x float> %t134_b0665, <16 x float> %t134_c2_0)
+  store <16 x float> %2547, ptr %fc1.t134_c2_0, align 64
+  %t134_a2666 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b1667 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c2_1 = load <16 x float>, ptr %fc1.t134_c2_1, align 64
+  %2548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2666, <16 x float> %t134_b1667, <16 x float> %t134_c2_1)
+  store <16 x float> %2548, ptr %fc1.t134_c2_1, align 64
+  %t134_a2668 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b2669 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c2_2 = load <16 x float>, ptr %fc1.t134_c2_2, align 64
+  %2549 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2668, <16 x float> %t134_b2669, <16 x float> %t134_c2_2)
+  store <16 x float> %2549, ptr %fc1.t134_c2_2, align 64
+  %t134_a2670 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b3671 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c2_3 = load <16 x float>, ptr %fc1.t134_c2_3, align 64
+  %2550 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2670, <16 x float> %t134_b3671, <16 x float> %t134_c2_3)
+  store <16 x float> %2550, ptr %fc1.t134_c2_3, align 64
+  %2551 = mul nsw i64 %fc1.mb133630, 4
+  %2552 = add nsw i64 %2551, 3
   %2553 = mul nsw i64 %2552, 1568
   %2554 = add nsw i64 4800, %2553
-  %2555 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2556 = add nsw i64 %2554, %2555
-  %2557 = add nsw i64 %2556, 48
-  %grads726 = getelementptr inbounds float, ptr %grads, i64 %2557
-  store <16 x float> %t149_c0_3725, ptr %grads726, align 4
-  %t149_c1_0727 = load <16 x float>, ptr %fc1_weight_grad.t149_c1_0, align 64
-  %2558 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2559 = add nsw i64 %2558, 1
-  %2560 = mul nsw i64 %2559, 1568
-  %2561 = add nsw i64 4800, %2560
-  %2562 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2563 = add nsw i64 %2561, %2562
-  %grads728 = getelementptr inbounds float, ptr %grads, i64 %2563
-  store <16 x float> %t149_c1_0727, ptr %grads728, align 4
-  %t149_c1_1729 = load <16 x float>, ptr %fc1_weight_grad.t149_c1_1, align 64
-  %2564 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2565 = add nsw i64 %2564, 1
-  %2566 = mul nsw i64 %2565, 1568
-  %2567 = add nsw i64 4800, %2566
-  %2568 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2569 = add nsw i64 %2567, %2568
-  %2570 = add nsw i64 %2569, 16
-  %grads730 = getelementptr inbounds float, ptr %grads, i64 %2570
-  store <16 x float> %t149_c1_1729, ptr %grads730, align 4
-  %t149_c1_2731 = load <16 x float>, ptr %fc1_weight_grad.t149_c1_2, align 64
-  %2571 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2572 = add nsw i64 %2571, 1
-  %2573 = mul nsw i64 %2572, 1568
-  %2574 = add nsw i64 4800, %2573
-  %2575 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2576 = add nsw i64 %2574, %2575
-  %2577 = add nsw i64 %2576, 32
-  %grads732 = getelementptr inbounds float, ptr %grads, i64 %2577
-  store <16 x float> %t149_c1_2731, ptr %grads732, align 4
-  %t149_c1_3733 = load <16 x float>, ptr %fc1_weight_grad.t149_c1_3, align 64
-  %2578 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2579 = add nsw i64 %2578, 1
-  %2580 = mul nsw i64 %2579, 1568
-  %2581 = add nsw i64 4800, %2580
-  %2582 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2583 = add nsw i64 %2581, %2582
-  %2584 = add nsw i64 %2583, 48
-  %grads734 = getelementptr inbounds float, ptr %grads, i64 %2584
-  store <16 x float> %t149_c1_3733, ptr %grads734, align 4
-  %t149_c2_0735 = load <16 x float>, ptr %fc1_weight_grad.t149_c2_0, align 64
-  %2585 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2586 = add nsw i64 %2585, 2
-  %2587 = mul nsw i64 %2586, 1568
-  %2588 = add nsw i64 4800, %2587
-  %2589 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2590 = add nsw i64 %2588, %2589
-  %grads736 = getelementptr inbounds float, ptr %grads, i64 %2590
-  store <16 x float> %t149_c2_0735, ptr %grads736, align 4
-  %t149_c2_1737 = load <16 x float>, ptr %fc1_weight_grad.t149_c2_1, align 64
-  %2591 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2592 = add nsw i64 %2591, 2
-  %2593 = mul nsw i64 %2592, 1568
-  %2594 = add nsw i64 4800, %2593
-  %2595 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2596 = add nsw i64 %2594, %2595
-  %2597 = add nsw i64 %2596, 16
-  %grads738 = getelementptr inbounds float, ptr %grads, i64 %2597
-  store <16 x float> %t149_c2_1737, ptr %grads738, align 4
-  %t149_c2_2739 = load <16 x float>, ptr %fc1_weight_grad.t149_c2_2, align 64
-  %2598 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2599 = add nsw i64 %2598, 2
-  %2600 = mul nsw i64 %2599, 1568
-  %2601 = add nsw i64 4800, %2600
-  %2602 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2603 = add nsw i64 %2601, %2602
-  %2604 = add nsw i64 %2603, 32
-  %grads740 = getelementptr inbounds float, ptr %grads, i64 %2604
-  store <16 x float> %t149_c2_2739, ptr %grads740, align 4
-  %t149_c2_3741 = load <16 x float>, ptr %fc1_weight_grad.t149_c2_3, align 64
-  %2605 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2606 = add nsw i64 %2605, 2
-  %2607 = mul nsw i64 %2606, 1568
-  %2608 = add nsw i64 4800, %2607
-  %2609 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2610 = add nsw i64 %2608, %2609
-  %2611 = add nsw i64 %2610, 48
-  %grads742 = getelementptr inbounds float, ptr %grads, i64 %2611
-  store <16 x float> %t149_c2_3741, ptr %grads742, align 4
-  %t149_c3_0743 = load <16 x float>, ptr %fc1_weight_grad.t149_c3_0, align 64
-  %2612 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2613 = add nsw i64 %2612, 3
-  %2614 = mul nsw i64 %2613, 1568
-  %2615 = add nsw i64 4800, %2614
-  %2616 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2617 = add nsw i64 %2615, %2616
-  %grads744 = getelementptr inbounds float, ptr %grads, i64 %2617
-  store <16 x float> %t149_c3_0743, ptr %grads744, align 4
-  %t149_c3_1745 = load <16 x float>, ptr %fc1_weight_grad.t149_c3_1, align 64
-  %2618 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2619 = add nsw i64 %2618, 3
-  %2620 = mul nsw i64 %2619, 1568
-  %2621 = add nsw i64 4800, %2620
-  %2622 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2623 = add nsw i64 %2621, %2622
-  %2624 = add nsw i64 %2623, 16
-  %grads746 = getelementptr inbounds float, ptr %grads, i64 %2624
-  store <16 x float> %t149_c3_1745, ptr %grads746, align 4
-  %t149_c3_2747 = load <16 x float>, ptr %fc1_weight_grad.t149_c3_2, align 64
-  %2625 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2626 = add nsw i64 %2625, 3
-  %2627 = mul nsw i64 %2626, 1568
-  %2628 = add nsw i64 4800, %2627
-  %2629 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2630 = add nsw i64 %2628, %2629
-  %2631 = add nsw i64 %2630, 32
-  %grads748 = getelementptr inbounds float, ptr %grads, i64 %2631
-  store <16 x float> %t149_c3_2747, ptr %grads748, align 4
-  %t149_c3_3749 = load <16 x float>, ptr %fc1_weight_grad.t149_c3_3, align 64
-  %2632 = mul nsw i64 %fc1_weight_grad.mb148685, 4
-  %2633 = add nsw i64 %2632, 3
-  %2634 = mul nsw i64 %2633, 1568
-  %2635 = add nsw i64 4800, %2634
-  %2636 = mul nsw i64 %fc1_weight_grad.nb147684, 64
-  %2637 = add nsw i64 %2635, %2636
-  %2638 = add nsw i64 %2637, 48
-  %grads750 = getelementptr inbounds float, ptr %grads, i64 %2638
-  store <16 x float> %t149_c3_3749, ptr %grads750, align 4
-  %mb148.next = add nsw i64 %fc1_weight_grad.mb148685, 1
-  %2639 = icmp slt i64 %mb148.next, 32
-  br i1 %2639, label %fc1_weight_grad.mb148, label %fc1_weight_grad.mb148.end
+  %2555 = mul nsw i64 %fc1.kp131628, 224
+  %2556 = add nsw i64 %fc1.k135647, %2555
+  %2557 = add nsw i64 %2554, %2556
+  %params672 = getelementptr inbounds float, ptr %params, i64 %2557
+  %2558 = load float, ptr %params672, align 4
+  %2559 = insertelement <16 x float> undef, float %2558, i32 0
+  %2560 = shufflevector <16 x float> %2559, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2560, ptr %fc1.t134_a3, align 64
+  %t134_a3 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b0673 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c3_0 = load <16 x float>, ptr %fc1.t134_c3_0, align 64
+  %2561 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3, <16 x float> %t134_b0673, <16 x float> %t134_c3_0)
+  store <16 x float> %2561, ptr %fc1.t134_c3_0, align 64
+  %t134_a3674 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b1675 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c3_1 = load <16 x float>, ptr %fc1.t134_c3_1, align 64
+  %2562 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3674, <16 x float> %t134_b1675, <16 x float> %t134_c3_1)
+  store <16 x float> %2562, ptr %fc1.t134_c3_1, align 64
+  %t134_a3676 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b2677 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c3_2 = load <16 x float>, ptr %fc1.t134_c3_2, align 64
+  %2563 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3676, <16 x float> %t134_b2677, <16 x float> %t134_c3_2)
+  store <16 x float> %2563, ptr %fc1.t134_c3_2, align 64
+  %t134_a3678 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b3679 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c3_3 = load <16 x float>, ptr %fc1.t134_c3_3, align 64
+  %2564 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3678, <16 x float> %t134_b3679, <16 x float> %t134_c3_3)
+  store <16 x float> %2564, ptr %fc1.t134_c3_3, align 64
+  %k135.next = add nsw i64 %fc1.k135647, 1
+  %2565 = icmp slt i64 %k135.next, 224
+  br i1 %2565, label %fc1.k135, label %fc1.k135.end
 
-fc1_weight_grad.mb151:                            ; preds = %fc1_weight_grad.k153.end, %fc1_weight_grad.nb147.end
-  %fc1_weight_grad.mb151751 = phi i64 [ 0, %fc1_weight_grad.nb147.end ], [ %mb151.next, %fc1_weight_grad.k153.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c3_1, align 64
-  br label %fc1_weight_grad.k153
+fc1.k135.end:                                     ; preds = %fc1.k135
+  %t134_c0_0680 = load <16 x float>, ptr %fc1.t134_c0_0, align 64
+  %2566 = mul nsw i64 %fc1.mb133630, 4
+  %2567 = mul nsw i64 %2566, 64
+  %2568 = add nsw i64 710656, %2567
+  %2569 = mul nsw i64 %fc1.nb132629, 64
+  %2570 = add nsw i64 %2568, %2569
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2570
+  store <16 x float> %t134_c0_0680, ptr %arena681, align 4
+  %t134_c0_1682 = load <16 x float>, ptr %fc1.t134_c0_1, align 64
+  %2571 = mul nsw i64 %fc1.mb133630, 4
+  %2572 = mul nsw i64 %2571, 64
+  %2573 = add nsw i64 710656, %2572
+  %2574 = mul nsw i64 %fc1.nb132629, 64
+  %2575 = add nsw i64 %2573, %2574
+  %2576 = add nsw i64 %2575, 16
+  %arena683 = getelementptr inbounds float, ptr %arena, i64 %2576
+  store <16 x float> %t134_c0_1682, ptr %arena683, align 4
+  %t134_c0_2684 = load <16 x float>, ptr %fc1.t134_c0_2, align 64
+  %2577 = mul nsw i64 %fc1.mb133630, 4
+  %2578 = mul nsw i64 %2577, 64
+  %2579 = add nsw i64 710656, %2578
+  %2580 = mul nsw i64 %fc1.nb132629, 64
+  %2581 = add nsw i64 %2579, %2580
+  %2582 = add nsw i64 %2581, 32
+  %arena685 = getelementptr inbounds float, ptr %arena, i64 %2582
+  store <16 x float> %t134_c0_2684, ptr %arena685, align 4
+  %t134_c0_3686 = load <16 x float>, ptr %fc1.t134_c0_3, align 64
+  %2583 = mul nsw i64 %fc1.mb133630, 4
+  %2584 = mul nsw i64 %2583, 64
+  %2585 = add nsw i64 710656, %2584
+  %2586 = mul nsw i64 %fc1.nb132629, 64
+  %2587 = add nsw i64 %2585, %2586
+  %2588 = add nsw i64 %2587, 48
+  %arena687 = getelementptr inbounds float, ptr %arena, i64 %2588
+  store <16 x float> %t134_c0_3686, ptr %arena687, align 4
+  %t134_c1_0688 = load <16 x float>, ptr %fc1.t134_c1_0, align 64
+  %2589 = mul nsw i64 %fc1.mb133630, 4
+  %2590 = add nsw i64 %2589, 1
+  %2591 = mul nsw i64 %2590, 64
+  %2592 = add nsw i64 710656, %2591
+  %2593 = mul nsw i64 %fc1.nb132629, 64
+  %2594 = add nsw i64 %2592, %2593
+  %arena689 = getelementptr inbounds float, ptr %arena, i64 %2594
+  store <16 x float> %t134_c1_0688, ptr %arena689, align 4
+  %t134_c1_1690 = load <16 x float>, ptr %fc1.t134_c1_1, align 64
+  %2595 = mul nsw i64 %fc1.mb133630, 4
+  %2596 = add nsw i64 %2595, 1
+  %2597 = mul nsw i64 %2596, 64
+  %2598 = add nsw i64 710656, %2597
+  %2599 = mul nsw i64 %fc1.nb132629, 64
+  %2600 = add nsw i64 %2598, %2599
+  %2601 = add nsw i64 %2600, 16
+  %arena691 = getelementptr inbounds float, ptr %arena, i64 %2601
+  store <16 x float> %t134_c1_1690, ptr %arena691, align 4
+  %t134_c1_2692 = load <16 x float>, ptr %fc1.t134_c1_2, align 64
+  %2602 = mul nsw i64 %fc1.mb133630, 4
+  %2603 = add nsw i64 %2602, 1
+  %2604 = mul nsw i64 %2603, 64
+  %2605 = add nsw i64 710656, %2604
+  %2606 = mul nsw i64 %fc1.nb132629, 64
+  %2607 = add nsw i64 %2605, %2606
+  %2608 = add nsw i64 %2607, 32
+  %arena693 = getelementptr inbounds float, ptr %arena, i64 %2608
+  store <16 x float> %t134_c1_2692, ptr %arena693, align 4
+  %t134_c1_3694 = load <16 x float>, ptr %fc1.t134_c1_3, align 64
+  %2609 = mul nsw i64 %fc1.mb133630, 4
+  %2610 = add nsw i64 %2609, 1
+  %2611 = mul nsw i64 %2610, 64
+  %2612 = add nsw i64 710656, %2611
+  %2613 = mul nsw i64 %fc1.nb132629, 64
+  %2614 = add nsw i64 %2612, %2613
+  %2615 = add nsw i64 %2614, 48
+  %arena695 = getelementptr inbounds float, ptr %arena, i64 %2615
+  store <16 x float> %t134_c1_3694, ptr %arena695, align 4
+  %t134_c2_0696 = load <16 x float>, ptr %fc1.t134_c2_0, align 64
+  %2616 = mul nsw i64 %fc1.mb133630, 4
+  %2617 = add nsw i64 %2616, 2
+  %2618 = mul nsw i64 %2617, 64
+  %2619 = add nsw i64 710656, %2618
+  %2620 = mul nsw i64 %fc1.nb132629, 64
+  %2621 = add nsw i64 %2619, %2620
+  %arena697 = getelementptr inbounds float, ptr %arena, i64 %2621
+  store <16 x float> %t134_c2_0696, ptr %arena697, align 4
+  %t134_c2_1698 = load <16 x float>, ptr %fc1.t134_c2_1, align 64
+  %2622 = mul nsw i64 %fc1.mb133630, 4
+  %2623 = add nsw i64 %2622, 2
+  %2624 = mul nsw i64 %2623, 64
+  %2625 = add nsw i64 710656, %2624
+  %2626 = mul nsw i64 %fc1.nb132629, 64
+  %2627 = add nsw i64 %2625, %2626
+  %2628 = add nsw i64 %2627, 16
+  %arena699 = getelementptr inbounds float, ptr %arena, i64 %2628
+  store <16 x float> %t134_c2_1698, ptr %arena699, align 4
+  %t134_c2_2700 = load <16 x float>, ptr %fc1.t134_c2_2, align 64
+  %2629 = mul nsw i64 %fc1.mb133630, 4
+  %2630 = add nsw i64 %2629, 2
+  %2631 = mul nsw i64 %2630, 64
+  %2632 = add nsw i64 710656, %2631
+  %2633 = mul nsw i64 %fc1.nb132629, 64
+  %2634 = add nsw i64 %2632, %2633
+  %2635 = add nsw i64 %2634, 32
+  %arena701 = getelementptr inbounds float, ptr %arena, i64 %2635
+  store <16 x float> %t134_c2_2700, ptr %arena701, align 4
+  %t134_c2_3702 = load <16 x float>, ptr %fc1.t134_c2_3, align 64
+  %2636 = mul nsw i64 %fc1.mb133630, 4
+  %2637 = add nsw i64 %2636, 2
+  %2638 = mul nsw i64 %2637, 64
+  %2639 = add nsw i64 710656, %2638
+  %2640 = mul nsw i64 %fc1.nb132629, 64
+  %2641 = add nsw i64 %2639, %2640
+  %2642 = add nsw i64 %2641, 48
+  %arena703 = getelementptr inbounds float, ptr %arena, i64 %2642
+  store <16 x float> %t134_c2_3702, ptr %arena703, align 4
+  %t134_c3_0704 = load <16 x float>, ptr %fc1.t134_c3_0, align 64
+  %2643 = mul nsw i64 %fc1.mb133630, 4
+  %2644 = add nsw i64 %2643, 3
+  %2645 = mul nsw i64 %2644, 64
+  %2646 = add nsw i64 710656, %2645
+  %2647 = mul nsw i64 %fc1.nb132629, 64
+  %2648 = add nsw i64 %2646, %2647
+  %arena705 = getelementptr inbounds float, ptr %arena, i64 %2648
+  store <16 x float> %t134_c3_0704, ptr %arena705, align 4
+  %t134_c3_1706 = load <16 x float>, ptr %fc1.t134_c3_1, align 64
+  %2649 = mul nsw i64 %fc1.mb133630, 4
+  %2650 = add nsw i64 %2649, 3
+  %2651 = mul nsw i64 %2650, 64
+  %2652 = add nsw i64 710656, %2651
+  %2653 = mul nsw i64 %fc1.nb132629, 64
+  %2654 = add nsw i64 %2652, %2653
+  %2655 = add nsw i64 %2654, 16
+  %arena707 = getelementptr inbounds float, ptr %arena, i64 %2655
+  store <16 x float> %t134_c3_1706, ptr %arena707, align 4
+  %t134_c3_2708 = load <16 x float>, ptr %fc1.t134_c3_2, align 64
+  %2656 = mul nsw i64 %fc1.mb133630, 4
+  %2657 = add nsw i64 %2656, 3
+  %2658 = mul nsw i64 %2657, 64
+  %2659 = add nsw i64 710656, %2658
+  %2660 = mul nsw i64 %fc1.nb132629, 64
+  %2661 = add nsw i64 %2659, %2660
+  %2662 = add nsw i64 %2661, 32
+  %arena709 = getelementptr inbounds float, ptr %arena, i64 %2662
+  store <16 x float> %t134_c3_2708, ptr %arena709, align 4
+  %t134_c3_3710 = load <16 x float>, ptr %fc1.t134_c3_3, align 64
+  %2663 = mul nsw i64 %fc1.mb133630, 4
+  %2664 = add nsw i64 %2663, 3
+  %2665 = mul nsw i64 %2664, 64
+  %2666 = add nsw i64 710656, %2665
+  %2667 = mul nsw i64 %fc1.nb132629, 64
+  %2668 = add nsw i64 %2666, %2667
+  %2669 = add nsw i64 %2668, 48
+  %arena711 = getelementptr inbounds float, ptr %arena, i64 %2669
+  store <16 x float> %t134_c3_3710, ptr %arena711, align 4
+  %mb133.next = add nsw i64 %fc1.mb133630, 1
+  %2670 = icmp slt i64 %mb133.next, 32
+  br i1 %2670, label %fc1.mb133, label %fc1.mb133.end
 
-fc1_weight_grad.mb151.end:                        ; preds = %fc1_weight_grad.k153.end
-  br label %fc1_bias_grad.u154
+fc1.n136:                                         ; preds = %fc1.u137.end, %fc1.kp131.end
+  %fc1.n136712 = phi i64 [ 0, %fc1.kp131.end ], [ %n136.next, %fc1.u137.end ]
+  br label %fc1.u137
 
-fc1_weight_grad.k153:                             ; preds = %fc1_weight_grad.k153, %fc1_weight_grad.mb151
-  %fc1_weight_grad.k153752 = phi i64 [ 0, %fc1_weight_grad.mb151 ], [ %k153.next, %fc1_weight_grad.k153 ]
-  %2640 = mul nsw i64 %fc1_weight_grad.k153752, 1568
-  %2641 = add nsw i64 401408, %2640
-  %2642 = add nsw i64 %2641, 1536
-  %arena753 = getelementptr inbounds float, ptr %arena, i64 %2642
-  %2643 = load <16 x float>, ptr %arena753, align 4
-  store <16 x float> %2643, ptr %fc1_weight_grad.t152_b0, align 64
-  %2644 = mul nsw i64 %fc1_weight_grad.k153752, 1568
-  %2645 = add nsw i64 401408, %2644
-  %2646 = add nsw i64 %2645, 1536
-  %2647 = add nsw i64 %2646, 16
-  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2647
-  %2648 = load <16 x float>, ptr %arena754, align 4
-  store <16 x float> %2648, ptr %fc1_weight_grad.t152_b1, align 64
-  %2649 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2650 = add nsw i64 619792, %2649
-  %2651 = mul nsw i64 %fc1_weight_grad.k153752, 128
-  %2652 = add nsw i64 %2650, %2651
-  %arena755 = getelementptr inbounds float, ptr %arena, i64 %2652
-  %2653 = load float, ptr %arena755, align 4
-  %2654 = insertelement <16 x float> undef, float %2653, i32 0
-  %2655 = shufflevector <16 x float> %2654, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2655, ptr %fc1_weight_grad.t152_a0, align 64
-  %t152_a0 = load <16 x float>, ptr %fc1_weight_grad.t152_a0, align 64
-  %t152_b0 = load <16 x float>, ptr %fc1_weight_grad.t152_b0, align 64
-  %t152_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t152_c0_0, align 64
-  %2656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a0, <16 x float> %t152_b0, <16 x float> %t152_c0_0)
-  store <16 x float> %2656, ptr %fc1_weight_grad.t152_c0_0, align 64
-  %t152_a0756 = load <16 x float>, ptr %fc1_weight_grad.t152_a0, align 64
-  %t152_b1 = load <16 x float>, ptr %fc1_weight_grad.t152_b1, align 64
-  %t152_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t152_c0_1, align 64
-  %2657 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a0756, <16 x float> %t152_b1, <16 x float> %t152_c0_1)
-  store <16 x float> %2657, ptr %fc1_weight_grad.t152_c0_1, align 64
-  %2658 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2659 = add nsw i64 %2658, 1
-  %2660 = add nsw i64 619792, %2659
-  %2661 = mul nsw i64 %fc1_weight_grad.k153752, 128
-  %2662 = add nsw i64 %2660, %2661
-  %arena757 = getelementptr inbounds float, ptr %arena, i64 %2662
-  %2663 = load float, ptr %arena757, align 4
-  %2664 = insertelement <16 x float> undef, float %2663, i32 0
-  %2665 = shufflevector <16 x float> %2664, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2665, ptr %fc1_weight_grad.t152_a1, align 64
-  %t152_a1 = load <16 x float>, ptr %fc1_weight_grad.t152_a1, align 64
-  %t152_b0758 = load <16 x float>, ptr %fc1_weight_grad.t152_b0, align 64
-  %t152_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t152_c1_0, align 64
-  %2666 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a1, <16 x float> %t152_b0758, <16 x float> %t152_c1_0)
-  store <16 x float> %2666, ptr %fc1_weight_grad.t152_c1_0, align 64
-  %t152_a1759 = load <16 x float>, ptr %fc1_weight_grad.t152_a1, align 64
-  %t152_b1760 = load <16 x float>, ptr %fc1_weight_grad.t152_b1, align 64
-  %t152_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t152_c1_1, align 64
-  %2667 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a1759, <16 x float> %t152_b1760, <16 x float> %t152_c1_1)
-  store <16 x float> %2667, ptr %fc1_weight_grad.t152_c1_1, align 64
-  %2668 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2669 = add nsw i64 %2668, 2
-  %2670 = add nsw i64 619792, %2669
-  %2671 = mul nsw i64 %fc1_weight_grad.k153752, 128
-  %2672 = add nsw i64 %2670, %2671
-  %arena761 = getelementptr inbounds float, ptr %arena, i64 %2672
-  %2673 = load float, ptr %arena761, align 4
-  %2674 = insertelement <16 x float> undef, float %2673, i32 0
-  %2675 = shufflevector <16 x float> %2674, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2675, ptr %fc1_weight_grad.t152_a2, align 64
-  %t152_a2 = load <16 x float>, ptr %fc1_weight_grad.t152_a2, align 64
-  %t152_b0762 = load <16 x float>, ptr %fc1_weight_grad.t152_b0, align 64
-  %t152_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t152_c2_0, align 64
-  %2676 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a2, <16 x float> %t152_b0762, <16 x float> %t152_c2_0)
-  store <16 x float> %2676, ptr %fc1_weight_grad.t152_c2_0, align 64
-  %t152_a2763 = load <16 x float>, ptr %fc1_weight_grad.t152_a2, align 64
-  %t152_b1764 = load <16 x float>, ptr %fc1_weight_grad.t152_b1, align 64
-  %t152_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t152_c2_1, align 64
-  %2677 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a2763, <16 x float> %t152_b1764, <16 x float> %t152_c2_1)
-  store <16 x float> %2677, ptr %fc1_weight_grad.t152_c2_1, align 64
-  %2678 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2679 = add nsw i64 %2678, 3
-  %2680 = add nsw i64 619792, %2679
-  %2681 = mul nsw i64 %fc1_weight_grad.k153752, 128
-  %2682 = add nsw i64 %2680, %2681
-  %arena765 = getelementptr inbounds float, ptr %arena, i64 %2682
-  %2683 = load float, ptr %arena765, align 4
-  %2684 = insertelement <16 x float> undef, float %2683, i32 0
-  %2685 = shufflevector <16 x float> %2684, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2685, ptr %fc1_weight_grad.t152_a3, align 64
-  %t152_a3 = load <16 x float>, ptr %fc1_weight_grad.t152_a3, align 64
-  %t152_b0766 = load <16 x float>, ptr %fc1_weight_grad.t152_b0, align 64
-  %t152_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t152_c3_0, align 64
-  %2686 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a3, <16 x float> %t152_b0766, <16 x float> %t152_c3_0)
-  store <16 x float> %2686, ptr %fc1_weight_grad.t152_c3_0, align 64
-  %t152_a3767 = load <16 x float>, ptr %fc1_weight_grad.t152_a3, align 64
-  %t152_b1768 = load <16 x float>, ptr %fc1_weight_grad.t152_b1, align 64
-  %t152_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t152_c3_1, align 64
-  %2687 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a3767, <16 x float> %t152_b1768, <16 x float> %t152_c3_1)
-  store <16 x float> %2687, ptr %fc1_weight_grad.t152_c3_1, align 64
-  %k153.next = add nsw i64 %fc1_weight_grad.k153752, 1
-  %2688 = icmp slt i64 %k153.next, 64
-  br i1 %2688, label %fc1_weight_grad.k153, label %fc1_weight_grad.k153.end
+fc1.n136.end:                                     ; preds = %fc1.u137.end
+  %arena719 = getelementptr inbounds float, ptr %arena, i64 602112
+  %params720 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena721 = getelementptr inbounds float, ptr %arena, i64 610304
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena719, i32 128, ptr %params720, i32 128, float 0.000000e+00, ptr %arena721, i32 10)
+  br label %fc2.n138
 
-fc1_weight_grad.k153.end:                         ; preds = %fc1_weight_grad.k153
-  %t152_c0_0769 = load <16 x float>, ptr %fc1_weight_grad.t152_c0_0, align 64
-  %2689 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2690 = mul nsw i64 %2689, 1568
-  %2691 = add nsw i64 4800, %2690
-  %2692 = add nsw i64 %2691, 1536
-  %grads770 = getelementptr inbounds float, ptr %grads, i64 %2692
-  store <16 x float> %t152_c0_0769, ptr %grads770, align 4
-  %t152_c0_1771 = load <16 x float>, ptr %fc1_weight_grad.t152_c0_1, align 64
-  %2693 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2694 = mul nsw i64 %2693, 1568
-  %2695 = add nsw i64 4800, %2694
-  %2696 = add nsw i64 %2695, 1536
-  %2697 = add nsw i64 %2696, 16
-  %grads772 = getelementptr inbounds float, ptr %grads, i64 %2697
-  store <16 x float> %t152_c0_1771, ptr %grads772, align 4
-  %t152_c1_0773 = load <16 x float>, ptr %fc1_weight_grad.t152_c1_0, align 64
-  %2698 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2699 = add nsw i64 %2698, 1
-  %2700 = mul nsw i64 %2699, 1568
-  %2701 = add nsw i64 4800, %2700
-  %2702 = add nsw i64 %2701, 1536
-  %grads774 = getelementptr inbounds float, ptr %grads, i64 %2702
-  store <16 x float> %t152_c1_0773, ptr %grads774, align 4
-  %t152_c1_1775 = load <16 x float>, ptr %fc1_weight_grad.t152_c1_1, align 64
-  %2703 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2704 = add nsw i64 %2703, 1
-  %2705 = mul nsw i64 %2704, 1568
-  %2706 = add nsw i64 4800, %2705
-  %2707 = add nsw i64 %2706, 1536
-  %2708 = add nsw i64 %2707, 16
-  %grads776 = getelementptr inbounds float, ptr %grads, i64 %2708
-  store <16 x float> %t152_c1_1775, ptr %grads776, align 4
-  %t152_c2_0777 = load <16 x float>, ptr %fc1_weight_grad.t152_c2_0, align 64
-  %2709 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2710 = add nsw i64 %2709, 2
-  %2711 = mul nsw i64 %2710, 1568
-  %2712 = add nsw i64 4800, %2711
-  %2713 = add nsw i64 %2712, 1536
-  %grads778 = getelementptr inbounds float, ptr %grads, i64 %2713
-  store <16 x float> %t152_c2_0777, ptr %grads778, align 4
-  %t152_c2_1779 = load <16 x float>, ptr %fc1_weight_grad.t152_c2_1, align 64
-  %2714 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2715 = add nsw i64 %2714, 2
-  %2716 = mul nsw i64 %2715, 1568
-  %2717 = add nsw i64 4800, %2716
-  %2718 = add nsw i64 %2717, 1536
-  %2719 = add nsw i64 %2718, 16
-  %grads780 = getelementptr inbounds float, ptr %grads, i64 %2719
-  store <16 x float> %t152_c2_1779, ptr %grads780, align 4
-  %t152_c3_0781 = load <16 x float>, ptr %fc1_weight_grad.t152_c3_0, align 64
-  %2720 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2721 = add nsw i64 %2720, 3
-  %2722 = mul nsw i64 %2721, 1568
-  %2723 = add nsw i64 4800, %2722
-  %2724 = add nsw i64 %2723, 1536
-  %grads782 = getelementptr inbounds float, ptr %grads, i64 %2724
-  store <16 x float> %t152_c3_0781, ptr %grads782, align 4
-  %t152_c3_1783 = load <16 x float>, ptr %fc1_weight_grad.t152_c3_1, align 64
-  %2725 = mul nsw i64 %fc1_weight_grad.mb151751, 4
-  %2726 = add nsw i64 %2725, 3
-  %2727 = mul nsw i64 %2726, 1568
-  %2728 = add nsw i64 4800, %2727
-  %2729 = add nsw i64 %2728, 1536
-  %2730 = add nsw i64 %2729, 16
-  %grads784 = getelementptr inbounds float, ptr %grads, i64 %2730
-  store <16 x float> %t152_c3_1783, ptr %grads784, align 4
-  %mb151.next = add nsw i64 %fc1_weight_grad.mb151751, 1
-  %2731 = icmp slt i64 %mb151.next, 32
-  br i1 %2731, label %fc1_weight_grad.mb151, label %fc1_weight_grad.mb151.end
+fc1.u137:                                         ; preds = %fc1.u137, %fc1.n136
+  %fc1.u137713 = phi i64 [ 0, %fc1.n136 ], [ %u137.next, %fc1.u137 ]
+  %2671 = mul nsw i64 %fc1.u137713, 64
+  %2672 = add nsw i64 710656, %2671
+  %2673 = add nsw i64 %2672, %fc1.n136712
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2673
+  %2674 = load float, ptr %arena714, align 4
+  %2675 = add nsw i64 205504, %fc1.u137713
+  %params715 = getelementptr inbounds float, ptr %params, i64 %2675
+  %2676 = load float, ptr %params715, align 4
+  %2677 = fadd float %2674, %2676
+  %2678 = fcmp ogt float %2677, 0.000000e+00
+  %2679 = mul nsw i64 %fc1.u137713, 64
+  %2680 = add nsw i64 710656, %2679
+  %2681 = add nsw i64 %2680, %fc1.n136712
+  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2681
+  %2682 = load float, ptr %arena716, align 4
+  %2683 = add nsw i64 205504, %fc1.u137713
+  %params717 = getelementptr inbounds float, ptr %params, i64 %2683
+  %2684 = load float, ptr %params717, align 4
+  %2685 = fadd float %2682, %2684
+  %2686 = select i1 %2678, float %2685, float 0.000000e+00
+  %2687 = mul nsw i64 %fc1.n136712, 128
+  %2688 = add nsw i64 602112, %2687
+  %2689 = add nsw i64 %2688, %fc1.u137713
+  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2689
+  store float %2686, ptr %arena718, align 4
+  %u137.next = add nsw i64 %fc1.u137713, 1
+  %2690 = icmp slt i64 %u137.next, 128
+  br i1 %2690, label %fc1.u137, label %fc1.u137.end
 
-fc1_bias_grad.u154:                               ; preds = %fc1_bias_grad.n156.end, %fc1_weight_grad.mb151.end
-  %fc1_bias_grad.u154785 = phi i64 [ 0, %fc1_weight_grad.mb151.end ], [ %u154.next, %fc1_bias_grad.n156.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc155, align 4
-  br label %fc1_bias_grad.n156
+fc1.u137.end:                                     ; preds = %fc1.u137
+  %n136.next = add nsw i64 %fc1.n136712, 1
+  %2691 = icmp slt i64 %n136.next, 64
+  br i1 %2691, label %fc1.n136, label %fc1.n136.end
 
-fc1_bias_grad.u154.end:                           ; preds = %fc1_bias_grad.n156.end
-  br label %flat_grad.nb157
+fc2.n138:                                         ; preds = %fc2.u139.end, %fc1.n136.end
+  %fc2.n138722 = phi i64 [ 0, %fc1.n136.end ], [ %n138.next, %fc2.u139.end ]
+  br label %fc2.u139
 
-fc1_bias_grad.n156:                               ; preds = %fc1_bias_grad.n156, %fc1_bias_grad.u154
-  %fc1_bias_grad.n156786 = phi i64 [ 0, %fc1_bias_grad.u154 ], [ %n156.next, %fc1_bias_grad.n156 ]
-  %acc155 = load float, ptr %fc1_bias_grad.acc155, align 4
-  %2732 = mul nsw i64 %fc1_bias_grad.n156786, 128
-  %2733 = add nsw i64 619792, %2732
-  %2734 = add nsw i64 %2733, %fc1_bias_grad.u154785
-  %arena787 = getelementptr inbounds float, ptr %arena, i64 %2734
-  %2735 = load float, ptr %arena787, align 4
-  %2736 = fadd float %acc155, %2735
-  store float %2736, ptr %fc1_bias_grad.acc155, align 4
-  %n156.next = add nsw i64 %fc1_bias_grad.n156786, 1
-  %2737 = icmp slt i64 %n156.next, 64
-  br i1 %2737, label %fc1_bias_grad.n156, label %fc1_bias_grad.n156.end
+fc2.n138.end:                                     ; preds = %fc2.u139.end
+  store float 0.000000e+00, ptr %loss.total140, align 4
+  br label %loss.n141
 
-fc1_bias_grad.n156.end:                           ; preds = %fc1_bias_grad.n156
-  %acc155788 = load float, ptr %fc1_bias_grad.acc155, align 4
-  %2738 = add nsw i64 205504, %fc1_bias_grad.u154785
-  %grads789 = getelementptr inbounds float, ptr %grads, i64 %2738
-  store float %acc155788, ptr %grads789, align 4
-  %u154.next = add nsw i64 %fc1_bias_grad.u154785, 1
-  %2739 = icmp slt i64 %u154.next, 128
-  br i1 %2739, label %fc1_bias_grad.u154, label %fc1_bias_grad.u154.end
+fc2.u139:                                         ; preds = %fc2.u139, %fc2.n138
+  %fc2.u139723 = phi i64 [ 0, %fc2.n138 ], [ %u139.next, %fc2.u139 ]
+  %2692 = mul nsw i64 %fc2.n138722, 10
+  %2693 = add nsw i64 610304, %2692
+  %2694 = add nsw i64 %2693, %fc2.u139723
+  %arena724 = getelementptr inbounds float, ptr %arena, i64 %2694
+  %2695 = load float, ptr %arena724, align 4
+  %2696 = add nsw i64 206912, %fc2.u139723
+  %params725 = getelementptr inbounds float, ptr %params, i64 %2696
+  %2697 = load float, ptr %params725, align 4
+  %2698 = fadd float %2695, %2697
+  %2699 = mul nsw i64 %fc2.n138722, 10
+  %2700 = add nsw i64 610304, %2699
+  %2701 = add nsw i64 %2700, %fc2.u139723
+  %arena726 = getelementptr inbounds float, ptr %arena, i64 %2701
+  store float %2698, ptr %arena726, align 4
+  %u139.next = add nsw i64 %fc2.u139723, 1
+  %2702 = icmp slt i64 %u139.next, 10
+  br i1 %2702, label %fc2.u139, label %fc2.u139.end
 
-flat_grad.nb157:                                  ; preds = %flat_grad.mb158.end, %fc1_bias_grad.u154.end
-  %flat_grad.nb157790 = phi i64 [ 0, %fc1_bias_grad.u154.end ], [ %nb157.next, %flat_grad.mb158.end ]
-  br label %flat_grad.mb158
+fc2.u139.end:                                     ; preds = %fc2.u139
+  %n138.next = add nsw i64 %fc2.n138722, 1
+  %2703 = icmp slt i64 %n138.next, 64
+  br i1 %2703, label %fc2.n138, label %fc2.n138.end
 
-flat_grad.nb157.end:                              ; preds = %flat_grad.mb158.end
-  br label %flat_grad.mb161
+loss.n141:                                        ; preds = %loss.k145.end, %fc2.n138.end
+  %loss.n141727 = phi i64 [ 0, %fc2.n138.end ], [ %n141.next, %loss.k145.end ]
+  %2704 = mul nsw i64 %loss.n141727, 10
+  %2705 = add nsw i64 610304, %2704
+  %arena728 = getelementptr inbounds float, ptr %arena, i64 %2705
+  %2706 = load float, ptr %arena728, align 4
+  store float %2706, ptr %loss.m142, align 4
+  br label %loss.k144
 
-flat_grad.mb158:                                  ; preds = %flat_grad.k160.end, %flat_grad.nb157
-  %flat_grad.mb158791 = phi i64 [ 0, %flat_grad.nb157 ], [ %mb158.next, %flat_grad.k160.end ]
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t159_c3_3, align 64
-  br label %flat_grad.k160
+loss.n141.end:                                    ; preds = %loss.k145.end
+  %total140738 = load float, ptr %loss.total140, align 4
+  %2707 = fdiv float %total140738, 6.400000e+01
+  %arena739 = getelementptr inbounds float, ptr %arena, i64 610944
+  store float %2707, ptr %arena739, align 4
+  br label %fc2_grad.n146
 
-flat_grad.mb158.end:                              ; preds = %flat_grad.k160.end
-  %nb157.next = add nsw i64 %flat_grad.nb157790, 1
-  %2740 = icmp slt i64 %nb157.next, 24
-  br i1 %2740, label %flat_grad.nb157, label %flat_grad.nb157.end
+loss.k144:                                        ; preds = %loss.k144, %loss.n141
+  %loss.k144729 = phi i64 [ 0, %loss.n141 ], [ %k144.next, %loss.k144 ]
+  %m142 = load float, ptr %loss.m142, align 4
+  %2708 = mul nsw i64 %loss.n141727, 10
+  %2709 = add nsw i64 610304, %2708
+  %2710 = add nsw i64 %2709, %loss.k144729
+  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2710
+  %2711 = load float, ptr %arena730, align 4
+  %2712 = fcmp ogt float %2711, %m142
+  %2713 = select i1 %2712, float %2711, float %m142
+  store float %2713, ptr %loss.m142, align 4
+  %k144.next = add nsw i64 %loss.k144729, 1
+  %2714 = icmp slt i64 %k144.next, 10
+  br i1 %2714, label %loss.k144, label %loss.k144.end
 
-flat_grad.k160:                                   ; preds = %flat_grad.k160, %flat_grad.mb158
-  %flat_grad.k160792 = phi i64 [ 0, %flat_grad.mb158 ], [ %k160.next, %flat_grad.k160 ]
-  %2741 = mul nsw i64 %flat_grad.k160792, 1568
-  %2742 = add nsw i64 4800, %2741
-  %2743 = mul nsw i64 %flat_grad.nb157790, 64
-  %2744 = add nsw i64 %2742, %2743
-  %params793 = getelementptr inbounds float, ptr %params, i64 %2744
-  %2745 = load <16 x float>, ptr %params793, align 4
-  store <16 x float> %2745, ptr %flat_grad.t159_b0, align 64
-  %2746 = mul nsw i64 %flat_grad.k160792, 1568
-  %2747 = add nsw i64 4800, %2746
-  %2748 = mul nsw i64 %flat_grad.nb157790, 64
-  %2749 = add nsw i64 %2747, %2748
-  %2750 = add nsw i64 %2749, 16
-  %params794 = getelementptr inbounds float, ptr %params, i64 %2750
-  %2751 = load <16 x float>, ptr %params794, align 4
-  store <16 x float> %2751, ptr %flat_grad.t159_b1, align 64
-  %2752 = mul nsw i64 %flat_grad.k160792, 1568
-  %2753 = add nsw i64 4800, %2752
-  %2754 = mul nsw i64 %flat_grad.nb157790, 64
-  %2755 = add nsw i64 %2753, %2754
-  %2756 = add nsw i64 %2755, 32
-  %params795 = getelementptr inbounds float, ptr %params, i64 %2756
-  %2757 = load <16 x float>, ptr %params795, align 4
-  store <16 x float> %2757, ptr %flat_grad.t159_b2, align 64
-  %2758 = mul nsw i64 %flat_grad.k160792, 1568
-  %2759 = add nsw i64 4800, %2758
-  %2760 = mul nsw i64 %flat_grad.nb157790, 64
-  %2761 = add nsw i64 %2759, %2760
-  %2762 = add nsw i64 %2761, 48
-  %params796 = getelementptr inbounds float, ptr %params, i64 %2762
-  %2763 = load <16 x float>, ptr %params796, align 4
-  store <16 x float> %2763, ptr %flat_grad.t159_b3, align 64
-  %2764 = mul nsw i64 %flat_grad.mb158791, 4
-  %2765 = mul nsw i64 %2764, 128
-  %2766 = add nsw i64 619792, %2765
-  %2767 = add nsw i64 %2766, %flat_grad.k160792
-  %arena797 = getelementptr inbounds float, ptr %arena, i64 %2767
-  %2768 = load float, ptr %arena797, align 4
-  %2769 = insertelement <16 x float> undef, float %2768, i32 0
-  %2770 = shufflevector <16 x float> %2769, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2770, ptr %flat_grad.t159_a0, align 64
-  %t159_a0 = load <16 x float>, ptr %flat_grad.t159_a0, align 64
-  %t159_b0 = load <16 x float>, ptr %flat_grad.t159_b0, align 64
-  %t159_c0_0 = load <16 x float>, ptr %flat_grad.t159_c0_0, align 64
-  %2771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a0, <16 x float> %t159_b0, <16 x float> %t159_c0_0)
-  store <16 x float> %2771, ptr %flat_grad.t159_c0_0, align 64
-  %t159_a0798 = load <16 x float>, ptr %flat_grad.t159_a0, align 64
-  %t159_b1 = load <16 x float>, ptr %flat_grad.t159_b1, align 64
-  %t159_c0_1 = load <16 x float>, ptr %flat_grad.t159_c0_1, align 64
-  %2772 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a0798, <16 x float> %t159_b1, <16 x float> %t159_c0_1)
-  store <16 x float> %2772, ptr %flat_grad.t159_c0_1, align 64
-  %t159_a0799 = load <16 x float>, ptr %flat_grad.t159_a0, align 64
-  %t159_b2 = load <16 x float>, ptr %flat_grad.t159_b2, align 64
-  %t159_c0_2 = load <16 x float>, ptr %flat_grad.t159_c0_2, align 64
-  %2773 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a0799, <16 x float> %t159_b2, <16 x float> %t159_c0_2)
-  store <16 x float> %2773, ptr %flat_grad.t159_c0_2, align 64
-  %t159_a0800 = load <16 x float>, ptr %flat_grad.t159_a0, align 64
-  %t159_b3 = load <16 x float>, ptr %flat_grad.t159_b3, align 64
-  %t159_c0_3 = load <16 x float>, ptr %flat_grad.t159_c0_3, align 64
-  %2774 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a0800, <16 x float> %t159_b3, <16 x float> %t159_c0_3)
-  store <16 x float> %2774, ptr %flat_grad.t159_c0_3, align 64
-  %2775 = mul nsw i64 %flat_grad.mb158791, 4
-  %2776 = add nsw i64 %2775, 1
-  %2777 = mul nsw i64 %2776, 128
-  %2778 = add nsw i64 619792, %2777
-  %2779 = add nsw i64 %2778, %flat_grad.k160792
-  %arena801 = getelementptr inbounds float, ptr %arena, i64 %2779
-  %2780 = load float, ptr %arena801, align 4
-  %2781 = insertelement <16 x float> undef, float %2780, i32 0
-  %2782 = shufflevector <16 x float> %2781, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2782, ptr %flat_grad.t159_a1, align 64
-  %t159_a1 = load <16 x float>, ptr %flat_grad.t159_a1, align 64
-  %t159_b0802 = load <16 x float>, ptr %flat_grad.t159_b0, align 64
-  %t159_c1_0 = load <16 x float>, ptr %flat_grad.t159_c1_0, align 64
-  %2783 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a1, <16 x float> %t159_b0802, <16 x float> %t159_c1_0)
-  store <16 x float> %2783, ptr %flat_grad.t159_c1_0, align 64
-  %t159_a1803 = load <16 x float>, ptr %flat_grad.t159_a1, align 64
-  %t159_b1804 = load <16 x float>, ptr %flat_grad.t159_b1, align 64
-  %t159_c1_1 = load <16 x float>, ptr %flat_grad.t159_c1_1, align 64
-  %2784 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a1803, <16 x float> %t159_b1804, <16 x float> %t159_c1_1)
-  store <16 x float> %2784, ptr %flat_grad.t159_c1_1, align 64
-  %t159_a1805 = load <16 x float>, ptr %flat_grad.t159_a1, align 64
-  %t159_b2806 = load <16 x float>, ptr %flat_grad.t159_b2, align 64
-  %t159_c1_2 = load <16 x float>, ptr %flat_grad.t159_c1_2, align 64
-  %2785 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a1805, <16 x float> %t159_b2806, <16 x float> %t159_c1_2)
-  store <16 x float> %2785, ptr %flat_grad.t159_c1_2, align 64
-  %t159_a1807 = load <16 x float>, ptr %flat_grad.t159_a1, align 64
-  %t159_b3808 = load <16 x float>, ptr %flat_grad.t159_b3, align 64
-  %t159_c1_3 = load <16 x float>, ptr %flat_grad.t159_c1_3, align 64
-  %2786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a1807, <16 x float> %t159_b3808, <16 x float> %t159_c1_3)
-  store <16 x float> %2786, ptr %flat_grad.t159_c1_3, align 64
-  %2787 = mul nsw i64 %flat_grad.mb158791, 4
-  %2788 = add nsw i64 %2787, 2
-  %2789 = mul nsw i64 %2788, 128
-  %2790 = add nsw i64 619792, %2789
-  %2791 = add nsw i64 %2790, %flat_grad.k160792
-  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2791
-  %2792 = load float, ptr %arena809, align 4
-  %2793 = insertelement <16 x float> undef, float %2792, i32 0
-  %2794 = shufflevector <16 x float> %2793, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2794, ptr %flat_grad.t159_a2, align 64
-  %t159_a2 = load <16 x float>, ptr %flat_grad.t159_a2, align 64
-  %t159_b0810 = load <16 x float>, ptr %flat_grad.t159_b0, align 64
-  %t159_c2_0 = load <16 x float>, ptr %flat_grad.t159_c2_0, align 64
-  %2795 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a2, <16 x float> %t159_b0810, <16 x float> %t159_c2_0)
-  store <16 x float> %2795, ptr %flat_grad.t159_c2_0, align 64
-  %t159_a2811 = load <16 x float>, ptr %flat_grad.t159_a2, align 64
-  %t159_b1812 = load <16 x float>, ptr %flat_grad.t159_b1, align 64
-  %t159_c2_1 = load <16 x float>, ptr %flat_grad.t159_c2_1, align 64
-  %2796 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a2811, <16 x float> %t159_b1812, <16 x float> %t159_c2_1)
-  store <16 x float> %2796, ptr %flat_grad.t159_c2_1, align 64
-  %t159_a2813 = load <16 x float>, ptr %flat_grad.t159_a2, align 64
-  %t159_b2814 = load <16 x float>, ptr %flat_grad.t159_b2, align 64
-  %t159_c2_2 = load <16 x float>, ptr %flat_grad.t159_c2_2, align 64
-  %2797 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a2813, <16 x float> %t159_b2814, <16 x float> %t159_c2_2)
-  store <16 x float> %2797, ptr %flat_grad.t159_c2_2, align 64
-  %t159_a2815 = load <16 x float>, ptr %flat_grad.t159_a2, align 64
-  %t159_b3816 = load <16 x float>, ptr %flat_grad.t159_b3, align 64
-  %t159_c2_3 = load <16 x float>, ptr %flat_grad.t159_c2_3, align 64
-  %2798 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a2815, <16 x float> %t159_b3816, <16 x float> %t159_c2_3)
-  store <16 x float> %2798, ptr %flat_grad.t159_c2_3, align 64
-  %2799 = mul nsw i64 %flat_grad.mb158791, 4
-  %2800 = add nsw i64 %2799, 3
-  %2801 = mul nsw i64 %2800, 128
-  %2802 = add nsw i64 619792, %2801
-  %2803 = add nsw i64 %2802, %flat_grad.k160792
-  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2803
-  %2804 = load float, ptr %arena817, align 4
-  %2805 = insertelement <16 x float> undef, float %2804, i32 0
-  %2806 = shufflevector <16 x float> %2805, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2806, ptr %flat_grad.t159_a3, align 64
-  %t159_a3 = load <16 x float>, ptr %flat_grad.t159_a3, align 64
-  %t159_b0818 = load <16 x float>, ptr %flat_grad.t159_b0, align 64
-  %t159_c3_0 = load <16 x float>, ptr %flat_grad.t159_c3_0, align 64
-  %2807 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a3, <16 x float> %t159_b0818, <16 x float> %t159_c3_0)
-  store <16 x float> %2807, ptr %flat_grad.t159_c3_0, align 64
-  %t159_a3819 = load <16 x float>, ptr %flat_grad.t159_a3, align 64
-  %t159_b1820 = load <16 x float>, ptr %flat_grad.t159_b1, align 64
-  %t159_c3_1 = load <16 x float>, ptr %flat_grad.t159_c3_1, align 64
-  %2808 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a3819, <16 x float> %t159_b1820, <16 x float> %t159_c3_1)
-  store <16 x float> %2808, ptr %flat_grad.t159_c3_1, align 64
-  %t159_a3821 = load <16 x float>, ptr %flat_grad.t159_a3, align 64
-  %t159_b2822 = load <16 x float>, ptr %flat_grad.t159_b2, align 64
-  %t159_c3_2 = load <16 x float>, ptr %flat_grad.t159_c3_2, align 64
-  %2809 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a3821, <16 x float> %t159_b2822, <16 x float> %t159_c3_2)
-  store <16 x float> %2809, ptr %flat_grad.t159_c3_2, align 64
-  %t159_a3823 = load <16 x float>, ptr %flat_grad.t159_a3, align 64
-  %t159_b3824 = load <16 x float>, ptr %flat_grad.t159_b3, align 64
-  %t159_c3_3 = load <16 x float>, ptr %flat_grad.t159_c3_3, align 64
-  %2810 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a3823, <16 x float> %t159_b3824, <16 x float> %t159_c3_3)
-  store <16 x float> %2810, ptr %flat_grad.t159_c3_3, align 64
-  %k160.next = add nsw i64 %flat_grad.k160792, 1
-  %2811 = icmp slt i64 %k160.next, 128
-  br i1 %2811, label %flat_grad.k160, label %flat_grad.k160.end
+loss.k144.end:                                    ; preds = %loss.k144
+  store float 0.000000e+00, ptr %loss.s143, align 4
+  br label %loss.k145
 
-flat_grad.k160.end:                               ; preds = %flat_grad.k160
-  %t159_c0_0825 = load <16 x float>, ptr %flat_grad.t159_c0_0, align 64
-  %2812 = mul nsw i64 %flat_grad.mb158791, 4
-  %2813 = mul nsw i64 %2812, 1568
-  %2814 = add nsw i64 627984, %2813
-  %2815 = mul nsw i64 %flat_grad.nb157790, 64
-  %2816 = add nsw i64 %2814, %2815
-  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2816
-  store <16 x float> %t159_c0_0825, ptr %arena826, align 4
-  %t159_c0_1827 = load <16 x float>, ptr %flat_grad.t159_c0_1, align 64
-  %2817 = mul nsw i64 %flat_grad.mb158791, 4
-  %2818 = mul nsw i64 %2817, 1568
-  %2819 = add nsw i64 627984, %2818
-  %2820 = mul nsw i64 %flat_grad.nb157790, 64
-  %2821 = add nsw i64 %2819, %2820
-  %2822 = add nsw i64 %2821, 16
-  %arena828 = getelementptr inbounds float, ptr %arena, i64 %2822
-  store <16 x float> %t159_c0_1827, ptr %arena828, align 4
-  %t159_c0_2829 = load <16 x float>, ptr %flat_grad.t159_c0_2, align 64
-  %2823 = mul nsw i64 %flat_grad.mb158791, 4
-  %2824 = mul nsw i64 %2823, 1568
-  %2825 = add nsw i64 627984, %2824
-  %2826 = mul nsw i64 %flat_grad.nb157790, 64
-  %2827 = add nsw i64 %2825, %2826
-  %2828 = add nsw i64 %2827, 32
-  %arena830 = getelementptr inbounds float, ptr %arena, i64 %2828
-  store <16 x float> %t159_c0_2829, ptr %arena830, align 4
-  %t159_c0_3831 = load <16 x float>, ptr %flat_grad.t159_c0_3, align 64
-  %2829 = mul nsw i64 %flat_grad.mb158791, 4
-  %2830 = mul nsw i64 %2829, 1568
-  %2831 = add nsw i64 627984, %2830
-  %2832 = mul nsw i64 %flat_grad.nb157790, 64
-  %2833 = add nsw i64 %2831, %2832
-  %2834 = add nsw i64 %2833, 48
-  %arena832 = getelementptr inbounds float, ptr %arena, i64 %2834
-  store <16 x float> %t159_c0_3831, ptr %arena832, align 4
-  %t159_c1_0833 = load <16 x float>, ptr %flat_grad.t159_c1_0, align 64
-  %2835 = mul nsw i64 %flat_grad.mb158791, 4
-  %2836 = add nsw i64 %2835, 1
-  %2837 = mul nsw i64 %2836, 1568
-  %2838 = add nsw i64 627984, %2837
-  %2839 = mul nsw i64 %flat_grad.nb157790, 64
-  %2840 = add nsw i64 %2838, %2839
-  %arena834 = getelementptr inbounds float, ptr %arena, i64 %2840
-  store <16 x float> %t159_c1_0833, ptr %arena834, align 4
-  %t159_c1_1835 = load <16 x float>, ptr %flat_grad.t159_c1_1, align 64
-  %2841 = mul nsw i64 %flat_grad.mb158791, 4
-  %2842 = add nsw i64 %2841, 1
-  %2843 = mul nsw i64 %2842, 1568
-  %2844 = add nsw i64 627984, %2843
-  %2845 = mul nsw i64 %flat_grad.nb157790, 64
-  %2846 = add nsw i64 %2844, %2845
-  %2847 = add nsw i64 %2846, 16
-  %arena836 = getelementptr inbounds float, ptr %arena, i64 %2847
-  store <16 x float> %t159_c1_1835, ptr %arena836, align 4
-  %t159_c1_2837 = load <16 x float>, ptr %flat_grad.t159_c1_2, align 64
-  %2848 = mul nsw i64 %flat_grad.mb158791, 4
-  %2849 = add nsw i64 %2848, 1
-  %2850 = mul nsw i64 %2849, 1568
-  %2851 = add nsw i64 627984, %2850
-  %2852 = mul nsw i64 %flat_grad.nb157790, 64
-  %2853 = add nsw i64 %2851, %2852
-  %2854 = add nsw i64 %2853, 32
-  %arena838 = getelementptr inbounds float, ptr %arena, i64 %2854
-  store <16 x float> %t159_c1_2837, ptr %arena838, align 4
-  %t159_c1_3839 = load <16 x float>, ptr %flat_grad.t159_c1_3, align 64
-  %2855 = mul nsw i64 %flat_grad.mb158791, 4
-  %2856 = add nsw i64 %2855, 1
-  %2857 = mul nsw i64 %2856, 1568
-  %2858 = add nsw i64 627984, %2857
-  %2859 = mul nsw i64 %flat_grad.nb157790, 64
-  %2860 = add nsw i64 %2858, %2859
-  %2861 = add nsw i64 %2860, 48
-  %arena840 = getelementptr inbounds float, ptr %arena, i64 %2861
-  store <16 x float> %t159_c1_3839, ptr %arena840, align 4
-  %t159_c2_0841 = load <16 x float>, ptr %flat_grad.t159_c2_0, align 64
-  %2862 = mul nsw i64 %flat_grad.mb158791, 4
-  %2863 = add nsw i64 %2862, 2
+loss.k145:                                        ; preds = %loss.k145, %loss.k144.end
+  %loss.k145731 = phi i64 [ 0, %loss.k144.end ], [ %k145.next, %loss.k145 ]
+  %s143 = load float, ptr %loss.s143, align 4
+  %2715 = mul nsw i64 %loss.n141727, 10
+  %2716 = add nsw i64 610304, %2715
+  %2717 = add nsw i64 %2716, %loss.k145731
+  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2717
+  %2718 = load float, ptr %arena732, align 4
+  %m142733 = load float, ptr %loss.m142, align 4
+  %2719 = fsub float %2718, %m142733
+  %2720 = call float @llvm.exp.f32(float %2719)
+  %2721 = fadd float %s143, %2720
+  store float %2721, ptr %loss.s143, align 4
+  %k145.next = add nsw i64 %loss.k145731, 1
+  %2722 = icmp slt i64 %k145.next, 10
+  br i1 %2722, label %loss.k145, label %loss.k145.end
+
+loss.k145.end:                                    ; preds = %loss.k145
+  %total140 = load float, ptr %loss.total140, align 4
+  %m142734 = load float, ptr %loss.m142, align 4
+  %s143735 = load float, ptr %loss.s143, align 4
+  %2723 = call float @llvm.log.f32(float %s143735)
+  %2724 = fadd float %m142734, %2723
+  %2725 = mul nsw i64 %loss.n141727, 10
+  %2726 = add nsw i64 610304, %2725
+  %labels736 = getelementptr inbounds i32, ptr %labels, i64 %loss.n141727
+  %label = load i32, ptr %labels736, align 4
+  %2727 = sext i32 %label to i64
+  %2728 = add nsw i64 %2726, %2727
+  %arena737 = getelementptr inbounds float, ptr %arena, i64 %2728
+  %2729 = load float, ptr %arena737, align 4
+  %2730 = fsub float %2724, %2729
+  %2731 = fadd float %total140, %2730
+  store float %2731, ptr %loss.total140, align 4
+  %n141.next = add nsw i64 %loss.n141727, 1
+  %2732 = icmp slt i64 %n141.next, 64
+  br i1 %2732, label %loss.n141, label %loss.n141.end
+
+fc2_grad.n146:                                    ; preds = %fc2_grad.k151.end, %loss.n141.end
+  %fc2_grad.n146740 = phi i64 [ 0, %loss.n141.end ], [ %n146.next, %fc2_grad.k151.end ]
+  %2733 = mul nsw i64 %fc2_grad.n146740, 10
+  %2734 = add nsw i64 610304, %2733
+  %arena741 = getelementptr inbounds float, ptr %arena, i64 %2734
+  %2735 = load float, ptr %arena741, align 4
+  store float %2735, ptr %fc2_grad.m147, align 4
+  br label %fc2_grad.k149
+
+fc2_grad.n146.end:                                ; preds = %fc2_grad.k151.end
+  %arena757 = getelementptr inbounds float, ptr %arena, i64 610960
+  %arena758 = getelementptr inbounds float, ptr %arena, i64 602112
+  %grads759 = getelementptr inbounds float, ptr %grads, i64 205632
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena757, i32 10, ptr %arena758, i32 128, float 0.000000e+00, ptr %grads759, i32 128)
+  br label %fc2_bias_grad.u152
+
+fc2_grad.k149:                                    ; preds = %fc2_grad.k149, %fc2_grad.n146
+  %fc2_grad.k149742 = phi i64 [ 0, %fc2_grad.n146 ], [ %k149.next, %fc2_grad.k149 ]
+  %m147 = load float, ptr %fc2_grad.m147, align 4
+  %2736 = mul nsw i64 %fc2_grad.n146740, 10
+  %2737 = add nsw i64 610304, %2736
+  %2738 = add nsw i64 %2737, %fc2_grad.k149742
+  %arena743 = getelementptr inbounds float, ptr %arena, i64 %2738
+  %2739 = load float, ptr %arena743, align 4
+  %2740 = fcmp ogt float %2739, %m147
+  %2741 = select i1 %2740, float %2739, float %m147
+  store float %2741, ptr %fc2_grad.m147, align 4
+  %k149.next = add nsw i64 %fc2_grad.k149742, 1
+  %2742 = icmp slt i64 %k149.next, 10
+  br i1 %2742, label %fc2_grad.k149, label %fc2_grad.k149.end
+
+fc2_grad.k149.end:                                ; preds = %fc2_grad.k149
+  store float 0.000000e+00, ptr %fc2_grad.s148, align 4
+  br label %fc2_grad.k150
+
+fc2_grad.k150:                                    ; preds = %fc2_grad.k150, %fc2_grad.k149.end
+  %fc2_grad.k150744 = phi i64 [ 0, %fc2_grad.k149.end ], [ %k150.next, %fc2_grad.k150 ]
+  %s148 = load float, ptr %fc2_grad.s148, align 4
+  %2743 = mul nsw i64 %fc2_grad.n146740, 10
+  %2744 = add nsw i64 610304, %2743
+  %2745 = add nsw i64 %2744, %fc2_grad.k150744
+  %arena745 = getelementptr inbounds float, ptr %arena, i64 %2745
+  %2746 = load float, ptr %arena745, align 4
+  %m147746 = load float, ptr %fc2_grad.m147, align 4
+  %2747 = fsub float %2746, %m147746
+  %2748 = call float @llvm.exp.f32(float %2747)
+  %2749 = fadd float %s148, %2748
+  store float %2749, ptr %fc2_grad.s148, align 4
+  %k150.next = add nsw i64 %fc2_grad.k150744, 1
+  %2750 = icmp slt i64 %k150.next, 10
+  br i1 %2750, label %fc2_grad.k150, label %fc2_grad.k150.end
+
+fc2_grad.k150.end:                                ; preds = %fc2_grad.k150
+  br label %fc2_grad.k151
+
+fc2_grad.k151:                                    ; preds = %fc2_grad.k151, %fc2_grad.k150.end
+  %fc2_grad.k151747 = phi i64 [ 0, %fc2_grad.k150.end ], [ %k151.next, %fc2_grad.k151 ]
+  %labels748 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n146740
+  %label749 = load i32, ptr %labels748, align 4
+  %2751 = sext i32 %label749 to i64
+  %2752 = icmp eq i64 %fc2_grad.k151747, %2751
+  %2753 = mul nsw i64 %fc2_grad.n146740, 10
+  %2754 = add nsw i64 610304, %2753
+  %2755 = add nsw i64 %2754, %fc2_grad.k151747
+  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2755
+  %2756 = load float, ptr %arena750, align 4
+  %m147751 = load float, ptr %fc2_grad.m147, align 4
+  %2757 = fsub float %2756, %m147751
+  %2758 = call float @llvm.exp.f32(float %2757)
+  %s148752 = load float, ptr %fc2_grad.s148, align 4
+  %2759 = fdiv float %2758, %s148752
+  %2760 = fsub float %2759, 1.000000e+00
+  %2761 = mul nsw i64 %fc2_grad.n146740, 10
+  %2762 = add nsw i64 610304, %2761
+  %2763 = add nsw i64 %2762, %fc2_grad.k151747
+  %arena753 = getelementptr inbounds float, ptr %arena, i64 %2763
+  %2764 = load float, ptr %arena753, align 4
+  %m147754 = load float, ptr %fc2_grad.m147, align 4
+  %2765 = fsub float %2764, %m147754
+  %2766 = call float @llvm.exp.f32(float %2765)
+  %s148755 = load float, ptr %fc2_grad.s148, align 4
+  %2767 = fdiv float %2766, %s148755
+  %2768 = select i1 %2752, float %2760, float %2767
+  %2769 = fdiv float %2768, 6.400000e+01
+  %2770 = mul nsw i64 %fc2_grad.n146740, 10
+  %2771 = add nsw i64 610960, %2770
+  %2772 = add nsw i64 %2771, %fc2_grad.k151747
+  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2772
+  store float %2769, ptr %arena756, align 4
+  %k151.next = add nsw i64 %fc2_grad.k151747, 1
+  %2773 = icmp slt i64 %k151.next, 10
+  br i1 %2773, label %fc2_grad.k151, label %fc2_grad.k151.end
+
+fc2_grad.k151.end:                                ; preds = %fc2_grad.k151
+  %n146.next = add nsw i64 %fc2_grad.n146740, 1
+  %2774 = icmp slt i64 %n146.next, 64
+  br i1 %2774, label %fc2_grad.n146, label %fc2_grad.n146.end
+
+fc2_bias_grad.u152:                               ; preds = %fc2_bias_grad.n154.end, %fc2_grad.n146.end
+  %fc2_bias_grad.u152760 = phi i64 [ 0, %fc2_grad.n146.end ], [ %u152.next, %fc2_bias_grad.n154.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc153, align 4
+  br label %fc2_bias_grad.n154
+
+fc2_bias_grad.u152.end:                           ; preds = %fc2_bias_grad.n154.end
+  %arena765 = getelementptr inbounds float, ptr %arena, i64 610960
+  %params766 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena767 = getelementptr inbounds float, ptr %arena, i64 611600
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena765, i32 10, ptr %params766, i32 128, float 0.000000e+00, ptr %arena767, i32 128)
+  br label %fc1_grad.i155
+
+fc2_bias_grad.n154:                               ; preds = %fc2_bias_grad.n154, %fc2_bias_grad.u152
+  %fc2_bias_grad.n154761 = phi i64 [ 0, %fc2_bias_grad.u152 ], [ %n154.next, %fc2_bias_grad.n154 ]
+  %acc153 = load float, ptr %fc2_bias_grad.acc153, align 4
+  %2775 = mul nsw i64 %fc2_bias_grad.n154761, 10
+  %2776 = add nsw i64 610960, %2775
+  %2777 = add nsw i64 %2776, %fc2_bias_grad.u152760
+  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2777
+  %2778 = load float, ptr %arena762, align 4
+  %2779 = fadd float %acc153, %2778
+  store float %2779, ptr %fc2_bias_grad.acc153, align 4
+  %n154.next = add nsw i64 %fc2_bias_grad.n154761, 1
+  %2780 = icmp slt i64 %n154.next, 64
+  br i1 %2780, label %fc2_bias_grad.n154, label %fc2_bias_grad.n154.end
+
+fc2_bias_grad.n154.end:                           ; preds = %fc2_bias_grad.n154
+  %acc153763 = load float, ptr %fc2_bias_grad.acc153, align 4
+  %2781 = add nsw i64 206912, %fc2_bias_grad.u152760
+  %grads764 = getelementptr inbounds float, ptr %grads, i64 %2781
+  store float %acc153763, ptr %grads764, align 4
+  %u152.next = add nsw i64 %fc2_bias_grad.u152760, 1
+  %2782 = icmp slt i64 %u152.next, 10
+  br i1 %2782, label %fc2_bias_grad.u152, label %fc2_bias_grad.u152.end
+
+fc1_grad.i155:                                    ; preds = %fc1_grad.i155, %fc2_bias_grad.u152.end
+  %fc1_grad.i155768 = phi i64 [ 0, %fc2_bias_grad.u152.end ], [ %i155.next, %fc1_grad.i155 ]
+  %2783 = add nsw i64 602112, %fc1_grad.i155768
+  %arena769 = getelementptr inbounds float, ptr %arena, i64 %2783
+  %2784 = load float, ptr %arena769, align 4
+  %2785 = fcmp ogt float %2784, 0.000000e+00
+  %2786 = add nsw i64 611600, %fc1_grad.i155768
+  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2786
+  %2787 = load float, ptr %arena770, align 4
+  %2788 = select i1 %2785, float %2787, float 0.000000e+00
+  %2789 = add nsw i64 619792, %fc1_grad.i155768
+  %arena771 = getelementptr inbounds float, ptr %arena, i64 %2789
+  store float %2788, ptr %arena771, align 4
+  %i155.next = add nsw i64 %fc1_grad.i155768, 1
+  %2790 = icmp slt i64 %i155.next, 8192
+  br i1 %2790, label %fc1_grad.i155, label %fc1_grad.i155.end
+
+fc1_grad.i155.end:                                ; preds = %fc1_grad.i155
+  br label %fc1_weight_grad.nb156
+
+fc1_weight_grad.nb156:                            ; preds = %fc1_weight_grad.mb157.end, %fc1_grad.i155.end
+  %fc1_weight_grad.nb156772 = phi i64 [ 0, %fc1_grad.i155.end ], [ %nb156.next, %fc1_weight_grad.mb157.end ]
+  br label %fc1_weight_grad.mb157
+
+fc1_weight_grad.nb156.end:                        ; preds = %fc1_weight_grad.mb157.end
+  br label %fc1_weight_grad.mb160
+
+fc1_weight_grad.mb157:                            ; preds = %fc1_weight_grad.k159.end, %fc1_weight_grad.nb156
+  %fc1_weight_grad.mb157773 = phi i64 [ 0, %fc1_weight_grad.nb156 ], [ %mb157.next, %fc1_weight_grad.k159.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t158_c3_3, align 64
+  br label %fc1_weight_grad.k159
+
+fc1_weight_grad.mb157.end:                        ; preds = %fc1_weight_grad.k159.end
+  %nb156.next = add nsw i64 %fc1_weight_grad.nb156772, 1
+  %2791 = icmp slt i64 %nb156.next, 24
+  br i1 %2791, label %fc1_weight_grad.nb156, label %fc1_weight_grad.nb156.end
+
+fc1_weight_grad.k159:                             ; preds = %fc1_weight_grad.k159, %fc1_weight_grad.mb157
+  %fc1_weight_grad.k159774 = phi i64 [ 0, %fc1_weight_grad.mb157 ], [ %k159.next, %fc1_weight_grad.k159 ]
+  %2792 = mul nsw i64 %fc1_weight_grad.k159774, 1568
+  %2793 = add nsw i64 401408, %2792
+  %2794 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2795 = add nsw i64 %2793, %2794
+  %arena775 = getelementptr inbounds float, ptr %arena, i64 %2795
+  %2796 = load <16 x float>, ptr %arena775, align 4
+  store <16 x float> %2796, ptr %fc1_weight_grad.t158_b0, align 64
+  %2797 = mul nsw i64 %fc1_weight_grad.k159774, 1568
+  %2798 = add nsw i64 401408, %2797
+  %2799 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2800 = add nsw i64 %2798, %2799
+  %2801 = add nsw i64 %2800, 16
+  %arena776 = getelementptr inbounds float, ptr %arena, i64 %2801
+  %2802 = load <16 x float>, ptr %arena776, align 4
+  store <16 x float> %2802, ptr %fc1_weight_grad.t158_b1, align 64
+  %2803 = mul nsw i64 %fc1_weight_grad.k159774, 1568
+  %2804 = add nsw i64 401408, %2803
+  %2805 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2806 = add nsw i64 %2804, %2805
+  %2807 = add nsw i64 %2806, 32
+  %arena777 = getelementptr inbounds float, ptr %arena, i64 %2807
+  %2808 = load <16 x float>, ptr %arena777, align 4
+  store <16 x float> %2808, ptr %fc1_weight_grad.t158_b2, align 64
+  %2809 = mul nsw i64 %fc1_weight_grad.k159774, 1568
+  %2810 = add nsw i64 401408, %2809
+  %2811 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2812 = add nsw i64 %2810, %2811
+  %2813 = add nsw i64 %2812, 48
+  %arena778 = getelementptr inbounds float, ptr %arena, i64 %2813
+  %2814 = load <16 x float>, ptr %arena778, align 4
+  store <16 x float> %2814, ptr %fc1_weight_grad.t158_b3, align 64
+  %2815 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2816 = add nsw i64 619792, %2815
+  %2817 = mul nsw i64 %fc1_weight_grad.k159774, 128
+  %2818 = add nsw i64 %2816, %2817
+  %arena779 = getelementptr inbounds float, ptr %arena, i64 %2818
+  %2819 = load float, ptr %arena779, align 4
+  %2820 = insertelement <16 x float> undef, float %2819, i32 0
+  %2821 = shufflevector <16 x float> %2820, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2821, ptr %fc1_weight_grad.t158_a0, align 64
+  %t158_a0 = load <16 x float>, ptr %fc1_weight_grad.t158_a0, align 64
+  %t158_b0 = load <16 x float>, ptr %fc1_weight_grad.t158_b0, align 64
+  %t158_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t158_c0_0, align 64
+  %2822 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a0, <16 x float> %t158_b0, <16 x float> %t158_c0_0)
+  store <16 x float> %2822, ptr %fc1_weight_grad.t158_c0_0, align 64
+  %t158_a0780 = load <16 x float>, ptr %fc1_weight_grad.t158_a0, align 64
+  %t158_b1 = load <16 x float>, ptr %fc1_weight_grad.t158_b1, align 64
+  %t158_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t158_c0_1, align 64
+  %2823 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a0780, <16 x float> %t158_b1, <16 x float> %t158_c0_1)
+  store <16 x float> %2823, ptr %fc1_weight_grad.t158_c0_1, align 64
+  %t158_a0781 = load <16 x float>, ptr %fc1_weight_grad.t158_a0, align 64
+  %t158_b2 = load <16 x float>, ptr %fc1_weight_grad.t158_b2, align 64
+  %t158_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t158_c0_2, align 64
+  %2824 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a0781, <16 x float> %t158_b2, <16 x float> %t158_c0_2)
+  store <16 x float> %2824, ptr %fc1_weight_grad.t158_c0_2, align 64
+  %t158_a0782 = load <16 x float>, ptr %fc1_weight_grad.t158_a0, align 64
+  %t158_b3 = load <16 x float>, ptr %fc1_weight_grad.t158_b3, align 64
+  %t158_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t158_c0_3, align 64
+  %2825 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a0782, <16 x float> %t158_b3, <16 x float> %t158_c0_3)
+  store <16 x float> %2825, ptr %fc1_weight_grad.t158_c0_3, align 64
+  %2826 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2827 = add nsw i64 %2826, 1
+  %2828 = add nsw i64 619792, %2827
+  %2829 = mul nsw i64 %fc1_weight_grad.k159774, 128
+  %2830 = add nsw i64 %2828, %2829
+  %arena783 = getelementptr inbounds float, ptr %arena, i64 %2830
+  %2831 = load float, ptr %arena783, align 4
+  %2832 = insertelement <16 x float> undef, float %2831, i32 0
+  %2833 = shufflevector <16 x float> %2832, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2833, ptr %fc1_weight_grad.t158_a1, align 64
+  %t158_a1 = load <16 x float>, ptr %fc1_weight_grad.t158_a1, align 64
+  %t158_b0784 = load <16 x float>, ptr %fc1_weight_grad.t158_b0, align 64
+  %t158_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t158_c1_0, align 64
+  %2834 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a1, <16 x float> %t158_b0784, <16 x float> %t158_c1_0)
+  store <16 x float> %2834, ptr %fc1_weight_grad.t158_c1_0, align 64
+  %t158_a1785 = load <16 x float>, ptr %fc1_weight_grad.t158_a1, align 64
+  %t158_b1786 = load <16 x float>, ptr %fc1_weight_grad.t158_b1, align 64
+  %t158_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t158_c1_1, align 64
+  %2835 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a1785, <16 x float> %t158_b1786, <16 x float> %t158_c1_1)
+  store <16 x float> %2835, ptr %fc1_weight_grad.t158_c1_1, align 64
+  %t158_a1787 = load <16 x float>, ptr %fc1_weight_grad.t158_a1, align 64
+  %t158_b2788 = load <16 x float>, ptr %fc1_weight_grad.t158_b2, align 64
+  %t158_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t158_c1_2, align 64
+  %2836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a1787, <16 x float> %t158_b2788, <16 x float> %t158_c1_2)
+  store <16 x float> %2836, ptr %fc1_weight_grad.t158_c1_2, align 64
+  %t158_a1789 = load <16 x float>, ptr %fc1_weight_grad.t158_a1, align 64
+  %t158_b3790 = load <16 x float>, ptr %fc1_weight_grad.t158_b3, align 64
+  %t158_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t158_c1_3, align 64
+  %2837 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a1789, <16 x float> %t158_b3790, <16 x float> %t158_c1_3)
+  store <16 x float> %2837, ptr %fc1_weight_grad.t158_c1_3, align 64
+  %2838 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2839 = add nsw i64 %2838, 2
+  %2840 = add nsw i64 619792, %2839
+  %2841 = mul nsw i64 %fc1_weight_grad.k159774, 128
+  %2842 = add nsw i64 %2840, %2841
+  %arena791 = getelementptr inbounds float, ptr %arena, i64 %2842
+  %2843 = load float, ptr %arena791, align 4
+  %2844 = insertelement <16 x float> undef, float %2843, i32 0
+  %2845 = shufflevector <16 x float> %2844, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2845, ptr %fc1_weight_grad.t158_a2, align 64
+  %t158_a2 = load <16 x float>, ptr %fc1_weight_grad.t158_a2, align 64
+  %t158_b0792 = load <16 x float>, ptr %fc1_weight_grad.t158_b0, align 64
+  %t158_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t158_c2_0, align 64
+  %2846 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a2, <16 x float> %t158_b0792, <16 x float> %t158_c2_0)
+  store <16 x float> %2846, ptr %fc1_weight_grad.t158_c2_0, align 64
+  %t158_a2793 = load <16 x float>, ptr %fc1_weight_grad.t158_a2, align 64
+  %t158_b1794 = load <16 x float>, ptr %fc1_weight_grad.t158_b1, align 64
+  %t158_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t158_c2_1, align 64
+  %2847 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a2793, <16 x float> %t158_b1794, <16 x float> %t158_c2_1)
+  store <16 x float> %2847, ptr %fc1_weight_grad.t158_c2_1, align 64
+  %t158_a2795 = load <16 x float>, ptr %fc1_weight_grad.t158_a2, align 64
+  %t158_b2796 = load <16 x float>, ptr %fc1_weight_grad.t158_b2, align 64
+  %t158_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t158_c2_2, align 64
+  %2848 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a2795, <16 x float> %t158_b2796, <16 x float> %t158_c2_2)
+  store <16 x float> %2848, ptr %fc1_weight_grad.t158_c2_2, align 64
+  %t158_a2797 = load <16 x float>, ptr %fc1_weight_grad.t158_a2, align 64
+  %t158_b3798 = load <16 x float>, ptr %fc1_weight_grad.t158_b3, align 64
+  %t158_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t158_c2_3, align 64
+  %2849 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a2797, <16 x float> %t158_b3798, <16 x float> %t158_c2_3)
+  store <16 x float> %2849, ptr %fc1_weight_grad.t158_c2_3, align 64
+  %2850 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2851 = add nsw i64 %2850, 3
+  %2852 = add nsw i64 619792, %2851
+  %2853 = mul nsw i64 %fc1_weight_grad.k159774, 128
+  %2854 = add nsw i64 %2852, %2853
+  %arena799 = getelementptr inbounds float, ptr %arena, i64 %2854
+  %2855 = load float, ptr %arena799, align 4
+  %2856 = insertelement <16 x float> undef, float %2855, i32 0
+  %2857 = shufflevector <16 x float> %2856, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2857, ptr %fc1_weight_grad.t158_a3, align 64
+  %t158_a3 = load <16 x float>, ptr %fc1_weight_grad.t158_a3, align 64
+  %t158_b0800 = load <16 x float>, ptr %fc1_weight_grad.t158_b0, align 64
+  %t158_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t158_c3_0, align 64
+  %2858 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a3, <16 x float> %t158_b0800, <16 x float> %t158_c3_0)
+  store <16 x float> %2858, ptr %fc1_weight_grad.t158_c3_0, align 64
+  %t158_a3801 = load <16 x float>, ptr %fc1_weight_grad.t158_a3, align 64
+  %t158_b1802 = load <16 x float>, ptr %fc1_weight_grad.t158_b1, align 64
+  %t158_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t158_c3_1, align 64
+  %2859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a3801, <16 x float> %t158_b1802, <16 x float> %t158_c3_1)
+  store <16 x float> %2859, ptr %fc1_weight_grad.t158_c3_1, align 64
+  %t158_a3803 = load <16 x float>, ptr %fc1_weight_grad.t158_a3, align 64
+  %t158_b2804 = load <16 x float>, ptr %fc1_weight_grad.t158_b2, align 64
+  %t158_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t158_c3_2, align 64
+  %2860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a3803, <16 x float> %t158_b2804, <16 x float> %t158_c3_2)
+  store <16 x float> %2860, ptr %fc1_weight_grad.t158_c3_2, align 64
+  %t158_a3805 = load <16 x float>, ptr %fc1_weight_grad.t158_a3, align 64
+  %t158_b3806 = load <16 x float>, ptr %fc1_weight_grad.t158_b3, align 64
+  %t158_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t158_c3_3, align 64
+  %2861 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a3805, <16 x float> %t158_b3806, <16 x float> %t158_c3_3)
+  store <16 x float> %2861, ptr %fc1_weight_grad.t158_c3_3, align 64
+  %k159.next = add nsw i64 %fc1_weight_grad.k159774, 1
+  %2862 = icmp slt i64 %k159.next, 64
+  br i1 %2862, label %fc1_weight_grad.k159, label %fc1_weight_grad.k159.end
+
+fc1_weight_grad.k159.end:                         ; preds = %fc1_weight_grad.k159
+  %t158_c0_0807 = load <16 x float>, ptr %fc1_weight_grad.t158_c0_0, align 64
+  %2863 = mul nsw i64 %fc1_weight_grad.mb157773, 4
   %2864 = mul nsw i64 %2863, 1568
-  %2865 = add nsw i64 627984, %2864
-  %2866 = mul nsw i64 %flat_grad.nb157790, 64
+  %2865 = add nsw i64 4800, %2864
+  %2866 = mul nsw i64 %fc1_weight_grad.nb156772, 64
   %2867 = add nsw i64 %2865, %2866
-  %arena842 = getelementptr inbounds float, ptr %arena, i64 %2867
-  store <16 x float> %t159_c2_0841, ptr %arena842, align 4
-  %t159_c2_1843 = load <16 x float>, ptr %flat_grad.t159_c2_1, align 64
-  %2868 = mul nsw i64 %flat_grad.mb158791, 4
-  %2869 = add nsw i64 %2868, 2
-  %2870 = mul nsw i64 %2869, 1568
-  %2871 = add nsw i64 627984, %2870
-  %2872 = mul nsw i64 %flat_grad.nb157790, 64
-  %2873 = add nsw i64 %2871, %2872
-  %2874 = add nsw i64 %2873, 16
-  %arena844 = getelementptr inbounds float, ptr %arena, i64 %2874
-  store <16 x float> %t159_c2_1843, ptr %arena844, align 4
-  %t159_c2_2845 = load <16 x float>, ptr %flat_grad.t159_c2_2, align 64
-  %2875 = mul nsw i64 %flat_grad.mb158791, 4
-  %2876 = add nsw i64 %2875, 2
-  %2877 = mul nsw i64 %2876, 1568
-  %2878 = add nsw i64 627984, %2877
-  %2879 = mul nsw i64 %flat_grad.nb157790, 64
-  %2880 = add nsw i64 %2878, %2879
-  %2881 = add nsw i64 %2880, 32
-  %arena846 = getelementptr inbounds float, ptr %arena, i64 %2881
-  store <16 x float> %t159_c2_2845, ptr %arena846, align 4
-  %t159_c2_3847 = load <16 x float>, ptr %flat_grad.t159_c2_3, align 64
-  %2882 = mul nsw i64 %flat_grad.mb158791, 4
-  %2883 = add nsw i64 %2882, 2
-  %2884 = mul nsw i64 %2883, 1568
-  %2885 = add nsw i64 627984, %2884
-  %2886 = mul nsw i64 %flat_grad.nb157790, 64
-  %2887 = add nsw i64 %2885, %2886
-  %2888 = add nsw i64 %2887, 48
-  %arena848 = getelementptr inbounds float, ptr %arena, i64 %2888
-  store <16 x float> %t159_c2_3847, ptr %arena848, align 4
-  %t159_c3_0849 = load <16 x float>, ptr %flat_grad.t159_c3_0, align 64
-  %2889 = mul nsw i64 %flat_grad.mb158791, 4
-  %2890 = add nsw i64 %2889, 3
-  %2891 = mul nsw i64 %2890, 1568
-  %2892 = add nsw i64 627984, %2891
-  %2893 = mul nsw i64 %flat_grad.nb157790, 64
-  %2894 = add nsw i64 %2892, %2893
-  %arena850 = getelementptr inbounds float, ptr %arena, i64 %2894
-  store <16 x float> %t159_c3_0849, ptr %arena850, align 4
-  %t159_c3_1851 = load <16 x float>, ptr %flat_grad.t159_c3_1, align 64
-  %2895 = mul nsw i64 %flat_grad.mb158791, 4
-  %2896 = add nsw i64 %2895, 3
-  %2897 = mul nsw i64 %2896, 1568
-  %2898 = add nsw i64 627984, %2897
-  %2899 = mul nsw i64 %flat_grad.nb157790, 64
-  %2900 = add nsw i64 %2898, %2899
-  %2901 = add nsw i64 %2900, 16
-  %arena852 = getelementptr inbounds float, ptr %arena, i64 %2901
-  store <16 x float> %t159_c3_1851, ptr %arena852, align 4
-  %t159_c3_2853 = load <16 x float>, ptr %flat_grad.t159_c3_2, align 64
-  %2902 = mul nsw i64 %flat_grad.mb158791, 4
-  %2903 = add nsw i64 %2902, 3
-  %2904 = mul nsw i64 %2903, 1568
-  %2905 = add nsw i64 627984, %2904
-  %2906 = mul nsw i64 %flat_grad.nb157790, 64
-  %2907 = add nsw i64 %2905, %2906
-  %2908 = add nsw i64 %2907, 32
-  %arena854 = getelementptr inbounds float, ptr %arena, i64 %2908
-  store <16 x float> %t159_c3_2853, ptr %arena854, align 4
-  %t159_c3_3855 = load <16 x float>, ptr %flat_grad.t159_c3_3, align 64
-  %2909 = mul nsw i64 %flat_grad.mb158791, 4
-  %2910 = add nsw i64 %2909, 3
-  %2911 = mul nsw i64 %2910, 1568
-  %2912 = add nsw i64 627984, %2911
-  %2913 = mul nsw i64 %flat_grad.nb157790, 64
-  %2914 = add nsw i64 %2912, %2913
-  %2915 = add nsw i64 %2914, 48
-  %arena856 = getelementptr inbounds float, ptr %arena, i64 %2915
-  store <16 x float> %t159_c3_3855, ptr %arena856, align 4
-  %mb158.next = add nsw i64 %flat_grad.mb158791, 1
-  %2916 = icmp slt i64 %mb158.next, 16
-  br i1 %2916, label %flat_grad.mb158, label %flat_grad.mb158.end
-
-flat_grad.mb161:                                  ; preds = %flat_grad.k163.end, %flat_grad.nb157.end
-  %flat_grad.mb161857 = phi i64 [ 0, %flat_grad.nb157.end ], [ %mb161.next, %flat_grad.k163.end ]
-  store <16 x float> zeroinitializer, ptr %flat_grad.t162_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t162_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t162_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t162_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t162_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t162_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t162_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t162_c3_1, align 64
-  br label %flat_grad.k163
-
-flat_grad.mb161.end:                              ; preds = %flat_grad.k163.end
-  br label %conv2_grad.i164
-
-flat_grad.k163:                                   ; preds = %flat_grad.k163, %flat_grad.mb161
-  %flat_grad.k163858 = phi i64 [ 0, %flat_grad.mb161 ], [ %k163.next, %flat_grad.k163 ]
-  %2917 = mul nsw i64 %flat_grad.k163858, 1568
-  %2918 = add nsw i64 4800, %2917
-  %2919 = add nsw i64 %2918, 1536
-  %params859 = getelementptr inbounds float, ptr %params, i64 %2919
-  %2920 = load <16 x float>, ptr %params859, align 4
-  store <16 x float> %2920, ptr %flat_grad.t162_b0, align 64
-  %2921 = mul nsw i64 %flat_grad.k163858, 1568
+  %grads808 = getelementptr inbounds float, ptr %grads, i64 %2867
+  store <16 x float> %t158_c0_0807, ptr %grads808, align 4
+  %t158_c0_1809 = load <16 x float>, ptr %fc1_weight_grad.t158_c0_1, align 64
+  %2868 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2869 = mul nsw i64 %2868, 1568
+  %2870 = add nsw i64 4800, %2869
+  %2871 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2872 = add nsw i64 %2870, %2871
+  %2873 = add nsw i64 %2872, 16
+  %grads810 = getelementptr inbounds float, ptr %grads, i64 %2873
+  store <16 x float> %t158_c0_1809, ptr %grads810, align 4
+  %t158_c0_2811 = load <16 x float>, ptr %fc1_weight_grad.t158_c0_2, align 64
+  %2874 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2875 = mul nsw i64 %2874, 1568
+  %2876 = add nsw i64 4800, %2875
+  %2877 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2878 = add nsw i64 %2876, %2877
+  %2879 = add nsw i64 %2878, 32
+  %grads812 = getelementptr inbounds float, ptr %grads, i64 %2879
+  store <16 x float> %t158_c0_2811, ptr %grads812, align 4
+  %t158_c0_3813 = load <16 x float>, ptr %fc1_weight_grad.t158_c0_3, align 64
+  %2880 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2881 = mul nsw i64 %2880, 1568
+  %2882 = add nsw i64 4800, %2881
+  %2883 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2884 = add nsw i64 %2882, %2883
+  %2885 = add nsw i64 %2884, 48
+  %grads814 = getelementptr inbounds float, ptr %grads, i64 %2885
+  store <16 x float> %t158_c0_3813, ptr %grads814, align 4
+  %t158_c1_0815 = load <16 x float>, ptr %fc1_weight_grad.t158_c1_0, align 64
+  %2886 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2887 = add nsw i64 %2886, 1
+  %2888 = mul nsw i64 %2887, 1568
+  %2889 = add nsw i64 4800, %2888
+  %2890 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2891 = add nsw i64 %2889, %2890
+  %grads816 = getelementptr inbounds float, ptr %grads, i64 %2891
+  store <16 x float> %t158_c1_0815, ptr %grads816, align 4
+  %t158_c1_1817 = load <16 x float>, ptr %fc1_weight_grad.t158_c1_1, align 64
+  %2892 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2893 = add nsw i64 %2892, 1
+  %2894 = mul nsw i64 %2893, 1568
+  %2895 = add nsw i64 4800, %2894
+  %2896 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2897 = add nsw i64 %2895, %2896
+  %2898 = add nsw i64 %2897, 16
+  %grads818 = getelementptr inbounds float, ptr %grads, i64 %2898
+  store <16 x float> %t158_c1_1817, ptr %grads818, align 4
+  %t158_c1_2819 = load <16 x float>, ptr %fc1_weight_grad.t158_c1_2, align 64
+  %2899 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2900 = add nsw i64 %2899, 1
+  %2901 = mul nsw i64 %2900, 1568
+  %2902 = add nsw i64 4800, %2901
+  %2903 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2904 = add nsw i64 %2902, %2903
+  %2905 = add nsw i64 %2904, 32
+  %grads820 = getelementptr inbounds float, ptr %grads, i64 %2905
+  store <16 x float> %t158_c1_2819, ptr %grads820, align 4
+  %t158_c1_3821 = load <16 x float>, ptr %fc1_weight_grad.t158_c1_3, align 64
+  %2906 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2907 = add nsw i64 %2906, 1
+  %2908 = mul nsw i64 %2907, 1568
+  %2909 = add nsw i64 4800, %2908
+  %2910 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2911 = add nsw i64 %2909, %2910
+  %2912 = add nsw i64 %2911, 48
+  %grads822 = getelementptr inbounds float, ptr %grads, i64 %2912
+  store <16 x float> %t158_c1_3821, ptr %grads822, align 4
+  %t158_c2_0823 = load <16 x float>, ptr %fc1_weight_grad.t158_c2_0, align 64
+  %2913 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2914 = add nsw i64 %2913, 2
+  %2915 = mul nsw i64 %2914, 1568
+  %2916 = add nsw i64 4800, %2915
+  %2917 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2918 = add nsw i64 %2916, %2917
+  %grads824 = getelementptr inbounds float, ptr %grads, i64 %2918
+  store <16 x float> %t158_c2_0823, ptr %grads824, align 4
+  %t158_c2_1825 = load <16 x float>, ptr %fc1_weight_grad.t158_c2_1, align 64
+  %2919 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2920 = add nsw i64 %2919, 2
+  %2921 = mul nsw i64 %2920, 1568
   %2922 = add nsw i64 4800, %2921
-  %2923 = add nsw i64 %2922, 1536
-  %2924 = add nsw i64 %2923, 16
-  %params860 = getelementptr inbounds float, ptr %params, i64 %2924
-  %2925 = load <16 x float>, ptr %params860, align 4
-  store <16 x float> %2925, ptr %flat_grad.t162_b1, align 64
-  %2926 = mul nsw i64 %flat_grad.mb161857, 4
-  %2927 = mul nsw i64 %2926, 128
-  %2928 = add nsw i64 619792, %2927
-  %2929 = add nsw i64 %2928, %flat_grad.k163858
-  %arena861 = getelementptr inbounds float, ptr %arena, i64 %2929
-  %2930 = load float, ptr %arena861, align 4
-  %2931 = insertelement <16 x float> undef, float %2930, i32 0
-  %2932 = shufflevector <16 x float> %2931, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2932, ptr %flat_grad.t162_a0, align 64
-  %t162_a0 = load <16 x float>, ptr %flat_grad.t162_a0, align 64
-  %t162_b0 = load <16 x float>, ptr %flat_grad.t162_b0, align 64
-  %t162_c0_0 = load <16 x float>, ptr %flat_grad.t162_c0_0, align 64
-  %2933 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a0, <16 x float> %t162_b0, <16 x float> %t162_c0_0)
-  store <16 x float> %2933, ptr %flat_grad.t162_c0_0, align 64
-  %t162_a0862 = load <16 x float>, ptr %flat_grad.t162_a0, align 64
-  %t162_b1 = load <16 x float>, ptr %flat_grad.t162_b1, align 64
-  %t162_c0_1 = load <16 x float>, ptr %flat_grad.t162_c0_1, align 64
-  %2934 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a0862, <16 x float> %t162_b1, <16 x float> %t162_c0_1)
-  store <16 x float> %2934, ptr %flat_grad.t162_c0_1, align 64
-  %2935 = mul nsw i64 %flat_grad.mb161857, 4
-  %2936 = add nsw i64 %2935, 1
-  %2937 = mul nsw i64 %2936, 128
-  %2938 = add nsw i64 619792, %2937
-  %2939 = add nsw i64 %2938, %flat_grad.k163858
-  %arena863 = getelementptr inbounds float, ptr %arena, i64 %2939
-  %2940 = load float, ptr %arena863, align 4
-  %2941 = insertelement <16 x float> undef, float %2940, i32 0
-  %2942 = shufflevector <16 x float> %2941, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2942, ptr %flat_grad.t162_a1, align 64
-  %t162_a1 = load <16 x float>, ptr %flat_grad.t162_a1, align 64
-  %t162_b0864 = load <16 x float>, ptr %flat_grad.t162_b0, align 64
-  %t162_c1_0 = load <16 x float>, ptr %flat_grad.t162_c1_0, align 64
-  %2943 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a1, <16 x float> %t162_b0864, <16 x float> %t162_c1_0)
-  store <16 x float> %2943, ptr %flat_grad.t162_c1_0, align 64
-  %t162_a1865 = load <16 x float>, ptr %flat_grad.t162_a1, align 64
-  %t162_b1866 = load <16 x float>, ptr %flat_grad.t162_b1, align 64
-  %t162_c1_1 = load <16 x float>, ptr %flat_grad.t162_c1_1, align 64
-  %2944 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a1865, <16 x float> %t162_b1866, <16 x float> %t162_c1_1)
-  store <16 x float> %2944, ptr %flat_grad.t162_c1_1, align 64
-  %2945 = mul nsw i64 %flat_grad.mb161857, 4
-  %2946 = add nsw i64 %2945, 2
-  %2947 = mul nsw i64 %2946, 128
-  %2948 = add nsw i64 619792, %2947
-  %2949 = add nsw i64 %2948, %flat_grad.k163858
-  %arena867 = getelementptr inbounds float, ptr %arena, i64 %2949
-  %2950 = load float, ptr %arena867, align 4
-  %2951 = insertelement <16 x float> undef, float %2950, i32 0
-  %2952 = shufflevector <16 x float> %2951, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2952, ptr %flat_grad.t162_a2, align 64
-  %t162_a2 = load <16 x float>, ptr %flat_grad.t162_a2, align 64
-  %t162_b0868 = load <16 x float>, ptr %flat_grad.t162_b0, align 64
-  %t162_c2_0 = load <16 x float>, ptr %flat_grad.t162_c2_0, align 64
-  %2953 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a2, <16 x float> %t162_b0868, <16 x float> %t162_c2_0)
-  store <16 x float> %2953, ptr %flat_grad.t162_c2_0, align 64
-  %t162_a2869 = load <16 x float>, ptr %flat_grad.t162_a2, align 64
-  %t162_b1870 = load <16 x float>, ptr %flat_grad.t162_b1, align 64
-  %t162_c2_1 = load <16 x float>, ptr %flat_grad.t162_c2_1, align 64
-  %2954 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a2869, <16 x float> %t162_b1870, <16 x float> %t162_c2_1)
-  store <16 x float> %2954, ptr %flat_grad.t162_c2_1, align 64
-  %2955 = mul nsw i64 %flat_grad.mb161857, 4
-  %2956 = add nsw i64 %2955, 3
-  %2957 = mul nsw i64 %2956, 128
-  %2958 = add nsw i64 619792, %2957
-  %2959 = add nsw i64 %2958, %flat_grad.k163858
-  %arena871 = getelementptr inbounds float, ptr %arena, i64 %2959
-  %2960 = load float, ptr %arena871, align 4
-  %2961 = insertelement <16 x float> undef, float %2960, i32 0
-  %2962 = shufflevector <16 x float> %2961, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2962, ptr %flat_grad.t162_a3, align 64
-  %t162_a3 = load <16 x float>, ptr %flat_grad.t162_a3, align 64
-  %t162_b0872 = load <16 x float>, ptr %flat_grad.t162_b0, align 64
-  %t162_c3_0 = load <16 x float>, ptr %flat_grad.t162_c3_0, align 64
-  %2963 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a3, <16 x float> %t162_b0872, <16 x float> %t162_c3_0)
-  store <16 x float> %2963, ptr %flat_grad.t162_c3_0, align 64
-  %t162_a3873 = load <16 x float>, ptr %flat_grad.t162_a3, align 64
-  %t162_b1874 = load <16 x float>, ptr %flat_grad.t162_b1, align 64
-  %t162_c3_1 = load <16 x float>, ptr %flat_grad.t162_c3_1, align 64
-  %2964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a3873, <16 x float> %t162_b1874, <16 x float> %t162_c3_1)
-  store <16 x float> %2964, ptr %flat_grad.t162_c3_1, align 64
-  %k163.next = add nsw i64 %flat_grad.k163858, 1
-  %2965 = icmp slt i64 %k163.next, 128
-  br i1 %2965, label %flat_grad.k163, label %flat_grad.k163.end
+  %2923 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2924 = add nsw i64 %2922, %2923
+  %2925 = add nsw i64 %2924, 16
+  %grads826 = getelementptr inbounds float, ptr %grads, i64 %2925
+  store <16 x float> %t158_c2_1825, ptr %grads826, align 4
+  %t158_c2_2827 = load <16 x float>, ptr %fc1_weight_grad.t158_c2_2, align 64
+  %2926 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2927 = add nsw i64 %2926, 2
+  %2928 = mul nsw i64 %2927, 1568
+  %2929 = add nsw i64 4800, %2928
+  %2930 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2931 = add nsw i64 %2929, %2930
+  %2932 = add nsw i64 %2931, 32
+  %grads828 = getelementptr inbounds float, ptr %grads, i64 %2932
+  store <16 x float> %t158_c2_2827, ptr %grads828, align 4
+  %t158_c2_3829 = load <16 x float>, ptr %fc1_weight_grad.t158_c2_3, align 64
+  %2933 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2934 = add nsw i64 %2933, 2
+  %2935 = mul nsw i64 %2934, 1568
+  %2936 = add nsw i64 4800, %2935
+  %2937 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2938 = add nsw i64 %2936, %2937
+  %2939 = add nsw i64 %2938, 48
+  %grads830 = getelementptr inbounds float, ptr %grads, i64 %2939
+  store <16 x float> %t158_c2_3829, ptr %grads830, align 4
+  %t158_c3_0831 = load <16 x float>, ptr %fc1_weight_grad.t158_c3_0, align 64
+  %2940 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2941 = add nsw i64 %2940, 3
+  %2942 = mul nsw i64 %2941, 1568
+  %2943 = add nsw i64 4800, %2942
+  %2944 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2945 = add nsw i64 %2943, %2944
+  %grads832 = getelementptr inbounds float, ptr %grads, i64 %2945
+  store <16 x float> %t158_c3_0831, ptr %grads832, align 4
+  %t158_c3_1833 = load <16 x float>, ptr %fc1_weight_grad.t158_c3_1, align 64
+  %2946 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2947 = add nsw i64 %2946, 3
+  %2948 = mul nsw i64 %2947, 1568
+  %2949 = add nsw i64 4800, %2948
+  %2950 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2951 = add nsw i64 %2949, %2950
+  %2952 = add nsw i64 %2951, 16
+  %grads834 = getelementptr inbounds float, ptr %grads, i64 %2952
+  store <16 x float> %t158_c3_1833, ptr %grads834, align 4
+  %t158_c3_2835 = load <16 x float>, ptr %fc1_weight_grad.t158_c3_2, align 64
+  %2953 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2954 = add nsw i64 %2953, 3
+  %2955 = mul nsw i64 %2954, 1568
+  %2956 = add nsw i64 4800, %2955
+  %2957 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2958 = add nsw i64 %2956, %2957
+  %2959 = add nsw i64 %2958, 32
+  %grads836 = getelementptr inbounds float, ptr %grads, i64 %2959
+  store <16 x float> %t158_c3_2835, ptr %grads836, align 4
+  %t158_c3_3837 = load <16 x float>, ptr %fc1_weight_grad.t158_c3_3, align 64
+  %2960 = mul nsw i64 %fc1_weight_grad.mb157773, 4
+  %2961 = add nsw i64 %2960, 3
+  %2962 = mul nsw i64 %2961, 1568
+  %2963 = add nsw i64 4800, %2962
+  %2964 = mul nsw i64 %fc1_weight_grad.nb156772, 64
+  %2965 = add nsw i64 %2963, %2964
+  %2966 = add nsw i64 %2965, 48
+  %grads838 = getelementptr inbounds float, ptr %grads, i64 %2966
+  store <16 x float> %t158_c3_3837, ptr %grads838, align 4
+  %mb157.next = add nsw i64 %fc1_weight_grad.mb157773, 1
+  %2967 = icmp slt i64 %mb157.next, 32
+  br i1 %2967, label %fc1_weight_grad.mb157, label %fc1_weight_grad.mb157.end
 
-flat_grad.k163.end:                               ; preds = %flat_grad.k163
-  %t162_c0_0875 = load <16 x float>, ptr %flat_grad.t162_c0_0, align 64
-  %2966 = mul nsw i64 %flat_grad.mb161857, 4
-  %2967 = mul nsw i64 %2966, 1568
-  %2968 = add nsw i64 627984, %2967
-  %2969 = add nsw i64 %2968, 1536
-  %arena876 = getelementptr inbounds float, ptr %arena, i64 %2969
-  store <16 x float> %t162_c0_0875, ptr %arena876, align 4
-  %t162_c0_1877 = load <16 x float>, ptr %flat_grad.t162_c0_1, align 64
-  %2970 = mul nsw i64 %flat_grad.mb161857, 4
-  %2971 = mul nsw i64 %2970, 1568
-  %2972 = add nsw i64 627984, %2971
-  %2973 = add nsw i64 %2972, 1536
-  %2974 = add nsw i64 %2973, 16
-  %arena878 = getelementptr inbounds float, ptr %arena, i64 %2974
-  store <16 x float> %t162_c0_1877, ptr %arena878, align 4
-  %t162_c1_0879 = load <16 x float>, ptr %flat_grad.t162_c1_0, align 64
-  %2975 = mul nsw i64 %flat_grad.mb161857, 4
-  %2976 = add nsw i64 %2975, 1
-  %2977 = mul nsw i64 %2976, 1568
-  %2978 = add nsw i64 627984, %2977
-  %2979 = add nsw i64 %2978, 1536
-  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2979
-  store <16 x float> %t162_c1_0879, ptr %arena880, align 4
-  %t162_c1_1881 = load <16 x float>, ptr %flat_grad.t162_c1_1, align 64
-  %2980 = mul nsw i64 %flat_grad.mb161857, 4
-  %2981 = add nsw i64 %2980, 1
-  %2982 = mul nsw i64 %2981, 1568
-  %2983 = add nsw i64 627984, %2982
-  %2984 = add nsw i64 %2983, 1536
-  %2985 = add nsw i64 %2984, 16
-  %arena882 = getelementptr inbounds float, ptr %arena, i64 %2985
-  store <16 x float> %t162_c1_1881, ptr %arena882, align 4
-  %t162_c2_0883 = load <16 x float>, ptr %flat_grad.t162_c2_0, align 64
-  %2986 = mul nsw i64 %flat_grad.mb161857, 4
-  %2987 = add nsw i64 %2986, 2
-  %2988 = mul nsw i64 %2987, 1568
-  %2989 = add nsw i64 627984, %2988
-  %2990 = add nsw i64 %2989, 1536
-  %arena884 = getelementptr inbounds float, ptr %arena, i64 %2990
-  store <16 x float> %t162_c2_0883, ptr %arena884, align 4
-  %t162_c2_1885 = load <16 x float>, ptr %flat_grad.t162_c2_1, align 64
-  %2991 = mul nsw i64 %flat_grad.mb161857, 4
-  %2992 = add nsw i64 %2991, 2
-  %2993 = mul nsw i64 %2992, 1568
-  %2994 = add nsw i64 627984, %2993
-  %2995 = add nsw i64 %2994, 1536
-  %2996 = add nsw i64 %2995, 16
-  %arena886 = getelementptr inbounds float, ptr %arena, i64 %2996
-  store <16 x float> %t162_c2_1885, ptr %arena886, align 4
-  %t162_c3_0887 = load <16 x float>, ptr %flat_grad.t162_c3_0, align 64
-  %2997 = mul nsw i64 %flat_grad.mb161857, 4
-  %2998 = add nsw i64 %2997, 3
-  %2999 = mul nsw i64 %2998, 1568
-  %3000 = add nsw i64 627984, %2999
-  %3001 = add nsw i64 %3000, 1536
-  %arena888 = getelementptr inbounds float, ptr %arena, i64 %3001
-  store <16 x float> %t162_c3_0887, ptr %arena888, align 4
-  %t162_c3_1889 = load <16 x float>, ptr %flat_grad.t162_c3_1, align 64
-  %3002 = mul nsw i64 %flat_grad.mb161857, 4
-  %3003 = add nsw i64 %3002, 3
-  %3004 = mul nsw i64 %3003, 1568
-  %3005 = add nsw i64 627984, %3004
-  %3006 = add nsw i64 %3005, 1536
-  %3007 = add nsw i64 %3006, 16
-  %arena890 = getelementptr inbounds float, ptr %arena, i64 %3007
-  store <16 x float> %t162_c3_1889, ptr %arena890, align 4
-  %mb161.next = add nsw i64 %flat_grad.mb161857, 1
-  %3008 = icmp slt i64 %mb161.next, 16
-  br i1 %3008, label %flat_grad.mb161, label %flat_grad.mb161.end
+fc1_weight_grad.mb160:                            ; preds = %fc1_weight_grad.k162.end, %fc1_weight_grad.nb156.end
+  %fc1_weight_grad.mb160839 = phi i64 [ 0, %fc1_weight_grad.nb156.end ], [ %mb160.next, %fc1_weight_grad.k162.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t161_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t161_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t161_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t161_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t161_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t161_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t161_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t161_c3_1, align 64
+  br label %fc1_weight_grad.k162
 
-conv2_grad.i164:                                  ; preds = %conv2_grad.i164, %flat_grad.mb161.end
-  %conv2_grad.i164891 = phi i64 [ 0, %flat_grad.mb161.end ], [ %i164.next, %conv2_grad.i164 ]
-  %3009 = add nsw i64 728336, %conv2_grad.i164891
-  %arena892 = getelementptr inbounds float, ptr %arena, i64 %3009
-  store float 0.000000e+00, ptr %arena892, align 4
-  %i164.next = add nsw i64 %conv2_grad.i164891, 1
-  %3010 = icmp slt i64 %i164.next, 401408
-  br i1 %3010, label %conv2_grad.i164, label %conv2_grad.i164.end
+fc1_weight_grad.mb160.end:                        ; preds = %fc1_weight_grad.k162.end
+  br label %fc1_bias_grad.u163
 
-conv2_grad.i164.end:                              ; preds = %conv2_grad.i164
-  br label %conv2_grad.q165
+fc1_weight_grad.k162:                             ; preds = %fc1_weight_grad.k162, %fc1_weight_grad.mb160
+  %fc1_weight_grad.k162840 = phi i64 [ 0, %fc1_weight_grad.mb160 ], [ %k162.next, %fc1_weight_grad.k162 ]
+  %2968 = mul nsw i64 %fc1_weight_grad.k162840, 1568
+  %2969 = add nsw i64 401408, %2968
+  %2970 = add nsw i64 %2969, 1536
+  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2970
+  %2971 = load <16 x float>, ptr %arena841, align 4
+  store <16 x float> %2971, ptr %fc1_weight_grad.t161_b0, align 64
+  %2972 = mul nsw i64 %fc1_weight_grad.k162840, 1568
+  %2973 = add nsw i64 401408, %2972
+  %2974 = add nsw i64 %2973, 1536
+  %2975 = add nsw i64 %2974, 16
+  %arena842 = getelementptr inbounds float, ptr %arena, i64 %2975
+  %2976 = load <16 x float>, ptr %arena842, align 4
+  store <16 x float> %2976, ptr %fc1_weight_grad.t161_b1, align 64
+  %2977 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %2978 = add nsw i64 619792, %2977
+  %2979 = mul nsw i64 %fc1_weight_grad.k162840, 128
+  %2980 = add nsw i64 %2978, %2979
+  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2980
+  %2981 = load float, ptr %arena843, align 4
+  %2982 = insertelement <16 x float> undef, float %2981, i32 0
+  %2983 = shufflevector <16 x float> %2982, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2983, ptr %fc1_weight_grad.t161_a0, align 64
+  %t161_a0 = load <16 x float>, ptr %fc1_weight_grad.t161_a0, align 64
+  %t161_b0 = load <16 x float>, ptr %fc1_weight_grad.t161_b0, align 64
+  %t161_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t161_c0_0, align 64
+  %2984 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a0, <16 x float> %t161_b0, <16 x float> %t161_c0_0)
+  store <16 x float> %2984, ptr %fc1_weight_grad.t161_c0_0, align 64
+  %t161_a0844 = load <16 x float>, ptr %fc1_weight_grad.t161_a0, align 64
+  %t161_b1 = load <16 x float>, ptr %fc1_weight_grad.t161_b1, align 64
+  %t161_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t161_c0_1, align 64
+  %2985 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a0844, <16 x float> %t161_b1, <16 x float> %t161_c0_1)
+  store <16 x float> %2985, ptr %fc1_weight_grad.t161_c0_1, align 64
+  %2986 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %2987 = add nsw i64 %2986, 1
+  %2988 = add nsw i64 619792, %2987
+  %2989 = mul nsw i64 %fc1_weight_grad.k162840, 128
+  %2990 = add nsw i64 %2988, %2989
+  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2990
+  %2991 = load float, ptr %arena845, align 4
+  %2992 = insertelement <16 x float> undef, float %2991, i32 0
+  %2993 = shufflevector <16 x float> %2992, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2993, ptr %fc1_weight_grad.t161_a1, align 64
+  %t161_a1 = load <16 x float>, ptr %fc1_weight_grad.t161_a1, align 64
+  %t161_b0846 = load <16 x float>, ptr %fc1_weight_grad.t161_b0, align 64
+  %t161_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t161_c1_0, align 64
+  %2994 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a1, <16 x float> %t161_b0846, <16 x float> %t161_c1_0)
+  store <16 x float> %2994, ptr %fc1_weight_grad.t161_c1_0, align 64
+  %t161_a1847 = load <16 x float>, ptr %fc1_weight_grad.t161_a1, align 64
+  %t161_b1848 = load <16 x float>, ptr %fc1_weight_grad.t161_b1, align 64
+  %t161_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t161_c1_1, align 64
+  %2995 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a1847, <16 x float> %t161_b1848, <16 x float> %t161_c1_1)
+  store <16 x float> %2995, ptr %fc1_weight_grad.t161_c1_1, align 64
+  %2996 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %2997 = add nsw i64 %2996, 2
+  %2998 = add nsw i64 619792, %2997
+  %2999 = mul nsw i64 %fc1_weight_grad.k162840, 128
+  %3000 = add nsw i64 %2998, %2999
+  %arena849 = getelementptr inbounds float, ptr %arena, i64 %3000
+  %3001 = load float, ptr %arena849, align 4
+  %3002 = insertelement <16 x float> undef, float %3001, i32 0
+  %3003 = shufflevector <16 x float> %3002, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3003, ptr %fc1_weight_grad.t161_a2, align 64
+  %t161_a2 = load <16 x float>, ptr %fc1_weight_grad.t161_a2, align 64
+  %t161_b0850 = load <16 x float>, ptr %fc1_weight_grad.t161_b0, align 64
+  %t161_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t161_c2_0, align 64
+  %3004 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a2, <16 x float> %t161_b0850, <16 x float> %t161_c2_0)
+  store <16 x float> %3004, ptr %fc1_weight_grad.t161_c2_0, align 64
+  %t161_a2851 = load <16 x float>, ptr %fc1_weight_grad.t161_a2, align 64
+  %t161_b1852 = load <16 x float>, ptr %fc1_weight_grad.t161_b1, align 64
+  %t161_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t161_c2_1, align 64
+  %3005 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a2851, <16 x float> %t161_b1852, <16 x float> %t161_c2_1)
+  store <16 x float> %3005, ptr %fc1_weight_grad.t161_c2_1, align 64
+  %3006 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %3007 = add nsw i64 %3006, 3
+  %3008 = add nsw i64 619792, %3007
+  %3009 = mul nsw i64 %fc1_weight_grad.k162840, 128
+  %3010 = add nsw i64 %3008, %3009
+  %arena853 = getelementptr inbounds float, ptr %arena, i64 %3010
+  %3011 = load float, ptr %arena853, align 4
+  %3012 = insertelement <16 x float> undef, float %3011, i32 0
+  %3013 = shufflevector <16 x float> %3012, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3013, ptr %fc1_weight_grad.t161_a3, align 64
+  %t161_a3 = load <16 x float>, ptr %fc1_weight_grad.t161_a3, align 64
+  %t161_b0854 = load <16 x float>, ptr %fc1_weight_grad.t161_b0, align 64
+  %t161_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t161_c3_0, align 64
+  %3014 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a3, <16 x float> %t161_b0854, <16 x float> %t161_c3_0)
+  store <16 x float> %3014, ptr %fc1_weight_grad.t161_c3_0, align 64
+  %t161_a3855 = load <16 x float>, ptr %fc1_weight_grad.t161_a3, align 64
+  %t161_b1856 = load <16 x float>, ptr %fc1_weight_grad.t161_b1, align 64
+  %t161_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t161_c3_1, align 64
+  %3015 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a3855, <16 x float> %t161_b1856, <16 x float> %t161_c3_1)
+  store <16 x float> %3015, ptr %fc1_weight_grad.t161_c3_1, align 64
+  %k162.next = add nsw i64 %fc1_weight_grad.k162840, 1
+  %3016 = icmp slt i64 %k162.next, 64
+  br i1 %3016, label %fc1_weight_grad.k162, label %fc1_weight_grad.k162.end
 
-conv2_grad.q165:                                  ; preds = %conv2_grad.i166.end, %conv2_grad.i164.end
-  %conv2_grad.q165893 = phi i64 [ 0, %conv2_grad.i164.end ], [ %q165.next, %conv2_grad.i166.end ]
-  br label %conv2_grad.i166
+fc1_weight_grad.k162.end:                         ; preds = %fc1_weight_grad.k162
+  %t161_c0_0857 = load <16 x float>, ptr %fc1_weight_grad.t161_c0_0, align 64
+  %3017 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %3018 = mul nsw i64 %3017, 1568
+  %3019 = add nsw i64 4800, %3018
+  %3020 = add nsw i64 %3019, 1536
+  %grads858 = getelementptr inbounds float, ptr %grads, i64 %3020
+  store <16 x float> %t161_c0_0857, ptr %grads858, align 4
+  %t161_c0_1859 = load <16 x float>, ptr %fc1_weight_grad.t161_c0_1, align 64
+  %3021 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %3022 = mul nsw i64 %3021, 1568
+  %3023 = add nsw i64 4800, %3022
+  %3024 = add nsw i64 %3023, 1536
+  %3025 = add nsw i64 %3024, 16
+  %grads860 = getelementptr inbounds float, ptr %grads, i64 %3025
+  store <16 x float> %t161_c0_1859, ptr %grads860, align 4
+  %t161_c1_0861 = load <16 x float>, ptr %fc1_weight_grad.t161_c1_0, align 64
+  %3026 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %3027 = add nsw i64 %3026, 1
+  %3028 = mul nsw i64 %3027, 1568
+  %3029 = add nsw i64 4800, %3028
+  %3030 = add nsw i64 %3029, 1536
+  %grads862 = getelementptr inbounds float, ptr %grads, i64 %3030
+  store <16 x float> %t161_c1_0861, ptr %grads862, align 4
+  %t161_c1_1863 = load <16 x float>, ptr %fc1_weight_grad.t161_c1_1, align 64
+  %3031 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %3032 = add nsw i64 %3031, 1
+  %3033 = mul nsw i64 %3032, 1568
+  %3034 = add nsw i64 4800, %3033
+  %3035 = add nsw i64 %3034, 1536
+  %3036 = add nsw i64 %3035, 16
+  %grads864 = getelementptr inbounds float, ptr %grads, i64 %3036
+  store <16 x float> %t161_c1_1863, ptr %grads864, align 4
+  %t161_c2_0865 = load <16 x float>, ptr %fc1_weight_grad.t161_c2_0, align 64
+  %3037 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %3038 = add nsw i64 %3037, 2
+  %3039 = mul nsw i64 %3038, 1568
+  %3040 = add nsw i64 4800, %3039
+  %3041 = add nsw i64 %3040, 1536
+  %grads866 = getelementptr inbounds float, ptr %grads, i64 %3041
+  store <16 x float> %t161_c2_0865, ptr %grads866, align 4
+  %t161_c2_1867 = load <16 x float>, ptr %fc1_weight_grad.t161_c2_1, align 64
+  %3042 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %3043 = add nsw i64 %3042, 2
+  %3044 = mul nsw i64 %3043, 1568
+  %3045 = add nsw i64 4800, %3044
+  %3046 = add nsw i64 %3045, 1536
+  %3047 = add nsw i64 %3046, 16
+  %grads868 = getelementptr inbounds float, ptr %grads, i64 %3047
+  store <16 x float> %t161_c2_1867, ptr %grads868, align 4
+  %t161_c3_0869 = load <16 x float>, ptr %fc1_weight_grad.t161_c3_0, align 64
+  %3048 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %3049 = add nsw i64 %3048, 3
+  %3050 = mul nsw i64 %3049, 1568
+  %3051 = add nsw i64 4800, %3050
+  %3052 = add nsw i64 %3051, 1536
+  %grads870 = getelementptr inbounds float, ptr %grads, i64 %3052
+  store <16 x float> %t161_c3_0869, ptr %grads870, align 4
+  %t161_c3_1871 = load <16 x float>, ptr %fc1_weight_grad.t161_c3_1, align 64
+  %3053 = mul nsw i64 %fc1_weight_grad.mb160839, 4
+  %3054 = add nsw i64 %3053, 3
+  %3055 = mul nsw i64 %3054, 1568
+  %3056 = add nsw i64 4800, %3055
+  %3057 = add nsw i64 %3056, 1536
+  %3058 = add nsw i64 %3057, 16
+  %grads872 = getelementptr inbounds float, ptr %grads, i64 %3058
+  store <16 x float> %t161_c3_1871, ptr %grads872, align 4
+  %mb160.next = add nsw i64 %fc1_weight_grad.mb160839, 1
+  %3059 = icmp slt i64 %mb160.next, 32
+  br i1 %3059, label %fc1_weight_grad.mb160, label %fc1_weight_grad.mb160.end
 
-conv2_grad.q165.end:                              ; preds = %conv2_grad.i166.end
-  br label %conv2_weight_grad.i167
+fc1_bias_grad.u163:                               ; preds = %fc1_bias_grad.n165.end, %fc1_weight_grad.mb160.end
+  %fc1_bias_grad.u163873 = phi i64 [ 0, %fc1_weight_grad.mb160.end ], [ %u163.next, %fc1_bias_grad.n165.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc164, align 4
+  br label %fc1_bias_grad.n165
 
-conv2_grad.i166:                                  ; preds = %conv2_grad.endif, %conv2_grad.q165
-  %conv2_grad.i166894 = phi i64 [ 0, %conv2_grad.q165 ], [ %i166.next, %conv2_grad.endif ]
-  %3011 = mul nsw i64 %conv2_grad.q165893, 49
-  %3012 = add nsw i64 %3011, %conv2_grad.i166894
-  %3013 = add nsw i64 401408, %3012
-  %arena895 = getelementptr inbounds float, ptr %arena, i64 %3013
-  %3014 = load float, ptr %arena895, align 4
-  %3015 = fcmp ogt float %3014, 0.000000e+00
-  br i1 %3015, label %conv2_grad.then, label %conv2_grad.endif
+fc1_bias_grad.u163.end:                           ; preds = %fc1_bias_grad.n165.end
+  br label %flat_grad.nb166
 
-conv2_grad.i166.end:                              ; preds = %conv2_grad.endif
-  %q165.next = add nsw i64 %conv2_grad.q165893, 1
-  %3016 = icmp slt i64 %q165.next, 2048
-  br i1 %3016, label %conv2_grad.q165, label %conv2_grad.q165.end
+fc1_bias_grad.n165:                               ; preds = %fc1_bias_grad.n165, %fc1_bias_grad.u163
+  %fc1_bias_grad.n165874 = phi i64 [ 0, %fc1_bias_grad.u163 ], [ %n165.next, %fc1_bias_grad.n165 ]
+  %acc164 = load float, ptr %fc1_bias_grad.acc164, align 4
+  %3060 = mul nsw i64 %fc1_bias_grad.n165874, 128
+  %3061 = add nsw i64 619792, %3060
+  %3062 = add nsw i64 %3061, %fc1_bias_grad.u163873
+  %arena875 = getelementptr inbounds float, ptr %arena, i64 %3062
+  %3063 = load float, ptr %arena875, align 4
+  %3064 = fadd float %acc164, %3063
+  store float %3064, ptr %fc1_bias_grad.acc164, align 4
+  %n165.next = add nsw i64 %fc1_bias_grad.n165874, 1
+  %3065 = icmp slt i64 %n165.next, 64
+  br i1 %3065, label %fc1_bias_grad.n165, label %fc1_bias_grad.n165.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i166
-  %3017 = mul nsw i64 %conv2_grad.q165893, 196
-  %3018 = add nsw i64 728336, %3017
-  %3019 = mul nsw i64 %conv2_grad.q165893, 49
-  %3020 = add nsw i64 %3019, %conv2_grad.i166894
-  %3021 = add nsw i64 501760, %3020
-  %arena896 = getelementptr inbounds float, ptr %arena, i64 %3021
-  %3022 = load float, ptr %arena896, align 4
-  %3023 = fptosi float %3022 to i64
-  %3024 = add nsw i64 %3018, %3023
-  %arena897 = getelementptr inbounds float, ptr %arena, i64 %3024
-  %3025 = load float, ptr %arena897, align 4
-  %3026 = mul nsw i64 %conv2_grad.q165893, 49
-  %3027 = add nsw i64 %3026, %conv2_grad.i166894
-  %3028 = add nsw i64 627984, %3027
-  %arena898 = getelementptr inbounds float, ptr %arena, i64 %3028
-  %3029 = load float, ptr %arena898, align 4
-  %3030 = fadd float %3025, %3029
-  store float %3030, ptr %arena897, align 4
+fc1_bias_grad.n165.end:                           ; preds = %fc1_bias_grad.n165
+  %acc164876 = load float, ptr %fc1_bias_grad.acc164, align 4
+  %3066 = add nsw i64 205504, %fc1_bias_grad.u163873
+  %grads877 = getelementptr inbounds float, ptr %grads, i64 %3066
+  store float %acc164876, ptr %grads877, align 4
+  %u163.next = add nsw i64 %fc1_bias_grad.u163873, 1
+  %3067 = icmp slt i64 %u163.next, 128
+  br i1 %3067, label %fc1_bias_grad.u163, label %fc1_bias_grad.u163.end
+
+flat_grad.nb166:                                  ; preds = %flat_grad.mb167.end, %fc1_bias_grad.u163.end
+  %flat_grad.nb166878 = phi i64 [ 0, %fc1_bias_grad.u163.end ], [ %nb166.next, %flat_grad.mb167.end ]
+  br label %flat_grad.mb167
+
+flat_grad.nb166.end:                              ; preds = %flat_grad.mb167.end
+  br label %flat_grad.mb170
+
+flat_grad.mb167:                                  ; preds = %flat_grad.k169.end, %flat_grad.nb166
+  %flat_grad.mb167879 = phi i64 [ 0, %flat_grad.nb166 ], [ %mb167.next, %flat_grad.k169.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t168_c3_3, align 64
+  br label %flat_grad.k169
+
+flat_grad.mb167.end:                              ; preds = %flat_grad.k169.end
+  %nb166.next = add nsw i64 %flat_grad.nb166878, 1
+  %3068 = icmp slt i64 %nb166.next, 24
+  br i1 %3068, label %flat_grad.nb166, label %flat_grad.nb166.end
+
+flat_grad.k169:                                   ; preds = %flat_grad.k169, %flat_grad.mb167
+  %flat_grad.k169880 = phi i64 [ 0, %flat_grad.mb167 ], [ %k169.next, %flat_grad.k169 ]
+  %3069 = mul nsw i64 %flat_grad.k169880, 1568
+  %3070 = add nsw i64 4800, %3069
+  %3071 = mul nsw i64 %flat_grad.nb166878, 64
+  %3072 = add nsw i64 %3070, %3071
+  %params881 = getelementptr inbounds float, ptr %params, i64 %3072
+  %3073 = load <16 x float>, ptr %params881, align 4
+  store <16 x float> %3073, ptr %flat_grad.t168_b0, align 64
+  %3074 = mul nsw i64 %flat_grad.k169880, 1568
+  %3075 = add nsw i64 4800, %3074
+  %3076 = mul nsw i64 %flat_grad.nb166878, 64
+  %3077 = add nsw i64 %3075, %3076
+  %3078 = add nsw i64 %3077, 16
+  %params882 = getelementptr inbounds float, ptr %params, i64 %3078
+  %3079 = load <16 x float>, ptr %params882, align 4
+  store <16 x float> %3079, ptr %flat_grad.t168_b1, align 64
+  %3080 = mul nsw i64 %flat_grad.k169880, 1568
+  %3081 = add nsw i64 4800, %3080
+  %3082 = mul nsw i64 %flat_grad.nb166878, 64
+  %3083 = add nsw i64 %3081, %3082
+  %3084 = add nsw i64 %3083, 32
+  %params883 = getelementptr inbounds float, ptr %params, i64 %3084
+  %3085 = load <16 x float>, ptr %params883, align 4
+  store <16 x float> %3085, ptr %flat_grad.t168_b2, align 64
+  %3086 = mul nsw i64 %flat_grad.k169880, 1568
+  %3087 = add nsw i64 4800, %3086
+  %3088 = mul nsw i64 %flat_grad.nb166878, 64
+  %3089 = add nsw i64 %3087, %3088
+  %3090 = add nsw i64 %3089, 48
+  %params884 = getelementptr inbounds float, ptr %params, i64 %3090
+  %3091 = load <16 x float>, ptr %params884, align 4
+  store <16 x float> %3091, ptr %flat_grad.t168_b3, align 64
+  %3092 = mul nsw i64 %flat_grad.mb167879, 4
+  %3093 = mul nsw i64 %3092, 128
+  %3094 = add nsw i64 619792, %3093
+  %3095 = add nsw i64 %3094, %flat_grad.k169880
+  %arena885 = getelementptr inbounds float, ptr %arena, i64 %3095
+  %3096 = load float, ptr %arena885, align 4
+  %3097 = insertelement <16 x float> undef, float %3096, i32 0
+  %3098 = shufflevector <16 x float> %3097, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3098, ptr %flat_grad.t168_a0, align 64
+  %t168_a0 = load <16 x float>, ptr %flat_grad.t168_a0, align 64
+  %t168_b0 = load <16 x float>, ptr %flat_grad.t168_b0, align 64
+  %t168_c0_0 = load <16 x float>, ptr %flat_grad.t168_c0_0, align 64
+  %3099 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a0, <16 x float> %t168_b0, <16 x float> %t168_c0_0)
+  store <16 x float> %3099, ptr %flat_grad.t168_c0_0, align 64
+  %t168_a0886 = load <16 x float>, ptr %flat_grad.t168_a0, align 64
+  %t168_b1 = load <16 x float>, ptr %flat_grad.t168_b1, align 64
+  %t168_c0_1 = load <16 x float>, ptr %flat_grad.t168_c0_1, align 64
+  %3100 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a0886, <16 x float> %t168_b1, <16 x float> %t168_c0_1)
+  store <16 x float> %3100, ptr %flat_grad.t168_c0_1, align 64
+  %t168_a0887 = load <16 x float>, ptr %flat_grad.t168_a0, align 64
+  %t168_b2 = load <16 x float>, ptr %flat_grad.t168_b2, align 64
+  %t168_c0_2 = load <16 x float>, ptr %flat_grad.t168_c0_2, align 64
+  %3101 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a0887, <16 x float> %t168_b2, <16 x float> %t168_c0_2)
+  store <16 x float> %3101, ptr %flat_grad.t168_c0_2, align 64
+  %t168_a0888 = load <16 x float>, ptr %flat_grad.t168_a0, align 64
+  %t168_b3 = load <16 x float>, ptr %flat_grad.t168_b3, align 64
+  %t168_c0_3 = load <16 x float>, ptr %flat_grad.t168_c0_3, align 64
+  %3102 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a0888, <16 x float> %t168_b3, <16 x float> %t168_c0_3)
+  store <16 x float> %3102, ptr %flat_grad.t168_c0_3, align 64
+  %3103 = mul nsw i64 %flat_grad.mb167879, 4
+  %3104 = add nsw i64 %3103, 1
+  %3105 = mul nsw i64 %3104, 128
+  %3106 = add nsw i64 619792, %3105
+  %3107 = add nsw i64 %3106, %flat_grad.k169880
+  %arena889 = getelementptr inbounds float, ptr %arena, i64 %3107
+  %3108 = load float, ptr %arena889, align 4
+  %3109 = insertelement <16 x float> undef, float %3108, i32 0
+  %3110 = shufflevector <16 x float> %3109, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3110, ptr %flat_grad.t168_a1, align 64
+  %t168_a1 = load <16 x float>, ptr %flat_grad.t168_a1, align 64
+  %t168_b0890 = load <16 x float>, ptr %flat_grad.t168_b0, align 64
+  %t168_c1_0 = load <16 x float>, ptr %flat_grad.t168_c1_0, align 64
+  %3111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a1, <16 x float> %t168_b0890, <16 x float> %t168_c1_0)
+  store <16 x float> %3111, ptr %flat_grad.t168_c1_0, align 64
+  %t168_a1891 = load <16 x float>, ptr %flat_grad.t168_a1, align 64
+  %t168_b1892 = load <16 x float>, ptr %flat_grad.t168_b1, align 64
+  %t168_c1_1 = load <16 x float>, ptr %flat_grad.t168_c1_1, align 64
+  %3112 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a1891, <16 x float> %t168_b1892, <16 x float> %t168_c1_1)
+  store <16 x float> %3112, ptr %flat_grad.t168_c1_1, align 64
+  %t168_a1893 = load <16 x float>, ptr %flat_grad.t168_a1, align 64
+  %t168_b2894 = load <16 x float>, ptr %flat_grad.t168_b2, align 64
+  %t168_c1_2 = load <16 x float>, ptr %flat_grad.t168_c1_2, align 64
+  %3113 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a1893, <16 x float> %t168_b2894, <16 x float> %t168_c1_2)
+  store <16 x float> %3113, ptr %flat_grad.t168_c1_2, align 64
+  %t168_a1895 = load <16 x float>, ptr %flat_grad.t168_a1, align 64
+  %t168_b3896 = load <16 x float>, ptr %flat_grad.t168_b3, align 64
+  %t168_c1_3 = load <16 x float>, ptr %flat_grad.t168_c1_3, align 64
+  %3114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a1895, <16 x float> %t168_b3896, <16 x float> %t168_c1_3)
+  store <16 x float> %3114, ptr %flat_grad.t168_c1_3, align 64
+  %3115 = mul nsw i64 %flat_grad.mb167879, 4
+  %3116 = add nsw i64 %3115, 2
+  %3117 = mul nsw i64 %3116, 128
+  %3118 = add nsw i64 619792, %3117
+  %3119 = add nsw i64 %3118, %flat_grad.k169880
+  %arena897 = getelementptr inbounds float, ptr %arena, i64 %3119
+  %3120 = load float, ptr %arena897, align 4
+  %3121 = insertelement <16 x float> undef, float %3120, i32 0
+  %3122 = shufflevector <16 x float> %3121, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3122, ptr %flat_grad.t168_a2, align 64
+  %t168_a2 = load <16 x float>, ptr %flat_grad.t168_a2, align 64
+  %t168_b0898 = load <16 x float>, ptr %flat_grad.t168_b0, align 64
+  %t168_c2_0 = load <16 x float>, ptr %flat_grad.t168_c2_0, align 64
+  %3123 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a2, <16 x float> %t168_b0898, <16 x float> %t168_c2_0)
+  store <16 x float> %3123, ptr %flat_grad.t168_c2_0, align 64
+  %t168_a2899 = load <16 x float>, ptr %flat_grad.t168_a2, align 64
+  %t168_b1900 = load <16 x float>, ptr %flat_grad.t168_b1, align 64
+  %t168_c2_1 = load <16 x float>, ptr %flat_grad.t168_c2_1, align 64
+  %3124 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a2899, <16 x float> %t168_b1900, <16 x float> %t168_c2_1)
+  store <16 x float> %3124, ptr %flat_grad.t168_c2_1, align 64
+  %t168_a2901 = load <16 x float>, ptr %flat_grad.t168_a2, align 64
+  %t168_b2902 = load <16 x float>, ptr %flat_grad.t168_b2, align 64
+  %t168_c2_2 = load <16 x float>, ptr %flat_grad.t168_c2_2, align 64
+  %3125 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a2901, <16 x float> %t168_b2902, <16 x float> %t168_c2_2)
+  store <16 x float> %3125, ptr %flat_grad.t168_c2_2, align 64
+  %t168_a2903 = load <16 x float>, ptr %flat_grad.t168_a2, align 64
+  %t168_b3904 = load <16 x float>, ptr %flat_grad.t168_b3, align 64
+  %t168_c2_3 = load <16 x float>, ptr %flat_grad.t168_c2_3, align 64
+  %3126 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a2903, <16 x float> %t168_b3904, <16 x float> %t168_c2_3)
+  store <16 x float> %3126, ptr %flat_grad.t168_c2_3, align 64
+  %3127 = mul nsw i64 %flat_grad.mb167879, 4
+  %3128 = add nsw i64 %3127, 3
+  %3129 = mul nsw i64 %3128, 128
+  %3130 = add nsw i64 619792, %3129
+  %3131 = add nsw i64 %3130, %flat_grad.k169880
+  %arena905 = getelementptr inbounds float, ptr %arena, i64 %3131
+  %3132 = load float, ptr %arena905, align 4
+  %3133 = insertelement <16 x float> undef, float %3132, i32 0
+  %3134 = shufflevector <16 x float> %3133, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3134, ptr %flat_grad.t168_a3, align 64
+  %t168_a3 = load <16 x float>, ptr %flat_grad.t168_a3, align 64
+  %t168_b0906 = load <16 x float>, ptr %flat_grad.t168_b0, align 64
+  %t168_c3_0 = load <16 x float>, ptr %flat_grad.t168_c3_0, align 64
+  %3135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a3, <16 x float> %t168_b0906, <16 x float> %t168_c3_0)
+  store <16 x float> %3135, ptr %flat_grad.t168_c3_0, align 64
+  %t168_a3907 = load <16 x float>, ptr %flat_grad.t168_a3, align 64
+  %t168_b1908 = load <16 x float>, ptr %flat_grad.t168_b1, align 64
+  %t168_c3_1 = load <16 x float>, ptr %flat_grad.t168_c3_1, align 64
+  %3136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a3907, <16 x float> %t168_b1908, <16 x float> %t168_c3_1)
+  store <16 x float> %3136, ptr %flat_grad.t168_c3_1, align 64
+  %t168_a3909 = load <16 x float>, ptr %flat_grad.t168_a3, align 64
+  %t168_b2910 = load <16 x float>, ptr %flat_grad.t168_b2, align 64
+  %t168_c3_2 = load <16 x float>, ptr %flat_grad.t168_c3_2, align 64
+  %3137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a3909, <16 x float> %t168_b2910, <16 x float> %t168_c3_2)
+  store <16 x float> %3137, ptr %flat_grad.t168_c3_2, align 64
+  %t168_a3911 = load <16 x float>, ptr %flat_grad.t168_a3, align 64
+  %t168_b3912 = load <16 x float>, ptr %flat_grad.t168_b3, align 64
+  %t168_c3_3 = load <16 x float>, ptr %flat_grad.t168_c3_3, align 64
+  %3138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t168_a3911, <16 x float> %t168_b3912, <16 x float> %t168_c3_3)
+  store <16 x float> %3138, ptr %flat_grad.t168_c3_3, align 64
+  %k169.next = add nsw i64 %flat_grad.k169880, 1
+  %3139 = icmp slt i64 %k169.next, 128
+  br i1 %3139, label %flat_grad.k169, label %flat_grad.k169.end
+
+flat_grad.k169.end:                               ; preds = %flat_grad.k169
+  %t168_c0_0913 = load <16 x float>, ptr %flat_grad.t168_c0_0, align 64
+  %3140 = mul nsw i64 %flat_grad.mb167879, 4
+  %3141 = mul nsw i64 %3140, 1568
+  %3142 = add nsw i64 627984, %3141
+  %3143 = mul nsw i64 %flat_grad.nb166878, 64
+  %3144 = add nsw i64 %3142, %3143
+  %arena914 = getelementptr inbounds float, ptr %arena, i64 %3144
+  store <16 x float> %t168_c0_0913, ptr %arena914, align 4
+  %t168_c0_1915 = load <16 x float>, ptr %flat_grad.t168_c0_1, align 64
+  %3145 = mul nsw i64 %flat_grad.mb167879, 4
+  %3146 = mul nsw i64 %3145, 1568
+  %3147 = add nsw i64 627984, %3146
+  %3148 = mul nsw i64 %flat_grad.nb166878, 64
+  %3149 = add nsw i64 %3147, %3148
+  %3150 = add nsw i64 %3149, 16
+  %arena916 = getelementptr inbounds float, ptr %arena, i64 %3150
+  store <16 x float> %t168_c0_1915, ptr %arena916, align 4
+  %t168_c0_2917 = load <16 x float>, ptr %flat_grad.t168_c0_2, align 64
+  %3151 = mul nsw i64 %flat_grad.mb167879, 4
+  %3152 = mul nsw i64 %3151, 1568
+  %3153 = add nsw i64 627984, %3152
+  %3154 = mul nsw i64 %flat_grad.nb166878, 64
+  %3155 = add nsw i64 %3153, %3154
+  %3156 = add nsw i64 %3155, 32
+  %arena918 = getelementptr inbounds float, ptr %arena, i64 %3156
+  store <16 x float> %t168_c0_2917, ptr %arena918, align 4
+  %t168_c0_3919 = load <16 x float>, ptr %flat_grad.t168_c0_3, align 64
+  %3157 = mul nsw i64 %flat_grad.mb167879, 4
+  %3158 = mul nsw i64 %3157, 1568
+  %3159 = add nsw i64 627984, %3158
+  %3160 = mul nsw i64 %flat_grad.nb166878, 64
+  %3161 = add nsw i64 %3159, %3160
+  %3162 = add nsw i64 %3161, 48
+  %arena920 = getelementptr inbounds float, ptr %arena, i64 %3162
+  store <16 x float> %t168_c0_3919, ptr %arena920, align 4
+  %t168_c1_0921 = load <16 x float>, ptr %flat_grad.t168_c1_0, align 64
+  %3163 = mul nsw i64 %flat_grad.mb167879, 4
+  %3164 = add nsw i64 %3163, 1
+  %3165 = mul nsw i64 %3164, 1568
+  %3166 = add nsw i64 627984, %3165
+  %3167 = mul nsw i64 %flat_grad.nb166878, 64
+  %3168 = add nsw i64 %3166, %3167
+  %arena922 = getelementptr inbounds float, ptr %arena, i64 %3168
+  store <16 x float> %t168_c1_0921, ptr %arena922, align 4
+  %t168_c1_1923 = load <16 x float>, ptr %flat_grad.t168_c1_1, align 64
+  %3169 = mul nsw i64 %flat_grad.mb167879, 4
+  %3170 = add nsw i64 %3169, 1
+  %3171 = mul nsw i64 %3170, 1568
+  %3172 = add nsw i64 627984, %3171
+  %3173 = mul nsw i64 %flat_grad.nb166878, 64
+  %3174 = add nsw i64 %3172, %3173
+  %3175 = add nsw i64 %3174, 16
+  %arena924 = getelementptr inbounds float, ptr %arena, i64 %3175
+  store <16 x float> %t168_c1_1923, ptr %arena924, align 4
+  %t168_c1_2925 = load <16 x float>, ptr %flat_grad.t168_c1_2, align 64
+  %3176 = mul nsw i64 %flat_grad.mb167879, 4
+  %3177 = add nsw i64 %3176, 1
+  %3178 = mul nsw i64 %3177, 1568
+  %3179 = add nsw i64 627984, %3178
+  %3180 = mul nsw i64 %flat_grad.nb166878, 64
+  %3181 = add nsw i64 %3179, %3180
+  %3182 = add nsw i64 %3181, 32
+  %arena926 = getelementptr inbounds float, ptr %arena, i64 %3182
+  store <16 x float> %t168_c1_2925, ptr %arena926, align 4
+  %t168_c1_3927 = load <16 x float>, ptr %flat_grad.t168_c1_3, align 64
+  %3183 = mul nsw i64 %flat_grad.mb167879, 4
+  %3184 = add nsw i64 %3183, 1
+  %3185 = mul nsw i64 %3184, 1568
+  %3186 = add nsw i64 627984, %3185
+  %3187 = mul nsw i64 %flat_grad.nb166878, 64
+  %3188 = add nsw i64 %3186, %3187
+  %3189 = add nsw i64 %3188, 48
+  %arena928 = getelementptr inbounds float, ptr %arena, i64 %3189
+  store <16 x float> %t168_c1_3927, ptr %arena928, align 4
+  %t168_c2_0929 = load <16 x float>, ptr %flat_grad.t168_c2_0, align 64
+  %3190 = mul nsw i64 %flat_grad.mb167879, 4
+  %3191 = add nsw i64 %3190, 2
+  %3192 = mul nsw i64 %3191, 1568
+  %3193 = add nsw i64 627984, %3192
+  %3194 = mul nsw i64 %flat_grad.nb166878, 64
+  %3195 = add nsw i64 %3193, %3194
+  %arena930 = getelementptr inbounds float, ptr %arena, i64 %3195
+  store <16 x float> %t168_c2_0929, ptr %arena930, align 4
+  %t168_c2_1931 = load <16 x float>, ptr %flat_grad.t168_c2_1, align 64
+  %3196 = mul nsw i64 %flat_grad.mb167879, 4
+  %3197 = add nsw i64 %3196, 2
+  %3198 = mul nsw i64 %3197, 1568
+  %3199 = add nsw i64 627984, %3198
+  %3200 = mul nsw i64 %flat_grad.nb166878, 64
+  %3201 = add nsw i64 %3199, %3200
+  %3202 = add nsw i64 %3201, 16
+  %arena932 = getelementptr inbounds float, ptr %arena, i64 %3202
+  store <16 x float> %t168_c2_1931, ptr %arena932, align 4
+  %t168_c2_2933 = load <16 x float>, ptr %flat_grad.t168_c2_2, align 64
+  %3203 = mul nsw i64 %flat_grad.mb167879, 4
+  %3204 = add nsw i64 %3203, 2
+  %3205 = mul nsw i64 %3204, 1568
+  %3206 = add nsw i64 627984, %3205
+  %3207 = mul nsw i64 %flat_grad.nb166878, 64
+  %3208 = add nsw i64 %3206, %3207
+  %3209 = add nsw i64 %3208, 32
+  %arena934 = getelementptr inbounds float, ptr %arena, i64 %3209
+  store <16 x float> %t168_c2_2933, ptr %arena934, align 4
+  %t168_c2_3935 = load <16 x float>, ptr %flat_grad.t168_c2_3, align 64
+  %3210 = mul nsw i64 %flat_grad.mb167879, 4
+  %3211 = add nsw i64 %3210, 2
+  %3212 = mul nsw i64 %3211, 1568
+  %3213 = add nsw i64 627984, %3212
+  %3214 = mul nsw i64 %flat_grad.nb166878, 64
+  %3215 = add nsw i64 %3213, %3214
+  %3216 = add nsw i64 %3215, 48
+  %arena936 = getelementptr inbounds float, ptr %arena, i64 %3216
+  store <16 x float> %t168_c2_3935, ptr %arena936, align 4
+  %t168_c3_0937 = load <16 x float>, ptr %flat_grad.t168_c3_0, align 64
+  %3217 = mul nsw i64 %flat_grad.mb167879, 4
+  %3218 = add nsw i64 %3217, 3
+  %3219 = mul nsw i64 %3218, 1568
+  %3220 = add nsw i64 627984, %3219
+  %3221 = mul nsw i64 %flat_grad.nb166878, 64
+  %3222 = add nsw i64 %3220, %3221
+  %arena938 = getelementptr inbounds float, ptr %arena, i64 %3222
+  store <16 x float> %t168_c3_0937, ptr %arena938, align 4
+  %t168_c3_1939 = load <16 x float>, ptr %flat_grad.t168_c3_1, align 64
+  %3223 = mul nsw i64 %flat_grad.mb167879, 4
+  %3224 = add nsw i64 %3223, 3
+  %3225 = mul nsw i64 %3224, 1568
+  %3226 = add nsw i64 627984, %3225
+  %3227 = mul nsw i64 %flat_grad.nb166878, 64
+  %3228 = add nsw i64 %3226, %3227
+  %3229 = add nsw i64 %3228, 16
+  %arena940 = getelementptr inbounds float, ptr %arena, i64 %3229
+  store <16 x float> %t168_c3_1939, ptr %arena940, align 4
+  %t168_c3_2941 = load <16 x float>, ptr %flat_grad.t168_c3_2, align 64
+  %3230 = mul nsw i64 %flat_grad.mb167879, 4
+  %3231 = add nsw i64 %3230, 3
+  %3232 = mul nsw i64 %3231, 1568
+  %3233 = add nsw i64 627984, %3232
+  %3234 = mul nsw i64 %flat_grad.nb166878, 64
+  %3235 = add nsw i64 %3233, %3234
+  %3236 = add nsw i64 %3235, 32
+  %arena942 = getelementptr inbounds float, ptr %arena, i64 %3236
+  store <16 x float> %t168_c3_2941, ptr %arena942, align 4
+  %t168_c3_3943 = load <16 x float>, ptr %flat_grad.t168_c3_3, align 64
+  %3237 = mul nsw i64 %flat_grad.mb167879, 4
+  %3238 = add nsw i64 %3237, 3
+  %3239 = mul nsw i64 %3238, 1568
+  %3240 = add nsw i64 627984, %3239
+  %3241 = mul nsw i64 %flat_grad.nb166878, 64
+  %3242 = add nsw i64 %3240, %3241
+  %3243 = add nsw i64 %3242, 48
+  %arena944 = getelementptr inbounds float, ptr %arena, i64 %3243
+  store <16 x float> %t168_c3_3943, ptr %arena944, align 4
+  %mb167.next = add nsw i64 %flat_grad.mb167879, 1
+  %3244 = icmp slt i64 %mb167.next, 16
+  br i1 %3244, label %flat_grad.mb167, label %flat_grad.mb167.end
+
+flat_grad.mb170:                                  ; preds = %flat_grad.k172.end, %flat_grad.nb166.end
+  %flat_grad.mb170945 = phi i64 [ 0, %flat_grad.nb166.end ], [ %mb170.next, %flat_grad.k172.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t171_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t171_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t171_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t171_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t171_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t171_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t171_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t171_c3_1, align 64
+  br label %flat_grad.k172
+
+flat_grad.mb170.end:                              ; preds = %flat_grad.k172.end
+  br label %conv2_grad.i173
+
+flat_grad.k172:                                   ; preds = %flat_grad.k172, %flat_grad.mb170
+  %flat_grad.k172946 = phi i64 [ 0, %flat_grad.mb170 ], [ %k172.next, %flat_grad.k172 ]
+  %3245 = mul nsw i64 %flat_grad.k172946, 1568
+  %3246 = add nsw i64 4800, %3245
+  %3247 = add nsw i64 %3246, 1536
+  %params947 = getelementptr inbounds float, ptr %params, i64 %3247
+  %3248 = load <16 x float>, ptr %params947, align 4
+  store <16 x float> %3248, ptr %flat_grad.t171_b0, align 64
+  %3249 = mul nsw i64 %flat_grad.k172946, 1568
+  %3250 = add nsw i64 4800, %3249
+  %3251 = add nsw i64 %3250, 1536
+  %3252 = add nsw i64 %3251, 16
+  %params948 = getelementptr inbounds float, ptr %params, i64 %3252
+  %3253 = load <16 x float>, ptr %params948, align 4
+  store <16 x float> %3253, ptr %flat_grad.t171_b1, align 64
+  %3254 = mul nsw i64 %flat_grad.mb170945, 4
+  %3255 = mul nsw i64 %3254, 128
+  %3256 = add nsw i64 619792, %3255
+  %3257 = add nsw i64 %3256, %flat_grad.k172946
+  %arena949 = getelementptr inbounds float, ptr %arena, i64 %3257
+  %3258 = load float, ptr %arena949, align 4
+  %3259 = insertelement <16 x float> undef, float %3258, i32 0
+  %3260 = shufflevector <16 x float> %3259, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3260, ptr %flat_grad.t171_a0, align 64
+  %t171_a0 = load <16 x float>, ptr %flat_grad.t171_a0, align 64
+  %t171_b0 = load <16 x float>, ptr %flat_grad.t171_b0, align 64
+  %t171_c0_0 = load <16 x float>, ptr %flat_grad.t171_c0_0, align 64
+  %3261 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a0, <16 x float> %t171_b0, <16 x float> %t171_c0_0)
+  store <16 x float> %3261, ptr %flat_grad.t171_c0_0, align 64
+  %t171_a0950 = load <16 x float>, ptr %flat_grad.t171_a0, align 64
+  %t171_b1 = load <16 x float>, ptr %flat_grad.t171_b1, align 64
+  %t171_c0_1 = load <16 x float>, ptr %flat_grad.t171_c0_1, align 64
+  %3262 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a0950, <16 x float> %t171_b1, <16 x float> %t171_c0_1)
+  store <16 x float> %3262, ptr %flat_grad.t171_c0_1, align 64
+  %3263 = mul nsw i64 %flat_grad.mb170945, 4
+  %3264 = add nsw i64 %3263, 1
+  %3265 = mul nsw i64 %3264, 128
+  %3266 = add nsw i64 619792, %3265
+  %3267 = add nsw i64 %3266, %flat_grad.k172946
+  %arena951 = getelementptr inbounds float, ptr %arena, i64 %3267
+  %3268 = load float, ptr %arena951, align 4
+  %3269 = insertelement <16 x float> undef, float %3268, i32 0
+  %3270 = shufflevector <16 x float> %3269, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3270, ptr %flat_grad.t171_a1, align 64
+  %t171_a1 = load <16 x float>, ptr %flat_grad.t171_a1, align 64
+  %t171_b0952 = load <16 x float>, ptr %flat_grad.t171_b0, align 64
+  %t171_c1_0 = load <16 x float>, ptr %flat_grad.t171_c1_0, align 64
+  %3271 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a1, <16 x float> %t171_b0952, <16 x float> %t171_c1_0)
+  store <16 x float> %3271, ptr %flat_grad.t171_c1_0, align 64
+  %t171_a1953 = load <16 x float>, ptr %flat_grad.t171_a1, align 64
+  %t171_b1954 = load <16 x float>, ptr %flat_grad.t171_b1, align 64
+  %t171_c1_1 = load <16 x float>, ptr %flat_grad.t171_c1_1, align 64
+  %3272 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a1953, <16 x float> %t171_b1954, <16 x float> %t171_c1_1)
+  store <16 x float> %3272, ptr %flat_grad.t171_c1_1, align 64
+  %3273 = mul nsw i64 %flat_grad.mb170945, 4
+  %3274 = add nsw i64 %3273, 2
+  %3275 = mul nsw i64 %3274, 128
+  %3276 = add nsw i64 619792, %3275
+  %3277 = add nsw i64 %3276, %flat_grad.k172946
+  %arena955 = getelementptr inbounds float, ptr %arena, i64 %3277
+  %3278 = load float, ptr %arena955, align 4
+  %3279 = insertelement <16 x float> undef, float %3278, i32 0
+  %3280 = shufflevector <16 x float> %3279, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3280, ptr %flat_grad.t171_a2, align 64
+  %t171_a2 = load <16 x float>, ptr %flat_grad.t171_a2, align 64
+  %t171_b0956 = load <16 x float>, ptr %flat_grad.t171_b0, align 64
+  %t171_c2_0 = load <16 x float>, ptr %flat_grad.t171_c2_0, align 64
+  %3281 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a2, <16 x float> %t171_b0956, <16 x float> %t171_c2_0)
+  store <16 x float> %3281, ptr %flat_grad.t171_c2_0, align 64
+  %t171_a2957 = load <16 x float>, ptr %flat_grad.t171_a2, align 64
+  %t171_b1958 = load <16 x float>, ptr %flat_grad.t171_b1, align 64
+  %t171_c2_1 = load <16 x float>, ptr %flat_grad.t171_c2_1, align 64
+  %3282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a2957, <16 x float> %t171_b1958, <16 x float> %t171_c2_1)
+  store <16 x float> %3282, ptr %flat_grad.t171_c2_1, align 64
+  %3283 = mul nsw i64 %flat_grad.mb170945, 4
+  %3284 = add nsw i64 %3283, 3
+  %3285 = mul nsw i64 %3284, 128
+  %3286 = add nsw i64 619792, %3285
+  %3287 = add nsw i64 %3286, %flat_grad.k172946
+  %arena959 = getelementptr inbounds float, ptr %arena, i64 %3287
+  %3288 = load float, ptr %arena959, align 4
+  %3289 = insertelement <16 x float> undef, float %3288, i32 0
+  %3290 = shufflevector <16 x float> %3289, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3290, ptr %flat_grad.t171_a3, align 64
+  %t171_a3 = load <16 x float>, ptr %flat_grad.t171_a3, align 64
+  %t171_b0960 = load <16 x float>, ptr %flat_grad.t171_b0, align 64
+  %t171_c3_0 = load <16 x float>, ptr %flat_grad.t171_c3_0, align 64
+  %3291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a3, <16 x float> %t171_b0960, <16 x float> %t171_c3_0)
+  store <16 x float> %3291, ptr %flat_grad.t171_c3_0, align 64
+  %t171_a3961 = load <16 x float>, ptr %flat_grad.t171_a3, align 64
+  %t171_b1962 = load <16 x float>, ptr %flat_grad.t171_b1, align 64
+  %t171_c3_1 = load <16 x float>, ptr %flat_grad.t171_c3_1, align 64
+  %3292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a3961, <16 x float> %t171_b1962, <16 x float> %t171_c3_1)
+  store <16 x float> %3292, ptr %flat_grad.t171_c3_1, align 64
+  %k172.next = add nsw i64 %flat_grad.k172946, 1
+  %3293 = icmp slt i64 %k172.next, 128
+  br i1 %3293, label %flat_grad.k172, label %flat_grad.k172.end
+
+flat_grad.k172.end:                               ; preds = %flat_grad.k172
+  %t171_c0_0963 = load <16 x float>, ptr %flat_grad.t171_c0_0, align 64
+  %3294 = mul nsw i64 %flat_grad.mb170945, 4
+  %3295 = mul nsw i64 %3294, 1568
+  %3296 = add nsw i64 627984, %3295
+  %3297 = add nsw i64 %3296, 1536
+  %arena964 = getelementptr inbounds float, ptr %arena, i64 %3297
+  store <16 x float> %t171_c0_0963, ptr %arena964, align 4
+  %t171_c0_1965 = load <16 x float>, ptr %flat_grad.t171_c0_1, align 64
+  %3298 = mul nsw i64 %flat_grad.mb170945, 4
+  %3299 = mul nsw i64 %3298, 1568
+  %3300 = add nsw i64 627984, %3299
+  %3301 = add nsw i64 %3300, 1536
+  %3302 = add nsw i64 %3301, 16
+  %arena966 = getelementptr inbounds float, ptr %arena, i64 %3302
+  store <16 x float> %t171_c0_1965, ptr %arena966, align 4
+  %t171_c1_0967 = load <16 x float>, ptr %flat_grad.t171_c1_0, align 64
+  %3303 = mul nsw i64 %flat_grad.mb170945, 4
+  %3304 = add nsw i64 %3303, 1
+  %3305 = mul nsw i64 %3304, 1568
+  %3306 = add nsw i64 627984, %3305
+  %3307 = add nsw i64 %3306, 1536
+  %arena968 = getelementptr inbounds float, ptr %arena, i64 %3307
+  store <16 x float> %t171_c1_0967, ptr %arena968, align 4
+  %t171_c1_1969 = load <16 x float>, ptr %flat_grad.t171_c1_1, align 64
+  %3308 = mul nsw i64 %flat_grad.mb170945, 4
+  %3309 = add nsw i64 %3308, 1
+  %3310 = mul nsw i64 %3309, 1568
+  %3311 = add nsw i64 627984, %3310
+  %3312 = add nsw i64 %3311, 1536
+  %3313 = add nsw i64 %3312, 16
+  %arena970 = getelementptr inbounds float, ptr %arena, i64 %3313
+  store <16 x float> %t171_c1_1969, ptr %arena970, align 4
+  %t171_c2_0971 = load <16 x float>, ptr %flat_grad.t171_c2_0, align 64
+  %3314 = mul nsw i64 %flat_grad.mb170945, 4
+  %3315 = add nsw i64 %3314, 2
+  %3316 = mul nsw i64 %3315, 1568
+  %3317 = add nsw i64 627984, %3316
+  %3318 = add nsw i64 %3317, 1536
+  %arena972 = getelementptr inbounds float, ptr %arena, i64 %3318
+  store <16 x float> %t171_c2_0971, ptr %arena972, align 4
+  %t171_c2_1973 = load <16 x float>, ptr %flat_grad.t171_c2_1, align 64
+  %3319 = mul nsw i64 %flat_grad.mb170945, 4
+  %3320 = add nsw i64 %3319, 2
+  %3321 = mul nsw i64 %3320, 1568
+  %3322 = add nsw i64 627984, %3321
+  %3323 = add nsw i64 %3322, 1536
+  %3324 = add nsw i64 %3323, 16
+  %arena974 = getelementptr inbounds float, ptr %arena, i64 %3324
+  store <16 x float> %t171_c2_1973, ptr %arena974, align 4
+  %t171_c3_0975 = load <16 x float>, ptr %flat_grad.t171_c3_0, align 64
+  %3325 = mul nsw i64 %flat_grad.mb170945, 4
+  %3326 = add nsw i64 %3325, 3
+  %3327 = mul nsw i64 %3326, 1568
+  %3328 = add nsw i64 627984, %3327
+  %3329 = add nsw i64 %3328, 1536
+  %arena976 = getelementptr inbounds float, ptr %arena, i64 %3329
+  store <16 x float> %t171_c3_0975, ptr %arena976, align 4
+  %t171_c3_1977 = load <16 x float>, ptr %flat_grad.t171_c3_1, align 64
+  %3330 = mul nsw i64 %flat_grad.mb170945, 4
+  %3331 = add nsw i64 %3330, 3
+  %3332 = mul nsw i64 %3331, 1568
+  %3333 = add nsw i64 627984, %3332
+  %3334 = add nsw i64 %3333, 1536
+  %3335 = add nsw i64 %3334, 16
+  %arena978 = getelementptr inbounds float, ptr %arena, i64 %3335
+  store <16 x float> %t171_c3_1977, ptr %arena978, align 4
+  %mb170.next = add nsw i64 %flat_grad.mb170945, 1
+  %3336 = icmp slt i64 %mb170.next, 16
+  br i1 %3336, label %flat_grad.mb170, label %flat_grad.mb170.end
+
+conv2_grad.i173:                                  ; preds = %conv2_grad.i173, %flat_grad.mb170.end
+  %conv2_grad.i173979 = phi i64 [ 0, %flat_grad.mb170.end ], [ %i173.next, %conv2_grad.i173 ]
+  %3337 = add nsw i64 728336, %conv2_grad.i173979
+  %arena980 = getelementptr inbounds float, ptr %arena, i64 %3337
+  store float 0.000000e+00, ptr %arena980, align 4
+  %i173.next = add nsw i64 %conv2_grad.i173979, 1
+  %3338 = icmp slt i64 %i173.next, 401408
+  br i1 %3338, label %conv2_grad.i173, label %conv2_grad.i173.end
+
+conv2_grad.i173.end:                              ; preds = %conv2_grad.i173
+  br label %conv2_grad.q174
+
+conv2_grad.q174:                                  ; preds = %conv2_grad.i175.end, %conv2_grad.i173.end
+  %conv2_grad.q174981 = phi i64 [ 0, %conv2_grad.i173.end ], [ %q174.next, %conv2_grad.i175.end ]
+  br label %conv2_grad.i175
+
+conv2_grad.q174.end:                              ; preds = %conv2_grad.i175.end
+  br label %conv2_weight_grad.i176
+
+conv2_grad.i175:                                  ; preds = %conv2_grad.endif, %conv2_grad.q174
+  %conv2_grad.i175982 = phi i64 [ 0, %conv2_grad.q174 ], [ %i175.next, %conv2_grad.endif ]
+  %3339 = mul nsw i64 %conv2_grad.q174981, 49
+  %3340 = add nsw i64 %3339, %conv2_grad.i175982
+  %3341 = add nsw i64 401408, %3340
+  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3341
+  %3342 = load float, ptr %arena983, align 4
+  %3343 = fcmp ogt float %3342, 0.000000e+00
+  br i1 %3343, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i175.end:                              ; preds = %conv2_grad.endif
+  %q174.next = add nsw i64 %conv2_grad.q174981, 1
+  %3344 = icmp slt i64 %q174.next, 2048
+  br i1 %3344, label %conv2_grad.q174, label %conv2_grad.q174.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i175
+  %3345 = mul nsw i64 %conv2_grad.q174981, 196
+  %3346 = add nsw i64 728336, %3345
+  %3347 = mul nsw i64 %conv2_grad.q174981, 49
+  %3348 = add nsw i64 %3347, %conv2_grad.i175982
+  %3349 = add nsw i64 501760, %3348
+  %arena984 = getelementptr inbounds float, ptr %arena, i64 %3349
+  %3350 = load float, ptr %arena984, align 4
+  %3351 = fptosi float %3350 to i64
+  %3352 = add nsw i64 %3346, %3351
+  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3352
+  %3353 = load float, ptr %arena985, align 4
+  %3354 = mul nsw i64 %conv2_grad.q174981, 49
+  %3355 = add nsw i64 %3354, %conv2_grad.i175982
+  %3356 = add nsw i64 627984, %3355
+  %arena986 = getelementptr inbounds float, ptr %arena, i64 %3356
+  %3357 = load float, ptr %arena986, align 4
+  %3358 = fadd float %3353, %3357
+  store float %3358, ptr %arena985, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i166
-  %i166.next = add nsw i64 %conv2_grad.i166894, 1
-  %3031 = icmp slt i64 %i166.next, 49
-  br i1 %3031, label %conv2_grad.i166, label %conv2_grad.i166.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i175
+  %i175.next = add nsw i64 %conv2_grad.i175982, 1
+  %3359 = icmp slt i64 %i175.next, 49
+  br i1 %3359, label %conv2_grad.i175, label %conv2_grad.i175.end
 
-conv2_weight_grad.i167:                           ; preds = %conv2_weight_grad.i167, %conv2_grad.q165.end
-  %conv2_weight_grad.i167899 = phi i64 [ 0, %conv2_grad.q165.end ], [ %i167.next, %conv2_weight_grad.i167 ]
-  %3032 = add nsw i64 1681680, %conv2_weight_grad.i167899
-  %arena900 = getelementptr inbounds float, ptr %arena, i64 %3032
-  store float 0.000000e+00, ptr %arena900, align 4
-  %i167.next = add nsw i64 %conv2_weight_grad.i167899, 1
-  %3033 = icmp slt i64 %i167.next, 4608
-  br i1 %3033, label %conv2_weight_grad.i167, label %conv2_weight_grad.i167.end
+conv2_weight_grad.i176:                           ; preds = %conv2_weight_grad.i176, %conv2_grad.q174.end
+  %conv2_weight_grad.i176987 = phi i64 [ 0, %conv2_grad.q174.end ], [ %i176.next, %conv2_weight_grad.i176 ]
+  %3360 = add nsw i64 1681680, %conv2_weight_grad.i176987
+  %arena988 = getelementptr inbounds float, ptr %arena, i64 %3360
+  store float 0.000000e+00, ptr %arena988, align 4
+  %i176.next = add nsw i64 %conv2_weight_grad.i176987, 1
+  %3361 = icmp slt i64 %i176.next, 4608
+  br i1 %3361, label %conv2_weight_grad.i176, label %conv2_weight_grad.i176.end
 
-conv2_weight_grad.i167.end:                       ; preds = %conv2_weight_grad.i167
-  br label %conv2_weight_grad.g168
+conv2_weight_grad.i176.end:                       ; preds = %conv2_weight_grad.i176
+  br label %conv2_weight_grad.g177
 
-conv2_weight_grad.g168:                           ; preds = %conv2_weight_grad.kp186.end, %conv2_weight_grad.i167.end
-  %conv2_weight_grad.g168901 = phi i64 [ 0, %conv2_weight_grad.i167.end ], [ %g168.next, %conv2_weight_grad.kp186.end ]
-  br label %conv2_weight_grad.j169
+conv2_weight_grad.g177:                           ; preds = %conv2_weight_grad.kp195.end, %conv2_weight_grad.i176.end
+  %conv2_weight_grad.g177989 = phi i64 [ 0, %conv2_weight_grad.i176.end ], [ %g177.next, %conv2_weight_grad.kp195.end ]
+  br label %conv2_weight_grad.j178
 
-conv2_weight_grad.g168.end:                       ; preds = %conv2_weight_grad.kp186.end
-  br label %conv2_weight_grad.f191
+conv2_weight_grad.g177.end:                       ; preds = %conv2_weight_grad.kp195.end
+  br label %conv2_weight_grad.f200
 
-conv2_weight_grad.j169:                           ; preds = %conv2_weight_grad.c170.end, %conv2_weight_grad.g168
-  %conv2_weight_grad.j169902 = phi i64 [ 0, %conv2_weight_grad.g168 ], [ %j169.next, %conv2_weight_grad.c170.end ]
-  br label %conv2_weight_grad.c170
+conv2_weight_grad.j178:                           ; preds = %conv2_weight_grad.c179.end, %conv2_weight_grad.g177
+  %conv2_weight_grad.j178990 = phi i64 [ 0, %conv2_weight_grad.g177 ], [ %j178.next, %conv2_weight_grad.c179.end ]
+  br label %conv2_weight_grad.c179
 
-conv2_weight_grad.j169.end:                       ; preds = %conv2_weight_grad.c170.end
-  br label %conv2_weight_grad.j183
+conv2_weight_grad.j178.end:                       ; preds = %conv2_weight_grad.c179.end
+  br label %conv2_weight_grad.j192
 
-conv2_weight_grad.c170:                           ; preds = %conv2_weight_grad.ky171.end, %conv2_weight_grad.j169
-  %conv2_weight_grad.c170903 = phi i64 [ 0, %conv2_weight_grad.j169 ], [ %c170.next, %conv2_weight_grad.ky171.end ]
-  br label %conv2_weight_grad.ky171
+conv2_weight_grad.c179:                           ; preds = %conv2_weight_grad.ky180.end, %conv2_weight_grad.j178
+  %conv2_weight_grad.c179991 = phi i64 [ 0, %conv2_weight_grad.j178 ], [ %c179.next, %conv2_weight_grad.ky180.end ]
+  br label %conv2_weight_grad.ky180
 
-conv2_weight_grad.c170.end:                       ; preds = %conv2_weight_grad.ky171.end
-  %j169.next = add nsw i64 %conv2_weight_grad.j169902, 1
-  %3034 = icmp slt i64 %j169.next, 16
-  br i1 %3034, label %conv2_weight_grad.j169, label %conv2_weight_grad.j169.end
+conv2_weight_grad.c179.end:                       ; preds = %conv2_weight_grad.ky180.end
+  %j178.next = add nsw i64 %conv2_weight_grad.j178990, 1
+  %3362 = icmp slt i64 %j178.next, 16
+  br i1 %3362, label %conv2_weight_grad.j178, label %conv2_weight_grad.j178.end
 
-conv2_weight_grad.ky171:                          ; preds = %conv2_weight_grad.oy179.end, %conv2_weight_grad.c170
-  %conv2_weight_grad.ky171904 = phi i64 [ 0, %conv2_weight_grad.c170 ], [ %ky171.next, %conv2_weight_grad.oy179.end ]
-  br label %conv2_weight_grad.oy172
+conv2_weight_grad.ky180:                          ; preds = %conv2_weight_grad.oy188.end, %conv2_weight_grad.c179
+  %conv2_weight_grad.ky180992 = phi i64 [ 0, %conv2_weight_grad.c179 ], [ %ky180.next, %conv2_weight_grad.oy188.end ]
+  br label %conv2_weight_grad.oy181
 
-conv2_weight_grad.ky171.end:                      ; preds = %conv2_weight_grad.oy179.end
-  %c170.next = add nsw i64 %conv2_weight_grad.c170903, 1
-  %3035 = icmp slt i64 %c170.next, 16
-  br i1 %3035, label %conv2_weight_grad.c170, label %conv2_weight_grad.c170.end
+conv2_weight_grad.ky180.end:                      ; preds = %conv2_weight_grad.oy188.end
+  %c179.next = add nsw i64 %conv2_weight_grad.c179991, 1
+  %3363 = icmp slt i64 %c179.next, 16
+  br i1 %3363, label %conv2_weight_grad.c179, label %conv2_weight_grad.c179.end
 
-conv2_weight_grad.oy172:                          ; preds = %conv2_weight_grad.endif916, %conv2_weight_grad.ky171
-  %conv2_weight_grad.oy172905 = phi i64 [ 0, %conv2_weight_grad.ky171 ], [ %oy172.next, %conv2_weight_grad.endif916 ]
-  %3036 = add nsw i64 %conv2_weight_grad.oy172905, %conv2_weight_grad.ky171904
-  %3037 = add nsw i64 %3036, -1
-  %3038 = icmp slt i64 -1, %3037
-  %3039 = add nsw i64 %conv2_weight_grad.oy172905, %conv2_weight_grad.ky171904
-  %3040 = add nsw i64 %3039, -1
-  %3041 = icmp slt i64 %3040, 14
-  %3042 = and i1 %3038, %3041
-  br i1 %3042, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+conv2_weight_grad.oy181:                          ; preds = %conv2_weight_grad.endif1004, %conv2_weight_grad.ky180
+  %conv2_weight_grad.oy181993 = phi i64 [ 0, %conv2_weight_grad.ky180 ], [ %oy181.next, %conv2_weight_grad.endif1004 ]
+  %3364 = add nsw i64 %conv2_weight_grad.oy181993, %conv2_weight_grad.ky180992
+  %3365 = add nsw i64 %3364, -1
+  %3366 = icmp slt i64 -1, %3365
+  %3367 = add nsw i64 %conv2_weight_grad.oy181993, %conv2_weight_grad.ky180992
+  %3368 = add nsw i64 %3367, -1
+  %3369 = icmp slt i64 %3368, 14
+  %3370 = and i1 %3366, %3369
+  br i1 %3370, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy172.end:                      ; preds = %conv2_weight_grad.endif916
-  br label %conv2_weight_grad.oy176
+conv2_weight_grad.oy181.end:                      ; preds = %conv2_weight_grad.endif1004
+  br label %conv2_weight_grad.oy185
 
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy172
-  br label %conv2_weight_grad.ox173
-
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox174.end, %conv2_weight_grad.oy172
-  %3043 = add nsw i64 %conv2_weight_grad.oy172905, %conv2_weight_grad.ky171904
-  %3044 = add nsw i64 %3043, -1
-  %3045 = icmp slt i64 %3044, 0
-  br i1 %3045, label %conv2_weight_grad.then911, label %conv2_weight_grad.endif912
-
-conv2_weight_grad.ox173:                          ; preds = %conv2_weight_grad.ox173, %conv2_weight_grad.then
-  %conv2_weight_grad.ox173906 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox173.next, %conv2_weight_grad.ox173 ]
-  %3046 = mul nsw i64 %conv2_weight_grad.g168901, 16
-  %3047 = add nsw i64 %3046, %conv2_weight_grad.j169902
-  %3048 = mul nsw i64 %3047, 3136
-  %3049 = mul nsw i64 %conv2_weight_grad.c170903, 196
-  %3050 = add nsw i64 %3048, %3049
-  %3051 = add nsw i64 %conv2_weight_grad.oy172905, %conv2_weight_grad.ky171904
-  %3052 = add nsw i64 %3051, -1
-  %3053 = mul nsw i64 %3052, 14
-  %3054 = add nsw i64 %3050, %3053
-  %3055 = add nsw i64 %conv2_weight_grad.ox173906, 1
-  %3056 = add nsw i64 %3055, -1
-  %3057 = add nsw i64 %3054, %3056
-  %arena907 = getelementptr inbounds float, ptr %arena, i64 %3057
-  %3058 = load float, ptr %arena907, align 4
-  %3059 = mul nsw i64 %conv2_weight_grad.c170903, 3
-  %3060 = add nsw i64 %3059, %conv2_weight_grad.ky171904
-  %3061 = mul nsw i64 %3060, 3
-  %3062 = mul nsw i64 %3061, 3136
-  %3063 = add nsw i64 1129744, %3062
-  %3064 = mul nsw i64 %conv2_weight_grad.j169902, 196
-  %3065 = add nsw i64 %3063, %3064
-  %3066 = mul nsw i64 %conv2_weight_grad.oy172905, 14
-  %3067 = add nsw i64 %conv2_weight_grad.ox173906, 1
-  %3068 = add nsw i64 %3066, %3067
-  %3069 = add nsw i64 %3065, %3068
-  %arena908 = getelementptr inbounds float, ptr %arena, i64 %3069
-  store float %3058, ptr %arena908, align 4
-  %ox173.next = add nsw i64 %conv2_weight_grad.ox173906, 1
-  %3070 = icmp slt i64 %ox173.next, 13
-  br i1 %3070, label %conv2_weight_grad.ox173, label %conv2_weight_grad.ox173.end
-
-conv2_weight_grad.ox173.end:                      ; preds = %conv2_weight_grad.ox173
-  br label %conv2_weight_grad.ox174
-
-conv2_weight_grad.ox174:                          ; preds = %conv2_weight_grad.ox174, %conv2_weight_grad.ox173.end
-  %conv2_weight_grad.ox174909 = phi i64 [ 0, %conv2_weight_grad.ox173.end ], [ %ox174.next, %conv2_weight_grad.ox174 ]
-  %3071 = mul nsw i64 %conv2_weight_grad.c170903, 3
-  %3072 = add nsw i64 %3071, %conv2_weight_grad.ky171904
-  %3073 = mul nsw i64 %3072, 3
-  %3074 = mul nsw i64 %3073, 3136
-  %3075 = add nsw i64 1129744, %3074
-  %3076 = mul nsw i64 %conv2_weight_grad.j169902, 196
-  %3077 = add nsw i64 %3075, %3076
-  %3078 = mul nsw i64 %conv2_weight_grad.oy172905, 14
-  %3079 = add nsw i64 %3078, %conv2_weight_grad.ox174909
-  %3080 = add nsw i64 %3077, %3079
-  %arena910 = getelementptr inbounds float, ptr %arena, i64 %3080
-  store float 0.000000e+00, ptr %arena910, align 4
-  %ox174.next = add nsw i64 %conv2_weight_grad.ox174909, 1
-  %3081 = icmp slt i64 %ox174.next, 1
-  br i1 %3081, label %conv2_weight_grad.ox174, label %conv2_weight_grad.ox174.end
-
-conv2_weight_grad.ox174.end:                      ; preds = %conv2_weight_grad.ox174
-  br label %conv2_weight_grad.endif
-
-conv2_weight_grad.then911:                        ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.ox175
-
-conv2_weight_grad.endif912:                       ; preds = %conv2_weight_grad.ox175.end, %conv2_weight_grad.endif
-  %3082 = add nsw i64 %conv2_weight_grad.oy172905, %conv2_weight_grad.ky171904
-  %3083 = add nsw i64 %3082, -1
-  %3084 = icmp slt i64 13, %3083
-  br i1 %3084, label %conv2_weight_grad.then915, label %conv2_weight_grad.endif916
-
-conv2_weight_grad.ox175:                          ; preds = %conv2_weight_grad.ox175, %conv2_weight_grad.then911
-  %conv2_weight_grad.ox175913 = phi i64 [ 0, %conv2_weight_grad.then911 ], [ %ox175.next, %conv2_weight_grad.ox175 ]
-  %3085 = mul nsw i64 %conv2_weight_grad.c170903, 3
-  %3086 = add nsw i64 %3085, %conv2_weight_grad.ky171904
-  %3087 = mul nsw i64 %3086, 3
-  %3088 = mul nsw i64 %3087, 3136
-  %3089 = add nsw i64 1129744, %3088
-  %3090 = mul nsw i64 %conv2_weight_grad.j169902, 196
-  %3091 = add nsw i64 %3089, %3090
-  %3092 = mul nsw i64 %conv2_weight_grad.oy172905, 14
-  %3093 = add nsw i64 %3092, %conv2_weight_grad.ox175913
-  %3094 = add nsw i64 %3091, %3093
-  %arena914 = getelementptr inbounds float, ptr %arena, i64 %3094
-  store float 0.000000e+00, ptr %arena914, align 4
-  %ox175.next = add nsw i64 %conv2_weight_grad.ox175913, 1
-  %3095 = icmp slt i64 %ox175.next, 14
-  br i1 %3095, label %conv2_weight_grad.ox175, label %conv2_weight_grad.ox175.end
-
-conv2_weight_grad.ox175.end:                      ; preds = %conv2_weight_grad.ox175
-  br label %conv2_weight_grad.endif912
-
-conv2_weight_grad.then915:                        ; preds = %conv2_weight_grad.endif912
-  br label %conv2_weight_grad.ox175917
-
-conv2_weight_grad.endif916:                       ; preds = %conv2_weight_grad.ox175.end918, %conv2_weight_grad.endif912
-  %oy172.next = add nsw i64 %conv2_weight_grad.oy172905, 1
-  %3096 = icmp slt i64 %oy172.next, 14
-  br i1 %3096, label %conv2_weight_grad.oy172, label %conv2_weight_grad.oy172.end
-
-conv2_weight_grad.ox175917:                       ; preds = %conv2_weight_grad.ox175917, %conv2_weight_grad.then915
-  %conv2_weight_grad.ox175919 = phi i64 [ 0, %conv2_weight_grad.then915 ], [ %ox175.next921, %conv2_weight_grad.ox175917 ]
-  %3097 = mul nsw i64 %conv2_weight_grad.c170903, 3
-  %3098 = add nsw i64 %3097, %conv2_weight_grad.ky171904
-  %3099 = mul nsw i64 %3098, 3
-  %3100 = mul nsw i64 %3099, 3136
-  %3101 = add nsw i64 1129744, %3100
-  %3102 = mul nsw i64 %conv2_weight_grad.j169902, 196
-  %3103 = add nsw i64 %3101, %3102
-  %3104 = mul nsw i64 %conv2_weight_grad.oy172905, 14
-  %3105 = add nsw i64 %3104, %conv2_weight_grad.ox175919
-  %3106 = add nsw i64 %3103, %3105
-  %arena920 = getelementptr inbounds float, ptr %arena, i64 %3106
-  store float 0.000000e+00, ptr %arena920, align 4
-  %ox175.next921 = add nsw i64 %conv2_weight_grad.ox175919, 1
-  %3107 = icmp slt i64 %ox175.next921, 14
-  br i1 %3107, label %conv2_weight_grad.ox175917, label %conv2_weight_grad.ox175.end918
-
-conv2_weight_grad.ox175.end918:                   ; preds = %conv2_weight_grad.ox175917
-  br label %conv2_weight_grad.endif916
-
-conv2_weight_grad.oy176:                          ; preds = %conv2_weight_grad.endif933, %conv2_weight_grad.oy172.end
-  %conv2_weight_grad.oy176922 = phi i64 [ 0, %conv2_weight_grad.oy172.end ], [ %oy176.next, %conv2_weight_grad.endif933 ]
-  %3108 = add nsw i64 %conv2_weight_grad.oy176922, %conv2_weight_grad.ky171904
-  %3109 = add nsw i64 %3108, -1
-  %3110 = icmp slt i64 -1, %3109
-  %3111 = add nsw i64 %conv2_weight_grad.oy176922, %conv2_weight_grad.ky171904
-  %3112 = add nsw i64 %3111, -1
-  %3113 = icmp slt i64 %3112, 14
-  %3114 = and i1 %3110, %3113
-  br i1 %3114, label %conv2_weight_grad.then923, label %conv2_weight_grad.endif924
-
-conv2_weight_grad.oy176.end:                      ; preds = %conv2_weight_grad.endif933
-  br label %conv2_weight_grad.oy179
-
-conv2_weight_grad.then923:                        ; preds = %conv2_weight_grad.oy176
-  br label %conv2_weight_grad.ox177
-
-conv2_weight_grad.endif924:                       ; preds = %conv2_weight_grad.ox177.end, %conv2_weight_grad.oy176
-  %3115 = add nsw i64 %conv2_weight_grad.oy176922, %conv2_weight_grad.ky171904
-  %3116 = add nsw i64 %3115, -1
-  %3117 = icmp slt i64 %3116, 0
-  br i1 %3117, label %conv2_weight_grad.then928, label %conv2_weight_grad.endif929
-
-conv2_weight_grad.ox177:                          ; preds = %conv2_weight_grad.ox177, %conv2_weight_grad.then923
-  %conv2_weight_grad.ox177925 = phi i64 [ 0, %conv2_weight_grad.then923 ], [ %ox177.next, %conv2_weight_grad.ox177 ]
-  %3118 = mul nsw i64 %conv2_weight_grad.g168901, 16
-  %3119 = add nsw i64 %3118, %conv2_weight_grad.j169902
-  %3120 = mul nsw i64 %3119, 3136
-  %3121 = mul nsw i64 %conv2_weight_grad.c170903, 196
-  %3122 = add nsw i64 %3120, %3121
-  %3123 = add nsw i64 %conv2_weight_grad.oy176922, %conv2_weight_grad.ky171904
-  %3124 = add nsw i64 %3123, -1
-  %3125 = mul nsw i64 %3124, 14
-  %3126 = add nsw i64 %3122, %3125
-  %3127 = add nsw i64 %3126, %conv2_weight_grad.ox177925
-  %arena926 = getelementptr inbounds float, ptr %arena, i64 %3127
-  %3128 = load float, ptr %arena926, align 4
-  %3129 = mul nsw i64 %conv2_weight_grad.c170903, 3
-  %3130 = add nsw i64 %3129, %conv2_weight_grad.ky171904
-  %3131 = mul nsw i64 %3130, 3
-  %3132 = add nsw i64 %3131, 1
-  %3133 = mul nsw i64 %3132, 3136
-  %3134 = add nsw i64 1129744, %3133
-  %3135 = mul nsw i64 %conv2_weight_grad.j169902, 196
-  %3136 = add nsw i64 %3134, %3135
-  %3137 = mul nsw i64 %conv2_weight_grad.oy176922, 14
-  %3138 = add nsw i64 %3137, %conv2_weight_grad.ox177925
-  %3139 = add nsw i64 %3136, %3138
-  %arena927 = getelementptr inbounds float, ptr %arena, i64 %3139
-  store float %3128, ptr %arena927, align 4
-  %ox177.next = add nsw i64 %conv2_weight_grad.ox177925, 1
-  %3140 = icmp slt i64 %ox177.next, 14
-  br i1 %3140, label %conv2_weight_grad.ox177, label %conv2_weight_grad.ox177.end
-
-conv2_weight_grad.ox177.end:                      ; preds = %conv2_weight_grad.ox177
-  br label %conv2_weight_grad.endif924
-
-conv2_weight_grad.then928:                        ; preds = %conv2_weight_grad.endif924
-  br label %conv2_weight_grad.ox178
-
-conv2_weight_grad.endif929:                       ; preds = %conv2_weight_grad.ox178.end, %conv2_weight_grad.endif924
-  %3141 = add nsw i64 %conv2_weight_grad.oy176922, %conv2_weight_grad.ky171904
-  %3142 = add nsw i64 %3141, -1
-  %3143 = icmp slt i64 13, %3142
-  br i1 %3143, label %conv2_weight_grad.then932, label %conv2_weight_grad.endif933
-
-conv2_weight_grad.ox178:                          ; preds = %conv2_weight_grad.ox178, %conv2_weight_grad.then928
-  %conv2_weight_grad.ox178930 = phi i64 [ 0, %conv2_weight_grad.then928 ], [ %ox178.next, %conv2_weight_grad.ox178 ]
-  %3144 = mul nsw i64 %conv2_weight_grad.c170903, 3
-  %3145 = add nsw i64 %3144, %conv2_weight_grad.ky171904
-  %3146 = mul nsw i64 %3145, 3
-  %3147 = add nsw i64 %3146, 1
-  %3148 = mul nsw i64 %3147, 3136
-  %3149 = add nsw i64 1129744, %3148
-  %3150 = mul nsw i64 %conv2_weight_grad.j169902, 196
-  %3151 = add nsw i64 %3149, %3150
-  %3152 = mul nsw i64 %conv2_weight_grad.oy176922, 14
-  %3153 = add nsw i64 %3152, %conv2_weight_grad.ox178930
-  %3154 = add nsw i64 %3151, %3153
-  %arena931 = getelementptr inbounds float, ptr %arena, i64 %3154
-  store float 0.000000e+00, ptr %arena931, align 4
-  %ox178.next = add nsw i64 %conv2_weight_grad.ox178930, 1
-  %3155 = icmp slt i64 %ox178.next, 14
-  br i1 %3155, label %conv2_weight_grad.ox178, label %conv2_weight_grad.ox178.end
-
-conv2_weight_grad.ox178.end:                      ; preds = %conv2_weight_grad.ox178
-  br label %conv2_weight_grad.endif929
-
-conv2_weight_grad.then932:                        ; preds = %conv2_weight_grad.endif929
-  br label %conv2_weight_grad.ox178934
-
-conv2_weight_grad.endif933:                       ; preds = %conv2_weight_grad.ox178.end935, %conv2_weight_grad.endif929
-  %oy176.next = add nsw i64 %conv2_weight_grad.oy176922, 1
-  %3156 = icmp slt i64 %oy176.next, 14
-  br i1 %3156, label %conv2_weight_grad.oy176, label %conv2_weight_grad.oy176.end
-
-conv2_weight_grad.ox178934:                       ; preds = %conv2_weight_grad.ox178934, %conv2_weight_grad.then932
-  %conv2_weight_grad.ox178936 = phi i64 [ 0, %conv2_weight_grad.then932 ], [ %ox178.next938, %conv2_weight_grad.ox178934 ]
-  %3157 = mul nsw i64 %conv2_weight_grad.c170903, 3
-  %3158 = add nsw i64 %3157, %conv2_weight_grad.ky171904
-  %3159 = mul nsw i64 %3158, 3
-  %3160 = add nsw i64 %3159, 1
-  %3161 = mul nsw i64 %3160, 3136
-  %3162 = add nsw i64 1129744, %3161
-  %3163 = mul nsw i64 %conv2_weight_grad.j169902, 196
-  %3164 = add nsw i64 %3162, %3163
-  %3165 = mul nsw i64 %conv2_weight_grad.oy176922, 14
-  %3166 = add nsw i64 %3165, %conv2_weight_grad.ox178936
-  %3167 = add nsw i64 %3164, %3166
-  %arena937 = getelementptr inbounds float, ptr %arena, i64 %3167
-  store float 0.000000e+00, ptr %arena937, align 4
-  %ox178.next938 = add nsw i64 %conv2_weight_grad.ox178936, 1
-  %3168 = icmp slt i64 %ox178.next938, 14
-  br i1 %3168, label %conv2_weight_grad.ox178934, label %conv2_weight_grad.ox178.end935
-
-conv2_weight_grad.ox178.end935:                   ; preds = %conv2_weight_grad.ox178934
-  br label %conv2_weight_grad.endif933
-
-conv2_weight_grad.oy179:                          ; preds = %conv2_weight_grad.endif952, %conv2_weight_grad.oy176.end
-  %conv2_weight_grad.oy179939 = phi i64 [ 0, %conv2_weight_grad.oy176.end ], [ %oy179.next, %conv2_weight_grad.endif952 ]
-  %3169 = add nsw i64 %conv2_weight_grad.oy179939, %conv2_weight_grad.ky171904
-  %3170 = add nsw i64 %3169, -1
-  %3171 = icmp slt i64 -1, %3170
-  %3172 = add nsw i64 %conv2_weight_grad.oy179939, %conv2_weight_grad.ky171904
-  %3173 = add nsw i64 %3172, -1
-  %3174 = icmp slt i64 %3173, 14
-  %3175 = and i1 %3171, %3174
-  br i1 %3175, label %conv2_weight_grad.then940, label %conv2_weight_grad.endif941
-
-conv2_weight_grad.oy179.end:                      ; preds = %conv2_weight_grad.endif952
-  %ky171.next = add nsw i64 %conv2_weight_grad.ky171904, 1
-  %3176 = icmp slt i64 %ky171.next, 3
-  br i1 %3176, label %conv2_weight_grad.ky171, label %conv2_weight_grad.ky171.end
-
-conv2_weight_grad.then940:                        ; preds = %conv2_weight_grad.oy179
-  br label %conv2_weight_grad.ox180
-
-conv2_weight_grad.endif941:                       ; preds = %conv2_weight_grad.ox181.end, %conv2_weight_grad.oy179
-  %3177 = add nsw i64 %conv2_weight_grad.oy179939, %conv2_weight_grad.ky171904
-  %3178 = add nsw i64 %3177, -1
-  %3179 = icmp slt i64 %3178, 0
-  br i1 %3179, label %conv2_weight_grad.then947, label %conv2_weight_grad.endif948
-
-conv2_weight_grad.ox180:                          ; preds = %conv2_weight_grad.ox180, %conv2_weight_grad.then940
-  %conv2_weight_grad.ox180942 = phi i64 [ 0, %conv2_weight_grad.then940 ], [ %ox180.next, %conv2_weight_grad.ox180 ]
-  %3180 = mul nsw i64 %conv2_weight_grad.g168901, 16
-  %3181 = add nsw i64 %3180, %conv2_weight_grad.j169902
-  %3182 = mul nsw i64 %3181, 3136
-  %3183 = mul nsw i64 %conv2_weight_grad.c170903, 196
-  %3184 = add nsw i64 %3182, %3183
-  %3185 = add nsw i64 %conv2_weight_grad.oy179939, %conv2_weight_grad.ky171904
-  %3186 = add nsw i64 %3185, -1
-  %3187 = mul nsw i64 %3186, 14
-  %3188 = add nsw i64 %3184, %3187
-  %3189 = add nsw i64 %conv2_weight_grad.ox180942, 1
-  %3190 = add nsw i64 %3188, %3189
-  %arena943 = getelementptr inbounds float, ptr %arena, i64 %3190
-  %3191 = load float, ptr %arena943, align 4
-  %3192 = mul nsw i64 %conv2_weight_grad.c170903, 3
-  %3193 = add nsw i64 %3192, %conv2_weight_grad.ky171904
-  %3194 = mul nsw i64 %3193, 3
-  %3195 = add nsw i64 %3194, 2
-  %3196 = mul nsw i64 %3195, 3136
-  %3197 = add nsw i64 1129744, %3196
-  %3198 = mul nsw i64 %conv2_weight_grad.j169902, 196
-  %3199 = add nsw i64 %3197, %3198
-  %3200 = mul nsw i64 %conv2_weight_grad.oy179939, 14
-  %3201 = add nsw i64 %3200, %conv2_weight_grad.ox180942
-  %3202 = add nsw i64 %3199, %3201
-  %arena944 = getelementptr inbounds float, ptr %arena, i64 %3202
-  store float %3191, ptr %arena944, align 4
-  %ox180.next = add nsw i64 %conv2_weight_grad.ox180942, 1
-  %3203 = icmp slt i64 %ox180.next, 13
-  br i1 %3203, label %conv2_weight_grad.ox180, label %conv2_weight_grad.ox180.end
-
-conv2_weight_grad.ox180.end:                      ; preds = %conv2_weight_grad.ox180
-  br label %conv2_weight_grad.ox181
-
-conv2_weight_grad.ox181:                          ; preds = %conv2_weight_grad.ox181, %conv2_weight_grad.ox180.end
-  %conv2_weight_grad.ox181945 = phi i64 [ 0, %conv2_weight_grad.ox180.end ], [ %ox181.next, %conv2_weight_grad.ox181 ]
-  %3204 = mul nsw i64 %conv2_weight_grad.c170903, 3
-  %3205 = add nsw i64 %3204, %conv2_weight_grad.ky171904
-  %3206 = mul nsw i64 %3205, 3
-  %3207 = add nsw i64 %3206, 2
-  %3208 = mul nsw i64 %3207, 3136
-  %3209 = add nsw i64 1129744, %3208
-  %3210 = mul nsw i64 %conv2_weight_grad.j169902, 196
-  %3211 = add nsw i64 %3209, %3210
-  %3212 = mul nsw i64 %conv2_weight_grad.oy179939, 14
-  %3213 = add nsw i64 %conv2_weight_grad.ox181945, 13
-  %3214 = add nsw i64 %3212, %3213
-  %3215 = add nsw i64 %3211, %3214
-  %arena946 = getelementptr inbounds float, ptr %arena, i64 %3215
-  store float 0.000000e+00, ptr %arena946, align 4
-  %ox181.next = add nsw i64 %conv2_weight_grad.ox181945, 1
-  %3216 = icmp slt i64 %ox181.next, 1
-  br i1 %3216, label %conv2_weight_grad.ox181, label %conv2_weight_grad.ox181.end
-
-conv2_weight_grad.ox181.end:                      ; preds = %conv2_weight_grad.ox181
-  br label %conv2_weight_grad.endif941
-
-conv2_weight_grad.then947:                        ; preds = %conv2_weight_grad.endif941
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy181
   br label %conv2_weight_grad.ox182
 
-conv2_weight_grad.endif948:                       ; preds = %conv2_weight_grad.ox182.end, %conv2_weight_grad.endif941
-  %3217 = add nsw i64 %conv2_weight_grad.oy179939, %conv2_weight_grad.ky171904
-  %3218 = add nsw i64 %3217, -1
-  %3219 = icmp slt i64 13, %3218
-  br i1 %3219, label %conv2_weight_grad.then951, label %conv2_weight_grad.endif952
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox183.end, %conv2_weight_grad.oy181
+  %3371 = add nsw i64 %conv2_weight_grad.oy181993, %conv2_weight_grad.ky180992
+  %3372 = add nsw i64 %3371, -1
+  %3373 = icmp slt i64 %3372, 0
+  br i1 %3373, label %conv2_weight_grad.then999, label %conv2_weight_grad.endif1000
 
-conv2_weight_grad.ox182:                          ; preds = %conv2_weight_grad.ox182, %conv2_weight_grad.then947
-  %conv2_weight_grad.ox182949 = phi i64 [ 0, %conv2_weight_grad.then947 ], [ %ox182.next, %conv2_weight_grad.ox182 ]
-  %3220 = mul nsw i64 %conv2_weight_grad.c170903, 3
-  %3221 = add nsw i64 %3220, %conv2_weight_grad.ky171904
-  %3222 = mul nsw i64 %3221, 3
-  %3223 = add nsw i64 %3222, 2
-  %3224 = mul nsw i64 %3223, 3136
-  %3225 = add nsw i64 1129744, %3224
-  %3226 = mul nsw i64 %conv2_weight_grad.j169902, 196
-  %3227 = add nsw i64 %3225, %3226
-  %3228 = mul nsw i64 %conv2_weight_grad.oy179939, 14
-  %3229 = add nsw i64 %3228, %conv2_weight_grad.ox182949
-  %3230 = add nsw i64 %3227, %3229
-  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3230
-  store float 0.000000e+00, ptr %arena950, align 4
-  %ox182.next = add nsw i64 %conv2_weight_grad.ox182949, 1
-  %3231 = icmp slt i64 %ox182.next, 14
-  br i1 %3231, label %conv2_weight_grad.ox182, label %conv2_weight_grad.ox182.end
+conv2_weight_grad.ox182:                          ; preds = %conv2_weight_grad.ox182, %conv2_weight_grad.then
+  %conv2_weight_grad.ox182994 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox182.next, %conv2_weight_grad.ox182 ]
+  %3374 = mul nsw i64 %conv2_weight_grad.g177989, 16
+  %3375 = add nsw i64 %3374, %conv2_weight_grad.j178990
+  %3376 = mul nsw i64 %3375, 3136
+  %3377 = mul nsw i64 %conv2_weight_grad.c179991, 196
+  %3378 = add nsw i64 %3376, %3377
+  %3379 = add nsw i64 %conv2_weight_grad.oy181993, %conv2_weight_grad.ky180992
+  %3380 = add nsw i64 %3379, -1
+  %3381 = mul nsw i64 %3380, 14
+  %3382 = add nsw i64 %3378, %3381
+  %3383 = add nsw i64 %conv2_weight_grad.ox182994, 1
+  %3384 = add nsw i64 %3383, -1
+  %3385 = add nsw i64 %3382, %3384
+  %arena995 = getelementptr inbounds float, ptr %arena, i64 %3385
+  %3386 = load float, ptr %arena995, align 4
+  %3387 = mul nsw i64 %conv2_weight_grad.c179991, 3
+  %3388 = add nsw i64 %3387, %conv2_weight_grad.ky180992
+  %3389 = mul nsw i64 %3388, 3
+  %3390 = mul nsw i64 %3389, 3136
+  %3391 = add nsw i64 1129744, %3390
+  %3392 = mul nsw i64 %conv2_weight_grad.j178990, 196
+  %3393 = add nsw i64 %3391, %3392
+  %3394 = mul nsw i64 %conv2_weight_grad.oy181993, 14
+  %3395 = add nsw i64 %conv2_weight_grad.ox182994, 1
+  %3396 = add nsw i64 %3394, %3395
+  %3397 = add nsw i64 %3393, %3396
+  %arena996 = getelementptr inbounds float, ptr %arena, i64 %3397
+  store float %3386, ptr %arena996, align 4
+  %ox182.next = add nsw i64 %conv2_weight_grad.ox182994, 1
+  %3398 = icmp slt i64 %ox182.next, 13
+  br i1 %3398, label %conv2_weight_grad.ox182, label %conv2_weight_grad.ox182.end
 
 conv2_weight_grad.ox182.end:                      ; preds = %conv2_weight_grad.ox182
-  br label %conv2_weight_grad.endif948
+  br label %conv2_weight_grad.ox183
 
-conv2_weight_grad.then951:                        ; preds = %conv2_weight_grad.endif948
-  br label %conv2_weight_grad.ox182953
+conv2_weight_grad.ox183:                          ; preds = %conv2_weight_grad.ox183, %conv2_weight_grad.ox182.end
+  %conv2_weight_grad.ox183997 = phi i64 [ 0, %conv2_weight_grad.ox182.end ], [ %ox183.next, %conv2_weight_grad.ox183 ]
+  %3399 = mul nsw i64 %conv2_weight_grad.c179991, 3
+  %3400 = add nsw i64 %3399, %conv2_weight_grad.ky180992
+  %3401 = mul nsw i64 %3400, 3
+  %3402 = mul nsw i64 %3401, 3136
+  %3403 = add nsw i64 1129744, %3402
+  %3404 = mul nsw i64 %conv2_weight_grad.j178990, 196
+  %3405 = add nsw i64 %3403, %3404
+  %3406 = mul nsw i64 %conv2_weight_grad.oy181993, 14
+  %3407 = add nsw i64 %3406, %conv2_weight_grad.ox183997
+  %3408 = add nsw i64 %3405, %3407
+  %arena998 = getelementptr inbounds float, ptr %arena, i64 %3408
+  store float 0.000000e+00, ptr %arena998, align 4
+  %ox183.next = add nsw i64 %conv2_weight_grad.ox183997, 1
+  %3409 = icmp slt i64 %ox183.next, 1
+  br i1 %3409, label %conv2_weight_grad.ox183, label %conv2_weight_grad.ox183.end
 
-conv2_weight_grad.endif952:                       ; preds = %conv2_weight_grad.ox182.end954, %conv2_weight_grad.endif948
-  %oy179.next = add nsw i64 %conv2_weight_grad.oy179939, 1
-  %3232 = icmp slt i64 %oy179.next, 14
-  br i1 %3232, label %conv2_weight_grad.oy179, label %conv2_weight_grad.oy179.end
+conv2_weight_grad.ox183.end:                      ; preds = %conv2_weight_grad.ox183
+  br label %conv2_weight_grad.endif
 
-conv2_weight_grad.ox182953:                       ; preds = %conv2_weight_grad.ox182953, %conv2_weight_grad.then951
-  %conv2_weight_grad.ox182955 = phi i64 [ 0, %conv2_weight_grad.then951 ], [ %ox182.next957, %conv2_weight_grad.ox182953 ]
-  %3233 = mul nsw i64 %conv2_weight_grad.c170903, 3
-  %3234 = add nsw i64 %3233, %conv2_weight_grad.ky171904
-  %3235 = mul nsw i64 %3234, 3
-  %3236 = add nsw i64 %3235, 2
-  %3237 = mul nsw i64 %3236, 3136
-  %3238 = add nsw i64 1129744, %3237
-  %3239 = mul nsw i64 %conv2_weight_grad.j169902, 196
-  %3240 = add nsw i64 %3238, %3239
-  %3241 = mul nsw i64 %conv2_weight_grad.oy179939, 14
-  %3242 = add nsw i64 %3241, %conv2_weight_grad.ox182955
-  %3243 = add nsw i64 %3240, %3242
-  %arena956 = getelementptr inbounds float, ptr %arena, i64 %3243
-  store float 0.000000e+00, ptr %arena956, align 4
-  %ox182.next957 = add nsw i64 %conv2_weight_grad.ox182955, 1
-  %3244 = icmp slt i64 %ox182.next957, 14
-  br i1 %3244, label %conv2_weight_grad.ox182953, label %conv2_weight_grad.ox182.end954
+conv2_weight_grad.then999:                        ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.ox184
 
-conv2_weight_grad.ox182.end954:                   ; preds = %conv2_weight_grad.ox182953
-  br label %conv2_weight_grad.endif952
+conv2_weight_grad.endif1000:                      ; preds = %conv2_weight_grad.ox184.end, %conv2_weight_grad.endif
+  %3410 = add nsw i64 %conv2_weight_grad.oy181993, %conv2_weight_grad.ky180992
+  %3411 = add nsw i64 %3410, -1
+  %3412 = icmp slt i64 13, %3411
+  br i1 %3412, label %conv2_weight_grad.then1003, label %conv2_weight_grad.endif1004
 
-conv2_weight_grad.j183:                           ; preds = %conv2_weight_grad.i184.end, %conv2_weight_grad.j169.end
-  %conv2_weight_grad.j183958 = phi i64 [ 0, %conv2_weight_grad.j169.end ], [ %j183.next, %conv2_weight_grad.i184.end ]
-  br label %conv2_weight_grad.i184
+conv2_weight_grad.ox184:                          ; preds = %conv2_weight_grad.ox184, %conv2_weight_grad.then999
+  %conv2_weight_grad.ox1841001 = phi i64 [ 0, %conv2_weight_grad.then999 ], [ %ox184.next, %conv2_weight_grad.ox184 ]
+  %3413 = mul nsw i64 %conv2_weight_grad.c179991, 3
+  %3414 = add nsw i64 %3413, %conv2_weight_grad.ky180992
+  %3415 = mul nsw i64 %3414, 3
+  %3416 = mul nsw i64 %3415, 3136
+  %3417 = add nsw i64 1129744, %3416
+  %3418 = mul nsw i64 %conv2_weight_grad.j178990, 196
+  %3419 = add nsw i64 %3417, %3418
+  %3420 = mul nsw i64 %conv2_weight_grad.oy181993, 14
+  %3421 = add nsw i64 %3420, %conv2_weight_grad.ox1841001
+  %3422 = add nsw i64 %3419, %3421
+  %arena1002 = getelementptr inbounds float, ptr %arena, i64 %3422
+  store float 0.000000e+00, ptr %arena1002, align 4
+  %ox184.next = add nsw i64 %conv2_weight_grad.ox1841001, 1
+  %3423 = icmp slt i64 %ox184.next, 14
+  br i1 %3423, label %conv2_weight_grad.ox184, label %conv2_weight_grad.ox184.end
 
-conv2_weight_grad.j183.end:                       ; preds = %conv2_weight_grad.i184.end
-  br label %conv2_weight_grad.kp186
+conv2_weight_grad.ox184.end:                      ; preds = %conv2_weight_grad.ox184
+  br label %conv2_weight_grad.endif1000
 
-conv2_weight_grad.i184:                           ; preds = %conv2_weight_grad.f185.end, %conv2_weight_grad.j183
-  %conv2_weight_grad.i184959 = phi i64 [ 0, %conv2_weight_grad.j183 ], [ %i184.next, %conv2_weight_grad.f185.end ]
-  br label %conv2_weight_grad.f185
+conv2_weight_grad.then1003:                       ; preds = %conv2_weight_grad.endif1000
+  br label %conv2_weight_grad.ox1841005
 
-conv2_weight_grad.i184.end:                       ; preds = %conv2_weight_grad.f185.end
-  %j183.next = add nsw i64 %conv2_weight_grad.j183958, 1
-  %3245 = icmp slt i64 %j183.next, 16
-  br i1 %3245, label %conv2_weight_grad.j183, label %conv2_weight_grad.j183.end
+conv2_weight_grad.endif1004:                      ; preds = %conv2_weight_grad.ox184.end1006, %conv2_weight_grad.endif1000
+  %oy181.next = add nsw i64 %conv2_weight_grad.oy181993, 1
+  %3424 = icmp slt i64 %oy181.next, 14
+  br i1 %3424, label %conv2_weight_grad.oy181, label %conv2_weight_grad.oy181.end
 
-conv2_weight_grad.f185:                           ; preds = %conv2_weight_grad.f185, %conv2_weight_grad.i184
-  %conv2_weight_grad.f185960 = phi i64 [ 0, %conv2_weight_grad.i184 ], [ %f185.next, %conv2_weight_grad.f185 ]
-  %3246 = mul nsw i64 %conv2_weight_grad.g168901, 16
-  %3247 = add nsw i64 %3246, %conv2_weight_grad.j183958
-  %3248 = mul nsw i64 %3247, 6272
-  %3249 = add nsw i64 728336, %3248
-  %3250 = mul nsw i64 %conv2_weight_grad.f185960, 196
-  %3251 = add nsw i64 %3249, %3250
-  %3252 = add nsw i64 %3251, %conv2_weight_grad.i184959
-  %arena961 = getelementptr inbounds float, ptr %arena, i64 %3252
-  %3253 = load float, ptr %arena961, align 4
-  %3254 = mul nsw i64 %conv2_weight_grad.j183958, 196
-  %3255 = add nsw i64 %3254, %conv2_weight_grad.i184959
-  %3256 = mul nsw i64 %3255, 32
-  %3257 = add nsw i64 1581328, %3256
-  %3258 = add nsw i64 %3257, %conv2_weight_grad.f185960
-  %arena962 = getelementptr inbounds float, ptr %arena, i64 %3258
-  store float %3253, ptr %arena962, align 4
-  %f185.next = add nsw i64 %conv2_weight_grad.f185960, 1
-  %3259 = icmp slt i64 %f185.next, 32
-  br i1 %3259, label %conv2_weight_grad.f185, label %conv2_weight_grad.f185.end
-
-conv2_weight_grad.f185.end:                       ; preds = %conv2_weight_grad.f185
-  %i184.next = add nsw i64 %conv2_weight_grad.i184959, 1
-  %3260 = icmp slt i64 %i184.next, 196
-  br i1 %3260, label %conv2_weight_grad.i184, label %conv2_weight_grad.i184.end
-
-conv2_weight_grad.kp186:                          ; preds = %conv2_weight_grad.nb187.end, %conv2_weight_grad.j183.end
-  %conv2_weight_grad.kp186963 = phi i64 [ 0, %conv2_weight_grad.j183.end ], [ %kp186.next, %conv2_weight_grad.nb187.end ]
-  br label %conv2_weight_grad.nb187
-
-conv2_weight_grad.kp186.end:                      ; preds = %conv2_weight_grad.nb187.end
-  %g168.next = add nsw i64 %conv2_weight_grad.g168901, 1
-  %3261 = icmp slt i64 %g168.next, 4
-  br i1 %3261, label %conv2_weight_grad.g168, label %conv2_weight_grad.g168.end
-
-conv2_weight_grad.nb187:                          ; preds = %conv2_weight_grad.mb188.end, %conv2_weight_grad.kp186
-  %conv2_weight_grad.nb187964 = phi i64 [ 0, %conv2_weight_grad.kp186 ], [ %nb187.next, %conv2_weight_grad.mb188.end ]
-  br label %conv2_weight_grad.mb188
-
-conv2_weight_grad.nb187.end:                      ; preds = %conv2_weight_grad.mb188.end
-  %kp186.next = add nsw i64 %conv2_weight_grad.kp186963, 1
-  %3262 = icmp slt i64 %kp186.next, 14
-  br i1 %3262, label %conv2_weight_grad.kp186, label %conv2_weight_grad.kp186.end
-
-conv2_weight_grad.mb188:                          ; preds = %conv2_weight_grad.k190.end, %conv2_weight_grad.nb187
-  %conv2_weight_grad.mb188965 = phi i64 [ 0, %conv2_weight_grad.nb187 ], [ %mb188.next, %conv2_weight_grad.k190.end ]
-  %3263 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3264 = mul nsw i64 %3263, 32
-  %3265 = add nsw i64 1681680, %3264
-  %3266 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3267 = add nsw i64 %3265, %3266
-  %arena966 = getelementptr inbounds float, ptr %arena, i64 %3267
-  %3268 = load <16 x float>, ptr %arena966, align 4
-  store <16 x float> %3268, ptr %conv2_weight_grad.t189_c0_0, align 64
-  %3269 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3270 = mul nsw i64 %3269, 32
-  %3271 = add nsw i64 1681680, %3270
-  %3272 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3273 = add nsw i64 %3271, %3272
-  %3274 = add nsw i64 %3273, 16
-  %arena967 = getelementptr inbounds float, ptr %arena, i64 %3274
-  %3275 = load <16 x float>, ptr %arena967, align 4
-  store <16 x float> %3275, ptr %conv2_weight_grad.t189_c0_1, align 64
-  %3276 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3277 = add nsw i64 %3276, 1
-  %3278 = mul nsw i64 %3277, 32
-  %3279 = add nsw i64 1681680, %3278
-  %3280 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3281 = add nsw i64 %3279, %3280
-  %arena968 = getelementptr inbounds float, ptr %arena, i64 %3281
-  %3282 = load <16 x float>, ptr %arena968, align 4
-  store <16 x float> %3282, ptr %conv2_weight_grad.t189_c1_0, align 64
-  %3283 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3284 = add nsw i64 %3283, 1
-  %3285 = mul nsw i64 %3284, 32
-  %3286 = add nsw i64 1681680, %3285
-  %3287 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3288 = add nsw i64 %3286, %3287
-  %3289 = add nsw i64 %3288, 16
-  %arena969 = getelementptr inbounds float, ptr %arena, i64 %3289
-  %3290 = load <16 x float>, ptr %arena969, align 4
-  store <16 x float> %3290, ptr %conv2_weight_grad.t189_c1_1, align 64
-  %3291 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3292 = add nsw i64 %3291, 2
-  %3293 = mul nsw i64 %3292, 32
-  %3294 = add nsw i64 1681680, %3293
-  %3295 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3296 = add nsw i64 %3294, %3295
-  %arena970 = getelementptr inbounds float, ptr %arena, i64 %3296
-  %3297 = load <16 x float>, ptr %arena970, align 4
-  store <16 x float> %3297, ptr %conv2_weight_grad.t189_c2_0, align 64
-  %3298 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3299 = add nsw i64 %3298, 2
-  %3300 = mul nsw i64 %3299, 32
-  %3301 = add nsw i64 1681680, %3300
-  %3302 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3303 = add nsw i64 %3301, %3302
-  %3304 = add nsw i64 %3303, 16
-  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3304
-  %3305 = load <16 x float>, ptr %arena971, align 4
-  store <16 x float> %3305, ptr %conv2_weight_grad.t189_c2_1, align 64
-  %3306 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3307 = add nsw i64 %3306, 3
-  %3308 = mul nsw i64 %3307, 32
-  %3309 = add nsw i64 1681680, %3308
-  %3310 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3311 = add nsw i64 %3309, %3310
-  %arena972 = getelementptr inbounds float, ptr %arena, i64 %3311
-  %3312 = load <16 x float>, ptr %arena972, align 4
-  store <16 x float> %3312, ptr %conv2_weight_grad.t189_c3_0, align 64
-  %3313 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3314 = add nsw i64 %3313, 3
-  %3315 = mul nsw i64 %3314, 32
-  %3316 = add nsw i64 1681680, %3315
-  %3317 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3318 = add nsw i64 %3316, %3317
-  %3319 = add nsw i64 %3318, 16
-  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3319
-  %3320 = load <16 x float>, ptr %arena973, align 4
-  store <16 x float> %3320, ptr %conv2_weight_grad.t189_c3_1, align 64
-  %3321 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3322 = add nsw i64 %3321, 4
-  %3323 = mul nsw i64 %3322, 32
-  %3324 = add nsw i64 1681680, %3323
-  %3325 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3326 = add nsw i64 %3324, %3325
-  %arena974 = getelementptr inbounds float, ptr %arena, i64 %3326
-  %3327 = load <16 x float>, ptr %arena974, align 4
-  store <16 x float> %3327, ptr %conv2_weight_grad.t189_c4_0, align 64
-  %3328 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3329 = add nsw i64 %3328, 4
-  %3330 = mul nsw i64 %3329, 32
-  %3331 = add nsw i64 1681680, %3330
-  %3332 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3333 = add nsw i64 %3331, %3332
-  %3334 = add nsw i64 %3333, 16
-  %arena975 = getelementptr inbounds float, ptr %arena, i64 %3334
-  %3335 = load <16 x float>, ptr %arena975, align 4
-  store <16 x float> %3335, ptr %conv2_weight_grad.t189_c4_1, align 64
-  %3336 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3337 = add nsw i64 %3336, 5
-  %3338 = mul nsw i64 %3337, 32
-  %3339 = add nsw i64 1681680, %3338
-  %3340 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3341 = add nsw i64 %3339, %3340
-  %arena976 = getelementptr inbounds float, ptr %arena, i64 %3341
-  %3342 = load <16 x float>, ptr %arena976, align 4
-  store <16 x float> %3342, ptr %conv2_weight_grad.t189_c5_0, align 64
-  %3343 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3344 = add nsw i64 %3343, 5
-  %3345 = mul nsw i64 %3344, 32
-  %3346 = add nsw i64 1681680, %3345
-  %3347 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3348 = add nsw i64 %3346, %3347
-  %3349 = add nsw i64 %3348, 16
-  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3349
-  %3350 = load <16 x float>, ptr %arena977, align 4
-  store <16 x float> %3350, ptr %conv2_weight_grad.t189_c5_1, align 64
-  %3351 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3352 = add nsw i64 %3351, 6
-  %3353 = mul nsw i64 %3352, 32
-  %3354 = add nsw i64 1681680, %3353
-  %3355 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3356 = add nsw i64 %3354, %3355
-  %arena978 = getelementptr inbounds float, ptr %arena, i64 %3356
-  %3357 = load <16 x float>, ptr %arena978, align 4
-  store <16 x float> %3357, ptr %conv2_weight_grad.t189_c6_0, align 64
-  %3358 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3359 = add nsw i64 %3358, 6
-  %3360 = mul nsw i64 %3359, 32
-  %3361 = add nsw i64 1681680, %3360
-  %3362 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3363 = add nsw i64 %3361, %3362
-  %3364 = add nsw i64 %3363, 16
-  %arena979 = getelementptr inbounds float, ptr %arena, i64 %3364
-  %3365 = load <16 x float>, ptr %arena979, align 4
-  store <16 x float> %3365, ptr %conv2_weight_grad.t189_c6_1, align 64
-  %3366 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3367 = add nsw i64 %3366, 7
-  %3368 = mul nsw i64 %3367, 32
-  %3369 = add nsw i64 1681680, %3368
-  %3370 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3371 = add nsw i64 %3369, %3370
-  %arena980 = getelementptr inbounds float, ptr %arena, i64 %3371
-  %3372 = load <16 x float>, ptr %arena980, align 4
-  store <16 x float> %3372, ptr %conv2_weight_grad.t189_c7_0, align 64
-  %3373 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3374 = add nsw i64 %3373, 7
-  %3375 = mul nsw i64 %3374, 32
-  %3376 = add nsw i64 1681680, %3375
-  %3377 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3378 = add nsw i64 %3376, %3377
-  %3379 = add nsw i64 %3378, 16
-  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3379
-  %3380 = load <16 x float>, ptr %arena981, align 4
-  store <16 x float> %3380, ptr %conv2_weight_grad.t189_c7_1, align 64
-  %3381 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3382 = add nsw i64 %3381, 8
-  %3383 = mul nsw i64 %3382, 32
-  %3384 = add nsw i64 1681680, %3383
-  %3385 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3386 = add nsw i64 %3384, %3385
-  %arena982 = getelementptr inbounds float, ptr %arena, i64 %3386
-  %3387 = load <16 x float>, ptr %arena982, align 4
-  store <16 x float> %3387, ptr %conv2_weight_grad.t189_c8_0, align 64
-  %3388 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3389 = add nsw i64 %3388, 8
-  %3390 = mul nsw i64 %3389, 32
-  %3391 = add nsw i64 1681680, %3390
-  %3392 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3393 = add nsw i64 %3391, %3392
-  %3394 = add nsw i64 %3393, 16
-  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3394
-  %3395 = load <16 x float>, ptr %arena983, align 4
-  store <16 x float> %3395, ptr %conv2_weight_grad.t189_c8_1, align 64
-  %3396 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3397 = add nsw i64 %3396, 9
-  %3398 = mul nsw i64 %3397, 32
-  %3399 = add nsw i64 1681680, %3398
-  %3400 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3401 = add nsw i64 %3399, %3400
-  %arena984 = getelementptr inbounds float, ptr %arena, i64 %3401
-  %3402 = load <16 x float>, ptr %arena984, align 4
-  store <16 x float> %3402, ptr %conv2_weight_grad.t189_c9_0, align 64
-  %3403 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3404 = add nsw i64 %3403, 9
-  %3405 = mul nsw i64 %3404, 32
-  %3406 = add nsw i64 1681680, %3405
-  %3407 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3408 = add nsw i64 %3406, %3407
-  %3409 = add nsw i64 %3408, 16
-  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3409
-  %3410 = load <16 x float>, ptr %arena985, align 4
-  store <16 x float> %3410, ptr %conv2_weight_grad.t189_c9_1, align 64
-  %3411 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3412 = add nsw i64 %3411, 10
-  %3413 = mul nsw i64 %3412, 32
-  %3414 = add nsw i64 1681680, %3413
-  %3415 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3416 = add nsw i64 %3414, %3415
-  %arena986 = getelementptr inbounds float, ptr %arena, i64 %3416
-  %3417 = load <16 x float>, ptr %arena986, align 4
-  store <16 x float> %3417, ptr %conv2_weight_grad.t189_c10_0, align 64
-  %3418 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3419 = add nsw i64 %3418, 10
-  %3420 = mul nsw i64 %3419, 32
-  %3421 = add nsw i64 1681680, %3420
-  %3422 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3423 = add nsw i64 %3421, %3422
-  %3424 = add nsw i64 %3423, 16
-  %arena987 = getelementptr inbounds float, ptr %arena, i64 %3424
-  %3425 = load <16 x float>, ptr %arena987, align 4
-  store <16 x float> %3425, ptr %conv2_weight_grad.t189_c10_1, align 64
-  %3426 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3427 = add nsw i64 %3426, 11
-  %3428 = mul nsw i64 %3427, 32
-  %3429 = add nsw i64 1681680, %3428
-  %3430 = mul nsw i64 %conv2_weight_grad.nb187964, 32
+conv2_weight_grad.ox1841005:                      ; preds = %conv2_weight_grad.ox1841005, %conv2_weight_grad.then1003
+  %conv2_weight_grad.ox1841007 = phi i64 [ 0, %conv2_weight_grad.then1003 ], [ %ox184.next1009, %conv2_weight_grad.ox1841005 ]
+  %3425 = mul nsw i64 %conv2_weight_grad.c179991, 3
+  %3426 = add nsw i64 %3425, %conv2_weight_grad.ky180992
+  %3427 = mul nsw i64 %3426, 3
+  %3428 = mul nsw i64 %3427, 3136
+  %3429 = add nsw i64 1129744, %3428
+  %3430 = mul nsw i64 %conv2_weight_grad.j178990, 196
   %3431 = add nsw i64 %3429, %3430
-  %arena988 = getelementptr inbounds float, ptr %arena, i64 %3431
-  %3432 = load <16 x float>, ptr %arena988, align 4
-  store <16 x float> %3432, ptr %conv2_weight_grad.t189_c11_0, align 64
-  %3433 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3434 = add nsw i64 %3433, 11
-  %3435 = mul nsw i64 %3434, 32
-  %3436 = add nsw i64 1681680, %3435
-  %3437 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3438 = add nsw i64 %3436, %3437
-  %3439 = add nsw i64 %3438, 16
-  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3439
-  %3440 = load <16 x float>, ptr %arena989, align 4
-  store <16 x float> %3440, ptr %conv2_weight_grad.t189_c11_1, align 64
-  br label %conv2_weight_grad.k190
+  %3432 = mul nsw i64 %conv2_weight_grad.oy181993, 14
+  %3433 = add nsw i64 %3432, %conv2_weight_grad.ox1841007
+  %3434 = add nsw i64 %3431, %3433
+  %arena1008 = getelementptr inbounds float, ptr %arena, i64 %3434
+  store float 0.000000e+00, ptr %arena1008, align 4
+  %ox184.next1009 = add nsw i64 %conv2_weight_grad.ox1841007, 1
+  %3435 = icmp slt i64 %ox184.next1009, 14
+  br i1 %3435, label %conv2_weight_grad.ox1841005, label %conv2_weight_grad.ox184.end1006
 
-conv2_weight_grad.mb188.end:                      ; preds = %conv2_weight_grad.k190.end
-  %nb187.next = add nsw i64 %conv2_weight_grad.nb187964, 1
-  %3441 = icmp slt i64 %nb187.next, 1
-  br i1 %3441, label %conv2_weight_grad.nb187, label %conv2_weight_grad.nb187.end
+conv2_weight_grad.ox184.end1006:                  ; preds = %conv2_weight_grad.ox1841005
+  br label %conv2_weight_grad.endif1004
 
-conv2_weight_grad.k190:                           ; preds = %conv2_weight_grad.k190, %conv2_weight_grad.mb188
-  %conv2_weight_grad.k190990 = phi i64 [ 0, %conv2_weight_grad.mb188 ], [ %k190.next, %conv2_weight_grad.k190 ]
-  %3442 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3443 = add nsw i64 %conv2_weight_grad.k190990, %3442
-  %3444 = mul nsw i64 %3443, 32
-  %3445 = add nsw i64 1581328, %3444
-  %3446 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3447 = add nsw i64 %3445, %3446
-  %arena991 = getelementptr inbounds float, ptr %arena, i64 %3447
-  %3448 = load <16 x float>, ptr %arena991, align 4
-  store <16 x float> %3448, ptr %conv2_weight_grad.t189_b0, align 64
-  %3449 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3450 = add nsw i64 %conv2_weight_grad.k190990, %3449
-  %3451 = mul nsw i64 %3450, 32
-  %3452 = add nsw i64 1581328, %3451
-  %3453 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3454 = add nsw i64 %3452, %3453
-  %3455 = add nsw i64 %3454, 16
-  %arena992 = getelementptr inbounds float, ptr %arena, i64 %3455
-  %3456 = load <16 x float>, ptr %arena992, align 4
-  store <16 x float> %3456, ptr %conv2_weight_grad.t189_b1, align 64
-  %3457 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3458 = mul nsw i64 %3457, 3136
-  %3459 = add nsw i64 1129744, %3458
-  %3460 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3461 = add nsw i64 %conv2_weight_grad.k190990, %3460
-  %3462 = add nsw i64 %3459, %3461
-  %arena993 = getelementptr inbounds float, ptr %arena, i64 %3462
-  %3463 = load float, ptr %arena993, align 4
-  %3464 = insertelement <16 x float> undef, float %3463, i32 0
-  %3465 = shufflevector <16 x float> %3464, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3465, ptr %conv2_weight_grad.t189_a0, align 64
-  %t189_a0 = load <16 x float>, ptr %conv2_weight_grad.t189_a0, align 64
-  %t189_b0 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c0_0, align 64
-  %3466 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a0, <16 x float> %t189_b0, <16 x float> %t189_c0_0)
-  store <16 x float> %3466, ptr %conv2_weight_grad.t189_c0_0, align 64
-  %t189_a0994 = load <16 x float>, ptr %conv2_weight_grad.t189_a0, align 64
-  %t189_b1 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c0_1, align 64
-  %3467 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a0994, <16 x float> %t189_b1, <16 x float> %t189_c0_1)
-  store <16 x float> %3467, ptr %conv2_weight_grad.t189_c0_1, align 64
-  %3468 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3469 = add nsw i64 %3468, 1
-  %3470 = mul nsw i64 %3469, 3136
-  %3471 = add nsw i64 1129744, %3470
-  %3472 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3473 = add nsw i64 %conv2_weight_grad.k190990, %3472
-  %3474 = add nsw i64 %3471, %3473
-  %arena995 = getelementptr inbounds float, ptr %arena, i64 %3474
-  %3475 = load float, ptr %arena995, align 4
-  %3476 = insertelement <16 x float> undef, float %3475, i32 0
-  %3477 = shufflevector <16 x float> %3476, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3477, ptr %conv2_weight_grad.t189_a1, align 64
-  %t189_a1 = load <16 x float>, ptr %conv2_weight_grad.t189_a1, align 64
-  %t189_b0996 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c1_0, align 64
-  %3478 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a1, <16 x float> %t189_b0996, <16 x float> %t189_c1_0)
-  store <16 x float> %3478, ptr %conv2_weight_grad.t189_c1_0, align 64
-  %t189_a1997 = load <16 x float>, ptr %conv2_weight_grad.t189_a1, align 64
-  %t189_b1998 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c1_1, align 64
-  %3479 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a1997, <16 x float> %t189_b1998, <16 x float> %t189_c1_1)
-  store <16 x float> %3479, ptr %conv2_weight_grad.t189_c1_1, align 64
-  %3480 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3481 = add nsw i64 %3480, 2
-  %3482 = mul nsw i64 %3481, 3136
-  %3483 = add nsw i64 1129744, %3482
-  %3484 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3485 = add nsw i64 %conv2_weight_grad.k190990, %3484
-  %3486 = add nsw i64 %3483, %3485
-  %arena999 = getelementptr inbounds float, ptr %arena, i64 %3486
-  %3487 = load float, ptr %arena999, align 4
-  %3488 = insertelement <16 x float> undef, float %3487, i32 0
-  %3489 = shufflevector <16 x float> %3488, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3489, ptr %conv2_weight_grad.t189_a2, align 64
-  %t189_a2 = load <16 x float>, ptr %conv2_weight_grad.t189_a2, align 64
-  %t189_b01000 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c2_0, align 64
-  %3490 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a2, <16 x float> %t189_b01000, <16 x float> %t189_c2_0)
-  store <16 x float> %3490, ptr %conv2_weight_grad.t189_c2_0, align 64
-  %t189_a21001 = load <16 x float>, ptr %conv2_weight_grad.t189_a2, align 64
-  %t189_b11002 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c2_1, align 64
-  %3491 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a21001, <16 x float> %t189_b11002, <16 x float> %t189_c2_1)
-  store <16 x float> %3491, ptr %conv2_weight_grad.t189_c2_1, align 64
-  %3492 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3493 = add nsw i64 %3492, 3
-  %3494 = mul nsw i64 %3493, 3136
-  %3495 = add nsw i64 1129744, %3494
-  %3496 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3497 = add nsw i64 %conv2_weight_grad.k190990, %3496
-  %3498 = add nsw i64 %3495, %3497
-  %arena1003 = getelementptr inbounds float, ptr %arena, i64 %3498
-  %3499 = load float, ptr %arena1003, align 4
-  %3500 = insertelement <16 x float> undef, float %3499, i32 0
-  %3501 = shufflevector <16 x float> %3500, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3501, ptr %conv2_weight_grad.t189_a3, align 64
-  %t189_a3 = load <16 x float>, ptr %conv2_weight_grad.t189_a3, align 64
-  %t189_b01004 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c3_0, align 64
-  %3502 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a3, <16 x float> %t189_b01004, <16 x float> %t189_c3_0)
-  store <16 x float> %3502, ptr %conv2_weight_grad.t189_c3_0, align 64
-  %t189_a31005 = load <16 x float>, ptr %conv2_weight_grad.t189_a3, align 64
-  %t189_b11006 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c3_1, align 64
-  %3503 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a31005, <16 x float> %t189_b11006, <16 x float> %t189_c3_1)
-  store <16 x float> %3503, ptr %conv2_weight_grad.t189_c3_1, align 64
-  %3504 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3505 = add nsw i64 %3504, 4
-  %3506 = mul nsw i64 %3505, 3136
-  %3507 = add nsw i64 1129744, %3506
-  %3508 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3509 = add nsw i64 %conv2_weight_grad.k190990, %3508
-  %3510 = add nsw i64 %3507, %3509
-  %arena1007 = getelementptr inbounds float, ptr %arena, i64 %3510
-  %3511 = load float, ptr %arena1007, align 4
-  %3512 = insertelement <16 x float> undef, float %3511, i32 0
-  %3513 = shufflevector <16 x float> %3512, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3513, ptr %conv2_weight_grad.t189_a4, align 64
-  %t189_a4 = load <16 x float>, ptr %conv2_weight_grad.t189_a4, align 64
-  %t189_b01008 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c4_0, align 64
-  %3514 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a4, <16 x float> %t189_b01008, <16 x float> %t189_c4_0)
-  store <16 x float> %3514, ptr %conv2_weight_grad.t189_c4_0, align 64
-  %t189_a41009 = load <16 x float>, ptr %conv2_weight_grad.t189_a4, align 64
-  %t189_b11010 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c4_1, align 64
-  %3515 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a41009, <16 x float> %t189_b11010, <16 x float> %t189_c4_1)
-  store <16 x float> %3515, ptr %conv2_weight_grad.t189_c4_1, align 64
-  %3516 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3517 = add nsw i64 %3516, 5
-  %3518 = mul nsw i64 %3517, 3136
-  %3519 = add nsw i64 1129744, %3518
-  %3520 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3521 = add nsw i64 %conv2_weight_grad.k190990, %3520
-  %3522 = add nsw i64 %3519, %3521
-  %arena1011 = getelementptr inbounds float, ptr %arena, i64 %3522
-  %3523 = load float, ptr %arena1011, align 4
-  %3524 = insertelement <16 x float> undef, float %3523, i32 0
-  %3525 = shufflevector <16 x float> %3524, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3525, ptr %conv2_weight_grad.t189_a5, align 64
-  %t189_a5 = load <16 x float>, ptr %conv2_weight_grad.t189_a5, align 64
-  %t189_b01012 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c5_0, align 64
-  %3526 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a5, <16 x float> %t189_b01012, <16 x float> %t189_c5_0)
-  store <16 x float> %3526, ptr %conv2_weight_grad.t189_c5_0, align 64
-  %t189_a51013 = load <16 x float>, ptr %conv2_weight_grad.t189_a5, align 64
-  %t189_b11014 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c5_1, align 64
-  %3527 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a51013, <16 x float> %t189_b11014, <16 x float> %t189_c5_1)
-  store <16 x float> %3527, ptr %conv2_weight_grad.t189_c5_1, align 64
-  %3528 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3529 = add nsw i64 %3528, 6
-  %3530 = mul nsw i64 %3529, 3136
-  %3531 = add nsw i64 1129744, %3530
-  %3532 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3533 = add nsw i64 %conv2_weight_grad.k190990, %3532
-  %3534 = add nsw i64 %3531, %3533
-  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %3534
-  %3535 = load float, ptr %arena1015, align 4
-  %3536 = insertelement <16 x float> undef, float %3535, i32 0
-  %3537 = shufflevector <16 x float> %3536, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3537, ptr %conv2_weight_grad.t189_a6, align 64
-  %t189_a6 = load <16 x float>, ptr %conv2_weight_grad.t189_a6, align 64
-  %t189_b01016 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c6_0, align 64
-  %3538 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a6, <16 x float> %t189_b01016, <16 x float> %t189_c6_0)
-  store <16 x float> %3538, ptr %conv2_weight_grad.t189_c6_0, align 64
-  %t189_a61017 = load <16 x float>, ptr %conv2_weight_grad.t189_a6, align 64
-  %t189_b11018 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c6_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c6_1, align 64
-  %3539 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a61017, <16 x float> %t189_b11018, <16 x float> %t189_c6_1)
-  store <16 x float> %3539, ptr %conv2_weight_grad.t189_c6_1, align 64
-  %3540 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3541 = add nsw i64 %3540, 7
-  %3542 = mul nsw i64 %3541, 3136
-  %3543 = add nsw i64 1129744, %3542
-  %3544 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3545 = add nsw i64 %conv2_weight_grad.k190990, %3544
-  %3546 = add nsw i64 %3543, %3545
-  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %3546
-  %3547 = load float, ptr %arena1019, align 4
-  %3548 = insertelement <16 x float> undef, float %3547, i32 0
-  %3549 = shufflevector <16 x float> %3548, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3549, ptr %conv2_weight_grad.t189_a7, align 64
-  %t189_a7 = load <16 x float>, ptr %conv2_weight_grad.t189_a7, align 64
-  %t189_b01020 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c7_0, align 64
-  %3550 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a7, <16 x float> %t189_b01020, <16 x float> %t189_c7_0)
-  store <16 x float> %3550, ptr %conv2_weight_grad.t189_c7_0, align 64
-  %t189_a71021 = load <16 x float>, ptr %conv2_weight_grad.t189_a7, align 64
-  %t189_b11022 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c7_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c7_1, align 64
-  %3551 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a71021, <16 x float> %t189_b11022, <16 x float> %t189_c7_1)
-  store <16 x float> %3551, ptr %conv2_weight_grad.t189_c7_1, align 64
-  %3552 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3553 = add nsw i64 %3552, 8
-  %3554 = mul nsw i64 %3553, 3136
-  %3555 = add nsw i64 1129744, %3554
-  %3556 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3557 = add nsw i64 %conv2_weight_grad.k190990, %3556
+conv2_weight_grad.oy185:                          ; preds = %conv2_weight_grad.endif1021, %conv2_weight_grad.oy181.end
+  %conv2_weight_grad.oy1851010 = phi i64 [ 0, %conv2_weight_grad.oy181.end ], [ %oy185.next, %conv2_weight_grad.endif1021 ]
+  %3436 = add nsw i64 %conv2_weight_grad.oy1851010, %conv2_weight_grad.ky180992
+  %3437 = add nsw i64 %3436, -1
+  %3438 = icmp slt i64 -1, %3437
+  %3439 = add nsw i64 %conv2_weight_grad.oy1851010, %conv2_weight_grad.ky180992
+  %3440 = add nsw i64 %3439, -1
+  %3441 = icmp slt i64 %3440, 14
+  %3442 = and i1 %3438, %3441
+  br i1 %3442, label %conv2_weight_grad.then1011, label %conv2_weight_grad.endif1012
+
+conv2_weight_grad.oy185.end:                      ; preds = %conv2_weight_grad.endif1021
+  br label %conv2_weight_grad.oy188
+
+conv2_weight_grad.then1011:                       ; preds = %conv2_weight_grad.oy185
+  br label %conv2_weight_grad.ox186
+
+conv2_weight_grad.endif1012:                      ; preds = %conv2_weight_grad.ox186.end, %conv2_weight_grad.oy185
+  %3443 = add nsw i64 %conv2_weight_grad.oy1851010, %conv2_weight_grad.ky180992
+  %3444 = add nsw i64 %3443, -1
+  %3445 = icmp slt i64 %3444, 0
+  br i1 %3445, label %conv2_weight_grad.then1016, label %conv2_weight_grad.endif1017
+
+conv2_weight_grad.ox186:                          ; preds = %conv2_weight_grad.ox186, %conv2_weight_grad.then1011
+  %conv2_weight_grad.ox1861013 = phi i64 [ 0, %conv2_weight_grad.then1011 ], [ %ox186.next, %conv2_weight_grad.ox186 ]
+  %3446 = mul nsw i64 %conv2_weight_grad.g177989, 16
+  %3447 = add nsw i64 %3446, %conv2_weight_grad.j178990
+  %3448 = mul nsw i64 %3447, 3136
+  %3449 = mul nsw i64 %conv2_weight_grad.c179991, 196
+  %3450 = add nsw i64 %3448, %3449
+  %3451 = add nsw i64 %conv2_weight_grad.oy1851010, %conv2_weight_grad.ky180992
+  %3452 = add nsw i64 %3451, -1
+  %3453 = mul nsw i64 %3452, 14
+  %3454 = add nsw i64 %3450, %3453
+  %3455 = add nsw i64 %3454, %conv2_weight_grad.ox1861013
+  %arena1014 = getelementptr inbounds float, ptr %arena, i64 %3455
+  %3456 = load float, ptr %arena1014, align 4
+  %3457 = mul nsw i64 %conv2_weight_grad.c179991, 3
+  %3458 = add nsw i64 %3457, %conv2_weight_grad.ky180992
+  %3459 = mul nsw i64 %3458, 3
+  %3460 = add nsw i64 %3459, 1
+  %3461 = mul nsw i64 %3460, 3136
+  %3462 = add nsw i64 1129744, %3461
+  %3463 = mul nsw i64 %conv2_weight_grad.j178990, 196
+  %3464 = add nsw i64 %3462, %3463
+  %3465 = mul nsw i64 %conv2_weight_grad.oy1851010, 14
+  %3466 = add nsw i64 %3465, %conv2_weight_grad.ox1861013
+  %3467 = add nsw i64 %3464, %3466
+  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %3467
+  store float %3456, ptr %arena1015, align 4
+  %ox186.next = add nsw i64 %conv2_weight_grad.ox1861013, 1
+  %3468 = icmp slt i64 %ox186.next, 14
+  br i1 %3468, label %conv2_weight_grad.ox186, label %conv2_weight_grad.ox186.end
+
+conv2_weight_grad.ox186.end:                      ; preds = %conv2_weight_grad.ox186
+  br label %conv2_weight_grad.endif1012
+
+conv2_weight_grad.then1016:                       ; preds = %conv2_weight_grad.endif1012
+  br label %conv2_weight_grad.ox187
+
+conv2_weight_grad.endif1017:                      ; preds = %conv2_weight_grad.ox187.end, %conv2_weight_grad.endif1012
+  %3469 = add nsw i64 %conv2_weight_grad.oy1851010, %conv2_weight_grad.ky180992
+  %3470 = add nsw i64 %3469, -1
+  %3471 = icmp slt i64 13, %3470
+  br i1 %3471, label %conv2_weight_grad.then1020, label %conv2_weight_grad.endif1021
+
+conv2_weight_grad.ox187:                          ; preds = %conv2_weight_grad.ox187, %conv2_weight_grad.then1016
+  %conv2_weight_grad.ox1871018 = phi i64 [ 0, %conv2_weight_grad.then1016 ], [ %ox187.next, %conv2_weight_grad.ox187 ]
+  %3472 = mul nsw i64 %conv2_weight_grad.c179991, 3
+  %3473 = add nsw i64 %3472, %conv2_weight_grad.ky180992
+  %3474 = mul nsw i64 %3473, 3
+  %3475 = add nsw i64 %3474, 1
+  %3476 = mul nsw i64 %3475, 3136
+  %3477 = add nsw i64 1129744, %3476
+  %3478 = mul nsw i64 %conv2_weight_grad.j178990, 196
+  %3479 = add nsw i64 %3477, %3478
+  %3480 = mul nsw i64 %conv2_weight_grad.oy1851010, 14
+  %3481 = add nsw i64 %3480, %conv2_weight_grad.ox1871018
+  %3482 = add nsw i64 %3479, %3481
+  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %3482
+  store float 0.000000e+00, ptr %arena1019, align 4
+  %ox187.next = add nsw i64 %conv2_weight_grad.ox1871018, 1
+  %3483 = icmp slt i64 %ox187.next, 14
+  br i1 %3483, label %conv2_weight_grad.ox187, label %conv2_weight_grad.ox187.end
+
+conv2_weight_grad.ox187.end:                      ; preds = %conv2_weight_grad.ox187
+  br label %conv2_weight_grad.endif1017
+
+conv2_weight_grad.then1020:                       ; preds = %conv2_weight_grad.endif1017
+  br label %conv2_weight_grad.ox1871022
+
+conv2_weight_grad.endif1021:                      ; preds = %conv2_weight_grad.ox187.end1023, %conv2_weight_grad.endif1017
+  %oy185.next = add nsw i64 %conv2_weight_grad.oy1851010, 1
+  %3484 = icmp slt i64 %oy185.next, 14
+  br i1 %3484, label %conv2_weight_grad.oy185, label %conv2_weight_grad.oy185.end
+
+conv2_weight_grad.ox1871022:                      ; preds = %conv2_weight_grad.ox1871022, %conv2_weight_grad.then1020
+  %conv2_weight_grad.ox1871024 = phi i64 [ 0, %conv2_weight_grad.then1020 ], [ %ox187.next1026, %conv2_weight_grad.ox1871022 ]
+  %3485 = mul nsw i64 %conv2_weight_grad.c179991, 3
+  %3486 = add nsw i64 %3485, %conv2_weight_grad.ky180992
+  %3487 = mul nsw i64 %3486, 3
+  %3488 = add nsw i64 %3487, 1
+  %3489 = mul nsw i64 %3488, 3136
+  %3490 = add nsw i64 1129744, %3489
+  %3491 = mul nsw i64 %conv2_weight_grad.j178990, 196
+  %3492 = add nsw i64 %3490, %3491
+  %3493 = mul nsw i64 %conv2_weight_grad.oy1851010, 14
+  %3494 = add nsw i64 %3493, %conv2_weight_grad.ox1871024
+  %3495 = add nsw i64 %3492, %3494
+  %arena1025 = getelementptr inbounds float, ptr %arena, i64 %3495
+  store float 0.000000e+00, ptr %arena1025, align 4
+  %ox187.next1026 = add nsw i64 %conv2_weight_grad.ox1871024, 1
+  %3496 = icmp slt i64 %ox187.next1026, 14
+  br i1 %3496, label %conv2_weight_grad.ox1871022, label %conv2_weight_grad.ox187.end1023
+
+conv2_weight_grad.ox187.end1023:                  ; preds = %conv2_weight_grad.ox1871022
+  br label %conv2_weight_grad.endif1021
+
+conv2_weight_grad.oy188:                          ; preds = %conv2_weight_grad.endif1040, %conv2_weight_grad.oy185.end
+  %conv2_weight_grad.oy1881027 = phi i64 [ 0, %conv2_weight_grad.oy185.end ], [ %oy188.next, %conv2_weight_grad.endif1040 ]
+  %3497 = add nsw i64 %conv2_weight_grad.oy1881027, %conv2_weight_grad.ky180992
+  %3498 = add nsw i64 %3497, -1
+  %3499 = icmp slt i64 -1, %3498
+  %3500 = add nsw i64 %conv2_weight_grad.oy1881027, %conv2_weight_grad.ky180992
+  %3501 = add nsw i64 %3500, -1
+  %3502 = icmp slt i64 %3501, 14
+  %3503 = and i1 %3499, %3502
+  br i1 %3503, label %conv2_weight_grad.then1028, label %conv2_weight_grad.endif1029
+
+conv2_weight_grad.oy188.end:                      ; preds = %conv2_weight_grad.endif1040
+  %ky180.next = add nsw i64 %conv2_weight_grad.ky180992, 1
+  %3504 = icmp slt i64 %ky180.next, 3
+  br i1 %3504, label %conv2_weight_grad.ky180, label %conv2_weight_grad.ky180.end
+
+conv2_weight_grad.then1028:                       ; preds = %conv2_weight_grad.oy188
+  br label %conv2_weight_grad.ox189
+
+conv2_weight_grad.endif1029:                      ; preds = %conv2_weight_grad.ox190.end, %conv2_weight_grad.oy188
+  %3505 = add nsw i64 %conv2_weight_grad.oy1881027, %conv2_weight_grad.ky180992
+  %3506 = add nsw i64 %3505, -1
+  %3507 = icmp slt i64 %3506, 0
+  br i1 %3507, label %conv2_weight_grad.then1035, label %conv2_weight_grad.endif1036
+
+conv2_weight_grad.ox189:                          ; preds = %conv2_weight_grad.ox189, %conv2_weight_grad.then1028
+  %conv2_weight_grad.ox1891030 = phi i64 [ 0, %conv2_weight_grad.then1028 ], [ %ox189.next, %conv2_weight_grad.ox189 ]
+  %3508 = mul nsw i64 %conv2_weight_grad.g177989, 16
+  %3509 = add nsw i64 %3508, %conv2_weight_grad.j178990
+  %3510 = mul nsw i64 %3509, 3136
+  %3511 = mul nsw i64 %conv2_weight_grad.c179991, 196
+  %3512 = add nsw i64 %3510, %3511
+  %3513 = add nsw i64 %conv2_weight_grad.oy1881027, %conv2_weight_grad.ky180992
+  %3514 = add nsw i64 %3513, -1
+  %3515 = mul nsw i64 %3514, 14
+  %3516 = add nsw i64 %3512, %3515
+  %3517 = add nsw i64 %conv2_weight_grad.ox1891030, 1
+  %3518 = add nsw i64 %3516, %3517
+  %arena1031 = getelementptr inbounds float, ptr %arena, i64 %3518
+  %3519 = load float, ptr %arena1031, align 4
+  %3520 = mul nsw i64 %conv2_weight_grad.c179991, 3
+  %3521 = add nsw i64 %3520, %conv2_weight_grad.ky180992
+  %3522 = mul nsw i64 %3521, 3
+  %3523 = add nsw i64 %3522, 2
+  %3524 = mul nsw i64 %3523, 3136
+  %3525 = add nsw i64 1129744, %3524
+  %3526 = mul nsw i64 %conv2_weight_grad.j178990, 196
+  %3527 = add nsw i64 %3525, %3526
+  %3528 = mul nsw i64 %conv2_weight_grad.oy1881027, 14
+  %3529 = add nsw i64 %3528, %conv2_weight_grad.ox1891030
+  %3530 = add nsw i64 %3527, %3529
+  %arena1032 = getelementptr inbounds float, ptr %arena, i64 %3530
+  store float %3519, ptr %arena1032, align 4
+  %ox189.next = add nsw i64 %conv2_weight_grad.ox1891030, 1
+  %3531 = icmp slt i64 %ox189.next, 13
+  br i1 %3531, label %conv2_weight_grad.ox189, label %conv2_weight_grad.ox189.end
+
+conv2_weight_grad.ox189.end:                      ; preds = %conv2_weight_grad.ox189
+  br label %conv2_weight_grad.ox190
+
+conv2_weight_grad.ox190:                          ; preds = %conv2_weight_grad.ox190, %conv2_weight_grad.ox189.end
+  %conv2_weight_grad.ox1901033 = phi i64 [ 0, %conv2_weight_grad.ox189.end ], [ %ox190.next, %conv2_weight_grad.ox190 ]
+  %3532 = mul nsw i64 %conv2_weight_grad.c179991, 3
+  %3533 = add nsw i64 %3532, %conv2_weight_grad.ky180992
+  %3534 = mul nsw i64 %3533, 3
+  %3535 = add nsw i64 %3534, 2
+  %3536 = mul nsw i64 %3535, 3136
+  %3537 = add nsw i64 1129744, %3536
+  %3538 = mul nsw i64 %conv2_weight_grad.j178990, 196
+  %3539 = add nsw i64 %3537, %3538
+  %3540 = mul nsw i64 %conv2_weight_grad.oy1881027, 14
+  %3541 = add nsw i64 %conv2_weight_grad.ox1901033, 13
+  %3542 = add nsw i64 %3540, %3541
+  %3543 = add nsw i64 %3539, %3542
+  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %3543
+  store float 0.000000e+00, ptr %arena1034, align 4
+  %ox190.next = add nsw i64 %conv2_weight_grad.ox1901033, 1
+  %3544 = icmp slt i64 %ox190.next, 1
+  br i1 %3544, label %conv2_weight_grad.ox190, label %conv2_weight_grad.ox190.end
+
+conv2_weight_grad.ox190.end:                      ; preds = %conv2_weight_grad.ox190
+  br label %conv2_weight_grad.endif1029
+
+conv2_weight_grad.then1035:                       ; preds = %conv2_weight_grad.endif1029
+  br label %conv2_weight_grad.ox191
+
+conv2_weight_grad.endif1036:                      ; preds = %conv2_weight_grad.ox191.end, %conv2_weight_grad.endif1029
+  %3545 = add nsw i64 %conv2_weight_grad.oy1881027, %conv2_weight_grad.ky180992
+  %3546 = add nsw i64 %3545, -1
+  %3547 = icmp slt i64 13, %3546
+  br i1 %3547, label %conv2_weight_grad.then1039, label %conv2_weight_grad.endif1040
+
+conv2_weight_grad.ox191:                          ; preds = %conv2_weight_grad.ox191, %conv2_weight_grad.then1035
+  %conv2_weight_grad.ox1911037 = phi i64 [ 0, %conv2_weight_grad.then1035 ], [ %ox191.next, %conv2_weight_grad.ox191 ]
+  %3548 = mul nsw i64 %conv2_weight_grad.c179991, 3
+  %3549 = add nsw i64 %3548, %conv2_weight_grad.ky180992
+  %3550 = mul nsw i64 %3549, 3
+  %3551 = add nsw i64 %3550, 2
+  %3552 = mul nsw i64 %3551, 3136
+  %3553 = add nsw i64 1129744, %3552
+  %3554 = mul nsw i64 %conv2_weight_grad.j178990, 196
+  %3555 = add nsw i64 %3553, %3554
+  %3556 = mul nsw i64 %conv2_weight_grad.oy1881027, 14
+  %3557 = add nsw i64 %3556, %conv2_weight_grad.ox1911037
   %3558 = add nsw i64 %3555, %3557
-  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %3558
-  %3559 = load float, ptr %arena1023, align 4
-  %3560 = insertelement <16 x float> undef, float %3559, i32 0
-  %3561 = shufflevector <16 x float> %3560, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3561, ptr %conv2_weight_grad.t189_a8, align 64
-  %t189_a8 = load <16 x float>, ptr %conv2_weight_grad.t189_a8, align 64
-  %t189_b01024 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c8_0, align 64
-  %3562 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a8, <16 x float> %t189_b01024, <16 x float> %t189_c8_0)
-  store <16 x float> %3562, ptr %conv2_weight_grad.t189_c8_0, align 64
-  %t189_a81025 = load <16 x float>, ptr %conv2_weight_grad.t189_a8, align 64
-  %t189_b11026 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c8_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c8_1, align 64
-  %3563 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a81025, <16 x float> %t189_b11026, <16 x float> %t189_c8_1)
-  store <16 x float> %3563, ptr %conv2_weight_grad.t189_c8_1, align 64
-  %3564 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3565 = add nsw i64 %3564, 9
-  %3566 = mul nsw i64 %3565, 3136
-  %3567 = add nsw i64 1129744, %3566
-  %3568 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3569 = add nsw i64 %conv2_weight_grad.k190990, %3568
-  %3570 = add nsw i64 %3567, %3569
-  %arena1027 = getelementptr inbounds float, ptr %arena, i64 %3570
-  %3571 = load float, ptr %arena1027, align 4
-  %3572 = insertelement <16 x float> undef, float %3571, i32 0
-  %3573 = shufflevector <16 x float> %3572, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3573, ptr %conv2_weight_grad.t189_a9, align 64
-  %t189_a9 = load <16 x float>, ptr %conv2_weight_grad.t189_a9, align 64
-  %t189_b01028 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c9_0, align 64
-  %3574 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a9, <16 x float> %t189_b01028, <16 x float> %t189_c9_0)
-  store <16 x float> %3574, ptr %conv2_weight_grad.t189_c9_0, align 64
-  %t189_a91029 = load <16 x float>, ptr %conv2_weight_grad.t189_a9, align 64
-  %t189_b11030 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c9_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c9_1, align 64
-  %3575 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a91029, <16 x float> %t189_b11030, <16 x float> %t189_c9_1)
-  store <16 x float> %3575, ptr %conv2_weight_grad.t189_c9_1, align 64
-  %3576 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3577 = add nsw i64 %3576, 10
-  %3578 = mul nsw i64 %3577, 3136
-  %3579 = add nsw i64 1129744, %3578
-  %3580 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3581 = add nsw i64 %conv2_weight_grad.k190990, %3580
-  %3582 = add nsw i64 %3579, %3581
-  %arena1031 = getelementptr inbounds float, ptr %arena, i64 %3582
-  %3583 = load float, ptr %arena1031, align 4
-  %3584 = insertelement <16 x float> undef, float %3583, i32 0
-  %3585 = shufflevector <16 x float> %3584, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3585, ptr %conv2_weight_grad.t189_a10, align 64
-  %t189_a10 = load <16 x float>, ptr %conv2_weight_grad.t189_a10, align 64
-  %t189_b01032 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c10_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c10_0, align 64
-  %3586 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a10, <16 x float> %t189_b01032, <16 x float> %t189_c10_0)
-  store <16 x float> %3586, ptr %conv2_weight_grad.t189_c10_0, align 64
-  %t189_a101033 = load <16 x float>, ptr %conv2_weight_grad.t189_a10, align 64
-  %t189_b11034 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c10_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c10_1, align 64
-  %3587 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a101033, <16 x float> %t189_b11034, <16 x float> %t189_c10_1)
-  store <16 x float> %3587, ptr %conv2_weight_grad.t189_c10_1, align 64
-  %3588 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3589 = add nsw i64 %3588, 11
-  %3590 = mul nsw i64 %3589, 3136
-  %3591 = add nsw i64 1129744, %3590
-  %3592 = mul nsw i64 %conv2_weight_grad.kp186963, 224
-  %3593 = add nsw i64 %conv2_weight_grad.k190990, %3592
-  %3594 = add nsw i64 %3591, %3593
-  %arena1035 = getelementptr inbounds float, ptr %arena, i64 %3594
-  %3595 = load float, ptr %arena1035, align 4
-  %3596 = insertelement <16 x float> undef, float %3595, i32 0
-  %3597 = shufflevector <16 x float> %3596, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3597, ptr %conv2_weight_grad.t189_a11, align 64
-  %t189_a11 = load <16 x float>, ptr %conv2_weight_grad.t189_a11, align 64
-  %t189_b01036 = load <16 x float>, ptr %conv2_weight_grad.t189_b0, align 64
-  %t189_c11_0 = load <16 x float>, ptr %conv2_weight_grad.t189_c11_0, align 64
-  %3598 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a11, <16 x float> %t189_b01036, <16 x float> %t189_c11_0)
-  store <16 x float> %3598, ptr %conv2_weight_grad.t189_c11_0, align 64
-  %t189_a111037 = load <16 x float>, ptr %conv2_weight_grad.t189_a11, align 64
-  %t189_b11038 = load <16 x float>, ptr %conv2_weight_grad.t189_b1, align 64
-  %t189_c11_1 = load <16 x float>, ptr %conv2_weight_grad.t189_c11_1, align 64
-  %3599 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t189_a111037, <16 x float> %t189_b11038, <16 x float> %t189_c11_1)
-  store <16 x float> %3599, ptr %conv2_weight_grad.t189_c11_1, align 64
-  %k190.next = add nsw i64 %conv2_weight_grad.k190990, 1
-  %3600 = icmp slt i64 %k190.next, 224
-  br i1 %3600, label %conv2_weight_grad.k190, label %conv2_weight_grad.k190.end
+  %arena1038 = getelementptr inbounds float, ptr %arena, i64 %3558
+  store float 0.000000e+00, ptr %arena1038, align 4
+  %ox191.next = add nsw i64 %conv2_weight_grad.ox1911037, 1
+  %3559 = icmp slt i64 %ox191.next, 14
+  br i1 %3559, label %conv2_weight_grad.ox191, label %conv2_weight_grad.ox191.end
 
-conv2_weight_grad.k190.end:                       ; preds = %conv2_weight_grad.k190
-  %t189_c0_01039 = load <16 x float>, ptr %conv2_weight_grad.t189_c0_0, align 64
-  %3601 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3602 = mul nsw i64 %3601, 32
-  %3603 = add nsw i64 1681680, %3602
-  %3604 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3605 = add nsw i64 %3603, %3604
-  %arena1040 = getelementptr inbounds float, ptr %arena, i64 %3605
-  store <16 x float> %t189_c0_01039, ptr %arena1040, align 4
-  %t189_c0_11041 = load <16 x float>, ptr %conv2_weight_grad.t189_c0_1, align 64
-  %3606 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3607 = mul nsw i64 %3606, 32
-  %3608 = add nsw i64 1681680, %3607
-  %3609 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3610 = add nsw i64 %3608, %3609
-  %3611 = add nsw i64 %3610, 16
-  %arena1042 = getelementptr inbounds float, ptr %arena, i64 %3611
-  store <16 x float> %t189_c0_11041, ptr %arena1042, align 4
-  %t189_c1_01043 = load <16 x float>, ptr %conv2_weight_grad.t189_c1_0, align 64
-  %3612 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3613 = add nsw i64 %3612, 1
-  %3614 = mul nsw i64 %3613, 32
-  %3615 = add nsw i64 1681680, %3614
-  %3616 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3617 = add nsw i64 %3615, %3616
-  %arena1044 = getelementptr inbounds float, ptr %arena, i64 %3617
-  store <16 x float> %t189_c1_01043, ptr %arena1044, align 4
-  %t189_c1_11045 = load <16 x float>, ptr %conv2_weight_grad.t189_c1_1, align 64
-  %3618 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3619 = add nsw i64 %3618, 1
-  %3620 = mul nsw i64 %3619, 32
-  %3621 = add nsw i64 1681680, %3620
-  %3622 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3623 = add nsw i64 %3621, %3622
-  %3624 = add nsw i64 %3623, 16
-  %arena1046 = getelementptr inbounds float, ptr %arena, i64 %3624
-  store <16 x float> %t189_c1_11045, ptr %arena1046, align 4
-  %t189_c2_01047 = load <16 x float>, ptr %conv2_weight_grad.t189_c2_0, align 64
-  %3625 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3626 = add nsw i64 %3625, 2
-  %3627 = mul nsw i64 %3626, 32
-  %3628 = add nsw i64 1681680, %3627
-  %3629 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3630 = add nsw i64 %3628, %3629
-  %arena1048 = getelementptr inbounds float, ptr %arena, i64 %3630
-  store <16 x float> %t189_c2_01047, ptr %arena1048, align 4
-  %t189_c2_11049 = load <16 x float>, ptr %conv2_weight_grad.t189_c2_1, align 64
-  %3631 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3632 = add nsw i64 %3631, 2
-  %3633 = mul nsw i64 %3632, 32
-  %3634 = add nsw i64 1681680, %3633
-  %3635 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3636 = add nsw i64 %3634, %3635
-  %3637 = add nsw i64 %3636, 16
-  %arena1050 = getelementptr inbounds float, ptr %arena, i64 %3637
-  store <16 x float> %t189_c2_11049, ptr %arena1050, align 4
-  %t189_c3_01051 = load <16 x float>, ptr %conv2_weight_grad.t189_c3_0, align 64
-  %3638 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3639 = add nsw i64 %3638, 3
-  %3640 = mul nsw i64 %3639, 32
-  %3641 = add nsw i64 1681680, %3640
-  %3642 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3643 = add nsw i64 %3641, %3642
-  %arena1052 = getelementptr inbounds float, ptr %arena, i64 %3643
-  store <16 x float> %t189_c3_01051, ptr %arena1052, align 4
-  %t189_c3_11053 = load <16 x float>, ptr %conv2_weight_grad.t189_c3_1, align 64
-  %3644 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3645 = add nsw i64 %3644, 3
-  %3646 = mul nsw i64 %3645, 32
-  %3647 = add nsw i64 1681680, %3646
-  %3648 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3649 = add nsw i64 %3647, %3648
-  %3650 = add nsw i64 %3649, 16
-  %arena1054 = getelementptr inbounds float, ptr %arena, i64 %3650
-  store <16 x float> %t189_c3_11053, ptr %arena1054, align 4
-  %t189_c4_01055 = load <16 x float>, ptr %conv2_weight_grad.t189_c4_0, align 64
-  %3651 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3652 = add nsw i64 %3651, 4
-  %3653 = mul nsw i64 %3652, 32
-  %3654 = add nsw i64 1681680, %3653
-  %3655 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3656 = add nsw i64 %3654, %3655
-  %arena1056 = getelementptr inbounds float, ptr %arena, i64 %3656
-  store <16 x float> %t189_c4_01055, ptr %arena1056, align 4
-  %t189_c4_11057 = load <16 x float>, ptr %conv2_weight_grad.t189_c4_1, align 64
-  %3657 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3658 = add nsw i64 %3657, 4
-  %3659 = mul nsw i64 %3658, 32
-  %3660 = add nsw i64 1681680, %3659
-  %3661 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3662 = add nsw i64 %3660, %3661
-  %3663 = add nsw i64 %3662, 16
-  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %3663
-  store <16 x float> %t189_c4_11057, ptr %arena1058, align 4
-  %t189_c5_01059 = load <16 x float>, ptr %conv2_weight_grad.t189_c5_0, align 64
-  %3664 = mul nsw i64 %conv2_weight_grad.mb188965, 12
+conv2_weight_grad.ox191.end:                      ; preds = %conv2_weight_grad.ox191
+  br label %conv2_weight_grad.endif1036
+
+conv2_weight_grad.then1039:                       ; preds = %conv2_weight_grad.endif1036
+  br label %conv2_weight_grad.ox1911041
+
+conv2_weight_grad.endif1040:                      ; preds = %conv2_weight_grad.ox191.end1042, %conv2_weight_grad.endif1036
+  %oy188.next = add nsw i64 %conv2_weight_grad.oy1881027, 1
+  %3560 = icmp slt i64 %oy188.next, 14
+  br i1 %3560, label %conv2_weight_grad.oy188, label %conv2_weight_grad.oy188.end
+
+conv2_weight_grad.ox1911041:                      ; preds = %conv2_weight_grad.ox1911041, %conv2_weight_grad.then1039
+  %conv2_weight_grad.ox1911043 = phi i64 [ 0, %conv2_weight_grad.then1039 ], [ %ox191.next1045, %conv2_weight_grad.ox1911041 ]
+  %3561 = mul nsw i64 %conv2_weight_grad.c179991, 3
+  %3562 = add nsw i64 %3561, %conv2_weight_grad.ky180992
+  %3563 = mul nsw i64 %3562, 3
+  %3564 = add nsw i64 %3563, 2
+  %3565 = mul nsw i64 %3564, 3136
+  %3566 = add nsw i64 1129744, %3565
+  %3567 = mul nsw i64 %conv2_weight_grad.j178990, 196
+  %3568 = add nsw i64 %3566, %3567
+  %3569 = mul nsw i64 %conv2_weight_grad.oy1881027, 14
+  %3570 = add nsw i64 %3569, %conv2_weight_grad.ox1911043
+  %3571 = add nsw i64 %3568, %3570
+  %arena1044 = getelementptr inbounds float, ptr %arena, i64 %3571
+  store float 0.000000e+00, ptr %arena1044, align 4
+  %ox191.next1045 = add nsw i64 %conv2_weight_grad.ox1911043, 1
+  %3572 = icmp slt i64 %ox191.next1045, 14
+  br i1 %3572, label %conv2_weight_grad.ox1911041, label %conv2_weight_grad.ox191.end1042
+
+conv2_weight_grad.ox191.end1042:                  ; preds = %conv2_weight_grad.ox1911041
+  br label %conv2_weight_grad.endif1040
+
+conv2_weight_grad.j192:                           ; preds = %conv2_weight_grad.i193.end, %conv2_weight_grad.j178.end
+  %conv2_weight_grad.j1921046 = phi i64 [ 0, %conv2_weight_grad.j178.end ], [ %j192.next, %conv2_weight_grad.i193.end ]
+  br label %conv2_weight_grad.i193
+
+conv2_weight_grad.j192.end:                       ; preds = %conv2_weight_grad.i193.end
+  br label %conv2_weight_grad.kp195
+
+conv2_weight_grad.i193:                           ; preds = %conv2_weight_grad.f194.end, %conv2_weight_grad.j192
+  %conv2_weight_grad.i1931047 = phi i64 [ 0, %conv2_weight_grad.j192 ], [ %i193.next, %conv2_weight_grad.f194.end ]
+  br label %conv2_weight_grad.f194
+
+conv2_weight_grad.i193.end:                       ; preds = %conv2_weight_grad.f194.end
+  %j192.next = add nsw i64 %conv2_weight_grad.j1921046, 1
+  %3573 = icmp slt i64 %j192.next, 16
+  br i1 %3573, label %conv2_weight_grad.j192, label %conv2_weight_grad.j192.end
+
+conv2_weight_grad.f194:                           ; preds = %conv2_weight_grad.f194, %conv2_weight_grad.i193
+  %conv2_weight_grad.f1941048 = phi i64 [ 0, %conv2_weight_grad.i193 ], [ %f194.next, %conv2_weight_grad.f194 ]
+  %3574 = mul nsw i64 %conv2_weight_grad.g177989, 16
+  %3575 = add nsw i64 %3574, %conv2_weight_grad.j1921046
+  %3576 = mul nsw i64 %3575, 6272
+  %3577 = add nsw i64 728336, %3576
+  %3578 = mul nsw i64 %conv2_weight_grad.f1941048, 196
+  %3579 = add nsw i64 %3577, %3578
+  %3580 = add nsw i64 %3579, %conv2_weight_grad.i1931047
+  %arena1049 = getelementptr inbounds float, ptr %arena, i64 %3580
+  %3581 = load float, ptr %arena1049, align 4
+  %3582 = mul nsw i64 %conv2_weight_grad.j1921046, 196
+  %3583 = add nsw i64 %3582, %conv2_weight_grad.i1931047
+  %3584 = mul nsw i64 %3583, 32
+  %3585 = add nsw i64 1581328, %3584
+  %3586 = add nsw i64 %3585, %conv2_weight_grad.f1941048
+  %arena1050 = getelementptr inbounds float, ptr %arena, i64 %3586
+  store float %3581, ptr %arena1050, align 4
+  %f194.next = add nsw i64 %conv2_weight_grad.f1941048, 1
+  %3587 = icmp slt i64 %f194.next, 32
+  br i1 %3587, label %conv2_weight_grad.f194, label %conv2_weight_grad.f194.end
+
+conv2_weight_grad.f194.end:                       ; preds = %conv2_weight_grad.f194
+  %i193.next = add nsw i64 %conv2_weight_grad.i1931047, 1
+  %3588 = icmp slt i64 %i193.next, 196
+  br i1 %3588, label %conv2_weight_grad.i193, label %conv2_weight_grad.i193.end
+
+conv2_weight_grad.kp195:                          ; preds = %conv2_weight_grad.nb196.end, %conv2_weight_grad.j192.end
+  %conv2_weight_grad.kp1951051 = phi i64 [ 0, %conv2_weight_grad.j192.end ], [ %kp195.next, %conv2_weight_grad.nb196.end ]
+  br label %conv2_weight_grad.nb196
+
+conv2_weight_grad.kp195.end:                      ; preds = %conv2_weight_grad.nb196.end
+  %g177.next = add nsw i64 %conv2_weight_grad.g177989, 1
+  %3589 = icmp slt i64 %g177.next, 4
+  br i1 %3589, label %conv2_weight_grad.g177, label %conv2_weight_grad.g177.end
+
+conv2_weight_grad.nb196:                          ; preds = %conv2_weight_grad.mb197.end, %conv2_weight_grad.kp195
+  %conv2_weight_grad.nb1961052 = phi i64 [ 0, %conv2_weight_grad.kp195 ], [ %nb196.next, %conv2_weight_grad.mb197.end ]
+  br label %conv2_weight_grad.mb197
+
+conv2_weight_grad.nb196.end:                      ; preds = %conv2_weight_grad.mb197.end
+  %kp195.next = add nsw i64 %conv2_weight_grad.kp1951051, 1
+  %3590 = icmp slt i64 %kp195.next, 14
+  br i1 %3590, label %conv2_weight_grad.kp195, label %conv2_weight_grad.kp195.end
+
+conv2_weight_grad.mb197:                          ; preds = %conv2_weight_grad.k199.end, %conv2_weight_grad.nb196
+  %conv2_weight_grad.mb1971053 = phi i64 [ 0, %conv2_weight_grad.nb196 ], [ %mb197.next, %conv2_weight_grad.k199.end ]
+  %3591 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3592 = mul nsw i64 %3591, 32
+  %3593 = add nsw i64 1681680, %3592
+  %3594 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3595 = add nsw i64 %3593, %3594
+  %arena1054 = getelementptr inbounds float, ptr %arena, i64 %3595
+  %3596 = load <16 x float>, ptr %arena1054, align 4
+  store <16 x float> %3596, ptr %conv2_weight_grad.t198_c0_0, align 64
+  %3597 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3598 = mul nsw i64 %3597, 32
+  %3599 = add nsw i64 1681680, %3598
+  %3600 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3601 = add nsw i64 %3599, %3600
+  %3602 = add nsw i64 %3601, 16
+  %arena1055 = getelementptr inbounds float, ptr %arena, i64 %3602
+  %3603 = load <16 x float>, ptr %arena1055, align 4
+  store <16 x float> %3603, ptr %conv2_weight_grad.t198_c0_1, align 64
+  %3604 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3605 = add nsw i64 %3604, 1
+  %3606 = mul nsw i64 %3605, 32
+  %3607 = add nsw i64 1681680, %3606
+  %3608 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3609 = add nsw i64 %3607, %3608
+  %arena1056 = getelementptr inbounds float, ptr %arena, i64 %3609
+  %3610 = load <16 x float>, ptr %arena1056, align 4
+  store <16 x float> %3610, ptr %conv2_weight_grad.t198_c1_0, align 64
+  %3611 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3612 = add nsw i64 %3611, 1
+  %3613 = mul nsw i64 %3612, 32
+  %3614 = add nsw i64 1681680, %3613
+  %3615 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3616 = add nsw i64 %3614, %3615
+  %3617 = add nsw i64 %3616, 16
+  %arena1057 = getelementptr inbounds float, ptr %arena, i64 %3617
+  %3618 = load <16 x float>, ptr %arena1057, align 4
+  store <16 x float> %3618, ptr %conv2_weight_grad.t198_c1_1, align 64
+  %3619 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3620 = add nsw i64 %3619, 2
+  %3621 = mul nsw i64 %3620, 32
+  %3622 = add nsw i64 1681680, %3621
+  %3623 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3624 = add nsw i64 %3622, %3623
+  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %3624
+  %3625 = load <16 x float>, ptr %arena1058, align 4
+  store <16 x float> %3625, ptr %conv2_weight_grad.t198_c2_0, align 64
+  %3626 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3627 = add nsw i64 %3626, 2
+  %3628 = mul nsw i64 %3627, 32
+  %3629 = add nsw i64 1681680, %3628
+  %3630 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3631 = add nsw i64 %3629, %3630
+  %3632 = add nsw i64 %3631, 16
+  %arena1059 = getelementptr inbounds float, ptr %arena, i64 %3632
+  %3633 = load <16 x float>, ptr %arena1059, align 4
+  store <16 x float> %3633, ptr %conv2_weight_grad.t198_c2_1, align 64
+  %3634 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3635 = add nsw i64 %3634, 3
+  %3636 = mul nsw i64 %3635, 32
+  %3637 = add nsw i64 1681680, %3636
+  %3638 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3639 = add nsw i64 %3637, %3638
+  %arena1060 = getelementptr inbounds float, ptr %arena, i64 %3639
+  %3640 = load <16 x float>, ptr %arena1060, align 4
+  store <16 x float> %3640, ptr %conv2_weight_grad.t198_c3_0, align 64
+  %3641 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3642 = add nsw i64 %3641, 3
+  %3643 = mul nsw i64 %3642, 32
+  %3644 = add nsw i64 1681680, %3643
+  %3645 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3646 = add nsw i64 %3644, %3645
+  %3647 = add nsw i64 %3646, 16
+  %arena1061 = getelementptr inbounds float, ptr %arena, i64 %3647
+  %3648 = load <16 x float>, ptr %arena1061, align 4
+  store <16 x float> %3648, ptr %conv2_weight_grad.t198_c3_1, align 64
+  %3649 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3650 = add nsw i64 %3649, 4
+  %3651 = mul nsw i64 %3650, 32
+  %3652 = add nsw i64 1681680, %3651
+  %3653 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3654 = add nsw i64 %3652, %3653
+  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %3654
+  %3655 = load <16 x float>, ptr %arena1062, align 4
+  store <16 x float> %3655, ptr %conv2_weight_grad.t198_c4_0, align 64
+  %3656 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3657 = add nsw i64 %3656, 4
+  %3658 = mul nsw i64 %3657, 32
+  %3659 = add nsw i64 1681680, %3658
+  %3660 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3661 = add nsw i64 %3659, %3660
+  %3662 = add nsw i64 %3661, 16
+  %arena1063 = getelementptr inbounds float, ptr %arena, i64 %3662
+  %3663 = load <16 x float>, ptr %arena1063, align 4
+  store <16 x float> %3663, ptr %conv2_weight_grad.t198_c4_1, align 64
+  %3664 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
   %3665 = add nsw i64 %3664, 5
   %3666 = mul nsw i64 %3665, 32
   %3667 = add nsw i64 1681680, %3666
-  %3668 = mul nsw i64 %conv2_weight_grad.nb187964, 32
+  %3668 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
   %3669 = add nsw i64 %3667, %3668
-  %arena1060 = getelementptr inbounds float, ptr %arena, i64 %3669
-  store <16 x float> %t189_c5_01059, ptr %arena1060, align 4
-  %t189_c5_11061 = load <16 x float>, ptr %conv2_weight_grad.t189_c5_1, align 64
-  %3670 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3671 = add nsw i64 %3670, 5
-  %3672 = mul nsw i64 %3671, 32
-  %3673 = add nsw i64 1681680, %3672
-  %3674 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3675 = add nsw i64 %3673, %3674
-  %3676 = add nsw i64 %3675, 16
-  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %3676
-  store <16 x float> %t189_c5_11061, ptr %arena1062, align 4
-  %t189_c6_01063 = load <16 x float>, ptr %conv2_weight_grad.t189_c6_0, align 64
-  %3677 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3678 = add nsw i64 %3677, 6
-  %3679 = mul nsw i64 %3678, 32
-  %3680 = add nsw i64 1681680, %3679
-  %3681 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3682 = add nsw i64 %3680, %3681
-  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %3682
-  store <16 x float> %t189_c6_01063, ptr %arena1064, align 4
-  %t189_c6_11065 = load <16 x float>, ptr %conv2_weight_grad.t189_c6_1, align 64
-  %3683 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3684 = add nsw i64 %3683, 6
-  %3685 = mul nsw i64 %3684, 32
-  %3686 = add nsw i64 1681680, %3685
-  %3687 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3688 = add nsw i64 %3686, %3687
-  %3689 = add nsw i64 %3688, 16
-  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3689
-  store <16 x float> %t189_c6_11065, ptr %arena1066, align 4
-  %t189_c7_01067 = load <16 x float>, ptr %conv2_weight_grad.t189_c7_0, align 64
-  %3690 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3691 = add nsw i64 %3690, 7
-  %3692 = mul nsw i64 %3691, 32
-  %3693 = add nsw i64 1681680, %3692
-  %3694 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3695 = add nsw i64 %3693, %3694
-  %arena1068 = getelementptr inbounds float, ptr %arena, i64 %3695
-  store <16 x float> %t189_c7_01067, ptr %arena1068, align 4
-  %t189_c7_11069 = load <16 x float>, ptr %conv2_weight_grad.t189_c7_1, align 64
-  %3696 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3697 = add nsw i64 %3696, 7
-  %3698 = mul nsw i64 %3697, 32
-  %3699 = add nsw i64 1681680, %3698
-  %3700 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3701 = add nsw i64 %3699, %3700
-  %3702 = add nsw i64 %3701, 16
-  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %3702
-  store <16 x float> %t189_c7_11069, ptr %arena1070, align 4
-  %t189_c8_01071 = load <16 x float>, ptr %conv2_weight_grad.t189_c8_0, align 64
-  %3703 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3704 = add nsw i64 %3703, 8
-  %3705 = mul nsw i64 %3704, 32
-  %3706 = add nsw i64 1681680, %3705
-  %3707 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3708 = add nsw i64 %3706, %3707
-  %arena1072 = getelementptr inbounds float, ptr %arena, i64 %3708
-  store <16 x float> %t189_c8_01071, ptr %arena1072, align 4
-  %t189_c8_11073 = load <16 x float>, ptr %conv2_weight_grad.t189_c8_1, align 64
-  %3709 = mul nsw i64 %conv2_weight_grad.mb188965, 12
+  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %3669
+  %3670 = load <16 x float>, ptr %arena1064, align 4
+  store <16 x float> %3670, ptr %conv2_weight_grad.t198_c5_0, align 64
+  %3671 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3672 = add nsw i64 %3671, 5
+  %3673 = mul nsw i64 %3672, 32
+  %3674 = add nsw i64 1681680, %3673
+  %3675 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3676 = add nsw i64 %3674, %3675
+  %3677 = add nsw i64 %3676, 16
+  %arena1065 = getelementptr inbounds float, ptr %arena, i64 %3677
+  %3678 = load <16 x float>, ptr %arena1065, align 4
+  store <16 x float> %3678, ptr %conv2_weight_grad.t198_c5_1, align 64
+  %3679 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3680 = add nsw i64 %3679, 6
+  %3681 = mul nsw i64 %3680, 32
+  %3682 = add nsw i64 1681680, %3681
+  %3683 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3684 = add nsw i64 %3682, %3683
+  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3684
+  %3685 = load <16 x float>, ptr %arena1066, align 4
+  store <16 x float> %3685, ptr %conv2_weight_grad.t198_c6_0, align 64
+  %3686 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3687 = add nsw i64 %3686, 6
+  %3688 = mul nsw i64 %3687, 32
+  %3689 = add nsw i64 1681680, %3688
+  %3690 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3691 = add nsw i64 %3689, %3690
+  %3692 = add nsw i64 %3691, 16
+  %arena1067 = getelementptr inbounds float, ptr %arena, i64 %3692
+  %3693 = load <16 x float>, ptr %arena1067, align 4
+  store <16 x float> %3693, ptr %conv2_weight_grad.t198_c6_1, align 64
+  %3694 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3695 = add nsw i64 %3694, 7
+  %3696 = mul nsw i64 %3695, 32
+  %3697 = add nsw i64 1681680, %3696
+  %3698 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3699 = add nsw i64 %3697, %3698
+  %arena1068 = getelementptr inbounds float, ptr %arena, i64 %3699
+  %3700 = load <16 x float>, ptr %arena1068, align 4
+  store <16 x float> %3700, ptr %conv2_weight_grad.t198_c7_0, align 64
+  %3701 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3702 = add nsw i64 %3701, 7
+  %3703 = mul nsw i64 %3702, 32
+  %3704 = add nsw i64 1681680, %3703
+  %3705 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3706 = add nsw i64 %3704, %3705
+  %3707 = add nsw i64 %3706, 16
+  %arena1069 = getelementptr inbounds float, ptr %arena, i64 %3707
+  %3708 = load <16 x float>, ptr %arena1069, align 4
+  store <16 x float> %3708, ptr %conv2_weight_grad.t198_c7_1, align 64
+  %3709 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
   %3710 = add nsw i64 %3709, 8
   %3711 = mul nsw i64 %3710, 32
   %3712 = add nsw i64 1681680, %3711
-  %3713 = mul nsw i64 %conv2_weight_grad.nb187964, 32
+  %3713 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
   %3714 = add nsw i64 %3712, %3713
-  %3715 = add nsw i64 %3714, 16
-  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3715
-  store <16 x float> %t189_c8_11073, ptr %arena1074, align 4
-  %t189_c9_01075 = load <16 x float>, ptr %conv2_weight_grad.t189_c9_0, align 64
-  %3716 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3717 = add nsw i64 %3716, 9
+  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %3714
+  %3715 = load <16 x float>, ptr %arena1070, align 4
+  store <16 x float> %3715, ptr %conv2_weight_grad.t198_c8_0, align 64
+  %3716 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3717 = add nsw i64 %3716, 8
   %3718 = mul nsw i64 %3717, 32
   %3719 = add nsw i64 1681680, %3718
-  %3720 = mul nsw i64 %conv2_weight_grad.nb187964, 32
+  %3720 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
   %3721 = add nsw i64 %3719, %3720
-  %arena1076 = getelementptr inbounds float, ptr %arena, i64 %3721
-  store <16 x float> %t189_c9_01075, ptr %arena1076, align 4
-  %t189_c9_11077 = load <16 x float>, ptr %conv2_weight_grad.t189_c9_1, align 64
-  %3722 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3723 = add nsw i64 %3722, 9
-  %3724 = mul nsw i64 %3723, 32
-  %3725 = add nsw i64 1681680, %3724
-  %3726 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3727 = add nsw i64 %3725, %3726
-  %3728 = add nsw i64 %3727, 16
-  %arena1078 = getelementptr inbounds float, ptr %arena, i64 %3728
-  store <16 x float> %t189_c9_11077, ptr %arena1078, align 4
-  %t189_c10_01079 = load <16 x float>, ptr %conv2_weight_grad.t189_c10_0, align 64
-  %3729 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3730 = add nsw i64 %3729, 10
-  %3731 = mul nsw i64 %3730, 32
-  %3732 = add nsw i64 1681680, %3731
-  %3733 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3734 = add nsw i64 %3732, %3733
-  %arena1080 = getelementptr inbounds float, ptr %arena, i64 %3734
-  store <16 x float> %t189_c10_01079, ptr %arena1080, align 4
-  %t189_c10_11081 = load <16 x float>, ptr %conv2_weight_grad.t189_c10_1, align 64
-  %3735 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3736 = add nsw i64 %3735, 10
-  %3737 = mul nsw i64 %3736, 32
-  %3738 = add nsw i64 1681680, %3737
-  %3739 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3740 = add nsw i64 %3738, %3739
-  %3741 = add nsw i64 %3740, 16
-  %arena1082 = getelementptr inbounds float, ptr %arena, i64 %3741
-  store <16 x float> %t189_c10_11081, ptr %arena1082, align 4
-  %t189_c11_01083 = load <16 x float>, ptr %conv2_weight_grad.t189_c11_0, align 64
-  %3742 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3743 = add nsw i64 %3742, 11
-  %3744 = mul nsw i64 %3743, 32
-  %3745 = add nsw i64 1681680, %3744
-  %3746 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3747 = add nsw i64 %3745, %3746
-  %arena1084 = getelementptr inbounds float, ptr %arena, i64 %3747
-  store <16 x float> %t189_c11_01083, ptr %arena1084, align 4
-  %t189_c11_11085 = load <16 x float>, ptr %conv2_weight_grad.t189_c11_1, align 64
-  %3748 = mul nsw i64 %conv2_weight_grad.mb188965, 12
-  %3749 = add nsw i64 %3748, 11
-  %3750 = mul nsw i64 %3749, 32
-  %3751 = add nsw i64 1681680, %3750
-  %3752 = mul nsw i64 %conv2_weight_grad.nb187964, 32
-  %3753 = add nsw i64 %3751, %3752
-  %3754 = add nsw i64 %3753, 16
-  %arena1086 = getelementptr inbounds float, ptr %arena, i64 %3754
-  store <16 x float> %t189_c11_11085, ptr %arena1086, align 4
-  %mb188.next = add nsw i64 %conv2_weight_grad.mb188965, 1
-  %3755 = icmp slt i64 %mb188.next, 12
-  br i1 %3755, label %conv2_weight_grad.mb188, label %conv2_weight_grad.mb188.end
-
-conv2_weight_grad.f191:                           ; preds = %conv2_weight_grad.r192.end, %conv2_weight_grad.g168.end
-  %conv2_weight_grad.f1911087 = phi i64 [ 0, %conv2_weight_grad.g168.end ], [ %f191.next, %conv2_weight_grad.r192.end ]
-  br label %conv2_weight_grad.r192
-
-conv2_weight_grad.f191.end:                       ; preds = %conv2_weight_grad.r192.end
-  br label %conv2_bias_grad.f193
-
-conv2_weight_grad.r192:                           ; preds = %conv2_weight_grad.r192, %conv2_weight_grad.f191
-  %conv2_weight_grad.r1921088 = phi i64 [ 0, %conv2_weight_grad.f191 ], [ %r192.next, %conv2_weight_grad.r192 ]
-  %3756 = mul nsw i64 %conv2_weight_grad.r1921088, 32
+  %3722 = add nsw i64 %3721, 16
+  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %3722
+  %3723 = load <16 x float>, ptr %arena1071, align 4
+  store <16 x float> %3723, ptr %conv2_weight_grad.t198_c8_1, align 64
+  %3724 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3725 = add nsw i64 %3724, 9
+  %3726 = mul nsw i64 %3725, 32
+  %3727 = add nsw i64 1681680, %3726
+  %3728 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3729 = add nsw i64 %3727, %3728
+  %arena1072 = getelementptr inbounds float, ptr %arena, i64 %3729
+  %3730 = load <16 x float>, ptr %arena1072, align 4
+  store <16 x float> %3730, ptr %conv2_weight_grad.t198_c9_0, align 64
+  %3731 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3732 = add nsw i64 %3731, 9
+  %3733 = mul nsw i64 %3732, 32
+  %3734 = add nsw i64 1681680, %3733
+  %3735 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3736 = add nsw i64 %3734, %3735
+  %3737 = add nsw i64 %3736, 16
+  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %3737
+  %3738 = load <16 x float>, ptr %arena1073, align 4
+  store <16 x float> %3738, ptr %conv2_weight_grad.t198_c9_1, align 64
+  %3739 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3740 = add nsw i64 %3739, 10
+  %3741 = mul nsw i64 %3740, 32
+  %3742 = add nsw i64 1681680, %3741
+  %3743 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3744 = add nsw i64 %3742, %3743
+  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3744
+  %3745 = load <16 x float>, ptr %arena1074, align 4
+  store <16 x float> %3745, ptr %conv2_weight_grad.t198_c10_0, align 64
+  %3746 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3747 = add nsw i64 %3746, 10
+  %3748 = mul nsw i64 %3747, 32
+  %3749 = add nsw i64 1681680, %3748
+  %3750 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3751 = add nsw i64 %3749, %3750
+  %3752 = add nsw i64 %3751, 16
+  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %3752
+  %3753 = load <16 x float>, ptr %arena1075, align 4
+  store <16 x float> %3753, ptr %conv2_weight_grad.t198_c10_1, align 64
+  %3754 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3755 = add nsw i64 %3754, 11
+  %3756 = mul nsw i64 %3755, 32
   %3757 = add nsw i64 1681680, %3756
-  %3758 = add nsw i64 %3757, %conv2_weight_grad.f1911087
-  %arena1089 = getelementptr inbounds float, ptr %arena, i64 %3758
-  %3759 = load float, ptr %arena1089, align 4
-  %3760 = mul nsw i64 %conv2_weight_grad.f1911087, 144
-  %3761 = add nsw i64 160, %3760
-  %3762 = add nsw i64 %3761, %conv2_weight_grad.r1921088
-  %grads1090 = getelementptr inbounds float, ptr %grads, i64 %3762
-  store float %3759, ptr %grads1090, align 4
-  %r192.next = add nsw i64 %conv2_weight_grad.r1921088, 1
-  %3763 = icmp slt i64 %r192.next, 144
-  br i1 %3763, label %conv2_weight_grad.r192, label %conv2_weight_grad.r192.end
+  %3758 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3759 = add nsw i64 %3757, %3758
+  %arena1076 = getelementptr inbounds float, ptr %arena, i64 %3759
+  %3760 = load <16 x float>, ptr %arena1076, align 4
+  store <16 x float> %3760, ptr %conv2_weight_grad.t198_c11_0, align 64
+  %3761 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3762 = add nsw i64 %3761, 11
+  %3763 = mul nsw i64 %3762, 32
+  %3764 = add nsw i64 1681680, %3763
+  %3765 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3766 = add nsw i64 %3764, %3765
+  %3767 = add nsw i64 %3766, 16
+  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %3767
+  %3768 = load <16 x float>, ptr %arena1077, align 4
+  store <16 x float> %3768, ptr %conv2_weight_grad.t198_c11_1, align 64
+  br label %conv2_weight_grad.k199
 
-conv2_weight_grad.r192.end:                       ; preds = %conv2_weight_grad.r192
-  %f191.next = add nsw i64 %conv2_weight_grad.f1911087, 1
-  %3764 = icmp slt i64 %f191.next, 32
-  br i1 %3764, label %conv2_weight_grad.f191, label %conv2_weight_grad.f191.end
+conv2_weight_grad.mb197.end:                      ; preds = %conv2_weight_grad.k199.end
+  %nb196.next = add nsw i64 %conv2_weight_grad.nb1961052, 1
+  %3769 = icmp slt i64 %nb196.next, 1
+  br i1 %3769, label %conv2_weight_grad.nb196, label %conv2_weight_grad.nb196.end
 
-conv2_bias_grad.f193:                             ; preds = %conv2_bias_grad.img195.end, %conv2_weight_grad.f191.end
-  %conv2_bias_grad.f1931091 = phi i64 [ 0, %conv2_weight_grad.f191.end ], [ %f193.next, %conv2_bias_grad.img195.end ]
-  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc194, align 64
-  br label %conv2_bias_grad.img195
+conv2_weight_grad.k199:                           ; preds = %conv2_weight_grad.k199, %conv2_weight_grad.mb197
+  %conv2_weight_grad.k1991078 = phi i64 [ 0, %conv2_weight_grad.mb197 ], [ %k199.next, %conv2_weight_grad.k199 ]
+  %3770 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3771 = add nsw i64 %conv2_weight_grad.k1991078, %3770
+  %3772 = mul nsw i64 %3771, 32
+  %3773 = add nsw i64 1581328, %3772
+  %3774 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3775 = add nsw i64 %3773, %3774
+  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %3775
+  %3776 = load <16 x float>, ptr %arena1079, align 4
+  store <16 x float> %3776, ptr %conv2_weight_grad.t198_b0, align 64
+  %3777 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3778 = add nsw i64 %conv2_weight_grad.k1991078, %3777
+  %3779 = mul nsw i64 %3778, 32
+  %3780 = add nsw i64 1581328, %3779
+  %3781 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3782 = add nsw i64 %3780, %3781
+  %3783 = add nsw i64 %3782, 16
+  %arena1080 = getelementptr inbounds float, ptr %arena, i64 %3783
+  %3784 = load <16 x float>, ptr %arena1080, align 4
+  store <16 x float> %3784, ptr %conv2_weight_grad.t198_b1, align 64
+  %3785 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3786 = mul nsw i64 %3785, 3136
+  %3787 = add nsw i64 1129744, %3786
+  %3788 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3789 = add nsw i64 %conv2_weight_grad.k1991078, %3788
+  %3790 = add nsw i64 %3787, %3789
+  %arena1081 = getelementptr inbounds float, ptr %arena, i64 %3790
+  %3791 = load float, ptr %arena1081, align 4
+  %3792 = insertelement <16 x float> undef, float %3791, i32 0
+  %3793 = shufflevector <16 x float> %3792, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3793, ptr %conv2_weight_grad.t198_a0, align 64
+  %t198_a0 = load <16 x float>, ptr %conv2_weight_grad.t198_a0, align 64
+  %t198_b0 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c0_0, align 64
+  %3794 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a0, <16 x float> %t198_b0, <16 x float> %t198_c0_0)
+  store <16 x float> %3794, ptr %conv2_weight_grad.t198_c0_0, align 64
+  %t198_a01082 = load <16 x float>, ptr %conv2_weight_grad.t198_a0, align 64
+  %t198_b1 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c0_1, align 64
+  %3795 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a01082, <16 x float> %t198_b1, <16 x float> %t198_c0_1)
+  store <16 x float> %3795, ptr %conv2_weight_grad.t198_c0_1, align 64
+  %3796 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3797 = add nsw i64 %3796, 1
+  %3798 = mul nsw i64 %3797, 3136
+  %3799 = add nsw i64 1129744, %3798
+  %3800 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3801 = add nsw i64 %conv2_weight_grad.k1991078, %3800
+  %3802 = add nsw i64 %3799, %3801
+  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3802
+  %3803 = load float, ptr %arena1083, align 4
+  %3804 = insertelement <16 x float> undef, float %3803, i32 0
+  %3805 = shufflevector <16 x float> %3804, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3805, ptr %conv2_weight_grad.t198_a1, align 64
+  %t198_a1 = load <16 x float>, ptr %conv2_weight_grad.t198_a1, align 64
+  %t198_b01084 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c1_0, align 64
+  %3806 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a1, <16 x float> %t198_b01084, <16 x float> %t198_c1_0)
+  store <16 x float> %3806, ptr %conv2_weight_grad.t198_c1_0, align 64
+  %t198_a11085 = load <16 x float>, ptr %conv2_weight_grad.t198_a1, align 64
+  %t198_b11086 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c1_1, align 64
+  %3807 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a11085, <16 x float> %t198_b11086, <16 x float> %t198_c1_1)
+  store <16 x float> %3807, ptr %conv2_weight_grad.t198_c1_1, align 64
+  %3808 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3809 = add nsw i64 %3808, 2
+  %3810 = mul nsw i64 %3809, 3136
+  %3811 = add nsw i64 1129744, %3810
+  %3812 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3813 = add nsw i64 %conv2_weight_grad.k1991078, %3812
+  %3814 = add nsw i64 %3811, %3813
+  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %3814
+  %3815 = load float, ptr %arena1087, align 4
+  %3816 = insertelement <16 x float> undef, float %3815, i32 0
+  %3817 = shufflevector <16 x float> %3816, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3817, ptr %conv2_weight_grad.t198_a2, align 64
+  %t198_a2 = load <16 x float>, ptr %conv2_weight_grad.t198_a2, align 64
+  %t198_b01088 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c2_0, align 64
+  %3818 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a2, <16 x float> %t198_b01088, <16 x float> %t198_c2_0)
+  store <16 x float> %3818, ptr %conv2_weight_grad.t198_c2_0, align 64
+  %t198_a21089 = load <16 x float>, ptr %conv2_weight_grad.t198_a2, align 64
+  %t198_b11090 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c2_1, align 64
+  %3819 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a21089, <16 x float> %t198_b11090, <16 x float> %t198_c2_1)
+  store <16 x float> %3819, ptr %conv2_weight_grad.t198_c2_1, align 64
+  %3820 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3821 = add nsw i64 %3820, 3
+  %3822 = mul nsw i64 %3821, 3136
+  %3823 = add nsw i64 1129744, %3822
+  %3824 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3825 = add nsw i64 %conv2_weight_grad.k1991078, %3824
+  %3826 = add nsw i64 %3823, %3825
+  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3826
+  %3827 = load float, ptr %arena1091, align 4
+  %3828 = insertelement <16 x float> undef, float %3827, i32 0
+  %3829 = shufflevector <16 x float> %3828, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3829, ptr %conv2_weight_grad.t198_a3, align 64
+  %t198_a3 = load <16 x float>, ptr %conv2_weight_grad.t198_a3, align 64
+  %t198_b01092 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c3_0, align 64
+  %3830 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a3, <16 x float> %t198_b01092, <16 x float> %t198_c3_0)
+  store <16 x float> %3830, ptr %conv2_weight_grad.t198_c3_0, align 64
+  %t198_a31093 = load <16 x float>, ptr %conv2_weight_grad.t198_a3, align 64
+  %t198_b11094 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c3_1, align 64
+  %3831 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a31093, <16 x float> %t198_b11094, <16 x float> %t198_c3_1)
+  store <16 x float> %3831, ptr %conv2_weight_grad.t198_c3_1, align 64
+  %3832 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3833 = add nsw i64 %3832, 4
+  %3834 = mul nsw i64 %3833, 3136
+  %3835 = add nsw i64 1129744, %3834
+  %3836 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3837 = add nsw i64 %conv2_weight_grad.k1991078, %3836
+  %3838 = add nsw i64 %3835, %3837
+  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3838
+  %3839 = load float, ptr %arena1095, align 4
+  %3840 = insertelement <16 x float> undef, float %3839, i32 0
+  %3841 = shufflevector <16 x float> %3840, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3841, ptr %conv2_weight_grad.t198_a4, align 64
+  %t198_a4 = load <16 x float>, ptr %conv2_weight_grad.t198_a4, align 64
+  %t198_b01096 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c4_0, align 64
+  %3842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a4, <16 x float> %t198_b01096, <16 x float> %t198_c4_0)
+  store <16 x float> %3842, ptr %conv2_weight_grad.t198_c4_0, align 64
+  %t198_a41097 = load <16 x float>, ptr %conv2_weight_grad.t198_a4, align 64
+  %t198_b11098 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c4_1, align 64
+  %3843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a41097, <16 x float> %t198_b11098, <16 x float> %t198_c4_1)
+  store <16 x float> %3843, ptr %conv2_weight_grad.t198_c4_1, align 64
+  %3844 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3845 = add nsw i64 %3844, 5
+  %3846 = mul nsw i64 %3845, 3136
+  %3847 = add nsw i64 1129744, %3846
+  %3848 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3849 = add nsw i64 %conv2_weight_grad.k1991078, %3848
+  %3850 = add nsw i64 %3847, %3849
+  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3850
+  %3851 = load float, ptr %arena1099, align 4
+  %3852 = insertelement <16 x float> undef, float %3851, i32 0
+  %3853 = shufflevector <16 x float> %3852, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3853, ptr %conv2_weight_grad.t198_a5, align 64
+  %t198_a5 = load <16 x float>, ptr %conv2_weight_grad.t198_a5, align 64
+  %t198_b01100 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c5_0, align 64
+  %3854 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a5, <16 x float> %t198_b01100, <16 x float> %t198_c5_0)
+  store <16 x float> %3854, ptr %conv2_weight_grad.t198_c5_0, align 64
+  %t198_a51101 = load <16 x float>, ptr %conv2_weight_grad.t198_a5, align 64
+  %t198_b11102 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c5_1, align 64
+  %3855 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a51101, <16 x float> %t198_b11102, <16 x float> %t198_c5_1)
+  store <16 x float> %3855, ptr %conv2_weight_grad.t198_c5_1, align 64
+  %3856 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3857 = add nsw i64 %3856, 6
+  %3858 = mul nsw i64 %3857, 3136
+  %3859 = add nsw i64 1129744, %3858
+  %3860 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3861 = add nsw i64 %conv2_weight_grad.k1991078, %3860
+  %3862 = add nsw i64 %3859, %3861
+  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3862
+  %3863 = load float, ptr %arena1103, align 4
+  %3864 = insertelement <16 x float> undef, float %3863, i32 0
+  %3865 = shufflevector <16 x float> %3864, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3865, ptr %conv2_weight_grad.t198_a6, align 64
+  %t198_a6 = load <16 x float>, ptr %conv2_weight_grad.t198_a6, align 64
+  %t198_b01104 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c6_0, align 64
+  %3866 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a6, <16 x float> %t198_b01104, <16 x float> %t198_c6_0)
+  store <16 x float> %3866, ptr %conv2_weight_grad.t198_c6_0, align 64
+  %t198_a61105 = load <16 x float>, ptr %conv2_weight_grad.t198_a6, align 64
+  %t198_b11106 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c6_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c6_1, align 64
+  %3867 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a61105, <16 x float> %t198_b11106, <16 x float> %t198_c6_1)
+  store <16 x float> %3867, ptr %conv2_weight_grad.t198_c6_1, align 64
+  %3868 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3869 = add nsw i64 %3868, 7
+  %3870 = mul nsw i64 %3869, 3136
+  %3871 = add nsw i64 1129744, %3870
+  %3872 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3873 = add nsw i64 %conv2_weight_grad.k1991078, %3872
+  %3874 = add nsw i64 %3871, %3873
+  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %3874
+  %3875 = load float, ptr %arena1107, align 4
+  %3876 = insertelement <16 x float> undef, float %3875, i32 0
+  %3877 = shufflevector <16 x float> %3876, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3877, ptr %conv2_weight_grad.t198_a7, align 64
+  %t198_a7 = load <16 x float>, ptr %conv2_weight_grad.t198_a7, align 64
+  %t198_b01108 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c7_0, align 64
+  %3878 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a7, <16 x float> %t198_b01108, <16 x float> %t198_c7_0)
+  store <16 x float> %3878, ptr %conv2_weight_grad.t198_c7_0, align 64
+  %t198_a71109 = load <16 x float>, ptr %conv2_weight_grad.t198_a7, align 64
+  %t198_b11110 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c7_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c7_1, align 64
+  %3879 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a71109, <16 x float> %t198_b11110, <16 x float> %t198_c7_1)
+  store <16 x float> %3879, ptr %conv2_weight_grad.t198_c7_1, align 64
+  %3880 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3881 = add nsw i64 %3880, 8
+  %3882 = mul nsw i64 %3881, 3136
+  %3883 = add nsw i64 1129744, %3882
+  %3884 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3885 = add nsw i64 %conv2_weight_grad.k1991078, %3884
+  %3886 = add nsw i64 %3883, %3885
+  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3886
+  %3887 = load float, ptr %arena1111, align 4
+  %3888 = insertelement <16 x float> undef, float %3887, i32 0
+  %3889 = shufflevector <16 x float> %3888, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3889, ptr %conv2_weight_grad.t198_a8, align 64
+  %t198_a8 = load <16 x float>, ptr %conv2_weight_grad.t198_a8, align 64
+  %t198_b01112 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c8_0, align 64
+  %3890 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a8, <16 x float> %t198_b01112, <16 x float> %t198_c8_0)
+  store <16 x float> %3890, ptr %conv2_weight_grad.t198_c8_0, align 64
+  %t198_a81113 = load <16 x float>, ptr %conv2_weight_grad.t198_a8, align 64
+  %t198_b11114 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c8_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c8_1, align 64
+  %3891 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a81113, <16 x float> %t198_b11114, <16 x float> %t198_c8_1)
+  store <16 x float> %3891, ptr %conv2_weight_grad.t198_c8_1, align 64
+  %3892 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3893 = add nsw i64 %3892, 9
+  %3894 = mul nsw i64 %3893, 3136
+  %3895 = add nsw i64 1129744, %3894
+  %3896 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3897 = add nsw i64 %conv2_weight_grad.k1991078, %3896
+  %3898 = add nsw i64 %3895, %3897
+  %arena1115 = getelementptr inbounds float, ptr %arena, i64 %3898
+  %3899 = load float, ptr %arena1115, align 4
+  %3900 = insertelement <16 x float> undef, float %3899, i32 0
+  %3901 = shufflevector <16 x float> %3900, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3901, ptr %conv2_weight_grad.t198_a9, align 64
+  %t198_a9 = load <16 x float>, ptr %conv2_weight_grad.t198_a9, align 64
+  %t198_b01116 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c9_0, align 64
+  %3902 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a9, <16 x float> %t198_b01116, <16 x float> %t198_c9_0)
+  store <16 x float> %3902, ptr %conv2_weight_grad.t198_c9_0, align 64
+  %t198_a91117 = load <16 x float>, ptr %conv2_weight_grad.t198_a9, align 64
+  %t198_b11118 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c9_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c9_1, align 64
+  %3903 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a91117, <16 x float> %t198_b11118, <16 x float> %t198_c9_1)
+  store <16 x float> %3903, ptr %conv2_weight_grad.t198_c9_1, align 64
+  %3904 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3905 = add nsw i64 %3904, 10
+  %3906 = mul nsw i64 %3905, 3136
+  %3907 = add nsw i64 1129744, %3906
+  %3908 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3909 = add nsw i64 %conv2_weight_grad.k1991078, %3908
+  %3910 = add nsw i64 %3907, %3909
+  %arena1119 = getelementptr inbounds float, ptr %arena, i64 %3910
+  %3911 = load float, ptr %arena1119, align 4
+  %3912 = insertelement <16 x float> undef, float %3911, i32 0
+  %3913 = shufflevector <16 x float> %3912, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3913, ptr %conv2_weight_grad.t198_a10, align 64
+  %t198_a10 = load <16 x float>, ptr %conv2_weight_grad.t198_a10, align 64
+  %t198_b01120 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c10_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c10_0, align 64
+  %3914 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a10, <16 x float> %t198_b01120, <16 x float> %t198_c10_0)
+  store <16 x float> %3914, ptr %conv2_weight_grad.t198_c10_0, align 64
+  %t198_a101121 = load <16 x float>, ptr %conv2_weight_grad.t198_a10, align 64
+  %t198_b11122 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c10_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c10_1, align 64
+  %3915 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a101121, <16 x float> %t198_b11122, <16 x float> %t198_c10_1)
+  store <16 x float> %3915, ptr %conv2_weight_grad.t198_c10_1, align 64
+  %3916 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3917 = add nsw i64 %3916, 11
+  %3918 = mul nsw i64 %3917, 3136
+  %3919 = add nsw i64 1129744, %3918
+  %3920 = mul nsw i64 %conv2_weight_grad.kp1951051, 224
+  %3921 = add nsw i64 %conv2_weight_grad.k1991078, %3920
+  %3922 = add nsw i64 %3919, %3921
+  %arena1123 = getelementptr inbounds float, ptr %arena, i64 %3922
+  %3923 = load float, ptr %arena1123, align 4
+  %3924 = insertelement <16 x float> undef, float %3923, i32 0
+  %3925 = shufflevector <16 x float> %3924, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3925, ptr %conv2_weight_grad.t198_a11, align 64
+  %t198_a11 = load <16 x float>, ptr %conv2_weight_grad.t198_a11, align 64
+  %t198_b01124 = load <16 x float>, ptr %conv2_weight_grad.t198_b0, align 64
+  %t198_c11_0 = load <16 x float>, ptr %conv2_weight_grad.t198_c11_0, align 64
+  %3926 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a11, <16 x float> %t198_b01124, <16 x float> %t198_c11_0)
+  store <16 x float> %3926, ptr %conv2_weight_grad.t198_c11_0, align 64
+  %t198_a111125 = load <16 x float>, ptr %conv2_weight_grad.t198_a11, align 64
+  %t198_b11126 = load <16 x float>, ptr %conv2_weight_grad.t198_b1, align 64
+  %t198_c11_1 = load <16 x float>, ptr %conv2_weight_grad.t198_c11_1, align 64
+  %3927 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a111125, <16 x float> %t198_b11126, <16 x float> %t198_c11_1)
+  store <16 x float> %3927, ptr %conv2_weight_grad.t198_c11_1, align 64
+  %k199.next = add nsw i64 %conv2_weight_grad.k1991078, 1
+  %3928 = icmp slt i64 %k199.next, 224
+  br i1 %3928, label %conv2_weight_grad.k199, label %conv2_weight_grad.k199.end
 
-conv2_bias_grad.f193.end:                         ; preds = %conv2_bias_grad.img195.end
-  br label %pool1_grad.g212
-
-conv2_bias_grad.img195:                           ; preds = %conv2_bias_grad.i196.end, %conv2_bias_grad.f193
-  %conv2_bias_grad.img1951092 = phi i64 [ 0, %conv2_bias_grad.f193 ], [ %img195.next, %conv2_bias_grad.i196.end ]
-  br label %conv2_bias_grad.i196
-
-conv2_bias_grad.img195.end:                       ; preds = %conv2_bias_grad.i196.end
-  %acc1941097 = load <16 x float>, ptr %conv2_bias_grad.acc194, align 64
-  %arena1098 = getelementptr inbounds float, ptr %arena, i64 401408
-  store <16 x float> %acc1941097, ptr %arena1098, align 4
-  %arena1099 = getelementptr inbounds float, ptr %arena, i64 401408
-  %3765 = load float, ptr %arena1099, align 4
-  %arena1100 = getelementptr inbounds float, ptr %arena, i64 401409
-  %3766 = load float, ptr %arena1100, align 4
-  %3767 = fadd float %3765, %3766
-  store float %3767, ptr %conv2_bias_grad.sum197, align 4
-  %sum197 = load float, ptr %conv2_bias_grad.sum197, align 4
-  %arena1101 = getelementptr inbounds float, ptr %arena, i64 401410
-  %3768 = load float, ptr %arena1101, align 4
-  %3769 = fadd float %sum197, %3768
-  store float %3769, ptr %conv2_bias_grad.sum198, align 4
-  %sum198 = load float, ptr %conv2_bias_grad.sum198, align 4
-  %arena1102 = getelementptr inbounds float, ptr %arena, i64 401411
-  %3770 = load float, ptr %arena1102, align 4
-  %3771 = fadd float %sum198, %3770
-  store float %3771, ptr %conv2_bias_grad.sum199, align 4
-  %sum199 = load float, ptr %conv2_bias_grad.sum199, align 4
-  %arena1103 = getelementptr inbounds float, ptr %arena, i64 401412
-  %3772 = load float, ptr %arena1103, align 4
-  %3773 = fadd float %sum199, %3772
-  store float %3773, ptr %conv2_bias_grad.sum200, align 4
-  %sum200 = load float, ptr %conv2_bias_grad.sum200, align 4
-  %arena1104 = getelementptr inbounds float, ptr %arena, i64 401413
-  %3774 = load float, ptr %arena1104, align 4
-  %3775 = fadd float %sum200, %3774
-  store float %3775, ptr %conv2_bias_grad.sum201, align 4
-  %sum201 = load float, ptr %conv2_bias_grad.sum201, align 4
-  %arena1105 = getelementptr inbounds float, ptr %arena, i64 401414
-  %3776 = load float, ptr %arena1105, align 4
-  %3777 = fadd float %sum201, %3776
-  store float %3777, ptr %conv2_bias_grad.sum202, align 4
-  %sum202 = load float, ptr %conv2_bias_grad.sum202, align 4
-  %arena1106 = getelementptr inbounds float, ptr %arena, i64 401415
-  %3778 = load float, ptr %arena1106, align 4
-  %3779 = fadd float %sum202, %3778
-  store float %3779, ptr %conv2_bias_grad.sum203, align 4
-  %sum203 = load float, ptr %conv2_bias_grad.sum203, align 4
-  %arena1107 = getelementptr inbounds float, ptr %arena, i64 401416
-  %3780 = load float, ptr %arena1107, align 4
-  %3781 = fadd float %sum203, %3780
-  store float %3781, ptr %conv2_bias_grad.sum204, align 4
-  %sum204 = load float, ptr %conv2_bias_grad.sum204, align 4
-  %arena1108 = getelementptr inbounds float, ptr %arena, i64 401417
-  %3782 = load float, ptr %arena1108, align 4
-  %3783 = fadd float %sum204, %3782
-  store float %3783, ptr %conv2_bias_grad.sum205, align 4
-  %sum205 = load float, ptr %conv2_bias_grad.sum205, align 4
-  %arena1109 = getelementptr inbounds float, ptr %arena, i64 401418
-  %3784 = load float, ptr %arena1109, align 4
-  %3785 = fadd float %sum205, %3784
-  store float %3785, ptr %conv2_bias_grad.sum206, align 4
-  %sum206 = load float, ptr %conv2_bias_grad.sum206, align 4
-  %arena1110 = getelementptr inbounds float, ptr %arena, i64 401419
-  %3786 = load float, ptr %arena1110, align 4
-  %3787 = fadd float %sum206, %3786
-  store float %3787, ptr %conv2_bias_grad.sum207, align 4
-  %sum207 = load float, ptr %conv2_bias_grad.sum207, align 4
-  %arena1111 = getelementptr inbounds float, ptr %arena, i64 401420
-  %3788 = load float, ptr %arena1111, align 4
-  %3789 = fadd float %sum207, %3788
-  store float %3789, ptr %conv2_bias_grad.sum208, align 4
-  %sum208 = load float, ptr %conv2_bias_grad.sum208, align 4
-  %arena1112 = getelementptr inbounds float, ptr %arena, i64 401421
-  %3790 = load float, ptr %arena1112, align 4
-  %3791 = fadd float %sum208, %3790
-  store float %3791, ptr %conv2_bias_grad.sum209, align 4
-  %sum209 = load float, ptr %conv2_bias_grad.sum209, align 4
-  %arena1113 = getelementptr inbounds float, ptr %arena, i64 401422
-  %3792 = load float, ptr %arena1113, align 4
-  %3793 = fadd float %sum209, %3792
-  store float %3793, ptr %conv2_bias_grad.sum210, align 4
-  %sum210 = load float, ptr %conv2_bias_grad.sum210, align 4
-  %arena1114 = getelementptr inbounds float, ptr %arena, i64 401423
-  %3794 = load float, ptr %arena1114, align 4
-  %3795 = fadd float %sum210, %3794
-  store float %3795, ptr %conv2_bias_grad.sum211, align 4
-  %sum211 = load float, ptr %conv2_bias_grad.sum211, align 4
-  %3796 = add nsw i64 4768, %conv2_bias_grad.f1931091
-  %grads1115 = getelementptr inbounds float, ptr %grads, i64 %3796
-  store float %sum211, ptr %grads1115, align 4
-  %f193.next = add nsw i64 %conv2_bias_grad.f1931091, 1
-  %3797 = icmp slt i64 %f193.next, 32
-  br i1 %3797, label %conv2_bias_grad.f193, label %conv2_bias_grad.f193.end
-
-conv2_bias_grad.i196:                             ; preds = %conv2_bias_grad.i196, %conv2_bias_grad.img195
-  %conv2_bias_grad.i1961093 = phi i64 [ 0, %conv2_bias_grad.img195 ], [ %i196.next, %conv2_bias_grad.i196 ]
-  %3798 = mul nsw i64 %conv2_bias_grad.img1951092, 6272
-  %3799 = add nsw i64 728336, %3798
-  %3800 = mul nsw i64 %conv2_bias_grad.f1931091, 196
-  %3801 = add nsw i64 %3799, %3800
-  %3802 = mul nsw i64 %conv2_bias_grad.i1961093, 16
-  %3803 = add nsw i64 %3801, %3802
-  %arena1094 = getelementptr inbounds float, ptr %arena, i64 %3803
-  %3804 = load <16 x float>, ptr %arena1094, align 4
-  %acc194 = load <16 x float>, ptr %conv2_bias_grad.acc194, align 64
-  %3805 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %3804, <16 x float> %acc194)
-  store <16 x float> %3805, ptr %conv2_bias_grad.acc194, align 64
-  %i196.next = add nsw i64 %conv2_bias_grad.i1961093, 1
-  %3806 = icmp slt i64 %i196.next, 12
-  br i1 %3806, label %conv2_bias_grad.i196, label %conv2_bias_grad.i196.end
-
-conv2_bias_grad.i196.end:                         ; preds = %conv2_bias_grad.i196
-  %3807 = mul nsw i64 %conv2_bias_grad.img1951092, 6272
-  %3808 = add nsw i64 728336, %3807
-  %3809 = mul nsw i64 %conv2_bias_grad.f1931091, 196
-  %3810 = add nsw i64 %3808, %3809
-  %3811 = add nsw i64 %3810, 192
-  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3811
-  %3812 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1095, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  %acc1941096 = load <16 x float>, ptr %conv2_bias_grad.acc194, align 64
-  %3813 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %3812, <16 x float> %acc1941096)
-  store <16 x float> %3813, ptr %conv2_bias_grad.acc194, align 64
-  %img195.next = add nsw i64 %conv2_bias_grad.img1951092, 1
-  %3814 = icmp slt i64 %img195.next, 64
-  br i1 %3814, label %conv2_bias_grad.img195, label %conv2_bias_grad.img195.end
-
-pool1_grad.g212:                                  ; preds = %pool1_grad.j220.end, %conv2_bias_grad.f193.end
-  %pool1_grad.g2121116 = phi i64 [ 0, %conv2_bias_grad.f193.end ], [ %g212.next, %pool1_grad.j220.end ]
-  br label %pool1_grad.j213
-
-pool1_grad.g212.end:                              ; preds = %pool1_grad.j220.end
-  br label %conv1_grad.i289
-
-pool1_grad.j213:                                  ; preds = %pool1_grad.f214.end, %pool1_grad.g212
-  %pool1_grad.j2131117 = phi i64 [ 0, %pool1_grad.g212 ], [ %j213.next, %pool1_grad.f214.end ]
-  br label %pool1_grad.f214
-
-pool1_grad.j213.end:                              ; preds = %pool1_grad.f214.end
-  br label %pool1_grad.nb216
-
-pool1_grad.f214:                                  ; preds = %pool1_grad.i215.end, %pool1_grad.j213
-  %pool1_grad.f2141118 = phi i64 [ 0, %pool1_grad.j213 ], [ %f214.next, %pool1_grad.i215.end ]
-  br label %pool1_grad.i215
-
-pool1_grad.f214.end:                              ; preds = %pool1_grad.i215.end
-  %j213.next = add nsw i64 %pool1_grad.j2131117, 1
-  %3815 = icmp slt i64 %j213.next, 16
-  br i1 %3815, label %pool1_grad.j213, label %pool1_grad.j213.end
-
-pool1_grad.i215:                                  ; preds = %pool1_grad.i215, %pool1_grad.f214
-  %pool1_grad.i2151119 = phi i64 [ 0, %pool1_grad.f214 ], [ %i215.next, %pool1_grad.i215 ]
-  %3816 = mul nsw i64 %pool1_grad.g2121116, 16
-  %3817 = add nsw i64 %3816, %pool1_grad.j2131117
-  %3818 = mul nsw i64 %3817, 6272
-  %3819 = add nsw i64 728336, %3818
-  %3820 = mul nsw i64 %pool1_grad.f2141118, 196
-  %3821 = add nsw i64 %3819, %3820
-  %3822 = add nsw i64 %3821, %pool1_grad.i2151119
-  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %3822
-  %3823 = load float, ptr %arena1120, align 4
-  %3824 = mul nsw i64 %pool1_grad.f2141118, 3136
-  %3825 = add nsw i64 1581328, %3824
-  %3826 = mul nsw i64 %pool1_grad.j2131117, 196
-  %3827 = add nsw i64 %3825, %3826
-  %3828 = add nsw i64 %3827, %pool1_grad.i2151119
-  %arena1121 = getelementptr inbounds float, ptr %arena, i64 %3828
-  store float %3823, ptr %arena1121, align 4
-  %i215.next = add nsw i64 %pool1_grad.i2151119, 1
-  %3829 = icmp slt i64 %i215.next, 196
-  br i1 %3829, label %pool1_grad.i215, label %pool1_grad.i215.end
-
-pool1_grad.i215.end:                              ; preds = %pool1_grad.i215
-  %f214.next = add nsw i64 %pool1_grad.f2141118, 1
-  %3830 = icmp slt i64 %f214.next, 32
-  br i1 %3830, label %pool1_grad.f214, label %pool1_grad.f214.end
-
-pool1_grad.nb216:                                 ; preds = %pool1_grad.mb217.end, %pool1_grad.j213.end
-  %pool1_grad.nb2161122 = phi i64 [ 0, %pool1_grad.j213.end ], [ %nb216.next, %pool1_grad.mb217.end ]
-  br label %pool1_grad.mb217
-
-pool1_grad.nb216.end:                             ; preds = %pool1_grad.mb217.end
-  br label %pool1_grad.j220
-
-pool1_grad.mb217:                                 ; preds = %pool1_grad.k219.end, %pool1_grad.nb216
-  %pool1_grad.mb2171123 = phi i64 [ 0, %pool1_grad.nb216 ], [ %mb217.next, %pool1_grad.k219.end ]
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t218_c5_3, align 64
-  br label %pool1_grad.k219
-
-pool1_grad.mb217.end:                             ; preds = %pool1_grad.k219.end
-  %nb216.next = add nsw i64 %pool1_grad.nb2161122, 1
-  %3831 = icmp slt i64 %nb216.next, 49
-  br i1 %3831, label %pool1_grad.nb216, label %pool1_grad.nb216.end
-
-pool1_grad.k219:                                  ; preds = %pool1_grad.k219, %pool1_grad.mb217
-  %pool1_grad.k2191124 = phi i64 [ 0, %pool1_grad.mb217 ], [ %k219.next, %pool1_grad.k219 ]
-  %3832 = mul nsw i64 %pool1_grad.k2191124, 3136
-  %3833 = add nsw i64 1581328, %3832
-  %3834 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3835 = add nsw i64 %3833, %3834
-  %arena1125 = getelementptr inbounds float, ptr %arena, i64 %3835
-  %3836 = load <16 x float>, ptr %arena1125, align 4
-  store <16 x float> %3836, ptr %pool1_grad.t218_b0, align 64
-  %3837 = mul nsw i64 %pool1_grad.k2191124, 3136
-  %3838 = add nsw i64 1581328, %3837
-  %3839 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3840 = add nsw i64 %3838, %3839
-  %3841 = add nsw i64 %3840, 16
-  %arena1126 = getelementptr inbounds float, ptr %arena, i64 %3841
-  %3842 = load <16 x float>, ptr %arena1126, align 4
-  store <16 x float> %3842, ptr %pool1_grad.t218_b1, align 64
-  %3843 = mul nsw i64 %pool1_grad.k2191124, 3136
-  %3844 = add nsw i64 1581328, %3843
-  %3845 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3846 = add nsw i64 %3844, %3845
-  %3847 = add nsw i64 %3846, 32
-  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %3847
-  %3848 = load <16 x float>, ptr %arena1127, align 4
-  store <16 x float> %3848, ptr %pool1_grad.t218_b2, align 64
-  %3849 = mul nsw i64 %pool1_grad.k2191124, 3136
-  %3850 = add nsw i64 1581328, %3849
-  %3851 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3852 = add nsw i64 %3850, %3851
-  %3853 = add nsw i64 %3852, 48
-  %arena1128 = getelementptr inbounds float, ptr %arena, i64 %3853
-  %3854 = load <16 x float>, ptr %arena1128, align 4
-  store <16 x float> %3854, ptr %pool1_grad.t218_b3, align 64
-  %3855 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3856 = add nsw i64 160, %3855
-  %3857 = mul nsw i64 %pool1_grad.k2191124, 144
-  %3858 = add nsw i64 %3856, %3857
-  %params1129 = getelementptr inbounds float, ptr %params, i64 %3858
-  %3859 = load float, ptr %params1129, align 4
-  %3860 = insertelement <16 x float> undef, float %3859, i32 0
-  %3861 = shufflevector <16 x float> %3860, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3861, ptr %pool1_grad.t218_a0, align 64
-  %t218_a0 = load <16 x float>, ptr %pool1_grad.t218_a0, align 64
-  %t218_b0 = load <16 x float>, ptr %pool1_grad.t218_b0, align 64
-  %t218_c0_0 = load <16 x float>, ptr %pool1_grad.t218_c0_0, align 64
-  %3862 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a0, <16 x float> %t218_b0, <16 x float> %t218_c0_0)
-  store <16 x float> %3862, ptr %pool1_grad.t218_c0_0, align 64
-  %t218_a01130 = load <16 x float>, ptr %pool1_grad.t218_a0, align 64
-  %t218_b1 = load <16 x float>, ptr %pool1_grad.t218_b1, align 64
-  %t218_c0_1 = load <16 x float>, ptr %pool1_grad.t218_c0_1, align 64
-  %3863 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a01130, <16 x float> %t218_b1, <16 x float> %t218_c0_1)
-  store <16 x float> %3863, ptr %pool1_grad.t218_c0_1, align 64
-  %t218_a01131 = load <16 x float>, ptr %pool1_grad.t218_a0, align 64
-  %t218_b2 = load <16 x float>, ptr %pool1_grad.t218_b2, align 64
-  %t218_c0_2 = load <16 x float>, ptr %pool1_grad.t218_c0_2, align 64
-  %3864 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a01131, <16 x float> %t218_b2, <16 x float> %t218_c0_2)
-  store <16 x float> %3864, ptr %pool1_grad.t218_c0_2, align 64
-  %t218_a01132 = load <16 x float>, ptr %pool1_grad.t218_a0, align 64
-  %t218_b3 = load <16 x float>, ptr %pool1_grad.t218_b3, align 64
-  %t218_c0_3 = load <16 x float>, ptr %pool1_grad.t218_c0_3, align 64
-  %3865 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a01132, <16 x float> %t218_b3, <16 x float> %t218_c0_3)
-  store <16 x float> %3865, ptr %pool1_grad.t218_c0_3, align 64
-  %3866 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3867 = add nsw i64 %3866, 1
-  %3868 = add nsw i64 160, %3867
-  %3869 = mul nsw i64 %pool1_grad.k2191124, 144
-  %3870 = add nsw i64 %3868, %3869
-  %params1133 = getelementptr inbounds float, ptr %params, i64 %3870
-  %3871 = load float, ptr %params1133, align 4
-  %3872 = insertelement <16 x float> undef, float %3871, i32 0
-  %3873 = shufflevector <16 x float> %3872, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3873, ptr %pool1_grad.t218_a1, align 64
-  %t218_a1 = load <16 x float>, ptr %pool1_grad.t218_a1, align 64
-  %t218_b01134 = load <16 x float>, ptr %pool1_grad.t218_b0, align 64
-  %t218_c1_0 = load <16 x float>, ptr %pool1_grad.t218_c1_0, align 64
-  %3874 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a1, <16 x float> %t218_b01134, <16 x float> %t218_c1_0)
-  store <16 x float> %3874, ptr %pool1_grad.t218_c1_0, align 64
-  %t218_a11135 = load <16 x float>, ptr %pool1_grad.t218_a1, align 64
-  %t218_b11136 = load <16 x float>, ptr %pool1_grad.t218_b1, align 64
-  %t218_c1_1 = load <16 x float>, ptr %pool1_grad.t218_c1_1, align 64
-  %3875 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a11135, <16 x float> %t218_b11136, <16 x float> %t218_c1_1)
-  store <16 x float> %3875, ptr %pool1_grad.t218_c1_1, align 64
-  %t218_a11137 = load <16 x float>, ptr %pool1_grad.t218_a1, align 64
-  %t218_b21138 = load <16 x float>, ptr %pool1_grad.t218_b2, align 64
-  %t218_c1_2 = load <16 x float>, ptr %pool1_grad.t218_c1_2, align 64
-  %3876 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a11137, <16 x float> %t218_b21138, <16 x float> %t218_c1_2)
-  store <16 x float> %3876, ptr %pool1_grad.t218_c1_2, align 64
-  %t218_a11139 = load <16 x float>, ptr %pool1_grad.t218_a1, align 64
-  %t218_b31140 = load <16 x float>, ptr %pool1_grad.t218_b3, align 64
-  %t218_c1_3 = load <16 x float>, ptr %pool1_grad.t218_c1_3, align 64
-  %3877 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a11139, <16 x float> %t218_b31140, <16 x float> %t218_c1_3)
-  store <16 x float> %3877, ptr %pool1_grad.t218_c1_3, align 64
-  %3878 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3879 = add nsw i64 %3878, 2
-  %3880 = add nsw i64 160, %3879
-  %3881 = mul nsw i64 %pool1_grad.k2191124, 144
-  %3882 = add nsw i64 %3880, %3881
-  %params1141 = getelementptr inbounds float, ptr %params, i64 %3882
-  %3883 = load float, ptr %params1141, align 4
-  %3884 = insertelement <16 x float> undef, float %3883, i32 0
-  %3885 = shufflevector <16 x float> %3884, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3885, ptr %pool1_grad.t218_a2, align 64
-  %t218_a2 = load <16 x float>, ptr %pool1_grad.t218_a2, align 64
-  %t218_b01142 = load <16 x float>, ptr %pool1_grad.t218_b0, align 64
-  %t218_c2_0 = load <16 x float>, ptr %pool1_grad.t218_c2_0, align 64
-  %3886 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a2, <16 x float> %t218_b01142, <16 x float> %t218_c2_0)
-  store <16 x float> %3886, ptr %pool1_grad.t218_c2_0, align 64
-  %t218_a21143 = load <16 x float>, ptr %pool1_grad.t218_a2, align 64
-  %t218_b11144 = load <16 x float>, ptr %pool1_grad.t218_b1, align 64
-  %t218_c2_1 = load <16 x float>, ptr %pool1_grad.t218_c2_1, align 64
-  %3887 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a21143, <16 x float> %t218_b11144, <16 x float> %t218_c2_1)
-  store <16 x float> %3887, ptr %pool1_grad.t218_c2_1, align 64
-  %t218_a21145 = load <16 x float>, ptr %pool1_grad.t218_a2, align 64
-  %t218_b21146 = load <16 x float>, ptr %pool1_grad.t218_b2, align 64
-  %t218_c2_2 = load <16 x float>, ptr %pool1_grad.t218_c2_2, align 64
-  %3888 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a21145, <16 x float> %t218_b21146, <16 x float> %t218_c2_2)
-  store <16 x float> %3888, ptr %pool1_grad.t218_c2_2, align 64
-  %t218_a21147 = load <16 x float>, ptr %pool1_grad.t218_a2, align 64
-  %t218_b31148 = load <16 x float>, ptr %pool1_grad.t218_b3, align 64
-  %t218_c2_3 = load <16 x float>, ptr %pool1_grad.t218_c2_3, align 64
-  %3889 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a21147, <16 x float> %t218_b31148, <16 x float> %t218_c2_3)
-  store <16 x float> %3889, ptr %pool1_grad.t218_c2_3, align 64
-  %3890 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3891 = add nsw i64 %3890, 3
-  %3892 = add nsw i64 160, %3891
-  %3893 = mul nsw i64 %pool1_grad.k2191124, 144
-  %3894 = add nsw i64 %3892, %3893
-  %params1149 = getelementptr inbounds float, ptr %params, i64 %3894
-  %3895 = load float, ptr %params1149, align 4
-  %3896 = insertelement <16 x float> undef, float %3895, i32 0
-  %3897 = shufflevector <16 x float> %3896, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3897, ptr %pool1_grad.t218_a3, align 64
-  %t218_a3 = load <16 x float>, ptr %pool1_grad.t218_a3, align 64
-  %t218_b01150 = load <16 x float>, ptr %pool1_grad.t218_b0, align 64
-  %t218_c3_0 = load <16 x float>, ptr %pool1_grad.t218_c3_0, align 64
-  %3898 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a3, <16 x float> %t218_b01150, <16 x float> %t218_c3_0)
-  store <16 x float> %3898, ptr %pool1_grad.t218_c3_0, align 64
-  %t218_a31151 = load <16 x float>, ptr %pool1_grad.t218_a3, align 64
-  %t218_b11152 = load <16 x float>, ptr %pool1_grad.t218_b1, align 64
-  %t218_c3_1 = load <16 x float>, ptr %pool1_grad.t218_c3_1, align 64
-  %3899 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a31151, <16 x float> %t218_b11152, <16 x float> %t218_c3_1)
-  store <16 x float> %3899, ptr %pool1_grad.t218_c3_1, align 64
-  %t218_a31153 = load <16 x float>, ptr %pool1_grad.t218_a3, align 64
-  %t218_b21154 = load <16 x float>, ptr %pool1_grad.t218_b2, align 64
-  %t218_c3_2 = load <16 x float>, ptr %pool1_grad.t218_c3_2, align 64
-  %3900 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a31153, <16 x float> %t218_b21154, <16 x float> %t218_c3_2)
-  store <16 x float> %3900, ptr %pool1_grad.t218_c3_2, align 64
-  %t218_a31155 = load <16 x float>, ptr %pool1_grad.t218_a3, align 64
-  %t218_b31156 = load <16 x float>, ptr %pool1_grad.t218_b3, align 64
-  %t218_c3_3 = load <16 x float>, ptr %pool1_grad.t218_c3_3, align 64
-  %3901 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a31155, <16 x float> %t218_b31156, <16 x float> %t218_c3_3)
-  store <16 x float> %3901, ptr %pool1_grad.t218_c3_3, align 64
-  %3902 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3903 = add nsw i64 %3902, 4
-  %3904 = add nsw i64 160, %3903
-  %3905 = mul nsw i64 %pool1_grad.k2191124, 144
-  %3906 = add nsw i64 %3904, %3905
-  %params1157 = getelementptr inbounds float, ptr %params, i64 %3906
-  %3907 = load float, ptr %params1157, align 4
-  %3908 = insertelement <16 x float> undef, float %3907, i32 0
-  %3909 = shufflevector <16 x float> %3908, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3909, ptr %pool1_grad.t218_a4, align 64
-  %t218_a4 = load <16 x float>, ptr %pool1_grad.t218_a4, align 64
-  %t218_b01158 = load <16 x float>, ptr %pool1_grad.t218_b0, align 64
-  %t218_c4_0 = load <16 x float>, ptr %pool1_grad.t218_c4_0, align 64
-  %3910 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a4, <16 x float> %t218_b01158, <16 x float> %t218_c4_0)
-  store <16 x float> %3910, ptr %pool1_grad.t218_c4_0, align 64
-  %t218_a41159 = load <16 x float>, ptr %pool1_grad.t218_a4, align 64
-  %t218_b11160 = load <16 x float>, ptr %pool1_grad.t218_b1, align 64
-  %t218_c4_1 = load <16 x float>, ptr %pool1_grad.t218_c4_1, align 64
-  %3911 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a41159, <16 x float> %t218_b11160, <16 x float> %t218_c4_1)
-  store <16 x float> %3911, ptr %pool1_grad.t218_c4_1, align 64
-  %t218_a41161 = load <16 x float>, ptr %pool1_grad.t218_a4, align 64
-  %t218_b21162 = load <16 x float>, ptr %pool1_grad.t218_b2, align 64
-  %t218_c4_2 = load <16 x float>, ptr %pool1_grad.t218_c4_2, align 64
-  %3912 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a41161, <16 x float> %t218_b21162, <16 x float> %t218_c4_2)
-  store <16 x float> %3912, ptr %pool1_grad.t218_c4_2, align 64
-  %t218_a41163 = load <16 x float>, ptr %pool1_grad.t218_a4, align 64
-  %t218_b31164 = load <16 x float>, ptr %pool1_grad.t218_b3, align 64
-  %t218_c4_3 = load <16 x float>, ptr %pool1_grad.t218_c4_3, align 64
-  %3913 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a41163, <16 x float> %t218_b31164, <16 x float> %t218_c4_3)
-  store <16 x float> %3913, ptr %pool1_grad.t218_c4_3, align 64
-  %3914 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3915 = add nsw i64 %3914, 5
-  %3916 = add nsw i64 160, %3915
-  %3917 = mul nsw i64 %pool1_grad.k2191124, 144
-  %3918 = add nsw i64 %3916, %3917
-  %params1165 = getelementptr inbounds float, ptr %params, i64 %3918
-  %3919 = load float, ptr %params1165, align 4
-  %3920 = insertelement <16 x float> undef, float %3919, i32 0
-  %3921 = shufflevector <16 x float> %3920, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3921, ptr %pool1_grad.t218_a5, align 64
-  %t218_a5 = load <16 x float>, ptr %pool1_grad.t218_a5, align 64
-  %t218_b01166 = load <16 x float>, ptr %pool1_grad.t218_b0, align 64
-  %t218_c5_0 = load <16 x float>, ptr %pool1_grad.t218_c5_0, align 64
-  %3922 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a5, <16 x float> %t218_b01166, <16 x float> %t218_c5_0)
-  store <16 x float> %3922, ptr %pool1_grad.t218_c5_0, align 64
-  %t218_a51167 = load <16 x float>, ptr %pool1_grad.t218_a5, align 64
-  %t218_b11168 = load <16 x float>, ptr %pool1_grad.t218_b1, align 64
-  %t218_c5_1 = load <16 x float>, ptr %pool1_grad.t218_c5_1, align 64
-  %3923 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a51167, <16 x float> %t218_b11168, <16 x float> %t218_c5_1)
-  store <16 x float> %3923, ptr %pool1_grad.t218_c5_1, align 64
-  %t218_a51169 = load <16 x float>, ptr %pool1_grad.t218_a5, align 64
-  %t218_b21170 = load <16 x float>, ptr %pool1_grad.t218_b2, align 64
-  %t218_c5_2 = load <16 x float>, ptr %pool1_grad.t218_c5_2, align 64
-  %3924 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a51169, <16 x float> %t218_b21170, <16 x float> %t218_c5_2)
-  store <16 x float> %3924, ptr %pool1_grad.t218_c5_2, align 64
-  %t218_a51171 = load <16 x float>, ptr %pool1_grad.t218_a5, align 64
-  %t218_b31172 = load <16 x float>, ptr %pool1_grad.t218_b3, align 64
-  %t218_c5_3 = load <16 x float>, ptr %pool1_grad.t218_c5_3, align 64
-  %3925 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t218_a51171, <16 x float> %t218_b31172, <16 x float> %t218_c5_3)
-  store <16 x float> %3925, ptr %pool1_grad.t218_c5_3, align 64
-  %k219.next = add nsw i64 %pool1_grad.k2191124, 1
-  %3926 = icmp slt i64 %k219.next, 32
-  br i1 %3926, label %pool1_grad.k219, label %pool1_grad.k219.end
-
-pool1_grad.k219.end:                              ; preds = %pool1_grad.k219
-  %t218_c0_01173 = load <16 x float>, ptr %pool1_grad.t218_c0_0, align 64
-  %3927 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3928 = mul nsw i64 %3927, 3136
-  %3929 = add nsw i64 1129744, %3928
-  %3930 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3931 = add nsw i64 %3929, %3930
-  %arena1174 = getelementptr inbounds float, ptr %arena, i64 %3931
-  store <16 x float> %t218_c0_01173, ptr %arena1174, align 4
-  %t218_c0_11175 = load <16 x float>, ptr %pool1_grad.t218_c0_1, align 64
-  %3932 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3933 = mul nsw i64 %3932, 3136
-  %3934 = add nsw i64 1129744, %3933
-  %3935 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3936 = add nsw i64 %3934, %3935
-  %3937 = add nsw i64 %3936, 16
-  %arena1176 = getelementptr inbounds float, ptr %arena, i64 %3937
-  store <16 x float> %t218_c0_11175, ptr %arena1176, align 4
-  %t218_c0_21177 = load <16 x float>, ptr %pool1_grad.t218_c0_2, align 64
-  %3938 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3939 = mul nsw i64 %3938, 3136
-  %3940 = add nsw i64 1129744, %3939
-  %3941 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3942 = add nsw i64 %3940, %3941
-  %3943 = add nsw i64 %3942, 32
-  %arena1178 = getelementptr inbounds float, ptr %arena, i64 %3943
-  store <16 x float> %t218_c0_21177, ptr %arena1178, align 4
-  %t218_c0_31179 = load <16 x float>, ptr %pool1_grad.t218_c0_3, align 64
-  %3944 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3945 = mul nsw i64 %3944, 3136
-  %3946 = add nsw i64 1129744, %3945
-  %3947 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3948 = add nsw i64 %3946, %3947
-  %3949 = add nsw i64 %3948, 48
-  %arena1180 = getelementptr inbounds float, ptr %arena, i64 %3949
-  store <16 x float> %t218_c0_31179, ptr %arena1180, align 4
-  %t218_c1_01181 = load <16 x float>, ptr %pool1_grad.t218_c1_0, align 64
-  %3950 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3951 = add nsw i64 %3950, 1
-  %3952 = mul nsw i64 %3951, 3136
-  %3953 = add nsw i64 1129744, %3952
-  %3954 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3955 = add nsw i64 %3953, %3954
-  %arena1182 = getelementptr inbounds float, ptr %arena, i64 %3955
-  store <16 x float> %t218_c1_01181, ptr %arena1182, align 4
-  %t218_c1_11183 = load <16 x float>, ptr %pool1_grad.t218_c1_1, align 64
-  %3956 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3957 = add nsw i64 %3956, 1
-  %3958 = mul nsw i64 %3957, 3136
-  %3959 = add nsw i64 1129744, %3958
-  %3960 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3961 = add nsw i64 %3959, %3960
-  %3962 = add nsw i64 %3961, 16
-  %arena1184 = getelementptr inbounds float, ptr %arena, i64 %3962
-  store <16 x float> %t218_c1_11183, ptr %arena1184, align 4
-  %t218_c1_21185 = load <16 x float>, ptr %pool1_grad.t218_c1_2, align 64
-  %3963 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3964 = add nsw i64 %3963, 1
-  %3965 = mul nsw i64 %3964, 3136
-  %3966 = add nsw i64 1129744, %3965
-  %3967 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3968 = add nsw i64 %3966, %3967
-  %3969 = add nsw i64 %3968, 32
-  %arena1186 = getelementptr inbounds float, ptr %arena, i64 %3969
-  store <16 x float> %t218_c1_21185, ptr %arena1186, align 4
-  %t218_c1_31187 = load <16 x float>, ptr %pool1_grad.t218_c1_3, align 64
-  %3970 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3971 = add nsw i64 %3970, 1
-  %3972 = mul nsw i64 %3971, 3136
-  %3973 = add nsw i64 1129744, %3972
-  %3974 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3975 = add nsw i64 %3973, %3974
-  %3976 = add nsw i64 %3975, 48
-  %arena1188 = getelementptr inbounds float, ptr %arena, i64 %3976
-  store <16 x float> %t218_c1_31187, ptr %arena1188, align 4
-  %t218_c2_01189 = load <16 x float>, ptr %pool1_grad.t218_c2_0, align 64
-  %3977 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3978 = add nsw i64 %3977, 2
-  %3979 = mul nsw i64 %3978, 3136
-  %3980 = add nsw i64 1129744, %3979
-  %3981 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3982 = add nsw i64 %3980, %3981
-  %arena1190 = getelementptr inbounds float, ptr %arena, i64 %3982
-  store <16 x float> %t218_c2_01189, ptr %arena1190, align 4
-  %t218_c2_11191 = load <16 x float>, ptr %pool1_grad.t218_c2_1, align 64
-  %3983 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3984 = add nsw i64 %3983, 2
-  %3985 = mul nsw i64 %3984, 3136
-  %3986 = add nsw i64 1129744, %3985
-  %3987 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3988 = add nsw i64 %3986, %3987
-  %3989 = add nsw i64 %3988, 16
-  %arena1192 = getelementptr inbounds float, ptr %arena, i64 %3989
-  store <16 x float> %t218_c2_11191, ptr %arena1192, align 4
-  %t218_c2_21193 = load <16 x float>, ptr %pool1_grad.t218_c2_2, align 64
-  %3990 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3991 = add nsw i64 %3990, 2
-  %3992 = mul nsw i64 %3991, 3136
-  %3993 = add nsw i64 1129744, %3992
-  %3994 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %3995 = add nsw i64 %3993, %3994
-  %3996 = add nsw i64 %3995, 32
-  %arena1194 = getelementptr inbounds float, ptr %arena, i64 %3996
-  store <16 x float> %t218_c2_21193, ptr %arena1194, align 4
-  %t218_c2_31195 = load <16 x float>, ptr %pool1_grad.t218_c2_3, align 64
-  %3997 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %3998 = add nsw i64 %3997, 2
-  %3999 = mul nsw i64 %3998, 3136
-  %4000 = add nsw i64 1129744, %3999
-  %4001 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %4002 = add nsw i64 %4000, %4001
-  %4003 = add nsw i64 %4002, 48
-  %arena1196 = getelementptr inbounds float, ptr %arena, i64 %4003
-  store <16 x float> %t218_c2_31195, ptr %arena1196, align 4
-  %t218_c3_01197 = load <16 x float>, ptr %pool1_grad.t218_c3_0, align 64
-  %4004 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4005 = add nsw i64 %4004, 3
-  %4006 = mul nsw i64 %4005, 3136
-  %4007 = add nsw i64 1129744, %4006
-  %4008 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %4009 = add nsw i64 %4007, %4008
-  %arena1198 = getelementptr inbounds float, ptr %arena, i64 %4009
-  store <16 x float> %t218_c3_01197, ptr %arena1198, align 4
-  %t218_c3_11199 = load <16 x float>, ptr %pool1_grad.t218_c3_1, align 64
-  %4010 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4011 = add nsw i64 %4010, 3
-  %4012 = mul nsw i64 %4011, 3136
-  %4013 = add nsw i64 1129744, %4012
-  %4014 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %4015 = add nsw i64 %4013, %4014
-  %4016 = add nsw i64 %4015, 16
-  %arena1200 = getelementptr inbounds float, ptr %arena, i64 %4016
-  store <16 x float> %t218_c3_11199, ptr %arena1200, align 4
-  %t218_c3_21201 = load <16 x float>, ptr %pool1_grad.t218_c3_2, align 64
-  %4017 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4018 = add nsw i64 %4017, 3
-  %4019 = mul nsw i64 %4018, 3136
-  %4020 = add nsw i64 1129744, %4019
-  %4021 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %4022 = add nsw i64 %4020, %4021
-  %4023 = add nsw i64 %4022, 32
-  %arena1202 = getelementptr inbounds float, ptr %arena, i64 %4023
-  store <16 x float> %t218_c3_21201, ptr %arena1202, align 4
-  %t218_c3_31203 = load <16 x float>, ptr %pool1_grad.t218_c3_3, align 64
-  %4024 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4025 = add nsw i64 %4024, 3
-  %4026 = mul nsw i64 %4025, 3136
-  %4027 = add nsw i64 1129744, %4026
-  %4028 = mul nsw i64 %pool1_grad.nb2161122, 64
+conv2_weight_grad.k199.end:                       ; preds = %conv2_weight_grad.k199
+  %t198_c0_01127 = load <16 x float>, ptr %conv2_weight_grad.t198_c0_0, align 64
+  %3929 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3930 = mul nsw i64 %3929, 32
+  %3931 = add nsw i64 1681680, %3930
+  %3932 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3933 = add nsw i64 %3931, %3932
+  %arena1128 = getelementptr inbounds float, ptr %arena, i64 %3933
+  store <16 x float> %t198_c0_01127, ptr %arena1128, align 4
+  %t198_c0_11129 = load <16 x float>, ptr %conv2_weight_grad.t198_c0_1, align 64
+  %3934 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3935 = mul nsw i64 %3934, 32
+  %3936 = add nsw i64 1681680, %3935
+  %3937 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3938 = add nsw i64 %3936, %3937
+  %3939 = add nsw i64 %3938, 16
+  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %3939
+  store <16 x float> %t198_c0_11129, ptr %arena1130, align 4
+  %t198_c1_01131 = load <16 x float>, ptr %conv2_weight_grad.t198_c1_0, align 64
+  %3940 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3941 = add nsw i64 %3940, 1
+  %3942 = mul nsw i64 %3941, 32
+  %3943 = add nsw i64 1681680, %3942
+  %3944 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3945 = add nsw i64 %3943, %3944
+  %arena1132 = getelementptr inbounds float, ptr %arena, i64 %3945
+  store <16 x float> %t198_c1_01131, ptr %arena1132, align 4
+  %t198_c1_11133 = load <16 x float>, ptr %conv2_weight_grad.t198_c1_1, align 64
+  %3946 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3947 = add nsw i64 %3946, 1
+  %3948 = mul nsw i64 %3947, 32
+  %3949 = add nsw i64 1681680, %3948
+  %3950 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3951 = add nsw i64 %3949, %3950
+  %3952 = add nsw i64 %3951, 16
+  %arena1134 = getelementptr inbounds float, ptr %arena, i64 %3952
+  store <16 x float> %t198_c1_11133, ptr %arena1134, align 4
+  %t198_c2_01135 = load <16 x float>, ptr %conv2_weight_grad.t198_c2_0, align 64
+  %3953 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3954 = add nsw i64 %3953, 2
+  %3955 = mul nsw i64 %3954, 32
+  %3956 = add nsw i64 1681680, %3955
+  %3957 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3958 = add nsw i64 %3956, %3957
+  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %3958
+  store <16 x float> %t198_c2_01135, ptr %arena1136, align 4
+  %t198_c2_11137 = load <16 x float>, ptr %conv2_weight_grad.t198_c2_1, align 64
+  %3959 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3960 = add nsw i64 %3959, 2
+  %3961 = mul nsw i64 %3960, 32
+  %3962 = add nsw i64 1681680, %3961
+  %3963 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3964 = add nsw i64 %3962, %3963
+  %3965 = add nsw i64 %3964, 16
+  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %3965
+  store <16 x float> %t198_c2_11137, ptr %arena1138, align 4
+  %t198_c3_01139 = load <16 x float>, ptr %conv2_weight_grad.t198_c3_0, align 64
+  %3966 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3967 = add nsw i64 %3966, 3
+  %3968 = mul nsw i64 %3967, 32
+  %3969 = add nsw i64 1681680, %3968
+  %3970 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3971 = add nsw i64 %3969, %3970
+  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %3971
+  store <16 x float> %t198_c3_01139, ptr %arena1140, align 4
+  %t198_c3_11141 = load <16 x float>, ptr %conv2_weight_grad.t198_c3_1, align 64
+  %3972 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3973 = add nsw i64 %3972, 3
+  %3974 = mul nsw i64 %3973, 32
+  %3975 = add nsw i64 1681680, %3974
+  %3976 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3977 = add nsw i64 %3975, %3976
+  %3978 = add nsw i64 %3977, 16
+  %arena1142 = getelementptr inbounds float, ptr %arena, i64 %3978
+  store <16 x float> %t198_c3_11141, ptr %arena1142, align 4
+  %t198_c4_01143 = load <16 x float>, ptr %conv2_weight_grad.t198_c4_0, align 64
+  %3979 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3980 = add nsw i64 %3979, 4
+  %3981 = mul nsw i64 %3980, 32
+  %3982 = add nsw i64 1681680, %3981
+  %3983 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3984 = add nsw i64 %3982, %3983
+  %arena1144 = getelementptr inbounds float, ptr %arena, i64 %3984
+  store <16 x float> %t198_c4_01143, ptr %arena1144, align 4
+  %t198_c4_11145 = load <16 x float>, ptr %conv2_weight_grad.t198_c4_1, align 64
+  %3985 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3986 = add nsw i64 %3985, 4
+  %3987 = mul nsw i64 %3986, 32
+  %3988 = add nsw i64 1681680, %3987
+  %3989 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3990 = add nsw i64 %3988, %3989
+  %3991 = add nsw i64 %3990, 16
+  %arena1146 = getelementptr inbounds float, ptr %arena, i64 %3991
+  store <16 x float> %t198_c4_11145, ptr %arena1146, align 4
+  %t198_c5_01147 = load <16 x float>, ptr %conv2_weight_grad.t198_c5_0, align 64
+  %3992 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3993 = add nsw i64 %3992, 5
+  %3994 = mul nsw i64 %3993, 32
+  %3995 = add nsw i64 1681680, %3994
+  %3996 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %3997 = add nsw i64 %3995, %3996
+  %arena1148 = getelementptr inbounds float, ptr %arena, i64 %3997
+  store <16 x float> %t198_c5_01147, ptr %arena1148, align 4
+  %t198_c5_11149 = load <16 x float>, ptr %conv2_weight_grad.t198_c5_1, align 64
+  %3998 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %3999 = add nsw i64 %3998, 5
+  %4000 = mul nsw i64 %3999, 32
+  %4001 = add nsw i64 1681680, %4000
+  %4002 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %4003 = add nsw i64 %4001, %4002
+  %4004 = add nsw i64 %4003, 16
+  %arena1150 = getelementptr inbounds float, ptr %arena, i64 %4004
+  store <16 x float> %t198_c5_11149, ptr %arena1150, align 4
+  %t198_c6_01151 = load <16 x float>, ptr %conv2_weight_grad.t198_c6_0, align 64
+  %4005 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4006 = add nsw i64 %4005, 6
+  %4007 = mul nsw i64 %4006, 32
+  %4008 = add nsw i64 1681680, %4007
+  %4009 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %4010 = add nsw i64 %4008, %4009
+  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %4010
+  store <16 x float> %t198_c6_01151, ptr %arena1152, align 4
+  %t198_c6_11153 = load <16 x float>, ptr %conv2_weight_grad.t198_c6_1, align 64
+  %4011 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4012 = add nsw i64 %4011, 6
+  %4013 = mul nsw i64 %4012, 32
+  %4014 = add nsw i64 1681680, %4013
+  %4015 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %4016 = add nsw i64 %4014, %4015
+  %4017 = add nsw i64 %4016, 16
+  %arena1154 = getelementptr inbounds float, ptr %arena, i64 %4017
+  store <16 x float> %t198_c6_11153, ptr %arena1154, align 4
+  %t198_c7_01155 = load <16 x float>, ptr %conv2_weight_grad.t198_c7_0, align 64
+  %4018 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4019 = add nsw i64 %4018, 7
+  %4020 = mul nsw i64 %4019, 32
+  %4021 = add nsw i64 1681680, %4020
+  %4022 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %4023 = add nsw i64 %4021, %4022
+  %arena1156 = getelementptr inbounds float, ptr %arena, i64 %4023
+  store <16 x float> %t198_c7_01155, ptr %arena1156, align 4
+  %t198_c7_11157 = load <16 x float>, ptr %conv2_weight_grad.t198_c7_1, align 64
+  %4024 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4025 = add nsw i64 %4024, 7
+  %4026 = mul nsw i64 %4025, 32
+  %4027 = add nsw i64 1681680, %4026
+  %4028 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
   %4029 = add nsw i64 %4027, %4028
-  %4030 = add nsw i64 %4029, 48
-  %arena1204 = getelementptr inbounds float, ptr %arena, i64 %4030
-  store <16 x float> %t218_c3_31203, ptr %arena1204, align 4
-  %t218_c4_01205 = load <16 x float>, ptr %pool1_grad.t218_c4_0, align 64
-  %4031 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4032 = add nsw i64 %4031, 4
-  %4033 = mul nsw i64 %4032, 3136
-  %4034 = add nsw i64 1129744, %4033
-  %4035 = mul nsw i64 %pool1_grad.nb2161122, 64
+  %4030 = add nsw i64 %4029, 16
+  %arena1158 = getelementptr inbounds float, ptr %arena, i64 %4030
+  store <16 x float> %t198_c7_11157, ptr %arena1158, align 4
+  %t198_c8_01159 = load <16 x float>, ptr %conv2_weight_grad.t198_c8_0, align 64
+  %4031 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4032 = add nsw i64 %4031, 8
+  %4033 = mul nsw i64 %4032, 32
+  %4034 = add nsw i64 1681680, %4033
+  %4035 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
   %4036 = add nsw i64 %4034, %4035
-  %arena1206 = getelementptr inbounds float, ptr %arena, i64 %4036
-  store <16 x float> %t218_c4_01205, ptr %arena1206, align 4
-  %t218_c4_11207 = load <16 x float>, ptr %pool1_grad.t218_c4_1, align 64
-  %4037 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4038 = add nsw i64 %4037, 4
-  %4039 = mul nsw i64 %4038, 3136
-  %4040 = add nsw i64 1129744, %4039
-  %4041 = mul nsw i64 %pool1_grad.nb2161122, 64
+  %arena1160 = getelementptr inbounds float, ptr %arena, i64 %4036
+  store <16 x float> %t198_c8_01159, ptr %arena1160, align 4
+  %t198_c8_11161 = load <16 x float>, ptr %conv2_weight_grad.t198_c8_1, align 64
+  %4037 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4038 = add nsw i64 %4037, 8
+  %4039 = mul nsw i64 %4038, 32
+  %4040 = add nsw i64 1681680, %4039
+  %4041 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
   %4042 = add nsw i64 %4040, %4041
   %4043 = add nsw i64 %4042, 16
-  %arena1208 = getelementptr inbounds float, ptr %arena, i64 %4043
-  store <16 x float> %t218_c4_11207, ptr %arena1208, align 4
-  %t218_c4_21209 = load <16 x float>, ptr %pool1_grad.t218_c4_2, align 64
-  %4044 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4045 = add nsw i64 %4044, 4
-  %4046 = mul nsw i64 %4045, 3136
-  %4047 = add nsw i64 1129744, %4046
-  %4048 = mul nsw i64 %pool1_grad.nb2161122, 64
+  %arena1162 = getelementptr inbounds float, ptr %arena, i64 %4043
+  store <16 x float> %t198_c8_11161, ptr %arena1162, align 4
+  %t198_c9_01163 = load <16 x float>, ptr %conv2_weight_grad.t198_c9_0, align 64
+  %4044 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4045 = add nsw i64 %4044, 9
+  %4046 = mul nsw i64 %4045, 32
+  %4047 = add nsw i64 1681680, %4046
+  %4048 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
   %4049 = add nsw i64 %4047, %4048
-  %4050 = add nsw i64 %4049, 32
-  %arena1210 = getelementptr inbounds float, ptr %arena, i64 %4050
-  store <16 x float> %t218_c4_21209, ptr %arena1210, align 4
-  %t218_c4_31211 = load <16 x float>, ptr %pool1_grad.t218_c4_3, align 64
-  %4051 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4052 = add nsw i64 %4051, 4
-  %4053 = mul nsw i64 %4052, 3136
-  %4054 = add nsw i64 1129744, %4053
-  %4055 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %4056 = add nsw i64 %4054, %4055
-  %4057 = add nsw i64 %4056, 48
-  %arena1212 = getelementptr inbounds float, ptr %arena, i64 %4057
-  store <16 x float> %t218_c4_31211, ptr %arena1212, align 4
-  %t218_c5_01213 = load <16 x float>, ptr %pool1_grad.t218_c5_0, align 64
-  %4058 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4059 = add nsw i64 %4058, 5
-  %4060 = mul nsw i64 %4059, 3136
-  %4061 = add nsw i64 1129744, %4060
-  %4062 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %4063 = add nsw i64 %4061, %4062
-  %arena1214 = getelementptr inbounds float, ptr %arena, i64 %4063
-  store <16 x float> %t218_c5_01213, ptr %arena1214, align 4
-  %t218_c5_11215 = load <16 x float>, ptr %pool1_grad.t218_c5_1, align 64
-  %4064 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4065 = add nsw i64 %4064, 5
-  %4066 = mul nsw i64 %4065, 3136
-  %4067 = add nsw i64 1129744, %4066
-  %4068 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %4069 = add nsw i64 %4067, %4068
-  %4070 = add nsw i64 %4069, 16
-  %arena1216 = getelementptr inbounds float, ptr %arena, i64 %4070
-  store <16 x float> %t218_c5_11215, ptr %arena1216, align 4
-  %t218_c5_21217 = load <16 x float>, ptr %pool1_grad.t218_c5_2, align 64
-  %4071 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4072 = add nsw i64 %4071, 5
-  %4073 = mul nsw i64 %4072, 3136
-  %4074 = add nsw i64 1129744, %4073
-  %4075 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %4076 = add nsw i64 %4074, %4075
-  %4077 = add nsw i64 %4076, 32
-  %arena1218 = getelementptr inbounds float, ptr %arena, i64 %4077
-  store <16 x float> %t218_c5_21217, ptr %arena1218, align 4
-  %t218_c5_31219 = load <16 x float>, ptr %pool1_grad.t218_c5_3, align 64
-  %4078 = mul nsw i64 %pool1_grad.mb2171123, 6
-  %4079 = add nsw i64 %4078, 5
-  %4080 = mul nsw i64 %4079, 3136
-  %4081 = add nsw i64 1129744, %4080
-  %4082 = mul nsw i64 %pool1_grad.nb2161122, 64
-  %4083 = add nsw i64 %4081, %4082
-  %4084 = add nsw i64 %4083, 48
-  %arena1220 = getelementptr inbounds float, ptr %arena, i64 %4084
-  store <16 x float> %t218_c5_31219, ptr %arena1220, align 4
-  %mb217.next = add nsw i64 %pool1_grad.mb2171123, 1
-  %4085 = icmp slt i64 %mb217.next, 24
-  br i1 %4085, label %pool1_grad.mb217, label %pool1_grad.mb217.end
+  %arena1164 = getelementptr inbounds float, ptr %arena, i64 %4049
+  store <16 x float> %t198_c9_01163, ptr %arena1164, align 4
+  %t198_c9_11165 = load <16 x float>, ptr %conv2_weight_grad.t198_c9_1, align 64
+  %4050 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4051 = add nsw i64 %4050, 9
+  %4052 = mul nsw i64 %4051, 32
+  %4053 = add nsw i64 1681680, %4052
+  %4054 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %4055 = add nsw i64 %4053, %4054
+  %4056 = add nsw i64 %4055, 16
+  %arena1166 = getelementptr inbounds float, ptr %arena, i64 %4056
+  store <16 x float> %t198_c9_11165, ptr %arena1166, align 4
+  %t198_c10_01167 = load <16 x float>, ptr %conv2_weight_grad.t198_c10_0, align 64
+  %4057 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4058 = add nsw i64 %4057, 10
+  %4059 = mul nsw i64 %4058, 32
+  %4060 = add nsw i64 1681680, %4059
+  %4061 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %4062 = add nsw i64 %4060, %4061
+  %arena1168 = getelementptr inbounds float, ptr %arena, i64 %4062
+  store <16 x float> %t198_c10_01167, ptr %arena1168, align 4
+  %t198_c10_11169 = load <16 x float>, ptr %conv2_weight_grad.t198_c10_1, align 64
+  %4063 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4064 = add nsw i64 %4063, 10
+  %4065 = mul nsw i64 %4064, 32
+  %4066 = add nsw i64 1681680, %4065
+  %4067 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %4068 = add nsw i64 %4066, %4067
+  %4069 = add nsw i64 %4068, 16
+  %arena1170 = getelementptr inbounds float, ptr %arena, i64 %4069
+  store <16 x float> %t198_c10_11169, ptr %arena1170, align 4
+  %t198_c11_01171 = load <16 x float>, ptr %conv2_weight_grad.t198_c11_0, align 64
+  %4070 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4071 = add nsw i64 %4070, 11
+  %4072 = mul nsw i64 %4071, 32
+  %4073 = add nsw i64 1681680, %4072
+  %4074 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %4075 = add nsw i64 %4073, %4074
+  %arena1172 = getelementptr inbounds float, ptr %arena, i64 %4075
+  store <16 x float> %t198_c11_01171, ptr %arena1172, align 4
+  %t198_c11_11173 = load <16 x float>, ptr %conv2_weight_grad.t198_c11_1, align 64
+  %4076 = mul nsw i64 %conv2_weight_grad.mb1971053, 12
+  %4077 = add nsw i64 %4076, 11
+  %4078 = mul nsw i64 %4077, 32
+  %4079 = add nsw i64 1681680, %4078
+  %4080 = mul nsw i64 %conv2_weight_grad.nb1961052, 32
+  %4081 = add nsw i64 %4079, %4080
+  %4082 = add nsw i64 %4081, 16
+  %arena1174 = getelementptr inbounds float, ptr %arena, i64 %4082
+  store <16 x float> %t198_c11_11173, ptr %arena1174, align 4
+  %mb197.next = add nsw i64 %conv2_weight_grad.mb1971053, 1
+  %4083 = icmp slt i64 %mb197.next, 12
+  br i1 %4083, label %conv2_weight_grad.mb197, label %conv2_weight_grad.mb197.end
 
-pool1_grad.j220:                                  ; preds = %pool1_grad.c221.end, %pool1_grad.nb216.end
-  %pool1_grad.j2201221 = phi i64 [ 0, %pool1_grad.nb216.end ], [ %j220.next, %pool1_grad.c221.end ]
-  br label %pool1_grad.c221
+conv2_weight_grad.f200:                           ; preds = %conv2_weight_grad.r201.end, %conv2_weight_grad.g177.end
+  %conv2_weight_grad.f2001175 = phi i64 [ 0, %conv2_weight_grad.g177.end ], [ %f200.next, %conv2_weight_grad.r201.end ]
+  br label %conv2_weight_grad.r201
 
-pool1_grad.j220.end:                              ; preds = %pool1_grad.c221.end
-  %g212.next = add nsw i64 %pool1_grad.g2121116, 1
-  %4086 = icmp slt i64 %g212.next, 4
-  br i1 %4086, label %pool1_grad.g212, label %pool1_grad.g212.end
+conv2_weight_grad.f200.end:                       ; preds = %conv2_weight_grad.r201.end
+  br label %conv2_bias_grad.f202
 
-pool1_grad.c221:                                  ; preds = %pool1_grad.iy283.end, %pool1_grad.j220
-  %pool1_grad.c2211222 = phi i64 [ 0, %pool1_grad.j220 ], [ %c221.next, %pool1_grad.iy283.end ]
-  br label %pool1_grad.iy222
+conv2_weight_grad.r201:                           ; preds = %conv2_weight_grad.r201, %conv2_weight_grad.f200
+  %conv2_weight_grad.r2011176 = phi i64 [ 0, %conv2_weight_grad.f200 ], [ %r201.next, %conv2_weight_grad.r201 ]
+  %4084 = mul nsw i64 %conv2_weight_grad.r2011176, 32
+  %4085 = add nsw i64 1681680, %4084
+  %4086 = add nsw i64 %4085, %conv2_weight_grad.f2001175
+  %arena1177 = getelementptr inbounds float, ptr %arena, i64 %4086
+  %4087 = load float, ptr %arena1177, align 4
+  %4088 = mul nsw i64 %conv2_weight_grad.f2001175, 144
+  %4089 = add nsw i64 160, %4088
+  %4090 = add nsw i64 %4089, %conv2_weight_grad.r2011176
+  %grads1178 = getelementptr inbounds float, ptr %grads, i64 %4090
+  store float %4087, ptr %grads1178, align 4
+  %r201.next = add nsw i64 %conv2_weight_grad.r2011176, 1
+  %4091 = icmp slt i64 %r201.next, 144
+  br i1 %4091, label %conv2_weight_grad.r201, label %conv2_weight_grad.r201.end
 
-pool1_grad.c221.end:                              ; preds = %pool1_grad.iy283.end
-  %j220.next = add nsw i64 %pool1_grad.j2201221, 1
-  %4087 = icmp slt i64 %j220.next, 16
-  br i1 %4087, label %pool1_grad.j220, label %pool1_grad.j220.end
+conv2_weight_grad.r201.end:                       ; preds = %conv2_weight_grad.r201
+  %f200.next = add nsw i64 %conv2_weight_grad.f2001175, 1
+  %4092 = icmp slt i64 %f200.next, 32
+  br i1 %4092, label %conv2_weight_grad.f200, label %conv2_weight_grad.f200.end
 
-pool1_grad.iy222:                                 ; preds = %pool1_grad.ix223.end, %pool1_grad.c221
-  %pool1_grad.iy2221223 = phi i64 [ 0, %pool1_grad.c221 ], [ %iy222.next, %pool1_grad.ix223.end ]
-  br label %pool1_grad.ix223
+conv2_bias_grad.f202:                             ; preds = %conv2_bias_grad.img204.end, %conv2_weight_grad.f200.end
+  %conv2_bias_grad.f2021179 = phi i64 [ 0, %conv2_weight_grad.f200.end ], [ %f202.next, %conv2_bias_grad.img204.end ]
+  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc203, align 64
+  br label %conv2_bias_grad.img204
 
-pool1_grad.iy222.end:                             ; preds = %pool1_grad.ix223.end
-  br label %pool1_grad.iy228
+conv2_bias_grad.f202.end:                         ; preds = %conv2_bias_grad.img204.end
+  br label %pool1_grad.g221
 
-pool1_grad.ix223:                                 ; preds = %pool1_grad.ix223, %pool1_grad.iy222
-  %pool1_grad.ix2231224 = phi i64 [ 0, %pool1_grad.iy222 ], [ %ix223.next, %pool1_grad.ix223 ]
-  %4088 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4089 = mul nsw i64 %4088, 3136
-  %4090 = add nsw i64 1129744, %4089
-  %4091 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4092 = add nsw i64 %4090, %4091
-  %4093 = add nsw i64 %pool1_grad.iy2221223, 1
-  %4094 = mul nsw i64 %4093, 14
-  %4095 = add nsw i64 %4092, %4094
-  %4096 = add nsw i64 %4095, 1
-  %4097 = add nsw i64 %4096, %pool1_grad.ix2231224
-  %arena1225 = getelementptr inbounds float, ptr %arena, i64 %4097
-  %4098 = load float, ptr %arena1225, align 4
-  store float %4098, ptr %pool1_grad.sum224, align 4
-  %sum224 = load float, ptr %pool1_grad.sum224, align 4
-  %4099 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4100 = add nsw i64 %4099, 1
-  %4101 = mul nsw i64 %4100, 3136
-  %4102 = add nsw i64 1129744, %4101
-  %4103 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4104 = add nsw i64 %4102, %4103
-  %4105 = add nsw i64 %pool1_grad.iy2221223, 1
-  %4106 = mul nsw i64 %4105, 14
-  %4107 = add nsw i64 %4104, %4106
-  %4108 = add nsw i64 %4107, %pool1_grad.ix2231224
-  %arena1226 = getelementptr inbounds float, ptr %arena, i64 %4108
-  %4109 = load float, ptr %arena1226, align 4
-  %4110 = fadd float %sum224, %4109
-  store float %4110, ptr %pool1_grad.sum225, align 4
-  %sum225 = load float, ptr %pool1_grad.sum225, align 4
-  %4111 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4112 = add nsw i64 %4111, 3
-  %4113 = mul nsw i64 %4112, 3136
-  %4114 = add nsw i64 1129744, %4113
-  %4115 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4116 = add nsw i64 %4114, %4115
-  %4117 = mul nsw i64 %pool1_grad.iy2221223, 14
-  %4118 = add nsw i64 %4116, %4117
-  %4119 = add nsw i64 %4118, 1
-  %4120 = add nsw i64 %4119, %pool1_grad.ix2231224
-  %arena1227 = getelementptr inbounds float, ptr %arena, i64 %4120
-  %4121 = load float, ptr %arena1227, align 4
-  %4122 = fadd float %sum225, %4121
-  store float %4122, ptr %pool1_grad.sum226, align 4
-  %sum226 = load float, ptr %pool1_grad.sum226, align 4
-  %4123 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4124 = add nsw i64 %4123, 4
-  %4125 = mul nsw i64 %4124, 3136
-  %4126 = add nsw i64 1129744, %4125
-  %4127 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4128 = add nsw i64 %4126, %4127
-  %4129 = mul nsw i64 %pool1_grad.iy2221223, 14
-  %4130 = add nsw i64 %4128, %4129
-  %4131 = add nsw i64 %4130, %pool1_grad.ix2231224
-  %arena1228 = getelementptr inbounds float, ptr %arena, i64 %4131
-  %4132 = load float, ptr %arena1228, align 4
-  %4133 = fadd float %sum226, %4132
-  store float %4133, ptr %pool1_grad.sum227, align 4
-  %sum227 = load float, ptr %pool1_grad.sum227, align 4
-  %4134 = mul nsw i64 %pool1_grad.g2121116, 16
-  %4135 = add nsw i64 %4134, %pool1_grad.j2201221
-  %4136 = mul nsw i64 %4135, 3136
-  %4137 = add nsw i64 401408, %4136
-  %4138 = mul nsw i64 %pool1_grad.c2211222, 196
-  %4139 = add nsw i64 %4137, %4138
-  %4140 = mul nsw i64 %pool1_grad.iy2221223, 14
-  %4141 = add nsw i64 %4139, %4140
-  %4142 = add nsw i64 %4141, %pool1_grad.ix2231224
-  %arena1229 = getelementptr inbounds float, ptr %arena, i64 %4142
-  store float %sum227, ptr %arena1229, align 4
-  %ix223.next = add nsw i64 %pool1_grad.ix2231224, 1
-  %4143 = icmp slt i64 %ix223.next, 1
-  br i1 %4143, label %pool1_grad.ix223, label %pool1_grad.ix223.end
+conv2_bias_grad.img204:                           ; preds = %conv2_bias_grad.i205.end, %conv2_bias_grad.f202
+  %conv2_bias_grad.img2041180 = phi i64 [ 0, %conv2_bias_grad.f202 ], [ %img204.next, %conv2_bias_grad.i205.end ]
+  br label %conv2_bias_grad.i205
 
-pool1_grad.ix223.end:                             ; preds = %pool1_grad.ix223
-  %iy222.next = add nsw i64 %pool1_grad.iy2221223, 1
-  %4144 = icmp slt i64 %iy222.next, 1
-  br i1 %4144, label %pool1_grad.iy222, label %pool1_grad.iy222.end
+conv2_bias_grad.img204.end:                       ; preds = %conv2_bias_grad.i205.end
+  %acc2031185 = load <16 x float>, ptr %conv2_bias_grad.acc203, align 64
+  %arena1186 = getelementptr inbounds float, ptr %arena, i64 401408
+  store <16 x float> %acc2031185, ptr %arena1186, align 4
+  %arena1187 = getelementptr inbounds float, ptr %arena, i64 401408
+  %4093 = load float, ptr %arena1187, align 4
+  %arena1188 = getelementptr inbounds float, ptr %arena, i64 401409
+  %4094 = load float, ptr %arena1188, align 4
+  %4095 = fadd float %4093, %4094
+  store float %4095, ptr %conv2_bias_grad.sum206, align 4
+  %sum206 = load float, ptr %conv2_bias_grad.sum206, align 4
+  %arena1189 = getelementptr inbounds float, ptr %arena, i64 401410
+  %4096 = load float, ptr %arena1189, align 4
+  %4097 = fadd float %sum206, %4096
+  store float %4097, ptr %conv2_bias_grad.sum207, align 4
+  %sum207 = load float, ptr %conv2_bias_grad.sum207, align 4
+  %arena1190 = getelementptr inbounds float, ptr %arena, i64 401411
+  %4098 = load float, ptr %arena1190, align 4
+  %4099 = fadd float %sum207, %4098
+  store float %4099, ptr %conv2_bias_grad.sum208, align 4
+  %sum208 = load float, ptr %conv2_bias_grad.sum208, align 4
+  %arena1191 = getelementptr inbounds float, ptr %arena, i64 401412
+  %4100 = load float, ptr %arena1191, align 4
+  %4101 = fadd float %sum208, %4100
+  store float %4101, ptr %conv2_bias_grad.sum209, align 4
+  %sum209 = load float, ptr %conv2_bias_grad.sum209, align 4
+  %arena1192 = getelementptr inbounds float, ptr %arena, i64 401413
+  %4102 = load float, ptr %arena1192, align 4
+  %4103 = fadd float %sum209, %4102
+  store float %4103, ptr %conv2_bias_grad.sum210, align 4
+  %sum210 = load float, ptr %conv2_bias_grad.sum210, align 4
+  %arena1193 = getelementptr inbounds float, ptr %arena, i64 401414
+  %4104 = load float, ptr %arena1193, align 4
+  %4105 = fadd float %sum210, %4104
+  store float %4105, ptr %conv2_bias_grad.sum211, align 4
+  %sum211 = load float, ptr %conv2_bias_grad.sum211, align 4
+  %arena1194 = getelementptr inbounds float, ptr %arena, i64 401415
+  %4106 = load float, ptr %arena1194, align 4
+  %4107 = fadd float %sum211, %4106
+  store float %4107, ptr %conv2_bias_grad.sum212, align 4
+  %sum212 = load float, ptr %conv2_bias_grad.sum212, align 4
+  %arena1195 = getelementptr inbounds float, ptr %arena, i64 401416
+  %4108 = load float, ptr %arena1195, align 4
+  %4109 = fadd float %sum212, %4108
+  store float %4109, ptr %conv2_bias_grad.sum213, align 4
+  %sum213 = load float, ptr %conv2_bias_grad.sum213, align 4
+  %arena1196 = getelementptr inbounds float, ptr %arena, i64 401417
+  %4110 = load float, ptr %arena1196, align 4
+  %4111 = fadd float %sum213, %4110
+  store float %4111, ptr %conv2_bias_grad.sum214, align 4
+  %sum214 = load float, ptr %conv2_bias_grad.sum214, align 4
+  %arena1197 = getelementptr inbounds float, ptr %arena, i64 401418
+  %4112 = load float, ptr %arena1197, align 4
+  %4113 = fadd float %sum214, %4112
+  store float %4113, ptr %conv2_bias_grad.sum215, align 4
+  %sum215 = load float, ptr %conv2_bias_grad.sum215, align 4
+  %arena1198 = getelementptr inbounds float, ptr %arena, i64 401419
+  %4114 = load float, ptr %arena1198, align 4
+  %4115 = fadd float %sum215, %4114
+  store float %4115, ptr %conv2_bias_grad.sum216, align 4
+  %sum216 = load float, ptr %conv2_bias_grad.sum216, align 4
+  %arena1199 = getelementptr inbounds float, ptr %arena, i64 401420
+  %4116 = load float, ptr %arena1199, align 4
+  %4117 = fadd float %sum216, %4116
+  store float %4117, ptr %conv2_bias_grad.sum217, align 4
+  %sum217 = load float, ptr %conv2_bias_grad.sum217, align 4
+  %arena1200 = getelementptr inbounds float, ptr %arena, i64 401421
+  %4118 = load float, ptr %arena1200, align 4
+  %4119 = fadd float %sum217, %4118
+  store float %4119, ptr %conv2_bias_grad.sum218, align 4
+  %sum218 = load float, ptr %conv2_bias_grad.sum218, align 4
+  %arena1201 = getelementptr inbounds float, ptr %arena, i64 401422
+  %4120 = load float, ptr %arena1201, align 4
+  %4121 = fadd float %sum218, %4120
+  store float %4121, ptr %conv2_bias_grad.sum219, align 4
+  %sum219 = load float, ptr %conv2_bias_grad.sum219, align 4
+  %arena1202 = getelementptr inbounds float, ptr %arena, i64 401423
+  %4122 = load float, ptr %arena1202, align 4
+  %4123 = fadd float %sum219, %4122
+  store float %4123, ptr %conv2_bias_grad.sum220, align 4
+  %sum220 = load float, ptr %conv2_bias_grad.sum220, align 4
+  %4124 = add nsw i64 4768, %conv2_bias_grad.f2021179
+  %grads1203 = getelementptr inbounds float, ptr %grads, i64 %4124
+  store float %sum220, ptr %grads1203, align 4
+  %f202.next = add nsw i64 %conv2_bias_grad.f2021179, 1
+  %4125 = icmp slt i64 %f202.next, 32
+  br i1 %4125, label %conv2_bias_grad.f202, label %conv2_bias_grad.f202.end
 
-pool1_grad.iy228:                                 ; preds = %pool1_grad.ix229.end, %pool1_grad.iy222.end
-  %pool1_grad.iy2281230 = phi i64 [ 0, %pool1_grad.iy222.end ], [ %iy228.next, %pool1_grad.ix229.end ]
-  br label %pool1_grad.ix229
+conv2_bias_grad.i205:                             ; preds = %conv2_bias_grad.i205, %conv2_bias_grad.img204
+  %conv2_bias_grad.i2051181 = phi i64 [ 0, %conv2_bias_grad.img204 ], [ %i205.next, %conv2_bias_grad.i205 ]
+  %4126 = mul nsw i64 %conv2_bias_grad.img2041180, 6272
+  %4127 = add nsw i64 728336, %4126
+  %4128 = mul nsw i64 %conv2_bias_grad.f2021179, 196
+  %4129 = add nsw i64 %4127, %4128
+  %4130 = mul nsw i64 %conv2_bias_grad.i2051181, 16
+  %4131 = add nsw i64 %4129, %4130
+  %arena1182 = getelementptr inbounds float, ptr %arena, i64 %4131
+  %4132 = load <16 x float>, ptr %arena1182, align 4
+  %acc203 = load <16 x float>, ptr %conv2_bias_grad.acc203, align 64
+  %4133 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %4132, <16 x float> %acc203)
+  store <16 x float> %4133, ptr %conv2_bias_grad.acc203, align 64
+  %i205.next = add nsw i64 %conv2_bias_grad.i2051181, 1
+  %4134 = icmp slt i64 %i205.next, 12
+  br i1 %4134, label %conv2_bias_grad.i205, label %conv2_bias_grad.i205.end
 
-pool1_grad.iy228.end:                             ; preds = %pool1_grad.ix229.end
-  br label %pool1_grad.iy236
+conv2_bias_grad.i205.end:                         ; preds = %conv2_bias_grad.i205
+  %4135 = mul nsw i64 %conv2_bias_grad.img2041180, 6272
+  %4136 = add nsw i64 728336, %4135
+  %4137 = mul nsw i64 %conv2_bias_grad.f2021179, 196
+  %4138 = add nsw i64 %4136, %4137
+  %4139 = add nsw i64 %4138, 192
+  %arena1183 = getelementptr inbounds float, ptr %arena, i64 %4139
+  %4140 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1183, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  %acc2031184 = load <16 x float>, ptr %conv2_bias_grad.acc203, align 64
+  %4141 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %4140, <16 x float> %acc2031184)
+  store <16 x float> %4141, ptr %conv2_bias_grad.acc203, align 64
+  %img204.next = add nsw i64 %conv2_bias_grad.img2041180, 1
+  %4142 = icmp slt i64 %img204.next, 64
+  br i1 %4142, label %conv2_bias_grad.img204, label %conv2_bias_grad.img204.end
 
-pool1_grad.ix229:                                 ; preds = %pool1_grad.ix229, %pool1_grad.iy228
-  %pool1_grad.ix2291231 = phi i64 [ 0, %pool1_grad.iy228 ], [ %ix229.next, %pool1_grad.ix229 ]
-  %4145 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4146 = mul nsw i64 %4145, 3136
-  %4147 = add nsw i64 1129744, %4146
-  %4148 = mul nsw i64 %pool1_grad.j2201221, 196
+pool1_grad.g221:                                  ; preds = %pool1_grad.j229.end, %conv2_bias_grad.f202.end
+  %pool1_grad.g2211204 = phi i64 [ 0, %conv2_bias_grad.f202.end ], [ %g221.next, %pool1_grad.j229.end ]
+  br label %pool1_grad.j222
+
+pool1_grad.g221.end:                              ; preds = %pool1_grad.j229.end
+  br label %conv1_grad.i298
+
+pool1_grad.j222:                                  ; preds = %pool1_grad.f223.end, %pool1_grad.g221
+  %pool1_grad.j2221205 = phi i64 [ 0, %pool1_grad.g221 ], [ %j222.next, %pool1_grad.f223.end ]
+  br label %pool1_grad.f223
+
+pool1_grad.j222.end:                              ; preds = %pool1_grad.f223.end
+  br label %pool1_grad.nb225
+
+pool1_grad.f223:                                  ; preds = %pool1_grad.i224.end, %pool1_grad.j222
+  %pool1_grad.f2231206 = phi i64 [ 0, %pool1_grad.j222 ], [ %f223.next, %pool1_grad.i224.end ]
+  br label %pool1_grad.i224
+
+pool1_grad.f223.end:                              ; preds = %pool1_grad.i224.end
+  %j222.next = add nsw i64 %pool1_grad.j2221205, 1
+  %4143 = icmp slt i64 %j222.next, 16
+  br i1 %4143, label %pool1_grad.j222, label %pool1_grad.j222.end
+
+pool1_grad.i224:                                  ; preds = %pool1_grad.i224, %pool1_grad.f223
+  %pool1_grad.i2241207 = phi i64 [ 0, %pool1_grad.f223 ], [ %i224.next, %pool1_grad.i224 ]
+  %4144 = mul nsw i64 %pool1_grad.g2211204, 16
+  %4145 = add nsw i64 %4144, %pool1_grad.j2221205
+  %4146 = mul nsw i64 %4145, 6272
+  %4147 = add nsw i64 728336, %4146
+  %4148 = mul nsw i64 %pool1_grad.f2231206, 196
   %4149 = add nsw i64 %4147, %4148
-  %4150 = add nsw i64 %pool1_grad.iy2281230, 1
-  %4151 = mul nsw i64 %4150, 14
-  %4152 = add nsw i64 %4149, %4151
-  %4153 = add nsw i64 %4152, 2
-  %4154 = add nsw i64 %4153, %pool1_grad.ix2291231
-  %arena1232 = getelementptr inbounds float, ptr %arena, i64 %4154
-  %4155 = load float, ptr %arena1232, align 4
-  store float %4155, ptr %pool1_grad.sum230, align 4
-  %sum230 = load float, ptr %pool1_grad.sum230, align 4
-  %4156 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4157 = add nsw i64 %4156, 1
-  %4158 = mul nsw i64 %4157, 3136
-  %4159 = add nsw i64 1129744, %4158
-  %4160 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4161 = add nsw i64 %4159, %4160
-  %4162 = add nsw i64 %pool1_grad.iy2281230, 1
-  %4163 = mul nsw i64 %4162, 14
-  %4164 = add nsw i64 %4161, %4163
-  %4165 = add nsw i64 %4164, 1
-  %4166 = add nsw i64 %4165, %pool1_grad.ix2291231
-  %arena1233 = getelementptr inbounds float, ptr %arena, i64 %4166
-  %4167 = load float, ptr %arena1233, align 4
-  %4168 = fadd float %sum230, %4167
-  store float %4168, ptr %pool1_grad.sum231, align 4
-  %sum231 = load float, ptr %pool1_grad.sum231, align 4
-  %4169 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4170 = add nsw i64 %4169, 2
-  %4171 = mul nsw i64 %4170, 3136
-  %4172 = add nsw i64 1129744, %4171
-  %4173 = mul nsw i64 %pool1_grad.j2201221, 196
+  %4150 = add nsw i64 %4149, %pool1_grad.i2241207
+  %arena1208 = getelementptr inbounds float, ptr %arena, i64 %4150
+  %4151 = load float, ptr %arena1208, align 4
+  %4152 = mul nsw i64 %pool1_grad.f2231206, 3136
+  %4153 = add nsw i64 1581328, %4152
+  %4154 = mul nsw i64 %pool1_grad.j2221205, 196
+  %4155 = add nsw i64 %4153, %4154
+  %4156 = add nsw i64 %4155, %pool1_grad.i2241207
+  %arena1209 = getelementptr inbounds float, ptr %arena, i64 %4156
+  store float %4151, ptr %arena1209, align 4
+  %i224.next = add nsw i64 %pool1_grad.i2241207, 1
+  %4157 = icmp slt i64 %i224.next, 196
+  br i1 %4157, label %pool1_grad.i224, label %pool1_grad.i224.end
+
+pool1_grad.i224.end:                              ; preds = %pool1_grad.i224
+  %f223.next = add nsw i64 %pool1_grad.f2231206, 1
+  %4158 = icmp slt i64 %f223.next, 32
+  br i1 %4158, label %pool1_grad.f223, label %pool1_grad.f223.end
+
+pool1_grad.nb225:                                 ; preds = %pool1_grad.mb226.end, %pool1_grad.j222.end
+  %pool1_grad.nb2251210 = phi i64 [ 0, %pool1_grad.j222.end ], [ %nb225.next, %pool1_grad.mb226.end ]
+  br label %pool1_grad.mb226
+
+pool1_grad.nb225.end:                             ; preds = %pool1_grad.mb226.end
+  br label %pool1_grad.j229
+
+pool1_grad.mb226:                                 ; preds = %pool1_grad.k228.end, %pool1_grad.nb225
+  %pool1_grad.mb2261211 = phi i64 [ 0, %pool1_grad.nb225 ], [ %mb226.next, %pool1_grad.k228.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t227_c5_3, align 64
+  br label %pool1_grad.k228
+
+pool1_grad.mb226.end:                             ; preds = %pool1_grad.k228.end
+  %nb225.next = add nsw i64 %pool1_grad.nb2251210, 1
+  %4159 = icmp slt i64 %nb225.next, 49
+  br i1 %4159, label %pool1_grad.nb225, label %pool1_grad.nb225.end
+
+pool1_grad.k228:                                  ; preds = %pool1_grad.k228, %pool1_grad.mb226
+  %pool1_grad.k2281212 = phi i64 [ 0, %pool1_grad.mb226 ], [ %k228.next, %pool1_grad.k228 ]
+  %4160 = mul nsw i64 %pool1_grad.k2281212, 3136
+  %4161 = add nsw i64 1581328, %4160
+  %4162 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4163 = add nsw i64 %4161, %4162
+  %arena1213 = getelementptr inbounds float, ptr %arena, i64 %4163
+  %4164 = load <16 x float>, ptr %arena1213, align 4
+  store <16 x float> %4164, ptr %pool1_grad.t227_b0, align 64
+  %4165 = mul nsw i64 %pool1_grad.k2281212, 3136
+  %4166 = add nsw i64 1581328, %4165
+  %4167 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4168 = add nsw i64 %4166, %4167
+  %4169 = add nsw i64 %4168, 16
+  %arena1214 = getelementptr inbounds float, ptr %arena, i64 %4169
+  %4170 = load <16 x float>, ptr %arena1214, align 4
+  store <16 x float> %4170, ptr %pool1_grad.t227_b1, align 64
+  %4171 = mul nsw i64 %pool1_grad.k2281212, 3136
+  %4172 = add nsw i64 1581328, %4171
+  %4173 = mul nsw i64 %pool1_grad.nb2251210, 64
   %4174 = add nsw i64 %4172, %4173
-  %4175 = add nsw i64 %pool1_grad.iy2281230, 1
-  %4176 = mul nsw i64 %4175, 14
-  %4177 = add nsw i64 %4174, %4176
-  %4178 = add nsw i64 %4177, %pool1_grad.ix2291231
-  %arena1234 = getelementptr inbounds float, ptr %arena, i64 %4178
-  %4179 = load float, ptr %arena1234, align 4
-  %4180 = fadd float %sum231, %4179
-  store float %4180, ptr %pool1_grad.sum232, align 4
-  %sum232 = load float, ptr %pool1_grad.sum232, align 4
-  %4181 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4182 = add nsw i64 %4181, 3
-  %4183 = mul nsw i64 %4182, 3136
-  %4184 = add nsw i64 1129744, %4183
-  %4185 = mul nsw i64 %pool1_grad.j2201221, 196
+  %4175 = add nsw i64 %4174, 32
+  %arena1215 = getelementptr inbounds float, ptr %arena, i64 %4175
+  %4176 = load <16 x float>, ptr %arena1215, align 4
+  store <16 x float> %4176, ptr %pool1_grad.t227_b2, align 64
+  %4177 = mul nsw i64 %pool1_grad.k2281212, 3136
+  %4178 = add nsw i64 1581328, %4177
+  %4179 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4180 = add nsw i64 %4178, %4179
+  %4181 = add nsw i64 %4180, 48
+  %arena1216 = getelementptr inbounds float, ptr %arena, i64 %4181
+  %4182 = load <16 x float>, ptr %arena1216, align 4
+  store <16 x float> %4182, ptr %pool1_grad.t227_b3, align 64
+  %4183 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4184 = add nsw i64 160, %4183
+  %4185 = mul nsw i64 %pool1_grad.k2281212, 144
   %4186 = add nsw i64 %4184, %4185
-  %4187 = mul nsw i64 %pool1_grad.iy2281230, 14
-  %4188 = add nsw i64 %4186, %4187
-  %4189 = add nsw i64 %4188, 2
-  %4190 = add nsw i64 %4189, %pool1_grad.ix2291231
-  %arena1235 = getelementptr inbounds float, ptr %arena, i64 %4190
-  %4191 = load float, ptr %arena1235, align 4
-  %4192 = fadd float %sum232, %4191
-  store float %4192, ptr %pool1_grad.sum233, align 4
-  %sum233 = load float, ptr %pool1_grad.sum233, align 4
-  %4193 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4194 = add nsw i64 %4193, 4
-  %4195 = mul nsw i64 %4194, 3136
-  %4196 = add nsw i64 1129744, %4195
-  %4197 = mul nsw i64 %pool1_grad.j2201221, 196
+  %params1217 = getelementptr inbounds float, ptr %params, i64 %4186
+  %4187 = load float, ptr %params1217, align 4
+  %4188 = insertelement <16 x float> undef, float %4187, i32 0
+  %4189 = shufflevector <16 x float> %4188, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4189, ptr %pool1_grad.t227_a0, align 64
+  %t227_a0 = load <16 x float>, ptr %pool1_grad.t227_a0, align 64
+  %t227_b0 = load <16 x float>, ptr %pool1_grad.t227_b0, align 64
+  %t227_c0_0 = load <16 x float>, ptr %pool1_grad.t227_c0_0, align 64
+  %4190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a0, <16 x float> %t227_b0, <16 x float> %t227_c0_0)
+  store <16 x float> %4190, ptr %pool1_grad.t227_c0_0, align 64
+  %t227_a01218 = load <16 x float>, ptr %pool1_grad.t227_a0, align 64
+  %t227_b1 = load <16 x float>, ptr %pool1_grad.t227_b1, align 64
+  %t227_c0_1 = load <16 x float>, ptr %pool1_grad.t227_c0_1, align 64
+  %4191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a01218, <16 x float> %t227_b1, <16 x float> %t227_c0_1)
+  store <16 x float> %4191, ptr %pool1_grad.t227_c0_1, align 64
+  %t227_a01219 = load <16 x float>, ptr %pool1_grad.t227_a0, align 64
+  %t227_b2 = load <16 x float>, ptr %pool1_grad.t227_b2, align 64
+  %t227_c0_2 = load <16 x float>, ptr %pool1_grad.t227_c0_2, align 64
+  %4192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a01219, <16 x float> %t227_b2, <16 x float> %t227_c0_2)
+  store <16 x float> %4192, ptr %pool1_grad.t227_c0_2, align 64
+  %t227_a01220 = load <16 x float>, ptr %pool1_grad.t227_a0, align 64
+  %t227_b3 = load <16 x float>, ptr %pool1_grad.t227_b3, align 64
+  %t227_c0_3 = load <16 x float>, ptr %pool1_grad.t227_c0_3, align 64
+  %4193 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a01220, <16 x float> %t227_b3, <16 x float> %t227_c0_3)
+  store <16 x float> %4193, ptr %pool1_grad.t227_c0_3, align 64
+  %4194 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4195 = add nsw i64 %4194, 1
+  %4196 = add nsw i64 160, %4195
+  %4197 = mul nsw i64 %pool1_grad.k2281212, 144
   %4198 = add nsw i64 %4196, %4197
-  %4199 = mul nsw i64 %pool1_grad.iy2281230, 14
-  %4200 = add nsw i64 %4198, %4199
-  %4201 = add nsw i64 %4200, 1
-  %4202 = add nsw i64 %4201, %pool1_grad.ix2291231
-  %arena1236 = getelementptr inbounds float, ptr %arena, i64 %4202
-  %4203 = load float, ptr %arena1236, align 4
-  %4204 = fadd float %sum233, %4203
-  store float %4204, ptr %pool1_grad.sum234, align 4
-  %sum234 = load float, ptr %pool1_grad.sum234, align 4
-  %4205 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4206 = add nsw i64 %4205, 5
-  %4207 = mul nsw i64 %4206, 3136
-  %4208 = add nsw i64 1129744, %4207
-  %4209 = mul nsw i64 %pool1_grad.j2201221, 196
+  %params1221 = getelementptr inbounds float, ptr %params, i64 %4198
+  %4199 = load float, ptr %params1221, align 4
+  %4200 = insertelement <16 x float> undef, float %4199, i32 0
+  %4201 = shufflevector <16 x float> %4200, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4201, ptr %pool1_grad.t227_a1, align 64
+  %t227_a1 = load <16 x float>, ptr %pool1_grad.t227_a1, align 64
+  %t227_b01222 = load <16 x float>, ptr %pool1_grad.t227_b0, align 64
+  %t227_c1_0 = load <16 x float>, ptr %pool1_grad.t227_c1_0, align 64
+  %4202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a1, <16 x float> %t227_b01222, <16 x float> %t227_c1_0)
+  store <16 x float> %4202, ptr %pool1_grad.t227_c1_0, align 64
+  %t227_a11223 = load <16 x float>, ptr %pool1_grad.t227_a1, align 64
+  %t227_b11224 = load <16 x float>, ptr %pool1_grad.t227_b1, align 64
+  %t227_c1_1 = load <16 x float>, ptr %pool1_grad.t227_c1_1, align 64
+  %4203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a11223, <16 x float> %t227_b11224, <16 x float> %t227_c1_1)
+  store <16 x float> %4203, ptr %pool1_grad.t227_c1_1, align 64
+  %t227_a11225 = load <16 x float>, ptr %pool1_grad.t227_a1, align 64
+  %t227_b21226 = load <16 x float>, ptr %pool1_grad.t227_b2, align 64
+  %t227_c1_2 = load <16 x float>, ptr %pool1_grad.t227_c1_2, align 64
+  %4204 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a11225, <16 x float> %t227_b21226, <16 x float> %t227_c1_2)
+  store <16 x float> %4204, ptr %pool1_grad.t227_c1_2, align 64
+  %t227_a11227 = load <16 x float>, ptr %pool1_grad.t227_a1, align 64
+  %t227_b31228 = load <16 x float>, ptr %pool1_grad.t227_b3, align 64
+  %t227_c1_3 = load <16 x float>, ptr %pool1_grad.t227_c1_3, align 64
+  %4205 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a11227, <16 x float> %t227_b31228, <16 x float> %t227_c1_3)
+  store <16 x float> %4205, ptr %pool1_grad.t227_c1_3, align 64
+  %4206 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4207 = add nsw i64 %4206, 2
+  %4208 = add nsw i64 160, %4207
+  %4209 = mul nsw i64 %pool1_grad.k2281212, 144
   %4210 = add nsw i64 %4208, %4209
-  %4211 = mul nsw i64 %pool1_grad.iy2281230, 14
-  %4212 = add nsw i64 %4210, %4211
-  %4213 = add nsw i64 %4212, %pool1_grad.ix2291231
-  %arena1237 = getelementptr inbounds float, ptr %arena, i64 %4213
-  %4214 = load float, ptr %arena1237, align 4
-  %4215 = fadd float %sum234, %4214
-  store float %4215, ptr %pool1_grad.sum235, align 4
-  %sum235 = load float, ptr %pool1_grad.sum235, align 4
-  %4216 = mul nsw i64 %pool1_grad.g2121116, 16
-  %4217 = add nsw i64 %4216, %pool1_grad.j2201221
-  %4218 = mul nsw i64 %4217, 3136
-  %4219 = add nsw i64 401408, %4218
-  %4220 = mul nsw i64 %pool1_grad.c2211222, 196
-  %4221 = add nsw i64 %4219, %4220
-  %4222 = mul nsw i64 %pool1_grad.iy2281230, 14
-  %4223 = add nsw i64 %4221, %4222
-  %4224 = add nsw i64 %4223, 1
-  %4225 = add nsw i64 %4224, %pool1_grad.ix2291231
-  %arena1238 = getelementptr inbounds float, ptr %arena, i64 %4225
-  store float %sum235, ptr %arena1238, align 4
-  %ix229.next = add nsw i64 %pool1_grad.ix2291231, 1
-  %4226 = icmp slt i64 %ix229.next, 12
-  br i1 %4226, label %pool1_grad.ix229, label %pool1_grad.ix229.end
+  %params1229 = getelementptr inbounds float, ptr %params, i64 %4210
+  %4211 = load float, ptr %params1229, align 4
+  %4212 = insertelement <16 x float> undef, float %4211, i32 0
+  %4213 = shufflevector <16 x float> %4212, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4213, ptr %pool1_grad.t227_a2, align 64
+  %t227_a2 = load <16 x float>, ptr %pool1_grad.t227_a2, align 64
+  %t227_b01230 = load <16 x float>, ptr %pool1_grad.t227_b0, align 64
+  %t227_c2_0 = load <16 x float>, ptr %pool1_grad.t227_c2_0, align 64
+  %4214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a2, <16 x float> %t227_b01230, <16 x float> %t227_c2_0)
+  store <16 x float> %4214, ptr %pool1_grad.t227_c2_0, align 64
+  %t227_a21231 = load <16 x float>, ptr %pool1_grad.t227_a2, align 64
+  %t227_b11232 = load <16 x float>, ptr %pool1_grad.t227_b1, align 64
+  %t227_c2_1 = load <16 x float>, ptr %pool1_grad.t227_c2_1, align 64
+  %4215 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a21231, <16 x float> %t227_b11232, <16 x float> %t227_c2_1)
+  store <16 x float> %4215, ptr %pool1_grad.t227_c2_1, align 64
+  %t227_a21233 = load <16 x float>, ptr %pool1_grad.t227_a2, align 64
+  %t227_b21234 = load <16 x float>, ptr %pool1_grad.t227_b2, align 64
+  %t227_c2_2 = load <16 x float>, ptr %pool1_grad.t227_c2_2, align 64
+  %4216 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a21233, <16 x float> %t227_b21234, <16 x float> %t227_c2_2)
+  store <16 x float> %4216, ptr %pool1_grad.t227_c2_2, align 64
+  %t227_a21235 = load <16 x float>, ptr %pool1_grad.t227_a2, align 64
+  %t227_b31236 = load <16 x float>, ptr %pool1_grad.t227_b3, align 64
+  %t227_c2_3 = load <16 x float>, ptr %pool1_grad.t227_c2_3, align 64
+  %4217 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a21235, <16 x float> %t227_b31236, <16 x float> %t227_c2_3)
+  store <16 x float> %4217, ptr %pool1_grad.t227_c2_3, align 64
+  %4218 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4219 = add nsw i64 %4218, 3
+  %4220 = add nsw i64 160, %4219
+  %4221 = mul nsw i64 %pool1_grad.k2281212, 144
+  %4222 = add nsw i64 %4220, %4221
+  %params1237 = getelementptr inbounds float, ptr %params, i64 %4222
+  %4223 = load float, ptr %params1237, align 4
+  %4224 = insertelement <16 x float> undef, float %4223, i32 0
+  %4225 = shufflevector <16 x float> %4224, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4225, ptr %pool1_grad.t227_a3, align 64
+  %t227_a3 = load <16 x float>, ptr %pool1_grad.t227_a3, align 64
+  %t227_b01238 = load <16 x float>, ptr %pool1_grad.t227_b0, align 64
+  %t227_c3_0 = load <16 x float>, ptr %pool1_grad.t227_c3_0, align 64
+  %4226 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a3, <16 x float> %t227_b01238, <16 x float> %t227_c3_0)
+  store <16 x float> %4226, ptr %pool1_grad.t227_c3_0, align 64
+  %t227_a31239 = load <16 x float>, ptr %pool1_grad.t227_a3, align 64
+  %t227_b11240 = load <16 x float>, ptr %pool1_grad.t227_b1, align 64
+  %t227_c3_1 = load <16 x float>, ptr %pool1_grad.t227_c3_1, align 64
+  %4227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a31239, <16 x float> %t227_b11240, <16 x float> %t227_c3_1)
+  store <16 x float> %4227, ptr %pool1_grad.t227_c3_1, align 64
+  %t227_a31241 = load <16 x float>, ptr %pool1_grad.t227_a3, align 64
+  %t227_b21242 = load <16 x float>, ptr %pool1_grad.t227_b2, align 64
+  %t227_c3_2 = load <16 x float>, ptr %pool1_grad.t227_c3_2, align 64
+  %4228 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a31241, <16 x float> %t227_b21242, <16 x float> %t227_c3_2)
+  store <16 x float> %4228, ptr %pool1_grad.t227_c3_2, align 64
+  %t227_a31243 = load <16 x float>, ptr %pool1_grad.t227_a3, align 64
+  %t227_b31244 = load <16 x float>, ptr %pool1_grad.t227_b3, align 64
+  %t227_c3_3 = load <16 x float>, ptr %pool1_grad.t227_c3_3, align 64
+  %4229 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a31243, <16 x float> %t227_b31244, <16 x float> %t227_c3_3)
+  store <16 x float> %4229, ptr %pool1_grad.t227_c3_3, align 64
+  %4230 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4231 = add nsw i64 %4230, 4
+  %4232 = add nsw i64 160, %4231
+  %4233 = mul nsw i64 %pool1_grad.k2281212, 144
+  %4234 = add nsw i64 %4232, %4233
+  %params1245 = getelementptr inbounds float, ptr %params, i64 %4234
+  %4235 = load float, ptr %params1245, align 4
+  %4236 = insertelement <16 x float> undef, float %4235, i32 0
+  %4237 = shufflevector <16 x float> %4236, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4237, ptr %pool1_grad.t227_a4, align 64
+  %t227_a4 = load <16 x float>, ptr %pool1_grad.t227_a4, align 64
+  %t227_b01246 = load <16 x float>, ptr %pool1_grad.t227_b0, align 64
+  %t227_c4_0 = load <16 x float>, ptr %pool1_grad.t227_c4_0, align 64
+  %4238 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a4, <16 x float> %t227_b01246, <16 x float> %t227_c4_0)
+  store <16 x float> %4238, ptr %pool1_grad.t227_c4_0, align 64
+  %t227_a41247 = load <16 x float>, ptr %pool1_grad.t227_a4, align 64
+  %t227_b11248 = load <16 x float>, ptr %pool1_grad.t227_b1, align 64
+  %t227_c4_1 = load <16 x float>, ptr %pool1_grad.t227_c4_1, align 64
+  %4239 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a41247, <16 x float> %t227_b11248, <16 x float> %t227_c4_1)
+  store <16 x float> %4239, ptr %pool1_grad.t227_c4_1, align 64
+  %t227_a41249 = load <16 x float>, ptr %pool1_grad.t227_a4, align 64
+  %t227_b21250 = load <16 x float>, ptr %pool1_grad.t227_b2, align 64
+  %t227_c4_2 = load <16 x float>, ptr %pool1_grad.t227_c4_2, align 64
+  %4240 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a41249, <16 x float> %t227_b21250, <16 x float> %t227_c4_2)
+  store <16 x float> %4240, ptr %pool1_grad.t227_c4_2, align 64
+  %t227_a41251 = load <16 x float>, ptr %pool1_grad.t227_a4, align 64
+  %t227_b31252 = load <16 x float>, ptr %pool1_grad.t227_b3, align 64
+  %t227_c4_3 = load <16 x float>, ptr %pool1_grad.t227_c4_3, align 64
+  %4241 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a41251, <16 x float> %t227_b31252, <16 x float> %t227_c4_3)
+  store <16 x float> %4241, ptr %pool1_grad.t227_c4_3, align 64
+  %4242 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4243 = add nsw i64 %4242, 5
+  %4244 = add nsw i64 160, %4243
+  %4245 = mul nsw i64 %pool1_grad.k2281212, 144
+  %4246 = add nsw i64 %4244, %4245
+  %params1253 = getelementptr inbounds float, ptr %params, i64 %4246
+  %4247 = load float, ptr %params1253, align 4
+  %4248 = insertelement <16 x float> undef, float %4247, i32 0
+  %4249 = shufflevector <16 x float> %4248, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4249, ptr %pool1_grad.t227_a5, align 64
+  %t227_a5 = load <16 x float>, ptr %pool1_grad.t227_a5, align 64
+  %t227_b01254 = load <16 x float>, ptr %pool1_grad.t227_b0, align 64
+  %t227_c5_0 = load <16 x float>, ptr %pool1_grad.t227_c5_0, align 64
+  %4250 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a5, <16 x float> %t227_b01254, <16 x float> %t227_c5_0)
+  store <16 x float> %4250, ptr %pool1_grad.t227_c5_0, align 64
+  %t227_a51255 = load <16 x float>, ptr %pool1_grad.t227_a5, align 64
+  %t227_b11256 = load <16 x float>, ptr %pool1_grad.t227_b1, align 64
+  %t227_c5_1 = load <16 x float>, ptr %pool1_grad.t227_c5_1, align 64
+  %4251 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a51255, <16 x float> %t227_b11256, <16 x float> %t227_c5_1)
+  store <16 x float> %4251, ptr %pool1_grad.t227_c5_1, align 64
+  %t227_a51257 = load <16 x float>, ptr %pool1_grad.t227_a5, align 64
+  %t227_b21258 = load <16 x float>, ptr %pool1_grad.t227_b2, align 64
+  %t227_c5_2 = load <16 x float>, ptr %pool1_grad.t227_c5_2, align 64
+  %4252 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a51257, <16 x float> %t227_b21258, <16 x float> %t227_c5_2)
+  store <16 x float> %4252, ptr %pool1_grad.t227_c5_2, align 64
+  %t227_a51259 = load <16 x float>, ptr %pool1_grad.t227_a5, align 64
+  %t227_b31260 = load <16 x float>, ptr %pool1_grad.t227_b3, align 64
+  %t227_c5_3 = load <16 x float>, ptr %pool1_grad.t227_c5_3, align 64
+  %4253 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t227_a51259, <16 x float> %t227_b31260, <16 x float> %t227_c5_3)
+  store <16 x float> %4253, ptr %pool1_grad.t227_c5_3, align 64
+  %k228.next = add nsw i64 %pool1_grad.k2281212, 1
+  %4254 = icmp slt i64 %k228.next, 32
+  br i1 %4254, label %pool1_grad.k228, label %pool1_grad.k228.end
 
-pool1_grad.ix229.end:                             ; preds = %pool1_grad.ix229
-  %iy228.next = add nsw i64 %pool1_grad.iy2281230, 1
-  %4227 = icmp slt i64 %iy228.next, 1
-  br i1 %4227, label %pool1_grad.iy228, label %pool1_grad.iy228.end
-
-pool1_grad.iy236:                                 ; preds = %pool1_grad.ix237.end, %pool1_grad.iy228.end
-  %pool1_grad.iy2361239 = phi i64 [ 0, %pool1_grad.iy228.end ], [ %iy236.next, %pool1_grad.ix237.end ]
-  br label %pool1_grad.ix237
-
-pool1_grad.iy236.end:                             ; preds = %pool1_grad.ix237.end
-  br label %pool1_grad.iy242
-
-pool1_grad.ix237:                                 ; preds = %pool1_grad.ix237, %pool1_grad.iy236
-  %pool1_grad.ix2371240 = phi i64 [ 0, %pool1_grad.iy236 ], [ %ix237.next, %pool1_grad.ix237 ]
-  %4228 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4229 = add nsw i64 %4228, 1
-  %4230 = mul nsw i64 %4229, 3136
-  %4231 = add nsw i64 1129744, %4230
-  %4232 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4233 = add nsw i64 %4231, %4232
-  %4234 = add nsw i64 %pool1_grad.iy2361239, 1
-  %4235 = mul nsw i64 %4234, 14
-  %4236 = add nsw i64 %4233, %4235
-  %4237 = add nsw i64 %4236, 13
-  %4238 = add nsw i64 %4237, %pool1_grad.ix2371240
-  %arena1241 = getelementptr inbounds float, ptr %arena, i64 %4238
-  %4239 = load float, ptr %arena1241, align 4
-  store float %4239, ptr %pool1_grad.sum238, align 4
-  %sum238 = load float, ptr %pool1_grad.sum238, align 4
-  %4240 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4241 = add nsw i64 %4240, 2
-  %4242 = mul nsw i64 %4241, 3136
-  %4243 = add nsw i64 1129744, %4242
-  %4244 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4245 = add nsw i64 %4243, %4244
-  %4246 = add nsw i64 %pool1_grad.iy2361239, 1
-  %4247 = mul nsw i64 %4246, 14
-  %4248 = add nsw i64 %4245, %4247
-  %4249 = add nsw i64 %4248, 12
-  %4250 = add nsw i64 %4249, %pool1_grad.ix2371240
-  %arena1242 = getelementptr inbounds float, ptr %arena, i64 %4250
-  %4251 = load float, ptr %arena1242, align 4
-  %4252 = fadd float %sum238, %4251
-  store float %4252, ptr %pool1_grad.sum239, align 4
-  %sum239 = load float, ptr %pool1_grad.sum239, align 4
-  %4253 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4254 = add nsw i64 %4253, 4
-  %4255 = mul nsw i64 %4254, 3136
-  %4256 = add nsw i64 1129744, %4255
-  %4257 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4258 = add nsw i64 %4256, %4257
-  %4259 = mul nsw i64 %pool1_grad.iy2361239, 14
-  %4260 = add nsw i64 %4258, %4259
-  %4261 = add nsw i64 %4260, 13
-  %4262 = add nsw i64 %4261, %pool1_grad.ix2371240
-  %arena1243 = getelementptr inbounds float, ptr %arena, i64 %4262
-  %4263 = load float, ptr %arena1243, align 4
-  %4264 = fadd float %sum239, %4263
-  store float %4264, ptr %pool1_grad.sum240, align 4
-  %sum240 = load float, ptr %pool1_grad.sum240, align 4
-  %4265 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4266 = add nsw i64 %4265, 5
+pool1_grad.k228.end:                              ; preds = %pool1_grad.k228
+  %t227_c0_01261 = load <16 x float>, ptr %pool1_grad.t227_c0_0, align 64
+  %4255 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4256 = mul nsw i64 %4255, 3136
+  %4257 = add nsw i64 1129744, %4256
+  %4258 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4259 = add nsw i64 %4257, %4258
+  %arena1262 = getelementptr inbounds float, ptr %arena, i64 %4259
+  store <16 x float> %t227_c0_01261, ptr %arena1262, align 4
+  %t227_c0_11263 = load <16 x float>, ptr %pool1_grad.t227_c0_1, align 64
+  %4260 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4261 = mul nsw i64 %4260, 3136
+  %4262 = add nsw i64 1129744, %4261
+  %4263 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4264 = add nsw i64 %4262, %4263
+  %4265 = add nsw i64 %4264, 16
+  %arena1264 = getelementptr inbounds float, ptr %arena, i64 %4265
+  store <16 x float> %t227_c0_11263, ptr %arena1264, align 4
+  %t227_c0_21265 = load <16 x float>, ptr %pool1_grad.t227_c0_2, align 64
+  %4266 = mul nsw i64 %pool1_grad.mb2261211, 6
   %4267 = mul nsw i64 %4266, 3136
   %4268 = add nsw i64 1129744, %4267
-  %4269 = mul nsw i64 %pool1_grad.j2201221, 196
+  %4269 = mul nsw i64 %pool1_grad.nb2251210, 64
   %4270 = add nsw i64 %4268, %4269
-  %4271 = mul nsw i64 %pool1_grad.iy2361239, 14
-  %4272 = add nsw i64 %4270, %4271
-  %4273 = add nsw i64 %4272, 12
-  %4274 = add nsw i64 %4273, %pool1_grad.ix2371240
-  %arena1244 = getelementptr inbounds float, ptr %arena, i64 %4274
-  %4275 = load float, ptr %arena1244, align 4
-  %4276 = fadd float %sum240, %4275
-  store float %4276, ptr %pool1_grad.sum241, align 4
-  %sum241 = load float, ptr %pool1_grad.sum241, align 4
-  %4277 = mul nsw i64 %pool1_grad.g2121116, 16
-  %4278 = add nsw i64 %4277, %pool1_grad.j2201221
-  %4279 = mul nsw i64 %4278, 3136
-  %4280 = add nsw i64 401408, %4279
-  %4281 = mul nsw i64 %pool1_grad.c2211222, 196
-  %4282 = add nsw i64 %4280, %4281
-  %4283 = mul nsw i64 %pool1_grad.iy2361239, 14
-  %4284 = add nsw i64 %4282, %4283
-  %4285 = add nsw i64 %4284, 13
-  %4286 = add nsw i64 %4285, %pool1_grad.ix2371240
-  %arena1245 = getelementptr inbounds float, ptr %arena, i64 %4286
-  store float %sum241, ptr %arena1245, align 4
-  %ix237.next = add nsw i64 %pool1_grad.ix2371240, 1
-  %4287 = icmp slt i64 %ix237.next, 1
-  br i1 %4287, label %pool1_grad.ix237, label %pool1_grad.ix237.end
+  %4271 = add nsw i64 %4270, 32
+  %arena1266 = getelementptr inbounds float, ptr %arena, i64 %4271
+  store <16 x float> %t227_c0_21265, ptr %arena1266, align 4
+  %t227_c0_31267 = load <16 x float>, ptr %pool1_grad.t227_c0_3, align 64
+  %4272 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4273 = mul nsw i64 %4272, 3136
+  %4274 = add nsw i64 1129744, %4273
+  %4275 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4276 = add nsw i64 %4274, %4275
+  %4277 = add nsw i64 %4276, 48
+  %arena1268 = getelementptr inbounds float, ptr %arena, i64 %4277
+  store <16 x float> %t227_c0_31267, ptr %arena1268, align 4
+  %t227_c1_01269 = load <16 x float>, ptr %pool1_grad.t227_c1_0, align 64
+  %4278 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4279 = add nsw i64 %4278, 1
+  %4280 = mul nsw i64 %4279, 3136
+  %4281 = add nsw i64 1129744, %4280
+  %4282 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4283 = add nsw i64 %4281, %4282
+  %arena1270 = getelementptr inbounds float, ptr %arena, i64 %4283
+  store <16 x float> %t227_c1_01269, ptr %arena1270, align 4
+  %t227_c1_11271 = load <16 x float>, ptr %pool1_grad.t227_c1_1, align 64
+  %4284 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4285 = add nsw i64 %4284, 1
+  %4286 = mul nsw i64 %4285, 3136
+  %4287 = add nsw i64 1129744, %4286
+  %4288 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4289 = add nsw i64 %4287, %4288
+  %4290 = add nsw i64 %4289, 16
+  %arena1272 = getelementptr inbounds float, ptr %arena, i64 %4290
+  store <16 x float> %t227_c1_11271, ptr %arena1272, align 4
+  %t227_c1_21273 = load <16 x float>, ptr %pool1_grad.t227_c1_2, align 64
+  %4291 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4292 = add nsw i64 %4291, 1
+  %4293 = mul nsw i64 %4292, 3136
+  %4294 = add nsw i64 1129744, %4293
+  %4295 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4296 = add nsw i64 %4294, %4295
+  %4297 = add nsw i64 %4296, 32
+  %arena1274 = getelementptr inbounds float, ptr %arena, i64 %4297
+  store <16 x float> %t227_c1_21273, ptr %arena1274, align 4
+  %t227_c1_31275 = load <16 x float>, ptr %pool1_grad.t227_c1_3, align 64
+  %4298 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4299 = add nsw i64 %4298, 1
+  %4300 = mul nsw i64 %4299, 3136
+  %4301 = add nsw i64 1129744, %4300
+  %4302 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4303 = add nsw i64 %4301, %4302
+  %4304 = add nsw i64 %4303, 48
+  %arena1276 = getelementptr inbounds float, ptr %arena, i64 %4304
+  store <16 x float> %t227_c1_31275, ptr %arena1276, align 4
+  %t227_c2_01277 = load <16 x float>, ptr %pool1_grad.t227_c2_0, align 64
+  %4305 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4306 = add nsw i64 %4305, 2
+  %4307 = mul nsw i64 %4306, 3136
+  %4308 = add nsw i64 1129744, %4307
+  %4309 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4310 = add nsw i64 %4308, %4309
+  %arena1278 = getelementptr inbounds float, ptr %arena, i64 %4310
+  store <16 x float> %t227_c2_01277, ptr %arena1278, align 4
+  %t227_c2_11279 = load <16 x float>, ptr %pool1_grad.t227_c2_1, align 64
+  %4311 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4312 = add nsw i64 %4311, 2
+  %4313 = mul nsw i64 %4312, 3136
+  %4314 = add nsw i64 1129744, %4313
+  %4315 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4316 = add nsw i64 %4314, %4315
+  %4317 = add nsw i64 %4316, 16
+  %arena1280 = getelementptr inbounds float, ptr %arena, i64 %4317
+  store <16 x float> %t227_c2_11279, ptr %arena1280, align 4
+  %t227_c2_21281 = load <16 x float>, ptr %pool1_grad.t227_c2_2, align 64
+  %4318 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4319 = add nsw i64 %4318, 2
+  %4320 = mul nsw i64 %4319, 3136
+  %4321 = add nsw i64 1129744, %4320
+  %4322 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4323 = add nsw i64 %4321, %4322
+  %4324 = add nsw i64 %4323, 32
+  %arena1282 = getelementptr inbounds float, ptr %arena, i64 %4324
+  store <16 x float> %t227_c2_21281, ptr %arena1282, align 4
+  %t227_c2_31283 = load <16 x float>, ptr %pool1_grad.t227_c2_3, align 64
+  %4325 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4326 = add nsw i64 %4325, 2
+  %4327 = mul nsw i64 %4326, 3136
+  %4328 = add nsw i64 1129744, %4327
+  %4329 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4330 = add nsw i64 %4328, %4329
+  %4331 = add nsw i64 %4330, 48
+  %arena1284 = getelementptr inbounds float, ptr %arena, i64 %4331
+  store <16 x float> %t227_c2_31283, ptr %arena1284, align 4
+  %t227_c3_01285 = load <16 x float>, ptr %pool1_grad.t227_c3_0, align 64
+  %4332 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4333 = add nsw i64 %4332, 3
+  %4334 = mul nsw i64 %4333, 3136
+  %4335 = add nsw i64 1129744, %4334
+  %4336 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4337 = add nsw i64 %4335, %4336
+  %arena1286 = getelementptr inbounds float, ptr %arena, i64 %4337
+  store <16 x float> %t227_c3_01285, ptr %arena1286, align 4
+  %t227_c3_11287 = load <16 x float>, ptr %pool1_grad.t227_c3_1, align 64
+  %4338 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4339 = add nsw i64 %4338, 3
+  %4340 = mul nsw i64 %4339, 3136
+  %4341 = add nsw i64 1129744, %4340
+  %4342 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4343 = add nsw i64 %4341, %4342
+  %4344 = add nsw i64 %4343, 16
+  %arena1288 = getelementptr inbounds float, ptr %arena, i64 %4344
+  store <16 x float> %t227_c3_11287, ptr %arena1288, align 4
+  %t227_c3_21289 = load <16 x float>, ptr %pool1_grad.t227_c3_2, align 64
+  %4345 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4346 = add nsw i64 %4345, 3
+  %4347 = mul nsw i64 %4346, 3136
+  %4348 = add nsw i64 1129744, %4347
+  %4349 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4350 = add nsw i64 %4348, %4349
+  %4351 = add nsw i64 %4350, 32
+  %arena1290 = getelementptr inbounds float, ptr %arena, i64 %4351
+  store <16 x float> %t227_c3_21289, ptr %arena1290, align 4
+  %t227_c3_31291 = load <16 x float>, ptr %pool1_grad.t227_c3_3, align 64
+  %4352 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4353 = add nsw i64 %4352, 3
+  %4354 = mul nsw i64 %4353, 3136
+  %4355 = add nsw i64 1129744, %4354
+  %4356 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4357 = add nsw i64 %4355, %4356
+  %4358 = add nsw i64 %4357, 48
+  %arena1292 = getelementptr inbounds float, ptr %arena, i64 %4358
+  store <16 x float> %t227_c3_31291, ptr %arena1292, align 4
+  %t227_c4_01293 = load <16 x float>, ptr %pool1_grad.t227_c4_0, align 64
+  %4359 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4360 = add nsw i64 %4359, 4
+  %4361 = mul nsw i64 %4360, 3136
+  %4362 = add nsw i64 1129744, %4361
+  %4363 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4364 = add nsw i64 %4362, %4363
+  %arena1294 = getelementptr inbounds float, ptr %arena, i64 %4364
+  store <16 x float> %t227_c4_01293, ptr %arena1294, align 4
+  %t227_c4_11295 = load <16 x float>, ptr %pool1_grad.t227_c4_1, align 64
+  %4365 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4366 = add nsw i64 %4365, 4
+  %4367 = mul nsw i64 %4366, 3136
+  %4368 = add nsw i64 1129744, %4367
+  %4369 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4370 = add nsw i64 %4368, %4369
+  %4371 = add nsw i64 %4370, 16
+  %arena1296 = getelementptr inbounds float, ptr %arena, i64 %4371
+  store <16 x float> %t227_c4_11295, ptr %arena1296, align 4
+  %t227_c4_21297 = load <16 x float>, ptr %pool1_grad.t227_c4_2, align 64
+  %4372 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4373 = add nsw i64 %4372, 4
+  %4374 = mul nsw i64 %4373, 3136
+  %4375 = add nsw i64 1129744, %4374
+  %4376 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4377 = add nsw i64 %4375, %4376
+  %4378 = add nsw i64 %4377, 32
+  %arena1298 = getelementptr inbounds float, ptr %arena, i64 %4378
+  store <16 x float> %t227_c4_21297, ptr %arena1298, align 4
+  %t227_c4_31299 = load <16 x float>, ptr %pool1_grad.t227_c4_3, align 64
+  %4379 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4380 = add nsw i64 %4379, 4
+  %4381 = mul nsw i64 %4380, 3136
+  %4382 = add nsw i64 1129744, %4381
+  %4383 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4384 = add nsw i64 %4382, %4383
+  %4385 = add nsw i64 %4384, 48
+  %arena1300 = getelementptr inbounds float, ptr %arena, i64 %4385
+  store <16 x float> %t227_c4_31299, ptr %arena1300, align 4
+  %t227_c5_01301 = load <16 x float>, ptr %pool1_grad.t227_c5_0, align 64
+  %4386 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4387 = add nsw i64 %4386, 5
+  %4388 = mul nsw i64 %4387, 3136
+  %4389 = add nsw i64 1129744, %4388
+  %4390 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4391 = add nsw i64 %4389, %4390
+  %arena1302 = getelementptr inbounds float, ptr %arena, i64 %4391
+  store <16 x float> %t227_c5_01301, ptr %arena1302, align 4
+  %t227_c5_11303 = load <16 x float>, ptr %pool1_grad.t227_c5_1, align 64
+  %4392 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4393 = add nsw i64 %4392, 5
+  %4394 = mul nsw i64 %4393, 3136
+  %4395 = add nsw i64 1129744, %4394
+  %4396 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4397 = add nsw i64 %4395, %4396
+  %4398 = add nsw i64 %4397, 16
+  %arena1304 = getelementptr inbounds float, ptr %arena, i64 %4398
+  store <16 x float> %t227_c5_11303, ptr %arena1304, align 4
+  %t227_c5_21305 = load <16 x float>, ptr %pool1_grad.t227_c5_2, align 64
+  %4399 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4400 = add nsw i64 %4399, 5
+  %4401 = mul nsw i64 %4400, 3136
+  %4402 = add nsw i64 1129744, %4401
+  %4403 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4404 = add nsw i64 %4402, %4403
+  %4405 = add nsw i64 %4404, 32
+  %arena1306 = getelementptr inbounds float, ptr %arena, i64 %4405
+  store <16 x float> %t227_c5_21305, ptr %arena1306, align 4
+  %t227_c5_31307 = load <16 x float>, ptr %pool1_grad.t227_c5_3, align 64
+  %4406 = mul nsw i64 %pool1_grad.mb2261211, 6
+  %4407 = add nsw i64 %4406, 5
+  %4408 = mul nsw i64 %4407, 3136
+  %4409 = add nsw i64 1129744, %4408
+  %4410 = mul nsw i64 %pool1_grad.nb2251210, 64
+  %4411 = add nsw i64 %4409, %4410
+  %4412 = add nsw i64 %4411, 48
+  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4412
+  store <16 x float> %t227_c5_31307, ptr %arena1308, align 4
+  %mb226.next = add nsw i64 %pool1_grad.mb2261211, 1
+  %4413 = icmp slt i64 %mb226.next, 24
+  br i1 %4413, label %pool1_grad.mb226, label %pool1_grad.mb226.end
 
-pool1_grad.ix237.end:                             ; preds = %pool1_grad.ix237
-  %iy236.next = add nsw i64 %pool1_grad.iy2361239, 1
-  %4288 = icmp slt i64 %iy236.next, 1
-  br i1 %4288, label %pool1_grad.iy236, label %pool1_grad.iy236.end
+pool1_grad.j229:                                  ; preds = %pool1_grad.c230.end, %pool1_grad.nb225.end
+  %pool1_grad.j2291309 = phi i64 [ 0, %pool1_grad.nb225.end ], [ %j229.next, %pool1_grad.c230.end ]
+  br label %pool1_grad.c230
 
-pool1_grad.iy242:                                 ; preds = %pool1_grad.ix243.end, %pool1_grad.iy236.end
-  %pool1_grad.iy2421246 = phi i64 [ 0, %pool1_grad.iy236.end ], [ %iy242.next, %pool1_grad.ix243.end ]
-  br label %pool1_grad.ix243
+pool1_grad.j229.end:                              ; preds = %pool1_grad.c230.end
+  %g221.next = add nsw i64 %pool1_grad.g2211204, 1
+  %4414 = icmp slt i64 %g221.next, 4
+  br i1 %4414, label %pool1_grad.g221, label %pool1_grad.g221.end
 
-pool1_grad.iy242.end:                             ; preds = %pool1_grad.ix243.end
-  br label %pool1_grad.iy250
+pool1_grad.c230:                                  ; preds = %pool1_grad.iy292.end, %pool1_grad.j229
+  %pool1_grad.c2301310 = phi i64 [ 0, %pool1_grad.j229 ], [ %c230.next, %pool1_grad.iy292.end ]
+  br label %pool1_grad.iy231
 
-pool1_grad.ix243:                                 ; preds = %pool1_grad.ix243, %pool1_grad.iy242
-  %pool1_grad.ix2431247 = phi i64 [ 0, %pool1_grad.iy242 ], [ %ix243.next, %pool1_grad.ix243 ]
-  %4289 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4290 = mul nsw i64 %4289, 3136
-  %4291 = add nsw i64 1129744, %4290
-  %4292 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4293 = add nsw i64 %4291, %4292
-  %4294 = add nsw i64 %pool1_grad.iy2421246, 1
-  %4295 = add nsw i64 %4294, 1
-  %4296 = mul nsw i64 %4295, 14
-  %4297 = add nsw i64 %4293, %4296
-  %4298 = add nsw i64 %4297, 1
-  %4299 = add nsw i64 %4298, %pool1_grad.ix2431247
-  %arena1248 = getelementptr inbounds float, ptr %arena, i64 %4299
-  %4300 = load float, ptr %arena1248, align 4
-  store float %4300, ptr %pool1_grad.sum244, align 4
-  %sum244 = load float, ptr %pool1_grad.sum244, align 4
-  %4301 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4302 = add nsw i64 %4301, 1
-  %4303 = mul nsw i64 %4302, 3136
-  %4304 = add nsw i64 1129744, %4303
-  %4305 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4306 = add nsw i64 %4304, %4305
-  %4307 = add nsw i64 %pool1_grad.iy2421246, 1
-  %4308 = add nsw i64 %4307, 1
-  %4309 = mul nsw i64 %4308, 14
-  %4310 = add nsw i64 %4306, %4309
-  %4311 = add nsw i64 %4310, %pool1_grad.ix2431247
-  %arena1249 = getelementptr inbounds float, ptr %arena, i64 %4311
-  %4312 = load float, ptr %arena1249, align 4
-  %4313 = fadd float %sum244, %4312
-  store float %4313, ptr %pool1_grad.sum245, align 4
-  %sum245 = load float, ptr %pool1_grad.sum245, align 4
-  %4314 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4315 = add nsw i64 %4314, 3
-  %4316 = mul nsw i64 %4315, 3136
-  %4317 = add nsw i64 1129744, %4316
-  %4318 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4319 = add nsw i64 %4317, %4318
-  %4320 = add nsw i64 %pool1_grad.iy2421246, 1
-  %4321 = mul nsw i64 %4320, 14
-  %4322 = add nsw i64 %4319, %4321
-  %4323 = add nsw i64 %4322, 1
-  %4324 = add nsw i64 %4323, %pool1_grad.ix2431247
-  %arena1250 = getelementptr inbounds float, ptr %arena, i64 %4324
-  %4325 = load float, ptr %arena1250, align 4
-  %4326 = fadd float %sum245, %4325
-  store float %4326, ptr %pool1_grad.sum246, align 4
-  %sum246 = load float, ptr %pool1_grad.sum246, align 4
-  %4327 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4328 = add nsw i64 %4327, 4
-  %4329 = mul nsw i64 %4328, 3136
-  %4330 = add nsw i64 1129744, %4329
-  %4331 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4332 = add nsw i64 %4330, %4331
-  %4333 = add nsw i64 %pool1_grad.iy2421246, 1
-  %4334 = mul nsw i64 %4333, 14
-  %4335 = add nsw i64 %4332, %4334
-  %4336 = add nsw i64 %4335, %pool1_grad.ix2431247
-  %arena1251 = getelementptr inbounds float, ptr %arena, i64 %4336
-  %4337 = load float, ptr %arena1251, align 4
-  %4338 = fadd float %sum246, %4337
-  store float %4338, ptr %pool1_grad.sum247, align 4
-  %sum247 = load float, ptr %pool1_grad.sum247, align 4
-  %4339 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4340 = add nsw i64 %4339, 6
-  %4341 = mul nsw i64 %4340, 3136
-  %4342 = add nsw i64 1129744, %4341
-  %4343 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4344 = add nsw i64 %4342, %4343
-  %4345 = add nsw i64 %pool1_grad.iy2421246, 1
-  %4346 = add nsw i64 %4345, -1
-  %4347 = mul nsw i64 %4346, 14
-  %4348 = add nsw i64 %4344, %4347
-  %4349 = add nsw i64 %4348, 1
-  %4350 = add nsw i64 %4349, %pool1_grad.ix2431247
-  %arena1252 = getelementptr inbounds float, ptr %arena, i64 %4350
-  %4351 = load float, ptr %arena1252, align 4
-  %4352 = fadd float %sum247, %4351
-  store float %4352, ptr %pool1_grad.sum248, align 4
-  %sum248 = load float, ptr %pool1_grad.sum248, align 4
-  %4353 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4354 = add nsw i64 %4353, 7
-  %4355 = mul nsw i64 %4354, 3136
-  %4356 = add nsw i64 1129744, %4355
-  %4357 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4358 = add nsw i64 %4356, %4357
-  %4359 = add nsw i64 %pool1_grad.iy2421246, 1
-  %4360 = add nsw i64 %4359, -1
-  %4361 = mul nsw i64 %4360, 14
-  %4362 = add nsw i64 %4358, %4361
-  %4363 = add nsw i64 %4362, %pool1_grad.ix2431247
-  %arena1253 = getelementptr inbounds float, ptr %arena, i64 %4363
-  %4364 = load float, ptr %arena1253, align 4
-  %4365 = fadd float %sum248, %4364
-  store float %4365, ptr %pool1_grad.sum249, align 4
-  %sum249 = load float, ptr %pool1_grad.sum249, align 4
-  %4366 = mul nsw i64 %pool1_grad.g2121116, 16
-  %4367 = add nsw i64 %4366, %pool1_grad.j2201221
-  %4368 = mul nsw i64 %4367, 3136
-  %4369 = add nsw i64 401408, %4368
-  %4370 = mul nsw i64 %pool1_grad.c2211222, 196
-  %4371 = add nsw i64 %4369, %4370
-  %4372 = add nsw i64 %pool1_grad.iy2421246, 1
-  %4373 = mul nsw i64 %4372, 14
-  %4374 = add nsw i64 %4371, %4373
-  %4375 = add nsw i64 %4374, %pool1_grad.ix2431247
-  %arena1254 = getelementptr inbounds float, ptr %arena, i64 %4375
-  store float %sum249, ptr %arena1254, align 4
-  %ix243.next = add nsw i64 %pool1_grad.ix2431247, 1
-  %4376 = icmp slt i64 %ix243.next, 1
-  br i1 %4376, label %pool1_grad.ix243, label %pool1_grad.ix243.end
+pool1_grad.c230.end:                              ; preds = %pool1_grad.iy292.end
+  %j229.next = add nsw i64 %pool1_grad.j2291309, 1
+  %4415 = icmp slt i64 %j229.next, 16
+  br i1 %4415, label %pool1_grad.j229, label %pool1_grad.j229.end
 
-pool1_grad.ix243.end:                             ; preds = %pool1_grad.ix243
-  %iy242.next = add nsw i64 %pool1_grad.iy2421246, 1
-  %4377 = icmp slt i64 %iy242.next, 12
-  br i1 %4377, label %pool1_grad.iy242, label %pool1_grad.iy242.end
+pool1_grad.iy231:                                 ; preds = %pool1_grad.ix232.end, %pool1_grad.c230
+  %pool1_grad.iy2311311 = phi i64 [ 0, %pool1_grad.c230 ], [ %iy231.next, %pool1_grad.ix232.end ]
+  br label %pool1_grad.ix232
 
-pool1_grad.iy250:                                 ; preds = %pool1_grad.ix251.end, %pool1_grad.iy242.end
-  %pool1_grad.iy2501255 = phi i64 [ 0, %pool1_grad.iy242.end ], [ %iy250.next, %pool1_grad.ix251.end ]
-  br label %pool1_grad.ix251
+pool1_grad.iy231.end:                             ; preds = %pool1_grad.ix232.end
+  br label %pool1_grad.iy237
 
-pool1_grad.iy250.end:                             ; preds = %pool1_grad.ix251.end
-  br label %pool1_grad.iy261
+pool1_grad.ix232:                                 ; preds = %pool1_grad.ix232, %pool1_grad.iy231
+  %pool1_grad.ix2321312 = phi i64 [ 0, %pool1_grad.iy231 ], [ %ix232.next, %pool1_grad.ix232 ]
+  %4416 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4417 = mul nsw i64 %4416, 3136
+  %4418 = add nsw i64 1129744, %4417
+  %4419 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4420 = add nsw i64 %4418, %4419
+  %4421 = add nsw i64 %pool1_grad.iy2311311, 1
+  %4422 = mul nsw i64 %4421, 14
+  %4423 = add nsw i64 %4420, %4422
+  %4424 = add nsw i64 %4423, 1
+  %4425 = add nsw i64 %4424, %pool1_grad.ix2321312
+  %arena1313 = getelementptr inbounds float, ptr %arena, i64 %4425
+  %4426 = load float, ptr %arena1313, align 4
+  store float %4426, ptr %pool1_grad.sum233, align 4
+  %sum233 = load float, ptr %pool1_grad.sum233, align 4
+  %4427 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4428 = add nsw i64 %4427, 1
+  %4429 = mul nsw i64 %4428, 3136
+  %4430 = add nsw i64 1129744, %4429
+  %4431 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4432 = add nsw i64 %4430, %4431
+  %4433 = add nsw i64 %pool1_grad.iy2311311, 1
+  %4434 = mul nsw i64 %4433, 14
+  %4435 = add nsw i64 %4432, %4434
+  %4436 = add nsw i64 %4435, %pool1_grad.ix2321312
+  %arena1314 = getelementptr inbounds float, ptr %arena, i64 %4436
+  %4437 = load float, ptr %arena1314, align 4
+  %4438 = fadd float %sum233, %4437
+  store float %4438, ptr %pool1_grad.sum234, align 4
+  %sum234 = load float, ptr %pool1_grad.sum234, align 4
+  %4439 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4440 = add nsw i64 %4439, 3
+  %4441 = mul nsw i64 %4440, 3136
+  %4442 = add nsw i64 1129744, %4441
+  %4443 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4444 = add nsw i64 %4442, %4443
+  %4445 = mul nsw i64 %pool1_grad.iy2311311, 14
+  %4446 = add nsw i64 %4444, %4445
+  %4447 = add nsw i64 %4446, 1
+  %4448 = add nsw i64 %4447, %pool1_grad.ix2321312
+  %arena1315 = getelementptr inbounds float, ptr %arena, i64 %4448
+  %4449 = load float, ptr %arena1315, align 4
+  %4450 = fadd float %sum234, %4449
+  store float %4450, ptr %pool1_grad.sum235, align 4
+  %sum235 = load float, ptr %pool1_grad.sum235, align 4
+  %4451 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4452 = add nsw i64 %4451, 4
+  %4453 = mul nsw i64 %4452, 3136
+  %4454 = add nsw i64 1129744, %4453
+  %4455 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4456 = add nsw i64 %4454, %4455
+  %4457 = mul nsw i64 %pool1_grad.iy2311311, 14
+  %4458 = add nsw i64 %4456, %4457
+  %4459 = add nsw i64 %4458, %pool1_grad.ix2321312
+  %arena1316 = getelementptr inbounds float, ptr %arena, i64 %4459
+  %4460 = load float, ptr %arena1316, align 4
+  %4461 = fadd float %sum235, %4460
+  store float %4461, ptr %pool1_grad.sum236, align 4
+  %sum236 = load float, ptr %pool1_grad.sum236, align 4
+  %4462 = mul nsw i64 %pool1_grad.g2211204, 16
+  %4463 = add nsw i64 %4462, %pool1_grad.j2291309
+  %4464 = mul nsw i64 %4463, 3136
+  %4465 = add nsw i64 401408, %4464
+  %4466 = mul nsw i64 %pool1_grad.c2301310, 196
+  %4467 = add nsw i64 %4465, %4466
+  %4468 = mul nsw i64 %pool1_grad.iy2311311, 14
+  %4469 = add nsw i64 %4467, %4468
+  %4470 = add nsw i64 %4469, %pool1_grad.ix2321312
+  %arena1317 = getelementptr inbounds float, ptr %arena, i64 %4470
+  store float %sum236, ptr %arena1317, align 4
+  %ix232.next = add nsw i64 %pool1_grad.ix2321312, 1
+  %4471 = icmp slt i64 %ix232.next, 1
+  br i1 %4471, label %pool1_grad.ix232, label %pool1_grad.ix232.end
 
-pool1_grad.ix251:                                 ; preds = %pool1_grad.ix251, %pool1_grad.iy250
-  %pool1_grad.ix2511256 = phi i64 [ 0, %pool1_grad.iy250 ], [ %ix251.next, %pool1_grad.ix251 ]
-  %4378 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4379 = mul nsw i64 %4378, 3136
-  %4380 = add nsw i64 1129744, %4379
-  %4381 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4382 = add nsw i64 %4380, %4381
-  %4383 = add nsw i64 %pool1_grad.iy2501255, 1
-  %4384 = add nsw i64 %4383, 1
-  %4385 = mul nsw i64 %4384, 14
-  %4386 = add nsw i64 %4382, %4385
-  %4387 = add nsw i64 %4386, 2
-  %4388 = add nsw i64 %4387, %pool1_grad.ix2511256
-  %arena1257 = getelementptr inbounds float, ptr %arena, i64 %4388
-  %4389 = load float, ptr %arena1257, align 4
-  store float %4389, ptr %pool1_grad.sum252, align 4
-  %sum252 = load float, ptr %pool1_grad.sum252, align 4
-  %4390 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4391 = add nsw i64 %4390, 1
-  %4392 = mul nsw i64 %4391, 3136
-  %4393 = add nsw i64 1129744, %4392
-  %4394 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4395 = add nsw i64 %4393, %4394
-  %4396 = add nsw i64 %pool1_grad.iy2501255, 1
-  %4397 = add nsw i64 %4396, 1
-  %4398 = mul nsw i64 %4397, 14
-  %4399 = add nsw i64 %4395, %4398
-  %4400 = add nsw i64 %4399, 1
-  %4401 = add nsw i64 %4400, %pool1_grad.ix2511256
-  %arena1258 = getelementptr inbounds float, ptr %arena, i64 %4401
-  %4402 = load float, ptr %arena1258, align 4
-  %4403 = fadd float %sum252, %4402
-  store float %4403, ptr %pool1_grad.sum253, align 4
-  %sum253 = load float, ptr %pool1_grad.sum253, align 4
-  %4404 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4405 = add nsw i64 %4404, 2
-  %4406 = mul nsw i64 %4405, 3136
-  %4407 = add nsw i64 1129744, %4406
-  %4408 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4409 = add nsw i64 %4407, %4408
-  %4410 = add nsw i64 %pool1_grad.iy2501255, 1
-  %4411 = add nsw i64 %4410, 1
-  %4412 = mul nsw i64 %4411, 14
-  %4413 = add nsw i64 %4409, %4412
-  %4414 = add nsw i64 %4413, %pool1_grad.ix2511256
-  %arena1259 = getelementptr inbounds float, ptr %arena, i64 %4414
-  %4415 = load float, ptr %arena1259, align 4
-  %4416 = fadd float %sum253, %4415
-  store float %4416, ptr %pool1_grad.sum254, align 4
-  %sum254 = load float, ptr %pool1_grad.sum254, align 4
-  %4417 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4418 = add nsw i64 %4417, 3
-  %4419 = mul nsw i64 %4418, 3136
-  %4420 = add nsw i64 1129744, %4419
-  %4421 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4422 = add nsw i64 %4420, %4421
-  %4423 = add nsw i64 %pool1_grad.iy2501255, 1
-  %4424 = mul nsw i64 %4423, 14
-  %4425 = add nsw i64 %4422, %4424
-  %4426 = add nsw i64 %4425, 2
-  %4427 = add nsw i64 %4426, %pool1_grad.ix2511256
-  %arena1260 = getelementptr inbounds float, ptr %arena, i64 %4427
-  %4428 = load float, ptr %arena1260, align 4
-  %4429 = fadd float %sum254, %4428
-  store float %4429, ptr %pool1_grad.sum255, align 4
-  %sum255 = load float, ptr %pool1_grad.sum255, align 4
-  %4430 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4431 = add nsw i64 %4430, 4
-  %4432 = mul nsw i64 %4431, 3136
-  %4433 = add nsw i64 1129744, %4432
-  %4434 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4435 = add nsw i64 %4433, %4434
-  %4436 = add nsw i64 %pool1_grad.iy2501255, 1
-  %4437 = mul nsw i64 %4436, 14
-  %4438 = add nsw i64 %4435, %4437
-  %4439 = add nsw i64 %4438, 1
-  %4440 = add nsw i64 %4439, %pool1_grad.ix2511256
-  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %4440
-  %4441 = load float, ptr %arena1261, align 4
-  %4442 = fadd float %sum255, %4441
-  store float %4442, ptr %pool1_grad.sum256, align 4
-  %sum256 = load float, ptr %pool1_grad.sum256, align 4
-  %4443 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4444 = add nsw i64 %4443, 5
-  %4445 = mul nsw i64 %4444, 3136
-  %4446 = add nsw i64 1129744, %4445
-  %4447 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4448 = add nsw i64 %4446, %4447
-  %4449 = add nsw i64 %pool1_grad.iy2501255, 1
-  %4450 = mul nsw i64 %4449, 14
-  %4451 = add nsw i64 %4448, %4450
-  %4452 = add nsw i64 %4451, %pool1_grad.ix2511256
-  %arena1262 = getelementptr inbounds float, ptr %arena, i64 %4452
-  %4453 = load float, ptr %arena1262, align 4
-  %4454 = fadd float %sum256, %4453
-  store float %4454, ptr %pool1_grad.sum257, align 4
-  %sum257 = load float, ptr %pool1_grad.sum257, align 4
-  %4455 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4456 = add nsw i64 %4455, 6
-  %4457 = mul nsw i64 %4456, 3136
-  %4458 = add nsw i64 1129744, %4457
-  %4459 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4460 = add nsw i64 %4458, %4459
-  %4461 = add nsw i64 %pool1_grad.iy2501255, 1
-  %4462 = add nsw i64 %4461, -1
-  %4463 = mul nsw i64 %4462, 14
-  %4464 = add nsw i64 %4460, %4463
-  %4465 = add nsw i64 %4464, 2
-  %4466 = add nsw i64 %4465, %pool1_grad.ix2511256
-  %arena1263 = getelementptr inbounds float, ptr %arena, i64 %4466
-  %4467 = load float, ptr %arena1263, align 4
-  %4468 = fadd float %sum257, %4467
-  store float %4468, ptr %pool1_grad.sum258, align 4
-  %sum258 = load float, ptr %pool1_grad.sum258, align 4
-  %4469 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4470 = add nsw i64 %4469, 7
-  %4471 = mul nsw i64 %4470, 3136
-  %4472 = add nsw i64 1129744, %4471
-  %4473 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4474 = add nsw i64 %4472, %4473
-  %4475 = add nsw i64 %pool1_grad.iy2501255, 1
-  %4476 = add nsw i64 %4475, -1
-  %4477 = mul nsw i64 %4476, 14
-  %4478 = add nsw i64 %4474, %4477
-  %4479 = add nsw i64 %4478, 1
-  %4480 = add nsw i64 %4479, %pool1_grad.ix2511256
-  %arena1264 = getelementptr inbounds float, ptr %arena, i64 %4480
-  %4481 = load float, ptr %arena1264, align 4
-  %4482 = fadd float %sum258, %4481
-  store float %4482, ptr %pool1_grad.sum259, align 4
-  %sum259 = load float, ptr %pool1_grad.sum259, align 4
-  %4483 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4484 = add nsw i64 %4483, 8
-  %4485 = mul nsw i64 %4484, 3136
-  %4486 = add nsw i64 1129744, %4485
-  %4487 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4488 = add nsw i64 %4486, %4487
-  %4489 = add nsw i64 %pool1_grad.iy2501255, 1
-  %4490 = add nsw i64 %4489, -1
+pool1_grad.ix232.end:                             ; preds = %pool1_grad.ix232
+  %iy231.next = add nsw i64 %pool1_grad.iy2311311, 1
+  %4472 = icmp slt i64 %iy231.next, 1
+  br i1 %4472, label %pool1_grad.iy231, label %pool1_grad.iy231.end
+
+pool1_grad.iy237:                                 ; preds = %pool1_grad.ix238.end, %pool1_grad.iy231.end
+  %pool1_grad.iy2371318 = phi i64 [ 0, %pool1_grad.iy231.end ], [ %iy237.next, %pool1_grad.ix238.end ]
+  br label %pool1_grad.ix238
+
+pool1_grad.iy237.end:                             ; preds = %pool1_grad.ix238.end
+  br label %pool1_grad.iy245
+
+pool1_grad.ix238:                                 ; preds = %pool1_grad.ix238, %pool1_grad.iy237
+  %pool1_grad.ix2381319 = phi i64 [ 0, %pool1_grad.iy237 ], [ %ix238.next, %pool1_grad.ix238 ]
+  %4473 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4474 = mul nsw i64 %4473, 3136
+  %4475 = add nsw i64 1129744, %4474
+  %4476 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4477 = add nsw i64 %4475, %4476
+  %4478 = add nsw i64 %pool1_grad.iy2371318, 1
+  %4479 = mul nsw i64 %4478, 14
+  %4480 = add nsw i64 %4477, %4479
+  %4481 = add nsw i64 %4480, 2
+  %4482 = add nsw i64 %4481, %pool1_grad.ix2381319
+  %arena1320 = getelementptr inbounds float, ptr %arena, i64 %4482
+  %4483 = load float, ptr %arena1320, align 4
+  store float %4483, ptr %pool1_grad.sum239, align 4
+  %sum239 = load float, ptr %pool1_grad.sum239, align 4
+  %4484 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4485 = add nsw i64 %4484, 1
+  %4486 = mul nsw i64 %4485, 3136
+  %4487 = add nsw i64 1129744, %4486
+  %4488 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4489 = add nsw i64 %4487, %4488
+  %4490 = add nsw i64 %pool1_grad.iy2371318, 1
   %4491 = mul nsw i64 %4490, 14
-  %4492 = add nsw i64 %4488, %4491
-  %4493 = add nsw i64 %4492, %pool1_grad.ix2511256
-  %arena1265 = getelementptr inbounds float, ptr %arena, i64 %4493
-  %4494 = load float, ptr %arena1265, align 4
-  %4495 = fadd float %sum259, %4494
-  store float %4495, ptr %pool1_grad.sum260, align 4
-  %sum260 = load float, ptr %pool1_grad.sum260, align 4
-  %4496 = mul nsw i64 %pool1_grad.g2121116, 16
-  %4497 = add nsw i64 %4496, %pool1_grad.j2201221
-  %4498 = mul nsw i64 %4497, 3136
-  %4499 = add nsw i64 401408, %4498
-  %4500 = mul nsw i64 %pool1_grad.c2211222, 196
-  %4501 = add nsw i64 %4499, %4500
-  %4502 = add nsw i64 %pool1_grad.iy2501255, 1
-  %4503 = mul nsw i64 %4502, 14
-  %4504 = add nsw i64 %4501, %4503
-  %4505 = add nsw i64 %4504, 1
-  %4506 = add nsw i64 %4505, %pool1_grad.ix2511256
-  %arena1266 = getelementptr inbounds float, ptr %arena, i64 %4506
-  store float %sum260, ptr %arena1266, align 4
-  %ix251.next = add nsw i64 %pool1_grad.ix2511256, 1
-  %4507 = icmp slt i64 %ix251.next, 12
-  br i1 %4507, label %pool1_grad.ix251, label %pool1_grad.ix251.end
-
-pool1_grad.ix251.end:                             ; preds = %pool1_grad.ix251
-  %iy250.next = add nsw i64 %pool1_grad.iy2501255, 1
-  %4508 = icmp slt i64 %iy250.next, 12
-  br i1 %4508, label %pool1_grad.iy250, label %pool1_grad.iy250.end
-
-pool1_grad.iy261:                                 ; preds = %pool1_grad.ix262.end, %pool1_grad.iy250.end
-  %pool1_grad.iy2611267 = phi i64 [ 0, %pool1_grad.iy250.end ], [ %iy261.next, %pool1_grad.ix262.end ]
-  br label %pool1_grad.ix262
-
-pool1_grad.iy261.end:                             ; preds = %pool1_grad.ix262.end
-  br label %pool1_grad.iy269
-
-pool1_grad.ix262:                                 ; preds = %pool1_grad.ix262, %pool1_grad.iy261
-  %pool1_grad.ix2621268 = phi i64 [ 0, %pool1_grad.iy261 ], [ %ix262.next, %pool1_grad.ix262 ]
-  %4509 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4510 = add nsw i64 %4509, 1
+  %4492 = add nsw i64 %4489, %4491
+  %4493 = add nsw i64 %4492, 1
+  %4494 = add nsw i64 %4493, %pool1_grad.ix2381319
+  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %4494
+  %4495 = load float, ptr %arena1321, align 4
+  %4496 = fadd float %sum239, %4495
+  store float %4496, ptr %pool1_grad.sum240, align 4
+  %sum240 = load float, ptr %pool1_grad.sum240, align 4
+  %4497 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4498 = add nsw i64 %4497, 2
+  %4499 = mul nsw i64 %4498, 3136
+  %4500 = add nsw i64 1129744, %4499
+  %4501 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4502 = add nsw i64 %4500, %4501
+  %4503 = add nsw i64 %pool1_grad.iy2371318, 1
+  %4504 = mul nsw i64 %4503, 14
+  %4505 = add nsw i64 %4502, %4504
+  %4506 = add nsw i64 %4505, %pool1_grad.ix2381319
+  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4506
+  %4507 = load float, ptr %arena1322, align 4
+  %4508 = fadd float %sum240, %4507
+  store float %4508, ptr %pool1_grad.sum241, align 4
+  %sum241 = load float, ptr %pool1_grad.sum241, align 4
+  %4509 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4510 = add nsw i64 %4509, 3
   %4511 = mul nsw i64 %4510, 3136
   %4512 = add nsw i64 1129744, %4511
-  %4513 = mul nsw i64 %pool1_grad.j2201221, 196
+  %4513 = mul nsw i64 %pool1_grad.j2291309, 196
   %4514 = add nsw i64 %4512, %4513
-  %4515 = add nsw i64 %pool1_grad.iy2611267, 1
-  %4516 = add nsw i64 %4515, 1
-  %4517 = mul nsw i64 %4516, 14
-  %4518 = add nsw i64 %4514, %4517
-  %4519 = add nsw i64 %4518, 13
-  %4520 = add nsw i64 %4519, %pool1_grad.ix2621268
-  %arena1269 = getelementptr inbounds float, ptr %arena, i64 %4520
-  %4521 = load float, ptr %arena1269, align 4
-  store float %4521, ptr %pool1_grad.sum263, align 4
-  %sum263 = load float, ptr %pool1_grad.sum263, align 4
-  %4522 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4523 = add nsw i64 %4522, 2
-  %4524 = mul nsw i64 %4523, 3136
-  %4525 = add nsw i64 1129744, %4524
-  %4526 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4527 = add nsw i64 %4525, %4526
-  %4528 = add nsw i64 %pool1_grad.iy2611267, 1
+  %4515 = mul nsw i64 %pool1_grad.iy2371318, 14
+  %4516 = add nsw i64 %4514, %4515
+  %4517 = add nsw i64 %4516, 2
+  %4518 = add nsw i64 %4517, %pool1_grad.ix2381319
+  %arena1323 = getelementptr inbounds float, ptr %arena, i64 %4518
+  %4519 = load float, ptr %arena1323, align 4
+  %4520 = fadd float %sum241, %4519
+  store float %4520, ptr %pool1_grad.sum242, align 4
+  %sum242 = load float, ptr %pool1_grad.sum242, align 4
+  %4521 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4522 = add nsw i64 %4521, 4
+  %4523 = mul nsw i64 %4522, 3136
+  %4524 = add nsw i64 1129744, %4523
+  %4525 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4526 = add nsw i64 %4524, %4525
+  %4527 = mul nsw i64 %pool1_grad.iy2371318, 14
+  %4528 = add nsw i64 %4526, %4527
   %4529 = add nsw i64 %4528, 1
-  %4530 = mul nsw i64 %4529, 14
-  %4531 = add nsw i64 %4527, %4530
-  %4532 = add nsw i64 %4531, 12
-  %4533 = add nsw i64 %4532, %pool1_grad.ix2621268
-  %arena1270 = getelementptr inbounds float, ptr %arena, i64 %4533
-  %4534 = load float, ptr %arena1270, align 4
-  %4535 = fadd float %sum263, %4534
-  store float %4535, ptr %pool1_grad.sum264, align 4
-  %sum264 = load float, ptr %pool1_grad.sum264, align 4
-  %4536 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4537 = add nsw i64 %4536, 4
-  %4538 = mul nsw i64 %4537, 3136
-  %4539 = add nsw i64 1129744, %4538
-  %4540 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4541 = add nsw i64 %4539, %4540
-  %4542 = add nsw i64 %pool1_grad.iy2611267, 1
-  %4543 = mul nsw i64 %4542, 14
-  %4544 = add nsw i64 %4541, %4543
-  %4545 = add nsw i64 %4544, 13
-  %4546 = add nsw i64 %4545, %pool1_grad.ix2621268
-  %arena1271 = getelementptr inbounds float, ptr %arena, i64 %4546
-  %4547 = load float, ptr %arena1271, align 4
-  %4548 = fadd float %sum264, %4547
-  store float %4548, ptr %pool1_grad.sum265, align 4
-  %sum265 = load float, ptr %pool1_grad.sum265, align 4
-  %4549 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4550 = add nsw i64 %4549, 5
-  %4551 = mul nsw i64 %4550, 3136
-  %4552 = add nsw i64 1129744, %4551
-  %4553 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4554 = add nsw i64 %4552, %4553
-  %4555 = add nsw i64 %pool1_grad.iy2611267, 1
-  %4556 = mul nsw i64 %4555, 14
-  %4557 = add nsw i64 %4554, %4556
-  %4558 = add nsw i64 %4557, 12
-  %4559 = add nsw i64 %4558, %pool1_grad.ix2621268
-  %arena1272 = getelementptr inbounds float, ptr %arena, i64 %4559
-  %4560 = load float, ptr %arena1272, align 4
-  %4561 = fadd float %sum265, %4560
-  store float %4561, ptr %pool1_grad.sum266, align 4
-  %sum266 = load float, ptr %pool1_grad.sum266, align 4
-  %4562 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4563 = add nsw i64 %4562, 7
-  %4564 = mul nsw i64 %4563, 3136
-  %4565 = add nsw i64 1129744, %4564
-  %4566 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4567 = add nsw i64 %4565, %4566
-  %4568 = add nsw i64 %pool1_grad.iy2611267, 1
-  %4569 = add nsw i64 %4568, -1
-  %4570 = mul nsw i64 %4569, 14
-  %4571 = add nsw i64 %4567, %4570
-  %4572 = add nsw i64 %4571, 13
-  %4573 = add nsw i64 %4572, %pool1_grad.ix2621268
-  %arena1273 = getelementptr inbounds float, ptr %arena, i64 %4573
-  %4574 = load float, ptr %arena1273, align 4
-  %4575 = fadd float %sum266, %4574
-  store float %4575, ptr %pool1_grad.sum267, align 4
-  %sum267 = load float, ptr %pool1_grad.sum267, align 4
-  %4576 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4577 = add nsw i64 %4576, 8
-  %4578 = mul nsw i64 %4577, 3136
-  %4579 = add nsw i64 1129744, %4578
-  %4580 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4581 = add nsw i64 %4579, %4580
-  %4582 = add nsw i64 %pool1_grad.iy2611267, 1
-  %4583 = add nsw i64 %4582, -1
-  %4584 = mul nsw i64 %4583, 14
-  %4585 = add nsw i64 %4581, %4584
-  %4586 = add nsw i64 %4585, 12
-  %4587 = add nsw i64 %4586, %pool1_grad.ix2621268
-  %arena1274 = getelementptr inbounds float, ptr %arena, i64 %4587
-  %4588 = load float, ptr %arena1274, align 4
-  %4589 = fadd float %sum267, %4588
-  store float %4589, ptr %pool1_grad.sum268, align 4
-  %sum268 = load float, ptr %pool1_grad.sum268, align 4
-  %4590 = mul nsw i64 %pool1_grad.g2121116, 16
-  %4591 = add nsw i64 %4590, %pool1_grad.j2201221
-  %4592 = mul nsw i64 %4591, 3136
-  %4593 = add nsw i64 401408, %4592
-  %4594 = mul nsw i64 %pool1_grad.c2211222, 196
-  %4595 = add nsw i64 %4593, %4594
-  %4596 = add nsw i64 %pool1_grad.iy2611267, 1
-  %4597 = mul nsw i64 %4596, 14
-  %4598 = add nsw i64 %4595, %4597
-  %4599 = add nsw i64 %4598, 13
-  %4600 = add nsw i64 %4599, %pool1_grad.ix2621268
-  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %4600
-  store float %sum268, ptr %arena1275, align 4
-  %ix262.next = add nsw i64 %pool1_grad.ix2621268, 1
-  %4601 = icmp slt i64 %ix262.next, 1
-  br i1 %4601, label %pool1_grad.ix262, label %pool1_grad.ix262.end
+  %4530 = add nsw i64 %4529, %pool1_grad.ix2381319
+  %arena1324 = getelementptr inbounds float, ptr %arena, i64 %4530
+  %4531 = load float, ptr %arena1324, align 4
+  %4532 = fadd float %sum242, %4531
+  store float %4532, ptr %pool1_grad.sum243, align 4
+  %sum243 = load float, ptr %pool1_grad.sum243, align 4
+  %4533 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4534 = add nsw i64 %4533, 5
+  %4535 = mul nsw i64 %4534, 3136
+  %4536 = add nsw i64 1129744, %4535
+  %4537 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4538 = add nsw i64 %4536, %4537
+  %4539 = mul nsw i64 %pool1_grad.iy2371318, 14
+  %4540 = add nsw i64 %4538, %4539
+  %4541 = add nsw i64 %4540, %pool1_grad.ix2381319
+  %arena1325 = getelementptr inbounds float, ptr %arena, i64 %4541
+  %4542 = load float, ptr %arena1325, align 4
+  %4543 = fadd float %sum243, %4542
+  store float %4543, ptr %pool1_grad.sum244, align 4
+  %sum244 = load float, ptr %pool1_grad.sum244, align 4
+  %4544 = mul nsw i64 %pool1_grad.g2211204, 16
+  %4545 = add nsw i64 %4544, %pool1_grad.j2291309
+  %4546 = mul nsw i64 %4545, 3136
+  %4547 = add nsw i64 401408, %4546
+  %4548 = mul nsw i64 %pool1_grad.c2301310, 196
+  %4549 = add nsw i64 %4547, %4548
+  %4550 = mul nsw i64 %pool1_grad.iy2371318, 14
+  %4551 = add nsw i64 %4549, %4550
+  %4552 = add nsw i64 %4551, 1
+  %4553 = add nsw i64 %4552, %pool1_grad.ix2381319
+  %arena1326 = getelementptr inbounds float, ptr %arena, i64 %4553
+  store float %sum244, ptr %arena1326, align 4
+  %ix238.next = add nsw i64 %pool1_grad.ix2381319, 1
+  %4554 = icmp slt i64 %ix238.next, 12
+  br i1 %4554, label %pool1_grad.ix238, label %pool1_grad.ix238.end
 
-pool1_grad.ix262.end:                             ; preds = %pool1_grad.ix262
-  %iy261.next = add nsw i64 %pool1_grad.iy2611267, 1
-  %4602 = icmp slt i64 %iy261.next, 12
-  br i1 %4602, label %pool1_grad.iy261, label %pool1_grad.iy261.end
+pool1_grad.ix238.end:                             ; preds = %pool1_grad.ix238
+  %iy237.next = add nsw i64 %pool1_grad.iy2371318, 1
+  %4555 = icmp slt i64 %iy237.next, 1
+  br i1 %4555, label %pool1_grad.iy237, label %pool1_grad.iy237.end
 
-pool1_grad.iy269:                                 ; preds = %pool1_grad.ix270.end, %pool1_grad.iy261.end
-  %pool1_grad.iy2691276 = phi i64 [ 0, %pool1_grad.iy261.end ], [ %iy269.next, %pool1_grad.ix270.end ]
-  br label %pool1_grad.ix270
+pool1_grad.iy245:                                 ; preds = %pool1_grad.ix246.end, %pool1_grad.iy237.end
+  %pool1_grad.iy2451327 = phi i64 [ 0, %pool1_grad.iy237.end ], [ %iy245.next, %pool1_grad.ix246.end ]
+  br label %pool1_grad.ix246
 
-pool1_grad.iy269.end:                             ; preds = %pool1_grad.ix270.end
-  br label %pool1_grad.iy275
+pool1_grad.iy245.end:                             ; preds = %pool1_grad.ix246.end
+  br label %pool1_grad.iy251
 
-pool1_grad.ix270:                                 ; preds = %pool1_grad.ix270, %pool1_grad.iy269
-  %pool1_grad.ix2701277 = phi i64 [ 0, %pool1_grad.iy269 ], [ %ix270.next, %pool1_grad.ix270 ]
-  %4603 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4604 = add nsw i64 %4603, 3
-  %4605 = mul nsw i64 %4604, 3136
-  %4606 = add nsw i64 1129744, %4605
-  %4607 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4608 = add nsw i64 %4606, %4607
-  %4609 = add nsw i64 %pool1_grad.iy2691276, 13
-  %4610 = mul nsw i64 %4609, 14
-  %4611 = add nsw i64 %4608, %4610
-  %4612 = add nsw i64 %4611, 1
-  %4613 = add nsw i64 %4612, %pool1_grad.ix2701277
-  %arena1278 = getelementptr inbounds float, ptr %arena, i64 %4613
-  %4614 = load float, ptr %arena1278, align 4
-  store float %4614, ptr %pool1_grad.sum271, align 4
-  %sum271 = load float, ptr %pool1_grad.sum271, align 4
-  %4615 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4616 = add nsw i64 %4615, 4
-  %4617 = mul nsw i64 %4616, 3136
-  %4618 = add nsw i64 1129744, %4617
-  %4619 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4620 = add nsw i64 %4618, %4619
-  %4621 = add nsw i64 %pool1_grad.iy2691276, 13
-  %4622 = mul nsw i64 %4621, 14
-  %4623 = add nsw i64 %4620, %4622
-  %4624 = add nsw i64 %4623, %pool1_grad.ix2701277
-  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %4624
-  %4625 = load float, ptr %arena1279, align 4
-  %4626 = fadd float %sum271, %4625
-  store float %4626, ptr %pool1_grad.sum272, align 4
-  %sum272 = load float, ptr %pool1_grad.sum272, align 4
-  %4627 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4628 = add nsw i64 %4627, 6
-  %4629 = mul nsw i64 %4628, 3136
-  %4630 = add nsw i64 1129744, %4629
-  %4631 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4632 = add nsw i64 %4630, %4631
-  %4633 = add nsw i64 %pool1_grad.iy2691276, 13
-  %4634 = add nsw i64 %4633, -1
-  %4635 = mul nsw i64 %4634, 14
-  %4636 = add nsw i64 %4632, %4635
-  %4637 = add nsw i64 %4636, 1
-  %4638 = add nsw i64 %4637, %pool1_grad.ix2701277
-  %arena1280 = getelementptr inbounds float, ptr %arena, i64 %4638
-  %4639 = load float, ptr %arena1280, align 4
-  %4640 = fadd float %sum272, %4639
-  store float %4640, ptr %pool1_grad.sum273, align 4
-  %sum273 = load float, ptr %pool1_grad.sum273, align 4
-  %4641 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4642 = add nsw i64 %4641, 7
-  %4643 = mul nsw i64 %4642, 3136
-  %4644 = add nsw i64 1129744, %4643
-  %4645 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4646 = add nsw i64 %4644, %4645
-  %4647 = add nsw i64 %pool1_grad.iy2691276, 13
-  %4648 = add nsw i64 %4647, -1
+pool1_grad.ix246:                                 ; preds = %pool1_grad.ix246, %pool1_grad.iy245
+  %pool1_grad.ix2461328 = phi i64 [ 0, %pool1_grad.iy245 ], [ %ix246.next, %pool1_grad.ix246 ]
+  %4556 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4557 = add nsw i64 %4556, 1
+  %4558 = mul nsw i64 %4557, 3136
+  %4559 = add nsw i64 1129744, %4558
+  %4560 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4561 = add nsw i64 %4559, %4560
+  %4562 = add nsw i64 %pool1_grad.iy2451327, 1
+  %4563 = mul nsw i64 %4562, 14
+  %4564 = add nsw i64 %4561, %4563
+  %4565 = add nsw i64 %4564, 13
+  %4566 = add nsw i64 %4565, %pool1_grad.ix2461328
+  %arena1329 = getelementptr inbounds float, ptr %arena, i64 %4566
+  %4567 = load float, ptr %arena1329, align 4
+  store float %4567, ptr %pool1_grad.sum247, align 4
+  %sum247 = load float, ptr %pool1_grad.sum247, align 4
+  %4568 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4569 = add nsw i64 %4568, 2
+  %4570 = mul nsw i64 %4569, 3136
+  %4571 = add nsw i64 1129744, %4570
+  %4572 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4573 = add nsw i64 %4571, %4572
+  %4574 = add nsw i64 %pool1_grad.iy2451327, 1
+  %4575 = mul nsw i64 %4574, 14
+  %4576 = add nsw i64 %4573, %4575
+  %4577 = add nsw i64 %4576, 12
+  %4578 = add nsw i64 %4577, %pool1_grad.ix2461328
+  %arena1330 = getelementptr inbounds float, ptr %arena, i64 %4578
+  %4579 = load float, ptr %arena1330, align 4
+  %4580 = fadd float %sum247, %4579
+  store float %4580, ptr %pool1_grad.sum248, align 4
+  %sum248 = load float, ptr %pool1_grad.sum248, align 4
+  %4581 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4582 = add nsw i64 %4581, 4
+  %4583 = mul nsw i64 %4582, 3136
+  %4584 = add nsw i64 1129744, %4583
+  %4585 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4586 = add nsw i64 %4584, %4585
+  %4587 = mul nsw i64 %pool1_grad.iy2451327, 14
+  %4588 = add nsw i64 %4586, %4587
+  %4589 = add nsw i64 %4588, 13
+  %4590 = add nsw i64 %4589, %pool1_grad.ix2461328
+  %arena1331 = getelementptr inbounds float, ptr %arena, i64 %4590
+  %4591 = load float, ptr %arena1331, align 4
+  %4592 = fadd float %sum248, %4591
+  store float %4592, ptr %pool1_grad.sum249, align 4
+  %sum249 = load float, ptr %pool1_grad.sum249, align 4
+  %4593 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4594 = add nsw i64 %4593, 5
+  %4595 = mul nsw i64 %4594, 3136
+  %4596 = add nsw i64 1129744, %4595
+  %4597 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4598 = add nsw i64 %4596, %4597
+  %4599 = mul nsw i64 %pool1_grad.iy2451327, 14
+  %4600 = add nsw i64 %4598, %4599
+  %4601 = add nsw i64 %4600, 12
+  %4602 = add nsw i64 %4601, %pool1_grad.ix2461328
+  %arena1332 = getelementptr inbounds float, ptr %arena, i64 %4602
+  %4603 = load float, ptr %arena1332, align 4
+  %4604 = fadd float %sum249, %4603
+  store float %4604, ptr %pool1_grad.sum250, align 4
+  %sum250 = load float, ptr %pool1_grad.sum250, align 4
+  %4605 = mul nsw i64 %pool1_grad.g2211204, 16
+  %4606 = add nsw i64 %4605, %pool1_grad.j2291309
+  %4607 = mul nsw i64 %4606, 3136
+  %4608 = add nsw i64 401408, %4607
+  %4609 = mul nsw i64 %pool1_grad.c2301310, 196
+  %4610 = add nsw i64 %4608, %4609
+  %4611 = mul nsw i64 %pool1_grad.iy2451327, 14
+  %4612 = add nsw i64 %4610, %4611
+  %4613 = add nsw i64 %4612, 13
+  %4614 = add nsw i64 %4613, %pool1_grad.ix2461328
+  %arena1333 = getelementptr inbounds float, ptr %arena, i64 %4614
+  store float %sum250, ptr %arena1333, align 4
+  %ix246.next = add nsw i64 %pool1_grad.ix2461328, 1
+  %4615 = icmp slt i64 %ix246.next, 1
+  br i1 %4615, label %pool1_grad.ix246, label %pool1_grad.ix246.end
+
+pool1_grad.ix246.end:                             ; preds = %pool1_grad.ix246
+  %iy245.next = add nsw i64 %pool1_grad.iy2451327, 1
+  %4616 = icmp slt i64 %iy245.next, 1
+  br i1 %4616, label %pool1_grad.iy245, label %pool1_grad.iy245.end
+
+pool1_grad.iy251:                                 ; preds = %pool1_grad.ix252.end, %pool1_grad.iy245.end
+  %pool1_grad.iy2511334 = phi i64 [ 0, %pool1_grad.iy245.end ], [ %iy251.next, %pool1_grad.ix252.end ]
+  br label %pool1_grad.ix252
+
+pool1_grad.iy251.end:                             ; preds = %pool1_grad.ix252.end
+  br label %pool1_grad.iy259
+
+pool1_grad.ix252:                                 ; preds = %pool1_grad.ix252, %pool1_grad.iy251
+  %pool1_grad.ix2521335 = phi i64 [ 0, %pool1_grad.iy251 ], [ %ix252.next, %pool1_grad.ix252 ]
+  %4617 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4618 = mul nsw i64 %4617, 3136
+  %4619 = add nsw i64 1129744, %4618
+  %4620 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4621 = add nsw i64 %4619, %4620
+  %4622 = add nsw i64 %pool1_grad.iy2511334, 1
+  %4623 = add nsw i64 %4622, 1
+  %4624 = mul nsw i64 %4623, 14
+  %4625 = add nsw i64 %4621, %4624
+  %4626 = add nsw i64 %4625, 1
+  %4627 = add nsw i64 %4626, %pool1_grad.ix2521335
+  %arena1336 = getelementptr inbounds float, ptr %arena, i64 %4627
+  %4628 = load float, ptr %arena1336, align 4
+  store float %4628, ptr %pool1_grad.sum253, align 4
+  %sum253 = load float, ptr %pool1_grad.sum253, align 4
+  %4629 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4630 = add nsw i64 %4629, 1
+  %4631 = mul nsw i64 %4630, 3136
+  %4632 = add nsw i64 1129744, %4631
+  %4633 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4634 = add nsw i64 %4632, %4633
+  %4635 = add nsw i64 %pool1_grad.iy2511334, 1
+  %4636 = add nsw i64 %4635, 1
+  %4637 = mul nsw i64 %4636, 14
+  %4638 = add nsw i64 %4634, %4637
+  %4639 = add nsw i64 %4638, %pool1_grad.ix2521335
+  %arena1337 = getelementptr inbounds float, ptr %arena, i64 %4639
+  %4640 = load float, ptr %arena1337, align 4
+  %4641 = fadd float %sum253, %4640
+  store float %4641, ptr %pool1_grad.sum254, align 4
+  %sum254 = load float, ptr %pool1_grad.sum254, align 4
+  %4642 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4643 = add nsw i64 %4642, 3
+  %4644 = mul nsw i64 %4643, 3136
+  %4645 = add nsw i64 1129744, %4644
+  %4646 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4647 = add nsw i64 %4645, %4646
+  %4648 = add nsw i64 %pool1_grad.iy2511334, 1
   %4649 = mul nsw i64 %4648, 14
-  %4650 = add nsw i64 %4646, %4649
-  %4651 = add nsw i64 %4650, %pool1_grad.ix2701277
-  %arena1281 = getelementptr inbounds float, ptr %arena, i64 %4651
-  %4652 = load float, ptr %arena1281, align 4
-  %4653 = fadd float %sum273, %4652
-  store float %4653, ptr %pool1_grad.sum274, align 4
-  %sum274 = load float, ptr %pool1_grad.sum274, align 4
-  %4654 = mul nsw i64 %pool1_grad.g2121116, 16
-  %4655 = add nsw i64 %4654, %pool1_grad.j2201221
-  %4656 = mul nsw i64 %4655, 3136
-  %4657 = add nsw i64 401408, %4656
-  %4658 = mul nsw i64 %pool1_grad.c2211222, 196
-  %4659 = add nsw i64 %4657, %4658
-  %4660 = add nsw i64 %pool1_grad.iy2691276, 13
-  %4661 = mul nsw i64 %4660, 14
-  %4662 = add nsw i64 %4659, %4661
-  %4663 = add nsw i64 %4662, %pool1_grad.ix2701277
-  %arena1282 = getelementptr inbounds float, ptr %arena, i64 %4663
-  store float %sum274, ptr %arena1282, align 4
-  %ix270.next = add nsw i64 %pool1_grad.ix2701277, 1
-  %4664 = icmp slt i64 %ix270.next, 1
-  br i1 %4664, label %pool1_grad.ix270, label %pool1_grad.ix270.end
+  %4650 = add nsw i64 %4647, %4649
+  %4651 = add nsw i64 %4650, 1
+  %4652 = add nsw i64 %4651, %pool1_grad.ix2521335
+  %arena1338 = getelementptr inbounds float, ptr %arena, i64 %4652
+  %4653 = load float, ptr %arena1338, align 4
+  %4654 = fadd float %sum254, %4653
+  store float %4654, ptr %pool1_grad.sum255, align 4
+  %sum255 = load float, ptr %pool1_grad.sum255, align 4
+  %4655 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4656 = add nsw i64 %4655, 4
+  %4657 = mul nsw i64 %4656, 3136
+  %4658 = add nsw i64 1129744, %4657
+  %4659 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4660 = add nsw i64 %4658, %4659
+  %4661 = add nsw i64 %pool1_grad.iy2511334, 1
+  %4662 = mul nsw i64 %4661, 14
+  %4663 = add nsw i64 %4660, %4662
+  %4664 = add nsw i64 %4663, %pool1_grad.ix2521335
+  %arena1339 = getelementptr inbounds float, ptr %arena, i64 %4664
+  %4665 = load float, ptr %arena1339, align 4
+  %4666 = fadd float %sum255, %4665
+  store float %4666, ptr %pool1_grad.sum256, align 4
+  %sum256 = load float, ptr %pool1_grad.sum256, align 4
+  %4667 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4668 = add nsw i64 %4667, 6
+  %4669 = mul nsw i64 %4668, 3136
+  %4670 = add nsw i64 1129744, %4669
+  %4671 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4672 = add nsw i64 %4670, %4671
+  %4673 = add nsw i64 %pool1_grad.iy2511334, 1
+  %4674 = add nsw i64 %4673, -1
+  %4675 = mul nsw i64 %4674, 14
+  %4676 = add nsw i64 %4672, %4675
+  %4677 = add nsw i64 %4676, 1
+  %4678 = add nsw i64 %4677, %pool1_grad.ix2521335
+  %arena1340 = getelementptr inbounds float, ptr %arena, i64 %4678
+  %4679 = load float, ptr %arena1340, align 4
+  %4680 = fadd float %sum256, %4679
+  store float %4680, ptr %pool1_grad.sum257, align 4
+  %sum257 = load float, ptr %pool1_grad.sum257, align 4
+  %4681 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4682 = add nsw i64 %4681, 7
+  %4683 = mul nsw i64 %4682, 3136
+  %4684 = add nsw i64 1129744, %4683
+  %4685 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4686 = add nsw i64 %4684, %4685
+  %4687 = add nsw i64 %pool1_grad.iy2511334, 1
+  %4688 = add nsw i64 %4687, -1
+  %4689 = mul nsw i64 %4688, 14
+  %4690 = add nsw i64 %4686, %4689
+  %4691 = add nsw i64 %4690, %pool1_grad.ix2521335
+  %arena1341 = getelementptr inbounds float, ptr %arena, i64 %4691
+  %4692 = load float, ptr %arena1341, align 4
+  %4693 = fadd float %sum257, %4692
+  store float %4693, ptr %pool1_grad.sum258, align 4
+  %sum258 = load float, ptr %pool1_grad.sum258, align 4
+  %4694 = mul nsw i64 %pool1_grad.g2211204, 16
+  %4695 = add nsw i64 %4694, %pool1_grad.j2291309
+  %4696 = mul nsw i64 %4695, 3136
+  %4697 = add nsw i64 401408, %4696
+  %4698 = mul nsw i64 %pool1_grad.c2301310, 196
+  %4699 = add nsw i64 %4697, %4698
+  %4700 = add nsw i64 %pool1_grad.iy2511334, 1
+  %4701 = mul nsw i64 %4700, 14
+  %4702 = add nsw i64 %4699, %4701
+  %4703 = add nsw i64 %4702, %pool1_grad.ix2521335
+  %arena1342 = getelementptr inbounds float, ptr %arena, i64 %4703
+  store float %sum258, ptr %arena1342, align 4
+  %ix252.next = add nsw i64 %pool1_grad.ix2521335, 1
+  %4704 = icmp slt i64 %ix252.next, 1
+  br i1 %4704, label %pool1_grad.ix252, label %pool1_grad.ix252.end
 
-pool1_grad.ix270.end:                             ; preds = %pool1_grad.ix270
-  %iy269.next = add nsw i64 %pool1_grad.iy2691276, 1
-  %4665 = icmp slt i64 %iy269.next, 1
-  br i1 %4665, label %pool1_grad.iy269, label %pool1_grad.iy269.end
+pool1_grad.ix252.end:                             ; preds = %pool1_grad.ix252
+  %iy251.next = add nsw i64 %pool1_grad.iy2511334, 1
+  %4705 = icmp slt i64 %iy251.next, 12
+  br i1 %4705, label %pool1_grad.iy251, label %pool1_grad.iy251.end
 
-pool1_grad.iy275:                                 ; preds = %pool1_grad.ix276.end, %pool1_grad.iy269.end
-  %pool1_grad.iy2751283 = phi i64 [ 0, %pool1_grad.iy269.end ], [ %iy275.next, %pool1_grad.ix276.end ]
-  br label %pool1_grad.ix276
+pool1_grad.iy259:                                 ; preds = %pool1_grad.ix260.end, %pool1_grad.iy251.end
+  %pool1_grad.iy2591343 = phi i64 [ 0, %pool1_grad.iy251.end ], [ %iy259.next, %pool1_grad.ix260.end ]
+  br label %pool1_grad.ix260
 
-pool1_grad.iy275.end:                             ; preds = %pool1_grad.ix276.end
-  br label %pool1_grad.iy283
+pool1_grad.iy259.end:                             ; preds = %pool1_grad.ix260.end
+  br label %pool1_grad.iy270
 
-pool1_grad.ix276:                                 ; preds = %pool1_grad.ix276, %pool1_grad.iy275
-  %pool1_grad.ix2761284 = phi i64 [ 0, %pool1_grad.iy275 ], [ %ix276.next, %pool1_grad.ix276 ]
-  %4666 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4667 = add nsw i64 %4666, 3
-  %4668 = mul nsw i64 %4667, 3136
-  %4669 = add nsw i64 1129744, %4668
-  %4670 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4671 = add nsw i64 %4669, %4670
-  %4672 = add nsw i64 %pool1_grad.iy2751283, 13
-  %4673 = mul nsw i64 %4672, 14
-  %4674 = add nsw i64 %4671, %4673
-  %4675 = add nsw i64 %4674, 2
-  %4676 = add nsw i64 %4675, %pool1_grad.ix2761284
-  %arena1285 = getelementptr inbounds float, ptr %arena, i64 %4676
-  %4677 = load float, ptr %arena1285, align 4
-  store float %4677, ptr %pool1_grad.sum277, align 4
-  %sum277 = load float, ptr %pool1_grad.sum277, align 4
-  %4678 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4679 = add nsw i64 %4678, 4
-  %4680 = mul nsw i64 %4679, 3136
-  %4681 = add nsw i64 1129744, %4680
-  %4682 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4683 = add nsw i64 %4681, %4682
-  %4684 = add nsw i64 %pool1_grad.iy2751283, 13
-  %4685 = mul nsw i64 %4684, 14
-  %4686 = add nsw i64 %4683, %4685
-  %4687 = add nsw i64 %4686, 1
-  %4688 = add nsw i64 %4687, %pool1_grad.ix2761284
-  %arena1286 = getelementptr inbounds float, ptr %arena, i64 %4688
-  %4689 = load float, ptr %arena1286, align 4
-  %4690 = fadd float %sum277, %4689
-  store float %4690, ptr %pool1_grad.sum278, align 4
-  %sum278 = load float, ptr %pool1_grad.sum278, align 4
-  %4691 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4692 = add nsw i64 %4691, 5
-  %4693 = mul nsw i64 %4692, 3136
-  %4694 = add nsw i64 1129744, %4693
-  %4695 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4696 = add nsw i64 %4694, %4695
-  %4697 = add nsw i64 %pool1_grad.iy2751283, 13
-  %4698 = mul nsw i64 %4697, 14
-  %4699 = add nsw i64 %4696, %4698
-  %4700 = add nsw i64 %4699, %pool1_grad.ix2761284
-  %arena1287 = getelementptr inbounds float, ptr %arena, i64 %4700
-  %4701 = load float, ptr %arena1287, align 4
-  %4702 = fadd float %sum278, %4701
-  store float %4702, ptr %pool1_grad.sum279, align 4
-  %sum279 = load float, ptr %pool1_grad.sum279, align 4
-  %4703 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4704 = add nsw i64 %4703, 6
-  %4705 = mul nsw i64 %4704, 3136
-  %4706 = add nsw i64 1129744, %4705
-  %4707 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4708 = add nsw i64 %4706, %4707
-  %4709 = add nsw i64 %pool1_grad.iy2751283, 13
-  %4710 = add nsw i64 %4709, -1
-  %4711 = mul nsw i64 %4710, 14
-  %4712 = add nsw i64 %4708, %4711
-  %4713 = add nsw i64 %4712, 2
-  %4714 = add nsw i64 %4713, %pool1_grad.ix2761284
-  %arena1288 = getelementptr inbounds float, ptr %arena, i64 %4714
-  %4715 = load float, ptr %arena1288, align 4
-  %4716 = fadd float %sum279, %4715
-  store float %4716, ptr %pool1_grad.sum280, align 4
-  %sum280 = load float, ptr %pool1_grad.sum280, align 4
-  %4717 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4718 = add nsw i64 %4717, 7
-  %4719 = mul nsw i64 %4718, 3136
-  %4720 = add nsw i64 1129744, %4719
-  %4721 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4722 = add nsw i64 %4720, %4721
-  %4723 = add nsw i64 %pool1_grad.iy2751283, 13
-  %4724 = add nsw i64 %4723, -1
-  %4725 = mul nsw i64 %4724, 14
-  %4726 = add nsw i64 %4722, %4725
-  %4727 = add nsw i64 %4726, 1
-  %4728 = add nsw i64 %4727, %pool1_grad.ix2761284
-  %arena1289 = getelementptr inbounds float, ptr %arena, i64 %4728
-  %4729 = load float, ptr %arena1289, align 4
-  %4730 = fadd float %sum280, %4729
-  store float %4730, ptr %pool1_grad.sum281, align 4
-  %sum281 = load float, ptr %pool1_grad.sum281, align 4
-  %4731 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4732 = add nsw i64 %4731, 8
-  %4733 = mul nsw i64 %4732, 3136
-  %4734 = add nsw i64 1129744, %4733
-  %4735 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4736 = add nsw i64 %4734, %4735
-  %4737 = add nsw i64 %pool1_grad.iy2751283, 13
-  %4738 = add nsw i64 %4737, -1
-  %4739 = mul nsw i64 %4738, 14
-  %4740 = add nsw i64 %4736, %4739
-  %4741 = add nsw i64 %4740, %pool1_grad.ix2761284
-  %arena1290 = getelementptr inbounds float, ptr %arena, i64 %4741
-  %4742 = load float, ptr %arena1290, align 4
-  %4743 = fadd float %sum281, %4742
-  store float %4743, ptr %pool1_grad.sum282, align 4
-  %sum282 = load float, ptr %pool1_grad.sum282, align 4
-  %4744 = mul nsw i64 %pool1_grad.g2121116, 16
-  %4745 = add nsw i64 %4744, %pool1_grad.j2201221
-  %4746 = mul nsw i64 %4745, 3136
-  %4747 = add nsw i64 401408, %4746
-  %4748 = mul nsw i64 %pool1_grad.c2211222, 196
-  %4749 = add nsw i64 %4747, %4748
-  %4750 = add nsw i64 %pool1_grad.iy2751283, 13
-  %4751 = mul nsw i64 %4750, 14
-  %4752 = add nsw i64 %4749, %4751
-  %4753 = add nsw i64 %4752, 1
-  %4754 = add nsw i64 %4753, %pool1_grad.ix2761284
-  %arena1291 = getelementptr inbounds float, ptr %arena, i64 %4754
-  store float %sum282, ptr %arena1291, align 4
-  %ix276.next = add nsw i64 %pool1_grad.ix2761284, 1
-  %4755 = icmp slt i64 %ix276.next, 12
-  br i1 %4755, label %pool1_grad.ix276, label %pool1_grad.ix276.end
-
-pool1_grad.ix276.end:                             ; preds = %pool1_grad.ix276
-  %iy275.next = add nsw i64 %pool1_grad.iy2751283, 1
-  %4756 = icmp slt i64 %iy275.next, 1
-  br i1 %4756, label %pool1_grad.iy275, label %pool1_grad.iy275.end
-
-pool1_grad.iy283:                                 ; preds = %pool1_grad.ix284.end, %pool1_grad.iy275.end
-  %pool1_grad.iy2831292 = phi i64 [ 0, %pool1_grad.iy275.end ], [ %iy283.next, %pool1_grad.ix284.end ]
-  br label %pool1_grad.ix284
-
-pool1_grad.iy283.end:                             ; preds = %pool1_grad.ix284.end
-  %c221.next = add nsw i64 %pool1_grad.c2211222, 1
-  %4757 = icmp slt i64 %c221.next, 16
-  br i1 %4757, label %pool1_grad.c221, label %pool1_grad.c221.end
-
-pool1_grad.ix284:                                 ; preds = %pool1_grad.ix284, %pool1_grad.iy283
-  %pool1_grad.ix2841293 = phi i64 [ 0, %pool1_grad.iy283 ], [ %ix284.next, %pool1_grad.ix284 ]
-  %4758 = mul nsw i64 %pool1_grad.c2211222, 9
+pool1_grad.ix260:                                 ; preds = %pool1_grad.ix260, %pool1_grad.iy259
+  %pool1_grad.ix2601344 = phi i64 [ 0, %pool1_grad.iy259 ], [ %ix260.next, %pool1_grad.ix260 ]
+  %4706 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4707 = mul nsw i64 %4706, 3136
+  %4708 = add nsw i64 1129744, %4707
+  %4709 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4710 = add nsw i64 %4708, %4709
+  %4711 = add nsw i64 %pool1_grad.iy2591343, 1
+  %4712 = add nsw i64 %4711, 1
+  %4713 = mul nsw i64 %4712, 14
+  %4714 = add nsw i64 %4710, %4713
+  %4715 = add nsw i64 %4714, 2
+  %4716 = add nsw i64 %4715, %pool1_grad.ix2601344
+  %arena1345 = getelementptr inbounds float, ptr %arena, i64 %4716
+  %4717 = load float, ptr %arena1345, align 4
+  store float %4717, ptr %pool1_grad.sum261, align 4
+  %sum261 = load float, ptr %pool1_grad.sum261, align 4
+  %4718 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4719 = add nsw i64 %4718, 1
+  %4720 = mul nsw i64 %4719, 3136
+  %4721 = add nsw i64 1129744, %4720
+  %4722 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4723 = add nsw i64 %4721, %4722
+  %4724 = add nsw i64 %pool1_grad.iy2591343, 1
+  %4725 = add nsw i64 %4724, 1
+  %4726 = mul nsw i64 %4725, 14
+  %4727 = add nsw i64 %4723, %4726
+  %4728 = add nsw i64 %4727, 1
+  %4729 = add nsw i64 %4728, %pool1_grad.ix2601344
+  %arena1346 = getelementptr inbounds float, ptr %arena, i64 %4729
+  %4730 = load float, ptr %arena1346, align 4
+  %4731 = fadd float %sum261, %4730
+  store float %4731, ptr %pool1_grad.sum262, align 4
+  %sum262 = load float, ptr %pool1_grad.sum262, align 4
+  %4732 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4733 = add nsw i64 %4732, 2
+  %4734 = mul nsw i64 %4733, 3136
+  %4735 = add nsw i64 1129744, %4734
+  %4736 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4737 = add nsw i64 %4735, %4736
+  %4738 = add nsw i64 %pool1_grad.iy2591343, 1
+  %4739 = add nsw i64 %4738, 1
+  %4740 = mul nsw i64 %4739, 14
+  %4741 = add nsw i64 %4737, %4740
+  %4742 = add nsw i64 %4741, %pool1_grad.ix2601344
+  %arena1347 = getelementptr inbounds float, ptr %arena, i64 %4742
+  %4743 = load float, ptr %arena1347, align 4
+  %4744 = fadd float %sum262, %4743
+  store float %4744, ptr %pool1_grad.sum263, align 4
+  %sum263 = load float, ptr %pool1_grad.sum263, align 4
+  %4745 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4746 = add nsw i64 %4745, 3
+  %4747 = mul nsw i64 %4746, 3136
+  %4748 = add nsw i64 1129744, %4747
+  %4749 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4750 = add nsw i64 %4748, %4749
+  %4751 = add nsw i64 %pool1_grad.iy2591343, 1
+  %4752 = mul nsw i64 %4751, 14
+  %4753 = add nsw i64 %4750, %4752
+  %4754 = add nsw i64 %4753, 2
+  %4755 = add nsw i64 %4754, %pool1_grad.ix2601344
+  %arena1348 = getelementptr inbounds float, ptr %arena, i64 %4755
+  %4756 = load float, ptr %arena1348, align 4
+  %4757 = fadd float %sum263, %4756
+  store float %4757, ptr %pool1_grad.sum264, align 4
+  %sum264 = load float, ptr %pool1_grad.sum264, align 4
+  %4758 = mul nsw i64 %pool1_grad.c2301310, 9
   %4759 = add nsw i64 %4758, 4
   %4760 = mul nsw i64 %4759, 3136
   %4761 = add nsw i64 1129744, %4760
-  %4762 = mul nsw i64 %pool1_grad.j2201221, 196
+  %4762 = mul nsw i64 %pool1_grad.j2291309, 196
   %4763 = add nsw i64 %4761, %4762
-  %4764 = add nsw i64 %pool1_grad.iy2831292, 13
+  %4764 = add nsw i64 %pool1_grad.iy2591343, 1
   %4765 = mul nsw i64 %4764, 14
   %4766 = add nsw i64 %4763, %4765
-  %4767 = add nsw i64 %4766, 13
-  %4768 = add nsw i64 %4767, %pool1_grad.ix2841293
-  %arena1294 = getelementptr inbounds float, ptr %arena, i64 %4768
-  %4769 = load float, ptr %arena1294, align 4
-  store float %4769, ptr %pool1_grad.sum285, align 4
-  %sum285 = load float, ptr %pool1_grad.sum285, align 4
-  %4770 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4771 = add nsw i64 %4770, 5
-  %4772 = mul nsw i64 %4771, 3136
-  %4773 = add nsw i64 1129744, %4772
-  %4774 = mul nsw i64 %pool1_grad.j2201221, 196
-  %4775 = add nsw i64 %4773, %4774
-  %4776 = add nsw i64 %pool1_grad.iy2831292, 13
-  %4777 = mul nsw i64 %4776, 14
-  %4778 = add nsw i64 %4775, %4777
-  %4779 = add nsw i64 %4778, 12
-  %4780 = add nsw i64 %4779, %pool1_grad.ix2841293
-  %arena1295 = getelementptr inbounds float, ptr %arena, i64 %4780
-  %4781 = load float, ptr %arena1295, align 4
-  %4782 = fadd float %sum285, %4781
-  store float %4782, ptr %pool1_grad.sum286, align 4
-  %sum286 = load float, ptr %pool1_grad.sum286, align 4
-  %4783 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4784 = add nsw i64 %4783, 7
+  %4767 = add nsw i64 %4766, 1
+  %4768 = add nsw i64 %4767, %pool1_grad.ix2601344
+  %arena1349 = getelementptr inbounds float, ptr %arena, i64 %4768
+  %4769 = load float, ptr %arena1349, align 4
+  %4770 = fadd float %sum264, %4769
+  store float %4770, ptr %pool1_grad.sum265, align 4
+  %sum265 = load float, ptr %pool1_grad.sum265, align 4
+  %4771 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4772 = add nsw i64 %4771, 5
+  %4773 = mul nsw i64 %4772, 3136
+  %4774 = add nsw i64 1129744, %4773
+  %4775 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4776 = add nsw i64 %4774, %4775
+  %4777 = add nsw i64 %pool1_grad.iy2591343, 1
+  %4778 = mul nsw i64 %4777, 14
+  %4779 = add nsw i64 %4776, %4778
+  %4780 = add nsw i64 %4779, %pool1_grad.ix2601344
+  %arena1350 = getelementptr inbounds float, ptr %arena, i64 %4780
+  %4781 = load float, ptr %arena1350, align 4
+  %4782 = fadd float %sum265, %4781
+  store float %4782, ptr %pool1_grad.sum266, align 4
+  %sum266 = load float, ptr %pool1_grad.sum266, align 4
+  %4783 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4784 = add nsw i64 %4783, 6
   %4785 = mul nsw i64 %4784, 3136
   %4786 = add nsw i64 1129744, %4785
-  %4787 = mul nsw i64 %pool1_grad.j2201221, 196
+  %4787 = mul nsw i64 %pool1_grad.j2291309, 196
   %4788 = add nsw i64 %4786, %4787
-  %4789 = add nsw i64 %pool1_grad.iy2831292, 13
+  %4789 = add nsw i64 %pool1_grad.iy2591343, 1
   %4790 = add nsw i64 %4789, -1
   %4791 = mul nsw i64 %4790, 14
   %4792 = add nsw i64 %4788, %4791
-  %4793 = add nsw i64 %4792, 13
-  %4794 = add nsw i64 %4793, %pool1_grad.ix2841293
-  %arena1296 = getelementptr inbounds float, ptr %arena, i64 %4794
-  %4795 = load float, ptr %arena1296, align 4
-  %4796 = fadd float %sum286, %4795
-  store float %4796, ptr %pool1_grad.sum287, align 4
-  %sum287 = load float, ptr %pool1_grad.sum287, align 4
-  %4797 = mul nsw i64 %pool1_grad.c2211222, 9
-  %4798 = add nsw i64 %4797, 8
+  %4793 = add nsw i64 %4792, 2
+  %4794 = add nsw i64 %4793, %pool1_grad.ix2601344
+  %arena1351 = getelementptr inbounds float, ptr %arena, i64 %4794
+  %4795 = load float, ptr %arena1351, align 4
+  %4796 = fadd float %sum266, %4795
+  store float %4796, ptr %pool1_grad.sum267, align 4
+  %sum267 = load float, ptr %pool1_grad.sum267, align 4
+  %4797 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4798 = add nsw i64 %4797, 7
   %4799 = mul nsw i64 %4798, 3136
   %4800 = add nsw i64 1129744, %4799
-  %4801 = mul nsw i64 %pool1_grad.j2201221, 196
+  %4801 = mul nsw i64 %pool1_grad.j2291309, 196
   %4802 = add nsw i64 %4800, %4801
-  %4803 = add nsw i64 %pool1_grad.iy2831292, 13
+  %4803 = add nsw i64 %pool1_grad.iy2591343, 1
   %4804 = add nsw i64 %4803, -1
   %4805 = mul nsw i64 %4804, 14
   %4806 = add nsw i64 %4802, %4805
-  %4807 = add nsw i64 %4806, 12
-  %4808 = add nsw i64 %4807, %pool1_grad.ix2841293
-  %arena1297 = getelementptr inbounds float, ptr %arena, i64 %4808
-  %4809 = load float, ptr %arena1297, align 4
-  %4810 = fadd float %sum287, %4809
-  store float %4810, ptr %pool1_grad.sum288, align 4
-  %sum288 = load float, ptr %pool1_grad.sum288, align 4
-  %4811 = mul nsw i64 %pool1_grad.g2121116, 16
-  %4812 = add nsw i64 %4811, %pool1_grad.j2201221
+  %4807 = add nsw i64 %4806, 1
+  %4808 = add nsw i64 %4807, %pool1_grad.ix2601344
+  %arena1352 = getelementptr inbounds float, ptr %arena, i64 %4808
+  %4809 = load float, ptr %arena1352, align 4
+  %4810 = fadd float %sum267, %4809
+  store float %4810, ptr %pool1_grad.sum268, align 4
+  %sum268 = load float, ptr %pool1_grad.sum268, align 4
+  %4811 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4812 = add nsw i64 %4811, 8
   %4813 = mul nsw i64 %4812, 3136
-  %4814 = add nsw i64 401408, %4813
-  %4815 = mul nsw i64 %pool1_grad.c2211222, 196
+  %4814 = add nsw i64 1129744, %4813
+  %4815 = mul nsw i64 %pool1_grad.j2291309, 196
   %4816 = add nsw i64 %4814, %4815
-  %4817 = add nsw i64 %pool1_grad.iy2831292, 13
-  %4818 = mul nsw i64 %4817, 14
-  %4819 = add nsw i64 %4816, %4818
-  %4820 = add nsw i64 %4819, 13
-  %4821 = add nsw i64 %4820, %pool1_grad.ix2841293
-  %arena1298 = getelementptr inbounds float, ptr %arena, i64 %4821
-  store float %sum288, ptr %arena1298, align 4
-  %ix284.next = add nsw i64 %pool1_grad.ix2841293, 1
-  %4822 = icmp slt i64 %ix284.next, 1
-  br i1 %4822, label %pool1_grad.ix284, label %pool1_grad.ix284.end
+  %4817 = add nsw i64 %pool1_grad.iy2591343, 1
+  %4818 = add nsw i64 %4817, -1
+  %4819 = mul nsw i64 %4818, 14
+  %4820 = add nsw i64 %4816, %4819
+  %4821 = add nsw i64 %4820, %pool1_grad.ix2601344
+  %arena1353 = getelementptr inbounds float, ptr %arena, i64 %4821
+  %4822 = load float, ptr %arena1353, align 4
+  %4823 = fadd float %sum268, %4822
+  store float %4823, ptr %pool1_grad.sum269, align 4
+  %sum269 = load float, ptr %pool1_grad.sum269, align 4
+  %4824 = mul nsw i64 %pool1_grad.g2211204, 16
+  %4825 = add nsw i64 %4824, %pool1_grad.j2291309
+  %4826 = mul nsw i64 %4825, 3136
+  %4827 = add nsw i64 401408, %4826
+  %4828 = mul nsw i64 %pool1_grad.c2301310, 196
+  %4829 = add nsw i64 %4827, %4828
+  %4830 = add nsw i64 %pool1_grad.iy2591343, 1
+  %4831 = mul nsw i64 %4830, 14
+  %4832 = add nsw i64 %4829, %4831
+  %4833 = add nsw i64 %4832, 1
+  %4834 = add nsw i64 %4833, %pool1_grad.ix2601344
+  %arena1354 = getelementptr inbounds float, ptr %arena, i64 %4834
+  store float %sum269, ptr %arena1354, align 4
+  %ix260.next = add nsw i64 %pool1_grad.ix2601344, 1
+  %4835 = icmp slt i64 %ix260.next, 12
+  br i1 %4835, label %pool1_grad.ix260, label %pool1_grad.ix260.end
 
-pool1_grad.ix284.end:                             ; preds = %pool1_grad.ix284
-  %iy283.next = add nsw i64 %pool1_grad.iy2831292, 1
-  %4823 = icmp slt i64 %iy283.next, 1
-  br i1 %4823, label %pool1_grad.iy283, label %pool1_grad.iy283.end
+pool1_grad.ix260.end:                             ; preds = %pool1_grad.ix260
+  %iy259.next = add nsw i64 %pool1_grad.iy2591343, 1
+  %4836 = icmp slt i64 %iy259.next, 12
+  br i1 %4836, label %pool1_grad.iy259, label %pool1_grad.iy259.end
 
-conv1_grad.i289:                                  ; preds = %conv1_grad.i289, %pool1_grad.g212.end
-  %conv1_grad.i2891299 = phi i64 [ 0, %pool1_grad.g212.end ], [ %i289.next, %conv1_grad.i289 ]
-  %4824 = add nsw i64 610960, %conv1_grad.i2891299
-  %arena1300 = getelementptr inbounds float, ptr %arena, i64 %4824
-  store float 0.000000e+00, ptr %arena1300, align 4
-  %i289.next = add nsw i64 %conv1_grad.i2891299, 1
-  %4825 = icmp slt i64 %i289.next, 802816
-  br i1 %4825, label %conv1_grad.i289, label %conv1_grad.i289.end
+pool1_grad.iy270:                                 ; preds = %pool1_grad.ix271.end, %pool1_grad.iy259.end
+  %pool1_grad.iy2701355 = phi i64 [ 0, %pool1_grad.iy259.end ], [ %iy270.next, %pool1_grad.ix271.end ]
+  br label %pool1_grad.ix271
 
-conv1_grad.i289.end:                              ; preds = %conv1_grad.i289
-  br label %conv1_grad.q290
+pool1_grad.iy270.end:                             ; preds = %pool1_grad.ix271.end
+  br label %pool1_grad.iy278
 
-conv1_grad.q290:                                  ; preds = %conv1_grad.i291.end, %conv1_grad.i289.end
-  %conv1_grad.q2901301 = phi i64 [ 0, %conv1_grad.i289.end ], [ %q290.next, %conv1_grad.i291.end ]
-  br label %conv1_grad.i291
+pool1_grad.ix271:                                 ; preds = %pool1_grad.ix271, %pool1_grad.iy270
+  %pool1_grad.ix2711356 = phi i64 [ 0, %pool1_grad.iy270 ], [ %ix271.next, %pool1_grad.ix271 ]
+  %4837 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4838 = add nsw i64 %4837, 1
+  %4839 = mul nsw i64 %4838, 3136
+  %4840 = add nsw i64 1129744, %4839
+  %4841 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4842 = add nsw i64 %4840, %4841
+  %4843 = add nsw i64 %pool1_grad.iy2701355, 1
+  %4844 = add nsw i64 %4843, 1
+  %4845 = mul nsw i64 %4844, 14
+  %4846 = add nsw i64 %4842, %4845
+  %4847 = add nsw i64 %4846, 13
+  %4848 = add nsw i64 %4847, %pool1_grad.ix2711356
+  %arena1357 = getelementptr inbounds float, ptr %arena, i64 %4848
+  %4849 = load float, ptr %arena1357, align 4
+  store float %4849, ptr %pool1_grad.sum272, align 4
+  %sum272 = load float, ptr %pool1_grad.sum272, align 4
+  %4850 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4851 = add nsw i64 %4850, 2
+  %4852 = mul nsw i64 %4851, 3136
+  %4853 = add nsw i64 1129744, %4852
+  %4854 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4855 = add nsw i64 %4853, %4854
+  %4856 = add nsw i64 %pool1_grad.iy2701355, 1
+  %4857 = add nsw i64 %4856, 1
+  %4858 = mul nsw i64 %4857, 14
+  %4859 = add nsw i64 %4855, %4858
+  %4860 = add nsw i64 %4859, 12
+  %4861 = add nsw i64 %4860, %pool1_grad.ix2711356
+  %arena1358 = getelementptr inbounds float, ptr %arena, i64 %4861
+  %4862 = load float, ptr %arena1358, align 4
+  %4863 = fadd float %sum272, %4862
+  store float %4863, ptr %pool1_grad.sum273, align 4
+  %sum273 = load float, ptr %pool1_grad.sum273, align 4
+  %4864 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4865 = add nsw i64 %4864, 4
+  %4866 = mul nsw i64 %4865, 3136
+  %4867 = add nsw i64 1129744, %4866
+  %4868 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4869 = add nsw i64 %4867, %4868
+  %4870 = add nsw i64 %pool1_grad.iy2701355, 1
+  %4871 = mul nsw i64 %4870, 14
+  %4872 = add nsw i64 %4869, %4871
+  %4873 = add nsw i64 %4872, 13
+  %4874 = add nsw i64 %4873, %pool1_grad.ix2711356
+  %arena1359 = getelementptr inbounds float, ptr %arena, i64 %4874
+  %4875 = load float, ptr %arena1359, align 4
+  %4876 = fadd float %sum273, %4875
+  store float %4876, ptr %pool1_grad.sum274, align 4
+  %sum274 = load float, ptr %pool1_grad.sum274, align 4
+  %4877 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4878 = add nsw i64 %4877, 5
+  %4879 = mul nsw i64 %4878, 3136
+  %4880 = add nsw i64 1129744, %4879
+  %4881 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4882 = add nsw i64 %4880, %4881
+  %4883 = add nsw i64 %pool1_grad.iy2701355, 1
+  %4884 = mul nsw i64 %4883, 14
+  %4885 = add nsw i64 %4882, %4884
+  %4886 = add nsw i64 %4885, 12
+  %4887 = add nsw i64 %4886, %pool1_grad.ix2711356
+  %arena1360 = getelementptr inbounds float, ptr %arena, i64 %4887
+  %4888 = load float, ptr %arena1360, align 4
+  %4889 = fadd float %sum274, %4888
+  store float %4889, ptr %pool1_grad.sum275, align 4
+  %sum275 = load float, ptr %pool1_grad.sum275, align 4
+  %4890 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4891 = add nsw i64 %4890, 7
+  %4892 = mul nsw i64 %4891, 3136
+  %4893 = add nsw i64 1129744, %4892
+  %4894 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4895 = add nsw i64 %4893, %4894
+  %4896 = add nsw i64 %pool1_grad.iy2701355, 1
+  %4897 = add nsw i64 %4896, -1
+  %4898 = mul nsw i64 %4897, 14
+  %4899 = add nsw i64 %4895, %4898
+  %4900 = add nsw i64 %4899, 13
+  %4901 = add nsw i64 %4900, %pool1_grad.ix2711356
+  %arena1361 = getelementptr inbounds float, ptr %arena, i64 %4901
+  %4902 = load float, ptr %arena1361, align 4
+  %4903 = fadd float %sum275, %4902
+  store float %4903, ptr %pool1_grad.sum276, align 4
+  %sum276 = load float, ptr %pool1_grad.sum276, align 4
+  %4904 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4905 = add nsw i64 %4904, 8
+  %4906 = mul nsw i64 %4905, 3136
+  %4907 = add nsw i64 1129744, %4906
+  %4908 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4909 = add nsw i64 %4907, %4908
+  %4910 = add nsw i64 %pool1_grad.iy2701355, 1
+  %4911 = add nsw i64 %4910, -1
+  %4912 = mul nsw i64 %4911, 14
+  %4913 = add nsw i64 %4909, %4912
+  %4914 = add nsw i64 %4913, 12
+  %4915 = add nsw i64 %4914, %pool1_grad.ix2711356
+  %arena1362 = getelementptr inbounds float, ptr %arena, i64 %4915
+  %4916 = load float, ptr %arena1362, align 4
+  %4917 = fadd float %sum276, %4916
+  store float %4917, ptr %pool1_grad.sum277, align 4
+  %sum277 = load float, ptr %pool1_grad.sum277, align 4
+  %4918 = mul nsw i64 %pool1_grad.g2211204, 16
+  %4919 = add nsw i64 %4918, %pool1_grad.j2291309
+  %4920 = mul nsw i64 %4919, 3136
+  %4921 = add nsw i64 401408, %4920
+  %4922 = mul nsw i64 %pool1_grad.c2301310, 196
+  %4923 = add nsw i64 %4921, %4922
+  %4924 = add nsw i64 %pool1_grad.iy2701355, 1
+  %4925 = mul nsw i64 %4924, 14
+  %4926 = add nsw i64 %4923, %4925
+  %4927 = add nsw i64 %4926, 13
+  %4928 = add nsw i64 %4927, %pool1_grad.ix2711356
+  %arena1363 = getelementptr inbounds float, ptr %arena, i64 %4928
+  store float %sum277, ptr %arena1363, align 4
+  %ix271.next = add nsw i64 %pool1_grad.ix2711356, 1
+  %4929 = icmp slt i64 %ix271.next, 1
+  br i1 %4929, label %pool1_grad.ix271, label %pool1_grad.ix271.end
 
-conv1_grad.q290.end:                              ; preds = %conv1_grad.i291.end
-  br label %conv1_weight_grad.i292
+pool1_grad.ix271.end:                             ; preds = %pool1_grad.ix271
+  %iy270.next = add nsw i64 %pool1_grad.iy2701355, 1
+  %4930 = icmp slt i64 %iy270.next, 12
+  br i1 %4930, label %pool1_grad.iy270, label %pool1_grad.iy270.end
 
-conv1_grad.i291:                                  ; preds = %conv1_grad.endif, %conv1_grad.q290
-  %conv1_grad.i2911302 = phi i64 [ 0, %conv1_grad.q290 ], [ %i291.next, %conv1_grad.endif ]
-  %4826 = mul nsw i64 %conv1_grad.q2901301, 196
-  %4827 = add nsw i64 %4826, %conv1_grad.i2911302
-  %arena1303 = getelementptr inbounds float, ptr %arena, i64 %4827
-  %4828 = load float, ptr %arena1303, align 4
-  %4829 = fcmp ogt float %4828, 0.000000e+00
-  br i1 %4829, label %conv1_grad.then, label %conv1_grad.endif
+pool1_grad.iy278:                                 ; preds = %pool1_grad.ix279.end, %pool1_grad.iy270.end
+  %pool1_grad.iy2781364 = phi i64 [ 0, %pool1_grad.iy270.end ], [ %iy278.next, %pool1_grad.ix279.end ]
+  br label %pool1_grad.ix279
 
-conv1_grad.i291.end:                              ; preds = %conv1_grad.endif
-  %q290.next = add nsw i64 %conv1_grad.q2901301, 1
-  %4830 = icmp slt i64 %q290.next, 1024
-  br i1 %4830, label %conv1_grad.q290, label %conv1_grad.q290.end
+pool1_grad.iy278.end:                             ; preds = %pool1_grad.ix279.end
+  br label %pool1_grad.iy284
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i291
-  %4831 = mul nsw i64 %conv1_grad.q2901301, 784
-  %4832 = add nsw i64 610960, %4831
-  %4833 = mul nsw i64 %conv1_grad.q2901301, 196
-  %4834 = add nsw i64 %4833, %conv1_grad.i2911302
-  %4835 = add nsw i64 200704, %4834
-  %arena1304 = getelementptr inbounds float, ptr %arena, i64 %4835
-  %4836 = load float, ptr %arena1304, align 4
-  %4837 = fptosi float %4836 to i64
-  %4838 = add nsw i64 %4832, %4837
-  %arena1305 = getelementptr inbounds float, ptr %arena, i64 %4838
-  %4839 = load float, ptr %arena1305, align 4
-  %4840 = mul nsw i64 %conv1_grad.q2901301, 196
-  %4841 = add nsw i64 %4840, %conv1_grad.i2911302
-  %4842 = add nsw i64 401408, %4841
-  %arena1306 = getelementptr inbounds float, ptr %arena, i64 %4842
-  %4843 = load float, ptr %arena1306, align 4
-  %4844 = fadd float %4839, %4843
-  store float %4844, ptr %arena1305, align 4
+pool1_grad.ix279:                                 ; preds = %pool1_grad.ix279, %pool1_grad.iy278
+  %pool1_grad.ix2791365 = phi i64 [ 0, %pool1_grad.iy278 ], [ %ix279.next, %pool1_grad.ix279 ]
+  %4931 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4932 = add nsw i64 %4931, 3
+  %4933 = mul nsw i64 %4932, 3136
+  %4934 = add nsw i64 1129744, %4933
+  %4935 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4936 = add nsw i64 %4934, %4935
+  %4937 = add nsw i64 %pool1_grad.iy2781364, 13
+  %4938 = mul nsw i64 %4937, 14
+  %4939 = add nsw i64 %4936, %4938
+  %4940 = add nsw i64 %4939, 1
+  %4941 = add nsw i64 %4940, %pool1_grad.ix2791365
+  %arena1366 = getelementptr inbounds float, ptr %arena, i64 %4941
+  %4942 = load float, ptr %arena1366, align 4
+  store float %4942, ptr %pool1_grad.sum280, align 4
+  %sum280 = load float, ptr %pool1_grad.sum280, align 4
+  %4943 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4944 = add nsw i64 %4943, 4
+  %4945 = mul nsw i64 %4944, 3136
+  %4946 = add nsw i64 1129744, %4945
+  %4947 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4948 = add nsw i64 %4946, %4947
+  %4949 = add nsw i64 %pool1_grad.iy2781364, 13
+  %4950 = mul nsw i64 %4949, 14
+  %4951 = add nsw i64 %4948, %4950
+  %4952 = add nsw i64 %4951, %pool1_grad.ix2791365
+  %arena1367 = getelementptr inbounds float, ptr %arena, i64 %4952
+  %4953 = load float, ptr %arena1367, align 4
+  %4954 = fadd float %sum280, %4953
+  store float %4954, ptr %pool1_grad.sum281, align 4
+  %sum281 = load float, ptr %pool1_grad.sum281, align 4
+  %4955 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4956 = add nsw i64 %4955, 6
+  %4957 = mul nsw i64 %4956, 3136
+  %4958 = add nsw i64 1129744, %4957
+  %4959 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4960 = add nsw i64 %4958, %4959
+  %4961 = add nsw i64 %pool1_grad.iy2781364, 13
+  %4962 = add nsw i64 %4961, -1
+  %4963 = mul nsw i64 %4962, 14
+  %4964 = add nsw i64 %4960, %4963
+  %4965 = add nsw i64 %4964, 1
+  %4966 = add nsw i64 %4965, %pool1_grad.ix2791365
+  %arena1368 = getelementptr inbounds float, ptr %arena, i64 %4966
+  %4967 = load float, ptr %arena1368, align 4
+  %4968 = fadd float %sum281, %4967
+  store float %4968, ptr %pool1_grad.sum282, align 4
+  %sum282 = load float, ptr %pool1_grad.sum282, align 4
+  %4969 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4970 = add nsw i64 %4969, 7
+  %4971 = mul nsw i64 %4970, 3136
+  %4972 = add nsw i64 1129744, %4971
+  %4973 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4974 = add nsw i64 %4972, %4973
+  %4975 = add nsw i64 %pool1_grad.iy2781364, 13
+  %4976 = add nsw i64 %4975, -1
+  %4977 = mul nsw i64 %4976, 14
+  %4978 = add nsw i64 %4974, %4977
+  %4979 = add nsw i64 %4978, %pool1_grad.ix2791365
+  %arena1369 = getelementptr inbounds float, ptr %arena, i64 %4979
+  %4980 = load float, ptr %arena1369, align 4
+  %4981 = fadd float %sum282, %4980
+  store float %4981, ptr %pool1_grad.sum283, align 4
+  %sum283 = load float, ptr %pool1_grad.sum283, align 4
+  %4982 = mul nsw i64 %pool1_grad.g2211204, 16
+  %4983 = add nsw i64 %4982, %pool1_grad.j2291309
+  %4984 = mul nsw i64 %4983, 3136
+  %4985 = add nsw i64 401408, %4984
+  %4986 = mul nsw i64 %pool1_grad.c2301310, 196
+  %4987 = add nsw i64 %4985, %4986
+  %4988 = add nsw i64 %pool1_grad.iy2781364, 13
+  %4989 = mul nsw i64 %4988, 14
+  %4990 = add nsw i64 %4987, %4989
+  %4991 = add nsw i64 %4990, %pool1_grad.ix2791365
+  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %4991
+  store float %sum283, ptr %arena1370, align 4
+  %ix279.next = add nsw i64 %pool1_grad.ix2791365, 1
+  %4992 = icmp slt i64 %ix279.next, 1
+  br i1 %4992, label %pool1_grad.ix279, label %pool1_grad.ix279.end
+
+pool1_grad.ix279.end:                             ; preds = %pool1_grad.ix279
+  %iy278.next = add nsw i64 %pool1_grad.iy2781364, 1
+  %4993 = icmp slt i64 %iy278.next, 1
+  br i1 %4993, label %pool1_grad.iy278, label %pool1_grad.iy278.end
+
+pool1_grad.iy284:                                 ; preds = %pool1_grad.ix285.end, %pool1_grad.iy278.end
+  %pool1_grad.iy2841371 = phi i64 [ 0, %pool1_grad.iy278.end ], [ %iy284.next, %pool1_grad.ix285.end ]
+  br label %pool1_grad.ix285
+
+pool1_grad.iy284.end:                             ; preds = %pool1_grad.ix285.end
+  br label %pool1_grad.iy292
+
+pool1_grad.ix285:                                 ; preds = %pool1_grad.ix285, %pool1_grad.iy284
+  %pool1_grad.ix2851372 = phi i64 [ 0, %pool1_grad.iy284 ], [ %ix285.next, %pool1_grad.ix285 ]
+  %4994 = mul nsw i64 %pool1_grad.c2301310, 9
+  %4995 = add nsw i64 %4994, 3
+  %4996 = mul nsw i64 %4995, 3136
+  %4997 = add nsw i64 1129744, %4996
+  %4998 = mul nsw i64 %pool1_grad.j2291309, 196
+  %4999 = add nsw i64 %4997, %4998
+  %5000 = add nsw i64 %pool1_grad.iy2841371, 13
+  %5001 = mul nsw i64 %5000, 14
+  %5002 = add nsw i64 %4999, %5001
+  %5003 = add nsw i64 %5002, 2
+  %5004 = add nsw i64 %5003, %pool1_grad.ix2851372
+  %arena1373 = getelementptr inbounds float, ptr %arena, i64 %5004
+  %5005 = load float, ptr %arena1373, align 4
+  store float %5005, ptr %pool1_grad.sum286, align 4
+  %sum286 = load float, ptr %pool1_grad.sum286, align 4
+  %5006 = mul nsw i64 %pool1_grad.c2301310, 9
+  %5007 = add nsw i64 %5006, 4
+  %5008 = mul nsw i64 %5007, 3136
+  %5009 = add nsw i64 1129744, %5008
+  %5010 = mul nsw i64 %pool1_grad.j2291309, 196
+  %5011 = add nsw i64 %5009, %5010
+  %5012 = add nsw i64 %pool1_grad.iy2841371, 13
+  %5013 = mul nsw i64 %5012, 14
+  %5014 = add nsw i64 %5011, %5013
+  %5015 = add nsw i64 %5014, 1
+  %5016 = add nsw i64 %5015, %pool1_grad.ix2851372
+  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %5016
+  %5017 = load float, ptr %arena1374, align 4
+  %5018 = fadd float %sum286, %5017
+  store float %5018, ptr %pool1_grad.sum287, align 4
+  %sum287 = load float, ptr %pool1_grad.sum287, align 4
+  %5019 = mul nsw i64 %pool1_grad.c2301310, 9
+  %5020 = add nsw i64 %5019, 5
+  %5021 = mul nsw i64 %5020, 3136
+  %5022 = add nsw i64 1129744, %5021
+  %5023 = mul nsw i64 %pool1_grad.j2291309, 196
+  %5024 = add nsw i64 %5022, %5023
+  %5025 = add nsw i64 %pool1_grad.iy2841371, 13
+  %5026 = mul nsw i64 %5025, 14
+  %5027 = add nsw i64 %5024, %5026
+  %5028 = add nsw i64 %5027, %pool1_grad.ix2851372
+  %arena1375 = getelementptr inbounds float, ptr %arena, i64 %5028
+  %5029 = load float, ptr %arena1375, align 4
+  %5030 = fadd float %sum287, %5029
+  store float %5030, ptr %pool1_grad.sum288, align 4
+  %sum288 = load float, ptr %pool1_grad.sum288, align 4
+  %5031 = mul nsw i64 %pool1_grad.c2301310, 9
+  %5032 = add nsw i64 %5031, 6
+  %5033 = mul nsw i64 %5032, 3136
+  %5034 = add nsw i64 1129744, %5033
+  %5035 = mul nsw i64 %pool1_grad.j2291309, 196
+  %5036 = add nsw i64 %5034, %5035
+  %5037 = add nsw i64 %pool1_grad.iy2841371, 13
+  %5038 = add nsw i64 %5037, -1
+  %5039 = mul nsw i64 %5038, 14
+  %5040 = add nsw i64 %5036, %5039
+  %5041 = add nsw i64 %5040, 2
+  %5042 = add nsw i64 %5041, %pool1_grad.ix2851372
+  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %5042
+  %5043 = load float, ptr %arena1376, align 4
+  %5044 = fadd float %sum288, %5043
+  store float %5044, ptr %pool1_grad.sum289, align 4
+  %sum289 = load float, ptr %pool1_grad.sum289, align 4
+  %5045 = mul nsw i64 %pool1_grad.c2301310, 9
+  %5046 = add nsw i64 %5045, 7
+  %5047 = mul nsw i64 %5046, 3136
+  %5048 = add nsw i64 1129744, %5047
+  %5049 = mul nsw i64 %pool1_grad.j2291309, 196
+  %5050 = add nsw i64 %5048, %5049
+  %5051 = add nsw i64 %pool1_grad.iy2841371, 13
+  %5052 = add nsw i64 %5051, -1
+  %5053 = mul nsw i64 %5052, 14
+  %5054 = add nsw i64 %5050, %5053
+  %5055 = add nsw i64 %5054, 1
+  %5056 = add nsw i64 %5055, %pool1_grad.ix2851372
+  %arena1377 = getelementptr inbounds float, ptr %arena, i64 %5056
+  %5057 = load float, ptr %arena1377, align 4
+  %5058 = fadd float %sum289, %5057
+  store float %5058, ptr %pool1_grad.sum290, align 4
+  %sum290 = load float, ptr %pool1_grad.sum290, align 4
+  %5059 = mul nsw i64 %pool1_grad.c2301310, 9
+  %5060 = add nsw i64 %5059, 8
+  %5061 = mul nsw i64 %5060, 3136
+  %5062 = add nsw i64 1129744, %5061
+  %5063 = mul nsw i64 %pool1_grad.j2291309, 196
+  %5064 = add nsw i64 %5062, %5063
+  %5065 = add nsw i64 %pool1_grad.iy2841371, 13
+  %5066 = add nsw i64 %5065, -1
+  %5067 = mul nsw i64 %5066, 14
+  %5068 = add nsw i64 %5064, %5067
+  %5069 = add nsw i64 %5068, %pool1_grad.ix2851372
+  %arena1378 = getelementptr inbounds float, ptr %arena, i64 %5069
+  %5070 = load float, ptr %arena1378, align 4
+  %5071 = fadd float %sum290, %5070
+  store float %5071, ptr %pool1_grad.sum291, align 4
+  %sum291 = load float, ptr %pool1_grad.sum291, align 4
+  %5072 = mul nsw i64 %pool1_grad.g2211204, 16
+  %5073 = add nsw i64 %5072, %pool1_grad.j2291309
+  %5074 = mul nsw i64 %5073, 3136
+  %5075 = add nsw i64 401408, %5074
+  %5076 = mul nsw i64 %pool1_grad.c2301310, 196
+  %5077 = add nsw i64 %5075, %5076
+  %5078 = add nsw i64 %pool1_grad.iy2841371, 13
+  %5079 = mul nsw i64 %5078, 14
+  %5080 = add nsw i64 %5077, %5079
+  %5081 = add nsw i64 %5080, 1
+  %5082 = add nsw i64 %5081, %pool1_grad.ix2851372
+  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %5082
+  store float %sum291, ptr %arena1379, align 4
+  %ix285.next = add nsw i64 %pool1_grad.ix2851372, 1
+  %5083 = icmp slt i64 %ix285.next, 12
+  br i1 %5083, label %pool1_grad.ix285, label %pool1_grad.ix285.end
+
+pool1_grad.ix285.end:                             ; preds = %pool1_grad.ix285
+  %iy284.next = add nsw i64 %pool1_grad.iy2841371, 1
+  %5084 = icmp slt i64 %iy284.next, 1
+  br i1 %5084, label %pool1_grad.iy284, label %pool1_grad.iy284.end
+
+pool1_grad.iy292:                                 ; preds = %pool1_grad.ix293.end, %pool1_grad.iy284.end
+  %pool1_grad.iy2921380 = phi i64 [ 0, %pool1_grad.iy284.end ], [ %iy292.next, %pool1_grad.ix293.end ]
+  br label %pool1_grad.ix293
+
+pool1_grad.iy292.end:                             ; preds = %pool1_grad.ix293.end
+  %c230.next = add nsw i64 %pool1_grad.c2301310, 1
+  %5085 = icmp slt i64 %c230.next, 16
+  br i1 %5085, label %pool1_grad.c230, label %pool1_grad.c230.end
+
+pool1_grad.ix293:                                 ; preds = %pool1_grad.ix293, %pool1_grad.iy292
+  %pool1_grad.ix2931381 = phi i64 [ 0, %pool1_grad.iy292 ], [ %ix293.next, %pool1_grad.ix293 ]
+  %5086 = mul nsw i64 %pool1_grad.c2301310, 9
+  %5087 = add nsw i64 %5086, 4
+  %5088 = mul nsw i64 %5087, 3136
+  %5089 = add nsw i64 1129744, %5088
+  %5090 = mul nsw i64 %pool1_grad.j2291309, 196
+  %5091 = add nsw i64 %5089, %5090
+  %5092 = add nsw i64 %pool1_grad.iy2921380, 13
+  %5093 = mul nsw i64 %5092, 14
+  %5094 = add nsw i64 %5091, %5093
+  %5095 = add nsw i64 %5094, 13
+  %5096 = add nsw i64 %5095, %pool1_grad.ix2931381
+  %arena1382 = getelementptr inbounds float, ptr %arena, i64 %5096
+  %5097 = load float, ptr %arena1382, align 4
+  store float %5097, ptr %pool1_grad.sum294, align 4
+  %sum294 = load float, ptr %pool1_grad.sum294, align 4
+  %5098 = mul nsw i64 %pool1_grad.c2301310, 9
+  %5099 = add nsw i64 %5098, 5
+  %5100 = mul nsw i64 %5099, 3136
+  %5101 = add nsw i64 1129744, %5100
+  %5102 = mul nsw i64 %pool1_grad.j2291309, 196
+  %5103 = add nsw i64 %5101, %5102
+  %5104 = add nsw i64 %pool1_grad.iy2921380, 13
+  %5105 = mul nsw i64 %5104, 14
+  %5106 = add nsw i64 %5103, %5105
+  %5107 = add nsw i64 %5106, 12
+  %5108 = add nsw i64 %5107, %pool1_grad.ix2931381
+  %arena1383 = getelementptr inbounds float, ptr %arena, i64 %5108
+  %5109 = load float, ptr %arena1383, align 4
+  %5110 = fadd float %sum294, %5109
+  store float %5110, ptr %pool1_grad.sum295, align 4
+  %sum295 = load float, ptr %pool1_grad.sum295, align 4
+  %5111 = mul nsw i64 %pool1_grad.c2301310, 9
+  %5112 = add nsw i64 %5111, 7
+  %5113 = mul nsw i64 %5112, 3136
+  %5114 = add nsw i64 1129744, %5113
+  %5115 = mul nsw i64 %pool1_grad.j2291309, 196
+  %5116 = add nsw i64 %5114, %5115
+  %5117 = add nsw i64 %pool1_grad.iy2921380, 13
+  %5118 = add nsw i64 %5117, -1
+  %5119 = mul nsw i64 %5118, 14
+  %5120 = add nsw i64 %5116, %5119
+  %5121 = add nsw i64 %5120, 13
+  %5122 = add nsw i64 %5121, %pool1_grad.ix2931381
+  %arena1384 = getelementptr inbounds float, ptr %arena, i64 %5122
+  %5123 = load float, ptr %arena1384, align 4
+  %5124 = fadd float %sum295, %5123
+  store float %5124, ptr %pool1_grad.sum296, align 4
+  %sum296 = load float, ptr %pool1_grad.sum296, align 4
+  %5125 = mul nsw i64 %pool1_grad.c2301310, 9
+  %5126 = add nsw i64 %5125, 8
+  %5127 = mul nsw i64 %5126, 3136
+  %5128 = add nsw i64 1129744, %5127
+  %5129 = mul nsw i64 %pool1_grad.j2291309, 196
+  %5130 = add nsw i64 %5128, %5129
+  %5131 = add nsw i64 %pool1_grad.iy2921380, 13
+  %5132 = add nsw i64 %5131, -1
+  %5133 = mul nsw i64 %5132, 14
+  %5134 = add nsw i64 %5130, %5133
+  %5135 = add nsw i64 %5134, 12
+  %5136 = add nsw i64 %5135, %pool1_grad.ix2931381
+  %arena1385 = getelementptr inbounds float, ptr %arena, i64 %5136
+  %5137 = load float, ptr %arena1385, align 4
+  %5138 = fadd float %sum296, %5137
+  store float %5138, ptr %pool1_grad.sum297, align 4
+  %sum297 = load float, ptr %pool1_grad.sum297, align 4
+  %5139 = mul nsw i64 %pool1_grad.g2211204, 16
+  %5140 = add nsw i64 %5139, %pool1_grad.j2291309
+  %5141 = mul nsw i64 %5140, 3136
+  %5142 = add nsw i64 401408, %5141
+  %5143 = mul nsw i64 %pool1_grad.c2301310, 196
+  %5144 = add nsw i64 %5142, %5143
+  %5145 = add nsw i64 %pool1_grad.iy2921380, 13
+  %5146 = mul nsw i64 %5145, 14
+  %5147 = add nsw i64 %5144, %5146
+  %5148 = add nsw i64 %5147, 13
+  %5149 = add nsw i64 %5148, %pool1_grad.ix2931381
+  %arena1386 = getelementptr inbounds float, ptr %arena, i64 %5149
+  store float %sum297, ptr %arena1386, align 4
+  %ix293.next = add nsw i64 %pool1_grad.ix2931381, 1
+  %5150 = icmp slt i64 %ix293.next, 1
+  br i1 %5150, label %pool1_grad.ix293, label %pool1_grad.ix293.end
+
+pool1_grad.ix293.end:                             ; preds = %pool1_grad.ix293
+  %iy292.next = add nsw i64 %pool1_grad.iy2921380, 1
+  %5151 = icmp slt i64 %iy292.next, 1
+  br i1 %5151, label %pool1_grad.iy292, label %pool1_grad.iy292.end
+
+conv1_grad.i298:                                  ; preds = %conv1_grad.i298, %pool1_grad.g221.end
+  %conv1_grad.i2981387 = phi i64 [ 0, %pool1_grad.g221.end ], [ %i298.next, %conv1_grad.i298 ]
+  %5152 = add nsw i64 610960, %conv1_grad.i2981387
+  %arena1388 = getelementptr inbounds float, ptr %arena, i64 %5152
+  store float 0.000000e+00, ptr %arena1388, align 4
+  %i298.next = add nsw i64 %conv1_grad.i2981387, 1
+  %5153 = icmp slt i64 %i298.next, 802816
+  br i1 %5153, label %conv1_grad.i298, label %conv1_grad.i298.end
+
+conv1_grad.i298.end:                              ; preds = %conv1_grad.i298
+  br label %conv1_grad.q299
+
+conv1_grad.q299:                                  ; preds = %conv1_grad.i300.end, %conv1_grad.i298.end
+  %conv1_grad.q2991389 = phi i64 [ 0, %conv1_grad.i298.end ], [ %q299.next, %conv1_grad.i300.end ]
+  br label %conv1_grad.i300
+
+conv1_grad.q299.end:                              ; preds = %conv1_grad.i300.end
+  br label %conv1_weight_grad.i301
+
+conv1_grad.i300:                                  ; preds = %conv1_grad.endif, %conv1_grad.q299
+  %conv1_grad.i3001390 = phi i64 [ 0, %conv1_grad.q299 ], [ %i300.next, %conv1_grad.endif ]
+  %5154 = mul nsw i64 %conv1_grad.q2991389, 196
+  %5155 = add nsw i64 %5154, %conv1_grad.i3001390
+  %arena1391 = getelementptr inbounds float, ptr %arena, i64 %5155
+  %5156 = load float, ptr %arena1391, align 4
+  %5157 = fcmp ogt float %5156, 0.000000e+00
+  br i1 %5157, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i300.end:                              ; preds = %conv1_grad.endif
+  %q299.next = add nsw i64 %conv1_grad.q2991389, 1
+  %5158 = icmp slt i64 %q299.next, 1024
+  br i1 %5158, label %conv1_grad.q299, label %conv1_grad.q299.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i300
+  %5159 = mul nsw i64 %conv1_grad.q2991389, 784
+  %5160 = add nsw i64 610960, %5159
+  %5161 = mul nsw i64 %conv1_grad.q2991389, 196
+  %5162 = add nsw i64 %5161, %conv1_grad.i3001390
+  %5163 = add nsw i64 200704, %5162
+  %arena1392 = getelementptr inbounds float, ptr %arena, i64 %5163
+  %5164 = load float, ptr %arena1392, align 4
+  %5165 = fptosi float %5164 to i64
+  %5166 = add nsw i64 %5160, %5165
+  %arena1393 = getelementptr inbounds float, ptr %arena, i64 %5166
+  %5167 = load float, ptr %arena1393, align 4
+  %5168 = mul nsw i64 %conv1_grad.q2991389, 196
+  %5169 = add nsw i64 %5168, %conv1_grad.i3001390
+  %5170 = add nsw i64 401408, %5169
+  %arena1394 = getelementptr inbounds float, ptr %arena, i64 %5170
+  %5171 = load float, ptr %arena1394, align 4
+  %5172 = fadd float %5167, %5171
+  store float %5172, ptr %arena1393, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i291
-  %i291.next = add nsw i64 %conv1_grad.i2911302, 1
-  %4845 = icmp slt i64 %i291.next, 196
-  br i1 %4845, label %conv1_grad.i291, label %conv1_grad.i291.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i300
+  %i300.next = add nsw i64 %conv1_grad.i3001390, 1
+  %5173 = icmp slt i64 %i300.next, 196
+  br i1 %5173, label %conv1_grad.i300, label %conv1_grad.i300.end
 
-conv1_weight_grad.i292:                           ; preds = %conv1_weight_grad.i292, %conv1_grad.q290.end
-  %conv1_weight_grad.i2921307 = phi i64 [ 0, %conv1_grad.q290.end ], [ %i292.next, %conv1_weight_grad.i292 ]
-  %4846 = add nsw i64 313600, %conv1_weight_grad.i2921307
-  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4846
-  store float 0.000000e+00, ptr %arena1308, align 4
-  %i292.next = add nsw i64 %conv1_weight_grad.i2921307, 1
-  %4847 = icmp slt i64 %i292.next, 144
-  br i1 %4847, label %conv1_weight_grad.i292, label %conv1_weight_grad.i292.end
+conv1_weight_grad.i301:                           ; preds = %conv1_weight_grad.i301, %conv1_grad.q299.end
+  %conv1_weight_grad.i3011395 = phi i64 [ 0, %conv1_grad.q299.end ], [ %i301.next, %conv1_weight_grad.i301 ]
+  %5174 = add nsw i64 313600, %conv1_weight_grad.i3011395
+  %arena1396 = getelementptr inbounds float, ptr %arena, i64 %5174
+  store float 0.000000e+00, ptr %arena1396, align 4
+  %i301.next = add nsw i64 %conv1_weight_grad.i3011395, 1
+  %5175 = icmp slt i64 %i301.next, 144
+  br i1 %5175, label %conv1_weight_grad.i301, label %conv1_weight_grad.i301.end
 
-conv1_weight_grad.i292.end:                       ; preds = %conv1_weight_grad.i292
-  br label %conv1_weight_grad.g293
+conv1_weight_grad.i301.end:                       ; preds = %conv1_weight_grad.i301
+  br label %conv1_weight_grad.g302
 
-conv1_weight_grad.g293:                           ; preds = %conv1_weight_grad.kp311.end, %conv1_weight_grad.i292.end
-  %conv1_weight_grad.g2931309 = phi i64 [ 0, %conv1_weight_grad.i292.end ], [ %g293.next, %conv1_weight_grad.kp311.end ]
-  br label %conv1_weight_grad.j294
+conv1_weight_grad.g302:                           ; preds = %conv1_weight_grad.kp320.end, %conv1_weight_grad.i301.end
+  %conv1_weight_grad.g3021397 = phi i64 [ 0, %conv1_weight_grad.i301.end ], [ %g302.next, %conv1_weight_grad.kp320.end ]
+  br label %conv1_weight_grad.j303
 
-conv1_weight_grad.g293.end:                       ; preds = %conv1_weight_grad.kp311.end
-  br label %conv1_weight_grad.f316
+conv1_weight_grad.g302.end:                       ; preds = %conv1_weight_grad.kp320.end
+  br label %conv1_weight_grad.f325
 
-conv1_weight_grad.j294:                           ; preds = %conv1_weight_grad.c295.end, %conv1_weight_grad.g293
-  %conv1_weight_grad.j2941310 = phi i64 [ 0, %conv1_weight_grad.g293 ], [ %j294.next, %conv1_weight_grad.c295.end ]
-  br label %conv1_weight_grad.c295
+conv1_weight_grad.j303:                           ; preds = %conv1_weight_grad.c304.end, %conv1_weight_grad.g302
+  %conv1_weight_grad.j3031398 = phi i64 [ 0, %conv1_weight_grad.g302 ], [ %j303.next, %conv1_weight_grad.c304.end ]
+  br label %conv1_weight_grad.c304
 
-conv1_weight_grad.j294.end:                       ; preds = %conv1_weight_grad.c295.end
-  br label %conv1_weight_grad.j308
+conv1_weight_grad.j303.end:                       ; preds = %conv1_weight_grad.c304.end
+  br label %conv1_weight_grad.j317
 
-conv1_weight_grad.c295:                           ; preds = %conv1_weight_grad.ky296.end, %conv1_weight_grad.j294
-  %conv1_weight_grad.c2951311 = phi i64 [ 0, %conv1_weight_grad.j294 ], [ %c295.next, %conv1_weight_grad.ky296.end ]
-  br label %conv1_weight_grad.ky296
+conv1_weight_grad.c304:                           ; preds = %conv1_weight_grad.ky305.end, %conv1_weight_grad.j303
+  %conv1_weight_grad.c3041399 = phi i64 [ 0, %conv1_weight_grad.j303 ], [ %c304.next, %conv1_weight_grad.ky305.end ]
+  br label %conv1_weight_grad.ky305
 
-conv1_weight_grad.c295.end:                       ; preds = %conv1_weight_grad.ky296.end
-  %j294.next = add nsw i64 %conv1_weight_grad.j2941310, 1
-  %4848 = icmp slt i64 %j294.next, 16
-  br i1 %4848, label %conv1_weight_grad.j294, label %conv1_weight_grad.j294.end
+conv1_weight_grad.c304.end:                       ; preds = %conv1_weight_grad.ky305.end
+  %j303.next = add nsw i64 %conv1_weight_grad.j3031398, 1
+  %5176 = icmp slt i64 %j303.next, 16
+  br i1 %5176, label %conv1_weight_grad.j303, label %conv1_weight_grad.j303.end
 
-conv1_weight_grad.ky296:                          ; preds = %conv1_weight_grad.oy304.end, %conv1_weight_grad.c295
-  %conv1_weight_grad.ky2961312 = phi i64 [ 0, %conv1_weight_grad.c295 ], [ %ky296.next, %conv1_weight_grad.oy304.end ]
-  br label %conv1_weight_grad.oy297
+conv1_weight_grad.ky305:                          ; preds = %conv1_weight_grad.oy313.end, %conv1_weight_grad.c304
+  %conv1_weight_grad.ky3051400 = phi i64 [ 0, %conv1_weight_grad.c304 ], [ %ky305.next, %conv1_weight_grad.oy313.end ]
+  br label %conv1_weight_grad.oy306
 
-conv1_weight_grad.ky296.end:                      ; preds = %conv1_weight_grad.oy304.end
-  %c295.next = add nsw i64 %conv1_weight_grad.c2951311, 1
-  %4849 = icmp slt i64 %c295.next, 1
-  br i1 %4849, label %conv1_weight_grad.c295, label %conv1_weight_grad.c295.end
+conv1_weight_grad.ky305.end:                      ; preds = %conv1_weight_grad.oy313.end
+  %c304.next = add nsw i64 %conv1_weight_grad.c3041399, 1
+  %5177 = icmp slt i64 %c304.next, 1
+  br i1 %5177, label %conv1_weight_grad.c304, label %conv1_weight_grad.c304.end
 
-conv1_weight_grad.oy297:                          ; preds = %conv1_weight_grad.endif1324, %conv1_weight_grad.ky296
-  %conv1_weight_grad.oy2971313 = phi i64 [ 0, %conv1_weight_grad.ky296 ], [ %oy297.next, %conv1_weight_grad.endif1324 ]
-  %4850 = add nsw i64 %conv1_weight_grad.oy2971313, %conv1_weight_grad.ky2961312
-  %4851 = add nsw i64 %4850, -1
-  %4852 = icmp slt i64 -1, %4851
-  %4853 = add nsw i64 %conv1_weight_grad.oy2971313, %conv1_weight_grad.ky2961312
-  %4854 = add nsw i64 %4853, -1
-  %4855 = icmp slt i64 %4854, 28
-  %4856 = and i1 %4852, %4855
-  br i1 %4856, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy306:                          ; preds = %conv1_weight_grad.endif1412, %conv1_weight_grad.ky305
+  %conv1_weight_grad.oy3061401 = phi i64 [ 0, %conv1_weight_grad.ky305 ], [ %oy306.next, %conv1_weight_grad.endif1412 ]
+  %5178 = add nsw i64 %conv1_weight_grad.oy3061401, %conv1_weight_grad.ky3051400
+  %5179 = add nsw i64 %5178, -1
+  %5180 = icmp slt i64 -1, %5179
+  %5181 = add nsw i64 %conv1_weight_grad.oy3061401, %conv1_weight_grad.ky3051400
+  %5182 = add nsw i64 %5181, -1
+  %5183 = icmp slt i64 %5182, 28
+  %5184 = and i1 %5180, %5183
+  br i1 %5184, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy297.end:                      ; preds = %conv1_weight_grad.endif1324
-  br label %conv1_weight_grad.oy301
+conv1_weight_grad.oy306.end:                      ; preds = %conv1_weight_grad.endif1412
+  br label %conv1_weight_grad.oy310
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy297
-  br label %conv1_weight_grad.ox298
-
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox299.end, %conv1_weight_grad.oy297
-  %4857 = add nsw i64 %conv1_weight_grad.oy2971313, %conv1_weight_grad.ky2961312
-  %4858 = add nsw i64 %4857, -1
-  %4859 = icmp slt i64 %4858, 0
-  br i1 %4859, label %conv1_weight_grad.then1319, label %conv1_weight_grad.endif1320
-
-conv1_weight_grad.ox298:                          ; preds = %conv1_weight_grad.ox298, %conv1_weight_grad.then
-  %conv1_weight_grad.ox2981314 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox298.next, %conv1_weight_grad.ox298 ]
-  %4860 = mul nsw i64 %conv1_weight_grad.g2931309, 16
-  %4861 = add nsw i64 %4860, %conv1_weight_grad.j2941310
-  %4862 = mul nsw i64 %4861, 784
-  %4863 = mul nsw i64 %conv1_weight_grad.c2951311, 784
-  %4864 = add nsw i64 %4862, %4863
-  %4865 = add nsw i64 %conv1_weight_grad.oy2971313, %conv1_weight_grad.ky2961312
-  %4866 = add nsw i64 %4865, -1
-  %4867 = mul nsw i64 %4866, 28
-  %4868 = add nsw i64 %4864, %4867
-  %4869 = add nsw i64 %conv1_weight_grad.ox2981314, 1
-  %4870 = add nsw i64 %4869, -1
-  %4871 = add nsw i64 %4868, %4870
-  %images1315 = getelementptr inbounds float, ptr %images, i64 %4871
-  %4872 = load float, ptr %images1315, align 4
-  %4873 = mul nsw i64 %conv1_weight_grad.c2951311, 3
-  %4874 = add nsw i64 %4873, %conv1_weight_grad.ky2961312
-  %4875 = mul nsw i64 %4874, 3
-  %4876 = mul nsw i64 %4875, 12544
-  %4877 = mul nsw i64 %conv1_weight_grad.j2941310, 784
-  %4878 = add nsw i64 %4876, %4877
-  %4879 = mul nsw i64 %conv1_weight_grad.oy2971313, 28
-  %4880 = add nsw i64 %conv1_weight_grad.ox2981314, 1
-  %4881 = add nsw i64 %4879, %4880
-  %4882 = add nsw i64 %4878, %4881
-  %arena1316 = getelementptr inbounds float, ptr %arena, i64 %4882
-  store float %4872, ptr %arena1316, align 4
-  %ox298.next = add nsw i64 %conv1_weight_grad.ox2981314, 1
-  %4883 = icmp slt i64 %ox298.next, 27
-  br i1 %4883, label %conv1_weight_grad.ox298, label %conv1_weight_grad.ox298.end
-
-conv1_weight_grad.ox298.end:                      ; preds = %conv1_weight_grad.ox298
-  br label %conv1_weight_grad.ox299
-
-conv1_weight_grad.ox299:                          ; preds = %conv1_weight_grad.ox299, %conv1_weight_grad.ox298.end
-  %conv1_weight_grad.ox2991317 = phi i64 [ 0, %conv1_weight_grad.ox298.end ], [ %ox299.next, %conv1_weight_grad.ox299 ]
-  %4884 = mul nsw i64 %conv1_weight_grad.c2951311, 3
-  %4885 = add nsw i64 %4884, %conv1_weight_grad.ky2961312
-  %4886 = mul nsw i64 %4885, 3
-  %4887 = mul nsw i64 %4886, 12544
-  %4888 = mul nsw i64 %conv1_weight_grad.j2941310, 784
-  %4889 = add nsw i64 %4887, %4888
-  %4890 = mul nsw i64 %conv1_weight_grad.oy2971313, 28
-  %4891 = add nsw i64 %4890, %conv1_weight_grad.ox2991317
-  %4892 = add nsw i64 %4889, %4891
-  %arena1318 = getelementptr inbounds float, ptr %arena, i64 %4892
-  store float 0.000000e+00, ptr %arena1318, align 4
-  %ox299.next = add nsw i64 %conv1_weight_grad.ox2991317, 1
-  %4893 = icmp slt i64 %ox299.next, 1
-  br i1 %4893, label %conv1_weight_grad.ox299, label %conv1_weight_grad.ox299.end
-
-conv1_weight_grad.ox299.end:                      ; preds = %conv1_weight_grad.ox299
-  br label %conv1_weight_grad.endif
-
-conv1_weight_grad.then1319:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox300
-
-conv1_weight_grad.endif1320:                      ; preds = %conv1_weight_grad.ox300.end, %conv1_weight_grad.endif
-  %4894 = add nsw i64 %conv1_weight_grad.oy2971313, %conv1_weight_grad.ky2961312
-  %4895 = add nsw i64 %4894, -1
-  %4896 = icmp slt i64 27, %4895
-  br i1 %4896, label %conv1_weight_grad.then1323, label %conv1_weight_grad.endif1324
-
-conv1_weight_grad.ox300:                          ; preds = %conv1_weight_grad.ox300, %conv1_weight_grad.then1319
-  %conv1_weight_grad.ox3001321 = phi i64 [ 0, %conv1_weight_grad.then1319 ], [ %ox300.next, %conv1_weight_grad.ox300 ]
-  %4897 = mul nsw i64 %conv1_weight_grad.c2951311, 3
-  %4898 = add nsw i64 %4897, %conv1_weight_grad.ky2961312
-  %4899 = mul nsw i64 %4898, 3
-  %4900 = mul nsw i64 %4899, 12544
-  %4901 = mul nsw i64 %conv1_weight_grad.j2941310, 784
-  %4902 = add nsw i64 %4900, %4901
-  %4903 = mul nsw i64 %conv1_weight_grad.oy2971313, 28
-  %4904 = add nsw i64 %4903, %conv1_weight_grad.ox3001321
-  %4905 = add nsw i64 %4902, %4904
-  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4905
-  store float 0.000000e+00, ptr %arena1322, align 4
-  %ox300.next = add nsw i64 %conv1_weight_grad.ox3001321, 1
-  %4906 = icmp slt i64 %ox300.next, 28
-  br i1 %4906, label %conv1_weight_grad.ox300, label %conv1_weight_grad.ox300.end
-
-conv1_weight_grad.ox300.end:                      ; preds = %conv1_weight_grad.ox300
-  br label %conv1_weight_grad.endif1320
-
-conv1_weight_grad.then1323:                       ; preds = %conv1_weight_grad.endif1320
-  br label %conv1_weight_grad.ox3001325
-
-conv1_weight_grad.endif1324:                      ; preds = %conv1_weight_grad.ox300.end1326, %conv1_weight_grad.endif1320
-  %oy297.next = add nsw i64 %conv1_weight_grad.oy2971313, 1
-  %4907 = icmp slt i64 %oy297.next, 28
-  br i1 %4907, label %conv1_weight_grad.oy297, label %conv1_weight_grad.oy297.end
-
-conv1_weight_grad.ox3001325:                      ; preds = %conv1_weight_grad.ox3001325, %conv1_weight_grad.then1323
-  %conv1_weight_grad.ox3001327 = phi i64 [ 0, %conv1_weight_grad.then1323 ], [ %ox300.next1329, %conv1_weight_grad.ox3001325 ]
-  %4908 = mul nsw i64 %conv1_weight_grad.c2951311, 3
-  %4909 = add nsw i64 %4908, %conv1_weight_grad.ky2961312
-  %4910 = mul nsw i64 %4909, 3
-  %4911 = mul nsw i64 %4910, 12544
-  %4912 = mul nsw i64 %conv1_weight_grad.j2941310, 784
-  %4913 = add nsw i64 %4911, %4912
-  %4914 = mul nsw i64 %conv1_weight_grad.oy2971313, 28
-  %4915 = add nsw i64 %4914, %conv1_weight_grad.ox3001327
-  %4916 = add nsw i64 %4913, %4915
-  %arena1328 = getelementptr inbounds float, ptr %arena, i64 %4916
-  store float 0.000000e+00, ptr %arena1328, align 4
-  %ox300.next1329 = add nsw i64 %conv1_weight_grad.ox3001327, 1
-  %4917 = icmp slt i64 %ox300.next1329, 28
-  br i1 %4917, label %conv1_weight_grad.ox3001325, label %conv1_weight_grad.ox300.end1326
-
-conv1_weight_grad.ox300.end1326:                  ; preds = %conv1_weight_grad.ox3001325
-  br label %conv1_weight_grad.endif1324
-
-conv1_weight_grad.oy301:                          ; preds = %conv1_weight_grad.endif1341, %conv1_weight_grad.oy297.end
-  %conv1_weight_grad.oy3011330 = phi i64 [ 0, %conv1_weight_grad.oy297.end ], [ %oy301.next, %conv1_weight_grad.endif1341 ]
-  %4918 = add nsw i64 %conv1_weight_grad.oy3011330, %conv1_weight_grad.ky2961312
-  %4919 = add nsw i64 %4918, -1
-  %4920 = icmp slt i64 -1, %4919
-  %4921 = add nsw i64 %conv1_weight_grad.oy3011330, %conv1_weight_grad.ky2961312
-  %4922 = add nsw i64 %4921, -1
-  %4923 = icmp slt i64 %4922, 28
-  %4924 = and i1 %4920, %4923
-  br i1 %4924, label %conv1_weight_grad.then1331, label %conv1_weight_grad.endif1332
-
-conv1_weight_grad.oy301.end:                      ; preds = %conv1_weight_grad.endif1341
-  br label %conv1_weight_grad.oy304
-
-conv1_weight_grad.then1331:                       ; preds = %conv1_weight_grad.oy301
-  br label %conv1_weight_grad.ox302
-
-conv1_weight_grad.endif1332:                      ; preds = %conv1_weight_grad.ox302.end, %conv1_weight_grad.oy301
-  %4925 = add nsw i64 %conv1_weight_grad.oy3011330, %conv1_weight_grad.ky2961312
-  %4926 = add nsw i64 %4925, -1
-  %4927 = icmp slt i64 %4926, 0
-  br i1 %4927, label %conv1_weight_grad.then1336, label %conv1_weight_grad.endif1337
-
-conv1_weight_grad.ox302:                          ; preds = %conv1_weight_grad.ox302, %conv1_weight_grad.then1331
-  %conv1_weight_grad.ox3021333 = phi i64 [ 0, %conv1_weight_grad.then1331 ], [ %ox302.next, %conv1_weight_grad.ox302 ]
-  %4928 = mul nsw i64 %conv1_weight_grad.g2931309, 16
-  %4929 = add nsw i64 %4928, %conv1_weight_grad.j2941310
-  %4930 = mul nsw i64 %4929, 784
-  %4931 = mul nsw i64 %conv1_weight_grad.c2951311, 784
-  %4932 = add nsw i64 %4930, %4931
-  %4933 = add nsw i64 %conv1_weight_grad.oy3011330, %conv1_weight_grad.ky2961312
-  %4934 = add nsw i64 %4933, -1
-  %4935 = mul nsw i64 %4934, 28
-  %4936 = add nsw i64 %4932, %4935
-  %4937 = add nsw i64 %4936, %conv1_weight_grad.ox3021333
-  %images1334 = getelementptr inbounds float, ptr %images, i64 %4937
-  %4938 = load float, ptr %images1334, align 4
-  %4939 = mul nsw i64 %conv1_weight_grad.c2951311, 3
-  %4940 = add nsw i64 %4939, %conv1_weight_grad.ky2961312
-  %4941 = mul nsw i64 %4940, 3
-  %4942 = add nsw i64 %4941, 1
-  %4943 = mul nsw i64 %4942, 12544
-  %4944 = mul nsw i64 %conv1_weight_grad.j2941310, 784
-  %4945 = add nsw i64 %4943, %4944
-  %4946 = mul nsw i64 %conv1_weight_grad.oy3011330, 28
-  %4947 = add nsw i64 %4946, %conv1_weight_grad.ox3021333
-  %4948 = add nsw i64 %4945, %4947
-  %arena1335 = getelementptr inbounds float, ptr %arena, i64 %4948
-  store float %4938, ptr %arena1335, align 4
-  %ox302.next = add nsw i64 %conv1_weight_grad.ox3021333, 1
-  %4949 = icmp slt i64 %ox302.next, 28
-  br i1 %4949, label %conv1_weight_grad.ox302, label %conv1_weight_grad.ox302.end
-
-conv1_weight_grad.ox302.end:                      ; preds = %conv1_weight_grad.ox302
-  br label %conv1_weight_grad.endif1332
-
-conv1_weight_grad.then1336:                       ; preds = %conv1_weight_grad.endif1332
-  br label %conv1_weight_grad.ox303
-
-conv1_weight_grad.endif1337:                      ; preds = %conv1_weight_grad.ox303.end, %conv1_weight_grad.endif1332
-  %4950 = add nsw i64 %conv1_weight_grad.oy3011330, %conv1_weight_grad.ky2961312
-  %4951 = add nsw i64 %4950, -1
-  %4952 = icmp slt i64 27, %4951
-  br i1 %4952, label %conv1_weight_grad.then1340, label %conv1_weight_grad.endif1341
-
-conv1_weight_grad.ox303:                          ; preds = %conv1_weight_grad.ox303, %conv1_weight_grad.then1336
-  %conv1_weight_grad.ox3031338 = phi i64 [ 0, %conv1_weight_grad.then1336 ], [ %ox303.next, %conv1_weight_grad.ox303 ]
-  %4953 = mul nsw i64 %conv1_weight_grad.c2951311, 3
-  %4954 = add nsw i64 %4953, %conv1_weight_grad.ky2961312
-  %4955 = mul nsw i64 %4954, 3
-  %4956 = add nsw i64 %4955, 1
-  %4957 = mul nsw i64 %4956, 12544
-  %4958 = mul nsw i64 %conv1_weight_grad.j2941310, 784
-  %4959 = add nsw i64 %4957, %4958
-  %4960 = mul nsw i64 %conv1_weight_grad.oy3011330, 28
-  %4961 = add nsw i64 %4960, %conv1_weight_grad.ox3031338
-  %4962 = add nsw i64 %4959, %4961
-  %arena1339 = getelementptr inbounds float, ptr %arena, i64 %4962
-  store float 0.000000e+00, ptr %arena1339, align 4
-  %ox303.next = add nsw i64 %conv1_weight_grad.ox3031338, 1
-  %4963 = icmp slt i64 %ox303.next, 28
-  br i1 %4963, label %conv1_weight_grad.ox303, label %conv1_weight_grad.ox303.end
-
-conv1_weight_grad.ox303.end:                      ; preds = %conv1_weight_grad.ox303
-  br label %conv1_weight_grad.endif1337
-
-conv1_weight_grad.then1340:                       ; preds = %conv1_weight_grad.endif1337
-  br label %conv1_weight_grad.ox3031342
-
-conv1_weight_grad.endif1341:                      ; preds = %conv1_weight_grad.ox303.end1343, %conv1_weight_grad.endif1337
-  %oy301.next = add nsw i64 %conv1_weight_grad.oy3011330, 1
-  %4964 = icmp slt i64 %oy301.next, 28
-  br i1 %4964, label %conv1_weight_grad.oy301, label %conv1_weight_grad.oy301.end
-
-conv1_weight_grad.ox3031342:                      ; preds = %conv1_weight_grad.ox3031342, %conv1_weight_grad.then1340
-  %conv1_weight_grad.ox3031344 = phi i64 [ 0, %conv1_weight_grad.then1340 ], [ %ox303.next1346, %conv1_weight_grad.ox3031342 ]
-  %4965 = mul nsw i64 %conv1_weight_grad.c2951311, 3
-  %4966 = add nsw i64 %4965, %conv1_weight_grad.ky2961312
-  %4967 = mul nsw i64 %4966, 3
-  %4968 = add nsw i64 %4967, 1
-  %4969 = mul nsw i64 %4968, 12544
-  %4970 = mul nsw i64 %conv1_weight_grad.j2941310, 784
-  %4971 = add nsw i64 %4969, %4970
-  %4972 = mul nsw i64 %conv1_weight_grad.oy3011330, 28
-  %4973 = add nsw i64 %4972, %conv1_weight_grad.ox3031344
-  %4974 = add nsw i64 %4971, %4973
-  %arena1345 = getelementptr inbounds float, ptr %arena, i64 %4974
-  store float 0.000000e+00, ptr %arena1345, align 4
-  %ox303.next1346 = add nsw i64 %conv1_weight_grad.ox3031344, 1
-  %4975 = icmp slt i64 %ox303.next1346, 28
-  br i1 %4975, label %conv1_weight_grad.ox3031342, label %conv1_weight_grad.ox303.end1343
-
-conv1_weight_grad.ox303.end1343:                  ; preds = %conv1_weight_grad.ox3031342
-  br label %conv1_weight_grad.endif1341
-
-conv1_weight_grad.oy304:                          ; preds = %conv1_weight_grad.endif1360, %conv1_weight_grad.oy301.end
-  %conv1_weight_grad.oy3041347 = phi i64 [ 0, %conv1_weight_grad.oy301.end ], [ %oy304.next, %conv1_weight_grad.endif1360 ]
-  %4976 = add nsw i64 %conv1_weight_grad.oy3041347, %conv1_weight_grad.ky2961312
-  %4977 = add nsw i64 %4976, -1
-  %4978 = icmp slt i64 -1, %4977
-  %4979 = add nsw i64 %conv1_weight_grad.oy3041347, %conv1_weight_grad.ky2961312
-  %4980 = add nsw i64 %4979, -1
-  %4981 = icmp slt i64 %4980, 28
-  %4982 = and i1 %4978, %4981
-  br i1 %4982, label %conv1_weight_grad.then1348, label %conv1_weight_grad.endif1349
-
-conv1_weight_grad.oy304.end:                      ; preds = %conv1_weight_grad.endif1360
-  %ky296.next = add nsw i64 %conv1_weight_grad.ky2961312, 1
-  %4983 = icmp slt i64 %ky296.next, 3
-  br i1 %4983, label %conv1_weight_grad.ky296, label %conv1_weight_grad.ky296.end
-
-conv1_weight_grad.then1348:                       ; preds = %conv1_weight_grad.oy304
-  br label %conv1_weight_grad.ox305
-
-conv1_weight_grad.endif1349:                      ; preds = %conv1_weight_grad.ox306.end, %conv1_weight_grad.oy304
-  %4984 = add nsw i64 %conv1_weight_grad.oy3041347, %conv1_weight_grad.ky2961312
-  %4985 = add nsw i64 %4984, -1
-  %4986 = icmp slt i64 %4985, 0
-  br i1 %4986, label %conv1_weight_grad.then1355, label %conv1_weight_grad.endif1356
-
-conv1_weight_grad.ox305:                          ; preds = %conv1_weight_grad.ox305, %conv1_weight_grad.then1348
-  %conv1_weight_grad.ox3051350 = phi i64 [ 0, %conv1_weight_grad.then1348 ], [ %ox305.next, %conv1_weight_grad.ox305 ]
-  %4987 = mul nsw i64 %conv1_weight_grad.g2931309, 16
-  %4988 = add nsw i64 %4987, %conv1_weight_grad.j2941310
-  %4989 = mul nsw i64 %4988, 784
-  %4990 = mul nsw i64 %conv1_weight_grad.c2951311, 784
-  %4991 = add nsw i64 %4989, %4990
-  %4992 = add nsw i64 %conv1_weight_grad.oy3041347, %conv1_weight_grad.ky2961312
-  %4993 = add nsw i64 %4992, -1
-  %4994 = mul nsw i64 %4993, 28
-  %4995 = add nsw i64 %4991, %4994
-  %4996 = add nsw i64 %conv1_weight_grad.ox3051350, 1
-  %4997 = add nsw i64 %4995, %4996
-  %images1351 = getelementptr inbounds float, ptr %images, i64 %4997
-  %4998 = load float, ptr %images1351, align 4
-  %4999 = mul nsw i64 %conv1_weight_grad.c2951311, 3
-  %5000 = add nsw i64 %4999, %conv1_weight_grad.ky2961312
-  %5001 = mul nsw i64 %5000, 3
-  %5002 = add nsw i64 %5001, 2
-  %5003 = mul nsw i64 %5002, 12544
-  %5004 = mul nsw i64 %conv1_weight_grad.j2941310, 784
-  %5005 = add nsw i64 %5003, %5004
-  %5006 = mul nsw i64 %conv1_weight_grad.oy3041347, 28
-  %5007 = add nsw i64 %5006, %conv1_weight_grad.ox3051350
-  %5008 = add nsw i64 %5005, %5007
-  %arena1352 = getelementptr inbounds float, ptr %arena, i64 %5008
-  store float %4998, ptr %arena1352, align 4
-  %ox305.next = add nsw i64 %conv1_weight_grad.ox3051350, 1
-  %5009 = icmp slt i64 %ox305.next, 27
-  br i1 %5009, label %conv1_weight_grad.ox305, label %conv1_weight_grad.ox305.end
-
-conv1_weight_grad.ox305.end:                      ; preds = %conv1_weight_grad.ox305
-  br label %conv1_weight_grad.ox306
-
-conv1_weight_grad.ox306:                          ; preds = %conv1_weight_grad.ox306, %conv1_weight_grad.ox305.end
-  %conv1_weight_grad.ox3061353 = phi i64 [ 0, %conv1_weight_grad.ox305.end ], [ %ox306.next, %conv1_weight_grad.ox306 ]
-  %5010 = mul nsw i64 %conv1_weight_grad.c2951311, 3
-  %5011 = add nsw i64 %5010, %conv1_weight_grad.ky2961312
-  %5012 = mul nsw i64 %5011, 3
-  %5013 = add nsw i64 %5012, 2
-  %5014 = mul nsw i64 %5013, 12544
-  %5015 = mul nsw i64 %conv1_weight_grad.j2941310, 784
-  %5016 = add nsw i64 %5014, %5015
-  %5017 = mul nsw i64 %conv1_weight_grad.oy3041347, 28
-  %5018 = add nsw i64 %conv1_weight_grad.ox3061353, 27
-  %5019 = add nsw i64 %5017, %5018
-  %5020 = add nsw i64 %5016, %5019
-  %arena1354 = getelementptr inbounds float, ptr %arena, i64 %5020
-  store float 0.000000e+00, ptr %arena1354, align 4
-  %ox306.next = add nsw i64 %conv1_weight_grad.ox3061353, 1
-  %5021 = icmp slt i64 %ox306.next, 1
-  br i1 %5021, label %conv1_weight_grad.ox306, label %conv1_weight_grad.ox306.end
-
-conv1_weight_grad.ox306.end:                      ; preds = %conv1_weight_grad.ox306
-  br label %conv1_weight_grad.endif1349
-
-conv1_weight_grad.then1355:                       ; preds = %conv1_weight_grad.endif1349
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy306
   br label %conv1_weight_grad.ox307
 
-conv1_weight_grad.endif1356:                      ; preds = %conv1_weight_grad.ox307.end, %conv1_weight_grad.endif1349
-  %5022 = add nsw i64 %conv1_weight_grad.oy3041347, %conv1_weight_grad.ky2961312
-  %5023 = add nsw i64 %5022, -1
-  %5024 = icmp slt i64 27, %5023
-  br i1 %5024, label %conv1_weight_grad.then1359, label %conv1_weight_grad.endif1360
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox308.end, %conv1_weight_grad.oy306
+  %5185 = add nsw i64 %conv1_weight_grad.oy3061401, %conv1_weight_grad.ky3051400
+  %5186 = add nsw i64 %5185, -1
+  %5187 = icmp slt i64 %5186, 0
+  br i1 %5187, label %conv1_weight_grad.then1407, label %conv1_weight_grad.endif1408
 
-conv1_weight_grad.ox307:                          ; preds = %conv1_weight_grad.ox307, %conv1_weight_grad.then1355
-  %conv1_weight_grad.ox3071357 = phi i64 [ 0, %conv1_weight_grad.then1355 ], [ %ox307.next, %conv1_weight_grad.ox307 ]
-  %5025 = mul nsw i64 %conv1_weight_grad.c2951311, 3
-  %5026 = add nsw i64 %5025, %conv1_weight_grad.ky2961312
-  %5027 = mul nsw i64 %5026, 3
-  %5028 = add nsw i64 %5027, 2
-  %5029 = mul nsw i64 %5028, 12544
-  %5030 = mul nsw i64 %conv1_weight_grad.j2941310, 784
-  %5031 = add nsw i64 %5029, %5030
-  %5032 = mul nsw i64 %conv1_weight_grad.oy3041347, 28
-  %5033 = add nsw i64 %5032, %conv1_weight_grad.ox3071357
-  %5034 = add nsw i64 %5031, %5033
-  %arena1358 = getelementptr inbounds float, ptr %arena, i64 %5034
-  store float 0.000000e+00, ptr %arena1358, align 4
-  %ox307.next = add nsw i64 %conv1_weight_grad.ox3071357, 1
-  %5035 = icmp slt i64 %ox307.next, 28
-  br i1 %5035, label %conv1_weight_grad.ox307, label %conv1_weight_grad.ox307.end
+conv1_weight_grad.ox307:                          ; preds = %conv1_weight_grad.ox307, %conv1_weight_grad.then
+  %conv1_weight_grad.ox3071402 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox307.next, %conv1_weight_grad.ox307 ]
+  %5188 = mul nsw i64 %conv1_weight_grad.g3021397, 16
+  %5189 = add nsw i64 %5188, %conv1_weight_grad.j3031398
+  %5190 = mul nsw i64 %5189, 784
+  %5191 = mul nsw i64 %conv1_weight_grad.c3041399, 784
+  %5192 = add nsw i64 %5190, %5191
+  %5193 = add nsw i64 %conv1_weight_grad.oy3061401, %conv1_weight_grad.ky3051400
+  %5194 = add nsw i64 %5193, -1
+  %5195 = mul nsw i64 %5194, 28
+  %5196 = add nsw i64 %5192, %5195
+  %5197 = add nsw i64 %conv1_weight_grad.ox3071402, 1
+  %5198 = add nsw i64 %5197, -1
+  %5199 = add nsw i64 %5196, %5198
+  %images1403 = getelementptr inbounds float, ptr %images, i64 %5199
+  %5200 = load float, ptr %images1403, align 4
+  %5201 = mul nsw i64 %conv1_weight_grad.c3041399, 3
+  %5202 = add nsw i64 %5201, %conv1_weight_grad.ky3051400
+  %5203 = mul nsw i64 %5202, 3
+  %5204 = mul nsw i64 %5203, 12544
+  %5205 = mul nsw i64 %conv1_weight_grad.j3031398, 784
+  %5206 = add nsw i64 %5204, %5205
+  %5207 = mul nsw i64 %conv1_weight_grad.oy3061401, 28
+  %5208 = add nsw i64 %conv1_weight_grad.ox3071402, 1
+  %5209 = add nsw i64 %5207, %5208
+  %5210 = add nsw i64 %5206, %5209
+  %arena1404 = getelementptr inbounds float, ptr %arena, i64 %5210
+  store float %5200, ptr %arena1404, align 4
+  %ox307.next = add nsw i64 %conv1_weight_grad.ox3071402, 1
+  %5211 = icmp slt i64 %ox307.next, 27
+  br i1 %5211, label %conv1_weight_grad.ox307, label %conv1_weight_grad.ox307.end
 
 conv1_weight_grad.ox307.end:                      ; preds = %conv1_weight_grad.ox307
-  br label %conv1_weight_grad.endif1356
+  br label %conv1_weight_grad.ox308
 
-conv1_weight_grad.then1359:                       ; preds = %conv1_weight_grad.endif1356
-  br label %conv1_weight_grad.ox3071361
-
-conv1_weight_grad.endif1360:                      ; preds = %conv1_weight_grad.ox307.end1362, %conv1_weight_grad.endif1356
-  %oy304.next = add nsw i64 %conv1_weight_grad.oy3041347, 1
-  %5036 = icmp slt i64 %oy304.next, 28
-  br i1 %5036, label %conv1_weight_grad.oy304, label %conv1_weight_grad.oy304.end
-
-conv1_weight_grad.ox3071361:                      ; preds = %conv1_weight_grad.ox3071361, %conv1_weight_grad.then1359
-  %conv1_weight_grad.ox3071363 = phi i64 [ 0, %conv1_weight_grad.then1359 ], [ %ox307.next1365, %conv1_weight_grad.ox3071361 ]
-  %5037 = mul nsw i64 %conv1_weight_grad.c2951311, 3
-  %5038 = add nsw i64 %5037, %conv1_weight_grad.ky2961312
-  %5039 = mul nsw i64 %5038, 3
-  %5040 = add nsw i64 %5039, 2
-  %5041 = mul nsw i64 %5040, 12544
-  %5042 = mul nsw i64 %conv1_weight_grad.j2941310, 784
-  %5043 = add nsw i64 %5041, %5042
-  %5044 = mul nsw i64 %conv1_weight_grad.oy3041347, 28
-  %5045 = add nsw i64 %5044, %conv1_weight_grad.ox3071363
-  %5046 = add nsw i64 %5043, %5045
-  %arena1364 = getelementptr inbounds float, ptr %arena, i64 %5046
-  store float 0.000000e+00, ptr %arena1364, align 4
-  %ox307.next1365 = add nsw i64 %conv1_weight_grad.ox3071363, 1
-  %5047 = icmp slt i64 %ox307.next1365, 28
-  br i1 %5047, label %conv1_weight_grad.ox3071361, label %conv1_weight_grad.ox307.end1362
-
-conv1_weight_grad.ox307.end1362:                  ; preds = %conv1_weight_grad.ox3071361
-  br label %conv1_weight_grad.endif1360
-
-conv1_weight_grad.j308:                           ; preds = %conv1_weight_grad.i309.end, %conv1_weight_grad.j294.end
-  %conv1_weight_grad.j3081366 = phi i64 [ 0, %conv1_weight_grad.j294.end ], [ %j308.next, %conv1_weight_grad.i309.end ]
-  br label %conv1_weight_grad.i309
-
-conv1_weight_grad.j308.end:                       ; preds = %conv1_weight_grad.i309.end
-  br label %conv1_weight_grad.kp311
-
-conv1_weight_grad.i309:                           ; preds = %conv1_weight_grad.f310.end, %conv1_weight_grad.j308
-  %conv1_weight_grad.i3091367 = phi i64 [ 0, %conv1_weight_grad.j308 ], [ %i309.next, %conv1_weight_grad.f310.end ]
-  br label %conv1_weight_grad.f310
-
-conv1_weight_grad.i309.end:                       ; preds = %conv1_weight_grad.f310.end
-  %j308.next = add nsw i64 %conv1_weight_grad.j3081366, 1
-  %5048 = icmp slt i64 %j308.next, 16
-  br i1 %5048, label %conv1_weight_grad.j308, label %conv1_weight_grad.j308.end
-
-conv1_weight_grad.f310:                           ; preds = %conv1_weight_grad.f310, %conv1_weight_grad.i309
-  %conv1_weight_grad.f3101368 = phi i64 [ 0, %conv1_weight_grad.i309 ], [ %f310.next, %conv1_weight_grad.f310 ]
-  %5049 = mul nsw i64 %conv1_weight_grad.g2931309, 16
-  %5050 = add nsw i64 %5049, %conv1_weight_grad.j3081366
-  %5051 = mul nsw i64 %5050, 12544
-  %5052 = add nsw i64 610960, %5051
-  %5053 = mul nsw i64 %conv1_weight_grad.f3101368, 784
-  %5054 = add nsw i64 %5052, %5053
-  %5055 = add nsw i64 %5054, %conv1_weight_grad.i3091367
-  %arena1369 = getelementptr inbounds float, ptr %arena, i64 %5055
-  %5056 = load float, ptr %arena1369, align 4
-  %5057 = mul nsw i64 %conv1_weight_grad.j3081366, 784
-  %5058 = add nsw i64 %5057, %conv1_weight_grad.i3091367
-  %5059 = mul nsw i64 %5058, 16
-  %5060 = add nsw i64 112896, %5059
-  %5061 = add nsw i64 %5060, %conv1_weight_grad.f3101368
-  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %5061
-  store float %5056, ptr %arena1370, align 4
-  %f310.next = add nsw i64 %conv1_weight_grad.f3101368, 1
-  %5062 = icmp slt i64 %f310.next, 16
-  br i1 %5062, label %conv1_weight_grad.f310, label %conv1_weight_grad.f310.end
-
-conv1_weight_grad.f310.end:                       ; preds = %conv1_weight_grad.f310
-  %i309.next = add nsw i64 %conv1_weight_grad.i3091367, 1
-  %5063 = icmp slt i64 %i309.next, 784
-  br i1 %5063, label %conv1_weight_grad.i309, label %conv1_weight_grad.i309.end
-
-conv1_weight_grad.kp311:                          ; preds = %conv1_weight_grad.nb312.end, %conv1_weight_grad.j308.end
-  %conv1_weight_grad.kp3111371 = phi i64 [ 0, %conv1_weight_grad.j308.end ], [ %kp311.next, %conv1_weight_grad.nb312.end ]
-  br label %conv1_weight_grad.nb312
-
-conv1_weight_grad.kp311.end:                      ; preds = %conv1_weight_grad.nb312.end
-  %g293.next = add nsw i64 %conv1_weight_grad.g2931309, 1
-  %5064 = icmp slt i64 %g293.next, 4
-  br i1 %5064, label %conv1_weight_grad.g293, label %conv1_weight_grad.g293.end
-
-conv1_weight_grad.nb312:                          ; preds = %conv1_weight_grad.mb313.end, %conv1_weight_grad.kp311
-  %conv1_weight_grad.nb3121372 = phi i64 [ 0, %conv1_weight_grad.kp311 ], [ %nb312.next, %conv1_weight_grad.mb313.end ]
-  br label %conv1_weight_grad.mb313
-
-conv1_weight_grad.nb312.end:                      ; preds = %conv1_weight_grad.mb313.end
-  %kp311.next = add nsw i64 %conv1_weight_grad.kp3111371, 1
-  %5065 = icmp slt i64 %kp311.next, 49
-  br i1 %5065, label %conv1_weight_grad.kp311, label %conv1_weight_grad.kp311.end
-
-conv1_weight_grad.mb313:                          ; preds = %conv1_weight_grad.k315.end, %conv1_weight_grad.nb312
-  %conv1_weight_grad.mb3131373 = phi i64 [ 0, %conv1_weight_grad.nb312 ], [ %mb313.next, %conv1_weight_grad.k315.end ]
-  %5066 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5067 = mul nsw i64 %5066, 16
-  %5068 = add nsw i64 313600, %5067
-  %5069 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5070 = add nsw i64 %5068, %5069
-  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %5070
-  %5071 = load <16 x float>, ptr %arena1374, align 4
-  store <16 x float> %5071, ptr %conv1_weight_grad.t314_c0_0, align 64
-  %5072 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5073 = add nsw i64 %5072, 1
-  %5074 = mul nsw i64 %5073, 16
-  %5075 = add nsw i64 313600, %5074
-  %5076 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5077 = add nsw i64 %5075, %5076
-  %arena1375 = getelementptr inbounds float, ptr %arena, i64 %5077
-  %5078 = load <16 x float>, ptr %arena1375, align 4
-  store <16 x float> %5078, ptr %conv1_weight_grad.t314_c1_0, align 64
-  %5079 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5080 = add nsw i64 %5079, 2
-  %5081 = mul nsw i64 %5080, 16
-  %5082 = add nsw i64 313600, %5081
-  %5083 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5084 = add nsw i64 %5082, %5083
-  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %5084
-  %5085 = load <16 x float>, ptr %arena1376, align 4
-  store <16 x float> %5085, ptr %conv1_weight_grad.t314_c2_0, align 64
-  %5086 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5087 = add nsw i64 %5086, 3
-  %5088 = mul nsw i64 %5087, 16
-  %5089 = add nsw i64 313600, %5088
-  %5090 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5091 = add nsw i64 %5089, %5090
-  %arena1377 = getelementptr inbounds float, ptr %arena, i64 %5091
-  %5092 = load <16 x float>, ptr %arena1377, align 4
-  store <16 x float> %5092, ptr %conv1_weight_grad.t314_c3_0, align 64
-  %5093 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5094 = add nsw i64 %5093, 4
-  %5095 = mul nsw i64 %5094, 16
-  %5096 = add nsw i64 313600, %5095
-  %5097 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5098 = add nsw i64 %5096, %5097
-  %arena1378 = getelementptr inbounds float, ptr %arena, i64 %5098
-  %5099 = load <16 x float>, ptr %arena1378, align 4
-  store <16 x float> %5099, ptr %conv1_weight_grad.t314_c4_0, align 64
-  %5100 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5101 = add nsw i64 %5100, 5
-  %5102 = mul nsw i64 %5101, 16
-  %5103 = add nsw i64 313600, %5102
-  %5104 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5105 = add nsw i64 %5103, %5104
-  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %5105
-  %5106 = load <16 x float>, ptr %arena1379, align 4
-  store <16 x float> %5106, ptr %conv1_weight_grad.t314_c5_0, align 64
-  %5107 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5108 = add nsw i64 %5107, 6
-  %5109 = mul nsw i64 %5108, 16
-  %5110 = add nsw i64 313600, %5109
-  %5111 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5112 = add nsw i64 %5110, %5111
-  %arena1380 = getelementptr inbounds float, ptr %arena, i64 %5112
-  %5113 = load <16 x float>, ptr %arena1380, align 4
-  store <16 x float> %5113, ptr %conv1_weight_grad.t314_c6_0, align 64
-  %5114 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5115 = add nsw i64 %5114, 7
-  %5116 = mul nsw i64 %5115, 16
-  %5117 = add nsw i64 313600, %5116
-  %5118 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5119 = add nsw i64 %5117, %5118
-  %arena1381 = getelementptr inbounds float, ptr %arena, i64 %5119
-  %5120 = load <16 x float>, ptr %arena1381, align 4
-  store <16 x float> %5120, ptr %conv1_weight_grad.t314_c7_0, align 64
-  %5121 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5122 = add nsw i64 %5121, 8
-  %5123 = mul nsw i64 %5122, 16
-  %5124 = add nsw i64 313600, %5123
-  %5125 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5126 = add nsw i64 %5124, %5125
-  %arena1382 = getelementptr inbounds float, ptr %arena, i64 %5126
-  %5127 = load <16 x float>, ptr %arena1382, align 4
-  store <16 x float> %5127, ptr %conv1_weight_grad.t314_c8_0, align 64
-  br label %conv1_weight_grad.k315
-
-conv1_weight_grad.mb313.end:                      ; preds = %conv1_weight_grad.k315.end
-  %nb312.next = add nsw i64 %conv1_weight_grad.nb3121372, 1
-  %5128 = icmp slt i64 %nb312.next, 1
-  br i1 %5128, label %conv1_weight_grad.nb312, label %conv1_weight_grad.nb312.end
-
-conv1_weight_grad.k315:                           ; preds = %conv1_weight_grad.k315, %conv1_weight_grad.mb313
-  %conv1_weight_grad.k3151383 = phi i64 [ 0, %conv1_weight_grad.mb313 ], [ %k315.next, %conv1_weight_grad.k315 ]
-  %5129 = mul nsw i64 %conv1_weight_grad.kp3111371, 256
-  %5130 = add nsw i64 %conv1_weight_grad.k3151383, %5129
-  %5131 = mul nsw i64 %5130, 16
-  %5132 = add nsw i64 112896, %5131
-  %5133 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5134 = add nsw i64 %5132, %5133
-  %arena1384 = getelementptr inbounds float, ptr %arena, i64 %5134
-  %5135 = load <16 x float>, ptr %arena1384, align 4
-  store <16 x float> %5135, ptr %conv1_weight_grad.t314_b0, align 64
-  %5136 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5137 = mul nsw i64 %5136, 12544
-  %5138 = mul nsw i64 %conv1_weight_grad.kp3111371, 256
-  %5139 = add nsw i64 %conv1_weight_grad.k3151383, %5138
-  %5140 = add nsw i64 %5137, %5139
-  %arena1385 = getelementptr inbounds float, ptr %arena, i64 %5140
-  %5141 = load float, ptr %arena1385, align 4
-  %5142 = insertelement <16 x float> undef, float %5141, i32 0
-  %5143 = shufflevector <16 x float> %5142, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5143, ptr %conv1_weight_grad.t314_a0, align 64
-  %t314_a0 = load <16 x float>, ptr %conv1_weight_grad.t314_a0, align 64
-  %t314_b0 = load <16 x float>, ptr %conv1_weight_grad.t314_b0, align 64
-  %t314_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t314_c0_0, align 64
-  %5144 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t314_a0, <16 x float> %t314_b0, <16 x float> %t314_c0_0)
-  store <16 x float> %5144, ptr %conv1_weight_grad.t314_c0_0, align 64
-  %5145 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5146 = add nsw i64 %5145, 1
-  %5147 = mul nsw i64 %5146, 12544
-  %5148 = mul nsw i64 %conv1_weight_grad.kp3111371, 256
-  %5149 = add nsw i64 %conv1_weight_grad.k3151383, %5148
-  %5150 = add nsw i64 %5147, %5149
-  %arena1386 = getelementptr inbounds float, ptr %arena, i64 %5150
-  %5151 = load float, ptr %arena1386, align 4
-  %5152 = insertelement <16 x float> undef, float %5151, i32 0
-  %5153 = shufflevector <16 x float> %5152, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5153, ptr %conv1_weight_grad.t314_a1, align 64
-  %t314_a1 = load <16 x float>, ptr %conv1_weight_grad.t314_a1, align 64
-  %t314_b01387 = load <16 x float>, ptr %conv1_weight_grad.t314_b0, align 64
-  %t314_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t314_c1_0, align 64
-  %5154 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t314_a1, <16 x float> %t314_b01387, <16 x float> %t314_c1_0)
-  store <16 x float> %5154, ptr %conv1_weight_grad.t314_c1_0, align 64
-  %5155 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5156 = add nsw i64 %5155, 2
-  %5157 = mul nsw i64 %5156, 12544
-  %5158 = mul nsw i64 %conv1_weight_grad.kp3111371, 256
-  %5159 = add nsw i64 %conv1_weight_grad.k3151383, %5158
-  %5160 = add nsw i64 %5157, %5159
-  %arena1388 = getelementptr inbounds float, ptr %arena, i64 %5160
-  %5161 = load float, ptr %arena1388, align 4
-  %5162 = insertelement <16 x float> undef, float %5161, i32 0
-  %5163 = shufflevector <16 x float> %5162, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5163, ptr %conv1_weight_grad.t314_a2, align 64
-  %t314_a2 = load <16 x float>, ptr %conv1_weight_grad.t314_a2, align 64
-  %t314_b01389 = load <16 x float>, ptr %conv1_weight_grad.t314_b0, align 64
-  %t314_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t314_c2_0, align 64
-  %5164 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t314_a2, <16 x float> %t314_b01389, <16 x float> %t314_c2_0)
-  store <16 x float> %5164, ptr %conv1_weight_grad.t314_c2_0, align 64
-  %5165 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5166 = add nsw i64 %5165, 3
-  %5167 = mul nsw i64 %5166, 12544
-  %5168 = mul nsw i64 %conv1_weight_grad.kp3111371, 256
-  %5169 = add nsw i64 %conv1_weight_grad.k3151383, %5168
-  %5170 = add nsw i64 %5167, %5169
-  %arena1390 = getelementptr inbounds float, ptr %arena, i64 %5170
-  %5171 = load float, ptr %arena1390, align 4
-  %5172 = insertelement <16 x float> undef, float %5171, i32 0
-  %5173 = shufflevector <16 x float> %5172, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5173, ptr %conv1_weight_grad.t314_a3, align 64
-  %t314_a3 = load <16 x float>, ptr %conv1_weight_grad.t314_a3, align 64
-  %t314_b01391 = load <16 x float>, ptr %conv1_weight_grad.t314_b0, align 64
-  %t314_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t314_c3_0, align 64
-  %5174 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t314_a3, <16 x float> %t314_b01391, <16 x float> %t314_c3_0)
-  store <16 x float> %5174, ptr %conv1_weight_grad.t314_c3_0, align 64
-  %5175 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5176 = add nsw i64 %5175, 4
-  %5177 = mul nsw i64 %5176, 12544
-  %5178 = mul nsw i64 %conv1_weight_grad.kp3111371, 256
-  %5179 = add nsw i64 %conv1_weight_grad.k3151383, %5178
-  %5180 = add nsw i64 %5177, %5179
-  %arena1392 = getelementptr inbounds float, ptr %arena, i64 %5180
-  %5181 = load float, ptr %arena1392, align 4
-  %5182 = insertelement <16 x float> undef, float %5181, i32 0
-  %5183 = shufflevector <16 x float> %5182, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5183, ptr %conv1_weight_grad.t314_a4, align 64
-  %t314_a4 = load <16 x float>, ptr %conv1_weight_grad.t314_a4, align 64
-  %t314_b01393 = load <16 x float>, ptr %conv1_weight_grad.t314_b0, align 64
-  %t314_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t314_c4_0, align 64
-  %5184 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t314_a4, <16 x float> %t314_b01393, <16 x float> %t314_c4_0)
-  store <16 x float> %5184, ptr %conv1_weight_grad.t314_c4_0, align 64
-  %5185 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5186 = add nsw i64 %5185, 5
-  %5187 = mul nsw i64 %5186, 12544
-  %5188 = mul nsw i64 %conv1_weight_grad.kp3111371, 256
-  %5189 = add nsw i64 %conv1_weight_grad.k3151383, %5188
-  %5190 = add nsw i64 %5187, %5189
-  %arena1394 = getelementptr inbounds float, ptr %arena, i64 %5190
-  %5191 = load float, ptr %arena1394, align 4
-  %5192 = insertelement <16 x float> undef, float %5191, i32 0
-  %5193 = shufflevector <16 x float> %5192, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5193, ptr %conv1_weight_grad.t314_a5, align 64
-  %t314_a5 = load <16 x float>, ptr %conv1_weight_grad.t314_a5, align 64
-  %t314_b01395 = load <16 x float>, ptr %conv1_weight_grad.t314_b0, align 64
-  %t314_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t314_c5_0, align 64
-  %5194 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t314_a5, <16 x float> %t314_b01395, <16 x float> %t314_c5_0)
-  store <16 x float> %5194, ptr %conv1_weight_grad.t314_c5_0, align 64
-  %5195 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5196 = add nsw i64 %5195, 6
-  %5197 = mul nsw i64 %5196, 12544
-  %5198 = mul nsw i64 %conv1_weight_grad.kp3111371, 256
-  %5199 = add nsw i64 %conv1_weight_grad.k3151383, %5198
-  %5200 = add nsw i64 %5197, %5199
-  %arena1396 = getelementptr inbounds float, ptr %arena, i64 %5200
-  %5201 = load float, ptr %arena1396, align 4
-  %5202 = insertelement <16 x float> undef, float %5201, i32 0
-  %5203 = shufflevector <16 x float> %5202, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5203, ptr %conv1_weight_grad.t314_a6, align 64
-  %t314_a6 = load <16 x float>, ptr %conv1_weight_grad.t314_a6, align 64
-  %t314_b01397 = load <16 x float>, ptr %conv1_weight_grad.t314_b0, align 64
-  %t314_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t314_c6_0, align 64
-  %5204 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t314_a6, <16 x float> %t314_b01397, <16 x float> %t314_c6_0)
-  store <16 x float> %5204, ptr %conv1_weight_grad.t314_c6_0, align 64
-  %5205 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5206 = add nsw i64 %5205, 7
-  %5207 = mul nsw i64 %5206, 12544
-  %5208 = mul nsw i64 %conv1_weight_grad.kp3111371, 256
-  %5209 = add nsw i64 %conv1_weight_grad.k3151383, %5208
-  %5210 = add nsw i64 %5207, %5209
-  %arena1398 = getelementptr inbounds float, ptr %arena, i64 %5210
-  %5211 = load float, ptr %arena1398, align 4
-  %5212 = insertelement <16 x float> undef, float %5211, i32 0
-  %5213 = shufflevector <16 x float> %5212, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5213, ptr %conv1_weight_grad.t314_a7, align 64
-  %t314_a7 = load <16 x float>, ptr %conv1_weight_grad.t314_a7, align 64
-  %t314_b01399 = load <16 x float>, ptr %conv1_weight_grad.t314_b0, align 64
-  %t314_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t314_c7_0, align 64
-  %5214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t314_a7, <16 x float> %t314_b01399, <16 x float> %t314_c7_0)
-  store <16 x float> %5214, ptr %conv1_weight_grad.t314_c7_0, align 64
-  %5215 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5216 = add nsw i64 %5215, 8
-  %5217 = mul nsw i64 %5216, 12544
-  %5218 = mul nsw i64 %conv1_weight_grad.kp3111371, 256
-  %5219 = add nsw i64 %conv1_weight_grad.k3151383, %5218
+conv1_weight_grad.ox308:                          ; preds = %conv1_weight_grad.ox308, %conv1_weight_grad.ox307.end
+  %conv1_weight_grad.ox3081405 = phi i64 [ 0, %conv1_weight_grad.ox307.end ], [ %ox308.next, %conv1_weight_grad.ox308 ]
+  %5212 = mul nsw i64 %conv1_weight_grad.c3041399, 3
+  %5213 = add nsw i64 %5212, %conv1_weight_grad.ky3051400
+  %5214 = mul nsw i64 %5213, 3
+  %5215 = mul nsw i64 %5214, 12544
+  %5216 = mul nsw i64 %conv1_weight_grad.j3031398, 784
+  %5217 = add nsw i64 %5215, %5216
+  %5218 = mul nsw i64 %conv1_weight_grad.oy3061401, 28
+  %5219 = add nsw i64 %5218, %conv1_weight_grad.ox3081405
   %5220 = add nsw i64 %5217, %5219
-  %arena1400 = getelementptr inbounds float, ptr %arena, i64 %5220
-  %5221 = load float, ptr %arena1400, align 4
-  %5222 = insertelement <16 x float> undef, float %5221, i32 0
-  %5223 = shufflevector <16 x float> %5222, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5223, ptr %conv1_weight_grad.t314_a8, align 64
-  %t314_a8 = load <16 x float>, ptr %conv1_weight_grad.t314_a8, align 64
-  %t314_b01401 = load <16 x float>, ptr %conv1_weight_grad.t314_b0, align 64
-  %t314_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t314_c8_0, align 64
-  %5224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t314_a8, <16 x float> %t314_b01401, <16 x float> %t314_c8_0)
-  store <16 x float> %5224, ptr %conv1_weight_grad.t314_c8_0, align 64
-  %k315.next = add nsw i64 %conv1_weight_grad.k3151383, 1
-  %5225 = icmp slt i64 %k315.next, 256
-  br i1 %5225, label %conv1_weight_grad.k315, label %conv1_weight_grad.k315.end
+  %arena1406 = getelementptr inbounds float, ptr %arena, i64 %5220
+  store float 0.000000e+00, ptr %arena1406, align 4
+  %ox308.next = add nsw i64 %conv1_weight_grad.ox3081405, 1
+  %5221 = icmp slt i64 %ox308.next, 1
+  br i1 %5221, label %conv1_weight_grad.ox308, label %conv1_weight_grad.ox308.end
 
-conv1_weight_grad.k315.end:                       ; preds = %conv1_weight_grad.k315
-  %t314_c0_01402 = load <16 x float>, ptr %conv1_weight_grad.t314_c0_0, align 64
-  %5226 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5227 = mul nsw i64 %5226, 16
-  %5228 = add nsw i64 313600, %5227
-  %5229 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
+conv1_weight_grad.ox308.end:                      ; preds = %conv1_weight_grad.ox308
+  br label %conv1_weight_grad.endif
+
+conv1_weight_grad.then1407:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox309
+
+conv1_weight_grad.endif1408:                      ; preds = %conv1_weight_grad.ox309.end, %conv1_weight_grad.endif
+  %5222 = add nsw i64 %conv1_weight_grad.oy3061401, %conv1_weight_grad.ky3051400
+  %5223 = add nsw i64 %5222, -1
+  %5224 = icmp slt i64 27, %5223
+  br i1 %5224, label %conv1_weight_grad.then1411, label %conv1_weight_grad.endif1412
+
+conv1_weight_grad.ox309:                          ; preds = %conv1_weight_grad.ox309, %conv1_weight_grad.then1407
+  %conv1_weight_grad.ox3091409 = phi i64 [ 0, %conv1_weight_grad.then1407 ], [ %ox309.next, %conv1_weight_grad.ox309 ]
+  %5225 = mul nsw i64 %conv1_weight_grad.c3041399, 3
+  %5226 = add nsw i64 %5225, %conv1_weight_grad.ky3051400
+  %5227 = mul nsw i64 %5226, 3
+  %5228 = mul nsw i64 %5227, 12544
+  %5229 = mul nsw i64 %conv1_weight_grad.j3031398, 784
   %5230 = add nsw i64 %5228, %5229
-  %arena1403 = getelementptr inbounds float, ptr %arena, i64 %5230
-  store <16 x float> %t314_c0_01402, ptr %arena1403, align 4
-  %t314_c1_01404 = load <16 x float>, ptr %conv1_weight_grad.t314_c1_0, align 64
-  %5231 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5232 = add nsw i64 %5231, 1
-  %5233 = mul nsw i64 %5232, 16
-  %5234 = add nsw i64 313600, %5233
-  %5235 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5236 = add nsw i64 %5234, %5235
-  %arena1405 = getelementptr inbounds float, ptr %arena, i64 %5236
-  store <16 x float> %t314_c1_01404, ptr %arena1405, align 4
-  %t314_c2_01406 = load <16 x float>, ptr %conv1_weight_grad.t314_c2_0, align 64
-  %5237 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5238 = add nsw i64 %5237, 2
-  %5239 = mul nsw i64 %5238, 16
-  %5240 = add nsw i64 313600, %5239
-  %5241 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5242 = add nsw i64 %5240, %5241
-  %arena1407 = getelementptr inbounds float, ptr %arena, i64 %5242
-  store <16 x float> %t314_c2_01406, ptr %arena1407, align 4
-  %t314_c3_01408 = load <16 x float>, ptr %conv1_weight_grad.t314_c3_0, align 64
-  %5243 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5244 = add nsw i64 %5243, 3
-  %5245 = mul nsw i64 %5244, 16
-  %5246 = add nsw i64 313600, %5245
-  %5247 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5248 = add nsw i64 %5246, %5247
-  %arena1409 = getelementptr inbounds float, ptr %arena, i64 %5248
-  store <16 x float> %t314_c3_01408, ptr %arena1409, align 4
-  %t314_c4_01410 = load <16 x float>, ptr %conv1_weight_grad.t314_c4_0, align 64
-  %5249 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5250 = add nsw i64 %5249, 4
-  %5251 = mul nsw i64 %5250, 16
-  %5252 = add nsw i64 313600, %5251
-  %5253 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5254 = add nsw i64 %5252, %5253
-  %arena1411 = getelementptr inbounds float, ptr %arena, i64 %5254
-  store <16 x float> %t314_c4_01410, ptr %arena1411, align 4
-  %t314_c5_01412 = load <16 x float>, ptr %conv1_weight_grad.t314_c5_0, align 64
-  %5255 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5256 = add nsw i64 %5255, 5
-  %5257 = mul nsw i64 %5256, 16
-  %5258 = add nsw i64 313600, %5257
-  %5259 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
+  %5231 = mul nsw i64 %conv1_weight_grad.oy3061401, 28
+  %5232 = add nsw i64 %5231, %conv1_weight_grad.ox3091409
+  %5233 = add nsw i64 %5230, %5232
+  %arena1410 = getelementptr inbounds float, ptr %arena, i64 %5233
+  store float 0.000000e+00, ptr %arena1410, align 4
+  %ox309.next = add nsw i64 %conv1_weight_grad.ox3091409, 1
+  %5234 = icmp slt i64 %ox309.next, 28
+  br i1 %5234, label %conv1_weight_grad.ox309, label %conv1_weight_grad.ox309.end
+
+conv1_weight_grad.ox309.end:                      ; preds = %conv1_weight_grad.ox309
+  br label %conv1_weight_grad.endif1408
+
+conv1_weight_grad.then1411:                       ; preds = %conv1_weight_grad.endif1408
+  br label %conv1_weight_grad.ox3091413
+
+conv1_weight_grad.endif1412:                      ; preds = %conv1_weight_grad.ox309.end1414, %conv1_weight_grad.endif1408
+  %oy306.next = add nsw i64 %conv1_weight_grad.oy3061401, 1
+  %5235 = icmp slt i64 %oy306.next, 28
+  br i1 %5235, label %conv1_weight_grad.oy306, label %conv1_weight_grad.oy306.end
+
+conv1_weight_grad.ox3091413:                      ; preds = %conv1_weight_grad.ox3091413, %conv1_weight_grad.then1411
+  %conv1_weight_grad.ox3091415 = phi i64 [ 0, %conv1_weight_grad.then1411 ], [ %ox309.next1417, %conv1_weight_grad.ox3091413 ]
+  %5236 = mul nsw i64 %conv1_weight_grad.c3041399, 3
+  %5237 = add nsw i64 %5236, %conv1_weight_grad.ky3051400
+  %5238 = mul nsw i64 %5237, 3
+  %5239 = mul nsw i64 %5238, 12544
+  %5240 = mul nsw i64 %conv1_weight_grad.j3031398, 784
+  %5241 = add nsw i64 %5239, %5240
+  %5242 = mul nsw i64 %conv1_weight_grad.oy3061401, 28
+  %5243 = add nsw i64 %5242, %conv1_weight_grad.ox3091415
+  %5244 = add nsw i64 %5241, %5243
+  %arena1416 = getelementptr inbounds float, ptr %arena, i64 %5244
+  store float 0.000000e+00, ptr %arena1416, align 4
+  %ox309.next1417 = add nsw i64 %conv1_weight_grad.ox3091415, 1
+  %5245 = icmp slt i64 %ox309.next1417, 28
+  br i1 %5245, label %conv1_weight_grad.ox3091413, label %conv1_weight_grad.ox309.end1414
+
+conv1_weight_grad.ox309.end1414:                  ; preds = %conv1_weight_grad.ox3091413
+  br label %conv1_weight_grad.endif1412
+
+conv1_weight_grad.oy310:                          ; preds = %conv1_weight_grad.endif1429, %conv1_weight_grad.oy306.end
+  %conv1_weight_grad.oy3101418 = phi i64 [ 0, %conv1_weight_grad.oy306.end ], [ %oy310.next, %conv1_weight_grad.endif1429 ]
+  %5246 = add nsw i64 %conv1_weight_grad.oy3101418, %conv1_weight_grad.ky3051400
+  %5247 = add nsw i64 %5246, -1
+  %5248 = icmp slt i64 -1, %5247
+  %5249 = add nsw i64 %conv1_weight_grad.oy3101418, %conv1_weight_grad.ky3051400
+  %5250 = add nsw i64 %5249, -1
+  %5251 = icmp slt i64 %5250, 28
+  %5252 = and i1 %5248, %5251
+  br i1 %5252, label %conv1_weight_grad.then1419, label %conv1_weight_grad.endif1420
+
+conv1_weight_grad.oy310.end:                      ; preds = %conv1_weight_grad.endif1429
+  br label %conv1_weight_grad.oy313
+
+conv1_weight_grad.then1419:                       ; preds = %conv1_weight_grad.oy310
+  br label %conv1_weight_grad.ox311
+
+conv1_weight_grad.endif1420:                      ; preds = %conv1_weight_grad.ox311.end, %conv1_weight_grad.oy310
+  %5253 = add nsw i64 %conv1_weight_grad.oy3101418, %conv1_weight_grad.ky3051400
+  %5254 = add nsw i64 %5253, -1
+  %5255 = icmp slt i64 %5254, 0
+  br i1 %5255, label %conv1_weight_grad.then1424, label %conv1_weight_grad.endif1425
+
+conv1_weight_grad.ox311:                          ; preds = %conv1_weight_grad.ox311, %conv1_weight_grad.then1419
+  %conv1_weight_grad.ox3111421 = phi i64 [ 0, %conv1_weight_grad.then1419 ], [ %ox311.next, %conv1_weight_grad.ox311 ]
+  %5256 = mul nsw i64 %conv1_weight_grad.g3021397, 16
+  %5257 = add nsw i64 %5256, %conv1_weight_grad.j3031398
+  %5258 = mul nsw i64 %5257, 784
+  %5259 = mul nsw i64 %conv1_weight_grad.c3041399, 784
   %5260 = add nsw i64 %5258, %5259
-  %arena1413 = getelementptr inbounds float, ptr %arena, i64 %5260
-  store <16 x float> %t314_c5_01412, ptr %arena1413, align 4
-  %t314_c6_01414 = load <16 x float>, ptr %conv1_weight_grad.t314_c6_0, align 64
-  %5261 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5262 = add nsw i64 %5261, 6
-  %5263 = mul nsw i64 %5262, 16
-  %5264 = add nsw i64 313600, %5263
-  %5265 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5266 = add nsw i64 %5264, %5265
-  %arena1415 = getelementptr inbounds float, ptr %arena, i64 %5266
-  store <16 x float> %t314_c6_01414, ptr %arena1415, align 4
-  %t314_c7_01416 = load <16 x float>, ptr %conv1_weight_grad.t314_c7_0, align 64
-  %5267 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5268 = add nsw i64 %5267, 7
-  %5269 = mul nsw i64 %5268, 16
-  %5270 = add nsw i64 313600, %5269
-  %5271 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5272 = add nsw i64 %5270, %5271
-  %arena1417 = getelementptr inbounds float, ptr %arena, i64 %5272
-  store <16 x float> %t314_c7_01416, ptr %arena1417, align 4
-  %t314_c8_01418 = load <16 x float>, ptr %conv1_weight_grad.t314_c8_0, align 64
-  %5273 = mul nsw i64 %conv1_weight_grad.mb3131373, 9
-  %5274 = add nsw i64 %5273, 8
-  %5275 = mul nsw i64 %5274, 16
-  %5276 = add nsw i64 313600, %5275
-  %5277 = mul nsw i64 %conv1_weight_grad.nb3121372, 16
-  %5278 = add nsw i64 %5276, %5277
-  %arena1419 = getelementptr inbounds float, ptr %arena, i64 %5278
-  store <16 x float> %t314_c8_01418, ptr %arena1419, align 4
-  %mb313.next = add nsw i64 %conv1_weight_grad.mb3131373, 1
-  %5279 = icmp slt i64 %mb313.next, 1
-  br i1 %5279, label %conv1_weight_grad.mb313, label %conv1_weight_grad.mb313.end
+  %5261 = add nsw i64 %conv1_weight_grad.oy3101418, %conv1_weight_grad.ky3051400
+  %5262 = add nsw i64 %5261, -1
+  %5263 = mul nsw i64 %5262, 28
+  %5264 = add nsw i64 %5260, %5263
+  %5265 = add nsw i64 %5264, %conv1_weight_grad.ox3111421
+  %images1422 = getelementptr inbounds float, ptr %images, i64 %5265
+  %5266 = load float, ptr %images1422, align 4
+  %5267 = mul nsw i64 %conv1_weight_grad.c3041399, 3
+  %5268 = add nsw i64 %5267, %conv1_weight_grad.ky3051400
+  %5269 = mul nsw i64 %5268, 3
+  %5270 = add nsw i64 %5269, 1
+  %5271 = mul nsw i64 %5270, 12544
+  %5272 = mul nsw i64 %conv1_weight_grad.j3031398, 784
+  %5273 = add nsw i64 %5271, %5272
+  %5274 = mul nsw i64 %conv1_weight_grad.oy3101418, 28
+  %5275 = add nsw i64 %5274, %conv1_weight_grad.ox3111421
+  %5276 = add nsw i64 %5273, %5275
+  %arena1423 = getelementptr inbounds float, ptr %arena, i64 %5276
+  store float %5266, ptr %arena1423, align 4
+  %ox311.next = add nsw i64 %conv1_weight_grad.ox3111421, 1
+  %5277 = icmp slt i64 %ox311.next, 28
+  br i1 %5277, label %conv1_weight_grad.ox311, label %conv1_weight_grad.ox311.end
 
-conv1_weight_grad.f316:                           ; preds = %conv1_weight_grad.r317.end, %conv1_weight_grad.g293.end
-  %conv1_weight_grad.f3161420 = phi i64 [ 0, %conv1_weight_grad.g293.end ], [ %f316.next, %conv1_weight_grad.r317.end ]
-  br label %conv1_weight_grad.r317
+conv1_weight_grad.ox311.end:                      ; preds = %conv1_weight_grad.ox311
+  br label %conv1_weight_grad.endif1420
 
-conv1_weight_grad.f316.end:                       ; preds = %conv1_weight_grad.r317.end
-  br label %conv1_bias_grad.f318
+conv1_weight_grad.then1424:                       ; preds = %conv1_weight_grad.endif1420
+  br label %conv1_weight_grad.ox312
 
-conv1_weight_grad.r317:                           ; preds = %conv1_weight_grad.r317, %conv1_weight_grad.f316
-  %conv1_weight_grad.r3171421 = phi i64 [ 0, %conv1_weight_grad.f316 ], [ %r317.next, %conv1_weight_grad.r317 ]
-  %5280 = mul nsw i64 %conv1_weight_grad.r3171421, 16
-  %5281 = add nsw i64 313600, %5280
-  %5282 = add nsw i64 %5281, %conv1_weight_grad.f3161420
-  %arena1422 = getelementptr inbounds float, ptr %arena, i64 %5282
-  %5283 = load float, ptr %arena1422, align 4
-  %5284 = mul nsw i64 %conv1_weight_grad.f3161420, 9
-  %5285 = add nsw i64 %5284, %conv1_weight_grad.r3171421
-  %grads1423 = getelementptr inbounds float, ptr %grads, i64 %5285
-  store float %5283, ptr %grads1423, align 4
-  %r317.next = add nsw i64 %conv1_weight_grad.r3171421, 1
-  %5286 = icmp slt i64 %r317.next, 9
-  br i1 %5286, label %conv1_weight_grad.r317, label %conv1_weight_grad.r317.end
+conv1_weight_grad.endif1425:                      ; preds = %conv1_weight_grad.ox312.end, %conv1_weight_grad.endif1420
+  %5278 = add nsw i64 %conv1_weight_grad.oy3101418, %conv1_weight_grad.ky3051400
+  %5279 = add nsw i64 %5278, -1
+  %5280 = icmp slt i64 27, %5279
+  br i1 %5280, label %conv1_weight_grad.then1428, label %conv1_weight_grad.endif1429
 
-conv1_weight_grad.r317.end:                       ; preds = %conv1_weight_grad.r317
-  %f316.next = add nsw i64 %conv1_weight_grad.f3161420, 1
-  %5287 = icmp slt i64 %f316.next, 16
-  br i1 %5287, label %conv1_weight_grad.f316, label %conv1_weight_grad.f316.end
+conv1_weight_grad.ox312:                          ; preds = %conv1_weight_grad.ox312, %conv1_weight_grad.then1424
+  %conv1_weight_grad.ox3121426 = phi i64 [ 0, %conv1_weight_grad.then1424 ], [ %ox312.next, %conv1_weight_grad.ox312 ]
+  %5281 = mul nsw i64 %conv1_weight_grad.c3041399, 3
+  %5282 = add nsw i64 %5281, %conv1_weight_grad.ky3051400
+  %5283 = mul nsw i64 %5282, 3
+  %5284 = add nsw i64 %5283, 1
+  %5285 = mul nsw i64 %5284, 12544
+  %5286 = mul nsw i64 %conv1_weight_grad.j3031398, 784
+  %5287 = add nsw i64 %5285, %5286
+  %5288 = mul nsw i64 %conv1_weight_grad.oy3101418, 28
+  %5289 = add nsw i64 %5288, %conv1_weight_grad.ox3121426
+  %5290 = add nsw i64 %5287, %5289
+  %arena1427 = getelementptr inbounds float, ptr %arena, i64 %5290
+  store float 0.000000e+00, ptr %arena1427, align 4
+  %ox312.next = add nsw i64 %conv1_weight_grad.ox3121426, 1
+  %5291 = icmp slt i64 %ox312.next, 28
+  br i1 %5291, label %conv1_weight_grad.ox312, label %conv1_weight_grad.ox312.end
 
-conv1_bias_grad.f318:                             ; preds = %conv1_bias_grad.img320.end, %conv1_weight_grad.f316.end
-  %conv1_bias_grad.f3181424 = phi i64 [ 0, %conv1_weight_grad.f316.end ], [ %f318.next, %conv1_bias_grad.img320.end ]
-  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc319, align 64
-  br label %conv1_bias_grad.img320
+conv1_weight_grad.ox312.end:                      ; preds = %conv1_weight_grad.ox312
+  br label %conv1_weight_grad.endif1425
 
-conv1_bias_grad.f318.end:                         ; preds = %conv1_bias_grad.img320.end
-  %5288 = sitofp i64 %step to float
-  %5289 = fmul float %5288, 0xBFBAF8E8A0000000
-  %5290 = call float @llvm.exp.f32(float %5289)
-  %5291 = fsub float 1.000000e+00, %5290
-  %5292 = fdiv float %lr, %5291
-  store float %5292, ptr %adam.step_size337, align 4
-  %5293 = sitofp i64 %step to float
-  %5294 = fmul float %5293, 0xBF50645940000000
-  %5295 = call float @llvm.exp.f32(float %5294)
-  %5296 = fsub float 1.000000e+00, %5295
-  %5297 = call float @llvm.sqrt.f32(float %5296)
-  store float %5297, ptr %adam.bc2_sqrt338, align 4
-  br label %adam.i339
+conv1_weight_grad.then1428:                       ; preds = %conv1_weight_grad.endif1425
+  br label %conv1_weight_grad.ox3121430
 
-conv1_bias_grad.img320:                           ; preds = %conv1_bias_grad.i321.end, %conv1_bias_grad.f318
-  %conv1_bias_grad.img3201425 = phi i64 [ 0, %conv1_bias_grad.f318 ], [ %img320.next, %conv1_bias_grad.i321.end ]
-  br label %conv1_bias_grad.i321
+conv1_weight_grad.endif1429:                      ; preds = %conv1_weight_grad.ox312.end1431, %conv1_weight_grad.endif1425
+  %oy310.next = add nsw i64 %conv1_weight_grad.oy3101418, 1
+  %5292 = icmp slt i64 %oy310.next, 28
+  br i1 %5292, label %conv1_weight_grad.oy310, label %conv1_weight_grad.oy310.end
 
-conv1_bias_grad.img320.end:                       ; preds = %conv1_bias_grad.i321.end
-  %acc3191428 = load <16 x float>, ptr %conv1_bias_grad.acc319, align 64
-  %arena1429 = getelementptr inbounds float, ptr %arena, i64 0
-  store <16 x float> %acc3191428, ptr %arena1429, align 4
-  %arena1430 = getelementptr inbounds float, ptr %arena, i64 0
-  %5298 = load float, ptr %arena1430, align 4
-  %arena1431 = getelementptr inbounds float, ptr %arena, i64 1
-  %5299 = load float, ptr %arena1431, align 4
-  %5300 = fadd float %5298, %5299
-  store float %5300, ptr %conv1_bias_grad.sum322, align 4
-  %sum322 = load float, ptr %conv1_bias_grad.sum322, align 4
-  %arena1432 = getelementptr inbounds float, ptr %arena, i64 2
-  %5301 = load float, ptr %arena1432, align 4
-  %5302 = fadd float %sum322, %5301
-  store float %5302, ptr %conv1_bias_grad.sum323, align 4
-  %sum323 = load float, ptr %conv1_bias_grad.sum323, align 4
-  %arena1433 = getelementptr inbounds float, ptr %arena, i64 3
-  %5303 = load float, ptr %arena1433, align 4
-  %5304 = fadd float %sum323, %5303
-  store float %5304, ptr %conv1_bias_grad.sum324, align 4
-  %sum324 = load float, ptr %conv1_bias_grad.sum324, align 4
-  %arena1434 = getelementptr inbounds float, ptr %arena, i64 4
-  %5305 = load float, ptr %arena1434, align 4
-  %5306 = fadd float %sum324, %5305
-  store float %5306, ptr %conv1_bias_grad.sum325, align 4
-  %sum325 = load float, ptr %conv1_bias_grad.sum325, align 4
-  %arena1435 = getelementptr inbounds float, ptr %arena, i64 5
-  %5307 = load float, ptr %arena1435, align 4
-  %5308 = fadd float %sum325, %5307
-  store float %5308, ptr %conv1_bias_grad.sum326, align 4
-  %sum326 = load float, ptr %conv1_bias_grad.sum326, align 4
-  %arena1436 = getelementptr inbounds float, ptr %arena, i64 6
-  %5309 = load float, ptr %arena1436, align 4
-  %5310 = fadd float %sum326, %5309
-  store float %5310, ptr %conv1_bias_grad.sum327, align 4
-  %sum327 = load float, ptr %conv1_bias_grad.sum327, align 4
-  %arena1437 = getelementptr inbounds float, ptr %arena, i64 7
-  %5311 = load float, ptr %arena1437, align 4
-  %5312 = fadd float %sum327, %5311
-  store float %5312, ptr %conv1_bias_grad.sum328, align 4
-  %sum328 = load float, ptr %conv1_bias_grad.sum328, align 4
-  %arena1438 = getelementptr inbounds float, ptr %arena, i64 8
-  %5313 = load float, ptr %arena1438, align 4
-  %5314 = fadd float %sum328, %5313
-  store float %5314, ptr %conv1_bias_grad.sum329, align 4
-  %sum329 = load float, ptr %conv1_bias_grad.sum329, align 4
-  %arena1439 = getelementptr inbounds float, ptr %arena, i64 9
-  %5315 = load float, ptr %arena1439, align 4
-  %5316 = fadd float %sum329, %5315
-  store float %5316, ptr %conv1_bias_grad.sum330, align 4
-  %sum330 = load float, ptr %conv1_bias_grad.sum330, align 4
-  %arena1440 = getelementptr inbounds float, ptr %arena, i64 10
-  %5317 = load float, ptr %arena1440, align 4
-  %5318 = fadd float %sum330, %5317
-  store float %5318, ptr %conv1_bias_grad.sum331, align 4
+conv1_weight_grad.ox3121430:                      ; preds = %conv1_weight_grad.ox3121430, %conv1_weight_grad.then1428
+  %conv1_weight_grad.ox3121432 = phi i64 [ 0, %conv1_weight_grad.then1428 ], [ %ox312.next1434, %conv1_weight_grad.ox3121430 ]
+  %5293 = mul nsw i64 %conv1_weight_grad.c3041399, 3
+  %5294 = add nsw i64 %5293, %conv1_weight_grad.ky3051400
+  %5295 = mul nsw i64 %5294, 3
+  %5296 = add nsw i64 %5295, 1
+  %5297 = mul nsw i64 %5296, 12544
+  %5298 = mul nsw i64 %conv1_weight_grad.j3031398, 784
+  %5299 = add nsw i64 %5297, %5298
+  %5300 = mul nsw i64 %conv1_weight_grad.oy3101418, 28
+  %5301 = add nsw i64 %5300, %conv1_weight_grad.ox3121432
+  %5302 = add nsw i64 %5299, %5301
+  %arena1433 = getelementptr inbounds float, ptr %arena, i64 %5302
+  store float 0.000000e+00, ptr %arena1433, align 4
+  %ox312.next1434 = add nsw i64 %conv1_weight_grad.ox3121432, 1
+  %5303 = icmp slt i64 %ox312.next1434, 28
+  br i1 %5303, label %conv1_weight_grad.ox3121430, label %conv1_weight_grad.ox312.end1431
+
+conv1_weight_grad.ox312.end1431:                  ; preds = %conv1_weight_grad.ox3121430
+  br label %conv1_weight_grad.endif1429
+
+conv1_weight_grad.oy313:                          ; preds = %conv1_weight_grad.endif1448, %conv1_weight_grad.oy310.end
+  %conv1_weight_grad.oy3131435 = phi i64 [ 0, %conv1_weight_grad.oy310.end ], [ %oy313.next, %conv1_weight_grad.endif1448 ]
+  %5304 = add nsw i64 %conv1_weight_grad.oy3131435, %conv1_weight_grad.ky3051400
+  %5305 = add nsw i64 %5304, -1
+  %5306 = icmp slt i64 -1, %5305
+  %5307 = add nsw i64 %conv1_weight_grad.oy3131435, %conv1_weight_grad.ky3051400
+  %5308 = add nsw i64 %5307, -1
+  %5309 = icmp slt i64 %5308, 28
+  %5310 = and i1 %5306, %5309
+  br i1 %5310, label %conv1_weight_grad.then1436, label %conv1_weight_grad.endif1437
+
+conv1_weight_grad.oy313.end:                      ; preds = %conv1_weight_grad.endif1448
+  %ky305.next = add nsw i64 %conv1_weight_grad.ky3051400, 1
+  %5311 = icmp slt i64 %ky305.next, 3
+  br i1 %5311, label %conv1_weight_grad.ky305, label %conv1_weight_grad.ky305.end
+
+conv1_weight_grad.then1436:                       ; preds = %conv1_weight_grad.oy313
+  br label %conv1_weight_grad.ox314
+
+conv1_weight_grad.endif1437:                      ; preds = %conv1_weight_grad.ox315.end, %conv1_weight_grad.oy313
+  %5312 = add nsw i64 %conv1_weight_grad.oy3131435, %conv1_weight_grad.ky3051400
+  %5313 = add nsw i64 %5312, -1
+  %5314 = icmp slt i64 %5313, 0
+  br i1 %5314, label %conv1_weight_grad.then1443, label %conv1_weight_grad.endif1444
+
+conv1_weight_grad.ox314:                          ; preds = %conv1_weight_grad.ox314, %conv1_weight_grad.then1436
+  %conv1_weight_grad.ox3141438 = phi i64 [ 0, %conv1_weight_grad.then1436 ], [ %ox314.next, %conv1_weight_grad.ox314 ]
+  %5315 = mul nsw i64 %conv1_weight_grad.g3021397, 16
+  %5316 = add nsw i64 %5315, %conv1_weight_grad.j3031398
+  %5317 = mul nsw i64 %5316, 784
+  %5318 = mul nsw i64 %conv1_weight_grad.c3041399, 784
+  %5319 = add nsw i64 %5317, %5318
+  %5320 = add nsw i64 %conv1_weight_grad.oy3131435, %conv1_weight_grad.ky3051400
+  %5321 = add nsw i64 %5320, -1
+  %5322 = mul nsw i64 %5321, 28
+  %5323 = add nsw i64 %5319, %5322
+  %5324 = add nsw i64 %conv1_weight_grad.ox3141438, 1
+  %5325 = add nsw i64 %5323, %5324
+  %images1439 = getelementptr inbounds float, ptr %images, i64 %5325
+  %5326 = load float, ptr %images1439, align 4
+  %5327 = mul nsw i64 %conv1_weight_grad.c3041399, 3
+  %5328 = add nsw i64 %5327, %conv1_weight_grad.ky3051400
+  %5329 = mul nsw i64 %5328, 3
+  %5330 = add nsw i64 %5329, 2
+  %5331 = mul nsw i64 %5330, 12544
+  %5332 = mul nsw i64 %conv1_weight_grad.j3031398, 784
+  %5333 = add nsw i64 %5331, %5332
+  %5334 = mul nsw i64 %conv1_weight_grad.oy3131435, 28
+  %5335 = add nsw i64 %5334, %conv1_weight_grad.ox3141438
+  %5336 = add nsw i64 %5333, %5335
+  %arena1440 = getelementptr inbounds float, ptr %arena, i64 %5336
+  store float %5326, ptr %arena1440, align 4
+  %ox314.next = add nsw i64 %conv1_weight_grad.ox3141438, 1
+  %5337 = icmp slt i64 %ox314.next, 27
+  br i1 %5337, label %conv1_weight_grad.ox314, label %conv1_weight_grad.ox314.end
+
+conv1_weight_grad.ox314.end:                      ; preds = %conv1_weight_grad.ox314
+  br label %conv1_weight_grad.ox315
+
+conv1_weight_grad.ox315:                          ; preds = %conv1_weight_grad.ox315, %conv1_weight_grad.ox314.end
+  %conv1_weight_grad.ox3151441 = phi i64 [ 0, %conv1_weight_grad.ox314.end ], [ %ox315.next, %conv1_weight_grad.ox315 ]
+  %5338 = mul nsw i64 %conv1_weight_grad.c3041399, 3
+  %5339 = add nsw i64 %5338, %conv1_weight_grad.ky3051400
+  %5340 = mul nsw i64 %5339, 3
+  %5341 = add nsw i64 %5340, 2
+  %5342 = mul nsw i64 %5341, 12544
+  %5343 = mul nsw i64 %conv1_weight_grad.j3031398, 784
+  %5344 = add nsw i64 %5342, %5343
+  %5345 = mul nsw i64 %conv1_weight_grad.oy3131435, 28
+  %5346 = add nsw i64 %conv1_weight_grad.ox3151441, 27
+  %5347 = add nsw i64 %5345, %5346
+  %5348 = add nsw i64 %5344, %5347
+  %arena1442 = getelementptr inbounds float, ptr %arena, i64 %5348
+  store float 0.000000e+00, ptr %arena1442, align 4
+  %ox315.next = add nsw i64 %conv1_weight_grad.ox3151441, 1
+  %5349 = icmp slt i64 %ox315.next, 1
+  br i1 %5349, label %conv1_weight_grad.ox315, label %conv1_weight_grad.ox315.end
+
+conv1_weight_grad.ox315.end:                      ; preds = %conv1_weight_grad.ox315
+  br label %conv1_weight_grad.endif1437
+
+conv1_weight_grad.then1443:                       ; preds = %conv1_weight_grad.endif1437
+  br label %conv1_weight_grad.ox316
+
+conv1_weight_grad.endif1444:                      ; preds = %conv1_weight_grad.ox316.end, %conv1_weight_grad.endif1437
+  %5350 = add nsw i64 %conv1_weight_grad.oy3131435, %conv1_weight_grad.ky3051400
+  %5351 = add nsw i64 %5350, -1
+  %5352 = icmp slt i64 27, %5351
+  br i1 %5352, label %conv1_weight_grad.then1447, label %conv1_weight_grad.endif1448
+
+conv1_weight_grad.ox316:                          ; preds = %conv1_weight_grad.ox316, %conv1_weight_grad.then1443
+  %conv1_weight_grad.ox3161445 = phi i64 [ 0, %conv1_weight_grad.then1443 ], [ %ox316.next, %conv1_weight_grad.ox316 ]
+  %5353 = mul nsw i64 %conv1_weight_grad.c3041399, 3
+  %5354 = add nsw i64 %5353, %conv1_weight_grad.ky3051400
+  %5355 = mul nsw i64 %5354, 3
+  %5356 = add nsw i64 %5355, 2
+  %5357 = mul nsw i64 %5356, 12544
+  %5358 = mul nsw i64 %conv1_weight_grad.j3031398, 784
+  %5359 = add nsw i64 %5357, %5358
+  %5360 = mul nsw i64 %conv1_weight_grad.oy3131435, 28
+  %5361 = add nsw i64 %5360, %conv1_weight_grad.ox3161445
+  %5362 = add nsw i64 %5359, %5361
+  %arena1446 = getelementptr inbounds float, ptr %arena, i64 %5362
+  store float 0.000000e+00, ptr %arena1446, align 4
+  %ox316.next = add nsw i64 %conv1_weight_grad.ox3161445, 1
+  %5363 = icmp slt i64 %ox316.next, 28
+  br i1 %5363, label %conv1_weight_grad.ox316, label %conv1_weight_grad.ox316.end
+
+conv1_weight_grad.ox316.end:                      ; preds = %conv1_weight_grad.ox316
+  br label %conv1_weight_grad.endif1444
+
+conv1_weight_grad.then1447:                       ; preds = %conv1_weight_grad.endif1444
+  br label %conv1_weight_grad.ox3161449
+
+conv1_weight_grad.endif1448:                      ; preds = %conv1_weight_grad.ox316.end1450, %conv1_weight_grad.endif1444
+  %oy313.next = add nsw i64 %conv1_weight_grad.oy3131435, 1
+  %5364 = icmp slt i64 %oy313.next, 28
+  br i1 %5364, label %conv1_weight_grad.oy313, label %conv1_weight_grad.oy313.end
+
+conv1_weight_grad.ox3161449:                      ; preds = %conv1_weight_grad.ox3161449, %conv1_weight_grad.then1447
+  %conv1_weight_grad.ox3161451 = phi i64 [ 0, %conv1_weight_grad.then1447 ], [ %ox316.next1453, %conv1_weight_grad.ox3161449 ]
+  %5365 = mul nsw i64 %conv1_weight_grad.c3041399, 3
+  %5366 = add nsw i64 %5365, %conv1_weight_grad.ky3051400
+  %5367 = mul nsw i64 %5366, 3
+  %5368 = add nsw i64 %5367, 2
+  %5369 = mul nsw i64 %5368, 12544
+  %5370 = mul nsw i64 %conv1_weight_grad.j3031398, 784
+  %5371 = add nsw i64 %5369, %5370
+  %5372 = mul nsw i64 %conv1_weight_grad.oy3131435, 28
+  %5373 = add nsw i64 %5372, %conv1_weight_grad.ox3161451
+  %5374 = add nsw i64 %5371, %5373
+  %arena1452 = getelementptr inbounds float, ptr %arena, i64 %5374
+  store float 0.000000e+00, ptr %arena1452, align 4
+  %ox316.next1453 = add nsw i64 %conv1_weight_grad.ox3161451, 1
+  %5375 = icmp slt i64 %ox316.next1453, 28
+  br i1 %5375, label %conv1_weight_grad.ox3161449, label %conv1_weight_grad.ox316.end1450
+
+conv1_weight_grad.ox316.end1450:                  ; preds = %conv1_weight_grad.ox3161449
+  br label %conv1_weight_grad.endif1448
+
+conv1_weight_grad.j317:                           ; preds = %conv1_weight_grad.i318.end, %conv1_weight_grad.j303.end
+  %conv1_weight_grad.j3171454 = phi i64 [ 0, %conv1_weight_grad.j303.end ], [ %j317.next, %conv1_weight_grad.i318.end ]
+  br label %conv1_weight_grad.i318
+
+conv1_weight_grad.j317.end:                       ; preds = %conv1_weight_grad.i318.end
+  br label %conv1_weight_grad.kp320
+
+conv1_weight_grad.i318:                           ; preds = %conv1_weight_grad.f319.end, %conv1_weight_grad.j317
+  %conv1_weight_grad.i3181455 = phi i64 [ 0, %conv1_weight_grad.j317 ], [ %i318.next, %conv1_weight_grad.f319.end ]
+  br label %conv1_weight_grad.f319
+
+conv1_weight_grad.i318.end:                       ; preds = %conv1_weight_grad.f319.end
+  %j317.next = add nsw i64 %conv1_weight_grad.j3171454, 1
+  %5376 = icmp slt i64 %j317.next, 16
+  br i1 %5376, label %conv1_weight_grad.j317, label %conv1_weight_grad.j317.end
+
+conv1_weight_grad.f319:                           ; preds = %conv1_weight_grad.f319, %conv1_weight_grad.i318
+  %conv1_weight_grad.f3191456 = phi i64 [ 0, %conv1_weight_grad.i318 ], [ %f319.next, %conv1_weight_grad.f319 ]
+  %5377 = mul nsw i64 %conv1_weight_grad.g3021397, 16
+  %5378 = add nsw i64 %5377, %conv1_weight_grad.j3171454
+  %5379 = mul nsw i64 %5378, 12544
+  %5380 = add nsw i64 610960, %5379
+  %5381 = mul nsw i64 %conv1_weight_grad.f3191456, 784
+  %5382 = add nsw i64 %5380, %5381
+  %5383 = add nsw i64 %5382, %conv1_weight_grad.i3181455
+  %arena1457 = getelementptr inbounds float, ptr %arena, i64 %5383
+  %5384 = load float, ptr %arena1457, align 4
+  %5385 = mul nsw i64 %conv1_weight_grad.j3171454, 784
+  %5386 = add nsw i64 %5385, %conv1_weight_grad.i3181455
+  %5387 = mul nsw i64 %5386, 16
+  %5388 = add nsw i64 112896, %5387
+  %5389 = add nsw i64 %5388, %conv1_weight_grad.f3191456
+  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %5389
+  store float %5384, ptr %arena1458, align 4
+  %f319.next = add nsw i64 %conv1_weight_grad.f3191456, 1
+  %5390 = icmp slt i64 %f319.next, 16
+  br i1 %5390, label %conv1_weight_grad.f319, label %conv1_weight_grad.f319.end
+
+conv1_weight_grad.f319.end:                       ; preds = %conv1_weight_grad.f319
+  %i318.next = add nsw i64 %conv1_weight_grad.i3181455, 1
+  %5391 = icmp slt i64 %i318.next, 784
+  br i1 %5391, label %conv1_weight_grad.i318, label %conv1_weight_grad.i318.end
+
+conv1_weight_grad.kp320:                          ; preds = %conv1_weight_grad.nb321.end, %conv1_weight_grad.j317.end
+  %conv1_weight_grad.kp3201459 = phi i64 [ 0, %conv1_weight_grad.j317.end ], [ %kp320.next, %conv1_weight_grad.nb321.end ]
+  br label %conv1_weight_grad.nb321
+
+conv1_weight_grad.kp320.end:                      ; preds = %conv1_weight_grad.nb321.end
+  %g302.next = add nsw i64 %conv1_weight_grad.g3021397, 1
+  %5392 = icmp slt i64 %g302.next, 4
+  br i1 %5392, label %conv1_weight_grad.g302, label %conv1_weight_grad.g302.end
+
+conv1_weight_grad.nb321:                          ; preds = %conv1_weight_grad.mb322.end, %conv1_weight_grad.kp320
+  %conv1_weight_grad.nb3211460 = phi i64 [ 0, %conv1_weight_grad.kp320 ], [ %nb321.next, %conv1_weight_grad.mb322.end ]
+  br label %conv1_weight_grad.mb322
+
+conv1_weight_grad.nb321.end:                      ; preds = %conv1_weight_grad.mb322.end
+  %kp320.next = add nsw i64 %conv1_weight_grad.kp3201459, 1
+  %5393 = icmp slt i64 %kp320.next, 49
+  br i1 %5393, label %conv1_weight_grad.kp320, label %conv1_weight_grad.kp320.end
+
+conv1_weight_grad.mb322:                          ; preds = %conv1_weight_grad.k324.end, %conv1_weight_grad.nb321
+  %conv1_weight_grad.mb3221461 = phi i64 [ 0, %conv1_weight_grad.nb321 ], [ %mb322.next, %conv1_weight_grad.k324.end ]
+  %5394 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5395 = mul nsw i64 %5394, 16
+  %5396 = add nsw i64 313600, %5395
+  %5397 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5398 = add nsw i64 %5396, %5397
+  %arena1462 = getelementptr inbounds float, ptr %arena, i64 %5398
+  %5399 = load <16 x float>, ptr %arena1462, align 4
+  store <16 x float> %5399, ptr %conv1_weight_grad.t323_c0_0, align 64
+  %5400 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5401 = add nsw i64 %5400, 1
+  %5402 = mul nsw i64 %5401, 16
+  %5403 = add nsw i64 313600, %5402
+  %5404 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5405 = add nsw i64 %5403, %5404
+  %arena1463 = getelementptr inbounds float, ptr %arena, i64 %5405
+  %5406 = load <16 x float>, ptr %arena1463, align 4
+  store <16 x float> %5406, ptr %conv1_weight_grad.t323_c1_0, align 64
+  %5407 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5408 = add nsw i64 %5407, 2
+  %5409 = mul nsw i64 %5408, 16
+  %5410 = add nsw i64 313600, %5409
+  %5411 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5412 = add nsw i64 %5410, %5411
+  %arena1464 = getelementptr inbounds float, ptr %arena, i64 %5412
+  %5413 = load <16 x float>, ptr %arena1464, align 4
+  store <16 x float> %5413, ptr %conv1_weight_grad.t323_c2_0, align 64
+  %5414 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5415 = add nsw i64 %5414, 3
+  %5416 = mul nsw i64 %5415, 16
+  %5417 = add nsw i64 313600, %5416
+  %5418 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5419 = add nsw i64 %5417, %5418
+  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %5419
+  %5420 = load <16 x float>, ptr %arena1465, align 4
+  store <16 x float> %5420, ptr %conv1_weight_grad.t323_c3_0, align 64
+  %5421 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5422 = add nsw i64 %5421, 4
+  %5423 = mul nsw i64 %5422, 16
+  %5424 = add nsw i64 313600, %5423
+  %5425 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5426 = add nsw i64 %5424, %5425
+  %arena1466 = getelementptr inbounds float, ptr %arena, i64 %5426
+  %5427 = load <16 x float>, ptr %arena1466, align 4
+  store <16 x float> %5427, ptr %conv1_weight_grad.t323_c4_0, align 64
+  %5428 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5429 = add nsw i64 %5428, 5
+  %5430 = mul nsw i64 %5429, 16
+  %5431 = add nsw i64 313600, %5430
+  %5432 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5433 = add nsw i64 %5431, %5432
+  %arena1467 = getelementptr inbounds float, ptr %arena, i64 %5433
+  %5434 = load <16 x float>, ptr %arena1467, align 4
+  store <16 x float> %5434, ptr %conv1_weight_grad.t323_c5_0, align 64
+  %5435 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5436 = add nsw i64 %5435, 6
+  %5437 = mul nsw i64 %5436, 16
+  %5438 = add nsw i64 313600, %5437
+  %5439 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5440 = add nsw i64 %5438, %5439
+  %arena1468 = getelementptr inbounds float, ptr %arena, i64 %5440
+  %5441 = load <16 x float>, ptr %arena1468, align 4
+  store <16 x float> %5441, ptr %conv1_weight_grad.t323_c6_0, align 64
+  %5442 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5443 = add nsw i64 %5442, 7
+  %5444 = mul nsw i64 %5443, 16
+  %5445 = add nsw i64 313600, %5444
+  %5446 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5447 = add nsw i64 %5445, %5446
+  %arena1469 = getelementptr inbounds float, ptr %arena, i64 %5447
+  %5448 = load <16 x float>, ptr %arena1469, align 4
+  store <16 x float> %5448, ptr %conv1_weight_grad.t323_c7_0, align 64
+  %5449 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5450 = add nsw i64 %5449, 8
+  %5451 = mul nsw i64 %5450, 16
+  %5452 = add nsw i64 313600, %5451
+  %5453 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5454 = add nsw i64 %5452, %5453
+  %arena1470 = getelementptr inbounds float, ptr %arena, i64 %5454
+  %5455 = load <16 x float>, ptr %arena1470, align 4
+  store <16 x float> %5455, ptr %conv1_weight_grad.t323_c8_0, align 64
+  br label %conv1_weight_grad.k324
+
+conv1_weight_grad.mb322.end:                      ; preds = %conv1_weight_grad.k324.end
+  %nb321.next = add nsw i64 %conv1_weight_grad.nb3211460, 1
+  %5456 = icmp slt i64 %nb321.next, 1
+  br i1 %5456, label %conv1_weight_grad.nb321, label %conv1_weight_grad.nb321.end
+
+conv1_weight_grad.k324:                           ; preds = %conv1_weight_grad.k324, %conv1_weight_grad.mb322
+  %conv1_weight_grad.k3241471 = phi i64 [ 0, %conv1_weight_grad.mb322 ], [ %k324.next, %conv1_weight_grad.k324 ]
+  %5457 = mul nsw i64 %conv1_weight_grad.kp3201459, 256
+  %5458 = add nsw i64 %conv1_weight_grad.k3241471, %5457
+  %5459 = mul nsw i64 %5458, 16
+  %5460 = add nsw i64 112896, %5459
+  %5461 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5462 = add nsw i64 %5460, %5461
+  %arena1472 = getelementptr inbounds float, ptr %arena, i64 %5462
+  %5463 = load <16 x float>, ptr %arena1472, align 4
+  store <16 x float> %5463, ptr %conv1_weight_grad.t323_b0, align 64
+  %5464 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5465 = mul nsw i64 %5464, 12544
+  %5466 = mul nsw i64 %conv1_weight_grad.kp3201459, 256
+  %5467 = add nsw i64 %conv1_weight_grad.k3241471, %5466
+  %5468 = add nsw i64 %5465, %5467
+  %arena1473 = getelementptr inbounds float, ptr %arena, i64 %5468
+  %5469 = load float, ptr %arena1473, align 4
+  %5470 = insertelement <16 x float> undef, float %5469, i32 0
+  %5471 = shufflevector <16 x float> %5470, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5471, ptr %conv1_weight_grad.t323_a0, align 64
+  %t323_a0 = load <16 x float>, ptr %conv1_weight_grad.t323_a0, align 64
+  %t323_b0 = load <16 x float>, ptr %conv1_weight_grad.t323_b0, align 64
+  %t323_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t323_c0_0, align 64
+  %5472 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t323_a0, <16 x float> %t323_b0, <16 x float> %t323_c0_0)
+  store <16 x float> %5472, ptr %conv1_weight_grad.t323_c0_0, align 64
+  %5473 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5474 = add nsw i64 %5473, 1
+  %5475 = mul nsw i64 %5474, 12544
+  %5476 = mul nsw i64 %conv1_weight_grad.kp3201459, 256
+  %5477 = add nsw i64 %conv1_weight_grad.k3241471, %5476
+  %5478 = add nsw i64 %5475, %5477
+  %arena1474 = getelementptr inbounds float, ptr %arena, i64 %5478
+  %5479 = load float, ptr %arena1474, align 4
+  %5480 = insertelement <16 x float> undef, float %5479, i32 0
+  %5481 = shufflevector <16 x float> %5480, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5481, ptr %conv1_weight_grad.t323_a1, align 64
+  %t323_a1 = load <16 x float>, ptr %conv1_weight_grad.t323_a1, align 64
+  %t323_b01475 = load <16 x float>, ptr %conv1_weight_grad.t323_b0, align 64
+  %t323_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t323_c1_0, align 64
+  %5482 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t323_a1, <16 x float> %t323_b01475, <16 x float> %t323_c1_0)
+  store <16 x float> %5482, ptr %conv1_weight_grad.t323_c1_0, align 64
+  %5483 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5484 = add nsw i64 %5483, 2
+  %5485 = mul nsw i64 %5484, 12544
+  %5486 = mul nsw i64 %conv1_weight_grad.kp3201459, 256
+  %5487 = add nsw i64 %conv1_weight_grad.k3241471, %5486
+  %5488 = add nsw i64 %5485, %5487
+  %arena1476 = getelementptr inbounds float, ptr %arena, i64 %5488
+  %5489 = load float, ptr %arena1476, align 4
+  %5490 = insertelement <16 x float> undef, float %5489, i32 0
+  %5491 = shufflevector <16 x float> %5490, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5491, ptr %conv1_weight_grad.t323_a2, align 64
+  %t323_a2 = load <16 x float>, ptr %conv1_weight_grad.t323_a2, align 64
+  %t323_b01477 = load <16 x float>, ptr %conv1_weight_grad.t323_b0, align 64
+  %t323_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t323_c2_0, align 64
+  %5492 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t323_a2, <16 x float> %t323_b01477, <16 x float> %t323_c2_0)
+  store <16 x float> %5492, ptr %conv1_weight_grad.t323_c2_0, align 64
+  %5493 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5494 = add nsw i64 %5493, 3
+  %5495 = mul nsw i64 %5494, 12544
+  %5496 = mul nsw i64 %conv1_weight_grad.kp3201459, 256
+  %5497 = add nsw i64 %conv1_weight_grad.k3241471, %5496
+  %5498 = add nsw i64 %5495, %5497
+  %arena1478 = getelementptr inbounds float, ptr %arena, i64 %5498
+  %5499 = load float, ptr %arena1478, align 4
+  %5500 = insertelement <16 x float> undef, float %5499, i32 0
+  %5501 = shufflevector <16 x float> %5500, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5501, ptr %conv1_weight_grad.t323_a3, align 64
+  %t323_a3 = load <16 x float>, ptr %conv1_weight_grad.t323_a3, align 64
+  %t323_b01479 = load <16 x float>, ptr %conv1_weight_grad.t323_b0, align 64
+  %t323_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t323_c3_0, align 64
+  %5502 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t323_a3, <16 x float> %t323_b01479, <16 x float> %t323_c3_0)
+  store <16 x float> %5502, ptr %conv1_weight_grad.t323_c3_0, align 64
+  %5503 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5504 = add nsw i64 %5503, 4
+  %5505 = mul nsw i64 %5504, 12544
+  %5506 = mul nsw i64 %conv1_weight_grad.kp3201459, 256
+  %5507 = add nsw i64 %conv1_weight_grad.k3241471, %5506
+  %5508 = add nsw i64 %5505, %5507
+  %arena1480 = getelementptr inbounds float, ptr %arena, i64 %5508
+  %5509 = load float, ptr %arena1480, align 4
+  %5510 = insertelement <16 x float> undef, float %5509, i32 0
+  %5511 = shufflevector <16 x float> %5510, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5511, ptr %conv1_weight_grad.t323_a4, align 64
+  %t323_a4 = load <16 x float>, ptr %conv1_weight_grad.t323_a4, align 64
+  %t323_b01481 = load <16 x float>, ptr %conv1_weight_grad.t323_b0, align 64
+  %t323_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t323_c4_0, align 64
+  %5512 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t323_a4, <16 x float> %t323_b01481, <16 x float> %t323_c4_0)
+  store <16 x float> %5512, ptr %conv1_weight_grad.t323_c4_0, align 64
+  %5513 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5514 = add nsw i64 %5513, 5
+  %5515 = mul nsw i64 %5514, 12544
+  %5516 = mul nsw i64 %conv1_weight_grad.kp3201459, 256
+  %5517 = add nsw i64 %conv1_weight_grad.k3241471, %5516
+  %5518 = add nsw i64 %5515, %5517
+  %arena1482 = getelementptr inbounds float, ptr %arena, i64 %5518
+  %5519 = load float, ptr %arena1482, align 4
+  %5520 = insertelement <16 x float> undef, float %5519, i32 0
+  %5521 = shufflevector <16 x float> %5520, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5521, ptr %conv1_weight_grad.t323_a5, align 64
+  %t323_a5 = load <16 x float>, ptr %conv1_weight_grad.t323_a5, align 64
+  %t323_b01483 = load <16 x float>, ptr %conv1_weight_grad.t323_b0, align 64
+  %t323_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t323_c5_0, align 64
+  %5522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t323_a5, <16 x float> %t323_b01483, <16 x float> %t323_c5_0)
+  store <16 x float> %5522, ptr %conv1_weight_grad.t323_c5_0, align 64
+  %5523 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5524 = add nsw i64 %5523, 6
+  %5525 = mul nsw i64 %5524, 12544
+  %5526 = mul nsw i64 %conv1_weight_grad.kp3201459, 256
+  %5527 = add nsw i64 %conv1_weight_grad.k3241471, %5526
+  %5528 = add nsw i64 %5525, %5527
+  %arena1484 = getelementptr inbounds float, ptr %arena, i64 %5528
+  %5529 = load float, ptr %arena1484, align 4
+  %5530 = insertelement <16 x float> undef, float %5529, i32 0
+  %5531 = shufflevector <16 x float> %5530, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5531, ptr %conv1_weight_grad.t323_a6, align 64
+  %t323_a6 = load <16 x float>, ptr %conv1_weight_grad.t323_a6, align 64
+  %t323_b01485 = load <16 x float>, ptr %conv1_weight_grad.t323_b0, align 64
+  %t323_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t323_c6_0, align 64
+  %5532 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t323_a6, <16 x float> %t323_b01485, <16 x float> %t323_c6_0)
+  store <16 x float> %5532, ptr %conv1_weight_grad.t323_c6_0, align 64
+  %5533 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5534 = add nsw i64 %5533, 7
+  %5535 = mul nsw i64 %5534, 12544
+  %5536 = mul nsw i64 %conv1_weight_grad.kp3201459, 256
+  %5537 = add nsw i64 %conv1_weight_grad.k3241471, %5536
+  %5538 = add nsw i64 %5535, %5537
+  %arena1486 = getelementptr inbounds float, ptr %arena, i64 %5538
+  %5539 = load float, ptr %arena1486, align 4
+  %5540 = insertelement <16 x float> undef, float %5539, i32 0
+  %5541 = shufflevector <16 x float> %5540, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5541, ptr %conv1_weight_grad.t323_a7, align 64
+  %t323_a7 = load <16 x float>, ptr %conv1_weight_grad.t323_a7, align 64
+  %t323_b01487 = load <16 x float>, ptr %conv1_weight_grad.t323_b0, align 64
+  %t323_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t323_c7_0, align 64
+  %5542 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t323_a7, <16 x float> %t323_b01487, <16 x float> %t323_c7_0)
+  store <16 x float> %5542, ptr %conv1_weight_grad.t323_c7_0, align 64
+  %5543 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5544 = add nsw i64 %5543, 8
+  %5545 = mul nsw i64 %5544, 12544
+  %5546 = mul nsw i64 %conv1_weight_grad.kp3201459, 256
+  %5547 = add nsw i64 %conv1_weight_grad.k3241471, %5546
+  %5548 = add nsw i64 %5545, %5547
+  %arena1488 = getelementptr inbounds float, ptr %arena, i64 %5548
+  %5549 = load float, ptr %arena1488, align 4
+  %5550 = insertelement <16 x float> undef, float %5549, i32 0
+  %5551 = shufflevector <16 x float> %5550, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5551, ptr %conv1_weight_grad.t323_a8, align 64
+  %t323_a8 = load <16 x float>, ptr %conv1_weight_grad.t323_a8, align 64
+  %t323_b01489 = load <16 x float>, ptr %conv1_weight_grad.t323_b0, align 64
+  %t323_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t323_c8_0, align 64
+  %5552 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t323_a8, <16 x float> %t323_b01489, <16 x float> %t323_c8_0)
+  store <16 x float> %5552, ptr %conv1_weight_grad.t323_c8_0, align 64
+  %k324.next = add nsw i64 %conv1_weight_grad.k3241471, 1
+  %5553 = icmp slt i64 %k324.next, 256
+  br i1 %5553, label %conv1_weight_grad.k324, label %conv1_weight_grad.k324.end
+
+conv1_weight_grad.k324.end:                       ; preds = %conv1_weight_grad.k324
+  %t323_c0_01490 = load <16 x float>, ptr %conv1_weight_grad.t323_c0_0, align 64
+  %5554 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5555 = mul nsw i64 %5554, 16
+  %5556 = add nsw i64 313600, %5555
+  %5557 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5558 = add nsw i64 %5556, %5557
+  %arena1491 = getelementptr inbounds float, ptr %arena, i64 %5558
+  store <16 x float> %t323_c0_01490, ptr %arena1491, align 4
+  %t323_c1_01492 = load <16 x float>, ptr %conv1_weight_grad.t323_c1_0, align 64
+  %5559 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5560 = add nsw i64 %5559, 1
+  %5561 = mul nsw i64 %5560, 16
+  %5562 = add nsw i64 313600, %5561
+  %5563 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5564 = add nsw i64 %5562, %5563
+  %arena1493 = getelementptr inbounds float, ptr %arena, i64 %5564
+  store <16 x float> %t323_c1_01492, ptr %arena1493, align 4
+  %t323_c2_01494 = load <16 x float>, ptr %conv1_weight_grad.t323_c2_0, align 64
+  %5565 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5566 = add nsw i64 %5565, 2
+  %5567 = mul nsw i64 %5566, 16
+  %5568 = add nsw i64 313600, %5567
+  %5569 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5570 = add nsw i64 %5568, %5569
+  %arena1495 = getelementptr inbounds float, ptr %arena, i64 %5570
+  store <16 x float> %t323_c2_01494, ptr %arena1495, align 4
+  %t323_c3_01496 = load <16 x float>, ptr %conv1_weight_grad.t323_c3_0, align 64
+  %5571 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5572 = add nsw i64 %5571, 3
+  %5573 = mul nsw i64 %5572, 16
+  %5574 = add nsw i64 313600, %5573
+  %5575 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5576 = add nsw i64 %5574, %5575
+  %arena1497 = getelementptr inbounds float, ptr %arena, i64 %5576
+  store <16 x float> %t323_c3_01496, ptr %arena1497, align 4
+  %t323_c4_01498 = load <16 x float>, ptr %conv1_weight_grad.t323_c4_0, align 64
+  %5577 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5578 = add nsw i64 %5577, 4
+  %5579 = mul nsw i64 %5578, 16
+  %5580 = add nsw i64 313600, %5579
+  %5581 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5582 = add nsw i64 %5580, %5581
+  %arena1499 = getelementptr inbounds float, ptr %arena, i64 %5582
+  store <16 x float> %t323_c4_01498, ptr %arena1499, align 4
+  %t323_c5_01500 = load <16 x float>, ptr %conv1_weight_grad.t323_c5_0, align 64
+  %5583 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5584 = add nsw i64 %5583, 5
+  %5585 = mul nsw i64 %5584, 16
+  %5586 = add nsw i64 313600, %5585
+  %5587 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5588 = add nsw i64 %5586, %5587
+  %arena1501 = getelementptr inbounds float, ptr %arena, i64 %5588
+  store <16 x float> %t323_c5_01500, ptr %arena1501, align 4
+  %t323_c6_01502 = load <16 x float>, ptr %conv1_weight_grad.t323_c6_0, align 64
+  %5589 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5590 = add nsw i64 %5589, 6
+  %5591 = mul nsw i64 %5590, 16
+  %5592 = add nsw i64 313600, %5591
+  %5593 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5594 = add nsw i64 %5592, %5593
+  %arena1503 = getelementptr inbounds float, ptr %arena, i64 %5594
+  store <16 x float> %t323_c6_01502, ptr %arena1503, align 4
+  %t323_c7_01504 = load <16 x float>, ptr %conv1_weight_grad.t323_c7_0, align 64
+  %5595 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5596 = add nsw i64 %5595, 7
+  %5597 = mul nsw i64 %5596, 16
+  %5598 = add nsw i64 313600, %5597
+  %5599 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5600 = add nsw i64 %5598, %5599
+  %arena1505 = getelementptr inbounds float, ptr %arena, i64 %5600
+  store <16 x float> %t323_c7_01504, ptr %arena1505, align 4
+  %t323_c8_01506 = load <16 x float>, ptr %conv1_weight_grad.t323_c8_0, align 64
+  %5601 = mul nsw i64 %conv1_weight_grad.mb3221461, 9
+  %5602 = add nsw i64 %5601, 8
+  %5603 = mul nsw i64 %5602, 16
+  %5604 = add nsw i64 313600, %5603
+  %5605 = mul nsw i64 %conv1_weight_grad.nb3211460, 16
+  %5606 = add nsw i64 %5604, %5605
+  %arena1507 = getelementptr inbounds float, ptr %arena, i64 %5606
+  store <16 x float> %t323_c8_01506, ptr %arena1507, align 4
+  %mb322.next = add nsw i64 %conv1_weight_grad.mb3221461, 1
+  %5607 = icmp slt i64 %mb322.next, 1
+  br i1 %5607, label %conv1_weight_grad.mb322, label %conv1_weight_grad.mb322.end
+
+conv1_weight_grad.f325:                           ; preds = %conv1_weight_grad.r326.end, %conv1_weight_grad.g302.end
+  %conv1_weight_grad.f3251508 = phi i64 [ 0, %conv1_weight_grad.g302.end ], [ %f325.next, %conv1_weight_grad.r326.end ]
+  br label %conv1_weight_grad.r326
+
+conv1_weight_grad.f325.end:                       ; preds = %conv1_weight_grad.r326.end
+  br label %conv1_bias_grad.f327
+
+conv1_weight_grad.r326:                           ; preds = %conv1_weight_grad.r326, %conv1_weight_grad.f325
+  %conv1_weight_grad.r3261509 = phi i64 [ 0, %conv1_weight_grad.f325 ], [ %r326.next, %conv1_weight_grad.r326 ]
+  %5608 = mul nsw i64 %conv1_weight_grad.r3261509, 16
+  %5609 = add nsw i64 313600, %5608
+  %5610 = add nsw i64 %5609, %conv1_weight_grad.f3251508
+  %arena1510 = getelementptr inbounds float, ptr %arena, i64 %5610
+  %5611 = load float, ptr %arena1510, align 4
+  %5612 = mul nsw i64 %conv1_weight_grad.f3251508, 9
+  %5613 = add nsw i64 %5612, %conv1_weight_grad.r3261509
+  %grads1511 = getelementptr inbounds float, ptr %grads, i64 %5613
+  store float %5611, ptr %grads1511, align 4
+  %r326.next = add nsw i64 %conv1_weight_grad.r3261509, 1
+  %5614 = icmp slt i64 %r326.next, 9
+  br i1 %5614, label %conv1_weight_grad.r326, label %conv1_weight_grad.r326.end
+
+conv1_weight_grad.r326.end:                       ; preds = %conv1_weight_grad.r326
+  %f325.next = add nsw i64 %conv1_weight_grad.f3251508, 1
+  %5615 = icmp slt i64 %f325.next, 16
+  br i1 %5615, label %conv1_weight_grad.f325, label %conv1_weight_grad.f325.end
+
+conv1_bias_grad.f327:                             ; preds = %conv1_bias_grad.img329.end, %conv1_weight_grad.f325.end
+  %conv1_bias_grad.f3271512 = phi i64 [ 0, %conv1_weight_grad.f325.end ], [ %f327.next, %conv1_bias_grad.img329.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc328, align 64
+  br label %conv1_bias_grad.img329
+
+conv1_bias_grad.f327.end:                         ; preds = %conv1_bias_grad.img329.end
+  %5616 = sitofp i64 %step to float
+  %5617 = fmul float %5616, 0xBFBAF8E8A0000000
+  %5618 = call float @llvm.exp.f32(float %5617)
+  %5619 = fsub float 1.000000e+00, %5618
+  %5620 = fdiv float %lr, %5619
+  store float %5620, ptr %adam.step_size346, align 4
+  %5621 = sitofp i64 %step to float
+  %5622 = fmul float %5621, 0xBF50645940000000
+  %5623 = call float @llvm.exp.f32(float %5622)
+  %5624 = fsub float 1.000000e+00, %5623
+  %5625 = call float @llvm.sqrt.f32(float %5624)
+  store float %5625, ptr %adam.bc2_sqrt347, align 4
+  br label %adam.i348
+
+conv1_bias_grad.img329:                           ; preds = %conv1_bias_grad.i330.end, %conv1_bias_grad.f327
+  %conv1_bias_grad.img3291513 = phi i64 [ 0, %conv1_bias_grad.f327 ], [ %img329.next, %conv1_bias_grad.i330.end ]
+  br label %conv1_bias_grad.i330
+
+conv1_bias_grad.img329.end:                       ; preds = %conv1_bias_grad.i330.end
+  %acc3281516 = load <16 x float>, ptr %conv1_bias_grad.acc328, align 64
+  %arena1517 = getelementptr inbounds float, ptr %arena, i64 0
+  store <16 x float> %acc3281516, ptr %arena1517, align 4
+  %arena1518 = getelementptr inbounds float, ptr %arena, i64 0
+  %5626 = load float, ptr %arena1518, align 4
+  %arena1519 = getelementptr inbounds float, ptr %arena, i64 1
+  %5627 = load float, ptr %arena1519, align 4
+  %5628 = fadd float %5626, %5627
+  store float %5628, ptr %conv1_bias_grad.sum331, align 4
   %sum331 = load float, ptr %conv1_bias_grad.sum331, align 4
-  %arena1441 = getelementptr inbounds float, ptr %arena, i64 11
-  %5319 = load float, ptr %arena1441, align 4
-  %5320 = fadd float %sum331, %5319
-  store float %5320, ptr %conv1_bias_grad.sum332, align 4
+  %arena1520 = getelementptr inbounds float, ptr %arena, i64 2
+  %5629 = load float, ptr %arena1520, align 4
+  %5630 = fadd float %sum331, %5629
+  store float %5630, ptr %conv1_bias_grad.sum332, align 4
   %sum332 = load float, ptr %conv1_bias_grad.sum332, align 4
-  %arena1442 = getelementptr inbounds float, ptr %arena, i64 12
-  %5321 = load float, ptr %arena1442, align 4
-  %5322 = fadd float %sum332, %5321
-  store float %5322, ptr %conv1_bias_grad.sum333, align 4
+  %arena1521 = getelementptr inbounds float, ptr %arena, i64 3
+  %5631 = load float, ptr %arena1521, align 4
+  %5632 = fadd float %sum332, %5631
+  store float %5632, ptr %conv1_bias_grad.sum333, align 4
   %sum333 = load float, ptr %conv1_bias_grad.sum333, align 4
-  %arena1443 = getelementptr inbounds float, ptr %arena, i64 13
-  %5323 = load float, ptr %arena1443, align 4
-  %5324 = fadd float %sum333, %5323
-  store float %5324, ptr %conv1_bias_grad.sum334, align 4
+  %arena1522 = getelementptr inbounds float, ptr %arena, i64 4
+  %5633 = load float, ptr %arena1522, align 4
+  %5634 = fadd float %sum333, %5633
+  store float %5634, ptr %conv1_bias_grad.sum334, align 4
   %sum334 = load float, ptr %conv1_bias_grad.sum334, align 4
-  %arena1444 = getelementptr inbounds float, ptr %arena, i64 14
-  %5325 = load float, ptr %arena1444, align 4
-  %5326 = fadd float %sum334, %5325
-  store float %5326, ptr %conv1_bias_grad.sum335, align 4
+  %arena1523 = getelementptr inbounds float, ptr %arena, i64 5
+  %5635 = load float, ptr %arena1523, align 4
+  %5636 = fadd float %sum334, %5635
+  store float %5636, ptr %conv1_bias_grad.sum335, align 4
   %sum335 = load float, ptr %conv1_bias_grad.sum335, align 4
-  %arena1445 = getelementptr inbounds float, ptr %arena, i64 15
-  %5327 = load float, ptr %arena1445, align 4
-  %5328 = fadd float %sum335, %5327
-  store float %5328, ptr %conv1_bias_grad.sum336, align 4
+  %arena1524 = getelementptr inbounds float, ptr %arena, i64 6
+  %5637 = load float, ptr %arena1524, align 4
+  %5638 = fadd float %sum335, %5637
+  store float %5638, ptr %conv1_bias_grad.sum336, align 4
   %sum336 = load float, ptr %conv1_bias_grad.sum336, align 4
-  %5329 = add nsw i64 144, %conv1_bias_grad.f3181424
-  %grads1446 = getelementptr inbounds float, ptr %grads, i64 %5329
-  store float %sum336, ptr %grads1446, align 4
-  %f318.next = add nsw i64 %conv1_bias_grad.f3181424, 1
-  %5330 = icmp slt i64 %f318.next, 16
-  br i1 %5330, label %conv1_bias_grad.f318, label %conv1_bias_grad.f318.end
+  %arena1525 = getelementptr inbounds float, ptr %arena, i64 7
+  %5639 = load float, ptr %arena1525, align 4
+  %5640 = fadd float %sum336, %5639
+  store float %5640, ptr %conv1_bias_grad.sum337, align 4
+  %sum337 = load float, ptr %conv1_bias_grad.sum337, align 4
+  %arena1526 = getelementptr inbounds float, ptr %arena, i64 8
+  %5641 = load float, ptr %arena1526, align 4
+  %5642 = fadd float %sum337, %5641
+  store float %5642, ptr %conv1_bias_grad.sum338, align 4
+  %sum338 = load float, ptr %conv1_bias_grad.sum338, align 4
+  %arena1527 = getelementptr inbounds float, ptr %arena, i64 9
+  %5643 = load float, ptr %arena1527, align 4
+  %5644 = fadd float %sum338, %5643
+  store float %5644, ptr %conv1_bias_grad.sum339, align 4
+  %sum339 = load float, ptr %conv1_bias_grad.sum339, align 4
+  %arena1528 = getelementptr inbounds float, ptr %arena, i64 10
+  %5645 = load float, ptr %arena1528, align 4
+  %5646 = fadd float %sum339, %5645
+  store float %5646, ptr %conv1_bias_grad.sum340, align 4
+  %sum340 = load float, ptr %conv1_bias_grad.sum340, align 4
+  %arena1529 = getelementptr inbounds float, ptr %arena, i64 11
+  %5647 = load float, ptr %arena1529, align 4
+  %5648 = fadd float %sum340, %5647
+  store float %5648, ptr %conv1_bias_grad.sum341, align 4
+  %sum341 = load float, ptr %conv1_bias_grad.sum341, align 4
+  %arena1530 = getelementptr inbounds float, ptr %arena, i64 12
+  %5649 = load float, ptr %arena1530, align 4
+  %5650 = fadd float %sum341, %5649
+  store float %5650, ptr %conv1_bias_grad.sum342, align 4
+  %sum342 = load float, ptr %conv1_bias_grad.sum342, align 4
+  %arena1531 = getelementptr inbounds float, ptr %arena, i64 13
+  %5651 = load float, ptr %arena1531, align 4
+  %5652 = fadd float %sum342, %5651
+  store float %5652, ptr %conv1_bias_grad.sum343, align 4
+  %sum343 = load float, ptr %conv1_bias_grad.sum343, align 4
+  %arena1532 = getelementptr inbounds float, ptr %arena, i64 14
+  %5653 = load float, ptr %arena1532, align 4
+  %5654 = fadd float %sum343, %5653
+  store float %5654, ptr %conv1_bias_grad.sum344, align 4
+  %sum344 = load float, ptr %conv1_bias_grad.sum344, align 4
+  %arena1533 = getelementptr inbounds float, ptr %arena, i64 15
+  %5655 = load float, ptr %arena1533, align 4
+  %5656 = fadd float %sum344, %5655
+  store float %5656, ptr %conv1_bias_grad.sum345, align 4
+  %sum345 = load float, ptr %conv1_bias_grad.sum345, align 4
+  %5657 = add nsw i64 144, %conv1_bias_grad.f3271512
+  %grads1534 = getelementptr inbounds float, ptr %grads, i64 %5657
+  store float %sum345, ptr %grads1534, align 4
+  %f327.next = add nsw i64 %conv1_bias_grad.f3271512, 1
+  %5658 = icmp slt i64 %f327.next, 16
+  br i1 %5658, label %conv1_bias_grad.f327, label %conv1_bias_grad.f327.end
 
-conv1_bias_grad.i321:                             ; preds = %conv1_bias_grad.i321, %conv1_bias_grad.img320
-  %conv1_bias_grad.i3211426 = phi i64 [ 0, %conv1_bias_grad.img320 ], [ %i321.next, %conv1_bias_grad.i321 ]
-  %5331 = mul nsw i64 %conv1_bias_grad.img3201425, 12544
-  %5332 = add nsw i64 610960, %5331
-  %5333 = mul nsw i64 %conv1_bias_grad.f3181424, 784
-  %5334 = add nsw i64 %5332, %5333
-  %5335 = mul nsw i64 %conv1_bias_grad.i3211426, 16
-  %5336 = add nsw i64 %5334, %5335
-  %arena1427 = getelementptr inbounds float, ptr %arena, i64 %5336
-  %5337 = load <16 x float>, ptr %arena1427, align 4
-  %acc319 = load <16 x float>, ptr %conv1_bias_grad.acc319, align 64
-  %5338 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %5337, <16 x float> %acc319)
-  store <16 x float> %5338, ptr %conv1_bias_grad.acc319, align 64
-  %i321.next = add nsw i64 %conv1_bias_grad.i3211426, 1
-  %5339 = icmp slt i64 %i321.next, 49
-  br i1 %5339, label %conv1_bias_grad.i321, label %conv1_bias_grad.i321.end
+conv1_bias_grad.i330:                             ; preds = %conv1_bias_grad.i330, %conv1_bias_grad.img329
+  %conv1_bias_grad.i3301514 = phi i64 [ 0, %conv1_bias_grad.img329 ], [ %i330.next, %conv1_bias_grad.i330 ]
+  %5659 = mul nsw i64 %conv1_bias_grad.img3291513, 12544
+  %5660 = add nsw i64 610960, %5659
+  %5661 = mul nsw i64 %conv1_bias_grad.f3271512, 784
+  %5662 = add nsw i64 %5660, %5661
+  %5663 = mul nsw i64 %conv1_bias_grad.i3301514, 16
+  %5664 = add nsw i64 %5662, %5663
+  %arena1515 = getelementptr inbounds float, ptr %arena, i64 %5664
+  %5665 = load <16 x float>, ptr %arena1515, align 4
+  %acc328 = load <16 x float>, ptr %conv1_bias_grad.acc328, align 64
+  %5666 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %5665, <16 x float> %acc328)
+  store <16 x float> %5666, ptr %conv1_bias_grad.acc328, align 64
+  %i330.next = add nsw i64 %conv1_bias_grad.i3301514, 1
+  %5667 = icmp slt i64 %i330.next, 49
+  br i1 %5667, label %conv1_bias_grad.i330, label %conv1_bias_grad.i330.end
 
-conv1_bias_grad.i321.end:                         ; preds = %conv1_bias_grad.i321
-  %img320.next = add nsw i64 %conv1_bias_grad.img3201425, 1
-  %5340 = icmp slt i64 %img320.next, 64
-  br i1 %5340, label %conv1_bias_grad.img320, label %conv1_bias_grad.img320.end
+conv1_bias_grad.i330.end:                         ; preds = %conv1_bias_grad.i330
+  %img329.next = add nsw i64 %conv1_bias_grad.img3291513, 1
+  %5668 = icmp slt i64 %img329.next, 64
+  br i1 %5668, label %conv1_bias_grad.img329, label %conv1_bias_grad.img329.end
 
-adam.i339:                                        ; preds = %adam.i339, %conv1_bias_grad.f318.end
-  %adam.i3391447 = phi i64 [ 0, %conv1_bias_grad.f318.end ], [ %i339.next, %adam.i339 ]
-  %grads1448 = getelementptr inbounds float, ptr %grads, i64 %adam.i3391447
-  %5341 = load float, ptr %grads1448, align 4
-  %params1449 = getelementptr inbounds float, ptr %params, i64 %adam.i3391447
-  %5342 = load float, ptr %params1449, align 4
-  %5343 = fmul float 0.000000e+00, %5342
-  %5344 = fadd float %5341, %5343
-  store float %5344, ptr %adam.g, align 4
-  %m1450 = getelementptr inbounds float, ptr %m, i64 %adam.i3391447
-  %5345 = load float, ptr %m1450, align 4
-  %5346 = fmul float 0x3FECCCCCC0000000, %5345
+adam.i348:                                        ; preds = %adam.i348, %conv1_bias_grad.f327.end
+  %adam.i3481535 = phi i64 [ 0, %conv1_bias_grad.f327.end ], [ %i348.next, %adam.i348 ]
+  %grads1536 = getelementptr inbounds float, ptr %grads, i64 %adam.i3481535
+  %5669 = load float, ptr %grads1536, align 4
+  %params1537 = getelementptr inbounds float, ptr %params, i64 %adam.i3481535
+  %5670 = load float, ptr %params1537, align 4
+  %5671 = fmul float 0.000000e+00, %5670
+  %5672 = fadd float %5669, %5671
+  store float %5672, ptr %adam.g, align 4
+  %m1538 = getelementptr inbounds float, ptr %m, i64 %adam.i3481535
+  %5673 = load float, ptr %m1538, align 4
+  %5674 = fmul float 0x3FECCCCCC0000000, %5673
   %g = load float, ptr %adam.g, align 4
-  %5347 = fmul float 0x3FB9999A00000000, %g
-  %5348 = fadd float %5346, %5347
-  store float %5348, ptr %adam.m_new, align 4
-  %v1451 = getelementptr inbounds float, ptr %v, i64 %adam.i3391447
-  %5349 = load float, ptr %v1451, align 4
-  %5350 = fmul float 0x3FEFF7CEE0000000, %5349
-  %g1452 = load float, ptr %adam.g, align 4
-  %5351 = fmul float 0x3F50624000000000, %g1452
-  %g1453 = load float, ptr %adam.g, align 4
-  %5352 = fmul float %5351, %g1453
-  %5353 = fadd float %5350, %5352
-  store float %5353, ptr %adam.v_new, align 4
+  %5675 = fmul float 0x3FB9999A00000000, %g
+  %5676 = fadd float %5674, %5675
+  store float %5676, ptr %adam.m_new, align 4
+  %v1539 = getelementptr inbounds float, ptr %v, i64 %adam.i3481535
+  %5677 = load float, ptr %v1539, align 4
+  %5678 = fmul float 0x3FEFF7CEE0000000, %5677
+  %g1540 = load float, ptr %adam.g, align 4
+  %5679 = fmul float 0x3F50624000000000, %g1540
+  %g1541 = load float, ptr %adam.g, align 4
+  %5680 = fmul float %5679, %g1541
+  %5681 = fadd float %5678, %5680
+  store float %5681, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1454 = getelementptr inbounds float, ptr %m, i64 %adam.i3391447
-  store float %m_new, ptr %m1454, align 4
+  %m1542 = getelementptr inbounds float, ptr %m, i64 %adam.i3481535
+  store float %m_new, ptr %m1542, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1455 = getelementptr inbounds float, ptr %v, i64 %adam.i3391447
-  store float %v_new, ptr %v1455, align 4
-  %params1456 = getelementptr inbounds float, ptr %params, i64 %adam.i3391447
-  %5354 = load float, ptr %params1456, align 4
-  %step_size337 = load float, ptr %adam.step_size337, align 4
-  %m_new1457 = load float, ptr %adam.m_new, align 4
-  %5355 = fmul float %step_size337, %m_new1457
-  %v_new1458 = load float, ptr %adam.v_new, align 4
-  %5356 = call float @llvm.sqrt.f32(float %v_new1458)
-  %bc2_sqrt338 = load float, ptr %adam.bc2_sqrt338, align 4
-  %5357 = fdiv float %5356, %bc2_sqrt338
-  %5358 = fadd float %5357, 0x3E45798EE0000000
-  %5359 = fdiv float %5355, %5358
-  %5360 = fsub float %5354, %5359
-  %params1459 = getelementptr inbounds float, ptr %params, i64 %adam.i3391447
-  store float %5360, ptr %params1459, align 4
-  %i339.next = add nsw i64 %adam.i3391447, 1
-  %5361 = icmp slt i64 %i339.next, 206922
-  br i1 %5361, label %adam.i339, label %adam.i339.end
+  %v1543 = getelementptr inbounds float, ptr %v, i64 %adam.i3481535
+  store float %v_new, ptr %v1543, align 4
+  %params1544 = getelementptr inbounds float, ptr %params, i64 %adam.i3481535
+  %5682 = load float, ptr %params1544, align 4
+  %step_size346 = load float, ptr %adam.step_size346, align 4
+  %m_new1545 = load float, ptr %adam.m_new, align 4
+  %5683 = fmul float %step_size346, %m_new1545
+  %v_new1546 = load float, ptr %adam.v_new, align 4
+  %5684 = call float @llvm.sqrt.f32(float %v_new1546)
+  %bc2_sqrt347 = load float, ptr %adam.bc2_sqrt347, align 4
+  %5685 = fdiv float %5684, %bc2_sqrt347
+  %5686 = fadd float %5685, 0x3E45798EE0000000
+  %5687 = fdiv float %5683, %5686
+  %5688 = fsub float %5682, %5687
+  %params1547 = getelementptr inbounds float, ptr %params, i64 %adam.i3481535
+  store float %5688, ptr %params1547, align 4
+  %i348.next = add nsw i64 %adam.i3481535, 1
+  %5689 = icmp slt i64 %i348.next, 206922
+  br i1 %5689, label %adam.i348, label %adam.i348.end
 
-adam.i339.end:                                    ; preds = %adam.i339
+adam.i348.end:                                    ; preds = %adam.i348
   ret void
 }
 
@@ -10294,6 +10871,30 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @smallcnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
+  %fc1.t134_a3 = alloca <16 x float>, align 64
+  %fc1.t134_a2 = alloca <16 x float>, align 64
+  %fc1.t134_a1 = alloca <16 x float>, align 64
+  %fc1.t134_a0 = alloca <16 x float>, align 64
+  %fc1.t134_b3 = alloca <16 x float>, align 64
+  %fc1.t134_b2 = alloca <16 x float>, align 64
+  %fc1.t134_b1 = alloca <16 x float>, align 64
+  %fc1.t134_b0 = alloca <16 x float>, align 64
+  %fc1.t134_c3_3 = alloca <16 x float>, align 64
+  %fc1.t134_c3_2 = alloca <16 x float>, align 64
+  %fc1.t134_c3_1 = alloca <16 x float>, align 64
+  %fc1.t134_c3_0 = alloca <16 x float>, align 64
+  %fc1.t134_c2_3 = alloca <16 x float>, align 64
+  %fc1.t134_c2_2 = alloca <16 x float>, align 64
+  %fc1.t134_c2_1 = alloca <16 x float>, align 64
+  %fc1.t134_c2_0 = alloca <16 x float>, align 64
+  %fc1.t134_c1_3 = alloca <16 x float>, align 64
+  %fc1.t134_c1_2 = alloca <16 x float>, align 64
+  %fc1.t134_c1_1 = alloca <16 x float>, align 64
+  %fc1.t134_c1_0 = alloca <16 x float>, align 64
+  %fc1.t134_c0_3 = alloca <16 x float>, align 64
+  %fc1.t134_c0_2 = alloca <16 x float>, align 64
+  %fc1.t134_c0_1 = alloca <16 x float>, align 64
+  %fc1.t134_c0_0 = alloca <16 x float>, align 64
   %conv2.best125 = alloca float, align 4
   %conv2.at126 = alloca float, align 4
   %conv2.v124 = alloca float, align 4
@@ -12564,10 +13165,6 @@ conv2.g65:                                        ; preds = %conv2.j113.end, %co
   br label %conv2.j66
 
 conv2.g65.end:                                    ; preds = %conv2.j113.end
-  %arena621 = getelementptr inbounds float, ptr %arena, i64 200704
-  %params622 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena623 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena621, i32 1568, ptr %params622, i32 1568, float 0.000000e+00, ptr %arena623, i32 128)
   br label %fc1.n127
 
 conv2.j66:                                        ; preds = %conv2.c67.end, %conv2.g65
@@ -14725,81 +15322,640 @@ conv2.q115.end:                                   ; preds = %conv2.q115
   %2342 = icmp slt i64 %f114.next, 32
   br i1 %2342, label %conv2.f114, label %conv2.f114.end
 
-fc1.n127:                                         ; preds = %fc1.u128.end, %conv2.g65.end
-  %fc1.n127624 = phi i64 [ 0, %conv2.g65.end ], [ %n127.next, %fc1.u128.end ]
-  br label %fc1.u128
+fc1.n127:                                         ; preds = %fc1.k128.end, %conv2.g65.end
+  %fc1.n127621 = phi i64 [ 0, %conv2.g65.end ], [ %n127.next, %fc1.k128.end ]
+  br label %fc1.k128
 
-fc1.n127.end:                                     ; preds = %fc1.u128.end
-  %arena631 = getelementptr inbounds float, ptr %arena, i64 0
-  %params632 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena633 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena631, i32 128, ptr %params632, i32 128, float 0.000000e+00, ptr %arena633, i32 10)
-  br label %fc2.n129
+fc1.n127.end:                                     ; preds = %fc1.k128.end
+  br label %fc1.r129
 
-fc1.u128:                                         ; preds = %fc1.u128, %fc1.n127
-  %fc1.u128625 = phi i64 [ 0, %fc1.n127 ], [ %u128.next, %fc1.u128 ]
-  %2343 = mul nsw i64 %fc1.n127624, 128
-  %2344 = add nsw i64 %2343, %fc1.u128625
-  %arena626 = getelementptr inbounds float, ptr %arena, i64 %2344
-  %2345 = load float, ptr %arena626, align 4
-  %2346 = add nsw i64 205504, %fc1.u128625
-  %params627 = getelementptr inbounds float, ptr %params, i64 %2346
-  %2347 = load float, ptr %params627, align 4
-  %2348 = fadd float %2345, %2347
-  %2349 = fcmp ogt float %2348, 0.000000e+00
-  %2350 = mul nsw i64 %fc1.n127624, 128
-  %2351 = add nsw i64 %2350, %fc1.u128625
-  %arena628 = getelementptr inbounds float, ptr %arena, i64 %2351
-  %2352 = load float, ptr %arena628, align 4
-  %2353 = add nsw i64 205504, %fc1.u128625
-  %params629 = getelementptr inbounds float, ptr %params, i64 %2353
-  %2354 = load float, ptr %params629, align 4
-  %2355 = fadd float %2352, %2354
-  %2356 = select i1 %2349, float %2355, float 0.000000e+00
-  %2357 = mul nsw i64 %fc1.n127624, 128
-  %2358 = add nsw i64 %2357, %fc1.u128625
-  %arena630 = getelementptr inbounds float, ptr %arena, i64 %2358
-  store float %2356, ptr %arena630, align 4
-  %u128.next = add nsw i64 %fc1.u128625, 1
-  %2359 = icmp slt i64 %u128.next, 128
-  br i1 %2359, label %fc1.u128, label %fc1.u128.end
+fc1.k128:                                         ; preds = %fc1.k128, %fc1.n127
+  %fc1.k128622 = phi i64 [ 0, %fc1.n127 ], [ %k128.next, %fc1.k128 ]
+  %2343 = mul nsw i64 %fc1.n127621, 1568
+  %2344 = add nsw i64 200704, %2343
+  %2345 = add nsw i64 %2344, %fc1.k128622
+  %arena623 = getelementptr inbounds float, ptr %arena, i64 %2345
+  %2346 = load float, ptr %arena623, align 4
+  %2347 = mul nsw i64 %fc1.k128622, 64
+  %2348 = add nsw i64 8192, %2347
+  %2349 = add nsw i64 %2348, %fc1.n127621
+  %arena624 = getelementptr inbounds float, ptr %arena, i64 %2349
+  store float %2346, ptr %arena624, align 4
+  %k128.next = add nsw i64 %fc1.k128622, 1
+  %2350 = icmp slt i64 %k128.next, 1568
+  br i1 %2350, label %fc1.k128, label %fc1.k128.end
 
-fc1.u128.end:                                     ; preds = %fc1.u128
-  %n127.next = add nsw i64 %fc1.n127624, 1
-  %2360 = icmp slt i64 %n127.next, 64
-  br i1 %2360, label %fc1.n127, label %fc1.n127.end
+fc1.k128.end:                                     ; preds = %fc1.k128
+  %n127.next = add nsw i64 %fc1.n127621, 1
+  %2351 = icmp slt i64 %n127.next, 64
+  br i1 %2351, label %fc1.n127, label %fc1.n127.end
 
-fc2.n129:                                         ; preds = %fc2.u130.end, %fc1.n127.end
-  %fc2.n129634 = phi i64 [ 0, %fc1.n127.end ], [ %n129.next, %fc2.u130.end ]
-  br label %fc2.u130
+fc1.r129:                                         ; preds = %fc1.i130.end, %fc1.n127.end
+  %fc1.r129625 = phi i64 [ 0, %fc1.n127.end ], [ %r129.next, %fc1.i130.end ]
+  br label %fc1.i130
 
-fc2.n129.end:                                     ; preds = %fc2.u130.end
+fc1.r129.end:                                     ; preds = %fc1.i130.end
+  br label %fc1.kp131
+
+fc1.i130:                                         ; preds = %fc1.i130, %fc1.r129
+  %fc1.i130626 = phi i64 [ 0, %fc1.r129 ], [ %i130.next, %fc1.i130 ]
+  %2352 = mul nsw i64 %fc1.r129625, 64
+  %2353 = add nsw i64 108544, %2352
+  %2354 = add nsw i64 %2353, %fc1.i130626
+  %arena627 = getelementptr inbounds float, ptr %arena, i64 %2354
+  store float 0.000000e+00, ptr %arena627, align 4
+  %i130.next = add nsw i64 %fc1.i130626, 1
+  %2355 = icmp slt i64 %i130.next, 64
+  br i1 %2355, label %fc1.i130, label %fc1.i130.end
+
+fc1.i130.end:                                     ; preds = %fc1.i130
+  %r129.next = add nsw i64 %fc1.r129625, 1
+  %2356 = icmp slt i64 %r129.next, 128
+  br i1 %2356, label %fc1.r129, label %fc1.r129.end
+
+fc1.kp131:                                        ; preds = %fc1.nb132.end, %fc1.r129.end
+  %fc1.kp131628 = phi i64 [ 0, %fc1.r129.end ], [ %kp131.next, %fc1.nb132.end ]
+  br label %fc1.nb132
+
+fc1.kp131.end:                                    ; preds = %fc1.nb132.end
+  br label %fc1.n136
+
+fc1.nb132:                                        ; preds = %fc1.mb133.end, %fc1.kp131
+  %fc1.nb132629 = phi i64 [ 0, %fc1.kp131 ], [ %nb132.next, %fc1.mb133.end ]
+  br label %fc1.mb133
+
+fc1.nb132.end:                                    ; preds = %fc1.mb133.end
+  %kp131.next = add nsw i64 %fc1.kp131628, 1
+  %2357 = icmp slt i64 %kp131.next, 7
+  br i1 %2357, label %fc1.kp131, label %fc1.kp131.end
+
+fc1.mb133:                                        ; preds = %fc1.k135.end, %fc1.nb132
+  %fc1.mb133630 = phi i64 [ 0, %fc1.nb132 ], [ %mb133.next, %fc1.k135.end ]
+  %2358 = mul nsw i64 %fc1.mb133630, 4
+  %2359 = mul nsw i64 %2358, 64
+  %2360 = add nsw i64 108544, %2359
+  %2361 = mul nsw i64 %fc1.nb132629, 64
+  %2362 = add nsw i64 %2360, %2361
+  %arena631 = getelementptr inbounds float, ptr %arena, i64 %2362
+  %2363 = load <16 x float>, ptr %arena631, align 4
+  store <16 x float> %2363, ptr %fc1.t134_c0_0, align 64
+  %2364 = mul nsw i64 %fc1.mb133630, 4
+  %2365 = mul nsw i64 %2364, 64
+  %2366 = add nsw i64 108544, %2365
+  %2367 = mul nsw i64 %fc1.nb132629, 64
+  %2368 = add nsw i64 %2366, %2367
+  %2369 = add nsw i64 %2368, 16
+  %arena632 = getelementptr inbounds float, ptr %arena, i64 %2369
+  %2370 = load <16 x float>, ptr %arena632, align 4
+  store <16 x float> %2370, ptr %fc1.t134_c0_1, align 64
+  %2371 = mul nsw i64 %fc1.mb133630, 4
+  %2372 = mul nsw i64 %2371, 64
+  %2373 = add nsw i64 108544, %2372
+  %2374 = mul nsw i64 %fc1.nb132629, 64
+  %2375 = add nsw i64 %2373, %2374
+  %2376 = add nsw i64 %2375, 32
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %2376
+  %2377 = load <16 x float>, ptr %arena633, align 4
+  store <16 x float> %2377, ptr %fc1.t134_c0_2, align 64
+  %2378 = mul nsw i64 %fc1.mb133630, 4
+  %2379 = mul nsw i64 %2378, 64
+  %2380 = add nsw i64 108544, %2379
+  %2381 = mul nsw i64 %fc1.nb132629, 64
+  %2382 = add nsw i64 %2380, %2381
+  %2383 = add nsw i64 %2382, 48
+  %arena634 = getelementptr inbounds float, ptr %arena, i64 %2383
+  %2384 = load <16 x float>, ptr %arena634, align 4
+  store <16 x float> %2384, ptr %fc1.t134_c0_3, align 64
+  %2385 = mul nsw i64 %fc1.mb133630, 4
+  %2386 = add nsw i64 %2385, 1
+  %2387 = mul nsw i64 %2386, 64
+  %2388 = add nsw i64 108544, %2387
+  %2389 = mul nsw i64 %fc1.nb132629, 64
+  %2390 = add nsw i64 %2388, %2389
+  %arena635 = getelementptr inbounds float, ptr %arena, i64 %2390
+  %2391 = load <16 x float>, ptr %arena635, align 4
+  store <16 x float> %2391, ptr %fc1.t134_c1_0, align 64
+  %2392 = mul nsw i64 %fc1.mb133630, 4
+  %2393 = add nsw i64 %2392, 1
+  %2394 = mul nsw i64 %2393, 64
+  %2395 = add nsw i64 108544, %2394
+  %2396 = mul nsw i64 %fc1.nb132629, 64
+  %2397 = add nsw i64 %2395, %2396
+  %2398 = add nsw i64 %2397, 16
+  %arena636 = getelementptr inbounds float, ptr %arena, i64 %2398
+  %2399 = load <16 x float>, ptr %arena636, align 4
+  store <16 x float> %2399, ptr %fc1.t134_c1_1, align 64
+  %2400 = mul nsw i64 %fc1.mb133630, 4
+  %2401 = add nsw i64 %2400, 1
+  %2402 = mul nsw i64 %2401, 64
+  %2403 = add nsw i64 108544, %2402
+  %2404 = mul nsw i64 %fc1.nb132629, 64
+  %2405 = add nsw i64 %2403, %2404
+  %2406 = add nsw i64 %2405, 32
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %2406
+  %2407 = load <16 x float>, ptr %arena637, align 4
+  store <16 x float> %2407, ptr %fc1.t134_c1_2, align 64
+  %2408 = mul nsw i64 %fc1.mb133630, 4
+  %2409 = add nsw i64 %2408, 1
+  %2410 = mul nsw i64 %2409, 64
+  %2411 = add nsw i64 108544, %2410
+  %2412 = mul nsw i64 %fc1.nb132629, 64
+  %2413 = add nsw i64 %2411, %2412
+  %2414 = add nsw i64 %2413, 48
+  %arena638 = getelementptr inbounds float, ptr %arena, i64 %2414
+  %2415 = load <16 x float>, ptr %arena638, align 4
+  store <16 x float> %2415, ptr %fc1.t134_c1_3, align 64
+  %2416 = mul nsw i64 %fc1.mb133630, 4
+  %2417 = add nsw i64 %2416, 2
+  %2418 = mul nsw i64 %2417, 64
+  %2419 = add nsw i64 108544, %2418
+  %2420 = mul nsw i64 %fc1.nb132629, 64
+  %2421 = add nsw i64 %2419, %2420
+  %arena639 = getelementptr inbounds float, ptr %arena, i64 %2421
+  %2422 = load <16 x float>, ptr %arena639, align 4
+  store <16 x float> %2422, ptr %fc1.t134_c2_0, align 64
+  %2423 = mul nsw i64 %fc1.mb133630, 4
+  %2424 = add nsw i64 %2423, 2
+  %2425 = mul nsw i64 %2424, 64
+  %2426 = add nsw i64 108544, %2425
+  %2427 = mul nsw i64 %fc1.nb132629, 64
+  %2428 = add nsw i64 %2426, %2427
+  %2429 = add nsw i64 %2428, 16
+  %arena640 = getelementptr inbounds float, ptr %arena, i64 %2429
+  %2430 = load <16 x float>, ptr %arena640, align 4
+  store <16 x float> %2430, ptr %fc1.t134_c2_1, align 64
+  %2431 = mul nsw i64 %fc1.mb133630, 4
+  %2432 = add nsw i64 %2431, 2
+  %2433 = mul nsw i64 %2432, 64
+  %2434 = add nsw i64 108544, %2433
+  %2435 = mul nsw i64 %fc1.nb132629, 64
+  %2436 = add nsw i64 %2434, %2435
+  %2437 = add nsw i64 %2436, 32
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %2437
+  %2438 = load <16 x float>, ptr %arena641, align 4
+  store <16 x float> %2438, ptr %fc1.t134_c2_2, align 64
+  %2439 = mul nsw i64 %fc1.mb133630, 4
+  %2440 = add nsw i64 %2439, 2
+  %2441 = mul nsw i64 %2440, 64
+  %2442 = add nsw i64 108544, %2441
+  %2443 = mul nsw i64 %fc1.nb132629, 64
+  %2444 = add nsw i64 %2442, %2443
+  %2445 = add nsw i64 %2444, 48
+  %arena642 = getelementptr inbounds float, ptr %arena, i64 %2445
+  %2446 = load <16 x float>, ptr %arena642, align 4
+  store <16 x float> %2446, ptr %fc1.t134_c2_3, align 64
+  %2447 = mul nsw i64 %fc1.mb133630, 4
+  %2448 = add nsw i64 %2447, 3
+  %2449 = mul nsw i64 %2448, 64
+  %2450 = add nsw i64 108544, %2449
+  %2451 = mul nsw i64 %fc1.nb132629, 64
+  %2452 = add nsw i64 %2450, %2451
+  %arena643 = getelementptr inbounds float, ptr %arena, i64 %2452
+  %2453 = load <16 x float>, ptr %arena643, align 4
+  store <16 x float> %2453, ptr %fc1.t134_c3_0, align 64
+  %2454 = mul nsw i64 %fc1.mb133630, 4
+  %2455 = add nsw i64 %2454, 3
+  %2456 = mul nsw i64 %2455, 64
+  %2457 = add nsw i64 108544, %2456
+  %2458 = mul nsw i64 %fc1.nb132629, 64
+  %2459 = add nsw i64 %2457, %2458
+  %2460 = add nsw i64 %2459, 16
+  %arena644 = getelementptr inbounds float, ptr %arena, i64 %2460
+  %2461 = load <16 x float>, ptr %arena644, align 4
+  store <16 x float> %2461, ptr %fc1.t134_c3_1, align 64
+  %2462 = mul nsw i64 %fc1.mb133630, 4
+  %2463 = add nsw i64 %2462, 3
+  %2464 = mul nsw i64 %2463, 64
+  %2465 = add nsw i64 108544, %2464
+  %2466 = mul nsw i64 %fc1.nb132629, 64
+  %2467 = add nsw i64 %2465, %2466
+  %2468 = add nsw i64 %2467, 32
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %2468
+  %2469 = load <16 x float>, ptr %arena645, align 4
+  store <16 x float> %2469, ptr %fc1.t134_c3_2, align 64
+  %2470 = mul nsw i64 %fc1.mb133630, 4
+  %2471 = add nsw i64 %2470, 3
+  %2472 = mul nsw i64 %2471, 64
+  %2473 = add nsw i64 108544, %2472
+  %2474 = mul nsw i64 %fc1.nb132629, 64
+  %2475 = add nsw i64 %2473, %2474
+  %2476 = add nsw i64 %2475, 48
+  %arena646 = getelementptr inbounds float, ptr %arena, i64 %2476
+  %2477 = load <16 x float>, ptr %arena646, align 4
+  store <16 x float> %2477, ptr %fc1.t134_c3_3, align 64
+  br label %fc1.k135
+
+fc1.mb133.end:                                    ; preds = %fc1.k135.end
+  %nb132.next = add nsw i64 %fc1.nb132629, 1
+  %2478 = icmp slt i64 %nb132.next, 1
+  br i1 %2478, label %fc1.nb132, label %fc1.nb132.end
+
+fc1.k135:                                         ; preds = %fc1.k135, %fc1.mb133
+  %fc1.k135647 = phi i64 [ 0, %fc1.mb133 ], [ %k135.next, %fc1.k135 ]
+  %2479 = mul nsw i64 %fc1.kp131628, 224
+  %2480 = add nsw i64 %fc1.k135647, %2479
+  %2481 = mul nsw i64 %2480, 64
+  %2482 = add nsw i64 8192, %2481
+  %2483 = mul nsw i64 %fc1.nb132629, 64
+  %2484 = add nsw i64 %2482, %2483
+  %arena648 = getelementptr inbounds float, ptr %arena, i64 %2484
+  %2485 = load <16 x float>, ptr %arena648, align 4
+  store <16 x float> %2485, ptr %fc1.t134_b0, align 64
+  %2486 = mul nsw i64 %fc1.kp131628, 224
+  %2487 = add nsw i64 %fc1.k135647, %2486
+  %2488 = mul nsw i64 %2487, 64
+  %2489 = add nsw i64 8192, %2488
+  %2490 = mul nsw i64 %fc1.nb132629, 64
+  %2491 = add nsw i64 %2489, %2490
+  %2492 = add nsw i64 %2491, 16
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %2492
+  %2493 = load <16 x float>, ptr %arena649, align 4
+  store <16 x float> %2493, ptr %fc1.t134_b1, align 64
+  %2494 = mul nsw i64 %fc1.kp131628, 224
+  %2495 = add nsw i64 %fc1.k135647, %2494
+  %2496 = mul nsw i64 %2495, 64
+  %2497 = add nsw i64 8192, %2496
+  %2498 = mul nsw i64 %fc1.nb132629, 64
+  %2499 = add nsw i64 %2497, %2498
+  %2500 = add nsw i64 %2499, 32
+  %arena650 = getelementptr inbounds float, ptr %arena, i64 %2500
+  %2501 = load <16 x float>, ptr %arena650, align 4
+  store <16 x float> %2501, ptr %fc1.t134_b2, align 64
+  %2502 = mul nsw i64 %fc1.kp131628, 224
+  %2503 = add nsw i64 %fc1.k135647, %2502
+  %2504 = mul nsw i64 %2503, 64
+  %2505 = add nsw i64 8192, %2504
+  %2506 = mul nsw i64 %fc1.nb132629, 64
+  %2507 = add nsw i64 %2505, %2506
+  %2508 = add nsw i64 %2507, 48
+  %arena651 = getelementptr inbounds float, ptr %arena, i64 %2508
+  %2509 = load <16 x float>, ptr %arena651, align 4
+  store <16 x float> %2509, ptr %fc1.t134_b3, align 64
+  %2510 = mul nsw i64 %fc1.mb133630, 4
+  %2511 = mul nsw i64 %2510, 1568
+  %2512 = add nsw i64 4800, %2511
+  %2513 = mul nsw i64 %fc1.kp131628, 224
+  %2514 = add nsw i64 %fc1.k135647, %2513
+  %2515 = add nsw i64 %2512, %2514
+  %params652 = getelementptr inbounds float, ptr %params, i64 %2515
+  %2516 = load float, ptr %params652, align 4
+  %2517 = insertelement <16 x float> undef, float %2516, i32 0
+  %2518 = shufflevector <16 x float> %2517, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2518, ptr %fc1.t134_a0, align 64
+  %t134_a0 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b0 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c0_0 = load <16 x float>, ptr %fc1.t134_c0_0, align 64
+  %2519 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0, <16 x float> %t134_b0, <16 x float> %t134_c0_0)
+  store <16 x float> %2519, ptr %fc1.t134_c0_0, align 64
+  %t134_a0653 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b1 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c0_1 = load <16 x float>, ptr %fc1.t134_c0_1, align 64
+  %2520 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0653, <16 x float> %t134_b1, <16 x float> %t134_c0_1)
+  store <16 x float> %2520, ptr %fc1.t134_c0_1, align 64
+  %t134_a0654 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b2 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c0_2 = load <16 x float>, ptr %fc1.t134_c0_2, align 64
+  %2521 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0654, <16 x float> %t134_b2, <16 x float> %t134_c0_2)
+  store <16 x float> %2521, ptr %fc1.t134_c0_2, align 64
+  %t134_a0655 = load <16 x float>, ptr %fc1.t134_a0, align 64
+  %t134_b3 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c0_3 = load <16 x float>, ptr %fc1.t134_c0_3, align 64
+  %2522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0655, <16 x float> %t134_b3, <16 x float> %t134_c0_3)
+  store <16 x float> %2522, ptr %fc1.t134_c0_3, align 64
+  %2523 = mul nsw i64 %fc1.mb133630, 4
+  %2524 = add nsw i64 %2523, 1
+  %2525 = mul nsw i64 %2524, 1568
+  %2526 = add nsw i64 4800, %2525
+  %2527 = mul nsw i64 %fc1.kp131628, 224
+  %2528 = add nsw i64 %fc1.k135647, %2527
+  %2529 = add nsw i64 %2526, %2528
+  %params656 = getelementptr inbounds float, ptr %params, i64 %2529
+  %2530 = load float, ptr %params656, align 4
+  %2531 = insertelement <16 x float> undef, float %2530, i32 0
+  %2532 = shufflevector <16 x float> %2531, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2532, ptr %fc1.t134_a1, align 64
+  %t134_a1 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b0657 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c1_0 = load <16 x float>, ptr %fc1.t134_c1_0, align 64
+  %2533 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1, <16 x float> %t134_b0657, <16 x float> %t134_c1_0)
+  store <16 x float> %2533, ptr %fc1.t134_c1_0, align 64
+  %t134_a1658 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b1659 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c1_1 = load <16 x float>, ptr %fc1.t134_c1_1, align 64
+  %2534 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1658, <16 x float> %t134_b1659, <16 x float> %t134_c1_1)
+  store <16 x float> %2534, ptr %fc1.t134_c1_1, align 64
+  %t134_a1660 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b2661 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c1_2 = load <16 x float>, ptr %fc1.t134_c1_2, align 64
+  %2535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1660, <16 x float> %t134_b2661, <16 x float> %t134_c1_2)
+  store <16 x float> %2535, ptr %fc1.t134_c1_2, align 64
+  %t134_a1662 = load <16 x float>, ptr %fc1.t134_a1, align 64
+  %t134_b3663 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c1_3 = load <16 x float>, ptr %fc1.t134_c1_3, align 64
+  %2536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1662, <16 x float> %t134_b3663, <16 x float> %t134_c1_3)
+  store <16 x float> %2536, ptr %fc1.t134_c1_3, align 64
+  %2537 = mul nsw i64 %fc1.mb133630, 4
+  %2538 = add nsw i64 %2537, 2
+  %2539 = mul nsw i64 %2538, 1568
+  %2540 = add nsw i64 4800, %2539
+  %2541 = mul nsw i64 %fc1.kp131628, 224
+  %2542 = add nsw i64 %fc1.k135647, %2541
+  %2543 = add nsw i64 %2540, %2542
+  %params664 = getelementptr inbounds float, ptr %params, i64 %2543
+  %2544 = load float, ptr %params664, align 4
+  %2545 = insertelement <16 x float> undef, float %2544, i32 0
+  %2546 = shufflevector <16 x float> %2545, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2546, ptr %fc1.t134_a2, align 64
+  %t134_a2 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b0665 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c2_0 = load <16 x float>, ptr %fc1.t134_c2_0, align 64
+  %2547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2, <16 x float> %t134_b0665, <16 x float> %t134_c2_0)
+  store <16 x float> %2547, ptr %fc1.t134_c2_0, align 64
+  %t134_a2666 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b1667 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c2_1 = load <16 x float>, ptr %fc1.t134_c2_1, align 64
+  %2548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2666, <16 x float> %t134_b1667, <16 x float> %t134_c2_1)
+  store <16 x float> %2548, ptr %fc1.t134_c2_1, align 64
+  %t134_a2668 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b2669 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c2_2 = load <16 x float>, ptr %fc1.t134_c2_2, align 64
+  %2549 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2668, <16 x float> %t134_b2669, <16 x float> %t134_c2_2)
+  store <16 x float> %2549, ptr %fc1.t134_c2_2, align 64
+  %t134_a2670 = load <16 x float>, ptr %fc1.t134_a2, align 64
+  %t134_b3671 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c2_3 = load <16 x float>, ptr %fc1.t134_c2_3, align 64
+  %2550 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2670, <16 x float> %t134_b3671, <16 x float> %t134_c2_3)
+  store <16 x float> %2550, ptr %fc1.t134_c2_3, align 64
+  %2551 = mul nsw i64 %fc1.mb133630, 4
+  %2552 = add nsw i64 %2551, 3
+  %2553 = mul nsw i64 %2552, 1568
+  %2554 = add nsw i64 4800, %2553
+  %2555 = mul nsw i64 %fc1.kp131628, 224
+  %2556 = add nsw i64 %fc1.k135647, %2555
+  %2557 = add nsw i64 %2554, %2556
+  %params672 = getelementptr inbounds float, ptr %params, i64 %2557
+  %2558 = load float, ptr %params672, align 4
+  %2559 = insertelement <16 x float> undef, float %2558, i32 0
+  %2560 = shufflevector <16 x float> %2559, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2560, ptr %fc1.t134_a3, align 64
+  %t134_a3 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b0673 = load <16 x float>, ptr %fc1.t134_b0, align 64
+  %t134_c3_0 = load <16 x float>, ptr %fc1.t134_c3_0, align 64
+  %2561 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3, <16 x float> %t134_b0673, <16 x float> %t134_c3_0)
+  store <16 x float> %2561, ptr %fc1.t134_c3_0, align 64
+  %t134_a3674 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b1675 = load <16 x float>, ptr %fc1.t134_b1, align 64
+  %t134_c3_1 = load <16 x float>, ptr %fc1.t134_c3_1, align 64
+  %2562 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3674, <16 x float> %t134_b1675, <16 x float> %t134_c3_1)
+  store <16 x float> %2562, ptr %fc1.t134_c3_1, align 64
+  %t134_a3676 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b2677 = load <16 x float>, ptr %fc1.t134_b2, align 64
+  %t134_c3_2 = load <16 x float>, ptr %fc1.t134_c3_2, align 64
+  %2563 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3676, <16 x float> %t134_b2677, <16 x float> %t134_c3_2)
+  store <16 x float> %2563, ptr %fc1.t134_c3_2, align 64
+  %t134_a3678 = load <16 x float>, ptr %fc1.t134_a3, align 64
+  %t134_b3679 = load <16 x float>, ptr %fc1.t134_b3, align 64
+  %t134_c3_3 = load <16 x float>, ptr %fc1.t134_c3_3, align 64
+  %2564 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3678, <16 x float> %t134_b3679, <16 x float> %t134_c3_3)
+  store <16 x float> %2564, ptr %fc1.t134_c3_3, align 64
+  %k135.next = add nsw i64 %fc1.k135647, 1
+  %2565 = icmp slt i64 %k135.next, 224
+  br i1 %2565, label %fc1.k135, label %fc1.k135.end
+
+fc1.k135.end:                                     ; preds = %fc1.k135
+  %t134_c0_0680 = load <16 x float>, ptr %fc1.t134_c0_0, align 64
+  %2566 = mul nsw i64 %fc1.mb133630, 4
+  %2567 = mul nsw i64 %2566, 64
+  %2568 = add nsw i64 108544, %2567
+  %2569 = mul nsw i64 %fc1.nb132629, 64
+  %2570 = add nsw i64 %2568, %2569
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2570
+  store <16 x float> %t134_c0_0680, ptr %arena681, align 4
+  %t134_c0_1682 = load <16 x float>, ptr %fc1.t134_c0_1, align 64
+  %2571 = mul nsw i64 %fc1.mb133630, 4
+  %2572 = mul nsw i64 %2571, 64
+  %2573 = add nsw i64 108544, %2572
+  %2574 = mul nsw i64 %fc1.nb132629, 64
+  %2575 = add nsw i64 %2573, %2574
+  %2576 = add nsw i64 %2575, 16
+  %arena683 = getelementptr inbounds float, ptr %arena, i64 %2576
+  store <16 x float> %t134_c0_1682, ptr %arena683, align 4
+  %t134_c0_2684 = load <16 x float>, ptr %fc1.t134_c0_2, align 64
+  %2577 = mul nsw i64 %fc1.mb133630, 4
+  %2578 = mul nsw i64 %2577, 64
+  %2579 = add nsw i64 108544, %2578
+  %2580 = mul nsw i64 %fc1.nb132629, 64
+  %2581 = add nsw i64 %2579, %2580
+  %2582 = add nsw i64 %2581, 32
+  %arena685 = getelementptr inbounds float, ptr %arena, i64 %2582
+  store <16 x float> %t134_c0_2684, ptr %arena685, align 4
+  %t134_c0_3686 = load <16 x float>, ptr %fc1.t134_c0_3, align 64
+  %2583 = mul nsw i64 %fc1.mb133630, 4
+  %2584 = mul nsw i64 %2583, 64
+  %2585 = add nsw i64 108544, %2584
+  %2586 = mul nsw i64 %fc1.nb132629, 64
+  %2587 = add nsw i64 %2585, %2586
+  %2588 = add nsw i64 %2587, 48
+  %arena687 = getelementptr inbounds float, ptr %arena, i64 %2588
+  store <16 x float> %t134_c0_3686, ptr %arena687, align 4
+  %t134_c1_0688 = load <16 x float>, ptr %fc1.t134_c1_0, align 64
+  %2589 = mul nsw i64 %fc1.mb133630, 4
+  %2590 = add nsw i64 %2589, 1
+  %2591 = mul nsw i64 %2590, 64
+  %2592 = add nsw i64 108544, %2591
+  %2593 = mul nsw i64 %fc1.nb132629, 64
+  %2594 = add nsw i64 %2592, %2593
+  %arena689 = getelementptr inbounds float, ptr %arena, i64 %2594
+  store <16 x float> %t134_c1_0688, ptr %arena689, align 4
+  %t134_c1_1690 = load <16 x float>, ptr %fc1.t134_c1_1, align 64
+  %2595 = mul nsw i64 %fc1.mb133630, 4
+  %2596 = add nsw i64 %2595, 1
+  %2597 = mul nsw i64 %2596, 64
+  %2598 = add nsw i64 108544, %2597
+  %2599 = mul nsw i64 %fc1.nb132629, 64
+  %2600 = add nsw i64 %2598, %2599
+  %2601 = add nsw i64 %2600, 16
+  %arena691 = getelementptr inbounds float, ptr %arena, i64 %2601
+  store <16 x float> %t134_c1_1690, ptr %arena691, align 4
+  %t134_c1_2692 = load <16 x float>, ptr %fc1.t134_c1_2, align 64
+  %2602 = mul nsw i64 %fc1.mb133630, 4
+  %2603 = add nsw i64 %2602, 1
+  %2604 = mul nsw i64 %2603, 64
+  %2605 = add nsw i64 108544, %2604
+  %2606 = mul nsw i64 %fc1.nb132629, 64
+  %2607 = add nsw i64 %2605, %2606
+  %2608 = add nsw i64 %2607, 32
+  %arena693 = getelementptr inbounds float, ptr %arena, i64 %2608
+  store <16 x float> %t134_c1_2692, ptr %arena693, align 4
+  %t134_c1_3694 = load <16 x float>, ptr %fc1.t134_c1_3, align 64
+  %2609 = mul nsw i64 %fc1.mb133630, 4
+  %2610 = add nsw i64 %2609, 1
+  %2611 = mul nsw i64 %2610, 64
+  %2612 = add nsw i64 108544, %2611
+  %2613 = mul nsw i64 %fc1.nb132629, 64
+  %2614 = add nsw i64 %2612, %2613
+  %2615 = add nsw i64 %2614, 48
+  %arena695 = getelementptr inbounds float, ptr %arena, i64 %2615
+  store <16 x float> %t134_c1_3694, ptr %arena695, align 4
+  %t134_c2_0696 = load <16 x float>, ptr %fc1.t134_c2_0, align 64
+  %2616 = mul nsw i64 %fc1.mb133630, 4
+  %2617 = add nsw i64 %2616, 2
+  %2618 = mul nsw i64 %2617, 64
+  %2619 = add nsw i64 108544, %2618
+  %2620 = mul nsw i64 %fc1.nb132629, 64
+  %2621 = add nsw i64 %2619, %2620
+  %arena697 = getelementptr inbounds float, ptr %arena, i64 %2621
+  store <16 x float> %t134_c2_0696, ptr %arena697, align 4
+  %t134_c2_1698 = load <16 x float>, ptr %fc1.t134_c2_1, align 64
+  %2622 = mul nsw i64 %fc1.mb133630, 4
+  %2623 = add nsw i64 %2622, 2
+  %2624 = mul nsw i64 %2623, 64
+  %2625 = add nsw i64 108544, %2624
+  %2626 = mul nsw i64 %fc1.nb132629, 64
+  %2627 = add nsw i64 %2625, %2626
+  %2628 = add nsw i64 %2627, 16
+  %arena699 = getelementptr inbounds float, ptr %arena, i64 %2628
+  store <16 x float> %t134_c2_1698, ptr %arena699, align 4
+  %t134_c2_2700 = load <16 x float>, ptr %fc1.t134_c2_2, align 64
+  %2629 = mul nsw i64 %fc1.mb133630, 4
+  %2630 = add nsw i64 %2629, 2
+  %2631 = mul nsw i64 %2630, 64
+  %2632 = add nsw i64 108544, %2631
+  %2633 = mul nsw i64 %fc1.nb132629, 64
+  %2634 = add nsw i64 %2632, %2633
+  %2635 = add nsw i64 %2634, 32
+  %arena701 = getelementptr inbounds float, ptr %arena, i64 %2635
+  store <16 x float> %t134_c2_2700, ptr %arena701, align 4
+  %t134_c2_3702 = load <16 x float>, ptr %fc1.t134_c2_3, align 64
+  %2636 = mul nsw i64 %fc1.mb133630, 4
+  %2637 = add nsw i64 %2636, 2
+  %2638 = mul nsw i64 %2637, 64
+  %2639 = add nsw i64 108544, %2638
+  %2640 = mul nsw i64 %fc1.nb132629, 64
+  %2641 = add nsw i64 %2639, %2640
+  %2642 = add nsw i64 %2641, 48
+  %arena703 = getelementptr inbounds float, ptr %arena, i64 %2642
+  store <16 x float> %t134_c2_3702, ptr %arena703, align 4
+  %t134_c3_0704 = load <16 x float>, ptr %fc1.t134_c3_0, align 64
+  %2643 = mul nsw i64 %fc1.mb133630, 4
+  %2644 = add nsw i64 %2643, 3
+  %2645 = mul nsw i64 %2644, 64
+  %2646 = add nsw i64 108544, %2645
+  %2647 = mul nsw i64 %fc1.nb132629, 64
+  %2648 = add nsw i64 %2646, %2647
+  %arena705 = getelementptr inbounds float, ptr %arena, i64 %2648
+  store <16 x float> %t134_c3_0704, ptr %arena705, align 4
+  %t134_c3_1706 = load <16 x float>, ptr %fc1.t134_c3_1, align 64
+  %2649 = mul nsw i64 %fc1.mb133630, 4
+  %2650 = add nsw i64 %2649, 3
+  %2651 = mul nsw i64 %2650, 64
+  %2652 = add nsw i64 108544, %2651
+  %2653 = mul nsw i64 %fc1.nb132629, 64
+  %2654 = add nsw i64 %2652, %2653
+  %2655 = add nsw i64 %2654, 16
+  %arena707 = getelementptr inbounds float, ptr %arena, i64 %2655
+  store <16 x float> %t134_c3_1706, ptr %arena707, align 4
+  %t134_c3_2708 = load <16 x float>, ptr %fc1.t134_c3_2, align 64
+  %2656 = mul nsw i64 %fc1.mb133630, 4
+  %2657 = add nsw i64 %2656, 3
+  %2658 = mul nsw i64 %2657, 64
+  %2659 = add nsw i64 108544, %2658
+  %2660 = mul nsw i64 %fc1.nb132629, 64
+  %2661 = add nsw i64 %2659, %2660
+  %2662 = add nsw i64 %2661, 32
+  %arena709 = getelementptr inbounds float, ptr %arena, i64 %2662
+  store <16 x float> %t134_c3_2708, ptr %arena709, align 4
+  %t134_c3_3710 = load <16 x float>, ptr %fc1.t134_c3_3, align 64
+  %2663 = mul nsw i64 %fc1.mb133630, 4
+  %2664 = add nsw i64 %2663, 3
+  %2665 = mul nsw i64 %2664, 64
+  %2666 = add nsw i64 108544, %2665
+  %2667 = mul nsw i64 %fc1.nb132629, 64
+  %2668 = add nsw i64 %2666, %2667
+  %2669 = add nsw i64 %2668, 48
+  %arena711 = getelementptr inbounds float, ptr %arena, i64 %2669
+  store <16 x float> %t134_c3_3710, ptr %arena711, align 4
+  %mb133.next = add nsw i64 %fc1.mb133630, 1
+  %2670 = icmp slt i64 %mb133.next, 32
+  br i1 %2670, label %fc1.mb133, label %fc1.mb133.end
+
+fc1.n136:                                         ; preds = %fc1.u137.end, %fc1.kp131.end
+  %fc1.n136712 = phi i64 [ 0, %fc1.kp131.end ], [ %n136.next, %fc1.u137.end ]
+  br label %fc1.u137
+
+fc1.n136.end:                                     ; preds = %fc1.u137.end
+  %arena719 = getelementptr inbounds float, ptr %arena, i64 0
+  %params720 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena721 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena719, i32 128, ptr %params720, i32 128, float 0.000000e+00, ptr %arena721, i32 10)
+  br label %fc2.n138
+
+fc1.u137:                                         ; preds = %fc1.u137, %fc1.n136
+  %fc1.u137713 = phi i64 [ 0, %fc1.n136 ], [ %u137.next, %fc1.u137 ]
+  %2671 = mul nsw i64 %fc1.u137713, 64
+  %2672 = add nsw i64 108544, %2671
+  %2673 = add nsw i64 %2672, %fc1.n136712
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2673
+  %2674 = load float, ptr %arena714, align 4
+  %2675 = add nsw i64 205504, %fc1.u137713
+  %params715 = getelementptr inbounds float, ptr %params, i64 %2675
+  %2676 = load float, ptr %params715, align 4
+  %2677 = fadd float %2674, %2676
+  %2678 = fcmp ogt float %2677, 0.000000e+00
+  %2679 = mul nsw i64 %fc1.u137713, 64
+  %2680 = add nsw i64 108544, %2679
+  %2681 = add nsw i64 %2680, %fc1.n136712
+  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2681
+  %2682 = load float, ptr %arena716, align 4
+  %2683 = add nsw i64 205504, %fc1.u137713
+  %params717 = getelementptr inbounds float, ptr %params, i64 %2683
+  %2684 = load float, ptr %params717, align 4
+  %2685 = fadd float %2682, %2684
+  %2686 = select i1 %2678, float %2685, float 0.000000e+00
+  %2687 = mul nsw i64 %fc1.n136712, 128
+  %2688 = add nsw i64 %2687, %fc1.u137713
+  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2688
+  store float %2686, ptr %arena718, align 4
+  %u137.next = add nsw i64 %fc1.u137713, 1
+  %2689 = icmp slt i64 %u137.next, 128
+  br i1 %2689, label %fc1.u137, label %fc1.u137.end
+
+fc1.u137.end:                                     ; preds = %fc1.u137
+  %n136.next = add nsw i64 %fc1.n136712, 1
+  %2690 = icmp slt i64 %n136.next, 64
+  br i1 %2690, label %fc1.n136, label %fc1.n136.end
+
+fc2.n138:                                         ; preds = %fc2.u139.end, %fc1.n136.end
+  %fc2.n138722 = phi i64 [ 0, %fc1.n136.end ], [ %n138.next, %fc2.u139.end ]
+  br label %fc2.u139
+
+fc2.n138.end:                                     ; preds = %fc2.u139.end
   ret void
 
-fc2.u130:                                         ; preds = %fc2.u130, %fc2.n129
-  %fc2.u130635 = phi i64 [ 0, %fc2.n129 ], [ %u130.next, %fc2.u130 ]
-  %2361 = mul nsw i64 %fc2.n129634, 10
-  %2362 = add nsw i64 8192, %2361
-  %2363 = add nsw i64 %2362, %fc2.u130635
-  %arena636 = getelementptr inbounds float, ptr %arena, i64 %2363
-  %2364 = load float, ptr %arena636, align 4
-  %2365 = add nsw i64 206912, %fc2.u130635
-  %params637 = getelementptr inbounds float, ptr %params, i64 %2365
-  %2366 = load float, ptr %params637, align 4
-  %2367 = fadd float %2364, %2366
-  %2368 = mul nsw i64 %fc2.n129634, 10
-  %2369 = add nsw i64 8192, %2368
-  %2370 = add nsw i64 %2369, %fc2.u130635
-  %arena638 = getelementptr inbounds float, ptr %arena, i64 %2370
-  store float %2367, ptr %arena638, align 4
-  %u130.next = add nsw i64 %fc2.u130635, 1
-  %2371 = icmp slt i64 %u130.next, 10
-  br i1 %2371, label %fc2.u130, label %fc2.u130.end
+fc2.u139:                                         ; preds = %fc2.u139, %fc2.n138
+  %fc2.u139723 = phi i64 [ 0, %fc2.n138 ], [ %u139.next, %fc2.u139 ]
+  %2691 = mul nsw i64 %fc2.n138722, 10
+  %2692 = add nsw i64 8192, %2691
+  %2693 = add nsw i64 %2692, %fc2.u139723
+  %arena724 = getelementptr inbounds float, ptr %arena, i64 %2693
+  %2694 = load float, ptr %arena724, align 4
+  %2695 = add nsw i64 206912, %fc2.u139723
+  %params725 = getelementptr inbounds float, ptr %params, i64 %2695
+  %2696 = load float, ptr %params725, align 4
+  %2697 = fadd float %2694, %2696
+  %2698 = mul nsw i64 %fc2.n138722, 10
+  %2699 = add nsw i64 8192, %2698
+  %2700 = add nsw i64 %2699, %fc2.u139723
+  %arena726 = getelementptr inbounds float, ptr %arena, i64 %2700
+  store float %2697, ptr %arena726, align 4
+  %u139.next = add nsw i64 %fc2.u139723, 1
+  %2701 = icmp slt i64 %u139.next, 10
+  br i1 %2701, label %fc2.u139, label %fc2.u139.end
 
-fc2.u130.end:                                     ; preds = %fc2.u130
-  %n129.next = add nsw i64 %fc2.n129634, 1
-  %2372 = icmp slt i64 %n129.next, 64
-  br i1 %2372, label %fc2.n129, label %fc2.n129.end
+fc2.u139.end:                                     ; preds = %fc2.u139
+  %n138.next = add nsw i64 %fc2.n138722, 1
+  %2702 = icmp slt i64 %n138.next, 64
+  br i1 %2702, label %fc2.n138, label %fc2.n138.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -675,749 +675,822 @@ public func smallcnn_train_b64(
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 128, 1568, 1, arena + 401408, 1568, params + 4800, 1568, Float(bitPattern: 0x0), arena + 602112, 128)
   for n127 in 0..<64 {
-    do {  // SIMD16 over u128
-      var u128 = 0
-      while u128 &+ 16 <= 128 {
-        store16(arena, (602112 +% (n127 *% 128)) &+ u128, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (602112 +% (n127 *% 128)) &+ u128) + load16(params, 205504 &+ u128)), where: (load16(arena, (602112 +% (n127 *% 128)) &+ u128) + load16(params, 205504 &+ u128)) .> SIMD16<Float>(repeating: Float(0))))
-        u128 &+= 16
+    for k128 in 0..<1568 {
+      arena[((610304 +% (k128 *% 64)) +% n127)] = arena[((401408 +% (n127 *% 1568)) +% k128)]
+    }
+  }
+  for r129 in 0..<128 {
+    do {  // SIMD16 over i130
+      var i130 = 0
+      while i130 &+ 16 <= 64 {
+        store16(arena, (710656 +% (r129 *% 64)) &+ i130, SIMD16<Float>(repeating: Float(0)))
+        i130 &+= 16
       }
-      while u128 < 128 {
-        arena[((602112 +% (n127 *% 128)) +% u128)] = ((arena[((602112 +% (n127 *% 128)) +% u128)] + params[(205504 +% u128)]) > Float(0) ? (arena[((602112 +% (n127 *% 128)) +% u128)] + params[(205504 +% u128)]) : Float(0))
-        u128 &+= 1
+      while i130 < 64 {
+        arena[((710656 +% (r129 *% 64)) +% i130)] = Float(0)
+        i130 &+= 1
       }
+    }
+  }
+  for kp131 in 0..<7 {
+    for nb132 in 0..<1 {
+      for mb133 in 0..<32 {
+        var t134_c0_0 = load16(arena, ((710656 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)))
+        var t134_c0_1 = load16(arena, (((710656 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c0_2 = load16(arena, (((710656 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c0_3 = load16(arena, (((710656 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c1_0 = load16(arena, ((710656 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)))
+        var t134_c1_1 = load16(arena, (((710656 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c1_2 = load16(arena, (((710656 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c1_3 = load16(arena, (((710656 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c2_0 = load16(arena, ((710656 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)))
+        var t134_c2_1 = load16(arena, (((710656 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c2_2 = load16(arena, (((710656 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c2_3 = load16(arena, (((710656 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c3_0 = load16(arena, ((710656 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)))
+        var t134_c3_1 = load16(arena, (((710656 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c3_2 = load16(arena, (((710656 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c3_3 = load16(arena, (((710656 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 48))
+        for k135 in 0..<224 {
+          let t134_b0 = load16(arena, ((610304 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)))
+          let t134_b1 = load16(arena, (((610304 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 16))
+          let t134_b2 = load16(arena, (((610304 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 32))
+          let t134_b3 = load16(arena, (((610304 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 48))
+          let t134_a0 = SIMD16<Float>(repeating: params[((4800 +% ((mb133 *% 4) *% 1568)) +% (k135 +% (kp131 *% 224)))])
+          t134_c0_0 = t134_c0_0.addingProduct(t134_a0, t134_b0)
+          t134_c0_1 = t134_c0_1.addingProduct(t134_a0, t134_b1)
+          t134_c0_2 = t134_c0_2.addingProduct(t134_a0, t134_b2)
+          t134_c0_3 = t134_c0_3.addingProduct(t134_a0, t134_b3)
+          let t134_a1 = SIMD16<Float>(repeating: params[((4800 +% (((mb133 *% 4) +% 1) *% 1568)) +% (k135 +% (kp131 *% 224)))])
+          t134_c1_0 = t134_c1_0.addingProduct(t134_a1, t134_b0)
+          t134_c1_1 = t134_c1_1.addingProduct(t134_a1, t134_b1)
+          t134_c1_2 = t134_c1_2.addingProduct(t134_a1, t134_b2)
+          t134_c1_3 = t134_c1_3.addingProduct(t134_a1, t134_b3)
+          let t134_a2 = SIMD16<Float>(repeating: params[((4800 +% (((mb133 *% 4) +% 2) *% 1568)) +% (k135 +% (kp131 *% 224)))])
+          t134_c2_0 = t134_c2_0.addingProduct(t134_a2, t134_b0)
+          t134_c2_1 = t134_c2_1.addingProduct(t134_a2, t134_b1)
+          t134_c2_2 = t134_c2_2.addingProduct(t134_a2, t134_b2)
+          t134_c2_3 = t134_c2_3.addingProduct(t134_a2, t134_b3)
+          let t134_a3 = SIMD16<Float>(repeating: params[((4800 +% (((mb133 *% 4) +% 3) *% 1568)) +% (k135 +% (kp131 *% 224)))])
+          t134_c3_0 = t134_c3_0.addingProduct(t134_a3, t134_b0)
+          t134_c3_1 = t134_c3_1.addingProduct(t134_a3, t134_b1)
+          t134_c3_2 = t134_c3_2.addingProduct(t134_a3, t134_b2)
+          t134_c3_3 = t134_c3_3.addingProduct(t134_a3, t134_b3)
+        }
+        store16(arena, ((710656 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)), t134_c0_0)
+        store16(arena, (((710656 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 16), t134_c0_1)
+        store16(arena, (((710656 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 32), t134_c0_2)
+        store16(arena, (((710656 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 48), t134_c0_3)
+        store16(arena, ((710656 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)), t134_c1_0)
+        store16(arena, (((710656 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 16), t134_c1_1)
+        store16(arena, (((710656 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 32), t134_c1_2)
+        store16(arena, (((710656 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 48), t134_c1_3)
+        store16(arena, ((710656 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)), t134_c2_0)
+        store16(arena, (((710656 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 16), t134_c2_1)
+        store16(arena, (((710656 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 32), t134_c2_2)
+        store16(arena, (((710656 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 48), t134_c2_3)
+        store16(arena, ((710656 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)), t134_c3_0)
+        store16(arena, (((710656 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 16), t134_c3_1)
+        store16(arena, (((710656 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 32), t134_c3_2)
+        store16(arena, (((710656 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 48), t134_c3_3)
+      }
+    }
+  }
+  for n136 in 0..<64 {
+    for u137 in 0..<128 {
+      arena[((602112 +% (n136 *% 128)) +% u137)] = ((arena[((710656 +% (u137 *% 64)) +% n136)] + params[(205504 +% u137)]) > Float(0) ? (arena[((710656 +% (u137 *% 64)) +% n136)] + params[(205504 +% u137)]) : Float(0))
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 602112, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 610304, 10)
-  for n129 in 0..<64 {
-    do {  // SIMD16 over u130
-      var u130 = 0
-      while u130 < 10 {
-        arena[((610304 +% (n129 *% 10)) +% u130)] = (arena[((610304 +% (n129 *% 10)) +% u130)] + params[(206912 +% u130)])
-        u130 &+= 1
+  for n138 in 0..<64 {
+    do {  // SIMD16 over u139
+      var u139 = 0
+      while u139 < 10 {
+        arena[((610304 +% (n138 *% 10)) +% u139)] = (arena[((610304 +% (n138 *% 10)) +% u139)] + params[(206912 +% u139)])
+        u139 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total131: Float = Float(0)
-  for n132 in 0..<64 {
-    var m133: Float = arena[(610304 +% (n132 *% 10))]
-    for k135 in 0..<10 {
-      m133 = { let x = m133, y = arena[((610304 +% (n132 *% 10)) +% k135)]; return y > x ? y : x }()
+  var total140: Float = Float(0)
+  for n141 in 0..<64 {
+    var m142: Float = arena[(610304 +% (n141 *% 10))]
+    for k144 in 0..<10 {
+      m142 = { let x = m142, y = arena[((610304 +% (n141 *% 10)) +% k144)]; return y > x ? y : x }()
     }
-    var s134: Float = Float(0)
-    for k136 in 0..<10 {
-      s134 = (s134 + expf((arena[((610304 +% (n132 *% 10)) +% k136)] - m133)))
+    var s143: Float = Float(0)
+    for k145 in 0..<10 {
+      s143 = (s143 + expf((arena[((610304 +% (n141 *% 10)) +% k145)] - m142)))
     }
-    total131 = (total131 + ((m133 + logf(s134)) - arena[((610304 +% (n132 *% 10)) +% Int(labels[n132]))]))
+    total140 = (total140 + ((m142 + logf(s143)) - arena[((610304 +% (n141 *% 10)) +% Int(labels[n141]))]))
   }
-  arena[610944] = (total131 / Float(64))
+  arena[610944] = (total140 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n137 in 0..<64 {
-    var m138: Float = arena[(610304 +% (n137 *% 10))]
-    for k140 in 0..<10 {
-      m138 = { let x = m138, y = arena[((610304 +% (n137 *% 10)) +% k140)]; return y > x ? y : x }()
+  for n146 in 0..<64 {
+    var m147: Float = arena[(610304 +% (n146 *% 10))]
+    for k149 in 0..<10 {
+      m147 = { let x = m147, y = arena[((610304 +% (n146 *% 10)) +% k149)]; return y > x ? y : x }()
     }
-    var s139: Float = Float(0)
-    for k141 in 0..<10 {
-      s139 = (s139 + expf((arena[((610304 +% (n137 *% 10)) +% k141)] - m138)))
+    var s148: Float = Float(0)
+    for k150 in 0..<10 {
+      s148 = (s148 + expf((arena[((610304 +% (n146 *% 10)) +% k150)] - m147)))
     }
-    for k142 in 0..<10 {
-      arena[((610960 +% (n137 *% 10)) +% k142)] = ((k142 == Int(labels[n137]) ? ((expf((arena[((610304 +% (n137 *% 10)) +% k142)] - m138)) / s139) - Float(1)) : (expf((arena[((610304 +% (n137 *% 10)) +% k142)] - m138)) / s139)) / Float(64))
+    for k151 in 0..<10 {
+      arena[((610960 +% (n146 *% 10)) +% k151)] = ((k151 == Int(labels[n146]) ? ((expf((arena[((610304 +% (n146 *% 10)) +% k151)] - m147)) / s148) - Float(1)) : (expf((arena[((610304 +% (n146 *% 10)) +% k151)] - m147)) / s148)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 610960, 10, arena + 602112, 128, Float(bitPattern: 0x0), grads + 205632, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u143 in 0..<10 {
-    var acc144: Float = Float(0)
-    for n145 in 0..<64 {
-      acc144 = (acc144 + arena[((610960 +% (n145 *% 10)) +% u143)])
+  for u152 in 0..<10 {
+    var acc153: Float = Float(0)
+    for n154 in 0..<64 {
+      acc153 = (acc153 + arena[((610960 +% (n154 *% 10)) +% u152)])
     }
-    grads[(206912 +% u143)] = acc144
+    grads[(206912 +% u152)] = acc153
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 610960, 10, params + 205632, 128, Float(bitPattern: 0x0), arena + 611600, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i146
-    var i146 = 0
-    while i146 &+ 16 <= 8192 {
-      store16(arena, 619792 &+ i146, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i146), where: load16(arena, 602112 &+ i146) .> SIMD16<Float>(repeating: Float(0))))
-      i146 &+= 16
+  do {  // SIMD16 over i155
+    var i155 = 0
+    while i155 &+ 16 <= 8192 {
+      store16(arena, 619792 &+ i155, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i155), where: load16(arena, 602112 &+ i155) .> SIMD16<Float>(repeating: Float(0))))
+      i155 &+= 16
     }
-    while i146 < 8192 {
-      arena[(619792 +% i146)] = (arena[(602112 +% i146)] > Float(0) ? arena[(611600 +% i146)] : Float(0))
-      i146 &+= 1
+    while i155 < 8192 {
+      arena[(619792 +% i155)] = (arena[(602112 +% i155)] > Float(0) ? arena[(611600 +% i155)] : Float(0))
+      i155 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  for nb147 in 0..<24 {
-    for mb148 in 0..<32 {
-      var t149_c0_0 = SIMD16<Float>()
-      var t149_c0_1 = SIMD16<Float>()
-      var t149_c0_2 = SIMD16<Float>()
-      var t149_c0_3 = SIMD16<Float>()
-      var t149_c1_0 = SIMD16<Float>()
-      var t149_c1_1 = SIMD16<Float>()
-      var t149_c1_2 = SIMD16<Float>()
-      var t149_c1_3 = SIMD16<Float>()
-      var t149_c2_0 = SIMD16<Float>()
-      var t149_c2_1 = SIMD16<Float>()
-      var t149_c2_2 = SIMD16<Float>()
-      var t149_c2_3 = SIMD16<Float>()
-      var t149_c3_0 = SIMD16<Float>()
-      var t149_c3_1 = SIMD16<Float>()
-      var t149_c3_2 = SIMD16<Float>()
-      var t149_c3_3 = SIMD16<Float>()
-      for k150 in 0..<64 {
-        let t149_b0 = load16(arena, ((401408 +% (k150 *% 1568)) +% (nb147 *% 64)))
-        let t149_b1 = load16(arena, (((401408 +% (k150 *% 1568)) +% (nb147 *% 64)) +% 16))
-        let t149_b2 = load16(arena, (((401408 +% (k150 *% 1568)) +% (nb147 *% 64)) +% 32))
-        let t149_b3 = load16(arena, (((401408 +% (k150 *% 1568)) +% (nb147 *% 64)) +% 48))
-        let t149_a0 = SIMD16<Float>(repeating: arena[((619792 +% (mb148 *% 4)) +% (k150 *% 128))])
-        t149_c0_0 = t149_c0_0.addingProduct(t149_a0, t149_b0)
-        t149_c0_1 = t149_c0_1.addingProduct(t149_a0, t149_b1)
-        t149_c0_2 = t149_c0_2.addingProduct(t149_a0, t149_b2)
-        t149_c0_3 = t149_c0_3.addingProduct(t149_a0, t149_b3)
-        let t149_a1 = SIMD16<Float>(repeating: arena[((619792 +% ((mb148 *% 4) +% 1)) +% (k150 *% 128))])
-        t149_c1_0 = t149_c1_0.addingProduct(t149_a1, t149_b0)
-        t149_c1_1 = t149_c1_1.addingProduct(t149_a1, t149_b1)
-        t149_c1_2 = t149_c1_2.addingProduct(t149_a1, t149_b2)
-        t149_c1_3 = t149_c1_3.addingProduct(t149_a1, t149_b3)
-        let t149_a2 = SIMD16<Float>(repeating: arena[((619792 +% ((mb148 *% 4) +% 2)) +% (k150 *% 128))])
-        t149_c2_0 = t149_c2_0.addingProduct(t149_a2, t149_b0)
-        t149_c2_1 = t149_c2_1.addingProduct(t149_a2, t149_b1)
-        t149_c2_2 = t149_c2_2.addingProduct(t149_a2, t149_b2)
-        t149_c2_3 = t149_c2_3.addingProduct(t149_a2, t149_b3)
-        let t149_a3 = SIMD16<Float>(repeating: arena[((619792 +% ((mb148 *% 4) +% 3)) +% (k150 *% 128))])
-        t149_c3_0 = t149_c3_0.addingProduct(t149_a3, t149_b0)
-        t149_c3_1 = t149_c3_1.addingProduct(t149_a3, t149_b1)
-        t149_c3_2 = t149_c3_2.addingProduct(t149_a3, t149_b2)
-        t149_c3_3 = t149_c3_3.addingProduct(t149_a3, t149_b3)
+  for nb156 in 0..<24 {
+    for mb157 in 0..<32 {
+      var t158_c0_0 = SIMD16<Float>()
+      var t158_c0_1 = SIMD16<Float>()
+      var t158_c0_2 = SIMD16<Float>()
+      var t158_c0_3 = SIMD16<Float>()
+      var t158_c1_0 = SIMD16<Float>()
+      var t158_c1_1 = SIMD16<Float>()
+      var t158_c1_2 = SIMD16<Float>()
+      var t158_c1_3 = SIMD16<Float>()
+      var t158_c2_0 = SIMD16<Float>()
+      var t158_c2_1 = SIMD16<Float>()
+      var t158_c2_2 = SIMD16<Float>()
+      var t158_c2_3 = SIMD16<Float>()
+      var t158_c3_0 = SIMD16<Float>()
+      var t158_c3_1 = SIMD16<Float>()
+      var t158_c3_2 = SIMD16<Float>()
+      var t158_c3_3 = SIMD16<Float>()
+      for k159 in 0..<64 {
+        let t158_b0 = load16(arena, ((401408 +% (k159 *% 1568)) +% (nb156 *% 64)))
+        let t158_b1 = load16(arena, (((401408 +% (k159 *% 1568)) +% (nb156 *% 64)) +% 16))
+        let t158_b2 = load16(arena, (((401408 +% (k159 *% 1568)) +% (nb156 *% 64)) +% 32))
+        let t158_b3 = load16(arena, (((401408 +% (k159 *% 1568)) +% (nb156 *% 64)) +% 48))
+        let t158_a0 = SIMD16<Float>(repeating: arena[((619792 +% (mb157 *% 4)) +% (k159 *% 128))])
+        t158_c0_0 = t158_c0_0.addingProduct(t158_a0, t158_b0)
+        t158_c0_1 = t158_c0_1.addingProduct(t158_a0, t158_b1)
+        t158_c0_2 = t158_c0_2.addingProduct(t158_a0, t158_b2)
+        t158_c0_3 = t158_c0_3.addingProduct(t158_a0, t158_b3)
+        let t158_a1 = SIMD16<Float>(repeating: arena[((619792 +% ((mb157 *% 4) +% 1)) +% (k159 *% 128))])
+        t158_c1_0 = t158_c1_0.addingProduct(t158_a1, t158_b0)
+        t158_c1_1 = t158_c1_1.addingProduct(t158_a1, t158_b1)
+        t158_c1_2 = t158_c1_2.addingProduct(t158_a1, t158_b2)
+        t158_c1_3 = t158_c1_3.addingProduct(t158_a1, t158_b3)
+        let t158_a2 = SIMD16<Float>(repeating: arena[((619792 +% ((mb157 *% 4) +% 2)) +% (k159 *% 128))])
+        t158_c2_0 = t158_c2_0.addingProduct(t158_a2, t158_b0)
+        t158_c2_1 = t158_c2_1.addingProduct(t158_a2, t158_b1)
+        t158_c2_2 = t158_c2_2.addingProduct(t158_a2, t158_b2)
+        t158_c2_3 = t158_c2_3.addingProduct(t158_a2, t158_b3)
+        let t158_a3 = SIMD16<Float>(repeating: arena[((619792 +% ((mb157 *% 4) +% 3)) +% (k159 *% 128))])
+        t158_c3_0 = t158_c3_0.addingProduct(t158_a3, t158_b0)
+        t158_c3_1 = t158_c3_1.addingProduct(t158_a3, t158_b1)
+        t158_c3_2 = t158_c3_2.addingProduct(t158_a3, t158_b2)
+        t158_c3_3 = t158_c3_3.addingProduct(t158_a3, t158_b3)
       }
-      store16(grads, ((4800 +% ((mb148 *% 4) *% 1568)) +% (nb147 *% 64)), t149_c0_0)
-      store16(grads, (((4800 +% ((mb148 *% 4) *% 1568)) +% (nb147 *% 64)) +% 16), t149_c0_1)
-      store16(grads, (((4800 +% ((mb148 *% 4) *% 1568)) +% (nb147 *% 64)) +% 32), t149_c0_2)
-      store16(grads, (((4800 +% ((mb148 *% 4) *% 1568)) +% (nb147 *% 64)) +% 48), t149_c0_3)
-      store16(grads, ((4800 +% (((mb148 *% 4) +% 1) *% 1568)) +% (nb147 *% 64)), t149_c1_0)
-      store16(grads, (((4800 +% (((mb148 *% 4) +% 1) *% 1568)) +% (nb147 *% 64)) +% 16), t149_c1_1)
-      store16(grads, (((4800 +% (((mb148 *% 4) +% 1) *% 1568)) +% (nb147 *% 64)) +% 32), t149_c1_2)
-      store16(grads, (((4800 +% (((mb148 *% 4) +% 1) *% 1568)) +% (nb147 *% 64)) +% 48), t149_c1_3)
-      store16(grads, ((4800 +% (((mb148 *% 4) +% 2) *% 1568)) +% (nb147 *% 64)), t149_c2_0)
-      store16(grads, (((4800 +% (((mb148 *% 4) +% 2) *% 1568)) +% (nb147 *% 64)) +% 16), t149_c2_1)
-      store16(grads, (((4800 +% (((mb148 *% 4) +% 2) *% 1568)) +% (nb147 *% 64)) +% 32), t149_c2_2)
-      store16(grads, (((4800 +% (((mb148 *% 4) +% 2) *% 1568)) +% (nb147 *% 64)) +% 48), t149_c2_3)
-      store16(grads, ((4800 +% (((mb148 *% 4) +% 3) *% 1568)) +% (nb147 *% 64)), t149_c3_0)
-      store16(grads, (((4800 +% (((mb148 *% 4) +% 3) *% 1568)) +% (nb147 *% 64)) +% 16), t149_c3_1)
-      store16(grads, (((4800 +% (((mb148 *% 4) +% 3) *% 1568)) +% (nb147 *% 64)) +% 32), t149_c3_2)
-      store16(grads, (((4800 +% (((mb148 *% 4) +% 3) *% 1568)) +% (nb147 *% 64)) +% 48), t149_c3_3)
+      store16(grads, ((4800 +% ((mb157 *% 4) *% 1568)) +% (nb156 *% 64)), t158_c0_0)
+      store16(grads, (((4800 +% ((mb157 *% 4) *% 1568)) +% (nb156 *% 64)) +% 16), t158_c0_1)
+      store16(grads, (((4800 +% ((mb157 *% 4) *% 1568)) +% (nb156 *% 64)) +% 32), t158_c0_2)
+      store16(grads, (((4800 +% ((mb157 *% 4) *% 1568)) +% (nb156 *% 64)) +% 48), t158_c0_3)
+      store16(grads, ((4800 +% (((mb157 *% 4) +% 1) *% 1568)) +% (nb156 *% 64)), t158_c1_0)
+      store16(grads, (((4800 +% (((mb157 *% 4) +% 1) *% 1568)) +% (nb156 *% 64)) +% 16), t158_c1_1)
+      store16(grads, (((4800 +% (((mb157 *% 4) +% 1) *% 1568)) +% (nb156 *% 64)) +% 32), t158_c1_2)
+      store16(grads, (((4800 +% (((mb157 *% 4) +% 1) *% 1568)) +% (nb156 *% 64)) +% 48), t158_c1_3)
+      store16(grads, ((4800 +% (((mb157 *% 4) +% 2) *% 1568)) +% (nb156 *% 64)), t158_c2_0)
+      store16(grads, (((4800 +% (((mb157 *% 4) +% 2) *% 1568)) +% (nb156 *% 64)) +% 16), t158_c2_1)
+      store16(grads, (((4800 +% (((mb157 *% 4) +% 2) *% 1568)) +% (nb156 *% 64)) +% 32), t158_c2_2)
+      store16(grads, (((4800 +% (((mb157 *% 4) +% 2) *% 1568)) +% (nb156 *% 64)) +% 48), t158_c2_3)
+      store16(grads, ((4800 +% (((mb157 *% 4) +% 3) *% 1568)) +% (nb156 *% 64)), t158_c3_0)
+      store16(grads, (((4800 +% (((mb157 *% 4) +% 3) *% 1568)) +% (nb156 *% 64)) +% 16), t158_c3_1)
+      store16(grads, (((4800 +% (((mb157 *% 4) +% 3) *% 1568)) +% (nb156 *% 64)) +% 32), t158_c3_2)
+      store16(grads, (((4800 +% (((mb157 *% 4) +% 3) *% 1568)) +% (nb156 *% 64)) +% 48), t158_c3_3)
     }
   }
-  for mb151 in 0..<32 {
-    var t152_c0_0 = SIMD16<Float>()
-    var t152_c0_1 = SIMD16<Float>()
-    var t152_c1_0 = SIMD16<Float>()
-    var t152_c1_1 = SIMD16<Float>()
-    var t152_c2_0 = SIMD16<Float>()
-    var t152_c2_1 = SIMD16<Float>()
-    var t152_c3_0 = SIMD16<Float>()
-    var t152_c3_1 = SIMD16<Float>()
-    for k153 in 0..<64 {
-      let t152_b0 = load16(arena, ((401408 +% (k153 *% 1568)) +% 1536))
-      let t152_b1 = load16(arena, (((401408 +% (k153 *% 1568)) +% 1536) +% 16))
-      let t152_a0 = SIMD16<Float>(repeating: arena[((619792 +% (mb151 *% 4)) +% (k153 *% 128))])
-      t152_c0_0 = t152_c0_0.addingProduct(t152_a0, t152_b0)
-      t152_c0_1 = t152_c0_1.addingProduct(t152_a0, t152_b1)
-      let t152_a1 = SIMD16<Float>(repeating: arena[((619792 +% ((mb151 *% 4) +% 1)) +% (k153 *% 128))])
-      t152_c1_0 = t152_c1_0.addingProduct(t152_a1, t152_b0)
-      t152_c1_1 = t152_c1_1.addingProduct(t152_a1, t152_b1)
-      let t152_a2 = SIMD16<Float>(repeating: arena[((619792 +% ((mb151 *% 4) +% 2)) +% (k153 *% 128))])
-      t152_c2_0 = t152_c2_0.addingProduct(t152_a2, t152_b0)
-      t152_c2_1 = t152_c2_1.addingProduct(t152_a2, t152_b1)
-      let t152_a3 = SIMD16<Float>(repeating: arena[((619792 +% ((mb151 *% 4) +% 3)) +% (k153 *% 128))])
-      t152_c3_0 = t152_c3_0.addingProduct(t152_a3, t152_b0)
-      t152_c3_1 = t152_c3_1.addingProduct(t152_a3, t152_b1)
+  for mb160 in 0..<32 {
+    var t161_c0_0 = SIMD16<Float>()
+    var t161_c0_1 = SIMD16<Float>()
+    var t161_c1_0 = SIMD16<Float>()
+    var t161_c1_1 = SIMD16<Float>()
+    var t161_c2_0 = SIMD16<Float>()
+    var t161_c2_1 = SIMD16<Float>()
+    var t161_c3_0 = SIMD16<Float>()
+    var t161_c3_1 = SIMD16<Float>()
+    for k162 in 0..<64 {
+      let t161_b0 = load16(arena, ((401408 +% (k162 *% 1568)) +% 1536))
+      let t161_b1 = load16(arena, (((401408 +% (k162 *% 1568)) +% 1536) +% 16))
+      let t161_a0 = SIMD16<Float>(repeating: arena[((619792 +% (mb160 *% 4)) +% (k162 *% 128))])
+      t161_c0_0 = t161_c0_0.addingProduct(t161_a0, t161_b0)
+      t161_c0_1 = t161_c0_1.addingProduct(t161_a0, t161_b1)
+      let t161_a1 = SIMD16<Float>(repeating: arena[((619792 +% ((mb160 *% 4) +% 1)) +% (k162 *% 128))])
+      t161_c1_0 = t161_c1_0.addingProduct(t161_a1, t161_b0)
+      t161_c1_1 = t161_c1_1.addingProduct(t161_a1, t161_b1)
+      let t161_a2 = SIMD16<Float>(repeating: arena[((619792 +% ((mb160 *% 4) +% 2)) +% (k162 *% 128))])
+      t161_c2_0 = t161_c2_0.addingProduct(t161_a2, t161_b0)
+      t161_c2_1 = t161_c2_1.addingProduct(t161_a2, t161_b1)
+      let t161_a3 = SIMD16<Float>(repeating: arena[((619792 +% ((mb160 *% 4) +% 3)) +% (k162 *% 128))])
+      t161_c3_0 = t161_c3_0.addingProduct(t161_a3, t161_b0)
+      t161_c3_1 = t161_c3_1.addingProduct(t161_a3, t161_b1)
     }
-    store16(grads, ((4800 +% ((mb151 *% 4) *% 1568)) +% 1536), t152_c0_0)
-    store16(grads, (((4800 +% ((mb151 *% 4) *% 1568)) +% 1536) +% 16), t152_c0_1)
-    store16(grads, ((4800 +% (((mb151 *% 4) +% 1) *% 1568)) +% 1536), t152_c1_0)
-    store16(grads, (((4800 +% (((mb151 *% 4) +% 1) *% 1568)) +% 1536) +% 16), t152_c1_1)
-    store16(grads, ((4800 +% (((mb151 *% 4) +% 2) *% 1568)) +% 1536), t152_c2_0)
-    store16(grads, (((4800 +% (((mb151 *% 4) +% 2) *% 1568)) +% 1536) +% 16), t152_c2_1)
-    store16(grads, ((4800 +% (((mb151 *% 4) +% 3) *% 1568)) +% 1536), t152_c3_0)
-    store16(grads, (((4800 +% (((mb151 *% 4) +% 3) *% 1568)) +% 1536) +% 16), t152_c3_1)
+    store16(grads, ((4800 +% ((mb160 *% 4) *% 1568)) +% 1536), t161_c0_0)
+    store16(grads, (((4800 +% ((mb160 *% 4) *% 1568)) +% 1536) +% 16), t161_c0_1)
+    store16(grads, ((4800 +% (((mb160 *% 4) +% 1) *% 1568)) +% 1536), t161_c1_0)
+    store16(grads, (((4800 +% (((mb160 *% 4) +% 1) *% 1568)) +% 1536) +% 16), t161_c1_1)
+    store16(grads, ((4800 +% (((mb160 *% 4) +% 2) *% 1568)) +% 1536), t161_c2_0)
+    store16(grads, (((4800 +% (((mb160 *% 4) +% 2) *% 1568)) +% 1536) +% 16), t161_c2_1)
+    store16(grads, ((4800 +% (((mb160 *% 4) +% 3) *% 1568)) +% 1536), t161_c3_0)
+    store16(grads, (((4800 +% (((mb160 *% 4) +% 3) *% 1568)) +% 1536) +% 16), t161_c3_1)
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u154 in 0..<128 {
-    var acc155: Float = Float(0)
-    for n156 in 0..<64 {
-      acc155 = (acc155 + arena[((619792 +% (n156 *% 128)) +% u154)])
+  for u163 in 0..<128 {
+    var acc164: Float = Float(0)
+    for n165 in 0..<64 {
+      acc164 = (acc164 + arena[((619792 +% (n165 *% 128)) +% u163)])
     }
-    grads[(205504 +% u154)] = acc155
+    grads[(205504 +% u163)] = acc164
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  for nb157 in 0..<24 {
-    for mb158 in 0..<16 {
-      var t159_c0_0 = SIMD16<Float>()
-      var t159_c0_1 = SIMD16<Float>()
-      var t159_c0_2 = SIMD16<Float>()
-      var t159_c0_3 = SIMD16<Float>()
-      var t159_c1_0 = SIMD16<Float>()
-      var t159_c1_1 = SIMD16<Float>()
-      var t159_c1_2 = SIMD16<Float>()
-      var t159_c1_3 = SIMD16<Float>()
-      var t159_c2_0 = SIMD16<Float>()
-      var t159_c2_1 = SIMD16<Float>()
-      var t159_c2_2 = SIMD16<Float>()
-      var t159_c2_3 = SIMD16<Float>()
-      var t159_c3_0 = SIMD16<Float>()
-      var t159_c3_1 = SIMD16<Float>()
-      var t159_c3_2 = SIMD16<Float>()
-      var t159_c3_3 = SIMD16<Float>()
-      for k160 in 0..<128 {
-        let t159_b0 = load16(params, ((4800 +% (k160 *% 1568)) +% (nb157 *% 64)))
-        let t159_b1 = load16(params, (((4800 +% (k160 *% 1568)) +% (nb157 *% 64)) +% 16))
-        let t159_b2 = load16(params, (((4800 +% (k160 *% 1568)) +% (nb157 *% 64)) +% 32))
-        let t159_b3 = load16(params, (((4800 +% (k160 *% 1568)) +% (nb157 *% 64)) +% 48))
-        let t159_a0 = SIMD16<Float>(repeating: arena[((619792 +% ((mb158 *% 4) *% 128)) +% k160)])
-        t159_c0_0 = t159_c0_0.addingProduct(t159_a0, t159_b0)
-        t159_c0_1 = t159_c0_1.addingProduct(t159_a0, t159_b1)
-        t159_c0_2 = t159_c0_2.addingProduct(t159_a0, t159_b2)
-        t159_c0_3 = t159_c0_3.addingProduct(t159_a0, t159_b3)
-        let t159_a1 = SIMD16<Float>(repeating: arena[((619792 +% (((mb158 *% 4) +% 1) *% 128)) +% k160)])
-        t159_c1_0 = t159_c1_0.addingProduct(t159_a1, t159_b0)
-        t159_c1_1 = t159_c1_1.addingProduct(t159_a1, t159_b1)
-        t159_c1_2 = t159_c1_2.addingProduct(t159_a1, t159_b2)
-        t159_c1_3 = t159_c1_3.addingProduct(t159_a1, t159_b3)
-        let t159_a2 = SIMD16<Float>(repeating: arena[((619792 +% (((mb158 *% 4) +% 2) *% 128)) +% k160)])
-        t159_c2_0 = t159_c2_0.addingProduct(t159_a2, t159_b0)
-        t159_c2_1 = t159_c2_1.addingProduct(t159_a2, t159_b1)
-        t159_c2_2 = t159_c2_2.addingProduct(t159_a2, t159_b2)
-        t159_c2_3 = t159_c2_3.addingProduct(t159_a2, t159_b3)
-        let t159_a3 = SIMD16<Float>(repeating: arena[((619792 +% (((mb158 *% 4) +% 3) *% 128)) +% k160)])
-        t159_c3_0 = t159_c3_0.addingProduct(t159_a3, t159_b0)
-        t159_c3_1 = t159_c3_1.addingProduct(t159_a3, t159_b1)
-        t159_c3_2 = t159_c3_2.addingProduct(t159_a3, t159_b2)
-        t159_c3_3 = t159_c3_3.addingProduct(t159_a3, t159_b3)
+  for nb166 in 0..<24 {
+    for mb167 in 0..<16 {
+      var t168_c0_0 = SIMD16<Float>()
+      var t168_c0_1 = SIMD16<Float>()
+      var t168_c0_2 = SIMD16<Float>()
+      var t168_c0_3 = SIMD16<Float>()
+      var t168_c1_0 = SIMD16<Float>()
+      var t168_c1_1 = SIMD16<Float>()
+      var t168_c1_2 = SIMD16<Float>()
+      var t168_c1_3 = SIMD16<Float>()
+      var t168_c2_0 = SIMD16<Float>()
+      var t168_c2_1 = SIMD16<Float>()
+      var t168_c2_2 = SIMD16<Float>()
+      var t168_c2_3 = SIMD16<Float>()
+      var t168_c3_0 = SIMD16<Float>()
+      var t168_c3_1 = SIMD16<Float>()
+      var t168_c3_2 = SIMD16<Float>()
+      var t168_c3_3 = SIMD16<Float>()
+      for k169 in 0..<128 {
+        let t168_b0 = load16(params, ((4800 +% (k169 *% 1568)) +% (nb166 *% 64)))
+        let t168_b1 = load16(params, (((4800 +% (k169 *% 1568)) +% (nb166 *% 64)) +% 16))
+        let t168_b2 = load16(params, (((4800 +% (k169 *% 1568)) +% (nb166 *% 64)) +% 32))
+        let t168_b3 = load16(params, (((4800 +% (k169 *% 1568)) +% (nb166 *% 64)) +% 48))
+        let t168_a0 = SIMD16<Float>(repeating: arena[((619792 +% ((mb167 *% 4) *% 128)) +% k169)])
+        t168_c0_0 = t168_c0_0.addingProduct(t168_a0, t168_b0)
+        t168_c0_1 = t168_c0_1.addingProduct(t168_a0, t168_b1)
+        t168_c0_2 = t168_c0_2.addingProduct(t168_a0, t168_b2)
+        t168_c0_3 = t168_c0_3.addingProduct(t168_a0, t168_b3)
+        let t168_a1 = SIMD16<Float>(repeating: arena[((619792 +% (((mb167 *% 4) +% 1) *% 128)) +% k169)])
+        t168_c1_0 = t168_c1_0.addingProduct(t168_a1, t168_b0)
+        t168_c1_1 = t168_c1_1.addingProduct(t168_a1, t168_b1)
+        t168_c1_2 = t168_c1_2.addingProduct(t168_a1, t168_b2)
+        t168_c1_3 = t168_c1_3.addingProduct(t168_a1, t168_b3)
+        let t168_a2 = SIMD16<Float>(repeating: arena[((619792 +% (((mb167 *% 4) +% 2) *% 128)) +% k169)])
+        t168_c2_0 = t168_c2_0.addingProduct(t168_a2, t168_b0)
+        t168_c2_1 = t168_c2_1.addingProduct(t168_a2, t168_b1)
+        t168_c2_2 = t168_c2_2.addingProduct(t168_a2, t168_b2)
+        t168_c2_3 = t168_c2_3.addingProduct(t168_a2, t168_b3)
+        let t168_a3 = SIMD16<Float>(repeating: arena[((619792 +% (((mb167 *% 4) +% 3) *% 128)) +% k169)])
+        t168_c3_0 = t168_c3_0.addingProduct(t168_a3, t168_b0)
+        t168_c3_1 = t168_c3_1.addingProduct(t168_a3, t168_b1)
+        t168_c3_2 = t168_c3_2.addingProduct(t168_a3, t168_b2)
+        t168_c3_3 = t168_c3_3.addingProduct(t168_a3, t168_b3)
       }
-      store16(arena, ((627984 +% ((mb158 *% 4) *% 1568)) +% (nb157 *% 64)), t159_c0_0)
-      store16(arena, (((627984 +% ((mb158 *% 4) *% 1568)) +% (nb157 *% 64)) +% 16), t159_c0_1)
-      store16(arena, (((627984 +% ((mb158 *% 4) *% 1568)) +% (nb157 *% 64)) +% 32), t159_c0_2)
-      store16(arena, (((627984 +% ((mb158 *% 4) *% 1568)) +% (nb157 *% 64)) +% 48), t159_c0_3)
-      store16(arena, ((627984 +% (((mb158 *% 4) +% 1) *% 1568)) +% (nb157 *% 64)), t159_c1_0)
-      store16(arena, (((627984 +% (((mb158 *% 4) +% 1) *% 1568)) +% (nb157 *% 64)) +% 16), t159_c1_1)
-      store16(arena, (((627984 +% (((mb158 *% 4) +% 1) *% 1568)) +% (nb157 *% 64)) +% 32), t159_c1_2)
-      store16(arena, (((627984 +% (((mb158 *% 4) +% 1) *% 1568)) +% (nb157 *% 64)) +% 48), t159_c1_3)
-      store16(arena, ((627984 +% (((mb158 *% 4) +% 2) *% 1568)) +% (nb157 *% 64)), t159_c2_0)
-      store16(arena, (((627984 +% (((mb158 *% 4) +% 2) *% 1568)) +% (nb157 *% 64)) +% 16), t159_c2_1)
-      store16(arena, (((627984 +% (((mb158 *% 4) +% 2) *% 1568)) +% (nb157 *% 64)) +% 32), t159_c2_2)
-      store16(arena, (((627984 +% (((mb158 *% 4) +% 2) *% 1568)) +% (nb157 *% 64)) +% 48), t159_c2_3)
-      store16(arena, ((627984 +% (((mb158 *% 4) +% 3) *% 1568)) +% (nb157 *% 64)), t159_c3_0)
-      store16(arena, (((627984 +% (((mb158 *% 4) +% 3) *% 1568)) +% (nb157 *% 64)) +% 16), t159_c3_1)
-      store16(arena, (((627984 +% (((mb158 *% 4) +% 3) *% 1568)) +% (nb157 *% 64)) +% 32), t159_c3_2)
-      store16(arena, (((627984 +% (((mb158 *% 4) +% 3) *% 1568)) +% (nb157 *% 64)) +% 48), t159_c3_3)
+      store16(arena, ((627984 +% ((mb167 *% 4) *% 1568)) +% (nb166 *% 64)), t168_c0_0)
+      store16(arena, (((627984 +% ((mb167 *% 4) *% 1568)) +% (nb166 *% 64)) +% 16), t168_c0_1)
+      store16(arena, (((627984 +% ((mb167 *% 4) *% 1568)) +% (nb166 *% 64)) +% 32), t168_c0_2)
+      store16(arena, (((627984 +% ((mb167 *% 4) *% 1568)) +% (nb166 *% 64)) +% 48), t168_c0_3)
+      store16(arena, ((627984 +% (((mb167 *% 4) +% 1) *% 1568)) +% (nb166 *% 64)), t168_c1_0)
+      store16(arena, (((627984 +% (((mb167 *% 4) +% 1) *% 1568)) +% (nb166 *% 64)) +% 16), t168_c1_1)
+      store16(arena, (((627984 +% (((mb167 *% 4) +% 1) *% 1568)) +% (nb166 *% 64)) +% 32), t168_c1_2)
+      store16(arena, (((627984 +% (((mb167 *% 4) +% 1) *% 1568)) +% (nb166 *% 64)) +% 48), t168_c1_3)
+      store16(arena, ((627984 +% (((mb167 *% 4) +% 2) *% 1568)) +% (nb166 *% 64)), t168_c2_0)
+      store16(arena, (((627984 +% (((mb167 *% 4) +% 2) *% 1568)) +% (nb166 *% 64)) +% 16), t168_c2_1)
+      store16(arena, (((627984 +% (((mb167 *% 4) +% 2) *% 1568)) +% (nb166 *% 64)) +% 32), t168_c2_2)
+      store16(arena, (((627984 +% (((mb167 *% 4) +% 2) *% 1568)) +% (nb166 *% 64)) +% 48), t168_c2_3)
+      store16(arena, ((627984 +% (((mb167 *% 4) +% 3) *% 1568)) +% (nb166 *% 64)), t168_c3_0)
+      store16(arena, (((627984 +% (((mb167 *% 4) +% 3) *% 1568)) +% (nb166 *% 64)) +% 16), t168_c3_1)
+      store16(arena, (((627984 +% (((mb167 *% 4) +% 3) *% 1568)) +% (nb166 *% 64)) +% 32), t168_c3_2)
+      store16(arena, (((627984 +% (((mb167 *% 4) +% 3) *% 1568)) +% (nb166 *% 64)) +% 48), t168_c3_3)
     }
   }
-  for mb161 in 0..<16 {
-    var t162_c0_0 = SIMD16<Float>()
-    var t162_c0_1 = SIMD16<Float>()
-    var t162_c1_0 = SIMD16<Float>()
-    var t162_c1_1 = SIMD16<Float>()
-    var t162_c2_0 = SIMD16<Float>()
-    var t162_c2_1 = SIMD16<Float>()
-    var t162_c3_0 = SIMD16<Float>()
-    var t162_c3_1 = SIMD16<Float>()
-    for k163 in 0..<128 {
-      let t162_b0 = load16(params, ((4800 +% (k163 *% 1568)) +% 1536))
-      let t162_b1 = load16(params, (((4800 +% (k163 *% 1568)) +% 1536) +% 16))
-      let t162_a0 = SIMD16<Float>(repeating: arena[((619792 +% ((mb161 *% 4) *% 128)) +% k163)])
-      t162_c0_0 = t162_c0_0.addingProduct(t162_a0, t162_b0)
-      t162_c0_1 = t162_c0_1.addingProduct(t162_a0, t162_b1)
-      let t162_a1 = SIMD16<Float>(repeating: arena[((619792 +% (((mb161 *% 4) +% 1) *% 128)) +% k163)])
-      t162_c1_0 = t162_c1_0.addingProduct(t162_a1, t162_b0)
-      t162_c1_1 = t162_c1_1.addingProduct(t162_a1, t162_b1)
-      let t162_a2 = SIMD16<Float>(repeating: arena[((619792 +% (((mb161 *% 4) +% 2) *% 128)) +% k163)])
-      t162_c2_0 = t162_c2_0.addingProduct(t162_a2, t162_b0)
-      t162_c2_1 = t162_c2_1.addingProduct(t162_a2, t162_b1)
-      let t162_a3 = SIMD16<Float>(repeating: arena[((619792 +% (((mb161 *% 4) +% 3) *% 128)) +% k163)])
-      t162_c3_0 = t162_c3_0.addingProduct(t162_a3, t162_b0)
-      t162_c3_1 = t162_c3_1.addingProduct(t162_a3, t162_b1)
+  for mb170 in 0..<16 {
+    var t171_c0_0 = SIMD16<Float>()
+    var t171_c0_1 = SIMD16<Float>()
+    var t171_c1_0 = SIMD16<Float>()
+    var t171_c1_1 = SIMD16<Float>()
+    var t171_c2_0 = SIMD16<Float>()
+    var t171_c2_1 = SIMD16<Float>()
+    var t171_c3_0 = SIMD16<Float>()
+    var t171_c3_1 = SIMD16<Float>()
+    for k172 in 0..<128 {
+      let t171_b0 = load16(params, ((4800 +% (k172 *% 1568)) +% 1536))
+      let t171_b1 = load16(params, (((4800 +% (k172 *% 1568)) +% 1536) +% 16))
+      let t171_a0 = SIMD16<Float>(repeating: arena[((619792 +% ((mb170 *% 4) *% 128)) +% k172)])
+      t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
+      t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
+      let t171_a1 = SIMD16<Float>(repeating: arena[((619792 +% (((mb170 *% 4) +% 1) *% 128)) +% k172)])
+      t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
+      t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
+      let t171_a2 = SIMD16<Float>(repeating: arena[((619792 +% (((mb170 *% 4) +% 2) *% 128)) +% k172)])
+      t171_c2_0 = t171_c2_0.addingProduct(t171_a2, t171_b0)
+      t171_c2_1 = t171_c2_1.addingProduct(t171_a2, t171_b1)
+      let t171_a3 = SIMD16<Float>(repeating: arena[((619792 +% (((mb170 *% 4) +% 3) *% 128)) +% k172)])
+      t171_c3_0 = t171_c3_0.addingProduct(t171_a3, t171_b0)
+      t171_c3_1 = t171_c3_1.addingProduct(t171_a3, t171_b1)
     }
-    store16(arena, ((627984 +% ((mb161 *% 4) *% 1568)) +% 1536), t162_c0_0)
-    store16(arena, (((627984 +% ((mb161 *% 4) *% 1568)) +% 1536) +% 16), t162_c0_1)
-    store16(arena, ((627984 +% (((mb161 *% 4) +% 1) *% 1568)) +% 1536), t162_c1_0)
-    store16(arena, (((627984 +% (((mb161 *% 4) +% 1) *% 1568)) +% 1536) +% 16), t162_c1_1)
-    store16(arena, ((627984 +% (((mb161 *% 4) +% 2) *% 1568)) +% 1536), t162_c2_0)
-    store16(arena, (((627984 +% (((mb161 *% 4) +% 2) *% 1568)) +% 1536) +% 16), t162_c2_1)
-    store16(arena, ((627984 +% (((mb161 *% 4) +% 3) *% 1568)) +% 1536), t162_c3_0)
-    store16(arena, (((627984 +% (((mb161 *% 4) +% 3) *% 1568)) +% 1536) +% 16), t162_c3_1)
+    store16(arena, ((627984 +% ((mb170 *% 4) *% 1568)) +% 1536), t171_c0_0)
+    store16(arena, (((627984 +% ((mb170 *% 4) *% 1568)) +% 1536) +% 16), t171_c0_1)
+    store16(arena, ((627984 +% (((mb170 *% 4) +% 1) *% 1568)) +% 1536), t171_c1_0)
+    store16(arena, (((627984 +% (((mb170 *% 4) +% 1) *% 1568)) +% 1536) +% 16), t171_c1_1)
+    store16(arena, ((627984 +% (((mb170 *% 4) +% 2) *% 1568)) +% 1536), t171_c2_0)
+    store16(arena, (((627984 +% (((mb170 *% 4) +% 2) *% 1568)) +% 1536) +% 16), t171_c2_1)
+    store16(arena, ((627984 +% (((mb170 *% 4) +% 3) *% 1568)) +% 1536), t171_c3_0)
+    store16(arena, (((627984 +% (((mb170 *% 4) +% 3) *% 1568)) +% 1536) +% 16), t171_c3_1)
   }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i164
-    var i164 = 0
-    while i164 &+ 16 <= 401408 {
-      store16(arena, 728336 &+ i164, SIMD16<Float>(repeating: Float(0)))
-      i164 &+= 16
+  do {  // SIMD16 over i173
+    var i173 = 0
+    while i173 &+ 16 <= 401408 {
+      store16(arena, 728336 &+ i173, SIMD16<Float>(repeating: Float(0)))
+      i173 &+= 16
     }
-    while i164 < 401408 {
-      arena[(728336 +% i164)] = Float(0)
-      i164 &+= 1
+    while i173 < 401408 {
+      arena[(728336 +% i173)] = Float(0)
+      i173 &+= 1
     }
   }
-  for q165 in 0..<2048 {
-    for i166 in 0..<49 {
-      if arena[(401408 +% ((q165 *% 49) +% i166))] > Float(0) {
-        arena[((728336 +% (q165 *% 196)) +% Int(arena[(501760 +% ((q165 *% 49) +% i166))]))] += arena[(627984 +% ((q165 *% 49) +% i166))]
+  for q174 in 0..<2048 {
+    for i175 in 0..<49 {
+      if arena[(401408 +% ((q174 *% 49) +% i175))] > Float(0) {
+        arena[((728336 +% (q174 *% 196)) +% Int(arena[(501760 +% ((q174 *% 49) +% i175))]))] += arena[(627984 +% ((q174 *% 49) +% i175))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i167
-    var i167 = 0
-    while i167 &+ 16 <= 4608 {
-      store16(arena, 1681680 &+ i167, SIMD16<Float>(repeating: Float(0)))
-      i167 &+= 16
+  do {  // SIMD16 over i176
+    var i176 = 0
+    while i176 &+ 16 <= 4608 {
+      store16(arena, 1681680 &+ i176, SIMD16<Float>(repeating: Float(0)))
+      i176 &+= 16
     }
-    while i167 < 4608 {
-      arena[(1681680 +% i167)] = Float(0)
-      i167 &+= 1
-    }
-  }
-  for g168 in 0..<4 {
-    for j169 in 0..<16 {
-      for c170 in 0..<16 {
-        for ky171 in 0..<3 {
-          for oy172 in 0..<14 {
-            if (-1 < ((oy172 +% ky171) +% -1) && ((oy172 +% ky171) +% -1) < 14) {
-              for ox173 in 0..<13 {
-                arena[(((1129744 +% ((((c170 *% 3) +% ky171) *% 3) *% 3136)) +% (j169 *% 196)) +% ((oy172 *% 14) +% (ox173 +% 1)))] = arena[((((((g168 *% 16) +% j169) *% 3136) +% (c170 *% 196)) +% (((oy172 +% ky171) +% -1) *% 14)) +% ((ox173 +% 1) +% -1))]
-              }
-              for ox174 in 0..<1 {
-                arena[(((1129744 +% ((((c170 *% 3) +% ky171) *% 3) *% 3136)) +% (j169 *% 196)) +% ((oy172 *% 14) +% ox174))] = Float(0)
-              }
-            }
-            if ((oy172 +% ky171) +% -1) < 0 {
-              for ox175 in 0..<14 {
-                arena[(((1129744 +% ((((c170 *% 3) +% ky171) *% 3) *% 3136)) +% (j169 *% 196)) +% ((oy172 *% 14) +% ox175))] = Float(0)
-              }
-            }
-            if 13 < ((oy172 +% ky171) +% -1) {
-              for ox175 in 0..<14 {
-                arena[(((1129744 +% ((((c170 *% 3) +% ky171) *% 3) *% 3136)) +% (j169 *% 196)) +% ((oy172 *% 14) +% ox175))] = Float(0)
-              }
-            }
-          }
-          for oy176 in 0..<14 {
-            if (-1 < ((oy176 +% ky171) +% -1) && ((oy176 +% ky171) +% -1) < 14) {
-              for ox177 in 0..<14 {
-                arena[(((1129744 +% (((((c170 *% 3) +% ky171) *% 3) +% 1) *% 3136)) +% (j169 *% 196)) +% ((oy176 *% 14) +% ox177))] = arena[((((((g168 *% 16) +% j169) *% 3136) +% (c170 *% 196)) +% (((oy176 +% ky171) +% -1) *% 14)) +% ox177)]
-              }
-            }
-            if ((oy176 +% ky171) +% -1) < 0 {
-              for ox178 in 0..<14 {
-                arena[(((1129744 +% (((((c170 *% 3) +% ky171) *% 3) +% 1) *% 3136)) +% (j169 *% 196)) +% ((oy176 *% 14) +% ox178))] = Float(0)
-              }
-            }
-            if 13 < ((oy176 +% ky171) +% -1) {
-              for ox178 in 0..<14 {
-                arena[(((1129744 +% (((((c170 *% 3) +% ky171) *% 3) +% 1) *% 3136)) +% (j169 *% 196)) +% ((oy176 *% 14) +% ox178))] = Float(0)
-              }
-            }
-          }
-          for oy179 in 0..<14 {
-            if (-1 < ((oy179 +% ky171) +% -1) && ((oy179 +% ky171) +% -1) < 14) {
-              for ox180 in 0..<13 {
-                arena[(((1129744 +% (((((c170 *% 3) +% ky171) *% 3) +% 2) *% 3136)) +% (j169 *% 196)) +% ((oy179 *% 14) +% ox180))] = arena[((((((g168 *% 16) +% j169) *% 3136) +% (c170 *% 196)) +% (((oy179 +% ky171) +% -1) *% 14)) +% (ox180 +% 1))]
-              }
-              for ox181 in 0..<1 {
-                arena[(((1129744 +% (((((c170 *% 3) +% ky171) *% 3) +% 2) *% 3136)) +% (j169 *% 196)) +% ((oy179 *% 14) +% (ox181 +% 13)))] = Float(0)
-              }
-            }
-            if ((oy179 +% ky171) +% -1) < 0 {
-              for ox182 in 0..<14 {
-                arena[(((1129744 +% (((((c170 *% 3) +% ky171) *% 3) +% 2) *% 3136)) +% (j169 *% 196)) +% ((oy179 *% 14) +% ox182))] = Float(0)
-              }
-            }
-            if 13 < ((oy179 +% ky171) +% -1) {
-              for ox182 in 0..<14 {
-                arena[(((1129744 +% (((((c170 *% 3) +% ky171) *% 3) +% 2) *% 3136)) +% (j169 *% 196)) +% ((oy179 *% 14) +% ox182))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j183 in 0..<16 {
-      for i184 in 0..<196 {
-        for f185 in 0..<32 {
-          arena[((1581328 +% (((j183 *% 196) +% i184) *% 32)) +% f185)] = arena[(((728336 +% (((g168 *% 16) +% j183) *% 6272)) +% (f185 *% 196)) +% i184)]
-        }
-      }
-    }
-    for kp186 in 0..<14 {
-      for nb187 in 0..<1 {
-        for mb188 in 0..<12 {
-          var t189_c0_0 = load16(arena, ((1681680 +% ((mb188 *% 12) *% 32)) +% (nb187 *% 32)))
-          var t189_c0_1 = load16(arena, (((1681680 +% ((mb188 *% 12) *% 32)) +% (nb187 *% 32)) +% 16))
-          var t189_c1_0 = load16(arena, ((1681680 +% (((mb188 *% 12) +% 1) *% 32)) +% (nb187 *% 32)))
-          var t189_c1_1 = load16(arena, (((1681680 +% (((mb188 *% 12) +% 1) *% 32)) +% (nb187 *% 32)) +% 16))
-          var t189_c2_0 = load16(arena, ((1681680 +% (((mb188 *% 12) +% 2) *% 32)) +% (nb187 *% 32)))
-          var t189_c2_1 = load16(arena, (((1681680 +% (((mb188 *% 12) +% 2) *% 32)) +% (nb187 *% 32)) +% 16))
-          var t189_c3_0 = load16(arena, ((1681680 +% (((mb188 *% 12) +% 3) *% 32)) +% (nb187 *% 32)))
-          var t189_c3_1 = load16(arena, (((1681680 +% (((mb188 *% 12) +% 3) *% 32)) +% (nb187 *% 32)) +% 16))
-          var t189_c4_0 = load16(arena, ((1681680 +% (((mb188 *% 12) +% 4) *% 32)) +% (nb187 *% 32)))
-          var t189_c4_1 = load16(arena, (((1681680 +% (((mb188 *% 12) +% 4) *% 32)) +% (nb187 *% 32)) +% 16))
-          var t189_c5_0 = load16(arena, ((1681680 +% (((mb188 *% 12) +% 5) *% 32)) +% (nb187 *% 32)))
-          var t189_c5_1 = load16(arena, (((1681680 +% (((mb188 *% 12) +% 5) *% 32)) +% (nb187 *% 32)) +% 16))
-          var t189_c6_0 = load16(arena, ((1681680 +% (((mb188 *% 12) +% 6) *% 32)) +% (nb187 *% 32)))
-          var t189_c6_1 = load16(arena, (((1681680 +% (((mb188 *% 12) +% 6) *% 32)) +% (nb187 *% 32)) +% 16))
-          var t189_c7_0 = load16(arena, ((1681680 +% (((mb188 *% 12) +% 7) *% 32)) +% (nb187 *% 32)))
-          var t189_c7_1 = load16(arena, (((1681680 +% (((mb188 *% 12) +% 7) *% 32)) +% (nb187 *% 32)) +% 16))
-          var t189_c8_0 = load16(arena, ((1681680 +% (((mb188 *% 12) +% 8) *% 32)) +% (nb187 *% 32)))
-          var t189_c8_1 = load16(arena, (((1681680 +% (((mb188 *% 12) +% 8) *% 32)) +% (nb187 *% 32)) +% 16))
-          var t189_c9_0 = load16(arena, ((1681680 +% (((mb188 *% 12) +% 9) *% 32)) +% (nb187 *% 32)))
-          var t189_c9_1 = load16(arena, (((1681680 +% (((mb188 *% 12) +% 9) *% 32)) +% (nb187 *% 32)) +% 16))
-          var t189_c10_0 = load16(arena, ((1681680 +% (((mb188 *% 12) +% 10) *% 32)) +% (nb187 *% 32)))
-          var t189_c10_1 = load16(arena, (((1681680 +% (((mb188 *% 12) +% 10) *% 32)) +% (nb187 *% 32)) +% 16))
-          var t189_c11_0 = load16(arena, ((1681680 +% (((mb188 *% 12) +% 11) *% 32)) +% (nb187 *% 32)))
-          var t189_c11_1 = load16(arena, (((1681680 +% (((mb188 *% 12) +% 11) *% 32)) +% (nb187 *% 32)) +% 16))
-          for k190 in 0..<224 {
-            let t189_b0 = load16(arena, ((1581328 +% ((k190 +% (kp186 *% 224)) *% 32)) +% (nb187 *% 32)))
-            let t189_b1 = load16(arena, (((1581328 +% ((k190 +% (kp186 *% 224)) *% 32)) +% (nb187 *% 32)) +% 16))
-            let t189_a0 = SIMD16<Float>(repeating: arena[((1129744 +% ((mb188 *% 12) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c0_0 = t189_c0_0.addingProduct(t189_a0, t189_b0)
-            t189_c0_1 = t189_c0_1.addingProduct(t189_a0, t189_b1)
-            let t189_a1 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb188 *% 12) +% 1) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c1_0 = t189_c1_0.addingProduct(t189_a1, t189_b0)
-            t189_c1_1 = t189_c1_1.addingProduct(t189_a1, t189_b1)
-            let t189_a2 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb188 *% 12) +% 2) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c2_0 = t189_c2_0.addingProduct(t189_a2, t189_b0)
-            t189_c2_1 = t189_c2_1.addingProduct(t189_a2, t189_b1)
-            let t189_a3 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb188 *% 12) +% 3) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c3_0 = t189_c3_0.addingProduct(t189_a3, t189_b0)
-            t189_c3_1 = t189_c3_1.addingProduct(t189_a3, t189_b1)
-            let t189_a4 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb188 *% 12) +% 4) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c4_0 = t189_c4_0.addingProduct(t189_a4, t189_b0)
-            t189_c4_1 = t189_c4_1.addingProduct(t189_a4, t189_b1)
-            let t189_a5 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb188 *% 12) +% 5) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c5_0 = t189_c5_0.addingProduct(t189_a5, t189_b0)
-            t189_c5_1 = t189_c5_1.addingProduct(t189_a5, t189_b1)
-            let t189_a6 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb188 *% 12) +% 6) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c6_0 = t189_c6_0.addingProduct(t189_a6, t189_b0)
-            t189_c6_1 = t189_c6_1.addingProduct(t189_a6, t189_b1)
-            let t189_a7 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb188 *% 12) +% 7) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c7_0 = t189_c7_0.addingProduct(t189_a7, t189_b0)
-            t189_c7_1 = t189_c7_1.addingProduct(t189_a7, t189_b1)
-            let t189_a8 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb188 *% 12) +% 8) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c8_0 = t189_c8_0.addingProduct(t189_a8, t189_b0)
-            t189_c8_1 = t189_c8_1.addingProduct(t189_a8, t189_b1)
-            let t189_a9 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb188 *% 12) +% 9) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c9_0 = t189_c9_0.addingProduct(t189_a9, t189_b0)
-            t189_c9_1 = t189_c9_1.addingProduct(t189_a9, t189_b1)
-            let t189_a10 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb188 *% 12) +% 10) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c10_0 = t189_c10_0.addingProduct(t189_a10, t189_b0)
-            t189_c10_1 = t189_c10_1.addingProduct(t189_a10, t189_b1)
-            let t189_a11 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb188 *% 12) +% 11) *% 3136)) +% (k190 +% (kp186 *% 224)))])
-            t189_c11_0 = t189_c11_0.addingProduct(t189_a11, t189_b0)
-            t189_c11_1 = t189_c11_1.addingProduct(t189_a11, t189_b1)
-          }
-          store16(arena, ((1681680 +% ((mb188 *% 12) *% 32)) +% (nb187 *% 32)), t189_c0_0)
-          store16(arena, (((1681680 +% ((mb188 *% 12) *% 32)) +% (nb187 *% 32)) +% 16), t189_c0_1)
-          store16(arena, ((1681680 +% (((mb188 *% 12) +% 1) *% 32)) +% (nb187 *% 32)), t189_c1_0)
-          store16(arena, (((1681680 +% (((mb188 *% 12) +% 1) *% 32)) +% (nb187 *% 32)) +% 16), t189_c1_1)
-          store16(arena, ((1681680 +% (((mb188 *% 12) +% 2) *% 32)) +% (nb187 *% 32)), t189_c2_0)
-          store16(arena, (((1681680 +% (((mb188 *% 12) +% 2) *% 32)) +% (nb187 *% 32)) +% 16), t189_c2_1)
-          store16(arena, ((1681680 +% (((mb188 *% 12) +% 3) *% 32)) +% (nb187 *% 32)), t189_c3_0)
-          store16(arena, (((1681680 +% (((mb188 *% 12) +% 3) *% 32)) +% (nb187 *% 32)) +% 16), t189_c3_1)
-          store16(arena, ((1681680 +% (((mb188 *% 12) +% 4) *% 32)) +% (nb187 *% 32)), t189_c4_0)
-          store16(arena, (((1681680 +% (((mb188 *% 12) +% 4) *% 32)) +% (nb187 *% 32)) +% 16), t189_c4_1)
-          store16(arena, ((1681680 +% (((mb188 *% 12) +% 5) *% 32)) +% (nb187 *% 32)), t189_c5_0)
-          store16(arena, (((1681680 +% (((mb188 *% 12) +% 5) *% 32)) +% (nb187 *% 32)) +% 16), t189_c5_1)
-          store16(arena, ((1681680 +% (((mb188 *% 12) +% 6) *% 32)) +% (nb187 *% 32)), t189_c6_0)
-          store16(arena, (((1681680 +% (((mb188 *% 12) +% 6) *% 32)) +% (nb187 *% 32)) +% 16), t189_c6_1)
-          store16(arena, ((1681680 +% (((mb188 *% 12) +% 7) *% 32)) +% (nb187 *% 32)), t189_c7_0)
-          store16(arena, (((1681680 +% (((mb188 *% 12) +% 7) *% 32)) +% (nb187 *% 32)) +% 16), t189_c7_1)
-          store16(arena, ((1681680 +% (((mb188 *% 12) +% 8) *% 32)) +% (nb187 *% 32)), t189_c8_0)
-          store16(arena, (((1681680 +% (((mb188 *% 12) +% 8) *% 32)) +% (nb187 *% 32)) +% 16), t189_c8_1)
-          store16(arena, ((1681680 +% (((mb188 *% 12) +% 9) *% 32)) +% (nb187 *% 32)), t189_c9_0)
-          store16(arena, (((1681680 +% (((mb188 *% 12) +% 9) *% 32)) +% (nb187 *% 32)) +% 16), t189_c9_1)
-          store16(arena, ((1681680 +% (((mb188 *% 12) +% 10) *% 32)) +% (nb187 *% 32)), t189_c10_0)
-          store16(arena, (((1681680 +% (((mb188 *% 12) +% 10) *% 32)) +% (nb187 *% 32)) +% 16), t189_c10_1)
-          store16(arena, ((1681680 +% (((mb188 *% 12) +% 11) *% 32)) +% (nb187 *% 32)), t189_c11_0)
-          store16(arena, (((1681680 +% (((mb188 *% 12) +% 11) *% 32)) +% (nb187 *% 32)) +% 16), t189_c11_1)
-        }
-      }
+    while i176 < 4608 {
+      arena[(1681680 +% i176)] = Float(0)
+      i176 &+= 1
     }
   }
-  for f191 in 0..<32 {
-    for r192 in 0..<144 {
-      grads[((160 +% (f191 *% 144)) +% r192)] = arena[((1681680 +% (r192 *% 32)) +% f191)]
+  for g177 in 0..<4 {
+    for j178 in 0..<16 {
+      for c179 in 0..<16 {
+        for ky180 in 0..<3 {
+          for oy181 in 0..<14 {
+            if (-1 < ((oy181 +% ky180) +% -1) && ((oy181 +% ky180) +% -1) < 14) {
+              for ox182 in 0..<13 {
+                arena[(((1129744 +% ((((c179 *% 3) +% ky180) *% 3) *% 3136)) +% (j178 *% 196)) +% ((oy181 *% 14) +% (ox182 +% 1)))] = arena[((((((g177 *% 16) +% j178) *% 3136) +% (c179 *% 196)) +% (((oy181 +% ky180) +% -1) *% 14)) +% ((ox182 +% 1) +% -1))]
+              }
+              for ox183 in 0..<1 {
+                arena[(((1129744 +% ((((c179 *% 3) +% ky180) *% 3) *% 3136)) +% (j178 *% 196)) +% ((oy181 *% 14) +% ox183))] = Float(0)
+              }
+            }
+            if ((oy181 +% ky180) +% -1) < 0 {
+              for ox184 in 0..<14 {
+                arena[(((1129744 +% ((((c179 *% 3) +% ky180) *% 3) *% 3136)) +% (j178 *% 196)) +% ((oy181 *% 14) +% ox184))] = Float(0)
+              }
+            }
+            if 13 < ((oy181 +% ky180) +% -1) {
+              for ox184 in 0..<14 {
+                arena[(((1129744 +% ((((c179 *% 3) +% ky180) *% 3) *% 3136)) +% (j178 *% 196)) +% ((oy181 *% 14) +% ox184))] = Float(0)
+              }
+            }
+          }
+          for oy185 in 0..<14 {
+            if (-1 < ((oy185 +% ky180) +% -1) && ((oy185 +% ky180) +% -1) < 14) {
+              for ox186 in 0..<14 {
+                arena[(((1129744 +% (((((c179 *% 3) +% ky180) *% 3) +% 1) *% 3136)) +% (j178 *% 196)) +% ((oy185 *% 14) +% ox186))] = arena[((((((g177 *% 16) +% j178) *% 3136) +% (c179 *% 196)) +% (((oy185 +% ky180) +% -1) *% 14)) +% ox186)]
+              }
+            }
+            if ((oy185 +% ky180) +% -1) < 0 {
+              for ox187 in 0..<14 {
+                arena[(((1129744 +% (((((c179 *% 3) +% ky180) *% 3) +% 1) *% 3136)) +% (j178 *% 196)) +% ((oy185 *% 14) +% ox187))] = Float(0)
+              }
+            }
+            if 13 < ((oy185 +% ky180) +% -1) {
+              for ox187 in 0..<14 {
+                arena[(((1129744 +% (((((c179 *% 3) +% ky180) *% 3) +% 1) *% 3136)) +% (j178 *% 196)) +% ((oy185 *% 14) +% ox187))] = Float(0)
+              }
+            }
+          }
+          for oy188 in 0..<14 {
+            if (-1 < ((oy188 +% ky180) +% -1) && ((oy188 +% ky180) +% -1) < 14) {
+              for ox189 in 0..<13 {
+                arena[(((1129744 +% (((((c179 *% 3) +% ky180) *% 3) +% 2) *% 3136)) +% (j178 *% 196)) +% ((oy188 *% 14) +% ox189))] = arena[((((((g177 *% 16) +% j178) *% 3136) +% (c179 *% 196)) +% (((oy188 +% ky180) +% -1) *% 14)) +% (ox189 +% 1))]
+              }
+              for ox190 in 0..<1 {
+                arena[(((1129744 +% (((((c179 *% 3) +% ky180) *% 3) +% 2) *% 3136)) +% (j178 *% 196)) +% ((oy188 *% 14) +% (ox190 +% 13)))] = Float(0)
+              }
+            }
+            if ((oy188 +% ky180) +% -1) < 0 {
+              for ox191 in 0..<14 {
+                arena[(((1129744 +% (((((c179 *% 3) +% ky180) *% 3) +% 2) *% 3136)) +% (j178 *% 196)) +% ((oy188 *% 14) +% ox191))] = Float(0)
+              }
+            }
+            if 13 < ((oy188 +% ky180) +% -1) {
+              for ox191 in 0..<14 {
+                arena[(((1129744 +% (((((c179 *% 3) +% ky180) *% 3) +% 2) *% 3136)) +% (j178 *% 196)) +% ((oy188 *% 14) +% ox191))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j192 in 0..<16 {
+      for i193 in 0..<196 {
+        for f194 in 0..<32 {
+          arena[((1581328 +% (((j192 *% 196) +% i193) *% 32)) +% f194)] = arena[(((728336 +% (((g177 *% 16) +% j192) *% 6272)) +% (f194 *% 196)) +% i193)]
+        }
+      }
+    }
+    for kp195 in 0..<14 {
+      for nb196 in 0..<1 {
+        for mb197 in 0..<12 {
+          var t198_c0_0 = load16(arena, ((1681680 +% ((mb197 *% 12) *% 32)) +% (nb196 *% 32)))
+          var t198_c0_1 = load16(arena, (((1681680 +% ((mb197 *% 12) *% 32)) +% (nb196 *% 32)) +% 16))
+          var t198_c1_0 = load16(arena, ((1681680 +% (((mb197 *% 12) +% 1) *% 32)) +% (nb196 *% 32)))
+          var t198_c1_1 = load16(arena, (((1681680 +% (((mb197 *% 12) +% 1) *% 32)) +% (nb196 *% 32)) +% 16))
+          var t198_c2_0 = load16(arena, ((1681680 +% (((mb197 *% 12) +% 2) *% 32)) +% (nb196 *% 32)))
+          var t198_c2_1 = load16(arena, (((1681680 +% (((mb197 *% 12) +% 2) *% 32)) +% (nb196 *% 32)) +% 16))
+          var t198_c3_0 = load16(arena, ((1681680 +% (((mb197 *% 12) +% 3) *% 32)) +% (nb196 *% 32)))
+          var t198_c3_1 = load16(arena, (((1681680 +% (((mb197 *% 12) +% 3) *% 32)) +% (nb196 *% 32)) +% 16))
+          var t198_c4_0 = load16(arena, ((1681680 +% (((mb197 *% 12) +% 4) *% 32)) +% (nb196 *% 32)))
+          var t198_c4_1 = load16(arena, (((1681680 +% (((mb197 *% 12) +% 4) *% 32)) +% (nb196 *% 32)) +% 16))
+          var t198_c5_0 = load16(arena, ((1681680 +% (((mb197 *% 12) +% 5) *% 32)) +% (nb196 *% 32)))
+          var t198_c5_1 = load16(arena, (((1681680 +% (((mb197 *% 12) +% 5) *% 32)) +% (nb196 *% 32)) +% 16))
+          var t198_c6_0 = load16(arena, ((1681680 +% (((mb197 *% 12) +% 6) *% 32)) +% (nb196 *% 32)))
+          var t198_c6_1 = load16(arena, (((1681680 +% (((mb197 *% 12) +% 6) *% 32)) +% (nb196 *% 32)) +% 16))
+          var t198_c7_0 = load16(arena, ((1681680 +% (((mb197 *% 12) +% 7) *% 32)) +% (nb196 *% 32)))
+          var t198_c7_1 = load16(arena, (((1681680 +% (((mb197 *% 12) +% 7) *% 32)) +% (nb196 *% 32)) +% 16))
+          var t198_c8_0 = load16(arena, ((1681680 +% (((mb197 *% 12) +% 8) *% 32)) +% (nb196 *% 32)))
+          var t198_c8_1 = load16(arena, (((1681680 +% (((mb197 *% 12) +% 8) *% 32)) +% (nb196 *% 32)) +% 16))
+          var t198_c9_0 = load16(arena, ((1681680 +% (((mb197 *% 12) +% 9) *% 32)) +% (nb196 *% 32)))
+          var t198_c9_1 = load16(arena, (((1681680 +% (((mb197 *% 12) +% 9) *% 32)) +% (nb196 *% 32)) +% 16))
+          var t198_c10_0 = load16(arena, ((1681680 +% (((mb197 *% 12) +% 10) *% 32)) +% (nb196 *% 32)))
+          var t198_c10_1 = load16(arena, (((1681680 +% (((mb197 *% 12) +% 10) *% 32)) +% (nb196 *% 32)) +% 16))
+          var t198_c11_0 = load16(arena, ((1681680 +% (((mb197 *% 12) +% 11) *% 32)) +% (nb196 *% 32)))
+          var t198_c11_1 = load16(arena, (((1681680 +% (((mb197 *% 12) +% 11) *% 32)) +% (nb196 *% 32)) +% 16))
+          for k199 in 0..<224 {
+            let t198_b0 = load16(arena, ((1581328 +% ((k199 +% (kp195 *% 224)) *% 32)) +% (nb196 *% 32)))
+            let t198_b1 = load16(arena, (((1581328 +% ((k199 +% (kp195 *% 224)) *% 32)) +% (nb196 *% 32)) +% 16))
+            let t198_a0 = SIMD16<Float>(repeating: arena[((1129744 +% ((mb197 *% 12) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c0_0 = t198_c0_0.addingProduct(t198_a0, t198_b0)
+            t198_c0_1 = t198_c0_1.addingProduct(t198_a0, t198_b1)
+            let t198_a1 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb197 *% 12) +% 1) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c1_0 = t198_c1_0.addingProduct(t198_a1, t198_b0)
+            t198_c1_1 = t198_c1_1.addingProduct(t198_a1, t198_b1)
+            let t198_a2 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb197 *% 12) +% 2) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c2_0 = t198_c2_0.addingProduct(t198_a2, t198_b0)
+            t198_c2_1 = t198_c2_1.addingProduct(t198_a2, t198_b1)
+            let t198_a3 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb197 *% 12) +% 3) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c3_0 = t198_c3_0.addingProduct(t198_a3, t198_b0)
+            t198_c3_1 = t198_c3_1.addingProduct(t198_a3, t198_b1)
+            let t198_a4 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb197 *% 12) +% 4) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c4_0 = t198_c4_0.addingProduct(t198_a4, t198_b0)
+            t198_c4_1 = t198_c4_1.addingProduct(t198_a4, t198_b1)
+            let t198_a5 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb197 *% 12) +% 5) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c5_0 = t198_c5_0.addingProduct(t198_a5, t198_b0)
+            t198_c5_1 = t198_c5_1.addingProduct(t198_a5, t198_b1)
+            let t198_a6 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb197 *% 12) +% 6) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c6_0 = t198_c6_0.addingProduct(t198_a6, t198_b0)
+            t198_c6_1 = t198_c6_1.addingProduct(t198_a6, t198_b1)
+            let t198_a7 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb197 *% 12) +% 7) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c7_0 = t198_c7_0.addingProduct(t198_a7, t198_b0)
+            t198_c7_1 = t198_c7_1.addingProduct(t198_a7, t198_b1)
+            let t198_a8 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb197 *% 12) +% 8) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c8_0 = t198_c8_0.addingProduct(t198_a8, t198_b0)
+            t198_c8_1 = t198_c8_1.addingProduct(t198_a8, t198_b1)
+            let t198_a9 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb197 *% 12) +% 9) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c9_0 = t198_c9_0.addingProduct(t198_a9, t198_b0)
+            t198_c9_1 = t198_c9_1.addingProduct(t198_a9, t198_b1)
+            let t198_a10 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb197 *% 12) +% 10) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c10_0 = t198_c10_0.addingProduct(t198_a10, t198_b0)
+            t198_c10_1 = t198_c10_1.addingProduct(t198_a10, t198_b1)
+            let t198_a11 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb197 *% 12) +% 11) *% 3136)) +% (k199 +% (kp195 *% 224)))])
+            t198_c11_0 = t198_c11_0.addingProduct(t198_a11, t198_b0)
+            t198_c11_1 = t198_c11_1.addingProduct(t198_a11, t198_b1)
+          }
+          store16(arena, ((1681680 +% ((mb197 *% 12) *% 32)) +% (nb196 *% 32)), t198_c0_0)
+          store16(arena, (((1681680 +% ((mb197 *% 12) *% 32)) +% (nb196 *% 32)) +% 16), t198_c0_1)
+          store16(arena, ((1681680 +% (((mb197 *% 12) +% 1) *% 32)) +% (nb196 *% 32)), t198_c1_0)
+          store16(arena, (((1681680 +% (((mb197 *% 12) +% 1) *% 32)) +% (nb196 *% 32)) +% 16), t198_c1_1)
+          store16(arena, ((1681680 +% (((mb197 *% 12) +% 2) *% 32)) +% (nb196 *% 32)), t198_c2_0)
+          store16(arena, (((1681680 +% (((mb197 *% 12) +% 2) *% 32)) +% (nb196 *% 32)) +% 16), t198_c2_1)
+          store16(arena, ((1681680 +% (((mb197 *% 12) +% 3) *% 32)) +% (nb196 *% 32)), t198_c3_0)
+          store16(arena, (((1681680 +% (((mb197 *% 12) +% 3) *% 32)) +% (nb196 *% 32)) +% 16), t198_c3_1)
+          store16(arena, ((1681680 +% (((mb197 *% 12) +% 4) *% 32)) +% (nb196 *% 32)), t198_c4_0)
+          store16(arena, (((1681680 +% (((mb197 *% 12) +% 4) *% 32)) +% (nb196 *% 32)) +% 16), t198_c4_1)
+          store16(arena, ((1681680 +% (((mb197 *% 12) +% 5) *% 32)) +% (nb196 *% 32)), t198_c5_0)
+          store16(arena, (((1681680 +% (((mb197 *% 12) +% 5) *% 32)) +% (nb196 *% 32)) +% 16), t198_c5_1)
+          store16(arena, ((1681680 +% (((mb197 *% 12) +% 6) *% 32)) +% (nb196 *% 32)), t198_c6_0)
+          store16(arena, (((1681680 +% (((mb197 *% 12) +% 6) *% 32)) +% (nb196 *% 32)) +% 16), t198_c6_1)
+          store16(arena, ((1681680 +% (((mb197 *% 12) +% 7) *% 32)) +% (nb196 *% 32)), t198_c7_0)
+          store16(arena, (((1681680 +% (((mb197 *% 12) +% 7) *% 32)) +% (nb196 *% 32)) +% 16), t198_c7_1)
+          store16(arena, ((1681680 +% (((mb197 *% 12) +% 8) *% 32)) +% (nb196 *% 32)), t198_c8_0)
+          store16(arena, (((1681680 +% (((mb197 *% 12) +% 8) *% 32)) +% (nb196 *% 32)) +% 16), t198_c8_1)
+          store16(arena, ((1681680 +% (((mb197 *% 12) +% 9) *% 32)) +% (nb196 *% 32)), t198_c9_0)
+          store16(arena, (((1681680 +% (((mb197 *% 12) +% 9) *% 32)) +% (nb196 *% 32)) +% 16), t198_c9_1)
+          store16(arena, ((1681680 +% (((mb197 *% 12) +% 10) *% 32)) +% (nb196 *% 32)), t198_c10_0)
+          store16(arena, (((1681680 +% (((mb197 *% 12) +% 10) *% 32)) +% (nb196 *% 32)) +% 16), t198_c10_1)
+          store16(arena, ((1681680 +% (((mb197 *% 12) +% 11) *% 32)) +% (nb196 *% 32)), t198_c11_0)
+          store16(arena, (((1681680 +% (((mb197 *% 12) +% 11) *% 32)) +% (nb196 *% 32)) +% 16), t198_c11_1)
+        }
+      }
+    }
+  }
+  for f200 in 0..<32 {
+    for r201 in 0..<144 {
+      grads[((160 +% (f200 *% 144)) +% r201)] = arena[((1681680 +% (r201 *% 32)) +% f200)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f193 in 0..<32 {
-    var acc194 = SIMD16<Float>()
-    for img195 in 0..<64 {
-      for i196 in 0..<12 {
-        acc194 = acc194.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((728336 +% (img195 *% 6272)) +% (f193 *% 196)) +% (i196 *% 16))))
+  for f202 in 0..<32 {
+    var acc203 = SIMD16<Float>()
+    for img204 in 0..<64 {
+      for i205 in 0..<12 {
+        acc203 = acc203.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((728336 +% (img204 *% 6272)) +% (f202 *% 196)) +% (i205 *% 16))))
       }
-      acc194 = acc194.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((728336 +% (img195 *% 6272)) +% (f193 *% 196)) +% 192), 4))
+      acc203 = acc203.addingProduct(SIMD16<Float>(repeating: Float(1)), loadPartial(arena, (((728336 +% (img204 *% 6272)) +% (f202 *% 196)) +% 192), 4))
     }
-    store16(arena, 401408, acc194)
-    var sum197: Float = (arena[401408] + arena[401409])
-    var sum198: Float = (sum197 + arena[401410])
-    var sum199: Float = (sum198 + arena[401411])
-    var sum200: Float = (sum199 + arena[401412])
-    var sum201: Float = (sum200 + arena[401413])
-    var sum202: Float = (sum201 + arena[401414])
-    var sum203: Float = (sum202 + arena[401415])
-    var sum204: Float = (sum203 + arena[401416])
-    var sum205: Float = (sum204 + arena[401417])
-    var sum206: Float = (sum205 + arena[401418])
-    var sum207: Float = (sum206 + arena[401419])
-    var sum208: Float = (sum207 + arena[401420])
-    var sum209: Float = (sum208 + arena[401421])
-    var sum210: Float = (sum209 + arena[401422])
-    var sum211: Float = (sum210 + arena[401423])
-    grads[(4768 +% f193)] = sum211
+    store16(arena, 401408, acc203)
+    var sum206: Float = (arena[401408] + arena[401409])
+    var sum207: Float = (sum206 + arena[401410])
+    var sum208: Float = (sum207 + arena[401411])
+    var sum209: Float = (sum208 + arena[401412])
+    var sum210: Float = (sum209 + arena[401413])
+    var sum211: Float = (sum210 + arena[401414])
+    var sum212: Float = (sum211 + arena[401415])
+    var sum213: Float = (sum212 + arena[401416])
+    var sum214: Float = (sum213 + arena[401417])
+    var sum215: Float = (sum214 + arena[401418])
+    var sum216: Float = (sum215 + arena[401419])
+    var sum217: Float = (sum216 + arena[401420])
+    var sum218: Float = (sum217 + arena[401421])
+    var sum219: Float = (sum218 + arena[401422])
+    var sum220: Float = (sum219 + arena[401423])
+    grads[(4768 +% f202)] = sum220
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g212 in 0..<4 {
-    for j213 in 0..<16 {
-      for f214 in 0..<32 {
-        do {  // SIMD16 over i215
-          var i215 = 0
-          while i215 &+ 16 <= 196 {
-            store16(arena, ((1581328 +% (f214 *% 3136)) +% (j213 *% 196)) &+ i215, load16(arena, ((728336 +% (((g212 *% 16) +% j213) *% 6272)) +% (f214 *% 196)) &+ i215))
-            i215 &+= 16
+  for g221 in 0..<4 {
+    for j222 in 0..<16 {
+      for f223 in 0..<32 {
+        do {  // SIMD16 over i224
+          var i224 = 0
+          while i224 &+ 16 <= 196 {
+            store16(arena, ((1581328 +% (f223 *% 3136)) +% (j222 *% 196)) &+ i224, load16(arena, ((728336 +% (((g221 *% 16) +% j222) *% 6272)) +% (f223 *% 196)) &+ i224))
+            i224 &+= 16
           }
-          while i215 < 196 {
-            arena[(((1581328 +% (f214 *% 3136)) +% (j213 *% 196)) +% i215)] = arena[(((728336 +% (((g212 *% 16) +% j213) *% 6272)) +% (f214 *% 196)) +% i215)]
-            i215 &+= 1
+          while i224 < 196 {
+            arena[(((1581328 +% (f223 *% 3136)) +% (j222 *% 196)) +% i224)] = arena[(((728336 +% (((g221 *% 16) +% j222) *% 6272)) +% (f223 *% 196)) +% i224)]
+            i224 &+= 1
           }
         }
       }
     }
-    for nb216 in 0..<49 {
-      for mb217 in 0..<24 {
-        var t218_c0_0 = SIMD16<Float>()
-        var t218_c0_1 = SIMD16<Float>()
-        var t218_c0_2 = SIMD16<Float>()
-        var t218_c0_3 = SIMD16<Float>()
-        var t218_c1_0 = SIMD16<Float>()
-        var t218_c1_1 = SIMD16<Float>()
-        var t218_c1_2 = SIMD16<Float>()
-        var t218_c1_3 = SIMD16<Float>()
-        var t218_c2_0 = SIMD16<Float>()
-        var t218_c2_1 = SIMD16<Float>()
-        var t218_c2_2 = SIMD16<Float>()
-        var t218_c2_3 = SIMD16<Float>()
-        var t218_c3_0 = SIMD16<Float>()
-        var t218_c3_1 = SIMD16<Float>()
-        var t218_c3_2 = SIMD16<Float>()
-        var t218_c3_3 = SIMD16<Float>()
-        var t218_c4_0 = SIMD16<Float>()
-        var t218_c4_1 = SIMD16<Float>()
-        var t218_c4_2 = SIMD16<Float>()
-        var t218_c4_3 = SIMD16<Float>()
-        var t218_c5_0 = SIMD16<Float>()
-        var t218_c5_1 = SIMD16<Float>()
-        var t218_c5_2 = SIMD16<Float>()
-        var t218_c5_3 = SIMD16<Float>()
-        for k219 in 0..<32 {
-          let t218_b0 = load16(arena, ((1581328 +% (k219 *% 3136)) +% (nb216 *% 64)))
-          let t218_b1 = load16(arena, (((1581328 +% (k219 *% 3136)) +% (nb216 *% 64)) +% 16))
-          let t218_b2 = load16(arena, (((1581328 +% (k219 *% 3136)) +% (nb216 *% 64)) +% 32))
-          let t218_b3 = load16(arena, (((1581328 +% (k219 *% 3136)) +% (nb216 *% 64)) +% 48))
-          let t218_a0 = SIMD16<Float>(repeating: params[((160 +% (mb217 *% 6)) +% (k219 *% 144))])
-          t218_c0_0 = t218_c0_0.addingProduct(t218_a0, t218_b0)
-          t218_c0_1 = t218_c0_1.addingProduct(t218_a0, t218_b1)
-          t218_c0_2 = t218_c0_2.addingProduct(t218_a0, t218_b2)
-          t218_c0_3 = t218_c0_3.addingProduct(t218_a0, t218_b3)
-          let t218_a1 = SIMD16<Float>(repeating: params[((160 +% ((mb217 *% 6) +% 1)) +% (k219 *% 144))])
-          t218_c1_0 = t218_c1_0.addingProduct(t218_a1, t218_b0)
-          t218_c1_1 = t218_c1_1.addingProduct(t218_a1, t218_b1)
-          t218_c1_2 = t218_c1_2.addingProduct(t218_a1, t218_b2)
-          t218_c1_3 = t218_c1_3.addingProduct(t218_a1, t218_b3)
-          let t218_a2 = SIMD16<Float>(repeating: params[((160 +% ((mb217 *% 6) +% 2)) +% (k219 *% 144))])
-          t218_c2_0 = t218_c2_0.addingProduct(t218_a2, t218_b0)
-          t218_c2_1 = t218_c2_1.addingProduct(t218_a2, t218_b1)
-          t218_c2_2 = t218_c2_2.addingProduct(t218_a2, t218_b2)
-          t218_c2_3 = t218_c2_3.addingProduct(t218_a2, t218_b3)
-          let t218_a3 = SIMD16<Float>(repeating: params[((160 +% ((mb217 *% 6) +% 3)) +% (k219 *% 144))])
-          t218_c3_0 = t218_c3_0.addingProduct(t218_a3, t218_b0)
-          t218_c3_1 = t218_c3_1.addingProduct(t218_a3, t218_b1)
-          t218_c3_2 = t218_c3_2.addingProduct(t218_a3, t218_b2)
-          t218_c3_3 = t218_c3_3.addingProduct(t218_a3, t218_b3)
-          let t218_a4 = SIMD16<Float>(repeating: params[((160 +% ((mb217 *% 6) +% 4)) +% (k219 *% 144))])
-          t218_c4_0 = t218_c4_0.addingProduct(t218_a4, t218_b0)
-          t218_c4_1 = t218_c4_1.addingProduct(t218_a4, t218_b1)
-          t218_c4_2 = t218_c4_2.addingProduct(t218_a4, t218_b2)
-          t218_c4_3 = t218_c4_3.addingProduct(t218_a4, t218_b3)
-          let t218_a5 = SIMD16<Float>(repeating: params[((160 +% ((mb217 *% 6) +% 5)) +% (k219 *% 144))])
-          t218_c5_0 = t218_c5_0.addingProduct(t218_a5, t218_b0)
-          t218_c5_1 = t218_c5_1.addingProduct(t218_a5, t218_b1)
-          t218_c5_2 = t218_c5_2.addingProduct(t218_a5, t218_b2)
-          t218_c5_3 = t218_c5_3.addingProduct(t218_a5, t218_b3)
+    for nb225 in 0..<49 {
+      for mb226 in 0..<24 {
+        var t227_c0_0 = SIMD16<Float>()
+        var t227_c0_1 = SIMD16<Float>()
+        var t227_c0_2 = SIMD16<Float>()
+        var t227_c0_3 = SIMD16<Float>()
+        var t227_c1_0 = SIMD16<Float>()
+        var t227_c1_1 = SIMD16<Float>()
+        var t227_c1_2 = SIMD16<Float>()
+        var t227_c1_3 = SIMD16<Float>()
+        var t227_c2_0 = SIMD16<Float>()
+        var t227_c2_1 = SIMD16<Float>()
+        var t227_c2_2 = SIMD16<Float>()
+        var t227_c2_3 = SIMD16<Float>()
+        var t227_c3_0 = SIMD16<Float>()
+        var t227_c3_1 = SIMD16<Float>()
+        var t227_c3_2 = SIMD16<Float>()
+        var t227_c3_3 = SIMD16<Float>()
+        var t227_c4_0 = SIMD16<Float>()
+        var t227_c4_1 = SIMD16<Float>()
+        var t227_c4_2 = SIMD16<Float>()
+        var t227_c4_3 = SIMD16<Float>()
+        var t227_c5_0 = SIMD16<Float>()
+        var t227_c5_1 = SIMD16<Float>()
+        var t227_c5_2 = SIMD16<Float>()
+        var t227_c5_3 = SIMD16<Float>()
+        for k228 in 0..<32 {
+          let t227_b0 = load16(arena, ((1581328 +% (k228 *% 3136)) +% (nb225 *% 64)))
+          let t227_b1 = load16(arena, (((1581328 +% (k228 *% 3136)) +% (nb225 *% 64)) +% 16))
+          let t227_b2 = load16(arena, (((1581328 +% (k228 *% 3136)) +% (nb225 *% 64)) +% 32))
+          let t227_b3 = load16(arena, (((1581328 +% (k228 *% 3136)) +% (nb225 *% 64)) +% 48))
+          let t227_a0 = SIMD16<Float>(repeating: params[((160 +% (mb226 *% 6)) +% (k228 *% 144))])
+          t227_c0_0 = t227_c0_0.addingProduct(t227_a0, t227_b0)
+          t227_c0_1 = t227_c0_1.addingProduct(t227_a0, t227_b1)
+          t227_c0_2 = t227_c0_2.addingProduct(t227_a0, t227_b2)
+          t227_c0_3 = t227_c0_3.addingProduct(t227_a0, t227_b3)
+          let t227_a1 = SIMD16<Float>(repeating: params[((160 +% ((mb226 *% 6) +% 1)) +% (k228 *% 144))])
+          t227_c1_0 = t227_c1_0.addingProduct(t227_a1, t227_b0)
+          t227_c1_1 = t227_c1_1.addingProduct(t227_a1, t227_b1)
+          t227_c1_2 = t227_c1_2.addingProduct(t227_a1, t227_b2)
+          t227_c1_3 = t227_c1_3.addingProduct(t227_a1, t227_b3)
+          let t227_a2 = SIMD16<Float>(repeating: params[((160 +% ((mb226 *% 6) +% 2)) +% (k228 *% 144))])
+          t227_c2_0 = t227_c2_0.addingProduct(t227_a2, t227_b0)
+          t227_c2_1 = t227_c2_1.addingProduct(t227_a2, t227_b1)
+          t227_c2_2 = t227_c2_2.addingProduct(t227_a2, t227_b2)
+          t227_c2_3 = t227_c2_3.addingProduct(t227_a2, t227_b3)
+          let t227_a3 = SIMD16<Float>(repeating: params[((160 +% ((mb226 *% 6) +% 3)) +% (k228 *% 144))])
+          t227_c3_0 = t227_c3_0.addingProduct(t227_a3, t227_b0)
+          t227_c3_1 = t227_c3_1.addingProduct(t227_a3, t227_b1)
+          t227_c3_2 = t227_c3_2.addingProduct(t227_a3, t227_b2)
+          t227_c3_3 = t227_c3_3.addingProduct(t227_a3, t227_b3)
+          let t227_a4 = SIMD16<Float>(repeating: params[((160 +% ((mb226 *% 6) +% 4)) +% (k228 *% 144))])
+          t227_c4_0 = t227_c4_0.addingProduct(t227_a4, t227_b0)
+          t227_c4_1 = t227_c4_1.addingProduct(t227_a4, t227_b1)
+          t227_c4_2 = t227_c4_2.addingProduct(t227_a4, t227_b2)
+          t227_c4_3 = t227_c4_3.addingProduct(t227_a4, t227_b3)
+          let t227_a5 = SIMD16<Float>(repeating: params[((160 +% ((mb226 *% 6) +% 5)) +% (k228 *% 144))])
+          t227_c5_0 = t227_c5_0.addingProduct(t227_a5, t227_b0)
+          t227_c5_1 = t227_c5_1.addingProduct(t227_a5, t227_b1)
+          t227_c5_2 = t227_c5_2.addingProduct(t227_a5, t227_b2)
+          t227_c5_3 = t227_c5_3.addingProduct(t227_a5, t227_b3)
         }
-        store16(arena, ((1129744 +% ((mb217 *% 6) *% 3136)) +% (nb216 *% 64)), t218_c0_0)
-        store16(arena, (((1129744 +% ((mb217 *% 6) *% 3136)) +% (nb216 *% 64)) +% 16), t218_c0_1)
-        store16(arena, (((1129744 +% ((mb217 *% 6) *% 3136)) +% (nb216 *% 64)) +% 32), t218_c0_2)
-        store16(arena, (((1129744 +% ((mb217 *% 6) *% 3136)) +% (nb216 *% 64)) +% 48), t218_c0_3)
-        store16(arena, ((1129744 +% (((mb217 *% 6) +% 1) *% 3136)) +% (nb216 *% 64)), t218_c1_0)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 1) *% 3136)) +% (nb216 *% 64)) +% 16), t218_c1_1)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 1) *% 3136)) +% (nb216 *% 64)) +% 32), t218_c1_2)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 1) *% 3136)) +% (nb216 *% 64)) +% 48), t218_c1_3)
-        store16(arena, ((1129744 +% (((mb217 *% 6) +% 2) *% 3136)) +% (nb216 *% 64)), t218_c2_0)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 2) *% 3136)) +% (nb216 *% 64)) +% 16), t218_c2_1)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 2) *% 3136)) +% (nb216 *% 64)) +% 32), t218_c2_2)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 2) *% 3136)) +% (nb216 *% 64)) +% 48), t218_c2_3)
-        store16(arena, ((1129744 +% (((mb217 *% 6) +% 3) *% 3136)) +% (nb216 *% 64)), t218_c3_0)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 3) *% 3136)) +% (nb216 *% 64)) +% 16), t218_c3_1)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 3) *% 3136)) +% (nb216 *% 64)) +% 32), t218_c3_2)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 3) *% 3136)) +% (nb216 *% 64)) +% 48), t218_c3_3)
-        store16(arena, ((1129744 +% (((mb217 *% 6) +% 4) *% 3136)) +% (nb216 *% 64)), t218_c4_0)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 4) *% 3136)) +% (nb216 *% 64)) +% 16), t218_c4_1)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 4) *% 3136)) +% (nb216 *% 64)) +% 32), t218_c4_2)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 4) *% 3136)) +% (nb216 *% 64)) +% 48), t218_c4_3)
-        store16(arena, ((1129744 +% (((mb217 *% 6) +% 5) *% 3136)) +% (nb216 *% 64)), t218_c5_0)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 5) *% 3136)) +% (nb216 *% 64)) +% 16), t218_c5_1)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 5) *% 3136)) +% (nb216 *% 64)) +% 32), t218_c5_2)
-        store16(arena, (((1129744 +% (((mb217 *% 6) +% 5) *% 3136)) +% (nb216 *% 64)) +% 48), t218_c5_3)
+        store16(arena, ((1129744 +% ((mb226 *% 6) *% 3136)) +% (nb225 *% 64)), t227_c0_0)
+        store16(arena, (((1129744 +% ((mb226 *% 6) *% 3136)) +% (nb225 *% 64)) +% 16), t227_c0_1)
+        store16(arena, (((1129744 +% ((mb226 *% 6) *% 3136)) +% (nb225 *% 64)) +% 32), t227_c0_2)
+        store16(arena, (((1129744 +% ((mb226 *% 6) *% 3136)) +% (nb225 *% 64)) +% 48), t227_c0_3)
+        store16(arena, ((1129744 +% (((mb226 *% 6) +% 1) *% 3136)) +% (nb225 *% 64)), t227_c1_0)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 1) *% 3136)) +% (nb225 *% 64)) +% 16), t227_c1_1)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 1) *% 3136)) +% (nb225 *% 64)) +% 32), t227_c1_2)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 1) *% 3136)) +% (nb225 *% 64)) +% 48), t227_c1_3)
+        store16(arena, ((1129744 +% (((mb226 *% 6) +% 2) *% 3136)) +% (nb225 *% 64)), t227_c2_0)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 2) *% 3136)) +% (nb225 *% 64)) +% 16), t227_c2_1)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 2) *% 3136)) +% (nb225 *% 64)) +% 32), t227_c2_2)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 2) *% 3136)) +% (nb225 *% 64)) +% 48), t227_c2_3)
+        store16(arena, ((1129744 +% (((mb226 *% 6) +% 3) *% 3136)) +% (nb225 *% 64)), t227_c3_0)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 3) *% 3136)) +% (nb225 *% 64)) +% 16), t227_c3_1)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 3) *% 3136)) +% (nb225 *% 64)) +% 32), t227_c3_2)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 3) *% 3136)) +% (nb225 *% 64)) +% 48), t227_c3_3)
+        store16(arena, ((1129744 +% (((mb226 *% 6) +% 4) *% 3136)) +% (nb225 *% 64)), t227_c4_0)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 4) *% 3136)) +% (nb225 *% 64)) +% 16), t227_c4_1)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 4) *% 3136)) +% (nb225 *% 64)) +% 32), t227_c4_2)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 4) *% 3136)) +% (nb225 *% 64)) +% 48), t227_c4_3)
+        store16(arena, ((1129744 +% (((mb226 *% 6) +% 5) *% 3136)) +% (nb225 *% 64)), t227_c5_0)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 5) *% 3136)) +% (nb225 *% 64)) +% 16), t227_c5_1)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 5) *% 3136)) +% (nb225 *% 64)) +% 32), t227_c5_2)
+        store16(arena, (((1129744 +% (((mb226 *% 6) +% 5) *% 3136)) +% (nb225 *% 64)) +% 48), t227_c5_3)
       }
     }
-    for j220 in 0..<16 {
-      for c221 in 0..<16 {
-        for iy222 in 0..<1 {
-          do {  // SIMD16 over ix223
-            var ix223 = 0
-            while ix223 < 1 {
-              var sum224: Float = arena[(((((1129744 +% ((c221 *% 9) *% 3136)) +% (j220 *% 196)) +% ((iy222 +% 1) *% 14)) +% 1) +% ix223)]
-              var sum225: Float = (sum224 + arena[((((1129744 +% (((c221 *% 9) +% 1) *% 3136)) +% (j220 *% 196)) +% ((iy222 +% 1) *% 14)) +% ix223)])
-              var sum226: Float = (sum225 + arena[(((((1129744 +% (((c221 *% 9) +% 3) *% 3136)) +% (j220 *% 196)) +% (iy222 *% 14)) +% 1) +% ix223)])
-              var sum227: Float = (sum226 + arena[((((1129744 +% (((c221 *% 9) +% 4) *% 3136)) +% (j220 *% 196)) +% (iy222 *% 14)) +% ix223)])
-              arena[((((401408 +% (((g212 *% 16) +% j220) *% 3136)) +% (c221 *% 196)) +% (iy222 *% 14)) +% ix223)] = sum227
-              ix223 &+= 1
+    for j229 in 0..<16 {
+      for c230 in 0..<16 {
+        for iy231 in 0..<1 {
+          do {  // SIMD16 over ix232
+            var ix232 = 0
+            while ix232 < 1 {
+              var sum233: Float = arena[(((((1129744 +% ((c230 *% 9) *% 3136)) +% (j229 *% 196)) +% ((iy231 +% 1) *% 14)) +% 1) +% ix232)]
+              var sum234: Float = (sum233 + arena[((((1129744 +% (((c230 *% 9) +% 1) *% 3136)) +% (j229 *% 196)) +% ((iy231 +% 1) *% 14)) +% ix232)])
+              var sum235: Float = (sum234 + arena[(((((1129744 +% (((c230 *% 9) +% 3) *% 3136)) +% (j229 *% 196)) +% (iy231 *% 14)) +% 1) +% ix232)])
+              var sum236: Float = (sum235 + arena[((((1129744 +% (((c230 *% 9) +% 4) *% 3136)) +% (j229 *% 196)) +% (iy231 *% 14)) +% ix232)])
+              arena[((((401408 +% (((g221 *% 16) +% j229) *% 3136)) +% (c230 *% 196)) +% (iy231 *% 14)) +% ix232)] = sum236
+              ix232 &+= 1
             }
           }
         }
-        for iy228 in 0..<1 {
-          do {  // SIMD16 over ix229
-            var ix229 = 0
-            while ix229 < 12 {
-              var sum230: Float = arena[(((((1129744 +% ((c221 *% 9) *% 3136)) +% (j220 *% 196)) +% ((iy228 +% 1) *% 14)) +% 2) +% ix229)]
-              var sum231: Float = (sum230 + arena[(((((1129744 +% (((c221 *% 9) +% 1) *% 3136)) +% (j220 *% 196)) +% ((iy228 +% 1) *% 14)) +% 1) +% ix229)])
-              var sum232: Float = (sum231 + arena[((((1129744 +% (((c221 *% 9) +% 2) *% 3136)) +% (j220 *% 196)) +% ((iy228 +% 1) *% 14)) +% ix229)])
-              var sum233: Float = (sum232 + arena[(((((1129744 +% (((c221 *% 9) +% 3) *% 3136)) +% (j220 *% 196)) +% (iy228 *% 14)) +% 2) +% ix229)])
-              var sum234: Float = (sum233 + arena[(((((1129744 +% (((c221 *% 9) +% 4) *% 3136)) +% (j220 *% 196)) +% (iy228 *% 14)) +% 1) +% ix229)])
-              var sum235: Float = (sum234 + arena[((((1129744 +% (((c221 *% 9) +% 5) *% 3136)) +% (j220 *% 196)) +% (iy228 *% 14)) +% ix229)])
-              arena[(((((401408 +% (((g212 *% 16) +% j220) *% 3136)) +% (c221 *% 196)) +% (iy228 *% 14)) +% 1) +% ix229)] = sum235
-              ix229 &+= 1
+        for iy237 in 0..<1 {
+          do {  // SIMD16 over ix238
+            var ix238 = 0
+            while ix238 < 12 {
+              var sum239: Float = arena[(((((1129744 +% ((c230 *% 9) *% 3136)) +% (j229 *% 196)) +% ((iy237 +% 1) *% 14)) +% 2) +% ix238)]
+              var sum240: Float = (sum239 + arena[(((((1129744 +% (((c230 *% 9) +% 1) *% 3136)) +% (j229 *% 196)) +% ((iy237 +% 1) *% 14)) +% 1) +% ix238)])
+              var sum241: Float = (sum240 + arena[((((1129744 +% (((c230 *% 9) +% 2) *% 3136)) +% (j229 *% 196)) +% ((iy237 +% 1) *% 14)) +% ix238)])
+              var sum242: Float = (sum241 + arena[(((((1129744 +% (((c230 *% 9) +% 3) *% 3136)) +% (j229 *% 196)) +% (iy237 *% 14)) +% 2) +% ix238)])
+              var sum243: Float = (sum242 + arena[(((((1129744 +% (((c230 *% 9) +% 4) *% 3136)) +% (j229 *% 196)) +% (iy237 *% 14)) +% 1) +% ix238)])
+              var sum244: Float = (sum243 + arena[((((1129744 +% (((c230 *% 9) +% 5) *% 3136)) +% (j229 *% 196)) +% (iy237 *% 14)) +% ix238)])
+              arena[(((((401408 +% (((g221 *% 16) +% j229) *% 3136)) +% (c230 *% 196)) +% (iy237 *% 14)) +% 1) +% ix238)] = sum244
+              ix238 &+= 1
             }
           }
         }
-        for iy236 in 0..<1 {
-          do {  // SIMD16 over ix237
-            var ix237 = 0
-            while ix237 < 1 {
-              var sum238: Float = arena[(((((1129744 +% (((c221 *% 9) +% 1) *% 3136)) +% (j220 *% 196)) +% ((iy236 +% 1) *% 14)) +% 13) +% ix237)]
-              var sum239: Float = (sum238 + arena[(((((1129744 +% (((c221 *% 9) +% 2) *% 3136)) +% (j220 *% 196)) +% ((iy236 +% 1) *% 14)) +% 12) +% ix237)])
-              var sum240: Float = (sum239 + arena[(((((1129744 +% (((c221 *% 9) +% 4) *% 3136)) +% (j220 *% 196)) +% (iy236 *% 14)) +% 13) +% ix237)])
-              var sum241: Float = (sum240 + arena[(((((1129744 +% (((c221 *% 9) +% 5) *% 3136)) +% (j220 *% 196)) +% (iy236 *% 14)) +% 12) +% ix237)])
-              arena[(((((401408 +% (((g212 *% 16) +% j220) *% 3136)) +% (c221 *% 196)) +% (iy236 *% 14)) +% 13) +% ix237)] = sum241
-              ix237 &+= 1
+        for iy245 in 0..<1 {
+          do {  // SIMD16 over ix246
+            var ix246 = 0
+            while ix246 < 1 {
+              var sum247: Float = arena[(((((1129744 +% (((c230 *% 9) +% 1) *% 3136)) +% (j229 *% 196)) +% ((iy245 +% 1) *% 14)) +% 13) +% ix246)]
+              var sum248: Float = (sum247 + arena[(((((1129744 +% (((c230 *% 9) +% 2) *% 3136)) +% (j229 *% 196)) +% ((iy245 +% 1) *% 14)) +% 12) +% ix246)])
+              var sum249: Float = (sum248 + arena[(((((1129744 +% (((c230 *% 9) +% 4) *% 3136)) +% (j229 *% 196)) +% (iy245 *% 14)) +% 13) +% ix246)])
+              var sum250: Float = (sum249 + arena[(((((1129744 +% (((c230 *% 9) +% 5) *% 3136)) +% (j229 *% 196)) +% (iy245 *% 14)) +% 12) +% ix246)])
+              arena[(((((401408 +% (((g221 *% 16) +% j229) *% 3136)) +% (c230 *% 196)) +% (iy245 *% 14)) +% 13) +% ix246)] = sum250
+              ix246 &+= 1
             }
           }
         }
-        for iy242 in 0..<12 {
-          do {  // SIMD16 over ix243
-            var ix243 = 0
-            while ix243 < 1 {
-              var sum244: Float = arena[(((((1129744 +% ((c221 *% 9) *% 3136)) +% (j220 *% 196)) +% (((iy242 +% 1) +% 1) *% 14)) +% 1) +% ix243)]
-              var sum245: Float = (sum244 + arena[((((1129744 +% (((c221 *% 9) +% 1) *% 3136)) +% (j220 *% 196)) +% (((iy242 +% 1) +% 1) *% 14)) +% ix243)])
-              var sum246: Float = (sum245 + arena[(((((1129744 +% (((c221 *% 9) +% 3) *% 3136)) +% (j220 *% 196)) +% ((iy242 +% 1) *% 14)) +% 1) +% ix243)])
-              var sum247: Float = (sum246 + arena[((((1129744 +% (((c221 *% 9) +% 4) *% 3136)) +% (j220 *% 196)) +% ((iy242 +% 1) *% 14)) +% ix243)])
-              var sum248: Float = (sum247 + arena[(((((1129744 +% (((c221 *% 9) +% 6) *% 3136)) +% (j220 *% 196)) +% (((iy242 +% 1) +% -1) *% 14)) +% 1) +% ix243)])
-              var sum249: Float = (sum248 + arena[((((1129744 +% (((c221 *% 9) +% 7) *% 3136)) +% (j220 *% 196)) +% (((iy242 +% 1) +% -1) *% 14)) +% ix243)])
-              arena[((((401408 +% (((g212 *% 16) +% j220) *% 3136)) +% (c221 *% 196)) +% ((iy242 +% 1) *% 14)) +% ix243)] = sum249
-              ix243 &+= 1
+        for iy251 in 0..<12 {
+          do {  // SIMD16 over ix252
+            var ix252 = 0
+            while ix252 < 1 {
+              var sum253: Float = arena[(((((1129744 +% ((c230 *% 9) *% 3136)) +% (j229 *% 196)) +% (((iy251 +% 1) +% 1) *% 14)) +% 1) +% ix252)]
+              var sum254: Float = (sum253 + arena[((((1129744 +% (((c230 *% 9) +% 1) *% 3136)) +% (j229 *% 196)) +% (((iy251 +% 1) +% 1) *% 14)) +% ix252)])
+              var sum255: Float = (sum254 + arena[(((((1129744 +% (((c230 *% 9) +% 3) *% 3136)) +% (j229 *% 196)) +% ((iy251 +% 1) *% 14)) +% 1) +% ix252)])
+              var sum256: Float = (sum255 + arena[((((1129744 +% (((c230 *% 9) +% 4) *% 3136)) +% (j229 *% 196)) +% ((iy251 +% 1) *% 14)) +% ix252)])
+              var sum257: Float = (sum256 + arena[(((((1129744 +% (((c230 *% 9) +% 6) *% 3136)) +% (j229 *% 196)) +% (((iy251 +% 1) +% -1) *% 14)) +% 1) +% ix252)])
+              var sum258: Float = (sum257 + arena[((((1129744 +% (((c230 *% 9) +% 7) *% 3136)) +% (j229 *% 196)) +% (((iy251 +% 1) +% -1) *% 14)) +% ix252)])
+              arena[((((401408 +% (((g221 *% 16) +% j229) *% 3136)) +% (c230 *% 196)) +% ((iy251 +% 1) *% 14)) +% ix252)] = sum258
+              ix252 &+= 1
             }
           }
         }
-        for iy250 in 0..<12 {
-          do {  // SIMD16 over ix251
-            var ix251 = 0
-            while ix251 < 12 {
-              var sum252: Float = arena[(((((1129744 +% ((c221 *% 9) *% 3136)) +% (j220 *% 196)) +% (((iy250 +% 1) +% 1) *% 14)) +% 2) +% ix251)]
-              var sum253: Float = (sum252 + arena[(((((1129744 +% (((c221 *% 9) +% 1) *% 3136)) +% (j220 *% 196)) +% (((iy250 +% 1) +% 1) *% 14)) +% 1) +% ix251)])
-              var sum254: Float = (sum253 + arena[((((1129744 +% (((c221 *% 9) +% 2) *% 3136)) +% (j220 *% 196)) +% (((iy250 +% 1) +% 1) *% 14)) +% ix251)])
-              var sum255: Float = (sum254 + arena[(((((1129744 +% (((c221 *% 9) +% 3) *% 3136)) +% (j220 *% 196)) +% ((iy250 +% 1) *% 14)) +% 2) +% ix251)])
-              var sum256: Float = (sum255 + arena[(((((1129744 +% (((c221 *% 9) +% 4) *% 3136)) +% (j220 *% 196)) +% ((iy250 +% 1) *% 14)) +% 1) +% ix251)])
-              var sum257: Float = (sum256 + arena[((((1129744 +% (((c221 *% 9) +% 5) *% 3136)) +% (j220 *% 196)) +% ((iy250 +% 1) *% 14)) +% ix251)])
-              var sum258: Float = (sum257 + arena[(((((1129744 +% (((c221 *% 9) +% 6) *% 3136)) +% (j220 *% 196)) +% (((iy250 +% 1) +% -1) *% 14)) +% 2) +% ix251)])
-              var sum259: Float = (sum258 + arena[(((((1129744 +% (((c221 *% 9) +% 7) *% 3136)) +% (j220 *% 196)) +% (((iy250 +% 1) +% -1) *% 14)) +% 1) +% ix251)])
-              var sum260: Float = (sum259 + arena[((((1129744 +% (((c221 *% 9) +% 8) *% 3136)) +% (j220 *% 196)) +% (((iy250 +% 1) +% -1) *% 14)) +% ix251)])
-              arena[(((((401408 +% (((g212 *% 16) +% j220) *% 3136)) +% (c221 *% 196)) +% ((iy250 +% 1) *% 14)) +% 1) +% ix251)] = sum260
-              ix251 &+= 1
+        for iy259 in 0..<12 {
+          do {  // SIMD16 over ix260
+            var ix260 = 0
+            while ix260 < 12 {
+              var sum261: Float = arena[(((((1129744 +% ((c230 *% 9) *% 3136)) +% (j229 *% 196)) +% (((iy259 +% 1) +% 1) *% 14)) +% 2) +% ix260)]
+              var sum262: Float = (sum261 + arena[(((((1129744 +% (((c230 *% 9) +% 1) *% 3136)) +% (j229 *% 196)) +% (((iy259 +% 1) +% 1) *% 14)) +% 1) +% ix260)])
+              var sum263: Float = (sum262 + arena[((((1129744 +% (((c230 *% 9) +% 2) *% 3136)) +% (j229 *% 196)) +% (((iy259 +% 1) +% 1) *% 14)) +% ix260)])
+              var sum264: Float = (sum263 + arena[(((((1129744 +% (((c230 *% 9) +% 3) *% 3136)) +% (j229 *% 196)) +% ((iy259 +% 1) *% 14)) +% 2) +% ix260)])
+              var sum265: Float = (sum264 + arena[(((((1129744 +% (((c230 *% 9) +% 4) *% 3136)) +% (j229 *% 196)) +% ((iy259 +% 1) *% 14)) +% 1) +% ix260)])
+              var sum266: Float = (sum265 + arena[((((1129744 +% (((c230 *% 9) +% 5) *% 3136)) +% (j229 *% 196)) +% ((iy259 +% 1) *% 14)) +% ix260)])
+              var sum267: Float = (sum266 + arena[(((((1129744 +% (((c230 *% 9) +% 6) *% 3136)) +% (j229 *% 196)) +% (((iy259 +% 1) +% -1) *% 14)) +% 2) +% ix260)])
+              var sum268: Float = (sum267 + arena[(((((1129744 +% (((c230 *% 9) +% 7) *% 3136)) +% (j229 *% 196)) +% (((iy259 +% 1) +% -1) *% 14)) +% 1) +% ix260)])
+              var sum269: Float = (sum268 + arena[((((1129744 +% (((c230 *% 9) +% 8) *% 3136)) +% (j229 *% 196)) +% (((iy259 +% 1) +% -1) *% 14)) +% ix260)])
+              arena[(((((401408 +% (((g221 *% 16) +% j229) *% 3136)) +% (c230 *% 196)) +% ((iy259 +% 1) *% 14)) +% 1) +% ix260)] = sum269
+              ix260 &+= 1
             }
           }
         }
-        for iy261 in 0..<12 {
-          do {  // SIMD16 over ix262
-            var ix262 = 0
-            while ix262 < 1 {
-              var sum263: Float = arena[(((((1129744 +% (((c221 *% 9) +% 1) *% 3136)) +% (j220 *% 196)) +% (((iy261 +% 1) +% 1) *% 14)) +% 13) +% ix262)]
-              var sum264: Float = (sum263 + arena[(((((1129744 +% (((c221 *% 9) +% 2) *% 3136)) +% (j220 *% 196)) +% (((iy261 +% 1) +% 1) *% 14)) +% 12) +% ix262)])
-              var sum265: Float = (sum264 + arena[(((((1129744 +% (((c221 *% 9) +% 4) *% 3136)) +% (j220 *% 196)) +% ((iy261 +% 1) *% 14)) +% 13) +% ix262)])
-              var sum266: Float = (sum265 + arena[(((((1129744 +% (((c221 *% 9) +% 5) *% 3136)) +% (j220 *% 196)) +% ((iy261 +% 1) *% 14)) +% 12) +% ix262)])
-              var sum267: Float = (sum266 + arena[(((((1129744 +% (((c221 *% 9) +% 7) *% 3136)) +% (j220 *% 196)) +% (((iy261 +% 1) +% -1) *% 14)) +% 13) +% ix262)])
-              var sum268: Float = (sum267 + arena[(((((1129744 +% (((c221 *% 9) +% 8) *% 3136)) +% (j220 *% 196)) +% (((iy261 +% 1) +% -1) *% 14)) +% 12) +% ix262)])
-              arena[(((((401408 +% (((g212 *% 16) +% j220) *% 3136)) +% (c221 *% 196)) +% ((iy261 +% 1) *% 14)) +% 13) +% ix262)] = sum268
-              ix262 &+= 1
+        for iy270 in 0..<12 {
+          do {  // SIMD16 over ix271
+            var ix271 = 0
+            while ix271 < 1 {
+              var sum272: Float = arena[(((((1129744 +% (((c230 *% 9) +% 1) *% 3136)) +% (j229 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) +% 13) +% ix271)]
+              var sum273: Float = (sum272 + arena[(((((1129744 +% (((c230 *% 9) +% 2) *% 3136)) +% (j229 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) +% 12) +% ix271)])
+              var sum274: Float = (sum273 + arena[(((((1129744 +% (((c230 *% 9) +% 4) *% 3136)) +% (j229 *% 196)) +% ((iy270 +% 1) *% 14)) +% 13) +% ix271)])
+              var sum275: Float = (sum274 + arena[(((((1129744 +% (((c230 *% 9) +% 5) *% 3136)) +% (j229 *% 196)) +% ((iy270 +% 1) *% 14)) +% 12) +% ix271)])
+              var sum276: Float = (sum275 + arena[(((((1129744 +% (((c230 *% 9) +% 7) *% 3136)) +% (j229 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) +% 13) +% ix271)])
+              var sum277: Float = (sum276 + arena[(((((1129744 +% (((c230 *% 9) +% 8) *% 3136)) +% (j229 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) +% 12) +% ix271)])
+              arena[(((((401408 +% (((g221 *% 16) +% j229) *% 3136)) +% (c230 *% 196)) +% ((iy270 +% 1) *% 14)) +% 13) +% ix271)] = sum277
+              ix271 &+= 1
             }
           }
         }
-        for iy269 in 0..<1 {
-          do {  // SIMD16 over ix270
-            var ix270 = 0
-            while ix270 < 1 {
-              var sum271: Float = arena[(((((1129744 +% (((c221 *% 9) +% 3) *% 3136)) +% (j220 *% 196)) +% ((iy269 +% 13) *% 14)) +% 1) +% ix270)]
-              var sum272: Float = (sum271 + arena[((((1129744 +% (((c221 *% 9) +% 4) *% 3136)) +% (j220 *% 196)) +% ((iy269 +% 13) *% 14)) +% ix270)])
-              var sum273: Float = (sum272 + arena[(((((1129744 +% (((c221 *% 9) +% 6) *% 3136)) +% (j220 *% 196)) +% (((iy269 +% 13) +% -1) *% 14)) +% 1) +% ix270)])
-              var sum274: Float = (sum273 + arena[((((1129744 +% (((c221 *% 9) +% 7) *% 3136)) +% (j220 *% 196)) +% (((iy269 +% 13) +% -1) *% 14)) +% ix270)])
-              arena[((((401408 +% (((g212 *% 16) +% j220) *% 3136)) +% (c221 *% 196)) +% ((iy269 +% 13) *% 14)) +% ix270)] = sum274
-              ix270 &+= 1
+        for iy278 in 0..<1 {
+          do {  // SIMD16 over ix279
+            var ix279 = 0
+            while ix279 < 1 {
+              var sum280: Float = arena[(((((1129744 +% (((c230 *% 9) +% 3) *% 3136)) +% (j229 *% 196)) +% ((iy278 +% 13) *% 14)) +% 1) +% ix279)]
+              var sum281: Float = (sum280 + arena[((((1129744 +% (((c230 *% 9) +% 4) *% 3136)) +% (j229 *% 196)) +% ((iy278 +% 13) *% 14)) +% ix279)])
+              var sum282: Float = (sum281 + arena[(((((1129744 +% (((c230 *% 9) +% 6) *% 3136)) +% (j229 *% 196)) +% (((iy278 +% 13) +% -1) *% 14)) +% 1) +% ix279)])
+              var sum283: Float = (sum282 + arena[((((1129744 +% (((c230 *% 9) +% 7) *% 3136)) +% (j229 *% 196)) +% (((iy278 +% 13) +% -1) *% 14)) +% ix279)])
+              arena[((((401408 +% (((g221 *% 16) +% j229) *% 3136)) +% (c230 *% 196)) +% ((iy278 +% 13) *% 14)) +% ix279)] = sum283
+              ix279 &+= 1
             }
           }
         }
-        for iy275 in 0..<1 {
-          do {  // SIMD16 over ix276
-            var ix276 = 0
-            while ix276 < 12 {
-              var sum277: Float = arena[(((((1129744 +% (((c221 *% 9) +% 3) *% 3136)) +% (j220 *% 196)) +% ((iy275 +% 13) *% 14)) +% 2) +% ix276)]
-              var sum278: Float = (sum277 + arena[(((((1129744 +% (((c221 *% 9) +% 4) *% 3136)) +% (j220 *% 196)) +% ((iy275 +% 13) *% 14)) +% 1) +% ix276)])
-              var sum279: Float = (sum278 + arena[((((1129744 +% (((c221 *% 9) +% 5) *% 3136)) +% (j220 *% 196)) +% ((iy275 +% 13) *% 14)) +% ix276)])
-              var sum280: Float = (sum279 + arena[(((((1129744 +% (((c221 *% 9) +% 6) *% 3136)) +% (j220 *% 196)) +% (((iy275 +% 13) +% -1) *% 14)) +% 2) +% ix276)])
-              var sum281: Float = (sum280 + arena[(((((1129744 +% (((c221 *% 9) +% 7) *% 3136)) +% (j220 *% 196)) +% (((iy275 +% 13) +% -1) *% 14)) +% 1) +% ix276)])
-              var sum282: Float = (sum281 + arena[((((1129744 +% (((c221 *% 9) +% 8) *% 3136)) +% (j220 *% 196)) +% (((iy275 +% 13) +% -1) *% 14)) +% ix276)])
-              arena[(((((401408 +% (((g212 *% 16) +% j220) *% 3136)) +% (c221 *% 196)) +% ((iy275 +% 13) *% 14)) +% 1) +% ix276)] = sum282
-              ix276 &+= 1
+        for iy284 in 0..<1 {
+          do {  // SIMD16 over ix285
+            var ix285 = 0
+            while ix285 < 12 {
+              var sum286: Float = arena[(((((1129744 +% (((c230 *% 9) +% 3) *% 3136)) +% (j229 *% 196)) +% ((iy284 +% 13) *% 14)) +% 2) +% ix285)]
+              var sum287: Float = (sum286 + arena[(((((1129744 +% (((c230 *% 9) +% 4) *% 3136)) +% (j229 *% 196)) +% ((iy284 +% 13) *% 14)) +% 1) +% ix285)])
+              var sum288: Float = (sum287 + arena[((((1129744 +% (((c230 *% 9) +% 5) *% 3136)) +% (j229 *% 196)) +% ((iy284 +% 13) *% 14)) +% ix285)])
+              var sum289: Float = (sum288 + arena[(((((1129744 +% (((c230 *% 9) +% 6) *% 3136)) +% (j229 *% 196)) +% (((iy284 +% 13) +% -1) *% 14)) +% 2) +% ix285)])
+              var sum290: Float = (sum289 + arena[(((((1129744 +% (((c230 *% 9) +% 7) *% 3136)) +% (j229 *% 196)) +% (((iy284 +% 13) +% -1) *% 14)) +% 1) +% ix285)])
+              var sum291: Float = (sum290 + arena[((((1129744 +% (((c230 *% 9) +% 8) *% 3136)) +% (j229 *% 196)) +% (((iy284 +% 13) +% -1) *% 14)) +% ix285)])
+              arena[(((((401408 +% (((g221 *% 16) +% j229) *% 3136)) +% (c230 *% 196)) +% ((iy284 +% 13) *% 14)) +% 1) +% ix285)] = sum291
+              ix285 &+= 1
             }
           }
         }
-        for iy283 in 0..<1 {
-          do {  // SIMD16 over ix284
-            var ix284 = 0
-            while ix284 < 1 {
-              var sum285: Float = arena[(((((1129744 +% (((c221 *% 9) +% 4) *% 3136)) +% (j220 *% 196)) +% ((iy283 +% 13) *% 14)) +% 13) +% ix284)]
-              var sum286: Float = (sum285 + arena[(((((1129744 +% (((c221 *% 9) +% 5) *% 3136)) +% (j220 *% 196)) +% ((iy283 +% 13) *% 14)) +% 12) +% ix284)])
-              var sum287: Float = (sum286 + arena[(((((1129744 +% (((c221 *% 9) +% 7) *% 3136)) +% (j220 *% 196)) +% (((iy283 +% 13) +% -1) *% 14)) +% 13) +% ix284)])
-              var sum288: Float = (sum287 + arena[(((((1129744 +% (((c221 *% 9) +% 8) *% 3136)) +% (j220 *% 196)) +% (((iy283 +% 13) +% -1) *% 14)) +% 12) +% ix284)])
-              arena[(((((401408 +% (((g212 *% 16) +% j220) *% 3136)) +% (c221 *% 196)) +% ((iy283 +% 13) *% 14)) +% 13) +% ix284)] = sum288
-              ix284 &+= 1
+        for iy292 in 0..<1 {
+          do {  // SIMD16 over ix293
+            var ix293 = 0
+            while ix293 < 1 {
+              var sum294: Float = arena[(((((1129744 +% (((c230 *% 9) +% 4) *% 3136)) +% (j229 *% 196)) +% ((iy292 +% 13) *% 14)) +% 13) +% ix293)]
+              var sum295: Float = (sum294 + arena[(((((1129744 +% (((c230 *% 9) +% 5) *% 3136)) +% (j229 *% 196)) +% ((iy292 +% 13) *% 14)) +% 12) +% ix293)])
+              var sum296: Float = (sum295 + arena[(((((1129744 +% (((c230 *% 9) +% 7) *% 3136)) +% (j229 *% 196)) +% (((iy292 +% 13) +% -1) *% 14)) +% 13) +% ix293)])
+              var sum297: Float = (sum296 + arena[(((((1129744 +% (((c230 *% 9) +% 8) *% 3136)) +% (j229 *% 196)) +% (((iy292 +% 13) +% -1) *% 14)) +% 12) +% ix293)])
+              arena[(((((401408 +% (((g221 *% 16) +% j229) *% 3136)) +% (c230 *% 196)) +% ((iy292 +% 13) *% 14)) +% 13) +% ix293)] = sum297
+              ix293 &+= 1
             }
           }
         }
@@ -1425,206 +1498,206 @@ public func smallcnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i289
-    var i289 = 0
-    while i289 &+ 16 <= 802816 {
-      store16(arena, 610960 &+ i289, SIMD16<Float>(repeating: Float(0)))
-      i289 &+= 16
+  do {  // SIMD16 over i298
+    var i298 = 0
+    while i298 &+ 16 <= 802816 {
+      store16(arena, 610960 &+ i298, SIMD16<Float>(repeating: Float(0)))
+      i298 &+= 16
     }
-    while i289 < 802816 {
-      arena[(610960 +% i289)] = Float(0)
-      i289 &+= 1
+    while i298 < 802816 {
+      arena[(610960 +% i298)] = Float(0)
+      i298 &+= 1
     }
   }
-  for q290 in 0..<1024 {
-    for i291 in 0..<196 {
-      if arena[((q290 *% 196) +% i291)] > Float(0) {
-        arena[((610960 +% (q290 *% 784)) +% Int(arena[(200704 +% ((q290 *% 196) +% i291))]))] += arena[(401408 +% ((q290 *% 196) +% i291))]
+  for q299 in 0..<1024 {
+    for i300 in 0..<196 {
+      if arena[((q299 *% 196) +% i300)] > Float(0) {
+        arena[((610960 +% (q299 *% 784)) +% Int(arena[(200704 +% ((q299 *% 196) +% i300))]))] += arena[(401408 +% ((q299 *% 196) +% i300))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i292
-    var i292 = 0
-    while i292 &+ 16 <= 144 {
-      store16(arena, 313600 &+ i292, SIMD16<Float>(repeating: Float(0)))
-      i292 &+= 16
+  do {  // SIMD16 over i301
+    var i301 = 0
+    while i301 &+ 16 <= 144 {
+      store16(arena, 313600 &+ i301, SIMD16<Float>(repeating: Float(0)))
+      i301 &+= 16
     }
-    while i292 < 144 {
-      arena[(313600 +% i292)] = Float(0)
-      i292 &+= 1
-    }
-  }
-  for g293 in 0..<4 {
-    for j294 in 0..<16 {
-      for c295 in 0..<1 {
-        for ky296 in 0..<3 {
-          for oy297 in 0..<28 {
-            if (-1 < ((oy297 +% ky296) +% -1) && ((oy297 +% ky296) +% -1) < 28) {
-              for ox298 in 0..<27 {
-                arena[((((((c295 *% 3) +% ky296) *% 3) *% 12544) +% (j294 *% 784)) +% ((oy297 *% 28) +% (ox298 +% 1)))] = images[((((((g293 *% 16) +% j294) *% 784) +% (c295 *% 784)) +% (((oy297 +% ky296) +% -1) *% 28)) +% ((ox298 +% 1) +% -1))]
-              }
-              for ox299 in 0..<1 {
-                arena[((((((c295 *% 3) +% ky296) *% 3) *% 12544) +% (j294 *% 784)) +% ((oy297 *% 28) +% ox299))] = Float(0)
-              }
-            }
-            if ((oy297 +% ky296) +% -1) < 0 {
-              for ox300 in 0..<28 {
-                arena[((((((c295 *% 3) +% ky296) *% 3) *% 12544) +% (j294 *% 784)) +% ((oy297 *% 28) +% ox300))] = Float(0)
-              }
-            }
-            if 27 < ((oy297 +% ky296) +% -1) {
-              for ox300 in 0..<28 {
-                arena[((((((c295 *% 3) +% ky296) *% 3) *% 12544) +% (j294 *% 784)) +% ((oy297 *% 28) +% ox300))] = Float(0)
-              }
-            }
-          }
-          for oy301 in 0..<28 {
-            if (-1 < ((oy301 +% ky296) +% -1) && ((oy301 +% ky296) +% -1) < 28) {
-              for ox302 in 0..<28 {
-                arena[(((((((c295 *% 3) +% ky296) *% 3) +% 1) *% 12544) +% (j294 *% 784)) +% ((oy301 *% 28) +% ox302))] = images[((((((g293 *% 16) +% j294) *% 784) +% (c295 *% 784)) +% (((oy301 +% ky296) +% -1) *% 28)) +% ox302)]
-              }
-            }
-            if ((oy301 +% ky296) +% -1) < 0 {
-              for ox303 in 0..<28 {
-                arena[(((((((c295 *% 3) +% ky296) *% 3) +% 1) *% 12544) +% (j294 *% 784)) +% ((oy301 *% 28) +% ox303))] = Float(0)
-              }
-            }
-            if 27 < ((oy301 +% ky296) +% -1) {
-              for ox303 in 0..<28 {
-                arena[(((((((c295 *% 3) +% ky296) *% 3) +% 1) *% 12544) +% (j294 *% 784)) +% ((oy301 *% 28) +% ox303))] = Float(0)
-              }
-            }
-          }
-          for oy304 in 0..<28 {
-            if (-1 < ((oy304 +% ky296) +% -1) && ((oy304 +% ky296) +% -1) < 28) {
-              for ox305 in 0..<27 {
-                arena[(((((((c295 *% 3) +% ky296) *% 3) +% 2) *% 12544) +% (j294 *% 784)) +% ((oy304 *% 28) +% ox305))] = images[((((((g293 *% 16) +% j294) *% 784) +% (c295 *% 784)) +% (((oy304 +% ky296) +% -1) *% 28)) +% (ox305 +% 1))]
-              }
-              for ox306 in 0..<1 {
-                arena[(((((((c295 *% 3) +% ky296) *% 3) +% 2) *% 12544) +% (j294 *% 784)) +% ((oy304 *% 28) +% (ox306 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy304 +% ky296) +% -1) < 0 {
-              for ox307 in 0..<28 {
-                arena[(((((((c295 *% 3) +% ky296) *% 3) +% 2) *% 12544) +% (j294 *% 784)) +% ((oy304 *% 28) +% ox307))] = Float(0)
-              }
-            }
-            if 27 < ((oy304 +% ky296) +% -1) {
-              for ox307 in 0..<28 {
-                arena[(((((((c295 *% 3) +% ky296) *% 3) +% 2) *% 12544) +% (j294 *% 784)) +% ((oy304 *% 28) +% ox307))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j308 in 0..<16 {
-      for i309 in 0..<784 {
-        for f310 in 0..<16 {
-          arena[((112896 +% (((j308 *% 784) +% i309) *% 16)) +% f310)] = arena[(((610960 +% (((g293 *% 16) +% j308) *% 12544)) +% (f310 *% 784)) +% i309)]
-        }
-      }
-    }
-    for kp311 in 0..<49 {
-      for nb312 in 0..<1 {
-        for mb313 in 0..<1 {
-          var t314_c0_0 = load16(arena, ((313600 +% ((mb313 *% 9) *% 16)) +% (nb312 *% 16)))
-          var t314_c1_0 = load16(arena, ((313600 +% (((mb313 *% 9) +% 1) *% 16)) +% (nb312 *% 16)))
-          var t314_c2_0 = load16(arena, ((313600 +% (((mb313 *% 9) +% 2) *% 16)) +% (nb312 *% 16)))
-          var t314_c3_0 = load16(arena, ((313600 +% (((mb313 *% 9) +% 3) *% 16)) +% (nb312 *% 16)))
-          var t314_c4_0 = load16(arena, ((313600 +% (((mb313 *% 9) +% 4) *% 16)) +% (nb312 *% 16)))
-          var t314_c5_0 = load16(arena, ((313600 +% (((mb313 *% 9) +% 5) *% 16)) +% (nb312 *% 16)))
-          var t314_c6_0 = load16(arena, ((313600 +% (((mb313 *% 9) +% 6) *% 16)) +% (nb312 *% 16)))
-          var t314_c7_0 = load16(arena, ((313600 +% (((mb313 *% 9) +% 7) *% 16)) +% (nb312 *% 16)))
-          var t314_c8_0 = load16(arena, ((313600 +% (((mb313 *% 9) +% 8) *% 16)) +% (nb312 *% 16)))
-          for k315 in 0..<256 {
-            let t314_b0 = load16(arena, ((112896 +% ((k315 +% (kp311 *% 256)) *% 16)) +% (nb312 *% 16)))
-            let t314_a0 = SIMD16<Float>(repeating: arena[(((mb313 *% 9) *% 12544) +% (k315 +% (kp311 *% 256)))])
-            t314_c0_0 = t314_c0_0.addingProduct(t314_a0, t314_b0)
-            let t314_a1 = SIMD16<Float>(repeating: arena[((((mb313 *% 9) +% 1) *% 12544) +% (k315 +% (kp311 *% 256)))])
-            t314_c1_0 = t314_c1_0.addingProduct(t314_a1, t314_b0)
-            let t314_a2 = SIMD16<Float>(repeating: arena[((((mb313 *% 9) +% 2) *% 12544) +% (k315 +% (kp311 *% 256)))])
-            t314_c2_0 = t314_c2_0.addingProduct(t314_a2, t314_b0)
-            let t314_a3 = SIMD16<Float>(repeating: arena[((((mb313 *% 9) +% 3) *% 12544) +% (k315 +% (kp311 *% 256)))])
-            t314_c3_0 = t314_c3_0.addingProduct(t314_a3, t314_b0)
-            let t314_a4 = SIMD16<Float>(repeating: arena[((((mb313 *% 9) +% 4) *% 12544) +% (k315 +% (kp311 *% 256)))])
-            t314_c4_0 = t314_c4_0.addingProduct(t314_a4, t314_b0)
-            let t314_a5 = SIMD16<Float>(repeating: arena[((((mb313 *% 9) +% 5) *% 12544) +% (k315 +% (kp311 *% 256)))])
-            t314_c5_0 = t314_c5_0.addingProduct(t314_a5, t314_b0)
-            let t314_a6 = SIMD16<Float>(repeating: arena[((((mb313 *% 9) +% 6) *% 12544) +% (k315 +% (kp311 *% 256)))])
-            t314_c6_0 = t314_c6_0.addingProduct(t314_a6, t314_b0)
-            let t314_a7 = SIMD16<Float>(repeating: arena[((((mb313 *% 9) +% 7) *% 12544) +% (k315 +% (kp311 *% 256)))])
-            t314_c7_0 = t314_c7_0.addingProduct(t314_a7, t314_b0)
-            let t314_a8 = SIMD16<Float>(repeating: arena[((((mb313 *% 9) +% 8) *% 12544) +% (k315 +% (kp311 *% 256)))])
-            t314_c8_0 = t314_c8_0.addingProduct(t314_a8, t314_b0)
-          }
-          store16(arena, ((313600 +% ((mb313 *% 9) *% 16)) +% (nb312 *% 16)), t314_c0_0)
-          store16(arena, ((313600 +% (((mb313 *% 9) +% 1) *% 16)) +% (nb312 *% 16)), t314_c1_0)
-          store16(arena, ((313600 +% (((mb313 *% 9) +% 2) *% 16)) +% (nb312 *% 16)), t314_c2_0)
-          store16(arena, ((313600 +% (((mb313 *% 9) +% 3) *% 16)) +% (nb312 *% 16)), t314_c3_0)
-          store16(arena, ((313600 +% (((mb313 *% 9) +% 4) *% 16)) +% (nb312 *% 16)), t314_c4_0)
-          store16(arena, ((313600 +% (((mb313 *% 9) +% 5) *% 16)) +% (nb312 *% 16)), t314_c5_0)
-          store16(arena, ((313600 +% (((mb313 *% 9) +% 6) *% 16)) +% (nb312 *% 16)), t314_c6_0)
-          store16(arena, ((313600 +% (((mb313 *% 9) +% 7) *% 16)) +% (nb312 *% 16)), t314_c7_0)
-          store16(arena, ((313600 +% (((mb313 *% 9) +% 8) *% 16)) +% (nb312 *% 16)), t314_c8_0)
-        }
-      }
+    while i301 < 144 {
+      arena[(313600 +% i301)] = Float(0)
+      i301 &+= 1
     }
   }
-  for f316 in 0..<16 {
-    for r317 in 0..<9 {
-      grads[((f316 *% 9) +% r317)] = arena[((313600 +% (r317 *% 16)) +% f316)]
+  for g302 in 0..<4 {
+    for j303 in 0..<16 {
+      for c304 in 0..<1 {
+        for ky305 in 0..<3 {
+          for oy306 in 0..<28 {
+            if (-1 < ((oy306 +% ky305) +% -1) && ((oy306 +% ky305) +% -1) < 28) {
+              for ox307 in 0..<27 {
+                arena[((((((c304 *% 3) +% ky305) *% 3) *% 12544) +% (j303 *% 784)) +% ((oy306 *% 28) +% (ox307 +% 1)))] = images[((((((g302 *% 16) +% j303) *% 784) +% (c304 *% 784)) +% (((oy306 +% ky305) +% -1) *% 28)) +% ((ox307 +% 1) +% -1))]
+              }
+              for ox308 in 0..<1 {
+                arena[((((((c304 *% 3) +% ky305) *% 3) *% 12544) +% (j303 *% 784)) +% ((oy306 *% 28) +% ox308))] = Float(0)
+              }
+            }
+            if ((oy306 +% ky305) +% -1) < 0 {
+              for ox309 in 0..<28 {
+                arena[((((((c304 *% 3) +% ky305) *% 3) *% 12544) +% (j303 *% 784)) +% ((oy306 *% 28) +% ox309))] = Float(0)
+              }
+            }
+            if 27 < ((oy306 +% ky305) +% -1) {
+              for ox309 in 0..<28 {
+                arena[((((((c304 *% 3) +% ky305) *% 3) *% 12544) +% (j303 *% 784)) +% ((oy306 *% 28) +% ox309))] = Float(0)
+              }
+            }
+          }
+          for oy310 in 0..<28 {
+            if (-1 < ((oy310 +% ky305) +% -1) && ((oy310 +% ky305) +% -1) < 28) {
+              for ox311 in 0..<28 {
+                arena[(((((((c304 *% 3) +% ky305) *% 3) +% 1) *% 12544) +% (j303 *% 784)) +% ((oy310 *% 28) +% ox311))] = images[((((((g302 *% 16) +% j303) *% 784) +% (c304 *% 784)) +% (((oy310 +% ky305) +% -1) *% 28)) +% ox311)]
+              }
+            }
+            if ((oy310 +% ky305) +% -1) < 0 {
+              for ox312 in 0..<28 {
+                arena[(((((((c304 *% 3) +% ky305) *% 3) +% 1) *% 12544) +% (j303 *% 784)) +% ((oy310 *% 28) +% ox312))] = Float(0)
+              }
+            }
+            if 27 < ((oy310 +% ky305) +% -1) {
+              for ox312 in 0..<28 {
+                arena[(((((((c304 *% 3) +% ky305) *% 3) +% 1) *% 12544) +% (j303 *% 784)) +% ((oy310 *% 28) +% ox312))] = Float(0)
+              }
+            }
+          }
+          for oy313 in 0..<28 {
+            if (-1 < ((oy313 +% ky305) +% -1) && ((oy313 +% ky305) +% -1) < 28) {
+              for ox314 in 0..<27 {
+                arena[(((((((c304 *% 3) +% ky305) *% 3) +% 2) *% 12544) +% (j303 *% 784)) +% ((oy313 *% 28) +% ox314))] = images[((((((g302 *% 16) +% j303) *% 784) +% (c304 *% 784)) +% (((oy313 +% ky305) +% -1) *% 28)) +% (ox314 +% 1))]
+              }
+              for ox315 in 0..<1 {
+                arena[(((((((c304 *% 3) +% ky305) *% 3) +% 2) *% 12544) +% (j303 *% 784)) +% ((oy313 *% 28) +% (ox315 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy313 +% ky305) +% -1) < 0 {
+              for ox316 in 0..<28 {
+                arena[(((((((c304 *% 3) +% ky305) *% 3) +% 2) *% 12544) +% (j303 *% 784)) +% ((oy313 *% 28) +% ox316))] = Float(0)
+              }
+            }
+            if 27 < ((oy313 +% ky305) +% -1) {
+              for ox316 in 0..<28 {
+                arena[(((((((c304 *% 3) +% ky305) *% 3) +% 2) *% 12544) +% (j303 *% 784)) +% ((oy313 *% 28) +% ox316))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j317 in 0..<16 {
+      for i318 in 0..<784 {
+        for f319 in 0..<16 {
+          arena[((112896 +% (((j317 *% 784) +% i318) *% 16)) +% f319)] = arena[(((610960 +% (((g302 *% 16) +% j317) *% 12544)) +% (f319 *% 784)) +% i318)]
+        }
+      }
+    }
+    for kp320 in 0..<49 {
+      for nb321 in 0..<1 {
+        for mb322 in 0..<1 {
+          var t323_c0_0 = load16(arena, ((313600 +% ((mb322 *% 9) *% 16)) +% (nb321 *% 16)))
+          var t323_c1_0 = load16(arena, ((313600 +% (((mb322 *% 9) +% 1) *% 16)) +% (nb321 *% 16)))
+          var t323_c2_0 = load16(arena, ((313600 +% (((mb322 *% 9) +% 2) *% 16)) +% (nb321 *% 16)))
+          var t323_c3_0 = load16(arena, ((313600 +% (((mb322 *% 9) +% 3) *% 16)) +% (nb321 *% 16)))
+          var t323_c4_0 = load16(arena, ((313600 +% (((mb322 *% 9) +% 4) *% 16)) +% (nb321 *% 16)))
+          var t323_c5_0 = load16(arena, ((313600 +% (((mb322 *% 9) +% 5) *% 16)) +% (nb321 *% 16)))
+          var t323_c6_0 = load16(arena, ((313600 +% (((mb322 *% 9) +% 6) *% 16)) +% (nb321 *% 16)))
+          var t323_c7_0 = load16(arena, ((313600 +% (((mb322 *% 9) +% 7) *% 16)) +% (nb321 *% 16)))
+          var t323_c8_0 = load16(arena, ((313600 +% (((mb322 *% 9) +% 8) *% 16)) +% (nb321 *% 16)))
+          for k324 in 0..<256 {
+            let t323_b0 = load16(arena, ((112896 +% ((k324 +% (kp320 *% 256)) *% 16)) +% (nb321 *% 16)))
+            let t323_a0 = SIMD16<Float>(repeating: arena[(((mb322 *% 9) *% 12544) +% (k324 +% (kp320 *% 256)))])
+            t323_c0_0 = t323_c0_0.addingProduct(t323_a0, t323_b0)
+            let t323_a1 = SIMD16<Float>(repeating: arena[((((mb322 *% 9) +% 1) *% 12544) +% (k324 +% (kp320 *% 256)))])
+            t323_c1_0 = t323_c1_0.addingProduct(t323_a1, t323_b0)
+            let t323_a2 = SIMD16<Float>(repeating: arena[((((mb322 *% 9) +% 2) *% 12544) +% (k324 +% (kp320 *% 256)))])
+            t323_c2_0 = t323_c2_0.addingProduct(t323_a2, t323_b0)
+            let t323_a3 = SIMD16<Float>(repeating: arena[((((mb322 *% 9) +% 3) *% 12544) +% (k324 +% (kp320 *% 256)))])
+            t323_c3_0 = t323_c3_0.addingProduct(t323_a3, t323_b0)
+            let t323_a4 = SIMD16<Float>(repeating: arena[((((mb322 *% 9) +% 4) *% 12544) +% (k324 +% (kp320 *% 256)))])
+            t323_c4_0 = t323_c4_0.addingProduct(t323_a4, t323_b0)
+            let t323_a5 = SIMD16<Float>(repeating: arena[((((mb322 *% 9) +% 5) *% 12544) +% (k324 +% (kp320 *% 256)))])
+            t323_c5_0 = t323_c5_0.addingProduct(t323_a5, t323_b0)
+            let t323_a6 = SIMD16<Float>(repeating: arena[((((mb322 *% 9) +% 6) *% 12544) +% (k324 +% (kp320 *% 256)))])
+            t323_c6_0 = t323_c6_0.addingProduct(t323_a6, t323_b0)
+            let t323_a7 = SIMD16<Float>(repeating: arena[((((mb322 *% 9) +% 7) *% 12544) +% (k324 +% (kp320 *% 256)))])
+            t323_c7_0 = t323_c7_0.addingProduct(t323_a7, t323_b0)
+            let t323_a8 = SIMD16<Float>(repeating: arena[((((mb322 *% 9) +% 8) *% 12544) +% (k324 +% (kp320 *% 256)))])
+            t323_c8_0 = t323_c8_0.addingProduct(t323_a8, t323_b0)
+          }
+          store16(arena, ((313600 +% ((mb322 *% 9) *% 16)) +% (nb321 *% 16)), t323_c0_0)
+          store16(arena, ((313600 +% (((mb322 *% 9) +% 1) *% 16)) +% (nb321 *% 16)), t323_c1_0)
+          store16(arena, ((313600 +% (((mb322 *% 9) +% 2) *% 16)) +% (nb321 *% 16)), t323_c2_0)
+          store16(arena, ((313600 +% (((mb322 *% 9) +% 3) *% 16)) +% (nb321 *% 16)), t323_c3_0)
+          store16(arena, ((313600 +% (((mb322 *% 9) +% 4) *% 16)) +% (nb321 *% 16)), t323_c4_0)
+          store16(arena, ((313600 +% (((mb322 *% 9) +% 5) *% 16)) +% (nb321 *% 16)), t323_c5_0)
+          store16(arena, ((313600 +% (((mb322 *% 9) +% 6) *% 16)) +% (nb321 *% 16)), t323_c6_0)
+          store16(arena, ((313600 +% (((mb322 *% 9) +% 7) *% 16)) +% (nb321 *% 16)), t323_c7_0)
+          store16(arena, ((313600 +% (((mb322 *% 9) +% 8) *% 16)) +% (nb321 *% 16)), t323_c8_0)
+        }
+      }
+    }
+  }
+  for f325 in 0..<16 {
+    for r326 in 0..<9 {
+      grads[((f325 *% 9) +% r326)] = arena[((313600 +% (r326 *% 16)) +% f325)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f318 in 0..<16 {
-    var acc319 = SIMD16<Float>()
-    for img320 in 0..<64 {
-      for i321 in 0..<49 {
-        acc319 = acc319.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((610960 +% (img320 *% 12544)) +% (f318 *% 784)) +% (i321 *% 16))))
+  for f327 in 0..<16 {
+    var acc328 = SIMD16<Float>()
+    for img329 in 0..<64 {
+      for i330 in 0..<49 {
+        acc328 = acc328.addingProduct(SIMD16<Float>(repeating: Float(1)), load16(arena, (((610960 +% (img329 *% 12544)) +% (f327 *% 784)) +% (i330 *% 16))))
       }
     }
-    store16(arena, 0, acc319)
-    var sum322: Float = (arena[0] + arena[1])
-    var sum323: Float = (sum322 + arena[2])
-    var sum324: Float = (sum323 + arena[3])
-    var sum325: Float = (sum324 + arena[4])
-    var sum326: Float = (sum325 + arena[5])
-    var sum327: Float = (sum326 + arena[6])
-    var sum328: Float = (sum327 + arena[7])
-    var sum329: Float = (sum328 + arena[8])
-    var sum330: Float = (sum329 + arena[9])
-    var sum331: Float = (sum330 + arena[10])
-    var sum332: Float = (sum331 + arena[11])
-    var sum333: Float = (sum332 + arena[12])
-    var sum334: Float = (sum333 + arena[13])
-    var sum335: Float = (sum334 + arena[14])
-    var sum336: Float = (sum335 + arena[15])
-    grads[(144 +% f318)] = sum336
+    store16(arena, 0, acc328)
+    var sum331: Float = (arena[0] + arena[1])
+    var sum332: Float = (sum331 + arena[2])
+    var sum333: Float = (sum332 + arena[3])
+    var sum334: Float = (sum333 + arena[4])
+    var sum335: Float = (sum334 + arena[5])
+    var sum336: Float = (sum335 + arena[6])
+    var sum337: Float = (sum336 + arena[7])
+    var sum338: Float = (sum337 + arena[8])
+    var sum339: Float = (sum338 + arena[9])
+    var sum340: Float = (sum339 + arena[10])
+    var sum341: Float = (sum340 + arena[11])
+    var sum342: Float = (sum341 + arena[12])
+    var sum343: Float = (sum342 + arena[13])
+    var sum344: Float = (sum343 + arena[14])
+    var sum345: Float = (sum344 + arena[15])
+    grads[(144 +% f327)] = sum345
   }
   // adam = update of 206922 parameters
-  var step_size337: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt338: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i339
-    var i339 = 0
-    while i339 &+ 16 <= 206922 {
-      let g_v = (load16(grads, 0 &+ i339) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i339)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i339)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i339)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i339, m_new_v)
-      store16(v, 0 &+ i339, v_new_v)
-      store16(params, 0 &+ i339, (load16(params, 0 &+ i339) - ((SIMD16<Float>(repeating: step_size337) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt338)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i339 &+= 16
+  var step_size346: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt347: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i348
+    var i348 = 0
+    while i348 &+ 16 <= 206922 {
+      let g_v = (load16(grads, 0 &+ i348) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i348)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i348)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i348)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i348, m_new_v)
+      store16(v, 0 &+ i348, v_new_v)
+      store16(params, 0 &+ i348, (load16(params, 0 &+ i348) - ((SIMD16<Float>(repeating: step_size346) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt347)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i348 &+= 16
     }
-    while i339 < 206922 {
-      var g: Float = (grads[i339] + (Float(0) * params[i339]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i339]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i339]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i339] = m_new
-      v[i339] = v_new
-      params[i339] = (params[i339] - ((step_size337 * m_new) / ((sqrtf(v_new) / bc2_sqrt338) + Float(bitPattern: 0x322bcc77))))
-      i339 &+= 1
+    while i348 < 206922 {
+      var g: Float = (grads[i348] + (Float(0) * params[i348]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i348]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i348]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i348] = m_new
+      v[i348] = v_new
+      params[i348] = (params[i348] - ((step_size346 * m_new) / ((sqrtf(v_new) / bc2_sqrt347) + Float(bitPattern: 0x322bcc77))))
+      i348 &+= 1
     }
   }
 }
@@ -2259,28 +2332,101 @@ public func smallcnn_infer_b64(
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  sgemm(101, 111, 112, 64, 128, 1568, 1, arena + 200704, 1568, params + 4800, 1568, Float(bitPattern: 0x0), arena + 0, 128)
   for n127 in 0..<64 {
-    do {  // SIMD16 over u128
-      var u128 = 0
-      while u128 &+ 16 <= 128 {
-        store16(arena, (n127 *% 128) &+ u128, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n127 *% 128) &+ u128) + load16(params, 205504 &+ u128)), where: (load16(arena, (n127 *% 128) &+ u128) + load16(params, 205504 &+ u128)) .> SIMD16<Float>(repeating: Float(0))))
-        u128 &+= 16
+    for k128 in 0..<1568 {
+      arena[((8192 +% (k128 *% 64)) +% n127)] = arena[((200704 +% (n127 *% 1568)) +% k128)]
+    }
+  }
+  for r129 in 0..<128 {
+    do {  // SIMD16 over i130
+      var i130 = 0
+      while i130 &+ 16 <= 64 {
+        store16(arena, (108544 +% (r129 *% 64)) &+ i130, SIMD16<Float>(repeating: Float(0)))
+        i130 &+= 16
       }
-      while u128 < 128 {
-        arena[((n127 *% 128) +% u128)] = ((arena[((n127 *% 128) +% u128)] + params[(205504 +% u128)]) > Float(0) ? (arena[((n127 *% 128) +% u128)] + params[(205504 +% u128)]) : Float(0))
-        u128 &+= 1
+      while i130 < 64 {
+        arena[((108544 +% (r129 *% 64)) +% i130)] = Float(0)
+        i130 &+= 1
       }
+    }
+  }
+  for kp131 in 0..<7 {
+    for nb132 in 0..<1 {
+      for mb133 in 0..<32 {
+        var t134_c0_0 = load16(arena, ((108544 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)))
+        var t134_c0_1 = load16(arena, (((108544 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c0_2 = load16(arena, (((108544 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c0_3 = load16(arena, (((108544 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c1_0 = load16(arena, ((108544 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)))
+        var t134_c1_1 = load16(arena, (((108544 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c1_2 = load16(arena, (((108544 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c1_3 = load16(arena, (((108544 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c2_0 = load16(arena, ((108544 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)))
+        var t134_c2_1 = load16(arena, (((108544 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c2_2 = load16(arena, (((108544 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c2_3 = load16(arena, (((108544 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 48))
+        var t134_c3_0 = load16(arena, ((108544 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)))
+        var t134_c3_1 = load16(arena, (((108544 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 16))
+        var t134_c3_2 = load16(arena, (((108544 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 32))
+        var t134_c3_3 = load16(arena, (((108544 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 48))
+        for k135 in 0..<224 {
+          let t134_b0 = load16(arena, ((8192 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)))
+          let t134_b1 = load16(arena, (((8192 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 16))
+          let t134_b2 = load16(arena, (((8192 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 32))
+          let t134_b3 = load16(arena, (((8192 +% ((k135 +% (kp131 *% 224)) *% 64)) +% (nb132 *% 64)) +% 48))
+          let t134_a0 = SIMD16<Float>(repeating: params[((4800 +% ((mb133 *% 4) *% 1568)) +% (k135 +% (kp131 *% 224)))])
+          t134_c0_0 = t134_c0_0.addingProduct(t134_a0, t134_b0)
+          t134_c0_1 = t134_c0_1.addingProduct(t134_a0, t134_b1)
+          t134_c0_2 = t134_c0_2.addingProduct(t134_a0, t134_b2)
+          t134_c0_3 = t134_c0_3.addingProduct(t134_a0, t134_b3)
+          let t134_a1 = SIMD16<Float>(repeating: params[((4800 +% (((mb133 *% 4) +% 1) *% 1568)) +% (k135 +% (kp131 *% 224)))])
+          t134_c1_0 = t134_c1_0.addingProduct(t134_a1, t134_b0)
+          t134_c1_1 = t134_c1_1.addingProduct(t134_a1, t134_b1)
+          t134_c1_2 = t134_c1_2.addingProduct(t134_a1, t134_b2)
+          t134_c1_3 = t134_c1_3.addingProduct(t134_a1, t134_b3)
+          let t134_a2 = SIMD16<Float>(repeating: params[((4800 +% (((mb133 *% 4) +% 2) *% 1568)) +% (k135 +% (kp131 *% 224)))])
+          t134_c2_0 = t134_c2_0.addingProduct(t134_a2, t134_b0)
+          t134_c2_1 = t134_c2_1.addingProduct(t134_a2, t134_b1)
+          t134_c2_2 = t134_c2_2.addingProduct(t134_a2, t134_b2)
+          t134_c2_3 = t134_c2_3.addingProduct(t134_a2, t134_b3)
+          let t134_a3 = SIMD16<Float>(repeating: params[((4800 +% (((mb133 *% 4) +% 3) *% 1568)) +% (k135 +% (kp131 *% 224)))])
+          t134_c3_0 = t134_c3_0.addingProduct(t134_a3, t134_b0)
+          t134_c3_1 = t134_c3_1.addingProduct(t134_a3, t134_b1)
+          t134_c3_2 = t134_c3_2.addingProduct(t134_a3, t134_b2)
+          t134_c3_3 = t134_c3_3.addingProduct(t134_a3, t134_b3)
+        }
+        store16(arena, ((108544 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)), t134_c0_0)
+        store16(arena, (((108544 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 16), t134_c0_1)
+        store16(arena, (((108544 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 32), t134_c0_2)
+        store16(arena, (((108544 +% ((mb133 *% 4) *% 64)) +% (nb132 *% 64)) +% 48), t134_c0_3)
+        store16(arena, ((108544 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)), t134_c1_0)
+        store16(arena, (((108544 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 16), t134_c1_1)
+        store16(arena, (((108544 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 32), t134_c1_2)
+        store16(arena, (((108544 +% (((mb133 *% 4) +% 1) *% 64)) +% (nb132 *% 64)) +% 48), t134_c1_3)
+        store16(arena, ((108544 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)), t134_c2_0)
+        store16(arena, (((108544 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 16), t134_c2_1)
+        store16(arena, (((108544 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 32), t134_c2_2)
+        store16(arena, (((108544 +% (((mb133 *% 4) +% 2) *% 64)) +% (nb132 *% 64)) +% 48), t134_c2_3)
+        store16(arena, ((108544 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)), t134_c3_0)
+        store16(arena, (((108544 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 16), t134_c3_1)
+        store16(arena, (((108544 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 32), t134_c3_2)
+        store16(arena, (((108544 +% (((mb133 *% 4) +% 3) *% 64)) +% (nb132 *% 64)) +% 48), t134_c3_3)
+      }
+    }
+  }
+  for n136 in 0..<64 {
+    for u137 in 0..<128 {
+      arena[((n136 *% 128) +% u137)] = ((arena[((108544 +% (u137 *% 64)) +% n136)] + params[(205504 +% u137)]) > Float(0) ? (arena[((108544 +% (u137 *% 64)) +% n136)] + params[(205504 +% u137)]) : Float(0))
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n129 in 0..<64 {
-    do {  // SIMD16 over u130
-      var u130 = 0
-      while u130 < 10 {
-        arena[((8192 +% (n129 *% 10)) +% u130)] = (arena[((8192 +% (n129 *% 10)) +% u130)] + params[(206912 +% u130)])
-        u130 &+= 1
+  for n138 in 0..<64 {
+    do {  // SIMD16 over u139
+      var u139 = 0
+      while u139 < 10 {
+        arena[((8192 +% (n138 *% 10)) +% u139)] = (arena[((8192 +% (n138 *% 10)) +% u139)] + params[(206912 +% u139)])
+        u139 &+= 1
       }
     }
   }

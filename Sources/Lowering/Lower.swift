@@ -192,6 +192,9 @@ func scratchFloats(_ n: Node, _ shapes: ShapeTable) -> Int {
   case .conv2dGradInput(let a):
     let g = geometry(a, n.args[2])
     return (g.ckk + g.f) * g.cols
+  case .dense(let a), .denseReLU(let a):
+    let xd = shapes[n.args[0]]!.dims
+    return Emitter.transposedForward(batch: xd[0], features: xd[1], units: a.units) ? (xd[1] + a.units) * xd[0] : 0
   case .conv2dGradBias:
     return vectorLanes  // the accumulator's lanes, summed in order
   default: return 0

@@ -4,17 +4,39 @@ import GraphIR
 /// The forward GEMM reads both operands along K, so it stays a library call; both gradients have their
 /// B operand contiguous along N and run as register-blocked kernels of our own.
 extension Emitter {
+  /// Dense layers big enough for the register-blocked kernel compute Y^T = W X^T (B = X^T, contiguous
+  /// along the batch) from a transposed copy of X, and the epilogue writes Y with the bias and relu.
+  /// Small ones (batch-1 inference) stay a library call.
+  static func transposedForward(batch: Int, features: Int, units: Int) -> Bool {
+    batch >= vectorLanes && batch * features * units >= 1 << 20
+  }
+
   mutating func denseForward(_ n: Node, _ a: DenseAttrs, relu: Bool) {
     let x = at(n.args[0]), xd = dims(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
     let (batch, f, u) = (xd[0], xd[1], a.units)
+    let b = a.bias ? at("\(n.name).bias") : nil
+    func finish(_ v0: FExpr, _ j: IExpr) -> FExpr {
+      let v = b.map { v0 + .load($0.base, .c($0.offset) + j) } ?? v0
+      return relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v
+    }
+    if Self.transposedForward(batch: batch, features: f, units: u) {
+      let xT = plan.scratch[n.name]!.offset, yT = xT + f * batch
+      body.append(loop("n", batch) { e, r in [e.loop("k", f) { _, k in
+        [.store(.arena, .c(xT) + k * batch + r, .load(x.base, .c(x.offset) + r * f + k))]
+      }] })
+      body += tiledGemm(TiledGemm(m: u, n: batch, k: f, a: (w.base, .c(w.offset)), aRow: f, aCol: 1,
+                                  b: (.arena, .c(xT)), ldb: batch, c: (.arena, .c(yT)), ldc: batch, accumulate: false))
+      body.append(loop("n", batch) { e, r in [e.loop("u", u) { _, j in
+        [.store(y.base, .c(y.offset) + r * u + j, finish(.load(.arena, .c(yT) + j * batch + r), j))]
+      }] })
+      return
+    }
     body.append(.gemm(Gemm(transA: false, transB: true, m: batch, n: u, k: f, a: (x.base, .c(x.offset)), lda: f,
                            b: (w.base, .c(w.offset)), ldb: f, beta: 0, c: (y.base, .c(y.offset)), ldc: u)))
     guard a.bias || relu else { return }
-    let b = a.bias ? at("\(n.name).bias") : nil
     body.append(loop("n", batch) { e, r in [e.loop("u", u) { _, j in
       let idx = IExpr.c(y.offset) + r * u + j
-      let v = b.map { FExpr.load(y.base, idx) + .load($0.base, .c($0.offset) + j) } ?? .load(y.base, idx)
-      return [.store(y.base, idx, relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v)]
+      return [.store(y.base, idx, finish(.load(y.base, idx), j))]
     }] })
   }
 
