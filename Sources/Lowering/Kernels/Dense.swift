@@ -6,7 +6,7 @@ import GraphIR
 extension Emitter {
   /// Dense layers big enough for the register-blocked kernel compute Y^T = W X^T (B = X^T, contiguous
   /// along the batch) from a transposed copy of X, and the epilogue writes Y with the bias and relu.
-  /// Small ones (batch-1 inference) stay a library call.
+  /// A few rows with long K (batch-1 inference) are vector dot products; the rest stay a library call.
   static func transposedForward(batch: Int, features: Int, units: Int) -> Bool {
     batch >= vectorLanes && batch * features * units >= 1 << 20
   }
@@ -29,6 +29,42 @@ extension Emitter {
       body.append(loop("n", batch) { e, r in [e.loop("u", u) { _, j in
         [.store(y.base, .c(y.offset) + r * u + j, finish(.load(.arena, .c(yT) + j * batch + r), j))]
       }] })
+      return
+    }
+    if batch < vectorLanes, f >= 4 * vectorLanes {
+      // A few rows (batch-1 inference): dot products along K, four units at a time (four independent
+      // accumulators), each accumulator's lanes then summed in order.
+      let lanes = plan.scratch[n.name]!.offset, full = f / vectorLanes, tail = f % vectorLanes
+      body.append(loop("n", batch) { e, r in
+        let xRow = IExpr.c(x.offset) + r * f
+        func units(_ e: inout Emitter, _ u0: IExpr, _ count: Int) -> [Stmt] {
+          let id = e.fresh("dot")
+          var out: [Stmt] = (0..<count).map { .vlocal("\(id)_\($0)", .zero) }
+          func step(_ k: IExpr, _ l: Int) -> [Stmt] {
+            [.vlocal("\(id)_x", .load(x.base, xRow + k, lanes: l))]
+              + (0..<count).map { j in
+                .vset("\(id)_\(j)", .fma(.load(w.base, .c(w.offset) + (u0 + j) * f + k, lanes: l), .local("\(id)_x"), .local("\(id)_\(j)")))
+              }
+          }
+          out.append(e.loop("k", full) { _, k in step(k * vectorLanes, vectorLanes) })
+          if tail > 0 { out += step(.c(full * vectorLanes), tail) }
+          for j in 0..<count {
+            out.append(.vstore(.arena, .c(lanes), .local("\(id)_\(j)"), lanes: vectorLanes))
+            var sum = FExpr.load(.arena, .c(lanes))
+            for l in 1..<vectorLanes {
+              let partial = e.fresh("sum")
+              out.append(.local(partial, sum + .load(.arena, .c(lanes + l))))
+              sum = .local(partial)
+            }
+            out.append(.store(y.base, .c(y.offset) + r * u + u0 + j, finish(sum, u0 + j)))
+          }
+          return out
+        }
+        var out: [Stmt] = []
+        if u / 4 > 0 { out.append(e.loop("u", u / 4) { e, ub in units(&e, ub * 4, 4) }) }
+        if u % 4 > 0 { out += units(&e, .c(u - u % 4), u % 4) }
+        return out
+      })
       return
     }
     body.append(.gemm(Gemm(transA: false, transB: true, m: batch, n: u, k: f, a: (x.base, .c(x.offset)), lda: f,

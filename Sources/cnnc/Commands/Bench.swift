@@ -29,7 +29,7 @@ struct Bench: ParsableCommand {
   @Option(help: "Random seed.") var seed: UInt64 = 1
   @Option(help: "Shards per batch (see cnnc train --help).") var shards: Int = 2
   @Option(help: "Threads for the shards (default: all CPUs).") var threads: Int?
-  @Flag(help: "Add a per-kernel time table of the training step, keyed by .graph line.") var profile = false
+  @Flag(help: "Add per-kernel time tables (training step, batch-1 inference, one inference chunk), keyed by .graph line.") var profile = false
 
   func validate() throws {
     guard ["jit", "swift"].contains(backend) else { throw ValidationError("--backend must be jit or swift") }
@@ -164,6 +164,16 @@ struct Bench: ParsableCommand {
                $0.line, $0.name, $0.op, $0.msPerStep, $0.share)
       }
       fields.append("  \"profile\": [\n" + rows.joined(separator: ",\n") + "\n  ]")
+      // Inference: one image (the batch-1 latency) and one chunk of the batch-1000 pass.
+      for (count, repeats) in [(1, 2000), (CompiledBackend<C>.inferenceChunk, 50)] {
+        var batch = [Float](repeating: 0, count: count * px)
+        testSet.normalizedBatch(Array(0..<count)[...], into: &batch)
+        let rows = try trainer.backend.profileInference(images: batch, count: count, repeats: repeats).sorted { $0.msPerCall > $1.msPerCall }.map {
+          String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\", \"us_per_call\": %.1f, \"share\": %.3f}",
+                 $0.line, $0.name, $0.op, $0.msPerCall * 1000, $0.share)
+        }
+        fields.append("  \"profile_infer_b\(count)\": [\n" + rows.joined(separator: ",\n") + "\n  ]")
+      }
     }
     print("{\n" + fields.joined(separator: ",\n") + "\n}")
   }
