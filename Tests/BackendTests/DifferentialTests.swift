@@ -113,6 +113,15 @@ import Testing
     for (k, v) in interp.optimizerState() { expectClose(v, b.optimizerState()[k]!, rtol: 2e-3, atol: 1e-9, "\(name) \(k)") }
   }
 
+  /// At 16 rows and more the dense forward runs as Y^T = W X^T through the register-blocked kernel;
+  /// below that as dot products (covered by `inferenceMatches`).
+  @Test func wideBatchInferenceMatches() throws {
+    let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 16)
+    var interp = try InterpreterBackend(graph: d.graph)
+    interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+    expectClose(try interp.infer(images: d.images, count: 16), try Self.backend(d).infer(images: d.images, count: 16), "batch 16 inference")
+  }
+
   /// A request larger than one chunk runs in chunks dealt to the shards' arenas (here 64, 64 and 7
   /// images on 2 threads): each image gets the result it gets alone.
   @Test func chunkedInferenceMatchesOneImageAtATime() throws {
