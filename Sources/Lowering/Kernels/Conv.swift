@@ -288,14 +288,8 @@ extension Emitter {
         if tail > 0 { inner.append(add(base + full * vectorLanes, tail)) }
         return inner
       })
-      out.append(.vstore(.arena, .c(lanes), .local(acc), lanes: vectorLanes))
-      var sum = FExpr.load(.arena, .c(lanes))
-      for l in 1..<vectorLanes {
-        let partial = e.fresh("sum")
-        out.append(.local(partial, sum + .load(.arena, .c(lanes + l))))
-        sum = .local(partial)
-      }
-      out.append(.store(db.base, .c(db.offset) + fi, sum))
+      let (summing, sum) = e.sumLanes(acc, scratch: lanes)
+      out += summing + [.store(db.base, .c(db.offset) + fi, sum)]
       return out
     })
   }

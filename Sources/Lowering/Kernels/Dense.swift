@@ -49,14 +49,8 @@ extension Emitter {
           out.append(e.loop("k", full) { _, k in step(k * vectorLanes, vectorLanes) })
           if tail > 0 { out += step(.c(full * vectorLanes), tail) }
           for j in 0..<count {
-            out.append(.vstore(.arena, .c(lanes), .local("\(id)_\(j)"), lanes: vectorLanes))
-            var sum = FExpr.load(.arena, .c(lanes))
-            for l in 1..<vectorLanes {
-              let partial = e.fresh("sum")
-              out.append(.local(partial, sum + .load(.arena, .c(lanes + l))))
-              sum = .local(partial)
-            }
-            out.append(.store(y.base, .c(y.offset) + r * u + u0 + j, finish(sum, u0 + j)))
+            let (summing, sum) = e.sumLanes("\(id)_\(j)", scratch: lanes)
+            out += summing + [.store(y.base, .c(y.offset) + r * u + u0 + j, finish(sum, u0 + j))]
           }
           return out
         }

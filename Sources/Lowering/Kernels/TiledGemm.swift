@@ -120,4 +120,17 @@ extension Emitter {
     }
     return out
   }
+
+  /// Stores vector `acc` to the 16 floats at arena[scratch] and adds its lanes in order, one local per
+  /// add (short statements for both renderers): the statements and the sum.
+  mutating func sumLanes(_ acc: String, scratch: Int) -> ([Stmt], FExpr) {
+    var out: [Stmt] = [.vstore(.arena, .c(scratch), .local(acc), lanes: vectorLanes)]
+    var sum = FExpr.load(.arena, .c(scratch))
+    for l in 1..<vectorLanes {
+      let partial = fresh("sum")
+      out.append(.local(partial, sum + .load(.arena, .c(scratch + l))))
+      sum = .local(partial)
+    }
+    return (out, sum)
+  }
 }
