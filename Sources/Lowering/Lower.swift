@@ -195,7 +195,7 @@ func scratchFloats(_ n: Node, _ shapes: ShapeTable) -> Int {
   case .dense(let a), .denseReLU(let a):
     let xd = shapes[n.args[0]]!.dims
     if Emitter.transposedForward(batch: xd[0], features: xd[1], units: a.units) { return (xd[1] + a.units) * xd[0] }
-    return xd[0] < vectorLanes && xd[1] >= 4 * vectorLanes ? vectorLanes : 0  // the dot products' lanes
+    return Emitter.dotProductForward(batch: xd[0], features: xd[1]) ? vectorLanes : 0  // the dot products' lanes
   case .conv2dGradBias:
     return vectorLanes  // the accumulator's lanes, summed in order
   default: return 0

@@ -249,12 +249,17 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     return h
   }
 
+  /// The timestamp units each kernel of a profiled program took in its last run on `arena`.
+  static func kernelTicks(_ p: Program, arena: UnsafeMutablePointer<Float>) -> [Double] {
+    let stamps = UnsafeRawPointer(arena + p.profileOffset)
+    let t = (0...p.profile.count).map { stamps.load(fromByteOffset: 8 * $0, as: Int64.self) }
+    return (0..<p.profile.count).map { Double(t[$0 + 1] &- t[$0]) }
+  }
+
   /// Accumulates the time between shard 0's timestamps of the step just run.
   func recordProfile(wall: Double) {
-    let stamps = UnsafeRawPointer(arenas[0].pointer + train.profileOffset)
-    let t = (0...train.profile.count).map { stamps.load(fromByteOffset: 16 * $0 / 2, as: Int64.self) }
-    if profileTicks.isEmpty { profileTicks = [Double](repeating: 0, count: train.profile.count) }
-    for k in 0..<train.profile.count { profileTicks[k] += Double(t[k + 1] &- t[k]) }
+    let ticks = Self.kernelTicks(train, arena: arenas[0].pointer)
+    profileTicks = profileTicks.isEmpty ? ticks : zip(profileTicks, ticks).map(+)
     profileWall += wall
     profileSteps += 1
   }
@@ -282,9 +287,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     images.withUnsafeBufferPointer { img in
       for _ in 0..<repeats {
         entry(params.pointer, nil, nil, nil, arena.pointer, img.baseAddress!, nil, 0, 0, 0)
-        let stamps = UnsafeRawPointer(arena.pointer + p.profileOffset)
-        let t = (0...p.profile.count).map { stamps.load(fromByteOffset: 8 * $0, as: Int64.self) }
-        for k in ticks.indices { ticks[k] += Double(t[k + 1] &- t[k]) }
+        ticks = zip(ticks, Self.kernelTicks(p, arena: arena.pointer)).map(+)
       }
     }
     let wall = Date().timeIntervalSince(start), total = ticks.reduce(0, +)
@@ -315,7 +318,8 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     // order: each image's result depends only on `count`, never on the thread count.
     let size = min(count, Self.inferenceChunk)
     let chunks = (0..<((count + size - 1) / size)).map { ($0 * size, min(size, count - $0 * size)) }
-    for (_, n) in chunks { _ = try inferenceProgram(n) }
+    _ = try inferenceProgram(size)
+    if count % size > 0 { _ = try inferenceProgram(count % size) }
     let px = train.imageFloats / train.batch, perImage = inference[size]!.0.output.count / size
     var out = [Float](repeating: 0, count: count * perImage)
     let workers = min(arenas.count, chunks.count)
@@ -323,7 +327,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
       out.withUnsafeMutableBufferPointer { o in
         let result = UncheckedSendable(value: o.baseAddress!)
         let run = { (w: Int) in
-          for (first, n) in chunks[w...].enumerated().filter({ $0.offset % workers == 0 }).map(\.element) {
+          for (first, n) in stride(from: w, to: chunks.count, by: workers).map({ chunks[$0] }) {
             let (p, entry) = self.inference[n]!
             let input = img.baseAddress! + first * px
             entry(self.params.pointer, nil, nil, nil, self.arenas[w].pointer, input, nil, 0, 0, 0)

@@ -97,11 +97,17 @@ extension Emitter {
     }
   }
 
-  /// Copies group `g` of an NCHW gradient into [F, G*OH*OW] (the GEMM layout).
-  mutating func toGEMMLayout(_ dy: Placement, _ s: ConvShape, g: IExpr, dst: Int) -> Stmt {
-    loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("i", s.plane) { _, i in
-      [.store(.arena, .c(dst) + fi * s.cols + j * s.plane + i, .load(dy.base, .c(dy.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i))]
-    }] }] }
+  /// Copies group `g` of an NCHW gradient into GEMM layout: [F x G*OH*OW], or with `filtersLast`
+  /// [G*OH*OW x F] (the inner loop runs along the layout's rows either way).
+  mutating func toGEMMLayout(_ dy: Placement, _ s: ConvShape, g: IExpr, dst: Int, filtersLast: Bool = false) -> Stmt {
+    func copy(_ j: IExpr, _ fi: IExpr, _ i: IExpr) -> [Stmt] {
+      let at: IExpr = filtersLast ? .c(dst) + (j * s.plane + i) * s.f + fi : .c(dst) + fi * s.cols + j * s.plane + i
+      return [.store(.arena, at, .load(dy.base, .c(dy.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i))]
+    }
+    return loop("j", s.group) { e, j in
+      filtersLast ? [e.loop("i", s.plane) { e, i in [e.loop("f", s.f) { _, fi in copy(j, fi, i) }] }]
+                  : [e.loop("f", s.f) { e, fi in [e.loop("i", s.plane) { _, i in copy(j, fi, i) }] }]
+    }
   }
 
   /// The window of a pooling epilogue that partitions the conv plane (size == stride, dividing it), else 1.
@@ -197,12 +203,8 @@ extension Emitter {
     let col = scratch.offset, dyN = col + s.ckk * s.cols, dwT = dyN + s.f * s.cols
     body.append(elementwise(s.ckk * s.f) { i in .store(.arena, .c(dwT) + i, .c(0)) })
     body.append(loop("g", s.n / s.group) { e, g in
-      [e.im2col(a, s, x: x, g: g, col: col),
-       // dy of the group as [G*OH*OW x F].
-       e.loop("j", s.group) { e, j in [e.loop("i", s.plane) { e, i in [e.loop("f", s.f) { _, fi in
-         [.store(.arena, .c(dyN) + (j * s.plane + i) * s.f + fi, .load(dy.base, .c(dy.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i))]
-       }] }] },
-      ] + e.tiledGemm(TiledGemm(m: s.ckk, n: s.f, k: s.cols, a: (.arena, .c(col)), aRow: s.cols, aCol: 1,
+      [e.im2col(a, s, x: x, g: g, col: col), e.toGEMMLayout(dy, s, g: g, dst: dyN, filtersLast: true)]
+        + e.tiledGemm(TiledGemm(m: s.ckk, n: s.f, k: s.cols, a: (.arena, .c(col)), aRow: s.cols, aCol: 1,
                                 b: (.arena, .c(dyN)), ldb: s.f, c: (.arena, .c(dwT)), ldc: s.f, accumulate: true))
     })
     body.append(loop("f", s.f) { e, fi in [e.loop("r", s.ckk) { _, r in

@@ -1,15 +1,17 @@
 import GraphIR
 
 /// Dense layers as GEMMs: Y = X W^T (+ bias, relu), dX = dY W, dW = dY^T X, db = column sums.
-/// The forward GEMM reads both operands along K, so it stays a library call; both gradients have their
-/// B operand contiguous along N and run as register-blocked kernels of our own.
+/// Both gradients have their B operand contiguous along N and run as register-blocked kernels.
 extension Emitter {
-  /// Dense layers big enough for the register-blocked kernel compute Y^T = W X^T (B = X^T, contiguous
+  /// Forward layers big enough for the register-blocked kernel compute Y^T = W X^T (B = X^T, contiguous
   /// along the batch) from a transposed copy of X, and the epilogue writes Y with the bias and relu.
-  /// A few rows with long K (batch-1 inference) are vector dot products; the rest stay a library call.
   static func transposedForward(batch: Int, features: Int, units: Int) -> Bool {
     batch >= vectorLanes && batch * features * units >= 1 << 20
   }
+
+  /// A few rows with long K (batch-1 inference) are vector dot products instead; the rest of the forward
+  /// layers stay a library call.
+  static func dotProductForward(batch: Int, features: Int) -> Bool { batch < vectorLanes && features >= 4 * vectorLanes }
 
   mutating func denseForward(_ n: Node, _ a: DenseAttrs, relu: Bool) {
     let x = at(n.args[0]), xd = dims(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
@@ -31,7 +33,7 @@ extension Emitter {
       }] })
       return
     }
-    if batch < vectorLanes, f >= 4 * vectorLanes {
+    if Self.dotProductForward(batch: batch, features: f) {
       // A few rows (batch-1 inference): dot products along K, four units at a time (four independent
       // accumulators), each accumulator's lanes then summed in order.
       let lanes = plan.scratch[n.name]!.offset, full = f / vectorLanes, tail = f % vectorLanes

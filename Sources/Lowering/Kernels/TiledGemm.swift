@@ -34,14 +34,14 @@ struct GemmBlocking: Equatable {
 }
 
 extension Emitter {
-  mutating func tiledGemm(_ g: TiledGemm, _ blocking: GemmBlocking? = nil) -> [Stmt] {
+  mutating func tiledGemm(_ g: TiledGemm) -> [Stmt] {
     // Below about a million multiply-adds a library call costs less than the JIT time of the kernels.
-    if blocking == nil, g.m * g.n * g.k < 1 << 20, g.aCol == 1 || g.aRow == 1 {
+    if g.m * g.n * g.k < 1 << 20, g.aCol == 1 || g.aRow == 1 {
       let rowMajor = g.aCol == 1
       return [.gemm(Gemm(transA: !rowMajor, transB: false, m: g.m, n: g.n, k: g.k, a: g.a, lda: rowMajor ? g.aRow : g.aCol,
                          b: g.b, ldb: g.ldb, beta: g.accumulate ? 1 : 0, c: g.c, ldc: g.ldc))]
     }
-    let blk = blocking ?? .choose(m: g.m, n: g.n, k: g.k)
+    let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k)
     let panels = (g.k + blk.kPanel - 1) / blk.kPanel
     let kc = (g.k + panels - 1) / panels
     var out: [Stmt] = []
