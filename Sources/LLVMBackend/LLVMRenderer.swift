@@ -85,7 +85,7 @@ public struct LLVMRenderer {
       s.node = String(text.prefix { $0 != " " })
     case .tick(let k):
       let fnTy = LLVMFunctionType(i64, nil, 0, 0)!
-      let counter = LLVMGetNamedFunction(module.module, "llvm.readcyclecounter") ?? module.addFunction("llvm.readcyclecounter", fnTy)
+      let counter = declared("llvm.readcyclecounter", fnTy)
       let now = LLVMBuildCall2(builder, fnTy, counter, nil, 0, "tick")
       LLVMBuildStore(builder, now, address(.arena, .c(profileOffset + 2 * k), s))
     case .loop(let v, let count, let body):
@@ -128,7 +128,7 @@ public struct LLVMRenderer {
       } else {
         var types: [LLVMTypeRef?] = [vec, ptr, i32, LLVMVectorType(i1, UInt32(vectorLanes))]
         let fnTy = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &types, 4, 0)!
-        let fn = LLVMGetNamedFunction(module.module, "llvm.masked.store.v16f32.p0") ?? module.addFunction("llvm.masked.store.v16f32.p0", fnTy)
+        let fn = declared("llvm.masked.store.v16f32.p0", fnTy)
         var args: [LLVMValueRef?] = [value, at, LLVMConstInt(i32, 4, 0), mask(lanes)]
         LLVMBuildCall2(builder, fnTy, fn, &args, 4, "")
       }
@@ -145,7 +145,7 @@ public struct LLVMRenderer {
     case .gemm(let g):
       var argTypes: [LLVMTypeRef?] = [i32, i32, i32, i32, i32, i32, f32, ptr, i32, ptr, i32, f32, ptr, i32]
       let fnTy = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &argTypes, 14, 0)!
-      let callee = LLVMGetNamedFunction(module.module, "cblas_sgemm") ?? module.addFunction("cblas_sgemm", fnTy)
+      let callee = declared("cblas_sgemm", fnTy)
       func c32(_ v: Int) -> LLVMValueRef { LLVMConstInt(i32, UInt64(v), 0) }
       var args: [LLVMValueRef?] = [
         c32(101), c32(g.transA ? 112 : 111), c32(g.transB ? 112 : 111), c32(g.m), c32(g.n), c32(g.k),
@@ -155,6 +155,11 @@ public struct LLVMRenderer {
       LLVMBuildCall2(builder, fnTy, callee, &args, 14, "")
       _ = s.node
     }
+  }
+
+  /// The module's function `name` (an intrinsic or an external symbol), declared on first use.
+  func declared(_ name: String, _ type: LLVMTypeRef) -> LLVMValueRef {
+    LLVMGetNamedFunction(module.module, name) ?? module.addFunction(name, type)
   }
 
   /// A stack slot for a local, in the entry block so mem2reg turns it into a register.
@@ -188,7 +193,7 @@ public struct LLVMRenderer {
       }
       var types: [LLVMTypeRef?] = [ptr, i32, LLVMVectorType(i1, UInt32(vectorLanes)), vec]
       let fnTy = LLVMFunctionType(vec, &types, 4, 0)!
-      let fn = LLVMGetNamedFunction(module.module, "llvm.masked.load.v16f32.p0") ?? module.addFunction("llvm.masked.load.v16f32.p0", fnTy)
+      let fn = declared("llvm.masked.load.v16f32.p0", fnTy)
       var args: [LLVMValueRef?] = [at, LLVMConstInt(i32, 4, 0), mask(lanes), LLVMConstNull(vec)]
       return LLVMBuildCall2(builder, fnTy, fn, &args, 4, "")
     case .broadcast(let f):
@@ -197,7 +202,7 @@ public struct LLVMRenderer {
     case .fma(let a, let b, let c):
       var types: [LLVMTypeRef?] = [vec, vec, vec]
       let fnTy = LLVMFunctionType(vec, &types, 3, 0)!
-      let fn = LLVMGetNamedFunction(module.module, "llvm.fma.v16f32") ?? module.addFunction("llvm.fma.v16f32", fnTy)
+      let fn = declared("llvm.fma.v16f32", fnTy)
       var args: [LLVMValueRef?] = [vexpr(a, s), vexpr(b, s), vexpr(c, s)]
       return LLVMBuildCall2(builder, fnTy, fn, &args, 3, "")
     }
@@ -225,7 +230,7 @@ public struct LLVMRenderer {
   func intrinsic(_ name: String, _ args: [LLVMValueRef]) -> LLVMValueRef {
     var types = [LLVMTypeRef?](repeating: f32, count: args.count)
     let fnTy = LLVMFunctionType(f32, &types, UInt32(args.count), 0)!
-    let fn = LLVMGetNamedFunction(module.module, name) ?? module.addFunction(name, fnTy)
+    let fn = declared(name, fnTy)
     var a: [LLVMValueRef?] = args
     return LLVMBuildCall2(builder, fnTy, fn, &a, UInt32(args.count), "")
   }
