@@ -110,9 +110,11 @@ public func editDistance(_ a: String, _ b: String) -> Int {
 public func closestMatch(_ word: String, in candidates: [String]) -> String? {
   guard word.utf8.count <= 64 else { return nil }
   let limit = max(1, min(3, word.utf8.count / 3))
+  let lowered = word.lowercased()
   var best: (String, Int)?
-  for c in candidates {
-    let d = editDistance(word.lowercased(), c.lowercased())
+  // The length difference bounds the distance from below, so most candidates cost no distance at all.
+  for c in candidates where abs(c.utf8.count - word.utf8.count) <= limit {
+    let d = editDistance(lowered, c.lowercased())
     if d <= limit, best == nil || d < best!.1 { best = (c, d) }
   }
   return best?.0

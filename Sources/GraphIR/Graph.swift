@@ -51,13 +51,20 @@ extension Node: Equatable {
 }
 
 /// `gradient PARAM = VALUE`: names the value holding a parameter's gradient in a backward graph.
-public struct GradientDecl: Equatable, Sendable {
+public struct GradientDecl: Sendable {
   public var parameter: String
   public var value: String
-  public init(parameter: String, value: String) {
+  /// Where the statement is written (`.synthesized` for the ones `differentiate` makes).
+  public var range: SourceRange
+  public init(parameter: String, value: String, range: SourceRange = .synthesized) {
     self.parameter = parameter
     self.value = value
+    self.range = range
   }
+}
+
+extension GradientDecl: Equatable {
+  public static func == (a: GradientDecl, b: GradientDecl) -> Bool { a.parameter == b.parameter && a.value == b.value }
 }
 
 /// A whole network: a value type holding its statements in definition (topological) order.

@@ -130,21 +130,31 @@ public enum Op: Equatable, Hashable, Sendable {
     return []
   }
 
-  /// True for the ops `fuseConvReLUPool` produces.
-  public var isFused: Bool {
+  /// Which dialect of the `.graph` language an op belongs to.
+  public enum Dialect: Sendable {
+    /// The spec's ops: what model files are written in.
+    case forward
+    /// The ops `differentiate` emits.
+    case backward
+    /// The ops `fuseConvReLUPool` forms.
+    case fused
+  }
+
+  /// The op's dialect, spelled out for every op so a new one cannot fall into the wrong class.
+  public var dialect: Dialect {
     switch self {
-    case .conv2dReLU, .conv2dReLUMaxPool, .denseReLU, .reluMaxPoolGrad: true
-    default: false
+    case .conv2d, .relu, .maxPool, .avgPool, .flatten, .dense, .dropout, .softmax, .crossEntropy, .add: .forward
+    case .conv2dGradInput, .conv2dGradWeight, .conv2dGradBias, .reluGrad, .maxPoolGrad, .avgPoolGrad, .flattenGrad,
+      .denseGradInput, .denseGradWeight, .denseGradBias, .dropoutGrad, .softmaxGrad, .crossEntropyGrad: .backward
+    case .conv2dReLU, .conv2dReLUMaxPool, .denseReLU, .reluMaxPoolGrad: .fused
     }
   }
 
-  /// True for ops that only `differentiate` produces (`add` also joins branches in forward graphs).
-  public var isGradient: Bool {
-    switch self {
-    case .conv2d, .relu, .maxPool, .avgPool, .flatten, .dense, .dropout, .softmax, .crossEntropy, .add: false
-    default: true
-    }
-  }
+  /// True for the ops `fuseConvReLUPool` produces.
+  public var isFused: Bool { dialect == .fused }
+
+  /// True for ops that only the compiler produces (`add` also joins branches in forward graphs).
+  public var isGradient: Bool { dialect != .forward }
 }
 
 /// A shape rule that failed: the message names the shapes and the rule.

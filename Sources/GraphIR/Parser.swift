@@ -34,6 +34,10 @@ private struct ParserState {
   var outputRange: SourceRange?
   var minimizeRange: SourceRange?
   var gradientRanges: [SourceRange] = []
+  /// The defined names in order, for "did you mean" (sorted once, when the first undefined use is found).
+  var sortedNames: [String] = []
+  /// Messages kept from one file: a pathological file must not produce an unbounded report.
+  static let maxDiagnostics = 200
 
   init(tokens: [Token], defaultName: String) {
     self.tokens = tokens
@@ -50,7 +54,7 @@ private struct ParserState {
 
   mutating func error(_ message: String, at range: SourceRange, notes: [Diagnostic] = []) {
     // One pathological file must not produce an unbounded report.
-    guard diagnostics.count < 200 else { return }
+    guard diagnostics.count < Self.maxDiagnostics else { return }
     diagnostics.append(.error(message, at: range, notes: notes))
   }
 
@@ -283,11 +287,11 @@ private struct ParserState {
   }
 
   mutating func parseGradient() throws(SyntaxError) {
-    _ = advance()
+    let keyword = advance().range
     let (param, pr) = try expectReference("a parameter name after 'gradient'")
     try expectPunct("=", "after the parameter name")
     let (value, vr) = try expectIdentifier("a value name")
-    graph.gradients.append(GradientDecl(parameter: param, value: value))
+    graph.gradients.append(GradientDecl(parameter: param, value: value, range: keyword))
     gradientRanges.append(pr)
     pendingUses.append((value, vr))
   }
@@ -457,7 +461,8 @@ private struct ParserState {
       diagnostics.append(.error("the graph has no 'output' statement; exactly one is required", at: .synthesized))
     }
     if let m = graph.minimize { check(use: m, at: graph.minimizeRange, in: &position, lateOK: true) }
-    for (g, r) in zip(graph.gradients, gradientRanges) where !graph.parameterNames.contains(g.parameter) {
+    let parameters = Set(graph.parameterNames)
+    for (g, r) in zip(graph.gradients, gradientRanges) where !parameters.contains(g.parameter) {
       error("'\(g.parameter)' is not a parameter of this graph", at: r)
     }
   }
@@ -466,8 +471,16 @@ private struct ParserState {
     let parts = name.split(separator: ".", maxSplits: 1).map(String.init)
     let base = parts[0]
     guard let def = position[base] else {
-      let hint = closestMatch(base, in: Array(defined.keys).sorted()).map { " (did you mean '\($0)'?)" } ?? ""
+      // Suggestions only for the messages that are kept, against names sorted once: the work stays linear in the file.
+      guard diagnostics.count < Self.maxDiagnostics else { return }
+      if sortedNames.count != defined.count { sortedNames = defined.keys.sorted() }
+      let hint = closestMatch(base, in: sortedNames).map { " (did you mean '\($0)'?)" } ?? ""
       error("use of undefined value '\(base)'\(hint)", at: range)
+      return
+    }
+    // A statement is one line, so a use on its definition's own line (`x = relu(x)`) reads the value being defined.
+    if !lateOK, def.line == range.line {
+      error("'\(base)' is used in its own definition; a statement can only read values defined on earlier lines", at: range)
       return
     }
     if !lateOK, (def.line, def.column) > (range.line, range.column) {

@@ -26,3 +26,46 @@ public enum Verifier {
     if !errors.isEmpty { throw DiagnosticList(errors) }
   }
 }
+
+extension Verifier {
+  /// Model files are written in the forward dialect. The backward and fused ops, and `gradient`
+  /// statements, exist so the compiler's IR dumps re-parse; in a model file they would bypass the
+  /// checks that differentiation and fusion guarantee (a saved argmax that is an arbitrary tensor,
+  /// a gradient that is not one), so they are refused, each where it is written.
+  public static func requireForwardDialect(_ g: Graph) throws(DiagnosticList) {
+    var errors: [Diagnostic] = []
+    for n in g.nodes {
+      let spelling = n.op.spelling
+      switch n.op.dialect {
+      case .forward:
+        continue
+      case .backward:
+        let m = "'\(spelling)' is an op of the backward dialect, which only the compiler writes (dump-ir --stage grad); "
+          + "a model file uses the forward ops (\(forwardOps)) and cnnc derives the gradients"
+        errors.append(Diagnostic.error(m, at: n.opRange))
+      case .fused:
+        let m = "'\(spelling)' is a fused op, which only the compiler forms (dump-ir --stage fused); "
+          + "write \(fusedParts(n.op)) and cnnc fuses them"
+        errors.append(Diagnostic.error(m, at: n.opRange))
+      }
+    }
+    for d in g.gradients {
+      let m = "'gradient' statements belong to differentiated graphs, which only the compiler writes; "
+        + "a model file names its loss with 'minimize' and cnnc derives the gradients"
+      errors.append(Diagnostic.error(m, at: d.range))
+    }
+    if !errors.isEmpty { throw DiagnosticList(errors.sorted(by: diagnosticOrder)) }
+  }
+
+  static let forwardOps = "conv2d, relu, maxpool, avgpool, flatten, dense, dropout, softmax, cross_entropy, add"
+
+  /// The forward ops a fused op stands for.
+  static func fusedParts(_ op: Op) -> String {
+    switch op {
+    case .conv2dReLU: return "conv2d and relu"
+    case .conv2dReLUMaxPool: return "conv2d, relu and maxpool"
+    case .denseReLU: return "dense and relu"
+    default: return "the forward ops it stands for"
+    }
+  }
+}

@@ -104,6 +104,21 @@ public struct Gemm: Equatable, Sendable {
   public var beta: Float
   public var c: (Base, IExpr), ldc: Int
 
+  /// Leading dimensions are raised to the row length when a matrix has a single row: such a stride is
+  /// never used, but the library rejects a leading dimension below the row length and then computes
+  /// nothing (a `dense(units: 1)` weight gradient, A = dY^T of one row, was never written).
+  public init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: (Base, IExpr), lda: Int, b: (Base, IExpr), ldb: Int,
+              beta: Float, c: (Base, IExpr), ldc: Int) {
+    func leading(_ ld: Int, rows: Int, cols: Int) -> Int {
+      precondition(rows == 1 || ld >= cols, "GEMM leading dimension \(ld) below the row length \(cols)")
+      return max(ld, cols, 1)
+    }
+    (self.transA, self.transB, self.m, self.n, self.k) = (transA, transB, m, n, k)
+    (self.a, self.lda) = (a, leading(lda, rows: transA ? k : m, cols: transA ? m : k))
+    (self.b, self.ldb) = (b, leading(ldb, rows: transB ? n : k, cols: transB ? k : n))
+    (self.beta, self.c, self.ldc) = (beta, c, leading(ldc, rows: m, cols: n))
+  }
+
   public static func == (x: Gemm, y: Gemm) -> Bool {
     x.transA == y.transA && x.transB == y.transB && x.m == y.m && x.n == y.n && x.k == y.k && x.a == y.a
       && x.lda == y.lda && x.b == y.b && x.ldb == y.ldb && x.beta == y.beta && x.c == y.c && x.ldc == y.ldc

@@ -148,7 +148,13 @@ struct Emitter {
   }
 
   mutating func emit(_ n: Node) {
-    switch n.op {
+    // The operand whose spatial extent the op slides over: x of a conv or pool, the last operand of their gradients.
+    let spatial: Int = switch n.op {
+    case .conv2dGradInput: 2
+    case .conv2dGradWeight, .maxPoolGrad, .avgPoolGrad: 1
+    default: 0
+    }
+    switch effectiveStrides(n.op, input: n.args.isEmpty ? [] : dims(n.args[spatial])) {
     case .conv2d(let a): convForward(n, a, relu: false, pool: nil)
     case .conv2dReLU(let a): convForward(n, a, relu: true, pool: nil)
     case .conv2dReLUMaxPool(let a, let p): convForward(n, a, relu: true, pool: p)
@@ -171,6 +177,39 @@ struct Emitter {
     case .crossEntropy: crossEntropy(n)
     case .crossEntropyGrad: crossEntropyGrad(n)
     }
+  }
+}
+
+/// The op with every stride clamped to the extent it slides over. A stride beyond that extent only ever
+/// takes the first window, so the clamped op computes the same values, and the lowering's index constants
+/// (stride times a row length) stay far from overflow however large the stride written in the file.
+func effectiveStrides(_ op: Op, input d: [Int]) -> Op {
+  guard d.count == 4 else { return op }
+  func conv(_ a: Conv2DAttrs) -> Conv2DAttrs {
+    var a = a
+    a.stride = min(a.stride, max(d[2], d[3]) + 2 * a.padding)
+    return a
+  }
+  func pool(_ p: PoolAttrs, _ h: Int, _ w: Int) -> PoolAttrs {
+    var p = p
+    p.stride = min(p.stride, max(h, w, 1))
+    return p
+  }
+  switch op {
+  case .conv2d(let a): return .conv2d(conv(a))
+  case .conv2dReLU(let a): return .conv2dReLU(conv(a))
+  case .conv2dGradInput(let a): return .conv2dGradInput(conv(a))
+  case .conv2dGradWeight(let a): return .conv2dGradWeight(conv(a))
+  case .conv2dReLUMaxPool(let a, let p):
+    let c = conv(a)
+    let oh = (d[2] + 2 * c.padding - c.kernel) / c.stride + 1, ow = (d[3] + 2 * c.padding - c.kernel) / c.stride + 1
+    return .conv2dReLUMaxPool(c, pool(p, oh, ow))
+  case .maxPool(let p): return .maxPool(pool(p, d[2], d[3]))
+  case .avgPool(let p): return .avgPool(pool(p, d[2], d[3]))
+  case .maxPoolGrad(let p): return .maxPoolGrad(pool(p, d[2], d[3]))
+  case .avgPoolGrad(let p): return .avgPoolGrad(pool(p, d[2], d[3]))
+  case .reluMaxPoolGrad(let u): return .reluMaxPoolGrad(UnpoolAttrs(pool: pool(u.pool, u.height, u.width), height: u.height, width: u.width))
+  default: return op
   }
 }
 

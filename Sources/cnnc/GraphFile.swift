@@ -22,7 +22,8 @@ struct GraphFile {
   let source: [UInt8]
   let graph: Graph
 
-  init(path: String) throws {
+  /// Reads a model file; `anyDialect` also accepts the compiler's backward and fused dialects (IR dumps).
+  init(path: String, anyDialect: Bool = false) throws {
     self.path = path
     guard let data = FileManager.default.contents(atPath: path) else {
       printError("error: cannot read graph file '\(path)'\n")
@@ -38,6 +39,7 @@ struct GraphFile {
     let name = stem.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } && !(stem.first?.isNumber ?? true) ? stem : "graph"
     do {
       graph = try Parser.parse(source, defaultName: name)
+      if !anyDialect { try Verifier.requireForwardDialect(graph) }
     } catch {
       printError(error.render(file: path, source: source))
       throw ReportedFailure

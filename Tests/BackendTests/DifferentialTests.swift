@@ -29,10 +29,28 @@ import Testing
     minimize loss
     """
 
-  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "odd"]
+  /// One-unit dense layers: every GEMM with a single row or column (their gradients once went unwritten).
+  static let narrow = """
+    input x: f32[N, 1, 6, 6]
+    input y: i32[N]
+    f = flatten(x)
+    h = dense(f, units: 1)
+    o = dense(h, units: 10)
+    g = dense(o, units: 1, bias: false)
+    z = dense(g, units: 3)
+    loss = cross_entropy(z, y)
+    output z
+    minimize loss
+    """
+
+  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "odd", "narrow"]
 
   static func source(_ name: String) throws -> String {
-    name == "odd" ? odd : try String(contentsOf: Fixtures.graphs.appendingPathComponent(name), encoding: .utf8)
+    switch name {
+    case "odd": odd
+    case "narrow": narrow
+    default: try String(contentsOf: Fixtures.graphs.appendingPathComponent(name), encoding: .utf8)
+    }
   }
 
   static func backend(_ d: Differential, fuse: Bool = true) throws -> CompiledBackend<JITCompiler> {

@@ -19,6 +19,7 @@ import Testing
     let path = "Graphs/invalid/\(name)"
     do {
       let g = try Parser.parse(bytes, defaultName: "g")
+      try Verifier.requireForwardDialect(g)
       _ = try inferShapes(g, batch: 64)
       return ""
     } catch {

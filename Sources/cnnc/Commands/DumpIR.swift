@@ -26,7 +26,8 @@ struct DumpIR: ParsableCommand {
   var batch: Int = 64
 
   func run() throws {
-    let f = try GraphFile(path: file)
+    // The first two stages print any dialect (an IR dump re-parses); the others start from a model file.
+    let f = try GraphFile(path: file, anyDialect: stage == .parsed || stage == .shaped)
     switch stage {
     case .parsed:
       print(Printer.print(f.graph), terminator: "")
