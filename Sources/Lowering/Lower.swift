@@ -28,6 +28,7 @@ public enum LoweringMode: Equatable, Sendable {
 /// Training: differentiate, fuse, plan memory, then emit each node's kernel in order, then the
 /// optimiser over all parameters. Inference: the forward nodes that feed the output, fused.
 public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = true, profile: Bool = false) throws(DiagnosticList) -> Program {
+  try checkEntryInputs(graph)
   var g: Graph
   switch mode {
   case .train, .gradients: g = try differentiate(graph)
@@ -84,6 +85,26 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = t
     parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
     output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1,
     profile: regions, profileOffset: profileOffset)
+}
+
+/// A compiled entry point takes one image buffer and one label buffer, so a graph has exactly one f32
+/// input (the images) and at most one i32 input (the labels); more would silently share one buffer.
+func checkEntryInputs(_ g: Graph) throws(DiagnosticList) {
+  let images = g.inputs.filter { $0.dtype == .f32 }, labels = g.inputs.filter { $0.dtype == .i32 }
+  var errors: [Diagnostic] = []
+  if images.isEmpty {
+    errors.append(.error("the graph has no f32 input; a compiled graph reads one image input such as 'input image: f32[N, 1, 28, 28]'", at: .synthesized))
+  }
+  for extra in images.dropFirst() {
+    errors.append(.error("second f32 input '\(extra.name)': a compiled graph reads exactly one image input ('\(images[0].name)')", at: extra.range))
+  }
+  for extra in labels.dropFirst() {
+    errors.append(.error("second i32 input '\(extra.name)': a compiled graph reads at most one label input ('\(labels[0].name)')", at: extra.range))
+  }
+  for i in g.inputs where i.dims.first != .batch {
+    errors.append(.error("input '\(i.name)' must have the batch dimension N first: the compiled programs split and stream batches along it", at: i.range))
+  }
+  if !errors.isEmpty { throw DiagnosticList(errors) }
 }
 
 /// The optimiser alone, over the parameter layout of `graph` (for sharded training steps).

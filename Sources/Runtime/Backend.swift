@@ -28,8 +28,13 @@ public struct InterpreterBackend: Backend {
   var tables: [Int: (ShapeTable, ShapeTable)] = [:]
   var params: Parameters
   var optimizer: Optimizer
+  /// Shards per batch: the compiled back ends' arithmetic (per-shard gradients, dropout keyed per shard,
+  /// averaged in shard order), so the reference and the compiled programs train the same function.
+  let shards: Int
 
-  public init(graph: Graph) throws {
+  public init(graph: Graph, shards: Int = 1) throws {
+    guard shards >= 1 else { throw DataError("--shards must be at least 1, got \(shards)") }
+    self.shards = shards
     forward = graph
     backward = try differentiate(graph)
     var needed: Set<String> = [graph.output!]
@@ -76,16 +81,36 @@ public struct InterpreterBackend: Backend {
 
   public mutating func trainStep(images: [Float], labels: [Int32], seed: UInt64, step: Int, learningRate: Float) throws
     -> (loss: Float, logits: [Float]) {
-    let (_, table) = try shapes(labels.count)
-    let ctx = ReferenceContext(training: true, seed: seed, step: UInt64(step))
-    let env = try Interpreter<Float>(graph: backward, shapes: table)
-      .run(inputs: inputs(table, images: images, labels: labels), parameters: tensors(), context: ctx)
+    guard labels.count % shards == 0, images.count % labels.count == 0 else {
+      throw DataError("a batch of \(labels.count) does not split into \(shards) equal shards")
+    }
+    let b = labels.count / shards, px = images.count / labels.count
+    let (_, table) = try shapes(b)
+    let weights = tensors()
     var grads: [String: [Float]] = [:]
-    for d in backward.gradients { grads[d.parameter] = env[d.value]!.tensor!.data }
+    var loss: Float = 0
+    var logits: [Float] = []
+    for s in 0..<shards {
+      let ctx = ReferenceContext(training: true, seed: UInt64(bitPattern: shardSeed(seed, s)), step: UInt64(step))
+      let env = try Interpreter<Float>(graph: backward, shapes: table)
+        .run(inputs: inputs(table, images: Array(images[(s * b * px)..<((s + 1) * b * px)]), labels: Array(labels[(s * b)..<((s + 1) * b)])),
+             parameters: weights, context: ctx)
+      for d in backward.gradients {
+        let g = env[d.value]!.tensor!.data
+        grads[d.parameter] = grads[d.parameter].map { zip($0, g).map(+) } ?? g
+      }
+      loss += env[backward.minimize!]!.tensor!.data[0]
+      logits += env[backward.output!]!.tensor!.data
+    }
+    if shards > 1 {
+      // Summed in shard order, then scaled: the compiled back ends' reduction.
+      let scale = 1 / Float(shards)
+      grads = grads.mapValues { $0.map { $0 * scale } }
+    }
     optimizer.step = step - 1
     optimizer.learningRate = learningRate
     optimizer.update(&params, gradients: grads)
-    return (env[backward.minimize!]!.tensor!.data[0], env[backward.output!]!.tensor!.data)
+    return (loss / Float(shards), logits)
   }
 
   public mutating func infer(images: [Float], count: Int) throws -> [Float] {

@@ -66,31 +66,11 @@ public struct SafeTensors: Equatable {
     return out
   }
 
-  /// Writes atomically: a temporary file in the same directory, flushed, then renamed over the target.
-  public func write(to path: String) throws {
-    let url = URL(fileURLWithPath: path)
-    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-    let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-    let bytes = serialized()
-    guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
-      throw CheckpointError("cannot create \(tmp.path)")
-    }
-    let h = try FileHandle(forWritingTo: tmp)
-    do {
-      try h.write(contentsOf: Data(bytes))
-      try h.synchronize()
-      try h.close()
-    } catch {
-      try? FileManager.default.removeItem(at: tmp)
-      throw error
-    }
-    guard rename(tmp.path, url.path) == 0 else {
-      try? FileManager.default.removeItem(at: tmp)
-      throw CheckpointError("cannot rename \(tmp.path) to \(path): \(String(cString: strerror(errno)))")
-    }
-  }
+  /// Writes atomically: a flushed temporary file in the same directory, renamed over the target.
+  public func write(to path: String) throws { try writeAtomically(serialized(), to: path) }
 
   public static func read(from path: String) throws -> SafeTensors {
+    do { try requireRegularFile(path) } catch { throw CheckpointError("cannot read checkpoint: \(error)") }
     guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError("cannot read checkpoint '\(path)'") }
     return try parse([UInt8](data), path: path)
   }
@@ -110,6 +90,8 @@ public struct SafeTensors: Equatable {
       guard let m = meta as? [String: String] else { throw bad("__metadata__ must map strings to strings") }
       result.metadata = m
     }
+    if let dup = duplicateTopLevelKey(bytes[8..<headerEnd]) { throw bad("the header names '\(dup)' twice") }
+    var extents: [(start: Int, end: Int, name: String)] = []
     for (name, value) in header where name != "__metadata__" {
       guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
             let shape = info["shape"] as? [Int], let offs = info["data_offsets"] as? [Int], offs.count == 2 else {
@@ -120,7 +102,8 @@ public struct SafeTensors: Equatable {
       guard offs[0] >= 0, offs[1] >= offs[0], offs[1] - offs[0] == count * 4 else {
         throw bad("tensor '\(name)' of shape \(shape) needs \(count * 4) bytes but its offsets \(offs) give \(offs[1] - offs[0])")
       }
-      guard dataStart + offs[1] <= bytes.count else { throw bad("tensor '\(name)' runs past the end of the file (truncated)") }
+      guard offs[1] <= bytes.count - dataStart else { throw bad("tensor '\(name)' runs past the end of the file (truncated)") }
+      extents.append((offs[0], offs[1], name))
       var floats = [Float](repeating: 0, count: count)
       floats.withUnsafeMutableBytes { dst in
         bytes.withUnsafeBytes { src in
@@ -129,7 +112,49 @@ public struct SafeTensors: Equatable {
       }
       result.tensors[name] = (shape, floats)
     }
+    // The tensors tile the data exactly, as the format requires: no overlaps, no gaps, nothing after the last.
+    var end = 0
+    for e in extents.sorted(by: { ($0.start, $0.end) < ($1.start, $1.end) }) {
+      guard e.start == end else {
+        throw bad(e.start < end ? "tensor '\(e.name)' overlaps the tensor before it (offset \(e.start) < \(end))"
+                  : "a gap of \(e.start - end) bytes before tensor '\(e.name)'")
+      }
+      end = e.end
+    }
+    guard end == bytes.count - dataStart else { throw bad("\(bytes.count - dataStart - end) bytes after the last tensor (trailing data)") }
     return result
+  }
+
+  /// The first key of the header's top-level object that appears twice (a JSON parser would keep one silently).
+  static func duplicateTopLevelKey(_ header: ArraySlice<UInt8>) -> String? {
+    var seen = Set<[UInt8]>()
+    var depth = 0, i = header.startIndex
+    var expectKey = false
+    while i < header.endIndex {
+      let c = header[i]
+      switch c {
+      case UInt8(ascii: "{"), UInt8(ascii: "["):
+        depth += 1
+        expectKey = depth == 1 && c == UInt8(ascii: "{")
+      case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+      case UInt8(ascii: ","): expectKey = depth == 1
+      case UInt8(ascii: "\""):
+        var j = i + 1, text: [UInt8] = []
+        while j < header.endIndex, header[j] != UInt8(ascii: "\"") {
+          if header[j] == UInt8(ascii: "\\") { text.append(header[j]); j += 1 }
+          if j < header.endIndex { text.append(header[j]) }
+          j += 1
+        }
+        if expectKey {
+          if !seen.insert(text).inserted { return String(decoding: text, as: UTF8.self) }
+          expectKey = false
+        }
+        i = j
+      default: break
+      }
+      i += 1
+    }
+    return nil
   }
 }
 
@@ -150,6 +175,11 @@ extension Parameters {
     if !extra.isEmpty { problems.append("unexpected tensors: \(extra.joined(separator: ", "))") }
     for n in names { if let t = st.tensors[n], t.shape != shapes[n]! { problems.append("'\(n)' has shape \(t.shape), the graph needs \(shapes[n]!)") } }
     guard problems.isEmpty else { throw CheckpointError("\(path) does not fit this graph: " + problems.joined(separator: "; ")) }
+    for n in names {
+      if let i = st.tensors[n]!.data.firstIndex(where: { !$0.isFinite }) {
+        throw CheckpointError("\(path): '\(n)' holds \(st.tensors[n]!.data[i]) at element \(i); weights must be finite")
+      }
+    }
     for n in names { values[n] = st.tensors[n]!.data }
   }
 }

@@ -173,8 +173,6 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     return state
   }
 
-  /// The dropout seed of shard `s`.
-  static func shardSeed(_ seed: UInt64, _ s: Int) -> Int64 { Int64(bitPattern: seed &+ UInt64(s) &* 0x9e37_79b9_7f4a_7c15) }
 
   public func trainStep(images: [Float], labels: [Int32], seed: UInt64, step: Int, learningRate: Float) throws -> (loss: Float, logits: [Float]) {
     guard train.loss != nil else { throw DataError("this back end was compiled for inference only") }
@@ -189,7 +187,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
         forEachShard(local) { i in
           let s = first + i
           trainEntry(params.pointer, gradient(s), m.pointer, v.pointer, arenas[i].pointer, img.baseAddress! + s * px,
-                     lab.baseAddress! + s * b, learningRate, Int64(step), Self.shardSeed(seed, s))
+                     lab.baseAddress! + s * b, learningRate, Int64(step), shardSeed(seed, s))
         }
       }
     }
@@ -341,6 +339,9 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     return out
   }
 }
+
+/// The dropout seed of shard `s` of a batch (shard 0 uses the run's seed); every back end keys shards alike.
+public func shardSeed(_ seed: UInt64, _ s: Int) -> Int64 { Int64(bitPattern: seed &+ UInt64(s) &* 0x9e37_79b9_7f4a_7c15) }
 
 /// Carries a value into concurrent code whose accesses the caller has made disjoint.
 struct UncheckedSendable<T>: @unchecked Sendable { let value: T }

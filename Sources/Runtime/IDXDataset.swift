@@ -14,13 +14,27 @@ public struct IDXDataset: Sendable {
   public var count: Int
   public var rows: Int
   public var cols: Int
+  /// The images file, for messages.
+  public var path: String
 
-  public init(images: [UInt8], labels: [UInt8], count: Int, rows: Int, cols: Int) {
+  public init(images: [UInt8], labels: [UInt8], count: Int, rows: Int, cols: Int, path: String = "the images") {
     self.images = images
     self.labels = labels
     self.count = count
     self.rows = rows
     self.cols = cols
+    self.path = path
+  }
+
+  /// Checks that the images are what the graph's image input takes: one channel of rows x cols, the
+  /// input's dimensions after N. A mismatch would make every batch read past (or short of) its images.
+  public func validateImages(forInput dims: [Int]) throws {
+    guard dims.count == 4, dims[1] == 1 else {
+      throw DataError("the graph's image input is [N, \(dims.dropFirst().map(String.init).joined(separator: ", "))]; IDX data gives [N, 1, \(rows), \(cols)] images")
+    }
+    guard dims[2] == rows, dims[3] == cols else {
+      throw DataError("\(path) holds \(rows)x\(cols) images; the graph takes [N, 1, \(dims[2]), \(dims[3])]")
+    }
   }
 
   /// Loads `PREFIX-images-idx3-ubyte[.gz]` and `PREFIX-labels-idx1-ubyte[.gz]` from `dir`.
@@ -32,7 +46,7 @@ public struct IDXDataset: Sendable {
     guard img.dims[0] == lab.dims[0] else {
       throw DataError("\(imagesPath) holds \(img.dims[0]) images but \(labelsPath) holds \(lab.dims[0]) labels")
     }
-    return IDXDataset(images: img.data, labels: lab.data, count: img.dims[0], rows: img.dims[1], cols: img.dims[2])
+    return IDXDataset(images: img.data, labels: lab.data, count: img.dims[0], rows: img.dims[1], cols: img.dims[2], path: imagesPath)
   }
 
   /// Checks every label is below `classes`.
@@ -52,6 +66,7 @@ public struct IDXDataset: Sendable {
 
   /// Reads a file through zlib, which also passes uncompressed files through unchanged.
   public static func readMaybeGzipped(_ path: String, limit: Int = 1 << 30) throws -> [UInt8] {
+    try requireRegularFile(path)
     guard let f = gzopen(path, "rb") else { throw DataError("cannot open \(path)") }
     defer { gzclose(f) }
     var out: [UInt8] = []
@@ -132,8 +147,8 @@ public struct IDXDataset: Sendable {
   /// The first `n` examples and the rest (a fixed, unshuffled validation split).
   public func split(first n: Int) -> (IDXDataset, IDXDataset) {
     let px = rows * cols
-    let a = IDXDataset(images: Array(images[0..<(n * px)]), labels: Array(labels[0..<n]), count: n, rows: rows, cols: cols)
-    let b = IDXDataset(images: Array(images[(n * px)...]), labels: Array(labels[n...]), count: count - n, rows: rows, cols: cols)
+    let a = IDXDataset(images: Array(images[0..<(n * px)]), labels: Array(labels[0..<n]), count: n, rows: rows, cols: cols, path: path)
+    let b = IDXDataset(images: Array(images[(n * px)...]), labels: Array(labels[n...]), count: count - n, rows: rows, cols: cols, path: path)
     return (a, b)
   }
 }

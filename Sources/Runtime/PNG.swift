@@ -25,6 +25,12 @@ public enum PNG {
       let type = String(decoding: bytes[(pos + 4)..<(pos + 8)], as: UTF8.self)
       guard length >= 0, pos + 12 + length <= bytes.count else { throw fail("truncated \(type) chunk") }
       let data = bytes[(pos + 8)..<(pos + 8 + length)]
+      // Every chunk ends with the CRC-32 of its type and data: a damaged file is refused, not half-read.
+      let stored = UInt(be32(pos + 8 + length))
+      let computed = bytes.withUnsafeBufferPointer { UInt(crc32(0, $0.baseAddress! + pos + 4, uInt(length + 4))) }
+      guard stored == computed else {
+        throw fail(String(format: "%@ chunk at byte %d fails its CRC check (stored %08x, computed %08x): the file is damaged", type, pos, stored, computed))
+      }
       switch type {
       case "IHDR":
         guard length == 13 else { throw fail("bad IHDR chunk") }

@@ -13,6 +13,8 @@ public struct TrainingOptions: Sendable {
   public var patience: Int?
   /// Stop after this many steps in all (for short runs and tests).
   public var maxSteps: Int?
+  /// Also write a checkpoint every this many steps (nil: only at the end of each epoch and on interrupt).
+  public var saveEvery: Int?
   /// Directory for checkpoints.
   public var outputDirectory: String
   /// Evaluation batch: big enough to keep the GEMMs efficient, small enough to keep the arenas small.
@@ -59,6 +61,11 @@ public struct Trainer<B: Backend> {
   public var checkNumerics = false
   /// Set when `shouldStop` ended the run.
   public private(set) var interrupted = false
+  /// Per-epoch figures of this run so far (restored by `resume`).
+  public private(set) var history: [EpochReport] = []
+  /// Sums over the steps of the current epoch so far, saved in every checkpoint so a resumed epoch's
+  /// figures cover all of its steps.
+  var partial = EpochSums()
   public var onEpoch: (EpochReport) -> Void = { _ in }
 
   public init(backend: B, graph: Graph, parameters: Parameters, optimizer: Optimizer, options: TrainingOptions) throws {
@@ -74,17 +81,10 @@ public struct Trainer<B: Backend> {
     classes = out.dims[1]
   }
 
-  public var weightsPath: String { (options.outputDirectory as NSString).appendingPathComponent("weights.safetensors") }
-  public var optimizerPath: String { (options.outputDirectory as NSString).appendingPathComponent("optimizer.safetensors") }
-  public var historyPath: String { (options.outputDirectory as NSString).appendingPathComponent("history.json") }
-
-  /// Per-epoch figures of this run so far (kept across --resume).
-  public func loadHistory() -> [EpochReport] {
-    guard let data = FileManager.default.contents(atPath: historyPath) else { return [] }
-    return (try? JSONDecoder().decode([EpochReport].self, from: data)) ?? []
-  }
-
-  public var bestPath: String { (options.outputDirectory as NSString).appendingPathComponent("best.safetensors") }
+  public var run: RunDirectory { RunDirectory(options.outputDirectory) }
+  public var weightsPath: String { run.file(RunDirectory.weightsFile) }
+  public var historyPath: String { run.file(RunDirectory.historyFile) }
+  public var bestPath: String { run.file("best.safetensors") }
 
   /// The current parameters (from the back end).
   public var parameters: Parameters { backend.parameters() }
@@ -96,31 +96,51 @@ public struct Trainer<B: Backend> {
     return o
   }
 
-  /// Writes weights (a plain `state_dict`) and optimiser state, both stamped with the step.
+  /// Commits weights (a plain `state_dict`), optimiser state and history as one checkpoint of this step.
   public func saveCheckpoint() throws {
     guard options.primary else { return }
     let parameters = self.parameters
     let meta = ["format": "pt", "cnnc.graph": graph.name, "cnnc.step": "\(optimizer.step)", "cnnc.seed": "\(options.seed)"]
-    try parameters.safeTensors(metadata: meta).write(to: weightsPath)
-    var st = SafeTensors(metadata: meta.merging(["cnnc.optimizer": optimizer.kind.rawValue,
-                                                 "cnnc.lr": "\(optimizer.learningRate)"]) { $1 })
+    var st = SafeTensors(metadata: meta.merging(["cnnc.optimizer": optimizer.kind.rawValue, "cnnc.lr": "\(optimizer.learningRate)"]) { $1 }
+      .merging(partial.metadata) { $1 })
     for (k, v) in backend.optimizerState() {
       let param = String(k.drop { $0 != "." }.dropFirst())
       st.tensors[k] = (parameters.shapes[param] ?? [v.count], v)
     }
-    try st.write(to: optimizerPath)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    do {
+      try run.save(step: optimizer.step, files: [
+        (RunDirectory.weightsFile, parameters.safeTensors(metadata: meta).serialized()),
+        (RunDirectory.optimizerFile, st.serialized()),
+        (RunDirectory.historyFile, Array(try encoder.encode(history))),
+      ])
+    } catch {
+      let last = run.checkpointSteps().first.map { "the last checkpoint (step \($0)) is intact" } ?? "no checkpoint was written"
+      throw CheckpointError("cannot save the checkpoint of step \(optimizer.step) in \(options.outputDirectory): \(error); \(last)")
+    }
   }
 
-  /// Restores weights and optimiser state written by `saveCheckpoint`; both must be from one step.
+  /// Restores the newest complete checkpoint of a run directory (or, for runs written before checkpoints
+  /// had their own directories, the top-level pair): weights, optimiser state, step and history.
   public mutating func resume(from dir: String) throws {
-    let w = (dir as NSString).appendingPathComponent("weights.safetensors")
-    let o = (dir as NSString).appendingPathComponent("optimizer.safetensors")
+    let store = RunDirectory(dir)
+    let source = store.checkpointSteps().first.map(store.checkpoint) ?? dir
+    let w = (source as NSString).appendingPathComponent(RunDirectory.weightsFile)
+    let o = (source as NSString).appendingPathComponent(RunDirectory.optimizerFile)
+    guard FileManager.default.fileExists(atPath: w) else { throw CheckpointError("\(dir) holds no checkpoint to resume (no \(RunDirectory.weightsFile))") }
     let ws = try SafeTensors.read(from: w)
     let os = try SafeTensors.read(from: o)
     var parameters = self.parameters
     try parameters.load(ws, path: w)
-    guard let step = ws.metadata["cnnc.step"].flatMap(Int.init), os.metadata["cnnc.step"] == "\(step)" else {
-      throw CheckpointError("\(dir): weights and optimiser state are not from the same step")
+    guard let step = ws.metadata["cnnc.step"].flatMap(Int.init), step >= 0, os.metadata["cnnc.step"] == "\(step)" else {
+      throw CheckpointError("\(source): weights and optimiser state are not from the same step (or the step is not a count)")
+    }
+    guard ws.metadata["cnnc.seed"] == os.metadata["cnnc.seed"] else {
+      throw CheckpointError("\(source): weights and optimiser state come from runs with different seeds")
+    }
+    if let saved = ws.metadata["cnnc.seed"], saved != "\(options.seed)" {
+      throw CheckpointError("\(source) was trained with --seed \(saved); resume it with the same seed (this run has \(options.seed))")
     }
     guard os.metadata["cnnc.optimizer"] == optimizer.kind.rawValue else {
       throw CheckpointError("\(o) holds \(os.metadata["cnnc.optimizer"] ?? "no") optimiser state; this run uses \(optimizer.kind.rawValue)")
@@ -130,15 +150,40 @@ public struct Trainer<B: Backend> {
       guard let want = parameters.values[param]?.count, want == t.data.count else {
         throw CheckpointError("\(o): optimiser tensor '\(k)' does not match a parameter of this graph")
       }
+      if let i = t.data.firstIndex(where: { !$0.isFinite }) { throw CheckpointError("\(o): '\(k)' holds \(t.data[i]) at element \(i)") }
+    }
+    // After the first step every parameter has its state; a file without it would resume from zeros silently.
+    let keys: [String] = switch optimizer.kind {
+    case .adam: ["m", "v"]
+    case .sgd: optimizer.momentum != 0 ? ["momentum"] : []
+    }
+    let missing = step == 0 ? [] : parameters.names.flatMap { p in keys.map { "\($0).\(p)" } }.filter { os.tensors[$0] == nil }
+    guard missing.isEmpty else {
+      throw CheckpointError("\(o) lacks the optimiser state \(missing.prefix(4).joined(separator: ", "))\(missing.count > 4 ? " and \(missing.count - 4) more" : ""); it cannot continue step \(step)")
     }
     optimizer.state = os.tensors.mapValues(\.data)
     optimizer.step = step
     try backend.load(parameters, optimizer)
     optimizer.state = [:]
+    partial = EpochSums(metadata: os.metadata)
+    let historyFile = (source as NSString).appendingPathComponent(RunDirectory.historyFile)
+    if let data = FileManager.default.contents(atPath: historyFile) {
+      guard let h = try? JSONDecoder().decode([EpochReport].self, from: data) else { throw CheckpointError("\(historyFile) is not a training history") }
+      history = h
+    }
+  }
+
+  /// The dimensions of the graph's image input at batch 1.
+  public var imageInputDims: [Int] {
+    get throws {
+      guard let image = graph.inputs.first(where: { $0.dtype == .f32 }) else { throw DataError("the graph has no f32 image input") }
+      return try inferShapes(graph, batch: 1)[image.name]!.dims
+    }
   }
 
   /// Accuracy of the graph's output over a dataset, in batches.
   public mutating func accuracy(_ data: IDXDataset) throws -> (accuracy: Double, predictions: [Int]) {
+    try data.validateImages(forInput: try imageInputDims)
     var predictions: [Int] = []
     predictions.reserveCapacity(data.count)
     var start = 0
@@ -160,6 +205,8 @@ public struct Trainer<B: Backend> {
   public mutating func train(train fullTrain: IDXDataset, test: IDXDataset) throws -> [EpochReport] {
     try fullTrain.validateLabels(classes: classes)
     try test.validateLabels(classes: classes)
+    try fullTrain.validateImages(forInput: try imageInputDims)
+    try test.validateImages(forInput: try imageInputDims)
     var train = fullTrain
     var validation: IDXDataset?
     if options.validationFraction > 0 {
@@ -170,24 +217,34 @@ public struct Trainer<B: Backend> {
     let b = options.batchSize
     let stepsPerEpoch = train.count / b  // drop_last: static shapes
     guard stepsPerEpoch > 0 else { throw DataError("batch size \(b) exceeds the \(train.count) training examples") }
+    // A resumed checkpoint must lie inside this run's plan; past its end there is nothing to train.
+    let planned = min(options.epochs * stepsPerEpoch, options.maxSteps ?? Int.max)
+    if optimizer.step > 0, optimizer.step >= planned {
+      let plan = options.maxSteps.map { "--steps \($0)" } ?? "\(options.epochs) epoch\(options.epochs == 1 ? "" : "s") of \(stepsPerEpoch) steps"
+      throw DataError("the checkpoint in \(options.outputDirectory) is at step \(optimizer.step), and this run (\(plan)) ends at step \(planned): nothing to resume; raise --epochs or --steps to train further")
+    }
     let px = train.rows * train.cols
     var images = [Float](repeating: 0, count: b * px)
     var labels = [Int32](repeating: 0, count: b)
     var reports: [EpochReport] = []
-    var best = -1.0
+    var best = history.compactMap(\.validationAccuracy).max() ?? -1.0
     var sinceBest = 0
     let firstEpoch = optimizer.step / stepsPerEpoch
+    // Checkpoint sums that belong to another epoch (a run written before they were saved) start afresh.
+    if partial.epoch != firstEpoch || optimizer.step % stepsPerEpoch == 0 { partial = EpochSums(epoch: firstEpoch) }
     for epoch in firstEpoch..<options.epochs {
       // The permutation depends only on (seed, epoch), so a resumed run sees the same order.
       var rng = SeededRandom(seed: options.seed, stream: 0x5eed_0000 &+ UInt64(epoch))
       let order = rng.permutation(train.count)
       let start = Date()
-      var lossSum = 0.0, correct = 0, seen = 0
+      if partial.epoch != epoch { partial = EpochSums(epoch: epoch) }
+      let secondsBefore = partial.seconds
       let skip = optimizer.step - epoch * stepsPerEpoch
       for s in max(0, skip)..<stepsPerEpoch {
         if let m = options.maxSteps, optimizer.step >= m { break }
         if shouldStop() {
           interrupted = true
+          partial.seconds = secondsBefore + Date().timeIntervalSince(start)
           try saveCheckpoint()
           return reports
         }
@@ -207,37 +264,40 @@ public struct Trainer<B: Backend> {
           throw DataError(message)
         }
         optimizer.step += 1
-        lossSum += Double(r.loss)
-        for j in 0..<b where argmax(r.logits[(j * classes)..<((j + 1) * classes)]) == Int(labels[j]) { correct += 1 }
-        seen += b
+        partial.lossSum += Double(r.loss)
+        for j in 0..<b where argmax(r.logits[(j * classes)..<((j + 1) * classes)]) == Int(labels[j]) { partial.correct += 1 }
+        partial.seen += b
         let elapsed = Date().timeIntervalSince(start)
         let done = s + 1 - max(0, skip)
-        onProgress(StepProgress(epoch: epoch + 1, step: s + 1, stepsInEpoch: stepsPerEpoch, runningLoss: lossSum / Double(done),
-                                imagesPerSecond: Double(seen) / elapsed,
+        onProgress(StepProgress(epoch: epoch + 1, step: s + 1, stepsInEpoch: stepsPerEpoch, runningLoss: partial.lossSum / Double(partial.seen / b),
+                                imagesPerSecond: Double(done * b) / elapsed,
                                 etaSeconds: elapsed / Double(done) * Double(stepsPerEpoch - s - 1)))
+        if let every = options.saveEvery, optimizer.step % every == 0, s + 1 < stepsPerEpoch {
+          partial.seconds = secondsBefore + Date().timeIntervalSince(start)
+          try saveCheckpoint()
+        }
       }
-      let seconds = Date().timeIntervalSince(start)
+      let seconds = secondsBefore + Date().timeIntervalSince(start)
       let finished = optimizer.step % stepsPerEpoch == 0
-      try saveCheckpoint()
       let valAcc = options.primary ? try validation.map { try accuracy($0).accuracy } : nil
       let testAcc = options.primary ? try accuracy(test).accuracy : 0
-      let report = EpochReport(epoch: epoch + 1, trainLoss: lossSum / Double(max(1, seen / b)),
-                               trainAccuracy: Double(correct) / Double(max(1, seen)), validationAccuracy: valAcc,
-                               testAccuracy: testAcc, imagesPerSecond: Double(seen) / seconds, seconds: seconds)
+      let steps = partial.seen / b
+      let report = EpochReport(epoch: epoch + 1, trainLoss: partial.lossSum / Double(max(1, steps)),
+                               trainAccuracy: Double(partial.correct) / Double(max(1, partial.seen)), validationAccuracy: valAcc,
+                               testAccuracy: testAcc, imagesPerSecond: Double(partial.seen) / max(seconds, 1e-9), seconds: seconds)
       reports.append(report)
-      if options.primary {
-        var history = loadHistory().filter { $0.epoch < report.epoch }
-        history.append(report)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(history).write(to: URL(fileURLWithPath: historyPath), options: .atomic)
-      }
+      history = history.filter { $0.epoch < report.epoch } + [report]
+      partial = finished ? EpochSums(epoch: epoch + 1) : partial
+      if !finished { partial.seconds = seconds }
+      try saveCheckpoint()
       onEpoch(report)
       if let v = valAcc {
         if v > best {
           best = v
           sinceBest = 0
-          try parameters.safeTensors(metadata: ["format": "pt", "cnnc.step": "\(optimizer.step)"]).write(to: bestPath)
+          if options.primary {
+            try parameters.safeTensors(metadata: ["format": "pt", "cnnc.step": "\(optimizer.step)"]).write(to: bestPath)
+          }
         } else {
           sinceBest += 1
           if let p = options.patience, sinceBest >= p { break }
@@ -246,6 +306,31 @@ public struct Trainer<B: Backend> {
       if !finished { break }  // stopped by maxSteps
     }
     return reports
+  }
+}
+
+/// Running sums of one epoch's steps, carried in checkpoints as metadata (exact decimal text).
+struct EpochSums: Equatable {
+  var epoch = 0
+  var lossSum = 0.0
+  var correct = 0
+  var seen = 0
+  var seconds = 0.0
+
+  init(epoch: Int = 0) { self.epoch = epoch }
+
+  init(metadata m: [String: String]) {
+    epoch = m["cnnc.epoch"].flatMap(Int.init) ?? -1
+    lossSum = m["cnnc.epoch_loss_sum"].flatMap(Double.init) ?? 0
+    correct = m["cnnc.epoch_correct"].flatMap(Int.init) ?? 0
+    seen = m["cnnc.epoch_seen"].flatMap(Int.init) ?? 0
+    seconds = m["cnnc.epoch_seconds"].flatMap(Double.init) ?? 0
+    if !(lossSum.isFinite && correct >= 0 && seen >= correct && seconds >= 0) { self = EpochSums(epoch: -1) }
+  }
+
+  var metadata: [String: String] {
+    ["cnnc.epoch": "\(epoch)", "cnnc.epoch_loss_sum": "\(lossSum)", "cnnc.epoch_correct": "\(correct)",
+     "cnnc.epoch_seen": "\(seen)", "cnnc.epoch_seconds": "\(seconds)"]
   }
 }
 

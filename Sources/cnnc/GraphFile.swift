@@ -25,6 +25,10 @@ struct GraphFile {
   /// Reads a model file; `anyDialect` also accepts the compiler's backward and fused dialects (IR dumps).
   init(path: String, anyDialect: Bool = false) throws {
     self.path = path
+    do { try requireRegularFile(path) } catch {
+      printError("error: cannot read graph file: \(error)\n")
+      throw ReportedFailure
+    }
     guard let data = FileManager.default.contents(atPath: path) else {
       printError("error: cannot read graph file '\(path)'\n")
       throw ReportedFailure

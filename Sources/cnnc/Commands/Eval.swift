@@ -12,7 +12,7 @@ struct Eval: ParsableCommand {
   @Argument(help: "The .graph file.") var file: String
   @Option(help: "Weights in safetensors format (state_dict names).") var weights: String
   @Option(help: "Directory of IDX files.") var data: String?
-  @Option(help: "Evaluation batch size.") var batch: Int = 1000
+  @Option(parsing: .unconditional, help: "Evaluation batch size (at most the test set; inference itself runs in chunks of 64).") var batch: Int = 1000
   @Option(help: "Back end: jit or interp.") var backend: String = "jit"
 
   func validate() throws {
@@ -22,9 +22,11 @@ struct Eval: ParsableCommand {
 
   func run() throws {
     let f = try GraphFile(path: file)
-    let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
+    let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: 1) }
     try reportingErrors {
       let test = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "t10k")
+      // A batch beyond the test set would only allocate images that do not exist.
+      let batch = max(1, min(self.batch, test.count))
       var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
       try params.load(try SafeTensors.read(from: weights), path: weights)
       var options = TrainingOptions(outputDirectory: ".")

@@ -13,7 +13,7 @@ struct Predict: ParsableCommand {
   @Argument(help: "The .graph file.") var file: String
   @Option(help: "Weights in safetensors format.") var weights: String
   @Argument(help: "A PNG image of the graph's input size, or an IDX images file.") var image: String
-  @Option(help: "Which image of an IDX file.") var index: Int = 0
+  @Option(parsing: .unconditional, help: "Which image of an IDX file (0-based).") var index: Int = 0
   @Flag(help: "Invert the image (255 - x) before classifying.") var invert = false
 
   func run() throws {
@@ -25,6 +25,7 @@ struct Predict: ParsableCommand {
       }
       var pixels: [UInt8]
       if image.hasSuffix(".png") || image.hasSuffix(".PNG") {
+        try requireRegularFile(image)
         guard let data = FileManager.default.contents(atPath: image) else { throw DataError("cannot read \(image)") }
         let png = try PNG.decode([UInt8](data), path: image)
         guard png.width == dims[3], png.height == dims[2] else {

@@ -32,36 +32,49 @@ struct Train: ParsableCommand {
   @Option(help: "Back end: swift (generated Swift, compiled with swiftc), jit (LLVM ORC JIT), interp (the reference interpreter).")
   var backend: String = "swift"
   @Flag(help: "Use the LLVM JIT back end (same as --backend jit).") var jit = false
-  @Option(help: "Number of epochs.") var epochs: Int = 1
-  @Option(name: .customLong("batch"), help: "Batch size.") var batch: Int = 64
-  @Option(help: "Learning rate.") var lr: Float = 1e-3
+  @Option(parsing: .unconditional, help: "Number of epochs.") var epochs: Int = 1
+  @Option(name: .customLong("batch"), parsing: .unconditional, help: "Batch size.") var batch: Int = 64
+  @Option(parsing: .unconditional, help: "Learning rate.") var lr: Float = 1e-3
   @Option(help: "Optimiser: adam or sgd.") var optimizer: String = "adam"
-  @Option(help: "SGD momentum.") var momentum: Float = 0
-  @Option(name: .customLong("weight-decay"), help: "L2 weight decay.") var weightDecay: Float = 0
+  @Option(parsing: .unconditional, help: "SGD momentum (0 <= momentum < 1).") var momentum: Float = 0
+  @Option(name: .customLong("weight-decay"), parsing: .unconditional, help: "L2 weight decay (>= 0).") var weightDecay: Float = 0
   @Option(help: "Random seed (initialisation, data order, dropout).") var seed: UInt64 = 1
-  @Option(help: "Fraction of the training set held out for validation, e.g. 0.2.") var val: Double = 0
-  @Option(help: "Early stopping: epochs without a better validation accuracy.") var patience: Int?
-  @Option(help: "Stop after this many steps in all.") var steps: Int?
+  @Option(parsing: .unconditional, help: "Fraction of the training set held out for validation, e.g. 0.2.") var val: Double = 0
+  @Option(parsing: .unconditional, help: "Early stopping: epochs without a better validation accuracy (needs --val).") var patience: Int?
+  @Option(parsing: .unconditional, help: "Stop after this many steps in all.") var steps: Int?
   @Option(help: "Directory of IDX files (train-/t10k-images-idx3-ubyte[.gz], ...).") var data: String?
   @Option(help: "Directory for checkpoints (default runs/GRAPH).") var out: String?
   @Flag(help: "Continue from the checkpoint in the output directory.") var resume = false
-  @Option(help: "Split every batch into this many shards, computed in parallel (compiled back ends). Results depend on the shard count, never on --threads.")
+  @Option(parsing: .unconditional, help: "Split every batch into this many shards, computed in parallel; every back end (the interpreter too) averages the shard gradients in shard order. Results depend on the shard count, never on --threads.")
   var shards: Int = 2
-  @Option(help: "Threads for the shards (default: all CPUs).") var threads: Int?
+  @Option(parsing: .unconditional, help: "Threads for the shards (default: all CPUs).") var threads: Int?
+  @Option(name: .customLong("save-every"), parsing: .unconditional, help: "Also write a checkpoint every N steps (default: at the end of each epoch only).")
+  var saveEvery: Int?
   @Flag(name: .customLong("no-report"), help: "Do not write report.html at the end.") var noReport = false
   @Flag(name: .customLong("check-numerics"), help: "On a non-finite loss, name the first op that produced it.") var checkNumerics = false
 
   func validate() throws {
     guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
-    guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
-    guard val >= 0 && val < 1 else { throw ValidationError("--val must be in [0, 1)") }
-    guard lr > 0 && lr.isFinite else { throw ValidationError("--lr must be positive") }
+    guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
+    guard val >= 0 && val < 1 else { throw ValidationError("--val must be in [0, 1), got \(val)") }
+    guard lr > 0 && lr.isFinite else { throw ValidationError("--lr must be a positive number, got \(lr)") }
+    guard momentum >= 0 && momentum < 1 else { throw ValidationError("--momentum must satisfy 0 <= momentum < 1, got \(momentum)") }
+    guard weightDecay >= 0 && weightDecay.isFinite else { throw ValidationError("--weight-decay must be a non-negative number, got \(weightDecay)") }
+    if let patience {
+      guard patience >= 1 else { throw ValidationError("--patience must be at least 1, got \(patience)") }
+      guard val > 0 else { throw ValidationError("--patience needs a validation split to watch: add --val, e.g. --val 0.2") }
+    }
+    if let saveEvery, saveEvery < 1 { throw ValidationError("--save-every must be at least 1, got \(saveEvery)") }
+    guard epochs <= Self.maxEpochs else { throw ValidationError("--epochs must be at most \(Self.maxEpochs), got \(epochs)") }
     guard ["swift", "interp", "jit"].contains(backend) else { throw ValidationError("unknown back end '\(backend)'; available: swift, jit, interp") }
     guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be adam or sgd") }
     if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
     guard shards >= 1, batch % shards == 0 else { throw ValidationError("--batch \(batch) must split into --shards \(shards) equal parts") }
     if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
   }
+
+  /// More epochs than any run could finish; keeps step arithmetic far from overflow.
+  static let maxEpochs = 1_000_000
 
   /// Set on the non-primary ranks of a distributed run.
   var quiet = false
@@ -89,20 +102,23 @@ struct Train: ParsableCommand {
       if mpi!.rank != 0 { quiet = true }
     }
     let outDir = out ?? "runs/\(f.graph.name)"
+    var lock: RunLock?
+    defer { withExtendedLifetime(lock) {} }
     try reportingErrors {
       let start = Date()
       let trainSet = try IDXDataset.load(directory: dir, split: "train")
       let testSet = try IDXDataset.load(directory: dir, split: "t10k")
-      guard let img = f.graph.inputs.first(where: { $0.dtype == .f32 }), shapes[img.name]!.dims.dropFirst() == [1, trainSet.rows, trainSet.cols] else {
-        printError("error: the graph's image input must be [N, 1, \(trainSet.rows), \(trainSet.cols)] for this dataset\n")
-        throw ReportedFailure
-      }
+      guard let img = f.graph.inputs.first(where: { $0.dtype == .f32 }) else { throw DataError("the graph has no f32 image input") }
+      try trainSet.validateImages(forInput: shapes[img.name]!.dims)
+      try testSet.validateImages(forInput: shapes[img.name]!.dims)
       say(String(format: "data: %@ (%d train, %d test images) loaded in %.2f s", dir, trainSet.count, testSet.count, Date().timeIntervalSince(start)))
       let params = Parameters(graph: f.graph, shapes: shapes, seed: seed)
       // The run directory keeps the graph it trained, so reports and evaluation need nothing else.
+      // One run per directory: the lock lives as long as this process, and what killed runs left is removed.
       if !quiet {
-        try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
-        try Data(f.source).write(to: URL(fileURLWithPath: (outDir as NSString).appendingPathComponent("model.graph")), options: .atomic)
+        lock = try RunLock(directory: outDir)
+        RunDirectory(outDir).removeStaleTemporaries()
+        try writeAtomically(f.source, to: (outDir as NSString).appendingPathComponent("model.graph"))
       }
       var opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
       opt.step = 0
@@ -113,6 +129,7 @@ struct Train: ParsableCommand {
       options.validationFraction = val
       options.patience = patience
       options.maxSteps = steps
+      options.saveEvery = saveEvery
       options.primary = mpi.map { $0.rank == 0 } ?? true
       if jit || backend == "jit" {
         let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), shards: shards, threads: threads, mpi: mpi)
@@ -133,7 +150,7 @@ struct Train: ParsableCommand {
           say("all \(mpi.size) ranks hold identical weights (hash \(String(h, radix: 16)))")
         }
       } else {
-        try run(Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
+        try run(Trainer(backend: try InterpreterBackend(graph: f.graph, shards: shards), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
       }
     }
     // Written once the training back end and its buffers are gone, so the report adds nothing to peak memory.
@@ -158,7 +175,11 @@ struct Train: ParsableCommand {
         source?.resume()
         trainer.shouldStop = { interrupt.isRaised }
       }
-      defer { source?.cancel() }
+      defer {
+        source?.cancel()
+        // Past the training loop (the report, the exit) Ctrl-C ends the process at once again.
+        if source != nil { signal(SIGINT, SIG_DFL) }
+      }
       if resume {
         try trainer.resume(from: outDir)
         say("resumed from \(outDir) at step \(trainer.optimizer.step)")
