@@ -4,7 +4,7 @@ CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
 APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc openmpi-bin libopenmpi-dev
 
-.PHONY: deps build release test train generate check-generated bench bench-compare interop fuzz report-screenshot clean
+.PHONY: deps build release test train generate check-generated bench bench-compare interop fuzz fuzz-graphs report-screenshot clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -58,13 +58,35 @@ interop: release $(VENV)/bin/python
 	$(VENV)/bin/python Scripts/interop.py write .build/interop/from-pytorch.safetensors
 	$(CNNC) eval Graphs/simplecnn.graph --weights .build/interop/from-pytorch.safetensors | head -1
 
-# Coverage-guided fuzzing of the front end with libFuzzer, for FUZZ_SECONDS; crashes land in Fuzz/
-# and belong in Fuzz/regressions (replayed by the test suite).
+# Coverage-guided fuzzing with libFuzzer: TARGET=graph (the whole pipeline to the memory plan), safetensors,
+# idx (raw and gzip), png, or all (the default), FUZZ_SECONDS each. Crashes land in Fuzz/regressions/TARGET/,
+# which `make test` replays; commit them with the fix.
 FUZZ_SECONDS ?= 120
-fuzz: deps
+TARGET ?= all
+FUZZ_TARGETS = graph safetensors idx png
+FUZZ = .build-fuzz/release/cnnc-fuzz
+fuzz: release
 	$(SWIFT) build -c release --product cnnc-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xlinker --export-dynamic
-	mkdir -p .build-fuzz/corpus && cp Graphs/*.graph Graphs/invalid/*.graph Fuzz/regressions/* .build-fuzz/corpus/ 2>/dev/null || true
-	.build-fuzz/release/cnnc-fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=5 -max_len=4096 -artifact_prefix=Fuzz/ .build-fuzz/corpus
+	@for t in $(if $(filter all,$(TARGET)),$(FUZZ_TARGETS),$(TARGET)); do \
+	  mkdir -p .build-fuzz/corpus/$$t Fuzz/regressions/$$t; \
+	  cp Fuzz/regressions/$$t/* .build-fuzz/corpus/$$t/ 2>/dev/null; \
+	  case $$t in \
+	    graph) cp Graphs/*.graph Graphs/invalid/*.graph .build-fuzz/corpus/$$t/ ;; \
+	    png) cp Tests/Fixtures/*.png .build-fuzz/corpus/$$t/ ;; \
+	    idx) cp data/mnist/t10k-labels-idx1-ubyte.gz .build-fuzz/corpus/$$t/ ;; \
+	    safetensors) $(CNNC) train Graphs/tiny.graph --jit --steps 2 --out .build-fuzz/seed-run --no-report >/dev/null && \
+	      cp .build-fuzz/seed-run/weights.safetensors .build-fuzz/seed-run/optimizer.safetensors .build-fuzz/corpus/$$t/ ;; \
+	  esac; \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  CNNC_FUZZ_TARGET=$$t $(FUZZ) -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 -max_len=65536 \
+	    -artifact_prefix=Fuzz/regressions/$$t/ .build-fuzz/corpus/$$t || exit 1; \
+	done
+
+# The structure-aware graph generator at scale: thousands of random valid graphs, both back ends against
+# the interpreter (make test runs 150).
+GENERATED_GRAPHS ?= 3000
+fuzz-graphs: release
+	CNNC_GENERATED_GRAPHS=$(GENERATED_GRAPHS) $(SWIFT) test -c release --filter GeneratedGraphTests
 
 # cnnc against TensorFlow and PyTorch on this machine, same protocol, one run (PyPI packages in .build/peers).
 PEERS = .build/peers

@@ -33,7 +33,9 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
 
-    .executableTarget(name: "cnnc-fuzz", dependencies: ["GraphIR", "Passes"]),
+    // Every reader and the whole pipeline as fuzz targets; `cnnc-fuzz` runs them under libFuzzer.
+    .target(name: "FuzzTargets", dependencies: ["GraphIR", "Passes", "Lowering", "Runtime"]),
+    .executableTarget(name: "cnnc-fuzz", dependencies: ["FuzzTargets"]),
 
     .target(name: "CNNCTestSupport", dependencies: ["GraphIR", "Runtime"], path: "Tests/CNNCTestSupport"),
     .testTarget(name: "GraphIRTests", dependencies: ["GraphIR", "Passes", "CNNCTestSupport"]),
@@ -41,5 +43,6 @@ let package = Package(
     .testTarget(name: "RuntimeTests", dependencies: ["GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "BackendTests", dependencies: ["LLVMBackend", "SwiftBackend", "Runtime", "COpenBLAS", "CNNCTestSupport"]),
     .testTarget(name: "EndToEndTests", dependencies: ["CNNCTestSupport"]),
+    .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
   ]
 )

@@ -88,22 +88,24 @@ struct SourceLines {
   func line(_ n: Int) -> String { n >= 1 && n <= lines.count ? lines[n - 1] : "" }
 }
 
-/// Edit distance for "did you mean" suggestions.
+/// Edit distance for "did you mean" suggestions (optimal string alignment: a swap of two neighbours,
+/// "rleu", counts as one edit), in three rolling rows.
 public func editDistance(_ a: String, _ b: String) -> Int {
   let a = Array(a.utf8), b = Array(b.utf8)
   if a.isEmpty { return b.count }
   if b.isEmpty { return a.count }
-  // Optimal string alignment: a swap of two neighbours ("rleu") counts as one edit.
-  var d = [[Int]](repeating: [Int](repeating: 0, count: b.count + 1), count: a.count + 1)
-  for i in 0...a.count { d[i][0] = i }
-  for j in 0...b.count { d[0][j] = j }
+  var before = [Int](repeating: 0, count: b.count + 1)
+  var previous = Array(0...b.count)
+  var row = [Int](repeating: 0, count: b.count + 1)
   for i in 1...a.count {
+    row[0] = i
     for j in 1...b.count {
-      d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-      if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] { d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1) }
+      row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+      if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] { row[j] = min(row[j], before[j - 2] + 1) }
     }
+    (before, previous, row) = (previous, row, before)
   }
-  return d[a.count][b.count]
+  return previous[b.count]
 }
 
 /// The closest candidate within a distance that scales with the word's length, if any.

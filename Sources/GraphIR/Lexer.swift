@@ -45,6 +45,8 @@ struct Lexer {
     while pos < bytes.count {
       let b = bytes[pos]
       if b == 32 || b == 9 || b == 13 { pos += 1; continue }
+      // A UTF-8 byte-order mark that some editors write at the start of a file is not text.
+      if pos == 0, bytes.starts(with: [0xEF, 0xBB, 0xBF]) { pos = 3; continue }
       if b == 35 {  // '#': to end of line
         while pos < bytes.count && bytes[pos] != 10 { pos += 1 }
         continue
@@ -98,12 +100,21 @@ struct Lexer {
       let shown: String
       if b >= 0x20 && b < 0x7F {
         shown = "'\(Character(UnicodeScalar(b)))'"
-      } else if let s = String(validating: bytes[start..<end], as: UTF8.self), s.count == 1, b >= 0x80 {
-        shown = "'\(s)'"
+      } else if let s = String(validating: bytes[start..<end], as: UTF8.self), s.count == 1, b >= 0x80, let u = s.unicodeScalars.first {
+        // Invisible characters (spaces, joiners, marks) are named by code point alone.
+        let code = "U+" + String(u.value, radix: 16, uppercase: true).leftPadded(to: 4)
+        let visible = !u.properties.isWhitespace && ![.format, .control, .spaceSeparator, .nonspacingMark, .enclosingMark, .unassigned, .privateUse]
+          .contains(u.properties.generalCategory)
+        shown = visible ? "'\(s)' (\(code))" : code + (u.value == 0xFEFF ? " (a byte-order mark)" : " (an invisible character)")
       } else {
         shown = "byte 0x" + String(b, radix: 16, uppercase: true)
       }
       return Token(kind: .invalid(shown), range: SourceRange(line: line, column: col, length: end - start))
     }
   }
+}
+
+extension String {
+  /// The string with zeros in front up to `width` characters.
+  func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }

@@ -36,6 +36,8 @@ private struct ParserState {
   var gradientRanges: [SourceRange] = []
   /// The defined names in order, for "did you mean" (sorted once, when the first undefined use is found).
   var sortedNames: [String] = []
+  /// Name comparisons left for "did you mean" hints in this file.
+  var suggestionBudget = 1_000_000
   /// Messages kept from one file: a pathological file must not produce an unbounded report.
   static let maxDiagnostics = 200
 
@@ -474,7 +476,10 @@ private struct ParserState {
       // Suggestions only for the messages that are kept, against names sorted once: the work stays linear in the file.
       guard diagnostics.count < Self.maxDiagnostics else { return }
       if sortedNames.count != defined.count { sortedNames = defined.keys.sorted() }
-      let hint = closestMatch(base, in: sortedNames).map { " (did you mean '\($0)'?)" } ?? ""
+      // A fixed budget of comparisons per file keeps a file of thousands of undefined names fast; which
+      // messages get a hint depends only on the file.
+      suggestionBudget -= sortedNames.count
+      let hint = suggestionBudget < 0 ? "" : closestMatch(base, in: sortedNames).map { " (did you mean '\($0)'?)" } ?? ""
       error("use of undefined value '\(base)'\(hint)", at: range)
       return
     }

@@ -57,21 +57,69 @@ public struct LLVMRenderer {
     func local(_ n: String) -> LLVMValueRef { locals.reversed().lazy.compactMap { $0[n] }.first! }
   }
 
+  /// Renders an entry point. Each `.graph` statement's kernel (the statements from its comment to the next)
+  /// becomes an internal `noinline` function that takes the entry's arguments, called in order from the
+  /// entry: the optimiser then works on many small functions, so JIT time grows linearly with the graph
+  /// instead of with the square of one huge function's size. Profiling timestamps stay in the entry.
   mutating func render(_ f: Function) {
-    let fn = module.addFunction(f.name, entryType)
+    let fn = function(f.name, internal: false)
+    var s = scope(fn)
+    var kernel: [Stmt] = []
+    var kernels = 0
+    func flush(_ r: inout LLVMRenderer, _ s: inout Scope) {
+      guard case .comment(let text)? = kernel.first else { return }
+      let node = String(text.prefix { $0 != " " })
+      let k = r.function("\(f.name).k\(kernels).\(node)", internal: true)
+      kernels += 1
+      let caller = LLVMGetInsertBlock(r.builder)!
+      var ks = r.scope(k)
+      for st in kernel { r.emit(st, &ks) }
+      LLVMBuildRetVoid(r.builder)
+      LLVMPositionBuilderAtEnd(r.builder, caller)
+      var args: [LLVMValueRef?] = (0..<10).map { LLVMGetParam(fn, UInt32($0)) }
+      LLVMBuildCall2(r.builder, r.entryType, k, &args, 10, "")
+      kernel = []
+    }
+    for st in f.body {
+      switch st {
+      case .comment:
+        flush(&self, &s)
+        kernel = [st]
+      case .tick:
+        flush(&self, &s)
+        emit(st, &s)
+      default:
+        if kernel.isEmpty { emit(st, &s) } else { kernel.append(st) }
+      }
+    }
+    flush(&self, &s)
+    LLVMBuildRetVoid(builder)
+  }
+
+  /// A function of the entry-point type with `noalias` buffers; an internal one is never inlined.
+  func function(_ name: String, internal isInternal: Bool) -> LLVMValueRef {
+    let fn = module.addFunction(name, entryType)
     let noalias = LLVMCreateEnumAttribute(ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0)
     let names = ["params", "grads", "m", "v", "arena", "images", "labels", "lr", "step", "seed"]
     for (i, n) in names.enumerated() {
       LLVMSetValueName2(LLVMGetParam(fn, UInt32(i)), n, n.utf8.count)
       if i < 7 { LLVMAddAttributeAtIndex(fn, UInt32(i + 1), noalias) }
     }
+    if isInternal {
+      LLVMSetLinkage(fn, LLVMInternalLinkage)
+      let noinline = LLVMCreateEnumAttribute(ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0)
+      LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), noinline)
+    }
+    return fn
+  }
+
+  /// The scope of a function body, with the builder at its entry block.
+  func scope(_ fn: LLVMValueRef) -> Scope {
     let entry = LLVMAppendBasicBlockInContext(ctx, fn, "entry")!
     LLVMPositionBuilderAtEnd(builder, entry)
     var bases: [Base: LLVMValueRef] = [:]
     for (i, b) in [Base.params, .grads, .m, .v, .arena, .images, .labels].enumerated() { bases[b] = LLVMGetParam(fn, UInt32(i)) }
-    var s = Scope(function: fn, entry: entry, bases: bases, lr: LLVMGetParam(fn, 7), step: LLVMGetParam(fn, 8), seed: LLVMGetParam(fn, 9))
-    for st in f.body { emit(st, &s) }
-    LLVMBuildRetVoid(builder)
+    return Scope(function: fn, entry: entry, bases: bases, lr: LLVMGetParam(fn, 7), step: LLVMGetParam(fn, 8), seed: LLVMGetParam(fn, 9))
   }
 
   /// Frees the builder once every function is rendered.

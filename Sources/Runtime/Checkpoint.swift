@@ -183,3 +183,34 @@ extension Parameters {
     for n in names { values[n] = st.tensors[n]!.data }
   }
 }
+
+/// The optimiser state of a checkpoint, checked against the graph's parameters and the run's optimiser.
+public struct OptimizerCheckpoint {
+  /// `m.NAME` and `v.NAME` (Adam) or `momentum.NAME` (SGD), each the size of its parameter.
+  public var tensors: [String: [Float]]
+
+  /// Checks kind, names, sizes and values; after the first step every parameter must have its state,
+  /// since a file without it would resume from zeros silently.
+  public init(_ os: SafeTensors, path o: String, parameters: Parameters, kind: Optimizer.Kind, momentum: Float, step: Int? = nil) throws {
+    guard os.metadata["cnnc.optimizer"] == kind.rawValue else {
+      throw CheckpointError("\(o) holds \(os.metadata["cnnc.optimizer"] ?? "no") optimiser state; this run uses \(kind.rawValue)")
+    }
+    let keys: [String] = switch kind {
+    case .adam: ["m", "v"]
+    case .sgd: momentum != 0 ? ["momentum"] : []
+    }
+    for (k, t) in os.tensors {
+      let prefix = String(k.prefix { $0 != "." }), param = String(k.drop { $0 != "." }.dropFirst())
+      guard keys.contains(prefix), let want = parameters.values[param]?.count, want == t.data.count else {
+        throw CheckpointError("\(o): optimiser tensor '\(k)' does not match a parameter of this graph and optimiser")
+      }
+      if let i = t.data.firstIndex(where: { !$0.isFinite }) { throw CheckpointError("\(o): '\(k)' holds \(t.data[i]) at element \(i)") }
+    }
+    let step = step ?? os.metadata["cnnc.step"].flatMap(Int.init) ?? 0
+    let missing = step == 0 ? [] : parameters.names.flatMap { p in keys.map { "\($0).\(p)" } }.filter { os.tensors[$0] == nil }
+    guard missing.isEmpty else {
+      throw CheckpointError("\(o) lacks the optimiser state \(missing.prefix(4).joined(separator: ", "))\(missing.count > 4 ? " and \(missing.count - 4) more" : ""); it cannot continue step \(step)")
+    }
+    tensors = os.tensors.mapValues(\.data)
+  }
+}

@@ -177,7 +177,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   public func trainStep(images: [Float], labels: [Int32], seed: UInt64, step: Int, learningRate: Float) throws -> (loss: Float, logits: [Float]) {
     guard train.loss != nil else { throw DataError("this back end was compiled for inference only") }
     guard images.count == train.imageFloats * shards, labels.count == train.batch * shards else {
-      throw DataError("the compiled train step takes a batch of \(train.batch * shards); got \(labels.count)")
+      throw DataError("the compiled train step takes \(train.batch * shards) images of \(train.imageFloats / max(1, train.batch)) values and as many labels; got \(images.count) values and \(labels.count) labels")
     }
     let (px, b, n) = (train.imageFloats, train.batch, train.parameterFloats)
     let (local, first) = (localShards, firstShard)

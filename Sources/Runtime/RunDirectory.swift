@@ -22,7 +22,7 @@ public struct RunDirectory: Sendable {
   public init(_ path: String) { self.path = path }
 
   var checkpointsPath: String { (path as NSString).appendingPathComponent("checkpoints") }
-  func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+  public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
   static func stepName(_ step: Int) -> String { String(format: "step-%012d", step) }
 
   /// Commits one checkpoint: `files` (name, bytes) under `checkpoints/step-N`, then the top-level links.

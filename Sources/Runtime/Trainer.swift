@@ -142,26 +142,8 @@ public struct Trainer<B: Backend> {
     if let saved = ws.metadata["cnnc.seed"], saved != "\(options.seed)" {
       throw CheckpointError("\(source) was trained with --seed \(saved); resume it with the same seed (this run has \(options.seed))")
     }
-    guard os.metadata["cnnc.optimizer"] == optimizer.kind.rawValue else {
-      throw CheckpointError("\(o) holds \(os.metadata["cnnc.optimizer"] ?? "no") optimiser state; this run uses \(optimizer.kind.rawValue)")
-    }
-    for (k, t) in os.tensors {
-      let param = String(k.drop { $0 != "." }.dropFirst())
-      guard let want = parameters.values[param]?.count, want == t.data.count else {
-        throw CheckpointError("\(o): optimiser tensor '\(k)' does not match a parameter of this graph")
-      }
-      if let i = t.data.firstIndex(where: { !$0.isFinite }) { throw CheckpointError("\(o): '\(k)' holds \(t.data[i]) at element \(i)") }
-    }
-    // After the first step every parameter has its state; a file without it would resume from zeros silently.
-    let keys: [String] = switch optimizer.kind {
-    case .adam: ["m", "v"]
-    case .sgd: optimizer.momentum != 0 ? ["momentum"] : []
-    }
-    let missing = step == 0 ? [] : parameters.names.flatMap { p in keys.map { "\($0).\(p)" } }.filter { os.tensors[$0] == nil }
-    guard missing.isEmpty else {
-      throw CheckpointError("\(o) lacks the optimiser state \(missing.prefix(4).joined(separator: ", "))\(missing.count > 4 ? " and \(missing.count - 4) more" : ""); it cannot continue step \(step)")
-    }
-    optimizer.state = os.tensors.mapValues(\.data)
+    let state = try OptimizerCheckpoint(os, path: o, parameters: parameters, kind: optimizer.kind, momentum: optimizer.momentum, step: step)
+    optimizer.state = state.tensors
     optimizer.step = step
     try backend.load(parameters, optimizer)
     optimizer.state = [:]
@@ -238,13 +220,11 @@ public struct Trainer<B: Backend> {
       let order = rng.permutation(train.count)
       let start = Date()
       if partial.epoch != epoch { partial = EpochSums(epoch: epoch) }
-      let secondsBefore = partial.seconds
       let skip = optimizer.step - epoch * stepsPerEpoch
       for s in max(0, skip)..<stepsPerEpoch {
         if let m = options.maxSteps, optimizer.step >= m { break }
         if shouldStop() {
           interrupted = true
-          partial.seconds = secondsBefore + Date().timeIntervalSince(start)
           try saveCheckpoint()
           return reports
         }
@@ -273,22 +253,21 @@ public struct Trainer<B: Backend> {
                                 imagesPerSecond: Double(done * b) / elapsed,
                                 etaSeconds: elapsed / Double(done) * Double(stepsPerEpoch - s - 1)))
         if let every = options.saveEvery, optimizer.step % every == 0, s + 1 < stepsPerEpoch {
-          partial.seconds = secondsBefore + Date().timeIntervalSince(start)
           try saveCheckpoint()
         }
       }
-      let seconds = secondsBefore + Date().timeIntervalSince(start)
+      // Throughput of the steps this process ran (a resumed epoch's earlier steps ran in another).
+      let seconds = Date().timeIntervalSince(start), ranHere = (optimizer.step - max(skip, 0) - epoch * stepsPerEpoch) * b
       let finished = optimizer.step % stepsPerEpoch == 0
       let valAcc = options.primary ? try validation.map { try accuracy($0).accuracy } : nil
       let testAcc = options.primary ? try accuracy(test).accuracy : 0
       let steps = partial.seen / b
       let report = EpochReport(epoch: epoch + 1, trainLoss: partial.lossSum / Double(max(1, steps)),
                                trainAccuracy: Double(partial.correct) / Double(max(1, partial.seen)), validationAccuracy: valAcc,
-                               testAccuracy: testAcc, imagesPerSecond: Double(partial.seen) / max(seconds, 1e-9), seconds: seconds)
+                               testAccuracy: testAcc, imagesPerSecond: Double(ranHere) / max(seconds, 1e-9), seconds: seconds)
       reports.append(report)
       history = history.filter { $0.epoch < report.epoch } + [report]
-      partial = finished ? EpochSums(epoch: epoch + 1) : partial
-      if !finished { partial.seconds = seconds }
+      if finished { partial = EpochSums(epoch: epoch + 1) }
       try saveCheckpoint()
       onEpoch(report)
       if let v = valAcc {
@@ -309,13 +288,13 @@ public struct Trainer<B: Backend> {
   }
 }
 
-/// Running sums of one epoch's steps, carried in checkpoints as metadata (exact decimal text).
+/// Running sums of one epoch's steps, carried in checkpoints as metadata (exact decimal text). Timing is
+/// not among them: checkpoints depend only on the seed and the arithmetic.
 struct EpochSums: Equatable {
   var epoch = 0
   var lossSum = 0.0
   var correct = 0
   var seen = 0
-  var seconds = 0.0
 
   init(epoch: Int = 0) { self.epoch = epoch }
 
@@ -324,13 +303,12 @@ struct EpochSums: Equatable {
     lossSum = m["cnnc.epoch_loss_sum"].flatMap(Double.init) ?? 0
     correct = m["cnnc.epoch_correct"].flatMap(Int.init) ?? 0
     seen = m["cnnc.epoch_seen"].flatMap(Int.init) ?? 0
-    seconds = m["cnnc.epoch_seconds"].flatMap(Double.init) ?? 0
-    if !(lossSum.isFinite && correct >= 0 && seen >= correct && seconds >= 0) { self = EpochSums(epoch: -1) }
+    if !(lossSum.isFinite && correct >= 0 && seen >= correct) { self = EpochSums(epoch: -1) }
   }
 
   var metadata: [String: String] {
     ["cnnc.epoch": "\(epoch)", "cnnc.epoch_loss_sum": "\(lossSum)", "cnnc.epoch_correct": "\(correct)",
-     "cnnc.epoch_seen": "\(seen)", "cnnc.epoch_seconds": "\(seconds)"]
+     "cnnc.epoch_seen": "\(seen)"]
   }
 }
 

@@ -22,7 +22,7 @@ import Testing
   }
 
   static func checkpointBytes(_ t: Trainer<CompiledBackend<JITCompiler>>) throws -> Data {
-    try Data(contentsOf: URL(fileURLWithPath: t.weightsPath)) + Data(contentsOf: URL(fileURLWithPath: t.optimizerPath))
+    try Data(contentsOf: URL(fileURLWithPath: t.weightsPath)) + Data(contentsOf: URL(fileURLWithPath: t.run.file(RunDirectory.optimizerFile)))
   }
 
   static func dir() -> String { NSTemporaryDirectory() + "cnnc-det-\(UUID().uuidString)" }
@@ -86,6 +86,6 @@ import Testing
     #expect(reports.count == 6 || reports.count == bestEpoch + 2)
     let saved = try SafeTensors.read(from: t.bestPath)
     #expect(saved.metadata["cnnc.step"] == "\(750 * (bestEpoch + 1))")
-    #expect(t.loadHistory().count == reports.count)
+    #expect(t.history.count == reports.count)
   }
 }

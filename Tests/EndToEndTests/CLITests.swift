@@ -15,6 +15,18 @@ import Testing
     return nil
   }()
 
+  /// Runs a shell command line; returns its exit status.
+  static func shell(_ command: String) throws -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/sh")
+    p.arguments = ["-c", command]
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    p.waitUntilExit()
+    return p.terminationStatus
+  }
+
   static func run(_ args: [String], cwd: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: try #require(binary, "cnnc must be built"))
@@ -89,8 +101,12 @@ import Testing
     #expect(p.terminationStatus == 130)
     #expect(String(decoding: seen, as: UTF8.self).contains("continue with --resume"))
     let files = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
-    #expect(files == ["model.graph", "optimizer.safetensors", "weights.safetensors"], "no temporary files left behind")
-    let resumed = try Self.run(["train", "Graphs/simplecnn.graph", "--jit", "--epochs", "1", "--out", out, "--resume", "--steps", "5"])
+    #expect(files == [".lock", "checkpoints", "history.json", "model.graph", "optimizer.safetensors", "weights.safetensors"], "no temporary files left behind")
+    // Resume for five more steps than were saved.
+    let text = String(decoding: seen, as: UTF8.self)
+    let saved = try #require(text.components(separatedBy: "interrupted at step ").last?.prefix { $0.isNumber }).description
+    let more = try #require(Int(saved)) + 5
+    let resumed = try Self.run(["train", "Graphs/simplecnn.graph", "--jit", "--epochs", "1", "--out", out, "--resume", "--steps", "\(more)"])
     #expect(resumed.status == 0, "\(resumed.stderr)")
     #expect(resumed.stdout.contains("resumed from"))
   }

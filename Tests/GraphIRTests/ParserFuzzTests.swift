@@ -72,23 +72,3 @@ import Testing
     #expect(accepted > 0 && rejected > 0)
   }
 }
-
-/// Inputs the coverage-guided fuzzer (`make fuzz`) once crashed on: each must now parse or be rejected.
-@Suite struct FuzzRegressionTests {
-  static let files: [String] = {
-    let dir = Fixtures.root.appendingPathComponent("Fuzz/regressions").path
-    return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted()
-  }()
-
-  @Test func thereAreRegressions() { #expect(!Self.files.isEmpty) }
-
-  @Test(arguments: files) func regressionDoesNotCrash(_ name: String) throws {
-    let bytes = try [UInt8](Data(contentsOf: Fixtures.root.appendingPathComponent("Fuzz/regressions/\(name)")))
-    do {
-      let g = try Parser.parse(bytes, defaultName: "r")
-      _ = try inferShapes(g, batch: 2)
-    } catch {
-      #expect(!error.diagnostics.isEmpty)
-    }
-  }
-}

@@ -43,7 +43,7 @@ import Testing
     for _ in 0..<2 {
       var t = try Self.trainer(steps: 40, dir: Self.dir())
       _ = try t.train(train: train, test: test)
-      bytes.append(try Data(contentsOf: URL(fileURLWithPath: t.weightsPath)) + Data(contentsOf: URL(fileURLWithPath: t.optimizerPath)))
+      bytes.append(try Data(contentsOf: URL(fileURLWithPath: t.weightsPath)) + Data(contentsOf: URL(fileURLWithPath: t.run.file(RunDirectory.optimizerFile))))
     }
     #expect(bytes[0] == bytes[1])
     var other = try Self.trainer(steps: 40, dir: Self.dir(), seed: 6)

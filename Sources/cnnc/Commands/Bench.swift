@@ -30,15 +30,24 @@ struct Bench: ParsableCommand {
   @Option(help: "Shards per batch (see cnnc train --help).") var shards: Int = 2
   @Option(help: "Threads for the shards (default: all CPUs).") var threads: Int?
   @Flag(help: "Add per-kernel time tables (training step, batch-1 inference, one inference chunk), keyed by .graph line.") var profile = false
+  @Flag(name: .customLong("compile-scaling"), help: "Instead: time checking (1k-100k statements) and JIT (chains of 10-300 convolutions) against graph size.")
+  var compileScaling = false
+  @Option(name: .customLong("scaling-layers"), parsing: .upToNextOption, help: "Convolution chain lengths for --compile-scaling (default 10 30 100 300).")
+  var scalingLayers: [Int] = CompileScaling.layerCounts
 
   func validate() throws {
     guard ["jit", "swift"].contains(backend) else { throw ValidationError("--backend must be jit or swift") }
     if let epochs, epochs < 2 { throw ValidationError("--epochs must be at least 2 (the first epoch is not timed)") }
     guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
     guard singles >= 5 else { throw ValidationError("--singles must be at least 5") }
+    guard scalingLayers.allSatisfy({ (1...5000).contains($0) }) else { throw ValidationError("--scaling-layers takes chain lengths from 1 to 5000") }
   }
 
   func run() throws {
+    if compileScaling {
+      try reportingErrors { print(try CompileScaling.run(layers: scalingLayers)) }
+      return
+    }
     let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
     try reportingErrors {
       let core = try loadBLAS()

@@ -1,31 +1,24 @@
+import FuzzTargets
 import Foundation
-import GraphIR
-import Passes
 
-/// Runs the whole front end on one input: parse, shape inference at a few batch sizes, printing,
-/// differentiation and fusion. Any input must end in diagnostics or success.
-func exercise(_ bytes: [UInt8]) {
-  do {
-    let g = try Parser.parse(bytes, defaultName: "fuzz")
-    _ = Printer.print(g)
-    for batch in [1, 3] {
-      let shapes = try inferShapes(g, batch: batch)
-      _ = summarize(g, shapes)
-      if g.minimize != nil {
-        let grad = try differentiate(g)
-        _ = fuseConvReLUPool(grad, shapes: try inferShapes(grad, batch: batch))
-      }
-    }
-  } catch {
-    _ = error.render(file: "fuzz.graph", source: bytes)
+/// The target named by `CNNC_FUZZ_TARGET` (graph, safetensors, idx, png); `graph` when unset.
+func selectedTarget() -> FuzzTarget {
+  let name = ProcessInfo.processInfo.environment["CNNC_FUZZ_TARGET"] ?? "graph"
+  guard let t = FuzzTarget(rawValue: name) else {
+    FileHandle.standardError.write(Data("cnnc-fuzz: unknown target '\(name)'; targets: \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", "))\n".utf8))
+    exit(2)
   }
+  return t
 }
 
 #if FUZZING
+  /// Read once: libFuzzer calls the entry point millions of times.
+  let target = selectedTarget()
+
   /// The libFuzzer entry point (built with -sanitize=fuzzer by `make fuzz`).
   @_cdecl("LLVMFuzzerTestOneInput")
   public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    exercise(Array(UnsafeBufferPointer(start: data, count: size)))
+    target.run(Array(UnsafeBufferPointer(start: data, count: size)))
     return 0
   }
 
@@ -43,21 +36,22 @@ func exercise(_ bytes: [UInt8]) {
     return unsafeBitCast(driver, to: FuzzerDriver.self)(&c, &v, fuzzOneInput)
   }
 #else
-  /// Without the fuzzer: replays files (e.g. Fuzz/regressions) through the front end.
+  /// Without the fuzzer: replays files (e.g. Fuzz/regressions/TARGET) through the selected target.
   @main
   struct Replay {
     static func main() throws {
+      let target = selectedTarget()
       var count = 0
       for arg in CommandLine.arguments.dropFirst() {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: arg, isDirectory: &isDir) else { continue }
         let files = isDir.boolValue ? try FileManager.default.contentsOfDirectory(atPath: arg).sorted().map { "\(arg)/\($0)" } : [arg]
         for f in files {
-          exercise([UInt8](try Data(contentsOf: URL(fileURLWithPath: f))))
+          target.run([UInt8](try Data(contentsOf: URL(fileURLWithPath: f))))
           count += 1
         }
       }
-      print("replayed \(count) inputs")
+      print("replayed \(count) \(target.rawValue) inputs")
     }
   }
 #endif

@@ -1,0 +1,94 @@
+import Foundation
+import GraphIR
+import Lowering
+import Passes
+import Runtime
+
+/// The inputs cnnc reads from users, each as a function that must return for any bytes: success or a
+/// clear error, never a trap, a crash or a hang. `cnnc-fuzz` runs them under libFuzzer (`make fuzz
+/// TARGET=...`); the tests replay `Fuzz/regressions/TARGET/` and seeded mutations through the same code.
+public enum FuzzTarget: String, CaseIterable, Sendable {
+  /// A `.graph` file through the whole pipeline: parse, dialect check, shapes, gradients, fusion, lowering, memory plan.
+  case graph
+  /// A safetensors file read as weights (loaded into a small graph's parameters) and as optimiser state.
+  case safetensors
+  /// An IDX file, raw or gzip-compressed, as images and as labels.
+  case idx
+  /// A PNG image.
+  case png
+
+  /// Runs one input; returns true when it was accepted, false when it was refused with an error.
+  @discardableResult
+  public func run(_ bytes: [UInt8]) -> Bool {
+    switch self {
+    case .graph: Self.graph(bytes)
+    case .safetensors: Self.safetensors(bytes)
+    case .idx: Self.idx(bytes)
+    case .png: (try? PNG.decode(bytes, path: "fuzz.png")) != nil
+    }
+  }
+
+  /// Batch sizes the pipeline is lowered at: one image, and an odd count that splits into no shards.
+  static let batches = [1, 3]
+
+  static func graph(_ bytes: [UInt8]) -> Bool {
+    do {
+      let g = try Parser.parse(bytes, defaultName: "fuzz")
+      _ = Printer.print(g)
+      try Verifier.requireForwardDialect(g)
+      for batch in batches {
+        let shapes = try inferShapes(g, batch: batch)
+        _ = summarize(g, shapes)
+        if g.minimize != nil {
+          _ = try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)))
+          _ = try lowerOptimizer(g, OptimizerSpec(kind: .sgd, momentum: 0.9))
+        }
+        if g.output != nil { _ = try lower(g, batch: batch, mode: .infer) }
+      }
+      return true
+    } catch {
+      _ = error.render(file: "fuzz.graph", source: bytes)
+      return false
+    }
+  }
+
+  /// The graph whose parameters fuzzed weights are loaded into.
+  static let weightsGraph = try! Parser.parse("""
+    input x: f32[N, 1, 4, 4]
+    c = conv2d(x, filters: 2, kernel: 3)
+    f = flatten(c)
+    d = dense(f, units: 3)
+    output d
+    """, defaultName: "fuzz")
+
+  static func safetensors(_ bytes: [UInt8]) -> Bool {
+    guard let st = try? SafeTensors.parse(bytes, path: "fuzz.safetensors") else { return false }
+    _ = st.serialized()
+    var p = Parameters(graph: weightsGraph, shapes: try! inferShapes(weightsGraph, batch: 1), seed: 1)
+    _ = try? p.load(st, path: "fuzz.safetensors")
+    _ = try? OptimizerCheckpoint(st, path: "fuzz.safetensors", parameters: p, kind: .adam, momentum: 0)
+    return true
+  }
+
+  static func idx(_ bytes: [UInt8]) -> Bool {
+    // The gzip path reads a file, as the data loader does.
+    let path = NSTemporaryDirectory() + "cnnc-fuzz-\(getpid()).idx"
+    guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { return false }
+    defer { unlink(path) }
+    var accepted = false
+    for magic: UInt32 in [0x0000_0803, 0x0000_0801] {
+      guard let raw = try? IDXDataset.readMaybeGzipped(path, limit: 1 << 24), let parsed = try? IDXDataset.parse(raw, path: path, magic: magic) else { continue }
+      if magic == 0x803 {
+        let set = IDXDataset(images: parsed.data, labels: [UInt8](repeating: 0, count: parsed.dims[0]), count: parsed.dims[0],
+                             rows: parsed.dims[1], cols: parsed.dims[2], path: path)
+        _ = try? set.validateImages(forInput: [1, 1, 28, 28])
+        if set.count > 0 {
+          var out = [Float](repeating: 0, count: set.rows * set.cols)
+          set.normalizedBatch([0][...], into: &out)
+        }
+      }
+      accepted = true
+    }
+    return accepted
+  }
+}
