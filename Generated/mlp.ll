@@ -4,12 +4,2347 @@ source_filename = "mlp"
 
 define void @mlp_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %adam.v_new = alloca float, align 4
-  %adam.m_new = alloca float, align 4
-  %adam.g = alloca float, align 4
-  %adam.bc2_sqrt63 = alloca float, align 4
-  %adam.step_size62 = alloca float, align 4
-  %fc1_bias_grad.acc60 = alloca float, align 4
+  call void @mlp_train_b64.k0.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k1.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k2.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k3.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k4.fc3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k5.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k6.fc3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k7.fc3_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k8.fc3_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k9.relu2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k10.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k11.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k12.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k13.drop_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k14.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k15.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k16.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k17.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k18.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k0.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k1.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %fc1.t8_a3 = alloca <16 x float>, align 64
+  %fc1.t8_a2 = alloca <16 x float>, align 64
+  %fc1.t8_a1 = alloca <16 x float>, align 64
+  %fc1.t8_a0 = alloca <16 x float>, align 64
+  %fc1.t8_b3 = alloca <16 x float>, align 64
+  %fc1.t8_b2 = alloca <16 x float>, align 64
+  %fc1.t8_b1 = alloca <16 x float>, align 64
+  %fc1.t8_b0 = alloca <16 x float>, align 64
+  %fc1.t8_c3_3 = alloca <16 x float>, align 64
+  %fc1.t8_c3_2 = alloca <16 x float>, align 64
+  %fc1.t8_c3_1 = alloca <16 x float>, align 64
+  %fc1.t8_c3_0 = alloca <16 x float>, align 64
+  %fc1.t8_c2_3 = alloca <16 x float>, align 64
+  %fc1.t8_c2_2 = alloca <16 x float>, align 64
+  %fc1.t8_c2_1 = alloca <16 x float>, align 64
+  %fc1.t8_c2_0 = alloca <16 x float>, align 64
+  %fc1.t8_c1_3 = alloca <16 x float>, align 64
+  %fc1.t8_c1_2 = alloca <16 x float>, align 64
+  %fc1.t8_c1_1 = alloca <16 x float>, align 64
+  %fc1.t8_c1_0 = alloca <16 x float>, align 64
+  %fc1.t8_c0_3 = alloca <16 x float>, align 64
+  %fc1.t8_c0_2 = alloca <16 x float>, align 64
+  %fc1.t8_c0_1 = alloca <16 x float>, align 64
+  %fc1.t8_c0_0 = alloca <16 x float>, align 64
+  br label %fc1.n1
+
+fc1.n1:                                           ; preds = %fc1.k2.end, %entry
+  %fc1.n11 = phi i64 [ 0, %entry ], [ %n1.next, %fc1.k2.end ]
+  br label %fc1.k2
+
+fc1.n1.end:                                       ; preds = %fc1.k2.end
+  br label %fc1.r3
+
+fc1.k2:                                           ; preds = %fc1.k2, %fc1.n1
+  %fc1.k22 = phi i64 [ 0, %fc1.n1 ], [ %k2.next, %fc1.k2 ]
+  %0 = mul nsw i64 %fc1.n11, 784
+  %1 = add nsw i64 %0, %fc1.k22
+  %images3 = getelementptr inbounds float, ptr %images, i64 %1
+  %2 = load float, ptr %images3, align 4
+  %3 = mul nsw i64 %fc1.k22, 64
+  %4 = add nsw i64 16384, %3
+  %5 = add nsw i64 %4, %fc1.n11
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  store float %2, ptr %arena4, align 4
+  %k2.next = add nsw i64 %fc1.k22, 1
+  %6 = icmp slt i64 %k2.next, 784
+  br i1 %6, label %fc1.k2, label %fc1.k2.end
+
+fc1.k2.end:                                       ; preds = %fc1.k2
+  %n1.next = add nsw i64 %fc1.n11, 1
+  %7 = icmp slt i64 %n1.next, 64
+  br i1 %7, label %fc1.n1, label %fc1.n1.end
+
+fc1.r3:                                           ; preds = %fc1.i4.end, %fc1.n1.end
+  %fc1.r35 = phi i64 [ 0, %fc1.n1.end ], [ %r3.next, %fc1.i4.end ]
+  br label %fc1.i4
+
+fc1.r3.end:                                       ; preds = %fc1.i4.end
+  br label %fc1.kp5
+
+fc1.i4:                                           ; preds = %fc1.i4, %fc1.r3
+  %fc1.i46 = phi i64 [ 0, %fc1.r3 ], [ %i4.next, %fc1.i4 ]
+  %8 = mul nsw i64 %fc1.r35, 64
+  %9 = add nsw i64 66560, %8
+  %10 = add nsw i64 %9, %fc1.i46
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %10
+  store float 0.000000e+00, ptr %arena7, align 4
+  %i4.next = add nsw i64 %fc1.i46, 1
+  %11 = icmp slt i64 %i4.next, 64
+  br i1 %11, label %fc1.i4, label %fc1.i4.end
+
+fc1.i4.end:                                       ; preds = %fc1.i4
+  %r3.next = add nsw i64 %fc1.r35, 1
+  %12 = icmp slt i64 %r3.next, 256
+  br i1 %12, label %fc1.r3, label %fc1.r3.end
+
+fc1.kp5:                                          ; preds = %fc1.nb6.end, %fc1.r3.end
+  %fc1.kp58 = phi i64 [ 0, %fc1.r3.end ], [ %kp5.next, %fc1.nb6.end ]
+  br label %fc1.nb6
+
+fc1.kp5.end:                                      ; preds = %fc1.nb6.end
+  br label %fc1.n10
+
+fc1.nb6:                                          ; preds = %fc1.mb7.end, %fc1.kp5
+  %fc1.nb69 = phi i64 [ 0, %fc1.kp5 ], [ %nb6.next, %fc1.mb7.end ]
+  br label %fc1.mb7
+
+fc1.nb6.end:                                      ; preds = %fc1.mb7.end
+  %kp5.next = add nsw i64 %fc1.kp58, 1
+  %13 = icmp slt i64 %kp5.next, 4
+  br i1 %13, label %fc1.kp5, label %fc1.kp5.end
+
+fc1.mb7:                                          ; preds = %fc1.k9.end, %fc1.nb6
+  %fc1.mb710 = phi i64 [ 0, %fc1.nb6 ], [ %mb7.next, %fc1.k9.end ]
+  %14 = mul nsw i64 %fc1.mb710, 4
+  %15 = mul nsw i64 %14, 64
+  %16 = add nsw i64 66560, %15
+  %17 = mul nsw i64 %fc1.nb69, 64
+  %18 = add nsw i64 %16, %17
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %18
+  %19 = load <16 x float>, ptr %arena11, align 4
+  store <16 x float> %19, ptr %fc1.t8_c0_0, align 64
+  %20 = mul nsw i64 %fc1.mb710, 4
+  %21 = mul nsw i64 %20, 64
+  %22 = add nsw i64 66560, %21
+  %23 = mul nsw i64 %fc1.nb69, 64
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %24, 16
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <16 x float>, ptr %arena12, align 4
+  store <16 x float> %26, ptr %fc1.t8_c0_1, align 64
+  %27 = mul nsw i64 %fc1.mb710, 4
+  %28 = mul nsw i64 %27, 64
+  %29 = add nsw i64 66560, %28
+  %30 = mul nsw i64 %fc1.nb69, 64
+  %31 = add nsw i64 %29, %30
+  %32 = add nsw i64 %31, 32
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %32
+  %33 = load <16 x float>, ptr %arena13, align 4
+  store <16 x float> %33, ptr %fc1.t8_c0_2, align 64
+  %34 = mul nsw i64 %fc1.mb710, 4
+  %35 = mul nsw i64 %34, 64
+  %36 = add nsw i64 66560, %35
+  %37 = mul nsw i64 %fc1.nb69, 64
+  %38 = add nsw i64 %36, %37
+  %39 = add nsw i64 %38, 48
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %39
+  %40 = load <16 x float>, ptr %arena14, align 4
+  store <16 x float> %40, ptr %fc1.t8_c0_3, align 64
+  %41 = mul nsw i64 %fc1.mb710, 4
+  %42 = add nsw i64 %41, 1
+  %43 = mul nsw i64 %42, 64
+  %44 = add nsw i64 66560, %43
+  %45 = mul nsw i64 %fc1.nb69, 64
+  %46 = add nsw i64 %44, %45
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %46
+  %47 = load <16 x float>, ptr %arena15, align 4
+  store <16 x float> %47, ptr %fc1.t8_c1_0, align 64
+  %48 = mul nsw i64 %fc1.mb710, 4
+  %49 = add nsw i64 %48, 1
+  %50 = mul nsw i64 %49, 64
+  %51 = add nsw i64 66560, %50
+  %52 = mul nsw i64 %fc1.nb69, 64
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, 16
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %54
+  %55 = load <16 x float>, ptr %arena16, align 4
+  store <16 x float> %55, ptr %fc1.t8_c1_1, align 64
+  %56 = mul nsw i64 %fc1.mb710, 4
+  %57 = add nsw i64 %56, 1
+  %58 = mul nsw i64 %57, 64
+  %59 = add nsw i64 66560, %58
+  %60 = mul nsw i64 %fc1.nb69, 64
+  %61 = add nsw i64 %59, %60
+  %62 = add nsw i64 %61, 32
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load <16 x float>, ptr %arena17, align 4
+  store <16 x float> %63, ptr %fc1.t8_c1_2, align 64
+  %64 = mul nsw i64 %fc1.mb710, 4
+  %65 = add nsw i64 %64, 1
+  %66 = mul nsw i64 %65, 64
+  %67 = add nsw i64 66560, %66
+  %68 = mul nsw i64 %fc1.nb69, 64
+  %69 = add nsw i64 %67, %68
+  %70 = add nsw i64 %69, 48
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %70
+  %71 = load <16 x float>, ptr %arena18, align 4
+  store <16 x float> %71, ptr %fc1.t8_c1_3, align 64
+  %72 = mul nsw i64 %fc1.mb710, 4
+  %73 = add nsw i64 %72, 2
+  %74 = mul nsw i64 %73, 64
+  %75 = add nsw i64 66560, %74
+  %76 = mul nsw i64 %fc1.nb69, 64
+  %77 = add nsw i64 %75, %76
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %77
+  %78 = load <16 x float>, ptr %arena19, align 4
+  store <16 x float> %78, ptr %fc1.t8_c2_0, align 64
+  %79 = mul nsw i64 %fc1.mb710, 4
+  %80 = add nsw i64 %79, 2
+  %81 = mul nsw i64 %80, 64
+  %82 = add nsw i64 66560, %81
+  %83 = mul nsw i64 %fc1.nb69, 64
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 %84, 16
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <16 x float>, ptr %arena20, align 4
+  store <16 x float> %86, ptr %fc1.t8_c2_1, align 64
+  %87 = mul nsw i64 %fc1.mb710, 4
+  %88 = add nsw i64 %87, 2
+  %89 = mul nsw i64 %88, 64
+  %90 = add nsw i64 66560, %89
+  %91 = mul nsw i64 %fc1.nb69, 64
+  %92 = add nsw i64 %90, %91
+  %93 = add nsw i64 %92, 32
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %93
+  %94 = load <16 x float>, ptr %arena21, align 4
+  store <16 x float> %94, ptr %fc1.t8_c2_2, align 64
+  %95 = mul nsw i64 %fc1.mb710, 4
+  %96 = add nsw i64 %95, 2
+  %97 = mul nsw i64 %96, 64
+  %98 = add nsw i64 66560, %97
+  %99 = mul nsw i64 %fc1.nb69, 64
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, 48
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %101
+  %102 = load <16 x float>, ptr %arena22, align 4
+  store <16 x float> %102, ptr %fc1.t8_c2_3, align 64
+  %103 = mul nsw i64 %fc1.mb710, 4
+  %104 = add nsw i64 %103, 3
+  %105 = mul nsw i64 %104, 64
+  %106 = add nsw i64 66560, %105
+  %107 = mul nsw i64 %fc1.nb69, 64
+  %108 = add nsw i64 %106, %107
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %108
+  %109 = load <16 x float>, ptr %arena23, align 4
+  store <16 x float> %109, ptr %fc1.t8_c3_0, align 64
+  %110 = mul nsw i64 %fc1.mb710, 4
+  %111 = add nsw i64 %110, 3
+  %112 = mul nsw i64 %111, 64
+  %113 = add nsw i64 66560, %112
+  %114 = mul nsw i64 %fc1.nb69, 64
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 %115, 16
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %116
+  %117 = load <16 x float>, ptr %arena24, align 4
+  store <16 x float> %117, ptr %fc1.t8_c3_1, align 64
+  %118 = mul nsw i64 %fc1.mb710, 4
+  %119 = add nsw i64 %118, 3
+  %120 = mul nsw i64 %119, 64
+  %121 = add nsw i64 66560, %120
+  %122 = mul nsw i64 %fc1.nb69, 64
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, 32
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %124
+  %125 = load <16 x float>, ptr %arena25, align 4
+  store <16 x float> %125, ptr %fc1.t8_c3_2, align 64
+  %126 = mul nsw i64 %fc1.mb710, 4
+  %127 = add nsw i64 %126, 3
+  %128 = mul nsw i64 %127, 64
+  %129 = add nsw i64 66560, %128
+  %130 = mul nsw i64 %fc1.nb69, 64
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %131, 48
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %132
+  %133 = load <16 x float>, ptr %arena26, align 4
+  store <16 x float> %133, ptr %fc1.t8_c3_3, align 64
+  br label %fc1.k9
+
+fc1.mb7.end:                                      ; preds = %fc1.k9.end
+  %nb6.next = add nsw i64 %fc1.nb69, 1
+  %134 = icmp slt i64 %nb6.next, 1
+  br i1 %134, label %fc1.nb6, label %fc1.nb6.end
+
+fc1.k9:                                           ; preds = %fc1.k9, %fc1.mb7
+  %fc1.k927 = phi i64 [ 0, %fc1.mb7 ], [ %k9.next, %fc1.k9 ]
+  %135 = mul nsw i64 %fc1.kp58, 196
+  %136 = add nsw i64 %fc1.k927, %135
+  %137 = mul nsw i64 %136, 64
+  %138 = add nsw i64 16384, %137
+  %139 = mul nsw i64 %fc1.nb69, 64
+  %140 = add nsw i64 %138, %139
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %140
+  %141 = load <16 x float>, ptr %arena28, align 4
+  store <16 x float> %141, ptr %fc1.t8_b0, align 64
+  %142 = mul nsw i64 %fc1.kp58, 196
+  %143 = add nsw i64 %fc1.k927, %142
+  %144 = mul nsw i64 %143, 64
+  %145 = add nsw i64 16384, %144
+  %146 = mul nsw i64 %fc1.nb69, 64
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, 16
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %148
+  %149 = load <16 x float>, ptr %arena29, align 4
+  store <16 x float> %149, ptr %fc1.t8_b1, align 64
+  %150 = mul nsw i64 %fc1.kp58, 196
+  %151 = add nsw i64 %fc1.k927, %150
+  %152 = mul nsw i64 %151, 64
+  %153 = add nsw i64 16384, %152
+  %154 = mul nsw i64 %fc1.nb69, 64
+  %155 = add nsw i64 %153, %154
+  %156 = add nsw i64 %155, 32
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %156
+  %157 = load <16 x float>, ptr %arena30, align 4
+  store <16 x float> %157, ptr %fc1.t8_b2, align 64
+  %158 = mul nsw i64 %fc1.kp58, 196
+  %159 = add nsw i64 %fc1.k927, %158
+  %160 = mul nsw i64 %159, 64
+  %161 = add nsw i64 16384, %160
+  %162 = mul nsw i64 %fc1.nb69, 64
+  %163 = add nsw i64 %161, %162
+  %164 = add nsw i64 %163, 48
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %164
+  %165 = load <16 x float>, ptr %arena31, align 4
+  store <16 x float> %165, ptr %fc1.t8_b3, align 64
+  %166 = mul nsw i64 %fc1.mb710, 4
+  %167 = mul nsw i64 %166, 784
+  %168 = mul nsw i64 %fc1.kp58, 196
+  %169 = add nsw i64 %fc1.k927, %168
+  %170 = add nsw i64 %167, %169
+  %params32 = getelementptr inbounds float, ptr %params, i64 %170
+  %171 = load float, ptr %params32, align 4
+  %172 = insertelement <16 x float> undef, float %171, i32 0
+  %173 = shufflevector <16 x float> %172, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %173, ptr %fc1.t8_a0, align 64
+  %t8_a0 = load <16 x float>, ptr %fc1.t8_a0, align 64
+  %t8_b0 = load <16 x float>, ptr %fc1.t8_b0, align 64
+  %t8_c0_0 = load <16 x float>, ptr %fc1.t8_c0_0, align 64
+  %174 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a0, <16 x float> %t8_b0, <16 x float> %t8_c0_0)
+  store <16 x float> %174, ptr %fc1.t8_c0_0, align 64
+  %t8_a033 = load <16 x float>, ptr %fc1.t8_a0, align 64
+  %t8_b1 = load <16 x float>, ptr %fc1.t8_b1, align 64
+  %t8_c0_1 = load <16 x float>, ptr %fc1.t8_c0_1, align 64
+  %175 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a033, <16 x float> %t8_b1, <16 x float> %t8_c0_1)
+  store <16 x float> %175, ptr %fc1.t8_c0_1, align 64
+  %t8_a034 = load <16 x float>, ptr %fc1.t8_a0, align 64
+  %t8_b2 = load <16 x float>, ptr %fc1.t8_b2, align 64
+  %t8_c0_2 = load <16 x float>, ptr %fc1.t8_c0_2, align 64
+  %176 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a034, <16 x float> %t8_b2, <16 x float> %t8_c0_2)
+  store <16 x float> %176, ptr %fc1.t8_c0_2, align 64
+  %t8_a035 = load <16 x float>, ptr %fc1.t8_a0, align 64
+  %t8_b3 = load <16 x float>, ptr %fc1.t8_b3, align 64
+  %t8_c0_3 = load <16 x float>, ptr %fc1.t8_c0_3, align 64
+  %177 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a035, <16 x float> %t8_b3, <16 x float> %t8_c0_3)
+  store <16 x float> %177, ptr %fc1.t8_c0_3, align 64
+  %178 = mul nsw i64 %fc1.mb710, 4
+  %179 = add nsw i64 %178, 1
+  %180 = mul nsw i64 %179, 784
+  %181 = mul nsw i64 %fc1.kp58, 196
+  %182 = add nsw i64 %fc1.k927, %181
+  %183 = add nsw i64 %180, %182
+  %params36 = getelementptr inbounds float, ptr %params, i64 %183
+  %184 = load float, ptr %params36, align 4
+  %185 = insertelement <16 x float> undef, float %184, i32 0
+  %186 = shufflevector <16 x float> %185, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %186, ptr %fc1.t8_a1, align 64
+  %t8_a1 = load <16 x float>, ptr %fc1.t8_a1, align 64
+  %t8_b037 = load <16 x float>, ptr %fc1.t8_b0, align 64
+  %t8_c1_0 = load <16 x float>, ptr %fc1.t8_c1_0, align 64
+  %187 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a1, <16 x float> %t8_b037, <16 x float> %t8_c1_0)
+  store <16 x float> %187, ptr %fc1.t8_c1_0, align 64
+  %t8_a138 = load <16 x float>, ptr %fc1.t8_a1, align 64
+  %t8_b139 = load <16 x float>, ptr %fc1.t8_b1, align 64
+  %t8_c1_1 = load <16 x float>, ptr %fc1.t8_c1_1, align 64
+  %188 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a138, <16 x float> %t8_b139, <16 x float> %t8_c1_1)
+  store <16 x float> %188, ptr %fc1.t8_c1_1, align 64
+  %t8_a140 = load <16 x float>, ptr %fc1.t8_a1, align 64
+  %t8_b241 = load <16 x float>, ptr %fc1.t8_b2, align 64
+  %t8_c1_2 = load <16 x float>, ptr %fc1.t8_c1_2, align 64
+  %189 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a140, <16 x float> %t8_b241, <16 x float> %t8_c1_2)
+  store <16 x float> %189, ptr %fc1.t8_c1_2, align 64
+  %t8_a142 = load <16 x float>, ptr %fc1.t8_a1, align 64
+  %t8_b343 = load <16 x float>, ptr %fc1.t8_b3, align 64
+  %t8_c1_3 = load <16 x float>, ptr %fc1.t8_c1_3, align 64
+  %190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a142, <16 x float> %t8_b343, <16 x float> %t8_c1_3)
+  store <16 x float> %190, ptr %fc1.t8_c1_3, align 64
+  %191 = mul nsw i64 %fc1.mb710, 4
+  %192 = add nsw i64 %191, 2
+  %193 = mul nsw i64 %192, 784
+  %194 = mul nsw i64 %fc1.kp58, 196
+  %195 = add nsw i64 %fc1.k927, %194
+  %196 = add nsw i64 %193, %195
+  %params44 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params44, align 4
+  %198 = insertelement <16 x float> undef, float %197, i32 0
+  %199 = shufflevector <16 x float> %198, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %199, ptr %fc1.t8_a2, align 64
+  %t8_a2 = load <16 x float>, ptr %fc1.t8_a2, align 64
+  %t8_b045 = load <16 x float>, ptr %fc1.t8_b0, align 64
+  %t8_c2_0 = load <16 x float>, ptr %fc1.t8_c2_0, align 64
+  %200 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a2, <16 x float> %t8_b045, <16 x float> %t8_c2_0)
+  store <16 x float> %200, ptr %fc1.t8_c2_0, align 64
+  %t8_a246 = load <16 x float>, ptr %fc1.t8_a2, align 64
+  %t8_b147 = load <16 x float>, ptr %fc1.t8_b1, align 64
+  %t8_c2_1 = load <16 x float>, ptr %fc1.t8_c2_1, align 64
+  %201 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a246, <16 x float> %t8_b147, <16 x float> %t8_c2_1)
+  store <16 x float> %201, ptr %fc1.t8_c2_1, align 64
+  %t8_a248 = load <16 x float>, ptr %fc1.t8_a2, align 64
+  %t8_b249 = load <16 x float>, ptr %fc1.t8_b2, align 64
+  %t8_c2_2 = load <16 x float>, ptr %fc1.t8_c2_2, align 64
+  %202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a248, <16 x float> %t8_b249, <16 x float> %t8_c2_2)
+  store <16 x float> %202, ptr %fc1.t8_c2_2, align 64
+  %t8_a250 = load <16 x float>, ptr %fc1.t8_a2, align 64
+  %t8_b351 = load <16 x float>, ptr %fc1.t8_b3, align 64
+  %t8_c2_3 = load <16 x float>, ptr %fc1.t8_c2_3, align 64
+  %203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a250, <16 x float> %t8_b351, <16 x float> %t8_c2_3)
+  store <16 x float> %203, ptr %fc1.t8_c2_3, align 64
+  %204 = mul nsw i64 %fc1.mb710, 4
+  %205 = add nsw i64 %204, 3
+  %206 = mul nsw i64 %205, 784
+  %207 = mul nsw i64 %fc1.kp58, 196
+  %208 = add nsw i64 %fc1.k927, %207
+  %209 = add nsw i64 %206, %208
+  %params52 = getelementptr inbounds float, ptr %params, i64 %209
+  %210 = load float, ptr %params52, align 4
+  %211 = insertelement <16 x float> undef, float %210, i32 0
+  %212 = shufflevector <16 x float> %211, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %212, ptr %fc1.t8_a3, align 64
+  %t8_a3 = load <16 x float>, ptr %fc1.t8_a3, align 64
+  %t8_b053 = load <16 x float>, ptr %fc1.t8_b0, align 64
+  %t8_c3_0 = load <16 x float>, ptr %fc1.t8_c3_0, align 64
+  %213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a3, <16 x float> %t8_b053, <16 x float> %t8_c3_0)
+  store <16 x float> %213, ptr %fc1.t8_c3_0, align 64
+  %t8_a354 = load <16 x float>, ptr %fc1.t8_a3, align 64
+  %t8_b155 = load <16 x float>, ptr %fc1.t8_b1, align 64
+  %t8_c3_1 = load <16 x float>, ptr %fc1.t8_c3_1, align 64
+  %214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a354, <16 x float> %t8_b155, <16 x float> %t8_c3_1)
+  store <16 x float> %214, ptr %fc1.t8_c3_1, align 64
+  %t8_a356 = load <16 x float>, ptr %fc1.t8_a3, align 64
+  %t8_b257 = load <16 x float>, ptr %fc1.t8_b2, align 64
+  %t8_c3_2 = load <16 x float>, ptr %fc1.t8_c3_2, align 64
+  %215 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a356, <16 x float> %t8_b257, <16 x float> %t8_c3_2)
+  store <16 x float> %215, ptr %fc1.t8_c3_2, align 64
+  %t8_a358 = load <16 x float>, ptr %fc1.t8_a3, align 64
+  %t8_b359 = load <16 x float>, ptr %fc1.t8_b3, align 64
+  %t8_c3_3 = load <16 x float>, ptr %fc1.t8_c3_3, align 64
+  %216 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a358, <16 x float> %t8_b359, <16 x float> %t8_c3_3)
+  store <16 x float> %216, ptr %fc1.t8_c3_3, align 64
+  %k9.next = add nsw i64 %fc1.k927, 1
+  %217 = icmp slt i64 %k9.next, 196
+  br i1 %217, label %fc1.k9, label %fc1.k9.end
+
+fc1.k9.end:                                       ; preds = %fc1.k9
+  %t8_c0_060 = load <16 x float>, ptr %fc1.t8_c0_0, align 64
+  %218 = mul nsw i64 %fc1.mb710, 4
+  %219 = mul nsw i64 %218, 64
+  %220 = add nsw i64 66560, %219
+  %221 = mul nsw i64 %fc1.nb69, 64
+  %222 = add nsw i64 %220, %221
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %222
+  store <16 x float> %t8_c0_060, ptr %arena61, align 4
+  %t8_c0_162 = load <16 x float>, ptr %fc1.t8_c0_1, align 64
+  %223 = mul nsw i64 %fc1.mb710, 4
+  %224 = mul nsw i64 %223, 64
+  %225 = add nsw i64 66560, %224
+  %226 = mul nsw i64 %fc1.nb69, 64
+  %227 = add nsw i64 %225, %226
+  %228 = add nsw i64 %227, 16
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %228
+  store <16 x float> %t8_c0_162, ptr %arena63, align 4
+  %t8_c0_264 = load <16 x float>, ptr %fc1.t8_c0_2, align 64
+  %229 = mul nsw i64 %fc1.mb710, 4
+  %230 = mul nsw i64 %229, 64
+  %231 = add nsw i64 66560, %230
+  %232 = mul nsw i64 %fc1.nb69, 64
+  %233 = add nsw i64 %231, %232
+  %234 = add nsw i64 %233, 32
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %234
+  store <16 x float> %t8_c0_264, ptr %arena65, align 4
+  %t8_c0_366 = load <16 x float>, ptr %fc1.t8_c0_3, align 64
+  %235 = mul nsw i64 %fc1.mb710, 4
+  %236 = mul nsw i64 %235, 64
+  %237 = add nsw i64 66560, %236
+  %238 = mul nsw i64 %fc1.nb69, 64
+  %239 = add nsw i64 %237, %238
+  %240 = add nsw i64 %239, 48
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %240
+  store <16 x float> %t8_c0_366, ptr %arena67, align 4
+  %t8_c1_068 = load <16 x float>, ptr %fc1.t8_c1_0, align 64
+  %241 = mul nsw i64 %fc1.mb710, 4
+  %242 = add nsw i64 %241, 1
+  %243 = mul nsw i64 %242, 64
+  %244 = add nsw i64 66560, %243
+  %245 = mul nsw i64 %fc1.nb69, 64
+  %246 = add nsw i64 %244, %245
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %246
+  store <16 x float> %t8_c1_068, ptr %arena69, align 4
+  %t8_c1_170 = load <16 x float>, ptr %fc1.t8_c1_1, align 64
+  %247 = mul nsw i64 %fc1.mb710, 4
+  %248 = add nsw i64 %247, 1
+  %249 = mul nsw i64 %248, 64
+  %250 = add nsw i64 66560, %249
+  %251 = mul nsw i64 %fc1.nb69, 64
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, 16
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %253
+  store <16 x float> %t8_c1_170, ptr %arena71, align 4
+  %t8_c1_272 = load <16 x float>, ptr %fc1.t8_c1_2, align 64
+  %254 = mul nsw i64 %fc1.mb710, 4
+  %255 = add nsw i64 %254, 1
+  %256 = mul nsw i64 %255, 64
+  %257 = add nsw i64 66560, %256
+  %258 = mul nsw i64 %fc1.nb69, 64
+  %259 = add nsw i64 %257, %258
+  %260 = add nsw i64 %259, 32
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %260
+  store <16 x float> %t8_c1_272, ptr %arena73, align 4
+  %t8_c1_374 = load <16 x float>, ptr %fc1.t8_c1_3, align 64
+  %261 = mul nsw i64 %fc1.mb710, 4
+  %262 = add nsw i64 %261, 1
+  %263 = mul nsw i64 %262, 64
+  %264 = add nsw i64 66560, %263
+  %265 = mul nsw i64 %fc1.nb69, 64
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 48
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %267
+  store <16 x float> %t8_c1_374, ptr %arena75, align 4
+  %t8_c2_076 = load <16 x float>, ptr %fc1.t8_c2_0, align 64
+  %268 = mul nsw i64 %fc1.mb710, 4
+  %269 = add nsw i64 %268, 2
+  %270 = mul nsw i64 %269, 64
+  %271 = add nsw i64 66560, %270
+  %272 = mul nsw i64 %fc1.nb69, 64
+  %273 = add nsw i64 %271, %272
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %273
+  store <16 x float> %t8_c2_076, ptr %arena77, align 4
+  %t8_c2_178 = load <16 x float>, ptr %fc1.t8_c2_1, align 64
+  %274 = mul nsw i64 %fc1.mb710, 4
+  %275 = add nsw i64 %274, 2
+  %276 = mul nsw i64 %275, 64
+  %277 = add nsw i64 66560, %276
+  %278 = mul nsw i64 %fc1.nb69, 64
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 %279, 16
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %280
+  store <16 x float> %t8_c2_178, ptr %arena79, align 4
+  %t8_c2_280 = load <16 x float>, ptr %fc1.t8_c2_2, align 64
+  %281 = mul nsw i64 %fc1.mb710, 4
+  %282 = add nsw i64 %281, 2
+  %283 = mul nsw i64 %282, 64
+  %284 = add nsw i64 66560, %283
+  %285 = mul nsw i64 %fc1.nb69, 64
+  %286 = add nsw i64 %284, %285
+  %287 = add nsw i64 %286, 32
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %287
+  store <16 x float> %t8_c2_280, ptr %arena81, align 4
+  %t8_c2_382 = load <16 x float>, ptr %fc1.t8_c2_3, align 64
+  %288 = mul nsw i64 %fc1.mb710, 4
+  %289 = add nsw i64 %288, 2
+  %290 = mul nsw i64 %289, 64
+  %291 = add nsw i64 66560, %290
+  %292 = mul nsw i64 %fc1.nb69, 64
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 %293, 48
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %294
+  store <16 x float> %t8_c2_382, ptr %arena83, align 4
+  %t8_c3_084 = load <16 x float>, ptr %fc1.t8_c3_0, align 64
+  %295 = mul nsw i64 %fc1.mb710, 4
+  %296 = add nsw i64 %295, 3
+  %297 = mul nsw i64 %296, 64
+  %298 = add nsw i64 66560, %297
+  %299 = mul nsw i64 %fc1.nb69, 64
+  %300 = add nsw i64 %298, %299
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %300
+  store <16 x float> %t8_c3_084, ptr %arena85, align 4
+  %t8_c3_186 = load <16 x float>, ptr %fc1.t8_c3_1, align 64
+  %301 = mul nsw i64 %fc1.mb710, 4
+  %302 = add nsw i64 %301, 3
+  %303 = mul nsw i64 %302, 64
+  %304 = add nsw i64 66560, %303
+  %305 = mul nsw i64 %fc1.nb69, 64
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 %306, 16
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %307
+  store <16 x float> %t8_c3_186, ptr %arena87, align 4
+  %t8_c3_288 = load <16 x float>, ptr %fc1.t8_c3_2, align 64
+  %308 = mul nsw i64 %fc1.mb710, 4
+  %309 = add nsw i64 %308, 3
+  %310 = mul nsw i64 %309, 64
+  %311 = add nsw i64 66560, %310
+  %312 = mul nsw i64 %fc1.nb69, 64
+  %313 = add nsw i64 %311, %312
+  %314 = add nsw i64 %313, 32
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %314
+  store <16 x float> %t8_c3_288, ptr %arena89, align 4
+  %t8_c3_390 = load <16 x float>, ptr %fc1.t8_c3_3, align 64
+  %315 = mul nsw i64 %fc1.mb710, 4
+  %316 = add nsw i64 %315, 3
+  %317 = mul nsw i64 %316, 64
+  %318 = add nsw i64 66560, %317
+  %319 = mul nsw i64 %fc1.nb69, 64
+  %320 = add nsw i64 %318, %319
+  %321 = add nsw i64 %320, 48
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %321
+  store <16 x float> %t8_c3_390, ptr %arena91, align 4
+  %mb7.next = add nsw i64 %fc1.mb710, 1
+  %322 = icmp slt i64 %mb7.next, 64
+  br i1 %322, label %fc1.mb7, label %fc1.mb7.end
+
+fc1.n10:                                          ; preds = %fc1.u11.end, %fc1.kp5.end
+  %fc1.n1092 = phi i64 [ 0, %fc1.kp5.end ], [ %n10.next, %fc1.u11.end ]
+  br label %fc1.u11
+
+fc1.n10.end:                                      ; preds = %fc1.u11.end
+  ret void
+
+fc1.u11:                                          ; preds = %fc1.u11, %fc1.n10
+  %fc1.u1193 = phi i64 [ 0, %fc1.n10 ], [ %u11.next, %fc1.u11 ]
+  %323 = mul nsw i64 %fc1.u1193, 64
+  %324 = add nsw i64 66560, %323
+  %325 = add nsw i64 %324, %fc1.n1092
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %325
+  %326 = load float, ptr %arena94, align 4
+  %327 = add nsw i64 200704, %fc1.u1193
+  %params95 = getelementptr inbounds float, ptr %params, i64 %327
+  %328 = load float, ptr %params95, align 4
+  %329 = fadd float %326, %328
+  %330 = fcmp ogt float %329, 0.000000e+00
+  %331 = mul nsw i64 %fc1.u1193, 64
+  %332 = add nsw i64 66560, %331
+  %333 = add nsw i64 %332, %fc1.n1092
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %333
+  %334 = load float, ptr %arena96, align 4
+  %335 = add nsw i64 200704, %fc1.u1193
+  %params97 = getelementptr inbounds float, ptr %params, i64 %335
+  %336 = load float, ptr %params97, align 4
+  %337 = fadd float %334, %336
+  %338 = select i1 %330, float %337, float 0.000000e+00
+  %339 = mul nsw i64 %fc1.n1092, 256
+  %340 = add nsw i64 %339, %fc1.u1193
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %338, ptr %arena98, align 4
+  %u11.next = add nsw i64 %fc1.u1193, 1
+  %341 = icmp slt i64 %u11.next, 256
+  br i1 %341, label %fc1.u11, label %fc1.u11.end
+
+fc1.u11.end:                                      ; preds = %fc1.u11
+  %n10.next = add nsw i64 %fc1.n1092, 1
+  %342 = icmp slt i64 %n10.next, 64
+  br i1 %342, label %fc1.n10, label %fc1.n10.end
+}
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #1
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k2.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  br label %drop.i12
+
+drop.i12:                                         ; preds = %drop.i12, %entry
+  %drop.i121 = phi i64 [ 0, %entry ], [ %i12.next, %drop.i12 ]
+  %0 = xor i64 %seed, -1035080904108319828
+  %1 = lshr i64 %0, 30
+  %2 = xor i64 %0, %1
+  %3 = mul i64 %2, -4658895280553007687
+  %4 = lshr i64 %3, 27
+  %5 = xor i64 %3, %4
+  %6 = mul i64 %5, -7723592293110705685
+  %7 = lshr i64 %6, 31
+  %8 = xor i64 %6, %7
+  %9 = add i64 %8, %step
+  %10 = lshr i64 %9, 30
+  %11 = xor i64 %9, %10
+  %12 = mul i64 %11, -4658895280553007687
+  %13 = lshr i64 %12, 27
+  %14 = xor i64 %12, %13
+  %15 = mul i64 %14, -7723592293110705685
+  %16 = lshr i64 %15, 31
+  %17 = xor i64 %15, %16
+  %18 = mul i64 %drop.i121, -7046029254386353131
+  %19 = add i64 %17, %18
+  %20 = lshr i64 %19, 30
+  %21 = xor i64 %19, %20
+  %22 = mul i64 %21, -4658895280553007687
+  %23 = lshr i64 %22, 27
+  %24 = xor i64 %22, %23
+  %25 = mul i64 %24, -7723592293110705685
+  %26 = lshr i64 %25, 31
+  %27 = xor i64 %25, %26
+  %28 = lshr i64 %27, 40
+  %keep = icmp uge i64 %28, 3355443
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %drop.i121
+  %29 = load float, ptr %arena2, align 4
+  %30 = fmul float %29, 1.250000e+00
+  %31 = select i1 %keep, float %30, float 0.000000e+00
+  %32 = add nsw i64 16384, %drop.i121
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %32
+  store float %31, ptr %arena3, align 4
+  %i12.next = add nsw i64 %drop.i121, 1
+  %33 = icmp slt i64 %i12.next, 16384
+  br i1 %33, label %drop.i12, label %drop.i12.end
+
+drop.i12.end:                                     ; preds = %drop.i12
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k3.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %fc2.t17_a3 = alloca <16 x float>, align 64
+  %fc2.t17_a2 = alloca <16 x float>, align 64
+  %fc2.t17_a1 = alloca <16 x float>, align 64
+  %fc2.t17_a0 = alloca <16 x float>, align 64
+  %fc2.t17_b3 = alloca <16 x float>, align 64
+  %fc2.t17_b2 = alloca <16 x float>, align 64
+  %fc2.t17_b1 = alloca <16 x float>, align 64
+  %fc2.t17_b0 = alloca <16 x float>, align 64
+  %fc2.t17_c3_3 = alloca <16 x float>, align 64
+  %fc2.t17_c3_2 = alloca <16 x float>, align 64
+  %fc2.t17_c3_1 = alloca <16 x float>, align 64
+  %fc2.t17_c3_0 = alloca <16 x float>, align 64
+  %fc2.t17_c2_3 = alloca <16 x float>, align 64
+  %fc2.t17_c2_2 = alloca <16 x float>, align 64
+  %fc2.t17_c2_1 = alloca <16 x float>, align 64
+  %fc2.t17_c2_0 = alloca <16 x float>, align 64
+  %fc2.t17_c1_3 = alloca <16 x float>, align 64
+  %fc2.t17_c1_2 = alloca <16 x float>, align 64
+  %fc2.t17_c1_1 = alloca <16 x float>, align 64
+  %fc2.t17_c1_0 = alloca <16 x float>, align 64
+  %fc2.t17_c0_3 = alloca <16 x float>, align 64
+  %fc2.t17_c0_2 = alloca <16 x float>, align 64
+  %fc2.t17_c0_1 = alloca <16 x float>, align 64
+  %fc2.t17_c0_0 = alloca <16 x float>, align 64
+  br label %fc2.n13
+
+fc2.n13:                                          ; preds = %fc2.k14.end, %entry
+  %fc2.n131 = phi i64 [ 0, %entry ], [ %n13.next, %fc2.k14.end ]
+  br label %fc2.k14
+
+fc2.n13.end:                                      ; preds = %fc2.k14.end
+  br label %fc2.nb15
+
+fc2.k14:                                          ; preds = %fc2.k14, %fc2.n13
+  %fc2.k142 = phi i64 [ 0, %fc2.n13 ], [ %k14.next, %fc2.k14 ]
+  %0 = mul nsw i64 %fc2.n131, 256
+  %1 = add nsw i64 16384, %0
+  %2 = add nsw i64 %1, %fc2.k142
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena3, align 4
+  %4 = mul nsw i64 %fc2.k142, 64
+  %5 = add nsw i64 40960, %4
+  %6 = add nsw i64 %5, %fc2.n131
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
+  store float %3, ptr %arena4, align 4
+  %k14.next = add nsw i64 %fc2.k142, 1
+  %7 = icmp slt i64 %k14.next, 256
+  br i1 %7, label %fc2.k14, label %fc2.k14.end
+
+fc2.k14.end:                                      ; preds = %fc2.k14
+  %n13.next = add nsw i64 %fc2.n131, 1
+  %8 = icmp slt i64 %n13.next, 64
+  br i1 %8, label %fc2.n13, label %fc2.n13.end
+
+fc2.nb15:                                         ; preds = %fc2.mb16.end, %fc2.n13.end
+  %fc2.nb155 = phi i64 [ 0, %fc2.n13.end ], [ %nb15.next, %fc2.mb16.end ]
+  br label %fc2.mb16
+
+fc2.nb15.end:                                     ; preds = %fc2.mb16.end
+  br label %fc2.n19
+
+fc2.mb16:                                         ; preds = %fc2.k18.end, %fc2.nb15
+  %fc2.mb166 = phi i64 [ 0, %fc2.nb15 ], [ %mb16.next, %fc2.k18.end ]
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2.t17_c3_3, align 64
+  br label %fc2.k18
+
+fc2.mb16.end:                                     ; preds = %fc2.k18.end
+  %nb15.next = add nsw i64 %fc2.nb155, 1
+  %9 = icmp slt i64 %nb15.next, 1
+  br i1 %9, label %fc2.nb15, label %fc2.nb15.end
+
+fc2.k18:                                          ; preds = %fc2.k18, %fc2.mb16
+  %fc2.k187 = phi i64 [ 0, %fc2.mb16 ], [ %k18.next, %fc2.k18 ]
+  %10 = mul nsw i64 %fc2.k187, 64
+  %11 = add nsw i64 40960, %10
+  %12 = mul nsw i64 %fc2.nb155, 64
+  %13 = add nsw i64 %11, %12
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %13
+  %14 = load <16 x float>, ptr %arena8, align 4
+  store <16 x float> %14, ptr %fc2.t17_b0, align 64
+  %15 = mul nsw i64 %fc2.k187, 64
+  %16 = add nsw i64 40960, %15
+  %17 = mul nsw i64 %fc2.nb155, 64
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, 16
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
+  %20 = load <16 x float>, ptr %arena9, align 4
+  store <16 x float> %20, ptr %fc2.t17_b1, align 64
+  %21 = mul nsw i64 %fc2.k187, 64
+  %22 = add nsw i64 40960, %21
+  %23 = mul nsw i64 %fc2.nb155, 64
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %24, 32
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <16 x float>, ptr %arena10, align 4
+  store <16 x float> %26, ptr %fc2.t17_b2, align 64
+  %27 = mul nsw i64 %fc2.k187, 64
+  %28 = add nsw i64 40960, %27
+  %29 = mul nsw i64 %fc2.nb155, 64
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, 48
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %31
+  %32 = load <16 x float>, ptr %arena11, align 4
+  store <16 x float> %32, ptr %fc2.t17_b3, align 64
+  %33 = mul nsw i64 %fc2.mb166, 4
+  %34 = mul nsw i64 %33, 256
+  %35 = add nsw i64 200960, %34
+  %36 = add nsw i64 %35, %fc2.k187
+  %params12 = getelementptr inbounds float, ptr %params, i64 %36
+  %37 = load float, ptr %params12, align 4
+  %38 = insertelement <16 x float> undef, float %37, i32 0
+  %39 = shufflevector <16 x float> %38, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %39, ptr %fc2.t17_a0, align 64
+  %t17_a0 = load <16 x float>, ptr %fc2.t17_a0, align 64
+  %t17_b0 = load <16 x float>, ptr %fc2.t17_b0, align 64
+  %t17_c0_0 = load <16 x float>, ptr %fc2.t17_c0_0, align 64
+  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0, <16 x float> %t17_b0, <16 x float> %t17_c0_0)
+  store <16 x float> %40, ptr %fc2.t17_c0_0, align 64
+  %t17_a013 = load <16 x float>, ptr %fc2.t17_a0, align 64
+  %t17_b1 = load <16 x float>, ptr %fc2.t17_b1, align 64
+  %t17_c0_1 = load <16 x float>, ptr %fc2.t17_c0_1, align 64
+  %41 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a013, <16 x float> %t17_b1, <16 x float> %t17_c0_1)
+  store <16 x float> %41, ptr %fc2.t17_c0_1, align 64
+  %t17_a014 = load <16 x float>, ptr %fc2.t17_a0, align 64
+  %t17_b2 = load <16 x float>, ptr %fc2.t17_b2, align 64
+  %t17_c0_2 = load <16 x float>, ptr %fc2.t17_c0_2, align 64
+  %42 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a014, <16 x float> %t17_b2, <16 x float> %t17_c0_2)
+  store <16 x float> %42, ptr %fc2.t17_c0_2, align 64
+  %t17_a015 = load <16 x float>, ptr %fc2.t17_a0, align 64
+  %t17_b3 = load <16 x float>, ptr %fc2.t17_b3, align 64
+  %t17_c0_3 = load <16 x float>, ptr %fc2.t17_c0_3, align 64
+  %43 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a015, <16 x float> %t17_b3, <16 x float> %t17_c0_3)
+  store <16 x float> %43, ptr %fc2.t17_c0_3, align 64
+  %44 = mul nsw i64 %fc2.mb166, 4
+  %45 = add nsw i64 %44, 1
+  %46 = mul nsw i64 %45, 256
+  %47 = add nsw i64 200960, %46
+  %48 = add nsw i64 %47, %fc2.k187
+  %params16 = getelementptr inbounds float, ptr %params, i64 %48
+  %49 = load float, ptr %params16, align 4
+  %50 = insertelement <16 x float> undef, float %49, i32 0
+  %51 = shufflevector <16 x float> %50, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %51, ptr %fc2.t17_a1, align 64
+  %t17_a1 = load <16 x float>, ptr %fc2.t17_a1, align 64
+  %t17_b017 = load <16 x float>, ptr %fc2.t17_b0, align 64
+  %t17_c1_0 = load <16 x float>, ptr %fc2.t17_c1_0, align 64
+  %52 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1, <16 x float> %t17_b017, <16 x float> %t17_c1_0)
+  store <16 x float> %52, ptr %fc2.t17_c1_0, align 64
+  %t17_a118 = load <16 x float>, ptr %fc2.t17_a1, align 64
+  %t17_b119 = load <16 x float>, ptr %fc2.t17_b1, align 64
+  %t17_c1_1 = load <16 x float>, ptr %fc2.t17_c1_1, align 64
+  %53 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a118, <16 x float> %t17_b119, <16 x float> %t17_c1_1)
+  store <16 x float> %53, ptr %fc2.t17_c1_1, align 64
+  %t17_a120 = load <16 x float>, ptr %fc2.t17_a1, align 64
+  %t17_b221 = load <16 x float>, ptr %fc2.t17_b2, align 64
+  %t17_c1_2 = load <16 x float>, ptr %fc2.t17_c1_2, align 64
+  %54 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a120, <16 x float> %t17_b221, <16 x float> %t17_c1_2)
+  store <16 x float> %54, ptr %fc2.t17_c1_2, align 64
+  %t17_a122 = load <16 x float>, ptr %fc2.t17_a1, align 64
+  %t17_b323 = load <16 x float>, ptr %fc2.t17_b3, align 64
+  %t17_c1_3 = load <16 x float>, ptr %fc2.t17_c1_3, align 64
+  %55 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a122, <16 x float> %t17_b323, <16 x float> %t17_c1_3)
+  store <16 x float> %55, ptr %fc2.t17_c1_3, align 64
+  %56 = mul nsw i64 %fc2.mb166, 4
+  %57 = add nsw i64 %56, 2
+  %58 = mul nsw i64 %57, 256
+  %59 = add nsw i64 200960, %58
+  %60 = add nsw i64 %59, %fc2.k187
+  %params24 = getelementptr inbounds float, ptr %params, i64 %60
+  %61 = load float, ptr %params24, align 4
+  %62 = insertelement <16 x float> undef, float %61, i32 0
+  %63 = shufflevector <16 x float> %62, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %63, ptr %fc2.t17_a2, align 64
+  %t17_a2 = load <16 x float>, ptr %fc2.t17_a2, align 64
+  %t17_b025 = load <16 x float>, ptr %fc2.t17_b0, align 64
+  %t17_c2_0 = load <16 x float>, ptr %fc2.t17_c2_0, align 64
+  %64 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2, <16 x float> %t17_b025, <16 x float> %t17_c2_0)
+  store <16 x float> %64, ptr %fc2.t17_c2_0, align 64
+  %t17_a226 = load <16 x float>, ptr %fc2.t17_a2, align 64
+  %t17_b127 = load <16 x float>, ptr %fc2.t17_b1, align 64
+  %t17_c2_1 = load <16 x float>, ptr %fc2.t17_c2_1, align 64
+  %65 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a226, <16 x float> %t17_b127, <16 x float> %t17_c2_1)
+  store <16 x float> %65, ptr %fc2.t17_c2_1, align 64
+  %t17_a228 = load <16 x float>, ptr %fc2.t17_a2, align 64
+  %t17_b229 = load <16 x float>, ptr %fc2.t17_b2, align 64
+  %t17_c2_2 = load <16 x float>, ptr %fc2.t17_c2_2, align 64
+  %66 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a228, <16 x float> %t17_b229, <16 x float> %t17_c2_2)
+  store <16 x float> %66, ptr %fc2.t17_c2_2, align 64
+  %t17_a230 = load <16 x float>, ptr %fc2.t17_a2, align 64
+  %t17_b331 = load <16 x float>, ptr %fc2.t17_b3, align 64
+  %t17_c2_3 = load <16 x float>, ptr %fc2.t17_c2_3, align 64
+  %67 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a230, <16 x float> %t17_b331, <16 x float> %t17_c2_3)
+  store <16 x float> %67, ptr %fc2.t17_c2_3, align 64
+  %68 = mul nsw i64 %fc2.mb166, 4
+  %69 = add nsw i64 %68, 3
+  %70 = mul nsw i64 %69, 256
+  %71 = add nsw i64 200960, %70
+  %72 = add nsw i64 %71, %fc2.k187
+  %params32 = getelementptr inbounds float, ptr %params, i64 %72
+  %73 = load float, ptr %params32, align 4
+  %74 = insertelement <16 x float> undef, float %73, i32 0
+  %75 = shufflevector <16 x float> %74, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %75, ptr %fc2.t17_a3, align 64
+  %t17_a3 = load <16 x float>, ptr %fc2.t17_a3, align 64
+  %t17_b033 = load <16 x float>, ptr %fc2.t17_b0, align 64
+  %t17_c3_0 = load <16 x float>, ptr %fc2.t17_c3_0, align 64
+  %76 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3, <16 x float> %t17_b033, <16 x float> %t17_c3_0)
+  store <16 x float> %76, ptr %fc2.t17_c3_0, align 64
+  %t17_a334 = load <16 x float>, ptr %fc2.t17_a3, align 64
+  %t17_b135 = load <16 x float>, ptr %fc2.t17_b1, align 64
+  %t17_c3_1 = load <16 x float>, ptr %fc2.t17_c3_1, align 64
+  %77 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a334, <16 x float> %t17_b135, <16 x float> %t17_c3_1)
+  store <16 x float> %77, ptr %fc2.t17_c3_1, align 64
+  %t17_a336 = load <16 x float>, ptr %fc2.t17_a3, align 64
+  %t17_b237 = load <16 x float>, ptr %fc2.t17_b2, align 64
+  %t17_c3_2 = load <16 x float>, ptr %fc2.t17_c3_2, align 64
+  %78 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a336, <16 x float> %t17_b237, <16 x float> %t17_c3_2)
+  store <16 x float> %78, ptr %fc2.t17_c3_2, align 64
+  %t17_a338 = load <16 x float>, ptr %fc2.t17_a3, align 64
+  %t17_b339 = load <16 x float>, ptr %fc2.t17_b3, align 64
+  %t17_c3_3 = load <16 x float>, ptr %fc2.t17_c3_3, align 64
+  %79 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a338, <16 x float> %t17_b339, <16 x float> %t17_c3_3)
+  store <16 x float> %79, ptr %fc2.t17_c3_3, align 64
+  %k18.next = add nsw i64 %fc2.k187, 1
+  %80 = icmp slt i64 %k18.next, 256
+  br i1 %80, label %fc2.k18, label %fc2.k18.end
+
+fc2.k18.end:                                      ; preds = %fc2.k18
+  %t17_c0_040 = load <16 x float>, ptr %fc2.t17_c0_0, align 64
+  %81 = mul nsw i64 %fc2.mb166, 4
+  %82 = mul nsw i64 %81, 64
+  %83 = add nsw i64 57344, %82
+  %84 = mul nsw i64 %fc2.nb155, 64
+  %85 = add nsw i64 %83, %84
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %85
+  store <16 x float> %t17_c0_040, ptr %arena41, align 4
+  %t17_c0_142 = load <16 x float>, ptr %fc2.t17_c0_1, align 64
+  %86 = mul nsw i64 %fc2.mb166, 4
+  %87 = mul nsw i64 %86, 64
+  %88 = add nsw i64 57344, %87
+  %89 = mul nsw i64 %fc2.nb155, 64
+  %90 = add nsw i64 %88, %89
+  %91 = add nsw i64 %90, 16
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %91
+  store <16 x float> %t17_c0_142, ptr %arena43, align 4
+  %t17_c0_244 = load <16 x float>, ptr %fc2.t17_c0_2, align 64
+  %92 = mul nsw i64 %fc2.mb166, 4
+  %93 = mul nsw i64 %92, 64
+  %94 = add nsw i64 57344, %93
+  %95 = mul nsw i64 %fc2.nb155, 64
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 %96, 32
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %97
+  store <16 x float> %t17_c0_244, ptr %arena45, align 4
+  %t17_c0_346 = load <16 x float>, ptr %fc2.t17_c0_3, align 64
+  %98 = mul nsw i64 %fc2.mb166, 4
+  %99 = mul nsw i64 %98, 64
+  %100 = add nsw i64 57344, %99
+  %101 = mul nsw i64 %fc2.nb155, 64
+  %102 = add nsw i64 %100, %101
+  %103 = add nsw i64 %102, 48
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %103
+  store <16 x float> %t17_c0_346, ptr %arena47, align 4
+  %t17_c1_048 = load <16 x float>, ptr %fc2.t17_c1_0, align 64
+  %104 = mul nsw i64 %fc2.mb166, 4
+  %105 = add nsw i64 %104, 1
+  %106 = mul nsw i64 %105, 64
+  %107 = add nsw i64 57344, %106
+  %108 = mul nsw i64 %fc2.nb155, 64
+  %109 = add nsw i64 %107, %108
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %109
+  store <16 x float> %t17_c1_048, ptr %arena49, align 4
+  %t17_c1_150 = load <16 x float>, ptr %fc2.t17_c1_1, align 64
+  %110 = mul nsw i64 %fc2.mb166, 4
+  %111 = add nsw i64 %110, 1
+  %112 = mul nsw i64 %111, 64
+  %113 = add nsw i64 57344, %112
+  %114 = mul nsw i64 %fc2.nb155, 64
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 %115, 16
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %116
+  store <16 x float> %t17_c1_150, ptr %arena51, align 4
+  %t17_c1_252 = load <16 x float>, ptr %fc2.t17_c1_2, align 64
+  %117 = mul nsw i64 %fc2.mb166, 4
+  %118 = add nsw i64 %117, 1
+  %119 = mul nsw i64 %118, 64
+  %120 = add nsw i64 57344, %119
+  %121 = mul nsw i64 %fc2.nb155, 64
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 %122, 32
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %123
+  store <16 x float> %t17_c1_252, ptr %arena53, align 4
+  %t17_c1_354 = load <16 x float>, ptr %fc2.t17_c1_3, align 64
+  %124 = mul nsw i64 %fc2.mb166, 4
+  %125 = add nsw i64 %124, 1
+  %126 = mul nsw i64 %125, 64
+  %127 = add nsw i64 57344, %126
+  %128 = mul nsw i64 %fc2.nb155, 64
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %129, 48
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %130
+  store <16 x float> %t17_c1_354, ptr %arena55, align 4
+  %t17_c2_056 = load <16 x float>, ptr %fc2.t17_c2_0, align 64
+  %131 = mul nsw i64 %fc2.mb166, 4
+  %132 = add nsw i64 %131, 2
+  %133 = mul nsw i64 %132, 64
+  %134 = add nsw i64 57344, %133
+  %135 = mul nsw i64 %fc2.nb155, 64
+  %136 = add nsw i64 %134, %135
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %136
+  store <16 x float> %t17_c2_056, ptr %arena57, align 4
+  %t17_c2_158 = load <16 x float>, ptr %fc2.t17_c2_1, align 64
+  %137 = mul nsw i64 %fc2.mb166, 4
+  %138 = add nsw i64 %137, 2
+  %139 = mul nsw i64 %138, 64
+  %140 = add nsw i64 57344, %139
+  %141 = mul nsw i64 %fc2.nb155, 64
+  %142 = add nsw i64 %140, %141
+  %143 = add nsw i64 %142, 16
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %143
+  store <16 x float> %t17_c2_158, ptr %arena59, align 4
+  %t17_c2_260 = load <16 x float>, ptr %fc2.t17_c2_2, align 64
+  %144 = mul nsw i64 %fc2.mb166, 4
+  %145 = add nsw i64 %144, 2
+  %146 = mul nsw i64 %145, 64
+  %147 = add nsw i64 57344, %146
+  %148 = mul nsw i64 %fc2.nb155, 64
+  %149 = add nsw i64 %147, %148
+  %150 = add nsw i64 %149, 32
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %150
+  store <16 x float> %t17_c2_260, ptr %arena61, align 4
+  %t17_c2_362 = load <16 x float>, ptr %fc2.t17_c2_3, align 64
+  %151 = mul nsw i64 %fc2.mb166, 4
+  %152 = add nsw i64 %151, 2
+  %153 = mul nsw i64 %152, 64
+  %154 = add nsw i64 57344, %153
+  %155 = mul nsw i64 %fc2.nb155, 64
+  %156 = add nsw i64 %154, %155
+  %157 = add nsw i64 %156, 48
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %157
+  store <16 x float> %t17_c2_362, ptr %arena63, align 4
+  %t17_c3_064 = load <16 x float>, ptr %fc2.t17_c3_0, align 64
+  %158 = mul nsw i64 %fc2.mb166, 4
+  %159 = add nsw i64 %158, 3
+  %160 = mul nsw i64 %159, 64
+  %161 = add nsw i64 57344, %160
+  %162 = mul nsw i64 %fc2.nb155, 64
+  %163 = add nsw i64 %161, %162
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %163
+  store <16 x float> %t17_c3_064, ptr %arena65, align 4
+  %t17_c3_166 = load <16 x float>, ptr %fc2.t17_c3_1, align 64
+  %164 = mul nsw i64 %fc2.mb166, 4
+  %165 = add nsw i64 %164, 3
+  %166 = mul nsw i64 %165, 64
+  %167 = add nsw i64 57344, %166
+  %168 = mul nsw i64 %fc2.nb155, 64
+  %169 = add nsw i64 %167, %168
+  %170 = add nsw i64 %169, 16
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %170
+  store <16 x float> %t17_c3_166, ptr %arena67, align 4
+  %t17_c3_268 = load <16 x float>, ptr %fc2.t17_c3_2, align 64
+  %171 = mul nsw i64 %fc2.mb166, 4
+  %172 = add nsw i64 %171, 3
+  %173 = mul nsw i64 %172, 64
+  %174 = add nsw i64 57344, %173
+  %175 = mul nsw i64 %fc2.nb155, 64
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %176, 32
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %177
+  store <16 x float> %t17_c3_268, ptr %arena69, align 4
+  %t17_c3_370 = load <16 x float>, ptr %fc2.t17_c3_3, align 64
+  %178 = mul nsw i64 %fc2.mb166, 4
+  %179 = add nsw i64 %178, 3
+  %180 = mul nsw i64 %179, 64
+  %181 = add nsw i64 57344, %180
+  %182 = mul nsw i64 %fc2.nb155, 64
+  %183 = add nsw i64 %181, %182
+  %184 = add nsw i64 %183, 48
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %184
+  store <16 x float> %t17_c3_370, ptr %arena71, align 4
+  %mb16.next = add nsw i64 %fc2.mb166, 1
+  %185 = icmp slt i64 %mb16.next, 32
+  br i1 %185, label %fc2.mb16, label %fc2.mb16.end
+
+fc2.n19:                                          ; preds = %fc2.u20.end, %fc2.nb15.end
+  %fc2.n1972 = phi i64 [ 0, %fc2.nb15.end ], [ %n19.next, %fc2.u20.end ]
+  br label %fc2.u20
+
+fc2.n19.end:                                      ; preds = %fc2.u20.end
+  ret void
+
+fc2.u20:                                          ; preds = %fc2.u20, %fc2.n19
+  %fc2.u2073 = phi i64 [ 0, %fc2.n19 ], [ %u20.next, %fc2.u20 ]
+  %186 = mul nsw i64 %fc2.u2073, 64
+  %187 = add nsw i64 57344, %186
+  %188 = add nsw i64 %187, %fc2.n1972
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %188
+  %189 = load float, ptr %arena74, align 4
+  %190 = add nsw i64 233728, %fc2.u2073
+  %params75 = getelementptr inbounds float, ptr %params, i64 %190
+  %191 = load float, ptr %params75, align 4
+  %192 = fadd float %189, %191
+  %193 = fcmp ogt float %192, 0.000000e+00
+  %194 = mul nsw i64 %fc2.u2073, 64
+  %195 = add nsw i64 57344, %194
+  %196 = add nsw i64 %195, %fc2.n1972
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena76, align 4
+  %198 = add nsw i64 233728, %fc2.u2073
+  %params77 = getelementptr inbounds float, ptr %params, i64 %198
+  %199 = load float, ptr %params77, align 4
+  %200 = fadd float %197, %199
+  %201 = select i1 %193, float %200, float 0.000000e+00
+  %202 = mul nsw i64 %fc2.n1972, 128
+  %203 = add nsw i64 32768, %202
+  %204 = add nsw i64 %203, %fc2.u2073
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %204
+  store float %201, ptr %arena78, align 4
+  %u20.next = add nsw i64 %fc2.u2073, 1
+  %205 = icmp slt i64 %u20.next, 128
+  br i1 %205, label %fc2.u20, label %fc2.u20.end
+
+fc2.u20.end:                                      ; preds = %fc2.u20
+  %n19.next = add nsw i64 %fc2.n1972, 1
+  %206 = icmp slt i64 %n19.next, 64
+  br i1 %206, label %fc2.n19, label %fc2.n19.end
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k4.fc3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %arena1 = getelementptr inbounds float, ptr %arena, i64 32768
+  %params2 = getelementptr inbounds float, ptr %params, i64 233856
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 40960
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
+  br label %fc3.n21
+
+fc3.n21:                                          ; preds = %fc3.u22.end, %entry
+  %fc3.n214 = phi i64 [ 0, %entry ], [ %n21.next, %fc3.u22.end ]
+  br label %fc3.u22
+
+fc3.n21.end:                                      ; preds = %fc3.u22.end
+  ret void
+
+fc3.u22:                                          ; preds = %fc3.u22, %fc3.n21
+  %fc3.u225 = phi i64 [ 0, %fc3.n21 ], [ %u22.next, %fc3.u22 ]
+  %0 = mul nsw i64 %fc3.n214, 10
+  %1 = add nsw i64 40960, %0
+  %2 = add nsw i64 %1, %fc3.u225
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena6, align 4
+  %4 = add nsw i64 235136, %fc3.u225
+  %params7 = getelementptr inbounds float, ptr %params, i64 %4
+  %5 = load float, ptr %params7, align 4
+  %6 = fadd float %3, %5
+  %7 = mul nsw i64 %fc3.n214, 10
+  %8 = add nsw i64 40960, %7
+  %9 = add nsw i64 %8, %fc3.u225
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
+  store float %6, ptr %arena8, align 4
+  %u22.next = add nsw i64 %fc3.u225, 1
+  %10 = icmp slt i64 %u22.next, 10
+  br i1 %10, label %fc3.u22, label %fc3.u22.end
+
+fc3.u22.end:                                      ; preds = %fc3.u22
+  %n21.next = add nsw i64 %fc3.n214, 1
+  %11 = icmp slt i64 %n21.next, 64
+  br i1 %11, label %fc3.n21, label %fc3.n21.end
+}
+
+declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k5.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %loss.s26 = alloca float, align 4
+  %loss.m25 = alloca float, align 4
+  %loss.total23 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total23, align 4
+  br label %loss.n24
+
+loss.n24:                                         ; preds = %loss.k28.end, %entry
+  %loss.n241 = phi i64 [ 0, %entry ], [ %n24.next, %loss.k28.end ]
+  %0 = mul nsw i64 %loss.n241, 10
+  %1 = add nsw i64 40960, %0
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
+  %2 = load float, ptr %arena2, align 4
+  store float %2, ptr %loss.m25, align 4
+  br label %loss.k27
+
+loss.n24.end:                                     ; preds = %loss.k28.end
+  %total2312 = load float, ptr %loss.total23, align 4
+  %3 = fdiv float %total2312, 6.400000e+01
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 41600
+  store float %3, ptr %arena13, align 4
+  ret void
+
+loss.k27:                                         ; preds = %loss.k27, %loss.n24
+  %loss.k273 = phi i64 [ 0, %loss.n24 ], [ %k27.next, %loss.k27 ]
+  %m25 = load float, ptr %loss.m25, align 4
+  %4 = mul nsw i64 %loss.n241, 10
+  %5 = add nsw i64 40960, %4
+  %6 = add nsw i64 %5, %loss.k273
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
+  %7 = load float, ptr %arena4, align 4
+  %8 = fcmp ogt float %7, %m25
+  %9 = select i1 %8, float %7, float %m25
+  store float %9, ptr %loss.m25, align 4
+  %k27.next = add nsw i64 %loss.k273, 1
+  %10 = icmp slt i64 %k27.next, 10
+  br i1 %10, label %loss.k27, label %loss.k27.end
+
+loss.k27.end:                                     ; preds = %loss.k27
+  store float 0.000000e+00, ptr %loss.s26, align 4
+  br label %loss.k28
+
+loss.k28:                                         ; preds = %loss.k28, %loss.k27.end
+  %loss.k285 = phi i64 [ 0, %loss.k27.end ], [ %k28.next, %loss.k28 ]
+  %s26 = load float, ptr %loss.s26, align 4
+  %11 = mul nsw i64 %loss.n241, 10
+  %12 = add nsw i64 40960, %11
+  %13 = add nsw i64 %12, %loss.k285
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
+  %14 = load float, ptr %arena6, align 4
+  %m257 = load float, ptr %loss.m25, align 4
+  %15 = fsub float %14, %m257
+  %16 = call float @llvm.exp.f32(float %15)
+  %17 = fadd float %s26, %16
+  store float %17, ptr %loss.s26, align 4
+  %k28.next = add nsw i64 %loss.k285, 1
+  %18 = icmp slt i64 %k28.next, 10
+  br i1 %18, label %loss.k28, label %loss.k28.end
+
+loss.k28.end:                                     ; preds = %loss.k28
+  %total23 = load float, ptr %loss.total23, align 4
+  %m258 = load float, ptr %loss.m25, align 4
+  %s269 = load float, ptr %loss.s26, align 4
+  %19 = call float @llvm.log.f32(float %s269)
+  %20 = fadd float %m258, %19
+  %21 = mul nsw i64 %loss.n241, 10
+  %22 = add nsw i64 40960, %21
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n241
+  %label = load i32, ptr %labels10, align 4
+  %23 = sext i32 %label to i64
+  %24 = add nsw i64 %22, %23
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
+  %25 = load float, ptr %arena11, align 4
+  %26 = fsub float %20, %25
+  %27 = fadd float %total23, %26
+  store float %27, ptr %loss.total23, align 4
+  %n24.next = add nsw i64 %loss.n241, 1
+  %28 = icmp slt i64 %n24.next, 64
+  br i1 %28, label %loss.n24, label %loss.n24.end
+}
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare float @llvm.exp.f32(float) #1
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare float @llvm.log.f32(float) #1
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k6.fc3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %fc3_grad.s31 = alloca float, align 4
+  %fc3_grad.m30 = alloca float, align 4
+  br label %fc3_grad.n29
+
+fc3_grad.n29:                                     ; preds = %fc3_grad.k34.end, %entry
+  %fc3_grad.n291 = phi i64 [ 0, %entry ], [ %n29.next, %fc3_grad.k34.end ]
+  %0 = mul nsw i64 %fc3_grad.n291, 10
+  %1 = add nsw i64 40960, %0
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
+  %2 = load float, ptr %arena2, align 4
+  store float %2, ptr %fc3_grad.m30, align 4
+  br label %fc3_grad.k32
+
+fc3_grad.n29.end:                                 ; preds = %fc3_grad.k34.end
+  ret void
+
+fc3_grad.k32:                                     ; preds = %fc3_grad.k32, %fc3_grad.n29
+  %fc3_grad.k323 = phi i64 [ 0, %fc3_grad.n29 ], [ %k32.next, %fc3_grad.k32 ]
+  %m30 = load float, ptr %fc3_grad.m30, align 4
+  %3 = mul nsw i64 %fc3_grad.n291, 10
+  %4 = add nsw i64 40960, %3
+  %5 = add nsw i64 %4, %fc3_grad.k323
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena4, align 4
+  %7 = fcmp ogt float %6, %m30
+  %8 = select i1 %7, float %6, float %m30
+  store float %8, ptr %fc3_grad.m30, align 4
+  %k32.next = add nsw i64 %fc3_grad.k323, 1
+  %9 = icmp slt i64 %k32.next, 10
+  br i1 %9, label %fc3_grad.k32, label %fc3_grad.k32.end
+
+fc3_grad.k32.end:                                 ; preds = %fc3_grad.k32
+  store float 0.000000e+00, ptr %fc3_grad.s31, align 4
+  br label %fc3_grad.k33
+
+fc3_grad.k33:                                     ; preds = %fc3_grad.k33, %fc3_grad.k32.end
+  %fc3_grad.k335 = phi i64 [ 0, %fc3_grad.k32.end ], [ %k33.next, %fc3_grad.k33 ]
+  %s31 = load float, ptr %fc3_grad.s31, align 4
+  %10 = mul nsw i64 %fc3_grad.n291, 10
+  %11 = add nsw i64 40960, %10
+  %12 = add nsw i64 %11, %fc3_grad.k335
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
+  %13 = load float, ptr %arena6, align 4
+  %m307 = load float, ptr %fc3_grad.m30, align 4
+  %14 = fsub float %13, %m307
+  %15 = call float @llvm.exp.f32(float %14)
+  %16 = fadd float %s31, %15
+  store float %16, ptr %fc3_grad.s31, align 4
+  %k33.next = add nsw i64 %fc3_grad.k335, 1
+  %17 = icmp slt i64 %k33.next, 10
+  br i1 %17, label %fc3_grad.k33, label %fc3_grad.k33.end
+
+fc3_grad.k33.end:                                 ; preds = %fc3_grad.k33
+  br label %fc3_grad.k34
+
+fc3_grad.k34:                                     ; preds = %fc3_grad.k34, %fc3_grad.k33.end
+  %fc3_grad.k348 = phi i64 [ 0, %fc3_grad.k33.end ], [ %k34.next, %fc3_grad.k34 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc3_grad.n291
+  %label = load i32, ptr %labels9, align 4
+  %18 = sext i32 %label to i64
+  %19 = icmp eq i64 %fc3_grad.k348, %18
+  %20 = mul nsw i64 %fc3_grad.n291, 10
+  %21 = add nsw i64 40960, %20
+  %22 = add nsw i64 %21, %fc3_grad.k348
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
+  %23 = load float, ptr %arena10, align 4
+  %m3011 = load float, ptr %fc3_grad.m30, align 4
+  %24 = fsub float %23, %m3011
+  %25 = call float @llvm.exp.f32(float %24)
+  %s3112 = load float, ptr %fc3_grad.s31, align 4
+  %26 = fdiv float %25, %s3112
+  %27 = fsub float %26, 1.000000e+00
+  %28 = mul nsw i64 %fc3_grad.n291, 10
+  %29 = add nsw i64 40960, %28
+  %30 = add nsw i64 %29, %fc3_grad.k348
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena13, align 4
+  %m3014 = load float, ptr %fc3_grad.m30, align 4
+  %32 = fsub float %31, %m3014
+  %33 = call float @llvm.exp.f32(float %32)
+  %s3115 = load float, ptr %fc3_grad.s31, align 4
+  %34 = fdiv float %33, %s3115
+  %35 = select i1 %19, float %27, float %34
+  %36 = fdiv float %35, 6.400000e+01
+  %37 = mul nsw i64 %fc3_grad.n291, 10
+  %38 = add nsw i64 41616, %37
+  %39 = add nsw i64 %38, %fc3_grad.k348
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
+  store float %36, ptr %arena16, align 4
+  %k34.next = add nsw i64 %fc3_grad.k348, 1
+  %40 = icmp slt i64 %k34.next, 10
+  br i1 %40, label %fc3_grad.k34, label %fc3_grad.k34.end
+
+fc3_grad.k34.end:                                 ; preds = %fc3_grad.k34
+  %n29.next = add nsw i64 %fc3_grad.n291, 1
+  %41 = icmp slt i64 %n29.next, 64
+  br i1 %41, label %fc3_grad.n29, label %fc3_grad.n29.end
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k7.fc3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %arena1 = getelementptr inbounds float, ptr %arena, i64 41616
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 32768
+  %grads3 = getelementptr inbounds float, ptr %grads, i64 233856
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena1, i32 10, ptr %arena2, i32 128, float 0.000000e+00, ptr %grads3, i32 128)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k8.fc3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %fc3_bias_grad.acc36 = alloca float, align 4
+  br label %fc3_bias_grad.u35
+
+fc3_bias_grad.u35:                                ; preds = %fc3_bias_grad.n37.end, %entry
+  %fc3_bias_grad.u351 = phi i64 [ 0, %entry ], [ %u35.next, %fc3_bias_grad.n37.end ]
+  store float 0.000000e+00, ptr %fc3_bias_grad.acc36, align 4
+  br label %fc3_bias_grad.n37
+
+fc3_bias_grad.u35.end:                            ; preds = %fc3_bias_grad.n37.end
+  ret void
+
+fc3_bias_grad.n37:                                ; preds = %fc3_bias_grad.n37, %fc3_bias_grad.u35
+  %fc3_bias_grad.n372 = phi i64 [ 0, %fc3_bias_grad.u35 ], [ %n37.next, %fc3_bias_grad.n37 ]
+  %acc36 = load float, ptr %fc3_bias_grad.acc36, align 4
+  %0 = mul nsw i64 %fc3_bias_grad.n372, 10
+  %1 = add nsw i64 41616, %0
+  %2 = add nsw i64 %1, %fc3_bias_grad.u351
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena3, align 4
+  %4 = fadd float %acc36, %3
+  store float %4, ptr %fc3_bias_grad.acc36, align 4
+  %n37.next = add nsw i64 %fc3_bias_grad.n372, 1
+  %5 = icmp slt i64 %n37.next, 64
+  br i1 %5, label %fc3_bias_grad.n37, label %fc3_bias_grad.n37.end
+
+fc3_bias_grad.n37.end:                            ; preds = %fc3_bias_grad.n37
+  %acc364 = load float, ptr %fc3_bias_grad.acc36, align 4
+  %6 = add nsw i64 235136, %fc3_bias_grad.u351
+  %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
+  store float %acc364, ptr %grads5, align 4
+  %u35.next = add nsw i64 %fc3_bias_grad.u351, 1
+  %7 = icmp slt i64 %u35.next, 10
+  br i1 %7, label %fc3_bias_grad.u35, label %fc3_bias_grad.u35.end
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k9.relu2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %arena1 = getelementptr inbounds float, ptr %arena, i64 41616
+  %params2 = getelementptr inbounds float, ptr %params, i64 233856
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 42256
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena1, i32 10, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 128)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k10.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  br label %fc2_grad.i38
+
+fc2_grad.i38:                                     ; preds = %fc2_grad.i38, %entry
+  %fc2_grad.i381 = phi i64 [ 0, %entry ], [ %i38.next, %fc2_grad.i38 ]
+  %0 = add nsw i64 32768, %fc2_grad.i381
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  %1 = load float, ptr %arena2, align 4
+  %2 = fcmp ogt float %1, 0.000000e+00
+  %3 = add nsw i64 42256, %fc2_grad.i381
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
+  %4 = load float, ptr %arena3, align 4
+  %5 = select i1 %2, float %4, float 0.000000e+00
+  %6 = add nsw i64 50448, %fc2_grad.i381
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
+  store float %5, ptr %arena4, align 4
+  %i38.next = add nsw i64 %fc2_grad.i381, 1
+  %7 = icmp slt i64 %i38.next, 8192
+  br i1 %7, label %fc2_grad.i38, label %fc2_grad.i38.end
+
+fc2_grad.i38.end:                                 ; preds = %fc2_grad.i38
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k11.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %fc2_weight_grad.t41_a3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_a2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_a1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_a0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_b3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_b2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_b1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_b0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c3_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c3_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c3_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c3_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c2_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c2_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c2_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c2_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c1_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c1_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c1_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c1_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c0_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c0_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c0_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t41_c0_0 = alloca <16 x float>, align 64
+  br label %fc2_weight_grad.nb39
+
+fc2_weight_grad.nb39:                             ; preds = %fc2_weight_grad.mb40.end, %entry
+  %fc2_weight_grad.nb391 = phi i64 [ 0, %entry ], [ %nb39.next, %fc2_weight_grad.mb40.end ]
+  br label %fc2_weight_grad.mb40
+
+fc2_weight_grad.nb39.end:                         ; preds = %fc2_weight_grad.mb40.end
+  ret void
+
+fc2_weight_grad.mb40:                             ; preds = %fc2_weight_grad.k42.end, %fc2_weight_grad.nb39
+  %fc2_weight_grad.mb402 = phi i64 [ 0, %fc2_weight_grad.nb39 ], [ %mb40.next, %fc2_weight_grad.k42.end ]
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c3_3, align 64
+  br label %fc2_weight_grad.k42
+
+fc2_weight_grad.mb40.end:                         ; preds = %fc2_weight_grad.k42.end
+  %nb39.next = add nsw i64 %fc2_weight_grad.nb391, 1
+  %0 = icmp slt i64 %nb39.next, 4
+  br i1 %0, label %fc2_weight_grad.nb39, label %fc2_weight_grad.nb39.end
+
+fc2_weight_grad.k42:                              ; preds = %fc2_weight_grad.k42, %fc2_weight_grad.mb40
+  %fc2_weight_grad.k423 = phi i64 [ 0, %fc2_weight_grad.mb40 ], [ %k42.next, %fc2_weight_grad.k42 ]
+  %1 = mul nsw i64 %fc2_weight_grad.k423, 256
+  %2 = add nsw i64 16384, %1
+  %3 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %4 = add nsw i64 %2, %3
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
+  %5 = load <16 x float>, ptr %arena4, align 4
+  store <16 x float> %5, ptr %fc2_weight_grad.t41_b0, align 64
+  %6 = mul nsw i64 %fc2_weight_grad.k423, 256
+  %7 = add nsw i64 16384, %6
+  %8 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %9 = add nsw i64 %7, %8
+  %10 = add nsw i64 %9, 16
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
+  %11 = load <16 x float>, ptr %arena5, align 4
+  store <16 x float> %11, ptr %fc2_weight_grad.t41_b1, align 64
+  %12 = mul nsw i64 %fc2_weight_grad.k423, 256
+  %13 = add nsw i64 16384, %12
+  %14 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %15 = add nsw i64 %13, %14
+  %16 = add nsw i64 %15, 32
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
+  %17 = load <16 x float>, ptr %arena6, align 4
+  store <16 x float> %17, ptr %fc2_weight_grad.t41_b2, align 64
+  %18 = mul nsw i64 %fc2_weight_grad.k423, 256
+  %19 = add nsw i64 16384, %18
+  %20 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %21, 48
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %22
+  %23 = load <16 x float>, ptr %arena7, align 4
+  store <16 x float> %23, ptr %fc2_weight_grad.t41_b3, align 64
+  %24 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %25 = add nsw i64 50448, %24
+  %26 = mul nsw i64 %fc2_weight_grad.k423, 128
+  %27 = add nsw i64 %25, %26
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %27
+  %28 = load float, ptr %arena8, align 4
+  %29 = insertelement <16 x float> undef, float %28, i32 0
+  %30 = shufflevector <16 x float> %29, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %30, ptr %fc2_weight_grad.t41_a0, align 64
+  %t41_a0 = load <16 x float>, ptr %fc2_weight_grad.t41_a0, align 64
+  %t41_b0 = load <16 x float>, ptr %fc2_weight_grad.t41_b0, align 64
+  %t41_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_0, align 64
+  %31 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0, <16 x float> %t41_b0, <16 x float> %t41_c0_0)
+  store <16 x float> %31, ptr %fc2_weight_grad.t41_c0_0, align 64
+  %t41_a09 = load <16 x float>, ptr %fc2_weight_grad.t41_a0, align 64
+  %t41_b1 = load <16 x float>, ptr %fc2_weight_grad.t41_b1, align 64
+  %t41_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_1, align 64
+  %32 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a09, <16 x float> %t41_b1, <16 x float> %t41_c0_1)
+  store <16 x float> %32, ptr %fc2_weight_grad.t41_c0_1, align 64
+  %t41_a010 = load <16 x float>, ptr %fc2_weight_grad.t41_a0, align 64
+  %t41_b2 = load <16 x float>, ptr %fc2_weight_grad.t41_b2, align 64
+  %t41_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_2, align 64
+  %33 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a010, <16 x float> %t41_b2, <16 x float> %t41_c0_2)
+  store <16 x float> %33, ptr %fc2_weight_grad.t41_c0_2, align 64
+  %t41_a011 = load <16 x float>, ptr %fc2_weight_grad.t41_a0, align 64
+  %t41_b3 = load <16 x float>, ptr %fc2_weight_grad.t41_b3, align 64
+  %t41_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_3, align 64
+  %34 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a011, <16 x float> %t41_b3, <16 x float> %t41_c0_3)
+  store <16 x float> %34, ptr %fc2_weight_grad.t41_c0_3, align 64
+  %35 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %36 = add nsw i64 %35, 1
+  %37 = add nsw i64 50448, %36
+  %38 = mul nsw i64 %fc2_weight_grad.k423, 128
+  %39 = add nsw i64 %37, %38
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %39
+  %40 = load float, ptr %arena12, align 4
+  %41 = insertelement <16 x float> undef, float %40, i32 0
+  %42 = shufflevector <16 x float> %41, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %42, ptr %fc2_weight_grad.t41_a1, align 64
+  %t41_a1 = load <16 x float>, ptr %fc2_weight_grad.t41_a1, align 64
+  %t41_b013 = load <16 x float>, ptr %fc2_weight_grad.t41_b0, align 64
+  %t41_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_0, align 64
+  %43 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1, <16 x float> %t41_b013, <16 x float> %t41_c1_0)
+  store <16 x float> %43, ptr %fc2_weight_grad.t41_c1_0, align 64
+  %t41_a114 = load <16 x float>, ptr %fc2_weight_grad.t41_a1, align 64
+  %t41_b115 = load <16 x float>, ptr %fc2_weight_grad.t41_b1, align 64
+  %t41_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_1, align 64
+  %44 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a114, <16 x float> %t41_b115, <16 x float> %t41_c1_1)
+  store <16 x float> %44, ptr %fc2_weight_grad.t41_c1_1, align 64
+  %t41_a116 = load <16 x float>, ptr %fc2_weight_grad.t41_a1, align 64
+  %t41_b217 = load <16 x float>, ptr %fc2_weight_grad.t41_b2, align 64
+  %t41_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_2, align 64
+  %45 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a116, <16 x float> %t41_b217, <16 x float> %t41_c1_2)
+  store <16 x float> %45, ptr %fc2_weight_grad.t41_c1_2, align 64
+  %t41_a118 = load <16 x float>, ptr %fc2_weight_grad.t41_a1, align 64
+  %t41_b319 = load <16 x float>, ptr %fc2_weight_grad.t41_b3, align 64
+  %t41_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_3, align 64
+  %46 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a118, <16 x float> %t41_b319, <16 x float> %t41_c1_3)
+  store <16 x float> %46, ptr %fc2_weight_grad.t41_c1_3, align 64
+  %47 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %48 = add nsw i64 %47, 2
+  %49 = add nsw i64 50448, %48
+  %50 = mul nsw i64 %fc2_weight_grad.k423, 128
+  %51 = add nsw i64 %49, %50
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %51
+  %52 = load float, ptr %arena20, align 4
+  %53 = insertelement <16 x float> undef, float %52, i32 0
+  %54 = shufflevector <16 x float> %53, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %54, ptr %fc2_weight_grad.t41_a2, align 64
+  %t41_a2 = load <16 x float>, ptr %fc2_weight_grad.t41_a2, align 64
+  %t41_b021 = load <16 x float>, ptr %fc2_weight_grad.t41_b0, align 64
+  %t41_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_0, align 64
+  %55 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2, <16 x float> %t41_b021, <16 x float> %t41_c2_0)
+  store <16 x float> %55, ptr %fc2_weight_grad.t41_c2_0, align 64
+  %t41_a222 = load <16 x float>, ptr %fc2_weight_grad.t41_a2, align 64
+  %t41_b123 = load <16 x float>, ptr %fc2_weight_grad.t41_b1, align 64
+  %t41_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_1, align 64
+  %56 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a222, <16 x float> %t41_b123, <16 x float> %t41_c2_1)
+  store <16 x float> %56, ptr %fc2_weight_grad.t41_c2_1, align 64
+  %t41_a224 = load <16 x float>, ptr %fc2_weight_grad.t41_a2, align 64
+  %t41_b225 = load <16 x float>, ptr %fc2_weight_grad.t41_b2, align 64
+  %t41_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_2, align 64
+  %57 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a224, <16 x float> %t41_b225, <16 x float> %t41_c2_2)
+  store <16 x float> %57, ptr %fc2_weight_grad.t41_c2_2, align 64
+  %t41_a226 = load <16 x float>, ptr %fc2_weight_grad.t41_a2, align 64
+  %t41_b327 = load <16 x float>, ptr %fc2_weight_grad.t41_b3, align 64
+  %t41_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_3, align 64
+  %58 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a226, <16 x float> %t41_b327, <16 x float> %t41_c2_3)
+  store <16 x float> %58, ptr %fc2_weight_grad.t41_c2_3, align 64
+  %59 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %60 = add nsw i64 %59, 3
+  %61 = add nsw i64 50448, %60
+  %62 = mul nsw i64 %fc2_weight_grad.k423, 128
+  %63 = add nsw i64 %61, %62
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %63
+  %64 = load float, ptr %arena28, align 4
+  %65 = insertelement <16 x float> undef, float %64, i32 0
+  %66 = shufflevector <16 x float> %65, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %66, ptr %fc2_weight_grad.t41_a3, align 64
+  %t41_a3 = load <16 x float>, ptr %fc2_weight_grad.t41_a3, align 64
+  %t41_b029 = load <16 x float>, ptr %fc2_weight_grad.t41_b0, align 64
+  %t41_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_0, align 64
+  %67 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3, <16 x float> %t41_b029, <16 x float> %t41_c3_0)
+  store <16 x float> %67, ptr %fc2_weight_grad.t41_c3_0, align 64
+  %t41_a330 = load <16 x float>, ptr %fc2_weight_grad.t41_a3, align 64
+  %t41_b131 = load <16 x float>, ptr %fc2_weight_grad.t41_b1, align 64
+  %t41_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_1, align 64
+  %68 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a330, <16 x float> %t41_b131, <16 x float> %t41_c3_1)
+  store <16 x float> %68, ptr %fc2_weight_grad.t41_c3_1, align 64
+  %t41_a332 = load <16 x float>, ptr %fc2_weight_grad.t41_a3, align 64
+  %t41_b233 = load <16 x float>, ptr %fc2_weight_grad.t41_b2, align 64
+  %t41_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_2, align 64
+  %69 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a332, <16 x float> %t41_b233, <16 x float> %t41_c3_2)
+  store <16 x float> %69, ptr %fc2_weight_grad.t41_c3_2, align 64
+  %t41_a334 = load <16 x float>, ptr %fc2_weight_grad.t41_a3, align 64
+  %t41_b335 = load <16 x float>, ptr %fc2_weight_grad.t41_b3, align 64
+  %t41_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_3, align 64
+  %70 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a334, <16 x float> %t41_b335, <16 x float> %t41_c3_3)
+  store <16 x float> %70, ptr %fc2_weight_grad.t41_c3_3, align 64
+  %k42.next = add nsw i64 %fc2_weight_grad.k423, 1
+  %71 = icmp slt i64 %k42.next, 64
+  br i1 %71, label %fc2_weight_grad.k42, label %fc2_weight_grad.k42.end
+
+fc2_weight_grad.k42.end:                          ; preds = %fc2_weight_grad.k42
+  %t41_c0_036 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_0, align 64
+  %72 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %73 = mul nsw i64 %72, 256
+  %74 = add nsw i64 200960, %73
+  %75 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %76 = add nsw i64 %74, %75
+  %grads37 = getelementptr inbounds float, ptr %grads, i64 %76
+  store <16 x float> %t41_c0_036, ptr %grads37, align 4
+  %t41_c0_138 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_1, align 64
+  %77 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %78 = mul nsw i64 %77, 256
+  %79 = add nsw i64 200960, %78
+  %80 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %81 = add nsw i64 %79, %80
+  %82 = add nsw i64 %81, 16
+  %grads39 = getelementptr inbounds float, ptr %grads, i64 %82
+  store <16 x float> %t41_c0_138, ptr %grads39, align 4
+  %t41_c0_240 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_2, align 64
+  %83 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %84 = mul nsw i64 %83, 256
+  %85 = add nsw i64 200960, %84
+  %86 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %87 = add nsw i64 %85, %86
+  %88 = add nsw i64 %87, 32
+  %grads41 = getelementptr inbounds float, ptr %grads, i64 %88
+  store <16 x float> %t41_c0_240, ptr %grads41, align 4
+  %t41_c0_342 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_3, align 64
+  %89 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %90 = mul nsw i64 %89, 256
+  %91 = add nsw i64 200960, %90
+  %92 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %93 = add nsw i64 %91, %92
+  %94 = add nsw i64 %93, 48
+  %grads43 = getelementptr inbounds float, ptr %grads, i64 %94
+  store <16 x float> %t41_c0_342, ptr %grads43, align 4
+  %t41_c1_044 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_0, align 64
+  %95 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %96 = add nsw i64 %95, 1
+  %97 = mul nsw i64 %96, 256
+  %98 = add nsw i64 200960, %97
+  %99 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %100 = add nsw i64 %98, %99
+  %grads45 = getelementptr inbounds float, ptr %grads, i64 %100
+  store <16 x float> %t41_c1_044, ptr %grads45, align 4
+  %t41_c1_146 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_1, align 64
+  %101 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 256
+  %104 = add nsw i64 200960, %103
+  %105 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %106, 16
+  %grads47 = getelementptr inbounds float, ptr %grads, i64 %107
+  store <16 x float> %t41_c1_146, ptr %grads47, align 4
+  %t41_c1_248 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_2, align 64
+  %108 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %109 = add nsw i64 %108, 1
+  %110 = mul nsw i64 %109, 256
+  %111 = add nsw i64 200960, %110
+  %112 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %113 = add nsw i64 %111, %112
+  %114 = add nsw i64 %113, 32
+  %grads49 = getelementptr inbounds float, ptr %grads, i64 %114
+  store <16 x float> %t41_c1_248, ptr %grads49, align 4
+  %t41_c1_350 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_3, align 64
+  %115 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %116 = add nsw i64 %115, 1
+  %117 = mul nsw i64 %116, 256
+  %118 = add nsw i64 200960, %117
+  %119 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %120 = add nsw i64 %118, %119
+  %121 = add nsw i64 %120, 48
+  %grads51 = getelementptr inbounds float, ptr %grads, i64 %121
+  store <16 x float> %t41_c1_350, ptr %grads51, align 4
+  %t41_c2_052 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_0, align 64
+  %122 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %123 = add nsw i64 %122, 2
+  %124 = mul nsw i64 %123, 256
+  %125 = add nsw i64 200960, %124
+  %126 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %127 = add nsw i64 %125, %126
+  %grads53 = getelementptr inbounds float, ptr %grads, i64 %127
+  store <16 x float> %t41_c2_052, ptr %grads53, align 4
+  %t41_c2_154 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_1, align 64
+  %128 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %129 = add nsw i64 %128, 2
+  %130 = mul nsw i64 %129, 256
+  %131 = add nsw i64 200960, %130
+  %132 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %133 = add nsw i64 %131, %132
+  %134 = add nsw i64 %133, 16
+  %grads55 = getelementptr inbounds float, ptr %grads, i64 %134
+  store <16 x float> %t41_c2_154, ptr %grads55, align 4
+  %t41_c2_256 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_2, align 64
+  %135 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %136 = add nsw i64 %135, 2
+  %137 = mul nsw i64 %136, 256
+  %138 = add nsw i64 200960, %137
+  %139 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %140 = add nsw i64 %138, %139
+  %141 = add nsw i64 %140, 32
+  %grads57 = getelementptr inbounds float, ptr %grads, i64 %141
+  store <16 x float> %t41_c2_256, ptr %grads57, align 4
+  %t41_c2_358 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_3, align 64
+  %142 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %143 = add nsw i64 %142, 2
+  %144 = mul nsw i64 %143, 256
+  %145 = add nsw i64 200960, %144
+  %146 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, 48
+  %grads59 = getelementptr inbounds float, ptr %grads, i64 %148
+  store <16 x float> %t41_c2_358, ptr %grads59, align 4
+  %t41_c3_060 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_0, align 64
+  %149 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %150 = add nsw i64 %149, 3
+  %151 = mul nsw i64 %150, 256
+  %152 = add nsw i64 200960, %151
+  %153 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %154 = add nsw i64 %152, %153
+  %grads61 = getelementptr inbounds float, ptr %grads, i64 %154
+  store <16 x float> %t41_c3_060, ptr %grads61, align 4
+  %t41_c3_162 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_1, align 64
+  %155 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %156 = add nsw i64 %155, 3
+  %157 = mul nsw i64 %156, 256
+  %158 = add nsw i64 200960, %157
+  %159 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %160 = add nsw i64 %158, %159
+  %161 = add nsw i64 %160, 16
+  %grads63 = getelementptr inbounds float, ptr %grads, i64 %161
+  store <16 x float> %t41_c3_162, ptr %grads63, align 4
+  %t41_c3_264 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_2, align 64
+  %162 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %163 = add nsw i64 %162, 3
+  %164 = mul nsw i64 %163, 256
+  %165 = add nsw i64 200960, %164
+  %166 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %167 = add nsw i64 %165, %166
+  %168 = add nsw i64 %167, 32
+  %grads65 = getelementptr inbounds float, ptr %grads, i64 %168
+  store <16 x float> %t41_c3_264, ptr %grads65, align 4
+  %t41_c3_366 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_3, align 64
+  %169 = mul nsw i64 %fc2_weight_grad.mb402, 4
+  %170 = add nsw i64 %169, 3
+  %171 = mul nsw i64 %170, 256
+  %172 = add nsw i64 200960, %171
+  %173 = mul nsw i64 %fc2_weight_grad.nb391, 64
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 %174, 48
+  %grads67 = getelementptr inbounds float, ptr %grads, i64 %175
+  store <16 x float> %t41_c3_366, ptr %grads67, align 4
+  %mb40.next = add nsw i64 %fc2_weight_grad.mb402, 1
+  %176 = icmp slt i64 %mb40.next, 32
+  br i1 %176, label %fc2_weight_grad.mb40, label %fc2_weight_grad.mb40.end
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k12.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %fc2_bias_grad.acc44 = alloca float, align 4
+  br label %fc2_bias_grad.u43
+
+fc2_bias_grad.u43:                                ; preds = %fc2_bias_grad.n45.end, %entry
+  %fc2_bias_grad.u431 = phi i64 [ 0, %entry ], [ %u43.next, %fc2_bias_grad.n45.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc44, align 4
+  br label %fc2_bias_grad.n45
+
+fc2_bias_grad.u43.end:                            ; preds = %fc2_bias_grad.n45.end
+  ret void
+
+fc2_bias_grad.n45:                                ; preds = %fc2_bias_grad.n45, %fc2_bias_grad.u43
+  %fc2_bias_grad.n452 = phi i64 [ 0, %fc2_bias_grad.u43 ], [ %n45.next, %fc2_bias_grad.n45 ]
+  %acc44 = load float, ptr %fc2_bias_grad.acc44, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n452, 128
+  %1 = add nsw i64 50448, %0
+  %2 = add nsw i64 %1, %fc2_bias_grad.u431
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena3, align 4
+  %4 = fadd float %acc44, %3
+  store float %4, ptr %fc2_bias_grad.acc44, align 4
+  %n45.next = add nsw i64 %fc2_bias_grad.n452, 1
+  %5 = icmp slt i64 %n45.next, 64
+  br i1 %5, label %fc2_bias_grad.n45, label %fc2_bias_grad.n45.end
+
+fc2_bias_grad.n45.end:                            ; preds = %fc2_bias_grad.n45
+  %acc444 = load float, ptr %fc2_bias_grad.acc44, align 4
+  %6 = add nsw i64 233728, %fc2_bias_grad.u431
+  %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
+  store float %acc444, ptr %grads5, align 4
+  %u43.next = add nsw i64 %fc2_bias_grad.u431, 1
+  %7 = icmp slt i64 %u43.next, 128
+  br i1 %7, label %fc2_bias_grad.u43, label %fc2_bias_grad.u43.end
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k13.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %drop_grad.t48_a3 = alloca <16 x float>, align 64
+  %drop_grad.t48_a2 = alloca <16 x float>, align 64
+  %drop_grad.t48_a1 = alloca <16 x float>, align 64
+  %drop_grad.t48_a0 = alloca <16 x float>, align 64
+  %drop_grad.t48_b3 = alloca <16 x float>, align 64
+  %drop_grad.t48_b2 = alloca <16 x float>, align 64
+  %drop_grad.t48_b1 = alloca <16 x float>, align 64
+  %drop_grad.t48_b0 = alloca <16 x float>, align 64
+  %drop_grad.t48_c3_3 = alloca <16 x float>, align 64
+  %drop_grad.t48_c3_2 = alloca <16 x float>, align 64
+  %drop_grad.t48_c3_1 = alloca <16 x float>, align 64
+  %drop_grad.t48_c3_0 = alloca <16 x float>, align 64
+  %drop_grad.t48_c2_3 = alloca <16 x float>, align 64
+  %drop_grad.t48_c2_2 = alloca <16 x float>, align 64
+  %drop_grad.t48_c2_1 = alloca <16 x float>, align 64
+  %drop_grad.t48_c2_0 = alloca <16 x float>, align 64
+  %drop_grad.t48_c1_3 = alloca <16 x float>, align 64
+  %drop_grad.t48_c1_2 = alloca <16 x float>, align 64
+  %drop_grad.t48_c1_1 = alloca <16 x float>, align 64
+  %drop_grad.t48_c1_0 = alloca <16 x float>, align 64
+  %drop_grad.t48_c0_3 = alloca <16 x float>, align 64
+  %drop_grad.t48_c0_2 = alloca <16 x float>, align 64
+  %drop_grad.t48_c0_1 = alloca <16 x float>, align 64
+  %drop_grad.t48_c0_0 = alloca <16 x float>, align 64
+  br label %drop_grad.nb46
+
+drop_grad.nb46:                                   ; preds = %drop_grad.mb47.end, %entry
+  %drop_grad.nb461 = phi i64 [ 0, %entry ], [ %nb46.next, %drop_grad.mb47.end ]
+  br label %drop_grad.mb47
+
+drop_grad.nb46.end:                               ; preds = %drop_grad.mb47.end
+  ret void
+
+drop_grad.mb47:                                   ; preds = %drop_grad.k49.end, %drop_grad.nb46
+  %drop_grad.mb472 = phi i64 [ 0, %drop_grad.nb46 ], [ %mb47.next, %drop_grad.k49.end ]
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c3_3, align 64
+  br label %drop_grad.k49
+
+drop_grad.mb47.end:                               ; preds = %drop_grad.k49.end
+  %nb46.next = add nsw i64 %drop_grad.nb461, 1
+  %0 = icmp slt i64 %nb46.next, 4
+  br i1 %0, label %drop_grad.nb46, label %drop_grad.nb46.end
+
+drop_grad.k49:                                    ; preds = %drop_grad.k49, %drop_grad.mb47
+  %drop_grad.k493 = phi i64 [ 0, %drop_grad.mb47 ], [ %k49.next, %drop_grad.k49 ]
+  %1 = mul nsw i64 %drop_grad.k493, 256
+  %2 = add nsw i64 200960, %1
+  %3 = mul nsw i64 %drop_grad.nb461, 64
+  %4 = add nsw i64 %2, %3
+  %params4 = getelementptr inbounds float, ptr %params, i64 %4
+  %5 = load <16 x float>, ptr %params4, align 4
+  store <16 x float> %5, ptr %drop_grad.t48_b0, align 64
+  %6 = mul nsw i64 %drop_grad.k493, 256
+  %7 = add nsw i64 200960, %6
+  %8 = mul nsw i64 %drop_grad.nb461, 64
+  %9 = add nsw i64 %7, %8
+  %10 = add nsw i64 %9, 16
+  %params5 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load <16 x float>, ptr %params5, align 4
+  store <16 x float> %11, ptr %drop_grad.t48_b1, align 64
+  %12 = mul nsw i64 %drop_grad.k493, 256
+  %13 = add nsw i64 200960, %12
+  %14 = mul nsw i64 %drop_grad.nb461, 64
+  %15 = add nsw i64 %13, %14
+  %16 = add nsw i64 %15, 32
+  %params6 = getelementptr inbounds float, ptr %params, i64 %16
+  %17 = load <16 x float>, ptr %params6, align 4
+  store <16 x float> %17, ptr %drop_grad.t48_b2, align 64
+  %18 = mul nsw i64 %drop_grad.k493, 256
+  %19 = add nsw i64 200960, %18
+  %20 = mul nsw i64 %drop_grad.nb461, 64
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %21, 48
+  %params7 = getelementptr inbounds float, ptr %params, i64 %22
+  %23 = load <16 x float>, ptr %params7, align 4
+  store <16 x float> %23, ptr %drop_grad.t48_b3, align 64
+  %24 = mul nsw i64 %drop_grad.mb472, 4
+  %25 = mul nsw i64 %24, 128
+  %26 = add nsw i64 50448, %25
+  %27 = add nsw i64 %26, %drop_grad.k493
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %27
+  %28 = load float, ptr %arena8, align 4
+  %29 = insertelement <16 x float> undef, float %28, i32 0
+  %30 = shufflevector <16 x float> %29, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %30, ptr %drop_grad.t48_a0, align 64
+  %t48_a0 = load <16 x float>, ptr %drop_grad.t48_a0, align 64
+  %t48_b0 = load <16 x float>, ptr %drop_grad.t48_b0, align 64
+  %t48_c0_0 = load <16 x float>, ptr %drop_grad.t48_c0_0, align 64
+  %31 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a0, <16 x float> %t48_b0, <16 x float> %t48_c0_0)
+  store <16 x float> %31, ptr %drop_grad.t48_c0_0, align 64
+  %t48_a09 = load <16 x float>, ptr %drop_grad.t48_a0, align 64
+  %t48_b1 = load <16 x float>, ptr %drop_grad.t48_b1, align 64
+  %t48_c0_1 = load <16 x float>, ptr %drop_grad.t48_c0_1, align 64
+  %32 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a09, <16 x float> %t48_b1, <16 x float> %t48_c0_1)
+  store <16 x float> %32, ptr %drop_grad.t48_c0_1, align 64
+  %t48_a010 = load <16 x float>, ptr %drop_grad.t48_a0, align 64
+  %t48_b2 = load <16 x float>, ptr %drop_grad.t48_b2, align 64
+  %t48_c0_2 = load <16 x float>, ptr %drop_grad.t48_c0_2, align 64
+  %33 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a010, <16 x float> %t48_b2, <16 x float> %t48_c0_2)
+  store <16 x float> %33, ptr %drop_grad.t48_c0_2, align 64
+  %t48_a011 = load <16 x float>, ptr %drop_grad.t48_a0, align 64
+  %t48_b3 = load <16 x float>, ptr %drop_grad.t48_b3, align 64
+  %t48_c0_3 = load <16 x float>, ptr %drop_grad.t48_c0_3, align 64
+  %34 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a011, <16 x float> %t48_b3, <16 x float> %t48_c0_3)
+  store <16 x float> %34, ptr %drop_grad.t48_c0_3, align 64
+  %35 = mul nsw i64 %drop_grad.mb472, 4
+  %36 = add nsw i64 %35, 1
+  %37 = mul nsw i64 %36, 128
+  %38 = add nsw i64 50448, %37
+  %39 = add nsw i64 %38, %drop_grad.k493
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %39
+  %40 = load float, ptr %arena12, align 4
+  %41 = insertelement <16 x float> undef, float %40, i32 0
+  %42 = shufflevector <16 x float> %41, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %42, ptr %drop_grad.t48_a1, align 64
+  %t48_a1 = load <16 x float>, ptr %drop_grad.t48_a1, align 64
+  %t48_b013 = load <16 x float>, ptr %drop_grad.t48_b0, align 64
+  %t48_c1_0 = load <16 x float>, ptr %drop_grad.t48_c1_0, align 64
+  %43 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a1, <16 x float> %t48_b013, <16 x float> %t48_c1_0)
+  store <16 x float> %43, ptr %drop_grad.t48_c1_0, align 64
+  %t48_a114 = load <16 x float>, ptr %drop_grad.t48_a1, align 64
+  %t48_b115 = load <16 x float>, ptr %drop_grad.t48_b1, align 64
+  %t48_c1_1 = load <16 x float>, ptr %drop_grad.t48_c1_1, align 64
+  %44 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a114, <16 x float> %t48_b115, <16 x float> %t48_c1_1)
+  store <16 x float> %44, ptr %drop_grad.t48_c1_1, align 64
+  %t48_a116 = load <16 x float>, ptr %drop_grad.t48_a1, align 64
+  %t48_b217 = load <16 x float>, ptr %drop_grad.t48_b2, align 64
+  %t48_c1_2 = load <16 x float>, ptr %drop_grad.t48_c1_2, align 64
+  %45 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a116, <16 x float> %t48_b217, <16 x float> %t48_c1_2)
+  store <16 x float> %45, ptr %drop_grad.t48_c1_2, align 64
+  %t48_a118 = load <16 x float>, ptr %drop_grad.t48_a1, align 64
+  %t48_b319 = load <16 x float>, ptr %drop_grad.t48_b3, align 64
+  %t48_c1_3 = load <16 x float>, ptr %drop_grad.t48_c1_3, align 64
+  %46 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a118, <16 x float> %t48_b319, <16 x float> %t48_c1_3)
+  store <16 x float> %46, ptr %drop_grad.t48_c1_3, align 64
+  %47 = mul nsw i64 %drop_grad.mb472, 4
+  %48 = add nsw i64 %47, 2
+  %49 = mul nsw i64 %48, 128
+  %50 = add nsw i64 50448, %49
+  %51 = add nsw i64 %50, %drop_grad.k493
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %51
+  %52 = load float, ptr %arena20, align 4
+  %53 = insertelement <16 x float> undef, float %52, i32 0
+  %54 = shufflevector <16 x float> %53, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %54, ptr %drop_grad.t48_a2, align 64
+  %t48_a2 = load <16 x float>, ptr %drop_grad.t48_a2, align 64
+  %t48_b021 = load <16 x float>, ptr %drop_grad.t48_b0, align 64
+  %t48_c2_0 = load <16 x float>, ptr %drop_grad.t48_c2_0, align 64
+  %55 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a2, <16 x float> %t48_b021, <16 x float> %t48_c2_0)
+  store <16 x float> %55, ptr %drop_grad.t48_c2_0, align 64
+  %t48_a222 = load <16 x float>, ptr %drop_grad.t48_a2, align 64
+  %t48_b123 = load <16 x float>, ptr %drop_grad.t48_b1, align 64
+  %t48_c2_1 = load <16 x float>, ptr %drop_grad.t48_c2_1, align 64
+  %56 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a222, <16 x float> %t48_b123, <16 x float> %t48_c2_1)
+  store <16 x float> %56, ptr %drop_grad.t48_c2_1, align 64
+  %t48_a224 = load <16 x float>, ptr %drop_grad.t48_a2, align 64
+  %t48_b225 = load <16 x float>, ptr %drop_grad.t48_b2, align 64
+  %t48_c2_2 = load <16 x float>, ptr %drop_grad.t48_c2_2, align 64
+  %57 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a224, <16 x float> %t48_b225, <16 x float> %t48_c2_2)
+  store <16 x float> %57, ptr %drop_grad.t48_c2_2, align 64
+  %t48_a226 = load <16 x float>, ptr %drop_grad.t48_a2, align 64
+  %t48_b327 = load <16 x float>, ptr %drop_grad.t48_b3, align 64
+  %t48_c2_3 = load <16 x float>, ptr %drop_grad.t48_c2_3, align 64
+  %58 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a226, <16 x float> %t48_b327, <16 x float> %t48_c2_3)
+  store <16 x float> %58, ptr %drop_grad.t48_c2_3, align 64
+  %59 = mul nsw i64 %drop_grad.mb472, 4
+  %60 = add nsw i64 %59, 3
+  %61 = mul nsw i64 %60, 128
+  %62 = add nsw i64 50448, %61
+  %63 = add nsw i64 %62, %drop_grad.k493
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %63
+  %64 = load float, ptr %arena28, align 4
+  %65 = insertelement <16 x float> undef, float %64, i32 0
+  %66 = shufflevector <16 x float> %65, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %66, ptr %drop_grad.t48_a3, align 64
+  %t48_a3 = load <16 x float>, ptr %drop_grad.t48_a3, align 64
+  %t48_b029 = load <16 x float>, ptr %drop_grad.t48_b0, align 64
+  %t48_c3_0 = load <16 x float>, ptr %drop_grad.t48_c3_0, align 64
+  %67 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a3, <16 x float> %t48_b029, <16 x float> %t48_c3_0)
+  store <16 x float> %67, ptr %drop_grad.t48_c3_0, align 64
+  %t48_a330 = load <16 x float>, ptr %drop_grad.t48_a3, align 64
+  %t48_b131 = load <16 x float>, ptr %drop_grad.t48_b1, align 64
+  %t48_c3_1 = load <16 x float>, ptr %drop_grad.t48_c3_1, align 64
+  %68 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a330, <16 x float> %t48_b131, <16 x float> %t48_c3_1)
+  store <16 x float> %68, ptr %drop_grad.t48_c3_1, align 64
+  %t48_a332 = load <16 x float>, ptr %drop_grad.t48_a3, align 64
+  %t48_b233 = load <16 x float>, ptr %drop_grad.t48_b2, align 64
+  %t48_c3_2 = load <16 x float>, ptr %drop_grad.t48_c3_2, align 64
+  %69 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a332, <16 x float> %t48_b233, <16 x float> %t48_c3_2)
+  store <16 x float> %69, ptr %drop_grad.t48_c3_2, align 64
+  %t48_a334 = load <16 x float>, ptr %drop_grad.t48_a3, align 64
+  %t48_b335 = load <16 x float>, ptr %drop_grad.t48_b3, align 64
+  %t48_c3_3 = load <16 x float>, ptr %drop_grad.t48_c3_3, align 64
+  %70 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a334, <16 x float> %t48_b335, <16 x float> %t48_c3_3)
+  store <16 x float> %70, ptr %drop_grad.t48_c3_3, align 64
+  %k49.next = add nsw i64 %drop_grad.k493, 1
+  %71 = icmp slt i64 %k49.next, 128
+  br i1 %71, label %drop_grad.k49, label %drop_grad.k49.end
+
+drop_grad.k49.end:                                ; preds = %drop_grad.k49
+  %t48_c0_036 = load <16 x float>, ptr %drop_grad.t48_c0_0, align 64
+  %72 = mul nsw i64 %drop_grad.mb472, 4
+  %73 = mul nsw i64 %72, 256
+  %74 = add nsw i64 58640, %73
+  %75 = mul nsw i64 %drop_grad.nb461, 64
+  %76 = add nsw i64 %74, %75
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %76
+  store <16 x float> %t48_c0_036, ptr %arena37, align 4
+  %t48_c0_138 = load <16 x float>, ptr %drop_grad.t48_c0_1, align 64
+  %77 = mul nsw i64 %drop_grad.mb472, 4
+  %78 = mul nsw i64 %77, 256
+  %79 = add nsw i64 58640, %78
+  %80 = mul nsw i64 %drop_grad.nb461, 64
+  %81 = add nsw i64 %79, %80
+  %82 = add nsw i64 %81, 16
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %82
+  store <16 x float> %t48_c0_138, ptr %arena39, align 4
+  %t48_c0_240 = load <16 x float>, ptr %drop_grad.t48_c0_2, align 64
+  %83 = mul nsw i64 %drop_grad.mb472, 4
+  %84 = mul nsw i64 %83, 256
+  %85 = add nsw i64 58640, %84
+  %86 = mul nsw i64 %drop_grad.nb461, 64
+  %87 = add nsw i64 %85, %86
+  %88 = add nsw i64 %87, 32
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %88
+  store <16 x float> %t48_c0_240, ptr %arena41, align 4
+  %t48_c0_342 = load <16 x float>, ptr %drop_grad.t48_c0_3, align 64
+  %89 = mul nsw i64 %drop_grad.mb472, 4
+  %90 = mul nsw i64 %89, 256
+  %91 = add nsw i64 58640, %90
+  %92 = mul nsw i64 %drop_grad.nb461, 64
+  %93 = add nsw i64 %91, %92
+  %94 = add nsw i64 %93, 48
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %94
+  store <16 x float> %t48_c0_342, ptr %arena43, align 4
+  %t48_c1_044 = load <16 x float>, ptr %drop_grad.t48_c1_0, align 64
+  %95 = mul nsw i64 %drop_grad.mb472, 4
+  %96 = add nsw i64 %95, 1
+  %97 = mul nsw i64 %96, 256
+  %98 = add nsw i64 58640, %97
+  %99 = mul nsw i64 %drop_grad.nb461, 64
+  %100 = add nsw i64 %98, %99
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %100
+  store <16 x float> %t48_c1_044, ptr %arena45, align 4
+  %t48_c1_146 = load <16 x float>, ptr %drop_grad.t48_c1_1, align 64
+  %101 = mul nsw i64 %drop_grad.mb472, 4
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 256
+  %104 = add nsw i64 58640, %103
+  %105 = mul nsw i64 %drop_grad.nb461, 64
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %106, 16
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %107
+  store <16 x float> %t48_c1_146, ptr %arena47, align 4
+  %t48_c1_248 = load <16 x float>, ptr %drop_grad.t48_c1_2, align 64
+  %108 = mul nsw i64 %drop_grad.mb472, 4
+  %109 = add nsw i64 %108, 1
+  %110 = mul nsw i64 %109, 256
+  %111 = add nsw i64 58640, %110
+  %112 = mul nsw i64 %drop_grad.nb461, 64
+  %113 = add nsw i64 %111, %112
+  %114 = add nsw i64 %113, 32
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %114
+  store <16 x float> %t48_c1_248, ptr %arena49, align 4
+  %t48_c1_350 = load <16 x float>, ptr %drop_grad.t48_c1_3, align 64
+  %115 = mul nsw i64 %drop_grad.mb472, 4
+  %116 = add nsw i64 %115, 1
+  %117 = mul nsw i64 %116, 256
+  %118 = add nsw i64 58640, %117
+  %119 = mul nsw i64 %drop_grad.nb461, 64
+  %120 = add nsw i64 %118, %119
+  %121 = add nsw i64 %120, 48
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %121
+  store <16 x float> %t48_c1_350, ptr %arena51, align 4
+  %t48_c2_052 = load <16 x float>, ptr %drop_grad.t48_c2_0, align 64
+  %122 = mul nsw i64 %drop_grad.mb472, 4
+  %123 = add nsw i64 %122, 2
+  %124 = mul nsw i64 %123, 256
+  %125 = add nsw i64 58640, %124
+  %126 = mul nsw i64 %drop_grad.nb461, 64
+  %127 = add nsw i64 %125, %126
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %127
+  store <16 x float> %t48_c2_052, ptr %arena53, align 4
+  %t48_c2_154 = load <16 x float>, ptr %drop_grad.t48_c2_1, align 64
+  %128 = mul nsw i64 %drop_grad.mb472, 4
+  %129 = add nsw i64 %128, 2
+  %130 = mul nsw i64 %129, 256
+  %131 = add nsw i64 58640, %130
+  %132 = mul nsw i64 %drop_grad.nb461, 64
+  %133 = add nsw i64 %131, %132
+  %134 = add nsw i64 %133, 16
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %134
+  store <16 x float> %t48_c2_154, ptr %arena55, align 4
+  %t48_c2_256 = load <16 x float>, ptr %drop_grad.t48_c2_2, align 64
+  %135 = mul nsw i64 %drop_grad.mb472, 4
+  %136 = add nsw i64 %135, 2
+  %137 = mul nsw i64 %136, 256
+  %138 = add nsw i64 58640, %137
+  %139 = mul nsw i64 %drop_grad.nb461, 64
+  %140 = add nsw i64 %138, %139
+  %141 = add nsw i64 %140, 32
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <16 x float> %t48_c2_256, ptr %arena57, align 4
+  %t48_c2_358 = load <16 x float>, ptr %drop_grad.t48_c2_3, align 64
+  %142 = mul nsw i64 %drop_grad.mb472, 4
+  %143 = add nsw i64 %142, 2
+  %144 = mul nsw i64 %143, 256
+  %145 = add nsw i64 58640, %144
+  %146 = mul nsw i64 %drop_grad.nb461, 64
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, 48
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %148
+  store <16 x float> %t48_c2_358, ptr %arena59, align 4
+  %t48_c3_060 = load <16 x float>, ptr %drop_grad.t48_c3_0, align 64
+  %149 = mul nsw i64 %drop_grad.mb472, 4
+  %150 = add nsw i64 %149, 3
+  %151 = mul nsw i64 %150, 256
+  %152 = add nsw i64 58640, %151
+  %153 = mul nsw i64 %drop_grad.nb461, 64
+  %154 = add nsw i64 %152, %153
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %154
+  store <16 x float> %t48_c3_060, ptr %arena61, align 4
+  %t48_c3_162 = load <16 x float>, ptr %drop_grad.t48_c3_1, align 64
+  %155 = mul nsw i64 %drop_grad.mb472, 4
+  %156 = add nsw i64 %155, 3
+  %157 = mul nsw i64 %156, 256
+  %158 = add nsw i64 58640, %157
+  %159 = mul nsw i64 %drop_grad.nb461, 64
+  %160 = add nsw i64 %158, %159
+  %161 = add nsw i64 %160, 16
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %161
+  store <16 x float> %t48_c3_162, ptr %arena63, align 4
+  %t48_c3_264 = load <16 x float>, ptr %drop_grad.t48_c3_2, align 64
+  %162 = mul nsw i64 %drop_grad.mb472, 4
+  %163 = add nsw i64 %162, 3
+  %164 = mul nsw i64 %163, 256
+  %165 = add nsw i64 58640, %164
+  %166 = mul nsw i64 %drop_grad.nb461, 64
+  %167 = add nsw i64 %165, %166
+  %168 = add nsw i64 %167, 32
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %168
+  store <16 x float> %t48_c3_264, ptr %arena65, align 4
+  %t48_c3_366 = load <16 x float>, ptr %drop_grad.t48_c3_3, align 64
+  %169 = mul nsw i64 %drop_grad.mb472, 4
+  %170 = add nsw i64 %169, 3
+  %171 = mul nsw i64 %170, 256
+  %172 = add nsw i64 58640, %171
+  %173 = mul nsw i64 %drop_grad.nb461, 64
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 %174, 48
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %175
+  store <16 x float> %t48_c3_366, ptr %arena67, align 4
+  %mb47.next = add nsw i64 %drop_grad.mb472, 1
+  %176 = icmp slt i64 %mb47.next, 16
+  br i1 %176, label %drop_grad.mb47, label %drop_grad.mb47.end
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k14.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  br label %relu1_grad.i50
+
+relu1_grad.i50:                                   ; preds = %relu1_grad.i50, %entry
+  %relu1_grad.i501 = phi i64 [ 0, %entry ], [ %i50.next, %relu1_grad.i50 ]
+  %0 = xor i64 %seed, -1035080904108319828
+  %1 = lshr i64 %0, 30
+  %2 = xor i64 %0, %1
+  %3 = mul i64 %2, -4658895280553007687
+  %4 = lshr i64 %3, 27
+  %5 = xor i64 %3, %4
+  %6 = mul i64 %5, -7723592293110705685
+  %7 = lshr i64 %6, 31
+  %8 = xor i64 %6, %7
+  %9 = add i64 %8, %step
+  %10 = lshr i64 %9, 30
+  %11 = xor i64 %9, %10
+  %12 = mul i64 %11, -4658895280553007687
+  %13 = lshr i64 %12, 27
+  %14 = xor i64 %12, %13
+  %15 = mul i64 %14, -7723592293110705685
+  %16 = lshr i64 %15, 31
+  %17 = xor i64 %15, %16
+  %18 = mul i64 %relu1_grad.i501, -7046029254386353131
+  %19 = add i64 %17, %18
+  %20 = lshr i64 %19, 30
+  %21 = xor i64 %19, %20
+  %22 = mul i64 %21, -4658895280553007687
+  %23 = lshr i64 %22, 27
+  %24 = xor i64 %22, %23
+  %25 = mul i64 %24, -7723592293110705685
+  %26 = lshr i64 %25, 31
+  %27 = xor i64 %25, %26
+  %28 = lshr i64 %27, 40
+  %keep = icmp uge i64 %28, 3355443
+  %29 = add nsw i64 58640, %relu1_grad.i501
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %29
+  %30 = load float, ptr %arena2, align 4
+  %31 = fmul float %30, 1.250000e+00
+  %32 = select i1 %keep, float %31, float 0.000000e+00
+  %33 = add nsw i64 41616, %relu1_grad.i501
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %33
+  store float %32, ptr %arena3, align 4
+  %i50.next = add nsw i64 %relu1_grad.i501, 1
+  %34 = icmp slt i64 %i50.next, 16384
+  br i1 %34, label %relu1_grad.i50, label %relu1_grad.i50.end
+
+relu1_grad.i50.end:                               ; preds = %relu1_grad.i50
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k15.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  br label %fc1_grad.i51
+
+fc1_grad.i51:                                     ; preds = %fc1_grad.i51, %entry
+  %fc1_grad.i511 = phi i64 [ 0, %entry ], [ %i51.next, %fc1_grad.i51 ]
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %fc1_grad.i511
+  %0 = load float, ptr %arena2, align 4
+  %1 = fcmp ogt float %0, 0.000000e+00
+  %2 = add nsw i64 41616, %fc1_grad.i511
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena3, align 4
+  %4 = select i1 %1, float %3, float 0.000000e+00
+  %5 = add nsw i64 16384, %fc1_grad.i511
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  store float %4, ptr %arena4, align 4
+  %i51.next = add nsw i64 %fc1_grad.i511, 1
+  %6 = icmp slt i64 %i51.next, 16384
+  br i1 %6, label %fc1_grad.i51, label %fc1_grad.i51.end
+
+fc1_grad.i51.end:                                 ; preds = %fc1_grad.i51
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k16.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
   %fc1_weight_grad.t57_a3 = alloca <16 x float>, align 64
   %fc1_weight_grad.t57_a2 = alloca <16 x float>, align 64
   %fc1_weight_grad.t57_a1 = alloca <16 x float>, align 64
@@ -43,85 +2378,582 @@ entry:
   %fc1_weight_grad.t54_c0_2 = alloca <16 x float>, align 64
   %fc1_weight_grad.t54_c0_1 = alloca <16 x float>, align 64
   %fc1_weight_grad.t54_c0_0 = alloca <16 x float>, align 64
-  %drop_grad.t48_a3 = alloca <16 x float>, align 64
-  %drop_grad.t48_a2 = alloca <16 x float>, align 64
-  %drop_grad.t48_a1 = alloca <16 x float>, align 64
-  %drop_grad.t48_a0 = alloca <16 x float>, align 64
-  %drop_grad.t48_b3 = alloca <16 x float>, align 64
-  %drop_grad.t48_b2 = alloca <16 x float>, align 64
-  %drop_grad.t48_b1 = alloca <16 x float>, align 64
-  %drop_grad.t48_b0 = alloca <16 x float>, align 64
-  %drop_grad.t48_c3_3 = alloca <16 x float>, align 64
-  %drop_grad.t48_c3_2 = alloca <16 x float>, align 64
-  %drop_grad.t48_c3_1 = alloca <16 x float>, align 64
-  %drop_grad.t48_c3_0 = alloca <16 x float>, align 64
-  %drop_grad.t48_c2_3 = alloca <16 x float>, align 64
-  %drop_grad.t48_c2_2 = alloca <16 x float>, align 64
-  %drop_grad.t48_c2_1 = alloca <16 x float>, align 64
-  %drop_grad.t48_c2_0 = alloca <16 x float>, align 64
-  %drop_grad.t48_c1_3 = alloca <16 x float>, align 64
-  %drop_grad.t48_c1_2 = alloca <16 x float>, align 64
-  %drop_grad.t48_c1_1 = alloca <16 x float>, align 64
-  %drop_grad.t48_c1_0 = alloca <16 x float>, align 64
-  %drop_grad.t48_c0_3 = alloca <16 x float>, align 64
-  %drop_grad.t48_c0_2 = alloca <16 x float>, align 64
-  %drop_grad.t48_c0_1 = alloca <16 x float>, align 64
-  %drop_grad.t48_c0_0 = alloca <16 x float>, align 64
-  %fc2_bias_grad.acc44 = alloca float, align 4
-  %fc2_weight_grad.t41_a3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_a2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_a1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_a0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_b3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_b2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_b1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_b0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c3_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c3_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c3_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c3_0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c2_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c2_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c2_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c2_0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c1_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c1_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c1_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c1_0 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c0_3 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c0_2 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c0_1 = alloca <16 x float>, align 64
-  %fc2_weight_grad.t41_c0_0 = alloca <16 x float>, align 64
-  %fc3_bias_grad.acc36 = alloca float, align 4
-  %fc3_grad.s31 = alloca float, align 4
-  %fc3_grad.m30 = alloca float, align 4
-  %loss.s26 = alloca float, align 4
-  %loss.m25 = alloca float, align 4
-  %loss.total23 = alloca float, align 4
-  %fc2.t17_a3 = alloca <16 x float>, align 64
-  %fc2.t17_a2 = alloca <16 x float>, align 64
-  %fc2.t17_a1 = alloca <16 x float>, align 64
-  %fc2.t17_a0 = alloca <16 x float>, align 64
-  %fc2.t17_b3 = alloca <16 x float>, align 64
-  %fc2.t17_b2 = alloca <16 x float>, align 64
-  %fc2.t17_b1 = alloca <16 x float>, align 64
-  %fc2.t17_b0 = alloca <16 x float>, align 64
-  %fc2.t17_c3_3 = alloca <16 x float>, align 64
-  %fc2.t17_c3_2 = alloca <16 x float>, align 64
-  %fc2.t17_c3_1 = alloca <16 x float>, align 64
-  %fc2.t17_c3_0 = alloca <16 x float>, align 64
-  %fc2.t17_c2_3 = alloca <16 x float>, align 64
-  %fc2.t17_c2_2 = alloca <16 x float>, align 64
-  %fc2.t17_c2_1 = alloca <16 x float>, align 64
-  %fc2.t17_c2_0 = alloca <16 x float>, align 64
-  %fc2.t17_c1_3 = alloca <16 x float>, align 64
-  %fc2.t17_c1_2 = alloca <16 x float>, align 64
-  %fc2.t17_c1_1 = alloca <16 x float>, align 64
-  %fc2.t17_c1_0 = alloca <16 x float>, align 64
-  %fc2.t17_c0_3 = alloca <16 x float>, align 64
-  %fc2.t17_c0_2 = alloca <16 x float>, align 64
-  %fc2.t17_c0_1 = alloca <16 x float>, align 64
-  %fc2.t17_c0_0 = alloca <16 x float>, align 64
+  br label %fc1_weight_grad.nb52
+
+fc1_weight_grad.nb52:                             ; preds = %fc1_weight_grad.mb53.end, %entry
+  %fc1_weight_grad.nb521 = phi i64 [ 0, %entry ], [ %nb52.next, %fc1_weight_grad.mb53.end ]
+  br label %fc1_weight_grad.mb53
+
+fc1_weight_grad.nb52.end:                         ; preds = %fc1_weight_grad.mb53.end
+  br label %fc1_weight_grad.mb56
+
+fc1_weight_grad.mb53:                             ; preds = %fc1_weight_grad.k55.end, %fc1_weight_grad.nb52
+  %fc1_weight_grad.mb532 = phi i64 [ 0, %fc1_weight_grad.nb52 ], [ %mb53.next, %fc1_weight_grad.k55.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c3_3, align 64
+  br label %fc1_weight_grad.k55
+
+fc1_weight_grad.mb53.end:                         ; preds = %fc1_weight_grad.k55.end
+  %nb52.next = add nsw i64 %fc1_weight_grad.nb521, 1
+  %0 = icmp slt i64 %nb52.next, 12
+  br i1 %0, label %fc1_weight_grad.nb52, label %fc1_weight_grad.nb52.end
+
+fc1_weight_grad.k55:                              ; preds = %fc1_weight_grad.k55, %fc1_weight_grad.mb53
+  %fc1_weight_grad.k553 = phi i64 [ 0, %fc1_weight_grad.mb53 ], [ %k55.next, %fc1_weight_grad.k55 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k553, 784
+  %2 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %3 = add nsw i64 %1, %2
+  %images4 = getelementptr inbounds float, ptr %images, i64 %3
+  %4 = load <16 x float>, ptr %images4, align 4
+  store <16 x float> %4, ptr %fc1_weight_grad.t54_b0, align 64
+  %5 = mul nsw i64 %fc1_weight_grad.k553, 784
+  %6 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, 16
+  %images5 = getelementptr inbounds float, ptr %images, i64 %8
+  %9 = load <16 x float>, ptr %images5, align 4
+  store <16 x float> %9, ptr %fc1_weight_grad.t54_b1, align 64
+  %10 = mul nsw i64 %fc1_weight_grad.k553, 784
+  %11 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %12 = add nsw i64 %10, %11
+  %13 = add nsw i64 %12, 32
+  %images6 = getelementptr inbounds float, ptr %images, i64 %13
+  %14 = load <16 x float>, ptr %images6, align 4
+  store <16 x float> %14, ptr %fc1_weight_grad.t54_b2, align 64
+  %15 = mul nsw i64 %fc1_weight_grad.k553, 784
+  %16 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %17 = add nsw i64 %15, %16
+  %18 = add nsw i64 %17, 48
+  %images7 = getelementptr inbounds float, ptr %images, i64 %18
+  %19 = load <16 x float>, ptr %images7, align 4
+  store <16 x float> %19, ptr %fc1_weight_grad.t54_b3, align 64
+  %20 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %21 = add nsw i64 16384, %20
+  %22 = mul nsw i64 %fc1_weight_grad.k553, 256
+  %23 = add nsw i64 %21, %22
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena8, align 4
+  %25 = insertelement <16 x float> undef, float %24, i32 0
+  %26 = shufflevector <16 x float> %25, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %26, ptr %fc1_weight_grad.t54_a0, align 64
+  %t54_a0 = load <16 x float>, ptr %fc1_weight_grad.t54_a0, align 64
+  %t54_b0 = load <16 x float>, ptr %fc1_weight_grad.t54_b0, align 64
+  %t54_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_0, align 64
+  %27 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0, <16 x float> %t54_b0, <16 x float> %t54_c0_0)
+  store <16 x float> %27, ptr %fc1_weight_grad.t54_c0_0, align 64
+  %t54_a09 = load <16 x float>, ptr %fc1_weight_grad.t54_a0, align 64
+  %t54_b1 = load <16 x float>, ptr %fc1_weight_grad.t54_b1, align 64
+  %t54_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_1, align 64
+  %28 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a09, <16 x float> %t54_b1, <16 x float> %t54_c0_1)
+  store <16 x float> %28, ptr %fc1_weight_grad.t54_c0_1, align 64
+  %t54_a010 = load <16 x float>, ptr %fc1_weight_grad.t54_a0, align 64
+  %t54_b2 = load <16 x float>, ptr %fc1_weight_grad.t54_b2, align 64
+  %t54_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_2, align 64
+  %29 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a010, <16 x float> %t54_b2, <16 x float> %t54_c0_2)
+  store <16 x float> %29, ptr %fc1_weight_grad.t54_c0_2, align 64
+  %t54_a011 = load <16 x float>, ptr %fc1_weight_grad.t54_a0, align 64
+  %t54_b3 = load <16 x float>, ptr %fc1_weight_grad.t54_b3, align 64
+  %t54_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_3, align 64
+  %30 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a011, <16 x float> %t54_b3, <16 x float> %t54_c0_3)
+  store <16 x float> %30, ptr %fc1_weight_grad.t54_c0_3, align 64
+  %31 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %32 = add nsw i64 %31, 1
+  %33 = add nsw i64 16384, %32
+  %34 = mul nsw i64 %fc1_weight_grad.k553, 256
+  %35 = add nsw i64 %33, %34
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %35
+  %36 = load float, ptr %arena12, align 4
+  %37 = insertelement <16 x float> undef, float %36, i32 0
+  %38 = shufflevector <16 x float> %37, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %38, ptr %fc1_weight_grad.t54_a1, align 64
+  %t54_a1 = load <16 x float>, ptr %fc1_weight_grad.t54_a1, align 64
+  %t54_b013 = load <16 x float>, ptr %fc1_weight_grad.t54_b0, align 64
+  %t54_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_0, align 64
+  %39 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1, <16 x float> %t54_b013, <16 x float> %t54_c1_0)
+  store <16 x float> %39, ptr %fc1_weight_grad.t54_c1_0, align 64
+  %t54_a114 = load <16 x float>, ptr %fc1_weight_grad.t54_a1, align 64
+  %t54_b115 = load <16 x float>, ptr %fc1_weight_grad.t54_b1, align 64
+  %t54_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_1, align 64
+  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a114, <16 x float> %t54_b115, <16 x float> %t54_c1_1)
+  store <16 x float> %40, ptr %fc1_weight_grad.t54_c1_1, align 64
+  %t54_a116 = load <16 x float>, ptr %fc1_weight_grad.t54_a1, align 64
+  %t54_b217 = load <16 x float>, ptr %fc1_weight_grad.t54_b2, align 64
+  %t54_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_2, align 64
+  %41 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a116, <16 x float> %t54_b217, <16 x float> %t54_c1_2)
+  store <16 x float> %41, ptr %fc1_weight_grad.t54_c1_2, align 64
+  %t54_a118 = load <16 x float>, ptr %fc1_weight_grad.t54_a1, align 64
+  %t54_b319 = load <16 x float>, ptr %fc1_weight_grad.t54_b3, align 64
+  %t54_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_3, align 64
+  %42 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a118, <16 x float> %t54_b319, <16 x float> %t54_c1_3)
+  store <16 x float> %42, ptr %fc1_weight_grad.t54_c1_3, align 64
+  %43 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %44 = add nsw i64 %43, 2
+  %45 = add nsw i64 16384, %44
+  %46 = mul nsw i64 %fc1_weight_grad.k553, 256
+  %47 = add nsw i64 %45, %46
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %47
+  %48 = load float, ptr %arena20, align 4
+  %49 = insertelement <16 x float> undef, float %48, i32 0
+  %50 = shufflevector <16 x float> %49, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %50, ptr %fc1_weight_grad.t54_a2, align 64
+  %t54_a2 = load <16 x float>, ptr %fc1_weight_grad.t54_a2, align 64
+  %t54_b021 = load <16 x float>, ptr %fc1_weight_grad.t54_b0, align 64
+  %t54_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_0, align 64
+  %51 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2, <16 x float> %t54_b021, <16 x float> %t54_c2_0)
+  store <16 x float> %51, ptr %fc1_weight_grad.t54_c2_0, align 64
+  %t54_a222 = load <16 x float>, ptr %fc1_weight_grad.t54_a2, align 64
+  %t54_b123 = load <16 x float>, ptr %fc1_weight_grad.t54_b1, align 64
+  %t54_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_1, align 64
+  %52 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a222, <16 x float> %t54_b123, <16 x float> %t54_c2_1)
+  store <16 x float> %52, ptr %fc1_weight_grad.t54_c2_1, align 64
+  %t54_a224 = load <16 x float>, ptr %fc1_weight_grad.t54_a2, align 64
+  %t54_b225 = load <16 x float>, ptr %fc1_weight_grad.t54_b2, align 64
+  %t54_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_2, align 64
+  %53 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a224, <16 x float> %t54_b225, <16 x float> %t54_c2_2)
+  store <16 x float> %53, ptr %fc1_weight_grad.t54_c2_2, align 64
+  %t54_a226 = load <16 x float>, ptr %fc1_weight_grad.t54_a2, align 64
+  %t54_b327 = load <16 x float>, ptr %fc1_weight_grad.t54_b3, align 64
+  %t54_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_3, align 64
+  %54 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a226, <16 x float> %t54_b327, <16 x float> %t54_c2_3)
+  store <16 x float> %54, ptr %fc1_weight_grad.t54_c2_3, align 64
+  %55 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %56 = add nsw i64 %55, 3
+  %57 = add nsw i64 16384, %56
+  %58 = mul nsw i64 %fc1_weight_grad.k553, 256
+  %59 = add nsw i64 %57, %58
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %59
+  %60 = load float, ptr %arena28, align 4
+  %61 = insertelement <16 x float> undef, float %60, i32 0
+  %62 = shufflevector <16 x float> %61, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %62, ptr %fc1_weight_grad.t54_a3, align 64
+  %t54_a3 = load <16 x float>, ptr %fc1_weight_grad.t54_a3, align 64
+  %t54_b029 = load <16 x float>, ptr %fc1_weight_grad.t54_b0, align 64
+  %t54_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_0, align 64
+  %63 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3, <16 x float> %t54_b029, <16 x float> %t54_c3_0)
+  store <16 x float> %63, ptr %fc1_weight_grad.t54_c3_0, align 64
+  %t54_a330 = load <16 x float>, ptr %fc1_weight_grad.t54_a3, align 64
+  %t54_b131 = load <16 x float>, ptr %fc1_weight_grad.t54_b1, align 64
+  %t54_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_1, align 64
+  %64 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a330, <16 x float> %t54_b131, <16 x float> %t54_c3_1)
+  store <16 x float> %64, ptr %fc1_weight_grad.t54_c3_1, align 64
+  %t54_a332 = load <16 x float>, ptr %fc1_weight_grad.t54_a3, align 64
+  %t54_b233 = load <16 x float>, ptr %fc1_weight_grad.t54_b2, align 64
+  %t54_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_2, align 64
+  %65 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a332, <16 x float> %t54_b233, <16 x float> %t54_c3_2)
+  store <16 x float> %65, ptr %fc1_weight_grad.t54_c3_2, align 64
+  %t54_a334 = load <16 x float>, ptr %fc1_weight_grad.t54_a3, align 64
+  %t54_b335 = load <16 x float>, ptr %fc1_weight_grad.t54_b3, align 64
+  %t54_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_3, align 64
+  %66 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a334, <16 x float> %t54_b335, <16 x float> %t54_c3_3)
+  store <16 x float> %66, ptr %fc1_weight_grad.t54_c3_3, align 64
+  %k55.next = add nsw i64 %fc1_weight_grad.k553, 1
+  %67 = icmp slt i64 %k55.next, 64
+  br i1 %67, label %fc1_weight_grad.k55, label %fc1_weight_grad.k55.end
+
+fc1_weight_grad.k55.end:                          ; preds = %fc1_weight_grad.k55
+  %t54_c0_036 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_0, align 64
+  %68 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %69 = mul nsw i64 %68, 784
+  %70 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %71 = add nsw i64 %69, %70
+  %grads37 = getelementptr inbounds float, ptr %grads, i64 %71
+  store <16 x float> %t54_c0_036, ptr %grads37, align 4
+  %t54_c0_138 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_1, align 64
+  %72 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %73 = mul nsw i64 %72, 784
+  %74 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %75 = add nsw i64 %73, %74
+  %76 = add nsw i64 %75, 16
+  %grads39 = getelementptr inbounds float, ptr %grads, i64 %76
+  store <16 x float> %t54_c0_138, ptr %grads39, align 4
+  %t54_c0_240 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_2, align 64
+  %77 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %78 = mul nsw i64 %77, 784
+  %79 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %80 = add nsw i64 %78, %79
+  %81 = add nsw i64 %80, 32
+  %grads41 = getelementptr inbounds float, ptr %grads, i64 %81
+  store <16 x float> %t54_c0_240, ptr %grads41, align 4
+  %t54_c0_342 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_3, align 64
+  %82 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %83 = mul nsw i64 %82, 784
+  %84 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %85 = add nsw i64 %83, %84
+  %86 = add nsw i64 %85, 48
+  %grads43 = getelementptr inbounds float, ptr %grads, i64 %86
+  store <16 x float> %t54_c0_342, ptr %grads43, align 4
+  %t54_c1_044 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_0, align 64
+  %87 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %88 = add nsw i64 %87, 1
+  %89 = mul nsw i64 %88, 784
+  %90 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %91 = add nsw i64 %89, %90
+  %grads45 = getelementptr inbounds float, ptr %grads, i64 %91
+  store <16 x float> %t54_c1_044, ptr %grads45, align 4
+  %t54_c1_146 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_1, align 64
+  %92 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %93 = add nsw i64 %92, 1
+  %94 = mul nsw i64 %93, 784
+  %95 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 %96, 16
+  %grads47 = getelementptr inbounds float, ptr %grads, i64 %97
+  store <16 x float> %t54_c1_146, ptr %grads47, align 4
+  %t54_c1_248 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_2, align 64
+  %98 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %99 = add nsw i64 %98, 1
+  %100 = mul nsw i64 %99, 784
+  %101 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %102 = add nsw i64 %100, %101
+  %103 = add nsw i64 %102, 32
+  %grads49 = getelementptr inbounds float, ptr %grads, i64 %103
+  store <16 x float> %t54_c1_248, ptr %grads49, align 4
+  %t54_c1_350 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_3, align 64
+  %104 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %105 = add nsw i64 %104, 1
+  %106 = mul nsw i64 %105, 784
+  %107 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %108 = add nsw i64 %106, %107
+  %109 = add nsw i64 %108, 48
+  %grads51 = getelementptr inbounds float, ptr %grads, i64 %109
+  store <16 x float> %t54_c1_350, ptr %grads51, align 4
+  %t54_c2_052 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_0, align 64
+  %110 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %111 = add nsw i64 %110, 2
+  %112 = mul nsw i64 %111, 784
+  %113 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %114 = add nsw i64 %112, %113
+  %grads53 = getelementptr inbounds float, ptr %grads, i64 %114
+  store <16 x float> %t54_c2_052, ptr %grads53, align 4
+  %t54_c2_154 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_1, align 64
+  %115 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %116 = add nsw i64 %115, 2
+  %117 = mul nsw i64 %116, 784
+  %118 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 %119, 16
+  %grads55 = getelementptr inbounds float, ptr %grads, i64 %120
+  store <16 x float> %t54_c2_154, ptr %grads55, align 4
+  %t54_c2_256 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_2, align 64
+  %121 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %122 = add nsw i64 %121, 2
+  %123 = mul nsw i64 %122, 784
+  %124 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %125 = add nsw i64 %123, %124
+  %126 = add nsw i64 %125, 32
+  %grads57 = getelementptr inbounds float, ptr %grads, i64 %126
+  store <16 x float> %t54_c2_256, ptr %grads57, align 4
+  %t54_c2_358 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_3, align 64
+  %127 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %128 = add nsw i64 %127, 2
+  %129 = mul nsw i64 %128, 784
+  %130 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %131, 48
+  %grads59 = getelementptr inbounds float, ptr %grads, i64 %132
+  store <16 x float> %t54_c2_358, ptr %grads59, align 4
+  %t54_c3_060 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_0, align 64
+  %133 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %134 = add nsw i64 %133, 3
+  %135 = mul nsw i64 %134, 784
+  %136 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %137 = add nsw i64 %135, %136
+  %grads61 = getelementptr inbounds float, ptr %grads, i64 %137
+  store <16 x float> %t54_c3_060, ptr %grads61, align 4
+  %t54_c3_162 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_1, align 64
+  %138 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %139 = add nsw i64 %138, 3
+  %140 = mul nsw i64 %139, 784
+  %141 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %142 = add nsw i64 %140, %141
+  %143 = add nsw i64 %142, 16
+  %grads63 = getelementptr inbounds float, ptr %grads, i64 %143
+  store <16 x float> %t54_c3_162, ptr %grads63, align 4
+  %t54_c3_264 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_2, align 64
+  %144 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %145 = add nsw i64 %144, 3
+  %146 = mul nsw i64 %145, 784
+  %147 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %148 = add nsw i64 %146, %147
+  %149 = add nsw i64 %148, 32
+  %grads65 = getelementptr inbounds float, ptr %grads, i64 %149
+  store <16 x float> %t54_c3_264, ptr %grads65, align 4
+  %t54_c3_366 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_3, align 64
+  %150 = mul nsw i64 %fc1_weight_grad.mb532, 4
+  %151 = add nsw i64 %150, 3
+  %152 = mul nsw i64 %151, 784
+  %153 = mul nsw i64 %fc1_weight_grad.nb521, 64
+  %154 = add nsw i64 %152, %153
+  %155 = add nsw i64 %154, 48
+  %grads67 = getelementptr inbounds float, ptr %grads, i64 %155
+  store <16 x float> %t54_c3_366, ptr %grads67, align 4
+  %mb53.next = add nsw i64 %fc1_weight_grad.mb532, 1
+  %156 = icmp slt i64 %mb53.next, 64
+  br i1 %156, label %fc1_weight_grad.mb53, label %fc1_weight_grad.mb53.end
+
+fc1_weight_grad.mb56:                             ; preds = %fc1_weight_grad.k58.end, %fc1_weight_grad.nb52.end
+  %fc1_weight_grad.mb5668 = phi i64 [ 0, %fc1_weight_grad.nb52.end ], [ %mb56.next, %fc1_weight_grad.k58.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c3_0, align 64
+  br label %fc1_weight_grad.k58
+
+fc1_weight_grad.mb56.end:                         ; preds = %fc1_weight_grad.k58.end
+  ret void
+
+fc1_weight_grad.k58:                              ; preds = %fc1_weight_grad.k58, %fc1_weight_grad.mb56
+  %fc1_weight_grad.k5869 = phi i64 [ 0, %fc1_weight_grad.mb56 ], [ %k58.next, %fc1_weight_grad.k58 ]
+  %157 = mul nsw i64 %fc1_weight_grad.k5869, 784
+  %158 = add nsw i64 %157, 768
+  %images70 = getelementptr inbounds float, ptr %images, i64 %158
+  %159 = load <16 x float>, ptr %images70, align 4
+  store <16 x float> %159, ptr %fc1_weight_grad.t57_b0, align 64
+  %160 = mul nsw i64 %fc1_weight_grad.mb5668, 4
+  %161 = add nsw i64 16384, %160
+  %162 = mul nsw i64 %fc1_weight_grad.k5869, 256
+  %163 = add nsw i64 %161, %162
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %163
+  %164 = load float, ptr %arena71, align 4
+  %165 = insertelement <16 x float> undef, float %164, i32 0
+  %166 = shufflevector <16 x float> %165, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %166, ptr %fc1_weight_grad.t57_a0, align 64
+  %t57_a0 = load <16 x float>, ptr %fc1_weight_grad.t57_a0, align 64
+  %t57_b0 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
+  %t57_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_0, align 64
+  %167 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0, <16 x float> %t57_b0, <16 x float> %t57_c0_0)
+  store <16 x float> %167, ptr %fc1_weight_grad.t57_c0_0, align 64
+  %168 = mul nsw i64 %fc1_weight_grad.mb5668, 4
+  %169 = add nsw i64 %168, 1
+  %170 = add nsw i64 16384, %169
+  %171 = mul nsw i64 %fc1_weight_grad.k5869, 256
+  %172 = add nsw i64 %170, %171
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %172
+  %173 = load float, ptr %arena72, align 4
+  %174 = insertelement <16 x float> undef, float %173, i32 0
+  %175 = shufflevector <16 x float> %174, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %175, ptr %fc1_weight_grad.t57_a1, align 64
+  %t57_a1 = load <16 x float>, ptr %fc1_weight_grad.t57_a1, align 64
+  %t57_b073 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
+  %t57_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_0, align 64
+  %176 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1, <16 x float> %t57_b073, <16 x float> %t57_c1_0)
+  store <16 x float> %176, ptr %fc1_weight_grad.t57_c1_0, align 64
+  %177 = mul nsw i64 %fc1_weight_grad.mb5668, 4
+  %178 = add nsw i64 %177, 2
+  %179 = add nsw i64 16384, %178
+  %180 = mul nsw i64 %fc1_weight_grad.k5869, 256
+  %181 = add nsw i64 %179, %180
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %181
+  %182 = load float, ptr %arena74, align 4
+  %183 = insertelement <16 x float> undef, float %182, i32 0
+  %184 = shufflevector <16 x float> %183, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %184, ptr %fc1_weight_grad.t57_a2, align 64
+  %t57_a2 = load <16 x float>, ptr %fc1_weight_grad.t57_a2, align 64
+  %t57_b075 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
+  %t57_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_0, align 64
+  %185 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2, <16 x float> %t57_b075, <16 x float> %t57_c2_0)
+  store <16 x float> %185, ptr %fc1_weight_grad.t57_c2_0, align 64
+  %186 = mul nsw i64 %fc1_weight_grad.mb5668, 4
+  %187 = add nsw i64 %186, 3
+  %188 = add nsw i64 16384, %187
+  %189 = mul nsw i64 %fc1_weight_grad.k5869, 256
+  %190 = add nsw i64 %188, %189
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %190
+  %191 = load float, ptr %arena76, align 4
+  %192 = insertelement <16 x float> undef, float %191, i32 0
+  %193 = shufflevector <16 x float> %192, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %193, ptr %fc1_weight_grad.t57_a3, align 64
+  %t57_a3 = load <16 x float>, ptr %fc1_weight_grad.t57_a3, align 64
+  %t57_b077 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
+  %t57_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_0, align 64
+  %194 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3, <16 x float> %t57_b077, <16 x float> %t57_c3_0)
+  store <16 x float> %194, ptr %fc1_weight_grad.t57_c3_0, align 64
+  %k58.next = add nsw i64 %fc1_weight_grad.k5869, 1
+  %195 = icmp slt i64 %k58.next, 64
+  br i1 %195, label %fc1_weight_grad.k58, label %fc1_weight_grad.k58.end
+
+fc1_weight_grad.k58.end:                          ; preds = %fc1_weight_grad.k58
+  %t57_c0_078 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_0, align 64
+  %196 = mul nsw i64 %fc1_weight_grad.mb5668, 4
+  %197 = mul nsw i64 %196, 784
+  %198 = add nsw i64 %197, 768
+  %grads79 = getelementptr inbounds float, ptr %grads, i64 %198
+  store <16 x float> %t57_c0_078, ptr %grads79, align 4
+  %t57_c1_080 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_0, align 64
+  %199 = mul nsw i64 %fc1_weight_grad.mb5668, 4
+  %200 = add nsw i64 %199, 1
+  %201 = mul nsw i64 %200, 784
+  %202 = add nsw i64 %201, 768
+  %grads81 = getelementptr inbounds float, ptr %grads, i64 %202
+  store <16 x float> %t57_c1_080, ptr %grads81, align 4
+  %t57_c2_082 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_0, align 64
+  %203 = mul nsw i64 %fc1_weight_grad.mb5668, 4
+  %204 = add nsw i64 %203, 2
+  %205 = mul nsw i64 %204, 784
+  %206 = add nsw i64 %205, 768
+  %grads83 = getelementptr inbounds float, ptr %grads, i64 %206
+  store <16 x float> %t57_c2_082, ptr %grads83, align 4
+  %t57_c3_084 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_0, align 64
+  %207 = mul nsw i64 %fc1_weight_grad.mb5668, 4
+  %208 = add nsw i64 %207, 3
+  %209 = mul nsw i64 %208, 784
+  %210 = add nsw i64 %209, 768
+  %grads85 = getelementptr inbounds float, ptr %grads, i64 %210
+  store <16 x float> %t57_c3_084, ptr %grads85, align 4
+  %mb56.next = add nsw i64 %fc1_weight_grad.mb5668, 1
+  %211 = icmp slt i64 %mb56.next, 64
+  br i1 %211, label %fc1_weight_grad.mb56, label %fc1_weight_grad.mb56.end
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k17.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %fc1_bias_grad.acc60 = alloca float, align 4
+  br label %fc1_bias_grad.u59
+
+fc1_bias_grad.u59:                                ; preds = %fc1_bias_grad.n61.end, %entry
+  %fc1_bias_grad.u591 = phi i64 [ 0, %entry ], [ %u59.next, %fc1_bias_grad.n61.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc60, align 4
+  br label %fc1_bias_grad.n61
+
+fc1_bias_grad.u59.end:                            ; preds = %fc1_bias_grad.n61.end
+  ret void
+
+fc1_bias_grad.n61:                                ; preds = %fc1_bias_grad.n61, %fc1_bias_grad.u59
+  %fc1_bias_grad.n612 = phi i64 [ 0, %fc1_bias_grad.u59 ], [ %n61.next, %fc1_bias_grad.n61 ]
+  %acc60 = load float, ptr %fc1_bias_grad.acc60, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n612, 256
+  %1 = add nsw i64 16384, %0
+  %2 = add nsw i64 %1, %fc1_bias_grad.u591
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena3, align 4
+  %4 = fadd float %acc60, %3
+  store float %4, ptr %fc1_bias_grad.acc60, align 4
+  %n61.next = add nsw i64 %fc1_bias_grad.n612, 1
+  %5 = icmp slt i64 %n61.next, 64
+  br i1 %5, label %fc1_bias_grad.n61, label %fc1_bias_grad.n61.end
+
+fc1_bias_grad.n61.end:                            ; preds = %fc1_bias_grad.n61
+  %acc604 = load float, ptr %fc1_bias_grad.acc60, align 4
+  %6 = add nsw i64 200704, %fc1_bias_grad.u591
+  %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
+  store float %acc604, ptr %grads5, align 4
+  %u59.next = add nsw i64 %fc1_bias_grad.u591, 1
+  %7 = icmp slt i64 %u59.next, 256
+  br i1 %7, label %fc1_bias_grad.u59, label %fc1_bias_grad.u59.end
+}
+
+; Function Attrs: noinline
+define internal void @mlp_train_b64.k18.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %adam.v_new = alloca float, align 4
+  %adam.m_new = alloca float, align 4
+  %adam.g = alloca float, align 4
+  %adam.bc2_sqrt63 = alloca float, align 4
+  %adam.step_size62 = alloca float, align 4
+  %0 = sitofp i64 %step to float
+  %1 = fmul float %0, 0xBFBAF8E8A0000000
+  %2 = call float @llvm.exp.f32(float %1)
+  %3 = fsub float 1.000000e+00, %2
+  %4 = fdiv float %lr, %3
+  store float %4, ptr %adam.step_size62, align 4
+  %5 = sitofp i64 %step to float
+  %6 = fmul float %5, 0xBF50645940000000
+  %7 = call float @llvm.exp.f32(float %6)
+  %8 = fsub float 1.000000e+00, %7
+  %9 = call float @llvm.sqrt.f32(float %8)
+  store float %9, ptr %adam.bc2_sqrt63, align 4
+  br label %adam.i64
+
+adam.i64:                                         ; preds = %adam.i64, %entry
+  %adam.i641 = phi i64 [ 0, %entry ], [ %i64.next, %adam.i64 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i641
+  %10 = load float, ptr %grads2, align 4
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i641
+  %11 = load float, ptr %params3, align 4
+  %12 = fmul float 0.000000e+00, %11
+  %13 = fadd float %10, %12
+  store float %13, ptr %adam.g, align 4
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i641
+  %14 = load float, ptr %m4, align 4
+  %15 = fmul float 0x3FECCCCCC0000000, %14
+  %g = load float, ptr %adam.g, align 4
+  %16 = fmul float 0x3FB9999A00000000, %g
+  %17 = fadd float %15, %16
+  store float %17, ptr %adam.m_new, align 4
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i641
+  %18 = load float, ptr %v5, align 4
+  %19 = fmul float 0x3FEFF7CEE0000000, %18
+  %g6 = load float, ptr %adam.g, align 4
+  %20 = fmul float 0x3F50624000000000, %g6
+  %g7 = load float, ptr %adam.g, align 4
+  %21 = fmul float %20, %g7
+  %22 = fadd float %19, %21
+  store float %22, ptr %adam.v_new, align 4
+  %m_new = load float, ptr %adam.m_new, align 4
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i641
+  store float %m_new, ptr %m8, align 4
+  %v_new = load float, ptr %adam.v_new, align 4
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i641
+  store float %v_new, ptr %v9, align 4
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i641
+  %23 = load float, ptr %params10, align 4
+  %step_size62 = load float, ptr %adam.step_size62, align 4
+  %m_new11 = load float, ptr %adam.m_new, align 4
+  %24 = fmul float %step_size62, %m_new11
+  %v_new12 = load float, ptr %adam.v_new, align 4
+  %25 = call float @llvm.sqrt.f32(float %v_new12)
+  %bc2_sqrt63 = load float, ptr %adam.bc2_sqrt63, align 4
+  %26 = fdiv float %25, %bc2_sqrt63
+  %27 = fadd float %26, 0x3E45798EE0000000
+  %28 = fdiv float %24, %27
+  %29 = fsub float %23, %28
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i641
+  store float %29, ptr %params13, align 4
+  %i64.next = add nsw i64 %adam.i641, 1
+  %30 = icmp slt i64 %i64.next, 235146
+  br i1 %30, label %adam.i64, label %adam.i64.end
+
+adam.i64.end:                                     ; preds = %adam.i64
+  ret void
+}
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare float @llvm.sqrt.f32(float) #1
+
+define void @mlp_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
+entry:
+  call void @mlp_infer_b64.k0.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_infer_b64.k1.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_infer_b64.k2.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_infer_b64.k3.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_infer_b64.k4.fc3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mlp_infer_b64.k0.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mlp_infer_b64.k1.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
   %fc1.t8_a3 = alloca <16 x float>, align 64
   %fc1.t8_a2 = alloca <16 x float>, align 64
   %fc1.t8_a1 = alloca <16 x float>, align 64
@@ -705,7 +3537,7 @@ fc1.n10:                                          ; preds = %fc1.u11.end, %fc1.k
   br label %fc1.u11
 
 fc1.n10.end:                                      ; preds = %fc1.u11.end
-  br label %drop.i12
+  ret void
 
 fc1.u11:                                          ; preds = %fc1.u11, %fc1.n10
   %fc1.u1193 = phi i64 [ 0, %fc1.n10 ], [ %u11.next, %fc1.u11 ]
@@ -741,2068 +3573,16 @@ fc1.u11.end:                                      ; preds = %fc1.u11
   %n10.next = add nsw i64 %fc1.n1092, 1
   %342 = icmp slt i64 %n10.next, 64
   br i1 %342, label %fc1.n10, label %fc1.n10.end
-
-drop.i12:                                         ; preds = %drop.i12, %fc1.n10.end
-  %drop.i1299 = phi i64 [ 0, %fc1.n10.end ], [ %i12.next, %drop.i12 ]
-  %343 = xor i64 %seed, -1035080904108319828
-  %344 = lshr i64 %343, 30
-  %345 = xor i64 %343, %344
-  %346 = mul i64 %345, -4658895280553007687
-  %347 = lshr i64 %346, 27
-  %348 = xor i64 %346, %347
-  %349 = mul i64 %348, -7723592293110705685
-  %350 = lshr i64 %349, 31
-  %351 = xor i64 %349, %350
-  %352 = add i64 %351, %step
-  %353 = lshr i64 %352, 30
-  %354 = xor i64 %352, %353
-  %355 = mul i64 %354, -4658895280553007687
-  %356 = lshr i64 %355, 27
-  %357 = xor i64 %355, %356
-  %358 = mul i64 %357, -7723592293110705685
-  %359 = lshr i64 %358, 31
-  %360 = xor i64 %358, %359
-  %361 = mul i64 %drop.i1299, -7046029254386353131
-  %362 = add i64 %360, %361
-  %363 = lshr i64 %362, 30
-  %364 = xor i64 %362, %363
-  %365 = mul i64 %364, -4658895280553007687
-  %366 = lshr i64 %365, 27
-  %367 = xor i64 %365, %366
-  %368 = mul i64 %367, -7723592293110705685
-  %369 = lshr i64 %368, 31
-  %370 = xor i64 %368, %369
-  %371 = lshr i64 %370, 40
-  %keep = icmp uge i64 %371, 3355443
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %drop.i1299
-  %372 = load float, ptr %arena100, align 4
-  %373 = fmul float %372, 1.250000e+00
-  %374 = select i1 %keep, float %373, float 0.000000e+00
-  %375 = add nsw i64 16384, %drop.i1299
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %375
-  store float %374, ptr %arena101, align 4
-  %i12.next = add nsw i64 %drop.i1299, 1
-  %376 = icmp slt i64 %i12.next, 16384
-  br i1 %376, label %drop.i12, label %drop.i12.end
-
-drop.i12.end:                                     ; preds = %drop.i12
-  br label %fc2.n13
-
-fc2.n13:                                          ; preds = %fc2.k14.end, %drop.i12.end
-  %fc2.n13102 = phi i64 [ 0, %drop.i12.end ], [ %n13.next, %fc2.k14.end ]
-  br label %fc2.k14
-
-fc2.n13.end:                                      ; preds = %fc2.k14.end
-  br label %fc2.nb15
-
-fc2.k14:                                          ; preds = %fc2.k14, %fc2.n13
-  %fc2.k14103 = phi i64 [ 0, %fc2.n13 ], [ %k14.next, %fc2.k14 ]
-  %377 = mul nsw i64 %fc2.n13102, 256
-  %378 = add nsw i64 16384, %377
-  %379 = add nsw i64 %378, %fc2.k14103
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %379
-  %380 = load float, ptr %arena104, align 4
-  %381 = mul nsw i64 %fc2.k14103, 64
-  %382 = add nsw i64 40960, %381
-  %383 = add nsw i64 %382, %fc2.n13102
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %383
-  store float %380, ptr %arena105, align 4
-  %k14.next = add nsw i64 %fc2.k14103, 1
-  %384 = icmp slt i64 %k14.next, 256
-  br i1 %384, label %fc2.k14, label %fc2.k14.end
-
-fc2.k14.end:                                      ; preds = %fc2.k14
-  %n13.next = add nsw i64 %fc2.n13102, 1
-  %385 = icmp slt i64 %n13.next, 64
-  br i1 %385, label %fc2.n13, label %fc2.n13.end
-
-fc2.nb15:                                         ; preds = %fc2.mb16.end, %fc2.n13.end
-  %fc2.nb15106 = phi i64 [ 0, %fc2.n13.end ], [ %nb15.next, %fc2.mb16.end ]
-  br label %fc2.mb16
-
-fc2.nb15.end:                                     ; preds = %fc2.mb16.end
-  br label %fc2.n19
-
-fc2.mb16:                                         ; preds = %fc2.k18.end, %fc2.nb15
-  %fc2.mb16107 = phi i64 [ 0, %fc2.nb15 ], [ %mb16.next, %fc2.k18.end ]
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2.t17_c3_3, align 64
-  br label %fc2.k18
-
-fc2.mb16.end:                                     ; preds = %fc2.k18.end
-  %nb15.next = add nsw i64 %fc2.nb15106, 1
-  %386 = icmp slt i64 %nb15.next, 1
-  br i1 %386, label %fc2.nb15, label %fc2.nb15.end
-
-fc2.k18:                                          ; preds = %fc2.k18, %fc2.mb16
-  %fc2.k18108 = phi i64 [ 0, %fc2.mb16 ], [ %k18.next, %fc2.k18 ]
-  %387 = mul nsw i64 %fc2.k18108, 64
-  %388 = add nsw i64 40960, %387
-  %389 = mul nsw i64 %fc2.nb15106, 64
-  %390 = add nsw i64 %388, %389
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %390
-  %391 = load <16 x float>, ptr %arena109, align 4
-  store <16 x float> %391, ptr %fc2.t17_b0, align 64
-  %392 = mul nsw i64 %fc2.k18108, 64
-  %393 = add nsw i64 40960, %392
-  %394 = mul nsw i64 %fc2.nb15106, 64
-  %395 = add nsw i64 %393, %394
-  %396 = add nsw i64 %395, 16
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %396
-  %397 = load <16 x float>, ptr %arena110, align 4
-  store <16 x float> %397, ptr %fc2.t17_b1, align 64
-  %398 = mul nsw i64 %fc2.k18108, 64
-  %399 = add nsw i64 40960, %398
-  %400 = mul nsw i64 %fc2.nb15106, 64
-  %401 = add nsw i64 %399, %400
-  %402 = add nsw i64 %401, 32
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %402
-  %403 = load <16 x float>, ptr %arena111, align 4
-  store <16 x float> %403, ptr %fc2.t17_b2, align 64
-  %404 = mul nsw i64 %fc2.k18108, 64
-  %405 = add nsw i64 40960, %404
-  %406 = mul nsw i64 %fc2.nb15106, 64
-  %407 = add nsw i64 %405, %406
-  %408 = add nsw i64 %407, 48
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %408
-  %409 = load <16 x float>, ptr %arena112, align 4
-  store <16 x float> %409, ptr %fc2.t17_b3, align 64
-  %410 = mul nsw i64 %fc2.mb16107, 4
-  %411 = mul nsw i64 %410, 256
-  %412 = add nsw i64 200960, %411
-  %413 = add nsw i64 %412, %fc2.k18108
-  %params113 = getelementptr inbounds float, ptr %params, i64 %413
-  %414 = load float, ptr %params113, align 4
-  %415 = insertelement <16 x float> undef, float %414, i32 0
-  %416 = shufflevector <16 x float> %415, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %416, ptr %fc2.t17_a0, align 64
-  %t17_a0 = load <16 x float>, ptr %fc2.t17_a0, align 64
-  %t17_b0 = load <16 x float>, ptr %fc2.t17_b0, align 64
-  %t17_c0_0 = load <16 x float>, ptr %fc2.t17_c0_0, align 64
-  %417 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0, <16 x float> %t17_b0, <16 x float> %t17_c0_0)
-  store <16 x float> %417, ptr %fc2.t17_c0_0, align 64
-  %t17_a0114 = load <16 x float>, ptr %fc2.t17_a0, align 64
-  %t17_b1 = load <16 x float>, ptr %fc2.t17_b1, align 64
-  %t17_c0_1 = load <16 x float>, ptr %fc2.t17_c0_1, align 64
-  %418 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0114, <16 x float> %t17_b1, <16 x float> %t17_c0_1)
-  store <16 x float> %418, ptr %fc2.t17_c0_1, align 64
-  %t17_a0115 = load <16 x float>, ptr %fc2.t17_a0, align 64
-  %t17_b2 = load <16 x float>, ptr %fc2.t17_b2, align 64
-  %t17_c0_2 = load <16 x float>, ptr %fc2.t17_c0_2, align 64
-  %419 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0115, <16 x float> %t17_b2, <16 x float> %t17_c0_2)
-  store <16 x float> %419, ptr %fc2.t17_c0_2, align 64
-  %t17_a0116 = load <16 x float>, ptr %fc2.t17_a0, align 64
-  %t17_b3 = load <16 x float>, ptr %fc2.t17_b3, align 64
-  %t17_c0_3 = load <16 x float>, ptr %fc2.t17_c0_3, align 64
-  %420 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0116, <16 x float> %t17_b3, <16 x float> %t17_c0_3)
-  store <16 x float> %420, ptr %fc2.t17_c0_3, align 64
-  %421 = mul nsw i64 %fc2.mb16107, 4
-  %422 = add nsw i64 %421, 1
-  %423 = mul nsw i64 %422, 256
-  %424 = add nsw i64 200960, %423
-  %425 = add nsw i64 %424, %fc2.k18108
-  %params117 = getelementptr inbounds float, ptr %params, i64 %425
-  %426 = load float, ptr %params117, align 4
-  %427 = insertelement <16 x float> undef, float %426, i32 0
-  %428 = shufflevector <16 x float> %427, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %428, ptr %fc2.t17_a1, align 64
-  %t17_a1 = load <16 x float>, ptr %fc2.t17_a1, align 64
-  %t17_b0118 = load <16 x float>, ptr %fc2.t17_b0, align 64
-  %t17_c1_0 = load <16 x float>, ptr %fc2.t17_c1_0, align 64
-  %429 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1, <16 x float> %t17_b0118, <16 x float> %t17_c1_0)
-  store <16 x float> %429, ptr %fc2.t17_c1_0, align 64
-  %t17_a1119 = load <16 x float>, ptr %fc2.t17_a1, align 64
-  %t17_b1120 = load <16 x float>, ptr %fc2.t17_b1, align 64
-  %t17_c1_1 = load <16 x float>, ptr %fc2.t17_c1_1, align 64
-  %430 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1119, <16 x float> %t17_b1120, <16 x float> %t17_c1_1)
-  store <16 x float> %430, ptr %fc2.t17_c1_1, align 64
-  %t17_a1121 = load <16 x float>, ptr %fc2.t17_a1, align 64
-  %t17_b2122 = load <16 x float>, ptr %fc2.t17_b2, align 64
-  %t17_c1_2 = load <16 x float>, ptr %fc2.t17_c1_2, align 64
-  %431 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1121, <16 x float> %t17_b2122, <16 x float> %t17_c1_2)
-  store <16 x float> %431, ptr %fc2.t17_c1_2, align 64
-  %t17_a1123 = load <16 x float>, ptr %fc2.t17_a1, align 64
-  %t17_b3124 = load <16 x float>, ptr %fc2.t17_b3, align 64
-  %t17_c1_3 = load <16 x float>, ptr %fc2.t17_c1_3, align 64
-  %432 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1123, <16 x float> %t17_b3124, <16 x float> %t17_c1_3)
-  store <16 x float> %432, ptr %fc2.t17_c1_3, align 64
-  %433 = mul nsw i64 %fc2.mb16107, 4
-  %434 = add nsw i64 %433, 2
-  %435 = mul nsw i64 %434, 256
-  %436 = add nsw i64 200960, %435
-  %437 = add nsw i64 %436, %fc2.k18108
-  %params125 = getelementptr inbounds float, ptr %params, i64 %437
-  %438 = load float, ptr %params125, align 4
-  %439 = insertelement <16 x float> undef, float %438, i32 0
-  %440 = shufflevector <16 x float> %439, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %440, ptr %fc2.t17_a2, align 64
-  %t17_a2 = load <16 x float>, ptr %fc2.t17_a2, align 64
-  %t17_b0126 = load <16 x float>, ptr %fc2.t17_b0, align 64
-  %t17_c2_0 = load <16 x float>, ptr %fc2.t17_c2_0, align 64
-  %441 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2, <16 x float> %t17_b0126, <16 x float> %t17_c2_0)
-  store <16 x float> %441, ptr %fc2.t17_c2_0, align 64
-  %t17_a2127 = load <16 x float>, ptr %fc2.t17_a2, align 64
-  %t17_b1128 = load <16 x float>, ptr %fc2.t17_b1, align 64
-  %t17_c2_1 = load <16 x float>, ptr %fc2.t17_c2_1, align 64
-  %442 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2127, <16 x float> %t17_b1128, <16 x float> %t17_c2_1)
-  store <16 x float> %442, ptr %fc2.t17_c2_1, align 64
-  %t17_a2129 = load <16 x float>, ptr %fc2.t17_a2, align 64
-  %t17_b2130 = load <16 x float>, ptr %fc2.t17_b2, align 64
-  %t17_c2_2 = load <16 x float>, ptr %fc2.t17_c2_2, align 64
-  %443 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2129, <16 x float> %t17_b2130, <16 x float> %t17_c2_2)
-  store <16 x float> %443, ptr %fc2.t17_c2_2, align 64
-  %t17_a2131 = load <16 x float>, ptr %fc2.t17_a2, align 64
-  %t17_b3132 = load <16 x float>, ptr %fc2.t17_b3, align 64
-  %t17_c2_3 = load <16 x float>, ptr %fc2.t17_c2_3, align 64
-  %444 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2131, <16 x float> %t17_b3132, <16 x float> %t17_c2_3)
-  store <16 x float> %444, ptr %fc2.t17_c2_3, align 64
-  %445 = mul nsw i64 %fc2.mb16107, 4
-  %446 = add nsw i64 %445, 3
-  %447 = mul nsw i64 %446, 256
-  %448 = add nsw i64 200960, %447
-  %449 = add nsw i64 %448, %fc2.k18108
-  %params133 = getelementptr inbounds float, ptr %params, i64 %449
-  %450 = load float, ptr %params133, align 4
-  %451 = insertelement <16 x float> undef, float %450, i32 0
-  %452 = shufflevector <16 x float> %451, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %452, ptr %fc2.t17_a3, align 64
-  %t17_a3 = load <16 x float>, ptr %fc2.t17_a3, align 64
-  %t17_b0134 = load <16 x float>, ptr %fc2.t17_b0, align 64
-  %t17_c3_0 = load <16 x float>, ptr %fc2.t17_c3_0, align 64
-  %453 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3, <16 x float> %t17_b0134, <16 x float> %t17_c3_0)
-  store <16 x float> %453, ptr %fc2.t17_c3_0, align 64
-  %t17_a3135 = load <16 x float>, ptr %fc2.t17_a3, align 64
-  %t17_b1136 = load <16 x float>, ptr %fc2.t17_b1, align 64
-  %t17_c3_1 = load <16 x float>, ptr %fc2.t17_c3_1, align 64
-  %454 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3135, <16 x float> %t17_b1136, <16 x float> %t17_c3_1)
-  store <16 x float> %454, ptr %fc2.t17_c3_1, align 64
-  %t17_a3137 = load <16 x float>, ptr %fc2.t17_a3, align 64
-  %t17_b2138 = load <16 x float>, ptr %fc2.t17_b2, align 64
-  %t17_c3_2 = load <16 x float>, ptr %fc2.t17_c3_2, align 64
-  %455 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3137, <16 x float> %t17_b2138, <16 x float> %t17_c3_2)
-  store <16 x float> %455, ptr %fc2.t17_c3_2, align 64
-  %t17_a3139 = load <16 x float>, ptr %fc2.t17_a3, align 64
-  %t17_b3140 = load <16 x float>, ptr %fc2.t17_b3, align 64
-  %t17_c3_3 = load <16 x float>, ptr %fc2.t17_c3_3, align 64
-  %456 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3139, <16 x float> %t17_b3140, <16 x float> %t17_c3_3)
-  store <16 x float> %456, ptr %fc2.t17_c3_3, align 64
-  %k18.next = add nsw i64 %fc2.k18108, 1
-  %457 = icmp slt i64 %k18.next, 256
-  br i1 %457, label %fc2.k18, label %fc2.k18.end
-
-fc2.k18.end:                                      ; preds = %fc2.k18
-  %t17_c0_0141 = load <16 x float>, ptr %fc2.t17_c0_0, align 64
-  %458 = mul nsw i64 %fc2.mb16107, 4
-  %459 = mul nsw i64 %458, 64
-  %460 = add nsw i64 57344, %459
-  %461 = mul nsw i64 %fc2.nb15106, 64
-  %462 = add nsw i64 %460, %461
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %462
-  store <16 x float> %t17_c0_0141, ptr %arena142, align 4
-  %t17_c0_1143 = load <16 x float>, ptr %fc2.t17_c0_1, align 64
-  %463 = mul nsw i64 %fc2.mb16107, 4
-  %464 = mul nsw i64 %463, 64
-  %465 = add nsw i64 57344, %464
-  %466 = mul nsw i64 %fc2.nb15106, 64
-  %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 %467, 16
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %468
-  store <16 x float> %t17_c0_1143, ptr %arena144, align 4
-  %t17_c0_2145 = load <16 x float>, ptr %fc2.t17_c0_2, align 64
-  %469 = mul nsw i64 %fc2.mb16107, 4
-  %470 = mul nsw i64 %469, 64
-  %471 = add nsw i64 57344, %470
-  %472 = mul nsw i64 %fc2.nb15106, 64
-  %473 = add nsw i64 %471, %472
-  %474 = add nsw i64 %473, 32
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %474
-  store <16 x float> %t17_c0_2145, ptr %arena146, align 4
-  %t17_c0_3147 = load <16 x float>, ptr %fc2.t17_c0_3, align 64
-  %475 = mul nsw i64 %fc2.mb16107, 4
-  %476 = mul nsw i64 %475, 64
-  %477 = add nsw i64 57344, %476
-  %478 = mul nsw i64 %fc2.nb15106, 64
-  %479 = add nsw i64 %477, %478
-  %480 = add nsw i64 %479, 48
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %480
-  store <16 x float> %t17_c0_3147, ptr %arena148, align 4
-  %t17_c1_0149 = load <16 x float>, ptr %fc2.t17_c1_0, align 64
-  %481 = mul nsw i64 %fc2.mb16107, 4
-  %482 = add nsw i64 %481, 1
-  %483 = mul nsw i64 %482, 64
-  %484 = add nsw i64 57344, %483
-  %485 = mul nsw i64 %fc2.nb15106, 64
-  %486 = add nsw i64 %484, %485
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %486
-  store <16 x float> %t17_c1_0149, ptr %arena150, align 4
-  %t17_c1_1151 = load <16 x float>, ptr %fc2.t17_c1_1, align 64
-  %487 = mul nsw i64 %fc2.mb16107, 4
-  %488 = add nsw i64 %487, 1
-  %489 = mul nsw i64 %488, 64
-  %490 = add nsw i64 57344, %489
-  %491 = mul nsw i64 %fc2.nb15106, 64
-  %492 = add nsw i64 %490, %491
-  %493 = add nsw i64 %492, 16
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %493
-  store <16 x float> %t17_c1_1151, ptr %arena152, align 4
-  %t17_c1_2153 = load <16 x float>, ptr %fc2.t17_c1_2, align 64
-  %494 = mul nsw i64 %fc2.mb16107, 4
-  %495 = add nsw i64 %494, 1
-  %496 = mul nsw i64 %495, 64
-  %497 = add nsw i64 57344, %496
-  %498 = mul nsw i64 %fc2.nb15106, 64
-  %499 = add nsw i64 %497, %498
-  %500 = add nsw i64 %499, 32
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %500
-  store <16 x float> %t17_c1_2153, ptr %arena154, align 4
-  %t17_c1_3155 = load <16 x float>, ptr %fc2.t17_c1_3, align 64
-  %501 = mul nsw i64 %fc2.mb16107, 4
-  %502 = add nsw i64 %501, 1
-  %503 = mul nsw i64 %502, 64
-  %504 = add nsw i64 57344, %503
-  %505 = mul nsw i64 %fc2.nb15106, 64
-  %506 = add nsw i64 %504, %505
-  %507 = add nsw i64 %506, 48
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %507
-  store <16 x float> %t17_c1_3155, ptr %arena156, align 4
-  %t17_c2_0157 = load <16 x float>, ptr %fc2.t17_c2_0, align 64
-  %508 = mul nsw i64 %fc2.mb16107, 4
-  %509 = add nsw i64 %508, 2
-  %510 = mul nsw i64 %509, 64
-  %511 = add nsw i64 57344, %510
-  %512 = mul nsw i64 %fc2.nb15106, 64
-  %513 = add nsw i64 %511, %512
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %513
-  store <16 x float> %t17_c2_0157, ptr %arena158, align 4
-  %t17_c2_1159 = load <16 x float>, ptr %fc2.t17_c2_1, align 64
-  %514 = mul nsw i64 %fc2.mb16107, 4
-  %515 = add nsw i64 %514, 2
-  %516 = mul nsw i64 %515, 64
-  %517 = add nsw i64 57344, %516
-  %518 = mul nsw i64 %fc2.nb15106, 64
-  %519 = add nsw i64 %517, %518
-  %520 = add nsw i64 %519, 16
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %520
-  store <16 x float> %t17_c2_1159, ptr %arena160, align 4
-  %t17_c2_2161 = load <16 x float>, ptr %fc2.t17_c2_2, align 64
-  %521 = mul nsw i64 %fc2.mb16107, 4
-  %522 = add nsw i64 %521, 2
-  %523 = mul nsw i64 %522, 64
-  %524 = add nsw i64 57344, %523
-  %525 = mul nsw i64 %fc2.nb15106, 64
-  %526 = add nsw i64 %524, %525
-  %527 = add nsw i64 %526, 32
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %527
-  store <16 x float> %t17_c2_2161, ptr %arena162, align 4
-  %t17_c2_3163 = load <16 x float>, ptr %fc2.t17_c2_3, align 64
-  %528 = mul nsw i64 %fc2.mb16107, 4
-  %529 = add nsw i64 %528, 2
-  %530 = mul nsw i64 %529, 64
-  %531 = add nsw i64 57344, %530
-  %532 = mul nsw i64 %fc2.nb15106, 64
-  %533 = add nsw i64 %531, %532
-  %534 = add nsw i64 %533, 48
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %534
-  store <16 x float> %t17_c2_3163, ptr %arena164, align 4
-  %t17_c3_0165 = load <16 x float>, ptr %fc2.t17_c3_0, align 64
-  %535 = mul nsw i64 %fc2.mb16107, 4
-  %536 = add nsw i64 %535, 3
-  %537 = mul nsw i64 %536, 64
-  %538 = add nsw i64 57344, %537
-  %539 = mul nsw i64 %fc2.nb15106, 64
-  %540 = add nsw i64 %538, %539
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %540
-  store <16 x float> %t17_c3_0165, ptr %arena166, align 4
-  %t17_c3_1167 = load <16 x float>, ptr %fc2.t17_c3_1, align 64
-  %541 = mul nsw i64 %fc2.mb16107, 4
-  %542 = add nsw i64 %541, 3
-  %543 = mul nsw i64 %542, 64
-  %544 = add nsw i64 57344, %543
-  %545 = mul nsw i64 %fc2.nb15106, 64
-  %546 = add nsw i64 %544, %545
-  %547 = add nsw i64 %546, 16
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %547
-  store <16 x float> %t17_c3_1167, ptr %arena168, align 4
-  %t17_c3_2169 = load <16 x float>, ptr %fc2.t17_c3_2, align 64
-  %548 = mul nsw i64 %fc2.mb16107, 4
-  %549 = add nsw i64 %548, 3
-  %550 = mul nsw i64 %549, 64
-  %551 = add nsw i64 57344, %550
-  %552 = mul nsw i64 %fc2.nb15106, 64
-  %553 = add nsw i64 %551, %552
-  %554 = add nsw i64 %553, 32
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %554
-  store <16 x float> %t17_c3_2169, ptr %arena170, align 4
-  %t17_c3_3171 = load <16 x float>, ptr %fc2.t17_c3_3, align 64
-  %555 = mul nsw i64 %fc2.mb16107, 4
-  %556 = add nsw i64 %555, 3
-  %557 = mul nsw i64 %556, 64
-  %558 = add nsw i64 57344, %557
-  %559 = mul nsw i64 %fc2.nb15106, 64
-  %560 = add nsw i64 %558, %559
-  %561 = add nsw i64 %560, 48
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %561
-  store <16 x float> %t17_c3_3171, ptr %arena172, align 4
-  %mb16.next = add nsw i64 %fc2.mb16107, 1
-  %562 = icmp slt i64 %mb16.next, 32
-  br i1 %562, label %fc2.mb16, label %fc2.mb16.end
-
-fc2.n19:                                          ; preds = %fc2.u20.end, %fc2.nb15.end
-  %fc2.n19173 = phi i64 [ 0, %fc2.nb15.end ], [ %n19.next, %fc2.u20.end ]
-  br label %fc2.u20
-
-fc2.n19.end:                                      ; preds = %fc2.u20.end
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 32768
-  %params181 = getelementptr inbounds float, ptr %params, i64 233856
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 40960
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena180, i32 128, ptr %params181, i32 128, float 0.000000e+00, ptr %arena182, i32 10)
-  br label %fc3.n21
-
-fc2.u20:                                          ; preds = %fc2.u20, %fc2.n19
-  %fc2.u20174 = phi i64 [ 0, %fc2.n19 ], [ %u20.next, %fc2.u20 ]
-  %563 = mul nsw i64 %fc2.u20174, 64
-  %564 = add nsw i64 57344, %563
-  %565 = add nsw i64 %564, %fc2.n19173
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %565
-  %566 = load float, ptr %arena175, align 4
-  %567 = add nsw i64 233728, %fc2.u20174
-  %params176 = getelementptr inbounds float, ptr %params, i64 %567
-  %568 = load float, ptr %params176, align 4
-  %569 = fadd float %566, %568
-  %570 = fcmp ogt float %569, 0.000000e+00
-  %571 = mul nsw i64 %fc2.u20174, 64
-  %572 = add nsw i64 57344, %571
-  %573 = add nsw i64 %572, %fc2.n19173
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %573
-  %574 = load float, ptr %arena177, align 4
-  %575 = add nsw i64 233728, %fc2.u20174
-  %params178 = getelementptr inbounds float, ptr %params, i64 %575
-  %576 = load float, ptr %params178, align 4
-  %577 = fadd float %574, %576
-  %578 = select i1 %570, float %577, float 0.000000e+00
-  %579 = mul nsw i64 %fc2.n19173, 128
-  %580 = add nsw i64 32768, %579
-  %581 = add nsw i64 %580, %fc2.u20174
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %581
-  store float %578, ptr %arena179, align 4
-  %u20.next = add nsw i64 %fc2.u20174, 1
-  %582 = icmp slt i64 %u20.next, 128
-  br i1 %582, label %fc2.u20, label %fc2.u20.end
-
-fc2.u20.end:                                      ; preds = %fc2.u20
-  %n19.next = add nsw i64 %fc2.n19173, 1
-  %583 = icmp slt i64 %n19.next, 64
-  br i1 %583, label %fc2.n19, label %fc2.n19.end
-
-fc3.n21:                                          ; preds = %fc3.u22.end, %fc2.n19.end
-  %fc3.n21183 = phi i64 [ 0, %fc2.n19.end ], [ %n21.next, %fc3.u22.end ]
-  br label %fc3.u22
-
-fc3.n21.end:                                      ; preds = %fc3.u22.end
-  store float 0.000000e+00, ptr %loss.total23, align 4
-  br label %loss.n24
-
-fc3.u22:                                          ; preds = %fc3.u22, %fc3.n21
-  %fc3.u22184 = phi i64 [ 0, %fc3.n21 ], [ %u22.next, %fc3.u22 ]
-  %584 = mul nsw i64 %fc3.n21183, 10
-  %585 = add nsw i64 40960, %584
-  %586 = add nsw i64 %585, %fc3.u22184
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %586
-  %587 = load float, ptr %arena185, align 4
-  %588 = add nsw i64 235136, %fc3.u22184
-  %params186 = getelementptr inbounds float, ptr %params, i64 %588
-  %589 = load float, ptr %params186, align 4
-  %590 = fadd float %587, %589
-  %591 = mul nsw i64 %fc3.n21183, 10
-  %592 = add nsw i64 40960, %591
-  %593 = add nsw i64 %592, %fc3.u22184
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 %593
-  store float %590, ptr %arena187, align 4
-  %u22.next = add nsw i64 %fc3.u22184, 1
-  %594 = icmp slt i64 %u22.next, 10
-  br i1 %594, label %fc3.u22, label %fc3.u22.end
-
-fc3.u22.end:                                      ; preds = %fc3.u22
-  %n21.next = add nsw i64 %fc3.n21183, 1
-  %595 = icmp slt i64 %n21.next, 64
-  br i1 %595, label %fc3.n21, label %fc3.n21.end
-
-loss.n24:                                         ; preds = %loss.k28.end, %fc3.n21.end
-  %loss.n24188 = phi i64 [ 0, %fc3.n21.end ], [ %n24.next, %loss.k28.end ]
-  %596 = mul nsw i64 %loss.n24188, 10
-  %597 = add nsw i64 40960, %596
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 %597
-  %598 = load float, ptr %arena189, align 4
-  store float %598, ptr %loss.m25, align 4
-  br label %loss.k27
-
-loss.n24.end:                                     ; preds = %loss.k28.end
-  %total23199 = load float, ptr %loss.total23, align 4
-  %599 = fdiv float %total23199, 6.400000e+01
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 41600
-  store float %599, ptr %arena200, align 4
-  br label %fc3_grad.n29
-
-loss.k27:                                         ; preds = %loss.k27, %loss.n24
-  %loss.k27190 = phi i64 [ 0, %loss.n24 ], [ %k27.next, %loss.k27 ]
-  %m25 = load float, ptr %loss.m25, align 4
-  %600 = mul nsw i64 %loss.n24188, 10
-  %601 = add nsw i64 40960, %600
-  %602 = add nsw i64 %601, %loss.k27190
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %602
-  %603 = load float, ptr %arena191, align 4
-  %604 = fcmp ogt float %603, %m25
-  %605 = select i1 %604, float %603, float %m25
-  store float %605, ptr %loss.m25, align 4
-  %k27.next = add nsw i64 %loss.k27190, 1
-  %606 = icmp slt i64 %k27.next, 10
-  br i1 %606, label %loss.k27, label %loss.k27.end
-
-loss.k27.end:                                     ; preds = %loss.k27
-  store float 0.000000e+00, ptr %loss.s26, align 4
-  br label %loss.k28
-
-loss.k28:                                         ; preds = %loss.k28, %loss.k27.end
-  %loss.k28192 = phi i64 [ 0, %loss.k27.end ], [ %k28.next, %loss.k28 ]
-  %s26 = load float, ptr %loss.s26, align 4
-  %607 = mul nsw i64 %loss.n24188, 10
-  %608 = add nsw i64 40960, %607
-  %609 = add nsw i64 %608, %loss.k28192
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %609
-  %610 = load float, ptr %arena193, align 4
-  %m25194 = load float, ptr %loss.m25, align 4
-  %611 = fsub float %610, %m25194
-  %612 = call float @llvm.exp.f32(float %611)
-  %613 = fadd float %s26, %612
-  store float %613, ptr %loss.s26, align 4
-  %k28.next = add nsw i64 %loss.k28192, 1
-  %614 = icmp slt i64 %k28.next, 10
-  br i1 %614, label %loss.k28, label %loss.k28.end
-
-loss.k28.end:                                     ; preds = %loss.k28
-  %total23 = load float, ptr %loss.total23, align 4
-  %m25195 = load float, ptr %loss.m25, align 4
-  %s26196 = load float, ptr %loss.s26, align 4
-  %615 = call float @llvm.log.f32(float %s26196)
-  %616 = fadd float %m25195, %615
-  %617 = mul nsw i64 %loss.n24188, 10
-  %618 = add nsw i64 40960, %617
-  %labels197 = getelementptr inbounds i32, ptr %labels, i64 %loss.n24188
-  %label = load i32, ptr %labels197, align 4
-  %619 = sext i32 %label to i64
-  %620 = add nsw i64 %618, %619
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %620
-  %621 = load float, ptr %arena198, align 4
-  %622 = fsub float %616, %621
-  %623 = fadd float %total23, %622
-  store float %623, ptr %loss.total23, align 4
-  %n24.next = add nsw i64 %loss.n24188, 1
-  %624 = icmp slt i64 %n24.next, 64
-  br i1 %624, label %loss.n24, label %loss.n24.end
-
-fc3_grad.n29:                                     ; preds = %fc3_grad.k34.end, %loss.n24.end
-  %fc3_grad.n29201 = phi i64 [ 0, %loss.n24.end ], [ %n29.next, %fc3_grad.k34.end ]
-  %625 = mul nsw i64 %fc3_grad.n29201, 10
-  %626 = add nsw i64 40960, %625
-  %arena202 = getelementptr inbounds float, ptr %arena, i64 %626
-  %627 = load float, ptr %arena202, align 4
-  store float %627, ptr %fc3_grad.m30, align 4
-  br label %fc3_grad.k32
-
-fc3_grad.n29.end:                                 ; preds = %fc3_grad.k34.end
-  %arena218 = getelementptr inbounds float, ptr %arena, i64 41616
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 32768
-  %grads220 = getelementptr inbounds float, ptr %grads, i64 233856
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena218, i32 10, ptr %arena219, i32 128, float 0.000000e+00, ptr %grads220, i32 128)
-  br label %fc3_bias_grad.u35
-
-fc3_grad.k32:                                     ; preds = %fc3_grad.k32, %fc3_grad.n29
-  %fc3_grad.k32203 = phi i64 [ 0, %fc3_grad.n29 ], [ %k32.next, %fc3_grad.k32 ]
-  %m30 = load float, ptr %fc3_grad.m30, align 4
-  %628 = mul nsw i64 %fc3_grad.n29201, 10
-  %629 = add nsw i64 40960, %628
-  %630 = add nsw i64 %629, %fc3_grad.k32203
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %630
-  %631 = load float, ptr %arena204, align 4
-  %632 = fcmp ogt float %631, %m30
-  %633 = select i1 %632, float %631, float %m30
-  store float %633, ptr %fc3_grad.m30, align 4
-  %k32.next = add nsw i64 %fc3_grad.k32203, 1
-  %634 = icmp slt i64 %k32.next, 10
-  br i1 %634, label %fc3_grad.k32, label %fc3_grad.k32.end
-
-fc3_grad.k32.end:                                 ; preds = %fc3_grad.k32
-  store float 0.000000e+00, ptr %fc3_grad.s31, align 4
-  br label %fc3_grad.k33
-
-fc3_grad.k33:                                     ; preds = %fc3_grad.k33, %fc3_grad.k32.end
-  %fc3_grad.k33205 = phi i64 [ 0, %fc3_grad.k32.end ], [ %k33.next, %fc3_grad.k33 ]
-  %s31 = load float, ptr %fc3_grad.s31, align 4
-  %635 = mul nsw i64 %fc3_grad.n29201, 10
-  %636 = add nsw i64 40960, %635
-  %637 = add nsw i64 %636, %fc3_grad.k33205
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %637
-  %638 = load float, ptr %arena206, align 4
-  %m30207 = load float, ptr %fc3_grad.m30, align 4
-  %639 = fsub float %638, %m30207
-  %640 = call float @llvm.exp.f32(float %639)
-  %641 = fadd float %s31, %640
-  store float %641, ptr %fc3_grad.s31, align 4
-  %k33.next = add nsw i64 %fc3_grad.k33205, 1
-  %642 = icmp slt i64 %k33.next, 10
-  br i1 %642, label %fc3_grad.k33, label %fc3_grad.k33.end
-
-fc3_grad.k33.end:                                 ; preds = %fc3_grad.k33
-  br label %fc3_grad.k34
-
-fc3_grad.k34:                                     ; preds = %fc3_grad.k34, %fc3_grad.k33.end
-  %fc3_grad.k34208 = phi i64 [ 0, %fc3_grad.k33.end ], [ %k34.next, %fc3_grad.k34 ]
-  %labels209 = getelementptr inbounds i32, ptr %labels, i64 %fc3_grad.n29201
-  %label210 = load i32, ptr %labels209, align 4
-  %643 = sext i32 %label210 to i64
-  %644 = icmp eq i64 %fc3_grad.k34208, %643
-  %645 = mul nsw i64 %fc3_grad.n29201, 10
-  %646 = add nsw i64 40960, %645
-  %647 = add nsw i64 %646, %fc3_grad.k34208
-  %arena211 = getelementptr inbounds float, ptr %arena, i64 %647
-  %648 = load float, ptr %arena211, align 4
-  %m30212 = load float, ptr %fc3_grad.m30, align 4
-  %649 = fsub float %648, %m30212
-  %650 = call float @llvm.exp.f32(float %649)
-  %s31213 = load float, ptr %fc3_grad.s31, align 4
-  %651 = fdiv float %650, %s31213
-  %652 = fsub float %651, 1.000000e+00
-  %653 = mul nsw i64 %fc3_grad.n29201, 10
-  %654 = add nsw i64 40960, %653
-  %655 = add nsw i64 %654, %fc3_grad.k34208
-  %arena214 = getelementptr inbounds float, ptr %arena, i64 %655
-  %656 = load float, ptr %arena214, align 4
-  %m30215 = load float, ptr %fc3_grad.m30, align 4
-  %657 = fsub float %656, %m30215
-  %658 = call float @llvm.exp.f32(float %657)
-  %s31216 = load float, ptr %fc3_grad.s31, align 4
-  %659 = fdiv float %658, %s31216
-  %660 = select i1 %644, float %652, float %659
-  %661 = fdiv float %660, 6.400000e+01
-  %662 = mul nsw i64 %fc3_grad.n29201, 10
-  %663 = add nsw i64 41616, %662
-  %664 = add nsw i64 %663, %fc3_grad.k34208
-  %arena217 = getelementptr inbounds float, ptr %arena, i64 %664
-  store float %661, ptr %arena217, align 4
-  %k34.next = add nsw i64 %fc3_grad.k34208, 1
-  %665 = icmp slt i64 %k34.next, 10
-  br i1 %665, label %fc3_grad.k34, label %fc3_grad.k34.end
-
-fc3_grad.k34.end:                                 ; preds = %fc3_grad.k34
-  %n29.next = add nsw i64 %fc3_grad.n29201, 1
-  %666 = icmp slt i64 %n29.next, 64
-  br i1 %666, label %fc3_grad.n29, label %fc3_grad.n29.end
-
-fc3_bias_grad.u35:                                ; preds = %fc3_bias_grad.n37.end, %fc3_grad.n29.end
-  %fc3_bias_grad.u35221 = phi i64 [ 0, %fc3_grad.n29.end ], [ %u35.next, %fc3_bias_grad.n37.end ]
-  store float 0.000000e+00, ptr %fc3_bias_grad.acc36, align 4
-  br label %fc3_bias_grad.n37
-
-fc3_bias_grad.u35.end:                            ; preds = %fc3_bias_grad.n37.end
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 41616
-  %params227 = getelementptr inbounds float, ptr %params, i64 233856
-  %arena228 = getelementptr inbounds float, ptr %arena, i64 42256
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena226, i32 10, ptr %params227, i32 128, float 0.000000e+00, ptr %arena228, i32 128)
-  br label %fc2_grad.i38
-
-fc3_bias_grad.n37:                                ; preds = %fc3_bias_grad.n37, %fc3_bias_grad.u35
-  %fc3_bias_grad.n37222 = phi i64 [ 0, %fc3_bias_grad.u35 ], [ %n37.next, %fc3_bias_grad.n37 ]
-  %acc36 = load float, ptr %fc3_bias_grad.acc36, align 4
-  %667 = mul nsw i64 %fc3_bias_grad.n37222, 10
-  %668 = add nsw i64 41616, %667
-  %669 = add nsw i64 %668, %fc3_bias_grad.u35221
-  %arena223 = getelementptr inbounds float, ptr %arena, i64 %669
-  %670 = load float, ptr %arena223, align 4
-  %671 = fadd float %acc36, %670
-  store float %671, ptr %fc3_bias_grad.acc36, align 4
-  %n37.next = add nsw i64 %fc3_bias_grad.n37222, 1
-  %672 = icmp slt i64 %n37.next, 64
-  br i1 %672, label %fc3_bias_grad.n37, label %fc3_bias_grad.n37.end
-
-fc3_bias_grad.n37.end:                            ; preds = %fc3_bias_grad.n37
-  %acc36224 = load float, ptr %fc3_bias_grad.acc36, align 4
-  %673 = add nsw i64 235136, %fc3_bias_grad.u35221
-  %grads225 = getelementptr inbounds float, ptr %grads, i64 %673
-  store float %acc36224, ptr %grads225, align 4
-  %u35.next = add nsw i64 %fc3_bias_grad.u35221, 1
-  %674 = icmp slt i64 %u35.next, 10
-  br i1 %674, label %fc3_bias_grad.u35, label %fc3_bias_grad.u35.end
-
-fc2_grad.i38:                                     ; preds = %fc2_grad.i38, %fc3_bias_grad.u35.end
-  %fc2_grad.i38229 = phi i64 [ 0, %fc3_bias_grad.u35.end ], [ %i38.next, %fc2_grad.i38 ]
-  %675 = add nsw i64 32768, %fc2_grad.i38229
-  %arena230 = getelementptr inbounds float, ptr %arena, i64 %675
-  %676 = load float, ptr %arena230, align 4
-  %677 = fcmp ogt float %676, 0.000000e+00
-  %678 = add nsw i64 42256, %fc2_grad.i38229
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 %678
-  %679 = load float, ptr %arena231, align 4
-  %680 = select i1 %677, float %679, float 0.000000e+00
-  %681 = add nsw i64 50448, %fc2_grad.i38229
-  %arena232 = getelementptr inbounds float, ptr %arena, i64 %681
-  store float %680, ptr %arena232, align 4
-  %i38.next = add nsw i64 %fc2_grad.i38229, 1
-  %682 = icmp slt i64 %i38.next, 8192
-  br i1 %682, label %fc2_grad.i38, label %fc2_grad.i38.end
-
-fc2_grad.i38.end:                                 ; preds = %fc2_grad.i38
-  br label %fc2_weight_grad.nb39
-
-fc2_weight_grad.nb39:                             ; preds = %fc2_weight_grad.mb40.end, %fc2_grad.i38.end
-  %fc2_weight_grad.nb39233 = phi i64 [ 0, %fc2_grad.i38.end ], [ %nb39.next, %fc2_weight_grad.mb40.end ]
-  br label %fc2_weight_grad.mb40
-
-fc2_weight_grad.nb39.end:                         ; preds = %fc2_weight_grad.mb40.end
-  br label %fc2_bias_grad.u43
-
-fc2_weight_grad.mb40:                             ; preds = %fc2_weight_grad.k42.end, %fc2_weight_grad.nb39
-  %fc2_weight_grad.mb40234 = phi i64 [ 0, %fc2_weight_grad.nb39 ], [ %mb40.next, %fc2_weight_grad.k42.end ]
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t41_c3_3, align 64
-  br label %fc2_weight_grad.k42
-
-fc2_weight_grad.mb40.end:                         ; preds = %fc2_weight_grad.k42.end
-  %nb39.next = add nsw i64 %fc2_weight_grad.nb39233, 1
-  %683 = icmp slt i64 %nb39.next, 4
-  br i1 %683, label %fc2_weight_grad.nb39, label %fc2_weight_grad.nb39.end
-
-fc2_weight_grad.k42:                              ; preds = %fc2_weight_grad.k42, %fc2_weight_grad.mb40
-  %fc2_weight_grad.k42235 = phi i64 [ 0, %fc2_weight_grad.mb40 ], [ %k42.next, %fc2_weight_grad.k42 ]
-  %684 = mul nsw i64 %fc2_weight_grad.k42235, 256
-  %685 = add nsw i64 16384, %684
-  %686 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %687 = add nsw i64 %685, %686
-  %arena236 = getelementptr inbounds float, ptr %arena, i64 %687
-  %688 = load <16 x float>, ptr %arena236, align 4
-  store <16 x float> %688, ptr %fc2_weight_grad.t41_b0, align 64
-  %689 = mul nsw i64 %fc2_weight_grad.k42235, 256
-  %690 = add nsw i64 16384, %689
-  %691 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %692 = add nsw i64 %690, %691
-  %693 = add nsw i64 %692, 16
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %693
-  %694 = load <16 x float>, ptr %arena237, align 4
-  store <16 x float> %694, ptr %fc2_weight_grad.t41_b1, align 64
-  %695 = mul nsw i64 %fc2_weight_grad.k42235, 256
-  %696 = add nsw i64 16384, %695
-  %697 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %698 = add nsw i64 %696, %697
-  %699 = add nsw i64 %698, 32
-  %arena238 = getelementptr inbounds float, ptr %arena, i64 %699
-  %700 = load <16 x float>, ptr %arena238, align 4
-  store <16 x float> %700, ptr %fc2_weight_grad.t41_b2, align 64
-  %701 = mul nsw i64 %fc2_weight_grad.k42235, 256
-  %702 = add nsw i64 16384, %701
-  %703 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %704 = add nsw i64 %702, %703
-  %705 = add nsw i64 %704, 48
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %705
-  %706 = load <16 x float>, ptr %arena239, align 4
-  store <16 x float> %706, ptr %fc2_weight_grad.t41_b3, align 64
-  %707 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %708 = add nsw i64 50448, %707
-  %709 = mul nsw i64 %fc2_weight_grad.k42235, 128
-  %710 = add nsw i64 %708, %709
-  %arena240 = getelementptr inbounds float, ptr %arena, i64 %710
-  %711 = load float, ptr %arena240, align 4
-  %712 = insertelement <16 x float> undef, float %711, i32 0
-  %713 = shufflevector <16 x float> %712, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %713, ptr %fc2_weight_grad.t41_a0, align 64
-  %t41_a0 = load <16 x float>, ptr %fc2_weight_grad.t41_a0, align 64
-  %t41_b0 = load <16 x float>, ptr %fc2_weight_grad.t41_b0, align 64
-  %t41_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_0, align 64
-  %714 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0, <16 x float> %t41_b0, <16 x float> %t41_c0_0)
-  store <16 x float> %714, ptr %fc2_weight_grad.t41_c0_0, align 64
-  %t41_a0241 = load <16 x float>, ptr %fc2_weight_grad.t41_a0, align 64
-  %t41_b1 = load <16 x float>, ptr %fc2_weight_grad.t41_b1, align 64
-  %t41_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_1, align 64
-  %715 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0241, <16 x float> %t41_b1, <16 x float> %t41_c0_1)
-  store <16 x float> %715, ptr %fc2_weight_grad.t41_c0_1, align 64
-  %t41_a0242 = load <16 x float>, ptr %fc2_weight_grad.t41_a0, align 64
-  %t41_b2 = load <16 x float>, ptr %fc2_weight_grad.t41_b2, align 64
-  %t41_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_2, align 64
-  %716 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0242, <16 x float> %t41_b2, <16 x float> %t41_c0_2)
-  store <16 x float> %716, ptr %fc2_weight_grad.t41_c0_2, align 64
-  %t41_a0243 = load <16 x float>, ptr %fc2_weight_grad.t41_a0, align 64
-  %t41_b3 = load <16 x float>, ptr %fc2_weight_grad.t41_b3, align 64
-  %t41_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_3, align 64
-  %717 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0243, <16 x float> %t41_b3, <16 x float> %t41_c0_3)
-  store <16 x float> %717, ptr %fc2_weight_grad.t41_c0_3, align 64
-  %718 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %719 = add nsw i64 %718, 1
-  %720 = add nsw i64 50448, %719
-  %721 = mul nsw i64 %fc2_weight_grad.k42235, 128
-  %722 = add nsw i64 %720, %721
-  %arena244 = getelementptr inbounds float, ptr %arena, i64 %722
-  %723 = load float, ptr %arena244, align 4
-  %724 = insertelement <16 x float> undef, float %723, i32 0
-  %725 = shufflevector <16 x float> %724, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %725, ptr %fc2_weight_grad.t41_a1, align 64
-  %t41_a1 = load <16 x float>, ptr %fc2_weight_grad.t41_a1, align 64
-  %t41_b0245 = load <16 x float>, ptr %fc2_weight_grad.t41_b0, align 64
-  %t41_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_0, align 64
-  %726 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1, <16 x float> %t41_b0245, <16 x float> %t41_c1_0)
-  store <16 x float> %726, ptr %fc2_weight_grad.t41_c1_0, align 64
-  %t41_a1246 = load <16 x float>, ptr %fc2_weight_grad.t41_a1, align 64
-  %t41_b1247 = load <16 x float>, ptr %fc2_weight_grad.t41_b1, align 64
-  %t41_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_1, align 64
-  %727 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1246, <16 x float> %t41_b1247, <16 x float> %t41_c1_1)
-  store <16 x float> %727, ptr %fc2_weight_grad.t41_c1_1, align 64
-  %t41_a1248 = load <16 x float>, ptr %fc2_weight_grad.t41_a1, align 64
-  %t41_b2249 = load <16 x float>, ptr %fc2_weight_grad.t41_b2, align 64
-  %t41_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_2, align 64
-  %728 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1248, <16 x float> %t41_b2249, <16 x float> %t41_c1_2)
-  store <16 x float> %728, ptr %fc2_weight_grad.t41_c1_2, align 64
-  %t41_a1250 = load <16 x float>, ptr %fc2_weight_grad.t41_a1, align 64
-  %t41_b3251 = load <16 x float>, ptr %fc2_weight_grad.t41_b3, align 64
-  %t41_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_3, align 64
-  %729 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1250, <16 x float> %t41_b3251, <16 x float> %t41_c1_3)
-  store <16 x float> %729, ptr %fc2_weight_grad.t41_c1_3, align 64
-  %730 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %731 = add nsw i64 %730, 2
-  %732 = add nsw i64 50448, %731
-  %733 = mul nsw i64 %fc2_weight_grad.k42235, 128
-  %734 = add nsw i64 %732, %733
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 %734
-  %735 = load float, ptr %arena252, align 4
-  %736 = insertelement <16 x float> undef, float %735, i32 0
-  %737 = shufflevector <16 x float> %736, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %737, ptr %fc2_weight_grad.t41_a2, align 64
-  %t41_a2 = load <16 x float>, ptr %fc2_weight_grad.t41_a2, align 64
-  %t41_b0253 = load <16 x float>, ptr %fc2_weight_grad.t41_b0, align 64
-  %t41_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_0, align 64
-  %738 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2, <16 x float> %t41_b0253, <16 x float> %t41_c2_0)
-  store <16 x float> %738, ptr %fc2_weight_grad.t41_c2_0, align 64
-  %t41_a2254 = load <16 x float>, ptr %fc2_weight_grad.t41_a2, align 64
-  %t41_b1255 = load <16 x float>, ptr %fc2_weight_grad.t41_b1, align 64
-  %t41_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_1, align 64
-  %739 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2254, <16 x float> %t41_b1255, <16 x float> %t41_c2_1)
-  store <16 x float> %739, ptr %fc2_weight_grad.t41_c2_1, align 64
-  %t41_a2256 = load <16 x float>, ptr %fc2_weight_grad.t41_a2, align 64
-  %t41_b2257 = load <16 x float>, ptr %fc2_weight_grad.t41_b2, align 64
-  %t41_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_2, align 64
-  %740 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2256, <16 x float> %t41_b2257, <16 x float> %t41_c2_2)
-  store <16 x float> %740, ptr %fc2_weight_grad.t41_c2_2, align 64
-  %t41_a2258 = load <16 x float>, ptr %fc2_weight_grad.t41_a2, align 64
-  %t41_b3259 = load <16 x float>, ptr %fc2_weight_grad.t41_b3, align 64
-  %t41_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_3, align 64
-  %741 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2258, <16 x float> %t41_b3259, <16 x float> %t41_c2_3)
-  store <16 x float> %741, ptr %fc2_weight_grad.t41_c2_3, align 64
-  %742 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %743 = add nsw i64 %742, 3
-  %744 = add nsw i64 50448, %743
-  %745 = mul nsw i64 %fc2_weight_grad.k42235, 128
-  %746 = add nsw i64 %744, %745
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 %746
-  %747 = load float, ptr %arena260, align 4
-  %748 = insertelement <16 x float> undef, float %747, i32 0
-  %749 = shufflevector <16 x float> %748, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %749, ptr %fc2_weight_grad.t41_a3, align 64
-  %t41_a3 = load <16 x float>, ptr %fc2_weight_grad.t41_a3, align 64
-  %t41_b0261 = load <16 x float>, ptr %fc2_weight_grad.t41_b0, align 64
-  %t41_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_0, align 64
-  %750 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3, <16 x float> %t41_b0261, <16 x float> %t41_c3_0)
-  store <16 x float> %750, ptr %fc2_weight_grad.t41_c3_0, align 64
-  %t41_a3262 = load <16 x float>, ptr %fc2_weight_grad.t41_a3, align 64
-  %t41_b1263 = load <16 x float>, ptr %fc2_weight_grad.t41_b1, align 64
-  %t41_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_1, align 64
-  %751 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3262, <16 x float> %t41_b1263, <16 x float> %t41_c3_1)
-  store <16 x float> %751, ptr %fc2_weight_grad.t41_c3_1, align 64
-  %t41_a3264 = load <16 x float>, ptr %fc2_weight_grad.t41_a3, align 64
-  %t41_b2265 = load <16 x float>, ptr %fc2_weight_grad.t41_b2, align 64
-  %t41_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_2, align 64
-  %752 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3264, <16 x float> %t41_b2265, <16 x float> %t41_c3_2)
-  store <16 x float> %752, ptr %fc2_weight_grad.t41_c3_2, align 64
-  %t41_a3266 = load <16 x float>, ptr %fc2_weight_grad.t41_a3, align 64
-  %t41_b3267 = load <16 x float>, ptr %fc2_weight_grad.t41_b3, align 64
-  %t41_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_3, align 64
-  %753 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3266, <16 x float> %t41_b3267, <16 x float> %t41_c3_3)
-  store <16 x float> %753, ptr %fc2_weight_grad.t41_c3_3, align 64
-  %k42.next = add nsw i64 %fc2_weight_grad.k42235, 1
-  %754 = icmp slt i64 %k42.next, 64
-  br i1 %754, label %fc2_weight_grad.k42, label %fc2_weight_grad.k42.end
-
-fc2_weight_grad.k42.end:                          ; preds = %fc2_weight_grad.k42
-  %t41_c0_0268 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_0, align 64
-  %755 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %756 = mul nsw i64 %755, 256
-  %757 = add nsw i64 200960, %756
-  %758 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %759 = add nsw i64 %757, %758
-  %grads269 = getelementptr inbounds float, ptr %grads, i64 %759
-  store <16 x float> %t41_c0_0268, ptr %grads269, align 4
-  %t41_c0_1270 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_1, align 64
-  %760 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %761 = mul nsw i64 %760, 256
-  %762 = add nsw i64 200960, %761
-  %763 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %764 = add nsw i64 %762, %763
-  %765 = add nsw i64 %764, 16
-  %grads271 = getelementptr inbounds float, ptr %grads, i64 %765
-  store <16 x float> %t41_c0_1270, ptr %grads271, align 4
-  %t41_c0_2272 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_2, align 64
-  %766 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %767 = mul nsw i64 %766, 256
-  %768 = add nsw i64 200960, %767
-  %769 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %770 = add nsw i64 %768, %769
-  %771 = add nsw i64 %770, 32
-  %grads273 = getelementptr inbounds float, ptr %grads, i64 %771
-  store <16 x float> %t41_c0_2272, ptr %grads273, align 4
-  %t41_c0_3274 = load <16 x float>, ptr %fc2_weight_grad.t41_c0_3, align 64
-  %772 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %773 = mul nsw i64 %772, 256
-  %774 = add nsw i64 200960, %773
-  %775 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %776 = add nsw i64 %774, %775
-  %777 = add nsw i64 %776, 48
-  %grads275 = getelementptr inbounds float, ptr %grads, i64 %777
-  store <16 x float> %t41_c0_3274, ptr %grads275, align 4
-  %t41_c1_0276 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_0, align 64
-  %778 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %779 = add nsw i64 %778, 1
-  %780 = mul nsw i64 %779, 256
-  %781 = add nsw i64 200960, %780
-  %782 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %783 = add nsw i64 %781, %782
-  %grads277 = getelementptr inbounds float, ptr %grads, i64 %783
-  store <16 x float> %t41_c1_0276, ptr %grads277, align 4
-  %t41_c1_1278 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_1, align 64
-  %784 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %785 = add nsw i64 %784, 1
-  %786 = mul nsw i64 %785, 256
-  %787 = add nsw i64 200960, %786
-  %788 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %789 = add nsw i64 %787, %788
-  %790 = add nsw i64 %789, 16
-  %grads279 = getelementptr inbounds float, ptr %grads, i64 %790
-  store <16 x float> %t41_c1_1278, ptr %grads279, align 4
-  %t41_c1_2280 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_2, align 64
-  %791 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %792 = add nsw i64 %791, 1
-  %793 = mul nsw i64 %792, 256
-  %794 = add nsw i64 200960, %793
-  %795 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %796 = add nsw i64 %794, %795
-  %797 = add nsw i64 %796, 32
-  %grads281 = getelementptr inbounds float, ptr %grads, i64 %797
-  store <16 x float> %t41_c1_2280, ptr %grads281, align 4
-  %t41_c1_3282 = load <16 x float>, ptr %fc2_weight_grad.t41_c1_3, align 64
-  %798 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %799 = add nsw i64 %798, 1
-  %800 = mul nsw i64 %799, 256
-  %801 = add nsw i64 200960, %800
-  %802 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %803 = add nsw i64 %801, %802
-  %804 = add nsw i64 %803, 48
-  %grads283 = getelementptr inbounds float, ptr %grads, i64 %804
-  store <16 x float> %t41_c1_3282, ptr %grads283, align 4
-  %t41_c2_0284 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_0, align 64
-  %805 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %806 = add nsw i64 %805, 2
-  %807 = mul nsw i64 %806, 256
-  %808 = add nsw i64 200960, %807
-  %809 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %810 = add nsw i64 %808, %809
-  %grads285 = getelementptr inbounds float, ptr %grads, i64 %810
-  store <16 x float> %t41_c2_0284, ptr %grads285, align 4
-  %t41_c2_1286 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_1, align 64
-  %811 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %812 = add nsw i64 %811, 2
-  %813 = mul nsw i64 %812, 256
-  %814 = add nsw i64 200960, %813
-  %815 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %816 = add nsw i64 %814, %815
-  %817 = add nsw i64 %816, 16
-  %grads287 = getelementptr inbounds float, ptr %grads, i64 %817
-  store <16 x float> %t41_c2_1286, ptr %grads287, align 4
-  %t41_c2_2288 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_2, align 64
-  %818 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %819 = add nsw i64 %818, 2
-  %820 = mul nsw i64 %819, 256
-  %821 = add nsw i64 200960, %820
-  %822 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %823 = add nsw i64 %821, %822
-  %824 = add nsw i64 %823, 32
-  %grads289 = getelementptr inbounds float, ptr %grads, i64 %824
-  store <16 x float> %t41_c2_2288, ptr %grads289, align 4
-  %t41_c2_3290 = load <16 x float>, ptr %fc2_weight_grad.t41_c2_3, align 64
-  %825 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %826 = add nsw i64 %825, 2
-  %827 = mul nsw i64 %826, 256
-  %828 = add nsw i64 200960, %827
-  %829 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, 48
-  %grads291 = getelementptr inbounds float, ptr %grads, i64 %831
-  store <16 x float> %t41_c2_3290, ptr %grads291, align 4
-  %t41_c3_0292 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_0, align 64
-  %832 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %833 = add nsw i64 %832, 3
-  %834 = mul nsw i64 %833, 256
-  %835 = add nsw i64 200960, %834
-  %836 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %837 = add nsw i64 %835, %836
-  %grads293 = getelementptr inbounds float, ptr %grads, i64 %837
-  store <16 x float> %t41_c3_0292, ptr %grads293, align 4
-  %t41_c3_1294 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_1, align 64
-  %838 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %839 = add nsw i64 %838, 3
-  %840 = mul nsw i64 %839, 256
-  %841 = add nsw i64 200960, %840
-  %842 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %843 = add nsw i64 %841, %842
-  %844 = add nsw i64 %843, 16
-  %grads295 = getelementptr inbounds float, ptr %grads, i64 %844
-  store <16 x float> %t41_c3_1294, ptr %grads295, align 4
-  %t41_c3_2296 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_2, align 64
-  %845 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %846 = add nsw i64 %845, 3
-  %847 = mul nsw i64 %846, 256
-  %848 = add nsw i64 200960, %847
-  %849 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %850 = add nsw i64 %848, %849
-  %851 = add nsw i64 %850, 32
-  %grads297 = getelementptr inbounds float, ptr %grads, i64 %851
-  store <16 x float> %t41_c3_2296, ptr %grads297, align 4
-  %t41_c3_3298 = load <16 x float>, ptr %fc2_weight_grad.t41_c3_3, align 64
-  %852 = mul nsw i64 %fc2_weight_grad.mb40234, 4
-  %853 = add nsw i64 %852, 3
-  %854 = mul nsw i64 %853, 256
-  %855 = add nsw i64 200960, %854
-  %856 = mul nsw i64 %fc2_weight_grad.nb39233, 64
-  %857 = add nsw i64 %855, %856
-  %858 = add nsw i64 %857, 48
-  %grads299 = getelementptr inbounds float, ptr %grads, i64 %858
-  store <16 x float> %t41_c3_3298, ptr %grads299, align 4
-  %mb40.next = add nsw i64 %fc2_weight_grad.mb40234, 1
-  %859 = icmp slt i64 %mb40.next, 32
-  br i1 %859, label %fc2_weight_grad.mb40, label %fc2_weight_grad.mb40.end
-
-fc2_bias_grad.u43:                                ; preds = %fc2_bias_grad.n45.end, %fc2_weight_grad.nb39.end
-  %fc2_bias_grad.u43300 = phi i64 [ 0, %fc2_weight_grad.nb39.end ], [ %u43.next, %fc2_bias_grad.n45.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc44, align 4
-  br label %fc2_bias_grad.n45
-
-fc2_bias_grad.u43.end:                            ; preds = %fc2_bias_grad.n45.end
-  br label %drop_grad.nb46
-
-fc2_bias_grad.n45:                                ; preds = %fc2_bias_grad.n45, %fc2_bias_grad.u43
-  %fc2_bias_grad.n45301 = phi i64 [ 0, %fc2_bias_grad.u43 ], [ %n45.next, %fc2_bias_grad.n45 ]
-  %acc44 = load float, ptr %fc2_bias_grad.acc44, align 4
-  %860 = mul nsw i64 %fc2_bias_grad.n45301, 128
-  %861 = add nsw i64 50448, %860
-  %862 = add nsw i64 %861, %fc2_bias_grad.u43300
-  %arena302 = getelementptr inbounds float, ptr %arena, i64 %862
-  %863 = load float, ptr %arena302, align 4
-  %864 = fadd float %acc44, %863
-  store float %864, ptr %fc2_bias_grad.acc44, align 4
-  %n45.next = add nsw i64 %fc2_bias_grad.n45301, 1
-  %865 = icmp slt i64 %n45.next, 64
-  br i1 %865, label %fc2_bias_grad.n45, label %fc2_bias_grad.n45.end
-
-fc2_bias_grad.n45.end:                            ; preds = %fc2_bias_grad.n45
-  %acc44303 = load float, ptr %fc2_bias_grad.acc44, align 4
-  %866 = add nsw i64 233728, %fc2_bias_grad.u43300
-  %grads304 = getelementptr inbounds float, ptr %grads, i64 %866
-  store float %acc44303, ptr %grads304, align 4
-  %u43.next = add nsw i64 %fc2_bias_grad.u43300, 1
-  %867 = icmp slt i64 %u43.next, 128
-  br i1 %867, label %fc2_bias_grad.u43, label %fc2_bias_grad.u43.end
-
-drop_grad.nb46:                                   ; preds = %drop_grad.mb47.end, %fc2_bias_grad.u43.end
-  %drop_grad.nb46305 = phi i64 [ 0, %fc2_bias_grad.u43.end ], [ %nb46.next, %drop_grad.mb47.end ]
-  br label %drop_grad.mb47
-
-drop_grad.nb46.end:                               ; preds = %drop_grad.mb47.end
-  br label %relu1_grad.i50
-
-drop_grad.mb47:                                   ; preds = %drop_grad.k49.end, %drop_grad.nb46
-  %drop_grad.mb47306 = phi i64 [ 0, %drop_grad.nb46 ], [ %mb47.next, %drop_grad.k49.end ]
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %drop_grad.t48_c3_3, align 64
-  br label %drop_grad.k49
-
-drop_grad.mb47.end:                               ; preds = %drop_grad.k49.end
-  %nb46.next = add nsw i64 %drop_grad.nb46305, 1
-  %868 = icmp slt i64 %nb46.next, 4
-  br i1 %868, label %drop_grad.nb46, label %drop_grad.nb46.end
-
-drop_grad.k49:                                    ; preds = %drop_grad.k49, %drop_grad.mb47
-  %drop_grad.k49307 = phi i64 [ 0, %drop_grad.mb47 ], [ %k49.next, %drop_grad.k49 ]
-  %869 = mul nsw i64 %drop_grad.k49307, 256
-  %870 = add nsw i64 200960, %869
-  %871 = mul nsw i64 %drop_grad.nb46305, 64
-  %872 = add nsw i64 %870, %871
-  %params308 = getelementptr inbounds float, ptr %params, i64 %872
-  %873 = load <16 x float>, ptr %params308, align 4
-  store <16 x float> %873, ptr %drop_grad.t48_b0, align 64
-  %874 = mul nsw i64 %drop_grad.k49307, 256
-  %875 = add nsw i64 200960, %874
-  %876 = mul nsw i64 %drop_grad.nb46305, 64
-  %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %877, 16
-  %params309 = getelementptr inbounds float, ptr %params, i64 %878
-  %879 = load <16 x float>, ptr %params309, align 4
-  store <16 x float> %879, ptr %drop_grad.t48_b1, align 64
-  %880 = mul nsw i64 %drop_grad.k49307, 256
-  %881 = add nsw i64 200960, %880
-  %882 = mul nsw i64 %drop_grad.nb46305, 64
-  %883 = add nsw i64 %881, %882
-  %884 = add nsw i64 %883, 32
-  %params310 = getelementptr inbounds float, ptr %params, i64 %884
-  %885 = load <16 x float>, ptr %params310, align 4
-  store <16 x float> %885, ptr %drop_grad.t48_b2, align 64
-  %886 = mul nsw i64 %drop_grad.k49307, 256
-  %887 = add nsw i64 200960, %886
-  %888 = mul nsw i64 %drop_grad.nb46305, 64
-  %889 = add nsw i64 %887, %888
-  %890 = add nsw i64 %889, 48
-  %params311 = getelementptr inbounds float, ptr %params, i64 %890
-  %891 = load <16 x float>, ptr %params311, align 4
-  store <16 x float> %891, ptr %drop_grad.t48_b3, align 64
-  %892 = mul nsw i64 %drop_grad.mb47306, 4
-  %893 = mul nsw i64 %892, 128
-  %894 = add nsw i64 50448, %893
-  %895 = add nsw i64 %894, %drop_grad.k49307
-  %arena312 = getelementptr inbounds float, ptr %arena, i64 %895
-  %896 = load float, ptr %arena312, align 4
-  %897 = insertelement <16 x float> undef, float %896, i32 0
-  %898 = shufflevector <16 x float> %897, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %898, ptr %drop_grad.t48_a0, align 64
-  %t48_a0 = load <16 x float>, ptr %drop_grad.t48_a0, align 64
-  %t48_b0 = load <16 x float>, ptr %drop_grad.t48_b0, align 64
-  %t48_c0_0 = load <16 x float>, ptr %drop_grad.t48_c0_0, align 64
-  %899 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a0, <16 x float> %t48_b0, <16 x float> %t48_c0_0)
-  store <16 x float> %899, ptr %drop_grad.t48_c0_0, align 64
-  %t48_a0313 = load <16 x float>, ptr %drop_grad.t48_a0, align 64
-  %t48_b1 = load <16 x float>, ptr %drop_grad.t48_b1, align 64
-  %t48_c0_1 = load <16 x float>, ptr %drop_grad.t48_c0_1, align 64
-  %900 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a0313, <16 x float> %t48_b1, <16 x float> %t48_c0_1)
-  store <16 x float> %900, ptr %drop_grad.t48_c0_1, align 64
-  %t48_a0314 = load <16 x float>, ptr %drop_grad.t48_a0, align 64
-  %t48_b2 = load <16 x float>, ptr %drop_grad.t48_b2, align 64
-  %t48_c0_2 = load <16 x float>, ptr %drop_grad.t48_c0_2, align 64
-  %901 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a0314, <16 x float> %t48_b2, <16 x float> %t48_c0_2)
-  store <16 x float> %901, ptr %drop_grad.t48_c0_2, align 64
-  %t48_a0315 = load <16 x float>, ptr %drop_grad.t48_a0, align 64
-  %t48_b3 = load <16 x float>, ptr %drop_grad.t48_b3, align 64
-  %t48_c0_3 = load <16 x float>, ptr %drop_grad.t48_c0_3, align 64
-  %902 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a0315, <16 x float> %t48_b3, <16 x float> %t48_c0_3)
-  store <16 x float> %902, ptr %drop_grad.t48_c0_3, align 64
-  %903 = mul nsw i64 %drop_grad.mb47306, 4
-  %904 = add nsw i64 %903, 1
-  %905 = mul nsw i64 %904, 128
-  %906 = add nsw i64 50448, %905
-  %907 = add nsw i64 %906, %drop_grad.k49307
-  %arena316 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load float, ptr %arena316, align 4
-  %909 = insertelement <16 x float> undef, float %908, i32 0
-  %910 = shufflevector <16 x float> %909, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %910, ptr %drop_grad.t48_a1, align 64
-  %t48_a1 = load <16 x float>, ptr %drop_grad.t48_a1, align 64
-  %t48_b0317 = load <16 x float>, ptr %drop_grad.t48_b0, align 64
-  %t48_c1_0 = load <16 x float>, ptr %drop_grad.t48_c1_0, align 64
-  %911 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a1, <16 x float> %t48_b0317, <16 x float> %t48_c1_0)
-  store <16 x float> %911, ptr %drop_grad.t48_c1_0, align 64
-  %t48_a1318 = load <16 x float>, ptr %drop_grad.t48_a1, align 64
-  %t48_b1319 = load <16 x float>, ptr %drop_grad.t48_b1, align 64
-  %t48_c1_1 = load <16 x float>, ptr %drop_grad.t48_c1_1, align 64
-  %912 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a1318, <16 x float> %t48_b1319, <16 x float> %t48_c1_1)
-  store <16 x float> %912, ptr %drop_grad.t48_c1_1, align 64
-  %t48_a1320 = load <16 x float>, ptr %drop_grad.t48_a1, align 64
-  %t48_b2321 = load <16 x float>, ptr %drop_grad.t48_b2, align 64
-  %t48_c1_2 = load <16 x float>, ptr %drop_grad.t48_c1_2, align 64
-  %913 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a1320, <16 x float> %t48_b2321, <16 x float> %t48_c1_2)
-  store <16 x float> %913, ptr %drop_grad.t48_c1_2, align 64
-  %t48_a1322 = load <16 x float>, ptr %drop_grad.t48_a1, align 64
-  %t48_b3323 = load <16 x float>, ptr %drop_grad.t48_b3, align 64
-  %t48_c1_3 = load <16 x float>, ptr %drop_grad.t48_c1_3, align 64
-  %914 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a1322, <16 x float> %t48_b3323, <16 x float> %t48_c1_3)
-  store <16 x float> %914, ptr %drop_grad.t48_c1_3, align 64
-  %915 = mul nsw i64 %drop_grad.mb47306, 4
-  %916 = add nsw i64 %915, 2
-  %917 = mul nsw i64 %916, 128
-  %918 = add nsw i64 50448, %917
-  %919 = add nsw i64 %918, %drop_grad.k49307
-  %arena324 = getelementptr inbounds float, ptr %arena, i64 %919
-  %920 = load float, ptr %arena324, align 4
-  %921 = insertelement <16 x float> undef, float %920, i32 0
-  %922 = shufflevector <16 x float> %921, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %922, ptr %drop_grad.t48_a2, align 64
-  %t48_a2 = load <16 x float>, ptr %drop_grad.t48_a2, align 64
-  %t48_b0325 = load <16 x float>, ptr %drop_grad.t48_b0, align 64
-  %t48_c2_0 = load <16 x float>, ptr %drop_grad.t48_c2_0, align 64
-  %923 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a2, <16 x float> %t48_b0325, <16 x float> %t48_c2_0)
-  store <16 x float> %923, ptr %drop_grad.t48_c2_0, align 64
-  %t48_a2326 = load <16 x float>, ptr %drop_grad.t48_a2, align 64
-  %t48_b1327 = load <16 x float>, ptr %drop_grad.t48_b1, align 64
-  %t48_c2_1 = load <16 x float>, ptr %drop_grad.t48_c2_1, align 64
-  %924 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a2326, <16 x float> %t48_b1327, <16 x float> %t48_c2_1)
-  store <16 x float> %924, ptr %drop_grad.t48_c2_1, align 64
-  %t48_a2328 = load <16 x float>, ptr %drop_grad.t48_a2, align 64
-  %t48_b2329 = load <16 x float>, ptr %drop_grad.t48_b2, align 64
-  %t48_c2_2 = load <16 x float>, ptr %drop_grad.t48_c2_2, align 64
-  %925 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a2328, <16 x float> %t48_b2329, <16 x float> %t48_c2_2)
-  store <16 x float> %925, ptr %drop_grad.t48_c2_2, align 64
-  %t48_a2330 = load <16 x float>, ptr %drop_grad.t48_a2, align 64
-  %t48_b3331 = load <16 x float>, ptr %drop_grad.t48_b3, align 64
-  %t48_c2_3 = load <16 x float>, ptr %drop_grad.t48_c2_3, align 64
-  %926 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a2330, <16 x float> %t48_b3331, <16 x float> %t48_c2_3)
-  store <16 x float> %926, ptr %drop_grad.t48_c2_3, align 64
-  %927 = mul nsw i64 %drop_grad.mb47306, 4
-  %928 = add nsw i64 %927, 3
-  %929 = mul nsw i64 %928, 128
-  %930 = add nsw i64 50448, %929
-  %931 = add nsw i64 %930, %drop_grad.k49307
-  %arena332 = getelementptr inbounds float, ptr %arena, i64 %931
-  %932 = load float, ptr %arena332, align 4
-  %933 = insertelement <16 x float> undef, float %932, i32 0
-  %934 = shufflevector <16 x float> %933, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %934, ptr %drop_grad.t48_a3, align 64
-  %t48_a3 = load <16 x float>, ptr %drop_grad.t48_a3, align 64
-  %t48_b0333 = load <16 x float>, ptr %drop_grad.t48_b0, align 64
-  %t48_c3_0 = load <16 x float>, ptr %drop_grad.t48_c3_0, align 64
-  %935 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a3, <16 x float> %t48_b0333, <16 x float> %t48_c3_0)
-  store <16 x float> %935, ptr %drop_grad.t48_c3_0, align 64
-  %t48_a3334 = load <16 x float>, ptr %drop_grad.t48_a3, align 64
-  %t48_b1335 = load <16 x float>, ptr %drop_grad.t48_b1, align 64
-  %t48_c3_1 = load <16 x float>, ptr %drop_grad.t48_c3_1, align 64
-  %936 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a3334, <16 x float> %t48_b1335, <16 x float> %t48_c3_1)
-  store <16 x float> %936, ptr %drop_grad.t48_c3_1, align 64
-  %t48_a3336 = load <16 x float>, ptr %drop_grad.t48_a3, align 64
-  %t48_b2337 = load <16 x float>, ptr %drop_grad.t48_b2, align 64
-  %t48_c3_2 = load <16 x float>, ptr %drop_grad.t48_c3_2, align 64
-  %937 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a3336, <16 x float> %t48_b2337, <16 x float> %t48_c3_2)
-  store <16 x float> %937, ptr %drop_grad.t48_c3_2, align 64
-  %t48_a3338 = load <16 x float>, ptr %drop_grad.t48_a3, align 64
-  %t48_b3339 = load <16 x float>, ptr %drop_grad.t48_b3, align 64
-  %t48_c3_3 = load <16 x float>, ptr %drop_grad.t48_c3_3, align 64
-  %938 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t48_a3338, <16 x float> %t48_b3339, <16 x float> %t48_c3_3)
-  store <16 x float> %938, ptr %drop_grad.t48_c3_3, align 64
-  %k49.next = add nsw i64 %drop_grad.k49307, 1
-  %939 = icmp slt i64 %k49.next, 128
-  br i1 %939, label %drop_grad.k49, label %drop_grad.k49.end
-
-drop_grad.k49.end:                                ; preds = %drop_grad.k49
-  %t48_c0_0340 = load <16 x float>, ptr %drop_grad.t48_c0_0, align 64
-  %940 = mul nsw i64 %drop_grad.mb47306, 4
-  %941 = mul nsw i64 %940, 256
-  %942 = add nsw i64 58640, %941
-  %943 = mul nsw i64 %drop_grad.nb46305, 64
-  %944 = add nsw i64 %942, %943
-  %arena341 = getelementptr inbounds float, ptr %arena, i64 %944
-  store <16 x float> %t48_c0_0340, ptr %arena341, align 4
-  %t48_c0_1342 = load <16 x float>, ptr %drop_grad.t48_c0_1, align 64
-  %945 = mul nsw i64 %drop_grad.mb47306, 4
-  %946 = mul nsw i64 %945, 256
-  %947 = add nsw i64 58640, %946
-  %948 = mul nsw i64 %drop_grad.nb46305, 64
-  %949 = add nsw i64 %947, %948
-  %950 = add nsw i64 %949, 16
-  %arena343 = getelementptr inbounds float, ptr %arena, i64 %950
-  store <16 x float> %t48_c0_1342, ptr %arena343, align 4
-  %t48_c0_2344 = load <16 x float>, ptr %drop_grad.t48_c0_2, align 64
-  %951 = mul nsw i64 %drop_grad.mb47306, 4
-  %952 = mul nsw i64 %951, 256
-  %953 = add nsw i64 58640, %952
-  %954 = mul nsw i64 %drop_grad.nb46305, 64
-  %955 = add nsw i64 %953, %954
-  %956 = add nsw i64 %955, 32
-  %arena345 = getelementptr inbounds float, ptr %arena, i64 %956
-  store <16 x float> %t48_c0_2344, ptr %arena345, align 4
-  %t48_c0_3346 = load <16 x float>, ptr %drop_grad.t48_c0_3, align 64
-  %957 = mul nsw i64 %drop_grad.mb47306, 4
-  %958 = mul nsw i64 %957, 256
-  %959 = add nsw i64 58640, %958
-  %960 = mul nsw i64 %drop_grad.nb46305, 64
-  %961 = add nsw i64 %959, %960
-  %962 = add nsw i64 %961, 48
-  %arena347 = getelementptr inbounds float, ptr %arena, i64 %962
-  store <16 x float> %t48_c0_3346, ptr %arena347, align 4
-  %t48_c1_0348 = load <16 x float>, ptr %drop_grad.t48_c1_0, align 64
-  %963 = mul nsw i64 %drop_grad.mb47306, 4
-  %964 = add nsw i64 %963, 1
-  %965 = mul nsw i64 %964, 256
-  %966 = add nsw i64 58640, %965
-  %967 = mul nsw i64 %drop_grad.nb46305, 64
-  %968 = add nsw i64 %966, %967
-  %arena349 = getelementptr inbounds float, ptr %arena, i64 %968
-  store <16 x float> %t48_c1_0348, ptr %arena349, align 4
-  %t48_c1_1350 = load <16 x float>, ptr %drop_grad.t48_c1_1, align 64
-  %969 = mul nsw i64 %drop_grad.mb47306, 4
-  %970 = add nsw i64 %969, 1
-  %971 = mul nsw i64 %970, 256
-  %972 = add nsw i64 58640, %971
-  %973 = mul nsw i64 %drop_grad.nb46305, 64
-  %974 = add nsw i64 %972, %973
-  %975 = add nsw i64 %974, 16
-  %arena351 = getelementptr inbounds float, ptr %arena, i64 %975
-  store <16 x float> %t48_c1_1350, ptr %arena351, align 4
-  %t48_c1_2352 = load <16 x float>, ptr %drop_grad.t48_c1_2, align 64
-  %976 = mul nsw i64 %drop_grad.mb47306, 4
-  %977 = add nsw i64 %976, 1
-  %978 = mul nsw i64 %977, 256
-  %979 = add nsw i64 58640, %978
-  %980 = mul nsw i64 %drop_grad.nb46305, 64
-  %981 = add nsw i64 %979, %980
-  %982 = add nsw i64 %981, 32
-  %arena353 = getelementptr inbounds float, ptr %arena, i64 %982
-  store <16 x float> %t48_c1_2352, ptr %arena353, align 4
-  %t48_c1_3354 = load <16 x float>, ptr %drop_grad.t48_c1_3, align 64
-  %983 = mul nsw i64 %drop_grad.mb47306, 4
-  %984 = add nsw i64 %983, 1
-  %985 = mul nsw i64 %984, 256
-  %986 = add nsw i64 58640, %985
-  %987 = mul nsw i64 %drop_grad.nb46305, 64
-  %988 = add nsw i64 %986, %987
-  %989 = add nsw i64 %988, 48
-  %arena355 = getelementptr inbounds float, ptr %arena, i64 %989
-  store <16 x float> %t48_c1_3354, ptr %arena355, align 4
-  %t48_c2_0356 = load <16 x float>, ptr %drop_grad.t48_c2_0, align 64
-  %990 = mul nsw i64 %drop_grad.mb47306, 4
-  %991 = add nsw i64 %990, 2
-  %992 = mul nsw i64 %991, 256
-  %993 = add nsw i64 58640, %992
-  %994 = mul nsw i64 %drop_grad.nb46305, 64
-  %995 = add nsw i64 %993, %994
-  %arena357 = getelementptr inbounds float, ptr %arena, i64 %995
-  store <16 x float> %t48_c2_0356, ptr %arena357, align 4
-  %t48_c2_1358 = load <16 x float>, ptr %drop_grad.t48_c2_1, align 64
-  %996 = mul nsw i64 %drop_grad.mb47306, 4
-  %997 = add nsw i64 %996, 2
-  %998 = mul nsw i64 %997, 256
-  %999 = add nsw i64 58640, %998
-  %1000 = mul nsw i64 %drop_grad.nb46305, 64
-  %1001 = add nsw i64 %999, %1000
-  %1002 = add nsw i64 %1001, 16
-  %arena359 = getelementptr inbounds float, ptr %arena, i64 %1002
-  store <16 x float> %t48_c2_1358, ptr %arena359, align 4
-  %t48_c2_2360 = load <16 x float>, ptr %drop_grad.t48_c2_2, align 64
-  %1003 = mul nsw i64 %drop_grad.mb47306, 4
-  %1004 = add nsw i64 %1003, 2
-  %1005 = mul nsw i64 %1004, 256
-  %1006 = add nsw i64 58640, %1005
-  %1007 = mul nsw i64 %drop_grad.nb46305, 64
-  %1008 = add nsw i64 %1006, %1007
-  %1009 = add nsw i64 %1008, 32
-  %arena361 = getelementptr inbounds float, ptr %arena, i64 %1009
-  store <16 x float> %t48_c2_2360, ptr %arena361, align 4
-  %t48_c2_3362 = load <16 x float>, ptr %drop_grad.t48_c2_3, align 64
-  %1010 = mul nsw i64 %drop_grad.mb47306, 4
-  %1011 = add nsw i64 %1010, 2
-  %1012 = mul nsw i64 %1011, 256
-  %1013 = add nsw i64 58640, %1012
-  %1014 = mul nsw i64 %drop_grad.nb46305, 64
-  %1015 = add nsw i64 %1013, %1014
-  %1016 = add nsw i64 %1015, 48
-  %arena363 = getelementptr inbounds float, ptr %arena, i64 %1016
-  store <16 x float> %t48_c2_3362, ptr %arena363, align 4
-  %t48_c3_0364 = load <16 x float>, ptr %drop_grad.t48_c3_0, align 64
-  %1017 = mul nsw i64 %drop_grad.mb47306, 4
-  %1018 = add nsw i64 %1017, 3
-  %1019 = mul nsw i64 %1018, 256
-  %1020 = add nsw i64 58640, %1019
-  %1021 = mul nsw i64 %drop_grad.nb46305, 64
-  %1022 = add nsw i64 %1020, %1021
-  %arena365 = getelementptr inbounds float, ptr %arena, i64 %1022
-  store <16 x float> %t48_c3_0364, ptr %arena365, align 4
-  %t48_c3_1366 = load <16 x float>, ptr %drop_grad.t48_c3_1, align 64
-  %1023 = mul nsw i64 %drop_grad.mb47306, 4
-  %1024 = add nsw i64 %1023, 3
-  %1025 = mul nsw i64 %1024, 256
-  %1026 = add nsw i64 58640, %1025
-  %1027 = mul nsw i64 %drop_grad.nb46305, 64
-  %1028 = add nsw i64 %1026, %1027
-  %1029 = add nsw i64 %1028, 16
-  %arena367 = getelementptr inbounds float, ptr %arena, i64 %1029
-  store <16 x float> %t48_c3_1366, ptr %arena367, align 4
-  %t48_c3_2368 = load <16 x float>, ptr %drop_grad.t48_c3_2, align 64
-  %1030 = mul nsw i64 %drop_grad.mb47306, 4
-  %1031 = add nsw i64 %1030, 3
-  %1032 = mul nsw i64 %1031, 256
-  %1033 = add nsw i64 58640, %1032
-  %1034 = mul nsw i64 %drop_grad.nb46305, 64
-  %1035 = add nsw i64 %1033, %1034
-  %1036 = add nsw i64 %1035, 32
-  %arena369 = getelementptr inbounds float, ptr %arena, i64 %1036
-  store <16 x float> %t48_c3_2368, ptr %arena369, align 4
-  %t48_c3_3370 = load <16 x float>, ptr %drop_grad.t48_c3_3, align 64
-  %1037 = mul nsw i64 %drop_grad.mb47306, 4
-  %1038 = add nsw i64 %1037, 3
-  %1039 = mul nsw i64 %1038, 256
-  %1040 = add nsw i64 58640, %1039
-  %1041 = mul nsw i64 %drop_grad.nb46305, 64
-  %1042 = add nsw i64 %1040, %1041
-  %1043 = add nsw i64 %1042, 48
-  %arena371 = getelementptr inbounds float, ptr %arena, i64 %1043
-  store <16 x float> %t48_c3_3370, ptr %arena371, align 4
-  %mb47.next = add nsw i64 %drop_grad.mb47306, 1
-  %1044 = icmp slt i64 %mb47.next, 16
-  br i1 %1044, label %drop_grad.mb47, label %drop_grad.mb47.end
-
-relu1_grad.i50:                                   ; preds = %relu1_grad.i50, %drop_grad.nb46.end
-  %relu1_grad.i50372 = phi i64 [ 0, %drop_grad.nb46.end ], [ %i50.next, %relu1_grad.i50 ]
-  %1045 = xor i64 %seed, -1035080904108319828
-  %1046 = lshr i64 %1045, 30
-  %1047 = xor i64 %1045, %1046
-  %1048 = mul i64 %1047, -4658895280553007687
-  %1049 = lshr i64 %1048, 27
-  %1050 = xor i64 %1048, %1049
-  %1051 = mul i64 %1050, -7723592293110705685
-  %1052 = lshr i64 %1051, 31
-  %1053 = xor i64 %1051, %1052
-  %1054 = add i64 %1053, %step
-  %1055 = lshr i64 %1054, 30
-  %1056 = xor i64 %1054, %1055
-  %1057 = mul i64 %1056, -4658895280553007687
-  %1058 = lshr i64 %1057, 27
-  %1059 = xor i64 %1057, %1058
-  %1060 = mul i64 %1059, -7723592293110705685
-  %1061 = lshr i64 %1060, 31
-  %1062 = xor i64 %1060, %1061
-  %1063 = mul i64 %relu1_grad.i50372, -7046029254386353131
-  %1064 = add i64 %1062, %1063
-  %1065 = lshr i64 %1064, 30
-  %1066 = xor i64 %1064, %1065
-  %1067 = mul i64 %1066, -4658895280553007687
-  %1068 = lshr i64 %1067, 27
-  %1069 = xor i64 %1067, %1068
-  %1070 = mul i64 %1069, -7723592293110705685
-  %1071 = lshr i64 %1070, 31
-  %1072 = xor i64 %1070, %1071
-  %1073 = lshr i64 %1072, 40
-  %keep373 = icmp uge i64 %1073, 3355443
-  %1074 = add nsw i64 58640, %relu1_grad.i50372
-  %arena374 = getelementptr inbounds float, ptr %arena, i64 %1074
-  %1075 = load float, ptr %arena374, align 4
-  %1076 = fmul float %1075, 1.250000e+00
-  %1077 = select i1 %keep373, float %1076, float 0.000000e+00
-  %1078 = add nsw i64 41616, %relu1_grad.i50372
-  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1078
-  store float %1077, ptr %arena375, align 4
-  %i50.next = add nsw i64 %relu1_grad.i50372, 1
-  %1079 = icmp slt i64 %i50.next, 16384
-  br i1 %1079, label %relu1_grad.i50, label %relu1_grad.i50.end
-
-relu1_grad.i50.end:                               ; preds = %relu1_grad.i50
-  br label %fc1_grad.i51
-
-fc1_grad.i51:                                     ; preds = %fc1_grad.i51, %relu1_grad.i50.end
-  %fc1_grad.i51376 = phi i64 [ 0, %relu1_grad.i50.end ], [ %i51.next, %fc1_grad.i51 ]
-  %arena377 = getelementptr inbounds float, ptr %arena, i64 %fc1_grad.i51376
-  %1080 = load float, ptr %arena377, align 4
-  %1081 = fcmp ogt float %1080, 0.000000e+00
-  %1082 = add nsw i64 41616, %fc1_grad.i51376
-  %arena378 = getelementptr inbounds float, ptr %arena, i64 %1082
-  %1083 = load float, ptr %arena378, align 4
-  %1084 = select i1 %1081, float %1083, float 0.000000e+00
-  %1085 = add nsw i64 16384, %fc1_grad.i51376
-  %arena379 = getelementptr inbounds float, ptr %arena, i64 %1085
-  store float %1084, ptr %arena379, align 4
-  %i51.next = add nsw i64 %fc1_grad.i51376, 1
-  %1086 = icmp slt i64 %i51.next, 16384
-  br i1 %1086, label %fc1_grad.i51, label %fc1_grad.i51.end
-
-fc1_grad.i51.end:                                 ; preds = %fc1_grad.i51
-  br label %fc1_weight_grad.nb52
-
-fc1_weight_grad.nb52:                             ; preds = %fc1_weight_grad.mb53.end, %fc1_grad.i51.end
-  %fc1_weight_grad.nb52380 = phi i64 [ 0, %fc1_grad.i51.end ], [ %nb52.next, %fc1_weight_grad.mb53.end ]
-  br label %fc1_weight_grad.mb53
-
-fc1_weight_grad.nb52.end:                         ; preds = %fc1_weight_grad.mb53.end
-  br label %fc1_weight_grad.mb56
-
-fc1_weight_grad.mb53:                             ; preds = %fc1_weight_grad.k55.end, %fc1_weight_grad.nb52
-  %fc1_weight_grad.mb53381 = phi i64 [ 0, %fc1_weight_grad.nb52 ], [ %mb53.next, %fc1_weight_grad.k55.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t54_c3_3, align 64
-  br label %fc1_weight_grad.k55
-
-fc1_weight_grad.mb53.end:                         ; preds = %fc1_weight_grad.k55.end
-  %nb52.next = add nsw i64 %fc1_weight_grad.nb52380, 1
-  %1087 = icmp slt i64 %nb52.next, 12
-  br i1 %1087, label %fc1_weight_grad.nb52, label %fc1_weight_grad.nb52.end
-
-fc1_weight_grad.k55:                              ; preds = %fc1_weight_grad.k55, %fc1_weight_grad.mb53
-  %fc1_weight_grad.k55382 = phi i64 [ 0, %fc1_weight_grad.mb53 ], [ %k55.next, %fc1_weight_grad.k55 ]
-  %1088 = mul nsw i64 %fc1_weight_grad.k55382, 784
-  %1089 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1090 = add nsw i64 %1088, %1089
-  %images383 = getelementptr inbounds float, ptr %images, i64 %1090
-  %1091 = load <16 x float>, ptr %images383, align 4
-  store <16 x float> %1091, ptr %fc1_weight_grad.t54_b0, align 64
-  %1092 = mul nsw i64 %fc1_weight_grad.k55382, 784
-  %1093 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1094 = add nsw i64 %1092, %1093
-  %1095 = add nsw i64 %1094, 16
-  %images384 = getelementptr inbounds float, ptr %images, i64 %1095
-  %1096 = load <16 x float>, ptr %images384, align 4
-  store <16 x float> %1096, ptr %fc1_weight_grad.t54_b1, align 64
-  %1097 = mul nsw i64 %fc1_weight_grad.k55382, 784
-  %1098 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1099 = add nsw i64 %1097, %1098
-  %1100 = add nsw i64 %1099, 32
-  %images385 = getelementptr inbounds float, ptr %images, i64 %1100
-  %1101 = load <16 x float>, ptr %images385, align 4
-  store <16 x float> %1101, ptr %fc1_weight_grad.t54_b2, align 64
-  %1102 = mul nsw i64 %fc1_weight_grad.k55382, 784
-  %1103 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1104 = add nsw i64 %1102, %1103
-  %1105 = add nsw i64 %1104, 48
-  %images386 = getelementptr inbounds float, ptr %images, i64 %1105
-  %1106 = load <16 x float>, ptr %images386, align 4
-  store <16 x float> %1106, ptr %fc1_weight_grad.t54_b3, align 64
-  %1107 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1108 = add nsw i64 16384, %1107
-  %1109 = mul nsw i64 %fc1_weight_grad.k55382, 256
-  %1110 = add nsw i64 %1108, %1109
-  %arena387 = getelementptr inbounds float, ptr %arena, i64 %1110
-  %1111 = load float, ptr %arena387, align 4
-  %1112 = insertelement <16 x float> undef, float %1111, i32 0
-  %1113 = shufflevector <16 x float> %1112, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1113, ptr %fc1_weight_grad.t54_a0, align 64
-  %t54_a0 = load <16 x float>, ptr %fc1_weight_grad.t54_a0, align 64
-  %t54_b0 = load <16 x float>, ptr %fc1_weight_grad.t54_b0, align 64
-  %t54_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_0, align 64
-  %1114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0, <16 x float> %t54_b0, <16 x float> %t54_c0_0)
-  store <16 x float> %1114, ptr %fc1_weight_grad.t54_c0_0, align 64
-  %t54_a0388 = load <16 x float>, ptr %fc1_weight_grad.t54_a0, align 64
-  %t54_b1 = load <16 x float>, ptr %fc1_weight_grad.t54_b1, align 64
-  %t54_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_1, align 64
-  %1115 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0388, <16 x float> %t54_b1, <16 x float> %t54_c0_1)
-  store <16 x float> %1115, ptr %fc1_weight_grad.t54_c0_1, align 64
-  %t54_a0389 = load <16 x float>, ptr %fc1_weight_grad.t54_a0, align 64
-  %t54_b2 = load <16 x float>, ptr %fc1_weight_grad.t54_b2, align 64
-  %t54_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_2, align 64
-  %1116 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0389, <16 x float> %t54_b2, <16 x float> %t54_c0_2)
-  store <16 x float> %1116, ptr %fc1_weight_grad.t54_c0_2, align 64
-  %t54_a0390 = load <16 x float>, ptr %fc1_weight_grad.t54_a0, align 64
-  %t54_b3 = load <16 x float>, ptr %fc1_weight_grad.t54_b3, align 64
-  %t54_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_3, align 64
-  %1117 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0390, <16 x float> %t54_b3, <16 x float> %t54_c0_3)
-  store <16 x float> %1117, ptr %fc1_weight_grad.t54_c0_3, align 64
-  %1118 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1119 = add nsw i64 %1118, 1
-  %1120 = add nsw i64 16384, %1119
-  %1121 = mul nsw i64 %fc1_weight_grad.k55382, 256
-  %1122 = add nsw i64 %1120, %1121
-  %arena391 = getelementptr inbounds float, ptr %arena, i64 %1122
-  %1123 = load float, ptr %arena391, align 4
-  %1124 = insertelement <16 x float> undef, float %1123, i32 0
-  %1125 = shufflevector <16 x float> %1124, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1125, ptr %fc1_weight_grad.t54_a1, align 64
-  %t54_a1 = load <16 x float>, ptr %fc1_weight_grad.t54_a1, align 64
-  %t54_b0392 = load <16 x float>, ptr %fc1_weight_grad.t54_b0, align 64
-  %t54_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_0, align 64
-  %1126 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1, <16 x float> %t54_b0392, <16 x float> %t54_c1_0)
-  store <16 x float> %1126, ptr %fc1_weight_grad.t54_c1_0, align 64
-  %t54_a1393 = load <16 x float>, ptr %fc1_weight_grad.t54_a1, align 64
-  %t54_b1394 = load <16 x float>, ptr %fc1_weight_grad.t54_b1, align 64
-  %t54_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_1, align 64
-  %1127 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1393, <16 x float> %t54_b1394, <16 x float> %t54_c1_1)
-  store <16 x float> %1127, ptr %fc1_weight_grad.t54_c1_1, align 64
-  %t54_a1395 = load <16 x float>, ptr %fc1_weight_grad.t54_a1, align 64
-  %t54_b2396 = load <16 x float>, ptr %fc1_weight_grad.t54_b2, align 64
-  %t54_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_2, align 64
-  %1128 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1395, <16 x float> %t54_b2396, <16 x float> %t54_c1_2)
-  store <16 x float> %1128, ptr %fc1_weight_grad.t54_c1_2, align 64
-  %t54_a1397 = load <16 x float>, ptr %fc1_weight_grad.t54_a1, align 64
-  %t54_b3398 = load <16 x float>, ptr %fc1_weight_grad.t54_b3, align 64
-  %t54_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_3, align 64
-  %1129 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1397, <16 x float> %t54_b3398, <16 x float> %t54_c1_3)
-  store <16 x float> %1129, ptr %fc1_weight_grad.t54_c1_3, align 64
-  %1130 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1131 = add nsw i64 %1130, 2
-  %1132 = add nsw i64 16384, %1131
-  %1133 = mul nsw i64 %fc1_weight_grad.k55382, 256
-  %1134 = add nsw i64 %1132, %1133
-  %arena399 = getelementptr inbounds float, ptr %arena, i64 %1134
-  %1135 = load float, ptr %arena399, align 4
-  %1136 = insertelement <16 x float> undef, float %1135, i32 0
-  %1137 = shufflevector <16 x float> %1136, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1137, ptr %fc1_weight_grad.t54_a2, align 64
-  %t54_a2 = load <16 x float>, ptr %fc1_weight_grad.t54_a2, align 64
-  %t54_b0400 = load <16 x float>, ptr %fc1_weight_grad.t54_b0, align 64
-  %t54_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_0, align 64
-  %1138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2, <16 x float> %t54_b0400, <16 x float> %t54_c2_0)
-  store <16 x float> %1138, ptr %fc1_weight_grad.t54_c2_0, align 64
-  %t54_a2401 = load <16 x float>, ptr %fc1_weight_grad.t54_a2, align 64
-  %t54_b1402 = load <16 x float>, ptr %fc1_weight_grad.t54_b1, align 64
-  %t54_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_1, align 64
-  %1139 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2401, <16 x float> %t54_b1402, <16 x float> %t54_c2_1)
-  store <16 x float> %1139, ptr %fc1_weight_grad.t54_c2_1, align 64
-  %t54_a2403 = load <16 x float>, ptr %fc1_weight_grad.t54_a2, align 64
-  %t54_b2404 = load <16 x float>, ptr %fc1_weight_grad.t54_b2, align 64
-  %t54_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_2, align 64
-  %1140 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2403, <16 x float> %t54_b2404, <16 x float> %t54_c2_2)
-  store <16 x float> %1140, ptr %fc1_weight_grad.t54_c2_2, align 64
-  %t54_a2405 = load <16 x float>, ptr %fc1_weight_grad.t54_a2, align 64
-  %t54_b3406 = load <16 x float>, ptr %fc1_weight_grad.t54_b3, align 64
-  %t54_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_3, align 64
-  %1141 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2405, <16 x float> %t54_b3406, <16 x float> %t54_c2_3)
-  store <16 x float> %1141, ptr %fc1_weight_grad.t54_c2_3, align 64
-  %1142 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1143 = add nsw i64 %1142, 3
-  %1144 = add nsw i64 16384, %1143
-  %1145 = mul nsw i64 %fc1_weight_grad.k55382, 256
-  %1146 = add nsw i64 %1144, %1145
-  %arena407 = getelementptr inbounds float, ptr %arena, i64 %1146
-  %1147 = load float, ptr %arena407, align 4
-  %1148 = insertelement <16 x float> undef, float %1147, i32 0
-  %1149 = shufflevector <16 x float> %1148, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1149, ptr %fc1_weight_grad.t54_a3, align 64
-  %t54_a3 = load <16 x float>, ptr %fc1_weight_grad.t54_a3, align 64
-  %t54_b0408 = load <16 x float>, ptr %fc1_weight_grad.t54_b0, align 64
-  %t54_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_0, align 64
-  %1150 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3, <16 x float> %t54_b0408, <16 x float> %t54_c3_0)
-  store <16 x float> %1150, ptr %fc1_weight_grad.t54_c3_0, align 64
-  %t54_a3409 = load <16 x float>, ptr %fc1_weight_grad.t54_a3, align 64
-  %t54_b1410 = load <16 x float>, ptr %fc1_weight_grad.t54_b1, align 64
-  %t54_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_1, align 64
-  %1151 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3409, <16 x float> %t54_b1410, <16 x float> %t54_c3_1)
-  store <16 x float> %1151, ptr %fc1_weight_grad.t54_c3_1, align 64
-  %t54_a3411 = load <16 x float>, ptr %fc1_weight_grad.t54_a3, align 64
-  %t54_b2412 = load <16 x float>, ptr %fc1_weight_grad.t54_b2, align 64
-  %t54_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_2, align 64
-  %1152 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3411, <16 x float> %t54_b2412, <16 x float> %t54_c3_2)
-  store <16 x float> %1152, ptr %fc1_weight_grad.t54_c3_2, align 64
-  %t54_a3413 = load <16 x float>, ptr %fc1_weight_grad.t54_a3, align 64
-  %t54_b3414 = load <16 x float>, ptr %fc1_weight_grad.t54_b3, align 64
-  %t54_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_3, align 64
-  %1153 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3413, <16 x float> %t54_b3414, <16 x float> %t54_c3_3)
-  store <16 x float> %1153, ptr %fc1_weight_grad.t54_c3_3, align 64
-  %k55.next = add nsw i64 %fc1_weight_grad.k55382, 1
-  %1154 = icmp slt i64 %k55.next, 64
-  br i1 %1154, label %fc1_weight_grad.k55, label %fc1_weight_grad.k55.end
-
-fc1_weight_grad.k55.end:                          ; preds = %fc1_weight_grad.k55
-  %t54_c0_0415 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_0, align 64
-  %1155 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1156 = mul nsw i64 %1155, 784
-  %1157 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1158 = add nsw i64 %1156, %1157
-  %grads416 = getelementptr inbounds float, ptr %grads, i64 %1158
-  store <16 x float> %t54_c0_0415, ptr %grads416, align 4
-  %t54_c0_1417 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_1, align 64
-  %1159 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1160 = mul nsw i64 %1159, 784
-  %1161 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1162 = add nsw i64 %1160, %1161
-  %1163 = add nsw i64 %1162, 16
-  %grads418 = getelementptr inbounds float, ptr %grads, i64 %1163
-  store <16 x float> %t54_c0_1417, ptr %grads418, align 4
-  %t54_c0_2419 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_2, align 64
-  %1164 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1165 = mul nsw i64 %1164, 784
-  %1166 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1167 = add nsw i64 %1165, %1166
-  %1168 = add nsw i64 %1167, 32
-  %grads420 = getelementptr inbounds float, ptr %grads, i64 %1168
-  store <16 x float> %t54_c0_2419, ptr %grads420, align 4
-  %t54_c0_3421 = load <16 x float>, ptr %fc1_weight_grad.t54_c0_3, align 64
-  %1169 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1170 = mul nsw i64 %1169, 784
-  %1171 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1172 = add nsw i64 %1170, %1171
-  %1173 = add nsw i64 %1172, 48
-  %grads422 = getelementptr inbounds float, ptr %grads, i64 %1173
-  store <16 x float> %t54_c0_3421, ptr %grads422, align 4
-  %t54_c1_0423 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_0, align 64
-  %1174 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1175 = add nsw i64 %1174, 1
-  %1176 = mul nsw i64 %1175, 784
-  %1177 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1178 = add nsw i64 %1176, %1177
-  %grads424 = getelementptr inbounds float, ptr %grads, i64 %1178
-  store <16 x float> %t54_c1_0423, ptr %grads424, align 4
-  %t54_c1_1425 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_1, align 64
-  %1179 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1180 = add nsw i64 %1179, 1
-  %1181 = mul nsw i64 %1180, 784
-  %1182 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1183 = add nsw i64 %1181, %1182
-  %1184 = add nsw i64 %1183, 16
-  %grads426 = getelementptr inbounds float, ptr %grads, i64 %1184
-  store <16 x float> %t54_c1_1425, ptr %grads426, align 4
-  %t54_c1_2427 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_2, align 64
-  %1185 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1186 = add nsw i64 %1185, 1
-  %1187 = mul nsw i64 %1186, 784
-  %1188 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1189 = add nsw i64 %1187, %1188
-  %1190 = add nsw i64 %1189, 32
-  %grads428 = getelementptr inbounds float, ptr %grads, i64 %1190
-  store <16 x float> %t54_c1_2427, ptr %grads428, align 4
-  %t54_c1_3429 = load <16 x float>, ptr %fc1_weight_grad.t54_c1_3, align 64
-  %1191 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1192 = add nsw i64 %1191, 1
-  %1193 = mul nsw i64 %1192, 784
-  %1194 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1195 = add nsw i64 %1193, %1194
-  %1196 = add nsw i64 %1195, 48
-  %grads430 = getelementptr inbounds float, ptr %grads, i64 %1196
-  store <16 x float> %t54_c1_3429, ptr %grads430, align 4
-  %t54_c2_0431 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_0, align 64
-  %1197 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1198 = add nsw i64 %1197, 2
-  %1199 = mul nsw i64 %1198, 784
-  %1200 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1201 = add nsw i64 %1199, %1200
-  %grads432 = getelementptr inbounds float, ptr %grads, i64 %1201
-  store <16 x float> %t54_c2_0431, ptr %grads432, align 4
-  %t54_c2_1433 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_1, align 64
-  %1202 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1203 = add nsw i64 %1202, 2
-  %1204 = mul nsw i64 %1203, 784
-  %1205 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1206 = add nsw i64 %1204, %1205
-  %1207 = add nsw i64 %1206, 16
-  %grads434 = getelementptr inbounds float, ptr %grads, i64 %1207
-  store <16 x float> %t54_c2_1433, ptr %grads434, align 4
-  %t54_c2_2435 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_2, align 64
-  %1208 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1209 = add nsw i64 %1208, 2
-  %1210 = mul nsw i64 %1209, 784
-  %1211 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1212 = add nsw i64 %1210, %1211
-  %1213 = add nsw i64 %1212, 32
-  %grads436 = getelementptr inbounds float, ptr %grads, i64 %1213
-  store <16 x float> %t54_c2_2435, ptr %grads436, align 4
-  %t54_c2_3437 = load <16 x float>, ptr %fc1_weight_grad.t54_c2_3, align 64
-  %1214 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1215 = add nsw i64 %1214, 2
-  %1216 = mul nsw i64 %1215, 784
-  %1217 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1218 = add nsw i64 %1216, %1217
-  %1219 = add nsw i64 %1218, 48
-  %grads438 = getelementptr inbounds float, ptr %grads, i64 %1219
-  store <16 x float> %t54_c2_3437, ptr %grads438, align 4
-  %t54_c3_0439 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_0, align 64
-  %1220 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1221 = add nsw i64 %1220, 3
-  %1222 = mul nsw i64 %1221, 784
-  %1223 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1224 = add nsw i64 %1222, %1223
-  %grads440 = getelementptr inbounds float, ptr %grads, i64 %1224
-  store <16 x float> %t54_c3_0439, ptr %grads440, align 4
-  %t54_c3_1441 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_1, align 64
-  %1225 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1226 = add nsw i64 %1225, 3
-  %1227 = mul nsw i64 %1226, 784
-  %1228 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1229 = add nsw i64 %1227, %1228
-  %1230 = add nsw i64 %1229, 16
-  %grads442 = getelementptr inbounds float, ptr %grads, i64 %1230
-  store <16 x float> %t54_c3_1441, ptr %grads442, align 4
-  %t54_c3_2443 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_2, align 64
-  %1231 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1232 = add nsw i64 %1231, 3
-  %1233 = mul nsw i64 %1232, 784
-  %1234 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1235 = add nsw i64 %1233, %1234
-  %1236 = add nsw i64 %1235, 32
-  %grads444 = getelementptr inbounds float, ptr %grads, i64 %1236
-  store <16 x float> %t54_c3_2443, ptr %grads444, align 4
-  %t54_c3_3445 = load <16 x float>, ptr %fc1_weight_grad.t54_c3_3, align 64
-  %1237 = mul nsw i64 %fc1_weight_grad.mb53381, 4
-  %1238 = add nsw i64 %1237, 3
-  %1239 = mul nsw i64 %1238, 784
-  %1240 = mul nsw i64 %fc1_weight_grad.nb52380, 64
-  %1241 = add nsw i64 %1239, %1240
-  %1242 = add nsw i64 %1241, 48
-  %grads446 = getelementptr inbounds float, ptr %grads, i64 %1242
-  store <16 x float> %t54_c3_3445, ptr %grads446, align 4
-  %mb53.next = add nsw i64 %fc1_weight_grad.mb53381, 1
-  %1243 = icmp slt i64 %mb53.next, 64
-  br i1 %1243, label %fc1_weight_grad.mb53, label %fc1_weight_grad.mb53.end
-
-fc1_weight_grad.mb56:                             ; preds = %fc1_weight_grad.k58.end, %fc1_weight_grad.nb52.end
-  %fc1_weight_grad.mb56447 = phi i64 [ 0, %fc1_weight_grad.nb52.end ], [ %mb56.next, %fc1_weight_grad.k58.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t57_c3_0, align 64
-  br label %fc1_weight_grad.k58
-
-fc1_weight_grad.mb56.end:                         ; preds = %fc1_weight_grad.k58.end
-  br label %fc1_bias_grad.u59
-
-fc1_weight_grad.k58:                              ; preds = %fc1_weight_grad.k58, %fc1_weight_grad.mb56
-  %fc1_weight_grad.k58448 = phi i64 [ 0, %fc1_weight_grad.mb56 ], [ %k58.next, %fc1_weight_grad.k58 ]
-  %1244 = mul nsw i64 %fc1_weight_grad.k58448, 784
-  %1245 = add nsw i64 %1244, 768
-  %images449 = getelementptr inbounds float, ptr %images, i64 %1245
-  %1246 = load <16 x float>, ptr %images449, align 4
-  store <16 x float> %1246, ptr %fc1_weight_grad.t57_b0, align 64
-  %1247 = mul nsw i64 %fc1_weight_grad.mb56447, 4
-  %1248 = add nsw i64 16384, %1247
-  %1249 = mul nsw i64 %fc1_weight_grad.k58448, 256
-  %1250 = add nsw i64 %1248, %1249
-  %arena450 = getelementptr inbounds float, ptr %arena, i64 %1250
-  %1251 = load float, ptr %arena450, align 4
-  %1252 = insertelement <16 x float> undef, float %1251, i32 0
-  %1253 = shufflevector <16 x float> %1252, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1253, ptr %fc1_weight_grad.t57_a0, align 64
-  %t57_a0 = load <16 x float>, ptr %fc1_weight_grad.t57_a0, align 64
-  %t57_b0 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
-  %t57_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_0, align 64
-  %1254 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0, <16 x float> %t57_b0, <16 x float> %t57_c0_0)
-  store <16 x float> %1254, ptr %fc1_weight_grad.t57_c0_0, align 64
-  %1255 = mul nsw i64 %fc1_weight_grad.mb56447, 4
-  %1256 = add nsw i64 %1255, 1
-  %1257 = add nsw i64 16384, %1256
-  %1258 = mul nsw i64 %fc1_weight_grad.k58448, 256
-  %1259 = add nsw i64 %1257, %1258
-  %arena451 = getelementptr inbounds float, ptr %arena, i64 %1259
-  %1260 = load float, ptr %arena451, align 4
-  %1261 = insertelement <16 x float> undef, float %1260, i32 0
-  %1262 = shufflevector <16 x float> %1261, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1262, ptr %fc1_weight_grad.t57_a1, align 64
-  %t57_a1 = load <16 x float>, ptr %fc1_weight_grad.t57_a1, align 64
-  %t57_b0452 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
-  %t57_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_0, align 64
-  %1263 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1, <16 x float> %t57_b0452, <16 x float> %t57_c1_0)
-  store <16 x float> %1263, ptr %fc1_weight_grad.t57_c1_0, align 64
-  %1264 = mul nsw i64 %fc1_weight_grad.mb56447, 4
-  %1265 = add nsw i64 %1264, 2
-  %1266 = add nsw i64 16384, %1265
-  %1267 = mul nsw i64 %fc1_weight_grad.k58448, 256
-  %1268 = add nsw i64 %1266, %1267
-  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1268
-  %1269 = load float, ptr %arena453, align 4
-  %1270 = insertelement <16 x float> undef, float %1269, i32 0
-  %1271 = shufflevector <16 x float> %1270, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1271, ptr %fc1_weight_grad.t57_a2, align 64
-  %t57_a2 = load <16 x float>, ptr %fc1_weight_grad.t57_a2, align 64
-  %t57_b0454 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
-  %t57_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_0, align 64
-  %1272 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2, <16 x float> %t57_b0454, <16 x float> %t57_c2_0)
-  store <16 x float> %1272, ptr %fc1_weight_grad.t57_c2_0, align 64
-  %1273 = mul nsw i64 %fc1_weight_grad.mb56447, 4
-  %1274 = add nsw i64 %1273, 3
-  %1275 = add nsw i64 16384, %1274
-  %1276 = mul nsw i64 %fc1_weight_grad.k58448, 256
-  %1277 = add nsw i64 %1275, %1276
-  %arena455 = getelementptr inbounds float, ptr %arena, i64 %1277
-  %1278 = load float, ptr %arena455, align 4
-  %1279 = insertelement <16 x float> undef, float %1278, i32 0
-  %1280 = shufflevector <16 x float> %1279, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1280, ptr %fc1_weight_grad.t57_a3, align 64
-  %t57_a3 = load <16 x float>, ptr %fc1_weight_grad.t57_a3, align 64
-  %t57_b0456 = load <16 x float>, ptr %fc1_weight_grad.t57_b0, align 64
-  %t57_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_0, align 64
-  %1281 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3, <16 x float> %t57_b0456, <16 x float> %t57_c3_0)
-  store <16 x float> %1281, ptr %fc1_weight_grad.t57_c3_0, align 64
-  %k58.next = add nsw i64 %fc1_weight_grad.k58448, 1
-  %1282 = icmp slt i64 %k58.next, 64
-  br i1 %1282, label %fc1_weight_grad.k58, label %fc1_weight_grad.k58.end
-
-fc1_weight_grad.k58.end:                          ; preds = %fc1_weight_grad.k58
-  %t57_c0_0457 = load <16 x float>, ptr %fc1_weight_grad.t57_c0_0, align 64
-  %1283 = mul nsw i64 %fc1_weight_grad.mb56447, 4
-  %1284 = mul nsw i64 %1283, 784
-  %1285 = add nsw i64 %1284, 768
-  %grads458 = getelementptr inbounds float, ptr %grads, i64 %1285
-  store <16 x float> %t57_c0_0457, ptr %grads458, align 4
-  %t57_c1_0459 = load <16 x float>, ptr %fc1_weight_grad.t57_c1_0, align 64
-  %1286 = mul nsw i64 %fc1_weight_grad.mb56447, 4
-  %1287 = add nsw i64 %1286, 1
-  %1288 = mul nsw i64 %1287, 784
-  %1289 = add nsw i64 %1288, 768
-  %grads460 = getelementptr inbounds float, ptr %grads, i64 %1289
-  store <16 x float> %t57_c1_0459, ptr %grads460, align 4
-  %t57_c2_0461 = load <16 x float>, ptr %fc1_weight_grad.t57_c2_0, align 64
-  %1290 = mul nsw i64 %fc1_weight_grad.mb56447, 4
-  %1291 = add nsw i64 %1290, 2
-  %1292 = mul nsw i64 %1291, 784
-  %1293 = add nsw i64 %1292, 768
-  %grads462 = getelementptr inbounds float, ptr %grads, i64 %1293
-  store <16 x float> %t57_c2_0461, ptr %grads462, align 4
-  %t57_c3_0463 = load <16 x float>, ptr %fc1_weight_grad.t57_c3_0, align 64
-  %1294 = mul nsw i64 %fc1_weight_grad.mb56447, 4
-  %1295 = add nsw i64 %1294, 3
-  %1296 = mul nsw i64 %1295, 784
-  %1297 = add nsw i64 %1296, 768
-  %grads464 = getelementptr inbounds float, ptr %grads, i64 %1297
-  store <16 x float> %t57_c3_0463, ptr %grads464, align 4
-  %mb56.next = add nsw i64 %fc1_weight_grad.mb56447, 1
-  %1298 = icmp slt i64 %mb56.next, 64
-  br i1 %1298, label %fc1_weight_grad.mb56, label %fc1_weight_grad.mb56.end
-
-fc1_bias_grad.u59:                                ; preds = %fc1_bias_grad.n61.end, %fc1_weight_grad.mb56.end
-  %fc1_bias_grad.u59465 = phi i64 [ 0, %fc1_weight_grad.mb56.end ], [ %u59.next, %fc1_bias_grad.n61.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc60, align 4
-  br label %fc1_bias_grad.n61
-
-fc1_bias_grad.u59.end:                            ; preds = %fc1_bias_grad.n61.end
-  %1299 = sitofp i64 %step to float
-  %1300 = fmul float %1299, 0xBFBAF8E8A0000000
-  %1301 = call float @llvm.exp.f32(float %1300)
-  %1302 = fsub float 1.000000e+00, %1301
-  %1303 = fdiv float %lr, %1302
-  store float %1303, ptr %adam.step_size62, align 4
-  %1304 = sitofp i64 %step to float
-  %1305 = fmul float %1304, 0xBF50645940000000
-  %1306 = call float @llvm.exp.f32(float %1305)
-  %1307 = fsub float 1.000000e+00, %1306
-  %1308 = call float @llvm.sqrt.f32(float %1307)
-  store float %1308, ptr %adam.bc2_sqrt63, align 4
-  br label %adam.i64
-
-fc1_bias_grad.n61:                                ; preds = %fc1_bias_grad.n61, %fc1_bias_grad.u59
-  %fc1_bias_grad.n61466 = phi i64 [ 0, %fc1_bias_grad.u59 ], [ %n61.next, %fc1_bias_grad.n61 ]
-  %acc60 = load float, ptr %fc1_bias_grad.acc60, align 4
-  %1309 = mul nsw i64 %fc1_bias_grad.n61466, 256
-  %1310 = add nsw i64 16384, %1309
-  %1311 = add nsw i64 %1310, %fc1_bias_grad.u59465
-  %arena467 = getelementptr inbounds float, ptr %arena, i64 %1311
-  %1312 = load float, ptr %arena467, align 4
-  %1313 = fadd float %acc60, %1312
-  store float %1313, ptr %fc1_bias_grad.acc60, align 4
-  %n61.next = add nsw i64 %fc1_bias_grad.n61466, 1
-  %1314 = icmp slt i64 %n61.next, 64
-  br i1 %1314, label %fc1_bias_grad.n61, label %fc1_bias_grad.n61.end
-
-fc1_bias_grad.n61.end:                            ; preds = %fc1_bias_grad.n61
-  %acc60468 = load float, ptr %fc1_bias_grad.acc60, align 4
-  %1315 = add nsw i64 200704, %fc1_bias_grad.u59465
-  %grads469 = getelementptr inbounds float, ptr %grads, i64 %1315
-  store float %acc60468, ptr %grads469, align 4
-  %u59.next = add nsw i64 %fc1_bias_grad.u59465, 1
-  %1316 = icmp slt i64 %u59.next, 256
-  br i1 %1316, label %fc1_bias_grad.u59, label %fc1_bias_grad.u59.end
-
-adam.i64:                                         ; preds = %adam.i64, %fc1_bias_grad.u59.end
-  %adam.i64470 = phi i64 [ 0, %fc1_bias_grad.u59.end ], [ %i64.next, %adam.i64 ]
-  %grads471 = getelementptr inbounds float, ptr %grads, i64 %adam.i64470
-  %1317 = load float, ptr %grads471, align 4
-  %params472 = getelementptr inbounds float, ptr %params, i64 %adam.i64470
-  %1318 = load float, ptr %params472, align 4
-  %1319 = fmul float 0.000000e+00, %1318
-  %1320 = fadd float %1317, %1319
-  store float %1320, ptr %adam.g, align 4
-  %m473 = getelementptr inbounds float, ptr %m, i64 %adam.i64470
-  %1321 = load float, ptr %m473, align 4
-  %1322 = fmul float 0x3FECCCCCC0000000, %1321
-  %g = load float, ptr %adam.g, align 4
-  %1323 = fmul float 0x3FB9999A00000000, %g
-  %1324 = fadd float %1322, %1323
-  store float %1324, ptr %adam.m_new, align 4
-  %v474 = getelementptr inbounds float, ptr %v, i64 %adam.i64470
-  %1325 = load float, ptr %v474, align 4
-  %1326 = fmul float 0x3FEFF7CEE0000000, %1325
-  %g475 = load float, ptr %adam.g, align 4
-  %1327 = fmul float 0x3F50624000000000, %g475
-  %g476 = load float, ptr %adam.g, align 4
-  %1328 = fmul float %1327, %g476
-  %1329 = fadd float %1326, %1328
-  store float %1329, ptr %adam.v_new, align 4
-  %m_new = load float, ptr %adam.m_new, align 4
-  %m477 = getelementptr inbounds float, ptr %m, i64 %adam.i64470
-  store float %m_new, ptr %m477, align 4
-  %v_new = load float, ptr %adam.v_new, align 4
-  %v478 = getelementptr inbounds float, ptr %v, i64 %adam.i64470
-  store float %v_new, ptr %v478, align 4
-  %params479 = getelementptr inbounds float, ptr %params, i64 %adam.i64470
-  %1330 = load float, ptr %params479, align 4
-  %step_size62 = load float, ptr %adam.step_size62, align 4
-  %m_new480 = load float, ptr %adam.m_new, align 4
-  %1331 = fmul float %step_size62, %m_new480
-  %v_new481 = load float, ptr %adam.v_new, align 4
-  %1332 = call float @llvm.sqrt.f32(float %v_new481)
-  %bc2_sqrt63 = load float, ptr %adam.bc2_sqrt63, align 4
-  %1333 = fdiv float %1332, %bc2_sqrt63
-  %1334 = fadd float %1333, 0x3E45798EE0000000
-  %1335 = fdiv float %1331, %1334
-  %1336 = fsub float %1330, %1335
-  %params482 = getelementptr inbounds float, ptr %params, i64 %adam.i64470
-  store float %1336, ptr %params482, align 4
-  %i64.next = add nsw i64 %adam.i64470, 1
-  %1337 = icmp slt i64 %i64.next, 235146
-  br i1 %1337, label %adam.i64, label %adam.i64.end
-
-adam.i64.end:                                     ; preds = %adam.i64
+}
+
+; Function Attrs: noinline
+define internal void @mlp_infer_b64.k2.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
   ret void
 }
 
-; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #0
-
-declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
-
-; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.exp.f32(float) #0
-
-; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.log.f32(float) #0
-
-; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.sqrt.f32(float) #0
-
-define void @mlp_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
+; Function Attrs: noinline
+define internal void @mlp_infer_b64.k3.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
   %fc2.t16_a3 = alloca <16 x float>, align 64
   %fc2.t16_a2 = alloca <16 x float>, align 64
@@ -2828,662 +3608,44 @@ entry:
   %fc2.t16_c0_2 = alloca <16 x float>, align 64
   %fc2.t16_c0_1 = alloca <16 x float>, align 64
   %fc2.t16_c0_0 = alloca <16 x float>, align 64
-  %fc1.t8_a3 = alloca <16 x float>, align 64
-  %fc1.t8_a2 = alloca <16 x float>, align 64
-  %fc1.t8_a1 = alloca <16 x float>, align 64
-  %fc1.t8_a0 = alloca <16 x float>, align 64
-  %fc1.t8_b3 = alloca <16 x float>, align 64
-  %fc1.t8_b2 = alloca <16 x float>, align 64
-  %fc1.t8_b1 = alloca <16 x float>, align 64
-  %fc1.t8_b0 = alloca <16 x float>, align 64
-  %fc1.t8_c3_3 = alloca <16 x float>, align 64
-  %fc1.t8_c3_2 = alloca <16 x float>, align 64
-  %fc1.t8_c3_1 = alloca <16 x float>, align 64
-  %fc1.t8_c3_0 = alloca <16 x float>, align 64
-  %fc1.t8_c2_3 = alloca <16 x float>, align 64
-  %fc1.t8_c2_2 = alloca <16 x float>, align 64
-  %fc1.t8_c2_1 = alloca <16 x float>, align 64
-  %fc1.t8_c2_0 = alloca <16 x float>, align 64
-  %fc1.t8_c1_3 = alloca <16 x float>, align 64
-  %fc1.t8_c1_2 = alloca <16 x float>, align 64
-  %fc1.t8_c1_1 = alloca <16 x float>, align 64
-  %fc1.t8_c1_0 = alloca <16 x float>, align 64
-  %fc1.t8_c0_3 = alloca <16 x float>, align 64
-  %fc1.t8_c0_2 = alloca <16 x float>, align 64
-  %fc1.t8_c0_1 = alloca <16 x float>, align 64
-  %fc1.t8_c0_0 = alloca <16 x float>, align 64
-  br label %fc1.n1
-
-fc1.n1:                                           ; preds = %fc1.k2.end, %entry
-  %fc1.n11 = phi i64 [ 0, %entry ], [ %n1.next, %fc1.k2.end ]
-  br label %fc1.k2
-
-fc1.n1.end:                                       ; preds = %fc1.k2.end
-  br label %fc1.r3
-
-fc1.k2:                                           ; preds = %fc1.k2, %fc1.n1
-  %fc1.k22 = phi i64 [ 0, %fc1.n1 ], [ %k2.next, %fc1.k2 ]
-  %0 = mul nsw i64 %fc1.n11, 784
-  %1 = add nsw i64 %0, %fc1.k22
-  %images3 = getelementptr inbounds float, ptr %images, i64 %1
-  %2 = load float, ptr %images3, align 4
-  %3 = mul nsw i64 %fc1.k22, 64
-  %4 = add nsw i64 16384, %3
-  %5 = add nsw i64 %4, %fc1.n11
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  store float %2, ptr %arena4, align 4
-  %k2.next = add nsw i64 %fc1.k22, 1
-  %6 = icmp slt i64 %k2.next, 784
-  br i1 %6, label %fc1.k2, label %fc1.k2.end
-
-fc1.k2.end:                                       ; preds = %fc1.k2
-  %n1.next = add nsw i64 %fc1.n11, 1
-  %7 = icmp slt i64 %n1.next, 64
-  br i1 %7, label %fc1.n1, label %fc1.n1.end
-
-fc1.r3:                                           ; preds = %fc1.i4.end, %fc1.n1.end
-  %fc1.r35 = phi i64 [ 0, %fc1.n1.end ], [ %r3.next, %fc1.i4.end ]
-  br label %fc1.i4
-
-fc1.r3.end:                                       ; preds = %fc1.i4.end
-  br label %fc1.kp5
-
-fc1.i4:                                           ; preds = %fc1.i4, %fc1.r3
-  %fc1.i46 = phi i64 [ 0, %fc1.r3 ], [ %i4.next, %fc1.i4 ]
-  %8 = mul nsw i64 %fc1.r35, 64
-  %9 = add nsw i64 66560, %8
-  %10 = add nsw i64 %9, %fc1.i46
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %10
-  store float 0.000000e+00, ptr %arena7, align 4
-  %i4.next = add nsw i64 %fc1.i46, 1
-  %11 = icmp slt i64 %i4.next, 64
-  br i1 %11, label %fc1.i4, label %fc1.i4.end
-
-fc1.i4.end:                                       ; preds = %fc1.i4
-  %r3.next = add nsw i64 %fc1.r35, 1
-  %12 = icmp slt i64 %r3.next, 256
-  br i1 %12, label %fc1.r3, label %fc1.r3.end
-
-fc1.kp5:                                          ; preds = %fc1.nb6.end, %fc1.r3.end
-  %fc1.kp58 = phi i64 [ 0, %fc1.r3.end ], [ %kp5.next, %fc1.nb6.end ]
-  br label %fc1.nb6
-
-fc1.kp5.end:                                      ; preds = %fc1.nb6.end
-  br label %fc1.n10
-
-fc1.nb6:                                          ; preds = %fc1.mb7.end, %fc1.kp5
-  %fc1.nb69 = phi i64 [ 0, %fc1.kp5 ], [ %nb6.next, %fc1.mb7.end ]
-  br label %fc1.mb7
-
-fc1.nb6.end:                                      ; preds = %fc1.mb7.end
-  %kp5.next = add nsw i64 %fc1.kp58, 1
-  %13 = icmp slt i64 %kp5.next, 4
-  br i1 %13, label %fc1.kp5, label %fc1.kp5.end
-
-fc1.mb7:                                          ; preds = %fc1.k9.end, %fc1.nb6
-  %fc1.mb710 = phi i64 [ 0, %fc1.nb6 ], [ %mb7.next, %fc1.k9.end ]
-  %14 = mul nsw i64 %fc1.mb710, 4
-  %15 = mul nsw i64 %14, 64
-  %16 = add nsw i64 66560, %15
-  %17 = mul nsw i64 %fc1.nb69, 64
-  %18 = add nsw i64 %16, %17
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load <16 x float>, ptr %arena11, align 4
-  store <16 x float> %19, ptr %fc1.t8_c0_0, align 64
-  %20 = mul nsw i64 %fc1.mb710, 4
-  %21 = mul nsw i64 %20, 64
-  %22 = add nsw i64 66560, %21
-  %23 = mul nsw i64 %fc1.nb69, 64
-  %24 = add nsw i64 %22, %23
-  %25 = add nsw i64 %24, 16
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %25
-  %26 = load <16 x float>, ptr %arena12, align 4
-  store <16 x float> %26, ptr %fc1.t8_c0_1, align 64
-  %27 = mul nsw i64 %fc1.mb710, 4
-  %28 = mul nsw i64 %27, 64
-  %29 = add nsw i64 66560, %28
-  %30 = mul nsw i64 %fc1.nb69, 64
-  %31 = add nsw i64 %29, %30
-  %32 = add nsw i64 %31, 32
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %32
-  %33 = load <16 x float>, ptr %arena13, align 4
-  store <16 x float> %33, ptr %fc1.t8_c0_2, align 64
-  %34 = mul nsw i64 %fc1.mb710, 4
-  %35 = mul nsw i64 %34, 64
-  %36 = add nsw i64 66560, %35
-  %37 = mul nsw i64 %fc1.nb69, 64
-  %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %38, 48
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %39
-  %40 = load <16 x float>, ptr %arena14, align 4
-  store <16 x float> %40, ptr %fc1.t8_c0_3, align 64
-  %41 = mul nsw i64 %fc1.mb710, 4
-  %42 = add nsw i64 %41, 1
-  %43 = mul nsw i64 %42, 64
-  %44 = add nsw i64 66560, %43
-  %45 = mul nsw i64 %fc1.nb69, 64
-  %46 = add nsw i64 %44, %45
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %46
-  %47 = load <16 x float>, ptr %arena15, align 4
-  store <16 x float> %47, ptr %fc1.t8_c1_0, align 64
-  %48 = mul nsw i64 %fc1.mb710, 4
-  %49 = add nsw i64 %48, 1
-  %50 = mul nsw i64 %49, 64
-  %51 = add nsw i64 66560, %50
-  %52 = mul nsw i64 %fc1.nb69, 64
-  %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, 16
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %54
-  %55 = load <16 x float>, ptr %arena16, align 4
-  store <16 x float> %55, ptr %fc1.t8_c1_1, align 64
-  %56 = mul nsw i64 %fc1.mb710, 4
-  %57 = add nsw i64 %56, 1
-  %58 = mul nsw i64 %57, 64
-  %59 = add nsw i64 66560, %58
-  %60 = mul nsw i64 %fc1.nb69, 64
-  %61 = add nsw i64 %59, %60
-  %62 = add nsw i64 %61, 32
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %62
-  %63 = load <16 x float>, ptr %arena17, align 4
-  store <16 x float> %63, ptr %fc1.t8_c1_2, align 64
-  %64 = mul nsw i64 %fc1.mb710, 4
-  %65 = add nsw i64 %64, 1
-  %66 = mul nsw i64 %65, 64
-  %67 = add nsw i64 66560, %66
-  %68 = mul nsw i64 %fc1.nb69, 64
-  %69 = add nsw i64 %67, %68
-  %70 = add nsw i64 %69, 48
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %70
-  %71 = load <16 x float>, ptr %arena18, align 4
-  store <16 x float> %71, ptr %fc1.t8_c1_3, align 64
-  %72 = mul nsw i64 %fc1.mb710, 4
-  %73 = add nsw i64 %72, 2
-  %74 = mul nsw i64 %73, 64
-  %75 = add nsw i64 66560, %74
-  %76 = mul nsw i64 %fc1.nb69, 64
-  %77 = add nsw i64 %75, %76
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %77
-  %78 = load <16 x float>, ptr %arena19, align 4
-  store <16 x float> %78, ptr %fc1.t8_c2_0, align 64
-  %79 = mul nsw i64 %fc1.mb710, 4
-  %80 = add nsw i64 %79, 2
-  %81 = mul nsw i64 %80, 64
-  %82 = add nsw i64 66560, %81
-  %83 = mul nsw i64 %fc1.nb69, 64
-  %84 = add nsw i64 %82, %83
-  %85 = add nsw i64 %84, 16
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %85
-  %86 = load <16 x float>, ptr %arena20, align 4
-  store <16 x float> %86, ptr %fc1.t8_c2_1, align 64
-  %87 = mul nsw i64 %fc1.mb710, 4
-  %88 = add nsw i64 %87, 2
-  %89 = mul nsw i64 %88, 64
-  %90 = add nsw i64 66560, %89
-  %91 = mul nsw i64 %fc1.nb69, 64
-  %92 = add nsw i64 %90, %91
-  %93 = add nsw i64 %92, 32
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %93
-  %94 = load <16 x float>, ptr %arena21, align 4
-  store <16 x float> %94, ptr %fc1.t8_c2_2, align 64
-  %95 = mul nsw i64 %fc1.mb710, 4
-  %96 = add nsw i64 %95, 2
-  %97 = mul nsw i64 %96, 64
-  %98 = add nsw i64 66560, %97
-  %99 = mul nsw i64 %fc1.nb69, 64
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, 48
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %101
-  %102 = load <16 x float>, ptr %arena22, align 4
-  store <16 x float> %102, ptr %fc1.t8_c2_3, align 64
-  %103 = mul nsw i64 %fc1.mb710, 4
-  %104 = add nsw i64 %103, 3
-  %105 = mul nsw i64 %104, 64
-  %106 = add nsw i64 66560, %105
-  %107 = mul nsw i64 %fc1.nb69, 64
-  %108 = add nsw i64 %106, %107
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %108
-  %109 = load <16 x float>, ptr %arena23, align 4
-  store <16 x float> %109, ptr %fc1.t8_c3_0, align 64
-  %110 = mul nsw i64 %fc1.mb710, 4
-  %111 = add nsw i64 %110, 3
-  %112 = mul nsw i64 %111, 64
-  %113 = add nsw i64 66560, %112
-  %114 = mul nsw i64 %fc1.nb69, 64
-  %115 = add nsw i64 %113, %114
-  %116 = add nsw i64 %115, 16
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %116
-  %117 = load <16 x float>, ptr %arena24, align 4
-  store <16 x float> %117, ptr %fc1.t8_c3_1, align 64
-  %118 = mul nsw i64 %fc1.mb710, 4
-  %119 = add nsw i64 %118, 3
-  %120 = mul nsw i64 %119, 64
-  %121 = add nsw i64 66560, %120
-  %122 = mul nsw i64 %fc1.nb69, 64
-  %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, 32
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %124
-  %125 = load <16 x float>, ptr %arena25, align 4
-  store <16 x float> %125, ptr %fc1.t8_c3_2, align 64
-  %126 = mul nsw i64 %fc1.mb710, 4
-  %127 = add nsw i64 %126, 3
-  %128 = mul nsw i64 %127, 64
-  %129 = add nsw i64 66560, %128
-  %130 = mul nsw i64 %fc1.nb69, 64
-  %131 = add nsw i64 %129, %130
-  %132 = add nsw i64 %131, 48
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load <16 x float>, ptr %arena26, align 4
-  store <16 x float> %133, ptr %fc1.t8_c3_3, align 64
-  br label %fc1.k9
-
-fc1.mb7.end:                                      ; preds = %fc1.k9.end
-  %nb6.next = add nsw i64 %fc1.nb69, 1
-  %134 = icmp slt i64 %nb6.next, 1
-  br i1 %134, label %fc1.nb6, label %fc1.nb6.end
-
-fc1.k9:                                           ; preds = %fc1.k9, %fc1.mb7
-  %fc1.k927 = phi i64 [ 0, %fc1.mb7 ], [ %k9.next, %fc1.k9 ]
-  %135 = mul nsw i64 %fc1.kp58, 196
-  %136 = add nsw i64 %fc1.k927, %135
-  %137 = mul nsw i64 %136, 64
-  %138 = add nsw i64 16384, %137
-  %139 = mul nsw i64 %fc1.nb69, 64
-  %140 = add nsw i64 %138, %139
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %140
-  %141 = load <16 x float>, ptr %arena28, align 4
-  store <16 x float> %141, ptr %fc1.t8_b0, align 64
-  %142 = mul nsw i64 %fc1.kp58, 196
-  %143 = add nsw i64 %fc1.k927, %142
-  %144 = mul nsw i64 %143, 64
-  %145 = add nsw i64 16384, %144
-  %146 = mul nsw i64 %fc1.nb69, 64
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, 16
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %148
-  %149 = load <16 x float>, ptr %arena29, align 4
-  store <16 x float> %149, ptr %fc1.t8_b1, align 64
-  %150 = mul nsw i64 %fc1.kp58, 196
-  %151 = add nsw i64 %fc1.k927, %150
-  %152 = mul nsw i64 %151, 64
-  %153 = add nsw i64 16384, %152
-  %154 = mul nsw i64 %fc1.nb69, 64
-  %155 = add nsw i64 %153, %154
-  %156 = add nsw i64 %155, 32
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %156
-  %157 = load <16 x float>, ptr %arena30, align 4
-  store <16 x float> %157, ptr %fc1.t8_b2, align 64
-  %158 = mul nsw i64 %fc1.kp58, 196
-  %159 = add nsw i64 %fc1.k927, %158
-  %160 = mul nsw i64 %159, 64
-  %161 = add nsw i64 16384, %160
-  %162 = mul nsw i64 %fc1.nb69, 64
-  %163 = add nsw i64 %161, %162
-  %164 = add nsw i64 %163, 48
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %164
-  %165 = load <16 x float>, ptr %arena31, align 4
-  store <16 x float> %165, ptr %fc1.t8_b3, align 64
-  %166 = mul nsw i64 %fc1.mb710, 4
-  %167 = mul nsw i64 %166, 784
-  %168 = mul nsw i64 %fc1.kp58, 196
-  %169 = add nsw i64 %fc1.k927, %168
-  %170 = add nsw i64 %167, %169
-  %params32 = getelementptr inbounds float, ptr %params, i64 %170
-  %171 = load float, ptr %params32, align 4
-  %172 = insertelement <16 x float> undef, float %171, i32 0
-  %173 = shufflevector <16 x float> %172, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %173, ptr %fc1.t8_a0, align 64
-  %t8_a0 = load <16 x float>, ptr %fc1.t8_a0, align 64
-  %t8_b0 = load <16 x float>, ptr %fc1.t8_b0, align 64
-  %t8_c0_0 = load <16 x float>, ptr %fc1.t8_c0_0, align 64
-  %174 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a0, <16 x float> %t8_b0, <16 x float> %t8_c0_0)
-  store <16 x float> %174, ptr %fc1.t8_c0_0, align 64
-  %t8_a033 = load <16 x float>, ptr %fc1.t8_a0, align 64
-  %t8_b1 = load <16 x float>, ptr %fc1.t8_b1, align 64
-  %t8_c0_1 = load <16 x float>, ptr %fc1.t8_c0_1, align 64
-  %175 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a033, <16 x float> %t8_b1, <16 x float> %t8_c0_1)
-  store <16 x float> %175, ptr %fc1.t8_c0_1, align 64
-  %t8_a034 = load <16 x float>, ptr %fc1.t8_a0, align 64
-  %t8_b2 = load <16 x float>, ptr %fc1.t8_b2, align 64
-  %t8_c0_2 = load <16 x float>, ptr %fc1.t8_c0_2, align 64
-  %176 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a034, <16 x float> %t8_b2, <16 x float> %t8_c0_2)
-  store <16 x float> %176, ptr %fc1.t8_c0_2, align 64
-  %t8_a035 = load <16 x float>, ptr %fc1.t8_a0, align 64
-  %t8_b3 = load <16 x float>, ptr %fc1.t8_b3, align 64
-  %t8_c0_3 = load <16 x float>, ptr %fc1.t8_c0_3, align 64
-  %177 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a035, <16 x float> %t8_b3, <16 x float> %t8_c0_3)
-  store <16 x float> %177, ptr %fc1.t8_c0_3, align 64
-  %178 = mul nsw i64 %fc1.mb710, 4
-  %179 = add nsw i64 %178, 1
-  %180 = mul nsw i64 %179, 784
-  %181 = mul nsw i64 %fc1.kp58, 196
-  %182 = add nsw i64 %fc1.k927, %181
-  %183 = add nsw i64 %180, %182
-  %params36 = getelementptr inbounds float, ptr %params, i64 %183
-  %184 = load float, ptr %params36, align 4
-  %185 = insertelement <16 x float> undef, float %184, i32 0
-  %186 = shufflevector <16 x float> %185, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %186, ptr %fc1.t8_a1, align 64
-  %t8_a1 = load <16 x float>, ptr %fc1.t8_a1, align 64
-  %t8_b037 = load <16 x float>, ptr %fc1.t8_b0, align 64
-  %t8_c1_0 = load <16 x float>, ptr %fc1.t8_c1_0, align 64
-  %187 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a1, <16 x float> %t8_b037, <16 x float> %t8_c1_0)
-  store <16 x float> %187, ptr %fc1.t8_c1_0, align 64
-  %t8_a138 = load <16 x float>, ptr %fc1.t8_a1, align 64
-  %t8_b139 = load <16 x float>, ptr %fc1.t8_b1, align 64
-  %t8_c1_1 = load <16 x float>, ptr %fc1.t8_c1_1, align 64
-  %188 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a138, <16 x float> %t8_b139, <16 x float> %t8_c1_1)
-  store <16 x float> %188, ptr %fc1.t8_c1_1, align 64
-  %t8_a140 = load <16 x float>, ptr %fc1.t8_a1, align 64
-  %t8_b241 = load <16 x float>, ptr %fc1.t8_b2, align 64
-  %t8_c1_2 = load <16 x float>, ptr %fc1.t8_c1_2, align 64
-  %189 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a140, <16 x float> %t8_b241, <16 x float> %t8_c1_2)
-  store <16 x float> %189, ptr %fc1.t8_c1_2, align 64
-  %t8_a142 = load <16 x float>, ptr %fc1.t8_a1, align 64
-  %t8_b343 = load <16 x float>, ptr %fc1.t8_b3, align 64
-  %t8_c1_3 = load <16 x float>, ptr %fc1.t8_c1_3, align 64
-  %190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a142, <16 x float> %t8_b343, <16 x float> %t8_c1_3)
-  store <16 x float> %190, ptr %fc1.t8_c1_3, align 64
-  %191 = mul nsw i64 %fc1.mb710, 4
-  %192 = add nsw i64 %191, 2
-  %193 = mul nsw i64 %192, 784
-  %194 = mul nsw i64 %fc1.kp58, 196
-  %195 = add nsw i64 %fc1.k927, %194
-  %196 = add nsw i64 %193, %195
-  %params44 = getelementptr inbounds float, ptr %params, i64 %196
-  %197 = load float, ptr %params44, align 4
-  %198 = insertelement <16 x float> undef, float %197, i32 0
-  %199 = shufflevector <16 x float> %198, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %199, ptr %fc1.t8_a2, align 64
-  %t8_a2 = load <16 x float>, ptr %fc1.t8_a2, align 64
-  %t8_b045 = load <16 x float>, ptr %fc1.t8_b0, align 64
-  %t8_c2_0 = load <16 x float>, ptr %fc1.t8_c2_0, align 64
-  %200 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a2, <16 x float> %t8_b045, <16 x float> %t8_c2_0)
-  store <16 x float> %200, ptr %fc1.t8_c2_0, align 64
-  %t8_a246 = load <16 x float>, ptr %fc1.t8_a2, align 64
-  %t8_b147 = load <16 x float>, ptr %fc1.t8_b1, align 64
-  %t8_c2_1 = load <16 x float>, ptr %fc1.t8_c2_1, align 64
-  %201 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a246, <16 x float> %t8_b147, <16 x float> %t8_c2_1)
-  store <16 x float> %201, ptr %fc1.t8_c2_1, align 64
-  %t8_a248 = load <16 x float>, ptr %fc1.t8_a2, align 64
-  %t8_b249 = load <16 x float>, ptr %fc1.t8_b2, align 64
-  %t8_c2_2 = load <16 x float>, ptr %fc1.t8_c2_2, align 64
-  %202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a248, <16 x float> %t8_b249, <16 x float> %t8_c2_2)
-  store <16 x float> %202, ptr %fc1.t8_c2_2, align 64
-  %t8_a250 = load <16 x float>, ptr %fc1.t8_a2, align 64
-  %t8_b351 = load <16 x float>, ptr %fc1.t8_b3, align 64
-  %t8_c2_3 = load <16 x float>, ptr %fc1.t8_c2_3, align 64
-  %203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a250, <16 x float> %t8_b351, <16 x float> %t8_c2_3)
-  store <16 x float> %203, ptr %fc1.t8_c2_3, align 64
-  %204 = mul nsw i64 %fc1.mb710, 4
-  %205 = add nsw i64 %204, 3
-  %206 = mul nsw i64 %205, 784
-  %207 = mul nsw i64 %fc1.kp58, 196
-  %208 = add nsw i64 %fc1.k927, %207
-  %209 = add nsw i64 %206, %208
-  %params52 = getelementptr inbounds float, ptr %params, i64 %209
-  %210 = load float, ptr %params52, align 4
-  %211 = insertelement <16 x float> undef, float %210, i32 0
-  %212 = shufflevector <16 x float> %211, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %212, ptr %fc1.t8_a3, align 64
-  %t8_a3 = load <16 x float>, ptr %fc1.t8_a3, align 64
-  %t8_b053 = load <16 x float>, ptr %fc1.t8_b0, align 64
-  %t8_c3_0 = load <16 x float>, ptr %fc1.t8_c3_0, align 64
-  %213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a3, <16 x float> %t8_b053, <16 x float> %t8_c3_0)
-  store <16 x float> %213, ptr %fc1.t8_c3_0, align 64
-  %t8_a354 = load <16 x float>, ptr %fc1.t8_a3, align 64
-  %t8_b155 = load <16 x float>, ptr %fc1.t8_b1, align 64
-  %t8_c3_1 = load <16 x float>, ptr %fc1.t8_c3_1, align 64
-  %214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a354, <16 x float> %t8_b155, <16 x float> %t8_c3_1)
-  store <16 x float> %214, ptr %fc1.t8_c3_1, align 64
-  %t8_a356 = load <16 x float>, ptr %fc1.t8_a3, align 64
-  %t8_b257 = load <16 x float>, ptr %fc1.t8_b2, align 64
-  %t8_c3_2 = load <16 x float>, ptr %fc1.t8_c3_2, align 64
-  %215 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a356, <16 x float> %t8_b257, <16 x float> %t8_c3_2)
-  store <16 x float> %215, ptr %fc1.t8_c3_2, align 64
-  %t8_a358 = load <16 x float>, ptr %fc1.t8_a3, align 64
-  %t8_b359 = load <16 x float>, ptr %fc1.t8_b3, align 64
-  %t8_c3_3 = load <16 x float>, ptr %fc1.t8_c3_3, align 64
-  %216 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t8_a358, <16 x float> %t8_b359, <16 x float> %t8_c3_3)
-  store <16 x float> %216, ptr %fc1.t8_c3_3, align 64
-  %k9.next = add nsw i64 %fc1.k927, 1
-  %217 = icmp slt i64 %k9.next, 196
-  br i1 %217, label %fc1.k9, label %fc1.k9.end
-
-fc1.k9.end:                                       ; preds = %fc1.k9
-  %t8_c0_060 = load <16 x float>, ptr %fc1.t8_c0_0, align 64
-  %218 = mul nsw i64 %fc1.mb710, 4
-  %219 = mul nsw i64 %218, 64
-  %220 = add nsw i64 66560, %219
-  %221 = mul nsw i64 %fc1.nb69, 64
-  %222 = add nsw i64 %220, %221
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <16 x float> %t8_c0_060, ptr %arena61, align 4
-  %t8_c0_162 = load <16 x float>, ptr %fc1.t8_c0_1, align 64
-  %223 = mul nsw i64 %fc1.mb710, 4
-  %224 = mul nsw i64 %223, 64
-  %225 = add nsw i64 66560, %224
-  %226 = mul nsw i64 %fc1.nb69, 64
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 %227, 16
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %228
-  store <16 x float> %t8_c0_162, ptr %arena63, align 4
-  %t8_c0_264 = load <16 x float>, ptr %fc1.t8_c0_2, align 64
-  %229 = mul nsw i64 %fc1.mb710, 4
-  %230 = mul nsw i64 %229, 64
-  %231 = add nsw i64 66560, %230
-  %232 = mul nsw i64 %fc1.nb69, 64
-  %233 = add nsw i64 %231, %232
-  %234 = add nsw i64 %233, 32
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <16 x float> %t8_c0_264, ptr %arena65, align 4
-  %t8_c0_366 = load <16 x float>, ptr %fc1.t8_c0_3, align 64
-  %235 = mul nsw i64 %fc1.mb710, 4
-  %236 = mul nsw i64 %235, 64
-  %237 = add nsw i64 66560, %236
-  %238 = mul nsw i64 %fc1.nb69, 64
-  %239 = add nsw i64 %237, %238
-  %240 = add nsw i64 %239, 48
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %240
-  store <16 x float> %t8_c0_366, ptr %arena67, align 4
-  %t8_c1_068 = load <16 x float>, ptr %fc1.t8_c1_0, align 64
-  %241 = mul nsw i64 %fc1.mb710, 4
-  %242 = add nsw i64 %241, 1
-  %243 = mul nsw i64 %242, 64
-  %244 = add nsw i64 66560, %243
-  %245 = mul nsw i64 %fc1.nb69, 64
-  %246 = add nsw i64 %244, %245
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <16 x float> %t8_c1_068, ptr %arena69, align 4
-  %t8_c1_170 = load <16 x float>, ptr %fc1.t8_c1_1, align 64
-  %247 = mul nsw i64 %fc1.mb710, 4
-  %248 = add nsw i64 %247, 1
-  %249 = mul nsw i64 %248, 64
-  %250 = add nsw i64 66560, %249
-  %251 = mul nsw i64 %fc1.nb69, 64
-  %252 = add nsw i64 %250, %251
-  %253 = add nsw i64 %252, 16
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %253
-  store <16 x float> %t8_c1_170, ptr %arena71, align 4
-  %t8_c1_272 = load <16 x float>, ptr %fc1.t8_c1_2, align 64
-  %254 = mul nsw i64 %fc1.mb710, 4
-  %255 = add nsw i64 %254, 1
-  %256 = mul nsw i64 %255, 64
-  %257 = add nsw i64 66560, %256
-  %258 = mul nsw i64 %fc1.nb69, 64
-  %259 = add nsw i64 %257, %258
-  %260 = add nsw i64 %259, 32
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %260
-  store <16 x float> %t8_c1_272, ptr %arena73, align 4
-  %t8_c1_374 = load <16 x float>, ptr %fc1.t8_c1_3, align 64
-  %261 = mul nsw i64 %fc1.mb710, 4
-  %262 = add nsw i64 %261, 1
-  %263 = mul nsw i64 %262, 64
-  %264 = add nsw i64 66560, %263
-  %265 = mul nsw i64 %fc1.nb69, 64
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 %266, 48
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %267
-  store <16 x float> %t8_c1_374, ptr %arena75, align 4
-  %t8_c2_076 = load <16 x float>, ptr %fc1.t8_c2_0, align 64
-  %268 = mul nsw i64 %fc1.mb710, 4
-  %269 = add nsw i64 %268, 2
-  %270 = mul nsw i64 %269, 64
-  %271 = add nsw i64 66560, %270
-  %272 = mul nsw i64 %fc1.nb69, 64
-  %273 = add nsw i64 %271, %272
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %273
-  store <16 x float> %t8_c2_076, ptr %arena77, align 4
-  %t8_c2_178 = load <16 x float>, ptr %fc1.t8_c2_1, align 64
-  %274 = mul nsw i64 %fc1.mb710, 4
-  %275 = add nsw i64 %274, 2
-  %276 = mul nsw i64 %275, 64
-  %277 = add nsw i64 66560, %276
-  %278 = mul nsw i64 %fc1.nb69, 64
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 %279, 16
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %280
-  store <16 x float> %t8_c2_178, ptr %arena79, align 4
-  %t8_c2_280 = load <16 x float>, ptr %fc1.t8_c2_2, align 64
-  %281 = mul nsw i64 %fc1.mb710, 4
-  %282 = add nsw i64 %281, 2
-  %283 = mul nsw i64 %282, 64
-  %284 = add nsw i64 66560, %283
-  %285 = mul nsw i64 %fc1.nb69, 64
-  %286 = add nsw i64 %284, %285
-  %287 = add nsw i64 %286, 32
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %287
-  store <16 x float> %t8_c2_280, ptr %arena81, align 4
-  %t8_c2_382 = load <16 x float>, ptr %fc1.t8_c2_3, align 64
-  %288 = mul nsw i64 %fc1.mb710, 4
-  %289 = add nsw i64 %288, 2
-  %290 = mul nsw i64 %289, 64
-  %291 = add nsw i64 66560, %290
-  %292 = mul nsw i64 %fc1.nb69, 64
-  %293 = add nsw i64 %291, %292
-  %294 = add nsw i64 %293, 48
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %294
-  store <16 x float> %t8_c2_382, ptr %arena83, align 4
-  %t8_c3_084 = load <16 x float>, ptr %fc1.t8_c3_0, align 64
-  %295 = mul nsw i64 %fc1.mb710, 4
-  %296 = add nsw i64 %295, 3
-  %297 = mul nsw i64 %296, 64
-  %298 = add nsw i64 66560, %297
-  %299 = mul nsw i64 %fc1.nb69, 64
-  %300 = add nsw i64 %298, %299
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <16 x float> %t8_c3_084, ptr %arena85, align 4
-  %t8_c3_186 = load <16 x float>, ptr %fc1.t8_c3_1, align 64
-  %301 = mul nsw i64 %fc1.mb710, 4
-  %302 = add nsw i64 %301, 3
-  %303 = mul nsw i64 %302, 64
-  %304 = add nsw i64 66560, %303
-  %305 = mul nsw i64 %fc1.nb69, 64
-  %306 = add nsw i64 %304, %305
-  %307 = add nsw i64 %306, 16
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %307
-  store <16 x float> %t8_c3_186, ptr %arena87, align 4
-  %t8_c3_288 = load <16 x float>, ptr %fc1.t8_c3_2, align 64
-  %308 = mul nsw i64 %fc1.mb710, 4
-  %309 = add nsw i64 %308, 3
-  %310 = mul nsw i64 %309, 64
-  %311 = add nsw i64 66560, %310
-  %312 = mul nsw i64 %fc1.nb69, 64
-  %313 = add nsw i64 %311, %312
-  %314 = add nsw i64 %313, 32
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %314
-  store <16 x float> %t8_c3_288, ptr %arena89, align 4
-  %t8_c3_390 = load <16 x float>, ptr %fc1.t8_c3_3, align 64
-  %315 = mul nsw i64 %fc1.mb710, 4
-  %316 = add nsw i64 %315, 3
-  %317 = mul nsw i64 %316, 64
-  %318 = add nsw i64 66560, %317
-  %319 = mul nsw i64 %fc1.nb69, 64
-  %320 = add nsw i64 %318, %319
-  %321 = add nsw i64 %320, 48
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %321
-  store <16 x float> %t8_c3_390, ptr %arena91, align 4
-  %mb7.next = add nsw i64 %fc1.mb710, 1
-  %322 = icmp slt i64 %mb7.next, 64
-  br i1 %322, label %fc1.mb7, label %fc1.mb7.end
-
-fc1.n10:                                          ; preds = %fc1.u11.end, %fc1.kp5.end
-  %fc1.n1092 = phi i64 [ 0, %fc1.kp5.end ], [ %n10.next, %fc1.u11.end ]
-  br label %fc1.u11
-
-fc1.n10.end:                                      ; preds = %fc1.u11.end
   br label %fc2.n12
 
-fc1.u11:                                          ; preds = %fc1.u11, %fc1.n10
-  %fc1.u1193 = phi i64 [ 0, %fc1.n10 ], [ %u11.next, %fc1.u11 ]
-  %323 = mul nsw i64 %fc1.u1193, 64
-  %324 = add nsw i64 66560, %323
-  %325 = add nsw i64 %324, %fc1.n1092
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %325
-  %326 = load float, ptr %arena94, align 4
-  %327 = add nsw i64 200704, %fc1.u1193
-  %params95 = getelementptr inbounds float, ptr %params, i64 %327
-  %328 = load float, ptr %params95, align 4
-  %329 = fadd float %326, %328
-  %330 = fcmp ogt float %329, 0.000000e+00
-  %331 = mul nsw i64 %fc1.u1193, 64
-  %332 = add nsw i64 66560, %331
-  %333 = add nsw i64 %332, %fc1.n1092
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %333
-  %334 = load float, ptr %arena96, align 4
-  %335 = add nsw i64 200704, %fc1.u1193
-  %params97 = getelementptr inbounds float, ptr %params, i64 %335
-  %336 = load float, ptr %params97, align 4
-  %337 = fadd float %334, %336
-  %338 = select i1 %330, float %337, float 0.000000e+00
-  %339 = mul nsw i64 %fc1.n1092, 256
-  %340 = add nsw i64 %339, %fc1.u1193
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %338, ptr %arena98, align 4
-  %u11.next = add nsw i64 %fc1.u1193, 1
-  %341 = icmp slt i64 %u11.next, 256
-  br i1 %341, label %fc1.u11, label %fc1.u11.end
-
-fc1.u11.end:                                      ; preds = %fc1.u11
-  %n10.next = add nsw i64 %fc1.n1092, 1
-  %342 = icmp slt i64 %n10.next, 64
-  br i1 %342, label %fc1.n10, label %fc1.n10.end
-
-fc2.n12:                                          ; preds = %fc2.k13.end, %fc1.n10.end
-  %fc2.n1299 = phi i64 [ 0, %fc1.n10.end ], [ %n12.next, %fc2.k13.end ]
+fc2.n12:                                          ; preds = %fc2.k13.end, %entry
+  %fc2.n121 = phi i64 [ 0, %entry ], [ %n12.next, %fc2.k13.end ]
   br label %fc2.k13
 
 fc2.n12.end:                                      ; preds = %fc2.k13.end
   br label %fc2.nb14
 
 fc2.k13:                                          ; preds = %fc2.k13, %fc2.n12
-  %fc2.k13100 = phi i64 [ 0, %fc2.n12 ], [ %k13.next, %fc2.k13 ]
-  %343 = mul nsw i64 %fc2.n1299, 256
-  %344 = add nsw i64 %343, %fc2.k13100
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %344
-  %345 = load float, ptr %arena101, align 4
-  %346 = mul nsw i64 %fc2.k13100, 64
-  %347 = add nsw i64 24576, %346
-  %348 = add nsw i64 %347, %fc2.n1299
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %348
-  store float %345, ptr %arena102, align 4
-  %k13.next = add nsw i64 %fc2.k13100, 1
-  %349 = icmp slt i64 %k13.next, 256
-  br i1 %349, label %fc2.k13, label %fc2.k13.end
+  %fc2.k132 = phi i64 [ 0, %fc2.n12 ], [ %k13.next, %fc2.k13 ]
+  %0 = mul nsw i64 %fc2.n121, 256
+  %1 = add nsw i64 %0, %fc2.k132
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %1
+  %2 = load float, ptr %arena3, align 4
+  %3 = mul nsw i64 %fc2.k132, 64
+  %4 = add nsw i64 24576, %3
+  %5 = add nsw i64 %4, %fc2.n121
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  store float %2, ptr %arena4, align 4
+  %k13.next = add nsw i64 %fc2.k132, 1
+  %6 = icmp slt i64 %k13.next, 256
+  br i1 %6, label %fc2.k13, label %fc2.k13.end
 
 fc2.k13.end:                                      ; preds = %fc2.k13
-  %n12.next = add nsw i64 %fc2.n1299, 1
-  %350 = icmp slt i64 %n12.next, 64
-  br i1 %350, label %fc2.n12, label %fc2.n12.end
+  %n12.next = add nsw i64 %fc2.n121, 1
+  %7 = icmp slt i64 %n12.next, 64
+  br i1 %7, label %fc2.n12, label %fc2.n12.end
 
 fc2.nb14:                                         ; preds = %fc2.mb15.end, %fc2.n12.end
-  %fc2.nb14103 = phi i64 [ 0, %fc2.n12.end ], [ %nb14.next, %fc2.mb15.end ]
+  %fc2.nb145 = phi i64 [ 0, %fc2.n12.end ], [ %nb14.next, %fc2.mb15.end ]
   br label %fc2.mb15
 
 fc2.nb14.end:                                     ; preds = %fc2.mb15.end
   br label %fc2.n18
 
 fc2.mb15:                                         ; preds = %fc2.k17.end, %fc2.nb14
-  %fc2.mb15104 = phi i64 [ 0, %fc2.nb14 ], [ %mb15.next, %fc2.k17.end ]
+  %fc2.mb156 = phi i64 [ 0, %fc2.nb14 ], [ %mb15.next, %fc2.k17.end ]
   store <16 x float> zeroinitializer, ptr %fc2.t16_c0_0, align 64
   store <16 x float> zeroinitializer, ptr %fc2.t16_c0_1, align 64
   store <16 x float> zeroinitializer, ptr %fc2.t16_c0_2, align 64
@@ -3503,399 +3665,406 @@ fc2.mb15:                                         ; preds = %fc2.k17.end, %fc2.n
   br label %fc2.k17
 
 fc2.mb15.end:                                     ; preds = %fc2.k17.end
-  %nb14.next = add nsw i64 %fc2.nb14103, 1
-  %351 = icmp slt i64 %nb14.next, 1
-  br i1 %351, label %fc2.nb14, label %fc2.nb14.end
+  %nb14.next = add nsw i64 %fc2.nb145, 1
+  %8 = icmp slt i64 %nb14.next, 1
+  br i1 %8, label %fc2.nb14, label %fc2.nb14.end
 
 fc2.k17:                                          ; preds = %fc2.k17, %fc2.mb15
-  %fc2.k17105 = phi i64 [ 0, %fc2.mb15 ], [ %k17.next, %fc2.k17 ]
-  %352 = mul nsw i64 %fc2.k17105, 64
-  %353 = add nsw i64 24576, %352
-  %354 = mul nsw i64 %fc2.nb14103, 64
-  %355 = add nsw i64 %353, %354
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %355
-  %356 = load <16 x float>, ptr %arena106, align 4
-  store <16 x float> %356, ptr %fc2.t16_b0, align 64
-  %357 = mul nsw i64 %fc2.k17105, 64
-  %358 = add nsw i64 24576, %357
-  %359 = mul nsw i64 %fc2.nb14103, 64
-  %360 = add nsw i64 %358, %359
-  %361 = add nsw i64 %360, 16
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load <16 x float>, ptr %arena107, align 4
-  store <16 x float> %362, ptr %fc2.t16_b1, align 64
-  %363 = mul nsw i64 %fc2.k17105, 64
-  %364 = add nsw i64 24576, %363
-  %365 = mul nsw i64 %fc2.nb14103, 64
-  %366 = add nsw i64 %364, %365
-  %367 = add nsw i64 %366, 32
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %367
-  %368 = load <16 x float>, ptr %arena108, align 4
-  store <16 x float> %368, ptr %fc2.t16_b2, align 64
-  %369 = mul nsw i64 %fc2.k17105, 64
-  %370 = add nsw i64 24576, %369
-  %371 = mul nsw i64 %fc2.nb14103, 64
-  %372 = add nsw i64 %370, %371
-  %373 = add nsw i64 %372, 48
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %373
-  %374 = load <16 x float>, ptr %arena109, align 4
-  store <16 x float> %374, ptr %fc2.t16_b3, align 64
-  %375 = mul nsw i64 %fc2.mb15104, 4
-  %376 = mul nsw i64 %375, 256
-  %377 = add nsw i64 200960, %376
-  %378 = add nsw i64 %377, %fc2.k17105
-  %params110 = getelementptr inbounds float, ptr %params, i64 %378
-  %379 = load float, ptr %params110, align 4
-  %380 = insertelement <16 x float> undef, float %379, i32 0
-  %381 = shufflevector <16 x float> %380, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %381, ptr %fc2.t16_a0, align 64
+  %fc2.k177 = phi i64 [ 0, %fc2.mb15 ], [ %k17.next, %fc2.k17 ]
+  %9 = mul nsw i64 %fc2.k177, 64
+  %10 = add nsw i64 24576, %9
+  %11 = mul nsw i64 %fc2.nb145, 64
+  %12 = add nsw i64 %10, %11
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %12
+  %13 = load <16 x float>, ptr %arena8, align 4
+  store <16 x float> %13, ptr %fc2.t16_b0, align 64
+  %14 = mul nsw i64 %fc2.k177, 64
+  %15 = add nsw i64 24576, %14
+  %16 = mul nsw i64 %fc2.nb145, 64
+  %17 = add nsw i64 %15, %16
+  %18 = add nsw i64 %17, 16
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %18
+  %19 = load <16 x float>, ptr %arena9, align 4
+  store <16 x float> %19, ptr %fc2.t16_b1, align 64
+  %20 = mul nsw i64 %fc2.k177, 64
+  %21 = add nsw i64 24576, %20
+  %22 = mul nsw i64 %fc2.nb145, 64
+  %23 = add nsw i64 %21, %22
+  %24 = add nsw i64 %23, 32
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %24
+  %25 = load <16 x float>, ptr %arena10, align 4
+  store <16 x float> %25, ptr %fc2.t16_b2, align 64
+  %26 = mul nsw i64 %fc2.k177, 64
+  %27 = add nsw i64 24576, %26
+  %28 = mul nsw i64 %fc2.nb145, 64
+  %29 = add nsw i64 %27, %28
+  %30 = add nsw i64 %29, 48
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load <16 x float>, ptr %arena11, align 4
+  store <16 x float> %31, ptr %fc2.t16_b3, align 64
+  %32 = mul nsw i64 %fc2.mb156, 4
+  %33 = mul nsw i64 %32, 256
+  %34 = add nsw i64 200960, %33
+  %35 = add nsw i64 %34, %fc2.k177
+  %params12 = getelementptr inbounds float, ptr %params, i64 %35
+  %36 = load float, ptr %params12, align 4
+  %37 = insertelement <16 x float> undef, float %36, i32 0
+  %38 = shufflevector <16 x float> %37, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %38, ptr %fc2.t16_a0, align 64
   %t16_a0 = load <16 x float>, ptr %fc2.t16_a0, align 64
   %t16_b0 = load <16 x float>, ptr %fc2.t16_b0, align 64
   %t16_c0_0 = load <16 x float>, ptr %fc2.t16_c0_0, align 64
-  %382 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a0, <16 x float> %t16_b0, <16 x float> %t16_c0_0)
-  store <16 x float> %382, ptr %fc2.t16_c0_0, align 64
-  %t16_a0111 = load <16 x float>, ptr %fc2.t16_a0, align 64
+  %39 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a0, <16 x float> %t16_b0, <16 x float> %t16_c0_0)
+  store <16 x float> %39, ptr %fc2.t16_c0_0, align 64
+  %t16_a013 = load <16 x float>, ptr %fc2.t16_a0, align 64
   %t16_b1 = load <16 x float>, ptr %fc2.t16_b1, align 64
   %t16_c0_1 = load <16 x float>, ptr %fc2.t16_c0_1, align 64
-  %383 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a0111, <16 x float> %t16_b1, <16 x float> %t16_c0_1)
-  store <16 x float> %383, ptr %fc2.t16_c0_1, align 64
-  %t16_a0112 = load <16 x float>, ptr %fc2.t16_a0, align 64
+  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a013, <16 x float> %t16_b1, <16 x float> %t16_c0_1)
+  store <16 x float> %40, ptr %fc2.t16_c0_1, align 64
+  %t16_a014 = load <16 x float>, ptr %fc2.t16_a0, align 64
   %t16_b2 = load <16 x float>, ptr %fc2.t16_b2, align 64
   %t16_c0_2 = load <16 x float>, ptr %fc2.t16_c0_2, align 64
-  %384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a0112, <16 x float> %t16_b2, <16 x float> %t16_c0_2)
-  store <16 x float> %384, ptr %fc2.t16_c0_2, align 64
-  %t16_a0113 = load <16 x float>, ptr %fc2.t16_a0, align 64
+  %41 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a014, <16 x float> %t16_b2, <16 x float> %t16_c0_2)
+  store <16 x float> %41, ptr %fc2.t16_c0_2, align 64
+  %t16_a015 = load <16 x float>, ptr %fc2.t16_a0, align 64
   %t16_b3 = load <16 x float>, ptr %fc2.t16_b3, align 64
   %t16_c0_3 = load <16 x float>, ptr %fc2.t16_c0_3, align 64
-  %385 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a0113, <16 x float> %t16_b3, <16 x float> %t16_c0_3)
-  store <16 x float> %385, ptr %fc2.t16_c0_3, align 64
-  %386 = mul nsw i64 %fc2.mb15104, 4
-  %387 = add nsw i64 %386, 1
-  %388 = mul nsw i64 %387, 256
-  %389 = add nsw i64 200960, %388
-  %390 = add nsw i64 %389, %fc2.k17105
-  %params114 = getelementptr inbounds float, ptr %params, i64 %390
-  %391 = load float, ptr %params114, align 4
-  %392 = insertelement <16 x float> undef, float %391, i32 0
-  %393 = shufflevector <16 x float> %392, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %393, ptr %fc2.t16_a1, align 64
+  %42 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a015, <16 x float> %t16_b3, <16 x float> %t16_c0_3)
+  store <16 x float> %42, ptr %fc2.t16_c0_3, align 64
+  %43 = mul nsw i64 %fc2.mb156, 4
+  %44 = add nsw i64 %43, 1
+  %45 = mul nsw i64 %44, 256
+  %46 = add nsw i64 200960, %45
+  %47 = add nsw i64 %46, %fc2.k177
+  %params16 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params16, align 4
+  %49 = insertelement <16 x float> undef, float %48, i32 0
+  %50 = shufflevector <16 x float> %49, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %50, ptr %fc2.t16_a1, align 64
   %t16_a1 = load <16 x float>, ptr %fc2.t16_a1, align 64
-  %t16_b0115 = load <16 x float>, ptr %fc2.t16_b0, align 64
+  %t16_b017 = load <16 x float>, ptr %fc2.t16_b0, align 64
   %t16_c1_0 = load <16 x float>, ptr %fc2.t16_c1_0, align 64
-  %394 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a1, <16 x float> %t16_b0115, <16 x float> %t16_c1_0)
-  store <16 x float> %394, ptr %fc2.t16_c1_0, align 64
-  %t16_a1116 = load <16 x float>, ptr %fc2.t16_a1, align 64
-  %t16_b1117 = load <16 x float>, ptr %fc2.t16_b1, align 64
+  %51 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a1, <16 x float> %t16_b017, <16 x float> %t16_c1_0)
+  store <16 x float> %51, ptr %fc2.t16_c1_0, align 64
+  %t16_a118 = load <16 x float>, ptr %fc2.t16_a1, align 64
+  %t16_b119 = load <16 x float>, ptr %fc2.t16_b1, align 64
   %t16_c1_1 = load <16 x float>, ptr %fc2.t16_c1_1, align 64
-  %395 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a1116, <16 x float> %t16_b1117, <16 x float> %t16_c1_1)
-  store <16 x float> %395, ptr %fc2.t16_c1_1, align 64
-  %t16_a1118 = load <16 x float>, ptr %fc2.t16_a1, align 64
-  %t16_b2119 = load <16 x float>, ptr %fc2.t16_b2, align 64
+  %52 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a118, <16 x float> %t16_b119, <16 x float> %t16_c1_1)
+  store <16 x float> %52, ptr %fc2.t16_c1_1, align 64
+  %t16_a120 = load <16 x float>, ptr %fc2.t16_a1, align 64
+  %t16_b221 = load <16 x float>, ptr %fc2.t16_b2, align 64
   %t16_c1_2 = load <16 x float>, ptr %fc2.t16_c1_2, align 64
-  %396 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a1118, <16 x float> %t16_b2119, <16 x float> %t16_c1_2)
-  store <16 x float> %396, ptr %fc2.t16_c1_2, align 64
-  %t16_a1120 = load <16 x float>, ptr %fc2.t16_a1, align 64
-  %t16_b3121 = load <16 x float>, ptr %fc2.t16_b3, align 64
+  %53 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a120, <16 x float> %t16_b221, <16 x float> %t16_c1_2)
+  store <16 x float> %53, ptr %fc2.t16_c1_2, align 64
+  %t16_a122 = load <16 x float>, ptr %fc2.t16_a1, align 64
+  %t16_b323 = load <16 x float>, ptr %fc2.t16_b3, align 64
   %t16_c1_3 = load <16 x float>, ptr %fc2.t16_c1_3, align 64
-  %397 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a1120, <16 x float> %t16_b3121, <16 x float> %t16_c1_3)
-  store <16 x float> %397, ptr %fc2.t16_c1_3, align 64
-  %398 = mul nsw i64 %fc2.mb15104, 4
-  %399 = add nsw i64 %398, 2
-  %400 = mul nsw i64 %399, 256
-  %401 = add nsw i64 200960, %400
-  %402 = add nsw i64 %401, %fc2.k17105
-  %params122 = getelementptr inbounds float, ptr %params, i64 %402
-  %403 = load float, ptr %params122, align 4
-  %404 = insertelement <16 x float> undef, float %403, i32 0
-  %405 = shufflevector <16 x float> %404, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %405, ptr %fc2.t16_a2, align 64
+  %54 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a122, <16 x float> %t16_b323, <16 x float> %t16_c1_3)
+  store <16 x float> %54, ptr %fc2.t16_c1_3, align 64
+  %55 = mul nsw i64 %fc2.mb156, 4
+  %56 = add nsw i64 %55, 2
+  %57 = mul nsw i64 %56, 256
+  %58 = add nsw i64 200960, %57
+  %59 = add nsw i64 %58, %fc2.k177
+  %params24 = getelementptr inbounds float, ptr %params, i64 %59
+  %60 = load float, ptr %params24, align 4
+  %61 = insertelement <16 x float> undef, float %60, i32 0
+  %62 = shufflevector <16 x float> %61, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %62, ptr %fc2.t16_a2, align 64
   %t16_a2 = load <16 x float>, ptr %fc2.t16_a2, align 64
-  %t16_b0123 = load <16 x float>, ptr %fc2.t16_b0, align 64
+  %t16_b025 = load <16 x float>, ptr %fc2.t16_b0, align 64
   %t16_c2_0 = load <16 x float>, ptr %fc2.t16_c2_0, align 64
-  %406 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a2, <16 x float> %t16_b0123, <16 x float> %t16_c2_0)
-  store <16 x float> %406, ptr %fc2.t16_c2_0, align 64
-  %t16_a2124 = load <16 x float>, ptr %fc2.t16_a2, align 64
-  %t16_b1125 = load <16 x float>, ptr %fc2.t16_b1, align 64
+  %63 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a2, <16 x float> %t16_b025, <16 x float> %t16_c2_0)
+  store <16 x float> %63, ptr %fc2.t16_c2_0, align 64
+  %t16_a226 = load <16 x float>, ptr %fc2.t16_a2, align 64
+  %t16_b127 = load <16 x float>, ptr %fc2.t16_b1, align 64
   %t16_c2_1 = load <16 x float>, ptr %fc2.t16_c2_1, align 64
-  %407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a2124, <16 x float> %t16_b1125, <16 x float> %t16_c2_1)
-  store <16 x float> %407, ptr %fc2.t16_c2_1, align 64
-  %t16_a2126 = load <16 x float>, ptr %fc2.t16_a2, align 64
-  %t16_b2127 = load <16 x float>, ptr %fc2.t16_b2, align 64
+  %64 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a226, <16 x float> %t16_b127, <16 x float> %t16_c2_1)
+  store <16 x float> %64, ptr %fc2.t16_c2_1, align 64
+  %t16_a228 = load <16 x float>, ptr %fc2.t16_a2, align 64
+  %t16_b229 = load <16 x float>, ptr %fc2.t16_b2, align 64
   %t16_c2_2 = load <16 x float>, ptr %fc2.t16_c2_2, align 64
-  %408 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a2126, <16 x float> %t16_b2127, <16 x float> %t16_c2_2)
-  store <16 x float> %408, ptr %fc2.t16_c2_2, align 64
-  %t16_a2128 = load <16 x float>, ptr %fc2.t16_a2, align 64
-  %t16_b3129 = load <16 x float>, ptr %fc2.t16_b3, align 64
+  %65 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a228, <16 x float> %t16_b229, <16 x float> %t16_c2_2)
+  store <16 x float> %65, ptr %fc2.t16_c2_2, align 64
+  %t16_a230 = load <16 x float>, ptr %fc2.t16_a2, align 64
+  %t16_b331 = load <16 x float>, ptr %fc2.t16_b3, align 64
   %t16_c2_3 = load <16 x float>, ptr %fc2.t16_c2_3, align 64
-  %409 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a2128, <16 x float> %t16_b3129, <16 x float> %t16_c2_3)
-  store <16 x float> %409, ptr %fc2.t16_c2_3, align 64
-  %410 = mul nsw i64 %fc2.mb15104, 4
-  %411 = add nsw i64 %410, 3
-  %412 = mul nsw i64 %411, 256
-  %413 = add nsw i64 200960, %412
-  %414 = add nsw i64 %413, %fc2.k17105
-  %params130 = getelementptr inbounds float, ptr %params, i64 %414
-  %415 = load float, ptr %params130, align 4
-  %416 = insertelement <16 x float> undef, float %415, i32 0
-  %417 = shufflevector <16 x float> %416, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %417, ptr %fc2.t16_a3, align 64
+  %66 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a230, <16 x float> %t16_b331, <16 x float> %t16_c2_3)
+  store <16 x float> %66, ptr %fc2.t16_c2_3, align 64
+  %67 = mul nsw i64 %fc2.mb156, 4
+  %68 = add nsw i64 %67, 3
+  %69 = mul nsw i64 %68, 256
+  %70 = add nsw i64 200960, %69
+  %71 = add nsw i64 %70, %fc2.k177
+  %params32 = getelementptr inbounds float, ptr %params, i64 %71
+  %72 = load float, ptr %params32, align 4
+  %73 = insertelement <16 x float> undef, float %72, i32 0
+  %74 = shufflevector <16 x float> %73, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %74, ptr %fc2.t16_a3, align 64
   %t16_a3 = load <16 x float>, ptr %fc2.t16_a3, align 64
-  %t16_b0131 = load <16 x float>, ptr %fc2.t16_b0, align 64
+  %t16_b033 = load <16 x float>, ptr %fc2.t16_b0, align 64
   %t16_c3_0 = load <16 x float>, ptr %fc2.t16_c3_0, align 64
-  %418 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a3, <16 x float> %t16_b0131, <16 x float> %t16_c3_0)
-  store <16 x float> %418, ptr %fc2.t16_c3_0, align 64
-  %t16_a3132 = load <16 x float>, ptr %fc2.t16_a3, align 64
-  %t16_b1133 = load <16 x float>, ptr %fc2.t16_b1, align 64
+  %75 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a3, <16 x float> %t16_b033, <16 x float> %t16_c3_0)
+  store <16 x float> %75, ptr %fc2.t16_c3_0, align 64
+  %t16_a334 = load <16 x float>, ptr %fc2.t16_a3, align 64
+  %t16_b135 = load <16 x float>, ptr %fc2.t16_b1, align 64
   %t16_c3_1 = load <16 x float>, ptr %fc2.t16_c3_1, align 64
-  %419 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a3132, <16 x float> %t16_b1133, <16 x float> %t16_c3_1)
-  store <16 x float> %419, ptr %fc2.t16_c3_1, align 64
-  %t16_a3134 = load <16 x float>, ptr %fc2.t16_a3, align 64
-  %t16_b2135 = load <16 x float>, ptr %fc2.t16_b2, align 64
+  %76 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a334, <16 x float> %t16_b135, <16 x float> %t16_c3_1)
+  store <16 x float> %76, ptr %fc2.t16_c3_1, align 64
+  %t16_a336 = load <16 x float>, ptr %fc2.t16_a3, align 64
+  %t16_b237 = load <16 x float>, ptr %fc2.t16_b2, align 64
   %t16_c3_2 = load <16 x float>, ptr %fc2.t16_c3_2, align 64
-  %420 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a3134, <16 x float> %t16_b2135, <16 x float> %t16_c3_2)
-  store <16 x float> %420, ptr %fc2.t16_c3_2, align 64
-  %t16_a3136 = load <16 x float>, ptr %fc2.t16_a3, align 64
-  %t16_b3137 = load <16 x float>, ptr %fc2.t16_b3, align 64
+  %77 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a336, <16 x float> %t16_b237, <16 x float> %t16_c3_2)
+  store <16 x float> %77, ptr %fc2.t16_c3_2, align 64
+  %t16_a338 = load <16 x float>, ptr %fc2.t16_a3, align 64
+  %t16_b339 = load <16 x float>, ptr %fc2.t16_b3, align 64
   %t16_c3_3 = load <16 x float>, ptr %fc2.t16_c3_3, align 64
-  %421 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a3136, <16 x float> %t16_b3137, <16 x float> %t16_c3_3)
-  store <16 x float> %421, ptr %fc2.t16_c3_3, align 64
-  %k17.next = add nsw i64 %fc2.k17105, 1
-  %422 = icmp slt i64 %k17.next, 256
-  br i1 %422, label %fc2.k17, label %fc2.k17.end
+  %78 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a338, <16 x float> %t16_b339, <16 x float> %t16_c3_3)
+  store <16 x float> %78, ptr %fc2.t16_c3_3, align 64
+  %k17.next = add nsw i64 %fc2.k177, 1
+  %79 = icmp slt i64 %k17.next, 256
+  br i1 %79, label %fc2.k17, label %fc2.k17.end
 
 fc2.k17.end:                                      ; preds = %fc2.k17
-  %t16_c0_0138 = load <16 x float>, ptr %fc2.t16_c0_0, align 64
-  %423 = mul nsw i64 %fc2.mb15104, 4
-  %424 = mul nsw i64 %423, 64
-  %425 = add nsw i64 40960, %424
-  %426 = mul nsw i64 %fc2.nb14103, 64
-  %427 = add nsw i64 %425, %426
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %427
-  store <16 x float> %t16_c0_0138, ptr %arena139, align 4
-  %t16_c0_1140 = load <16 x float>, ptr %fc2.t16_c0_1, align 64
-  %428 = mul nsw i64 %fc2.mb15104, 4
-  %429 = mul nsw i64 %428, 64
-  %430 = add nsw i64 40960, %429
-  %431 = mul nsw i64 %fc2.nb14103, 64
-  %432 = add nsw i64 %430, %431
-  %433 = add nsw i64 %432, 16
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %433
-  store <16 x float> %t16_c0_1140, ptr %arena141, align 4
-  %t16_c0_2142 = load <16 x float>, ptr %fc2.t16_c0_2, align 64
-  %434 = mul nsw i64 %fc2.mb15104, 4
-  %435 = mul nsw i64 %434, 64
-  %436 = add nsw i64 40960, %435
-  %437 = mul nsw i64 %fc2.nb14103, 64
-  %438 = add nsw i64 %436, %437
-  %439 = add nsw i64 %438, 32
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %439
-  store <16 x float> %t16_c0_2142, ptr %arena143, align 4
-  %t16_c0_3144 = load <16 x float>, ptr %fc2.t16_c0_3, align 64
-  %440 = mul nsw i64 %fc2.mb15104, 4
-  %441 = mul nsw i64 %440, 64
-  %442 = add nsw i64 40960, %441
-  %443 = mul nsw i64 %fc2.nb14103, 64
-  %444 = add nsw i64 %442, %443
-  %445 = add nsw i64 %444, 48
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %445
-  store <16 x float> %t16_c0_3144, ptr %arena145, align 4
-  %t16_c1_0146 = load <16 x float>, ptr %fc2.t16_c1_0, align 64
-  %446 = mul nsw i64 %fc2.mb15104, 4
-  %447 = add nsw i64 %446, 1
-  %448 = mul nsw i64 %447, 64
-  %449 = add nsw i64 40960, %448
-  %450 = mul nsw i64 %fc2.nb14103, 64
-  %451 = add nsw i64 %449, %450
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %451
-  store <16 x float> %t16_c1_0146, ptr %arena147, align 4
-  %t16_c1_1148 = load <16 x float>, ptr %fc2.t16_c1_1, align 64
-  %452 = mul nsw i64 %fc2.mb15104, 4
-  %453 = add nsw i64 %452, 1
-  %454 = mul nsw i64 %453, 64
-  %455 = add nsw i64 40960, %454
-  %456 = mul nsw i64 %fc2.nb14103, 64
-  %457 = add nsw i64 %455, %456
-  %458 = add nsw i64 %457, 16
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %458
-  store <16 x float> %t16_c1_1148, ptr %arena149, align 4
-  %t16_c1_2150 = load <16 x float>, ptr %fc2.t16_c1_2, align 64
-  %459 = mul nsw i64 %fc2.mb15104, 4
-  %460 = add nsw i64 %459, 1
-  %461 = mul nsw i64 %460, 64
-  %462 = add nsw i64 40960, %461
-  %463 = mul nsw i64 %fc2.nb14103, 64
-  %464 = add nsw i64 %462, %463
-  %465 = add nsw i64 %464, 32
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %465
-  store <16 x float> %t16_c1_2150, ptr %arena151, align 4
-  %t16_c1_3152 = load <16 x float>, ptr %fc2.t16_c1_3, align 64
-  %466 = mul nsw i64 %fc2.mb15104, 4
-  %467 = add nsw i64 %466, 1
-  %468 = mul nsw i64 %467, 64
-  %469 = add nsw i64 40960, %468
-  %470 = mul nsw i64 %fc2.nb14103, 64
-  %471 = add nsw i64 %469, %470
-  %472 = add nsw i64 %471, 48
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %472
-  store <16 x float> %t16_c1_3152, ptr %arena153, align 4
-  %t16_c2_0154 = load <16 x float>, ptr %fc2.t16_c2_0, align 64
-  %473 = mul nsw i64 %fc2.mb15104, 4
-  %474 = add nsw i64 %473, 2
-  %475 = mul nsw i64 %474, 64
-  %476 = add nsw i64 40960, %475
-  %477 = mul nsw i64 %fc2.nb14103, 64
-  %478 = add nsw i64 %476, %477
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %478
-  store <16 x float> %t16_c2_0154, ptr %arena155, align 4
-  %t16_c2_1156 = load <16 x float>, ptr %fc2.t16_c2_1, align 64
-  %479 = mul nsw i64 %fc2.mb15104, 4
-  %480 = add nsw i64 %479, 2
-  %481 = mul nsw i64 %480, 64
-  %482 = add nsw i64 40960, %481
-  %483 = mul nsw i64 %fc2.nb14103, 64
-  %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %484, 16
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %485
-  store <16 x float> %t16_c2_1156, ptr %arena157, align 4
-  %t16_c2_2158 = load <16 x float>, ptr %fc2.t16_c2_2, align 64
-  %486 = mul nsw i64 %fc2.mb15104, 4
-  %487 = add nsw i64 %486, 2
-  %488 = mul nsw i64 %487, 64
-  %489 = add nsw i64 40960, %488
-  %490 = mul nsw i64 %fc2.nb14103, 64
-  %491 = add nsw i64 %489, %490
-  %492 = add nsw i64 %491, 32
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %492
-  store <16 x float> %t16_c2_2158, ptr %arena159, align 4
-  %t16_c2_3160 = load <16 x float>, ptr %fc2.t16_c2_3, align 64
-  %493 = mul nsw i64 %fc2.mb15104, 4
-  %494 = add nsw i64 %493, 2
-  %495 = mul nsw i64 %494, 64
-  %496 = add nsw i64 40960, %495
-  %497 = mul nsw i64 %fc2.nb14103, 64
-  %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 %498, 48
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %499
-  store <16 x float> %t16_c2_3160, ptr %arena161, align 4
-  %t16_c3_0162 = load <16 x float>, ptr %fc2.t16_c3_0, align 64
-  %500 = mul nsw i64 %fc2.mb15104, 4
-  %501 = add nsw i64 %500, 3
-  %502 = mul nsw i64 %501, 64
-  %503 = add nsw i64 40960, %502
-  %504 = mul nsw i64 %fc2.nb14103, 64
-  %505 = add nsw i64 %503, %504
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %505
-  store <16 x float> %t16_c3_0162, ptr %arena163, align 4
-  %t16_c3_1164 = load <16 x float>, ptr %fc2.t16_c3_1, align 64
-  %506 = mul nsw i64 %fc2.mb15104, 4
-  %507 = add nsw i64 %506, 3
-  %508 = mul nsw i64 %507, 64
-  %509 = add nsw i64 40960, %508
-  %510 = mul nsw i64 %fc2.nb14103, 64
-  %511 = add nsw i64 %509, %510
-  %512 = add nsw i64 %511, 16
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %512
-  store <16 x float> %t16_c3_1164, ptr %arena165, align 4
-  %t16_c3_2166 = load <16 x float>, ptr %fc2.t16_c3_2, align 64
-  %513 = mul nsw i64 %fc2.mb15104, 4
-  %514 = add nsw i64 %513, 3
-  %515 = mul nsw i64 %514, 64
-  %516 = add nsw i64 40960, %515
-  %517 = mul nsw i64 %fc2.nb14103, 64
-  %518 = add nsw i64 %516, %517
-  %519 = add nsw i64 %518, 32
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %519
-  store <16 x float> %t16_c3_2166, ptr %arena167, align 4
-  %t16_c3_3168 = load <16 x float>, ptr %fc2.t16_c3_3, align 64
-  %520 = mul nsw i64 %fc2.mb15104, 4
-  %521 = add nsw i64 %520, 3
-  %522 = mul nsw i64 %521, 64
-  %523 = add nsw i64 40960, %522
-  %524 = mul nsw i64 %fc2.nb14103, 64
-  %525 = add nsw i64 %523, %524
-  %526 = add nsw i64 %525, 48
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %526
-  store <16 x float> %t16_c3_3168, ptr %arena169, align 4
-  %mb15.next = add nsw i64 %fc2.mb15104, 1
-  %527 = icmp slt i64 %mb15.next, 32
-  br i1 %527, label %fc2.mb15, label %fc2.mb15.end
+  %t16_c0_040 = load <16 x float>, ptr %fc2.t16_c0_0, align 64
+  %80 = mul nsw i64 %fc2.mb156, 4
+  %81 = mul nsw i64 %80, 64
+  %82 = add nsw i64 40960, %81
+  %83 = mul nsw i64 %fc2.nb145, 64
+  %84 = add nsw i64 %82, %83
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %84
+  store <16 x float> %t16_c0_040, ptr %arena41, align 4
+  %t16_c0_142 = load <16 x float>, ptr %fc2.t16_c0_1, align 64
+  %85 = mul nsw i64 %fc2.mb156, 4
+  %86 = mul nsw i64 %85, 64
+  %87 = add nsw i64 40960, %86
+  %88 = mul nsw i64 %fc2.nb145, 64
+  %89 = add nsw i64 %87, %88
+  %90 = add nsw i64 %89, 16
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %90
+  store <16 x float> %t16_c0_142, ptr %arena43, align 4
+  %t16_c0_244 = load <16 x float>, ptr %fc2.t16_c0_2, align 64
+  %91 = mul nsw i64 %fc2.mb156, 4
+  %92 = mul nsw i64 %91, 64
+  %93 = add nsw i64 40960, %92
+  %94 = mul nsw i64 %fc2.nb145, 64
+  %95 = add nsw i64 %93, %94
+  %96 = add nsw i64 %95, 32
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %96
+  store <16 x float> %t16_c0_244, ptr %arena45, align 4
+  %t16_c0_346 = load <16 x float>, ptr %fc2.t16_c0_3, align 64
+  %97 = mul nsw i64 %fc2.mb156, 4
+  %98 = mul nsw i64 %97, 64
+  %99 = add nsw i64 40960, %98
+  %100 = mul nsw i64 %fc2.nb145, 64
+  %101 = add nsw i64 %99, %100
+  %102 = add nsw i64 %101, 48
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %102
+  store <16 x float> %t16_c0_346, ptr %arena47, align 4
+  %t16_c1_048 = load <16 x float>, ptr %fc2.t16_c1_0, align 64
+  %103 = mul nsw i64 %fc2.mb156, 4
+  %104 = add nsw i64 %103, 1
+  %105 = mul nsw i64 %104, 64
+  %106 = add nsw i64 40960, %105
+  %107 = mul nsw i64 %fc2.nb145, 64
+  %108 = add nsw i64 %106, %107
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %108
+  store <16 x float> %t16_c1_048, ptr %arena49, align 4
+  %t16_c1_150 = load <16 x float>, ptr %fc2.t16_c1_1, align 64
+  %109 = mul nsw i64 %fc2.mb156, 4
+  %110 = add nsw i64 %109, 1
+  %111 = mul nsw i64 %110, 64
+  %112 = add nsw i64 40960, %111
+  %113 = mul nsw i64 %fc2.nb145, 64
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 %114, 16
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %115
+  store <16 x float> %t16_c1_150, ptr %arena51, align 4
+  %t16_c1_252 = load <16 x float>, ptr %fc2.t16_c1_2, align 64
+  %116 = mul nsw i64 %fc2.mb156, 4
+  %117 = add nsw i64 %116, 1
+  %118 = mul nsw i64 %117, 64
+  %119 = add nsw i64 40960, %118
+  %120 = mul nsw i64 %fc2.nb145, 64
+  %121 = add nsw i64 %119, %120
+  %122 = add nsw i64 %121, 32
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %122
+  store <16 x float> %t16_c1_252, ptr %arena53, align 4
+  %t16_c1_354 = load <16 x float>, ptr %fc2.t16_c1_3, align 64
+  %123 = mul nsw i64 %fc2.mb156, 4
+  %124 = add nsw i64 %123, 1
+  %125 = mul nsw i64 %124, 64
+  %126 = add nsw i64 40960, %125
+  %127 = mul nsw i64 %fc2.nb145, 64
+  %128 = add nsw i64 %126, %127
+  %129 = add nsw i64 %128, 48
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %129
+  store <16 x float> %t16_c1_354, ptr %arena55, align 4
+  %t16_c2_056 = load <16 x float>, ptr %fc2.t16_c2_0, align 64
+  %130 = mul nsw i64 %fc2.mb156, 4
+  %131 = add nsw i64 %130, 2
+  %132 = mul nsw i64 %131, 64
+  %133 = add nsw i64 40960, %132
+  %134 = mul nsw i64 %fc2.nb145, 64
+  %135 = add nsw i64 %133, %134
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %135
+  store <16 x float> %t16_c2_056, ptr %arena57, align 4
+  %t16_c2_158 = load <16 x float>, ptr %fc2.t16_c2_1, align 64
+  %136 = mul nsw i64 %fc2.mb156, 4
+  %137 = add nsw i64 %136, 2
+  %138 = mul nsw i64 %137, 64
+  %139 = add nsw i64 40960, %138
+  %140 = mul nsw i64 %fc2.nb145, 64
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %141, 16
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %142
+  store <16 x float> %t16_c2_158, ptr %arena59, align 4
+  %t16_c2_260 = load <16 x float>, ptr %fc2.t16_c2_2, align 64
+  %143 = mul nsw i64 %fc2.mb156, 4
+  %144 = add nsw i64 %143, 2
+  %145 = mul nsw i64 %144, 64
+  %146 = add nsw i64 40960, %145
+  %147 = mul nsw i64 %fc2.nb145, 64
+  %148 = add nsw i64 %146, %147
+  %149 = add nsw i64 %148, 32
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %149
+  store <16 x float> %t16_c2_260, ptr %arena61, align 4
+  %t16_c2_362 = load <16 x float>, ptr %fc2.t16_c2_3, align 64
+  %150 = mul nsw i64 %fc2.mb156, 4
+  %151 = add nsw i64 %150, 2
+  %152 = mul nsw i64 %151, 64
+  %153 = add nsw i64 40960, %152
+  %154 = mul nsw i64 %fc2.nb145, 64
+  %155 = add nsw i64 %153, %154
+  %156 = add nsw i64 %155, 48
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %156
+  store <16 x float> %t16_c2_362, ptr %arena63, align 4
+  %t16_c3_064 = load <16 x float>, ptr %fc2.t16_c3_0, align 64
+  %157 = mul nsw i64 %fc2.mb156, 4
+  %158 = add nsw i64 %157, 3
+  %159 = mul nsw i64 %158, 64
+  %160 = add nsw i64 40960, %159
+  %161 = mul nsw i64 %fc2.nb145, 64
+  %162 = add nsw i64 %160, %161
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %162
+  store <16 x float> %t16_c3_064, ptr %arena65, align 4
+  %t16_c3_166 = load <16 x float>, ptr %fc2.t16_c3_1, align 64
+  %163 = mul nsw i64 %fc2.mb156, 4
+  %164 = add nsw i64 %163, 3
+  %165 = mul nsw i64 %164, 64
+  %166 = add nsw i64 40960, %165
+  %167 = mul nsw i64 %fc2.nb145, 64
+  %168 = add nsw i64 %166, %167
+  %169 = add nsw i64 %168, 16
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %169
+  store <16 x float> %t16_c3_166, ptr %arena67, align 4
+  %t16_c3_268 = load <16 x float>, ptr %fc2.t16_c3_2, align 64
+  %170 = mul nsw i64 %fc2.mb156, 4
+  %171 = add nsw i64 %170, 3
+  %172 = mul nsw i64 %171, 64
+  %173 = add nsw i64 40960, %172
+  %174 = mul nsw i64 %fc2.nb145, 64
+  %175 = add nsw i64 %173, %174
+  %176 = add nsw i64 %175, 32
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %176
+  store <16 x float> %t16_c3_268, ptr %arena69, align 4
+  %t16_c3_370 = load <16 x float>, ptr %fc2.t16_c3_3, align 64
+  %177 = mul nsw i64 %fc2.mb156, 4
+  %178 = add nsw i64 %177, 3
+  %179 = mul nsw i64 %178, 64
+  %180 = add nsw i64 40960, %179
+  %181 = mul nsw i64 %fc2.nb145, 64
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 48
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %183
+  store <16 x float> %t16_c3_370, ptr %arena71, align 4
+  %mb15.next = add nsw i64 %fc2.mb156, 1
+  %184 = icmp slt i64 %mb15.next, 32
+  br i1 %184, label %fc2.mb15, label %fc2.mb15.end
 
 fc2.n18:                                          ; preds = %fc2.u19.end, %fc2.nb14.end
-  %fc2.n18170 = phi i64 [ 0, %fc2.nb14.end ], [ %n18.next, %fc2.u19.end ]
+  %fc2.n1872 = phi i64 [ 0, %fc2.nb14.end ], [ %n18.next, %fc2.u19.end ]
   br label %fc2.u19
 
 fc2.n18.end:                                      ; preds = %fc2.u19.end
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 16384
-  %params178 = getelementptr inbounds float, ptr %params, i64 233856
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena177, i32 128, ptr %params178, i32 128, float 0.000000e+00, ptr %arena179, i32 10)
-  br label %fc3.n20
+  ret void
 
 fc2.u19:                                          ; preds = %fc2.u19, %fc2.n18
-  %fc2.u19171 = phi i64 [ 0, %fc2.n18 ], [ %u19.next, %fc2.u19 ]
-  %528 = mul nsw i64 %fc2.u19171, 64
-  %529 = add nsw i64 40960, %528
-  %530 = add nsw i64 %529, %fc2.n18170
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %530
-  %531 = load float, ptr %arena172, align 4
-  %532 = add nsw i64 233728, %fc2.u19171
-  %params173 = getelementptr inbounds float, ptr %params, i64 %532
-  %533 = load float, ptr %params173, align 4
-  %534 = fadd float %531, %533
-  %535 = fcmp ogt float %534, 0.000000e+00
-  %536 = mul nsw i64 %fc2.u19171, 64
-  %537 = add nsw i64 40960, %536
-  %538 = add nsw i64 %537, %fc2.n18170
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %538
-  %539 = load float, ptr %arena174, align 4
-  %540 = add nsw i64 233728, %fc2.u19171
-  %params175 = getelementptr inbounds float, ptr %params, i64 %540
-  %541 = load float, ptr %params175, align 4
-  %542 = fadd float %539, %541
-  %543 = select i1 %535, float %542, float 0.000000e+00
-  %544 = mul nsw i64 %fc2.n18170, 128
-  %545 = add nsw i64 16384, %544
-  %546 = add nsw i64 %545, %fc2.u19171
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %546
-  store float %543, ptr %arena176, align 4
-  %u19.next = add nsw i64 %fc2.u19171, 1
-  %547 = icmp slt i64 %u19.next, 128
-  br i1 %547, label %fc2.u19, label %fc2.u19.end
+  %fc2.u1973 = phi i64 [ 0, %fc2.n18 ], [ %u19.next, %fc2.u19 ]
+  %185 = mul nsw i64 %fc2.u1973, 64
+  %186 = add nsw i64 40960, %185
+  %187 = add nsw i64 %186, %fc2.n1872
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load float, ptr %arena74, align 4
+  %189 = add nsw i64 233728, %fc2.u1973
+  %params75 = getelementptr inbounds float, ptr %params, i64 %189
+  %190 = load float, ptr %params75, align 4
+  %191 = fadd float %188, %190
+  %192 = fcmp ogt float %191, 0.000000e+00
+  %193 = mul nsw i64 %fc2.u1973, 64
+  %194 = add nsw i64 40960, %193
+  %195 = add nsw i64 %194, %fc2.n1872
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %195
+  %196 = load float, ptr %arena76, align 4
+  %197 = add nsw i64 233728, %fc2.u1973
+  %params77 = getelementptr inbounds float, ptr %params, i64 %197
+  %198 = load float, ptr %params77, align 4
+  %199 = fadd float %196, %198
+  %200 = select i1 %192, float %199, float 0.000000e+00
+  %201 = mul nsw i64 %fc2.n1872, 128
+  %202 = add nsw i64 16384, %201
+  %203 = add nsw i64 %202, %fc2.u1973
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %200, ptr %arena78, align 4
+  %u19.next = add nsw i64 %fc2.u1973, 1
+  %204 = icmp slt i64 %u19.next, 128
+  br i1 %204, label %fc2.u19, label %fc2.u19.end
 
 fc2.u19.end:                                      ; preds = %fc2.u19
-  %n18.next = add nsw i64 %fc2.n18170, 1
-  %548 = icmp slt i64 %n18.next, 64
-  br i1 %548, label %fc2.n18, label %fc2.n18.end
+  %n18.next = add nsw i64 %fc2.n1872, 1
+  %205 = icmp slt i64 %n18.next, 64
+  br i1 %205, label %fc2.n18, label %fc2.n18.end
+}
 
-fc3.n20:                                          ; preds = %fc3.u21.end, %fc2.n18.end
-  %fc3.n20180 = phi i64 [ 0, %fc2.n18.end ], [ %n20.next, %fc3.u21.end ]
+; Function Attrs: noinline
+define internal void @mlp_infer_b64.k4.fc3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %arena1 = getelementptr inbounds float, ptr %arena, i64 16384
+  %params2 = getelementptr inbounds float, ptr %params, i64 233856
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
+  br label %fc3.n20
+
+fc3.n20:                                          ; preds = %fc3.u21.end, %entry
+  %fc3.n204 = phi i64 [ 0, %entry ], [ %n20.next, %fc3.u21.end ]
   br label %fc3.u21
 
 fc3.n20.end:                                      ; preds = %fc3.u21.end
   ret void
 
 fc3.u21:                                          ; preds = %fc3.u21, %fc3.n20
-  %fc3.u21181 = phi i64 [ 0, %fc3.n20 ], [ %u21.next, %fc3.u21 ]
-  %549 = mul nsw i64 %fc3.n20180, 10
-  %550 = add nsw i64 %549, %fc3.u21181
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %550
-  %551 = load float, ptr %arena182, align 4
-  %552 = add nsw i64 235136, %fc3.u21181
-  %params183 = getelementptr inbounds float, ptr %params, i64 %552
-  %553 = load float, ptr %params183, align 4
-  %554 = fadd float %551, %553
-  %555 = mul nsw i64 %fc3.n20180, 10
-  %556 = add nsw i64 %555, %fc3.u21181
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %556
-  store float %554, ptr %arena184, align 4
-  %u21.next = add nsw i64 %fc3.u21181, 1
-  %557 = icmp slt i64 %u21.next, 10
-  br i1 %557, label %fc3.u21, label %fc3.u21.end
+  %fc3.u215 = phi i64 [ 0, %fc3.n20 ], [ %u21.next, %fc3.u21 ]
+  %0 = mul nsw i64 %fc3.n204, 10
+  %1 = add nsw i64 %0, %fc3.u215
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %1
+  %2 = load float, ptr %arena6, align 4
+  %3 = add nsw i64 235136, %fc3.u215
+  %params7 = getelementptr inbounds float, ptr %params, i64 %3
+  %4 = load float, ptr %params7, align 4
+  %5 = fadd float %2, %4
+  %6 = mul nsw i64 %fc3.n204, 10
+  %7 = add nsw i64 %6, %fc3.u215
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %7
+  store float %5, ptr %arena8, align 4
+  %u21.next = add nsw i64 %fc3.u215, 1
+  %8 = icmp slt i64 %u21.next, 10
+  br i1 %8, label %fc3.u21, label %fc3.u21.end
 
 fc3.u21.end:                                      ; preds = %fc3.u21
-  %n20.next = add nsw i64 %fc3.n20180, 1
-  %558 = icmp slt i64 %n20.next, 64
-  br i1 %558, label %fc3.n20, label %fc3.n20.end
+  %n20.next = add nsw i64 %fc3.n204, 1
+  %9 = icmp slt i64 %n20.next, 64
+  br i1 %9, label %fc3.n20, label %fc3.n20.end
 }
 
-attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
+attributes #0 = { noinline }
+attributes #1 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -4,11 +4,1159 @@ source_filename = "tiny"
 
 define void @tiny_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %adam.v_new = alloca float, align 4
-  %adam.m_new = alloca float, align 4
-  %adam.g = alloca float, align 4
-  %adam.bc2_sqrt73 = alloca float, align 4
-  %adam.step_size72 = alloca float, align 4
+  call void @tiny_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k1.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k2.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k3.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k4.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k5.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k6.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k7.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k8.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k9.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k10.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k11.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_train_b64.k12.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %conv1.bi16 = alloca float, align 4
+  %conv1.best15 = alloca float, align 4
+  br label %conv1.g1
+
+conv1.g1:                                         ; preds = %conv1.j11.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+  br label %conv1.j2
+
+conv1.g1.end:                                     ; preds = %conv1.j11.end
+  ret void
+
+conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
+  br label %conv1.c3
+
+conv1.j2.end:                                     ; preds = %conv1.c3.end
+  %params17 = getelementptr inbounds float, ptr %params, i64 0
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 18432
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 42768
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 2704, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 2704, float 0.000000e+00, ptr %arena19, i32 2704)
+  br label %conv1.j11
+
+conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
+  %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
+  br label %conv1.ky4
+
+conv1.c3.end:                                     ; preds = %conv1.ky4.end
+  %j2.next = add nsw i64 %conv1.j22, 1
+  %0 = icmp slt i64 %j2.next, 16
+  br i1 %0, label %conv1.j2, label %conv1.j2.end
+
+conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
+  %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
+  br label %conv1.oy5
+
+conv1.ky4.end:                                    ; preds = %conv1.oy9.end
+  %c3.next = add nsw i64 %conv1.c33, 1
+  %1 = icmp slt i64 %c3.next, 1
+  br i1 %1, label %conv1.c3, label %conv1.c3.end
+
+conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
+  %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
+  br label %conv1.ox6
+
+conv1.oy5.end:                                    ; preds = %conv1.ox6.end
+  br label %conv1.oy7
+
+conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
+  %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
+  %2 = mul nsw i64 %conv1.g11, 16
+  %3 = add nsw i64 %2, %conv1.j22
+  %4 = mul nsw i64 %3, 784
+  %5 = mul nsw i64 %conv1.c33, 784
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %conv1.oy55, 2
+  %8 = add nsw i64 %7, %conv1.ky44
+  %9 = mul nsw i64 %8, 28
+  %10 = add nsw i64 %6, %9
+  %11 = mul nsw i64 %conv1.ox66, 2
+  %12 = add nsw i64 %10, %11
+  %images7 = getelementptr inbounds float, ptr %images, i64 %12
+  %13 = load float, ptr %images7, align 4
+  %14 = mul nsw i64 %conv1.c33, 3
+  %15 = add nsw i64 %14, %conv1.ky44
+  %16 = mul nsw i64 %15, 3
+  %17 = mul nsw i64 %16, 2704
+  %18 = add nsw i64 18432, %17
+  %19 = mul nsw i64 %conv1.j22, 169
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv1.oy55, 13
+  %22 = add nsw i64 %21, %conv1.ox66
+  %23 = add nsw i64 %20, %22
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
+  store float %13, ptr %arena8, align 4
+  %ox6.next = add nsw i64 %conv1.ox66, 1
+  %24 = icmp slt i64 %ox6.next, 13
+  br i1 %24, label %conv1.ox6, label %conv1.ox6.end
+
+conv1.ox6.end:                                    ; preds = %conv1.ox6
+  %oy5.next = add nsw i64 %conv1.oy55, 1
+  %25 = icmp slt i64 %oy5.next, 13
+  br i1 %25, label %conv1.oy5, label %conv1.oy5.end
+
+conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
+  %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
+  br label %conv1.ox8
+
+conv1.oy7.end:                                    ; preds = %conv1.ox8.end
+  br label %conv1.oy9
+
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
+  %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
+  %26 = mul nsw i64 %conv1.g11, 16
+  %27 = add nsw i64 %26, %conv1.j22
+  %28 = mul nsw i64 %27, 784
+  %29 = mul nsw i64 %conv1.c33, 784
+  %30 = add nsw i64 %28, %29
+  %31 = mul nsw i64 %conv1.oy79, 2
+  %32 = add nsw i64 %31, %conv1.ky44
+  %33 = mul nsw i64 %32, 28
+  %34 = add nsw i64 %30, %33
+  %35 = mul nsw i64 %conv1.ox810, 2
+  %36 = add nsw i64 %35, 1
+  %37 = add nsw i64 %34, %36
+  %images11 = getelementptr inbounds float, ptr %images, i64 %37
+  %38 = load float, ptr %images11, align 4
+  %39 = mul nsw i64 %conv1.c33, 3
+  %40 = add nsw i64 %39, %conv1.ky44
+  %41 = mul nsw i64 %40, 3
+  %42 = add nsw i64 %41, 1
+  %43 = mul nsw i64 %42, 2704
+  %44 = add nsw i64 18432, %43
+  %45 = mul nsw i64 %conv1.j22, 169
+  %46 = add nsw i64 %44, %45
+  %47 = mul nsw i64 %conv1.oy79, 13
+  %48 = add nsw i64 %47, %conv1.ox810
+  %49 = add nsw i64 %46, %48
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
+  store float %38, ptr %arena12, align 4
+  %ox8.next = add nsw i64 %conv1.ox810, 1
+  %50 = icmp slt i64 %ox8.next, 13
+  br i1 %50, label %conv1.ox8, label %conv1.ox8.end
+
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  %oy7.next = add nsw i64 %conv1.oy79, 1
+  %51 = icmp slt i64 %oy7.next, 13
+  br i1 %51, label %conv1.oy7, label %conv1.oy7.end
+
+conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
+  %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
+  br label %conv1.ox10
+
+conv1.oy9.end:                                    ; preds = %conv1.ox10.end
+  %ky4.next = add nsw i64 %conv1.ky44, 1
+  %52 = icmp slt i64 %ky4.next, 3
+  br i1 %52, label %conv1.ky4, label %conv1.ky4.end
+
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
+  %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
+  %53 = mul nsw i64 %conv1.g11, 16
+  %54 = add nsw i64 %53, %conv1.j22
+  %55 = mul nsw i64 %54, 784
+  %56 = mul nsw i64 %conv1.c33, 784
+  %57 = add nsw i64 %55, %56
+  %58 = mul nsw i64 %conv1.oy913, 2
+  %59 = add nsw i64 %58, %conv1.ky44
+  %60 = mul nsw i64 %59, 28
+  %61 = add nsw i64 %57, %60
+  %62 = mul nsw i64 %conv1.ox1014, 2
+  %63 = add nsw i64 %62, 2
+  %64 = add nsw i64 %61, %63
+  %images15 = getelementptr inbounds float, ptr %images, i64 %64
+  %65 = load float, ptr %images15, align 4
+  %66 = mul nsw i64 %conv1.c33, 3
+  %67 = add nsw i64 %66, %conv1.ky44
+  %68 = mul nsw i64 %67, 3
+  %69 = add nsw i64 %68, 2
+  %70 = mul nsw i64 %69, 2704
+  %71 = add nsw i64 18432, %70
+  %72 = mul nsw i64 %conv1.j22, 169
+  %73 = add nsw i64 %71, %72
+  %74 = mul nsw i64 %conv1.oy913, 13
+  %75 = add nsw i64 %74, %conv1.ox1014
+  %76 = add nsw i64 %73, %75
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
+  store float %65, ptr %arena16, align 4
+  %ox10.next = add nsw i64 %conv1.ox1014, 1
+  %77 = icmp slt i64 %ox10.next, 13
+  br i1 %77, label %conv1.ox10, label %conv1.ox10.end
+
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  %oy9.next = add nsw i64 %conv1.oy913, 1
+  %78 = icmp slt i64 %oy9.next, 13
+  br i1 %78, label %conv1.oy9, label %conv1.oy9.end
+
+conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
+  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
+  br label %conv1.f12
+
+conv1.j11.end:                                    ; preds = %conv1.f12.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %79 = icmp slt i64 %g1.next, 4
+  br i1 %79, label %conv1.g1, label %conv1.g1.end
+
+conv1.f12:                                        ; preds = %conv1.py13.end, %conv1.j11
+  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.py13.end ]
+  br label %conv1.py13
+
+conv1.f12.end:                                    ; preds = %conv1.py13.end
+  %j11.next = add nsw i64 %conv1.j1120, 1
+  %80 = icmp slt i64 %j11.next, 16
+  br i1 %80, label %conv1.j11, label %conv1.j11.end
+
+conv1.py13:                                       ; preds = %conv1.px14.end, %conv1.f12
+  %conv1.py1322 = phi i64 [ 0, %conv1.f12 ], [ %py13.next, %conv1.px14.end ]
+  br label %conv1.px14
+
+conv1.py13.end:                                   ; preds = %conv1.px14.end
+  %f12.next = add nsw i64 %conv1.f1221, 1
+  %81 = icmp slt i64 %f12.next, 4
+  br i1 %81, label %conv1.f12, label %conv1.f12.end
+
+conv1.px14:                                       ; preds = %conv1.px14, %conv1.py13
+  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.px14 ]
+  %82 = mul nsw i64 %conv1.f1221, 2704
+  %83 = add nsw i64 42768, %82
+  %84 = mul nsw i64 %conv1.j1120, 169
+  %85 = add nsw i64 %83, %84
+  %86 = mul nsw i64 %conv1.py1322, 26
+  %87 = mul nsw i64 %conv1.px1423, 2
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %85, %88
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena24, align 4
+  %91 = add nsw i64 36, %conv1.f1221
+  %params25 = getelementptr inbounds float, ptr %params, i64 %91
+  %92 = load float, ptr %params25, align 4
+  %93 = fadd float %90, %92
+  store float %93, ptr %conv1.best15, align 4
+  %94 = mul nsw i64 %conv1.py1322, 26
+  %95 = mul nsw i64 %conv1.px1423, 2
+  %96 = add nsw i64 %94, %95
+  %97 = sitofp i64 %96 to float
+  store float %97, ptr %conv1.bi16, align 4
+  %98 = mul nsw i64 %conv1.f1221, 2704
+  %99 = add nsw i64 42768, %98
+  %100 = mul nsw i64 %conv1.j1120, 169
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %conv1.py1322, 26
+  %103 = mul nsw i64 %conv1.px1423, 2
+  %104 = add nsw i64 %102, %103
+  %105 = add nsw i64 %101, %104
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %105
+  %106 = load float, ptr %arena26, align 4
+  %107 = add nsw i64 36, %conv1.f1221
+  %params27 = getelementptr inbounds float, ptr %params, i64 %107
+  %108 = load float, ptr %params27, align 4
+  %109 = fadd float %106, %108
+  %best15 = load float, ptr %conv1.best15, align 4
+  %110 = fcmp ogt float %109, %best15
+  %111 = mul nsw i64 %conv1.py1322, 26
+  %112 = mul nsw i64 %conv1.px1423, 2
+  %113 = add nsw i64 %111, %112
+  %114 = sitofp i64 %113 to float
+  %bi16 = load float, ptr %conv1.bi16, align 4
+  %115 = select i1 %110, float %114, float %bi16
+  store float %115, ptr %conv1.bi16, align 4
+  %116 = mul nsw i64 %conv1.f1221, 2704
+  %117 = add nsw i64 42768, %116
+  %118 = mul nsw i64 %conv1.j1120, 169
+  %119 = add nsw i64 %117, %118
+  %120 = mul nsw i64 %conv1.py1322, 26
+  %121 = mul nsw i64 %conv1.px1423, 2
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 %119, %122
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load float, ptr %arena28, align 4
+  %125 = add nsw i64 36, %conv1.f1221
+  %params29 = getelementptr inbounds float, ptr %params, i64 %125
+  %126 = load float, ptr %params29, align 4
+  %127 = fadd float %124, %126
+  %best1530 = load float, ptr %conv1.best15, align 4
+  %128 = fcmp ogt float %127, %best1530
+  %129 = mul nsw i64 %conv1.f1221, 2704
+  %130 = add nsw i64 42768, %129
+  %131 = mul nsw i64 %conv1.j1120, 169
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %conv1.py1322, 26
+  %134 = mul nsw i64 %conv1.px1423, 2
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %132, %135
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena31, align 4
+  %138 = add nsw i64 36, %conv1.f1221
+  %params32 = getelementptr inbounds float, ptr %params, i64 %138
+  %139 = load float, ptr %params32, align 4
+  %140 = fadd float %137, %139
+  %best1533 = load float, ptr %conv1.best15, align 4
+  %141 = select i1 %128, float %140, float %best1533
+  store float %141, ptr %conv1.best15, align 4
+  %142 = mul nsw i64 %conv1.f1221, 2704
+  %143 = add nsw i64 42768, %142
+  %144 = mul nsw i64 %conv1.j1120, 169
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv1.py1322, 26
+  %147 = mul nsw i64 %conv1.px1423, 2
+  %148 = add nsw i64 %146, %147
+  %149 = add nsw i64 %148, 1
+  %150 = add nsw i64 %145, %149
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load float, ptr %arena34, align 4
+  %152 = add nsw i64 36, %conv1.f1221
+  %params35 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params35, align 4
+  %154 = fadd float %151, %153
+  %best1536 = load float, ptr %conv1.best15, align 4
+  %155 = fcmp ogt float %154, %best1536
+  %156 = mul nsw i64 %conv1.py1322, 26
+  %157 = mul nsw i64 %conv1.px1423, 2
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, 1
+  %160 = sitofp i64 %159 to float
+  %bi1637 = load float, ptr %conv1.bi16, align 4
+  %161 = select i1 %155, float %160, float %bi1637
+  store float %161, ptr %conv1.bi16, align 4
+  %162 = mul nsw i64 %conv1.f1221, 2704
+  %163 = add nsw i64 42768, %162
+  %164 = mul nsw i64 %conv1.j1120, 169
+  %165 = add nsw i64 %163, %164
+  %166 = mul nsw i64 %conv1.py1322, 26
+  %167 = mul nsw i64 %conv1.px1423, 2
+  %168 = add nsw i64 %166, %167
+  %169 = add nsw i64 %168, 1
+  %170 = add nsw i64 %165, %169
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %170
+  %171 = load float, ptr %arena38, align 4
+  %172 = add nsw i64 36, %conv1.f1221
+  %params39 = getelementptr inbounds float, ptr %params, i64 %172
+  %173 = load float, ptr %params39, align 4
+  %174 = fadd float %171, %173
+  %best1540 = load float, ptr %conv1.best15, align 4
+  %175 = fcmp ogt float %174, %best1540
+  %176 = mul nsw i64 %conv1.f1221, 2704
+  %177 = add nsw i64 42768, %176
+  %178 = mul nsw i64 %conv1.j1120, 169
+  %179 = add nsw i64 %177, %178
+  %180 = mul nsw i64 %conv1.py1322, 26
+  %181 = mul nsw i64 %conv1.px1423, 2
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 1
+  %184 = add nsw i64 %179, %183
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %184
+  %185 = load float, ptr %arena41, align 4
+  %186 = add nsw i64 36, %conv1.f1221
+  %params42 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params42, align 4
+  %188 = fadd float %185, %187
+  %best1543 = load float, ptr %conv1.best15, align 4
+  %189 = select i1 %175, float %188, float %best1543
+  store float %189, ptr %conv1.best15, align 4
+  %190 = mul nsw i64 %conv1.f1221, 2704
+  %191 = add nsw i64 42768, %190
+  %192 = mul nsw i64 %conv1.j1120, 169
+  %193 = add nsw i64 %191, %192
+  %194 = mul nsw i64 %conv1.py1322, 26
+  %195 = mul nsw i64 %conv1.px1423, 2
+  %196 = add nsw i64 %194, %195
+  %197 = add nsw i64 %196, 13
+  %198 = add nsw i64 %193, %197
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %198
+  %199 = load float, ptr %arena44, align 4
+  %200 = add nsw i64 36, %conv1.f1221
+  %params45 = getelementptr inbounds float, ptr %params, i64 %200
+  %201 = load float, ptr %params45, align 4
+  %202 = fadd float %199, %201
+  %best1546 = load float, ptr %conv1.best15, align 4
+  %203 = fcmp ogt float %202, %best1546
+  %204 = mul nsw i64 %conv1.py1322, 26
+  %205 = mul nsw i64 %conv1.px1423, 2
+  %206 = add nsw i64 %204, %205
+  %207 = add nsw i64 %206, 13
+  %208 = sitofp i64 %207 to float
+  %bi1647 = load float, ptr %conv1.bi16, align 4
+  %209 = select i1 %203, float %208, float %bi1647
+  store float %209, ptr %conv1.bi16, align 4
+  %210 = mul nsw i64 %conv1.f1221, 2704
+  %211 = add nsw i64 42768, %210
+  %212 = mul nsw i64 %conv1.j1120, 169
+  %213 = add nsw i64 %211, %212
+  %214 = mul nsw i64 %conv1.py1322, 26
+  %215 = mul nsw i64 %conv1.px1423, 2
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 13
+  %218 = add nsw i64 %213, %217
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %218
+  %219 = load float, ptr %arena48, align 4
+  %220 = add nsw i64 36, %conv1.f1221
+  %params49 = getelementptr inbounds float, ptr %params, i64 %220
+  %221 = load float, ptr %params49, align 4
+  %222 = fadd float %219, %221
+  %best1550 = load float, ptr %conv1.best15, align 4
+  %223 = fcmp ogt float %222, %best1550
+  %224 = mul nsw i64 %conv1.f1221, 2704
+  %225 = add nsw i64 42768, %224
+  %226 = mul nsw i64 %conv1.j1120, 169
+  %227 = add nsw i64 %225, %226
+  %228 = mul nsw i64 %conv1.py1322, 26
+  %229 = mul nsw i64 %conv1.px1423, 2
+  %230 = add nsw i64 %228, %229
+  %231 = add nsw i64 %230, 13
+  %232 = add nsw i64 %227, %231
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena51, align 4
+  %234 = add nsw i64 36, %conv1.f1221
+  %params52 = getelementptr inbounds float, ptr %params, i64 %234
+  %235 = load float, ptr %params52, align 4
+  %236 = fadd float %233, %235
+  %best1553 = load float, ptr %conv1.best15, align 4
+  %237 = select i1 %223, float %236, float %best1553
+  store float %237, ptr %conv1.best15, align 4
+  %238 = mul nsw i64 %conv1.f1221, 2704
+  %239 = add nsw i64 42768, %238
+  %240 = mul nsw i64 %conv1.j1120, 169
+  %241 = add nsw i64 %239, %240
+  %242 = mul nsw i64 %conv1.py1322, 26
+  %243 = mul nsw i64 %conv1.px1423, 2
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 13
+  %246 = add nsw i64 %245, 1
+  %247 = add nsw i64 %241, %246
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load float, ptr %arena54, align 4
+  %249 = add nsw i64 36, %conv1.f1221
+  %params55 = getelementptr inbounds float, ptr %params, i64 %249
+  %250 = load float, ptr %params55, align 4
+  %251 = fadd float %248, %250
+  %best1556 = load float, ptr %conv1.best15, align 4
+  %252 = fcmp ogt float %251, %best1556
+  %253 = mul nsw i64 %conv1.py1322, 26
+  %254 = mul nsw i64 %conv1.px1423, 2
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 13
+  %257 = add nsw i64 %256, 1
+  %258 = sitofp i64 %257 to float
+  %bi1657 = load float, ptr %conv1.bi16, align 4
+  %259 = select i1 %252, float %258, float %bi1657
+  store float %259, ptr %conv1.bi16, align 4
+  %260 = mul nsw i64 %conv1.f1221, 2704
+  %261 = add nsw i64 42768, %260
+  %262 = mul nsw i64 %conv1.j1120, 169
+  %263 = add nsw i64 %261, %262
+  %264 = mul nsw i64 %conv1.py1322, 26
+  %265 = mul nsw i64 %conv1.px1423, 2
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 13
+  %268 = add nsw i64 %267, 1
+  %269 = add nsw i64 %263, %268
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %269
+  %270 = load float, ptr %arena58, align 4
+  %271 = add nsw i64 36, %conv1.f1221
+  %params59 = getelementptr inbounds float, ptr %params, i64 %271
+  %272 = load float, ptr %params59, align 4
+  %273 = fadd float %270, %272
+  %best1560 = load float, ptr %conv1.best15, align 4
+  %274 = fcmp ogt float %273, %best1560
+  %275 = mul nsw i64 %conv1.f1221, 2704
+  %276 = add nsw i64 42768, %275
+  %277 = mul nsw i64 %conv1.j1120, 169
+  %278 = add nsw i64 %276, %277
+  %279 = mul nsw i64 %conv1.py1322, 26
+  %280 = mul nsw i64 %conv1.px1423, 2
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 13
+  %283 = add nsw i64 %282, 1
+  %284 = add nsw i64 %278, %283
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %284
+  %285 = load float, ptr %arena61, align 4
+  %286 = add nsw i64 36, %conv1.f1221
+  %params62 = getelementptr inbounds float, ptr %params, i64 %286
+  %287 = load float, ptr %params62, align 4
+  %288 = fadd float %285, %287
+  %best1563 = load float, ptr %conv1.best15, align 4
+  %289 = select i1 %274, float %288, float %best1563
+  store float %289, ptr %conv1.best15, align 4
+  %best1564 = load float, ptr %conv1.best15, align 4
+  %290 = fcmp ogt float %best1564, 0.000000e+00
+  %best1565 = load float, ptr %conv1.best15, align 4
+  %291 = select i1 %290, float %best1565, float 0.000000e+00
+  %292 = mul nsw i64 %conv1.g11, 16
+  %293 = add nsw i64 %292, %conv1.j1120
+  %294 = mul nsw i64 %293, 144
+  %295 = mul nsw i64 %conv1.f1221, 36
+  %296 = add nsw i64 %294, %295
+  %297 = mul nsw i64 %conv1.py1322, 6
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %298, %conv1.px1423
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %299
+  store float %291, ptr %arena66, align 4
+  %bi1667 = load float, ptr %conv1.bi16, align 4
+  %300 = mul nsw i64 %conv1.g11, 16
+  %301 = add nsw i64 %300, %conv1.j1120
+  %302 = mul nsw i64 %301, 144
+  %303 = mul nsw i64 %conv1.f1221, 36
+  %304 = add nsw i64 %302, %303
+  %305 = mul nsw i64 %conv1.py1322, 6
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 %306, %conv1.px1423
+  %308 = add nsw i64 9216, %307
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %bi1667, ptr %arena68, align 4
+  %px14.next = add nsw i64 %conv1.px1423, 1
+  %309 = icmp slt i64 %px14.next, 6
+  br i1 %309, label %conv1.px14, label %conv1.px14.end
+
+conv1.px14.end:                                   ; preds = %conv1.px14
+  %py13.next = add nsw i64 %conv1.py1322, 1
+  %310 = icmp slt i64 %py13.next, 6
+  br i1 %310, label %conv1.py13, label %conv1.py13.end
+}
+
+declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k1.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k2.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %arena1 = getelementptr inbounds float, ptr %arena, i64 0
+  %params2 = getelementptr inbounds float, ptr %params, i64 40
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 18432
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena1, i32 144, ptr %params2, i32 144, float 0.000000e+00, ptr %arena3, i32 10)
+  br label %fc1.n17
+
+fc1.n17:                                          ; preds = %fc1.u18.end, %entry
+  %fc1.n174 = phi i64 [ 0, %entry ], [ %n17.next, %fc1.u18.end ]
+  br label %fc1.u18
+
+fc1.n17.end:                                      ; preds = %fc1.u18.end
+  ret void
+
+fc1.u18:                                          ; preds = %fc1.u18, %fc1.n17
+  %fc1.u185 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
+  %0 = mul nsw i64 %fc1.n174, 10
+  %1 = add nsw i64 18432, %0
+  %2 = add nsw i64 %1, %fc1.u185
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena6, align 4
+  %4 = add nsw i64 1480, %fc1.u185
+  %params7 = getelementptr inbounds float, ptr %params, i64 %4
+  %5 = load float, ptr %params7, align 4
+  %6 = fadd float %3, %5
+  %7 = mul nsw i64 %fc1.n174, 10
+  %8 = add nsw i64 18432, %7
+  %9 = add nsw i64 %8, %fc1.u185
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
+  store float %6, ptr %arena8, align 4
+  %u18.next = add nsw i64 %fc1.u185, 1
+  %10 = icmp slt i64 %u18.next, 10
+  br i1 %10, label %fc1.u18, label %fc1.u18.end
+
+fc1.u18.end:                                      ; preds = %fc1.u18
+  %n17.next = add nsw i64 %fc1.n174, 1
+  %11 = icmp slt i64 %n17.next, 64
+  br i1 %11, label %fc1.n17, label %fc1.n17.end
+}
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k3.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %loss.s22 = alloca float, align 4
+  %loss.m21 = alloca float, align 4
+  %loss.total19 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total19, align 4
+  br label %loss.n20
+
+loss.n20:                                         ; preds = %loss.k24.end, %entry
+  %loss.n201 = phi i64 [ 0, %entry ], [ %n20.next, %loss.k24.end ]
+  %0 = mul nsw i64 %loss.n201, 10
+  %1 = add nsw i64 18432, %0
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
+  %2 = load float, ptr %arena2, align 4
+  store float %2, ptr %loss.m21, align 4
+  br label %loss.k23
+
+loss.n20.end:                                     ; preds = %loss.k24.end
+  %total1912 = load float, ptr %loss.total19, align 4
+  %3 = fdiv float %total1912, 6.400000e+01
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 19072
+  store float %3, ptr %arena13, align 4
+  ret void
+
+loss.k23:                                         ; preds = %loss.k23, %loss.n20
+  %loss.k233 = phi i64 [ 0, %loss.n20 ], [ %k23.next, %loss.k23 ]
+  %m21 = load float, ptr %loss.m21, align 4
+  %4 = mul nsw i64 %loss.n201, 10
+  %5 = add nsw i64 18432, %4
+  %6 = add nsw i64 %5, %loss.k233
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
+  %7 = load float, ptr %arena4, align 4
+  %8 = fcmp ogt float %7, %m21
+  %9 = select i1 %8, float %7, float %m21
+  store float %9, ptr %loss.m21, align 4
+  %k23.next = add nsw i64 %loss.k233, 1
+  %10 = icmp slt i64 %k23.next, 10
+  br i1 %10, label %loss.k23, label %loss.k23.end
+
+loss.k23.end:                                     ; preds = %loss.k23
+  store float 0.000000e+00, ptr %loss.s22, align 4
+  br label %loss.k24
+
+loss.k24:                                         ; preds = %loss.k24, %loss.k23.end
+  %loss.k245 = phi i64 [ 0, %loss.k23.end ], [ %k24.next, %loss.k24 ]
+  %s22 = load float, ptr %loss.s22, align 4
+  %11 = mul nsw i64 %loss.n201, 10
+  %12 = add nsw i64 18432, %11
+  %13 = add nsw i64 %12, %loss.k245
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
+  %14 = load float, ptr %arena6, align 4
+  %m217 = load float, ptr %loss.m21, align 4
+  %15 = fsub float %14, %m217
+  %16 = call float @llvm.exp.f32(float %15)
+  %17 = fadd float %s22, %16
+  store float %17, ptr %loss.s22, align 4
+  %k24.next = add nsw i64 %loss.k245, 1
+  %18 = icmp slt i64 %k24.next, 10
+  br i1 %18, label %loss.k24, label %loss.k24.end
+
+loss.k24.end:                                     ; preds = %loss.k24
+  %total19 = load float, ptr %loss.total19, align 4
+  %m218 = load float, ptr %loss.m21, align 4
+  %s229 = load float, ptr %loss.s22, align 4
+  %19 = call float @llvm.log.f32(float %s229)
+  %20 = fadd float %m218, %19
+  %21 = mul nsw i64 %loss.n201, 10
+  %22 = add nsw i64 18432, %21
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n201
+  %label = load i32, ptr %labels10, align 4
+  %23 = sext i32 %label to i64
+  %24 = add nsw i64 %22, %23
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
+  %25 = load float, ptr %arena11, align 4
+  %26 = fsub float %20, %25
+  %27 = fadd float %total19, %26
+  store float %27, ptr %loss.total19, align 4
+  %n20.next = add nsw i64 %loss.n201, 1
+  %28 = icmp slt i64 %n20.next, 64
+  br i1 %28, label %loss.n20, label %loss.n20.end
+}
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare float @llvm.exp.f32(float) #1
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare float @llvm.log.f32(float) #1
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k4.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %fc1_grad.s27 = alloca float, align 4
+  %fc1_grad.m26 = alloca float, align 4
+  br label %fc1_grad.n25
+
+fc1_grad.n25:                                     ; preds = %fc1_grad.k30.end, %entry
+  %fc1_grad.n251 = phi i64 [ 0, %entry ], [ %n25.next, %fc1_grad.k30.end ]
+  %0 = mul nsw i64 %fc1_grad.n251, 10
+  %1 = add nsw i64 18432, %0
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
+  %2 = load float, ptr %arena2, align 4
+  store float %2, ptr %fc1_grad.m26, align 4
+  br label %fc1_grad.k28
+
+fc1_grad.n25.end:                                 ; preds = %fc1_grad.k30.end
+  ret void
+
+fc1_grad.k28:                                     ; preds = %fc1_grad.k28, %fc1_grad.n25
+  %fc1_grad.k283 = phi i64 [ 0, %fc1_grad.n25 ], [ %k28.next, %fc1_grad.k28 ]
+  %m26 = load float, ptr %fc1_grad.m26, align 4
+  %3 = mul nsw i64 %fc1_grad.n251, 10
+  %4 = add nsw i64 18432, %3
+  %5 = add nsw i64 %4, %fc1_grad.k283
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena4, align 4
+  %7 = fcmp ogt float %6, %m26
+  %8 = select i1 %7, float %6, float %m26
+  store float %8, ptr %fc1_grad.m26, align 4
+  %k28.next = add nsw i64 %fc1_grad.k283, 1
+  %9 = icmp slt i64 %k28.next, 10
+  br i1 %9, label %fc1_grad.k28, label %fc1_grad.k28.end
+
+fc1_grad.k28.end:                                 ; preds = %fc1_grad.k28
+  store float 0.000000e+00, ptr %fc1_grad.s27, align 4
+  br label %fc1_grad.k29
+
+fc1_grad.k29:                                     ; preds = %fc1_grad.k29, %fc1_grad.k28.end
+  %fc1_grad.k295 = phi i64 [ 0, %fc1_grad.k28.end ], [ %k29.next, %fc1_grad.k29 ]
+  %s27 = load float, ptr %fc1_grad.s27, align 4
+  %10 = mul nsw i64 %fc1_grad.n251, 10
+  %11 = add nsw i64 18432, %10
+  %12 = add nsw i64 %11, %fc1_grad.k295
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
+  %13 = load float, ptr %arena6, align 4
+  %m267 = load float, ptr %fc1_grad.m26, align 4
+  %14 = fsub float %13, %m267
+  %15 = call float @llvm.exp.f32(float %14)
+  %16 = fadd float %s27, %15
+  store float %16, ptr %fc1_grad.s27, align 4
+  %k29.next = add nsw i64 %fc1_grad.k295, 1
+  %17 = icmp slt i64 %k29.next, 10
+  br i1 %17, label %fc1_grad.k29, label %fc1_grad.k29.end
+
+fc1_grad.k29.end:                                 ; preds = %fc1_grad.k29
+  br label %fc1_grad.k30
+
+fc1_grad.k30:                                     ; preds = %fc1_grad.k30, %fc1_grad.k29.end
+  %fc1_grad.k308 = phi i64 [ 0, %fc1_grad.k29.end ], [ %k30.next, %fc1_grad.k30 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n251
+  %label = load i32, ptr %labels9, align 4
+  %18 = sext i32 %label to i64
+  %19 = icmp eq i64 %fc1_grad.k308, %18
+  %20 = mul nsw i64 %fc1_grad.n251, 10
+  %21 = add nsw i64 18432, %20
+  %22 = add nsw i64 %21, %fc1_grad.k308
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
+  %23 = load float, ptr %arena10, align 4
+  %m2611 = load float, ptr %fc1_grad.m26, align 4
+  %24 = fsub float %23, %m2611
+  %25 = call float @llvm.exp.f32(float %24)
+  %s2712 = load float, ptr %fc1_grad.s27, align 4
+  %26 = fdiv float %25, %s2712
+  %27 = fsub float %26, 1.000000e+00
+  %28 = mul nsw i64 %fc1_grad.n251, 10
+  %29 = add nsw i64 18432, %28
+  %30 = add nsw i64 %29, %fc1_grad.k308
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena13, align 4
+  %m2614 = load float, ptr %fc1_grad.m26, align 4
+  %32 = fsub float %31, %m2614
+  %33 = call float @llvm.exp.f32(float %32)
+  %s2715 = load float, ptr %fc1_grad.s27, align 4
+  %34 = fdiv float %33, %s2715
+  %35 = select i1 %19, float %27, float %34
+  %36 = fdiv float %35, 6.400000e+01
+  %37 = mul nsw i64 %fc1_grad.n251, 10
+  %38 = add nsw i64 19088, %37
+  %39 = add nsw i64 %38, %fc1_grad.k308
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
+  store float %36, ptr %arena16, align 4
+  %k30.next = add nsw i64 %fc1_grad.k308, 1
+  %40 = icmp slt i64 %k30.next, 10
+  br i1 %40, label %fc1_grad.k30, label %fc1_grad.k30.end
+
+fc1_grad.k30.end:                                 ; preds = %fc1_grad.k30
+  %n25.next = add nsw i64 %fc1_grad.n251, 1
+  %41 = icmp slt i64 %n25.next, 64
+  br i1 %41, label %fc1_grad.n25, label %fc1_grad.n25.end
+}
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k5.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %arena1 = getelementptr inbounds float, ptr %arena, i64 19088
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads3 = getelementptr inbounds float, ptr %grads, i64 40
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena1, i32 10, ptr %arena2, i32 144, float 0.000000e+00, ptr %grads3, i32 144)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k6.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %fc1_bias_grad.acc32 = alloca float, align 4
+  br label %fc1_bias_grad.u31
+
+fc1_bias_grad.u31:                                ; preds = %fc1_bias_grad.n33.end, %entry
+  %fc1_bias_grad.u311 = phi i64 [ 0, %entry ], [ %u31.next, %fc1_bias_grad.n33.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc32, align 4
+  br label %fc1_bias_grad.n33
+
+fc1_bias_grad.u31.end:                            ; preds = %fc1_bias_grad.n33.end
+  ret void
+
+fc1_bias_grad.n33:                                ; preds = %fc1_bias_grad.n33, %fc1_bias_grad.u31
+  %fc1_bias_grad.n332 = phi i64 [ 0, %fc1_bias_grad.u31 ], [ %n33.next, %fc1_bias_grad.n33 ]
+  %acc32 = load float, ptr %fc1_bias_grad.acc32, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n332, 10
+  %1 = add nsw i64 19088, %0
+  %2 = add nsw i64 %1, %fc1_bias_grad.u311
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena3, align 4
+  %4 = fadd float %acc32, %3
+  store float %4, ptr %fc1_bias_grad.acc32, align 4
+  %n33.next = add nsw i64 %fc1_bias_grad.n332, 1
+  %5 = icmp slt i64 %n33.next, 64
+  br i1 %5, label %fc1_bias_grad.n33, label %fc1_bias_grad.n33.end
+
+fc1_bias_grad.n33.end:                            ; preds = %fc1_bias_grad.n33
+  %acc324 = load float, ptr %fc1_bias_grad.acc32, align 4
+  %6 = add nsw i64 1480, %fc1_bias_grad.u311
+  %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
+  store float %acc324, ptr %grads5, align 4
+  %u31.next = add nsw i64 %fc1_bias_grad.u311, 1
+  %7 = icmp slt i64 %u31.next, 10
+  br i1 %7, label %fc1_bias_grad.u31, label %fc1_bias_grad.u31.end
+}
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k7.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %arena1 = getelementptr inbounds float, ptr %arena, i64 19088
+  %params2 = getelementptr inbounds float, ptr %params, i64 40
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 19728
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena1, i32 10, ptr %params2, i32 144, float 0.000000e+00, ptr %arena3, i32 144)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k8.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k9.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  br label %conv1_grad.i34
+
+conv1_grad.i34:                                   ; preds = %conv1_grad.i34, %entry
+  %conv1_grad.i341 = phi i64 [ 0, %entry ], [ %i34.next, %conv1_grad.i34 ]
+  %0 = add nsw i64 28944, %conv1_grad.i341
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i34.next = add nsw i64 %conv1_grad.i341, 1
+  %1 = icmp slt i64 %i34.next, 43264
+  br i1 %1, label %conv1_grad.i34, label %conv1_grad.i34.end
+
+conv1_grad.i34.end:                               ; preds = %conv1_grad.i34
+  br label %conv1_grad.q35
+
+conv1_grad.q35:                                   ; preds = %conv1_grad.i36.end, %conv1_grad.i34.end
+  %conv1_grad.q353 = phi i64 [ 0, %conv1_grad.i34.end ], [ %q35.next, %conv1_grad.i36.end ]
+  br label %conv1_grad.i36
+
+conv1_grad.q35.end:                               ; preds = %conv1_grad.i36.end
+  ret void
+
+conv1_grad.i36:                                   ; preds = %conv1_grad.endif, %conv1_grad.q35
+  %conv1_grad.i364 = phi i64 [ 0, %conv1_grad.q35 ], [ %i36.next, %conv1_grad.endif ]
+  %2 = mul nsw i64 %conv1_grad.q353, 36
+  %3 = add nsw i64 %2, %conv1_grad.i364
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
+  %4 = load float, ptr %arena5, align 4
+  %5 = fcmp ogt float %4, 0.000000e+00
+  br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i36.end:                               ; preds = %conv1_grad.endif
+  %q35.next = add nsw i64 %conv1_grad.q353, 1
+  %6 = icmp slt i64 %q35.next, 256
+  br i1 %6, label %conv1_grad.q35, label %conv1_grad.q35.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i36
+  %7 = mul nsw i64 %conv1_grad.q353, 169
+  %8 = add nsw i64 28944, %7
+  %9 = mul nsw i64 %conv1_grad.q353, 36
+  %10 = add nsw i64 %9, %conv1_grad.i364
+  %11 = add nsw i64 9216, %10
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load float, ptr %arena6, align 4
+  %13 = fptosi float %12 to i64
+  %14 = add nsw i64 %8, %13
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load float, ptr %arena7, align 4
+  %16 = mul nsw i64 %conv1_grad.q353, 36
+  %17 = add nsw i64 %16, %conv1_grad.i364
+  %18 = add nsw i64 19728, %17
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
+  %19 = load float, ptr %arena8, align 4
+  %20 = fadd float %15, %19
+  store float %20, ptr %arena7, align 4
+  br label %conv1_grad.endif
+
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i36
+  %i36.next = add nsw i64 %conv1_grad.i364, 1
+  %21 = icmp slt i64 %i36.next, 36
+  br i1 %21, label %conv1_grad.i36, label %conv1_grad.i36.end
+}
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k10.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  br label %conv1_weight_grad.i37
+
+conv1_weight_grad.i37:                            ; preds = %conv1_weight_grad.i37, %entry
+  %conv1_weight_grad.i371 = phi i64 [ 0, %entry ], [ %i37.next, %conv1_weight_grad.i37 ]
+  %0 = add nsw i64 107360, %conv1_weight_grad.i371
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i37.next = add nsw i64 %conv1_weight_grad.i371, 1
+  %1 = icmp slt i64 %i37.next, 36
+  br i1 %1, label %conv1_weight_grad.i37, label %conv1_weight_grad.i37.end
+
+conv1_weight_grad.i37.end:                        ; preds = %conv1_weight_grad.i37
+  br label %conv1_weight_grad.g38
+
+conv1_weight_grad.g38:                            ; preds = %conv1_weight_grad.j48.end, %conv1_weight_grad.i37.end
+  %conv1_weight_grad.g383 = phi i64 [ 0, %conv1_weight_grad.i37.end ], [ %g38.next, %conv1_weight_grad.j48.end ]
+  br label %conv1_weight_grad.j39
+
+conv1_weight_grad.g38.end:                        ; preds = %conv1_weight_grad.j48.end
+  br label %conv1_weight_grad.f51
+
+conv1_weight_grad.j39:                            ; preds = %conv1_weight_grad.c40.end, %conv1_weight_grad.g38
+  %conv1_weight_grad.j394 = phi i64 [ 0, %conv1_weight_grad.g38 ], [ %j39.next, %conv1_weight_grad.c40.end ]
+  br label %conv1_weight_grad.c40
+
+conv1_weight_grad.j39.end:                        ; preds = %conv1_weight_grad.c40.end
+  br label %conv1_weight_grad.j48
+
+conv1_weight_grad.c40:                            ; preds = %conv1_weight_grad.ky41.end, %conv1_weight_grad.j39
+  %conv1_weight_grad.c405 = phi i64 [ 0, %conv1_weight_grad.j39 ], [ %c40.next, %conv1_weight_grad.ky41.end ]
+  br label %conv1_weight_grad.ky41
+
+conv1_weight_grad.c40.end:                        ; preds = %conv1_weight_grad.ky41.end
+  %j39.next = add nsw i64 %conv1_weight_grad.j394, 1
+  %2 = icmp slt i64 %j39.next, 16
+  br i1 %2, label %conv1_weight_grad.j39, label %conv1_weight_grad.j39.end
+
+conv1_weight_grad.ky41:                           ; preds = %conv1_weight_grad.oy46.end, %conv1_weight_grad.c40
+  %conv1_weight_grad.ky416 = phi i64 [ 0, %conv1_weight_grad.c40 ], [ %ky41.next, %conv1_weight_grad.oy46.end ]
+  br label %conv1_weight_grad.oy42
+
+conv1_weight_grad.ky41.end:                       ; preds = %conv1_weight_grad.oy46.end
+  %c40.next = add nsw i64 %conv1_weight_grad.c405, 1
+  %3 = icmp slt i64 %c40.next, 1
+  br i1 %3, label %conv1_weight_grad.c40, label %conv1_weight_grad.c40.end
+
+conv1_weight_grad.oy42:                           ; preds = %conv1_weight_grad.ox43.end, %conv1_weight_grad.ky41
+  %conv1_weight_grad.oy427 = phi i64 [ 0, %conv1_weight_grad.ky41 ], [ %oy42.next, %conv1_weight_grad.ox43.end ]
+  br label %conv1_weight_grad.ox43
+
+conv1_weight_grad.oy42.end:                       ; preds = %conv1_weight_grad.ox43.end
+  br label %conv1_weight_grad.oy44
+
+conv1_weight_grad.ox43:                           ; preds = %conv1_weight_grad.ox43, %conv1_weight_grad.oy42
+  %conv1_weight_grad.ox438 = phi i64 [ 0, %conv1_weight_grad.oy42 ], [ %ox43.next, %conv1_weight_grad.ox43 ]
+  %4 = mul nsw i64 %conv1_weight_grad.g383, 16
+  %5 = add nsw i64 %4, %conv1_weight_grad.j394
+  %6 = mul nsw i64 %5, 784
+  %7 = mul nsw i64 %conv1_weight_grad.c405, 784
+  %8 = add nsw i64 %6, %7
+  %9 = mul nsw i64 %conv1_weight_grad.oy427, 2
+  %10 = add nsw i64 %9, %conv1_weight_grad.ky416
+  %11 = mul nsw i64 %10, 28
+  %12 = add nsw i64 %8, %11
+  %13 = mul nsw i64 %conv1_weight_grad.ox438, 2
+  %14 = add nsw i64 %12, %13
+  %images9 = getelementptr inbounds float, ptr %images, i64 %14
+  %15 = load float, ptr %images9, align 4
+  %16 = mul nsw i64 %conv1_weight_grad.c405, 3
+  %17 = add nsw i64 %16, %conv1_weight_grad.ky416
+  %18 = mul nsw i64 %17, 3
+  %19 = mul nsw i64 %18, 2704
+  %20 = add nsw i64 72208, %19
+  %21 = mul nsw i64 %conv1_weight_grad.j394, 169
+  %22 = add nsw i64 %20, %21
+  %23 = mul nsw i64 %conv1_weight_grad.oy427, 13
+  %24 = add nsw i64 %23, %conv1_weight_grad.ox438
+  %25 = add nsw i64 %22, %24
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %25
+  store float %15, ptr %arena10, align 4
+  %ox43.next = add nsw i64 %conv1_weight_grad.ox438, 1
+  %26 = icmp slt i64 %ox43.next, 13
+  br i1 %26, label %conv1_weight_grad.ox43, label %conv1_weight_grad.ox43.end
+
+conv1_weight_grad.ox43.end:                       ; preds = %conv1_weight_grad.ox43
+  %oy42.next = add nsw i64 %conv1_weight_grad.oy427, 1
+  %27 = icmp slt i64 %oy42.next, 13
+  br i1 %27, label %conv1_weight_grad.oy42, label %conv1_weight_grad.oy42.end
+
+conv1_weight_grad.oy44:                           ; preds = %conv1_weight_grad.ox45.end, %conv1_weight_grad.oy42.end
+  %conv1_weight_grad.oy4411 = phi i64 [ 0, %conv1_weight_grad.oy42.end ], [ %oy44.next, %conv1_weight_grad.ox45.end ]
+  br label %conv1_weight_grad.ox45
+
+conv1_weight_grad.oy44.end:                       ; preds = %conv1_weight_grad.ox45.end
+  br label %conv1_weight_grad.oy46
+
+conv1_weight_grad.ox45:                           ; preds = %conv1_weight_grad.ox45, %conv1_weight_grad.oy44
+  %conv1_weight_grad.ox4512 = phi i64 [ 0, %conv1_weight_grad.oy44 ], [ %ox45.next, %conv1_weight_grad.ox45 ]
+  %28 = mul nsw i64 %conv1_weight_grad.g383, 16
+  %29 = add nsw i64 %28, %conv1_weight_grad.j394
+  %30 = mul nsw i64 %29, 784
+  %31 = mul nsw i64 %conv1_weight_grad.c405, 784
+  %32 = add nsw i64 %30, %31
+  %33 = mul nsw i64 %conv1_weight_grad.oy4411, 2
+  %34 = add nsw i64 %33, %conv1_weight_grad.ky416
+  %35 = mul nsw i64 %34, 28
+  %36 = add nsw i64 %32, %35
+  %37 = mul nsw i64 %conv1_weight_grad.ox4512, 2
+  %38 = add nsw i64 %37, 1
+  %39 = add nsw i64 %36, %38
+  %images13 = getelementptr inbounds float, ptr %images, i64 %39
+  %40 = load float, ptr %images13, align 4
+  %41 = mul nsw i64 %conv1_weight_grad.c405, 3
+  %42 = add nsw i64 %41, %conv1_weight_grad.ky416
+  %43 = mul nsw i64 %42, 3
+  %44 = add nsw i64 %43, 1
+  %45 = mul nsw i64 %44, 2704
+  %46 = add nsw i64 72208, %45
+  %47 = mul nsw i64 %conv1_weight_grad.j394, 169
+  %48 = add nsw i64 %46, %47
+  %49 = mul nsw i64 %conv1_weight_grad.oy4411, 13
+  %50 = add nsw i64 %49, %conv1_weight_grad.ox4512
+  %51 = add nsw i64 %48, %50
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %51
+  store float %40, ptr %arena14, align 4
+  %ox45.next = add nsw i64 %conv1_weight_grad.ox4512, 1
+  %52 = icmp slt i64 %ox45.next, 13
+  br i1 %52, label %conv1_weight_grad.ox45, label %conv1_weight_grad.ox45.end
+
+conv1_weight_grad.ox45.end:                       ; preds = %conv1_weight_grad.ox45
+  %oy44.next = add nsw i64 %conv1_weight_grad.oy4411, 1
+  %53 = icmp slt i64 %oy44.next, 13
+  br i1 %53, label %conv1_weight_grad.oy44, label %conv1_weight_grad.oy44.end
+
+conv1_weight_grad.oy46:                           ; preds = %conv1_weight_grad.ox47.end, %conv1_weight_grad.oy44.end
+  %conv1_weight_grad.oy4615 = phi i64 [ 0, %conv1_weight_grad.oy44.end ], [ %oy46.next, %conv1_weight_grad.ox47.end ]
+  br label %conv1_weight_grad.ox47
+
+conv1_weight_grad.oy46.end:                       ; preds = %conv1_weight_grad.ox47.end
+  %ky41.next = add nsw i64 %conv1_weight_grad.ky416, 1
+  %54 = icmp slt i64 %ky41.next, 3
+  br i1 %54, label %conv1_weight_grad.ky41, label %conv1_weight_grad.ky41.end
+
+conv1_weight_grad.ox47:                           ; preds = %conv1_weight_grad.ox47, %conv1_weight_grad.oy46
+  %conv1_weight_grad.ox4716 = phi i64 [ 0, %conv1_weight_grad.oy46 ], [ %ox47.next, %conv1_weight_grad.ox47 ]
+  %55 = mul nsw i64 %conv1_weight_grad.g383, 16
+  %56 = add nsw i64 %55, %conv1_weight_grad.j394
+  %57 = mul nsw i64 %56, 784
+  %58 = mul nsw i64 %conv1_weight_grad.c405, 784
+  %59 = add nsw i64 %57, %58
+  %60 = mul nsw i64 %conv1_weight_grad.oy4615, 2
+  %61 = add nsw i64 %60, %conv1_weight_grad.ky416
+  %62 = mul nsw i64 %61, 28
+  %63 = add nsw i64 %59, %62
+  %64 = mul nsw i64 %conv1_weight_grad.ox4716, 2
+  %65 = add nsw i64 %64, 2
+  %66 = add nsw i64 %63, %65
+  %images17 = getelementptr inbounds float, ptr %images, i64 %66
+  %67 = load float, ptr %images17, align 4
+  %68 = mul nsw i64 %conv1_weight_grad.c405, 3
+  %69 = add nsw i64 %68, %conv1_weight_grad.ky416
+  %70 = mul nsw i64 %69, 3
+  %71 = add nsw i64 %70, 2
+  %72 = mul nsw i64 %71, 2704
+  %73 = add nsw i64 72208, %72
+  %74 = mul nsw i64 %conv1_weight_grad.j394, 169
+  %75 = add nsw i64 %73, %74
+  %76 = mul nsw i64 %conv1_weight_grad.oy4615, 13
+  %77 = add nsw i64 %76, %conv1_weight_grad.ox4716
+  %78 = add nsw i64 %75, %77
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %78
+  store float %67, ptr %arena18, align 4
+  %ox47.next = add nsw i64 %conv1_weight_grad.ox4716, 1
+  %79 = icmp slt i64 %ox47.next, 13
+  br i1 %79, label %conv1_weight_grad.ox47, label %conv1_weight_grad.ox47.end
+
+conv1_weight_grad.ox47.end:                       ; preds = %conv1_weight_grad.ox47
+  %oy46.next = add nsw i64 %conv1_weight_grad.oy4615, 1
+  %80 = icmp slt i64 %oy46.next, 13
+  br i1 %80, label %conv1_weight_grad.oy46, label %conv1_weight_grad.oy46.end
+
+conv1_weight_grad.j48:                            ; preds = %conv1_weight_grad.i49.end, %conv1_weight_grad.j39.end
+  %conv1_weight_grad.j4819 = phi i64 [ 0, %conv1_weight_grad.j39.end ], [ %j48.next, %conv1_weight_grad.i49.end ]
+  br label %conv1_weight_grad.i49
+
+conv1_weight_grad.j48.end:                        ; preds = %conv1_weight_grad.i49.end
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 72208
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 96544
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 107360
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 9, i32 4, i32 2704, float 1.000000e+00, ptr %arena24, i32 2704, ptr %arena25, i32 4, float 1.000000e+00, ptr %arena26, i32 4)
+  %g38.next = add nsw i64 %conv1_weight_grad.g383, 1
+  %81 = icmp slt i64 %g38.next, 4
+  br i1 %81, label %conv1_weight_grad.g38, label %conv1_weight_grad.g38.end
+
+conv1_weight_grad.i49:                            ; preds = %conv1_weight_grad.f50.end, %conv1_weight_grad.j48
+  %conv1_weight_grad.i4920 = phi i64 [ 0, %conv1_weight_grad.j48 ], [ %i49.next, %conv1_weight_grad.f50.end ]
+  br label %conv1_weight_grad.f50
+
+conv1_weight_grad.i49.end:                        ; preds = %conv1_weight_grad.f50.end
+  %j48.next = add nsw i64 %conv1_weight_grad.j4819, 1
+  %82 = icmp slt i64 %j48.next, 16
+  br i1 %82, label %conv1_weight_grad.j48, label %conv1_weight_grad.j48.end
+
+conv1_weight_grad.f50:                            ; preds = %conv1_weight_grad.f50, %conv1_weight_grad.i49
+  %conv1_weight_grad.f5021 = phi i64 [ 0, %conv1_weight_grad.i49 ], [ %f50.next, %conv1_weight_grad.f50 ]
+  %83 = mul nsw i64 %conv1_weight_grad.g383, 16
+  %84 = add nsw i64 %83, %conv1_weight_grad.j4819
+  %85 = mul nsw i64 %84, 676
+  %86 = add nsw i64 28944, %85
+  %87 = mul nsw i64 %conv1_weight_grad.f5021, 169
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %conv1_weight_grad.i4920
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena22, align 4
+  %91 = mul nsw i64 %conv1_weight_grad.j4819, 169
+  %92 = add nsw i64 %91, %conv1_weight_grad.i4920
+  %93 = mul nsw i64 %92, 4
+  %94 = add nsw i64 96544, %93
+  %95 = add nsw i64 %94, %conv1_weight_grad.f5021
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %95
+  store float %90, ptr %arena23, align 4
+  %f50.next = add nsw i64 %conv1_weight_grad.f5021, 1
+  %96 = icmp slt i64 %f50.next, 4
+  br i1 %96, label %conv1_weight_grad.f50, label %conv1_weight_grad.f50.end
+
+conv1_weight_grad.f50.end:                        ; preds = %conv1_weight_grad.f50
+  %i49.next = add nsw i64 %conv1_weight_grad.i4920, 1
+  %97 = icmp slt i64 %i49.next, 169
+  br i1 %97, label %conv1_weight_grad.i49, label %conv1_weight_grad.i49.end
+
+conv1_weight_grad.f51:                            ; preds = %conv1_weight_grad.r52.end, %conv1_weight_grad.g38.end
+  %conv1_weight_grad.f5127 = phi i64 [ 0, %conv1_weight_grad.g38.end ], [ %f51.next, %conv1_weight_grad.r52.end ]
+  br label %conv1_weight_grad.r52
+
+conv1_weight_grad.f51.end:                        ; preds = %conv1_weight_grad.r52.end
+  ret void
+
+conv1_weight_grad.r52:                            ; preds = %conv1_weight_grad.r52, %conv1_weight_grad.f51
+  %conv1_weight_grad.r5228 = phi i64 [ 0, %conv1_weight_grad.f51 ], [ %r52.next, %conv1_weight_grad.r52 ]
+  %98 = mul nsw i64 %conv1_weight_grad.r5228, 4
+  %99 = add nsw i64 107360, %98
+  %100 = add nsw i64 %99, %conv1_weight_grad.f5127
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %100
+  %101 = load float, ptr %arena29, align 4
+  %102 = mul nsw i64 %conv1_weight_grad.f5127, 9
+  %103 = add nsw i64 %102, %conv1_weight_grad.r5228
+  %grads30 = getelementptr inbounds float, ptr %grads, i64 %103
+  store float %101, ptr %grads30, align 4
+  %r52.next = add nsw i64 %conv1_weight_grad.r5228, 1
+  %104 = icmp slt i64 %r52.next, 9
+  br i1 %104, label %conv1_weight_grad.r52, label %conv1_weight_grad.r52.end
+
+conv1_weight_grad.r52.end:                        ; preds = %conv1_weight_grad.r52
+  %f51.next = add nsw i64 %conv1_weight_grad.f5127, 1
+  %105 = icmp slt i64 %f51.next, 4
+  br i1 %105, label %conv1_weight_grad.f51, label %conv1_weight_grad.f51.end
+}
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k11.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
   %conv1_bias_grad.sum71 = alloca float, align 4
   %conv1_bias_grad.sum70 = alloca float, align 4
   %conv1_bias_grad.sum69 = alloca float, align 4
@@ -25,1283 +1173,235 @@ entry:
   %conv1_bias_grad.sum58 = alloca float, align 4
   %conv1_bias_grad.sum57 = alloca float, align 4
   %conv1_bias_grad.acc54 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc32 = alloca float, align 4
-  %fc1_grad.s27 = alloca float, align 4
-  %fc1_grad.m26 = alloca float, align 4
-  %loss.s22 = alloca float, align 4
-  %loss.m21 = alloca float, align 4
-  %loss.total19 = alloca float, align 4
-  %conv1.bi16 = alloca float, align 4
-  %conv1.best15 = alloca float, align 4
-  br label %conv1.g1
-
-conv1.g1:                                         ; preds = %conv1.j11.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
-  br label %conv1.j2
-
-conv1.g1.end:                                     ; preds = %conv1.j11.end
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 0
-  %params70 = getelementptr inbounds float, ptr %params, i64 40
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 18432
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena69, i32 144, ptr %params70, i32 144, float 0.000000e+00, ptr %arena71, i32 10)
-  br label %fc1.n17
-
-conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
-  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
-  br label %conv1.c3
-
-conv1.j2.end:                                     ; preds = %conv1.c3.end
-  %params17 = getelementptr inbounds float, ptr %params, i64 0
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 18432
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 42768
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 2704, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 2704, float 0.000000e+00, ptr %arena19, i32 2704)
-  br label %conv1.j11
-
-conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
-  %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
-  br label %conv1.ky4
-
-conv1.c3.end:                                     ; preds = %conv1.ky4.end
-  %j2.next = add nsw i64 %conv1.j22, 1
-  %0 = icmp slt i64 %j2.next, 16
-  br i1 %0, label %conv1.j2, label %conv1.j2.end
-
-conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
-  %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
-  br label %conv1.oy5
-
-conv1.ky4.end:                                    ; preds = %conv1.oy9.end
-  %c3.next = add nsw i64 %conv1.c33, 1
-  %1 = icmp slt i64 %c3.next, 1
-  br i1 %1, label %conv1.c3, label %conv1.c3.end
-
-conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
-  %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
-  br label %conv1.ox6
-
-conv1.oy5.end:                                    ; preds = %conv1.ox6.end
-  br label %conv1.oy7
-
-conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
-  %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
-  %2 = mul nsw i64 %conv1.g11, 16
-  %3 = add nsw i64 %2, %conv1.j22
-  %4 = mul nsw i64 %3, 784
-  %5 = mul nsw i64 %conv1.c33, 784
-  %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %conv1.oy55, 2
-  %8 = add nsw i64 %7, %conv1.ky44
-  %9 = mul nsw i64 %8, 28
-  %10 = add nsw i64 %6, %9
-  %11 = mul nsw i64 %conv1.ox66, 2
-  %12 = add nsw i64 %10, %11
-  %images7 = getelementptr inbounds float, ptr %images, i64 %12
-  %13 = load float, ptr %images7, align 4
-  %14 = mul nsw i64 %conv1.c33, 3
-  %15 = add nsw i64 %14, %conv1.ky44
-  %16 = mul nsw i64 %15, 3
-  %17 = mul nsw i64 %16, 2704
-  %18 = add nsw i64 18432, %17
-  %19 = mul nsw i64 %conv1.j22, 169
-  %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1.oy55, 13
-  %22 = add nsw i64 %21, %conv1.ox66
-  %23 = add nsw i64 %20, %22
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
-  store float %13, ptr %arena8, align 4
-  %ox6.next = add nsw i64 %conv1.ox66, 1
-  %24 = icmp slt i64 %ox6.next, 13
-  br i1 %24, label %conv1.ox6, label %conv1.ox6.end
-
-conv1.ox6.end:                                    ; preds = %conv1.ox6
-  %oy5.next = add nsw i64 %conv1.oy55, 1
-  %25 = icmp slt i64 %oy5.next, 13
-  br i1 %25, label %conv1.oy5, label %conv1.oy5.end
-
-conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
-  %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
-  br label %conv1.ox8
-
-conv1.oy7.end:                                    ; preds = %conv1.ox8.end
-  br label %conv1.oy9
-
-conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
-  %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
-  %26 = mul nsw i64 %conv1.g11, 16
-  %27 = add nsw i64 %26, %conv1.j22
-  %28 = mul nsw i64 %27, 784
-  %29 = mul nsw i64 %conv1.c33, 784
-  %30 = add nsw i64 %28, %29
-  %31 = mul nsw i64 %conv1.oy79, 2
-  %32 = add nsw i64 %31, %conv1.ky44
-  %33 = mul nsw i64 %32, 28
-  %34 = add nsw i64 %30, %33
-  %35 = mul nsw i64 %conv1.ox810, 2
-  %36 = add nsw i64 %35, 1
-  %37 = add nsw i64 %34, %36
-  %images11 = getelementptr inbounds float, ptr %images, i64 %37
-  %38 = load float, ptr %images11, align 4
-  %39 = mul nsw i64 %conv1.c33, 3
-  %40 = add nsw i64 %39, %conv1.ky44
-  %41 = mul nsw i64 %40, 3
-  %42 = add nsw i64 %41, 1
-  %43 = mul nsw i64 %42, 2704
-  %44 = add nsw i64 18432, %43
-  %45 = mul nsw i64 %conv1.j22, 169
-  %46 = add nsw i64 %44, %45
-  %47 = mul nsw i64 %conv1.oy79, 13
-  %48 = add nsw i64 %47, %conv1.ox810
-  %49 = add nsw i64 %46, %48
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
-  store float %38, ptr %arena12, align 4
-  %ox8.next = add nsw i64 %conv1.ox810, 1
-  %50 = icmp slt i64 %ox8.next, 13
-  br i1 %50, label %conv1.ox8, label %conv1.ox8.end
-
-conv1.ox8.end:                                    ; preds = %conv1.ox8
-  %oy7.next = add nsw i64 %conv1.oy79, 1
-  %51 = icmp slt i64 %oy7.next, 13
-  br i1 %51, label %conv1.oy7, label %conv1.oy7.end
-
-conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
-  %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
-  br label %conv1.ox10
-
-conv1.oy9.end:                                    ; preds = %conv1.ox10.end
-  %ky4.next = add nsw i64 %conv1.ky44, 1
-  %52 = icmp slt i64 %ky4.next, 3
-  br i1 %52, label %conv1.ky4, label %conv1.ky4.end
-
-conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
-  %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
-  %53 = mul nsw i64 %conv1.g11, 16
-  %54 = add nsw i64 %53, %conv1.j22
-  %55 = mul nsw i64 %54, 784
-  %56 = mul nsw i64 %conv1.c33, 784
-  %57 = add nsw i64 %55, %56
-  %58 = mul nsw i64 %conv1.oy913, 2
-  %59 = add nsw i64 %58, %conv1.ky44
-  %60 = mul nsw i64 %59, 28
-  %61 = add nsw i64 %57, %60
-  %62 = mul nsw i64 %conv1.ox1014, 2
-  %63 = add nsw i64 %62, 2
-  %64 = add nsw i64 %61, %63
-  %images15 = getelementptr inbounds float, ptr %images, i64 %64
-  %65 = load float, ptr %images15, align 4
-  %66 = mul nsw i64 %conv1.c33, 3
-  %67 = add nsw i64 %66, %conv1.ky44
-  %68 = mul nsw i64 %67, 3
-  %69 = add nsw i64 %68, 2
-  %70 = mul nsw i64 %69, 2704
-  %71 = add nsw i64 18432, %70
-  %72 = mul nsw i64 %conv1.j22, 169
-  %73 = add nsw i64 %71, %72
-  %74 = mul nsw i64 %conv1.oy913, 13
-  %75 = add nsw i64 %74, %conv1.ox1014
-  %76 = add nsw i64 %73, %75
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
-  store float %65, ptr %arena16, align 4
-  %ox10.next = add nsw i64 %conv1.ox1014, 1
-  %77 = icmp slt i64 %ox10.next, 13
-  br i1 %77, label %conv1.ox10, label %conv1.ox10.end
-
-conv1.ox10.end:                                   ; preds = %conv1.ox10
-  %oy9.next = add nsw i64 %conv1.oy913, 1
-  %78 = icmp slt i64 %oy9.next, 13
-  br i1 %78, label %conv1.oy9, label %conv1.oy9.end
-
-conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
-  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
-  br label %conv1.f12
-
-conv1.j11.end:                                    ; preds = %conv1.f12.end
-  %g1.next = add nsw i64 %conv1.g11, 1
-  %79 = icmp slt i64 %g1.next, 4
-  br i1 %79, label %conv1.g1, label %conv1.g1.end
-
-conv1.f12:                                        ; preds = %conv1.py13.end, %conv1.j11
-  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.py13.end ]
-  br label %conv1.py13
-
-conv1.f12.end:                                    ; preds = %conv1.py13.end
-  %j11.next = add nsw i64 %conv1.j1120, 1
-  %80 = icmp slt i64 %j11.next, 16
-  br i1 %80, label %conv1.j11, label %conv1.j11.end
-
-conv1.py13:                                       ; preds = %conv1.px14.end, %conv1.f12
-  %conv1.py1322 = phi i64 [ 0, %conv1.f12 ], [ %py13.next, %conv1.px14.end ]
-  br label %conv1.px14
-
-conv1.py13.end:                                   ; preds = %conv1.px14.end
-  %f12.next = add nsw i64 %conv1.f1221, 1
-  %81 = icmp slt i64 %f12.next, 4
-  br i1 %81, label %conv1.f12, label %conv1.f12.end
-
-conv1.px14:                                       ; preds = %conv1.px14, %conv1.py13
-  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.px14 ]
-  %82 = mul nsw i64 %conv1.f1221, 2704
-  %83 = add nsw i64 42768, %82
-  %84 = mul nsw i64 %conv1.j1120, 169
-  %85 = add nsw i64 %83, %84
-  %86 = mul nsw i64 %conv1.py1322, 26
-  %87 = mul nsw i64 %conv1.px1423, 2
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %85, %88
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
-  %90 = load float, ptr %arena24, align 4
-  %91 = add nsw i64 36, %conv1.f1221
-  %params25 = getelementptr inbounds float, ptr %params, i64 %91
-  %92 = load float, ptr %params25, align 4
-  %93 = fadd float %90, %92
-  store float %93, ptr %conv1.best15, align 4
-  %94 = mul nsw i64 %conv1.py1322, 26
-  %95 = mul nsw i64 %conv1.px1423, 2
-  %96 = add nsw i64 %94, %95
-  %97 = sitofp i64 %96 to float
-  store float %97, ptr %conv1.bi16, align 4
-  %98 = mul nsw i64 %conv1.f1221, 2704
-  %99 = add nsw i64 42768, %98
-  %100 = mul nsw i64 %conv1.j1120, 169
-  %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %conv1.py1322, 26
-  %103 = mul nsw i64 %conv1.px1423, 2
-  %104 = add nsw i64 %102, %103
-  %105 = add nsw i64 %101, %104
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %105
-  %106 = load float, ptr %arena26, align 4
-  %107 = add nsw i64 36, %conv1.f1221
-  %params27 = getelementptr inbounds float, ptr %params, i64 %107
-  %108 = load float, ptr %params27, align 4
-  %109 = fadd float %106, %108
-  %best15 = load float, ptr %conv1.best15, align 4
-  %110 = fcmp ogt float %109, %best15
-  %111 = mul nsw i64 %conv1.py1322, 26
-  %112 = mul nsw i64 %conv1.px1423, 2
-  %113 = add nsw i64 %111, %112
-  %114 = sitofp i64 %113 to float
-  %bi16 = load float, ptr %conv1.bi16, align 4
-  %115 = select i1 %110, float %114, float %bi16
-  store float %115, ptr %conv1.bi16, align 4
-  %116 = mul nsw i64 %conv1.f1221, 2704
-  %117 = add nsw i64 42768, %116
-  %118 = mul nsw i64 %conv1.j1120, 169
-  %119 = add nsw i64 %117, %118
-  %120 = mul nsw i64 %conv1.py1322, 26
-  %121 = mul nsw i64 %conv1.px1423, 2
-  %122 = add nsw i64 %120, %121
-  %123 = add nsw i64 %119, %122
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %123
-  %124 = load float, ptr %arena28, align 4
-  %125 = add nsw i64 36, %conv1.f1221
-  %params29 = getelementptr inbounds float, ptr %params, i64 %125
-  %126 = load float, ptr %params29, align 4
-  %127 = fadd float %124, %126
-  %best1530 = load float, ptr %conv1.best15, align 4
-  %128 = fcmp ogt float %127, %best1530
-  %129 = mul nsw i64 %conv1.f1221, 2704
-  %130 = add nsw i64 42768, %129
-  %131 = mul nsw i64 %conv1.j1120, 169
-  %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %conv1.py1322, 26
-  %134 = mul nsw i64 %conv1.px1423, 2
-  %135 = add nsw i64 %133, %134
-  %136 = add nsw i64 %132, %135
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load float, ptr %arena31, align 4
-  %138 = add nsw i64 36, %conv1.f1221
-  %params32 = getelementptr inbounds float, ptr %params, i64 %138
-  %139 = load float, ptr %params32, align 4
-  %140 = fadd float %137, %139
-  %best1533 = load float, ptr %conv1.best15, align 4
-  %141 = select i1 %128, float %140, float %best1533
-  store float %141, ptr %conv1.best15, align 4
-  %142 = mul nsw i64 %conv1.f1221, 2704
-  %143 = add nsw i64 42768, %142
-  %144 = mul nsw i64 %conv1.j1120, 169
-  %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %conv1.py1322, 26
-  %147 = mul nsw i64 %conv1.px1423, 2
-  %148 = add nsw i64 %146, %147
-  %149 = add nsw i64 %148, 1
-  %150 = add nsw i64 %145, %149
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load float, ptr %arena34, align 4
-  %152 = add nsw i64 36, %conv1.f1221
-  %params35 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params35, align 4
-  %154 = fadd float %151, %153
-  %best1536 = load float, ptr %conv1.best15, align 4
-  %155 = fcmp ogt float %154, %best1536
-  %156 = mul nsw i64 %conv1.py1322, 26
-  %157 = mul nsw i64 %conv1.px1423, 2
-  %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, 1
-  %160 = sitofp i64 %159 to float
-  %bi1637 = load float, ptr %conv1.bi16, align 4
-  %161 = select i1 %155, float %160, float %bi1637
-  store float %161, ptr %conv1.bi16, align 4
-  %162 = mul nsw i64 %conv1.f1221, 2704
-  %163 = add nsw i64 42768, %162
-  %164 = mul nsw i64 %conv1.j1120, 169
-  %165 = add nsw i64 %163, %164
-  %166 = mul nsw i64 %conv1.py1322, 26
-  %167 = mul nsw i64 %conv1.px1423, 2
-  %168 = add nsw i64 %166, %167
-  %169 = add nsw i64 %168, 1
-  %170 = add nsw i64 %165, %169
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %170
-  %171 = load float, ptr %arena38, align 4
-  %172 = add nsw i64 36, %conv1.f1221
-  %params39 = getelementptr inbounds float, ptr %params, i64 %172
-  %173 = load float, ptr %params39, align 4
-  %174 = fadd float %171, %173
-  %best1540 = load float, ptr %conv1.best15, align 4
-  %175 = fcmp ogt float %174, %best1540
-  %176 = mul nsw i64 %conv1.f1221, 2704
-  %177 = add nsw i64 42768, %176
-  %178 = mul nsw i64 %conv1.j1120, 169
-  %179 = add nsw i64 %177, %178
-  %180 = mul nsw i64 %conv1.py1322, 26
-  %181 = mul nsw i64 %conv1.px1423, 2
-  %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %182, 1
-  %184 = add nsw i64 %179, %183
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %184
-  %185 = load float, ptr %arena41, align 4
-  %186 = add nsw i64 36, %conv1.f1221
-  %params42 = getelementptr inbounds float, ptr %params, i64 %186
-  %187 = load float, ptr %params42, align 4
-  %188 = fadd float %185, %187
-  %best1543 = load float, ptr %conv1.best15, align 4
-  %189 = select i1 %175, float %188, float %best1543
-  store float %189, ptr %conv1.best15, align 4
-  %190 = mul nsw i64 %conv1.f1221, 2704
-  %191 = add nsw i64 42768, %190
-  %192 = mul nsw i64 %conv1.j1120, 169
-  %193 = add nsw i64 %191, %192
-  %194 = mul nsw i64 %conv1.py1322, 26
-  %195 = mul nsw i64 %conv1.px1423, 2
-  %196 = add nsw i64 %194, %195
-  %197 = add nsw i64 %196, 13
-  %198 = add nsw i64 %193, %197
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %198
-  %199 = load float, ptr %arena44, align 4
-  %200 = add nsw i64 36, %conv1.f1221
-  %params45 = getelementptr inbounds float, ptr %params, i64 %200
-  %201 = load float, ptr %params45, align 4
-  %202 = fadd float %199, %201
-  %best1546 = load float, ptr %conv1.best15, align 4
-  %203 = fcmp ogt float %202, %best1546
-  %204 = mul nsw i64 %conv1.py1322, 26
-  %205 = mul nsw i64 %conv1.px1423, 2
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, 13
-  %208 = sitofp i64 %207 to float
-  %bi1647 = load float, ptr %conv1.bi16, align 4
-  %209 = select i1 %203, float %208, float %bi1647
-  store float %209, ptr %conv1.bi16, align 4
-  %210 = mul nsw i64 %conv1.f1221, 2704
-  %211 = add nsw i64 42768, %210
-  %212 = mul nsw i64 %conv1.j1120, 169
-  %213 = add nsw i64 %211, %212
-  %214 = mul nsw i64 %conv1.py1322, 26
-  %215 = mul nsw i64 %conv1.px1423, 2
-  %216 = add nsw i64 %214, %215
-  %217 = add nsw i64 %216, 13
-  %218 = add nsw i64 %213, %217
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %218
-  %219 = load float, ptr %arena48, align 4
-  %220 = add nsw i64 36, %conv1.f1221
-  %params49 = getelementptr inbounds float, ptr %params, i64 %220
-  %221 = load float, ptr %params49, align 4
-  %222 = fadd float %219, %221
-  %best1550 = load float, ptr %conv1.best15, align 4
-  %223 = fcmp ogt float %222, %best1550
-  %224 = mul nsw i64 %conv1.f1221, 2704
-  %225 = add nsw i64 42768, %224
-  %226 = mul nsw i64 %conv1.j1120, 169
-  %227 = add nsw i64 %225, %226
-  %228 = mul nsw i64 %conv1.py1322, 26
-  %229 = mul nsw i64 %conv1.px1423, 2
-  %230 = add nsw i64 %228, %229
-  %231 = add nsw i64 %230, 13
-  %232 = add nsw i64 %227, %231
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena51, align 4
-  %234 = add nsw i64 36, %conv1.f1221
-  %params52 = getelementptr inbounds float, ptr %params, i64 %234
-  %235 = load float, ptr %params52, align 4
-  %236 = fadd float %233, %235
-  %best1553 = load float, ptr %conv1.best15, align 4
-  %237 = select i1 %223, float %236, float %best1553
-  store float %237, ptr %conv1.best15, align 4
-  %238 = mul nsw i64 %conv1.f1221, 2704
-  %239 = add nsw i64 42768, %238
-  %240 = mul nsw i64 %conv1.j1120, 169
-  %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %conv1.py1322, 26
-  %243 = mul nsw i64 %conv1.px1423, 2
-  %244 = add nsw i64 %242, %243
-  %245 = add nsw i64 %244, 13
-  %246 = add nsw i64 %245, 1
-  %247 = add nsw i64 %241, %246
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %247
-  %248 = load float, ptr %arena54, align 4
-  %249 = add nsw i64 36, %conv1.f1221
-  %params55 = getelementptr inbounds float, ptr %params, i64 %249
-  %250 = load float, ptr %params55, align 4
-  %251 = fadd float %248, %250
-  %best1556 = load float, ptr %conv1.best15, align 4
-  %252 = fcmp ogt float %251, %best1556
-  %253 = mul nsw i64 %conv1.py1322, 26
-  %254 = mul nsw i64 %conv1.px1423, 2
-  %255 = add nsw i64 %253, %254
-  %256 = add nsw i64 %255, 13
-  %257 = add nsw i64 %256, 1
-  %258 = sitofp i64 %257 to float
-  %bi1657 = load float, ptr %conv1.bi16, align 4
-  %259 = select i1 %252, float %258, float %bi1657
-  store float %259, ptr %conv1.bi16, align 4
-  %260 = mul nsw i64 %conv1.f1221, 2704
-  %261 = add nsw i64 42768, %260
-  %262 = mul nsw i64 %conv1.j1120, 169
-  %263 = add nsw i64 %261, %262
-  %264 = mul nsw i64 %conv1.py1322, 26
-  %265 = mul nsw i64 %conv1.px1423, 2
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 %266, 13
-  %268 = add nsw i64 %267, 1
-  %269 = add nsw i64 %263, %268
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %269
-  %270 = load float, ptr %arena58, align 4
-  %271 = add nsw i64 36, %conv1.f1221
-  %params59 = getelementptr inbounds float, ptr %params, i64 %271
-  %272 = load float, ptr %params59, align 4
-  %273 = fadd float %270, %272
-  %best1560 = load float, ptr %conv1.best15, align 4
-  %274 = fcmp ogt float %273, %best1560
-  %275 = mul nsw i64 %conv1.f1221, 2704
-  %276 = add nsw i64 42768, %275
-  %277 = mul nsw i64 %conv1.j1120, 169
-  %278 = add nsw i64 %276, %277
-  %279 = mul nsw i64 %conv1.py1322, 26
-  %280 = mul nsw i64 %conv1.px1423, 2
-  %281 = add nsw i64 %279, %280
-  %282 = add nsw i64 %281, 13
-  %283 = add nsw i64 %282, 1
-  %284 = add nsw i64 %278, %283
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %284
-  %285 = load float, ptr %arena61, align 4
-  %286 = add nsw i64 36, %conv1.f1221
-  %params62 = getelementptr inbounds float, ptr %params, i64 %286
-  %287 = load float, ptr %params62, align 4
-  %288 = fadd float %285, %287
-  %best1563 = load float, ptr %conv1.best15, align 4
-  %289 = select i1 %274, float %288, float %best1563
-  store float %289, ptr %conv1.best15, align 4
-  %best1564 = load float, ptr %conv1.best15, align 4
-  %290 = fcmp ogt float %best1564, 0.000000e+00
-  %best1565 = load float, ptr %conv1.best15, align 4
-  %291 = select i1 %290, float %best1565, float 0.000000e+00
-  %292 = mul nsw i64 %conv1.g11, 16
-  %293 = add nsw i64 %292, %conv1.j1120
-  %294 = mul nsw i64 %293, 144
-  %295 = mul nsw i64 %conv1.f1221, 36
-  %296 = add nsw i64 %294, %295
-  %297 = mul nsw i64 %conv1.py1322, 6
-  %298 = add nsw i64 %296, %297
-  %299 = add nsw i64 %298, %conv1.px1423
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %299
-  store float %291, ptr %arena66, align 4
-  %bi1667 = load float, ptr %conv1.bi16, align 4
-  %300 = mul nsw i64 %conv1.g11, 16
-  %301 = add nsw i64 %300, %conv1.j1120
-  %302 = mul nsw i64 %301, 144
-  %303 = mul nsw i64 %conv1.f1221, 36
-  %304 = add nsw i64 %302, %303
-  %305 = mul nsw i64 %conv1.py1322, 6
-  %306 = add nsw i64 %304, %305
-  %307 = add nsw i64 %306, %conv1.px1423
-  %308 = add nsw i64 9216, %307
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %bi1667, ptr %arena68, align 4
-  %px14.next = add nsw i64 %conv1.px1423, 1
-  %309 = icmp slt i64 %px14.next, 6
-  br i1 %309, label %conv1.px14, label %conv1.px14.end
-
-conv1.px14.end:                                   ; preds = %conv1.px14
-  %py13.next = add nsw i64 %conv1.py1322, 1
-  %310 = icmp slt i64 %py13.next, 6
-  br i1 %310, label %conv1.py13, label %conv1.py13.end
-
-fc1.n17:                                          ; preds = %fc1.u18.end, %conv1.g1.end
-  %fc1.n1772 = phi i64 [ 0, %conv1.g1.end ], [ %n17.next, %fc1.u18.end ]
-  br label %fc1.u18
-
-fc1.n17.end:                                      ; preds = %fc1.u18.end
-  store float 0.000000e+00, ptr %loss.total19, align 4
-  br label %loss.n20
-
-fc1.u18:                                          ; preds = %fc1.u18, %fc1.n17
-  %fc1.u1873 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
-  %311 = mul nsw i64 %fc1.n1772, 10
-  %312 = add nsw i64 18432, %311
-  %313 = add nsw i64 %312, %fc1.u1873
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %313
-  %314 = load float, ptr %arena74, align 4
-  %315 = add nsw i64 1480, %fc1.u1873
-  %params75 = getelementptr inbounds float, ptr %params, i64 %315
-  %316 = load float, ptr %params75, align 4
-  %317 = fadd float %314, %316
-  %318 = mul nsw i64 %fc1.n1772, 10
-  %319 = add nsw i64 18432, %318
-  %320 = add nsw i64 %319, %fc1.u1873
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %320
-  store float %317, ptr %arena76, align 4
-  %u18.next = add nsw i64 %fc1.u1873, 1
-  %321 = icmp slt i64 %u18.next, 10
-  br i1 %321, label %fc1.u18, label %fc1.u18.end
-
-fc1.u18.end:                                      ; preds = %fc1.u18
-  %n17.next = add nsw i64 %fc1.n1772, 1
-  %322 = icmp slt i64 %n17.next, 64
-  br i1 %322, label %fc1.n17, label %fc1.n17.end
-
-loss.n20:                                         ; preds = %loss.k24.end, %fc1.n17.end
-  %loss.n2077 = phi i64 [ 0, %fc1.n17.end ], [ %n20.next, %loss.k24.end ]
-  %323 = mul nsw i64 %loss.n2077, 10
-  %324 = add nsw i64 18432, %323
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %324
-  %325 = load float, ptr %arena78, align 4
-  store float %325, ptr %loss.m21, align 4
-  br label %loss.k23
-
-loss.n20.end:                                     ; preds = %loss.k24.end
-  %total1988 = load float, ptr %loss.total19, align 4
-  %326 = fdiv float %total1988, 6.400000e+01
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 19072
-  store float %326, ptr %arena89, align 4
-  br label %fc1_grad.n25
-
-loss.k23:                                         ; preds = %loss.k23, %loss.n20
-  %loss.k2379 = phi i64 [ 0, %loss.n20 ], [ %k23.next, %loss.k23 ]
-  %m21 = load float, ptr %loss.m21, align 4
-  %327 = mul nsw i64 %loss.n2077, 10
-  %328 = add nsw i64 18432, %327
-  %329 = add nsw i64 %328, %loss.k2379
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load float, ptr %arena80, align 4
-  %331 = fcmp ogt float %330, %m21
-  %332 = select i1 %331, float %330, float %m21
-  store float %332, ptr %loss.m21, align 4
-  %k23.next = add nsw i64 %loss.k2379, 1
-  %333 = icmp slt i64 %k23.next, 10
-  br i1 %333, label %loss.k23, label %loss.k23.end
-
-loss.k23.end:                                     ; preds = %loss.k23
-  store float 0.000000e+00, ptr %loss.s22, align 4
-  br label %loss.k24
-
-loss.k24:                                         ; preds = %loss.k24, %loss.k23.end
-  %loss.k2481 = phi i64 [ 0, %loss.k23.end ], [ %k24.next, %loss.k24 ]
-  %s22 = load float, ptr %loss.s22, align 4
-  %334 = mul nsw i64 %loss.n2077, 10
-  %335 = add nsw i64 18432, %334
-  %336 = add nsw i64 %335, %loss.k2481
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %336
-  %337 = load float, ptr %arena82, align 4
-  %m2183 = load float, ptr %loss.m21, align 4
-  %338 = fsub float %337, %m2183
-  %339 = call float @llvm.exp.f32(float %338)
-  %340 = fadd float %s22, %339
-  store float %340, ptr %loss.s22, align 4
-  %k24.next = add nsw i64 %loss.k2481, 1
-  %341 = icmp slt i64 %k24.next, 10
-  br i1 %341, label %loss.k24, label %loss.k24.end
-
-loss.k24.end:                                     ; preds = %loss.k24
-  %total19 = load float, ptr %loss.total19, align 4
-  %m2184 = load float, ptr %loss.m21, align 4
-  %s2285 = load float, ptr %loss.s22, align 4
-  %342 = call float @llvm.log.f32(float %s2285)
-  %343 = fadd float %m2184, %342
-  %344 = mul nsw i64 %loss.n2077, 10
-  %345 = add nsw i64 18432, %344
-  %labels86 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2077
-  %label = load i32, ptr %labels86, align 4
-  %346 = sext i32 %label to i64
-  %347 = add nsw i64 %345, %346
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %347
-  %348 = load float, ptr %arena87, align 4
-  %349 = fsub float %343, %348
-  %350 = fadd float %total19, %349
-  store float %350, ptr %loss.total19, align 4
-  %n20.next = add nsw i64 %loss.n2077, 1
-  %351 = icmp slt i64 %n20.next, 64
-  br i1 %351, label %loss.n20, label %loss.n20.end
-
-fc1_grad.n25:                                     ; preds = %fc1_grad.k30.end, %loss.n20.end
-  %fc1_grad.n2590 = phi i64 [ 0, %loss.n20.end ], [ %n25.next, %fc1_grad.k30.end ]
-  %352 = mul nsw i64 %fc1_grad.n2590, 10
-  %353 = add nsw i64 18432, %352
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %353
-  %354 = load float, ptr %arena91, align 4
-  store float %354, ptr %fc1_grad.m26, align 4
-  br label %fc1_grad.k28
-
-fc1_grad.n25.end:                                 ; preds = %fc1_grad.k30.end
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 19088
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads109 = getelementptr inbounds float, ptr %grads, i64 40
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena107, i32 10, ptr %arena108, i32 144, float 0.000000e+00, ptr %grads109, i32 144)
-  br label %fc1_bias_grad.u31
-
-fc1_grad.k28:                                     ; preds = %fc1_grad.k28, %fc1_grad.n25
-  %fc1_grad.k2892 = phi i64 [ 0, %fc1_grad.n25 ], [ %k28.next, %fc1_grad.k28 ]
-  %m26 = load float, ptr %fc1_grad.m26, align 4
-  %355 = mul nsw i64 %fc1_grad.n2590, 10
-  %356 = add nsw i64 18432, %355
-  %357 = add nsw i64 %356, %fc1_grad.k2892
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %357
-  %358 = load float, ptr %arena93, align 4
-  %359 = fcmp ogt float %358, %m26
-  %360 = select i1 %359, float %358, float %m26
-  store float %360, ptr %fc1_grad.m26, align 4
-  %k28.next = add nsw i64 %fc1_grad.k2892, 1
-  %361 = icmp slt i64 %k28.next, 10
-  br i1 %361, label %fc1_grad.k28, label %fc1_grad.k28.end
-
-fc1_grad.k28.end:                                 ; preds = %fc1_grad.k28
-  store float 0.000000e+00, ptr %fc1_grad.s27, align 4
-  br label %fc1_grad.k29
-
-fc1_grad.k29:                                     ; preds = %fc1_grad.k29, %fc1_grad.k28.end
-  %fc1_grad.k2994 = phi i64 [ 0, %fc1_grad.k28.end ], [ %k29.next, %fc1_grad.k29 ]
-  %s27 = load float, ptr %fc1_grad.s27, align 4
-  %362 = mul nsw i64 %fc1_grad.n2590, 10
-  %363 = add nsw i64 18432, %362
-  %364 = add nsw i64 %363, %fc1_grad.k2994
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %364
-  %365 = load float, ptr %arena95, align 4
-  %m2696 = load float, ptr %fc1_grad.m26, align 4
-  %366 = fsub float %365, %m2696
-  %367 = call float @llvm.exp.f32(float %366)
-  %368 = fadd float %s27, %367
-  store float %368, ptr %fc1_grad.s27, align 4
-  %k29.next = add nsw i64 %fc1_grad.k2994, 1
-  %369 = icmp slt i64 %k29.next, 10
-  br i1 %369, label %fc1_grad.k29, label %fc1_grad.k29.end
-
-fc1_grad.k29.end:                                 ; preds = %fc1_grad.k29
-  br label %fc1_grad.k30
-
-fc1_grad.k30:                                     ; preds = %fc1_grad.k30, %fc1_grad.k29.end
-  %fc1_grad.k3097 = phi i64 [ 0, %fc1_grad.k29.end ], [ %k30.next, %fc1_grad.k30 ]
-  %labels98 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n2590
-  %label99 = load i32, ptr %labels98, align 4
-  %370 = sext i32 %label99 to i64
-  %371 = icmp eq i64 %fc1_grad.k3097, %370
-  %372 = mul nsw i64 %fc1_grad.n2590, 10
-  %373 = add nsw i64 18432, %372
-  %374 = add nsw i64 %373, %fc1_grad.k3097
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %374
-  %375 = load float, ptr %arena100, align 4
-  %m26101 = load float, ptr %fc1_grad.m26, align 4
-  %376 = fsub float %375, %m26101
-  %377 = call float @llvm.exp.f32(float %376)
-  %s27102 = load float, ptr %fc1_grad.s27, align 4
-  %378 = fdiv float %377, %s27102
-  %379 = fsub float %378, 1.000000e+00
-  %380 = mul nsw i64 %fc1_grad.n2590, 10
-  %381 = add nsw i64 18432, %380
-  %382 = add nsw i64 %381, %fc1_grad.k3097
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %382
-  %383 = load float, ptr %arena103, align 4
-  %m26104 = load float, ptr %fc1_grad.m26, align 4
-  %384 = fsub float %383, %m26104
-  %385 = call float @llvm.exp.f32(float %384)
-  %s27105 = load float, ptr %fc1_grad.s27, align 4
-  %386 = fdiv float %385, %s27105
-  %387 = select i1 %371, float %379, float %386
-  %388 = fdiv float %387, 6.400000e+01
-  %389 = mul nsw i64 %fc1_grad.n2590, 10
-  %390 = add nsw i64 19088, %389
-  %391 = add nsw i64 %390, %fc1_grad.k3097
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %391
-  store float %388, ptr %arena106, align 4
-  %k30.next = add nsw i64 %fc1_grad.k3097, 1
-  %392 = icmp slt i64 %k30.next, 10
-  br i1 %392, label %fc1_grad.k30, label %fc1_grad.k30.end
-
-fc1_grad.k30.end:                                 ; preds = %fc1_grad.k30
-  %n25.next = add nsw i64 %fc1_grad.n2590, 1
-  %393 = icmp slt i64 %n25.next, 64
-  br i1 %393, label %fc1_grad.n25, label %fc1_grad.n25.end
-
-fc1_bias_grad.u31:                                ; preds = %fc1_bias_grad.n33.end, %fc1_grad.n25.end
-  %fc1_bias_grad.u31110 = phi i64 [ 0, %fc1_grad.n25.end ], [ %u31.next, %fc1_bias_grad.n33.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc32, align 4
-  br label %fc1_bias_grad.n33
-
-fc1_bias_grad.u31.end:                            ; preds = %fc1_bias_grad.n33.end
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 19088
-  %params116 = getelementptr inbounds float, ptr %params, i64 40
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 19728
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena115, i32 10, ptr %params116, i32 144, float 0.000000e+00, ptr %arena117, i32 144)
-  br label %conv1_grad.i34
-
-fc1_bias_grad.n33:                                ; preds = %fc1_bias_grad.n33, %fc1_bias_grad.u31
-  %fc1_bias_grad.n33111 = phi i64 [ 0, %fc1_bias_grad.u31 ], [ %n33.next, %fc1_bias_grad.n33 ]
-  %acc32 = load float, ptr %fc1_bias_grad.acc32, align 4
-  %394 = mul nsw i64 %fc1_bias_grad.n33111, 10
-  %395 = add nsw i64 19088, %394
-  %396 = add nsw i64 %395, %fc1_bias_grad.u31110
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %396
-  %397 = load float, ptr %arena112, align 4
-  %398 = fadd float %acc32, %397
-  store float %398, ptr %fc1_bias_grad.acc32, align 4
-  %n33.next = add nsw i64 %fc1_bias_grad.n33111, 1
-  %399 = icmp slt i64 %n33.next, 64
-  br i1 %399, label %fc1_bias_grad.n33, label %fc1_bias_grad.n33.end
-
-fc1_bias_grad.n33.end:                            ; preds = %fc1_bias_grad.n33
-  %acc32113 = load float, ptr %fc1_bias_grad.acc32, align 4
-  %400 = add nsw i64 1480, %fc1_bias_grad.u31110
-  %grads114 = getelementptr inbounds float, ptr %grads, i64 %400
-  store float %acc32113, ptr %grads114, align 4
-  %u31.next = add nsw i64 %fc1_bias_grad.u31110, 1
-  %401 = icmp slt i64 %u31.next, 10
-  br i1 %401, label %fc1_bias_grad.u31, label %fc1_bias_grad.u31.end
-
-conv1_grad.i34:                                   ; preds = %conv1_grad.i34, %fc1_bias_grad.u31.end
-  %conv1_grad.i34118 = phi i64 [ 0, %fc1_bias_grad.u31.end ], [ %i34.next, %conv1_grad.i34 ]
-  %402 = add nsw i64 28944, %conv1_grad.i34118
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %402
-  store float 0.000000e+00, ptr %arena119, align 4
-  %i34.next = add nsw i64 %conv1_grad.i34118, 1
-  %403 = icmp slt i64 %i34.next, 43264
-  br i1 %403, label %conv1_grad.i34, label %conv1_grad.i34.end
-
-conv1_grad.i34.end:                               ; preds = %conv1_grad.i34
-  br label %conv1_grad.q35
-
-conv1_grad.q35:                                   ; preds = %conv1_grad.i36.end, %conv1_grad.i34.end
-  %conv1_grad.q35120 = phi i64 [ 0, %conv1_grad.i34.end ], [ %q35.next, %conv1_grad.i36.end ]
-  br label %conv1_grad.i36
-
-conv1_grad.q35.end:                               ; preds = %conv1_grad.i36.end
-  br label %conv1_weight_grad.i37
-
-conv1_grad.i36:                                   ; preds = %conv1_grad.endif, %conv1_grad.q35
-  %conv1_grad.i36121 = phi i64 [ 0, %conv1_grad.q35 ], [ %i36.next, %conv1_grad.endif ]
-  %404 = mul nsw i64 %conv1_grad.q35120, 36
-  %405 = add nsw i64 %404, %conv1_grad.i36121
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %405
-  %406 = load float, ptr %arena122, align 4
-  %407 = fcmp ogt float %406, 0.000000e+00
-  br i1 %407, label %conv1_grad.then, label %conv1_grad.endif
-
-conv1_grad.i36.end:                               ; preds = %conv1_grad.endif
-  %q35.next = add nsw i64 %conv1_grad.q35120, 1
-  %408 = icmp slt i64 %q35.next, 256
-  br i1 %408, label %conv1_grad.q35, label %conv1_grad.q35.end
-
-conv1_grad.then:                                  ; preds = %conv1_grad.i36
-  %409 = mul nsw i64 %conv1_grad.q35120, 169
-  %410 = add nsw i64 28944, %409
-  %411 = mul nsw i64 %conv1_grad.q35120, 36
-  %412 = add nsw i64 %411, %conv1_grad.i36121
-  %413 = add nsw i64 9216, %412
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %413
-  %414 = load float, ptr %arena123, align 4
-  %415 = fptosi float %414 to i64
-  %416 = add nsw i64 %410, %415
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %416
-  %417 = load float, ptr %arena124, align 4
-  %418 = mul nsw i64 %conv1_grad.q35120, 36
-  %419 = add nsw i64 %418, %conv1_grad.i36121
-  %420 = add nsw i64 19728, %419
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %420
-  %421 = load float, ptr %arena125, align 4
-  %422 = fadd float %417, %421
-  store float %422, ptr %arena124, align 4
-  br label %conv1_grad.endif
-
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i36
-  %i36.next = add nsw i64 %conv1_grad.i36121, 1
-  %423 = icmp slt i64 %i36.next, 36
-  br i1 %423, label %conv1_grad.i36, label %conv1_grad.i36.end
-
-conv1_weight_grad.i37:                            ; preds = %conv1_weight_grad.i37, %conv1_grad.q35.end
-  %conv1_weight_grad.i37126 = phi i64 [ 0, %conv1_grad.q35.end ], [ %i37.next, %conv1_weight_grad.i37 ]
-  %424 = add nsw i64 107360, %conv1_weight_grad.i37126
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %424
-  store float 0.000000e+00, ptr %arena127, align 4
-  %i37.next = add nsw i64 %conv1_weight_grad.i37126, 1
-  %425 = icmp slt i64 %i37.next, 36
-  br i1 %425, label %conv1_weight_grad.i37, label %conv1_weight_grad.i37.end
-
-conv1_weight_grad.i37.end:                        ; preds = %conv1_weight_grad.i37
-  br label %conv1_weight_grad.g38
-
-conv1_weight_grad.g38:                            ; preds = %conv1_weight_grad.j48.end, %conv1_weight_grad.i37.end
-  %conv1_weight_grad.g38128 = phi i64 [ 0, %conv1_weight_grad.i37.end ], [ %g38.next, %conv1_weight_grad.j48.end ]
-  br label %conv1_weight_grad.j39
-
-conv1_weight_grad.g38.end:                        ; preds = %conv1_weight_grad.j48.end
-  br label %conv1_weight_grad.f51
-
-conv1_weight_grad.j39:                            ; preds = %conv1_weight_grad.c40.end, %conv1_weight_grad.g38
-  %conv1_weight_grad.j39129 = phi i64 [ 0, %conv1_weight_grad.g38 ], [ %j39.next, %conv1_weight_grad.c40.end ]
-  br label %conv1_weight_grad.c40
-
-conv1_weight_grad.j39.end:                        ; preds = %conv1_weight_grad.c40.end
-  br label %conv1_weight_grad.j48
-
-conv1_weight_grad.c40:                            ; preds = %conv1_weight_grad.ky41.end, %conv1_weight_grad.j39
-  %conv1_weight_grad.c40130 = phi i64 [ 0, %conv1_weight_grad.j39 ], [ %c40.next, %conv1_weight_grad.ky41.end ]
-  br label %conv1_weight_grad.ky41
-
-conv1_weight_grad.c40.end:                        ; preds = %conv1_weight_grad.ky41.end
-  %j39.next = add nsw i64 %conv1_weight_grad.j39129, 1
-  %426 = icmp slt i64 %j39.next, 16
-  br i1 %426, label %conv1_weight_grad.j39, label %conv1_weight_grad.j39.end
-
-conv1_weight_grad.ky41:                           ; preds = %conv1_weight_grad.oy46.end, %conv1_weight_grad.c40
-  %conv1_weight_grad.ky41131 = phi i64 [ 0, %conv1_weight_grad.c40 ], [ %ky41.next, %conv1_weight_grad.oy46.end ]
-  br label %conv1_weight_grad.oy42
-
-conv1_weight_grad.ky41.end:                       ; preds = %conv1_weight_grad.oy46.end
-  %c40.next = add nsw i64 %conv1_weight_grad.c40130, 1
-  %427 = icmp slt i64 %c40.next, 1
-  br i1 %427, label %conv1_weight_grad.c40, label %conv1_weight_grad.c40.end
-
-conv1_weight_grad.oy42:                           ; preds = %conv1_weight_grad.ox43.end, %conv1_weight_grad.ky41
-  %conv1_weight_grad.oy42132 = phi i64 [ 0, %conv1_weight_grad.ky41 ], [ %oy42.next, %conv1_weight_grad.ox43.end ]
-  br label %conv1_weight_grad.ox43
-
-conv1_weight_grad.oy42.end:                       ; preds = %conv1_weight_grad.ox43.end
-  br label %conv1_weight_grad.oy44
-
-conv1_weight_grad.ox43:                           ; preds = %conv1_weight_grad.ox43, %conv1_weight_grad.oy42
-  %conv1_weight_grad.ox43133 = phi i64 [ 0, %conv1_weight_grad.oy42 ], [ %ox43.next, %conv1_weight_grad.ox43 ]
-  %428 = mul nsw i64 %conv1_weight_grad.g38128, 16
-  %429 = add nsw i64 %428, %conv1_weight_grad.j39129
-  %430 = mul nsw i64 %429, 784
-  %431 = mul nsw i64 %conv1_weight_grad.c40130, 784
-  %432 = add nsw i64 %430, %431
-  %433 = mul nsw i64 %conv1_weight_grad.oy42132, 2
-  %434 = add nsw i64 %433, %conv1_weight_grad.ky41131
-  %435 = mul nsw i64 %434, 28
-  %436 = add nsw i64 %432, %435
-  %437 = mul nsw i64 %conv1_weight_grad.ox43133, 2
-  %438 = add nsw i64 %436, %437
-  %images134 = getelementptr inbounds float, ptr %images, i64 %438
-  %439 = load float, ptr %images134, align 4
-  %440 = mul nsw i64 %conv1_weight_grad.c40130, 3
-  %441 = add nsw i64 %440, %conv1_weight_grad.ky41131
-  %442 = mul nsw i64 %441, 3
-  %443 = mul nsw i64 %442, 2704
-  %444 = add nsw i64 72208, %443
-  %445 = mul nsw i64 %conv1_weight_grad.j39129, 169
-  %446 = add nsw i64 %444, %445
-  %447 = mul nsw i64 %conv1_weight_grad.oy42132, 13
-  %448 = add nsw i64 %447, %conv1_weight_grad.ox43133
-  %449 = add nsw i64 %446, %448
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %449
-  store float %439, ptr %arena135, align 4
-  %ox43.next = add nsw i64 %conv1_weight_grad.ox43133, 1
-  %450 = icmp slt i64 %ox43.next, 13
-  br i1 %450, label %conv1_weight_grad.ox43, label %conv1_weight_grad.ox43.end
-
-conv1_weight_grad.ox43.end:                       ; preds = %conv1_weight_grad.ox43
-  %oy42.next = add nsw i64 %conv1_weight_grad.oy42132, 1
-  %451 = icmp slt i64 %oy42.next, 13
-  br i1 %451, label %conv1_weight_grad.oy42, label %conv1_weight_grad.oy42.end
-
-conv1_weight_grad.oy44:                           ; preds = %conv1_weight_grad.ox45.end, %conv1_weight_grad.oy42.end
-  %conv1_weight_grad.oy44136 = phi i64 [ 0, %conv1_weight_grad.oy42.end ], [ %oy44.next, %conv1_weight_grad.ox45.end ]
-  br label %conv1_weight_grad.ox45
-
-conv1_weight_grad.oy44.end:                       ; preds = %conv1_weight_grad.ox45.end
-  br label %conv1_weight_grad.oy46
-
-conv1_weight_grad.ox45:                           ; preds = %conv1_weight_grad.ox45, %conv1_weight_grad.oy44
-  %conv1_weight_grad.ox45137 = phi i64 [ 0, %conv1_weight_grad.oy44 ], [ %ox45.next, %conv1_weight_grad.ox45 ]
-  %452 = mul nsw i64 %conv1_weight_grad.g38128, 16
-  %453 = add nsw i64 %452, %conv1_weight_grad.j39129
-  %454 = mul nsw i64 %453, 784
-  %455 = mul nsw i64 %conv1_weight_grad.c40130, 784
-  %456 = add nsw i64 %454, %455
-  %457 = mul nsw i64 %conv1_weight_grad.oy44136, 2
-  %458 = add nsw i64 %457, %conv1_weight_grad.ky41131
-  %459 = mul nsw i64 %458, 28
-  %460 = add nsw i64 %456, %459
-  %461 = mul nsw i64 %conv1_weight_grad.ox45137, 2
-  %462 = add nsw i64 %461, 1
-  %463 = add nsw i64 %460, %462
-  %images138 = getelementptr inbounds float, ptr %images, i64 %463
-  %464 = load float, ptr %images138, align 4
-  %465 = mul nsw i64 %conv1_weight_grad.c40130, 3
-  %466 = add nsw i64 %465, %conv1_weight_grad.ky41131
-  %467 = mul nsw i64 %466, 3
-  %468 = add nsw i64 %467, 1
-  %469 = mul nsw i64 %468, 2704
-  %470 = add nsw i64 72208, %469
-  %471 = mul nsw i64 %conv1_weight_grad.j39129, 169
-  %472 = add nsw i64 %470, %471
-  %473 = mul nsw i64 %conv1_weight_grad.oy44136, 13
-  %474 = add nsw i64 %473, %conv1_weight_grad.ox45137
-  %475 = add nsw i64 %472, %474
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %475
-  store float %464, ptr %arena139, align 4
-  %ox45.next = add nsw i64 %conv1_weight_grad.ox45137, 1
-  %476 = icmp slt i64 %ox45.next, 13
-  br i1 %476, label %conv1_weight_grad.ox45, label %conv1_weight_grad.ox45.end
-
-conv1_weight_grad.ox45.end:                       ; preds = %conv1_weight_grad.ox45
-  %oy44.next = add nsw i64 %conv1_weight_grad.oy44136, 1
-  %477 = icmp slt i64 %oy44.next, 13
-  br i1 %477, label %conv1_weight_grad.oy44, label %conv1_weight_grad.oy44.end
-
-conv1_weight_grad.oy46:                           ; preds = %conv1_weight_grad.ox47.end, %conv1_weight_grad.oy44.end
-  %conv1_weight_grad.oy46140 = phi i64 [ 0, %conv1_weight_grad.oy44.end ], [ %oy46.next, %conv1_weight_grad.ox47.end ]
-  br label %conv1_weight_grad.ox47
-
-conv1_weight_grad.oy46.end:                       ; preds = %conv1_weight_grad.ox47.end
-  %ky41.next = add nsw i64 %conv1_weight_grad.ky41131, 1
-  %478 = icmp slt i64 %ky41.next, 3
-  br i1 %478, label %conv1_weight_grad.ky41, label %conv1_weight_grad.ky41.end
-
-conv1_weight_grad.ox47:                           ; preds = %conv1_weight_grad.ox47, %conv1_weight_grad.oy46
-  %conv1_weight_grad.ox47141 = phi i64 [ 0, %conv1_weight_grad.oy46 ], [ %ox47.next, %conv1_weight_grad.ox47 ]
-  %479 = mul nsw i64 %conv1_weight_grad.g38128, 16
-  %480 = add nsw i64 %479, %conv1_weight_grad.j39129
-  %481 = mul nsw i64 %480, 784
-  %482 = mul nsw i64 %conv1_weight_grad.c40130, 784
-  %483 = add nsw i64 %481, %482
-  %484 = mul nsw i64 %conv1_weight_grad.oy46140, 2
-  %485 = add nsw i64 %484, %conv1_weight_grad.ky41131
-  %486 = mul nsw i64 %485, 28
-  %487 = add nsw i64 %483, %486
-  %488 = mul nsw i64 %conv1_weight_grad.ox47141, 2
-  %489 = add nsw i64 %488, 2
-  %490 = add nsw i64 %487, %489
-  %images142 = getelementptr inbounds float, ptr %images, i64 %490
-  %491 = load float, ptr %images142, align 4
-  %492 = mul nsw i64 %conv1_weight_grad.c40130, 3
-  %493 = add nsw i64 %492, %conv1_weight_grad.ky41131
-  %494 = mul nsw i64 %493, 3
-  %495 = add nsw i64 %494, 2
-  %496 = mul nsw i64 %495, 2704
-  %497 = add nsw i64 72208, %496
-  %498 = mul nsw i64 %conv1_weight_grad.j39129, 169
-  %499 = add nsw i64 %497, %498
-  %500 = mul nsw i64 %conv1_weight_grad.oy46140, 13
-  %501 = add nsw i64 %500, %conv1_weight_grad.ox47141
-  %502 = add nsw i64 %499, %501
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %502
-  store float %491, ptr %arena143, align 4
-  %ox47.next = add nsw i64 %conv1_weight_grad.ox47141, 1
-  %503 = icmp slt i64 %ox47.next, 13
-  br i1 %503, label %conv1_weight_grad.ox47, label %conv1_weight_grad.ox47.end
-
-conv1_weight_grad.ox47.end:                       ; preds = %conv1_weight_grad.ox47
-  %oy46.next = add nsw i64 %conv1_weight_grad.oy46140, 1
-  %504 = icmp slt i64 %oy46.next, 13
-  br i1 %504, label %conv1_weight_grad.oy46, label %conv1_weight_grad.oy46.end
-
-conv1_weight_grad.j48:                            ; preds = %conv1_weight_grad.i49.end, %conv1_weight_grad.j39.end
-  %conv1_weight_grad.j48144 = phi i64 [ 0, %conv1_weight_grad.j39.end ], [ %j48.next, %conv1_weight_grad.i49.end ]
-  br label %conv1_weight_grad.i49
-
-conv1_weight_grad.j48.end:                        ; preds = %conv1_weight_grad.i49.end
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 72208
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 96544
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 107360
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 9, i32 4, i32 2704, float 1.000000e+00, ptr %arena149, i32 2704, ptr %arena150, i32 4, float 1.000000e+00, ptr %arena151, i32 4)
-  %g38.next = add nsw i64 %conv1_weight_grad.g38128, 1
-  %505 = icmp slt i64 %g38.next, 4
-  br i1 %505, label %conv1_weight_grad.g38, label %conv1_weight_grad.g38.end
-
-conv1_weight_grad.i49:                            ; preds = %conv1_weight_grad.f50.end, %conv1_weight_grad.j48
-  %conv1_weight_grad.i49145 = phi i64 [ 0, %conv1_weight_grad.j48 ], [ %i49.next, %conv1_weight_grad.f50.end ]
-  br label %conv1_weight_grad.f50
-
-conv1_weight_grad.i49.end:                        ; preds = %conv1_weight_grad.f50.end
-  %j48.next = add nsw i64 %conv1_weight_grad.j48144, 1
-  %506 = icmp slt i64 %j48.next, 16
-  br i1 %506, label %conv1_weight_grad.j48, label %conv1_weight_grad.j48.end
-
-conv1_weight_grad.f50:                            ; preds = %conv1_weight_grad.f50, %conv1_weight_grad.i49
-  %conv1_weight_grad.f50146 = phi i64 [ 0, %conv1_weight_grad.i49 ], [ %f50.next, %conv1_weight_grad.f50 ]
-  %507 = mul nsw i64 %conv1_weight_grad.g38128, 16
-  %508 = add nsw i64 %507, %conv1_weight_grad.j48144
-  %509 = mul nsw i64 %508, 676
-  %510 = add nsw i64 28944, %509
-  %511 = mul nsw i64 %conv1_weight_grad.f50146, 169
-  %512 = add nsw i64 %510, %511
-  %513 = add nsw i64 %512, %conv1_weight_grad.i49145
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %513
-  %514 = load float, ptr %arena147, align 4
-  %515 = mul nsw i64 %conv1_weight_grad.j48144, 169
-  %516 = add nsw i64 %515, %conv1_weight_grad.i49145
-  %517 = mul nsw i64 %516, 4
-  %518 = add nsw i64 96544, %517
-  %519 = add nsw i64 %518, %conv1_weight_grad.f50146
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %519
-  store float %514, ptr %arena148, align 4
-  %f50.next = add nsw i64 %conv1_weight_grad.f50146, 1
-  %520 = icmp slt i64 %f50.next, 4
-  br i1 %520, label %conv1_weight_grad.f50, label %conv1_weight_grad.f50.end
-
-conv1_weight_grad.f50.end:                        ; preds = %conv1_weight_grad.f50
-  %i49.next = add nsw i64 %conv1_weight_grad.i49145, 1
-  %521 = icmp slt i64 %i49.next, 169
-  br i1 %521, label %conv1_weight_grad.i49, label %conv1_weight_grad.i49.end
-
-conv1_weight_grad.f51:                            ; preds = %conv1_weight_grad.r52.end, %conv1_weight_grad.g38.end
-  %conv1_weight_grad.f51152 = phi i64 [ 0, %conv1_weight_grad.g38.end ], [ %f51.next, %conv1_weight_grad.r52.end ]
-  br label %conv1_weight_grad.r52
-
-conv1_weight_grad.f51.end:                        ; preds = %conv1_weight_grad.r52.end
   br label %conv1_bias_grad.f53
 
-conv1_weight_grad.r52:                            ; preds = %conv1_weight_grad.r52, %conv1_weight_grad.f51
-  %conv1_weight_grad.r52153 = phi i64 [ 0, %conv1_weight_grad.f51 ], [ %r52.next, %conv1_weight_grad.r52 ]
-  %522 = mul nsw i64 %conv1_weight_grad.r52153, 4
-  %523 = add nsw i64 107360, %522
-  %524 = add nsw i64 %523, %conv1_weight_grad.f51152
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %524
-  %525 = load float, ptr %arena154, align 4
-  %526 = mul nsw i64 %conv1_weight_grad.f51152, 9
-  %527 = add nsw i64 %526, %conv1_weight_grad.r52153
-  %grads155 = getelementptr inbounds float, ptr %grads, i64 %527
-  store float %525, ptr %grads155, align 4
-  %r52.next = add nsw i64 %conv1_weight_grad.r52153, 1
-  %528 = icmp slt i64 %r52.next, 9
-  br i1 %528, label %conv1_weight_grad.r52, label %conv1_weight_grad.r52.end
-
-conv1_weight_grad.r52.end:                        ; preds = %conv1_weight_grad.r52
-  %f51.next = add nsw i64 %conv1_weight_grad.f51152, 1
-  %529 = icmp slt i64 %f51.next, 4
-  br i1 %529, label %conv1_weight_grad.f51, label %conv1_weight_grad.f51.end
-
-conv1_bias_grad.f53:                              ; preds = %conv1_bias_grad.img55.end, %conv1_weight_grad.f51.end
-  %conv1_bias_grad.f53156 = phi i64 [ 0, %conv1_weight_grad.f51.end ], [ %f53.next, %conv1_bias_grad.img55.end ]
+conv1_bias_grad.f53:                              ; preds = %conv1_bias_grad.img55.end, %entry
+  %conv1_bias_grad.f531 = phi i64 [ 0, %entry ], [ %f53.next, %conv1_bias_grad.img55.end ]
   store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc54, align 64
   br label %conv1_bias_grad.img55
 
 conv1_bias_grad.f53.end:                          ; preds = %conv1_bias_grad.img55.end
-  %530 = sitofp i64 %step to float
-  %531 = fmul float %530, 0xBFBAF8E8A0000000
-  %532 = call float @llvm.exp.f32(float %531)
-  %533 = fsub float 1.000000e+00, %532
-  %534 = fdiv float %lr, %533
-  store float %534, ptr %adam.step_size72, align 4
-  %535 = sitofp i64 %step to float
-  %536 = fmul float %535, 0xBF50645940000000
-  %537 = call float @llvm.exp.f32(float %536)
-  %538 = fsub float 1.000000e+00, %537
-  %539 = call float @llvm.sqrt.f32(float %538)
-  store float %539, ptr %adam.bc2_sqrt73, align 4
-  br label %adam.i74
+  ret void
 
 conv1_bias_grad.img55:                            ; preds = %conv1_bias_grad.i56.end, %conv1_bias_grad.f53
-  %conv1_bias_grad.img55157 = phi i64 [ 0, %conv1_bias_grad.f53 ], [ %img55.next, %conv1_bias_grad.i56.end ]
+  %conv1_bias_grad.img552 = phi i64 [ 0, %conv1_bias_grad.f53 ], [ %img55.next, %conv1_bias_grad.i56.end ]
   br label %conv1_bias_grad.i56
 
 conv1_bias_grad.img55.end:                        ; preds = %conv1_bias_grad.i56.end
-  %acc54162 = load <16 x float>, ptr %conv1_bias_grad.acc54, align 64
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 0
-  store <16 x float> %acc54162, ptr %arena163, align 4
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 0
-  %540 = load float, ptr %arena164, align 4
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 1
-  %541 = load float, ptr %arena165, align 4
-  %542 = fadd float %540, %541
-  store float %542, ptr %conv1_bias_grad.sum57, align 4
+  %acc547 = load <16 x float>, ptr %conv1_bias_grad.acc54, align 64
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 0
+  store <16 x float> %acc547, ptr %arena8, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 0
+  %0 = load float, ptr %arena9, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 1
+  %1 = load float, ptr %arena10, align 4
+  %2 = fadd float %0, %1
+  store float %2, ptr %conv1_bias_grad.sum57, align 4
   %sum57 = load float, ptr %conv1_bias_grad.sum57, align 4
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 2
-  %543 = load float, ptr %arena166, align 4
-  %544 = fadd float %sum57, %543
-  store float %544, ptr %conv1_bias_grad.sum58, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 2
+  %3 = load float, ptr %arena11, align 4
+  %4 = fadd float %sum57, %3
+  store float %4, ptr %conv1_bias_grad.sum58, align 4
   %sum58 = load float, ptr %conv1_bias_grad.sum58, align 4
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 3
-  %545 = load float, ptr %arena167, align 4
-  %546 = fadd float %sum58, %545
-  store float %546, ptr %conv1_bias_grad.sum59, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 3
+  %5 = load float, ptr %arena12, align 4
+  %6 = fadd float %sum58, %5
+  store float %6, ptr %conv1_bias_grad.sum59, align 4
   %sum59 = load float, ptr %conv1_bias_grad.sum59, align 4
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 4
-  %547 = load float, ptr %arena168, align 4
-  %548 = fadd float %sum59, %547
-  store float %548, ptr %conv1_bias_grad.sum60, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 4
+  %7 = load float, ptr %arena13, align 4
+  %8 = fadd float %sum59, %7
+  store float %8, ptr %conv1_bias_grad.sum60, align 4
   %sum60 = load float, ptr %conv1_bias_grad.sum60, align 4
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 5
-  %549 = load float, ptr %arena169, align 4
-  %550 = fadd float %sum60, %549
-  store float %550, ptr %conv1_bias_grad.sum61, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 5
+  %9 = load float, ptr %arena14, align 4
+  %10 = fadd float %sum60, %9
+  store float %10, ptr %conv1_bias_grad.sum61, align 4
   %sum61 = load float, ptr %conv1_bias_grad.sum61, align 4
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 6
-  %551 = load float, ptr %arena170, align 4
-  %552 = fadd float %sum61, %551
-  store float %552, ptr %conv1_bias_grad.sum62, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 6
+  %11 = load float, ptr %arena15, align 4
+  %12 = fadd float %sum61, %11
+  store float %12, ptr %conv1_bias_grad.sum62, align 4
   %sum62 = load float, ptr %conv1_bias_grad.sum62, align 4
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 7
-  %553 = load float, ptr %arena171, align 4
-  %554 = fadd float %sum62, %553
-  store float %554, ptr %conv1_bias_grad.sum63, align 4
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 7
+  %13 = load float, ptr %arena16, align 4
+  %14 = fadd float %sum62, %13
+  store float %14, ptr %conv1_bias_grad.sum63, align 4
   %sum63 = load float, ptr %conv1_bias_grad.sum63, align 4
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 8
-  %555 = load float, ptr %arena172, align 4
-  %556 = fadd float %sum63, %555
-  store float %556, ptr %conv1_bias_grad.sum64, align 4
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 8
+  %15 = load float, ptr %arena17, align 4
+  %16 = fadd float %sum63, %15
+  store float %16, ptr %conv1_bias_grad.sum64, align 4
   %sum64 = load float, ptr %conv1_bias_grad.sum64, align 4
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 9
-  %557 = load float, ptr %arena173, align 4
-  %558 = fadd float %sum64, %557
-  store float %558, ptr %conv1_bias_grad.sum65, align 4
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 9
+  %17 = load float, ptr %arena18, align 4
+  %18 = fadd float %sum64, %17
+  store float %18, ptr %conv1_bias_grad.sum65, align 4
   %sum65 = load float, ptr %conv1_bias_grad.sum65, align 4
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 10
-  %559 = load float, ptr %arena174, align 4
-  %560 = fadd float %sum65, %559
-  store float %560, ptr %conv1_bias_grad.sum66, align 4
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 10
+  %19 = load float, ptr %arena19, align 4
+  %20 = fadd float %sum65, %19
+  store float %20, ptr %conv1_bias_grad.sum66, align 4
   %sum66 = load float, ptr %conv1_bias_grad.sum66, align 4
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 11
-  %561 = load float, ptr %arena175, align 4
-  %562 = fadd float %sum66, %561
-  store float %562, ptr %conv1_bias_grad.sum67, align 4
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 11
+  %21 = load float, ptr %arena20, align 4
+  %22 = fadd float %sum66, %21
+  store float %22, ptr %conv1_bias_grad.sum67, align 4
   %sum67 = load float, ptr %conv1_bias_grad.sum67, align 4
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 12
-  %563 = load float, ptr %arena176, align 4
-  %564 = fadd float %sum67, %563
-  store float %564, ptr %conv1_bias_grad.sum68, align 4
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 12
+  %23 = load float, ptr %arena21, align 4
+  %24 = fadd float %sum67, %23
+  store float %24, ptr %conv1_bias_grad.sum68, align 4
   %sum68 = load float, ptr %conv1_bias_grad.sum68, align 4
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 13
-  %565 = load float, ptr %arena177, align 4
-  %566 = fadd float %sum68, %565
-  store float %566, ptr %conv1_bias_grad.sum69, align 4
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 13
+  %25 = load float, ptr %arena22, align 4
+  %26 = fadd float %sum68, %25
+  store float %26, ptr %conv1_bias_grad.sum69, align 4
   %sum69 = load float, ptr %conv1_bias_grad.sum69, align 4
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 14
-  %567 = load float, ptr %arena178, align 4
-  %568 = fadd float %sum69, %567
-  store float %568, ptr %conv1_bias_grad.sum70, align 4
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 14
+  %27 = load float, ptr %arena23, align 4
+  %28 = fadd float %sum69, %27
+  store float %28, ptr %conv1_bias_grad.sum70, align 4
   %sum70 = load float, ptr %conv1_bias_grad.sum70, align 4
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 15
-  %569 = load float, ptr %arena179, align 4
-  %570 = fadd float %sum70, %569
-  store float %570, ptr %conv1_bias_grad.sum71, align 4
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 15
+  %29 = load float, ptr %arena24, align 4
+  %30 = fadd float %sum70, %29
+  store float %30, ptr %conv1_bias_grad.sum71, align 4
   %sum71 = load float, ptr %conv1_bias_grad.sum71, align 4
-  %571 = add nsw i64 36, %conv1_bias_grad.f53156
-  %grads180 = getelementptr inbounds float, ptr %grads, i64 %571
-  store float %sum71, ptr %grads180, align 4
-  %f53.next = add nsw i64 %conv1_bias_grad.f53156, 1
-  %572 = icmp slt i64 %f53.next, 4
-  br i1 %572, label %conv1_bias_grad.f53, label %conv1_bias_grad.f53.end
+  %31 = add nsw i64 36, %conv1_bias_grad.f531
+  %grads25 = getelementptr inbounds float, ptr %grads, i64 %31
+  store float %sum71, ptr %grads25, align 4
+  %f53.next = add nsw i64 %conv1_bias_grad.f531, 1
+  %32 = icmp slt i64 %f53.next, 4
+  br i1 %32, label %conv1_bias_grad.f53, label %conv1_bias_grad.f53.end
 
 conv1_bias_grad.i56:                              ; preds = %conv1_bias_grad.i56, %conv1_bias_grad.img55
-  %conv1_bias_grad.i56158 = phi i64 [ 0, %conv1_bias_grad.img55 ], [ %i56.next, %conv1_bias_grad.i56 ]
-  %573 = mul nsw i64 %conv1_bias_grad.img55157, 676
-  %574 = add nsw i64 28944, %573
-  %575 = mul nsw i64 %conv1_bias_grad.f53156, 169
-  %576 = add nsw i64 %574, %575
-  %577 = mul nsw i64 %conv1_bias_grad.i56158, 16
-  %578 = add nsw i64 %576, %577
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %578
-  %579 = load <16 x float>, ptr %arena159, align 4
+  %conv1_bias_grad.i563 = phi i64 [ 0, %conv1_bias_grad.img55 ], [ %i56.next, %conv1_bias_grad.i56 ]
+  %33 = mul nsw i64 %conv1_bias_grad.img552, 676
+  %34 = add nsw i64 28944, %33
+  %35 = mul nsw i64 %conv1_bias_grad.f531, 169
+  %36 = add nsw i64 %34, %35
+  %37 = mul nsw i64 %conv1_bias_grad.i563, 16
+  %38 = add nsw i64 %36, %37
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load <16 x float>, ptr %arena4, align 4
   %acc54 = load <16 x float>, ptr %conv1_bias_grad.acc54, align 64
-  %580 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %579, <16 x float> %acc54)
-  store <16 x float> %580, ptr %conv1_bias_grad.acc54, align 64
-  %i56.next = add nsw i64 %conv1_bias_grad.i56158, 1
-  %581 = icmp slt i64 %i56.next, 10
-  br i1 %581, label %conv1_bias_grad.i56, label %conv1_bias_grad.i56.end
+  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %39, <16 x float> %acc54)
+  store <16 x float> %40, ptr %conv1_bias_grad.acc54, align 64
+  %i56.next = add nsw i64 %conv1_bias_grad.i563, 1
+  %41 = icmp slt i64 %i56.next, 10
+  br i1 %41, label %conv1_bias_grad.i56, label %conv1_bias_grad.i56.end
 
 conv1_bias_grad.i56.end:                          ; preds = %conv1_bias_grad.i56
-  %582 = mul nsw i64 %conv1_bias_grad.img55157, 676
-  %583 = add nsw i64 28944, %582
-  %584 = mul nsw i64 %conv1_bias_grad.f53156, 169
-  %585 = add nsw i64 %583, %584
-  %586 = add nsw i64 %585, 160
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %586
-  %587 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena160, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  %acc54161 = load <16 x float>, ptr %conv1_bias_grad.acc54, align 64
-  %588 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %587, <16 x float> %acc54161)
-  store <16 x float> %588, ptr %conv1_bias_grad.acc54, align 64
-  %img55.next = add nsw i64 %conv1_bias_grad.img55157, 1
-  %589 = icmp slt i64 %img55.next, 64
-  br i1 %589, label %conv1_bias_grad.img55, label %conv1_bias_grad.img55.end
+  %42 = mul nsw i64 %conv1_bias_grad.img552, 676
+  %43 = add nsw i64 28944, %42
+  %44 = mul nsw i64 %conv1_bias_grad.f531, 169
+  %45 = add nsw i64 %43, %44
+  %46 = add nsw i64 %45, 160
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %46
+  %47 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena5, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  %acc546 = load <16 x float>, ptr %conv1_bias_grad.acc54, align 64
+  %48 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %47, <16 x float> %acc546)
+  store <16 x float> %48, ptr %conv1_bias_grad.acc54, align 64
+  %img55.next = add nsw i64 %conv1_bias_grad.img552, 1
+  %49 = icmp slt i64 %img55.next, 64
+  br i1 %49, label %conv1_bias_grad.img55, label %conv1_bias_grad.img55.end
+}
 
-adam.i74:                                         ; preds = %adam.i74, %conv1_bias_grad.f53.end
-  %adam.i74181 = phi i64 [ 0, %conv1_bias_grad.f53.end ], [ %i74.next, %adam.i74 ]
-  %grads182 = getelementptr inbounds float, ptr %grads, i64 %adam.i74181
-  %590 = load float, ptr %grads182, align 4
-  %params183 = getelementptr inbounds float, ptr %params, i64 %adam.i74181
-  %591 = load float, ptr %params183, align 4
-  %592 = fmul float 0.000000e+00, %591
-  %593 = fadd float %590, %592
-  store float %593, ptr %adam.g, align 4
-  %m184 = getelementptr inbounds float, ptr %m, i64 %adam.i74181
-  %594 = load float, ptr %m184, align 4
-  %595 = fmul float 0x3FECCCCCC0000000, %594
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #1
+
+; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
+declare <16 x float> @llvm.masked.load.v16f32.p0(ptr nocapture, i32 immarg, <16 x i1>, <16 x float>) #2
+
+; Function Attrs: noinline
+define internal void @tiny_train_b64.k12.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %adam.v_new = alloca float, align 4
+  %adam.m_new = alloca float, align 4
+  %adam.g = alloca float, align 4
+  %adam.bc2_sqrt73 = alloca float, align 4
+  %adam.step_size72 = alloca float, align 4
+  %0 = sitofp i64 %step to float
+  %1 = fmul float %0, 0xBFBAF8E8A0000000
+  %2 = call float @llvm.exp.f32(float %1)
+  %3 = fsub float 1.000000e+00, %2
+  %4 = fdiv float %lr, %3
+  store float %4, ptr %adam.step_size72, align 4
+  %5 = sitofp i64 %step to float
+  %6 = fmul float %5, 0xBF50645940000000
+  %7 = call float @llvm.exp.f32(float %6)
+  %8 = fsub float 1.000000e+00, %7
+  %9 = call float @llvm.sqrt.f32(float %8)
+  store float %9, ptr %adam.bc2_sqrt73, align 4
+  br label %adam.i74
+
+adam.i74:                                         ; preds = %adam.i74, %entry
+  %adam.i741 = phi i64 [ 0, %entry ], [ %i74.next, %adam.i74 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i741
+  %10 = load float, ptr %grads2, align 4
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i741
+  %11 = load float, ptr %params3, align 4
+  %12 = fmul float 0.000000e+00, %11
+  %13 = fadd float %10, %12
+  store float %13, ptr %adam.g, align 4
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i741
+  %14 = load float, ptr %m4, align 4
+  %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
-  %596 = fmul float 0x3FB9999A00000000, %g
-  %597 = fadd float %595, %596
-  store float %597, ptr %adam.m_new, align 4
-  %v185 = getelementptr inbounds float, ptr %v, i64 %adam.i74181
-  %598 = load float, ptr %v185, align 4
-  %599 = fmul float 0x3FEFF7CEE0000000, %598
-  %g186 = load float, ptr %adam.g, align 4
-  %600 = fmul float 0x3F50624000000000, %g186
-  %g187 = load float, ptr %adam.g, align 4
-  %601 = fmul float %600, %g187
-  %602 = fadd float %599, %601
-  store float %602, ptr %adam.v_new, align 4
+  %16 = fmul float 0x3FB9999A00000000, %g
+  %17 = fadd float %15, %16
+  store float %17, ptr %adam.m_new, align 4
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i741
+  %18 = load float, ptr %v5, align 4
+  %19 = fmul float 0x3FEFF7CEE0000000, %18
+  %g6 = load float, ptr %adam.g, align 4
+  %20 = fmul float 0x3F50624000000000, %g6
+  %g7 = load float, ptr %adam.g, align 4
+  %21 = fmul float %20, %g7
+  %22 = fadd float %19, %21
+  store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m188 = getelementptr inbounds float, ptr %m, i64 %adam.i74181
-  store float %m_new, ptr %m188, align 4
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i741
+  store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v189 = getelementptr inbounds float, ptr %v, i64 %adam.i74181
-  store float %v_new, ptr %v189, align 4
-  %params190 = getelementptr inbounds float, ptr %params, i64 %adam.i74181
-  %603 = load float, ptr %params190, align 4
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i741
+  store float %v_new, ptr %v9, align 4
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i741
+  %23 = load float, ptr %params10, align 4
   %step_size72 = load float, ptr %adam.step_size72, align 4
-  %m_new191 = load float, ptr %adam.m_new, align 4
-  %604 = fmul float %step_size72, %m_new191
-  %v_new192 = load float, ptr %adam.v_new, align 4
-  %605 = call float @llvm.sqrt.f32(float %v_new192)
+  %m_new11 = load float, ptr %adam.m_new, align 4
+  %24 = fmul float %step_size72, %m_new11
+  %v_new12 = load float, ptr %adam.v_new, align 4
+  %25 = call float @llvm.sqrt.f32(float %v_new12)
   %bc2_sqrt73 = load float, ptr %adam.bc2_sqrt73, align 4
-  %606 = fdiv float %605, %bc2_sqrt73
-  %607 = fadd float %606, 0x3E45798EE0000000
-  %608 = fdiv float %604, %607
-  %609 = fsub float %603, %608
-  %params193 = getelementptr inbounds float, ptr %params, i64 %adam.i74181
-  store float %609, ptr %params193, align 4
-  %i74.next = add nsw i64 %adam.i74181, 1
-  %610 = icmp slt i64 %i74.next, 1490
-  br i1 %610, label %adam.i74, label %adam.i74.end
+  %26 = fdiv float %25, %bc2_sqrt73
+  %27 = fadd float %26, 0x3E45798EE0000000
+  %28 = fdiv float %24, %27
+  %29 = fsub float %23, %28
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i741
+  store float %29, ptr %params13, align 4
+  %i74.next = add nsw i64 %adam.i741, 1
+  %30 = icmp slt i64 %i74.next, 1490
+  br i1 %30, label %adam.i74, label %adam.i74.end
 
 adam.i74.end:                                     ; preds = %adam.i74
   ret void
 }
 
-declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
-
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.exp.f32(float) #0
-
-; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.log.f32(float) #0
-
-; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #0
-
-; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
-declare <16 x float> @llvm.masked.load.v16f32.p0(ptr nocapture, i32 immarg, <16 x i1>, <16 x float>) #1
-
-; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.sqrt.f32(float) #0
+declare float @llvm.sqrt.f32(float) #1
 
 define void @tiny_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
+entry:
+  call void @tiny_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_infer_b64.k1.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @tiny_infer_b64.k2.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @tiny_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
   %conv1.bi16 = alloca float, align 4
   %conv1.best15 = alloca float, align 4
@@ -1312,11 +1412,7 @@ conv1.g1:                                         ; preds = %conv1.j11.end, %ent
   br label %conv1.j2
 
 conv1.g1.end:                                     ; preds = %conv1.j11.end
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 0
-  %params70 = getelementptr inbounds float, ptr %params, i64 40
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 9216
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena69, i32 144, ptr %params70, i32 144, float 0.000000e+00, ptr %arena71, i32 10)
-  br label %fc1.n17
+  ret void
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
@@ -1805,39 +1901,56 @@ conv1.px14.end:                                   ; preds = %conv1.px14
   %py13.next = add nsw i64 %conv1.py1322, 1
   %310 = icmp slt i64 %py13.next, 6
   br i1 %310, label %conv1.py13, label %conv1.py13.end
+}
 
-fc1.n17:                                          ; preds = %fc1.u18.end, %conv1.g1.end
-  %fc1.n1772 = phi i64 [ 0, %conv1.g1.end ], [ %n17.next, %fc1.u18.end ]
+; Function Attrs: noinline
+define internal void @tiny_infer_b64.k1.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @tiny_infer_b64.k2.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %arena1 = getelementptr inbounds float, ptr %arena, i64 0
+  %params2 = getelementptr inbounds float, ptr %params, i64 40
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 9216
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena1, i32 144, ptr %params2, i32 144, float 0.000000e+00, ptr %arena3, i32 10)
+  br label %fc1.n17
+
+fc1.n17:                                          ; preds = %fc1.u18.end, %entry
+  %fc1.n174 = phi i64 [ 0, %entry ], [ %n17.next, %fc1.u18.end ]
   br label %fc1.u18
 
 fc1.n17.end:                                      ; preds = %fc1.u18.end
   ret void
 
 fc1.u18:                                          ; preds = %fc1.u18, %fc1.n17
-  %fc1.u1873 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
-  %311 = mul nsw i64 %fc1.n1772, 10
-  %312 = add nsw i64 9216, %311
-  %313 = add nsw i64 %312, %fc1.u1873
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %313
-  %314 = load float, ptr %arena74, align 4
-  %315 = add nsw i64 1480, %fc1.u1873
-  %params75 = getelementptr inbounds float, ptr %params, i64 %315
-  %316 = load float, ptr %params75, align 4
-  %317 = fadd float %314, %316
-  %318 = mul nsw i64 %fc1.n1772, 10
-  %319 = add nsw i64 9216, %318
-  %320 = add nsw i64 %319, %fc1.u1873
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %320
-  store float %317, ptr %arena76, align 4
-  %u18.next = add nsw i64 %fc1.u1873, 1
-  %321 = icmp slt i64 %u18.next, 10
-  br i1 %321, label %fc1.u18, label %fc1.u18.end
+  %fc1.u185 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
+  %0 = mul nsw i64 %fc1.n174, 10
+  %1 = add nsw i64 9216, %0
+  %2 = add nsw i64 %1, %fc1.u185
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena6, align 4
+  %4 = add nsw i64 1480, %fc1.u185
+  %params7 = getelementptr inbounds float, ptr %params, i64 %4
+  %5 = load float, ptr %params7, align 4
+  %6 = fadd float %3, %5
+  %7 = mul nsw i64 %fc1.n174, 10
+  %8 = add nsw i64 9216, %7
+  %9 = add nsw i64 %8, %fc1.u185
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
+  store float %6, ptr %arena8, align 4
+  %u18.next = add nsw i64 %fc1.u185, 1
+  %10 = icmp slt i64 %u18.next, 10
+  br i1 %10, label %fc1.u18, label %fc1.u18.end
 
 fc1.u18.end:                                      ; preds = %fc1.u18
-  %n17.next = add nsw i64 %fc1.n1772, 1
-  %322 = icmp slt i64 %n17.next, 64
-  br i1 %322, label %fc1.n17, label %fc1.n17.end
+  %n17.next = add nsw i64 %fc1.n174, 1
+  %11 = icmp slt i64 %n17.next, 64
+  br i1 %11, label %fc1.n17, label %fc1.n17.end
 }
 
-attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
-attributes #1 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
+attributes #0 = { noinline }
+attributes #1 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
+attributes #2 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
