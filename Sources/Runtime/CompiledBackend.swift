@@ -346,10 +346,13 @@ public func shardSeed(_ seed: UInt64, _ s: Int) -> Int64 { Int64(bitPattern: see
 /// Carries a value into concurrent code whose accesses the caller has made disjoint.
 struct UncheckedSendable<T>: @unchecked Sendable { let value: T }
 
+/// The share of physical memory one plan may take: the rest is the process's own and the system's.
+public let plannedMemoryShare = 0.75
+
 /// Refuses a plan that would not fit in this machine's memory, before anything is allocated.
 public func checkMemory(bytes: Int, what: String) throws {
   let physical = Int(clamping: ProcessInfo.processInfo.physicalMemory)
-  guard bytes <= physical else {
+  guard Double(bytes) <= Double(physical) * plannedMemoryShare else {
     throw DataError(String(format: "%@ needs %.1f GiB of buffers, more than this machine's %.1f GiB of memory; use a smaller batch or graph",
                            what, Double(bytes) / 1_073_741_824, Double(physical) / 1_073_741_824))
   }

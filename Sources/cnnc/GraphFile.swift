@@ -110,6 +110,15 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
     printError("error: \(e)\n")
   } catch let e as SwiftCompileError {
     printError("error: \(e)\n")
+  } catch let e as DiagnosticList {
+    printError(e.render(file: "<graph>", source: []))
+  } catch let e as ExitCode {
+    throw e
+  } catch let e as CocoaError {
+    // A file-system error from Foundation: its path and the system's reason, not the raw error dump.
+    let path = (e.userInfo[NSFilePathErrorKey] as? String) ?? e.filePath ?? "a file"
+    let reason = (e.underlying as? POSIXError).map { String(cString: strerror($0.code.rawValue)) } ?? e.localizedDescription
+    printError("error: \(path): \(reason)\n")
   }
   throw ReportedFailure
 }

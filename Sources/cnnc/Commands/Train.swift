@@ -110,6 +110,8 @@ struct Train: ParsableCommand {
       let testSet = try IDXDataset.load(directory: dir, split: "t10k")
       guard let img = f.graph.inputs.first(where: { $0.dtype == .f32 }) else { throw DataError("the graph has no f32 image input") }
       try trainSet.validateImages(forInput: shapes[img.name]!.dims)
+      // Refused before anything is compiled or allocated for a batch that could never be filled.
+      guard batch <= trainSet.count else { throw DataError("--batch \(batch) exceeds the \(trainSet.count) training examples in \(dir)") }
       try testSet.validateImages(forInput: shapes[img.name]!.dims)
       say(String(format: "data: %@ (%d train, %d test images) loaded in %.2f s", dir, trainSet.count, testSet.count, Date().timeIntervalSince(start)))
       let params = Parameters(graph: f.graph, shapes: shapes, seed: seed)
