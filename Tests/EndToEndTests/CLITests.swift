@@ -56,6 +56,58 @@ import Testing
     #expect(r.stderr == expected)
   }
 
+  /// Each absurd option or file names the value and the rule, in one line, with exit status 1 or 64.
+  @Test func absurdOptionsAndFilesNameTheRule() throws {
+    let cases: [([String], String)] = [
+      (["train", "Graphs/tiny.graph", "--lr", "-1"], "--lr must be a positive number, got -1.0"),
+      (["train", "Graphs/tiny.graph", "--momentum=-5"], "--momentum must satisfy 0 <= momentum < 1, got -5.0"),
+      (["train", "Graphs/tiny.graph", "--weight-decay=-1e30"], "--weight-decay must be a non-negative number"),
+      (["train", "Graphs/tiny.graph", "--patience=-1", "--val", "0.2"], "--patience must be at least 1, got -1"),
+      (["train", "Graphs/tiny.graph", "--patience", "3"], "--patience needs a validation split"),
+      (["train", "Graphs/tiny.graph", "--save-every", "0"], "--save-every must be at least 1"),
+      (["predict", "Graphs/tiny.graph", "--weights", "x", "Tests/Fixtures/seven.png", "--index", "-1"], "cannot read checkpoint"),
+      (["train", "Graphs/tiny.graph", "--jit", "--batch", "100000"], "--batch 100000 exceeds the 60000 training examples"),
+      (["train", "Graphs/tiny.graph", "--jit", "--out", "Graphs/tiny.graph"], "Graphs/tiny.graph exists and is not a directory"),
+      (["compile", "Graphs/invalid/backward_dialect.graph"], "'relu_grad' is an op of the backward dialect"),
+      (["compile", "Graphs"], "Graphs is a directory, not a regular file"),
+    ]
+    for (args, expected) in cases {
+      let r = try Self.run(args)
+      #expect(r.status == 1 || r.status == 64, "\(args): status \(r.status)")
+      #expect(r.stderr.contains(expected), "\(args): \(r.stderr)")
+      #expect(!r.stderr.contains("Fatal error") && !r.stderr.contains("NSCocoaErrorDomain") && !r.stderr.contains("Missing value"), "\(args): \(r.stderr)")
+    }
+  }
+
+  /// Test images of another size than the graph's input are refused by eval, not read past their end.
+  @Test func evalChecksTheImageSize() throws {
+    let dir = NSTemporaryDirectory() + "cnnc-small-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    func idx(_ dims: [UInt32], magic: UInt32) -> Data {
+      var d = Data()
+      for v in [magic] + dims { withUnsafeBytes(of: v.bigEndian) { d.append(contentsOf: $0) } }
+      return d + Data(repeating: 0, count: Int(dims.reduce(1, *)))
+    }
+    try idx([20, 14, 14], magic: 0x803).write(to: URL(fileURLWithPath: dir + "/t10k-images-idx3-ubyte"))
+    try idx([20], magic: 0x801).write(to: URL(fileURLWithPath: dir + "/t10k-labels-idx1-ubyte"))
+    let out = NSTemporaryDirectory() + "cnnc-w-\(UUID().uuidString)"
+    #expect(try Self.run(["train", "Graphs/tiny.graph", "--jit", "--steps", "1", "--out", out, "--no-report"]).status == 0)
+    let r = try Self.run(["eval", "Graphs/tiny.graph", "--weights", out + "/weights.safetensors", "--data", dir])
+    #expect(r.status == 1)
+    #expect(r.stderr.contains("holds 14x14 images; the graph takes [N, 1, 28, 28]"), "\(r.stderr)")
+  }
+
+  /// A finished run resumed with the same plan has nothing to do, says so, and leaves its history alone.
+  @Test func resumingPastThePlanIsRefusedAndKeepsTheHistory() throws {
+    let out = NSTemporaryDirectory() + "cnnc-done-\(UUID().uuidString)"
+    #expect(try Self.run(["train", "Graphs/tiny.graph", "--jit", "--steps", "20", "--out", out, "--no-report"]).status == 0)
+    let history = try Data(contentsOf: URL(fileURLWithPath: out + "/history.json"))
+    let r = try Self.run(["train", "Graphs/tiny.graph", "--jit", "--steps", "20", "--out", out, "--resume", "--no-report"])
+    #expect(r.status == 1)
+    #expect(r.stderr.contains("is at step 20, and this run (--steps 20) ends at step 20: nothing to resume"), "\(r.stderr)")
+    #expect(try Data(contentsOf: URL(fileURLWithPath: out + "/history.json")) == history)
+  }
+
   @Test func badArgumentsAreRejectedCleanly() throws {
     for args in [["train", "Graphs/tiny.graph", "--batch", "0"], ["compile"], ["frobnicate"], ["train", "--no-such-option"],
                  ["compile", "/nonexistent.graph"], ["train", "Graphs/tiny.graph", "--backend", "gpu"],
