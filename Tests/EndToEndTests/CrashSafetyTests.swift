@@ -28,25 +28,30 @@ import Testing
     let reference = Self.dir("ref"), out = Self.dir("kill")
     let r = try CLITests.run(Self.trainArgs(reference))
     #expect(r.status == 0, "\(r.stderr)")
-    var kills = 0
-    // Kill instants spread over data loading, the JIT, steps and checkpoint writes; each run resumes the last.
-    for (i, delay) in [0.45, 0.6, 0.75, 0.9, 1.05, 1.2, 1.35, 0.5, 0.8, 1.1, 0.65, 0.95].enumerated() {
-      let p = try Self.start(Self.trainArgs(out, resume: i > 0 && FileManager.default.fileExists(atPath: out + "/weights.safetensors")))
-      Thread.sleep(forTimeInterval: delay)
+    var kills = 0, lastStep = -1
+    // Each run is killed just after it commits a new checkpoint, plus a few milliseconds, so the kills land
+    // in steps and inside the next checkpoint's writes on any machine, whatever its speed.
+    for (i, jitter) in [0.0, 0.001, 0.003, 0.0005, 0.002, 0.004, 0.0, 0.0015, 0.0025, 0.001, 0.0035, 0.0].enumerated() {
+      let p = try Self.start(Self.trainArgs(out, resume: !Self.steps(out).isEmpty))
+      let deadline = Date().addingTimeInterval(60)
+      while p.isRunning, Date() < deadline, (Self.steps(out).first ?? -1) <= lastStep { Thread.sleep(forTimeInterval: 0.0005) }
+      Thread.sleep(forTimeInterval: jitter)
       if p.isRunning {
         kill(p.processIdentifier, SIGKILL)
         kills += 1
       }
       p.waitUntilExit()
+      lastStep = Self.steps(out).first ?? -1
       // Whatever instant it died at, the newest checkpoint is whole: weights and optimiser from one step.
-      let steps = ((try? FileManager.default.contentsOfDirectory(atPath: out + "/checkpoints")) ?? []).filter { $0.hasPrefix("step-") }
+      let steps = Self.steps(out)
       // Two are kept; a kill between committing a third and pruning leaves three for the next run to prune.
       #expect(steps.count <= 3, "old checkpoints are pruned: \(steps)")
       let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: out + "/checkpoints")) ?? []).filter { $0.hasPrefix(".") }
       if !leftovers.isEmpty { #expect(p.terminationReason == .uncaughtSignal, "temporaries only after a kill: \(leftovers)") }
     }
-    #expect(kills >= 6, "most runs were killed mid-run (\(kills))")
-    let finish = try CLITests.run(Self.trainArgs(out, resume: FileManager.default.fileExists(atPath: out + "/weights.safetensors")))
+    #expect(kills >= 10, "the runs were killed mid-run (\(kills) of 12)")
+    #expect(lastStep < 2500, "the kills came before the end of the run (last checkpoint: step \(lastStep))")
+    let finish = try CLITests.run(Self.trainArgs(out, resume: !Self.steps(out).isEmpty))
     #expect(finish.status == 0 || finish.stderr.contains("nothing to resume"), "\(finish.stderr)")
     let a = try Data(contentsOf: URL(fileURLWithPath: reference + "/weights.safetensors"))
     let b = try Data(contentsOf: URL(fileURLWithPath: out + "/weights.safetensors"))
@@ -57,6 +62,12 @@ import Testing
     let left = try FileManager.default.contentsOfDirectory(atPath: out + "/checkpoints")
     #expect(left.filter { $0.hasPrefix(".") }.isEmpty, "the finishing run removed the killed runs' temporaries: \(left)")
     #expect(left.filter { $0.hasPrefix("step-") }.count <= 2, "and pruned to two checkpoints: \(left)")
+  }
+
+  /// Steps of the committed checkpoints in a run directory, newest first.
+  static func steps(_ out: String) -> [Int] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: out + "/checkpoints")) ?? []
+    return names.compactMap { $0.hasPrefix("step-") ? Int($0.dropFirst(5)) : nil }.sorted(by: >)
   }
 
   @Test func aSecondRunOnTheSameDirectoryIsRefused() throws {
