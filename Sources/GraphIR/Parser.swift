@@ -149,6 +149,8 @@ private struct ParserState {
       case .newline, .end: return
       case .invalid(let s):
         error("unexpected character \(s)", at: tokens[i].range)
+        // The statement is broken, but its name exists: later uses should not cascade into errors.
+        if case .identifier(let name) = current.kind, isPunctAt(pos + 1, "=") { defined[name] = defined[name] ?? current.range }
         throw SyntaxError()
       default: i += 1
       }

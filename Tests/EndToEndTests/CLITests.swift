@@ -70,6 +70,7 @@ import Testing
       (["train", "Graphs/tiny.graph", "--jit", "--out", "Graphs/tiny.graph"], "Graphs/tiny.graph exists and is not a directory"),
       (["compile", "Graphs/invalid/backward_dialect.graph"], "'relu_grad' is an op of the backward dialect"),
       (["compile", "Graphs"], "Graphs is a directory, not a regular file"),
+      (["compile", "Tests/Fixtures/two_images.graph", "--emit", "none"], "second f32 input 'b': a compiled graph reads exactly one image input ('a')"),
     ]
     for (args, expected) in cases {
       let r = try Self.run(args)
