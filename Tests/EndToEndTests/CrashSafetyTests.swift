@@ -64,6 +64,30 @@ import Testing
     #expect(left.filter { $0.hasPrefix("step-") }.count <= 2, "and pruned to two checkpoints: \(left)")
   }
 
+  /// After the training loop (the report) Ctrl-C ends the process at once instead of being ignored.
+  @Test func ctrlCDuringTheReportEndsTheRun() throws {
+    let out = Self.dir("report-sigint")
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: try #require(CLITests.binary, "cnnc must be built"))
+    p.arguments = ["train", "Graphs/tiny.graph", "--jit", "--steps", "5", "--out", out]
+    p.currentDirectoryURL = Fixtures.root
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    var seen = Data()
+    while !String(decoding: seen, as: UTF8.self).contains("checkpoint:") {
+      let chunk = pipe.fileHandleForReading.availableData
+      if chunk.isEmpty { break }
+      seen += chunk
+    }
+    p.interrupt()
+    p.waitUntilExit()
+    #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGINT, "status \(p.terminationStatus)")
+    #expect(!FileManager.default.fileExists(atPath: out + "/report.html"))
+    #expect(FileManager.default.fileExists(atPath: out + "/weights.safetensors"), "the checkpoint written before stays")
+  }
+
   /// Steps of the committed checkpoints in a run directory, newest first.
   static func steps(_ out: String) -> [Int] {
     let names = (try? FileManager.default.contentsOfDirectory(atPath: out + "/checkpoints")) ?? []

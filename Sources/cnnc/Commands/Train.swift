@@ -180,7 +180,7 @@ struct Train: ParsableCommand {
       defer {
         source?.cancel()
         // Past the training loop (the report, the exit) Ctrl-C ends the process at once again.
-        if source != nil { signal(SIGINT, SIG_DFL) }
+        if source != nil { restoreDefaultInterrupt() }
       }
       if resume {
         try trainer.resume(from: outDir)
@@ -205,6 +205,15 @@ struct Train: ParsableCommand {
         flushStandardOutput()
       }
       _ = try trainer.train(train: trainSet, test: testSet)
+      // From here on (the last message, the report) Ctrl-C ends the process at once; one that came after
+      // the last step, while the final checkpoint was being written, ends it now that the checkpoint is whole.
+      source?.cancel()
+      if source != nil { restoreDefaultInterrupt() }
+      if !trainer.interrupted, interrupt.isRaised {
+        say("interrupted after the last step: checkpoint saved in \(outDir) (step \(trainer.optimizer.step))")
+        flushStandardOutput()
+        throw ExitCode(130)
+      }
       if trainer.interrupted {
         if isatty(2) != 0 { printError("\r\u{1B}[K") }
         say("interrupted at step \(trainer.optimizer.step): checkpoint saved in \(outDir); continue with --resume")
@@ -213,6 +222,16 @@ struct Train: ParsableCommand {
       }
       say("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
   }
+}
+
+/// SIGINT's default action again, unblocked on this thread too: a parent may start cnnc with the signal
+/// blocked (threads that spawn processes often block it), and then the default would never act.
+func restoreDefaultInterrupt() {
+  signal(SIGINT, SIG_DFL)
+  var set = sigset_t()
+  sigemptyset(&set)
+  sigaddset(&set, SIGINT)
+  pthread_sigmask(SIG_UNBLOCK, &set, nil)
 }
 
 /// Set from the SIGINT handler, read by the training loop.
