@@ -69,10 +69,12 @@ public struct RunDirectory: Sendable {
   /// The directory of the checkpoint at `step`.
   public func checkpoint(_ step: Int) -> String { (checkpointsPath as NSString).appendingPathComponent(Self.stepName(step)) }
 
-  /// Removes what killed runs left behind: temporary checkpoint directories and files. Call it while
-  /// holding the run's lock, so no live run's temporaries are touched.
+  /// Removes what killed runs left behind: temporary checkpoint directories and files, and checkpoints
+  /// beyond the newest `keep` (a kill between committing one and pruning leaves one more). Call it while
+  /// holding the run's lock, so no live run's files are touched.
   public func removeStaleTemporaries() {
     let fm = FileManager.default
+    for old in checkpointSteps().dropFirst(Self.keep) { try? fm.removeItem(atPath: checkpoint(old)) }
     for (dir, prefixes) in [(path, ["."]), (checkpointsPath, [".tmp-", ".old-"])] {
       for name in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] where prefixes.contains(where: name.hasPrefix) {
         guard name.contains(".tmp-") || name.hasPrefix(".old-") else { continue }
