@@ -53,7 +53,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
   }
 
   /// The graph whose parameters fuzzed weights are loaded into.
-  static let weightsGraph = try! Parser.parse("""
+  public static let weightsGraph = try! Parser.parse("""
     input x: f32[N, 1, 4, 4]
     c = conv2d(x, filters: 2, kernel: 3)
     f = flatten(c)

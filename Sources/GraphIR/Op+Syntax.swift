@@ -55,6 +55,8 @@ struct OpSyntax: Sendable {
     OpSyntax(name: "dropout", operands: ["x"], attrs: rateAttrs) { a throws(AttrError) in .dropout(try dropout(a)) },
     OpSyntax(name: "softmax", operands: ["x"], attrs: []) { _ in .softmax },
     OpSyntax(name: "cross_entropy", operands: ["logits", "labels"], attrs: []) { _ in .crossEntropy },
+    // A forward op (the residual join) that `differentiate` also uses to sum gradients.
+    OpSyntax(name: "add", operands: ["a", "b"], attrs: []) { _ in .add },
   ]
 
   private static let backward: [OpSyntax] = [
@@ -71,7 +73,6 @@ struct OpSyntax: Sendable {
     OpSyntax(name: "dropout_grad", operands: ["dy", "y"], attrs: rateAttrs) { a throws(AttrError) in .dropoutGrad(try dropout(a)) },
     OpSyntax(name: "softmax_grad", operands: ["dy", "y"], attrs: []) { _ in .softmaxGrad },
     OpSyntax(name: "cross_entropy_grad", operands: ["logits", "labels"], attrs: []) { _ in .crossEntropyGrad },
-    OpSyntax(name: "add", operands: ["a", "b"], attrs: []) { _ in .add },
   ]
 
   private static let fused: [OpSyntax] = [

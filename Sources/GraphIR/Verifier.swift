@@ -57,7 +57,7 @@ extension Verifier {
     if !errors.isEmpty { throw DiagnosticList(errors.sorted(by: diagnosticOrder)) }
   }
 
-  static let forwardOps = "conv2d, relu, maxpool, avgpool, flatten, dense, dropout, softmax, cross_entropy, add"
+  static let forwardOps = OpSyntax.forwardNames.joined(separator: ", ")
 
   /// The forward ops a fused op stands for.
   static func fusedParts(_ op: Op) -> String {

@@ -75,9 +75,9 @@ public struct RunDirectory: Sendable {
   public func removeStaleTemporaries() {
     let fm = FileManager.default
     for old in checkpointSteps().dropFirst(Self.keep) { try? fm.removeItem(atPath: checkpoint(old)) }
-    for (dir, prefixes) in [(path, ["."]), (checkpointsPath, [".tmp-", ".old-"])] {
-      for name in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] where prefixes.contains(where: name.hasPrefix) {
-        guard name.contains(".tmp-") || name.hasPrefix(".old-") else { continue }
+    // Temporaries are hidden names with a `.tmp-PID` part, or a replaced checkpoint's `.old-...` directory.
+    for dir in [path, checkpointsPath] {
+      for name in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(".old-") || (name.hasPrefix(".") && name.contains(".tmp-")) {
         try? fm.removeItem(atPath: (dir as NSString).appendingPathComponent(name))
       }
     }

@@ -67,6 +67,8 @@ public struct Trainer<B: Backend> {
   /// figures cover all of its steps.
   var partial = EpochSums()
   public var onEpoch: (EpochReport) -> Void = { _ in }
+  /// The dimensions of the graph's image input, which every dataset's images must match.
+  public let imageInputDims: [Int]
 
   public init(backend: B, graph: Graph, parameters: Parameters, optimizer: Optimizer, options: TrainingOptions) throws {
     self.backend = backend
@@ -79,6 +81,8 @@ public struct Trainer<B: Backend> {
       throw DataError("the graph's output must be [N, classes] logits to train a classifier")
     }
     classes = out.dims[1]
+    guard let image = graph.inputs.first(where: { $0.dtype == .f32 }) else { throw DataError("the graph has no f32 image input") }
+    imageInputDims = shapes[image.name]!.dims
   }
 
   public var run: RunDirectory { RunDirectory(options.outputDirectory) }
@@ -155,17 +159,9 @@ public struct Trainer<B: Backend> {
     }
   }
 
-  /// The dimensions of the graph's image input at batch 1.
-  public var imageInputDims: [Int] {
-    get throws {
-      guard let image = graph.inputs.first(where: { $0.dtype == .f32 }) else { throw DataError("the graph has no f32 image input") }
-      return try inferShapes(graph, batch: 1)[image.name]!.dims
-    }
-  }
-
   /// Accuracy of the graph's output over a dataset, in batches.
   public mutating func accuracy(_ data: IDXDataset) throws -> (accuracy: Double, predictions: [Int]) {
-    try data.validateImages(forInput: try imageInputDims)
+    try data.validateImages(forInput: imageInputDims)
     var predictions: [Int] = []
     predictions.reserveCapacity(data.count)
     var start = 0
@@ -187,8 +183,8 @@ public struct Trainer<B: Backend> {
   public mutating func train(train fullTrain: IDXDataset, test: IDXDataset) throws -> [EpochReport] {
     try fullTrain.validateLabels(classes: classes)
     try test.validateLabels(classes: classes)
-    try fullTrain.validateImages(forInput: try imageInputDims)
-    try test.validateImages(forInput: try imageInputDims)
+    try fullTrain.validateImages(forInput: imageInputDims)
+    try test.validateImages(forInput: imageInputDims)
     var train = fullTrain
     var validation: IDXDataset?
     if options.validationFraction > 0 {

@@ -27,6 +27,25 @@ import Testing
     return p.terminationStatus
   }
 
+  /// Starts cnnc in the repository with its stdout piped and reads that until `text` appears (or ends).
+  static func start(_ args: [String], readingUntil text: String) throws -> (process: Process, output: Pipe, seen: Data) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: try #require(binary, "cnnc must be built"))
+    p.arguments = args
+    p.currentDirectoryURL = Fixtures.root
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    var seen = Data()
+    while !String(decoding: seen, as: UTF8.self).contains(text) {
+      let chunk = pipe.fileHandleForReading.availableData
+      if chunk.isEmpty { break }
+      seen += chunk
+    }
+    return (p, pipe, seen)
+  }
+
   static func run(_ args: [String], cwd: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: try #require(binary, "cnnc must be built"))
@@ -132,21 +151,9 @@ import Testing
 
   @Test func sigintSavesAResumableCheckpoint() throws {
     let out = NSTemporaryDirectory() + "cnnc-int-\(UUID().uuidString)"
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: try #require(Self.binary))
-    p.arguments = ["train", "Graphs/simplecnn.graph", "--jit", "--epochs", "1", "--out", out]
-    p.currentDirectoryURL = Fixtures.root
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = FileHandle.nullDevice
-    try p.run()
     // Interrupt once training is under way (the JIT line is printed before the first step).
-    var seen = Data()
-    while !String(decoding: seen, as: UTF8.self).contains("training simplecnn") {
-      let chunk = pipe.fileHandleForReading.availableData
-      if chunk.isEmpty { break }
-      seen += chunk
-    }
+    let (p, pipe, started) = try Self.start(["train", "Graphs/simplecnn.graph", "--jit", "--epochs", "1", "--out", out], readingUntil: "training simplecnn")
+    var seen = started
     Thread.sleep(forTimeInterval: 1)
     p.interrupt()
     seen += pipe.fileHandleForReading.readDataToEndOfFile()

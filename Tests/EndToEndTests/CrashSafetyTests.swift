@@ -67,20 +67,7 @@ import Testing
   /// After the training loop (the report) Ctrl-C ends the process at once instead of being ignored.
   @Test func ctrlCDuringTheReportEndsTheRun() throws {
     let out = Self.dir("report-sigint")
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: try #require(CLITests.binary, "cnnc must be built"))
-    p.arguments = ["train", "Graphs/tiny.graph", "--jit", "--steps", "5", "--out", out]
-    p.currentDirectoryURL = Fixtures.root
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    var seen = Data()
-    while !String(decoding: seen, as: UTF8.self).contains("checkpoint:") {
-      let chunk = pipe.fileHandleForReading.availableData
-      if chunk.isEmpty { break }
-      seen += chunk
-    }
+    let (p, _, _) = try CLITests.start(["train", "Graphs/tiny.graph", "--jit", "--steps", "5", "--out", out], readingUntil: "checkpoint:")
     p.interrupt()
     p.waitUntilExit()
     #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGINT, "status \(p.terminationStatus)")

@@ -59,13 +59,7 @@ import Testing
   }
 
   @Test func mutatedSafetensorsNeverCrash() throws {
-    let weights = try Parser.parse("""
-      input x: f32[N, 1, 4, 4]
-      c = conv2d(x, filters: 2, kernel: 3)
-      f = flatten(c)
-      d = dense(f, units: 3)
-      output d
-      """, defaultName: "fuzz")
+    let weights = FuzzTarget.weightsGraph
     let p = Parameters(graph: weights, shapes: try inferShapes(weights, batch: 1), seed: 4)
     let st = p.safeTensors(metadata: ["format": "pt", "cnnc.step": "3"])
     Self.fuzz(.safetensors, seeds: [st.serialized()], count: 1500)

@@ -177,11 +177,7 @@ struct Train: ParsableCommand {
         source?.resume()
         trainer.shouldStop = { interrupt.isRaised }
       }
-      defer {
-        source?.cancel()
-        // Past the training loop (the report, the exit) Ctrl-C ends the process at once again.
-        if source != nil { restoreDefaultInterrupt() }
-      }
+      defer { source?.cancel() }
       if resume {
         try trainer.resume(from: outDir)
         say("resumed from \(outDir) at step \(trainer.optimizer.step)")
