@@ -29,13 +29,18 @@ test: release
 train: release
 	$(CNNC) train Graphs/simplecnn.graph --jit --epochs 3
 
+# Generated/ is rendered for fixed named targets, so it is the same bytes on every build machine:
+# AVX2 (x86-64-v3) for every graph, and AVX-512 (x86-64-v4) for SimpleCNN as well.
+GEN_TARGET = --target x86_64-unknown-linux-gnu --cpu
 generate: release
 	@mkdir -p Generated
 	@for g in $(GRAPHS); do n=$$(basename $$g .graph); \
-	  $(CNNC) compile $$g --emit swift -o Generated/$$n.swift >/dev/null && \
-	  $(CNNC) compile $$g --emit llvm -o Generated/$$n.ll >/dev/null && \
+	  $(CNNC) compile $$g --emit swift $(GEN_TARGET) x86-64-v3 -o Generated/$$n.swift >/dev/null && \
+	  $(CNNC) compile $$g --emit llvm $(GEN_TARGET) x86-64-v3 -o Generated/$$n.ll >/dev/null && \
 	  $(CNNC) dump-ir $$g --stage grad > Generated/$$n.grad.graph || exit 1; done
-	@echo "Generated/ rewritten from $(words $(GRAPHS)) graphs"
+	@$(CNNC) compile Graphs/simplecnn.graph --emit swift $(GEN_TARGET) x86-64-v4 -o Generated/simplecnn.x86-64-v4.swift >/dev/null
+	@$(CNNC) compile Graphs/simplecnn.graph --emit llvm $(GEN_TARGET) x86-64-v4 -o Generated/simplecnn.x86-64-v4.ll >/dev/null
+	@echo "Generated/ rewritten from $(words $(GRAPHS)) graphs (x86-64-v3; SimpleCNN also x86-64-v4)"
 
 check-generated: generate
 	@test -z "$$(git status --porcelain -- Generated/)" \
@@ -96,11 +101,20 @@ $(PEERS)/bin/python:
 	$(PEERS)/bin/pip install -q numpy tensorflow-cpu
 	$(PEERS)/bin/pip install -q torch || echo "PyTorch could not be installed from PyPI; comparing with TensorFlow only"
 
+# ISA=host (default) compares on this machine's best ISA; ISA=avx2 or ISA=avx512 caps every side at that ISA
+# (cnnc --cpu x86-64-v3/v4; oneDNN, ATen and TensorFlow through their environment variables), so the AVX2
+# rows can be measured on an AVX-512 machine. Each framework's JSON says which ISA it actually ran.
+ISA ?= host
+ISA_CPU_avx2 = --cpu x86-64-v3
+ISA_CPU_avx512 = --cpu x86-64-v4
+ISA_ENV_avx2 = ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 TF_ENABLE_ONEDNN_OPTS=1
+ISA_ENV_avx512 = ONEDNN_MAX_CPU_ISA=AVX512_CORE ATEN_CPU_CAPABILITY=avx512 TF_ENABLE_ONEDNN_OPTS=1
 bench-compare: release $(PEERS)/bin/python
-	{ $(CNNC) bench --epochs $(BENCH_EPOCHS); \
-	  cd Scripts/peers && ../../$(PEERS)/bin/python bench_tensorflow.py $(BENCH_EPOCHS) 2>/dev/null; \
-	  ../../$(PEERS)/bin/python bench_pytorch.py $(BENCH_EPOCHS) 2>/dev/null || true; } > .build/bench-compare.json
-	python3 Scripts/compare.py < .build/bench-compare.json
+	@case "$(ISA)" in host|avx2|avx512) ;; *) echo "ISA must be host, avx2 or avx512"; exit 1;; esac
+	{ $(CNNC) bench --epochs $(BENCH_EPOCHS) $(ISA_CPU_$(ISA)); \
+	  cd Scripts/peers && env $(ISA_ENV_$(ISA)) ../../$(PEERS)/bin/python bench_tensorflow.py $(BENCH_EPOCHS) 2>/dev/null; \
+	  env $(ISA_ENV_$(ISA)) ../../$(PEERS)/bin/python bench_pytorch.py $(BENCH_EPOCHS) 2>/dev/null || true; } > .build/bench-compare-$(ISA).json
+	python3 Scripts/compare.py < .build/bench-compare-$(ISA).json
 
 # The training report rendered by a real headless browser (Debian's chromium), as a PNG to look at.
 report-screenshot: release

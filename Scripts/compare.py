@@ -15,6 +15,10 @@ peers = [r for r in rows if r is not cnnc]
 keys = [("train_images_per_s", "train img/s", True), ("infer_b1000_images_per_s", "infer b1000 img/s", True),
         ("infer_b1_us_per_image", "infer b1 us/img", False), ("first_step_s", "first step s (+compile)", False),
         ("peak_rss_mb", "peak RSS MB", False), ("test_accuracy", "test accuracy", True)]
+t = cnnc.get("target", {})
+print(f"cnnc target: {t.get('cpu')} ({t.get('isa')}, {t.get('lanes')} lanes) on a {t.get('host_cpu')} host")
+for p in peers:
+    print(f"{p['framework']}: ran {p.get('aten_cpu_capability', '')} {p.get('onednn_isa') or ''} under {p.get('isa_settings', {})}")
 print(f"{'':22}" + "".join(f"{r['framework'][:20]:>22}" for r in [cnnc] + peers))
 for k, label, _ in keys:
     print(f"{label:22}" + "".join(f"{r.get(k, float('nan')):>22}" for r in [cnnc] + peers))

@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from common import run  # noqa: E402
+from common import onednn_isa, run  # noqa: E402
 
 tf.config.threading.set_intra_op_parallelism_threads(2)
 tf.config.threading.set_inter_op_parallelism_threads(2)
@@ -42,4 +42,5 @@ def infer(x):
 run("tensorflow " + tf.__version__,
     lambda x, y: step(tf.constant(x.reshape(-1, 28, 28, 1)), tf.constant(y)),
     lambda x: infer(tf.constant(x.reshape(-1, 28, 28, 1))).numpy(),
-    epochs=int(sys.argv[1]) if len(sys.argv) > 1 else 2)
+    epochs=int(sys.argv[1]) if len(sys.argv) > 1 else 2,
+    extra={"onednn_isa": onednn_isa("import tensorflow as tf; tf.nn.conv2d(tf.zeros([1, 8, 8, 4]), tf.zeros([3, 3, 4, 8]), 1, 'SAME')")})

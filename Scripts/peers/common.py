@@ -26,8 +26,27 @@ def load(split):
     return ((x.astype(np.float32) / 255 - 0.1307) / 0.3081), y.astype(np.int64)
 
 
-def run(name, train_step, predict, epochs, singles=2000):
-    """train_step(x, y) trains on one batch; predict(x) returns logits as numpy."""
+def onednn_isa(probe):
+    """The ISA oneDNN dispatches to under this environment: runs `probe` (Python source doing one
+    convolution) in a child with ONEDNN_VERBOSE=1 and returns oneDNN's own "isa:" line, or None."""
+    import subprocess
+    import sys
+    env = dict(os.environ, ONEDNN_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300).stdout
+    for line in out.splitlines():
+        if ",info,cpu,isa:" in line:
+            return line.split("isa:", 1)[1].strip()
+    return None
+
+
+def isa_settings():
+    """The ISA caps this run was started with (make bench-compare ISA=...)."""
+    keys = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "TF_ENABLE_ONEDNN_OPTS")
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+def run(name, train_step, predict, epochs, singles=2000, extra=None):
+    """train_step(x, y) trains on one batch; predict(x) returns logits as numpy; `extra` joins the JSON."""
     xtr, ytr = load("train")
     xte, yte = load("t10k")
     steps = len(xtr) // BATCH
@@ -65,5 +84,5 @@ def run(name, train_step, predict, epochs, singles=2000):
         "infer_b1000_images_per_s": round(len(xte) / sorted(passes)[1], 1),
         "infer_b1_us_per_image": round(sorted(chunks)[2] * 1e6, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "test_accuracy": round(accuracy, 4), "epochs": epochs,
+        "test_accuracy": round(accuracy, 4), "epochs": epochs, "isa_settings": isa_settings(), **(extra or {}),
     }))

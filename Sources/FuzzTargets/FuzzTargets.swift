@@ -40,10 +40,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         let shapes = try inferShapes(g, batch: batch)
         _ = summarize(g, shapes)
         if g.minimize != nil {
-          _ = try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)))
-          _ = try lowerOptimizer(g, OptimizerSpec(kind: .sgd, momentum: 0.9))
+          _ = try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)), target: fuzzTarget)
+          _ = try lowerOptimizer(g, OptimizerSpec(kind: .sgd, momentum: 0.9), target: fuzzTarget)
         }
-        if g.output != nil { _ = try lower(g, batch: batch, mode: .infer) }
+        if g.output != nil { _ = try lower(g, batch: batch, mode: .infer, target: fuzzTarget) }
       }
       return true
     } catch {
@@ -92,3 +92,6 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     return accepted
   }
 }
+
+/// The target the pipeline target lowers for: a fixed AVX2 CPU, so a finding replays the same on every machine.
+let fuzzTarget = Target.named("x86-64-v3", isa: .avx2)

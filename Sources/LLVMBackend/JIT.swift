@@ -1,14 +1,19 @@
 import CLLVM
+import Lowering
 
-/// An owned ORC LLJIT instance that resolves undefined symbols from the host process
-/// (runtime helpers, OpenBLAS).
+/// An owned ORC LLJIT instance for one target (its builder gets a target machine made for that target,
+/// not host detection) that resolves undefined symbols from the host process (runtime helpers, OpenBLAS).
 public final class JIT {
   private let ref: LLVMOrcLLJITRef
 
-  public init() throws {
+  public init(_ target: Target) throws {
     initializeNativeTarget()
+    let builder = LLVMOrcCreateLLJITBuilder()!
+    // The builder takes over the target machine, and LLJIT creation takes over the builder.
+    LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(
+      try TargetMachine.create(target)))
     var jit: LLVMOrcLLJITRef?
-    if let m = LLVMError.message(LLVMOrcCreateLLJIT(&jit, nil)) { throw LLVMError.jit(m) }
+    if let m = LLVMError.message(LLVMOrcCreateLLJIT(&jit, builder)) { throw LLVMError.jit(m) }
     guard let jit else { throw LLVMError.jit("LLJIT creation returned no instance") }
     ref = jit
     var gen: LLVMOrcDefinitionGeneratorRef?

@@ -3,14 +3,20 @@ import GraphIR
 import Lowering
 
 /// Renders a lowered `Program` as LLVM IR through the C API builder: one function per entry point
-/// with `noalias` buffer arguments, constant shapes, loop nests with phis, and `cblas_sgemm` calls.
+/// with `noalias` buffer arguments, constant shapes, loop nests with phis, vectors of the program's
+/// width, and `cblas_sgemm` calls. The module names the program's target (triple, CPU, features).
 public struct LLVMRenderer {
   let module: Module
   let ctx: LLVMContextRef
   let builder: LLVMBuilderRef
   let f32: LLVMTypeRef, i32: LLVMTypeRef, i64: LLVMTypeRef, ptr: LLVMTypeRef, i1: LLVMTypeRef
-  /// <16 x float>, the kernel IR's vector.
-  let vec: LLVMTypeRef
+  /// <lanes x float>, the kernel IR's vector for the program being rendered.
+  var vec: LLVMTypeRef
+  var lanes: Int
+  /// Whether the program's target has fused multiply-add.
+  var fused = true
+  /// The program's CPU and features, as every function's `target-cpu` and `target-features` attributes.
+  var cpu = (name: "", features: "")
   let entryType: LLVMTypeRef
   /// Where profiling timestamps go in the arena.
   var profileOffset = 0
@@ -19,8 +25,13 @@ public struct LLVMRenderer {
   public static func render(_ programs: [Program], moduleName: String) -> Module {
     let module = Module(name: moduleName)
     var r = LLVMRenderer(module: module)
+    if let t = programs.first?.target { LLVMSetTarget(module.module, t.triple) }
     for p in programs {
+      r.cpu = (p.target.cpu, p.target.features)
       r.profileOffset = p.profileOffset
+      r.lanes = p.lanes
+      r.fused = p.target.fma
+      r.vec = LLVMVectorType(r.f32, UInt32(p.lanes))
       for f in p.functions { r.render(f) }
     }
     r.finish()
@@ -36,7 +47,8 @@ public struct LLVMRenderer {
     i64 = LLVMInt64TypeInContext(ctx)
     i1 = LLVMInt1TypeInContext(ctx)
     ptr = LLVMPointerTypeInContext(ctx, 0)
-    vec = LLVMVectorType(f32, UInt32(vectorLanes))
+    lanes = 1
+    vec = LLVMVectorType(f32, 1)
     var params: [LLVMTypeRef?] = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, f32, i64, i64]
     entryType = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &params, 10, 0)
   }
@@ -96,19 +108,29 @@ public struct LLVMRenderer {
     LLVMBuildRetVoid(builder)
   }
 
-  /// A function of the entry-point type with `noalias` buffers; an internal one is never inlined.
-  func function(_ name: String, internal isInternal: Bool) -> LLVMValueRef {
-    let fn = module.addFunction(name, entryType)
+  /// A function of the entry-point type (plus `indices` trailing i64 arguments) with `noalias` buffers;
+  /// an internal one is never inlined.
+  func function(_ name: String, internal isInternal: Bool, indices: Int = 0) -> LLVMValueRef {
+    var type = entryType
+    if indices > 0 {
+      var params: [LLVMTypeRef?] = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, f32, i64, i64] + Array(repeating: i64, count: indices)
+      type = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &params, UInt32(params.count), 0)
+    }
+    let fn = module.addFunction(name, type)
     let noalias = LLVMCreateEnumAttribute(ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0)
     let names = ["params", "grads", "m", "v", "arena", "images", "labels", "lr", "step", "seed"]
     for (i, n) in names.enumerated() {
       LLVMSetValueName2(LLVMGetParam(fn, UInt32(i)), n, n.utf8.count)
       if i < 7 { LLVMAddAttributeAtIndex(fn, UInt32(i + 1), noalias) }
     }
+    let functionIndex = UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex))
+    for (key, value) in [("target-cpu", cpu.name), ("target-features", cpu.features)] where !value.isEmpty {
+      LLVMAddAttributeAtIndex(fn, functionIndex, LLVMCreateStringAttribute(ctx, key, UInt32(key.utf8.count), value, UInt32(value.utf8.count)))
+    }
     if isInternal {
       LLVMSetLinkage(fn, LLVMInternalLinkage)
       let noinline = LLVMCreateEnumAttribute(ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0)
-      LLVMAddAttributeAtIndex(fn, UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex)), noinline)
+      LLVMAddAttributeAtIndex(fn, functionIndex, noinline)
     }
     return fn
   }
@@ -131,6 +153,21 @@ public struct LLVMRenderer {
     switch st {
     case .comment(let text):
       s.node = String(text.prefix { $0 != " " })
+    case .region(let name, let body):
+      // A function of its own, called here with the entry's arguments and the loop variables it reads.
+      let free = Stmt.freeVariables(body)
+      var length = 0
+      let caller = String(cString: LLVMGetValueName2(s.function, &length))
+      let fn = function("\(caller).\(name)", internal: true, indices: free.count)
+      let here = LLVMGetInsertBlock(builder)!
+      var inner = scope(fn)
+      inner.node = s.node
+      inner.vars = [Dictionary(uniqueKeysWithValues: free.enumerated().map { ($1, LLVMGetParam(fn, UInt32(10 + $0))!) })]
+      for st in body { emit(st, &inner) }
+      LLVMBuildRetVoid(builder)
+      LLVMPositionBuilderAtEnd(builder, here)
+      var args: [LLVMValueRef?] = (0..<10).map { LLVMGetParam(s.function, UInt32($0)) } + free.map { s.variable($0) }
+      LLVMBuildCall2(builder, LLVMGlobalGetValueType(fn), fn, &args, UInt32(args.count), "")
     case .tick(let k):
       let fnTy = LLVMFunctionType(i64, nil, 0, 0)!
       let counter = declared("llvm.readcyclecounter", fnTy)
@@ -171,12 +208,12 @@ public struct LLVMRenderer {
       LLVMBuildStore(builder, vexpr(v, s), s.local(name))
     case .vstore(let b, let i, let v, let lanes):
       let value = vexpr(v, s), at = address(b, i, s)
-      if lanes == vectorLanes {
+      if lanes == self.lanes {
         LLVMSetAlignment(LLVMBuildStore(builder, value, at), 4)
       } else {
-        var types: [LLVMTypeRef?] = [vec, ptr, i32, LLVMVectorType(i1, UInt32(vectorLanes))]
+        var types: [LLVMTypeRef?] = [vec, ptr, i32, LLVMVectorType(i1, UInt32(self.lanes))]
         let fnTy = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &types, 4, 0)!
-        let fn = declared("llvm.masked.store.v16f32.p0", fnTy)
+        let fn = declared("llvm.masked.store.v\(self.lanes)f32.p0", fnTy)
         var args: [LLVMValueRef?] = [value, at, LLVMConstInt(i32, 4, 0), mask(lanes)]
         LLVMBuildCall2(builder, fnTy, fn, &args, 4, "")
       }
@@ -222,10 +259,10 @@ public struct LLVMRenderer {
 
   // MARK: Expressions
 
-  /// <16 x i1> with the first `lanes` lanes set.
-  func mask(_ lanes: Int) -> LLVMValueRef {
-    var bits: [LLVMValueRef?] = (0..<vectorLanes).map { LLVMConstInt(i1, $0 < lanes ? 1 : 0, 0) }
-    return LLVMConstVector(&bits, UInt32(vectorLanes))
+  /// <lanes x i1> with the first `set` lanes set.
+  func mask(_ set: Int) -> LLVMValueRef {
+    var bits: [LLVMValueRef?] = (0..<lanes).map { LLVMConstInt(i1, $0 < set ? 1 : 0, 0) }
+    return LLVMConstVector(&bits, UInt32(lanes))
   }
 
   func vexpr(_ e: VExpr, _ s: Scope) -> LLVMValueRef {
@@ -234,23 +271,24 @@ public struct LLVMRenderer {
     case .local(let n): return LLVMBuildLoad2(builder, vec, s.local(n), n)
     case .load(let b, let i, let lanes):
       let at = address(b, i, s)
-      if lanes == vectorLanes {
+      if lanes == self.lanes {
         let v = LLVMBuildLoad2(builder, vec, at, "")!
         LLVMSetAlignment(v, 4)
         return v
       }
-      var types: [LLVMTypeRef?] = [ptr, i32, LLVMVectorType(i1, UInt32(vectorLanes)), vec]
+      var types: [LLVMTypeRef?] = [ptr, i32, LLVMVectorType(i1, UInt32(self.lanes)), vec]
       let fnTy = LLVMFunctionType(vec, &types, 4, 0)!
-      let fn = declared("llvm.masked.load.v16f32.p0", fnTy)
+      let fn = declared("llvm.masked.load.v\(self.lanes)f32.p0", fnTy)
       var args: [LLVMValueRef?] = [at, LLVMConstInt(i32, 4, 0), mask(lanes), LLVMConstNull(vec)]
       return LLVMBuildCall2(builder, fnTy, fn, &args, 4, "")
     case .broadcast(let f):
       let one = LLVMBuildInsertElement(builder, LLVMGetUndef(vec), fexpr(f, s), LLVMConstInt(i32, 0, 0), "")
-      return LLVMBuildShuffleVector(builder, one, LLVMGetUndef(vec), LLVMConstNull(LLVMVectorType(i32, UInt32(vectorLanes))), "")
+      return LLVMBuildShuffleVector(builder, one, LLVMGetUndef(vec), LLVMConstNull(LLVMVectorType(i32, UInt32(lanes))), "")
     case .fma(let a, let b, let c):
       var types: [LLVMTypeRef?] = [vec, vec, vec]
       let fnTy = LLVMFunctionType(vec, &types, 3, 0)!
-      let fn = declared("llvm.fma.v16f32", fnTy)
+      // Without fused multiply-add in hardware, fmuladd lets the code generator multiply and add apart.
+      let fn = declared(fused ? "llvm.fma.v\(lanes)f32" : "llvm.fmuladd.v\(lanes)f32", fnTy)
       var args: [LLVMValueRef?] = [vexpr(a, s), vexpr(b, s), vexpr(c, s)]
       return LLVMBuildCall2(builder, fnTy, fn, &args, 3, "")
     }

@@ -10,6 +10,20 @@ extension Module {
   }
 }
 
+extension Module {
+  /// The (optimised) module as assembly text for the target machine's CPU; nothing is executed.
+  public func assembly(_ tm: TargetMachine) throws -> String {
+    var err: UnsafeMutablePointer<CChar>?
+    var buffer: LLVMMemoryBufferRef?
+    guard LLVMTargetMachineEmitToMemoryBuffer(tm.ref, module, LLVMAssemblyFile, &err, &buffer) == 0, let buffer else {
+      throw LLVMError.target(LLVMError.take(err))
+    }
+    defer { LLVMDisposeMemoryBuffer(buffer) }
+    let bytes = UnsafeRawBufferPointer(start: LLVMGetBufferStart(buffer), count: LLVMGetBufferSize(buffer))
+    return String(decoding: bytes, as: UTF8.self)
+  }
+}
+
 /// The C header that goes with an emitted object: entry points plus the layout as `#define`s.
 public enum CHeader {
   public static func render(_ programs: [Program], source: String) -> String {

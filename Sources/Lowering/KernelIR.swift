@@ -79,10 +79,7 @@ public indirect enum Cond: Equatable, Sendable {
   case dropoutKeep(key: UInt64, index: IExpr, threshold: UInt64)
 }
 
-/// The lanes of a vector expression: one 512-bit register.
-public let vectorLanes = 16
-
-/// Vector expressions over `vectorLanes` floats (the GEMM micro-kernels).
+/// Vector expressions over the program's `lanes` floats, one register of its target (the GEMM micro-kernels).
 public indirect enum VExpr: Equatable, Sendable {
   case zero
   /// `lanes` contiguous floats from buffer[i]; the remaining lanes are 0 (a masked load).
@@ -146,6 +143,71 @@ public indirect enum Stmt: Equatable, Sendable {
   case vstore(Base, IExpr, VExpr, lanes: Int)
   /// Profiling: stores a 64-bit timestamp (cycle counter or nanoseconds) into arena slot `slot`.
   case tick(Int)
+  /// Code that must get the register file to itself (a GEMM's micro-kernels): a back end that can
+  /// renders it as a function of its own, taking the enclosing loop variables it reads (`freeVariables`).
+  /// Left inline, the register allocator keeps the surrounding loops' hoisted constants live through the
+  /// micro-kernel and spills an accumulator instead (seen on AVX2 and AVX-512). It reads no float locals
+  /// from outside.
+  case region(String, [Stmt])
+}
+
+extension Stmt {
+  /// The index variables `body` reads that no loop inside it binds, in first-use order.
+  public static func freeVariables(_ body: [Stmt]) -> [String] {
+    var seen: [String] = [], bound: [Set<String>] = [[]]
+    func use(_ e: IExpr) {
+      switch e {
+      case .c, .step: break
+      case .v(let n): if !bound.contains(where: { $0.contains(n) }) && !seen.contains(n) { seen.append(n) }
+      case .add(let a, let b), .mul(let a, let b): use(a); use(b)
+      case .div(let a, _), .rem(let a, _), .label(let a): use(a)
+      case .ofFloat(let f): use(f)
+      }
+    }
+    func use(_ e: FExpr) {
+      switch e {
+      case .c, .local, .learningRate: break
+      case .load(_, let i), .ofInt(let i): use(i)
+      case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b): use(a); use(b)
+      case .exp(let a), .log(let a), .sqrt(let a): use(a)
+      case .select(let c, let a, let b): use(c); use(a); use(b)
+      }
+    }
+    func use(_ c: Cond) {
+      switch c {
+      case .ilt(let a, let b), .ieq(let a, let b): use(a); use(b)
+      case .fgt(let a, let b): use(a); use(b)
+      case .and(let a, let b): use(a); use(b)
+      case .dropoutKeep(_, let i, _): use(i)
+      }
+    }
+    func use(_ v: VExpr) {
+      switch v {
+      case .zero, .local: break
+      case .load(_, let i, _): use(i)
+      case .broadcast(let f): use(f)
+      case .fma(let a, let b, let c): use(a); use(b); use(c)
+      }
+    }
+    func visit(_ s: Stmt) {
+      switch s {
+      case .loop(let v, _, let body):
+        bound.append([v])
+        body.forEach(visit)
+        bound.removeLast()
+      case .store(_, let i, let e), .accumulate(_, let i, let e): use(i); use(e)
+      case .local(_, let e), .set(_, let e): use(e)
+      case .when(let c, let body): use(c); body.forEach(visit)
+      case .gemm(let g): use(g.a.1); use(g.b.1); use(g.c.1)
+      case .comment, .tick: break
+      case .vlocal(_, let v), .vset(_, let v): use(v)
+      case .vstore(_, let i, let v, _): use(i); use(v)
+      case .region(_, let body): body.forEach(visit)
+      }
+    }
+    body.forEach(visit)
+    return seen
+  }
 }
 
 /// One entry point: `void NAME(params, grads, m, v, arena, images, labels, lr, step, seed)`.
@@ -179,9 +241,21 @@ public struct Program: Equatable, Sendable {
   /// the arena offset (in floats) of the 64-bit timestamps.
   public var profile: [(name: String, op: String, line: Int)] = []
   public var profileOffset = 0
+  /// The CPU the program is built for; its vectors are `target.lanes` floats wide.
+  public var target: Target
+  /// Every register-blocked GEMM, by `.graph` statement, with the blocking the target chose.
+  public var gemms: [GemmChoice] = []
+  public var lanes: Int { target.lanes }
 
   public static func == (a: Program, b: Program) -> Bool {
-    a.graphName == b.graphName && a.batch == b.batch && a.functions == b.functions && a.arenaFloats == b.arenaFloats
+    a.graphName == b.graphName && a.batch == b.batch && a.target == b.target && a.functions == b.functions && a.arenaFloats == b.arenaFloats
       && a.parameters.map(\.name) == b.parameters.map(\.name) && a.parameterFloats == b.parameterFloats
   }
+}
+
+/// One register-blocked GEMM of a program and the blocking chosen for it (printed by `cnnc compile`).
+public struct GemmChoice: Equatable, Sendable {
+  public var node: String
+  public var m: Int, n: Int, k: Int
+  public var rows: Int, vectors: Int, kPanel: Int
 }

@@ -27,7 +27,7 @@ public enum LoweringMode: Equatable, Sendable {
 ///
 /// Training: differentiate, fuse, plan memory, then emit each node's kernel in order, then the
 /// optimiser over all parameters. Inference: the forward nodes that feed the output, fused.
-public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = true, profile: Bool = false) throws(DiagnosticList) -> Program {
+public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target, fuse: Bool = true, profile: Bool = false) throws(DiagnosticList) -> Program {
   try checkEntryInputs(graph)
   var g: Graph
   switch mode {
@@ -46,13 +46,14 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = t
   }
   let training = mode != .infer
   var scratch: [String: Int] = [:]
-  for n in g.nodes { scratch[n.name] = scratchFloats(n, shapes) }
+  for n in g.nodes { scratch[n.name] = scratchFloats(n, shapes, target) }
   var plan = planMemory(g, shapes, scratch: scratch, training: training)
   // Profiling keeps one 64-bit timestamp per kernel boundary after the planned arena.
   let profileOffset = plan.arenaFloats
   var regions: [(name: String, op: String, line: Int)] = []
-  var e = Emitter(graph: g, shapes: shapes, plan: plan, training: training)
+  var e = Emitter(graph: g, shapes: shapes, plan: plan, training: training, target: target)
   for n in g.nodes {
+    e.node = n.name
     if profile {
       e.body.append(.tick(regions.count))
       regions.append((n.name, n.op.spelling, n.range.line))
@@ -84,7 +85,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = t
     parameters: g.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
     parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
     output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1,
-    profile: regions, profileOffset: profileOffset)
+    profile: regions, profileOffset: profileOffset, target: target, gemms: e.gemms)
 }
 
 /// A compiled entry point takes one image buffer and one label buffer, so a graph has exactly one f32
@@ -108,15 +109,16 @@ func checkEntryInputs(_ g: Graph) throws(DiagnosticList) {
 }
 
 /// The optimiser alone, over the parameter layout of `graph` (for sharded training steps).
-public func lowerOptimizer(_ graph: Graph, _ spec: OptimizerSpec) throws(DiagnosticList) -> Program {
+public func lowerOptimizer(_ graph: Graph, _ spec: OptimizerSpec, target: Target) throws(DiagnosticList) -> Program {
   let shapes = try inferShapes(graph, batch: 1)
   let plan = planMemory(Graph(name: graph.name, nodes: graph.nodes.filter { !$0.op.parameterSuffixes.isEmpty }), shapes, scratch: [:], training: true)
-  var e = Emitter(graph: graph, shapes: shapes, plan: plan, training: true)
+  var e = Emitter(graph: graph, shapes: shapes, plan: plan, training: true, target: target)
   e.emitOptimizer(spec)
   return Program(
     graphName: graph.name, batch: 0, functions: [Function(name: "\(graph.name)_\(spec.kind.rawValue)", body: e.body)],
     arenaFloats: 16, parameters: graph.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
-    parameterFloats: plan.parameterFloats, imageFloats: 0, output: Placement(base: .arena, offset: 0, count: 0), loss: nil, classes: 0)
+    parameterFloats: plan.parameterFloats, imageFloats: 0, output: Placement(base: .arena, offset: 0, count: 0), loss: nil, classes: 0,
+    target: target)
 }
 
 /// Emits statements for nodes, resolving names to placements.
@@ -125,14 +127,21 @@ struct Emitter {
   let shapes: ShapeTable
   let plan: MemoryPlan
   let training: Bool
+  let target: Target
+  /// f32 lanes of the target's vectors: the width of every vector statement.
+  var lanes: Int { target.lanes }
   var body: [Stmt] = []
+  /// The `.graph` statement being emitted, and the GEMM blockings chosen so far.
+  var node = ""
+  var gemms: [GemmChoice] = []
   private var counter = 0
 
-  init(graph: Graph, shapes: ShapeTable, plan: MemoryPlan, training: Bool) {
+  init(graph: Graph, shapes: ShapeTable, plan: MemoryPlan, training: Bool, target: Target) {
     self.graph = graph
     self.shapes = shapes
     self.plan = plan
     self.training = training
+    self.target = target
   }
 
   /// A fresh loop variable name.
@@ -236,11 +245,10 @@ func effectiveStrides(_ op: Op, input d: [Int]) -> Op {
 
 /// Scratch floats a node's kernel needs: a group's column matrix plus the conv result (forward)
 /// or the gradient moved to GEMM layout (backward).
-func scratchFloats(_ n: Node, _ shapes: ShapeTable) -> Int {
+func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
   func geometry(_ a: Conv2DAttrs, _ x: String) -> (ckk: Int, cols: Int, f: Int) {
-    let xd = shapes[x]!.dims
-    let oh = (xd[2] + 2 * a.padding - a.kernel) / a.stride + 1, ow = (xd[3] + 2 * a.padding - a.kernel) / a.stride + 1
-    return (xd[1] * a.kernel * a.kernel, Emitter.group(xd[0]) * oh * ow, a.filters)
+    let s = Emitter.convShape(a, x: shapes[x]!.dims, target: target)
+    return (s.ckk, s.cols, s.f)
   }
   switch n.op {
   case .conv2d(let a), .conv2dReLU(let a), .conv2dReLUMaxPool(let a, _):
@@ -254,10 +262,10 @@ func scratchFloats(_ n: Node, _ shapes: ShapeTable) -> Int {
     return (g.ckk + g.f) * g.cols
   case .dense(let a), .denseReLU(let a):
     let xd = shapes[n.args[0]]!.dims
-    if Emitter.transposedForward(batch: xd[0], features: xd[1], units: a.units) { return (xd[1] + a.units) * xd[0] }
-    return Emitter.dotProductForward(batch: xd[0], features: xd[1]) ? vectorLanes : 0  // the dot products' lanes
+    if Emitter.transposedForward(batch: xd[0], features: xd[1], units: a.units, target: target) { return (xd[1] + a.units) * xd[0] }
+    return Emitter.dotProductForward(batch: xd[0], features: xd[1], lanes: target.lanes) ? target.lanes : 0  // the dot products' lanes
   case .conv2dGradBias:
-    return vectorLanes  // the accumulator's lanes, summed in order
+    return target.lanes  // the accumulator's lanes, summed in order
   default: return 0
   }
 }

@@ -18,6 +18,8 @@ extension Program {
     switch s {
     case .comment(let c): return "\(pad)# \(c)\n"
     case .tick(let k): return "\(pad)tick(\(k))\n"
+    case .region(let name, let body):
+      return "\(pad)region \(name)(\(Stmt.freeVariables(body).joined(separator: ", "))) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
     case .loop(let v, let n, let body): return "\(pad)for \(v) in 0..<\(n) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
     case .store(let b, let i, let e): return "\(pad)\(b.rawValue)[\(i.text)] = \(e.text)\n"
     case .accumulate(let b, let i, let e): return "\(pad)\(b.rawValue)[\(i.text)] += \(e.text)\n"

@@ -13,6 +13,8 @@ public typealias EntryPoint = @convention(c) (
 
 /// Turns lowered programs into callable entry points (the LLVM JIT, or compiled Swift source).
 public protocol ProgramCompiler {
+  /// The CPU the programs are lowered and compiled for.
+  var target: Target { get }
   /// Compiles the programs together; returns one entry point per program, in order.
   mutating func compile(_ programs: [Program]) throws -> [EntryPoint]
 }
@@ -66,6 +68,8 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   func gradient(_ s: Int) -> UnsafeMutablePointer<Float> { grads.pointer + s * train.parameterFloats }
   var optimizerKind: Optimizer.Kind
   var stepsTaken = 0
+  /// Arena bytes of one image's inference program.
+  let inferenceBytesPerImage: Int
   /// Time spent compiling (lowering plus code generation), reported by the CLI.
   public private(set) var compileSeconds: Double = 0
   /// Profiling totals: timestamp units per region (shard 0), wall seconds of the steps, steps.
@@ -91,11 +95,13 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     if shards > 1 { openblas_set_num_threads(1) }  // parallelism comes from the shards, in a fixed partition
     let start = Date()
     // An inference-only back end compiles no training step; its first program only fixes the parameter layout.
-    var programs = [inferenceOnly ? try lower(graph, batch: batch / shards, mode: .infer, fuse: fuse)
-                    : shards == 1 ? try lower(graph, batch: batch, mode: .train(optimizerSpec), fuse: fuse, profile: profile)
-                    : try lower(graph, batch: batch / shards, mode: .gradients, fuse: fuse, profile: profile)]
-    if shards > 1 && !inferenceOnly { programs.append(try lowerOptimizer(graph, optimizerSpec)) }
-    for b in inferenceBatches { programs.append(try lower(graph, batch: b, mode: .infer)) }
+    let target = compiler.target
+    var programs = [inferenceOnly ? try lower(graph, batch: batch / shards, mode: .infer, target: target, fuse: fuse)
+                    : shards == 1 ? try lower(graph, batch: batch, mode: .train(optimizerSpec), target: target, fuse: fuse, profile: profile)
+                    : try lower(graph, batch: batch / shards, mode: .gradients, target: target, fuse: fuse, profile: profile)]
+    if shards > 1 && !inferenceOnly { programs.append(try lowerOptimizer(graph, optimizerSpec, target: target)) }
+    for b in inferenceBatches { programs.append(try lower(graph, batch: b, mode: .infer, target: target)) }
+    inferenceBytesPerImage = 4 * (try lower(graph, batch: 1, mode: .infer, target: target)).arenaFloats
     let entries = try self.compiler.compile(programs)
     compileSeconds = Date().timeIntervalSince(start)
     train = programs[0]
@@ -277,7 +283,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// program run `repeats` times: (statement, op, `.graph` line, ms per call, share).
   public func profileInference(images: [Float], count: Int, repeats: Int) throws
     -> [(name: String, op: String, line: Int, msPerCall: Double, share: Double)] {
-    let p = try lower(graph, batch: count, mode: .infer, profile: true)
+    let p = try lower(graph, batch: count, mode: .infer, target: compiler.target, profile: true)
     let entry = try compiler.compile([p])[0]
     let arena = FloatBuffer(p.arenaFloats)
     var ticks = [Double](repeating: 0, count: p.profile.count)
@@ -294,15 +300,17 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   }
 
   /// The most images one inference call runs at once. Larger requests run in chunks of this size, so the
-  /// arena stays a few MB at any batch and a chunk's activations stay in cache between layers. (Measured at
-  /// batch 1000: 64 beat 100, 128 and 250 by 4-8%.)
-  public static var inferenceChunk: Int { 64 }
+  /// arena stays a few MB at any batch and a chunk's activations stay in cache between layers (the
+  /// target's rule, from the inference arena of one image).
+  public var inferenceChunk: Int {
+    compiler.target.inferenceChunk(activationBytesPerImage: inferenceBytesPerImage)
+  }
 
   /// The inference program for `batch` images, compiled on first use.
   func inferenceProgram(_ batch: Int) throws -> (Program, EntryPoint) {
     if let p = inference[batch] { return p }
     let start = Date()
-    let p = try lower(graph, batch: batch, mode: .infer)
+    let p = try lower(graph, batch: batch, mode: .infer, target: compiler.target)
     try checkMemory(bytes: 4 * p.arenaFloats * shards, what: "inference at batch \(batch)")
     let entry = try compiler.compile([p])[0]
     compileSeconds += Date().timeIntervalSince(start)
@@ -314,7 +322,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   public func infer(images: [Float], count: Int) throws -> [Float] {
     // Chunks of up to `inferenceChunk` images (the last one shorter), dealt to the shards' arenas in a fixed
     // order: each image's result depends only on `count`, never on the thread count.
-    let size = min(count, Self.inferenceChunk)
+    let size = min(count, inferenceChunk)
     let chunks = (0..<((count + size - 1) / size)).map { ($0 * size, min(size, count - $0 * size)) }
     _ = try inferenceProgram(size)
     if count % size > 0 { _ = try inferenceProgram(count % size) }

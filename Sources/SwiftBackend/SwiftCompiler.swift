@@ -14,9 +14,11 @@ final class LoadedLibrary {
   deinit { dlclose(handle) }
 }
 
-/// Compiles rendered Swift with the toolchain's swiftc (`-Ounchecked`, host CPU) into a shared
-/// library cached by the source's hash, and loads it with dlopen.
+/// Compiles rendered Swift with the toolchain's swiftc (`-Ounchecked`, `-target-cpu` of the target) into
+/// a shared library cached by the source's hash (the source names the CPU), and loads it with dlopen.
+/// swiftc takes a CPU name but no feature list: a target given with `--features` is refused.
 public struct SwiftCompiler: ProgramCompiler {
+  public let target: Target
   let cacheDirectory: String
   let source: String
   var libraries: [LoadedLibrary] = []
@@ -25,8 +27,12 @@ public struct SwiftCompiler: ProgramCompiler {
   public private(set) var cacheHits = 0
 
   /// `source` names the graph file in the generated header.
-  public init(source: String, cacheDirectory: String? = nil) throws {
+  public init(source: String, target: Target, cacheDirectory: String? = nil) throws {
     try loadBLAS()
+    guard target.origin == .host || !target.features.contains("+") else {
+      throw SwiftCompileError(description: "the Swift back end takes --cpu but not --features (swiftc has no feature list); use --jit")
+    }
+    self.target = target
     self.source = source
     let env = ProcessInfo.processInfo.environment
     self.cacheDirectory = cacheDirectory ?? env["CNNC_CACHE"] ?? (env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/cnnc"
@@ -64,7 +70,7 @@ public struct SwiftCompiler: ProgramCompiler {
       let tmp = "\(lib).tmp-\(getpid())"
       let p = Process()
       p.executableURL = URL(fileURLWithPath: try Self.swiftc())
-      p.arguments = ["-Ounchecked", "-target-cpu", "native", "-emit-library", "-module-name", "cnnc_\(key)", "-o", tmp, src]
+      p.arguments = ["-Ounchecked", "-target-cpu", target.cpu, "-emit-library", "-module-name", "cnnc_\(key)", "-o", tmp, src]
       let err = Pipe()
       p.standardError = err
       p.standardOutput = err

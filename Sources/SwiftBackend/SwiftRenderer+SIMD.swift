@@ -1,6 +1,6 @@
 import Lowering
 
-/// `SIMD16<Float>` rendering of innermost elementwise loops: stores and locals whose indices are
+/// `Vector` (the target's SIMD width) rendering of innermost elementwise loops: stores and locals whose indices are
 /// `invariant + v`, over arithmetic, max, square root and compare-selects.
 extension Writer {
   /// The locals declared in a vectorisable loop body, or nil when the loop does not qualify.
@@ -56,13 +56,13 @@ extension Writer {
   }
 
   func vx(_ e: FExpr, _ v: String, _ locals: Set<String>) -> String {
-    func splat(_ s: String) -> String { "SIMD16<Float>(repeating: \(s))" }
+    func splat(_ s: String) -> String { "Vector(repeating: \(s))" }
     switch e {
     case .c, .learningRate, .ofInt: return splat(fx(e))
     case .local(let n): return locals.contains(n) ? "\(n)_v" : splat(n)
     case .load(let b, let i):
       guard let base = unitStride(i, v) else { return splat(fx(e)) }
-      return "load16(\(b.rawValue), \(ix(base)) &+ \(v))"
+      return "loadVector(\(b.rawValue), \(ix(base)) &+ \(v))"
     case .add(let a, let b): return "(\(vx(a, v, locals)) + \(vx(b, v, locals)))"
     case .sub(let a, let b): return "(\(vx(a, v, locals)) - \(vx(b, v, locals)))"
     case .mul(let a, let b): return "(\(vx(a, v, locals)) * \(vx(b, v, locals)))"
@@ -76,20 +76,20 @@ extension Writer {
   }
 
   mutating func vectorLoop(_ v: String, _ n: Int, _ body: [Stmt], _ locals: Set<String>) {
-    line("do {  // SIMD16 over \(v)")
+    line("do {  // \(lanes) lanes at a time over \(v)")
     depth += 1
     line("var \(v) = 0")
-    if n >= 16 {
-      line("while \(v) &+ 16 <= \(n) {")
+    if n >= lanes {
+      line("while \(v) &+ \(lanes) <= \(n) {")
       depth += 1
       for s in body {
         switch s {
         case .local(let name, let e): line("let \(name)_v = \(vx(e, v, locals))")
-        case .store(let b, let i, let e): line("store16(\(b.rawValue), \(ix(unitStride(i, v)!)) &+ \(v), \(vx(e, v, locals)))")
+        case .store(let b, let i, let e): line("storeVector(\(b.rawValue), \(ix(unitStride(i, v)!)) &+ \(v), \(vx(e, v, locals)))")
         default: break
         }
       }
-      line("\(v) &+= 16")
+      line("\(v) &+= \(lanes)")
       depth -= 1
       line("}")
     }

@@ -80,10 +80,10 @@ func flushStandardOutput() {
 }
 
 /// The programs `cnnc compile` emits for a graph: the training step (Adam) and inference, at one batch size.
-func lowerForEmission(_ g: Graph, batch: Int) throws(DiagnosticList) -> [Program] {
+func lowerForEmission(_ g: Graph, batch: Int, target: Target) throws(DiagnosticList) -> [Program] {
   var programs: [Program] = []
-  if g.minimize != nil { programs.append(try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)))) }
-  programs.append(try lower(g, batch: batch, mode: .infer))
+  if g.minimize != nil { programs.append(try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)), target: target)) }
+  programs.append(try lower(g, batch: batch, mode: .infer, target: target))
   return programs
 }
 
@@ -109,6 +109,8 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
   } catch let e as LLVMError {
     printError("error: \(e)\n")
   } catch let e as SwiftCompileError {
+    printError("error: \(e)\n")
+  } catch let e as TargetError {
     printError("error: \(e)\n")
   } catch let e as DiagnosticList {
     printError(e.render(file: "<graph>", source: []))

@@ -11,10 +11,11 @@ import Testing
 @Suite(.serialized) struct DeterminismTests {
   static let data = Fixtures.root.appendingPathComponent("data/mnist").path
 
-  static func trainer(_ graph: String, steps: Int, threads: Int, dir: String) throws -> Trainer<CompiledBackend<JITCompiler>> {
+  static func trainer(_ graph: String, steps: Int, threads: Int, dir: String, target: String = "host") throws -> Trainer<CompiledBackend<JITCompiler>> {
     let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent(graph))
     let opt = Optimizer(kind: .adam, learningRate: 1e-3)
-    let b = try CompiledBackend(name: "jit", graph: g, batch: 64, optimizer: opt, compiler: try JITCompiler(), shards: 2, threads: threads)
+    let b = try CompiledBackend(name: "jit", graph: g, batch: 64, optimizer: opt, compiler: try JITCompiler(target: try TestTargets.resolve(target)),
+                                shards: 2, threads: threads)
     var o = TrainingOptions(outputDirectory: dir)
     o.maxSteps = steps
     o.seed = 9
@@ -27,12 +28,14 @@ import Testing
 
   static func dir() -> String { NSTemporaryDirectory() + "cnnc-det-\(UUID().uuidString)" }
 
-  @Test(arguments: ["simplecnn.graph", "mnistnet.graph"]) func oneAndTwoThreadsGiveByteIdenticalCheckpoints(_ graph: String) throws {
+  /// On this machine's target and on the lower one the differential tests use.
+  @Test(arguments: ["simplecnn.graph", "mnistnet.graph"], TestTargets.names)
+  func oneAndTwoThreadsGiveByteIdenticalCheckpoints(_ graph: String, _ target: String) throws {
     let train = try IDXDataset.load(directory: Self.data, split: "train")
     let test = IDXDataset(images: Array(train.images.prefix(784 * 100)), labels: Array(train.labels.prefix(100)), count: 100, rows: 28, cols: 28)
     var runs: [Data] = []
     for threads in [1, 2, 2] {
-      var t = try Self.trainer(graph, steps: 25, threads: threads, dir: Self.dir())
+      var t = try Self.trainer(graph, steps: 25, threads: threads, dir: Self.dir(), target: target)
       #expect(t.backend.threads == threads)
       _ = try t.train(train: train, test: test)
       runs.append(try Self.checkpointBytes(t))
@@ -68,7 +71,7 @@ import Testing
     let test = try IDXDataset.load(directory: DeterminismTests.data, split: "t10k")
     let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("tiny.graph"))
     let opt = Optimizer(kind: .adam, learningRate: 1e-2)
-    let b = try CompiledBackend(name: "jit", graph: g, batch: 64, optimizer: opt, compiler: try JITCompiler(), shards: 2)
+    let b = try CompiledBackend(name: "jit", graph: g, batch: 64, optimizer: opt, compiler: try JITCompiler(target: .host()), shards: 2)
     var o = TrainingOptions(outputDirectory: DeterminismTests.dir())
     o.validationFraction = 0.2
     o.patience = 1

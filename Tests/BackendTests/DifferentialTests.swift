@@ -53,9 +53,9 @@ import Testing
     }
   }
 
-  static func backend(_ d: Differential, fuse: Bool = true) throws -> CompiledBackend<JITCompiler> {
+  static func backend(_ d: Differential, fuse: Bool = true, target: String = "host") throws -> CompiledBackend<JITCompiler> {
     let b = try CompiledBackend(name: "jit", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .adam, learningRate: 0),
-                                compiler: try JITCompiler(), fuse: fuse)
+                                compiler: try JITCompiler(target: try TestTargets.resolve(target)), fuse: fuse)
     try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
     return b
   }
@@ -64,7 +64,7 @@ import Testing
   static func swiftBackend(_ d: Differential, batches: [Int] = []) throws -> CompiledBackend<SwiftCompiler> {
     let cache = NSTemporaryDirectory() + "cnnc-swift-\(UUID().uuidString)"
     let b = try CompiledBackend(name: "swift", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .adam, learningRate: 1e-3),
-                                compiler: try SwiftCompiler(source: "test", cacheDirectory: cache), inferenceBatches: batches)
+                                compiler: try SwiftCompiler(source: "test", target: .host(), cacheDirectory: cache), inferenceBatches: batches)
     try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 1e-3))
     return b
   }
@@ -93,27 +93,29 @@ import Testing
     }
   }
 
-  @Test(arguments: cases) func lossLogitsAndGradientsMatch(_ name: String) throws {
+  /// On this machine's target and on a lower one it runs (other vector widths and blockings).
+  @Test(arguments: cases, TestTargets.names) func lossLogitsAndGradientsMatch(_ name: String, _ target: String) throws {
     let d = try Differential(source: try Self.source(name), batch: 3)
     let ref = try d.reference(step: 1)
     for fuse in [true, false] {
-      let b = try Self.backend(d, fuse: fuse)
+      let b = try Self.backend(d, fuse: fuse, target: target)
       // lr 0: the update leaves the weights as they were, and the gradient buffer holds this step's gradients.
       let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
-      expectClose([ref.loss], [r.loss], "\(name) loss (fuse \(fuse))")
-      expectClose(ref.logits, r.logits, "\(name) logits (fuse \(fuse))")
+      let on = "(fuse \(fuse), \(b.compiler.target.cpu))"
+      expectClose([ref.loss], [r.loss], "\(name) loss \(on)")
+      expectClose(ref.logits, r.logits, "\(name) logits \(on)")
       let grads = b.gradients()
-      for (p, g) in ref.gradients { expectClose(g, grads[p]!, rtol: 1e-3, "\(name) \(p) gradient (fuse \(fuse))") }
+      for (p, g) in ref.gradients { expectClose(g, grads[p]!, rtol: 1e-3, "\(name) \(p) gradient \(on)") }
       #expect(b.parameters() == d.parameters)
     }
   }
 
-  @Test(arguments: cases) func inferenceMatches(_ name: String) throws {
+  @Test(arguments: cases, TestTargets.names) func inferenceMatches(_ name: String, _ target: String) throws {
     let d = try Differential(source: try Self.source(name), batch: 3)
     var interp = try InterpreterBackend(graph: d.graph)
     interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
-    let b = try Self.backend(d)
-    expectClose(try interp.infer(images: d.images, count: 3), try b.infer(images: d.images, count: 3), "\(name) inference")
+    let b = try Self.backend(d, target: target)
+    expectClose(try interp.infer(images: d.images, count: 3), try b.infer(images: d.images, count: 3), "\(name) inference on \(b.compiler.target.cpu)")
   }
 
   @Test(arguments: ["simplecnn.graph", "odd"]) func weightsAfterAdamStepsWithDropoutMatch(_ name: String) throws {
@@ -137,7 +139,10 @@ import Testing
     let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 16)
     var interp = try InterpreterBackend(graph: d.graph)
     interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
-    expectClose(try interp.infer(images: d.images, count: 16), try Self.backend(d).infer(images: d.images, count: 16), "batch 16 inference")
+    for target in TestTargets.names {
+      expectClose(try interp.infer(images: d.images, count: 16), try Self.backend(d, target: target).infer(images: d.images, count: 16),
+                  "batch 16 inference on the \(target) target")
+    }
   }
 
   /// A request larger than one chunk runs in chunks dealt to the shards' arenas (here 64, 64 and 7
@@ -145,9 +150,9 @@ import Testing
   @Test func chunkedInferenceMatchesOneImageAtATime() throws {
     let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 2)
     let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 2, optimizer: Optimizer(kind: .adam, learningRate: 0),
-                                compiler: try JITCompiler(), shards: 2, threads: 2)
+                                compiler: try JITCompiler(target: .host()), shards: 2, threads: 2)
     try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
-    let px = d.images.count / 2, count = 2 * CompiledBackend<JITCompiler>.inferenceChunk + 7
+    let px = d.images.count / 2, count = 2 * b.inferenceChunk + 7
     let images = (0..<(count * px)).map { Float(sin(Double($0) * 0.37)) }
     let all = try b.infer(images: images, count: count)
     #expect(all.count == count * 10)
@@ -159,7 +164,7 @@ import Testing
   @Test func inferenceOnlyBackendInfersAndRefusesToTrain() throws {
     let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 3)
     let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 3, optimizer: Optimizer(kind: .adam, learningRate: 0),
-                                compiler: try JITCompiler(), inferenceOnly: true)
+                                compiler: try JITCompiler(target: .host()), inferenceOnly: true)
     try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
     expectClose(try Self.backend(d).infer(images: d.images, count: 3), try b.infer(images: d.images, count: 3), "inference-only")
     #expect(throws: DataError.self) { _ = try b.trainStep(images: d.images, labels: d.labels, seed: 1, step: 1, learningRate: 0) }
@@ -170,7 +175,7 @@ import Testing
     let opt = Optimizer(kind: .sgd, learningRate: 0.05, momentum: 0.9, weightDecay: 1e-3)
     var interp = try InterpreterBackend(graph: d.graph)
     interp.load(d.parameters, opt)
-    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 2, optimizer: opt, compiler: try JITCompiler())
+    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 2, optimizer: opt, compiler: try JITCompiler(target: .host()))
     try b.load(d.parameters, opt)
     for step in 1...3 {
       _ = try interp.trainStep(images: d.images, labels: d.labels, seed: 11, step: step, learningRate: 0.05)

@@ -26,7 +26,7 @@ import Testing
     if layout.shards == 1 {
       let ref = try d.reference(step: 1)
       let b = try CompiledBackend(name: "jit", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .sgd, learningRate: 0),
-                                  compiler: try JITCompiler())
+                                  compiler: try JITCompiler(target: .host()))
       try b.load(d.parameters, Optimizer(kind: .sgd, learningRate: 0))
       let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
       expectClose([ref.loss], [r.loss], rtol: 1e-3, "loss of \(what)")
@@ -39,7 +39,7 @@ import Testing
                   "inference of \(what)")
     } else {
       let opt = Optimizer(kind: .sgd, learningRate: 0.5)
-      let b = try CompiledBackend(name: "jit", graph: d.graph, batch: d.batch, optimizer: opt, compiler: try JITCompiler(), shards: layout.shards)
+      let b = try CompiledBackend(name: "jit", graph: d.graph, batch: d.batch, optimizer: opt, compiler: try JITCompiler(target: .host()), shards: layout.shards)
       try b.load(d.parameters, opt)
       var interp = try InterpreterBackend(graph: d.graph, shards: layout.shards)
       interp.load(d.parameters, opt)
@@ -72,7 +72,7 @@ import Testing
       let ref = try d.reference(step: 1)
       let cache = NSTemporaryDirectory() + "cnnc-swift-\(UUID().uuidString)"
       let b = try CompiledBackend(name: "swift", graph: d.graph, batch: 2, optimizer: Optimizer(kind: .sgd, learningRate: 0),
-                                  compiler: try SwiftCompiler(source: "generated", cacheDirectory: cache))
+                                  compiler: try SwiftCompiler(source: "generated", target: .host(), cacheDirectory: cache))
       try b.load(d.parameters, Optimizer(kind: .sgd, learningRate: 0))
       let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
       expectClose([ref.loss], [r.loss], rtol: 1e-3, "swift loss of graph \(seed):\n\(g.source)")

@@ -31,10 +31,10 @@ import Testing
     let dir = NSTemporaryDirectory() + "cnnc-aot-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("tiny.graph"))
-    let programs = [try lower(g, batch: 8, mode: .train(OptimizerSpec(kind: .adam))), try lower(g, batch: 8, mode: .infer)]
+    let programs = [try lower(g, batch: 8, mode: .train(OptimizerSpec(kind: .adam)), target: .host()), try lower(g, batch: 8, mode: .infer, target: .host())]
     let module = LLVMRenderer.render(programs, moduleName: "tiny")
     try module.verify()
-    let tm = try TargetMachine()
+    let tm = try TargetMachine(.host())
     try module.optimize(tm)
     try module.emitObject(tm, to: dir + "/tiny.o")
     try CHeader.render(programs, source: "Graphs/tiny.graph").write(toFile: dir + "/tiny.h", atomically: true, encoding: .utf8)

@@ -7,7 +7,7 @@ import Testing
 /// manager and a host TargetMachine, JIT-compiled with ORC LLJIT and called; and OpenBLAS sgemm.
 @Suite struct SmokeTests {
   @Test func jitCompilesAndCallsAVectorisedLoop() throws {
-    let tm = try TargetMachine()
+    let tm = try TargetMachine(.host())
     let module = Module(name: "smoke")
     let ctx = module.llvmContext
     let f32 = LLVMFloatTypeInContext(ctx)!
@@ -44,7 +44,7 @@ import Testing
     try module.verify()
     try module.optimize(tm)
     #expect(module.text.contains("<16 x float>") || module.text.contains("<8 x float>"), "the loop vectorises with a host TargetMachine")
-    let jit = try JIT()
+    let jit = try JIT(.host())
     try jit.add(module)
     typealias Saxpy = @convention(c) (Int64, Float, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void
     let saxpy = unsafeBitCast(try jit.lookup("saxpy"), to: Saxpy.self)
@@ -56,7 +56,7 @@ import Testing
   }
 
   @Test func missingSymbolIsAnError() throws {
-    let jit = try JIT()
+    let jit = try JIT(.host())
     #expect(throws: LLVMError.self) { _ = try jit.lookup("no_such_function") }
   }
 

@@ -9,9 +9,9 @@ import Testing
 @Suite struct VectorizationSnapshotTests {
   @Test func simpleCNNTrainingStepIsVectorised() throws {
     let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("simplecnn.graph"))
-    let module = LLVMRenderer.render([try lower(g, batch: 64, mode: .train(OptimizerSpec(kind: .adam)))], moduleName: "snapshot")
+    let module = LLVMRenderer.render([try lower(g, batch: 64, mode: .train(OptimizerSpec(kind: .adam)), target: .host())], moduleName: "snapshot")
     try module.verify()
-    try module.optimize(try TargetMachine())
+    try module.optimize(try TargetMachine(.host()))
     let ir = module.text
     let snapshot = try String(contentsOf: Fixtures.root.appendingPathComponent("Tests/BackendTests/Snapshots/simplecnn.vectorized.txt"), encoding: .utf8)
     let patterns = snapshot.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.isEmpty }

@@ -4,10 +4,10 @@ import GraphIR
 /// max-pool epilogue fused into the pass that moves the GEMM result back to NCHW; its gradients as two
 /// GEMMs per group (weights, columns) plus col2im.
 ///
-/// Images are processed in groups of G (the largest divisor of the batch up to 16), so a GEMM's
-/// N dimension is G*OH*OW: thousands of columns, enough for the micro-kernels, while the column buffer
-/// stays small (3.6 MB for SimpleCNN's conv2). Measured against groups of 32 and 64, 16 trained faster
-/// and used 45 MB less memory.
+/// Images are processed in groups of G (the largest divisor of the batch up to the target's
+/// `convImageGroup`), so a GEMM's N dimension is G*OH*OW: thousands of columns, enough for the
+/// micro-kernels, while the column buffer stays within the core's caches (3.6 MB for SimpleCNN's conv2
+/// at 16 images). Measured against groups of 32 and 64, 16 trained faster and used 45 MB less memory.
 extension Emitter {
   /// The conv's geometry.
   struct ConvShape {
@@ -18,12 +18,15 @@ extension Emitter {
     var cols: Int { group * plane }
   }
 
-  static func group(_ batch: Int) -> Int { (1...min(batch, 16)).last { batch % $0 == 0 }! }
-
-  func convShape(_ a: Conv2DAttrs, x xd: [Int]) -> ConvShape {
+  /// The conv's geometry, with images grouped by the largest divisor of the batch up to the target's group.
+  static func convShape(_ a: Conv2DAttrs, x xd: [Int], target: Target) -> ConvShape {
     let oh = (xd[2] + 2 * a.padding - a.kernel) / a.stride + 1, ow = (xd[3] + 2 * a.padding - a.kernel) / a.stride + 1
-    return ConvShape(n: xd[0], c: xd[1], h: xd[2], w: xd[3], f: a.filters, k: a.kernel, oh: oh, ow: ow, group: Self.group(xd[0]))
+    let most = target.convImageGroup(columnBytesPerImage: xd[1] * a.kernel * a.kernel * oh * ow * MemoryLayout<Float>.size)
+    let group = (1...max(1, min(xd[0], most))).last { xd[0] % $0 == 0 }!
+    return ConvShape(n: xd[0], c: xd[1], h: xd[2], w: xd[3], f: a.filters, k: a.kernel, oh: oh, ow: ow, group: group)
   }
+
+  func convShape(_ a: Conv2DAttrs, x xd: [Int]) -> ConvShape { Self.convShape(a, x: xd, target: target) }
 
   /// Output positions `o` in 0..<outputs whose input position `o * step + shift` lies in [0, size): the range
   /// is static once the kernel offset is, so the copy loops carry no bounds checks.
@@ -271,13 +274,13 @@ extension Emitter {
     return out
   }
 
-  /// db[f] = sum over images and pixels of dy: a 16-lane accumulator per filter over every image's plane
+  /// db[f] = sum over images and pixels of dy: a one-vector accumulator per filter over every image's plane
   /// (a masked load for the plane's tail), then its lanes summed in order. The same order every run.
   mutating func convGradBias(_ n: Node) {
     let dy = at(n.args[0]), d = dims(n.args[0])
     let db = at(n.name)
-    let plane = d[2] * d[3], full = plane / vectorLanes, tail = plane % vectorLanes
-    let lanes = plan.scratch[n.name]!.offset
+    let lanes = self.lanes, plane = d[2] * d[3], full = plane / lanes, tail = plane % lanes
+    let scratch = plan.scratch[n.name]!.offset
     body.append(loop("f", d[1]) { e, fi in
       let acc = e.fresh("acc")
       // fma(1, x, acc) rounds once, exactly like acc + x.
@@ -286,11 +289,11 @@ extension Emitter {
       out.append(e.loop("img", d[0]) { e, img in
         let base = IExpr.c(dy.offset) + img * (d[1] * plane) + fi * plane
         var inner: [Stmt] = []
-        if full > 0 { inner.append(e.loop("i", full) { _, i in [add(base + i * vectorLanes, vectorLanes)] }) }
-        if tail > 0 { inner.append(add(base + full * vectorLanes, tail)) }
+        if full > 0 { inner.append(e.loop("i", full) { _, i in [add(base + i * lanes, lanes)] }) }
+        if tail > 0 { inner.append(add(base + full * lanes, tail)) }
         return inner
       })
-      let (summing, sum) = e.sumLanes(acc, scratch: lanes)
+      let (summing, sum) = e.sumLanes(acc, scratch: scratch)
       out += summing + [.store(db.base, .c(db.offset) + fi, sum)]
       return out
     })

@@ -5,23 +5,24 @@ import GraphIR
 extension Emitter {
   /// Forward layers big enough for the register-blocked kernel compute Y^T = W X^T (B = X^T, contiguous
   /// along the batch) from a transposed copy of X, and the epilogue writes Y with the bias and relu.
-  static func transposedForward(batch: Int, features: Int, units: Int) -> Bool {
-    batch >= vectorLanes && batch * features * units >= 1 << 20
+  static func transposedForward(batch: Int, features: Int, units: Int, target: Target) -> Bool {
+    batch >= target.lanes && batch * features * units >= target.libraryGemmBelow
   }
 
   /// A few rows with long K (batch-1 inference) are vector dot products instead; the rest of the forward
   /// layers stay a library call.
-  static func dotProductForward(batch: Int, features: Int) -> Bool { batch < vectorLanes && features >= 4 * vectorLanes }
+  static func dotProductForward(batch: Int, features: Int, lanes: Int) -> Bool { batch < lanes && features >= 4 * lanes }
 
   mutating func denseForward(_ n: Node, _ a: DenseAttrs, relu: Bool) {
     let x = at(n.args[0]), xd = dims(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
     let (batch, f, u) = (xd[0], xd[1], a.units)
+    let lanes = self.lanes
     let b = a.bias ? at("\(n.name).bias") : nil
     func finish(_ v0: FExpr, _ j: IExpr) -> FExpr {
       let v = b.map { v0 + .load($0.base, .c($0.offset) + j) } ?? v0
       return relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v
     }
-    if Self.transposedForward(batch: batch, features: f, units: u) {
+    if Self.transposedForward(batch: batch, features: f, units: u, target: target) {
       let xT = plan.scratch[n.name]!.offset, yT = xT + f * batch
       body.append(loop("n", batch) { e, r in [e.loop("k", f) { _, k in
         [.store(.arena, .c(xT) + k * batch + r, .load(x.base, .c(x.offset) + r * f + k))]
@@ -33,10 +34,10 @@ extension Emitter {
       }] })
       return
     }
-    if Self.dotProductForward(batch: batch, features: f) {
+    if Self.dotProductForward(batch: batch, features: f, lanes: lanes) {
       // A few rows (batch-1 inference): dot products along K, four units at a time (four independent
       // accumulators), each accumulator's lanes then summed in order.
-      let lanes = plan.scratch[n.name]!.offset, full = f / vectorLanes, tail = f % vectorLanes
+      let scratch = plan.scratch[n.name]!.offset, full = f / lanes, tail = f % lanes
       body.append(loop("n", batch) { e, r in
         let xRow = IExpr.c(x.offset) + r * f
         func units(_ e: inout Emitter, _ u0: IExpr, _ count: Int) -> [Stmt] {
@@ -48,10 +49,10 @@ extension Emitter {
                 .vset("\(id)_\(j)", .fma(.load(w.base, .c(w.offset) + (u0 + j) * f + k, lanes: l), .local("\(id)_x"), .local("\(id)_\(j)")))
               }
           }
-          out.append(e.loop("k", full) { _, k in step(k * vectorLanes, vectorLanes) })
-          if tail > 0 { out += step(.c(full * vectorLanes), tail) }
+          out.append(e.loop("k", full) { _, k in step(k * lanes, lanes) })
+          if tail > 0 { out += step(.c(full * lanes), tail) }
           for j in 0..<count {
-            let (summing, sum) = e.sumLanes("\(id)_\(j)", scratch: lanes)
+            let (summing, sum) = e.sumLanes("\(id)_\(j)", scratch: scratch)
             out += summing + [.store(y.base, .c(y.offset) + r * u + u0 + j, finish(sum, u0 + j))]
           }
           return out

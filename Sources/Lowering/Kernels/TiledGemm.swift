@@ -1,5 +1,5 @@
 /// A GEMM lowered to register-blocked vector code in the kernel IR instead of a library call, so both
-/// back ends render the same micro-kernel for the host's widest vectors, specialised to static shapes.
+/// back ends render the same micro-kernel for the target's vectors, specialised to static shapes.
 ///
 /// C[m x n] = A[m x k] * B[k x n] (+ C when accumulating). B and C are row-major and contiguous along n,
 /// the vector dimension; A is read one element at a time with any strides and broadcast to every lane,
@@ -15,33 +15,82 @@ struct TiledGemm {
 }
 
 /// The register blocking of a micro-kernel: `rows` x `vectors` accumulators, plus one register per B
-/// vector and one broadcast, within 32 vector registers; K in panels so B's panel stays in L2 while
-/// every row block reuses it.
-struct GemmBlocking: Equatable {
-  var rows: Int, vectors: Int, kPanel: Int
+/// vector and one for the broadcast of A, within the target's vector registers; K in panels so a column
+/// block of B stays in L2 while every row block reuses it.
+public struct GemmBlocking: Equatable, Sendable, CustomStringConvertible {
+  public var rows: Int, vectors: Int, kPanel: Int
 
-  /// Four vectors (64 columns) by six rows where n allows, fewer vectors and more rows for narrow C.
-  /// Row counts that divide m are preferred (down to two thirds of the maximum), and so are K panels that
-  /// divide k: each remainder would be one more copy of the micro-kernel for the JIT to compile.
-  static func choose(m: Int, n: Int, k: Int) -> GemmBlocking {
-    let vectors = max(1, min(4, (n + vectorLanes - 1) / vectorLanes))
-    let most = min(m, vectors == 4 ? 6 : vectors == 3 ? 8 : vectors == 2 ? 14 : 28)
-    let rows = (max(1, most * 2 / 3)...most).reversed().first { m % $0 == 0 } ?? most
-    let least = (k + 383) / 384
+  public var description: String { "\(rows)x\(vectors) vectors, K panel \(kPanel)" }
+
+  /// Loads (B vectors and A broadcasts) and FMAs a core issues per cycle: two of each on every core this
+  /// targets (Zen 1-5, Skylake and later, Neoverse N1/V1).
+  static let loadPorts = 2.0, fmaPipes = 2.0
+  /// Vector registers left free beside accumulators, B vectors and the broadcast. None: a GEMM is a
+  /// `region` of its own, so nothing from the code around it is live in its loops, and the full 16
+  /// registers of AVX2 take a 4x3 block without a spill (4.6% faster training on Zen 1 than 6x2 with
+  /// one register spare).
+  static let spareRegisters = 0
+  /// The most B vectors a block spans: beyond four, the row count that fits in 16 registers drops below two.
+  static let maxVectors = 4
+  /// The share of L2 one column block of B's K panel may take (A's rows and C's tile stream beside it).
+  static let l2ShareForB = 4
+  /// Candidates within this fraction of the fastest are ranked by code size instead.
+  static let tieTolerance = 0.03
+
+  /// Cycles per k step for the whole of C under this blocking, by a throughput model: each block's
+  /// step takes the longest of its loads over the load ports, its FMAs over the FMA pipes, and one FMA
+  /// latency (a block with fewer accumulators than latency x pipes waits on its own results).
+  static func cycles(m: Int, n: Int, rows: Int, vectors: Int, lanes: Int, latency: Int) -> Double {
+    let width = vectors * lanes
+    let restVectors = (n % width + lanes - 1) / lanes
+    func block(_ r: Int, _ v: Int) -> Double { max(Double(r + v) / loadPorts, Double(r * v) / fmaPipes, Double(latency)) }
+    func column(_ v: Int) -> Double {
+      Double(m / rows) * block(rows, v) + (m % rows > 0 ? block(m % rows, v) : 0)
+    }
+    return Double(n / width) * column(vectors) + (restVectors > 0 ? column(restVectors) : 0)
+  }
+
+  /// The blocking for one GEMM on `target`: among the blocks whose accumulators, B vectors and broadcast
+  /// fit the register file, those within `tieTolerance` of the fewest modelled cycles; of these the
+  /// fewest loads per FMA (the most accumulators for the registers: slack against FMA latency and load
+  /// bandwidth the model does not see), then the fewest micro-kernel copies (a remainder row or column
+  /// block is one more copy for the JIT to compile). The K panel is the largest that keeps one column
+  /// block of B (kPanel x vectors x lanes floats) in a quarter of L2, evened out to divide k where a
+  /// divisor is near: a shorter last panel is one more copy too.
+  public static func choose(m: Int, n: Int, k: Int, target: Target) -> GemmBlocking {
+    let lanes = target.lanes, registers = target.vectorRegisters
+    let latency = target.minimumAccumulators / Int(fmaPipes)
+    var candidates: [(rows: Int, vectors: Int, cycles: Double, loadsPerFMA: Double, copies: Int)] = []
+    for v in 1...max(1, min(maxVectors, (n + lanes - 1) / lanes)) {
+      let mostRows = (registers - 1 - spareRegisters - v) / v
+      guard mostRows >= 1 else { continue }
+      for r in 1...min(mostRows, max(1, m)) {
+        let copies = (m % r > 0 ? 2 : 1) * (n % (v * lanes) > 0 && n >= v * lanes ? 2 : 1)
+        // Rounded so that equal ratios compare equal.
+        let loads = (Double(r + v) / Double(r * v) * 1000).rounded() / 1000
+        candidates.append((r, v, cycles(m: m, n: n, rows: r, vectors: v, lanes: lanes, latency: latency), loads, copies))
+      }
+    }
+    let fastest = candidates.map(\.cycles).min()!
+    let best = candidates.filter { $0.cycles <= fastest * (1 + tieTolerance) }
+      .min { ($0.loadsPerFMA, $0.copies, -$0.vectors) < ($1.loadsPerFMA, $1.copies, -$1.vectors) }!
+    let panelBytes = best.vectors * lanes * MemoryLayout<Float>.size
+    let longest = max(64, target.l2 / l2ShareForB / panelBytes)
+    let least = (k + longest - 1) / longest
     let panels = (least...max(least, least * 2)).first { k % $0 == 0 && k / $0 >= 64 } ?? least
-    return GemmBlocking(rows: rows, vectors: vectors, kPanel: (k + panels - 1) / panels)
+    return GemmBlocking(rows: best.rows, vectors: best.vectors, kPanel: (k + panels - 1) / panels)
   }
 }
 
 extension Emitter {
   mutating func tiledGemm(_ g: TiledGemm) -> [Stmt] {
-    // Below about a million multiply-adds a library call costs less than the JIT time of the kernels.
-    if g.m * g.n * g.k < 1 << 20, g.aCol == 1 || g.aRow == 1 {
+    if g.m * g.n * g.k < target.libraryGemmBelow, g.aCol == 1 || g.aRow == 1 {
       let rowMajor = g.aCol == 1
       return [.gemm(Gemm(transA: !rowMajor, transB: false, m: g.m, n: g.n, k: g.k, a: g.a, lda: rowMajor ? g.aRow : g.aCol,
                          b: g.b, ldb: g.ldb, beta: g.accumulate ? 1 : 0, c: g.c, ldc: g.ldc))]
     }
-    let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k)
+    let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k, target: target)
+    gemms.append(GemmChoice(node: node, m: g.m, n: g.n, k: g.k, rows: blk.rows, vectors: blk.vectors, kPanel: blk.kPanel))
     let panels = (g.k + blk.kPanel - 1) / blk.kPanel
     let kc = (g.k + panels - 1) / panels
     var out: [Stmt] = []
@@ -58,75 +107,77 @@ extension Emitter {
       out.append(loop("kp", full) { e, kp in e.columnBlocks(g, blk, k0: kp * kc, kc: kc, load: load) })
     }
     if last > 0 { out += columnBlocks(g, blk, k0: .c(full * kc), kc: last, load: load) }
-    return out
+    // The micro-kernels get the register file to themselves (see `Stmt.region`).
+    return [.region(fresh("gemm"), out)]
   }
 
   /// Every column block of one K panel: full blocks in a loop, the remaining columns with fewer (and masked) vectors.
   mutating func columnBlocks(_ g: TiledGemm, _ blk: GemmBlocking, k0: IExpr, kc: Int, load: Bool) -> [Stmt] {
-    let width = blk.vectors * vectorLanes
+    let lanes = self.lanes
+    let width = blk.vectors * lanes
     var out: [Stmt] = []
     if g.n / width > 0 {
       out.append(loop("nb", g.n / width) { e, nb in
-        e.rowBlocks(g, blk, n0: nb * width, lanes: Array(repeating: vectorLanes, count: blk.vectors), k0: k0, kc: kc, load: load)
+        e.rowBlocks(g, blk, n0: nb * width, widths: Array(repeating: lanes, count: blk.vectors), k0: k0, kc: kc, load: load)
       })
     }
     let rest = g.n % width
     if rest > 0 {
-      var lanes = Array(repeating: vectorLanes, count: rest / vectorLanes)
-      if rest % vectorLanes > 0 { lanes.append(rest % vectorLanes) }
-      out += rowBlocks(g, blk, n0: .c(g.n - rest), lanes: lanes, k0: k0, kc: kc, load: load)
+      var widths = Array(repeating: lanes, count: rest / lanes)
+      if rest % lanes > 0 { widths.append(rest % lanes) }
+      out += rowBlocks(g, blk, n0: .c(g.n - rest), widths: widths, k0: k0, kc: kc, load: load)
     }
     return out
   }
 
   /// Every row block of one column block: full blocks in a loop, the remaining rows as a smaller kernel.
-  mutating func rowBlocks(_ g: TiledGemm, _ blk: GemmBlocking, n0: IExpr, lanes: [Int], k0: IExpr, kc: Int, load: Bool) -> [Stmt] {
+  mutating func rowBlocks(_ g: TiledGemm, _ blk: GemmBlocking, n0: IExpr, widths: [Int], k0: IExpr, kc: Int, load: Bool) -> [Stmt] {
     var out: [Stmt] = []
     if g.m / blk.rows > 0 {
       out.append(loop("mb", g.m / blk.rows) { e, mb in
-        e.microKernel(g, m0: mb * blk.rows, rows: blk.rows, n0: n0, lanes: lanes, k0: k0, kc: kc, load: load)
+        e.microKernel(g, m0: mb * blk.rows, rows: blk.rows, n0: n0, widths: widths, k0: k0, kc: kc, load: load)
       })
     }
     if g.m % blk.rows > 0 {
-      out += microKernel(g, m0: .c(g.m - g.m % blk.rows), rows: g.m % blk.rows, n0: n0, lanes: lanes, k0: k0, kc: kc, load: load)
+      out += microKernel(g, m0: .c(g.m - g.m % blk.rows), rows: g.m % blk.rows, n0: n0, widths: widths, k0: k0, kc: kc, load: load)
     }
     return out
   }
 
   /// C[m0 ..< m0+rows][n0 ...] over k0 ..< k0+kc, in registers: per k, one load per B vector, one
   /// broadcast per row and rows x vectors fused multiply-adds.
-  mutating func microKernel(_ g: TiledGemm, m0: IExpr, rows: Int, n0: IExpr, lanes: [Int], k0: IExpr, kc: Int, load: Bool) -> [Stmt] {
-    let id = fresh("t")
+  mutating func microKernel(_ g: TiledGemm, m0: IExpr, rows: Int, n0: IExpr, widths: [Int], k0: IExpr, kc: Int, load: Bool) -> [Stmt] {
+    let id = fresh("t"), lanes = self.lanes
     func acc(_ r: Int, _ v: Int) -> String { "\(id)_c\(r)_\(v)" }
-    func cAt(_ r: Int, _ v: Int) -> IExpr { g.c.1 + (m0 + r) * g.ldc + n0 + v * vectorLanes }
+    func cAt(_ r: Int, _ v: Int) -> IExpr { g.c.1 + (m0 + r) * g.ldc + n0 + v * lanes }
     var out: [Stmt] = []
     for r in 0..<rows {
-      for (v, l) in lanes.enumerated() { out.append(.vlocal(acc(r, v), load ? .load(g.c.0, cAt(r, v), lanes: l) : .zero)) }
+      for (v, l) in widths.enumerated() { out.append(.vlocal(acc(r, v), load ? .load(g.c.0, cAt(r, v), lanes: l) : .zero)) }
     }
     out.append(loop("k", kc) { _, kk in
       let p = kk + k0
       var body: [Stmt] = []
-      for (v, l) in lanes.enumerated() {
-        body.append(.vlocal("\(id)_b\(v)", .load(g.b.0, g.b.1 + p * g.ldb + n0 + v * vectorLanes, lanes: l)))
+      for (v, l) in widths.enumerated() {
+        body.append(.vlocal("\(id)_b\(v)", .load(g.b.0, g.b.1 + p * g.ldb + n0 + v * lanes, lanes: l)))
       }
       for r in 0..<rows {
         body.append(.vlocal("\(id)_a\(r)", .broadcast(.load(g.a.0, g.a.1 + (m0 + r) * g.aRow + p * g.aCol))))
-        for v in lanes.indices { body.append(.vset(acc(r, v), .fma(.local("\(id)_a\(r)"), .local("\(id)_b\(v)"), .local(acc(r, v))))) }
+        for v in widths.indices { body.append(.vset(acc(r, v), .fma(.local("\(id)_a\(r)"), .local("\(id)_b\(v)"), .local(acc(r, v))))) }
       }
       return body
     })
     for r in 0..<rows {
-      for (v, l) in lanes.enumerated() { out.append(.vstore(g.c.0, cAt(r, v), .local(acc(r, v)), lanes: l)) }
+      for (v, l) in widths.enumerated() { out.append(.vstore(g.c.0, cAt(r, v), .local(acc(r, v)), lanes: l)) }
     }
     return out
   }
 
-  /// Stores vector `acc` to the 16 floats at arena[scratch] and adds its lanes in order, one local per
+  /// Stores vector `acc` to the `lanes` floats at arena[scratch] and adds its lanes in order, one local per
   /// add (short statements for both renderers): the statements and the sum.
   mutating func sumLanes(_ acc: String, scratch: Int) -> ([Stmt], FExpr) {
-    var out: [Stmt] = [.vstore(.arena, .c(scratch), .local(acc), lanes: vectorLanes)]
+    var out: [Stmt] = [.vstore(.arena, .c(scratch), .local(acc), lanes: lanes)]
     var sum = FExpr.load(.arena, .c(scratch))
-    for l in 1..<vectorLanes {
+    for l in 1..<lanes {
       let partial = fresh("sum")
       out.append(.local(partial, sum + .load(.arena, .c(scratch + l))))
       sum = .local(partial)

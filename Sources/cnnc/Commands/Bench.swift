@@ -22,6 +22,7 @@ struct Bench: ParsableCommand {
 
   @Argument(help: "The .graph file (default: the built-in SimpleCNN).") var file: String?
   @Option(help: "Back end: jit or swift.") var backend: String = "jit"
+  @OptionGroup(title: "Target") var targetOptions: TargetOptions
   @Option(help: "Time whole epochs after the first (at least 2).") var epochs: Int?
   @Option(help: "Time this many training steps after the first.") var steps: Int = 300
   @Option(help: "Images for the batch-1 latency figure.") var singles: Int = 2000
@@ -45,25 +46,26 @@ struct Bench: ParsableCommand {
 
   func run() throws {
     if compileScaling {
-      try reportingErrors { print(try CompileScaling.run(layers: scalingLayers)) }
+      try reportingErrors { print(try CompileScaling.run(layers: scalingLayers, target: try targetOptions.resolve(runsHere: true))) }
       return
     }
     let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
     try reportingErrors {
       let core = try loadBLAS()
+      let target = try targetOptions.resolve(runsHere: true)
       let trainSet = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "train")
       let testSet = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "t10k")
       if backend == "jit" {
-        try measure(f, { try CompiledBackend(name: "jit", graph: f.graph, batch: $0, optimizer: $1, compiler: try JITCompiler(), shards: shards, threads: threads, profile: profile) },
-                    trainSet, testSet, core)
+        try measure(f, { try CompiledBackend(name: "jit", graph: f.graph, batch: $0, optimizer: $1, compiler: try JITCompiler(target: target), shards: shards, threads: threads, profile: profile) },
+                    trainSet, testSet, core, target)
       } else {
-        try measure(f, { try CompiledBackend(name: "swift", graph: f.graph, batch: $0, optimizer: $1, compiler: try SwiftCompiler(source: f.path), shards: shards, threads: threads, profile: profile) },
-                    trainSet, testSet, core)
+        try measure(f, { try CompiledBackend(name: "swift", graph: f.graph, batch: $0, optimizer: $1, compiler: try SwiftCompiler(source: f.path, target: target), shards: shards, threads: threads, profile: profile) },
+                    trainSet, testSet, core, target)
       }
     }
   }
 
-  func measure<C>(_ f: GraphFile, _ make: (Int, Optimizer) throws -> CompiledBackend<C>, _ trainSet: IDXDataset, _ testSet: IDXDataset, _ core: String) throws {
+  func measure<C>(_ f: GraphFile, _ make: (Int, Optimizer) throws -> CompiledBackend<C>, _ trainSet: IDXDataset, _ testSet: IDXDataset, _ core: String, _ target: Target) throws {
     let batch = 64
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
     let flopsForward = summarize(f.graph, shapes).reduce(0) { $0 + $1.flopsPerImage }
@@ -164,6 +166,7 @@ struct Bench: ParsableCommand {
       ("peak_rss_mb", fmt(Double(usage.ru_maxrss) / 1024, 1)), ("test_accuracy", fmt(accuracy, 4)),
       ("threads", "\(trainer.backend.threads)"), ("shards", "\(shards)"), ("blas_threads", "\(openblas_get_num_threads())"), ("openblas_kernel", "\"\(core)\""),
       ("sgemm_peak_gflops", fmt(peak, 1)), ("train_mflop_per_image", fmt(trainFlops / 1e6, 2)),
+      ("target", "{\"cpu\": \"\(target.cpu)\", \"host_cpu\": \"\(Target.host().cpu)\", \"isa\": \"\(target.isa.rawValue)\", \"lanes\": \(target.lanes), \"registers\": \(target.vectorRegisters), \"origin\": \"\(target.origin.rawValue)\"}"),
     ]
     var fields = json.map { "  \"\($0.0)\": \($0.1)" }
     if profile {
@@ -174,7 +177,7 @@ struct Bench: ParsableCommand {
       }
       fields.append("  \"profile\": [\n" + rows.joined(separator: ",\n") + "\n  ]")
       // Inference: one image (the batch-1 latency) and one chunk of the batch-1000 pass.
-      for (count, repeats) in [(1, 2000), (CompiledBackend<C>.inferenceChunk, 50)] {
+      for (count, repeats) in [(1, 2000), (trainer.backend.inferenceChunk, 50)] {
         var batch = [Float](repeating: 0, count: count * px)
         testSet.normalizedBatch(Array(0..<count)[...], into: &batch)
         let rows = try trainer.backend.profileInference(images: batch, count: count, repeats: repeats).sorted { $0.msPerCall > $1.msPerCall }.map {

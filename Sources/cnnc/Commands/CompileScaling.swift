@@ -36,7 +36,7 @@ enum CompileScaling {
     return Date().timeIntervalSince(t)
   }
 
-  static func run(layers: [Int]) throws -> String {
+  static func run(layers: [Int], target: Target) throws -> String {
     var check: [String] = []
     for n in statementCounts {
       let source = Array(reluChain(n).utf8)
@@ -46,7 +46,7 @@ enum CompileScaling {
         parse = try seconds { () throws(DiagnosticList) in g = try Parser.parse(source, defaultName: "chain") }
         pipeline = try seconds { () throws(DiagnosticList) in
           try Verifier.requireForwardDialect(g)
-          _ = try lower(g, batch: 64, mode: .train(OptimizerSpec(kind: .adam)))
+          _ = try lower(g, batch: 64, mode: .train(OptimizerSpec(kind: .adam)), target: target)
         }
       }
       check.append(String(format: "{\"statements\": %d, \"parse_s\": %.4f, \"lower_s\": %.4f, \"per_statement_us\": %.3f}",
@@ -55,10 +55,10 @@ enum CompileScaling {
     var jit: [String] = []
     for n in layers {
       let g = try reportDiagnostics { () throws(DiagnosticList) in try Parser.parse(convChain(n), defaultName: "convs") }
-      var compiler = try JITCompiler()
+      var compiler = try JITCompiler(target: target)
       var lowering = 0.0
       var program: Program?
-      try reportDiagnostics { () throws(DiagnosticList) in lowering = try seconds { () throws(DiagnosticList) in program = try lower(g, batch: 32, mode: .gradients) } }
+      try reportDiagnostics { () throws(DiagnosticList) in lowering = try seconds { () throws(DiagnosticList) in program = try lower(g, batch: 32, mode: .gradients, target: target) } }
       let total = try seconds { _ = try compiler.compile([program!]) }
       jit.append(String(format: "{\"layers\": %d, \"lower_s\": %.3f, \"ir_s\": %.3f, \"o3_s\": %.3f, \"codegen_s\": %.3f, \"per_layer_ms\": %.1f}",
                         n, lowering, compiler.irSeconds, compiler.optimizeSeconds, compiler.codegenSeconds, (lowering + total) / Double(n) * 1000))

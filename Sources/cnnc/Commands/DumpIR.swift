@@ -25,6 +25,8 @@ struct DumpIR: ParsableCommand {
   @Option(help: "Batch size bound to N.")
   var batch: Int = 64
 
+  @OptionGroup(title: "Target") var targetOptions: TargetOptions
+
   func run() throws {
     // The first two stages print any dialect (an IR dump re-parses); the others start from a model file.
     let f = try GraphFile(path: file, anyDialect: stage == .parsed || stage == .shaped)
@@ -40,7 +42,8 @@ struct DumpIR: ParsableCommand {
       let s2 = try f.run { () throws(DiagnosticList) in try inferShapes(g, batch: batch) }
       print(Printer.print(g, types: s2.types), terminator: "")
     case .lowered, .swift, .llvm, .llvmOpt:
-      let programs = try f.run { () throws(DiagnosticList) in try lowerForEmission(f.graph, batch: batch) }
+      let target = try reportingErrors { try targetOptions.resolve(runsHere: false) }
+      let programs = try f.run { () throws(DiagnosticList) in try lowerForEmission(f.graph, batch: batch, target: target) }
       switch stage {
       case .lowered: print(programs.map(\.listing).joined(separator: "\n"), terminator: "")
       case .swift: print(SwiftRenderer.render(programs, source: file), terminator: "")
@@ -48,7 +51,7 @@ struct DumpIR: ParsableCommand {
         let module = LLVMRenderer.render(programs, moduleName: f.graph.name)
         if stage == .llvmOpt {
           try module.verify()
-          try module.optimize(try TargetMachine())
+          try module.optimize(try TargetMachine(target))
         }
         print(module.text, terminator: "")
       }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GraphIR
 import LLVMBackend
+import Lowering
 import Passes
 import Runtime
 
@@ -38,7 +39,7 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   var options = TrainingOptions(outputDirectory: dir)
   options.evalBatch = batch
   options.batchSize = batch
-  let backend = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), inferenceOnly: true)
+  let backend = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: Target.host()), inferenceOnly: true)
   var trainer = try Trainer(backend: backend, graph: f.graph, parameters: params, optimizer: opt, options: options)
   let (_, predictions) = try trainer.accuracy(test)
   let k = trainer.classes

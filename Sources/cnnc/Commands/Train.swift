@@ -32,6 +32,7 @@ struct Train: ParsableCommand {
   @Option(help: "Back end: swift (generated Swift, compiled with swiftc), jit (LLVM ORC JIT), interp (the reference interpreter).")
   var backend: String = "swift"
   @Flag(help: "Use the LLVM JIT back end (same as --backend jit).") var jit = false
+  @OptionGroup(title: "Target") var targetOptions: TargetOptions
   @Option(parsing: .unconditional, help: "Number of epochs.") var epochs: Int = 1
   @Option(name: .customLong("batch"), parsing: .unconditional, help: "Batch size.") var batch: Int = 64
   @Option(parsing: .unconditional, help: "Learning rate.") var lr: Float = 1e-3
@@ -133,8 +134,10 @@ struct Train: ParsableCommand {
       options.maxSteps = steps
       options.saveEvery = saveEvery
       options.primary = mpi.map { $0.rank == 0 } ?? true
+      let target = try targetOptions.resolve(runsHere: true)
+      if jit || backend != "interp" { say("target: \(target)") }
       if jit || backend == "jit" {
-        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), shards: shards, threads: threads, mpi: mpi)
+        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target), shards: shards, threads: threads, mpi: mpi)
         let c = b.compiler
         say(String(format: "jit: %.3f s (lowering and IR %.3f s, optimisation (O3) %.3f s, codegen %.3f s)", b.compileSeconds,
                      b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, c.optimizeSeconds, c.codegenSeconds))
@@ -144,7 +147,7 @@ struct Train: ParsableCommand {
         }
       } else if backend == "swift" {
         let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
-                                    compiler: try SwiftCompiler(source: f.path), shards: shards, threads: threads, mpi: mpi)
+                                    compiler: try SwiftCompiler(source: f.path, target: target), shards: shards, threads: threads, mpi: mpi)
         say(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
         try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)

@@ -1,0 +1,104 @@
+/// The CPU a program is built for: made once (from the host, or from `--cpu`/`--target`/`--features`)
+/// and passed down, so every kernel decision (vector width, register blocking, cache panels, the library
+/// threshold, the conv image group, the inference chunk) follows from it and from nothing else.
+/// A pure value; detecting the host and checking an override against it live in the LLVM back end.
+public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
+  /// The vector instruction set the kernels are shaped for.
+  public enum ISA: String, Sendable, Comparable, CaseIterable {
+    /// x86-64 without AVX2 + FMA (SSE through AVX): 128-bit vectors are all the kernels assume.
+    case sse
+    /// AVX2 + FMA: 256-bit vectors, 16 registers.
+    case avx2
+    /// AVX-512 F/BW/DQ/VL with 512-bit vectors enabled (`+evex512` on LLVM 19): 32 registers.
+    case avx512
+    /// AArch64 Advanced SIMD: 128-bit vectors, 32 registers.
+    case neon
+
+    public static func < (a: ISA, b: ISA) -> Bool {
+      let order: [ISA] = [.sse, .avx2, .avx512, .neon]
+      return order.firstIndex(of: a)! < order.firstIndex(of: b)!
+    }
+
+    /// Vector register width in bits.
+    public var vectorBits: Int { self == .avx512 ? 512 : self == .avx2 ? 256 : 128 }
+    /// Architectural vector registers the register allocator can use.
+    public var vectorRegisters: Int { self == .avx512 || self == .neon ? 32 : 16 }
+  }
+
+  /// Where the description came from.
+  public enum Origin: String, Sendable { case host, override }
+
+  public var triple: String
+  /// The LLVM CPU name (`znver3`, `x86-64-v3`, `neoverse-n1`).
+  public var cpu: String
+  /// LLVM feature string added to the CPU's own features ("" for the CPU's defaults).
+  public var features: String
+  public var isa: ISA
+  /// Fused multiply-add (every ISA class but `sse`).
+  public var fma: Bool
+  /// Masked vector loads and stores in hardware (AVX-512); elsewhere a partial vector costs a few more
+  /// instructions, so the blocking prefers shapes without tails.
+  public var maskedMemory: Bool
+  /// Data cache bytes per core (L3: the core's share of the shared cache) and physical cores.
+  public var l1: Int, l2: Int, l3: Int, cores: Int
+  public var origin: Origin
+
+  public init(triple: String, cpu: String, features: String, isa: ISA, l1: Int, l2: Int, l3: Int, cores: Int, origin: Origin) {
+    (self.triple, self.cpu, self.features, self.isa) = (triple, cpu, features, isa)
+    fma = isa != .sse
+    maskedMemory = isa == .avx512
+    (self.l1, self.l2, self.l3, self.cores, self.origin) = (max(l1, 4096), max(l2, l1, 65536), max(l3, 0), max(cores, 1), origin)
+  }
+
+  /// f32 lanes of one vector register: the width of every vector in the kernel IR.
+  public var lanes: Int { isa.vectorBits / 32 }
+  public var vectorRegisters: Int { isa.vectorRegisters }
+  public var vectorBytes: Int { isa.vectorBits / 8 }
+
+  /// Independent accumulators the FMA units need to stay busy: latency (4 cycles on every core this
+  /// targets: Zen 1-5, Skylake and later, Neoverse N1/V1) times two FMA pipes.
+  public var minimumAccumulators: Int { 4 * 2 }
+
+  public var description: String {
+    "\(cpu) (\(triple), \(isa.rawValue), \(lanes) f32 lanes, \(vectorRegisters) vector registers\(origin == .host ? ", host" : ""))"
+  }
+
+  /// Nominal caches for a named CPU that is not the host: a typical core of that class (L3 as one core's
+  /// share), so a program built for a named CPU is the same on every build machine.
+  public static func nominalCaches(_ isa: ISA) -> (l1: Int, l2: Int, l3: Int) {
+    switch isa {
+    case .sse: (32 << 10, 256 << 10, 2 << 20)
+    case .avx2: (32 << 10, 512 << 10, 4 << 20)
+    case .avx512: (32 << 10, 1 << 20, 4 << 20)
+    case .neon: (64 << 10, 1 << 20, 1 << 20)
+    }
+  }
+
+  /// A named target with nominal caches, for tests and fixed renderings (Generated/).
+  public static func named(_ cpu: String, isa: ISA, triple: String? = nil, features: String = "") -> Target {
+    let c = nominalCaches(isa)
+    return Target(triple: triple ?? (isa == .neon ? "aarch64-unknown-linux-gnu" : "x86_64-unknown-linux-gnu"), cpu: cpu,
+                  features: features, isa: isa, l1: c.l1, l2: c.l2, l3: c.l3, cores: 2, origin: .override)
+  }
+
+  // MARK: Kernel decisions (each documented where it is chosen)
+
+  /// Below this many multiply-adds a GEMM is a library call: its kernel's share of the JIT time (about a
+  /// millisecond per micro-kernel copy) is more than it could save over the library at run time.
+  public var libraryGemmBelow: Int { 1 << 20 }
+
+  /// The most images one conv GEMM covers: enough columns that the column loop of the micro-kernel runs
+  /// long, while the column matrix of a group stays within the core's L2 plus its share of L3 (it is
+  /// written by im2col and read once per row block). 16 was measured best for SimpleCNN on Zen 1-5.
+  public func convImageGroup(columnBytesPerImage: Int) -> Int {
+    let budget = l2 + l3
+    return max(1, min(16, budget / max(1, columnBytesPerImage)))
+  }
+
+  /// Images per inference call: as many as keep one chunk's arena within L2 plus the L3 share, so
+  /// activations stay in cache between layers; at most 64 (measured at batch 1000 on Zen 4: 64 beat
+  /// 100, 128 and 250 by 4-8%) and at least 16 (fewer leave the GEMMs too few columns).
+  public func inferenceChunk(activationBytesPerImage: Int) -> Int {
+    max(16, min(64, (l2 + l3) / max(1, activationBytesPerImage)))
+  }
+}

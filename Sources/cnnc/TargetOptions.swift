@@ -1,0 +1,20 @@
+import ArgumentParser
+import LLVMBackend
+import Lowering
+
+/// `--cpu`, `--target` and `--features`: the CPU the code is built for (the host when none is given).
+struct TargetOptions: ParsableArguments {
+  @Option(help: "LLVM CPU name to build for (x86-64-v3 for AVX2, x86-64-v4 for AVX-512, znver3, neoverse-n1, ...); default: this machine.")
+  var cpu: String?
+
+  @Option(name: .customLong("target"), help: "Target triple (x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu); default: this machine's.")
+  var triple: String?
+
+  @Option(help: "LLVM features added to the CPU's, comma-separated (+avx2,-avx512f).")
+  var features: String?
+
+  /// The target; with `runsHere` one this machine can execute (else a clear error).
+  func resolve(runsHere: Bool) throws -> Target {
+    try Target.resolve(cpu: cpu, triple: triple, features: features, runsHere: runsHere)
+  }
+}

@@ -1,0 +1,129 @@
+import CNNCTestSupport
+import Foundation
+import LLVMBackend
+import Lowering
+import Testing
+
+/// The targets the differential tests run on: this machine, and a lower x86 target it can execute
+/// (x86-64-v3 on an AVX-512 host, x86-64-v2 on an AVX2 host), so the narrower kernels are run too.
+enum TestTargets {
+  static let names = ["host", "lower"]
+
+  static func resolve(_ name: String) throws -> Target {
+    let host = Target.host()
+    guard name == "lower" else { return host }
+    switch host.isa {
+    case .avx512: return try Target.resolve(cpu: "x86-64-v3", triple: nil, features: nil, runsHere: true)
+    case .avx2: return try Target.resolve(cpu: "x86-64-v2", triple: nil, features: nil, runsHere: true)
+    case .sse, .neon: return host
+    }
+  }
+}
+
+/// One target description drives the kernels: register blocking fits each register file, the renderers
+/// print vectors of the target's width, the micro-kernels' inner loops never touch the stack (checked in
+/// assembly emitted for the target, nothing executed), and overrides this machine cannot run are refused.
+@Suite struct TargetTests {
+  static let fixed: [(cpu: String, isa: Target.ISA)] = [("x86-64-v3", .avx2), ("znver3", .avx2), ("x86-64-v4", .avx512),
+                                                        ("znver4", .avx512), ("neoverse-n1", .neon)]
+
+  static func target(_ cpu: String) throws -> Target {
+    let isa = fixed.first { $0.cpu == cpu }!.isa
+    return try Target.resolve(cpu: cpu, triple: isa == .neon ? "aarch64-unknown-linux-gnu" : "x86_64-unknown-linux-gnu",
+                              features: nil, runsHere: false)
+  }
+
+  @Test func blockingFitsEveryRegisterFileWithEnoughAccumulators() {
+    for isa in Target.ISA.allCases {
+      let t = Target.named("cpu", isa: isa)
+      for (m, n, k) in [(64, 3136, 288), (288, 64, 3136), (9, 32, 12544), (128, 64, 3136), (7, 5, 100), (1000, 1000, 1000), (3, 200, 9)] {
+        let b = GemmBlocking.choose(m: m, n: n, k: k, target: t)
+        #expect(b.rows * b.vectors + b.vectors + 1 <= t.vectorRegisters, "\(isa) \(m)x\(n)x\(k): \(b) needs more than \(t.vectorRegisters) registers")
+        if m >= 8 && n >= 4 * t.lanes {
+          #expect(b.rows * b.vectors >= t.minimumAccumulators, "\(isa) \(m)x\(n)x\(k): \(b) has too few accumulators")
+        }
+        #expect(b.kPanel >= 1 && b.kPanel <= k)
+      }
+    }
+    // The blocks the register files call for: 12 accumulators on AVX2, 24 on AVX-512 and NEON (conv2's forward).
+    #expect(GemmBlocking.choose(m: 64, n: 3136, k: 288, target: .named("x86-64-v3", isa: .avx2)).rows
+              * GemmBlocking.choose(m: 64, n: 3136, k: 288, target: .named("x86-64-v3", isa: .avx2)).vectors == 12)
+    let v4 = GemmBlocking.choose(m: 64, n: 3136, k: 288, target: .named("x86-64-v4", isa: .avx512))
+    #expect(v4.rows * v4.vectors == 24)
+  }
+
+  @Test(arguments: ["x86-64-v3", "x86-64-v4", "neoverse-n1"]) func renderedVectorsHaveTheTargetsWidth(_ cpu: String) throws {
+    let t = try Self.target(cpu)
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("simplecnn.graph"))
+    let p = try lower(g, batch: 8, mode: .train(OptimizerSpec(kind: .adam)), target: t)
+    let ir = LLVMRenderer.render([p], moduleName: "width").text
+    #expect(ir.contains("<\(t.lanes) x float>"))
+    for other in [4, 8, 16] where other != t.lanes { #expect(!ir.contains("<\(other) x float>"), "\(cpu): \(other)-lane vectors in the IR") }
+    #expect(ir.contains("\"target-cpu\"=\"\(cpu)\""))
+  }
+
+  /// The single-block loops of the assembly that contain vector FMAs (the micro-kernels' k loops), and
+  /// how many of their instructions address the stack.
+  static func fmaLoops(_ asm: String, arm: Bool) -> [(label: String, fmas: Int, stack: Int)] {
+    let lines = asm.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+    var loops: [(String, Int, Int)] = []
+    var label: String?, fmas = 0, stack = 0
+    for line in lines {
+      if line.hasSuffix(":"), !line.hasPrefix("#"), !line.hasPrefix("//") {
+        label = String(line.dropLast())
+        (fmas, stack) = (0, 0)
+        continue
+      }
+      guard let l = label else { continue }
+      let code = line.split(separator: arm ? "//" : "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+      if arm ? code.hasPrefix("fmla") : code.hasPrefix("vfmadd") { fmas += 1 }
+      // A spill or reload addresses the stack pointer (rbp and x29 are ordinary registers in these loops).
+      if arm ? code.contains("[sp") : code.contains("(%rsp)") { stack += 1 }
+      let branch = arm ? code.hasPrefix("b.") || code.hasPrefix("cbnz") || code.hasPrefix("b ") : code.hasPrefix("j")
+      if branch, code.hasSuffix(l) {
+        if fmas > 0 { loops.append((l, fmas, stack)) }
+        label = nil
+      }
+    }
+    return loops
+  }
+
+  @Test(arguments: ["x86-64-v3", "znver3", "x86-64-v4", "znver4", "neoverse-n1"]) func microKernelLoopsDoNotSpill(_ cpu: String) throws {
+    let t = try Self.target(cpu)
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("simplecnn.graph"))
+    let programs = [try lower(g, batch: 32, mode: .gradients, target: t), try lower(g, batch: 64, mode: .infer, target: t)]
+    let module = LLVMRenderer.render(programs, moduleName: "spills")
+    try module.verify()
+    let tm = try TargetMachine(t)
+    try module.optimize(tm)
+    let loops = Self.fmaLoops(try module.assembly(tm), arm: t.isa == .neon)
+    let gemms = programs.reduce(0) { $0 + $1.gemms.count }
+    // Every register-blocked GEMM has at least one micro-kernel k loop (full blocks; remainders add more).
+    #expect(loops.count >= gemms, "\(cpu): \(loops.count) FMA loops for \(gemms) GEMMs")
+    let spilling = loops.filter { $0.stack > 0 }
+    #expect(spilling.isEmpty, "\(cpu): micro-kernel loops touching the stack: \(spilling.map { "\($0.label) (\($0.fmas) FMAs, \($0.stack) stack accesses)" })")
+  }
+
+  @Test func overridesThisMachineCannotRunAreRefused() throws {
+    let host = Target.host()
+    #expect(throws: TargetError.self) { _ = try Target.resolve(cpu: "pentium-nonesuch", triple: nil, features: nil, runsHere: false) }
+    #expect(throws: TargetError.self) { _ = try Target.resolve(cpu: nil, triple: "riscv64-unknown-linux-gnu", features: nil, runsHere: false) }
+    #expect(throws: TargetError.self) { _ = try Target.resolve(cpu: nil, triple: nil, features: "avx2", runsHere: false) }
+    if host.isa != .neon {
+      #expect(throws: TargetError.self) { _ = try Target.resolve(cpu: "neoverse-n1", triple: "aarch64-unknown-linux-gnu", features: nil, runsHere: true) }
+    }
+    if host.isa < .avx512 {
+      do {
+        _ = try Target.resolve(cpu: "x86-64-v4", triple: nil, features: nil, runsHere: true)
+        Issue.record("an AVX-512 CPU was accepted for running on a \(host.isa) machine")
+      } catch let e as TargetError {
+        #expect(e.description.contains("avx512f"))
+      }
+    }
+    // A lower CPU than the host is accepted, and whatever the host lacks is switched off.
+    let lower = try Target.resolve(cpu: "x86-64-v2", triple: nil, features: nil, runsHere: true)
+    #expect(lower.isa == .sse && lower.lanes == 4)
+    // Feature switches move the ISA class the kernels are shaped for.
+    #expect(try Target.resolve(cpu: "x86-64-v4", triple: nil, features: "-avx512f", runsHere: false).isa == .avx2)
+  }
+}
