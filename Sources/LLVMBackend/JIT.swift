@@ -33,6 +33,13 @@ public final class JIT {
     }
   }
 
+  /// Adds compiled object code; the JIT links it (its symbols resolve against the modules and objects
+  /// already added and the process).
+  public func add(_ object: ObjectCode) throws {
+    guard let buffer = object.release() else { throw LLVMError.jit("object code was already handed to a JIT") }
+    if let m = LLVMError.message(LLVMOrcLLJITAddObjectFile(ref, LLVMOrcLLJITGetMainJITDylib(ref), buffer)) { throw LLVMError.jit(m) }
+  }
+
   /// The address of a compiled function (the first look-up triggers code generation).
   public func lookup(_ name: String) throws -> UnsafeRawPointer {
     var addr: LLVMOrcExecutorAddress = 0

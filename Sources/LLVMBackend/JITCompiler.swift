@@ -2,36 +2,71 @@ import Foundation
 import Lowering
 import Runtime
 
-/// Compiles lowered programs with the LLVM back end: build IR, verify, optimise with the target's
-/// TargetMachine (`default<O3>`), and JIT with ORC LLJIT for the same target. Keeps every JIT it made alive.
+/// Compiles lowered programs with the LLVM back end: build IR in one module per compile thread, verify,
+/// optimise each with the target's TargetMachine (`default<O3>`) and emit its object code, side by side,
+/// then link the objects into an ORC LLJIT for the same target. Kernels do not see each other (each is
+/// `noinline`), so how they are split over modules changes no instruction of theirs. Keeps every JIT alive.
 public struct JITCompiler: ProgramCompiler {
   public let target: Target
+  /// Modules compiled side by side: this machine's processors, up to `maxCompileThreads`.
+  public let compileThreads: Int
+  /// Beyond this, more threads mostly add modules too small to be worth one.
+  public static let maxCompileThreads = 8
   var jits: [JIT] = []
   var count = 0
-  /// Seconds spent in IR building, optimisation and code generation, summed over compiles.
+  /// Seconds spent in IR building, optimisation and code generation (wall time), summed over compiles.
   public private(set) var irSeconds = 0.0, optimizeSeconds = 0.0, codegenSeconds = 0.0
 
-  public init(target: Target) throws {
+  public init(target: Target, compileThreads: Int? = nil) throws {
     try loadBLAS()
     self.target = target
+    self.compileThreads = max(1, min(Self.maxCompileThreads, compileThreads ?? ProcessInfo.processInfo.activeProcessorCount))
   }
 
   public mutating func compile(_ programs: [Program]) throws -> [EntryPoint] {
     count += 1
     var t = Date()
-    let module = LLVMRenderer.render(programs, moduleName: "cnnc\(count)")
-    try module.verify()
+    let modules = LLVMRenderer.render(programs, moduleName: "cnnc\(count)", partitions: compileThreads)
+    for m in modules { try m.verify() }
     irSeconds += Date().timeIntervalSince(t)
     t = Date()
-    let tm = try TargetMachine(target)
-    try module.optimize(tm)
+    let target = self.target
+    let objects = try Self.inParallel(modules.count) { i -> ObjectCode in
+      let tm = try TargetMachine(target, positionIndependent: true)
+      try modules[i].optimize(tm)
+      return try modules[i].objectCode(tm)
+    }
     optimizeSeconds += Date().timeIntervalSince(t)
     t = Date()
     let jit = try JIT(target)
-    try jit.add(module)
+    for o in objects { try jit.add(o) }
     let entries = try programs.map { p in unsafeBitCast(try jit.lookup(p.functions[0].name), to: EntryPoint.self) }
     codegenSeconds += Date().timeIntervalSince(t)
     jits.append(jit)
     return entries
   }
+
+  /// `body(i)` for i in 0..<count on as many threads; the results in order, or the first error.
+  static func inParallel<T>(_ count: Int, _ body: (Int) throws -> T) throws -> [T] {
+    let results = UnsafeMutableBufferPointer<Result<T, Error>?>.allocate(capacity: count)
+    results.initialize(repeating: nil)
+    defer { results.deallocate() }
+    // Each iteration writes only its own slot.
+    let slots = SendableSlots(results)
+    withoutActuallyEscaping(body) { body in
+      let box = SendableBody(body)
+      DispatchQueue.concurrentPerform(iterations: count) { i in slots.buffer[i] = Result { try box.body(i) } }
+    }
+    return try results.map { try $0!.get() }
+  }
+}
+
+private struct SendableSlots<T>: @unchecked Sendable {
+  let buffer: UnsafeMutableBufferPointer<Result<T, Error>?>
+  init(_ b: UnsafeMutableBufferPointer<Result<T, Error>?>) { buffer = b }
+}
+
+private struct SendableBody<T>: @unchecked Sendable {
+  let body: (Int) throws -> T
+  init(_ b: @escaping (Int) throws -> T) { body = b }
 }

@@ -23,19 +23,37 @@ public struct LLVMRenderer {
 
   /// Renders every function of every program into a new module.
   public static func render(_ programs: [Program], moduleName: String) -> Module {
-    let module = Module(name: moduleName)
-    var r = LLVMRenderer(module: module)
-    if let t = programs.first?.target { LLVMSetTarget(module.module, t.triple) }
-    for p in programs {
-      r.cpu = (p.target.cpu, p.target.features)
-      r.profileOffset = p.profileOffset
-      r.lanes = p.lanes
-      r.fused = p.target.fma
-      r.vec = LLVMVectorType(r.f32, UInt32(p.lanes))
-      for f in p.functions { r.render(f) }
+    render(programs, moduleName: moduleName, partitions: 1)[0]
+  }
+
+  /// Renders the programs into `partitions` modules that can be optimised and compiled side by side:
+  /// the entry points are in the first, each `.graph` statement's kernel in the module with the least
+  /// code so far (a fixed, deterministic assignment), declared where it is called from.
+  public static func render(_ programs: [Program], moduleName: String, partitions: Int) -> [Module] {
+    let functions = programs.flatMap { p in p.functions.map { (p, $0, pieces($0)) } }
+    var load = [Int](repeating: 0, count: max(1, partitions)), owner: [String: Int] = [:]
+    for (_, _, parts) in functions {
+      for case .kernel(let name, let body) in parts {
+        let m = load.indices.min { load[$0] < load[$1] }!
+        owner[name] = m
+        load[m] += body.reduce(0) { $0 + $1.size }
+      }
     }
-    r.finish()
-    return module
+    return (0..<load.count).map { (m: Int) -> Module in
+      let module = Module(name: load.count == 1 ? moduleName : "\(moduleName).\(m)")
+      var r = LLVMRenderer(module: module)
+      if let t = programs.first?.target { LLVMSetTarget(module.module, t.triple) }
+      for (p, f, parts) in functions {
+        r.cpu = (p.target.cpu, p.target.features)
+        r.profileOffset = p.profileOffset
+        r.lanes = p.lanes
+        r.fused = p.target.fma
+        r.vec = LLVMVectorType(r.f32, UInt32(p.lanes))
+        r.render(f, parts, module: m, owner: owner)
+      }
+      r.finish()
+      return module
+    }
   }
 
   init(module: Module) {
@@ -69,43 +87,70 @@ public struct LLVMRenderer {
     func local(_ n: String) -> LLVMValueRef { locals.reversed().lazy.compactMap { $0[n] }.first! }
   }
 
-  /// Renders an entry point. Each `.graph` statement's kernel (the statements from its comment to the next)
-  /// becomes an internal `noinline` function that takes the entry's arguments, called in order from the
-  /// entry: the optimiser then works on many small functions, so JIT time grows linearly with the graph
-  /// instead of with the square of one huge function's size. Profiling timestamps stay in the entry.
-  mutating func render(_ f: Function) {
-    let fn = function(f.name, internal: false)
-    var s = scope(fn)
-    var kernel: [Stmt] = []
-    var kernels = 0
-    func flush(_ r: inout LLVMRenderer, _ s: inout Scope) {
+  /// What an entry point is made of: statements of the entry itself (profiling timestamps, anything
+  /// before the first `.graph` comment) and kernels, one per `.graph` statement (from its comment to the next).
+  enum Piece {
+    case inline(Stmt)
+    case kernel(String, [Stmt])
+  }
+
+  static func pieces(_ f: Function) -> [Piece] {
+    var out: [Piece] = [], kernel: [Stmt] = []
+    func flush() {
       guard case .comment(let text)? = kernel.first else { return }
-      let node = String(text.prefix { $0 != " " })
-      let k = r.function("\(f.name).k\(kernels).\(node)", internal: true)
-      kernels += 1
-      let caller = LLVMGetInsertBlock(r.builder)!
-      var ks = r.scope(k)
-      for st in kernel { r.emit(st, &ks) }
-      LLVMBuildRetVoid(r.builder)
-      LLVMPositionBuilderAtEnd(r.builder, caller)
-      var args: [LLVMValueRef?] = (0..<10).map { LLVMGetParam(fn, UInt32($0)) }
-      LLVMBuildCall2(r.builder, r.entryType, k, &args, 10, "")
+      let count = out.filter { if case .kernel = $0 { true } else { false } }.count
+      out.append(.kernel("\(f.name).k\(count).\(text.prefix { $0 != " " })", kernel))
       kernel = []
     }
     for st in f.body {
       switch st {
       case .comment:
-        flush(&self, &s)
+        flush()
         kernel = [st]
       case .tick:
-        flush(&self, &s)
-        emit(st, &s)
+        flush()
+        out.append(.inline(st))
       default:
-        if kernel.isEmpty { emit(st, &s) } else { kernel.append(st) }
+        if kernel.isEmpty { out.append(.inline(st)) } else { kernel.append(st) }
       }
     }
-    flush(&self, &s)
+    flush()
+    return out
+  }
+
+  /// Renders an entry point's share of module `module`: the entry itself in module 0, and the kernels
+  /// `owner` puts here. Each kernel is a `noinline` function that takes the entry's arguments, called in
+  /// order from the entry: the optimiser then works on many small functions, so JIT time grows linearly
+  /// with the graph instead of with the square of one huge function's size. A kernel called from another
+  /// module has external linkage there and a declaration in module 0.
+  mutating func render(_ f: Function, _ parts: [Piece], module m: Int, owner: [String: Int]) {
+    if m == 0 {
+      let fn = function(f.name, internal: false)
+      var s = scope(fn)
+      for part in parts {
+        switch part {
+        case .inline(let st): emit(st, &s)
+        case .kernel(let name, let body):
+          let here = owner[name] == 0
+          let k = function(name, internal: here)
+          if here { define(k, body) }
+          var args: [LLVMValueRef?] = (0..<10).map { LLVMGetParam(fn, UInt32($0)) }
+          LLVMBuildCall2(builder, entryType, k, &args, 10, "")
+        }
+      }
+      LLVMBuildRetVoid(builder)
+    } else {
+      for case .kernel(let name, let body) in parts where owner[name] == m { define(function(name, internal: false), body) }
+    }
+  }
+
+  /// Gives a kernel function its body, leaving the builder where it was.
+  func define(_ k: LLVMValueRef, _ body: [Stmt]) {
+    let caller = LLVMGetInsertBlock(builder)
+    var ks = scope(k)
+    for st in body { emit(st, &ks) }
     LLVMBuildRetVoid(builder)
+    if let caller { LLVMPositionBuilderAtEnd(builder, caller) }
   }
 
   /// A function of the entry-point type (plus `indices` trailing i64 arguments) with `noalias` buffers;

@@ -10,7 +10,29 @@ extension Module {
   }
 }
 
+/// An owned buffer of native object code, freed in `deinit` unless a JIT took it over.
+public final class ObjectCode {
+  private var ref: LLVMMemoryBufferRef?
+  init(_ ref: LLVMMemoryBufferRef) { self.ref = ref }
+  /// Hands the buffer over; this object no longer owns it.
+  func release() -> LLVMMemoryBufferRef? {
+    defer { ref = nil }
+    return ref
+  }
+  deinit { if let ref { LLVMDisposeMemoryBuffer(ref) } }
+}
+
 extension Module {
+  /// The (optimised) module as object code in memory, for the JIT to link.
+  public func objectCode(_ tm: TargetMachine) throws -> ObjectCode {
+    var err: UnsafeMutablePointer<CChar>?
+    var buffer: LLVMMemoryBufferRef?
+    guard LLVMTargetMachineEmitToMemoryBuffer(tm.ref, module, LLVMObjectFile, &err, &buffer) == 0, let buffer else {
+      throw LLVMError.target(LLVMError.take(err))
+    }
+    return ObjectCode(buffer)
+  }
+
   /// The (optimised) module as assembly text for the target machine's CPU; nothing is executed.
   public func assembly(_ tm: TargetMachine) throws -> String {
     var err: UnsafeMutablePointer<CChar>?

@@ -167,9 +167,10 @@ public final class TargetMachine {
   public var triple: String { target.triple }
   public var cpu: String { target.cpu }
 
-  public init(_ target: Target) throws {
+  /// `positionIndependent` for objects the JIT links (placed anywhere in memory) and for shared objects.
+  public init(_ target: Target, positionIndependent: Bool = false) throws {
     self.target = target
-    ref = try Self.create(target)
+    ref = try Self.create(target, relocation: positionIndependent ? LLVMRelocPIC : LLVMRelocDefault)
   }
 
   /// A new LLVM target machine the caller owns (the JIT's builder takes one over).

@@ -152,6 +152,14 @@ public indirect enum Stmt: Equatable, Sendable {
 }
 
 extension Stmt {
+  /// Statements in this one, counting itself (a measure of how much code it renders to).
+  public var size: Int {
+    switch self {
+    case .loop(_, _, let body), .when(_, let body), .region(_, let body): 1 + body.reduce(0) { $0 + $1.size }
+    default: 1
+    }
+  }
+
   /// The index variables `body` reads that no loop inside it binds, in first-use order.
   public static func freeVariables(_ body: [Stmt]) -> [String] {
     var seen: [String] = [], bound: [Set<String>] = [[]]

@@ -62,6 +62,26 @@ import Testing
     _ = try second.train(train: train, test: test)
     #expect(try Self.checkpointBytes(second) == Self.checkpointBytes(straight))
   }
+
+  /// The JIT splits kernels over one module per compile thread; the split changes no instruction of a
+  /// kernel, so 1 and 3 compile threads give bit-identical steps.
+  @Test func compileThreadsDoNotChangeResults() throws {
+    let d = try Differential(source: try String(contentsOf: Fixtures.graphs.appendingPathComponent("simplecnn.graph"), encoding: .utf8), batch: 4)
+    var runs: [(loss: Float, logits: [Float], params: [String: [Float]])] = []
+    for threads in [1, 3] {
+      let opt = Optimizer(kind: .adam, learningRate: 1e-3)
+      let compiler = try JITCompiler(target: .host(), compileThreads: threads)
+      #expect(compiler.compileThreads == threads)
+      let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 4, optimizer: opt, compiler: compiler, inferenceBatches: [4])
+      try b.load(d.parameters, opt)
+      var r = try b.trainStep(images: d.images, labels: d.labels, seed: 5, step: 1, learningRate: 1e-3)
+      r = try b.trainStep(images: d.images, labels: d.labels, seed: 5, step: 2, learningRate: 1e-3)
+      runs.append((r.loss, try b.infer(images: d.images, count: 4), b.parameters().values))
+    }
+    #expect(runs[0].loss.bitPattern == runs[1].loss.bitPattern)
+    #expect(runs[0].logits == runs[1].logits)
+    #expect(runs[0].params == runs[1].params)
+  }
 }
 
 /// A validation split with early stopping keeps the best weights.

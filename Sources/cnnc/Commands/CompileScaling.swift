@@ -60,7 +60,7 @@ enum CompileScaling {
       var program: Program?
       try reportDiagnostics { () throws(DiagnosticList) in lowering = try seconds { () throws(DiagnosticList) in program = try lower(g, batch: 32, mode: .gradients, target: target) } }
       let total = try seconds { _ = try compiler.compile([program!]) }
-      jit.append(String(format: "{\"layers\": %d, \"lower_s\": %.3f, \"ir_s\": %.3f, \"o3_s\": %.3f, \"codegen_s\": %.3f, \"per_layer_ms\": %.1f}",
+      jit.append(String(format: "{\"layers\": %d, \"lower_s\": %.3f, \"ir_s\": %.3f, \"o3_and_codegen_s\": %.3f, \"link_s\": %.3f, \"per_layer_ms\": %.1f}",
                         n, lowering, compiler.irSeconds, compiler.optimizeSeconds, compiler.codegenSeconds, (lowering + total) / Double(n) * 1000))
     }
     return "{\n  \"compile_scaling\": {\n    \"check\": [\n      " + check.joined(separator: ",\n      ") + "\n    ],\n    \"jit\": [\n      "
