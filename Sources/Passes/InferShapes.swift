@@ -5,6 +5,10 @@ public struct ShapeTable: Equatable, Sendable {
   public var batch: Int
   public var types: [String: TensorType]
   public subscript(_ name: String) -> TensorType? { types[name] }
+  public init(batch: Int, types: [String: TensorType] = [:]) {
+    self.batch = batch
+    self.types = types
+  }
 }
 
 /// Binds `N` to `batch` and applies each op's shape rule, reporting every failure.

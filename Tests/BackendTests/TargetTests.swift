@@ -127,3 +127,33 @@ enum TestTargets {
     #expect(try Target.resolve(cpu: "x86-64-v4", triple: nil, features: "-avx512f", runsHere: false).isa == .avx2)
   }
 }
+
+/// The kernel benchmark's programs compute what they time: its GEMM (odd shapes, so every remainder
+/// block and masked tail runs) against a plain triple loop, on this machine's target and the lower one.
+@Suite struct KernelBenchmarkTests {
+  @Test(arguments: TestTargets.names) func benchmarkGemmComputesTheProduct(_ name: String) throws {
+    let target = try TestTargets.resolve(name)
+    let (m, n, k) = (37, 203, 151)
+    let p = KernelBenchmark.gemm(m: m, n: n, k: k, target: target)
+    #expect(p.gemms.count == 1, "the GEMM is register-blocked, not a library call")
+    var compiler = try JITCompiler(target: target)
+    let entry = try compiler.compile([p])[0]
+    var arena = (0..<p.arenaFloats).map { Float(($0 * 7919) % 13) * 0.25 - 1.5 }
+    let a = Array(arena[0..<(m * k)]), b = Array(arena[(m * k)..<(m * k + k * n)])
+    arena.withUnsafeMutableBufferPointer { entry(nil, nil, nil, nil, $0.baseAddress!, nil, nil, 0, 0, 0) }
+    var expected = [Float](repeating: 0, count: m * n)
+    for i in 0..<m { for j in 0..<n { for q in 0..<k { expected[i * n + j] += a[i * k + q] * b[q * n + j] } } }
+    expectClose(expected, Array(arena[(m * k + k * n)...]), rtol: 1e-5, "\(m)x\(n)x\(k) GEMM on \(target.cpu)")
+  }
+
+  @Test func fmaPeakProgramStaysInRegisters() throws {
+    for cpu in ["x86-64-v3", "x86-64-v4"] {
+      let t = try Target.resolve(cpu: cpu, triple: "x86_64-unknown-linux-gnu", features: nil, runsHere: false)
+      let module = LLVMRenderer.render([KernelBenchmark.fmaPeak(target: t, steps: 1000)], moduleName: "peak")
+      let tm = try TargetMachine(t)
+      try module.optimize(tm)
+      let loops = TargetTests.fmaLoops(try module.assembly(tm), arm: false)
+      #expect(loops.contains { $0.fmas == KernelBenchmark.peakChains(t) && $0.stack == 0 }, "\(cpu): \(loops)")
+    }
+  }
+}

@@ -33,6 +33,8 @@ struct Bench: ParsableCommand {
   @Flag(help: "Add per-kernel time tables (training step, batch-1 inference, one inference chunk), keyed by .graph line.") var profile = false
   @Flag(name: .customLong("compile-scaling"), help: "Instead: time checking (1k-100k statements) and JIT (chains of 10-300 convolutions) against graph size.")
   var compileScaling = false
+  @Flag(help: "Instead: GFLOP/s of every register-blocked GEMM of one shard's training step, alone on one core, against the core's FMA peak.")
+  var kernels = false
   @Option(name: .customLong("scaling-layers"), parsing: .upToNextOption, help: "Convolution chain lengths for --compile-scaling (default 10 30 100 300).")
   var scalingLayers: [Int] = CompileScaling.layerCounts
 
@@ -50,6 +52,10 @@ struct Bench: ParsableCommand {
       return
     }
     let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
+    if kernels {
+      try reportingErrors { print(try KernelBench.run(f.graph, batch: 64, shards: shards, target: try targetOptions.resolve(runsHere: true))) }
+      return
+    }
     try reportingErrors {
       let core = try loadBLAS()
       let target = try targetOptions.resolve(runsHere: true)

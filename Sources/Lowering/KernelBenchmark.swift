@@ -1,0 +1,49 @@
+import GraphIR
+import Passes
+
+/// Programs that measure the target's kernels alone, for `cnnc bench --kernels`: a GEMM exactly as the
+/// lowering emits it for a layer (its blocking, panels and region), and the FMA peak of one core.
+/// Everything lives in the arena; nothing reads a graph.
+public enum KernelBenchmark {
+  /// C[m x n] = A[m x k] * B[k x n] with A, B and C back to back in the arena (row-major, contiguous),
+  /// as `TiledGemm` emits it: the register-blocked kernel, or the library call below its threshold.
+  public static func gemm(m: Int, n: Int, k: Int, target: Target) -> Program {
+    let (a, b, c) = (0, m * k, m * k + k * n)
+    var e = emitter(target)
+    e.node = "gemm"
+    e.body = e.tiledGemm(TiledGemm(m: m, n: n, k: k, a: (.arena, .c(a)), aRow: k, aCol: 1, b: (.arena, .c(b)), ldb: n,
+                                   c: (.arena, .c(c)), ldc: n, accumulate: false))
+    return program("gemm_\(m)x\(n)x\(k)", e, arena: c + m * n)
+  }
+
+  /// Independent FMA chains the peak program runs: twice what latency x pipes needs, in registers.
+  public static func peakChains(_ t: Target) -> Int { min(2 * t.minimumAccumulators, t.vectorRegisters - 2) }
+
+  /// `steps` rounds of one FMA on each of `peakChains` vector accumulators (no memory traffic in the
+  /// loop), then the accumulators stored: 2 x lanes x chains x steps floating-point operations.
+  public static func fmaPeak(target: Target, steps: Int) -> Program {
+    var e = emitter(target)
+    let chains = peakChains(target)
+    e.node = "peak"
+    var body: [Stmt] = [.vlocal("x", .broadcast(.c(0.999_999))), .vlocal("y", .broadcast(.c(1e-7)))]
+    body += (0..<chains).map { .vlocal("acc\($0)", .broadcast(.c(Float($0)))) }
+    body.append(e.loop("s", steps) { _, _ in (0..<chains).map { .vset("acc\($0)", .fma(.local("x"), .local("acc\($0)"), .local("y"))) } })
+    body += (0..<chains).map { .vstore(.arena, .c($0 * target.lanes), .local("acc\($0)"), lanes: target.lanes) }
+    e.body = [.region("peak", body)]
+    return program("fma_peak", e, arena: chains * target.lanes)
+  }
+
+  /// Floating-point operations of one run of `fmaPeak`.
+  public static func peakFlops(target: Target, steps: Int) -> Double { Double(2 * target.lanes * peakChains(target) * steps) }
+
+  static func emitter(_ target: Target) -> Emitter {
+    Emitter(graph: Graph(name: "bench"), shapes: ShapeTable(batch: 1, types: [:]),
+            plan: MemoryPlan(placements: [:], scratch: [:], arenaFloats: 0, parameterFloats: 0), training: false, target: target)
+  }
+
+  static func program(_ name: String, _ e: Emitter, arena: Int) -> Program {
+    Program(graphName: "bench", batch: 1, functions: [Function(name: "bench_\(name)", body: [.comment("\(e.node) = benchmark()")] + e.body)],
+            arenaFloats: arena, parameters: [], parameterFloats: 0, imageFloats: 0, output: Placement(base: .arena, offset: 0, count: 0),
+            loss: nil, classes: 0, target: e.target, gemms: e.gemms)
+  }
+}
