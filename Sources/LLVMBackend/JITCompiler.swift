@@ -3,7 +3,7 @@ import Lowering
 import Runtime
 
 /// Compiles lowered programs with the LLVM back end: build IR in one module per compile thread, verify,
-/// optimise each with the target's TargetMachine (`default<O3>`) and emit its object code, side by side,
+/// optimise each with the target's TargetMachine (`Module.pipeline`) and emit its object code, side by side,
 /// then link the objects into an ORC LLJIT for the same target. Kernels do not see each other (each is
 /// `noinline`), so how they are split over modules changes no instruction of theirs. Keeps every JIT alive.
 public struct JITCompiler: ProgramCompiler {

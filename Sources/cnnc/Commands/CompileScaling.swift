@@ -11,7 +11,7 @@ import Runtime
 enum CompileScaling {
   /// Front-end sizes: parse, dialect check, shapes, gradients, fusion, lowering and the memory plan.
   static let statementCounts = [1_000, 10_000, 100_000]
-  /// JIT sizes: the training step of a chain of convolutions, through IR, O3 and code generation.
+  /// JIT sizes: the training step of a chain of convolutions, through IR, optimisation and code generation.
   static let layerCounts = [10, 30, 100, 300]
 
   /// `input`, a chain of `count` relus over a small image, then a classifier and its loss.
@@ -60,7 +60,7 @@ enum CompileScaling {
       var program: Program?
       try reportDiagnostics { () throws(DiagnosticList) in lowering = try seconds { () throws(DiagnosticList) in program = try lower(g, batch: 32, mode: .gradients, target: target) } }
       let total = try seconds { _ = try compiler.compile([program!]) }
-      jit.append(String(format: "{\"layers\": %d, \"lower_s\": %.3f, \"ir_s\": %.3f, \"o3_and_codegen_s\": %.3f, \"link_s\": %.3f, \"per_layer_ms\": %.1f}",
+      jit.append(String(format: "{\"layers\": %d, \"lower_s\": %.3f, \"ir_s\": %.3f, \"optimize_and_codegen_s\": %.3f, \"link_s\": %.3f, \"per_layer_ms\": %.1f}",
                         n, lowering, compiler.irSeconds, compiler.optimizeSeconds, compiler.codegenSeconds, (lowering + total) / Double(n) * 1000))
     }
     return "{\n  \"compile_scaling\": {\n    \"check\": [\n      " + check.joined(separator: ",\n      ") + "\n    ],\n    \"jit\": [\n      "

@@ -139,8 +139,8 @@ struct Train: ParsableCommand {
       if jit || backend == "jit" {
         let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target), shards: shards, threads: threads, mpi: mpi)
         let c = b.compiler
-        say(String(format: "jit: %.3f s (lowering and IR %.3f s, optimisation (O3) and code generation on %d threads %.3f s, linking %.3f s)",
-                   b.compileSeconds, b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, c.compileThreads, c.optimizeSeconds, c.codegenSeconds))
+        say(String(format: "jit: %.3f s (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s, linking %.3f s)",
+                   b.compileSeconds, b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, Module.pipeline, c.compileThreads, c.optimizeSeconds, c.codegenSeconds))
         try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
         if let mpi, let h = try b.checkRanksAgree() {
           say("all \(mpi.size) ranks hold identical weights (hash \(String(h, radix: 16)))")
