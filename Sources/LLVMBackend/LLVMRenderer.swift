@@ -67,8 +67,9 @@ public struct LLVMRenderer {
     ptr = LLVMPointerTypeInContext(ctx, 0)
     lanes = 1
     vec = LLVMVectorType(f32, 1)
-    var params: [LLVMTypeRef?] = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, f32, i64, i64]
-    entryType = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &params, 10, 0)
+    let (pointer, float, int) = (ptr, f32, i64)
+    var params: [LLVMTypeRef?] = EntryABI.arguments.map { a in a.base != nil ? pointer : a.kind == .float ? float : int }
+    entryType = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &params, UInt32(params.count), 0)
   }
 
   // MARK: Per-function state
@@ -134,8 +135,8 @@ public struct LLVMRenderer {
           let here = owner[name] == 0
           let k = function(name, internal: here)
           if here { define(k, body) }
-          var args: [LLVMValueRef?] = (0..<10).map { LLVMGetParam(fn, UInt32($0)) }
-          LLVMBuildCall2(builder, entryType, k, &args, 10, "")
+          var args = entryArguments(fn)
+          LLVMBuildCall2(builder, entryType, k, &args, UInt32(args.count), "")
         }
       }
       LLVMBuildRetVoid(builder)
@@ -158,15 +159,17 @@ public struct LLVMRenderer {
   func function(_ name: String, internal isInternal: Bool, indices: Int = 0) -> LLVMValueRef {
     var type = entryType
     if indices > 0 {
-      var params: [LLVMTypeRef?] = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, f32, i64, i64] + Array(repeating: i64, count: indices)
+      let count = Int(LLVMCountParamTypes(entryType))
+      var params = [LLVMTypeRef?](repeating: nil, count: count)
+      params.withUnsafeMutableBufferPointer { LLVMGetParamTypes(entryType, $0.baseAddress) }
+      params += Array(repeating: i64, count: indices)
       type = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &params, UInt32(params.count), 0)
     }
     let fn = module.addFunction(name, type)
     let noalias = LLVMCreateEnumAttribute(ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0)
-    let names = ["params", "grads", "m", "v", "arena", "images", "labels", "lr", "step", "seed"]
-    for (i, n) in names.enumerated() {
-      LLVMSetValueName2(LLVMGetParam(fn, UInt32(i)), n, n.utf8.count)
-      if i < 7 { LLVMAddAttributeAtIndex(fn, UInt32(i + 1), noalias) }
+    for (i, a) in EntryABI.arguments.enumerated() {
+      LLVMSetValueName2(LLVMGetParam(fn, UInt32(i)), a.name, a.name.utf8.count)
+      if a.base != nil { LLVMAddAttributeAtIndex(fn, UInt32(i + 1), noalias) }
     }
     let functionIndex = UInt32(bitPattern: Int32(LLVMAttributeFunctionIndex))
     for (key, value) in [("target-cpu", cpu.name), ("target-features", cpu.features)] where !value.isEmpty {
@@ -185,8 +188,14 @@ public struct LLVMRenderer {
     let entry = LLVMAppendBasicBlockInContext(ctx, fn, "entry")!
     LLVMPositionBuilderAtEnd(builder, entry)
     var bases: [Base: LLVMValueRef] = [:]
-    for (i, b) in [Base.params, .grads, .m, .v, .arena, .images, .labels].enumerated() { bases[b] = LLVMGetParam(fn, UInt32(i)) }
-    return Scope(function: fn, entry: entry, bases: bases, lr: LLVMGetParam(fn, 7), step: LLVMGetParam(fn, 8), seed: LLVMGetParam(fn, 9))
+    for (i, a) in EntryABI.arguments.enumerated() { if let b = a.base { bases[b] = LLVMGetParam(fn, UInt32(i)) } }
+    func scalar(_ name: String) -> LLVMValueRef { LLVMGetParam(fn, UInt32(EntryABI.index(name))) }
+    return Scope(function: fn, entry: entry, bases: bases, lr: scalar("lr"), step: scalar("step"), seed: scalar("seed"))
+  }
+
+  /// The entry-point arguments of `fn` (an entry, kernel or region function), to pass on in a call.
+  func entryArguments(_ fn: LLVMValueRef) -> [LLVMValueRef?] {
+    EntryABI.arguments.indices.map { LLVMGetParam(fn, UInt32($0)) }
   }
 
   /// Frees the builder once every function is rendered.
@@ -207,11 +216,12 @@ public struct LLVMRenderer {
       let here = LLVMGetInsertBlock(builder)!
       var inner = scope(fn)
       inner.node = s.node
-      inner.vars = [Dictionary(uniqueKeysWithValues: free.enumerated().map { ($1, LLVMGetParam(fn, UInt32(10 + $0))!) })]
+      let first = EntryABI.arguments.count
+      inner.vars = [Dictionary(uniqueKeysWithValues: free.enumerated().map { ($1, LLVMGetParam(fn, UInt32(first + $0))!) })]
       for st in body { emit(st, &inner) }
       LLVMBuildRetVoid(builder)
       LLVMPositionBuilderAtEnd(builder, here)
-      var args: [LLVMValueRef?] = (0..<10).map { LLVMGetParam(s.function, UInt32($0)) } + free.map { s.variable($0) }
+      var args = entryArguments(s.function) + free.map { s.variable($0) }
       LLVMBuildCall2(builder, LLVMGlobalGetValueType(fn), fn, &args, UInt32(args.count), "")
     case .tick(let k):
       let fnTy = LLVMFunctionType(i64, nil, 0, 0)!

@@ -76,8 +76,17 @@ public enum CHeader {
       h += "\n#define \(F)_BATCH \(p.batch)\n#define \(F)_ARENA_FLOATS \(p.arenaFloats)\n#define \(F)_IMAGE_FLOATS \(p.imageFloats)\n"
       h += "#define \(F)_OUTPUT_OFFSET \(p.output.offset)  /* [\(p.batch), \(p.classes)] logits in the arena */\n"
       if let l = p.loss { h += "#define \(F)_LOSS_OFFSET \(l.offset)  /* the scalar loss in the arena */\n" }
-      h += "void \(f)(float *params, float *grads, float *m, float *v, float *arena, const float *images,\n"
-      h += "    const int32_t *labels, float lr, int64_t step, int64_t seed);\n"
+      let arguments = EntryABI.lines(width: 100) { a in
+        let type = switch a.kind {
+        case .floats: "float *"
+        case .readOnlyFloats: "const float *"
+        case .labels: "const int32_t *"
+        case .float: "float "
+        case .int64: "int64_t "
+        }
+        return type + a.name
+      }
+      h += "void \(f)(" + arguments.joined(separator: "\n    ") + ");\n"
     }
     return h + "\n#endif\n"
   }

@@ -218,7 +218,62 @@ extension Stmt {
   }
 }
 
-/// One entry point: `void NAME(params, grads, m, v, arena, images, labels, lr, step, seed)`.
+/// The one signature of every compiled entry point, `void NAME(params, grads, m, v, arena, images,
+/// labels, lr, step, seed)`, defined here and rendered from here by both back ends, the C header and the
+/// listing (the runtime's `EntryPoint` is the same signature as a Swift type).
+public enum EntryABI {
+  /// What an argument is: a buffer of the program (`base`), or a scalar.
+  public enum Kind: Sendable, Equatable {
+    /// A float buffer the code may write.
+    case floats
+    /// A float buffer the code only reads (the images).
+    case readOnlyFloats
+    /// The int32 labels, read only.
+    case labels
+    /// The learning rate.
+    case float
+    /// The 1-based step, or the dropout seed.
+    case int64
+  }
+
+  public struct Argument: Sendable {
+    public let name: String
+    public let kind: Kind
+    /// The buffer the argument is, for buffer arguments.
+    public let base: Base?
+  }
+
+  public static let arguments: [Argument] = [
+    Argument(name: "params", kind: .floats, base: .params), Argument(name: "grads", kind: .floats, base: .grads),
+    Argument(name: "m", kind: .floats, base: .m), Argument(name: "v", kind: .floats, base: .v),
+    Argument(name: "arena", kind: .floats, base: .arena), Argument(name: "images", kind: .readOnlyFloats, base: .images),
+    Argument(name: "labels", kind: .labels, base: .labels),
+    Argument(name: "lr", kind: .float, base: nil), Argument(name: "step", kind: .int64, base: nil), Argument(name: "seed", kind: .int64, base: nil),
+  ]
+
+  /// The position of a named argument.
+  public static func index(_ name: String) -> Int { arguments.firstIndex { $0.name == name }! }
+
+  /// `(params, grads, ..., seed)`.
+  public static var parameterList: String { "(" + arguments.map(\.name).joined(separator: ", ") + ")" }
+
+  /// The arguments as `declare(argument)` pieces joined by ", " into lines of at most `width` characters
+  /// (a renderer's parameter list; the last line without a trailing comma).
+  public static func lines(width: Int, _ declare: (Argument) -> String) -> [String] {
+    var lines: [String] = [], current = ""
+    for piece in arguments.map(declare) {
+      if !current.isEmpty, current.count + 2 + piece.count > width {
+        lines.append(current + ",")
+        current = piece
+      } else {
+        current = current.isEmpty ? piece : current + ", " + piece
+      }
+    }
+    return lines + [current]
+  }
+}
+
+/// One entry point: `void NAME` with the `EntryABI` arguments.
 public struct Function: Equatable, Sendable {
   public var name: String
   public var body: [Stmt]

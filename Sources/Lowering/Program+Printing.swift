@@ -8,7 +8,7 @@ extension Program {
     out += "#   output at \(output.base.rawValue)+\(output.offset) (\(output.count) floats)\n"
     if let l = loss { out += "#   loss at \(l.base.rawValue)+\(l.offset)\n" }
     for f in functions {
-      out += "func \(f.name)(params, grads, m, v, arena, images, labels, lr, step, seed) {\n"
+      out += "func \(f.name)\(EntryABI.parameterList) {\n"
       for s in f.body { out += Self.list(s, depth: 1) }
       out += "}\n"
     }

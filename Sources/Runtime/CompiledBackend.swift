@@ -4,7 +4,7 @@ import Foundation
 import GraphIR
 import Lowering
 
-/// The C signature of every compiled entry point:
+/// The C signature of every compiled entry point (`EntryABI`, in this order and these types):
 /// `void f(params, grads, m, v, arena, images, labels, lr, step, seed)`.
 public typealias EntryPoint = @convention(c) (
   UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?,
