@@ -288,7 +288,7 @@ public struct LLVMRenderer {
       let callee = declared("cblas_sgemm", fnTy)
       func c32(_ v: Int) -> LLVMValueRef { LLVMConstInt(i32, UInt64(v), 0) }
       var args: [LLVMValueRef?] = [
-        c32(101), c32(g.transA ? 112 : 111), c32(g.transB ? 112 : 111), c32(g.m), c32(g.n), c32(g.k),
+        c32(Int(g.cblasCodes.layout)), c32(Int(g.cblasCodes.transA)), c32(Int(g.cblasCodes.transB)), c32(g.m), c32(g.n), c32(g.k),
         LLVMConstReal(f32, 1), address(g.a.0, g.a.1, s), c32(g.lda), address(g.b.0, g.b.1, s), c32(g.ldb),
         LLVMConstReal(f32, Double(g.beta)), address(g.c.0, g.c.1, s), c32(g.ldc),
       ]

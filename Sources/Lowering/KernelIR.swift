@@ -116,6 +116,13 @@ public struct Gemm: Equatable, Sendable {
     (self.beta, self.c, self.ldc) = (beta, c, leading(ldc, rows: m, cols: n))
   }
 
+  /// The CBLAS enumeration codes a library call passes (`CblasRowMajor`, `CblasNoTrans`, `CblasTrans`).
+  public static let cblasRowMajor: Int32 = 101, cblasNoTrans: Int32 = 111, cblasTrans: Int32 = 112
+  /// The CBLAS codes of this call: layout, then A's and B's transposition.
+  public var cblasCodes: (layout: Int32, transA: Int32, transB: Int32) {
+    (Self.cblasRowMajor, transA ? Self.cblasTrans : Self.cblasNoTrans, transB ? Self.cblasTrans : Self.cblasNoTrans)
+  }
+
   public static func == (x: Gemm, y: Gemm) -> Bool {
     x.transA == y.transA && x.transB == y.transB && x.m == y.m && x.n == y.n && x.k == y.k && x.a == y.a
       && x.lda == y.lda && x.b == y.b && x.ldb == y.ldb && x.beta == y.beta && x.c == y.c && x.ldc == y.ldc

@@ -147,7 +147,8 @@ struct Writer {
     case .vstore(let b, let i, let e, let lanes):
       line(lanes == self.lanes ? "storeVector(\(b.rawValue), \(ix(i)), \(vector(e)))" : "storePartial(\(b.rawValue), \(ix(i)), \(vector(e)), \(lanes))")
     case .gemm(let g):
-      line("sgemm(101, \(g.transA ? 112 : 111), \(g.transB ? 112 : 111), \(g.m), \(g.n), \(g.k), 1, \(g.a.0.rawValue) + \(ix(g.a.1)), \(g.lda), "
+      let codes = g.cblasCodes
+      line("sgemm(\(codes.layout), \(codes.transA), \(codes.transB), \(g.m), \(g.n), \(g.k), 1, \(g.a.0.rawValue) + \(ix(g.a.1)), \(g.lda), "
         + "\(g.b.0.rawValue) + \(ix(g.b.1)), \(g.ldb), \(literal(g.beta)), \(g.c.0.rawValue) + \(ix(g.c.1)), \(g.ldc))")
     }
   }
