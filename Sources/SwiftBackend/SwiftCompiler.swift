@@ -49,6 +49,13 @@ public struct SwiftCompiler: ProgramCompiler {
     throw SwiftCompileError(description: "cannot find swiftc (set SWIFTC or put the Swift toolchain on PATH)")
   }
 
+  /// swiftc's clang importer takes only CPU names that also tune, so the x86-64 microarchitecture levels
+  /// become the first CPU of each level (the same instruction set: v2 = Nehalem, v3 = Haswell's AVX2, FMA
+  /// and BMI, v4 = Skylake-AVX512's F/BW/CD/DQ/VL).
+  static func swiftcCPU(_ cpu: String) -> String {
+    ["x86-64-v2": "nehalem", "x86-64-v3": "haswell", "x86-64-v4": "skylake-avx512"][cpu] ?? cpu
+  }
+
   /// FNV-1a of the source, as hex: the cache key.
   static func hash(_ s: String) -> String {
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
@@ -70,7 +77,7 @@ public struct SwiftCompiler: ProgramCompiler {
       let tmp = "\(lib).tmp-\(getpid())"
       let p = Process()
       p.executableURL = URL(fileURLWithPath: try Self.swiftc())
-      p.arguments = ["-Ounchecked", "-target-cpu", target.cpu, "-emit-library", "-module-name", "cnnc_\(key)", "-o", tmp, src]
+      p.arguments = ["-Ounchecked", "-target-cpu", Self.swiftcCPU(target.cpu), "-emit-library", "-module-name", "cnnc_\(key)", "-o", tmp, src]
       let err = Pipe()
       p.standardError = err
       p.standardOutput = err

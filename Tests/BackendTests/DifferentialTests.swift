@@ -93,6 +93,20 @@ import Testing
     }
   }
 
+  /// The Swift back end on the lower target (swiftc gets a CPU name it accepts for the x86-64 levels).
+  @Test func swiftBackendOnTheLowerTargetMatchesInterpreter() throws {
+    let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 3)
+    let ref = try d.reference(step: 1)
+    let cache = NSTemporaryDirectory() + "cnnc-swift-\(UUID().uuidString)"
+    let b = try CompiledBackend(name: "swift", graph: d.graph, batch: 3, optimizer: Optimizer(kind: .adam, learningRate: 0),
+                                compiler: try SwiftCompiler(source: "test", target: try TestTargets.resolve("lower"), cacheDirectory: cache))
+    try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+    let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
+    expectClose([ref.loss], [r.loss], "swift loss on \(b.compiler.target.cpu)")
+    expectClose(ref.logits, r.logits, "swift logits on \(b.compiler.target.cpu)")
+    for (p, g) in ref.gradients { expectClose(g, b.gradients()[p]!, rtol: 1e-3, "swift \(p) gradient on \(b.compiler.target.cpu)") }
+  }
+
   /// On this machine's target and on a lower one it runs (other vector widths and blockings).
   @Test(arguments: cases, TestTargets.names) func lossLogitsAndGradientsMatch(_ name: String, _ target: String) throws {
     let d = try Differential(source: try Self.source(name), batch: 3)
