@@ -106,6 +106,8 @@ struct Train: ParsableCommand {
     var lock: RunLock?
     defer { withExtendedLifetime(lock) {} }
     try reportingErrors {
+      // A target this machine cannot run is refused before the data is read.
+      let target = try targetOptions.resolve(runsHere: true)
       let start = Date()
       let trainSet = try IDXDataset.load(directory: dir, split: "train")
       let testSet = try IDXDataset.load(directory: dir, split: "t10k")
@@ -134,7 +136,6 @@ struct Train: ParsableCommand {
       options.maxSteps = steps
       options.saveEvery = saveEvery
       options.primary = mpi.map { $0.rank == 0 } ?? true
-      let target = try targetOptions.resolve(runsHere: true)
       if jit || backend != "interp" { say("target: \(target)") }
       if jit || backend == "jit" {
         let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target), shards: shards, threads: threads, mpi: mpi)
