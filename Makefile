@@ -111,7 +111,7 @@ ISA_ENV_avx2 = ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 TF_ENABLE_ONEDNN
 ISA_ENV_avx512 = ONEDNN_MAX_CPU_ISA=AVX512_CORE ATEN_CPU_CAPABILITY=avx512 TF_ENABLE_ONEDNN_OPTS=1
 bench-compare: release $(PEERS)/bin/python
 	@case "$(ISA)" in host|avx2|avx512) ;; *) echo "ISA must be host, avx2 or avx512"; exit 1;; esac
-	{ $(CNNC) bench --epochs $(BENCH_EPOCHS) $(ISA_CPU_$(ISA)); \
+	{ $(CNNC) bench --epochs $(BENCH_EPOCHS) $(ISA_CPU_$(ISA)) || exit 1; \
 	  cd Scripts/peers && env $(ISA_ENV_$(ISA)) ../../$(PEERS)/bin/python bench_tensorflow.py $(BENCH_EPOCHS) 2>/dev/null; \
 	  env $(ISA_ENV_$(ISA)) ../../$(PEERS)/bin/python bench_pytorch.py $(BENCH_EPOCHS) 2>/dev/null || true; } > .build/bench-compare-$(ISA).json
 	python3 Scripts/compare.py < .build/bench-compare-$(ISA).json
