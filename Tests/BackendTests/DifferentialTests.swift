@@ -61,10 +61,11 @@ import Testing
   }
 
   /// The Swift back end, with a private cache directory so the test really runs swiftc.
-  static func swiftBackend(_ d: Differential, batches: [Int] = []) throws -> CompiledBackend<SwiftCompiler> {
+  static func swiftBackend(_ d: Differential, batches: [Int] = [], target: String = "host") throws -> CompiledBackend<SwiftCompiler> {
     let cache = NSTemporaryDirectory() + "cnnc-swift-\(UUID().uuidString)"
     let b = try CompiledBackend(name: "swift", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .adam, learningRate: 1e-3),
-                                compiler: try SwiftCompiler(source: "test", target: .host(), cacheDirectory: cache), inferenceBatches: batches)
+                                compiler: try SwiftCompiler(source: "test", target: try TestTargets.resolve(target), cacheDirectory: cache),
+                                inferenceBatches: batches)
     try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 1e-3))
     return b
   }
@@ -97,10 +98,7 @@ import Testing
   @Test func swiftBackendOnTheLowerTargetMatchesInterpreter() throws {
     let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 3)
     let ref = try d.reference(step: 1)
-    let cache = NSTemporaryDirectory() + "cnnc-swift-\(UUID().uuidString)"
-    let b = try CompiledBackend(name: "swift", graph: d.graph, batch: 3, optimizer: Optimizer(kind: .adam, learningRate: 0),
-                                compiler: try SwiftCompiler(source: "test", target: try TestTargets.resolve("lower"), cacheDirectory: cache))
-    try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+    let b = try Self.swiftBackend(d, target: "lower")
     let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
     expectClose([ref.loss], [r.loss], "swift loss on \(b.compiler.target.cpu)")
     expectClose(ref.logits, r.logits, "swift logits on \(b.compiler.target.cpu)")

@@ -53,7 +53,7 @@ struct Bench: ParsableCommand {
     }
     let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
     if kernels {
-      try reportingErrors { print(try KernelBench.run(f.graph, batch: 64, shards: shards, target: try targetOptions.resolve(runsHere: true))) }
+      try reportingErrors { print(try KernelBench.run(f, batch: 64, shards: shards, target: try targetOptions.resolve(runsHere: true))) }
       return
     }
     try reportingErrors {

@@ -13,9 +13,9 @@ enum KernelBench {
   /// Each timing runs a kernel at least this long.
   static let minimumSeconds = 0.05
 
-  static func run(_ g: Graph, batch: Int, shards: Int, target: Target) throws -> String {
+  static func run(_ f: GraphFile, batch: Int, shards: Int, target: Target) throws -> String {
     var compiler = try JITCompiler(target: target)
-    let step = try lowerReporting { () throws(DiagnosticList) in try lower(g, batch: batch / shards, mode: .gradients, target: target) }
+    let step = try f.run { () throws(DiagnosticList) in try lower(f.graph, batch: batch / shards, mode: .gradients, target: target) }
     let peakSteps = 1 << 22
     let peakEntry = try compiler.compile([KernelBenchmark.fmaPeak(target: target, steps: peakSteps)])[0]
     let peak = KernelBenchmark.peakFlops(target: target, steps: peakSteps) / best(peakEntry, arenaFloats: 64 * target.lanes) / 1e9
@@ -58,10 +58,5 @@ enum KernelBench {
       fastest = min(fastest, Date().timeIntervalSince(start) / Double(calls))
     }
     return fastest
-  }
-
-  /// A graph the command accepted is valid; a diagnostic here is reported as an error, not a crash.
-  static func lowerReporting<T>(_ body: () throws(DiagnosticList) -> T) throws -> T {
-    do { return try body() } catch { throw DataError("the graph could not be lowered: \(error.render(file: "graph", source: []))") }
   }
 }
