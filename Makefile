@@ -4,7 +4,7 @@ CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
 APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc openmpi-bin libopenmpi-dev
 
-.PHONY: deps build release test train generate check-generated bench bench-compare interop fuzz fuzz-graphs report-screenshot clean
+.PHONY: deps build release test train generate check-generated bench bench-compare interop fuzz fuzz-graphs report-screenshot sz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -51,6 +51,10 @@ bench: release
 
 clean:
 	rm -rf .build
+
+# Lines per target and the functions over the length budget (LONG_FUNCTION, default 60).
+sz:
+	@sh Scripts/sz.sh
 
 # Checkpoint interop with PyTorch's state_dict format (safetensors + numpy from PyPI, no torch needed).
 VENV = .build/venv

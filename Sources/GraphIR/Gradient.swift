@@ -30,22 +30,3 @@ extension String {
   func replacingDots() -> String { String(map { $0 == "." ? "_" : $0 }) }
 }
 
-extension Op {
-  /// The gradient rule: emits the backward nodes of `node` given its output gradient `dy`,
-  /// and returns the gradient value of each operand that `wants` asks for (nil elsewhere).
-  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
-    switch self {
-    case .conv2d(let a): Conv2D.gradient(a, node, dy: dy, wants: wants, &b)
-    case .relu: ReLU.gradient(node, dy: dy, wants: wants, &b)
-    case .maxPool(let a): MaxPool.gradient(a, node, dy: dy, wants: wants, &b)
-    case .avgPool(let a): AvgPool.gradient(a, node, dy: dy, wants: wants, &b)
-    case .flatten: Flatten.gradient(node, dy: dy, wants: wants, &b)
-    case .dense(let a): Dense.gradient(a, node, dy: dy, wants: wants, &b)
-    case .dropout(let a): Dropout.gradient(a, node, dy: dy, wants: wants, &b)
-    case .softmax: Softmax.gradient(node, dy: dy, wants: wants, &b)
-    case .crossEntropy: CrossEntropy.gradient(node, dy: dy, wants: wants, &b)
-    case .add: wants.map { $0 ? dy : nil }  // d(a+b) passes dy to both operands unchanged
-    default: [String?](repeating: nil, count: arity)  // gradient ops are not differentiated again
-    }
-  }
-}

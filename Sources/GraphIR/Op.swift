@@ -63,6 +63,11 @@ public enum Op: Equatable, Hashable, Sendable {
   case dropout(DropoutAttrs)
   case softmax
   case crossEntropy
+  // Version 1.1 of the format.
+  case leakyReLU(slope: Double)
+  case sigmoid
+  case tanh
+  case globalAvgPool
 
   /// (dy, weight, x): gradient w.r.t. the conv input; x gives only the shape.
   case conv2dGradInput(Conv2DAttrs)
@@ -92,6 +97,14 @@ public enum Op: Equatable, Hashable, Sendable {
   case crossEntropyGrad
   /// (a, b): elementwise sum; accumulates the gradients of a value with several consumers.
   case add
+  /// (dy, x)
+  case leakyReLUGrad(slope: Double)
+  /// (dy, y)
+  case sigmoidGrad
+  /// (dy, y)
+  case tanhGrad
+  /// (dy, x): x gives only the shape.
+  case globalAvgPoolGrad
 
   // Fused ops, produced by `fuseConvReLUPool` after differentiation (see Ops/Fused.swift).
   /// (x): relu(conv2d(x)).
@@ -103,58 +116,83 @@ public enum Op: Equatable, Hashable, Sendable {
   /// (dy, y, y.argmax): maxpool_grad and relu_grad in one pass, reading the saved argmax.
   case reluMaxPoolGrad(UnpoolAttrs)
 
+  /// The op's definition: the one switch over ops, from which everything else about an op is read.
+  public var definition: any OpDefinition {
+    switch self {
+    case .conv2d(let a): Conv2DOp(a)
+    case .relu: ReLUOp()
+    case .maxPool(let a): MaxPoolOp(a)
+    case .avgPool(let a): AvgPoolOp(a)
+    case .flatten: FlattenOp()
+    case .dense(let a): DenseOp(a)
+    case .dropout(let a): DropoutOp(a)
+    case .softmax: SoftmaxOp()
+    case .crossEntropy: CrossEntropyOp()
+    case .add: AddOp()
+    case .leakyReLU(let slope): LeakyReLUOp(slope: slope)
+    case .sigmoid: SigmoidOp()
+    case .tanh: TanhOp()
+    case .globalAvgPool: GlobalAvgPoolOp()
+    case .leakyReLUGrad(let slope): LeakyReLUGradOp(slope: slope)
+    case .sigmoidGrad: SigmoidGradOp()
+    case .tanhGrad: TanhGradOp()
+    case .globalAvgPoolGrad: GlobalAvgPoolGradOp()
+    case .conv2dGradInput(let a): Conv2DGradInputOp(a)
+    case .conv2dGradWeight(let a): Conv2DGradWeightOp(a)
+    case .conv2dGradBias: Conv2DGradBiasOp()
+    case .reluGrad: ReLUGradOp()
+    case .maxPoolGrad(let a): MaxPoolGradOp(a)
+    case .avgPoolGrad(let a): AvgPoolGradOp(a)
+    case .flattenGrad: FlattenGradOp()
+    case .denseGradInput: DenseGradInputOp()
+    case .denseGradWeight: DenseGradWeightOp()
+    case .denseGradBias: DenseGradBiasOp()
+    case .dropoutGrad(let a): DropoutGradOp(a)
+    case .softmaxGrad: SoftmaxGradOp()
+    case .crossEntropyGrad: CrossEntropyGradOp()
+    case .conv2dReLU(let a): Conv2DReLUOp(a)
+    case .conv2dReLUMaxPool(let a, let p): Conv2DReLUMaxPoolOp(a, p)
+    case .denseReLU(let a): DenseReLUOp(a)
+    case .reluMaxPoolGrad(let a): ReLUMaxPoolGradOp(a)
+    }
+  }
+
+  /// Every op's definition type, in the order `.graph` syntax lists them (forward, backward, fused).
+  public static let definitions: [any OpDefinition.Type] = [
+    Conv2DOp.self, ReLUOp.self, MaxPoolOp.self, AvgPoolOp.self, FlattenOp.self, DenseOp.self, DropoutOp.self,
+    SoftmaxOp.self, CrossEntropyOp.self, AddOp.self, GlobalAvgPoolOp.self, LeakyReLUOp.self, SigmoidOp.self, TanhOp.self,
+    Conv2DGradInputOp.self, Conv2DGradWeightOp.self, Conv2DGradBiasOp.self, ReLUGradOp.self, MaxPoolGradOp.self,
+    AvgPoolGradOp.self, FlattenGradOp.self, DenseGradInputOp.self, DenseGradWeightOp.self, DenseGradBiasOp.self,
+    DropoutGradOp.self, SoftmaxGradOp.self, CrossEntropyGradOp.self, GlobalAvgPoolGradOp.self, LeakyReLUGradOp.self,
+    SigmoidGradOp.self, TanhGradOp.self,
+    Conv2DReLUOp.self, Conv2DReLUMaxPoolOp.self, DenseReLUOp.self, ReLUMaxPoolGradOp.self,
+  ]
+
+  /// Every op's syntax, for tools that list what the language has.
+  public static var allSyntax: [OpSyntax] { OpSyntax.all }
+
+  /// The op's name as written in `.graph` files.
+  public var spelling: String { definition.spelling }
   /// Number of positional operands.
-  public var arity: Int {
-    switch self {
-    case .relu, .maxPool, .avgPool, .flatten, .dense, .dropout, .softmax, .conv2d: 1
-    case .conv2dGradBias, .denseGradBias: 1
-    case .crossEntropy, .conv2dGradWeight, .reluGrad, .maxPoolGrad, .avgPoolGrad, .flattenGrad,
-      .denseGradInput, .denseGradWeight, .dropoutGrad, .softmaxGrad, .crossEntropyGrad, .add: 2
-    case .conv2dGradInput, .reluMaxPoolGrad: 3
-    case .conv2dReLU, .conv2dReLUMaxPool, .denseReLU: 1
-    }
-  }
-
+  public var arity: Int { type(of: definition).syntax.operands.count }
   /// Learnable parameters the op owns, as `state_dict` suffixes.
-  public var parameterSuffixes: [String] {
-    switch self {
-    case .conv2d(let a), .conv2dReLU(let a), .conv2dReLUMaxPool(let a, _): a.bias ? ["weight", "bias"] : ["weight"]
-    case .dense(let a), .denseReLU(let a): a.bias ? ["weight", "bias"] : ["weight"]
-    default: []
-    }
-  }
-
+  public var parameterSuffixes: [String] { definition.parameterSuffixes }
   /// Extra results an op defines besides its value, referenced as `NAME.SUFFIX`.
-  public var secondaryOutputs: [String] {
-    if case .conv2dReLUMaxPool = self { return ["argmax"] }
-    return []
-  }
-
-  /// Which dialect of the `.graph` language an op belongs to.
-  public enum Dialect: Sendable {
-    /// The spec's ops: what model files are written in.
-    case forward
-    /// The ops `differentiate` emits.
-    case backward
-    /// The ops `fuseConvReLUPool` forms.
-    case fused
-  }
-
-  /// The op's dialect, spelled out for every op so a new one cannot fall into the wrong class.
-  public var dialect: Dialect {
-    switch self {
-    case .conv2d, .relu, .maxPool, .avgPool, .flatten, .dense, .dropout, .softmax, .crossEntropy, .add: .forward
-    case .conv2dGradInput, .conv2dGradWeight, .conv2dGradBias, .reluGrad, .maxPoolGrad, .avgPoolGrad, .flattenGrad,
-      .denseGradInput, .denseGradWeight, .denseGradBias, .dropoutGrad, .softmaxGrad, .crossEntropyGrad: .backward
-    case .conv2dReLU, .conv2dReLUMaxPool, .denseReLU, .reluMaxPoolGrad: .fused
-    }
-  }
-
+  public var secondaryOutputs: [String] { definition.secondaryOutputs }
+  /// The op's dialect.
+  public var role: OpRole { definition.role }
   /// True for the ops `fuseConvReLUPool` produces.
-  public var isFused: Bool { dialect == .fused }
-
-  /// True for ops that only the compiler produces (`add` also joins branches in forward graphs).
-  public var isGradient: Bool { dialect != .forward }
+  public var isFused: Bool { role == .fused }
+  /// True for ops that only the compiler produces.
+  public var isGradient: Bool { role != .forward }
+  /// Attributes in canonical order, omitting those at their default.
+  var printedAttributes: [(String, String)] { definition.printedAttributes }
+  /// The shape rule: the result type from the operand types.
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try definition.resultType(x) }
+  /// Parameter types (in `parameterSuffixes` order) from the operand types.
+  public func parameterTypes(_ x: [TensorType]) -> [TensorType] { definition.parameterTypes(x) }
+  /// Forward FLOPs per image.
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { definition.flopsPerImage(x, result: result) }
 }
 
 /// A shape rule that failed: the message names the shapes and the rule.
@@ -165,59 +203,6 @@ public struct ShapeError: Error, Equatable {
   public init(_ message: String, operand: Int? = nil) {
     self.message = message
     self.operand = operand
-  }
-}
-
-extension Op {
-  /// The shape rule: the result type from the operand types.
-  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {
-    switch self {
-    case .conv2d(let a): try Conv2D.resultType(a, x[0])
-    case .conv2dGradInput(let a): try Conv2D.gradInputType(a, dy: x[0], weight: x[1], x: x[2])
-    case .conv2dGradWeight(let a): try Conv2D.gradWeightType(a, dy: x[0], x: x[1])
-    case .conv2dGradBias: try Conv2D.gradBiasType(dy: x[0])
-    case .relu: try ReLU.resultType(x[0])
-    case .reluGrad: try sameShape("relu_grad", x[0], x[1])
-    case .maxPool(let a), .avgPool(let a): try Pool.resultType(a, x[0], op: self == .maxPool(a) ? "maxpool" : "avgpool")
-    case .maxPoolGrad(let a), .avgPoolGrad(let a): try Pool.gradType(a, dy: x[0], x: x[1])
-    case .flatten: try Flatten.resultType(x[0])
-    case .flattenGrad: try Flatten.gradType(dy: x[0], x: x[1])
-    case .dense(let a): try Dense.resultType(a, x[0])
-    case .denseGradInput: try Dense.gradInputType(dy: x[0], weight: x[1])
-    case .denseGradWeight: try Dense.gradWeightType(dy: x[0], x: x[1])
-    case .denseGradBias: try Dense.gradBiasType(dy: x[0])
-    case .dropout: try Dropout.resultType(x[0])
-    case .dropoutGrad: try sameShape("dropout_grad", x[0], x[1])
-    case .softmax: try Softmax.resultType(x[0])
-    case .softmaxGrad: try sameShape("softmax_grad", x[0], x[1])
-    case .crossEntropy: try CrossEntropy.resultType(logits: x[0], labels: x[1])
-    case .crossEntropyGrad: try CrossEntropy.gradType(logits: x[0], labels: x[1])
-    case .add: try sameShape("add", x[0], x[1])
-    case .conv2dReLU(let a): try Conv2D.resultType(a, x[0])
-    case .conv2dReLUMaxPool(let a, let p): try Pool.resultType(p, try Conv2D.resultType(a, x[0]), op: "conv2d_relu_maxpool")
-    case .denseReLU(let a): try Dense.resultType(a, x[0])
-    case .reluMaxPoolGrad(let a): try Fused.unpoolType(a, dy: x[0], y: x[1], argmax: x[2])
-    }
-  }
-
-  /// Parameter types (in `parameterSuffixes` order) from the operand types.
-  public func parameterTypes(_ x: [TensorType]) -> [TensorType] {
-    switch self {
-    case .conv2d(let a), .conv2dReLU(let a), .conv2dReLUMaxPool(let a, _): Conv2D.parameterTypes(a, x[0])
-    case .dense(let a), .denseReLU(let a): Dense.parameterTypes(a, x[0])
-    default: []
-    }
-  }
-
-  /// Forward FLOPs per image (a multiply-add counts 2; bias, relu, pooling and softmax are not counted).
-  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int {
-    switch self {
-    case .conv2d(let a), .conv2dReLU(let a): Conv2D.flopsPerImage(a, x[0], result: result)
-    case .conv2dReLUMaxPool(let a, _):
-      Conv2D.flopsPerImage(a, x[0], result: (try? Conv2D.resultType(a, x[0])) ?? result)
-    case .dense(let a), .denseReLU(let a): Dense.flopsPerImage(a, x[0])
-    default: 0
-    }
   }
 }
 

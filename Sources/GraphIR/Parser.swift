@@ -332,7 +332,9 @@ private struct ParserState {
     try expectPunct("=", "after the value name")
     let (opName, opRange) = try expectIdentifier("an op name after '='")
     let syntax = OpSyntax.byName[opName]
-    if syntax == nil {
+    if syntax == nil, OpSyntax.notYetImplemented.contains(opName) {
+      error("'\(opName)' is an op of the .graph format 1.1 that this version of cnnc does not implement yet", at: opRange)
+    } else if syntax == nil {
       let hint = closestMatch(opName, in: OpSyntax.all.map(\.name)).map { " (did you mean '\($0)'?)" } ?? ""
       error("unknown op '\(opName)'\(hint)", at: opRange)
     }
@@ -437,7 +439,7 @@ private struct ParserState {
     var op: Op?
     if !broken {
       do throws(AttrError) {
-        op = try syntax.make(values)
+        op = try syntax.make(Attributes(values))
       } catch {
         let at = attrs.first { $0.0 == error.attribute }?.3 ?? opRange
         self.error("\(opName): \(error.message)", at: at)

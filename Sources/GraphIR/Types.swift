@@ -38,7 +38,7 @@ public func checkedProduct(_ values: [Int]) -> Int? {
 }
 
 /// Scalars the reference kernels run in: Float for training, Double for gradient checks.
-public protocol Real: BinaryFloatingPoint, Sendable {
+public protocol Real: BinaryFloatingPoint, ActivationScalar, Sendable {
   static func exp(_ x: Self) -> Self
   static func log(_ x: Self) -> Self
 }

@@ -36,7 +36,7 @@ extension Verifier {
     var errors: [Diagnostic] = []
     for n in g.nodes {
       let spelling = n.op.spelling
-      switch n.op.dialect {
+      switch n.op.role {
       case .forward:
         continue
       case .backward:
@@ -61,11 +61,6 @@ extension Verifier {
 
   /// The forward ops a fused op stands for.
   static func fusedParts(_ op: Op) -> String {
-    switch op {
-    case .conv2dReLU: return "conv2d and relu"
-    case .conv2dReLUMaxPool: return "conv2d, relu and maxpool"
-    case .denseReLU: return "dense and relu"
-    default: return "the forward ops it stands for"
-    }
+    (type(of: op.definition) as? any FusedOp.Type)?.replaces ?? "the forward ops it stands for"
   }
 }

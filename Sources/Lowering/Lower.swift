@@ -45,21 +45,22 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
     shapes = try inferShapes(g, batch: batch)
   }
   let training = mode != .infer
+  let kernels = try g.nodes.map { n throws(DiagnosticList) in try lowering(of: n) }
   var scratch: [String: Int] = [:]
-  for n in g.nodes { scratch[n.name] = scratchFloats(n, shapes, target) }
+  for (n, k) in zip(g.nodes, kernels) { scratch[n.name] = k.scratchFloats(n, shapes, target) }
   var plan = planMemory(g, shapes, scratch: scratch, training: training)
   // Profiling keeps one 64-bit timestamp per kernel boundary after the planned arena.
   let profileOffset = plan.arenaFloats
   var regions: [(name: String, op: String, line: Int)] = []
   var e = Emitter(graph: g, shapes: shapes, plan: plan, training: training, target: target)
-  for n in g.nodes {
+  for (n, kernel) in zip(g.nodes, kernels) {
     e.node = n.name
     if profile {
       e.body.append(.tick(regions.count))
       regions.append((n.name, n.op.spelling, n.range.line))
     }
     e.body.append(.comment("\(n.name) = \(n.op.spelling)(\(n.args.joined(separator: ", ")))"))
-    e.emit(n)
+    e.emit(n, kernel)
   }
   if case .train(let spec) = mode {
     if profile {
@@ -177,95 +178,5 @@ struct Emitter {
     return elementwise(count ?? p.count) { i in .store(base, from + off + i, .c(0)) }
   }
 
-  mutating func emit(_ n: Node) {
-    // The operand whose spatial extent the op slides over: x of a conv or pool, the last operand of their gradients.
-    let spatial: Int = switch n.op {
-    case .conv2dGradInput: 2
-    case .conv2dGradWeight, .maxPoolGrad, .avgPoolGrad: 1
-    default: 0
-    }
-    switch effectiveStrides(n.op, input: n.args.isEmpty ? [] : dims(n.args[spatial])) {
-    case .conv2d(let a): convForward(n, a, relu: false, pool: nil)
-    case .conv2dReLU(let a): convForward(n, a, relu: true, pool: nil)
-    case .conv2dReLUMaxPool(let a, let p): convForward(n, a, relu: true, pool: p)
-    case .conv2dGradInput(let a): convGradInput(n, a)
-    case .conv2dGradWeight(let a): convGradWeight(n, a)
-    case .conv2dGradBias: convGradBias(n)
-    case .dense(let a): denseForward(n, a, relu: false)
-    case .denseReLU(let a): denseForward(n, a, relu: true)
-    case .denseGradInput: denseGradInput(n)
-    case .denseGradWeight: denseGradWeight(n)
-    case .denseGradBias: denseGradBias(n)
-    case .relu, .reluGrad, .add, .dropout, .dropoutGrad, .flatten, .flattenGrad: elementwiseOp(n)
-    case .maxPool(let p): pool(n, p, max: true)
-    case .avgPool(let p): pool(n, p, max: false)
-    case .maxPoolGrad(let p): maxPoolGrad(n, p)
-    case .avgPoolGrad(let p): avgPoolGrad(n, p)
-    case .reluMaxPoolGrad(let a): reluMaxPoolGrad(n, a)
-    case .softmax: softmax(n)
-    case .softmaxGrad: softmaxGrad(n)
-    case .crossEntropy: crossEntropy(n)
-    case .crossEntropyGrad: crossEntropyGrad(n)
-    }
-  }
-}
-
-/// The op with every stride clamped to the extent it slides over. A stride beyond that extent only ever
-/// takes the first window, so the clamped op computes the same values, and the lowering's index constants
-/// (stride times a row length) stay far from overflow however large the stride written in the file.
-func effectiveStrides(_ op: Op, input d: [Int]) -> Op {
-  guard d.count == 4 else { return op }
-  func conv(_ a: Conv2DAttrs) -> Conv2DAttrs {
-    var a = a
-    a.stride = min(a.stride, max(d[2], d[3]) + 2 * a.padding)
-    return a
-  }
-  func pool(_ p: PoolAttrs, _ h: Int, _ w: Int) -> PoolAttrs {
-    var p = p
-    p.stride = min(p.stride, max(h, w, 1))
-    return p
-  }
-  switch op {
-  case .conv2d(let a): return .conv2d(conv(a))
-  case .conv2dReLU(let a): return .conv2dReLU(conv(a))
-  case .conv2dGradInput(let a): return .conv2dGradInput(conv(a))
-  case .conv2dGradWeight(let a): return .conv2dGradWeight(conv(a))
-  case .conv2dReLUMaxPool(let a, let p):
-    let c = conv(a)
-    let oh = (d[2] + 2 * c.padding - c.kernel) / c.stride + 1, ow = (d[3] + 2 * c.padding - c.kernel) / c.stride + 1
-    return .conv2dReLUMaxPool(c, pool(p, oh, ow))
-  case .maxPool(let p): return .maxPool(pool(p, d[2], d[3]))
-  case .avgPool(let p): return .avgPool(pool(p, d[2], d[3]))
-  case .maxPoolGrad(let p): return .maxPoolGrad(pool(p, d[2], d[3]))
-  case .avgPoolGrad(let p): return .avgPoolGrad(pool(p, d[2], d[3]))
-  case .reluMaxPoolGrad(let u): return .reluMaxPoolGrad(UnpoolAttrs(pool: pool(u.pool, u.height, u.width), height: u.height, width: u.width))
-  default: return op
-  }
-}
-
-/// Scratch floats a node's kernel needs: a group's column matrix plus the conv result (forward)
-/// or the gradient moved to GEMM layout (backward).
-func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
-  func geometry(_ a: Conv2DAttrs, _ x: String) -> (ckk: Int, cols: Int, f: Int) {
-    let s = Emitter.convShape(a, x: shapes[x]!.dims, target: target)
-    return (s.ckk, s.cols, s.f)
-  }
-  switch n.op {
-  case .conv2d(let a), .conv2dReLU(let a), .conv2dReLUMaxPool(let a, _):
-    let g = geometry(a, n.args[0])
-    return (g.ckk + g.f) * g.cols + g.cols  // + the pooling epilogue's table of window positions
-  case .conv2dGradWeight(let a):
-    let g = geometry(a, n.args[1])
-    return (g.ckk + g.f) * g.cols + g.ckk * g.f
-  case .conv2dGradInput(let a):
-    let g = geometry(a, n.args[2])
-    return (g.ckk + g.f) * g.cols
-  case .dense(let a), .denseReLU(let a):
-    let xd = shapes[n.args[0]]!.dims
-    if Emitter.transposedForward(batch: xd[0], features: xd[1], units: a.units, target: target) { return (xd[1] + a.units) * xd[0] }
-    return Emitter.dotProductForward(batch: xd[0], features: xd[1], lanes: target.lanes) ? target.lanes : 0  // the dot products' lanes
-  case .conv2dGradBias:
-    return target.lanes  // the accumulator's lanes, summed in order
-  default: return 0
-  }
+  mutating func emit(_ n: Node, _ kernel: any Lowerable) { kernel.lower(n, &self) }
 }

@@ -10,17 +10,6 @@ public struct MemoryPlan: Equatable, Sendable {
   public var parameterFloats: Int
 }
 
-/// Values that share their operand's storage: flatten and its gradient are views; dropout is the
-/// identity at inference.
-func aliasSource(_ n: Node, training: Bool) -> String? {
-  switch n.op {
-  case .flatten: n.args[0]
-  case .flattenGrad: n.args[0]
-  case .dropout: training ? nil : n.args[0]
-  default: nil
-  }
-}
-
 /// Liveness-based buffer reuse into one arena: each value occupies [definition, last use]; a value
 /// takes the lowest 64-byte-aligned offset that overlaps no value live at the same time. Parameters,
 /// their gradients and the inputs live in their own buffers. Nothing is allocated inside a step.

@@ -10,8 +10,15 @@ public func differentiate(_ g: Graph) throws(DiagnosticList) -> Graph {
   guard let loss = g.minimize else {
     throw DiagnosticList([.error("the graph has no 'minimize' statement; training needs a scalar loss to minimise", at: .synthesized)])
   }
-  guard !g.nodes.contains(where: { $0.op.isGradient }) else {
-    throw DiagnosticList([.error("the graph is already differentiated", at: .synthesized)])
+  // Only forward ops have gradient rules; a backward or fused op means the graph was differentiated (or
+  // fused) already, and each is named where it is written.
+  let rules = g.nodes.map { $0.op.definition as? any ForwardOp }
+  let without = zip(g.nodes, rules).filter { $1 == nil }.map(\.0)
+  guard without.isEmpty else {
+    throw DiagnosticList(without.map { n in
+      .error("'\(n.name)' is \(n.op.spelling), a compiler-formed op with no gradient rule: differentiation takes a graph of forward ops",
+             at: n.opRange)
+    })
   }
   // Forward: which values depend on a parameter.
   var dependsOnParameter = Set<String>()
@@ -24,7 +31,7 @@ public func differentiate(_ g: Graph) throws(DiagnosticList) -> Graph {
 
   var builder = GradientBuilder(taken: Set(g.inputs.map(\.name) + g.nodes.map(\.name)))
   var contributions: [String: [String]] = [:]
-  for n in g.nodes.reversed() where reachesLoss.contains(n.name) && dependsOnParameter.contains(n.name) {
+  for (n, rule) in zip(g.nodes, rules).reversed() where reachesLoss.contains(n.name) && dependsOnParameter.contains(n.name) {
     var dy = ""
     if n.name != loss {
       guard var parts = contributions[n.name], !parts.isEmpty else { continue }
@@ -32,7 +39,7 @@ public func differentiate(_ g: Graph) throws(DiagnosticList) -> Graph {
       for p in parts { dy = builder.emit("\(n.name)_grad_sum", .add, [dy, p]) }
     }
     let wants = n.args.map { dependsOnParameter.contains($0) && reachesLoss.contains($0) }
-    let grads = n.op.gradient(n, dy: dy, wants: wants, &builder)
+    let grads = rule!.gradient(n, dy: dy, wants: wants, &builder)
     for (arg, grad) in zip(n.args, grads) {
       if let grad { contributions[arg, default: []].append(grad) }
     }

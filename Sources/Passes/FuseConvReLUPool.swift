@@ -70,5 +70,8 @@ public func fuseConvReLUPool(_ g: Graph, shapes: ShapeTable) -> Graph {
     m.args = m.args.map { rename[$0] ?? $0 }
     return m
   }
+  // A fused-away pool may be the graph's output (a feature extractor): the fused value now holds it.
+  out.output = g.output.map { rename[$0] ?? $0 }
+  out.minimize = g.minimize.map { rename[$0] ?? $0 }
   return out
 }

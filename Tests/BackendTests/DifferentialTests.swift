@@ -43,7 +43,7 @@ import Testing
     minimize loss
     """
 
-  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "odd", "narrow"]
+  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "residual.graph", "odd", "narrow"]
 
   static func source(_ name: String) throws -> String {
     switch name {

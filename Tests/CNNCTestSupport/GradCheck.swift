@@ -44,13 +44,21 @@ public struct GradCheck {
     return Dictionary(uniqueKeysWithValues: backward.gradients.map { ($0.parameter, env[$0.value]!.tensor!) })
   }
 
-  /// The largest combined error min(|a-b|, |a-b|/(|a|+|b|)) over `samples` coordinates of every parameter.
-  public func maxError(samples: Int = 6, h: Double = 1e-6) throws -> (error: Double, checked: Int) {
-    let grads = try symbolicGradients()
+  /// A parameter that the backward graph gives no gradient, though the check needs one for every parameter.
+  public struct MissingGradient: Error, CustomStringConvertible {
+    public var parameter: String
+    public var description: String { "the backward graph has no gradient for parameter '\(parameter)'" }
+  }
+
+  /// The largest combined error min(|a-b|, |a-b|/(|a|+|b|)) over `samples` coordinates of every parameter,
+  /// comparing `gradients` (by default the symbolic ones) with central differences. Every parameter must
+  /// have a gradient: a missing one is an error, not a parameter skipped.
+  public func maxError(samples: Int = 6, h: Double = 1e-6, gradients: [String: Tensor<Double>]? = nil) throws -> (error: Double, checked: Int) {
+    let grads = try gradients ?? symbolicGradients()
     var worst = 0.0, checked = 0
     var rng = SeededRandom(seed: 99)
     for name in graph.parameterNames {
-      guard let g = grads[name] else { continue }
+      guard let g = grads[name] else { throw MissingGradient(parameter: name) }
       for _ in 0..<samples {
         let i = Int(rng.next() % UInt64(g.count))
         var plus = parameters, minus = parameters

@@ -1,10 +1,35 @@
+/// `avgpool(x, size, stride)`.
+public struct AvgPoolOp: ForwardOp {
+  public var attrs: PoolAttrs
+  public init(_ attrs: PoolAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("avgpool", operands: ["x"], attrs: PoolAttrs.syntax) { a throws(AttrError) in .avgPool(try PoolAttrs(a)) }
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Pool.resultType(attrs, x[0], op: spelling) }
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(node.args[0])_grad", .avgPoolGrad(attrs), [dy, node.args[0]])]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [AvgPool.forward(attrs, try x.f32(0))]
+  }
+}
+
+/// `avgpool_grad(dy, x)`: spreads dy evenly over each window; x gives only the shape.
+public struct AvgPoolGradOp: BackwardOp {
+  public var attrs: PoolAttrs
+  public init(_ attrs: PoolAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("avgpool_grad", operands: ["dy", "x"], attrs: PoolAttrs.syntax) { a throws(AttrError) in
+    .avgPoolGrad(try PoolAttrs(a))
+  }
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Pool.gradType(attrs, dy: x[0], x: x[1]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [AvgPool.backward(attrs, dy: try x.f32(0), xShape: try x.f32(1).shape)]
+  }
+}
+
 /// `avgpool(x, size, stride)`: the mean of each window; the gradient spreads dy evenly over it.
 public enum AvgPool {
-  static func gradient(_ a: PoolAttrs, _ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
-    guard wants[0] else { return [nil] }
-    return [b.emit("\(node.args[0])_grad", .avgPoolGrad(a), [dy, node.args[0]])]
-  }
-
   @_specialize(where T == Float)
   @_specialize(where T == Double)
   public static func forward<T: Real>(_ a: PoolAttrs, _ x: Tensor<T>) -> Tensor<T> {

@@ -1,3 +1,65 @@
+/// `conv2d(x, filters, kernel, stride, padding, bias)`.
+public struct Conv2DOp: ForwardOp {
+  public var attrs: Conv2DAttrs
+  public init(_ attrs: Conv2DAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("conv2d", operands: ["x"], attrs: Conv2DAttrs.syntax) { a throws(AttrError) in .conv2d(try Conv2DAttrs(a)) }
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public var parameterSuffixes: [String] { attrs.bias ? ["weight", "bias"] : ["weight"] }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Conv2D.resultType(attrs, x[0]) }
+  public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Conv2D.parameterTypes(attrs, x[0]) }
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Conv2D.flopsPerImage(attrs, x[0], result: result) }
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    let x = node.args[0]
+    b.parameterGradient("\(node.name).weight", .conv2dGradWeight(attrs), [dy, x])
+    if attrs.bias { b.parameterGradient("\(node.name).bias", .conv2dGradBias, [dy]) }
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(x)_grad", .conv2dGradInput(attrs), [dy, "\(node.name).weight", x])]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Conv2D.forward(attrs, try x.f32(0), weight: try x.f32(1), bias: try x.f32(2, if: attrs.bias))]
+  }
+}
+
+/// `conv2d_grad_input(dy, weight, x)`: the gradient w.r.t. the conv input; x gives only the shape.
+public struct Conv2DGradInputOp: BackwardOp {
+  public var attrs: Conv2DAttrs
+  public init(_ attrs: Conv2DAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("conv2d_grad_input", operands: ["dy", "weight", "x"], attrs: Conv2DAttrs.syntax) { a throws(AttrError) in
+    .conv2dGradInput(try Conv2DAttrs(a))
+  }
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {
+    try Conv2D.gradInputType(attrs, dy: x[0], weight: x[1], x: x[2])
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Conv2D.backwardInput(attrs, dy: try x.f32(0), weight: try x.f32(1), xShape: try x.f32(2).shape)]
+  }
+}
+
+/// `conv2d_grad_weight(dy, x)`: the gradient w.r.t. the conv weight.
+public struct Conv2DGradWeightOp: BackwardOp {
+  public var attrs: Conv2DAttrs
+  public init(_ attrs: Conv2DAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("conv2d_grad_weight", operands: ["dy", "x"], attrs: Conv2DAttrs.syntax) { a throws(AttrError) in
+    .conv2dGradWeight(try Conv2DAttrs(a))
+  }
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Conv2D.gradWeightType(attrs, dy: x[0], x: x[1]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Conv2D.backwardWeight(attrs, dy: try x.f32(0), x: try x.f32(1))]
+  }
+}
+
+/// `conv2d_grad_bias(dy)`: the gradient w.r.t. the conv bias.
+public struct Conv2DGradBiasOp: BackwardOp {
+  public init() {}
+  public static let syntax = OpSyntax("conv2d_grad_bias", operands: ["dy"]) { _ in .conv2dGradBias }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Conv2D.gradBiasType(dy: x[0]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Conv2D.backwardBias(dy: try x.f32(0))]
+  }
+}
+
 /// `conv2d(x, filters, kernel, stride, padding, bias)`: 2-D cross-correlation over NCHW, like `nn.Conv2d`.
 public enum Conv2D {
   // MARK: Shape rules
@@ -53,16 +115,6 @@ public enum Conv2D {
   static func gradBiasType(dy: TensorType) throws(ShapeError) -> TensorType {
     try expect("conv2d_grad_bias", dy, rank: 4, layout: "[N, F, H, W]")
     return TensorType(.f32, [dy.dims[1]])
-  }
-
-  // MARK: Gradient rule
-
-  static func gradient(_ a: Conv2DAttrs, _ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
-    let x = node.args[0]
-    b.parameterGradient("\(node.name).weight", .conv2dGradWeight(a), [dy, x])
-    if a.bias { b.parameterGradient("\(node.name).bias", .conv2dGradBias, [dy]) }
-    guard wants[0] else { return [nil] }
-    return [b.emit("\(x)_grad", .conv2dGradInput(a), [dy, "\(node.name).weight", x])]
   }
 
   // MARK: Reference kernels

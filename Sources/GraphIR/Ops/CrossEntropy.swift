@@ -1,3 +1,28 @@
+/// `cross_entropy(logits, labels)`.
+public struct CrossEntropyOp: ForwardOp {
+  public init() {}
+  public static let syntax = OpSyntax("cross_entropy", operands: ["logits", "labels"]) { _ in .crossEntropy }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try CrossEntropy.resultType(logits: x[0], labels: x[1]) }
+  /// The loss is the value being minimised, so its own gradient is 1 and `dy` is not read.
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    guard wants[0] else { return [nil, nil] }
+    return [b.emit("\(node.args[0])_grad", .crossEntropyGrad, [node.args[0], node.args[1]]), nil]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [try CrossEntropy.forward(try x.f32(0), labels: try x.labels(1))]
+  }
+}
+
+/// `cross_entropy_grad(logits, labels)`: the gradient of the mean cross-entropy w.r.t. the logits, seeded with 1.
+public struct CrossEntropyGradOp: BackwardOp {
+  public init() {}
+  public static let syntax = OpSyntax("cross_entropy_grad", operands: ["logits", "labels"]) { _ in .crossEntropyGrad }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try CrossEntropy.gradType(logits: x[0], labels: x[1]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [try CrossEntropy.backward(try x.f32(0), labels: try x.labels(1))]
+  }
+}
+
 /// `cross_entropy(logits, labels)`: mean over the batch of -log softmax(logits)[label], a scalar.
 public enum CrossEntropy {
   static func resultType(logits: TensorType, labels: TensorType) throws(ShapeError) -> TensorType {
@@ -14,12 +39,6 @@ public enum CrossEntropy {
   static func gradType(logits: TensorType, labels: TensorType) throws(ShapeError) -> TensorType {
     _ = try resultType(logits: logits, labels: labels)
     return logits
-  }
-
-  /// The loss is the value being minimised, so its own gradient is 1 and `dy` is not read.
-  static func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
-    guard wants[0] else { return [nil, nil] }
-    return [b.emit("\(node.args[0])_grad", .crossEntropyGrad, [node.args[0], node.args[1]]), nil]
   }
 
   static func checkLabels(_ labels: [Int32], classes k: Int) throws(EvaluationError) {

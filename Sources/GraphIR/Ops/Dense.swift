@@ -1,3 +1,55 @@
+/// `dense(x, units, bias)`.
+public struct DenseOp: ForwardOp {
+  public var attrs: DenseAttrs
+  public init(_ attrs: DenseAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("dense", operands: ["x"], attrs: DenseAttrs.syntax) { a throws(AttrError) in .dense(try DenseAttrs(a)) }
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public var parameterSuffixes: [String] { attrs.bias ? ["weight", "bias"] : ["weight"] }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.resultType(attrs, x[0]) }
+  public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Dense.parameterTypes(attrs, x[0]) }
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Dense.flopsPerImage(attrs, x[0]) }
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    let x = node.args[0]
+    b.parameterGradient("\(node.name).weight", .denseGradWeight, [dy, x])
+    if attrs.bias { b.parameterGradient("\(node.name).bias", .denseGradBias, [dy]) }
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(x)_grad", .denseGradInput, [dy, "\(node.name).weight"])]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Dense.forward(try x.f32(0), weight: try x.f32(1), bias: try x.f32(2, if: attrs.bias))]
+  }
+}
+
+/// `dense_grad_input(dy, weight)`.
+public struct DenseGradInputOp: BackwardOp {
+  public init() {}
+  public static let syntax = OpSyntax("dense_grad_input", operands: ["dy", "weight"]) { _ in .denseGradInput }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.gradInputType(dy: x[0], weight: x[1]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Dense.backwardInput(dy: try x.f32(0), weight: try x.f32(1))]
+  }
+}
+
+/// `dense_grad_weight(dy, x)`.
+public struct DenseGradWeightOp: BackwardOp {
+  public init() {}
+  public static let syntax = OpSyntax("dense_grad_weight", operands: ["dy", "x"]) { _ in .denseGradWeight }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.gradWeightType(dy: x[0], x: x[1]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Dense.backwardWeight(dy: try x.f32(0), x: try x.f32(1))]
+  }
+}
+
+/// `dense_grad_bias(dy)`.
+public struct DenseGradBiasOp: BackwardOp {
+  public init() {}
+  public static let syntax = OpSyntax("dense_grad_bias", operands: ["dy"]) { _ in .denseGradBias }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.gradBiasType(dy: x[0]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Dense.backwardBias(dy: try x.f32(0))]
+  }
+}
+
 /// `dense(x, units, bias)`: y = x W^T + b with W [units, F], like `nn.Linear`.
 public enum Dense {
   public static func resultType(_ a: DenseAttrs, _ x: TensorType) throws(ShapeError) -> TensorType {
@@ -32,14 +84,6 @@ public enum Dense {
   static func gradBiasType(dy: TensorType) throws(ShapeError) -> TensorType {
     try expect("dense_grad_bias", dy, rank: 2, layout: "[N, units]")
     return TensorType(.f32, [dy.dims[1]])
-  }
-
-  static func gradient(_ a: DenseAttrs, _ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
-    let x = node.args[0]
-    b.parameterGradient("\(node.name).weight", .denseGradWeight, [dy, x])
-    if a.bias { b.parameterGradient("\(node.name).bias", .denseGradBias, [dy]) }
-    guard wants[0] else { return [nil] }
-    return [b.emit("\(x)_grad", .denseGradInput, [dy, "\(node.name).weight"])]
   }
 
   @_specialize(where T == Float)

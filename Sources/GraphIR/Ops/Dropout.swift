@@ -1,3 +1,34 @@
+/// `dropout(x, rate)`.
+public struct DropoutOp: ForwardOp {
+  public var attrs: DropoutAttrs
+  public init(_ attrs: DropoutAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("dropout", operands: ["x"], attrs: DropoutAttrs.syntax) { a throws(AttrError) in .dropout(try DropoutAttrs(a)) }
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dropout.resultType(x[0]) }
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(node.args[0])_grad", .dropoutGrad(attrs), [dy, node.name])]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    guard ctx.training else { return [try x.f32(0)] }
+    return [Dropout.apply(attrs, try x.f32(0), key: Dropout.key(x.node.name), ctx)]
+  }
+}
+
+/// `dropout_grad(dy, y)`: reapplies the mask of the dropout that produced y (the same RNG key).
+public struct DropoutGradOp: BackwardOp {
+  public var attrs: DropoutAttrs
+  public init(_ attrs: DropoutAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("dropout_grad", operands: ["dy", "y"], attrs: DropoutAttrs.syntax) { a throws(AttrError) in
+    .dropoutGrad(try DropoutAttrs(a))
+  }
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try sameShape(spelling, x[0], x[1]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Dropout.apply(attrs, try x.f32(0), key: Dropout.key(x.node.args[1]), ctx)]
+  }
+}
+
 /// `dropout(x, rate)`: inverted dropout in training, identity at inference.
 ///
 /// The mask comes from a counter-based RNG keyed by (seed, step, node, element), so any back end
@@ -6,11 +37,6 @@ public enum Dropout {
   static func resultType(_ x: TensorType) throws(ShapeError) -> TensorType {
     guard x.dtype == .f32 else { throw ShapeError("dropout expects an f32 tensor, got \(x)") }
     return x
-  }
-
-  static func gradient(_ a: DropoutAttrs, _ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
-    guard wants[0] else { return [nil] }
-    return [b.emit("\(node.args[0])_grad", .dropoutGrad(a), [dy, node.name])]
   }
 
   /// The RNG key of a dropout node: FNV-1a of its name.

@@ -1,3 +1,83 @@
+/// `conv2d_relu(x)`: relu(conv2d(x)).
+public struct Conv2DReLUOp: FusedOp {
+  public var attrs: Conv2DAttrs
+  public init(_ attrs: Conv2DAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("conv2d_relu", operands: ["x"], attrs: Conv2DAttrs.syntax) { a throws(AttrError) in .conv2dReLU(try Conv2DAttrs(a)) }
+  public static let replaces = "conv2d and relu"
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public var parameterSuffixes: [String] { Conv2DOp(attrs).parameterSuffixes }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Conv2D.resultType(attrs, x[0]) }
+  public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Conv2D.parameterTypes(attrs, x[0]) }
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Conv2D.flopsPerImage(attrs, x[0], result: result) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [ReLU.forward(Conv2D.forward(attrs, try x.f32(0), weight: try x.f32(1), bias: try x.f32(2, if: attrs.bias)))]
+  }
+}
+
+/// `conv2d_relu_maxpool(x)`: maxpool(relu(conv2d(x))); also defines `NAME.argmax`, the window position of each maximum.
+public struct Conv2DReLUMaxPoolOp: FusedOp {
+  public var attrs: Conv2DAttrs
+  public var pool: PoolAttrs
+  public init(_ attrs: Conv2DAttrs, _ pool: PoolAttrs) {
+    self.attrs = attrs
+    self.pool = pool
+  }
+  public static let syntax = OpSyntax("conv2d_relu_maxpool", operands: ["x"], attrs: Conv2DAttrs.syntax + [
+    AttrSpec("pool_size", .int, required: true), AttrSpec("pool_stride", .int),
+  ]) { a throws(AttrError) in
+    let size = try a.int("pool_size", min: 1)
+    return .conv2dReLUMaxPool(try Conv2DAttrs(a), PoolAttrs(size: size, stride: try a.int("pool_stride", min: 1, default: size)))
+  }
+  public static let replaces = "conv2d, relu and maxpool"
+  public var printedAttributes: [(String, String)] {
+    attrs.printed + [("pool_size", "\(pool.size)")] + (pool.stride != pool.size ? [("pool_stride", "\(pool.stride)")] : [])
+  }
+  public var parameterSuffixes: [String] { Conv2DOp(attrs).parameterSuffixes }
+  public var secondaryOutputs: [String] { ["argmax"] }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {
+    try Pool.resultType(pool, try Conv2D.resultType(attrs, x[0]), op: spelling)
+  }
+  public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Conv2D.parameterTypes(attrs, x[0]) }
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int {
+    Conv2D.flopsPerImage(attrs, x[0], result: (try? Conv2D.resultType(attrs, x[0])) ?? result)
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    let (y, argmax) = Fused.convReLUMaxPool(attrs, pool, try x.f32(0), weight: try x.f32(1), bias: try x.f32(2, if: attrs.bias))
+    return [y, argmax]
+  }
+}
+
+/// `dense_relu(x)`: relu(dense(x)).
+public struct DenseReLUOp: FusedOp {
+  public var attrs: DenseAttrs
+  public init(_ attrs: DenseAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("dense_relu", operands: ["x"], attrs: DenseAttrs.syntax) { a throws(AttrError) in .denseReLU(try DenseAttrs(a)) }
+  public static let replaces = "dense and relu"
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public var parameterSuffixes: [String] { DenseOp(attrs).parameterSuffixes }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.resultType(attrs, x[0]) }
+  public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Dense.parameterTypes(attrs, x[0]) }
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Dense.flopsPerImage(attrs, x[0]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [ReLU.forward(Dense.forward(try x.f32(0), weight: try x.f32(1), bias: try x.f32(2, if: attrs.bias)))]
+  }
+}
+
+/// `relu_maxpool_grad(dy, y, y.argmax)`: maxpool_grad and relu_grad in one pass, reading the saved argmax.
+public struct ReLUMaxPoolGradOp: FusedOp {
+  public var attrs: UnpoolAttrs
+  public init(_ attrs: UnpoolAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("relu_maxpool_grad", operands: ["dy", "y", "argmax"], attrs: UnpoolAttrs.syntax) { a throws(AttrError) in
+    .reluMaxPoolGrad(try UnpoolAttrs(a))
+  }
+  public static let replaces = "maxpool_grad and relu_grad (which differentiation writes)"
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Fused.unpoolType(attrs, dy: x[0], y: x[1], argmax: x[2]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Fused.unpool(attrs, dy: try x.f32(0), y: try x.f32(1), argmax: try x.f32(2))]
+  }
+}
+
 /// The fused ops that `fuseConvReLUPool` forms after differentiation. Their reference kernels are
 /// the compositions of the ops they replace, so the interpreter checks the fusion itself.
 public enum Fused {

@@ -1,3 +1,33 @@
+/// `maxpool(x, size, stride)`.
+public struct MaxPoolOp: ForwardOp {
+  public var attrs: PoolAttrs
+  public init(_ attrs: PoolAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("maxpool", operands: ["x"], attrs: PoolAttrs.syntax) { a throws(AttrError) in .maxPool(try PoolAttrs(a)) }
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Pool.resultType(attrs, x[0], op: spelling) }
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(node.args[0])_grad", .maxPoolGrad(attrs), [dy, node.args[0]])]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [MaxPool.forward(attrs, try x.f32(0))]
+  }
+}
+
+/// `maxpool_grad(dy, x)`: routes dy to the first maximum of each window.
+public struct MaxPoolGradOp: BackwardOp {
+  public var attrs: PoolAttrs
+  public init(_ attrs: PoolAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("maxpool_grad", operands: ["dy", "x"], attrs: PoolAttrs.syntax) { a throws(AttrError) in
+    .maxPoolGrad(try PoolAttrs(a))
+  }
+  public var printedAttributes: [(String, String)] { attrs.printed }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Pool.gradType(attrs, dy: x[0], x: x[1]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [MaxPool.backward(attrs, dy: try x.f32(0), x: try x.f32(1))]
+  }
+}
+
 /// Shape rule shared by `maxpool` and `avgpool`: windows without padding, rounding down.
 enum Pool {
   static func resultType(_ a: PoolAttrs, _ x: TensorType, op: String) throws(ShapeError) -> TensorType {
@@ -17,11 +47,6 @@ enum Pool {
 
 /// `maxpool(x, size, stride)`: the maximum of each window; the gradient goes to the window's first maximum.
 public enum MaxPool {
-  static func gradient(_ a: PoolAttrs, _ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
-    guard wants[0] else { return [nil] }
-    return [b.emit("\(node.args[0])_grad", .maxPoolGrad(a), [dy, node.args[0]])]
-  }
-
   @_specialize(where T == Float)
   @_specialize(where T == Double)
   public static func forward<T: Real>(_ a: PoolAttrs, _ x: Tensor<T>) -> Tensor<T> {

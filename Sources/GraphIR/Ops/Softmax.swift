@@ -1,13 +1,32 @@
+/// `softmax(x)`.
+public struct SoftmaxOp: ForwardOp {
+  public init() {}
+  public static let syntax = OpSyntax("softmax", operands: ["x"]) { _ in .softmax }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Softmax.resultType(x[0]) }
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(node.args[0])_grad", .softmaxGrad, [dy, node.name])]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Softmax.forward(try x.f32(0))]
+  }
+}
+
+/// `softmax_grad(dy, y)`.
+public struct SoftmaxGradOp: BackwardOp {
+  public init() {}
+  public static let syntax = OpSyntax("softmax_grad", operands: ["dy", "y"]) { _ in .softmaxGrad }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try sameShape(spelling, x[0], x[1]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Softmax.backward(dy: try x.f32(0), y: try x.f32(1))]
+  }
+}
+
 /// `softmax(x)`: exp(x) / sum exp(x) over the last axis of [N, K], computed stably.
 public enum Softmax {
   static func resultType(_ x: TensorType) throws(ShapeError) -> TensorType {
     try expect("softmax", x, rank: 2, layout: "[N, K]")
     return x
-  }
-
-  static func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
-    guard wants[0] else { return [nil] }
-    return [b.emit("\(node.args[0])_grad", .softmaxGrad, [dy, node.name])]
   }
 
   public static func forward<T: Real>(_ x: Tensor<T>) -> Tensor<T> {

@@ -1,4 +1,5 @@
 import GraphIR
+import Passes
 
 /// Convolution as im2col + one register-blocked GEMM per group of images, with the bias, relu and
 /// max-pool epilogue fused into the pass that moves the GEMM result back to NCHW; its gradients as two
@@ -298,4 +299,56 @@ extension Emitter {
       return out
     })
   }
+}
+
+// MARK: The conv ops' lowerings
+
+/// Scratch of a conv kernel: a group's column matrix and the conv result or gradient in GEMM layout.
+private func convScratch(_ a: Conv2DAttrs, x: String, _ shapes: ShapeTable, _ target: Target) -> (ckk: Int, cols: Int, f: Int) {
+  let s = Emitter.convShape(a, x: shapes[x]!.dims, target: target)
+  return (s.ckk, s.cols, s.f)
+}
+
+extension Conv2DOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.convForward(n, attrs.clamped(input: e.dims(n.args[0])), relu: false, pool: nil) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
+    let g = convScratch(attrs, x: n.args[0], shapes, target)
+    return (g.ckk + g.f) * g.cols + g.cols  // + the pooling epilogue's table of window positions
+  }
+}
+
+extension Conv2DReLUOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.convForward(n, attrs.clamped(input: e.dims(n.args[0])), relu: true, pool: nil) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target) }
+}
+
+extension Conv2DReLUMaxPoolOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let c = attrs.clamped(input: e.dims(n.args[0]))
+    let o = c.output(e.dims(n.args[0]))
+    e.convForward(n, c, relu: true, pool: pool.clamped(o.h, o.w))
+  }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target) }
+}
+
+extension Conv2DGradInputOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.convGradInput(n, attrs.clamped(input: e.dims(n.args[2]))) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
+    let g = convScratch(attrs, x: n.args[2], shapes, target)
+    return (g.ckk + g.f) * g.cols
+  }
+}
+
+extension Conv2DGradWeightOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.convGradWeight(n, attrs.clamped(input: e.dims(n.args[1]))) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
+    let g = convScratch(attrs, x: n.args[1], shapes, target)
+    return (g.ckk + g.f) * g.cols + g.ckk * g.f
+  }
+}
+
+extension Conv2DGradBiasOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.convGradBias(n) }
+  /// The accumulator's lanes, summed in order.
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { target.lanes }
 }

@@ -1,4 +1,5 @@
 import GraphIR
+import Passes
 
 /// Dense layers as GEMMs: Y = X W^T (+ bias, relu), dX = dY W, dW = dY^T X, db = column sums.
 /// Both gradients have their B operand contiguous along N and run as register-blocked kernels.
@@ -94,4 +95,32 @@ extension Emitter {
               .store(db.base, .c(db.offset) + j, .local(acc))]
     })
   }
+}
+
+// MARK: The dense ops' lowerings
+
+extension DenseOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.denseForward(n, attrs, relu: false) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
+    let xd = shapes[n.args[0]]!.dims
+    if Emitter.transposedForward(batch: xd[0], features: xd[1], units: attrs.units, target: target) { return (xd[1] + attrs.units) * xd[0] }
+    return Emitter.dotProductForward(batch: xd[0], features: xd[1], lanes: target.lanes) ? target.lanes : 0  // the dot products' lanes
+  }
+}
+
+extension DenseReLUOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.denseForward(n, attrs, relu: true) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { DenseOp(attrs).scratchFloats(n, shapes, target) }
+}
+
+extension DenseGradInputOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.denseGradInput(n) }
+}
+
+extension DenseGradWeightOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.denseGradWeight(n) }
+}
+
+extension DenseGradBiasOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.denseGradBias(n) }
 }

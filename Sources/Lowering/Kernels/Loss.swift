@@ -1,4 +1,5 @@
 import GraphIR
+import Passes
 
 /// Softmax, cross-entropy and their gradients, row by row with the max subtracted for stability.
 extension Emitter {
@@ -56,4 +57,22 @@ extension Emitter {
       }]
     })
   }
+}
+
+// MARK: The softmax and loss ops' lowerings
+
+extension SoftmaxOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.softmax(n) }
+}
+
+extension SoftmaxGradOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.softmaxGrad(n) }
+}
+
+extension CrossEntropyOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.crossEntropy(n) }
+}
+
+extension CrossEntropyGradOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.crossEntropyGrad(n) }
 }

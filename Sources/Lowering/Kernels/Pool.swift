@@ -1,4 +1,5 @@
 import GraphIR
+import Passes
 
 /// Pooling windows, their gradients, and the fused relu+maxpool gradient that reads the saved argmax.
 extension Emitter {
@@ -63,5 +64,60 @@ extension Emitter {
         .accumulate(dx.base, .c(dx.offset) + q * plane + .ofFloat(.load(am.base, .c(am.offset) + o)), .load(dy.base, .c(dy.offset) + o)),
       ])]
     }] })
+  }
+}
+
+// MARK: The pooling ops' lowerings
+
+extension MaxPoolOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.pool(n, attrs.clamped(input: e.dims(n.args[0])), max: true) }
+}
+
+extension AvgPoolOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.pool(n, attrs.clamped(input: e.dims(n.args[0])), max: false) }
+}
+
+extension MaxPoolGradOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.maxPoolGrad(n, attrs.clamped(input: e.dims(n.args[1]))) }
+}
+
+extension AvgPoolGradOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.avgPoolGrad(n, attrs.clamped(input: e.dims(n.args[1]))) }
+}
+
+extension ReLUMaxPoolGradOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) {
+    e.reluMaxPoolGrad(n, UnpoolAttrs(pool: attrs.pool.clamped(attrs.height, attrs.width), height: attrs.height, width: attrs.width))
+  }
+}
+
+extension GlobalAvgPoolOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.globalAvgPool(n) }
+}
+
+extension GlobalAvgPoolGradOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.globalAvgPoolGrad(n) }
+}
+
+extension Emitter {
+  /// The mean of each plane, summed in order (as the reference kernel does).
+  mutating func globalAvgPool(_ n: Node) {
+    let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name)
+    let hw = xd[2] * xd[3]
+    body.append(loop("q", xd[0] * xd[1]) { e, q in
+      let acc = e.fresh("acc")
+      return [.local(acc, .c(0)),
+              e.loop("i", hw) { _, i in [.set(acc, .local(acc) + .load(x.base, .c(x.offset) + q * hw + i))] },
+              .store(y.base, .c(y.offset) + q, .local(acc) / .c(Float(hw)))]
+    })
+  }
+
+  /// dy / (H W) spread over each plane.
+  mutating func globalAvgPoolGrad(_ n: Node) {
+    let dy = at(n.args[0]), xd = dims(n.args[1]), dx = at(n.name)
+    let hw = xd[2] * xd[3]
+    body.append(loop("q", xd[0] * xd[1]) { e, q in
+      [e.loop("i", hw) { _, i in [.store(dx.base, .c(dx.offset) + q * hw + i, .load(dy.base, .c(dy.offset) + q) / .c(Float(hw)))] }]
+    })
   }
 }

@@ -1,0 +1,95 @@
+/// One op, defined once: how it is written, what it is for, its shape rule, parameters, cost, reference kernel
+/// and (for forward ops) its gradient rule. Each `Ops/X.swift` file defines the ops of one family; `Op` is the
+/// closed set of them and `Op.definition` the one place that maps a case to its definition.
+public protocol OpDefinition: Sendable {
+  /// How the op is written in `.graph` files: its name, operands, attributes, and how they build the op.
+  static var syntax: OpSyntax { get }
+  /// The dialect the op belongs to.
+  var role: OpRole { get }
+  /// Attributes in canonical order, omitting those at their default.
+  var printedAttributes: [(String, String)] { get }
+  /// Learnable parameters the op owns, as `state_dict` suffixes.
+  var parameterSuffixes: [String] { get }
+  /// Extra results the op defines besides its value, referenced as `NAME.SUFFIX`.
+  var secondaryOutputs: [String] { get }
+  /// The shape rule: the result type from the operand types (already checked for arity).
+  func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType
+  /// Parameter types, in `parameterSuffixes` order, from the operand types.
+  func parameterTypes(_ x: [TensorType]) -> [TensorType]
+  /// Forward FLOPs per image (a multiply-add counts 2; bias, activations, pooling and softmax are not counted).
+  func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int
+  /// The reference kernel: plain loops, the definition every back end must reproduce. Returns the value
+  /// followed by the `secondaryOutputs`.
+  func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>]
+}
+
+/// A forward op (what model files are written in): it also has a gradient rule.
+public protocol ForwardOp: OpDefinition {
+  /// Emits the backward nodes of `node` given its output gradient `dy`, and returns the gradient value of
+  /// each operand that `wants` asks for (nil elsewhere).
+  func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?]
+}
+
+/// Which dialect of the `.graph` language an op belongs to.
+public enum OpRole: Sendable {
+  /// The spec's ops: what model files are written in.
+  case forward
+  /// The ops `differentiate` emits.
+  case backward
+  /// The ops `fuseConvReLUPool` forms.
+  case fused
+}
+
+extension OpDefinition {
+  public var printedAttributes: [(String, String)] { [] }
+  public var parameterSuffixes: [String] { [] }
+  public var secondaryOutputs: [String] { [] }
+  public func parameterTypes(_ x: [TensorType]) -> [TensorType] { [] }
+  public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { 0 }
+  /// The op's name as written in `.graph` files.
+  public var spelling: String { Self.syntax.name }
+}
+
+/// An op that `differentiate` emits.
+public protocol BackwardOp: OpDefinition {}
+
+/// An op that `fuseConvReLUPool` forms from forward or backward ops.
+public protocol FusedOp: OpDefinition {
+  /// The ops it stands for, as a model file writes them.
+  static var replaces: String { get }
+}
+
+extension ForwardOp {
+  public var role: OpRole { .forward }
+}
+extension BackwardOp {
+  public var role: OpRole { .backward }
+}
+extension FusedOp {
+  public var role: OpRole { .fused }
+}
+
+/// A node's operand values, as the reference kernels read them: f32 tensors by position, or i32 labels.
+public struct Operands<T: Real>: Sendable {
+  public var node: Node
+  public var values: [RefValue<T>]
+  public init(_ node: Node, _ values: [RefValue<T>]) {
+    self.node = node
+    self.values = values
+  }
+
+  /// Operand `i` as an f32 tensor.
+  public func f32(_ i: Int) throws(EvaluationError) -> Tensor<T> {
+    guard let t = values[i].tensor else { throw EvaluationError("\(node.name): operand \(i + 1) must be f32") }
+    return t
+  }
+
+  /// Operand `i` as i32 labels.
+  public func labels(_ i: Int) throws(EvaluationError) -> [Int32] {
+    guard case .i32(_, let labels) = values[i] else { throw EvaluationError("\(node.name): labels must be i32") }
+    return labels
+  }
+
+  /// Operand `i` when `present`, else nil (an optional bias).
+  public func f32(_ i: Int, if present: Bool) throws(EvaluationError) -> Tensor<T>? { present ? try f32(i) : nil }
+}

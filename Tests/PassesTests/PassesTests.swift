@@ -1,0 +1,88 @@
+import GraphIR
+import Passes
+import Testing
+
+/// Each pass as a pure function from `.graph` text to the printed graph it returns.
+@Suite struct PassesTests {
+  static func parse(_ text: String) throws -> Graph { try Parser.parse(text, defaultName: "g") }
+
+  static let activations = """
+    graph g
+    input x: f32[N, 4]
+    input y: i32[N]
+    d = dense(x, units: 3)
+    a = leaky_relu(d, slope: 0.2)
+    s = sigmoid(a)
+    loss = cross_entropy(s, y)
+    output s
+    minimize loss
+    """
+
+  /// Leaky relu's gradient reads its input, sigmoid's its output; the first dense gets no input gradient.
+  @Test func differentiateWritesEachRule() throws {
+    let g = try differentiate(try Self.parse(Self.activations))
+    let expected = """
+      graph g
+
+      input x: f32[N, 4]
+      input y: i32[N]
+
+      d             = dense(x, units: 3)
+      a             = leaky_relu(d, slope: 0.2)
+      s             = sigmoid(a)
+      loss          = cross_entropy(s, y)
+      s_grad        = cross_entropy_grad(s, y)
+      a_grad        = sigmoid_grad(s_grad, s)
+      d_grad        = leaky_relu_grad(a_grad, d, slope: 0.2)
+      d_weight_grad = dense_grad_weight(d_grad, x)
+      d_bias_grad   = dense_grad_bias(d_grad)
+
+      output s
+      minimize loss
+      gradient d.weight = d_weight_grad
+      gradient d.bias = d_bias_grad
+
+      """
+    #expect(Printer.print(g) == expected)
+    #expect(try Self.parse(Printer.print(g)) == g)
+  }
+
+  @Test func aDifferentiatedGraphIsRefusedNamingTheOp() throws {
+    let g = try differentiate(try Self.parse(Self.activations))
+    #expect(throws: DiagnosticList.self) { try differentiate(g) }
+    do {
+      _ = try differentiate(g)
+    } catch {
+      #expect(error.diagnostics.contains { $0.message.contains("'s_grad' is cross_entropy_grad, a compiler-formed op with no gradient rule") })
+    }
+  }
+
+  @Test func shapesOfTheVersion11Ops() throws {
+    let g = try Self.parse("""
+      input x: f32[N, 3, 7, 5]
+      a = tanh(x)
+      b = add(a, x)
+      p = global_avgpool(b)
+      output p
+      """)
+    let s = try inferShapes(g, batch: 2)
+    #expect(s["b"] == TensorType(.f32, [2, 3, 7, 5]))
+    #expect(s["p"] == TensorType(.f32, [2, 3, 1, 1]))
+  }
+
+  /// The fused node keeps the conv's name (its parameters' names); a pooled output is renamed to it.
+  @Test func fusionFormsConvReLUPoolAndKeepsThePooledOutput() throws {
+    let g = try Self.parse("""
+      graph g
+      input x: f32[N, 1, 6, 6]
+      c = conv2d(x, filters: 2, kernel: 3, padding: 1)
+      r = relu(c)
+      p = maxpool(r, size: 2)
+      output p
+      """)
+    let fused = fuseConvReLUPool(g, shapes: try inferShapes(g, batch: 1))
+    #expect(fused.nodes.map(\.op.spelling) == ["conv2d_relu_maxpool"])
+    #expect(Printer.print(fused).contains("c = conv2d_relu_maxpool(x, filters: 2, kernel: 3, padding: 1, pool_size: 2)\n\noutput c\n"))
+    try Verifier.verify(fused)
+  }
+}
