@@ -21,6 +21,10 @@ public protocol OpDefinition: Sendable {
   /// The reference kernel: plain loops, the definition every back end must reproduce. Returns the value
   /// followed by the `secondaryOutputs`.
   func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>]
+  /// What the op assumes of its operands beyond their types (which differentiation and fusion guarantee and
+  /// a hand-written IR file might not), checked by the verifier: the message and the operand to blame, or
+  /// nil. `producer` gives the op that defined a value.
+  func operandInvariant(_ node: Node, producer: (String) -> Op?) -> (message: String, operand: Int)?
 }
 
 /// A forward op (what model files are written in): it also has a gradient rule.
@@ -46,6 +50,7 @@ extension OpDefinition {
   public var secondaryOutputs: [String] { [] }
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { [] }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { 0 }
+  public func operandInvariant(_ node: Node, producer: (String) -> Op?) -> (message: String, operand: Int)? { nil }
   /// The op's name as written in `.graph` files.
   public var spelling: String { Self.syntax.name }
 }

@@ -328,6 +328,9 @@ private struct ParserState {
     }
   }
 
+  /// An operand or attribute as written: positional operands, then `key: value` attributes.
+  typealias Written = (args: [(String, SourceRange)], attrs: [(key: String, keyRange: SourceRange, value: AttrValue, valueRange: SourceRange)])
+
   mutating func parseAssignment(_ name: String, _ range: SourceRange) throws(SyntaxError) {
     try expectPunct("=", "after the value name")
     let (opName, opRange) = try expectIdentifier("an op name after '='")
@@ -339,72 +342,101 @@ private struct ParserState {
       error("unknown op '\(opName)'\(hint)", at: opRange)
     }
     try expectPunct("(", "after the op name")
-    var args: [(String, SourceRange)] = []
-    var attrs: [(String, SourceRange, AttrValue, SourceRange)] = []
     var broken = syntax == nil
-    if !isPunct(")") {
-      while true {
-        let start = current
-        let isKey = isPunctAt(pos + 1, ":")
-        if isKey {
-          let (key, keyRange) = try expectIdentifier("an attribute name")
-          _ = advance()  // ':'
-          let valueToken = advance()
-          var value: AttrValue
-          switch valueToken.kind {
-          case .integer(let s):
-            guard let v = Int(s) else {
-              error("integer literal \(describe(valueToken)) is too large", at: valueToken.range)
-              broken = true
-              value = .int(1)
-              break
-            }
-            value = .int(v)
-          case .float(let s):
-            guard let v = Double(s), v.isFinite else {
-              error("float literal \(describe(valueToken)) is out of range", at: valueToken.range)
-              throw SyntaxError()
-            }
-            value = .float(v)
-          case .identifier("true"): value = .bool(true)
-          case .identifier("false"): value = .bool(false)
-          default:
-            error("expected an attribute value (a number, true or false), found \(describe(valueToken))", at: valueToken.range)
-            throw SyntaxError()
-          }
-          attrs.append((key, keyRange, value, valueToken.range))
-        } else {
-          if case .identifier = start.kind {} else {
-            error("expected a value name or 'key: value', found \(describe(start))", at: start.range)
-            throw SyntaxError()
-          }
-          let (arg, argRange) = try expectReference("a value name")
-          if let last = attrs.last {
-            error("positional argument '\(arg)' must come before the attributes", at: argRange,
-                  notes: [.note("attribute '\(last.0)' is given here", at: last.1)])
-            broken = true
-          }
-          args.append((arg, argRange))
-        }
-        if isPunct(",") { _ = advance(); continue }
-        try expectPunct(")", "to close the argument list")
-        break
-      }
-    } else {
-      _ = advance()
-    }
-    for (arg, r) in args { pendingUses.append((arg, r)) }
+    let written = try parseArgumentList(&broken)
+    for (arg, r) in written.args { pendingUses.append((arg, r)) }
     guard let syntax else { defined[name] = defined[name] ?? range; return }
 
-    // Operands.
-    if args.count != syntax.operands.count {
+    if written.args.count != syntax.operands.count {
       let want = syntax.operands.count
       let list = syntax.operands.joined(separator: ", ")
-      error("\(opName) takes \(want) operand\(want == 1 ? "" : "s") (\(list)), got \(args.count)",
-            at: args.count > want ? args[want].1 : opRange)
+      error("\(opName) takes \(want) operand\(want == 1 ? "" : "s") (\(list)), got \(written.args.count)",
+            at: written.args.count > want ? written.args[want].1 : opRange)
       broken = true
     }
-    // Attributes: known, unique, well-typed, required ones present.
+    let values = checkAttributes(written.attrs, of: syntax, at: opRange, &broken)
+    var op: Op?
+    if !broken {
+      do throws(AttrError) {
+        op = try syntax.make(Attributes(values))
+      } catch {
+        let at = written.attrs.first { $0.key == error.attribute }?.valueRange ?? opRange
+        self.error("\(opName): \(error.message)", at: at)
+      }
+    }
+    guard let op else { defined[name] = defined[name] ?? range; return }
+    let node = Node(name: name, op: op, args: written.args.map(\.0), range: range, opRange: opRange, argRanges: written.args.map(\.1))
+    var index: Int?
+    define(name, range) { g in
+      index = g.nodes.count
+      g.nodes.append(node)
+    }
+    if let index { nodeIndex[name] = index }
+  }
+
+  /// The argument list after '(' up to and including ')'. Errors that leave the statement's extent clear
+  /// set `broken` and continue; the others end the statement.
+  mutating func parseArgumentList(_ broken: inout Bool) throws(SyntaxError) -> Written {
+    var written: Written = ([], [])
+    if isPunct(")") {
+      _ = advance()
+      return written
+    }
+    while true {
+      let start = current
+      if isPunctAt(pos + 1, ":") {
+        let (key, keyRange) = try expectIdentifier("an attribute name")
+        _ = advance()  // ':'
+        let valueToken = advance()
+        written.attrs.append((key, keyRange, try attributeValue(valueToken, &broken), valueToken.range))
+      } else {
+        if case .identifier = start.kind {} else {
+          error("expected a value name or 'key: value', found \(describe(start))", at: start.range)
+          throw SyntaxError()
+        }
+        let (arg, argRange) = try expectReference("a value name")
+        if let last = written.attrs.last {
+          error("positional argument '\(arg)' must come before the attributes", at: argRange,
+                notes: [.note("attribute '\(last.key)' is given here", at: last.keyRange)])
+          broken = true
+        }
+        written.args.append((arg, argRange))
+      }
+      if isPunct(",") { _ = advance(); continue }
+      try expectPunct(")", "to close the argument list")
+      return written
+    }
+  }
+
+  /// An attribute's value token: an integer, a float or a boolean.
+  mutating func attributeValue(_ token: Token, _ broken: inout Bool) throws(SyntaxError) -> AttrValue {
+    switch token.kind {
+    case .integer(let s):
+      guard let v = Int(s) else {
+        error("integer literal \(describe(token)) is too large", at: token.range)
+        broken = true
+        return .int(1)
+      }
+      return .int(v)
+    case .float(let s):
+      guard let v = Double(s), v.isFinite else {
+        error("float literal \(describe(token)) is out of range", at: token.range)
+        throw SyntaxError()
+      }
+      return .float(v)
+    case .identifier("true"): return .bool(true)
+    case .identifier("false"): return .bool(false)
+    default:
+      error("expected an attribute value (a number, true or false), found \(describe(token))", at: token.range)
+      throw SyntaxError()
+    }
+  }
+
+  /// The attributes' values by name once each is known to the op, unique and of its kind, and every
+  /// required one is present (a misspelt one already suggested is not reported missing as well).
+  mutating func checkAttributes(_ attrs: [(key: String, keyRange: SourceRange, value: AttrValue, valueRange: SourceRange)],
+                                of syntax: OpSyntax, at opRange: SourceRange, _ broken: inout Bool) -> [String: AttrValue] {
+    let opName = syntax.name
     var values: [String: AttrValue] = [:]
     var seen: [String: SourceRange] = [:]
     var suggested = Set<String>()
@@ -436,23 +468,7 @@ private struct ParserState {
       error("\(opName) requires the attribute '\(spec.name)'", at: opRange)
       broken = true
     }
-    var op: Op?
-    if !broken {
-      do throws(AttrError) {
-        op = try syntax.make(Attributes(values))
-      } catch {
-        let at = attrs.first { $0.0 == error.attribute }?.3 ?? opRange
-        self.error("\(opName): \(error.message)", at: at)
-      }
-    }
-    guard let op else { defined[name] = defined[name] ?? range; return }
-    let node = Node(name: name, op: op, args: args.map(\.0), range: range, opRange: opRange, argRanges: args.map(\.1))
-    var index: Int?
-    define(name, range) { g in
-      index = g.nodes.count
-      g.nodes.append(node)
-    }
-    if let index { nodeIndex[name] = index }
+    return values
   }
 
   // MARK: Name resolution

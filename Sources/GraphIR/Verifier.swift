@@ -16,6 +16,7 @@ public enum Verifier {
       for s in n.op.parameterSuffixes { params.insert("\(n.name).\(s)") }
       for s in n.op.secondaryOutputs { defined.insert("\(n.name).\(s)") }
     }
+    errors += dialectInvariants(g)
     if let o = g.output, !defined.contains(o) { fail("output '\(o)' is not defined", .synthesized) }
     if g.output == nil { fail("no output", .synthesized) }
     if let m = g.minimize, !defined.contains(m) { fail("minimised value '\(m)' is not defined", .synthesized) }
@@ -28,6 +29,21 @@ public enum Verifier {
 }
 
 extension Verifier {
+  /// What the backward and fused ops assume of their operands, which differentiation and fusion guarantee and
+  /// a hand-written IR file might not: `relu_maxpool_grad` reads the argmax its `conv2d_relu_maxpool` saved,
+  /// and `dropout_grad` recomputes the mask of the `dropout` that produced its second operand.
+  static func dialectInvariants(_ g: Graph) -> [Diagnostic] {
+    var producer: [String: Op] = [:]
+    var errors: [Diagnostic] = []
+    for n in g.nodes where n.args.count == n.op.arity {
+      if let broken = n.op.definition.operandInvariant(n, producer: { producer[$0] }) {
+        errors.append(.error(broken.message, at: n.argRange(broken.operand)))
+      }
+      producer[n.name] = n.op
+    }
+    return errors
+  }
+
   /// Model files are written in the forward dialect. The backward and fused ops, and `gradient`
   /// statements, exist so the compiler's IR dumps re-parse; in a model file they would bypass the
   /// checks that differentiation and fusion guarantee (a saved argmax that is an arbitrary tensor,

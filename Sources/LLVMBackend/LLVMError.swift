@@ -1,7 +1,8 @@
+import GraphIR
 import CLLVM
 
 /// An LLVM failure turned into a Swift error (never a crash on a user-reachable path).
-public enum LLVMError: Error, CustomStringConvertible {
+public enum LLVMError: UserFacingError {
   case verification(String)
   case passes(String)
   case target(String)

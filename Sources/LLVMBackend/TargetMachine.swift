@@ -1,3 +1,4 @@
+import GraphIR
 import CLLVM
 import Foundation
 import Lowering
@@ -18,7 +19,7 @@ func initializeAllTargets() {
 }
 
 /// A failure to describe or use a target: an unknown CPU, or one this machine cannot run.
-public struct TargetError: Error, CustomStringConvertible {
+public struct TargetError: UserFacingError {
   public var description: String
 }
 

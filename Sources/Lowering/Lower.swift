@@ -29,21 +29,11 @@ public enum LoweringMode: Equatable, Sendable {
 /// optimiser over all parameters. Inference: the forward nodes that feed the output, fused.
 public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target, fuse: Bool = true, profile: Bool = false) throws(DiagnosticList) -> Program {
   try checkEntryInputs(graph)
-  var g: Graph
-  switch mode {
-  case .train, .gradients: g = try differentiate(graph)
-  case .infer:
-    g = graph
-    var needed: Set<String> = [graph.output!]
-    for n in graph.nodes.reversed() where needed.contains(n.name) { needed.formUnion(n.args) }
-    g.nodes = graph.nodes.filter { needed.contains($0.name) }
-    g.minimize = nil
-  }
-  var shapes = try inferShapes(g, batch: batch)
-  if fuse {
-    g = fuseConvReLUPool(g, shapes: shapes)
-    shapes = try inferShapes(g, batch: batch)
-  }
+  let pipeline = Pipeline(batch: batch, purpose: mode == .infer ? .inference : .training, fuse: fuse)
+  let (g, shapes) = try { () throws(DiagnosticList) in
+    let t = try pipeline.run(graph, to: .fused)
+    return (t.graph, t.shapes)
+  }()
   let training = mode != .infer
   let kernels = try g.nodes.map { n throws(DiagnosticList) in try lowering(of: n) }
   var scratch: [String: Int] = [:]

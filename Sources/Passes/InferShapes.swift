@@ -13,10 +13,12 @@ public struct ShapeTable: Equatable, Sendable {
 
 /// Binds `N` to `batch` and applies each op's shape rule, reporting every failure.
 ///
-/// Shape arithmetic is overflow-checked: absurd sizes are diagnostics, never traps.
-public func inferShapes(_ g: Graph, batch: Int) throws(DiagnosticList) -> ShapeTable {
+/// Shape arithmetic is overflow-checked: absurd sizes are diagnostics, never traps. `known` holds types
+/// already inferred for values of an earlier stage whose nodes this graph keeps unchanged (differentiation
+/// appends nodes and changes none), so each value's rule runs once.
+public func inferShapes(_ g: Graph, batch: Int, known: ShapeTable? = nil) throws(DiagnosticList) -> ShapeTable {
   var errors: [Diagnostic] = []
-  var types: [String: TensorType] = [:]
+  var types: [String: TensorType] = known?.batch == batch ? known!.types : [:]
   guard batch >= 1, batch <= 1 << 24 else {
     throw DiagnosticList([.error("batch size must be between 1 and 16777216, got \(batch)", at: .synthesized)])
   }
@@ -34,7 +36,7 @@ public func inferShapes(_ g: Graph, batch: Int) throws(DiagnosticList) -> ShapeT
     }
     types[i.name] = t
   }
-  for n in g.nodes {
+  for n in g.nodes where types[n.name] == nil {
     let operands = n.args.map { types[$0] }
     // An operand whose type failed earlier was already reported.
     guard operands.allSatisfy({ $0 != nil }) else { continue }

@@ -37,11 +37,7 @@ public struct InterpreterBackend: Backend {
     self.shards = shards
     forward = graph
     backward = try differentiate(graph)
-    var needed: Set<String> = [graph.output!]
-    for n in graph.nodes.reversed() where needed.contains(n.name) { needed.formUnion(n.args) }
-    var g = graph
-    g.nodes = graph.nodes.filter { needed.contains($0.name) }
-    inference = g
+    inference = prunedToOutput(graph)
     params = Parameters(names: [], shapes: [:], values: [:])
     optimizer = Optimizer(kind: .adam, learningRate: 0)
   }
@@ -55,7 +51,8 @@ public struct InterpreterBackend: Backend {
 
   mutating func shapes(_ batch: Int) throws -> (ShapeTable, ShapeTable) {
     if let t = tables[batch] { return t }
-    let t = (try inferShapes(forward, batch: batch), try inferShapes(backward, batch: batch))
+    let forwardTypes = try inferShapes(forward, batch: batch)
+    let t = (forwardTypes, try inferShapes(backward, batch: batch, known: forwardTypes))
     // The interpreter keeps every value of a step alive.
     let values = backward.nodes.reduce(0) { $0 &+ (t.1[$1.name]?.count ?? 0) }
     try checkMemory(bytes: values &* 4, what: "interpreting \(forward.name) at batch \(batch)")

@@ -1,7 +1,8 @@
+import GraphIR
 import Foundation
 
 /// A checkpoint error: missing, extra or mis-shaped tensors, or a damaged file.
-public struct CheckpointError: Error, CustomStringConvertible {
+public struct CheckpointError: UserFacingError {
   public var description: String
   public init(_ d: String) { description = d }
 }

@@ -1,8 +1,9 @@
+import GraphIR
 import CZlib
 import Foundation
 
 /// A data error a user can act on: a missing, truncated or malformed file.
-public struct DataError: Error, CustomStringConvertible {
+public struct DataError: UserFacingError {
   public var description: String
   public init(_ d: String) { description = d }
 }

@@ -181,26 +181,8 @@ public struct Trainer<B: Backend> {
 
   /// Trains; returns one report per epoch finished.
   public mutating func train(train fullTrain: IDXDataset, test: IDXDataset) throws -> [EpochReport] {
-    try fullTrain.validateLabels(classes: classes)
-    try test.validateLabels(classes: classes)
-    try fullTrain.validateImages(forInput: imageInputDims)
-    try test.validateImages(forInput: imageInputDims)
-    var train = fullTrain
-    var validation: IDXDataset?
-    if options.validationFraction > 0 {
-      let held = Int(Double(fullTrain.count) * options.validationFraction)
-      guard held > 0, held < fullTrain.count else { throw DataError("--val \(options.validationFraction) leaves no training or validation data") }
-      (train, validation) = fullTrain.split(first: fullTrain.count - held)
-    }
+    let (train, validation, stepsPerEpoch) = try plan(fullTrain, test)
     let b = options.batchSize
-    let stepsPerEpoch = train.count / b  // drop_last: static shapes
-    guard stepsPerEpoch > 0 else { throw DataError("batch size \(b) exceeds the \(train.count) training examples") }
-    // A resumed checkpoint must lie inside this run's plan; past its end there is nothing to train.
-    let planned = min(options.epochs * stepsPerEpoch, options.maxSteps ?? Int.max)
-    if optimizer.step > 0, optimizer.step >= planned {
-      let plan = options.maxSteps.map { "--steps \($0)" } ?? "\(options.epochs) epoch\(options.epochs == 1 ? "" : "s") of \(stepsPerEpoch) steps"
-      throw DataError("the checkpoint in \(options.outputDirectory) is at step \(optimizer.step), and this run (\(plan)) ends at step \(planned): nothing to resume; raise --epochs or --steps to train further")
-    }
     let px = train.rows * train.cols
     var images = [Float](repeating: 0, count: b * px)
     var labels = [Int32](repeating: 0, count: b)
@@ -224,25 +206,7 @@ public struct Trainer<B: Backend> {
           try saveCheckpoint()
           return reports
         }
-        let before = checkNumerics ? parameters : nil
-        let idx = order[(s * b)..<((s + 1) * b)]
-        train.normalizedBatch(idx, into: &images)
-        for (j, i) in idx.enumerated() { labels[j] = Int32(train.labels[i]) }
-        let r = try backend.trainStep(images: images, labels: labels, seed: options.seed, step: optimizer.step + 1,
-                                      learningRate: optimizer.learningRate)
-        guard r.loss.isFinite else {
-          var message = "the loss became \(r.loss) at step \(optimizer.step + 1) (epoch \(epoch + 1)); stopping instead of training on garbage"
-          if let before, let culprit = try? firstNonFinite(before, images: images, labels: labels, step: optimizer.step + 1) {
-            message += "; the first non-finite value comes from \(culprit)"
-          } else if !checkNumerics {
-            message += " (run with --check-numerics to find the op that produced it)"
-          }
-          throw DataError(message)
-        }
-        optimizer.step += 1
-        partial.lossSum += Double(r.loss)
-        for j in 0..<b where argmax(r.logits[(j * classes)..<((j + 1) * classes)]) == Int(labels[j]) { partial.correct += 1 }
-        partial.seen += b
+        try step(order[(s * b)..<((s + 1) * b)], of: train, epoch: epoch, images: &images, labels: &labels)
         let elapsed = Date().timeIntervalSince(start)
         let done = s + 1 - max(0, skip)
         onProgress(StepProgress(epoch: epoch + 1, step: s + 1, stepsInEpoch: stepsPerEpoch, runningLoss: partial.lossSum / Double(partial.seen / b),
@@ -282,6 +246,56 @@ public struct Trainer<B: Backend> {
     }
     return reports
   }
+
+  /// The training and validation sets and the steps per epoch, after checking both data sets against the
+  /// graph and the resumed checkpoint against this run's plan.
+  func plan(_ fullTrain: IDXDataset, _ test: IDXDataset) throws -> (train: IDXDataset, validation: IDXDataset?, stepsPerEpoch: Int) {
+    try fullTrain.validateLabels(classes: classes)
+    try test.validateLabels(classes: classes)
+    try fullTrain.validateImages(forInput: imageInputDims)
+    try test.validateImages(forInput: imageInputDims)
+    var train = fullTrain
+    var validation: IDXDataset?
+    if options.validationFraction > 0 {
+      let held = Int(Double(fullTrain.count) * options.validationFraction)
+      guard held > 0, held < fullTrain.count else { throw DataError("--val \(options.validationFraction) leaves no training or validation data") }
+      (train, validation) = fullTrain.split(first: fullTrain.count - held)
+    }
+    let b = options.batchSize
+    let stepsPerEpoch = train.count / b  // drop_last: static shapes
+    guard stepsPerEpoch > 0 else { throw DataError("batch size \(b) exceeds the \(train.count) training examples") }
+    // A resumed checkpoint must lie inside this run's plan; past its end there is nothing to train.
+    let planned = min(options.epochs * stepsPerEpoch, options.maxSteps ?? Int.max)
+    if optimizer.step > 0, optimizer.step >= planned {
+      let plan = options.maxSteps.map { "--steps \($0)" } ?? "\(options.epochs) epoch\(options.epochs == 1 ? "" : "s") of \(stepsPerEpoch) steps"
+      throw DataError("the checkpoint in \(options.outputDirectory) is at step \(optimizer.step), and this run (\(plan)) ends at step \(planned): nothing to resume; raise --epochs or --steps to train further")
+    }
+    return (train, validation, stepsPerEpoch)
+  }
+
+  /// One training step on the examples `idx`: runs the back end, stops on a non-finite loss (naming the op
+  /// that produced it under --check-numerics), and adds the step to the epoch's sums.
+  mutating func step(_ idx: ArraySlice<Int>, of train: IDXDataset, epoch: Int, images: inout [Float], labels: inout [Int32]) throws {
+    let b = idx.count
+    let before = checkNumerics ? parameters : nil
+    train.normalizedBatch(idx, into: &images)
+    for (j, i) in idx.enumerated() { labels[j] = Int32(train.labels[i]) }
+    let r = try backend.trainStep(images: images, labels: labels, seed: options.seed, step: optimizer.step + 1,
+                                  learningRate: optimizer.learningRate)
+    guard r.loss.isFinite else {
+      var message = "the loss became \(r.loss) at step \(optimizer.step + 1) (epoch \(epoch + 1)); stopping instead of training on garbage"
+      if let before, let culprit = try? firstNonFinite(before, images: images, labels: labels, step: optimizer.step + 1) {
+        message += "; the first non-finite value comes from \(culprit)"
+      } else if !checkNumerics {
+        message += " (run with --check-numerics to find the op that produced it)"
+      }
+      throw DataError(message)
+    }
+    optimizer.step += 1
+    partial.lossSum += Double(r.loss)
+    for j in 0..<b where argmax(r.logits[(j * classes)..<((j + 1) * classes)]) == Int(labels[j]) { partial.correct += 1 }
+    partial.seen += b
+  }
 }
 
 /// Running sums of one epoch's steps, carried in checkpoints as metadata (exact decimal text). Timing is
@@ -311,8 +325,8 @@ struct EpochSums: Equatable {
 extension Trainer {
   /// Replays a step in the reference interpreter and names the first node whose value is not finite.
   func firstNonFinite(_ params: Parameters, images: [Float], labels: [Int32], step: Int) throws -> String? {
-    let backward = try differentiate(graph)
-    let table = try inferShapes(backward, batch: labels.count)
+    let t = try Pipeline(batch: labels.count, purpose: .training).run(graph, to: .grad)
+    let (backward, table) = (t.graph, t.shapes)
     var inputs: [String: RefValue<Float>] = [:]
     for i in graph.inputs {
       inputs[i.name] = i.dtype == .f32 ? .f32(Tensor(shape: table[i.name]!.dims, data: images)) : .i32(shape: [labels.count], data: labels)

@@ -1,9 +1,10 @@
+import GraphIR
 import Foundation
 import Lowering
 import Runtime
 
 /// A failure to compile or load generated Swift.
-public struct SwiftCompileError: Error, CustomStringConvertible {
+public struct SwiftCompileError: UserFacingError {
   public var description: String
 }
 

@@ -11,4 +11,19 @@ struct CNNC: ParsableCommand {
       graph, and trains it on MNIST-format data.
       """,
     subcommands: [Compile.self, DumpIR.self, Train.self, Eval.self, Predict.self, ReportCommand.self, Bench.self])
+
+  /// Parses and runs the command; an error a user can cause that a command did not render itself is
+  /// rendered here, as every other is, so none escapes as a raw value dump.
+  static func main() {
+    do {
+      var command = try parseAsRoot()
+      try command.run()
+    } catch {
+      if let message = renderUserFacing(error) {
+        printError(message)
+        exit(withError: ReportedFailure)
+      }
+      exit(withError: error)
+    }
+  }
 }

@@ -44,6 +44,7 @@ struct GraphFile {
     do {
       graph = try Parser.parse(source, defaultName: name)
       if !anyDialect { try Verifier.requireForwardDialect(graph) }
+      try Verifier.verify(graph)
     } catch {
       printError(error.render(file: path, source: source))
       throw ReportedFailure
@@ -95,32 +96,32 @@ func lineBufferStandardOutput() {
   setvbuf(file, nil, _IOLBF, 0)
 }
 
-/// Runs a command body, turning the errors a user can cause (bad data, checkpoints, compile failures)
-/// into one `error: ...` line and exit status 1; anything else propagates.
+/// The message for an error a user can cause (every `UserFacingError`, and Foundation's file-system errors
+/// with their path and the system's reason instead of the raw error dump), or nil for anything else.
+/// The one place errors become text, for every command.
+func renderUserFacing(_ error: Error) -> String? {
+  switch error {
+  case let e as DiagnosticList:
+    return e.render(file: "<graph>", source: [])
+  case let e as any UserFacingError:
+    return "error: \(e)\n"
+  case let e as CocoaError:
+    let path = (e.userInfo[NSFilePathErrorKey] as? String) ?? e.filePath ?? "a file"
+    let reason = (e.underlying as? POSIXError).map { String(cString: strerror($0.code.rawValue)) } ?? e.localizedDescription
+    return "error: \(path): \(reason)\n"
+  default:
+    return nil
+  }
+}
+
+/// Runs a command body, turning the errors a user can cause into their message and exit status 1;
+/// anything else (the argument parser's own errors, exit codes) propagates.
 func reportingErrors<T>(_ body: () throws -> T) throws -> T {
   do {
     return try body()
-  } catch let e as DataError {
-    printError("error: \(e)\n")
-  } catch let e as CheckpointError {
-    printError("error: \(e)\n")
-  } catch let e as EvaluationError {
-    printError("error: \(e)\n")
-  } catch let e as LLVMError {
-    printError("error: \(e)\n")
-  } catch let e as SwiftCompileError {
-    printError("error: \(e)\n")
-  } catch let e as TargetError {
-    printError("error: \(e)\n")
-  } catch let e as DiagnosticList {
-    printError(e.render(file: "<graph>", source: []))
-  } catch let e as ExitCode {
-    throw e
-  } catch let e as CocoaError {
-    // A file-system error from Foundation: its path and the system's reason, not the raw error dump.
-    let path = (e.userInfo[NSFilePathErrorKey] as? String) ?? e.filePath ?? "a file"
-    let reason = (e.underlying as? POSIXError).map { String(cString: strerror($0.code.rawValue)) } ?? e.localizedDescription
-    printError("error: \(path): \(reason)\n")
+  } catch {
+    guard let message = renderUserFacing(error) else { throw error }
+    printError(message)
+    throw ReportedFailure
   }
-  throw ReportedFailure
 }

@@ -65,4 +65,33 @@ import Testing
     #expect(g.name == "stem")
     #expect(g.nodes[0].op == .dropout(DropoutAttrs(rate: 0)))
   }
+
+  /// The backward and fused dialects' operand invariants: a saved argmax that is some other tensor, or a
+  /// dropout gradient whose mask has no dropout, is an error at the operand, not a wild memory access later.
+  @Test func dialectInvariantsAreVerified() throws {
+    let src = """
+      input x: f32[N, 2, 4, 4]
+      c = conv2d_relu_maxpool(x, filters: 2, kernel: 3, padding: 1, pool_size: 2)
+      d = dropout_grad(c, x, rate: 0.5)
+      g = relu_maxpool_grad(c, c, x, size: 2, height: 4, width: 4)
+      output g
+      """
+    let g = try Parser.parse(src, defaultName: "ir")
+    #expect(throws: DiagnosticList.self) { try Verifier.verify(g) }
+    do {
+      try Verifier.verify(g)
+    } catch {
+      let text = error.render(file: "ir.graph", source: Array(src.utf8))
+      #expect(text.contains("ir.graph:3:21: error: dropout_grad recomputes the mask of the dropout that produced its second operand; 'x' is not a dropout"), "\(text)")
+      #expect(text.contains("ir.graph:4:29: error: relu_maxpool_grad reads the argmax saved by the conv2d_relu_maxpool"), "\(text)")
+    }
+    // The same ops as differentiation and fusion write them verify.
+    let good = try Parser.parse("""
+      input x: f32[N, 2, 4, 4]
+      c = conv2d_relu_maxpool(x, filters: 2, kernel: 3, padding: 1, pool_size: 2)
+      g = relu_maxpool_grad(c, c, c.argmax, size: 2, height: 4, width: 4)
+      output g
+      """, defaultName: "ir")
+    try Verifier.verify(good)
+  }
 }

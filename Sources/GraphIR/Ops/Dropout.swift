@@ -27,6 +27,11 @@ public struct DropoutGradOp: BackwardOp {
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
     [Dropout.apply(attrs, try x.f32(0), key: Dropout.key(x.node.args[1]), ctx)]
   }
+  /// The mask is keyed by the forward dropout's name, so y must be a dropout's output.
+  public func operandInvariant(_ node: Node, producer: (String) -> Op?) -> (message: String, operand: Int)? {
+    if case .dropout? = producer(node.args[1]) { return nil }
+    return ("dropout_grad recomputes the mask of the dropout that produced its second operand; '\(node.args[1])' is not a dropout", 1)
+  }
 }
 
 /// `dropout(x, rate)`: inverted dropout in training, identity at inference.

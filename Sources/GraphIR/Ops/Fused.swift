@@ -71,6 +71,13 @@ public struct ReLUMaxPoolGradOp: FusedOp {
     .reluMaxPoolGrad(try UnpoolAttrs(a))
   }
   public static let replaces = "maxpool_grad and relu_grad (which differentiation writes)"
+  /// The argmax must be the one saved by the `conv2d_relu_maxpool` that produced y.
+  public func operandInvariant(_ node: Node, producer: (String) -> Op?) -> (message: String, operand: Int)? {
+    let y = node.args[1]
+    if case .conv2dReLUMaxPool? = producer(y), node.args[2] == "\(y).argmax" { return nil }
+    return ("relu_maxpool_grad reads the argmax saved by the conv2d_relu_maxpool that produced its second operand: "
+              + "its operands must be (dy, Y, Y.argmax) with Y a conv2d_relu_maxpool, got (\(node.args.joined(separator: ", ")))", 2)
+  }
   public var printedAttributes: [(String, String)] { attrs.printed }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Fused.unpoolType(attrs, dy: x[0], y: x[1], argmax: x[2]) }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {

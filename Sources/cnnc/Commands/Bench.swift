@@ -83,75 +83,10 @@ struct Bench: ParsableCommand {
     options.seed = seed
     var trainer = try Trainer(backend: b, graph: f.graph, parameters: Parameters(graph: f.graph, shapes: shapes, seed: seed), optimizer: opt, options: options)
 
-    // Training: the first step alone, then timed steps or whole epochs.
     let px = trainSet.rows * trainSet.cols
-    var images = [Float](repeating: 0, count: batch * px)
-    var labels = [Int32](repeating: 0, count: batch)
-    var step = 0
-    var epochSeconds: [Double] = []
-    func runEpochSteps(_ epoch: Int, _ range: Range<Int>) throws {
-      var rng = SeededRandom(seed: seed, stream: 0x5eed_0000 &+ UInt64(epoch))
-      let order = rng.permutation(trainSet.count)
-      for s in range {
-        let idx = order[(s * batch)..<((s + 1) * batch)]
-        trainSet.normalizedBatch(idx, into: &images)
-        for (j, i) in idx.enumerated() { labels[j] = Int32(trainSet.labels[i]) }
-        step += 1
-        _ = try trainer.backend.trainStep(images: images, labels: labels, seed: seed, step: step, learningRate: 1e-3)
-      }
-    }
-    let stepsPerEpoch = trainSet.count / batch
-    let t0 = Date()
-    try runEpochSteps(0, 0..<1)
-    let firstStep = Date().timeIntervalSince(t0)
-    var timedImages = 0
-    var timedSeconds = 0.0
-    if let epochs {
-      try runEpochSteps(0, 1..<stepsPerEpoch)
-      for e in 1..<epochs {
-        let t = Date()
-        try runEpochSteps(e, 0..<stepsPerEpoch)
-        epochSeconds.append(Date().timeIntervalSince(t))
-        timedImages += stepsPerEpoch * batch
-      }
-      timedSeconds = epochSeconds.reduce(0, +)
-    } else {
-      let n = min(steps, stepsPerEpoch - 1)
-      let t = Date()
-      try runEpochSteps(0, 1..<(1 + n))
-      timedSeconds = Date().timeIntervalSince(t)
-      timedImages = n * batch
-    }
-    trainer.optimizer.step = step
-    let trainRate = Double(timedImages) / timedSeconds
-
-    // Inference at batch 1000 over the test set, median of 3 passes.
-    options.evalBatch = 1000
-    trainer.options.evalBatch = 1000
-    _ = try trainer.accuracy(testSet)  // warm-up (compiles the b1000 program if needed)
-    var passes: [Double] = []
-    var accuracy = 0.0
-    for _ in 0..<3 {
-      let t = Date()
-      accuracy = try trainer.accuracy(testSet).accuracy
-      passes.append(Date().timeIntervalSince(t))
-    }
-    let inferRate = Double(testSet.count) / passes.sorted()[1]
-
-    // Batch 1: median latency over chunks of single-image calls.
-    var one = [Float](repeating: 0, count: px)
-    _ = try trainer.backend.infer(images: one, count: 1)
-    var chunks: [Double] = []
-    let per = singles / 5
-    for c in 0..<5 {
-      let t = Date()
-      for i in 0..<per {
-        testSet.normalizedBatch([(c * per + i) % testSet.count][...], into: &one)
-        _ = try trainer.backend.infer(images: one, count: 1)
-      }
-      chunks.append(Date().timeIntervalSince(t) / Double(per))
-    }
-    let latency = chunks.sorted()[2]
+    let (firstStep, trainRate) = try timeTraining(&trainer, trainSet, batch: batch)
+    let (inferRate, accuracy) = try timeInference(&trainer, testSet)
+    let latency = try singleImageLatency(trainer.backend, testSet)
 
     // Peak memory of the workload itself (training and inference), read before the sgemm calibration below.
     var usage = rusage()
@@ -175,25 +110,100 @@ struct Bench: ParsableCommand {
       ("target", "{\"cpu\": \"\(target.cpu)\", \"host_cpu\": \"\(Target.host().cpu)\", \"isa\": \"\(target.isa.rawValue)\", \"lanes\": \(target.lanes), \"registers\": \(target.vectorRegisters), \"origin\": \"\(target.origin.rawValue)\"}"),
     ]
     var fields = json.map { "  \"\($0.0)\": \($0.1)" }
-    if profile {
-      // Kernels of one shard's step (the shards run side by side), slowest first.
-      let rows = trainer.backend.profileReport().sorted { $0.msPerStep > $1.msPerStep }.map {
-        String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\", \"ms_per_step\": %.3f, \"share\": %.3f}",
-               $0.line, $0.name, $0.op, $0.msPerStep, $0.share)
-      }
-      fields.append("  \"profile\": [\n" + rows.joined(separator: ",\n") + "\n  ]")
-      // Inference: one image (the batch-1 latency) and one chunk of the batch-1000 pass.
-      for (count, repeats) in [(1, 2000), (trainer.backend.inferenceChunk, 50)] {
-        var batch = [Float](repeating: 0, count: count * px)
-        testSet.normalizedBatch(Array(0..<count)[...], into: &batch)
-        let rows = try trainer.backend.profileInference(images: batch, count: count, repeats: repeats).sorted { $0.msPerCall > $1.msPerCall }.map {
-          String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\", \"us_per_call\": %.1f, \"share\": %.3f}",
-                 $0.line, $0.name, $0.op, $0.msPerCall * 1000, $0.share)
-        }
-        fields.append("  \"profile_infer_b\(count)\": [\n" + rows.joined(separator: ",\n") + "\n  ]")
+    if profile { fields += try profileFields(trainer.backend, testSet, px: px) }
+    print("{\n" + fields.joined(separator: ",\n") + "\n}")
+  }
+
+  /// The first training step alone, then images/s over timed steps or whole epochs after the first.
+  func timeTraining<C>(_ trainer: inout Trainer<CompiledBackend<C>>, _ trainSet: IDXDataset, batch: Int) throws -> (firstStep: Double, imagesPerSecond: Double) {
+    let px = trainSet.rows * trainSet.cols
+    var images = [Float](repeating: 0, count: batch * px)
+    var labels = [Int32](repeating: 0, count: batch)
+    var step = 0
+    func runEpochSteps(_ epoch: Int, _ range: Range<Int>) throws {
+      var rng = SeededRandom(seed: seed, stream: 0x5eed_0000 &+ UInt64(epoch))
+      let order = rng.permutation(trainSet.count)
+      for s in range {
+        let idx = order[(s * batch)..<((s + 1) * batch)]
+        trainSet.normalizedBatch(idx, into: &images)
+        for (j, i) in idx.enumerated() { labels[j] = Int32(trainSet.labels[i]) }
+        step += 1
+        _ = try trainer.backend.trainStep(images: images, labels: labels, seed: seed, step: step, learningRate: 1e-3)
       }
     }
-    print("{\n" + fields.joined(separator: ",\n") + "\n}")
+    let stepsPerEpoch = trainSet.count / batch
+    let t0 = Date()
+    try runEpochSteps(0, 0..<1)
+    let firstStep = Date().timeIntervalSince(t0)
+    var timedImages = 0, timedSeconds = 0.0
+    if let epochs {
+      try runEpochSteps(0, 1..<stepsPerEpoch)
+      for e in 1..<epochs {
+        let t = Date()
+        try runEpochSteps(e, 0..<stepsPerEpoch)
+        timedSeconds += Date().timeIntervalSince(t)
+        timedImages += stepsPerEpoch * batch
+      }
+    } else {
+      let n = min(steps, stepsPerEpoch - 1)
+      let t = Date()
+      try runEpochSteps(0, 1..<(1 + n))
+      timedSeconds = Date().timeIntervalSince(t)
+      timedImages = n * batch
+    }
+    trainer.optimizer.step = step
+    return (firstStep, Double(timedImages) / timedSeconds)
+  }
+
+  /// Inference at batch 1000 over the test set: images/s of the median of 3 passes, and the accuracy.
+  func timeInference<C>(_ trainer: inout Trainer<CompiledBackend<C>>, _ testSet: IDXDataset) throws -> (imagesPerSecond: Double, accuracy: Double) {
+    trainer.options.evalBatch = 1000
+    _ = try trainer.accuracy(testSet)  // warm-up (compiles the b1000 program if needed)
+    var passes: [Double] = []
+    var accuracy = 0.0
+    for _ in 0..<3 {
+      let t = Date()
+      accuracy = try trainer.accuracy(testSet).accuracy
+      passes.append(Date().timeIntervalSince(t))
+    }
+    return (Double(testSet.count) / passes.sorted()[1], accuracy)
+  }
+
+  /// Batch 1: the median over 5 chunks of single-image calls of the seconds per image.
+  func singleImageLatency<C>(_ backend: CompiledBackend<C>, _ testSet: IDXDataset) throws -> Double {
+    var one = [Float](repeating: 0, count: testSet.rows * testSet.cols)
+    _ = try backend.infer(images: one, count: 1)
+    var chunks: [Double] = []
+    let per = singles / 5
+    for c in 0..<5 {
+      let t = Date()
+      for i in 0..<per {
+        testSet.normalizedBatch([(c * per + i) % testSet.count][...], into: &one)
+        _ = try backend.infer(images: one, count: 1)
+      }
+      chunks.append(Date().timeIntervalSince(t) / Double(per))
+    }
+    return chunks.sorted()[2]
+  }
+
+  /// The per-kernel tables: one shard's training step (the shards run side by side), then inference of one
+  /// image (the batch-1 latency) and of one chunk of the batch-1000 pass; slowest kernels first.
+  func profileFields<C>(_ backend: CompiledBackend<C>, _ testSet: IDXDataset, px: Int) throws -> [String] {
+    let rows = backend.profileReport().sorted { $0.msPerStep > $1.msPerStep }.map {
+      String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\", \"ms_per_step\": %.3f, \"share\": %.3f}",
+             $0.line, $0.name, $0.op, $0.msPerStep, $0.share)
+    }
+    var fields = ["  \"profile\": [\n" + rows.joined(separator: ",\n") + "\n  ]"]
+    for (count, repeats) in [(1, 2000), (backend.inferenceChunk, 50)] {
+      var batch = [Float](repeating: 0, count: count * px)
+      testSet.normalizedBatch(Array(0..<count)[...], into: &batch)
+      let rows = try backend.profileInference(images: batch, count: count, repeats: repeats).sorted { $0.msPerCall > $1.msPerCall }.map {
+        String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\", \"us_per_call\": %.1f, \"share\": %.3f}",
+               $0.line, $0.name, $0.op, $0.msPerCall * 1000, $0.share)
+      }
+      fields.append("  \"profile_infer_b\(count)\": [\n" + rows.joined(separator: ",\n") + "\n  ]")
+    }
+    return fields
   }
 
   func fmt(_ v: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", v) }

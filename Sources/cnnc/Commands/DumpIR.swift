@@ -36,11 +36,11 @@ struct DumpIR: ParsableCommand {
     case .shaped:
       let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
       print(Printer.print(f.graph, types: shapes.types), terminator: "")
-    case .grad:
-      _ = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
-      let g = try f.run { () throws(DiagnosticList) in try differentiate(f.graph) }
-      let s2 = try f.run { () throws(DiagnosticList) in try inferShapes(g, batch: batch) }
-      print(Printer.print(g, types: s2.types), terminator: "")
+    case .grad, .fused:
+      let t = try f.run { () throws(DiagnosticList) in
+        try Pipeline(batch: batch, purpose: .training).run(f.graph, to: stage == .grad ? .grad : .fused)
+      }
+      print(Printer.print(t.graph, types: t.shapes.types), terminator: "")
     case .lowered, .swift, .llvm, .llvmOpt:
       let target = try reportingErrors { try targetOptions.resolve(runsHere: false) }
       let programs = try f.run { () throws(DiagnosticList) in try lowerForEmission(f.graph, batch: batch, target: target) }
@@ -55,12 +55,6 @@ struct DumpIR: ParsableCommand {
         }
         print(module.text, terminator: "")
       }
-    case .fused:
-      let g = try f.run { () throws(DiagnosticList) in try differentiate(f.graph) }
-      let s2 = try f.run { () throws(DiagnosticList) in try inferShapes(g, batch: batch) }
-      let fused = fuseConvReLUPool(g, shapes: s2)
-      let s3 = try f.run { () throws(DiagnosticList) in try inferShapes(fused, batch: batch) }
-      print(Printer.print(fused, types: s3.types), terminator: "")
     }
   }
 }
