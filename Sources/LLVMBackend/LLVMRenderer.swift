@@ -19,6 +19,7 @@ public struct LLVMRenderer {
   var cpu = (name: "", features: "")
   let entryType: LLVMTypeRef
   /// Where profiling timestamps go in the arena.
+  var monotonicClock: Int32 = 1
   var profileOffset = 0
 
   /// Renders every function of every program into a new module.
@@ -33,10 +34,10 @@ public struct LLVMRenderer {
     let functions = programs.flatMap { p in p.functions.map { (p, $0, pieces($0)) } }
     var load = [Int](repeating: 0, count: max(1, partitions)), owner: [String: Int] = [:]
     for (_, _, parts) in functions {
-      for case .kernel(let name, let body) in parts {
+      for case .kernel(let name, let kernel) in parts {
         let m = load.indices.min { load[$0] < load[$1] }!
         owner[name] = m
-        load[m] += body.reduce(0) { $0 + $1.size }
+        load[m] += kernel.size - 1
       }
     }
     return (0..<load.count).map { (m: Int) -> Module in
@@ -46,6 +47,7 @@ public struct LLVMRenderer {
       for (p, f, parts) in functions {
         r.cpu = (p.target.cpu, p.target.features)
         r.profileOffset = p.profileOffset
+        r.monotonicClock = p.target.monotonicClock
         r.lanes = p.lanes
         r.fused = p.target.fma
         r.vec = LLVMVectorType(r.f32, UInt32(p.lanes))
@@ -88,35 +90,21 @@ public struct LLVMRenderer {
     func local(_ n: String) -> LLVMValueRef { locals.reversed().lazy.compactMap { $0[n] }.first! }
   }
 
-  /// What an entry point is made of: statements of the entry itself (profiling timestamps, anything
-  /// before the first `.graph` comment) and kernels, one per `.graph` statement (from its comment to the next).
+  /// What an entry point is made of: statements of the entry itself (profiling timestamps) and kernels,
+  /// one per `.kernel` statement (a `.graph` statement or the optimiser), numbered in order.
   enum Piece {
     case inline(Stmt)
-    case kernel(String, [Stmt])
+    /// The kernel's function name, and the `.kernel` statement it renders.
+    case kernel(String, Stmt)
   }
 
   static func pieces(_ f: Function) -> [Piece] {
-    var out: [Piece] = [], kernel: [Stmt] = []
-    func flush() {
-      guard case .comment(let text)? = kernel.first else { return }
-      let count = out.filter { if case .kernel = $0 { true } else { false } }.count
-      out.append(.kernel("\(f.name).k\(count).\(text.prefix { $0 != " " })", kernel))
-      kernel = []
+    var count = 0
+    return f.body.map { st in
+      guard case .kernel(let name, _) = st else { return .inline(st) }
+      defer { count += 1 }
+      return .kernel("\(f.name).k\(count).\(name)", st)
     }
-    for st in f.body {
-      switch st {
-      case .comment:
-        flush()
-        kernel = [st]
-      case .tick:
-        flush()
-        out.append(.inline(st))
-      default:
-        if kernel.isEmpty { out.append(.inline(st)) } else { kernel.append(st) }
-      }
-    }
-    flush()
-    return out
   }
 
   /// Renders an entry point's share of module `module`: the entry itself in module 0, and the kernels
@@ -131,17 +119,17 @@ public struct LLVMRenderer {
       for part in parts {
         switch part {
         case .inline(let st): emit(st, &s)
-        case .kernel(let name, let body):
+        case .kernel(let name, let kernel):
           let here = owner[name] == 0
           let k = function(name, internal: here)
-          if here { define(k, body) }
+          if here { define(k, [kernel]) }
           var args = entryArguments(fn)
           LLVMBuildCall2(builder, entryType, k, &args, UInt32(args.count), "")
         }
       }
       LLVMBuildRetVoid(builder)
     } else {
-      for case .kernel(let name, let body) in parts where owner[name] == m { define(function(name, internal: false), body) }
+      for case .kernel(let name, let kernel) in parts where owner[name] == m { define(function(name, internal: false), [kernel]) }
     }
   }
 
@@ -205,49 +193,19 @@ public struct LLVMRenderer {
 
   func emit(_ st: Stmt, _ s: inout Scope) {
     switch st {
-    case .comment(let text):
-      s.node = String(text.prefix { $0 != " " })
-    case .region(let name, let body):
-      // A function of its own, called here with the entry's arguments and the loop variables it reads.
-      let free = Stmt.freeVariables(body)
-      var length = 0
-      let caller = String(cString: LLVMGetValueName2(s.function, &length))
-      let fn = function("\(caller).\(name)", internal: true, indices: free.count)
-      let here = LLVMGetInsertBlock(builder)!
-      var inner = scope(fn)
-      inner.node = s.node
-      let first = EntryABI.arguments.count
-      inner.vars = [Dictionary(uniqueKeysWithValues: free.enumerated().map { ($1, LLVMGetParam(fn, UInt32(first + $0))!) })]
-      for st in body { emit(st, &inner) }
-      LLVMBuildRetVoid(builder)
-      LLVMPositionBuilderAtEnd(builder, here)
-      var args = entryArguments(s.function) + free.map { s.variable($0) }
-      LLVMBuildCall2(builder, LLVMGlobalGetValueType(fn), fn, &args, UInt32(args.count), "")
-    case .tick(let k):
-      let fnTy = LLVMFunctionType(i64, nil, 0, 0)!
-      let counter = declared("llvm.readcyclecounter", fnTy)
-      let now = LLVMBuildCall2(builder, fnTy, counter, nil, 0, "tick")
-      LLVMBuildStore(builder, now, address(.arena, .c(profileOffset + 2 * k), s))
-    case .loop(let v, let count, let body):
-      guard count > 0 else { return }
-      let pre = LLVMGetInsertBlock(builder)!
-      let head = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).\(v)")!
-      let exit = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).\(v).end")!
-      LLVMBuildBr(builder, head)
-      LLVMPositionBuilderAtEnd(builder, head)
-      let i = LLVMBuildPhi(builder, i64, "\(s.node).\(v)")!
-      s.vars.append([v: i])
-      s.locals.append([:])
-      for b in body { emit(b, &s) }
-      s.vars.removeLast()
-      s.locals.removeLast()
-      let next = LLVMBuildNSWAdd(builder, i, LLVMConstInt(i64, 1, 0), "\(v).next")!
-      let latch = LLVMGetInsertBlock(builder)!
-      var incoming: [LLVMValueRef?] = [LLVMConstInt(i64, 0, 0), next]
-      var blocks: [LLVMBasicBlockRef?] = [pre, latch]
-      LLVMAddIncoming(i, &incoming, &blocks, 2)
-      LLVMBuildCondBr(builder, LLVMBuildICmp(builder, LLVMIntSLT, next, LLVMConstInt(i64, UInt64(count), 0), ""), head, exit)
-      LLVMPositionBuilderAtEnd(builder, exit)
+    case .comment:
+      break  // LLVM IR keeps no comments; values are named after the kernel (`Scope.node`)
+    case .kernel(let name, let body):
+      let outer = s.node
+      s.node = name
+      for st in body { emit(st, &s) }
+      s.node = outer
+    case .region(let name, let body): emitRegion(name, body, &s)
+    case .tick(let k): emitTick(k, s)
+    case .loop(let v, let count, let body): emitLoop(v, count, body, &s)
+    case .vstore(let b, let i, let v, let lanes): emitVectorStore(b, i, v, lanes: lanes, s)
+    case .when(let c, let body): emitWhen(c, body, &s)
+    case .gemm(let g): emitGemm(g, s)
     case .store(let b, let i, let v):
       LLVMBuildStore(builder, fexpr(v, s), address(b, i, s))
     case .accumulate(let b, let i, let v):
@@ -261,40 +219,105 @@ public struct LLVMRenderer {
       LLVMBuildStore(builder, vexpr(v, s), declare(name, vec, &s))
     case .vset(let name, let v):
       LLVMBuildStore(builder, vexpr(v, s), s.local(name))
-    case .vstore(let b, let i, let v, let lanes):
-      let value = vexpr(v, s), at = address(b, i, s)
-      if lanes == self.lanes {
-        LLVMSetAlignment(LLVMBuildStore(builder, value, at), 4)
-      } else {
-        var types: [LLVMTypeRef?] = [vec, ptr, i32, LLVMVectorType(i1, UInt32(self.lanes))]
-        let fnTy = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &types, 4, 0)!
-        let fn = declared("llvm.masked.store.v\(self.lanes)f32.p0", fnTy)
-        var args: [LLVMValueRef?] = [value, at, LLVMConstInt(i32, 4, 0), mask(lanes)]
-        LLVMBuildCall2(builder, fnTy, fn, &args, 4, "")
-      }
-    case .when(let c, let body):
-      let then = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).then")!
-      let done = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).endif")!
-      LLVMBuildCondBr(builder, cond(c, s), then, done)
-      LLVMPositionBuilderAtEnd(builder, then)
-      s.locals.append([:])
-      for b in body { emit(b, &s) }
-      s.locals.removeLast()
-      LLVMBuildBr(builder, done)
-      LLVMPositionBuilderAtEnd(builder, done)
-    case .gemm(let g):
-      var argTypes: [LLVMTypeRef?] = [i32, i32, i32, i32, i32, i32, f32, ptr, i32, ptr, i32, f32, ptr, i32]
-      let fnTy = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &argTypes, 14, 0)!
-      let callee = declared("cblas_sgemm", fnTy)
-      func c32(_ v: Int) -> LLVMValueRef { LLVMConstInt(i32, UInt64(v), 0) }
-      var args: [LLVMValueRef?] = [
-        c32(Int(g.cblasCodes.layout)), c32(Int(g.cblasCodes.transA)), c32(Int(g.cblasCodes.transB)), c32(g.m), c32(g.n), c32(g.k),
-        LLVMConstReal(f32, 1), address(g.a.0, g.a.1, s), c32(g.lda), address(g.b.0, g.b.1, s), c32(g.ldb),
-        LLVMConstReal(f32, Double(g.beta)), address(g.c.0, g.c.1, s), c32(g.ldc),
-      ]
-      LLVMBuildCall2(builder, fnTy, callee, &args, 14, "")
-      _ = s.node
     }
+  }
+
+  /// A region: a function of its own, called here with the entry's arguments and the loop variables it reads.
+  func emitRegion(_ name: String, _ body: [Stmt], _ s: inout Scope) {
+    // A function of its own, called here with the entry's arguments and the loop variables it reads.
+    let free = Stmt.freeVariables(body)
+    var length = 0
+    let caller = String(cString: LLVMGetValueName2(s.function, &length))
+    let fn = function("\(caller).\(name)", internal: true, indices: free.count)
+    let here = LLVMGetInsertBlock(builder)!
+    var inner = scope(fn)
+    inner.node = s.node
+    let first = EntryABI.arguments.count
+    inner.vars = [Dictionary(uniqueKeysWithValues: free.enumerated().map { ($1, LLVMGetParam(fn, UInt32(first + $0))!) })]
+    for st in body { emit(st, &inner) }
+    LLVMBuildRetVoid(builder)
+    LLVMPositionBuilderAtEnd(builder, here)
+    var args = entryArguments(s.function) + free.map { s.variable($0) }
+    LLVMBuildCall2(builder, LLVMGlobalGetValueType(fn), fn, &args, UInt32(args.count), "")
+  }
+
+  /// clock_gettime(CLOCK_MONOTONIC) into a { i64 seconds, i64 nanoseconds } timespec, stored as nanoseconds.
+  func emitTick(_ k: Int, _ s: Scope) {
+    var params: [LLVMTypeRef?] = [i32, ptr]
+    let fnTy = LLVMFunctionType(i32, &params, 2, 0)!
+    let clock = declared("clock_gettime", fnTy)
+    var fields: [LLVMTypeRef?] = [i64, i64]
+    let timespec = LLVMStructTypeInContext(ctx, &fields, 2, 0)!
+    let ts = LLVMBuildAlloca(builder, timespec, "timespec")
+    var args: [LLVMValueRef?] = [LLVMConstInt(i32, UInt64(monotonicClock), 0), ts]
+    LLVMBuildCall2(builder, fnTy, clock, &args, 2, "")
+    let seconds = LLVMBuildLoad2(builder, i64, LLVMBuildStructGEP2(builder, timespec, ts, 0, ""), "seconds")
+    let nanos = LLVMBuildLoad2(builder, i64, LLVMBuildStructGEP2(builder, timespec, ts, 1, ""), "nanoseconds")
+    let now = LLVMBuildAdd(builder, LLVMBuildMul(builder, seconds, LLVMConstInt(i64, 1_000_000_000, 0), ""), nanos, "tick")
+    LLVMBuildStore(builder, now, address(.arena, .c(profileOffset + 2 * k), s))
+  }
+
+  /// A counted loop: a header block with the induction variable's phi, the body, the latch's compare.
+  func emitLoop(_ v: String, _ count: Int, _ body: [Stmt], _ s: inout Scope) {
+    guard count > 0 else { return }
+    let pre = LLVMGetInsertBlock(builder)!
+    let head = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).\(v)")!
+    let exit = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).\(v).end")!
+    LLVMBuildBr(builder, head)
+    LLVMPositionBuilderAtEnd(builder, head)
+    let i = LLVMBuildPhi(builder, i64, "\(s.node).\(v)")!
+    s.vars.append([v: i])
+    s.locals.append([:])
+    for b in body { emit(b, &s) }
+    s.vars.removeLast()
+    s.locals.removeLast()
+    let next = LLVMBuildNSWAdd(builder, i, LLVMConstInt(i64, 1, 0), "\(v).next")!
+    let latch = LLVMGetInsertBlock(builder)!
+    var incoming: [LLVMValueRef?] = [LLVMConstInt(i64, 0, 0), next]
+    var blocks: [LLVMBasicBlockRef?] = [pre, latch]
+    LLVMAddIncoming(i, &incoming, &blocks, 2)
+    LLVMBuildCondBr(builder, LLVMBuildICmp(builder, LLVMIntSLT, next, LLVMConstInt(i64, UInt64(count), 0), ""), head, exit)
+    LLVMPositionBuilderAtEnd(builder, exit)
+  }
+
+  /// A full vector store, or a masked one of the first `lanes` lanes.
+  func emitVectorStore(_ b: Base, _ i: IExpr, _ v: VExpr, lanes: Int, _ s: Scope) {
+    let value = vexpr(v, s), at = address(b, i, s)
+    if lanes == self.lanes {
+      LLVMSetAlignment(LLVMBuildStore(builder, value, at), 4)
+    } else {
+      var types: [LLVMTypeRef?] = [vec, ptr, i32, LLVMVectorType(i1, UInt32(self.lanes))]
+      let fnTy = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &types, 4, 0)!
+      let fn = declared("llvm.masked.store.v\(self.lanes)f32.p0", fnTy)
+      var args: [LLVMValueRef?] = [value, at, LLVMConstInt(i32, 4, 0), mask(lanes)]
+      LLVMBuildCall2(builder, fnTy, fn, &args, 4, "")
+    }
+  }
+
+  func emitWhen(_ c: Cond, _ body: [Stmt], _ s: inout Scope) {
+    let then = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).then")!
+    let done = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).endif")!
+    LLVMBuildCondBr(builder, cond(c, s), then, done)
+    LLVMPositionBuilderAtEnd(builder, then)
+    s.locals.append([:])
+    for b in body { emit(b, &s) }
+    s.locals.removeLast()
+    LLVMBuildBr(builder, done)
+    LLVMPositionBuilderAtEnd(builder, done)
+  }
+
+  /// A library GEMM call (cblas_sgemm, resolved when the code is linked or JIT-compiled).
+  func emitGemm(_ g: Gemm, _ s: Scope) {
+    var argTypes: [LLVMTypeRef?] = [i32, i32, i32, i32, i32, i32, f32, ptr, i32, ptr, i32, f32, ptr, i32]
+    let fnTy = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &argTypes, 14, 0)!
+    let callee = declared("cblas_sgemm", fnTy)
+    func c32(_ v: Int) -> LLVMValueRef { LLVMConstInt(i32, UInt64(v), 0) }
+    var args: [LLVMValueRef?] = [
+      c32(Int(g.cblasCodes.layout)), c32(Int(g.cblasCodes.transA)), c32(Int(g.cblasCodes.transB)), c32(g.m), c32(g.n), c32(g.k),
+      LLVMConstReal(f32, 1), address(g.a.0, g.a.1, s), c32(g.lda), address(g.b.0, g.b.1, s), c32(g.ldb),
+      LLVMConstReal(f32, Double(g.beta)), address(g.c.0, g.c.1, s), c32(g.ldc),
+    ]
+    LLVMBuildCall2(builder, fnTy, callee, &args, 14, "")
   }
 
   /// The module's function `name` (an intrinsic or an external symbol), declared on first use.

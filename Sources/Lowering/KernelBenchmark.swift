@@ -42,7 +42,7 @@ public enum KernelBenchmark {
   }
 
   static func program(_ name: String, _ e: Emitter, arena: Int) -> Program {
-    Program(graphName: "bench", batch: 1, functions: [Function(name: "bench_\(name)", body: [.comment("\(e.node) = benchmark()")] + e.body)],
+    Program(graphName: "bench", batch: 1, functions: [Function(name: "bench_\(name)", body: [.kernel(e.node, [.comment("\(e.node) = benchmark()")] + e.body)])],
             arenaFloats: arena, parameters: [], parameterFloats: 0, imageFloats: 0, output: Placement(base: .arena, offset: 0, count: 0),
             loss: nil, classes: 0, target: e.target, gemms: e.gemms)
   }

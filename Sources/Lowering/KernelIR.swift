@@ -148,7 +148,8 @@ public indirect enum Stmt: Equatable, Sendable {
   case vset(String, VExpr)
   /// Stores the first `lanes` lanes of the value to buffer[i...] (a masked store when fewer than all).
   case vstore(Base, IExpr, VExpr, lanes: Int)
-  /// Profiling: stores a 64-bit timestamp (cycle counter or nanoseconds) into arena slot `slot`.
+  /// Profiling: stores the monotonic clock in nanoseconds, as a 64-bit integer, into arena slot `slot`
+  /// (every back end the same unit).
   case tick(Int)
   /// Code that must get the register file to itself (a GEMM's micro-kernels): a back end that can
   /// renders it as a function of its own, taking the enclosing loop variables it reads (`freeVariables`).
@@ -156,13 +157,17 @@ public indirect enum Stmt: Equatable, Sendable {
   /// micro-kernel and spills an accumulator instead (seen on AVX2 and AVX-512). It reads no float locals
   /// from outside.
   case region(String, [Stmt])
+  /// The code of one `.graph` statement (or of the optimiser), named after it: a back end may compile it
+  /// as a function of its own (the LLVM back end does, so the optimiser works on many small functions and
+  /// JIT time grows linearly with the graph). It reads no loop variable or local from outside.
+  case kernel(String, [Stmt])
 }
 
 extension Stmt {
   /// Statements in this one, counting itself (a measure of how much code it renders to).
   public var size: Int {
     switch self {
-    case .loop(_, _, let body), .when(_, let body), .region(_, let body): 1 + body.reduce(0) { $0 + $1.size }
+    case .loop(_, _, let body), .when(_, let body), .region(_, let body), .kernel(_, let body): 1 + body.reduce(0) { $0 + $1.size }
     default: 1
     }
   }
@@ -217,7 +222,7 @@ extension Stmt {
       case .comment, .tick: break
       case .vlocal(_, let v), .vset(_, let v): use(v)
       case .vstore(_, let i, let v, _): use(i); use(v)
-      case .region(_, let body): body.forEach(visit)
+      case .region(_, let body), .kernel(_, let body): body.forEach(visit)
       }
     }
     body.forEach(visit)

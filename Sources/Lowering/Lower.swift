@@ -49,15 +49,14 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
       e.body.append(.tick(regions.count))
       regions.append((n.name, n.op.spelling, n.range.line))
     }
-    e.body.append(.comment("\(n.name) = \(n.op.spelling)(\(n.args.joined(separator: ", ")))"))
-    e.emit(n, kernel)
+    e.kernel(n.name, "\(n.name) = \(n.op.spelling)(\(n.args.joined(separator: ", ")))") { e in e.emit(n, kernel) }
   }
   if case .train(let spec) = mode {
     if profile {
       e.body.append(.tick(regions.count))
       regions.append((spec.kind.rawValue, "optimizer", 0))
     }
-    e.emitOptimizer(spec)
+    e.kernel(spec.kind.rawValue) { e in e.emitOptimizer(spec) }
   }
   if profile {
     e.body.append(.tick(regions.count))
@@ -104,7 +103,7 @@ public func lowerOptimizer(_ graph: Graph, _ spec: OptimizerSpec, target: Target
   let shapes = try inferShapes(graph, batch: 1)
   let plan = planMemory(Graph(name: graph.name, nodes: graph.nodes.filter { !$0.op.parameterSuffixes.isEmpty }), shapes, scratch: [:], training: true)
   var e = Emitter(graph: graph, shapes: shapes, plan: plan, training: true, target: target)
-  e.emitOptimizer(spec)
+  e.kernel(spec.kind.rawValue) { e in e.emitOptimizer(spec) }
   return Program(
     graphName: graph.name, batch: 0, functions: [Function(name: "\(graph.name)_\(spec.kind.rawValue)", body: e.body)],
     arenaFloats: 16, parameters: graph.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
@@ -169,4 +168,13 @@ struct Emitter {
   }
 
   mutating func emit(_ n: Node, _ kernel: any Lowerable) { kernel.lower(n, &self) }
+
+  /// Appends what `emit` appends as one named `.kernel` statement, headed by `comment` when given.
+  mutating func kernel(_ name: String, _ comment: String? = nil, _ emit: (inout Emitter) -> Void) {
+    let outer = body
+    body = comment.map { [.comment($0)] } ?? []
+    emit(&self)
+    let inner = body
+    body = inner.isEmpty ? outer : outer + [.kernel(name, inner)]
+  }
 }

@@ -20,6 +20,7 @@ extension Program {
     switch s {
     case .comment(let c): return "\(pad)# \(c)\n"
     case .tick(let k): return "\(pad)tick(\(k))\n"
+    case .kernel(_, let body): return body.map { list($0, depth: depth) }.joined()  // headed by its comment
     case .region(let name, let body):
       return "\(pad)region \(name)(\(Stmt.freeVariables(body).joined(separator: ", "))) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
     case .loop(let v, let n, let body): return "\(pad)for \(v) in 0..<\(n) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"

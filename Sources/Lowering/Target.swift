@@ -102,3 +102,9 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
     max(16, min(64, (l2 + l3) / max(1, activationBytesPerImage)))
   }
 }
+
+extension Target {
+  /// The C library's `CLOCK_MONOTONIC` on the target's operating system (profiling timestamps call
+  /// `clock_gettime` with it): 6 on Apple systems, 1 on Linux.
+  public var monotonicClock: Int32 { triple.contains("apple") ? 6 : 1 }
+}

@@ -84,8 +84,8 @@ struct Writer {
   mutating func line(_ s: String) { text += String(repeating: "  ", count: depth) + s + "\n" }
 
   mutating func function(_ f: Function) {
-    let used = Set(f.body.flatMap(basesUsed))
-    reassigned = Set(f.body.flatMap(vectorsSet))
+    let used = Set(f.body.flatMap(\.basesUsed))
+    reassigned = Set(f.body.flatMap(\.vectorsSet))
     line("@_cdecl(\"\(f.name)\")")
     line("public func \(f.name)(")
     for l in EntryABI.lines(width: 120, { a in
@@ -123,6 +123,8 @@ struct Writer {
       line("do {  // \(name)")
       block(body)
       line("}")
+    case .kernel(_, let body):
+      for st in body { stmt(st) }  // headed by its comment
     case .tick(let k):
       line("do { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t)")
       line("  UnsafeMutableRawPointer(arena + \(profileOffset) + \(2 * k)).storeBytes(of: Int64(t.tv_sec) &* 1_000_000_000 &+ Int64(t.tv_nsec), as: Int64.self) }")
@@ -217,64 +219,5 @@ struct Writer {
     case .dropoutKeep(let key, let index, let threshold):
       "mix(mix(mix(UInt64(bitPattern: seed) ^ 0x\(String(key, radix: 16))) &+ UInt64(bitPattern: step)) &+ UInt64(\(ix(index))) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= \(threshold)"
     }
-  }
-}
-
-/// The vector locals a statement assigns after declaring them.
-func vectorsSet(_ s: Stmt) -> [String] {
-  switch s {
-  case .vset(let n, _): [n]
-  case .loop(_, _, let body), .when(_, let body), .region(_, let body): body.flatMap(vectorsSet)
-  default: []
-  }
-}
-
-/// Every buffer a statement reads or writes.
-func basesUsed(_ s: Stmt) -> [Base] {
-  func i(_ e: IExpr) -> [Base] {
-    switch e {
-    case .c, .v, .step: []
-    case .add(let a, let b), .mul(let a, let b): i(a) + i(b)
-    case .div(let a, _), .rem(let a, _): i(a)
-    case .label(let x): [.labels] + i(x)
-    case .ofFloat(let f): fl(f)
-    }
-  }
-  func ve(_ e: VExpr) -> [Base] {
-    switch e {
-    case .zero, .local: []
-    case .load(let b, let x, _): [b] + i(x)
-    case .broadcast(let f): fl(f)
-    case .fma(let a, let b, let c): ve(a) + ve(b) + ve(c)
-    }
-  }
-  func fl(_ e: FExpr) -> [Base] {
-    switch e {
-    case .c, .local, .learningRate: []
-    case .load(let b, let x): [b] + i(x)
-    case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b): fl(a) + fl(b)
-    case .exp(let a), .log(let a), .sqrt(let a): fl(a)
-    case .select(let c, let a, let b): co(c) + fl(a) + fl(b)
-    case .ofInt(let x): i(x)
-    }
-  }
-  func co(_ c: Cond) -> [Base] {
-    switch c {
-    case .ilt(let a, let b), .ieq(let a, let b): i(a) + i(b)
-    case .fgt(let a, let b): fl(a) + fl(b)
-    case .and(let a, let b): co(a) + co(b)
-    case .dropoutKeep(_, let x, _): i(x)
-    }
-  }
-  switch s {
-  case .comment: return []
-  case .tick: return [.arena]
-  case .region(_, let body): return body.flatMap(basesUsed)
-  case .loop(_, _, let body), .when(_, let body): return body.flatMap(basesUsed) + { if case .when(let c, _) = s { co(c) } else { [] } }()
-  case .store(let b, let x, let e), .accumulate(let b, let x, let e): return [b] + i(x) + fl(e)
-  case .local(_, let e), .set(_, let e): return fl(e)
-  case .vlocal(_, let e), .vset(_, let e): return ve(e)
-  case .vstore(let b, let x, let e, _): return [b] + i(x) + ve(e)
-  case .gemm(let g): return [g.a.0, g.b.0, g.c.0] + i(g.a.1) + i(g.b.1) + i(g.c.1)
   }
 }
