@@ -120,15 +120,23 @@ extension Emitter {
     return p.size
   }
 
+  /// What a conv forward's epilogue reads: the conv result in GEMM layout (`tmp`), the bias, the output.
+  struct ConvEpilogue {
+    let n: Node, s: ConvShape, tmp: Int, table: Int, window: Int, pooled: Int
+    let y: Placement, bias: Placement?
+    /// The conv value plus its filter's bias.
+    func biased(_ v: FExpr, _ fi: IExpr) -> FExpr { bias.map { v + .load(.params, .c($0.offset) + fi) } ?? v }
+  }
+
   mutating func convForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?) {
     let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0]))
     let w = at("\(n.name).weight")
-    let bias = a.bias ? at("\(n.name).bias") : nil
-    let y = at(n.name)
     let scratch = plan.scratch[n.name]!
     let col = scratch.offset, tmp = scratch.offset + s.ckk * s.cols, table = tmp + s.f * s.cols
     let window = Self.poolWindow(pool, s)
     let pooled = (s.oh / window) * (s.ow / window)
+    let epilogue = ConvEpilogue(n: n, s: s, tmp: tmp, table: table, window: window, pooled: pooled, y: at(n.name),
+                                bias: a.bias ? at("\(n.name).bias") : nil)
     if window > 1 {
       // Each pooled output's top-left position in the conv plane, as the argmax is saved.
       let px = s.ow / window
@@ -139,63 +147,78 @@ extension Emitter {
       // tmp[F x cols] = W[F x ckk] * col[ckk x cols], vectorised along the columns.
       out += e.tiledGemm(TiledGemm(m: s.f, n: s.cols, k: s.ckk, a: (.params, .c(w.offset)), aRow: s.ckk, aCol: 1,
                                    b: (.arena, .c(col)), ldb: s.cols, c: (.arena, .c(tmp)), ldc: s.cols, accumulate: false))
-      func biased(_ v: FExpr, _ fi: IExpr) -> FExpr { bias.map { v + .load(.params, .c($0.offset) + fi) } ?? v }
       if window > 1 {
-        // Window-major columns: window position w of every pooled output is one contiguous block, so
-        // the max over the window (first maximum wins, as in the reference) is vector code.
-        let argmax = e.at("\(n.name).argmax")
-        out.append(e.loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("q", pooled) { e, q in
-          var inner: [Stmt] = []
-          var best = "", at = ""
-          for wpos in 0..<(window * window) {
-            let v = e.fresh("v")
-            inner.append(.local(v, biased(.load(.arena, .c(tmp) + fi * s.cols + j * s.plane + .c(wpos * pooled) + q), fi)))
-            let offset = FExpr.c(Float((wpos / window) * s.ow + wpos % window))
-            if wpos == 0 {
-              (best, at) = (v, e.fresh("at"))
-              inner.append(.local(at, offset))
-            } else {
-              let (b2, a2) = (e.fresh("best"), e.fresh("at"))
-              let better = Cond.fgt(.local(v), .local(best))
-              inner.append(.local(a2, .select(better, offset, .local(at))))
-              inner.append(.local(b2, .select(better, .local(v), .local(best))))
-              (best, at) = (b2, a2)
-            }
-          }
-          let o = IExpr.c(0) + (g * s.group + j) * (s.f * pooled) + fi * pooled + q
-          inner.append(.store(y.base, .c(y.offset) + o, .select(.fgt(.local(best), .c(0)), .local(best), .c(0))))
-          inner.append(.store(argmax.base, .c(argmax.offset) + o, .load(.arena, .c(table) + q) + .local(at)))
-          return inner
-        }] }] })
+        out.append(e.windowMajorPool(epilogue, g: g))
       } else if let p = pool {
-        // Pool the biased conv plane; relu(max) == max(relu) and the relu mask is "pooled > 0".
-        let py = (s.oh - p.size) / p.stride + 1, px = (s.ow - p.size) / p.stride + 1
-        let argmax = e.at("\(n.name).argmax")
-        out.append(e.loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("py", py) { e, yy in [e.loop("px", px) { e, xx in
-          let best = e.fresh("best"), bi = e.fresh("bi")
-          let first = yy * (p.stride * s.ow) + xx * p.stride
-          func conv(_ p: IExpr) -> IExpr { .c(tmp) + fi * s.cols + j * s.plane + p }
-          var inner: [Stmt] = [.local(best, biased(.load(.arena, conv(first)), fi)), .local(bi, .ofInt(first))]
-          inner += e.small("ky", p.size) { e, ky in e.small("kx", p.size) { _, kx in
-            let idx = first + ky * s.ow + kx
-            let v = biased(.load(.arena, conv(idx)), fi)
-            return [.set(bi, .select(.fgt(v, .local(best)), .ofInt(idx), .local(bi))),
-                    .set(best, .select(.fgt(v, .local(best)), v, .local(best)))]
-          } }
-          let o = (g * s.group + j) * (s.f * py * px) + fi * (py * px) + yy * px + xx
-          inner.append(.store(y.base, .c(y.offset) + o, .select(.fgt(.local(best), .c(0)), .local(best), .c(0))))
-          inner.append(.store(argmax.base, .c(argmax.offset) + o, .local(bi)))
-          return inner
-        }] }] }] })
+        out.append(e.poolPlane(epilogue, p, g: g))
       } else {
-        out.append(e.loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("i", s.plane) { _, i in
-          let v = biased(.load(.arena, .c(tmp) + fi * s.cols + j * s.plane + i), fi)
-          return [.store(y.base, .c(y.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i,
-                         relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v)]
-        }] }] })
+        out.append(e.storePlane(epilogue, relu: relu, g: g))
       }
       return out
     })
+  }
+
+  /// Window-major columns: window position w of every pooled output is one contiguous block, so the max over
+  /// the window (first maximum wins, as in the reference) is vector code; relu and the argmax follow.
+  mutating func windowMajorPool(_ c: ConvEpilogue, g: IExpr) -> Stmt {
+    let (s, pooled, window) = (c.s, c.pooled, c.window)
+    let argmax = at("\(c.n.name).argmax")
+    return loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("q", pooled) { e, q in
+      var inner: [Stmt] = []
+      var best = "", at = ""
+      for wpos in 0..<(window * window) {
+        let v = e.fresh("v")
+        inner.append(.local(v, c.biased(.load(.arena, .c(c.tmp) + fi * s.cols + j * s.plane + .c(wpos * pooled) + q), fi)))
+        let offset = FExpr.c(Float((wpos / window) * s.ow + wpos % window))
+        if wpos == 0 {
+          (best, at) = (v, e.fresh("at"))
+          inner.append(.local(at, offset))
+        } else {
+          let (b2, a2) = (e.fresh("best"), e.fresh("at"))
+          let better = Cond.fgt(.local(v), .local(best))
+          inner.append(.local(a2, .select(better, offset, .local(at))))
+          inner.append(.local(b2, .select(better, .local(v), .local(best))))
+          (best, at) = (b2, a2)
+        }
+      }
+      let o = IExpr.c(0) + (g * s.group + j) * (s.f * pooled) + fi * pooled + q
+      inner.append(.store(c.y.base, .c(c.y.offset) + o, .select(.fgt(.local(best), .c(0)), .local(best), .c(0))))
+      inner.append(.store(argmax.base, .c(argmax.offset) + o, .load(.arena, .c(c.table) + q) + .local(at)))
+      return inner
+    }] }] }
+  }
+
+  /// Pools the biased conv plane in place order; relu(max) == max(relu) and the relu mask is "pooled > 0".
+  mutating func poolPlane(_ c: ConvEpilogue, _ p: PoolAttrs, g: IExpr) -> Stmt {
+    let s = c.s
+    let py = (s.oh - p.size) / p.stride + 1, px = (s.ow - p.size) / p.stride + 1
+    let argmax = at("\(c.n.name).argmax")
+    return loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("py", py) { e, yy in [e.loop("px", px) { e, xx in
+      let best = e.fresh("best"), bi = e.fresh("bi")
+      let first = yy * (p.stride * s.ow) + xx * p.stride
+      func conv(_ p: IExpr) -> IExpr { .c(c.tmp) + fi * s.cols + j * s.plane + p }
+      var inner: [Stmt] = [.local(best, c.biased(.load(.arena, conv(first)), fi)), .local(bi, .ofInt(first))]
+      inner += e.small("ky", p.size) { e, ky in e.small("kx", p.size) { _, kx in
+        let idx = first + ky * s.ow + kx
+        let v = c.biased(.load(.arena, conv(idx)), fi)
+        return [.set(bi, .select(.fgt(v, .local(best)), .ofInt(idx), .local(bi))),
+                .set(best, .select(.fgt(v, .local(best)), v, .local(best)))]
+      } }
+      let o = (g * s.group + j) * (s.f * py * px) + fi * (py * px) + yy * px + xx
+      inner.append(.store(c.y.base, .c(c.y.offset) + o, .select(.fgt(.local(best), .c(0)), .local(best), .c(0))))
+      inner.append(.store(argmax.base, .c(argmax.offset) + o, .local(bi)))
+      return inner
+    }] }] }] }
+  }
+
+  /// The biased conv plane (relu'd when fused) to the output in NCHW order.
+  mutating func storePlane(_ c: ConvEpilogue, relu: Bool, g: IExpr) -> Stmt {
+    let s = c.s
+    return loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("i", s.plane) { _, i in
+      let v = c.biased(.load(.arena, .c(c.tmp) + fi * s.cols + j * s.plane + i), fi)
+      return [.store(c.y.base, .c(c.y.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i,
+                     relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v)]
+    }] }] }
   }
 
   /// dW^T[ckk x F] = col[ckk x cols] * dy^T[cols x F], accumulated over groups in scratch, then

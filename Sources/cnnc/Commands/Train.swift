@@ -108,15 +108,7 @@ struct Train: ParsableCommand {
     try reportingErrors {
       // A target this machine cannot run is refused before the data is read.
       let target = try targetOptions.resolve(runsHere: true)
-      let start = Date()
-      let trainSet = try IDXDataset.load(directory: dir, split: "train")
-      let testSet = try IDXDataset.load(directory: dir, split: "t10k")
-      guard let img = f.graph.inputs.first(where: { $0.dtype == .f32 }) else { throw DataError("the graph has no f32 image input") }
-      try trainSet.validateImages(forInput: shapes[img.name]!.dims)
-      // Refused before anything is compiled or allocated for a batch that could never be filled.
-      guard batch <= trainSet.count else { throw DataError("--batch \(batch) exceeds the \(trainSet.count) training examples in \(dir)") }
-      try testSet.validateImages(forInput: shapes[img.name]!.dims)
-      say(String(format: "data: %@ (%d train, %d test images) loaded in %.2f s", dir, trainSet.count, testSet.count, Date().timeIntervalSince(start)))
+      let (trainSet, testSet) = try loadData(dir, f.graph, shapes)
       let params = Parameters(graph: f.graph, shapes: shapes, seed: seed)
       // The run directory keeps the graph it trained, so reports and evaluation need nothing else.
       // One run per directory: the lock lives as long as this process, and what killed runs left is removed.
@@ -125,17 +117,8 @@ struct Train: ParsableCommand {
         RunDirectory(outDir).removeStaleTemporaries()
         try writeAtomically(f.source, to: (outDir as NSString).appendingPathComponent("model.graph"))
       }
-      var opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
-      opt.step = 0
-      var options = TrainingOptions(outputDirectory: outDir)
-      options.epochs = epochs
-      options.batchSize = batch
-      options.seed = seed
-      options.validationFraction = val
-      options.patience = patience
-      options.maxSteps = steps
-      options.saveEvery = saveEvery
-      options.primary = mpi.map { $0.rank == 0 } ?? true
+      let opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
+      let options = trainingOptions(outDir, primary: mpi.map { $0.rank == 0 } ?? true)
       if jit || backend != "interp" { say("target: \(target)") }
       if jit || backend == "jit" {
         let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target), shards: shards, threads: threads, mpi: mpi)
@@ -163,6 +146,34 @@ struct Train: ParsableCommand {
     if jit || backend != "interp", !quiet, !noReport {
       try reportingErrors { say("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))") }
     }
+  }
+
+  /// The training and test sets of `dir`, checked against the graph's image input and the batch size
+  /// before anything is compiled or allocated for a batch that could never be filled.
+  func loadData(_ dir: String, _ graph: Graph, _ shapes: ShapeTable) throws -> (train: IDXDataset, test: IDXDataset) {
+    let start = Date()
+    let trainSet = try IDXDataset.load(directory: dir, split: "train")
+    let testSet = try IDXDataset.load(directory: dir, split: "t10k")
+    guard let img = graph.inputs.first(where: { $0.dtype == .f32 }) else { throw DataError("the graph has no f32 image input") }
+    try trainSet.validateImages(forInput: shapes[img.name]!.dims)
+    guard batch <= trainSet.count else { throw DataError("--batch \(batch) exceeds the \(trainSet.count) training examples in \(dir)") }
+    try testSet.validateImages(forInput: shapes[img.name]!.dims)
+    say(String(format: "data: %@ (%d train, %d test images) loaded in %.2f s", dir, trainSet.count, testSet.count, Date().timeIntervalSince(start)))
+    return (trainSet, testSet)
+  }
+
+  /// The trainer's options from the command line; `primary` is the process that prints and writes.
+  func trainingOptions(_ outDir: String, primary: Bool) -> TrainingOptions {
+    var options = TrainingOptions(outputDirectory: outDir)
+    options.epochs = epochs
+    options.batchSize = batch
+    options.seed = seed
+    options.validationFraction = val
+    options.patience = patience
+    options.maxSteps = steps
+    options.saveEvery = saveEvery
+    options.primary = primary
+    return options
   }
 
   func run<B: Backend>(_ t: Trainer<B>, _ trainSet: IDXDataset, _ testSet: IDXDataset, _ outDir: String) throws {
